@@ -1,0 +1,5 @@
+import sys
+
+from gximap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""``gximap [-c FILE] [--version] [-?|--help]``: start-up order, signals, reload.
+
+Start-up follows Gromox: read config → bind listeners → raise the fd limit → drop to
+``running_identity`` → load TLS material → open the store → serve. Binding first lets an
+unprivileged service own ports below 1024. The store is opened after the switch so its files
+belong to the service user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+from gximap import __version__
+from gximap import config as gxconfig
+from gximap import log as gxlog
+
+
+def _usage() -> str:
+    return (
+        "Usage: gximap [-c config] [--version] [-?|--help]\n\n"
+        "  -c config    read configuration directives from this file (both the gromox.cfg\n"
+        "               and imap.cfg sets); default: /etc/gromox/gromox.cfg, /etc/gromox/imap.cfg\n"
+        "  --version    print the version and exit\n"
+        "  -?, --help   print this help and the configuration directives\n\n"
+    )
+
+
+def _parse_args(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """(action, config path). action: "help", "version", or None to run; errors raise SystemExit."""
+    config_path: str | None = None
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-?", "-h", "--help"):
+            return "help", None
+        if arg == "--version":
+            return "version", None
+        if arg == "-c":
+            if not args:
+                raise SystemExit("gximap: option -c needs a file name")
+            config_path = args.pop(0)
+        elif arg.startswith("-c") and len(arg) > 2:
+            config_path = arg[2:]
+        else:
+            raise SystemExit(f"gximap: unknown argument {arg!r} (try --help)")
+    return None, config_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    action, config_path = _parse_args(sys.argv[1:] if argv is None else argv)
+    if action == "help":
+        sys.stdout.write(_usage() + gxconfig.render_help())
+        return 0
+    if action == "version":
+        print(f"gximap {__version__}")
+        return 0
+    paths = [config_path] if config_path else gxconfig.default_paths()
+    try:
+        cfg = gxconfig.load_config(paths, required=bool(config_path))
+        gxconfig.check_consistency(cfg)
+    except gxconfig.ConfigError as exc:
+        print(f"gximap: {exc}", file=sys.stderr)
+        return 2
+    try:
+        gxlog.setup_logging(str(cfg.imap_log_file), int(cfg.imap_log_level))
+    except gxlog.LogSetupError as exc:
+        print(f"gximap: {exc}", file=sys.stderr)
+        return 2
+    log = gxlog.get_logger()
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    from gximap.daemon import Daemon, StartupError
+
+    try:
+        return Daemon(cfg, paths).run()
+    except StartupError as exc:
+        log.critical("%s", exc)
+        print(f"gximap: {exc}", file=sys.stderr)
+        return 1
+
+
+class SignalLatch:
+    """Turns SIGTERM/SIGINT/SIGHUP into flags the main thread acts on (never work in a handler)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.stop = False
+        self.reload = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stop = True
+        self.event.set()
+
+    def _on_reload(self, signum: int, frame: object) -> None:
+        self.reload = True
+        self.event.set()
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        logging.getLogger("gximap").warning("sd_notify failed: %s", exc)

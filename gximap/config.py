@@ -1,0 +1,959 @@
+"""Gromox-style configuration: ``key = value`` files → one typed :class:`Config`.
+
+Syntax (as in Gromox's config_file and gromox(7) "Duration specifications"):
+
+* one ``key = value`` per line; whitespace around key and value is trimmed;
+* a line whose first non-blank character is ``#`` is a comment; blank lines are ignored;
+* keys are case-insensitive; a later occurrence wins (also across files);
+* booleans: yes/no, on/off, true/false, 1/0 (case-insensitive);
+* sizes: a number with an optional k/M/G/T suffix (powers of 1024), fractions allowed, an optional
+  trailing ``B``: ``64K``, ``1.5M``, ``8GB``;
+* durations: a sum of number+unit quanta such as ``1d1h1min1s``, ``3.5 hours`` or ``3h 30min``;
+  a bare number is seconds.
+
+:data:`DIRECTIVES` is the single source of truth: parsing, validation, ``gximap --help``, the sample
+configuration files in etc/gromox/ and the directive sections of gximap(8gx) are all derived from it
+(``python -m gximap.config sample imap`` regenerates a sample, ``... man imap`` a man page section).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import socket
+import sys
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
+Section = Literal["gromox", "imap"]
+Value = bool | int | float | str | tuple[str, ...] | None
+Address = tuple[str, int]
+
+SECTIONS: tuple[Section, ...] = ("gromox", "imap")
+SECTION_FILES: dict[str, str] = {"gromox": "/etc/gromox/gromox.cfg", "imap": "/etc/gromox/imap.cfg"}
+# gromox.cfg is shared by every Gromox daemon, so directives meant for the others are expected there.
+SHARED_CONFIG_NAMES = frozenset({"gromox.cfg"})
+_FILE_DIRECTIVE = "(file)"  # the directive slot of a ConfigError that concerns a whole file
+_DEFAULTS_ORIGIN = "<defaults>"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Directive:
+    """One configuration directive.
+
+    ``default`` is the text as it would be written in a configuration file (so the sample files and
+    the man page show exactly what an operator types), or None when the directive is unset by
+    default; ``unset_means`` then says, for the documentation, what an unset value stands for.
+    """
+
+    name: str
+    kind: Kind
+    default: str | None
+    aliases: tuple[str, ...] = ()
+    doc: str
+    section: Section
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    reloadable: bool = False
+    unset_means: str = ""
+
+
+def _d(name: str, kind: Kind, default: str | None, doc: str, section: Section, *,
+       aliases: tuple[str, ...] = (), choices: tuple[str, ...] = (), minimum: float | None = None,
+       maximum: float | None = None, reloadable: bool = False, unset_means: str = "") -> Directive:
+    """Positional shorthand for the table below."""
+    return Directive(name=name, kind=kind, default=default, doc=doc, section=section, aliases=aliases,
+                     choices=choices, minimum=minimum, maximum=maximum, reloadable=reloadable,
+                     unset_means=unset_means)
+
+
+_MB = 1024 * 1024
+
+DIRECTIVES: tuple[Directive, ...] = (
+    # --- gromox.cfg -------------------------------------------------------------------------------
+    _d("imap_accept_haproxy", "enum", "0",
+       "Expect a haproxy PROXY header on incoming connections: 0 none, 1 v1 or v2 (autodetected), 2 v2 only.",
+       "gromox", choices=("0", "1", "2"), reloadable=True),
+    _d("imap_fd_limit", "int", "0",
+       "Raise the file descriptor limit to at least this many; 0 uses the hard limit (rlim_max).",
+       "gromox", aliases=("daemons_fd_limit",), minimum=0),
+    _d("imap_haproxy_trust", "list", "",
+       "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer.",
+       "gromox", reloadable=True, unset_means="any peer"),
+    _d("imap_listen", "list", "",
+       "Space-separated plain IMAP listen addresses (host:port, [v6]:port, *:port).",
+       "gromox", unset_means="imap_listen_addr and imap_listen_port"),
+    _d("imap_listen_tls", "list", "",
+       "Space-separated implicit-TLS (IMAPS) listen addresses (host:port, [v6]:port, *:port).",
+       "gromox", unset_means="imap_listen_addr and imap_listen_tls_port"),
+    # --- imap.cfg ---------------------------------------------------------------------------------
+    _d("auth_backend", "enum", "midb",
+       "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file).",
+       "imap", choices=("midb", "passwd-file")),
+    _d("auth_passwd_file", "path", None,
+       "Password file of 'user:hash' lines, used when auth_backend = passwd-file.",
+       "imap"),
+    _d("block_interval_auths", "timespan", "1 minute",
+       "How long a user is blocked from logging in after imap_auth_times failed logins.",
+       "imap", minimum=0),
+    _d("config_file_path", "str", "/etc/gromox/imap:/etc/gromox",
+       "Colon-separated list of directories in which further configuration files are searched.",
+       "imap"),
+    _d("context_average_mem", "size", "128K",
+       "Expected average memory per session, used to size the session memory pool.",
+       "imap", minimum=0),
+    _d("context_average_mitem", "size", "64K",
+       "Expected average upper bound of messages per folder (a count: 64K = 65536), sizes listing pools.",
+       "imap", minimum=1),
+    _d("context_max_mem", "size", "2M",
+       "Upper bound of pooled memory a single session may hold.",
+       "imap", minimum=0),
+    _d("context_num", "int", "200",
+       "Maximum number of concurrently active sessions.",
+       "imap", minimum=1),
+    _d("data_file_path", "str", "/usr/share/gromox/imap",
+       "Colon-separated list of directories searched for data files (imap_code.txt, folder_lang.txt).",
+       "imap"),
+    _d("default_lang", "str", "en",
+       "Language of the special folder names for users without a language of their own.",
+       "imap"),
+    _d("enable_rfc2971_commands", "bool", "no",
+       "Offer the RFC 2971 ID command (off by default: it helps attackers fingerprint the server).",
+       "imap"),
+    _d("host_id", "str", None,
+       "Unique name of this host, used in greetings and in midb file names (hostname characters only).",
+       "imap", unset_means="system hostname"),
+    _d("imap_auth_ip_times", "int", "30",
+       "Failed logins allowed per client address within imap_auth_ip_window; 0 disables the limit.",
+       "imap", minimum=0),
+    _d("imap_auth_ip_window", "timespan", "5min",
+       "Time window over which failed logins per client address are counted.",
+       "imap", minimum=1),
+    _d("imap_auth_times", "int", "10",
+       "Failed logins a user is allowed before the account is blocked for block_interval_auths.",
+       "imap", minimum=1),
+    _d("imap_autologout_time", "timespan", "30 minutes",
+       "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",
+       "imap", minimum=1),
+    _d("imap_certificate_passwd", "str", None,
+       "Password to unlock the TLS private key.",
+       "imap"),
+    _d("imap_certificate_path", "path", None,
+       "PEM file with the TLS certificate and its complete chain.",
+       "imap"),
+    _d("imap_cmd_debug", "int", "0",
+       "Log IMAP commands and their result: 0 none, 1 failed commands (NO/BAD), 2 all commands.",
+       "imap", minimum=0, maximum=2, reloadable=True),
+    _d("imap_conn_timeout", "timespan", "3 minutes",
+       "Idle time after which an unauthenticated session, or a stalled write, is cut.",
+       "imap", minimum=1),
+    _d("imap_force_tls", "bool", "false",
+       "Require TLS (implicit or STARTTLS) before login.",
+       "imap"),
+    _d("imap_listen_addr", "str", "::",
+       "Address of the listeners when imap_listen/imap_listen_tls are empty (older directive).",
+       "imap"),
+    _d("imap_listen_port", "int", "143",
+       "Plain IMAP port when imap_listen is empty (older directive).",
+       "imap", minimum=0, maximum=65535),
+    _d("imap_listen_tls_port", "int", None,
+       "Implicit-TLS (IMAPS) port when imap_listen_tls is empty (older directive).",
+       "imap", minimum=0, maximum=65535, unset_means="no IMAPS listener"),
+    _d("imap_log_file", "str", "-",
+       "Log target: - for stderr, syslog for syslog(3) (facility mail), otherwise a file to append to.",
+       "imap", reloadable=True),
+    _d("imap_log_level", "int", "4",
+       "Maximum log verbosity: 1 crit, 2 error, 3 warn, 4 notice, 5 info, 6 debug.",
+       "imap", minimum=1, maximum=6, reloadable=True),
+    _d("imap_max_args", "int", "4096",
+       "Maximum number of arguments (atoms, strings, list items) in one command.",
+       "imap", minimum=16),
+    _d("imap_max_bad_commands", "int", "20",
+       "Disconnect a client after this many consecutive BAD responses.",
+       "imap", minimum=1),
+    _d("imap_max_conn_per_ip", "int", "0",
+       "Maximum concurrent connections from one client address; 0 means unlimited.",
+       "imap", minimum=0),
+    _d("imap_max_line_length", "size", "64K",
+       "Maximum length of a command line, literals excluded.",
+       "imap", minimum=1024),
+    _d("imap_max_literal_size", "size", "64M",
+       "Maximum size of one literal; also the APPENDLIMIT advertised to clients.",
+       "imap", minimum=1024),
+    _d("imap_max_nesting", "int", "16",
+       "Maximum nesting depth of parenthesized lists in a command.",
+       "imap", minimum=1),
+    _d("imap_private_key_path", "path", None,
+       "PEM file with the private key of imap_certificate_path.",
+       "imap"),
+    _d("imap_rfc9051", "bool", "yes",
+       "Enable RFC 9051 (IMAP4rev2) logic and protocol elements.",
+       "imap", reloadable=True),
+    _d("imap_support_tls", "bool", "false",
+       "Offer TLS: implicit-TLS listeners and the STARTTLS command.",
+       "imap"),
+    _d("imap_thread_charge_num", "int", "40",
+       "Sessions per worker thread; the thread maximum is context_num divided by this.",
+       "imap", minimum=1),
+    _d("imap_thread_init_num", "int", "5",
+       "Worker threads started at once and kept permanently.",
+       "imap", minimum=1),
+    _d("insecure_auth", "enum", "auto",
+       "Allow password logins without TLS; auto allows them only when TLS is not configured at all.",
+       "imap", choices=("auto", "yes", "no")),
+    _d("io_debug", "bool", "no",
+       "Trace all wire traffic to the log (passwords and SASL exchanges redacted).",
+       "imap", reloadable=True),
+    _d("io_errors", "bool", "no",
+       "Log I/O errors on client connections (resets, TLS failures).",
+       "imap"),
+    _d("midb_fsync", "bool", "yes",
+       "fsync message bodies and the index before a change is acknowledged.",
+       "imap"),
+    _d("midb_map_size", "size", "8G",
+       "Maximum size of the midb LMDB index (its memory map).",
+       "imap", minimum=_MB),
+    _d("midb_path", "path", "/var/lib/gromox/midb",
+       "Directory of the midb message store (LMDB index and message bodies).",
+       "imap"),
+    _d("midb_run_dir", "path", None,
+       "Directory for midb's runtime files (change notification sockets).",
+       "imap", unset_means="midb_path/run"),
+    _d("running_identity", "str", "gromox",
+       "Unprivileged user to switch to after binding the listeners; empty means do not switch.",
+       "imap"),
+    _d("sasl_login", "bool", "no",
+       "Offer the obsolete SASL LOGIN mechanism for old clients.",
+       "imap"),
+    _d("tls_min_proto", "enum", "tls1.2",
+       "Lowest TLS version to accept.",
+       "imap", choices=("tls1.0", "tls1.1", "tls1.2", "tls1.3")),
+)
+
+_BY_NAME: dict[str, Directive] = {d.name: d for d in DIRECTIVES}
+_ALIASES: dict[str, str] = {alias: d.name for d in DIRECTIVES for alias in d.aliases}
+_DIRECTIVE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
+
+
+def lookup(name: str) -> Directive | None:
+    """The directive called ``name`` (case-insensitive, aliases resolved), or None."""
+    key = name.strip().lower()
+    return _BY_NAME.get(_ALIASES.get(key, key))
+
+
+def reloadable_directives() -> tuple[str, ...]:
+    """Names of the directives applied again on SIGHUP."""
+    return tuple(d.name for d in DIRECTIVES if d.reloadable)
+
+
+class ConfigError(Exception):
+    """A configuration problem, located as ``FILE:LINE: directive: why`` (line 0: the whole file)."""
+
+    def __init__(self, file: str, line: int, directive: str, why: str) -> None:
+        super().__init__(f"{file}:{line}: {directive}: {why}")
+        self.file = file
+        self.line = line
+        self.directive = directive
+        self.why = why
+
+
+class ValueSyntaxError(ValueError):
+    """A value does not match its directive's kind; the caller adds file and line."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Value syntax
+# ----------------------------------------------------------------------------------------------------
+
+_TRUE = frozenset({"yes", "on", "true", "1"})
+_FALSE = frozenset({"no", "off", "false", "0"})
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueSyntaxError(f"{text!r} is not a boolean (yes/no, on/off, true/false, 1/0)")
+
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int:
+    word = text.strip()
+    if not _INT_RE.fullmatch(word):
+        raise ValueSyntaxError(f"{text!r} is not an integer")
+    return int(word)
+
+
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)b?", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``64K`` → 65536, ``1.5M`` → 1572864, ``8GB`` → 8589934592 (fractions of a byte truncated)."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueSyntaxError(f"{text!r} is not a size (a number with optional k/M/G/T suffix)")
+    number = Decimal(match.group(1))  # exact, so 1.1M is not off by a float rounding
+    return int(number * _SIZE_FACTORS[match.group(2).lower()])
+
+
+_TIME_UNITS: dict[str, Decimal] = {}
+for _names, _seconds in (
+    (("ms", "msec"), Decimal("0.001")),
+    (("", "s", "sec", "second", "seconds"), Decimal(1)),
+    (("min", "minute", "minutes"), Decimal(60)),
+    (("h", "hour", "hours"), Decimal(3600)),
+    (("d", "day", "days"), Decimal(86400)),
+    (("week", "weeks"), Decimal(7 * 86400)),
+):
+    for _unit in _names:
+        _TIME_UNITS[_unit] = _seconds
+_QUANTUM_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)", re.IGNORECASE)
+
+
+def parse_timespan(text: str) -> float:
+    """``1d1h1min1s`` → 90061.0, ``3.5 hours`` → 12600.0, ``3h 30min`` → 12600.0, ``90`` → 90.0."""
+    pos, end = 0, len(text.rstrip())
+    total = Decimal(0)
+    if not text.strip():
+        raise ValueSyntaxError("empty duration")
+    while pos < end:
+        match = _QUANTUM_RE.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueSyntaxError(f"{text!r} is not a duration (e.g. 90, 30min, 1h30min, 3.5 hours)")
+        unit = match.group(2).lower()
+        if unit not in _TIME_UNITS:
+            raise ValueSyntaxError(f"{text!r}: unknown time unit {match.group(2)!r} "
+                                   "(ms, s, min, h, d, week)")
+        total += Decimal(match.group(1)) * _TIME_UNITS[unit]
+        pos = match.end()
+    return float(total)
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item for item in re.split(r"[\s,]+", text.strip()) if item)
+
+
+def _check_range(directive: Directive, number: float, shown: str) -> None:
+    if directive.minimum is not None and number < directive.minimum:
+        raise ValueSyntaxError(f"{shown} is below the minimum {_format_bound(directive, directive.minimum)}")
+    if directive.maximum is not None and number > directive.maximum:
+        raise ValueSyntaxError(f"{shown} is above the maximum {_format_bound(directive, directive.maximum)}")
+
+
+def parse_value(directive: Directive, text: str) -> Value:
+    """Convert the text of a directive to its typed value, or raise ValueSyntaxError."""
+    text = text.strip()
+    if directive.kind in ("str",):
+        return text
+    if directive.kind == "list":
+        items = _parse_list(text)
+        if directive.name == "imap_haproxy_trust":
+            for item in items:
+                _parse_network(item)
+        return items
+    if text == "":
+        if directive.default is None:
+            return None  # an explicit empty value leaves an optional directive unset
+        raise ValueSyntaxError("empty value")
+    if directive.kind == "path":
+        if "\0" in text:
+            raise ValueSyntaxError("a path cannot contain NUL")
+        return text
+    if directive.kind == "bool":
+        return parse_bool(text)
+    if directive.kind == "enum":
+        word = text.lower()
+        if word not in directive.choices:
+            raise ValueSyntaxError(f"{text!r} is not one of {', '.join(directive.choices)}")
+        # Enums of numbers (imap_accept_haproxy) read naturally as numbers: cfg.imap_accept_haproxy == 2.
+        return int(word) if all(c.isdigit() for c in directive.choices) else word
+    if directive.kind == "int":
+        number = parse_int(text)
+        _check_range(directive, number, text)
+        return number
+    if directive.kind == "size":
+        size = parse_size(text)
+        _check_range(directive, size, text)
+        return size
+    if directive.kind == "timespan":
+        seconds = parse_timespan(text)
+        if not math.isfinite(seconds):
+            raise ValueSyntaxError(f"{text!r} is out of range")
+        _check_range(directive, seconds, text)
+        return seconds
+    raise AssertionError(f"unhandled kind {directive.kind}")  # the table is checked by the tests
+
+
+def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text.strip("[]"), strict=False)
+    except ValueError as exc:
+        raise ValueSyntaxError(f"{text!r} is not an IP address or CIDR subnet") from exc
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------
+
+
+class Config:
+    """Typed configuration values: ``cfg.context_num`` or ``cfg["context_num"]`` (aliases accepted).
+
+    Optional directives that are unset read as None, except where an unset value has a derived
+    meaning: ``host_id`` (the system hostname) and ``midb_run_dir`` (``<midb_path>/run``).
+    """
+
+    __slots__ = ("_values", "_texts", "_origins", "warnings")
+
+    def __init__(self, values: Mapping[str, Value], texts: Mapping[str, str],
+                 origins: Mapping[str, tuple[str, int]], warnings: Iterable[str] = ()) -> None:
+        self._values: dict[str, Value] = dict(values)
+        self._texts: dict[str, str] = dict(texts)
+        self._origins: dict[str, tuple[str, int]] = dict(origins)
+        self.warnings: list[str] = list(warnings)
+
+    # -- access -----------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Value:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no configuration directive {name!r}") from None
+
+    def __getitem__(self, name: str) -> Value:
+        directive = lookup(name)
+        if directive is None:
+            raise KeyError(name)
+        value = self._values[directive.name]
+        if value is None or value == "":
+            if directive.name == "host_id":
+                return socket.gethostname()
+            if directive.name == "midb_run_dir":
+                return os.path.join(str(self._values["midb_path"]), "run")
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and lookup(name) is not None
+
+    def __repr__(self) -> str:
+        explicit = ", ".join(f"{name}={self._texts[name]!r}" for name in sorted(self._origins))
+        return f"Config({explicit})"
+
+    def origin(self, name: str) -> tuple[str, int] | None:
+        """(file, line) where the directive was last set, or None when it has its default."""
+        directive = lookup(name)
+        if directive is None:
+            raise KeyError(name)
+        return self._origins.get(directive.name)
+
+    def is_set(self, name: str) -> bool:
+        """True when a configuration file (or :meth:`replace`) gave the directive a value."""
+        return self.origin(name) is not None
+
+    def text(self, name: str) -> str | None:
+        """The directive's value as written (the default text when not set)."""
+        directive = lookup(name)
+        if directive is None:
+            raise KeyError(name)
+        return self._texts.get(directive.name, directive.default)
+
+    def as_dict(self) -> dict[str, Value]:
+        """Every directive's effective value by canonical name."""
+        return {d.name: self[d.name] for d in DIRECTIVES}
+
+    # -- derivation -------------------------------------------------------------------------------
+    def replace(self, **overrides: object) -> Config:
+        """A copy with some directives changed, validated like a file would be.
+
+        Values may be given as configuration text (``context_num="10"``, ``imap_conn_timeout="5s"``)
+        or already typed (``context_num=10``, ``imap_listen=("127.0.0.1:0",)``). Handy for tests.
+        """
+        values, texts, origins = dict(self._values), dict(self._texts), dict(self._origins)
+        for name, raw in overrides.items():
+            directive = lookup(name)
+            if directive is None:
+                raise ConfigError("<replace>", 0, name, "unknown directive")
+            text = _value_to_text(directive, raw)
+            try:
+                values[directive.name] = parse_value(directive, text)
+            except ValueSyntaxError as exc:
+                raise ConfigError("<replace>", 0, directive.name, str(exc)) from None
+            texts[directive.name] = text
+            origins[directive.name] = ("<replace>", 0)
+        config = Config(values, texts, origins, self.warnings)
+        check_consistency(config)
+        return config
+
+    def reloaded(self, new: Config) -> tuple[Config, list[str]]:
+        """Apply a SIGHUP reload: take the reloadable directives from ``new`` and keep the rest.
+
+        Returns the effective configuration and the names of non-reloadable directives whose value
+        differs in ``new`` (they need a restart; the caller should say so in the log).
+        """
+        values, texts, origins = dict(self._values), dict(self._texts), dict(self._origins)
+        needs_restart: list[str] = []
+        for directive in DIRECTIVES:
+            name = directive.name
+            if directive.reloadable:
+                values[name] = new._values[name]
+                texts.pop(name, None)
+                origins.pop(name, None)
+                if name in new._origins:
+                    texts[name] = new._texts[name]
+                    origins[name] = new._origins[name]
+            elif new[name] != self[name]:
+                needs_restart.append(name)
+        return Config(values, texts, origins, new.warnings), needs_restart
+
+
+def _value_to_text(directive: Directive, raw: object) -> str:
+    if isinstance(raw, str):
+        return raw
+    if raw is None:
+        return ""
+    if directive.kind == "bool" and isinstance(raw, bool):
+        return "yes" if raw else "no"
+    if directive.kind == "list" and isinstance(raw, list | tuple):
+        return " ".join(str(item) for item in raw)
+    if directive.kind in ("int", "size", "enum") and isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if directive.kind == "timespan" and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return repr(float(raw))
+    raise ConfigError("<replace>", 0, directive.name, f"{raw!r} does not fit a {directive.kind} directive")
+
+
+def _default_state() -> tuple[dict[str, Value], dict[str, str]]:
+    values: dict[str, Value] = {}
+    texts: dict[str, str] = {}
+    for directive in DIRECTIVES:
+        if directive.default is None:
+            values[directive.name] = None
+        else:
+            values[directive.name] = parse_value(directive, directive.default)
+            texts[directive.name] = directive.default
+    return values, texts
+
+
+def defaults() -> Config:
+    """The configuration with every directive at its default."""
+    values, texts = _default_state()
+    return Config(values, texts, {})
+
+
+def default_paths(config_dir: str = "/etc/gromox") -> list[str]:
+    """The configuration files read when no ``-c`` is given, those that exist.
+
+    gromox.cfg (shared by all Gromox daemons) comes first so that the daemon's own imap.cfg
+    overrides it where both set a directive.
+    """
+    candidates = [os.path.join(config_dir, "gromox.cfg"), os.path.join(config_dir, "imap.cfg")]
+    return [path for path in candidates if os.path.isfile(path)]
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(path, 0, _FILE_DIRECTIVE, f"cannot read: {exc.strerror or exc}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines: list[str] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(path, number, _FILE_DIRECTIVE, "not valid UTF-8") from None
+    return lines
+
+
+def _parse_lines(lines: Iterable[str], filename: str, values: dict[str, Value], texts: dict[str, str],
+                origins: dict[str, tuple[str, int]], warnings: list[str]) -> None:
+    """Apply the ``key = value`` lines of one file on top of the given state."""
+    shared = os.path.basename(filename) in SHARED_CONFIG_NAMES
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, text = line.partition("=")
+        key = key.strip().lower()
+        if not equals:
+            shown = line.split()[0][:64]
+            raise ConfigError(filename, number, shown, "expected 'key = value'")
+        if not key or not _DIRECTIVE_NAME_RE.fullmatch(key):
+            raise ConfigError(filename, number, key[:64] or "(empty)", "invalid directive name")
+        directive = lookup(key)
+        if directive is None:
+            if not shared:
+                warnings.append(f"{filename}:{number}: {key}: unknown directive, ignored")
+            continue
+        try:
+            values[directive.name] = parse_value(directive, text)
+        except ValueSyntaxError as exc:
+            raise ConfigError(filename, number, key, str(exc)) from None
+        texts[directive.name] = text.strip()
+        origins[directive.name] = (filename, number)
+
+
+def load_config(paths: Sequence[str | os.PathLike[str]], *, required: bool) -> Config:
+    """Read configuration files in order (a later value wins) on top of the defaults.
+
+    A missing file is skipped unless ``required``. Raises ConfigError for unreadable files, syntax
+    errors, bad values and inconsistent combinations.
+    """
+    values, texts = _default_state()
+    origins: dict[str, tuple[str, int]] = {}
+    warnings: list[str] = []
+    for entry in paths:
+        path = os.fspath(entry)
+        if not required and not os.path.lexists(path):
+            continue
+        _parse_lines(_read_lines(path), path, values, texts, origins, warnings)
+    config = Config(values, texts, origins, warnings)
+    check_consistency(config)
+    return config
+
+
+def config_from_text(text: str, filename: str = "<text>") -> Config:
+    """Parse configuration text held in memory (tests, ``-c /dev/stdin``-like uses)."""
+    values, texts = _default_state()
+    origins: dict[str, tuple[str, int]] = {}
+    warnings: list[str] = []
+    _parse_lines(text.split("\n"), filename, values, texts, origins, warnings)
+    config = Config(values, texts, origins, warnings)
+    check_consistency(config)
+    return config
+
+
+def _error_at(cfg: Config, name: str, why: str) -> ConfigError:
+    file, line = cfg.origin(name) or (_DEFAULTS_ORIGIN, 0)
+    return ConfigError(file, line, name, why)
+
+
+def tls_configured(cfg: Config) -> bool:
+    """TLS is offered in some form (STARTTLS or an implicit-TLS listener)."""
+    return bool(cfg.imap_support_tls or cfg.imap_listen_tls or cfg.imap_listen_tls_port is not None)
+
+
+def insecure_auth_allowed(cfg: Config) -> bool:
+    """Whether password logins are allowed on unencrypted connections (insecure_auth)."""
+    if cfg.insecure_auth == "auto":
+        return not tls_configured(cfg)
+    return cfg.insecure_auth == "yes"
+
+
+def check_consistency(cfg: Config) -> None:
+    """Reject combinations of directives that cannot work together."""
+    if cfg.auth_backend == "passwd-file" and not cfg.auth_passwd_file:
+        raise _error_at(cfg, "auth_backend", "passwd-file needs auth_passwd_file")
+    if cfg.imap_support_tls:
+        for name in ("imap_certificate_path", "imap_private_key_path"):
+            if not cfg[name]:
+                raise _error_at(cfg, "imap_support_tls", f"TLS needs {name}")
+    else:
+        for name in ("imap_listen_tls", "imap_listen_tls_port", "imap_force_tls"):
+            if cfg.is_set(name) and cfg[name] not in (None, (), False):
+                raise _error_at(cfg, name, "needs imap_support_tls = yes")
+    listen_addresses(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Listen addresses
+# ----------------------------------------------------------------------------------------------------
+
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _check_port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueSyntaxError(f"port {text!r} is not a number from 0 to 65535")
+    return int(text)
+
+
+def _check_host(host: str, bracketed: bool) -> str:
+    if host == "*":
+        return "::"  # the dual-stack wildcard, like Gromox's default imap_listen_addr
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if bracketed or ":" in host or not _HOSTNAME_RE.fullmatch(host):
+            raise ValueSyntaxError(f"{host!r} is not an IP address or host name") from None
+        return host
+    if bracketed and address.version != 6:
+        raise ValueSyntaxError(f"[{host}]: brackets are for IPv6 addresses")
+    return str(address)
+
+
+def parse_listen_address(text: str) -> Address:
+    """``127.0.0.1:143`` / ``[::1]:143`` / ``*:143`` / ``mail.example:143`` → (host, port).
+
+    ``*`` becomes ``::``. A bare IPv6 address must be bracketed so its port is unambiguous.
+    """
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1:close + 2] != ":":
+            raise ValueSyntaxError(f"{text!r} is not [IPv6]:port")
+        return _check_host(text[1:close], True), _check_port(text[close + 2:])
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise ValueSyntaxError(f"{text!r} is not host:port")
+    if ":" in host:
+        raise ValueSyntaxError(f"{text!r}: write IPv6 addresses in brackets, e.g. [::1]:143")
+    return _check_host(host, False), _check_port(port)
+
+
+def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
+    """(plain, implicit-TLS) listen addresses.
+
+    imap_listen / imap_listen_tls win when non-empty; otherwise the older imap_listen_addr with
+    imap_listen_port (and imap_listen_tls_port, when set) apply. Raises ConfigError at the line of
+    the offending directive.
+    """
+    legacy_host = str(cfg.imap_listen_addr).strip()
+    try:
+        legacy_host = _check_host(legacy_host[1:-1], True) if legacy_host.startswith("[") and \
+            legacy_host.endswith("]") else _check_host(legacy_host, False)
+    except ValueSyntaxError as exc:
+        raise _error_at(cfg, "imap_listen_addr", str(exc)) from None
+
+    def parse_all(name: str) -> list[Address]:
+        result: list[Address] = []
+        for item in cfg[name]:  # type: ignore[union-attr]
+            try:
+                result.append(parse_listen_address(item))
+            except ValueSyntaxError as exc:
+                raise _error_at(cfg, name, str(exc)) from None
+        return result
+
+    plain = parse_all("imap_listen") or [(legacy_host, int(cfg.imap_listen_port))]  # type: ignore[arg-type]
+    tls = parse_all("imap_listen_tls")
+    if not tls and cfg.imap_listen_tls_port is not None:
+        tls = [(legacy_host, int(cfg.imap_listen_tls_port))]  # type: ignore[arg-type]
+    seen: set[Address] = set()
+    for name, addresses in (("imap_listen", plain), ("imap_listen_tls", tls)):
+        for address in addresses:
+            if address[1] != 0 and address in seen:  # port 0 asks for a fresh ephemeral port each time
+                raise _error_at(cfg, name, f"[{address[0]}]:{address[1]} is listed twice")
+            seen.add(address)
+    return plain, tls
+
+
+def trusted_proxy_networks(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """imap_haproxy_trust as networks; empty means every peer may send a PROXY header."""
+    return tuple(_parse_network(item) for item in cfg.imap_haproxy_trust)  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Documentation renderers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _format_number(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+def _format_bound(directive: Directive, bound: float) -> str:
+    if directive.kind == "timespan":
+        return f"{_format_number(bound)}s"
+    if directive.kind == "size" and bound >= 1024 and float(bound).is_integer():
+        for suffix, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+            if bound % factor == 0:
+                return f"{int(bound) // factor}{suffix}"
+    return _format_number(bound)
+
+
+def describe_kind(directive: Directive) -> str:
+    """Human description of the value type and range, e.g. ``integer, 1 to 6``."""
+    base = {
+        "bool": "boolean", "int": "integer", "size": "size", "timespan": "duration",
+        "str": "string", "list": "list", "enum": "one of " + ", ".join(directive.choices),
+        "path": "path",
+    }[directive.kind]
+    if directive.name == "context_average_mitem":
+        base = "count (size syntax)"
+    low, high = directive.minimum, directive.maximum
+    if low is not None and high is not None:
+        return f"{base}, {_format_bound(directive, low)} to {_format_bound(directive, high)}"
+    if low is not None and low > 0:
+        return f"{base}, at least {_format_bound(directive, low)}"
+    return base
+
+
+def _default_words(directive: Directive) -> str:
+    if directive.default is None or (directive.default == "" and directive.kind == "list"):
+        return f"unset ({directive.unset_means})" if directive.unset_means else "unset"
+    if directive.default == "":
+        return "empty"
+    return directive.default
+
+
+def _section_directives(section: str) -> list[Directive]:
+    if section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r} (expected one of {', '.join(SECTIONS)})")
+    return [d for d in DIRECTIVES if d.section == section]
+
+
+def render_sample(section: str) -> str:
+    """A complete sample configuration file for ``section`` ("imap" or "gromox")."""
+    directives = _section_directives(section)
+    path = SECTION_FILES[section]
+    if section == "gromox":
+        title = [f"# {path}: settings shared by the Gromox daemons; the ones gximap reads.",
+                 "# Directives of other daemons may appear here too; gximap ignores them."]
+    else:
+        title = [f"# {path}: gximap IMAP server settings."]
+    lines = [
+        *title,
+        "#",
+        "# Generated by `python -m gximap.config sample " + section + "`; see gximap(8gx).",
+        "# One `key = value` per line; keys are case-insensitive and a later line wins.",
+        "# Every directive is shown commented out with its default value.",
+        "# Booleans: yes/no, on/off, true/false, 1/0. Sizes: 64K, 1.5M, 8G (powers of 1024).",
+        "# Durations: 90 (seconds), 30min, 1h30min, 3.5 hours, 1d; units ms s min h d week.",
+        "# Directives marked \"reloaded on SIGHUP\" take effect without a restart.",
+    ]
+    for directive in directives:
+        notes = [describe_kind(directive)]
+        if directive.default is None or (directive.kind == "list" and directive.default == ""):
+            notes.append(_default_words(directive))
+        if directive.reloadable:
+            notes.append("reloaded on SIGHUP")
+        lines.append("")
+        lines.append(f"# {directive.doc}")
+        lines.append(f"# [{'; '.join(notes)}]")
+        for alias in directive.aliases:
+            lines.append(f"# {alias} is accepted as an alias of {directive.name}.")
+        default = directive.default or ""
+        lines.append(f"# {directive.name} = {default}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def render_help(program: str = "gximap") -> str:
+    """The text of ``gximap --help``."""
+    lines = [
+        f"Usage: {program} [-c config] [--version] [-?|--help]",
+        "Gromox-style IMAP server backed by midb.",
+        "",
+        "Options:",
+        "  -c config     Read configuration directives (of both gromox.cfg and imap.cfg) from this",
+        "                file. Without -c: /etc/gromox/gromox.cfg, then /etc/gromox/imap.cfg, if present.",
+        "  --version     Output version information and exit.",
+        "  -?, --help    Display this option summary and exit.",
+    ]
+    for section in SECTIONS:
+        lines.append("")
+        lines.append(f"Configuration directives ({section}.cfg):")
+        for directive in _section_directives(section):
+            extra = f"; alias {', '.join(directive.aliases)}" if directive.aliases else ""
+            reload = "; SIGHUP" if directive.reloadable else ""
+            lines.append(f"  {directive.name} = {_default_words(directive)}  "
+                         f"[{describe_kind(directive)}{extra}{reload}]")
+            lines.append(f"      {directive.doc}")
+    lines.append("")
+    lines.append("Durations: 90, 30min, 1h30min, 3.5 hours. Sizes: 64K, 1.5M, 8G. See gximap(8gx).")
+    return "\n".join(lines) + "\n"
+
+
+def roff_escape(text: str, *, literal: bool = False) -> str:
+    """Escape text for a roff line; ``literal`` also turns hyphens into \\- (copyable minus signs)."""
+    text = text.replace("\\", "\\e")
+    if literal:
+        text = text.replace("-", "\\-")
+    if text.startswith((".", "'")):
+        text = "\\&" + text
+    return text
+
+
+def render_man_directives(section: str) -> str:
+    """The roff body of the man page's directive section for ``section`` (``.TP`` entries)."""
+    entries: list[tuple[str, list[str]]] = []
+    for directive in _section_directives(section):
+        # Short source lines: mandoc -Tlint asks for at most 80 bytes per input line.
+        body = [roff_escape(part) for part in textwrap.wrap(directive.doc, 78, break_long_words=False,
+                                                            break_on_hyphens=False)]
+        kind = roff_escape(describe_kind(directive), literal=directive.kind == "enum")
+        body.append(f"Type: {kind}." + (" Reloaded on SIGHUP." if directive.reloadable else ""))
+        body.append(".br")
+        if directive.default is None or (directive.kind == "list" and directive.default == ""):
+            body.append(f"Default: {roff_escape(_default_words(directive))}")
+        elif directive.default == "":
+            body.append("Default: (empty)")
+        else:
+            body.append(f"Default: \\fI{roff_escape(directive.default, literal=True)}\\fP")
+        entries.append((directive.name, body))
+        for alias in directive.aliases:
+            entries.append((alias, [f"Alias of \\fB{directive.name}\\fP."]))
+    lines: list[str] = []
+    for name, body in sorted(entries):
+        lines.append(".TP")
+        lines.append(f".B {name}")
+        lines.extend(body)
+    return "\n".join(lines) + "\n"
+
+
+def splice_man_directives(page: str) -> str:
+    """Replace the text between ``.\\" BEGIN DIRECTIVES <section>`` and ``.\\" END DIRECTIVES
+    <section>`` in a man page with the current :func:`render_man_directives` output."""
+    for section in SECTIONS:
+        begin, end = f'.\\" BEGIN DIRECTIVES {section}\n', f'.\\" END DIRECTIVES {section}\n'
+        start = page.find(begin)
+        stop = page.find(end, start + 1)
+        if start < 0 or stop < 0:
+            raise ValueError(f"the man page lacks the {section} directive markers")
+        page = page[:start + len(begin)] + render_man_directives(section) + page[stop:]
+    return page
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gximap.config sample|man SECTION``, ``help``, ``check FILE...``, ``update-man FILE``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: python -m gximap.config sample imap|gromox | man imap|gromox | help | "
+             "check FILE... | update-man FILE\n")
+    if len(args) == 2 and args[0] in ("sample", "man") and args[1] in SECTIONS:
+        render = render_sample if args[0] == "sample" else render_man_directives
+        sys.stdout.write(render(args[1]))
+        return 0
+    if len(args) == 2 and args[0] == "update-man":
+        try:
+            with open(args[1], encoding="utf-8") as handle:
+                page = handle.read()
+            updated = splice_man_directives(page)
+            if updated != page:
+                with open(args[1], "w", encoding="utf-8") as handle:
+                    handle.write(updated)
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"{args[1]}: {exc}\n")
+            return 1
+        return 0
+    if args == ["help"]:
+        sys.stdout.write(render_help())
+        return 0
+    if len(args) >= 2 and args[0] == "check":
+        try:
+            config = load_config(args[1:], required=True)
+        except ConfigError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 1
+        for warning in config.warnings:
+            sys.stderr.write(f"{warning}\n")
+        return 0
+    sys.stderr.write(usage)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

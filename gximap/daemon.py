@@ -1,0 +1,213 @@
+"""The running daemon: wires configuration, listeners, privileges, TLS, the store and the pool."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from gximap import __version__
+from gximap import config as gxconfig
+from gximap import log as gxlog
+from gximap.cli import SignalLatch, sd_notify
+from gximap.config import Config
+
+
+class StartupError(Exception):
+    """gximap cannot start; the message says why (and names the file or directive)."""
+
+
+def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.Settings
+    from gximap.session.context import Settings
+
+    return Settings(
+        host_id=str(cfg.host_id),
+        rfc9051=bool(cfg.imap_rfc9051),
+        enable_id=bool(cfg.enable_rfc2971_commands),
+        force_tls=bool(cfg.imap_force_tls),
+        insecure_auth=gxconfig.insecure_auth_allowed(cfg),
+        sasl_login=bool(cfg.sasl_login),
+        max_line=int(cfg.imap_max_line_length),
+        max_literal=int(cfg.imap_max_literal_size),
+        max_nesting=int(cfg.imap_max_nesting),
+        max_args=int(cfg.imap_max_args),
+        max_bad_commands=int(cfg.imap_max_bad_commands),
+        conn_timeout=float(cfg.imap_conn_timeout),
+        autologout=float(cfg.imap_autologout_time),
+        default_lang=str(cfg.default_lang),
+        version=__version__,
+    )
+
+
+def data_path(cfg: Config) -> list[str]:
+    return [item for item in str(cfg.data_file_path).split(":") if item]
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_paths: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.config_paths = list(config_paths)
+        self.log = gxlog.get_logger()
+        self.server = None
+        self.store = None
+        self.ctx = None
+
+    # -- start-up, in Gromox's order -------------------------------------------------------------
+
+    def _bind(self) -> list:
+        from gximap.net.listener import ListenerError, ListenerSpec, adopt_listener, bind_listeners, systemd_listen_fds
+
+        activated = systemd_listen_fds()
+        try:
+            if activated:
+                # Socket activation: names from the .socket unit say which sockets are implicit TLS.
+                return [adopt_listener(fd, tls=name in ("imaps", "imap-tls", "tls")) for fd, name in activated]
+            plain, tls = gxconfig.listen_addresses(self.cfg)
+            specs = [ListenerSpec(host, port, tls=False) for host, port in plain]
+            specs += [ListenerSpec(host, port, tls=True) for host, port in tls]
+            return bind_listeners(specs)
+        except ListenerError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _tls_context(self):  # noqa: ANN202
+        cfg = self.cfg
+        if not cfg.imap_support_tls:
+            return None
+        from gximap.net.tls import TlsConfigError, make_server_context
+
+        try:
+            return make_server_context(
+                str(cfg.imap_certificate_path),
+                str(cfg.imap_private_key_path) if cfg.imap_private_key_path else None,
+                password=str(cfg.imap_certificate_passwd) if cfg.imap_certificate_passwd else None,
+                min_proto=str(cfg.tls_min_proto),
+            )
+        except TlsConfigError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _open_store(self):  # noqa: ANN202
+        from midb.errors import MidbError
+        from midb.store import Store
+
+        cfg = self.cfg
+        try:
+            return Store(
+                str(cfg.midb_path),
+                fsync=bool(cfg.midb_fsync),
+                map_size=int(cfg.midb_map_size),
+                run_dir=str(cfg.midb_run_dir) if cfg.midb_run_dir else None,
+                data_path=data_path(cfg),
+                default_lang=str(cfg.default_lang),
+            )
+        except (OSError, MidbError) as exc:
+            raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None
+
+    def run(self) -> int:
+        from gximap.imap.codes import Code, ResponseCodes
+        from gximap.net.pool import Server
+        from gximap.net.privileges import PrivilegeError, drop_privileges, raise_fd_limit
+
+        cfg = self.cfg
+        listeners = self._bind()
+        raise_fd_limit(int(cfg.imap_fd_limit))
+        try:
+            drop_privileges(str(cfg.running_identity or ""))
+        except PrivilegeError as exc:
+            raise StartupError(str(exc)) from None
+        ssl_context = self._tls_context()
+        if any(listener.tls for listener in listeners) and ssl_context is None:
+            raise StartupError("imap_listen_tls: implicit-TLS listeners need imap_support_tls = yes")
+        self.store = store = self._open_store()
+        codes = ResponseCodes.load(data_path(cfg))
+        self.ctx = ctx = self._make_context(store, codes)
+        gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
+        gxlog.set_io_debug(bool(cfg.io_debug))
+
+        from gximap.session.session import ImapSession
+
+        self.server = server = Server(
+            listeners,
+            lambda conn, waker: ImapSession(ctx, conn, waker),
+            context_num=int(cfg.context_num),
+            thread_init_num=int(cfg.imap_thread_init_num),
+            thread_charge_num=int(cfg.imap_thread_charge_num),
+            conn_timeout=float(cfg.imap_conn_timeout),
+            ssl_context=ssl_context,
+            busy_response=b"* BYE " + codes.text(Code.BYE_BUSY).encode() + b"\r\n",
+            proxy_mode=int(cfg.imap_accept_haproxy),
+            proxy_trust=list(cfg.imap_haproxy_trust),
+            max_conn_per_ip=int(cfg.imap_max_conn_per_ip),
+            on_change=self._title,
+        )
+        latch = SignalLatch()
+        latch.install()
+        server.start()
+        where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listeners)
+        self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__, where, os.getuid())
+        self._title(server.stats())
+        sd_notify("READY=1")
+        try:
+            while not latch.stop:
+                latch.event.wait(1.0)
+                latch.event.clear()
+                if latch.reload and not latch.stop:
+                    latch.reload = False
+                    self.reload()
+        finally:
+            sd_notify("STOPPING=1")
+            self.log.log(gxlog.NOTICE, "gximap stopping")
+            server.stop(grace=3.0)
+            store.close()
+        return 0
+
+    def _make_context(self, store, codes):  # noqa: ANN001, ANN202
+        from gximap.auth.service import AuthService
+        from gximap.session.context import ServerContext
+        from midb.authdb import make_backend
+
+        cfg = self.cfg
+        backend = make_backend(str(cfg.auth_backend), store, str(cfg.auth_passwd_file or "") or None)
+        auth = AuthService(
+            store,
+            backend,
+            auth_times=int(cfg.imap_auth_times),
+            block_interval=float(cfg.block_interval_auths),
+            ip_times=int(cfg.imap_auth_ip_times),
+            ip_window=float(cfg.imap_auth_ip_window),
+            hash_concurrency=os.cpu_count() or 2,
+            auto_create=cfg.auth_backend == "passwd-file",
+        )
+        return ServerContext(settings_from_config(cfg), store, auth, codes)
+
+    # -- run time ------------------------------------------------------------------------------
+
+    def _title(self, stats) -> None:  # noqa: ANN001
+        try:
+            import setproctitle
+
+            setproctitle.setproctitle(f"gximap: {stats.sessions}/{self.cfg.context_num} sessions")
+        except ImportError:
+            pass
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the reloadable directives; sessions stay connected."""
+        try:
+            fresh = gxconfig.load_config(self.config_paths, required=True)
+        except gxconfig.ConfigError as exc:
+            self.log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        cfg, needs_restart = self.cfg.reloaded(fresh)
+        for name in needs_restart:
+            self.log.warning("reload: %s changed; it takes effect after a restart", name)
+        try:
+            gxlog.setup_logging(str(cfg.imap_log_file), int(cfg.imap_log_level))
+        except gxlog.LogSetupError as exc:
+            self.log.error("reload: %s", exc)
+        gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
+        gxlog.set_io_debug(bool(cfg.io_debug))
+        if self.server is not None:
+            self.server.reconfigure(proxy_mode=int(cfg.imap_accept_haproxy),
+                                    proxy_trust=list(cfg.imap_haproxy_trust))
+        if self.ctx is not None:
+            self.ctx.reload(settings_from_config(cfg))
+        self.cfg = cfg
+        self.log.log(gxlog.NOTICE, "configuration reloaded")

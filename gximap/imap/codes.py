@@ -1,0 +1,272 @@
+"""Response texts from ``imap_code.txt`` (the Gromox idea: every human-readable text an operator
+can reword or translate lives in one data file, keyed by a number).
+
+The session never hard-codes text: it asks ``codes.text(Code.NO_MAILBOX_NOT_FOUND)``.  The file
+format and the numbering scheme are described in the header of ``data/imap_code.txt``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CODE_FILE_NAME = "imap_code.txt"
+SHIPPED_CODE_FILE = Path(__file__).resolve().parents[2] / "data" / CODE_FILE_NAME
+
+_ENTRY = re.compile(r"\s*([0-9]+)(?:[ \t]+(.*?))?\s*\Z")
+_PLACEHOLDER = re.compile(r"<[A-Za-z0-9_]*>")
+_UNSAFE = re.compile(r"[\x00\r\n]")
+
+
+class Code(enum.IntEnum):
+    # 100xx untagged greeting and BYE
+    GREETING = 10001
+    GREETING_PREAUTH = 10002
+    SERVICE_UNAVAILABLE = 10003
+    BYE_SERVER_BUSY = 10004
+    BYE_AUTOLOGOUT = 10005
+    BYE_SHUTDOWN = 10006
+    BYE_TOO_MANY_BAD = 10007
+    BYE_LOGOUT = 10008
+    BYE_INACTIVITY = 10009
+    BYE_TOO_MANY_FAILURES = 10010
+    BYE_INTERNAL_ERROR = 10011
+    BYE_MAILBOX_DELETED = 10012
+    BYE_ACCOUNT_DISABLED = 10013
+    BYE_SESSION_INVALIDATED = 10014
+    # 101xx continuation requests
+    CONT_READY = 10101
+    CONT_IDLING = 10102
+    # 102xx untagged information
+    INFO_UIDVALIDITY = 10201
+    INFO_UIDNEXT = 10202
+    INFO_PERMANENTFLAGS = 10203
+    INFO_UNSEEN = 10204
+    INFO_HIGHESTMODSEQ = 10205
+    INFO_NOMODSEQ = 10206
+    INFO_CLOSED = 10207
+    INFO_STILL_HERE = 10208
+    INFO_QUOTA_WARNING = 10209
+    INFO_MESSAGE_GONE = 10210
+    INFO_READ_ONLY = 10211
+    # 2xxxx tagged OK
+    OK_COMPLETED = 20001
+    OK_CAPABILITY = 20100
+    OK_NOOP = 20200
+    OK_LOGOUT = 20300
+    OK_STARTTLS = 20400
+    OK_LOGGED_IN = 20500
+    OK_LOGGED_IN_AS = 20501
+    OK_UNAUTHENTICATED = 20502
+    OK_ENABLE = 20700
+    OK_ID = 20800
+    OK_SELECT = 20900
+    OK_EXAMINE = 20901
+    OK_CREATE = 21100
+    OK_DELETE = 21200
+    OK_RENAME = 21300
+    OK_SUBSCRIBE = 21400
+    OK_UNSUBSCRIBE = 21500
+    OK_LIST = 21600
+    OK_LSUB = 21700
+    OK_XLIST = 21800
+    OK_NAMESPACE = 21900
+    OK_STATUS = 22000
+    OK_APPEND = 22100
+    OK_IDLE = 22200
+    OK_CHECK = 22300
+    OK_CLOSE = 22400
+    OK_UNSELECT = 22500
+    OK_EXPUNGE = 22600
+    OK_SEARCH = 22700
+    OK_FETCH = 22800
+    OK_FETCH_EXPUNGED = 22801
+    OK_STORE = 22900
+    OK_STORE_MODIFIED = 22901
+    OK_COPY = 23000
+    OK_COPY_NOTHING = 23001
+    OK_MOVE = 23100
+    OK_MOVE_NOTHING = 23101
+    OK_SORT = 23200
+    OK_THREAD = 23300
+    OK_COMPRESS = 23400
+    OK_GETQUOTA = 23500
+    OK_GETQUOTAROOT = 23600
+    OK_SETQUOTA = 23700
+    OK_GETMETADATA = 23800
+    OK_SETMETADATA = 23900
+    OK_UNAUTHENTICATE = 24000
+    # 3xxxx tagged NO
+    NO_MAILBOX_NOT_FOUND = 30001
+    NO_MAILBOX_EXISTS = 30002
+    NO_PERMISSION = 30003
+    NO_OVER_QUOTA = 30004
+    NO_MESSAGE_TOO_BIG = 30005
+    NO_TRY_AGAIN = 30006
+    NO_SERVER_ERROR = 30007
+    NO_INVALID_MAILBOX_NAME = 30008
+    NO_READ_ONLY = 30009
+    NO_EXPUNGE_ISSUED = 30010
+    NO_NOT_SELECTABLE = 30011
+    NO_LIMIT = 30012
+    NO_NOT_SUPPORTED = 30013
+    NO_BAD_CHARSET = 30014
+    NO_IN_USE = 30015
+    NO_MESSAGE_UNREADABLE = 30016
+    NO_UNKNOWN_CTE = 30017
+    NO_UNAVAILABLE = 30018
+    NO_TLS_UNAVAILABLE = 30401
+    NO_AUTH_FAILED = 30501
+    NO_AUTH_MECHANISM = 30502
+    NO_AUTH_BLOCKED = 30503
+    NO_PLAINTEXT_DISALLOWED = 30504
+    NO_ACCOUNT_DISABLED = 30505
+    NO_AUTHZ_FAILED = 30506
+    NO_AUTH_UNAVAILABLE = 30507
+    NO_AUTH_ABORTED = 30508
+    NO_USEATTR = 31101
+    NO_CREATE_INBOX = 31102
+    NO_DELETE_INBOX = 31201
+    NO_HAS_CHILDREN = 31202
+    NO_RENAME_INTO_SELF = 31301
+    NO_RENAME_TO_INBOX = 31302
+    NO_APPEND_REJECTED = 32101
+    NO_APPEND_INVALID = 32102
+    NO_SEARCH_FAILED = 32701
+    NO_STORE_READ_ONLY = 32901
+    NO_COMPRESSION_ACTIVE = 33401
+    NO_QUOTA_ROOT_UNKNOWN = 33501
+    NO_SETQUOTA_DENIED = 33701
+    NO_METADATA_MAXSIZE = 33901
+    NO_METADATA_TOOMANY = 33902
+    NO_METADATA_NOPRIVATE = 33903
+    # 4xxxx tagged BAD
+    BAD_PARSE = 40001
+    BAD_UNKNOWN_COMMAND = 40002
+    BAD_WRONG_STATE = 40003
+    BAD_LINE_TOO_LONG = 40004
+    BAD_LITERAL_TOO_BIG = 40005
+    BAD_LITERAL_MINUS = 40006
+    BAD_TAG = 40007
+    BAD_NOT_SELECTED = 40008
+    BAD_SEQUENCE_NUMBER = 40009
+    BAD_NOT_ENABLED = 40010
+    BAD_ALREADY_AUTHENTICATED = 40011
+    BAD_NO_SAVED_RESULT = 40012
+    BAD_TLS_ACTIVE = 40401
+    BAD_AUTH_CANCELLED = 40501
+    BAD_AUTH_BASE64 = 40502
+    BAD_AUTH_TOO_LONG = 40503
+    BAD_EXPECTED_DONE = 42201
+    BAD_COMPRESS_ALGORITHM = 43401
+
+
+def parse_code_file(text: str, source: str = "<string>") -> tuple[dict[int, str], list[str]]:
+    """Parse the contents of an imap_code.txt: (table, warnings).  Bad lines are skipped with a
+    warning naming ``source:line``; a later duplicate wins."""
+    table: dict[int, str] = {}
+    warnings: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _ENTRY.match(line)
+        if match is None or not match.group(2):
+            warnings.append(f"{source}:{number}: expected '<code> <text>'")
+            continue
+        code = int(match.group(1))
+        if code in table:
+            warnings.append(f"{source}:{number}: duplicate code {code}; the later entry wins")
+        table[code] = match.group(2)
+    return table, warnings
+
+
+def _sanitize(text: str) -> str:
+    return _UNSAFE.sub(" ", text)
+
+
+class ResponseCodes:
+    """The loaded table.  ``text()`` never raises: an unknown code gives a generic text."""
+
+    def __init__(self, table: dict[int, str] | None = None, *, source: str | None = None,
+                 warnings: list[str] | None = None) -> None:
+        self._table = {code: _sanitize(text) for code, text in (table or {}).items()}
+        self.source = source
+        self.warnings = list(warnings or [])
+
+    @classmethod
+    def load(cls, data_file_path: str | None = None) -> ResponseCodes:
+        """Load ``imap_code.txt`` from the first directory of the colon-separated
+        ``data_file_path`` that has one (an entry may also name the file itself), on top of the
+        table shipped in the source tree's ``data/`` (which fills in missing codes)."""
+        warnings: list[str] = []
+        table: dict[int, str] = {}
+        shipped = SHIPPED_CODE_FILE
+        chosen: Path | None = None
+        for entry in (data_file_path or "").split(":"):
+            if not entry:
+                continue
+            candidate = Path(entry)
+            if candidate.is_dir():
+                candidate = candidate / CODE_FILE_NAME
+            if candidate.is_file():
+                chosen = candidate
+                break
+        sources = []
+        for path in (shipped, chosen):
+            if path is None or not path.is_file():
+                continue
+            if path is chosen and chosen is not None and _same_file(chosen, shipped):
+                continue
+            try:
+                content = path.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                warnings.append(f"{path}: {exc.strerror or exc}")
+                continue
+            parsed, problems = parse_code_file(content, str(path))
+            table.update(parsed)
+            warnings.extend(problems)
+            sources.append(str(path))
+        if not sources:
+            warnings.append(f"no {CODE_FILE_NAME} found; using generic response texts")
+        for warning in warnings:
+            log.warning("imap_code: %s", warning)
+        return cls(table, source=sources[-1] if sources else None, warnings=warnings)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._table
+
+    def codes(self) -> frozenset[int]:
+        return frozenset(self._table)
+
+    def text(self, code: int, *args: object) -> str:
+        """The text for ``code`` with ``args`` filled into its placeholders, in order.
+
+        Missing arguments leave the placeholder empty, extra ones are dropped.  The result is
+        safe to put on a response line: no CR/LF/NUL, not empty, not starting with "["."""
+        template = self._table.get(int(code))
+        if template is None:
+            template = f"Response {int(code)}" + (" <>" * len(args))
+        values = iter(args)
+
+        def fill(_match: re.Match[str]) -> str:
+            return _sanitize(str(next(values, "")))
+
+        result = _PLACEHOLDER.sub(fill, template).strip()
+        if not result:
+            return f"Response {int(code)}"
+        if result.startswith("["):
+            result = "(" + result[1:]
+        return result
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False

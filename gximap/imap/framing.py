@@ -1,0 +1,440 @@
+"""Split the client's byte stream into commands: lines and literals, with limits, before parsing.
+
+This is the IMAP "fragmentizer" (after imap-codec) in the sans-IO style of h11: the session feeds
+bytes in with :meth:`Framer.feed` and pulls events out with :meth:`Framer.next_event`.  Nothing
+here parses the grammar beyond what framing needs: where a line ends, whether it ends with a
+literal announcement (``{n}``, ``{n+}``, ``~{n}``, ``~{n+}``), and the leading tag so that errors
+can be answered with it.
+
+Events:
+
+* :class:`CommandFrame` - one complete command.  ``parts`` alternates line pieces and literals and
+  always starts and ends with a line piece (possibly empty); CRLFs and the literal announcements
+  themselves are removed, so ``A LOGIN {5}CRLF alice "pw"CRLF`` becomes
+  ``(b"A LOGIN ", Literal(b"alice"), b' "pw"')``.  The parser walks these pieces in place.
+* :class:`NeedContinuation` - a synchronising literal was announced and is acceptable.  The
+  session sends ``+ Ready`` (or calls :meth:`Framer.reject_literal` and answers the tag itself);
+  the framer then expects the announced bytes.
+* :class:`FrameError` - line too long, literal too big, or a LITERAL- violation.  Reported before
+  any byte of an oversized literal is read, with the tag and command name when the line has them,
+  so the session can answer ``NO [TOOBIG]`` (APPEND) or ``BAD``.
+
+Limits and resynchronisation:
+
+* The line text of one command (all pieces together) may not exceed ``max_line``.  A longer line
+  is reported as soon as it is known to be too long, and the rest of it is discarded as it
+  arrives; framing resumes after its line end.
+* The literals of one command may not together exceed ``max_literal``.  A synchronising literal
+  over the limit is refused before the client sends it, so the framer only drops the command's
+  pieces.  A non-synchronising one (``{n+}``) is already on its way: RFC 7888 section 4 leaves a
+  server that will not accept it the choice of reading and discarding its octets or closing the
+  connection.  We read and discard - streaming, never buffering them - and then discard the rest
+  of that command (its remaining line text and any further ``{m+}`` literals), so the client's
+  next command is framed correctly and the session may still decide to close.
+* With ``literal_minus`` set (LITERAL- advertised instead of LITERAL+), a non-synchronising literal
+  over 4096 octets is refused the same way (RFC 7888 section 5).
+* Apart from bytes the client sent ahead of the command being framed (see :attr:`buffered`, which
+  the caller can use for back-pressure), the framer holds at most ``max_line + max_literal`` bytes
+  (transiently twice one literal while it is copied out of the receive buffer).
+
+Lines are found with one linear scan (the search resumes where the previous one stopped), so a
+slowly dripped long line costs O(n), not O(n^2).  A bare LF is accepted as a line end, as most
+servers do.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+# RFC 7888 section 5: the largest non-synchronising literal a LITERAL- server must accept.
+LITERAL_MINUS_MAX = 4096
+# Compact the receive buffer once this much of it has been consumed (amortised O(1) per byte).
+_COMPACT_THRESHOLD = 64 * 1024
+# While discarding an overlong line, keep this much of its end to spot a "{n+}" announcement.
+_SKIP_TAIL = 64
+# tag = 1*<any ASTRING-CHAR except "+">; ASTRING-CHAR = ATOM-CHAR / "]"
+_TAG_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+\Z")
+_COMMAND_NAME_RE = re.compile(rb"[A-Za-z][A-Za-z0-9.-]*\Z")
+_PREVIEW_TAG_SCAN = 128  # how far into a line to look for the tag and command name
+
+
+class FrameErrorKind(enum.Enum):
+    LINE_TOO_LONG = "line-too-long"
+    LITERAL_TOO_BIG = "literal-too-big"
+    LITERAL_MINUS = "literal-minus"  # {n+} with n > 4096 while only LITERAL- is advertised
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """The payload of one literal, between two line pieces of a command."""
+
+    data: bytes
+    binary: bool = False  # announced as literal8 "~{n}" (RFC 3516)
+    synchronizing: bool = True  # "{n}" (the server sent a continuation) rather than "{n+}"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFrame:
+    tag: bytes | None
+    parts: tuple[bytes | Literal, ...]
+
+    @property
+    def command_name(self) -> bytes | None:
+        return _command_name(self.parts[0]) if self.parts else None
+
+    def preview(self, limit: int = 200) -> bytes:
+        """The command as text for logs: literal contents replaced by their size."""
+        out = bytearray()
+        for part in self.parts:
+            if isinstance(part, Literal):
+                out += b"%s{%d}" % (b"~" if part.binary else b"", len(part.data))
+            else:
+                out += part
+            if len(out) >= limit:
+                return bytes(out[:limit]) + b"..."
+        return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class NeedContinuation:
+    tag: bytes | None  # None: the line has no valid tag, so the command is certainly invalid
+    size: int
+    command: bytes | None = None  # upper-cased command name, when the first line has one
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    tag: bytes | None
+    kind: FrameErrorKind
+    text: str
+    command: bytes | None = None
+    size: int | None = None  # the announced literal size for the literal errors
+    synchronizing: bool = True  # for literal errors: False when the octets are being discarded
+
+
+FrameEvent = CommandFrame | NeedContinuation | FrameError
+
+
+class _State(enum.Enum):
+    LINE = 1  # reading line text of a command (or between commands)
+    LITERAL = 2  # reading the payload of an accepted literal
+    SKIP_LINE = 3  # discarding up to the end of the current line
+    SKIP_BYTES = 4  # discarding the octets of a refused non-synchronising literal
+
+
+def extract_tag(line: bytes) -> bytes | None:
+    """The tag of a command line, or None when the line does not start with a valid tag."""
+    head = line[:_PREVIEW_TAG_SCAN]
+    space = head.find(b" ")
+    candidate = head if space < 0 else head[:space]
+    if space < 0 and len(line) > _PREVIEW_TAG_SCAN:
+        return None
+    return candidate if _TAG_RE.match(candidate) else None
+
+
+def _command_name(line: bytes) -> bytes | None:
+    head = line[:_PREVIEW_TAG_SCAN]
+    fields = head.split(b" ", 2)
+    if len(fields) < 2 or not _TAG_RE.match(fields[0]):
+        return None
+    name = fields[1]
+    if not _COMMAND_NAME_RE.match(name):
+        return None
+    return name.upper()
+
+
+def _literal_marker(line: bytes) -> tuple[int, int, bool, bool] | None:
+    """If ``line`` ends with a literal announcement, (start, size, synchronizing, binary).
+
+    Sizes too large to matter are clamped (the caller refuses them) rather than converted, so a
+    line of a million digits costs nothing."""
+    if not line.endswith(b"}"):
+        return None
+    brace = line.rfind(b"{")
+    if brace < 0:
+        return None
+    digits = line[brace + 1 : -1]
+    synchronizing = True
+    if digits.endswith(b"+"):
+        digits = digits[:-1]
+        synchronizing = False
+    if not digits or not digits.isdigit():
+        return None
+    significant = digits.lstrip(b"0")
+    size = int(significant) if len(significant) <= 18 else 1 << 62
+    binary = brace > 0 and line[brace - 1 : brace] == b"~"
+    start = brace - 1 if binary else brace
+    return start, size, synchronizing, binary
+
+
+class Framer:
+    """Incremental command framer.  See the module docstring for the protocol."""
+
+    def __init__(self, max_line: int, max_literal: int, literal_minus: bool = False) -> None:
+        if max_line < 16:
+            raise ValueError("max_line too small to hold a command")
+        if max_literal < 0:
+            raise ValueError("max_literal must not be negative")
+        self.max_line = max_line
+        self.max_literal = max_literal
+        self.literal_minus = literal_minus
+        self._buf = bytearray()
+        self._pos = 0  # start of the unconsumed bytes in _buf
+        self._scan = 0  # where the search for the next LF resumes (>= _pos)
+        self._state = _State.LINE
+        self._pieces: list[bytes | Literal] = []
+        self._line_total = 0  # line text of the command so far (excluding CRLFs)
+        self._literal_total = 0  # literal octets of the command so far
+        self._literal_need = 0  # LITERAL: octets still expected; SKIP_BYTES: octets to drop
+        self._literal_binary = False
+        self._literal_sync = True
+        self._skip_tail = b""  # SKIP_LINE: the last bytes seen of the line being discarded
+        self._skip_literals = True  # SKIP_LINE: honour a trailing "{n+}" of the skipped line
+
+    # -- input ------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes.  Bytes that are being discarded are dropped right here."""
+        if not data:
+            return
+        self._compact()
+        self._buf += data
+        if self._state in (_State.SKIP_LINE, _State.SKIP_BYTES):
+            self._drain_skip()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed (the caller may stop reading while this is high)."""
+        return len(self._buf) - self._pos
+
+    @property
+    def in_command(self) -> bool:
+        """True when part of a command has been framed but the command is not complete."""
+        return bool(self._pieces) or self._state is not _State.LINE
+
+    def discard_buffer(self) -> None:
+        """Forget everything buffered and any partial command (after STARTTLS: bytes a client
+        pipelined before the TLS handshake must not be executed; RFC 9051 section 6.2.1)."""
+        self._buf = bytearray()
+        self._pos = self._scan = 0
+        self._state = _State.LINE
+        self._reset_command()
+
+    def reject_literal(self) -> None:
+        """Call instead of sending ``+`` after :class:`NeedContinuation`: the session answered the
+        command with a tagged error, so the client will not send the literal."""
+        if self._state is _State.LITERAL and self._literal_sync:
+            self._state = _State.LINE
+            self._reset_command()
+
+    # -- output -----------------------------------------------------------------------------
+
+    def next_event(self) -> FrameEvent | None:
+        """The next framing event, or None when more input is needed."""
+        while True:
+            state = self._state
+            if state is _State.SKIP_LINE or state is _State.SKIP_BYTES:
+                self._drain_skip()
+                if self._state is not _State.LINE:
+                    return None
+                continue
+            if state is _State.LITERAL:
+                if len(self._buf) - self._pos < self._literal_need:
+                    return None
+                self._pieces.append(
+                    Literal(self._take(self._literal_need), self._literal_binary, self._literal_sync)
+                )
+                self._state = _State.LINE
+                self._scan = self._pos
+                continue
+            event = self._next_line_event()
+            if event is not _AGAIN:
+                return event  # type: ignore[return-value]
+
+    def next_raw_line(self) -> bytes | FrameError | None:
+        """One line without literal processing, for AUTHENTICATE responses and IDLE's ``DONE``.
+
+        Returns the line without its CRLF, None when no complete line is buffered yet, or a
+        :class:`FrameError` (LINE_TOO_LONG) for a line longer than ``max_line``; the rest of that
+        line is then discarded as it arrives.  Only valid between commands."""
+        if self._state is _State.SKIP_LINE or self._state is _State.SKIP_BYTES:
+            self._drain_skip()
+            if self._state is not _State.LINE:
+                return None
+        if self._pieces or self._state is not _State.LINE:
+            raise RuntimeError("next_raw_line() called in the middle of a command")
+        lf = self._buf.find(b"\n", self._scan)
+        if lf < 0:
+            self._scan = len(self._buf)
+            if self._scan - self._pos > self.max_line:
+                self._start_line_skip(self._take(self._scan - self._pos), honour_literals=False)
+                return FrameError(None, FrameErrorKind.LINE_TOO_LONG, "Line too long")
+            return None
+        line = self._take(lf - self._pos)
+        self._pos += 1  # the LF
+        self._scan = self._pos
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.max_line:
+            return FrameError(None, FrameErrorKind.LINE_TOO_LONG, "Line too long")
+        return line
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _next_line_event(self) -> FrameEvent | None | object:
+        buf = self._buf
+        lf = buf.find(b"\n", self._scan)
+        if lf < 0:
+            self._scan = len(buf)
+            pending = self._scan - self._pos
+            if self._line_total + pending > self.max_line:
+                partial = self._take(pending)
+                first = self._pieces[0] if self._pieces else partial
+                error = self._error(FrameErrorKind.LINE_TOO_LONG, "Line too long", first)
+                self._reset_command()
+                self._start_line_skip(partial, honour_literals=True)
+                return error
+            return None
+        line = self._take(lf - self._pos)
+        self._pos += 1
+        self._scan = self._pos
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not self._pieces and not line:
+            return _AGAIN  # empty line between commands: ignored
+        first = self._pieces[0] if self._pieces else line
+        total = self._line_total + len(line)
+        marker = _literal_marker(line)
+        if total > self.max_line:
+            error = self._error(FrameErrorKind.LINE_TOO_LONG, "Line too long", first)
+            self._reset_command()
+            if marker is not None and not marker[2]:
+                self._start_bytes_skip(marker[1])
+            return error
+        if marker is None:
+            self._pieces.append(line)
+            frame = CommandFrame(extract_tag(first), tuple(self._pieces))
+            self._reset_command()
+            return frame
+        start, size, synchronizing, binary = marker
+        if not synchronizing and self.literal_minus and size > LITERAL_MINUS_MAX:
+            error = self._error(
+                FrameErrorKind.LITERAL_MINUS,
+                "Non-synchronizing literal larger than 4096 octets",
+                first,
+                size=size,
+                synchronizing=False,
+            )
+            self._reset_command()
+            self._start_bytes_skip(size)
+            return error
+        if size > self.max_literal - self._literal_total:
+            error = self._error(
+                FrameErrorKind.LITERAL_TOO_BIG, "Literal too big", first, size=size,
+                synchronizing=synchronizing,
+            )
+            self._reset_command()
+            if not synchronizing:
+                self._start_bytes_skip(size)
+            return error
+        self._pieces.append(line[:start])
+        self._line_total = total
+        self._literal_total += size
+        self._literal_need = size
+        self._literal_binary = binary
+        self._literal_sync = synchronizing
+        self._state = _State.LITERAL
+        if synchronizing:
+            return NeedContinuation(extract_tag(first), size, _command_name(first), binary)
+        return _AGAIN
+
+    def _error(
+        self,
+        kind: FrameErrorKind,
+        text: str,
+        first_line: bytes,
+        size: int | None = None,
+        synchronizing: bool = True,
+    ) -> FrameError:
+        return FrameError(
+            extract_tag(first_line), kind, text, _command_name(first_line), size, synchronizing
+        )
+
+    def _take(self, count: int) -> bytes:
+        """Consume ``count`` bytes from the receive buffer with a single copy."""
+        start = self._pos
+        with memoryview(self._buf) as view:
+            data = bytes(view[start : start + count])
+        self._pos = start + count
+        return data
+
+    def _compact(self) -> None:
+        pos = self._pos
+        if pos and (pos >= len(self._buf) or pos > _COMPACT_THRESHOLD):
+            del self._buf[:pos]
+            self._scan -= pos
+            self._pos = 0
+
+    def _reset_command(self) -> None:
+        self._pieces = []
+        self._line_total = 0
+        self._literal_total = 0
+        self._literal_need = 0
+
+    def _start_line_skip(self, seen: bytes, *, honour_literals: bool) -> None:
+        self._state = _State.SKIP_LINE
+        self._skip_tail = seen[-_SKIP_TAIL:]
+        self._skip_literals = honour_literals
+        self._drain_skip()
+
+    def _start_bytes_skip(self, count: int) -> None:
+        self._state = _State.SKIP_BYTES
+        self._literal_need = count
+        self._skip_literals = True
+        self._drain_skip()
+
+    def _drain_skip(self) -> None:
+        buf = self._buf
+        while True:
+            if self._state is _State.SKIP_BYTES:
+                available = len(buf) - self._pos
+                taken = min(available, self._literal_need)
+                self._pos += taken
+                self._literal_need -= taken
+                if self._literal_need:
+                    break
+                # After the octets comes the rest of the command line: discard it too.
+                self._state = _State.SKIP_LINE
+                self._skip_tail = b""
+            elif self._state is _State.SKIP_LINE:
+                lf = buf.find(b"\n", self._pos)
+                if lf < 0:
+                    recent = bytes(buf[max(self._pos, len(buf) - _SKIP_TAIL) :])
+                    self._skip_tail = (self._skip_tail + recent)[-_SKIP_TAIL:]
+                    self._pos = len(buf)
+                    break
+                tail = (self._skip_tail + bytes(buf[max(self._pos, lf - _SKIP_TAIL) : lf]))[-_SKIP_TAIL:]
+                self._pos = lf + 1
+                self._skip_tail = b""
+                marker = _literal_marker(tail.rstrip(b"\r")) if self._skip_literals else None
+                if marker is not None and not marker[2]:
+                    self._state = _State.SKIP_BYTES
+                    self._literal_need = marker[1]
+                else:
+                    # A synchronising literal is never sent: the client waits for "+", gets
+                    # the tagged error instead, and abandons the command.
+                    self._state = _State.LINE
+                    self._literal_need = 0
+            else:
+                break
+        self._scan = max(self._scan, self._pos)
+        self._compact()
+
+
+_AGAIN = object()  # internal: an event was consumed silently, keep going

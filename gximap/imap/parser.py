@@ -1,0 +1,1401 @@
+"""IMAP client grammar: a framed command (:class:`~gximap.imap.framing.CommandFrame`) to a typed
+:class:`~gximap.imap.commands.Command`.
+
+Covers IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051) plus LITERAL+/- (7888), UIDPLUS (4315),
+MOVE (6851), ID (2971), ENABLE (5161), IDLE (2177), NAMESPACE (2342), UNSELECT (3691),
+MULTIAPPEND (3502), BINARY (3516), ESEARCH (4731), SEARCHRES (5182), SORT/THREAD (5256),
+ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), LIST-EXTENDED (5258),
+LIST-STATUS (5819), SPECIAL-USE/CREATE-SPECIAL-USE (6154), COMPRESS (4978), QUOTA (9208),
+METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), SASL-IR (4959),
+UNAUTHENTICATE (8437) and XLIST.
+
+Every malformed input raises :class:`ParseError` and nothing else: the session answers
+``tag BAD text`` (or ``NO [BADCHARSET ...]`` when ``code == "BADCHARSET"``).  Recursion is
+bounded by ``max_nesting`` (search criteria are parsed with an explicit stack, so even a hostile
+chain of a thousand ORs cannot exhaust the interpreter stack), and list lengths by ``max_args``.
+
+Decisions where the RFCs leave room:
+
+* ``\\Recent`` in STORE or APPEND flag lists is rejected (RFC 3501 section 2.3.2: it cannot be
+  altered by the client), as are unknown system flags (``\\Foo``) and ``\\*`` (only ever legal in
+  a server's PERMANENTFLAGS).  Keywords are kept exactly as sent.
+* Quoted strings may hold UTF-8 (RFC 9051 allows it; RFC 3501 clients send it anyway).  Mailbox
+  names are decoded as modified UTF-7 unless ``utf8`` (IMAP4rev2 or UTF8=ACCEPT enabled), in
+  which case they are UTF-8 and ``&`` is an ordinary character (RFC 6855 section 3).
+* A NUL octet is refused in every string except literal8 (RFC 3516 section 4.3).
+* Unknown options of SELECT, LIST, STATUS, FETCH, STORE, SEARCH RETURN... are refused (BAD).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import re
+from collections.abc import Callable
+
+from gximap.imap import mutf7
+from gximap.imap.commands import (
+    SYSTEM_FLAGS,
+    Append,
+    AppendMessage,
+    Authenticate,
+    Capability,
+    Check,
+    Close,
+    Command,
+    Compress,
+    Copy,
+    Create,
+    Delete,
+    Enable,
+    Expunge,
+    Fetch,
+    FetchAtt,
+    GetMetadata,
+    GetQuota,
+    GetQuotaRoot,
+    Id,
+    Idle,
+    List,
+    Login,
+    Logout,
+    Lsub,
+    MailboxName,
+    Move,
+    Namespace,
+    Noop,
+    QResyncParams,
+    Rename,
+    Search,
+    SearchAge,
+    SearchAll,
+    SearchAnd,
+    SearchDate,
+    SearchFlag,
+    SearchHeader,
+    SearchKey,
+    SearchModSeq,
+    SearchNot,
+    SearchOr,
+    SearchRecent,
+    SearchSequence,
+    SearchSize,
+    SearchText,
+    Section,
+    Select,
+    SequenceSet,
+    SetMetadata,
+    SetQuota,
+    Sort,
+    SortCriterion,
+    Starttls,
+    Status,
+    Store,
+    Subscribe,
+    Thread,
+    Unauthenticate,
+    Unselect,
+    Unsubscribe,
+    Xlist,
+    normalize_inbox,
+)
+from gximap.imap.framing import CommandFrame, Literal
+
+MAX_NUMBER = 0xFFFFFFFF  # number / nz-number: unsigned 32 bits
+MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # number64 / mod-sequence-value: 63 bits
+DEFAULT_MAX_RANGES = 65536  # sequence-set elements per set
+SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
+
+STATUS_ITEMS = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
+     "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID"}
+)
+SPECIAL_USE_ATTRS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+LIST_SELECT_OPTS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+SEARCH_RETURN_OPTS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
+                       "DISPLAYTO"})
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
+
+_MONTHS = {name: index for index, name in enumerate(
+    (b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"),
+    start=1)}
+_SYSTEM_FLAG_BY_UPPER = {flag.upper(): flag for flag in SYSTEM_FLAGS}
+_SPECIAL_USE_BY_UPPER = {flag.upper(): flag for flag in SPECIAL_USE_ATTRS}
+
+# ATOM-CHAR: any CHAR except atom-specials ( ) { SP CTL % * " \ ]
+_ATOM = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+")
+_ASTRING_ATOM = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\]+")  # ATOM-CHAR / "]"
+_LIST_ATOM = re.compile(rb"[^\x00-\x20\x7f-\xff(){\"\\]+")  # ATOM-CHAR / "%" / "*" / "]"
+_QUOTED = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
+_QUOTED_ESCAPE = re.compile(rb'\\(["\\])')
+_DIGITS = re.compile(rb"[0-9]+")
+_SEQSET = re.compile(rb"[0-9*:,$]+")
+_WORD = re.compile(rb"[A-Za-z][A-Za-z0-9.\-]*")
+_SEARCH_WORD = re.compile(rb"[A-Za-z]+")
+_FETCH_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9.]*")
+_SECTION_WORD = re.compile(rb"[A-Za-z][A-Za-z.]*")
+_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
+_DATE_TIME = re.compile(
+    rb'"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"'
+)
+_HEADER_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+\Z")  # RFC 5322 ftext
+_METADATA_ENTRY = re.compile(r"/(private|shared)(/[^/*%\x00-\x1f\x7f]+)*\Z")
+
+
+class ParseError(Exception):
+    """A malformed command.  ``tag`` is None when the line had no valid tag (answer ``* BAD``);
+    ``code`` is a response code the answer should carry, e.g. ``BADCHARSET``."""
+
+    def __init__(self, tag: bytes | None, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.tag = tag
+        self.text = text
+        self.code = code
+        self.internal = False  # set when an unexpected exception was converted (a parser bug)
+
+
+# -- the reader ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    """A cursor over a frame's parts: line pieces with literals between them."""
+
+    __slots__ = ("parts", "index", "buf", "pos", "tag", "utf8", "max_nesting", "budget",
+                 "max_ranges")
+
+    def __init__(self, frame: CommandFrame, utf8: bool, max_nesting: int, max_args: int,
+                 max_ranges: int) -> None:
+        self.parts = frame.parts
+        self.index = 0
+        first = frame.parts[0] if frame.parts else b""
+        self.buf: bytes = first if isinstance(first, bytes) else b""
+        self.pos = 0
+        self.tag = frame.tag
+        self.utf8 = utf8
+        self.max_nesting = max_nesting
+        self.budget = max_args
+        self.max_ranges = max_ranges
+
+    def error(self, text: str, code: str | None = None) -> ParseError:
+        return ParseError(self.tag, text, code)
+
+    def count(self, items: int = 1) -> None:
+        self.budget -= items
+        if self.budget < 0:
+            raise self.error("Too many arguments")
+
+    # position tests
+
+    def peek(self) -> int | None:
+        """The next byte of the current line piece (None at its end)."""
+        if self.pos < len(self.buf):
+            return self.buf[self.pos]
+        return None
+
+    def at_literal(self) -> bool:
+        return self.pos >= len(self.buf) and self.index + 1 < len(self.parts)
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.buf) and self.index + 1 >= len(self.parts)
+
+    def end(self) -> None:
+        if not self.at_end():
+            if self.at_literal():
+                raise self.error("Unexpected literal")
+            raise self.error("Unexpected extra arguments")
+
+    def accept(self, token: bytes) -> bool:
+        if self.buf.startswith(token, self.pos):
+            self.pos += len(token)
+            return True
+        return False
+
+    def expect(self, token: bytes, what: str | None = None) -> None:
+        if not self.accept(token):
+            raise self.error(f"Expected {what or repr(token.decode())}")
+
+    def sp(self) -> None:
+        if not self.accept(b" "):
+            raise self.error("Missing argument" if self.at_end() else "Expected space")
+
+    def match(self, pattern: re.Pattern[bytes]) -> bytes | None:
+        found = pattern.match(self.buf, self.pos)
+        if found is None or found.end() == self.pos:
+            return None
+        self.pos = found.end()
+        return found.group()
+
+    def peek_word(self) -> str | None:
+        """The next word (letters first) upper-cased, without consuming it."""
+        found = _WORD.match(self.buf, self.pos)
+        return found.group().upper().decode("ascii") if found else None
+
+    # tokens
+
+    def word(self, what: str = "keyword") -> str:
+        value = self.match(_WORD)
+        if value is None:
+            raise self.error(f"Expected {what}")
+        return value.decode("ascii").upper()
+
+    def atom(self, what: str = "atom") -> bytes:
+        value = self.match(_ATOM)
+        if value is None:
+            raise self.error(f"Expected {what}")
+        return value
+
+    def literal(self, allow_binary: bool = False) -> Literal:
+        if not self.at_literal():
+            raise self.error("Expected literal")
+        item = self.parts[self.index + 1]
+        assert isinstance(item, Literal)
+        self.index += 2
+        following = self.parts[self.index]
+        self.buf = following if isinstance(following, bytes) else b""
+        self.pos = 0
+        if item.binary and not allow_binary:
+            raise self.error("literal8 not allowed here")
+        if not item.binary and b"\x00" in item.data:
+            raise self.error("NUL octet in literal (use literal8)")
+        return item
+
+    def quoted(self) -> bytes:
+        found = _QUOTED.match(self.buf, self.pos)
+        if found is None:
+            raise self.error("Invalid quoted string")
+        self.pos = found.end()
+        value = found.group(1)
+        if b"\\" in value:
+            value = _QUOTED_ESCAPE.sub(rb"\1", value)
+        return value
+
+    def string(self) -> bytes:
+        if self.at_literal():
+            return self.literal().data
+        if self.peek() == 0x22:
+            return self.quoted()
+        raise self.error("Expected string")
+
+    def astring(self, what: str = "string") -> bytes:
+        if self.at_literal():
+            return self.literal().data
+        if self.peek() == 0x22:
+            return self.quoted()
+        value = self.match(_ASTRING_ATOM)
+        if value is None:
+            raise self.error(f"Expected {what}")
+        return value
+
+    def nstring(self) -> bytes | None:
+        if self.accept_nil():
+            return None
+        return self.string()
+
+    def accept_nil(self) -> bool:
+        if self.buf[self.pos : self.pos + 3].upper() == b"NIL":
+            after = self.buf[self.pos + 3 : self.pos + 4]
+            if after in (b"", b" ", b")"):
+                self.pos += 3
+                return True
+        return False
+
+    def number(self, limit: int = MAX_NUMBER, what: str = "number") -> int:
+        digits = self.match(_DIGITS)
+        if digits is None:
+            raise self.error(f"Expected {what}")
+        significant = digits.lstrip(b"0")
+        if len(significant) > 19 or int(significant or b"0") > limit:
+            raise self.error(f"{what.capitalize()} too large")
+        return int(significant or b"0")
+
+    def nz_number(self, limit: int = MAX_NUMBER, what: str = "number") -> int:
+        value = self.number(limit, what)
+        if value == 0:
+            raise self.error(f"{what.capitalize()} must not be zero")
+        return value
+
+    def text_value(self, data: bytes, what: str = "string") -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error(f"Invalid UTF-8 in {what}") from None
+
+    # compound values
+
+    def mailbox(self) -> MailboxName:
+        return self.decode_mailbox(self.astring("mailbox name"))
+
+    def list_mailbox(self) -> MailboxName:
+        if self.at_literal() or self.peek() == 0x22:
+            raw = self.string()
+        else:
+            raw_atom = self.match(_LIST_ATOM)
+            if raw_atom is None:
+                raise self.error("Expected mailbox pattern")
+            raw = raw_atom
+        return self.decode_mailbox(raw)
+
+    def decode_mailbox(self, raw: bytes) -> MailboxName:
+        if self.utf8:
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.error("Mailbox name is not valid UTF-8") from None
+        else:
+            try:
+                name = mutf7.decode(raw)
+            except ValueError:
+                raise self.error("Mailbox name is not valid modified UTF-7") from None
+        return MailboxName(normalize_inbox(name), raw)
+
+    def sequence_set(self, allow_star: bool = True) -> SequenceSet:
+        token = self.match(_SEQSET)
+        if token is None:
+            raise self.error("Expected sequence set")
+        try:
+            return parse_sequence_set(token, max_ranges=self.max_ranges, allow_star=allow_star)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
+    def paren_list(self, item: Callable[[], object], *, allow_empty: bool = True) -> list:
+        """"(" [item *(SP item)] ")" """
+        self.expect(b"(")
+        items: list = []
+        if self.accept(b")"):
+            if not allow_empty:
+                raise self.error("Empty list")
+            return items
+        while True:
+            self.count()
+            items.append(item())
+            if self.accept(b")"):
+                return items
+            self.sp()
+
+    def flag(self, *, allow_recent: bool = False) -> str:
+        if self.accept(b"\\"):
+            if self.accept(b"*"):
+                raise self.error("\\* is not a flag")
+            name = self.atom("flag")
+            upper = b"\\" + name.upper()
+            canonical = _SYSTEM_FLAG_BY_UPPER.get(upper.decode("ascii"))
+            if canonical is not None:
+                return canonical
+            if upper == b"\\RECENT":
+                if allow_recent:
+                    return "\\Recent"
+                raise self.error("\\Recent cannot be set by the client")
+            raise self.error(f"Unknown system flag \\{name.decode('ascii')}")
+        return self.atom("flag").decode("ascii")
+
+    def flag_list(self) -> tuple[str, ...]:
+        return _dedupe_flags(self.paren_list(self.flag))
+
+    def date(self) -> datetime.date:
+        quoted = self.accept(b'"')
+        found = _DATE.match(self.buf, self.pos)
+        if found is None:
+            raise self.error("Invalid date")
+        self.pos = found.end()
+        if quoted:
+            self.expect(b'"', "closing quote")
+        day, month_name, year = found.groups()
+        month = _MONTHS.get(month_name.upper())
+        if month is None:
+            raise self.error("Invalid month in date")
+        try:
+            return datetime.date(int(year), month, int(day))
+        except ValueError:
+            raise self.error("Invalid date") from None
+
+    def date_time(self) -> tuple[int, int]:
+        found = _DATE_TIME.match(self.buf, self.pos)
+        if found is None:
+            raise self.error("Invalid date-time")
+        self.pos = found.end()
+        day, month_name, year, hour, minute, second, sign, zone_h, zone_m = found.groups()
+        month = _MONTHS.get(month_name.upper())
+        if month is None:
+            raise self.error("Invalid month in date-time")
+        zone = int(zone_h) * 60 + int(zone_m)
+        if int(zone_m) >= 60 or zone >= 24 * 60:
+            raise self.error("Invalid time zone in date-time")
+        if sign == b"-":
+            zone = -zone
+        try:
+            moment = datetime.datetime(
+                int(year), month, int(day.strip() or b"0"), int(hour), int(minute), int(second),
+                tzinfo=datetime.timezone(datetime.timedelta(minutes=zone)),
+            )
+            return int(moment.timestamp()), zone
+        except (ValueError, OverflowError):
+            raise self.error("Invalid date-time") from None
+
+
+def _dedupe_flags(flags: list[str]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for flag in flags:
+        key = flag.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(flag)
+    return tuple(out)
+
+
+# -- sequence sets ------------------------------------------------------------------------------
+
+
+def parse_sequence_set(
+    data: bytes, *, max_ranges: int = DEFAULT_MAX_RANGES, allow_star: bool = True
+) -> SequenceSet:
+    """Parse ``sequence-set`` (or ``$``) without expanding ranges; ValueError when malformed."""
+    if data == b"$":
+        return SequenceSet((), saved=True)
+    elements = data.split(b",")
+    if len(elements) > max_ranges:
+        raise ValueError("Too many sequence set elements")
+    ranges: list[tuple[int | None, int | None]] = []
+    for element in elements:
+        bounds = element.split(b":")
+        if len(bounds) > 2:
+            raise ValueError("Invalid sequence set range")
+        values: list[int | None] = []
+        for bound in bounds:
+            if bound == b"*":
+                if not allow_star:
+                    raise ValueError("'*' not allowed in this sequence set")
+                values.append(None)
+                continue
+            if not bound.isdigit() or bound[0] == 0x30 or len(bound) > 10:
+                raise ValueError("Invalid sequence number")
+            number = int(bound)
+            if number > MAX_NUMBER:
+                raise ValueError("Sequence number too large")
+            values.append(number)
+        ranges.append((values[0], values[-1]))
+    return SequenceSet(tuple(ranges))
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+_SIMPLE_SEARCH_KEYS: dict[str, SearchKey] = {
+    "ALL": SearchAll(),
+    "ANSWERED": SearchFlag("\\Answered", True),
+    "DELETED": SearchFlag("\\Deleted", True),
+    "DRAFT": SearchFlag("\\Draft", True),
+    "FLAGGED": SearchFlag("\\Flagged", True),
+    "SEEN": SearchFlag("\\Seen", True),
+    "UNANSWERED": SearchFlag("\\Answered", False),
+    "UNDELETED": SearchFlag("\\Deleted", False),
+    "UNDRAFT": SearchFlag("\\Draft", False),
+    "UNFLAGGED": SearchFlag("\\Flagged", False),
+    "UNSEEN": SearchFlag("\\Seen", False),
+    "RECENT": SearchRecent(),
+    "NEW": SearchAnd((SearchRecent(), SearchFlag("\\Seen", False))),
+    "OLD": SearchNot(SearchRecent()),
+}
+_HEADER_SEARCH_KEYS = {"BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", "TO": "To"}
+_DATE_SEARCH_KEYS = {
+    "BEFORE": ("INTERNAL", "BEFORE"), "ON": ("INTERNAL", "ON"), "SINCE": ("INTERNAL", "SINCE"),
+    "SENTBEFORE": ("SENT", "BEFORE"), "SENTON": ("SENT", "ON"), "SENTSINCE": ("SENT", "SINCE"),
+    "SAVEDBEFORE": ("SAVED", "BEFORE"), "SAVEDON": ("SAVED", "ON"), "SAVEDSINCE": ("SAVED", "SINCE"),
+}
+_MODSEQ_ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
+
+
+class _Pending:
+    """An unfinished node on the search parser's explicit stack."""
+
+    __slots__ = ("kind", "keys", "need")
+
+    def __init__(self, kind: str, need: int = 0) -> None:
+        self.kind = kind  # "TOP", "GROUP", "OR" or "NOT"
+        self.keys: list[SearchKey] = []
+        self.need = need  # OR: operands still to collect before it is complete
+
+
+def _search_string(r: _Reader, charset: str | None) -> str:
+    data = r.astring()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise r.error(f"Search string is not valid {charset or 'UTF-8'}") from None
+
+
+def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
+    """A search key that is neither a group, NOT, OR nor a sequence set; ``name`` consumed."""
+    simple = _SIMPLE_SEARCH_KEYS.get(name)
+    if simple is not None:
+        return simple
+    header = _HEADER_SEARCH_KEYS.get(name)
+    if header is not None:
+        r.sp()
+        return SearchHeader(header, _search_string(r, charset))
+    if name in ("BODY", "TEXT"):
+        r.sp()
+        return SearchText(name, _search_string(r, charset))
+    dated = _DATE_SEARCH_KEYS.get(name)
+    if dated is not None:
+        r.sp()
+        return SearchDate(dated[0], dated[1], r.date())
+    if name == "HEADER":
+        r.sp()
+        field_raw = r.astring("header field name")
+        if not _HEADER_FIELD_NAME.match(field_raw):
+            raise r.error("Invalid header field name")
+        r.sp()
+        return SearchHeader(field_raw.decode("ascii"), _search_string(r, charset))
+    if name in ("KEYWORD", "UNKEYWORD"):
+        r.sp()
+        flag = r.flag(allow_recent=True)
+        if flag == "\\Recent":
+            return SearchRecent() if name == "KEYWORD" else SearchNot(SearchRecent())
+        return SearchFlag(flag, name == "KEYWORD")
+    if name in ("LARGER", "SMALLER"):
+        r.sp()
+        return SearchSize(name == "LARGER", r.number(MAX_NUMBER64, "size"))
+    if name in ("OLDER", "YOUNGER"):
+        r.sp()
+        return SearchAge(name == "OLDER", r.nz_number(what="interval"))
+    if name == "UID":
+        r.sp()
+        return SearchSequence(r.sequence_set(), uid=True)
+    if name == "MODSEQ":
+        r.sp()
+        entry_name = entry_type = None
+        if r.peek() == 0x22:
+            entry_raw = r.quoted()
+            if not entry_raw.lower().startswith(b"/flags/"):
+                raise r.error("Invalid MODSEQ entry name")
+            entry_name = entry_raw.decode("ascii", "replace")
+            r.sp()
+            entry_type = r.word("entry type")
+            if entry_type not in _MODSEQ_ENTRY_TYPES:
+                raise r.error("Invalid MODSEQ entry type")
+            entry_type = entry_type.lower()
+            r.sp()
+        return SearchModSeq(r.number(MAX_NUMBER64, "mod-sequence"), entry_name, entry_type)
+    raise r.error(f"Unknown search key {name}")
+
+
+def _deliver(r: _Reader, stack: list[_Pending], node: SearchKey) -> None:
+    """Hand a finished node to the pending node above it, completing NOT/OR nodes upwards."""
+    while True:
+        top = stack[-1]
+        if top.kind == "NOT":
+            stack.pop()
+            node = SearchNot(node)
+            continue
+        top.keys.append(node)
+        if top.kind == "OR" and len(top.keys) == top.need:
+            stack.pop()
+            node = SearchOr(tuple(top.keys))
+            continue
+        return
+
+
+def _push(r: _Reader, stack: list[_Pending], pending: _Pending) -> None:
+    if len(stack) >= r.max_nesting:
+        raise r.error("Search criteria nested too deeply")
+    stack.append(pending)
+
+
+def parse_search_program(r: _Reader, charset: str | None) -> SearchKey:
+    """``search-key *(SP search-key)`` up to the end of the command, iteratively.
+
+    OR chains are flattened into one n-ary SearchOr (OR is associative), double negations
+    cancel, and a group of one key is that key; the nesting limit counts what remains:
+    parentheses, NOT and OR nodes that are not directly inside another OR."""
+    stack = [_Pending("TOP")]
+    while True:
+        if r.accept(b"("):
+            _push(r, stack, _Pending("GROUP"))
+            continue
+        r.count()
+        byte = r.peek()
+        if byte is not None and (0x30 <= byte <= 0x39 or byte in (0x2A, 0x24)):  # digit * $
+            _deliver(r, stack, SearchSequence(r.sequence_set()))
+        else:
+            word = r.match(_SEARCH_WORD)
+            if word is None:
+                raise r.error("Expected search key")
+            name = word.decode("ascii").upper()
+            if name == "NOT":
+                r.sp()
+                if stack[-1].kind == "NOT":
+                    stack.pop()  # NOT NOT x is x
+                else:
+                    _push(r, stack, _Pending("NOT"))
+                continue
+            if name == "OR":
+                r.sp()
+                top = stack[-1]
+                if top.kind == "OR":
+                    top.need += 1  # OR (OR a b) c == OR(a, b, c)
+                else:
+                    _push(r, stack, _Pending("OR", need=2))
+                continue
+            _deliver(r, stack, _search_atom_key(r, name, charset))
+        # After a complete key: closing parentheses, then a space or the end.
+        while r.accept(b")"):
+            group = stack[-1]
+            if group.kind != "GROUP":
+                raise r.error("Unbalanced parenthesis in search")
+            stack.pop()
+            _deliver(r, stack, group.keys[0] if len(group.keys) == 1 else SearchAnd(tuple(group.keys)))
+        if r.at_end():
+            if len(stack) != 1:
+                raise r.error("Incomplete search criteria")
+            keys = stack[0].keys
+            return keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
+        r.sp()
+
+
+def _search_charset(r: _Reader) -> str:
+    charset = r.astring("charset").decode("ascii", "replace").upper()
+    if charset not in SUPPORTED_CHARSETS:
+        raise r.error("Unsupported charset", code="BADCHARSET")
+    return charset
+
+
+def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[str, ...]:
+    """``RETURN (opt ...)`` after the keyword; an empty list means ALL (RFC 4731 section 3.1)."""
+    r.sp()
+    options = r.paren_list(lambda: r.word("return option"))
+    for option in options:
+        if option not in allowed:
+            raise r.error(f"Unknown return option {option}")
+    return tuple(dict.fromkeys(options)) or ("ALL",)
+
+
+# -- FETCH --------------------------------------------------------------------------------------
+
+
+_FETCH_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_FETCH_SIMPLE = frozenset({"FLAGS", "INTERNALDATE", "RFC822.SIZE", "RFC822", "RFC822.HEADER",
+                           "RFC822.TEXT", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"})
+_FETCH_SECTIONED = {"BODY": ("BODY", False), "BODY.PEEK": ("BODY", True),
+                    "BINARY": ("BINARY", False), "BINARY.PEEK": ("BINARY", True),
+                    "BINARY.SIZE": ("BINARY.SIZE", False)}
+_SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
+
+
+def _section(r: _Reader, binary: bool) -> Section:
+    """After "[": section-spec / section-binary, through the closing "]"."""
+    part: list[int] = []
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+    if not r.accept(b"]"):
+        while True:
+            byte = r.peek()
+            if byte is not None and 0x30 <= byte <= 0x39:
+                part.append(r.nz_number(what="section part"))
+                if len(part) > r.max_nesting * 4:
+                    raise r.error("Section part too deep")
+                if r.accept(b"."):
+                    continue
+                break
+            if binary:
+                raise r.error("BINARY sections are part numbers only")
+            word = r.match(_SECTION_WORD)
+            if word is None:
+                raise r.error("Invalid section")
+            text = word.decode("ascii").upper()
+            if text not in _SECTION_TEXTS:
+                raise r.error("Invalid section text")
+            if text == "MIME" and not part:
+                raise r.error("MIME requires a part number")
+            if text.startswith("HEADER.FIELDS"):
+                r.sp()
+                names = r.paren_list(lambda: r.astring("header field name"), allow_empty=False)
+                for name in names:
+                    if not _HEADER_FIELD_NAME.match(name):
+                        raise r.error("Invalid header field name")
+                fields = tuple(name.decode("ascii") for name in names)
+            break
+        r.expect(b"]", "']'")
+    return Section(tuple(part), text, fields)
+
+
+def _fetch_att(r: _Reader) -> FetchAtt:
+    raw = r.match(_FETCH_NAME)
+    if raw is None:
+        raise r.error("Expected fetch item")
+    name = raw.decode("ascii").upper()
+    if r.peek() == 0x5B:  # "["
+        sectioned = _FETCH_SECTIONED.get(name)
+        if sectioned is None:
+            raise r.error(f"Unexpected section after {name}")
+        r.pos += 1
+        base, peek = sectioned
+        section = _section(r, binary=base != "BODY")
+        partial = None
+        if base != "BINARY.SIZE" and r.accept(b"<"):
+            offset = r.number(what="partial offset")
+            r.expect(b".", "'.' in partial")
+            count = r.nz_number(what="partial length")
+            r.expect(b">", "'>'")
+            partial = (offset, count)
+        return FetchAtt(base, section, partial, peek)
+    if name in _FETCH_SIMPLE:
+        return FetchAtt(name)
+    if name in _FETCH_SECTIONED:
+        raise r.error(f"{name} requires a section")
+    raise r.error(f"Unknown fetch item {name}")
+
+
+def _fetch_items(r: _Reader) -> tuple[FetchAtt, ...]:
+    if r.peek() == 0x28:
+        items = r.paren_list(lambda: _fetch_att(r), allow_empty=False)
+    else:
+        macro = r.peek_word()
+        if macro in _FETCH_MACROS:
+            r.word()
+            return tuple(FetchAtt(name) for name in _FETCH_MACROS[macro])
+        items = [_fetch_att(r)]
+    # One response item per label: BODY[] and BODY.PEEK[] together are one item that sets \Seen.
+    by_label: dict[bytes, FetchAtt] = {}
+    for item in items:
+        label = item.response_label()
+        known = by_label.get(label)
+        if known is None:
+            by_label[label] = item
+        elif known.peek and not item.peek:
+            by_label[label] = item
+    return tuple(by_label.values())
+
+
+# -- command parsers ----------------------------------------------------------------------------
+
+
+def _no_args(cls: type[Command]) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        return cls(r.tag)  # type: ignore[arg-type]
+
+    return parse
+
+
+def _login(r: _Reader) -> Command:
+    r.sp()
+    user = r.astring("user name")
+    r.sp()
+    password = r.astring("password")
+    return Login(r.tag, user, password)  # type: ignore[arg-type]
+
+
+def _authenticate(r: _Reader) -> Command:
+    r.sp()
+    mechanism = r.atom("mechanism").decode("ascii").upper()
+    initial = None
+    if r.accept(b" "):
+        if r.accept(b"="):
+            initial = b""
+        else:
+            token = r.match(_BASE64)
+            if token is None:
+                raise r.error("Invalid base64 initial response")
+            try:
+                initial = base64.b64decode(token, validate=True)
+            except (binascii.Error, ValueError):
+                raise r.error("Invalid base64 initial response") from None
+    return Authenticate(r.tag, mechanism, initial)  # type: ignore[arg-type]
+
+
+def _enable(r: _Reader) -> Command:
+    capabilities: list[str] = []
+    while True:
+        r.sp()
+        r.count()
+        capabilities.append(r.atom("capability").decode("ascii").upper())
+        if r.at_end():
+            return Enable(r.tag, tuple(dict.fromkeys(capabilities)))  # type: ignore[arg-type]
+
+
+def _id(r: _Reader) -> Command:
+    r.sp()
+    if r.accept_nil():
+        return Id(r.tag, None)  # type: ignore[arg-type]
+    r.expect(b"(")
+    params: dict[str, str | None] = {}
+    if not r.accept(b")"):
+        while True:
+            # RFC 2971 section 3.3: at most 30 pairs, names up to 30 octets, values up to 1024.
+            if len(params) >= 30:
+                raise r.error("Too many ID parameters")
+            key = r.string()
+            r.sp()
+            value = r.nstring()
+            if len(key) > 30 or (value is not None and len(value) > 1024):
+                raise r.error("ID parameter too long")
+            params[key.decode("utf-8", "replace")] = (
+                None if value is None else value.decode("utf-8", "replace")
+            )
+            if r.accept(b")"):
+                break
+            r.sp()
+    return Id(r.tag, params)  # type: ignore[arg-type]
+
+
+def _mod_sequence_value(r: _Reader) -> int:
+    return r.nz_number(MAX_NUMBER64, "mod-sequence")
+
+
+def _select(examine: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        mailbox = r.mailbox()
+        condstore = False
+        qresync = None
+        if r.accept(b" "):
+            r.expect(b"(")
+            seen: set[str] = set()
+            while True:
+                r.count()
+                param = r.word("select parameter")
+                if param in seen:
+                    raise r.error(f"Duplicate {param} parameter")
+                seen.add(param)
+                if param == "CONDSTORE":
+                    condstore = True
+                elif param == "QRESYNC":
+                    r.sp()
+                    qresync = _qresync(r)
+                else:
+                    raise r.error(f"Unknown select parameter {param}")
+                if r.accept(b")"):
+                    break
+                r.sp()
+        return Select(r.tag, mailbox, examine, condstore, qresync)  # type: ignore[arg-type]
+
+    return parse
+
+
+def _qresync(r: _Reader) -> QResyncParams:
+    r.expect(b"(")
+    uidvalidity = r.nz_number(what="UIDVALIDITY")
+    r.sp()
+    modseq = _mod_sequence_value(r)
+    known_uids = None
+    seq_match = None
+    if r.accept(b" "):
+        if r.peek() != 0x28:
+            known_uids = r.sequence_set(allow_star=False)
+            if r.accept(b" "):
+                seq_match = _seq_match(r)
+        else:
+            seq_match = _seq_match(r)
+    r.expect(b")", "')'")
+    return QResyncParams(uidvalidity, modseq, known_uids, seq_match)
+
+
+def _seq_match(r: _Reader) -> tuple[SequenceSet, SequenceSet]:
+    r.expect(b"(")
+    numbers = r.sequence_set(allow_star=False)
+    r.sp()
+    uids = r.sequence_set(allow_star=False)
+    r.expect(b")", "')'")
+    return numbers, uids
+
+
+def _create(r: _Reader) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    use = None
+    if r.accept(b" "):
+        r.expect(b"(")
+        while True:
+            param = r.word("create parameter")
+            if param != "USE" or use is not None:
+                raise r.error(f"Unknown or repeated create parameter {param}")
+            r.sp()
+            use = tuple(dict.fromkeys(r.paren_list(lambda: _use_attr(r))))
+            if r.accept(b")"):
+                break
+            r.sp()
+    return Create(r.tag, mailbox, use)  # type: ignore[arg-type]
+
+
+def _use_attr(r: _Reader) -> str:
+    r.expect(b"\\", "special-use attribute")
+    name = "\\" + r.atom("special-use attribute").decode("ascii")
+    return _SPECIAL_USE_BY_UPPER.get(name.upper(), name)
+
+
+def _one_mailbox(cls: type[Command]) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        return cls(r.tag, r.mailbox())  # type: ignore[call-arg]
+
+    return parse
+
+
+def _rename(r: _Reader) -> Command:
+    r.sp()
+    old = r.mailbox()
+    r.sp()
+    new = r.mailbox()
+    return Rename(r.tag, old, new)  # type: ignore[arg-type]
+
+
+def _status_item(r: _Reader) -> str:
+    item = r.word("status item")
+    if item not in STATUS_ITEMS:
+        raise r.error(f"Unknown status item {item}")
+    return item
+
+
+def _list(r: _Reader) -> Command:
+    r.sp()
+    extended = False
+    selection: list[str] = []
+    if r.peek() == 0x28:
+        extended = True
+        selection = r.paren_list(lambda: r.word("selection option"))
+        for option in selection:
+            if option not in LIST_SELECT_OPTS:
+                raise r.error(f"Unknown LIST selection option {option}")
+        # RFC 5258 section 3: RECURSIVEMATCH needs a selection option it can modify.
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            raise r.error("RECURSIVEMATCH requires another selection option")
+        r.sp()
+    reference = r.mailbox()
+    r.sp()
+    if r.peek() == 0x28:
+        extended = True
+        patterns = r.paren_list(r.list_mailbox, allow_empty=False)
+    else:
+        patterns = [r.list_mailbox()]
+    return_opts: list[str] = []
+    status_items: tuple[str, ...] | None = None
+    if r.accept(b" "):
+        if r.word("RETURN") != "RETURN":
+            raise r.error("Expected RETURN")
+        extended = True
+        r.sp()
+
+        def return_option() -> str:
+            nonlocal status_items
+            option = r.word("return option")
+            if option not in LIST_RETURN_OPTS:
+                raise r.error(f"Unknown LIST return option {option}")
+            if option == "STATUS":
+                if status_items is not None:
+                    raise r.error("Repeated STATUS return option")
+                r.sp()
+                status_items = tuple(dict.fromkeys(r.paren_list(lambda: _status_item(r),
+                                                                allow_empty=False)))
+            return option
+
+        return_opts = r.paren_list(return_option)
+    return List(  # type: ignore[arg-type]
+        r.tag, reference, tuple(patterns), tuple(dict.fromkeys(selection)),
+        tuple(dict.fromkeys(return_opts)), status_items, extended,
+    )
+
+
+def _list_like(cls: type[Command]) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        reference = r.mailbox()
+        r.sp()
+        return cls(r.tag, reference, r.list_mailbox())  # type: ignore[call-arg]
+
+    return parse
+
+
+def _status(r: _Reader) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    items = r.paren_list(lambda: _status_item(r), allow_empty=False)
+    return Status(r.tag, mailbox, tuple(dict.fromkeys(items)))  # type: ignore[arg-type]
+
+
+def _append(r: _Reader) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    messages: list[AppendMessage] = []
+    while True:
+        r.sp()
+        r.count()
+        flags: tuple[str, ...] = ()
+        date = None
+        if r.peek() == 0x28:
+            flags = r.flag_list()
+            r.sp()
+        if r.peek() == 0x22:
+            date = r.date_time()
+            r.sp()
+        utf8 = False
+        if r.peek_word() == "UTF8":
+            # RFC 6855 section 4: append-data =/ "UTF8" SP "(" literal8 ")"
+            r.word()
+            r.sp()
+            r.expect(b"(")
+            item = r.literal(allow_binary=True)
+            r.expect(b")", "')'")
+            utf8 = True
+        elif r.at_literal():
+            item = r.literal(allow_binary=True)
+        else:
+            raise r.error("Expected message literal")
+        messages.append(AppendMessage(flags, date, item.data, item.binary, utf8))
+        if r.at_end():
+            return Append(r.tag, mailbox, tuple(messages))  # type: ignore[arg-type]
+
+
+def _expunge(uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        if not uid:
+            return Expunge(r.tag, False, None)  # type: ignore[arg-type]
+        r.sp()
+        return Expunge(r.tag, True, r.sequence_set())  # type: ignore[arg-type]
+
+    return parse
+
+
+def _copy_move(cls: type[Command], uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        seqset = r.sequence_set()
+        r.sp()
+        return cls(r.tag, uid, seqset, r.mailbox())  # type: ignore[call-arg]
+
+    return parse
+
+
+def _fetch(uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        seqset = r.sequence_set()
+        r.sp()
+        items = _fetch_items(r)
+        changedsince = None
+        vanished = False
+        if r.accept(b" "):
+            r.expect(b"(")
+            seen: set[str] = set()
+            while True:
+                modifier = r.word("fetch modifier")
+                if modifier in seen:
+                    raise r.error(f"Duplicate {modifier} modifier")
+                seen.add(modifier)
+                if modifier == "CHANGEDSINCE":
+                    r.sp()
+                    changedsince = _mod_sequence_value(r)
+                elif modifier == "VANISHED":
+                    vanished = True
+                else:
+                    raise r.error(f"Unknown fetch modifier {modifier}")
+                if r.accept(b")"):
+                    break
+                r.sp()
+            # RFC 7162 section 3.2.6: VANISHED only in UID FETCH, and only with CHANGEDSINCE.
+            if vanished and not uid:
+                raise r.error("VANISHED requires UID FETCH")
+            if vanished and changedsince is None:
+                raise r.error("VANISHED requires CHANGEDSINCE")
+        return Fetch(r.tag, uid, seqset, items, changedsince, vanished)  # type: ignore[arg-type]
+
+    return parse
+
+
+def _store(uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        seqset = r.sequence_set()
+        r.sp()
+        unchangedsince = None
+        if r.accept(b"("):
+            modifier = r.word("store modifier")
+            if modifier != "UNCHANGEDSINCE":
+                raise r.error(f"Unknown store modifier {modifier}")
+            r.sp()
+            unchangedsince = r.number(MAX_NUMBER64, "mod-sequence")
+            r.expect(b")", "')'")
+            r.sp()
+        mode = ""
+        if r.accept(b"+"):
+            mode = "+"
+        elif r.accept(b"-"):
+            mode = "-"
+        item = r.word("FLAGS")
+        if item not in ("FLAGS", "FLAGS.SILENT"):
+            raise r.error(f"Unknown store item {item}")
+        r.sp()
+        if r.peek() == 0x28:
+            flags = r.flag_list()
+        else:
+            collected = [r.flag()]
+            while r.accept(b" "):
+                r.count()
+                collected.append(r.flag())
+            flags = _dedupe_flags(collected)
+        return Store(  # type: ignore[arg-type]
+            r.tag, uid, seqset, mode, item == "FLAGS.SILENT", flags, unchangedsince
+        )
+
+    return parse
+
+
+def _search(uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        return_opts = None
+        if r.peek_word() == "RETURN":
+            r.word()
+            return_opts = _return_options(r, SEARCH_RETURN_OPTS)
+            r.sp()
+        charset = None
+        if r.peek_word() == "CHARSET":
+            r.word()
+            r.sp()
+            charset = _search_charset(r)
+            r.sp()
+        criteria = parse_search_program(r, charset)
+        return Search(r.tag, uid, charset, criteria, return_opts)  # type: ignore[arg-type]
+
+    return parse
+
+
+def _sort_criterion(r: _Reader) -> SortCriterion:
+    key = r.word("sort key")
+    reverse = False
+    if key == "REVERSE":
+        r.sp()
+        reverse = True
+        key = r.word("sort key")
+    if key not in SORT_KEYS:
+        raise r.error(f"Unknown sort key {key}")
+    return SortCriterion(key, reverse)
+
+
+def _sort(uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        return_opts = None
+        if r.peek_word() == "RETURN":
+            r.word()
+            return_opts = _return_options(r, SEARCH_RETURN_OPTS)
+            r.sp()
+        criteria = r.paren_list(lambda: _sort_criterion(r), allow_empty=False)
+        r.sp()
+        charset = _search_charset(r)
+        r.sp()
+        search = parse_search_program(r, charset)
+        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts)  # type: ignore[arg-type]
+
+    return parse
+
+
+def _thread(uid: bool) -> Callable[[_Reader], Command]:
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        algorithm = r.word("thread algorithm")
+        if algorithm not in THREAD_ALGORITHMS:
+            raise r.error(f"Unknown thread algorithm {algorithm}")
+        r.sp()
+        charset = _search_charset(r)
+        r.sp()
+        search = parse_search_program(r, charset)
+        return Thread(r.tag, uid, algorithm, charset, search)  # type: ignore[arg-type]
+
+    return parse
+
+
+def _compress(r: _Reader) -> Command:
+    r.sp()
+    return Compress(r.tag, r.atom("algorithm").decode("ascii").upper())  # type: ignore[arg-type]
+
+
+def _quota_root(r: _Reader) -> str:
+    return r.astring("quota root").decode("utf-8", "replace")
+
+
+def _getquota(r: _Reader) -> Command:
+    r.sp()
+    return GetQuota(r.tag, _quota_root(r))  # type: ignore[arg-type]
+
+
+def _setquota(r: _Reader) -> Command:
+    r.sp()
+    root = _quota_root(r)
+    r.sp()
+
+    def resource() -> tuple[str, int]:
+        name = r.atom("resource name").decode("ascii").upper()
+        r.sp()
+        return name, r.number(MAX_NUMBER64, "limit")
+
+    limits = r.paren_list(resource)
+    return SetQuota(r.tag, root, tuple(limits))  # type: ignore[arg-type]
+
+
+def _metadata_entry(r: _Reader) -> str:
+    raw = r.astring("entry name")
+    entry = raw.decode("utf-8", "replace").lower()
+    if not _METADATA_ENTRY.match(entry):
+        raise r.error("Invalid metadata entry name")
+    return entry
+
+
+def _getmetadata(r: _Reader) -> Command:
+    r.sp()
+    maxsize = None
+    depth = "0"
+    if r.peek() == 0x28:
+        seen: set[str] = set()
+
+        def option() -> str:
+            nonlocal maxsize, depth
+            name = r.word("option")
+            if name in seen:
+                raise r.error(f"Duplicate {name} option")
+            seen.add(name)
+            r.sp()
+            if name == "MAXSIZE":
+                maxsize = r.number(what="MAXSIZE")
+            elif name == "DEPTH":
+                value = r.astring("depth").decode("ascii", "replace").lower()
+                if value not in ("0", "1", "infinity"):
+                    raise r.error("Invalid DEPTH")
+                depth = value
+            else:
+                raise r.error(f"Unknown GETMETADATA option {name}")
+            return name
+
+        r.paren_list(option, allow_empty=False)
+        r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    if r.peek() == 0x28:
+        entries = r.paren_list(lambda: _metadata_entry(r), allow_empty=False)
+    else:
+        entries = [_metadata_entry(r)]
+    return GetMetadata(r.tag, mailbox, tuple(dict.fromkeys(entries)), maxsize, depth)  # type: ignore[arg-type]
+
+
+def _setmetadata(r: _Reader) -> Command:
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+
+    def entry_value() -> tuple[str, bytes | None]:
+        entry = _metadata_entry(r)
+        r.sp()
+        if r.at_literal():
+            return entry, r.literal(allow_binary=True).data
+        return entry, r.nstring()
+
+    entries = r.paren_list(entry_value, allow_empty=False)
+    return SetMetadata(r.tag, mailbox, tuple(entries))  # type: ignore[arg-type]
+
+
+_COMMANDS: dict[str, Callable[[_Reader], Command]] = {
+    "CAPABILITY": _no_args(Capability),
+    "NOOP": _no_args(Noop),
+    "LOGOUT": _no_args(Logout),
+    "STARTTLS": _no_args(Starttls),
+    "LOGIN": _login,
+    "AUTHENTICATE": _authenticate,
+    "UNAUTHENTICATE": _no_args(Unauthenticate),
+    "ID": _id,
+    "ENABLE": _enable,
+    "SELECT": _select(False),
+    "EXAMINE": _select(True),
+    "CREATE": _create,
+    "DELETE": _one_mailbox(Delete),
+    "RENAME": _rename,
+    "SUBSCRIBE": _one_mailbox(Subscribe),
+    "UNSUBSCRIBE": _one_mailbox(Unsubscribe),
+    "LIST": _list,
+    "XLIST": _list_like(Xlist),
+    "LSUB": _list_like(Lsub),
+    "NAMESPACE": _no_args(Namespace),
+    "STATUS": _status,
+    "APPEND": _append,
+    "IDLE": _no_args(Idle),
+    "CHECK": _no_args(Check),
+    "CLOSE": _no_args(Close),
+    "UNSELECT": _no_args(Unselect),
+    "EXPUNGE": _expunge(False),
+    "COPY": _copy_move(Copy, False),
+    "MOVE": _copy_move(Move, False),
+    "FETCH": _fetch(False),
+    "STORE": _store(False),
+    "SEARCH": _search(False),
+    "SORT": _sort(False),
+    "THREAD": _thread(False),
+    "COMPRESS": _compress,
+    "GETQUOTA": _getquota,
+    "GETQUOTAROOT": _one_mailbox(GetQuotaRoot),
+    "SETQUOTA": _setquota,
+    "GETMETADATA": _getmetadata,
+    "SETMETADATA": _setmetadata,
+}
+
+_UID_COMMANDS: dict[str, Callable[[_Reader], Command]] = {
+    "COPY": _copy_move(Copy, True),
+    "MOVE": _copy_move(Move, True),
+    "FETCH": _fetch(True),
+    "STORE": _store(True),
+    "SEARCH": _search(True),
+    "EXPUNGE": _expunge(True),
+    "SORT": _sort(True),
+    "THREAD": _thread(True),
+}
+
+
+def parse_command(
+    frame: CommandFrame,
+    *,
+    utf8: bool = False,
+    max_nesting: int = 16,
+    max_args: int = 4096,
+    max_ranges: int = DEFAULT_MAX_RANGES,
+) -> Command:
+    """Parse one framed command.  Raises :class:`ParseError` (only) for malformed input.
+
+    ``utf8``: mailbox names are UTF-8 (IMAP4rev2 / UTF8=ACCEPT enabled) instead of modified
+    UTF-7.  ``max_nesting`` bounds search-criteria nesting, ``max_args`` the number of list
+    elements and search keys, ``max_ranges`` the elements of one sequence set."""
+    tag = frame.tag
+    if tag is None:
+        raise ParseError(None, "Missing or invalid tag")
+    try:
+        r = _Reader(frame, utf8, max_nesting, max_args, max_ranges)
+        r.expect(tag)
+        r.sp()
+        name = r.match(_WORD)
+        if name is None:
+            raise r.error("Missing command" if r.at_end() else "Invalid command name")
+        upper = name.decode("ascii").upper()
+        if upper == "UID":
+            r.sp()
+            sub = r.match(_WORD)
+            handler = _UID_COMMANDS.get(sub.decode("ascii").upper()) if sub is not None else None
+            if handler is None:
+                raise r.error("Unknown UID command")
+        else:
+            handler = _COMMANDS.get(upper)
+            if handler is None:
+                raise r.error("Unknown command")
+        command = handler(r)
+        r.end()
+        return command
+    except ParseError:
+        raise
+    except Exception as exc:  # a parser bug must still answer BAD, not crash
+        error = ParseError(tag, "Invalid arguments")
+        error.internal = True
+        raise error from exc

@@ -1,0 +1,91 @@
+"""The contract between the connection pool (gximap.net.pool) and a protocol session.
+
+The pool owns sockets, TLS, compression, threads and timers; a handler owns one protocol
+conversation (IMAP, and later LMTP and the Dovecot auth protocol) and never touches a socket.
+All handler methods are called by one worker thread at a time for a given connection (the pool
+guarantees mutual exclusion per connection), so a handler needs no locking of its own, except for
+whatever it shares with other connections.
+
+Output is a FIFO of items: ``bytes`` to send, or a ``TransportAction`` that the pool applies once
+every item queued before it has been written to the socket. While a transport action is pending
+the pool reads nothing from the socket, so bytes a client pipelines behind STARTTLS are never
+handed to the handler in plaintext (the handler also discards what it had buffered).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class TransportAction(enum.Enum):
+    STARTTLS = "starttls"  # server-side TLS handshake on the plain socket, then continue
+    COMPRESS = "compress"  # RFC 4978 DEFLATE both ways from here on
+    CLOSE = "close"  # flush, then close the connection
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What the pool knows about a connection when it hands it to a handler."""
+
+    peer_host: str  # client address; the PROXY-protocol source address when one was accepted
+    peer_port: int
+    local_host: str
+    local_port: int
+    tls: bool  # the connection is already encrypted (implicit-TLS listener, or after STARTTLS)
+    starttls_available: bool  # a TLS context exists for this listener, so STARTTLS can be offered
+    listener: str = "imap"  # the listener kind / name from the configuration
+    proxied: bool = False  # the peer address came from a PROXY header
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rhost(self) -> str:
+        """The address in the format used by log lines that fail2ban reads: [addr]:port."""
+        return f"[{self.peer_host}]:{self.peer_port}"
+
+
+Waker = Callable[[], None]
+"""Thread-safe callable a handler keeps to ask the pool to run ``wakeup()`` soon (store events)."""
+
+OutputItem = bytes | memoryview | TransportAction
+
+
+class ProtocolHandler(Protocol):
+    def start(self) -> None:
+        """Called once, on a worker, when the connection is ready (after an implicit TLS
+        handshake and PROXY header). Queue the greeting here."""
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client (already decrypted/decompressed). Buffer; do not do long work."""
+
+    def process(self, budget: int) -> bool:
+        """Do at most ``budget`` units of work (about one command each). Return True if more work
+        is ready without further input, so the pool requeues the connection at the tail."""
+
+    def next_output(self) -> OutputItem | None:
+        """The next chunk to send, or None when nothing is queued. Large responses are produced
+        lazily, chunk by chunk, so they are never assembled whole in memory."""
+
+    def idle_timeout(self) -> float:
+        """Seconds of client inactivity allowed in the current state (e.g. imap_conn_timeout
+        before login, imap_autologout_time after)."""
+
+    def timed_out(self) -> None:
+        """The idle timeout expired: queue a goodbye (e.g. ``* BYE``) and TransportAction.CLOSE."""
+
+    def wakeup(self) -> None:
+        """A waker fired (store change): queue whatever untagged responses are now due."""
+
+    def shutdown(self) -> None:
+        """The server is stopping: queue a goodbye and TransportAction.CLOSE."""
+
+    def transport_changed(self, action: TransportAction, tls: bool) -> None:
+        """A transport action was applied (``tls`` is the connection's TLS state now)."""
+
+    def connection_lost(self) -> None:
+        """The connection is gone (closed by either side, or failed). Release resources."""
+
+
+HandlerFactory = Callable[[ConnectionInfo, Waker], ProtocolHandler]

@@ -1,0 +1,193 @@
+"""Listening sockets: bind from the configuration, or adopt sockets passed by systemd.
+
+Public API:
+    ListenerSpec(host, port, tls, kind="imap")
+    bind_listeners(specs) -> list[BoundListener]         raises ListenerError naming the address
+    adopt_listener(fd, tls, kind="imap") -> BoundListener
+    systemd_listen_fds(unset_environment=True) -> list[tuple[int, str]]   (fd, name) from LISTEN_FDS
+    BoundListener: .sock .tls .kind .host .port .address .fileno() .close()
+
+Hosts: an IPv4 or IPv6 literal (brackets allowed), a host name (every address it resolves to is
+bound), or "" / "*" for the wildcard, which binds both "::" and "0.0.0.0". IPv6 sockets are
+IPV6_V6ONLY so that "::" and "0.0.0.0" can be bound side by side, as two listeners.
+Accepting connections is the pool's business (gximap.net.pool).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "BoundListener",
+    "ListenerError",
+    "ListenerSpec",
+    "adopt_listener",
+    "bind_listeners",
+    "format_address",
+    "systemd_listen_fds",
+]
+
+_SD_LISTEN_FDS_START = 3
+
+
+class ListenerError(Exception):
+    """A listening socket could not be set up; the message names the address."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    host: str
+    port: int
+    tls: bool
+    kind: str = "imap"
+
+
+@dataclass(eq=False, slots=True)
+class BoundListener:
+    sock: socket.socket
+    tls: bool
+    kind: str = "imap"
+
+    @property
+    def host(self) -> str:
+        return str(self.sock.getsockname()[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def format_address(host: str, port: int) -> str:
+    """``[::1]:143`` / ``127.0.0.1:143``: the form used in messages."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
+    """Bind and listen on every spec. On any failure nothing stays bound and ListenerError says
+    which address failed and why."""
+    bound: list[BoundListener] = []
+    try:
+        for spec in specs:
+            if not 0 <= spec.port <= 65535:
+                raise ListenerError(f"cannot listen on {spec.host}:{spec.port}: port out of range")
+            for family, host in _resolve(spec.host, spec.port):
+                sock = _bind_one(family, host, spec.port, optional=_is_wildcard(spec.host))
+                if sock is not None:
+                    bound.append(BoundListener(sock, spec.tls, spec.kind))
+    except BaseException:
+        for listener in bound:
+            listener.close()
+        raise
+    return bound
+
+
+def _is_wildcard(host: str) -> bool:
+    return host.strip() in ("", "*")
+
+
+def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, str]]:
+    text = host.strip()
+    if _is_wildcard(text):
+        return [(socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")]
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        return [(family, text)]
+    try:
+        infos = socket.getaddrinfo(text, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenerError(f"cannot listen on {format_address(text, port)}: {exc.strerror}") from None
+    resolved: list[tuple[socket.AddressFamily, str]] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and (family, sockaddr[0]) not in resolved:
+            resolved.append((family, str(sockaddr[0])))
+    if not resolved:
+        raise ListenerError(f"cannot listen on {format_address(text, port)}: no IP address")
+    return resolved
+
+
+def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: bool) -> socket.socket | None:
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        if optional and exc.errno == errno.EAFNOSUPPORT:
+            return None  # the wildcard on a host without IPv6: IPv4 alone will do
+        raise ListenerError(f"cannot listen on {format_address(host, port)}: {exc.strerror}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise ListenerError(f"cannot listen on {format_address(host, port)}: {reason}") from None
+    return sock
+
+
+def adopt_listener(fd: int, tls: bool, kind: str = "imap") -> BoundListener:
+    """Wrap an already-listening stream socket (socket activation). Takes ownership of ``fd``
+    on success; on failure the descriptor is left open for the caller."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenerError(f"cannot adopt listening socket fd {fd}: {exc.strerror}") from None
+    try:
+        if sock.type != socket.SOCK_STREAM:
+            raise ListenerError(f"cannot adopt fd {fd}: not a stream socket")
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            raise ListenerError(f"cannot adopt fd {fd}: not an IPv4/IPv6 socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ListenerError(f"cannot adopt fd {fd}: socket is not listening")
+        sock.setblocking(False)
+        sock.set_inheritable(False)
+    except OSError as exc:
+        sock.detach()  # on failure the descriptor stays the caller's
+        raise ListenerError(f"cannot adopt fd {fd}: {exc.strerror}") from None
+    except ListenerError:
+        sock.detach()
+        raise
+    return BoundListener(sock, tls, kind)
+
+
+def systemd_listen_fds(unset_environment: bool = True) -> list[tuple[int, str]]:
+    """(fd, name) pairs passed by systemd socket activation (sd_listen_fds(3)); [] if none."""
+    try:
+        if int(os.environ.get("LISTEN_PID", "0")) != os.getpid():
+            return []
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":") if os.environ.get("LISTEN_FDNAMES") else []
+    if unset_environment:
+        for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(variable, None)
+    result = []
+    for index in range(max(count, 0)):
+        name = names[index] if index < len(names) else "unknown"
+        result.append((_SD_LISTEN_FDS_START + index, name))
+    return result

@@ -1,0 +1,1109 @@
+"""The Gromox-style connection pool: bounded session contexts served by a pre-threaded worker pool.
+
+    server = Server(listeners, handler_factory, context_num=200, thread_init_num=5,
+                    thread_charge_num=40, conn_timeout=180.0, ssl_context=ctx,
+                    busy_response=b"* BYE Service not available\\r\\n")
+    server.start(); ...; server.stop(grace=3.0)
+
+Public API:
+    Server(listeners, handler_factory, *, context_num, thread_init_num, thread_charge_num,
+           conn_timeout, ssl_context, busy_response, proxy_mode=0, proxy_trust=(),
+           max_conn_per_ip=0, worker_idle_timeout=60.0, slice_commands=8, slice_bytes=256 KiB,
+           on_change=None)
+    .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
+    .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged
+    PoolStats(sessions, workers, busy_workers, ready, max_workers)
+
+How it runs:
+- One poller thread owns accept() and the timers. Connection sockets sit in epoll with
+  EPOLLONESHOT: an event disarms the socket and puts its connection on the FIFO ready queue;
+  the worker that served it re-arms it (for reading, or for writing when the kernel would not take
+  all output). epoll_ctl is thread-safe, so workers re-arm without bothering the poller.
+- Exactly one worker owns a connection at a time (queued/running flags under a per-connection
+  lock). Anything that wants a connection served while it runs (a waker, a timer, stop()) sets a
+  flag and asks for a rerun: the connection goes back to the tail of the queue afterwards.
+- A slice: flush leftover output; apply a transport action whose bytes are all out; deliver
+  shutdown/timeout/wakeup events; read at most ``slice_bytes`` (only when the handler has caught
+  up, so input backs up in the kernel instead of in memory); process(``slice_commands``); pull
+  output items until ``slice_bytes`` were queued, the socket would block, or a transport action
+  comes. More to do: back to the tail of the queue (fairness). Would block: park for writability.
+  The handler's output is pulled one item at a time and only while the socket takes it, so a
+  client that does not read costs at most one item plus a socket buffer of memory.
+- Workers: ``thread_init_num`` stay; one more is started whenever work is queued and no worker is
+  free, up to max(thread_init_num, ceil(context_num / thread_charge_num)); extra workers exit after
+  ``worker_idle_timeout`` seconds without work.
+- Timers (poller, at least once a second and at the earliest deadline): no client input for
+  handler.idle_timeout() seconds -> handler.timed_out(), flush, close; output that made no
+  progress for ``conn_timeout`` seconds -> closed at once; PROXY header (min(conn_timeout, 5 s))
+  and TLS handshakes (conn_timeout) have deadlines too. The time a client spends receiving output
+  the socket could not take at once counts as activity.
+- PROXY (see gximap.net.proxy): a trusted peer's header is read before anything else, even
+  before the TLS handshake on implicit-TLS ports; an untrusted peer is served as itself and
+  dropped if its first bytes are a PROXY header.
+- Refusals: with ``context_num`` sessions open, or ``max_conn_per_ip`` from the client's address
+  (the PROXY address when there is one), ``busy_response`` is written best-effort and the
+  connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
+  would be garbage to the client).
+- Handler calls happen only on workers. An exception from a handler is logged with its traceback
+  and closes that connection only.
+Logging: logging.getLogger("gximap.net").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import math
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from gximap.net.handler import ConnectionInfo, HandlerFactory, ProtocolHandler, TransportAction, Waker
+from gximap.net.listener import BoundListener
+from gximap.net.proxy import (
+    HeaderExpectation,
+    ProxyDecoder,
+    ProxyError,
+    ProxyPolicy,
+    looks_like_proxy_header,
+    normalize_host,
+)
+from gximap.net.transport import Transport, TransportError
+
+__all__ = ["PoolStats", "Server"]
+
+log = logging.getLogger("gximap.net")
+
+_PROXY_HEADER_TIMEOUT = 5.0
+_HANDSHAKE_TIMEOUT_FALLBACK = 60.0  # when conn_timeout is 0 (disabled)
+_TIMER_TICK = 1.0
+_FLUSH_THRESHOLD = 64 * 1024  # queued output that triggers a send before pulling more items
+_ACCEPT_BATCH = 64
+_ACCEPT_PAUSE = 0.5  # seconds to stop accepting after running out of file descriptors
+_PROXY_READ = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    sessions: int
+    workers: int
+    busy_workers: int
+    ready: int
+    max_workers: int
+
+
+class _Phase(enum.Enum):
+    PROXY_HEADER = "proxy-header"  # trusted peer: reading the PROXY header
+    SNIFF = "sniff"  # untrusted peer on an implicit-TLS port: checking for a PROXY header
+    HANDSHAKE = "handshake"  # implicit TLS, before the handler exists
+    START = "start"  # ready for the handler to be created
+    ACTIVE = "active"
+    STARTTLS = "starttls"  # handler exists; TLS handshake after STARTTLS
+    CLOSED = "closed"
+
+
+_DEADLINE_PHASES = frozenset({_Phase.PROXY_HEADER, _Phase.SNIFF, _Phase.HANDSHAKE, _Phase.STARTTLS})
+
+
+class _Outcome(enum.Enum):
+    PARK_READ = "park-read"
+    PARK_WRITE = "park-write"
+    REQUEUE = "requeue"
+    CLOSED = "closed"
+
+
+class _Due(enum.Enum):
+    NOTHING = 0
+    IDLE = 1  # the handler's idle timeout expired
+    KILL = 2  # a phase deadline passed or the writer stalled
+
+
+class _PeerGone(Exception):
+    """Socket, TLS or DEFLATE failure: the connection is over, nothing to report loudly."""
+
+
+class _Refused(Exception):
+    """The connection is refused (PROXY rules, per-address limit)."""
+
+    def __init__(self, reason: str, *, busy: bool = False) -> None:
+        super().__init__(reason)
+        self.busy = busy
+
+
+class _Connection:
+    __slots__ = (
+        "sock", "fd", "transport", "listener", "socket_peer", "peer_host", "peer_port",
+        "local_host", "local_port", "proxied", "extra", "ip_key", "phase", "phase_deadline",
+        "decoder", "sniff_buffer", "sniff_input", "handler", "lock", "queued", "running", "rerun",
+        "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
+        "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
+        "write_blocked", "last_activity", "last_progress", "idle_limit",
+    )  # fmt: skip
+
+    def __init__(
+        self, sock: socket.socket, listener: BoundListener, peer: tuple[str, int], now: float
+    ) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.transport = Transport(sock)
+        self.listener = listener
+        self.socket_peer = peer
+        self.peer_host, self.peer_port = peer
+        local = sock.getsockname()
+        self.local_host: str = normalize_host(str(local[0]))
+        self.local_port: int = int(local[1])
+        self.proxied = False
+        self.extra: dict[str, str] = {}
+        self.ip_key: str | None = None  # the address counted against max_conn_per_ip
+        self.phase = _Phase.START
+        self.phase_deadline = math.inf
+        self.decoder: ProxyDecoder | None = None
+        self.sniff_buffer = b""
+        self.sniff_input = False  # untrusted peer on a plain port: check its first bytes
+        self.handler: ProtocolHandler | None = None
+        self.lock = threading.Lock()
+        self.queued = False
+        self.running = False
+        self.rerun = False
+        self.closed = False
+        self.registered = False
+        self.wakeup_due = False
+        self.shutdown_due = False
+        self.kill_reason: str | None = None
+        self.pending_action: TransportAction | None = None
+        self.handler_behind = False
+        self.eof = False
+        self.closing = False  # flush what the handler queued, then close
+        self.idle_fired = False
+        self.timeout_due = False
+        self.waiting_input = False  # parked for reading: the idle timer applies
+        self.write_blocked = False
+        self.last_activity = now
+        self.last_progress = now
+        self.idle_limit = 0.0
+
+    @property
+    def rhost(self) -> str:
+        return f"[{self.peer_host}]:{self.peer_port}"
+
+
+class Server:
+    def __init__(
+        self,
+        listeners: Iterable[BoundListener],
+        handler_factory: HandlerFactory,
+        *,
+        context_num: int,
+        thread_init_num: int,
+        thread_charge_num: int,
+        conn_timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        busy_response: bytes,
+        proxy_mode: int = 0,
+        proxy_trust: Iterable[str] = (),
+        max_conn_per_ip: int = 0,
+        worker_idle_timeout: float = 60.0,
+        slice_commands: int = 8,
+        slice_bytes: int = 256 * 1024,
+        on_change: Callable[[PoolStats], None] | None = None,
+    ) -> None:
+        self._listeners = list(listeners)
+        if context_num < 1:
+            raise ValueError("context_num must be at least 1")
+        if thread_init_num < 1:
+            raise ValueError("thread_init_num must be at least 1")
+        if thread_charge_num < 1:
+            raise ValueError("thread_charge_num must be at least 1")
+        if slice_commands < 1 or slice_bytes < 1:
+            raise ValueError("slice_commands and slice_bytes must be positive")
+        if any(listener.tls for listener in self._listeners) and ssl_context is None:
+            raise ValueError("an implicit-TLS listener needs an ssl_context")
+        self._factory = handler_factory
+        self._context_num = context_num
+        self._thread_init_num = thread_init_num
+        self._max_workers = max(thread_init_num, math.ceil(context_num / thread_charge_num))
+        self._conn_timeout = max(conn_timeout, 0.0)
+        self._header_timeout = (
+            min(_PROXY_HEADER_TIMEOUT, conn_timeout) if conn_timeout > 0 else _PROXY_HEADER_TIMEOUT
+        )
+        self._handshake_timeout = conn_timeout if conn_timeout > 0 else _HANDSHAKE_TIMEOUT_FALLBACK
+        self._ssl_context = ssl_context
+        self._busy_response = bytes(busy_response)
+        self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
+        self._max_conn_per_ip = max(max_conn_per_ip, 0)
+        self._worker_idle_timeout = worker_idle_timeout
+        self._slice_commands = slice_commands
+        self._slice_bytes = slice_bytes
+        self._on_change = on_change
+
+        self._lock = threading.Lock()  # connection registry, per-address counts, lifecycle flags
+        self._conns: set[_Connection] = set()
+        self._by_fd: dict[int, _Connection] = {}
+        self._per_ip: dict[str, int] = {}
+        self._cond = threading.Condition(threading.Lock())  # ready queue and worker counters
+        self._ready: deque[_Connection] = deque()
+        self._workers = 0
+        self._idle_workers = 0
+        self._worker_serial = 0
+        self._worker_threads: set[threading.Thread] = set()
+        self._workers_stop = False
+        self._timer_lock = threading.Lock()
+        self._next_scan = 0.0
+        self._paused: dict[int, float] = {}  # listener fd -> when to accept again
+        self._listener_by_fd = {listener.fileno(): listener for listener in self._listeners}
+        self._epoll: select.epoll | None = None
+        self._wake_fd = -1
+        self._poller: threading.Thread | None = None
+        self._started = False
+        self._stopping = False
+        self._poller_exit = False
+        self._listeners_closed = threading.Event()
+        self._drained = threading.Event()
+        self._stopped = threading.Event()
+
+    # -- public --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                raise RuntimeError("Server.start() called twice")
+            self._started = True
+        self._epoll = select.epoll()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        for fd in self._listener_by_fd:
+            self._epoll.register(fd, select.EPOLLIN)
+        with self._cond:
+            for _ in range(self._thread_init_num):
+                self._spawn_worker_locked()
+        self._poller = threading.Thread(target=self._poll_loop, name="gximap-poller", daemon=True)
+        self._poller.start()
+        log.debug(
+            "pool started: %d listener(s), %d contexts, %d..%d workers",
+            len(self._listeners),
+            self._context_num,
+            self._thread_init_num,
+            self._max_workers,
+        )
+        self._changed()
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            sessions = len(self._conns)
+        with self._cond:
+            return PoolStats(
+                sessions=sessions,
+                workers=self._workers,
+                busy_workers=self._workers - self._idle_workers,
+                ready=len(self._ready),
+                max_workers=self._max_workers,
+            )
+
+    def reconfigure(
+        self,
+        *,
+        proxy_mode: int | None = None,
+        proxy_trust: Iterable[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Change run-time settings for connections accepted from now on. None = unchanged.
+        Raises ValueError (nothing changed) on a bad mode or trust entry."""
+        current = self._proxy_policy
+        mode = current.mode if proxy_mode is None else proxy_mode
+        if proxy_trust is None:
+            policy = ProxyPolicy.create(mode, ())
+            policy = ProxyPolicy(policy.mode, current.trust)
+        else:
+            policy = ProxyPolicy.create(mode, proxy_trust)
+        self._proxy_policy = policy  # one reference swap: readers see the old or the new policy
+        if ssl_context is not None:
+            self._ssl_context = ssl_context
+        log.debug("pool reconfigured: proxy mode %d, %d trusted network(s)", policy.mode, len(policy.trust))
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop accepting, ask every handler to say goodbye, flush for up to ``grace`` seconds,
+        close everything, stop the threads. Returns within about grace + 1 s."""
+        deadline = time.monotonic() + max(grace, 0.0)
+        with self._lock:
+            already = self._stopping
+            self._stopping = True
+            started = self._started
+            conns = list(self._conns)
+        if already:
+            self._stopped.wait(max(grace, 0.0) + 2.0)
+            return
+        if not started:
+            for listener in self._listeners:
+                listener.close()
+            self._stopped.set()
+            return
+        self._wake()
+        self._listeners_closed.wait(1.0)
+        for conn in conns:
+            conn.shutdown_due = True
+            self._schedule(conn)
+        with self._lock:
+            if not self._conns:
+                self._drained.set()
+        self._drained.wait(max(deadline - time.monotonic(), 0.0))
+        self._force_close_remaining()
+        if self._stop_threads(deadline + 0.8):
+            # Only now nothing can touch them any more: a stuck worker could otherwise write
+            # to a recycled descriptor number.
+            wake_fd, self._wake_fd = self._wake_fd, -1
+            os.close(wake_fd)
+            if self._epoll is not None:
+                self._epoll.close()
+        log.debug("pool stopped")
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until stop() has finished (signal handlers keep running meanwhile)."""
+        while not self._stopped.wait(1.0):
+            pass
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _schedule(self, conn: _Connection) -> None:
+        with conn.lock:
+            if conn.closed:
+                return
+            if conn.running:
+                conn.rerun = True
+                return
+            if conn.queued:
+                return
+            conn.queued = True
+        self._enqueue(conn)
+
+    def _enqueue(self, conn: _Connection) -> None:
+        grew = False
+        with self._cond:
+            self._ready.append(conn)
+            if self._idle_workers > 0:
+                self._cond.notify()
+            else:
+                grew = self._spawn_worker_locked()
+        if grew:
+            self._changed()
+
+    def _spawn_worker_locked(self) -> bool:
+        """Start one worker if allowed. Caller holds self._cond."""
+        if self._workers_stop or self._workers >= self._max_workers:
+            return False
+        self._worker_serial += 1
+        thread = threading.Thread(
+            target=self._worker_main, name=f"gximap-worker-{self._worker_serial}", daemon=True
+        )
+        # Counted as free from birth, so a burst of queued work starts workers one at a time.
+        self._workers += 1
+        self._idle_workers += 1
+        self._worker_threads.add(thread)
+        thread.start()
+        if self._workers > self._thread_init_num:
+            log.debug("worker pool grew to %d (max %d)", self._workers, self._max_workers)
+        return True
+
+    def _worker_main(self) -> None:
+        idle_since = time.monotonic()
+        try:
+            while True:
+                grew = False
+                with self._cond:
+                    while not self._ready:
+                        if self._workers_stop:
+                            return
+                        if self._workers > self._thread_init_num:
+                            remaining = idle_since + self._worker_idle_timeout - time.monotonic()
+                            if remaining <= 0:
+                                return
+                            self._cond.wait(remaining)
+                        else:
+                            self._cond.wait()
+                    conn = self._ready.popleft()
+                    self._idle_workers -= 1
+                    if self._ready and self._idle_workers == 0:
+                        grew = self._spawn_worker_locked()
+                if grew:
+                    self._changed()
+                try:
+                    self._run(conn)
+                finally:
+                    with self._cond:
+                        self._idle_workers += 1
+                idle_since = time.monotonic()
+        finally:
+            with self._cond:
+                self._workers -= 1
+                self._idle_workers -= 1
+                self._worker_threads.discard(threading.current_thread())
+                remaining_workers = self._workers
+            if not self._workers_stop:
+                log.debug("worker pool shrank to %d", remaining_workers)
+                self._changed()
+
+    def _run(self, conn: _Connection) -> None:
+        with conn.lock:
+            conn.queued = False
+            if conn.closed:
+                return
+            conn.running = True
+            conn.rerun = False
+        try:
+            outcome = self._serve(conn)
+        except _PeerGone as exc:
+            self._close(conn, str(exc), graceful=False)
+            outcome = _Outcome.CLOSED
+        except _Refused as exc:
+            self._refuse(conn, str(exc), busy=exc.busy)
+            outcome = _Outcome.CLOSED
+        except Exception:
+            log.error("%s: connection failed in a handler", conn.rhost, exc_info=True)
+            self._close(conn, "handler error", graceful=False)
+            outcome = _Outcome.CLOSED
+        requeue = False
+        with conn.lock:
+            conn.running = False
+            if conn.closed:
+                return
+            if outcome is _Outcome.REQUEUE or conn.rerun:
+                conn.queued = True
+                requeue = True
+                conn.waiting_input = False
+            else:
+                conn.waiting_input = outcome is _Outcome.PARK_READ
+                try:
+                    self._arm(conn, outcome)
+                except (OSError, ValueError) as exc:
+                    log.error("%s: cannot watch the socket: %s", conn.rhost, exc)
+                    conn.kill_reason = "epoll failure"
+                    conn.queued = True
+                    requeue = True
+        if requeue:
+            self._enqueue(conn)
+        else:
+            self._note_deadline(self._timer_state(conn, time.monotonic())[1])
+
+    def _arm(self, conn: _Connection, outcome: _Outcome) -> None:
+        assert self._epoll is not None
+        events = select.EPOLLIN if outcome is _Outcome.PARK_READ else select.EPOLLOUT
+        events |= select.EPOLLONESHOT
+        if conn.registered:
+            self._epoll.modify(conn.fd, events)
+        else:
+            self._epoll.register(conn.fd, events)
+            conn.registered = True
+
+    # -- serving one slice ---------------------------------------------------------------
+
+    def _serve(self, conn: _Connection) -> _Outcome:
+        now = time.monotonic()
+        if conn.phase is _Phase.CLOSED:
+            return _Outcome.CLOSED
+        if conn.kill_reason is not None:
+            self._close(conn, conn.kill_reason, graceful=False)
+            return _Outcome.CLOSED
+        due = self._timer_state(conn, now)[0]
+        if due is _Due.KILL:
+            reason = "stalled writer" if conn.phase is _Phase.ACTIVE else f"{conn.phase.value} timeout"
+            self._close(conn, reason, graceful=False, level=logging.INFO)
+            return _Outcome.CLOSED
+        if due is _Due.IDLE:
+            conn.idle_fired = True
+            conn.timeout_due = True
+        if conn.shutdown_due and conn.phase is not _Phase.ACTIVE:
+            self._close(conn, "server shutdown", graceful=False)
+            return _Outcome.CLOSED
+        conn.waiting_input = False
+        while True:
+            phase = conn.phase
+            if phase is _Phase.PROXY_HEADER:
+                outcome = self._serve_proxy_header(conn)
+            elif phase is _Phase.SNIFF:
+                outcome = self._serve_sniff(conn)
+            elif phase is _Phase.HANDSHAKE or phase is _Phase.STARTTLS:
+                outcome = self._serve_handshake(conn)
+            elif phase is _Phase.START:
+                outcome = self._start_handler(conn)
+            elif phase is _Phase.ACTIVE:
+                return self._serve_active(conn)
+            else:
+                return _Outcome.CLOSED
+            if outcome is not None:
+                return outcome
+
+    def _serve_proxy_header(self, conn: _Connection) -> _Outcome | None:
+        assert conn.decoder is not None
+        while True:
+            data = self._io(conn.transport.read_raw, _PROXY_READ)
+            if not data:
+                if conn.transport.at_eof:
+                    raise _PeerGone("closed before sending the PROXY header")
+                return _Outcome.PARK_READ
+            try:
+                result = conn.decoder.feed(data)
+            except ProxyError as exc:
+                raise _Refused(f"bad PROXY header: {exc}") from None
+            if result is not None:
+                break
+        conn.decoder = None
+        if result.addresses is not None:
+            socket_peer = f"[{conn.peer_host}]:{conn.peer_port}"
+            conn.peer_host = normalize_host(result.addresses.source_host)
+            conn.peer_port = result.addresses.source_port
+            conn.local_host = normalize_host(result.addresses.dest_host)
+            conn.local_port = result.addresses.dest_port
+            conn.proxied = True
+            conn.extra["proxy_peer"] = socket_peer
+        conn.transport.prepend_raw(result.remainder)
+        log.debug("%s: PROXY v%d %s header accepted", conn.rhost, result.version, result.command)
+        if not self._count_address(conn):
+            raise _Refused(f"more than {self._max_conn_per_ip} connections from this address", busy=True)
+        self._after_preamble(conn)
+        return None
+
+    def _serve_sniff(self, conn: _Connection) -> _Outcome | None:
+        data = self._io(conn.transport.read_raw, _PROXY_READ)
+        if data:
+            conn.sniff_buffer += data
+            verdict = looks_like_proxy_header(conn.sniff_buffer)
+            if verdict is True:
+                raise _Refused("PROXY header from an untrusted peer")
+            if verdict is False:
+                conn.transport.prepend_raw(conn.sniff_buffer)
+                conn.sniff_buffer = b""
+                self._after_preamble(conn)
+                return None
+        if conn.transport.at_eof:
+            raise _PeerGone("closed before the TLS handshake")
+        return _Outcome.PARK_READ
+
+    def _after_preamble(self, conn: _Connection) -> None:
+        """PROXY header / sniffing done: TLS handshake next on implicit-TLS ports."""
+        if conn.listener.tls:
+            ssl_context = self._ssl_context
+            assert ssl_context is not None
+            conn.transport.start_tls(ssl_context)
+            conn.phase = _Phase.HANDSHAKE
+            conn.phase_deadline = time.monotonic() + self._handshake_timeout
+        else:
+            conn.phase = _Phase.START
+            conn.phase_deadline = math.inf
+
+    def _serve_handshake(self, conn: _Connection) -> _Outcome | None:
+        transport = conn.transport
+        try:
+            done = transport.handshake()
+        except TransportError as exc:
+            with contextlib.suppress(OSError):
+                transport.flush()  # the alert
+            raise _PeerGone(str(exc)) from None
+        except OSError as exc:
+            raise _PeerGone(f"{exc.strerror or exc}") from None
+        if not self._flush(conn):
+            return _Outcome.PARK_WRITE
+        if not done:
+            return _Outcome.PARK_READ
+        conn.phase_deadline = math.inf
+        if conn.phase is _Phase.HANDSHAKE:
+            conn.extra["tls_version"] = transport.tls_version or ""
+            conn.extra["tls_cipher"] = transport.tls_cipher or ""
+            conn.phase = _Phase.START
+            return None
+        conn.phase = _Phase.ACTIVE
+        log.debug("%s: STARTTLS done (%s)", conn.rhost, transport.tls_version)
+        assert conn.handler is not None
+        conn.handler.transport_changed(TransportAction.STARTTLS, True)
+        return _Outcome.REQUEUE
+
+    def _start_handler(self, conn: _Connection) -> _Outcome | None:
+        tls = conn.transport.tls
+        info = ConnectionInfo(
+            peer_host=conn.peer_host,
+            peer_port=conn.peer_port,
+            local_host=conn.local_host,
+            local_port=conn.local_port,
+            tls=tls,
+            starttls_available=self._ssl_context is not None and not tls,
+            listener=conn.listener.kind,
+            proxied=conn.proxied,
+            extra=dict(conn.extra),
+        )
+        conn.handler = self._factory(info, self._make_waker(conn))
+        conn.phase = _Phase.ACTIVE
+        conn.last_activity = time.monotonic()
+        conn.handler.start()
+        log.debug("%s: session started on %s listener %s", conn.rhost, conn.listener.kind, conn.local_port)
+        return None
+
+    def _serve_active(self, conn: _Connection) -> _Outcome:
+        handler = conn.handler
+        transport = conn.transport
+        assert handler is not None
+        if transport.pending_output and not self._flush(conn):
+            return _Outcome.PARK_WRITE
+        if conn.pending_action is not None:
+            outcome = self._apply_action(conn)
+            if outcome is not None:
+                return outcome
+        if conn.shutdown_due:
+            conn.shutdown_due = False
+            if not conn.closing:
+                conn.closing = True
+                handler.shutdown()
+        if conn.timeout_due:
+            conn.timeout_due = False
+            if not conn.closing:
+                conn.closing = True
+                log.info("%s: idle timeout, closing", conn.rhost)
+                handler.timed_out()
+        if conn.wakeup_due and not conn.closing:
+            conn.wakeup_due = False
+            handler.wakeup()
+        more = False
+        if not conn.closing:
+            if not conn.handler_behind and not conn.eof:
+                data = self._io(transport.read, self._slice_bytes)
+                if data:
+                    conn.last_activity = time.monotonic()
+                    conn.idle_fired = False
+                    if conn.sniff_input:
+                        data = self._sniff_input(conn, data)
+                    if data:
+                        handler.data_received(data)
+                if transport.at_eof:
+                    conn.eof = True
+                    if conn.sniff_buffer:
+                        handler.data_received(conn.sniff_buffer)
+                        conn.sniff_buffer = b""
+            more = bool(handler.process(self._slice_commands))
+            conn.handler_behind = more
+            conn.idle_limit = float(handler.idle_timeout())
+
+        budget = self._slice_bytes
+        exhausted = False
+        blocked = False
+        while budget > 0:
+            item = handler.next_output()
+            if item is None:
+                exhausted = True
+                break
+            if isinstance(item, TransportAction):
+                conn.pending_action = item
+                break
+            try:
+                transport.write(item)
+            except TransportError as exc:
+                raise _PeerGone(str(exc)) from None
+            budget -= item.nbytes if isinstance(item, memoryview) else len(item)
+            if transport.pending_output >= _FLUSH_THRESHOLD and not self._flush(conn):
+                blocked = True
+                break
+        try:
+            transport.end_batch()
+        except TransportError as exc:
+            raise _PeerGone(str(exc)) from None
+        if blocked or (transport.pending_output and not self._flush(conn)):
+            return _Outcome.PARK_WRITE
+        if conn.pending_action is not None:
+            outcome = self._apply_action(conn)
+            return _Outcome.REQUEUE if outcome is None else outcome
+        if exhausted and conn.closing:
+            self._close(conn, "closed after goodbye", graceful=True)
+            return _Outcome.CLOSED
+        if exhausted and conn.eof and not more:
+            self._close(conn, "closed by client", graceful=True)
+            return _Outcome.CLOSED
+        if more or not exhausted or transport.input_backlog or conn.closing:
+            return _Outcome.REQUEUE
+        if conn.wakeup_due or conn.shutdown_due or conn.timeout_due:
+            return _Outcome.REQUEUE
+        return _Outcome.PARK_READ
+
+    def _sniff_input(self, conn: _Connection, data: bytes) -> bytes:
+        """First bytes from an untrusted peer on a plain port: refuse a PROXY header."""
+        buffered = conn.sniff_buffer + data
+        verdict = looks_like_proxy_header(buffered)
+        if verdict is True:
+            raise _Refused("PROXY header from an untrusted peer")
+        if verdict is None:
+            conn.sniff_buffer = buffered
+            return b""
+        conn.sniff_input = False
+        conn.sniff_buffer = b""
+        return buffered
+
+    def _apply_action(self, conn: _Connection) -> _Outcome | None:
+        """Apply the pending transport action (all bytes before it are out). None: carry on."""
+        action = conn.pending_action
+        conn.pending_action = None
+        handler = conn.handler
+        transport = conn.transport
+        assert handler is not None
+        if action is TransportAction.CLOSE:
+            self._close(conn, "closed by server", graceful=True)
+            return _Outcome.CLOSED
+        if action is TransportAction.COMPRESS:
+            if transport.compressed:
+                raise RuntimeError("handler asked for COMPRESS twice")
+            transport.start_compress()
+            log.debug("%s: DEFLATE compression active", conn.rhost)
+            handler.transport_changed(TransportAction.COMPRESS, transport.tls)
+            return None
+        if action is TransportAction.STARTTLS:
+            ssl_context = self._ssl_context
+            if ssl_context is None or transport.tls or transport.compressed:
+                raise RuntimeError("handler asked for STARTTLS where it is not available")
+            # Whatever the client sent after the STARTTLS command is still in the kernel (we have
+            # not read since the action was queued), so it becomes TLS input: injected plaintext
+            # commands can only break the handshake, never reach the handler.
+            transport.start_tls(ssl_context)
+            conn.phase = _Phase.STARTTLS
+            conn.phase_deadline = time.monotonic() + self._handshake_timeout
+            return self._serve_handshake(conn)
+        raise RuntimeError(f"unknown transport action {action!r}")
+
+    def _io(self, function: Callable[[int], bytes], limit: int) -> bytes:
+        try:
+            return function(limit)
+        except TransportError as exc:
+            raise _PeerGone(str(exc)) from None
+        except OSError as exc:
+            raise _PeerGone(exc.strerror or str(exc)) from None
+
+    def _flush(self, conn: _Connection) -> bool:
+        """Send queued output; track progress for the stalled-writer timer."""
+        transport = conn.transport
+        before = transport.bytes_sent
+        try:
+            done = transport.flush()
+        except TransportError as exc:
+            raise _PeerGone(str(exc)) from None
+        except OSError as exc:
+            raise _PeerGone(exc.strerror or str(exc)) from None
+        now = time.monotonic()
+        if done:
+            if conn.write_blocked:
+                conn.write_blocked = False
+                # The client was busy receiving what the socket could not take at once.
+                conn.last_activity = max(conn.last_activity, now)
+            return True
+        if transport.bytes_sent != before or not conn.write_blocked:
+            conn.last_progress = now
+        conn.write_blocked = True
+        return False
+
+    def _make_waker(self, conn: _Connection) -> Waker:
+        def wake() -> None:
+            if conn.closed:
+                return
+            conn.wakeup_due = True
+            self._schedule(conn)
+
+        return wake
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _timer_state(self, conn: _Connection, now: float) -> tuple[_Due, float]:
+        """What is due for ``conn`` now, and its next deadline (inf if none)."""
+        phase = conn.phase
+        if phase in _DEADLINE_PHASES:
+            deadline = conn.phase_deadline
+            return (_Due.KILL if now >= deadline else _Due.NOTHING), deadline
+        if phase is not _Phase.ACTIVE:
+            return _Due.NOTHING, math.inf
+        if conn.write_blocked:
+            if self._conn_timeout <= 0:
+                return _Due.NOTHING, math.inf
+            deadline = conn.last_progress + self._conn_timeout
+            return (_Due.KILL if now >= deadline else _Due.NOTHING), deadline
+        if conn.waiting_input and conn.idle_limit > 0 and not conn.idle_fired and not conn.closing:
+            deadline = conn.last_activity + conn.idle_limit
+            return (_Due.IDLE if now >= deadline else _Due.NOTHING), deadline
+        return _Due.NOTHING, math.inf
+
+    def _note_deadline(self, deadline: float) -> None:
+        """Make the poller wake up by ``deadline`` (it otherwise ticks once a second)."""
+        if deadline == math.inf:
+            return
+        with self._timer_lock:
+            if deadline >= self._next_scan:
+                return
+            self._next_scan = deadline
+        self._wake()
+
+    def _scan_timers(self, now: float) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        next_scan = now + _TIMER_TICK
+        for conn in conns:
+            due, deadline = self._timer_state(conn, now)
+            if due is not _Due.NOTHING:
+                self._schedule(conn)  # the worker re-checks with the connection in hand
+            elif deadline < next_scan:
+                next_scan = deadline
+        with self._timer_lock:
+            self._next_scan = next_scan
+
+    # -- poller --------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        wake_fd = self._wake_fd
+        if wake_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(wake_fd, 1)
+
+    def _poll_loop(self) -> None:
+        assert self._epoll is not None
+        epoll = self._epoll
+        while not self._poller_exit:
+            try:
+                now = time.monotonic()
+                with self._timer_lock:
+                    next_scan = self._next_scan
+                timeout = min(max(next_scan - now, 0.0), _TIMER_TICK)
+                try:
+                    events = epoll.poll(timeout)
+                except InterruptedError:
+                    continue
+                if self._stopping and not self._listeners_closed.is_set():
+                    self._close_listeners()
+                for fd, _mask in events:
+                    if fd == self._wake_fd:
+                        with contextlib.suppress(BlockingIOError):
+                            os.eventfd_read(self._wake_fd)
+                        continue
+                    listener = self._listener_by_fd.get(fd)
+                    if listener is not None:
+                        if not self._stopping:
+                            self._accept(listener)
+                        continue
+                    conn = self._by_fd.get(fd)
+                    if conn is not None:
+                        self._schedule(conn)
+                now = time.monotonic()
+                if now >= next_scan:
+                    self._scan_timers(now)
+                if self._paused:
+                    self._resume_listeners(now)
+            except Exception:
+                log.error("poller: unexpected error", exc_info=True)
+                time.sleep(0.1)
+
+    def _close_listeners(self) -> None:
+        assert self._epoll is not None
+        for fd, listener in self._listener_by_fd.items():
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+            listener.close()
+        self._listener_by_fd = {}
+        self._paused.clear()
+        self._listeners_closed.set()
+
+    def _accept(self, listener: BoundListener) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, address = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error(
+                        "cannot accept on %s: %s; pausing this listener", listener.address, exc.strerror
+                    )
+                    self._pause_listener(listener)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                log.error("cannot accept on %s: %s", listener.address, exc.strerror or exc)
+                return
+            try:
+                self._admit(sock, (normalize_host(str(address[0])), int(address[1])), listener)
+            except OSError as exc:
+                log.debug("connection from %s lost while being admitted: %s", address, exc)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _pause_listener(self, listener: BoundListener) -> None:
+        assert self._epoll is not None
+        fd = listener.fileno()
+        with contextlib.suppress(OSError):
+            self._epoll.unregister(fd)
+        self._paused[fd] = time.monotonic() + _ACCEPT_PAUSE
+        self._note_deadline(self._paused[fd])
+
+    def _resume_listeners(self, now: float) -> None:
+        assert self._epoll is not None
+        for fd, when in list(self._paused.items()):
+            if now >= when:
+                del self._paused[fd]
+                with contextlib.suppress(OSError):
+                    self._epoll.register(fd, select.EPOLLIN)
+
+    def _admit(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> None:
+        now = time.monotonic()
+        expectation = self._proxy_policy.expectation(peer[0])
+        with self._lock:
+            if len(self._conns) >= self._context_num:
+                refusal = f"all {self._context_num} contexts in use"
+            else:
+                refusal = None
+        if refusal is not None:
+            self._refuse_socket(sock, listener, peer, refusal)
+            return
+        conn = _Connection(sock, listener, peer, now)
+        if expectation is not HeaderExpectation.REQUIRED and not self._count_address(conn):
+            self._refuse_socket(
+                sock, listener, peer, f"more than {self._max_conn_per_ip} connections from this address"
+            )
+            return
+        with self._lock:
+            self._conns.add(conn)
+            self._by_fd[conn.fd] = conn
+            self._drained.clear()
+        if expectation is HeaderExpectation.REQUIRED:
+            conn.phase = _Phase.PROXY_HEADER
+            conn.decoder = ProxyDecoder(self._proxy_policy.mode)
+            conn.phase_deadline = now + self._header_timeout
+        elif listener.tls:
+            if expectation is HeaderExpectation.REFUSED:
+                conn.phase = _Phase.SNIFF
+                conn.phase_deadline = now + self._handshake_timeout
+            else:
+                self._after_preamble(conn)
+        else:
+            conn.sniff_input = expectation is HeaderExpectation.REFUSED
+        log.debug("%s: accepted on %s", conn.rhost, listener.address)
+        if conn.phase is _Phase.START:
+            self._schedule(conn)
+        else:
+            try:
+                with conn.lock:
+                    self._arm(conn, _Outcome.PARK_READ)
+            except (OSError, ValueError) as exc:
+                self._close(conn, f"cannot watch the socket: {exc}", graceful=False)
+                return
+            self._note_deadline(conn.phase_deadline)
+        self._changed()
+
+    def _count_address(self, conn: _Connection) -> bool:
+        """Count the connection against max_conn_per_ip. False: the address is over the limit."""
+        key = conn.peer_host
+        with self._lock:
+            count = self._per_ip.get(key, 0)
+            if self._max_conn_per_ip and count >= self._max_conn_per_ip:
+                return False
+            self._per_ip[key] = count + 1
+        conn.ip_key = key
+        return True
+
+    def _refuse_socket(
+        self, sock: socket.socket, listener: BoundListener, peer: tuple[str, int], reason: str
+    ) -> None:
+        log.warning("connection from [%s]:%d refused: %s", peer[0], peer[1], reason)
+        with contextlib.suppress(OSError):
+            if not listener.tls and self._busy_response:
+                sock.setblocking(False)
+                sock.send(self._busy_response)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _refuse(self, conn: _Connection, reason: str, *, busy: bool) -> None:
+        """Refuse a connection already in the registry (during its preamble)."""
+        log.warning("%s: connection refused: %s", conn.rhost, reason)
+        if busy and not conn.listener.tls and self._busy_response and conn.handler is None:
+            with contextlib.suppress(OSError, TransportError):
+                conn.transport.write(self._busy_response)
+                conn.transport.flush()
+        self._close(conn, reason, graceful=busy)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _close(self, conn: _Connection, reason: str, *, graceful: bool, level: int = logging.DEBUG) -> None:
+        if conn.phase is _Phase.CLOSED:
+            return
+        conn.phase = _Phase.CLOSED
+        with conn.lock:
+            conn.closed = True
+        if conn.registered and self._epoll is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(conn.fd)
+        with self._lock:
+            self._conns.discard(conn)
+            if self._by_fd.get(conn.fd) is conn:
+                del self._by_fd[conn.fd]
+            if conn.ip_key is not None:
+                remaining = self._per_ip.get(conn.ip_key, 1) - 1
+                if remaining > 0:
+                    self._per_ip[conn.ip_key] = remaining
+                else:
+                    self._per_ip.pop(conn.ip_key, None)
+                conn.ip_key = None
+            if not self._conns:
+                self._drained.set()
+        try:
+            conn.transport.close(graceful=graceful)
+        except Exception:
+            log.debug("%s: error while closing", conn.rhost, exc_info=True)
+        log.log(level, "%s: connection closed: %s", conn.rhost, reason)
+        if conn.handler is not None:
+            try:
+                conn.handler.connection_lost()
+            except Exception:
+                log.error("%s: handler failed in connection_lost", conn.rhost, exc_info=True)
+        self._changed()
+
+    def _force_close_remaining(self) -> None:
+        """After the grace period: close what is left. Connections a worker is running right now
+        get their socket shut down, so the worker's next I/O fails and it closes them."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with conn.lock:
+                if conn.closed:
+                    continue
+                if conn.running:
+                    conn.kill_reason = "server shutdown"
+                    with contextlib.suppress(OSError):
+                        conn.sock.shutdown(socket.SHUT_RDWR)
+                    continue
+                conn.running = True  # take ownership: no worker will touch it now
+            try:
+                self._close(conn, "server shutdown (grace period over)", graceful=False)
+            finally:
+                with conn.lock:
+                    conn.running = False
+
+    def _stop_threads(self, deadline: float) -> bool:
+        """Stop and join the poller and the workers. False if some thread is still running."""
+        with self._cond:
+            self._workers_stop = True
+            self._cond.notify_all()
+            threads = list(self._worker_threads)
+        self._poller_exit = True
+        self._wake()
+        all_joined = True
+        for thread in [*threads, self._poller]:
+            if thread is None or thread is threading.current_thread():
+                continue
+            thread.join(max(deadline - time.monotonic(), 0.05))
+            if thread.is_alive():
+                log.warning("%s did not finish in time; leaving it behind", thread.name)
+                all_joined = False
+        return all_joined
+
+    def _changed(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(self.stats())
+        except Exception:
+            log.error("on_change callback failed", exc_info=True)

@@ -1,0 +1,291 @@
+"""haproxy PROXY protocol v1 and v2 decoding, sans-IO, plus the trust policy around it.
+
+A reverse proxy in front of gximap prepends a header carrying the real client address, so log lines
+(and fail2ban) see the client rather than the proxy. Spec: haproxy's doc/proxy-protocol.txt.
+
+Public API:
+    ProxyDecoder(mode).feed(data) -> ProxyResult | None     None: the header is not complete yet
+    ProxyError                                               malformed / unexpected header
+    looks_like_proxy_header(data) -> bool | None             sniffing for untrusted peers
+    ProxyPolicy.create(mode, trust) / policy.expectation(peer_host) -> HeaderExpectation
+    parse_trust_list(entries) / peer_is_trusted(host, networks)
+
+Modes (``imap_accept_haproxy``): 0 = no header; 1 = v1 or v2, autodetected; 2 = v2 only (Gromox).
+The trust list holds addresses and CIDR subnets; an empty list trusts every peer (Gromox behaviour:
+every connection carries a header). With PROXY enabled, a trusted peer must send a header; an
+untrusted peer is served under its own address, and is refused if it sends a header anyway.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "HeaderExpectation",
+    "Network",
+    "ProxyAddresses",
+    "ProxyDecoder",
+    "ProxyError",
+    "ProxyPolicy",
+    "ProxyResult",
+    "looks_like_proxy_header",
+    "normalize_host",
+    "parse_trust_list",
+    "peer_is_trusted",
+]
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V1_PREFIX = b"PROXY "
+V1_MAX_LENGTH = 107  # the spec's worst case, CRLF included
+V2_FIXED_LENGTH = 16
+# The spec allows up to 64 KiB of addresses and TLVs; real proxies send a few hundred bytes
+# (addresses, ALPN, authority, SSL info). The cap keeps an unauthenticated peer from making us buffer.
+V2_MAX_PAYLOAD = 4096
+
+_V2_CMD_LOCAL = 0x0
+_V2_CMD_PROXY = 0x1
+_V2_AF_UNSPEC = 0x0
+_V2_AF_INET = 0x1
+_V2_AF_INET6 = 0x2
+_V2_AF_UNIX = 0x3
+_V2_PROTO_UNSPEC = 0x0
+_V2_PROTO_STREAM = 0x1
+
+# What untrusted peers are checked against: a proxy's header starts with one of these.
+_SNIFF_PREFIXES = (V2_SIGNATURE, b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ProxyError(ValueError):
+    """The PROXY header is malformed, oversized, of the wrong version, or missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAddresses:
+    source_host: str
+    source_port: int
+    dest_host: str
+    dest_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyResult:
+    version: int  # 1 or 2
+    command: str  # "PROXY", "LOCAL" (v2) or "UNKNOWN" (v1)
+    # None: keep the socket's own endpoints (v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC / AF_UNIX).
+    addresses: ProxyAddresses | None
+    remainder: bytes  # bytes that followed the header: the start of the real stream
+
+
+class ProxyDecoder:
+    """Incremental decoder: feed bytes until a ProxyResult comes back."""
+
+    def __init__(self, mode: int) -> None:
+        if mode not in (1, 2):
+            raise ValueError(f"PROXY decoder mode must be 1 or 2, not {mode!r}")
+        self._mode = mode
+        self._buffer = bytearray()
+        self._done = False
+
+    def feed(self, data: bytes) -> ProxyResult | None:
+        if self._done:
+            raise RuntimeError("ProxyDecoder.feed called after the header was decoded")
+        self._buffer += data
+        if not self._buffer:
+            return None
+        version = self._detect_version()
+        if version is None:
+            return None
+        result = self._decode_v1() if version == 1 else self._decode_v2()
+        if result is not None:
+            self._done = True
+            self._buffer = bytearray()
+        return result
+
+    def _detect_version(self) -> int | None:
+        buf = bytes(self._buffer[: len(V2_SIGNATURE)])
+        candidates = [(2, V2_SIGNATURE)] if self._mode == 2 else [(1, V1_PREFIX), (2, V2_SIGNATURE)]
+        for version, signature in candidates:
+            if buf.startswith(signature):
+                return version
+            if signature.startswith(buf):
+                return None  # a prefix of this signature so far: need more bytes
+        expected = "a PROXY v2 signature" if self._mode == 2 else "a PROXY v1 or v2 header"
+        raise ProxyError(f"expected {expected}, got {bytes(self._buffer[:16])!r}")
+
+    def _decode_v1(self) -> ProxyResult | None:
+        end = self._buffer.find(b"\r\n", 0, V1_MAX_LENGTH)
+        if end < 0:
+            if len(self._buffer) >= V1_MAX_LENGTH or b"\n" in self._buffer:
+                raise ProxyError("PROXY v1 header is not terminated by CRLF within 107 bytes")
+            return None
+        line = bytes(self._buffer[:end])
+        remainder = bytes(self._buffer[end + 2 :])
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProxyError("PROXY v1 header contains non-ASCII bytes") from None
+        fields = text.split(" ")
+        if len(fields) < 2:
+            raise ProxyError("PROXY v1 header lacks the protocol field")
+        protocol = fields[1]
+        if protocol == "UNKNOWN":
+            # The rest of the line is to be ignored: the proxy could not tell the addresses.
+            return ProxyResult(1, "UNKNOWN", None, remainder)
+        if protocol not in ("TCP4", "TCP6"):
+            raise ProxyError(f"PROXY v1 header has an unknown protocol {protocol!r}")
+        if len(fields) != 6:
+            raise ProxyError(f"PROXY v1 {protocol} header needs 6 fields, got {len(fields)}")
+        address_type = ipaddress.IPv4Address if protocol == "TCP4" else ipaddress.IPv6Address
+        source = _v1_address(fields[2], address_type)
+        dest = _v1_address(fields[3], address_type)
+        addresses = ProxyAddresses(source, _v1_port(fields[4]), dest, _v1_port(fields[5]))
+        return ProxyResult(1, "PROXY", addresses, remainder)
+
+    def _decode_v2(self) -> ProxyResult | None:
+        if len(self._buffer) < V2_FIXED_LENGTH:
+            return None
+        version_command, family_protocol, length = struct.unpack_from("!BBH", self._buffer, 12)
+        if version_command >> 4 != 2:
+            raise ProxyError(f"PROXY v2 header has version {version_command >> 4}, not 2")
+        command = version_command & 0x0F
+        if command not in (_V2_CMD_LOCAL, _V2_CMD_PROXY):
+            raise ProxyError(f"PROXY v2 header has unknown command {command}")
+        if length > V2_MAX_PAYLOAD:
+            raise ProxyError(f"PROXY v2 header announces {length} bytes, more than {V2_MAX_PAYLOAD}")
+        total = V2_FIXED_LENGTH + length
+        if len(self._buffer) < total:
+            return None
+        payload = bytes(self._buffer[V2_FIXED_LENGTH:total])
+        remainder = bytes(self._buffer[total:])
+        if command == _V2_CMD_LOCAL:
+            # Health checks and the proxy's own connections: the socket endpoints are the truth.
+            return ProxyResult(2, "LOCAL", None, remainder)
+        family = family_protocol >> 4
+        protocol = family_protocol & 0x0F
+        if family in (_V2_AF_UNSPEC, _V2_AF_UNIX):
+            # The spec lets the receiver fall back to the real connection endpoints here.
+            return ProxyResult(2, "PROXY", None, remainder)
+        if family not in (_V2_AF_INET, _V2_AF_INET6):
+            raise ProxyError(f"PROXY v2 header has unknown address family {family}")
+        if protocol != _V2_PROTO_STREAM:
+            raise ProxyError(f"PROXY v2 header has transport {protocol}, only STREAM is served")
+        if family == _V2_AF_INET:
+            if length < 12:
+                raise ProxyError("PROXY v2 AF_INET header is shorter than its addresses")
+            src, dst, sport, dport = struct.unpack_from("!4s4sHH", payload)
+            addresses = ProxyAddresses(
+                str(ipaddress.IPv4Address(src)), sport, str(ipaddress.IPv4Address(dst)), dport
+            )
+        else:
+            if length < 36:
+                raise ProxyError("PROXY v2 AF_INET6 header is shorter than its addresses")
+            src, dst, sport, dport = struct.unpack_from("!16s16sHH", payload)
+            addresses = ProxyAddresses(
+                str(ipaddress.IPv6Address(src)), sport, str(ipaddress.IPv6Address(dst)), dport
+            )
+        # TLVs (ALPN, authority, SSL details, ...) after the addresses are not needed: skipped.
+        return ProxyResult(2, "PROXY", addresses, remainder)
+
+
+def _v1_address(text: str, address_type: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]) -> str:
+    try:
+        return str(address_type(text))
+    except ValueError:
+        raise ProxyError(f"PROXY v1 header has an invalid address {text!r}") from None
+
+
+def _v1_port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) > 65535:
+        raise ProxyError(f"PROXY v1 header has an invalid port {text!r}")
+    return int(text)
+
+
+def looks_like_proxy_header(data: bytes) -> bool | None:
+    """Whether ``data`` (the first bytes a peer sent) is the start of a PROXY header.
+
+    True: it is; False: it is not; None: too short to tell yet.
+    """
+    undecided = False
+    for prefix in _SNIFF_PREFIXES:
+        if data.startswith(prefix):
+            return True
+        if prefix.startswith(data):
+            undecided = True
+    return None if undecided else False
+
+
+def normalize_host(host: str) -> str:
+    """Canonical text of an address: IPv4-mapped IPv6 becomes IPv4, IPv6 is compressed."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if "%" in host:
+            return host  # keep the scope of link-local addresses
+    return str(address)
+
+
+def parse_trust_list(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses and CIDR subnets (``192.0.2.7``, ``10.0.0.0/8``, ``::1``, ``[fd00::]/8``)."""
+    networks: list[Network] = []
+    for entry in entries:
+        text = entry.strip()
+        if not text:
+            continue
+        candidate = text
+        if candidate.startswith("["):
+            close = candidate.find("]")
+            if close > 0:
+                candidate = candidate[1:close] + candidate[close + 1 :]
+        try:
+            networks.append(ipaddress.ip_network(candidate, strict=False))
+        except ValueError:
+            raise ValueError(f"PROXY trust list: {entry!r} is not an IP address or subnet") from None
+    return tuple(networks)
+
+
+def peer_is_trusted(host: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``host`` may send PROXY headers. An empty trust list trusts every peer."""
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(normalize_host(host))
+    except ValueError:
+        return False
+    return any(address.version == network.version and address in network for network in networks)
+
+
+class HeaderExpectation(enum.Enum):
+    NONE = "none"  # PROXY disabled: the stream starts at once
+    REQUIRED = "required"  # trusted peer: a header must come first
+    REFUSED = "refused"  # untrusted peer: served as itself, dropped if it sends a header
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyPolicy:
+    """The immutable PROXY settings; the pool swaps in a new one on reconfiguration."""
+
+    mode: int = 0
+    trust: tuple[Network, ...] = ()
+
+    @classmethod
+    def create(cls, mode: int, trust: Iterable[str] = ()) -> ProxyPolicy:
+        if mode not in (0, 1, 2):
+            raise ValueError(f"PROXY mode must be 0, 1 or 2, not {mode!r}")
+        return cls(mode, parse_trust_list(trust))
+
+    def expectation(self, peer_host: str) -> HeaderExpectation:
+        if self.mode == 0:
+            return HeaderExpectation.NONE
+        if peer_is_trusted(peer_host, self.trust):
+            return HeaderExpectation.REQUIRED
+        return HeaderExpectation.REFUSED

@@ -1,0 +1,385 @@
+"""The byte pipe under one connection: a non-blocking socket, optionally TLS, optionally DEFLATE.
+
+Layering, outermost first: application bytes <-> DEFLATE (RFC 4978) <-> TLS <-> socket. TLS runs
+on ``ssl.SSLObject`` with memory BIOs rather than ``SSLSocket``, so that
+
+- bytes read before TLS starts (after a PROXY header, or while sniffing an untrusted peer) can be
+  handed to the TLS engine, since PROXY comes first on the wire even on implicit-TLS ports;
+- every layer has the same non-blocking semantics: ``read`` returns what can be decoded now,
+  ``write`` only encodes and queues, and ``flush`` moves queued wire bytes to the socket until it
+  would block. Nothing here ever blocks or waits.
+
+Public API (used by gximap.net.pool):
+    Transport(sock, *, raw_chunk=65536)
+    .read(limit) -> bytes          decoded bytes available now (b"" if none); sets .at_eof
+    .input_backlog                 True when more decoded input may be available without socket I/O
+    .write(data) / .end_batch()    queue application bytes; end_batch ends a DEFLATE batch (sync flush)
+    .flush() -> bool               send queued bytes; True when nothing remains queued
+    .pending_output, .bytes_sent
+    .read_raw(limit), .prepend_raw(data)      raw access before any layer exists (PROXY, sniffing)
+    .start_tls(context) / .handshake() -> bool / .tls / .tls_version / .tls_cipher
+    .start_compress() / .compressed
+    .close(graceful=True)
+Errors: OSError from the socket; TransportError when the peer breaks TLS or DEFLATE.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import socket
+import ssl
+import zlib
+
+__all__ = ["Transport", "TransportError"]
+
+# Plaintext items smaller than this are coalesced before compression/encryption, so a stream of
+# small response lines becomes full TLS records instead of one record (and one SSL call) each.
+_COALESCE_LIMIT = 16 * 1024
+_MAX_IOVECS = 512  # stays well under IOV_MAX (1024 on Linux)
+_CLOSE_DRAIN_ROUNDS = 4
+
+
+class TransportError(Exception):
+    """The peer broke the TLS or DEFLATE layer; the connection must be dropped."""
+
+
+class Transport:
+    def __init__(self, sock: socket.socket, *, raw_chunk: int = 64 * 1024) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._raw_chunk = raw_chunk
+        self._raw_pending = b""  # raw bytes read ahead of the layers (PROXY remainder, sniffed bytes)
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in: ssl.MemoryBIO | None = None
+        self._tls_out: ssl.MemoryBIO | None = None
+        self._handshake_done = False
+        self._deflate: zlib._Compress | None = None
+        self._inflate: zlib._Decompress | None = None
+        self._deflate_dirty = False  # compressed bytes since the last sync flush
+        self._plain_pending = bytearray()  # small items waiting to go through the layers together
+        self._wire: collections.deque[bytes | memoryview] = collections.deque()
+        self._wire_bytes = 0
+        self._read_hit_limit = False
+        self.at_eof = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # -- state -------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None
+
+    @property
+    def tls_established(self) -> bool:
+        return self._handshake_done
+
+    @property
+    def tls_version(self) -> str | None:
+        return self._tls.version() if self._tls is not None and self._handshake_done else None
+
+    @property
+    def tls_cipher(self) -> str | None:
+        if self._tls is None or not self._handshake_done:
+            return None
+        cipher = self._tls.cipher()
+        return cipher[0] if cipher else None
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes accepted by write() and not yet handed to the kernel."""
+        return self._wire_bytes + len(self._plain_pending)
+
+    @property
+    def input_backlog(self) -> bool:
+        """More input may be decodable without the socket becoming readable again."""
+        if self._raw_pending or self._read_hit_limit:
+            return True
+        if self._inflate is not None and self._inflate.unconsumed_tail:
+            return True
+        return self._tls is not None and self._handshake_done and self._tls.pending() > 0
+
+    # -- raw access (before any layer) -------------------------------------------------------
+
+    def prepend_raw(self, data: bytes) -> None:
+        """Give back raw bytes that were read ahead; they are decoded before any new socket data."""
+        if data:
+            self._raw_pending = data + self._raw_pending
+
+    def read_raw(self, limit: int) -> bytes:
+        """Raw bytes from the wire (read-ahead first); b"" when none now. Sets at_eof."""
+        return self._recv_raw(limit) or b""
+
+    def _recv_raw(self, limit: int) -> bytes | None:
+        """None: nothing available now; b"": end of stream (at_eof set)."""
+        if self._raw_pending:
+            data, self._raw_pending = self._raw_pending[:limit], self._raw_pending[limit:]
+            return data
+        if self.at_eof:
+            return b""
+        while True:
+            try:
+                data = self._sock.recv(limit)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return None
+            except InterruptedError:
+                continue
+            if not data:
+                self.at_eof = True
+            self.bytes_received += len(data)
+            return data
+
+    # -- layers ------------------------------------------------------------------------------
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """Begin a server-side TLS session; read-ahead raw bytes become the first TLS input."""
+        if self._tls is not None:
+            raise RuntimeError("TLS is already active on this connection")
+        if self._deflate is not None:
+            raise RuntimeError("TLS cannot start under an active DEFLATE layer")
+        self._tls_in = ssl.MemoryBIO()
+        self._tls_out = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+        if self._raw_pending:
+            self._tls_in.write(self._raw_pending)
+            self._raw_pending = b""
+
+    def handshake(self) -> bool:
+        """Advance the TLS handshake. True when complete; False when it needs more from the peer
+        (or must first get its own queued bytes out: check pending_output)."""
+        if self._tls is None or self._tls_in is None:
+            raise RuntimeError("handshake() without start_tls()")
+        if self._handshake_done:
+            return True
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._pull_tls_output()
+                raw = self._recv_raw(self._raw_chunk)
+                if raw is None:
+                    return False
+                if not raw:
+                    raise TransportError("connection closed during the TLS handshake") from None
+                self._tls_in.write(raw)
+                continue
+            except ssl.SSLError as exc:
+                self._pull_tls_output()  # the alert, so the peer learns why
+                raise TransportError(f"TLS handshake failed: {exc.reason or exc}") from exc
+            self._pull_tls_output()
+            self._handshake_done = True
+            return True
+
+    def start_compress(self) -> None:
+        """RFC 4978 COMPRESS=DEFLATE: raw DEFLATE (no zlib header) both ways from here on."""
+        if self._deflate is not None:
+            raise RuntimeError("DEFLATE is already active on this connection")
+        self._encode_plain_pending()
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, limit: int) -> bytes:
+        """Up to ``limit`` decoded bytes available now; b"" if none (check at_eof).
+
+        The limit also bounds what DEFLATE may expand to per call: a small compressed input
+        claiming gigabytes is decompressed ``limit`` bytes at a time (input_backlog stays set).
+        """
+        if limit <= 0:
+            raise ValueError("read limit must be positive")
+        if self._inflate is not None:
+            data, self._read_hit_limit = self._read_inflated(limit)
+        else:
+            data, self._read_hit_limit = self._read_decrypted(limit)
+        return data
+
+    def _read_decrypted(self, limit: int) -> tuple[bytes, bool]:
+        """(data, stopped_at_limit) from the TLS layer, or from the socket when there is none."""
+        if self._tls is None:
+            chunks: list[bytes] = []
+            got = 0
+            while got < limit:
+                want = limit - got
+                data = self._recv_raw(want)
+                if not data:
+                    break
+                chunks.append(data)
+                got += len(data)
+                if len(data) < want and not self._raw_pending:
+                    break  # the kernel buffer is drained; an extra recv would only say EAGAIN
+            return b"".join(chunks), got >= limit
+        if not self._handshake_done:
+            raise RuntimeError("read() before the TLS handshake completed")
+        assert self._tls_in is not None
+        out = bytearray()
+        while len(out) < limit:
+            try:
+                out += self._tls.read(limit - len(out))
+            except ssl.SSLWantReadError:
+                raw = self._recv_raw(self._raw_chunk)
+                if not raw:
+                    break  # None: nothing now; b"": EOF without close_notify, treated as a close
+                self._tls_in.write(raw)
+            except ssl.SSLZeroReturnError:
+                self.at_eof = True
+                break
+            except ssl.SSLError as exc:
+                self._pull_tls_output()
+                raise TransportError(f"TLS error: {exc.reason or exc}") from exc
+        self._pull_tls_output()  # a read may produce protocol output (e.g. a TLS 1.3 KeyUpdate)
+        return bytes(out), len(out) >= limit
+
+    def _read_inflated(self, limit: int) -> tuple[bytes, bool]:
+        assert self._inflate is not None
+        chunks: list[bytes] = []
+        got = 0
+        lower_backlog = False
+        while got < limit:
+            compressed = self._inflate.unconsumed_tail
+            if not compressed:
+                compressed, lower_backlog = self._read_decrypted(self._raw_chunk)
+                if not compressed:
+                    break
+            try:
+                data = self._inflate.decompress(compressed, limit - got)
+            except zlib.error as exc:
+                raise TransportError(f"invalid DEFLATE data from the client: {exc}") from exc
+            if self._inflate.eof and self._inflate.unused_data:
+                raise TransportError("data after the end of the client's DEFLATE stream")
+            chunks.append(data)
+            got += len(data)
+        backlog = got >= limit or lower_backlog or bool(self._inflate.unconsumed_tail)
+        return b"".join(chunks), backlog
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue application bytes (encoded through the active layers). Never blocks."""
+        if isinstance(data, memoryview) and data.format != "B":
+            data = data.cast("B")
+        if not data:
+            return
+        if self._tls is None and self._deflate is None:
+            self._queue_wire(data)
+            return
+        if len(data) < _COALESCE_LIMIT:
+            self._plain_pending += data
+            if len(self._plain_pending) >= _COALESCE_LIMIT:
+                self._encode_plain_pending()
+            return
+        self._encode_plain_pending()
+        self._encode(data)
+
+    def end_batch(self) -> None:
+        """The end of a batch of output: push everything through, with a DEFLATE sync flush so
+        the client can decode all of it now (interactive replies, IDLE updates)."""
+        self._encode_plain_pending()
+        if self._deflate is not None and self._deflate_dirty:
+            self._deflate_dirty = False
+            self._encode_lower(self._deflate.flush(zlib.Z_SYNC_FLUSH))
+
+    def _encode_plain_pending(self) -> None:
+        if self._plain_pending:
+            data = bytes(self._plain_pending)
+            self._plain_pending.clear()
+            self._encode(data)
+
+    def _encode(self, data: bytes | bytearray | memoryview) -> None:
+        if self._deflate is not None:
+            data = self._deflate.compress(data)
+            self._deflate_dirty = True
+        self._encode_lower(data)
+
+    def _encode_lower(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._tls is None:
+            self._queue_wire(data)
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._tls.write(view)
+                view = view[written:]
+        except ssl.SSLError as exc:
+            raise TransportError(f"TLS error while sending: {exc.reason or exc}") from exc
+        self._pull_tls_output()
+
+    def _pull_tls_output(self) -> None:
+        if self._tls_out is not None and self._tls_out.pending:
+            self._queue_wire(self._tls_out.read())
+
+    def _queue_wire(self, data: bytes | bytearray | memoryview) -> None:
+        self._wire.append(data)
+        self._wire_bytes += len(data)
+
+    def flush(self) -> bool:
+        """Hand queued bytes to the kernel until it would block. True when nothing is left."""
+        if self._plain_pending:
+            self._encode_plain_pending()
+        wire = self._wire
+        while wire:
+            try:
+                if len(wire) == 1:
+                    sent = self._sock.send(wire[0])
+                else:
+                    sent = self._sock.sendmsg(list(itertools.islice(wire, _MAX_IOVECS)))
+            except BlockingIOError:
+                return False
+            except InterruptedError:
+                continue
+            self.bytes_sent += sent
+            self._wire_bytes -= sent
+            while sent:
+                head = wire[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    wire.popleft()
+                else:
+                    wire[0] = memoryview(head)[sent:]
+                    sent = 0
+        return True
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self, *, graceful: bool = True) -> None:
+        """Close the socket. Graceful: TLS close_notify, last bytes flushed (best effort, without
+        blocking), our side shut down, unread input discarded, so the kernel does not answer
+        the peer with a reset that could destroy the final response in flight."""
+        try:
+            if graceful:
+                self._close_gracefully()
+        finally:
+            self._wire.clear()
+            self._wire_bytes = 0
+            self._plain_pending.clear()
+            with contextlib.suppress(OSError):
+                self._sock.close()
+
+    def _close_gracefully(self) -> None:
+        with contextlib.suppress(OSError, TransportError, ssl.SSLError):
+            self.end_batch()
+        if self._tls is not None and self._handshake_done:
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()  # queues close_notify; waiting for the peer's is not needed
+            self._pull_tls_output()
+        with contextlib.suppress(OSError):
+            self.flush()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+        for _ in range(_CLOSE_DRAIN_ROUNDS):
+            try:
+                if not self._sock.recv(self._raw_chunk):
+                    break
+            except OSError:
+                break

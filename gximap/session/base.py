@@ -1,0 +1,106 @@
+"""What every IMAP command handler shares: session states, completions, errors, the registry.
+
+A command handler is a function ``handler(session, command)`` registered for a command class
+with :func:`command`. It returns a :class:`Done` (simple commands) or is a generator that
+yields untagged response lines (``bytes`` ending in CRLF) or :class:`NeedLine` requests
+(AUTHENTICATE, IDLE) and finally ``return``s a :class:`Done`. Generators let a FETCH of 100,000
+messages stream message by message. The session adds the pending mailbox updates, then the
+tagged completion built from the Done. A handler signals failure by raising
+:class:`CommandFailed` (or by letting a midb error escape, which the session maps to
+``NO [code]``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gximap.imap.codes import Code
+from gximap.net.handler import TransportAction
+
+if TYPE_CHECKING:
+    from gximap.imap.commands import Command
+    from gximap.session.session import ImapSession
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not-authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+ANY_STATE = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
+NOT_AUTHENTICATED = frozenset({State.NOT_AUTHENTICATED})
+AUTHENTICATED = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+
+
+@dataclass(slots=True)
+class Done:
+    """How a command completes: the tagged line ``tag STATUS [code] text``."""
+
+    text: Code
+    args: tuple[str, ...] = ()
+    status: str = "OK"
+    code: bytes | None = None  # response code, e.g. b"READ-WRITE", b"APPENDUID 38505 3955"
+    # Pending EXPUNGE/EXISTS/FETCH updates may be sent before the tagged line. FETCH, STORE and
+    # SEARCH forbid EXPUNGE (RFC 3501 section 7.4.1); ``expunge_ok`` says which case applies.
+    sync: bool = True
+    expunge_ok: bool = True
+    after: TransportAction | None = None  # applied once the tagged line has been sent
+
+
+@dataclass(frozen=True, slots=True)
+class NeedLine:
+    """Yielded by a handler that needs one raw client line (AUTHENTICATE responses, IDLE's DONE).
+
+    ``prompt`` is sent first (e.g. ``+ idling``). The line, without CRLF, is sent back into the
+    generator. While an ``idle`` wait is in progress, mailbox changes are pushed to the client."""
+
+    prompt: bytes
+    idle: bool = False
+    sensitive: bool = False  # the answer carries credentials: never traced
+
+
+class CommandFailed(Exception):
+    """Complete the current command with ``NO`` or ``BAD``."""
+
+    def __init__(self, text: Code, *args: str, status: str = "NO", code: bytes | None = None) -> None:
+        super().__init__(text, args)
+        self.done = Done(text, tuple(args), status, code)
+
+
+HandlerResult = Done | Generator[Any, Any, Done]
+Handler = Callable[["ImapSession", Any], HandlerResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    handler: Handler
+    states: frozenset[State]
+    expunge_ok: bool = True
+
+
+@dataclass
+class Registry:
+    handlers: dict[type, Registration] = field(default_factory=dict)
+
+    def lookup(self, command: Command) -> Registration | None:
+        return self.handlers.get(type(command))
+
+
+REGISTRY = Registry()
+
+
+def command(*classes: type, states: frozenset[State], expunge_ok: bool = True) -> Callable[[Handler], Handler]:
+    """Register ``handler`` for the given command classes, valid in ``states``."""
+
+    def decorate(handler: Handler) -> Handler:
+        for cls in classes:
+            REGISTRY.handlers[cls] = Registration(handler, states, expunge_ok)
+        return handler
+
+    return decorate

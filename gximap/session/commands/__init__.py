@@ -1,0 +1,34 @@
+"""IMAP command handlers, one module per command family. Importing a module registers its
+handlers in gximap.session.base.REGISTRY."""
+
+from __future__ import annotations
+
+import importlib
+
+MODULES = (
+    "any",  # CAPABILITY NOOP LOGOUT ID ENABLE COMPRESS
+    "auth",  # STARTTLS LOGIN AUTHENTICATE UNAUTHENTICATE
+    "mailbox",  # CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE LIST LSUB XLIST NAMESPACE STATUS
+    "select",  # SELECT EXAMINE CHECK CLOSE UNSELECT IDLE
+    "fetch",  # FETCH, UID FETCH
+    "search",  # SEARCH, UID SEARCH
+    "store",  # STORE, UID STORE
+    "copy_move",  # COPY MOVE and UID forms
+    "append",  # APPEND (MULTIAPPEND)
+    "expunge",  # EXPUNGE, UID EXPUNGE
+)
+
+_loaded = False
+
+
+def load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for name in MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    _loaded = True

@@ -1,0 +1,57 @@
+"""State shared by all IMAP sessions of one server process.
+
+Settings that SIGHUP may change live in an immutable :class:`Settings` that is replaced as a
+whole, so a session always sees one consistent set without locking.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gximap.imap.codes import ResponseCodes
+
+if TYPE_CHECKING:
+    from gximap.auth.service import AuthService
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host_id: str = "localhost"
+    rfc9051: bool = True
+    enable_id: bool = False
+    force_tls: bool = False
+    insecure_auth: bool = False  # plaintext authentication allowed without TLS
+    sasl_login: bool = False
+    max_line: int = 64 * 1024
+    max_literal: int = 64 * 1024 * 1024
+    max_nesting: int = 16
+    max_args: int = 4096
+    max_bad_commands: int = 20
+    conn_timeout: float = 180.0
+    autologout: float = 1800.0
+    default_lang: str = "en"
+    version: str = ""
+
+
+@dataclass
+class ServerContext:
+    """Everything a session needs from the process: settings, the store, authentication."""
+
+    settings: Settings
+    store: Any  # midb.store.Store
+    auth: AuthService
+    codes: ResponseCodes
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("gximap.imap"))
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_session_id(self) -> str:
+        with self._lock:
+            return f"{next(self._ids):x}"
+
+    def reload(self, settings: Settings) -> None:
+        self.settings = settings

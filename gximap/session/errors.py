@@ -1,0 +1,35 @@
+"""Map midb's errors onto IMAP completions (RFC 5530 response codes)."""
+
+from __future__ import annotations
+
+from midb import errors as midb_errors
+
+from gximap.imap.codes import Code
+from gximap.session.base import Done
+
+
+def done_for_store_error(exc: BaseException) -> Done | None:
+    """The tagged NO for a store error, or None when ``exc`` is not one (a server bug)."""
+    if isinstance(exc, midb_errors.NoSuchFolder):
+        return Done(Code.NO_SUCH_MAILBOX, status="NO", code=b"NONEXISTENT")
+    if isinstance(exc, midb_errors.FolderExists):
+        return Done(Code.MAILBOX_EXISTS, status="NO", code=b"ALREADYEXISTS")
+    if isinstance(exc, midb_errors.HasChildren):
+        return Done(Code.MAILBOX_HAS_CHILDREN, status="NO", code=b"INUSE")
+    if isinstance(exc, midb_errors.InvalidName):
+        return Done(Code.INVALID_MAILBOX_NAME, status="NO", code=b"CANNOT")
+    if isinstance(exc, midb_errors.InvalidArgument):
+        return Done(Code.INVALID_ARGUMENT, (str(exc),), status="BAD", code=b"CLIENTBUG")
+    if isinstance(exc, midb_errors.OverQuota):
+        return Done(Code.OVER_QUOTA, status="NO", code=b"OVERQUOTA")
+    if isinstance(exc, midb_errors.TooBig):
+        return Done(Code.TOO_BIG, status="NO", code=b"TOOBIG")
+    if isinstance(exc, midb_errors.ReadOnlyStore):
+        return Done(Code.READ_ONLY, status="NO", code=b"NOPERM")
+    if isinstance(exc, midb_errors.StoreBusy | midb_errors.NoSuchBody):
+        return Done(Code.TRY_LATER, (str(exc),), status="NO", code=b"UNAVAILABLE")
+    if isinstance(exc, midb_errors.NoSuchAccount):
+        return Done(Code.NO_SUCH_MAILBOX, status="NO", code=b"NONEXISTENT")
+    if isinstance(exc, midb_errors.MidbError):
+        return Done(Code.TRY_LATER, (str(exc),), status="NO", code=b"UNAVAILABLE")
+    return None

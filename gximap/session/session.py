@@ -1,0 +1,358 @@
+"""One IMAP session: the state machine between the connection pool and the command handlers.
+
+The pool calls the :class:`~gximap.net.handler.ProtocolHandler` methods; this class frames the
+input (gximap.imap.framing), parses commands (gximap.imap.parser), dispatches them to the
+registered handlers (gximap.session.commands.*) one at a time, and queues their output.
+
+Commands run strictly one after another: a command's response stream (a generator, so FETCH
+1:* on 100,000 messages is produced message by message as the socket accepts it) is drained
+before the next pipelined command starts. Handler code therefore runs inside
+:meth:`next_output` as well as :meth:`process`, always on the one worker that owns the
+connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Generator
+from typing import Any
+
+from gximap import log as gxlog
+from gximap.imap import parser
+from gximap.imap.codes import Code
+from gximap.imap.commands import Command
+from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer, NeedContinuation
+from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
+from gximap.session import capabilities
+from gximap.session.base import REGISTRY, CommandFailed, Done, NeedLine, State
+from gximap.session.context import ServerContext
+from gximap.session.errors import done_for_store_error
+from gximap.session.selected import SelectedMailbox
+
+# Importing the command modules registers their handlers.
+from gximap.session.commands import load_all as _load_commands
+
+_load_commands()
+
+
+class _Running:
+    """The command currently producing output."""
+
+    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name")
+
+    def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool) -> None:
+        self.command = command
+        self.tag = tag
+        self.name = command.name if command is not None else "?"
+        self.gen = gen
+        self.waiting: NeedLine | None = None  # the handler waits for a client line
+        self.line: bytes | None = None  # the line to send into the generator next
+        self.expunge_ok = expunge_ok
+
+
+class ImapSession:
+    """Implements :class:`gximap.net.handler.ProtocolHandler` for IMAP."""
+
+    def __init__(self, ctx: ServerContext, conn: ConnectionInfo, waker: Waker) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.waker = waker
+        self.id = ctx.next_session_id()
+        settings = ctx.settings
+        self.state = State.NOT_AUTHENTICATED
+        self.tls = conn.tls
+        self.user: str | None = None  # the storage account the session works on
+        self.actor: str | None = None  # who authenticated, when impersonating (actor!mailbox)
+        self.selected: SelectedMailbox | None = None
+        self.enabled: set[str] = set()  # ENABLEd extensions: IMAP4REV2, UTF8=ACCEPT, ...
+        self.client_id: dict[str, str | None] | None = None
+        self.auth_failures = 0
+        self.saved_search: list[int] | None = None  # SEARCHRES "$": UIDs
+        self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False)
+        self._out: deque[OutputItem] = deque()
+        self._running: _Running | None = None
+        self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
+        self._closing = False
+        self._bad_streak = 0
+        self._watch: Any = None
+        self.last_activity = time.monotonic()
+
+    # -- properties handlers use --------------------------------------------------------------
+
+    @property
+    def settings(self):  # noqa: ANN201 - Settings, replaced as a whole on reload
+        return self.ctx.settings
+
+    @property
+    def store(self) -> Any:
+        return self.ctx.store
+
+    @property
+    def codes(self):  # noqa: ANN201
+        return self.ctx.codes
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def qresync_enabled(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    @property
+    def utf8(self) -> bool:
+        """Mailbox names and quoted strings may carry UTF-8 (IMAP4rev2 or UTF8=ACCEPT)."""
+        return "IMAP4REV2" in self.enabled or "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def rhost(self) -> str:
+        return self.conn.rhost
+
+    def text(self, code: Code, *args: str) -> bytes:
+        return self.codes.text(code, *args).encode("utf-8")
+
+    def untagged(self, data: bytes) -> bytes:
+        return b"* " + data + b"\r\n"
+
+    def capability_list(self) -> list[str]:
+        return capabilities.capabilities(self)
+
+    # -- ProtocolHandler ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        caps = " ".join(self.capability_list()).encode()
+        greeting = self.text(Code.GREETING, self.settings.host_id)
+        self._out.append(b"* OK [CAPABILITY " + caps + b"] " + greeting + b"\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        if self._input_blocked or self._closing:
+            return
+        self.last_activity = time.monotonic()
+        gxlog.io_trace(self.id, "C", data, sensitive=self._sensitive_input())
+        self.framer.feed(data)
+
+    def process(self, budget: int) -> bool:
+        """Start commands while none is running; feed lines to a waiting handler."""
+        while budget > 0 and not self._closing:
+            running = self._running
+            if running is not None:
+                if running.waiting is None or running.line is not None:
+                    return True  # output pending: next_output() drives it
+                line = self.framer.next_raw_line()
+                if line is None:
+                    return False
+                if isinstance(line, FrameError):
+                    self._abort_running(b"BAD", self.text(Code.LINE_TOO_LONG))
+                    continue
+                running.line = line
+                return True
+            if self._input_blocked:
+                return False
+            event = self.framer.next_event()
+            if event is None:
+                return False
+            budget -= 1
+            if isinstance(event, NeedContinuation):
+                self._continuation(event)
+            elif isinstance(event, FrameError):
+                self._frame_error(event)
+            else:
+                self._execute(event)
+        return not self._closing and (self._running is not None or self.framer.buffered > 0)
+
+    def next_output(self) -> OutputItem | None:
+        while True:
+            if self._out:
+                item = self._out.popleft()
+                if not isinstance(item, TransportAction):
+                    gxlog.io_trace(self.id, "S", bytes(item))
+                return item
+            running = self._running
+            if running is None or (running.waiting is not None and running.line is None):
+                return None
+            self._step(running)
+
+    def idle_timeout(self) -> float:
+        if self.state is State.NOT_AUTHENTICATED:
+            return self.settings.conn_timeout
+        return self.settings.autologout
+
+    def timed_out(self) -> None:
+        code = Code.BYE_CONN_TIMEOUT if self.state is State.NOT_AUTHENTICATED else Code.BYE_AUTOLOGOUT
+        self._goodbye(code)
+
+    def wakeup(self) -> None:
+        running = self._running
+        if running is not None and running.waiting is not None and running.waiting.idle and self.selected:
+            self._out.extend(self.selected.sync(allow_expunge=True))
+
+    def shutdown(self) -> None:
+        self._goodbye(Code.BYE_SHUTDOWN)
+
+    def transport_changed(self, action: TransportAction, tls: bool) -> None:
+        self.tls = tls
+        self._input_blocked = False
+
+    def connection_lost(self) -> None:
+        self._closing = True
+        self._close_selected()
+        running, self._running = self._running, None
+        if running is not None:
+            running.gen.close()
+
+    # -- helpers for handlers -------------------------------------------------------------------
+
+    def login_completed(self, user: str, actor: str | None = None) -> None:
+        self.user = user
+        self.actor = actor
+        self.state = State.AUTHENTICATED
+
+    def select(self, mailbox: SelectedMailbox | None) -> None:
+        self._close_selected()
+        self.selected = mailbox
+        self.state = State.SELECTED if mailbox is not None else State.AUTHENTICATED
+        if mailbox is not None:
+            self._watch = self.store.watch(self.user, self._store_changed)
+
+    def _store_changed(self, account: str, folder_id: int, modseq: int) -> None:
+        selected = self.selected
+        if selected is not None and folder_id == selected.folder_id:
+            self.waker()
+
+    def _close_selected(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.selected = None
+
+    def block_input(self) -> None:
+        """STARTTLS: forget what the client pipelined and read nothing until the transport changed."""
+        self.framer.discard_buffer()
+        self._input_blocked = True
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _sensitive_input(self) -> bool:
+        running = self._running
+        return running is not None and running.waiting is not None and running.waiting.sensitive
+
+    def _goodbye(self, code: Code) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._out.append(b"* BYE " + self.text(code) + b"\r\n")
+        self._out.append(TransportAction.CLOSE)
+
+    def _continuation(self, event: NeedContinuation) -> None:
+        if event.tag is None:
+            self.framer.reject_literal()
+            self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
+            return
+        self._out.append(b"+ " + self.text(Code.CONTINUE_LITERAL) + b"\r\n")
+
+    def _frame_error(self, event: FrameError) -> None:
+        tag = event.tag
+        if event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in (b"APPEND", b"UID"):
+            line = b"NO [TOOBIG] " + self.text(Code.TOO_BIG)
+        elif event.kind is FrameErrorKind.LINE_TOO_LONG:
+            line = b"BAD " + self.text(Code.LINE_TOO_LONG)
+        else:
+            line = b"BAD " + self.text(Code.LITERAL_TOO_BIG)
+        self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
+        self._count_bad()
+
+    def _count_bad(self) -> None:
+        self._bad_streak += 1
+        if self._bad_streak >= self.settings.max_bad_commands:
+            self._goodbye(Code.BYE_TOO_MANY_BAD)
+
+    def _execute(self, frame: CommandFrame) -> None:
+        tag = frame.tag
+        if tag is None:
+            self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
+            self._count_bad()
+            return
+        settings = self.settings
+        try:
+            cmd = parser.parse_command(frame, utf8=self.utf8, max_nesting=settings.max_nesting,
+                                       max_args=settings.max_args)
+        except parser.ParseError as exc:
+            code = f"[{exc.code}] ".encode() if exc.code else b""
+            status = b"NO " if exc.code == "BADCHARSET" else b"BAD "
+            self._out.append(tag + b" " + status + code + self.text(Code.PARSE_ERROR, str(exc.text)) + b"\r\n")
+            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
+            self._count_bad()
+            return
+        registration = REGISTRY.lookup(cmd)
+        if registration is None:
+            self._out.append(tag + b" BAD " + self.text(Code.UNKNOWN_COMMAND) + b"\r\n")
+            self._count_bad()
+            return
+        if self.state not in registration.states:
+            self._out.append(tag + b" BAD " + self.text(Code.WRONG_STATE) + b"\r\n")
+            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
+            self._count_bad()
+            return
+        self._bad_streak = 0
+        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), registration.expunge_ok)
+        self._running.command = cmd
+        self._preview = frame.preview()
+
+    def _drive(self, handler: Any, cmd: Command) -> Generator[Any, Any, Done]:
+        result = handler(self, cmd)
+        if isinstance(result, Done):
+            return result
+        return (yield from result)
+
+    def _step(self, running: _Running) -> None:
+        """Advance the running command by one item of output."""
+        try:
+            if running.line is not None:
+                line, running.line, running.waiting = running.line, None, None
+                item = running.gen.send(line)
+            else:
+                item = next(running.gen)
+        except StopIteration as stop:
+            self._finish(running, stop.value)
+            return
+        except CommandFailed as failed:
+            self._finish(running, failed.done)
+            return
+        except Exception as exc:  # noqa: BLE001 - a failing command must not kill the session
+            done = done_for_store_error(exc)
+            if done is None:
+                self.ctx.log.exception("session %s: %s failed", self.id, running.name)
+                done = Done(Code.SERVER_BUG, status="NO", code=b"SERVERBUG")
+            self._finish(running, done)
+            return
+        if isinstance(item, NeedLine):
+            running.waiting = item
+            self._out.append(item.prompt)
+            if item.idle and self.selected is not None:
+                self._out.extend(self.selected.sync(allow_expunge=True))
+        else:
+            self._out.append(item)
+
+    def _abort_running(self, status: bytes, text: bytes) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.gen.close()
+            self._out.append(running.tag + b" " + status + b" " + text + b"\r\n")
+
+    def _finish(self, running: _Running, done: Done | None) -> None:
+        self._running = None
+        if done is None:
+            done = Done(Code.SERVER_BUG, status="NO", code=b"SERVERBUG")
+        if done.sync and self.selected is not None and done.status != "BAD":
+            self._out.extend(self.selected.sync(allow_expunge=running.expunge_ok and done.expunge_ok))
+        code = b"[" + done.code + b"] " if done.code else b""
+        text = self.text(done.text, *done.args)
+        self._out.append(running.tag + b" " + done.status.encode() + b" " + code + text + b"\r\n")
+        gxlog.log_command(self.id, self.rhost, self.user, getattr(self, "_preview", b""), done.status)
+        if done.status == "BAD":
+            self._count_bad()
+        if done.after is not None:
+            self._out.append(done.after)
+            if done.after is TransportAction.CLOSE:
+                self._closing = True

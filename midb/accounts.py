@@ -1,0 +1,73 @@
+"""Account records and account-name rules.
+
+Account record (value of the account id in the `accounts` database): a marshal'ed tuple
+(name, password_hash, lang, quota_bytes, quota_messages, disabled, created). Usage counters live
+apart in the `usage` database (account id -> >QQ bytes, messages) so hot paths never rewrite the
+account record.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from dataclasses import dataclass
+
+from midb.errors import InvalidName
+
+MAX_ACCOUNT_NAME_BYTES = 255
+USAGE = struct.Struct(">QQ")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    name: str
+    password_hash: str | None
+    lang: str | None
+    quota_bytes: int        # 0 = unlimited
+    quota_messages: int     # 0 = unlimited
+    disabled: bool
+    created: int            # unix time
+
+
+def normalize_account_name(name: object) -> str:
+    """Lowercase (plain str.lower, per the contract) and validate; InvalidName if unacceptable.
+
+    Whitespace and control characters are refused, and so is "!" because "actor!mailbox" is the
+    impersonation syntax of logins.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidName("account name must be a non-empty str")
+    lowered = name.lower()
+    for char in lowered:
+        if char.isspace() or ord(char) < 0x20 or char == "\x7f" or char == "!":
+            raise InvalidName(f"invalid character {char!r} in account name")
+    try:
+        encoded = lowered.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName("account name is not valid Unicode") from None
+    if len(encoded) > MAX_ACCOUNT_NAME_BYTES:
+        raise InvalidName(f"account name longer than {MAX_ACCOUNT_NAME_BYTES} bytes")
+    return lowered
+
+
+def encode_account(account: Account) -> bytes:
+    return marshal.dumps((account.name, account.password_hash, account.lang, account.quota_bytes,
+                          account.quota_messages, account.disabled, account.created))
+
+
+def decode_account(account_id: int, raw: bytes) -> Account:
+    name, password_hash, lang, quota_bytes, quota_messages, disabled, created = marshal.loads(raw)
+    return Account(id=account_id, name=name, password_hash=password_hash, lang=lang,
+                   quota_bytes=quota_bytes, quota_messages=quota_messages, disabled=disabled,
+                   created=created)
+
+
+def encode_usage(size: int, messages: int) -> bytes:
+    return USAGE.pack(max(size, 0), max(messages, 0))
+
+
+def decode_usage(raw: bytes | None) -> tuple[int, int]:
+    if raw is None:
+        return 0, 0
+    return USAGE.unpack(raw)

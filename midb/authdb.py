@@ -1,0 +1,232 @@
+"""Authentication backends: the midb account table, or a Dovecot-compatible passwd-file.
+
+A backend answers one question, "is this the password of that user?", and names the canonical
+account on success. Account creation is the caller's business (``ensure_account``): accounts are
+created when a backend vouches for a login, never by mail delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from midb.errors import AccountExists, InvalidName
+from midb.passwords import hash_password, needs_rehash, verify_password
+
+if TYPE_CHECKING:
+    from midb.store import Account, Store
+
+log = logging.getLogger(__name__)
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+# Verified against when the user is unknown, so that "no such user" and "wrong password" cost the
+# same time and a client cannot probe for account names by timing.
+_DUMMY_HASH = hash_password("timing-equaliser")
+
+
+@runtime_checkable
+class AuthBackend(Protocol):
+    def authenticate(self, user: str, password: str) -> str | None:
+        """Canonical account name when ``password`` is right for ``user``, else None."""
+
+    def exists(self, user: str) -> bool:
+        """Whether the backend knows ``user`` (for lookups such as impersonation targets)."""
+
+
+class MidbAuth:
+    """Passwords from the midb account table; disabled accounts never authenticate.
+
+    On a successful login with a hash that is weaker than the current default (an imported
+    Dovecot hash, or an older scrypt cost), the password is re-hashed and stored.
+    Store errors other than an invalid name (e.g. StoreBusy) propagate to the caller.
+    """
+
+    def __init__(self, store: Store, *, upgrade_hashes: bool = True) -> None:
+        self._store = store
+        self._upgrade_hashes = upgrade_hashes
+
+    def _account(self, user: str) -> Account | None:
+        try:
+            return self._store.get_account(user)
+        except InvalidName:
+            return None
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        account = self._account(user)
+        if account is None or account.disabled or not account.password_hash:
+            verify_password(password, _DUMMY_HASH)
+            return None
+        if not verify_password(password, account.password_hash):
+            return None
+        if self._upgrade_hashes and needs_rehash(account.password_hash):
+            self._upgrade(account.name, password)
+        return account.name
+
+    def _upgrade(self, name: str, password: str) -> None:
+        from midb.errors import MidbError
+
+        try:
+            self._store.update_account(name, password_hash=hash_password(password))
+        except (MidbError, ValueError) as exc:  # a failed upgrade must not fail the login
+            log.warning("could not upgrade password hash of %s: %s", name, exc)
+
+    def exists(self, user: str) -> bool:
+        return self._account(user) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdEntry:
+    """One line of a passwd-file: ``user:password:uid:gid:gecos:home:shell:extra_fields``."""
+
+    user: str
+    password: str
+    uid: str = ""
+    gid: str = ""
+    gecos: str = ""
+    home: str = ""
+    shell: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_passwd_file(text: str, source: str = "passwd-file") -> dict[str, PasswdEntry]:
+    """Parse passwd-file text into entries keyed by lower-cased user name.
+
+    Comments (``#``) and blank lines are skipped; malformed lines are logged with their line
+    number and skipped; for a user listed twice the first line wins (as in Dovecot).
+    """
+    entries: dict[str, PasswdEntry] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = line.split(":", 7)
+        user = fields[0].strip()
+        if len(fields) < 2 or not user or any(ch.isspace() for ch in user):
+            log.warning("%s:%d: malformed line skipped", source, lineno)
+            continue
+        if _UNDECODABLE.search(line):  # bytes that were not UTF-8 (surrogateescape)
+            log.warning("%s:%d: line is not valid UTF-8, skipped", source, lineno)
+            continue
+        key = user.lower()
+        if key in entries:
+            log.warning("%s:%d: user %s listed again; first entry kept", source, lineno, user)
+            continue
+        fields += [""] * (8 - len(fields))
+        extra: dict[str, str] = {}
+        for token in fields[7].split():
+            name, _, value = token.partition("=")
+            extra[name.lower()] = value
+        entries[key] = PasswdEntry(key, fields[1], *fields[2:7], extra=extra)
+    return entries
+
+
+class PasswdFileAuth:
+    """Dovecot-compatible passwd-file, re-read whenever the file changes (mtime, size or inode).
+
+    Entries without a ``{SCHEME}`` prefix use ``default_scheme`` (Dovecot's passwd-file default
+    is CRYPT). Entries with an empty password, ``nologin`` or ``nopassword`` never authenticate:
+    passwordless logins are not offered. When a store is given, a midb account that is disabled
+    refuses the login too, so ``midb user disable`` works whatever the backend.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, store: Store | None = None,
+                 default_scheme: str = "CRYPT") -> None:
+        self.path = os.fspath(path)
+        self._store = store
+        self._default_scheme = default_scheme
+        self._lock = threading.Lock()
+        self._signature: tuple[int, int, int] | None = (-1, -1, -1)  # never matches a real file
+        self._entries: dict[str, PasswdEntry] = {}
+        self._reload_if_changed()
+
+    def _reload_if_changed(self) -> dict[str, PasswdEntry]:
+        try:
+            st = os.stat(self.path)
+            signature: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            signature = None
+        if signature == self._signature:
+            return self._entries
+        with self._lock:
+            if signature != self._signature:
+                if signature is None:
+                    log.error("passwd-file %s is missing or unreadable; no user can log in", self.path)
+                    self._entries = {}
+                else:
+                    self._entries = self._load()
+                self._signature = signature
+            return self._entries
+
+    def _load(self) -> dict[str, PasswdEntry]:
+        try:
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
+                text = fh.read()
+        except OSError as exc:
+            log.error("passwd-file %s unreadable: %s", self.path, exc)
+            return {}
+        entries = parse_passwd_file(text, self.path)
+        for entry in entries.values():
+            if "nopassword" in entry.extra:
+                log.warning("%s: user %s has nopassword; passwordless logins are refused",
+                            self.path, entry.user)
+        return entries
+
+    def lookup(self, user: str) -> PasswdEntry | None:
+        return self._reload_if_changed().get(user.lower())
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        entry = self.lookup(user)
+        if entry is None or not entry.password:
+            verify_password(password, _DUMMY_HASH)
+            return None
+        if not verify_password(password, entry.password, default_scheme=self._default_scheme):
+            return None
+        if "nologin" in entry.extra or "nopassword" in entry.extra:
+            return None
+        if self._store is not None:
+            try:
+                account = self._store.get_account(entry.user)
+            except InvalidName:
+                return None
+            if account is not None and account.disabled:
+                return None
+        return entry.user
+
+    def exists(self, user: str) -> bool:
+        return self.lookup(user) is not None
+
+
+def make_backend(kind: str, store: Store | None, passwd_file: str | None = None) -> AuthBackend:
+    """Build the backend named by the ``auth_backend`` directive ("midb" or "passwd-file")."""
+    normalized = kind.strip().lower()
+    if normalized == "midb":
+        if store is None:
+            raise ValueError("auth_backend midb needs a store")
+        return MidbAuth(store)
+    if normalized in ("passwd-file", "passwd_file", "passwdfile"):
+        if not passwd_file:
+            raise ValueError("auth_backend passwd-file needs auth_passwd_file")
+        return PasswdFileAuth(passwd_file, store=store)
+    raise ValueError(f"unknown auth_backend {kind!r} (expected midb or passwd-file)")
+
+
+def ensure_account(store: Store, name: str) -> Account:
+    """Return the account ``name``, creating it (with no password of its own) if missing.
+
+    Call only after a backend vouched for the login; mail delivery never creates accounts.
+    """
+    account = store.get_account(name)
+    if account is not None:
+        return account
+    try:
+        return store.create_account(name)
+    except AccountExists:  # another session created it meanwhile
+        account = store.get_account(name)
+        if account is None:
+            raise
+        return account

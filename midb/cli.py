@@ -1,0 +1,714 @@
+"""``midb``: administer the midb store (accounts, ownership, imports, verification, backups).
+
+Settings come from a gximap configuration file (``-c FILE``, default /etc/gromox/imap.cfg when it
+exists), of which only the midb-related directives are read here, with a small key=value reader
+of its own: midb never imports gximap. ``--store DIR`` overrides ``midb_path``.
+
+Every error a user can cause ends with ``midb: error: ...`` on stderr and exit status 1;
+passwords are read from a terminal prompt or from stdin, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, NoReturn
+
+from midb.errors import MidbError, NoSuchAccount
+
+if TYPE_CHECKING:
+    from midb.store import Store
+
+DEFAULT_CONFIG = "/etc/gromox/imap.cfg"
+DEFAULT_MIDB_PATH = "/var/lib/gromox/midb"
+DEFAULT_MAP_SIZE = 8 << 30
+
+log = logging.getLogger("midb")
+
+
+class CliError(Exception):
+    """A user error: reported as ``midb: error: <message>`` with exit status 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+
+
+_TRUE = frozenset({"yes", "on", "true", "1"})
+_FALSE = frozenset({"no", "off", "false", "0"})
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "default_lang",
+                         "data_file_path", "auth_backend", "auth_passwd_file"})
+
+
+def parse_size(text: str) -> int:
+    """``64K`` -> 65536, ``1.5G`` -> 1610612736 (powers of 1024; ``unlimited`` -> 0)."""
+    word = text.strip()
+    if word.lower() in ("unlimited", "none"):
+        return 0
+    match = _SIZE_RE.fullmatch(word)
+    if match is None:
+        raise CliError(f"{text!r} is not a size (a number with optional K/M/G/T suffix)")
+    try:
+        number = Decimal(match[1])
+    except InvalidOperation as exc:
+        raise CliError(f"{text!r} is not a size") from exc
+    return int(number * _SIZE_FACTORS[match[2].lower()])
+
+
+def parse_bool(text: str, where: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise CliError(f"{where}: {text!r} is not a boolean (yes/no, on/off, true/false, 1/0)")
+
+
+def read_config(path: str) -> dict[str, tuple[str, str]]:
+    """The midb-related directives of a Gromox-style ``key = value`` file.
+
+    Keys are case-insensitive, ``#`` starts a comment line, a later line wins. Returns
+    key -> (value, "file:line") so that errors can name where a bad value came from.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    values: dict[str, tuple[str, str]] = {}
+    for lineno, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        key = key.strip().lower()
+        if sep and key in _DIRECTIVES:
+            values[key] = (value.strip(), f"{path}:{lineno}")
+    return values
+
+
+@dataclass(slots=True)
+class Settings:
+    midb_path: str = DEFAULT_MIDB_PATH
+    fsync: bool = True
+    map_size: int = DEFAULT_MAP_SIZE
+    run_dir: str | None = None
+    default_lang: str = "en"
+    data_path: list[str] | None = None
+    auth_backend: str = "midb"
+    auth_passwd_file: str | None = None
+
+
+def load_settings(config: str | None, store_dir: str | None) -> Settings:
+    settings = Settings()
+    path = config if config is not None else (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if path is not None:
+        values = read_config(path)
+        for key, (value, where) in values.items():
+            if key == "midb_path" and value:
+                settings.midb_path = value
+            elif key == "midb_fsync":
+                settings.fsync = parse_bool(value, where)
+            elif key == "midb_map_size":
+                try:
+                    settings.map_size = parse_size(value)
+                except CliError as exc:
+                    raise CliError(f"{where}: {exc}") from None
+            elif key == "midb_run_dir" and value:
+                settings.run_dir = value
+            elif key == "default_lang" and value:
+                settings.default_lang = value
+            elif key == "data_file_path" and value:
+                settings.data_path = [p for p in value.split(":") if p]
+            elif key == "auth_backend" and value:
+                settings.auth_backend = value.lower()
+            elif key == "auth_passwd_file" and value:
+                settings.auth_passwd_file = value
+    if store_dir is not None:
+        settings.midb_path = store_dir
+    return settings
+
+
+def open_store(settings: Settings, *, create: bool = False, readonly: bool = False) -> Store:
+    """Open the store; without ``create``, a missing store is an error instead of a new empty one."""
+    from midb.store import Store
+
+    if not create and not os.path.isdir(os.path.join(settings.midb_path, "index")):
+        raise CliError(f"no midb store at {settings.midb_path} (it is created by 'midb user add')")
+    return Store(settings.midb_path, fsync=settings.fsync, map_size=settings.map_size,
+                 run_dir=settings.run_dir, data_path=settings.data_path,
+                 default_lang=settings.default_lang, readonly=readonly)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _quota_text(quota_bytes: int, quota_messages: int) -> str:
+    size = "unlimited" if not quota_bytes else f"{human_size(quota_bytes)} ({quota_bytes} bytes)"
+    count = "unlimited" if not quota_messages else str(quota_messages)
+    return f"storage {size}, messages {count}"
+
+
+def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _scheme_of(password_hash: str | None) -> str:
+    from midb.passwords import split_scheme
+
+    if not password_hash:
+        return "not set"
+    scheme, _ = split_scheme(password_hash, "CRYPT")
+    return f"set ({(scheme or 'unknown').lower()})"
+
+
+def read_new_password(from_stdin: bool) -> str:
+    """The new password: first line of stdin, or typed twice at a terminal prompt."""
+    if from_stdin:
+        raw = sys.stdin.buffer.readline()
+        try:
+            password = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise CliError("the password on stdin is not valid UTF-8") from exc
+    else:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to ask for the password on; use --password-stdin")
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Retype new password: ") != password:
+            raise CliError("the passwords do not match")
+    if not password:
+        raise CliError("empty passwords are not accepted")
+    if "\x00" in password:
+        raise CliError("the password contains a NUL character")
+    return password
+
+
+def read_existing_hash() -> str:
+    """A password hash in a supported scheme, from the first line of stdin."""
+    from midb.passwords import SUPPORTED_SCHEMES, is_supported_hash
+
+    try:
+        stored = sys.stdin.buffer.readline().decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise CliError("the hash on stdin is not valid UTF-8") from exc
+    if not stored:
+        raise CliError("no password hash on stdin")
+    if not is_supported_hash(stored):
+        raise CliError("unsupported password hash: expected {SCHEME}hash with SCHEME one of "
+                       + ", ".join(SUPPORTED_SCHEMES) + ", or a $scrypt$/$6$/$2y$/$argon2id$ string")
+    return stored
+
+
+def new_password_hash(args: argparse.Namespace) -> str | None:
+    """The hash to store for ``user add``/``user passwd``, from whichever source the options chose."""
+    from midb.passwords import hash_password
+
+    if getattr(args, "no_password", False):
+        return None
+    if args.hash_stdin:
+        return read_existing_hash()
+    return hash_password(read_new_password(args.password_stdin))
+
+
+def _backend_note(settings: Settings) -> None:
+    if settings.auth_backend != "midb":
+        print(f"midb: note: auth_backend is {settings.auth_backend}; logins are not checked "
+              f"against this password", file=sys.stderr)
+
+
+def _account_or_fail(store: Store, name: str) -> str:
+    account = store.get_account(name)
+    if account is None:
+        raise CliError(f"no such account: {name}")
+    return account.name
+
+
+_LANG_RE = re.compile(r"[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*(?:\.[A-Za-z0-9-]+)?")
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
+    if args.lang is not None and not _LANG_RE.fullmatch(args.lang):
+        raise CliError(f"{args.lang!r} is not a language tag")
+    quota_bytes = parse_size(args.quota_bytes) if args.quota_bytes is not None else None
+    password_hash = new_password_hash(args)
+    store = open_store(settings, create=True)
+    try:
+        account = store.create_account(args.name, password_hash=password_hash, lang=args.lang)
+        if quota_bytes is not None or args.quota_messages is not None:
+            changes: dict[str, int] = {}
+            if quota_bytes is not None:
+                changes["quota_bytes"] = quota_bytes
+            if args.quota_messages is not None:
+                changes["quota_messages"] = args.quota_messages
+            account = store.update_account(account.name, **changes)  # type: ignore[arg-type]
+        folders = ", ".join(f.name for f in store.list_folders(account.name))
+    finally:
+        store.close()
+    print(f"created account {account.name} (folders: {folders})")
+    if password_hash is not None:
+        _backend_note(settings)
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    try:
+        name = _account_or_fail(store, args.name)
+        store.update_account(name, password_hash=new_password_hash(args))
+    finally:
+        store.close()
+    print(f"password of {name} changed")
+    _backend_note(settings)
+    return 0
+
+
+def cmd_user_del(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    try:
+        name = _account_or_fail(store, args.name)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"refusing to delete {name} without --yes (no terminal to ask on)")
+            answer = input(f"Delete account {name} and all of its mail? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return 1
+        store.delete_account(name)
+    finally:
+        store.close()
+    print(f"deleted account {name}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings, readonly=True)
+    try:
+        rows = [["NAME", "MESSAGES", "SIZE", "QUOTA", "LANG", "STATE"]]
+        for account in store.list_accounts():
+            size, messages = store.usage(account.name)
+            quota = human_size(account.quota_bytes) if account.quota_bytes else "-"
+            if account.quota_messages:
+                quota += f"/{account.quota_messages} msgs"
+            rows.append([account.name, str(messages), human_size(size), quota, account.lang or "-",
+                         "disabled" if account.disabled else "enabled"])
+    finally:
+        store.close()
+    if len(rows) > 1:
+        print(_table(rows, right=frozenset({1, 2})))
+    return 0
+
+
+def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings, readonly=True)
+    try:
+        account = store.get_account(args.name)
+        if account is None:
+            raise CliError(f"no such account: {args.name}")
+        size, messages = store.usage(account.name)
+        owners = store.owners(account.name)
+        folders = store.list_folders(account.name)
+    finally:
+        store.close()
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(account.created))
+    print(f"name:      {account.name}")
+    print(f"created:   {created}")
+    print(f"language:  {account.lang or f'{settings.default_lang} (default_lang)'}")
+    print(f"disabled:  {'yes' if account.disabled else 'no'}")
+    print(f"password:  {_scheme_of(account.password_hash)}")
+    print(f"quota:     {_quota_text(account.quota_bytes, account.quota_messages)}")
+    print(f"usage:     {messages} messages, {human_size(size)} ({size} bytes)")
+    print(f"owners:    {', '.join(owners) if owners else '(none besides the account itself)'}")
+    print("folders:")
+    rows = [["NAME", "SPECIAL-USE", "MESSAGES", "UNSEEN", "SIZE", "UIDVALIDITY", "UIDNEXT"]]
+    for folder in folders:
+        rows.append([folder.name, folder.special_use or "-", str(folder.messages), str(folder.unseen),
+                     human_size(folder.size), str(folder.uidvalidity), str(folder.uidnext)])
+    print("\n".join("  " + line for line in _table(rows, right=frozenset({2, 3, 4, 5, 6})).splitlines()))
+    return 0
+
+
+def cmd_user_lang(args: argparse.Namespace, settings: Settings) -> int:
+    lang: str | None = args.lang
+    if lang == "default":
+        lang = None
+    elif not _LANG_RE.fullmatch(args.lang):
+        raise CliError(f"{args.lang!r} is not a language tag")
+    store = open_store(settings)
+    try:
+        name = _account_or_fail(store, args.name)
+        store.update_account(name, lang=lang)
+    finally:
+        store.close()
+    print(f"language of {name} set to {lang or f'the default ({settings.default_lang})'}")
+    return 0
+
+
+def cmd_user_quota(args: argparse.Namespace, settings: Settings) -> int:
+    changes: dict[str, int] = {}
+    if args.bytes is not None:
+        changes["quota_bytes"] = parse_size(args.bytes)
+    if args.messages is not None:
+        if args.messages < 0:
+            raise CliError("--messages must not be negative (0 means unlimited)")
+        changes["quota_messages"] = args.messages
+    store = open_store(settings, readonly=not changes)
+    try:
+        name = _account_or_fail(store, args.name)
+        account = store.update_account(name, **changes) if changes else store.get_account(name)  # type: ignore[arg-type]
+        assert account is not None
+    finally:
+        store.close()
+    print(f"quota of {name}: {_quota_text(account.quota_bytes, account.quota_messages)}")
+    return 0
+
+
+def _set_disabled(args: argparse.Namespace, settings: Settings, disabled: bool) -> int:
+    store = open_store(settings)
+    try:
+        name = _account_or_fail(store, args.name)
+        store.update_account(name, disabled=disabled)
+    finally:
+        store.close()
+    print(f"account {name} {'disabled' if disabled else 'enabled'}")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace, settings: Settings) -> int:
+    return _set_disabled(args, settings, True)
+
+
+def cmd_user_enable(args: argparse.Namespace, settings: Settings) -> int:
+    return _set_disabled(args, settings, False)
+
+
+def cmd_owner_grant(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    try:
+        mailbox, actor = _account_or_fail(store, args.mailbox), _account_or_fail(store, args.actor)
+        if mailbox == actor:
+            raise CliError("an account always owns its own mailbox")
+        store.grant_owner(mailbox, actor)
+    finally:
+        store.close()
+    print(f"{actor} now owns the mailbox {mailbox} (login as {actor}!{mailbox})")
+    return 0
+
+
+def cmd_owner_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    try:
+        mailbox, actor = _account_or_fail(store, args.mailbox), args.actor.lower()
+        if actor not in store.owners(mailbox):
+            raise CliError(f"{actor} is not an owner of {mailbox}")
+        store.revoke_owner(mailbox, actor)
+    finally:
+        store.close()
+    print(f"{actor} no longer owns the mailbox {mailbox}")
+    return 0
+
+
+def cmd_owner_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings, readonly=True)
+    try:
+        mailbox = _account_or_fail(store, args.mailbox)
+        owners = store.owners(mailbox)
+    finally:
+        store.close()
+    for owner in owners:
+        print(owner)
+    return 0
+
+
+def _print_folder_report(report: object) -> None:
+    from midb.importer import FolderReport
+
+    assert isinstance(report, FolderReport)
+    print(report.summary())
+    for note in report.notes:
+        print(f"  note: {note}")
+
+
+def cmd_import_mbox(args: argparse.Namespace, settings: Settings) -> int:
+    from midb.importer import import_mbox
+
+    store = open_store(settings)
+    try:
+        account = _account_or_fail(store, args.account)
+        report = import_mbox(store, account, args.folder, args.file,
+                             variant="mboxo" if args.mboxo else "mboxrd", crlf=not args.keep_line_endings)
+    finally:
+        store.close()
+    _print_folder_report(report)
+    return 0 if report.complete and not report.failed else 1
+
+
+def cmd_import_maildir(args: argparse.Namespace, settings: Settings) -> int:
+    from midb.importer import import_maildir, import_maildir_tree
+
+    store = open_store(settings)
+    try:
+        account = _account_or_fail(store, args.account)
+        if args.into is not None:
+            folder_report = import_maildir(store, account, args.into, args.dir, crlf=not args.keep_line_endings)
+            _print_folder_report(folder_report)
+            return 0 if folder_report.complete and not folder_report.failed else 1
+        report = import_maildir_tree(store, account, args.dir, crlf=not args.keep_line_endings)
+    finally:
+        store.close()
+    for folder_report in report.folders:
+        _print_folder_report(folder_report)
+    for problem in report.problems:
+        print(f"midb: problem: {problem}", file=sys.stderr)
+    print(f"total: {report.imported} imported, {report.skipped} skipped, {report.failed} failed, "
+          f"{len(report.folders)} folders")
+    return 0 if not report.problems and not report.failed else 1
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings, readonly=not args.repair)
+    try:
+        problems = store.verify(repair=args.repair)
+        for problem in problems:
+            print(problem)
+        remaining = store.verify(repair=False) if args.repair and problems else problems
+    finally:
+        store.close()
+    if args.repair and problems:
+        print(f"{len(problems)} problems found, {len(problems) - len(remaining)} repaired, "
+              f"{len(remaining)} remain")
+        for problem in remaining:
+            print(f"remaining: {problem}")
+    elif not problems:
+        print("store is consistent")
+    else:
+        print(f"{len(problems)} problems found (run 'midb verify --repair' to fix what can be fixed)")
+    return 1 if remaining else 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    dest = args.dest
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise CliError(f"{dest} exists and is not an empty directory")
+    store = open_store(settings, readonly=True)
+    try:
+        store.backup(dest)
+    finally:
+        store.close()
+    print(f"backup written to {dest}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings, readonly=True)
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    width = max((len(key) for key in stats), default=0)
+    for key, value in stats.items():
+        shown = f"{value} ({human_size(value)})" if key.endswith("bytes") and value >= 1024 else str(value)
+        print(f"{key.ljust(width)}  {shown}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# argument parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors: the usage line, then ``midb: error: ...``, exit status 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"midb: error: {message}\n")
+
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help=f"gximap configuration file to take midb settings from "
+                             f"(default: {DEFAULT_CONFIG} if it exists)")
+    parser.add_argument("--store", metavar="DIR", default=default,
+                        help="midb store directory (overrides midb_path)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="midb", allow_abbrev=False,
+                     description="Administer the midb message store used by gximap.")
+    _global_options(parser, None)
+    parser.add_argument("--version", action="version", version=f"midb (gximap) {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def leaf(group: argparse._SubParsersAction[_Parser], name: str, handler: Handler,
+             text: str) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=text, description=text, allow_abbrev=False)
+        _global_options(sub, argparse.SUPPRESS)  # global options also accepted after the command
+        sub.set_defaults(handler=handler)
+        return sub
+
+    user = commands.add_parser("user", help="manage accounts", description="Manage accounts.",
+                               allow_abbrev=False).add_subparsers(dest="action", metavar="ACTION",
+                                                                   required=True)
+    sub = leaf(user, "add", cmd_user_add, "create an account with its INBOX and special folders")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--lang", metavar="L", help="language of the folder names and of the user")
+    sub.add_argument("--quota-bytes", metavar="SIZE", help="storage quota (K/M/G/T suffixes; 0 = unlimited)")
+    sub.add_argument("--quota-messages", metavar="N", type=_non_negative, help="message count quota")
+    _password_options(sub, allow_none=True)
+    sub = leaf(user, "passwd", cmd_user_passwd, "set an account's password")
+    sub.add_argument("name", metavar="NAME")
+    _password_options(sub, allow_none=False)
+    sub = leaf(user, "del", cmd_user_del, "delete an account and all of its mail")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    leaf(user, "list", cmd_user_list, "list accounts with usage and quota")
+    sub = leaf(user, "show", cmd_user_show, "show an account: folders, usage, quota, owners, language")
+    sub.add_argument("name", metavar="NAME")
+    sub = leaf(user, "lang", cmd_user_lang, "set an account's language ('default' to follow default_lang)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("lang", metavar="LANG")
+    sub = leaf(user, "quota", cmd_user_quota, "show or set an account's quota (0 = unlimited)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--bytes", metavar="SIZE", help="storage quota, e.g. 500M or 2G")
+    sub.add_argument("--messages", metavar="N", type=_non_negative, help="message count quota")
+    sub = leaf(user, "disable", cmd_user_disable, "refuse logins to an account (its mail is kept)")
+    sub.add_argument("name", metavar="NAME")
+    sub = leaf(user, "enable", cmd_user_enable, "allow logins to a disabled account again")
+    sub.add_argument("name", metavar="NAME")
+
+    owner = commands.add_parser("owner", help="manage store ownership (actor!mailbox logins)",
+                                description="Manage store ownership: an owner may log in as "
+                                            "ACTOR!MAILBOX with its own password.",
+                                allow_abbrev=False).add_subparsers(dest="action", metavar="ACTION",
+                                                                    required=True)
+    for name, handler, text in (("grant", cmd_owner_grant, "let ACTOR open MAILBOX"),
+                                ("revoke", cmd_owner_revoke, "take ownership of MAILBOX away from ACTOR")):
+        sub = leaf(owner, name, handler, text)
+        sub.add_argument("mailbox", metavar="MAILBOX")
+        sub.add_argument("actor", metavar="ACTOR")
+    sub = leaf(owner, "list", cmd_owner_list, "list the owners of MAILBOX")
+    sub.add_argument("mailbox", metavar="MAILBOX")
+
+    imports = commands.add_parser("import", help="import mail from mbox or Maildir",
+                                  description="Import mail, keeping UIDs, flags, keywords and dates.",
+                                  allow_abbrev=False).add_subparsers(dest="action", metavar="ACTION",
+                                                                      required=True)
+    sub = leaf(imports, "mbox", cmd_import_mbox, "import an mbox file into a folder (created if missing)")
+    sub.add_argument("account", metavar="ACCOUNT")
+    sub.add_argument("folder", metavar="FOLDER")
+    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("--mboxo", action="store_true",
+                     help="the file is mboxo: unquote only '>From ' (default: mboxrd, '>>From ' too)")
+    sub.add_argument("--keep-line-endings", action="store_true",
+                     help="store bodies as found instead of converting bare LF to CRLF")
+    sub = leaf(imports, "maildir", cmd_import_maildir,
+               "import a (Dovecot) Maildir++ tree: root = INBOX, .Sub.Folder = Sub/Folder")
+    sub.add_argument("account", metavar="ACCOUNT")
+    sub.add_argument("dir", metavar="DIR")
+    sub.add_argument("--into", metavar="FOLDER",
+                     help="import DIR as a single Maildir into FOLDER, ignoring subfolders")
+    sub.add_argument("--keep-line-endings", action="store_true",
+                     help="store bodies as found instead of converting bare LF to CRLF")
+
+    sub = leaf(commands, "verify", cmd_verify, "check the store's consistency (exit 1 if problems remain)")
+    sub.add_argument("--repair", action="store_true", help="repair what can be repaired")
+    sub = leaf(commands, "backup", cmd_backup, "write a consistent copy of the store to DEST")
+    sub.add_argument("dest", metavar="DEST")
+    leaf(commands, "stats", cmd_stats, "print store totals: accounts, folders, messages, bytes")
+    return parser
+
+
+def _password_options(parser: argparse.ArgumentParser, *, allow_none: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of stdin instead of prompting")
+    group.add_argument("--hash-stdin", action="store_true",
+                       help="read an existing password hash (e.g. {SHA512-CRYPT}$6$... from Dovecot) "
+                            "from stdin")
+    if allow_none:
+        group.add_argument("--no-password", action="store_true",
+                           help="no password: logins only through another auth_backend")
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative (0 means unlimited)")
+    return value
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("gximap")
+    except (ImportError, PackageNotFoundError):
+        return "unknown"
+
+
+class _LogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"midb: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+    try:
+        settings = load_settings(args.config, args.store)
+        return int(args.handler(args, settings))
+    except (CliError, NoSuchAccount) as exc:
+        print(f"midb: error: {exc}", file=sys.stderr)
+    except MidbError as exc:
+        print(f"midb: error: {exc or type(exc).__name__}", file=sys.stderr)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"midb: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("midb: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        log.removeHandler(handler)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""The LMDB environment behind a Store: named databases, read transactions and group-committed writes.
+
+py-lmdb refuses to open one environment twice in a process, so environments live in a process-wide
+registry keyed by the index directory's real path and are reference counted: several Store objects on
+the same path share one SharedEnv.
+
+Writes go through SharedEnv.write(job). Concurrent writers in one process are batched: the first
+thread to arrive becomes the leader, runs every queued job in one LMDB write transaction (each job
+in a nested transaction, so a job that raises is rolled back alone) and commits once. With sync on,
+one commit costs two fsyncs however many appends it carries. LMDB itself serialises writers across
+processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import lmdb
+
+from midb.errors import MidbError, StoreBusy
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+DB_NAMES = (
+    "meta",            # b"schema" -> u32 version
+    "counters",        # global sequences: next account id, last uidvalidity, per-account next folder id
+    "accounts",        # account id -> account record
+    "account_names",   # lowercased name -> account id
+    "usage",           # account id -> (bytes, messages)
+    "owners",          # (mailbox id, actor id) -> b""
+    "folders",         # (account, folder) -> folder record
+    "folder_names",    # (account, name) -> folder id
+    "subscriptions",   # (account, name) -> b""
+    "messages",        # (account, folder, uid) -> message record
+    "modseqs",         # (account, folder, modseq, uid) -> b"": changes_since in O(changes)
+    "tombstones",      # (account, folder, modseq, uid) -> b"": expunged UIDs for QRESYNC
+    "blobs",           # blob id (16 bytes) -> (refcount, size)
+    "digests",         # blob id -> midb.mime.encode_digest(...)
+)
+
+T = TypeVar("T")
+
+
+class Databases:
+    """Handles of the named databases (valid for the environment's lifetime)."""
+
+    __slots__ = DB_NAMES
+
+    meta: Any
+    counters: Any
+    accounts: Any
+    account_names: Any
+    usage: Any
+    owners: Any
+    folders: Any
+    folder_names: Any
+    subscriptions: Any
+    messages: Any
+    modseqs: Any
+    tombstones: Any
+    blobs: Any
+    digests: Any
+
+
+class WriteEffects:
+    """What a write job wants done after its transaction commits (never before)."""
+
+    __slots__ = ("changes", "unlink")
+
+    def __init__(self) -> None:
+        # (account id, folder id) -> (account name, highest modseq written in this job)
+        self.changes: dict[tuple[int, int], tuple[str, int]] = {}
+        self.unlink: list[str] = []   # body ids whose refcount reached 0
+
+    def changed(self, account_id: int, account_name: str, folder_id: int, modseq: int) -> None:
+        key = (account_id, folder_id)
+        previous = self.changes.get(key)
+        if previous is None or previous[1] < modseq:
+            self.changes[key] = (account_name, modseq)
+
+    def unlink_blob(self, blob: str) -> None:
+        self.unlink.append(blob)
+
+
+WriteJob = Callable[[Any, Databases, WriteEffects], T]
+
+
+class _Pending:
+    __slots__ = ("job", "durable", "effects", "result", "error", "done")
+
+    def __init__(self, job: WriteJob[Any], durable: bool) -> None:
+        self.job = job
+        self.durable = durable
+        self.effects = WriteEffects()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+def translate_lmdb_error(error: lmdb.Error) -> MidbError:
+    if isinstance(error, lmdb.MapFullError):
+        return StoreBusy("message store is full (LMDB map size reached)")
+    if isinstance(error, lmdb.ReadersFullError):
+        return StoreBusy("too many concurrent readers")
+    if isinstance(error, lmdb.MapResizedError):
+        return StoreBusy("store map was resized by another process")
+    if isinstance(error, (lmdb.LockError, lmdb.TlsFullError)):
+        return StoreBusy(str(error))
+    return MidbError(f"LMDB error: {error}")
+
+
+@contextlib.contextmanager
+def lmdb_errors() -> Iterator[None]:
+    try:
+        yield
+    except lmdb.Error as error:
+        raise translate_lmdb_error(error) from error
+
+
+class SharedEnv:
+    """One open LMDB environment plus the state every Store on it shares in this process."""
+
+    def __init__(self, index_dir: str, *, readonly: bool, sync: bool, map_size: int) -> None:
+        self.index_dir = index_dir
+        self.readonly = readonly
+        self.synced = sync
+        self.refs = 0
+        self.stale = False          # set in a forked child: this env must not be used there
+        self.notifiers: dict[str, Any] = {}   # run dir -> events.Notifier (managed by midb.events)
+        self.notifiers_lock = threading.Lock()
+        with lmdb_errors():
+            self.env = lmdb.open(
+                index_dir, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
+                metasync=sync, sync=sync, max_dbs=len(DB_NAMES) + 2, max_readers=1024, lock=True,
+                readahead=False, meminit=False, mode=0o750,
+            )
+        try:
+            self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
+            self.dbs = Databases()
+            if readonly:
+                with self.env.begin() as txn:
+                    for name in DB_NAMES:
+                        try:
+                            setattr(self.dbs, name, self.env.open_db(name.encode(), txn=txn, create=False))
+                        except lmdb.NotFoundError:
+                            raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") \
+                                from None
+            else:
+                with self.env.begin(write=True) as txn:
+                    for name in DB_NAMES:
+                        setattr(self.dbs, name, self.env.open_db(name.encode(), txn=txn, create=True))
+            self._check_schema()
+        except BaseException:
+            self.env.close()
+            raise
+        self._queue: list[_Pending] = []
+        self._queue_cv = threading.Condition(threading.Lock())
+        self._leader_active = False
+
+    def _check_schema(self) -> None:
+        with self.env.begin(write=not self.readonly) as txn:
+            raw = txn.get(b"schema", db=self.dbs.meta)
+            if raw is None:
+                if self.readonly:
+                    raise MidbError(f"{self.index_dir}: not an initialised midb store")
+                txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
+            elif int.from_bytes(raw, "big") != SCHEMA_VERSION:
+                raise MidbError(f"{self.index_dir}: unsupported schema version {int.from_bytes(raw, 'big')}")
+
+    # ---- transactions -------------------------------------------------------------------------
+
+    def read(self) -> lmdb.Transaction:
+        """A read-only snapshot; use as a context manager (`with shared.read() as txn:`)."""
+        try:
+            return self.env.begin()
+        except lmdb.Error as error:
+            raise translate_lmdb_error(error) from error
+
+    def write(self, job: WriteJob[T], *, durable: bool) -> tuple[T, WriteEffects]:
+        """Run job(txn, dbs, effects) in a committed write transaction; returns (result, effects).
+
+        The job may run in a batch with other threads' jobs; it must do all its reads and writes
+        through the transaction it is given and must not block on anything else.
+        """
+        pending = _Pending(job, durable)
+        with self._queue_cv:
+            self._queue.append(pending)
+            while not pending.done and self._leader_active:
+                self._queue_cv.wait()
+            if not pending.done:
+                self._leader_active = True
+                batch, self._queue = self._queue, []
+        if not pending.done:
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._queue_cv:
+                    self._leader_active = False
+                    self._queue_cv.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result, pending.effects
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            txn = self.env.begin(write=True)
+        except lmdb.Error as error:
+            self._fail(batch, translate_lmdb_error(error))
+            return
+        except BaseException as error:
+            self._fail(batch, error)
+            return
+        try:
+            if len(batch) == 1:
+                only = batch[0]
+                try:
+                    only.result = only.job(txn, self.dbs, only.effects)
+                except BaseException as error:
+                    txn.abort()
+                    only.error = translate_lmdb_error(error) if isinstance(error, lmdb.Error) else error
+                    only.done = True
+                    return
+            else:
+                for pending in batch:
+                    child = self.env.begin(write=True, parent=txn)
+                    try:
+                        pending.result = pending.job(child, self.dbs, pending.effects)
+                        child.commit()
+                    except BaseException as error:
+                        child.abort()
+                        pending.error = translate_lmdb_error(error) if isinstance(error, lmdb.Error) else error
+                        pending.done = True
+            txn.commit()
+            if not self.synced and any(p.durable for p in batch):
+                # This Store wants durability but shares an env another Store opened with sync off.
+                self.env.sync(True)
+        except BaseException as error:
+            with contextlib.suppress(lmdb.Error):
+                txn.abort()
+            failure = translate_lmdb_error(error) if isinstance(error, lmdb.Error) else error
+            self._fail([p for p in batch if not p.done], failure)
+            return
+        for pending in batch:
+            pending.done = True
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: BaseException) -> None:
+        for pending in batch:
+            pending.error = error
+            pending.effects = WriteEffects()
+            pending.done = True
+
+
+# ---- process-wide registry ---------------------------------------------------------------------
+
+_registry: dict[str, SharedEnv] = {}
+_registry_lock = threading.Lock()
+# Environments inherited across fork(): never used or closed in the child (closing would touch the
+# parent's locks), just kept referenced so their destructors never run.
+_abandoned: list[SharedEnv] = []
+
+
+def acquire(index_dir: str, *, readonly: bool, sync: bool, map_size: int) -> SharedEnv:
+    key = os.path.realpath(index_dir)
+    with _registry_lock:
+        shared = _registry.get(key)
+        if shared is None:
+            shared = SharedEnv(key, readonly=readonly, sync=sync, map_size=map_size)
+            _registry[key] = shared
+        elif shared.readonly and not readonly:
+            raise MidbError(f"{key} is already open read-only in this process")
+        shared.refs += 1
+        return shared
+
+
+def release(shared: SharedEnv, close_hook: Callable[[SharedEnv], None] | None = None) -> None:
+    with _registry_lock:
+        if shared.stale:
+            return
+        shared.refs -= 1
+        if shared.refs > 0:
+            return
+        if _registry.get(shared.index_dir) is shared:
+            del _registry[shared.index_dir]
+    if close_hook is not None:
+        close_hook(shared)
+    # Let a leader finish its batch before the environment goes away.
+    with shared._queue_cv:
+        while shared._leader_active:
+            shared._queue_cv.wait()
+    shared.env.close()
+
+
+def _forget_after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for shared in _registry.values():
+        shared.stale = True
+        _abandoned.append(shared)
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,71 @@
+"""Exceptions raised by the midb store (see specs/midb_api.md).
+
+Every error a caller can provoke with bad input or a transient condition is a MidbError subclass, so
+front ends can map them to IMAP/LMTP replies without catching bare exceptions.
+"""
+
+from __future__ import annotations
+
+
+class MidbError(Exception):
+    """Base class of every error midb raises on purpose."""
+
+
+class NoSuchAccount(MidbError):
+    pass
+
+
+class AccountExists(MidbError):
+    pass
+
+
+class NoSuchFolder(MidbError):
+    pass
+
+
+class FolderExists(MidbError):
+    pass
+
+
+class HasChildren(MidbError):
+    """delete_folder refused: the folder has inferior folders (Dovecot-like rule)."""
+
+
+# The contract names this refusal both ways; one class serves both names.
+FolderNotEmpty = HasChildren
+
+
+class InvalidName(MidbError):
+    """Bad folder or account name (NUL, "..", empty component, too long, leading "/", ...)."""
+
+
+class InvalidArgument(MidbError):
+    """A malformed argument other than a name: a flag, a STORE mode, a UID, a body id, ..."""
+
+
+class InvalidFlag(InvalidArgument):
+    """A flag that is neither a known system flag nor a valid keyword atom."""
+
+
+class NoSuchBody(MidbError):
+    """The body file or body id does not exist."""
+
+
+class OverQuota(MidbError):
+    """The operation would exceed the account quota; .resource is "STORAGE" or "MESSAGE"."""
+
+    def __init__(self, resource: str, message: str | None = None) -> None:
+        super().__init__(message or f"quota exceeded ({resource})")
+        self.resource = resource
+
+
+class TooBig(MidbError):
+    """The message exceeds the store's maximum message size."""
+
+
+class StoreBusy(MidbError):
+    """Transient condition (map full, reader table full, lock trouble): retry later, answer 4xx."""
+
+
+class ReadOnlyStore(MidbError):
+    """A write was attempted on a Store opened with readonly=True."""

@@ -1,0 +1,310 @@
+"""Change notifications: in-process callbacks and unix datagrams between processes.
+
+Every committed change yields (account id, folder id, highest modseq) events. They are delivered
+ * in this process: inline, by the committing thread, right after the commit (no midb lock held);
+ * to other processes: as one small datagram per commit to every socket in <run_dir>/notify/.
+A process binds its socket (<pid>-<random>.sock) only once something watches, and runs one daemon
+thread blocked in recv() -- no polling.
+
+Datagrams are sent non-blocking and dropped when a receiver's queue is full (EAGAIN). That is safe
+because a notification carries no state of its own: it only says "look again". A watcher re-reads the
+store with changes_since(last modseq it saw), so the next notification (or the session's next
+command) brings it fully up to date, however many notifications were lost before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import secrets
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable
+
+from midb.env import SharedEnv
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[str, int, int], None]
+
+MAGIC = b"MDBN"
+STOP = b"MDBX"
+EVENT = struct.Struct(">IIQ")          # account id, folder id, highest modseq
+MAX_EVENTS_PER_DATAGRAM = 256
+SOCKET_SUFFIX = ".sock"
+# sun_path holds 108 bytes; longer paths are reached through /proc/self/fd/<dirfd>/<name>.
+MAX_SUN_PATH = 100
+RECV_BUFFER = 1 << 20
+
+
+class WatchHandle:
+    """Returned by Store.watch(); cancel() stops the callbacks (idempotent)."""
+
+    def __init__(self, notifier: Notifier, account_id: int, token: int) -> None:
+        self._notifier = notifier
+        self._account_id = account_id
+        self._token = token
+        self._cancelled = False
+
+    @property
+    def active(self) -> bool:
+        return not self._cancelled
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self._notifier._unwatch(self._account_id, self._token)
+
+    def __enter__(self) -> WatchHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class Notifier:
+    """Watchers and the notification socket of one run directory in this process."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.notify_dir = os.path.join(run_dir, "notify")
+        self.refs = 0
+        self._lock = threading.Lock()
+        self._watchers: dict[int, dict[int, tuple[str, Callback]]] = {}
+        self._tokens = itertools.count(1)
+        self._receiver: socket.socket | None = None
+        self._receiver_name: str | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._sender: socket.socket | None = None
+        self._dir_fd: int | None = None
+
+    # ---- watching -------------------------------------------------------------------------------
+
+    def watch(self, account_id: int, account_name: str, callback: Callback) -> WatchHandle:
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("notifier closed")
+            token = next(self._tokens)
+            self._watchers.setdefault(account_id, {})[token] = (account_name, callback)
+            if self._receiver is None:
+                try:
+                    self._start_receiver()
+                except OSError as error:
+                    # In-process callbacks still work; other processes' changes are then seen at the
+                    # session's next command only.
+                    log.warning("cannot bind notification socket in %s: %s", self.notify_dir, error)
+        return WatchHandle(self, account_id, token)
+
+    def _unwatch(self, account_id: int, token: int) -> None:
+        with self._lock:
+            callbacks = self._watchers.get(account_id)
+            if callbacks is not None:
+                callbacks.pop(token, None)
+                if not callbacks:
+                    del self._watchers[account_id]
+
+    def watching(self) -> int:
+        with self._lock:
+            return sum(len(callbacks) for callbacks in self._watchers.values())
+
+    # ---- publishing -----------------------------------------------------------------------------
+
+    def publish(self, events: Iterable[tuple[int, int, int]], *, remote: bool = True) -> None:
+        """Deliver committed changes: local callbacks now, then one datagram to each peer."""
+        events = list(events)
+        if not events:
+            return
+        self.dispatch(events)
+        if remote:
+            self._broadcast(events)
+
+    def dispatch(self, events: Iterable[tuple[int, int, int]]) -> None:
+        """Call the local callbacks for these events (never while holding the notifier lock)."""
+        calls: list[tuple[Callback, str, int, int]] = []
+        with self._lock:
+            for account_id, folder_id, modseq in events:
+                for name, callback in (self._watchers.get(account_id) or {}).values():
+                    calls.append((callback, name, folder_id, modseq))
+        for callback, name, folder_id, modseq in calls:
+            try:
+                callback(name, folder_id, modseq)
+            except Exception:
+                log.exception("midb watch callback %r failed", callback)
+
+    def _broadcast(self, events: list[tuple[int, int, int]]) -> None:
+        try:
+            peers = os.listdir(self.notify_dir)
+        except OSError:
+            return
+        own = self._receiver_name
+        peers = [name for name in peers if name.endswith(SOCKET_SUFFIX) and name != own]
+        if not peers:
+            return
+        datagrams = [
+            MAGIC + b"".join(EVENT.pack(*event) for event in events[start:start + MAX_EVENTS_PER_DATAGRAM])
+            for start in range(0, len(events), MAX_EVENTS_PER_DATAGRAM)
+        ]
+        sender = self._sender_socket()
+        if sender is None:
+            return
+        for name in peers:
+            address = self._address(name)
+            for datagram in datagrams:
+                try:
+                    sender.sendto(datagram, address)
+                except BlockingIOError:
+                    break   # receiver behind: it catches up on its next notification (see module doc)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    self._remove_stale(name)
+                    break
+                except OSError as error:
+                    if error.errno in (errno.ENOBUFS, errno.EAGAIN):
+                        break
+                    log.debug("notify %s: %s", name, error)
+                    break
+
+    def _remove_stale(self, name: str) -> None:
+        # ECONNREFUSED: the socket file exists but nobody is bound to it -- its process is gone.
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.notify_dir, name))
+
+    def _sender_socket(self) -> socket.socket | None:
+        if self._sender is None:
+            with self._lock:
+                if self._sender is None:
+                    try:
+                        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    except OSError as error:
+                        log.warning("cannot create notification sender socket: %s", error)
+                        return None
+                    sender.setblocking(False)
+                    self._sender = sender
+        return self._sender
+
+    def _address(self, name: str) -> str:
+        full = os.path.join(self.notify_dir, name)
+        if len(os.fsencode(full)) <= MAX_SUN_PATH:
+            return full
+        if self._dir_fd is None:
+            with self._lock:
+                if self._dir_fd is None:
+                    self._dir_fd = os.open(self.notify_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._dir_fd}/{name}"
+
+    # ---- receiving ------------------------------------------------------------------------------
+
+    def _start_receiver(self) -> None:
+        """Bind our socket and start the receiver thread (caller holds self._lock)."""
+        os.makedirs(self.notify_dir, mode=0o770, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}{SOCKET_SUFFIX}"
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):
+                receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            full = os.path.join(self.notify_dir, name)
+            if len(os.fsencode(full)) <= MAX_SUN_PATH:
+                receiver.bind(full)
+            else:
+                if self._dir_fd is None:
+                    self._dir_fd = os.open(self.notify_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                receiver.bind(f"/proc/self/fd/{self._dir_fd}/{name}")
+        except BaseException:
+            receiver.close()
+            raise
+        self._receiver = receiver
+        self._receiver_name = name
+        self._thread = threading.Thread(target=self._receive_loop, args=(receiver,),
+                                        name="midb-notify", daemon=True)
+        self._thread.start()
+
+    def _receive_loop(self, receiver: socket.socket) -> None:
+        while True:
+            try:
+                data = receiver.recv(65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            if self._closing or data == STOP:
+                return
+            if not data.startswith(MAGIC) or (len(data) - len(MAGIC)) % EVENT.size:
+                continue
+            events = [event for event in EVENT.iter_unpack(data[len(MAGIC):])]
+            try:
+                self.dispatch(events)
+            except Exception:   # never let the receiver thread die
+                log.exception("midb notification dispatch failed")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            receiver, self._receiver = self._receiver, None
+            name, self._receiver_name = self._receiver_name, None
+            thread, self._thread = self._thread, None
+            self._watchers.clear()
+        if receiver is not None and name is not None:
+            try:
+                waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                try:
+                    waker.sendto(STOP, self._address(name))
+                finally:
+                    waker.close()
+            except OSError:
+                with contextlib.suppress(OSError):
+                    receiver.shutdown(socket.SHUT_RDWR)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+            receiver.close()
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.notify_dir, name))
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+        if self._dir_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._dir_fd)
+            self._dir_fd = None
+
+
+def attach(shared: SharedEnv, run_dir: str) -> Notifier:
+    """The process-wide Notifier for run_dir on this SharedEnv (reference counted)."""
+    key = os.path.realpath(run_dir)
+    lock = shared.notifiers_lock
+    notifiers: dict[str, Notifier] = shared.notifiers
+    with lock:
+        notifier = notifiers.get(key)
+        if notifier is None:
+            notifier = Notifier(key)
+            notifiers[key] = notifier
+        notifier.refs += 1
+        return notifier
+
+
+def detach(shared: SharedEnv, notifier: Notifier) -> None:
+    lock = shared.notifiers_lock
+    notifiers: dict[str, Notifier] = shared.notifiers
+    with lock:
+        notifier.refs -= 1
+        if notifier.refs > 0:
+            return
+        for key, value in list(notifiers.items()):
+            if value is notifier:
+                del notifiers[key]
+    notifier.close()
+
+
+def publish_all(shared: SharedEnv, events: list[tuple[int, int, int]]) -> None:
+    """Publish committed changes through every notifier of this process on the environment."""
+    with shared.notifiers_lock:
+        notifiers: list[Notifier] = list(shared.notifiers.values())
+    sent_dirs: set[str] = set()
+    for notifier in notifiers:
+        remote = notifier.notify_dir not in sent_dirs
+        sent_dirs.add(notifier.notify_dir)
+        notifier.publish(events, remote=remote)

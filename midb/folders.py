@@ -1,0 +1,146 @@
+"""Folder names, folder records and the FolderInfo data class.
+
+Folder record (value of (account, folder) in the `folders` database):
+
+    >IIIQBIIIQIB  parent id (0 = none), uidvalidity, uidnext, highestmodseq, special-use code,
+                  messages, unseen, deleted, size, recent_floor, state bits
+    ...           full folder name, UTF-8
+
+The counters live in the record and are updated in the same transaction as the messages they count.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from midb.errors import InvalidArgument, InvalidName
+
+SEPARATOR = "/"
+INBOX = "INBOX"
+# LMDB keys are limited to 511 bytes; folder-name keys carry a 4-byte account prefix.
+MAX_NAME_BYTES = 480
+MAX_DEPTH = 64
+
+# RFC 6154 attributes (plus \All, \Flagged), canonical spelling; code 0 = none.
+SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+_SPECIAL_CODES = {name.lower(): index + 1 for index, name in enumerate(SPECIAL_USES)}
+
+RECORD = struct.Struct(">IIIQBIIIQIB")
+STATE_HELD_MESSAGES = 1   # the folder has held a message at some point (set_uidvalidity refuses then)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderInfo:
+    id: int
+    name: str
+    parent_id: int | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    subscribed: bool
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+    recent_floor: int
+
+
+class FolderRecord:
+    """Mutable working copy of a folder record inside a write transaction."""
+
+    __slots__ = ("id", "name", "parent_id", "uidvalidity", "uidnext", "highestmodseq", "special",
+                 "messages", "unseen", "deleted", "size", "recent_floor", "state")
+
+    def __init__(self, folder_id: int, name: str, parent_id: int, uidvalidity: int, uidnext: int = 1,
+                 highestmodseq: int = 1, special: int = 0, messages: int = 0, unseen: int = 0,
+                 deleted: int = 0, size: int = 0, recent_floor: int = 0, state: int = 0) -> None:
+        self.id = folder_id
+        self.name = name
+        self.parent_id = parent_id
+        self.uidvalidity = uidvalidity
+        self.uidnext = uidnext
+        self.highestmodseq = highestmodseq
+        self.special = special
+        self.messages = messages
+        self.unseen = unseen
+        self.deleted = deleted
+        self.size = size
+        self.recent_floor = recent_floor
+        self.state = state
+
+    @classmethod
+    def decode(cls, folder_id: int, raw: bytes) -> FolderRecord:
+        fields = RECORD.unpack_from(raw)
+        name = bytes(raw[RECORD.size:]).decode("utf-8")
+        return cls(folder_id, name, *fields)
+
+    def encode(self) -> bytes:
+        return RECORD.pack(self.parent_id, self.uidvalidity, self.uidnext, self.highestmodseq, self.special,
+                           self.messages, self.unseen, self.deleted, self.size, self.recent_floor,
+                           self.state) + self.name.encode("utf-8")
+
+    def next_modseq(self) -> int:
+        self.highestmodseq += 1
+        return self.highestmodseq
+
+    def info(self, subscribed: bool) -> FolderInfo:
+        return FolderInfo(
+            id=self.id, name=self.name, parent_id=self.parent_id or None, uidvalidity=self.uidvalidity,
+            uidnext=self.uidnext, highestmodseq=self.highestmodseq,
+            special_use=SPECIAL_USES[self.special - 1] if self.special else None, subscribed=subscribed,
+            messages=self.messages, unseen=self.unseen, deleted=self.deleted, size=self.size,
+            recent_floor=self.recent_floor,
+        )
+
+
+def special_use_code(special_use: str | None) -> int:
+    if special_use is None:
+        return 0
+    if not isinstance(special_use, str):
+        raise InvalidArgument(f"invalid special-use attribute {special_use!r}")
+    code = _SPECIAL_CODES.get(special_use.lower())
+    if code is None:
+        raise InvalidArgument(f"unknown special-use attribute {special_use!r}")
+    return code
+
+
+def normalize_name(name: object) -> str:
+    """Validate a folder name and normalise its INBOX component; InvalidName if unacceptable."""
+    if not isinstance(name, str):
+        raise InvalidName("folder name must be a str")
+    if not name:
+        raise InvalidName("empty folder name")
+    parts = name.split(SEPARATOR)
+    if len(parts) > MAX_DEPTH:
+        raise InvalidName("folder hierarchy too deep")
+    for part in parts:
+        if not part:
+            raise InvalidName(f"empty component in folder name {name!r}")
+        if part in (".", ".."):
+            raise InvalidName(f"component {part!r} not allowed in folder name")
+    for char in name:
+        if ord(char) < 0x20 or char == "\x7f":
+            raise InvalidName("control character in folder name")
+    if parts[0].lower() == "inbox":
+        parts[0] = INBOX
+        name = SEPARATOR.join(parts)
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName("folder name is not valid Unicode") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise InvalidName(f"folder name longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def parent_names(name: str) -> list[str]:
+    """Ancestors of a normalised name, outermost first: "a/b/c" -> ["a", "a/b"]."""
+    parts = name.split(SEPARATOR)
+    return [SEPARATOR.join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def parent_name(name: str) -> str | None:
+    head, sep, _ = name.rpartition(SEPARATOR)
+    return head if sep else None

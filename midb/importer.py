@@ -1,0 +1,979 @@
+"""Import mail from mbox files and Maildirs (plain, or Dovecot's) into a midb account.
+
+What clients already synced is kept where the source says it: UIDVALIDITY and UIDs from
+``dovecot-uidlist`` (or ``courierimapuiddb``) and from mbox ``X-IMAPbase``/``X-UID`` headers,
+flags, keywords (``dovecot-keywords``, ``X-Keywords``) and internal dates (Maildir file mtime,
+mbox ``From_`` line). A client holding a cache for that UIDVALIDITY then sees the same mailbox and
+downloads nothing again.
+
+Re-running an import is safe: with UIDs kept, UIDs already present (or below the folder's UIDNEXT)
+are skipped; without UIDs, a message whose exact bytes are already in the folder is skipped.
+
+Bodies are stored with CRLF line endings by default (``normalize_crlf``): Maildir and mbox files
+usually hold bare LF, but IMAP serves messages with CRLF, and the size clients saw (Dovecot's
+``W=`` virtual size) is the CRLF one. Messages that already use CRLF are stored byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import email.utils
+import hashlib
+import logging
+import mmap
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from midb.errors import MidbError, NoSuchAccount, OverQuota, TooBig
+
+if TYPE_CHECKING:
+    from midb.store import FolderInfo, Store
+
+log = logging.getLogger(__name__)
+
+SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+
+# Batches handed to Store.append_many: one transaction each, bounded in count and bytes.
+_BATCH_MESSAGES = 500
+_BATCH_BYTES = 32 << 20
+
+_MAX_UID = 0xFFFFFFFF
+
+
+class ImportFailed(MidbError):
+    """The source cannot be imported (unreadable, not an mbox/Maildir, quota exhausted, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# source model
+
+
+@dataclass(slots=True)
+class SourceMessage:
+    """One message found in a source, with its body loaded only when needed."""
+
+    origin: str                      # file name or "mbox message #n", for reports
+    load: Callable[[], bytes]
+    flags: tuple[str, ...] = ()
+    internaldate: int | None = None
+    tzoffset: int = 0
+    uid: int | None = None
+
+
+@dataclass(slots=True)
+class SourceFolder:
+    """The messages of one source folder plus the UID state it carried (None when unknown)."""
+
+    origin: str
+    messages: list[SourceMessage]
+    uidvalidity: int | None = None
+    nextuid: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def normalize_crlf(data: bytes) -> bytes:
+    """Turn bare LF line ends into CRLF; CRLF and lone CR are left as they are."""
+    lf = data.count(b"\n")
+    if lf == 0 or lf == data.count(b"\r\n"):
+        return data
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+_ATOM_SPECIALS = frozenset('(){ %*"\\]')
+
+
+def valid_keyword(keyword: str) -> bool:
+    """An IMAP flag-keyword: a non-empty atom (RFC 3501 ATOM-CHAR), not a system flag."""
+    return (0 < len(keyword) <= 250 and not keyword.startswith("\\")
+            and all(" " < ch <= "~" and ch not in _ATOM_SPECIALS for ch in keyword))
+
+
+def _keywords(names: Iterable[str], origin: str, notes: list[str] | None) -> list[str]:
+    kept = []
+    for name in names:
+        if valid_keyword(name):
+            kept.append(name)
+        elif notes is not None:
+            notes.append(f"{origin}: keyword {name!r} is not a valid IMAP keyword, dropped")
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# modified UTF-7 (RFC 3501 5.1.3), decoding only: Maildir++ folder names on disk use it
+
+
+def decode_mutf7(name: str) -> str:
+    """Decode an IMAP modified-UTF-7 mailbox name; ValueError when it is not valid mUTF-7."""
+    out: list[str] = []
+    i = 0
+    while i < len(name):
+        ch = name[i]
+        if ch != "&":
+            if not " " <= ch <= "~":
+                raise ValueError(f"character {ch!r} not allowed in modified UTF-7")
+            out.append(ch)
+            i += 1
+            continue
+        end = name.find("-", i + 1)
+        if end < 0:
+            raise ValueError("unterminated modified UTF-7 shift sequence")
+        if end == i + 1:
+            out.append("&")
+        else:
+            chunk = name[i + 1:end].replace(",", "/")
+            try:
+                raw = base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True)
+                if len(raw) % 2:
+                    raise ValueError("odd number of UTF-16 bytes")
+                out.append(raw.decode("utf-16-be"))
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise ValueError(f"bad modified UTF-7 sequence {name[i:end + 1]!r}") from exc
+        i = end + 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# headers
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _header_block_end(data: bytes) -> int:
+    """Offset just past the header block's terminating line (len(data) when there is no body)."""
+    if data.startswith((b"\n", b"\r\n")):
+        return 0
+    match = _HEADER_END.search(data)
+    return match.start() + (2 if data[match.start()] == 0x0D else 1) if match else len(data)
+
+
+def _header_fields(data: bytes, end: int) -> list[tuple[str, bytes, int, int]]:
+    """(lower-case name, unfolded value, start, stop) for each field of data[:end]."""
+    fields: list[tuple[str, bytes, int, int]] = []
+    pos = 0
+    while pos < end:
+        stop = data.find(b"\n", pos, end)
+        stop = end if stop < 0 else stop + 1
+        line = data[pos:stop]
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value, start, _ = fields[-1]
+            fields[-1] = (name, value + b" " + line.strip(), start, stop)
+        else:
+            colon = line.find(b":")
+            if colon > 0:
+                fields.append((line[:colon].strip().decode("latin-1").lower(), line[colon + 1:].strip(), pos, stop))
+        pos = stop
+    return fields
+
+
+def _strip_fields(data: bytes, fields: list[tuple[str, bytes, int, int]], names: frozenset[str]) -> bytes:
+    spans = [(start, stop) for name, _, start, stop in fields if name in names]
+    if not spans:
+        return data
+    parts, pos = [], 0
+    for start, stop in spans:
+        parts.append(data[pos:start])
+        pos = stop
+    parts.append(data[pos:])
+    return b"".join(parts)
+
+
+def _date_header(fields: list[tuple[str, bytes, int, int]]) -> tuple[int, int] | None:
+    for name, value, _, _ in fields:
+        if name == "date":
+            parsed = email.utils.parsedate_tz(value.decode("latin-1"))
+            if parsed is None:
+                return None
+            try:
+                when = email.utils.mktime_tz(parsed)
+            except (OverflowError, ValueError):
+                return None
+            offset = parsed[9] or 0
+            return int(when), offset // 60
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# mbox
+
+
+# Dovecot hides these mbox bookkeeping headers from IMAP clients; so do we.
+MBOX_HIDDEN_HEADERS = frozenset({"content-length", "status", "x-status", "x-imap", "x-imapbase",
+                                 "x-keywords", "x-uid"})
+
+_MONTHS = {m: i for i, m in enumerate(
+    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1)}
+_FROM_DATE = re.compile(
+    rb"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+"
+    rb"(\d{1,2})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s+(?:([a-z]{1,5}|[+-]\d{4})\s+)?(\d{4})(?:\s+([+-]\d{4}))?",
+    re.IGNORECASE)
+
+
+def parse_from_line_date(line: bytes) -> tuple[int, int] | None:
+    """(unix time, tz offset in minutes) of an mbox ``From_`` line's asctime date, if any.
+
+    The date is UTC unless a numeric zone follows the time or the year.
+    """
+    match = _FROM_DATE.search(line)
+    if match is None:
+        return None
+    month = _MONTHS[match[1][:3].lower()]
+    day, hour, minute, second = int(match[2]), int(match[3]), int(match[4]), int(match[5] or 0)
+    year = int(match[7])
+    zone = match[8] or (match[6] if match[6] and match[6][:1] in b"+-" else None)
+    offset = 0
+    if zone:
+        sign = -1 if zone[:1] == b"-" else 1
+        offset = sign * (int(zone[1:3]) * 60 + int(zone[3:5]))
+    if not (1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60 and 1970 <= year <= 9999):
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset * 60, offset
+
+
+_MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
+_MBOXO_QUOTED = re.compile(rb"^>(From )", re.MULTILINE)
+
+
+def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf: bool,
+                  folder: SourceFolder) -> SourceMessage | None:
+    """Build one SourceMessage from the bytes between two From_ lines (None: UW-IMAP pseudo message)."""
+    quoted = _MBOXRD_QUOTED if variant == "mboxrd" else _MBOXO_QUOTED
+    data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
+    end = _header_block_end(data)
+    fields = _header_fields(data, end)
+    values = {}
+    for name, value, _, _ in fields:
+        values.setdefault(name, value)
+    origin = f"{folder.origin}: message #{number}"
+    if number == 1 and ("x-imapbase" in values or "x-imap" in values):
+        base = (values.get("x-imapbase") or values.get("x-imap") or b"").split()
+        if len(base) >= 2 and base[0].isdigit() and base[1].isdigit():
+            uidvalidity, last_uid = int(base[0]), int(base[1])
+            if 0 < uidvalidity <= _MAX_UID:
+                folder.uidvalidity, folder.nextuid = uidvalidity, min(last_uid + 1, _MAX_UID)
+        if "x-imap" in values and b"FOLDER INTERNAL DATA" in values.get("subject", b""):
+            return None  # UW-IMAP's placeholder holding only the folder's UID state
+    flags: list[str] = []
+    status = values.get("status", b"").upper()
+    x_status = values.get("x-status", b"").upper()
+    if b"R" in status:
+        flags.append("\\Seen")
+    for letter, flag in ((b"A", "\\Answered"), (b"F", "\\Flagged"), (b"D", "\\Deleted"), (b"T", "\\Draft")):
+        if letter in x_status:
+            flags.append(flag)
+    keywords = [k.decode("utf-8", "replace") for k in values.get("x-keywords", b"").replace(b",", b" ").split()]
+    flags += _keywords(keywords, origin, folder.notes)
+    uid = None
+    x_uid = values.get("x-uid", b"")
+    if x_uid.isdigit() and 0 < int(x_uid) <= _MAX_UID:
+        uid = int(x_uid)
+    dated = parse_from_line_date(from_line) or _date_header(fields)
+    body = _strip_fields(data, fields, MBOX_HIDDEN_HEADERS)
+    if crlf:
+        body = normalize_crlf(body)
+    return SourceMessage(origin, lambda: body, tuple(flags), dated[0] if dated else None,
+                         dated[1] if dated else 0, uid)
+
+
+def _mbox_spans(buf: bytes | mmap.mmap) -> Iterator[tuple[int, int, int]]:
+    """(From_ line start, message start, message end) for each message of an mbox buffer.
+
+    A From_ line counts only at the start of the buffer or after an empty line; the empty line
+    before it belongs to the mbox format, not to the message.
+    """
+    size = len(buf)
+    if size == 0:
+        return
+    if buf[:5] != b"From ":
+        raise ImportFailed("not an mbox file (it does not start with a 'From ' line)")
+    sep = 0
+    while sep < size:
+        line_end = buf.find(b"\n", sep)
+        start = size if line_end < 0 else line_end + 1
+        hit = buf.find(b"\nFrom ", start - 1)
+        while hit >= 0:
+            if buf[hit - 1:hit] == b"\n":
+                end = hit
+                break
+            if buf[hit - 2:hit] == b"\n\r":
+                end = hit - 1
+                break
+            hit = buf.find(b"\nFrom ", hit + 1)
+        if hit < 0:
+            end = size
+            if buf[end - 2:end] == b"\n\n":
+                end -= 1
+            elif buf[end - 4:end] == b"\r\n\r\n":
+                end -= 2
+            yield sep, start, max(start, end)
+            return
+        yield sep, start, max(start, end)
+        sep = hit + 1
+
+
+@contextmanager
+def open_mbox(path: str | os.PathLike[str], *, variant: str = "mboxrd",
+              crlf: bool = True) -> Iterator[SourceFolder]:
+    """Parse an mbox file (mboxrd by default; "mboxo" unquotes only a single '>').
+
+    Status/X-Status become flags, X-Keywords keywords, X-IMAPbase/X-UID the UID state; those
+    headers are removed from the stored message. The file is mapped, not read into memory; the
+    returned folder's messages may be loaded only inside the ``with`` block.
+    """
+    if variant not in ("mboxrd", "mboxo"):
+        raise ValueError(f"unknown mbox variant {variant!r}")
+    path = os.fspath(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ImportFailed(f"cannot open {path}: {exc.strerror or exc}") from exc
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            buf: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise ImportFailed(f"cannot read {path}: {exc}") from exc
+        try:
+            folder = SourceFolder(path, [])
+            for number, (sep, start, end) in enumerate(_mbox_spans(buf), 1):
+                from_line = bytes(buf[sep:start])
+                message = _lazy_mbox_message(buf, from_line, start, end, number, variant, crlf, folder)
+                if message is not None:
+                    folder.messages.append(message)
+            yield folder
+        finally:
+            if isinstance(buf, mmap.mmap):
+                buf.close()
+
+
+def _lazy_mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int, number: int,
+                       variant: str, crlf: bool, folder: SourceFolder) -> SourceMessage | None:
+    # Headers are parsed now (flags, UID, date are needed to plan the import); the body is cut out
+    # of the mapping again when the store asks for it, so a large mbox is never held in memory.
+    head_end = buf.find(b"\n\n", start, end)
+    head_end = end if head_end < 0 else head_end + 2
+    crlf_head = buf.find(b"\r\n\r\n", start, head_end)
+    if crlf_head >= 0:
+        head_end = min(head_end, crlf_head + 4)
+    planned = _mbox_message(bytes(buf[start:head_end]), from_line, number, variant, crlf, folder)
+    if planned is None:
+        return None
+
+    def load() -> bytes:
+        full = _mbox_message(bytes(buf[start:end]), from_line, number, variant, crlf,
+                             SourceFolder(folder.origin, []))
+        assert full is not None
+        return full.load()
+
+    planned.load = load
+    return planned
+
+
+# ---------------------------------------------------------------------------------------------
+# Maildir
+
+
+_INFO = re.compile(r"^(.*?)[:;!]2,([^:;!]*)$")
+_MAILDIR_FLAGS = {"S": "\\Seen", "R": "\\Answered", "F": "\\Flagged", "T": "\\Deleted", "D": "\\Draft",
+                  "P": "$Forwarded"}
+
+
+def split_maildir_name(name: str) -> tuple[str, str]:
+    """(base name, flag letters) of a Maildir file name ``base:2,FLAGS``."""
+    match = _INFO.match(name)
+    if match is None:
+        base, _, _ = name.partition(":")
+        return base, ""
+    return match[1], match[2]
+
+
+def maildir_flags(letters: str, keywords: dict[int, str]) -> tuple[list[str], list[str]]:
+    """(flags, unknown letters) for a Maildir info suffix; a-z index ``dovecot-keywords``."""
+    flags: list[str] = []
+    unknown: list[str] = []
+    for letter in letters:
+        if letter in _MAILDIR_FLAGS:
+            flag = _MAILDIR_FLAGS[letter]
+        elif "a" <= letter <= "z" and ord(letter) - ord("a") in keywords:
+            flag = keywords[ord(letter) - ord("a")]
+        else:
+            unknown.append(letter)
+            continue
+        if flag not in flags:
+            flags.append(flag)
+    return flags, unknown
+
+
+def read_dovecot_keywords(path: str) -> dict[int, str]:
+    """``dovecot-keywords``: lines ``<index> <keyword>``; a missing file means no keywords."""
+    keywords: dict[int, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                index, _, name = line.strip().partition(" ")
+                if index.isdigit() and name and int(index) < 26:
+                    keywords[int(index)] = name.strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ImportFailed(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return keywords
+
+
+@dataclass(slots=True)
+class UidList:
+    uidvalidity: int
+    nextuid: int
+    uids: dict[str, int]     # base file name -> UID
+
+
+def parse_uidlist(text: str) -> UidList | None:
+    """Parse ``dovecot-uidlist`` (versions 1 and 3) or Courier's ``courierimapuiddb`` (version 1).
+
+    v3 header: ``3 V<uidvalidity> N<nextuid> G<guid> ...``; records ``<uid> [ext ...] :<file>``.
+    v1 header: ``1 <uidvalidity> <nextuid>``; records ``<uid> <file>``. None when unusable.
+    """
+    lines = text.splitlines()
+    if not lines:
+        return None
+    header = lines[0].split()
+    uidvalidity = nextuid = 0
+    if header[:1] == ["3"]:
+        for token in header[1:]:
+            if token[:1] == "V" and token[1:].isdigit():
+                uidvalidity = int(token[1:])
+            elif token[:1] == "N" and token[1:].isdigit():
+                nextuid = int(token[1:])
+    elif header[:1] == ["1"] and len(header) >= 3 and header[1].isdigit() and header[2].isdigit():
+        uidvalidity, nextuid = int(header[1]), int(header[2])
+    else:
+        return None
+    if not 0 < uidvalidity <= _MAX_UID:
+        return None
+    version3 = header[0] == "3"
+    uids: dict[str, int] = {}
+    for line in lines[1:]:
+        uid_text, _, rest = line.partition(" ")
+        if not uid_text.isdigit() or not rest:
+            continue
+        if version3:
+            colon = rest.find(":") if rest.startswith(":") else rest.find(" :")
+            if colon < 0:
+                continue
+            filename = rest[colon + (1 if rest.startswith(":") else 2):]
+        else:
+            filename = rest.strip()
+        uid = int(uid_text)
+        if filename and 0 < uid <= _MAX_UID:
+            uids.setdefault(split_maildir_name(filename)[0], uid)
+    top = max(uids.values(), default=0)
+    return UidList(uidvalidity, max(nextuid, top + 1, 1), uids)
+
+
+def _leading_number(name: str) -> int:
+    digits = re.match(r"\d+", name)
+    return int(digits[0]) if digits else 0
+
+
+def _read_file(path: str) -> Callable[[], bytes]:
+    def load() -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read()
+    return load
+
+
+def scan_maildir(path: str | os.PathLike[str], *, crlf: bool = True) -> SourceFolder:
+    """Read one Maildir (cur/ and new/; tmp/ holds unfinished deliveries and is ignored).
+
+    UID state comes from ``dovecot-uidlist`` (or ``courierimapuiddb``); files the list does not
+    name get UIDs after it in delivery order, as Dovecot would give them at its next sync, so a
+    repeated import assigns the same ones.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(os.path.join(path, "cur")) and not os.path.isdir(os.path.join(path, "new")):
+        raise ImportFailed(f"{path} is not a Maildir (no cur/ or new/)")
+    folder = SourceFolder(path, [])
+    keywords = read_dovecot_keywords(os.path.join(path, "dovecot-keywords"))
+    for name in ("dovecot-uidlist", "courierimapuiddb"):
+        try:
+            with open(os.path.join(path, name), encoding="utf-8", errors="surrogateescape") as fh:
+                uidlist = parse_uidlist(fh.read())
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ImportFailed(f"cannot read {os.path.join(path, name)}: {exc.strerror or exc}") from exc
+        if uidlist is None:
+            folder.notes.append(f"{path}/{name}: unrecognised format, UIDs not kept")
+            continue
+        break
+    else:
+        uidlist = None
+
+    found: list[tuple[str, str, int, str]] = []  # (base name, file path, mtime, flag letters)
+    for sub in ("new", "cur"):
+        directory = os.path.join(path, sub)
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ImportFailed(f"cannot list {directory}: {exc.strerror or exc}") from exc
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                mtime = int(entry.stat(follow_symlinks=False).st_mtime)
+            except OSError:
+                continue
+            base, letters = split_maildir_name(entry.name)
+            found.append((base, entry.path, mtime, letters if sub == "cur" else ""))
+
+    listed: dict[int, tuple[str, str, int, str]] = {}
+    unlisted: list[tuple[str, str, int, str]] = []
+    for base, file_path, mtime, letters in found:
+        uid = uidlist.uids.get(base) if uidlist else None
+        if uid is not None and uid not in listed:
+            listed[uid] = (base, file_path, mtime, letters)
+        else:
+            unlisted.append((base, file_path, mtime, letters))
+    unlisted.sort(key=lambda item: (_leading_number(item[0]), item[0]))
+
+    if uidlist is not None:
+        folder.uidvalidity = uidlist.uidvalidity
+        next_uid = max(uidlist.nextuid, max(listed, default=0) + 1)
+        for item in unlisted:
+            listed[next_uid] = item
+            next_uid += 1
+        folder.nextuid = next_uid
+        ordered = [(uid, *listed[uid]) for uid in sorted(listed)]
+    else:
+        ordered = [(None, *item) for item in unlisted]
+
+    for uid, _base, file_path, mtime, letters in ordered:
+        flags, unknown = maildir_flags(letters, keywords)
+        if unknown:
+            folder.notes.append(f"{file_path}: flag letters {''.join(unknown)!r} not understood, ignored")
+        flags = [f for f in flags if f in SYSTEM_FLAGS] + _keywords(
+            [f for f in flags if f not in SYSTEM_FLAGS], file_path, folder.notes)
+        load = _read_file(file_path)
+        if crlf:
+            load = _crlf_loader(load)
+        folder.messages.append(SourceMessage(file_path, load, tuple(flags), mtime, 0, uid))
+    return folder
+
+
+def _crlf_loader(load: Callable[[], bytes]) -> Callable[[], bytes]:
+    return lambda: normalize_crlf(load())
+
+
+# ---------------------------------------------------------------------------------------------
+# writing into the store
+
+
+@dataclass(slots=True)
+class FolderReport:
+    source: str
+    folder: str
+    created: bool = False
+    uidvalidity: int = 0
+    uids_kept: bool = False
+    imported: int = 0
+    skipped: int = 0
+    failed: int = 0
+    complete: bool = True    # False when the import of this folder was stopped (quota)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        mode = f"UIDVALIDITY {self.uidvalidity} and UIDs kept" if self.uids_kept else "new UIDs"
+        text = (f"{self.folder}: {self.imported} imported, {self.skipped} skipped (already present)"
+                f"{f', {self.failed} failed' if self.failed else ''}; {mode}"
+                f"{' (folder created)' if self.created else ''}{'' if self.complete else '; STOPPED'}")
+        return text
+
+
+@dataclass(slots=True)
+class ImportReport:
+    folders: list[FolderReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def imported(self) -> int:
+        return sum(f.imported for f in self.folders)
+
+    @property
+    def skipped(self) -> int:
+        return sum(f.skipped for f in self.folders)
+
+    @property
+    def failed(self) -> int:
+        return sum(f.failed for f in self.folders)
+
+
+def _get_or_create(store: Store, account: str, name: str, uidvalidity: int | None,
+                   report: FolderReport) -> FolderInfo:
+    folder = store.get_folder(account, name)
+    if folder is not None:
+        return folder
+    report.created = True
+    return store.create_folder(account, name, uidvalidity=uidvalidity)
+
+
+def _claim_uidvalidity(store: Store, account: str, folder: FolderInfo, source: SourceFolder,
+                       report: FolderReport) -> FolderInfo:
+    """Decide whether the source's UIDs can be kept in ``folder``; adopt its UIDVALIDITY if possible."""
+    if source.uidvalidity is None:
+        return folder
+    if folder.uidvalidity == source.uidvalidity:
+        report.uids_kept = True
+        return folder
+    if folder.messages == 0 and folder.uidnext <= 1:
+        try:
+            store.set_uidvalidity(account, folder.id, source.uidvalidity)
+        except MidbError as exc:
+            report.notes.append(f"cannot take over UIDVALIDITY {source.uidvalidity}: {exc}")
+        else:
+            report.uids_kept = True
+            refreshed = store.folder_by_id(account, folder.id)
+            return refreshed if refreshed is not None else folder
+    else:
+        report.notes.append(f"folder already holds mail under UIDVALIDITY {folder.uidvalidity}; "
+                            f"messages get new UIDs (clients will download them again)")
+    return folder
+
+
+def _existing_content(store: Store, account: str, folder_id: int) -> Callable[[bytes], bool]:
+    """A checker consuming one already-stored copy of identical bytes (multiset semantics).
+
+    Bodies are hashed lazily, only for stored messages whose size equals an incoming one.
+    """
+    by_size: dict[int, list[str]] = {}
+    for meta in store.messages(account, folder_id):
+        by_size.setdefault(meta.size, []).append(meta.blob)
+    hashed: dict[int, Counter[bytes]] = {}
+
+    def already_present(data: bytes) -> bool:
+        size = len(data)
+        if size not in by_size:
+            return False
+        counts = hashed.get(size)
+        if counts is None:
+            counts = hashed[size] = Counter()
+            for blob in by_size[size]:
+                try:
+                    counts[hashlib.sha256(store.read_body(blob)).digest()] += 1
+                except (MidbError, OSError):  # a lost body is verify's business; it matches nothing
+                    continue
+        digest = hashlib.sha256(data).digest()
+        if counts[digest] > 0:
+            counts[digest] -= 1
+            return True
+        return False
+
+    return already_present
+
+
+def _import_into(store: Store, account: str, name: str, source: SourceFolder) -> FolderReport:
+    report = FolderReport(source.origin, name, notes=list(source.notes))
+    folder = _get_or_create(store, account, name, source.uidvalidity, report)
+    folder = _claim_uidvalidity(store, account, folder, source, report)
+    report.folder, report.uidvalidity = folder.name, folder.uidvalidity
+
+    planned: list[tuple[SourceMessage, int | None]] = []
+    if report.uids_kept:
+        present = set(store.uids(account, folder.id))
+        for message in source.messages:
+            if message.uid is None or message.uid in present or message.uid < folder.uidnext:
+                report.skipped += 1
+            else:
+                present.add(message.uid)
+                planned.append((message, message.uid))
+        planned.sort(key=lambda item: item[1] or 0)
+        already_present = None
+    else:
+        planned = [(message, None) for message in source.messages]
+        already_present = _existing_content(store, account, folder.id) if folder.messages else None
+
+    try:
+        _append_planned(store, account, folder, planned, already_present, report)
+    except OverQuota as exc:
+        report.complete = False
+        report.notes.append(f"over quota, import stopped: {exc}")
+    if report.uids_kept and source.nextuid:
+        current = store.folder_by_id(account, folder.id)
+        if current is not None and current.uidnext < source.nextuid:
+            report.notes.append(f"UIDNEXT is {current.uidnext}, the source had {source.nextuid}")
+    return report
+
+
+def _append_planned(store: Store, account: str, folder: FolderInfo,
+                    planned: list[tuple[SourceMessage, int | None]],
+                    already_present: Callable[[bytes], bool] | None, report: FolderReport) -> None:
+    """Append in batches: runs of consecutive wanted UIDs go through append_many in one
+    transaction each (its UIDs follow UIDNEXT); the first of a run is placed with an explicit UID."""
+    uidnext = folder.uidnext
+    batch: list[tuple[SourceMessage, bytes, int | None]] = []
+    batch_bytes = 0
+
+    def flush() -> None:
+        nonlocal uidnext, batch_bytes
+        if batch:
+            uidnext = _write_batch(store, account, folder.id, batch, uidnext, report)
+            batch.clear()
+            batch_bytes = 0
+
+    for message, uid in planned:
+        try:
+            data = message.load()
+        except OSError as exc:
+            report.failed += 1
+            report.notes.append(f"{message.origin}: cannot read: {exc.strerror or exc}")
+            continue
+        if already_present is not None and already_present(data):
+            report.skipped += 1
+            continue
+        if batch and (uid is not None and uid != (batch[-1][2] or 0) + 1
+                      or len(batch) >= _BATCH_MESSAGES or batch_bytes + len(data) > _BATCH_BYTES):
+            flush()
+        batch.append((message, data, uid))
+        batch_bytes += len(data)
+    flush()
+
+
+def _write_batch(store: Store, account: str, folder_id: int,
+                 batch: list[tuple[SourceMessage, bytes, int | None]], uidnext: int,
+                 report: FolderReport) -> int:
+    """Store one batch; returns the folder's UIDNEXT afterwards. OverQuota propagates."""
+    first_uid = batch[0][2]
+    rest = batch
+    if first_uid is not None and first_uid != uidnext:
+        message, data, _ = batch[0]
+        try:
+            _, uid = store.append(account, folder_id, data, flags=message.flags,
+                                  internaldate=message.internaldate, tzoffset=message.tzoffset, uid=first_uid)
+        except TooBig as exc:
+            report.failed += 1
+            report.notes.append(f"{message.origin}: too big: {exc}")
+        else:
+            report.imported += 1
+            uidnext = uid + 1
+        rest = batch[1:]
+        if uidnext != first_uid + 1:
+            # The first message was refused: place the rest one by one with explicit UIDs.
+            return _write_singly(store, account, folder_id, rest, uidnext, report)
+    if not rest:
+        return uidnext
+    items = [(data, message.flags, message.internaldate, message.tzoffset) for message, data, _ in rest]
+    try:
+        _, uids = store.append_many(account, folder_id, items)
+    except TooBig:
+        return _write_singly(store, account, folder_id, rest, uidnext, report)
+    expected = [uid for _, _, uid in rest]
+    if expected[0] is not None and list(uids) != expected:
+        raise ImportFailed(f"store assigned UIDs {uids[0]}..{uids[-1]} instead of "
+                           f"{expected[0]}..{expected[-1]}; import stopped")
+    report.imported += len(uids)
+    return (max(uids) + 1) if uids else uidnext
+
+
+def _write_singly(store: Store, account: str, folder_id: int,
+                  batch: list[tuple[SourceMessage, bytes, int | None]], uidnext: int,
+                  report: FolderReport) -> int:
+    for message, data, wanted in batch:
+        try:
+            _, uid = store.append(account, folder_id, data, flags=message.flags,
+                                  internaldate=message.internaldate, tzoffset=message.tzoffset,
+                                  uid=wanted if wanted is not None and wanted >= uidnext else None)
+        except TooBig as exc:
+            report.failed += 1
+            report.notes.append(f"{message.origin}: too big: {exc}")
+            continue
+        report.imported += 1
+        uidnext = uid + 1
+    return uidnext
+
+
+def _require_account(store: Store, account: str) -> str:
+    found = store.get_account(account)
+    if found is None:
+        raise NoSuchAccount(f"no such account: {account}")
+    return found.name
+
+
+def _increasing_uids(source: SourceFolder) -> bool:
+    """Every message has an X-UID, strictly increasing and below the folder's next UID."""
+    previous = 0
+    for message in source.messages:
+        if message.uid is None or message.uid <= previous:
+            return False
+        previous = message.uid
+    return source.nextuid is None or previous < source.nextuid
+
+
+def import_mbox(store: Store, account: str, folder: str, path: str | os.PathLike[str], *,
+                variant: str = "mboxrd", crlf: bool = True) -> FolderReport:
+    """Import one mbox file into ``folder`` (created if missing) of ``account``."""
+    account = _require_account(store, account)
+    with open_mbox(path, variant=variant, crlf=crlf) as source:
+        if source.uidvalidity is not None and not _increasing_uids(source):
+            source.notes.append("X-IMAPbase present but X-UID headers missing or out of order; UIDs not kept")
+            source.uidvalidity = source.nextuid = None
+        if source.uidvalidity is None:
+            for message in source.messages:
+                message.uid = None
+        return _import_into(store, account, folder, source)
+
+
+def import_maildir(store: Store, account: str, folder: str, path: str | os.PathLike[str], *,
+                   crlf: bool = True) -> FolderReport:
+    """Import a single Maildir (no subfolders) into ``folder`` of ``account``."""
+    account = _require_account(store, account)
+    return _import_into(store, account, folder, scan_maildir(path, crlf=crlf))
+
+
+# Dovecot-era folder names for the special-use folders, best match first.
+_SPECIAL_NAMES: dict[str, tuple[str, ...]] = {
+    "\\Sent": ("sent", "sent messages", "sent items", "sent mail"),
+    "\\Drafts": ("drafts", "draft"),
+    "\\Trash": ("trash", "deleted messages", "deleted items"),
+    "\\Junk": ("junk", "spam", "junk e-mail", "junk email"),
+    "\\Archive": ("archive", "archives"),
+}
+
+
+def find_maildir_folders(root: str | os.PathLike[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Maildir++ folders under ``root``: ([(directory, name components)], problems).
+
+    The root itself is INBOX (components ["INBOX"]); ``.Sub.Folder`` becomes ["Sub", "Folder"],
+    each component decoded from modified UTF-7.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise ImportFailed(f"{root} is not a directory")
+    folders: list[tuple[str, list[str]]] = []
+    problems: list[str] = []
+    if os.path.isdir(os.path.join(root, "cur")) or os.path.isdir(os.path.join(root, "new")):
+        folders.append((root, ["INBOX"]))
+    try:
+        names = sorted(os.listdir(root))
+    except OSError as exc:
+        raise ImportFailed(f"cannot list {root}: {exc.strerror or exc}") from exc
+    for entry in names:
+        directory = os.path.join(root, entry)
+        if not entry.startswith(".") or entry in (".", "..") or not os.path.isdir(directory):
+            continue
+        if not (os.path.isdir(os.path.join(directory, "cur")) or os.path.isdir(os.path.join(directory, "new"))):
+            continue
+        components = entry[1:].split(".")
+        if not all(components):
+            problems.append(f"{directory}: empty name component, skipped")
+            continue
+        try:
+            decoded = [decode_mutf7(c) for c in components]
+        except ValueError:
+            decoded = components  # Dovecot with the UTF-8 layout option stores names as they are
+        folders.append((directory, decoded))
+    if not folders:
+        raise ImportFailed(f"{root} holds no Maildir folders")
+    return folders, problems
+
+
+def read_dovecot_subscriptions(root: str) -> list[list[str]]:
+    """Subscribed names from Dovecot's ``subscriptions`` file, as name components.
+
+    Version 2 files (first line ``V\\t2``) separate components with TAB; older ones hold one
+    storage name per line (modified UTF-7, '.' separated in Maildir++). Both readings are
+    returned for old files: callers match them against folders that exist.
+    """
+    try:
+        with open(os.path.join(root, "subscriptions"), encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    result: list[list[str]] = []
+    if lines[:1] == ["V\t2"]:
+        return [line.split("\t") for line in lines[1:] if line]
+    for line in lines:
+        if not line:
+            continue
+        for separator in (".", "/"):
+            try:
+                result.append([decode_mutf7(c) for c in line.split(separator)])
+            except ValueError:
+                result.append(line.split(separator))
+    return result
+
+
+def import_maildir_tree(store: Store, account: str, root: str | os.PathLike[str], *,
+                        crlf: bool = True) -> ImportReport:
+    """Import a whole (Dovecot) Maildir++ tree: root = INBOX, ``.A.B`` = ``A/B``.
+
+    Dovecot's usual special folders (Sent, Drafts, Trash, Junk/Spam, Archive and common
+    variants) land in the account's existing special-use folders, whatever those are called;
+    their subfolders follow. Dovecot subscriptions are carried over for imported folders.
+    OverQuota stops the import (recorded in ``problems``); other per-folder errors are recorded
+    and the next folder is tried.
+    """
+    account = _require_account(store, account)
+    root = os.fspath(root)
+    report = ImportReport()
+    sources, report.problems = find_maildir_folders(root)
+    targets = _map_special_folders(store, account, sources, report)
+    subscribed = {tuple(s) for s in read_dovecot_subscriptions(root)}
+    for (directory, components), target in zip(sources, targets, strict=True):
+        try:
+            source = scan_maildir(directory, crlf=crlf)
+            folder_report = _import_into(store, account, target, source)
+        except (ImportFailed, MidbError, OSError) as exc:
+            report.problems.append(f"{directory}: {exc}")
+            continue
+        report.folders.append(folder_report)
+        if not folder_report.complete:
+            report.problems.append(f"{directory}: over quota; import stopped")
+            break
+        if tuple(components) in subscribed:
+            try:
+                store.set_subscribed(account, folder_report.folder, True)
+            except MidbError as exc:
+                folder_report.notes.append(f"subscription not set: {exc}")
+    return report
+
+
+def _map_special_folders(store: Store, account: str, sources: list[tuple[str, list[str]]],
+                         report: ImportReport) -> list[str]:
+    """Target folder name for each source folder; each special-use folder is claimed once,
+    by the best-ranked source name, and no two sources share a target."""
+    special_target = {f.special_use: f.name for f in store.list_folders(account) if f.special_use}
+    claims: dict[str, str] = {}  # source top-level name (lower) -> target top-level name
+    tops = {components[0].lower() for _, components in sources if components != ["INBOX"]}
+    for use, names in _SPECIAL_NAMES.items():
+        if use not in special_target:
+            continue
+        for candidate in names:
+            if candidate in tops:
+                claims[candidate] = special_target[use]
+                break
+    targets: list[str] = []
+    used: set[str] = set()
+    for directory, components in sources:
+        if components == ["INBOX"]:
+            name = "INBOX"
+        else:
+            top = claims.get(components[0].lower(), components[0])
+            name = "/".join([top, *components[1:]])
+        if name.lower() in used:
+            renamed = f"{name} (imported)"
+            report.problems.append(f"{directory}: {name} is already the target of another folder; "
+                                   f"importing into {renamed}")
+            name = renamed
+        used.add(name.lower())
+        targets.append(name)
+    return targets

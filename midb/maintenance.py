@@ -1,0 +1,493 @@
+"""Store maintenance: verify (and repair), backup, stats.
+
+verify() recomputes everything derivable from the messages table -- folder counters, account usage,
+the modseq index, body refcounts -- and compares it with what is stored. Problems come in two kinds:
+  * "orphan: ..."  leftovers of interrupted writes (a body file no index entry references, a temporary
+                   file). Expected after a crash; harmless; repair removes them once older than a
+                   minute (younger ones may belong to a write in flight).
+  * "error: ..."   real inconsistencies. Repair fixes what can be derived (counters, refcounts, index
+                   entries); a body file that is referenced but missing cannot be repaired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from midb.accounts import decode_account, decode_usage, encode_usage
+from midb.blobs import FANOUT, TEMP_PREFIX, pack_blob_record, unpack_blob_record
+from midb.env import Databases, lmdb_errors
+from midb.errors import MidbError, StoreBusy
+from midb.folders import FolderRecord, parent_name
+from midb.keys import (
+    account_key,
+    change_key,
+    folder_key,
+    name_key,
+    pack_u32,
+    unpack_change_key,
+    unpack_folder_key,
+    unpack_message_key,
+    unpack_name_key,
+    unpack_u32,
+)
+from midb.messages import FLAGS_OFFSET, counter_deltas, unpack_record
+
+if TYPE_CHECKING:
+    from midb.store import Store
+
+ORPHAN_MIN_AGE = 60.0          # seconds: younger unreferenced files may belong to a write in flight
+BACKUP_ATTEMPTS = 8
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass
+class VerifyReport:
+    errors: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        return [f"error: {text}" for text in self.errors] + [f"orphan: {text}" for text in self.orphans]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class _FolderTally:
+    messages: int = 0
+    unseen: int = 0
+    deleted: int = 0
+    size: int = 0
+    max_uid: int = 0
+    max_modseq: int = 0
+
+
+@dataclass
+class _Scan:
+    """Everything recomputed from one snapshot."""
+
+    accounts: dict[int, str] = field(default_factory=dict)
+    folders: dict[tuple[int, int], FolderRecord] = field(default_factory=dict)
+    tallies: dict[tuple[int, int], _FolderTally] = field(default_factory=dict)
+    blob_refs: dict[bytes, int] = field(default_factory=dict)
+    blob_sizes: dict[bytes, int] = field(default_factory=dict)       # size per referencing message
+    blob_records: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    expected_changes: set[bytes] = field(default_factory=set)
+    problems: list[tuple[str, Any]] = field(default_factory=list)    # (kind, detail) for repair
+
+
+def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
+    scan = _Scan()
+    errors: list[str] = []
+
+    for key, raw in txn.cursor(dbs.accounts):
+        account_id = unpack_u32(key)
+        try:
+            name = decode_account(account_id, raw).name
+        except (ValueError, EOFError, TypeError):
+            errors.append(f"account {account_id}: unreadable record")
+            continue
+        scan.accounts[account_id] = name
+        if txn.get(name.encode("utf-8"), db=dbs.account_names) != key:
+            errors.append(f"account {name}: name index does not point to id {account_id}")
+            scan.problems.append(("account_name_missing", (account_id, name)))
+    for key, raw in txn.cursor(dbs.account_names):
+        account_id = unpack_u32(raw)
+        if account_id not in scan.accounts:
+            errors.append(f"account name {bytes(key).decode('utf-8', 'replace')}: points to missing account")
+            scan.problems.append(("account_name_dangling", bytes(key)))
+
+    for key, raw in txn.cursor(dbs.folders):
+        account_id, folder_id = unpack_folder_key(key)
+        record = FolderRecord.decode(folder_id, raw)
+        scan.folders[(account_id, folder_id)] = record
+        scan.tallies[(account_id, folder_id)] = _FolderTally()
+        where = f"folder {account_id}/{folder_id} ({record.name})"
+        if account_id not in scan.accounts:
+            errors.append(f"{where}: belongs to a missing account")
+            scan.problems.append(("folder_without_account", (account_id, folder_id)))
+        if txn.get(name_key(account_id, record.name), db=dbs.folder_names) != pack_u32(folder_id):
+            errors.append(f"{where}: name index does not point to it")
+            scan.problems.append(("folder_name_missing", (account_id, folder_id)))
+        parent = parent_name(record.name)
+        if parent is not None and txn.get(name_key(account_id, parent), db=dbs.folder_names) is None:
+            errors.append(f"{where}: parent folder {parent} missing")
+    for key, raw in txn.cursor(dbs.folder_names):
+        account_id, name = unpack_name_key(key)
+        folder_id = unpack_u32(raw)
+        record = scan.folders.get((account_id, folder_id))
+        if record is None or record.name != name:
+            errors.append(f"folder name {account_id}/{name}: points to a missing or renamed folder")
+            scan.problems.append(("folder_name_dangling", bytes(key)))
+
+    lost: set[tuple[int, int]] = set()
+    for key, raw in txn.cursor(dbs.messages):
+        account_id, folder_id, uid = unpack_message_key(key)
+        modseq, _date, _tz, size, blob_raw, tail = unpack_record(raw)
+        tally = scan.tallies.get((account_id, folder_id))
+        if tally is None:
+            if (account_id, folder_id) not in lost:
+                lost.add((account_id, folder_id))
+                errors.append(f"messages of missing folder {account_id}/{folder_id}")
+            tally = scan.tallies[(account_id, folder_id)] = _FolderTally()
+        unseen, deleted = counter_deltas(raw[FLAGS_OFFSET])
+        tally.messages += 1
+        tally.unseen += unseen
+        tally.deleted += deleted
+        tally.size += size
+        tally.max_uid = max(tally.max_uid, uid)
+        tally.max_modseq = max(tally.max_modseq, modseq)
+        scan.blob_refs[blob_raw] = scan.blob_refs.get(blob_raw, 0) + 1
+        if scan.blob_sizes.setdefault(blob_raw, size) != size:
+            errors.append(f"message {account_id}/{folder_id}/{uid}: size differs from other copies")
+        scan.expected_changes.add(change_key(account_id, folder_id, modseq, uid))
+    for folder in lost:
+        scan.problems.append(("lost_folder", folder))
+
+    for (account_id, folder_id), record in scan.folders.items():
+        tally = scan.tallies[(account_id, folder_id)]
+        where = f"folder {account_id}/{folder_id} ({record.name})"
+        counted = (tally.messages, tally.unseen, tally.deleted, tally.size)
+        stored = (record.messages, record.unseen, record.deleted, record.size)
+        if counted != stored:
+            errors.append(f"{where}: counters (messages, unseen, deleted, size) are {stored}, "
+                          f"messages say {counted}")
+            scan.problems.append(("folder_counters", (account_id, folder_id)))
+        if tally.max_uid >= record.uidnext:
+            errors.append(f"{where}: uidnext {record.uidnext} <= highest uid {tally.max_uid}")
+            scan.problems.append(("folder_counters", (account_id, folder_id)))
+        if tally.max_modseq > record.highestmodseq:
+            errors.append(f"{where}: highestmodseq {record.highestmodseq} < message modseq {tally.max_modseq}")
+            scan.problems.append(("folder_counters", (account_id, folder_id)))
+
+    usage: dict[int, list[int]] = {}
+    for (account_id, _folder_id), tally in scan.tallies.items():
+        total = usage.setdefault(account_id, [0, 0])
+        total[0] += tally.size
+        total[1] += tally.messages
+    for account_id, name in scan.accounts.items():
+        stored_usage = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
+        counted_usage = tuple(usage.get(account_id, [0, 0]))
+        if stored_usage != counted_usage:
+            errors.append(f"account {name}: usage is {stored_usage}, messages say {counted_usage}")
+            scan.problems.append(("usage", account_id))
+
+    for key in txn.cursor(dbs.modseqs).iternext(values=False):
+        if bytes(key) not in scan.expected_changes:
+            errors.append(f"modseq index entry {unpack_change_key(key)} has no matching message")
+            scan.problems.append(("modseq_extra", bytes(key)))
+    missing_changes = [k for k in scan.expected_changes if txn.get(k, db=dbs.modseqs) is None]
+    for key in missing_changes:
+        errors.append(f"message {unpack_change_key(key)} missing from the modseq index")
+        scan.problems.append(("modseq_missing", key))
+
+    for key in txn.cursor(dbs.tombstones).iternext(values=False):
+        account_id, folder_id, modseq, uid = unpack_change_key(key)
+        record = scan.folders.get((account_id, folder_id))
+        if record is None:
+            errors.append(f"tombstone {account_id}/{folder_id}/{uid} of a missing folder")
+            scan.problems.append(("tombstone_dangling", bytes(key)))
+        elif modseq > record.highestmodseq:
+            errors.append(f"tombstone {account_id}/{folder_id}/{uid}: modseq {modseq} > highestmodseq")
+            scan.problems.append(("folder_counters", (account_id, folder_id)))
+
+    for key, raw in txn.cursor(dbs.blobs):
+        blob_raw = bytes(key)
+        refcount, size = unpack_blob_record(raw)
+        scan.blob_records[blob_raw] = (refcount, size)
+        refs = scan.blob_refs.get(blob_raw, 0)
+        if refs == 0:
+            errors.append(f"body {blob_raw.hex()}: record without any message")
+            scan.problems.append(("blob_unreferenced", blob_raw))
+        elif refs != refcount:
+            errors.append(f"body {blob_raw.hex()}: refcount {refcount}, referenced {refs} times")
+            scan.problems.append(("blob_refcount", blob_raw))
+        elif scan.blob_sizes.get(blob_raw, size) != size:
+            errors.append(f"body {blob_raw.hex()}: size {size} differs from its messages'")
+            scan.problems.append(("blob_refcount", blob_raw))
+    for blob_raw in scan.blob_refs:
+        if blob_raw not in scan.blob_records:
+            errors.append(f"body {blob_raw.hex()}: referenced by messages but has no record")
+            scan.problems.append(("blob_record_missing", blob_raw))
+    for key in txn.cursor(dbs.digests).iternext(values=False):
+        if bytes(key) not in scan.blob_records:
+            errors.append(f"digest of unknown body {bytes(key).hex()}")
+            scan.problems.append(("digest_dangling", bytes(key)))
+    return scan, errors
+
+
+def _scan_files(store: Store, scan: _Scan, now: float) -> tuple[list[str], list[str], list[str]]:
+    """(orphan descriptions, removable orphan paths, referenced blobs whose file seems missing)."""
+    orphans: list[str] = []
+    removable: list[str] = []
+    seen: set[str] = set()
+    for name, path, mtime in store._blobs.scan():
+        old = now - mtime >= ORPHAN_MIN_AGE
+        if name.startswith(TEMP_PREFIX):
+            orphans.append(f"temporary file {path}")
+            if old:
+                removable.append(path)
+            continue
+        if len(name) != 32 or not _HEX.issuperset(name) or name[:2] != os.path.basename(os.path.dirname(path)):
+            orphans.append(f"unexpected file {path}")
+            continue
+        seen.add(name)
+        if bytes.fromhex(name) not in scan.blob_refs and bytes.fromhex(name) not in scan.blob_records:
+            orphans.append(f"body file {path} not referenced by the index")
+            if old:
+                removable.append(path)
+    missing = [blob_raw.hex() for blob_raw in scan.blob_refs if blob_raw.hex() not in seen]
+    return orphans, removable, missing
+
+
+def verify(store: Store, *, repair: bool = False) -> VerifyReport:
+    shared = store._env
+    dbs = shared.dbs
+    report = VerifyReport()
+    with lmdb_errors(), shared.read() as txn:
+        scan, errors = _scan(txn, dbs)
+        now = time.time()
+        orphans, _removable, missing = _scan_files(store, scan, now)
+    report.errors.extend(errors)
+    report.orphans.extend(orphans)
+    # A body deleted after our snapshot (expunged meanwhile) is not missing: re-check with a fresh one.
+    if missing:
+        with lmdb_errors(), shared.read() as txn:
+            for blob in missing:
+                blob_raw = bytes.fromhex(blob)
+                if txn.get(blob_raw, db=dbs.blobs) is not None and store._blobs.size(blob) is None:
+                    report.errors.append(f"body {blob}: file missing (referenced by the index)")
+    for blob_raw, (_refcount, size) in scan.blob_records.items():
+        on_disk = store._blobs.size(blob_raw.hex())
+        if on_disk is not None and on_disk != size:
+            report.errors.append(f"body {blob_raw.hex()}: file has {on_disk} bytes, index says {size}")
+    if repair and (report.errors or report.orphans):
+        if store.readonly:
+            raise MidbError("cannot repair a store opened read-only")
+        report.repaired = _repair(store)
+    return report
+
+
+def _repair(store: Store) -> list[str]:
+    """Recompute in one write transaction and fix what is derivable; orphans are removed inside it
+    (the write lock keeps writers from committing a reference to a file we are about to remove)."""
+    started = time.time()
+
+    def job(txn: Any, dbs: Databases, effects: Any) -> list[str]:
+        scan, _errors = _scan(txn, dbs)
+        done: list[str] = []
+        fixed_folders: set[tuple[int, int]] = set()
+        for kind, detail in scan.problems:
+            if kind == "account_name_missing":
+                account_id, name = detail
+                if txn.get(name.encode("utf-8"), db=dbs.account_names) is None:
+                    txn.put(name.encode("utf-8"), pack_u32(account_id), db=dbs.account_names)
+                    done.append(f"restored name index of account {name}")
+            elif kind == "account_name_dangling":
+                txn.delete(detail, db=dbs.account_names)
+                done.append("removed dangling account name")
+            elif kind == "folder_name_missing":
+                account_id, folder_id = detail
+                record = scan.folders[detail]
+                if txn.get(name_key(account_id, record.name), db=dbs.folder_names) is None:
+                    txn.put(name_key(account_id, record.name), pack_u32(folder_id), db=dbs.folder_names)
+                    done.append(f"restored name index of folder {record.name}")
+            elif kind == "folder_name_dangling":
+                txn.delete(detail, db=dbs.folder_names)
+                done.append("removed dangling folder name")
+            elif kind == "lost_folder":
+                account_id, folder_id = detail
+                name = f"lost+found-{folder_id}"
+                record = FolderRecord(folder_id, name, 0, store._new_uidvalidity(txn, dbs))
+                txn.put(folder_key(account_id, folder_id), record.encode(), db=dbs.folders)
+                txn.put(name_key(account_id, name), pack_u32(folder_id), db=dbs.folder_names)
+                scan.folders[detail] = record
+                fixed_folders.add(detail)
+                done.append(f"re-attached messages of missing folder {folder_id} as {name}")
+            elif kind == "folder_counters":
+                fixed_folders.add(detail)
+            elif kind == "modseq_extra":
+                txn.delete(detail, db=dbs.modseqs)
+                done.append(f"removed modseq index entry {unpack_change_key(detail)}")
+            elif kind == "modseq_missing":
+                txn.put(detail, b"", db=dbs.modseqs)
+                done.append(f"restored modseq index entry {unpack_change_key(detail)}")
+            elif kind == "tombstone_dangling":
+                txn.delete(detail, db=dbs.tombstones)
+            elif kind == "blob_unreferenced":
+                txn.delete(detail, db=dbs.blobs)
+                txn.delete(detail, db=dbs.digests)
+                effects.unlink_blob(detail.hex())
+                done.append(f"removed unreferenced body {detail.hex()}")
+            elif kind == "blob_refcount":
+                txn.put(detail, pack_blob_record(scan.blob_refs[detail], scan.blob_sizes[detail]), db=dbs.blobs)
+                done.append(f"fixed refcount of body {detail.hex()}")
+            elif kind == "blob_record_missing":
+                on_disk = store._blobs.size(detail.hex())
+                if on_disk is not None:
+                    txn.put(detail, pack_blob_record(scan.blob_refs[detail], on_disk), db=dbs.blobs)
+                    done.append(f"restored record of body {detail.hex()}")
+            elif kind == "digest_dangling":
+                txn.delete(detail, db=dbs.digests)
+        for folder in fixed_folders:
+            record = scan.folders[folder]
+            tally = scan.tallies.get(folder) or _FolderTally()
+            record.messages, record.unseen, record.deleted, record.size = (
+                tally.messages, tally.unseen, tally.deleted, tally.size)
+            record.uidnext = max(record.uidnext, tally.max_uid + 1)
+            record.highestmodseq = max(record.highestmodseq, tally.max_modseq,
+                                       _max_tombstone_modseq(txn, dbs, *folder))
+            txn.put(folder_key(*folder), record.encode(), db=dbs.folders)
+            done.append(f"recomputed counters of folder {folder[0]}/{folder[1]} ({record.name})")
+        usage: dict[int, list[int]] = {}
+        for (account_id, _folder_id), tally in scan.tallies.items():
+            total = usage.setdefault(account_id, [0, 0])
+            total[0] += tally.size
+            total[1] += tally.messages
+        for account_id, name in scan.accounts.items():
+            counted = usage.get(account_id, [0, 0])
+            if decode_usage(txn.get(account_key(account_id), db=dbs.usage)) != tuple(counted):
+                txn.put(account_key(account_id), encode_usage(*counted), db=dbs.usage)
+                done.append(f"recomputed usage of account {name}")
+        # Orphan files: judged inside the write transaction (no writer can commit meanwhile) and only
+        # when written well before it began.
+        _orphans, removable, _missing = _scan_files(store, scan, started)
+        for path in removable:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                done.append(f"removed orphan {path}")
+        return done
+
+    repaired: list[str] = store._write(job)
+    return repaired
+
+
+def _max_tombstone_modseq(txn: Any, dbs: Databases, account_id: int, folder_id: int) -> int:
+    cursor = txn.cursor(dbs.tombstones)
+    prefix = folder_key(account_id, folder_id)
+    highest = 0
+    if cursor.set_range(prefix):
+        for key in cursor.iternext(values=False):
+            if key[:8] != prefix:
+                break
+            highest = max(highest, unpack_change_key(key)[2])
+    return highest
+
+
+# ---- backup ---------------------------------------------------------------------------------------
+
+def backup(store: Store, dest: str) -> None:
+    """Copy the index (compacted, from one read snapshot) and hard-link the bodies it references.
+
+    Bodies expunged between the snapshot and the linking vanish from the source; then we take a newer
+    snapshot and link what is still missing (a few rounds at most), so the copy is always consistent.
+    """
+    shared = store._env
+    dbs = shared.dbs
+    dest = os.path.abspath(dest)
+    if os.path.exists(dest) and os.listdir(dest):
+        raise MidbError(f"backup destination {dest} is not empty")
+    index_dir = os.path.join(dest, "index")
+    eml_dir = os.path.join(dest, "eml")
+    try:
+        os.makedirs(index_dir, mode=0o750, exist_ok=True)
+        for sub in FANOUT:
+            os.makedirs(os.path.join(eml_dir, sub), mode=0o750, exist_ok=True)
+    except OSError as error:
+        raise MidbError(f"cannot create backup directories in {dest}: {error}") from error
+    linked: set[str] = set()
+    missing_before: set[str] = set()
+    for _attempt in range(BACKUP_ATTEMPTS):
+        with lmdb_errors(), shared.read() as txn:
+            referenced = {bytes(key).hex() for key in txn.cursor(dbs.blobs).iternext(values=False)}
+            missing = {blob for blob in referenced - linked if not _link_body(store, blob, eml_dir)}
+            linked |= referenced - missing
+            if not missing:
+                try:
+                    shared.env.copy(index_dir, compact=True, txn=txn)
+                except Exception as error:
+                    raise MidbError(f"cannot copy the index to {index_dir}: {error}") from error
+                for blob in linked - referenced:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(eml_dir, blob[:2], blob))
+                _sync_tree(dest)
+                return
+        broken = missing & missing_before
+        if broken:
+            raise MidbError(f"bodies missing from the store (run midb verify): {sorted(broken)[:5]}")
+        missing_before = missing
+    raise StoreBusy("backup: the store changed too fast to take a consistent snapshot; retry")
+
+
+def _link_body(store: Store, blob: str, eml_dir: str) -> bool:
+    source = store._blobs.path(blob)
+    target = os.path.join(eml_dir, blob[:2], blob)
+    try:
+        os.link(source, target)
+        return True
+    except FileNotFoundError:
+        return False
+    except FileExistsError:
+        return True
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise MidbError(f"cannot link body {blob}: {error}") from error
+    try:
+        shutil.copyfile(source, target)   # other filesystem: copy instead
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sync_tree(dest: str) -> None:
+    """Make the backup durable: its files (copies) and directories."""
+    for root, _dirs, files in os.walk(dest):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        with contextlib.suppress(OSError):
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+# ---- stats ----------------------------------------------------------------------------------------
+
+def stats(store: Store) -> dict[str, int]:
+    shared = store._env
+    dbs = shared.dbs
+    with lmdb_errors(), shared.read() as txn:
+        total_bytes = sum(decode_usage(raw)[0] for _key, raw in txn.cursor(dbs.usage))
+        blob_bytes = sum(_BLOB_SIZE(raw)[0] for _key, raw in txn.cursor(dbs.blobs))
+        result = {
+            "accounts": txn.stat(dbs.accounts)["entries"],
+            "folders": txn.stat(dbs.folders)["entries"],
+            "messages": txn.stat(dbs.messages)["entries"],
+            "bytes": total_bytes,
+            "bodies": txn.stat(dbs.blobs)["entries"],
+            "body_bytes": blob_bytes,
+            "tombstones": txn.stat(dbs.tombstones)["entries"],
+        }
+    info = shared.env.info()
+    page_size = shared.env.stat()["psize"]
+    result["index_bytes"] = (info["last_pgno"] + 1) * page_size
+    result["map_size"] = info["map_size"]
+    return result
+
+
+_BLOB_SIZE = struct.Struct(">4xQ").unpack_from

@@ -1,0 +1,1230 @@
+"""midb Store: accounts, folders, messages, bodies and notifications (contract: specs/midb_api.md).
+
+Layout under <path>: index/ (LMDB environment, see midb.env), eml/ (bodies, see midb.blobs),
+run/notify/ (notification sockets, see midb.events). Design notes: docs/midb-store.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from midb import events, maintenance, mime
+from midb.accounts import (
+    Account,
+    decode_account,
+    decode_usage,
+    encode_account,
+    encode_usage,
+    normalize_account_name,
+)
+from midb.blobs import BlobFiles, pack_blob_record, unpack_blob_record
+from midb.env import Databases, SharedEnv, WriteEffects, acquire, lmdb_errors, release
+from midb.errors import (
+    AccountExists,
+    FolderExists,
+    FolderNotEmpty,
+    HasChildren,
+    InvalidArgument,
+    InvalidFlag,
+    InvalidName,
+    MidbError,
+    NoSuchAccount,
+    NoSuchBody,
+    NoSuchFolder,
+    OverQuota,
+    ReadOnlyStore,
+    StoreBusy,
+    TooBig,
+)
+from midb.events import WatchHandle
+from midb.folderlang import SPECIAL_FOLDERS, FolderLanguages
+from midb.folders import (
+    INBOX,
+    SEPARATOR,
+    STATE_HELD_MESSAGES,
+    FolderInfo,
+    FolderRecord,
+    normalize_name,
+    parent_names,
+    special_use_code,
+)
+from midb.keys import (
+    MAX_U32,
+    UID_IN_CHANGE_KEY,
+    UID_IN_MESSAGE_KEY,
+    account_key,
+    blob_key,
+    change_key,
+    folder_key,
+    message_key,
+    name_key,
+    owner_key,
+    pack_u32,
+    unpack_folder_key,
+    unpack_owner_key,
+    unpack_u32,
+)
+from midb.messages import (
+    BLOB_SLICE,
+    DELETED,
+    FIXED_SIZE,
+    FLAGS_OFFSET,
+    FlagSet,
+    MessageMeta,
+    counter_deltas,
+    meta_from_record,
+    metas_from_pairs,
+    pack_record,
+    parse_flags,
+    unpack_record,
+    with_modseq_and_flags,
+)
+
+__all__ = [
+    "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
+    "InvalidArgument", "InvalidFlag", "InvalidName", "MessageMeta", "MidbError", "NoSuchAccount",
+    "NoSuchBody", "NoSuchFolder", "OverQuota", "ReadOnlyStore", "Store", "StoreBusy", "TooBig",
+    "WatchHandle",
+]
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+MAX_TZOFFSET = 24 * 60 - 1
+MAX_LANG_LENGTH = 64
+MAX_PASSWORD_HASH_LENGTH = 1024
+STORE_MODES = ("set", "add", "remove")
+_COUNTER_ACCOUNT = b"next-account"
+_COUNTER_UIDVALIDITY = b"last-uidvalidity"
+_COUNTER_FOLDER = b"next-folder:"
+
+
+class Store:
+    """The message store. Thread-safe; several processes may open the same path at once."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 8 << 30,
+                 run_dir: str | None = None, data_path: list[str] | None = None,
+                 default_lang: str = "en", readonly: bool = False, max_message_size: int = 0) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.fsync = fsync
+        self.readonly = readonly
+        self.default_lang = default_lang
+        self.max_message_size = max_message_size
+        self.index_dir = os.path.join(self.path, "index")
+        self.run_dir = os.path.abspath(run_dir) if run_dir else os.path.join(self.path, "run")
+        self._map_size = map_size
+        if readonly:
+            if not os.path.isfile(os.path.join(self.index_dir, "data.mdb")):
+                raise MidbError(f"no midb store at {self.path}")
+        else:
+            try:
+                os.makedirs(self.index_dir, mode=0o750, exist_ok=True)
+                os.makedirs(os.path.join(self.run_dir, "notify"), mode=0o770, exist_ok=True)
+            except OSError as error:
+                raise MidbError(f"cannot create store directories under {self.path}: {error}") from error
+        self._shared: SharedEnv = acquire(self.index_dir, readonly=readonly, sync=fsync, map_size=map_size)
+        try:
+            self._blobs = BlobFiles(os.path.join(self.path, "eml"), fsync=fsync, create=not readonly)
+            self._notifier = events.attach(self._shared, self.run_dir)
+        except BaseException:
+            release(self._shared)
+            raise
+        self._langs = FolderLanguages.load(data_path)
+        self._closed = False
+
+    # ---- life cycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._shared.stale:
+            return
+        events.detach(self._shared, self._notifier)
+        release(self._shared)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _env(self) -> SharedEnv:
+        if self._closed:
+            raise MidbError("store is closed")
+        if self._shared.stale:
+            self._reopen_after_fork()
+        return self._shared
+
+    def _reopen_after_fork(self) -> None:
+        # A forked child must not touch the parent's LMDB handles: open our own.
+        self._shared = acquire(self.index_dir, readonly=self.readonly, sync=self.fsync,
+                               map_size=self._map_size)
+        self._notifier = events.attach(self._shared, self.run_dir)
+
+    def _write(self, job: Callable[[Any, Databases, WriteEffects], Any]) -> Any:
+        if self.readonly:
+            raise ReadOnlyStore("store opened read-only")
+        shared = self._env
+        result, effects = shared.write(job, durable=self.fsync)
+        self._after_commit(shared, effects)
+        return result
+
+    def _after_commit(self, shared: SharedEnv, effects: WriteEffects) -> None:
+        for blob in effects.unlink:
+            try:
+                self._blobs.unlink(blob)
+            except OSError as error:   # leaves an orphan file for `verify --repair`
+                log.warning("cannot remove body %s: %s", blob, error)
+        if effects.changes:
+            events.publish_all(shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
+                                        (_name, modseq) in effects.changes.items()])
+
+    # ---- shared transaction helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _account_id(txn: Any, dbs: Databases, name: object) -> int:
+        try:
+            key = normalize_account_name(name).encode("utf-8")
+        except InvalidName:
+            raise NoSuchAccount(f"no such account {name!r}") from None
+        raw = txn.get(key, db=dbs.account_names)
+        if raw is None:
+            raise NoSuchAccount(f"no such account {name!r}")
+        return unpack_u32(raw)
+
+    @staticmethod
+    def _account(txn: Any, dbs: Databases, account_id: int) -> Account:
+        raw = txn.get(account_key(account_id), db=dbs.accounts)
+        if raw is None:
+            raise NoSuchAccount(f"no account with id {account_id}")
+        return decode_account(account_id, raw)
+
+    @staticmethod
+    def _folder(txn: Any, dbs: Databases, account_id: int, folder_id: object) -> FolderRecord:
+        if not isinstance(folder_id, int) or not 0 < folder_id <= MAX_U32:
+            raise NoSuchFolder(f"no folder with id {folder_id!r}")
+        raw = txn.get(folder_key(account_id, folder_id), db=dbs.folders)
+        if raw is None:
+            raise NoSuchFolder(f"no folder with id {folder_id}")
+        return FolderRecord.decode(folder_id, raw)
+
+    @staticmethod
+    def _folder_id(txn: Any, dbs: Databases, account_id: int, name: str) -> int | None:
+        raw = txn.get(name_key(account_id, name), db=dbs.folder_names)
+        return None if raw is None else unpack_u32(raw)
+
+    @staticmethod
+    def _put_folder(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> None:
+        txn.put(folder_key(account_id, record.id), record.encode(), db=dbs.folders)
+
+    @staticmethod
+    def _subscribed(txn: Any, dbs: Databases, account_id: int, name: str) -> bool:
+        return txn.get(name_key(account_id, name), db=dbs.subscriptions) is not None
+
+    def _info(self, txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> FolderInfo:
+        return record.info(self._subscribed(txn, dbs, account_id, record.name))
+
+    @staticmethod
+    def _next_counter(txn: Any, dbs: Databases, key: bytes) -> int:
+        raw = txn.get(key, db=dbs.counters)
+        value = 1 if raw is None else unpack_u32(raw)
+        if value > MAX_U32 - 1:
+            raise MidbError("identifier space exhausted")
+        txn.put(key, pack_u32(value + 1), db=dbs.counters)
+        return value
+
+    @staticmethod
+    def _new_uidvalidity(txn: Any, dbs: Databases) -> int:
+        """Time-based, strictly increasing across the store: a re-created name gets a new value."""
+        raw = txn.get(_COUNTER_UIDVALIDITY, db=dbs.counters)
+        last = 0 if raw is None else unpack_u32(raw)
+        value = max(int(time.time()), last + 1)
+        if value > MAX_U32:
+            value = 1   # 2106 or a pathological import: wrap rather than fail
+        txn.put(_COUNTER_UIDVALIDITY, pack_u32(value), db=dbs.counters)
+        return value
+
+    @staticmethod
+    def _note_uidvalidity(txn: Any, dbs: Databases, value: int) -> None:
+        """An imported UIDVALIDITY: keep later time-based values above it (unless it is absurd)."""
+        raw = txn.get(_COUNTER_UIDVALIDITY, db=dbs.counters)
+        last = 0 if raw is None else unpack_u32(raw)
+        if last < value <= int(time.time()) + 10 * 365 * 86400:
+            txn.put(_COUNTER_UIDVALIDITY, pack_u32(value), db=dbs.counters)
+
+    @staticmethod
+    def _adjust_usage(txn: Any, dbs: Databases, account_id: int, size: int, messages: int) -> None:
+        key = account_key(account_id)
+        used_bytes, used_messages = decode_usage(txn.get(key, db=dbs.usage))
+        txn.put(key, encode_usage(used_bytes + size, used_messages + messages), db=dbs.usage)
+
+    def _check_quota(self, txn: Any, dbs: Databases, account_id: int, size: int, messages: int) -> None:
+        account = self._account(txn, dbs, account_id)
+        if not account.quota_bytes and not account.quota_messages:
+            return
+        used_bytes, used_messages = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
+        if account.quota_messages and used_messages + messages > account.quota_messages:
+            raise OverQuota("MESSAGE")
+        if account.quota_bytes and used_bytes + size > account.quota_bytes:
+            raise OverQuota("STORAGE")
+
+    @staticmethod
+    def _blob_incref(txn: Any, dbs: Databases, blob_raw: bytes, count: int) -> None:
+        raw = txn.get(blob_raw, db=dbs.blobs)
+        if raw is None:
+            raise MidbError(f"index inconsistency: body {blob_raw.hex()} has no record")
+        refcount, size = unpack_blob_record(raw)
+        txn.put(blob_raw, pack_blob_record(refcount + count, size), db=dbs.blobs)
+
+    @staticmethod
+    def _blob_decref(txn: Any, dbs: Databases, blob_raw: bytes, count: int, effects: WriteEffects) -> None:
+        raw = txn.get(blob_raw, db=dbs.blobs)
+        if raw is None:
+            return
+        refcount, size = unpack_blob_record(raw)
+        if refcount <= count:
+            txn.delete(blob_raw, db=dbs.blobs)
+            txn.delete(blob_raw, db=dbs.digests)
+            effects.unlink_blob(blob_raw.hex())
+        else:
+            txn.put(blob_raw, pack_blob_record(refcount - count, size), db=dbs.blobs)
+
+    @staticmethod
+    def _prefix_items(txn: Any, db: Any, prefix: bytes, *, values: bool = True) -> list[Any]:
+        cursor = txn.cursor(db)
+        out: list[Any] = []
+        if not cursor.set_range(prefix):
+            return out
+        size = len(prefix)
+        if values:
+            for key, value in cursor.iternext():
+                if key[:size] != prefix:
+                    break
+                out.append((key, value))
+        else:
+            for key in cursor.iternext(values=False):
+                if key[:size] != prefix:
+                    break
+                out.append(key)
+        return out
+
+    @classmethod
+    def _delete_prefix(cls, txn: Any, db: Any, prefix: bytes) -> int:
+        keys = cls._prefix_items(txn, db, prefix, values=False)
+        for key in keys:
+            txn.delete(key, db=db)
+        return len(keys)
+
+    # ---- accounts -----------------------------------------------------------------------------------
+
+    def create_account(self, name: str, *, password_hash: str | None = None,
+                       lang: str | None = None) -> Account:
+        """Create an account with INBOX and the special-use folders named for its language."""
+        account_name = normalize_account_name(name)
+        _check_password_hash(password_hash)
+        _check_lang(lang)
+        folder_names = self._langs.names(lang or self.default_lang)
+        created = int(time.time())
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> Account:
+            name_bytes = account_name.encode("utf-8")
+            if txn.get(name_bytes, db=dbs.account_names) is not None:
+                raise AccountExists(f"account {account_name} exists")
+            account_id = self._next_counter(txn, dbs, _COUNTER_ACCOUNT)
+            account = Account(id=account_id, name=account_name, password_hash=password_hash, lang=lang,
+                              quota_bytes=0, quota_messages=0, disabled=False, created=created)
+            txn.put(account_key(account_id), encode_account(account), db=dbs.accounts)
+            txn.put(name_bytes, pack_u32(account_id), db=dbs.account_names)
+            txn.put(account_key(account_id), encode_usage(0, 0), db=dbs.usage)
+            self._create_folder_tx(txn, dbs, account_id, INBOX, 0, None)
+            txn.put(name_key(account_id, INBOX), b"", db=dbs.subscriptions)
+            for special in SPECIAL_FOLDERS:
+                folder_name = folder_names[special]
+                if self._folder_id(txn, dbs, account_id, folder_name) is not None:
+                    folder_name = special[1:]   # a translation collided with another folder name
+                    if self._folder_id(txn, dbs, account_id, folder_name) is not None:
+                        continue
+                self._create_folder_tx(txn, dbs, account_id, folder_name, special_use_code(special), None)
+                txn.put(name_key(account_id, folder_name), b"", db=dbs.subscriptions)
+            return account
+
+        return self._write(job)
+
+    def get_account(self, name: str) -> Account | None:
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            try:
+                account_id = self._account_id(txn, dbs, name)
+            except NoSuchAccount:
+                return None
+            return self._account(txn, dbs, account_id)
+
+    def account_by_id(self, account_id: int) -> Account | None:
+        with lmdb_errors(), self._env.read() as txn:
+            try:
+                return self._account(txn, self._shared.dbs, account_id)
+            except (NoSuchAccount, struct.error):
+                return None
+
+    def list_accounts(self) -> list[Account]:
+        with lmdb_errors(), self._env.read() as txn:
+            cursor = txn.cursor(self._shared.dbs.accounts)
+            accounts = [decode_account(unpack_u32(key), value) for key, value in cursor]
+        return sorted(accounts, key=lambda account: account.name)
+
+    def update_account(self, name: str, *, password_hash: Any = _UNSET, lang: Any = _UNSET,
+                       quota_bytes: Any = _UNSET, quota_messages: Any = _UNSET,
+                       disabled: Any = _UNSET) -> Account:
+        """Change only the fields given."""
+        changes: dict[str, Any] = {}
+        if password_hash is not _UNSET:
+            _check_password_hash(password_hash)
+            changes["password_hash"] = password_hash
+        if lang is not _UNSET:
+            _check_lang(lang)
+            changes["lang"] = lang
+        for field, value in (("quota_bytes", quota_bytes), ("quota_messages", quota_messages)):
+            if value is not _UNSET:
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
+                    raise InvalidArgument(f"{field} must be a non-negative int")
+                changes[field] = value
+        if disabled is not _UNSET:
+            if not isinstance(disabled, bool):
+                raise InvalidArgument("disabled must be a bool")
+            changes["disabled"] = disabled
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> Account:
+            account_id = self._account_id(txn, dbs, name)
+            account = self._account(txn, dbs, account_id)
+            values = {field: getattr(account, field) for field in Account.__dataclass_fields__}
+            values.update(changes)
+            updated = Account(**values)
+            txn.put(account_key(account_id), encode_account(updated), db=dbs.accounts)
+            return updated
+
+        return self._write(job)
+
+    def delete_account(self, name: str) -> None:
+        """Remove the account: folders, messages, body references, subscriptions, ownership."""
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            account_id = self._account_id(txn, dbs, name)
+            account = self._account(txn, dbs, account_id)
+            prefix = account_key(account_id)
+            for key, raw in self._prefix_items(txn, dbs.folders, prefix):
+                record = FolderRecord.decode(unpack_folder_key(key)[1], raw)
+                effects.changed(account_id, account.name, record.id, record.highestmodseq + 1)
+            blob_counts: dict[bytes, int] = {}
+            for _key, raw in self._prefix_items(txn, dbs.messages, prefix):
+                blob_raw = bytes(raw[BLOB_SLICE])
+                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+            for blob_raw, count in blob_counts.items():
+                self._blob_decref(txn, dbs, blob_raw, count, effects)
+            for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
+                       dbs.subscriptions, dbs.owners):
+                self._delete_prefix(txn, db, prefix)
+            # Ownership the account holds over other mailboxes.
+            for key in list(txn.cursor(dbs.owners).iternext(values=False)):
+                if unpack_owner_key(key)[1] == account_id:
+                    txn.delete(key, db=dbs.owners)
+            txn.delete(prefix, db=dbs.usage)
+            txn.delete(prefix, db=dbs.accounts)
+            txn.delete(account.name.encode("utf-8"), db=dbs.account_names)
+            txn.delete(_COUNTER_FOLDER + prefix, db=dbs.counters)
+
+        self._write(job)
+
+    def grant_owner(self, mailbox: str, actor: str) -> None:
+        """Give `actor` store ownership of `mailbox` (login as actor!mailbox)."""
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            mailbox_id = self._account_id(txn, dbs, mailbox)
+            actor_id = self._account_id(txn, dbs, actor)
+            if mailbox_id != actor_id:
+                txn.put(owner_key(mailbox_id, actor_id), b"", db=dbs.owners)
+
+        self._write(job)
+
+    def revoke_owner(self, mailbox: str, actor: str) -> None:
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            mailbox_id = self._account_id(txn, dbs, mailbox)
+            actor_id = self._account_id(txn, dbs, actor)
+            txn.delete(owner_key(mailbox_id, actor_id), db=dbs.owners)
+
+        self._write(job)
+
+    def owners(self, mailbox: str) -> list[str]:
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            mailbox_id = self._account_id(txn, dbs, mailbox)
+            names = []
+            for key in self._prefix_items(txn, dbs.owners, account_key(mailbox_id), values=False):
+                actor_id = unpack_owner_key(key)[1]
+                with contextlib.suppress(NoSuchAccount):
+                    names.append(self._account(txn, dbs, actor_id).name)
+        return sorted(names)
+
+    def is_owner(self, mailbox: str, actor: str) -> bool:
+        try:
+            if normalize_account_name(mailbox) == normalize_account_name(actor):
+                return True
+        except InvalidName:
+            return False
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            try:
+                mailbox_id = self._account_id(txn, dbs, mailbox)
+                actor_id = self._account_id(txn, dbs, actor)
+            except NoSuchAccount:
+                return False
+            return txn.get(owner_key(mailbox_id, actor_id), db=dbs.owners) is not None
+
+    def usage(self, account: str) -> tuple[int, int]:
+        """(bytes, messages) over all folders of the account, from transactional counters."""
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            return decode_usage(txn.get(account_key(account_id), db=dbs.usage))
+
+    # ---- folders ------------------------------------------------------------------------------------
+
+    def list_folders(self, account: str) -> list[FolderInfo]:
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            subscribed = {bytes(key[4:]) for key in
+                          self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)}
+            infos = []
+            for key, raw_id in self._prefix_items(txn, dbs.folder_names, account_key(account_id)):
+                folder_id = unpack_u32(raw_id)
+                raw = txn.get(folder_key(account_id, folder_id), db=dbs.folders)
+                if raw is None:
+                    continue
+                record = FolderRecord.decode(folder_id, raw)
+                infos.append(record.info(bytes(key[4:]) in subscribed))
+        return infos
+
+    def get_folder(self, account: str, name: str) -> FolderInfo | None:
+        try:
+            name = normalize_name(name)
+        except InvalidName:
+            return None
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            folder_id = self._folder_id(txn, dbs, account_id, name)
+            if folder_id is None:
+                return None
+            return self._info(txn, dbs, account_id, self._folder(txn, dbs, account_id, folder_id))
+
+    def folder_by_id(self, account: str, folder_id: int) -> FolderInfo | None:
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            try:
+                record = self._folder(txn, dbs, account_id, folder_id)
+            except NoSuchFolder:
+                return None
+            return self._info(txn, dbs, account_id, record)
+
+    def _create_folder_tx(self, txn: Any, dbs: Databases, account_id: int, name: str, special: int,
+                          uidvalidity: int | None) -> FolderRecord:
+        """Create `name` (normalised) and any missing parents; FolderExists if it exists."""
+        if self._folder_id(txn, dbs, account_id, name) is not None:
+            raise FolderExists(f"folder {name} exists")
+        parent_id = 0
+        for ancestor in parent_names(name):
+            existing = self._folder_id(txn, dbs, account_id, ancestor)
+            if existing is None:
+                existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
+            parent_id = existing
+        return self._insert_folder(txn, dbs, account_id, name, parent_id, special, uidvalidity)
+
+    def _insert_folder(self, txn: Any, dbs: Databases, account_id: int, name: str, parent_id: int,
+                       special: int, uidvalidity: int | None) -> FolderRecord:
+        folder_id = self._next_counter(txn, dbs, _COUNTER_FOLDER + account_key(account_id))
+        if uidvalidity is None:
+            uidvalidity = self._new_uidvalidity(txn, dbs)
+        else:
+            self._note_uidvalidity(txn, dbs, uidvalidity)
+        record = FolderRecord(folder_id, name, parent_id, uidvalidity, special=special)
+        self._put_folder(txn, dbs, account_id, record)
+        txn.put(name_key(account_id, name), pack_u32(folder_id), db=dbs.folder_names)
+        return record
+
+    def create_folder(self, account: str, name: str, *, special_use: str | None = None,
+                      uidvalidity: int | None = None) -> FolderInfo:
+        """Create a folder and its missing parents; FolderExists / InvalidName."""
+        name = normalize_name(name)
+        special = special_use_code(special_use)
+        if uidvalidity is not None:
+            _check_uidvalidity(uidvalidity)
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._create_folder_tx(txn, dbs, account_id, name, special, uidvalidity)
+            effects.changed(account_id, normalize_account_name(account), record.id, record.highestmodseq)
+            return self._info(txn, dbs, account_id, record)
+
+        return self._write(job)
+
+    def set_uidvalidity(self, account: str, folder_id: int, uidvalidity: int) -> None:
+        """For importers: only while the folder has never held a message."""
+        _check_uidvalidity(uidvalidity)
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if record.state & STATE_HELD_MESSAGES or record.uidnext != 1:
+                raise MidbError("UIDVALIDITY can only be set on a folder that never held a message")
+            record.uidvalidity = uidvalidity
+            self._note_uidvalidity(txn, dbs, uidvalidity)
+            self._put_folder(txn, dbs, account_id, record)
+
+        self._write(job)
+
+    def delete_folder(self, account: str, name: str) -> None:
+        """Delete a folder and its messages. INBOX: InvalidName; with children: HasChildren."""
+        name = normalize_name(name)
+        if name == INBOX:
+            raise InvalidName("INBOX cannot be deleted")
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            account_id = self._account_id(txn, dbs, account)
+            folder_id = self._folder_id(txn, dbs, account_id, name)
+            if folder_id is None:
+                raise NoSuchFolder(f"no folder {name}")
+            if self._prefix_items(txn, dbs.folder_names, name_key(account_id, name + SEPARATOR), values=False):
+                raise HasChildren(f"folder {name} has inferior folders")
+            record = self._folder(txn, dbs, account_id, folder_id)
+            prefix = folder_key(account_id, folder_id)
+            blob_counts: dict[bytes, int] = {}
+            for _key, raw in self._prefix_items(txn, dbs.messages, prefix):
+                blob_raw = bytes(raw[BLOB_SLICE])
+                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+            for blob_raw, count in blob_counts.items():
+                self._blob_decref(txn, dbs, blob_raw, count, effects)
+            for db in (dbs.messages, dbs.modseqs, dbs.tombstones):
+                self._delete_prefix(txn, db, prefix)
+            self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
+            txn.delete(prefix, db=dbs.folders)
+            txn.delete(name_key(account_id, name), db=dbs.folder_names)
+            effects.changed(account_id, normalize_account_name(account), folder_id, record.highestmodseq + 1)
+
+        self._write(job)
+
+    def rename_folder(self, account: str, old: str, new: str) -> FolderInfo:
+        """Rename a folder with its children (UIDVALIDITY kept). Renaming INBOX moves its messages
+        into a new folder `new` and leaves INBOX empty (RFC 3501 6.3.5). Subscriptions follow."""
+        old = normalize_name(old)
+        new = normalize_name(new)
+        if new == INBOX:
+            raise FolderExists("INBOX exists")
+        if old == new:
+            raise FolderExists(f"folder {new} exists")
+        if new.startswith(old + SEPARATOR):
+            raise InvalidName("cannot rename a folder into its own subtree")
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
+            account_id = self._account_id(txn, dbs, account)
+            account_name = normalize_account_name(account)
+            old_id = self._folder_id(txn, dbs, account_id, old)
+            if old_id is None:
+                raise NoSuchFolder(f"no folder {old}")
+            if self._folder_id(txn, dbs, account_id, new) is not None:
+                raise FolderExists(f"folder {new} exists")
+            if old == INBOX:
+                return self._rename_inbox(txn, dbs, effects, account_id, account_name, old_id, new)
+            parent_id = 0
+            for ancestor in parent_names(new):
+                existing = self._folder_id(txn, dbs, account_id, ancestor)
+                if existing is None:
+                    existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
+                parent_id = existing
+            moves = [(old, new, old_id)]
+            for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
+                child = bytes(key[4:]).decode("utf-8")
+                moves.append((child, new + child[len(old):], unpack_u32(raw_id)))
+            for _from, to, _folder in moves:
+                if self._folder_id(txn, dbs, account_id, to) is not None:
+                    raise FolderExists(f"folder {to} exists")
+            top: FolderRecord | None = None
+            for from_name, to_name, folder_id in moves:
+                record = self._folder(txn, dbs, account_id, folder_id)
+                record.name = to_name
+                if folder_id == old_id:
+                    record.parent_id = parent_id
+                    top = record
+                self._put_folder(txn, dbs, account_id, record)
+                txn.delete(name_key(account_id, from_name), db=dbs.folder_names)
+                txn.put(name_key(account_id, to_name), pack_u32(folder_id), db=dbs.folder_names)
+                if txn.delete(name_key(account_id, from_name), db=dbs.subscriptions):
+                    txn.put(name_key(account_id, to_name), b"", db=dbs.subscriptions)
+                effects.changed(account_id, account_name, folder_id, record.highestmodseq)
+            assert top is not None
+            return self._info(txn, dbs, account_id, top)
+
+        return self._write(job)
+
+    def _rename_inbox(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
+                      account_name: str, inbox_id: int, new: str) -> FolderInfo:
+        inbox = self._folder(txn, dbs, account_id, inbox_id)
+        target = self._create_folder_tx(txn, dbs, account_id, new, 0, None)
+        prefix = folder_key(account_id, inbox_id)
+        items = self._prefix_items(txn, dbs.messages, prefix)
+        for key, raw in items:
+            uid = UID_IN_MESSAGE_KEY.unpack_from(key)[0]
+            modseq = unpack_record(raw)[0]
+            txn.put(message_key(account_id, target.id, uid), raw, db=dbs.messages)
+            txn.put(change_key(account_id, target.id, modseq, uid), b"", db=dbs.modseqs)
+            txn.delete(key, db=dbs.messages)
+            txn.delete(change_key(account_id, inbox_id, modseq, uid), db=dbs.modseqs)
+            txn.put(change_key(account_id, inbox_id, inbox.next_modseq(), uid), b"", db=dbs.tombstones)
+        target.uidnext = inbox.uidnext
+        target.highestmodseq = max(target.highestmodseq, inbox.highestmodseq)
+        target.messages, target.unseen, target.deleted, target.size = (
+            inbox.messages, inbox.unseen, inbox.deleted, inbox.size)
+        target.recent_floor = inbox.uidnext - 1
+        if items:
+            target.state |= STATE_HELD_MESSAGES
+        inbox.messages = inbox.unseen = inbox.deleted = inbox.size = 0
+        self._put_folder(txn, dbs, account_id, inbox)
+        self._put_folder(txn, dbs, account_id, target)
+        effects.changed(account_id, account_name, inbox_id, inbox.highestmodseq)
+        effects.changed(account_id, account_name, target.id, target.highestmodseq)
+        return self._info(txn, dbs, account_id, target)
+
+    def set_subscribed(self, account: str, name: str, subscribed: bool) -> None:
+        """Subscriptions are a set of names; they may name folders that do not exist."""
+        name = normalize_name(name)
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            account_id = self._account_id(txn, dbs, account)
+            if subscribed:
+                txn.put(name_key(account_id, name), b"", db=dbs.subscriptions)
+            else:
+                txn.delete(name_key(account_id, name), db=dbs.subscriptions)
+
+        self._write(job)
+
+    def subscriptions(self, account: str) -> list[str]:
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            keys = self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)
+            return [bytes(key[4:]).decode("utf-8") for key in keys]
+
+    def claim_recent(self, account: str, folder_id: int) -> int:
+        """Return the old recent_floor and raise it to uidnext-1, atomically."""
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            record = self._folder(txn, dbs, self._account_id(txn, dbs, account), folder_id)
+            if record.recent_floor >= record.uidnext - 1 or self.readonly:
+                return record.recent_floor   # nothing new: spare a durable write per SELECT
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> int:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            previous = record.recent_floor
+            if record.uidnext - 1 > previous:
+                record.recent_floor = record.uidnext - 1
+                self._put_folder(txn, dbs, account_id, record)
+            return previous
+
+        return self._write(job)
+
+    # ---- messages -----------------------------------------------------------------------------------
+
+    def append(self, account: str, folder_id: int, data: bytes, *, flags: Iterable[str] = (),
+               internaldate: int | None = None, tzoffset: int = 0, uid: int | None = None) -> tuple[int, int]:
+        """Store one message; -> (uidvalidity, uid). The body is durable before the index commit."""
+        uidvalidity, uids = self._append(account, folder_id, [(data, flags, internaldate, tzoffset)], uid)
+        return uidvalidity, uids[0]
+
+    def append_many(self, account: str, folder_id: int,
+                    items: list[tuple[bytes, Iterable[str], int | None, int]]) -> tuple[int, list[int]]:
+        """MULTIAPPEND: all messages or none, in one transaction; -> (uidvalidity, uids)."""
+        items = list(items)
+        if not items:
+            raise InvalidArgument("append_many needs at least one message")
+        return self._append(account, folder_id, items, None)
+
+    def _append(self, account: str, folder_id: int,
+                items: list[tuple[bytes, Iterable[str], int | None, int]],
+                explicit_uid: int | None) -> tuple[int, list[int]]:
+        if self.readonly:
+            raise ReadOnlyStore("store opened read-only")
+        if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
+            raise InvalidArgument(f"invalid UID {explicit_uid!r}")
+        now = int(time.time())
+        prepared: list[tuple[bytes, FlagSet, int, int]] = []
+        for item in items:
+            try:
+                data, flags, internaldate, tzoffset = item
+            except (TypeError, ValueError):
+                raise InvalidArgument("append item must be (data, flags, internaldate, tzoffset)") from None
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InvalidArgument("message data must be bytes")
+            data = bytes(data)
+            if self.max_message_size and len(data) > self.max_message_size:
+                raise TooBig(f"message of {len(data)} bytes exceeds the limit of {self.max_message_size}")
+            if internaldate is None:
+                internaldate = now
+            elif not isinstance(internaldate, int) or isinstance(internaldate, bool) \
+                    or not -(1 << 62) < internaldate < 1 << 62:
+                raise InvalidArgument(f"invalid internaldate {internaldate!r}")
+            if not isinstance(tzoffset, int) or not -MAX_TZOFFSET <= tzoffset <= MAX_TZOFFSET:
+                raise InvalidArgument(f"invalid tzoffset {tzoffset!r}")
+            prepared.append((data, parse_flags(flags), internaldate, tzoffset))
+        total = sum(len(entry[0]) for entry in prepared)
+
+        # Refuse early, before any body is written (re-checked in the transaction below).
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            self._check_quota(txn, dbs, account_id, total, len(prepared))
+            _check_uid_room(record, explicit_uid, len(prepared))
+
+        digests = [_encoded_digest(entry[0]) for entry in prepared]
+        blobs = self._blobs.write_many([entry[0] for entry in prepared])
+        account_name = normalize_account_name(account)
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int]]:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            self._check_quota(txn, dbs, account_id, total, len(prepared))
+            _check_uid_room(record, explicit_uid, len(prepared))
+            if explicit_uid is not None:
+                record.uidnext = explicit_uid
+            uids = []
+            for (data, flagset, internaldate, tzoffset), blob, digest in zip(prepared, blobs, digests,
+                                                                          strict=True):
+                uid = record.uidnext
+                record.uidnext += 1
+                modseq = record.next_modseq()
+                blob_raw = bytes.fromhex(blob)
+                size = len(data)
+                txn.put(message_key(account_id, record.id, uid),
+                        pack_record(modseq, internaldate, tzoffset, size, blob_raw, flagset.encode()),
+                        db=dbs.messages)
+                txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
+                txn.put(blob_raw, pack_blob_record(1, size), db=dbs.blobs)
+                if digest is not None:
+                    txn.put(blob_raw, digest, db=dbs.digests)
+                unseen, deleted = counter_deltas(flagset.bits)
+                record.messages += 1
+                record.unseen += unseen
+                record.deleted += deleted
+                record.size += size
+                uids.append(uid)
+            record.state |= STATE_HELD_MESSAGES
+            self._put_folder(txn, dbs, account_id, record)
+            self._adjust_usage(txn, dbs, account_id, total, len(prepared))
+            effects.changed(account_id, account_name, record.id, record.highestmodseq)
+            return record.uidvalidity, uids
+
+        try:
+            return self._write(job)
+        except BaseException:
+            for blob in blobs:
+                self._blobs.unlink(blob)
+            raise
+
+    def _message_range(self, txn: Any, dbs: Databases, account_id: int, record: FolderRecord,
+                       *, values: bool) -> list[Any]:
+        """All (key, record) pairs (or keys) of a folder in UID order, in one cursor pass.
+
+        The folder's message counter says how many keys to take, which spares a prefix comparison per
+        message; one look at the keys around the range confirms it (else: the checked scan).
+        """
+        prefix = folder_key(account_id, record.id)
+        count = record.messages
+        cursor = txn.cursor(dbs.messages)
+        positioned = cursor.set_range(prefix)
+        if positioned:
+            items = list(itertools.islice(cursor.iternext(keys=True, values=values), count))
+            if count:
+                last_key = items[-1][0] if values and items else (items[-1] if items else b"")
+                exact = len(items) == count and last_key[:8] == prefix
+                overflow = cursor.next() and cursor.key()[:8] == prefix
+            else:
+                exact, overflow = True, cursor.key()[:8] == prefix
+            if exact and not overflow:
+                return items
+        elif not count:
+            return []
+        log.warning("message counter of folder %d/%d is off; run midb verify --repair", account_id, record.id)
+        return self._prefix_items(txn, dbs.messages, prefix, values=values)
+
+    def messages(self, account: str, folder_id: int) -> list[MessageMeta]:
+        """Every message of the folder in UID order."""
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            return metas_from_pairs(self._message_range(txn, dbs, account_id, record, values=True))
+
+    def uids(self, account: str, folder_id: int) -> list[int]:
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            keys = self._message_range(txn, dbs, account_id, record, values=False)
+        uid_of = UID_IN_MESSAGE_KEY.unpack_from
+        return [uid_of(key)[0] for key in keys]
+
+    def get_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[MessageMeta]:
+        """The existing messages among `uids`, in UID order."""
+        wanted = _uid_list(uids)
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            out = []
+            get = txn.get
+            for uid in wanted:
+                raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
+                if raw is not None:
+                    out.append(meta_from_record(uid, raw))
+            return out
+
+    def store_flags(self, account: str, folder_id: int, uids: Iterable[int], mode: str,
+                    flags: Iterable[str], *, unchanged_since: int | None = None
+                    ) -> tuple[list[MessageMeta], list[int]]:
+        """mode "set" / "add" / "remove"; -> (changed messages with their new modseq,
+        UIDs that failed UNCHANGEDSINCE). One modseq bump per changed message."""
+        if mode not in STORE_MODES:
+            raise InvalidArgument(f"invalid STORE mode {mode!r}")
+        given = parse_flags(flags)
+        if unchanged_since is not None and (not isinstance(unchanged_since, int) or unchanged_since < 0):
+            raise InvalidArgument(f"invalid UNCHANGEDSINCE {unchanged_since!r}")
+        wanted = _uid_list(uids)
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[list[MessageMeta], list[int]]:
+            account_id = self._account_id(txn, dbs, account)
+            account_name = normalize_account_name(account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            changed: list[MessageMeta] = []
+            failed: list[int] = []
+            for uid in wanted:
+                key = message_key(account_id, record.id, uid)
+                raw = txn.get(key, db=dbs.messages)
+                if raw is None:
+                    continue
+                old_modseq = unpack_record(raw)[0]
+                if unchanged_since is not None and old_modseq > unchanged_since:
+                    failed.append(uid)
+                    continue
+                old_tail = raw[FIXED_SIZE:]
+                new_tail = _apply_flags(old_tail, mode, given)
+                if new_tail == old_tail:
+                    continue
+                modseq = record.next_modseq()
+                new_raw = with_modseq_and_flags(raw, modseq, new_tail)
+                txn.put(key, new_raw, db=dbs.messages)
+                txn.delete(change_key(account_id, record.id, old_modseq, uid), db=dbs.modseqs)
+                txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
+                old_unseen, old_deleted = counter_deltas(old_tail[0])
+                new_unseen, new_deleted = counter_deltas(new_tail[0])
+                record.unseen += new_unseen - old_unseen
+                record.deleted += new_deleted - old_deleted
+                changed.append(meta_from_record(uid, new_raw))
+            if changed:
+                self._put_folder(txn, dbs, account_id, record)
+                effects.changed(account_id, account_name, record.id, record.highestmodseq)
+            return changed, failed
+
+        return self._write(job)
+
+    def copy(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
+             dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
+        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied."""
+        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False)
+
+    def move(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
+             dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
+        """copy + expunge from the source in ONE transaction."""
+        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=True)
+
+    def _transfer(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int,
+                  dst_account: str | None, *, move: bool) -> tuple[int, list[tuple[int, int]]]:
+        wanted = _uid_list(uids)
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[tuple[int, int]]]:
+            src_account_id = self._account_id(txn, dbs, account)
+            dst_account_id = src_account_id if dst_account is None else self._account_id(txn, dbs, dst_account)
+            src_name = normalize_account_name(account)
+            dst_name = src_name if dst_account is None else normalize_account_name(dst_account)
+            src = self._folder(txn, dbs, src_account_id, src_folder_id)
+            same_folder = src_account_id == dst_account_id and src_folder_id == dst_folder_id
+            dst = src if same_folder else self._folder(txn, dbs, dst_account_id, dst_folder_id)
+            found: list[tuple[int, bytes]] = []
+            for uid in wanted:
+                raw = txn.get(message_key(src_account_id, src.id, uid), db=dbs.messages)
+                if raw is not None:
+                    found.append((uid, raw))
+            if not found:
+                return dst.uidvalidity, []
+            total = sum(unpack_record(raw)[3] for _uid, raw in found)
+            if not move or src_account_id != dst_account_id:
+                self._check_quota(txn, dbs, dst_account_id, total, len(found))
+            if dst.uidnext + len(found) - 1 > MAX_U32:
+                raise MidbError("destination folder UID space exhausted")
+            if move:
+                for uid, raw in found:
+                    modseq, _date, _tz, size, _blob, tail = unpack_record(raw)
+                    txn.delete(message_key(src_account_id, src.id, uid), db=dbs.messages)
+                    txn.delete(change_key(src_account_id, src.id, modseq, uid), db=dbs.modseqs)
+                    txn.put(change_key(src_account_id, src.id, src.next_modseq(), uid), b"", db=dbs.tombstones)
+                    unseen, deleted = counter_deltas(tail[0])
+                    src.messages -= 1
+                    src.unseen -= unseen
+                    src.deleted -= deleted
+                    src.size -= size
+            pairs = []
+            blob_counts: dict[bytes, int] = {}
+            for uid, raw in found:
+                new_uid = dst.uidnext
+                dst.uidnext += 1
+                modseq = dst.next_modseq()
+                _old, _date, _tz, size, blob_raw, tail = unpack_record(raw)
+                txn.put(message_key(dst_account_id, dst.id, new_uid), with_modseq_and_flags(raw, modseq, tail),
+                        db=dbs.messages)
+                txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), b"", db=dbs.modseqs)
+                unseen, deleted = counter_deltas(tail[0])
+                dst.messages += 1
+                dst.unseen += unseen
+                dst.deleted += deleted
+                dst.size += size
+                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+                pairs.append((uid, new_uid))
+            if not move:
+                for blob_raw, count in blob_counts.items():
+                    self._blob_incref(txn, dbs, blob_raw, count)
+            dst.state |= STATE_HELD_MESSAGES
+            if not same_folder and move:
+                self._put_folder(txn, dbs, src_account_id, src)
+            self._put_folder(txn, dbs, dst_account_id, dst)
+            if not move:
+                self._adjust_usage(txn, dbs, dst_account_id, total, len(found))
+            elif src_account_id != dst_account_id:
+                self._adjust_usage(txn, dbs, src_account_id, -total, -len(found))
+                self._adjust_usage(txn, dbs, dst_account_id, total, len(found))
+            if move:
+                effects.changed(src_account_id, src_name, src.id, src.highestmodseq)
+            effects.changed(dst_account_id, dst_name, dst.id, dst.highestmodseq)
+            return dst.uidvalidity, pairs
+
+        return self._write(job)
+
+    def expunge(self, account: str, folder_id: int, uids: Iterable[int] | None = None) -> list[int]:
+        """Remove the messages flagged \\Deleted (only among `uids` if given); -> expunged UIDs."""
+        wanted = None if uids is None else _uid_list(uids)
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
+            account_id = self._account_id(txn, dbs, account)
+            account_name = normalize_account_name(account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if not record.deleted:
+                return []
+            victims: list[tuple[int, bytes]] = []
+            if wanted is None:
+                uid_of = UID_IN_MESSAGE_KEY.unpack_from
+                for key, raw in self._message_range(txn, dbs, account_id, record, values=True):
+                    if raw[FLAGS_OFFSET] & DELETED:
+                        victims.append((uid_of(key)[0], raw))
+            else:
+                for uid in wanted:
+                    raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
+                    if raw is not None and raw[FLAGS_OFFSET] & DELETED:
+                        victims.append((uid, raw))
+            if not victims:
+                return []
+            blob_counts: dict[bytes, int] = {}
+            total = 0
+            for uid, raw in victims:
+                modseq, _date, _tz, size, blob_raw, tail = unpack_record(raw)
+                txn.delete(message_key(account_id, record.id, uid), db=dbs.messages)
+                txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
+                txn.put(change_key(account_id, record.id, record.next_modseq(), uid), b"", db=dbs.tombstones)
+                unseen, deleted = counter_deltas(tail[0])
+                record.messages -= 1
+                record.unseen -= unseen
+                record.deleted -= deleted
+                record.size -= size
+                total += size
+                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+            for blob_raw, count in blob_counts.items():
+                self._blob_decref(txn, dbs, blob_raw, count, effects)
+            self._put_folder(txn, dbs, account_id, record)
+            self._adjust_usage(txn, dbs, account_id, -total, -len(victims))
+            effects.changed(account_id, account_name, record.id, record.highestmodseq)
+            return [uid for uid, _raw in victims]
+
+        return self._write(job)
+
+    def changes_since(self, account: str, folder_id: int, modseq: int) -> tuple[list[MessageMeta], list[int]]:
+        """(messages whose modseq > `modseq`, in UID order; UIDs expunged after `modseq`, ascending).
+
+        Cost is proportional to the number of changes, not to the folder size.
+        """
+        if not isinstance(modseq, int) or modseq < 0:
+            raise InvalidArgument(f"invalid modseq {modseq!r}")
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if modseq >= record.highestmodseq:
+                return [], []
+            changed_uids = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
+            changed_uids.sort()
+            get = txn.get
+            metas = []
+            for uid in changed_uids:
+                raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
+                if raw is not None:
+                    metas.append(meta_from_record(uid, raw))
+            vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
+            vanished.sort()
+            return metas, vanished
+
+    def vanished_since(self, account: str, folder_id: int, modseq: int) -> list[int]:
+        """UIDs expunged with a tombstone modseq > `modseq` (QRESYNC VANISHED (EARLIER))."""
+        if not isinstance(modseq, int) or modseq < 0:
+            raise InvalidArgument(f"invalid modseq {modseq!r}")
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
+            vanished.sort()
+            return vanished
+
+    @staticmethod
+    def _uids_after(txn: Any, db: Any, account_id: int, folder_id: int, modseq: int) -> list[int]:
+        prefix = folder_key(account_id, folder_id)
+        cursor = txn.cursor(db)
+        uids: list[int] = []
+        if modseq >= (1 << 64) - 1 or not cursor.set_range(change_key(account_id, folder_id, modseq + 1, 0)):
+            return uids
+        uid_of = UID_IN_CHANGE_KEY.unpack_from
+        for key in cursor.iternext(values=False):
+            if key[:8] != prefix:
+                break
+            uids.append(uid_of(key)[0])
+        return uids
+
+    # ---- bodies and digests -------------------------------------------------------------------------
+
+    def body_path(self, blob: str) -> str:
+        return self._blobs.path(blob)
+
+    def read_body(self, blob: str, offset: int = 0, length: int | None = None) -> bytes:
+        if not isinstance(offset, int) or (length is not None and not isinstance(length, int)):
+            raise InvalidArgument("offset and length must be int")
+        return self._blobs.read(blob, offset, length)
+
+    def digest(self, blob: str) -> mime.Digest:
+        """The MIME digest stored with the body at append time (recomputed if it is missing)."""
+        raw_key = blob_key(blob)
+        with lmdb_errors(), self._env.read() as txn:
+            encoded = txn.get(raw_key, db=self._shared.dbs.digests)
+        if encoded is not None:
+            try:
+                return mime.decode_digest(encoded)
+            except Exception:   # a digest from an older mime version: recompute below
+                log.warning("stored digest of body %s unreadable; recomputing", blob)
+        return mime.digest(self._blobs.read(blob))
+
+    # ---- notifications ------------------------------------------------------------------------------
+
+    def watch(self, account: str, callback: Callable[[str, int, int], None]) -> WatchHandle:
+        """callback(account, folder_id, highestmodseq) after every committed change to the account,
+        by this process (inline, after the commit) or another one (from the notifier thread)."""
+        with lmdb_errors(), self._env.read() as txn:
+            account_id = self._account_id(txn, self._shared.dbs, account)
+        return self._notifier.watch(account_id, normalize_account_name(account), callback)
+
+    # ---- maintenance --------------------------------------------------------------------------------
+
+    def verify(self, repair: bool = False) -> list[str]:
+        """Problems found ([] = consistent). Lines starting with "orphan:" are harmless leftovers of
+        interrupted writes (removed by repair once older than a minute); anything else is an error."""
+        return maintenance.verify(self, repair=repair).problems()
+
+    def backup(self, dest: str) -> None:
+        """A consistent copy (index + referenced bodies) into the empty or new directory `dest`."""
+        maintenance.backup(self, dest)
+
+    def stats(self) -> dict[str, int]:
+        return maintenance.stats(self)
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+def _apply_flags(old_tail: bytes, mode: str, given: FlagSet) -> bytes:
+    if mode == "set":
+        return given.encode()
+    current = FlagSet.decode(old_tail)
+    if mode == "add":
+        current.bits |= given.bits
+        for lowered, keyword in given.keywords.items():
+            current.keywords.setdefault(lowered, keyword)
+    else:
+        current.bits &= ~given.bits
+        for lowered in given.keywords:
+            current.keywords.pop(lowered, None)
+    return current.encode()
+
+
+def _uid_list(uids: Iterable[int]) -> list[int]:
+    """Sorted distinct UIDs; values outside 1..2**32-1 cannot exist and are dropped."""
+    if isinstance(uids, (str, bytes)):
+        raise InvalidArgument("uids must be an iterable of int")
+    try:
+        values = set(uids)
+    except TypeError:
+        raise InvalidArgument("uids must be an iterable of int") from None
+    for value in values:
+        if not isinstance(value, int):
+            raise InvalidArgument(f"invalid UID {value!r}")
+    return sorted(value for value in values if 0 < value <= MAX_U32)
+
+
+def _check_uid_room(record: FolderRecord, explicit_uid: int | None, count: int) -> None:
+    if explicit_uid is not None and explicit_uid < record.uidnext:
+        raise MidbError(f"UID {explicit_uid} is below UIDNEXT {record.uidnext}")
+    first = record.uidnext if explicit_uid is None else explicit_uid
+    if first + count - 1 > MAX_U32:
+        raise MidbError("folder UID space exhausted")
+
+
+def _check_uidvalidity(value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_U32:
+        raise InvalidArgument(f"invalid UIDVALIDITY {value!r}")
+
+
+def _check_password_hash(value: object) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_PASSWORD_HASH_LENGTH):
+        raise InvalidArgument("password_hash must be a str (or None)")
+
+
+def _check_lang(value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > MAX_LANG_LENGTH or any(ord(c) < 0x20 for c in value):
+        raise InvalidArgument(f"invalid language {value!r}")
+
+
+def _encoded_digest(data: bytes) -> bytes | None:
+    try:
+        return mime.encode_digest(mime.digest(data))
+    except Exception:   # the digest is a cache; the message must still be stored
+        log.exception("MIME digest failed; it will be recomputed on demand")
+        return None

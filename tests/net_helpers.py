@@ -1,0 +1,299 @@
+"""Shared pieces for the networking tests: a line-protocol test handler, a blocking test client,
+and a server context manager. Everything is bounded in time."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
+from gximap.net.listener import ListenerSpec, bind_listeners
+from gximap.net.pool import Server
+
+BIG_CHUNK = 16 * 1024
+TIMEOUT = 5.0
+
+
+class Recorder:
+    """What the handlers of one server saw, readable from the test thread."""
+
+    def __init__(self, idle_timeout: float = 0.0) -> None:
+        self.idle_timeout = idle_timeout
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+        self.handlers: list[LineHandler] = []
+        self.wakers: list[Waker] = []
+
+    def record(self, kind: str, detail: str = "") -> None:
+        with self.lock:
+            self.events.append((kind, detail))
+
+    def count(self, kind: str, detail: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for k, d in self.events if k == kind and (detail is None or d == detail))
+
+    def details(self, kind: str) -> list[str]:
+        with self.lock:
+            return [d for k, d in self.events if k == kind]
+
+    def factory(self, info: ConnectionInfo, waker: Waker) -> LineHandler:
+        handler = LineHandler(info, waker, self)
+        with self.lock:
+            self.handlers.append(handler)
+        return handler
+
+
+class LineHandler:
+    """One command per CRLF line: NOOP, ECHO text, PEER, SLOW seconds, BIG n, WAIT, STARTTLS,
+    COMPRESS, QUIT, BOOM (raises). BIG streams n bytes lazily, counting what was generated."""
+
+    def __init__(self, info: ConnectionInfo, waker: Waker, recorder: Recorder) -> None:
+        self.info = info
+        self.waker = waker
+        self.recorder = recorder
+        self.buffer = bytearray()
+        self.output: deque[OutputItem | Iterator[bytes]] = deque()
+        self.generated = 0
+        self.tls = info.tls
+
+    def start(self) -> None:
+        self.recorder.record("start", self.info.peer_host)
+        self.output.append(b"* OK test server ready\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+
+    def process(self, budget: int) -> bool:
+        for _ in range(budget):
+            end = self.buffer.find(b"\r\n")
+            if end < 0:
+                return False
+            line = bytes(self.buffer[:end]).decode("utf-8", "replace")
+            del self.buffer[: end + 2]
+            self.recorder.record("line", line)
+            self._execute(line)
+        return b"\r\n" in self.buffer
+
+    def _execute(self, line: str) -> None:
+        command, _, argument = line.partition(" ")
+        command = command.upper()
+        if command == "NOOP":
+            self.output.append(b"OK NOOP\r\n")
+        elif command == "ECHO":
+            self.output.append(f"OK {argument}\r\n".encode())
+        elif command == "PEER":
+            info = self.info
+            text = (
+                f"OK {info.peer_host} {info.peer_port} {info.local_host} {info.local_port} "
+                f"tls={info.tls} starttls={info.starttls_available} proxied={info.proxied} "
+                f"kind={info.listener}\r\n"
+            )
+            self.output.append(text.encode())
+        elif command == "SLOW":
+            time.sleep(float(argument))
+            self.output.append(b"OK slow\r\n")
+        elif command == "BIG":
+            self.output.append(self._big(int(argument)))
+            self.output.append(b"\r\nOK big\r\n")
+        elif command == "WAIT":
+            with self.recorder.lock:
+                self.recorder.wakers.append(self.waker)
+            self.output.append(b"OK waiting\r\n")
+        elif command == "STARTTLS":
+            self.output.append(b"OK begin TLS\r\n")
+            self.output.append(TransportAction.STARTTLS)
+            self.buffer.clear()  # what was pipelined after STARTTLS must never be executed
+        elif command == "COMPRESS":
+            self.output.append(b"OK DEFLATE active\r\n")
+            self.output.append(TransportAction.COMPRESS)
+        elif command == "QUIT":
+            self.output.append(b"* BYE bye\r\n")
+            self.output.append(TransportAction.CLOSE)
+        elif command == "BOOM":
+            raise RuntimeError("BOOM requested by the client")
+        else:
+            self.output.append(b"BAD unknown command\r\n")
+
+    def _big(self, size: int) -> Iterator[bytes]:
+        chunk = b"x" * BIG_CHUNK
+        remaining = size
+        while remaining > 0:
+            piece = chunk if remaining >= BIG_CHUNK else chunk[:remaining]
+            self.generated += len(piece)
+            remaining -= len(piece)
+            yield piece
+
+    def next_output(self) -> OutputItem | None:
+        while self.output:
+            head = self.output[0]
+            if isinstance(head, bytes | memoryview | TransportAction):
+                self.output.popleft()
+                return head
+            piece = next(head, None)
+            if piece is not None:
+                return piece
+            self.output.popleft()
+        return None
+
+    def idle_timeout(self) -> float:
+        return self.recorder.idle_timeout
+
+    def timed_out(self) -> None:
+        self.recorder.record("timed_out", self.info.peer_host)
+        self.output.append(b"* BYE idle timeout\r\n")
+        self.output.append(TransportAction.CLOSE)
+
+    def wakeup(self) -> None:
+        self.recorder.record("wakeup")
+        self.output.append(b"* WOKE\r\n")
+
+    def shutdown(self) -> None:
+        self.recorder.record("shutdown")
+        self.output.append(b"* BYE server shutting down\r\n")
+        self.output.append(TransportAction.CLOSE)
+
+    def transport_changed(self, action: TransportAction, tls: bool) -> None:
+        self.tls = tls
+        self.recorder.record("transport_changed", f"{action.value} tls={tls}")
+
+    def connection_lost(self) -> None:
+        self.recorder.record("connection_lost", self.info.peer_host)
+
+
+class Client:
+    """A blocking line client with optional TLS and DEFLATE, every call bounded by a timeout."""
+
+    def __init__(self, host: str, port: int, *, rcvbuf: int | None = None, timeout: float = TIMEOUT) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        self.sock: socket.socket = sock
+        self.host = host
+        self.buffer = bytearray()
+        self.deflate: Any = None
+        self.inflate: Any = None
+
+    def send(self, data: bytes) -> None:
+        if self.deflate is not None:
+            data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(256 * 1024)
+        if not data:
+            return False
+        if self.inflate is not None:
+            data = self.inflate.decompress(data)
+        self.buffer += data
+        return True
+
+    def readline(self) -> bytes:
+        while True:
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self.buffer[: end + 2])
+                del self.buffer[: end + 2]
+                return line
+            if not self._fill():
+                raise EOFError(f"connection closed; unterminated data {bytes(self.buffer[:80])!r}")
+
+    def command(self, line: str) -> bytes:
+        self.send(line.encode() + b"\r\n")
+        return self.readline()
+
+    def read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise EOFError("connection closed")
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def read_until_eof(self) -> bytes:
+        """Everything up to the end of the stream (a reset also counts as the end)."""
+        with contextlib.suppress(ConnectionResetError):
+            while self._fill():
+                pass
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        assert not self.buffer, "plaintext left over before the TLS handshake"
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+
+    def start_compress(self) -> None:
+        self.deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.inflate = zlib.decompressobj(-15)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def client_tls_context(cert_path: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cert_path)
+    return context
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@contextlib.contextmanager
+def running_server(
+    recorder: Recorder,
+    *,
+    tls_ports: bool = False,
+    plain_port: bool = True,
+    host: str = "127.0.0.1",
+    **options: Any,
+) -> Iterator[tuple[Server, dict[str, int]]]:
+    """A started Server on ephemeral ports; yields (server, {"plain": port, "tls": port})."""
+    specs = []
+    if plain_port:
+        specs.append(ListenerSpec(host, 0, False))
+    if tls_ports:
+        specs.append(ListenerSpec(host, 0, True, "imaps"))
+    listeners = bind_listeners(specs)
+    ports = {("tls" if listener.tls else "plain"): listener.port for listener in listeners}
+    settings: dict[str, Any] = {
+        "context_num": 20,
+        "thread_init_num": 2,
+        "thread_charge_num": 5,
+        "conn_timeout": 5.0,
+        "ssl_context": None,
+        "busy_response": b"* BYE Service not available\r\n",
+    }
+    settings.update(options)
+    server = Server(listeners, recorder.factory, **settings)
+    server.start()
+    try:
+        yield server, ports
+    finally:
+        server.stop(grace=0.5)
+
+
+def make_certificate(directory: str) -> tuple[str, str]:
+    """A self-signed localhost certificate (DNS localhost, IP 127.0.0.1 and ::1)."""
+    from gximap.net.certs import generate_self_signed
+
+    cert_path = f"{directory}/cert.pem"
+    key_path = f"{directory}/key.pem"
+    generate_self_signed(cert_path, key_path, ["localhost", "127.0.0.1", "::1"])
+    return cert_path, key_path

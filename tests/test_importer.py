@@ -1,0 +1,323 @@
+"""midb.importer: mbox/Maildir parsing and imports into a real store (UIDs, flags, keywords, dates)."""
+
+from __future__ import annotations
+
+import calendar
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from midb.importer import (
+    ImportFailed,
+    decode_mutf7,
+    find_maildir_folders,
+    import_maildir,
+    import_maildir_tree,
+    import_mbox,
+    normalize_crlf,
+    open_mbox,
+    parse_from_line_date,
+    parse_uidlist,
+    read_dovecot_subscriptions,
+    scan_maildir,
+    split_maildir_name,
+    valid_keyword,
+)
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+MBOX = (
+    b"From alice@example.org Thu Jan  4 10:20:30 2024\n"
+    b"From: alice@example.org\n"
+    b"Subject: first\n"
+    b"Status: RO\n"
+    b"X-Status: AF\n"
+    b"X-Keywords: $Label1 Work\n"
+    b"\n"
+    b">From the body, quoted once\n"
+    b">>From quoted twice\n"
+    b"From: not a separator (no blank line before it? it has a colon anyway)\n"
+    b"\n"
+    b"From bob@example.org Fri Feb  2 01:02:03 +0100 2024\n"
+    b"From: bob@example.org\n"
+    b"Subject: second\n"
+    b"Status: O\n"
+    b"X-Status: DT\n"
+    b"\n"
+    b"line one\n"
+    b"From inside without blank line before is body\n"
+    b"\n"
+    b"From carol@example.org Sat Mar  2 12:00:00 2024\n"
+    b"Subject: third\n"
+    b"Date: Sat, 02 Mar 2024 13:00:00 +0100\n"
+    b"\n"
+    b"last body\n"
+    b"\n"
+)
+
+DOVECOT_MBOX = (
+    b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\n"
+    b"Date: Mon, 01 Jan 2024 00:00:00 +0000\n"
+    b"From: Mail System Internal Data <MAILER-DAEMON@host>\n"
+    b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+    b"X-IMAP: 1700000000 0000000012 Junk\n"
+    b"Status: RO\n"
+    b"\n"
+    b"This text is part of the internal format of your mail folder.\n"
+    b"\n"
+    b"From a@example.org Tue Jan  2 00:00:00 2024\n"
+    b"Subject: kept uid 7\n"
+    b"X-UID: 7\n"
+    b"Status: R\n"
+    b"X-Keywords: Junk\n"
+    b"Content-Length: 5\n"
+    b"\n"
+    b"body\n"
+    b"\n"
+    b"From a@example.org Wed Jan  3 00:00:00 2024\n"
+    b"Subject: kept uid 9\n"
+    b"X-UID: 9\n"
+    b"\n"
+    b"body2\n"
+)
+
+
+def write(path: Path, data: bytes, mtime: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def make_maildir(path: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def message(subject: str, body: str = "hello", crlf: bool = True) -> bytes:
+    text = f"From: someone@example.org\nSubject: {subject}\n\n{body}\n"
+    return text.replace("\n", "\r\n").encode() if crlf else text.encode()
+
+
+def make_dovecot_maildir(root: Path) -> dict[str, object]:
+    """A Dovecot Maildir++ tree: INBOX with uidlist/keywords, .Sent, .Archive.2023, .Entw&APw-rfe."""
+    make_maildir(root)
+    (root / "dovecot-keywords").write_text("0 $Forwarded\n1 Work\n2 bad keyword\n")
+    files = {
+        3: ("cur", "1700000003.M1P1.host,S=60,W=62:2,Sa", 1700000003),
+        5: ("cur", "1700000005.M2P1.host,S=60,W=62:2,RSFb", 1700000005),
+        6: ("cur", "1700000006.M3P1.host,S=60,W=62:2,T", 1700000006),
+        7: ("new", "1700000007.M4P1.host,S=60,W=62", 1700000007),
+    }
+    bodies: dict[int, bytes] = {}
+    for uid, (sub, name, mtime) in files.items():
+        bodies[uid] = message(f"inbox {uid}")
+        write(root / sub / name, bodies[uid], mtime)
+    # one file Dovecot has not yet seen (no uidlist entry): it gets UIDs from N on
+    bodies[20] = message("unlisted")
+    write(root / "cur" / "1700000100.M9P1.host:2,", bodies[20], 1700000100)
+    (root / "dovecot-uidlist").write_text(
+        "3 V1234567 N20 G0123456789abcdef0123456789abcdef\n"
+        "3 :1700000003.M1P1.host,S=60,W=62\n"
+        "5 W62 :1700000005.M2P1.host,S=60,W=62\n"
+        "6 G0011 W62 :1700000006.M3P1.host,S=60,W=62\n"
+        "7 :1700000007.M4P1.host,S=60,W=62\n"
+        "12 :1700000012.expunged.host\n"
+    )
+    sent = make_maildir(root / ".Sent")
+    bodies[101] = message("sent one", crlf=False)  # bare LF on disk, stored as CRLF
+    write(sent / "cur" / "1700000201.M1P2.host:2,S", bodies[101], 1700000201)
+    (sent / "dovecot-uidlist").write_text("3 V1111 N2\n1 :1700000201.M1P2.host\n")
+    archive = make_maildir(root / ".Archive.2023")
+    write(archive / "cur" / "1600000000.M1P3.host:2,S", message("archived"), 1600000000)
+    (archive / "dovecot-uidlist").write_text("3 V2222 N5\n4 :1600000000.M1P3.host\n")
+    umlaut = make_maildir(root / ".Entw&APw-rfe")
+    write(umlaut / "new" / "1700000300.M1P4.host", message("draft-ish"), 1700000300)
+    (root / "subscriptions").write_text("V\t2\n\nINBOX\nSent\nEntwürfe\n")
+    (root / "dovecot-uidvalidity").write_text("")
+    (root / ".not-a-maildir").mkdir()
+    return {"bodies": bodies}
+
+
+# ---- pure parsing --------------------------------------------------------------------------
+
+
+def test_normalize_crlf() -> None:
+    assert normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
+    same = b"a\r\nb\r\n"
+    assert normalize_crlf(same) is same
+    assert normalize_crlf(b"no newline") == b"no newline"
+
+
+def test_decode_mutf7() -> None:
+    assert decode_mutf7("Entw&APw-rfe") == "Entwürfe"
+    assert decode_mutf7("&ZeVnLIqe-") == "日本語"
+    assert decode_mutf7("Tom &- Jerry") == "Tom & Jerry"
+    assert decode_mutf7("&2D3eAA-") == "\U0001f600"
+    for bad in ("&ZeVnLIqe", "&!!-", "é", "&AGE"):
+        with pytest.raises(ValueError):
+            decode_mutf7(bad)
+
+
+def test_valid_keyword() -> None:
+    assert valid_keyword("$Forwarded") and valid_keyword("Work")
+    for bad in ("", "two words", "\\Seen", "paren(", "ü", "a]"):
+        assert not valid_keyword(bad), bad
+
+
+def test_from_line_dates() -> None:
+    assert parse_from_line_date(b"From a@b Thu Jan  4 10:20:30 2024") == (
+        calendar.timegm((2024, 1, 4, 10, 20, 30, 0, 0, 0)), 0)
+    assert parse_from_line_date(b"From a@b Fri Feb  2 01:02:03 +0100 2024") == (
+        calendar.timegm((2024, 2, 2, 0, 2, 3, 0, 0, 0)), 60)
+    assert parse_from_line_date(b"From a@b Fri Feb  2 01:02 2024 -0500")[1] == -300  # type: ignore[index]
+    assert parse_from_line_date(b"From a@b Thu Jan  4 10:20:30 PST 2024") is not None
+    assert parse_from_line_date(b"From a@b") is None
+    assert parse_from_line_date(b"From a@b Thu Jan 40 10:20:30 2024") is None
+
+
+def test_mbox_parsing_flags_dates_quoting(tmp_path: Path) -> None:
+    path = write(tmp_path / "box", MBOX)
+    with open_mbox(path) as folder:
+        assert folder.uidvalidity is None
+        messages = folder.messages
+        bodies = [m.load() for m in messages]
+    assert len(messages) == 3
+    first, second, third = messages
+    assert set(first.flags) == {"\\Seen", "\\Answered", "\\Flagged", "$Label1", "Work"}
+    assert set(second.flags) == {"\\Deleted", "\\Draft"}
+    assert third.flags == ()
+    assert first.internaldate == calendar.timegm((2024, 1, 4, 10, 20, 30, 0, 0, 0))
+    assert second.internaldate == calendar.timegm((2024, 2, 2, 0, 2, 3, 0, 0, 0))
+    assert second.tzoffset == 60
+    assert bodies[0] == (b"From: alice@example.org\r\nSubject: first\r\n\r\n"
+                         b"From the body, quoted once\r\n>From quoted twice\r\n"
+                         b"From: not a separator (no blank line before it? it has a colon anyway)\r\n")
+    assert bodies[1] == (b"From: bob@example.org\r\nSubject: second\r\n\r\nline one\r\n"
+                         b"From inside without blank line before is body\r\n")
+    assert bodies[2].endswith(b"\r\n\r\nlast body\r\n")
+    assert all(b"Status:" not in body for body in bodies)
+
+
+def test_mbox_mboxo_and_raw_line_endings(tmp_path: Path) -> None:
+    path = write(tmp_path / "box", MBOX)
+    with open_mbox(path, variant="mboxo", crlf=False) as folder:
+        body = folder.messages[0].load()
+    assert b"\nFrom the body, quoted once\n>>From quoted twice\n" in body
+    assert b"\r\n" not in body
+
+
+def test_mbox_crlf_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "box", MBOX.replace(b"\n", b"\r\n"))
+    with open_mbox(path) as folder:
+        bodies = [m.load() for m in folder.messages]
+    assert len(bodies) == 3
+    assert bodies[1] == (b"From: bob@example.org\r\nSubject: second\r\n\r\nline one\r\n"
+                         b"From inside without blank line before is body\r\n")
+
+
+def test_mbox_dovecot_uid_headers(tmp_path: Path) -> None:
+    path = write(tmp_path / "box", DOVECOT_MBOX)
+    with open_mbox(path) as folder:
+        assert folder.uidvalidity == 1700000000
+        assert folder.nextuid == 13
+        assert [m.uid for m in folder.messages] == [7, 9]  # the pseudo message is skipped
+        assert set(folder.messages[0].flags) == {"\\Seen", "Junk"}
+        body = folder.messages[0].load()
+    assert body == b"Subject: kept uid 7\r\n\r\nbody\r\n"
+
+
+def test_mbox_date_header_fallback(tmp_path: Path) -> None:
+    path = write(tmp_path / "box", b"From someone\nDate: Sat, 02 Mar 2024 13:00:00 +0100\n\nx\n")
+    with open_mbox(path) as folder:
+        only = folder.messages[0]
+    assert only.internaldate == calendar.timegm((2024, 3, 2, 12, 0, 0, 0, 0, 0))
+    assert only.tzoffset == 60
+
+
+def test_mbox_empty_and_invalid(tmp_path: Path) -> None:
+    with open_mbox(write(tmp_path / "empty", b"")) as folder:
+        assert folder.messages == []
+    with pytest.raises(ImportFailed, match="not an mbox"):
+        with open_mbox(write(tmp_path / "bad", b"Subject: no From_ line\n\nx\n")):
+            pass
+    with pytest.raises(ImportFailed, match="cannot open"):
+        with open_mbox(tmp_path / "missing"):
+            pass
+
+
+def test_split_maildir_name() -> None:
+    assert split_maildir_name("123.M1P1.host,S=5:2,FRS") == ("123.M1P1.host,S=5", "FRS")
+    assert split_maildir_name("123.M1P1.host") == ("123.M1P1.host", "")
+    assert split_maildir_name("123.host;2,S") == ("123.host", "S")
+
+
+def test_parse_uidlist_versions() -> None:
+    v3 = parse_uidlist("3 V42 N10 Gabc\n1 :a\n4 W10 G99 :b:2,S\nbroken line\n")
+    assert v3 is not None
+    assert (v3.uidvalidity, v3.nextuid, v3.uids) == (42, 10, {"a": 1, "b": 4})
+    v1 = parse_uidlist("1 77 5\n1 x.host\n3 y.host:2,S\n")
+    assert v1 is not None and (v1.uidvalidity, v1.nextuid, v1.uids) == (77, 5, {"x.host": 1, "y.host": 3})
+    assert parse_uidlist("") is None
+    assert parse_uidlist("9 whatever\n") is None
+    assert parse_uidlist("3 V0 N1\n") is None
+    # a nextuid below the highest listed UID is corrected
+    low = parse_uidlist("3 V5 N2\n8 :z\n")
+    assert low is not None and low.nextuid == 9
+
+
+def test_scan_dovecot_maildir(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    make_dovecot_maildir(root)
+    folder = scan_maildir(root)
+    assert folder.uidvalidity == 1234567
+    assert [m.uid for m in folder.messages] == [3, 5, 6, 7, 20]
+    flags = {m.uid: set(m.flags) for m in folder.messages}
+    assert flags == {3: {"\\Seen", "$Forwarded"}, 5: {"\\Answered", "\\Seen", "\\Flagged", "Work"},
+                     6: {"\\Deleted"}, 7: set(), 20: set()}
+    assert {m.uid: m.internaldate for m in folder.messages} == {
+        3: 1700000003, 5: 1700000005, 6: 1700000006, 7: 1700000007, 20: 1700000100}
+    assert folder.nextuid == 21
+
+
+def test_scan_plain_maildir_orders_by_delivery(tmp_path: Path) -> None:
+    box = make_maildir(tmp_path / "md")
+    write(box / "cur" / "200.b.host:2,PD", message("two"), 200)
+    write(box / "new" / "100.a.host", message("one"), 100)
+    write(box / "cur" / "1000.c.host:2,Sx", message("three"), 50)  # unknown keyword letter
+    write(box / "tmp" / "150.tmp.host", message("unfinished"))
+    folder = scan_maildir(box)
+    assert folder.uidvalidity is None
+    assert [m.uid for m in folder.messages] == [None, None, None]
+    assert [m.internaldate for m in folder.messages] == [100, 200, 50]
+    assert set(folder.messages[1].flags) == {"$Forwarded", "\\Draft"}
+    assert any("'x' not understood" in note for note in folder.notes)
+
+
+def test_scan_maildir_rejects_non_maildir(tmp_path: Path) -> None:
+    with pytest.raises(ImportFailed, match="not a Maildir"):
+        scan_maildir(tmp_path)
+
+
+def test_find_maildir_folders(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    make_dovecot_maildir(root)
+    folders, problems = find_maildir_folders(root)
+    assert [components for _, components in folders] == [
+        ["INBOX"], ["Archive", "2023"], ["Entwürfe"], ["Sent"]]
+    assert problems == []
+    with pytest.raises(ImportFailed):
+        find_maildir_folders(tmp_path / "nothing")
+
+
+def test_read_subscriptions(tmp_path: Path) -> None:
+    (tmp_path / "subscriptions").write_text("V\t2\n\nINBOX\nA\tB\n")
+    assert read_dovecot_subscriptions(str(tmp_path)) == [["INBOX"], ["A", "B"]]
+    (tmp_path / "subscriptions").write_text("Sent\nEntw&APw-rfe.Sub\n")
+    names = read_dovecot_subscriptions(str(tmp_path))
+    assert ["Sent"] in names and ["Entwürfe", "Sub"] in names
+    assert read_dovecot_subscriptions(str(tmp_path / "none")) == []

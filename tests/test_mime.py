@@ -1,0 +1,527 @@
+"""midb.mime: the MIME digest computed once per stored message."""
+
+from __future__ import annotations
+
+import marshal
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from midb import mime
+from midb.mime import (
+    MAX_DEPTH,
+    MAX_PARTS,
+    DigestFormatError,
+    Part,
+    UnknownTransferEncoding,
+    base_subject,
+    decode_digest,
+    decode_header_value,
+    decode_transfer_encoding,
+    digest,
+    encode_digest,
+    parse_address_list,
+)
+
+DATA = Path(__file__).parent / "data" / "mime"
+SAMPLES = sorted(DATA.glob("*.eml"))
+
+
+def load(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def walk(part: Part):
+    yield part
+    for child in part.children or ():
+        yield from walk(child)
+    if part.message is not None:
+        yield from walk(part.message[1])
+
+
+def body(data: bytes, part: Part) -> bytes:
+    return data[part.body_start : part.body_end]
+
+
+def header(data: bytes, part: Part) -> bytes:
+    return data[part.header_start : part.body_start]
+
+
+# --- structure and offsets ------------------------------------------------------------------
+
+
+def test_simple_text_message_offsets_and_fields():
+    data = load("simple.eml")
+    d = digest(data)
+    root = d.root
+    assert d.size == len(data)
+    assert (root.header_start, root.body_end) == (0, len(data))
+    assert root.body_start == data.index(b"\r\n\r\n") + 4
+    assert body(data, root) == b"Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n\r\nFred\r\n"
+    assert (root.type, root.subtype, root.params) == (b"TEXT", b"PLAIN", ((b"CHARSET", b"US-ASCII"),))
+    assert root.param(b"charset") == b"US-ASCII"
+    assert root.lines == 3
+    assert root.children is None and root.message is None
+    assert root.encoding is None
+
+
+def test_multipart_children_exclude_the_delimiter_line_break():
+    data = load("alternative.eml")
+    d = digest(data)
+    plain, html = d.root.children
+    assert body(data, plain) == b"Caf=E9 cr=E8me br=FBl=E9e, soft line =\r\nbreak here."
+    assert header(data, plain).startswith(b"Content-Type: text/plain; charset=iso-8859-1\r\n")
+    assert header(data, plain).endswith(b"quoted-printable\r\n\r\n")
+    assert body(data, html).endswith(b"bD4=")
+    assert plain.encoding == b"quoted-printable" and html.encoding == b"base64"
+    assert plain.lines == 1  # Dovecot counts the line feeds inside the part
+    # the multipart body runs from its header end to the end, preamble and epilogue included
+    assert body(data, d.root).startswith(b"This is a multi-part message")
+    assert d.root.body_end == len(data)
+
+
+def test_rfc2231_parameters_and_content_fields():
+    data = load("mixed_attach.eml")
+    d = digest(data)
+    assert d.root.param(b"boundary") == b"----=_Part_12_345.678"
+    assert d.root.language == (b"en",)
+    text, pdf, status = d.root.children
+    assert text.language == (b"en", b"de-AT")
+    assert text.encoding == b"7bit"
+    # continuations merged, charset decoded, a non-extended continuation kept literally
+    assert pdf.params == ((b"name", "\u20ac report 2024.pdf".encode()),)
+    assert pdf.disposition == (b"attachment", ((b"filename", "Gr\u00fc\u00dfe.pdf".encode()), (b"size", b"12")))
+    assert pdf.id == b"<part2.abc@example.com>"
+    assert pdf.description == b"Quarterly report"
+    assert pdf.md5 == b"Q2hlY2sgSW50ZWdyaXR5IQ=="
+    assert pdf.location == b"http://example.com/reports/q1.pdf"  # RFC 2557: folded URL unfolded
+    assert body(data, pdf) == b"JVBERi0xLjQKJcfsj6IK"
+    assert status.disposition == (b"inline", ((b"title", b"This is ***fun***"),))  # RFC 2231 §4 example
+    assert (status.type, status.subtype) == (b"message", b"delivery-status")
+    assert status.message is None
+
+
+@pytest.mark.parametrize(
+    ("header_value", "expected"),
+    [
+        (b"text/plain; charset=\"utf-8\"; format=flowed", ((b"charset", b"utf-8"), (b"format", b"flowed"))),
+        (b"text/plain; (comment) charset = us-ascii (x)", ((b"charset", b"us-ascii"),)),
+        (b"application/x; name*1=\"b\"; name*0=\"a\"; name*2*=%41", ((b"name", b"abA"),)),
+        (b"application/x; name=plain; name*=utf-8''%C3%A9", ((b"name", "\u00e9".encode()),)),
+        (b"application/x; NAME=\"a\\\"b\"", ((b"NAME", b'a"b'),)),
+        (b"application/x; name*0*=x-unknown''%FF", ((b"name", "\u00ff".encode()),)),
+        (b"application/x; name*1=orphan", ()),
+        (b"application/x; junk; a=1;; b=2", ((b"a", b"1"), (b"b", b"2"))),
+        (b"application/x; name=\"Gr\xfc\xdfe\"", ((b"name", "Gr\u00fc\u00dfe".encode()),)),
+    ],
+)
+def test_content_type_parameters(header_value: bytes, expected):
+    d = digest(b"Content-Type: " + header_value + b"\r\n\r\nx")
+    assert d.root.params == expected
+
+
+def test_missing_or_broken_content_type_defaults_to_text_plain():
+    for value in (None, b"text", b"/plain", b"", b";;;"):
+        head = b"" if value is None else b"Content-Type: " + value + b"\r\n"
+        d = digest(head + b"Subject: x\r\n\r\nbody\r\n")
+        assert (d.root.type, d.root.subtype, d.root.params) == (b"text", b"plain", ())
+        assert d.root.lines == 1
+
+
+def test_nested_message_rfc822_with_its_own_multipart():
+    data = load("nested_rfc822.eml")
+    d = digest(data)
+    text, forwarded = d.root.children
+    assert body(data, text) == b"see below"
+    assert forwarded.message is not None
+    inner_env, inner_root = forwarded.message
+    assert inner_env.subject == b"=?UTF-8?Q?Forwarded_=E2=9C=93?="
+    assert inner_env.cc == ((None, None, b"undisclosed-recipients", None), (None, None, None, None))
+    assert inner_root.header_start == forwarded.body_start
+    assert data[inner_root.header_start :].startswith(b"From: Mary Smith")
+    assert inner_root.subtype == b"alternative"
+    inner_plain, inner_html = inner_root.children
+    assert body(data, inner_plain) == b"inner plain text"
+    assert body(data, inner_html) == b"<p>inner <i>html</i></p>"
+    # the embedded message ends where the outer delimiter's line break starts
+    assert body(data, forwarded).endswith(b"--inner--")
+    assert forwarded.lines == body(data, forwarded).count(b"\n")
+
+
+def test_rfc3501_example_structure():
+    data = load("rfc3501_sections.eml")
+    d = digest(data)
+    kinds = [(p.type.lower(), p.subtype.lower()) for p in walk(d.root)]
+    assert kinds == [
+        (b"multipart", b"mixed"),
+        (b"text", b"plain"), (b"application", b"octet-stream"),
+        (b"message", b"rfc822"), (b"multipart", b"mixed"), (b"text", b"plain"),
+        (b"application", b"octet-stream"),
+        (b"multipart", b"mixed"), (b"image", b"gif"),
+        (b"message", b"rfc822"), (b"multipart", b"mixed"), (b"text", b"plain"),
+        (b"multipart", b"alternative"), (b"text", b"plain"), (b"text", b"richtext"),
+    ]
+
+
+def test_multipart_digest_defaults_to_message_rfc822():
+    data = load("digest.eml")
+    d = digest(data)
+    first, second = d.root.children
+    assert (first.type, first.subtype) == (b"message", b"rfc822")
+    assert first.header_start == first.body_start - 2  # the part header is just the blank line
+    assert first.message[0].subject == b"first"
+    assert body(data, first.message[1]) == b"first message"
+    assert second.message[0].from_ == ((None, None, b"two", b"example.com"),)
+
+
+# --- malformed input ------------------------------------------------------------------------
+
+
+def test_multipart_without_boundary_has_no_children():
+    d = digest(load("no_boundary.eml"))
+    assert d.root.children == ()
+
+
+def test_unclosed_multipart_last_part_runs_to_the_end():
+    data = load("unclosed.eml")
+    d = digest(data)
+    first, second = d.root.children
+    assert body(data, first) == b"first"
+    assert body(data, second) == b"second runs to the end\r\n"
+    assert second.body_end == len(data)
+
+
+def test_bare_lf_offsets_are_exact():
+    data = load("bare_lf.eml")
+    assert b"\r" not in data
+    d = digest(data)
+    assert d.root.body_start == data.index(b"\n\n") + 2
+    one, two = d.root.children
+    assert body(data, one) == b"line one\nline two"
+    assert header(data, one) == b"Content-Type: text/plain\n\n"
+    assert body(data, two) == b"soft=\nbreak"
+    assert one.lines == 1
+
+
+def test_nul_bytes_and_eight_bit_headers():
+    d = digest(load("nul_bytes.eml"))
+    assert d.envelope.subject == b"has a \x80 NUL"  # NUL cannot travel in an IMAP string
+    assert d.root.size == len(b"body \x00 with NUL\r\n")
+    d = digest(load("eightbit_headers.eml"))
+    assert d.subject == "Gr\u00fc\u00dfe aus K\u00f6ln \u2713"  # UTF-8 header
+    assert d.from_ == "J\u00f6rg M\u00fcller <joerg@example.de>"  # latin-1 fallback
+    assert d.display_from == "J\u00f6rg M\u00fcller"
+    assert d.envelope.from_ == ((b"J\xf6rg M\xfcller", None, b"joerg", b"example.de"),)
+
+
+def test_header_only_and_empty_messages():
+    data = load("missing_headers.eml")
+    d = digest(data)
+    assert d.root.body_start == d.root.body_end == len(data)
+    assert d.envelope.from_ is None and d.envelope.sender is None and d.envelope.date is None
+    assert d.date is None and d.sort_from == "" and d.display_from == ""
+    empty = digest(b"")
+    assert empty.size == 0 and empty.root.body_start == 0 and empty.subject == ""
+    only_blank = digest(b"\r\n")
+    assert (only_blank.root.body_start, only_blank.root.body_end) == (2, 2)
+    no_newline = digest(b"Subject: cut")
+    assert no_newline.subject == "cut" and no_newline.root.body_start == 12
+
+
+def test_base64_message_rfc822_stays_opaque():
+    d = digest(load("base64_rfc822.eml"))
+    (part,) = d.root.children
+    assert part.message is None and part.encoding == b"base64"
+
+
+def test_boundary_that_prefixes_a_longer_one_and_junk_after_delimiter():
+    data = (
+        b"Content-Type: multipart/mixed; boundary=abc\r\n\r\n"
+        b"--abc\r\nContent-Type: multipart/mixed; boundary=abc-1\r\n\r\n"
+        b"--abc-1\r\n\r\ninner one\r\n--abc-1--\r\n"
+        b"--abc   trailing junk\r\n\r\nouter two\r\n--abc--\r\n"
+    )
+    d = digest(data)
+    nested, second = d.root.children
+    assert len(nested.children) == 1
+    assert body(data, nested.children[0]) == b"inner one"
+    assert body(data, second) == b"outer two"
+
+
+def test_outer_boundary_terminates_an_unclosed_inner_multipart():
+    data = (
+        b"Content-Type: multipart/mixed; boundary=out\r\n\r\n"
+        b"--out\r\nContent-Type: multipart/alternative; boundary=in\r\n\r\n"
+        b"--in\r\n\r\nA\r\n"
+        b"--out\r\n\r\nB\r\n--out--\r\n"
+    )
+    d = digest(data)
+    inner, last = d.root.children
+    assert [body(data, p) for p in inner.children] == [b"A"]
+    assert body(data, last) == b"B"
+
+
+def make_wide_bomb(parts: int) -> bytes:
+    chunks = [b"Content-Type: multipart/mixed; boundary=z\r\n\r\n"]
+    for i in range(parts):
+        chunks.append(b"--z\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i)
+    chunks.append(b"--z--\r\n")
+    return b"".join(chunks)
+
+
+def make_deep_bomb(levels: int, rfc822: bool = False) -> bytes:
+    if rfc822:
+        return b"Content-Type: message/rfc822\r\n\r\n" * levels + b"Subject: core\r\n\r\ncore\r\n"
+    head = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(levels))
+    tail = b"".join(b"\r\n--b%d--" % i for i in reversed(range(levels)))
+    return head + b"Content-Type: text/plain\r\n\r\ncore" + tail + b"\r\n"
+
+
+def test_thousand_part_message_is_fully_parsed():
+    data = make_wide_bomb(1000)
+    d = digest(data)
+    assert len(d.root.children) == 1000
+    assert body(data, d.root.children[999]) == b"part 999"
+
+
+def test_part_count_is_bounded():
+    started = time.monotonic()
+    d = digest(make_wide_bomb(MAX_PARTS + 500))
+    assert len(d.root.children) == MAX_PARTS - 1  # the root counts as a part
+    assert sum(1 for _ in walk(d.root)) == MAX_PARTS
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("rfc822", [False, True])
+def test_nesting_depth_is_bounded(rfc822: bool):
+    data = make_deep_bomb(400, rfc822)
+    d = digest(data)
+    depth = 0
+    part = d.root
+    while True:
+        if part.children:
+            part = part.children[0]
+        elif part.message is not None:
+            part = part.message[1]
+        else:
+            break
+        depth += 1
+    assert depth == MAX_DEPTH
+    assert part.children == () or part.message is None  # the rest is opaque body
+    assert decode_digest(encode_digest(d)) == d
+
+
+# --- envelope and addresses -----------------------------------------------------------------
+
+
+def test_envelope_raw_values_and_defaults():
+    d = digest(load("groups.eml"))
+    env = d.envelope
+    assert env.date == b"Thu, 13 Feb 1969 23:32:54 -0330"
+    assert env.sender == ((b"Michael Jones", None, b"mjones", b"machine.example"),)
+    assert env.reply_to == env.from_  # present but empty: defaults to From (RFC 3501)
+    assert env.to == (
+        (None, None, b"A Group", None),
+        (b"Ed Jones", None, b"c", b"a.test"),
+        (None, None, b"joe", b"where.test"),
+        (b"John", None, b"jdoe", b"one.test"),
+        (None, None, None, None),
+    )
+    assert env.cc == ((None, None, b"Undisclosed recipients", None), (None, None, None, None))
+    assert env.bcc == (
+        (None, b"@route1.test,@route2.test", b"joe", b"where.test"),
+        (b"Pete", None, b"pete", b"silly.test"),
+    )
+    assert env.in_reply_to == b"<1234@local.machine.example> <3456@example.net>"
+    assert d.in_reply_to == "1234@local.machine.example"
+    assert d.sort_to == "c" and d.display_to == "Ed Jones"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"", None),
+        (b"   ", None),
+        (b"user", ((None, None, b"user", b"MISSING_DOMAIN"),)),
+        (b"<@example.com>", ((None, None, b"MISSING_MAILBOX", b"example.com"),)),
+        (b"\"john doe\"@example.com", ((None, None, b"john doe", b"example.com"),)),
+        (b"Name <a@[192.0.2.1]>", ((b"Name", None, b"a", b"[192.0.2.1]"),)),
+        (b"=?utf-8?q?J=C3=B6rg?= <j@x.test>", ((b"=?utf-8?q?J=C3=B6rg?=", None, b"j", b"x.test"),)),
+        (b"a@x.test, , b@y.test", ((None, None, b"a", b"x.test"), (None, None, b"b", b"y.test"))),
+        (b"Group: ;", ((None, None, b"Group", None), (None, None, None, None))),
+        (b"Open group: a@x.test", ((None, None, b"Open group", None), (None, None, b"a", b"x.test"),
+                                   (None, None, None, None))),
+        (b"Unclosed <a@x.test", ((b"Unclosed", None, b"a", b"x.test"),)),
+    ],
+)
+def test_address_parsing(value: bytes, expected):
+    assert parse_address_list(value) == expected
+
+
+def test_first_header_occurrence_wins_and_folding_is_removed():
+    d = digest(b"Subject: first\r\n part\r\nSubject: second\r\nMessage-ID:\r\n\t<id@x>\r\n\r\n")
+    assert d.envelope.subject == b"first part"
+    assert d.envelope.message_id == b"<id@x>"
+    assert d.message_id == "id@x"
+
+
+# --- decoded fields for SEARCH / SORT / THREAD ----------------------------------------------
+
+
+def test_encoded_words_in_many_charsets():
+    d = digest(load("encoded_words.eml"))
+    assert d.subject == "\u65e5\u672c\u8a9e\u306e\u4ef6\u540d and caf\u00e9 \u20ac split"
+    assert d.from_ == "\u0418\u0432\u0430\u043d \u041f\u0435\u0442\u0440\u043e\u0432 <ivan@example.ru>"
+    assert d.to == "\u041f\u0435\u0442\u0440 <petr@example.ru>, \u30c6\u30b9\u30c8 <test@example.jp>"
+    assert d.cc == "\u4e2d\u6587 <zh@example.cn>"
+    assert d.display_from == "\u0418\u0432\u0430\u043d \u041f\u0435\u0442\u0440\u043e\u0432"
+    assert d.sort_from == "ivan"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"plain text", "plain text"),
+        (b"=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),  # blanks between encoded words vanish
+        (b"=?utf-8?q?a?= x =?utf-8?q?b?=", "a x b"),
+        (b"=?utf-8*en?q?lang_tag?=", "lang tag"),  # RFC 2231 language suffix
+        (b"=?bogus-charset?q?caf=C3=A9?=", "caf\u00e9"),
+        (b"=?utf-8?b?!!!?=", ""),  # nothing decodable
+        (b"=?utf-8?b?w6k!!?=", "\u00e9"),  # junk ignored, as mail readers do
+        (b"=?utf-8?b?w6k?=", "\u00e9"),  # missing padding
+        (b"=?base64?q?x?=", "x"),  # a bytes-to-bytes codec is no text charset
+        (b"tab\there", "tab here"),
+        (b"=?utf-8?x?unknown-encoding?=", "=?utf-8?x?unknown-encoding?="),
+    ],
+)
+def test_decode_header_value(raw: bytes, expected: str):
+    assert decode_header_value(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("Re: hello", "hello"),
+        ("RE: [list] Re: Fwd: hello (fwd)", "hello"),
+        ("[fwd: Re: test]", "test"),
+        ("Fw:  a \t b (Fwd) (fwd)", "a b"),
+        ("[only blob]", "[only blob]"),
+        ("[x] [y] real", "real"),
+        ("re:", ""),
+        ("Re [x]: subj", "subj"),
+        ("Reply to this", "Reply to this"),
+        ("  spaced  out  ", "spaced out"),
+    ],
+)
+def test_base_subject_rfc5256(subject: str, expected: str):
+    assert base_subject(subject) == expected
+
+
+def test_sort_and_thread_keys():
+    d = digest(load("nested_rfc822.eml"))
+    assert d.base_subject == "Forwarded"
+    assert d.date == 978426000  # 2001-01-02 09:00:00 UTC
+    assert d.message_id == "outer-1@example.org"
+    assert d.in_reply_to == "inner-1@example.net"
+    assert d.references == ("root@example.net", "inner-1@example.net")
+    for bad in (b"yesterday", b"Mon, 32 Foo 2001 99:99:99 +0000", b""):
+        assert digest(b"Date: " + bad + b"\r\n\r\n").date is None
+    assert digest(b"Date: 1 Jan 1970 00:00:00 -0100\r\n\r\n").date == 3600
+
+
+# --- transfer encodings ---------------------------------------------------------------------
+
+
+def test_decode_transfer_encoding():
+    assert decode_transfer_encoding(b"aGVs\r\nbG8=\r\n", b"BASE64") == b"hello"
+    assert decode_transfer_encoding(b"aGVsbG8", b"base64") == b"hello"
+    assert decode_transfer_encoding(b"a=3Db=\r\nc =E9=ZZ", b"Quoted-Printable") == b"a=bc \xe9=ZZ"
+    assert decode_transfer_encoding(b"raw\x00", None) == b"raw\x00"
+    assert decode_transfer_encoding(b"raw", b"8bit") == b"raw"
+    with pytest.raises(UnknownTransferEncoding):
+        decode_transfer_encoding(b"x", b"x-uuencode")
+
+
+# --- serialisation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_encode_decode_round_trip(path: Path):
+    data = path.read_bytes()
+    d = digest(data)
+    encoded = encode_digest(d)
+    assert encoded[0] == mime.FORMAT_VERSION
+    again = decode_digest(encoded)
+    assert again == d
+    assert isinstance(again.root, Part) and isinstance(again.envelope, mime.Envelope)
+
+
+def test_decode_digest_rejects_foreign_bytes():
+    good = encode_digest(digest(load("simple.eml")))
+    for bad in (b"", bytes([99]) + good[1:], good[:20], bytes([mime.FORMAT_VERSION]) + marshal.dumps(5),
+                bytes([mime.FORMAT_VERSION]) + marshal.dumps((1, 2))):
+        with pytest.raises(DigestFormatError):
+            decode_digest(bad)
+
+
+def test_encoded_digest_is_compact():
+    data = make_wide_bomb(1000)
+    assert len(encode_digest(digest(data))) < 2 * len(data)
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+
+_SEEDS = [path.read_bytes() for path in SAMPLES]
+
+
+@st.composite
+def mutated_messages(draw) -> bytes:
+    data = bytearray(draw(st.sampled_from(_SEEDS)))
+    for _ in range(draw(st.integers(0, 8))):
+        pos = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["insert", "delete", "replace", "splice"]))
+        chunk = draw(st.sampled_from([b"\r\n", b"\n", b"--", b":", b";", b"=?", b"?=", b"\x00", b"\"",
+                                      b"(", b"<", b"\xff", b"*0*=", b"%", b"\r\n\r\n", b" "]))
+        if action == "insert":
+            data[pos:pos] = chunk
+        elif action == "delete":
+            del data[pos : pos + draw(st.integers(1, 40))]
+        elif action == "replace":
+            data[pos : pos + len(chunk)] = chunk
+        else:
+            other = draw(st.sampled_from(_SEEDS))
+            start = draw(st.integers(0, len(other)))
+            data[pos:pos] = other[start : start + draw(st.integers(0, 200))]
+    return bytes(data)
+
+
+def check_digest(data: bytes) -> None:
+    d = digest(data)
+    assert d.size == len(data)
+    for part in walk(d.root):
+        assert 0 <= part.header_start <= part.body_start <= part.body_end <= len(data)
+    assert decode_digest(encode_digest(d)) == d
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_fuzz_random_bytes(data: bytes):
+    check_digest(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_messages())
+def test_fuzz_mutated_messages(data: bytes):
+    check_digest(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"Content-Type: multipart/mixed; boundary=a\r\n", b"Content-Type: message/rfc822\r\n",
+                                 b"\r\n", b"--a\r\n", b"--a--\r\n", b"Subject: =?utf-8?b?w6k=?=\r\n", b"text\r\n",
+                                 b"Content-Transfer-Encoding: base64\r\n", b"From: a <b@c>, :;\r\n"]),
+                max_size=60))
+def test_fuzz_structured_fragments(chunks: list[bytes]):
+    check_digest(b"".join(chunks))

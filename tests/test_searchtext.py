@@ -1,0 +1,99 @@
+"""midb.searchtext: decoded header values and body text for SEARCH."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midb.mime import digest
+from midb.searchtext import MAX_BODY_TEXT, body_text, fold, header_values, matches
+
+DATA = Path(__file__).parent / "data" / "mime"
+
+
+def load(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def test_header_values_all_occurrences_decoded_in_order():
+    data = (
+        b"Received: from a\r\n\tby b\r\nX-Tag: =?iso-8859-1?q?caf=E9?=\r\nreceived: from c\r\n"
+        b"Subject: s\r\n\r\nReceived: not a header\r\n"
+    )
+    d = digest(data)
+    assert header_values(data, d, "RECEIVED") == ["from a by b", "from c"]
+    assert header_values(data, d, "x-tag") == ["caf\u00e9"]
+    assert header_values(data, d, "absent") == []
+    assert header_values(data, d, "") == []
+
+
+def test_header_values_only_look_at_the_top_level_header():
+    data = load("nested_rfc822.eml")
+    d = digest(data)
+    assert header_values(data, d, "Subject") == ["Fwd: Forwarded"]
+    assert header_values(data, d, "content-type") == ['multipart/mixed; boundary="outer"']
+
+
+def test_body_text_decodes_transfer_encoding_charset_and_html():
+    data = load("alternative.eml")
+    text = body_text(data, digest(data))
+    assert "Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, soft line break here." in text
+    assert "Fish & Chips" in text  # entity unescaped
+    assert "Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e" in text.split("\n", 1)[1]  # from the HTML part
+    assert "<b>" not in text and "hidden" not in text  # tags and scripts are gone
+    assert "multi-part message" not in text  # the preamble is no text part
+
+
+def test_body_text_includes_embedded_messages_and_skips_attachments():
+    data = load("nested_rfc822.eml")
+    text = body_text(data, digest(data))
+    assert "see below" in text
+    assert "Subject: Forwarded \u2713" in text  # the embedded header, decoded
+    assert "inner plain text" in text and "inner html" in text
+    data = load("mixed_attach.eml")
+    text = body_text(data, digest(data))
+    assert "Please find the report attached." in text
+    assert "JVBERi0" not in text and "Reporting-MTA" not in text
+
+
+def test_body_text_of_odd_messages():
+    data = load("bare_lf.eml")
+    assert body_text(data, digest(data)) == "line one\nline two\nsoftbreak"
+    data = load("encoded_words.eml")
+    assert body_text(data, digest(data)) == "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440\r\n"
+    data = load("missing_headers.eml")
+    assert body_text(data, digest(data)) == ""
+    data = b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\nna\xefve"
+    assert body_text(data, digest(data)) == "na\u00efve"  # unknown charset: UTF-8, else latin-1
+    data = b"Content-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    data += base64.b64encode("\u041c\u0438\u0440".encode("koi8-r"))
+    assert body_text(data, digest(data)) == "\u041c\u0438\u0440"
+    data = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-unknown\r\n\r\nraw text"
+    assert body_text(data, digest(data)) == "raw text"
+
+
+def test_body_text_is_bounded():
+    data = b"Content-Type: text/plain\r\n\r\n" + b"0123456789" * (MAX_BODY_TEXT // 5)
+    text = body_text(data, digest(data))
+    assert len(text) == MAX_BODY_TEXT
+
+
+def test_matches_is_case_insensitive_substring():
+    assert matches("Hello World", "o wor")
+    assert matches("Stra\u00dfe", "STRASSE")  # full case folding
+    assert matches("\u0418\u0432\u0430\u043d", "\u0438\u0432\u0410")
+    assert matches("anything", "")
+    assert not matches("Hello", "help")
+    assert fold("\u00dfA") == "ssa"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=1500), st.text(max_size=10))
+def test_fuzz_search_text_never_raises(data: bytes, needle: str):
+    d = digest(data)
+    assert isinstance(body_text(data, d), str)
+    for value in header_values(data, d, "subject"):
+        matches(value, needle)
