@@ -54,7 +54,13 @@ class Daemon:
     # -- start-up, in Gromox's order -------------------------------------------------------------
 
     def _bind(self) -> list:
-        from gximap.net.listener import ListenerError, ListenerSpec, adopt_listener, bind_listeners, systemd_listen_fds
+        from gximap.net.listener import (
+            ListenerError,
+            ListenerSpec,
+            adopt_listener,
+            bind_listeners,
+            systemd_listen_fds,
+        )
 
         activated = systemd_listen_fds()
         try:
@@ -117,7 +123,7 @@ class Daemon:
         if any(listener.tls for listener in listeners) and ssl_context is None:
             raise StartupError("imap_listen_tls: implicit-TLS listeners need imap_support_tls = yes")
         self.store = store = self._open_store()
-        codes = ResponseCodes.load(data_path(cfg))
+        codes = ResponseCodes.load(str(cfg.data_file_path))
         self.ctx = ctx = self._make_context(store, codes)
         gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
         gxlog.set_io_debug(bool(cfg.io_debug))
@@ -132,7 +138,7 @@ class Daemon:
             thread_charge_num=int(cfg.imap_thread_charge_num),
             conn_timeout=float(cfg.imap_conn_timeout),
             ssl_context=ssl_context,
-            busy_response=b"* BYE " + codes.text(Code.BYE_BUSY).encode() + b"\r\n",
+            busy_response=b"* BYE " + codes.text(Code.BYE_SERVER_BUSY).encode() + b"\r\n",
             proxy_mode=int(cfg.imap_accept_haproxy),
             proxy_trust=list(cfg.imap_haproxy_trust),
             max_conn_per_ip=int(cfg.imap_max_conn_per_ip),

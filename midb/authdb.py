@@ -7,6 +7,7 @@ created when a backend vouches for a login, never by mail delivery.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -24,9 +25,13 @@ log = logging.getLogger(__name__)
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
-# Verified against when the user is unknown, so that "no such user" and "wrong password" cost the
-# same time and a client cannot probe for account names by timing.
-_DUMMY_HASH = hash_password("timing-equaliser")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user is unknown, so that "no such user" and "wrong password" cost
+    the same time and a client cannot probe for account names by timing (made on first use)."""
+    return hash_password("timing-equaliser")
 
 
 @runtime_checkable
@@ -59,7 +64,7 @@ class MidbAuth:
     def authenticate(self, user: str, password: str) -> str | None:
         account = self._account(user)
         if account is None or account.disabled or not account.password_hash:
-            verify_password(password, _DUMMY_HASH)
+            verify_password(password, _dummy_hash())
             return None
         if not verify_password(password, account.password_hash):
             return None
@@ -182,7 +187,7 @@ class PasswdFileAuth:
     def authenticate(self, user: str, password: str) -> str | None:
         entry = self.lookup(user)
         if entry is None or not entry.password:
-            verify_password(password, _DUMMY_HASH)
+            verify_password(password, _dummy_hash())
             return None
         if not verify_password(password, entry.password, default_scheme=self._default_scheme):
             return None

@@ -139,15 +139,19 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
     return settings
 
 
-def open_store(settings: Settings, *, create: bool = False, readonly: bool = False) -> Store:
-    """Open the store; without ``create``, a missing store is an error instead of a new empty one."""
+def open_store(settings: Settings, *, create: bool = False) -> Store:
+    """Open the store; without ``create``, a missing store is an error instead of a new empty one.
+
+    Always read-write, like the server: the tool then also announces its changes to running
+    gximap processes.
+    """
     from midb.store import Store
 
-    if not create and not os.path.isdir(os.path.join(settings.midb_path, "index")):
+    if not create and not os.path.isfile(os.path.join(settings.midb_path, "index", "data.mdb")):
         raise CliError(f"no midb store at {settings.midb_path} (it is created by 'midb user add')")
     return Store(settings.midb_path, fsync=settings.fsync, map_size=settings.map_size,
                  run_dir=settings.run_dir, data_path=settings.data_path,
-                 default_lang=settings.default_lang, readonly=readonly)
+                 default_lang=settings.default_lang)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +236,10 @@ def new_password_hash(args: argparse.Namespace) -> str | None:
         return None
     if args.hash_stdin:
         return read_existing_hash()
-    return hash_password(read_new_password(args.password_stdin))
+    try:
+        return hash_password(read_new_password(args.password_stdin))
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _backend_note(settings: Settings) -> None:
@@ -259,9 +266,11 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
     if args.lang is not None and not _LANG_RE.fullmatch(args.lang):
         raise CliError(f"{args.lang!r} is not a language tag")
     quota_bytes = parse_size(args.quota_bytes) if args.quota_bytes is not None else None
-    password_hash = new_password_hash(args)
     store = open_store(settings, create=True)
     try:
+        if store.get_account(args.name) is not None:  # say so before asking for a password
+            raise CliError(f"account {args.name.lower()} exists")
+        password_hash = new_password_hash(args)
         account = store.create_account(args.name, password_hash=password_hash, lang=args.lang)
         if quota_bytes is not None or args.quota_messages is not None:
             changes: dict[str, int] = {}
@@ -310,7 +319,7 @@ def cmd_user_del(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings, readonly=True)
+    store = open_store(settings)
     try:
         rows = [["NAME", "MESSAGES", "SIZE", "QUOTA", "LANG", "STATE"]]
         for account in store.list_accounts():
@@ -328,7 +337,7 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings, readonly=True)
+    store = open_store(settings)
     try:
         account = store.get_account(args.name)
         if account is None:
@@ -380,7 +389,7 @@ def cmd_user_quota(args: argparse.Namespace, settings: Settings) -> int:
         if args.messages < 0:
             raise CliError("--messages must not be negative (0 means unlimited)")
         changes["quota_messages"] = args.messages
-    store = open_store(settings, readonly=not changes)
+    store = open_store(settings)
     try:
         name = _account_or_fail(store, args.name)
         account = store.update_account(name, **changes) if changes else store.get_account(name)  # type: ignore[arg-type]
@@ -437,7 +446,7 @@ def cmd_owner_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_owner_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings, readonly=True)
+    store = open_store(settings)
     try:
         mailbox = _account_or_fail(store, args.mailbox)
         owners = store.owners(mailbox)
@@ -494,31 +503,35 @@ def cmd_import_maildir(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings, readonly=not args.repair)
+    store = open_store(settings)
     try:
         problems = store.verify(repair=args.repair)
-        for problem in problems:
-            print(problem)
         remaining = store.verify(repair=False) if args.repair and problems else problems
     finally:
         store.close()
-    if args.repair and problems:
+    for problem in problems:
+        print(problem)
+    # "orphan:" lines are leftovers of interrupted writes (bodies no index entry refers to): harmless,
+    # and removed by --repair once they are old enough not to belong to a write in progress.
+    errors = [problem for problem in remaining if not problem.startswith("orphan:")]
+    if not problems:
+        print("store is consistent")
+    elif args.repair:
         print(f"{len(problems)} problems found, {len(problems) - len(remaining)} repaired, "
               f"{len(remaining)} remain")
         for problem in remaining:
             print(f"remaining: {problem}")
-    elif not problems:
-        print("store is consistent")
     else:
-        print(f"{len(problems)} problems found (run 'midb verify --repair' to fix what can be fixed)")
-    return 1 if remaining else 0
+        print(f"{len(problems)} problems found ({len(problems) - len(errors)} harmless orphans); "
+              f"run 'midb verify --repair' to fix what can be fixed")
+    return 1 if errors else 0
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     dest = args.dest
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
         raise CliError(f"{dest} exists and is not an empty directory")
-    store = open_store(settings, readonly=True)
+    store = open_store(settings)
     try:
         store.backup(dest)
     finally:
@@ -528,7 +541,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings, readonly=True)
+    store = open_store(settings)
     try:
         stats = store.stats()
     finally:
@@ -567,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="midb", allow_abbrev=False,
                      description="Administer the midb message store used by gximap.")
     _global_options(parser, None)
-    parser.add_argument("--version", action="version", version=f"midb (gximap) {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def leaf(group: argparse._SubParsersAction[_Parser], name: str, handler: Handler,
@@ -671,6 +684,15 @@ def _non_negative(text: str) -> int:
     return value
 
 
+class _VersionAction(argparse.Action):
+    """--version, looking the version up only when asked (importlib.metadata is slow to import)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"midb (gximap) {_version()}")
+        parser.exit(0)
+
+
 def _version() -> str:
     try:
         from importlib.metadata import PackageNotFoundError, version
@@ -699,6 +721,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"midb: error: {exc}", file=sys.stderr)
     except MidbError as exc:
         print(f"midb: error: {exc or type(exc).__name__}", file=sys.stderr)
+    except BrokenPipeError:
+        # stdout went away (e.g. piped into head): stop quietly; keep the interpreter's final
+        # flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"midb: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -145,13 +145,11 @@ class SharedEnv:
             self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
             self.dbs = Databases()
             if readonly:
-                with self.env.begin() as txn:
-                    for name in DB_NAMES:
-                        try:
-                            setattr(self.dbs, name, self.env.open_db(name.encode(), txn=txn, create=False))
-                        except lmdb.NotFoundError:
-                            raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") \
-                                from None
+                for name in DB_NAMES:
+                    try:
+                        setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
+                    except lmdb.NotFoundError:
+                        raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
             else:
                 with self.env.begin(write=True) as txn:
                     for name in DB_NAMES:

@@ -707,11 +707,28 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
     except OverQuota as exc:
         report.complete = False
         report.notes.append(f"over quota, import stopped: {exc}")
-    if report.uids_kept and source.nextuid:
-        current = store.folder_by_id(account, folder.id)
-        if current is not None and current.uidnext < source.nextuid:
-            report.notes.append(f"UIDNEXT is {current.uidnext}, the source had {source.nextuid}")
+    if report.uids_kept and source.nextuid and report.complete:
+        _advance_uidnext(store, account, folder.id, source.nextuid, report)
     return report
+
+
+_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
+                b"This UID was used and expunged before the mailbox was imported.\r\n")
+
+
+def _advance_uidnext(store: Store, account: str, folder_id: int, nextuid: int, report: FolderReport) -> None:
+    """Raise the folder's UIDNEXT to the source's, so no new message reuses a UID a client may
+    have seen (messages expunged at the end of the source folder). The store only moves UIDNEXT
+    past messages, so the last used UID is taken by a placeholder and expunged again at once,
+    leaving a tombstone: exactly the state of the source (that UID was used and expunged)."""
+    current = store.folder_by_id(account, folder_id)
+    if current is None or current.uidnext >= nextuid:
+        return
+    try:
+        _, uid = store.append(account, folder_id, _PLACEHOLDER, flags=("\\Deleted",), uid=nextuid - 1)
+        store.expunge(account, folder_id, [uid])
+    except MidbError as exc:  # e.g. a delivery took that UID meanwhile, or the quota is full
+        report.notes.append(f"UIDNEXT stays at {current.uidnext} (the source had {nextuid}): {exc}")
 
 
 def _append_planned(store: Store, account: str, folder: FolderInfo,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from midb.accounts import decode_account, decode_usage, encode_usage
-from midb.blobs import FANOUT, TEMP_PREFIX, pack_blob_record, unpack_blob_record
+from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
 from midb.env import Databases, lmdb_errors
 from midb.errors import MidbError, StoreBusy
 from midb.folders import FolderRecord, parent_name
@@ -400,8 +400,7 @@ def backup(store: Store, dest: str) -> None:
     eml_dir = os.path.join(dest, "eml")
     try:
         os.makedirs(index_dir, mode=0o750, exist_ok=True)
-        for sub in FANOUT:
-            os.makedirs(os.path.join(eml_dir, sub), mode=0o750, exist_ok=True)
+        os.makedirs(eml_dir, mode=0o750, exist_ok=True)
     except OSError as error:
         raise MidbError(f"cannot create backup directories in {dest}: {error}") from error
     linked: set[str] = set()
@@ -431,6 +430,7 @@ def backup(store: Store, dest: str) -> None:
 def _link_body(store: Store, blob: str, eml_dir: str) -> bool:
     source = store._blobs.path(blob)
     target = os.path.join(eml_dir, blob[:2], blob)
+    os.makedirs(os.path.dirname(target), mode=0o750, exist_ok=True)
     try:
         os.link(source, target)
         return True

@@ -23,11 +23,14 @@ import binascii
 import codecs
 import marshal
 import re
+from calendar import timegm
 from email.utils import parsedate_tz
 from typing import NamedTuple
 
 __all__ = [
+    "FORMAT_VERSION",
     "MAX_DEPTH",
+    "MAX_HEADER_FIELDS",
     "MAX_PARTS",
     "Address",
     "Digest",
@@ -53,11 +56,12 @@ MAX_DEPTH = 50  # MIME nesting (multipart children and message/rfc822 bodies) be
 MAX_PARTS = 5000  # parts in one message before the remainder goes opaque
 _MAX_DECODED_HEADER = 64 * 1024  # a decoded search/sort header value is cut here (SEARCH needs no more)
 _MAX_REFERENCES = 1000
+MAX_HEADER_FIELDS = 10000  # header fields recorded per header block (memory bound)
 
 # (name, adl, mailbox, host) as RFC 3501 ENVELOPE addresses: raw bytes, None for NIL.
 # Group start is (None, None, group-name, None); group end is (None, None, None, None).
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
-# Content-Type / Content-Disposition parameters: (lowercased name, decoded value as UTF-8 bytes).
+# Content-Type / Content-Disposition parameters: (name as written, decoded value as UTF-8 bytes).
 Params = tuple[tuple[bytes, bytes], ...]
 
 
@@ -164,7 +168,9 @@ def unfold(raw: bytes) -> bytes:
     return value
 
 
-def parse_header_block(data: bytes, start: int, end: int) -> tuple[list[tuple[bytes, int, int, int]], int]:
+def parse_header_block(
+    data: bytes, start: int, end: int, max_fields: int = MAX_HEADER_FIELDS
+) -> tuple[list[tuple[bytes, int, int, int]], int]:
     """Split the header starting at ``start`` into fields.
 
     Returns ``([(lowercased name, field start, value start, field end), ...], body_start)``.  A
@@ -172,22 +178,26 @@ def parse_header_block(data: bytes, start: int, end: int) -> tuple[list[tuple[by
     its raw value is ``data[value start:field end]``.  The header ends after the first empty line;
     without one, everything up to ``end`` is header and the body is empty.  A line without a colon
     is kept inside the header but yields no field (RFC 5322 has no such line; mbox "From " lines).
+    Fields after the first ``max_fields`` are skipped (memory bound), the header end is still found.
     """
     fields: list[tuple[bytes, int, int, int]] = []
     pos = start
     find = data.find
+    extends_last = False  # whether a continuation line belongs to fields[-1]
     while pos < end:
         nl = find(b"\n", pos, end)
         line_end = end if nl < 0 else nl + 1
         first = data[pos : pos + 1]
         if first == b"\n" or (first == b"\r" and data[pos + 1 : pos + 2] == b"\n" and pos + 1 < end):
             return fields, line_end
-        if first in (b" ", b"\t") and fields:
-            name, fstart, vstart, _ = fields[-1]
-            fields[-1] = (name, fstart, vstart, line_end)
+        if first in (b" ", b"\t"):
+            if extends_last:
+                name, field_start, value_start, _ = fields[-1]
+                fields[-1] = (name, field_start, value_start, line_end)
         else:
             colon = find(b":", pos, line_end)
-            if colon > pos:
+            extends_last = colon > pos and len(fields) < max_fields
+            if extends_last:
                 name = data[pos:colon].rstrip(b" \t").lower()
                 fields.append((name, pos, colon + 1, line_end))
         pos = line_end
@@ -217,10 +227,6 @@ _CHARSET_ALIASES = {
     "iso-8859-8-i": "iso-8859-8",
     "windows-874": "cp874",
     "x-mac-roman": "mac_roman",
-    "us-ascii": "latin-1",  # 8-bit bytes in "us-ascii" text are nearly always latin-1 in practice
-    "ascii": "latin-1",
-    "iso-8859-1": "cp1252",  # browsers' rule (WHATWG): latin-1 labels mean windows-1252
-    "latin1": "cp1252",
 }
 
 
@@ -244,24 +250,47 @@ def _codec_name(charset: str) -> str | None:
     return name
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(text: str) -> str:
+    """Some codecs (UTF-7, for one) can produce lone surrogates, which no UTF-8 encoder accepts;
+    they become U+FFFD so every decoded string can be encoded again."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+
+
+# Labels under which real mail often carries UTF-8 (or windows-1252 mislabelled as latin-1):
+# for these, valid UTF-8 is taken as UTF-8 and anything else as windows-1252.
+_UTF8_FIRST = frozenset(("utf-8", "ascii", "iso8859-1", "cp1252"))
+
+
 def decode_charset(raw: bytes, charset: str | bytes | None) -> str:
     """Bytes in a MIME charset to str; invalid bytes are replaced.  An unknown or missing charset
-    means UTF-8, falling back to latin-1 when the bytes are not valid UTF-8."""
+    (or us-ascii/latin-1/windows-1252) means UTF-8 when the bytes are valid UTF-8, else
+    windows-1252 (a superset of latin-1).  The result is always encodable as UTF-8."""
     if isinstance(charset, bytes):
         charset = charset.decode("latin-1")
     codec = _codec_name(charset) if charset else None
-    if codec is not None and codec not in ("utf-8", "cp1252", "latin-1", "ascii"):
+    if codec is not None and codec not in _UTF8_FIRST:
         try:
-            return raw.decode(codec, "replace")
-        except Exception:  # noqa: BLE001 - third-party codecs may raise anything; fall back
-            pass
+            return _no_surrogates(raw.decode(codec, "replace"))
+        except Exception:  # noqa: BLE001 - some codecs (idna...) raise despite "replace"
+            codec = None
+    if raw.isascii():
+        return raw.decode("ascii")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    if codec in ("utf-8", None):
-        return raw.decode("cp1252", "replace") if codec is None else raw.decode("utf-8", "replace")
-    return raw.decode(codec, "replace")
+    if codec == "utf-8":
+        return raw.decode("utf-8", "replace")
+    return raw.decode("cp1252", "replace")
 
 
 def _text_of_raw_header(raw: bytes) -> str:
@@ -433,7 +462,7 @@ _RFC2231_NAME = re.compile(rb"(.+?)\*(?:(\d{1,3})(\*)?|)\Z")
 
 def _to_utf8(raw: bytes, charset: bytes | None) -> bytes:
     if charset:
-        return decode_charset(raw, charset).encode("utf-8", "surrogateescape")
+        return decode_charset(raw, charset).encode("utf-8")
     try:
         raw.decode("utf-8")
         return raw
@@ -745,7 +774,7 @@ def _parse_date(value: bytes | None) -> int | None:
     if not value:
         return None
     try:
-        parsed = parsedate_tz(value.decode("latin-1"))
+        parsed = parsedate_tz(value[:256].decode("latin-1"))
         if parsed is None:
             return None
         year, month, day, hour, minute, second = parsed[:6]
@@ -753,8 +782,6 @@ def _parse_date(value: bytes | None) -> int | None:
             return None
         if not 1 <= year <= 9999:
             return None
-        from calendar import timegm
-
         stamp = timegm((year, month, day, hour, minute, min(second, 60), 0, 1, 0))
         return stamp - (parsed[9] or 0)
     except (ValueError, OverflowError, TypeError, IndexError):

@@ -794,8 +794,7 @@ class Store:
             self._check_quota(txn, dbs, account_id, total, len(prepared))
             _check_uid_room(record, explicit_uid, len(prepared))
 
-        digests = [_encoded_digest(entry[0]) for entry in prepared]
-        blobs = self._blobs.write_many([entry[0] for entry in prepared])
+        blobs, digests = self._blobs.write_many([entry[0] for entry in prepared], _encoded_digest)
         account_name = normalize_account_name(account)
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int]]:

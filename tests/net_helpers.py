@@ -20,6 +20,8 @@ from gximap.net.pool import Server
 BIG_CHUNK = 16 * 1024
 TIMEOUT = 5.0
 
+_open_clients: list[Client] = []  # closed when the server context they were used with ends
+
 
 class Recorder:
     """What the handlers of one server saw, readable from the test thread."""
@@ -92,7 +94,7 @@ class LineHandler:
             info = self.info
             text = (
                 f"OK {info.peer_host} {info.peer_port} {info.local_host} {info.local_port} "
-                f"tls={info.tls} starttls={info.starttls_available} proxied={info.proxied} "
+                f"tls={self.tls} starttls={info.starttls_available} proxied={info.proxied} "
                 f"kind={info.listener}\r\n"
             )
             self.output.append(text.encode())
@@ -176,12 +178,18 @@ class Client:
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
-        sock.connect((host, port))
+        try:
+            sock.connect((host, port))
+        except OSError:
+            sock.close()
+            raise
         self.sock: socket.socket = sock
+        _open_clients.append(self)
         self.host = host
         self.buffer = bytearray()
         self.deflate: Any = None
         self.inflate: Any = None
+        self.raw_received = 0
 
     def send(self, data: bytes) -> None:
         if self.deflate is not None:
@@ -192,6 +200,7 @@ class Client:
         data = self.sock.recv(256 * 1024)
         if not data:
             return False
+        self.raw_received += len(data)
         if self.inflate is not None:
             data = self.inflate.decompress(data)
         self.buffer += data
@@ -241,6 +250,11 @@ class Client:
             self.sock.close()
 
 
+def close_clients() -> None:
+    while _open_clients:
+        _open_clients.pop().close()
+
+
 def client_tls_context(cert_path: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=cert_path)
     return context
@@ -286,6 +300,7 @@ def running_server(
     try:
         yield server, ports
     finally:
+        close_clients()
         server.stop(grace=0.5)
 
 

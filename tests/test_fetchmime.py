@@ -338,6 +338,9 @@ def test_envelope_eight_bit_and_quoting():
     plain = envelope(d)
     assert b"{%d}\r\n" % len(subject) + subject in plain  # 8-bit goes as a literal
     assert b'"' + subject + b'"' in envelope(d, utf8=True)
+    # UTF8=ACCEPT: raw latin-1 bytes from old mailers become UTF-8, never invalid UTF-8
+    name = "J\u00f6rg M\u00fcller".encode()
+    assert b'(("' + name + b'" NIL "joerg" "example.de"))' in envelope(d, utf8=True)
     d = digest(b'Subject: say "hi" \\o/\r\n\r\n')
     assert envelope(d).startswith(b'(NIL "say \\"hi\\" \\\\o/" ')
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from midb.errors import NoSuchAccount
 from midb.importer import (
     ImportFailed,
     decode_mutf7,
@@ -25,6 +26,7 @@ from midb.importer import (
     split_maildir_name,
     valid_keyword,
 )
+from midb.store import Store
 
 # ---- fixtures ------------------------------------------------------------------------------
 
@@ -321,3 +323,167 @@ def test_read_subscriptions(tmp_path: Path) -> None:
     names = read_dovecot_subscriptions(str(tmp_path))
     assert ["Sent"] in names and ["Entwürfe", "Sub"] in names
     assert read_dovecot_subscriptions(str(tmp_path / "none")) == []
+
+
+# ---- imports into a store ------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / "store", fsync=False, map_size=256 << 20)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def folder_state(store: Store, account: str, name: str) -> dict[int, tuple[set[str], int, bytes]]:
+    folder = store.get_folder(account, name)
+    assert folder is not None, name
+    return {m.uid: (set(m.flags), m.internaldate, store.read_body(m.blob))
+            for m in store.messages(account, folder.id)}
+
+
+def test_import_dovecot_tree_keeps_everything(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "Maildir"
+    bodies = make_dovecot_maildir(root)["bodies"]
+    assert isinstance(bodies, dict)
+    store.create_account("alice")
+    report = import_maildir_tree(store, "alice", root)
+    assert report.problems == []
+    assert report.imported == 8 and report.skipped == 0 and report.failed == 0
+
+    inbox = store.get_folder("alice", "INBOX")
+    assert inbox is not None and inbox.uidvalidity == 1234567
+    state = folder_state(store, "alice", "INBOX")
+    assert sorted(state) == [3, 5, 6, 7, 20]
+    assert state[3] == ({"\\Seen", "$Forwarded"}, 1700000003, bodies[3])
+    assert state[5] == ({"\\Answered", "\\Seen", "\\Flagged", "Work"}, 1700000005, bodies[5])
+    assert state[6] == ({"\\Deleted"}, 1700000006, bodies[6])
+    assert state[7] == (set(), 1700000007, bodies[7])
+    assert state[20] == (set(), 1700000100, bodies[20])
+    assert inbox.uidnext == 21 and inbox.deleted == 1
+
+    sent = store.get_folder("alice", "Sent")
+    assert sent is not None and sent.special_use == "\\Sent" and sent.uidvalidity == 1111
+    sent_state = folder_state(store, "alice", "Sent")
+    assert sent_state == {1: ({"\\Seen"}, 1700000201, bodies[101].replace(b"\n", b"\r\n"))}
+
+    archived = store.get_folder("alice", "Archive/2023")
+    assert archived is not None and archived.uidvalidity == 2222
+    assert list(folder_state(store, "alice", "Archive/2023")) == [4]
+
+    drafts_like = store.get_folder("alice", "Entwürfe")
+    assert drafts_like is not None and drafts_like.messages == 1 and drafts_like.special_use is None
+    assert "Entwürfe" in store.subscriptions("alice")
+    assert "Archive/2023" not in store.subscriptions("alice")
+
+    again = import_maildir_tree(store, "alice", root)
+    assert again.imported == 0 and again.skipped == 8 and again.problems == []
+    assert folder_state(store, "alice", "INBOX") == state
+
+
+def test_import_tree_maps_special_folders_by_language(tmp_path: Path, store: Store) -> None:
+    root = make_maildir(tmp_path / "Maildir")
+    for name, uidvalidity in ((".Sent", 11), (".Spam", 12), (".Drafts", 13), (".Sent Items", 14)):
+        box = make_maildir(root / name)
+        write(box / "cur" / f"1.{uidvalidity}.host:2,S", message(name), 1000)
+        (box / "dovecot-uidlist").write_text(f"3 V{uidvalidity} N2\n1 :1.{uidvalidity}.host\n")
+    store.create_account("bernd", lang="de")
+    report = import_maildir_tree(store, "bernd", root)
+    by_folder = {f.folder: f for f in report.folders}
+    assert set(by_folder) == {"INBOX", "Gesendet", "Spam", "Entwürfe", "Sent Items"}
+    assert by_folder["Gesendet"].uidvalidity == 11 and by_folder["Gesendet"].uids_kept
+    gesendet = store.get_folder("bernd", "Gesendet")
+    assert gesendet is not None and gesendet.special_use == "\\Sent" and gesendet.messages == 1
+    spam = store.get_folder("bernd", "Spam")
+    assert spam is not None and spam.special_use == "\\Junk" and spam.uidvalidity == 12
+    drafts = store.get_folder("bernd", "Entwürfe")
+    assert drafts is not None and drafts.special_use == "\\Drafts" and drafts.uidvalidity == 13
+    # the second Sent-like folder cannot also become \\Sent: it keeps its own name
+    other = store.get_folder("bernd", "Sent Items")
+    assert other is not None and other.special_use is None and other.uidvalidity == 14
+
+
+def test_import_into_folder_with_mail_assigns_new_uids(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "Maildir"
+    make_dovecot_maildir(root)
+    store.create_account("carl")
+    inbox = store.get_folder("carl", "INBOX")
+    assert inbox is not None
+    store.append("carl", inbox.id, message("already here"), internaldate=1)
+    report = import_maildir(store, "carl", "INBOX", root)
+    assert not report.uids_kept and report.imported == 5
+    assert any("new UIDs" in note for note in report.notes)
+    assert store.uids("carl", inbox.id) == [1, 2, 3, 4, 5, 6]
+    again = import_maildir(store, "carl", "INBOX", root)
+    assert again.imported == 0 and again.skipped == 5
+
+
+def test_import_mbox_into_store(tmp_path: Path, store: Store) -> None:
+    path = write(tmp_path / "box", MBOX)
+    store.create_account("dora")
+    report = import_mbox(store, "DORA", "Imported/2024", path)
+    assert report.created and not report.uids_kept and report.imported == 3
+    state = folder_state(store, "dora", "Imported/2024")
+    assert [state[uid][0] for uid in (1, 2, 3)] == [
+        {"\\Seen", "\\Answered", "\\Flagged", "$Label1", "Work"}, {"\\Deleted", "\\Draft"}, set()]
+    assert state[1][1] == calendar.timegm((2024, 1, 4, 10, 20, 30, 0, 0, 0))
+    assert b">From quoted twice\r\n" in state[1][2]
+    again = import_mbox(store, "dora", "Imported/2024", path)
+    assert again.imported == 0 and again.skipped == 3
+
+
+def test_import_dovecot_mbox_keeps_uids(tmp_path: Path, store: Store) -> None:
+    path = write(tmp_path / "box", DOVECOT_MBOX)
+    store.create_account("emil")
+    report = import_mbox(store, "emil", "Old", path)
+    assert report.uids_kept and report.uidvalidity == 1700000000
+    assert sorted(folder_state(store, "emil", "Old")) == [7, 9]
+    folder = store.get_folder("emil", "Old")
+    assert folder is not None and folder.uidnext == 13 and folder.messages == 2  # placeholder expunged
+    assert store.vanished_since("emil", folder.id, 0) == [12]
+    assert import_mbox(store, "emil", "Old", path).skipped == 2
+
+
+def test_import_out_of_order_x_uid_drops_uids(tmp_path: Path, store: Store) -> None:
+    path = write(tmp_path / "box", DOVECOT_MBOX.replace(b"X-UID: 9", b"X-UID: 3"))
+    store.create_account("fay")
+    report = import_mbox(store, "fay", "Old", path)
+    assert not report.uids_kept and report.imported == 2
+    assert any("out of order" in note for note in report.notes)
+
+
+def test_import_many_messages_in_batches(tmp_path: Path, store: Store) -> None:
+    box = make_maildir(tmp_path / "big")
+    lines = ["3 V777 N2000"]
+    uids = [*range(1, 701), *range(900, 1500)]  # two runs: one explicit-UID placement each
+    for uid in uids:
+        name = f"{1000 + uid}.M{uid}.host"
+        write(box / "cur" / f"{name}:2,S", message(f"m{uid}"), 1000 + uid)
+        lines.append(f"{uid} :{name}")
+    (box / "dovecot-uidlist").write_text("\n".join(lines) + "\n")
+    store.create_account("gus")
+    report = import_maildir(store, "gus", "Big", box)
+    assert report.uids_kept and report.imported == len(uids)
+    folder = store.get_folder("gus", "Big")
+    assert folder is not None
+    assert store.uids("gus", folder.id) == uids
+    metas = store.messages("gus", folder.id)
+    assert all(m.internaldate == 1000 + m.uid and m.flags == ("\\Seen",) for m in metas)
+
+
+def test_import_stops_over_quota(tmp_path: Path, store: Store) -> None:
+    root = tmp_path / "Maildir"
+    make_dovecot_maildir(root)
+    store.create_account("hana")
+    store.update_account("hana", quota_messages=3)
+    report = import_maildir_tree(store, "hana", root)
+    assert report.folders[0].complete is False
+    assert any("over quota" in problem for problem in report.problems)
+    assert store.usage("hana")[1] <= 3
+
+
+def test_import_requires_account(tmp_path: Path, store: Store) -> None:
+    with pytest.raises(NoSuchAccount):
+        import_mbox(store, "nobody", "INBOX", write(tmp_path / "box", MBOX))

@@ -314,6 +314,17 @@ def test_nesting_depth_is_bounded(rfc822: bool):
     assert decode_digest(encode_digest(d)) == d
 
 
+def test_header_field_count_is_bounded_but_the_body_is_still_found():
+    junk = b"".join(b"X-Junk-%d: y\r\n continued\r\n" % i for i in range(mime.MAX_HEADER_FIELDS + 10))
+    data = b"Subject: early\r\n" + junk + b"Subject: late\r\n\r\nbody"
+    fields, body_start = mime.parse_header_block(data, 0, len(data))
+    assert len(fields) == mime.MAX_HEADER_FIELDS
+    assert data[body_start:] == b"body"
+    assert fields[-1][3] - fields[-1][1] == len(b"X-Junk-9998: y\r\n continued\r\n")
+    d = digest(data)
+    assert d.subject == "early" and d.root.body_end - d.root.body_start == 4
+
+
 # --- envelope and addresses -----------------------------------------------------------------
 
 
@@ -432,6 +443,26 @@ def test_sort_and_thread_keys():
     assert digest(b"Date: 1 Jan 1970 00:00:00 -0100\r\n\r\n").date == 3600
 
 
+@pytest.mark.parametrize("charset", ["utf-7", "unicode_escape", "idna", "punycode", "utf-16", "utf-32",
+                                     "rot13", "hex", "zlib", "uu", "cp037", "x-bogus", "us-ascii"])
+def test_any_charset_label_decodes_to_encodable_text(charset: str):
+    for raw in (b"+2D0-", b"\\ud800", b"\xff\xfe\x00\xd8", b"caf\xc3\xa9", b"\xe9t\xe9"):
+        text = mime.decode_charset(raw, charset)
+        text.encode("utf-8")
+    d = digest(b"Subject: =?" + charset.encode() + b"?q?+2D0-?=\r\nContent-Type: text/plain; name*="
+               + charset.encode() + b"''%2B2D0-\r\n\r\n")
+    check_digest(b"Subject: =?" + charset.encode() + b"?q?+2D0-?=\r\n\r\n")
+    assert d.root.params[0][1].decode("utf-8") is not None
+
+
+def test_latin1_labels_prefer_valid_utf8():
+    assert mime.decode_charset(b"caf\xc3\xa9", "iso-8859-1") == "caf\u00e9"
+    assert mime.decode_charset(b"caf\xe9", "iso-8859-1") == "caf\u00e9"
+    assert mime.decode_charset(b"\x80", "us-ascii") == "\u20ac"  # windows-1252
+    assert mime.decode_charset(b"caf\xe9", "iso-8859-15") == "caf\u00e9"
+    assert mime.decode_charset(b"\xa4", "iso-8859-15") == "\u20ac"
+
+
 # --- transfer encodings ---------------------------------------------------------------------
 
 
@@ -503,6 +534,11 @@ def check_digest(data: bytes) -> None:
     assert d.size == len(data)
     for part in walk(d.root):
         assert 0 <= part.header_start <= part.body_start <= part.body_end <= len(data)
+        for _name, value in part.params:
+            value.decode("utf-8")  # decoded parameter values are always valid UTF-8
+    for value in d[4:18]:  # every decoded str can be encoded again (no lone surrogates)
+        for text in (value,) if isinstance(value, str) else value or ():
+            text.encode("utf-8")
     assert decode_digest(encode_digest(d)) == d
 
 

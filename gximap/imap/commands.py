@@ -479,8 +479,10 @@ class Namespace(Command):
 @dataclass(frozen=True, slots=True)
 class Status(Command):
     mailbox: MailboxName
-    items: tuple[str, ...]  # MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE
-    NAME: ClassVar[str] = "STATUS"  # HIGHESTMODSEQ APPENDLIMIT MAILBOXID (upper-cased, deduped)
+    # Upper-cased, de-duplicated: MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE
+    # HIGHESTMODSEQ APPENDLIMIT MAILBOXID
+    items: tuple[str, ...]
+    NAME: ClassVar[str] = "STATUS"
 
 
 @dataclass(frozen=True, slots=True)

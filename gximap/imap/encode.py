@@ -6,7 +6,13 @@ between atom, quoted string and literal is made in exactly one place.
 
 from __future__ import annotations
 
+import datetime
+import itertools
+import operator
 import re
+from collections.abc import Iterable
+
+from gximap.imap import mutf7
 
 # ATOM-CHAR: any CHAR except atom-specials: ( ) { SP CTL % * " \ ]
 _ATOM_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+\Z")
@@ -73,3 +79,119 @@ def number(value: int) -> bytes:
 
 def paren_list(items: list[bytes]) -> bytes:
     return b"(" + b" ".join(items) + b")"
+
+
+# -- response-side helpers (added for the protocol core; the primitives above are unchanged) ----
+
+_MONTH_NAMES = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct",
+                b"Nov", b"Dec")
+_TEXT_UNSAFE = re.compile(rb"[\x00\r\n]")
+_NEEDS_LITERAL = re.compile(rb"[\x00\r\n]")
+CRLF = b"\r\n"
+
+
+def flag_list(flags: Iterable[str]) -> bytes:
+    """``(\\Seen $Label)``: flags are atoms (system flags with their backslash)."""
+    return b"(" + b" ".join(flag.encode("utf-8") for flag in flags) + b")"
+
+
+def sequence_set(numbers: Iterable[int]) -> bytes:
+    """Compress numbers into a sequence set, ``1:5,7,9:12``; b"" for no numbers.
+
+    Sorted input (the usual case: UIDs from the index) is used as it is; anything else is
+    sorted and de-duplicated first."""
+    values = numbers if isinstance(numbers, list | tuple) else list(numbers)
+    if not values:
+        return b""
+    if not all(map(operator.lt, values, itertools.islice(values, 1, None))):
+        values = sorted(set(values))
+    out: list[bytes] = []
+    append = out.append
+    start = previous = values[0]
+    for value in itertools.islice(values, 1, None):
+        if value != previous + 1:
+            append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+            start = value
+        previous = value
+    append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+    return b",".join(out)
+
+
+def sequence_set_from_ranges(ranges: Iterable[tuple[int, int]]) -> bytes:
+    """A sequence set from sorted inclusive (low, high) ranges."""
+    return b",".join(b"%d" % low if low == high else b"%d:%d" % (low, high) for low, high in ranges)
+
+
+def internaldate(timestamp: int | float, tz_minutes: int = 0) -> bytes:
+    """``"17-Jul-1996 02:44:25 -0700"``: the date-time of RFC 3501 section 9, quotes included.
+    Month names are English whatever the locale."""
+    if not -1439 <= tz_minutes <= 1439:
+        tz_minutes = 0
+    zone = datetime.timezone(datetime.timedelta(minutes=tz_minutes))
+    try:
+        moment = datetime.datetime.fromtimestamp(timestamp, zone)
+    except (OverflowError, OSError, ValueError):
+        moment = datetime.datetime.fromtimestamp(0, zone)
+    sign = b"-" if tz_minutes < 0 else b"+"
+    offset = abs(tz_minutes)
+    return b'"%02d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
+        moment.day, _MONTH_NAMES[moment.month - 1], moment.year, moment.hour, moment.minute,
+        moment.second, sign, offset // 60, offset % 60,
+    )
+
+
+def mailbox_name(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as ``mailbox`` (astring): modified UTF-7 (or UTF-8 once UTF8=ACCEPT or
+    IMAP4rev2 is in effect), then an atom when possible, else a quoted string of any length;
+    a literal only for names holding CR, LF or NUL."""
+    if utf8:
+        data = name.encode("utf-8", "surrogatepass")
+    else:
+        try:
+            data = mutf7.encode(name)
+        except ValueError:  # a lone surrogate: never a valid stored name, but do not fail
+            data = mutf7.encode(name.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+    if data and _ATOM_RE.match(data) and data.upper() != NIL:
+        return data
+    if _NEEDS_LITERAL.search(data):
+        return literal(data)
+    return quoted(data)
+
+
+def response_text(text: str | bytes) -> bytes:
+    """Human-readable text for a response line: UTF-8, CR/LF/NUL replaced, never empty."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    data = _TEXT_UNSAFE.sub(b" ", data)
+    return data or b"Completed"
+
+
+def response_code(name: str | bytes, argument: bytes | None = None) -> bytes:
+    """``[NAME]`` or ``[NAME argument]``."""
+    code = _as_bytes(name)
+    if argument is None:
+        return b"[" + code + b"]"
+    return b"[" + code + b" " + argument + b"]"
+
+
+def tagged(tag: bytes, status: str, text: str | bytes, code: bytes | None = None) -> bytes:
+    """``tag OK [CODE] text CRLF`` (status is OK, NO or BAD)."""
+    head = tag + b" " + status.encode("ascii") + b" "
+    if code:
+        head += code + b" "
+    return head + response_text(text) + CRLF
+
+
+def untagged_status(status: str, text: str | bytes, code: bytes | None = None) -> bytes:
+    """``* OK|NO|BAD|BYE|PREAUTH [CODE] text CRLF``."""
+    return tagged(b"*", status, text, code)
+
+
+def untagged(*items: bytes) -> bytes:
+    """``* item item ... CRLF`` for data responses (``* 3 EXISTS``, ``* CAPABILITY ...``)."""
+    return b"* " + b" ".join(items) + CRLF
+
+
+def continuation(text: str | bytes = b"") -> bytes:
+    """``+ text CRLF`` (command continuation request); text may be base64 for SASL."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return b"+ " + _TEXT_UNSAFE.sub(b" ", data) + CRLF

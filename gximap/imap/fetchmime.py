@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from urllib.parse import quote_from_bytes
 
-from gximap.imap.encode import NIL, nstring, number, string
+from gximap.imap.encode import NIL, number, string
 from midb.mime import (
     Address,
     Digest,
@@ -64,13 +64,32 @@ class UnknownCTE(Exception):
 # ENVELOPE
 
 
+def _utf8_text(value: bytes) -> bytes:
+    """With UTF8=ACCEPT every string must be UTF-8 (RFC 9051): raw 8-bit header bytes from
+    mailers that sent latin-1 are converted, as a mail reader would display them."""
+    try:
+        value.decode("utf-8")
+        return value
+    except UnicodeDecodeError:
+        return value.decode("cp1252", "replace").encode("utf-8")
+
+
+def _ns(value: bytes | None, utf8: bool) -> bytes:
+    """nstring of a header-derived value."""
+    if value is None:
+        return NIL
+    if utf8 and not value.isascii():
+        value = _utf8_text(value)
+    return string(value, utf8)
+
+
 def _address_list(addresses: tuple[Address, ...] | None, utf8: bool) -> bytes:
     if not addresses:
         return NIL
     out = [b"("]
     for name, adl, mailbox, host in addresses:
-        out.append(b"(" + nstring(name, utf8) + b" " + nstring(adl, utf8) + b" "
-                   + nstring(mailbox, utf8) + b" " + nstring(host, utf8) + b")")
+        out.append(b"(" + _ns(name, utf8) + b" " + _ns(adl, utf8) + b" "
+                   + _ns(mailbox, utf8) + b" " + _ns(host, utf8) + b")")
     out.append(b")")
     return b"".join(out)
 
@@ -83,16 +102,16 @@ def envelope(d: Digest | Envelope, utf8: bool = False) -> bytes:
     env = d.envelope if isinstance(d, Digest) else d
     return b"".join((
         b"(",
-        nstring(env.date, utf8), b" ",
-        nstring(env.subject, utf8), b" ",
+        _ns(env.date, utf8), b" ",
+        _ns(env.subject, utf8), b" ",
         _address_list(env.from_, utf8), b" ",
         _address_list(env.sender, utf8), b" ",
         _address_list(env.reply_to, utf8), b" ",
         _address_list(env.to, utf8), b" ",
         _address_list(env.cc, utf8), b" ",
         _address_list(env.bcc, utf8), b" ",
-        nstring(env.in_reply_to, utf8), b" ",
-        nstring(env.message_id, utf8),
+        _ns(env.in_reply_to, utf8), b" ",
+        _ns(env.message_id, utf8),
         b")",
     ))
 
@@ -123,13 +142,13 @@ def _disposition(disposition: tuple[bytes, Params] | None, utf8: bool) -> bytes:
     if disposition is None:
         return NIL
     kind, params = disposition
-    return b"(" + string(kind, utf8) + b" " + _params(params, utf8) + b")"
+    return b"(" + _ns(kind, utf8) + b" " + _params(params, utf8) + b")"
 
 
 def _language(language: tuple[bytes, ...] | None, utf8: bool) -> bytes:
     if not language:
         return NIL
-    return b"(" + b" ".join(string(tag, utf8) for tag in language) + b")"
+    return b"(" + b" ".join(_ns(tag, utf8) for tag in language) + b")"
 
 
 _EMPTY_BODY = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 0 0)'
@@ -144,10 +163,10 @@ def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> N
                 _write_part(child, extensible, utf8, out)
         else:  # a multipart without parts is not allowed by the grammar: one empty text part
             out.append(_EMPTY_BODYSTRUCTURE if extensible else _EMPTY_BODY)
-        out.append(b" " + string(part.subtype, utf8))
+        out.append(b" " + _ns(part.subtype, utf8))
         if extensible:
             out.append(b" " + _params(part.params, utf8) + b" " + _disposition(part.disposition, utf8)
-                       + b" " + _language(part.language, utf8) + b" " + nstring(part.location, utf8))
+                       + b" " + _language(part.language, utf8) + b" " + _ns(part.location, utf8))
         out.append(b")")
         return
 
@@ -158,10 +177,10 @@ def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> N
         # An unparsed message/rfc822 (encoded, or past the nesting limit) cannot be described
         # as one (body-type-msg needs its envelope and structure): describe it as opaque data.
         ctype, subtype = b"application", b"octet-stream"
-    out.append(b"(" + string(ctype, utf8) + b" " + string(subtype, utf8) + b" "
+    out.append(b"(" + _ns(ctype, utf8) + b" " + _ns(subtype, utf8) + b" "
                + _params(part.params, utf8, default_charset=is_text) + b" "
-               + nstring(part.id, utf8) + b" " + nstring(part.description, utf8) + b" "
-               + string(part.encoding or b"7BIT", utf8) + b" " + number(part.size))
+               + _ns(part.id, utf8) + b" " + _ns(part.description, utf8) + b" "
+               + _ns(part.encoding or b"7BIT", utf8) + b" " + number(part.size))
     if part.message is not None:
         inner_envelope, inner_root = part.message
         out.append(b" " + envelope(inner_envelope, utf8) + b" ")
@@ -170,8 +189,8 @@ def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> N
     elif is_text:
         out.append(b" " + number(part.lines))
     if extensible:
-        out.append(b" " + nstring(part.md5, utf8) + b" " + _disposition(part.disposition, utf8)
-                   + b" " + _language(part.language, utf8) + b" " + nstring(part.location, utf8))
+        out.append(b" " + _ns(part.md5, utf8) + b" " + _disposition(part.disposition, utf8)
+                   + b" " + _language(part.language, utf8) + b" " + _ns(part.location, utf8))
     out.append(b")")
 
 
@@ -290,7 +309,7 @@ def section(
     d: Digest,
     part: tuple[int, ...],
     spec: str | None,
-    fields: list[str] | None,
+    fields: Iterable[str] | None,
     partial: tuple[int, int] | None,
 ) -> bytes:
     """The content of BODY[section]<partial>.  ``part`` is the section-part numbers (empty for the

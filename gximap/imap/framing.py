@@ -167,7 +167,7 @@ def _literal_marker(line: bytes) -> tuple[int, int, bool, bool] | None:
     if not digits or not digits.isdigit():
         return None
     significant = digits.lstrip(b"0")
-    size = int(significant) if len(significant) <= 18 else 1 << 62
+    size = int(significant or b"0") if len(significant) <= 18 else 1 << 62
     binary = brace > 0 and line[brace - 1 : brace] == b"~"
     start = brace - 1 if binary else brace
     return start, size, synchronizing, binary
@@ -214,6 +214,12 @@ class Framer:
         return len(self._buf) - self._pos
 
     @property
+    def held_bytes(self) -> int:
+        """Everything the framer holds: buffered input plus the pieces of the pending command."""
+        pieces = sum(len(piece) for piece in self._pieces)
+        return len(self._buf) - self._pos + pieces
+
+    @property
     def in_command(self) -> bool:
         """True when part of a command has been framed but the command is not complete."""
         return bool(self._pieces) or self._state is not _State.LINE
@@ -251,6 +257,7 @@ class Framer:
                     Literal(self._take(self._literal_need), self._literal_binary, self._literal_sync)
                 )
                 self._state = _State.LINE
+                self._compact()  # do not keep a consumed multi-megabyte literal around
                 self._scan = self._pos
                 continue
             event = self._next_line_event()

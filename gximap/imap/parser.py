@@ -157,6 +157,16 @@ class ParseError(Exception):
         self.code = code
         self.internal = False  # set when an unexpected exception was converted (a parser bug)
 
+    @property
+    def response_code(self) -> bytes | None:
+        """The bracketed code for the answer, with its argument where the RFC defines one:
+        ``[BADCHARSET (UTF-8 US-ASCII)]`` (RFC 3501 section 7.1; the answer is then NO)."""
+        if self.code is None:
+            return None
+        if self.code == "BADCHARSET":
+            return b"[BADCHARSET (" + " ".join(SUPPORTED_CHARSETS).encode("ascii") + b")]"
+        return b"[" + self.code.encode("ascii") + b"]"
+
 
 # -- the reader ---------------------------------------------------------------------------------
 

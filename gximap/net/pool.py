@@ -648,17 +648,18 @@ class Server:
         handler = conn.handler
         transport = conn.transport
         assert handler is not None
+        if conn.shutdown_due:
+            # Delivered even to a connection whose output is stuck: the goodbye queues behind it.
+            conn.shutdown_due = False
+            if not conn.closing:
+                conn.closing = True
+                handler.shutdown()
         if transport.pending_output and not self._flush(conn):
             return _Outcome.PARK_WRITE
         if conn.pending_action is not None:
             outcome = self._apply_action(conn)
             if outcome is not None:
                 return outcome
-        if conn.shutdown_due:
-            conn.shutdown_due = False
-            if not conn.closing:
-                conn.closing = True
-                handler.shutdown()
         if conn.timeout_due:
             conn.timeout_due = False
             if not conn.closing:
@@ -950,7 +951,8 @@ class Server:
 
     def _admit(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> None:
         now = time.monotonic()
-        expectation = self._proxy_policy.expectation(peer[0])
+        policy = self._proxy_policy  # one snapshot: reconfigure() may swap it meanwhile
+        expectation = policy.expectation(peer[0])
         with self._lock:
             if len(self._conns) >= self._context_num:
                 refusal = f"all {self._context_num} contexts in use"
@@ -971,7 +973,7 @@ class Server:
             self._drained.clear()
         if expectation is HeaderExpectation.REQUIRED:
             conn.phase = _Phase.PROXY_HEADER
-            conn.decoder = ProxyDecoder(self._proxy_policy.mode)
+            conn.decoder = ProxyDecoder(policy.mode)
             conn.phase_deadline = now + self._header_timeout
         elif listener.tls:
             if expectation is HeaderExpectation.REFUSED:
@@ -1033,22 +1035,13 @@ class Server:
         conn.phase = _Phase.CLOSED
         with conn.lock:
             conn.closed = True
+        # Forget the descriptor before closing it: the number may be reused by the next accept.
         if conn.registered and self._epoll is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(conn.fd)
         with self._lock:
-            self._conns.discard(conn)
             if self._by_fd.get(conn.fd) is conn:
                 del self._by_fd[conn.fd]
-            if conn.ip_key is not None:
-                remaining = self._per_ip.get(conn.ip_key, 1) - 1
-                if remaining > 0:
-                    self._per_ip[conn.ip_key] = remaining
-                else:
-                    self._per_ip.pop(conn.ip_key, None)
-                conn.ip_key = None
-            if not self._conns:
-                self._drained.set()
         try:
             conn.transport.close(graceful=graceful)
         except Exception:
@@ -1059,6 +1052,18 @@ class Server:
                 conn.handler.connection_lost()
             except Exception:
                 log.error("%s: handler failed in connection_lost", conn.rhost, exc_info=True)
+        # The context is free only once the handler has let go of its resources.
+        with self._lock:
+            self._conns.discard(conn)
+            if conn.ip_key is not None:
+                remaining = self._per_ip.get(conn.ip_key, 1) - 1
+                if remaining > 0:
+                    self._per_ip[conn.ip_key] = remaining
+                else:
+                    self._per_ip.pop(conn.ip_key, None)
+                conn.ip_key = None
+            if not self._conns:
+                self._drained.set()
         self._changed()
 
     def _force_close_remaining(self) -> None:

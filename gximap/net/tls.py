@@ -16,7 +16,9 @@ validity period. The STARTTLS upgrade itself happens in gximap.net.transport / p
 from __future__ import annotations
 
 import datetime
+import logging
 import ssl
+import warnings
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -24,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 __all__ = ["TLS_VERSIONS", "TlsConfigError", "make_server_context"]
+
+log = logging.getLogger("gximap.net")
 
 TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "tls1.0": ssl.TLSVersion.TLSv1,
@@ -58,8 +62,12 @@ def make_server_context(
     # TLS 1.0/1.1 are refused by OpenSSL 3's default security level however the minimum is set;
     # an operator who asks for them explicitly gets them.
     if minimum < ssl.TLSVersion.TLSv1_2:
+        log.warning("tls_min_proto %s enables deprecated TLS versions", min_proto)
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.minimum_version = minimum
+    with warnings.catch_warnings():
+        # Python flags TLS 1.0/1.1 as deprecated; the operator asked for them and was warned above.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = minimum
     # No compression (CRIME); no renegotiation, which the memory-BIO transport never expects.
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     try:

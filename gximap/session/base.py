@@ -51,6 +51,7 @@ class Done:
     sync: bool = True
     expunge_ok: bool = True
     after: TransportAction | None = None  # applied once the tagged line has been sent
+    goodbye: Code | None = None  # then ``* BYE <text>`` and close (e.g. too many failed logins)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-from midb import errors as midb_errors
-
 from gximap.imap.codes import Code
 from gximap.session.base import Done
+from midb import errors as midb_errors
 
 
 def done_for_store_error(exc: BaseException) -> Done | None:
     """The tagged NO for a store error, or None when ``exc`` is not one (a server bug)."""
     if isinstance(exc, midb_errors.NoSuchFolder):
-        return Done(Code.NO_SUCH_MAILBOX, status="NO", code=b"NONEXISTENT")
+        return Done(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"NONEXISTENT")
     if isinstance(exc, midb_errors.FolderExists):
-        return Done(Code.MAILBOX_EXISTS, status="NO", code=b"ALREADYEXISTS")
+        return Done(Code.NO_MAILBOX_EXISTS, status="NO", code=b"ALREADYEXISTS")
     if isinstance(exc, midb_errors.HasChildren):
-        return Done(Code.MAILBOX_HAS_CHILDREN, status="NO", code=b"INUSE")
+        return Done(Code.NO_HAS_CHILDREN, status="NO", code=b"INUSE")
     if isinstance(exc, midb_errors.InvalidName):
-        return Done(Code.INVALID_MAILBOX_NAME, status="NO", code=b"CANNOT")
+        return Done(Code.NO_INVALID_MAILBOX_NAME, status="NO", code=b"CANNOT")
     if isinstance(exc, midb_errors.InvalidArgument):
-        return Done(Code.INVALID_ARGUMENT, (str(exc),), status="BAD", code=b"CLIENTBUG")
+        return Done(Code.BAD_PARSE, (str(exc),), status="BAD", code=b"CLIENTBUG")
     if isinstance(exc, midb_errors.OverQuota):
-        return Done(Code.OVER_QUOTA, status="NO", code=b"OVERQUOTA")
+        return Done(Code.NO_OVER_QUOTA, status="NO", code=b"OVERQUOTA")
     if isinstance(exc, midb_errors.TooBig):
-        return Done(Code.TOO_BIG, status="NO", code=b"TOOBIG")
+        return Done(Code.NO_MESSAGE_TOO_BIG, status="NO", code=b"TOOBIG")
     if isinstance(exc, midb_errors.ReadOnlyStore):
-        return Done(Code.READ_ONLY, status="NO", code=b"NOPERM")
+        return Done(Code.NO_READ_ONLY, status="NO", code=b"NOPERM")
     if isinstance(exc, midb_errors.StoreBusy | midb_errors.NoSuchBody):
-        return Done(Code.TRY_LATER, (str(exc),), status="NO", code=b"UNAVAILABLE")
+        return Done(Code.NO_TRY_AGAIN, (str(exc),), status="NO", code=b"UNAVAILABLE")
     if isinstance(exc, midb_errors.NoSuchAccount):
-        return Done(Code.NO_SUCH_MAILBOX, status="NO", code=b"NONEXISTENT")
+        return Done(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"NONEXISTENT")
     if isinstance(exc, midb_errors.MidbError):
-        return Done(Code.TRY_LATER, (str(exc),), status="NO", code=b"UNAVAILABLE")
+        return Done(Code.NO_TRY_AGAIN, (str(exc),), status="NO", code=b"UNAVAILABLE")
     return None

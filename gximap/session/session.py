@@ -26,12 +26,12 @@ from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
 from gximap.session import capabilities
 from gximap.session.base import REGISTRY, CommandFailed, Done, NeedLine, State
-from gximap.session.context import ServerContext
-from gximap.session.errors import done_for_store_error
-from gximap.session.selected import SelectedMailbox
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
+from gximap.session.context import ServerContext
+from gximap.session.errors import done_for_store_error
+from gximap.session.selected import SelectedMailbox
 
 _load_commands()
 
@@ -143,7 +143,7 @@ class ImapSession:
                 if line is None:
                     return False
                 if isinstance(line, FrameError):
-                    self._abort_running(b"BAD", self.text(Code.LINE_TOO_LONG))
+                    self._abort_running(b"BAD", self.text(Code.BAD_LINE_TOO_LONG))
                     continue
                 running.line = line
                 return True
@@ -179,7 +179,7 @@ class ImapSession:
         return self.settings.autologout
 
     def timed_out(self) -> None:
-        code = Code.BYE_CONN_TIMEOUT if self.state is State.NOT_AUTHENTICATED else Code.BYE_AUTOLOGOUT
+        code = Code.BYE_INACTIVITY if self.state is State.NOT_AUTHENTICATED else Code.BYE_AUTOLOGOUT
         self._goodbye(code)
 
     def wakeup(self) -> None:
@@ -196,6 +196,7 @@ class ImapSession:
 
     def connection_lost(self) -> None:
         self._closing = True
+        gxlog.io_trace_end(self.id)
         self._close_selected()
         running, self._running = self._running, None
         if running is not None:
@@ -249,16 +250,18 @@ class ImapSession:
             self.framer.reject_literal()
             self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
             return
-        self._out.append(b"+ " + self.text(Code.CONTINUE_LITERAL) + b"\r\n")
+        self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
     def _frame_error(self, event: FrameError) -> None:
         tag = event.tag
         if event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in (b"APPEND", b"UID"):
-            line = b"NO [TOOBIG] " + self.text(Code.TOO_BIG)
+            line = b"NO [TOOBIG] " + self.text(Code.NO_MESSAGE_TOO_BIG)
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:
-            line = b"BAD " + self.text(Code.LINE_TOO_LONG)
+            line = b"BAD " + self.text(Code.BAD_LINE_TOO_LONG)
+        elif event.kind is FrameErrorKind.LITERAL_MINUS:
+            line = b"BAD " + self.text(Code.BAD_LITERAL_MINUS)
         else:
-            line = b"BAD " + self.text(Code.LITERAL_TOO_BIG)
+            line = b"BAD " + self.text(Code.BAD_LITERAL_TOO_BIG)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
         self._count_bad()
 
@@ -278,19 +281,19 @@ class ImapSession:
             cmd = parser.parse_command(frame, utf8=self.utf8, max_nesting=settings.max_nesting,
                                        max_args=settings.max_args)
         except parser.ParseError as exc:
-            code = f"[{exc.code}] ".encode() if exc.code else b""
+            code = exc.response_code + b" " if exc.response_code else b""
             status = b"NO " if exc.code == "BADCHARSET" else b"BAD "
-            self._out.append(tag + b" " + status + code + self.text(Code.PARSE_ERROR, str(exc.text)) + b"\r\n")
+            self._out.append(tag + b" " + status + code + self.text(Code.BAD_PARSE, str(exc.text)) + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
         registration = REGISTRY.lookup(cmd)
         if registration is None:
-            self._out.append(tag + b" BAD " + self.text(Code.UNKNOWN_COMMAND) + b"\r\n")
+            self._out.append(tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
             self._count_bad()
             return
         if self.state not in registration.states:
-            self._out.append(tag + b" BAD " + self.text(Code.WRONG_STATE) + b"\r\n")
+            self._out.append(tag + b" BAD " + self.text(Code.BAD_WRONG_STATE) + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
@@ -323,7 +326,7 @@ class ImapSession:
             done = done_for_store_error(exc)
             if done is None:
                 self.ctx.log.exception("session %s: %s failed", self.id, running.name)
-                done = Done(Code.SERVER_BUG, status="NO", code=b"SERVERBUG")
+                done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
             self._finish(running, done)
             return
         if isinstance(item, NeedLine):
@@ -343,7 +346,7 @@ class ImapSession:
     def _finish(self, running: _Running, done: Done | None) -> None:
         self._running = None
         if done is None:
-            done = Done(Code.SERVER_BUG, status="NO", code=b"SERVERBUG")
+            done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
         if done.sync and self.selected is not None and done.status != "BAD":
             self._out.extend(self.selected.sync(allow_expunge=running.expunge_ok and done.expunge_ok))
         code = b"[" + done.code + b"] " if done.code else b""
@@ -356,3 +359,5 @@ class ImapSession:
             self._out.append(done.after)
             if done.after is TransportAction.CLOSE:
                 self._closing = True
+        elif done.goodbye is not None:
+            self._goodbye(done.goodbye)

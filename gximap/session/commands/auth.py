@@ -1,0 +1,149 @@
+"""Getting in and out: STARTTLS, LOGIN, AUTHENTICATE (PLAIN, LOGIN) and UNAUTHENTICATE (RFC 8437).
+
+Failed logins are counted per connection (Gromox): when a connection reaches ``imap_auth_times``
+failures, the user name is blocked for ``block_interval_auths`` (AuthService.block_user), the
+command fails and the connection is closed with ``* BYE``. A blocked user name is refused before
+any password check, on every connection, with the same ``[AUTHENTICATIONFAILED]`` code as a wrong
+password (RFC 5530): the code does not tell an attacker which of the two happened, only the text
+does (for the human behind a legitimate client that keeps failing).
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Generator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap.codes import Code
+from gximap.net.handler import TransportAction
+from gximap.session import capabilities
+from gximap.session.base import ANY_STATE, AUTHENTICATED, CommandFailed, Done, NeedLine, State, command
+
+# SASL LOGIN's challenges, "Username:" and "Password:" in base64 (draft-murchison-sasl-login).
+_LOGIN_USERNAME_PROMPT = b"+ VXNlcm5hbWU6\r\n"
+_LOGIN_PASSWORD_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
+_EMPTY_CHALLENGE = b"+ \r\n"
+
+
+@command(cmds.Starttls, states=ANY_STATE)
+def starttls(session: Any, cmd: cmds.Starttls) -> Done:
+    if session.tls:
+        raise CommandFailed(Code.BAD_TLS_ACTIVE, status="BAD")
+    if session.state is not State.NOT_AUTHENTICATED:
+        raise CommandFailed(Code.BAD_ALREADY_AUTHENTICATED, status="BAD")
+    if not session.conn.starttls_available:
+        raise CommandFailed(Code.NO_TLS_UNAVAILABLE)
+    # CVE-2011-0411: whatever the client pipelined behind STARTTLS arrived in plaintext and must
+    # not be executed after the handshake. The pool reads nothing until the handshake is done.
+    session.block_input()
+    return Done(Code.OK_STARTTLS, sync=False, after=TransportAction.STARTTLS)
+
+
+def _require_not_authenticated(session: Any) -> None:
+    if session.state is not State.NOT_AUTHENTICATED:
+        raise CommandFailed(Code.BAD_ALREADY_AUTHENTICATED, status="BAD")
+
+
+def _require_privacy(session: Any) -> None:
+    if not capabilities.plaintext_auth_allowed(session):
+        raise CommandFailed(Code.NO_PLAINTEXT_DISALLOWED, code=b"PRIVACYREQUIRED")
+
+
+def _decode_text(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _attempt(session: Any, login: str | None, password: str | None, mech: str,
+             authzid: str | None = None) -> Done:
+    """Check the credentials; log in or count the failure (and maybe block and disconnect)."""
+    auth = session.ctx.auth
+    if login is None or password is None:
+        # Not valid UTF-8: no account can match; treat it like a wrong password.
+        result = auth.authenticate("", "", rhost=session.rhost, address=session.conn.peer_host, mech=mech)
+        login = ""
+    else:
+        result = auth.authenticate(login, password, rhost=session.rhost, address=session.conn.peer_host,
+                                   mech=mech, authzid=authzid)
+    if result.ok:
+        session.login_completed(result.user, result.actor)
+        caps = " ".join(session.capability_list()).encode("ascii")
+        return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
+    session.auth_failures += 1
+    text = Code.NO_AUTH_BLOCKED if result.blocked else Code.NO_AUTH_FAILED
+    if auth.auth_times > 0 and session.auth_failures >= auth.auth_times:
+        if login:
+            auth.block_user(login.partition("!")[0], session.rhost)
+        return Done(text, status="NO", code=b"AUTHENTICATIONFAILED", sync=False,
+                    goodbye=Code.BYE_TOO_MANY_FAILURES)
+    return Done(text, status="NO", code=b"AUTHENTICATIONFAILED", sync=False)
+
+
+@command(cmds.Login, states=ANY_STATE)
+def login(session: Any, cmd: cmds.Login) -> Done:
+    _require_not_authenticated(session)
+    _require_privacy(session)
+    return _attempt(session, _decode_text(cmd.user), _decode_text(cmd.password), "LOGIN")
+
+
+def _sasl_response(line: bytes) -> bytes:
+    """Decode one client response of an AUTHENTICATE exchange; ``*`` cancels (RFC 3501 6.2.2)."""
+    line = line.strip(b" \t")
+    if line == b"*":
+        raise CommandFailed(Code.BAD_AUTH_CANCELLED, status="BAD")
+    try:
+        return binascii.a2b_base64(line, strict_mode=True) if line else b""
+    except binascii.Error:
+        raise CommandFailed(Code.BAD_AUTH_BASE64, status="BAD") from None
+
+
+@command(cmds.Authenticate, states=ANY_STATE)
+def authenticate(session: Any, cmd: cmds.Authenticate) -> Generator[NeedLine, bytes, Done]:
+    _require_not_authenticated(session)
+    mechanism = cmd.mechanism.upper()
+    if mechanism == "PLAIN":
+        _require_privacy(session)
+        data = cmd.initial
+        if data is None:
+            data = _sasl_response((yield NeedLine(_EMPTY_CHALLENGE, sensitive=True)))
+        return _plain(session, data)
+    if mechanism == "LOGIN" and session.settings.sasl_login:
+        _require_privacy(session)
+        user = cmd.initial
+        if user is None:
+            user = _sasl_response((yield NeedLine(_LOGIN_USERNAME_PROMPT, sensitive=True)))
+        password = _sasl_response((yield NeedLine(_LOGIN_PASSWORD_PROMPT, sensitive=True)))
+        return _attempt(session, _decode_text(user), _decode_text(password), "LOGIN")
+    # RFC 3501 6.2.2: an unsupported mechanism is rejected with a tagged NO.
+    raise CommandFailed(Code.NO_AUTH_MECHANISM)
+
+
+def _plain(session: Any, message: bytes) -> Done:
+    """RFC 4616: [authzid] NUL authcid NUL passwd. A non-empty authzid different from the
+    authcid asks to act as that mailbox (impersonation, checked by AuthService)."""
+    parts = message.split(b"\x00")
+    if len(parts) != 3:
+        return _attempt(session, None, None, "PLAIN")
+    authzid, authcid, password = (_decode_text(part) for part in parts)
+    if authzid is None:
+        return _attempt(session, None, None, "PLAIN")
+    return _attempt(session, authcid, password, "PLAIN",
+                    authzid=authzid if authzid and authzid != authcid else None)
+
+
+@command(cmds.Unauthenticate, states=AUTHENTICATED)
+def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
+    """RFC 8437: back to the not-authenticated state as if the connection were new, except that
+    TLS stays. The selected mailbox is closed without expunging, ENABLEd extensions end."""
+    session.select(None)
+    session.state = State.NOT_AUTHENTICATED
+    session.user = None
+    session.actor = None
+    session.enabled.clear()
+    session.client_id = None
+    session.saved_search = None
+    session.auth_failures = 0
+    return Done(Code.OK_UNAUTHENTICATE, sync=False)

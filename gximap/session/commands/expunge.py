@@ -1,0 +1,36 @@
+"""EXPUNGE (RFC 3501 / RFC 9051 section 6.4.3) and UID EXPUNGE (RFC 4315 section 2.1).
+
+The store removes the messages flagged \\Deleted (only those in the UID set for UID EXPUNGE)
+and reports which it removed; they are announced as EXPUNGE responses, highest message number
+first so every number stays valid (VANISHED with QRESYNC). Expunges by other sessions follow in
+the update the session sends before the tagged OK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap.codes import Code
+from gximap.imap.commands import SequenceSet
+from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.searching import resolve_uids
+
+
+@command(cmds.Expunge, states=SELECTED)
+def expunge(session: Any, cmd: cmds.Expunge) -> Generator[bytes, Any, Done]:
+    view = session.selected
+    if cmd.uid:
+        wanted = resolve_uids(session, cmd.seqset or SequenceSet(), True)
+    else:
+        # Only messages the client knows of: one that arrived \Deleted and was never announced
+        # must not vanish before this session has even reported it.
+        wanted = list(view.uids)
+    if view.readonly:
+        raise CommandFailed(Code.NO_READ_ONLY, status="NO")
+    if not wanted:
+        return Done(Code.OK_EXPUNGE)
+    expunged = session.store.expunge(view.account, view.folder_id, wanted)
+    yield from view.expunge_responses(expunged)
+    return Done(Code.OK_EXPUNGE)

@@ -1,0 +1,286 @@
+"""FETCH and UID FETCH (RFC 3501 / RFC 9051 section 6.4.5; BINARY, RFC 3516).
+
+The handler is a generator: it reads the index records of the requested messages a batch at a
+time and yields one ``* n FETCH (...)`` per message, so FETCH 1:* over 100,000 messages streams
+with bounded memory. Only the items that need them read the MIME digest (stored at append time:
+a message is never parsed again) or byte ranges of the body file; large body sections are copied
+from the file in chunks rather than loaded whole.
+
+Messages another session expunged that this session has not been told about yet (RFC 2180 section
+4.1): the records are gone, so they get no FETCH response; the command still answers the others
+and then completes with ``NO [EXPUNGEISSUED]``, as Dovecot does (RFC 2180 section 4.1.2), so the
+client knows to NOOP and learn of the EXPUNGE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap import encode, fetchmime
+from gximap.imap.codes import Code
+from gximap.imap.commands import FetchAtt
+from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.searching import resolve_uids
+from gximap.session.selected import flag_atoms
+from midb.errors import NoSuchBody
+from midb.mime import Digest
+
+SEEN = "\\Seen"
+_BATCH = 256  # index records read per store call
+_INLINE_LIMIT = 1 << 20  # body ranges up to this size are read at once; larger ones are streamed
+_CHUNK = 256 * 1024  # streaming read size
+
+
+class _BodyStream:
+    """A large byte range of a body file, sent as chunks. The file is opened while the message
+    is rendered, so a concurrent expunge that unlinks it cannot cut the literal short."""
+
+    __slots__ = ("handle", "length")
+
+    def __init__(self, path: str, offset: int, length: int) -> None:
+        try:
+            self.handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by chunks()/close()
+        except FileNotFoundError:
+            raise NoSuchBody(path) from None
+        self.handle.seek(offset)
+        self.length = length
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            remaining = self.length
+            while remaining > 0:
+                data = self.handle.read(min(_CHUNK, remaining))
+                if not data:
+                    # The file is shorter than its record says: keep the literal's promised length
+                    # so the client stays in sync (the index is repaired by `midb verify`).
+                    data = b" " * remaining
+                remaining -= len(data)
+                yield data
+        finally:
+            self.handle.close()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+Piece = bytes | _BodyStream
+
+
+class _Message:
+    """One message being rendered: its record, its digest loaded on first use."""
+
+    __slots__ = ("store", "meta", "_digest")
+
+    def __init__(self, store: Any, meta: Any) -> None:
+        self.store = store
+        self.meta = meta
+        self._digest: Digest | None = None
+
+    @property
+    def digest(self) -> Digest:
+        if self._digest is None:
+            self._digest = self.store.digest(self.meta.blob)
+        return self._digest
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.store.read_body(self.meta.blob, offset, length)
+
+
+def _literal_pieces(label: bytes, msg: _Message, offset: int, length: int, out: list[Piece]) -> None:
+    """``label {n}CRLF`` + the bytes ``[offset, offset+length)`` of the stored message."""
+    if length <= 0:
+        out.append(label + b' ""')
+        return
+    if length <= _INLINE_LIMIT:
+        out.append(label + b" {%d}\r\n" % length + msg.read(offset, length))
+        return
+    out.append(label + b" {%d}\r\n" % length)
+    out.append(_BodyStream(msg.store.body_path(msg.meta.blob), offset, length))
+
+
+def _content_pieces(label: bytes, content: bytes, out: list[Piece], *, binary: bool = False) -> None:
+    if not content:
+        out.append(label + b' ""')
+    elif binary and b"\x00" in content:
+        out.append(label + b" ~{%d}\r\n" % len(content) + content)  # literal8 (RFC 3516)
+    else:
+        out.append(label + b" {%d}\r\n" % len(content) + content)
+
+
+def _section_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
+    """BODY[section]<partial> and the RFC822 / RFC822.HEADER / RFC822.TEXT equivalents."""
+    label = att.response_label()
+    name = att.name
+    if name == "RFC822":
+        part: tuple[int, ...] = ()
+        spec: str | None = None
+        fields: tuple[str, ...] = ()
+    elif name == "RFC822.HEADER":
+        part, spec, fields = (), "HEADER", ()
+    elif name == "RFC822.TEXT":
+        part, spec, fields = (), "TEXT", ()
+    else:
+        section = att.section
+        assert section is not None
+        part, spec, fields = section.part, section.text, section.fields
+    if not part and spec is None:
+        # The whole message: its size is in the record, no digest needed.
+        size = msg.meta.size
+        offset, length = 0, size
+        if att.partial is not None:
+            start, count = att.partial
+            offset = min(start, size)
+            length = max(0, min(count, size - offset))
+        _literal_pieces(label, msg, offset, length, out)
+        return
+    span = fetchmime.section_range(msg.digest, part, spec, att.partial)
+    if span is not None:
+        _literal_pieces(label, msg, span[0], span[1], out)
+        return
+    content = fetchmime.section(msg.read, msg.digest, part, spec, list(fields), att.partial)
+    _content_pieces(label, content, out)
+
+
+def _binary_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
+    section = att.section
+    assert section is not None
+    label = att.response_label()
+    if att.name == "BINARY.SIZE":
+        out.append(label + b" %d" % fetchmime.binary_size(msg.read, msg.digest, section.part))
+        return
+    content = fetchmime.binary_section(msg.read, msg.digest, section.part, att.partial)
+    _content_pieces(label, content, out, binary=True)
+
+
+class _Renderer:
+    """Turns one message record into the pieces of its FETCH response."""
+
+    def __init__(self, session: Any, cmd: cmds.Fetch) -> None:
+        view = session.selected
+        self.store = session.store
+        self.recent = view.recent
+        self.show_recent = not session.rev2
+        self.utf8 = session.utf8
+        self.uid = cmd.uid
+        # UID FETCH always reports the UID, first (RFC 3501 section 6.4.8).
+        self.items = [att for att in cmd.items if not (cmd.uid and att.name == "UID")]
+        self.wants_flags = any(att.name == "FLAGS" for att in cmd.items)
+
+    def flags(self, meta: Any) -> bytes:
+        return b"FLAGS " + flag_atoms(meta.flags, self.show_recent and meta.uid in self.recent)
+
+    def render(self, msn: int, meta: Any, seen_changed: bool) -> list[Piece]:
+        msg = _Message(self.store, meta)
+        out: list[Piece] = []
+        if self.uid:
+            out.append(b"UID %d" % meta.uid)
+        try:
+            for att in self.items:
+                self._item(att, msg, out)
+            if seen_changed and not self.wants_flags:
+                # RFC 3501 section 6.4.5: flags changed by an implicit \Seen are reported.
+                out.append(self.flags(meta))
+        except BaseException:
+            for piece in out:
+                if isinstance(piece, _BodyStream):
+                    piece.close()
+            raise
+        return out
+
+    def _item(self, att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
+        name = att.name
+        meta = msg.meta
+        if name == "FLAGS":
+            out.append(self.flags(meta))
+        elif name == "UID":
+            out.append(b"UID %d" % meta.uid)
+        elif name == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + encode.internaldate(meta.internaldate, meta.tzoffset))
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % meta.size)
+        elif name == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % meta.modseq)
+        elif name == "ENVELOPE":
+            out.append(b"ENVELOPE " + fetchmime.envelope(msg.digest, self.utf8))
+        elif name == "BODYSTRUCTURE":
+            out.append(b"BODYSTRUCTURE " + fetchmime.bodystructure(msg.digest, True, self.utf8))
+        elif name == "BODY" and att.section is None:
+            out.append(b"BODY " + fetchmime.bodystructure(msg.digest, False, self.utf8))
+        elif name in ("BINARY", "BINARY.SIZE"):
+            _binary_pieces(att, msg, out)
+        else:  # BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
+            _section_pieces(att, msg, out)
+
+
+def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
+    """The response for one message: small pieces joined, large bodies streamed."""
+    buffer = [b"* %d FETCH (" % msn]
+    first = True
+    for piece in pieces:
+        if isinstance(piece, _BodyStream):
+            # The literal's header went out with the previous piece: no separator before the data.
+            if buffer:
+                yield b"".join(buffer)
+                buffer = []
+            yield from piece.chunks()
+            continue
+        if not first:
+            buffer.append(b" ")
+        buffer.append(piece)
+        first = False
+    buffer.append(b")\r\n")
+    yield b"".join(buffer)
+
+
+def _close_streams(pieces: list[Piece]) -> None:
+    for piece in pieces:
+        if isinstance(piece, _BodyStream):
+            piece.close()
+
+
+@command(cmds.Fetch, states=SELECTED, expunge_ok=False)
+def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
+    if cmd.changedsince is not None or cmd.vanished:
+        # CHANGEDSINCE / VANISHED belong to CONDSTORE / QRESYNC, which are not offered.
+        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD")
+    view = session.selected
+    uids = resolve_uids(session, cmd.seqset, cmd.uid)
+    store = session.store
+    renderer = _Renderer(session, cmd)
+    mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
+    missing = False
+    for start in range(0, len(uids), _BATCH):
+        wanted = uids[start : start + _BATCH]
+        metas = store.get_messages(view.account, view.folder_id, wanted)
+        if len(metas) != len(wanted):
+            missing = True
+        seen_changed: set[int] = set()
+        if mark_seen:
+            unseen = [meta.uid for meta in metas if SEEN not in meta.flags]
+            if unseen:
+                changed, _failed = store.store_flags(view.account, view.folder_id, unseen, "add", (SEEN,))
+                view.note_own_changes(changed)
+                updated = {meta.uid: meta for meta in changed}
+                seen_changed = set(updated)
+                metas = [updated.get(meta.uid, meta) for meta in metas]
+        for meta in metas:
+            msn = view.msn_of(meta.uid)
+            if msn is None:
+                continue
+            try:
+                pieces = renderer.render(msn, meta, meta.uid in seen_changed)
+            except NoSuchBody:
+                missing = True  # expunged, body removed, since the records were read
+                continue
+            except fetchmime.UnknownCTE:
+                raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
+            try:
+                yield from _emit(msn, pieces)
+            finally:
+                _close_streams(pieces)
+    if missing:
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+    return Done(Code.OK_FETCH)
+

@@ -1,0 +1,94 @@
+"""SEARCH and UID SEARCH (RFC 3501 / RFC 9051 section 6.4.4), ESEARCH result options (RFC 4731)
+and the saved result ``$`` (SEARCHRES, RFC 5182).
+
+The evaluation itself is gximap.session.searching; this module chooses the response form:
+``* SEARCH n...`` for IMAP4rev1 clients without RETURN options, ``* ESEARCH (TAG "t") ...``
+when RETURN options were given or IMAP4rev2 is enabled.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Generator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap import encode
+from gximap.imap.codes import Code
+from gximap.session import searching
+from gximap.session.base import SELECTED, CommandFailed, Done, command
+
+# RFC 5182 section 2.4: SAVE combined with only MIN and/or MAX saves just those messages.
+_EXTREMES = frozenset({"MIN", "MAX"})
+
+
+def _message_numbers(view: Any, uids: list[int]) -> list[int]:
+    """Message numbers of UIDs known to be in the view (both ascending)."""
+    positions = view.uids
+    left = bisect.bisect_left
+    return [left(positions, uid) + 1 for uid in uids]
+
+
+def _saved_result(options: tuple[str, ...], matched: list[int]) -> list[int]:
+    """What ``$`` refers to after SEARCH RETURN (SAVE ...) (RFC 5182 section 2.4)."""
+    others = set(options) - {"SAVE"}
+    if not matched or not others or not others <= _EXTREMES:
+        return list(matched)
+    chosen = []
+    if "MIN" in others:
+        chosen.append(matched[0])
+    if "MAX" in others and matched[-1] not in chosen:
+        chosen.append(matched[-1])
+    return chosen
+
+
+def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: list[int]) -> bytes:
+    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set``: items with no value (MIN, MAX,
+    ALL of an empty result) are left out; COUNT is always given when asked for (RFC 4731)."""
+    out = [b"* ESEARCH (TAG " + encode.string(tag) + b")"]
+    if uid:
+        out.append(b"UID")
+    if numbers:
+        if "MIN" in options:
+            out.append(b"MIN %d" % numbers[0])
+        if "MAX" in options:
+            out.append(b"MAX %d" % numbers[-1])
+    if "COUNT" in options:
+        out.append(b"COUNT %d" % len(numbers))
+    if "ALL" in options and numbers:
+        out.append(b"ALL " + encode.sequence_set(numbers))
+    return b" ".join(out) + b"\r\n"
+
+
+def search_response(numbers: list[int]) -> bytes:
+    if not numbers:
+        return b"* SEARCH\r\n"
+    return b"* SEARCH " + b" ".join(b"%d" % number for number in numbers) + b"\r\n"
+
+
+@command(cmds.Search, states=SELECTED, expunge_ok=False)
+def search(session: Any, cmd: cmds.Search) -> Generator[bytes, Any, Done]:
+    view = session.selected
+    options = cmd.return_opts
+    save = options is not None and "SAVE" in options
+    try:
+        matched = searching.search(session, cmd.criteria)
+    except searching.SearchUnsupported:
+        # BAD leaves the saved result alone (RFC 5182 section 2.1).
+        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
+    except Exception:
+        if save:
+            session.saved_search = []  # a SEARCH (SAVE) that fails with NO empties "$"
+        raise
+    if save:
+        assert options is not None
+        session.saved_search = _saved_result(options, matched)
+    numbers = matched if cmd.uid else _message_numbers(view, matched)
+    if options is None:
+        if session.rev2:
+            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), numbers)
+        else:
+            yield search_response(numbers)
+    elif set(options) != {"SAVE"}:  # SAVE alone suppresses the result (RFC 5182 section 2.1)
+        yield esearch_response(cmd.tag, cmd.uid, options, numbers)
+    return Done(Code.OK_SEARCH)

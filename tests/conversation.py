@@ -1,0 +1,400 @@
+"""Conversation tests: drive an :class:`ImapSession` directly (no sockets) over a real midb store.
+
+    conv = Conversation(tmp_path, tls=True, enable_id=True)    # keyword arguments: Settings fields
+    conv.greeting()                                            # -> [b"* OK [CAPABILITY ...] ..."]
+    conv.send(b"a1 LOGIN alice secret\\r\\n")                  # -> the server's responses
+    conv.login("alice")                                        # LOGIN, asserting the tagged OK
+    conv.script('''
+        C: a2 SELECT INBOX
+        S: * FLAGS ({*})
+        S: * OK [UIDVALIDITY {n:uv}] {*}
+        S: a2 OK [READ-WRITE] {*}
+    ''')
+
+``send`` feeds bytes, then plays the pool: ``process()`` and ``next_output()`` until nothing more
+happens. It returns the responses as *logical* lines: CRLF stripped, a literal's data kept inside
+its response. ``TransportAction`` items are recorded in ``conv.actions``; STARTTLS and COMPRESS
+are "applied" at once (``transport_changed``), CLOSE marks the conversation ``closed``.
+
+Transcripts (``script``) work on *physical* lines, the wire as a person reads it:
+  ``C: text``  the client sends ``text`` + CRLF (``C:`` alone sends an empty line).
+  ``S: text``  the next server line must equal ``text``; in it
+               ``{n}`` is any decimal number, ``{*}`` any text (possibly empty), ``{sp}`` a space
+               (for trailing spaces editors would strip), ``{n:NAME}`` / ``{*:NAME}`` capture
+               into ``conv.captured[NAME]``, and ``{=NAME}`` repeats a captured value. Anything
+               else in braces, e.g. a literal's ``{12}``, is plain text.
+  ``W:``       the pool calls ``wakeup()`` (the session's waker must have fired).
+  ``T:``       the idle timer expires (``timed_out()``).
+  ``# ...``    comment; blank lines are ignored.
+Every server line must be matched: leftovers fail at the next ``C:``/``W:``/``T:`` and at the end.
+The greeting may be matched by a script's leading ``S:`` lines; a script starting with ``C:`` (and
+every ``send``) skips it. Failures name the test file and line of the failing step.
+
+Helpers: ``command("NOOP")`` (fresh tag, asserts OK), ``login()``, ``select()``, ``add_message()``
+(straight into the store, returns the UID), ``second_session()`` (same server), ``wake()``
+(the pool's ``wakeup()`` after the waker fired), ``timeout()``, ``shutdown()``, ``close()``.
+
+Accounts are created directly in the store; password hashes are cached for the whole test run
+because scrypt is slow on purpose.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import linecache
+import re
+import textwrap
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gximap.auth.service import AuthService
+from gximap.imap.codes import ResponseCodes
+from gximap.net.handler import ConnectionInfo, TransportAction
+from gximap.session.context import ServerContext, Settings
+from gximap.session.session import ImapSession
+from midb.authdb import MidbAuth
+from midb.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / "data"
+PASSWORD = "secret"
+MAX_ROUNDS = 100_000  # bound on process()/next_output() rounds per step: a runaway loop fails
+
+_HASH_CACHE: dict[str, str] = {}
+_PORTS = itertools.count(40000)
+_CODES: ResponseCodes | None = None
+_LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\Z")
+_PLACEHOLDER = re.compile(r"\{(n|\*|sp)(?::([A-Za-z_][A-Za-z0-9_]*))?\}|\{=([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def password_hash(password: str) -> str:
+    if password not in _HASH_CACHE:
+        from midb.passwords import hash_password
+
+        _HASH_CACHE[password] = hash_password(password)
+    return _HASH_CACHE[password]
+
+
+def response_codes() -> ResponseCodes:
+    global _CODES
+    if _CODES is None:
+        _CODES = ResponseCodes.load(str(DATA_DIR))
+    return _CODES
+
+
+def split_responses(data: bytes) -> list[bytes]:
+    """Logical responses of a complete server output: CRLF removed, literals kept inline."""
+    out: list[bytes] = []
+    start = pos = 0
+    while pos < len(data):
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            raise AssertionError(f"server output does not end with CRLF: {data[start:]!r}")
+        match = _LITERAL_AT_END.search(data, pos, end)
+        if match is not None:
+            pos = end + 2 + int(match.group(1))  # the literal's octets, then the line goes on
+            continue
+        out.append(data[start:end])
+        start = pos = end + 2
+    return out
+
+
+class _Step:
+    __slots__ = ("kind", "text", "where")
+
+    def __init__(self, kind: str, text: str, where: str) -> None:
+        self.kind = kind
+        self.text = text
+        self.where = where
+
+
+class Conversation:
+    """One client connection to a fresh (or shared) server context."""
+
+    def __init__(self, tmp_path: Path | str | None = None, *, tls: bool = True, starttls: bool = False,
+                 users: Iterable[str] | dict[str, str] = ("alice",), auth_times: int = 10,
+                 block_interval: float = 60.0, ip_times: int = 0, peer: str = "192.0.2.1",
+                 context: ServerContext | None = None, **settings: Any) -> None:
+        if context is None:
+            if tmp_path is None:
+                raise TypeError("Conversation needs tmp_path (or the context of another one)")
+            store = Store(Path(tmp_path) / "midb", fsync=False, data_path=[str(DATA_DIR)])
+            auth = AuthService(store, MidbAuth(store), auth_times=auth_times, block_interval=block_interval,
+                               ip_times=ip_times)
+            context = ServerContext(Settings(**settings), store, auth, response_codes())
+            self._owns_store = True
+        else:
+            if settings:
+                context.reload(Settings(**settings))
+            self._owns_store = False
+        self.ctx = context
+        self.store: Store = context.store
+        self.actions: list[TransportAction] = []
+        self.closed = False
+        self.wakes = 0  # waker calls not yet answered by wake()
+        self.captured: dict[str, str] = {}
+        self.transcript: list[tuple[str, bytes]] = []
+        self._raw_pending = b""  # server output not yet claimed by a script step
+        self._tags = 0
+        self._peers: list[Conversation] = []
+        passwords = users if isinstance(users, dict) else {name: PASSWORD for name in users}
+        for name, password in passwords.items():
+            self.add_user(name, password)
+        conn = ConnectionInfo(peer_host=peer, peer_port=next(_PORTS), local_host="192.0.2.254",
+                              local_port=993 if tls else 143, tls=tls, starttls_available=starttls)
+        self.session = ImapSession(context, conn, self._waker)
+        self.session.start()
+        self._greeting = split_responses(self._run())  # stays claimable by a script's first S: lines
+
+    # -- setup helpers ----------------------------------------------------------------------------
+
+    def add_user(self, name: str, password: str = PASSWORD) -> None:
+        if self.store.get_account(name) is None:
+            self.store.create_account(name, password_hash=password_hash(password))
+
+    def folder(self, name: str, user: str = "alice") -> Any:
+        info = self.store.get_folder(user, name)
+        assert info is not None, f"no folder {name!r} for {user}"
+        return info
+
+    def add_message(self, mailbox: str = "INBOX", data: bytes | None = None, *, flags: Iterable[str] = (),
+                    user: str = "alice", internaldate: int | None = None) -> int:
+        """Store a message directly (as another client or LMTP would); returns its UID."""
+        if data is None:
+            data = b"From: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
+        _uidvalidity, uid = self.store.append(user, self.folder(mailbox, user).id, data, flags=tuple(flags),
+                                              internaldate=internaldate)
+        return uid
+
+    def second_session(self, *, tls: bool = True, starttls: bool = False) -> Conversation:
+        """Another connection to the same server (same store, settings and authentication)."""
+        other = Conversation(tls=tls, starttls=starttls, users=(), context=self.ctx)
+        self._peers.append(other)
+        return other
+
+    def close(self) -> None:
+        for peer in self._peers:
+            peer.close()
+        if not self.closed:
+            self.session.connection_lost()
+            self.closed = True
+        if self._owns_store:
+            self.store.close()
+            self._owns_store = False
+
+    def __enter__(self) -> Conversation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- driving the session ----------------------------------------------------------------------
+
+    def _waker(self) -> None:
+        self.wakes += 1
+
+    def next_tag(self) -> str:
+        self._tags += 1
+        return f"x{self._tags}"
+
+    def greeting(self) -> list[bytes]:
+        """The greeting responses (sent when the connection started)."""
+        self._raw_pending = b""
+        return list(self._greeting)
+
+    def send(self, data: bytes) -> list[bytes]:
+        """Feed client bytes; return the complete server responses this caused."""
+        self._raw_pending = b""
+        return self._collect(self._feed(data))
+
+    def wake(self, *, require: bool = True) -> list[bytes]:
+        """The pool runs ``wakeup()`` because the waker fired (``require``: assert it did)."""
+        if require:
+            assert self.wakes > 0, "the session's waker was not called"
+        self.wakes = 0
+        self._raw_pending = b""
+        self.session.wakeup()
+        return self._collect(self._run())
+
+    def timeout(self) -> list[bytes]:
+        self._raw_pending = b""
+        self.session.timed_out()
+        return self._collect(self._run())
+
+    def shutdown(self) -> list[bytes]:
+        self._raw_pending = b""
+        self.session.shutdown()
+        return self._collect(self._run())
+
+    def command(self, text: str) -> list[bytes]:
+        """Send ``TAG text`` with a fresh tag; assert a tagged OK; return all responses."""
+        tag = self.next_tag()
+        lines = self.send(f"{tag} {text}\r\n".encode())
+        assert lines and lines[-1].startswith(f"{tag} OK".encode()), f"{text!r} failed: {lines!r}"
+        return lines
+
+    def login(self, user: str = "alice", password: str = PASSWORD) -> list[bytes]:
+        return self.command(f"LOGIN {user} {password}")
+
+    def select(self, mailbox: str = "INBOX", *, examine: bool = False) -> list[bytes]:
+        return self.command(f"{'EXAMINE' if examine else 'SELECT'} \"{mailbox}\"")
+
+    def _feed(self, data: bytes) -> bytes:
+        assert not self.closed, "the connection was closed"
+        self.transcript.append(("C", data))
+        self.session.data_received(data)
+        return self._run()
+
+    def _run(self) -> bytes:
+        """Play the pool until the session is quiescent; return the output produced."""
+        session = self.session
+        chunks: list[bytes] = []
+        for _ in range(MAX_ROUNDS):
+            more = False if self.closed else session.process(16)
+            produced = False
+            while not self.closed:
+                item = session.next_output()
+                if item is None:
+                    break
+                produced = True
+                if isinstance(item, TransportAction):
+                    self._apply(item)
+                else:
+                    chunks.append(bytes(item))
+            if not more and not produced:
+                break
+        else:
+            raise AssertionError(f"session did not settle within {MAX_ROUNDS} rounds")
+        out = b"".join(chunks)
+        if out:
+            self.transcript.append(("S", out))
+        self._raw_pending += out
+        return out
+
+    def _apply(self, action: TransportAction) -> None:
+        self.actions.append(action)
+        if action is TransportAction.CLOSE:
+            self.session.connection_lost()
+            self.closed = True
+        elif action is TransportAction.STARTTLS:
+            self.session.transport_changed(action, True)
+        else:
+            self.session.transport_changed(action, self.session.tls)
+
+    def _collect(self, output: bytes) -> list[bytes]:
+        # send()/wake() hand their output to the caller: a later script must not see it again.
+        self._raw_pending = b""
+        return split_responses(output)
+
+    # -- transcripts -------------------------------------------------------------------------------
+
+    def script(self, text: str) -> None:
+        """Run a transcript (syntax in the module docstring); AssertionError at the failing step."""
+        steps = self._parse_script(text, inspect.stack()[1])
+        if steps and steps[0].kind != "S":
+            self._raw_pending = b""  # an unclaimed greeting: the script starts with the client
+        self._run()
+        pending = self._take_physical_lines()
+        for step in steps:
+            if step.kind == "S":
+                if not pending:
+                    self._fail(step, f"expected {step.text!r}, but the server sent nothing more")
+                line = pending.pop(0)
+                if not self._match(step.text, line):
+                    self._fail(step, f"expected {step.text!r}\n     got {line!r}")
+                continue
+            if pending:
+                self._fail(step, f"unmatched server output before this step: {pending!r}")
+            if step.kind == "C":
+                if self.closed:
+                    self._fail(step, "the connection was closed")
+                self._feed(step.text.encode("utf-8") + b"\r\n")
+            elif step.kind == "W":
+                if self.wakes == 0:
+                    self._fail(step, "the session's waker was not called")
+                self.wakes = 0
+                self.session.wakeup()
+                self._run()
+            else:
+                self.session.timed_out()
+                self._run()
+            pending = self._take_physical_lines()
+        if pending:
+            self._fail(steps[-1] if steps else None, f"unmatched server output at the end: {pending!r}")
+
+    def _take_physical_lines(self) -> list[bytes]:
+        data, self._raw_pending = self._raw_pending, b""
+        if not data:
+            return []
+        if not data.endswith(b"\r\n"):
+            raise AssertionError(f"server output does not end with CRLF: {data[-200:]!r}")
+        return data[:-2].split(b"\r\n")
+
+    def _match(self, expected: str, line: bytes) -> bool:
+        pattern: list[str] = []
+        names: list[str | None] = []
+        pos = 0
+        for match in _PLACEHOLDER.finditer(expected):
+            pattern.append(re.escape(expected[pos:match.start()]))
+            kind, name, backref = match.group(1), match.group(2), match.group(3)
+            if backref is not None:
+                if backref not in self.captured:
+                    raise AssertionError(f"{{={backref}}} used before it was captured")
+                pattern.append(re.escape(self.captured[backref]))
+            elif kind == "sp":
+                pattern.append(" ")
+            else:
+                pattern.append("([0-9]+)" if kind == "n" else "(.*?)")
+                names.append(name)
+            pos = match.end()
+        pattern.append(re.escape(expected[pos:]))
+        found = re.fullmatch("".join(pattern), line.decode("utf-8", "surrogateescape"), re.DOTALL)
+        if found is None:
+            return False
+        for index, name in enumerate(names, start=1):
+            if name is not None:
+                self.captured[name] = found.group(index)
+        return True
+
+    @staticmethod
+    def _parse_script(text: str, caller: inspect.FrameInfo) -> list[_Step]:
+        lines = textwrap.dedent(text).split("\n")
+        base = _script_origin(caller, lines)
+        steps: list[_Step] = []
+        for index, raw in enumerate(lines):
+            line = raw.strip(" \t") if raw.strip().startswith("#") or not raw.strip() else raw.lstrip(" \t")
+            if not line or line.startswith("#"):
+                continue
+            where = f"{caller.filename}:{base + index}" if base is not None else f"script line {index + 1}"
+            kind, sep, rest = line.partition(":")
+            if not sep or kind not in ("C", "S", "W", "T"):
+                raise AssertionError(f"{where}: cannot parse script line {line!r}")
+            if rest.startswith(" "):
+                rest = rest[1:]
+            if kind in ("W", "T") and rest.strip():
+                raise AssertionError(f"{where}: {kind}: takes no text")
+            steps.append(_Step(kind, rest, where))
+        return steps
+
+    def _fail(self, step: _Step | None, message: str) -> None:
+        where = step.where if step is not None else "script"
+        recent = self.transcript[-6:]
+        shown = "\n".join(f"  {who}: {data!r}" for who, data in recent)
+        raise AssertionError(f"{where}: {message}\n  recent traffic:\n{shown}")
+
+
+def _script_origin(caller: inspect.FrameInfo, lines: list[str]) -> int | None:
+    """The source line number of the script's first line (the string sits below the call)."""
+    first = next((index for index, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        return None
+    wanted = lines[first].strip()
+    for number in range(caller.lineno, caller.lineno + 50):
+        source = linecache.getline(caller.filename, number)
+        if not source:
+            break
+        if wanted in source:
+            return number - first
+    return None

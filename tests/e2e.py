@@ -1,0 +1,152 @@
+"""Start the real ``gximap`` process for end-to-end tests (loopback only, bounded waits).
+
+``GximapProcess`` writes a config into a temporary directory, creates accounts directly in the
+midb store (before the server opens it), starts ``python -m gximap -c FILE`` and waits until the
+listeners accept connections. ``stop()`` sends SIGTERM and waits; anything left is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / "data"
+_HASH_CACHE: dict[str, str] = {}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def password_hash(password: str) -> str:
+    """scrypt is slow on purpose: hash each test password once per test run."""
+    if password not in _HASH_CACHE:
+        from midb.passwords import hash_password
+
+        _HASH_CACHE[password] = hash_password(password)
+    return _HASH_CACHE[password]
+
+
+def wait_for_port(port: int, deadline: float, proc: subprocess.Popen | None = None) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"gximap exited early with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class GximapProcess:
+    def __init__(self, directory: Path, *, accounts: dict[str, str] | None = None, tls: bool = True,
+                 extra: dict[str, str] | None = None) -> None:
+        self.dir = Path(directory)
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.cert = self.dir / "tls" / "cert.pem"
+        self.key = self.dir / "tls" / "key.pem"
+        self.midb = self.dir / "midb"
+        self.log_path = self.dir / "gximap.log"
+        self.config_path = self.dir / "imap.cfg"
+        self.accounts = accounts if accounts is not None else {"alice": "secret"}
+        self.proc: subprocess.Popen | None = None
+        settings = {
+            "imap_listen": f"127.0.0.1:{self.port}",
+            "midb_path": str(self.midb),
+            "midb_fsync": "no",
+            "data_file_path": str(DATA_DIR),
+            "imap_log_file": str(self.log_path),
+            "imap_log_level": "6",
+            "imap_cmd_debug": "2",
+            "running_identity": "",
+            "imap_thread_init_num": "2",
+            "context_num": "50",
+            "insecure_auth": "yes",
+        }
+        if tls:
+            from gximap.net.certs import generate_self_signed
+
+            generate_self_signed(str(self.cert), str(self.key), ["localhost", "127.0.0.1"])
+            settings.update({
+                "imap_listen_tls": f"127.0.0.1:{self.tls_port}",
+                "imap_support_tls": "yes",
+                "imap_certificate_path": str(self.cert),
+                "imap_private_key_path": str(self.key),
+            })
+        settings.update(extra or {})
+        self.settings = settings
+        self.write_config()
+        self._create_accounts()
+
+    def write_config(self, **changes: str) -> None:
+        self.settings.update(changes)
+        text = "".join(f"{key} = {value}\n" for key, value in self.settings.items())
+        self.config_path.write_text(text)
+
+    def _create_accounts(self) -> None:
+        from midb.store import Store
+
+        store = Store(str(self.midb), fsync=False, data_path=[str(DATA_DIR)])
+        try:
+            for name, password in self.accounts.items():
+                if store.get_account(name) is None:
+                    store.create_account(name, password_hash=password_hash(password))
+        finally:
+            store.close()
+
+    def start(self, timeout: float = 20.0) -> GximapProcess:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gximap", "-c", str(self.config_path)],
+            cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            wait_for_port(self.port, deadline, self.proc)
+            if self.tls_port:
+                wait_for_port(self.tls_port, deadline, self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"gximap did not start:\n{self.output()}\n{self.log()}") from None
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        if proc.stdout:
+            proc.stdout.close()
+        return proc.returncode
+
+    def output(self) -> str:
+        return getattr(self, "_output", "")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""

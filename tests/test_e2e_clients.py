@@ -1,0 +1,222 @@
+"""Real clients against the real gximap process: Python's imaplib, curl and mbsync (isync)."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess
+
+pytestmark = pytest.mark.e2e
+
+MESSAGE = (
+    b"From: Bob <bob@example.org>\r\n"
+    b"To: Alice <alice@example.org>\r\n"
+    b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= from Bob\r\n"
+    b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    b"Message-ID: <1@example.org>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Hello Alice,\r\nthis is the body.\r\n"
+)
+
+
+def _message(number: int) -> bytes:
+    return MESSAGE.replace(b"<1@", b"<%d@" % number).replace(b"from Bob", b"from Bob #%d" % number)
+
+
+def _tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    directory = tmp_path / "server"
+    directory.mkdir()
+    proc = GximapProcess(directory).start()
+    yield proc
+    proc.stop()
+
+
+def _login(server: GximapProcess) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=_tls(), timeout=15)
+    assert client.login("alice", "secret")[0] == "OK"
+    return client
+
+
+def test_imaplib_full_session(server: GximapProcess) -> None:
+    client = _login(server)
+    try:
+        typ, listing = client.list()
+        assert typ == "OK"
+        names = [line.decode() for line in listing]
+        assert any(line.endswith('"/" INBOX') or line.endswith(' INBOX') for line in names)
+        assert any("\\Sent" in line for line in names) and any("\\Trash" in line for line in names)
+        assert client.create("Work/2026")[0] == "OK"
+        typ, data = client.append("INBOX", "(\\Flagged)", imaplib.Time2Internaldate(time.time()), MESSAGE)
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        client.append("INBOX", None, None, _message(2))
+        typ, data = client.select("INBOX")
+        assert typ == "OK" and data == [b"2"]
+        typ, data = client.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE ENVELOPE)")
+        assert typ == "OK" and len([d for d in data if isinstance(d, bytes) and b"FETCH" in d]) == 2
+        typ, data = client.fetch("1", "(BODY.PEEK[])")
+        assert data[0][1] == MESSAGE
+        typ, data = client.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
+        assert data[0][1].startswith(b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=")
+        typ, data = client.search(None, "SUBJECT", '"#2"')
+        assert data == [b"2"]
+        typ, data = client.search("UTF-8", "SUBJECT", "GRÜSSE".encode())
+        assert typ == "OK"
+        typ, data = client.search(None, "FLAGGED")
+        assert data == [b"1"]
+        assert client.store("2", "+FLAGS", "(\\Deleted $Important)")[0] == "OK"
+        typ, data = client.fetch("2", "(FLAGS)")
+        assert b"$Important" in data[0] and b"\\Deleted" in data[0]
+        typ, data = client.copy("1", "Work/2026")
+        assert typ == "OK"
+        typ, data = client.expunge()
+        assert data == [b"2"]
+        typ, data = client._simple_command("MOVE", "1", "Work")  # noqa: SLF001 - imaplib has no move()
+        assert typ == "OK"
+        typ, data = client.status("Work/2026", "(MESSAGES UIDNEXT UNSEEN)")
+        assert b"MESSAGES 1" in data[0]
+        client.close()
+        assert client.delete("Work/2026")[0] == "OK"
+    finally:
+        client.logout()
+
+
+def test_imaplib_idle_sees_other_session_append(server: GximapProcess) -> None:
+    watcher = _login(server)
+    writer = _login(server)
+    try:
+        watcher.select("INBOX")
+        tag = watcher._new_tag()  # noqa: SLF001 - imaplib lacks IDLE before 3.14
+        watcher.send(tag + b" IDLE\r\n")
+        assert watcher.readline().startswith(b"+")
+        writer.append("INBOX", None, None, MESSAGE)
+        watcher.sock.settimeout(5)
+        line = watcher.readline()
+        assert re.match(rb"\* 1 EXISTS", line), line
+        watcher.send(b"DONE\r\n")
+        while not (line := watcher.readline()).startswith(tag):
+            pass
+        assert b"OK" in line
+    finally:
+        writer.logout()
+        watcher.logout()
+
+
+def _curl(server: GximapProcess, *args: str) -> subprocess.CompletedProcess:
+    if not shutil.which("curl"):
+        pytest.fail("curl is not installed: `make test` installs it")
+    return subprocess.run(["curl", "-s", "-S", "--max-time", "20", "-k", "-u", "alice:secret", *args],
+                          capture_output=True, timeout=60)
+
+
+def test_curl_list_fetch_append(server: GximapProcess, tmp_path: Path) -> None:
+    base = f"imaps://127.0.0.1:{server.tls_port}"
+    eml = tmp_path / "msg.eml"
+    eml.write_bytes(MESSAGE)
+    out = _curl(server, "-T", str(eml), f"{base}/INBOX")
+    assert out.returncode == 0, out.stderr
+    out = _curl(server, f"{base}/")
+    assert out.returncode == 0, out.stderr
+    assert b"INBOX" in out.stdout and b"\\Sent" in out.stdout
+    out = _curl(server, f"{base}/INBOX;UID=1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == MESSAGE
+    # STARTTLS on the plain port
+    out = _curl(server, "--ssl-reqd", f"imap://127.0.0.1:{server.port}/INBOX;UID=1;SECTION=HEADER.FIELDS%20(SUBJECT)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(b"Subject:")
+
+
+def _mbsync(config: Path) -> subprocess.CompletedProcess:
+    if not shutil.which("mbsync"):
+        pytest.fail("mbsync is not installed: `make test` installs isync")
+    return subprocess.run(["mbsync", "-c", str(config), "-a"], capture_output=True, text=True, timeout=120)
+
+
+def _maildir_files(path: Path) -> list[Path]:
+    return sorted(p for sub in ("cur", "new") for p in (path / sub).glob("*") if p.is_file())
+
+
+def test_mbsync_two_way_sync_of_several_folders(server: GximapProcess, tmp_path: Path) -> None:
+    client = _login(server)
+    client.create("Work")
+    for number in range(1, 4):
+        client.append("INBOX", "(\\Seen)" if number == 1 else None, None, _message(number))
+    client.append("Work", None, None, _message(10))
+    client.logout()
+
+    local = tmp_path / "local"
+    local.mkdir()
+    config = tmp_path / "mbsyncrc"
+    config.write_text(f"""
+IMAPAccount gx
+Host 127.0.0.1
+Port {server.tls_port}
+User alice
+Pass secret
+SSLType IMAPS
+CertificateFile {server.cert}
+
+IMAPStore gx-remote
+Account gx
+
+MaildirStore gx-local
+Path {local}/
+Inbox {local}/INBOX
+SubFolders Verbatim
+
+Channel gx
+Far :gx-remote:
+Near :gx-local:
+Patterns *
+Create Both
+Expunge Both
+SyncState *
+""")
+    out = _mbsync(config)
+    assert out.returncode == 0, out.stdout + out.stderr
+    inbox = _maildir_files(local / "INBOX")
+    assert len(inbox) == 3
+    assert len(_maildir_files(local / "Work")) == 1
+    assert any(path.name.endswith(",S") or ":2,S" in path.name for path in inbox)
+
+    # Local changes: a new message in Work, INBOX message flagged+seen, one deleted; a new folder.
+    (local / "Work" / "new" / "1700000000.local.host").write_bytes(_message(20))
+    target = next(path for path in inbox if ":2," in path.name and "S" not in path.name.split(":2,")[1])
+    target.rename(target.with_name(target.name.split(":2,")[0] + ":2,FS"))
+    victim = next(path for path in _maildir_files(local / "INBOX") if path != target)
+    victim.unlink()
+    for sub in ("cur", "new", "tmp"):
+        (local / "Projects" / sub).mkdir(parents=True)
+    (local / "Projects" / "new" / "1700000001.local.host").write_bytes(_message(30))
+    out = _mbsync(config)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    client = _login(server)
+    try:
+        assert client.select("Work")[1] == [b"2"]
+        typ, data = client.select("INBOX")
+        assert data == [b"2"]
+        typ, data = client.search(None, "FLAGGED SEEN")
+        assert len(data[0].split()) == 1
+        assert client.select("Projects")[1] == [b"1"]
+    finally:
+        client.logout()
+    assert os.path.isdir(local / "Projects")

@@ -1,0 +1,166 @@
+"""The real gximap process: start-up, configuration errors, signals, admission, privilege drop."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import pwd
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def _read_line(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    proc = GximapProcess(tmp_path).start()
+    yield proc
+    proc.stop()
+
+
+def test_version_and_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "gximap", "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and re.match(r"gximap \d+\.\d+", out.stdout)
+    out = subprocess.run([sys.executable, "-m", "gximap", "-?"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    assert "context_num" in out.stdout and "imap_thread_charge_num" in out.stdout
+
+
+def test_bad_config_names_file_line_and_directive(tmp_path: Path) -> None:
+    cfg = tmp_path / "imap.cfg"
+    cfg.write_text("# comment\ncontext_num = many\n")
+    out = subprocess.run([sys.executable, "-m", "gximap", "-c", str(cfg)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0
+    assert f"{cfg}:2: context_num:" in out.stderr
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "gximap", "-c", str(tmp_path / "nope.cfg")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "nope.cfg" in out.stderr
+
+
+def test_unknown_running_identity_refuses_to_start_as_root(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    proc = GximapProcess(tmp_path, tls=False, extra={"running_identity": "no-such-user-gximap"})
+    proc.proc = subprocess.Popen([sys.executable, "-m", "gximap", "-c", str(proc.config_path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    assert proc.proc.wait(30) != 0
+    assert "no-such-user-gximap" in proc.proc.stdout.read().decode()
+    proc.proc.stdout.close()
+
+
+def test_greeting_login_and_logout_plain_and_tls(server: GximapProcess) -> None:
+    with imaplib.IMAP4("127.0.0.1", server.port, timeout=10) as client:
+        assert b"IMAP4rev1" in client.welcome
+        assert "STARTTLS" in client.capabilities
+        client.starttls(ssl_context=_insecure_tls())
+        typ, _ = client.login("alice", "secret")
+        assert typ == "OK"
+        client.logout()
+    with imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=_insecure_tls(), timeout=10) as client:
+        assert "STARTTLS" not in client.capabilities
+        assert client.login("alice", "secret")[0] == "OK"
+        client.logout()
+
+
+def test_sigterm_says_bye_and_exits_promptly(server: GximapProcess) -> None:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    assert _read_line(sock).startswith(b"* OK")
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert _read_line(sock).startswith(b"* BYE")
+    sock.close()
+    assert server.proc.wait(10) == 0
+    assert time.monotonic() - started < 6
+
+
+def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProcess) -> None:
+    client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    client.login("alice", "secret")
+    server.write_config(imap_log_level="3", imap_cmd_debug="0")
+    server.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration reloaded" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "configuration reloaded" in server.log()
+    before = server.log().count("NOOP")
+    assert client.noop()[0] == "OK"  # the session survived the reload
+    client.logout()
+    time.sleep(0.2)
+    assert server.log().count("NOOP") == before  # imap_cmd_debug is now off
+
+
+def test_context_num_admission(tmp_path: Path) -> None:
+    proc = GximapProcess(tmp_path, tls=False, extra={"context_num": "2"}).start()
+    try:
+        first = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        second = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        assert _read_line(first).startswith(b"* OK")
+        assert _read_line(second).startswith(b"* OK")
+        third = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        assert _read_line(third).startswith(b"* BYE")
+        assert third.recv(100) == b""
+        third.close()
+        first.sendall(b"a NOOP\r\n")
+        assert _read_line(first).startswith(b"a OK")
+        first.close()
+        second.close()
+    finally:
+        proc.stop()
+
+
+def test_drops_privileges_to_running_identity(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    # A directory the unprivileged user can reach (pytest's tmp_path parents are root-only).
+    base = Path(tempfile.mkdtemp(prefix="gximap-priv-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        proc = GximapProcess(base, tls=True, extra={"running_identity": "nobody", "imap_log_file": "-"})
+        for path in [proc.midb, *proc.midb.rglob("*"), proc.key]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        proc.start()
+        try:
+            status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+            uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
+            assert set(uids) == {str(nobody.pw_uid)}
+            assert re.search(r"^NoNewPrivs:\s+1", status, re.M)
+            with imaplib.IMAP4_SSL("127.0.0.1", proc.tls_port, ssl_context=_insecure_tls(), timeout=10) as c:
+                assert c.login("alice", "secret")[0] == "OK"
+                c.logout()
+        finally:
+            proc.stop()
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def _insecure_tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,0 +1,332 @@
+"""The `midb` admin tool, driven as `python -m midb` in a subprocess against a temporary store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from midb.authdb import MidbAuth
+from midb.cli import build_parser, main, parse_size
+from midb.store import Store
+
+SHA512_CRYPT = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
+                "iBFdcbYEdFCoEOfaS35inz1")
+
+
+class Midb:
+    """Runs the tool with a private config file (fsync off) and store directory."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.store = tmp_path / "store"
+        self.config = tmp_path / "imap.cfg"
+        self.config.write_text("# test configuration\nmidb_fsync = no\nmidb_map_size = 64M\n"
+                               "some_other_directive = ignored\n")
+
+    def __call__(self, *args: str, stdin: str = "", store: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "midb", "-c", str(self.config)]
+        if store:
+            command += ["--store", str(self.store)]
+        return subprocess.run([*command, *args], input=stdin, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning:midb"})
+
+    def open(self) -> Store:
+        return Store(self.store, fsync=False, map_size=64 << 20)
+
+
+@pytest.fixture
+def midb(tmp_path: Path) -> Midb:
+    return Midb(tmp_path)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def fails(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("midb: error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+# ---- parsing (in process: no store needed) ----------------------------------------------------
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    leaves: list[tuple[str, ...]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                leaves += _leaf_commands(sub, (*prefix, name)) or [(*prefix, name)]
+    return leaves
+
+
+LEAVES = _leaf_commands(build_parser())
+
+
+def test_command_set() -> None:
+    assert set(LEAVES) == {
+        ("user", "add"), ("user", "passwd"), ("user", "del"), ("user", "list"), ("user", "show"),
+        ("user", "lang"), ("user", "quota"), ("user", "disable"), ("user", "enable"),
+        ("owner", "grant"), ("owner", "revoke"), ("owner", "list"),
+        ("import", "mbox"), ("import", "maildir"), ("verify",), ("backup",), ("stats",)}
+
+
+@pytest.mark.parametrize("command", [(), ("user",), ("owner",), ("import",), *LEAVES])
+def test_help_on_every_command(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: midb {' '.join(command)}".rstrip())
+
+
+def test_no_option_takes_a_password_value() -> None:
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif any("pass" in option or "hash" in option for option in action.option_strings):
+                assert action.nargs == 0, action.option_strings  # flags only, never a value
+    walk(build_parser())
+
+
+def test_parse_size() -> None:
+    assert parse_size("1.5G") == 1610612736
+    assert parse_size("512k") == 524288
+    assert parse_size("10MB") == 10485760
+    assert parse_size("2MiB") == 2097152
+    assert parse_size("0") == 0
+    assert parse_size("unlimited") == 0
+
+
+# ---- subprocess ----------------------------------------------------------------------------
+
+
+def test_python_m_midb_and_usage_errors(midb: Midb) -> None:
+    out = ok(midb("--help"))
+    for command in ("user", "owner", "import", "verify", "backup", "stats"):
+        assert command in out
+    assert ok(midb("--version")).startswith("midb (gximap) ")
+    fails(midb(), "the following arguments are required: COMMAND")
+    fails(midb("user", "frobnicate"), "argument ACTION: invalid choice")
+    # a password on the command line is impossible, in every spelling
+    fails(midb("user", "add", "bob", "secret"), "unrecognized arguments: secret")
+    fails(midb("user", "add", "bob", "--password", "secret"), "unrecognized arguments: --password")
+    fails(midb("user", "add", "bob", "--password=secret"), "unrecognized arguments: --password=secret")
+    fails(midb("user", "passwd", "bob", "--password-stdin=secret"), "ignored explicit argument 'secret'")
+    assert not midb.store.exists()
+
+
+def test_missing_store_and_config(midb: Midb, tmp_path: Path) -> None:
+    fails(midb("user", "list"), f"no midb store at {midb.store}")
+    fails(midb("-c", str(tmp_path / "missing.cfg"), "stats"), "cannot read")
+    midb.config.write_text("midb_fsync = sometimes\n")
+    fails(midb("stats"), f"{midb.config}:1: 'sometimes' is not a boolean")
+
+
+def test_config_supplies_midb_path(midb: Midb, tmp_path: Path) -> None:
+    configured = tmp_path / "from-config"
+    midb.config.write_text(f"MIDB_PATH = {configured}\nmidb_fsync = off\n")
+    ok(midb("user", "add", "zed", "--password-stdin", stdin="pw\n", store=False))
+    assert (configured / "index" / "data.mdb").is_file()
+    assert "zed" in ok(midb("user", "list", store=False))
+    # --store, before or after the command, overrides midb_path
+    fails(midb("user", "list"), "no midb store")
+    fails(midb("user", "list", "--store", str(tmp_path / "elsewhere"), store=False), "no midb store")
+
+
+def test_user_lifecycle(midb: Midb) -> None:
+    out = ok(midb("user", "add", "Alice@Example.org", "--password-stdin", "--lang", "de",
+                  "--quota-bytes", "1.5G", "--quota-messages", "100", stdin="first secret\n"))
+    assert "created account alice@example.org" in out and "Gesendet" in out
+    store = midb.open()
+    try:
+        account = store.get_account("alice@example.org")
+        assert account is not None
+        assert (account.lang, account.quota_bytes, account.quota_messages) == ("de", 1610612736, 100)
+        assert MidbAuth(store).authenticate("alice@example.org", "first secret") == "alice@example.org"
+    finally:
+        store.close()
+
+    listing = ok(midb("user", "list"))
+    assert listing.splitlines()[0].split() == ["NAME", "MESSAGES", "SIZE", "QUOTA", "LANG", "STATE"]
+    assert "alice@example.org" in listing and "1.5 GiB/100 msgs" in listing
+
+    shown = ok(midb("user", "show", "ALICE@example.org"))
+    for expected in ("name:      alice@example.org", "language:  de", "disabled:  no", "password:  set (scrypt)",
+                     "messages 100", "usage:     0 messages", "Papierkorb", "\\Trash", "UIDVALIDITY"):
+        assert expected in shown, expected
+
+    ok(midb("user", "passwd", "alice@example.org", "--password-stdin", stdin="second secret\r\n"))
+    out = ok(midb("user", "quota", "alice@example.org", "--bytes", "2.5M", "--messages", "0"))
+    assert "storage 2.5 MiB (2621440 bytes), messages unlimited" in out
+    assert "storage 2.5 MiB" in ok(midb("user", "quota", "alice@example.org"))
+    ok(midb("user", "lang", "alice@example.org", "fr"))
+    ok(midb("user", "disable", "alice@example.org"))
+    assert "disabled" in ok(midb("user", "list"))
+    store = midb.open()
+    try:
+        account = store.get_account("alice@example.org")
+        assert account is not None and account.disabled and account.lang == "fr"
+        assert account.quota_bytes == 2621440 and account.quota_messages == 0
+        assert MidbAuth(store).authenticate("alice@example.org", "second secret") is None  # disabled
+    finally:
+        store.close()
+    ok(midb("user", "enable", "alice@example.org"))
+    store = midb.open()
+    try:
+        assert MidbAuth(store).authenticate("alice@example.org", "second secret") == "alice@example.org"
+        assert MidbAuth(store).authenticate("alice@example.org", "first secret") is None
+    finally:
+        store.close()
+
+    fails(midb("user", "del", "alice@example.org"), "refusing to delete alice@example.org without --yes")
+    ok(midb("user", "del", "alice@example.org", "--yes"))
+    assert "alice" not in ok(midb("user", "list"))
+
+
+def test_user_errors(midb: Midb) -> None:
+    ok(midb("user", "add", "bob", "--password-stdin", stdin="pw\n"))
+    fails(midb("user", "add", "BOB", "--password-stdin", stdin="pw\n"), "account bob exists")
+    fails(midb("user", "add", "carl", "--password-stdin", stdin="\n"), "empty passwords are not accepted")
+    fails(midb("user", "add", "carl"), "no terminal to ask for the password on; use --password-stdin")
+    fails(midb("user", "add", "bad name", "--password-stdin", stdin="pw\n"), "invalid character")
+    fails(midb("user", "add", "carl", "--password-stdin", "--quota-bytes", "12Q", stdin="pw\n"),
+          "'12Q' is not a size")
+    fails(midb("user", "add", "carl", "--quota-messages", "-5"), "argument --quota-messages")
+    fails(midb("user", "show", "nobody"), "no such account: nobody")
+    fails(midb("user", "passwd", "nobody", "--password-stdin", stdin="x\n"), "no such account: nobody")
+    fails(midb("user", "quota", "bob", "--bytes", "lots"), "'lots' is not a size")
+    fails(midb("user", "lang", "bob", "not a tag"), "'not a tag' is not a language tag")
+    fails(midb("user", "add", "carl", "--password-stdin", "--hash-stdin"), "not allowed with argument")
+    assert "carl" not in ok(midb("user", "list"))
+
+
+def test_user_add_with_existing_hash(midb: Midb) -> None:
+    ok(midb("user", "add", "dora", "--hash-stdin", stdin=SHA512_CRYPT + "\n"))
+    fails(midb("user", "add", "eve", "--hash-stdin", stdin="{NOPE}abc\n"), "unsupported password hash")
+    ok(midb("user", "add", "finn", "--no-password"))
+    shown = ok(midb("user", "show", "finn"))
+    assert "password:  not set" in shown
+    store = midb.open()
+    try:
+        assert MidbAuth(store).authenticate("dora", "Hello world!") == "dora"
+        assert MidbAuth(store).authenticate("finn", "") is None
+    finally:
+        store.close()
+    assert "password:  set (scrypt)" in ok(midb("user", "show", "dora"))  # re-hashed at login
+
+
+def test_backend_note(midb: Midb) -> None:
+    midb.config.write_text("midb_fsync = no\nauth_backend = passwd-file\nauth_passwd_file = /etc/dovecot/users\n")
+    result = midb("user", "add", "gil", "--password-stdin", stdin="pw\n")
+    ok(result)
+    assert "auth_backend is passwd-file" in result.stderr
+
+
+def test_owner_commands(midb: Midb) -> None:
+    store = Store(midb.store, fsync=False, map_size=64 << 20)
+    try:
+        for name in ("shared", "hank", "ida"):
+            store.create_account(name)
+    finally:
+        store.close()
+    assert "hank now owns the mailbox shared" in ok(midb("owner", "grant", "shared", "HANK"))
+    ok(midb("owner", "grant", "shared", "ida"))
+    assert ok(midb("owner", "list", "shared")).split() == ["hank", "ida"]
+    assert "owners:    hank, ida" in ok(midb("user", "show", "shared"))
+    ok(midb("owner", "revoke", "shared", "hank"))
+    assert ok(midb("owner", "list", "shared")).split() == ["ida"]
+    fails(midb("owner", "revoke", "shared", "hank"), "hank is not an owner of shared")
+    fails(midb("owner", "grant", "shared", "nobody"), "no such account: nobody")
+    fails(midb("owner", "grant", "shared", "shared"), "an account always owns its own mailbox")
+    fails(midb("owner", "list", "nobody"), "no such account: nobody")
+
+
+def _dovecot_maildir(root: Path) -> None:
+    for folder in (root, root / ".Sent", root / ".Projects.2024"):
+        for sub in ("cur", "new", "tmp"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+    (root / "cur" / "1700000001.M1.host:2,S").write_bytes(b"Subject: one\r\n\r\nbody one\r\n")
+    (root / "cur" / "1700000002.M2.host:2,FRa").write_bytes(b"Subject: two\r\n\r\nbody two\r\n")
+    (root / "dovecot-uidlist").write_text("3 V99 N10\n4 :1700000001.M1.host\n8 :1700000002.M2.host\n")
+    (root / "dovecot-keywords").write_text("0 Important\n")
+    (root / ".Sent" / "cur" / "1700000003.M3.host:2,S").write_bytes(b"Subject: sent\n\nlf body\n")
+    (root / ".Projects.2024" / "new" / "1700000004.M4.host").write_bytes(b"Subject: p\r\n\r\np\r\n")
+
+
+def test_import_verify_backup_stats(midb: Midb, tmp_path: Path) -> None:
+    ok(midb("user", "add", "jo", "--password-stdin", stdin="pw\n"))
+    maildir = tmp_path / "Maildir"
+    _dovecot_maildir(maildir)
+    out = ok(midb("import", "maildir", "jo", str(maildir)))
+    assert "INBOX: 2 imported, 0 skipped (already present); UIDVALIDITY 99 and UIDs kept" in out
+    assert "Projects/2024: 1 imported" in out and "(folder created)" in out
+    assert "total: 4 imported, 0 skipped, 0 failed, 3 folders" in out
+    again = ok(midb("import", "maildir", "jo", str(maildir)))
+    assert "total: 0 imported, 4 skipped" in again
+
+    mbox = tmp_path / "old.mbox"
+    mbox.write_bytes(b"From a@b Thu Jan  4 10:20:30 2024\nSubject: m\nStatus: RO\n\n>From here\n\n"
+                     b"From a@b Fri Jan  5 10:20:30 2024\nSubject: n\n\nbody\n")
+    out = ok(midb("import", "mbox", "jo", "Old/Mail", str(mbox)))
+    assert "Old/Mail: 2 imported" in out
+    fails(midb("import", "mbox", "jo", "Old", str(tmp_path / "missing.mbox")), "cannot open")
+    fails(midb("import", "mbox", "nobody", "Old", str(mbox)), "no such account: nobody")
+    fails(midb("import", "maildir", "jo", str(tmp_path / "nothing")), f"{tmp_path / 'nothing'} is not a directory")
+
+    store = midb.open()
+    try:
+        inbox = store.get_folder("jo", "INBOX")
+        assert inbox is not None and inbox.uidvalidity == 99
+        metas = store.messages("jo", inbox.id)
+        assert [(m.uid, m.flags) for m in metas] == [(4, ("\\Seen",)), (8, ("\\Answered", "\\Flagged", "Important"))]
+        sent = store.get_folder("jo", "Sent")
+        assert sent is not None
+        assert store.read_body(store.messages("jo", sent.id)[0].blob) == b"Subject: sent\r\n\r\nlf body\r\n"
+    finally:
+        store.close()
+
+    stats = ok(midb("stats"))
+    values = dict(line.split(None, 1) for line in stats.splitlines())
+    assert values["accounts"] == "1" and values["messages"] == "6"
+    assert ok(midb("verify")).strip() == "store is consistent"
+
+    backup = tmp_path / "backup"
+    ok(midb("backup", str(backup)))
+    copy = Store(backup, fsync=False, map_size=64 << 20)
+    try:
+        assert [a.name for a in copy.list_accounts()] == ["jo"]
+        folder = copy.get_folder("jo", "INBOX")
+        assert folder is not None and copy.uids("jo", folder.id) == [4, 8]
+    finally:
+        copy.close()
+    fails(midb("backup", str(backup)), "exists and is not an empty directory")
+
+
+def test_verify_finds_and_repairs(midb: Midb) -> None:
+    ok(midb("user", "add", "kai", "--password-stdin", stdin="pw\n"))
+    store = midb.open()
+    try:
+        inbox = store.get_folder("kai", "INBOX")
+        assert inbox is not None
+        store.append("kai", inbox.id, b"Subject: x\r\n\r\nx\r\n")
+        blob = store.messages("kai", inbox.id)[0].blob
+        os.unlink(store.body_path(blob))
+    finally:
+        store.close()
+    result = midb("verify")
+    assert result.returncode == 1 and "problems found" in result.stdout
+    repaired = midb("verify", "--repair")
+    assert "Traceback" not in repaired.stderr
+    after = midb("verify")
+    assert after.returncode == repaired.returncode  # exit 1 from --repair exactly when problems remain

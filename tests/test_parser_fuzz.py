@@ -1,0 +1,183 @@
+"""Fuzzing the framer and the parser together: whatever a client sends, the only exception is
+ParseError, memory stays bounded and framing resynchronises.
+
+GXIMAP_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/test_parser_fuzz.py   (the `make fuzz` mode)
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gximap.imap.commands import Command, Noop
+from gximap.imap.framing import CommandFrame, FrameError, Framer, Literal, NeedContinuation
+from gximap.imap.parser import ParseError, parse_command
+
+EXAMPLES = int(os.environ.get("GXIMAP_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+MAX_LINE = 300
+MAX_LITERAL = 600
+
+SEED_COMMANDS = [
+    b"a1 LOGIN {5+}\r\nalice \"pass\\\"word\"\r\n",
+    b"a2 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n",
+    b"a3 SELECT INBOX (CONDSTORE QRESYNC (67890007 2005 41,43:211 (1:5 1:5)))\r\n",
+    b"a4 UID FETCH 1:*,5 (FLAGS BODY.PEEK[HEADER.FIELDS (From To)]<0.100> BINARY[1.2]) (CHANGEDSINCE 5 VANISHED)\r\n",
+    b"a5 SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR OR FROM x TO {2+}\r\nyy NOT (SEEN UNDELETED) 1:5 UID $\r\n",
+    b"a6 APPEND INBOX (\\Seen $x) \" 7-Jul-1996 02:44:25 -0700\" {3+}\r\nabc ~{2+}\r\n\x00b UTF8 (~{1+}\r\nz)\r\n",
+    b"a7 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (\"%\" \"INBOX/&AOk-\") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))\r\n",
+    b"a8 UID STORE 1:3 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Deleted foo)\r\n",
+    b"a9 UID SORT RETURN (COUNT) (REVERSE DATE SUBJECT) UTF-8 SINCE 1-Feb-1994 MODSEQ \"/flags/\\\\seen\" all 5\r\n",
+    b"b1 THREAD REFERENCES US-ASCII HEADER X-Foo {3+}\r\nbar\r\n",
+    b"b2 GETMETADATA (MAXSIZE 1024 DEPTH infinity) INBOX (/private/comment /shared/x)\r\n",
+    b"b3 SETMETADATA INBOX (/private/comment {4+}\r\nab\r\n /shared/x NIL)\r\n",
+    b"b4 ID (\"name\" \"x\" \"version\" NIL)\r\n",
+    b"b5 CREATE foo (USE (\\Sent))\r\n",
+    b"b6 STATUS \"a b\" (MESSAGES UIDNEXT SIZE)\r\n",
+    b"b7 SETQUOTA \"\" (STORAGE 512)\r\n",
+    b"b8 ENABLE QRESYNC UTF8=ACCEPT\r\n",
+    b"b9 UID EXPUNGE 3000:3002\r\n",
+    b"c1 RENAME {3+}\r\nold new\r\n",
+    b"c2 COPY 2:4 MEETING\r\n",
+    b"c3 IDLE\r\n",
+]
+
+TOKENS = [
+    b" ", b"(", b")", b"[", b"]", b"<", b">", b".", b"\"", b"\\", b"{3+}\r\nabc", b"~{2+}\r\n\x00x",
+    b"{0+}\r\n", b"*", b"$", b"%", b":", b",", b"0", b"1", b"4294967296", b"99999999999999999999",
+    b"NIL", b"NOT", b"OR", b"ALL", b"UID", b"FLAGS", b"BODY", b"BODY.PEEK", b"BINARY", b"HEADER",
+    b"HEADER.FIELDS", b"MIME", b"TEXT", b"RETURN", b"CHARSET", b"UTF-8", b"UTF8", b"MODSEQ",
+    b"CHANGEDSINCE", b"VANISHED", b"QRESYNC", b"CONDSTORE", b"STATUS", b"USE", b"\\Seen", b"\\Recent",
+    b"\\*", b"&AOk-", b"&", b"1-Feb-1994", b"\"17-Jul-1996 02:44:25 -0700\"", b"INBOX", b"\xc3\xa9",
+    b"\x00", b"\r", b"=", b"AGFsaWNlAHB3", b"MAXSIZE", b"DEPTH", b"/private/x", b"+", b"-",
+]
+COMMAND_NAMES = [
+    b"CAPABILITY", b"NOOP", b"LOGOUT", b"STARTTLS", b"LOGIN", b"AUTHENTICATE", b"ID", b"ENABLE",
+    b"SELECT", b"EXAMINE", b"CREATE", b"DELETE", b"RENAME", b"SUBSCRIBE", b"UNSUBSCRIBE", b"LIST",
+    b"XLIST", b"LSUB", b"NAMESPACE", b"STATUS", b"APPEND", b"IDLE", b"CHECK", b"CLOSE", b"UNSELECT",
+    b"EXPUNGE", b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD", b"COMPRESS",
+    b"GETQUOTA", b"GETQUOTAROOT", b"SETQUOTA", b"GETMETADATA", b"SETMETADATA", b"UNAUTHENTICATE",
+    b"UID FETCH", b"UID SEARCH", b"UID STORE", b"UID SORT", b"UID THREAD", b"UID EXPUNGE",
+]
+
+
+def run_stream(stream: bytes, chunks: list[int], utf8: bool, literal_minus: bool) -> list[object]:
+    """Feed ``stream`` in chunks of the given sizes; parse every frame.  Returns the outcomes."""
+    framer = Framer(MAX_LINE, MAX_LITERAL, literal_minus=literal_minus)
+    outcomes: list[object] = []
+    position = 0
+    sizes = iter(chunks)
+    while position < len(stream):
+        size = max(1, next(sizes, 64))
+        framer.feed(stream[position : position + size])
+        position += size
+        while (event := framer.next_event()) is not None:
+            if isinstance(event, CommandFrame):
+                try:
+                    outcomes.append(parse_command(event, utf8=utf8, max_nesting=8, max_args=64))
+                except ParseError as error:
+                    assert not error.internal, f"parser bug: {error.__cause__!r}"
+                    outcomes.append(error)
+            elif isinstance(event, FrameError):
+                outcomes.append(event)
+            else:
+                assert isinstance(event, NeedContinuation)
+            # Bounded memory: a partial line or literal, plus the pieces already framed.
+            assert framer.held_bytes <= MAX_LINE + MAX_LITERAL + size
+    return outcomes
+
+
+chunkings = st.lists(st.integers(1, 97), max_size=40)
+
+
+@FUZZ
+@given(st.binary(max_size=2000), chunkings, st.booleans(), st.booleans())
+def test_random_bytes(stream: bytes, chunks: list[int], utf8: bool, literal_minus: bool) -> None:
+    run_stream(stream, chunks, utf8, literal_minus)
+
+
+def mutate(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    out = bytearray(data)
+    for kind, where, token in edits:
+        if not out:
+            out += token
+            continue
+        index = where % len(out)
+        if kind == 0:
+            out[index : index + 1] = b""
+        elif kind == 1:
+            out[index:index] = token
+        elif kind == 2:
+            out[index : index + len(token)] = token
+        else:
+            out[index] = (out[index] + where) % 256
+    return bytes(out)
+
+
+edit_lists = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 10_000), st.sampled_from(TOKENS)), max_size=6
+)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(SEED_COMMANDS), edit_lists), min_size=1, max_size=6),
+       chunkings, st.booleans())
+def test_mutated_commands(commands: list[tuple[bytes, list]], chunks: list[int], utf8: bool) -> None:
+    stream = b"".join(mutate(command, edits) for command, edits in commands)
+    run_stream(stream, chunks, utf8, literal_minus=False)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(COMMAND_NAMES),
+                          st.lists(st.sampled_from(TOKENS), max_size=25)), min_size=1, max_size=5),
+       chunkings)
+def test_token_soup(commands: list[tuple[bytes, list[bytes]]], chunks: list[int]) -> None:
+    stream = b"".join(
+        b"t%d " % index + name + b" " + b"".join(tokens) + b"\r\n"
+        for index, (name, tokens) in enumerate(commands)
+    )
+    run_stream(stream, chunks, utf8=False, literal_minus=True)
+
+
+@FUZZ
+@given(st.binary(max_size=1500).map(lambda data: data.replace(b"{", b"")), chunkings)
+def test_framing_resyncs_after_garbage(garbage: bytes, chunks: list[int]) -> None:
+    """Garbage without literal announcements, however long, never swallows the next line."""
+    outcomes = run_stream(garbage + b"\r\nZZZ NOOP\r\n", chunks, utf8=False, literal_minus=False)
+    assert isinstance(outcomes[-1], Noop) and outcomes[-1].tag == b"ZZZ"
+
+
+frame_parts = st.lists(
+    st.one_of(st.sampled_from(TOKENS), st.binary(max_size=12)), max_size=20
+).map(b"".join)
+literals = st.builds(Literal, st.binary(max_size=20), st.booleans(), st.booleans())
+
+
+@FUZZ
+@given(st.sampled_from(COMMAND_NAMES), st.lists(st.tuples(frame_parts, literals), max_size=4),
+       frame_parts, st.booleans())
+def test_hand_built_frames(name: bytes, pairs: list[tuple[bytes, Literal]], tail: bytes, utf8: bool) -> None:
+    """Frames the framer could never produce (literals anywhere) still only raise ParseError."""
+    parts: list[bytes | Literal] = []
+    first = b"x " + name + b" "
+    for piece, literal in pairs:
+        parts.extend((first + piece, literal))
+        first = b""
+    parts.append(first + tail)
+    try:
+        result = parse_command(CommandFrame(b"x", tuple(parts)), utf8=utf8, max_nesting=6, max_args=32)
+    except ParseError as error:
+        assert not error.internal, f"parser bug: {error.__cause__!r}"
+    else:
+        assert isinstance(result, Command)
+
+
+def test_seed_commands_are_valid() -> None:
+    """The mutation seeds parse cleanly, so mutations start from deep inside the grammar."""
+    outcomes = run_stream(b"".join(SEED_COMMANDS), [4096], utf8=False, literal_minus=False)
+    assert all(isinstance(outcome, Command) for outcome in outcomes), outcomes
+    assert len(outcomes) == len(SEED_COMMANDS)

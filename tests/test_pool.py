@@ -1,0 +1,505 @@
+"""The connection pool over real sockets on 127.0.0.1: admission, worker growth, fairness,
+backpressure, timers, STARTTLS / COMPRESS / implicit TLS, wakeups, shutdown, failures.
+Also the listener helpers and the transport's bounded inflation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import zlib
+
+import pytest
+from net_helpers import (
+    Client,
+    Recorder,
+    client_tls_context,
+    make_certificate,
+    running_server,
+    wait_until,
+)
+
+from gximap.net.listener import (
+    ListenerError,
+    ListenerSpec,
+    adopt_listener,
+    bind_listeners,
+    systemd_listen_fds,
+)
+from gximap.net.pool import Server
+from gximap.net.tls import make_server_context
+from gximap.net.transport import Transport, TransportError
+
+GREETING = b"* OK test server ready\r\n"
+BUSY = b"* BYE Service not available\r\n"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return make_certificate(str(tmp_path_factory.mktemp("pool-tls")))
+
+
+@pytest.fixture(scope="module")
+def server_ssl(certificate: tuple[str, str]) -> ssl.SSLContext:
+    return make_server_context(*certificate)
+
+
+@pytest.fixture(scope="module")
+def client_ssl(certificate: tuple[str, str]) -> ssl.SSLContext:
+    return client_tls_context(certificate[0])
+
+
+def connect(port: int, **kwargs: object) -> Client:
+    client = Client("127.0.0.1", port, **kwargs)  # type: ignore[arg-type]
+    assert client.readline() == GREETING
+    return client
+
+
+def test_session_basics_and_connection_info(server_ssl: ssl.SSLContext) -> None:
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (server, ports):
+        client = connect(ports["plain"])
+        assert client.command("NOOP") == b"OK NOOP\r\n"
+        fields = client.command("PEER").decode().split()
+        assert fields[1] == "127.0.0.1"
+        assert int(fields[2]) == client.sock.getsockname()[1]
+        assert fields[3:5] == ["127.0.0.1", str(ports["plain"])]
+        assert fields[5:] == ["tls=False", "starttls=True", "proxied=False", "kind=imap"]
+        assert server.stats().sessions == 1
+        assert client.command("QUIT") == b"* BYE bye\r\n"
+        assert client.read_until_eof() == b""
+        assert wait_until(lambda: server.stats().sessions == 0)
+        assert recorder.count("connection_lost") == 1
+
+
+def test_ipv6_listener() -> None:
+    recorder = Recorder()
+    with running_server(recorder, host="::1") as (_server, ports):
+        client = Client("::1", ports["plain"])
+        assert client.readline() == GREETING
+        fields = client.command("PEER").decode().split()
+        assert fields[1] == "::1" and fields[3:5] == ["::1", str(ports["plain"])]
+
+
+def test_admission_refuses_beyond_context_num() -> None:
+    recorder = Recorder()
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        first = connect(ports["plain"])
+        second = connect(ports["plain"])
+        third = Client("127.0.0.1", ports["plain"])
+        assert third.read_until_eof() == BUSY
+        assert first.command("ECHO still here") == b"OK still here\r\n"
+        assert second.command("NOOP") == b"OK NOOP\r\n"
+        assert recorder.count("start") == 2
+        first.command("QUIT")
+        first.read_until_eof()
+        assert wait_until(lambda: server.stats().sessions == 1)
+        fourth = connect(ports["plain"])
+        assert fourth.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_max_connections_per_address() -> None:
+    recorder = Recorder()
+    with running_server(recorder, max_conn_per_ip=1) as (server, ports):
+        first = connect(ports["plain"])
+        second = Client("127.0.0.1", ports["plain"])
+        assert second.read_until_eof() == BUSY
+        assert first.command("NOOP") == b"OK NOOP\r\n"
+        first.close()
+        assert wait_until(lambda: server.stats().sessions == 0)
+        third = connect(ports["plain"])
+        assert third.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_workers_grow_to_maximum_and_shrink_back() -> None:
+    recorder = Recorder()
+    changes: list[int] = []
+    options = {
+        "context_num": 8,
+        "thread_init_num": 1,
+        "thread_charge_num": 2,
+        "worker_idle_timeout": 0.3,
+        "on_change": lambda stats: changes.append(stats.workers),
+    }
+    with running_server(recorder, **options) as (server, ports):  # type: ignore[arg-type]
+        stats = server.stats()
+        assert (stats.workers, stats.max_workers) == (1, 4)
+        clients = [connect(ports["plain"]) for _ in range(6)]
+        peak = {"workers": 0, "busy": 0}
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                current = server.stats()
+                peak["workers"] = max(peak["workers"], current.workers)
+                peak["busy"] = max(peak["busy"], current.busy_workers)
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            for client in clients:
+                client.send(b"SLOW 0.4\r\n")
+            for client in clients:
+                assert client.readline() == b"OK slow\r\n"
+        finally:
+            sampling.set()
+            sampler.join(5)
+        assert peak["workers"] == 4  # grew, but never past ceil(8 / 2)
+        assert peak["busy"] == 4
+        assert wait_until(lambda: server.stats().workers == 1, timeout=3.0)
+        assert max(changes) == 4 and changes[-1] == 1
+        # The remaining worker still serves everybody.
+        assert all(client.command("NOOP") == b"OK NOOP\r\n" for client in clients)
+
+
+def test_fairness_heavy_stream_does_not_starve_short_command() -> None:
+    recorder = Recorder()
+    # A single worker: only time slicing can let the second client in.
+    with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (server, ports):
+        assert server.stats().max_workers == 1
+        heavy = connect(ports["plain"])
+        light = connect(ports["plain"])
+        total = 400_000_000
+        heavy.send(f"BIG {total}\r\n".encode())
+        received = [0]
+
+        def drain() -> None:
+            while received[0] < total:
+                try:
+                    data = heavy.sock.recv(1 << 20)
+                except OSError:
+                    return
+                if not data:
+                    return
+                received[0] += len(data)
+
+        drainer = threading.Thread(target=drain)
+        drainer.start()
+        try:
+            assert wait_until(lambda: received[0] > 2_000_000)
+            started = time.monotonic()
+            reply = light.command("ECHO quick")
+            elapsed = time.monotonic() - started
+            streamed_so_far = received[0]
+        finally:
+            heavy.sock.shutdown(socket.SHUT_RDWR)
+            drainer.join(5)
+        assert reply == b"OK quick\r\n"
+        assert elapsed < 1.0
+        assert streamed_so_far < total
+
+
+def test_backpressure_client_that_never_reads() -> None:
+    recorder = Recorder()
+    with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (server, ports):
+        lazy = connect(ports["plain"], rcvbuf=64 * 1024)
+        lazy.send(b"BIG 200000000\r\n")
+        handler = recorder.handlers[0]
+        assert wait_until(lambda: handler.generated > 0)
+
+        def settled() -> bool:
+            before = handler.generated
+            time.sleep(0.15)
+            return handler.generated == before
+
+        assert wait_until(settled, timeout=4.0)
+        other = connect(ports["plain"])  # served by the one and only worker
+        for number in range(20):
+            assert other.command(f"ECHO {number}") == f"OK {number}\r\n".encode()
+        # The stream was pulled only as far as the socket took it: kernel buffers plus a slice.
+        assert handler.generated < 16 * 1024 * 1024
+        assert wait_until(lambda: server.stats().busy_workers == 0)
+        assert server.stats().sessions == 2
+
+
+def test_idle_timeout_says_goodbye_and_input_postpones_it() -> None:
+    recorder = Recorder(idle_timeout=0.3)
+    with running_server(recorder) as (_server, ports):
+        active = connect(ports["plain"])
+        idle = connect(ports["plain"])
+        started = time.monotonic()
+        for _ in range(6):  # 0.6 s of activity, twice the idle timeout
+            assert active.command("NOOP") == b"OK NOOP\r\n"
+            time.sleep(0.1)
+        assert idle.readline() == b"* BYE idle timeout\r\n"
+        assert idle.read_until_eof() == b""
+        assert time.monotonic() - started < 2.0
+        assert recorder.count("timed_out") == 1
+        assert active.readline() == b"* BYE idle timeout\r\n"
+        assert recorder.count("timed_out") == 2
+
+
+def test_stalled_writer_is_closed() -> None:
+    recorder = Recorder()
+    with running_server(recorder, conn_timeout=0.4) as (server, ports):
+        stalled = connect(ports["plain"], rcvbuf=64 * 1024)
+        stalled.send(b"BIG 200000000\r\n")
+        started = time.monotonic()
+        assert wait_until(lambda: recorder.count("connection_lost") == 1, timeout=4.0)
+        assert time.monotonic() - started < 3.0
+        assert server.stats().sessions == 0
+        assert recorder.count("timed_out") == 0
+        stalled.close()
+
+
+def test_starttls_discards_pipelined_plaintext(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (_server, ports):
+        client = connect(ports["plain"])
+        client.send(b"STARTTLS\r\nECHO injected\r\n")
+        assert client.readline() == b"OK begin TLS\r\n"
+        client.starttls(client_ssl)
+        assert client.command("ECHO secret") == b"OK secret\r\n"
+        assert "tls=True" in client.command("PEER").decode()
+        assert "ECHO injected" not in recorder.details("line")
+        assert recorder.details("transport_changed") == ["starttls tls=True"]
+
+
+def test_starttls_plaintext_sent_before_handshake_never_reaches_handler(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (server, ports):
+        client = connect(ports["plain"])
+        assert client.command("STARTTLS") == b"OK begin TLS\r\n"
+        client.send(b"ECHO injected\r\n")  # arrives where the ClientHello should be
+        with pytest.raises((ssl.SSLError, OSError)):
+            client.starttls(client_ssl)
+            client.command("NOOP")
+        assert wait_until(lambda: server.stats().sessions == 0)
+        assert "ECHO injected" not in recorder.details("line")
+        assert recorder.details("transport_changed") == []
+
+
+def test_compress_both_ways() -> None:
+    recorder = Recorder()
+    with running_server(recorder) as (_server, ports):
+        client = connect(ports["plain"])
+        assert client.command("COMPRESS") == b"OK DEFLATE active\r\n"
+        client.start_compress()
+        before = client.raw_received
+        assert client.command("ECHO hello") == b"OK hello\r\n"
+        client.send(b"BIG 2000000\r\n")
+        assert client.read_exactly(2_000_000) == b"x" * 2_000_000
+        assert client.readline() == b"\r\n"
+        assert client.readline() == b"OK big\r\n"
+        assert client.raw_received - before < 100_000  # it really was compressed on the wire
+        assert recorder.details("transport_changed") == ["compress tls=False"]
+        assert recorder.details("line")[-2:] == ["ECHO hello", "BIG 2000000"]
+
+
+def test_compress_over_tls(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (_server, ports):
+        client = connect(ports["plain"])
+        assert client.command("STARTTLS") == b"OK begin TLS\r\n"
+        client.starttls(client_ssl)
+        assert client.command("COMPRESS") == b"OK DEFLATE active\r\n"
+        client.start_compress()
+        assert client.command("ECHO over both") == b"OK over both\r\n"
+        client.send(b"BIG 500000\r\n")
+        assert client.read_exactly(500_000) == b"x" * 500_000
+        assert client.readline() == b"\r\n"
+        assert client.readline() == b"OK big\r\n"
+        assert recorder.details("transport_changed") == ["starttls tls=True", "compress tls=True"]
+
+
+def test_implicit_tls_listener(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
+    recorder = Recorder()
+    with running_server(recorder, tls_ports=True, ssl_context=server_ssl) as (_server, ports):
+        garbage = Client("127.0.0.1", ports["tls"])
+        garbage.send(b"a LOGIN plaintext on the TLS port\r\n")
+        assert garbage.read_until_eof()[:1] != b"*"  # no greeting, at most a TLS alert
+        client = Client("127.0.0.1", ports["tls"])
+        client.starttls(client_ssl)
+        assert client.readline() == GREETING
+        reply = client.command("PEER").decode()
+        assert "tls=True starttls=False" in reply and "kind=imaps" in reply
+        assert recorder.count("start") == 1
+        assert recorder.handlers[0].info.extra["tls_version"].startswith("TLSv1.")
+
+
+def test_wakeups_from_other_threads_are_delivered_and_coalesced() -> None:
+    recorder = Recorder()
+    with running_server(recorder) as (server, ports):
+        client = connect(ports["plain"])
+        assert client.command("WAIT") == b"OK waiting\r\n"
+        waker = recorder.wakers[0]
+        threads = [threading.Thread(target=lambda: [waker() for _ in range(50)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        assert client.readline() == b"* WOKE\r\n"
+        lines = [b"* WOKE\r\n"]
+        client.send(b"NOOP\r\n")
+        while (line := client.readline()) != b"OK NOOP\r\n":
+            lines.append(line)
+        assert set(lines) == {b"* WOKE\r\n"}
+        assert 1 <= len(lines) == recorder.count("wakeup") <= 200
+        client.close()
+        assert wait_until(lambda: server.stats().sessions == 0)
+        waker()  # a waker outliving its connection is harmless
+        assert recorder.count("wakeup") == len(lines)
+
+
+def test_stop_says_goodbye_and_returns_promptly() -> None:
+    recorder = Recorder()
+    with running_server(recorder) as (server, ports):
+        first = connect(ports["plain"])
+        second = connect(ports["plain"])
+        stuck = connect(ports["plain"], rcvbuf=64 * 1024)
+        stuck.send(b"BIG 200000000\r\n")
+        assert wait_until(lambda: recorder.handlers[2].generated > 0)
+        started = time.monotonic()
+        server.stop(grace=1.0)
+        assert time.monotonic() - started < 2.0
+        assert first.read_until_eof() == b"* BYE server shutting down\r\n"
+        assert second.read_until_eof() == b"* BYE server shutting down\r\n"
+        assert recorder.count("shutdown") == 3
+        assert recorder.count("connection_lost") == 3
+        with pytest.raises(OSError):
+            Client("127.0.0.1", ports["plain"], timeout=1.0)
+        stuck.close()
+
+
+def test_handler_exception_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    with caplog.at_level(logging.ERROR, logger="gximap.net"):
+        with running_server(recorder) as (server, ports):
+            victim = connect(ports["plain"])
+            bystander = connect(ports["plain"])
+            victim.send(b"BOOM\r\n")
+            assert victim.read_until_eof() == b""
+            assert bystander.command("NOOP") == b"OK NOOP\r\n"
+            assert wait_until(lambda: server.stats().sessions == 1)
+            assert server.stats().workers >= 2  # no worker died
+    failures = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert failures and failures[0].exc_info is not None
+    assert "BOOM requested" in str(failures[0].exc_info[1])
+
+
+def test_client_half_close_still_gets_answers() -> None:
+    recorder = Recorder()
+    with running_server(recorder) as (server, ports):
+        client = connect(ports["plain"])
+        client.send(b"ECHO one\r\nECHO two\r\n")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read_until_eof() == b"OK one\r\nOK two\r\n"
+        assert wait_until(lambda: server.stats().sessions == 0)
+
+
+def test_server_rejects_inconsistent_settings() -> None:
+    listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, True)])
+    try:
+        with pytest.raises(ValueError, match="ssl_context"):
+            Server(listeners, Recorder().factory, context_num=1, thread_init_num=1, thread_charge_num=1,
+                   conn_timeout=1.0, ssl_context=None, busy_response=BUSY)  # fmt: skip
+        with pytest.raises(ValueError, match="PROXY"):
+            Server([], Recorder().factory, context_num=1, thread_init_num=1, thread_charge_num=1,
+                   conn_timeout=1.0, ssl_context=None, busy_response=BUSY, proxy_mode=3)  # fmt: skip
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+# -- listeners ----------------------------------------------------------------------------
+
+
+def test_bind_listeners_ipv4_and_ipv6_side_by_side() -> None:
+    (v6,) = bind_listeners([ListenerSpec("[::1]", 0, False)])
+    try:
+        (v4,) = bind_listeners([ListenerSpec("127.0.0.1", v6.port, True, "imaps")])
+        try:
+            assert v6.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+            assert v4.port == v6.port and v4.tls and v4.kind == "imaps"
+            assert v6.address == f"[::1]:{v6.port}"
+            assert v4.address == f"127.0.0.1:{v6.port}"
+        finally:
+            v4.close()
+    finally:
+        v6.close()
+
+
+def test_bind_failure_names_the_address_and_releases_the_rest() -> None:
+    (taken,) = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
+    try:
+        with pytest.raises(ListenerError, match=rf"127\.0\.0\.1:{taken.port}: Address already in use"):
+            bind_listeners([ListenerSpec("::1", 0, False), ListenerSpec("127.0.0.1", taken.port, False)])
+        with pytest.raises(ListenerError, match="port out of range"):
+            bind_listeners([ListenerSpec("127.0.0.1", 70000, False)])
+    finally:
+        taken.close()
+
+
+def test_adopt_listener_and_systemd_fds(monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    adopted = adopt_listener(sock.detach(), tls=False, kind="lmtp")
+    try:
+        assert adopted.kind == "lmtp" and adopted.host == "127.0.0.1"
+        assert adopted.sock.getblocking() is False
+    finally:
+        adopted.close()
+    idle = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with pytest.raises(ListenerError, match="not listening"):
+            adopt_listener(idle.fileno(), tls=False)
+    finally:
+        idle.close()
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    monkeypatch.setenv("LISTEN_FDNAMES", "imap:imaps")
+    assert systemd_listen_fds() == [(3, "imap"), (4, "imaps")]
+    assert "LISTEN_FDS" not in os.environ
+    monkeypatch.setenv("LISTEN_PID", "1")
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    assert systemd_listen_fds() == []
+
+
+# -- transport ----------------------------------------------------------------------------
+
+
+def test_inflation_is_bounded_per_read() -> None:
+    server_side, client_side = socket.socketpair()
+    try:
+        transport = Transport(server_side)
+        transport.start_compress()
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        total = 50 * 1024 * 1024
+        bomb = compressor.compress(b"\0" * total) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert len(bomb) < 100_000
+        client_side.sendall(bomb)
+        received = 0
+        reads = 0
+        while received < total and reads < 2000:
+            data = transport.read(64 * 1024)
+            assert len(data) <= 64 * 1024
+            received += len(data)
+            reads += 1
+            if received < total:
+                assert transport.input_backlog
+        assert received == total
+    finally:
+        server_side.close()
+        client_side.close()
+
+
+def test_corrupt_deflate_input_is_a_transport_error() -> None:
+    server_side, client_side = socket.socketpair()
+    try:
+        transport = Transport(server_side)
+        transport.start_compress()
+        client_side.sendall(b"\xff\xff\xff\xff not deflate")
+        with pytest.raises(TransportError, match="DEFLATE"):
+            transport.read(4096)
+    finally:
+        server_side.close()
+        client_side.close()

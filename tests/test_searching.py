@@ -1,0 +1,284 @@
+"""Unit tests of the SEARCH engine (gximap.session.searching) over a real midb store."""
+
+from __future__ import annotations
+
+import calendar
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gximap.imap import parser
+from gximap.imap.commands import SearchKey, SequenceSet
+from gximap.imap.framing import Framer
+from gximap.session import searching
+from gximap.session.base import CommandFailed
+from gximap.session.selected import SelectedMailbox
+from midb.store import Store
+
+DATA = Path(__file__).resolve().parent / "data" / "mime"
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+class CountingStore:
+    """The real store, counting the calls that read message records, digests and bodies."""
+
+    COUNTED = ("messages", "get_messages", "digest", "read_body")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: dict[str, int] = dict.fromkeys(self.COUNTED, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name in self.COUNTED:
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls[name] += 1
+                return attribute(*args, **kwargs)
+
+            return counted
+        return attribute
+
+
+class StubSession:
+    """What the engine uses of an ImapSession."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.selected: SelectedMailbox | None = None
+        self.saved_search: list[int] | None = None
+        self.rev2 = False
+        self.qresync_enabled = False
+
+
+def criteria(text: str) -> SearchKey:
+    framer = Framer(1 << 16, 1 << 20, literal_minus=False)
+    framer.feed(b"t SEARCH " + text.encode("utf-8") + b"\r\n")
+    frame = framer.next_event()
+    command = parser.parse_command(frame, utf8=True)  # type: ignore[arg-type]
+    return command.criteria  # type: ignore[attr-defined]
+
+
+def utc(year: int, month: int, day: int, hour: int = 12) -> int:
+    return calendar.timegm((year, month, day, hour, 0, 0))
+
+
+MESSAGES: list[tuple[bytes, tuple[str, ...], int, int]] = [
+    # 1: plain, seen, small
+    (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Lunch plans\r\n"
+     b"Date: Mon, 3 Jan 2022 09:00:00 +0000\r\nMessage-ID: <one@example.org>\r\n\r\n"
+     b"Shall we meet at noon?\r\n", ("\\Seen",), utc(2022, 1, 3), 0),
+    # 2: flagged, keyword in odd case, quoted-printable body
+    (b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\nCc: carol@example.org\r\n"
+     b"Subject: Re: Lunch plans\r\nDate: Sat, 1 Jan 2000 23:30:00 -0500\r\n"
+     b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+     b"Caf=C3=A9 at twelve works.\r\n", ("\\Flagged", "$Important"), utc(2022, 1, 4), 0),
+    # 3: deleted, base64 body, internal date late in the evening west of UTC
+    (b"From: Carol <carol@example.org>\r\nTo: team@example.org\r\nBcc: boss@example.org\r\n"
+     b"Subject: Quarterly numbers\r\nDate: Tue, 4 Jan 2022 10:00:00 +0100\r\n"
+     b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+     b"U2VjcmV0IGZpZ3VyZXMgaW5zaWRl\r\n", ("\\Deleted", "\\Seen"), utc(2022, 1, 5, 3), -300),
+    # 4: no Date header, big body
+    (b"From: Dave <dave@example.org>\r\nSubject: Logs\r\nX-Ticket: ABC-123\r\n\r\n"
+     + b"log line\r\n" * 500, (), utc(2022, 2, 1), 0),
+]
+
+
+@pytest.fixture()
+def mailbox(tmp_path: Path) -> tuple[StubSession, CountingStore, list[int]]:
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(REPO_DATA)])
+    store.create_account("alice")
+    folder = store.get_folder("alice", "INBOX")
+    assert folder is not None
+    uids = []
+    for data, flags, date, tz in MESSAGES:
+        uids.append(store.append("alice", folder.id, data, flags=flags, internaldate=date, tzoffset=tz)[1])
+    counting = CountingStore(store)
+    session = StubSession(counting)
+    view = SelectedMailbox(counting, "alice", folder, readonly=False, session=session)
+    view.open()
+    session.selected = view
+    yield session, counting, uids
+    store.close()
+
+
+def run(session: StubSession, text: str, now: float | None = None) -> list[int]:
+    return searching.search(session, criteria(text), now=now)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ALL", [1, 2, 3, 4]),
+    ("SEEN", [1, 3]),
+    ("UNSEEN", [2, 4]),
+    ("DELETED", [3]),
+    ("UNDELETED", [1, 2, 4]),
+    ("FLAGGED", [2]),
+    ("UNFLAGGED", [1, 3, 4]),
+    ("ANSWERED", []),
+    ("KEYWORD $important", [2]),
+    ("UNKEYWORD $IMPORTANT", [1, 3, 4]),
+    ("LARGER 1000", [4]),
+    ("SMALLER 200", [1]),
+    ("2:3", [2, 3]),
+    ("*", [4]),
+    ("2,4:*", [2, 4]),
+    ("UID 1,3", [1, 3]),
+    ("UID 10:*", [4]),  # n:* beyond the highest UID names the highest (RFC 3501 6.4.8)
+    ("UID 10:20", []),
+    ("NOT SEEN", [2, 4]),
+    ("OR SEEN FLAGGED", [1, 2, 3]),
+    ("OR OR DELETED FLAGGED 1", [1, 2, 3]),
+    ("(SEEN UNDELETED)", [1]),
+    ("SEEN NOT (DELETED OR 1 2)", [1, 3]),
+    ("SEEN NOT (DELETED OR 3 4)", [1]),
+    ("NOT NOT SEEN", [1, 3]),
+    ("ON 3-Jan-2022", [1]),
+    ("BEFORE 4-Jan-2022", [1]),
+    ("SINCE 4-Jan-2022", [2, 3, 4]),
+    # 3's internal date is 5-Jan 03:00 UTC, but 4-Jan 22:00 in its own zone (-0500)
+    ("ON 4-Jan-2022", [2, 3]),
+    ("MODSEQ 1", [1, 2, 3, 4]),
+])
+def test_record_keys(mailbox: Any, text: str, expected: list[int]) -> None:
+    session, counting, uids = mailbox
+    assert run(session, text) == [uids[n - 1] for n in expected]
+    assert counting.calls["digest"] == 0
+    assert counting.calls["read_body"] == 0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("FROM alice", [1]),
+    ("FROM ALICE@EXAMPLE", [1]),
+    ("TO alice", [2]),
+    ("CC carol", [2]),
+    ("BCC boss", [3]),
+    ("SUBJECT lunch", [1, 2]),
+    ("SUBJECT \"re: lunch\"", [2]),
+    ("HEADER Message-ID one@", [1]),
+    ("HEADER x-ticket abc-123", [4]),
+    ("HEADER X-Ticket \"\"", [4]),  # empty string: every message having the field
+    ("HEADER Cc \"\"", [2]),
+    ("HEADER X-Missing \"\"", []),
+    ("BODY noon", [1]),
+    ("BODY \"CAFÉ\"", [2]),  # quoted-printable UTF-8 decoded
+    ("BODY \"secret figures\"", [3]),  # base64 decoded
+    ("BODY lunch", []),  # BODY does not look at the header
+    ("TEXT lunch", [1, 2]),
+    ("TEXT \"x-ticket: abc\"", [4]),
+    ("TEXT noon", [1]),
+    ("NOT BODY noon", [2, 3, 4]),
+    ("OR BODY noon SUBJECT logs", [1, 4]),
+])
+def test_message_keys(mailbox: Any, text: str, expected: list[int]) -> None:
+    session, _counting, uids = mailbox
+    assert run(session, text) == [uids[n - 1] for n in expected]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("SENTON 3-Jan-2022", [1]),
+    # Date: Sat, 1 Jan 2000 23:30 -0500 is 2 Jan in UTC; the date as written counts
+    ("SENTON 1-Jan-2000", [2]),
+    ("SENTBEFORE 2-Jan-2000", [2]),
+    ("SENTSINCE 4-Jan-2022", [3, 4]),  # 4 has no Date: its internal date (1 Feb 2022) stands in
+    ("SENTBEFORE 1-Jan-2000", []),
+])
+def test_sent_dates(mailbox: Any, text: str, expected: list[int]) -> None:
+    session, _counting, uids = mailbox
+    assert run(session, text) == [uids[n - 1] for n in expected]
+
+
+def test_older_younger(mailbox: Any) -> None:
+    session, _counting, uids = mailbox
+    now = utc(2022, 1, 5, 12)
+    assert run(session, "YOUNGER 86400", now=now) == [uids[2], uids[3]]  # 4 is dated later
+    assert run(session, "OLDER 86400", now=now) == [uids[0], uids[1]]
+    assert run(session, "OLDER 1 YOUNGER 172800", now=now) == [uids[1], uids[2]]
+
+
+def test_recent_new_old(mailbox: Any) -> None:
+    session, _counting, uids = mailbox
+    view = session.selected
+    view.recent = {uids[1], uids[3]}
+    assert run(session, "RECENT") == [uids[1], uids[3]]
+    assert run(session, "NEW") == [uids[1], uids[3]]  # recent and unseen
+    view.recent = {uids[0], uids[1]}
+    assert run(session, "NEW") == [uids[1]]
+    assert run(session, "OLD") == [uids[2], uids[3]]
+    assert run(session, "KEYWORD \\Recent") == [uids[0], uids[1]]
+
+
+def test_saved_result(mailbox: Any) -> None:
+    session, _counting, uids = mailbox
+    session.saved_search = [uids[1], uids[3], 999]
+    assert run(session, "$") == [uids[1], uids[3]]
+    assert run(session, "UID $ SEEN") == []
+    assert run(session, "OR $ 1") == [uids[0], uids[1], uids[3]]
+    session.saved_search = None
+    assert run(session, "$") == []
+
+
+def test_savedate_is_unsupported(mailbox: Any) -> None:
+    session, _counting, _uids = mailbox
+    with pytest.raises(searching.SearchUnsupported):
+        run(session, "SAVEDBEFORE 1-Jan-2030")
+
+
+def test_cheap_keys_filter_before_bodies_are_read(mailbox: Any) -> None:
+    session, counting, uids = mailbox
+    assert run(session, "BODY noon SEEN") == [uids[0]]
+    # only the two \Seen messages were read, once each
+    assert counting.calls["read_body"] == 2
+    counting.calls.update(dict.fromkeys(counting.calls, 0))
+    assert run(session, "SUBJECT lunch UNSEEN") == [uids[1]]
+    assert counting.calls["digest"] == 2 and counting.calls["read_body"] == 0
+    counting.calls.update(dict.fromkeys(counting.calls, 0))
+    # several text keys on one message: the body is read once
+    assert run(session, "1 BODY shall BODY noon TEXT lunch") == [uids[0]]
+    assert counting.calls["read_body"] == 1
+
+
+def test_unannounced_and_expunged_messages_do_not_match(mailbox: Any) -> None:
+    session, counting, uids = mailbox
+    store = counting._store
+    view = session.selected
+    folder_id = view.folder_id
+    store.append("alice", folder_id, b"Subject: late\r\n\r\nnew\r\n")  # not yet announced
+    store.expunge("alice", folder_id, [uids[2]])  # expunged by another session, not yet announced
+    assert run(session, "ALL") == [uids[0], uids[1], uids[3]]
+    assert run(session, "DELETED") == []
+    assert run(session, "4") == [uids[3]]  # message numbers are still those the client knows
+
+
+def test_narrow_uid_search_reads_only_those_records(tmp_path: Path) -> None:
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(REPO_DATA)])
+    try:
+        store.create_account("alice")
+        folder = store.get_folder("alice", "INBOX")
+        assert folder is not None
+        items = [(b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i), ("\\Seen",) if i % 2 else (), None, 0)
+                 for i in range(400)]
+        store.append_many("alice", folder.id, items)
+        counting = CountingStore(store)
+        session = StubSession(counting)
+        session.selected = SelectedMailbox(counting, "alice", folder, readonly=False, session=session)
+        session.selected.open()
+        found = searching.search(session, criteria("UID 10:19 SEEN"))
+        assert found == [10, 12, 14, 16, 18]
+        assert counting.calls["messages"] == 0 and counting.calls["get_messages"] == 1
+        found = searching.search(session, criteria("UNSEEN"))
+        assert len(found) == 200
+        assert counting.calls["messages"] == 1
+        assert counting.calls["digest"] == 0 and counting.calls["read_body"] == 0
+    finally:
+        store.close()
+
+
+def test_resolve_uids(mailbox: Any) -> None:
+    session, _counting, uids = mailbox
+    assert searching.resolve_uids(session, SequenceSet(((2, None),)), False) == uids[1:]
+    assert searching.resolve_uids(session, SequenceSet(((3, 100),)), True) == uids[2:]
+    with pytest.raises(CommandFailed) as failed:
+        searching.resolve_uids(session, SequenceSet(((5, 5),)), False)
+    assert failed.value.done.status == "BAD"
+    session.saved_search = [uids[3], uids[0]]
+    assert sorted(searching.resolve_uids(session, SequenceSet((), saved=True), False)) == [uids[0], uids[3]]

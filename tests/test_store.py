@@ -1,0 +1,822 @@
+"""midb Store: the contract of specs/midb_api.md (accounts, folders, messages, quota, maintenance)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from midb import mime
+from midb.errors import (
+    AccountExists,
+    FolderExists,
+    HasChildren,
+    InvalidArgument,
+    InvalidFlag,
+    InvalidName,
+    MidbError,
+    NoSuchAccount,
+    NoSuchBody,
+    NoSuchFolder,
+    OverQuota,
+    ReadOnlyStore,
+    TooBig,
+)
+from midb.store import Account, FolderInfo, MessageMeta, Store
+
+MSG = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store", fsync=False) as opened:
+        yield opened
+
+
+@pytest.fixture
+def alice(store: Store) -> Account:
+    return store.create_account("alice")
+
+
+def inbox_id(store: Store, account: str = "alice") -> int:
+    folder = store.get_folder(account, "INBOX")
+    assert folder is not None
+    return folder.id
+
+
+def folder(store: Store, name: str, account: str = "alice") -> FolderInfo:
+    info = store.get_folder(account, name)
+    assert info is not None, name
+    return info
+
+
+def body_files(store: Store) -> list[str]:
+    root = os.path.join(store.path, "eml")
+    return sorted(name for sub in os.listdir(root) for name in os.listdir(os.path.join(root, sub)))
+
+
+def assert_consistent(store: Store, account: str = "alice") -> None:
+    """Counters, usage and the whole index agree with the messages (checked after every operation)."""
+    total_bytes = total_messages = 0
+    for info in store.list_folders(account):
+        metas = store.messages(account, info.id)
+        assert info.messages == len(metas)
+        assert info.unseen == sum(1 for m in metas if "\\Seen" not in m.flags)
+        assert info.deleted == sum(1 for m in metas if "\\Deleted" in m.flags)
+        assert info.size == sum(m.size for m in metas)
+        assert all(m.uid < info.uidnext for m in metas)
+        assert all(m.modseq <= info.highestmodseq for m in metas)
+        assert store.uids(account, info.id) == [m.uid for m in metas]
+        total_bytes += info.size
+        total_messages += info.messages
+    assert store.usage(account) == (total_bytes, total_messages)
+    assert store.verify() == []
+
+
+# ---- accounts ---------------------------------------------------------------------------------------
+
+def test_create_account_creates_inbox_and_special_folders(store: Store) -> None:
+    account = store.create_account("Alice@Example.ORG", password_hash="{X}hash")
+    assert account.name == "alice@example.org"
+    assert account.password_hash == "{X}hash"
+    assert (account.quota_bytes, account.quota_messages, account.disabled) == (0, 0, False)
+    assert abs(account.created - time.time()) < 60
+    folders = {info.name: info for info in store.list_folders("alice@example.org")}
+    assert set(folders) == {"INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"}
+    assert folders["INBOX"].special_use is None
+    assert {name: info.special_use for name, info in folders.items() if name != "INBOX"} == {
+        "Drafts": "\\Drafts", "Sent": "\\Sent", "Trash": "\\Trash", "Junk": "\\Junk", "Archive": "\\Archive"}
+    assert all(info.subscribed for info in folders.values())
+    assert len({info.uidvalidity for info in folders.values()}) == 6
+    assert all(info.highestmodseq >= 1 and info.uidnext == 1 and info.uidvalidity > 0
+               for info in folders.values())
+    assert [info.name for info in store.list_folders("alice@example.org")] == sorted(folders)
+
+
+def test_account_language_names_folders(tmp_path: Path) -> None:
+    with Store(tmp_path / "s", fsync=False, default_lang="fr") as store:
+        store.create_account("hans", lang="de_DE.UTF-8")
+        store.create_account("jean")
+        store.create_account("nobody", lang="xx")
+        hans = {info.special_use: info.name for info in store.list_folders("hans")}
+        assert hans["\\Trash"] == "Papierkorb" and hans["\\Sent"] == "Gesendet"
+        jean = {info.special_use: info.name for info in store.list_folders("jean")}
+        assert jean["\\Drafts"] == "Brouillons"
+        nobody = {info.special_use: info.name for info in store.list_folders("nobody")}
+        assert nobody["\\Junk"] == "Junk"
+        # A later language change renames nothing: identity (id, uidvalidity) is kept.
+        before = store.list_folders("hans")
+        store.update_account("hans", lang="en")
+        assert store.list_folders("hans") == before
+
+
+def test_account_errors(store: Store, alice: Account) -> None:
+    with pytest.raises(AccountExists):
+        store.create_account("ALICE")
+    for bad in ["", "a b", "a\x00b", "x!y", "a\tb", "é" * 200, None, 5]:
+        with pytest.raises(InvalidName):
+            store.create_account(bad)  # type: ignore[arg-type]
+    assert store.get_account("nobody") is None
+    assert store.get_account("bad name") is None
+    with pytest.raises(NoSuchAccount):
+        store.usage("nobody")
+    with pytest.raises(NoSuchAccount):
+        store.list_folders("nobody")
+    with pytest.raises(InvalidArgument):
+        store.create_account("bob", password_hash=b"bytes")  # type: ignore[arg-type]
+
+
+def test_get_list_update_account(store: Store, alice: Account) -> None:
+    store.create_account("bob", lang="de")
+    assert store.get_account("ALICE") == alice
+    assert [account.name for account in store.list_accounts()] == ["alice", "bob"]
+    updated = store.update_account("alice", quota_bytes=1000, disabled=True)
+    assert (updated.quota_bytes, updated.disabled, updated.password_hash, updated.lang) == (1000, True, None, None)
+    updated = store.update_account("alice", password_hash="h2", lang="fr", quota_messages=5)
+    assert (updated.quota_bytes, updated.quota_messages, updated.password_hash, updated.lang) == (1000, 5, "h2", "fr")
+    assert store.update_account("alice", password_hash=None).password_hash is None
+    assert store.get_account("alice") == store.update_account("alice")
+    with pytest.raises(InvalidArgument):
+        store.update_account("alice", quota_bytes=-1)
+    with pytest.raises(InvalidArgument):
+        store.update_account("alice", disabled="yes")
+    with pytest.raises(NoSuchAccount):
+        store.update_account("nobody", disabled=True)
+
+
+def test_owners(store: Store, alice: Account) -> None:
+    store.create_account("bob")
+    store.create_account("carol")
+    assert store.is_owner("alice", "ALICE")
+    assert not store.is_owner("alice", "bob")
+    store.grant_owner("alice", "bob")
+    store.grant_owner("alice", "carol")
+    store.grant_owner("alice", "bob")
+    assert store.owners("alice") == ["bob", "carol"]
+    assert store.is_owner("alice", "bob") and not store.is_owner("bob", "alice")
+    store.revoke_owner("alice", "carol")
+    assert store.owners("alice") == ["bob"]
+    with pytest.raises(NoSuchAccount):
+        store.grant_owner("alice", "nobody")
+    assert not store.is_owner("alice", "nobody")
+    assert not store.is_owner("alice", "bad name")
+    store.delete_account("bob")
+    assert store.owners("alice") == []
+
+
+def test_delete_account_removes_everything(store: Store, alice: Account) -> None:
+    store.create_account("bob")
+    store.grant_owner("bob", "alice")
+    inbox = inbox_id(store)
+    store.append("alice", inbox, MSG)
+    _, uid = store.append("alice", inbox, MSG + b"2")
+    store.copy("alice", inbox, [uid], inbox_id(store, "bob"), dst_account="bob")
+    assert len(body_files(store)) == 2
+    store.delete_account("alice")
+    assert store.get_account("alice") is None
+    assert len(body_files(store)) == 1          # the body shared with bob survives
+    assert store.owners("bob") == []
+    assert store.messages("bob", inbox_id(store, "bob"))[0].size == len(MSG) + 1
+    with pytest.raises(NoSuchAccount):
+        store.delete_account("alice")
+    again = store.create_account("alice")
+    assert again.id != alice.id
+    assert store.messages("alice", inbox_id(store)) == []
+    assert store.verify() == []
+
+
+# ---- folders ----------------------------------------------------------------------------------------
+
+def test_create_folder_with_parents(store: Store, alice: Account) -> None:
+    info = store.create_folder("alice", "Projects/2024/Q1", special_use="\\flagged")
+    assert info.name == "Projects/2024/Q1" and info.special_use == "\\Flagged"
+    parent = folder(store, "Projects/2024")
+    grandparent = folder(store, "Projects")
+    assert info.parent_id == parent.id and parent.parent_id == grandparent.id
+    assert grandparent.parent_id is None and grandparent.special_use is None
+    assert not info.subscribed
+    assert store.folder_by_id("alice", info.id) == info
+    assert store.folder_by_id("alice", 9999) is None
+    with pytest.raises(FolderExists):
+        store.create_folder("alice", "Projects/2024")
+    with pytest.raises(FolderExists):
+        store.create_folder("alice", "inbox")
+    sub = store.create_folder("alice", "inbox/Sub")
+    assert sub.name == "INBOX/Sub" and sub.parent_id == inbox_id(store)
+    assert store.get_folder("alice", "InBoX/sub") is None
+    assert store.get_folder("alice", "InBoX/Sub") == sub
+    with pytest.raises(InvalidArgument):
+        store.create_folder("alice", "X", special_use="\\Bogus")
+    with pytest.raises(NoSuchAccount):
+        store.create_folder("nobody", "X")
+
+
+@pytest.mark.parametrize("name", ["", "/abs", "trailing/", "a//b", "a/../b", "..", ".", "a/./b", "nul\x00",
+                                  "ctl\x01x", "del\x7f", "x" * 481, "/".join(["d"] * 65), "\udc80"])
+def test_invalid_folder_names(store: Store, alice: Account, name: str) -> None:
+    with pytest.raises(InvalidName):
+        store.create_folder("alice", name)
+    with pytest.raises(InvalidName):
+        store.set_subscribed("alice", name, True)
+    assert store.get_folder("alice", name) is None
+
+
+def test_folder_names_edge_cases(store: Store, alice: Account) -> None:
+    with pytest.raises(InvalidName):
+        store.create_folder("alice", None)  # type: ignore[arg-type]
+    for name in ["Entwürfe/Alt", "a.b", "...x", "日本語", "with space", "x" * 480]:
+        assert store.create_folder("alice", name).name == name
+
+
+def test_rename_folder_with_children(store: Store, alice: Account) -> None:
+    top = store.create_folder("alice", "Work")
+    child = store.create_folder("alice", "Work/Reports")
+    store.set_subscribed("alice", "Work/Reports", True)
+    _, uid = store.append("alice", child.id, MSG)
+    renamed = store.rename_folder("alice", "Work", "Old/Job")
+    assert renamed.id == top.id and renamed.uidvalidity == top.uidvalidity
+    assert renamed.name == "Old/Job" and renamed.parent_id == folder(store, "Old").id
+    moved_child = folder(store, "Old/Job/Reports")
+    assert moved_child.id == child.id and moved_child.uidvalidity == child.uidvalidity
+    assert moved_child.subscribed and moved_child.parent_id == top.id
+    assert store.get_folder("alice", "Work") is None and store.get_folder("alice", "Work/Reports") is None
+    assert "Work/Reports" not in store.subscriptions("alice")
+    assert [m.uid for m in store.messages("alice", child.id)] == [uid]
+    with pytest.raises(FolderExists):
+        store.rename_folder("alice", "Old", "Sent")
+    with pytest.raises(FolderExists):
+        store.rename_folder("alice", "Old", "INBOX")
+    with pytest.raises(NoSuchFolder):
+        store.rename_folder("alice", "Missing", "Other")
+    with pytest.raises(InvalidName):
+        store.rename_folder("alice", "Old", "Old/Inside")
+    with pytest.raises(InvalidName):
+        store.rename_folder("alice", "Old", "bad//name")
+    assert_consistent(store)
+
+
+def test_rename_inbox_moves_messages(store: Store, alice: Account) -> None:
+    inbox = folder(store, "INBOX")
+    _, uid1 = store.append("alice", inbox.id, MSG, flags=["\\Seen"])
+    _, uid2 = store.append("alice", inbox.id, MSG + b"x")
+    store.create_folder("alice", "INBOX/Child")
+    before = folder(store, "INBOX")
+    renamed = store.rename_folder("alice", "INBOX", "Saved/Inbox")
+    assert renamed.id != inbox.id and renamed.uidvalidity != inbox.uidvalidity
+    assert [m.uid for m in store.messages("alice", renamed.id)] == [uid1, uid2]
+    assert renamed.messages == 2 and renamed.unseen == 1 and renamed.uidnext == before.uidnext
+    after = folder(store, "INBOX")
+    assert after.id == inbox.id and after.uidvalidity == inbox.uidvalidity
+    assert after.messages == 0 and after.uidnext == before.uidnext
+    assert after.highestmodseq > before.highestmodseq
+    assert store.changes_since("alice", inbox.id, before.highestmodseq) == ([], [uid1, uid2])
+    assert store.get_folder("alice", "INBOX/Child") is not None     # inferiors stay
+    _, uid3 = store.append("alice", inbox.id, MSG)
+    assert uid3 == before.uidnext
+    assert_consistent(store)
+
+
+def test_delete_folder_rules(store: Store, alice: Account) -> None:
+    with pytest.raises(InvalidName):
+        store.delete_folder("alice", "inbox")
+    store.create_folder("alice", "A/B")
+    with pytest.raises(HasChildren):
+        store.delete_folder("alice", "A")
+    with pytest.raises(NoSuchFolder):
+        store.delete_folder("alice", "Nope")
+    store.set_subscribed("alice", "A/B", True)
+    target = folder(store, "A/B")
+    store.append("alice", target.id, MSG)
+    assert len(body_files(store)) == 1
+    store.delete_folder("alice", "A/B")
+    assert body_files(store) == []
+    assert store.usage("alice") == (0, 0)
+    assert "A/B" in store.subscriptions("alice")      # subscriptions are independent of folders
+    store.delete_folder("alice", "A")
+    again = store.create_folder("alice", "A/B")
+    assert again.id != target.id and again.uidvalidity != target.uidvalidity
+    assert store.messages("alice", again.id) == []
+    with pytest.raises(NoSuchFolder):
+        store.messages("alice", target.id)
+    store.delete_folder("alice", "Trash")            # special-use folders may be deleted
+    assert_consistent(store)
+
+
+def test_subscriptions(store: Store, alice: Account) -> None:
+    assert sorted(store.subscriptions("alice")) == sorted(["INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"])
+    store.set_subscribed("alice", "Does/Not/Exist", True)
+    store.set_subscribed("alice", "inbox", False)
+    store.set_subscribed("alice", "Junk", False)
+    store.set_subscribed("alice", "Junk", False)
+    assert sorted(store.subscriptions("alice")) == sorted(["Drafts", "Sent", "Trash", "Archive", "Does/Not/Exist"])
+    assert not folder(store, "INBOX").subscribed
+    with pytest.raises(NoSuchAccount):
+        store.set_subscribed("nobody", "x", True)
+
+
+def test_claim_recent(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    assert store.claim_recent("alice", inbox) == 0
+    store.append("alice", inbox, MSG)
+    store.append("alice", inbox, MSG)
+    assert store.claim_recent("alice", inbox) == 0
+    assert store.claim_recent("alice", inbox) == 2
+    store.append("alice", inbox, MSG)
+    assert store.claim_recent("alice", inbox) == 2
+    assert folder(store, "INBOX").recent_floor == 3
+    with pytest.raises(NoSuchFolder):
+        store.claim_recent("alice", 999)
+
+
+# ---- messages ---------------------------------------------------------------------------------------
+
+def test_append_and_read_back(store: Store, alice: Account) -> None:
+    info = folder(store, "INBOX")
+    data = b"Subject: bin\r\n\r\n\x00\xff\r\n.\r\nno final newline"
+    uidvalidity, uid = store.append("alice", info.id, data, flags=["\\seen", "\\RECENT", "$Label1", "Work"],
+                                    internaldate=1_600_000_000, tzoffset=-300)
+    assert uidvalidity == info.uidvalidity and uid == 1
+    (meta,) = store.messages("alice", info.id)
+    assert meta == MessageMeta(uid=1, flags=("\\Seen", "$Label1", "Work"), internaldate=1_600_000_000,
+                               tzoffset=-300, size=len(data), modseq=meta.modseq, blob=meta.blob)
+    assert meta.modseq == info.highestmodseq + 1
+    assert store.read_body(meta.blob) == data
+    assert store.read_body(meta.blob, 9, 3) == b"bin"
+    assert store.read_body(meta.blob, len(data) - 5) == b"wline"
+    assert store.read_body(meta.blob, 2, 0) == b""
+    with open(store.body_path(meta.blob), "rb") as handle:
+        assert handle.read() == data
+    assert store.digest(meta.blob) == mime.digest(data)
+    _, uid2 = store.append("alice", info.id, MSG)
+    assert uid2 == 2
+    now_meta = store.get_messages("alice", info.id, [uid2])[0]
+    assert abs(now_meta.internaldate - time.time()) < 60 and now_meta.tzoffset == 0 and now_meta.flags == ()
+    after = folder(store, "INBOX")
+    assert after.uidnext == 3 and after.messages == 2 and after.unseen == 1
+    assert_consistent(store)
+
+
+def test_flag_normalisation_and_order(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    _, uid = store.append("alice", inbox, MSG,
+                          flags=["zeta", "\\SEEN", "$alpha", "\\draft", "\\Answered", "ZETA", "\\flagged", "\\deleted"])
+    (meta,) = store.get_messages("alice", inbox, [uid])
+    assert meta.flags == ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen", "$alpha", "zeta")
+    for bad in [["\\Unknown"], [""], ["a b"], ["x(y"], ["k\x00"], ["ü"], ["a]"], ["%"], ["*"], [5], "\\Seen"]:
+        with pytest.raises(InvalidFlag):
+            store.append("alice", inbox, MSG, flags=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidFlag):
+            store.store_flags("alice", inbox, [uid], "add", bad)  # type: ignore[arg-type]
+    assert len(store.uids("alice", inbox)) == 1
+    assert_consistent(store)
+
+
+def test_store_flags_modes_and_modseq(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    uids = [store.append("alice", inbox, MSG, flags=["$Label1"])[1] for _ in range(3)]
+    base = folder(store, "INBOX").highestmodseq
+    changed, failed = store.store_flags("alice", inbox, uids + [99], "add", ["\\Seen", "$label1", "Todo"])
+    assert failed == [] and [m.uid for m in changed] == uids
+    assert [m.modseq for m in changed] == [base + 1, base + 2, base + 3]   # one bump per changed message
+    assert all(m.flags == ("\\Seen", "$Label1", "Todo") for m in changed)  # existing spelling wins
+    assert folder(store, "INBOX").highestmodseq == base + 3
+    changed, _ = store.store_flags("alice", inbox, uids, "add", ["\\Seen"])
+    assert changed == []                                                   # nothing changed, no bump
+    assert folder(store, "INBOX").highestmodseq == base + 3
+    changed, _ = store.store_flags("alice", inbox, uids[:1], "remove", ["$LABEL1", "\\seen", "Absent"])
+    assert changed[0].flags == ("Todo",)
+    changed, _ = store.store_flags("alice", inbox, uids[1:2], "set", ["\\Flagged", "$label1"])
+    assert changed[0].flags == ("\\Flagged", "$label1")                     # set replaces the spelling too
+    changed, _ = store.store_flags("alice", inbox, uids[2:], "set", [])
+    assert changed[0].flags == ()
+    with pytest.raises(InvalidArgument):
+        store.store_flags("alice", inbox, uids, "toggle", ["\\Seen"])
+    with pytest.raises(InvalidArgument):
+        store.store_flags("alice", inbox, ["1"], "add", ["\\Seen"])  # type: ignore[list-item]
+    with pytest.raises(NoSuchFolder):
+        store.store_flags("alice", 999, uids, "add", ["\\Seen"])
+    assert_consistent(store)
+
+
+def test_unchanged_since(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    uid1 = store.append("alice", inbox, MSG)[1]
+    uid2 = store.append("alice", inbox, MSG)[1]
+    mark = folder(store, "INBOX").highestmodseq
+    store.store_flags("alice", inbox, [uid2], "add", ["\\Flagged"])
+    changed, failed = store.store_flags("alice", inbox, [uid1, uid2], "add", ["\\Seen"], unchanged_since=mark)
+    assert [m.uid for m in changed] == [uid1] and failed == [uid2]
+    assert "\\Seen" not in store.get_messages("alice", inbox, [uid2])[0].flags
+    with pytest.raises(InvalidArgument):
+        store.store_flags("alice", inbox, [uid1], "add", ["\\Seen"], unchanged_since=-1)
+
+
+def test_copy_shares_body(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    archive = folder(store, "Archive")
+    uid1 = store.append("alice", inbox, MSG, flags=["\\Seen", "kw"])[1]
+    uid2 = store.append("alice", inbox, MSG + b"2")[1]
+    store.append("alice", archive.id, MSG + b"pre")
+    uidvalidity, pairs = store.copy("alice", inbox, [uid2, uid1, 77], archive.id)
+    assert uidvalidity == archive.uidvalidity and pairs == [(uid1, 2), (uid2, 3)]
+    source = {m.uid: m for m in store.messages("alice", inbox)}
+    copies = {m.uid: m for m in store.messages("alice", archive.id)}
+    assert copies[2].blob == source[uid1].blob and copies[2].flags == ("\\Seen", "kw")
+    assert copies[2].internaldate == source[uid1].internaldate
+    assert len(body_files(store)) == 3
+    store.store_flags("alice", inbox, [uid1, uid2], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    assert len(body_files(store)) == 3                  # still referenced by the copies
+    assert store.read_body(copies[2].blob) == MSG
+    store.store_flags("alice", archive.id, [2, 3], "add", ["\\Deleted"])
+    store.expunge("alice", archive.id)
+    assert len(body_files(store)) == 1
+    assert store.copy("alice", inbox, [12345], archive.id) == (archive.uidvalidity, [])
+    with pytest.raises(NoSuchFolder):
+        store.copy("alice", inbox, [1], 999)
+    assert_consistent(store)
+
+
+def test_copy_to_other_account(store: Store, alice: Account) -> None:
+    store.create_account("bob")
+    uid = store.append("alice", inbox_id(store), MSG)[1]
+    bob_inbox = inbox_id(store, "bob")
+    _, pairs = store.copy("alice", inbox_id(store), [uid], bob_inbox, dst_account="BOB")
+    assert pairs == [(uid, 1)]
+    assert store.usage("bob") == (len(MSG), 1) and store.usage("alice") == (len(MSG), 1)
+    _, pairs = store.move("bob", bob_inbox, [1], inbox_id(store), dst_account="alice")
+    assert pairs == [(1, 2)]
+    assert store.usage("bob") == (0, 0) and store.usage("alice") == (2 * len(MSG), 2)
+    with pytest.raises(NoSuchAccount):
+        store.copy("alice", inbox_id(store), [uid], bob_inbox, dst_account="nobody")
+    assert_consistent(store)
+    assert_consistent(store, "bob")
+
+
+def test_move(store: Store, alice: Account) -> None:
+    inbox = folder(store, "INBOX")
+    trash = folder(store, "Trash")
+    uids = [store.append("alice", inbox.id, MSG + bytes([n]), flags=["\\Seen"] if n else [])[1] for n in range(3)]
+    blobs = [m.blob for m in store.messages("alice", inbox.id)]
+    uidvalidity, pairs = store.move("alice", inbox.id, uids[:2], trash.id)
+    assert uidvalidity == trash.uidvalidity and pairs == [(uids[0], 1), (uids[1], 2)]
+    assert [m.uid for m in store.messages("alice", inbox.id)] == [uids[2]]
+    assert [m.blob for m in store.messages("alice", trash.id)] == blobs[:2]
+    metas, vanished = store.changes_since("alice", inbox.id, inbox.highestmodseq + 3)
+    assert metas == [] and vanished == uids[:2]
+    assert folder(store, "Trash").unseen == 1 and folder(store, "INBOX").unseen == 0
+    assert len(body_files(store)) == 3
+    # Moving within the same folder renumbers.
+    _, pairs = store.move("alice", trash.id, [1], trash.id)
+    assert pairs == [(1, 3)]
+    assert store.uids("alice", trash.id) == [2, 3]
+    assert_consistent(store)
+
+
+def test_expunge_and_tombstones(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    uids = [store.append("alice", inbox, MSG)[1] for _ in range(5)]
+    assert store.expunge("alice", inbox) == []
+    store.store_flags("alice", inbox, [uids[0], uids[2], uids[4]], "add", ["\\Deleted"])
+    mark = folder(store, "INBOX").highestmodseq
+    assert store.expunge("alice", inbox, [uids[2], uids[1], 99]) == [uids[2]]
+    assert store.expunge("alice", inbox) == [uids[0], uids[4]]
+    info = folder(store, "INBOX")
+    assert info.highestmodseq == mark + 3 and info.deleted == 0 and info.uidnext == 6
+    assert store.changes_since("alice", inbox, mark) == ([], [uids[0], uids[2], uids[4]])
+    assert store.vanished_since("alice", inbox, mark + 1) == [uids[0], uids[4]]
+    assert store.uids("alice", inbox) == [uids[1], uids[3]]
+    assert len(body_files(store)) == 2
+    # uidnext never decreases, even when the highest UIDs are expunged.
+    store.store_flags("alice", inbox, [uids[3]], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    assert store.append("alice", inbox, MSG)[1] == 6
+    assert_consistent(store)
+
+
+def test_changes_since(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    start = folder(store, "INBOX").highestmodseq
+    uids = [store.append("alice", inbox, MSG)[1] for _ in range(4)]
+    metas, vanished = store.changes_since("alice", inbox, start)
+    assert [m.uid for m in metas] == uids and vanished == []
+    mark = folder(store, "INBOX").highestmodseq
+    assert store.changes_since("alice", inbox, mark) == ([], [])
+    assert store.changes_since("alice", inbox, mark + 100) == ([], [])
+    store.store_flags("alice", inbox, [uids[3]], "add", ["\\Seen"])
+    store.store_flags("alice", inbox, [uids[1]], "add", ["\\Seen"])
+    store.store_flags("alice", inbox, [uids[2]], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    metas, vanished = store.changes_since("alice", inbox, mark)
+    assert [m.uid for m in metas] == [uids[1], uids[3]]      # UID order, not modseq order
+    assert all(m.modseq > mark for m in metas) and vanished == [uids[2]]
+    metas, _ = store.changes_since("alice", inbox, 0)
+    assert [m.uid for m in metas] == [uids[0], uids[1], uids[3]]
+    with pytest.raises(InvalidArgument):
+        store.changes_since("alice", inbox, -1)
+
+
+def test_uidvalidity_rules_and_explicit_uids(store: Store, alice: Account) -> None:
+    imported = store.create_folder("alice", "Imported", uidvalidity=1234)
+    assert imported.uidvalidity == 1234
+    store.set_uidvalidity("alice", imported.id, 4321)
+    assert folder(store, "Imported").uidvalidity == 4321
+    assert store.append("alice", imported.id, MSG, uid=100) == (4321, 100)
+    assert folder(store, "Imported").uidnext == 101
+    with pytest.raises(MidbError):
+        store.append("alice", imported.id, MSG, uid=100)
+    with pytest.raises(MidbError):
+        store.set_uidvalidity("alice", imported.id, 999)
+    assert store.append("alice", imported.id, MSG) == (4321, 101)
+    assert store.append("alice", imported.id, MSG, uid=500)[1] == 500
+    with pytest.raises(InvalidArgument):
+        store.append("alice", imported.id, MSG, uid=0)
+    with pytest.raises(InvalidArgument):
+        store.create_folder("alice", "Bad", uidvalidity=0)
+    with pytest.raises(InvalidArgument):
+        store.create_folder("alice", "Bad", uidvalidity=1 << 32)
+    # Even after expunging everything, set_uidvalidity stays refused.
+    store.store_flags("alice", imported.id, [100, 101, 500], "add", ["\\Deleted"])
+    store.expunge("alice", imported.id)
+    with pytest.raises(MidbError):
+        store.set_uidvalidity("alice", imported.id, 999)
+    # A re-created name gets a new, larger UIDVALIDITY.
+    first = store.create_folder("alice", "Again")
+    store.delete_folder("alice", "Again")
+    second = store.create_folder("alice", "Again")
+    assert second.uidvalidity > first.uidvalidity
+    assert_consistent(store)
+
+
+def test_append_validation(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    with pytest.raises(InvalidArgument):
+        store.append("alice", inbox, "text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        store.append("alice", inbox, MSG, tzoffset=24 * 60)
+    with pytest.raises(InvalidArgument):
+        store.append("alice", inbox, MSG, internaldate="now")  # type: ignore[arg-type]
+    with pytest.raises(NoSuchFolder):
+        store.append("alice", 999, MSG)
+    with pytest.raises(NoSuchAccount):
+        store.append("nobody", inbox, MSG)
+    assert store.append("alice", inbox, bytearray(b"x"))[1] == 1
+    assert store.append("alice", inbox, b"")[1] == 2
+    assert len(body_files(store)) == 2
+    assert_consistent(store)
+
+
+def test_too_big(tmp_path: Path) -> None:
+    with Store(tmp_path / "s", fsync=False, max_message_size=100) as store:
+        store.create_account("alice")
+        with pytest.raises(TooBig):
+            store.append("alice", inbox_id(store), b"x" * 101)
+        assert store.append("alice", inbox_id(store), b"x" * 100)[1] == 1
+        assert len(body_files(store)) == 1
+
+
+def test_quota(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    store.update_account("alice", quota_messages=2)
+    store.append("alice", inbox, MSG)
+    store.append("alice", inbox, MSG)
+    with pytest.raises(OverQuota) as excinfo:
+        store.append("alice", inbox, MSG)
+    assert excinfo.value.resource == "MESSAGE"
+    with pytest.raises(OverQuota):
+        store.copy("alice", inbox, [1], folder(store, "Archive").id)
+    # A move inside the account adds nothing, so it is allowed at the limit.
+    store.move("alice", inbox, [1], folder(store, "Archive").id)
+    store.update_account("alice", quota_messages=0, quota_bytes=3 * len(MSG))
+    store.append("alice", inbox, MSG)
+    with pytest.raises(OverQuota) as excinfo:
+        store.append("alice", inbox, b"x")
+    assert excinfo.value.resource == "STORAGE"
+    with pytest.raises(OverQuota):
+        store.append_many("alice", inbox, [(b"", (), None, 0), (b"y", (), None, 0)])
+    assert len(body_files(store)) == 3 and store.usage("alice") == (3 * len(MSG), 3)
+    store.store_flags("alice", inbox, store.uids("alice", inbox), "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    assert store.usage("alice") == (len(MSG), 1)
+    store.append("alice", inbox, b"fits now")
+    assert_consistent(store)
+
+
+def test_append_many_all_or_nothing(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    uidvalidity, uids = store.append_many("alice", inbox, [
+        (MSG, ["\\Seen"], 1_700_000_000, 60), (MSG + b"b", (), None, 0), (b"c", ["kw"], 5, -60)])
+    assert uidvalidity == folder(store, "INBOX").uidvalidity and uids == [1, 2, 3]
+    metas = store.messages("alice", inbox)
+    assert [(m.flags, m.tzoffset) for m in metas] == [(("\\Seen",), 60), ((), 0), (("kw",), -60)]
+    assert store.read_body(metas[2].blob) == b"c"
+    with pytest.raises(InvalidFlag):
+        store.append_many("alice", inbox, [(MSG, (), None, 0), (MSG, ["bad flag"], None, 0)])
+    with pytest.raises(InvalidArgument):
+        store.append_many("alice", inbox, [(MSG, (), None)])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgument):
+        store.append_many("alice", inbox, [])
+    assert store.uids("alice", inbox) == [1, 2, 3] and len(body_files(store)) == 3
+    # Many at once goes through the parallel body writer.
+    _, uids = store.append_many("alice", inbox, [(bytes([n]) * 10, (), None, 0) for n in range(40)])
+    assert uids == list(range(4, 44))
+    assert [store.read_body(m.blob) for m in store.messages("alice", inbox)[3:]] == [
+        bytes([n]) * 10 for n in range(40)]
+    assert_consistent(store)
+
+
+def test_failed_commit_removes_body(store: Store, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the index transaction fails after the body was written, the body file is removed."""
+    inbox = inbox_id(store)
+    original = Store._check_quota
+    calls = []
+
+    def quota_changes_in_between(self: Store, txn: object, dbs: object, account_id: int, size: int,
+                                 messages: int) -> None:
+        calls.append(size)
+        if len(calls) == 2:   # the re-check inside the write transaction
+            raise OverQuota("STORAGE")
+        original(self, txn, dbs, account_id, size, messages)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "_check_quota", quota_changes_in_between)
+    with pytest.raises(OverQuota):
+        store.append("alice", inbox, MSG)
+    assert len(calls) == 2 and body_files(store) == []
+    assert store.uids("alice", inbox) == []
+
+
+def test_get_messages_and_neighbouring_folders(store: Store, alice: Account) -> None:
+    drafts, sent = folder(store, "Drafts"), folder(store, "Sent")
+    assert sent.id == drafts.id + 1
+    for n in range(5):
+        store.append("alice", drafts.id, MSG + bytes([n]))
+        store.append("alice", sent.id, MSG)
+    assert store.uids("alice", drafts.id) == [1, 2, 3, 4, 5]
+    assert len(store.messages("alice", sent.id)) == 5
+    assert [m.uid for m in store.get_messages("alice", drafts.id, [5, 1, 3, 3, 9, 0, -1, 1 << 40])] == [1, 3, 5]
+    assert store.get_messages("alice", drafts.id, []) == []
+    assert store.messages("alice", folder(store, "Trash").id) == []
+    assert store.uids("alice", folder(store, "Trash").id) == []
+    with pytest.raises(InvalidArgument):
+        store.get_messages("alice", drafts.id, "123")  # type: ignore[arg-type]
+
+
+def test_body_errors(store: Store, alice: Account) -> None:
+    with pytest.raises(InvalidArgument):
+        store.read_body("../../etc/passwd")
+    with pytest.raises(NoSuchBody):
+        store.read_body("0" * 32)
+    with pytest.raises(InvalidArgument):
+        store.body_path("x")
+    uid = store.append("alice", inbox_id(store), MSG)[1]
+    blob = store.get_messages("alice", inbox_id(store), [uid])[0].blob
+    with pytest.raises(MidbError):
+        store.read_body(blob, -1)
+
+
+def test_concurrent_appends(tmp_path: Path) -> None:
+    with Store(tmp_path / "s", fsync=False) as store:
+        store.create_account("alice")
+        inbox = inbox_id(store)
+        results: list[int] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def worker(number: int) -> None:
+            try:
+                for n in range(25):
+                    uid = store.append("alice", inbox, b"thread %d message %d" % (number, n),
+                                       flags=["\\Seen"] if n % 2 else [])[1]
+                    with lock:
+                        results.append(uid)
+            except BaseException as error:   # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors
+        assert sorted(results) == list(range(1, 201))
+        assert store.uids("alice", inbox) == list(range(1, 201))
+        bodies = {store.read_body(m.blob) for m in store.messages("alice", inbox)}
+        assert len(bodies) == 200
+        assert_consistent(store)
+
+
+def test_two_stores_share_one_environment(tmp_path: Path) -> None:
+    first = Store(tmp_path / "s", fsync=False)
+    second = Store(tmp_path / "s", fsync=True)
+    try:
+        first.create_account("alice")
+        assert second.get_account("alice") is not None
+        second.append("alice", inbox_id(second), MSG)
+        assert len(first.uids("alice", inbox_id(first))) == 1
+        first.close()
+        first.close()
+        with pytest.raises(MidbError):
+            first.uids("alice", 1)
+        assert len(second.uids("alice", inbox_id(second))) == 1
+    finally:
+        second.close()
+    with Store(tmp_path / "s", fsync=False) as third:
+        assert third.get_account("alice") is not None
+
+
+def test_readonly_store(tmp_path: Path) -> None:
+    with pytest.raises(MidbError):
+        Store(tmp_path / "missing", readonly=True)
+    with Store(tmp_path / "s", fsync=False) as store:
+        store.create_account("alice")
+        store.append("alice", inbox_id(store), MSG)
+    with Store(tmp_path / "s", readonly=True) as readonly:
+        assert len(readonly.messages("alice", inbox_id(readonly))) == 1
+        with pytest.raises(ReadOnlyStore):
+            readonly.create_account("bob")
+        with pytest.raises(ReadOnlyStore):
+            readonly.append("alice", inbox_id(readonly), MSG)
+        assert readonly.verify() == []
+
+
+# ---- maintenance ------------------------------------------------------------------------------------
+
+def test_verify_reports_and_repairs(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    store.append("alice", inbox, MSG)
+    store.append("alice", inbox, MSG + b"2")
+    assert store.verify() == []
+    # An orphan body (crash between body write and commit) and a leftover temporary file.
+    orphan = os.path.join(store.path, "eml", "ab", "ab" + "0" * 30)
+    temp = os.path.join(store.path, "eml", "cd", ".tmp-cd" + "1" * 30)
+    for path in (orphan, temp):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(b"x")
+    problems = store.verify()
+    assert len(problems) == 2 and all(problem.startswith("orphan:") for problem in problems)
+    store.verify(repair=True)
+    assert os.path.exists(orphan)                       # too young: could be a write in flight
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    os.utime(temp, (old, old))
+    store.verify(repair=True)
+    assert not os.path.exists(orphan) and not os.path.exists(temp)
+    assert store.verify() == []
+    # Corrupt the counters and a refcount behind the store's back; repair recomputes them.
+    shared = store._shared
+    from midb.blobs import pack_blob_record
+    from midb.folders import FolderRecord
+    from midb.keys import folder_key
+    account_id = alice.id
+    blob = store.messages("alice", inbox)[0].blob
+    with shared.env.begin(write=True) as txn:
+        key = folder_key(account_id, inbox)
+        record = FolderRecord.decode(inbox, txn.get(key, db=shared.dbs.folders))
+        record.unseen = 40
+        txn.put(key, record.encode(), db=shared.dbs.folders)
+        txn.put(bytes.fromhex(blob), pack_blob_record(5, len(MSG)), db=shared.dbs.blobs)
+    problems = store.verify()
+    assert len(problems) == 2 and all(problem.startswith("error:") for problem in problems)
+    store.verify(repair=True)
+    assert store.verify() == []
+    assert folder(store, "INBOX").unseen == 2
+    # A referenced body that vanished cannot be repaired; it stays an error.
+    os.unlink(store.body_path(blob))
+    problems = store.verify(repair=True)
+    assert any("file missing" in problem for problem in problems)
+    assert any("file missing" in problem for problem in store.verify())
+
+
+def test_backup(store: Store, alice: Account, tmp_path: Path) -> None:
+    inbox = inbox_id(store)
+    for n in range(20):
+        store.append("alice", inbox, MSG + bytes([n]), flags=["\\Seen"] if n % 2 else [])
+    store.copy("alice", inbox, [1, 2], folder(store, "Archive").id)
+    store.store_flags("alice", inbox, [3], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    dest = tmp_path / "backup"
+    store.backup(str(dest))
+    store.append("alice", inbox, b"after the backup")
+    with Store(dest, fsync=False) as copy:
+        assert copy.verify() == []
+        original = store.messages("alice", inbox)[:-1]
+        assert copy.messages("alice", inbox) == original
+        assert all(copy.read_body(m.blob) == store.read_body(m.blob) for m in original)
+        assert copy.stats()["messages"] == store.stats()["messages"] - 1
+    with pytest.raises(MidbError):
+        store.backup(str(dest))                          # not empty
+
+
+def test_stats(store: Store, alice: Account) -> None:
+    store.create_account("bob")
+    store.append("alice", inbox_id(store), MSG)
+    store.append("bob", inbox_id(store, "bob"), MSG + b"xy")
+    stats = store.stats()
+    assert stats["accounts"] == 2 and stats["folders"] == 12 and stats["messages"] == 2
+    assert stats["bytes"] == 2 * len(MSG) + 2 and stats["bodies"] == 2
+    assert stats["index_bytes"] > 0
