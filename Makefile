@@ -9,7 +9,8 @@ STATE    := var
 DEV_CFG  := etc/gromox/dev.cfg
 # libcap-dev: python-prctl builds against it. isync (mbsync) and curl: real clients for the
 # end-to-end tests. mandoc/man-db: man page lint and rendering. openssl: TLS checks in tests.
-SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl
+# systemd (systemd-analyze) and logrotate: checks of the shipped units and logrotate snippet.
+SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate
 PYTEST_ARGS ?=
 
 .PHONY: all run test deps sysdeps lint fuzz bench bench-store devstate clean distclean
@@ -47,7 +48,7 @@ test: deps lint
 	$(VENV)/bin/pytest -n 2 --timeout 300 $(PYTEST_ARGS)
 
 fuzz: deps
-	GXIMAP_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/test_parser_fuzz.py -p no:randomly
+	GXIMAP_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/test_parser_fuzz.py tests/test_session_fuzz.py -p no:randomly
 
 bench-store: deps
 	$(PY) bench/store.py
@@ -58,3 +59,70 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) $(STATE)
+
+# ----------------------------------------------------------------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]: the layout of a Debian package.
+#   $(PREFIX)/lib/gximap          the gximap and midb packages (pip --target, a private site dir)
+#   $(PREFIX)/sbin/gximap, midb   wrappers run by $(INSTALL_PYTHON) that put that dir first on sys.path
+#   $(PREFIX)/share/man/man{5,7,8}, $(PREFIX)/share/gromox/imap (data_file_path's default with /usr),
+#   $(PREFIX)/lib/systemd/system, $(PREFIX)/share/doc/gximap (with sample configs in examples/);
+#   $(SYSCONFDIR)/gromox/*.cfg, logrotate.d/gximap, fail2ban/filter.d: only if not there yet.
+# The runtime dependencies (lmdb, cryptography, python-prctl, setproctitle) come from the system
+# (python3-lmdb, ...); INSTALL_DEPS=yes installs them from PyPI into the private dir instead.
+
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+SYSCONFDIR     ?= /etc
+INSTALL_PYTHON ?= /usr/bin/python3
+INSTALL_DEPS   ?= no
+# The pip that builds and installs; needs setuptools>=68 and wheel (the dev venv has them).
+BUILD_PYTHON   ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GX_LIBDIR      := $(PREFIX)/lib/gximap
+GX_UNITS       := gximap.service gximap.socket gximap-imaps.socket
+GX_CONFFILES   := gromox/imap.cfg gromox/gromox.cfg logrotate.d/gximap \
+                  $(if $(wildcard etc/fail2ban/filter.d/gromox-imap.conf),fail2ban/filter.d/gromox-imap.conf)
+
+.PHONY: install update-man
+
+install:
+	rm -rf '$(DESTDIR)$(GX_LIBDIR)'
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BUILD_PYTHON) -m pip install -q --no-build-isolation \
+	  $(if $(filter yes,$(INSTALL_DEPS)),,--no-deps) --target '$(DESTDIR)$(GX_LIBDIR)' .
+	rm -rf '$(DESTDIR)$(GX_LIBDIR)/bin'
+	install -d '$(DESTDIR)$(PREFIX)/sbin'
+	for tool in gximap midb; do \
+	  wrapper='$(DESTDIR)$(PREFIX)/sbin/'$$tool; \
+	  { printf '#!%s -I\n' '$(INSTALL_PYTHON)'; \
+	    printf '"""%s, installed by make install: runs the package in ../lib/gximap."""\n' $$tool; \
+	    printf 'import os\nimport sys\n\n'; \
+	    printf 'sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))),\n'; \
+	    printf '                                "lib", "gximap"))\n'; \
+	    printf 'from %s.cli import main  # noqa: E402\n\nsys.exit(main())\n' $$tool; \
+	  } > "$$wrapper.tmp" && chmod 0755 "$$wrapper.tmp" && mv -f "$$wrapper.tmp" "$$wrapper" || exit 1; \
+	done
+	install -d '$(DESTDIR)$(PREFIX)/share/man/man5' '$(DESTDIR)$(PREFIX)/share/man/man7' \
+	  '$(DESTDIR)$(PREFIX)/share/man/man8'
+	install -m 0644 man/gximap.8gx man/midb.8gx '$(DESTDIR)$(PREFIX)/share/man/man8/'
+	install -m 0644 man/gximap.cfg.5 '$(DESTDIR)$(PREFIX)/share/man/man5/'
+	install -m 0644 man/gximap.7 '$(DESTDIR)$(PREFIX)/share/man/man7/'
+	install -d '$(DESTDIR)$(PREFIX)/share/gromox/imap'
+	install -m 0644 data/imap_code.txt data/folder_lang.txt '$(DESTDIR)$(PREFIX)/share/gromox/imap/'
+	install -d '$(DESTDIR)$(PREFIX)/lib/systemd/system'
+	for unit in $(GX_UNITS); do \
+	  sed 's|^ExecStart=/usr/sbin/gximap|ExecStart=$(PREFIX)/sbin/gximap|' "systemd/$$unit" \
+	    > '$(DESTDIR)$(PREFIX)/lib/systemd/system/'"$$unit" || exit 1; \
+	  chmod 0644 '$(DESTDIR)$(PREFIX)/lib/systemd/system/'"$$unit"; \
+	done
+	install -d '$(DESTDIR)$(PREFIX)/share/doc/gximap/examples'
+	install -m 0644 README.md CHANGELOG.md '$(DESTDIR)$(PREFIX)/share/doc/gximap/'
+	install -m 0644 etc/gromox/imap.cfg etc/gromox/gromox.cfg '$(DESTDIR)$(PREFIX)/share/doc/gximap/examples/'
+	for file in $(GX_CONFFILES); do \
+	  target='$(DESTDIR)$(SYSCONFDIR)/'$$file; \
+	  if [ -e "$$target" ]; then echo "keeping existing $$target"; \
+	  else install -D -m 0644 "etc/$$file" "$$target" || exit 1; fi; \
+	done
+
+# Refresh the generated directive sections of the man pages from gximap/config.py.
+update-man:
+	$(BUILD_PYTHON) -m gximap.config update-man man/gximap.8gx
+	$(BUILD_PYTHON) -m gximap.config update-man man/gximap.cfg.5

@@ -75,6 +75,11 @@ def _d(name: str, kind: Kind, default: str | None, doc: str, section: Section, *
 
 
 _MB = 1024 * 1024
+# Values of the *_map_normalize directives (gximap.auth.normalize.NORMALIZERS).
+_NORMALIZATIONS = ("auto", "precis_casefold_email", "precis_casefold", "precis_email", "precis", "casefold",
+                   "noop")
+# Directives whose value is a name-mapping table (gximap.auth.maps).
+_TABLE_DIRECTIVES = frozenset({"auth_map", "storage_map", "delivery_map"})
 
 DIRECTIVES: tuple[Directive, ...] = (
     # --- gromox.cfg -------------------------------------------------------------------------------
@@ -93,6 +98,28 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_listen_tls", "list", "",
        "Space-separated implicit-TLS (IMAPS) listen addresses (host:port, [v6]:port, *:port).",
        "gromox", unset_means="imap_listen_addr and imap_listen_tls_port"),
+    # Name mapping (maddy's auth_map / storage_map / delivery_map), shared by the daemons that log
+    # users in or deliver to them; the syntax is checked by gximap.auth.maps.parse_table_spec.
+    _d("auth_map", "str", "identity",
+       "Table mapping a login name to the identity whose password is checked: identity, email_localpart, "
+       "email_localpart_optional, email_with_domain DOMAIN..., static KEY:VALUE..., file PATH or "
+       "regexp PATTERN REPLACEMENT (see NAME MAPPING).",
+       "gromox"),
+    _d("auth_map_normalize", "enum", "auto",
+       "Normalization applied to login names before auth_map (PRECIS, RFC 8265; see NAME MAPPING).",
+       "gromox", choices=_NORMALIZATIONS),
+    _d("delivery_map", "str", "identity",
+       "Table mapping a recipient address to the midb account mail is delivered to (syntax as auth_map).",
+       "gromox"),
+    _d("delivery_map_normalize", "enum", "auto",
+       "Normalization applied to recipient addresses before delivery_map.",
+       "gromox", choices=_NORMALIZATIONS),
+    _d("storage_map", "str", "identity",
+       "Table mapping a login name to the midb account the session works on (syntax as auth_map).",
+       "gromox"),
+    _d("storage_map_normalize", "enum", "auto",
+       "Normalization applied to login names before storage_map.",
+       "gromox", choices=_NORMALIZATIONS),
     # --- imap.cfg ---------------------------------------------------------------------------------
     _d("auth_backend", "enum", "midb",
        "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file).",
@@ -131,7 +158,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Unique name of this host, used in greetings and in midb file names (hostname characters only).",
        "imap", unset_means="system hostname"),
     _d("imap_auth_ip_times", "int", "30",
-       "Failed logins allowed per client address within imap_auth_ip_window; 0 disables the limit.",
+       "Failed logins allowed per client address (IPv6: per /64) within imap_auth_ip_window; 0 disables.",
        "imap", minimum=0),
     _d("imap_auth_ip_window", "timespan", "5min",
        "Time window over which failed logins per client address are counted.",
@@ -356,6 +383,8 @@ def parse_value(directive: Directive, text: str) -> Value:
     """Convert the text of a directive to its typed value, or raise ValueSyntaxError."""
     text = text.strip()
     if directive.kind in ("str",):
+        if directive.name in _TABLE_DIRECTIVES:
+            _check_table(text)
         return text
     if directive.kind == "list":
         items = _parse_list(text)
@@ -394,6 +423,15 @@ def parse_value(directive: Directive, text: str) -> Value:
         _check_range(directive, seconds, text)
         return seconds
     raise AssertionError(f"unhandled kind {directive.kind}")  # the table is checked by the tests
+
+
+def _check_table(text: str) -> None:
+    from gximap.auth.maps import MapSyntaxError, parse_table_spec
+
+    try:
+        parse_table_spec(text)
+    except MapSyntaxError as exc:
+        raise ValueSyntaxError(str(exc)) from None
 
 
 def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -885,8 +923,10 @@ def render_man_directives(section: str) -> str:
         # Short source lines: mandoc -Tlint asks for at most 80 bytes per input line.
         body = [roff_escape(part) for part in textwrap.wrap(directive.doc, 78, break_long_words=False,
                                                             break_on_hyphens=False)]
-        kind = roff_escape(describe_kind(directive), literal=directive.kind == "enum")
-        body.append(f"Type: {kind}." + (" Reloaded on SIGHUP." if directive.reloadable else ""))
+        type_line = f"Type: {describe_kind(directive)}." + (" Reloaded on SIGHUP." if directive.reloadable else "")
+        # Long enums (the *_map_normalize choices) are wrapped too: mandoc wants short source lines.
+        body.extend(roff_escape(part, literal=directive.kind == "enum")
+                    for part in textwrap.wrap(type_line, 70, break_long_words=False, break_on_hyphens=False))
         body.append(".br")
         if directive.default is None or (directive.kind == "list" and directive.default == ""):
             body.append(f"Default: {roff_escape(_default_words(directive))}")

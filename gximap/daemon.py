@@ -38,6 +38,36 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
     )
 
 
+def preload_modules() -> None:
+    """Import everything serving may need before dropping privileges.
+
+    After the switch to ``running_identity`` the interpreter's own files may be unreadable (a
+    Python installed under a private home directory), and a first request must not fail on a
+    lazy import. Codecs are looked up lazily too, so every codec module is imported now: mail
+    arrives in any charset.
+    """
+    import encodings
+    import encodings.aliases
+    import importlib
+    import pkgutil
+
+    for module in (
+        "gximap.session.session", "gximap.net.pool", "gximap.net.tls", "gximap.imap.fetchmime",
+        "gximap.auth.service", "midb.store", "midb.authdb", "midb.mime", "midb.searchtext",
+        "midb.passwords", "setproctitle", "hashlib", "hmac", "ssl", "zlib", "email.utils",
+        "email.header", "quopri", "base64", "binascii", "unicodedata",
+    ):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    for info in pkgutil.iter_modules(encodings.__path__):
+        try:
+            importlib.import_module(f"encodings.{info.name}")
+        except Exception:  # noqa: BLE001 - platform-specific codecs (mbcs, oem) fail to import here
+            pass
+
+
 def data_path(cfg: Config) -> list[str]:
     return [item for item in str(cfg.data_file_path).split(":") if item]
 
@@ -115,6 +145,7 @@ class Daemon:
         cfg = self.cfg
         listeners = self._bind()
         raise_fd_limit(int(cfg.imap_fd_limit))
+        preload_modules()
         try:
             drop_privileges(str(cfg.running_identity or ""))
         except PrivilegeError as exc:
@@ -166,12 +197,18 @@ class Daemon:
         return 0
 
     def _make_context(self, store, codes):  # noqa: ANN001, ANN202
+        from gximap.auth.maps import MapSyntaxError, name_map_from_config
         from gximap.auth.service import AuthService
         from gximap.session.context import ServerContext
         from midb.authdb import make_backend
 
         cfg = self.cfg
         backend = make_backend(str(cfg.auth_backend), store, str(cfg.auth_passwd_file or "") or None)
+        try:
+            auth_map = name_map_from_config(cfg, "auth_map")
+            storage_map = name_map_from_config(cfg, "storage_map")
+        except MapSyntaxError as exc:
+            raise StartupError(f"name mapping: {exc}") from None
         auth = AuthService(
             store,
             backend,
@@ -181,6 +218,8 @@ class Daemon:
             ip_window=float(cfg.imap_auth_ip_window),
             hash_concurrency=os.cpu_count() or 2,
             auto_create=cfg.auth_backend == "passwd-file",
+            auth_map=auth_map,
+            storage_map=storage_map,
         )
         return ServerContext(settings_from_config(cfg), store, auth, codes)
 

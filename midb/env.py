@@ -75,15 +75,13 @@ class WriteEffects:
     __slots__ = ("changes", "unlink")
 
     def __init__(self) -> None:
-        # (account id, folder id) -> (account name, highest modseq written in this job)
-        self.changes: dict[tuple[int, int], tuple[str, int]] = {}
-        self.unlink: list[str] = []   # body ids whose refcount reached 0
+        self.changes: dict[tuple[int, int], int] = {}   # (account id, folder id) -> highest modseq written
+        self.unlink: list[str] = []                      # body ids whose refcount reached 0
 
-    def changed(self, account_id: int, account_name: str, folder_id: int, modseq: int) -> None:
+    def changed(self, account_id: int, folder_id: int, modseq: int) -> None:
         key = (account_id, folder_id)
-        previous = self.changes.get(key)
-        if previous is None or previous[1] < modseq:
-            self.changes[key] = (account_name, modseq)
+        if self.changes.get(key, -1) < modseq:
+            self.changes[key] = modseq
 
     def unlink_blob(self, blob: str) -> None:
         self.unlink.append(blob)
@@ -139,7 +137,7 @@ class SharedEnv:
             self.env = lmdb.open(
                 index_dir, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
                 metasync=sync, sync=sync, max_dbs=len(DB_NAMES) + 2, max_readers=1024, lock=True,
-                readahead=False, meminit=False, mode=0o750,
+                mode=0o750,
             )
         try:
             self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
@@ -188,14 +186,25 @@ class SharedEnv:
         through the transaction it is given and must not block on anything else.
         """
         pending = _Pending(job, durable)
+        batch: list[_Pending] = []
         with self._queue_cv:
             self._queue.append(pending)
-            while not pending.done and self._leader_active:
-                self._queue_cv.wait()
+            try:
+                while not pending.done and self._leader_active:
+                    self._queue_cv.wait()
+            except BaseException:
+                # Interrupted while waiting: withdraw the job if no leader took it yet; otherwise its
+                # outcome must be settled before we leave (the caller may clean up after a failure).
+                if pending in self._queue:
+                    self._queue.remove(pending)
+                    raise
+                while not pending.done:
+                    self._queue_cv.wait()
+                raise
             if not pending.done:
                 self._leader_active = True
                 batch, self._queue = self._queue, []
-        if not pending.done:
+        if batch:
             try:
                 self._run_batch(batch)
             finally:
@@ -207,14 +216,30 @@ class SharedEnv:
         return pending.result, pending.effects
 
     def _run_batch(self, batch: list[_Pending]) -> None:
+        """Run and commit a batch; every job leaves it done, with a result or an error."""
+        committed = False
+        try:
+            committed = self._commit_batch(batch)
+        finally:
+            for pending in batch:
+                if not pending.done:
+                    if not committed and pending.error is None:
+                        pending.error = MidbError("write interrupted before commit")
+                    pending.done = True
+        if committed and not self.synced and any(p.durable for p in batch):
+            # A Store that wants durability shares an env another Store opened with sync off. The
+            # commit stands either way, so a failed flush is logged, not reported as a failed write.
+            try:
+                self.env.sync(True)
+            except lmdb.Error as error:
+                log.error("flushing %s failed: %s", self.index_dir, error)
+
+    def _commit_batch(self, batch: list[_Pending]) -> bool:
         try:
             txn = self.env.begin(write=True)
-        except lmdb.Error as error:
-            self._fail(batch, translate_lmdb_error(error))
-            return
         except BaseException as error:
             self._fail(batch, error)
-            return
+            return False
         try:
             if len(batch) == 1:
                 only = batch[0]
@@ -222,9 +247,8 @@ class SharedEnv:
                     only.result = only.job(txn, self.dbs, only.effects)
                 except BaseException as error:
                     txn.abort()
-                    only.error = translate_lmdb_error(error) if isinstance(error, lmdb.Error) else error
-                    only.done = True
-                    return
+                    self._fail(batch, error)
+                    return False
             else:
                 for pending in batch:
                     child = self.env.begin(write=True, parent=txn)
@@ -233,23 +257,19 @@ class SharedEnv:
                         child.commit()
                     except BaseException as error:
                         child.abort()
-                        pending.error = translate_lmdb_error(error) if isinstance(error, lmdb.Error) else error
-                        pending.done = True
+                        self._fail([pending], error)
             txn.commit()
-            if not self.synced and any(p.durable for p in batch):
-                # This Store wants durability but shares an env another Store opened with sync off.
-                self.env.sync(True)
         except BaseException as error:
             with contextlib.suppress(lmdb.Error):
                 txn.abort()
-            failure = translate_lmdb_error(error) if isinstance(error, lmdb.Error) else error
-            self._fail([p for p in batch if not p.done], failure)
-            return
-        for pending in batch:
-            pending.done = True
+            self._fail([p for p in batch if not p.done], error)
+            return False
+        return True
 
     @staticmethod
     def _fail(batch: list[_Pending], error: BaseException) -> None:
+        if isinstance(error, lmdb.Error):
+            error = translate_lmdb_error(error)
         for pending in batch:
             pending.error = error
             pending.effects = WriteEffects()
@@ -260,9 +280,11 @@ class SharedEnv:
 
 _registry: dict[str, SharedEnv] = {}
 _registry_lock = threading.Lock()
-# Environments inherited across fork(): never used or closed in the child (closing would touch the
-# parent's locks), just kept referenced so their destructors never run.
-_abandoned: list[SharedEnv] = []
+# Environments inherited across fork(). LMDB handles must not be used in a child, and py-lmdb refuses
+# to open the same files again while they are registered as open, so the child closes the inherited
+# handle (which only drops its own copies: fcntl locks and the parent's reader slots belong to the
+# parent) right before it opens its own.
+_inherited: dict[str, SharedEnv] = {}
 
 
 def acquire(index_dir: str, *, readonly: bool, sync: bool, map_size: int) -> SharedEnv:
@@ -270,6 +292,10 @@ def acquire(index_dir: str, *, readonly: bool, sync: bool, map_size: int) -> Sha
     with _registry_lock:
         shared = _registry.get(key)
         if shared is None:
+            inherited = _inherited.pop(key, None)
+            if inherited is not None:
+                with contextlib.suppress(lmdb.Error):
+                    inherited.env.close()
             shared = SharedEnv(key, readonly=readonly, sync=sync, map_size=map_size)
             _registry[key] = shared
         elif shared.readonly and not readonly:
@@ -278,7 +304,7 @@ def acquire(index_dir: str, *, readonly: bool, sync: bool, map_size: int) -> Sha
         return shared
 
 
-def release(shared: SharedEnv, close_hook: Callable[[SharedEnv], None] | None = None) -> None:
+def release(shared: SharedEnv) -> None:
     with _registry_lock:
         if shared.stale:
             return
@@ -287,8 +313,6 @@ def release(shared: SharedEnv, close_hook: Callable[[SharedEnv], None] | None = 
             return
         if _registry.get(shared.index_dir) is shared:
             del _registry[shared.index_dir]
-    if close_hook is not None:
-        close_hook(shared)
     # Let a leader finish its batch before the environment goes away.
     with shared._queue_cv:
         while shared._leader_active:
@@ -299,9 +323,9 @@ def release(shared: SharedEnv, close_hook: Callable[[SharedEnv], None] | None = 
 def _forget_after_fork() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
-    for shared in _registry.values():
+    for key, shared in _registry.items():
         shared.stale = True
-        _abandoned.append(shared)
+        _inherited[key] = shared
     _registry.clear()
 
 

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "folder_lang.txt"
 REPO_DATA_DIR = str(Path(__file__).resolve().parent.parent / "data")
+# An installed wheel ships the data files as gximap package data (same distribution as midb).
+PACKAGE_DATA_DIR = str(Path(__file__).resolve().parent.parent / "gximap" / "_data")
 # Special folders created with every account, in creation order.
 SPECIAL_FOLDERS = ("\\Drafts", "\\Sent", "\\Trash", "\\Junk", "\\Archive")
 _KEYS = {name[1:].lower(): name for name in SPECIAL_FOLDERS}
@@ -30,8 +32,8 @@ class FolderLanguages:
 
     @classmethod
     def load(cls, data_path: Iterable[str] | None = None) -> FolderLanguages:
-        """Read the first folder_lang.txt found in data_path, else the repository's data/ dir."""
-        candidates = [*(data_path or ()), REPO_DATA_DIR]
+        """Read the first folder_lang.txt found in data_path, else the one shipped with the package."""
+        candidates = [*(data_path or ()), REPO_DATA_DIR, PACKAGE_DATA_DIR]
         for directory in candidates:
             path = os.path.join(directory, FILE_NAME)
             try:

@@ -393,9 +393,14 @@ def backup(store: Store, dest: str) -> None:
     """
     shared = store._env
     dbs = shared.dbs
-    dest = os.path.abspath(dest)
-    if os.path.exists(dest) and os.listdir(dest):
-        raise MidbError(f"backup destination {dest} is not empty")
+    dest = os.path.abspath(os.fspath(dest))
+    try:
+        if os.listdir(dest):
+            raise MidbError(f"backup destination {dest} is not empty")
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise MidbError(f"unusable backup destination {dest}: {error}") from error
     index_dir = os.path.join(dest, "index")
     eml_dir = os.path.join(dest, "eml")
     try:

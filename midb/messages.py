@@ -24,7 +24,6 @@ from midb.errors import InvalidFlag
 SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
 SYSTEM_BITS = {name.lower(): 1 << index for index, name in enumerate(SYSTEM_FLAGS)}
 ANSWERED, DELETED, DRAFT, FLAGGED, SEEN = (1 << index for index in range(5))
-ALL_SYSTEM_BITS = (1 << len(SYSTEM_FLAGS)) - 1
 
 RECORD = struct.Struct(">QqhQ16sB")
 FIXED_SIZE = 42                      # bytes before the flags tail

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import lmdb
+
 from midb import events, maintenance, mime
 from midb.accounts import (
     Account,
@@ -107,7 +109,12 @@ _COUNTER_FOLDER = b"next-folder:"
 
 
 class Store:
-    """The message store. Thread-safe; several processes may open the same path at once."""
+    """The message store. Thread-safe; several processes may open the same path at once.
+
+    fsync=True (the default) makes every returned write durable: bodies are fsynced before the index
+    commit and LMDB syncs data and meta pages on commit. fsync=False is for tests and bulk tools: a
+    system crash (not a process crash) may then lose or corrupt recent writes.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 8 << 30,
                  run_dir: str | None = None, data_path: list[str] | None = None,
@@ -186,7 +193,7 @@ class Store:
                 log.warning("cannot remove body %s: %s", blob, error)
         if effects.changes:
             events.publish_all(shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
-                                        (_name, modseq) in effects.changes.items()])
+                                        modseq in effects.changes.items()])
 
     # ---- shared transaction helpers ----------------------------------------------------------------
 
@@ -422,7 +429,7 @@ class Store:
             prefix = account_key(account_id)
             for key, raw in self._prefix_items(txn, dbs.folders, prefix):
                 record = FolderRecord.decode(unpack_folder_key(key)[1], raw)
-                effects.changed(account_id, account.name, record.id, record.highestmodseq + 1)
+                effects.changed(account_id, record.id, record.highestmodseq + 1)
             blob_counts: dict[bytes, int] = {}
             for _key, raw in self._prefix_items(txn, dbs.messages, prefix):
                 blob_raw = bytes(raw[BLOB_SLICE])
@@ -572,7 +579,7 @@ class Store:
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
             account_id = self._account_id(txn, dbs, account)
             record = self._create_folder_tx(txn, dbs, account_id, name, special, uidvalidity)
-            effects.changed(account_id, normalize_account_name(account), record.id, record.highestmodseq)
+            effects.changed(account_id, record.id, record.highestmodseq)
             return self._info(txn, dbs, account_id, record)
 
         return self._write(job)
@@ -618,7 +625,7 @@ class Store:
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
             txn.delete(name_key(account_id, name), db=dbs.folder_names)
-            effects.changed(account_id, normalize_account_name(account), folder_id, record.highestmodseq + 1)
+            effects.changed(account_id, folder_id, record.highestmodseq + 1)
 
         self._write(job)
 
@@ -635,14 +642,13 @@ class Store:
             raise InvalidName("cannot rename a folder into its own subtree")
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
             account_id = self._account_id(txn, dbs, account)
-            account_name = normalize_account_name(account)
             old_id = self._folder_id(txn, dbs, account_id, old)
             if old_id is None:
                 raise NoSuchFolder(f"no folder {old}")
             if self._folder_id(txn, dbs, account_id, new) is not None:
                 raise FolderExists(f"folder {new} exists")
             if old == INBOX:
-                return self._rename_inbox(txn, dbs, effects, account_id, account_name, old_id, new)
+                return self._rename_inbox(txn, dbs, effects, account_id, old_id, new)
             parent_id = 0
             for ancestor in parent_names(new):
                 existing = self._folder_id(txn, dbs, account_id, ancestor)
@@ -668,14 +674,14 @@ class Store:
                 txn.put(name_key(account_id, to_name), pack_u32(folder_id), db=dbs.folder_names)
                 if txn.delete(name_key(account_id, from_name), db=dbs.subscriptions):
                     txn.put(name_key(account_id, to_name), b"", db=dbs.subscriptions)
-                effects.changed(account_id, account_name, folder_id, record.highestmodseq)
+                effects.changed(account_id, folder_id, record.highestmodseq)
             assert top is not None
             return self._info(txn, dbs, account_id, top)
 
         return self._write(job)
 
     def _rename_inbox(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
-                      account_name: str, inbox_id: int, new: str) -> FolderInfo:
+                      inbox_id: int, new: str) -> FolderInfo:
         inbox = self._folder(txn, dbs, account_id, inbox_id)
         target = self._create_folder_tx(txn, dbs, account_id, new, 0, None)
         prefix = folder_key(account_id, inbox_id)
@@ -698,8 +704,8 @@ class Store:
         inbox.messages = inbox.unseen = inbox.deleted = inbox.size = 0
         self._put_folder(txn, dbs, account_id, inbox)
         self._put_folder(txn, dbs, account_id, target)
-        effects.changed(account_id, account_name, inbox_id, inbox.highestmodseq)
-        effects.changed(account_id, account_name, target.id, target.highestmodseq)
+        effects.changed(account_id, inbox_id, inbox.highestmodseq)
+        effects.changed(account_id, target.id, target.highestmodseq)
         return self._info(txn, dbs, account_id, target)
 
     def set_subscribed(self, account: str, name: str, subscribed: bool) -> None:
@@ -795,8 +801,6 @@ class Store:
             _check_uid_room(record, explicit_uid, len(prepared))
 
         blobs, digests = self._blobs.write_many([entry[0] for entry in prepared], _encoded_digest)
-        account_name = normalize_account_name(account)
-
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int]]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
@@ -828,15 +832,29 @@ class Store:
             record.state |= STATE_HELD_MESSAGES
             self._put_folder(txn, dbs, account_id, record)
             self._adjust_usage(txn, dbs, account_id, total, len(prepared))
-            effects.changed(account_id, account_name, record.id, record.highestmodseq)
+            effects.changed(account_id, record.id, record.highestmodseq)
             return record.uidvalidity, uids
 
+        shared = self._env
         try:
-            return self._write(job)
+            result, effects = shared.write(job, durable=self.fsync)
         except BaseException:
-            for blob in blobs:
-                self._blobs.unlink(blob)
+            self._discard_unreferenced(blobs)
             raise
+        self._after_commit(shared, effects)
+        return result
+
+    def _discard_unreferenced(self, blobs: list[str]) -> None:
+        """After a failed append: remove the bodies the index does not reference. (Normally none is
+        referenced; the check covers an interrupt that arrived after the commit.)"""
+        try:
+            with self._env.read() as txn:
+                referenced = {blob for blob in blobs if txn.get(bytes.fromhex(blob), db=self._shared.dbs.blobs)}
+        except (lmdb.Error, MidbError):
+            return   # cannot tell: leave orphans for verify rather than risk a referenced body
+        for blob in blobs:
+            if blob not in referenced:
+                self._blobs.unlink(blob)
 
     def _message_range(self, txn: Any, dbs: Databases, account_id: int, record: FolderRecord,
                        *, values: bool) -> list[Any]:
@@ -909,7 +927,6 @@ class Store:
         wanted = _uid_list(uids)
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[list[MessageMeta], list[int]]:
             account_id = self._account_id(txn, dbs, account)
-            account_name = normalize_account_name(account)
             record = self._folder(txn, dbs, account_id, folder_id)
             changed: list[MessageMeta] = []
             failed: list[int] = []
@@ -938,7 +955,7 @@ class Store:
                 changed.append(meta_from_record(uid, new_raw))
             if changed:
                 self._put_folder(txn, dbs, account_id, record)
-                effects.changed(account_id, account_name, record.id, record.highestmodseq)
+                effects.changed(account_id, record.id, record.highestmodseq)
             return changed, failed
 
         return self._write(job)
@@ -959,8 +976,6 @@ class Store:
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[tuple[int, int]]]:
             src_account_id = self._account_id(txn, dbs, account)
             dst_account_id = src_account_id if dst_account is None else self._account_id(txn, dbs, dst_account)
-            src_name = normalize_account_name(account)
-            dst_name = src_name if dst_account is None else normalize_account_name(dst_account)
             src = self._folder(txn, dbs, src_account_id, src_folder_id)
             same_folder = src_account_id == dst_account_id and src_folder_id == dst_folder_id
             dst = src if same_folder else self._folder(txn, dbs, dst_account_id, dst_folder_id)
@@ -1017,8 +1032,8 @@ class Store:
                 self._adjust_usage(txn, dbs, src_account_id, -total, -len(found))
                 self._adjust_usage(txn, dbs, dst_account_id, total, len(found))
             if move:
-                effects.changed(src_account_id, src_name, src.id, src.highestmodseq)
-            effects.changed(dst_account_id, dst_name, dst.id, dst.highestmodseq)
+                effects.changed(src_account_id, src.id, src.highestmodseq)
+            effects.changed(dst_account_id, dst.id, dst.highestmodseq)
             return dst.uidvalidity, pairs
 
         return self._write(job)
@@ -1028,7 +1043,6 @@ class Store:
         wanted = None if uids is None else _uid_list(uids)
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
             account_id = self._account_id(txn, dbs, account)
-            account_name = normalize_account_name(account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if not record.deleted:
                 return []
@@ -1063,7 +1077,7 @@ class Store:
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             self._put_folder(txn, dbs, account_id, record)
             self._adjust_usage(txn, dbs, account_id, -total, -len(victims))
-            effects.changed(account_id, account_name, record.id, record.highestmodseq)
+            effects.changed(account_id, record.id, record.highestmodseq)
             return [uid for uid, _raw in victims]
 
         return self._write(job)
@@ -1145,7 +1159,9 @@ class Store:
 
     def watch(self, account: str, callback: Callable[[str, int, int], None]) -> WatchHandle:
         """callback(account, folder_id, highestmodseq) after every committed change to the account,
-        by this process (inline, after the commit) or another one (from the notifier thread)."""
+        by this process (inline in the committing thread, after the commit) or another process (from
+        the notifier thread). Callbacks may run concurrently from several threads: keep them short and
+        thread-safe (typically: wake the session's poller). Exceptions are logged, never raised."""
         with lmdb_errors(), self._env.read() as txn:
             account_id = self._account_id(txn, self._shared.dbs, account)
         return self._notifier.watch(account_id, normalize_account_name(account), callback)

@@ -34,6 +34,9 @@ Helpers: ``command("NOOP")`` (fresh tag, asserts OK), ``login()``, ``select()``,
 (straight into the store, returns the UID), ``second_session()`` (same server), ``wake()``
 (the pool's ``wakeup()`` after the waker fired), ``timeout()``, ``shutdown()``, ``close()``.
 
+Constructor keywords besides the Settings fields: ``tls``, ``starttls`` (STARTTLS available),
+``users`` (names whose password is ``secret``, or a {name: password} dict), ``auth_times``,
+``block_interval``, ``ip_times`` (AuthService throttling), ``peer`` (client address).
 Accounts are created directly in the store; password hashes are cached for the whole test run
 because scrypt is slow on purpose.
 """
@@ -292,7 +295,10 @@ class Conversation:
 
     def script(self, text: str) -> None:
         """Run a transcript (syntax in the module docstring); AssertionError at the failing step."""
-        steps = self._parse_script(text, inspect.stack()[1])
+        caller = inspect.currentframe()
+        caller = caller.f_back if caller is not None else None
+        origin = (caller.f_code.co_filename, caller.f_lineno) if caller is not None else ("<script>", 0)
+        steps = self._parse_script(text, origin)
         if steps and steps[0].kind != "S":
             self._raw_pending = b""  # an unclaimed greeting: the script starts with the client
         self._run()
@@ -359,15 +365,16 @@ class Conversation:
         return True
 
     @staticmethod
-    def _parse_script(text: str, caller: inspect.FrameInfo) -> list[_Step]:
+    def _parse_script(text: str, origin: tuple[str, int]) -> list[_Step]:
         lines = textwrap.dedent(text).split("\n")
-        base = _script_origin(caller, lines)
+        filename = origin[0]
+        base = _script_origin(origin, lines)
         steps: list[_Step] = []
         for index, raw in enumerate(lines):
             line = raw.strip(" \t") if raw.strip().startswith("#") or not raw.strip() else raw.lstrip(" \t")
             if not line or line.startswith("#"):
                 continue
-            where = f"{caller.filename}:{base + index}" if base is not None else f"script line {index + 1}"
+            where = f"{filename}:{base + index}" if base is not None else f"script line {index + 1}"
             kind, sep, rest = line.partition(":")
             if not sep or kind not in ("C", "S", "W", "T"):
                 raise AssertionError(f"{where}: cannot parse script line {line!r}")
@@ -385,14 +392,15 @@ class Conversation:
         raise AssertionError(f"{where}: {message}\n  recent traffic:\n{shown}")
 
 
-def _script_origin(caller: inspect.FrameInfo, lines: list[str]) -> int | None:
+def _script_origin(origin: tuple[str, int], lines: list[str]) -> int | None:
     """The source line number of the script's first line (the string sits below the call)."""
     first = next((index for index, line in enumerate(lines) if line.strip()), None)
     if first is None:
         return None
     wanted = lines[first].strip()
-    for number in range(caller.lineno, caller.lineno + 50):
-        source = linecache.getline(caller.filename, number)
+    filename, call_line = origin
+    for number in range(call_line, call_line + 50):
+        source = linecache.getline(filename, number)
         if not source:
             break
         if wanted in source:

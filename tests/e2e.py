@@ -39,11 +39,15 @@ def wait_for_port(port: int, deadline: float, proc: subprocess.Popen | None = No
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"gximap exited early with status {proc.returncode}")
+        # The listeners are bound before the privilege drop and the store opening, so a
+        # connection is accepted early; the greeting says the server is really serving.
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                if sock.recv(4) == b"* OK":
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
@@ -115,8 +119,6 @@ class GximapProcess:
         deadline = time.monotonic() + timeout
         try:
             wait_for_port(self.port, deadline, self.proc)
-            if self.tls_port:
-                wait_for_port(self.tls_port, deadline, self.proc)
         except Exception:
             self.stop()
             raise RuntimeError(f"gximap did not start:\n{self.output()}\n{self.log()}") from None

@@ -101,7 +101,7 @@ def test_sigterm_says_bye_and_exits_promptly(server: GximapProcess) -> None:
 def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProcess) -> None:
     client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
     client.login("alice", "secret")
-    server.write_config(imap_log_level="3", imap_cmd_debug="0")
+    server.write_config(imap_log_level="4", imap_cmd_debug="0")
     server.signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while "configuration reloaded" not in server.log() and time.monotonic() < deadline:

@@ -101,6 +101,18 @@ def test_admission_refuses_beyond_context_num() -> None:
         assert fourth.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
+    recorder = Recorder()
+    with running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        for _ in range(5):  # each newcomer connects before the previous close is processed
+            leaving = connect(ports["plain"])
+            newcomer = Client("127.0.0.1", ports["plain"])
+            leaving.close()
+            assert newcomer.readline() == GREETING
+            newcomer.close()
+            assert wait_until(lambda: server.stats().sessions == 0)
+
+
 def test_max_connections_per_address() -> None:
     recorder = Recorder()
     with running_server(recorder, max_conn_per_ip=1) as (server, ports):
@@ -275,6 +287,21 @@ def test_starttls_plaintext_sent_before_handshake_never_reaches_handler(
         assert wait_until(lambda: server.stats().sessions == 0)
         assert "ECHO injected" not in recorder.details("line")
         assert recorder.details("transport_changed") == []
+
+
+def test_tls_close_notify_ends_the_session(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
+    recorder = Recorder()
+    with running_server(recorder, tls_ports=True, ssl_context=server_ssl) as (server, ports):
+        client = Client("127.0.0.1", ports["tls"])
+        client.starttls(client_ssl)
+        assert client.readline() == GREETING
+        client.send(b"ECHO last words\r\n")
+        assert client.readline() == b"OK last words\r\n"
+        assert isinstance(client.sock, ssl.SSLSocket)
+        client.sock = client.sock.unwrap()  # sends close_notify, waits for the server's
+        assert client.read_until_eof() == b""
+        assert wait_until(lambda: server.stats().sessions == 0)
+        assert recorder.count("connection_lost") == 1
 
 
 def test_compress_both_ways() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from midb import mime
+from midb.blobs import pack_blob_record
 from midb.errors import (
     AccountExists,
     FolderExists,
@@ -24,8 +25,11 @@ from midb.errors import (
     NoSuchFolder,
     OverQuota,
     ReadOnlyStore,
+    StoreBusy,
     TooBig,
 )
+from midb.folders import FolderRecord
+from midb.keys import change_key, folder_key, name_key
 from midb.store import Account, FolderInfo, MessageMeta, Store
 
 MSG = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
@@ -769,9 +773,6 @@ def test_verify_reports_and_repairs(store: Store, alice: Account) -> None:
     assert store.verify() == []
     # Corrupt the counters and a refcount behind the store's back; repair recomputes them.
     shared = store._shared
-    from midb.blobs import pack_blob_record
-    from midb.folders import FolderRecord
-    from midb.keys import folder_key
     account_id = alice.id
     blob = store.messages("alice", inbox)[0].blob
     with shared.env.begin(write=True) as txn:
@@ -820,3 +821,127 @@ def test_stats(store: Store, alice: Account) -> None:
     assert stats["accounts"] == 2 and stats["folders"] == 12 and stats["messages"] == 2
     assert stats["bytes"] == 2 * len(MSG) + 2 and stats["bodies"] == 2
     assert stats["index_bytes"] > 0
+
+
+# ---- group commit and transient failures ------------------------------------------------------------
+
+def test_group_commit_isolates_failing_jobs(store: Store, alice: Account) -> None:
+    """Jobs queued while a leader commits run as one batch; a job that raises is rolled back alone."""
+    shared = store._shared
+    dbs = shared.dbs
+    leader_inside = threading.Event()
+    release_leader = threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def put_job(key: bytes, fail: bool = False, block: bool = False):  # type: ignore[no-untyped-def]
+        def job(txn, dbs_, effects):  # type: ignore[no-untyped-def]
+            txn.put(key, b"v", db=dbs.meta)
+            if block:
+                leader_inside.set()
+                release_leader.wait(10)
+            if fail:
+                raise FolderExists("job failed on purpose")
+            return key
+        return job
+
+    def run(name: str, job: object) -> None:
+        try:
+            outcomes[name] = shared.write(job, durable=False)[0]  # type: ignore[arg-type]
+        except FolderExists as error:
+            outcomes[name] = error
+
+    leader = threading.Thread(target=run, args=("leader", put_job(b"t-leader", block=True)))
+    leader.start()
+    assert leader_inside.wait(10)
+    followers = [threading.Thread(target=run, args=(name, put_job(b"t-" + name.encode(), fail=name == "f2")))
+                 for name in ("f1", "f2", "f3")]
+    for thread in followers:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(shared._queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(shared._queue) == 3                 # all three wait for the same batch
+    release_leader.set()
+    for thread in [leader, *followers]:
+        thread.join(10)
+    assert outcomes["leader"] == b"t-leader" and outcomes["f1"] == b"t-f1" and outcomes["f3"] == b"t-f3"
+    assert isinstance(outcomes["f2"], FolderExists)
+    with shared.env.begin() as txn:
+        assert txn.get(b"t-f1", db=dbs.meta) == b"v" and txn.get(b"t-f3", db=dbs.meta) == b"v"
+        assert txn.get(b"t-f2", db=dbs.meta) is None
+
+
+def test_concurrent_folder_creation(store: Store, alice: Account) -> None:
+    results: list[object] = []
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        barrier.wait(10)
+        try:
+            results.append(store.create_folder("alice", "Race/Target").id)
+        except FolderExists as error:
+            results.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    created = [result for result in results if isinstance(result, int)]
+    assert len(created) == 1 and len(results) == 6
+    assert_consistent(store)
+
+
+def test_map_full_is_transient_and_clean(tmp_path: Path) -> None:
+    with Store(tmp_path / "s", fsync=False, map_size=1 << 20) as store:
+        store.create_account("alice")
+        inbox = inbox_id(store)
+        with pytest.raises(StoreBusy):
+            for _ in range(200):
+                store.append_many("alice", inbox, [(MSG + bytes([n]) * 400, [f"kw{n}"], None, 0)
+                                                   for n in range(50)])
+        stored = store.uids("alice", inbox)
+        assert len(body_files(store)) == len(stored)      # the failed batch left no bodies behind
+        assert store.verify() == []
+
+
+def test_store_survives_fork(store: Store, alice: Account) -> None:
+    """A forked child must not reuse the parent's LMDB handles; it re-opens transparently."""
+    inbox = inbox_id(store)
+    store.append("alice", inbox, MSG)
+    pid = os.fork()
+    if pid == 0:   # child: exit code tells the parent what happened
+        code = 1
+        try:
+            store.append("alice", inbox, b"from the child")
+            code = 0 if len(store.uids("alice", inbox)) == 2 else 2
+            store.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [store.read_body(m.blob) for m in store.messages("alice", inbox)] == [MSG, b"from the child"]
+    assert_consistent(store)
+
+
+def test_repair_rebuilds_index_entries_and_lost_folders(store: Store, alice: Account) -> None:
+    work = store.create_folder("alice", "Work")
+    store.append("alice", work.id, MSG)
+    store.append("alice", inbox_id(store), MSG)
+    shared = store._shared
+    dbs = shared.dbs
+    meta = store.messages("alice", inbox_id(store))[0]
+    with shared.env.begin(write=True) as txn:
+        txn.delete(change_key(alice.id, inbox_id(store), meta.modseq, meta.uid), db=dbs.modseqs)
+        txn.put(change_key(alice.id, inbox_id(store), 999, 77), b"", db=dbs.modseqs)
+        txn.delete(folder_key(alice.id, work.id), db=dbs.folders)
+        txn.delete(name_key(alice.id, "Work"), db=dbs.folder_names)
+        txn.put(b"ghost", b"\x00\x00\x00\x63", db=dbs.account_names)
+    problems = store.verify()
+    assert len(problems) >= 4 and all(problem.startswith("error:") for problem in problems)
+    store.verify(repair=True)
+    assert store.verify() == []
+    lost = store.get_folder("alice", f"lost+found-{work.id}")
+    assert lost is not None and lost.id == work.id and lost.messages == 1
+    assert store.changes_since("alice", inbox_id(store), 0)[0] == [meta]
+    assert_consistent(store)

@@ -4,25 +4,41 @@ Gromox semantics: failures are counted per connection by the session; when a con
 ``imap_auth_times`` the *username* is blocked for ``block_interval_auths``, and a blocked user is
 refused before any password check, on every connection. Beyond Gromox, failures are also counted
 per client address in a sliding window (``imap_auth_ip_times`` / ``imap_auth_ip_window``), so a
-password spray over many usernames from one address is refused too.
+password spray over many usernames from one address is refused too. IPv6 clients are counted per
+/64 network, the block an ISP hands one customer, so address rotation within it does not help.
 
 Password hashing is CPU work: it runs on the calling worker thread (never the poller) and at
 most ``hash_concurrency`` at a time, so a burst of logins cannot occupy every worker.
 
+Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
+password the backend checks, and through ``storage_map`` to the midb account the session runs as.
+Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265).
+
 Impersonation: ``actor!mailbox`` (or SASL PLAIN with authzid = mailbox) authenticates the actor
-with its own password; access is granted when mailbox == actor or the actor holds store
-ownership of the mailbox (``midb owner grant``). Otherwise the login fails and counts.
+with its own password; access is granted when mailbox == actor (after mapping) or the actor's
+storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
+fails and counts.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gximap import log as gxlog
+from gximap.auth.maps import NameMap, UnmappedName
+
+# Bounds on the bookkeeping, so that an attack from very many addresses or against very many
+# user names cannot grow memory without limit. Beyond them, expired entries are swept and then
+# the oldest ones dropped.
+MAX_TRACKED_ADDRESSES = 65536
+MAX_BLOCKED_USERS = 65536
+_SWEEP_EVERY = 4096  # bookkeeping updates between sweeps of expired entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +60,25 @@ def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
     return login, login
 
 
+def address_key(address: str) -> str:
+    """What per-address limits count: the IPv4 address (also when IPv4-mapped), the /64 network
+    of an IPv6 address, or the text itself when it is not an IP address (e.g. a UNIX socket)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
 class AuthService:
     def __init__(self, store: Any, backend: Any, *, auth_times: int = 10, block_interval: float = 60.0,
                  ip_times: int = 30, ip_window: float = 300.0, hash_concurrency: int = 2,
-                 auto_create: bool = False) -> None:
+                 auto_create: bool = False, auth_map: NameMap | None = None,
+                 storage_map: NameMap | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.backend = backend
         self.auth_times = auth_times
@@ -55,85 +86,151 @@ class AuthService:
         self.ip_times = ip_times
         self.ip_window = ip_window
         self.auto_create = auto_create  # the backend vouches for users midb may not know yet
+        self.auth_map = auth_map if auth_map is not None else NameMap()
+        self.storage_map = storage_map if storage_map is not None else NameMap()
+        self._clock = clock  # monotonic seconds; tests pass a fake one
         self._hash_slots = threading.BoundedSemaphore(max(1, hash_concurrency))
         self._lock = threading.Lock()
-        self._blocked_users: dict[str, float] = {}  # username -> unblock time (monotonic)
-        self._ip_failures: dict[str, deque[float]] = {}
+        self._blocked_users: dict[str, float] = {}  # block key -> unblock time (monotonic)
+        self._ip_failures: dict[str, deque[float]] = {}  # address key -> failure times (monotonic)
+        self._updates = 0
 
     # -- blocks ---------------------------------------------------------------------------------
 
+    def block_key(self, username: str) -> str:
+        """The name blocks are kept under: the authentication identity, so that every spelling
+        of a login that reaches the same password check shares one block."""
+        try:
+            return self.auth_map.map(username)
+        except UnmappedName:
+            return username.lower()
+
     def user_block_remaining(self, username: str) -> float:
-        key = username.lower()
+        key = self.block_key(username)
         with self._lock:
             until = self._blocked_users.get(key)
             if until is None:
                 return 0.0
-            remaining = until - time.monotonic()
+            remaining = until - self._clock()
             if remaining <= 0:
                 del self._blocked_users[key]
                 return 0.0
             return remaining
 
     def block_user(self, username: str, rhost: str) -> None:
+        key = self.block_key(username)
         with self._lock:
-            self._blocked_users[username.lower()] = time.monotonic() + self.block_interval
+            self._blocked_users.pop(key, None)  # re-insert: dict order is then expiry order
+            self._blocked_users[key] = self._clock() + self.block_interval
+            self._housekeeping_locked()
         gxlog.auth_block(rhost, username, self.block_interval)
 
-    def _address_blocked(self, address: str) -> bool:
+    def _address_blocked(self, key: str) -> bool:
         if self.ip_times <= 0:
             return False
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
-            failures = self._ip_failures.get(address)
+            failures = self._ip_failures.get(key)
             if not failures:
                 return False
             while failures and failures[0] <= now - self.ip_window:
                 failures.popleft()
             if not failures:
-                del self._ip_failures[address]
+                del self._ip_failures[key]
                 return False
             return len(failures) >= self.ip_times
 
-    def _note_address_failure(self, address: str) -> None:
+    def _note_address_failure(self, key: str, rhost: str) -> None:
         if self.ip_times <= 0:
             return
+        now = self._clock()
         with self._lock:
-            failures = self._ip_failures.setdefault(address, deque())
-            failures.append(time.monotonic())
+            failures = self._ip_failures.get(key)
+            if failures is None:
+                failures = self._ip_failures[key] = deque()
+            while failures and failures[0] <= now - self.ip_window:
+                failures.popleft()
+            failures.append(now)
             while len(failures) > self.ip_times:
                 failures.popleft()
+            reached = len(failures) == self.ip_times
+            remaining = failures[0] + self.ip_window - now
+            self._housekeeping_locked()
+        if reached:
+            gxlog.get_logger("auth").log(
+                gxlog.NOTICE, "rhost=%s address blocked for %ss: too many failed logins",
+                gxlog.escape_token(rhost), _seconds(remaining))
+
+    def _housekeeping_locked(self) -> None:
+        """Sweep expired entries now and then; enforce the size bounds (lock held)."""
+        self._updates += 1
+        if (self._updates % _SWEEP_EVERY and len(self._ip_failures) <= MAX_TRACKED_ADDRESSES
+                and len(self._blocked_users) <= MAX_BLOCKED_USERS):
+            return
+        now = self._clock()
+        for key in [key for key, until in self._blocked_users.items() if until <= now]:
+            del self._blocked_users[key]
+        horizon = now - self.ip_window
+        for key in [key for key, failures in self._ip_failures.items() if not failures or failures[-1] <= horizon]:
+            del self._ip_failures[key]
+        while len(self._blocked_users) > MAX_BLOCKED_USERS:
+            del self._blocked_users[next(iter(self._blocked_users))]  # the block that ends first
+        while len(self._ip_failures) > MAX_TRACKED_ADDRESSES:
+            del self._ip_failures[next(iter(self._ip_failures))]  # the address tracked longest
 
     # -- authentication -------------------------------------------------------------------------
 
     def authenticate(self, login: str, password: str, *, rhost: str, address: str, mech: str,
                      authzid: str | None = None) -> AuthResult:
+        """Check a login. ``rhost`` is for the log, ``address`` the client address limits count
+        (the PROXY-protocol source when one is in use). Never raises for bad input; store and
+        backend failures (e.g. midb StoreBusy) propagate."""
         actor, mailbox = split_identity(login, authzid)
+        client = address_key(address)
         if not actor or not mailbox:
-            return self._fail(rhost, address, login, mech, "empty user name")
+            return self._fail(rhost, client, login, mech, "empty user name")
         if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
             gxlog.auth_failure(rhost, login, mech, "user blocked")
             return AuthResult(False, reason="user blocked", blocked=True)
-        if self._address_blocked(address):
+        if self._address_blocked(client):
             gxlog.auth_failure(rhost, login, mech, "address blocked")
             return AuthResult(False, reason="address blocked", blocked=True)
+        try:
+            identity = self.auth_map.map(actor)
+        except UnmappedName:
+            return self._fail(rhost, client, login, mech, "unknown user name")
         with self._hash_slots:
-            account = self.backend.authenticate(actor, password)
-        if account is None:
-            return self._fail(rhost, address, login, mech, "bad password")
-        target = mailbox.lower() if mailbox != actor else account
-        if self.store.get_account(account) is None and self.auto_create:
+            verified = self.backend.authenticate(identity, password)
+        if verified is None:
+            return self._fail(rhost, client, login, mech, "bad password")
+        try:
+            own_account = self.storage_map.map(actor)
+            target = self.storage_map.map(mailbox) if mailbox != actor else own_account
+        except UnmappedName:
+            return self._fail(rhost, client, login, mech, "no storage account")
+        own_account, target = own_account.lower(), target.lower()  # midb account names are lower case
+        if self.auto_create and self.store.get_account(own_account) is None:
             from midb.authdb import ensure_account
+            from midb.errors import InvalidName
 
-            ensure_account(self.store, account)
-        if target != account:
-            if self.store.get_account(target) is None or not self.store.is_owner(target, account):
-                return self._fail(rhost, address, login, mech, "no store ownership")
-        elif self.store.get_account(account) is None:
-            return self._fail(rhost, address, login, mech, "no such mailbox")
-        gxlog.auth_success(rhost, target, mech, account if target != account else None)
-        return AuthResult(True, user=target, actor=account if target != account else None)
+            try:
+                ensure_account(self.store, own_account)
+            except InvalidName:
+                return self._fail(rhost, client, login, mech, "invalid account name")
+        if target != own_account:
+            if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
+                return self._fail(rhost, client, login, mech, "no store ownership")
+        elif self.store.get_account(own_account) is None:
+            return self._fail(rhost, client, login, mech, "no such mailbox")
+        actor_account = own_account if target != own_account else None
+        gxlog.auth_success(rhost, target, mech, actor_account)
+        return AuthResult(True, user=target, actor=actor_account)
 
-    def _fail(self, rhost: str, address: str, login: str, mech: str, reason: str) -> AuthResult:
-        self._note_address_failure(address)
+    def _fail(self, rhost: str, client: str, login: str, mech: str, reason: str) -> AuthResult:
         gxlog.auth_failure(rhost, login, mech, reason)
+        self._note_address_failure(client, rhost)
         return AuthResult(False, reason=reason)
+
+
+def _seconds(value: float) -> str:
+    return str(max(1, round(value)))

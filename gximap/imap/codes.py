@@ -16,7 +16,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CODE_FILE_NAME = "imap_code.txt"
-SHIPPED_CODE_FILE = Path(__file__).resolve().parents[2] / "data" / CODE_FILE_NAME
+# The shipped table: the source tree's data/ directory, or in an installed wheel the package data
+# gximap/_data (in a source checkout, a symlink to data/).
+_SOURCE_CODE_FILE = Path(__file__).resolve().parents[2] / "data" / CODE_FILE_NAME
+_PACKAGE_CODE_FILE = Path(__file__).resolve().parents[1] / "_data" / CODE_FILE_NAME
+SHIPPED_CODE_FILE = _SOURCE_CODE_FILE if _SOURCE_CODE_FILE.is_file() else _PACKAGE_CODE_FILE
 
 _ENTRY = re.compile(r"\s*([0-9]+)(?:[ \t]+(.*?))?\s*\Z")
 _PLACEHOLDER = re.compile(r"<[A-Za-z0-9_]*>")

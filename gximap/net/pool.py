@@ -11,7 +11,8 @@ Public API:
            max_conn_per_ip=0, worker_idle_timeout=60.0, slice_commands=8, slice_bytes=256 KiB,
            on_change=None)
     .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
-    .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged
+    .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged; applies to
+                                                   connections accepted (or STARTTLS begun) afterwards
     PoolStats(sessions, workers, busy_workers, ready, max_workers)
 
 How it runs:
@@ -33,17 +34,21 @@ How it runs:
   free, up to max(thread_init_num, ceil(context_num / thread_charge_num)); extra workers exit after
   ``worker_idle_timeout`` seconds without work.
 - Timers (poller, at least once a second and at the earliest deadline): no client input for
-  handler.idle_timeout() seconds -> handler.timed_out(), flush, close; output that made no
+  handler.idle_timeout() seconds (0 = no limit) -> handler.timed_out(), flush, close; output that made no
   progress for ``conn_timeout`` seconds -> closed at once; PROXY header (min(conn_timeout, 5 s))
   and TLS handshakes (conn_timeout) have deadlines too. The time a client spends receiving output
   the socket could not take at once counts as activity.
 - PROXY (see gximap.net.proxy): a trusted peer's header is read before anything else, even
   before the TLS handshake on implicit-TLS ports; an untrusted peer is served as itself and
   dropped if its first bytes are a PROXY header.
-- Refusals: with ``context_num`` sessions open, or ``max_conn_per_ip`` from the client's address
+- Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
+  0.25 s for one to be freed (the close of a previous client may trail the next connect).
+- Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
   (the PROXY address when there is one), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
   would be garbage to the client).
+- ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
+  PROXY header; "tls_version" and "tls_cipher" on implicit-TLS listeners.
 - Handler calls happen only on workers. An exception from a handler is logged with its traceback
   and closes that connection only.
 Logging: logging.getLogger("gximap.net").
@@ -75,6 +80,7 @@ from gximap.net.proxy import (
     ProxyPolicy,
     looks_like_proxy_header,
     normalize_host,
+    parse_trust_list,
 )
 from gximap.net.transport import Transport, TransportError
 
@@ -89,6 +95,11 @@ _FLUSH_THRESHOLD = 64 * 1024  # queued output that triggers a send before pullin
 _ACCEPT_BATCH = 64
 _ACCEPT_PAUSE = 0.5  # seconds to stop accepting after running out of file descriptors
 _PROXY_READ = 4096
+# A connection arriving while every context is taken waits this long for one to be freed before
+# it is refused: a context is released only once a worker has processed the close of the previous
+# client, which may trail the next client's connect (health-check probes, quick reconnects).
+_ADMISSION_WAIT = 0.25
+_MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,16 @@ class _Refused(Exception):
     def __init__(self, reason: str, *, busy: bool = False) -> None:
         super().__init__(reason)
         self.busy = busy
+
+
+@dataclass(slots=True)
+class _Arrival:
+    """An accepted socket waiting for a free context."""
+
+    sock: socket.socket
+    peer: tuple[str, int]
+    listener: BoundListener
+    deadline: float
 
 
 class _Connection:
@@ -258,6 +279,7 @@ class Server:
         self._timer_lock = threading.Lock()
         self._next_scan = 0.0
         self._paused: dict[int, float] = {}  # listener fd -> when to accept again
+        self._waiting: deque[_Arrival] = deque()  # touched by the poller thread only
         self._listener_by_fd = {listener.fileno(): listener for listener in self._listeners}
         self._epoll: select.epoll | None = None
         self._wake_fd = -1
@@ -317,12 +339,10 @@ class Server:
         """Change run-time settings for connections accepted from now on. None = unchanged.
         Raises ValueError (nothing changed) on a bad mode or trust entry."""
         current = self._proxy_policy
-        mode = current.mode if proxy_mode is None else proxy_mode
-        if proxy_trust is None:
-            policy = ProxyPolicy.create(mode, ())
-            policy = ProxyPolicy(policy.mode, current.trust)
-        else:
-            policy = ProxyPolicy.create(mode, proxy_trust)
+        policy = ProxyPolicy(
+            current.mode if proxy_mode is None else proxy_mode,
+            current.trust if proxy_trust is None else parse_trust_list(proxy_trust),
+        )
         self._proxy_policy = policy  # one reference swap: readers see the old or the new policy
         if ssl_context is not None:
             self._ssl_context = ssl_context
@@ -414,6 +434,7 @@ class Server:
 
     def _worker_main(self) -> None:
         idle_since = time.monotonic()
+        retiring = False  # leaving because of idleness (rather than stop() or a crash)
         try:
             while True:
                 grew = False
@@ -424,6 +445,8 @@ class Server:
                         if self._workers > self._thread_init_num:
                             remaining = idle_since + self._worker_idle_timeout - time.monotonic()
                             if remaining <= 0:
+                                retiring = True
+                                self._retire_worker_locked()
                                 return
                             self._cond.wait(remaining)
                         else:
@@ -441,14 +464,20 @@ class Server:
                         self._idle_workers += 1
                 idle_since = time.monotonic()
         finally:
-            with self._cond:
-                self._workers -= 1
-                self._idle_workers -= 1
-                self._worker_threads.discard(threading.current_thread())
-                remaining_workers = self._workers
-            if not self._workers_stop:
-                log.debug("worker pool shrank to %d", remaining_workers)
+            if retiring:
+                log.debug("worker pool shrank to %d", self._workers)
                 self._changed()
+            else:
+                with self._cond:
+                    self._retire_worker_locked()
+
+    def _retire_worker_locked(self) -> None:
+        """Take the calling (idle) worker out of the counts. Caller holds self._cond. Done in the
+        same critical section as the decision to leave, so surplus workers retiring together
+        never take the pool below thread_init_num."""
+        self._workers -= 1
+        self._idle_workers -= 1
+        self._worker_threads.discard(threading.current_thread())
 
     def _run(self, conn: _Connection) -> None:
         with conn.lock:
@@ -556,13 +585,12 @@ class Server:
                 break
         conn.decoder = None
         if result.addresses is not None:
-            socket_peer = f"[{conn.peer_host}]:{conn.peer_port}"
             conn.peer_host = normalize_host(result.addresses.source_host)
             conn.peer_port = result.addresses.source_port
             conn.local_host = normalize_host(result.addresses.dest_host)
             conn.local_port = result.addresses.dest_port
             conn.proxied = True
-            conn.extra["proxy_peer"] = socket_peer
+            conn.extra["proxy_peer"] = f"[{conn.socket_peer[0]}]:{conn.socket_peer[1]}"
         conn.transport.prepend_raw(result.remainder)
         log.debug("%s: PROXY v%d %s header accepted", conn.rhost, result.version, result.command)
         if not self._count_address(conn):
@@ -851,6 +879,10 @@ class Server:
                 self._schedule(conn)  # the worker re-checks with the connection in hand
             elif deadline < next_scan:
                 next_scan = deadline
+        if self._waiting:
+            next_scan = min(next_scan, self._waiting[0].deadline)
+        if self._paused:
+            next_scan = min(next_scan, *self._paused.values())
         with self._timer_lock:
             self._next_scan = next_scan
 
@@ -895,6 +927,8 @@ class Server:
                     self._scan_timers(now)
                 if self._paused:
                     self._resume_listeners(now)
+                if self._waiting:
+                    self._serve_arrivals(now)
             except Exception:
                 log.error("poller: unexpected error", exc_info=True)
                 time.sleep(0.1)
@@ -907,6 +941,9 @@ class Server:
             listener.close()
         self._listener_by_fd = {}
         self._paused.clear()
+        while self._waiting:
+            arrival = self._waiting.popleft()
+            self._refuse_socket(arrival.sock, arrival.listener, arrival.peer, "server shutting down")
         self._listeners_closed.set()
 
     def _accept(self, listener: BoundListener) -> None:
@@ -926,12 +963,44 @@ class Server:
                     continue
                 log.error("cannot accept on %s: %s", listener.address, exc.strerror or exc)
                 return
-            try:
-                self._admit(sock, (normalize_host(str(address[0])), int(address[1])), listener)
-            except OSError as exc:
-                log.debug("connection from %s lost while being admitted: %s", address, exc)
-                with contextlib.suppress(OSError):
-                    sock.close()
+            peer = (normalize_host(str(address[0])), int(address[1]))
+            if self._waiting or self._contexts_full():
+                self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT))
+            else:
+                self._admit_safely(sock, peer, listener)
+
+    def _contexts_full(self) -> bool:
+        with self._lock:
+            return len(self._conns) >= self._context_num
+
+    def _hold(self, arrival: _Arrival) -> None:
+        if len(self._waiting) >= _MAX_WAITING:
+            self._refuse_busy(arrival)
+            return
+        self._waiting.append(arrival)
+        self._note_deadline(arrival.deadline)
+
+    def _serve_arrivals(self, now: float) -> None:
+        """Admit waiting arrivals (FIFO) into freed contexts; refuse those that waited too long."""
+        while self._waiting and not self._contexts_full():
+            arrival = self._waiting.popleft()
+            self._admit_safely(arrival.sock, arrival.peer, arrival.listener)
+        while self._waiting and self._waiting[0].deadline <= now:
+            self._refuse_busy(self._waiting.popleft())
+        if self._waiting:
+            self._note_deadline(self._waiting[0].deadline)
+
+    def _refuse_busy(self, arrival: _Arrival) -> None:
+        reason = f"all {self._context_num} contexts in use"
+        self._refuse_socket(arrival.sock, arrival.listener, arrival.peer, reason)
+
+    def _admit_safely(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> None:
+        try:
+            self._admit(sock, peer, listener)
+        except OSError as exc:
+            log.debug("connection from [%s]:%d lost while being admitted: %s", peer[0], peer[1], exc)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _pause_listener(self, listener: BoundListener) -> None:
         assert self._epoll is not None
@@ -950,17 +1019,10 @@ class Server:
                     self._epoll.register(fd, select.EPOLLIN)
 
     def _admit(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> None:
+        """Take a free context (the caller checked there is one; only the poller adds)."""
         now = time.monotonic()
         policy = self._proxy_policy  # one snapshot: reconfigure() may swap it meanwhile
         expectation = policy.expectation(peer[0])
-        with self._lock:
-            if len(self._conns) >= self._context_num:
-                refusal = f"all {self._context_num} contexts in use"
-            else:
-                refusal = None
-        if refusal is not None:
-            self._refuse_socket(sock, listener, peer, refusal)
-            return
         conn = _Connection(sock, listener, peer, now)
         if expectation is not HeaderExpectation.REQUIRED and not self._count_address(conn):
             self._refuse_socket(
@@ -1064,6 +1126,8 @@ class Server:
                 conn.ip_key = None
             if not self._conns:
                 self._drained.set()
+        if self._waiting:
+            self._wake()  # a context is free for an arrival
         self._changed()
 
     def _force_close_remaining(self) -> None:

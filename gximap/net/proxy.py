@@ -277,10 +277,13 @@ class ProxyPolicy:
     mode: int = 0
     trust: tuple[Network, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.mode not in (0, 1, 2):
+            raise ValueError(f"PROXY mode must be 0, 1 or 2, not {self.mode!r}")
+
     @classmethod
     def create(cls, mode: int, trust: Iterable[str] = ()) -> ProxyPolicy:
-        if mode not in (0, 1, 2):
-            raise ValueError(f"PROXY mode must be 0, 1 or 2, not {mode!r}")
+        """From configuration values; ValueError names a bad mode or trust entry."""
         return cls(mode, parse_trust_list(trust))
 
     def expectation(self, peer_host: str) -> HeaderExpectation:

@@ -17,7 +17,7 @@ Public API (used by gximap.net.pool):
     .flush() -> bool               send queued bytes; True when nothing remains queued
     .pending_output, .bytes_sent
     .read_raw(limit), .prepend_raw(data)      raw access before any layer exists (PROXY, sniffing)
-    .start_tls(context) / .handshake() -> bool / .tls / .tls_version / .tls_cipher
+    .start_tls(context) / .handshake() -> bool / .tls / .tls_established / .tls_version / .tls_cipher
     .start_compress() / .compressed
     .close(graceful=True)
 Errors: OSError from the socket; TransportError when the peer breaks TLS or DEFLATE.
@@ -129,7 +129,7 @@ class Transport:
         while True:
             try:
                 data = self._sock.recv(limit)
-            except (BlockingIOError, ssl.SSLWantReadError):
+            except BlockingIOError:
                 return None
             except InterruptedError:
                 continue
@@ -224,7 +224,11 @@ class Transport:
         out = bytearray()
         while len(out) < limit:
             try:
-                out += self._tls.read(limit - len(out))
+                chunk = self._tls.read(limit - len(out))
+                if not chunk:  # the peer's close_notify (CPython returns b"" rather than raising)
+                    self.at_eof = True
+                    break
+                out += chunk
             except ssl.SSLWantReadError:
                 raw = self._recv_raw(self._raw_chunk)
                 if not raw:

@@ -32,6 +32,7 @@ from gximap.session.commands import load_all as _load_commands
 from gximap.session.context import ServerContext
 from gximap.session.errors import done_for_store_error
 from gximap.session.selected import SelectedMailbox
+from midb import errors as midb_errors
 
 _load_commands()
 
@@ -74,6 +75,7 @@ class ImapSession:
         self._running: _Running | None = None
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
         self._closing = False
+        self._selected_gone = False  # another session deleted the selected mailbox
         self._bad_streak = 0
         self._watch: Any = None
         self.last_activity = time.monotonic()
@@ -185,7 +187,9 @@ class ImapSession:
     def wakeup(self) -> None:
         running = self._running
         if running is not None and running.waiting is not None and running.waiting.idle and self.selected:
-            self._out.extend(self.selected.sync(allow_expunge=True))
+            self._out.extend(self._sync_selected(allow_expunge=True))
+            if self._selected_gone:
+                self._goodbye(Code.BYE_MAILBOX_DELETED)
 
     def shutdown(self) -> None:
         self._goodbye(Code.BYE_SHUTDOWN)
@@ -212,6 +216,7 @@ class ImapSession:
     def select(self, mailbox: SelectedMailbox | None) -> None:
         self._close_selected()
         self.selected = mailbox
+        self.saved_search = None  # RFC 5182 section 2.1: "$" is emptied by SELECT/EXAMINE
         self.state = State.SELECTED if mailbox is not None else State.AUTHENTICATED
         if mailbox is not None:
             self._watch = self.store.watch(self.user, self._store_changed)
@@ -333,9 +338,23 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
-                self._out.extend(self.selected.sync(allow_expunge=True))
+                self._out.extend(self._sync_selected(allow_expunge=True))
+                if self._selected_gone:
+                    self._goodbye(Code.BYE_MAILBOX_DELETED)
         else:
             self._out.append(item)
+
+    def _sync_selected(self, *, allow_expunge: bool) -> list[bytes]:
+        """The selected mailbox's pending updates. If another session deleted the mailbox, it is
+        closed here and the connection ends after the current response (BYE_MAILBOX_DELETED):
+        IMAP has no way to tell a client that its selected mailbox vanished."""
+        try:
+            return self.selected.sync(allow_expunge=allow_expunge)
+        except (midb_errors.NoSuchFolder, midb_errors.NoSuchAccount):
+            self._close_selected()
+            self.state = State.AUTHENTICATED
+            self._selected_gone = True
+            return []
 
     def _abort_running(self, status: bytes, text: bytes) -> None:
         running, self._running = self._running, None
@@ -348,7 +367,7 @@ class ImapSession:
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
         if done.sync and self.selected is not None and done.status != "BAD":
-            self._out.extend(self.selected.sync(allow_expunge=running.expunge_ok and done.expunge_ok))
+            self._out.extend(self._sync_selected(allow_expunge=running.expunge_ok and done.expunge_ok))
         code = b"[" + done.code + b"] " if done.code else b""
         text = self.text(done.text, *done.args)
         self._out.append(running.tag + b" " + done.status.encode() + b" " + code + text + b"\r\n")
@@ -361,3 +380,5 @@ class ImapSession:
                 self._closing = True
         elif done.goodbye is not None:
             self._goodbye(done.goodbye)
+        elif self._selected_gone:
+            self._goodbye(Code.BYE_MAILBOX_DELETED)

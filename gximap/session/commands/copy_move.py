@@ -36,7 +36,7 @@ def _prepare(session: Any, cmd: cmds.Copy | cmds.Move) -> tuple[list[int], Any]:
     target = session.store.get_folder(session.user, cmd.mailbox.name)
     if target is None:
         raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
-    if view.pending_expunge.intersection(uids):
+    if view.pending_expunge and not view.pending_expunge.isdisjoint(uids):
         raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return uids, target
 

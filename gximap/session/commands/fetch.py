@@ -7,9 +7,10 @@ a message is never parsed again) or byte ranges of the body file; large body sec
 from the file in chunks rather than loaded whole.
 
 Messages another session expunged that this session has not been told about yet (RFC 2180 section
-4.1): the records are gone, so they get no FETCH response; the command still answers the others
-and then completes with ``NO [EXPUNGEISSUED]``, as Dovecot does (RFC 2180 section 4.1.2), so the
-client knows to NOOP and learn of the EXPUNGE.
+4.1): the records are gone, so they get no FETCH response. FETCH still answers the others and then
+completes with ``NO [EXPUNGEISSUED]``, as Dovecot does (RFC 2180 section 4.1.2), so the client knows
+to NOOP and learn of the EXPUNGE. UID FETCH completes with OK: a UID that no longer exists is
+ignored without an error (RFC 9051 section 6.4.9).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ SEEN = "\\Seen"
 _BATCH = 256  # index records read per store call
 _INLINE_LIMIT = 1 << 20  # body ranges up to this size are read at once; larger ones are streamed
 _CHUNK = 256 * 1024  # streaming read size
+
+
+def without_nul(data: bytes) -> bytes:
+    """A NUL may not travel in a literal (only in BINARY's literal8): stored messages that hold
+    one have it replaced by 0x80 in BODY[] answers, as Dovecot does; the length is unchanged."""
+    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
 
 
 class _BodyStream:
@@ -57,7 +64,7 @@ class _BodyStream:
                     # so the client stays in sync (the index is repaired by `midb verify`).
                     data = b" " * remaining
                 remaining -= len(data)
-                yield data
+                yield without_nul(data)
         finally:
             self.handle.close()
 
@@ -94,7 +101,7 @@ def _literal_pieces(label: bytes, msg: _Message, offset: int, length: int, out: 
         out.append(label + b' ""')
         return
     if length <= _INLINE_LIMIT:
-        out.append(label + b" {%d}\r\n" % length + msg.read(offset, length))
+        out.append(label + b" {%d}\r\n" % length + without_nul(msg.read(offset, length)))
         return
     out.append(label + b" {%d}\r\n" % length)
     out.append(_BodyStream(msg.store.body_path(msg.meta.blob), offset, length))
@@ -106,7 +113,7 @@ def _content_pieces(label: bytes, content: bytes, out: list[Piece], *, binary: b
     elif binary and b"\x00" in content:
         out.append(label + b" ~{%d}\r\n" % len(content) + content)  # literal8 (RFC 3516)
     else:
-        out.append(label + b" {%d}\r\n" % len(content) + content)
+        out.append(label + b" {%d}\r\n" % len(content) + without_nul(content))
 
 
 def _section_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
@@ -154,6 +161,12 @@ def _binary_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
     _content_pieces(label, content, out, binary=True)
 
 
+def _close_streams(pieces: list[Piece]) -> None:
+    for piece in pieces:
+        if isinstance(piece, _BodyStream):
+            piece.close()
+
+
 class _Renderer:
     """Turns one message record into the pieces of its FETCH response."""
 
@@ -171,7 +184,7 @@ class _Renderer:
     def flags(self, meta: Any) -> bytes:
         return b"FLAGS " + flag_atoms(meta.flags, self.show_recent and meta.uid in self.recent)
 
-    def render(self, msn: int, meta: Any, seen_changed: bool) -> list[Piece]:
+    def render(self, meta: Any, seen_changed: bool) -> list[Piece]:
         msg = _Message(self.store, meta)
         out: list[Piece] = []
         if self.uid:
@@ -183,9 +196,7 @@ class _Renderer:
                 # RFC 3501 section 6.4.5: flags changed by an implicit \Seen are reported.
                 out.append(self.flags(meta))
         except BaseException:
-            for piece in out:
-                if isinstance(piece, _BodyStream):
-                    piece.close()
+            _close_streams(out)
             raise
         return out
 
@@ -234,12 +245,6 @@ def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
     yield b"".join(buffer)
 
 
-def _close_streams(pieces: list[Piece]) -> None:
-    for piece in pieces:
-        if isinstance(piece, _BodyStream):
-            piece.close()
-
-
 @command(cmds.Fetch, states=SELECTED, expunge_ok=False)
 def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     if cmd.changedsince is not None or cmd.vanished:
@@ -270,7 +275,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
             if msn is None:
                 continue
             try:
-                pieces = renderer.render(msn, meta, meta.uid in seen_changed)
+                pieces = renderer.render(meta, meta.uid in seen_changed)
             except NoSuchBody:
                 missing = True  # expunged, body removed, since the records were read
                 continue
@@ -280,7 +285,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
                 yield from _emit(msn, pieces)
             finally:
                 _close_streams(pieces)
-    if missing:
+    if missing and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_FETCH)
 

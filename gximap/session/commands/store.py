@@ -3,8 +3,9 @@
 The new flags of every message named are reported in untagged FETCH responses (with the UID for
 UID STORE, and for IMAP4rev2 clients always, as the sync does) unless .SILENT was given. Either
 way the view records the changes as its own, so the update sent after the command does not repeat
-them. Messages expunged by another session and not yet announced are left out; without .SILENT the
-command then completes with ``NO [EXPUNGEISSUED]`` as FETCH does (RFC 2180 section 4.2).
+them. Messages expunged by another session and not yet announced are left out; STORE without .SILENT then
+completes with ``NO [EXPUNGEISSUED]`` as FETCH does (RFC 2180 section 4.2), UID STORE with OK (a
+UID that no longer exists is no error).
 
 UNCHANGEDSINCE (CONDSTORE, RFC 7162) is not offered: answered with BAD.
 """
@@ -55,6 +56,6 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes, Any, Done]:
         if with_uid:
             items = b"UID %d " % uid + items
         yield b"* %d FETCH (%s)\r\n" % (msn, items)
-    if len(current) < len(uids):
+    if len(current) < len(uids) and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_STORE)

@@ -1,0 +1,374 @@
+"""Small raw-socket IMAP and LMTP clients for the load generator (asyncio, no imaplib).
+
+:class:`ImapConnection` is an :class:`asyncio.Protocol`: responses are split on CRLF with server
+literals (``{n}``) skipped as a whole, tagged completions resolve per-tag futures, so several
+commands may be in flight on one connection (pipelining). Untagged responses are only kept when a
+command asks for them (``collect=True``); ``* n EXISTS`` is always tracked because IDLE and
+EXPUNGE bookkeeping need it. The parser does as little as possible per line so that one load
+generator process can drive thousands of connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_CRLF = b"\r\n"
+_LITERAL_RE = re.compile(rb"\{(\d+)\+?\}$")
+_APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
+_UID_RE = re.compile(rb"\bUID (\d+)")
+_HIGHESTMODSEQ_RE = re.compile(rb"HIGHESTMODSEQ (\d+)")
+
+
+class ImapError(Exception):
+    """The server refused a command the workload depends on, or the connection broke."""
+
+
+@dataclass(slots=True)
+class Reply:
+    """A tagged completion: ``status`` is b"OK", b"NO" or b"BAD"."""
+
+    status: bytes
+    line: bytes
+    untagged: list[bytes] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == b"OK"
+
+    def append_uid(self) -> int | None:
+        found = _APPENDUID_RE.search(self.line)
+        return int(found.group(2)) if found else None
+
+    def uids(self) -> list[int]:
+        """UIDs named by ``UID n`` in the collected untagged FETCH responses."""
+        result: list[int] = []
+        for response in self.untagged:
+            found = _UID_RE.search(response)
+            if found:
+                result.append(int(found.group(1)))
+        return result
+
+    def search_hits(self) -> int:
+        """Number of results in ``* SEARCH ...`` (or ``* ESEARCH ... COUNT n``) responses."""
+        hits = 0
+        for response in self.untagged:
+            if response.startswith(b"* SEARCH"):
+                hits += len(response.split()) - 2
+            elif response.startswith(b"* ESEARCH"):
+                found = re.search(rb"COUNT (\d+)", response)
+                if found:
+                    hits += int(found.group(1))
+        return hits
+
+    def highest_modseq(self) -> int | None:
+        for response in (*self.untagged, self.line):
+            found = _HIGHESTMODSEQ_RE.search(response)
+            if found:
+                return int(found.group(1))
+        return None
+
+
+class ImapConnection(asyncio.Protocol):
+    """One IMAP client connection (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._segment = 0  # where the current response's last line segment starts (after literals)
+        self._waiters: dict[bytes, asyncio.Future[Reply]] = {}
+        self._continuations: deque[asyncio.Future[bytes]] = deque()
+        self._untagged: list[bytes] = []
+        self._collecting = 0
+        self._tag_number = 0
+        self._transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self._greeting: asyncio.Future[bytes] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.exists = 0
+        self.capabilities: frozenset[bytes] = frozenset()
+        # Called with every untagged response (IDLE watchers); keep it cheap.
+        self.on_untagged: Callable[[bytes], None] | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = ImapError(f"connection closed: {exc or 'EOF'}")
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._waiters.clear()
+        while self._continuations:
+            waiter = self._continuations.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        if not self._greeting.done():
+            self._greeting.set_exception(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        scan = self._segment
+        while True:
+            end = buffer.find(_CRLF, scan)
+            if end < 0:
+                break
+            if end > scan and buffer[end - 1] == 0x7D:  # "}": a literal follows this line
+                found = _LITERAL_RE.search(buffer, scan, end)
+                if found:
+                    literal_end = end + 2 + int(found.group(1))
+                    if len(buffer) < literal_end:
+                        break  # wait for the rest of the literal, re-examine this line then
+                    scan = literal_end
+                    continue
+            response = bytes(buffer[start:end])
+            start = scan = end + 2
+            self._dispatch(response)
+        self._segment = scan - start
+        if start:
+            del buffer[:start]
+
+    # -- dispatch -----------------------------------------------------------------------------------
+
+    def _dispatch(self, response: bytes) -> None:
+        first = response[:1]
+        if first == b"*":
+            if response.endswith(b" EXISTS"):
+                try:
+                    self.exists = int(response[2:-7])
+                except ValueError:
+                    pass
+            elif response.endswith(b" EXPUNGE"):
+                self.exists -= 1
+            if not self._greeting.done():
+                self._greeting.set_result(response)
+                return
+            if self._collecting:
+                self._untagged.append(response)
+            if self.on_untagged is not None:
+                self.on_untagged(response)
+        elif first == b"+":
+            while self._continuations:
+                waiter = self._continuations.popleft()
+                if not waiter.done():
+                    waiter.set_result(response)
+                    break
+        else:
+            tag, _, rest = response.partition(b" ")
+            waiter = self._waiters.pop(tag, None)
+            if waiter is None or waiter.done():
+                return
+            status = rest.split(b" ", 1)[0].upper()
+            untagged = self._untagged
+            self._untagged = []
+            waiter.set_result(Reply(status, response, untagged))
+
+    # -- API ----------------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, host: str, port: int, *, timeout: float = 30.0) -> ImapConnection:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            _, protocol = await loop.create_connection(cls, host, port)
+            greeting = await protocol._greeting
+        if not greeting.startswith(b"* OK"):
+            protocol.close()
+            raise ImapError(f"unexpected greeting {greeting[:100]!r}")
+        found = re.search(rb"\[CAPABILITY ([^\]]*)\]", greeting)
+        if found:
+            protocol.capabilities = frozenset(found.group(1).upper().split())
+        return protocol
+
+    def _next_tag(self) -> bytes:
+        self._tag_number += 1
+        return b"a%d" % self._tag_number
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ImapError("connection closed")
+        self._transport.write(data)
+
+    def send(self, text: bytes, *, collect: bool = False) -> asyncio.Future[Reply]:
+        """Send one command line (no literal) and return the future of its completion."""
+        tag = self._next_tag()
+        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters[tag] = waiter
+        if collect:
+            self._collecting += 1
+            waiter.add_done_callback(self._stop_collecting)
+        self._write(tag + b" " + text + _CRLF)
+        return waiter
+
+    def _stop_collecting(self, _: object) -> None:
+        self._collecting -= 1
+
+    async def command(self, text: bytes, *, collect: bool = False, timeout: float = 60.0,
+                      literal: bytes | None = None) -> Reply:
+        """Run one command; ``literal`` is appended as a (non-synchronising when possible) literal."""
+        async with asyncio.timeout(timeout):
+            if literal is None:
+                return await self.send(text, collect=collect)
+            if b"LITERAL+" in self.capabilities or b"LITERAL-" in self.capabilities:
+                return await self.send(text + b" {%d+}\r\n" % len(literal) + literal, collect=collect)
+            # Synchronising literal: wait for the server's "+" before sending the bytes.
+            tag = self._next_tag()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[Reply] = loop.create_future()
+            go_ahead: asyncio.Future[bytes] = loop.create_future()
+            self._waiters[tag] = waiter
+            self._continuations.append(go_ahead)
+            if collect:
+                self._collecting += 1
+                waiter.add_done_callback(self._stop_collecting)
+            self._write(tag + b" " + text + b" {%d}\r\n" % len(literal))
+            done, _ = await asyncio.wait({waiter, go_ahead}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                return waiter.result()
+            self._write(literal + _CRLF)
+            return await waiter
+
+    async def checked(self, text: bytes, **kwargs: object) -> Reply:
+        """Like :meth:`command`, but anything other than OK raises :class:`ImapError`."""
+        reply = await self.command(text, **kwargs)  # type: ignore[arg-type]
+        if not reply.ok:
+            raise ImapError(f"{text[:60]!r} -> {reply.line[:200]!r}")
+        return reply
+
+    async def login(self, user: str, password: str, *, timeout: float = 60.0) -> Reply:
+        reply = await self.command(b"LOGIN " + quote(user) + b" " + quote(password), timeout=timeout)
+        if reply.ok:
+            found = re.search(rb"\[CAPABILITY ([^\]]*)\]", reply.line)
+            if found:
+                self.capabilities = frozenset(found.group(1).upper().split())
+        return reply
+
+    async def fetch_capabilities(self) -> frozenset[bytes]:
+        reply = await self.checked(b"CAPABILITY", collect=True)
+        for response in reply.untagged:
+            if response.startswith(b"* CAPABILITY "):
+                self.capabilities = frozenset(response[13:].upper().split())
+        return self.capabilities
+
+    async def start_idle(self, *, timeout: float = 60.0) -> asyncio.Future[Reply]:
+        """Send IDLE and wait for the continuation; returns the future of the final completion."""
+        loop = asyncio.get_running_loop()
+        go_ahead: asyncio.Future[bytes] = loop.create_future()
+        self._continuations.append(go_ahead)
+        completion = self.send(b"IDLE")
+        async with asyncio.timeout(timeout):
+            done, _ = await asyncio.wait({completion, go_ahead}, return_when=asyncio.FIRST_COMPLETED)
+        if completion in done:
+            raise ImapError(f"IDLE refused: {completion.result().line[:200]!r}")
+        if go_ahead not in done:
+            raise TimeoutError("no IDLE continuation")
+        return completion
+
+    def end_idle(self) -> None:
+        self._write(b"DONE\r\n")
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def quote(text: str) -> bytes:
+    """An IMAP quoted string."""
+    return b'"' + text.encode("utf-8").replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+class LmtpError(Exception):
+    """An LMTP reply other than the expected one."""
+
+
+class LmtpConnection:
+    """A sequential LMTP client (RFC 2033) over asyncio streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, *, timeout: float = 30.0) -> LmtpConnection:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            connection = cls(reader, writer)
+            await connection._expect(220)
+            writer.write(b"LHLO bench.invalid\r\n")
+            await connection._expect(250)
+        return connection
+
+    async def _reply(self) -> tuple[int, bytes]:
+        lines = []
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                raise LmtpError("connection closed")
+            lines.append(line.rstrip(b"\r\n"))
+            if len(line) < 4 or line[3:4] != b"-":
+                break
+        try:
+            code = int(lines[-1][:3])
+        except ValueError:
+            raise LmtpError(f"malformed reply {lines[-1][:100]!r}") from None
+        return code, b"\n".join(lines)
+
+    async def _expect(self, code: int) -> bytes:
+        got, text = await self._reply()
+        if got != code:
+            raise LmtpError(f"expected {code}, got {text[:200]!r}")
+        return text
+
+    async def deliver(self, sender: str, recipients: list[str], message: bytes, *,
+                      timeout: float = 60.0) -> list[int]:
+        """Deliver one message; returns the per-recipient reply codes after DATA."""
+        writer = self._writer
+        async with asyncio.timeout(timeout):
+            writer.write(f"MAIL FROM:<{sender}>\r\n".encode())
+            await self._expect(250)
+            accepted = 0
+            for recipient in recipients:
+                writer.write(f"RCPT TO:<{recipient}>\r\n".encode())
+                code, text = await self._reply()
+                if code // 100 != 2:
+                    raise LmtpError(f"RCPT {recipient}: {text[:200]!r}")
+                accepted += 1
+            writer.write(b"DATA\r\n")
+            await self._expect(354)
+            writer.write(dot_stuff(message) + b".\r\n")
+            codes = []
+            for _ in range(accepted):
+                code, _text = await self._reply()
+                codes.append(code)
+        return codes
+
+    async def close(self) -> None:
+        try:
+            self._writer.write(b"QUIT\r\n")
+            async with asyncio.timeout(5):
+                await self._reply()
+        except (OSError, LmtpError, TimeoutError):
+            pass
+        self._writer.close()
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """SMTP/LMTP transparency (RFC 5321 4.5.2) and a final CRLF."""
+    if message.startswith(b"."):
+        message = b"." + message
+    message = message.replace(b"\r\n.", b"\r\n..")
+    if not message.endswith(_CRLF):
+        message += _CRLF
+    return message

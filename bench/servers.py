@@ -1,0 +1,750 @@
+"""Install, configure, fill, start and stop the servers under test: gximap, Dovecot and pymap.
+
+Every server gets its own directory, listens on 127.0.0.1 only (ports picked free at start), runs in
+its own process group (``start_new_session``) and is registered in :data:`RUNNING` so that
+:func:`stop_all` — called from ``finally`` blocks, ``atexit`` and the SIGTERM handler — never leaves
+one behind. Fsync is on wherever the server has the setting (gximap ``midb_fsync = yes``, Dovecot
+``mail_fsync = always``; pymap writes through Python's :mod:`mailbox` and has no fsync option).
+
+Password schemes (see :data:`SCHEMES`): ``default`` is what each server uses out of the box (gximap:
+scrypt in the midb account table; Dovecot: ``doveadm pw``'s default, bcrypt; pymap: its passlib
+default, PBKDF2-SHA256); ``SHA512-CRYPT`` is one scheme all three verify (crypt(3) ``$6$``, 5000
+rounds) served from a passwd-file, for a like-for-like login figure.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import pwd
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from bench import messages
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / "data"
+DEFAULT_STATE = REPO / "var" / "bench"
+PYMAP_VENV = DEFAULT_STATE / "venv-pymap"
+HOST = "127.0.0.1"
+SCHEME_DEFAULT = "default"
+SCHEME_MATCHED = "SHA512-CRYPT"
+SCHEMES = (SCHEME_DEFAULT, SCHEME_MATCHED)
+FD_LIMIT = 65536
+DOVECOT_PACKAGES = ("dovecot-imapd", "dovecot-lmtpd")
+PYMAP_PACKAGES = ("pymap", "passlib")  # passlib: pymap's default hashes and the SHA512-CRYPT context
+_FILL_BATCH = 1000
+
+
+class ServerError(Exception):
+    """A server could not be installed, configured or started."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class FillResult:
+    messages: int
+    seconds: float
+    method: str
+
+
+# ----------------------------------------------------------------------------------------------------
+# process handling
+# ----------------------------------------------------------------------------------------------------
+
+RUNNING: set[BenchServer] = set()
+
+
+def stop_all() -> None:
+    """Stop every server this process started (idempotent)."""
+    for server in list(RUNNING):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+atexit.register(stop_all)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None,
+                  name: str = "server") -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"{name} exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerError(f"{name}: nothing listens on {HOST}:{port}")
+
+
+def _raise_fd_limit() -> None:
+    """preexec_fn: allow the server many sessions (root may raise the hard limit too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_LIMIT if os.geteuid() == 0 else max(soft, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+
+
+def raise_own_fd_limit(wanted: int = FD_LIMIT) -> int:
+    """Raise this process's descriptor limit as far as allowed; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, wanted if os.geteuid() == 0 else min(wanted, hard))
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _run(argv: list[str], *, timeout: float, input_text: str | None = None,
+         env: dict[str, str] | None = None) -> str:
+    try:
+        done = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=timeout,
+                              env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServerError(f"{argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise ServerError(f"{' '.join(argv[:4])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def sha512_crypt(password: str) -> str:
+    """A crypt(3) SHA512-CRYPT hash (``$6$salt$...``, the implicit 5000 rounds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # deprecated in 3.11, still the simplest source of glibc-compatible $6$
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the common interface
+# ----------------------------------------------------------------------------------------------------
+
+
+class BenchServer(ABC):
+    """One server under test. Lifecycle: prepare → fill → start → after_fill → … → stop."""
+
+    name: ClassVar[str]
+
+    def __init__(self, directory: Path, accounts: list[Account], *, max_sessions: int = 1000) -> None:
+        self.dir = Path(directory)
+        self.accounts = accounts
+        self.max_sessions = max_sessions
+        self.scheme = SCHEME_DEFAULT
+        self.imap_port = 0
+        self.lmtp_port: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_handle: object | None = None
+        self._filled: list[tuple[str, str]] = []
+
+    # -- installation -----------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def missing(cls) -> str | None:
+        """Why the server cannot run here (None when it can)."""
+
+    @classmethod
+    def install(cls) -> None:
+        """Install the server when missing (default: nothing to install)."""
+
+    @classmethod
+    @abstractmethod
+    def version(cls) -> str:
+        ...
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    def prepare(self, scheme: str = SCHEME_DEFAULT) -> None:
+        """Fresh directory, accounts with their passwords, configuration."""
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        os.chmod(self.dir, 0o755)
+        self._setup()
+        self.set_scheme(scheme)
+
+    @abstractmethod
+    def _setup(self) -> None:
+        ...
+
+    @abstractmethod
+    def set_scheme(self, scheme: str) -> None:
+        """Store every account's password with ``scheme`` (server stopped)."""
+
+    @abstractmethod
+    def scheme_label(self, scheme: str) -> str:
+        ...
+
+    @property
+    def supports_lmtp(self) -> bool:
+        return False
+
+    # -- data -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
+        """Put messages ``first..first+count-1`` (bench.messages) into ``folder`` (server stopped)."""
+
+    def after_fill(self) -> float:
+        """Server-side work after a direct fill, with the server running; returns seconds spent."""
+        return 0.0
+
+    # -- running ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _command(self) -> list[str]:
+        ...
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.proc is not None:
+            raise ServerError(f"{self.name} is already running")
+        self.imap_port = free_port()
+        self.lmtp_port = free_port() if self.supports_lmtp else None
+        self._write_config()
+        log = open(self.dir / f"{self.name}.out", "ab")  # noqa: SIM115 - closed in stop()
+        self._log_handle = log
+        self.proc = subprocess.Popen(
+            self._command(), cwd=self.dir, env=self._environment(), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_raise_fd_limit,
+        )
+        RUNNING.add(self)
+        deadline = time.monotonic() + timeout
+        try:
+            wait_for_port(self.imap_port, deadline, self.proc, self.name)
+            if self.lmtp_port is not None:
+                wait_for_port(self.lmtp_port, deadline, self.proc, self.name)
+        except ServerError:
+            self.stop()
+            raise ServerError(f"{self.name} did not start; see {self.dir}: {self.tail_logs()}") from None
+
+    def _write_config(self) -> None:
+        """Write the configuration now that the ports are known."""
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise ServerError(f"{self.name} is not running")
+        return self.proc.pid
+
+    def stop(self, timeout: float = 30.0) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                # The main process shuts its own children down (Dovecot's master does).
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            # Whatever is left in the group (stray session processes) is killed outright.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        finally:
+            self.proc = None
+            RUNNING.discard(self)
+            handle = self._log_handle
+            self._log_handle = None
+            if handle is not None:
+                handle.close()  # type: ignore[attr-defined]
+
+    def tail_logs(self, limit: int = 3000) -> str:
+        text = []
+        for path in sorted(self.dir.glob("*.log")) + sorted(self.dir.glob("*.out")):
+            with contextlib.suppress(OSError):
+                text.append(f"--- {path.name}\n{path.read_text(errors='replace')[-limit:]}")
+        return "\n".join(text)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Maildir writing (Dovecot and pymap: both use the Maildir++ layout)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _maildir_folder(root: Path, folder: str) -> Path:
+    path = root if folder == "INBOX" else root / ("." + folder.replace("/", "."))
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    if folder != "INBOX":
+        (path / "maildirfolder").touch()
+    return path
+
+
+def write_maildir(root: Path, folder: str, count: int, *, first: int = 1, with_sizes: bool = True,
+                  owner: tuple[int, int] | None = None) -> float:
+    """Write messages as Maildir files in ``cur/`` (no fsync: a bulk fill); returns seconds."""
+    started = time.perf_counter()
+    path = _maildir_folder(root, folder)
+    cur = path / "cur"
+    pid = os.getpid()
+    for number, data, seen in messages.message_stream(count, first=first):
+        stamp = messages.BASE_DATE + number * 60
+        size = f",S={len(data)},W={len(data)}" if with_sizes else ""
+        name = f"{stamp}.M{number}P{pid}.bench{size}:2,{'S' if seen else ''}"
+        file = cur / name
+        with open(file, "wb") as handle:
+            handle.write(data)
+        os.utime(file, (stamp, stamp))
+        if owner is not None:
+            os.chown(file, *owner)
+    if owner is not None:
+        for directory in (root, path, path / "cur", path / "new", path / "tmp"):
+            os.chown(directory, *owner)
+        if folder != "INBOX":
+            os.chown(path / "maildirfolder", *owner)
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------------------------------
+# gximap
+# ----------------------------------------------------------------------------------------------------
+
+
+def gximap_lmtp_directive() -> str | None:
+    """The name of gximap's LMTP listen directive, once gximap has one."""
+    from gximap import config
+
+    for directive in config.DIRECTIVES:
+        if "lmtp" in directive.name and "listen" in directive.name and "tls" not in directive.name:
+            return directive.name
+    return None
+
+
+class GximapServer(BenchServer):
+    name = "gximap"
+
+    @classmethod
+    def missing(cls) -> str | None:
+        try:
+            import gximap  # noqa: F401
+            import midb.store  # noqa: F401
+        except ImportError as exc:
+            return f"gximap is not importable: {exc}"
+        return None
+
+    @classmethod
+    def version(cls) -> str:
+        import gximap
+
+        return str(getattr(gximap, "__version__", "?"))
+
+    @property
+    def midb_path(self) -> Path:
+        return self.dir / "midb"
+
+    @property
+    def supports_lmtp(self) -> bool:
+        return gximap_lmtp_directive() is not None
+
+    def _store(self) -> object:
+        from midb.store import Store
+
+        return Store(str(self.midb_path), fsync=False, data_path=[str(DATA_DIR)])
+
+    def _setup(self) -> None:
+        from midb.passwords import hash_password
+
+        store = self._store()
+        try:
+            for account in self.accounts:
+                store.create_account(account.name, password_hash=hash_password(account.password))  # type: ignore[attr-defined]
+        finally:
+            store.close()  # type: ignore[attr-defined]
+
+    def set_scheme(self, scheme: str) -> None:
+        self.scheme = scheme
+        if scheme == SCHEME_MATCHED:
+            lines = [f"{a.name}:{{SHA512-CRYPT}}{sha512_crypt(a.password)}\n" for a in self.accounts]
+            (self.dir / "passwd").write_text("".join(lines))
+
+    def scheme_label(self, scheme: str) -> str:
+        return "scrypt ln=14 (midb)" if scheme == SCHEME_DEFAULT else "SHA512-CRYPT (passwd-file)"
+
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
+        """Straight into the midb store, ``append_many`` in batches, fsync off (a bulk fill)."""
+        started = time.perf_counter()
+        store = self._store()
+        try:
+            info = store.get_folder(account, folder)  # type: ignore[attr-defined]
+            if info is None:
+                info = store.create_folder(account, folder)  # type: ignore[attr-defined]
+            batch: list[tuple[bytes, tuple[str, ...], int, int]] = []
+            for number, data, seen in messages.message_stream(count, first=first):
+                batch.append((data, ("\\Seen",) if seen else (), messages.BASE_DATE + number * 60, 0))
+                if len(batch) >= _FILL_BATCH:
+                    store.append_many(account, info.id, batch)  # type: ignore[attr-defined]
+                    batch = []
+            if batch:
+                store.append_many(account, info.id, batch)  # type: ignore[attr-defined]
+        finally:
+            store.close()  # type: ignore[attr-defined]
+        self._filled.append((account, folder))
+        return FillResult(count, time.perf_counter() - started, "midb Store.append_many, fsync off")
+
+    def settings(self) -> dict[str, str]:
+        settings = {
+            "imap_listen": f"{HOST}:{self.imap_port}",
+            "midb_path": str(self.midb_path),
+            "midb_fsync": "yes",
+            "data_file_path": str(DATA_DIR),
+            "imap_log_file": str(self.dir / "gximap.log"),
+            "imap_log_level": "4",
+            "running_identity": "",
+            "context_num": str(max(self.max_sessions + 256, 200)),
+            "imap_fd_limit": "0",
+            "insecure_auth": "yes",
+        }
+        if self.scheme == SCHEME_MATCHED:
+            settings["auth_backend"] = "passwd-file"
+            settings["auth_passwd_file"] = str(self.dir / "passwd")
+        directive = gximap_lmtp_directive()
+        if directive is not None and self.lmtp_port is not None:
+            settings[directive] = f"{HOST}:{self.lmtp_port}"
+        return settings
+
+    def _write_config(self) -> None:
+        text = "# written by bench/servers.py\n" + "".join(f"{k} = {v}\n" for k, v in self.settings().items())
+        (self.dir / "imap.cfg").write_text(text)
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "gximap", "-c", str(self.dir / "imap.cfg")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dovecot
+# ----------------------------------------------------------------------------------------------------
+
+
+def _apt_install(packages: Iterable[str]) -> None:
+    """apt-get install as root, without starting the distribution's own service (policy-rc.d)."""
+    packages = list(packages)
+    if os.geteuid() == 0:
+        prefix: list[str] = []
+    elif shutil.which("sudo"):
+        prefix = ["sudo", "-n"]
+    else:
+        raise ServerError(f"{' '.join(packages)} missing and not root: install them as root")
+    policy = Path("/usr/sbin/policy-rc.d")
+    created_policy = False
+    if os.geteuid() == 0 and not policy.exists():
+        # Debian's maintainer scripts would start a system-wide Dovecot on 0.0.0.0:143 otherwise.
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        created_policy = True
+    try:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _run(prefix + ["apt-get", "update", "-qq"], timeout=600, env=env)
+        _run(prefix + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+             timeout=1200, env=env)
+    finally:
+        if created_policy:
+            policy.unlink(missing_ok=True)
+
+
+class DovecotServer(BenchServer):
+    name = "dovecot"
+
+    @classmethod
+    def missing(cls) -> str | None:
+        if not shutil.which("dovecot") or not shutil.which("doveadm"):
+            return "dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)"
+        if not Path("/usr/lib/dovecot/lmtp").exists():
+            return "dovecot-lmtpd is not installed"
+        return None
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.missing() is not None:
+            _apt_install(DOVECOT_PACKAGES)
+
+    @classmethod
+    def version(cls) -> str:
+        try:
+            return _run(["dovecot", "--version"], timeout=30).strip()
+        except ServerError:
+            return "?"
+
+    @property
+    def supports_lmtp(self) -> bool:
+        return True
+
+    @property
+    def mail_owner(self) -> tuple[int, int] | None:
+        """uid/gid of the mail files: nobody when running as root, else ourselves (no chown)."""
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("nobody")
+            return entry.pw_uid, entry.pw_gid
+        return None
+
+    def _home(self, account: str) -> Path:
+        return self.dir / "mail" / account
+
+    def _setup(self) -> None:
+        for sub in ("run", "state", "mail"):
+            (self.dir / sub).mkdir()
+            os.chmod(self.dir / sub, 0o755)
+        owner = self.mail_owner
+        for account in self.accounts:
+            home = self._home(account.name)
+            _maildir_folder(home / "Maildir", "INBOX")
+            if owner is not None:
+                for path in (home, home / "Maildir", *(home / "Maildir" / s for s in ("cur", "new", "tmp"))):
+                    os.chown(path, *owner)
+
+    def set_scheme(self, scheme: str) -> None:
+        self.scheme = scheme
+        uid, gid = self.mail_owner or (os.getuid(), os.getgid())
+        lines = []
+        for account in self.accounts:
+            if scheme == SCHEME_MATCHED:
+                hashed = "{SHA512-CRYPT}" + sha512_crypt(account.password)
+            else:
+                hashed = _run(["doveadm", "pw", "-p", account.password], timeout=30).strip()
+            lines.append(f"{account.name}:{hashed}:{uid}:{gid}::{self._home(account.name)}::\n")
+        path = self.dir / "passwd"
+        path.write_text("".join(lines))
+        os.chmod(path, 0o644)
+
+    def scheme_label(self, scheme: str) -> str:
+        return "BLF-CRYPT cost 5 (doveadm pw default)" if scheme == SCHEME_DEFAULT else "SHA512-CRYPT"
+
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
+        seconds = write_maildir(self._home(account) / "Maildir", folder, count, first=first,
+                                owner=self.mail_owner)
+        self._filled.append((account, folder))
+        return FillResult(count, seconds, "Maildir files + doveadm force-resync")
+
+    def after_fill(self) -> float:
+        started = time.perf_counter()
+        for account, folder in self._filled:
+            _run(["doveadm", "-c", str(self.dir / "dovecot.conf"), "force-resync", "-u", account, folder],
+                 timeout=1800)
+        self._filled.clear()
+        return time.perf_counter() - started
+
+    def config_text(self) -> str:
+        root = os.geteuid() == 0
+        uid, gid = self.mail_owner or (os.getuid(), os.getgid())
+        me = pwd.getpwuid(os.getuid()).pw_name
+        login_user = "dovenull" if root else me
+        internal_user = "dovecot" if root else me
+        processes = self.max_sessions + 512
+        lmtp = f"""
+service lmtp {{
+  inet_listener lmtp {{
+    address = {HOST}
+    port = {self.lmtp_port}
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@bench.invalid
+}}""" if self.lmtp_port else ""
+        return f"""# written by bench/servers.py: loopback only, own base directory, Maildir, fsync always
+instance_name = gximap-bench-dovecot
+base_dir = {self.dir / "run"}
+state_dir = {self.dir / "state"}
+log_path = {self.dir / "dovecot.log"}
+info_log_path = {self.dir / "dovecot-info.log"}
+listen = {HOST}
+protocols = imap{" lmtp" if self.lmtp_port else ""}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_username_format = %Ln
+passdb {{
+  driver = passwd-file
+  args = {self.dir / "passwd"}
+}}
+userdb {{
+  driver = passwd-file
+  args = {self.dir / "passwd"}
+}}
+mail_location = maildir:~/Maildir
+mail_fsync = always
+first_valid_uid = {min(uid, 500)}
+first_valid_gid = {min(gid, 500) or 1}
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+default_process_limit = {processes}
+default_client_limit = {processes * 2}
+default_vsz_limit = 1G
+service imap-login {{
+  inet_listener imap {{
+    address = {HOST}
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service imap {{
+  process_limit = {processes}
+}}
+service anvil {{
+  client_limit = {processes * 3}
+}}
+service auth {{
+  client_limit = {processes * 4}
+}}
+protocol imap {{
+  mail_max_userip_connections = {self.max_sessions + 100}
+}}
+{lmtp}
+"""
+
+    def _write_config(self) -> None:
+        (self.dir / "dovecot.conf").write_text(self.config_text())
+
+    def _command(self) -> list[str]:
+        return ["dovecot", "-F", "-c", str(self.dir / "dovecot.conf")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# pymap
+# ----------------------------------------------------------------------------------------------------
+
+_PYMAP_HASHER = r"""
+import json, sys
+from pymap.config import IMAPConfig
+context = IMAPConfig._get_hash_context(None)  # pymap's own default when no --passlib-cfg is given
+print(json.dumps([context.hash(p) for p in json.load(sys.stdin)]))
+"""
+
+
+class PymapServer(BenchServer):
+    name = "pymap"
+    venv: ClassVar[Path] = PYMAP_VENV
+
+    @classmethod
+    def executable(cls) -> Path:
+        return cls.venv / "bin" / "pymap"
+
+    @classmethod
+    def missing(cls) -> str | None:
+        if not cls.executable().exists():
+            return f"pymap is not installed in {cls.venv}"
+        if not (cls.venv / "bin" / "python").exists():
+            return f"{cls.venv} is not a virtualenv"
+        return None
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.missing() is None:
+            return
+        cls.venv.parent.mkdir(parents=True, exist_ok=True)
+        base_python = getattr(sys, "_base_executable", sys.executable)
+        _run([base_python, "-m", "venv", str(cls.venv)], timeout=300)
+        _run([str(cls.venv / "bin" / "pip"), "install", "-q", *PYMAP_PACKAGES], timeout=1200)
+
+    @classmethod
+    def version(cls) -> str:
+        try:
+            return _run([str(cls.executable()), "--version"], timeout=60).strip()
+        except ServerError:
+            return "?"
+
+    @property
+    def base(self) -> Path:
+        return self.dir / "base"
+
+    def _setup(self) -> None:
+        self.base.mkdir()
+        users = "".join(f"{a.name}:x::::{a.name}:\n" for a in self.accounts)
+        (self.base / "pymap-etc-passwd").write_text(users)
+        for account in self.accounts:
+            _maildir_folder(self.base / account.name, "INBOX")
+        (self.dir / "passlib-sha512.cfg").write_text("[passlib]\nschemes = sha512_crypt\n")
+
+    def set_scheme(self, scheme: str) -> None:
+        self.scheme = scheme
+        passwords = [a.password for a in self.accounts]
+        if scheme == SCHEME_MATCHED:
+            hashes = [sha512_crypt(p) for p in passwords]
+        else:
+            python = str(self.venv / "bin" / "python")
+            hashes = json.loads(_run([python, "-c", _PYMAP_HASHER], input_text=json.dumps(passwords),
+                                     timeout=600))
+        lines = [f"{a.name}:{h}:::::::\n" for a, h in zip(self.accounts, hashes, strict=True)]
+        (self.base / "pymap-etc-shadow").write_text("".join(lines))
+
+    def scheme_label(self, scheme: str) -> str:
+        return "PBKDF2-SHA256 29000 (passlib default)" if scheme == SCHEME_DEFAULT else "SHA512-CRYPT"
+
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
+        seconds = write_maildir(self.base / account, folder, count, first=first, with_sizes=False)
+        self._filled.append((account, folder))
+        return FillResult(count, seconds, "Maildir files (pymap indexes at first SELECT)")
+
+    def _command(self) -> list[str]:
+        argv = [str(self.executable()), "--host", HOST, "--port", str(self.imap_port), "--no-tls"]
+        if self.scheme == SCHEME_MATCHED:
+            argv += ["--passlib-cfg", str(self.dir / "passlib-sha512.cfg")]
+        return argv + ["maildir", str(self.base)]
+
+
+SERVER_CLASSES: dict[str, type[BenchServer]] = {
+    GximapServer.name: GximapServer,
+    DovecotServer.name: DovecotServer,
+    PymapServer.name: PymapServer,
+}
+
+
+def make_accounts(count: int, *, prefix: str = "user") -> list[Account]:
+    return [Account(f"{prefix}{n:03d}", f"pw-{prefix}{n:03d}-bench") for n in range(count)]
+
+
+def ensure_installed(names: Iterable[str], *, install: bool,
+                     log: Callable[[str], None] = print) -> dict[str, str]:
+    """Install what is missing (when allowed); returns {server: reason} for those that cannot run."""
+    unavailable: dict[str, str] = {}
+    for name in names:
+        cls = SERVER_CLASSES[name]
+        reason = cls.missing()
+        if reason is not None and install:
+            log(f"installing {name} ...")
+            try:
+                cls.install()
+            except ServerError as exc:
+                unavailable[name] = str(exc)
+                continue
+            reason = cls.missing()
+        if reason is not None:
+            unavailable[name] = reason
+    return unavailable

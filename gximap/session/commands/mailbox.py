@@ -1,0 +1,270 @@
+"""Mailbox-level commands: CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE LIST LSUB XLIST NAMESPACE STATUS.
+
+Mailbox names arrive decoded (modified UTF-7, or UTF-8 once IMAP4rev2 is enabled) with INBOX
+normalised, and leave through encode.mailbox_name. The store validates names (InvalidName for
+empty components, "." / "..", control characters...), which the session maps to ``NO [CANNOT]``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Generator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap import encode
+from gximap.imap.codes import Code
+from gximap.session import listing
+from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from midb import errors as midb_errors
+
+DELIMITER = b'"/"'
+CRLF = b"\r\n"
+# RFC 5258 section 4: the only CHILDINFO selection criterion RECURSIVEMATCH can report here.
+CHILDINFO_SUBSCRIBED = b' ("CHILDINFO" ("SUBSCRIBED"))'
+
+
+def store_name(mailbox: cmds.MailboxName) -> str:
+    """The name to hand to the store: one trailing hierarchy separator is dropped (RFC 3501
+    6.3.3 lets CREATE declare a future parent that way; other commands accept it too)."""
+    name = mailbox.name
+    if len(name) > 1 and name.endswith(listing.SEPARATOR):
+        name = name[:-1]
+    return name
+
+
+def new_mailbox_name(mailbox: cmds.MailboxName) -> str:
+    """A name CREATE or RENAME is about to give a mailbox: LIST's wildcards are refused, since a
+    mailbox called "a*" could never be listed on its own (Dovecot and Cyrus refuse them too)."""
+    name = store_name(mailbox)
+    if "%" in name or "*" in name:
+        raise CommandFailed(Code.NO_INVALID_MAILBOX_NAME, code=b"CANNOT")
+    return name
+
+
+def wire_name(session: Any, name: str) -> bytes:
+    return encode.mailbox_name(name, session.utf8)
+
+
+def attribute_list(attributes: tuple[str, ...] | list[str]) -> bytes:
+    return b"(" + b" ".join(attribute.encode("ascii") for attribute in attributes) + b")"
+
+
+def existing_folder(session: Any, name: str) -> Any:
+    folder = session.store.get_folder(session.user, name)
+    if folder is None:
+        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"NONEXISTENT")
+    return folder
+
+
+# -- CREATE / DELETE / RENAME ------------------------------------------------------------------
+
+
+@command(cmds.Create, states=AUTHENTICATED)
+def create(session: Any, cmd: cmds.Create) -> Done:
+    name = new_mailbox_name(cmd.mailbox)
+    if name == listing.INBOX:
+        raise CommandFailed(Code.NO_CREATE_INBOX, code=b"ALREADYEXISTS")
+    special_use = None
+    if cmd.use:
+        # RFC 6154 section 3: an attribute the server cannot honour fails with USEATTR. midb
+        # keeps one special use per folder, and \All / \Flagged are virtual collections.
+        if len(cmd.use) > 1 or cmd.use[0] not in listing.CREATABLE_SPECIAL_USE:
+            raise CommandFailed(Code.NO_USEATTR, code=b"USEATTR")
+        special_use = cmd.use[0]
+    session.store.create_folder(session.user, name, special_use=special_use)
+    return Done(Code.OK_CREATE)
+
+
+@command(cmds.Delete, states=AUTHENTICATED)
+def delete(session: Any, cmd: cmds.Delete) -> Generator[bytes, Any, Done]:
+    name = store_name(cmd.mailbox)
+    if name == listing.INBOX:
+        raise CommandFailed(Code.NO_DELETE_INBOX, code=b"CANNOT")
+    folder = existing_folder(session, name)
+    try:
+        session.store.delete_folder(session.user, name)
+    except midb_errors.HasChildren:
+        # midb has no \Noselect placeholders, so a parent cannot lose its messages and stay;
+        # RFC 9051 section 7.1 names this case.
+        raise CommandFailed(Code.NO_HAS_CHILDREN, code=b"HASCHILDREN") from None
+    selected = session.selected
+    if selected is not None and selected.folder_id == folder.id:
+        # The client deleted what it had selected: the session is back in the authenticated
+        # state, and says so the way RFC 7162 / RFC 9051 announce a closed mailbox.
+        session.select(None)
+        yield b"* OK [CLOSED] " + session.text(Code.INFO_CLOSED) + CRLF
+    return Done(Code.OK_DELETE)
+
+
+@command(cmds.Rename, states=AUTHENTICATED)
+def rename(session: Any, cmd: cmds.Rename) -> Done:
+    old = store_name(cmd.old)
+    new = new_mailbox_name(cmd.new)
+    if new == listing.INBOX:
+        raise CommandFailed(Code.NO_RENAME_TO_INBOX, code=b"ALREADYEXISTS")
+    if new.startswith(old + listing.SEPARATOR):
+        raise CommandFailed(Code.NO_RENAME_INTO_SELF, code=b"CANNOT")
+    session.store.rename_folder(session.user, old, new)
+    selected = session.selected
+    # The selected folder keeps its id (and UIDVALIDITY); only its name follows. Renaming INBOX
+    # moves the messages into a new folder and leaves INBOX in place (RFC 3501 6.3.5).
+    if selected is not None and old != listing.INBOX:
+        if selected.name == old:
+            selected.name = new
+        elif selected.name.startswith(old + listing.SEPARATOR):
+            selected.name = new + selected.name[len(old):]
+    return Done(Code.OK_RENAME)
+
+
+# -- subscriptions ------------------------------------------------------------------------------
+
+
+@command(cmds.Subscribe, states=AUTHENTICATED)
+def subscribe(session: Any, cmd: cmds.Subscribe) -> Done:
+    name = store_name(cmd.mailbox)
+    # RFC 3501 6.3.6 allows checking that the mailbox exists; a subscription to a typo would
+    # otherwise show up as \NonExistent forever. Deleting a mailbox keeps its subscription.
+    existing_folder(session, name)
+    session.store.set_subscribed(session.user, name, True)
+    return Done(Code.OK_SUBSCRIBE)
+
+
+@command(cmds.Unsubscribe, states=AUTHENTICATED)
+def unsubscribe(session: Any, cmd: cmds.Unsubscribe) -> Done:
+    # Unsubscribing a name that is not subscribed changes nothing and is not an error.
+    session.store.set_subscribed(session.user, store_name(cmd.mailbox), False)
+    return Done(Code.OK_UNSUBSCRIBE)
+
+
+# -- LIST / LSUB / XLIST / NAMESPACE ------------------------------------------------------------
+
+
+def _list_line(session: Any, verb: bytes, entry: listing.ListEntry) -> bytes:
+    line = b"* " + verb + b" " + attribute_list(entry.attributes) + b" " + DELIMITER + b" " + \
+        wire_name(session, entry.name)
+    if entry.childinfo:
+        line += CHILDINFO_SUBSCRIBED
+    return line + CRLF
+
+
+def _hierarchy_root(verb: bytes) -> bytes:
+    """RFC 3501 6.3.8: an empty pattern asks for the delimiter and the reference's root, which
+    is empty in gximap's single flat namespace."""
+    return b"* " + verb + b" (\\Noselect) " + DELIMITER + b' ""' + CRLF
+
+
+@command(cmds.List, states=AUTHENTICATED)
+def list_command(session: Any, cmd: cmds.List) -> Generator[bytes, Any, Done]:
+    selection = set(cmd.selection_opts)
+    returns = set(cmd.return_opts)
+    if "RECURSIVEMATCH" in selection and "SUBSCRIBED" not in selection:
+        # RFC 5258 section 3 (and RFC 6154 section 3 for SPECIAL-USE): RECURSIVEMATCH needs a
+        # selection option whose matches it can report through CHILDINFO (only SUBSCRIBED here).
+        raise CommandFailed(Code.BAD_PARSE, "RECURSIVEMATCH needs the SUBSCRIBED selection option",
+                            status="BAD")
+    reference = cmd.reference.name
+    if not selection and len(cmd.patterns) == 1 and cmd.patterns[0].name == "":
+        yield _hierarchy_root(b"LIST")
+        return Done(Code.OK_LIST)
+    patterns = [listing.canonical_pattern(reference, pattern.name) for pattern in cmd.patterns if pattern.name]
+    store = session.store
+    folders = store.list_folders(session.user)
+    wants_subscriptions = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+    subscriptions = store.subscriptions(session.user) if wants_subscriptions else ()
+    entries = listing.list_mailboxes(
+        folders, subscriptions, patterns,
+        select_subscribed="SUBSCRIBED" in selection,
+        select_special_use="SPECIAL-USE" in selection,
+        recursive_match="RECURSIVEMATCH" in selection,
+        return_subscribed="SUBSCRIBED" in returns,
+    )
+    status_items = cmd.status_items if "STATUS" in returns else None
+    for entry in entries:
+        yield _list_line(session, b"LIST", entry)
+        # RFC 5819: a STATUS response follows the LIST response of every listed mailbox that
+        # can be selected (none for \NonExistent names).
+        if status_items and entry.folder is not None:
+            yield status_response(session, entry.folder, status_items)
+    return Done(Code.OK_LIST)
+
+
+@command(cmds.Lsub, states=AUTHENTICATED)
+def lsub(session: Any, cmd: cmds.Lsub) -> Generator[bytes, Any, Done]:
+    pattern = cmd.pattern.name
+    if pattern:
+        store = session.store
+        folders = store.list_folders(session.user)
+        subscriptions = store.subscriptions(session.user)
+        for entry in listing.lsub_mailboxes(folders, subscriptions,
+                                            listing.canonical_pattern(cmd.reference.name, pattern)):
+            yield _list_line(session, b"LSUB", entry)
+    return Done(Code.OK_LSUB)
+
+
+@command(cmds.Xlist, states=AUTHENTICATED)
+def xlist(session: Any, cmd: cmds.Xlist) -> Generator[bytes, Any, Done]:
+    pattern = cmd.pattern.name
+    if not pattern:
+        yield _hierarchy_root(b"XLIST")
+        return Done(Code.OK_XLIST)
+    folders = session.store.list_folders(session.user)
+    for entry in listing.xlist_mailboxes(folders, listing.canonical_pattern(cmd.reference.name, pattern)):
+        yield _list_line(session, b"XLIST", entry)
+    return Done(Code.OK_XLIST)
+
+
+@command(cmds.Namespace, states=AUTHENTICATED)
+def namespace(session: Any, cmd: cmds.Namespace) -> Generator[bytes, Any, Done]:
+    # One personal namespace, no other users' or shared namespaces (RFC 2342).
+    yield b'* NAMESPACE (("" ' + DELIMITER + b")) NIL NIL" + CRLF
+    return Done(Code.OK_NAMESPACE)
+
+
+# -- STATUS -------------------------------------------------------------------------------------
+
+
+def recent_count(session: Any, folder: Any) -> int:
+    """Messages above the folder's \\Recent floor: no session has claimed them yet."""
+    floor = folder.recent_floor
+    if folder.messages == 0 or floor >= folder.uidnext - 1:
+        return 0
+    uids = session.store.uids(session.user, folder.id)
+    return len(uids) - bisect.bisect_right(uids, floor)
+
+
+def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
+    """``* STATUS name (item value ...)`` in the order the client asked. Items the server does
+    not offer (MAILBOXID without OBJECTID) are left out rather than invented."""
+    values: list[bytes] = []
+    for item in items:
+        if item == "MESSAGES":
+            value = folder.messages
+        elif item == "RECENT":
+            value = recent_count(session, folder)
+        elif item == "UIDNEXT":
+            value = folder.uidnext
+        elif item == "UIDVALIDITY":
+            value = folder.uidvalidity
+        elif item == "UNSEEN":
+            value = folder.unseen
+        elif item == "DELETED":
+            value = folder.deleted
+        elif item == "SIZE":
+            value = folder.size
+        elif item == "HIGHESTMODSEQ":
+            value = folder.highestmodseq
+        elif item == "APPENDLIMIT":
+            value = session.settings.max_literal
+        else:
+            continue
+        values.append(item.encode("ascii") + b" %d" % value)
+    return b"* STATUS " + wire_name(session, folder.name) + b" (" + b" ".join(values) + b")" + CRLF
+
+
+@command(cmds.Status, states=AUTHENTICATED)
+def status(session: Any, cmd: cmds.Status) -> Generator[bytes, Any, Done]:
+    # STATUS on the selected mailbox is allowed (RFC 9051 6.3.11); the counters are the store's.
+    folder = existing_folder(session, store_name(cmd.mailbox))
+    yield status_response(session, folder, cmd.items)
+    return Done(Code.OK_STATUS)

@@ -1,0 +1,113 @@
+"""Opening and closing mailboxes: SELECT EXAMINE CHECK CLOSE UNSELECT, and IDLE (RFC 2177)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap import encode
+from gximap.imap.codes import Code
+from gximap.session import listing
+from gximap.session.base import AUTHENTICATED, SELECTED, CommandFailed, Done, NeedLine, command
+from gximap.session.commands.mailbox import attribute_list, store_name, wire_name
+from gximap.session.selected import SelectedMailbox
+
+CRLF = b"\r\n"
+SEEN = "\\Seen"
+
+
+def mailbox_flags(session: Any, view: SelectedMailbox) -> tuple[list[str], int | None]:
+    """(system flags + keywords in use, UID of the first unseen message or None).
+
+    One pass over the message metadata. The first-unseen UID is only looked for when the
+    folder counts unseen messages and the client speaks IMAP4rev1 (rev2 dropped [UNSEEN])."""
+    store = session.store
+    metas = store.messages(view.account, view.folder_id)
+    keywords: set[str] = set()
+    # Few distinct flag combinations exist even in huge folders: deduplicate the tuples first.
+    for flags in {meta.flags for meta in metas}:
+        keywords.update(flag for flag in flags if not flag.startswith("\\"))
+    first_unseen = None
+    if not session.rev2:
+        first_unseen = next((meta.uid for meta in metas if SEEN not in meta.flags), None)
+    return [*cmds.SYSTEM_FLAGS, *sorted(keywords)], first_unseen
+
+
+def _info(session: Any, code: bytes, text: Code) -> bytes:
+    return b"* OK [" + code + b"] " + session.text(text) + CRLF
+
+
+@command(cmds.Select, states=AUTHENTICATED)
+def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
+    if cmd.qresync is not None:
+        raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
+    if cmd.condstore:
+        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD")
+    # RFC 3501 6.3.1: the selected mailbox is closed first (without expunging), even if the new
+    # SELECT fails. IMAP4rev2 (and QRESYNC) clients are told with [CLOSED].
+    if session.selected is not None:
+        session.select(None)
+        if session.rev2 or session.qresync_enabled:
+            yield _info(session, b"CLOSED", Code.INFO_CLOSED)
+    store = session.store
+    name = store_name(cmd.mailbox)
+    found = store.get_folder(session.user, name)
+    if found is None:
+        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"NONEXISTENT")
+    view = SelectedMailbox(store, session.user, found, readonly=cmd.examine, session=session)
+    folder = view.open()
+    flags, first_unseen_uid = mailbox_flags(session, view)
+    yield b"* FLAGS " + encode.flag_list(flags) + CRLF
+    if cmd.examine:
+        yield _info(session, b"PERMANENTFLAGS ()", Code.INFO_NO_PERMANENTFLAGS)
+    else:
+        permanent = encode.flag_list([*flags, "\\*"])
+        yield _info(session, b"PERMANENTFLAGS " + permanent, Code.INFO_PERMANENTFLAGS)
+    yield b"* %d EXISTS\r\n" % view.exists
+    if not session.rev2:
+        yield b"* %d RECENT\r\n" % len(view.recent)
+        first_unseen = view.msn_of(first_unseen_uid) if first_unseen_uid is not None else None
+        if first_unseen is not None:
+            yield _info(session, b"UNSEEN %d" % first_unseen, Code.INFO_UNSEEN)
+    yield _info(session, b"UIDVALIDITY %d" % view.uidvalidity, Code.INFO_UIDVALIDITY)
+    yield _info(session, b"UIDNEXT %d" % folder.uidnext, Code.INFO_UIDNEXT)
+    if session.rev2:
+        # RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate attributes.
+        attributes = listing.folder_attributes(folder, store.list_folders(session.user))
+        yield b"* LIST " + attribute_list(attributes) + b' "/" ' + wire_name(session, folder.name) + CRLF
+    session.select(view)
+    if cmd.examine:
+        return Done(Code.OK_EXAMINE, code=b"READ-ONLY")
+    return Done(Code.OK_SELECT, code=b"READ-WRITE")
+
+
+@command(cmds.Check, states=SELECTED)
+def check(session: Any, cmd: cmds.Check) -> Done:
+    # midb commits every change durably as it happens: nothing to checkpoint.
+    return Done(Code.OK_CHECK)
+
+
+@command(cmds.Close, states=SELECTED)
+def close(session: Any, cmd: cmds.Close) -> Done:
+    """Expunge \\Deleted messages silently (unless read-only), then leave the mailbox."""
+    view = session.selected
+    if not view.readonly:
+        session.store.expunge(view.account, view.folder_id)
+    session.select(None)
+    return Done(Code.OK_CLOSE, sync=False)
+
+
+@command(cmds.Unselect, states=SELECTED)
+def unselect(session: Any, cmd: cmds.Unselect) -> Done:
+    session.select(None)
+    return Done(Code.OK_UNSELECT, sync=False)
+
+
+@command(cmds.Idle, states=AUTHENTICATED)
+def idle(session: Any, cmd: cmds.Idle) -> Generator[NeedLine, bytes, Done]:
+    """RFC 2177. While the session waits for DONE it pushes mailbox changes as they happen."""
+    line = yield NeedLine(b"+ " + session.text(Code.CONT_IDLING) + CRLF, idle=True)
+    if line.strip(b" \t").upper() != b"DONE":
+        raise CommandFailed(Code.BAD_EXPECTED_DONE, status="BAD")
+    return Done(Code.OK_IDLE)

@@ -1,0 +1,158 @@
+"""APPEND conversations (RFC 3501 section 6.3.11, MULTIAPPEND RFC 3502, APPENDUID RFC 4315,
+literal8 RFC 3516, LITERAL+)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+RFC3501_MESSAGE = (
+    b"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n"
+    b"From: Fred Foobar <foobar@Blurdybloop.COM>\r\n"
+    b"Subject: afternoon meeting\r\n"
+    b"To: mooch@owatagu.siam.edu\r\n"
+    b"Message-Id: <B27397-0100000@Blurdybloop.COM>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n"
+    b"\r\n"
+    b"Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n"
+)
+SECOND_MESSAGE = (
+    b"Date: Mon, 7 Feb 1994 22:43:04 -0800 (PST)\r\n"
+    b"From: Joe Mooch <mooch@OWaTaGu.siam.EDU>\r\n"
+    b"Subject: Re: afternoon meeting\r\n"
+    b"To: foobar@blurdybloop.com\r\n"
+    b"\r\n"
+    b"3:30 is fine with me.\r\n"
+)
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        conversation.command("CREATE saved-messages")
+        yield conversation
+
+
+def test_rfc3501_example_with_appenduid(conv: Conversation) -> None:
+    uidvalidity = conv.folder("saved-messages").uidvalidity
+    conv.script(rf"""
+        C: A003 APPEND saved-messages (\Seen) {{310}}
+        S: + Ready for literal data
+        C: Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)
+        C: From: Fred Foobar <foobar@Blurdybloop.COM>
+        C: Subject: afternoon meeting
+        C: To: mooch@owatagu.siam.edu
+        C: Message-Id: <B27397-0100000@Blurdybloop.COM>
+        C: MIME-Version: 1.0
+        C: Content-Type: TEXT/PLAIN; CHARSET=US-ASCII
+        C:
+        C: Hello Joe, do you think we can meet at 3:30 tomorrow?
+        C:
+        S: A003 OK [APPENDUID {uidvalidity} 1] APPEND completed
+    """)
+    conv.select("saved-messages")
+    conv.script(r"""
+        C: a1 FETCH 1 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])
+        S: * 1 FETCH (FLAGS (\Seen \Recent) RFC822.SIZE 310 BODY[HEADER.FIELDS (Subject)] {30}
+        S: Subject: afternoon meeting
+        S:
+        S: )
+        S: a1 OK FETCH completed
+    """)
+
+
+def test_rfc3502_multiappend(conv: Conversation) -> None:
+    uidvalidity = conv.folder("saved-messages").uidvalidity
+    lines = conv.send(b"A003 APPEND saved-messages (\\Seen) {%d}\r\n" % len(RFC3501_MESSAGE))
+    assert lines == [b"+ Ready for literal data"]
+    lines = conv.send(RFC3501_MESSAGE + b' (\\Seen) " 7-Feb-1994 22:43:04 -0800" {%d}\r\n' % len(SECOND_MESSAGE))
+    assert lines == [b"+ Ready for literal data"]
+    assert conv.send(SECOND_MESSAGE + b"\r\n") == [
+        b"A003 OK [APPENDUID %d 1:2] APPEND completed" % uidvalidity]
+    conv.select("saved-messages")
+    conv.script(r"""
+        C: a1 FETCH 1:2 (FLAGS INTERNALDATE RFC822.SIZE)
+        S: * 1 FETCH (FLAGS (\Seen \Recent) INTERNALDATE "{*}" RFC822.SIZE 310)
+        S: * 2 FETCH (FLAGS (\Seen \Recent) INTERNALDATE "07-Feb-1994 22:43:04 -0800" RFC822.SIZE 171)
+        S: a1 OK FETCH completed
+    """)
+
+
+def test_multiappend_is_all_or_nothing(conv: Conversation) -> None:
+    conv.store.update_account("alice", quota_messages=1)
+    data = b"A1 APPEND saved-messages {%d+}\r\n%s {%d+}\r\n%s\r\n" % (
+        len(RFC3501_MESSAGE), RFC3501_MESSAGE, len(SECOND_MESSAGE), SECOND_MESSAGE)
+    assert conv.send(data) == [b"A1 NO [OVERQUOTA] Over quota"]
+    assert conv.folder("saved-messages").messages == 0
+    conv.store.update_account("alice", quota_messages=0)
+    lines = conv.send(data)
+    assert lines[-1].startswith(b"A1 OK [APPENDUID ") and lines[-1].endswith(b" 1:2] APPEND completed")
+    assert conv.folder("saved-messages").messages == 2
+
+
+def test_internal_date_flags_and_keywords(conv: Conversation) -> None:
+    data = b"Subject: dated\r\n\r\nx\r\n"
+    lines = conv.send(b'a1 APPEND saved-messages (\\Flagged $Label) "01-Jan-2020 23:59:59 +0530" {%d+}\r\n%s\r\n'
+                      % (len(data), data))
+    assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+    conv.select("saved-messages")
+    conv.script(r"""
+        C: a2 FETCH 1 (FLAGS INTERNALDATE)
+        S: * 1 FETCH (FLAGS (\Flagged $Label \Recent) INTERNALDATE "01-Jan-2020 23:59:59 +0530")
+        S: a2 OK FETCH completed
+        C: a3 SEARCH ON 1-Jan-2020 KEYWORD $label
+        S: * SEARCH 1
+        S: a3 OK SEARCH completed
+    """)
+
+
+def test_append_to_selected_mailbox_announces_it(conv: Conversation) -> None:
+    conv.add_message()
+    conv.select()
+    uidvalidity = conv.folder("INBOX").uidvalidity
+    data = b"Subject: new\r\n\r\nnew\r\n"
+    assert conv.send(b"a1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data)) == [
+        b"* 2 EXISTS",
+        b"* 2 RECENT",
+        b"a1 OK [APPENDUID %d 2] APPEND completed" % uidvalidity,
+    ]
+
+
+def test_append_errors(conv: Conversation) -> None:
+    conv.script(r"""
+        C: a1 APPEND Nonexistent {5+}
+        C: hello
+        S: a1 NO [TRYCREATE] Mailbox does not exist
+        C: a2 APPEND saved-messages {0+}
+        C:
+        S: a2 NO Invalid message
+        C: a3 APPEND saved-messages (\Recent) {5+}
+        C: hello
+        S: a3 BAD {*}
+    """)
+    assert conv.folder("saved-messages").messages == 0
+
+
+def test_append_needs_authentication(tmp_path: Path) -> None:
+    with Conversation(tmp_path) as conv:
+        conv.script(r"""
+            C: a1 APPEND INBOX {5+}
+            C: hello
+            S: a1 BAD Command not valid in this state
+        """)
+
+
+def test_literal8_data_is_stored_as_is(conv: Conversation) -> None:
+    data = b"Subject: binary\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\x02\xff\r\n"
+    lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(data), data))
+    assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+    conv.select("saved-messages")
+    assert conv.send(b"a2 FETCH 1 (BINARY.PEEK[] BODY.PEEK[TEXT])\r\n") == [
+        b"* 1 FETCH (BINARY[] ~{%d}\r\n%s BODY[TEXT] {6}\r\n\x80\x01\x02\xff\r\n)" % (len(data), data),
+        b"a2 OK FETCH completed",
+    ]

@@ -1,0 +1,337 @@
+"""STARTTLS, LOGIN, AUTHENTICATE (PLAIN, LOGIN; SASL-IR), throttling and UNAUTHENTICATE."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from conversation import Conversation
+
+from gximap.net.handler import TransportAction
+from gximap.session.base import State
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+PLAIN_ALICE = b64(b"\0alice\0secret")
+PLAIN_ALICE_AS_ALICE = b64(b"alice\0alice\0secret")
+PLAIN_ALICE_WRONG = b64(b"\0alice\0nope")
+
+
+@pytest.fixture
+def conv(tmp_path):
+    with Conversation(tmp_path, users=("alice", "bob")) as conversation:
+        yield conversation
+
+
+# -- LOGIN -------------------------------------------------------------------------------------
+
+
+def test_login_success_reports_post_login_capabilities(conv):
+    conv.script("""
+        C: a1 LOGIN alice secret
+        S: a1 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ENABLE IDLE {*}] Logged in
+    """)
+    assert conv.session.state is State.AUTHENTICATED
+    assert conv.session.user == "alice" and conv.session.actor is None
+
+
+def test_login_is_case_insensitive_for_the_user_name(conv):
+    conv.command("LOGIN ALICE secret")
+    assert conv.session.user == "alice"
+
+
+def test_login_failure(conv):
+    conv.script("""
+        C: a1 LOGIN alice wrong
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+        C: a2 LOGIN nobody secret
+        S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
+        C: a3 LOGIN "" ""
+        S: a3 NO [AUTHENTICATIONFAILED] Authentication failed
+    """)
+    assert conv.session.state is State.NOT_AUTHENTICATED
+    assert conv.session.auth_failures == 3
+
+
+def test_login_twice_is_refused(conv):
+    conv.login()
+    conv.script("""
+        C: a1 LOGIN bob secret
+        S: a1 BAD Already authenticated
+        C: a2 AUTHENTICATE PLAIN
+        S: a2 BAD Already authenticated
+    """)
+    assert conv.session.user == "alice"
+
+
+def test_login_without_tls_is_refused_with_privacyrequired(tmp_path):
+    with Conversation(tmp_path, tls=False, starttls=True) as conv:
+        conv.script("""
+            C: a1 LOGIN alice secret
+            S: a1 NO [PRIVACYREQUIRED] Plaintext authentication disallowed
+            C: a2 AUTHENTICATE PLAIN
+            S: a2 NO [PRIVACYREQUIRED] Plaintext authentication disallowed
+        """)
+        # Refusing before the password is looked at does not count as a failed login.
+        assert conv.session.auth_failures == 0
+
+
+def test_login_without_tls_when_insecure_auth_is_allowed(tmp_path):
+    with Conversation(tmp_path, tls=False, insecure_auth=True) as conv:
+        conv.login()
+        assert not conv.session.tls
+
+
+def test_force_tls_overrides_insecure_auth(tmp_path):
+    with Conversation(tmp_path, tls=False, insecure_auth=True, force_tls=True) as conv:
+        assert conv.send(b"a1 LOGIN alice secret\r\n")[0].startswith(b"a1 NO [PRIVACYREQUIRED]")
+
+
+def test_login_with_non_utf8_password_fails_cleanly(conv):
+    lines = conv.send(b"a1 LOGIN alice {2+}\r\n\xff\xfe\r\n")
+    assert lines == [b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"]
+
+
+# -- AUTHENTICATE PLAIN ------------------------------------------------------------------------------
+
+
+def test_authenticate_plain_with_initial_response(conv):
+    conv.script(f"""
+        C: a1 AUTHENTICATE PLAIN {PLAIN_ALICE}
+        S: a1 OK [CAPABILITY {{*}}] Logged in
+    """)
+    assert conv.session.user == "alice"
+
+
+def test_authenticate_plain_with_continuation(conv):
+    conv.script(f"""
+        C: a1 AUTHENTICATE PLAIN
+        S: +{{sp}}
+        C: {PLAIN_ALICE_AS_ALICE}
+        S: a1 OK [CAPABILITY {{*}}] Logged in
+    """)
+    assert conv.session.user == "alice"
+
+
+def test_authenticate_plain_wrong_password(conv):
+    conv.script(f"""
+        C: a1 AUTHENTICATE PLAIN {PLAIN_ALICE_WRONG}
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+    """)
+    assert conv.session.auth_failures == 1
+
+
+def test_authenticate_cancelled(conv):
+    conv.script("""
+        C: a1 AUTHENTICATE PLAIN
+        S: +{sp}
+        C: *
+        S: a1 BAD Authentication cancelled
+        C: a2 NOOP
+        S: a2 OK NOOP completed
+    """)
+    assert conv.session.state is State.NOT_AUTHENTICATED
+
+
+def test_authenticate_bad_base64(conv):
+    conv.script("""
+        C: a1 AUTHENTICATE PLAIN
+        S: +{sp}
+        C: not*base64!
+        S: a1 BAD Invalid base64 data
+    """)
+    assert conv.send(b"a2 AUTHENTICATE PLAIN =x=\r\n")[0].startswith(b"a2 BAD ")
+
+
+def test_authenticate_plain_malformed_message_fails(conv):
+    conv.script(f"""
+        C: a1 AUTHENTICATE PLAIN {b64(b"alice-secret")}
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+        C: a2 AUTHENTICATE PLAIN =
+        S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
+    """)
+
+
+def test_authenticate_plain_impersonation_needs_ownership(conv):
+    message = b64(b"bob\0alice\0secret")
+    conv.script(f"""
+        C: a1 AUTHENTICATE PLAIN {message}
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+    """)
+    conv.store.grant_owner("bob", "alice")
+    conv.script(f"""
+        C: a2 AUTHENTICATE PLAIN {message}
+        S: a2 OK [CAPABILITY {{*}}] Logged in
+    """)
+    assert conv.session.user == "bob" and conv.session.actor == "alice"
+
+
+def test_login_impersonation_with_bang(conv):
+    conv.store.grant_owner("bob", "alice")
+    conv.command("LOGIN alice!bob secret")
+    assert conv.session.user == "bob" and conv.session.actor == "alice"
+
+
+def test_authzid_equal_to_authcid_is_plain_login(conv):
+    conv.command(f"AUTHENTICATE PLAIN {PLAIN_ALICE_AS_ALICE}")
+    assert conv.session.user == "alice" and conv.session.actor is None
+
+
+# -- AUTHENTICATE LOGIN and others --------------------------------------------------------------------
+
+
+def test_authenticate_login_is_off_by_default(conv):
+    conv.script("""
+        C: a1 AUTHENTICATE LOGIN
+        S: a1 NO Unsupported authentication mechanism
+    """)
+
+
+def test_authenticate_login_when_enabled(tmp_path):
+    with Conversation(tmp_path, sasl_login=True) as conv:
+        conv.script(f"""
+            S: * OK [CAPABILITY {{*}} AUTH=PLAIN AUTH=LOGIN] {{*}}
+            C: a1 AUTHENTICATE LOGIN
+            S: + VXNlcm5hbWU6
+            C: {b64(b"alice")}
+            S: + UGFzc3dvcmQ6
+            C: {b64(b"secret")}
+            S: a1 OK [CAPABILITY {{*}}] Logged in
+        """)
+
+
+def test_authenticate_login_with_initial_response(tmp_path):
+    with Conversation(tmp_path, sasl_login=True) as conv:
+        conv.script(f"""
+            C: a1 AUTHENTICATE LOGIN {b64(b"alice")}
+            S: + UGFzc3dvcmQ6
+            C: {b64(b"wrong")}
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+        """)
+
+
+def test_unknown_mechanism_is_refused_with_no(conv):
+    conv.script("""
+        C: a1 AUTHENTICATE CRAM-MD5
+        S: a1 NO Unsupported authentication mechanism
+    """)
+    assert conv.session.auth_failures == 0
+
+
+def test_sasl_responses_are_never_traced(conv, monkeypatch):
+    seen: list[tuple[bytes, bool]] = []
+    from gximap import log as gxlog
+
+    monkeypatch.setattr(gxlog, "io_trace", lambda _id, direction, data, sensitive=False:
+                        seen.append((bytes(data), sensitive)) if direction == "C" else None)
+    conv.send(b"a1 AUTHENTICATE PLAIN\r\n")
+    conv.send(PLAIN_ALICE.encode() + b"\r\n")
+    assert seen[0] == (b"a1 AUTHENTICATE PLAIN\r\n", False)
+    assert seen[1][1] is True
+
+
+# -- throttling -----------------------------------------------------------------------------------------
+
+
+def test_too_many_failures_block_the_user_and_close(tmp_path):
+    with Conversation(tmp_path, users=("alice", "bob"), auth_times=3) as conv:
+        conv.script("""
+            C: a1 LOGIN alice wrong1
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a2 LOGIN alice wrong2
+            S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a3 LOGIN alice wrong3
+            S: a3 NO [AUTHENTICATIONFAILED] Authentication failed
+            S: * BYE Too many failed logins, closing connection
+        """)
+        assert conv.closed and conv.actions == [TransportAction.CLOSE]
+        assert conv.ctx.auth.user_block_remaining("alice") > 0
+        # Even the right password is refused now, on another connection.
+        other = conv.second_session()
+        other.script("""
+            C: b1 LOGIN alice secret
+            S: b1 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later
+            C: b2 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==
+            S: b2 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later
+        """)
+        assert other.session.state is State.NOT_AUTHENTICATED
+        # Other users are not affected.
+        other.login("bob")
+
+
+def test_blocking_expires(tmp_path):
+    with Conversation(tmp_path, auth_times=1, block_interval=0.0) as conv:
+        conv.send(b"a1 LOGIN alice wrong\r\n")
+        assert conv.closed
+        conv.second_session().login("alice")
+
+
+# -- STARTTLS ----------------------------------------------------------------------------------------
+
+
+def test_starttls_then_login(tmp_path):
+    with Conversation(tmp_path, tls=False, starttls=True) as conv:
+        conv.script("""
+            C: a1 STARTTLS
+            S: a1 OK Begin TLS negotiation now
+            C: a2 LOGIN alice secret
+            S: a2 OK [CAPABILITY {*}] Logged in
+        """)
+        assert conv.actions == [TransportAction.STARTTLS]
+
+
+def test_starttls_refusals(tmp_path):
+    with Conversation(tmp_path, tls=False, starttls=False, insecure_auth=True) as conv:
+        conv.script("""
+            C: a1 STARTTLS
+            S: a1 NO TLS not available
+        """)
+    with Conversation(tmp_path / "tls", tls=True, starttls=True) as conv:
+        conv.script("""
+            C: a1 STARTTLS
+            S: a1 BAD TLS already active
+        """)
+    with Conversation(tmp_path / "auth", tls=False, starttls=True, insecure_auth=True) as conv:
+        conv.login()
+        conv.script("""
+            C: a1 STARTTLS
+            S: a1 BAD Already authenticated
+        """)
+        assert conv.actions == []
+
+
+# -- UNAUTHENTICATE ---------------------------------------------------------------------------------------
+
+
+def test_unauthenticate_returns_to_the_initial_state(conv):
+    conv.login()
+    conv.command("ENABLE IMAP4rev2")
+    conv.select()
+    conv.script("""
+        C: a1 UNAUTHENTICATE
+        S: a1 OK UNAUTHENTICATE completed
+        C: a2 SELECT INBOX
+        S: a2 BAD Command not valid in this state
+        C: a3 CAPABILITY
+        S: * CAPABILITY IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ENABLE AUTH=PLAIN
+        S: a3 OK CAPABILITY completed
+        C: a4 LOGIN bob secret
+        S: a4 OK [CAPABILITY {*}] Logged in
+    """)
+    session = conv.session
+    assert session.user == "bob" and session.selected is None and session.enabled == set()
+
+
+def test_unauthenticate_does_not_expunge(conv):
+    conv.login()
+    conv.add_message(flags=["\\Deleted"])
+    conv.select()
+    conv.command("UNAUTHENTICATE")
+    assert conv.folder("INBOX").messages == 1
+
+
+def test_unauthenticate_needs_authentication(conv):
+    assert conv.send(b"a1 UNAUTHENTICATE\r\n") == [b"a1 BAD Command not valid in this state"]

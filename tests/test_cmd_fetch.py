@@ -1,0 +1,463 @@
+"""FETCH / UID FETCH conversations (RFC 3501 / 9051 section 6.4.5, RFC 3516 BINARY)."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation import Conversation
+
+from gximap.net.handler import TransportAction
+
+MIME_DATA = Path(__file__).resolve().parent / "data" / "mime"
+JUL_17_1996 = calendar.timegm((1996, 7, 17, 9, 44, 25))
+
+SIMPLE = b"From: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
+
+NESTED = (
+    b"From: Outer <outer@example.com>\r\n"
+    b"Subject: nested\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"o\"\r\n"
+    b"\r\n"
+    b"--o\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"i\"\r\n"
+    b"\r\n"
+    b"--i\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"first inner part\r\n"
+    b"--i\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"From: Attached <att@example.com>\r\n"
+    b"Subject: attached mail\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"attached body\r\n"
+    b"--i--\r\n"
+    b"--o\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"second outer part\r\n"
+    b"--o--\r\n"
+)
+
+ENCODED_PARTS = (
+    b"From: a@example.com\r\n"
+    b"Subject: encoded parts\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n"
+    b"\r\n"
+    b"--b\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"AAECAwBoZWxsbw==\r\n"
+    b"--b\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"caf=C3=A9 =3D ok=\r\n"
+    b"soft\r\n"
+    b"--b\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"aGVsbG8gd29ybGQ=\r\n"
+    b"--b--\r\n"
+)
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def rfc3501_messages(conv: Conversation) -> None:
+    for number in range(1, 5):
+        conv.add_message(data=(
+            b"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\r\n"
+            b"From: Terry Gray <gray@cac.washington.edu>\r\n"
+            b"Subject: IMAP4rev1 WG mtg summary and minutes %d\r\n"
+            b"To: imap@cac.washington.edu\r\n"
+            b"\r\n"
+            b"body %d\r\n" % (number, number)), flags=("\\Seen",) if number == 3 else (),
+            internaldate=JUL_17_1996)
+
+
+def test_rfc3501_example_header_fields_sets_seen(conv: Conversation) -> None:
+    rfc3501_messages(conv)
+    conv.select()
+    # RFC 3501 section 6.4.5 example; BODY[...] without .PEEK sets \Seen and FLAGS shows it.
+    conv.script(r"""
+        C: A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)])
+        S: * 2 FETCH (FLAGS (\Seen \Recent) BODY[HEADER.FIELDS (DATE FROM)] {91}
+        S: Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)
+        S: From: Terry Gray <gray@cac.washington.edu>
+        S:
+        S: )
+        S: * 3 FETCH (FLAGS (\Seen \Recent) BODY[HEADER.FIELDS (DATE FROM)] {91}
+        S: Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)
+        S: From: Terry Gray <gray@cac.washington.edu>
+        S:
+        S: )
+        S: * 4 FETCH (FLAGS (\Seen \Recent) BODY[HEADER.FIELDS (DATE FROM)] {91}
+        S: Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)
+        S: From: Terry Gray <gray@cac.washington.edu>
+        S:
+        S: )
+        S: A654 OK FETCH completed
+        C: A655 FETCH 1:4 FLAGS
+        S: * 1 FETCH (FLAGS (\Recent))
+        S: * 2 FETCH (FLAGS (\Seen \Recent))
+        S: * 3 FETCH (FLAGS (\Seen \Recent))
+        S: * 4 FETCH (FLAGS (\Seen \Recent))
+        S: A655 OK FETCH completed
+    """)
+
+
+def test_peek_and_header_fields_not(conv: Conversation) -> None:
+    rfc3501_messages(conv)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (Date From To)])
+        S: * 1 FETCH (BODY[HEADER.FIELDS.NOT (Date From To)] {51}
+        S: Subject: IMAP4rev1 WG mtg summary and minutes 1
+        S:
+        S: )
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (X-Nothing)])
+        S: * 1 FETCH (FLAGS (\Recent) BODY[HEADER.FIELDS (X-Nothing)] {2}
+        S:
+        S: )
+        S: a2 OK FETCH completed
+    """)
+
+
+def test_fast_items_and_uid_fetch(conv: Conversation) -> None:
+    uid = conv.add_message(data=SIMPLE, internaldate=JUL_17_1996, flags=("\\Flagged", "$Label"))
+    conv.select()
+    conv.script(rf"""
+        C: a1 FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE)
+        S: * 1 FETCH (FLAGS (\Flagged $Label \Recent) INTERNALDATE "17-Jul-1996 09:44:25 +0000" RFC822.SIZE {len(SIMPLE)})
+        S: a1 OK FETCH completed
+        C: a2 UID FETCH 1:* (RFC822.SIZE)
+        S: * 1 FETCH (UID {uid} RFC822.SIZE {len(SIMPLE)})
+        S: a2 OK FETCH completed
+        C: a3 UID FETCH {uid} (FLAGS UID)
+        S: * 1 FETCH (UID {uid} FLAGS (\Flagged $Label \Recent))
+        S: a3 OK FETCH completed
+        C: a4 FETCH 1 (UID MODSEQ)
+        S: * 1 FETCH (UID {uid} MODSEQ ({{n}}))
+        S: a4 OK FETCH completed
+    """)
+
+
+def test_envelope_body_bodystructure(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (ENVELOPE BODY BODYSTRUCTURE)
+        S: * 1 FETCH (ENVELOPE (NIL "test" ((NIL NIL "bob" "example.org")) ((NIL NIL "bob" "example.org")) ((NIL NIL "bob" "example.org")) NIL NIL NIL NIL NIL) BODY ("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 7 1) BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 7 1 NIL NIL NIL NIL))
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 ALL
+        S: * 1 FETCH (FLAGS (\Recent) INTERNALDATE "{*}" RFC822.SIZE 47 ENVELOPE (NIL "test" ((NIL NIL "bob" "example.org")) ((NIL NIL "bob" "example.org")) ((NIL NIL "bob" "example.org")) NIL NIL NIL NIL NIL))
+        S: a2 OK FETCH completed
+    """)
+
+
+def test_rfc822_items(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (RFC822.HEADER)
+        S: * 1 FETCH (RFC822.HEADER {40}
+        S: From: bob@example.org
+        S: Subject: test
+        S:
+        S: )
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 FLAGS
+        S: * 1 FETCH (FLAGS (\Recent))
+        S: a2 OK FETCH completed
+        C: a3 FETCH 1 RFC822.TEXT
+        S: * 1 FETCH (RFC822.TEXT {7}
+        S: hello
+        S:  FLAGS (\Seen \Recent))
+        S: a3 OK FETCH completed
+        C: a4 FETCH 1 RFC822
+        S: * 1 FETCH (RFC822 {47}
+        S: From: bob@example.org
+        S: Subject: test
+        S:
+        S: hello
+        S: )
+        S: a4 OK FETCH completed
+    """)
+
+
+def test_partial_fetches(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (BODY.PEEK[]<0.4> BODY.PEEK[HEADER]<6.3> BODY.PEEK[TEXT]<2.100>)
+        S: * 1 FETCH (BODY[]<0> {4}
+        S: From BODY[HEADER]<6> {3}
+        S: bob BODY[TEXT]<2> {5}
+        S: llo
+        S: )
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 (BODY.PEEK[]<47.10> BODY.PEEK[TEXT]<500.1>)
+        S: * 1 FETCH (BODY[]<47> "" BODY[TEXT]<500> "")
+        S: a2 OK FETCH completed
+        C: a3 FETCH 1 (BODY[]<40.3>)
+        S: * 1 FETCH (BODY[]<40> {3}
+        S: hel FLAGS (\Seen \Recent))
+        S: a3 OK FETCH completed
+    """)
+
+
+def test_nested_sections_with_attached_message(conv: Conversation) -> None:
+    conv.add_message(data=NESTED)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (BODY.PEEK[1.2.HEADER])
+        S: * 1 FETCH (BODY[1.2.HEADER] {86}
+        S: From: Attached <att@example.com>
+        S: Subject: attached mail
+        S: Content-Type: text/plain
+        S:
+        S: )
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 (BODY.PEEK[1.2.TEXT] BODY.PEEK[1.2.1] BODY.PEEK[1.1] BODY.PEEK[2])
+        S: * 1 FETCH (BODY[1.2.TEXT] {13}
+        S: attached body BODY[1.2.1] {13}
+        S: attached body BODY[1.1] {16}
+        S: first inner part BODY[2] {17}
+        S: second outer part)
+        S: a2 OK FETCH completed
+        C: a3 FETCH 1 (BODY.PEEK[1.2.MIME] BODY.PEEK[1.2.HEADER.FIELDS (SUBJECT)])
+        S: * 1 FETCH (BODY[1.2.MIME] {32}
+        S: Content-Type: message/rfc822
+        S:
+        S:  BODY[1.2.HEADER.FIELDS (SUBJECT)] {26}
+        S: Subject: attached mail
+        S:
+        S: )
+        S: a3 OK FETCH completed
+        C: a4 FETCH 1 (BODY.PEEK[1.2])
+        S: * 1 FETCH (BODY[1.2] {99}
+        S: From: Attached <att@example.com>
+        S: Subject: attached mail
+        S: Content-Type: text/plain
+        S:
+        S: attached body)
+        S: a4 OK FETCH completed
+        C: a5 FETCH 1 (BODY.PEEK[3] BODY.PEEK[1.5.HEADER] BODY.PEEK[2.HEADER])
+        S: * 1 FETCH (BODY[3] "" BODY[1.5.HEADER] "" BODY[2.HEADER] "")
+        S: a5 OK FETCH completed
+    """)
+
+
+def test_rfc3501_section_numbering(conv: Conversation) -> None:
+    """The part numbers of RFC 3501 section 6.4.5's example message."""
+    conv.add_message(data=(MIME_DATA / "rfc3501_sections.eml").read_bytes())
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (BODY.PEEK[1] BODY.PEEK[3.1] BODY.PEEK[3.2] BODY.PEEK[4.1] BODY.PEEK[4.2.1])
+        S: * 1 FETCH (BODY[1] {11}
+        S: part 1 text BODY[3.1] {13}
+        S: part 3.1 text BODY[3.2] {13}
+        S: part 3.2 data BODY[4.1] {20}
+        S: R0lGODlhAQABAAAAACw= BODY[4.2.1] {15}
+        S: part 4.2.1 text)
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 (BODY.PEEK[4.2.2.1] BODY.PEEK[4.2.2.2] BODY.PEEK[4.2.HEADER.FIELDS (Subject)])
+        S: * 1 FETCH (BODY[4.2.2.1] {17}
+        S: part 4.2.2.1 text BODY[4.2.2.2] {30}
+        S: part 4.2.2.2 <bold>rich</bold> BODY[4.2.HEADER.FIELDS (Subject)] {21}
+        S: Subject: part 4.2
+        S:
+        S: )
+        S: a2 OK FETCH completed
+    """)
+
+
+def test_binary_of_encoded_parts(conv: Conversation) -> None:
+    conv.add_message(data=ENCODED_PARTS)
+    conv.select()
+    assert conv.send(b"a1 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])\r\n") == [
+        b"* 1 FETCH (BINARY[1] ~{10}\r\n\x00\x01\x02\x03\x00hello BINARY.SIZE[1] 10)",
+        b"a1 OK FETCH completed",
+    ]
+    assert conv.send(b"a2 FETCH 1 (BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[3]<6.5>)\r\n") == [
+        "* 1 FETCH (BINARY[2] {14}\r\ncafé = oksoft BINARY.SIZE[2] 14 BINARY[3]<6> {5}\r\nworld)".encode(),
+        b"a2 OK FETCH completed",
+    ]
+    # BINARY without .PEEK sets \Seen like BODY[] (RFC 3516 section 4.2)
+    assert conv.send(b"a3 FETCH 1 (BINARY[3])\r\n") == [
+        b"* 1 FETCH (BINARY[3] {11}\r\nhello world FLAGS (\\Seen \\Recent))",
+        b"a3 OK FETCH completed",
+    ]
+
+
+def test_binary_unknown_transfer_encoding(conv: Conversation) -> None:
+    conv.add_message(data=(MIME_DATA / "unknown_cte.eml").read_bytes())
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (BINARY.PEEK[1])
+        S: a1 NO [UNKNOWN-CTE] Unknown content transfer encoding
+        C: a2 FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2])
+        S: * 1 FETCH (BINARY.SIZE[2] 3 BINARY[2] {3}
+        S: a=b)
+        S: a2 OK FETCH completed
+    """)
+
+
+def test_examine_does_not_set_seen(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.select(examine=True)
+    conv.script(r"""
+        C: a1 FETCH 1 (BODY[TEXT])
+        S: * 1 FETCH (BODY[TEXT] {7}
+        S: hello
+        S: )
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 FLAGS
+        S: * 1 FETCH (FLAGS (\Recent))
+        S: a2 OK FETCH completed
+    """)
+
+
+def test_imap4rev2_has_no_recent(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.command("ENABLE IMAP4rev2")
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1 (FLAGS BODY[TEXT])
+        S: * 1 FETCH (FLAGS (\Seen) BODY[TEXT] {7}
+        S: hello
+        S: )
+        S: a1 OK FETCH completed
+    """)
+
+
+def test_sequence_errors_and_empty_uid_ranges(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.add_message(data=SIMPLE)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 3 FLAGS
+        S: a1 BAD Invalid message sequence number
+        C: a2 FETCH 1:5 FLAGS
+        S: a2 BAD Invalid message sequence number
+        C: a3 UID FETCH 100:200 FLAGS
+        S: a3 OK FETCH completed
+        C: a4 UID FETCH 100:* FLAGS
+        S: * 2 FETCH (UID 2 FLAGS (\Recent))
+        S: a4 OK FETCH completed
+        C: a5 FETCH 2:* (UID)
+        S: * 2 FETCH (UID 2)
+        S: a5 OK FETCH completed
+        C: a6 FETCH 1 (UID) (CHANGEDSINCE 1)
+        S: a6 BAD Not supported
+    """)
+
+
+def test_fetch_in_empty_mailbox(conv: Conversation) -> None:
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1:* FLAGS
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 FLAGS
+        S: a2 BAD Invalid message sequence number
+        C: a3 UID FETCH 1:* FLAGS
+        S: a3 OK FETCH completed
+    """)
+
+
+def test_fetch_requires_selected_state(conv: Conversation) -> None:
+    conv.script(r"""
+        C: a1 FETCH 1 FLAGS
+        S: a1 BAD Command not valid in this state
+    """)
+
+
+def test_large_body_is_streamed_in_chunks(conv: Conversation) -> None:
+    line = b"0123456789abcdef" * 4 + b"\r\n"
+    data = b"Subject: big\r\n\r\n" + line * (3 * 1024 * 1024 // len(line))
+    conv.add_message(data=data)
+    conv.select()
+    session = conv.session
+    session.data_received(b"a1 FETCH 1 (BODY.PEEK[TEXT] RFC822.SIZE)\r\n")
+    session.process(16)
+    items: list[bytes] = []
+    for _ in range(1000):
+        item = session.next_output()
+        if item is None:
+            break
+        assert not isinstance(item, TransportAction)
+        items.append(bytes(item))
+    text = data[16:]
+    assert b"".join(items) == (b"* 1 FETCH (BODY[TEXT] {%d}\r\n" % len(text) + text
+                               + b" RFC822.SIZE %d)\r\n" % len(data) + b"a1 OK FETCH completed\r\n")
+    assert len(items) > 4  # the literal went out as several chunks, not one 3 MB item
+    assert max(len(item) for item in items) <= 1024 * 1024
+
+
+class _CountingStore:
+    """The real store, counting body and digest reads."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.body_reads = 0
+        self.digest_reads = 0
+        self.record_reads = 0
+
+    def read_body(self, *args: Any, **kwargs: Any) -> bytes:
+        self.body_reads += 1
+        return self._store.read_body(*args, **kwargs)
+
+    def digest(self, *args: Any, **kwargs: Any) -> Any:
+        self.digest_reads += 1
+        return self._store.digest(*args, **kwargs)
+
+    def get_messages(self, *args: Any, **kwargs: Any) -> Any:
+        self.record_reads += 1
+        return self._store.get_messages(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_fetch_all_streams_incrementally(conv: Conversation) -> None:
+    folder = conv.folder("INBOX")
+    count = 5000
+    batch = [(b"Subject: m\r\n\r\nbody\r\n", (), None, 0)] * 500
+    for _ in range(count // len(batch)):
+        conv.store.append_many("alice", folder.id, batch)
+    conv.select()
+    counting = _CountingStore(conv.store)
+    conv.ctx.store = counting
+    session = conv.session
+    session.data_received(b"a1 FETCH 1:* (UID BODY.PEEK[TEXT] ENVELOPE)\r\n")
+    session.process(16)
+    first = [session.next_output() for _ in range(5)]
+    assert [bytes(item).split(b" (")[0] for item in first if item] == [b"* %d FETCH" % n for n in range(1, 6)]
+    # Only the first messages were rendered: the generator was not drained.
+    assert counting.body_reads < 500
+    assert counting.digest_reads < 500
+    produced = 5
+    for _ in range(count * 3):
+        item = session.next_output()
+        if item is None:
+            break
+        produced += 1
+    assert produced == count + 1  # one response per message and the tagged OK
+    assert counting.body_reads == count
+    assert counting.record_reads < count // 100  # records are read in batches

@@ -1,0 +1,244 @@
+"""SEARCH / UID SEARCH conversations: RFC 3501 section 6.4.4, ESEARCH (RFC 4731), SEARCHRES
+(RFC 5182) and IMAP4rev2's ESEARCH responses (RFC 9051)."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
+JAN_1993 = calendar.timegm((1993, 1, 1, 12, 0, 0))
+JAN_2004 = calendar.timegm((2004, 1, 1, 12, 0, 0))
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def _message(sender: bytes, subject: bytes, body: bytes = b"nothing special") -> bytes:
+    return b"From: %s\r\nSubject: %s\r\n\r\n%s\r\n" % (sender, subject, body)
+
+
+def rfc3501_mailbox(conv: Conversation) -> None:
+    """882 messages; FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith" matches 2, 84 and 882 (the RFC
+    3501 section 6.4.4 example). 100 is flagged but from Smith, 200 flagged but too old."""
+    folder = conv.folder("INBOX")
+    items = []
+    for number in range(1, 883):
+        flagged = number in (2, 84, 100, 200, 882)
+        sender = b"John Smith <smith@example.com>" if number == 100 else b"Jane Jones <jones@example.com>"
+        body = "the café is open".encode() if number == 43 else b"nothing special"
+        date = JAN_1993 if number == 200 else FEB_1994
+        items.append((_message(sender, b"message %d" % number, body), ("\\Flagged",) if flagged else (),
+                      date, 0))
+    conv.store.append_many("alice", folder.id, items)
+
+
+def test_rfc3501_examples(conv: Conversation) -> None:
+    rfc3501_mailbox(conv)
+    conv.select()
+    conv.script("""
+        C: A282 SEARCH FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"
+        S: * SEARCH 2 84 882
+        S: A282 OK SEARCH completed
+        C: A283 SEARCH TEXT "string not in mailbox"
+        S: * SEARCH
+        S: A283 OK SEARCH completed
+        C: A284 SEARCH CHARSET UTF-8 TEXT {5}
+        S: + Ready for literal data
+        C: café
+        S: * SEARCH 43
+        S: A284 OK SEARCH completed
+        C: A285 UID SEARCH FLAGGED NOT 1:100
+        S: * SEARCH 200 882
+        S: A285 OK SEARCH completed
+    """)
+
+
+def test_rfc4731_esearch_examples(conv: Conversation) -> None:
+    rfc3501_mailbox(conv)
+    conv.select()
+    conv.script("""
+        C: A282 SEARCH RETURN (MIN COUNT) FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"
+        S: * ESEARCH (TAG "A282") MIN 2 COUNT 3
+        S: A282 OK SEARCH completed
+        C: A283 SEARCH RETURN () FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"
+        S: * ESEARCH (TAG "A283") ALL 2,84,882
+        S: A283 OK SEARCH completed
+        C: A284 SEARCH RETURN (MIN) DELETED
+        S: * ESEARCH (TAG "A284")
+        S: A284 OK SEARCH completed
+        C: A285 UID SEARCH RETURN (MIN MAX) 1:5000
+        S: * ESEARCH (TAG "A285") UID MIN 1 MAX 882
+        S: A285 OK SEARCH completed
+        C: A286 SEARCH RETURN (COUNT) DELETED
+        S: * ESEARCH (TAG "A286") COUNT 0
+        S: A286 OK SEARCH completed
+        C: A287 UID SEARCH RETURN (MIN MAX COUNT ALL) FLAGGED
+        S: * ESEARCH (TAG "A287") UID MIN 2 MAX 882 COUNT 5 ALL 2,84,100,200,882
+        S: A287 OK SEARCH completed
+        C: A288 SEARCH RETURN (ALL) 10:20 NOT 15
+        S: * ESEARCH (TAG "A288") ALL 10:14,16:20
+        S: A288 OK SEARCH completed
+    """)
+
+
+def test_imap4rev2_answers_with_esearch(conv: Conversation) -> None:
+    for flags in ((), ("\\Seen",), ()):
+        conv.add_message(flags=flags)
+    conv.command("ENABLE IMAP4rev2")
+    conv.select()
+    conv.script("""
+        C: a1 SEARCH UNSEEN
+        S: * ESEARCH (TAG "a1") ALL 1,3
+        S: a1 OK SEARCH completed
+        C: a2 UID SEARCH SEEN
+        S: * ESEARCH (TAG "a2") UID ALL 2
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH DELETED
+        S: * ESEARCH (TAG "a3")
+        S: a3 OK SEARCH completed
+    """)
+
+
+def test_rfc5182_save_then_fetch_and_pipelined_copy(conv: Conversation) -> None:
+    rfc3501_mailbox(conv)
+    conv.select()
+    conv.script("""
+        C: A282 SEARCH RETURN (SAVE) FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"
+        S: A282 OK SEARCH completed
+        C: A283 FETCH $ (UID RFC822.SIZE)
+        S: * 2 FETCH (UID 2 RFC822.SIZE {n})
+        S: * 84 FETCH (UID 84 RFC822.SIZE {n})
+        S: * 882 FETCH (UID 882 RFC822.SIZE {n})
+        S: A283 OK FETCH completed
+    """)
+    # Pipelined: the COPY uses the result of the SEARCH sent just before it.
+    lines = conv.send(b'A284 SEARCH RETURN (SAVE) 1:3 FLAGGED\r\nA285 COPY $ "Trash"\r\n')
+    assert lines[0] == b"A284 OK SEARCH completed"
+    assert lines[1].startswith(b"A285 OK [COPYUID ") and lines[1].endswith(b" 2 1] COPY completed")
+    assert len(lines) == 2
+
+
+def test_rfc5182_uid_dollar_and_min_max_saving(conv: Conversation) -> None:
+    rfc3501_mailbox(conv)
+    conv.select()
+    conv.script("""
+        C: A300 SEARCH RETURN (SAVE) FLAGGED
+        S: A300 OK SEARCH completed
+        C: A301 UID SEARCH UID $ SMALLER 4096 NOT 100
+        S: * SEARCH 2 84 200 882
+        S: A301 OK SEARCH completed
+        C: A302 SEARCH RETURN (SAVE MIN) FLAGGED
+        S: * ESEARCH (TAG "A302") MIN 2
+        S: A302 OK SEARCH completed
+        C: A303 UID FETCH $ (UID)
+        S: * 2 FETCH (UID 2)
+        S: A303 OK FETCH completed
+        C: A304 SEARCH RETURN (SAVE MIN MAX) FLAGGED
+        S: * ESEARCH (TAG "A304") MIN 2 MAX 882
+        S: A304 OK SEARCH completed
+        C: A305 SEARCH $
+        S: * SEARCH 2 882
+        S: A305 OK SEARCH completed
+        C: A306 SEARCH RETURN (SAVE COUNT MIN) FLAGGED
+        S: * ESEARCH (TAG "A306") MIN 2 COUNT 5
+        S: A306 OK SEARCH completed
+        C: A307 SEARCH RETURN (COUNT) $
+        S: * ESEARCH (TAG "A307") COUNT 5
+        S: A307 OK SEARCH completed
+    """)
+
+
+def test_saved_result_lifetime(conv: Conversation) -> None:
+    for flags in (("\\Deleted",), (), ("\\Deleted",), ()):
+        conv.add_message(flags=flags)
+    conv.select()
+    conv.script("""
+        C: a1 FETCH $ FLAGS
+        S: a1 OK FETCH completed
+        C: a2 SEARCH RETURN (SAVE) DELETED
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH RETURN (SAVE) SAVEDBEFORE 1-Jan-2030
+        S: a3 BAD Not supported
+        C: a4 SEARCH $
+        S: * SEARCH 1 3
+        S: a4 OK SEARCH completed
+        C: a5 SEARCH UNDELETED
+        S: * SEARCH 2 4
+        S: a5 OK SEARCH completed
+        C: a6 SEARCH $
+        S: * SEARCH 1 3
+        S: a6 OK SEARCH completed
+        C: a7 UID EXPUNGE 1
+        S: * 1 EXPUNGE
+        S: a7 OK EXPUNGE completed
+        C: a8 SEARCH $
+        S: * SEARCH 2
+        S: a8 OK SEARCH completed
+        C: a9 UID SEARCH $
+        S: * SEARCH 3
+        S: a9 OK SEARCH completed
+    """)
+
+
+def test_search_errors(conv: Conversation) -> None:
+    conv.add_message()
+    conv.select()
+    conv.script("""
+        C: a1 SEARCH CHARSET KOI8-R TEXT x
+        S: a1 NO [BADCHARSET{*}] {*}
+        C: a2 SEARCH NOSUCHKEY
+        S: a2 BAD {*}
+        C: a3 SEARCH 1:5
+        S: * SEARCH 1
+        S: a3 OK SEARCH completed
+        C: a4 SEARCH SAVEDSINCE 1-Jan-2000
+        S: a4 BAD Not supported
+    """)
+
+
+def test_search_requires_selected_state(conv: Conversation) -> None:
+    conv.script("""
+        C: a1 SEARCH ALL
+        S: a1 BAD Command not valid in this state
+    """)
+
+
+def test_search_keys_through_the_wire(conv: Conversation) -> None:
+    conv.add_message(data=b"From: Ann <ann@example.org>\r\nTo: Bo <bo@example.org>\r\n"
+                          b"Subject: =?UTF-8?Q?R=C3=A9sum=C3=A9?=\r\nDate: 2 Jan 2004 10:00:00 +0000\r\n"
+                          b"X-Priority: 1\r\n\r\nbody text here\r\n", internaldate=JAN_2004)
+    conv.add_message(data=b"From: Bo <bo@example.org>\r\nSubject: other\r\n\r\n" + b"x" * 5000 + b"\r\n",
+                     flags=("\\Answered", "\\Seen", "Work"), internaldate=FEB_1994)
+    conv.select()
+    conv.script("""
+        C: a1 SEARCH SUBJECT "résumé"
+        S: * SEARCH 1
+        S: a1 OK SEARCH completed
+        C: a2 SEARCH HEADER X-Priority 1 SENTON 2-Jan-2004
+        S: * SEARCH 1
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH OR LARGER 4000 KEYWORD work
+        S: * SEARCH 2
+        S: a3 OK SEARCH completed
+        C: a4 SEARCH ANSWERED BEFORE 1-Jan-2004 NOT BODY "text"
+        S: * SEARCH 2
+        S: a4 OK SEARCH completed
+        C: a5 SEARCH RECENT NEW
+        S: * SEARCH 1
+        S: a5 OK SEARCH completed
+        C: a6 SEARCH OLD
+        S: * SEARCH
+        S: a6 OK SEARCH completed
+        C: a7 SEARCH TO bo FROM ann SINCE 1-Jan-2004 ON 1-Jan-2004 NOT SINCE 2-Jan-2004
+        S: * SEARCH 1
+        S: a7 OK SEARCH completed
+    """)

@@ -1,0 +1,156 @@
+"""STORE / UID STORE conversations (RFC 3501 / RFC 9051 section 6.4.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def seed(conv: Conversation, *flag_sets: tuple[str, ...], recent: bool = False) -> list[int]:
+    """Messages with the given flags; unless ``recent``, another session already saw them
+    (so no \\Recent appears and the lines read as in the RFC examples)."""
+    uids = [conv.add_message(flags=flags) for flags in flag_sets]
+    if not recent:
+        conv.store.claim_recent("alice", conv.folder("INBOX").id)
+    return uids
+
+
+def test_rfc3501_example(conv: Conversation) -> None:
+    seed(conv, (), ("\\Seen",), (), ("\\Flagged", "\\Seen"))
+    conv.select()
+    conv.script(r"""
+        C: A003 STORE 2:4 +FLAGS (\Deleted)
+        S: * 2 FETCH (FLAGS (\Deleted \Seen))
+        S: * 3 FETCH (FLAGS (\Deleted))
+        S: * 4 FETCH (FLAGS (\Deleted \Flagged \Seen))
+        S: A003 OK STORE completed
+        C: A004 NOOP
+        S: A004 OK NOOP completed
+    """)
+
+
+def test_replace_remove_and_keywords(conv: Conversation) -> None:
+    seed(conv, ("\\Answered",), ("\\Seen", "Old"))
+    conv.select()
+    conv.script(r"""
+        C: a1 STORE 1:2 FLAGS (\Flagged $Forwarded MyLabel)
+        S: * 1 FETCH (FLAGS (\Flagged $Forwarded MyLabel))
+        S: * 2 FETCH (FLAGS (\Flagged $Forwarded MyLabel))
+        S: a1 OK STORE completed
+        C: a2 STORE 2 -FLAGS (mylabel \Flagged)
+        S: * 2 FETCH (FLAGS ($Forwarded))
+        S: a2 OK STORE completed
+        C: a3 STORE 1 +FLAGS \Seen \Draft
+        S: * 1 FETCH (FLAGS (\Draft \Flagged \Seen $Forwarded MyLabel))
+        S: a3 OK STORE completed
+        C: a4 STORE 1 FLAGS ()
+        S: * 1 FETCH (FLAGS ())
+        S: a4 OK STORE completed
+        C: a5 FETCH 1:2 FLAGS
+        S: * 1 FETCH (FLAGS ())
+        S: * 2 FETCH (FLAGS ($Forwarded))
+        S: a5 OK FETCH completed
+    """)
+
+
+def test_unchanged_messages_are_reported_too(conv: Conversation) -> None:
+    seed(conv, ("\\Seen",), ())
+    conv.select()
+    conv.script(r"""
+        C: a1 STORE 1:2 +FLAGS (\Seen)
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: * 2 FETCH (FLAGS (\Seen))
+        S: a1 OK STORE completed
+    """)
+
+
+def test_silent_and_uid_store(conv: Conversation) -> None:
+    uids = seed(conv, (), (), ())
+    conv.select()
+    conv.script(rf"""
+        C: a1 STORE 1:3 +FLAGS.SILENT (\Deleted)
+        S: a1 OK STORE completed
+        C: a2 NOOP
+        S: a2 OK NOOP completed
+        C: a3 UID STORE {uids[1]}:{uids[2]} -FLAGS (\Deleted)
+        S: * 2 FETCH (UID {uids[1]} FLAGS ())
+        S: * 3 FETCH (UID {uids[2]} FLAGS ())
+        S: a3 OK STORE completed
+        C: a4 UID STORE 500:600 FLAGS (\Seen)
+        S: a4 OK STORE completed
+        C: a5 FETCH 1:3 FLAGS
+        S: * 1 FETCH (FLAGS (\Deleted))
+        S: * 2 FETCH (FLAGS ())
+        S: * 3 FETCH (FLAGS ())
+        S: a5 OK FETCH completed
+    """)
+
+
+def test_recent_in_rev1_not_in_rev2(tmp_path: Path) -> None:
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        seed(conv, (), recent=True)
+        conv.select()
+        conv.script(r"""
+            C: a1 STORE 1 +FLAGS (\Answered)
+            S: * 1 FETCH (FLAGS (\Answered \Recent))
+            S: a1 OK STORE completed
+        """)
+        rev2 = conv.second_session()
+        rev2.login()
+        rev2.command("ENABLE IMAP4rev2")
+        rev2.select()
+        # IMAP4rev2: no \Recent, and the UID is given as in every flag update.
+        rev2.script(r"""
+            C: b1 STORE 1 -FLAGS (\Answered)
+            S: * 1 FETCH (UID 1 FLAGS ())
+            S: b1 OK STORE completed
+        """)
+
+
+def test_errors(conv: Conversation) -> None:
+    seed(conv, ())
+    conv.select(examine=True)
+    conv.script(r"""
+        C: a1 STORE 1 +FLAGS (\Seen)
+        S: a1 NO Cannot modify flags in a read-only mailbox
+        C: a2 STORE 2 +FLAGS (\Seen)
+        S: a2 BAD Invalid message sequence number
+        C: a3 STORE 1 +FLAGS (\Recent)
+        S: a3 BAD {*}
+        C: a4 STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\Seen)
+        S: a4 BAD Not supported
+        C: a5 STORE 1 +FLAGS (\Bogus)
+        S: a5 BAD {*}
+    """)
+    conv.select()
+    conv.script(r"""
+        C: a6 STORE 1 +FLAGS (\Seen)
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: a6 OK STORE completed
+        C: a7 STORE 1 FLAGS (bad"keyword)
+        S: a7 BAD {*}
+    """)
+
+
+def test_store_dollar(conv: Conversation) -> None:
+    seed(conv, ("\\Flagged",), (), ("\\Flagged",))
+    conv.select()
+    conv.script(r"""
+        C: a1 SEARCH RETURN (SAVE) FLAGGED
+        S: a1 OK SEARCH completed
+        C: a2 STORE $ +FLAGS (\Deleted)
+        S: * 1 FETCH (FLAGS (\Deleted \Flagged))
+        S: * 3 FETCH (FLAGS (\Deleted \Flagged))
+        S: a2 OK STORE completed
+    """)

@@ -1,0 +1,205 @@
+"""Two sessions on one store: changes made by one reach the other at the right points.
+
+RFC 3501 section 7.4.1 (no EXPUNGE during FETCH, STORE or SEARCH), RFC 2180 (multi-accessed
+mailboxes), \\Recent given to exactly one session (RFC 3501 section 2.3.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> Iterator[tuple[Conversation, Conversation]]:
+    with Conversation(tmp_path) as first:
+        for number in range(1, 4):
+            first.add_message(data=b"Subject: message %d\r\n\r\nbody %d\r\n" % (number, number))
+        first.store.claim_recent("alice", first.folder("INBOX").id)
+        second = first.second_session()
+        for conv in (first, second):
+            conv.login()
+            conv.select()
+        yield first, second
+
+
+def test_store_reaches_the_other_session_at_its_next_command(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    b.script(r"""
+        C: b1 STORE 2 +FLAGS (\Flagged)
+        S: * 2 FETCH (FLAGS (\Flagged))
+        S: b1 OK STORE completed
+    """)
+    a.script(r"""
+        C: a1 NOOP
+        S: * 2 FETCH (FLAGS (\Flagged))
+        S: a1 OK NOOP completed
+        C: a2 STORE 1 +FLAGS (\Seen)
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: a2 OK STORE completed
+        C: a3 NOOP
+        S: a3 OK NOOP completed
+    """)
+    # The FETCH itself reads the current flags; A's change still follows as an update.
+    b.script(r"""
+        C: b2 UID FETCH 1:* FLAGS
+        S: * 1 FETCH (UID 1 FLAGS (\Seen))
+        S: * 2 FETCH (UID 2 FLAGS (\Flagged))
+        S: * 3 FETCH (UID 3 FLAGS ())
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: b2 OK FETCH completed
+        C: b3 NOOP
+        S: b3 OK NOOP completed
+    """)
+
+
+def test_expunge_waits_for_a_command_that_may_announce_it(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    b.script(r"""
+        C: b1 STORE 2 +FLAGS.SILENT (\Deleted)
+        S: b1 OK STORE completed
+        C: b2 EXPUNGE
+        S: * 2 EXPUNGE
+        S: b2 OK EXPUNGE completed
+    """)
+    # A still numbers the messages 1..3. FETCH answers what it can and says NO for the
+    # expunged one (RFC 2180 4.1.2); UID FETCH ignores the UID that is gone. Neither FETCH,
+    # STORE nor SEARCH sends the EXPUNGE.
+    a.script(r"""
+        C: a1 FETCH 1:3 (UID BODY.PEEK[TEXT])
+        S: * 1 FETCH (UID 1 BODY[TEXT] {8}
+        S: body 1
+        S: )
+        S: * 3 FETCH (UID 3 BODY[TEXT] {8}
+        S: body 3
+        S: )
+        S: a1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist
+        C: a2 UID FETCH 1:3 UID
+        S: * 1 FETCH (UID 1)
+        S: * 3 FETCH (UID 3)
+        S: a2 OK FETCH completed
+        C: a2b UID STORE 2 +FLAGS (\Seen)
+        S: a2b OK STORE completed
+        C: a3 STORE 1:3 +FLAGS (\Answered)
+        S: * 1 FETCH (FLAGS (\Answered))
+        S: * 3 FETCH (FLAGS (\Answered))
+        S: a3 NO [EXPUNGEISSUED] Some of the requested messages no longer exist
+        C: a4 STORE 1:3 -FLAGS.SILENT (\Answered)
+        S: a4 OK STORE completed
+        C: a5 SEARCH ALL
+        S: * SEARCH 1 3
+        S: a5 OK SEARCH completed
+        C: a6 COPY 2:3 Trash
+        S: * 2 EXPUNGE
+        S: a6 NO [EXPUNGEISSUED] Some of the requested messages no longer exist
+        C: a7 FETCH 2 UID
+        S: * 2 FETCH (UID 3)
+        S: a7 OK FETCH completed
+    """)
+
+
+def test_expunge_delivered_at_noop(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    b.command("UID STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+    b.command("EXPUNGE")
+    a.script("""
+        C: a1 SEARCH ALL
+        S: * SEARCH 2
+        S: a1 OK SEARCH completed
+        C: a2 NOOP
+        S: * 3 EXPUNGE
+        S: * 1 EXPUNGE
+        S: a2 OK NOOP completed
+        C: a3 FETCH 1 UID
+        S: * 1 FETCH (UID 2)
+        S: a3 OK FETCH completed
+    """)
+
+
+def test_new_messages_and_recent_go_to_exactly_one_session(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.add_message(data=b"Subject: delivered\r\n\r\nnew\r\n")  # LMTP delivery, say
+    # EXISTS may be sent after FETCH (only EXPUNGE may not): the new message is not fetched.
+    a.script(r"""
+        C: a1 FETCH 1:* UID
+        S: * 1 FETCH (UID 1)
+        S: * 2 FETCH (UID 2)
+        S: * 3 FETCH (UID 3)
+        S: * 4 EXISTS
+        S: * 1 RECENT
+        S: a1 OK FETCH completed
+        C: a2 FETCH 4 FLAGS
+        S: * 4 FETCH (FLAGS (\Recent))
+        S: a2 OK FETCH completed
+    """)
+    b.script(r"""
+        C: b1 NOOP
+        S: * 4 EXISTS
+        S: * 0 RECENT
+        S: b1 OK NOOP completed
+        C: b2 FETCH 4 FLAGS
+        S: * 4 FETCH (FLAGS ())
+        S: b2 OK FETCH completed
+        C: b3 SEARCH RECENT
+        S: * SEARCH
+        S: b3 OK SEARCH completed
+    """)
+    a.script("""
+        C: a3 SEARCH RECENT
+        S: * SEARCH 4
+        S: a3 OK SEARCH completed
+    """)
+
+
+def test_append_and_move_by_the_other_session(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    data = b"Subject: appended\r\n\r\nhi\r\n"
+    lines = b.send(b"b1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data))
+    assert lines[:2] == [b"* 4 EXISTS", b"* 1 RECENT"]
+    trash = a.folder("Trash").uidvalidity
+    b.script(rf"""
+        C: b2 MOVE 1 Trash
+        S: * OK [COPYUID {trash} 1 1] Moved
+        S: * 1 EXPUNGE
+        S: b2 OK MOVE completed
+    """)
+    a.script(r"""
+        C: a1 STORE 1 +FLAGS (\Seen)
+        S: * 4 EXISTS
+        S: * 0 RECENT
+        S: a1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist
+        C: a2 NOOP
+        S: * 1 EXPUNGE
+        S: a2 OK NOOP completed
+        C: a3 FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (Subject)])
+        S: * 1 FETCH (UID 2 BODY[HEADER.FIELDS (Subject)] {22}
+        S: Subject: message 2
+        S:
+        S: )
+        S: * 2 FETCH (UID 3 BODY[HEADER.FIELDS (Subject)] {22}
+        S: Subject: message 3
+        S:
+        S: )
+        S: * 3 FETCH (UID 4 BODY[HEADER.FIELDS (Subject)] {21}
+        S: Subject: appended
+        S:
+        S: )
+        S: a3 OK FETCH completed
+    """)
+
+
+def test_idle_session_is_woken_by_the_other(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.script("""
+        C: a1 IDLE
+        S: + idling
+    """)
+    b.command("STORE 3 +FLAGS (\\Flagged)")
+    a.script(r"""
+        W:
+        S: * 3 FETCH (FLAGS (\Flagged))
+        C: DONE
+        S: a1 OK IDLE terminated
+    """)
