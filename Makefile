@@ -66,7 +66,8 @@ distclean: clean
 #   $(PREFIX)/sbin/gximap, midb   wrappers run by $(INSTALL_PYTHON) that put that dir first on sys.path
 #   $(PREFIX)/share/man/man{5,7,8}, $(PREFIX)/share/gromox/imap (data_file_path's default with /usr),
 #   $(PREFIX)/lib/systemd/system, $(PREFIX)/share/doc/gximap (with sample configs in examples/);
-#   $(SYSCONFDIR)/gromox/*.cfg, logrotate.d/gximap, fail2ban/filter.d: only if not there yet.
+#   $(SYSCONFDIR)/gromox/*.cfg, logrotate.d/gximap, fail2ban/filter.d: only if not there yet
+#   (the fail2ban jail and the haproxy example go to examples/: a jail is enabled by the admin).
 # The runtime dependencies (lmdb, cryptography, python-prctl, setproctitle) come from the system
 # (python3-lmdb, ...); INSTALL_DEPS=yes installs them from PyPI into the private dir instead.
 
@@ -116,6 +117,9 @@ install:
 	install -d '$(DESTDIR)$(PREFIX)/share/doc/gximap/examples'
 	install -m 0644 README.md CHANGELOG.md '$(DESTDIR)$(PREFIX)/share/doc/gximap/'
 	install -m 0644 etc/gromox/imap.cfg etc/gromox/gromox.cfg '$(DESTDIR)$(PREFIX)/share/doc/gximap/examples/'
+	for example in $(wildcard etc/fail2ban/jail.d/gromox-imap.conf etc/haproxy/haproxy.cfg); do \
+	  install -D -m 0644 "$$example" '$(DESTDIR)$(PREFIX)/share/doc/gximap/examples/'"$${example#etc/}" || exit 1; \
+	done
 	for file in $(GX_CONFFILES); do \
 	  target='$(DESTDIR)$(SYSCONFDIR)/'$$file; \
 	  if [ -e "$$target" ]; then echo "keeping existing $$target"; \

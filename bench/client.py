@@ -15,6 +15,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _CRLF = b"\r\n"
 _LITERAL_RE = re.compile(rb"\{(\d+)\+?\}$")
@@ -100,16 +101,15 @@ class ImapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         error = ImapError(f"connection closed: {exc or 'EOF'}")
-        for waiter in self._waiters.values():
-            if not waiter.done():
-                waiter.set_exception(error)
+        pending: list[asyncio.Future[Any]] = [*self._waiters.values(), *self._continuations, self._greeting]
         self._waiters.clear()
-        while self._continuations:
-            waiter = self._continuations.popleft()
+        self._continuations.clear()
+        for waiter in pending:
             if not waiter.done():
                 waiter.set_exception(error)
-        if not self._greeting.done():
-            self._greeting.set_exception(error)
+                # Nobody may be waiting (an IDLE completion, a pipelined command): mark the
+                # exception as seen so asyncio does not log it; awaiting still raises it.
+                waiter.exception()
         if not self.closed.done():
             self.closed.set_result(None)
 

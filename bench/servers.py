@@ -169,8 +169,9 @@ class BenchServer(ABC):
         """Why the server cannot run here (None when it can)."""
 
     @classmethod
+    @abstractmethod
     def install(cls) -> None:
-        """Install the server when missing (default: nothing to install)."""
+        """Install the server when missing."""
 
     @classmethod
     @abstractmethod
@@ -247,6 +248,7 @@ class BenchServer(ABC):
             self.stop()
             raise ServerError(f"{self.name} did not start; see {self.dir}: {self.tail_logs()}") from None
 
+    @abstractmethod
     def _write_config(self) -> None:
         """Write the configuration now that the ports are known."""
 
@@ -358,6 +360,13 @@ class GximapServer(BenchServer):
         except ImportError as exc:
             return f"gximap is not importable: {exc}"
         return None
+
+    @classmethod
+    def install(cls) -> None:
+        """gximap is this repository: `make deps` installs it into .venv."""
+        reason = cls.missing()
+        if reason is not None:
+            raise ServerError(reason)
 
     @classmethod
     def version(cls) -> str:
@@ -711,6 +720,10 @@ class PymapServer(BenchServer):
         seconds = write_maildir(self.base / account, folder, count, first=first, with_sizes=False)
         self._filled.append((account, folder))
         return FillResult(count, seconds, "Maildir files (pymap indexes at first SELECT)")
+
+    def _write_config(self) -> None:
+        """pymap is configured by its command line (see _command)."""
+        return None
 
     def _command(self) -> list[str]:
         argv = [str(self.executable()), "--host", HOST, "--port", str(self.imap_port), "--no-tls"]

@@ -88,8 +88,9 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path: Path) -> None:
     total_lines = 0
     orphans_seen = 0
     for round_number in range(ROUNDS):
+        # bufsize=0: readline() must not pull lines past READY into a buffer communicate() ignores.
         process = subprocess.Popen([sys.executable, str(script), path, str(round_number), REPO],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         try:
             assert process.stdout is not None
             first = process.stdout.readline()

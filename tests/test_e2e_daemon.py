@@ -164,3 +164,35 @@ def _insecure_tls() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def test_starttls_command_in_the_same_segment_as_the_client_finished(server: GximapProcess) -> None:
+    """curl and openssl send their first command right behind the handshake's last flight; the
+    record then waits in the server's TLS input buffer, and the socket will not wake us for it."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        assert _read_line(sock).startswith(b"* OK")
+        sock.sendall(b"s STARTTLS\r\n")
+        assert _read_line(sock).startswith(b"s OK")
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = _insecure_tls().wrap_bio(incoming, outgoing)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(b"c CAPABILITY\r\n")
+        sock.sendall(outgoing.read())  # Finished and the command in one send
+        received = b""
+        deadline = time.monotonic() + 5
+        while b"c OK" not in received and time.monotonic() < deadline:
+            try:
+                received += tls.read(4096)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+        assert b"c OK" in received
+    finally:
+        sock.close()

@@ -530,3 +530,4 @@ def test_corrupt_deflate_input_is_a_transport_error() -> None:
     finally:
         server_side.close()
         client_side.close()
+

@@ -10,7 +10,7 @@ METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), SASL-IR (49
 UNAUTHENTICATE (8437) and XLIST.
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
-``tag BAD text`` (or ``NO [BADCHARSET ...]`` when ``code == "BADCHARSET"``).  Recursion is
+``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` for those two codes).  Recursion is
 bounded by ``max_nesting`` (search criteria are parsed with an explicit stack, so even a hostile
 chain of a thousand ORs cannot exhaust the interpreter stack), and list lengths by ``max_args``.
 
@@ -359,7 +359,8 @@ class _Reader:
             try:
                 name = mutf7.decode(raw)
             except ValueError:
-                raise self.error("Mailbox name is not valid modified UTF-7") from None
+                # Valid syntax, an impossible name: NO [CANNOT] (RFC 5530), as Dovecot answers.
+                raise self.error("Mailbox name is not valid modified UTF-7", "CANNOT") from None
         return MailboxName(normalize_inbox(name), raw)
 
     def sequence_set(self, allow_star: bool = True) -> SequenceSet:

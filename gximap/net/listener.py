@@ -1,15 +1,22 @@
 """Listening sockets: bind from the configuration, or adopt sockets passed by systemd.
 
 Public API:
-    ListenerSpec(host, port, tls, kind="imap")
+    ListenerSpec(host, port, tls, kind="imap", path="", mode=None, owner=None)
     bind_listeners(specs) -> list[BoundListener]         raises ListenerError naming the address
     adopt_listener(fd, tls, kind="imap") -> BoundListener
     systemd_listen_fds(unset_environment=True) -> list[tuple[int, str]]   (fd, name) from LISTEN_FDS
-    BoundListener: .sock .tls .kind .host .port .address .fileno() .close()
+    BoundListener: .sock .tls .kind .unix .path .host .port .address .fileno() .close()
 
 Hosts: an IPv4 or IPv6 literal (brackets allowed), a host name (every address it resolves to is
 bound), or "" / "*" for the wildcard, which binds both "::" and "0.0.0.0". IPv6 sockets are
 IPV6_V6ONLY so that "::" and "0.0.0.0" can be bound side by side, as two listeners.
+
+UNIX-domain stream sockets (LMTP, the Dovecot auth socket): a spec with ``path`` set. A stale
+socket file left by a crash is replaced; one a live process still listens on is an error, as is a
+path that exists but is not a socket. ``mode`` (e.g. 0o660) and ``owner`` ((uid, gid), -1 keeps
+one) are applied to the file right after bind, before the socket listens, so no client can
+connect through wider permissions. Closing a bound (not adopted) UNIX listener removes its file
+when it is still the same file. Such a listener reports ``host`` = the path and ``port`` = 0.
 Accepting connections is the pool's business (gximap.net.pool).
 """
 
@@ -20,6 +27,7 @@ import errno
 import ipaddress
 import os
 import socket
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,6 +54,9 @@ class ListenerSpec:
     port: int
     tls: bool
     kind: str = "imap"
+    path: str = ""  # non-empty: a UNIX-domain socket at this path (host and port are ignored)
+    mode: int | None = None  # UNIX sockets: permission bits of the socket file
+    owner: tuple[int, int] | None = None  # UNIX sockets: (uid, gid) of the socket file; -1 keeps one
 
 
 @dataclass(eq=False, slots=True)
@@ -53,25 +64,53 @@ class BoundListener:
     sock: socket.socket
     tls: bool
     kind: str = "imap"
+    # UNIX sockets this process bound: (device, inode) of the file, so close() removes only the
+    # file it created (not one a successor bound at the same path meanwhile).
+    created: tuple[int, int] | None = None
+
+    @property
+    def unix(self) -> bool:
+        return self.sock.family == socket.AF_UNIX
+
+    @property
+    def path(self) -> str:
+        """The socket file of a UNIX listener ("" otherwise, or when unnamed)."""
+        if not self.unix:
+            return ""
+        name = self.sock.getsockname()
+        return os.fsdecode(name) if isinstance(name, (str, bytes)) else ""
 
     @property
     def host(self) -> str:
+        if self.unix:
+            return self.path
         return str(self.sock.getsockname()[0])
 
     @property
     def port(self) -> int:
+        if self.unix:
+            return 0
         return int(self.sock.getsockname()[1])
 
     @property
     def address(self) -> str:
+        if self.unix:
+            return f"unix:{self.path}"
         return format_address(self.host, self.port)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def close(self) -> None:
+        path = self.path if self.created is not None else ""
         with contextlib.suppress(OSError):
             self.sock.close()
+        if path:
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if (info.st_dev, info.st_ino) == self.created:
+                    os.unlink(path)
+            self.created = None
 
 
 def format_address(host: str, port: int) -> str:
@@ -85,6 +124,9 @@ def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
     bound: list[BoundListener] = []
     try:
         for spec in specs:
+            if spec.path:
+                bound.append(_bind_unix(spec))
+                continue
             if not 0 <= spec.port <= 65535:
                 raise ListenerError(f"cannot listen on {spec.host}:{spec.port}: port out of range")
             for family, host in _resolve(spec.host, spec.port):
@@ -149,6 +191,72 @@ def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: b
     return sock
 
 
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the terminating NUL
+
+
+def _bind_unix(spec: ListenerSpec) -> BoundListener:
+    path = spec.path
+    where = f"unix:{path}"
+    if "\0" in path or not path.startswith("/"):
+        raise ListenerError(f"cannot listen on {where}: the path must be absolute")
+    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+        raise ListenerError(f"cannot listen on {where}: path longer than {_UNIX_PATH_MAX} bytes")
+    _remove_stale_socket(path, where)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenerError(f"cannot listen on {where}: {exc.strerror}") from None
+    created: tuple[int, int] | None = None
+    try:
+        sock.bind(path)
+        info = os.lstat(path)
+        created = (info.st_dev, info.st_ino)
+        if spec.mode is not None:
+            os.chmod(path, spec.mode)
+        if spec.owner is not None and spec.owner != (-1, -1):
+            os.chown(path, spec.owner[0], spec.owner[1], follow_symlinks=False)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if created is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise ListenerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return BoundListener(sock, spec.tls, spec.kind, created)
+
+
+def _remove_stale_socket(path: str, where: str) -> None:
+    """Remove a socket file nobody listens on any more; refuse to touch anything else."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ListenerError(f"cannot listen on {where}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ListenerError(f"cannot listen on {where}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass  # nobody listens: left over from a previous run
+    except OSError as exc:
+        raise ListenerError(f"cannot listen on {where}: cannot probe the existing socket: "
+                            f"{exc.strerror or exc}") from None
+    else:
+        raise ListenerError(f"cannot listen on {where}: another process is listening there")
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ListenerError(f"cannot listen on {where}: cannot remove the stale socket: {exc.strerror}") from None
+
+
 def adopt_listener(fd: int, tls: bool, kind: str = "imap") -> BoundListener:
     """Wrap an already-listening stream socket (socket activation). Takes ownership of ``fd``
     on success; on failure the descriptor is left open for the caller."""
@@ -159,8 +267,8 @@ def adopt_listener(fd: int, tls: bool, kind: str = "imap") -> BoundListener:
     try:
         if sock.type != socket.SOCK_STREAM:
             raise ListenerError(f"cannot adopt fd {fd}: not a stream socket")
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            raise ListenerError(f"cannot adopt fd {fd}: not an IPv4/IPv6 socket")
+        if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            raise ListenerError(f"cannot adopt fd {fd}: not an IPv4/IPv6/UNIX socket")
         if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             raise ListenerError(f"cannot adopt fd {fd}: socket is not listening")
         sock.setblocking(False)

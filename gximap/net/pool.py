@@ -49,6 +49,9 @@ How it runs:
   would be garbage to the client).
 - ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
   PROXY header; "tls_version" and "tls_cipher" on implicit-TLS listeners.
+- UNIX-socket listeners (BoundListener.unix): the peer is ``UNIX_PEER_HOST`` port 0, local_host is
+  the socket path, extra holds the peer's "peer_pid", "peer_uid", "peer_gid" (SO_PEERCRED); no
+  PROXY header is ever expected there.
 - Handler calls happen only on workers. An exception from a handler is logged with its traceback
   and closes that connection only.
 Logging: logging.getLogger("gximap.net").
@@ -65,6 +68,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -84,7 +88,7 @@ from gximap.net.proxy import (
 )
 from gximap.net.transport import Transport, TransportError
 
-__all__ = ["PoolStats", "Server"]
+__all__ = ["UNIX_PEER_HOST", "PoolStats", "Server"]
 
 log = logging.getLogger("gximap.net")
 
@@ -100,6 +104,21 @@ _PROXY_READ = 4096
 # client, which may trail the next client's connect (health-check probes, quick reconnects).
 _ADMISSION_WAIT = 0.25
 _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
+
+
+# ConnectionInfo.peer_host of connections on UNIX-socket listeners (peer_port is 0); the peer's
+# credentials are in ConnectionInfo.extra as "peer_pid", "peer_uid" and "peer_gid".
+UNIX_PEER_HOST = "local"
+_UCRED = struct.Struct("3i")
+
+
+def _unix_peer_credentials(sock: socket.socket) -> dict[str, str]:
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except (OSError, AttributeError):
+        return {}
+    pid, uid, gid = _UCRED.unpack(raw)
+    return {"peer_pid": str(pid), "peer_uid": str(uid), "peer_gid": str(gid)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +197,16 @@ class _Connection:
         self.listener = listener
         self.socket_peer = peer
         self.peer_host, self.peer_port = peer
-        local = sock.getsockname()
-        self.local_host: str = normalize_host(str(local[0]))
-        self.local_port: int = int(local[1])
-        self.proxied = False
         self.extra: dict[str, str] = {}
+        if listener.unix:
+            self.local_host: str = listener.path
+            self.local_port: int = 0
+            self.extra.update(_unix_peer_credentials(sock))
+        else:
+            local = sock.getsockname()
+            self.local_host = normalize_host(str(local[0]))
+            self.local_port = int(local[1])
+        self.proxied = False
         self.ip_key: str | None = None  # the address counted against max_conn_per_ip
         self.phase = _Phase.START
         self.phase_deadline = math.inf
@@ -963,7 +987,10 @@ class Server:
                     continue
                 log.error("cannot accept on %s: %s", listener.address, exc.strerror or exc)
                 return
-            peer = (normalize_host(str(address[0])), int(address[1]))
+            if listener.unix:
+                peer = (UNIX_PEER_HOST, 0)  # the kernel names no address for a UNIX-socket client
+            else:
+                peer = (normalize_host(str(address[0])), int(address[1]))
             if self._waiting or self._contexts_full():
                 self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT))
             else:
@@ -1022,7 +1049,8 @@ class Server:
         """Take a free context (the caller checked there is one; only the poller adds)."""
         now = time.monotonic()
         policy = self._proxy_policy  # one snapshot: reconfigure() may swap it meanwhile
-        expectation = policy.expectation(peer[0])
+        # A UNIX-socket client is a local process (an MTA), never behind a proxy.
+        expectation = HeaderExpectation.NONE if listener.unix else policy.expectation(peer[0])
         conn = _Connection(sock, listener, peer, now)
         if expectation is not HeaderExpectation.REQUIRED and not self._count_address(conn):
             self._refuse_socket(

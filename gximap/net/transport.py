@@ -106,7 +106,12 @@ class Transport:
             return True
         if self._inflate is not None and self._inflate.unconsumed_tail:
             return True
-        return self._tls is not None and self._handshake_done and self._tls.pending() > 0
+        if self._tls is None or not self._handshake_done:
+            return False
+        # pending() counts decrypted bytes only; ciphertext that arrived together with the
+        # handshake's last flight still sits in the incoming BIO, and the socket will not become
+        # readable again for it.
+        return self._tls.pending() > 0 or (self._tls_in is not None and self._tls_in.pending > 0)
 
     # -- raw access (before any layer) -------------------------------------------------------
 

@@ -287,10 +287,14 @@ class ImapSession:
                                        max_args=settings.max_args)
         except parser.ParseError as exc:
             code = exc.response_code + b" " if exc.response_code else b""
-            status = b"NO " if exc.code == "BADCHARSET" else b"BAD "
+            # An unsupported charset and an impossible mailbox name are well-formed requests
+            # the server refuses: NO, which does not count towards imap_max_bad_commands.
+            refused = exc.code in ("BADCHARSET", "CANNOT")
+            status = b"NO " if refused else b"BAD "
             self._out.append(tag + b" " + status + code + self.text(Code.BAD_PARSE, str(exc.text)) + b"\r\n")
-            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
-            self._count_bad()
+            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), status.decode().strip())
+            if not refused:
+                self._count_bad()
             return
         registration = REGISTRY.lookup(cmd)
         if registration is None:

@@ -1,0 +1,294 @@
+"""Benchmarks side by side: gximap, Dovecot and pymap under the same workloads.
+
+    python -m bench [--quick] [--servers gximap,dovecot,pymap] [--workloads mixed,large,idle,delivery,login]
+                    [--profile] [--no-install] [...]
+
+Installs Dovecot (Debian packages, as root) and pymap (PyPI, own virtualenv under var/bench) when
+missing, then for one server at a time: prepares its directory and accounts, fills the mailboxes,
+starts it on 127.0.0.1, runs the workloads, stops it. Prints a table with every figure and the
+ratios gximap/Dovecot and gximap/pymap, and writes everything to bench/results/<timestamp>.json.
+No server outlives the run (try/finally, atexit, SIGTERM handler, process groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import procstat, profiling, report, servers, workloads
+from bench.servers import Account, BenchServer
+from bench.workloads import Scale
+
+Result = dict[str, Any]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default=",".join(servers.SERVER_CLASSES),
+                        help="comma-separated servers to run (default: %(default)s)")
+    parser.add_argument("--workloads", default=",".join(workloads.WORKLOADS),
+                        help="comma-separated workloads (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="scaled down: 10 s runs, 10,000-message mailbox, 1,000 IDLE sessions")
+    parser.add_argument("--clients", help="mixed-load client counts, e.g. 10,100")
+    parser.add_argument("--duration", type=float, help="seconds per mixed-load run")
+    parser.add_argument("--large", type=int, help="messages in the large mailbox")
+    parser.add_argument("--idle", type=int, help="IDLE sessions")
+    parser.add_argument("--login-duration", type=float, help="seconds per login run")
+    parser.add_argument("--lmtp-duration", type=float, help="seconds of LMTP delivery")
+    parser.add_argument("--seed", type=int, help="messages per account INBOX before the mixed load")
+    parser.add_argument("--loadgen-procs", type=int, help="load generator processes for the mixed load")
+    parser.add_argument("--step-timeout", type=float, help="time limit of one large-mailbox step, seconds")
+    parser.add_argument("--profile", action="store_true",
+                        help="record py-spy profiles of gximap per workload (installs py-spy into .venv)")
+    parser.add_argument("--no-install", action="store_true",
+                        help="do not install Dovecot/pymap; servers that are missing are skipped")
+    parser.add_argument("--workdir", type=Path, default=servers.DEFAULT_STATE / "run",
+                        help="where server directories are created (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory for the JSON results")
+    parser.add_argument("--keep", action="store_true", help="keep the server directories afterwards")
+    return parser
+
+
+def scale_from_args(args: argparse.Namespace) -> Scale:
+    scale = workloads.QUICK if args.quick else workloads.DEFAULT
+    changes: dict[str, Any] = {}
+    if args.clients:
+        changes["mixed_clients"] = tuple(int(x) for x in _csv(args.clients))
+    for option, name in (("duration", "mixed_duration"), ("large", "large_messages"), ("idle", "idle_sessions"),
+                         ("login_duration", "login_duration"), ("lmtp_duration", "lmtp_duration"),
+                         ("seed", "seed_messages"), ("loadgen_procs", "loadgen_procs"),
+                         ("step_timeout", "large_step_timeout")):
+        value = getattr(args, option)
+        if value is not None:
+            changes[name] = value
+    return workloads.scaled(scale, **changes)
+
+
+def host_info() -> Result:
+    return {
+        "cpus": os.cpu_count(),
+        "mem_gib": round(procstat.mem_total_kib() / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+class Harness:
+    """Runs the selected workloads against one server after another."""
+
+    def __init__(self, scale: Scale, selected: list[str], *, workdir: Path, profile_dir: Path | None,
+                 log: Callable[[str], None] = print) -> None:
+        self.scale = scale
+        self.selected = selected
+        self.workdir = workdir
+        self.profile_dir = profile_dir
+        self.log = log
+        count = max((*scale.mixed_clients, scale.idle_mailboxes, scale.login_clients, 1))
+        self.accounts = servers.make_accounts(count)
+        self.big = Account(workloads.LARGE_ACCOUNT, "pw-bigbox-bench")
+
+    def _max_sessions(self) -> int:
+        wanted = max((*self.scale.mixed_clients, self.scale.login_clients, 10)) * 2
+        if "idle" in self.selected:
+            wanted = max(wanted, self.scale.idle_sessions + 100)
+        return wanted
+
+    @contextmanager
+    def _profiled(self, server: BenchServer, name: str, record: Result) -> Iterator[None]:
+        if self.profile_dir is None or server.name != "gximap":
+            yield
+            return
+        raw = self.profile_dir / f"{name}.txt"
+        try:
+            profiler = profiling.Profiler(server.pid, raw)
+            profiler.__enter__()
+        except Exception as exc:  # noqa: BLE001 - a missing profiler must not stop the benchmark
+            record.setdefault("profiles", {})[name] = {"error": str(exc)}
+            yield
+            return
+        try:
+            yield
+        finally:
+            profiler.__exit__(None, None, None)
+            summary = profiling.summarize_profile(raw)
+            summary["file"] = str(raw)
+            record.setdefault("profiles", {})[name] = summary
+
+    def _measure(self, server: BenchServer, record: Result, name: str, action: Callable[[], Result]) -> None:
+        self.log(f"  {name} ...")
+        started = time.monotonic()
+        try:
+            with self._profiled(server, name, record):
+                result = action()
+        except Exception as exc:  # noqa: BLE001 - one failed workload must not lose the others
+            result = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
+        result["elapsed_s"] = round(time.monotonic() - started, 2)
+        record["workloads"][name] = result
+        self.log(f"  {name}: {_one_line(name, result)}")
+
+    def run_server(self, name: str) -> Result:
+        cls = servers.SERVER_CLASSES[name]
+        record: Result = {"status": "ok", "version": cls.version(), "workloads": {}, "fill": {}}
+        server = cls(self.workdir / name, [*self.accounts, self.big], max_sessions=self._max_sessions())
+        scale = self.scale
+        selected = self.selected
+        try:
+            self.log(f"{name}: preparing {len(self.accounts) + 1} accounts")
+            server.prepare(servers.SCHEME_DEFAULT)
+            if any(w in selected for w in ("mixed", "idle")) and scale.seed_messages:
+                started = time.perf_counter()
+                for account in self.accounts:
+                    server.fill(account.name, "INBOX", scale.seed_messages, first=1)
+                record["fill"]["seed"] = {"messages_per_account": scale.seed_messages,
+                                          "accounts": len(self.accounts),
+                                          "seconds": time.perf_counter() - started}
+            if "large" in selected:
+                self.log(f"{name}: filling {scale.large_messages} messages")
+                fill = server.fill(self.big.name, workloads.LARGE_FOLDER, scale.large_messages)
+                record["fill"]["large"] = {"messages": fill.messages, "seconds": fill.seconds, "method": fill.method}
+            server.start()
+            self.log(f"{name}: listening on 127.0.0.1:{server.imap_port}"
+                     + (f", LMTP {server.lmtp_port}" if server.lmtp_port else ""))
+            record["fill"]["after_fill_s"] = server.after_fill()
+            record["prime"] = workloads.prime(server, self.accounts, scale)
+            if "mixed" in selected:
+                for clients in scale.mixed_clients:
+                    self._measure(server, record, f"mixed-{clients}",
+                                  lambda c=clients: workloads.run_mixed(server, self.accounts, c, scale))
+            if "large" in selected:
+                self._measure(server, record, "large", lambda: workloads.run_large(server, self.big, scale))
+            if "delivery" in selected:
+                self._measure(server, record, "delivery",
+                              lambda: workloads.run_delivery(server, self.accounts, scale))
+            if "login" in selected:
+                self._measure(server, record, "login-default",
+                              lambda: workloads.run_logins(server, self.accounts, scale, servers.SCHEME_DEFAULT))
+            if "login" in selected or "idle" in selected:
+                # Restart with one scheme everybody shares: the like-for-like login figure, and
+                # cheap logins for thousands of IDLE sessions.
+                server.stop()
+                server.set_scheme(servers.SCHEME_MATCHED)
+                server.start()
+                if "login" in selected:
+                    self._measure(server, record, f"login-{servers.SCHEME_MATCHED}",
+                                  lambda: workloads.run_logins(server, self.accounts, scale,
+                                                               servers.SCHEME_MATCHED))
+                if "idle" in selected:
+                    self._measure(server, record, "idle",
+                                  lambda: workloads.run_idle(server, self.accounts, scale, log=self.log))
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the next server
+            record["status"] = "error"
+            record["detail"] = f"{type(exc).__name__}: {exc}"
+            self.log(f"{name}: {record['detail']}")
+        finally:
+            server.stop()
+        return record
+
+
+def _one_line(name: str, result: Result) -> str:
+    status = result.get("status")
+    if status != "ok":
+        return f"{status} {result.get('detail', '')}".strip()
+    if name.startswith("mixed"):
+        return (f"{result['total_ops_per_s']:.0f} ops/s, {result['errors']} errors, load generator CPU "
+                f"{result['loadgen_cpu_pct']:.0f}%, server CPU {result['server_cpu_pct']:.0f}%")
+    if name.startswith("login"):
+        return f"{result['logins_per_s']:.1f} logins/s ({result['scheme_label']})"
+    if name == "delivery":
+        return f"{result['deliveries_per_s']:.1f} deliveries/s"
+    if name == "idle":
+        return (f"{result.get('sessions')} sessions, {report.format_number(result.get('rss_per_session_kib'))} "
+                f"KiB RSS each, wake-up {report.format_number(_wake(result))} ms")
+    if name == "large":
+        return ", ".join(f"{step} {report.format_number(v.get('seconds', 0) * 1000)} ms"
+                         if v.get("status") == "ok" else f"{step} {v.get('status')}"
+                         for step, v in result.get("steps", {}).items())
+    return "done"
+
+
+def _wake(result: Result) -> Any:
+    wakeup = result.get("wakeup") or {}
+    return wakeup.get("max_seen_ms")
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
+    scale = scale_from_args(args)
+    names = _csv(args.servers)
+    unknown = [name for name in names if name not in servers.SERVER_CLASSES]
+    if unknown:
+        raise SystemExit(f"unknown servers: {', '.join(unknown)}")
+    selected = _csv(args.workloads)
+    unknown = [name for name in selected if name not in workloads.WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workloads: {', '.join(unknown)}")
+    started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    results: Result = {"started": started.isoformat().replace("+00:00", "Z"), "quick": bool(args.quick),
+                       "host": host_info(), "scale": scale.to_dict(), "workloads": selected, "servers": {}}
+    servers.raise_own_fd_limit()
+    unavailable = servers.ensure_installed(names, install=not args.no_install, log=log)
+    profile_dir = None
+    if args.profile:
+        profile_dir = args.results / "profiles" / results["started"].replace(":", "")
+    harness = Harness(scale, selected, workdir=args.workdir, profile_dir=profile_dir, log=log)
+    try:
+        for name in names:
+            if name in unavailable:
+                results["servers"][name] = {"status": "skipped", "detail": unavailable[name],
+                                            "version": "-", "workloads": {}}
+                log(f"{name}: skipped ({unavailable[name]})")
+                continue
+            results["servers"][name] = harness.run_server(name)
+    finally:
+        servers.stop_all()
+        if not args.keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    results["finished"] = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace(
+        "+00:00", "Z")
+    return results
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    results = run(args)
+    path = report.write_json(results, args.results)
+    print()
+    print(report.format_header(results))
+    print()
+    print(report.format_table(results))
+    profiles = [(server, name, summary) for server, record in results["servers"].items()
+                for name, summary in record.get("profiles", {}).items()]
+    if profiles:
+        print("\nprofiles (gximap, py-spy; top self time, % of samples):")
+        for _server, name, summary in profiles:
+            top = ", ".join(f"{func} {pct}%" for func, pct in summary.get("self", [])[:5])
+            print(f"  {name}: {top or summary.get('error', 'no samples')}")
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

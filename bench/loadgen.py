@@ -1,0 +1,761 @@
+"""The load generator: worker processes (multiprocessing, spawn) each running one asyncio loop.
+
+A job is a plain dict with a ``kind`` (see :data:`JOB_KINDS`); :func:`run_jobs` runs one worker per
+job and gathers their result dicts. Every worker reports the CPU time it used (``cpu``) over the
+wall time of its measurement (``wall``), so the harness can show that the load generator was not
+the bottleneck. Idle sessions are interactive and use :class:`IdleFleet` instead.
+
+Latencies are measured per command from the moment it is written to the socket until its tagged
+completion arrives; only commands that complete inside the measurement window are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+import resource
+import socket
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.client import ImapConnection, ImapError, LmtpConnection, LmtpError, quote
+
+Job = dict[str, Any]
+Result = dict[str, Any]
+_NETWORK_ERRORS = (ImapError, LmtpError, OSError, TimeoutError, asyncio.TimeoutError, EOFError)
+_MAX_ERROR_SAMPLES = 5
+
+
+def _context() -> Any:
+    return multiprocessing.get_context("spawn")
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in (65536, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), max(hard, target)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+# ----------------------------------------------------------------------------------------------------
+# statistics
+# ----------------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Per-command latencies and errors inside one measurement window."""
+
+    def __init__(self, window_start: float, window_end: float) -> None:
+        self.window_start = window_start
+        self.window_end = window_end
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.errors: Counter[str] = Counter()
+        self.samples: list[str] = []
+
+    def ok(self, name: str, started: float) -> None:
+        finished = time.monotonic()
+        if self.window_start <= started and finished <= self.window_end:
+            self.latencies[name].append(finished - started)
+
+    def reply(self, name: str, started: float, ok: bool, detail: bytes = b"") -> None:
+        if ok:
+            self.ok(name, started)
+        else:
+            self.error(name, detail.decode("ascii", "replace")[:200])
+
+    def error(self, name: str, detail: str) -> None:
+        if time.monotonic() <= self.window_end:
+            self.errors[name] += 1
+            if len(self.samples) < _MAX_ERROR_SAMPLES:
+                self.samples.append(f"{name}: {detail}")
+
+    def result(self) -> Result:
+        return {"latencies": dict(self.latencies), "errors": dict(self.errors), "samples": self.samples}
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def summarize(results: list[Result], duration: float) -> Result:
+    """Merge worker results: per command ops, ops/s, p50/p99 (ms), errors; load generator CPU."""
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: Counter[str] = Counter()
+    samples: list[str] = []
+    cpu = 0.0
+    wall = 0.0
+    failures: list[str] = []
+    for result in results:
+        if "error" in result:
+            failures.append(result["error"])
+            continue
+        for name, values in result["latencies"].items():
+            latencies[name].extend(values)
+        errors.update(result["errors"])
+        samples.extend(result["samples"])
+        cpu += result.get("cpu", 0.0)
+        wall = max(wall, result.get("wall", 0.0))
+    commands: dict[str, Result] = {}
+    total = 0
+    for name in sorted(set(latencies) | set(errors)):
+        values = sorted(latencies.get(name, []))
+        total += len(values)
+        commands[name] = {
+            "ops": len(values),
+            "ops_per_s": len(values) / duration if duration > 0 else 0.0,
+            "p50_ms": percentile(values, 0.50) * 1000,
+            "p99_ms": percentile(values, 0.99) * 1000,
+            "errors": errors.get(name, 0),
+        }
+    return {
+        "commands": commands,
+        "total_ops": total,
+        "total_ops_per_s": total / duration if duration > 0 else 0.0,
+        "errors": sum(errors.values()),
+        "error_samples": samples[:_MAX_ERROR_SAMPLES],
+        "loadgen_cpu_s": cpu,
+        "loadgen_cpu_pct": 100.0 * cpu / wall if wall > 0 else 0.0,
+        "worker_failures": failures,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# workers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _worker_entry(conn: Connection, job: Job) -> None:
+    _raise_fd_limit()
+    try:
+        handler = JOB_KINDS[job["kind"]]
+        result = asyncio.run(handler(job, conn))
+    except BaseException:  # noqa: BLE001 - everything must reach the controller, it decides
+        result = {"error": traceback.format_exc(limit=8)}
+    try:
+        conn.send(result)
+    except (OSError, ValueError):
+        pass
+
+
+def run_jobs(jobs: list[Job], *, timeout: float) -> list[Result]:
+    """Run one worker process per job; wait at most ``timeout`` seconds for all of them."""
+    ctx = _context()
+    workers: list[tuple[Any, Connection]] = []
+    try:
+        for job in jobs:
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_worker_entry, args=(child, job), daemon=True,
+                                  name=f"bench-{job['kind']}")
+            process.start()
+            child.close()
+            workers.append((process, parent))
+        deadline = time.monotonic() + timeout
+        results: list[Result] = []
+        for _, parent in workers:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                results.append(parent.recv() if parent.poll(remaining) else {"error": "worker timed out"})
+            except (EOFError, OSError) as exc:
+                results.append({"error": f"worker died: {exc!r}"})
+        return results
+    finally:
+        for process, parent in workers:
+            parent.close()
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+
+async def _sleep_until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _close(connection: ImapConnection | None) -> None:
+    if connection is not None:
+        connection.abort()
+
+
+# -- 1. mixed client load ---------------------------------------------------------------------------
+
+
+async def _mixed_client(job: Job, user: str, password: str, recorder: Recorder, seed: int) -> None:
+    host, port = job["host"], job["port"]
+    timeout = job["command_timeout"]
+    message: bytes = job["message"]
+    rng = random.Random(seed)
+    end = recorder.window_end
+    current = "CONNECT"
+    while time.monotonic() < end:
+        connection: ImapConnection | None = None
+        try:
+            current = "CONNECT"
+            started = time.monotonic()
+            connection = await ImapConnection.open(host, port, timeout=timeout)
+            recorder.ok("CONNECT", started)
+            current = "LOGIN"
+            started = time.monotonic()
+            reply = await connection.login(user, password, timeout=timeout)
+            recorder.reply("LOGIN", started, reply.ok, reply.line)
+            if not reply.ok:
+                await asyncio.sleep(0.5)
+                continue
+            current = "SELECT"
+            started = time.monotonic()
+            reply = await connection.command(b"SELECT INBOX", timeout=timeout)
+            recorder.reply("SELECT", started, reply.ok, reply.line)
+            for _ in range(job["cycles_per_login"]):
+                if time.monotonic() >= end:
+                    break
+                current = "FETCH_ENVELOPE"
+                low = max(1, connection.exists - job["envelopes"] + 1)
+                started = time.monotonic()
+                reply = await connection.command(b"FETCH %d:* (UID FLAGS ENVELOPE RFC822.SIZE)" % low,
+                                                 collect=True, timeout=timeout)
+                recorder.reply(current, started, reply.ok, reply.line)
+                uids = reply.uids()
+                if uids:
+                    uid = rng.choice(uids)
+                    current = "FETCH_BODY"
+                    started = time.monotonic()
+                    reply = await connection.command(b"UID FETCH %d BODY.PEEK[]" % uid, timeout=timeout)
+                    recorder.reply(current, started, reply.ok, reply.line)
+                    current = "STORE"
+                    sign = b"+" if rng.random() < 0.5 else b"-"
+                    started = time.monotonic()
+                    reply = await connection.command(b"UID STORE %d %sFLAGS (\\Flagged)" % (uid, sign),
+                                                     timeout=timeout)
+                    recorder.reply(current, started, reply.ok, reply.line)
+                current = "APPEND"
+                started = time.monotonic()
+                reply = await connection.command(b"APPEND INBOX (\\Seen)", literal=message, timeout=timeout)
+                recorder.reply(current, started, reply.ok, reply.line)
+                new_uid = reply.append_uid() if reply.ok else None
+                current = "STORE"
+                started = time.monotonic()
+                if new_uid is not None:
+                    reply = await connection.command(b"UID STORE %d +FLAGS.SILENT (\\Deleted)" % new_uid,
+                                                     timeout=timeout)
+                else:  # no APPENDUID: the new message is the last one once NOOP has reported it
+                    await connection.command(b"NOOP", timeout=timeout)
+                    reply = await connection.command(b"STORE %d +FLAGS.SILENT (\\Deleted)" % connection.exists,
+                                                     timeout=timeout)
+                recorder.reply(current, started, reply.ok, reply.line)
+                current = "EXPUNGE"
+                started = time.monotonic()
+                command = b"UID EXPUNGE %d" % new_uid if new_uid is not None else b"EXPUNGE"
+                reply = await connection.command(command, timeout=timeout)
+                recorder.reply(current, started, reply.ok, reply.line)
+            current = "LOGOUT"
+            started = time.monotonic()
+            reply = await connection.command(b"LOGOUT", timeout=timeout)
+            recorder.reply(current, started, reply.ok, reply.line)
+        except _NETWORK_ERRORS as exc:
+            recorder.error(current, f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.2)
+        finally:
+            await _close(connection)
+
+
+async def mixed_job(job: Job, conn: Connection) -> Result:
+    """N clients (job["clients"]: [(user, password)]) running the mixed cycle for job["duration"] s."""
+    await _sleep_until(job["start_at"])
+    start = time.monotonic()
+    recorder = Recorder(start, start + job["duration"])
+    cpu_before = time.process_time()
+    tasks = [asyncio.create_task(_mixed_client(job, user, password, recorder, job["seed"] + index))
+             for index, (user, password) in enumerate(job["clients"])]
+    try:
+        async with asyncio.timeout(job["duration"] + job["command_timeout"] + 10):
+            await asyncio.gather(*tasks)
+    except TimeoutError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    result = recorder.result()
+    result["cpu"] = time.process_time() - cpu_before
+    result["wall"] = time.monotonic() - start
+    return result
+
+
+# -- 5. logins ------------------------------------------------------------------------------------
+
+
+async def _login_client(job: Job, user: str, password: str, recorder: Recorder) -> None:
+    host, port, timeout = job["host"], job["port"], job["command_timeout"]
+    while time.monotonic() < recorder.window_end:
+        connection: ImapConnection | None = None
+        current = "CONNECT"
+        try:
+            started = time.monotonic()
+            connection = await ImapConnection.open(host, port, timeout=timeout)
+            current = "LOGIN"
+            login_started = time.monotonic()
+            reply = await connection.login(user, password, timeout=timeout)
+            recorder.reply("LOGIN", login_started, reply.ok, reply.line)
+            current = "LOGOUT"
+            reply = await connection.command(b"LOGOUT", timeout=timeout)
+            if reply.ok:
+                recorder.ok("SESSION", started)  # connect + greeting + LOGIN + LOGOUT
+        except _NETWORK_ERRORS as exc:
+            recorder.error(current, f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.2)
+        finally:
+            await _close(connection)
+
+
+async def login_job(job: Job, conn: Connection) -> Result:
+    await _sleep_until(job["start_at"])
+    start = time.monotonic()
+    recorder = Recorder(start, start + job["duration"])
+    cpu_before = time.process_time()
+    tasks = [asyncio.create_task(_login_client(job, user, password, recorder))
+             for user, password in job["clients"]]
+    try:
+        async with asyncio.timeout(job["duration"] + job["command_timeout"] + 10):
+            await asyncio.gather(*tasks)
+    except TimeoutError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    result = recorder.result()
+    result["cpu"] = time.process_time() - cpu_before
+    result["wall"] = time.monotonic() - start
+    return result
+
+
+# -- priming (not measured) ------------------------------------------------------------------------
+
+
+async def prime_job(job: Job, conn: Connection) -> Result:
+    """LOGIN + SELECT INBOX + LOGOUT once per account, so that first-access work (Dovecot's index
+    files, pymap's UID list) is not charged to the first measured command."""
+    gate = asyncio.Semaphore(job["parallel"])
+    failures: list[str] = []
+
+    async def prime(user: str, password: str) -> None:
+        async with gate:
+            connection: ImapConnection | None = None
+            try:
+                connection = await ImapConnection.open(job["host"], job["port"], timeout=job["command_timeout"])
+                reply = await connection.login(user, password, timeout=job["command_timeout"])
+                if not reply.ok:
+                    raise ImapError(f"LOGIN {user}: {reply.line[:120]!r}")
+                await connection.checked(b"SELECT INBOX", timeout=job["command_timeout"])
+                await connection.command(b"LOGOUT", timeout=job["command_timeout"])
+            except _NETWORK_ERRORS as exc:
+                failures.append(f"{user}: {type(exc).__name__}: {exc}"[:200])
+            finally:
+                await _close(connection)
+
+    await asyncio.gather(*(prime(user, password) for user, password in job["clients"]))
+    return {"failures": failures}
+
+
+# -- 4. LMTP delivery -----------------------------------------------------------------------------
+
+
+async def _lmtp_client(job: Job, index: int, recorder: Recorder) -> None:
+    recipients: list[str] = job["recipients"]
+    message: bytes = job["message"]
+    number = index
+    while time.monotonic() < recorder.window_end:
+        connection: LmtpConnection | None = None
+        try:
+            connection = await LmtpConnection.open(job["host"], job["port"], timeout=job["command_timeout"])
+            while time.monotonic() < recorder.window_end:
+                recipient = recipients[number % len(recipients)]
+                number += job["concurrency"]
+                started = time.monotonic()
+                codes = await connection.deliver("sender@example.org", [recipient], message,
+                                                 timeout=job["command_timeout"])
+                ok = all(code // 100 == 2 for code in codes)
+                recorder.reply("DELIVER", started, ok, repr(codes).encode())
+        except _NETWORK_ERRORS as exc:
+            recorder.error("DELIVER", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.2)
+        finally:
+            if connection is not None:
+                await connection.close()
+
+
+async def lmtp_job(job: Job, conn: Connection) -> Result:
+    await _sleep_until(job["start_at"])
+    start = time.monotonic()
+    recorder = Recorder(start, start + job["duration"])
+    cpu_before = time.process_time()
+    tasks = [asyncio.create_task(_lmtp_client(job, index, recorder)) for index in range(job["concurrency"])]
+    try:
+        async with asyncio.timeout(job["duration"] + job["command_timeout"] + 10):
+            await asyncio.gather(*tasks)
+    except TimeoutError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    result = recorder.result()
+    result["cpu"] = time.process_time() - cpu_before
+    result["wall"] = time.monotonic() - start
+    return result
+
+
+# -- 2. large mailbox -----------------------------------------------------------------------------
+
+
+class _Steps:
+    """Timed steps of the large-mailbox run; a failed or timed-out step is recorded, not raised."""
+
+    def __init__(self, step_timeout: float) -> None:
+        self.step_timeout = step_timeout
+        self.steps: dict[str, Result] = {}
+
+    async def run(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.step_timeout):
+                value = await action()
+        except _NETWORK_ERRORS as exc:
+            status = "timeout" if isinstance(exc, TimeoutError) else "error"
+            self.steps[name] = {"status": status, "seconds": time.perf_counter() - started,
+                                "detail": f"{type(exc).__name__}: {exc}"[:300]}
+            return None
+        self.steps[name] = {"status": "ok", "seconds": time.perf_counter() - started}
+        return value
+
+    def note(self, name: str, **values: Any) -> None:
+        self.steps.setdefault(name, {}).update(values)
+
+
+async def large_job(job: Job, conn: Connection) -> Result:
+    """SELECT, UID FETCH 1:* (UID FLAGS), searches, STATUS and a CONDSTORE resync on one big folder."""
+    host, port, user, password = job["host"], job["port"], job["user"], job["password"]
+    folder = quote(job["folder"])
+    steps = _Steps(job["step_timeout"])
+    cpu_before = time.process_time()
+    wall_start = time.monotonic()
+    connections: list[ImapConnection] = []
+
+    async def session(select: bytes | None = None) -> ImapConnection:
+        connection = await ImapConnection.open(host, port, timeout=job["step_timeout"])
+        connections.append(connection)
+        reply = await connection.login(user, password, timeout=job["step_timeout"])
+        if not reply.ok:
+            raise ImapError(f"LOGIN failed: {reply.line[:200]!r}")
+        if select is not None:
+            await connection.checked(select, timeout=job["step_timeout"])
+        return connection
+
+    try:
+        main = await session()
+        reply = await steps.run("STATUS", lambda: main.checked(
+            b"STATUS " + folder + b" (MESSAGES UIDNEXT UNSEEN)", collect=True))
+        reply = await steps.run("SELECT", lambda: main.checked(b"SELECT " + folder))
+        if reply is None:
+            main = await session(b"SELECT " + folder)  # retry untimed so later steps still run
+        steps.note("SELECT", exists=main.exists)
+        reply = await steps.run("UID FETCH 1:* (UID FLAGS)", lambda: main.checked(
+            b"UID FETCH 1:* (UID FLAGS)", collect=True))
+        if reply is not None:
+            steps.note("UID FETCH 1:* (UID FLAGS)", responses=len(reply.untagged))
+        for name, command in (("UID SEARCH UNSEEN", b"UID SEARCH UNSEEN"),
+                              ("SEARCH SUBJECT", b"SEARCH SUBJECT " + quote(job["subject_needle"])),
+                              ("SEARCH BODY", b"SEARCH BODY " + quote(job["body_needle"]))):
+            if main.closed.done():
+                main = await session(b"SELECT " + folder)
+            reply = await steps.run(name, lambda command=command, client=main: client.checked(command, collect=True))
+            if reply is not None:
+                steps.note(name, hits=reply.search_hits())
+        if main.closed.done():
+            main = await session(b"SELECT " + folder)
+        await steps.run("SELECT (again)", lambda: main.checked(b"SELECT " + folder))
+        capabilities = main.capabilities or await main.fetch_capabilities()
+        if b"CONDSTORE" not in capabilities:
+            steps.steps["CONDSTORE resync"] = {"status": "n/a", "detail": "server lacks CONDSTORE"}
+        else:
+            reply = await main.checked(b"SELECT " + folder + b" (CONDSTORE)", collect=True,
+                                       timeout=job["step_timeout"])
+            modseq = reply.highest_modseq()
+            uids = (await main.checked(b"UID SEARCH ALL", collect=True, timeout=job["step_timeout"])).untagged
+            all_uids = [int(x) for response in uids if response.startswith(b"* SEARCH")
+                        for x in response.split()[2:]]
+            changes = job["flag_changes"]
+            stride = max(1, len(all_uids) // max(changes, 1))
+            chosen = all_uids[::stride][:changes]
+            writer = await session(b"SELECT " + folder)
+
+            async def change_flags() -> None:
+                for offset in range(0, len(chosen), 100):
+                    uid_set = b",".join(b"%d" % uid for uid in chosen[offset:offset + 100])
+                    await writer.checked(b"UID STORE " + uid_set + b" +FLAGS.SILENT ($BenchChanged)")
+
+            await steps.run(f"STORE {len(chosen)} flag changes", change_flags)
+
+            client = await session()  # a client coming back: logged in before the clock starts
+
+            async def resync() -> int:
+                await client.checked(b"SELECT " + folder + b" (CONDSTORE)")
+                reply = await client.checked(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % (modseq or 1),
+                                             collect=True)
+                return len(reply.untagged)
+
+            changed = await steps.run("CONDSTORE resync", resync)
+            if changed is not None:
+                steps.note("CONDSTORE resync", changed=changed, expected=len(chosen))
+    except _NETWORK_ERRORS as exc:
+        steps.note("aborted", status="error", detail=f"{type(exc).__name__}: {exc}"[:300])
+    finally:
+        for connection in connections:
+            connection.abort()
+    return {"steps": steps.steps, "cpu": time.process_time() - cpu_before, "wall": time.monotonic() - wall_start}
+
+
+# -- 3. idle sessions (interactive) -----------------------------------------------------------------
+
+
+async def idle_job(job: Job, conn: Connection) -> Result:
+    """Open sessions in IDLE, then obey the controller: ``watch`` a user's sessions, ``halt``, ``stop``.
+
+    Messages to the controller: progress, ready, watching, arrivals; the return value is the final one.
+    """
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Job] = asyncio.Queue()
+
+    def on_pipe() -> None:
+        try:
+            inbox.put_nowait(conn.recv())
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            inbox.put_nowait({"cmd": "stop"})
+
+    loop.add_reader(conn.fileno(), on_pipe)
+    host, port, timeout = job["host"], job["port"], job["command_timeout"]
+    live: list[tuple[str, ImapConnection]] = []
+    failures: Counter[str] = Counter()
+    samples: list[str] = []
+    halted = False
+    gate = asyncio.Semaphore(job["parallel"])
+    cpu_before = time.process_time()
+    wall_start = time.monotonic()
+
+    async def open_session(user: str, password: str) -> None:
+        if halted:
+            return
+        async with gate:
+            if halted:
+                return
+            connection: ImapConnection | None = None
+            try:
+                connection = await ImapConnection.open(host, port, timeout=timeout)
+                reply = await connection.login(user, password, timeout=timeout)
+                if not reply.ok:
+                    raise ImapError(f"LOGIN: {reply.line[:120]!r}")
+                await connection.checked(b"SELECT INBOX", timeout=timeout)
+                await connection.start_idle(timeout=timeout)
+                live.append((user, connection))
+            except _NETWORK_ERRORS as exc:
+                failures[type(exc).__name__] += 1
+                if len(samples) < _MAX_ERROR_SAMPLES:
+                    samples.append(f"{type(exc).__name__}: {exc}"[:200])
+                if connection is not None:
+                    connection.abort()
+
+    ramp = asyncio.ensure_future(asyncio.gather(*(open_session(u, p) for u, p in job["sessions"])))
+    ramp_started = time.monotonic()
+    stopping = False
+    try:
+        pending_message: asyncio.Future[Job] | None = None
+        while not ramp.done():
+            if pending_message is None:
+                pending_message = asyncio.ensure_future(inbox.get())
+            done, _ = await asyncio.wait({ramp, pending_message}, timeout=1.0,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if pending_message in done:
+                command = pending_message.result().get("cmd")
+                pending_message = None
+                halted = halted or command in ("halt", "stop")
+                if command == "stop":
+                    stopping = True
+                    ramp.cancel()
+                    break
+            elif ramp not in done:
+                conn.send({"event": "progress", "ready": len(live)})
+        await asyncio.gather(ramp, return_exceptions=True)
+        conn.send({"event": "ready", "ready": len(live), "failed": sum(failures.values()),
+                   "failures": dict(failures), "samples": samples,
+                   "ramp_seconds": time.monotonic() - ramp_started})
+        while not stopping:
+            message = await (pending_message if pending_message is not None else inbox.get())
+            pending_message = None
+            if message.get("cmd") == "stop":
+                stopping = True
+            elif message.get("cmd") == "watch":
+                await _watch(conn, live, message)
+    finally:
+        dropped = sum(1 for _, connection in live if connection.closed.done())
+        for _, connection in live:
+            connection.abort()
+        loop.remove_reader(conn.fileno())
+    return {"event": "stopped", "dropped": dropped, "cpu": time.process_time() - cpu_before,
+            "wall": time.monotonic() - wall_start}
+
+
+async def _watch(conn: Connection, live: list[tuple[str, ImapConnection]], message: Job) -> None:
+    """Record when each IDLE session of message["user"] sees a new EXISTS."""
+    targets = [connection for user, connection in live if user == message["user"]
+               and not connection.closed.done()]
+    arrivals: list[float] = []
+    everyone = asyncio.get_running_loop().create_future()
+
+    def hook_for(connection: ImapConnection) -> Callable[[bytes], None]:
+        baseline = connection.exists
+
+        def hook(response: bytes) -> None:
+            if response.endswith(b" EXISTS") and connection.exists > baseline:
+                arrivals.append(time.monotonic())
+                connection.on_untagged = None
+                if len(arrivals) >= len(targets) and not everyone.done():
+                    everyone.set_result(None)
+        return hook
+
+    for connection in targets:
+        connection.on_untagged = hook_for(connection)
+    conn.send({"event": "watching", "count": len(targets)})
+    if targets:
+        try:
+            async with asyncio.timeout(message["timeout"]):
+                await everyone
+        except TimeoutError:
+            pass
+    for connection in targets:
+        connection.on_untagged = None
+    conn.send({"event": "arrivals", "times": arrivals, "missing": len(targets) - len(arrivals)})
+
+
+class IdleFleet:
+    """Controller side of the idle workload: one interactive worker per slice of the sessions."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        ctx = _context()
+        self.workers: list[tuple[Any, Connection]] = []
+        for job in jobs:
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_worker_entry, args=(child, job), daemon=True, name="bench-idle")
+            process.start()
+            child.close()
+            self.workers.append((process, parent))
+        self.ready = [0] * len(jobs)
+        self.finished: list[Result | None] = [None] * len(jobs)
+
+    def send_all(self, message: Job) -> None:
+        for _, parent in self.workers:
+            try:
+                parent.send(message)
+            except (OSError, ValueError):
+                pass
+
+    def poll(self, timeout: float) -> list[tuple[int, Result]]:
+        """Messages that arrived within ``timeout`` seconds, as (worker index, message)."""
+        from multiprocessing.connection import wait
+
+        connections = [parent for _, parent in self.workers if not parent.closed]
+        received: list[tuple[int, Result]] = []
+        for ready in wait(connections, timeout):
+            index = next(i for i, (_, parent) in enumerate(self.workers) if parent is ready)
+            try:
+                message = ready.recv()  # type: ignore[union-attr]
+            except (EOFError, OSError):
+                message = {"event": "stopped", "error": "worker exited"}
+                ready.close()  # type: ignore[union-attr]
+            if "error" in message and message.get("event") is None:
+                message = {"event": "stopped", **message}
+            received.append((index, message))
+        return received
+
+    def collect(self, event: str, timeout: float) -> dict[int, Result]:
+        """Wait until every live worker sent ``event`` (or stopped) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        got: dict[int, Result] = {}
+        while len(got) < len(self.workers) and time.monotonic() < deadline:
+            for index, message in self.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                if message.get("event") == event or message.get("event") == "stopped":
+                    got[index] = message
+                    if message.get("event") == "stopped":
+                        self.finished[index] = message
+        return got
+
+    def close(self, timeout: float = 30.0) -> list[Result]:
+        self.send_all({"cmd": "stop"})
+        deadline = time.monotonic() + timeout
+        while any(result is None for result in self.finished) and time.monotonic() < deadline:
+            for index, message in self.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                if message.get("event") == "stopped":
+                    self.finished[index] = message
+            if all(parent.closed for _, parent in self.workers):
+                break
+        for process, parent in self.workers:
+            parent.close()
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        return [result or {"error": "no final report"} for result in self.finished]
+
+
+def timed_append(host: str, port: int, user: str, password: str, message: bytes, *,
+                 mailbox: str = "INBOX", timeout: float = 30.0) -> tuple[float, float]:
+    """APPEND one message from a separate blocking connection; returns (sent_at, completed_at) in
+    time.monotonic() seconds (the same clock the workers use)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        reader = sock.makefile("rb")
+
+        def until_tagged(tag: bytes) -> bytes:
+            while True:
+                line = reader.readline()
+                if not line:
+                    raise ImapError("connection closed")
+                if line.startswith(tag + b" "):
+                    return line
+
+        reader.readline()  # greeting
+        sock.sendall(b"l LOGIN " + quote(user) + b" " + quote(password) + b"\r\n")
+        if not until_tagged(b"l").startswith(b"l OK"):
+            raise ImapError("LOGIN failed for the APPEND client")
+        sent_at = time.monotonic()
+        sock.sendall(b"p APPEND " + quote(mailbox) + b" {%d}\r\n" % len(message))
+        while True:
+            line = reader.readline()
+            if not line:
+                raise ImapError("connection closed")
+            if line.startswith(b"+"):
+                break
+            if line.startswith(b"p "):
+                raise ImapError(f"APPEND refused: {line[:200]!r}")
+        sock.sendall(message + b"\r\n")
+        line = until_tagged(b"p")
+        completed_at = time.monotonic()
+        if not line.startswith(b"p OK"):
+            raise ImapError(f"APPEND failed: {line[:200]!r}")
+        sock.sendall(b"q LOGOUT\r\n")
+    return sent_at, completed_at
+
+
+JOB_KINDS: dict[str, Callable[[Job, Connection], Awaitable[Result]]] = {
+    "mixed": mixed_job,
+    "logins": login_job,
+    "lmtp": lmtp_job,
+    "large": large_job,
+    "prime": prime_job,
+    "idle": idle_job,
+}

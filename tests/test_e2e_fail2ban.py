@@ -1,0 +1,135 @@
+"""The real gximap under a brute-force attack, its log read by Debian's real fail2ban-regex with the
+shipped filter (etc/fail2ban/filter.d/gromox-imap.conf), and the shipped jail checked by
+fail2ban-client. The attacker and a legitimate user connect from different loopback addresses."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("fail2ban-regex") is None, reason="fail2ban is not installed"),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "gromox-imap.conf"
+JAIL = REPO / "etc" / "fail2ban" / "jail.d" / "gromox-imap.conf"
+ATTACKER = "127.0.0.2"
+LEGITIMATE = "127.0.0.3"
+TIMEOUT = 10.0
+
+
+class Client:
+    """A blocking IMAP line client bound to a chosen loopback source address."""
+
+    def __init__(self, port: int, source: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0))
+        self.port = self.sock.getsockname()[1]
+        self.buffer = b""
+
+    def readline(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                line, self.buffer = self.buffer, b""
+                return line
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def command(self, tag: str, text: str) -> list[bytes]:
+        self.sock.sendall(f"{tag} {text}\r\n".encode())
+        lines = []
+        for _ in range(100):
+            line = self.readline()
+            lines.append(line)
+            if not line or line.startswith(tag.encode() + b" "):
+                return lines
+        raise AssertionError(f"no tagged response to {text!r}: {lines!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
+    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
+                           extra={"imap_auth_times": "3", "imap_auth_ip_times": "0"})
+    server.start()
+    attacker_ports: list[int] = []
+    try:
+        attack = Client(server.port, ATTACKER)
+        attacker_ports.append(attack.port)
+        assert attack.readline().startswith(b"* OK")
+        for number, password in enumerate(("123456", "password", "alice2024"), start=1):
+            lines = attack.command(f"a{number}", f"LOGIN alice {password}")
+            assert lines[-1] == f"a{number} NO [AUTHENTICATIONFAILED] Authentication failed".encode()
+        assert attack.readline() == b"* BYE Too many failed logins, closing connection"
+        attack.close()
+        # The user is blocked now: even the right password is refused, on a new connection.
+        again = Client(server.port, ATTACKER)
+        attacker_ports.append(again.port)
+        again.readline()
+        assert again.command("b1", "LOGIN alice secret")[-1].startswith(b"b1 NO [AUTHENTICATIONFAILED]")
+        plain = base64.b64encode(b"\0alice\0qwerty").decode()
+        assert again.command("b2", f"AUTHENTICATE PLAIN {plain}")[-1].startswith(b"b2 NO")
+        again.close()
+
+        user = Client(server.port, LEGITIMATE)
+        user.readline()
+        assert user.command("c1", "LOGIN bob secret")[-1].startswith(b"c1 OK")
+        user.command("c2", "LOGOUT")
+        user.close()
+    finally:
+        server.stop()
+
+    log = server.log()
+    # The documented, stable lines are there, one per failed login and one for the block.
+    failures = re.findall(r"<4> rhost=\[127\.0\.0\.2\]:(\d+) user=alice (LOGIN|PLAIN) rejected: (.+)", log)
+    assert [reason for _port, _mech, reason in failures] == ["bad password"] * 3 + ["user blocked"] * 2
+    assert {int(port) for port, _mech, _reason in failures} == set(attacker_ports)
+    assert re.search(r"<4> rhost=\[127\.0\.0\.2\]:\d+ user=alice blocked for 60s: too many failed logins", log)
+    assert re.search(r"<5> rhost=\[127\.0\.0\.3\]:\d+ user=bob LOGIN ok\n", log)
+
+    result = subprocess.run(["fail2ban-regex", "-o", "<ip> <F-USER>", str(server.log_path), str(FILTER)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    matched = result.stdout.split("\n")
+    matched = [line for line in matched if line]
+    assert matched == [f"{ATTACKER} alice"] * 5, result.stdout
+    summary = subprocess.run(["fail2ban-regex", str(server.log_path), str(FILTER)],
+                             capture_output=True, text=True, timeout=60)
+    assert summary.returncode == 0, summary.stderr
+    assert re.search(r"Failregex: 5 total", summary.stdout), summary.stdout
+    assert LEGITIMATE not in summary.stdout.split("Ignoreregex:")[0].split("Failregex:")[1]
+
+
+def test_shipped_jail_is_a_valid_fail2ban_configuration(tmp_path: Path) -> None:
+    if shutil.which("fail2ban-client") is None or not Path("/etc/fail2ban/jail.conf").is_file():
+        pytest.skip("fail2ban-client or the Debian fail2ban configuration is missing")
+    confdir = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", confdir, ignore=shutil.ignore_patterns("jail.local", "*.local"))
+    for existing in (confdir / "jail.d").iterdir():
+        existing.unlink()  # only our jail, whatever the host enabled
+    logfile = tmp_path / "imap.log"
+    logfile.write_text("")
+    shutil.copy(FILTER, confdir / "filter.d" / FILTER.name)
+    jail = JAIL.read_text()
+    assert jail.count("logpath  = /var/log/gromox/imap.log") == 1
+    (confdir / "jail.d" / JAIL.name).write_text(jail.replace("/var/log/gromox/imap.log", str(logfile)))
+    test = subprocess.run(["fail2ban-client", "-c", str(confdir), "-t"], capture_output=True, text=True,
+                          timeout=60)
+    assert test.returncode == 0, test.stdout + test.stderr
+    dump = subprocess.run(["fail2ban-client", "-c", str(confdir), "-d"], capture_output=True, text=True,
+                          timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    assert "['add', 'gromox-imap', 'auto']" in dump.stdout
+    assert "['set', 'gromox-imap', 'maxretry', 5]" in dump.stdout
+    assert f"['set', 'gromox-imap', 'addlogpath', '{logfile}', 'head']" in dump.stdout

@@ -1,0 +1,313 @@
+"""systemd integration: the unit files, socket activation (LISTEN_FDS) and readiness (NOTIFY_SOCKET).
+
+The units are checked with ``systemd-analyze verify`` and ``security`` as `make install` lays them
+out (ExecStart and Documentation= resolvable). The daemon tests start the real gximap: once
+handed listening sockets the way systemd hands them (fd 3 onward, LISTEN_PID, LISTEN_FDNAMES from
+the .socket units), once with NOTIFY_SOCKET pointing at a datagram socket of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT_DIR = REPO / "systemd"
+UNITS = ("gximap.service", "gximap.socket", "gximap-imaps.socket")
+SERVICE = UNIT_DIR / "gximap.service"
+# systemd-analyze security rates exposure 0.0 (locked down) to 10.0; this unit rates 1.6.
+MAX_EXPOSURE_TENTHS = 20
+TIMEOUT = 20.0
+
+
+def unit_settings(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A unit file as section -> [(key, value)], keeping repeated keys in order."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        assert current is not None, f"{path.name}: {line!r} outside a section"
+        key, equals, value = line.partition("=")
+        assert equals, f"{path.name}: {line!r} is not key=value"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(path: Path, section: str, key: str) -> list[str]:
+    return [value for name, value in unit_settings(path).get(section, []) if name == key]
+
+
+# ----------------------------------------------------------------------------------------------------
+# unit files
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_service_settings() -> None:
+    def one(key: str) -> str:
+        found = values(SERVICE, "Service", key)
+        assert len(found) == 1, (key, found)
+        return found[0]
+
+    assert one("Type") == "notify"
+    assert one("ExecStart") == "/usr/sbin/gximap"
+    assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one("Restart") == "on-failure"
+    assert one("RestartPreventExitStatus") == "2"  # gximap's exit status for configuration errors
+    for key, expected in (("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("PrivateTmp", "yes"),
+                          ("ProtectHome", "yes"), ("PrivateDevices", "yes"), ("User", "gromox")):
+        assert one(key) == expected, key
+    assert set(one("ReadWritePaths").split()) >= {"/var/lib/gromox", "/run/gromox"}
+    assert one("RestrictAddressFamilies").split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert one("CapabilityBoundingSet") == one("AmbientCapabilities") == "CAP_NET_BIND_SERVICE"
+    assert one("StateDirectory") == "gromox" and one("RuntimeDirectory") == "gromox"
+    assert values(SERVICE, "Install", "WantedBy") == ["multi-user.target"]
+
+
+def test_socket_units_name_their_descriptors_for_the_daemon() -> None:
+    listen = {}
+    for unit in ("gximap.socket", "gximap-imaps.socket"):
+        path = UNIT_DIR / unit
+        assert values(path, "Socket", "Service") == ["gximap.service"]
+        assert values(path, "Install", "WantedBy") == ["sockets.target"]
+        (name,) = values(path, "Socket", "FileDescriptorName")
+        listen[name] = values(path, "Socket", "ListenStream")
+    # One name per socket unit (systemd gives a unit's name to all its sockets), hence two units.
+    assert listen == {"imap": ["143"], "imaps": ["993"]}
+
+
+def systemd_analyze_or_skip(tmp_path: Path) -> str:
+    """The systemd-analyze binary; skips (saying why) only when it cannot work in this environment."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (make sysdeps installs the systemd package)")
+    probe = tmp_path / "probe.service"
+    probe.write_text("[Unit]\nDescription=probe\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    result = subprocess.run([tool, "verify", str(probe)], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        pytest.skip(f"systemd-analyze cannot verify even a trivial unit here: {result.stderr.strip()}")
+    return tool
+
+
+@pytest.fixture(scope="module")
+def installed_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make install` into a scratch PREFIX (no DESTDIR): ExecStart and the man pages then exist."""
+    from test_packaging import copy_source, make_install
+
+    work = tmp_path_factory.mktemp("prefix")
+    source = copy_source(work / "src")
+    prefix = work / "usr"
+    make_install(source, None, str(prefix), sysconfdir=str(work / "etc"))
+    return prefix
+
+
+def test_units_pass_systemd_analyze_verify(installed_prefix: Path, tmp_path: Path) -> None:
+    tool = systemd_analyze_or_skip(tmp_path)
+    unit_dir = installed_prefix / "lib" / "systemd" / "system"
+    service = (unit_dir / "gximap.service").read_text()
+    assert f"\nExecStart={installed_prefix}/sbin/gximap\n" in service
+    # Documentation=man:... is checked by running man(1): point it at the installed pages.
+    env = dict(os.environ, MANPATH=str(installed_prefix / "share" / "man"))
+    result = subprocess.run([tool, "verify", *(str(unit_dir / unit) for unit in UNITS)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
+def test_service_exposure_stays_low(installed_prefix: Path, tmp_path: Path) -> None:
+    tool = systemd_analyze_or_skip(tmp_path)
+    service = installed_prefix / "lib" / "systemd" / "system" / "gximap.service"
+    result = subprocess.run([tool, "security", "--offline=yes", f"--threshold={MAX_EXPOSURE_TENTHS}",
+                             "--no-pager", str(service)], capture_output=True, text=True, timeout=60)
+    if "--offline" in result.stderr and "unrecognized option" in result.stderr:
+        pytest.skip(f"this systemd-analyze cannot rate unit files offline: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# the daemon under systemd's protocols
+# ----------------------------------------------------------------------------------------------------
+
+# Puts the inherited listening sockets at fd 3, 4, ... and execs gximap in the same process, so
+# that LISTEN_PID (its own pid) stays valid, as systemd does it.
+LAUNCHER = """\
+import fcntl, os, sys
+sources = [int(fd) for fd in sys.argv[1].split(",")]
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in sources]
+for fd in sources:
+    os.close(fd)
+for index, fd in enumerate(high):
+    os.dup2(fd, 3 + index)
+    os.close(fd)
+os.environ["LISTEN_FDS"] = str(len(high))
+os.environ["LISTEN_FDNAMES"] = sys.argv[2]
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+"""
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for systemd's notification socket."""
+    path = str(tmp_path / "notify")
+    short_dir = None
+    if len(path.encode()) > 100:  # sun_path holds 108 bytes
+        short_dir = tempfile.mkdtemp(prefix="gxn")
+        path = os.path.join(short_dir, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        if short_dir is not None:
+            shutil.rmtree(short_dir, ignore_errors=True)
+
+
+def wait_for_notification(sock: socket.socket, wanted: bytes, proc: subprocess.Popen | None,
+                          timeout: float = TIMEOUT) -> list[bytes]:
+    """Collect notifications until one contains ``wanted``; returns all received."""
+    received: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(0.2)
+        try:
+            message = sock.recv(4096)
+        except TimeoutError:
+            if proc is not None and proc.poll() is not None and wanted != b"STOPPING=1":
+                raise AssertionError(f"gximap exited with {proc.returncode} before {wanted!r}") from None
+            continue
+        received.append(message)
+        if wanted in message.split(b"\n"):
+            return received
+    raise AssertionError(f"no {wanted!r} within {timeout}s; got {received!r}")
+
+
+def read_tagged(sock: socket.socket, tag: bytes) -> list[bytes]:
+    """Response lines up to and including the one tagged ``tag``."""
+    data = b""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        lines = data.split(b"\r\n")
+        for index, line in enumerate(lines[:-1]):
+            if line.startswith(tag + b" "):
+                return lines[:index + 1]
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before the {tag!r} response: {data!r}"
+        data += chunk
+    raise AssertionError(f"no {tag!r} response: {data!r}")
+
+
+def read_greeting(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed before the greeting"
+        data += chunk
+    return data
+
+
+def login_session(sock: socket.socket) -> list[bytes]:
+    """Greeting, CAPABILITY, LOGIN, LOGOUT; returns the CAPABILITY response lines."""
+    sock.settimeout(TIMEOUT)
+    assert read_greeting(sock).startswith(b"* OK")
+    sock.sendall(b"c1 CAPABILITY\r\n")
+    capabilities = read_tagged(sock, b"c1")
+    assert capabilities[-1].startswith(b"c1 OK")
+    sock.sendall(b"c2 LOGIN alice secret\r\n")
+    assert read_tagged(sock, b"c2")[-1].startswith(b"c2 OK")
+    sock.sendall(b"c3 LOGOUT\r\n")
+    assert read_tagged(sock, b"c3")[-1].startswith(b"c3 OK")
+    return capabilities
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+@pytest.mark.e2e
+def test_socket_activation_serves_inherited_sockets(tmp_path: Path,
+                                                    notify_socket: tuple[socket.socket, str]) -> None:
+    names = [values(UNIT_DIR / unit, "Socket", "FileDescriptorName")[0]
+             for unit in ("gximap.socket", "gximap-imaps.socket")]
+    gx = GximapProcess(tmp_path, accounts={"alice": "secret"}, tls=True)
+    plain, implicit = listening_socket(), listening_socket()
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    notify, notify_path = notify_socket
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NOTIFY_SOCKET=notify_path)
+    for variable in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        env.pop(variable, None)
+    fds = [plain.fileno(), implicit.fileno()]
+    try:
+        gx.proc = subprocess.Popen(
+            [sys.executable, str(launcher), ",".join(map(str, fds)), ":".join(names),
+             "-m", "gximap", "-c", str(gx.config_path)],
+            cwd=gx.dir, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        plain_port, implicit_port = plain.getsockname()[1], implicit.getsockname()[1]
+        plain.close()  # the daemon holds its own copies now
+        implicit.close()
+        wait_for_notification(notify, b"READY=1", gx.proc)
+
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=TIMEOUT) as client:
+            capabilities = b" ".join(login_session(client))
+        assert b"STARTTLS" in capabilities  # "imap": plain IMAP, with STARTTLS on offer
+
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", implicit_port), timeout=TIMEOUT) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as client:
+                capabilities = b" ".join(login_session(client))
+        assert b"STARTTLS" not in capabilities  # "imaps": already TLS
+
+        # The listen directives of the configuration were not used.
+        for port in (gx.port, gx.tls_port):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        plain.close()
+        implicit.close()
+        status = gx.stop()
+    assert status == 0, gx.output() + gx.log()
+
+
+@pytest.mark.e2e
+def test_notify_socket_receives_ready_and_stopping(tmp_path: Path,
+                                                   notify_socket: tuple[socket.socket, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    notify, notify_path = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_path)
+    for variable in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        monkeypatch.delenv(variable, raising=False)
+    gx = GximapProcess(tmp_path, accounts={"alice": "secret"}, tls=False)
+    try:
+        gx.start(timeout=TIMEOUT)
+        wait_for_notification(notify, b"READY=1", gx.proc)
+        # READY=1 comes after the listeners and the store are up: a login works at once.
+        with socket.create_connection(("127.0.0.1", gx.port), timeout=TIMEOUT) as client:
+            login_session(client)
+    finally:
+        status = gx.stop()
+    assert status == 0, gx.output() + gx.log()
+    wait_for_notification(notify, b"STOPPING=1", None, timeout=2.0)
