@@ -68,15 +68,15 @@ distclean: clean
 #   $(PREFIX)/lib/systemd/system, $(PREFIX)/share/doc/gximap (with sample configs in examples/);
 #   $(SYSCONFDIR)/gromox/*.cfg, logrotate.d/gximap, fail2ban/filter.d: only if not there yet
 #   (the fail2ban jail and the haproxy example go to examples/: a jail is enabled by the admin).
-# The runtime dependencies (lmdb, cryptography, python-prctl, setproctitle) come from the system
-# (python3-lmdb, ...); INSTALL_DEPS=yes installs them from PyPI into the private dir instead.
+# The runtime dependencies (lmdb, cryptography, python-prctl, setproctitle, precis-i18n) come from
+# the system (python3-lmdb, ...); INSTALL_DEPS=yes installs them from PyPI into the private dir.
 
 PREFIX         ?= /usr/local
 DESTDIR        ?=
 SYSCONFDIR     ?= /etc
 INSTALL_PYTHON ?= /usr/bin/python3
 INSTALL_DEPS   ?= no
-# The pip that builds and installs; needs setuptools>=68 and wheel (the dev venv has them).
+# The pip that builds and installs: the dev venv's, else python3 (Debian: python3-pip, python3-wheel).
 BUILD_PYTHON   ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GX_LIBDIR      := $(PREFIX)/lib/gximap
 GX_UNITS       := gximap.service gximap.socket gximap-imaps.socket
@@ -87,7 +87,7 @@ GX_CONFFILES   := gromox/imap.cfg gromox/gromox.cfg logrotate.d/gximap \
 
 install:
 	rm -rf '$(DESTDIR)$(GX_LIBDIR)'
-	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BUILD_PYTHON) -m pip install -q --no-build-isolation \
+	PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore $(BUILD_PYTHON) -m pip install -q --no-build-isolation \
 	  $(if $(filter yes,$(INSTALL_DEPS)),,--no-deps) --target '$(DESTDIR)$(GX_LIBDIR)' .
 	rm -rf '$(DESTDIR)$(GX_LIBDIR)/bin'
 	install -d '$(DESTDIR)$(PREFIX)/sbin'

@@ -87,6 +87,21 @@ def test_greeting_login_and_logout_plain_and_tls(server: GximapProcess) -> None:
         client.logout()
 
 
+def test_process_title_shows_sessions(server: GximapProcess) -> None:
+    def title() -> str:
+        return Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        assert _read_line(sock).startswith(b"* OK")
+        deadline = time.monotonic() + 5
+        while title() != "gximap: 1/50 sessions" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert title() == "gximap: 1/50 sessions"
+    finally:
+        sock.close()
+
+
 def test_sigterm_says_bye_and_exits_promptly(server: GximapProcess) -> None:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     assert _read_line(sock).startswith(b"* OK")
