@@ -10,7 +10,7 @@ DEV_CFG  := etc/gromox/dev.cfg
 # libcap-dev: python-prctl builds against it. isync (mbsync) and curl: real clients for the
 # end-to-end tests. mandoc/man-db: man page lint and rendering. openssl: TLS checks in tests.
 # systemd (systemd-analyze) and logrotate: checks of the shipped units and logrotate snippet.
-SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate
+SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate offlineimap3 fetchmail getmail6 mutt
 PYTEST_ARGS ?=
 
 .PHONY: all run test deps sysdeps lint fuzz bench bench-store devstate clean distclean

@@ -140,6 +140,13 @@ class Harness:
                 result = action()
         except Exception as exc:  # noqa: BLE001 - one failed workload must not lose the others
             result = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
+        status = server.exit_status()
+        if status is not None:
+            # A crashed server invalidates the figures; restart it so the other workloads still run.
+            result = {"status": "error", "detail": f"{server.name} exited with status {status} during {name}",
+                      "log_tail": server.tail_logs(2000), "partial": result}
+            server.stop()
+            server.start()
         result["elapsed_s"] = round(time.monotonic() - started, 2)
         record["workloads"][name] = result
         self.log(f"  {name}: {_one_line(name, result)}")

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.client import ImapConnection, ImapError, LmtpConnection, LmtpError, quote
+from bench.client import ImapConnection, ImapError, LmtpConnection, LmtpError, Reply, quote
 
 Job = dict[str, Any]
 Result = dict[str, Any]
@@ -420,8 +420,12 @@ class _Steps:
     def __init__(self, step_timeout: float) -> None:
         self.step_timeout = step_timeout
         self.steps: dict[str, Result] = {}
+        self.gave_up = ""  # after a timeout the server is still busy: later figures would be skewed
 
     async def run(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        if self.gave_up:
+            self.steps[name] = {"status": "skipped", "detail": f"after {self.gave_up} timed out"}
+            return None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.step_timeout):
@@ -430,6 +434,8 @@ class _Steps:
             status = "timeout" if isinstance(exc, TimeoutError) else "error"
             self.steps[name] = {"status": status, "seconds": time.perf_counter() - started,
                                 "detail": f"{type(exc).__name__}: {exc}"[:300]}
+            if status == "timeout":
+                self.gave_up = name
             return None
         self.steps[name] = {"status": "ok", "seconds": time.perf_counter() - started}
         return value
@@ -438,86 +444,104 @@ class _Steps:
         self.steps.setdefault(name, {}).update(values)
 
 
+class _GiveUp(Exception):
+    """A large-mailbox step timed out: the remaining steps are skipped."""
+
+
 async def large_job(job: Job, conn: Connection) -> Result:
-    """SELECT, UID FETCH 1:* (UID FLAGS), searches, STATUS and a CONDSTORE resync on one big folder."""
+    """STATUS, SELECT, UID FETCH 1:* (UID FLAGS), searches, and a CONDSTORE resync on one big folder."""
     host, port, user, password = job["host"], job["port"], job["user"], job["password"]
     folder = quote(job["folder"])
+    select = b"SELECT " + folder
+    flag_step = f"STORE {job['flag_changes']} flag changes"
+    searches = (("UID SEARCH UNSEEN", b"UID SEARCH UNSEEN"),
+                ("SEARCH SUBJECT", b"SEARCH SUBJECT " + quote(job["subject_needle"])),
+                ("SEARCH BODY", b"SEARCH BODY " + quote(job["body_needle"])))
+    all_steps = ("STATUS", "SELECT", "UID FETCH 1:* (UID FLAGS)", *(name for name, _ in searches),
+                 "SELECT (again)", flag_step, "CONDSTORE resync")
     steps = _Steps(job["step_timeout"])
     cpu_before = time.process_time()
     wall_start = time.monotonic()
     connections: list[ImapConnection] = []
 
-    async def session(select: bytes | None = None) -> ImapConnection:
+    async def session(select_first: bool) -> ImapConnection:
         connection = await ImapConnection.open(host, port, timeout=job["step_timeout"])
         connections.append(connection)
         reply = await connection.login(user, password, timeout=job["step_timeout"])
         if not reply.ok:
             raise ImapError(f"LOGIN failed: {reply.line[:200]!r}")
-        if select is not None:
+        if select_first:
             await connection.checked(select, timeout=job["step_timeout"])
         return connection
 
+    async def timed(name: str, client: ImapConnection, command: bytes) -> Reply | None:
+        """One timed command; afterwards the caller gets a usable selected connection back."""
+        reply = await steps.run(name, lambda: client.checked(command, collect=True))
+        if steps.gave_up:
+            raise _GiveUp
+        return reply
+
     try:
-        main = await session()
-        reply = await steps.run("STATUS", lambda: main.checked(
-            b"STATUS " + folder + b" (MESSAGES UIDNEXT UNSEEN)", collect=True))
-        reply = await steps.run("SELECT", lambda: main.checked(b"SELECT " + folder))
-        if reply is None:
-            main = await session(b"SELECT " + folder)  # retry untimed so later steps still run
+        main = await session(select_first=False)
+        await timed("STATUS", main, b"STATUS " + folder + b" (MESSAGES UIDNEXT UNSEEN)")
+        if await timed("SELECT", main, select) is None:
+            main = await session(select_first=True)
         steps.note("SELECT", exists=main.exists)
-        reply = await steps.run("UID FETCH 1:* (UID FLAGS)", lambda: main.checked(
-            b"UID FETCH 1:* (UID FLAGS)", collect=True))
+        reply = await timed("UID FETCH 1:* (UID FLAGS)", main, b"UID FETCH 1:* (UID FLAGS)")
         if reply is not None:
             steps.note("UID FETCH 1:* (UID FLAGS)", responses=len(reply.untagged))
-        for name, command in (("UID SEARCH UNSEEN", b"UID SEARCH UNSEEN"),
-                              ("SEARCH SUBJECT", b"SEARCH SUBJECT " + quote(job["subject_needle"])),
-                              ("SEARCH BODY", b"SEARCH BODY " + quote(job["body_needle"]))):
+        for name, command in searches:
             if main.closed.done():
-                main = await session(b"SELECT " + folder)
-            reply = await steps.run(name, lambda command=command, client=main: client.checked(command, collect=True))
+                main = await session(select_first=True)
+            reply = await timed(name, main, command)
             if reply is not None:
                 steps.note(name, hits=reply.search_hits())
         if main.closed.done():
-            main = await session(b"SELECT " + folder)
-        await steps.run("SELECT (again)", lambda: main.checked(b"SELECT " + folder))
+            main = await session(select_first=True)
+        await timed("SELECT (again)", main, select)
         capabilities = main.capabilities or await main.fetch_capabilities()
         if b"CONDSTORE" not in capabilities:
-            steps.steps["CONDSTORE resync"] = {"status": "n/a", "detail": "server lacks CONDSTORE"}
+            for name in (flag_step, "CONDSTORE resync"):
+                steps.steps[name] = {"status": "n/a", "detail": "server lacks CONDSTORE"}
         else:
-            reply = await main.checked(b"SELECT " + folder + b" (CONDSTORE)", collect=True,
-                                       timeout=job["step_timeout"])
-            modseq = reply.highest_modseq()
-            uids = (await main.checked(b"UID SEARCH ALL", collect=True, timeout=job["step_timeout"])).untagged
-            all_uids = [int(x) for response in uids if response.startswith(b"* SEARCH")
+            reply = await main.checked(select + b" (CONDSTORE)", collect=True, timeout=job["step_timeout"])
+            modseq = reply.highest_modseq() or 1
+            found = await main.checked(b"UID SEARCH ALL", collect=True, timeout=job["step_timeout"])
+            all_uids = [int(x) for response in found.untagged if response.startswith(b"* SEARCH")
                         for x in response.split()[2:]]
-            changes = job["flag_changes"]
-            stride = max(1, len(all_uids) // max(changes, 1))
-            chosen = all_uids[::stride][:changes]
-            writer = await session(b"SELECT " + folder)
+            stride = max(1, len(all_uids) // max(job["flag_changes"], 1))
+            chosen = all_uids[::stride][:job["flag_changes"]]
+            writer = await session(select_first=True)
 
             async def change_flags() -> None:
                 for offset in range(0, len(chosen), 100):
                     uid_set = b",".join(b"%d" % uid for uid in chosen[offset:offset + 100])
                     await writer.checked(b"UID STORE " + uid_set + b" +FLAGS.SILENT ($BenchChanged)")
 
-            await steps.run(f"STORE {len(chosen)} flag changes", change_flags)
-
-            client = await session()  # a client coming back: logged in before the clock starts
+            await steps.run(flag_step, change_flags)
+            steps.note(flag_step, changed=len(chosen))
+            if steps.gave_up:
+                raise _GiveUp
+            client = await session(select_first=False)  # a client coming back, logged in already
 
             async def resync() -> int:
-                await client.checked(b"SELECT " + folder + b" (CONDSTORE)")
-                reply = await client.checked(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % (modseq or 1),
-                                             collect=True)
+                await client.checked(select + b" (CONDSTORE)")
+                reply = await client.checked(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % modseq, collect=True)
                 return len(reply.untagged)
 
             changed = await steps.run("CONDSTORE resync", resync)
             if changed is not None:
                 steps.note("CONDSTORE resync", changed=changed, expected=len(chosen))
+    except _GiveUp:
+        pass
     except _NETWORK_ERRORS as exc:
         steps.note("aborted", status="error", detail=f"{type(exc).__name__}: {exc}"[:300])
     finally:
         for connection in connections:
             connection.abort()
+    reason = f"after {steps.gave_up} timed out" if steps.gave_up else "the run was aborted"
+    for name in all_steps:
+        steps.steps.setdefault(name, {"status": "skipped", "detail": reason})
     return {"steps": steps.steps, "cpu": time.process_time() - cpu_before, "wall": time.monotonic() - wall_start}
 
 

@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -284,6 +284,14 @@ class BenchServer(ABC):
             if handle is not None:
                 handle.close()  # type: ignore[attr-defined]
 
+    def session_capacity(self, sessions: int) -> contextlib.AbstractContextManager[None]:
+        """Context in which the system allows ``sessions`` concurrent sessions of this server."""
+        return contextlib.nullcontext()
+
+    def exit_status(self) -> int | None:
+        """The exit status when the server died on its own, else None."""
+        return self.proc.poll() if self.proc is not None else None
+
     def tail_logs(self, limit: int = 3000) -> str:
         text = []
         for path in sorted(self.dir.glob("*.log")) + sorted(self.dir.glob("*.out")):
@@ -347,6 +355,12 @@ def gximap_lmtp_directive() -> str | None:
         if "lmtp" in directive.name and "listen" in directive.name and "tls" not in directive.name:
             return directive.name
     return None
+
+
+def _gximap_knows(name: str) -> bool:
+    from gximap import config
+
+    return config.lookup(name) is not None
 
 
 class GximapServer(BenchServer):
@@ -446,6 +460,9 @@ class GximapServer(BenchServer):
         directive = gximap_lmtp_directive()
         if directive is not None and self.lmtp_port is not None:
             settings[directive] = f"{HOST}:{self.lmtp_port}"
+            # Recipients are user@bench.invalid; the account is the local part (as Dovecot's %Ln).
+            if _gximap_knows("delivery_map"):
+                settings["delivery_map"] = "email_localpart"
         return settings
 
     def _write_config(self) -> None:
@@ -485,6 +502,29 @@ def _apt_install(packages: Iterable[str]) -> None:
     finally:
         if created_policy:
             policy.unlink(missing_ok=True)
+
+
+def _raise_sysctls(directory: str, wanted: dict[str, int]) -> dict[str, int]:
+    """Raise integer sysctls below ``wanted`` (root only); returns the old values of those changed."""
+    saved: dict[str, int] = {}
+    if os.geteuid() != 0:
+        return saved
+    for name, value in wanted.items():
+        path = Path(directory) / name
+        try:
+            current = int(path.read_text().strip())
+            if current < value:
+                path.write_text(f"{value}\n")
+                saved[name] = current
+        except (OSError, ValueError):
+            continue
+    return saved
+
+
+def _restore_sysctls(directory: str, saved: dict[str, int]) -> None:
+    for name, value in saved.items():
+        with contextlib.suppress(OSError):
+            (Path(directory) / name).write_text(f"{value}\n")
 
 
 class DovecotServer(BenchServer):
@@ -640,6 +680,18 @@ protocol imap {{
 
     def _write_config(self) -> None:
         (self.dir / "dovecot.conf").write_text(self.config_text())
+
+    @contextlib.contextmanager
+    def session_capacity(self, sessions: int) -> Iterator[None]:
+        """One imap process per session, each with its own inotify instance for IDLE: above the
+        kernel's per-user limit (128 by default) Dovecot silently falls back to polling every
+        mailbox_idle_check_interval (30 s). Raise the limits for the run, restore them afterwards."""
+        wanted = {"max_user_instances": sessions + 1024, "max_user_watches": 4 * sessions + 65536}
+        saved = _raise_sysctls("/proc/sys/fs/inotify", wanted)
+        try:
+            yield
+        finally:
+            _restore_sysctls("/proc/sys/fs/inotify", saved)
 
     def _command(self) -> list[str]:
         return ["dovecot", "-F", "-c", str(self.dir / "dovecot.conf")]

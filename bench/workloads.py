@@ -40,7 +40,7 @@ class Scale:
     envelopes: int = 20
     seed_messages: int = 100
     large_messages: int = 100_000
-    large_step_timeout: float = 600.0
+    large_step_timeout: float = 300.0
     flag_changes: int = 1000
     idle_sessions: int = 10_000
     idle_mailboxes: int = 10
@@ -59,7 +59,7 @@ class Scale:
 
 
 DEFAULT = Scale()
-QUICK = Scale(mixed_duration=10.0, seed_messages=50, large_messages=10_000, large_step_timeout=180.0,
+QUICK = Scale(mixed_duration=10.0, seed_messages=50, large_messages=10_000, large_step_timeout=120.0,
               idle_sessions=1000, idle_ramp_timeout=300.0, lmtp_duration=10.0, login_duration=8.0,
               wakeup_timeout=30.0)
 
@@ -202,8 +202,14 @@ def run_idle(server: BenchServer, accounts: list[Account], scale: Scale,
             for part in _split(sessions, procs)]
     time.sleep(1.0)
     before = procstat.sample_tree(server.pid)
-    memory_floor = max(procstat.mem_total_kib() // 10, 1_500_000)
     result: Result = {"status": "ok", "sessions_wanted": scale.idle_sessions, "mailboxes": len(mailboxes)}
+    with server.session_capacity(scale.idle_sessions):
+        return _idle(server, jobs, mailboxes, scale, log, result, before)
+
+
+def _idle(server: BenchServer, jobs: list[loadgen.Job], mailboxes: list[Account], scale: Scale,
+          log: Callable[[str], None], result: Result, before: procstat.TreeSample) -> Result:
+    memory_floor = max(procstat.mem_total_kib() // 10, 1_500_000)
     fleet = loadgen.IdleFleet(jobs)
     try:
         ready: dict[int, Result] = {}
@@ -259,7 +265,9 @@ def run_idle(server: BenchServer, accounts: list[Account], scale: Scale,
 
 
 def _wakeup(server: BenchServer, fleet: loadgen.IdleFleet, account: Account, scale: Scale) -> Result:
-    fleet.send_all({"cmd": "watch", "user": account.name, "timeout": scale.wakeup_timeout})
+    # The workers' clock starts now, before the APPEND: give them the APPEND's own time limit too.
+    fleet.send_all({"cmd": "watch", "user": account.name,
+                    "timeout": scale.command_timeout + scale.wakeup_timeout})
     watching = fleet.collect("watching", 60)
     watched = sum(message.get("count", 0) for message in watching.values())
     try:
@@ -269,7 +277,7 @@ def _wakeup(server: BenchServer, fleet: loadgen.IdleFleet, account: Account, sca
     except (loadgen.ImapError, OSError) as exc:
         fleet.collect("arrivals", scale.wakeup_timeout + 30)
         return {"status": "error", "detail": f"APPEND failed: {exc}"}
-    arrivals = fleet.collect("arrivals", scale.wakeup_timeout + 30)
+    arrivals = fleet.collect("arrivals", scale.command_timeout + scale.wakeup_timeout + 30)
     delays = sorted(t - sent_at for message in arrivals.values() for t in message.get("times", []))
     missing = sum(message.get("missing", 0) for message in arrivals.values())
     return {

@@ -98,6 +98,13 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_listen_tls", "list", "",
        "Space-separated implicit-TLS (IMAPS) listen addresses (host:port, [v6]:port, *:port).",
        "gromox", unset_means="imap_listen_addr and imap_listen_tls_port"),
+    _d("lmtp_listen", "list", "",
+       "Space-separated LMTP delivery listen addresses: unix:/path or host:port (see LMTP DELIVERY).",
+       "gromox", unset_means="no LMTP service"),
+    _d("auth_listen", "list", "",
+       "Space-separated listen addresses (unix:/path or host:port) of the Dovecot-protocol "
+       "authentication socket for MTAs (see AUTHENTICATION SOCKET).",
+       "gromox", unset_means="no authentication socket"),
     # Name mapping (maddy's auth_map / storage_map / delivery_map), shared by the daemons that log
     # users in or deliver to them; the syntax is checked by gximap.auth.maps.parse_table_spec.
     _d("auth_map", "str", "identity",
@@ -121,6 +128,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Normalization applied to login names before storage_map.",
        "gromox", choices=_NORMALIZATIONS),
     # --- imap.cfg ---------------------------------------------------------------------------------
+    _d("auth_context_num", "int", "64",
+       "Maximum number of concurrent connections to the authentication socket (auth_listen).",
+       "imap", minimum=1),
     _d("auth_backend", "enum", "midb",
        "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file).",
        "imap", choices=("midb", "passwd-file")),
@@ -181,6 +191,13 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_conn_timeout", "timespan", "3 minutes",
        "Idle time after which an unauthenticated session, or a stalled write, is cut.",
        "imap", minimum=1),
+    _d("imap_filter_command", "str", "",
+       "Command run at delivery to choose the folder and add flags (IMAP filter; see LMTP DELIVERY); "
+       "empty: none.",
+       "imap", reloadable=True),
+    _d("imap_filter_timeout", "timespan", "10s",
+       "Time after which an IMAP filter command is killed and the message delivered to INBOX.",
+       "imap", minimum=0.001, reloadable=True),
     _d("imap_force_tls", "bool", "false",
        "Require TLS (implicit or STARTTLS) before login.",
        "imap"),
@@ -217,9 +234,28 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command.",
        "imap", minimum=1),
+    _d("imap_metadata_admin", "str", "",
+       "Value of the read-only /shared/admin server annotation (RFC 5464): how to reach the "
+       "administrator, as a URI such as mailto:postmaster@example.org. Empty: no such annotation.",
+       "imap", reloadable=True),
+    _d("imap_metadata_comment", "str", "",
+       "Value of the read-only /shared/comment server annotation (RFC 5464), shown to every user. "
+       "Empty: no such annotation.",
+       "imap", reloadable=True),
+    _d("imap_metadata_max_entries", "int", "100",
+       "Maximum number of annotations (METADATA) per mailbox, and on the server per user.",
+       "imap", minimum=10, reloadable=True),
+    _d("imap_metadata_max_size", "size", "64K",
+       "Maximum size of one annotation value (METADATA); larger ones are refused with [METADATA MAXSIZE].",
+       "imap", minimum=1024, maximum=16 * _MB, reloadable=True),
     _d("imap_private_key_path", "path", None,
        "PEM file with the private key of imap_certificate_path.",
        "imap"),
+    _d("imap_quota_admins", "list", "",
+       "Accounts (midb names) allowed to change quota limits with SETQUOTA, and offered QUOTASET. "
+       "SETQUOTA changes the account the session works on: an admin logs in as admin!user (with store "
+       "ownership of user) to set that user's limits. Empty: limits are set with midb only.",
+       "imap", reloadable=True, unset_means="nobody"),
     _d("imap_rfc9051", "bool", "yes",
        "Enable RFC 9051 (IMAP4rev2) logic and protocol elements.",
        "imap", reloadable=True),
@@ -241,6 +277,22 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("io_errors", "bool", "no",
        "Log I/O errors on client connections (resets, TLS failures).",
        "imap"),
+    _d("lmtp_conn_timeout", "timespan", "5 minutes",
+       "Idle time after which an LMTP connection is closed with a 421 reply.",
+       "imap", minimum=1),
+    _d("lmtp_context_num", "int", "50",
+       "Maximum number of concurrent LMTP connections.",
+       "imap", minimum=1),
+    _d("lmtp_max_line_length", "size", "64K",
+       "Longest line (CRLF included) of a message accepted over LMTP; 0 means no limit.",
+       "imap", minimum=0),
+    _d("lmtp_max_message_size", "size", "64M",
+       "Largest message accepted over LMTP (advertised with SIZE).",
+       "imap", minimum=1024),
+    _d("lmtp_spam_header", "str", "",
+       "Header marking mail the MTA classified as spam, as 'Name: value' (case-insensitive); such "
+       "mail goes to the \\Junk folder, unfiltered. Empty: no quarantine.",
+       "imap", reloadable=True),
     _d("midb_fsync", "bool", "yes",
        "fsync message bodies and the index before a change is acknowledged.",
        "imap"),
@@ -262,6 +314,12 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("tls_min_proto", "enum", "tls1.2",
        "Lowest TLS version to accept.",
        "imap", choices=("tls1.0", "tls1.1", "tls1.2", "tls1.3")),
+    _d("unix_socket_mode", "str", "0660",
+       "Permission bits (octal) of the UNIX sockets of lmtp_listen and auth_listen.",
+       "imap"),
+    _d("unix_socket_owner", "str", None,
+       "Owner of those UNIX sockets as user or user:group (names or numbers).",
+       "imap", unset_means="running_identity"),
 )
 
 _BY_NAME: dict[str, Directive] = {d.name: d for d in DIRECTIVES}
@@ -385,12 +443,17 @@ def parse_value(directive: Directive, text: str) -> Value:
     if directive.kind in ("str",):
         if directive.name in _TABLE_DIRECTIVES:
             _check_table(text)
+        elif directive.name in _MTA_CHECKS:
+            _MTA_CHECKS[directive.name](text)
         return text
     if directive.kind == "list":
         items = _parse_list(text)
         if directive.name == "imap_haproxy_trust":
             for item in items:
                 _parse_network(item)
+        elif directive.name in ("lmtp_listen", "auth_listen"):
+            for item in items:
+                parse_socket_address(item)
         return items
     if text == "":
         if directive.default is None:
@@ -432,6 +495,36 @@ def _check_table(text: str) -> None:
         parse_table_spec(text)
     except MapSyntaxError as exc:
         raise ValueSyntaxError(str(exc)) from None
+
+
+def _check_socket_mode(text: str) -> None:
+    if not re.fullmatch(r"0?[0-7]{3}", text):
+        raise ValueSyntaxError(f"{text!r} is not an octal permission mode such as 0660")
+
+
+def _check_spam_header(text: str) -> None:
+    from gximap.lmtp.delivery import parse_spam_header
+
+    try:
+        parse_spam_header(text)
+    except ValueError as exc:
+        raise ValueSyntaxError(str(exc)) from None
+
+
+def _check_filter_command(text: str) -> None:
+    if not text:
+        return
+    from gximap.filters import FilterCommand, FilterSyntaxError
+
+    try:
+        FilterCommand.parse(text)
+    except FilterSyntaxError as exc:
+        raise ValueSyntaxError(str(exc)) from None
+
+
+# Value checks of the LMTP / auth socket directives (beyond their kind).
+_MTA_CHECKS = {"unix_socket_mode": _check_socket_mode, "lmtp_spam_header": _check_spam_header,
+               "imap_filter_command": _check_filter_command}
 
 
 def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -752,6 +845,19 @@ def parse_listen_address(text: str) -> Address:
     if ":" in host:
         raise ValueSyntaxError(f"{text!r}: write IPv6 addresses in brackets, e.g. [::1]:143")
     return _check_host(host, False), _check_port(port)
+
+
+def parse_socket_address(text: str) -> Address | str:
+    """A listen address of a socket MTAs connect to: ``unix:/path`` (also ``unix:///path`` as maddy
+    writes it, or a bare absolute path) → the path; otherwise as :func:`parse_listen_address`."""
+    path = text[5:] if text.startswith("unix:") else text if text.startswith("/") else None
+    if path is None:
+        return parse_listen_address(text)
+    if path.startswith("//"):
+        path = path[2:]
+    if not path.startswith("/") or "\0" in path or path.endswith("/"):
+        raise ValueSyntaxError(f"{text!r}: a UNIX socket needs an absolute file path, e.g. unix:/run/gromox/lmtp")
+    return path
 
 
 def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:

@@ -35,6 +35,11 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         autologout=float(cfg.imap_autologout_time),
         default_lang=str(cfg.default_lang),
         version=__version__,
+        quota_admins=tuple(cfg.imap_quota_admins),  # type: ignore[arg-type]
+        metadata_max_entries=int(cfg.imap_metadata_max_entries),
+        metadata_max_size=int(cfg.imap_metadata_max_size),
+        metadata_comment=str(cfg.imap_metadata_comment),
+        metadata_admin=str(cfg.imap_metadata_admin),
     )
 
 
@@ -56,6 +61,8 @@ def preload_modules() -> None:
         "gximap.auth.service", "midb.store", "midb.authdb", "midb.mime", "midb.searchtext",
         "midb.passwords", "setproctitle", "hashlib", "hmac", "ssl", "zlib", "email.utils",
         "email.header", "quopri", "base64", "binascii", "unicodedata",
+        "gximap.mta", "gximap.lmtp.session", "gximap.lmtp.delivery", "gximap.authsock.session",
+        "gximap.filters", "subprocess", "selectors", "shlex", "secrets", "email.errors",
     ):
         try:
             importlib.import_module(module)
@@ -80,10 +87,13 @@ class Daemon:
         self.server = None
         self.store = None
         self.ctx = None
+        self.mta = None  # gximap.mta.MtaServices: LMTP and the auth socket
+        self._mta_activated: list[tuple[int, str]] = []
 
     # -- start-up, in Gromox's order -------------------------------------------------------------
 
     def _bind(self) -> list:
+        from gximap.mta import MTA_SOCKET_NAMES
         from gximap.net.listener import (
             ListenerError,
             ListenerSpec,
@@ -93,6 +103,8 @@ class Daemon:
         )
 
         activated = systemd_listen_fds()
+        self._mta_activated = [(fd, name) for fd, name in activated if name in MTA_SOCKET_NAMES]
+        activated = [(fd, name) for fd, name in activated if name not in MTA_SOCKET_NAMES]
         try:
             if activated:
                 # Socket activation: names from the .socket unit say which sockets are implicit TLS.
@@ -139,11 +151,21 @@ class Daemon:
 
     def run(self) -> int:
         from gximap.imap.codes import Code, ResponseCodes
+        from gximap.mta import MtaConfigError, MtaServices
+        from gximap.net.listener import ListenerError
         from gximap.net.pool import Server
         from gximap.net.privileges import PrivilegeError, drop_privileges, raise_fd_limit
 
         cfg = self.cfg
+        try:
+            self.mta = mta = MtaServices(cfg)
+        except MtaConfigError as exc:
+            raise StartupError(str(exc)) from None
         listeners = self._bind()
+        try:
+            mta.bind(self._mta_activated)
+        except ListenerError as exc:
+            raise StartupError(str(exc)) from None
         raise_fd_limit(int(cfg.imap_fd_limit))
         preload_modules()
         try:
@@ -178,7 +200,14 @@ class Daemon:
         latch = SignalLatch()
         latch.install()
         server.start()
+        try:
+            mta.start(store, ctx.auth)
+        except MtaConfigError as exc:
+            server.stop(grace=0.0)
+            raise StartupError(str(exc)) from None
         where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listeners)
+        if mta.enabled:
+            where += ", " + mta.describe()
         self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__, where, os.getuid())
         self._title(server.stats())
         sd_notify("READY=1")
@@ -192,6 +221,7 @@ class Daemon:
         finally:
             sd_notify("STOPPING=1")
             self.log.log(gxlog.NOTICE, "gximap stopping")
+            mta.stop(grace=3.0)
             server.stop(grace=3.0)
             store.close()
         return 0
@@ -254,5 +284,7 @@ class Daemon:
                                     proxy_trust=list(cfg.imap_haproxy_trust))
         if self.ctx is not None:
             self.ctx.reload(settings_from_config(cfg))
+        if self.mta is not None:
+            self.mta.reload(cfg)
         self.cfg = cfg
         self.log.log(gxlog.NOTICE, "configuration reloaded")

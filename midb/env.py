@@ -43,6 +43,7 @@ DB_NAMES = (
     "tombstones",      # (account, folder, modseq, uid) -> b"": expunged UIDs for QRESYNC
     "blobs",           # blob id (16 bytes) -> (refcount, size)
     "digests",         # blob id -> midb.mime.encode_digest(...)
+    "metadata",        # (account, folder or 0 for the server, entry) -> value: RFC 5464 annotations
 )
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class Databases:
     tombstones: Any
     blobs: Any
     digests: Any
+    metadata: Any
 
 
 class WriteEffects:

@@ -63,6 +63,18 @@ class TooBig(MidbError):
     """The message exceeds the store's maximum message size."""
 
 
+class MetadataTooMany(MidbError):
+    """set_metadata would exceed the number of annotations allowed on one mailbox (or the server)."""
+
+
+class MetadataTooBig(MidbError):
+    """An annotation value exceeds the size allowed; .limit is that size in octets."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"annotation value larger than {limit} octets")
+        self.limit = limit
+
+
 class StoreBusy(MidbError):
     """Transient condition (map full, reader table full, lock trouble): retry later, answer 4xx."""
 

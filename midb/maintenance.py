@@ -222,6 +222,16 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
         if bytes(key) not in scan.blob_records:
             errors.append(f"digest of unknown body {bytes(key).hex()}")
             scan.problems.append(("digest_dangling", bytes(key)))
+    for key in txn.cursor(dbs.metadata).iternext(values=False):
+        # (account, folder, entry): folder 0 holds the account's server annotations.
+        account_id, folder_id = unpack_folder_key(bytes(key[:8])) if len(key) > 8 else (0, 0)
+        if folder_id:
+            dangling = (account_id, folder_id) not in scan.folders
+        else:
+            dangling = txn.get(account_key(account_id), db=dbs.accounts) is None
+        if dangling:
+            errors.append(f"annotation {bytes(key[8:])!r} of missing folder {account_id}/{folder_id}")
+            scan.problems.append(("metadata_dangling", bytes(key)))
     return scan, errors
 
 
@@ -338,6 +348,9 @@ def _repair(store: Store) -> list[str]:
                     done.append(f"restored record of body {detail.hex()}")
             elif kind == "digest_dangling":
                 txn.delete(detail, db=dbs.digests)
+            elif kind == "metadata_dangling":
+                txn.delete(detail, db=dbs.metadata)
+                done.append("removed annotation of a missing folder")
         for folder in fixed_folders:
             record = scan.folders[folder]
             tally = scan.tallies.get(folder) or _FolderTally()

@@ -88,6 +88,7 @@ from midb.messages import (
     unpack_record,
     with_modseq_and_flags,
 )
+from midb.metadata import MetadataMixin, copy_folder_entries
 
 __all__ = [
     "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
@@ -108,7 +109,7 @@ _COUNTER_UIDVALIDITY = b"last-uidvalidity"
 _COUNTER_FOLDER = b"next-folder:"
 
 
-class Store:
+class Store(MetadataMixin):
     """The message store. Thread-safe; several processes may open the same path at once.
 
     fsync=True (the default) makes every returned write durable: bodies are fsynced before the index
@@ -437,7 +438,7 @@ class Store:
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
-                       dbs.subscriptions, dbs.owners):
+                       dbs.subscriptions, dbs.owners, dbs.metadata):
                 self._delete_prefix(txn, db, prefix)
             # Ownership the account holds over other mailboxes.
             for key in list(txn.cursor(dbs.owners).iternext(values=False)):
@@ -620,7 +621,8 @@ class Store:
                 blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
-            for db in (dbs.messages, dbs.modseqs, dbs.tombstones):
+            # Annotations go with the folder: a new folder of the same name starts without them.
+            for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
@@ -684,6 +686,7 @@ class Store:
                       inbox_id: int, new: str) -> FolderInfo:
         inbox = self._folder(txn, dbs, account_id, inbox_id)
         target = self._create_folder_tx(txn, dbs, account_id, new, 0, None)
+        copy_folder_entries(txn, dbs, account_id, inbox_id, target.id)
         prefix = folder_key(account_id, inbox_id)
         items = self._prefix_items(txn, dbs.messages, prefix)
         for key, raw in items:

@@ -255,23 +255,38 @@ def test_bookkeeping_stays_bounded(store: Store, monkeypatch: pytest.MonkeyPatch
 # -- bounded hashing -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_password_checks_are_bounded_in_concurrency(store: Store, concurrency: int) -> None:
+def test_password_checks_run_one_at_a_time_with_concurrency_1(store: Store) -> None:
     backend = RecordingBackend(delay=0.15)
-    auth = make_service(store, backend, hash_concurrency=concurrency)
+    auth = make_service(store, backend, hash_concurrency=1)
     start = time.monotonic()
     threads = [threading.Thread(target=login, args=(auth, name)) for name in ("alice", "bob", "carol")]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
-    elapsed = time.monotonic() - start
     assert sorted(backend.calls) == ["alice", "bob", "carol"]
-    assert backend.peak == concurrency
-    if concurrency == 1:
-        assert elapsed >= 0.45  # the three checks ran one after another
-    else:
-        assert elapsed < 0.45
+    assert backend.peak == 1
+    assert time.monotonic() - start >= 0.45  # the three checks ran one after another
+
+
+def test_password_checks_run_side_by_side_up_to_the_bound(store: Store) -> None:
+    rendezvous = threading.Barrier(3, timeout=5)  # broken unless all three are inside at once
+
+    class MeetingBackend(RecordingBackend):
+        def authenticate(self, user: str, password: str) -> str | None:
+            rendezvous.wait()
+            return super().authenticate(user, password)
+
+    backend = MeetingBackend()
+    auth = make_service(store, backend, hash_concurrency=3)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda name=name: results.append(login(auth, name).ok))
+               for name in ("alice", "bob", "carol")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == [True, True, True] and not rendezvous.broken
 
 
 # -- impersonation -------------------------------------------------------------------------------------

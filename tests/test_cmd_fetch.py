@@ -153,6 +153,7 @@ def test_fast_items_and_uid_fetch(conv: Conversation) -> None:
         S: * 1 FETCH (UID {uid} FLAGS (\Flagged $Label \Recent))
         S: a3 OK FETCH completed
         C: a4 FETCH 1 (UID MODSEQ)
+        S: * OK [HIGHESTMODSEQ {{n}}] Highest modification sequence
         S: * 1 FETCH (UID {uid} MODSEQ ({{n}}))
         S: a4 OK FETCH completed
     """)
@@ -365,7 +366,9 @@ def test_sequence_errors_and_empty_uid_ranges(conv: Conversation) -> None:
         S: * 2 FETCH (UID 2)
         S: a5 OK FETCH completed
         C: a6 FETCH 1 (UID) (CHANGEDSINCE 1)
-        S: a6 BAD Not supported
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * 1 FETCH (UID 1 MODSEQ ({n}))
+        S: a6 OK FETCH completed
     """)
 
 

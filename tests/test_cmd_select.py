@@ -134,7 +134,14 @@ def test_select_bad_names_and_parameters(conv):
         C: a2 SELECT INBOX (QRESYNC (1 1))
         S: a2 BAD QRESYNC must be enabled first
         C: a3 SELECT INBOX (CONDSTORE)
-        S: a3 BAD Not supported
+        S: * FLAGS ({*})
+        S: * OK [PERMANENTFLAGS ({*})] Flags permitted
+        S: * 0 EXISTS
+        S: * 0 RECENT
+        S: * OK [UIDVALIDITY {n}] UIDs valid
+        S: * OK [UIDNEXT 1] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: a3 OK [READ-WRITE] SELECT completed
     """)
 
 

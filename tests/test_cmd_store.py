@@ -129,7 +129,7 @@ def test_errors(conv: Conversation) -> None:
         C: a3 STORE 1 +FLAGS (\Recent)
         S: a3 BAD {*}
         C: a4 STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\Seen)
-        S: a4 BAD Not supported
+        S: a4 NO Cannot modify flags in a read-only mailbox
         C: a5 STORE 1 +FLAGS (\Bogus)
         S: a5 BAD {*}
     """)

@@ -153,17 +153,22 @@ def test_file_table_missing_unreadable_and_undecodable(tmp_path: Path, caplog: p
     path = tmp_path / "map.txt"
     with caplog.at_level(logging.ERROR, logger="gximap.auth"):
         table = FileTable(path)
-    assert table.lookup("a") is None
-    assert any("missing" in record.getMessage() for record in caplog.records)
-    path.write_bytes(b"a: x\n\xff\xfe: y\nb: z\n")
-    assert table.lookup("a") == "x" and table.lookup("b") == "z"
-    if os.getuid() != 0:  # root reads files whatever their mode
-        path.chmod(0)
-        _bump_mtime(path)
-        assert table.lookup("a") == "x"  # unreadable: the previous contents stay in use
-        path.chmod(0o644)
-    path.unlink()
-    assert table.lookup("a") is None
+        assert table.lookup("a") is None
+        assert [record.getMessage() for record in caplog.records] == [f"map file {path} is missing; it maps no names"]
+        path.write_bytes(b"a: x\n\xff\xfe: y\nb: z\n")
+        assert table.lookup("a") == "x" and table.lookup("b") == "z"
+        # Unreadable (here: a directory in its place, which even root cannot read as a file):
+        # the previous contents stay in use, and the error is logged once, not at every lookup.
+        caplog.clear()
+        path.unlink()
+        path.mkdir()
+        for _ in range(5):
+            assert table.lookup("a") == "x"
+        assert len([record for record in caplog.records if "unreadable" in record.getMessage()]) == 1
+        path.rmdir()
+        assert table.lookup("a") is None  # missing now
+        path.write_text("c: w\n")
+        assert table.lookup("c") == "w"
 
 
 def test_file_table_is_safe_under_concurrent_reloads(tmp_path: Path) -> None:

@@ -222,24 +222,26 @@ def parse_map_lines(lines: Iterable[str], source: str,
 
 
 class FileTable:
-    """``key: value`` lines of a file, re-read whenever the file changes (mtime, size or inode).
+    """``key: value`` lines of a file, re-read whenever the file changes (its mtime, ctime, size
+    or inode: a rewrite, a rename over it, or a chmod that makes it readable).
 
-    A missing file maps nothing (logged once); a file that cannot be read keeps the previous
-    contents in use. Lookups from many threads are safe: a reload swaps the whole dictionary.
+    A missing file maps nothing; a file that cannot be read keeps the previous contents in use.
+    Either is logged once per change, not once per login. Lookups from many threads are safe: a
+    reload swaps the whole dictionary.
     """
 
     def __init__(self, path: str | os.PathLike[str], key_normalizer: Normalizer | None = None) -> None:
         self.path = os.fspath(path)
         self._key_normalizer = key_normalizer
         self._lock = threading.Lock()
-        self._signature: tuple[int, int, int] | None = (-1, -1, -1)  # never matches a real file
+        self._signature: tuple[int, ...] | None = (-1,)  # never matches a real file
         self._entries: dict[str, list[str]] = {}
         self._current()
 
     def _current(self) -> dict[str, list[str]]:
         try:
             st = os.stat(self.path)
-            signature: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+            signature: tuple[int, ...] | None = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         except OSError:
             signature = None
         if signature == self._signature:
@@ -251,10 +253,9 @@ class FileTable:
                     self._entries = {}
                 else:
                     loaded = self._load()
-                    if loaded is None:
-                        return self._entries  # keep the old contents; try again next time
-                    self._entries = loaded
-                    log.info("map file %s loaded: %d entries", self.path, len(loaded))
+                    if loaded is not None:  # else keep the old contents until the file changes
+                        self._entries = loaded
+                        log.info("map file %s loaded: %d entries", self.path, len(loaded))
                 self._signature = signature
             return self._entries
 

@@ -109,7 +109,7 @@ SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
-     "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID"}
+     "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID", "DELETED-STORAGE"}
 )
 SPECIAL_USE_ATTRS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 LIST_SELECT_OPTS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
@@ -1264,35 +1264,46 @@ def _getmetadata(r: _Reader) -> Command:
     r.sp()
     maxsize = None
     depth = "0"
-    if r.peek() == 0x28:
-        seen: set[str] = set()
+    seen: set[str] = set()
 
-        def option() -> str:
-            nonlocal maxsize, depth
-            name = r.word("option")
-            if name in seen:
-                raise r.error(f"Duplicate {name} option")
-            seen.add(name)
-            r.sp()
-            if name == "MAXSIZE":
-                maxsize = r.number(what="MAXSIZE")
-            elif name == "DEPTH":
-                value = r.astring("depth").decode("ascii", "replace").lower()
-                if value not in ("0", "1", "infinity"):
-                    raise r.error("Invalid DEPTH")
-                depth = value
-            else:
-                raise r.error(f"Unknown GETMETADATA option {name}")
-            return name
+    def option() -> str:
+        nonlocal maxsize, depth
+        name = r.word("option")
+        if name in seen:
+            raise r.error(f"Duplicate {name} option")
+        seen.add(name)
+        r.sp()
+        if name == "MAXSIZE":
+            maxsize = r.number(what="MAXSIZE")
+        elif name == "DEPTH":
+            value = r.astring("depth").decode("ascii", "replace").lower()
+            if value not in ("0", "1", "infinity"):
+                raise r.error("Invalid DEPTH")
+            depth = value
+        else:
+            raise r.error(f"Unknown GETMETADATA option {name}")
+        return name
 
+    options_given = r.peek() == 0x28
+    if options_given:
         r.paren_list(option, allow_empty=False)
         r.sp()
     mailbox = r.mailbox()
     r.sp()
+    # RFC 5464's own examples (sections 4.2.1, 4.2.2) put the options after the mailbox, against
+    # its grammar; clients copied them. An entry list starts with "/", an option list with a letter.
+    if not options_given and r.peek() == 0x28 and r.buf[r.pos + 1:r.pos + 2].isalpha():
+        r.paren_list(option, allow_empty=False)
+        r.sp()
     if r.peek() == 0x28:
         entries = r.paren_list(lambda: _metadata_entry(r), allow_empty=False)
     else:
         entries = [_metadata_entry(r)]
+        # Likewise RFC 5464 section 4.4.1 lists several entries without parentheses.
+        while r.peek() == 0x20:
+            r.sp()
+            r.count()
+            entries.append(_metadata_entry(r))
     return GetMetadata(r.tag, mailbox, tuple(dict.fromkeys(entries)), maxsize, depth)  # type: ignore[arg-type]
 
 

@@ -77,7 +77,10 @@ class BoundListener:
         """The socket file of a UNIX listener ("" otherwise, or when unnamed)."""
         if not self.unix:
             return ""
-        name = self.sock.getsockname()
+        try:
+            name = self.sock.getsockname()
+        except OSError:  # closed
+            return ""
         return os.fsdecode(name) if isinstance(name, (str, bytes)) else ""
 
     @property

@@ -29,6 +29,19 @@ AUTHENTICATED_EXTENSIONS = (
     "MULTIAPPEND",
     "BINARY",
     "UNAUTHENTICATE",
+    "CONDSTORE",  # RFC 7162, gximap/session/condstore.py
+    "QRESYNC",
+    "SORT",
+    "SORT=DISPLAY",
+    "ESORT",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "UTF8=ACCEPT",  # RFC 6855; never UTF8=ONLY: mailboxes and strings still work without UTF-8
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "QUOTA=RES-MESSAGE",
+    "METADATA",
+    "METADATA-SERVER",
 )
 
 
@@ -38,6 +51,26 @@ def plaintext_auth_allowed(session: Any) -> bool:
         return True
     settings = session.settings
     return not settings.force_tls and settings.insecure_auth
+
+
+def append_limit(session: Any) -> int:
+    """RFC 7889: the largest message APPEND accepts. It is the same for every mailbox (the
+    literal limit, which the framer enforces before the client sends a byte), so STATUS
+    APPENDLIMIT reports this too; midb's own per-message limit, when set, can only lower it."""
+    limit = session.settings.max_literal
+    store_limit = getattr(session.store, "max_message_size", 0)
+    return min(limit, store_limit) if store_limit else limit
+
+
+def may_set_quota(session: Any) -> bool:
+    """RFC 9208 SETQUOTA: only for the accounts named by imap_quota_admins (the actor, when an
+    admin works on another account as admin!user)."""
+    admins = session.settings.quota_admins
+    identity = session.actor or session.user
+    if not admins or identity is None:
+        return False
+    lowered = identity.lower()
+    return any(admin.lower() == lowered for admin in admins)
 
 
 def capabilities(session: Any) -> list[str]:
@@ -59,7 +92,11 @@ def capabilities(session: Any) -> list[str]:
             caps.append("LOGINDISABLED")
         return caps
     caps += AUTHENTICATED_EXTENSIONS
+    if not session.compressed:
+        caps.append("COMPRESS=DEFLATE")  # RFC 4978: once only, so not offered again once active
+    if may_set_quota(session):
+        caps.append("QUOTASET")
     if settings.enable_id:
         caps.append("ID")
-    caps.append(f"APPENDLIMIT={settings.max_literal}")
+    caps.append(f"APPENDLIMIT={append_limit(session)}")
     return caps

@@ -35,6 +35,11 @@ class Settings:
     autologout: float = 1800.0
     default_lang: str = "en"
     version: str = ""
+    quota_admins: tuple[str, ...] = ()  # accounts that may use SETQUOTA (RFC 9208)
+    metadata_max_entries: int = 100  # RFC 5464 annotations per mailbox (and per user on the server)
+    metadata_max_size: int = 64 * 1024  # octets per annotation value
+    metadata_comment: str = ""  # the /shared/comment server annotation
+    metadata_admin: str = ""  # the /shared/admin server annotation
 
 
 @dataclass

@@ -33,6 +33,7 @@ __all__ = [
     "resolve_uids",
     "saved_uids",
     "search",
+    "search_records",
 ]
 
 # Cost classes: what a predicate reads besides the index record.
@@ -428,6 +429,12 @@ def search(session: Any, key: SearchKey, *, now: float | None = None) -> list[in
     Messages expunged by another session but still in the view do not match (RFC 2180 section
     4.1.4 leaves the choice; they cannot be read any more). Raises SearchUnsupported for keys the
     server does not implement and lets store errors propagate."""
+    return [meta.uid for meta in search_records(session, key, now=now)]
+
+
+def search_records(session: Any, key: SearchKey, *, now: float | None = None) -> list[Any]:
+    """Like :func:`search`, but the matching index records (MessageMeta, ascending UID): SORT
+    and THREAD order them without reading the records a second time."""
     compiler = _Compiler(session, time.time() if now is None else now)
     keys = _top_level(key)
     nodes = sorted((compiler.compile(child) for child in keys), key=lambda node: node.cost)
@@ -438,14 +445,14 @@ def search(session: Any, key: SearchKey, *, now: float | None = None) -> list[in
         records = list(filter(node.record, records))
     costly = [node.message for node in nodes if node.cost != COST_RECORD]
     if not costly:
-        return [meta.uid for meta in records]
+        return records
     store = session.store
     matched = []
     for meta in records:
         msg = _Message(store, meta)
         try:
             if all(test(msg) for test in costly):
-                matched.append(meta.uid)
+                matched.append(meta)
         except NoSuchBody:
             continue  # expunged (and its body removed) while we searched
     return matched

@@ -17,6 +17,7 @@ from typing import Any
 
 from gximap.imap import encode
 from gximap.imap.commands import SequenceSet
+from midb.errors import NoSuchFolder
 
 RECENT = "\\Recent"
 
@@ -43,7 +44,19 @@ class SelectedMailbox:
         self.recent: set[int] = set()
         self.pending_expunge: set[int] = set()
         self._own_changes: dict[int, int] = {}  # uid -> modseq of this session's own STORE
-        self.condstore = False  # CONDSTORE enabled for this mailbox (adds MODSEQ to FETCH)
+        # RFC 7162 (see gximap.session.condstore): the client has been told every change up to
+        # full_modseq; its value at the last HIGHESTMODSEQ report; the highest MODSEQ FETCH
+        # responses gave since that report; must the next report be made (EXPUNGE, MOVE)?
+        self.full_modseq = 0
+        self._reported_full = 0
+        self._fetch_modseq = 0
+        self.force_highestmodseq = False
+
+    @property
+    def condstore(self) -> bool:
+        """The connection is CONDSTORE-aware: FETCH responses carry UID and MODSEQ."""
+        enabled = self.session.enabled
+        return "CONDSTORE" in enabled or "QRESYNC" in enabled
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -51,7 +64,7 @@ class SelectedMailbox:
         """Load the view; return the FolderInfo read at the same time."""
         store = self.store
         folder = store.folder_by_id(self.account, self.folder_id)
-        self.modseq = folder.highestmodseq
+        self.modseq = self.full_modseq = self._reported_full = folder.highestmodseq
         uids = store.uids(self.account, self.folder_id)
         self.uids = array("Q", uids)
         self.uid_max = uids[-1] if uids else 0
@@ -113,6 +126,29 @@ class SelectedMailbox:
         for meta in metas:
             self._own_changes[meta.uid] = meta.modseq
 
+    def note_fetch_modseq(self, modseq: int) -> None:
+        """A FETCH response told the client this MODSEQ."""
+        if modseq > self._fetch_modseq:
+            self._fetch_modseq = modseq
+
+    def highestmodseq_report(self) -> int | None:
+        """The HIGHESTMODSEQ a QRESYNC client must be told after the latest sync, or None.
+
+        With expunges still unreported, a MODSEQ above ``full_modseq`` given in a FETCH response
+        would let the client skip them on its next resynchronisation: it is told the lower,
+        safe value. Otherwise it is told a new HIGHESTMODSEQ no MODSEQ conveyed (after VANISHED,
+        EXISTS or an own expunge), and always when ``force_highestmodseq`` asks for it."""
+        report = None
+        if self.pending_expunge:
+            if self._fetch_modseq > self.full_modseq:
+                report = self.full_modseq
+        elif self.force_highestmodseq or (self.modseq > self._reported_full and self.modseq > self._fetch_modseq):
+            report = self.modseq
+        self._reported_full = self.full_modseq
+        self._fetch_modseq = 0
+        self.force_highestmodseq = False
+        return report
+
     def remove_expunged(self, uids: Iterable[int]) -> list[int]:
         """Drop UIDs from the view; return their message numbers, highest first (safe to send
         in that order as EXPUNGE responses)."""
@@ -136,9 +172,14 @@ class SelectedMailbox:
     def sync(self, *, allow_expunge: bool) -> list[bytes]:
         """Untagged responses that bring the client up to date with the store."""
         store = self.store
-        changed, vanished = store.changes_since(self.account, self.folder_id, self.modseq)
-        if not changed and not vanished and not (allow_expunge and self.pending_expunge):
+        # HIGHESTMODSEQ is read before the changes: a change committed in between is reported
+        # now and perhaps once more next time, never skipped.
+        folder = store.folder_by_id(self.account, self.folder_id)
+        if folder is None:
+            raise NoSuchFolder(self.name)
+        if folder.highestmodseq <= self.modseq and not (allow_expunge and self.pending_expunge):
             return []
+        changed, vanished = store.changes_since(self.account, self.folder_id, self.modseq)
         out: list[bytes] = []
         for uid in vanished:
             if uid <= self.uid_max and self.msn_of(uid) is not None:
@@ -158,10 +199,10 @@ class SelectedMailbox:
                 del self._own_changes[meta.uid]
             elif meta.uid not in self.pending_expunge and self.msn_of(meta.uid) is not None:
                 updates.append(meta)
-        folder = store.folder_by_id(self.account, self.folder_id)
-        if folder is not None and folder.highestmodseq > top_modseq:
+        if folder.highestmodseq > top_modseq:
             top_modseq = folder.highestmodseq
-        self.modseq = max(self.modseq, top_modseq)
+        if top_modseq > self.modseq:
+            self.modseq = top_modseq
         if new:
             new.sort()
             self.uids.extend(new)
@@ -172,7 +213,8 @@ class SelectedMailbox:
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             if not self.session.rev2:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
-        with_uid = self.session.qresync_enabled or self.condstore or self.session.rev2
+        condstore = self.condstore
+        with_uid = condstore or self.session.rev2
         for meta in updates:
             msn = self.msn_of(meta.uid)
             if msn is None:
@@ -180,7 +222,10 @@ class SelectedMailbox:
             items = b"FLAGS " + flag_atoms(meta.flags, meta.uid in self.recent and not self.session.rev2)
             if with_uid:
                 items = b"UID %d " % meta.uid + items
-            if self.condstore or self.session.qresync_enabled:
+            if condstore:
                 items += b" MODSEQ (%d)" % meta.modseq
+                self.note_fetch_modseq(meta.modseq)
             out.append(b"* %d FETCH (%s)\r\n" % (msn, items))
+        if not self.pending_expunge:
+            self.full_modseq = self.modseq
         return out

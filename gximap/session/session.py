@@ -24,7 +24,7 @@ from gximap.imap.codes import Code
 from gximap.imap.commands import Command
 from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer, NeedContinuation
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
-from gximap.session import capabilities
+from gximap.session import capabilities, condstore
 from gximap.session.base import REGISTRY, CommandFailed, Done, NeedLine, State
 
 # Importing the command modules registers their handlers.
@@ -63,6 +63,7 @@ class ImapSession:
         settings = ctx.settings
         self.state = State.NOT_AUTHENTICATED
         self.tls = conn.tls
+        self.compressed = False  # RFC 4978 DEFLATE is active on the connection
         self.user: str | None = None  # the storage account the session works on
         self.actor: str | None = None  # who authenticated, when impersonating (actor!mailbox)
         self.selected: SelectedMailbox | None = None
@@ -188,6 +189,7 @@ class ImapSession:
         running = self._running
         if running is not None and running.waiting is not None and running.waiting.idle and self.selected:
             self._out.extend(self._sync_selected(allow_expunge=True))
+            self._out.extend(condstore.announce_highestmodseq(self, None))
             if self._selected_gone:
                 self._goodbye(Code.BYE_MAILBOX_DELETED)
 
@@ -196,6 +198,8 @@ class ImapSession:
 
     def transport_changed(self, action: TransportAction, tls: bool) -> None:
         self.tls = tls
+        if action is TransportAction.COMPRESS:
+            self.compressed = True
         self._input_blocked = False
 
     def connection_lost(self) -> None:
@@ -343,6 +347,7 @@ class ImapSession:
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
                 self._out.extend(self._sync_selected(allow_expunge=True))
+                self._out.extend(condstore.announce_highestmodseq(self, None))
                 if self._selected_gone:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
         else:
@@ -372,6 +377,8 @@ class ImapSession:
             done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
         if done.sync and self.selected is not None and done.status != "BAD":
             self._out.extend(self._sync_selected(allow_expunge=running.expunge_ok and done.expunge_ok))
+            # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
+            self._out.extend(condstore.announce_highestmodseq(self, done))
         code = b"[" + done.code + b"] " if done.code else b""
         text = self.text(done.text, *done.args)
         self._out.append(running.tag + b" " + done.status.encode() + b" " + code + text + b"\r\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 MODULES = (
-    "any",  # CAPABILITY NOOP LOGOUT ID ENABLE COMPRESS
+    "any",  # CAPABILITY NOOP LOGOUT ID ENABLE
     "auth",  # STARTTLS LOGIN AUTHENTICATE UNAUTHENTICATE
     "mailbox",  # CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE LIST LSUB XLIST NAMESPACE STATUS
     "select",  # SELECT EXAMINE CHECK CLOSE UNSELECT IDLE
@@ -16,6 +16,11 @@ MODULES = (
     "copy_move",  # COPY MOVE and UID forms
     "append",  # APPEND (MULTIAPPEND)
     "expunge",  # EXPUNGE, UID EXPUNGE
+    "sort",  # SORT, UID SORT (RFC 5256, RFC 5957, ESORT RFC 5267)
+    "thread",  # THREAD, UID THREAD (RFC 5256)
+    "compress",  # COMPRESS (RFC 4978)
+    "quota",  # GETQUOTA GETQUOTAROOT SETQUOTA (RFC 9208)
+    "metadata",  # GETMETADATA SETMETADATA (RFC 5464)
 )
 
 _loaded = False

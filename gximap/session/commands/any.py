@@ -1,6 +1,6 @@
 """Commands valid in any state (CAPABILITY, NOOP, LOGOUT, ID) and ENABLE (RFC 5161).
 
-COMPRESS (RFC 4978) is not implemented yet; the parser's Compress command stays unknown here.
+COMPRESS (RFC 4978) lives in compress.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from gximap.net.handler import TransportAction
 from gximap.session.base import ANY_STATE, AUTHENTICATED, CommandFailed, Done, State, command
 
 # What ENABLE accepts (upper-cased as the parser delivers them) -> the spelling we answer with.
-# UTF8=ACCEPT, CONDSTORE and QRESYNC join this table in the changes that implement them.
-_ENABLE_SPELLING = {"IMAP4REV2": "IMAP4rev2"}
+_ENABLE_SPELLING = {"IMAP4REV2": "IMAP4rev2", "UTF8=ACCEPT": "UTF8=ACCEPT", "CONDSTORE": "CONDSTORE",
+                    "QRESYNC": "QRESYNC"}
 
 SERVER_NAME = "gximap"
 
@@ -72,6 +72,8 @@ def enable(session: Any, cmd: cmds.Enable) -> Generator[bytes, Any, Done]:
         if key == "IMAP4REV2" and not session.settings.rfc9051:
             continue
         session.enabled.add(key)
+        if key == "QRESYNC":
+            session.enabled.add("CONDSTORE")  # RFC 7162 section 3.2.3: QRESYNC implies CONDSTORE
         newly.append(_ENABLE_SPELLING[key])
     yield b"* ENABLED" + b"".join(b" " + name.encode("ascii") for name in newly) + b"\r\n"
     return Done(Code.OK_ENABLE)

@@ -25,6 +25,9 @@ def _local_offset_minutes(moment: float) -> int:
 
 @command(cmds.Append, states=AUTHENTICATED)
 def append(session: Any, cmd: cmds.Append) -> Done:
+    if "UTF8=ACCEPT" not in session.enabled and any(message.utf8 for message in cmd.messages):
+        # RFC 6855 section 4: the UTF8 data item is a BAD command until ENABLE UTF8=ACCEPT.
+        raise CommandFailed(Code.BAD_NOT_ENABLED, "UTF8=ACCEPT", status="BAD")
     store = session.store
     folder = store.get_folder(session.user, cmd.mailbox.name)
     if folder is None:

@@ -3,7 +3,8 @@
 COPY answers ``OK [COPYUID uidvalidity source-uids destination-uids]``. MOVE is one store
 transaction (copy + expunge); it sends the COPYUID in an untagged OK first, then the EXPUNGE (or,
 with QRESYNC, VANISHED) responses for the moved messages, then the tagged OK (RFC 6851 section
-4.3). A missing destination is ``NO [TRYCREATE]``.
+4.3), which with QRESYNC carries the source's new ``[HIGHESTMODSEQ n]`` as EXPUNGE's does (RFC 7162
+section 3.2.7). A missing destination is ``NO [TRYCREATE]``.
 
 If the set names messages another session expunged and this one has not been told about yet, the
 command fails with ``NO [EXPUNGEISSUED]`` and copies nothing (RFC 2180 section 4.4.1, Dovecot's
@@ -67,4 +68,5 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes, Any, Done]:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     yield b"* OK [" + _copyuid(uidvalidity, pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
     yield from view.expunge_responses([source for source, _ in pairs])
+    view.force_highestmodseq = True
     return Done(Code.OK_MOVE)

@@ -3,7 +3,8 @@
 The store removes the messages flagged \\Deleted (only those in the UID set for UID EXPUNGE)
 and reports which it removed; they are announced as EXPUNGE responses, highest message number
 first so every number stays valid (VANISHED with QRESYNC). Expunges by other sessions follow in
-the update the session sends before the tagged OK.
+the update the session sends before the tagged OK. With QRESYNC, a tagged OK after messages were
+expunged carries the new ``[HIGHESTMODSEQ n]`` (RFC 7162 sections 3.2.7 and 3.2.9).
 """
 
 from __future__ import annotations
@@ -33,4 +34,6 @@ def expunge(session: Any, cmd: cmds.Expunge) -> Generator[bytes, Any, Done]:
         return Done(Code.OK_EXPUNGE)
     expunged = session.store.expunge(view.account, view.folder_id, wanted)
     yield from view.expunge_responses(expunged)
+    if expunged:
+        view.force_highestmodseq = True
     return Done(Code.OK_EXPUNGE)

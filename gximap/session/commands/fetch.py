@@ -11,10 +11,18 @@ Messages another session expunged that this session has not been told about yet 
 completes with ``NO [EXPUNGEISSUED]``, as Dovecot does (RFC 2180 section 4.1.2), so the client knows
 to NOOP and learn of the EXPUNGE. UID FETCH completes with OK: a UID that no longer exists is
 ignored without an error (RFC 9051 section 6.4.9).
+
+CONDSTORE / QRESYNC (RFC 7162): the MODSEQ item and the CHANGEDSINCE modifier make the
+connection CONDSTORE-aware. CHANGEDSINCE restricts the FETCH to the messages whose MODSEQ is
+higher, found through midb's modseq index (cost proportional to the changes, not the folder) and
+adds MODSEQ to each response; UID FETCH's VANISHED modifier (QRESYNC only) first reports the UIDs of
+the set expunged since then as ``* VANISHED (EARLIER)``. Once CONDSTORE-aware, a response that
+reports flags changed by an implicit \\Seen also carries the UID and the new MODSEQ.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -22,6 +30,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
 from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt
+from gximap.session import condstore
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids
 from gximap.session.selected import flag_atoms
@@ -29,6 +38,7 @@ from midb.errors import NoSuchBody
 from midb.mime import Digest
 
 SEEN = "\\Seen"
+_MODSEQ = FetchAtt("MODSEQ")
 _BATCH = 256  # index records read per store call
 _INLINE_LIMIT = 1 << 20  # body ranges up to this size are read at once; larger ones are streamed
 _CHUNK = 256 * 1024  # streaming read size
@@ -179,10 +189,25 @@ class _Renderer:
         self.uid = cmd.uid
         # UID FETCH always reports the UID, first (RFC 3501 section 6.4.8).
         self.items = [att for att in cmd.items if not (cmd.uid and att.name == "UID")]
-        self.wants_flags = any(att.name == "FLAGS" for att in cmd.items)
+        names = {att.name for att in cmd.items}
+        if cmd.changedsince is not None and "MODSEQ" not in names:
+            # CHANGEDSINCE implies MODSEQ (RFC 7162 section 3.1.4.1): placed after the UID.
+            after_uid = next((index + 1 for index, att in enumerate(self.items) if att.name == "UID"), 0)
+            self.items.insert(after_uid, _MODSEQ)
+            names.add("MODSEQ")
+        self.wants_flags = "FLAGS" in names
+        self.wants_uid = cmd.uid or "UID" in names
+        self.wants_modseq = "MODSEQ" in names
+        self.condstore = condstore.enabled(session)
+        self.top_modseq = 0  # the highest MODSEQ sent
 
     def flags(self, meta: Any) -> bytes:
         return b"FLAGS " + flag_atoms(meta.flags, self.show_recent and meta.uid in self.recent)
+
+    def modseq(self, meta: Any) -> bytes:
+        if meta.modseq > self.top_modseq:
+            self.top_modseq = meta.modseq
+        return b"MODSEQ (%d)" % meta.modseq
 
     def render(self, meta: Any, seen_changed: bool) -> list[Piece]:
         msg = _Message(self.store, meta)
@@ -192,9 +217,15 @@ class _Renderer:
         try:
             for att in self.items:
                 self._item(att, msg, out)
-            if seen_changed and not self.wants_flags:
-                # RFC 3501 section 6.4.5: flags changed by an implicit \Seen are reported.
-                out.append(self.flags(meta))
+            if seen_changed:
+                # RFC 3501 section 6.4.5: flags changed by an implicit \Seen are reported; RFC 7162
+                # section 3.1: with UID and MODSEQ once the connection is CONDSTORE-aware.
+                if self.condstore and not self.wants_uid:
+                    out.append(b"UID %d" % meta.uid)
+                if not self.wants_flags:
+                    out.append(self.flags(meta))
+                if self.condstore and not self.wants_modseq:
+                    out.append(self.modseq(meta))
         except BaseException:
             _close_streams(out)
             raise
@@ -212,7 +243,7 @@ class _Renderer:
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % meta.size)
         elif name == "MODSEQ":
-            out.append(b"MODSEQ (%d)" % meta.modseq)
+            out.append(self.modseq(meta))
         elif name == "ENVELOPE":
             out.append(b"ENVELOPE " + fetchmime.envelope(msg.digest, self.utf8))
         elif name == "BODYSTRUCTURE":
@@ -245,47 +276,85 @@ def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
     yield b"".join(buffer)
 
 
+def _changed_since(session: Any, uids: list[int], since: int) -> tuple[list[Any], bool]:
+    """(records of ``uids`` whose MODSEQ is above ``since``, in UID order; whether any of
+    ``uids`` is gone from the store), from midb's modseq index."""
+    view = session.selected
+    changed, vanished = session.store.changes_since(view.account, view.folder_id, since)
+    count = len(uids)
+    left = bisect.bisect_left
+
+    def requested(uid: int) -> bool:
+        index = left(uids, uid)
+        return index < count and uids[index] == uid
+
+    metas = [meta for meta in changed if requested(meta.uid)]
+    missing = any(requested(uid) for uid in vanished) or any(requested(uid) for uid in view.pending_expunge)
+    return metas, missing
+
+
+def _record_batches(session: Any, uids: list[int], since: int | None) -> Iterator[tuple[list[Any], bool]]:
+    """The index records to answer, a batch at a time, each with "some requested message is gone"."""
+    view = session.selected
+    if since is not None:
+        metas, missing = _changed_since(session, uids, since)
+        yield [], missing
+        for start in range(0, len(metas), _BATCH):
+            yield metas[start : start + _BATCH], False
+        return
+    store = session.store
+    for start in range(0, len(uids), _BATCH):
+        wanted = uids[start : start + _BATCH]
+        metas = store.get_messages(view.account, view.folder_id, wanted)
+        yield metas, len(metas) != len(wanted)
+
+
 @command(cmds.Fetch, states=SELECTED, expunge_ok=False)
 def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
-    if cmd.changedsince is not None or cmd.vanished:
-        # CHANGEDSINCE / VANISHED belong to CONDSTORE / QRESYNC, which are not offered.
-        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD")
+    if cmd.vanished and not session.qresync_enabled:
+        # RFC 7162 section 3.2.6: the VANISHED modifier needs ENABLE QRESYNC first.
+        raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
     view = session.selected
     uids = resolve_uids(session, cmd.seqset, cmd.uid)
+    if cmd.changedsince is not None or any(att.name == "MODSEQ" for att in cmd.items):
+        yield from condstore.enable(session)
+    if cmd.vanished and cmd.changedsince is not None:  # the parser allows VANISHED only so
+        vanished = condstore.vanished_earlier(session, cmd.seqset, cmd.changedsince)
+        if vanished is not None:
+            yield vanished
     store = session.store
     renderer = _Renderer(session, cmd)
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
     missing = False
-    for start in range(0, len(uids), _BATCH):
-        wanted = uids[start : start + _BATCH]
-        metas = store.get_messages(view.account, view.folder_id, wanted)
-        if len(metas) != len(wanted):
-            missing = True
-        seen_changed: set[int] = set()
-        if mark_seen:
-            unseen = [meta.uid for meta in metas if SEEN not in meta.flags]
-            if unseen:
-                changed, _failed = store.store_flags(view.account, view.folder_id, unseen, "add", (SEEN,))
-                view.note_own_changes(changed)
-                updated = {meta.uid: meta for meta in changed}
-                seen_changed = set(updated)
-                metas = [updated.get(meta.uid, meta) for meta in metas]
-        for meta in metas:
-            msn = view.msn_of(meta.uid)
-            if msn is None:
-                continue
-            try:
-                pieces = renderer.render(meta, meta.uid in seen_changed)
-            except NoSuchBody:
-                missing = True  # expunged, body removed, since the records were read
-                continue
-            except fetchmime.UnknownCTE:
-                raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
-            try:
-                yield from _emit(msn, pieces)
-            finally:
-                _close_streams(pieces)
+    try:
+        for metas, gone in _record_batches(session, uids, cmd.changedsince):
+            missing = missing or gone
+            seen_changed: set[int] = set()
+            if mark_seen:
+                unseen = [meta.uid for meta in metas if SEEN not in meta.flags]
+                if unseen:
+                    changed, _failed = store.store_flags(view.account, view.folder_id, unseen, "add", (SEEN,))
+                    view.note_own_changes(changed)
+                    updated = {meta.uid: meta for meta in changed}
+                    seen_changed = set(updated)
+                    metas = [updated.get(meta.uid, meta) for meta in metas]
+            for meta in metas:
+                msn = view.msn_of(meta.uid)
+                if msn is None:
+                    continue
+                try:
+                    pieces = renderer.render(meta, meta.uid in seen_changed)
+                except NoSuchBody:
+                    missing = True  # expunged, body removed, since the records were read
+                    continue
+                except fetchmime.UnknownCTE:
+                    raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
+                try:
+                    yield from _emit(msn, pieces)
+                finally:
+                    _close_streams(pieces)
+    finally:
+        view.note_fetch_modseq(renderer.top_modseq)
     if missing and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_FETCH)
-

@@ -14,7 +14,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.session import listing
+from gximap.session import capabilities, condstore, listing
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
 from midb import errors as midb_errors
 
@@ -180,6 +180,8 @@ def list_command(session: Any, cmd: cmds.List) -> Generator[bytes, Any, Done]:
         return_subscribed="SUBSCRIBED" in returns,
     )
     status_items = cmd.status_items if "STATUS" in returns else None
+    if status_items and "HIGHESTMODSEQ" in status_items:
+        yield from condstore.enable(session)  # a CONDSTORE enabling command (RFC 7162 section 3.1)
     for entry in entries:
         yield _list_line(session, b"LIST", entry)
         # RFC 5819: a STATUS response follows the LIST response of every listed mailbox that
@@ -233,6 +235,20 @@ def recent_count(session: Any, folder: Any) -> int:
     return len(uids) - bisect.bisect_right(uids, floor)
 
 
+def kib(octets: int) -> int:
+    """RFC 9208 storage units (1024 octets), rounded up: one stored octet is not "0 used"."""
+    return -(-octets // 1024)
+
+
+def deleted_storage(session: Any, folder: Any) -> int:
+    """STATUS DELETED-STORAGE (RFC 9208): what EXPUNGE would free, in KiB. The
+    folder counts its \\Deleted messages, so the common case (none) costs nothing."""
+    if not folder.deleted:
+        return 0
+    metas = session.store.messages(session.user, folder.id)
+    return kib(sum(meta.size for meta in metas if "\\Deleted" in meta.flags))
+
+
 def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
     """``* STATUS name (item value ...)`` in the order the client asked. Items the server does
     not offer (MAILBOXID without OBJECTID) are left out rather than invented."""
@@ -254,8 +270,10 @@ def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
             value = folder.size
         elif item == "HIGHESTMODSEQ":
             value = folder.highestmodseq
+        elif item == "DELETED-STORAGE":
+            value = deleted_storage(session, folder)
         elif item == "APPENDLIMIT":
-            value = session.settings.max_literal
+            value = capabilities.append_limit(session)
         else:
             continue
         values.append(item.encode("ascii") + b" %d" % value)
@@ -266,5 +284,7 @@ def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
 def status(session: Any, cmd: cmds.Status) -> Generator[bytes, Any, Done]:
     # STATUS on the selected mailbox is allowed (RFC 9051 6.3.11); the counters are the store's.
     folder = existing_folder(session, store_name(cmd.mailbox))
+    if "HIGHESTMODSEQ" in cmd.items:
+        yield from condstore.enable(session)  # a CONDSTORE enabling command (RFC 7162 section 3.1)
     yield status_response(session, folder, cmd.items)
     return Done(Code.OK_STATUS)

@@ -4,6 +4,10 @@ and the saved result ``$`` (SEARCHRES, RFC 5182).
 The evaluation itself is gximap.session.searching; this module chooses the response form:
 ``* SEARCH n...`` for IMAP4rev1 clients without RETURN options, ``* ESEARCH (TAG "t") ...``
 when RETURN options were given or IMAP4rev2 is enabled.
+
+The MODSEQ criterion (CONDSTORE, RFC 7162 section 3.1.5) makes the connection CONDSTORE-aware and
+adds the highest MODSEQ of the messages returned: ``* SEARCH 2 5 (MODSEQ 917)``, or ``MODSEQ 917``
+at the end of an ESEARCH response (section 3.1.10; with only MIN/MAX, of those messages).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.session import searching
+from gximap.session import condstore, searching
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 
 # RFC 5182 section 2.4: SAVE combined with only MIN and/or MAX saves just those messages.
@@ -42,9 +46,11 @@ def _saved_result(options: tuple[str, ...], matched: list[int]) -> list[int]:
     return chosen
 
 
-def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: list[int]) -> bytes:
-    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set``: items with no value (MIN, MAX,
-    ALL of an empty result) are left out; COUNT is always given when asked for (RFC 4731)."""
+def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: list[int],
+                     modseq: int | None = None) -> bytes:
+    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set [MODSEQ m]``: items with no value
+    (MIN, MAX, ALL of an empty result) are left out; COUNT is always given when asked for (RFC
+    4731); MODSEQ when ``modseq`` is given (RFC 7162 section 3.1.10)."""
     out = [b"* ESEARCH (TAG " + encode.string(tag) + b")"]
     if uid:
         out.append(b"UID")
@@ -57,20 +63,30 @@ def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: l
         out.append(b"COUNT %d" % len(numbers))
     if "ALL" in options and numbers:
         out.append(b"ALL " + encode.sequence_set(numbers))
+    if modseq is not None:
+        out.append(b"MODSEQ %d" % modseq)
     return b" ".join(out) + b"\r\n"
 
 
-def search_response(numbers: list[int]) -> bytes:
+def search_response(numbers: list[int], modseq: int | None = None) -> bytes:
+    """``* SEARCH n...`` and, for a search with the MODSEQ criterion, `` (MODSEQ m)``."""
     if not numbers:
         return b"* SEARCH\r\n"
-    return b"* SEARCH " + b" ".join(b"%d" % number for number in numbers) + b"\r\n"
+    suffix = b" (MODSEQ %d)" % modseq if modseq is not None else b""
+    return b"* SEARCH " + b" ".join(b"%d" % number for number in numbers) + suffix + b"\r\n"
 
 
 @command(cmds.Search, states=SELECTED, expunge_ok=False)
 def search(session: Any, cmd: cmds.Search) -> Generator[bytes, Any, Done]:
+    if cmd.charset is not None and "UTF8=ACCEPT" in session.enabled:
+        # RFC 6855 section 3: after ENABLE UTF8=ACCEPT a CHARSET label conflicts (BAD).
+        raise CommandFailed(Code.BAD_CHARSET_WITH_UTF8, status="BAD")
     view = session.selected
     options = cmd.return_opts
     save = options is not None and "SAVE" in options
+    with_modseq = condstore.uses_modseq(cmd.criteria)
+    if with_modseq:
+        yield from condstore.enable(session)
     try:
         matched = searching.search(session, cmd.criteria)
     except searching.SearchUnsupported:
@@ -85,10 +101,12 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes, Any, Done]:
         session.saved_search = _saved_result(options, matched)
     numbers = matched if cmd.uid else _message_numbers(view, matched)
     if options is None:
+        modseq = condstore.search_modseq(session, matched, None) if with_modseq else None
         if session.rev2:
-            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), numbers)
+            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), numbers, modseq)
         else:
-            yield search_response(numbers)
+            yield search_response(numbers, modseq)
     elif set(options) != {"SAVE"}:  # SAVE alone suppresses the result (RFC 5182 section 2.1)
-        yield esearch_response(cmd.tag, cmd.uid, options, numbers)
+        modseq = condstore.search_modseq(session, matched, options) if with_modseq else None
+        yield esearch_response(cmd.tag, cmd.uid, options, numbers, modseq)
     return Done(Code.OK_SEARCH)

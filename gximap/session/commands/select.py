@@ -8,7 +8,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.session import listing
+from gximap.session import condstore, listing
 from gximap.session.base import AUTHENTICATED, SELECTED, CommandFailed, Done, NeedLine, command
 from gximap.session.commands.mailbox import attribute_list, store_name, wire_name
 from gximap.session.selected import SelectedMailbox
@@ -41,15 +41,18 @@ def _info(session: Any, code: bytes, text: Code) -> bytes:
 @command(cmds.Select, states=AUTHENTICATED)
 def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
     if cmd.qresync is not None:
-        raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
-    if cmd.condstore:
-        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD")
+        # RFC 7162 section 3.2.5: the QRESYNC parameter needs ENABLE QRESYNC first.
+        if not session.qresync_enabled:
+            raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
+        condstore.check_qresync(cmd.qresync)
     # RFC 3501 6.3.1: the selected mailbox is closed first (without expunging), even if the new
     # SELECT fails. IMAP4rev2 (and QRESYNC) clients are told with [CLOSED].
     if session.selected is not None:
         session.select(None)
         if session.rev2 or session.qresync_enabled:
             yield _info(session, b"CLOSED", Code.INFO_CLOSED)
+    if cmd.condstore:
+        condstore.enable(session)  # no mailbox is selected now: nothing to announce
     store = session.store
     name = store_name(cmd.mailbox)
     found = store.get_folder(session.user, name)
@@ -72,10 +75,15 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
             yield _info(session, b"UNSEEN %d" % first_unseen, Code.INFO_UNSEEN)
     yield _info(session, b"UIDVALIDITY %d" % view.uidvalidity, Code.INFO_UIDVALIDITY)
     yield _info(session, b"UIDNEXT %d" % folder.uidnext, Code.INFO_UIDNEXT)
+    if condstore.enabled(session):
+        # RFC 7162 section 3.1.2.1; every midb mailbox keeps mod-sequences, so never NOMODSEQ.
+        yield _info(session, b"HIGHESTMODSEQ %d" % view.modseq, Code.INFO_HIGHESTMODSEQ)
     if session.rev2:
         # RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate attributes.
         attributes = listing.folder_attributes(folder, store.list_folders(session.user))
         yield b"* LIST " + attribute_list(attributes) + b' "/" ' + wire_name(session, folder.name) + CRLF
+    if cmd.qresync is not None:
+        yield from condstore.qresync_responses(session, view, cmd.qresync)
     session.select(view)
     if cmd.examine:
         return Done(Code.OK_EXAMINE, code=b"READ-ONLY")

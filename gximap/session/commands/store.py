@@ -1,4 +1,5 @@
-"""STORE and UID STORE (RFC 3501 / RFC 9051 section 6.4.6): FLAGS, +FLAGS, -FLAGS [.SILENT].
+"""STORE and UID STORE (RFC 3501 / RFC 9051 section 6.4.6): FLAGS, +FLAGS, -FLAGS [.SILENT],
+with CONDSTORE's UNCHANGEDSINCE modifier (RFC 7162 section 3.1.3).
 
 The new flags of every message named are reported in untagged FETCH responses (with the UID for
 UID STORE, and for IMAP4rev2 clients always, as the sync does) unless .SILENT was given. Either
@@ -7,7 +8,15 @@ them. Messages expunged by another session and not yet announced are left out; S
 completes with ``NO [EXPUNGEISSUED]`` as FETCH does (RFC 2180 section 4.2), UID STORE with OK (a
 UID that no longer exists is no error).
 
-UNCHANGEDSINCE (CONDSTORE, RFC 7162) is not offered: answered with BAD.
+Once the connection is CONDSTORE-aware every such FETCH response carries UID and MODSEQ, and a
+.SILENT STORE still reports the new MODSEQ of the messages it changed (``* n FETCH (UID u MODSEQ
+(m))``), so the client's next UNCHANGEDSINCE is not refused for its own change.
+
+UNCHANGEDSINCE n: a message whose MODSEQ is above n is left alone and listed in the tagged
+``OK [MODIFIED set]`` (message numbers, or UIDs for UID STORE), with a FETCH of its current FLAGS
+and MODSEQ so the client can decide again; ``UNCHANGEDSINCE 0`` thus always fails. Every other
+message gets a FETCH with its MODSEQ even with .SILENT. A message the client still sees but
+another session expunged counts as modified (its expunge changed it).
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from collections.abc import Generator
 from typing import Any
 
 from gximap.imap import commands as cmds
+from gximap.imap import encode
 from gximap.imap.codes import Code
+from gximap.session import condstore
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids
 from gximap.session.selected import flag_atoms
@@ -26,36 +37,62 @@ _MODES = {"": "set", "+": "add", "-": "remove"}
 
 @command(cmds.Store, states=SELECTED, expunge_ok=False)
 def store(session: Any, cmd: cmds.Store) -> Generator[bytes, Any, Done]:
-    if cmd.unchangedsince is not None:
-        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD")
     view = session.selected
     uids = resolve_uids(session, cmd.seqset, cmd.uid)
     if view.readonly:
         raise CommandFailed(Code.NO_STORE_READ_ONLY, status="NO")
+    since = cmd.unchangedsince
+    if since is not None:
+        yield from condstore.enable(session)
     if not uids:
         return Done(Code.OK_STORE)
     backend = session.store
-    changed, _failed = backend.store_flags(view.account, view.folder_id, uids, _MODES[cmd.mode], cmd.flags)
+    changed, failed = backend.store_flags(view.account, view.folder_id, uids, _MODES[cmd.mode], cmd.flags,
+                                          unchanged_since=since)
     view.note_own_changes(changed)
-    if cmd.silent:
+    aware = condstore.enabled(session)
+    if cmd.silent and since is None and not aware:
         return Done(Code.OK_STORE)
     current = {meta.uid: meta for meta in changed}
-    unchanged = [uid for uid in uids if uid not in current]
-    if unchanged:
-        for meta in backend.get_messages(view.account, view.folder_id, unchanged):
-            current[meta.uid] = meta
-    with_uid = cmd.uid or session.rev2
+    changed_uids = set(current)
+    failed_uids = set(failed)
+    if not cmd.silent or since is not None:
+        # Messages whose state is reported although this STORE did not change them.
+        unchanged = [uid for uid in uids if uid not in current]
+        if unchanged:
+            shown = backend.get_messages(view.account, view.folder_id, unchanged)
+            view.note_own_changes(meta for meta in shown if meta.modseq > view.modseq)
+            for meta in shown:
+                current[meta.uid] = meta
+    with_uid = cmd.uid or session.rev2 or aware
     show_recent = not session.rev2
     recent = view.recent
+    top_modseq = 0
     for uid in uids:
         meta = current.get(uid)
         msn = view.msn_of(uid)
         if meta is None or msn is None:
             continue
-        items = b"FLAGS " + flag_atoms(meta.flags, show_recent and uid in recent)
+        items: list[bytes] = []
         if with_uid:
-            items = b"UID %d " % uid + items
-        yield b"* %d FETCH (%s)\r\n" % (msn, items)
+            items.append(b"UID %d" % uid)
+        if not cmd.silent or uid in failed_uids:
+            items.append(b"FLAGS " + flag_atoms(meta.flags, show_recent and uid in recent))
+        elif since is None and uid not in changed_uids:
+            continue  # .SILENT, nothing changed: nothing to tell
+        if aware:
+            items.append(b"MODSEQ (%d)" % meta.modseq)
+            top_modseq = max(top_modseq, meta.modseq)
+        yield b"* %d FETCH (%s)\r\n" % (msn, b" ".join(items))
+    view.note_fetch_modseq(top_modseq)
+    if since is not None:
+        modified = [uid for uid in uids if uid in failed_uids or uid not in current]
+        if modified:
+            listed = modified if cmd.uid else [number for uid in modified if (number := view.msn_of(uid))]
+            return Done(Code.OK_STORE_MODIFIED, code=b"MODIFIED " + encode.sequence_set(listed))
+        return Done(Code.OK_STORE)
+    if cmd.silent:
+        return Done(Code.OK_STORE)
     if len(current) < len(uids) and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_STORE)

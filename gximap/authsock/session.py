@@ -1,0 +1,348 @@
+"""One connection to the authentication socket: the ProtocolHandler that answers an MTA's AUTH requests.
+
+Mechanisms: PLAIN (RFC 4616, with an optional authorization identity for impersonation, as in
+IMAP) and LOGIN (the obsolete two-prompt mechanism every SMTP client still speaks). A request
+without an initial response gets a ``CONT`` with an empty challenge (PLAIN) or the "Username:" /
+"Password:" prompts (LOGIN).
+
+The check is IMAP's: the same AuthService, so the same accounts, auth_map / storage_map and
+throttling. The client address for the per-address limits and the log is the request's ``rip=``
+(the SMTP client; fail2ban then bans the right address), else the socket peer. Gromox counts
+failures per IMAP connection; here, where one MTA connection carries many SMTP clients, they are
+counted per (client address, user) instead, shared by all auth connections: at ``imap_auth_times``
+failures the user is blocked for ``block_interval_auths``, exactly as an IMAP connection would.
+
+Plaintext mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbids passwords
+without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its
+client), or the client is on the loopback interface or on the MTA's own address.
+
+The connection is dropped on a protocol error (malformed line, over-long line, unknown request
+id in CONT, too many unknown commands); an AUTH that cannot succeed gets FAIL. Until the client has
+sent VERSION and CPID, the connection is subject to a time-out; after that an MTA may keep it open
+as long as it likes (Postfix does, between SMTP sessions).
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gximap.auth.maps import UnmappedName
+from gximap.auth.service import address_key, split_identity
+from gximap.authsock.protocol import (
+    MAJOR_VERSION,
+    AuthProtocolError,
+    AuthRequest,
+    AuthServerProtocol,
+    CancelRequest,
+    ClientCpid,
+    ClientVersion,
+    ContinueRequest,
+)
+from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
+from midb.errors import MidbError
+
+__all__ = ["AuthSocketContext", "AuthSocketSession", "AuthSocketSettings", "MECHANISMS"]
+
+log = logging.getLogger("gximap.auth")
+
+MECHANISMS: tuple[tuple[str, tuple[str, ...]], ...] = (("PLAIN", ("plaintext",)), ("LOGIN", ("plaintext",)))
+MAX_PENDING = 64  # unfinished multi-step requests per connection
+MAX_IGNORED = 32  # unknown commands tolerated per connection
+MAX_TRACKED_FAILURES = 65536
+_USERNAME_PROMPT = "VXNlcm5hbWU6"  # base64 "Username:"
+_PASSWORD_PROMPT = "UGFzc3dvcmQ6"  # base64 "Password:"
+PLAINTEXT_DISALLOWED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSocketSettings:
+    insecure_auth: bool = False  # plaintext mechanisms allowed for requests not marked secured
+    handshake_timeout: float = 30.0  # seconds until the client has sent VERSION and CPID
+
+
+@dataclass
+class AuthSocketContext:
+    """Shared by every auth socket connection: the AuthService, settings, failure counts."""
+
+    auth: Any  # gximap.auth.service.AuthService
+    settings: AuthSocketSettings = field(default_factory=AuthSocketSettings)
+    clock: Any = time.monotonic
+    _cuids: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _failures: OrderedDict[tuple[str, str], tuple[int, float]] = field(default_factory=OrderedDict)
+
+    def next_cuid(self) -> int:
+        with self._lock:
+            return next(self._cuids)
+
+    def note_failure(self, address: str, login: str, rhost: str) -> None:
+        """Count a failed AUTH of ``login`` from ``address``; block the user at imap_auth_times."""
+        auth = self.auth
+        actor = login.partition("!")[0]
+        key = (address_key(address), auth.block_key(actor))
+        now = self.clock()
+        with self._lock:
+            count, since = self._failures.pop(key, (0, now))
+            if now - since > auth.block_interval:
+                count, since = 0, now  # an old streak: start again
+            count += 1
+            reached = auth.auth_times > 0 and count >= auth.auth_times
+            if not reached:
+                self._failures[key] = (count, since)
+                while len(self._failures) > MAX_TRACKED_FAILURES:
+                    self._failures.popitem(last=False)
+        if reached and actor:
+            auth.block_user(actor, rhost)
+
+    def note_success(self, address: str, login: str) -> None:
+        key = (address_key(address), self.auth.block_key(login.partition("!")[0]))
+        with self._lock:
+            self._failures.pop(key, None)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: AuthRequest
+    step: str  # "plain", "login-user", "login-password"
+    username: str | None = None
+
+
+class AuthSocketSession:
+    """Implements :class:`gximap.net.handler.ProtocolHandler` for the Dovecot auth protocol."""
+
+    def __init__(self, ctx: AuthSocketContext, conn: ConnectionInfo, waker: Waker) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.cuid = ctx.next_cuid()
+        self.proto = AuthServerProtocol()
+        self._out: deque[OutputItem] = deque()
+        self._pending: dict[int, _Pending] = {}
+        self._closing = False
+
+    # -- ProtocolHandler ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.debug("auth socket connection %d from %s", self.cuid, self.conn.rhost)
+        self._out.append(AuthServerProtocol.handshake(MECHANISMS, spid=os.getpid(), cuid=self.cuid,
+                                                      cookie=secrets.token_hex(16)))
+
+    def data_received(self, data: bytes) -> None:
+        if not self._closing:
+            self.proto.receive(data)
+
+    def process(self, budget: int) -> bool:
+        while budget > 0 and not self._closing:
+            try:
+                event = self.proto.next_event()
+            except AuthProtocolError as exc:
+                self._drop(str(exc))
+                return False
+            if event is None:
+                if self.proto.ignored > MAX_IGNORED:
+                    self._drop("too many unknown commands")
+                return False
+            budget -= 1
+            if isinstance(event, ClientVersion):
+                if event.major != MAJOR_VERSION:
+                    self._drop(f"client speaks protocol version {event.major}, not {MAJOR_VERSION}")
+            elif isinstance(event, ClientCpid):
+                pass
+            elif isinstance(event, AuthRequest):
+                self._auth(event)
+            elif isinstance(event, ContinueRequest):
+                self._continue(event)
+            elif isinstance(event, CancelRequest):
+                self._pending.pop(event.id, None)
+        return not self._closing
+
+    def next_output(self) -> OutputItem | None:
+        return self._out.popleft() if self._out else None
+
+    def idle_timeout(self) -> float:
+        if self.proto.cpid is None:
+            return self.ctx.settings.handshake_timeout
+        return 0.0  # a finished handshake: the MTA keeps the connection for later requests
+
+    def timed_out(self) -> None:
+        self._drop("no handshake in time")
+
+    def wakeup(self) -> None:
+        """Nothing in the store concerns this protocol."""
+
+    def shutdown(self) -> None:
+        self._drop("server shutdown", level=logging.DEBUG)
+
+    def transport_changed(self, action: TransportAction, tls: bool) -> None:
+        """No STARTTLS here: the transport never changes."""
+
+    def connection_lost(self) -> None:
+        self._closing = True
+        self._pending.clear()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _auth(self, request: AuthRequest) -> None:
+        if request.id in self._pending:
+            self._drop(f"duplicate request id {request.id}")
+            return
+        if not request.service:
+            self._fail(request.id, reason="Missing service parameter")
+            return
+        mechanism = request.mechanism
+        if mechanism not in ("PLAIN", "LOGIN"):
+            self._fail(request.id, reason="Unsupported authentication mechanism")
+            return
+        if not self._plaintext_allowed(request):
+            log.info("auth socket: %s %s refused: plaintext on a connection not marked secured",
+                     self._rhost(request), mechanism)
+            self._fail(request.id, reason=PLAINTEXT_DISALLOWED)
+            return
+        initial: bytes | None = None
+        if request.response is not None:
+            initial = _decode_base64(request.response)
+            if initial is None:
+                self._fail(request.id, reason="Invalid base64 data in initial response")
+                return
+        if mechanism == "PLAIN":
+            if initial is None:
+                self._challenge(_Pending(request, "plain"), "")
+                return
+            self._plain(request, initial)
+            return
+        if initial is None:
+            self._challenge(_Pending(request, "login-user"), _USERNAME_PROMPT)
+            return
+        self._challenge(_Pending(request, "login-password", _text(initial)), _PASSWORD_PROMPT)
+
+    def _continue(self, event: ContinueRequest) -> None:
+        pending = self._pending.pop(event.id, None)
+        if pending is None:
+            self._drop(f"CONT for unknown request id {event.id}")
+            return
+        data = _decode_base64(event.data)
+        if data is None:
+            self._fail(event.id, reason="Invalid base64 data in continued response")
+            return
+        if pending.step == "plain":
+            self._plain(pending.request, data)
+        elif pending.step == "login-user":
+            self._challenge(_Pending(pending.request, "login-password", _text(data)), _PASSWORD_PROMPT)
+        else:
+            self._attempt(pending.request, pending.username, _text(data), None)
+
+    def _challenge(self, pending: _Pending, data: str) -> None:
+        request_id = pending.request.id
+        if len(self._pending) >= MAX_PENDING:
+            self._fail(request_id, reason="Too many unfinished requests")
+            return
+        self._pending[request_id] = pending
+        self._out.append(AuthServerProtocol.cont(request_id, data))
+
+    def _plain(self, request: AuthRequest, message: bytes) -> None:
+        """RFC 4616: [authzid] NUL authcid NUL passwd."""
+        parts = message.split(b"\0")
+        if len(parts) != 3:
+            self._attempt(request, None, None, None)
+            return
+        authzid, authcid, password = (_text(part) for part in parts)
+        if authzid is None:
+            self._attempt(request, None, None, None)
+            return
+        self._attempt(request, authcid, password, authzid if authzid and authzid != authcid else None)
+
+    def _attempt(self, request: AuthRequest, login: str | None, password: str | None,
+                 authzid: str | None) -> None:
+        auth = self.ctx.auth
+        rhost = self._rhost(request)
+        address = self._address(request)
+        mech = f"{request.service}/{request.mechanism}"
+        try:
+            if login is None or password is None:  # not UTF-8, or no PLAIN message: no account matches
+                result = auth.authenticate("", "", rhost=rhost, address=address, mech=mech)
+                login = ""
+            else:
+                result = auth.authenticate(login, password, rhost=rhost, address=address, mech=mech,
+                                           authzid=authzid)
+        except (MidbError, OSError) as exc:
+            log.warning("auth socket: %s: cannot check the password now: %s", rhost, exc)
+            self._fail(request.id, "temp", reason="Temporary authentication failure", code="temp_fail")
+            return
+        if result.ok:
+            self.ctx.note_success(address, login)
+            self._out.append(AuthServerProtocol.ok(request.id, user=self._reported_user(login, authzid)))
+            return
+        if not result.blocked:
+            self.ctx.note_failure(address, login, rhost)
+        self._fail(request.id)
+
+    def _reported_user(self, login: str, authzid: str | None) -> str:
+        """The name the MTA logs and checks sender addresses against (smtpd_sender_login_maps): the
+        mailbox logged into, normalized like a login name (auth_map_normalize)."""
+        _actor, mailbox = split_identity(login, authzid)
+        try:
+            return self.ctx.auth.auth_map.normalize(mailbox)
+        except UnmappedName:
+            return mailbox
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _fail(self, request_id: int, *flags: str, **params: str) -> None:
+        self._pending.pop(request_id, None)
+        self._out.append(AuthServerProtocol.fail(request_id, *flags, **params))
+
+    def _plaintext_allowed(self, request: AuthRequest) -> bool:
+        if self.ctx.settings.insecure_auth or request.flag("secured"):
+            return True
+        rip, lip = request.params.get("rip") or "", request.params.get("lip") or ""
+        if not rip:
+            return False
+        if rip == lip:
+            return True
+        try:
+            return ipaddress.ip_address(rip.partition("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def _address(self, request: AuthRequest) -> str:
+        return request.params.get("rip") or self.conn.peer_host
+
+    def _rhost(self, request: AuthRequest) -> str:
+        rip = request.params.get("rip")
+        if not rip:
+            return self.conn.rhost
+        port = request.params.get("rport") or "0"
+        return f"[{rip}]:{port if port.isdigit() else 0}"
+
+    def _drop(self, why: str, *, level: int = logging.WARNING) -> None:
+        if self._closing:
+            return
+        log.log(level, "auth socket connection %d from %s closed: %s", self.cuid, self.conn.rhost, why)
+        self._closing = True
+        self._pending.clear()
+        self._out.append(TransportAction.CLOSE)
+
+
+def _decode_base64(data: str) -> bytes | None:
+    if data in ("", "="):  # "=" is SASL's spelling of an empty initial response (RFC 4954)
+        return b""
+    try:
+        return binascii.a2b_base64(data.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -1,0 +1,352 @@
+"""Delivering a message received over LMTP to midb accounts: recipients, quarantine, filters, headers.
+
+    agent = DeliveryAgent(store, delivery_map, DeliverySettings(spam_header=("x-spam", "yes")))
+    accounts, refusal = agent.check_recipient("alice@example.org")        # at RCPT
+    prepared = agent.prepare(envelope, body)                               # once per message
+    reply = agent.deliver(prepared, recipient, delivery_id="...")           # once per recipient
+
+Recipients: the address (a quoted local part unquoted) goes through ``delivery_map_normalize`` and
+``delivery_map`` (gximap.auth.maps) to one or more midb accounts. Delivery never creates an
+account: an address that maps to no existing account is refused at RCPT with ``550 5.1.1``, a
+disabled account with ``550 5.2.1``, an account already at its quota with ``552 5.2.2``.
+
+Each recipient gets its own copy, ``Return-Path: <sender>`` and ``Delivered-To: <recipient>``
+prepended to the message exactly as received. A message whose header matches ``lmtp_spam_header``
+(name and value compared case-insensitively, the value after unfolding and trimming) is
+quarantined: it goes to the account's \\Junk folder (created as "Junk" if the account has none)
+and no filter runs. Otherwise the IMAP filter (gximap.filters), if configured, may pick the folder
+(a name, or a special-use attribute such as ``\\Archive``) and add flags; a folder that does not
+exist means INBOX, a failing filter means INBOX without flags (both logged).
+
+The reply for a recipient is ``250 2.0.0`` only once the copy is durable in the store (midb's
+append returns after fsync when midb_fsync is on). Store trouble that may pass (midb StoreBusy,
+I/O errors) gives ``451 4.3.0`` so the MTA retries; over quota ``552 5.2.2``; too big ``552
+5.3.4``. When a recipient maps to several accounts, the reply is 250 if at least one copy was
+stored and none failed temporarily (a permanent failure for one account is logged), else the
+most urgent failure: a temporary one first, so the MTA retries rather than loses mail.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gximap.filters import FilterCommand
+from gximap.lmtp.protocol import Envelope, Recipient, Reply
+from midb import errors as midb_errors
+
+__all__ = [
+    "DeliveryAgent",
+    "DeliverySettings",
+    "PreparedMessage",
+    "RecipientMap",
+    "header_fields",
+    "parse_spam_header",
+    "unquote_address",
+]
+
+log = logging.getLogger("gximap.lmtp")
+
+MAX_HEADER_SCAN = 256 * 1024  # header fields beyond this are not looked at (spam flag, Subject)
+_JUNK = "\\Junk"
+_SPECIAL_USES = {use.lower(): use for use in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
+
+USER_UNKNOWN = "5.1.1"
+TEMPFAIL = Reply(451, "4.3.0", "Temporary failure, try again later")
+
+
+class RecipientMap(Protocol):
+    """gximap.auth.maps.NameMap: the delivery_map / delivery_map_normalize pair."""
+
+    def map_all(self, name: str) -> list[str]:
+        """Every account the name maps to; raises UnmappedName (a LookupError) when none."""
+
+
+def parse_spam_header(text: str) -> tuple[str, str] | None:
+    """``X-Spam: Yes`` → ("x-spam", "yes"); "" → None (no quarantine). ValueError when malformed."""
+    text = text.strip()
+    if not text:
+        return None
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not name or not value:
+        raise ValueError(f"{text!r} is not 'Header-Name: value'")
+    if any(ord(char) <= 32 or ord(char) >= 127 for char in name):
+        raise ValueError(f"{name!r} is not a header field name")
+    return name.lower(), " ".join(value.split()).lower()
+
+
+def unquote_address(address: str) -> str:
+    """``"john doe"@example.org`` → ``john doe@example.org`` (RFC 5321 quoted local part)."""
+    if not address.startswith('"'):
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at or len(local) < 2 or not local.endswith('"'):
+        return address
+    out: list[str] = []
+    escaped = False
+    for char in local[1:-1]:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(char)
+    return "".join(out) + "@" + domain
+
+
+def header_fields(message: bytes, limit: int = MAX_HEADER_SCAN) -> list[tuple[str, bytes]]:
+    """(lower-cased name, unfolded raw value) of the header section, in order."""
+    end = message.find(b"\r\n\r\n", 0, limit)
+    if end < 0:
+        end = message.find(b"\n\n", 0, limit)
+    block = message[:end if end >= 0 else min(len(message), limit)]
+    if block.startswith((b"\r\n", b"\n")):
+        return []  # an empty header section
+    fields: list[tuple[str, bytes]] = []
+    for line in block.replace(b"\r\n", b"\n").split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + b" " + line.strip())
+            continue
+        name, colon, value = line.partition(b":")
+        if colon and name and not any(c <= 32 or c >= 127 for c in name):
+            fields.append((name.decode("ascii").lower(), value.strip()))
+    return fields
+
+
+def _decode_subject(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        decoded = text
+    return " ".join(decoded.split())
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    spam_header: tuple[str, str] | None = None  # (name, value), both lower case
+    filter: FilterCommand | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """What every recipient's copy shares, worked out once per message."""
+
+    envelope: Envelope
+    body: bytes
+    spam: bool
+    subject: str
+    message_id: str
+    settings: DeliverySettings
+
+
+@dataclass(slots=True)
+class _AccountResult:
+    reply: Reply
+    folder: str = ""
+    uid: int = 0
+    note: str = ""
+
+
+class DeliveryAgent:
+    def __init__(self, store: Any, delivery_map: RecipientMap, settings: DeliverySettings | None = None) -> None:
+        self.store = store
+        self.delivery_map = delivery_map
+        self.settings = settings or DeliverySettings()  # replaced as a whole on reload
+
+    # -- RCPT -------------------------------------------------------------------------------------
+
+    def check_recipient(self, address: str) -> tuple[tuple[str, ...], Reply | None]:
+        """(accounts, None) when the address may receive mail, else ((), the refusal)."""
+        try:
+            names = self.delivery_map.map_all(unquote_address(address))
+        except LookupError:
+            return (), Reply(550, USER_UNKNOWN, f"<{address}>: Recipient address rejected: User unknown")
+        accounts: list[str] = []
+        disabled = full = 0
+        try:
+            for name in dict.fromkeys(name.lower() for name in names):
+                account = self.store.get_account(name)
+                if account is None:
+                    log.debug("delivery_map maps <%s> to %r, which is no midb account", address, name)
+                    continue
+                if account.disabled:
+                    disabled += 1
+                    continue
+                if _is_full(self.store, account):
+                    full += 1
+                    continue
+                accounts.append(account.name)
+        except (midb_errors.MidbError, OSError) as exc:
+            log.warning("recipient <%s>: store error: %s", address, exc)
+            return (), TEMPFAIL
+        if accounts:
+            return tuple(accounts), None
+        if full:
+            return (), Reply(552, "5.2.2", f"<{address}>: Mailbox full")
+        if disabled:
+            return (), Reply(550, "5.2.1", f"<{address}>: Mailbox disabled")
+        return (), Reply(550, USER_UNKNOWN, f"<{address}>: Recipient address rejected: User unknown")
+
+    # -- after DATA -------------------------------------------------------------------------------
+
+    def prepare(self, envelope: Envelope, body: bytes) -> PreparedMessage:
+        settings = self.settings
+        fields = header_fields(body)
+        spam = False
+        if settings.spam_header is not None:
+            name, value = settings.spam_header
+            spam = any(field_name == name and " ".join(raw.decode("utf-8", "replace").split()).lower() == value
+                       for field_name, raw in fields)
+        subject = next((_decode_subject(raw) for name, raw in fields if name == "subject"), "")
+        message_id = next((raw.decode("utf-8", "replace").strip() for name, raw in fields
+                           if name == "message-id"), "")
+        return PreparedMessage(envelope, body, spam, subject, message_id, settings)
+
+    def deliver(self, prepared: PreparedMessage, recipient: Recipient, *, delivery_id: str) -> Reply:
+        """Store ``recipient``'s copy in each of its accounts; the LMTP reply for it."""
+        envelope = prepared.envelope
+        copy = (b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\nDelivered-To: "
+                + recipient.address.encode("utf-8") + b"\r\n" + prepared.body)
+        results = [self._deliver_one(prepared, recipient, account, copy, delivery_id)
+                   for account in recipient.accounts]
+        successes = [result for result in results if result.reply.positive]
+        temporary = [result for result in results if result.reply.temporary]
+        if temporary:
+            return temporary[0].reply
+        if successes:
+            where = ", ".join(f"{account}/{result.folder}" for account, result in
+                              zip(recipient.accounts, results, strict=True) if result.reply.positive)
+            return Reply(250, "2.0.0", f"<{recipient.address}> {delivery_id} Saved ({where})")
+        return results[0].reply if results else Reply(550, USER_UNKNOWN, f"<{recipient.address}>: User unknown")
+
+    def _deliver_one(self, prepared: PreparedMessage, recipient: Recipient, account: str, copy: bytes,
+                     delivery_id: str) -> _AccountResult:
+        started = time.monotonic()
+        envelope = prepared.envelope
+        try:
+            folder_id, folder_name, flags, note = self._destination(prepared, recipient, account, copy, delivery_id)
+            try:
+                _uidvalidity, uid = self.store.append(account, folder_id, copy, flags=flags)
+            except midb_errors.NoSuchFolder:  # deleted by a client just now: INBOX it is
+                folder_id, folder_name = self._inbox(account)
+                _uidvalidity, uid = self.store.append(account, folder_id, copy, flags=flags)
+        except midb_errors.OverQuota:
+            result = _AccountResult(Reply(552, "5.2.2", f"<{recipient.address}>: Mailbox full"), note="over quota")
+        except midb_errors.TooBig:
+            result = _AccountResult(Reply(552, "5.3.4", "Message too big for the mailbox"), note="too big")
+        except midb_errors.NoSuchAccount:
+            result = _AccountResult(Reply(550, USER_UNKNOWN, f"<{recipient.address}>: User unknown"),
+                                    note="account vanished")
+        except midb_errors.StoreBusy as exc:
+            result = _AccountResult(TEMPFAIL, note=f"store busy: {exc}")
+        except (midb_errors.MidbError, OSError) as exc:
+            log.error("delivery %s to %s: store error: %s", delivery_id, account, exc)
+            result = _AccountResult(TEMPFAIL, note=f"store error: {exc}")
+        else:
+            result = _AccountResult(Reply(250, "2.0.0", "Saved"), folder_name, uid, note)
+        log.info("lmtp: id=%s from=<%s> to=<%s> account=%s %s size=%d elapsed=%.3fs%s",
+                 delivery_id, _printable(envelope.sender), _printable(recipient.address), account,
+                 f"folder={_printable(result.folder)} uid={result.uid}" if result.reply.positive
+                 else f"status={result.reply.code}", len(copy), time.monotonic() - started,
+                 f" ({_printable(result.note)})" if result.note else "")
+        return result
+
+    def _destination(self, prepared: PreparedMessage, recipient: Recipient, account: str, copy: bytes,
+                     delivery_id: str) -> tuple[int, str, tuple[str, ...], str]:
+        """(folder id, folder name, flags, note for the log)."""
+        if prepared.spam:
+            folder_id, folder_name = self._junk(account)
+            return folder_id, folder_name, (), "quarantined"
+        command = prepared.settings.filter
+        if command is None:
+            return (*self._inbox(account), (), "")
+        outcome = command.run(copy, self._placeholders(prepared, recipient, account, delivery_id))
+        if outcome.error is not None:
+            log.warning("lmtp: id=%s account=%s: filter %s failed (%s); delivering to INBOX",
+                        delivery_id, account, command.program, _printable(outcome.error))
+            return (*self._inbox(account), (), "filter failed")
+        if outcome.skipped_flags:
+            log.warning("lmtp: id=%s account=%s: filter output has invalid flags, skipped: %s", delivery_id,
+                        account, _printable(" ".join(outcome.skipped_flags)))
+        if outcome.folder is None:
+            return (*self._inbox(account), outcome.flags, "filtered")
+        folder = self._find_folder(account, outcome.folder)
+        if folder is None:
+            log.warning("lmtp: id=%s account=%s: filter chose folder %r, which does not exist; "
+                        "delivering to INBOX", delivery_id, account, outcome.folder)
+            return (*self._inbox(account), outcome.flags, "filtered, folder missing")
+        return folder.id, folder.name, outcome.flags, "filtered"
+
+    def _placeholders(self, prepared: PreparedMessage, recipient: Recipient, account: str,
+                      delivery_id: str) -> Mapping[str, str]:
+        envelope = prepared.envelope
+        forwarded = envelope.xforward
+        return {
+            "account_name": account,
+            "sender": envelope.sender,
+            "rcpt_to": recipient.address,
+            "original_rcpt_to": recipient.orcpt or recipient.address,
+            "address": recipient.address,
+            "subject": prepared.subject,
+            "msg_id": delivery_id,
+            "source_ip": forwarded.get("ADDR", ""),
+            "source_host": forwarded.get("HELO", ""),
+            "source_rdns": forwarded.get("NAME", ""),
+            "auth_user": envelope.auth_user or "",
+        }
+
+    def _find_folder(self, account: str, name: str) -> Any:
+        store = self.store
+        wanted = _SPECIAL_USES.get(name.lower())
+        if wanted is not None:
+            return next((folder for folder in store.list_folders(account) if folder.special_use == wanted), None)
+        try:
+            return store.get_folder(account, name)
+        except midb_errors.InvalidName:
+            return None
+
+    def _inbox(self, account: str) -> tuple[int, str]:
+        folder = self.store.get_folder(account, "INBOX")
+        if folder is None:
+            raise midb_errors.NoSuchAccount(account)
+        return folder.id, folder.name
+
+    def _junk(self, account: str) -> tuple[int, str]:
+        store = self.store
+        folders = store.list_folders(account)
+        junk = next((folder for folder in folders if folder.special_use == _JUNK), None)
+        if junk is None:
+            junk = next((folder for folder in folders if folder.name.lower() == "junk"), None)
+        if junk is None:
+            try:
+                junk = store.create_folder(account, "Junk", special_use=_JUNK)
+            except midb_errors.FolderExists:
+                junk = store.get_folder(account, "Junk")
+        if junk is None:
+            return self._inbox(account)
+        return junk.id, junk.name
+
+
+def _is_full(store: Any, account: Any) -> bool:
+    if not account.quota_bytes and not account.quota_messages:
+        return False
+    used_bytes, used_messages = store.usage(account.name)
+    return bool((account.quota_bytes and used_bytes >= account.quota_bytes)
+                or (account.quota_messages and used_messages >= account.quota_messages))
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
+
+
+def recipients_summary(recipients: Iterable[Recipient]) -> str:
+    return ",".join(f"<{_printable(rcpt.address)}>" for rcpt in recipients)

@@ -1,0 +1,209 @@
+"""MTA integration services: LMTP delivery (``lmtp_listen``) and the Dovecot-protocol authentication
+socket (``auth_listen``), run inside the gximap process.
+
+    mta = MtaServices(cfg)                 # parses the directives; MtaConfigError names the bad one
+    mta.bind(activated)                    # as root, with the IMAP listeners (before the privilege drop)
+    mta.start(store, auth)                 # after the store is open; uses IMAP's AuthService
+    mta.reload(cfg); mta.stop(grace)
+
+Each protocol has a connection pool of its own (gximap.net.pool.Server), not a share of IMAP's:
+its own ``*_context_num`` budget (an IMAP flood cannot starve mail delivery, nor the other way
+round), its own busy reply (``421`` for LMTP), no PROXY protocol and no per-address connection
+limit (the peer is the MTA). The pools are small: one permanent worker each, one more per
+``_SESSIONS_PER_WORKER`` contexts, grown on demand like IMAP's.
+
+UNIX sockets are created with ``unix_socket_mode`` and owned by ``unix_socket_owner`` (default:
+``running_identity``), so the MTA's user can be let in by group or mode and gximap can still
+remove them after dropping privileges. Under systemd socket activation, sockets named ``lmtp``
+and ``auth`` (FileDescriptorName=) are taken instead of binding these addresses.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+from collections.abc import Sequence
+from typing import Any
+
+from gximap import config as gxconfig
+from gximap.config import Config
+from gximap.net.listener import BoundListener, ListenerError, ListenerSpec, adopt_listener, bind_listeners
+
+__all__ = ["MTA_SOCKET_NAMES", "MtaConfigError", "MtaServices"]
+
+log = logging.getLogger("gximap.lmtp")
+
+MTA_SOCKET_NAMES = ("lmtp", "auth")  # systemd FileDescriptorName= values taken by these services
+_SESSIONS_PER_WORKER = 4
+_LMTP_BUSY = b"421 4.3.2 Too many connections, try again later\r\n"
+
+
+class MtaConfigError(Exception):
+    """The LMTP / auth socket configuration cannot be used; the message names the directive."""
+
+
+def _owner_ids(text: str) -> tuple[int, int]:
+    user_name, _, group_name = text.strip().partition(":")
+    try:
+        user = pwd.getpwuid(int(user_name)) if user_name.isdigit() else pwd.getpwnam(user_name)
+    except (KeyError, OverflowError):
+        raise MtaConfigError(f"unix_socket_owner: no such user {user_name!r}") from None
+    if not group_name:
+        return user.pw_uid, user.pw_gid
+    try:
+        group = grp.getgrgid(int(group_name)) if group_name.isdigit() else grp.getgrnam(group_name)
+    except (KeyError, OverflowError):
+        raise MtaConfigError(f"unix_socket_owner: no such group {group_name!r}") from None
+    return user.pw_uid, group.gr_gid
+
+
+def lmtp_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.session.LmtpSettings
+    from gximap.lmtp.session import LmtpSettings
+
+    return LmtpSettings(
+        host_id=str(cfg.host_id),
+        max_message_size=int(cfg.lmtp_max_message_size),
+        max_line_length=int(cfg.lmtp_max_line_length),
+        conn_timeout=float(cfg.lmtp_conn_timeout),
+    )
+
+
+def delivery_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.delivery.DeliverySettings
+    from gximap.filters import FilterCommand, FilterSyntaxError
+    from gximap.lmtp.delivery import DeliverySettings, parse_spam_header
+
+    try:
+        spam = parse_spam_header(str(cfg.lmtp_spam_header or ""))
+    except ValueError as exc:
+        raise MtaConfigError(f"lmtp_spam_header: {exc}") from None
+    command_text = str(cfg.imap_filter_command or "").strip()
+    command = None
+    if command_text:
+        try:
+            command = FilterCommand.parse(command_text, timeout=float(cfg.imap_filter_timeout))
+        except FilterSyntaxError as exc:
+            raise MtaConfigError(f"imap_filter_command: {exc}") from None
+    return DeliverySettings(spam_header=spam, filter=command)
+
+
+class MtaServices:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.lmtp_addresses = self._addresses(cfg, "lmtp_listen")
+        self.auth_addresses = self._addresses(cfg, "auth_listen")
+        mode_text = str(cfg.unix_socket_mode or "0660")
+        self.socket_mode = int(mode_text, 8)
+        owner_text = str(cfg.unix_socket_owner or cfg.running_identity or "").strip()
+        self.socket_owner: tuple[int, int] | None = None
+        if owner_text and os.geteuid() == 0:
+            self.socket_owner = _owner_ids(owner_text)
+        elif cfg.unix_socket_owner:
+            log.warning("unix_socket_owner ignored: not running as root")
+        # Checked now, so a bad value stops the start rather than the first delivery.
+        self._delivery_settings = delivery_settings_from_config(cfg)
+        self.lmtp_listeners: list[BoundListener] = []
+        self.auth_listeners: list[BoundListener] = []
+        self.servers: list[Any] = []
+        self._lmtp_ctx: Any = None
+        self._auth_ctx: Any = None
+
+    @staticmethod
+    def _addresses(cfg: Config, name: str) -> list[tuple[str, int] | str]:
+        try:
+            return [gxconfig.parse_socket_address(item) for item in cfg[name]]  # type: ignore[union-attr]
+        except gxconfig.ValueSyntaxError as exc:
+            raise MtaConfigError(f"{name}: {exc}") from None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.lmtp_listeners or self.auth_listeners)
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def bind(self, activated: Sequence[tuple[int, str]] = ()) -> None:
+        """Bind (or adopt, under socket activation) the listeners; ListenerError names the address."""
+        adopted = {name: [fd for fd, fd_name in activated if fd_name == name] for name in MTA_SOCKET_NAMES}
+        try:
+            self.lmtp_listeners = ([adopt_listener(fd, False, "lmtp") for fd in adopted["lmtp"]]
+                                   or bind_listeners(self._specs(self.lmtp_addresses, "lmtp")))
+            self.auth_listeners = ([adopt_listener(fd, False, "auth") for fd in adopted["auth"]]
+                                   or bind_listeners(self._specs(self.auth_addresses, "auth")))
+        except ListenerError:
+            self.close_listeners()
+            raise
+
+    def _specs(self, addresses: list[tuple[str, int] | str], kind: str) -> list[ListenerSpec]:
+        specs = []
+        for address in addresses:
+            if isinstance(address, str):
+                specs.append(ListenerSpec("", 0, False, kind, path=address, mode=self.socket_mode,
+                                          owner=self.socket_owner))
+            else:
+                specs.append(ListenerSpec(address[0], address[1], False, kind))
+        return specs
+
+    def start(self, store: Any, auth: Any) -> None:
+        """Create and start the pools (a no-op without listeners)."""
+        from gximap.auth.maps import MapSyntaxError, name_map_from_config
+        from gximap.authsock.session import AuthSocketContext, AuthSocketSession, AuthSocketSettings
+        from gximap.lmtp.delivery import DeliveryAgent
+        from gximap.lmtp.session import LmtpContext, LmtpSession
+        from gximap.net.pool import Server
+
+        cfg = self.cfg
+        if self.lmtp_listeners:
+            try:
+                delivery_map = name_map_from_config(cfg, "delivery_map")
+            except MapSyntaxError as exc:
+                raise MtaConfigError(f"delivery_map: {exc}") from None
+            agent = DeliveryAgent(store, delivery_map, self._delivery_settings)
+            lmtp_ctx = self._lmtp_ctx = LmtpContext(lmtp_settings_from_config(cfg), agent)
+            context_num = int(cfg.lmtp_context_num)
+            self.servers.append(Server(
+                self.lmtp_listeners, lambda conn, waker: LmtpSession(lmtp_ctx, conn, waker),
+                context_num=context_num, thread_init_num=1, thread_charge_num=_SESSIONS_PER_WORKER,
+                conn_timeout=float(cfg.lmtp_conn_timeout), ssl_context=None, busy_response=_LMTP_BUSY,
+            ))
+        if self.auth_listeners:
+            auth_ctx = self._auth_ctx = AuthSocketContext(
+                auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg)))
+            self.servers.append(Server(
+                self.auth_listeners, lambda conn, waker: AuthSocketSession(auth_ctx, conn, waker),
+                context_num=int(cfg.auth_context_num), thread_init_num=1,
+                thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.imap_conn_timeout),
+                ssl_context=None, busy_response=b"",
+            ))
+        for server in self.servers:
+            server.start()
+
+    def describe(self) -> str:
+        parts = [f"lmtp {listener.address}" for listener in self.lmtp_listeners]
+        parts += [f"auth {listener.address}" for listener in self.auth_listeners]
+        return ", ".join(parts)
+
+    # -- run time ---------------------------------------------------------------------------------
+
+    def reload(self, cfg: Config) -> None:
+        """SIGHUP: the filter command, its time-out and the spam header take effect at once."""
+        try:
+            settings = delivery_settings_from_config(cfg)
+        except MtaConfigError as exc:
+            log.error("reload: %s; keeping the previous LMTP delivery settings", exc)
+            return
+        self._delivery_settings = settings
+        if self._lmtp_ctx is not None:
+            self._lmtp_ctx.agent.settings = settings
+        self.cfg = cfg
+
+    def stop(self, grace: float = 3.0) -> None:
+        for server in self.servers:
+            server.stop(grace=grace)
+        self.servers = []
+        self.close_listeners()
+
+    def close_listeners(self) -> None:
+        """Close (and remove the socket files of) listeners no pool took over."""
+        for listener in [*self.lmtp_listeners, *self.auth_listeners]:
+            listener.close()

@@ -1,0 +1,108 @@
+"""QUOTA (RFC 9208): GETQUOTA, GETQUOTAROOT, SETQUOTA over midb's per-account limits.
+
+Every mailbox of an account shares one quota root, named "". midb keeps two limits per account
+(0 meaning unlimited) and transactional usage counters:
+
+* STORAGE: octets, reported in units of 1024 octets, rounded up (usage and limit alike, so
+  usage <= limit in octets stays usage <= limit on the wire);
+* MESSAGE: the number of messages.
+
+A QUOTA response cannot say "unlimited" (its resource list is never empty), so only limited
+resources are reported, and an account without any limit has no quota root at all: GETQUOTAROOT
+names none and GETQUOTA "" answers NO [NONEXISTENT].
+
+SETQUOTA is offered (QUOTASET) only to the accounts listed in imap_quota_admins, and changes the
+account the session works on: an administrator logs in as ``admin!user`` (with store ownership
+of ``user``) to set that user's limits. As RFC 9208 section 4.1.3 says, the resources left out
+of a SETQUOTA lose their limit.
+
+APPEND, COPY and MOVE beyond a limit fail with NO [OVERQUOTA] (midb's OverQuota, mapped in
+gximap.session.errors). A MOVE within the account changes no usage and is never refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap.codes import Code
+from gximap.session import capabilities
+from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from gximap.session.commands.mailbox import existing_folder, kib, store_name, wire_name
+
+ROOT = ""  # the one quota root of an account
+RESOURCES = ("STORAGE", "MESSAGE")
+# midb stores limits as signed 64-bit octet / message counts.
+_MAX_LIMIT = {"STORAGE": ((1 << 63) - 1) // 1024, "MESSAGE": (1 << 63) - 1}
+CRLF = b"\r\n"
+
+
+def quota_resources(session: Any) -> list[tuple[str, int, int]]:
+    """(resource, usage, limit) of the session's account, limited resources only, in the units
+    of the protocol."""
+    store = session.store
+    account = store.get_account(session.user)
+    if account is None:
+        return []
+    used_bytes, used_messages = store.usage(session.user)
+    resources = []
+    if account.quota_bytes:
+        resources.append(("STORAGE", kib(used_bytes), kib(account.quota_bytes)))
+    if account.quota_messages:
+        resources.append(("MESSAGE", used_messages, account.quota_messages))
+    return resources
+
+
+def quota_response(resources: list[tuple[str, int, int]]) -> bytes:
+    items = b" ".join(b"%s %d %d" % (name.encode("ascii"), usage, limit) for name, usage, limit in resources)
+    return b'* QUOTA "" (' + items + b")" + CRLF
+
+
+def _require_root(root: str) -> None:
+    if root != ROOT:
+        raise CommandFailed(Code.NO_QUOTA_ROOT_UNKNOWN, code=b"NONEXISTENT")
+
+
+@command(cmds.GetQuota, states=AUTHENTICATED)
+def getquota(session: Any, cmd: cmds.GetQuota) -> Generator[bytes, Any, Done]:
+    _require_root(cmd.root)
+    resources = quota_resources(session)
+    if not resources:
+        raise CommandFailed(Code.NO_QUOTA_ROOT_UNKNOWN, code=b"NONEXISTENT")
+    yield quota_response(resources)
+    return Done(Code.OK_GETQUOTA)
+
+
+@command(cmds.GetQuotaRoot, states=AUTHENTICATED)
+def getquotaroot(session: Any, cmd: cmds.GetQuotaRoot) -> Generator[bytes, Any, Done]:
+    folder = existing_folder(session, store_name(cmd.mailbox))
+    resources = quota_resources(session)
+    roots = b' ""' if resources else b""
+    yield b"* QUOTAROOT " + wire_name(session, folder.name) + roots + CRLF
+    if resources:
+        yield quota_response(resources)
+    return Done(Code.OK_GETQUOTAROOT)
+
+
+@command(cmds.SetQuota, states=AUTHENTICATED)
+def setquota(session: Any, cmd: cmds.SetQuota) -> Generator[bytes, Any, Done]:
+    if not capabilities.may_set_quota(session):
+        raise CommandFailed(Code.NO_SETQUOTA_DENIED, code=b"NOPERM")
+    _require_root(cmd.root)
+    limits = {"STORAGE": 0, "MESSAGE": 0}  # what the command leaves out becomes unlimited
+    for resource, limit in cmd.limits:
+        if resource not in RESOURCES:
+            raise CommandFailed(Code.NO_QUOTA_RESOURCE, resource, code=b"CANNOT")
+        # midb has no "nothing allowed" limit (0 means unlimited); 1 is the smallest one.
+        if not 1 <= limit <= _MAX_LIMIT[resource]:
+            raise CommandFailed(Code.NO_QUOTA_LIMIT, resource, code=b"LIMIT")
+        limits[resource] = limit
+    session.store.update_account(session.user, quota_bytes=limits["STORAGE"] * 1024,
+                                 quota_messages=limits["MESSAGE"])
+    session.ctx.log.info("session %s: %s set the quota of %s to STORAGE %d KiB, MESSAGE %d", session.id,
+                         session.actor or session.user, session.user, limits["STORAGE"], limits["MESSAGE"])
+    resources = quota_resources(session)
+    if resources:
+        yield quota_response(resources)
+    return Done(Code.OK_SETQUOTA)

@@ -1,0 +1,161 @@
+"""SORT and UID SORT (RFC 5256), DISPLAYFROM/DISPLAYTO (RFC 5957) and ESORT (RFC 5267).
+
+The search program selects the messages (gximap.session.searching), gximap.session.sorting orders
+them. Without RETURN options the answer is ``* SORT n...``; with them (ESORT) it is an ESEARCH
+response whose MIN and MAX are the first and last message in sort order and whose ALL lists the
+messages in sort order (RFC 5267 section 3.1). SAVE (RFC 5182) stores the sorted messages as ``$``.
+When the search program uses MODSEQ, the highest mod-sequence of the result is added (RFC 7162
+section 3.1.5).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap import encode
+from gximap.imap.codes import Code
+from gximap.session import searching, sorting
+from gximap.session.base import SELECTED, CommandFailed, Done, command
+
+_EXTREMES = frozenset({"MIN", "MAX"})
+_RECORD_ONLY = sorting.RECORD_SORT_KEYS
+
+
+def check_charset(session: Any, charset: str) -> None:
+    """RFC 6855 section 3 and erratum 4029: once UTF8=ACCEPT is enabled, SORT and THREAD must name
+    UTF-8 (the parser has already refused charsets other than UTF-8 and US-ASCII)."""
+    if "UTF8=ACCEPT" in session.enabled and charset != "UTF-8":
+        raise CommandFailed(Code.BAD_CHARSET_NOT_UTF8, status="BAD")
+
+
+def matching_records(session: Any, criteria: cmds.SearchKey) -> list[Any]:
+    """The index records the search program selects, in message-number order; BAD for search
+    keys the server does not implement."""
+    try:
+        return searching.search_records(session, criteria)
+    except searching.SearchUnsupported:
+        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
+
+
+def message_numbers(view: Any, uids: Sequence[int]) -> list[int]:
+    """Message numbers of UIDs that are in the view, in the given order."""
+    positions = view.uids
+    left = bisect.bisect_left
+    return [left(positions, uid) + 1 for uid in uids]
+
+
+def uses_modseq(key: cmds.SearchKey) -> bool:
+    """Whether a search program has a MODSEQ key anywhere (RFC 7162 section 3.1.5)."""
+    stack = [key]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cmds.SearchModSeq):
+            return True
+        if isinstance(node, cmds.SearchAnd | cmds.SearchOr):
+            stack.extend(node.keys)
+        elif isinstance(node, cmds.SearchNot):
+            stack.append(node.key)
+    return False
+
+
+def ordered_sequence_set(numbers: Sequence[int]) -> bytes:
+    """A sequence set that keeps the given order: runs of consecutive ascending numbers become
+    ``a:b``; nothing else is merged (RFC 5267: ESORT's ALL is a sort-ordered set)."""
+    if not numbers:
+        return b""
+    out: list[bytes] = []
+    start = previous = numbers[0]
+    for number in numbers[1:]:
+        if number != previous + 1:
+            out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+            start = number
+        previous = number
+    out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+    return b",".join(out)
+
+
+def esort_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: Sequence[int],
+                   modseq: int | None) -> bytes:
+    out = [b"* ESEARCH (TAG " + encode.string(tag) + b")"]
+    if uid:
+        out.append(b"UID")
+    if numbers:
+        if "MIN" in options:
+            out.append(b"MIN %d" % numbers[0])
+        if "MAX" in options:
+            out.append(b"MAX %d" % numbers[-1])
+    if "COUNT" in options:
+        out.append(b"COUNT %d" % len(numbers))
+    if "ALL" in options and numbers:
+        out.append(b"ALL " + ordered_sequence_set(numbers))
+    if modseq is not None:
+        out.append(b"MODSEQ %d" % modseq)
+    return b" ".join(out) + b"\r\n"
+
+
+def sort_response(numbers: Sequence[int], modseq: int | None, chunk: int = 4096) -> Iterator[bytes]:
+    """``* SORT n n ...``, streamed in pieces (a 100,000-message answer is one long line)."""
+    yield b"* SORT"
+    for start in range(0, len(numbers), chunk):
+        yield b"".join(b" %d" % number for number in numbers[start : start + chunk])
+    yield (b" (MODSEQ %d)" % modseq if modseq is not None else b"") + b"\r\n"
+
+
+def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]:
+    """What ``$`` holds after SORT RETURN (SAVE ...): all sorted messages, or with only MIN/MAX
+    the first/last in sort order (RFC 5182 section 2.4, RFC 5267 section 3.1); ascending UIDs."""
+    others = set(options) - {"SAVE"}
+    if not ordered_uids or not others or not others <= _EXTREMES:
+        return sorted(ordered_uids)
+    chosen = set()
+    if "MIN" in others:
+        chosen.add(ordered_uids[0])
+    if "MAX" in others:
+        chosen.add(ordered_uids[-1])
+    return sorted(chosen)
+
+
+def sorted_records(session: Any, records: list[Any], criteria: tuple[cmds.SortCriterion, ...]) -> list[Any]:
+    """``records`` in the order of the sort program. Digests are read (through the key cache) only
+    when a criterion needs one."""
+    program = [(criterion.key, criterion.reverse) for criterion in criteria]
+    keys = None
+    if any(name not in _RECORD_ONLY for name, _reverse in program):
+        records, keys = sorting.collect_keys(records, session.store.digest)
+    return sorting.sort_records(records, program, keys)
+
+
+@command(cmds.Sort, states=SELECTED, expunge_ok=False)
+def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
+    check_charset(session, cmd.charset)
+    view = session.selected
+    options = cmd.return_opts
+    save = options is not None and "SAVE" in options
+    try:
+        records = matching_records(session, cmd.search)
+        ordered = sorted_records(session, records, cmd.criteria)
+    except CommandFailed as failed:
+        if save and failed.done.status == "NO":
+            session.saved_search = []
+        raise
+    except Exception:
+        if save:
+            session.saved_search = []  # a SAVE that fails with NO empties "$" (RFC 5182 section 2.1)
+        raise
+    uids = [meta.uid for meta in ordered]
+    if save:
+        assert options is not None
+        session.saved_search = saved_result(options, uids)
+    modseq = None
+    if ordered and uses_modseq(cmd.search):
+        modseq = max(meta.modseq for meta in ordered)
+        view.condstore = True  # a MODSEQ search enables CONDSTORE (RFC 7162 section 3.1)
+    numbers = uids if cmd.uid else message_numbers(view, uids)
+    if options is None:
+        yield from sort_response(numbers, modseq)
+    elif set(options) != {"SAVE"}:
+        yield esort_response(cmd.tag, cmd.uid, options, numbers, modseq)
+    return Done(Code.OK_SORT)

@@ -1,0 +1,499 @@
+"""SORT and THREAD (RFC 5256, RFC 5957) as pure functions over index records and digest keys.
+
+Sort keys come from the MIME digest stored with every body (``Store.digest``): the digest already
+holds the decoded base subject, the first From/To/Cc mailbox, the display names and the Message-ID,
+In-Reply-To and References ids, so no body is ever parsed again. :class:`MessageKeys` is the part of
+a digest SORT and THREAD use, case-mapped once; :class:`KeyCache` keeps it per body id (bodies never
+change), so a webmail client re-sorting a large folder on every page view reads each digest once.
+ARRIVAL and SIZE need only the index record and never touch a digest.
+
+Strings compare with the i;ascii-casemap collation (RFC 4790): ASCII letters are upper-cased, then
+the UTF-8 octets compare (the order of Python's code point comparison). Ties, under every key, go
+by message sequence number (RFC 5256 section 3), which is the order records arrive in.
+
+The threading algorithms follow RFC 5256 section 3 step by step; every traversal is iterative, so a
+References chain of any length cannot exhaust the recursion limit.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+from midb.errors import NoSuchBody
+from midb.mime import Digest
+
+__all__ = [
+    "DIGEST_SORT_KEYS",
+    "KEY_CACHE",
+    "RECORD_SORT_KEYS",
+    "KeyCache",
+    "MessageKeys",
+    "ThreadItem",
+    "ThreadNode",
+    "casemap",
+    "collect_keys",
+    "is_reply_or_forward",
+    "message_keys",
+    "render_threads",
+    "sort_records",
+    "thread_orderedsubject",
+    "thread_references",
+]
+
+RECORD_SORT_KEYS = frozenset({"ARRIVAL", "SIZE"})
+DIGEST_SORT_KEYS = frozenset({"CC", "DATE", "FROM", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
+
+_ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
+
+
+def casemap(text: str) -> str:
+    """The i;ascii-casemap form of ``text``: ASCII letters upper-cased, everything else kept."""
+    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
+
+
+# -- reply/forward detection (RFC 5256 section 2.1 and step 5 of REFERENCES) --------------------
+
+_WSP_RUN = re.compile(r"[ \t\r\n]+")
+_BLOB = r"\[[^\[\]]*\] ?"
+_REFWD = re.compile(r"(?:" + _BLOB + r")*(?:re|fwd?) ?(?:" + _BLOB + r")?:", re.IGNORECASE)
+_BLANKS = re.compile(r" +")
+_LEADING_BLOB = re.compile(_BLOB)
+
+
+def is_reply_or_forward(subject: str) -> bool:
+    """Whether extracting the base subject (RFC 5256 section 2.1) removes a subj-refwd leader
+    ("Re:", "Fwd:", "Fw:", with blobs), a "(fwd)" trailer or a "[fwd: ...]" wrapper: what the
+    REFERENCES algorithm calls "a reply or forward". ``subject`` is the decoded Subject."""
+    text = _WSP_RUN.sub(" ", subject)
+    while True:
+        while True:  # step 2: trailing "(fwd)" and blanks
+            text = text.rstrip(" ")
+            if text[-5:].lower() != "(fwd)":
+                break
+            return True
+        pos = 0
+        while True:  # steps 3-5: leaders, and a leading blob unless it is all there is
+            start = pos
+            while True:
+                if _REFWD.match(text, pos):
+                    return True
+                blanks = _BLANKS.match(text, pos)
+                if blanks is None:
+                    break
+                pos = blanks.end()
+            blob = _LEADING_BLOB.match(text, pos)
+            if blob is not None and blob.end() < len(text):
+                pos = blob.end()
+            if pos == start:
+                break
+        text = text[pos:]
+        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text[-1] == "]":
+            return True  # step 6: a forwarded message's wrapper
+        return False
+
+
+# -- per-message keys ------------------------------------------------------------------------------
+
+
+class MessageKeys(NamedTuple):
+    """What SORT and THREAD need from one message's digest. Strings are i;ascii-casemapped (the
+    ids are not: Message-ID comparison is case-sensitive)."""
+
+    date: int | None  # Date: as UTC seconds; None when missing or unparsable
+    subject: str  # base subject
+    from_: str  # addr-mailbox of the first From/To/Cc address
+    to: str
+    cc: str
+    display_from: str  # RFC 5957: display name, else mailbox@host
+    display_to: str
+    message_id: str | None
+    references: tuple[str, ...]  # References, else the first In-Reply-To id (RFC 5256 step 1)
+    reply: bool  # the subject marks a reply or forward
+
+
+def message_keys(digest: Digest) -> MessageKeys:
+    references = digest.references
+    if not references and digest.in_reply_to:
+        references = (digest.in_reply_to,)
+    return MessageKeys(
+        digest.date,
+        casemap(digest.base_subject),
+        casemap(digest.sort_from),
+        casemap(digest.sort_to),
+        casemap(digest.sort_cc),
+        casemap(digest.display_from),
+        casemap(digest.display_to),
+        digest.message_id or None,
+        references,
+        is_reply_or_forward(digest.subject),
+    )
+
+
+class KeyCache:
+    """Bounded map body id -> :class:`MessageKeys`, shared by every session of the process.
+
+    Bodies are immutable and their ids random, so an entry never goes stale; entries of deleted
+    bodies simply age out. When full, the oldest eighth is dropped at once (insertion order), which
+    keeps eviction cheap. Thread-safe: the pool runs sessions on several worker threads."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._entries: dict[str, MessageKeys] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, blob: str, load: Callable[[str], Digest]) -> MessageKeys:
+        """The keys of body ``blob``, from ``load(blob)`` (``Store.digest``) on a miss. Errors of
+        ``load`` (e.g. midb NoSuchBody) propagate and nothing is cached."""
+        keys = self._entries.get(blob)
+        if keys is not None:
+            return keys
+        keys = message_keys(load(blob))
+        if self.capacity <= 0:
+            return keys
+        with self._lock:
+            entries = self._entries
+            if len(entries) >= self.capacity:
+                drop = max(1, self.capacity // 8)
+                for old in list(entries)[:drop]:
+                    del entries[old]
+            entries[blob] = keys
+        return keys
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+KEY_CACHE = KeyCache()
+
+
+def collect_keys(records: Sequence[Any], load: Callable[[str], Digest],
+                 cache: KeyCache | None = None) -> tuple[list[Any], list[MessageKeys]]:
+    """The digest keys of ``records`` (via ``cache``, default :data:`KEY_CACHE`), as two parallel
+    lists. A record whose body is gone (expunged by another session meanwhile) is left out, as
+    SEARCH leaves it out."""
+    cache = KEY_CACHE if cache is None else cache
+    get = cache.get
+    kept: list[Any] = []
+    keys: list[MessageKeys] = []
+    for meta in records:
+        try:
+            keys.append(get(meta.blob, load))
+        except NoSuchBody:
+            continue
+        kept.append(meta)
+    return kept, keys
+
+
+# -- SORT ------------------------------------------------------------------------------------------
+
+
+def _column(criterion: str, records: Sequence[Any], keys: Sequence[MessageKeys] | None) -> list[Any]:
+    """The sort value of every record under one criterion."""
+    if criterion == "ARRIVAL":
+        return [meta.internaldate for meta in records]
+    if criterion == "SIZE":
+        return [meta.size for meta in records]
+    assert keys is not None
+    if criterion == "DATE":
+        # RFC 5256 section 2.2: no usable Date: header means the internal date.
+        return [key.date if key.date is not None else meta.internaldate
+                for key, meta in zip(keys, records, strict=True)]
+    attribute = {"SUBJECT": "subject", "FROM": "from_", "TO": "to", "CC": "cc",
+                 "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}[criterion]
+    index = MessageKeys._fields.index(attribute)
+    return [key[index] for key in keys]
+
+
+def sort_records(records: Sequence[Any], criteria: Sequence[tuple[str, bool]],
+                 keys: Sequence[MessageKeys] | None = None) -> list[Any]:
+    """``records`` (index records in message-number order) ordered by ``criteria``, a sequence of
+    (key name, reverse) pairs, most significant first.
+
+    ``keys[i]`` are the digest keys of ``records[i]``; they may be None when every criterion is
+    ARRIVAL or SIZE. Equal messages keep message-number order whatever REVERSE says (RFC 5256:
+    ties go by sequence number)."""
+    order = list(range(len(records)))
+    # Stable sorts from the least significant criterion up give the lexicographic order; a
+    # reverse=True sort keeps equal items in their original (ascending number) order.
+    for name, reverse in reversed(criteria):
+        column = _column(name, records, keys)
+        order.sort(key=column.__getitem__, reverse=reverse)
+    return [records[index] for index in order]
+
+
+# -- THREAD ----------------------------------------------------------------------------------------
+
+
+class ThreadItem(NamedTuple):
+    """One message to thread: ``number`` is what the response shows (message number or UID);
+    ``date`` the sent date (the internal date when the Date: header is unusable)."""
+
+    number: int
+    date: int
+    subject: str  # case-mapped base subject
+    reply: bool
+    message_id: str | None
+    references: tuple[str, ...]
+
+
+class ThreadNode:
+    """A node of a thread tree: a message, or a dummy (``item`` None) standing for a message that
+    is referenced but not present."""
+
+    __slots__ = ("item", "order", "parent", "children")
+
+    def __init__(self, item: ThreadItem | None = None, order: int = -1) -> None:
+        self.item = item
+        self.order = order  # position in message-number order; the date tie-breaker
+        self.parent: ThreadNode | None = None
+        self.children: list[ThreadNode] = []
+
+    @property
+    def number(self) -> int | None:
+        return self.item.number if self.item is not None else None
+
+    def __repr__(self) -> str:
+        return f"ThreadNode({self.number}, {len(self.children)} children)"
+
+
+def _date_key(node: ThreadNode) -> tuple[int, int]:
+    """Sent date, then message number; a dummy sorts as its first child (RFC 5256 steps 4, 6)."""
+    while node.item is None:
+        node = node.children[0]
+    return node.item.date, node.order
+
+
+def _thread_subject(node: ThreadNode) -> str:
+    while node.item is None:
+        node = node.children[0]
+    return node.item.subject
+
+
+def thread_orderedsubject(items: Sequence[ThreadItem]) -> list[ThreadNode]:
+    """ORDEREDSUBJECT ("poor man's threading"): messages grouped by base subject; in each group
+    the earliest message is the parent of all others; threads ordered by their first message's
+    sent date. ``items`` come in message-number order."""
+    groups: dict[str, list[tuple[int, int, ThreadItem]]] = {}
+    for order, item in enumerate(items):
+        groups.setdefault(item.subject, []).append((item.date, order, item))
+    threads: list[ThreadNode] = []
+    for members in groups.values():
+        members.sort(key=lambda member: (member[0], member[1]))
+        _date, order, first = members[0]
+        root = ThreadNode(first, order)
+        for _date, order, item in members[1:]:
+            child = ThreadNode(item, order)
+            child.parent = root
+            root.children.append(child)
+        threads.append(root)
+    threads.sort(key=_date_key)
+    return threads
+
+
+def _would_loop(parent: ThreadNode, child: ThreadNode) -> bool:
+    """Linking ``child`` under ``parent`` would close a loop: ``parent`` is ``child`` or one of
+    its descendants."""
+    if parent is child:
+        return True
+    if not child.children:
+        return False  # nothing below child: the common case of a message seen for the first time
+    node: ThreadNode | None = parent
+    while node is not None:
+        if node is child:
+            return True
+        node = node.parent
+    return False
+
+
+def _link(parent: ThreadNode, child: ThreadNode) -> None:
+    child.parent = parent
+    parent.children.append(child)
+
+
+def _unlink(child: ThreadNode) -> None:
+    parent = child.parent
+    if parent is not None:
+        parent.children.remove(child)
+        child.parent = None
+
+
+def _preorder(roots: Sequence[ThreadNode]) -> list[ThreadNode]:
+    out: list[ThreadNode] = []
+    stack = list(reversed(roots))
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(reversed(node.children))
+    return out
+
+
+def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
+    """Step 3 for one sibling list whose subtrees are already pruned: childless dummies go; a
+    dummy's children take its place, except at the root when there are several of them."""
+    out: list[ThreadNode] = []
+    for child in children:
+        if child.item is not None:
+            out.append(child)
+        elif not child.children:
+            continue
+        elif at_root and len(child.children) > 1:
+            out.append(child)
+        else:
+            for grandchild in child.children:
+                grandchild.parent = child.parent
+                out.append(grandchild)
+    return out
+
+
+def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
+    """Step 5: gather top-level threads that share a base subject."""
+    table: dict[str, ThreadNode] = {}
+    for node in roots:  # 5.B: which message each subject gathers under
+        subject = _thread_subject(node)
+        if not subject:
+            continue
+        held = table.get(subject)
+        if held is None:
+            table[subject] = node
+        elif held.item is not None and (node.item is None or (held.item.reply and not node.item.reply)):
+            table[subject] = node
+    gone: set[int] = set()  # id() of top-level nodes merged into others
+    replaced: dict[int, ThreadNode] = {}  # id() of a top-level node -> the dummy now above it
+    for node in roots:  # 5.C: merge
+        subject = _thread_subject(node)
+        if not subject:
+            continue
+        held = table[subject]
+        if held is node or id(node) in replaced:
+            continue
+        gone.add(id(node))
+        if held.item is None and node.item is None:
+            for child in node.children:
+                _link(held, child)
+            node.children = []
+        elif held.item is None or (node.item is not None and node.item.reply and not held.item.reply):
+            _link(held, node)
+        else:
+            dummy = ThreadNode()
+            _link(dummy, held)
+            _link(dummy, node)
+            replaced[id(held)] = dummy
+            table[subject] = dummy
+    out = []
+    for node in roots:
+        if id(node) in gone:
+            continue
+        out.append(replaced.get(id(node), node))
+    for node in out:
+        node.parent = None
+    return out
+
+
+def thread_references(items: Sequence[ThreadItem]) -> list[ThreadNode]:
+    """REFERENCES threading (RFC 5256 section 3). ``items`` come in message-number order."""
+    # Step 1: containers for every message and every referenced id.
+    by_id: dict[str, ThreadNode] = {}
+    nodes: list[ThreadNode] = []
+    for order, item in enumerate(items):
+        message_id = item.message_id
+        node = by_id.get(message_id) if message_id else None
+        if node is not None and node.item is None:
+            node.item = item  # a dummy created by an earlier reference: this is its message
+            node.order = order
+        else:
+            # No Message-ID, or a duplicate one (only the first message keeps it): a unique id.
+            node = ThreadNode(item, order)
+            nodes.append(node)
+            if message_id and message_id not in by_id:
+                by_id[message_id] = node
+        # 1.A: chain the references, first as parent of the second and so on; existing parent
+        # links are kept and no link may close a loop.
+        previous: ThreadNode | None = None
+        for reference in item.references:
+            referenced = by_id.get(reference)
+            if referenced is None:
+                referenced = ThreadNode()
+                nodes.append(referenced)
+                by_id[reference] = referenced
+            if previous is not None and referenced.parent is None and not _would_loop(previous, referenced):
+                _link(previous, referenced)
+            previous = referenced
+        # 1.B: the last reference is the message's parent, replacing any parent guessed from
+        # another message's (possibly truncated) References; no references means no parent.
+        _unlink(node)
+        if previous is not None and not _would_loop(previous, node):
+            _link(previous, node)
+    # Step 2: the parentless containers are the top level.
+    roots = [node for node in nodes if node.parent is None]
+    # Step 3: prune dummies, bottom-up.
+    for node in reversed(_preorder(roots)):
+        if node.children:
+            node.children = _pruned(node.children, at_root=False)
+    roots = _pruned(roots, at_root=True)
+    for node in roots:
+        node.parent = None
+    # Step 4: top level by sent date (a dummy by its earliest child).
+    for node in roots:
+        if node.item is None:
+            node.children.sort(key=_date_key)
+    roots.sort(key=_date_key)
+    # Step 5: gather threads by subject.
+    roots = _merge_by_subject(roots)
+    # Step 6: every sibling list by sent date, the deepest first.
+    for node in reversed(_preorder(roots)):
+        if len(node.children) > 1:
+            node.children.sort(key=_date_key)
+    roots.sort(key=_date_key)
+    return roots
+
+
+def _render_one(root: ThreadNode, out: list[bytes]) -> None:
+    """One ``thread-list`` (RFC 5256 section 4): a chain of single children is written as
+    "1 2 3", several children each in their own parentheses: "(1 (2)(3 4))"; a dummy contributes
+    only its parentheses."""
+    stack: list[ThreadNode | bytes] = [root]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, bytes):
+            out.append(top)
+            continue
+        out.append(b"(")
+        node = top
+        first = True
+        while True:
+            if node.item is not None:
+                out.append(b"%d" % node.item.number if first else b" %d" % node.item.number)
+                first = False
+            children = node.children
+            if len(children) == 1:
+                node = children[0]
+                continue
+            stack.append(b")")
+            if children:
+                if not first:
+                    out.append(b" ")
+                stack.extend(reversed(children))
+            break
+
+
+def render_threads(roots: Sequence[ThreadNode], chunk: int = 1 << 16) -> Iterator[bytes]:
+    """The data of a THREAD response (after ``* THREAD``), in pieces of about ``chunk`` bytes."""
+    out: list[bytes] = []
+    size = 0
+    for root in roots:
+        before = len(out)
+        _render_one(root, out)
+        size += sum(len(piece) for piece in out[before:])
+        if size >= chunk:
+            yield b"".join(out)
+            out.clear()
+            size = 0
+    if out:
+        yield b"".join(out)

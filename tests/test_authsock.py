@@ -1,0 +1,348 @@
+"""gximap.authsock: the Dovecot auth protocol (sans-IO) and the session answering an MTA's AUTH
+requests with IMAP's AuthService (accounts, impersonation, throttling); then over the pool."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conversation import DATA_DIR
+
+from gximap.auth.service import AuthService
+from gximap.authsock.protocol import (
+    AuthProtocolError,
+    AuthRequest,
+    AuthServerProtocol,
+    CancelRequest,
+    ClientCpid,
+    ClientVersion,
+    ContinueRequest,
+    escape,
+    unescape,
+)
+from gximap.authsock.session import AuthSocketContext, AuthSocketSession, AuthSocketSettings
+from gximap.net.handler import ConnectionInfo, TransportAction
+from gximap.net.listener import ListenerSpec, bind_listeners
+from gximap.net.pool import Server
+from midb.errors import StoreBusy
+from midb.store import Store
+
+PASSWORD = "secret"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def plain(authzid: str, user: str, password: str) -> str:
+    """A SASL PLAIN message (RFC 4616), base64."""
+    return b64(f"{authzid}\0{user}\0{password}".encode())
+
+
+# -- protocol ---------------------------------------------------------------------------------------
+
+
+def parse(data: bytes) -> list[object]:
+    proto = AuthServerProtocol()
+    proto.receive(data)
+    events = []
+    while (event := proto.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+def test_handshake_lines() -> None:
+    data = AuthServerProtocol.handshake([("PLAIN", ["plaintext"]), ("LOGIN", ["plaintext"])], spid=12, cuid=3,
+                                        cookie="ab" * 16)
+    assert data == (b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t12\nCUID\t3\n"
+                    b"COOKIE\t" + b"ab" * 16 + b"\nDONE\n")
+
+
+def test_client_commands() -> None:
+    events = parse(b"VERSION\t1\t1\nCPID\t4711\n"
+                   b"AUTH\t7\tplain\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.1\tsecured\t"
+                   b"resp=AGEAYg==\tx=a\x01tb\n"
+                   b"CONT\t7\tYWJj\r\nCONT\t8\nCANCEL\t7\nFROBNICATE\tx\n\n")
+    assert events[:2] == [ClientVersion(1, 1), ClientCpid("4711")]
+    auth = events[2]
+    assert isinstance(auth, AuthRequest)
+    assert (auth.id, auth.mechanism, auth.service, auth.response) == (7, "PLAIN", "smtp", "AGEAYg==")
+    assert auth.flag("secured") and auth.flag("nologin") and not auth.flag("valid-client-cert")
+    assert auth.params["rip"] == "192.0.2.1" and auth.params["x"] == "a\tb"
+    assert events[3:] == [ContinueRequest(7, "YWJj"), ContinueRequest(8, ""), CancelRequest(7)]
+
+
+@pytest.mark.parametrize("data", [
+    b"AUTH\t1\tPLAIN\tservice=smtp\n",  # before VERSION
+    b"VERSION\t1\n",
+    b"VERSION\tx\t1\n",
+    b"VERSION\t1\t0\nAUTH\t1\n",
+    b"VERSION\t1\t0\nAUTH\tx\tPLAIN\n",
+    b"VERSION\t1\t0\nAUTH\t99999999999\tPLAIN\n",
+    b"VERSION\t1\t0\nCONT\n",
+    b"VERSION\t1\t0\nCANCEL\n",
+    b"VERSION\t1\t0\nCPID\n",
+    b"VERSION\t1\t0\n\xff\n",
+    b"VERSION\t1\t0\n" + b"A" * 20000 + b"\n",
+    b"VERSION\t1\t0\n" + b"A" * 20000,
+])
+def test_protocol_errors(data: bytes) -> None:
+    with pytest.raises(AuthProtocolError):
+        parse(data)
+
+
+def test_escaping_round_trip() -> None:
+    text = "a\tb\nc\rd\0e\x01f"
+    assert unescape(escape(text)) == text
+    assert "\t" not in escape(text) and "\n" not in escape(text)
+    assert unescape("x\x01ly\x01") == "x\ny"  # \001l is LF too; a trailing \001 is dropped
+    assert AuthServerProtocol.fail(3, "temp", reason="a\tb") == b"FAIL\t3\ttemp\treason=a\x01tb\n"
+    assert AuthServerProtocol.ok(4, user="alice") == b"OK\t4\tuser=alice\n"
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+
+class Backend:
+    """Accepts PASSWORD for existing names; can be told to fail like a busy store."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.calls = 0
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        self.calls += 1
+        if self.busy:
+            raise StoreBusy("lock timeout")
+        return user if password == PASSWORD and user in ("alice", "bob", "shared") else None
+
+    def exists(self, user: str) -> bool:
+        return user in ("alice", "bob", "shared")
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(DATA_DIR)])
+    for name in ("alice", "bob", "shared"):
+        store.create_account(name)
+    store.grant_owner("shared", "alice")
+    yield store
+    store.close()
+
+
+def make_ctx(store: Store, *, insecure: bool = True, **auth_kwargs: object) -> AuthSocketContext:
+    auth_kwargs.setdefault("auth_times", 3)
+    auth_kwargs.setdefault("ip_times", 0)
+    auth = AuthService(store, Backend(), **auth_kwargs)  # type: ignore[arg-type]
+    return AuthSocketContext(auth, AuthSocketSettings(insecure_auth=insecure))
+
+
+class Client:
+    def __init__(self, ctx: AuthSocketContext, peer: str = "local") -> None:
+        conn = ConnectionInfo(peer_host=peer, peer_port=0, local_host="/run/auth", local_port=0, tls=False,
+                              starttls_available=False, listener="auth")
+        self.session = AuthSocketSession(ctx, conn, lambda: None)
+        self.closed = False
+        self.session.start()
+        self.handshake = self._run()
+
+    def _run(self) -> list[str]:
+        out = b""
+        for _ in range(1000):
+            more = self.session.process(8)
+            while (item := self.session.next_output()) is not None:
+                if item is TransportAction.CLOSE:
+                    self.closed = True
+                else:
+                    out += bytes(item)  # type: ignore[arg-type]
+            if not more:
+                break
+        return out.decode().split("\n")[:-1]
+
+    def send(self, text: str) -> list[str]:
+        self.session.data_received(text.encode())
+        return self._run()
+
+    def hello(self) -> Client:
+        assert self.send("VERSION\t1\t1\nCPID\t99\n") == []
+        return self
+
+
+def test_handshake_comes_first_and_idle_rules(store: Store) -> None:
+    client = Client(make_ctx(store))
+    assert client.handshake[0] == "VERSION\t1\t2"
+    assert client.handshake[1:3] == ["MECH\tPLAIN\tplaintext", "MECH\tLOGIN\tplaintext"]
+    assert [line.split("\t")[0] for line in client.handshake[3:]] == ["SPID", "CUID", "COOKIE", "DONE"]
+    cookie = client.handshake[5].split("\t")[1]
+    assert len(cookie) == 32 and int(cookie, 16) >= 0
+    assert client.session.idle_timeout() == 30.0
+    client.hello()
+    assert client.session.idle_timeout() == 0.0
+
+
+def test_plain_with_and_without_initial_response(store: Store) -> None:
+    client = Client(make_ctx(store)).hello()
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'alice', 'secret')}\n") == \
+        ["OK\t1\tuser=alice"]
+    assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('', 'Alice', 'wrong')}\n") == ["FAIL\t2"]
+    assert client.send("AUTH\t3\tPLAIN\tservice=smtp\n") == ["CONT\t3\t"]
+    assert client.send(f"CONT\t3\t{plain('alice', 'ALICE', 'secret')}\n") == ["OK\t3\tuser=alice"]
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=\n") == ["FAIL\t4"]  # empty message
+    assert client.send("AUTH\t5\tPLAIN\tservice=smtp\tresp=!!!!\n") == \
+        ["FAIL\t5\treason=Invalid base64 data in initial response"]
+
+
+def test_login_mechanism_both_ways(store: Store) -> None:
+    client = Client(make_ctx(store)).hello()
+    assert client.send("AUTH\t1\tLOGIN\tservice=smtp\n") == ["CONT\t1\tVXNlcm5hbWU6"]
+    assert client.send(f"CONT\t1\t{b64(b'bob')}\n") == ["CONT\t1\tUGFzc3dvcmQ6"]
+    assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["OK\t1\tuser=bob"]
+    assert client.send(f"AUTH\t2\tLOGIN\tservice=smtp\tresp={b64(b'bob')}\n") == ["CONT\t2\tUGFzc3dvcmQ6"]
+    assert client.send("CONT\t2\t%%%\n") == ["FAIL\t2\treason=Invalid base64 data in continued response"]
+
+
+def test_impersonation_needs_store_ownership(store: Store) -> None:
+    client = Client(make_ctx(store)).hello()
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('shared', 'alice', 'secret')}\n") == \
+        ["OK\t1\tuser=shared"]
+    assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('shared', 'bob', 'secret')}\n") == ["FAIL\t2"]
+    assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\tresp={plain('', 'alice!shared', 'secret')}\n") == \
+        ["OK\t3\tuser=shared"]
+
+
+def test_refusals_that_keep_the_connection(store: Store) -> None:
+    client = Client(make_ctx(store)).hello()
+    assert client.send("AUTH\t1\tCRAM-MD5\tservice=smtp\n") == ["FAIL\t1\treason=Unsupported authentication mechanism"]
+    assert client.send(f"AUTH\t2\tPLAIN\tresp={plain('', 'alice', 'secret')}\n") == ["FAIL\t2\treason=Missing service parameter"]
+    assert client.send("AUTH\t3\tPLAIN\tservice=smtp\nCANCEL\t3\n") == ["CONT\t3\t"]
+    assert not client.closed
+
+
+@pytest.mark.parametrize("text", [
+    "AUTH\t1\tPLAIN\tservice=smtp\nAUTH\t1\tPLAIN\tservice=smtp\n",  # duplicate id
+    "CONT\t9\tYQ==\n",  # unknown id
+    "VERSION\t2\t0\n",
+    "X\n" * 40,
+])
+def test_protocol_misuse_drops_the_connection(store: Store, text: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = Client(make_ctx(store)).hello()
+    with caplog.at_level(logging.WARNING, logger="gximap.auth"):
+        client.send(text)
+    assert client.closed and "closed:" in caplog.text
+    assert client.send("AUTH\t5\tPLAIN\tservice=smtp\n") == []  # nothing more is read
+
+
+def test_plaintext_policy_without_insecure_auth(store: Store) -> None:
+    client = Client(make_ctx(store, insecure=False)).hello()
+    resp = b64(b"\0alice\0secret")
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tlip=192.0.2.1\tresp={resp}\n") == \
+        ["FAIL\t1\treason=Plaintext authentication disallowed on non-secure (SSL/TLS) connections."]
+    assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.7\tsecured\tresp={resp}\n") == ["OK\t2\tuser=alice"]
+    assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=::1\tresp={resp}\n") == ["OK\t3\tuser=alice"]
+    assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.1\tlip=192.0.2.1\tresp={resp}\n") == \
+        ["OK\t4\tuser=alice"]
+    assert client.send(f"AUTH\t5\tPLAIN\tservice=smtp\tresp={resp}\n")[0].startswith("FAIL\t5\treason=Plaintext")
+
+
+def test_failures_per_address_block_the_user(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = make_ctx(store, auth_times=3)
+    bad, good = b64(b"\0alice\0nope"), b64(b"\0alice\0secret")
+    client = Client(ctx).hello()
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        for request_id in (1, 2):
+            assert client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\trip=198.51.100.4\tresp={bad}\n") == \
+                [f"FAIL\t{request_id}"]
+        # Other addresses have their own count ...
+        other = Client(ctx).hello()
+        assert other.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=203.0.113.9\tresp={bad}\n") == ["FAIL\t1"]
+        # ... the third failure from the same address, on any connection, blocks the user.
+        assert other.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=198.51.100.4\tresp={bad}\n") == ["FAIL\t2"]
+        assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=203.0.113.50\tresp={good}\n") == ["FAIL\t3"]
+    assert "rhost=[198.51.100.4]:0 user=alice SMTP/PLAIN rejected: bad password" in caplog.text
+    assert "rhost=[198.51.100.4]:0 user=alice blocked for 60s: too many failed logins" in caplog.text
+    assert "rhost=[203.0.113.50]:0 user=alice SMTP/PLAIN rejected: user blocked" in caplog.text
+
+
+def test_success_resets_the_count(store: Store) -> None:
+    ctx = make_ctx(store, auth_times=2)
+    client = Client(ctx).hello()
+    bad, good = b64(b"\0bob\0nope"), b64(b"\0bob\0secret")
+    for request_id in range(1, 6):
+        assert client.send(f"AUTH\t{request_id}0\tPLAIN\tservice=smtp\trip=192.0.2.8\tresp={bad}\n") == \
+            [f"FAIL\t{request_id}0"]
+        assert client.send(f"AUTH\t{request_id}1\tPLAIN\tservice=smtp\trip=192.0.2.8\tresp={good}\n") == \
+            [f"OK\t{request_id}1\tuser=bob"]
+
+
+def test_per_address_limit_uses_rip(store: Store) -> None:
+    ctx = make_ctx(store, auth_times=100, ip_times=2)
+    client = Client(ctx).hello()
+    bad, good = b64(b"\0alice\0nope"), b64(b"\0alice\0secret")
+    for request_id in (1, 2):
+        client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\trip=192.0.2.99\tresp={bad}\n")
+    assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=192.0.2.99\tresp={good}\n") == ["FAIL\t3"]
+    assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.100\tresp={good}\n") == ["OK\t4\tuser=alice"]
+
+
+def test_store_trouble_is_a_temporary_failure(store: Store) -> None:
+    ctx = make_ctx(store)
+    ctx.auth.backend.busy = True
+    client = Client(ctx).hello()
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'secret')}\n") == \
+        ["FAIL\t1\ttemp\treason=Temporary authentication failure\tcode=temp_fail"]
+
+
+# -- over the pool ------------------------------------------------------------------------------
+
+
+def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    deadline = time.monotonic() + 5
+    while marker not in data and time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_postfix_style_client_over_unix_and_tcp(store: Store, tmp_path: Path) -> None:
+    path = str(tmp_path / "auth-client")
+    listeners = bind_listeners([ListenerSpec("", 0, False, "auth", path=path, mode=0o600),
+                                ListenerSpec("127.0.0.1", 0, False, "auth")])
+    ctx = make_ctx(store)
+    server = Server(listeners, lambda conn, waker: AuthSocketSession(ctx, conn, waker), context_num=4,
+                    thread_init_num=1, thread_charge_num=2, conn_timeout=5.0, ssl_context=None, busy_response=b"")
+    server.start()
+    try:
+        targets = [(socket.AF_UNIX, path), (socket.AF_INET, ("127.0.0.1", listeners[1].port))]
+        threads = []
+        errors: list[BaseException] = []
+
+        def talk(family: socket.AddressFamily, address: object, request_id: int) -> None:
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(5)
+                    sock.connect(address)
+                    # Postfix sends its half of the handshake before reading the server's.
+                    sock.sendall(b"VERSION\t1\t0\nCPID\t4242\n")
+                    assert b"\nDONE\n" in _read_until(sock, b"\nDONE\n")
+                    sock.sendall(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\t"
+                                 f"rip=127.0.0.1\tresp={plain('', 'alice', 'secret')}\n".encode())
+                    assert _read_until(sock, b"\n") == f"OK\t{request_id}\tuser=alice\n".encode()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                errors.append(exc)
+
+        for index, (family, address) in enumerate(targets * 2):
+            thread = threading.Thread(target=talk, args=(family, address, index + 1))
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(10)
+        assert not errors, errors
+    finally:
+        server.stop(grace=1.0)

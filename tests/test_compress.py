@@ -1,0 +1,111 @@
+"""COMPRESS=DEFLATE (RFC 4978) at the session level: what the session decides and asks the pool
+to do. The DEFLATE stream itself is checked on real sockets in test_e2e_compress.py."""
+
+from __future__ import annotations
+
+import pytest
+from conversation import Conversation
+
+from gximap.net.handler import TransportAction
+
+
+@pytest.fixture
+def conv(tmp_path):
+    with Conversation(tmp_path) as conversation:
+        yield conversation
+
+
+def capabilities(conv: Conversation) -> list[str]:
+    lines = conv.command("CAPABILITY")
+    return lines[0].decode().split()[2:]
+
+
+def test_offered_only_after_login_and_until_active(conv):
+    assert "COMPRESS=DEFLATE" not in capabilities(conv)
+    conv.login()
+    assert "COMPRESS=DEFLATE" in capabilities(conv)
+    conv.command("COMPRESS DEFLATE")
+    assert "COMPRESS=DEFLATE" not in capabilities(conv)
+
+
+def test_rfc4978_example(conv):
+    conv.login()
+    conv.script("""
+        C: a001 COMPRESS DEFLATE
+        S: a001 OK DEFLATE active
+    """)
+    # The tagged OK goes out first, uncompressed; then the pool switches the stream.
+    assert conv.actions == [TransportAction.COMPRESS]
+    assert conv.session.compressed
+    conv.script("""
+        C: a002 NOOP
+        S: a002 OK NOOP completed
+    """)
+
+
+def test_second_compress_is_refused(conv):
+    conv.login()
+    conv.command("COMPRESS DEFLATE")
+    conv.script("""
+        C: a2 COMPRESS DEFLATE
+        S: a2 NO [COMPRESSIONACTIVE] Compression already active
+    """)
+    assert conv.actions == [TransportAction.COMPRESS]
+
+
+def test_unknown_algorithm_is_bad(conv):
+    conv.login()
+    conv.script("""
+        C: a1 COMPRESS LZ4
+        S: a1 BAD Unknown compression algorithm
+        C: a2 COMPRESS deflate
+        S: a2 OK DEFLATE active
+    """)
+    assert conv.actions == [TransportAction.COMPRESS]
+
+
+def test_not_valid_before_authentication(conv):
+    conv.script("""
+        C: a1 COMPRESS DEFLATE
+        S: a1 BAD Command not valid in this state
+    """)
+    assert conv.actions == []
+
+
+def test_missing_algorithm_is_a_parse_error(conv):
+    conv.login()
+    lines = conv.send(b"a1 COMPRESS\r\n")
+    assert lines[0].startswith(b"a1 BAD ")
+    assert conv.actions == []
+
+
+def test_valid_in_selected_state_with_pending_updates_first(conv):
+    conv.login()
+    conv.select()
+    conv.add_message()  # another client delivers while we are selected
+    conv.script("""
+        C: a1 COMPRESS DEFLATE
+        S: * 1 EXISTS
+        S: * 1 RECENT
+        S: a1 OK DEFLATE active
+    """)
+    assert conv.actions == [TransportAction.COMPRESS]
+
+
+def test_bytes_pipelined_behind_compress_are_discarded(conv):
+    # RFC 4978 section 3: the client waits for the tagged response; anything it sent before
+    # cannot be told apart from compressed data and must not be executed.
+    conv.login()
+    lines = conv.send(b"a1 COMPRESS DEFLATE\r\na2 DELETE Trash\r\n")
+    assert lines == [b"a1 OK DEFLATE active"]
+    assert conv.store.get_folder("alice", "Trash") is not None
+    assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+
+
+def test_compression_survives_unauthenticate(conv):
+    conv.login()
+    conv.command("COMPRESS DEFLATE")
+    conv.command("UNAUTHENTICATE")
+    conv.login()
+    assert "COMPRESS=DEFLATE" not in capabilities(conv)
+    assert conv.send(b"a1 COMPRESS DEFLATE\r\n") == [b"a1 NO [COMPRESSIONACTIVE] Compression already active"]

@@ -1,0 +1,395 @@
+"""gximap.lmtp.session and .delivery over a real midb store: replies per recipient, quota, store
+trouble, headers, quarantine, IMAP filters, IMAP notification; then through the connection pool
+on TCP and UNIX sockets with Python's LMTP client, and in the daemon (SIGHUP reload)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import smtplib
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation import DATA_DIR, Conversation
+from net_helpers import TIMEOUT
+
+from gximap.auth.maps import NameMap
+from gximap.filters import FilterCommand
+from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings, header_fields, unquote_address
+from gximap.lmtp.session import LmtpContext, LmtpSession, LmtpSettings
+from gximap.net.handler import ConnectionInfo, TransportAction
+from gximap.net.listener import ListenerSpec, bind_listeners
+from gximap.net.pool import Server
+from midb.errors import StoreBusy
+from midb.store import Store
+
+MESSAGE = (b"From: Carol <carol@example.org>\r\nTo: alice@test.example\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n"
+           b"Message-ID: <m1@example.org>\r\n\r\nHello.\r\n.dot line\r\n")
+WIRE = MESSAGE.replace(b"\r\n.dot", b"\r\n..dot") + b".\r\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(DATA_DIR)])
+    for name in ("alice", "bob"):
+        store.create_account(name)
+    yield store
+    store.close()
+
+
+def make_context(store: Any, *, table: str = "email_localpart", **delivery: Any) -> LmtpContext:
+    agent = DeliveryAgent(store, NameMap.from_directives(table, "auto"), DeliverySettings(**delivery))
+    return LmtpContext(LmtpSettings(host_id="mx.test.example", max_message_size=1 << 20), agent)
+
+
+class Client:
+    """Drives an LmtpSession the way the pool does, without sockets."""
+
+    def __init__(self, ctx: LmtpContext) -> None:
+        conn = ConnectionInfo(peer_host="127.0.0.1", peer_port=40000, local_host="127.0.0.1", local_port=24,
+                              tls=False, starttls_available=False, listener="lmtp")
+        self.session = LmtpSession(ctx, conn, lambda: None)
+        self.closed = False
+        self.session.start()
+        self.greeting = self._run()
+
+    def _run(self) -> list[str]:
+        out: list[bytes] = []
+        for _ in range(10_000):
+            more = self.session.process(8)
+            while (item := self.session.next_output()) is not None:
+                if item is TransportAction.CLOSE:
+                    self.closed = True
+                else:
+                    out.append(bytes(item))  # type: ignore[arg-type]
+            if not more:
+                break
+        return b"".join(out).decode("utf-8", "replace").split("\r\n")[:-1]
+
+    def send(self, data: bytes) -> list[str]:
+        self.session.data_received(data)
+        return self._run()
+
+    def transaction(self, recipients: list[str], wire: bytes = WIRE, sender: str = "carol@example.org") -> list[str]:
+        """LHLO, MAIL, RCPTs, DATA, message: the replies after the LHLO lines."""
+        lines = self.send(b"LHLO client\r\n")
+        assert lines[-1].startswith("250 ")
+        rcpts = b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in recipients)
+        replies = self.send(b"MAIL FROM:<%s>\r\n%sDATA\r\n" % (sender.encode(), rcpts))
+        if replies[-1].startswith("354"):
+            replies += self.send(wire)
+        return replies
+
+
+def stored(store: Store, account: str, folder: str = "INBOX") -> list[tuple[bytes, tuple[str, ...]]]:
+    info = store.get_folder(account, folder)
+    assert info is not None
+    return [(store.read_body(meta.blob), meta.flags) for meta in store.messages(account, info.id)]
+
+
+def expected_copy(rcpt: str, sender: str = "carol@example.org") -> bytes:
+    return f"Return-Path: <{sender}>\r\nDelivered-To: {rcpt}\r\n".encode() + MESSAGE
+
+
+# -- delivery -----------------------------------------------------------------------------------------
+
+
+def test_replies_in_order_and_headers_per_recipient(store: Store) -> None:
+    client = Client(make_context(store))
+    assert client.greeting == ["220 2.0.0 mx.test.example LMTP gximap ready"]
+    replies = client.transaction(["alice@test.example", "nobody@test.example", "Bob@Test.Example"])
+    assert replies[0] == "250 2.1.0 Ok"
+    assert replies[1:4] == ["250 2.1.5 Ok",
+                            "550 5.1.1 <nobody@test.example>: Recipient address rejected: User unknown",
+                            "250 2.1.5 Ok"]
+    assert replies[4].startswith("354 ")
+    assert replies[5].startswith("250 2.0.0 <alice@test.example> ") and replies[5].endswith("(alice/INBOX)")
+    assert replies[6].startswith("250 2.0.0 <Bob@Test.Example> ")
+    assert len(replies) == 7
+    assert stored(store, "alice") == [(expected_copy("alice@test.example"), ())]
+    assert stored(store, "bob") == [(expected_copy("Bob@Test.Example"), ())]
+    assert store.get_account("nobody") is None  # delivery never creates accounts
+    assert client.send(b"QUIT\r\n") == ["221 2.0.0 mx.test.example closing connection"] and client.closed
+
+
+def test_null_sender_and_quoted_local_part(store: Store) -> None:
+    store.create_account("john.doe")
+    client = Client(make_context(store))
+    replies = client.transaction(['"john.doe"@test.example'], sender="")
+    assert replies[-1].startswith("250 2.0.0")
+    assert stored(store, "john.doe")[0][0].startswith(b'Return-Path: <>\r\nDelivered-To: "john.doe"@test.example\r\n')
+    assert unquote_address('"a\\"b"@x.example') == 'a"b@x.example'
+
+
+def test_quota_full_at_rcpt_and_exceeded_after_data(store: Store) -> None:
+    store.update_account("alice", quota_messages=1)
+    store.append("alice", store.get_folder("alice", "INBOX").id, b"Subject: old\r\n\r\nx\r\n")
+    store.update_account("bob", quota_bytes=100)  # empty, so RCPT passes; the message is bigger
+    client = Client(make_context(store))
+    replies = client.transaction(["alice@test.example", "bob@test.example"])
+    assert replies[1] == "552 5.2.2 <alice@test.example>: Mailbox full"
+    assert replies[2] == "250 2.1.5 Ok"
+    assert replies[4] == "552 5.2.2 <bob@test.example>: Mailbox full"
+    assert stored(store, "bob") == []
+
+
+def test_disabled_account_is_refused(store: Store) -> None:
+    store.update_account("bob", disabled=True)
+    replies = Client(make_context(store)).transaction(["bob@test.example"])
+    assert replies[1] == "550 5.2.1 <bob@test.example>: Mailbox disabled"
+    assert replies[2].startswith("503 5.5.1")  # DATA without a valid recipient
+
+
+class BusyStore:
+    """The store, except that appends fail as when the LMDB map is full or a lock times out."""
+
+    def __init__(self, store: Store, fail_for: set[str]) -> None:
+        self._store = store
+        self.fail_for = fail_for
+
+    def append(self, account: str, *args: Any, **kwargs: Any) -> Any:
+        if account in self.fail_for:
+            raise StoreBusy("map full")
+        return self._store.append(account, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_temporary_store_trouble_gives_451_for_that_recipient_only(store: Store) -> None:
+    client = Client(make_context(BusyStore(store, {"alice"})))
+    replies = client.transaction(["alice@test.example", "bob@test.example"])
+    assert replies[4] == "451 4.3.0 Temporary failure, try again later"
+    assert replies[5].startswith("250 2.0.0 <bob@test.example>")
+    assert stored(store, "alice") == [] and len(stored(store, "bob")) == 1
+
+
+def test_a_recipient_mapped_to_several_accounts(store: Store) -> None:
+    client = Client(make_context(store, table="static team@test.example:alice,bob,ghost"))
+    replies = client.transaction(["team@test.example"])
+    assert replies[-1].startswith("250 2.0.0 <team@test.example>") and "alice/INBOX, bob/INBOX" in replies[-1]
+    assert stored(store, "alice")[0][0] == expected_copy("team@test.example")
+    assert stored(store, "bob")[0][0] == expected_copy("team@test.example")
+    # One account full (permanent): the other copy counts, the failure is logged.
+    store.update_account("bob", quota_messages=2)
+    store.append("bob", store.get_folder("bob", "INBOX").id, b"x\r\n")
+    replies = Client(make_context(store, table="static team@test.example:alice,bob")).transaction(["team@test.example"])
+    assert replies[1] == "250 2.1.5 Ok" and replies[-1].startswith("250 2.0.0") and "bob" not in replies[-1]
+
+
+def test_size_limit_refuses_every_recipient(store: Store) -> None:
+    ctx = make_context(store)
+    ctx.settings = LmtpSettings(host_id="mx", max_message_size=50)
+    replies = Client(ctx).transaction(["alice@test.example", "bob@test.example"])
+    assert replies[-2:] == ["552 5.3.4 Error: message exceeds the size limit of 50 bytes"] * 2
+    assert stored(store, "alice") == []
+
+
+def test_spam_is_quarantined_to_junk_without_filters(store: Store, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    script = _script(tmp_path, f"touch {marker}\nprintf 'INBOX\\n$Filtered\\n'\n")
+    ctx = make_context(store, spam_header=("x-spam", "yes"), filter=FilterCommand.parse(str(script)))
+    spam = b"X-Spam:  YES \r\n" + WIRE
+    replies = Client(ctx).transaction(["alice@test.example"], wire=spam)
+    assert replies[-1].startswith("250 2.0.0") and replies[-1].endswith("(alice/Junk)")
+    ((body, flags),) = stored(store, "alice", "Junk")
+    assert body.endswith(b"X-Spam:  YES \r\n" + MESSAGE) and flags == ()
+    assert not marker.exists()
+    # Not spam: the filter runs.
+    Client(ctx).transaction(["alice@test.example"], wire=b"X-Spam: no\r\n" + WIRE)
+    assert marker.exists() and stored(store, "alice")[0][1] == ("$Filtered",)
+
+
+def test_quarantine_creates_junk_when_missing(store: Store) -> None:
+    store.delete_folder("alice", "Junk")
+    ctx = make_context(store, spam_header=("x-spam-flag", "yes"))
+    Client(ctx).transaction(["alice@test.example"], wire=b"X-Spam-Flag: Yes\r\n" + WIRE)
+    junk = store.get_folder("alice", "Junk")
+    assert junk is not None and junk.special_use == "\\Junk" and store.messages("alice", junk.id)
+
+
+def _script(tmp_path: Path, body: str, name: str = "filter.sh") -> Path:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_filter_picks_folder_and_flags_with_placeholders(store: Store, tmp_path: Path) -> None:
+    store.create_folder("alice", "Lists/Python")
+    args_file = tmp_path / "args"
+    script = _script(tmp_path, f"printf '%s\\n' \"$@\" > {args_file}\ncat > /dev/null\n"
+                               "printf 'Lists/Python\\n$Label1 \\\\Flagged\\nbad(flag\\n'\n")
+    command = FilterCommand.parse(f"{script} {{account_name}} {{sender}} {{rcpt_to}} {{original_rcpt_to}} "
+                                  "{subject} {msg_id} {source_ip} {source_host} {source_rdns} {auth_user} "
+                                  "{address} {unknown}")
+    client = Client(make_context(store, filter=command))
+    client.send(b"LHLO c\r\nXFORWARD ADDR=192.0.2.9 HELO=helo.example NAME=rdns.example\r\n")
+    replies = client.send(b"MAIL FROM:<carol@example.org> AUTH=carol+40example.org\r\n"
+                          b"RCPT TO:<alice@test.example> ORCPT=rfc822;all@test.example\r\nDATA\r\n" + WIRE)
+    assert replies[-1].endswith("(alice/Lists/Python)")
+    ((body, flags),) = stored(store, "alice", "Lists/Python")
+    assert body == expected_copy("alice@test.example") and flags == ("\\Flagged", "$Label1")
+    args = args_file.read_text().splitlines()
+    assert args[:6] == ["alice", "carol@example.org", "alice@test.example", "all@test.example", "Grüße",
+                        args[5]] and args[5].startswith("L")
+    assert args[6:] == ["192.0.2.9", "helo.example", "rdns.example", "carol@example.org", "alice@test.example",
+                        "{unknown}"]
+
+
+def test_filter_special_use_and_missing_folder(store: Store, tmp_path: Path) -> None:
+    script = _script(tmp_path, "cat >/dev/null\nprintf '%s\\n' \"$1\" '$Tag'\n")
+    ctx = make_context(store, filter=FilterCommand.parse(f"{script} {{subject}}"))
+    Client(ctx).transaction(["alice@test.example"], wire=b"Subject: \\archive\r\n\r\nx\r\n.\r\n")
+    assert stored(store, "alice", "Archive")[0][1] == ("$Tag",)
+    Client(ctx).transaction(["alice@test.example"], wire=b"Subject: No Such Folder\r\n\r\nx\r\n.\r\n")
+    assert stored(store, "alice")[0][1] == ("$Tag",)  # INBOX, flags kept
+
+
+def test_failing_filter_means_inbox_unchanged(store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    script = _script(tmp_path, "echo Lists; echo '$Tag'; echo oops >&2; exit 3\n")
+    ctx = make_context(store, filter=FilterCommand.parse(str(script)))
+    with caplog.at_level(logging.WARNING, logger="gximap.lmtp"):
+        replies = Client(ctx).transaction(["alice@test.example"])
+    assert replies[-1].endswith("(alice/INBOX)")
+    assert stored(store, "alice") == [(expected_copy("alice@test.example"), ())]
+    assert "exit status 3: oops" in caplog.text
+
+
+# -- session life -------------------------------------------------------------------------------------
+
+
+def test_shutdown_in_the_middle_leaves_the_rest_unanswered(store: Store) -> None:
+    client = Client(make_context(store))
+    client.send(b"LHLO c\r\n")
+    session = client.session
+    session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
+                          b"DATA\r\n" + WIRE)
+    # Units of work: two RCPT look-ups, the message, the first recipient's copy; then the budget is out.
+    assert session.process(4) is True
+    session.shutdown()
+    out = b""
+    while (item := session.next_output()) is not None and item is not TransportAction.CLOSE:
+        out += bytes(item)  # type: ignore[arg-type]
+    assert item is TransportAction.CLOSE
+    lines = out.decode().split("\r\n")[:-1]
+    assert lines[-2].startswith("250 2.0.0 <alice@test.example>")
+    assert lines[-1] == "421 4.3.2 mx.test.example Service shutting down"
+    assert len(stored(store, "alice")) == 1 and stored(store, "bob") == []
+    session.connection_lost()
+
+
+def test_idle_timeout(store: Store) -> None:
+    client = Client(make_context(store))
+    assert client.session.idle_timeout() == 300.0
+    client.session.timed_out()
+    assert client._run() == ["421 4.4.2 mx.test.example Error: timeout exceeded"] and client.closed
+
+
+def test_selected_imap_session_is_woken_and_idle_gets_exists(tmp_path: Path) -> None:
+    with Conversation(tmp_path, users=("alice",)) as conv:
+        conv.login()
+        conv.select()
+        conv.send(b"i1 IDLE\r\n")
+        replies = Client(make_context(conv.store)).transaction(["alice@test.example"])
+        assert replies[-1].startswith("250 2.0.0")
+        assert conv.wakes > 0
+        assert b"* 1 EXISTS" in conv.wake()
+
+
+def test_header_fields() -> None:
+    fields = header_fields(b"A: 1\r\nB: two\r\n  folded\r\nbad line\r\n\r\nC: body\r\n")
+    assert fields == [("a", b"1"), ("b", b"two folded")]
+    assert header_fields(b"\r\nbody only") == []
+
+
+# -- through the pool -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pool(store: Store, tmp_path: Path):
+    socket_path = str(tmp_path / "lmtp.sock")
+    listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False, "lmtp"),
+                                ListenerSpec("", 0, False, "lmtp", path=socket_path, mode=0o600)])
+    ctx = make_context(store)
+    server = Server(listeners, lambda conn, waker: LmtpSession(ctx, conn, waker), context_num=4,
+                    thread_init_num=1, thread_charge_num=2, conn_timeout=5.0, ssl_context=None,
+                    busy_response=b"421 4.3.2 busy\r\n")
+    server.start()
+    try:
+        yield listeners[0].port, socket_path
+    finally:
+        server.stop(grace=1.0)
+    assert not os.path.exists(socket_path)  # removed with the listener
+
+
+def test_python_lmtp_client_over_tcp_and_unix_socket(pool: tuple[int, str], store: Store) -> None:
+    port, path = pool
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    for host, kwargs in ((path, {}), ("127.0.0.1", {"port": port})):
+        with smtplib.LMTP(host, timeout=TIMEOUT, **kwargs) as client:
+            client.ehlo_or_helo_if_needed()
+            assert client.has_extn("pipelining") and client.has_extn("enhancedstatuscodes")
+            assert client.sendmail("carol@example.org", ["alice@test.example"], MESSAGE) == {}
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                client.sendmail("carol@example.org", ["nobody@test.example"], MESSAGE)
+    assert [body for body, _ in stored(store, "alice")] == [expected_copy("alice@test.example")] * 2
+
+
+def test_pipelined_multi_recipient_over_a_socket(pool: tuple[int, str], store: Store) -> None:
+    port, _path = pool
+    recipients = [f"{'alice' if i % 2 else 'bob'}@test.example" for i in range(10)]
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"LHLO c\r\nMAIL FROM:<carol@example.org>\r\n"
+                     + b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in recipients) + b"DATA\r\n")
+        data = b""
+        deadline = time.monotonic() + TIMEOUT
+        while b"354 " not in data and time.monotonic() < deadline:
+            data += sock.recv(65536)
+        sock.sendall(WIRE + b"QUIT\r\n")
+        while b"221 " not in data and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    lines = data.decode().split("\r\n")
+    results = lines[lines.index(next(line for line in lines if line.startswith("354"))) + 1:-2]
+    assert [line.split()[2] for line in results] == [f"<{r}>" for r in recipients]
+    assert len(stored(store, "alice")) == 5 and len(stored(store, "bob")) == 5
+
+
+# -- in the daemon ------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_daemon_serves_lmtp_and_reloads_the_filter(tmp_path: Path) -> None:
+    from e2e import GximapProcess, free_port
+
+    lmtp_port = free_port()
+    sock_path = tmp_path / "lmtp.sock"
+    script = _script(tmp_path, "cat >/dev/null; echo Archive\n")
+    gximap = GximapProcess(tmp_path, tls=False, extra={
+        "lmtp_listen": f"127.0.0.1:{lmtp_port} unix:{sock_path}", "delivery_map": "email_localpart",
+        "unix_socket_mode": "0666"})
+    gximap.start()
+    try:
+        assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o666
+        with smtplib.LMTP(str(sock_path), timeout=TIMEOUT) as client:
+            assert client.sendmail("carol@example.org", ["alice@test.example"], MESSAGE) == {}
+        gximap.write_config(imap_filter_command=str(script))
+        gximap.signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while "configuration reloaded" not in gximap.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with smtplib.LMTP("127.0.0.1", lmtp_port, timeout=TIMEOUT) as client:
+            assert client.sendmail("carol@example.org", ["alice@test.example"], MESSAGE) == {}
+    finally:
+        gximap.stop()
+    assert not sock_path.exists()
+    log = gximap.log()
+    assert "folder=INBOX uid=1 " in log and "folder=Archive uid=1 " in log, log

@@ -1,0 +1,422 @@
+"""SORT / UID SORT conversations (RFC 5256), DISPLAYFROM/DISPLAYTO (RFC 5957), ESORT (RFC 5267),
+plus the pure sort functions of gximap.session.sorting and RFC 5256 base-subject extraction."""
+
+from __future__ import annotations
+
+import calendar
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation import Conversation
+
+from gximap.session import sorting
+from midb.messages import make_meta
+from midb.mime import base_subject
+
+FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
+JAN_1993 = calendar.timegm((1993, 1, 1, 12, 0, 0))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_cache() -> Iterator[None]:
+    # Every test starts cold, so counting digest reads means something.
+    sorting.KEY_CACHE.clear()
+    yield
+    sorting.KEY_CACHE.clear()
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def message(*, subject: bytes | None = None, from_: bytes | None = None, to: bytes | None = None,
+            cc: bytes | None = None, date: bytes | None = None, size: int | None = None) -> bytes:
+    """A message with the given header fields (absent when None), padded to ``size`` octets."""
+    lines = []
+    for name, value in ((b"From", from_), (b"To", to), (b"Cc", cc), (b"Subject", subject), (b"Date", date)):
+        if value is not None:
+            lines.append(name + b": " + value + b"\r\n")
+    head = b"".join(lines) + b"\r\n"
+    body = b"text\r\n"
+    if size is not None:
+        assert size >= len(head) + 2
+        body = b"x" * (size - len(head) - 2) + b"\r\n"
+    return head + body
+
+
+# -- RFC 5256 section 3 examples ------------------------------------------------------------------
+
+
+def test_rfc5256_sort_examples(conv: Conversation) -> None:
+    """882 messages; only 2, 84 and 882 arrived since 1-Feb-1994, and their subjects sort in
+    that order (A282). A284: nothing matches, the SORT response is empty."""
+    folder = conv.folder("INBOX")
+    subjects = {2: b"Re: alpha", 84: b"[list] Beta", 882: b"gamma (fwd)"}
+    items = []
+    for number in range(1, 883):
+        arrived = FEB_1994 if number in subjects else JAN_1993
+        items.append((message(subject=subjects.get(number, b"zzz %d" % number), from_=b"x@example.org"),
+                       (), arrived, 0))
+    conv.store.append_many("alice", folder.id, items)
+    conv.select()
+    conv.script("""
+        C: A282 SORT (SUBJECT) UTF-8 SINCE 1-Feb-1994
+        S: * SORT 2 84 882
+        S: A282 OK SORT completed
+        C: A284 SORT (SUBJECT) US-ASCII TEXT "not in mailbox"
+        S: * SORT
+        S: A284 OK SORT completed
+    """)
+
+
+def test_rfc5256_subject_reverse_date_example(conv: Conversation) -> None:
+    """A283 SORT (SUBJECT REVERSE DATE) gives 5 3 4 1 2: subject first, newest first within."""
+    day = 86400
+    base = calendar.timegm((2008, 6, 1, 0, 0, 0))
+    stamps = {1: base + 4 * day, 2: base + 1 * day, 3: base + 3 * day, 4: base + 2 * day, 5: base}
+    subjects = {1: b"Status", 2: b"Re: status", 3: b"Meeting", 4: b"Fwd: meeting", 5: b"Agenda"}
+    for number in range(1, 6):
+        date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(stamps[number])).encode()
+        conv.add_message(data=message(subject=subjects[number], date=date))
+    conv.select()
+    conv.script("""
+        C: A283 SORT (SUBJECT REVERSE DATE) UTF-8 ALL
+        S: * SORT 5 3 4 1 2
+        S: A283 OK SORT completed
+    """)
+
+
+# -- every sort key ---------------------------------------------------------------------------------
+
+
+def five_messages(conv: Conversation) -> None:
+    """Five messages covering missing fields, display names, encoded words and bad dates.
+
+        #  arrival  size  Date           Subject        From                 To           Cc
+        1  500      1000  3-Jan-2001     Re: banana     Zoe <zoe@>           bob@         -
+        2  100      200   -              apple          adam@                Carl <carl@> xavier@
+        3  200      600   (unparsable)   [list] Cherry  "Mike" <mike@>       -            alice@
+        4  400      800   1-Jan-2001     -              -                    Al <al@>     Bea <BEA@>
+        5  300      400   2-Jan-2001     Fwd: Apple     =?utf-8?q?=C3=89mile?= <emile@>  dave@  -
+    """
+    specs: list[tuple[int, dict[str, Any]]] = [
+        (500, dict(subject=b"Re: banana", from_=b"Zoe <zoe@example.org>", to=b"bob@example.org",
+                   date=b"Wed, 3 Jan 2001 10:00:00 +0000", size=1000)),
+        (100, dict(subject=b"apple", from_=b"adam@example.org", to=b"Carl <carl@example.org>",
+                   cc=b"xavier@example.org", size=200)),
+        (200, dict(subject=b"[list] Cherry", from_=b'"Mike" <mike@example.org>', cc=b"alice@example.org",
+                   date=b"the day after tomorrow", size=600)),
+        (400, dict(to=b"Al <al@example.org>", cc=b"Bea <BEA@example.org>",
+                   date=b"Mon, 1 Jan 2001 10:00:00 +0000", size=800)),
+        (300, dict(subject=b"Fwd: Apple", from_=b"=?utf-8?q?=C3=89mile?= <emile@example.org>",
+                   to=b"dave@example.org", date=b"Tue, 2 Jan 2001 10:00:00 +0000", size=400)),
+    ]
+    for arrival, fields in specs:
+        conv.add_message(data=message(**fields), internaldate=arrival)
+
+
+@pytest.mark.parametrize(("program", "expected"), [
+    ("ARRIVAL", "2 3 5 4 1"),
+    ("SIZE", "2 5 3 4 1"),
+    # 2 has no Date: and 3 an unparsable one: their internal dates (1970) stand in.
+    ("DATE", "2 3 4 5 1"),
+    # Base subjects BANANA APPLE CHERRY "" APPLE: the missing subject first, the tie by number.
+    ("SUBJECT", "4 2 5 1 3"),
+    ("REVERSE SUBJECT", "3 1 2 5 4"),
+    # addr-mailbox of the first address, case-insensitively; a missing field is "".
+    ("FROM", "4 2 5 3 1"),
+    ("TO", "3 4 1 2 5"),
+    ("CC", "1 5 3 4 2"),
+    ("REVERSE CC", "2 4 3 1 5"),
+    # Display names (decoded), else mailbox@host; non-ASCII sorts after ASCII (octet order).
+    ("DISPLAYFROM", "4 2 3 1 5"),
+    ("DISPLAYTO", "3 4 1 2 5"),
+    ("SUBJECT REVERSE DATE", "4 5 2 1 3"),
+    ("SUBJECT ARRIVAL", "4 2 5 1 3"),
+    ("REVERSE SIZE", "1 4 3 5 2"),
+    ("CC ARRIVAL", "5 1 3 4 2"),
+    ("CC REVERSE ARRIVAL", "1 5 3 4 2"),
+])
+def test_sort_keys(conv: Conversation, program: str, expected: str) -> None:
+    five_messages(conv)
+    conv.select()
+    assert conv.command(f"SORT ({program}) UTF-8 ALL")[0] == f"* SORT {expected}".encode()
+
+
+def test_uid_sort_and_search_program(conv: Conversation) -> None:
+    five_messages(conv)
+    conv.command("SELECT INBOX")
+    conv.command("UID STORE 1:2 +FLAGS (\\Deleted)")
+    conv.command("EXPUNGE")
+    for _ in range(2):
+        five_messages(conv)  # UIDs 6-15
+    conv.command("NOOP")
+    conv.script("""
+        C: s1 UID SORT (SUBJECT) UTF-8 UID 4:8 NOT DELETED
+        S: * SORT 4 5 7 6 8
+        S: s1 OK SORT completed
+        C: s2 SORT (SUBJECT) UTF-8 1:6
+        S: * SORT 2 3 5 4 1 6
+        S: s2 OK SORT completed
+        C: s3 UID SORT (REVERSE ARRIVAL) UTF-8 LARGER 700
+        S: * SORT 6 11 4 9 14
+        S: s3 OK SORT completed
+    """)
+
+
+def test_ties_go_by_sequence_number_whatever_the_direction(conv: Conversation) -> None:
+    for _ in range(4):
+        conv.add_message(data=message(subject=b"same", from_=b"a@example.org", size=300), internaldate=1000)
+    conv.select()
+    for program in ("SUBJECT", "REVERSE SUBJECT", "REVERSE ARRIVAL", "SIZE", "REVERSE FROM REVERSE DATE"):
+        assert conv.command(f"SORT ({program}) UTF-8 ALL")[0] == b"* SORT 1 2 3 4"
+
+
+def test_ascii_casemap_collation(conv: Conversation) -> None:
+    """i;ascii-casemap: ASCII letters compare case-insensitively; other characters by their
+    UTF-8 octets, with no case folding (É and é differ; both after every ASCII letter)."""
+    for subject in (b"banana", b"=?utf-8?q?=C3=A9clair?=", b"Apple", b"=?utf-8?q?=C3=89clair?=", b"Zebra",
+                    b"apple"):
+        conv.add_message(data=message(subject=subject))
+    conv.select()
+    assert conv.command("SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 3 6 1 5 4 2"
+
+
+def test_base_subject_extraction_cases(conv: Conversation) -> None:
+    """Subjects that reduce to the same base subject sort as equal (ties by number)."""
+    variants = [b"Re: topic", b"[list] topic", b"topic (fwd)", b"Fwd: [list] Re: topic", b"[Fwd: re: topic]",
+                b"RE:   topic", b"Re[2]: topic", b"[a][b] Fw: TOPIC (FWD)  ", b"aardvark", b"[only a blob]"]
+    for subject in variants:
+        conv.add_message(data=message(subject=subject))
+    conv.select()
+    # "[only a blob]" keeps its blob: "[" (0x5B) sorts after letters casemapped to upper case.
+    assert conv.command("SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 9 1 2 3 4 5 6 7 8 10"
+
+
+@pytest.mark.parametrize(("subject", "base", "reply"), [
+    ("Re: x", "x", True),
+    ("RE: Re: x", "x", True),
+    ("Re[2]: x", "x", True),
+    ("re : x", "x", True),
+    ("Fw: x", "x", True),
+    ("FWD: x", "x", True),
+    ("x (fwd)", "x", True),
+    ("x (fwd) (FWD) ", "x", True),
+    ("[fwd: x]", "x", True),
+    ("[Fwd: Re: x] (fwd)", "x", True),
+    ("[tag] Re: x", "x", True),
+    ("Re: [tag] x", "x", True),
+    ("[tag] x", "x", False),
+    ("[a] [b] x", "x", False),
+    ("[only blob]", "[only blob]", False),
+    ("[Fwd: [tag]]", "[tag]", True),
+    ("  x \t  y  ", "x y", False),
+    ("Reply: x", "Reply: x", False),
+    ("Refwd: x", "Refwd: x", False),
+    ("Re: Re:", "", True),
+    ("", "", False),
+    ("x [fwd]", "x [fwd]", False),
+    ("Fwd x", "Fwd x", False),
+])
+def test_base_subject_and_reply_detection(subject: str, base: str, reply: bool) -> None:
+    assert base_subject(subject) == base
+    assert sorting.is_reply_or_forward(subject) is reply
+
+
+def test_empty_mailbox_and_no_match(conv: Conversation) -> None:
+    conv.select()
+    conv.script("""
+        C: e1 SORT (ARRIVAL) UTF-8 ALL
+        S: * SORT
+        S: e1 OK SORT completed
+        C: e2 SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL
+        S: * ESEARCH (TAG "e2") COUNT 0
+        S: e2 OK SORT completed
+    """)
+
+
+# -- ESORT (RFC 5267) and SEARCHRES -------------------------------------------------------------------
+
+
+def test_esort_return_options(conv: Conversation) -> None:
+    five_messages(conv)
+    conv.select()
+    conv.script("""
+        C: r1 SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL
+        S: * ESEARCH (TAG "r1") MIN 4 MAX 3 COUNT 5 ALL 4,2,5,1,3
+        S: r1 OK SORT completed
+        C: r2 UID SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL
+        S: * ESEARCH (TAG "r2") UID ALL 1,4:5,3,2
+        S: r2 OK SORT completed
+        C: r3 SORT RETURN (COUNT) (DATE) UTF-8 FROM "example"
+        S: * ESEARCH (TAG "r3") COUNT 4
+        S: r3 OK SORT completed
+        C: r4 SORT RETURN (MAX) (SIZE) UTF-8 NOT ALL
+        S: * ESEARCH (TAG "r4")
+        S: r4 OK SORT completed
+    """)
+
+
+def test_esort_save_feeds_dollar(conv: Conversation) -> None:
+    five_messages(conv)
+    conv.select()
+    conv.script("""
+        C: v1 SORT RETURN (SAVE MIN) (REVERSE SIZE) UTF-8 ALL
+        S: * ESEARCH (TAG "v1") MIN 1
+        S: v1 OK SORT completed
+        C: v2 UID SEARCH $
+        S: * SEARCH 1
+        S: v2 OK SEARCH completed
+        C: v3 SORT RETURN (SAVE) (SUBJECT) UTF-8 NOT FROM "zoe"
+        S: v3 OK SORT completed
+        C: v4 UID SEARCH $
+        S: * SEARCH 2 3 4 5
+        S: v4 OK SEARCH completed
+        C: v5 SORT (SUBJECT) UTF-8 $
+        S: * SORT 4 2 5 3
+        S: v5 OK SORT completed
+    """)
+
+
+# -- errors, states, UTF8=ACCEPT ------------------------------------------------------------------
+
+
+def test_errors_and_states(conv: Conversation) -> None:
+    conv.script("""
+        C: n1 SORT (ARRIVAL) UTF-8 ALL
+        S: n1 BAD {*}
+    """)
+    five_messages(conv)
+    conv.select()
+    conv.script("""
+        C: n2 SORT (ARRIVAL) KOI8-R ALL
+        S: n2 NO [BADCHARSET (UTF-8 US-ASCII)] {*}
+        C: n3 SORT (COLOUR) UTF-8 ALL
+        S: n3 BAD {*}
+        C: n4 SORT () UTF-8 ALL
+        S: n4 BAD {*}
+        C: n5 SORT (REVERSE) UTF-8 ALL
+        S: n5 BAD {*}
+        C: n6 SORT (SUBJECT) UTF-8
+        S: n6 BAD {*}
+    """)
+
+
+def test_charset_must_be_utf8_after_enable_utf8_accept(conv: Conversation) -> None:
+    """RFC 6855 erratum 4029: with UTF8=ACCEPT enabled, SORT's charset other than UTF-8 is BAD."""
+    conv.add_message(data=message(subject=b"x"))
+    conv.command("ENABLE UTF8=ACCEPT")
+    conv.select()
+    conv.script("""
+        C: u1 SORT (SUBJECT) US-ASCII ALL
+        S: u1 BAD Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
+        C: u2 SORT (SUBJECT) UTF-8 SUBJECT "x"
+        S: * SORT 1
+        S: u2 OK SORT completed
+    """)
+
+
+def test_messages_expunged_elsewhere_are_left_out_without_expunge(conv: Conversation) -> None:
+    """Like SEARCH, SORT may not send EXPUNGE (the numbers it returns would shift); the message
+    another session expunged meanwhile is no longer in the result."""
+    five_messages(conv)
+    conv.select()
+    other = conv.second_session()
+    other.login()
+    other.select()
+    other.command("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    other.command("EXPUNGE")
+    lines = conv.command("SORT (SUBJECT) UTF-8 ALL")
+    assert lines[0] == b"* SORT 4 5 1 3"
+    assert not any(line.endswith(b"EXPUNGE") for line in lines)
+    assert conv.command("NOOP")[0] == b"* 2 EXPUNGE"
+
+
+# -- cost: digests read only when needed, once per message ------------------------------------------
+
+
+def test_arrival_and_size_never_read_digests_subject_reads_each_once(conv: Conversation,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = conv.folder("INBOX")
+    count = 300
+    conv.store.append_many("alice", folder.id, [
+        (message(subject=b"s%d" % (index % 17), from_=b"u%d@example.org" % (index % 5), size=200 + index % 50),
+         (), 1000 + (index * 7919) % count, 0)
+        for index in range(count)])
+    conv.select()
+    reads: list[str] = []
+    original = conv.store.digest
+
+    def counting_digest(blob: str) -> Any:
+        reads.append(blob)
+        return original(blob)
+
+    monkeypatch.setattr(conv.store, "digest", counting_digest)
+    conv.command("SORT (ARRIVAL) UTF-8 ALL")
+    conv.command("SORT (REVERSE SIZE ARRIVAL) UTF-8 ALL")
+    assert reads == []
+    conv.command("SORT (SUBJECT FROM REVERSE DATE) UTF-8 ALL")
+    assert len(reads) == count and len(set(reads)) == count
+    conv.command("SORT (DISPLAYFROM) UTF-8 ALL")  # the key cache answers
+    assert len(reads) == count
+
+
+# -- the pure functions ---------------------------------------------------------------------------------
+
+
+def _keys(subject: str = "", date: int | None = None) -> sorting.MessageKeys:
+    return sorting.MessageKeys(date, subject, "", "", "", "", "", None, (), False)
+
+
+def test_sort_records_is_stable_lexicographic() -> None:
+    records = [make_meta(uid, (), arrival, 0, size, 1, f"b{uid}")
+               for uid, arrival, size in [(1, 30, 5), (2, 10, 5), (3, 20, 9), (4, 10, 9), (5, 30, 1)]]
+    keys = [_keys("B"), _keys("A"), _keys("B"), _keys("A"), _keys("B")]
+
+    def uids(program: list[tuple[str, bool]]) -> list[int]:
+        return [meta.uid for meta in sorting.sort_records(records, program, keys)]
+
+    assert uids([("ARRIVAL", False)]) == [2, 4, 3, 1, 5]
+    assert uids([("ARRIVAL", True)]) == [1, 5, 3, 2, 4]
+    assert uids([("SIZE", True), ("ARRIVAL", False)]) == [4, 3, 2, 1, 5]
+    assert uids([("SUBJECT", False), ("SIZE", True)]) == [4, 2, 3, 1, 5]
+    assert uids([("DATE", False)]) == [2, 4, 3, 1, 5]  # no Date: keys: the arrival dates
+
+
+def test_sort_records_100000_by_arrival_and_size_is_fast() -> None:
+    rng = random.Random(5256)
+    records = [make_meta(uid, (), rng.randrange(10**9), 0, rng.randrange(10**6), 1, f"{uid:032x}")
+               for uid in range(1, 100_001)]
+    started = time.perf_counter()
+    by_arrival = sorting.sort_records(records, [("ARRIVAL", False)])
+    by_size = sorting.sort_records(records, [("SIZE", True), ("ARRIVAL", False)])
+    elapsed = time.perf_counter() - started
+    assert all(a.internaldate <= b.internaldate for a, b in zip(by_arrival, by_arrival[1:], strict=False))
+    assert all(a.size >= b.size for a, b in zip(by_size, by_size[1:], strict=False))
+    assert elapsed < 2.0, elapsed
+
+
+def test_key_cache_bounds_and_evicts_oldest() -> None:
+    from midb.mime import digest
+
+    cache = sorting.KeyCache(capacity=16)
+    loads: list[str] = []
+
+    def load(blob: str) -> Any:
+        loads.append(blob)
+        return digest(b"Subject: Re: " + blob.encode() + b"\r\n\r\n")
+
+    for index in range(40):
+        assert cache.get(f"blob{index}", load).subject == f"BLOB{index}"
+        assert len(cache) <= 16
+    assert cache.get("blob39", load).reply is True
+    assert len(loads) == 40  # the newest entry is still cached
+    cache.get("blob0", load)
+    assert len(loads) == 41  # the oldest was evicted

@@ -1,0 +1,342 @@
+"""THREAD / UID THREAD conversations (RFC 5256 ORDEREDSUBJECT and REFERENCES) and the threading
+functions of gximap.session.sorting."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+from gximap.session import sorting
+
+DAY = 86400
+BASE = calendar.timegm((2008, 6, 1, 12, 0, 0))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_cache() -> Iterator[None]:
+    sorting.KEY_CACHE.clear()
+    yield
+    sorting.KEY_CACHE.clear()
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def rfc822_date(stamp: int) -> bytes:
+    return time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(stamp)).encode()
+
+
+def message(subject: str | None, *, day: int | None = None, message_id: str | None = None,
+            references: str | None = None, in_reply_to: str | None = None) -> bytes:
+    """A message; ``day`` (days after BASE) gives the Date: header, None leaves it out."""
+    head = [b"From: someone@example.org"]
+    if subject is not None:
+        head.append(b"Subject: " + subject.encode())
+    if day is not None:
+        head.append(b"Date: " + rfc822_date(BASE + day * DAY))
+    if message_id is not None:
+        head.append(b"Message-ID: <" + message_id.encode() + b">")
+    if references is not None:
+        head.append(b"References: " + references.encode())
+    if in_reply_to is not None:
+        head.append(b"In-Reply-To: " + in_reply_to.encode())
+    return b"\r\n".join(head) + b"\r\n\r\nbody\r\n"
+
+
+def add(conv: Conversation, *messages: bytes) -> None:
+    for data in messages:
+        conv.add_message(data=data, internaldate=BASE)
+
+
+def thread(conv: Conversation, arguments: str = "REFERENCES UTF-8 ALL") -> bytes:
+    lines = conv.command("THREAD " + arguments)
+    assert len(lines) == 2, lines
+    return lines[0]
+
+
+# -- RFC 5256 examples ---------------------------------------------------------------------------------
+
+
+def rfc5256_mailbox(conv: Conversation) -> None:
+    """96 messages; 2 stands alone, 3 starts a thread: 6 replies to 3, 4 and 44 reply to 6, 23
+    to 4, 7 to 44 and 96 to 7 (the formal-syntax example of RFC 5256 section 4)."""
+    threaded = {
+        2: ("other matter", 1, "m2@x", None),
+        3: ("topic", 2, "m3@x", None),
+        6: ("Re: topic", 3, "m6@x", "<m3@x>"),
+        4: ("Re: topic", 4, "m4@x", "<m3@x> <m6@x>"),
+        23: ("Re: topic", 5, "m23@x", "<m3@x> <m6@x> <m4@x>"),
+        44: ("Re: topic", 6, "m44@x", "<m3@x> <m6@x>"),
+        7: ("Re: topic", 7, "m7@x", "<m3@x> <m6@x> <m44@x>"),
+        96: ("Re: topic", 8, "m96@x", "<m3@x> <m6@x> <m44@x> <m7@x>"),
+    }
+    items = []
+    for number in range(1, 97):
+        if number in threaded:
+            subject, day, message_id, references = threaded[number]
+            data = message(subject, day=day, message_id=message_id, references=references)
+        else:
+            data = message(f"unrelated {number}", day=100 + number, message_id=f"u{number}@x")
+        items.append((data, (), BASE, 0))
+    conv.store.append_many("alice", conv.folder("INBOX").id, items)
+
+
+def test_rfc5256_references_example(conv: Conversation) -> None:
+    rfc5256_mailbox(conv)
+    conv.select()
+    conv.script("""
+        C: A285 THREAD REFERENCES UTF-8 2,3,4,6,7,23,44,96
+        S: * THREAD (2)(3 6 (4 23)(44 7 96))
+        S: A285 OK THREAD completed
+        C: A284 THREAD REFERENCES US-ASCII TEXT "gewp"
+        S: * THREAD
+        S: A284 OK THREAD completed
+    """)
+
+
+def test_rfc5256_orderedsubject_on_the_same_messages(conv: Conversation) -> None:
+    """ORDEREDSUBJECT ignores the references: one parent per subject, all others its children
+    in sent-date order."""
+    rfc5256_mailbox(conv)
+    conv.select()
+    assert thread(conv, "ORDEREDSUBJECT UTF-8 2,3,4,6,7,23,44,96") == b"* THREAD (2)(3 (6)(4)(23)(44)(7)(96))"
+
+
+def test_orderedsubject_shapes(conv: Conversation) -> None:
+    """Like the RFC's "(174 (175)(176)...)" and "(194 195)": one child is written as a chain;
+    threads are ordered by their first message's date, children by date then number."""
+    add(conv,
+        message("Meeting", day=5),          # 1
+        message("Re: meeting", day=6),      # 2
+        message("Lunch", day=1),            # 3
+        message("RE: MEETING", day=5),      # 4: same date as 1, later number
+        message("[team] Lunch", day=2),     # 5
+        message("solo", day=3),             # 6
+        message("Fwd: meeting", day=4))     # 7: the earliest of its subject: the parent
+    conv.select()
+    assert thread(conv, "ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (3 5)(6)(7 (1)(4)(2))"
+
+
+# -- REFERENCES: missing parents, loops, duplicates ---------------------------------------------------------
+
+
+def test_missing_parent_of_several_keeps_a_dummy_at_the_top(conv: Conversation) -> None:
+    add(conv,
+        message("Re: lost", day=2, message_id="a@x", references="<gone@x>"),
+        message("Re: lost", day=1, message_id="b@x", references="<gone@x>"))
+    conv.select()
+    assert thread(conv) == b"* THREAD ((2)(1))"
+
+
+def test_missing_parent_of_one_is_dropped(conv: Conversation) -> None:
+    add(conv,
+        message("Re: lost", day=1, message_id="a@x", references="<gone@x>"),
+        message("Re: lost too", day=2, message_id="b@x", references="<gone2@x> <a@x>"))
+    conv.select()
+    assert thread(conv) == b"* THREAD (1 2)"
+
+
+def test_missing_parent_in_the_middle_is_pruned(conv: Conversation) -> None:
+    add(conv,
+        message("start", day=1, message_id="a@x"),
+        message("Re: start", day=2, message_id="c@x", references="<a@x> <b-missing@x>"))
+    conv.select()
+    assert thread(conv) == b"* THREAD (1 2)"
+
+
+def test_reference_loops_are_not_linked(conv: Conversation) -> None:
+    add(conv,
+        message("one", day=1, message_id="a@x", references="<b@x>"),
+        message("two", day=2, message_id="b@x", references="<a@x>"),
+        message("three", day=3, message_id="self@x", references="<self@x>"),
+        message("four", day=4, message_id="d@x", references="<p@x> <q@x> <p@x>"))
+    conv.select()
+    # 1 was linked under 2's (then dummy) container first; 2's own reference to 1 would close
+    # a loop and is ignored. A self-reference links nothing, nor does a References loop.
+    assert thread(conv) == b"* THREAD (2 1)(3)(4)"
+
+
+def test_duplicate_message_ids_only_the_first_keeps_it(conv: Conversation) -> None:
+    add(conv,
+        message("first", day=1, message_id="dup@x"),
+        message("second", day=2, message_id="dup@x"),
+        message("Re: first", day=3, message_id="r@x", references="<dup@x>"))
+    conv.select()
+    assert thread(conv) == b"* THREAD (1 3)(2)"
+
+
+def test_in_reply_to_is_used_without_references(conv: Conversation) -> None:
+    add(conv,
+        message("a", day=1, message_id="1@x"),
+        message("b", day=2, message_id="2@x"),
+        message("Re: b", day=3, message_id="3@x", in_reply_to="<1@x>"),
+        message("Re: b", day=4, message_id="4@x", references="<1@x>", in_reply_to="<2@x>"),
+        message("c", day=5, message_id="5@x", in_reply_to="garbage without brackets <2@x> <1@x>"))
+    conv.select()
+    assert thread(conv) == b"* THREAD (1 (3)(4))(2 5)"
+
+
+def test_own_references_replace_a_parent_guessed_from_others(conv: Conversation) -> None:
+    """Step 1.B: message 3's container got a parent from message 2's References; its own
+    References (a missing message) override that link."""
+    add(conv,
+        message("one", day=1, message_id="a@x"),
+        message("Re: three", day=2, message_id="c@x", references="<a@x> <b@x>"),
+        message("three", day=3, message_id="b@x", references="<x-missing@x>"))
+    conv.select()
+    assert thread(conv) == b"* THREAD (1)(3 2)"
+
+
+def test_message_without_references_loses_a_guessed_parent(conv: Conversation) -> None:
+    add(conv,
+        message("Re: origin", day=1, message_id="c@x", references="<a@x> <b@x>"),
+        message("origin", day=2, message_id="b@x"))
+    conv.select()
+    # 2 fills the dummy <b@x> (a child of the dummy <a@x>) and, having no References itself,
+    # loses that parent; 1 stays its child, and the childless dummy <a@x> is pruned.
+    assert thread(conv) == b"* THREAD (2 1)"
+
+
+# -- REFERENCES: subject merging (step 5) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("subjects", "expected"), [
+    (["hello", "hello"], b"((1)(2))"),                    # neither is a reply: a new dummy
+    (["hello", "Re: hello"], b"(1 2)"),                   # the reply goes under the original
+    (["Re: hello", "HELLO"], b"(2 1)"),                   # even when the original is later
+    (["Re: hello", "Fwd: hello", "hello (fwd)"], b"((1)(2)(3))"),  # all replies: a dummy
+    (["", ""], b"(1)(2)"),                                # empty subjects never merge
+    (["[list] news", "Re: [list] News", "other"], b"(1 2)(3)"),
+])
+def test_subject_merging(conv: Conversation, subjects: list[str], expected: bytes) -> None:
+    for index, subject in enumerate(subjects):
+        add(conv, message(subject, day=index + 1, message_id=f"s{index}@x"))
+    conv.select()
+    assert thread(conv) == b"* THREAD " + expected
+
+
+def test_subject_merging_with_dummies(conv: Conversation) -> None:
+    add(conv,
+        message("Re: s", day=1, message_id="a@x", references="<x1@x>"),
+        message("Re: s", day=3, message_id="b@x", references="<x1@x>"),
+        message("s", day=2, message_id="c@x"),
+        message("Re: s", day=5, message_id="d@x", references="<x2@x>"),
+        message("Re: s", day=4, message_id="e@x", references="<x2@x>"),
+        message("Re: t", day=6, message_id="f@x", references="<x3@x>"),
+        message("Re: t", day=7, message_id="g@x", references="<x3@x>"))
+    conv.select()
+    # Two dummy-topped threads and a message share "s": one dummy gathers them all, by date.
+    assert thread(conv) == b"* THREAD ((1)(3)(2)(5)(4))((6)(7))"
+
+
+# -- dates, UIDs, errors ----------------------------------------------------------------------------------
+
+
+def test_sent_date_orders_threads_and_internal_date_stands_in(conv: Conversation) -> None:
+    conv.add_message(data=message("late", day=30, message_id="a@x"), internaldate=BASE)
+    conv.add_message(data=message("undated", message_id="b@x"), internaldate=BASE + 10 * DAY)
+    conv.add_message(data=message("early", day=2, message_id="c@x"), internaldate=BASE + 90 * DAY)
+    conv.add_message(data=message("Re: late", day=1, message_id="d@x", references="<a@x>"), internaldate=BASE)
+    conv.select()
+    assert thread(conv) == b"* THREAD (3)(2)(1 4)"
+    assert thread(conv, "ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (4 1)(3)(2)"
+
+
+def test_uid_thread_and_search_program(conv: Conversation) -> None:
+    add(conv,
+        message("a", day=1, message_id="1@x"),
+        message("gone", day=2, message_id="2@x"),
+        message("Re: a", day=3, message_id="3@x", references="<1@x>"),
+        message("Re: a", day=4, message_id="4@x", references="<1@x> <3@x>"))
+    conv.select()
+    conv.command("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    conv.command("EXPUNGE")
+    conv.script("""
+        C: t1 UID THREAD REFERENCES UTF-8 ALL
+        S: * THREAD (1 3 4)
+        S: t1 OK THREAD completed
+        C: t2 THREAD REFERENCES UTF-8 ALL
+        S: * THREAD (1 2 3)
+        S: t2 OK THREAD completed
+        C: t3 UID THREAD ORDEREDSUBJECT UTF-8 NOT UID 1
+        S: * THREAD (3 4)
+        S: t3 OK THREAD completed
+    """)
+
+
+def test_errors(conv: Conversation) -> None:
+    conv.script("""
+        C: e1 THREAD REFERENCES UTF-8 ALL
+        S: e1 BAD {*}
+    """)
+    conv.select()
+    conv.script("""
+        C: e2 THREAD SUBJECTIVE UTF-8 ALL
+        S: e2 BAD {*}
+        C: e3 THREAD REFERENCES ISO-2022-JP ALL
+        S: e3 NO [BADCHARSET (UTF-8 US-ASCII)] {*}
+        C: e4 THREAD REFERENCES UTF-8 ALL
+        S: * THREAD
+        S: e4 OK THREAD completed
+    """)
+    conv.command("UNSELECT")
+    conv.command("ENABLE UTF8=ACCEPT")
+    conv.select()
+    conv.script("""
+        C: e5 THREAD REFERENCES US-ASCII ALL
+        S: e5 BAD Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
+    """)
+
+
+# -- the pure functions ---------------------------------------------------------------------------------
+
+
+def item(number: int, date: int, subject: str = "", message_id: str | None = None,
+         references: tuple[str, ...] = (), reply: bool = False) -> sorting.ThreadItem:
+    return sorting.ThreadItem(number, date, subject, reply, message_id, references)
+
+
+def render(roots: list[sorting.ThreadNode]) -> bytes:
+    return b"".join(sorting.render_threads(roots))
+
+
+def test_render_shapes() -> None:
+    def node(number: int | None, *children: sorting.ThreadNode) -> sorting.ThreadNode:
+        made = sorting.ThreadNode(item(number, 0) if number is not None else None)
+        made.children = list(children)
+        return made
+
+    tree = node(3, node(6, node(4, node(23)), node(44, node(7, node(96)))))
+    assert render([node(2), tree]) == b"(2)(3 6 (4 23)(44 7 96))"
+    assert render([node(None, node(1), node(2, node(5)))]) == b"((1)(2 5))"
+    assert render([]) == b""
+
+
+def test_long_reference_chains_do_not_recurse() -> None:
+    count = 5000
+    items = [item(number, number, "s", f"m{number}",
+                  tuple(f"m{ref}" for ref in range(max(1, number - 20), number)), reply=number > 1)
+             for number in range(1, count + 1)]
+    roots = sorting.thread_references(items)
+    assert render(roots) == b"(" + b" ".join(b"%d" % number for number in range(1, count + 1)) + b")"
+    # Reversed arrival: every message references the next one's id; the chain builds bottom-up.
+    backwards = [item(number, number, "", f"m{number}", (f"m{number + 1}",) if number < count else ())
+                 for number in range(1, count + 1)]
+    assert render(sorting.thread_references(backwards)) == (
+        b"(" + b" ".join(b"%d" % number for number in range(count, 0, -1)) + b")")
+
+
+def test_render_chunks_large_answers() -> None:
+    roots = sorting.thread_orderedsubject([item(number, number, f"s{number}") for number in range(1, 20001)])
+    chunks = list(sorting.render_threads(roots, chunk=1024))
+    assert len(chunks) > 10
+    assert b"".join(chunks) == b"".join(b"(%d)" % number for number in range(1, 20001))
