@@ -10,7 +10,9 @@ DEV_CFG  := etc/gromox/dev.cfg
 # libcap-dev: python-prctl builds against it. isync (mbsync) and curl: real clients for the
 # end-to-end tests. mandoc/man-db: man page lint and rendering. openssl: TLS checks in tests.
 # systemd (systemd-analyze) and logrotate: checks of the shipped units and logrotate snippet.
-SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate offlineimap3 fetchmail getmail6 mutt
+# postfix: the MTA of the LMTP / auth socket end-to-end test (installed unconfigured: the test
+# runs a private instance with its own configuration directory).
+SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate offlineimap3 fetchmail getmail6 mutt postfix
 PYTEST_ARGS ?=
 
 .PHONY: all run test deps sysdeps lint fuzz bench bench-store devstate clean distclean
@@ -24,6 +26,7 @@ sysdeps:
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
 	  else echo "missing system packages:$$missing — install them as root" >&2; exit 1; fi; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi

@@ -92,6 +92,8 @@ def _parse_frame(frame: str) -> tuple[str, str]:
         if index >= 0:
             path = path[index + 1:]
             break
+        if path.startswith(marker):
+            break
     else:
         if "/lib/python" in path:
             path = path[path.find("/lib/python") + 1:]

@@ -10,7 +10,8 @@ Each protocol has a connection pool of its own (gximap.net.pool.Server), not a s
 its own ``*_context_num`` budget (an IMAP flood cannot starve mail delivery, nor the other way
 round), its own busy reply (``421`` for LMTP), no PROXY protocol and no per-address connection
 limit (the peer is the MTA). The pools are small: one permanent worker each, one more per
-``_SESSIONS_PER_WORKER`` contexts, grown on demand like IMAP's.
+``_SESSIONS_PER_WORKER`` contexts, grown on demand like IMAP's. Message copies are written by
+separate delivery threads (gximap.lmtp.session), so a pool worker never waits for fsync.
 
 UNIX sockets are created with ``unix_socket_mode`` and owned by ``unix_socket_owner`` (default:
 ``running_identity``), so the MTA's user can be let in by group or mode and gximap can still
@@ -37,6 +38,7 @@ log = logging.getLogger("gximap.lmtp")
 
 MTA_SOCKET_NAMES = ("lmtp", "auth")  # systemd FileDescriptorName= values taken by these services
 _SESSIONS_PER_WORKER = 4
+_MAX_DELIVERY_THREADS = 32
 _LMTP_BUSY = b"421 4.3.2 Too many connections, try again later\r\n"
 
 
@@ -49,13 +51,13 @@ def _owner_ids(text: str) -> tuple[int, int]:
     try:
         user = pwd.getpwuid(int(user_name)) if user_name.isdigit() else pwd.getpwnam(user_name)
     except (KeyError, OverflowError):
-        raise MtaConfigError(f"unix_socket_owner: no such user {user_name!r}") from None
+        raise MtaConfigError(f"no such user {user_name!r}") from None
     if not group_name:
         return user.pw_uid, user.pw_gid
     try:
         group = grp.getgrgid(int(group_name)) if group_name.isdigit() else grp.getgrnam(group_name)
     except (KeyError, OverflowError):
-        raise MtaConfigError(f"unix_socket_owner: no such group {group_name!r}") from None
+        raise MtaConfigError(f"no such group {group_name!r}") from None
     return user.pw_uid, group.gr_gid
 
 
@@ -67,6 +69,8 @@ def lmtp_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.sessio
         max_message_size=int(cfg.lmtp_max_message_size),
         max_line_length=int(cfg.lmtp_max_line_length),
         conn_timeout=float(cfg.lmtp_conn_timeout),
+        # Copies stored at once: one per connection that can be in DATA, within reason.
+        delivery_threads=max(2, min(_MAX_DELIVERY_THREADS, int(cfg.lmtp_context_num))),
     )
 
 
@@ -85,6 +89,9 @@ def delivery_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.de
             command = FilterCommand.parse(command_text, timeout=float(cfg.imap_filter_timeout))
         except FilterSyntaxError as exc:
             raise MtaConfigError(f"imap_filter_command: {exc}") from None
+    if command is not None and not os.access(command.program, os.X_OK):
+        log.warning("imap_filter_command: %s is not an executable file (yet); deliveries go to INBOX "
+                    "until it is", command.program)
     return DeliverySettings(spam_header=spam, filter=command)
 
 
@@ -95,12 +102,9 @@ class MtaServices:
         self.auth_addresses = self._addresses(cfg, "auth_listen")
         mode_text = str(cfg.unix_socket_mode or "0660")
         self.socket_mode = int(mode_text, 8)
-        owner_text = str(cfg.unix_socket_owner or cfg.running_identity or "").strip()
         self.socket_owner: tuple[int, int] | None = None
-        if owner_text and os.geteuid() == 0:
-            self.socket_owner = _owner_ids(owner_text)
-        elif cfg.unix_socket_owner:
-            log.warning("unix_socket_owner ignored: not running as root")
+        if any(isinstance(address, str) for address in (*self.lmtp_addresses, *self.auth_addresses)):
+            self.socket_owner = self._socket_owner(cfg)
         # Checked now, so a bad value stops the start rather than the first delivery.
         self._delivery_settings = delivery_settings_from_config(cfg)
         self.lmtp_listeners: list[BoundListener] = []
@@ -108,6 +112,23 @@ class MtaServices:
         self.servers: list[Any] = []
         self._lmtp_ctx: Any = None
         self._auth_ctx: Any = None
+        self._lmtp_server: Any = None
+
+    @staticmethod
+    def _socket_owner(cfg: Config) -> tuple[int, int] | None:
+        explicit = str(cfg.unix_socket_owner or "").strip()
+        source, text = ("unix_socket_owner", explicit) if explicit else \
+            ("running_identity", str(cfg.running_identity or "").strip())
+        if not text:
+            return None
+        if os.geteuid() != 0:
+            if explicit:
+                log.warning("unix_socket_owner ignored: not running as root")
+            return None
+        try:
+            return _owner_ids(text)
+        except MtaConfigError as exc:
+            raise MtaConfigError(f"{source}: {exc}") from None
 
     @staticmethod
     def _addresses(cfg: Config, name: str) -> list[tuple[str, int] | str]:
@@ -161,11 +182,12 @@ class MtaServices:
             agent = DeliveryAgent(store, delivery_map, self._delivery_settings)
             lmtp_ctx = self._lmtp_ctx = LmtpContext(lmtp_settings_from_config(cfg), agent)
             context_num = int(cfg.lmtp_context_num)
-            self.servers.append(Server(
+            self._lmtp_server = Server(
                 self.lmtp_listeners, lambda conn, waker: LmtpSession(lmtp_ctx, conn, waker),
                 context_num=context_num, thread_init_num=1, thread_charge_num=_SESSIONS_PER_WORKER,
                 conn_timeout=float(cfg.lmtp_conn_timeout), ssl_context=None, busy_response=_LMTP_BUSY,
-            ))
+            )
+            self.servers.append(self._lmtp_server)
         if self.auth_listeners:
             auth_ctx = self._auth_ctx = AuthSocketContext(
                 auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg)))
@@ -198,9 +220,14 @@ class MtaServices:
         self.cfg = cfg
 
     def stop(self, grace: float = 3.0) -> None:
+        from gximap.lmtp.session import SHUTDOWN_WAIT
+
         for server in self.servers:
-            server.stop(grace=grace)
+            # LMTP connections finish the copies they are storing before saying goodbye.
+            server.stop(grace=max(grace, SHUTDOWN_WAIT + 1.0) if server is self._lmtp_server else grace)
         self.servers = []
+        if self._lmtp_ctx is not None:
+            self._lmtp_ctx.close()  # copies being stored are finished first
         self.close_listeners()
 
     def close_listeners(self) -> None:

@@ -130,9 +130,13 @@ class MetadataMixin:
         folder_id = _check_folder_id(folder_id)
         if depth not in DEPTHS:
             raise InvalidArgument(f"invalid depth {depth!r}")
-        if isinstance(entries, str):
+        if isinstance(entries, (str, bytes)):
             raise InvalidArgument("entries must be an iterable of entry names")
-        wanted = sorted({normalize_entry(entry) for entry in entries})
+        try:
+            names = list(entries)
+        except TypeError:
+            raise InvalidArgument("entries must be an iterable of entry names") from None
+        wanted = sorted({normalize_entry(entry) for entry in names})
         found: dict[str, bytes] = {}
         with lmdb_errors(), self._env.read() as txn:
             dbs = self._shared.dbs
@@ -170,7 +174,7 @@ class MetadataMixin:
         wanted: dict[str, bytes | None] = {}
         try:
             pairs = [(entry, value) for entry, value in changes]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # not iterable, or an item that is not a pair
             raise InvalidArgument("changes must be an iterable of (entry, value) pairs") from None
         for entry, value in pairs:
             name = normalize_entry(entry, settable=True)

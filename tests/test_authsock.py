@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from conversation import DATA_DIR
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gximap.auth.service import AuthService
 from gximap.authsock.protocol import (
@@ -346,3 +348,18 @@ def test_postfix_style_client_over_unix_and_tcp(store: Store, tmp_path: Path) ->
         assert not errors, errors
     finally:
         server.stop(grace=1.0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([b"VERSION\t1\t1\n", b"CPID\t1\n", b"AUTH\t1\tPLAIN\tservice=smtp\n", b"CONT\t1\tAA==\n",
+                     b"AUTH\t2\tLOGIN\tservice=imap\tresp=YQ==\n", b"CANCEL\t2\n", b"\t\t\n", b"\x01\n"])),
+    max_size=20))
+def test_any_input_gets_replies_or_a_disconnect_never_an_exception(store: Store, chunks: list[bytes]) -> None:
+    client = Client(make_ctx(store))
+    for chunk in chunks:
+        client.session.data_received(chunk)
+        client._run()
+        if client.closed:
+            break

@@ -184,6 +184,31 @@ def test_fetch_changedsince_sets_seen_only_on_returned_messages(conv: Conversati
     assert lines[-1] == b"a1 OK FETCH completed"
 
 
+def test_fetch_changedsince_with_a_message_expunged_elsewhere(conv: Conversation) -> None:
+    """FETCH (not UID FETCH) naming a message another session expunged answers the others and
+    completes with NO [EXPUNGEISSUED] (RFC 2180 section 4.1.2), with CHANGEDSINCE as without."""
+    uids = seed(conv, (), ("\\Deleted",), ())
+    conv.select()
+    mark = highest(conv)
+    flag_uid = uids[2]
+    conv.store.store_flags("alice", conv.folder("INBOX").id, [flag_uid], "add", ["\\Flagged"])
+    conv.store.expunge("alice", conv.folder("INBOX").id)
+    conv.script(f"""
+        C: a1 FETCH 1:3 (FLAGS) (CHANGEDSINCE {mark})
+        S: * OK [HIGHESTMODSEQ {mark}] Highest modification sequence
+        S: * 3 FETCH (MODSEQ ({highest(conv) - 1}) FLAGS (\\Flagged))
+        # the other session's change follows as an update, as after any FETCH
+        S: * 3 FETCH (UID {flag_uid} FLAGS (\\Flagged) MODSEQ ({highest(conv) - 1}))
+        S: a1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist
+        C: a2 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark})
+        S: * 3 FETCH (UID {flag_uid} MODSEQ ({highest(conv) - 1}) FLAGS (\\Flagged))
+        S: a2 OK FETCH completed
+        C: a3 NOOP
+        S: * 2 EXPUNGE
+        S: a3 OK NOOP completed
+    """)
+
+
 def test_implicit_seen_reports_uid_flags_and_new_modseq(conv: Conversation) -> None:
     """RFC 7162 section 3.1: once CONDSTORE-aware, FETCH responses caused by an implicit \\Seen
     carry UID and MODSEQ."""

@@ -31,6 +31,7 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.slow,  # about 10 s, most of it starting gximap and Postfix once for the module
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="Postfix's master process needs root"),
     pytest.mark.skipif(not os.path.exists(POSTFIX), reason="Postfix is not installed (make sysdeps)"),
@@ -407,3 +408,18 @@ def test_filter_and_quarantine_through_postfix(stack: Stack) -> None:
     flags, junk = _wait_for_message(stack, "bob", "hunter2", b"<spam-1@spam.example>", folder="Junk")
     assert b"$FromFilter" not in flags and junk.endswith(spam)
     assert not any(b"<spam-1@" in message for _f, message in _fetch_all(stack, "bob", "hunter2", "INBOX"))
+
+
+def test_shipped_postfix_snippets_are_valid(tmp_path: Path) -> None:
+    """etc/postfix/*.gximap: postconf reads them without a warning (no unknown parameter)."""
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "main.cf").write_text((repo / "etc" / "postfix" / "main.cf.gximap").read_text())
+    (tmp_path / "master.cf").write_text(MASTER_CF.format(smtp_port=25, submission_port=2525)
+                                        + (repo / "etc" / "postfix" / "master.cf.gximap").read_text())
+    postconf = shutil.which("postconf") or "/usr/sbin/postconf"
+    for option in ("-n", "-M"):
+        result = subprocess.run([postconf, "-c", str(tmp_path), option], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    settings = subprocess.run([postconf, "-c", str(tmp_path), "-h", "virtual_transport", "smtpd_sasl_type"],
+                              capture_output=True, text=True, timeout=30).stdout.split()
+    assert settings == ["lmtp:unix:private/gximap-lmtp", "dovecot"]

@@ -341,3 +341,17 @@ def test_line_length_limit(chunk: int) -> None:
     _transaction(proto2)
     drive(proto2, ok_line * 3 + b".\r\n")
     assert messages()[1].failure is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.one_of(
+    st.binary(max_size=80),
+    st.sampled_from([b"LHLO c\r\n", b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<alice@test.example>\r\n",
+                     b"DATA\r\n", b".\r\n", b"..\r\n", b"\r\n", b"RSET\r\n", b"XFORWARD ADDR=1.2.3.4\r\n",
+                     b"MAIL FROM:<> SIZE=99999999999999999999999\r\n", b"RCPT TO:<\"x\\\"@y>\r\n"])),
+    max_size=30))
+def test_any_input_is_answered_never_an_exception(chunks: list[bytes]) -> None:
+    proto = make(max_message_size=300, max_line_length=50, max_command_length=100)
+    for chunk in chunks:
+        drive(proto, chunk)
+        assert proto.buffered <= 100 + 80 or proto.state is State.DATA

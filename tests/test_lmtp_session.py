@@ -10,6 +10,7 @@ import signal
 import smtplib
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,21 @@ def store(tmp_path: Path):
     store.close()
 
 
+_CONTEXTS: list[LmtpContext] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_contexts():
+    yield
+    while _CONTEXTS:
+        _CONTEXTS.pop().close()  # joins the delivery threads
+
+
 def make_context(store: Any, *, table: str = "email_localpart", **delivery: Any) -> LmtpContext:
     agent = DeliveryAgent(store, NameMap.from_directives(table, "auto"), DeliverySettings(**delivery))
-    return LmtpContext(LmtpSettings(host_id="mx.test.example", max_message_size=1 << 20), agent)
+    ctx = LmtpContext(LmtpSettings(host_id="mx.test.example", max_message_size=1 << 20), agent)
+    _CONTEXTS.append(ctx)
+    return ctx
 
 
 class Client:
@@ -53,7 +66,8 @@ class Client:
     def __init__(self, ctx: LmtpContext) -> None:
         conn = ConnectionInfo(peer_host="127.0.0.1", peer_port=40000, local_host="127.0.0.1", local_port=24,
                               tls=False, starttls_available=False, listener="lmtp")
-        self.session = LmtpSession(ctx, conn, lambda: None)
+        self.woken = threading.Event()
+        self.session = LmtpSession(ctx, conn, self.woken.set)
         self.closed = False
         self.session.start()
         self.greeting = self._run()
@@ -62,14 +76,25 @@ class Client:
         out: list[bytes] = []
         for _ in range(10_000):
             more = self.session.process(8)
-            while (item := self.session.next_output()) is not None:
-                if item is TransportAction.CLOSE:
-                    self.closed = True
-                else:
-                    out.append(bytes(item))  # type: ignore[arg-type]
-            if not more:
+            out.extend(self._output())
+            if more:
+                continue
+            if not self.session.delivering:
                 break
+            # Copies are being stored by the delivery threads: wait for the waker, as the pool does.
+            assert self.woken.wait(TIMEOUT), "the waker did not fire"
+            self.woken.clear()
+            self.session.wakeup()
         return b"".join(out).decode("utf-8", "replace").split("\r\n")[:-1]
+
+    def _output(self) -> list[bytes]:
+        out = []
+        while (item := self.session.next_output()) is not None:
+            if item is TransportAction.CLOSE:
+                self.closed = True
+            else:
+                out.append(bytes(item))  # type: ignore[arg-type]
+        return out
 
     def send(self, data: bytes) -> list[str]:
         self.session.data_received(data)
@@ -264,24 +289,56 @@ def test_failing_filter_means_inbox_unchanged(store: Store, tmp_path: Path, capl
 # -- session life -------------------------------------------------------------------------------------
 
 
-def test_shutdown_in_the_middle_leaves_the_rest_unanswered(store: Store) -> None:
-    client = Client(make_context(store))
+class GatedStore:
+    """The store, except that appends wait until the test opens the gate."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.gate = threading.Event()
+
+    def append(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.gate.wait(TIMEOUT)
+        return self._store.append(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_shutdown_while_storing_answers_what_was_stored(store: Store) -> None:
+    gated = GatedStore(store)
+    client = Client(make_context(gated))
     client.send(b"LHLO c\r\n")
     session = client.session
     session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
                           b"DATA\r\n" + WIRE)
-    # Units of work: two RCPT look-ups, the message, the first recipient's copy; then the budget is out.
-    assert session.process(4) is True
-    session.shutdown()
-    out = b""
-    while (item := session.next_output()) is not None and item is not TransportAction.CLOSE:
-        out += bytes(item)  # type: ignore[arg-type]
-    assert item is TransportAction.CLOSE
-    lines = out.decode().split("\r\n")[:-1]
-    assert lines[-2].startswith("250 2.0.0 <alice@test.example>")
+    assert session.process(8) is False and session.delivering  # the copies are being stored
+    opener = threading.Timer(0.1, gated.gate.set)
+    opener.start()
+    session.shutdown()  # waits for the copies, answers them, then says goodbye
+    opener.join()
+    lines = b"".join(client._output()).decode().split("\r\n")[:-1]
+    assert client.closed
+    assert lines[-3].startswith("250 2.0.0 <alice@test.example>")
+    assert lines[-2].startswith("250 2.0.0 <bob@test.example>")
     assert lines[-1] == "421 4.3.2 mx.test.example Service shutting down"
-    assert len(stored(store, "alice")) == 1 and stored(store, "bob") == []
+    assert len(stored(store, "alice")) == 1 and len(stored(store, "bob")) == 1
     session.connection_lost()
+
+
+def test_lost_connection_drops_copies_not_started(store: Store) -> None:
+    gated = GatedStore(store)
+    ctx = make_context(gated)
+    ctx.settings = LmtpSettings(host_id="mx", max_message_size=1 << 20, delivery_threads=1)
+    client = Client(ctx)
+    client.send(b"LHLO c\r\n")
+    session = client.session
+    session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
+                          b"DATA\r\n" + WIRE)
+    assert session.process(8) is False and session.delivering
+    session.connection_lost()  # bob's copy waits for the one delivery thread: it is dropped
+    gated.gate.set()
+    ctx.close()
+    assert len(stored(store, "alice")) == 1 and stored(store, "bob") == []
 
 
 def test_idle_timeout(store: Store) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from conversation import DATA_DIR, Conversation
 
+from gximap import config
+from gximap.daemon import settings_from_config
 from midb import errors
 from midb.keys import folder_key
 from midb.metadata import SERVER, normalize_entry
@@ -95,6 +97,8 @@ def test_invalid_lookups(store):
         store.get_metadata("alice", SERVER, ["/private/x"], depth="2")
     with pytest.raises(errors.InvalidArgument):
         store.get_metadata("alice", SERVER, "/private/x")
+    with pytest.raises(errors.InvalidArgument):
+        store.get_metadata("alice", SERVER, 42)  # type: ignore[arg-type]
     with pytest.raises(errors.NoSuchFolder):
         store.get_metadata("alice", 999, ["/private/x"])
     with pytest.raises(errors.NoSuchFolder):
@@ -416,3 +420,15 @@ def test_works_in_selected_state_and_per_account(conv):
         S: * METADATA INBOX (/private/comment NIL)
         S: b1 OK GETMETADATA completed
     """)
+
+
+def test_directives_reach_the_sessions(tmp_path):
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_metadata_comment = Maintenance on Sunday\nimap_metadata_admin = tel:+1-555-0100\n"
+                    "imap_metadata_max_size = 2K\nimap_metadata_max_entries = 12\n")
+    settings = settings_from_config(config.load_config([str(path)], required=True))
+    assert (settings.metadata_comment, settings.metadata_admin) == ("Maintenance on Sunday", "tel:+1-555-0100")
+    assert (settings.metadata_max_size, settings.metadata_max_entries) == (2048, 12)
+    path.write_text("imap_metadata_max_size = 512\n")  # RFC 5464 4.1: at least 1024 octets
+    with pytest.raises(config.ConfigError):
+        config.load_config([str(path)], required=True)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 from conversation import Conversation
 
+from gximap import config
+from gximap.daemon import settings_from_config
+from gximap.session.context import Settings
+
 
 def message(size: int) -> bytes:
     """A message of exactly ``size`` octets."""
@@ -232,3 +236,17 @@ def test_status_deleted_and_deleted_storage(conv):
         S: * STATUS Trash (DELETED 0 DELETED-STORAGE 0)
         S: a2 OK STATUS completed
     """)
+
+
+def test_quota_admins_directive_reaches_the_sessions(tmp_path):
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_quota_admins = root, Alice\n")
+    settings = settings_from_config(config.load_config([str(path)], required=True))
+    assert settings.quota_admins == ("root", "Alice")
+    assert config.lookup("imap_quota_admins").reloadable
+    with Conversation(tmp_path / "server") as conv:
+        conv.login()
+        assert "QUOTASET" not in capabilities(conv)
+        conv.ctx.reload(Settings(quota_admins=settings.quota_admins))  # SIGHUP
+        assert "QUOTASET" in capabilities(conv)  # names compare case-insensitively
+        conv.command('SETQUOTA "" (MESSAGE 10)')

@@ -9,8 +9,7 @@ cannot be reproduced, and each adaptation is commented:
 * human-readable response texts are ``{*}`` (they are ours, from data/imap_code.txt);
 * UIDVALIDITY is whatever the store chose (``{n}``);
 * untagged responses come in our order where the RFC does not fix one (SELECT, EXPUNGE, FETCH
-  items: UID first) and system flags in the canonical order \\Answered \\Flagged \\Deleted \\Seen
-  \\Draft;
+  items: UID first), and flags are sorted (``\\Recent`` last);
 * PERMANENTFLAGS lists every flag (the examples show a server with a limited set);
 * UIDPLUS adds APPENDUID / COPYUID codes to the tagged OKs;
 * midb has no ``\\Noselect`` placeholders: a parent is a real mailbox, so DELETE of a parent
@@ -49,15 +48,14 @@ def _message(number: int, sender: str = "Fred Foobar <foobar@Blurdybloop.COM>", 
             f"{body or f'text of message {number}'}\r\n").encode()
 
 
-def _fill(conv: Conversation, mailbox: str, count: int, *, seen: Iterable[int] = (), unseen: Iterable[int] = (),
+def _fill(conv: Conversation, mailbox: str, count: int, *, unseen: Iterable[int] = (),
           uids: dict[int, int] | None = None, user: str = "alice") -> None:
-    """Append ``count`` messages; all are \\Seen unless listed in ``unseen`` (or, when ``seen``
-    is given, only those listed there are). ``uids`` forces the UID of some message numbers."""
-    seen_set, unseen_set = set(seen), set(unseen)
+    """Append ``count`` messages, all \\Seen except the numbers in ``unseen``; ``uids`` forces
+    the UID of some message numbers."""
+    unseen_set = set(unseen)
     folder = conv.folder(mailbox, user)
     for number in range(1, count + 1):
-        is_seen = number in seen_set if seen_set else number not in unseen_set
-        conv.store.append(user, folder.id, _message(number), flags=(SEEN,) if is_seen else (),
+        conv.store.append(user, folder.id, _message(number), flags=() if number in unseen_set else (SEEN,),
                           uid=(uids or {}).get(number))
 
 
@@ -95,18 +93,18 @@ def test_6_1_2_noop_reports_pending_updates(conv):
     conv.login()
     _fill(conv, "INBOX", 20)
     _claim_recent(conv, "INBOX")
-    _fill_more = [conv.add_message(flags=[SEEN]) for _ in range(3)]  # messages 21-23: recent
+    recent_uids = [conv.add_message(flags=[SEEN]) for _ in range(3)]  # messages 21-23: recent
     conv.select()
     other = conv.second_session()
     other.login()
     other.select()
-    other.command(f"UID STORE {_fill_more[1]} +FLAGS.SILENT (\\Deleted)")
-    other.command(f"UID EXPUNGE {_fill_more[1]}")
+    other.command(f"UID STORE {recent_uids[1]} +FLAGS.SILENT (\\Deleted)")
+    other.command(f"UID EXPUNGE {recent_uids[1]}")
     other.command("STORE 14 +FLAGS.SILENT (\\Seen \\Deleted)")
     conv.add_message()
     conv.script("""
         C: a002 NOOP
-        # RFC: S: * 14 FETCH (FLAGS (\\Seen \\Deleted)) - same flags, canonical order
+        # RFC: * 14 FETCH (FLAGS (\\Seen \\Deleted)) - the same flags, sorted
         S: * 22 EXPUNGE
         S: * 23 EXISTS
         S: * 3 RECENT
@@ -523,7 +521,7 @@ def test_6_4_4_search(conv):
         flagged = number in (2, 10, 20, 84, 882)
         sender = "John Smith <smith@example.org>" if number == 10 else "Fred Foobar <foobar@example.org>"
         body = "k\xe4se \xe4\xf6\xfc" if number == 43 else ""
-        items.append((_message(number, sender, body), (FLAGGED,) if flagged else (), 
+        items.append((_message(number, sender, body), (FLAGGED,) if flagged else (),
                       before if number == 20 else after, 0))
     conv.store.append_many("alice", conv.folder("INBOX").id, items)
     conv.select()
@@ -586,7 +584,8 @@ def test_6_4_5_fetch(conv):
 
 def test_6_4_5_fetch_macros_and_peek(conv):
     conv.login()
-    conv.add_message(data=b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n", internaldate=_epoch("17-Jul-1996 09:44:25"))
+    conv.add_message(data=b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n",
+                     internaldate=_epoch("17-Jul-1996 09:44:25"))
     _claim_recent(conv, "INBOX")
     conv.select()
     conv.script("""
@@ -948,5 +947,5 @@ def test_8_sample_imap4rev1_connection(tmp_path):
             C: a006 logout
             S: * BYE {*}
             S: a006 OK {*}
-        """)  # noqa: E501 - the FETCH line is one line on the wire
+        """)
         assert conv.closed

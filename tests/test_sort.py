@@ -285,6 +285,26 @@ def test_esort_save_feeds_dollar(conv: Conversation) -> None:
     """)
 
 
+def test_modseq_criterion_adds_the_highest_modseq(conv: Conversation) -> None:
+    """RFC 7162 section 3.1.5: SORT with a MODSEQ search key reports the highest mod-sequence of
+    the messages found; an empty result carries none."""
+    five_messages(conv)
+    conv.select()
+    conv.command("STORE 3 +FLAGS.SILENT (\\Flagged)")
+    top = max(meta.modseq for meta in conv.store.messages("alice", conv.folder("INBOX").id))
+    conv.script(f"""
+        C: q1 SORT (ARRIVAL) UTF-8 MODSEQ 1
+        S: * SORT 2 3 5 4 1 (MODSEQ {top})
+        S: q1 OK SORT completed
+        C: q2 SORT RETURN (COUNT) (ARRIVAL) UTF-8 MODSEQ {top}
+        S: * ESEARCH (TAG "q2") COUNT 1 MODSEQ {top}
+        S: q2 OK SORT completed
+        C: q3 SORT (ARRIVAL) UTF-8 MODSEQ {top + 1}
+        S: * SORT
+        S: q3 OK SORT completed
+    """)
+
+
 # -- errors, states, UTF8=ACCEPT ------------------------------------------------------------------
 
 
@@ -372,7 +392,7 @@ def test_arrival_and_size_never_read_digests_subject_reads_each_once(conv: Conve
 
 
 def _keys(subject: str = "", date: int | None = None) -> sorting.MessageKeys:
-    return sorting.MessageKeys(date, subject, "", "", "", "", "", None, (), False)
+    return sorting.MessageKeys(date, subject, "", "", "", "", "", None, "", False)
 
 
 def test_sort_records_is_stable_lexicographic() -> None:
@@ -403,20 +423,27 @@ def test_sort_records_100000_by_arrival_and_size_is_fast() -> None:
     assert elapsed < 2.0, elapsed
 
 
-def test_key_cache_bounds_and_evicts_oldest() -> None:
+def test_key_cache_is_bounded_and_survives_repeated_scans() -> None:
     from midb.mime import digest
 
-    cache = sorting.KeyCache(capacity=16)
+    cache = sorting.KeyCache(capacity=16, rng=random.Random(6855))
     loads: list[str] = []
 
     def load(blob: str) -> Any:
         loads.append(blob)
-        return digest(b"Subject: Re: " + blob.encode() + b"\r\n\r\n")
+        return digest(b"Subject: Re: " + blob.encode() + b"\r\nReferences: <a@x> <b@x>\r\n\r\n")
 
     for index in range(40):
-        assert cache.get(f"blob{index}", load).subject == f"BLOB{index}"
+        keys = cache.get(f"blob{index}", load)
+        assert keys.subject == f"BLOB{index}" and keys.reply and keys.references == "a@x b@x"
         assert len(cache) <= 16
-    assert cache.get("blob39", load).reply is True
-    assert len(loads) == 40  # the newest entry is still cached
-    cache.get("blob0", load)
-    assert len(loads) == 41  # the oldest was evicted
+    assert len(loads) == 40
+    assert "blob39" in cache  # the newest entry is never the one evicted
+    cache.get("blob39", load)
+    assert len(loads) == 40
+    # Scanning a "folder" larger than the cache again and again still finds some keys cached
+    # (with LRU or FIFO eviction every lookup of such a scan would miss).
+    for _ in range(3):
+        for index in range(20):
+            cache.get(f"blob{index}", load)
+    assert len(loads) < 40 + 3 * 20

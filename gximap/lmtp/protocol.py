@@ -75,7 +75,8 @@ class Reply:
 
     def encode(self) -> bytes:
         text = _CONTROL_RE.sub("?", self.text)
-        return f"{self.code} {self.status} {text}\r\n".encode()
+        # Replies are ASCII (a folder or address with other characters is shown escaped).
+        return f"{self.code} {self.status} {text}\r\n".encode("ascii", "backslashreplace")
 
     def __str__(self) -> str:
         return f"{self.code} {self.status} {self.text}"

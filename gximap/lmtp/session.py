@@ -1,18 +1,19 @@
 """One LMTP connection: the ProtocolHandler between the pool and gximap.lmtp.protocol / .delivery.
 
 The pool's worker threads run it like an IMAP session (gximap.net.handler). Recipient look-ups
-happen when a RCPT is parsed; after the final dot each accepted recipient's copy is stored as one
-unit of the work budget, and its reply is queued as soon as the store has it durably, so the
-pool flushes replies between recipients and requeues the connection behind others in between
-(one big multi-recipient message does not hold a worker for the whole of its delivery).
+happen when a RCPT is parsed. After the final dot the recipients' copies are stored in parallel
+by the delivery threads (LmtpContext.executor): a durable store write waits for the disk (fsync),
+and the file system commits concurrent writes together, so ten recipients cost little more than
+one, and the pool's workers never sit in fsync. Each finished copy fires the connection's waker;
+replies go out strictly in recipient order, each as soon as it and those before it are stored.
 
-Shutdown or an idle time-out while recipients are still pending: ``421`` and close; the MTA got no
-reply for those recipients, so it keeps the message queued for them (never lost, never stored
-twice for a recipient that already got its 250).
+Shutdown: copies already being stored are waited for (up to ``SHUTDOWN_WAIT``) and answered, then
+``421``; a recipient left without a reply stays queued at the MTA, which retries it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import threading
@@ -28,6 +29,8 @@ __all__ = ["LmtpContext", "LmtpSession", "LmtpSettings"]
 
 log = logging.getLogger("gximap.lmtp")
 
+SHUTDOWN_WAIT = 10.0  # seconds a stopping server waits for copies already being stored
+
 
 @dataclass(frozen=True, slots=True)
 class LmtpSettings:
@@ -36,32 +39,48 @@ class LmtpSettings:
     max_line_length: int = 64 * 1024  # CRLF included; 0 = unlimited
     conn_timeout: float = 300.0
     max_recipients: int = 1000
+    delivery_threads: int = 16  # copies stored at once, over all connections
 
 
 @dataclass
 class LmtpContext:
     """What every LMTP session of the process shares. ``settings`` and ``agent.settings`` are
-    replaced as a whole on reload."""
+    replaced as a whole on reload. close() stops the delivery threads (after their work)."""
 
     settings: LmtpSettings
     agent: DeliveryAgent
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def next_id(self) -> int:
         with self._lock:
             return next(self._ids)
 
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=max(1, self.settings.delivery_threads), thread_name_prefix="gximap-delivery")
+            return self._executor
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
 
 class _Delivery:
-    """A complete message whose recipients are being stored one by one."""
+    """A complete message whose recipients' copies are being stored."""
 
     __slots__ = ("event", "prepared", "pending", "delivery_id")
 
     def __init__(self, event: MessageComplete, prepared: PreparedMessage, delivery_id: str) -> None:
         self.event = event
         self.prepared = prepared
-        self.pending: deque[Recipient] = deque(event.envelope.recipients)
+        self.pending: deque[tuple[Recipient, concurrent.futures.Future[Reply]]] = deque()
         self.delivery_id = delivery_id
 
 
@@ -71,6 +90,7 @@ class LmtpSession:
     def __init__(self, ctx: LmtpContext, conn: ConnectionInfo, waker: Waker) -> None:
         self.ctx = ctx
         self.conn = conn
+        self.waker = waker
         self.id = f"L{ctx.next_id():x}"
         settings = ctx.settings
         self.settings = settings
@@ -90,12 +110,17 @@ class LmtpSession:
     def data_received(self, data: bytes) -> None:
         self.proto.receive(data)
 
+    @property
+    def delivering(self) -> bool:
+        """Copies of a message are being stored (the waker fires as each one is done)."""
+        return self._delivery is not None
+
     def process(self, budget: int) -> bool:
         proto = self.proto
         while budget > 0:
             if self._delivery is not None:
-                self._deliver_next()
-                budget -= 1
+                if not self._collect_results():
+                    return False  # the rest is still being stored: the waker brings us back
                 continue
             if proto.closing:
                 return False
@@ -125,9 +150,16 @@ class LmtpSession:
         self.proto.goodbye(Reply(421, "4.4.2", f"{self.settings.host_id} Error: timeout exceeded"))
 
     def wakeup(self) -> None:
-        """LMTP sessions watch nothing in the store."""
+        """A copy was stored: process() sends the replies that are due."""
 
     def shutdown(self) -> None:
+        delivery = self._delivery
+        if delivery is not None:
+            # Copies not started yet are dropped (the MTA keeps them); started ones are finished
+            # and answered, so no recipient is stored and then retried.
+            futures = [future for _rcpt, future in delivery.pending if not future.cancel()]
+            concurrent.futures.wait(futures, timeout=SHUTDOWN_WAIT)
+            self._collect_results()
         self._abandon("server shutdown")
         self.proto.goodbye(Reply(421, "4.3.2", f"{self.settings.host_id} Service shutting down"))
 
@@ -158,25 +190,43 @@ class LmtpSession:
             self.proto.message_done()
             return
         delivery_id = f"{self.id}.{self._messages}"
-        prepared = self.ctx.agent.prepare(event.envelope, event.body)
-        self._delivery = _Delivery(event, prepared, delivery_id)
+        agent = self.ctx.agent
+        prepared = agent.prepare(event.envelope, event.body)
+        delivery = self._delivery = _Delivery(event, prepared, delivery_id)
+        executor = self.ctx.executor
+        for recipient in event.envelope.recipients:
+            future = executor.submit(agent.deliver, prepared, recipient, delivery_id=delivery_id)
+            delivery.pending.append((recipient, future))
+            future.add_done_callback(self._copy_done)
 
-    def _deliver_next(self) -> None:
+    def _copy_done(self, _future: concurrent.futures.Future[Reply]) -> None:
+        self.waker()  # any thread: the pool serves the connection soon
+
+    def _collect_results(self) -> bool:
+        """Reply for every finished copy at the head of the queue; True once all are answered."""
         delivery = self._delivery
         assert delivery is not None
-        recipient = delivery.pending.popleft()
-        try:
-            reply = self.ctx.agent.deliver(delivery.prepared, recipient, delivery_id=delivery.delivery_id)
-        except Exception:  # noqa: BLE001 - a bug must cost a retry, not the connection or the mail
-            log.exception("%s: delivery %s to <%s> failed", self.id, delivery.delivery_id, recipient.address)
-            reply = Reply(451, "4.3.0", "Internal error, try again later")
-        self.proto.reply(reply)
-        if not delivery.pending:
-            self._delivery = None
-            self.proto.message_done()
+        while delivery.pending and delivery.pending[0][1].done():
+            recipient, future = delivery.pending.popleft()
+            if future.cancelled():
+                return False  # shutting down: leave the rest unanswered
+            try:
+                reply = future.result()
+            except Exception:  # noqa: BLE001 - a bug must cost a retry, not the connection or the mail
+                log.exception("%s: delivery %s to <%s> failed", self.id, delivery.delivery_id, recipient.address)
+                reply = Reply(451, "4.3.0", "Internal error, try again later")
+            self.proto.reply(reply)
+        if delivery.pending:
+            return False
+        self._delivery = None
+        self.proto.message_done()
+        return True
 
     def _abandon(self, why: str) -> None:
         delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            for _recipient, future in delivery.pending:
+                future.cancel()  # not started yet: nobody will hear of it, so do not store it
         if delivery is not None and delivery.pending:
             log.warning("%s: %s: delivery %s left %d recipient(s) unanswered; the MTA will retry them",
                         self.id, why, delivery.delivery_id, len(delivery.pending))

@@ -6,6 +6,9 @@ up with the store by asking "what changed since modseq N" (``Store.changes_since
 mechanism for NOOP, IDLE and the updates sent after every command. Expunges by other sessions
 stay in the view (as numbers the client still knows) until a command that may send EXPUNGE
 completes (RFC 3501 section 7.4.1).
+
+For CONDSTORE/QRESYNC clients the view also tracks which HIGHESTMODSEQ the client may safely
+resynchronise from (``full_modseq``, ``highestmodseq_report``; see gximap.session.condstore).
 """
 
 from __future__ import annotations
@@ -54,9 +57,17 @@ class SelectedMailbox:
 
     @property
     def condstore(self) -> bool:
-        """The connection is CONDSTORE-aware: FETCH responses carry UID and MODSEQ."""
+        """The connection is CONDSTORE-aware: FETCH responses carry UID and MODSEQ. Awareness
+        belongs to the connection (RFC 7162 section 3.1), so it lives in ``session.enabled``;
+        handlers enable it with ``gximap.session.condstore.enable`` (which also announces the
+        HIGHESTMODSEQ); setting True here is kept for callers that only need the flag."""
         enabled = self.session.enabled
         return "CONDSTORE" in enabled or "QRESYNC" in enabled
+
+    @condstore.setter
+    def condstore(self, value: bool) -> None:
+        if value:
+            self.session.enabled.add("CONDSTORE")
 
     # -- opening -------------------------------------------------------------------------------
 

@@ -36,6 +36,11 @@ from midb import errors as midb_errors
 
 _load_commands()
 
+# Literal octets one command may carry before authentication. A client needs literals then only
+# for LOGIN's user name and password; without a cap a stranger could make the server buffer a
+# whole message (imap_max_literal_size) per connection before saying who it is.
+PREAUTH_MAX_LITERAL = 8192
+
 
 class _Running:
     """The command currently producing output."""
@@ -152,6 +157,7 @@ class ImapSession:
                 return True
             if self._input_blocked:
                 return False
+            self.framer.max_literal = self._literal_limit()
             event = self.framer.next_event()
             if event is None:
                 return False
@@ -261,9 +267,16 @@ class ImapSession:
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
+    def _literal_limit(self) -> int:
+        limit = self.settings.max_literal
+        if self.state is State.NOT_AUTHENTICATED:
+            return min(limit, PREAUTH_MAX_LITERAL)
+        return limit
+
     def _frame_error(self, event: FrameError) -> None:
         tag = event.tag
-        if event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in (b"APPEND", b"UID"):
+        if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in (b"APPEND", b"UID")
+                and self.state is not State.NOT_AUTHENTICATED):
             line = b"NO [TOOBIG] " + self.text(Code.NO_MESSAGE_TOO_BIG)
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:
             line = b"BAD " + self.text(Code.BAD_LINE_TOO_LONG)

@@ -1,4 +1,9 @@
-"""Opening and closing mailboxes: SELECT EXAMINE CHECK CLOSE UNSELECT, and IDLE (RFC 2177)."""
+"""Opening and closing mailboxes: SELECT EXAMINE CHECK CLOSE UNSELECT, and IDLE (RFC 2177).
+
+SELECT/EXAMINE take RFC 7162's CONDSTORE and QRESYNC parameters: CONDSTORE-aware sessions get
+``[HIGHESTMODSEQ]``, and QRESYNC (after ENABLE QRESYNC, else BAD) resynchronises the client's
+cache with VANISHED (EARLIER) and FETCH responses (gximap.session.condstore).
+"""
 
 from __future__ import annotations
 

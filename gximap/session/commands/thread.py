@@ -32,7 +32,8 @@ def thread_items(session: Any, records: list[Any], uid: bool) -> list[sorting.Th
     for number, meta, key in zip(numbers, records, keys, strict=True):
         # RFC 5256 section 2.2: the internal date stands in for a missing or unusable Date:.
         date = key.date if key.date is not None else meta.internaldate
-        items.append(sorting.ThreadItem(number, date, key.subject, key.reply, key.message_id, key.references))
+        items.append(sorting.ThreadItem(number, date, key.subject, key.reply, key.message_id,
+                                        tuple(key.references.split())))
     return items
 
 

@@ -1,0 +1,229 @@
+"""The benchmark harness (bench/): its client parser and report offline, and tiny real runs.
+
+The real runs start gximap (and Dovecot / pymap when they are installed; never installed here) on
+127.0.0.1 with ephemeral ports, in tmp_path, for a couple of seconds each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import __main__ as bench_main  # noqa: E402
+from bench import messages, report, servers  # noqa: E402
+from bench.client import ImapConnection, dot_stuff  # noqa: E402
+from bench.loadgen import percentile, summarize  # noqa: E402
+
+# -- offline ----------------------------------------------------------------------------------------
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def test_client_reassembles_responses_split_anywhere_including_literals() -> None:
+    async def scenario() -> None:
+        connection = ImapConnection()
+        transport = _Transport()
+        connection.connection_made(transport)
+        stream = (b"* OK [CAPABILITY IMAP4rev1 LITERAL+] ready\r\n"
+                  b"* 3 EXISTS\r\n"
+                  b"* 1 FETCH (UID 7 BODY[] {12}\r\nab\r\ncd}\r\n{3}\r\n)\r\n"
+                  b"* 2 FETCH (UID 9 FLAGS (\\Seen))\r\n"
+                  b"a1 OK [APPENDUID 5 11] done\r\n")
+        # Feed the bytes in awkward pieces: 1 byte, then 5, then 7, ... across literal boundaries.
+        pieces = []
+        position, size = 0, 1
+        while position < len(stream):
+            pieces.append(stream[position:position + size])
+            position += size
+            size = size % 9 + 2
+        for piece in pieces[:3]:
+            connection.data_received(piece)
+        reply_future = connection.send(b"UID FETCH 7,9 (BODY[] FLAGS)", collect=True)
+        for piece in pieces[3:]:
+            connection.data_received(piece)
+        reply = await asyncio.wait_for(reply_future, 1)
+        assert transport.written == b"a1 UID FETCH 7,9 (BODY[] FLAGS)\r\n"
+        assert reply.ok and reply.append_uid() == 11
+        assert reply.uids() == [7, 9]
+        assert reply.untagged[0] == b"* 1 FETCH (UID 7 BODY[] {12}\r\nab\r\ncd}\r\n{3}\r\n)"
+        assert connection.exists == 3
+        connection.data_received(b"* 2 EXPUNGE\r\n")
+        assert connection.exists == 2
+        connection.connection_lost(None)
+        assert connection.closed.done()
+
+    asyncio.run(scenario())
+
+
+def test_client_counts_search_and_esearch_hits() -> None:
+    from bench.client import Reply
+
+    assert Reply(b"OK", b"a OK", [b"* SEARCH 1 5 9"]).search_hits() == 3
+    assert Reply(b"OK", b"a OK", [b"* SEARCH"]).search_hits() == 0
+    assert Reply(b"OK", b"a OK", [b'* ESEARCH (TAG "a") COUNT 42']).search_hits() == 42
+    assert Reply(b"OK", b"a OK", [b"* OK [HIGHESTMODSEQ 77] x"]).highest_modseq() == 77
+
+
+def test_dot_stuffing() -> None:
+    assert dot_stuff(b".a\r\n.b\r\nc") == b"..a\r\n..b\r\nc\r\n"
+
+
+def test_messages_are_deterministic_and_hits_predictable() -> None:
+    assert messages.make_message(1234) == messages.make_message(1234)
+    assert messages.make_message(1) != messages.make_message(2)
+    expected = messages.expected_hits(2000)
+    subject_hits = sum(messages.SUBJECT_NEEDLE.encode() in messages.make_message(n).split(b"\r\n\r\n", 1)[0]
+                       for n in range(1, 2001))
+    body_hits = sum(messages.BODY_NEEDLE.encode() in messages.make_message(n).split(b"\r\n\r\n", 1)[1]
+                    for n in range(1, 2001))
+    assert (expected["subject"], expected["body"]) == (subject_hits, body_hits) == (2, 2)
+    assert expected["unseen"] == sum(1 for n in range(1, 2001) if not messages.is_seen(n))
+
+
+def test_summarize_and_percentiles() -> None:
+    assert percentile([1.0, 2.0, 3.0], 0.5) == 2.0
+    assert math.isnan(percentile([], 0.5))
+    results = [
+        {"latencies": {"LOGIN": [0.010, 0.020]}, "errors": {"APPEND": 1}, "samples": ["x"], "cpu": 1.0, "wall": 10.0},
+        {"latencies": {"LOGIN": [0.030], "APPEND": [0.005]}, "errors": {}, "samples": [], "cpu": 2.0, "wall": 10.0},
+        {"error": "worker died"},
+    ]
+    summary = summarize(results, 2.0)
+    assert summary["commands"]["LOGIN"]["ops"] == 3
+    assert summary["commands"]["LOGIN"]["ops_per_s"] == 1.5
+    assert summary["commands"]["LOGIN"]["p50_ms"] == pytest.approx(20.0)
+    assert summary["commands"]["APPEND"]["errors"] == 1
+    assert summary["total_ops"] == 4 and summary["errors"] == 1
+    assert summary["loadgen_cpu_pct"] == pytest.approx(30.0)
+    assert summary["worker_failures"] == ["worker died"]
+
+
+def test_table_shows_values_and_ratios() -> None:
+    def server(rate: float, p50: float) -> dict:
+        return {"status": "ok", "version": "1", "workloads": {
+            "mixed-10": {"status": "ok", "total_ops_per_s": rate, "errors": 0,
+                         "commands": {"LOGIN": {"ops_per_s": rate / 10, "p50_ms": p50, "p99_ms": p50 * 3}}},
+            "delivery": {"status": "n/a"}}}
+
+    results = {"scale": {"mixed_clients": [10]},
+               "servers": {"gximap": server(500.0, 2.0), "dovecot": server(1000.0, 1.0), "pymap": server(50.0, 8.0)}}
+    table = report.format_table(results)
+    row = next(line for line in table.splitlines() if line.startswith("mixed, 10 clients: total ops/s"))
+    assert row.split()[-5:] == ["500", "1,000", "50", "0.50", "10.00"]
+    p50 = next(line for line in table.splitlines() if "LOGIN p50 ms" in line)
+    assert p50.split()[-5:] == ["2", "1", "8", "2.00", "0.25"]
+    delivery = next(line for line in table.splitlines() if line.startswith("LMTP delivery"))
+    assert delivery.split()[-3:] == ["n/a", "n/a", "n/a"]
+
+
+# -- real runs --------------------------------------------------------------------------------------
+
+
+def _run(tmp_path: Path, *options: str) -> dict:
+    args = bench_main.build_parser().parse_args([
+        "--no-install", "--workdir", str(tmp_path / "run"), "--results", str(tmp_path / "results"),
+        "--clients", "2", "--duration", "2", "--seed", "20", "--large", "200", "--idle", "20",
+        "--login-duration", "2", "--lmtp-duration", "2", "--step-timeout", "30", *options])
+    lines: list[str] = []
+    results = bench_main.run(args, log=lines.append)
+    path = report.write_json(results, tmp_path / "results")
+    assert json.loads(path.read_text())["servers"].keys() == results["servers"].keys()
+    assert not servers.RUNNING, "a server was left running"
+    assert not (tmp_path / "run").exists()
+    return results
+
+
+def _check_mixed(record: dict) -> None:
+    mixed = record["workloads"]["mixed-2"]
+    assert mixed["status"] == "ok", mixed
+    assert mixed["errors"] == 0, mixed["error_samples"]
+    for command in ("LOGIN", "SELECT", "FETCH_ENVELOPE", "FETCH_BODY", "STORE", "APPEND", "EXPUNGE"):
+        assert mixed["commands"][command]["ops"] > 0, command
+        assert mixed["commands"][command]["p99_ms"] >= mixed["commands"][command]["p50_ms"] > 0
+
+
+def _check_large(record: dict) -> None:
+    large = record["workloads"]["large"]
+    assert large["status"] == "ok", large
+    steps = large["steps"]
+    expected = messages.expected_hits(200)
+    assert steps["SELECT"]["exists"] == 200
+    assert steps["UID FETCH 1:* (UID FLAGS)"]["responses"] == 200
+    assert steps["UID SEARCH UNSEEN"]["hits"] == expected["unseen"]
+    assert steps["SEARCH SUBJECT"]["hits"] == expected["subject"]
+    assert steps["SEARCH BODY"]["hits"] == expected["body"]
+    resync = steps["CONDSTORE resync"]
+    assert resync["status"] in ("ok", "n/a"), resync
+    if resync["status"] == "ok":
+        assert resync["changed"] == resync["expected"] == 200
+
+
+@pytest.mark.slow
+def test_smoke_gximap_mixed_and_large_mailbox(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--servers", "gximap", "--workloads", "mixed,large")
+    record = results["servers"]["gximap"]
+    assert record["status"] == "ok", record.get("detail")
+    _check_mixed(record)
+    _check_large(record)
+    assert "mixed, 2 clients: total ops/s" in report.format_table(results)
+
+
+@pytest.mark.slow
+def test_smoke_gximap_idle_login_delivery(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--servers", "gximap", "--workloads", "idle,login,delivery")
+    record = results["servers"]["gximap"]
+    assert record["status"] == "ok", record.get("detail")
+    idle = record["workloads"]["idle"]
+    assert idle["sessions"] == 20 and idle["failed"] == 0, idle
+    assert idle["wakeup"]["notified"] == idle["wakeup"]["sessions_watched"] == 2, idle["wakeup"]
+    for scheme in servers.SCHEMES:
+        login = record["workloads"][f"login-{scheme}"]
+        assert login["status"] == "ok" and login["errors"] == 0, login
+        assert login["logins_per_s"] > 0
+    delivery = record["workloads"]["delivery"]
+    if servers.gximap_lmtp_directive() is None:
+        assert delivery["status"] == "n/a"
+    else:
+        assert delivery["status"] == "ok" and delivery["errors"] == 0, delivery
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(servers.DovecotServer.missing() is not None, reason="Dovecot is not installed")
+def test_smoke_dovecot(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--servers", "dovecot", "--workloads", "mixed,large")
+    record = results["servers"]["dovecot"]
+    assert record["status"] == "ok", record.get("detail")
+    _check_mixed(record)
+    _check_large(record)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(servers.PymapServer.missing() is not None, reason="pymap is not installed")
+def test_smoke_pymap(tmp_path: Path) -> None:
+    results = _run(tmp_path, "--servers", "pymap", "--workloads", "mixed")
+    record = results["servers"]["pymap"]
+    assert record["status"] == "ok", record.get("detail")
+    _check_mixed(record)

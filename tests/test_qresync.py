@@ -1,0 +1,503 @@
+"""QRESYNC conversations (RFC 7162 section 3.2): ENABLE QRESYNC, SELECT/EXAMINE (QRESYNC ...),
+VANISHED (EARLIER) from midb's expunge tombstones, UID FETCH ... (CHANGEDSINCE n VANISHED), VANISHED
+instead of EXPUNGE, [CLOSED], and the HIGHESTMODSEQ a resynchronising client may trust.
+
+The RFC's examples are replayed with the numbers of a fresh midb folder, their structure kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+from gximap.session import condstore
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def seed(conv: Conversation, count: int, mailbox: str = "INBOX") -> list[int]:
+    """``count`` messages, already seen by another session (no \\Recent)."""
+    uids = [conv.add_message(mailbox) for _ in range(count)]
+    conv.store.claim_recent("alice", conv.folder(mailbox).id)
+    return uids
+
+
+def highest(conv: Conversation, mailbox: str = "INBOX") -> int:
+    return conv.folder(mailbox).highestmodseq
+
+
+def uidvalidity(conv: Conversation, mailbox: str = "INBOX") -> int:
+    return conv.folder(mailbox).uidvalidity
+
+
+def modseq_of(conv: Conversation, uid: int) -> int:
+    return conv.store.get_messages("alice", conv.folder("INBOX").id, [uid])[0].modseq
+
+
+def flag(conv: Conversation, uids: list[int], *flags: str) -> None:
+    """Another session (here: the store directly) adds flags."""
+    conv.store.store_flags("alice", conv.folder("INBOX").id, uids, "add", flags)
+
+
+def expunge(conv: Conversation, uids: list[int]) -> None:
+    """Another session deletes and expunges the messages."""
+    flag(conv, uids, "\\Deleted")
+    assert conv.store.expunge("alice", conv.folder("INBOX").id, uids) == sorted(uids)
+
+
+def select_lines(conv: Conversation, exists: int, uidnext: int, *, first_unseen: int | None = 1) -> str:
+    """The usual SELECT responses of a CONDSTORE-aware IMAP4rev1 session (script lines)."""
+    unseen = f"S: * OK [UNSEEN {first_unseen}] First unseen\n" if first_unseen else ""
+    return (f"S: * FLAGS ({{*}})\nS: * OK [PERMANENTFLAGS ({{*}})] Flags permitted\nS: * {exists} EXISTS\n"
+            f"S: * 0 RECENT\n{unseen}S: * OK [UIDVALIDITY {uidvalidity(conv)}] UIDs valid\n"
+            f"S: * OK [UIDNEXT {uidnext}] Predicted next UID\n"
+            f"S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence\n")
+
+
+# -- enabling -----------------------------------------------------------------------------------
+
+
+def test_enable_qresync_implies_condstore(conv: Conversation) -> None:
+    conv.script("""
+        C: A01 ENABLE QRESYNC
+        S: * ENABLED QRESYNC
+        S: A01 OK ENABLE completed
+        C: A02 ENABLE CONDSTORE QRESYNC
+        S: * ENABLED
+        S: A02 OK ENABLE completed
+    """)
+    assert conv.session.qresync_enabled and condstore.enabled(conv.session)
+
+
+def test_qresync_parameters_need_enable(conv: Conversation) -> None:
+    seed(conv, 2)
+    conv.select()
+    conv.script(f"""
+        C: a1 SELECT INBOX (QRESYNC ({uidvalidity(conv)} 1))
+        S: a1 BAD QRESYNC must be enabled first
+        C: a2 UID FETCH 1:* FLAGS (CHANGEDSINCE 1 VANISHED)
+        S: a2 BAD QRESYNC must be enabled first
+    """)
+    assert conv.session.selected is not None  # a BAD SELECT changes nothing
+
+
+def test_vanished_modifier_syntax_errors(conv: Conversation) -> None:
+    seed(conv, 1)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.script("""
+        C: a1 FETCH 1:* FLAGS (CHANGEDSINCE 1 VANISHED)
+        S: a1 BAD {*}
+        C: a2 UID FETCH 1:* FLAGS (VANISHED)
+        S: a2 BAD {*}
+        C: a3 SELECT INBOX (QRESYNC (0 1))
+        S: a3 BAD {*}
+        C: a4 SELECT INBOX (QRESYNC (1 1 1:*))
+        S: a4 BAD {*}
+        C: a5 SELECT INBOX (QRESYNC (1 1 1:5 (1:3 1:2)))
+        S: a5 BAD QRESYNC message sequence match data does not pair up
+    """)
+    assert conv.session.selected is not None
+
+
+# -- SELECT (QRESYNC ...) -----------------------------------------------------------------------
+
+
+def test_select_qresync_rfc_example(conv: Conversation) -> None:
+    """RFC 7162 section 3.2.5.1 example (A02 SELECT INBOX (QRESYNC (67890007 20050715194045000
+    41,43:211,214:541)))): CLOSED for the mailbox left, the usual responses with HIGHESTMODSEQ,
+    VANISHED (EARLIER) for the known UIDs expunged since (2 is not known: left out), then FETCH
+    (UID FLAGS MODSEQ) for the known messages changed since."""
+    uids = seed(conv, 10)
+    conv.command("ENABLE QRESYNC")
+    conv.select("Drafts")
+    mark = highest(conv)
+    expunge(conv, [uids[1], uids[3], uids[4], uids[8]])  # 2, 4, 5, 9
+    flag(conv, [uids[2]], "\\Seen", "\\Answered")
+    flag(conv, [uids[6]], "\\Draft", "$MDNSent")
+    flag(conv, [uids[9]], "\\Seen", "$Forwarded")
+    conv.script(f"""
+        C: A02 SELECT INBOX (QRESYNC ({uidvalidity(conv)} {mark} 1,3:9,10))
+        S: * OK [CLOSED] Previous mailbox closed
+        {select_lines(conv, 6, 11, first_unseen=1)}
+        S: * VANISHED (EARLIER) 4:5,9
+        S: * 2 FETCH (UID 3 FLAGS (\\Answered \\Seen) MODSEQ ({modseq_of(conv, 3)}))
+        S: * 4 FETCH (UID 7 FLAGS (\\Draft $MDNSent) MODSEQ ({modseq_of(conv, 7)}))
+        S: * 6 FETCH (UID 10 FLAGS (\\Seen $Forwarded) MODSEQ ({modseq_of(conv, 10)}))
+        S: A02 OK [READ-WRITE] SELECT completed
+    """)
+
+
+def test_known_uids_restrict_vanished_and_fetch(conv: Conversation) -> None:
+    uids = seed(conv, 6)
+    conv.command("ENABLE QRESYNC")
+    mark = highest(conv)
+    expunge(conv, [uids[0], uids[4]])
+    flag(conv, [uids[1], uids[5]], "\\Flagged")
+    conv.script(f"""
+        C: a1 EXAMINE INBOX (QRESYNC ({uidvalidity(conv)} {mark} 2:5))
+        S: * FLAGS ({{*}})
+        S: * OK [PERMANENTFLAGS ()] No permanent flags permitted
+        S: * 4 EXISTS
+        S: * 0 RECENT
+        S: * OK [UNSEEN 1] First unseen
+        S: * OK [UIDVALIDITY {uidvalidity(conv)}] UIDs valid
+        S: * OK [UIDNEXT 7] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        S: * VANISHED (EARLIER) 5
+        S: * 1 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ({modseq_of(conv, 2)}))
+        S: a1 OK [READ-ONLY] EXAMINE completed
+    """)
+
+
+def test_uidvalidity_mismatch_or_current_modseq_reports_nothing(conv: Conversation) -> None:
+    uids = seed(conv, 3)
+    conv.command("ENABLE QRESYNC")
+    mark = highest(conv)
+    expunge(conv, [uids[0]])
+    flag(conv, [uids[1]], "\\Seen")
+    conv.script(f"""
+        C: a1 SELECT INBOX (QRESYNC ({uidvalidity(conv) ^ 1} {mark}))
+        {select_lines(conv, 2, 4, first_unseen=2)}
+        S: a1 OK [READ-WRITE] SELECT completed
+        C: a2 SELECT INBOX (QRESYNC ({uidvalidity(conv)} {highest(conv)}))
+        S: * OK [CLOSED] Previous mailbox closed
+        {select_lines(conv, 2, 4, first_unseen=2)}
+        S: a2 OK [READ-WRITE] SELECT completed
+    """)
+
+
+def test_seq_match_data_narrows_vanished(conv: Conversation) -> None:
+    """RFC 7162 section 3.2.5.2: with a modseq older than what the client knows of, the client's
+    message-number map shows which expunges it already knows. Messages 1..10; 3 was expunged
+    while the client watched, 7 later. The client's map 1->1, 3->4, 9->10 still matches up to
+    UID 4 (the server has 8 messages now), so only 7 is reported."""
+    uids = seed(conv, 10)
+    conv.command("ENABLE QRESYNC")
+    expunge(conv, [uids[2]])
+    expunge(conv, [uids[6]])
+    flag(conv, [uids[3]], "$Label")
+    conv.script(f"""
+        C: a1 SELECT INBOX (QRESYNC ({uidvalidity(conv)} 1 (1,3,9 1,4,10)))
+        {select_lines(conv, 8, 11)}
+        S: * VANISHED (EARLIER) 7
+        S: * 1 FETCH (UID 1 FLAGS () MODSEQ ({{n}}))
+        S: * 2 FETCH (UID 2 FLAGS () MODSEQ ({{n}}))
+        S: * 3 FETCH (UID 4 FLAGS ($Label) MODSEQ ({modseq_of(conv, 4)}))
+        S: * 4 FETCH (UID 5 FLAGS () MODSEQ ({{n}}))
+        S: * 5 FETCH (UID 6 FLAGS () MODSEQ ({{n}}))
+        S: * 6 FETCH (UID 8 FLAGS () MODSEQ ({{n}}))
+        S: * 7 FETCH (UID 9 FLAGS () MODSEQ ({{n}}))
+        S: * 8 FETCH (UID 10 FLAGS () MODSEQ ({{n}}))
+        S: a1 OK [READ-WRITE] SELECT completed
+    """)
+    # Ranges pair up member by member; a map that matches nowhere narrows nothing.
+    conv.script(f"""
+        C: a3 SELECT INBOX (QRESYNC ({uidvalidity(conv)} 1 1:10 (1:2,3 1:2,4)))
+        S: * OK [CLOSED] Previous mailbox closed
+        {select_lines(conv, 8, 11)}
+        S: * VANISHED (EARLIER) 7
+        S: * 1 FETCH (UID 1 {{*}}
+        S: * 2 FETCH (UID 2 {{*}}
+        S: * 3 FETCH (UID 4 {{*}}
+        S: * 4 FETCH (UID 5 {{*}}
+        S: * 5 FETCH (UID 6 {{*}}
+        S: * 6 FETCH (UID 8 {{*}}
+        S: * 7 FETCH (UID 9 {{*}}
+        S: * 8 FETCH (UID 10 {{*}}
+        S: a3 OK [READ-WRITE] SELECT completed
+        C: a4 SELECT INBOX (QRESYNC ({uidvalidity(conv)} 1 1:10 (9 1)))
+        S: * OK [CLOSED] Previous mailbox closed
+        {select_lines(conv, 8, 11)}
+        S: * VANISHED (EARLIER) 3,7
+        S: * 1 FETCH (UID 1 {{*}}
+        S: * 2 FETCH (UID 2 {{*}}
+        S: * 3 FETCH (UID 4 {{*}}
+        S: * 4 FETCH (UID 5 {{*}}
+        S: * 5 FETCH (UID 6 {{*}}
+        S: * 6 FETCH (UID 8 {{*}}
+        S: * 7 FETCH (UID 9 {{*}}
+        S: * 8 FETCH (UID 10 {{*}}
+        S: a4 OK [READ-WRITE] SELECT completed
+    """)
+
+
+def test_seq_match_floor_bisects_long_runs(conv: Conversation) -> None:
+    """One run of 5000 pairs: the last matching pair is found, not just the first."""
+    uids = seed(conv, 40)
+    conv.command("ENABLE QRESYNC")
+    expunge(conv, [uids[29]])  # UID 30: positions 30.. now hold UIDs 31..
+    conv.select()
+    from gximap.imap.commands import SequenceSet
+
+    view = conv.session.selected
+    floor = condstore._seq_match_floor(view, SequenceSet(((1, 5000),)), SequenceSet(((1, 5000),)))
+    assert floor == 29
+    assert condstore._seq_match_floor(view, SequenceSet(((2, 3),)), SequenceSet(((2, 3),))) == 3
+    assert condstore._seq_match_floor(view, SequenceSet(((35, 36),)), SequenceSet(((36, 37),))) == 37
+    assert condstore._seq_match_floor(view, SequenceSet(((50, 60),)), SequenceSet(((50, 60),))) == 0
+
+
+def test_vanished_earlier_leaves_out_expunges_the_view_still_shows(conv: Conversation) -> None:
+    """An expunge not yet announced to this session is reported by the regular update as
+    VANISHED; it must not also appear in VANISHED (EARLIER), or the client counts it out twice."""
+    uids = seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    mark = highest(conv)
+    expunge(conv, [uids[1]])
+    conv.script(f"""
+        C: a1 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
+        S: a1 OK FETCH completed
+        C: a2 NOOP
+        S: * VANISHED 2
+        S: a2 OK [HIGHESTMODSEQ {highest(conv)}] NOOP completed
+        C: a3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
+        S: * VANISHED (EARLIER) 2
+        S: a3 OK FETCH completed
+    """)
+
+
+# -- UID FETCH ... (CHANGEDSINCE n VANISHED) -----------------------------------------------------
+
+
+def test_uid_fetch_vanished_rfc_example(conv: Conversation) -> None:
+    """RFC 7162 section 3.2.6 example (A04 UID FETCH 300:500 (FLAGS) (CHANGEDSINCE 12345
+    VANISHED)): VANISHED (EARLIER) for the UIDs of the set expunged since, first."""
+    uids = seed(conv, 12)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    mark = highest(conv)
+    flag(conv, [uids[0], uids[3]], "\\Seen")  # outside the set, and inside it
+    flag(conv, [uids[index - 1] for index in (1, 2, 5, 7, 8, 11)], "\\Deleted")
+    conv.command("NOOP")
+    conv.command("UID EXPUNGE 1:2,5,7:8,11")
+    conv.script(f"""
+        C: A04 UID FETCH 3:10 (FLAGS) (CHANGEDSINCE {mark} VANISHED)
+        S: * VANISHED (EARLIER) 5,7:8
+        S: * 2 FETCH (UID 4 MODSEQ ({modseq_of(conv, 4)}) FLAGS (\\Seen))
+        S: A04 OK FETCH completed
+        C: A05 UID FETCH 3:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
+        S: * VANISHED (EARLIER) 5,7:8,11
+        S: * 2 FETCH (UID 4 MODSEQ ({modseq_of(conv, 4)}) FLAGS (\\Seen))
+        S: A05 OK FETCH completed
+        C: A06 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest(conv)} VANISHED)
+        S: A06 OK FETCH completed
+    """)
+
+
+# -- VANISHED instead of EXPUNGE, HIGHESTMODSEQ after changes ------------------------------------
+
+
+def test_expunge_sends_vanished_and_highestmodseq(conv: Conversation) -> None:
+    """RFC 7162 sections 3.2.7 and 3.2.9: VANISHED for the expunged UIDs and the new
+    HIGHESTMODSEQ in the tagged OK."""
+    uids = seed(conv, 6)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.command("STORE 2,4:5 +FLAGS.SILENT (\\Deleted)")
+    conv.script(f"""
+        C: A202 EXPUNGE
+        S: * VANISHED 2,4:5
+        S: A202 OK [HIGHESTMODSEQ {highest(conv) + 3}] EXPUNGE completed
+        C: A203 EXPUNGE
+        S: A203 OK EXPUNGE completed
+        C: A204 UID STORE {uids[5]} +FLAGS.SILENT (\\Deleted)
+        S: * 3 FETCH (UID {uids[5]} MODSEQ ({highest(conv) + 4}))
+        S: A204 OK STORE completed
+        C: A205 UID EXPUNGE 1:5
+        S: A205 OK EXPUNGE completed
+        C: A206 UID EXPUNGE 6
+        S: * VANISHED 6
+        S: A206 OK [HIGHESTMODSEQ {highest(conv) + 5}] EXPUNGE completed
+    """)
+
+
+def test_move_sends_vanished_and_highestmodseq(conv: Conversation) -> None:
+    seed(conv, 3)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.script(f"""
+        C: a1 UID MOVE 1:2 Trash
+        S: * OK [COPYUID {uidvalidity(conv, "Trash")} 1:2 1:2] Moved
+        S: * VANISHED 1:2
+        S: a1 OK [HIGHESTMODSEQ {highest(conv) + 2}] MOVE completed
+    """)
+
+
+def test_other_sessions_changes_arrive_with_uid_modseq_and_vanished(conv: Conversation) -> None:
+    uids = seed(conv, 3)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    flag(conv, [uids[0]], "\\Flagged")
+    expunge(conv, [uids[1]])
+    conv.script(f"""
+        C: a1 NOOP
+        S: * VANISHED 2
+        S: * 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ ({modseq_of(conv, 1)}))
+        S: a1 OK [HIGHESTMODSEQ {highest(conv)}] NOOP completed
+        C: a2 NOOP
+        S: a2 OK NOOP completed
+    """)
+
+
+def test_delayed_expunge_lowers_highestmodseq(conv: Conversation) -> None:
+    """FETCH/STORE/SEARCH may not announce another session's expunge. When such a command gives
+    a MODSEQ above the last fully reported state, the client is told the lower HIGHESTMODSEQ,
+    so a resynchronisation from it cannot skip the expunge; the next NOOP reports both."""
+    uids = seed(conv, 3)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    safe = highest(conv)
+    expunge(conv, [uids[0]])
+    conv.script(f"""
+        C: a1 STORE 2 +FLAGS ($Keyword)
+        S: * 2 FETCH (UID 2 FLAGS ($Keyword) MODSEQ ({highest(conv) + 1}))
+        S: a1 OK [HIGHESTMODSEQ {safe}] STORE completed
+        C: a2 FETCH 2:3 (MODSEQ)
+        S: * 2 FETCH (MODSEQ ({highest(conv) + 1}))
+        S: * 3 FETCH (MODSEQ ({modseq_of(conv, 3)}))
+        S: a2 OK [HIGHESTMODSEQ {safe}] FETCH completed
+        C: a3 NOOP
+        S: * VANISHED 1
+        S: a3 OK [HIGHESTMODSEQ {highest(conv) + 1}] NOOP completed
+    """)
+
+
+def test_idle_pushes_vanished_and_highestmodseq(conv: Conversation) -> None:
+    uids = seed(conv, 2)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.script("""
+        C: a1 IDLE
+        S: + idling
+    """)
+    expunge(conv, [uids[1]])
+    conv.script(f"""
+        W:
+        S: * VANISHED 2
+        S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        C: DONE
+        S: a1 OK IDLE terminated
+    """)
+
+
+def test_new_messages_announce_highestmodseq(conv: Conversation) -> None:
+    seed(conv, 1)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.add_message()
+    conv.script(f"""
+        C: a1 NOOP
+        S: * 2 EXISTS
+        S: * 1 RECENT
+        S: a1 OK [HIGHESTMODSEQ {highest(conv)}] NOOP completed
+    """)
+
+
+def test_closed_only_when_a_mailbox_was_selected(conv: Conversation) -> None:
+    seed(conv, 1)
+    conv.command("ENABLE QRESYNC")
+    lines = conv.select()
+    assert not any(b"[CLOSED]" in line for line in lines)
+    lines = conv.select("Drafts")
+    assert lines[0] == b"* OK [CLOSED] Previous mailbox closed"
+    conv.command("UNSELECT")
+    lines = conv.select()
+    assert not any(b"[CLOSED]" in line for line in lines)
+    conv.script("""
+        C: a1 SELECT Nowhere
+        S: * OK [CLOSED] Previous mailbox closed
+        S: a1 NO [NONEXISTENT] Mailbox does not exist
+    """)
+
+
+def test_resync_after_reconnect_with_another_session(conv: Conversation) -> None:
+    """Session A caches the mailbox and disconnects; session B changes flags and expunges; A
+    reconnects and resynchronises: exactly the expunged known UIDs and the changed messages."""
+    uids = seed(conv, 8)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    cached_modseq, cached_validity = highest(conv), uidvalidity(conv)
+    conv.command("LOGOUT")
+
+    other = Conversation(context=conv.ctx, users=())
+    try:
+        other.login()
+        other.select()
+        other.command("STORE 2 +FLAGS (\\Seen)")
+        other.command("STORE 3,6 +FLAGS (\\Deleted)")
+        other.command("EXPUNGE")
+        other.command("STORE 5 +FLAGS ($Important)")  # UID 7 after the expunges
+        other.add_message()  # UID 9, new
+        other.command("LOGOUT")
+    finally:
+        other.close()
+
+    again = Conversation(context=conv.ctx, users=())
+    try:
+        again.login()
+        again.command("ENABLE QRESYNC")
+        again.script(f"""
+            C: r1 SELECT INBOX (QRESYNC ({cached_validity} {cached_modseq} 1:8))
+            S: * FLAGS ({{*}})
+            S: * OK [PERMANENTFLAGS ({{*}})] Flags permitted
+            S: * 7 EXISTS
+            S: * 1 RECENT
+            S: * OK [UNSEEN 1] First unseen
+            S: * OK [UIDVALIDITY {cached_validity}] UIDs valid
+            S: * OK [UIDNEXT 10] Predicted next UID
+            S: * OK [HIGHESTMODSEQ {highest(again)}] Highest modification sequence
+            S: * VANISHED (EARLIER) 3,6
+            S: * 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ ({modseq_of(again, 2)}))
+            S: * 5 FETCH (UID 7 FLAGS ($Important) MODSEQ ({modseq_of(again, 7)}))
+            S: r1 OK [READ-WRITE] SELECT completed
+        """)
+        assert uids == list(range(1, 9))
+    finally:
+        again.close()
+
+
+class _ChangeDuringSync:
+    """A store whose folder_by_id lets another writer commit a flag change first: the change
+    lands between the two reads of a sync, the race a sync must not lose."""
+
+    def __init__(self, store: object, account: str, folder_id: int, uid: int) -> None:
+        self._store = store
+        self._change = (account, folder_id, uid)
+        self.armed = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def folder_by_id(self, account: str, folder_id: int) -> object:
+        if self.armed:
+            self.armed = False
+            owner, folder, uid = self._change
+            self._store.store_flags(owner, folder, [uid], "add", ["$Raced"])
+        return self._store.folder_by_id(account, folder_id)
+
+
+def test_sync_never_skips_a_change_committed_during_it(conv: Conversation) -> None:
+    uids = seed(conv, 2)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    view = conv.session.selected
+    racing = _ChangeDuringSync(conv.store, "alice", view.folder_id, uids[1])
+    view.store = racing
+    flag(conv, [uids[0]], "\\Seen")
+    racing.armed = True
+    conv.script(f"""
+        C: a1 NOOP
+        S: * 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ({modseq_of(conv, 1)}))
+        S: * 2 FETCH (UID 2 FLAGS ($Raced) MODSEQ ({{n}}))
+        S: a1 OK NOOP completed
+    """)
