@@ -566,6 +566,11 @@ class DovecotServer(BenchServer):
         return self.dir / "mail" / account
 
     def _setup(self) -> None:
+        if os.geteuid() == 0:
+            for parent in self.dir.parents:
+                if not parent.stat().st_mode & 0o001:
+                    raise ServerError(f"{parent} is not traversable by others: Dovecot's unprivileged "
+                                      "processes could not reach their files (use another --workdir)")
         for sub in ("run", "state", "mail"):
             (self.dir / sub).mkdir()
             os.chmod(self.dir / sub, 0o755)

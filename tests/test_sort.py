@@ -294,6 +294,7 @@ def test_modseq_criterion_adds_the_highest_modseq(conv: Conversation) -> None:
     top = max(meta.modseq for meta in conv.store.messages("alice", conv.folder("INBOX").id))
     conv.script(f"""
         C: q1 SORT (ARRIVAL) UTF-8 MODSEQ 1
+        S: * OK [HIGHESTMODSEQ {top}] Highest modification sequence
         S: * SORT 2 3 5 4 1 (MODSEQ {top})
         S: q1 OK SORT completed
         C: q2 SORT RETURN (COUNT) (ARRIVAL) UTF-8 MODSEQ {top}

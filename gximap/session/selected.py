@@ -64,11 +64,6 @@ class SelectedMailbox:
         enabled = self.session.enabled
         return "CONDSTORE" in enabled or "QRESYNC" in enabled
 
-    @condstore.setter
-    def condstore(self, value: bool) -> None:
-        if value:
-            self.session.enabled.add("CONDSTORE")
-
     # -- opening -------------------------------------------------------------------------------
 
     def open(self) -> Any:

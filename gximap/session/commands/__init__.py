@@ -31,9 +31,5 @@ def load_all() -> None:
     if _loaded:
         return
     for name in MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
+        importlib.import_module(f"{__name__}.{name}")
     _loaded = True

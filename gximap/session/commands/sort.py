@@ -17,7 +17,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.session import searching, sorting
+from gximap.session import condstore, searching, sorting
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 
 _EXTREMES = frozenset({"MIN", "MAX"})
@@ -150,9 +150,10 @@ def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
         assert options is not None
         session.saved_search = saved_result(options, uids)
     modseq = None
-    if ordered and uses_modseq(cmd.search):
-        modseq = max(meta.modseq for meta in ordered)
-        view.condstore = True  # a MODSEQ search enables CONDSTORE (RFC 7162 section 3.1)
+    if uses_modseq(cmd.search):
+        yield from condstore.enable(session)  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
+        if ordered:
+            modseq = max(meta.modseq for meta in ordered)
     numbers = uids if cmd.uid else message_numbers(view, uids)
     if options is None:
         yield from sort_response(numbers, modseq)
