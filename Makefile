@@ -53,6 +53,13 @@ test: deps lint
 fuzz: deps
 	GXIMAP_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/test_parser_fuzz.py tests/test_session_fuzz.py -p no:randomly
 
+# Side-by-side benchmark against Dovecot and pymap. `python -m bench` installs what is missing
+# first: dovecot-imapd + dovecot-lmtpd with apt-get (as root, or sudo), pymap from PyPI into its own
+# virtualenv var/bench/venv-pymap. Scale down with `make bench BENCH_ARGS=--quick`.
+BENCH_ARGS ?=
+bench: deps
+	$(PY) -m bench $(BENCH_ARGS)
+
 bench-store: deps
 	$(PY) bench/store.py
 

@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="messages per account INBOX before the mixed load")
     parser.add_argument("--loadgen-procs", type=int, help="load generator processes for the mixed load")
     parser.add_argument("--step-timeout", type=float, help="time limit of one large-mailbox step, seconds")
+    parser.add_argument("--idle-ramp-timeout", type=float, help="time limit for opening the IDLE sessions, seconds")
     parser.add_argument("--profile", action="store_true",
-                        help="record py-spy profiles of gximap per workload (installs py-spy into .venv)")
+                        help="record py-spy profiles of gximap per workload into var/bench/profiles "
+                             "(installs py-spy into .venv when missing)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not install Dovecot/pymap; servers that are missing are skipped")
     parser.add_argument("--workdir", type=Path, default=servers.DEFAULT_STATE / "run",
@@ -74,7 +76,7 @@ def scale_from_args(args: argparse.Namespace) -> Scale:
     for option, name in (("duration", "mixed_duration"), ("large", "large_messages"), ("idle", "idle_sessions"),
                          ("login_duration", "login_duration"), ("lmtp_duration", "lmtp_duration"),
                          ("seed", "seed_messages"), ("loadgen_procs", "loadgen_procs"),
-                         ("step_timeout", "large_step_timeout")):
+                         ("step_timeout", "large_step_timeout"), ("idle_ramp_timeout", "idle_ramp_timeout")):
         value = getattr(args, option)
         if value is not None:
             changes[name] = value
@@ -116,9 +118,8 @@ class Harness:
         if self.profile_dir is None or server.name != "gximap":
             yield
             return
-        raw = self.profile_dir / f"{name}.txt"
         try:
-            profiler = profiling.Profiler(server.pid, raw)
+            profiler = profiling.Profiler(server.pid, self.profile_dir, name)
             profiler.__enter__()
         except Exception as exc:  # noqa: BLE001 - a missing profiler must not stop the benchmark
             record.setdefault("profiles", {})[name] = {"error": str(exc)}
@@ -128,9 +129,7 @@ class Harness:
             yield
         finally:
             profiler.__exit__(None, None, None)
-            summary = profiling.summarize_profile(raw)
-            summary["file"] = str(raw)
-            record.setdefault("profiles", {})[name] = summary
+            record.setdefault("profiles", {})[name] = profiler.summary()
 
     def _measure(self, server: BenchServer, record: Result, name: str, action: Callable[[], Result]) -> None:
         self.log(f"  {name} ...")
@@ -253,7 +252,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
     unavailable = servers.ensure_installed(names, install=not args.no_install, log=log)
     profile_dir = None
     if args.profile:
-        profile_dir = args.results / "profiles" / results["started"].replace(":", "")
+        profile_dir = servers.DEFAULT_STATE / "profiles" / results["started"].replace(":", "")
     harness = Harness(scale, selected, workdir=args.workdir, profile_dir=profile_dir, log=log)
     try:
         for name in names:
@@ -289,10 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     profiles = [(server, name, summary) for server, record in results["servers"].items()
                 for name, summary in record.get("profiles", {}).items()]
     if profiles:
-        print("\nprofiles (gximap, py-spy; top self time, % of samples):")
+        print("\nprofiles of gximap (py-spy, self time as % of samples; cpu = thread holding the GIL,"
+              " wall = busy threads incl. fsync/lock waits):")
         for _server, name, summary in profiles:
-            top = ", ".join(f"{func} {pct}%" for func, pct in summary.get("self", [])[:5])
-            print(f"  {name}: {top or summary.get('error', 'no samples')}")
+            if "error" in summary:
+                print(f"  {name}: {summary['error']}")
+                continue
+            for view in ("cpu", "wall"):
+                top = ", ".join(f"{func} {pct}%" for func, pct in summary[view].get("self", [])[:5])
+                print(f"  {name} [{view}]: {top or 'no samples'}")
     print(f"\nresults: {path}")
     return 0
 

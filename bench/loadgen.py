@@ -594,8 +594,13 @@ async def idle_job(job: Job, conn: Connection) -> Result:
                     samples.append(f"{type(exc).__name__}: {exc}"[:200])
                 if connection is not None:
                     connection.abort()
+            except asyncio.CancelledError:  # halted mid-handshake: drop the half-open session
+                if connection is not None:
+                    connection.abort()
+                raise
 
-    ramp = asyncio.ensure_future(asyncio.gather(*(open_session(u, p) for u, p in job["sessions"])))
+    openings = [asyncio.ensure_future(open_session(u, p)) for u, p in job["sessions"]]
+    ramp = asyncio.gather(*openings, return_exceptions=True)
     ramp_started = time.monotonic()
     stopping = False
     try:
@@ -608,10 +613,13 @@ async def idle_job(job: Job, conn: Connection) -> Result:
             if pending_message in done:
                 command = pending_message.result().get("cmd")
                 pending_message = None
-                halted = halted or command in ("halt", "stop")
+                if command in ("halt", "stop"):
+                    # A slow server may hold handshakes for minutes: stop them now, keep the rest.
+                    halted = True
+                    for opening in openings:
+                        opening.cancel()
                 if command == "stop":
                     stopping = True
-                    ramp.cancel()
                     break
             elif ramp not in done:
                 conn.send({"event": "progress", "ready": len(live)})

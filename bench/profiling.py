@@ -43,42 +43,53 @@ def ensure_py_spy() -> str:
 
 
 class Profiler:
-    """``with Profiler(pid, out):`` records while the block runs; the output is a raw collapsed file."""
+    """``with Profiler(pid, directory, name):`` records two raw collapsed-stack files while the block
+    runs: ``name.cpu.txt`` (only the thread holding the GIL: where Python spends CPU) and
+    ``name.wall.txt`` (every thread py-spy considers active: also shows fsync and lock waits)."""
 
-    def __init__(self, pid: int, output: Path, *, rate: int = 97) -> None:
+    def __init__(self, pid: int, directory: Path, name: str, *, rate: int = 97) -> None:
         self.pid = pid
-        self.output = output
+        self.cpu_output = directory / f"{name}.cpu.txt"
+        self.wall_output = directory / f"{name}.wall.txt"
         self.rate = rate
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _start(self, executable: str, output: Path, extra: list[str]) -> None:
+        log = open(output.with_suffix(".log"), "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self.procs.append(subprocess.Popen(
+                [executable, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
+                 "--nonblocking", "--output", str(output), *extra],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+        finally:
+            log.close()
 
     def __enter__(self) -> Profiler:
         executable = ensure_py_spy()
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.output.with_suffix(".log"), "wb")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                [executable, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
-                 "--nonblocking", "--output", str(self.output)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        finally:
-            log.close()
+        self.cpu_output.parent.mkdir(parents=True, exist_ok=True)
+        self._start(executable, self.cpu_output, ["--gil"])
+        self._start(executable, self.wall_output, [])
         time.sleep(0.3)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for proc in self.procs:
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        self.proc = None
+        self.procs = []
+
+    def summary(self, *, top: int = 12) -> dict[str, Any]:
+        return {"cpu": summarize_profile(self.cpu_output, top=top),
+                "wall": summarize_profile(self.wall_output, top=top, skip_idle=True),
+                "files": [str(self.cpu_output), str(self.wall_output)]}
 
 
 def _parse_frame(frame: str) -> tuple[str, str]:
@@ -101,8 +112,18 @@ def _parse_frame(frame: str) -> tuple[str, str]:
     return f"{path}:{found.group('function')}", path
 
 
-def summarize_profile(raw: Path, *, top: int = 12) -> dict[str, Any]:
-    """Top self-time and inclusive (own code only) functions, as percentages of all samples."""
+# Leaf frames that mean "this thread is waiting for work", not "busy" (py-spy cannot always tell a
+# thread blocked in a C call from a running one): left out of the wall-clock view.
+IDLE_LEAVES = frozenset({
+    "threading.py:Condition.wait", "threading.py:Event.wait", "threading.py:Semaphore.acquire",
+    "threading.py:Thread.join", "queue.py:Queue.get", "selectors.py:EpollSelector.select",
+    "gximap/net/pool.py:Server._poll_loop",
+})
+
+
+def summarize_profile(raw: Path, *, top: int = 12, skip_idle: bool = False) -> dict[str, Any]:
+    """Top self-time and inclusive (own code only) functions, as percentages of the samples counted
+    (``skip_idle`` leaves out stacks whose leaf is in :data:`IDLE_LEAVES`)."""
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -115,11 +136,11 @@ def summarize_profile(raw: Path, *, top: int = 12) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [_parse_frame(frame) for frame in stack.split(";") if frame and not frame.startswith("process ")
                   and not frame.startswith("thread ")]
-        if not frames:
+        if not frames or (skip_idle and frames[-1][0] in IDLE_LEAVES):
             continue
+        total += count
         self_time[frames[-1][0]] += count
         seen: set[str] = set()
         for name, path in frames:

@@ -223,6 +223,7 @@ class Daemon:
             self.log.log(gxlog.NOTICE, "gximap stopping")
             mta.stop(grace=3.0)
             server.stop(grace=3.0)
+            ctx.auth.close()
             store.close()
         return 0
 

@@ -22,11 +22,14 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from midb import indexes
 from midb.errors import MidbError, StoreBusy
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Schema 1 lacked the flag indexes (midb.indexes); opening such a store for writing builds them.
+OLDEST_SCHEMA = 1
 
 DB_NAMES = (
     "meta",            # b"schema" -> u32 version
@@ -44,7 +47,12 @@ DB_NAMES = (
     "blobs",           # blob id (16 bytes) -> (refcount, size)
     "digests",         # blob id -> midb.mime.encode_digest(...)
     "metadata",        # (account, folder or 0 for the server, entry) -> value: RFC 5464 annotations
+    "flag_uids",       # (account, folder, kind, uid) -> b"": unseen / \\Deleted messages (midb.indexes)
+    "keyword_counts",  # (account, folder) + keyword -> u32 messages carrying it (midb.indexes)
+    "summaries",       # blob id -> midb.summary record: what SEARCH/SORT/THREAD read per message
 )
+# Databases a store written by an older schema may lack (a read-only open then does without them).
+_ADDED_IN_SCHEMA_2 = ("flag_uids", "keyword_counts", "summaries")
 
 T = TypeVar("T")
 
@@ -69,6 +77,9 @@ class Databases:
     blobs: Any
     digests: Any
     metadata: Any
+    flag_uids: Any
+    keyword_counts: Any
+    summaries: Any
 
 
 class WriteEffects:
@@ -133,6 +144,7 @@ class SharedEnv:
         self.synced = sync
         self.refs = 0
         self.stale = False          # set in a forked child: this env must not be used there
+        self.indexed = True         # flag_uids / keyword_counts are maintained (False: old read-only store)
         self.notifiers: dict[str, Any] = {}   # run dir -> events.Notifier (managed by midb.events)
         self.notifiers_lock = threading.Lock()
         with lmdb_errors():
@@ -149,7 +161,10 @@ class SharedEnv:
                     try:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
-                        raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
+                        if name not in _ADDED_IN_SCHEMA_2:
+                            raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
+                        setattr(self.dbs, name, None)
+                        self.indexed = False
             else:
                 with self.env.begin(write=True) as txn:
                     for name in DB_NAMES:
@@ -169,8 +184,18 @@ class SharedEnv:
                 if self.readonly:
                     raise MidbError(f"{self.index_dir}: not an initialised midb store")
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
-            elif int.from_bytes(raw, "big") != SCHEMA_VERSION:
-                raise MidbError(f"{self.index_dir}: unsupported schema version {int.from_bytes(raw, 'big')}")
+                return
+            version = int.from_bytes(raw, "big")
+            if not OLDEST_SCHEMA <= version <= SCHEMA_VERSION:
+                raise MidbError(f"{self.index_dir}: unsupported schema version {version}")
+            if version < SCHEMA_VERSION:
+                if self.readonly:
+                    self.indexed = False
+                    return
+                log.info("%s: upgrading the index from schema %d to %d", self.index_dir, version,
+                         SCHEMA_VERSION)
+                indexes.rebuild(txn, self.dbs)
+                txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
 
     # ---- transactions -------------------------------------------------------------------------
 
@@ -188,22 +213,42 @@ class SharedEnv:
         through the transaction it is given and must not block on anything else.
         """
         pending = _Pending(job, durable)
+        self._submit([pending])
+        if pending.error is not None:
+            raise pending.error
+        return pending.result, pending.effects
+
+    def write_all(self, jobs: list[WriteJob[Any]], *, durable: bool
+                  ) -> list[tuple[Any, BaseException | None, WriteEffects]]:
+        """Run several jobs in ONE committed write transaction (one sync), each in its own nested
+        transaction, so a job that raises is rolled back alone. Returns (result, error, effects)
+        per job, in order; error is None for a job that committed."""
+        pendings = [_Pending(job, durable) for job in jobs]
+        if pendings:
+            self._submit(pendings)
+        return [(pending.result, pending.error, pending.effects) for pending in pendings]
+
+    def _submit(self, pendings: list[_Pending]) -> None:
+        """Queue the jobs and return once they are all done: run by a leader that took them into its
+        batch, or by this thread becoming the leader of everything queued."""
         batch: list[_Pending] = []
         with self._queue_cv:
-            self._queue.append(pending)
+            self._queue.extend(pendings)
             try:
-                while not pending.done and self._leader_active:
+                while not pendings[-1].done and self._leader_active:
                     self._queue_cv.wait()
             except BaseException:
-                # Interrupted while waiting: withdraw the job if no leader took it yet; otherwise its
-                # outcome must be settled before we leave (the caller may clean up after a failure).
-                if pending in self._queue:
-                    self._queue.remove(pending)
+                # Interrupted while waiting: withdraw the jobs if no leader took them yet; otherwise
+                # their outcome must be settled before we leave (the caller may clean up after a failure).
+                if pendings[0] in self._queue:
+                    for pending in pendings:
+                        self._queue.remove(pending)
                     raise
-                while not pending.done:
+                while not pendings[-1].done:
                     self._queue_cv.wait()
                 raise
-            if not pending.done:
+            # Jobs queued together are taken into one batch together: all done, or none started.
+            if not pendings[-1].done:
                 self._leader_active = True
                 batch, self._queue = self._queue, []
         if batch:
@@ -213,9 +258,6 @@ class SharedEnv:
                 with self._queue_cv:
                     self._leader_active = False
                     self._queue_cv.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result, pending.effects
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         """Run and commit a batch; every job leaves it done, with a result or an error."""

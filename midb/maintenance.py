@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from midb import indexes
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
 from midb.env import Databases, lmdb_errors
@@ -82,6 +83,7 @@ class _Scan:
     blob_sizes: dict[bytes, int] = field(default_factory=dict)       # size per referencing message
     blob_records: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     expected_changes: set[bytes] = field(default_factory=set)
+    indexes_stale: bool = False                                       # flag index / keyword counts differ
     problems: list[tuple[str, Any]] = field(default_factory=list)    # (kind, detail) for repair
 
 
@@ -152,6 +154,8 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
         scan.expected_changes.add(change_key(account_id, folder_id, modseq, uid))
     for folder in lost:
         scan.problems.append(("lost_folder", folder))
+    if dbs.flag_uids is not None:
+        _check_indexes(txn, dbs, scan, errors)
 
     for (account_id, folder_id), record in scan.folders.items():
         tally = scan.tallies[(account_id, folder_id)]
@@ -222,6 +226,11 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
         if bytes(key) not in scan.blob_records:
             errors.append(f"digest of unknown body {bytes(key).hex()}")
             scan.problems.append(("digest_dangling", bytes(key)))
+    if dbs.summaries is not None:
+        for key in txn.cursor(dbs.summaries).iternext(values=False):
+            if bytes(key) not in scan.blob_records:
+                errors.append(f"summary of unknown body {bytes(key).hex()}")
+                scan.problems.append(("summary_dangling", bytes(key)))
     for key in txn.cursor(dbs.metadata).iternext(values=False):
         # (account, folder, entry): folder 0 holds the account's server annotations.
         account_id, folder_id = unpack_folder_key(bytes(key[:8])) if len(key) > 8 else (0, 0)
@@ -233,6 +242,23 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
             errors.append(f"annotation {bytes(key[8:])!r} of missing folder {account_id}/{folder_id}")
             scan.problems.append(("metadata_dangling", bytes(key)))
     return scan, errors
+
+
+def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> None:
+    """The flag index and the keyword counts (midb.indexes) against the messages table."""
+    expected_flags, expected_counts = indexes.expected_entries(txn.cursor(dbs.messages).iternext())
+    stored_flags = {bytes(key) for key in txn.cursor(dbs.flag_uids).iternext(values=False)}
+    stored_counts = {bytes(key): unpack_u32(raw) for key, raw in txn.cursor(dbs.keyword_counts)}
+    extra, missing = stored_flags - expected_flags, expected_flags - stored_flags
+    if extra or missing:
+        errors.append(f"flag index: {len(extra)} entries without a matching message, "
+                      f"{len(missing)} messages missing")
+        scan.indexes_stale = True
+    if stored_counts != expected_counts:
+        wrong = {key for key in stored_counts.keys() | expected_counts.keys()
+                 if stored_counts.get(key) != expected_counts.get(key)}
+        errors.append(f"keyword counts: {len(wrong)} wrong")
+        scan.indexes_stale = True
 
 
 def _scan_files(store: Store, scan: _Scan, now: float) -> tuple[list[str], list[str], list[str]]:
@@ -336,6 +362,7 @@ def _repair(store: Store) -> list[str]:
             elif kind == "blob_unreferenced":
                 txn.delete(detail, db=dbs.blobs)
                 txn.delete(detail, db=dbs.digests)
+                txn.delete(detail, db=dbs.summaries)
                 effects.unlink_blob(detail.hex())
                 done.append(f"removed unreferenced body {detail.hex()}")
             elif kind == "blob_refcount":
@@ -348,9 +375,14 @@ def _repair(store: Store) -> list[str]:
                     done.append(f"restored record of body {detail.hex()}")
             elif kind == "digest_dangling":
                 txn.delete(detail, db=dbs.digests)
+            elif kind == "summary_dangling":
+                txn.delete(detail, db=dbs.summaries)
             elif kind == "metadata_dangling":
                 txn.delete(detail, db=dbs.metadata)
                 done.append("removed annotation of a missing folder")
+        if scan.indexes_stale:
+            indexes.rebuild(txn, dbs)
+            done.append("rebuilt the flag index and keyword counts")
         for folder in fixed_folders:
             record = scan.folders[folder]
             tally = scan.tallies.get(folder) or _FolderTally()

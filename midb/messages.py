@@ -14,7 +14,9 @@ one struct unpack and one dict lookup per message.
 from __future__ import annotations
 
 import struct
+import sys
 import threading
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -215,3 +217,35 @@ def metas_from_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> list[MessageMeta]:
         _set_blob(meta, blob_raw.hex())
         append(meta)
     return out
+
+
+def flag_rows_from_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[int, tuple[str, ...], int]]:
+    """(uid, flags, modseq) of (message key, record) pairs: what FETCH FLAGS / MODSEQ and the
+    flag updates of a resync need, without building a MessageMeta per message."""
+    uid_of = struct.Struct(">8xI").unpack_from
+    modseq_of = MODSEQ_FIELD.unpack_from
+    cache = _flag_cache
+    out: list[tuple[int, tuple[str, ...], int]] = []
+    append = out.append
+    for key, raw in pairs:
+        tail = raw[FIXED_SIZE:]
+        flags = cache.get(tail)
+        if flags is None:
+            flags = flags_of(tail)
+        append((uid_of(key)[0], flags, modseq_of(raw)[0]))
+    return out
+
+
+U32_ARRAY_CODE = next(code for code in "IL" if array(code).itemsize == 4)
+
+
+def uids_from_keys(keys: list[bytes]) -> list[int]:
+    """The UIDs of message keys (account, folder, uid: three big-endian u32 each), in one pass of
+    C code rather than one struct call per key."""
+    if not keys:
+        return []
+    words = array(U32_ARRAY_CODE)
+    words.frombytes(b"".join(keys))
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words[2::3].tolist()

@@ -6,18 +6,21 @@ run/notify/ (notification sockets, see midb.events). Design notes: docs/midb-sto
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import logging
+import operator
 import os
 import struct
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lmdb
 
-from midb import events, maintenance, mime
+from midb import events, indexes, maintenance, mime
 from midb.accounts import (
     Account,
     decode_account,
@@ -78,17 +81,21 @@ from midb.messages import (
     DELETED,
     FIXED_SIZE,
     FLAGS_OFFSET,
+    U32_ARRAY_CODE,
     FlagSet,
     MessageMeta,
     counter_deltas,
+    flag_rows_from_pairs,
     meta_from_record,
     metas_from_pairs,
     pack_record,
     parse_flags,
+    uids_from_keys,
     unpack_record,
     with_modseq_and_flags,
 )
 from midb.metadata import MetadataMixin, copy_folder_entries
+from midb.summary import Summary, decode_summary, encode_summary, summarize
 
 __all__ = [
     "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
@@ -104,6 +111,8 @@ MAX_TZOFFSET = 24 * 60 - 1
 MAX_LANG_LENGTH = 64
 MAX_PASSWORD_HASH_LENGTH = 1024
 STORE_MODES = ("set", "add", "remove")
+_DENSE_FACTOR = 4   # a UID set at least 1/4 as large as its range is read with one cursor pass
+_first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
 _COUNTER_UIDVALIDITY = b"last-uidvalidity"
 _COUNTER_FOLDER = b"next-folder:"
@@ -302,6 +311,7 @@ class Store(MetadataMixin):
         if refcount <= count:
             txn.delete(blob_raw, db=dbs.blobs)
             txn.delete(blob_raw, db=dbs.digests)
+            txn.delete(blob_raw, db=dbs.summaries)
             effects.unlink_blob(blob_raw.hex())
         else:
             txn.put(blob_raw, pack_blob_record(refcount - count, size), db=dbs.blobs)
@@ -438,7 +448,7 @@ class Store(MetadataMixin):
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
-                       dbs.subscriptions, dbs.owners, dbs.metadata):
+                       dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_uids, dbs.keyword_counts):
                 self._delete_prefix(txn, db, prefix)
             # Ownership the account holds over other mailboxes.
             for key in list(txn.cursor(dbs.owners).iternext(values=False)):
@@ -622,7 +632,8 @@ class Store(MetadataMixin):
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             # Annotations go with the folder: a new folder of the same name starts without them.
-            for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata):
+            for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_uids,
+                       dbs.keyword_counts):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
@@ -689,14 +700,19 @@ class Store(MetadataMixin):
         copy_folder_entries(txn, dbs, account_id, inbox_id, target.id)
         prefix = folder_key(account_id, inbox_id)
         items = self._prefix_items(txn, dbs.messages, prefix)
+        delta = indexes.IndexDelta(txn, dbs)
         for key, raw in items:
             uid = UID_IN_MESSAGE_KEY.unpack_from(key)[0]
             modseq = unpack_record(raw)[0]
+            tail = raw[FIXED_SIZE:]
+            delta.removed(account_id, inbox_id, uid, tail)
+            delta.added(account_id, target.id, uid, tail)
             txn.put(message_key(account_id, target.id, uid), raw, db=dbs.messages)
             txn.put(change_key(account_id, target.id, modseq, uid), b"", db=dbs.modseqs)
             txn.delete(key, db=dbs.messages)
             txn.delete(change_key(account_id, inbox_id, modseq, uid), db=dbs.modseqs)
             txn.put(change_key(account_id, inbox_id, inbox.next_modseq(), uid), b"", db=dbs.tombstones)
+        delta.apply()
         target.uidnext = inbox.uidnext
         target.highestmodseq = max(target.highestmodseq, inbox.highestmodseq)
         target.messages, target.unseen, target.deleted, target.size = (
@@ -811,6 +827,7 @@ class Store(MetadataMixin):
             _check_uid_room(record, explicit_uid, len(prepared))
             if explicit_uid is not None:
                 record.uidnext = explicit_uid
+            delta = indexes.IndexDelta(txn, dbs)
             uids = []
             for (data, flagset, internaldate, tzoffset), blob, digest in zip(prepared, blobs, digests,
                                                                           strict=True):
@@ -819,19 +836,23 @@ class Store(MetadataMixin):
                 modseq = record.next_modseq()
                 blob_raw = bytes.fromhex(blob)
                 size = len(data)
+                tail = flagset.encode()
                 txn.put(message_key(account_id, record.id, uid),
-                        pack_record(modseq, internaldate, tzoffset, size, blob_raw, flagset.encode()),
+                        pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail),
                         db=dbs.messages)
+                delta.added(account_id, record.id, uid, tail)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
                 txn.put(blob_raw, pack_blob_record(1, size), db=dbs.blobs)
                 if digest is not None:
-                    txn.put(blob_raw, digest, db=dbs.digests)
+                    txn.put(blob_raw, digest[0], db=dbs.digests)
+                    txn.put(blob_raw, digest[1], db=dbs.summaries)
                 unseen, deleted = counter_deltas(flagset.bits)
                 record.messages += 1
                 record.unseen += unseen
                 record.deleted += deleted
                 record.size += size
                 uids.append(uid)
+            delta.apply()
             record.state |= STATE_HELD_MESSAGES
             self._put_folder(txn, dbs, account_id, record)
             self._adjust_usage(txn, dbs, account_id, total, len(prepared))
@@ -899,8 +920,7 @@ class Store(MetadataMixin):
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             keys = self._message_range(txn, dbs, account_id, record, values=False)
-        uid_of = UID_IN_MESSAGE_KEY.unpack_from
-        return [uid_of(key)[0] for key in keys]
+        return uids_from_keys(keys)
 
     def get_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[MessageMeta]:
         """The existing messages among `uids`, in UID order."""
@@ -909,13 +929,102 @@ class Store(MetadataMixin):
             dbs = self._shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            out = []
+            return metas_from_pairs(self._records_of(txn, dbs, account_id, record.id, wanted))
+
+    def flag_rows(self, account: str, folder_id: int, uids: Iterable[int]) -> list[tuple[int, tuple[str, ...], int]]:
+        """(uid, flags, modseq) of the existing messages among `uids`, in UID order: get_messages
+        for callers that need no more than flags and MODSEQ (FETCH FLAGS on a whole folder), at a
+        fraction of its cost per message. `flags` is spelled as in MessageMeta."""
+        wanted = _uid_list(uids)
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            return flag_rows_from_pairs(self._records_of(txn, dbs, account_id, record.id, wanted))
+
+    @staticmethod
+    def _records_of(txn: Any, dbs: Databases, account_id: int, folder_id: int,
+                    wanted: list[int]) -> list[tuple[bytes, bytes]]:
+        """(key, record) of the existing messages among the sorted, distinct UIDs `wanted`.
+
+        A dense set (say 1:*) is read with one cursor pass over its UID range, a sparse one
+        key by key: either way a few cursor steps per wanted message at most."""
+        if not wanted:
+            return []
+        first, last = wanted[0], wanted[-1]
+        span = last - first + 1
+        if len(wanted) * _DENSE_FACTOR < span:
             get = txn.get
+            out = []
             for uid in wanted:
-                raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
+                key = message_key(account_id, folder_id, uid)
+                raw = get(key, db=dbs.messages)
                 if raw is not None:
-                    out.append(meta_from_record(uid, raw))
+                    out.append((key, raw))
             return out
+        cursor = txn.cursor(dbs.messages)
+        if not cursor.set_range(message_key(account_id, folder_id, first)):
+            return []
+        # At most `span` keys lie in the range; the ones read beyond its end are cut off.
+        pairs = list(itertools.islice(cursor.iternext(), span))
+        end = message_key(account_id, folder_id, last)
+        if pairs and pairs[-1][0] > end:
+            del pairs[bisect.bisect_right(pairs, end, key=_first):]
+        if len(wanted) == span:
+            return pairs
+        members = set(wanted)
+        uid_of = UID_IN_MESSAGE_KEY.unpack_from
+        return [item for item in pairs if uid_of(item[0])[0] in members]
+
+    def unseen_uids(self, account: str, folder_id: int, limit: int | None = None) -> list[int]:
+        """UIDs of the folder's messages without \\Seen, ascending (the first `limit` of them):
+        read from the flag index, so the cost follows the unseen messages, not the folder."""
+        return self._flag_index_uids(account, folder_id, indexes.UNSEEN_KIND, limit)
+
+    def deleted_uids(self, account: str, folder_id: int) -> list[int]:
+        """UIDs of the folder's messages flagged \\Deleted, ascending (from the flag index)."""
+        return self._flag_index_uids(account, folder_id, indexes.DELETED_KIND, None)
+
+    def first_unseen(self, account: str, folder_id: int) -> int | None:
+        """UID of the lowest-numbered message without \\Seen, or None."""
+        found = self.unseen_uids(account, folder_id, limit=1)
+        return found[0] if found else None
+
+    def _flag_index_uids(self, account: str, folder_id: int, kind: int, limit: int | None) -> list[int]:
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise InvalidArgument(f"invalid limit {limit!r}")
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if not (record.unseen if kind == indexes.UNSEEN_KIND else record.deleted):
+                return []
+            if self._shared.indexed:
+                return indexes.uids_of_kind(txn, dbs, account_id, record.id, kind, limit)
+            # A store of an older schema opened read-only has no flag index: scan the records.
+            uid_of = UID_IN_MESSAGE_KEY.unpack_from
+            out = []
+            for key, raw in self._message_range(txn, dbs, account_id, record, values=True):
+                if kind in indexes.flag_kinds(raw[FLAGS_OFFSET]):
+                    out.append(uid_of(key)[0])
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+
+    def keywords(self, account: str, folder_id: int) -> list[str]:
+        """The keywords some message of the folder carries, sorted, each spelling as stored (a
+        keyword spelled differently by different messages appears in each spelling)."""
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if self._shared.indexed:
+                return indexes.folder_keywords(txn, dbs, account_id, record.id)
+            spellings: set[bytes] = set()
+            for tail in {bytes(raw[FIXED_SIZE:]) for _key, raw in
+                         self._message_range(txn, dbs, account_id, record, values=True)}:
+                spellings.update(indexes.keywords_of(tail))
+            return sorted(keyword.decode("ascii") for keyword in spellings)
 
     def store_flags(self, account: str, folder_id: int, uids: Iterable[int], mode: str,
                     flags: Iterable[str], *, unchanged_since: int | None = None
@@ -933,6 +1042,7 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             changed: list[MessageMeta] = []
             failed: list[int] = []
+            delta = indexes.IndexDelta(txn, dbs)
             for uid in wanted:
                 key = message_key(account_id, record.id, uid)
                 raw = txn.get(key, db=dbs.messages)
@@ -951,12 +1061,14 @@ class Store(MetadataMixin):
                 txn.put(key, new_raw, db=dbs.messages)
                 txn.delete(change_key(account_id, record.id, old_modseq, uid), db=dbs.modseqs)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
+                delta.changed(account_id, record.id, uid, old_tail, new_tail)
                 old_unseen, old_deleted = counter_deltas(old_tail[0])
                 new_unseen, new_deleted = counter_deltas(new_tail[0])
                 record.unseen += new_unseen - old_unseen
                 record.deleted += new_deleted - old_deleted
                 changed.append(meta_from_record(uid, new_raw))
             if changed:
+                delta.apply()
                 self._put_folder(txn, dbs, account_id, record)
                 effects.changed(account_id, record.id, record.highestmodseq)
             return changed, failed
@@ -994,9 +1106,11 @@ class Store(MetadataMixin):
                 self._check_quota(txn, dbs, dst_account_id, total, len(found))
             if dst.uidnext + len(found) - 1 > MAX_U32:
                 raise MidbError("destination folder UID space exhausted")
+            delta = indexes.IndexDelta(txn, dbs)
             if move:
                 for uid, raw in found:
                     modseq, _date, _tz, size, _blob, tail = unpack_record(raw)
+                    delta.removed(src_account_id, src.id, uid, tail)
                     txn.delete(message_key(src_account_id, src.id, uid), db=dbs.messages)
                     txn.delete(change_key(src_account_id, src.id, modseq, uid), db=dbs.modseqs)
                     txn.put(change_key(src_account_id, src.id, src.next_modseq(), uid), b"", db=dbs.tombstones)
@@ -1015,6 +1129,7 @@ class Store(MetadataMixin):
                 txn.put(message_key(dst_account_id, dst.id, new_uid), with_modseq_and_flags(raw, modseq, tail),
                         db=dbs.messages)
                 txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), b"", db=dbs.modseqs)
+                delta.added(dst_account_id, dst.id, new_uid, tail)
                 unseen, deleted = counter_deltas(tail[0])
                 dst.messages += 1
                 dst.unseen += unseen
@@ -1022,6 +1137,7 @@ class Store(MetadataMixin):
                 dst.size += size
                 blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
                 pairs.append((uid, new_uid))
+            delta.apply()
             if not move:
                 for blob_raw, count in blob_counts.items():
                     self._blob_incref(txn, dbs, blob_raw, count)
@@ -1051,21 +1167,22 @@ class Store(MetadataMixin):
                 return []
             victims: list[tuple[int, bytes]] = []
             if wanted is None:
-                uid_of = UID_IN_MESSAGE_KEY.unpack_from
-                for key, raw in self._message_range(txn, dbs, account_id, record, values=True):
-                    if raw[FLAGS_OFFSET] & DELETED:
-                        victims.append((uid_of(key)[0], raw))
+                # The \\Deleted index lists the candidates: no scan of the whole folder.
+                candidates = indexes.uids_of_kind(txn, dbs, account_id, record.id, indexes.DELETED_KIND)
             else:
-                for uid in wanted:
-                    raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
-                    if raw is not None and raw[FLAGS_OFFSET] & DELETED:
-                        victims.append((uid, raw))
+                candidates = wanted
+            for uid in candidates:
+                raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
+                if raw is not None and raw[FLAGS_OFFSET] & DELETED:
+                    victims.append((uid, raw))
             if not victims:
                 return []
             blob_counts: dict[bytes, int] = {}
             total = 0
+            delta = indexes.IndexDelta(txn, dbs)
             for uid, raw in victims:
                 modseq, _date, _tz, size, blob_raw, tail = unpack_record(raw)
+                delta.removed(account_id, record.id, uid, tail)
                 txn.delete(message_key(account_id, record.id, uid), db=dbs.messages)
                 txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
                 txn.put(change_key(account_id, record.id, record.next_modseq(), uid), b"", db=dbs.tombstones)
@@ -1076,6 +1193,7 @@ class Store(MetadataMixin):
                 record.size -= size
                 total += size
                 blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+            delta.apply()
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             self._put_folder(txn, dbs, account_id, record)
@@ -1158,6 +1276,35 @@ class Store(MetadataMixin):
                 log.warning("stored digest of body %s unreadable; recomputing", blob)
         return mime.digest(self._blobs.read(blob))
 
+    def summary(self, blob: str) -> Summary:
+        """The summary of a body (midb.summary): what SEARCH, SORT and THREAD read per message."""
+        found = self.summaries([blob])[0]
+        if found is None:
+            raise NoSuchBody(blob)
+        return found
+
+    def summaries(self, blobs: Iterable[str]) -> list[Summary | None]:
+        """The summaries of several bodies, read in one transaction; None for a body that is gone.
+        A body stored without one (before summaries existed) gets it from its digest."""
+        keys = [blob_key(blob) for blob in blobs]
+        with lmdb_errors(), self._env.read() as txn:
+            db = self._shared.dbs.summaries
+            encoded = [txn.get(key, db=db) for key in keys] if db is not None else [None] * len(keys)
+        decode = decode_summary
+        out: list[Summary | None] = []
+        for key, raw in zip(keys, encoded, strict=True):
+            if raw is not None:
+                try:
+                    out.append(decode(raw))
+                    continue
+                except mime.DigestFormatError:
+                    log.warning("stored summary of body %s unreadable; using its digest", key.hex())
+            try:
+                out.append(summarize(self.digest(key.hex())))
+            except NoSuchBody:
+                out.append(None)
+        return out
+
     # ---- notifications ------------------------------------------------------------------------------
 
     def watch(self, account: str, callback: Callable[[str, int, int], None]) -> WatchHandle:
@@ -1203,6 +1350,8 @@ def _apply_flags(old_tail: bytes, mode: str, given: FlagSet) -> bytes:
 
 def _uid_list(uids: Iterable[int]) -> list[int]:
     """Sorted distinct UIDs; values outside 1..2**32-1 cannot exist and are dropped."""
+    if type(uids) is list and _is_uid_sequence(uids):
+        return uids   # already sorted, distinct and in range (what sessions pass): as is
     if isinstance(uids, (str, bytes)):
         raise InvalidArgument("uids must be an iterable of int")
     try:
@@ -1213,6 +1362,17 @@ def _uid_list(uids: Iterable[int]) -> list[int]:
         if not isinstance(value, int):
             raise InvalidArgument(f"invalid UID {value!r}")
     return sorted(value for value in values if 0 < value <= MAX_U32)
+
+
+def _is_uid_sequence(uids: list[Any]) -> bool:
+    """True when `uids` holds strictly ascending ints in 1..2**32-1 (checked in C loops)."""
+    if not uids:
+        return True
+    try:
+        words = array(U32_ARRAY_CODE, uids)   # TypeError: not an int; OverflowError: out of range
+    except (TypeError, OverflowError):
+        return False
+    return words[0] > 0 and all(map(operator.lt, words, itertools.islice(words, 1, None)))
 
 
 def _check_uid_room(record: FolderRecord, explicit_uid: int | None, count: int) -> None:
@@ -1240,9 +1400,11 @@ def _check_lang(value: object) -> None:
         raise InvalidArgument(f"invalid language {value!r}")
 
 
-def _encoded_digest(data: bytes) -> bytes | None:
+def _encoded_digest(data: bytes) -> tuple[bytes, bytes] | None:
+    """(encoded MIME digest, encoded summary) of a body about to be stored."""
     try:
-        return mime.encode_digest(mime.digest(data))
-    except Exception:   # the digest is a cache; the message must still be stored
+        digest = mime.digest(data)
+        return mime.encode_digest(digest), encode_summary(summarize(digest))
+    except Exception:   # both are caches; the message must still be stored
         log.exception("MIME digest failed; it will be recomputed on demand")
         return None

@@ -49,6 +49,7 @@ import linecache
 import re
 import textwrap
 from collections.abc import Iterable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,19 @@ from gximap.session.context import ServerContext, Settings
 from gximap.session.session import ImapSession
 from midb.authdb import MidbAuth
 from midb.store import Store
+
+
+class InlineExecutor(Executor):
+    """Runs submitted work at once, in the caller's thread: the sans-IO session then resumes an
+    awaiting handler (password checks) in the same pass, as if the pool's waker had fired."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting handler
+            future.set_exception(exc)
+        return future
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
@@ -125,7 +139,7 @@ class Conversation:
                 raise TypeError("Conversation needs tmp_path (or the context of another one)")
             store = Store(Path(tmp_path) / "midb", fsync=False, data_path=[str(DATA_DIR)])
             auth = AuthService(store, MidbAuth(store), auth_times=auth_times, block_interval=block_interval,
-                               ip_times=ip_times)
+                               ip_times=ip_times, executor=InlineExecutor())
             context = ServerContext(Settings(**settings), store, auth, response_codes())
             self._owns_store = True
         else:

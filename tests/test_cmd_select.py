@@ -28,9 +28,13 @@ def test_select_rfc3501_responses(conv):
         S: * OK [UNSEEN 3] First unseen
         S: * OK [UIDVALIDITY {n:uidvalidity}] UIDs valid
         S: * OK [UIDNEXT 4] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n:modseq}] Highest modification sequence
         S: A142 OK [READ-WRITE] SELECT completed
     """)
-    assert int(conv.captured["uidvalidity"]) == conv.folder("INBOX").uidvalidity
+    inbox = conv.folder("INBOX")
+    assert int(conv.captured["uidvalidity"]) == inbox.uidvalidity
+    # RFC 7162 3.1.2.1: sent on every SELECT, CONDSTORE-aware client or not.
+    assert int(conv.captured["modseq"]) == inbox.highestmodseq
     assert conv.session.state is State.SELECTED
 
 
@@ -43,6 +47,7 @@ def test_select_empty_mailbox_has_no_unseen(conv):
         S: * 0 RECENT
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
         S: a1 OK [READ-WRITE] SELECT completed
     """)
 
@@ -58,6 +63,7 @@ def test_examine_is_read_only_and_claims_no_recent(conv):
         S: * OK [UNSEEN 1] First unseen
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
         S: a1 OK [READ-ONLY] EXAMINE completed
     """)
     other = conv.second_session()
@@ -84,6 +90,7 @@ def test_select_imap4rev2_responses(conv):
         S: * 1 EXISTS
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: a1 OK [READ-WRITE] SELECT completed
         C: a2 SELECT sent
@@ -95,6 +102,7 @@ def test_select_imap4rev2_responses(conv):
         S: * 0 EXISTS
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
         S: * LIST (\\Sent \\HasChildren) "/" Sent
         S: a3 OK [READ-ONLY] EXAMINE completed
         C: a4 SELECT INBOX
@@ -104,6 +112,7 @@ def test_select_imap4rev2_responses(conv):
         S: * 1 EXISTS
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: a4 OK [READ-WRITE] SELECT completed
     """)

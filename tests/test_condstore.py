@@ -47,10 +47,24 @@ def test_capabilities_advertised_after_login(conv: Conversation) -> None:
     assert b" CONDSTORE" in line and b" QRESYNC" in line
 
 
-def test_select_reports_highestmodseq_only_once_condstore_aware(conv: Conversation) -> None:
+def test_select_reports_highestmodseq_whether_condstore_aware_or_not(conv: Conversation) -> None:
+    """RFC 7162 section 3.1.2.1: "A server supporting the persistent storage of mod-sequences for
+    the mailbox MUST send the OK untagged response including HIGHESTMODSEQ response code with
+    every successful SELECT or EXAMINE command". midb keeps them for every mailbox."""
     seed(conv, ())
-    lines = conv.select()
-    assert not any(b"HIGHESTMODSEQ" in line for line in lines)
+    conv.script(f"""
+        C: a0 SELECT INBOX
+        S: * FLAGS ({{*}})
+        S: * OK [PERMANENTFLAGS ({{*}})] Flags permitted
+        S: * 1 EXISTS
+        S: * 0 RECENT
+        S: * OK [UNSEEN 1] First unseen
+        S: * OK [UIDVALIDITY {{n}}] UIDs valid
+        S: * OK [UIDNEXT 2] Predicted next UID
+        S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        S: a0 OK [READ-WRITE] SELECT completed
+    """)
+    assert not condstore.enabled(conv.session)  # reporting HIGHESTMODSEQ does not enable CONDSTORE
     conv.command("UNSELECT")
     conv.script(f"""
         C: a1 ENABLE CONDSTORE
@@ -122,8 +136,14 @@ def test_unauthenticate_forgets_condstore(conv: Conversation) -> None:
     conv.command("UNAUTHENTICATE")
     conv.login()
     assert not condstore.enabled(conv.session)
-    lines = conv.select()
-    assert not any(b"HIGHESTMODSEQ" in line for line in lines)
+    seed(conv, ())
+    conv.select()
+    # A CONDSTORE-unaware session's FETCH responses carry no MODSEQ.
+    conv.script("""
+        C: a1 STORE 1 +FLAGS (\\Flagged)
+        S: * 1 FETCH (FLAGS (\\Flagged))
+        S: a1 OK STORE completed
+    """)
 
 
 # -- FETCH --------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ cannot be reproduced, and each adaptation is commented:
 * human-readable response texts are ``{*}`` (they are ours, from data/imap_code.txt);
 * UIDVALIDITY is whatever the store chose (``{n}``);
 * untagged responses come in our order where the RFC does not fix one (SELECT, EXPUNGE, FETCH
-  items: UID first), and flags are sorted (``\\Recent`` last);
+  items: UID first); flags come sorted, system flags before keywords, ``\\Recent`` last;
 * PERMANENTFLAGS lists every flag (the examples show a server with a limited set);
+* SELECT/EXAMINE also report ``[HIGHESTMODSEQ]``, after UIDNEXT: RFC 7162 3.1.2.1 requires it
+  on every SELECT/EXAMINE from a server that keeps mod-sequences, as midb does for every mailbox;
 * UIDPLUS adds APPENDUID / COPYUID codes to the tagged OKs;
 * midb has no ``\\Noselect`` placeholders: a parent is a real mailbox, so DELETE of a parent
   is refused with ``NO [HASCHILDREN]`` (allowed by RFC 3501 6.3.4 / RFC 9051 6.3.4);
@@ -172,6 +174,7 @@ def test_6_3_1_select(conv):
         S: * OK [UNSEEN 12] {*}
         S: * OK [UIDVALIDITY {n:uv}] {*}
         S: * OK [UIDNEXT 4392] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: A142 OK [READ-WRITE] {*}
     """)
     assert int(conv.captured["uv"]) == conv.folder("INBOX").uidvalidity
@@ -194,6 +197,7 @@ def test_6_3_2_examine(conv):
         S: * OK [UNSEEN 8] {*}
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4392] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: A932 OK [READ-ONLY] {*}
     """)
     # EXAMINE does not take \Recent away from the next session that selects the mailbox.
@@ -923,6 +927,7 @@ def test_8_sample_imap4rev1_connection(tmp_path):
             S: * OK [UNSEEN 17] {*}
             S: * OK [UIDVALIDITY {n}] {*}
             S: * OK [UIDNEXT 19] {*}
+            S: * OK [HIGHESTMODSEQ {n}] {*}
             S: a002 OK [READ-WRITE] {*}
             # RFC822.SIZE: the RFC says 4286, but its header and body add up to 3370 octets.
             C: a003 fetch 12 full

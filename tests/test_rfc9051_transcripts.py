@@ -2,8 +2,9 @@
 ``ENABLE IMAP4rev2``, plus the rev2 differences from IMAP4rev1 that clients rely on.
 
 The same adaptations as in test_rfc3501_transcripts.py apply (our texts are ``{*}``, our
-UIDVALIDITY, our order of untagged responses and flags, UIDPLUS codes, real parent mailboxes
-instead of ``\\Noselect`` ones, atoms where the examples quote names that need no quoting).
+UIDVALIDITY, our order of untagged responses and flags, UIDPLUS codes, ``[HIGHESTMODSEQ]`` on
+every SELECT/EXAMINE (RFC 7162 3.1.2.1), real parent mailboxes instead of ``\\Noselect`` ones,
+atoms where the examples quote names that need no quoting).
 Specific to IMAP4rev2 here:
 
 * the rev2 sample connections do not ENABLE IMAP4rev2 (their server speaks only rev2); ours
@@ -82,6 +83,7 @@ def test_6_3_1_enable(tmp_path):
             S: * 0 EXISTS
             S: * OK [UIDVALIDITY {n}] {*}
             S: * OK [UIDNEXT 1] {*}
+            S: * OK [HIGHESTMODSEQ {n}] {*}
             S: * LIST (\\HasNoChildren) "/" INBOX
             S: t4 OK [READ-WRITE] {*}
             # ENABLE is valid in the authenticated state only.
@@ -119,6 +121,7 @@ def test_6_3_2_select(conv):
         S: * 172 EXISTS
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4392] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A142 OK [READ-WRITE] {*}
         C: A143 FETCH 171:172 FLAGS
@@ -142,6 +145,7 @@ def test_6_3_3_examine_and_closed(conv):
         S: * 17 EXISTS
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4392] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: * LIST (\\HasNoChildren) "/" blurdybloop
         S: A932 OK [READ-ONLY] {*}
         # A failed SELECT closes the previous mailbox too.
@@ -418,6 +422,7 @@ def test_6_3_9_utf8_mailbox_names(conv):
         S: * 0 EXISTS
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 1] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: * LIST (\\HasNoChildren) "/" "Grüße/отпуск"
         S: a3 OK [READ-WRITE] {*}
         C: a4 STATUS "Grüße" (MESSAGES)
@@ -527,6 +532,7 @@ def test_6_3_13_idle(conv):
         S: * 3 EXISTS
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A001 OK [READ-WRITE] {*}
         C: A002 IDLE
@@ -582,6 +588,7 @@ def test_6_4_1_close_6_4_2_unselect(conv):
         S: * 2 EXISTS
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 3] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A343 OK [READ-WRITE] {*}
         C: A341 CLOSE
@@ -822,6 +829,7 @@ def test_7_1_response_codes(conv):
         S: * 1 EXISTS
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 2] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A376 OK [READ-ONLY] {*}
         C: A377 FETCH 1 BINARY[1]
@@ -960,6 +968,7 @@ def test_8_sample_imap4rev2_connection(tmp_path):
             S: * 18 EXISTS
             S: * OK [UIDVALIDITY {n}] {*}
             S: * OK [UIDNEXT 19] {*}
+            S: * OK [HIGHESTMODSEQ {n}] {*}
             S: * LIST (\\HasNoChildren) "/" INBOX
             S: a002 OK [READ-WRITE] {*}
             C: a003 fetch 12 full

@@ -18,7 +18,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conversation import PASSWORD, Conversation, split_responses
+from conversation import PASSWORD, Conversation, InlineExecutor, split_responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,7 +119,7 @@ def context(tmp_path_factory: pytest.TempPathFactory):
     store.grant_owner("alice", "bob")
     from gximap.imap.codes import ResponseCodes
 
-    auth = AuthService(store, PlainBackend(), auth_times=1_000_000, ip_times=0)
+    auth = AuthService(store, PlainBackend(), auth_times=1_000_000, ip_times=0, executor=InlineExecutor())
     ctx = ServerContext(Settings(max_line=MAX_LINE, max_literal=MAX_LITERAL, max_nesting=8, max_args=64,
                                  max_bad_commands=40, insecure_auth=True, enable_id=True),
                         store, auth, ResponseCodes.load(str(REPO / "data")))

@@ -80,6 +80,7 @@ def test_utf8_mailbox_names_round_trip(conv: Conversation) -> None:
         S: * 0 RECENT
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 1] {*}
+        S: * OK [HIGHESTMODSEQ {n}] {*}
         S: m7 OK [READ-WRITE] SELECT completed
     """)
     # A client without UTF8=ACCEPT sees (and names) the same mailboxes in modified UTF-7.

@@ -7,8 +7,11 @@ per client address in a sliding window (``imap_auth_ip_times`` / ``imap_auth_ip_
 password spray over many usernames from one address is refused too. IPv6 clients are counted per
 /64 network, the block an ISP hands one customer, so address rotation within it does not help.
 
-Password hashing is CPU work: it runs on the calling worker thread (never the poller) and at
-most ``hash_concurrency`` at a time, so a burst of logins cannot occupy every worker.
+Password hashing is CPU work: IMAP sessions hand it to :meth:`AuthService.submit`, a small
+executor of ``hash_concurrency`` threads, and park the command until it is done, so a burst of
+logins never occupies the pool's workers (other sessions keep being served) nor the poller.
+hashlib's KDFs release the GIL, so the hashing threads really run beside the workers. Direct
+:meth:`authenticate` calls (the auth socket) share the same bound through a semaphore.
 
 Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
@@ -27,6 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +82,8 @@ class AuthService:
     def __init__(self, store: Any, backend: Any, *, auth_times: int = 10, block_interval: float = 60.0,
                  ip_times: int = 30, ip_window: float = 300.0, hash_concurrency: int = 2,
                  auto_create: bool = False, auth_map: NameMap | None = None,
-                 storage_map: NameMap | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 storage_map: NameMap | None = None, clock: Callable[[], float] = time.monotonic,
+                 executor: Executor | None = None) -> None:
         self.store = store
         self.backend = backend
         self.auth_times = auth_times
@@ -90,10 +95,21 @@ class AuthService:
         self.storage_map = storage_map if storage_map is not None else NameMap()
         self._clock = clock  # monotonic seconds; tests pass a fake one
         self._hash_slots = threading.BoundedSemaphore(max(1, hash_concurrency))
+        # Tests of the sans-IO session pass an executor that runs the check inline.
+        self._executor = executor or ThreadPoolExecutor(max_workers=max(1, hash_concurrency),
+                                                        thread_name_prefix="gximap-auth")
         self._lock = threading.Lock()
         self._blocked_users: dict[str, float] = {}  # block key -> unblock time (monotonic)
         self._ip_failures: dict[str, deque[float]] = {}  # address key -> failure times (monotonic)
         self._updates = 0
+
+    def submit(self, login: str, password: str, **kwargs: Any) -> Future[AuthResult]:
+        """:meth:`authenticate` on the hashing executor; the caller awaits the future."""
+        return self._executor.submit(self.authenticate, login, password, **kwargs)
+
+    def close(self) -> None:
+        """Stop the hashing threads (logins in flight are abandoned)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- blocks ---------------------------------------------------------------------------------
 

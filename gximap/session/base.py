@@ -2,8 +2,9 @@
 
 A command handler is a function ``handler(session, command)`` registered for a command class
 with :func:`command`. It returns a :class:`Done` (simple commands) or is a generator that
-yields untagged response lines (``bytes`` ending in CRLF) or :class:`NeedLine` requests
-(AUTHENTICATE, IDLE) and finally ``return``s a :class:`Done`. Generators let a FETCH of 100,000
+yields untagged response lines (``bytes`` ending in CRLF), :class:`NeedLine` requests
+(AUTHENTICATE, IDLE) or :class:`Await` (work off the worker threads) and finally ``return``s a
+:class:`Done`. Generators let a FETCH of 100,000
 messages stream message by message. The session adds the pending mailbox updates, then the
 tagged completion built from the Done. A handler signals failure by raising
 :class:`CommandFailed` (or by letting a midb error escape, which the session maps to
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,17 @@ class NeedLine:
     prompt: bytes
     idle: bool = False
     sensitive: bool = False  # the answer carries credentials: never traced
+
+
+@dataclass(frozen=True, slots=True)
+class Await:
+    """Yielded by a handler that waits for work done off the worker threads (password hashing).
+
+    The session parks the command without holding a worker; the future's completion wakes the
+    connection through the pool's waker, and its result is sent back into the generator (an
+    exception is thrown into it)."""
+
+    future: Future[Any]
 
 
 class CommandFailed(Exception):

@@ -407,11 +407,50 @@ def _candidate_uids(session: Any, keys: Iterable[SearchKey]) -> list[int] | None
     return None if narrowed is None else sorted(narrowed)
 
 
+def _flag_index_uids(session: Any, keys: Iterable[SearchKey]) -> list[int] | None:
+    """The UIDs midb's flag index gives for top-level UNSEEN / DELETED keys (intersected), cut to
+    the messages announced to the client, or None when no such key is there."""
+    view = session.selected
+    store = session.store
+    narrowed: set[int] | None = None
+    for key in keys:
+        if not isinstance(key, cmds.SearchFlag):
+            continue
+        flag = key.flag.lower()
+        if flag == "\\seen" and not key.present:
+            uids = store.unseen_uids(view.account, view.folder_id)
+        elif flag == "\\deleted" and key.present:
+            uids = store.deleted_uids(view.account, view.folder_id)
+        else:
+            continue
+        narrowed = set(uids) if narrowed is None else narrowed.intersection(uids)
+    if narrowed is None:
+        return None
+    uid_max = view.uid_max
+    return [uid for uid in narrowed if uid <= uid_max]
+
+
+def _flattened(keys: Sequence[SearchKey]) -> list[SearchKey]:
+    """Top-level keys with nested AND groups (NEW, parenthesised lists) opened up."""
+    out: list[SearchKey] = []
+    for key in keys:
+        if isinstance(key, cmds.SearchAnd):
+            out.extend(_flattened(key.keys))
+        else:
+            out.append(key)
+    return out
+
+
 def _load_records(session: Any, keys: Sequence[SearchKey]) -> list[Any]:
     """Index records of the view's messages (those the store still has), in UID order."""
     view = session.selected
     store = session.store
-    candidates = _candidate_uids(session, keys)
+    flat = _flattened(keys)
+    candidates = _candidate_uids(session, flat)
+    indexed = _flag_index_uids(session, flat)
+    if indexed is not None:
+        # Every message matching the search is among these (the key is still evaluated below).
+        candidates = sorted(indexed if candidates is None else set(candidates).intersection(indexed))
     if candidates is not None and len(candidates) * _NARROW_FRACTION < len(view.uids):
         return store.get_messages(view.account, view.folder_id, candidates) if candidates else []
     uid_max = view.uid_max

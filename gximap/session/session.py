@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Generator
+from concurrent.futures import Future
 from typing import Any
 
 from gximap import log as gxlog
@@ -25,7 +26,7 @@ from gximap.imap.commands import Command
 from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer, NeedContinuation
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
 from gximap.session import capabilities, condstore
-from gximap.session.base import REGISTRY, CommandFailed, Done, NeedLine, State
+from gximap.session.base import REGISTRY, Await, CommandFailed, Done, NeedLine, State
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
@@ -45,7 +46,7 @@ PREAUTH_MAX_LITERAL = 8192
 class _Running:
     """The command currently producing output."""
 
-    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name")
+    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future")
 
     def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool) -> None:
         self.command = command
@@ -55,6 +56,14 @@ class _Running:
         self.waiting: NeedLine | None = None  # the handler waits for a client line
         self.line: bytes | None = None  # the line to send into the generator next
         self.expunge_ok = expunge_ok
+        self.future: Future[Any] | None = None  # the handler awaits work done off the workers
+
+    @property
+    def parked(self) -> bool:
+        """Nothing to do until the client sends a line or awaited work completes."""
+        if self.future is not None:
+            return not self.future.done()
+        return self.waiting is not None and self.line is None
 
 
 class ImapSession:
@@ -145,6 +154,8 @@ class ImapSession:
         while budget > 0 and not self._closing:
             running = self._running
             if running is not None:
+                if running.future is not None:
+                    return not running.parked  # the waker fires when the awaited work is done
                 if running.waiting is None or running.line is not None:
                     return True  # output pending: next_output() drives it
                 line = self.framer.next_raw_line()
@@ -178,7 +189,7 @@ class ImapSession:
                     gxlog.io_trace(self.id, "S", bytes(item))
                 return item
             running = self._running
-            if running is None or (running.waiting is not None and running.line is None):
+            if running is None or running.parked:
                 return None
             self._step(running)
 
@@ -337,7 +348,11 @@ class ImapSession:
     def _step(self, running: _Running) -> None:
         """Advance the running command by one item of output."""
         try:
-            if running.line is not None:
+            if running.future is not None:
+                future, running.future = running.future, None
+                error = future.exception()
+                item = running.gen.throw(error) if error is not None else running.gen.send(future.result())
+            elif running.line is not None:
                 line, running.line, running.waiting = running.line, None, None
                 item = running.gen.send(line)
             else:
@@ -355,7 +370,13 @@ class ImapSession:
                 done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
             self._finish(running, done)
             return
-        if isinstance(item, NeedLine):
+        if isinstance(item, Await):
+            running.future = item.future
+            if not item.future.done():
+                # From the executor thread when the work is done (at once if it just finished):
+                # the pool runs this connection again and next_output() resumes the handler.
+                item.future.add_done_callback(lambda _future: self.waker())
+        elif isinstance(item, NeedLine):
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:

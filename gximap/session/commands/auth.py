@@ -18,7 +18,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
 from gximap.session import capabilities
-from gximap.session.base import ANY_STATE, AUTHENTICATED, CommandFailed, Done, NeedLine, State, command
+from gximap.session.base import ANY_STATE, AUTHENTICATED, Await, CommandFailed, Done, NeedLine, State, command
 
 # SASL LOGIN's challenges, "Username:" and "Password:" in base64 (draft-murchison-sasl-login).
 _LOGIN_USERNAME_PROMPT = b"+ VXNlcm5hbWU6\r\n"
@@ -58,16 +58,15 @@ def _decode_text(data: bytes) -> str | None:
 
 
 def _attempt(session: Any, login: str | None, password: str | None, mech: str,
-             authzid: str | None = None) -> Done:
-    """Check the credentials; log in or count the failure (and maybe block and disconnect)."""
+             authzid: str | None = None) -> Generator[Await, Any, Done]:
+    """Check the credentials; log in or count the failure (and maybe block and disconnect).
+    The check runs on the auth service's hashing threads while the command is parked."""
     auth = session.ctx.auth
     if login is None or password is None:
         # Not valid UTF-8: no account can match; treat it like a wrong password.
-        result = auth.authenticate("", "", rhost=session.rhost, address=session.conn.peer_host, mech=mech)
-        login = ""
-    else:
-        result = auth.authenticate(login, password, rhost=session.rhost, address=session.conn.peer_host,
-                                   mech=mech, authzid=authzid)
+        login, password, authzid = "", "", None
+    result = yield Await(auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host,
+                                     mech=mech, authzid=authzid))
     if result.ok:
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
@@ -83,10 +82,10 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
 
 
 @command(cmds.Login, states=ANY_STATE)
-def login(session: Any, cmd: cmds.Login) -> Done:
+def login(session: Any, cmd: cmds.Login) -> Generator[Await, Any, Done]:
     _require_not_authenticated(session)
     _require_privacy(session)
-    return _attempt(session, _decode_text(cmd.user), _decode_text(cmd.password), "LOGIN")
+    return (yield from _attempt(session, _decode_text(cmd.user), _decode_text(cmd.password), "LOGIN"))
 
 
 def _sasl_response(line: bytes) -> bytes:
@@ -101,7 +100,7 @@ def _sasl_response(line: bytes) -> bytes:
 
 
 @command(cmds.Authenticate, states=ANY_STATE)
-def authenticate(session: Any, cmd: cmds.Authenticate) -> Generator[NeedLine, bytes, Done]:
+def authenticate(session: Any, cmd: cmds.Authenticate) -> Generator[NeedLine | Await, Any, Done]:
     _require_not_authenticated(session)
     mechanism = cmd.mechanism.upper()
     if mechanism == "PLAIN":
@@ -109,29 +108,29 @@ def authenticate(session: Any, cmd: cmds.Authenticate) -> Generator[NeedLine, by
         data = cmd.initial
         if data is None:
             data = _sasl_response((yield NeedLine(_EMPTY_CHALLENGE, sensitive=True)))
-        return _plain(session, data)
+        return (yield from _plain(session, data))
     if mechanism == "LOGIN" and session.settings.sasl_login:
         _require_privacy(session)
         user = cmd.initial
         if user is None:
             user = _sasl_response((yield NeedLine(_LOGIN_USERNAME_PROMPT, sensitive=True)))
         password = _sasl_response((yield NeedLine(_LOGIN_PASSWORD_PROMPT, sensitive=True)))
-        return _attempt(session, _decode_text(user), _decode_text(password), "LOGIN")
+        return (yield from _attempt(session, _decode_text(user), _decode_text(password), "LOGIN"))
     # RFC 3501 6.2.2: an unsupported mechanism is rejected with a tagged NO.
     raise CommandFailed(Code.NO_AUTH_MECHANISM)
 
 
-def _plain(session: Any, message: bytes) -> Done:
+def _plain(session: Any, message: bytes) -> Generator[Await, Any, Done]:
     """RFC 4616: [authzid] NUL authcid NUL passwd. A non-empty authzid different from the
     authcid asks to act as that mailbox (impersonation, checked by AuthService)."""
     parts = message.split(b"\x00")
     if len(parts) != 3:
-        return _attempt(session, None, None, "PLAIN")
+        return (yield from _attempt(session, None, None, "PLAIN"))
     authzid, authcid, password = (_decode_text(part) for part in parts)
     if authzid is None:
-        return _attempt(session, None, None, "PLAIN")
-    return _attempt(session, authcid, password, "PLAIN",
-                    authzid=authzid if authzid and authzid != authcid else None)
+        return (yield from _attempt(session, None, None, "PLAIN"))
+    return (yield from _attempt(session, authcid, password, "PLAIN",
+                                authzid=authzid if authzid and authzid != authcid else None))
 
 
 @command(cmds.Unauthenticate, states=AUTHENTICATED)

@@ -30,7 +30,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
 from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt
-from gximap.session import condstore
+from gximap.session import condstore, fetchrows
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids
 from gximap.session.selected import flag_atoms
@@ -326,6 +326,17 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     renderer = _Renderer(session, cmd)
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
     missing = False
+    names = ["UID"] * renderer.uid + [att.name for att in renderer.items]
+    if cmd.changedsince is None and not mark_seen and fetchrows.RECORD_ITEMS.issuperset(names):
+        # UID / FLAGS / MODSEQ only (a client resynchronising): rendered from compact rows.
+        rows = fetchrows.FlagFetch(names, recent=view.recent, show_recent=renderer.show_recent)
+        try:
+            missing = yield from rows.responses(session, uids)
+        finally:
+            view.note_fetch_modseq(rows.top_modseq)
+        if missing and not cmd.uid:
+            return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.OK_FETCH)
     try:
         for metas, gone in _record_batches(session, uids, cmd.changedsince):
             missing = missing or gone

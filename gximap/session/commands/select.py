@@ -1,8 +1,9 @@
 """Opening and closing mailboxes: SELECT EXAMINE CHECK CLOSE UNSELECT, and IDLE (RFC 2177).
 
-SELECT/EXAMINE take RFC 7162's CONDSTORE and QRESYNC parameters: CONDSTORE-aware sessions get
-``[HIGHESTMODSEQ]``, and QRESYNC (after ENABLE QRESYNC, else BAD) resynchronises the client's
-cache with VANISHED (EARLIER) and FETCH responses (gximap.session.condstore).
+SELECT/EXAMINE always report ``[HIGHESTMODSEQ]`` (midb keeps mod-sequences for every mailbox) and
+take RFC 7162's CONDSTORE and QRESYNC parameters: QRESYNC (after ENABLE QRESYNC, else BAD)
+resynchronises the client's cache with VANISHED (EARLIER) and FETCH responses
+(gximap.session.condstore).
 """
 
 from __future__ import annotations
@@ -25,18 +26,12 @@ SEEN = "\\Seen"
 def mailbox_flags(session: Any, view: SelectedMailbox) -> tuple[list[str], int | None]:
     """(system flags + keywords in use, UID of the first unseen message or None).
 
-    One pass over the message metadata. The first-unseen UID is only looked for when the
-    folder counts unseen messages and the client speaks IMAP4rev1 (rev2 dropped [UNSEEN])."""
+    Both come from midb's flag indexes (a few keys, whatever the folder's size). The first-unseen
+    UID is only looked for when the client speaks IMAP4rev1 (rev2 dropped [UNSEEN])."""
     store = session.store
-    metas = store.messages(view.account, view.folder_id)
-    keywords: set[str] = set()
-    # Few distinct flag combinations exist even in huge folders: deduplicate the tuples first.
-    for flags in {meta.flags for meta in metas}:
-        keywords.update(flag for flag in flags if not flag.startswith("\\"))
-    first_unseen = None
-    if not session.rev2:
-        first_unseen = next((meta.uid for meta in metas if SEEN not in meta.flags), None)
-    return [*cmds.SYSTEM_FLAGS, *sorted(keywords)], first_unseen
+    keywords = store.keywords(view.account, view.folder_id)
+    first_unseen = None if session.rev2 else store.first_unseen(view.account, view.folder_id)
+    return [*cmds.SYSTEM_FLAGS, *keywords], first_unseen
 
 
 def _info(session: Any, code: bytes, text: Code) -> bytes:
@@ -80,9 +75,10 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
             yield _info(session, b"UNSEEN %d" % first_unseen, Code.INFO_UNSEEN)
     yield _info(session, b"UIDVALIDITY %d" % view.uidvalidity, Code.INFO_UIDVALIDITY)
     yield _info(session, b"UIDNEXT %d" % folder.uidnext, Code.INFO_UIDNEXT)
-    if condstore.enabled(session):
-        # RFC 7162 section 3.1.2.1; every midb mailbox keeps mod-sequences, so never NOMODSEQ.
-        yield _info(session, b"HIGHESTMODSEQ %d" % view.modseq, Code.INFO_HIGHESTMODSEQ)
+    # RFC 7162 section 3.1.2.1: a server keeping mod-sequences for the mailbox MUST send
+    # HIGHESTMODSEQ on every successful SELECT/EXAMINE, CONDSTORE-aware client or not. Every midb
+    # mailbox keeps them, so never NOMODSEQ. Placed after UIDNEXT, as in the RFC's and Dovecot's.
+    yield _info(session, b"HIGHESTMODSEQ %d" % view.modseq, Code.INFO_HIGHESTMODSEQ)
     if session.rev2:
         # RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate attributes.
         attributes = listing.folder_attributes(folder, store.list_folders(session.user))

@@ -1,0 +1,192 @@
+"""Secondary indexes over message flags, kept in the same write transaction as the messages.
+
+Two databases answer questions that would otherwise need a scan of every record of a folder:
+
+* ``flag_uids``: (account, folder, kind, uid) -> b"" for every message that is unseen (kind 0) or
+  carries \\Deleted (kind 1). The first unseen message (SELECT's ``[UNSEEN n]``), SEARCH UNSEEN and
+  EXPUNGE cost O(matching messages), not O(folder).
+* ``keyword_counts``: (account, folder) + keyword as spelled (UTF-8) -> u32 number of messages of
+  the folder carrying that spelling. The keywords in use (SELECT's FLAGS list) are read from a
+  few keys instead of every record.
+
+Both keys start with the 8-byte folder key, so deleting a folder's or an account's key prefix
+removes its entries too. Write jobs collect keyword count changes in an :class:`IndexDelta` (a
+folder's records change many times in one job; its counters are written once) and call
+:meth:`IndexDelta.apply` before they return.
+
+:func:`rebuild` recomputes both from the messages table: it upgrades a store written before these
+indexes existed (schema 1, see midb.env) and is what ``midb verify --repair`` restores.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from midb.keys import FOLDER, U32, folder_key, unpack_message_key
+from midb.messages import DELETED, FIXED_SIZE, FLAGS_OFFSET, SEEN
+
+__all__ = [
+    "DELETED_KIND",
+    "UNSEEN_KIND",
+    "IndexDelta",
+    "expected_entries",
+    "flag_key",
+    "flag_kinds",
+    "folder_keywords",
+    "keyword_key",
+    "keywords_of",
+    "rebuild",
+    "uids_of_kind",
+]
+
+UNSEEN_KIND = 0
+DELETED_KIND = 1
+FLAG_KEY = struct.Struct(">IIBI")            # (account, folder, kind, uid)
+UID_IN_FLAG_KEY = struct.Struct(">9xI")
+_KIND_PREFIX = struct.Struct(">IIB")
+
+
+def flag_key(account_id: int, folder_id: int, kind: int, uid: int) -> bytes:
+    return FLAG_KEY.pack(account_id, folder_id, kind, uid)
+
+
+def keyword_key(account_id: int, folder_id: int, keyword: bytes) -> bytes:
+    return FOLDER.pack(account_id, folder_id) + keyword
+
+
+def flag_kinds(bits: int) -> tuple[int, ...]:
+    """The flag-index kinds a message with these system flag bits is listed under."""
+    if bits & SEEN:
+        return (DELETED_KIND,) if bits & DELETED else ()
+    return (UNSEEN_KIND, DELETED_KIND) if bits & DELETED else (UNSEEN_KIND,)
+
+
+def keywords_of(tail: bytes) -> list[bytes]:
+    """The keyword spellings of a record's flags tail (bitmask byte + space-separated keywords)."""
+    return bytes(tail[1:]).split(b" ") if len(tail) > 1 else []
+
+
+class IndexDelta:
+    """Index maintenance for one write job: flag-index entries are written at once, keyword
+    count changes are summed per folder and written by :meth:`apply`."""
+
+    __slots__ = ("txn", "dbs", "_counts")
+
+    def __init__(self, txn: Any, dbs: Any) -> None:
+        self.txn = txn
+        self.dbs = dbs
+        self._counts: dict[bytes, int] = {}
+
+    def added(self, account_id: int, folder_id: int, uid: int, tail: bytes) -> None:
+        """A message record with flags ``tail`` now exists under (account, folder, uid)."""
+        for kind in flag_kinds(tail[0]):
+            self.txn.put(FLAG_KEY.pack(account_id, folder_id, kind, uid), b"", db=self.dbs.flag_uids)
+        if len(tail) > 1:
+            self._count(account_id, folder_id, tail, 1)
+
+    def removed(self, account_id: int, folder_id: int, uid: int, tail: bytes) -> None:
+        """The message record (account, folder, uid) with flags ``tail`` is gone."""
+        for kind in flag_kinds(tail[0]):
+            self.txn.delete(FLAG_KEY.pack(account_id, folder_id, kind, uid), db=self.dbs.flag_uids)
+        if len(tail) > 1:
+            self._count(account_id, folder_id, tail, -1)
+
+    def changed(self, account_id: int, folder_id: int, uid: int, old_tail: bytes, new_tail: bytes) -> None:
+        """The flags of a message changed from ``old_tail`` to ``new_tail``."""
+        old_bits, new_bits = old_tail[0], new_tail[0]
+        if old_bits != new_bits:
+            old_kinds, new_kinds = flag_kinds(old_bits), flag_kinds(new_bits)
+            put, delete, db = self.txn.put, self.txn.delete, self.dbs.flag_uids
+            for kind in old_kinds:
+                if kind not in new_kinds:
+                    delete(FLAG_KEY.pack(account_id, folder_id, kind, uid), db=db)
+            for kind in new_kinds:
+                if kind not in old_kinds:
+                    put(FLAG_KEY.pack(account_id, folder_id, kind, uid), b"", db=db)
+        if old_tail[1:] != new_tail[1:]:
+            if len(old_tail) > 1:
+                self._count(account_id, folder_id, old_tail, -1)
+            if len(new_tail) > 1:
+                self._count(account_id, folder_id, new_tail, 1)
+
+    def _count(self, account_id: int, folder_id: int, tail: bytes, step: int) -> None:
+        prefix = FOLDER.pack(account_id, folder_id)
+        counts = self._counts
+        for keyword in keywords_of(tail):
+            key = prefix + keyword
+            counts[key] = counts.get(key, 0) + step
+
+    def apply(self) -> None:
+        """Write the summed keyword count changes (call once, at the end of the job)."""
+        txn, db = self.txn, self.dbs.keyword_counts
+        for key, step in self._counts.items():
+            if not step:
+                continue
+            raw = txn.get(key, db=db)
+            count = (U32.unpack(raw)[0] if raw is not None else 0) + step
+            if count > 0:
+                txn.put(key, U32.pack(count), db=db)
+            else:
+                txn.delete(key, db=db)
+        self._counts.clear()
+
+
+def uids_of_kind(txn: Any, dbs: Any, account_id: int, folder_id: int, kind: int,
+                 limit: int | None = None) -> list[int]:
+    """UIDs listed under ``kind`` for the folder, ascending (at most ``limit`` of them)."""
+    prefix = _KIND_PREFIX.pack(account_id, folder_id, kind)
+    cursor = txn.cursor(dbs.flag_uids)
+    uids: list[int] = []
+    if not cursor.set_range(prefix):
+        return uids
+    uid_of = UID_IN_FLAG_KEY.unpack_from
+    for key in cursor.iternext(values=False):
+        if key[:9] != prefix:
+            break
+        uids.append(uid_of(key)[0])
+        if limit is not None and len(uids) >= limit:
+            break
+    return uids
+
+
+def folder_keywords(txn: Any, dbs: Any, account_id: int, folder_id: int) -> list[str]:
+    """Keyword spellings with a non-zero count in the folder, sorted."""
+    prefix = folder_key(account_id, folder_id)
+    cursor = txn.cursor(dbs.keyword_counts)
+    names: list[str] = []
+    if not cursor.set_range(prefix):
+        return names
+    for key in cursor.iternext(values=False):
+        if key[:8] != prefix:
+            break
+        names.append(bytes(key[8:]).decode("ascii"))
+    return sorted(names)
+
+
+def expected_entries(message_items: Iterator[tuple[bytes, bytes]]) -> tuple[set[bytes], dict[bytes, int]]:
+    """(flag-index keys, keyword counts) that the given (message key, record) pairs call for."""
+    flags: set[bytes] = set()
+    counts: dict[bytes, int] = {}
+    for key, raw in message_items:
+        account_id, folder_id, uid = unpack_message_key(key)
+        for kind in flag_kinds(raw[FLAGS_OFFSET]):
+            flags.add(FLAG_KEY.pack(account_id, folder_id, kind, uid))
+        tail = raw[FIXED_SIZE:]
+        if len(tail) > 1:
+            prefix = FOLDER.pack(account_id, folder_id)
+            for keyword in keywords_of(tail):
+                counts[prefix + keyword] = counts.get(prefix + keyword, 0) + 1
+    return flags, counts
+
+
+def rebuild(txn: Any, dbs: Any) -> None:
+    """Recompute both indexes from the messages table (inside a write transaction)."""
+    txn.drop(dbs.flag_uids, delete=False)
+    txn.drop(dbs.keyword_counts, delete=False)
+    flags, counts = expected_entries(txn.cursor(dbs.messages).iternext())
+    for key in sorted(flags):
+        txn.put(key, b"", db=dbs.flag_uids, append=True)
+    for key in sorted(counts):
+        txn.put(key, U32.pack(counts[key]), db=dbs.keyword_counts, append=True)

@@ -1,0 +1,148 @@
+"""Audit: the IMAP login and the Dovecot-protocol auth socket of one running gximap share the name
+mapping (auth_map / storage_map directives) and the throttling state (issue 5 / issue 6: "Uses the
+same accounts, name mapping and throttling as IMAP login"). Real server, real sockets, loopback."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess, free_port
+
+TIMEOUT = 10.0
+
+pytestmark = pytest.mark.e2e
+
+
+class ImapClient:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.buffer = b""
+        assert self.readline().startswith(b"* OK")
+
+    def readline(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                line, self.buffer = self.buffer, b""
+                return line
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def command(self, tag: str, text: str) -> list[bytes]:
+        self.sock.sendall(f"{tag} {text}\r\n".encode())
+        lines = []
+        for _ in range(100):
+            line = self.readline()
+            lines.append(line)
+            if not line or line.startswith(tag.encode() + b" "):
+                return lines
+        raise AssertionError(f"no tagged answer to {text!r}: {lines!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class AuthSocketClient:
+    """The client side of Dovecot's auth protocol, as Postfix speaks it."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.reader = self.sock.makefile("rb")
+        self.sock.sendall(b"VERSION\t1\t2\nCPID\t4242\n")
+        handshake = []
+        for _ in range(50):
+            line = self.reader.readline().rstrip(b"\n")
+            handshake.append(line)
+            if line == b"DONE" or not line:
+                break
+        assert handshake[0].startswith(b"VERSION\t1\t") and handshake[-1] == b"DONE", handshake
+        assert b"MECH\tPLAIN" in b"\n".join(handshake)
+
+    def plain(self, request_id: int, authcid: str, password: str, rip: str = "127.0.0.1") -> list[str]:
+        response = base64.b64encode(b"\0" + authcid.encode() + b"\0" + password.encode()).decode()
+        self.sock.sendall(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tsecured\trip={rip}\t"
+                          f"resp={response}\n".encode())
+        return self.reader.readline().decode().rstrip("\n").split("\t")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def _wait_for_log(server: GximapProcess, text: str) -> str:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        log = server.log()
+        if text in log:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged:\n{server.log()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    auth_port = free_port()
+    process = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"}, extra={
+        "auth_listen": f"127.0.0.1:{auth_port}",
+        "auth_map": "email_localpart",
+        "storage_map": "email_localpart",
+        "imap_auth_times": "2",
+        "imap_auth_ip_times": "0",
+    })
+    process.auth_port = auth_port  # type: ignore[attr-defined]
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_name_mapping_directives_apply_to_imap_and_the_auth_socket(server: GximapProcess) -> None:
+    imap = ImapClient(server.port)
+    # email_localpart: a bare name has no mapping, an address maps to its local part (after PRECIS).
+    assert imap.command("a1", "LOGIN alice secret")[-1].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+    assert imap.command("a2", "LOGIN Alice@Example.ORG secret")[-1].startswith(b"a2 OK")
+    imap.close()
+    _wait_for_log(server, "user=alice LOGIN ok")
+
+    auth = AuthSocketClient(server.auth_port)  # type: ignore[attr-defined]
+    try:
+        assert auth.plain(1, "bob", "secret")[:2] == ["FAIL", "1"]
+        answer = auth.plain(2, "Bob@Example.ORG", "secret")
+        assert answer[:2] == ["OK", "2"] and "user=bob@example.org" in answer, answer
+    finally:
+        auth.close()
+    log = _wait_for_log(server, "user=bob SMTP/PLAIN ok")
+    assert "user=bob SMTP/PLAIN rejected: unknown user name" in log
+
+
+def test_a_user_blocked_over_imap_is_refused_by_the_auth_socket_and_back(server: GximapProcess) -> None:
+    # Two failures on one IMAP connection (imap_auth_times = 2): NO, then BYE, and alice is blocked.
+    imap = ImapClient(server.port)
+    assert imap.command("b1", "LOGIN alice@example.org guess1")[-1].startswith(b"b1 NO")
+    assert imap.command("b2", "LOGIN alice@example.org guess2")[-1].startswith(b"b2 NO")
+    assert imap.readline().startswith(b"* BYE")
+    imap.close()
+
+    auth = AuthSocketClient(server.auth_port)  # type: ignore[attr-defined]
+    try:
+        # The right password is refused on the auth socket: the block is shared.
+        assert auth.plain(1, "alice@example.org", "secret")[:2] == ["FAIL", "1"]
+        # The other way round: two failures for bob on the auth socket block bob for IMAP too.
+        assert auth.plain(2, "bob@example.org", "guess1")[:2] == ["FAIL", "2"]
+        assert auth.plain(3, "bob@example.org", "guess2")[:2] == ["FAIL", "3"]
+    finally:
+        auth.close()
+    log = _wait_for_log(server, "user=alice@example.org SMTP/PLAIN rejected: user blocked")
+    assert "user=alice@example.org blocked for 60s: too many failed logins" in log
+
+    imap = ImapClient(server.port)
+    refused = imap.command("c1", "LOGIN bob@example.org secret")[-1]
+    assert refused == b"c1 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"
+    imap.close()
+    _wait_for_log(server, "user=bob@example.org LOGIN rejected: user blocked")
