@@ -87,7 +87,8 @@ def _large_rows(results: Result) -> list[Row]:
     rows = [
         Row(f"large mailbox ({messages} msgs): fill s (method differs)", "",
             lambda s: _get(s, "fill", "large", "seconds")),
-        Row("  post-fill server work s (doveadm force-resync)", "", lambda s: _get(s, "fill", "after_fill_s")),
+        Row("  post-fill server work s (doveadm force-resync)", "",
+            lambda s: _get(s, "fill", "after_fill_s") if _get(s, "fill", "large") else None),
     ]
     for step in LARGE_STEPS:
         rows.append(Row(f"  {step} ms", "↓", _status_or(_step_value(step), workload)))
@@ -118,6 +119,7 @@ def _idle_rows() -> list[Row]:
             _status_or(lambda d: f"{_get(d, 'wakeup', 'notified')}/{_get(d, 'wakeup', 'sessions_watched')}",
                        workload)),
         Row("  ramp-up s", "", _status_or(lambda d: d.get("ramp_seconds"), workload)),
+        Row("  ramp cut short by", "", _status_or(lambda d: d.get("halted") or None, workload)),
     ]
 
 
@@ -224,6 +226,7 @@ def format_header(results: Result) -> str:
     return (f"gximap benchmark {results.get('started', '')} ({'quick' if results.get('quick') else 'full'} run)\n"
             f"host: {host.get('cpus')} CPUs, {host.get('mem_gib')} GiB RAM, {host.get('kernel', '')}\n"
             f"servers: {versions}\n"
+            f"mixed load logs in with: {results.get('mixed_scheme', 'default')} password scheme\n"
             "↑ higher is better, ↓ lower is better; ratios are gximap ÷ other")
 
 

@@ -21,16 +21,6 @@ from gximap import config as gxconfig
 from gximap import log as gxlog
 
 
-def _usage() -> str:
-    return (
-        "Usage: gximap [-c config] [--version] [-?|--help]\n\n"
-        "  -c config    read configuration directives from this file (both the gromox.cfg\n"
-        "               and imap.cfg sets); default: /etc/gromox/gromox.cfg, /etc/gromox/imap.cfg\n"
-        "  --version    print the version and exit\n"
-        "  -?, --help   print this help and the configuration directives\n\n"
-    )
-
-
 def _parse_args(argv: Sequence[str]) -> tuple[str | None, str | None]:
     """(action, config path). action: "help", "version", or None to run; errors raise SystemExit."""
     config_path: str | None = None
@@ -55,7 +45,7 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, str | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     action, config_path = _parse_args(sys.argv[1:] if argv is None else argv)
     if action == "help":
-        sys.stdout.write(_usage() + gxconfig.render_help())
+        sys.stdout.write(gxconfig.render_help())
         return 0
     if action == "version":
         print(f"gximap {__version__}")

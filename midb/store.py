@@ -782,14 +782,69 @@ class Store(MetadataMixin):
             raise InvalidArgument("append_many needs at least one message")
         return self._append(account, folder_id, items, None)
 
-    def _append(self, account: str, folder_id: int,
-                items: list[tuple[bytes, Iterable[str], int | None, int]],
-                explicit_uid: int | None) -> tuple[int, list[int]]:
+    def append_batch(self, items: Iterable[tuple[str, int, bytes, Iterable[str]]]
+                     ) -> list[tuple[int, int] | MidbError]:
+        """Append one message to each of several folders, of one account or several, in ONE write
+        transaction (one sync however many copies): LMTP delivery of a message to its recipients.
+
+        `items` are (account, folder id, data, flags). Each copy stands or fails on its own: the
+        result for an item is (uidvalidity, uid) once durable, or the MidbError it met (OverQuota,
+        TooBig, NoSuchFolder, ...), exactly as append() would have raised it."""
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
-        if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
-            raise InvalidArgument(f"invalid UID {explicit_uid!r}")
         now = int(time.time())
+        outcomes: list[Any] = []
+        live: list[tuple[int, str, int, list[tuple[bytes, FlagSet, int, int]], int]] = []
+        for item in items:
+            try:
+                account, folder_id, data, flags = item
+            except (TypeError, ValueError):
+                raise InvalidArgument("append_batch item must be (account, folder id, data, flags)") from None
+            outcomes.append(None)
+            try:
+                prepared, total = self._prepare_append([(data, flags, None, 0)], now)
+                self._refuse_early(account, folder_id, total, len(prepared), None)
+            except MidbError as error:
+                outcomes[-1] = error
+                continue
+            live.append((len(outcomes) - 1, account, folder_id, prepared, total))
+        if not live:
+            return outcomes
+        blobs, digests = self._blobs.write_many([entry[3][0][0] for entry in live], _encoded_digest)
+        jobs = [self._append_job(account, folder_id, prepared, [blob], [digest], total, None)
+                for (_index, account, folder_id, prepared, total), blob, digest in zip(live, blobs, digests, strict=True)]
+        shared = self._env
+        try:
+            finished = shared.write_all(jobs, durable=self.fsync)
+        except BaseException:
+            self._discard_unreferenced(blobs)
+            raise
+        effects = WriteEffects()
+        unexpected: BaseException | None = None
+        failed_blobs = []
+        for (index, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished, strict=True):
+            if error is None:
+                uidvalidity, uids = result
+                outcomes[index] = (uidvalidity, uids[0])
+                for (account_id, folder_id), modseq in job_effects.changes.items():
+                    effects.changed(account_id, folder_id, modseq)
+                effects.unlink.extend(job_effects.unlink)
+                continue
+            failed_blobs.append(blob)
+            if isinstance(error, MidbError):
+                outcomes[index] = error
+            elif unexpected is None:
+                unexpected = error
+        if failed_blobs:
+            self._discard_unreferenced(failed_blobs)
+        self._after_commit(shared, effects)
+        if unexpected is not None:
+            raise unexpected
+        return outcomes
+
+    def _prepare_append(self, items: list[tuple[bytes, Iterable[str], int | None, int]],
+                        now: int) -> tuple[list[tuple[bytes, FlagSet, int, int]], int]:
+        """Validated (data, flags, internaldate, tzoffset) items and their total size."""
         prepared: list[tuple[bytes, FlagSet, int, int]] = []
         for item in items:
             try:
@@ -809,17 +864,42 @@ class Store(MetadataMixin):
             if not isinstance(tzoffset, int) or not -MAX_TZOFFSET <= tzoffset <= MAX_TZOFFSET:
                 raise InvalidArgument(f"invalid tzoffset {tzoffset!r}")
             prepared.append((data, parse_flags(flags), internaldate, tzoffset))
-        total = sum(len(entry[0]) for entry in prepared)
+        return prepared, sum(len(entry[0]) for entry in prepared)
 
-        # Refuse early, before any body is written (re-checked in the transaction below).
+    def _refuse_early(self, account: str, folder_id: int, total: int, count: int,
+                      explicit_uid: int | None) -> None:
+        """Refuse before any body is written (the write transaction checks again)."""
         with lmdb_errors(), self._env.read() as txn:
             dbs = self._shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            self._check_quota(txn, dbs, account_id, total, len(prepared))
-            _check_uid_room(record, explicit_uid, len(prepared))
+            self._check_quota(txn, dbs, account_id, total, count)
+            _check_uid_room(record, explicit_uid, count)
 
+    def _append(self, account: str, folder_id: int,
+                items: list[tuple[bytes, Iterable[str], int | None, int]],
+                explicit_uid: int | None) -> tuple[int, list[int]]:
+        if self.readonly:
+            raise ReadOnlyStore("store opened read-only")
+        if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
+            raise InvalidArgument(f"invalid UID {explicit_uid!r}")
+        prepared, total = self._prepare_append(items, int(time.time()))
+        self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
         blobs, digests = self._blobs.write_many([entry[0] for entry in prepared], _encoded_digest)
+        job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid)
+        shared = self._env
+        try:
+            result, effects = shared.write(job, durable=self.fsync)
+        except BaseException:
+            self._discard_unreferenced(blobs)
+            raise
+        self._after_commit(shared, effects)
+        return result
+
+    def _append_job(self, account: str, folder_id: int, prepared: list[tuple[bytes, FlagSet, int, int]],
+                    blobs: list[str], digests: list[tuple[bytes, bytes] | None], total: int,
+                    explicit_uid: int | None) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int]]]:
+        """The write job indexing bodies already stored under `blobs`."""
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int]]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
@@ -859,14 +939,7 @@ class Store(MetadataMixin):
             effects.changed(account_id, record.id, record.highestmodseq)
             return record.uidvalidity, uids
 
-        shared = self._env
-        try:
-            result, effects = shared.write(job, durable=self.fsync)
-        except BaseException:
-            self._discard_unreferenced(blobs)
-            raise
-        self._after_commit(shared, effects)
-        return result
+        return job
 
     def _discard_unreferenced(self, blobs: list[str]) -> None:
         """After a failed append: remove the bodies the index does not reference. (Normally none is
