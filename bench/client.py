@@ -236,9 +236,10 @@ class ImapConnection(asyncio.Protocol):
             self._write(literal + _CRLF)
             return await waiter
 
-    async def checked(self, text: bytes, **kwargs: object) -> Reply:
+    async def checked(self, text: bytes, *, collect: bool = False, timeout: float = 60.0,
+                      literal: bytes | None = None) -> Reply:
         """Like :meth:`command`, but anything other than OK raises :class:`ImapError`."""
-        reply = await self.command(text, **kwargs)  # type: ignore[arg-type]
+        reply = await self.command(text, collect=collect, timeout=timeout, literal=literal)
         if not reply.ok:
             raise ImapError(f"{text[:60]!r} -> {reply.line[:200]!r}")
         return reply

@@ -705,11 +705,12 @@ class IdleFleet:
         received: list[tuple[int, Result]] = []
         for ready in wait(connections, timeout):
             index = next(i for i, (_, parent) in enumerate(self.workers) if parent is ready)
+            parent = self.workers[index][1]
             try:
-                message = ready.recv()  # type: ignore[union-attr]
+                message = parent.recv()
             except (EOFError, OSError):
                 message = {"event": "stopped", "error": "worker exited"}
-                ready.close()  # type: ignore[union-attr]
+                parent.close()
             if "error" in message and message.get("event") is None:
                 message = {"event": "stopped", **message}
             received.append((index, message))

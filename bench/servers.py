@@ -31,9 +31,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from bench import messages
+
+if TYPE_CHECKING:
+    from midb.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
@@ -158,7 +161,7 @@ class BenchServer(ABC):
         self.imap_port = 0
         self.lmtp_port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log_handle: object | None = None
+        self._log_handle: IO[bytes] | None = None
         self._filled: list[tuple[str, str]] = []
 
     # -- installation -----------------------------------------------------------------------------
@@ -282,7 +285,7 @@ class BenchServer(ABC):
             handle = self._log_handle
             self._log_handle = None
             if handle is not None:
-                handle.close()  # type: ignore[attr-defined]
+                handle.close()
 
     def session_capacity(self, sessions: int) -> contextlib.AbstractContextManager[None]:
         """Context in which the system allows ``sessions`` concurrent sessions of this server."""
@@ -396,7 +399,7 @@ class GximapServer(BenchServer):
     def supports_lmtp(self) -> bool:
         return gximap_lmtp_directive() is not None
 
-    def _store(self) -> object:
+    def _store(self) -> Store:
         from midb.store import Store
 
         return Store(str(self.midb_path), fsync=False, data_path=[str(DATA_DIR)])
@@ -407,9 +410,9 @@ class GximapServer(BenchServer):
         store = self._store()
         try:
             for account in self.accounts:
-                store.create_account(account.name, password_hash=hash_password(account.password))  # type: ignore[attr-defined]
+                store.create_account(account.name, password_hash=hash_password(account.password))
         finally:
-            store.close()  # type: ignore[attr-defined]
+            store.close()
 
     def set_scheme(self, scheme: str) -> None:
         self.scheme = scheme
@@ -425,19 +428,19 @@ class GximapServer(BenchServer):
         started = time.perf_counter()
         store = self._store()
         try:
-            info = store.get_folder(account, folder)  # type: ignore[attr-defined]
+            info = store.get_folder(account, folder)
             if info is None:
-                info = store.create_folder(account, folder)  # type: ignore[attr-defined]
+                info = store.create_folder(account, folder)
             batch: list[tuple[bytes, tuple[str, ...], int, int]] = []
             for number, data, seen in messages.message_stream(count, first=first):
                 batch.append((data, ("\\Seen",) if seen else (), messages.BASE_DATE + number * 60, 0))
                 if len(batch) >= _FILL_BATCH:
-                    store.append_many(account, info.id, batch)  # type: ignore[attr-defined]
+                    store.append_many(account, info.id, batch)
                     batch = []
             if batch:
-                store.append_many(account, info.id, batch)  # type: ignore[attr-defined]
+                store.append_many(account, info.id, batch)
         finally:
-            store.close()  # type: ignore[attr-defined]
+            store.close()
         self._filled.append((account, folder))
         return FillResult(count, time.perf_counter() - started, "midb Store.append_many, fsync off")
 

@@ -234,6 +234,9 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command.",
        "imap", minimum=1),
+    _d("imap_max_ranges", "int", "65536",
+       "Maximum number of elements (numbers and ranges) in one sequence set; longer sets get BAD.",
+       "imap", minimum=16),
     _d("imap_metadata_admin", "str", "",
        "Value of the read-only /shared/admin server annotation (RFC 5464): how to reach the "
        "administrator, as a URI such as mailto:postmaster@example.org. Empty: no such annotation.",

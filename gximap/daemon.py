@@ -30,6 +30,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         max_literal=int(cfg.imap_max_literal_size),
         max_nesting=int(cfg.imap_max_nesting),
         max_args=int(cfg.imap_max_args),
+        max_ranges=int(cfg.imap_max_ranges),
         max_bad_commands=int(cfg.imap_max_bad_commands),
         conn_timeout=float(cfg.imap_conn_timeout),
         autologout=float(cfg.imap_autologout_time),

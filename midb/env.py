@@ -17,18 +17,20 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import lmdb
 
-from midb import indexes
+from midb import indexes, summary
 from midb.errors import MidbError, StoreBusy
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-# Schema 1 lacked the flag indexes (midb.indexes); opening such a store for writing builds them.
+# Schema 1 lacked the flag indexes (midb.indexes) and the summaries (midb.summary); opening such a
+# store for writing builds them, in one transaction (a second or two per 100,000 messages).
 OLDEST_SCHEMA = 1
 
 DB_NAMES = (
@@ -55,6 +57,11 @@ DB_NAMES = (
 _ADDED_IN_SCHEMA_2 = ("flag_uids", "keyword_counts", "summaries")
 
 T = TypeVar("T")
+
+# A leader about to commit durably waits this long at most for writers that announced themselves
+# (arrival()) and are still writing their bodies, so that they share its sync instead of each
+# paying for their own. Bodies are small and written in parallel: they arrive within a sync's time.
+GATHER_WAIT = 0.005
 
 
 class Databases:
@@ -101,6 +108,33 @@ class WriteEffects:
 
 
 WriteJob = Callable[[Any, Databases, WriteEffects], T]
+
+
+class Arrival:
+    """A write job announced to come (SharedEnv.arrival); withdrawn on exit if it never came."""
+
+    __slots__ = ("shared", "pending")
+
+    def __init__(self, shared: SharedEnv) -> None:
+        self.shared = shared
+        self.pending = False
+
+    def __enter__(self) -> Arrival:
+        with self.shared._queue_cv:
+            self.shared._arriving += 1
+            self.pending = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.withdraw()
+
+    def withdraw(self) -> None:
+        if self.pending:
+            with self.shared._queue_cv:
+                if self.pending:
+                    self.pending = False
+                    self.shared._arriving -= 1
+                    self.shared._queue_cv.notify_all()
 
 
 class _Pending:
@@ -176,6 +210,7 @@ class SharedEnv:
         self._queue: list[_Pending] = []
         self._queue_cv = threading.Condition(threading.Lock())
         self._leader_active = False
+        self._arriving = 0   # writers that announced a durable write (see arrival())
 
     def _check_schema(self) -> None:
         with self.env.begin(write=not self.readonly) as txn:
@@ -195,6 +230,7 @@ class SharedEnv:
                 log.info("%s: upgrading the index from schema %d to %d", self.index_dir, version,
                          SCHEMA_VERSION)
                 indexes.rebuild(txn, self.dbs)
+                summary.fill(txn, self.dbs)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
 
     # ---- transactions -------------------------------------------------------------------------
@@ -206,34 +242,47 @@ class SharedEnv:
         except lmdb.Error as error:
             raise translate_lmdb_error(error) from error
 
-    def write(self, job: WriteJob[T], *, durable: bool) -> tuple[T, WriteEffects]:
+    def arrival(self) -> Arrival:
+        """Announce a write job that will come soon (``with shared.arrival() as arrival:``, then
+        ``write(job, ..., arrival=arrival)``): an appender says so before it writes and syncs its
+        bodies. A leader about to commit durably waits briefly for announced writers, so that
+        concurrent appends (LMTP recipients, clients' APPENDs) share one commit and its sync."""
+        return Arrival(self)
+
+    def write(self, job: WriteJob[T], *, durable: bool, arrival: Arrival | None = None) -> tuple[T, WriteEffects]:
         """Run job(txn, dbs, effects) in a committed write transaction; returns (result, effects).
 
         The job may run in a batch with other threads' jobs; it must do all its reads and writes
         through the transaction it is given and must not block on anything else.
         """
         pending = _Pending(job, durable)
-        self._submit([pending])
+        self._submit([pending], arrival)
         if pending.error is not None:
             raise pending.error
         return pending.result, pending.effects
 
-    def write_all(self, jobs: list[WriteJob[Any]], *, durable: bool
+    def write_all(self, jobs: list[WriteJob[Any]], *, durable: bool, arrival: Arrival | None = None
                   ) -> list[tuple[Any, BaseException | None, WriteEffects]]:
         """Run several jobs in ONE committed write transaction (one sync), each in its own nested
         transaction, so a job that raises is rolled back alone. Returns (result, error, effects)
         per job, in order; error is None for a job that committed."""
         pendings = [_Pending(job, durable) for job in jobs]
         if pendings:
-            self._submit(pendings)
+            self._submit(pendings, arrival)
+        elif arrival is not None:
+            arrival.withdraw()
         return [(pending.result, pending.error, pending.effects) for pending in pendings]
 
-    def _submit(self, pendings: list[_Pending]) -> None:
+    def _submit(self, pendings: list[_Pending], arrival: Arrival | None) -> None:
         """Queue the jobs and return once they are all done: run by a leader that took them into its
         batch, or by this thread becoming the leader of everything queued."""
         batch: list[_Pending] = []
         with self._queue_cv:
             self._queue.extend(pendings)
+            if arrival is not None and arrival.pending:
+                arrival.pending = False
+                self._arriving -= 1
+                self._queue_cv.notify_all()   # a leader may be waiting for us
             try:
                 while not pendings[-1].done and self._leader_active:
                     self._queue_cv.wait()
@@ -250,6 +299,13 @@ class SharedEnv:
             # Jobs queued together are taken into one batch together: all done, or none started.
             if not pendings[-1].done:
                 self._leader_active = True
+                if self._arriving and any(pending.durable for pending in pendings):
+                    deadline = time.monotonic() + GATHER_WAIT
+                    while self._arriving:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._queue_cv.wait(remaining)
                 batch, self._queue = self._queue, []
         if batch:
             try:

@@ -40,6 +40,7 @@ __all__ = [
     "Part",
     "UnknownTransferEncoding",
     "base_subject",
+    "charset_keeps_ascii",
     "decode_charset",
     "decode_digest",
     "decode_header_value",
@@ -268,6 +269,16 @@ def _no_surrogates(text: str) -> str:
 # Labels under which real mail often carries UTF-8 (or windows-1252 mislabelled as latin-1):
 # for these, valid UTF-8 is taken as UTF-8 and anything else as windows-1252.
 _UTF8_FIRST = frozenset(("utf-8", "ascii", "iso8859-1", "cp1252"))
+
+
+def charset_keeps_ascii(charset: str | bytes | None) -> bool:
+    """True when :func:`decode_charset` turns ASCII-only bytes in ``charset`` into the same
+    characters (no charset, an unknown one, or one of the UTF-8-first family), so a search can
+    look at such bytes without decoding them."""
+    if isinstance(charset, bytes):
+        charset = charset.decode("latin-1")
+    codec = _codec_name(charset) if charset else None
+    return codec is None or codec in _UTF8_FIRST
 
 
 def decode_charset(raw: bytes, charset: str | bytes | None) -> str:

@@ -810,15 +810,17 @@ class Store(MetadataMixin):
             live.append((len(outcomes) - 1, account, folder_id, prepared, total))
         if not live:
             return outcomes
-        blobs, digests = self._blobs.write_many([entry[3][0][0] for entry in live], _encoded_digest)
-        jobs = [self._append_job(account, folder_id, prepared, [blob], [digest], total, None)
-                for (_index, account, folder_id, prepared, total), blob, digest in zip(live, blobs, digests, strict=True)]
         shared = self._env
-        try:
-            finished = shared.write_all(jobs, durable=self.fsync)
-        except BaseException:
-            self._discard_unreferenced(blobs)
-            raise
+        with shared.arrival() as arrival:
+            blobs, digests = self._blobs.write_many([entry[3][0][0] for entry in live], _encoded_digest)
+            jobs = [self._append_job(account, folder_id, prepared, [blob], [digest], total, None)
+                    for (_index, account, folder_id, prepared, total), blob, digest
+                    in zip(live, blobs, digests, strict=True)]
+            try:
+                finished = shared.write_all(jobs, durable=self.fsync, arrival=arrival)
+            except BaseException:
+                self._discard_unreferenced(blobs)
+                raise
         effects = WriteEffects()
         unexpected: BaseException | None = None
         failed_blobs = []
@@ -885,14 +887,16 @@ class Store(MetadataMixin):
             raise InvalidArgument(f"invalid UID {explicit_uid!r}")
         prepared, total = self._prepare_append(items, int(time.time()))
         self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
-        blobs, digests = self._blobs.write_many([entry[0] for entry in prepared], _encoded_digest)
-        job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid)
         shared = self._env
-        try:
-            result, effects = shared.write(job, durable=self.fsync)
-        except BaseException:
-            self._discard_unreferenced(blobs)
-            raise
+        # Announced while the bodies are written and synced: a concurrent commit waits for us.
+        with shared.arrival() as arrival:
+            blobs, digests = self._blobs.write_many([entry[0] for entry in prepared], _encoded_digest)
+            job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid)
+            try:
+                result, effects = shared.write(job, durable=self.fsync, arrival=arrival)
+            except BaseException:
+                self._discard_unreferenced(blobs)
+                raise
         self._after_commit(shared, effects)
         return result
 

@@ -16,11 +16,11 @@ then finds the body text with it and needs no digest at all.
 from __future__ import annotations
 
 import marshal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from midb.mime import Digest, DigestFormatError, Part
+from midb.mime import Digest, DigestFormatError, Part, decode_digest
 
-__all__ = ["FORMAT_VERSION", "Summary", "decode_summary", "encode_summary", "summarize"]
+__all__ = ["FORMAT_VERSION", "Summary", "decode_summary", "encode_summary", "fill", "summarize"]
 
 FORMAT_VERSION = 1
 
@@ -47,6 +47,11 @@ class Summary(NamedTuple):
     leaf: Part | None  # the root entity of a single-part message (children and message None)
 
 
+_new = tuple.__new__
+_FIELDS = len(Summary._fields)
+_PART_FIELDS = len(Part._fields)
+
+
 def summarize(digest: Digest) -> Summary:
     root = digest.root
     leaf = root if root.children is None and root.message is None else None
@@ -66,6 +71,26 @@ def decode_summary(data: bytes) -> Summary:
     try:
         raw = marshal.loads(memoryview(data)[1:])
         leaf = raw[-1]
-        return Summary(*raw[:-1], None if leaf is None else Part(*leaf))
+        if len(raw) != _FIELDS or (leaf is not None and len(leaf) != _PART_FIELDS):
+            raise ValueError("wrong number of fields")
+        # tuple.__new__ skips the NamedTuple constructors' Python-level argument handling.
+        return _new(Summary, (*raw[:-1], None if leaf is None else _new(Part, leaf)))
     except (EOFError, ValueError, TypeError, IndexError) as exc:
         raise DigestFormatError(f"corrupt summary: {exc}") from exc
+
+
+def fill(txn: Any, dbs: Any) -> int:
+    """Write the summary of every stored digest that has none (inside a write transaction: the
+    schema upgrade of midb.env); returns how many were written. Unreadable digests are skipped
+    (their summaries are then derived on demand, as for any body without one)."""
+    written = 0
+    for key, raw in txn.cursor(dbs.digests):
+        if txn.get(key, db=dbs.summaries) is not None:
+            continue
+        try:
+            encoded = encode_summary(summarize(decode_digest(raw)))
+        except DigestFormatError:
+            continue
+        txn.put(key, encoded, db=dbs.summaries)
+        written += 1
+    return written

@@ -366,10 +366,13 @@ def _run_in_pty(args: list[str], env: dict[str, str], timeout: float) -> tuple[i
                 screen += data
             elif proc.poll() is not None:
                 break
-        status = proc.poll()
-        if status is None:
+        # The terminal closes a moment before the program has exited: wait for it (bounded).
+        try:
+            status: int | None = proc.wait(max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            status = None
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+            proc.wait(10)
         return status, bytes(screen)
     finally:
         os.close(master)

@@ -104,7 +104,7 @@ from gximap.imap.framing import CommandFrame, Literal
 
 MAX_NUMBER = 0xFFFFFFFF  # number / nz-number: unsigned 32 bits
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # number64 / mod-sequence-value: 63 bits
-DEFAULT_MAX_RANGES = 65536  # sequence-set elements per set
+DEFAULT_MAX_RANGES = 65536  # sequence-set elements per set (the imap_max_ranges default)
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
 
 STATUS_ITEMS = frozenset(

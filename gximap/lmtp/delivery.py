@@ -19,7 +19,9 @@ and no filter runs. Otherwise the IMAP filter (gximap.filters), if configured, m
 exist means INBOX, a failing filter means INBOX without flags (both logged).
 
 The reply for a recipient is ``250 2.0.0`` only once the copy is durable in the store (midb's
-append returns after fsync when midb_fsync is on). Store trouble that may pass (midb StoreBusy,
+append returns after fsync when midb_fsync is on). A recipient's copies for several accounts are
+stored in one commit (``Store.append_batch``); concurrent recipients' copies share commits too
+(midb's group commit waits briefly for appends already writing their bodies). Store trouble that may pass (midb StoreBusy,
 I/O errors) gives ``451 4.3.0`` so the MTA retries; over quota ``552 5.2.2``; too big ``552
 5.3.4``. When a recipient maps to several accounts, the reply is 250 if at least one copy was
 stored and none failed temporarily (a permanent failure for one account is logged), else the
@@ -149,6 +151,18 @@ class PreparedMessage:
 
 
 @dataclass(slots=True)
+class _Copy:
+    """One account's copy of a recipient's message: where it goes, then how storing it went."""
+
+    account: str
+    folder_id: int = 0
+    folder: str = ""
+    flags: tuple[str, ...] = ()
+    note: str = ""
+    result: _AccountResult | None = None
+
+
+@dataclass(slots=True)
 class _AccountResult:
     reply: Reply
     folder: str = ""
@@ -216,8 +230,20 @@ class DeliveryAgent:
         envelope = prepared.envelope
         copy = (b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\nDelivered-To: "
                 + recipient.address.encode("utf-8") + b"\r\n" + prepared.body)
-        results = [self._deliver_one(prepared, recipient, account, copy, delivery_id)
-                   for account in recipient.accounts]
+        started = time.monotonic()
+        copies = [self._plan(prepared, recipient, account, copy, delivery_id) for account in recipient.accounts]
+        self._store_copies(copies, copy, recipient, delivery_id)
+        elapsed = time.monotonic() - started
+        results = []
+        for planned in copies:
+            result = planned.result
+            assert result is not None
+            log.info("lmtp: id=%s from=<%s> to=<%s> account=%s %s size=%d elapsed=%.3fs%s",
+                     delivery_id, _printable(envelope.sender), _printable(recipient.address), planned.account,
+                     f"folder={_printable(result.folder)} uid={result.uid}" if result.reply.positive
+                     else f"status={result.reply.code}", len(copy), elapsed,
+                     f" ({_printable(result.note)})" if result.note else "")
+            results.append(result)
         successes = [result for result in results if result.reply.positive]
         temporary = [result for result in results if result.reply.temporary]
         if temporary:
@@ -228,37 +254,63 @@ class DeliveryAgent:
             return Reply(250, "2.0.0", f"<{recipient.address}> {delivery_id} Saved ({where})")
         return results[0].reply if results else Reply(550, USER_UNKNOWN, f"<{recipient.address}>: User unknown")
 
-    def _deliver_one(self, prepared: PreparedMessage, recipient: Recipient, account: str, copy: bytes,
-                     delivery_id: str) -> _AccountResult:
-        started = time.monotonic()
-        envelope = prepared.envelope
+    def _plan(self, prepared: PreparedMessage, recipient: Recipient, account: str, copy: bytes,
+              delivery_id: str) -> _Copy:
+        """Where an account's copy goes (the filter runs here), or why it cannot be stored."""
+        planned = _Copy(account)
         try:
-            folder_id, folder_name, flags, note = self._destination(prepared, recipient, account, copy, delivery_id)
-            try:
-                _uidvalidity, uid = self.store.append(account, folder_id, copy, flags=flags)
-            except midb_errors.NoSuchFolder:  # deleted by a client just now: INBOX it is
-                folder_id, folder_name = self._inbox(account)
-                _uidvalidity, uid = self.store.append(account, folder_id, copy, flags=flags)
-        except midb_errors.OverQuota:
-            result = _AccountResult(Reply(552, "5.2.2", f"<{recipient.address}>: Mailbox full"), note="over quota")
-        except midb_errors.TooBig:
-            result = _AccountResult(Reply(552, "5.3.4", "Message too big for the mailbox"), note="too big")
-        except midb_errors.NoSuchAccount:
-            result = _AccountResult(Reply(550, USER_UNKNOWN, f"<{recipient.address}>: User unknown"),
-                                    note="account vanished")
-        except midb_errors.StoreBusy as exc:
-            result = _AccountResult(TEMPFAIL, note=f"store busy: {exc}")
+            planned.folder_id, planned.folder, planned.flags, planned.note = self._destination(
+                prepared, recipient, account, copy, delivery_id)
         except (midb_errors.MidbError, OSError) as exc:
-            log.error("delivery %s to %s: store error: %s", delivery_id, account, exc)
-            result = _AccountResult(TEMPFAIL, note=f"store error: {exc}")
-        else:
-            result = _AccountResult(Reply(250, "2.0.0", "Saved"), folder_name, uid, note)
-        log.info("lmtp: id=%s from=<%s> to=<%s> account=%s %s size=%d elapsed=%.3fs%s",
-                 delivery_id, _printable(envelope.sender), _printable(recipient.address), account,
-                 f"folder={_printable(result.folder)} uid={result.uid}" if result.reply.positive
-                 else f"status={result.reply.code}", len(copy), time.monotonic() - started,
-                 f" ({_printable(result.note)})" if result.note else "")
-        return result
+            planned.result = self._failure(exc, recipient, account, delivery_id)
+        return planned
+
+    def _store_copies(self, copies: list[_Copy], copy: bytes, recipient: Recipient, delivery_id: str) -> None:
+        """Store the planned copies, all in one store commit (Store.append_batch), and set each
+        one's result. A folder deleted by a client meanwhile means INBOX."""
+        store = self.store
+        for attempt in range(2):
+            todo = [planned for planned in copies if planned.result is None]
+            if not todo:
+                return
+            try:
+                if len(todo) == 1:
+                    planned = todo[0]
+                    try:
+                        outcomes: list[Any] = [store.append(planned.account, planned.folder_id, copy,
+                                                            flags=planned.flags)]
+                    except midb_errors.MidbError as exc:
+                        outcomes = [exc]
+                else:
+                    outcomes = store.append_batch([(planned.account, planned.folder_id, copy, planned.flags)
+                                                   for planned in todo])
+            except (midb_errors.MidbError, OSError) as exc:  # the bodies could not be written
+                outcomes = [exc] * len(todo)
+            for planned, outcome in zip(todo, outcomes, strict=True):
+                if isinstance(outcome, midb_errors.NoSuchFolder) and attempt == 0:
+                    try:  # deleted by a client just now: INBOX it is (stored in the next round)
+                        planned.folder_id, planned.folder = self._inbox(planned.account)
+                    except (midb_errors.MidbError, OSError) as exc:
+                        planned.result = self._failure(exc, recipient, planned.account, delivery_id)
+                elif isinstance(outcome, BaseException):
+                    planned.result = self._failure(outcome, recipient, planned.account, delivery_id)
+                else:
+                    planned.result = _AccountResult(Reply(250, "2.0.0", "Saved"), planned.folder, outcome[1],
+                                                    planned.note)
+
+    @staticmethod
+    def _failure(exc: BaseException, recipient: Recipient, account: str, delivery_id: str) -> _AccountResult:
+        if isinstance(exc, midb_errors.OverQuota):
+            return _AccountResult(Reply(552, "5.2.2", f"<{recipient.address}>: Mailbox full"), note="over quota")
+        if isinstance(exc, midb_errors.TooBig):
+            return _AccountResult(Reply(552, "5.3.4", "Message too big for the mailbox"), note="too big")
+        if isinstance(exc, midb_errors.NoSuchAccount):
+            return _AccountResult(Reply(550, USER_UNKNOWN, f"<{recipient.address}>: User unknown"),
+                                  note="account vanished")
+        if isinstance(exc, midb_errors.StoreBusy):
+            return _AccountResult(TEMPFAIL, note=f"store busy: {exc}")
+        log.error("delivery %s to %s: store error: %s", delivery_id, account, exc)
+        return _AccountResult(TEMPFAIL, note=f"store error: {exc}")
 
     def _destination(self, prepared: PreparedMessage, recipient: Recipient, account: str, copy: bytes,
                      delivery_id: str) -> tuple[int, str, tuple[str, ...], str]:

@@ -8,8 +8,9 @@ CONDSTORE-awareness (section 3.1) is a property of the connection: it starts wit
 "CONDSTORE enabling command" (ENABLE CONDSTORE or QRESYNC, SELECT/EXAMINE (CONDSTORE), STATUS
 HIGHESTMODSEQ, FETCH MODSEQ or CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ) and lasts
 until the connection ends (or UNAUTHENTICATE, which forgets everything ENABLEd). It is recorded
-as "CONDSTORE" in ``session.enabled``; QRESYNC implies it. From then on SELECT/EXAMINE report
-``[HIGHESTMODSEQ]`` and unsolicited FETCH responses carry UID and MODSEQ.
+as "CONDSTORE" in ``session.enabled``; QRESYNC implies it. From then on unsolicited FETCH
+responses carry UID and MODSEQ. SELECT/EXAMINE report ``[HIGHESTMODSEQ]`` to every client, aware
+or not (section 3.1.2.1: required of a server that keeps mod-sequences for the mailbox).
 
 HIGHESTMODSEQ a QRESYNC client may trust: after a command, the client has been told every change
 up to the view's ``full_modseq`` (the store's HIGHESTMODSEQ at the last sync that left no expunge

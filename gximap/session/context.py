@@ -30,6 +30,7 @@ class Settings:
     max_literal: int = 64 * 1024 * 1024
     max_nesting: int = 16
     max_args: int = 4096
+    max_ranges: int = 65536  # elements of one sequence set (imap_max_ranges)
     max_bad_commands: int = 20
     conn_timeout: float = 180.0
     autologout: float = 1800.0

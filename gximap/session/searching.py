@@ -27,6 +27,7 @@ from gximap.session.base import CommandFailed
 from midb import searchtext
 from midb.errors import NoSuchBody
 from midb.mime import Digest, decode_header_value, parse_header_block, unfold
+from midb.summary import Summary
 
 __all__ = [
     "SearchUnsupported",
@@ -44,6 +45,7 @@ COST_BODY = 3
 
 # Fewer candidate UIDs than this fraction of the folder: read just their records, not all.
 _NARROW_FRACTION = 4
+_SUMMARY_BATCH = 512  # message summaries read per store call
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _DIGEST_FIELDS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject"}
@@ -102,18 +104,25 @@ def _msn_ranges_as_uid_ranges(view: Any, seqset: SequenceSet) -> list[tuple[int,
 
 
 class _Message:
-    """One message during evaluation: its record, with the digest, header bytes and body text
-    loaded on first use."""
+    """One message during evaluation: its record, with its summary (midb.summary: the header
+    values SEARCH reads), the MIME digest, the header bytes and the body text loaded on first use."""
 
-    __slots__ = ("meta", "_store", "_digest", "_header", "_data", "_folded")
+    __slots__ = ("meta", "_store", "_summary", "_digest", "_header", "_data", "_folded")
 
-    def __init__(self, store: Any, meta: Any) -> None:
+    def __init__(self, store: Any, meta: Any, summary: Summary | None = None) -> None:
         self.meta = meta
         self._store = store
+        self._summary = summary
         self._digest: Digest | None = None
         self._header: bytes | None = None
         self._data: bytes | None = None
         self._folded: dict[str, str] = {}
+
+    @property
+    def summary(self) -> Summary:
+        if self._summary is None:
+            self._summary = self._store.summary(self.meta.blob)
+        return self._summary
 
     @property
     def digest(self) -> Digest:
@@ -127,7 +136,7 @@ class _Message:
         if self._data is not None:
             return self._data
         if self._header is None:
-            self._header = self._store.read_body(self.meta.blob, 0, self.digest.root.body_start)
+            self._header = self._store.read_body(self.meta.blob, 0, self.summary.header_size)
         return self._header
 
     @property
@@ -136,26 +145,34 @@ class _Message:
             self._data = self._store.read_body(self.meta.blob)
         return self._data
 
-    def folded_body(self) -> str:
-        """Case-folded readable body text (SEARCH BODY; TEXT adds the header)."""
+    def body_contains(self, needle: str, ascii_needle: bytes | None) -> bool:
+        """Whether the case-folded readable body text contains ``needle`` (already folded;
+        ``ascii_needle`` is its ASCII encoding, None when it is not ASCII)."""
         text = self._folded.get("body")
         if text is None:
-            text = searchtext.fold(searchtext.body_text(self.data, self.digest))
+            leaf = self.summary.leaf
+            if leaf is not None:
+                # A single-part message: its text needs the summary only, and often no decoding.
+                raw = searchtext.ascii_body(self.data, leaf)
+                if raw is not None:
+                    return ascii_needle is not None and ascii_needle in raw.lower()
+                text = searchtext.fold(searchtext.body_text(self.data, leaf))
+            else:
+                text = searchtext.fold(searchtext.body_text(self.data, self.digest))
             self._folded["body"] = text
-        return text
+        return needle in text
 
     def folded_header(self) -> str:
         text = self._folded.get("header")
         if text is None:
-            text = searchtext.fold(_header_text(self.header, self.digest))
+            text = searchtext.fold(_header_text(self.header, self.summary.header_size))
             self._folded["header"] = text
         return text
 
 
-def _header_text(data: bytes, digest: Digest) -> str:
+def _header_text(data: bytes, header_size: int) -> str:
     """The top-level header as "Name: decoded value" lines (TEXT searches header and body)."""
-    root = digest.root
-    fields, _ = parse_header_block(data, root.header_start, root.body_start)
+    fields, _ = parse_header_block(data, 0, header_size)
     lines = []
     for _name, field_start, value_start, field_end in fields:
         name = data[field_start : value_start - 1].decode("latin-1")
@@ -208,8 +225,8 @@ def _internal_day(meta: Any) -> int:
 def _sent_day(msg: _Message) -> int:
     """The day of the Date: header in its own zone; the internal date when there is none
     (as RFC 5256 SORT does for a missing sent date)."""
-    digest = msg.digest
-    raw = digest.envelope.date
+    summary = msg.summary
+    raw = summary.sent_date
     if raw:
         parsed = parsedate_tz(raw.decode("latin-1"))
         if parsed is not None:
@@ -217,8 +234,8 @@ def _sent_day(msg: _Message) -> int:
                 return _day_number(datetime.date(parsed[0], parsed[1], parsed[2]))
             except (ValueError, OverflowError):
                 pass
-    if digest.date is not None:
-        return digest.date // 86400
+    if summary.date is not None:
+        return summary.date // 86400
     return _internal_day(msg.meta)
 
 
@@ -306,12 +323,12 @@ class _Compiler:
         attribute = _DIGEST_FIELDS.get(name)
         if attribute is not None and needle:
             def digest_test(msg: _Message) -> bool:
-                return needle in searchtext.fold(getattr(msg.digest, attribute))
+                return needle in searchtext.fold(getattr(msg.summary, attribute))
 
             return _Node(COST_DIGEST, None, digest_test)
 
         def header_test(msg: _Message) -> bool:
-            values = searchtext.header_values(msg.header, msg.digest, name)
+            values = searchtext.header_values(msg.header, msg.summary.header_size, name)
             if not needle:
                 return bool(values)  # an empty string matches every message having the field
             return any(needle in searchtext.fold(value) for value in values)
@@ -322,11 +339,12 @@ class _Compiler:
         needle = searchtext.fold(key.value)
         if not needle:
             return _record_node(lambda meta: True, always=True)
+        ascii_needle = needle.encode("ascii") if needle.isascii() else None
         if key.where == "BODY":
-            return _Node(COST_BODY, None, lambda msg: needle in msg.folded_body())
+            return _Node(COST_BODY, None, lambda msg: msg.body_contains(needle, ascii_needle))
 
         def text_test(msg: _Message) -> bool:
-            return needle in msg.folded_header() or needle in msg.folded_body()
+            return needle in msg.folded_header() or msg.body_contains(needle, ascii_needle)
 
         return _Node(COST_BODY, None, text_test)
 
@@ -487,11 +505,17 @@ def search_records(session: Any, key: SearchKey, *, now: float | None = None) ->
         return records
     store = session.store
     matched = []
-    for meta in records:
-        msg = _Message(store, meta)
-        try:
-            if all(test(msg) for test in costly):
-                matched.append(meta)
-        except NoSuchBody:
-            continue  # expunged (and its body removed) while we searched
+    single = len(costly) == 1
+    test = costly[0]
+    for start in range(0, len(records), _SUMMARY_BATCH):
+        chunk = records[start : start + _SUMMARY_BATCH]
+        for meta, summary in zip(chunk, store.summaries([meta.blob for meta in chunk]), strict=True):
+            if summary is None:
+                continue  # expunged (and its body removed) while we searched
+            msg = _Message(store, meta, summary)
+            try:
+                if test(msg) if single else all(test(msg) for test in costly):
+                    matched.append(meta)
+            except NoSuchBody:
+                continue
     return matched

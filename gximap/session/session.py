@@ -312,7 +312,7 @@ class ImapSession:
         settings = self.settings
         try:
             cmd = parser.parse_command(frame, utf8=self.utf8, max_nesting=settings.max_nesting,
-                                       max_args=settings.max_args)
+                                       max_args=settings.max_args, max_ranges=settings.max_ranges)
         except parser.ParseError as exc:
             code = exc.response_code + b" " if exc.response_code else b""
             # An unsupported charset and an impossible mailbox name are well-formed requests

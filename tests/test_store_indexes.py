@@ -1,0 +1,407 @@
+"""midb secondary structures: flag index, keyword counts, summaries, flag rows, batched appends,
+group commit, and the upgrade of a schema-1 store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+from midb import env as midb_env
+from midb import mime
+from midb.errors import InvalidArgument, NoSuchBody, NoSuchFolder, OverQuota, TooBig
+from midb.keys import blob_key, folder_key
+from midb.store import Store
+from midb.summary import decode_summary, encode_summary, summarize
+
+MSG = b"From: a@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
+MULTIPART = (b"From: a@example.org\r\nSubject: parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+             b"--b\r\nContent-Type: text/plain\r\n\r\none\r\n--b\r\nContent-Type: text/html\r\n\r\n<b>two</b>\r\n"
+             b"--b--\r\n")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store", fsync=False) as opened:
+        opened.create_account("alice")
+        yield opened
+
+
+def inbox(store: Store, account: str = "alice") -> int:
+    info = store.get_folder(account, "INBOX")
+    assert info is not None
+    return info.id
+
+
+def derived(store: Store, account: str, folder_id: int) -> tuple[list[int], list[int], list[str]]:
+    """(unseen UIDs, deleted UIDs, keywords) computed from the message records."""
+    metas = store.messages(account, folder_id)
+    keywords = sorted({flag for meta in metas for flag in meta.flags if not flag.startswith("\\")})
+    return ([m.uid for m in metas if "\\Seen" not in m.flags], [m.uid for m in metas if "\\Deleted" in m.flags],
+            keywords)
+
+
+def assert_indexes(store: Store, account: str = "alice") -> None:
+    for info in store.list_folders(account):
+        unseen, deleted, keywords = derived(store, account, info.id)
+        assert store.unseen_uids(account, info.id) == unseen, info.name
+        assert store.deleted_uids(account, info.id) == deleted, info.name
+        assert store.keywords(account, info.id) == keywords, info.name
+        assert store.first_unseen(account, info.id) == (unseen[0] if unseen else None)
+        assert store.unseen_uids(account, info.id, limit=2) == unseen[:2]
+    assert store.verify() == []
+
+
+# -- flag index and keyword counts ---------------------------------------------------------------------
+
+
+def test_flag_index_follows_every_kind_of_change(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, flags, None, 0) for flags in
+                                         [(), ("\\Seen",), ("\\Deleted", "$Work"), ("\\Seen", "$Work", "Later"),
+                                          ("later",), ("\\Seen", "\\Deleted")]])
+    assert_indexes(store)
+    assert store.keywords("alice", folder) == ["$Work", "Later", "later"]  # each spelling as stored
+    store.store_flags("alice", folder, [1, 2], "add", ["\\Seen", "$Work"])
+    assert_indexes(store)
+    store.store_flags("alice", folder, [3, 4], "remove", ["$Work", "\\Deleted"])
+    assert_indexes(store)
+    store.store_flags("alice", folder, [5], "set", ["\\Deleted"])
+    assert_indexes(store)
+    archive = store.get_folder("alice", "Archive")
+    assert archive is not None
+    store.copy("alice", folder, [1, 4, 5], archive.id)
+    store.move("alice", folder, [2, 3], archive.id)
+    assert_indexes(store)
+    assert store.expunge("alice", folder) == [5, 6]
+    assert store.expunge("alice", archive.id, [1, 2, 3, 4]) == [3]
+    assert_indexes(store)
+    store.rename_folder("alice", "INBOX", "Old")
+    assert_indexes(store)
+    assert store.unseen_uids("alice", folder) == [] and store.keywords("alice", folder) == []
+    store.delete_folder("alice", "Archive")
+    assert_indexes(store)
+
+
+def test_delete_account_removes_index_entries(store: Store) -> None:
+    store.create_account("bob")
+    store.append("bob", inbox(store, "bob"), MSG, flags=["$Tag"])
+    store.append("alice", inbox(store), MSG, flags=["$Tag"])
+    store.delete_account("bob")
+    assert_indexes(store)
+    with store._env.read() as txn:
+        dbs = store._shared.dbs
+        keys = [bytes(key) for db in (dbs.flag_uids, dbs.keyword_counts)
+                for key in txn.cursor(db).iternext(values=False)]
+    alice_id = store.get_account("alice").id  # type: ignore[union-attr]
+    assert keys and all(key[:4] == alice_id.to_bytes(4, "big") for key in keys)
+
+
+def test_expunge_without_deleted_messages_writes_nothing(store: Store) -> None:
+    folder = inbox(store)
+    store.append("alice", folder, MSG)
+    modseq = store.folder_by_id("alice", folder).highestmodseq  # type: ignore[union-attr]
+    assert store.expunge("alice", folder) == []
+    assert store.folder_by_id("alice", folder).highestmodseq == modseq  # type: ignore[union-attr]
+
+
+def test_verify_reports_and_repairs_broken_indexes(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, (), None, 0), (MSG, ("\\Seen", "$X"), None, 0)])
+    account_id = store.get_account("alice").id  # type: ignore[union-attr]
+
+    def damage(txn: Any, dbs: Any, effects: Any) -> None:
+        txn.drop(dbs.flag_uids, delete=False)
+        txn.put(folder_key(account_id, folder) + b"$Ghost", (1).to_bytes(4, "big"), db=dbs.keyword_counts)
+
+    store._write(damage)
+    problems = store.verify()
+    assert any("flag index" in problem for problem in problems)
+    assert any("keyword counts" in problem for problem in problems)
+    assert store.unseen_uids("alice", folder) == []   # the damage is visible...
+    store.verify(repair=True)
+    assert_indexes(store)                               # ...and repaired
+
+
+# -- schema upgrade ------------------------------------------------------------------------------------
+
+
+def downgrade_to_schema_1(path: Path) -> None:
+    """Make the store look as written before flag indexes and summaries existed."""
+    environment = lmdb.open(str(path / "index"), max_dbs=32)
+    try:
+        with environment.begin(write=True) as txn:
+            for name in (b"flag_uids", b"keyword_counts", b"summaries"):
+                txn.drop(environment.open_db(name, txn=txn), delete=True)
+            txn.put(b"schema", (1).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def test_schema_1_store_is_upgraded_on_open_and_readable_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Store(path, fsync=False) as store:
+        store.create_account("alice")
+        store.append_many("alice", inbox(store), [(MSG, (), None, 0), (MULTIPART, ("\\Seen", "$A"), None, 0),
+                                                  (MSG, ("\\Deleted", "$B"), None, 0)])
+        blobs = [meta.blob for meta in store.messages("alice", inbox(store))]
+        expected = store.summaries(blobs)
+    downgrade_to_schema_1(path)
+    with Store(path, readonly=True) as old:
+        assert not old._shared.indexed
+        folder = inbox(old)
+        assert old.unseen_uids("alice", folder) == [1, 3]
+        assert old.deleted_uids("alice", folder) == [3]
+        assert old.first_unseen("alice", folder) == 1
+        assert old.keywords("alice", folder) == ["$A", "$B"]
+        assert old.summaries(blobs) == expected   # derived from the digests
+        assert old.verify() == []
+    with Store(path, fsync=False) as store:
+        assert store._shared.indexed
+        assert_indexes(store)
+        with store._env.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == (2).to_bytes(4, "big")
+            assert all(txn.get(blob_key(blob), db=store._shared.dbs.summaries) for blob in blobs)
+        assert store.summaries(blobs) == expected
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    Store(path, fsync=False).close()
+    environment = lmdb.open(str(path / "index"), max_dbs=32)
+    with environment.begin(write=True) as txn:
+        txn.put(b"schema", (midb_env.SCHEMA_VERSION + 1).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    environment.close()
+    with pytest.raises(Exception, match="unsupported schema version"):
+        Store(path, fsync=False)
+
+
+# -- records -------------------------------------------------------------------------------------------
+
+
+def test_flag_rows_and_get_messages_for_dense_and_sparse_sets(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, ("\\Seen",) if n % 3 else ("$K",), None, 0) for n in range(40)])
+    store.store_flags("alice", folder, [7], "add", ["\\Deleted"])
+    store.expunge("alice", folder)
+    everything = {meta.uid: meta for meta in store.messages("alice", folder)}
+    for wanted in ([], list(range(1, 41)), list(range(5, 12)), [1, 20, 40], [3, 7, 8, 39, 41, 99],
+                   list(range(1, 200)), [40, 1, 7, 7, 2], range(30, 35), [0, 5, 2**32]):
+        present = sorted(uid for uid in set(wanted) if uid in everything)
+        metas = store.get_messages("alice", folder, wanted)
+        assert [meta.uid for meta in metas] == present
+        assert metas == [everything[uid] for uid in present]
+        assert store.flag_rows("alice", folder, wanted) == [
+            (uid, everything[uid].flags, everything[uid].modseq) for uid in present]
+    with pytest.raises(InvalidArgument):
+        store.get_messages("alice", folder, [1, 2.5])
+    with pytest.raises(InvalidArgument):
+        store.flag_rows("alice", folder, "12")
+
+
+def test_uids_of_a_large_folder(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, (), None, 0)] * 300)
+    store.store_flags("alice", folder, range(10, 300, 7), "add", ["\\Deleted"])
+    store.expunge("alice", folder)
+    assert store.uids("alice", folder) == [meta.uid for meta in store.messages("alice", folder)]
+
+
+# -- summaries -----------------------------------------------------------------------------------------
+
+
+def test_summaries_hold_the_digest_header_values(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, (), None, 0), (MULTIPART, (), None, 0)])
+    plain, multipart = store.messages("alice", folder)
+    for meta in (plain, multipart):
+        digest = store.digest(meta.blob)
+        found = store.summary(meta.blob)
+        assert found == summarize(digest)
+        assert found.header_size == digest.root.body_start and found.sent_date == digest.envelope.date
+        assert (found.subject, found.from_, found.references) == (digest.subject, digest.from_, digest.references)
+        assert decode_summary(encode_summary(found)) == found
+    assert store.summary(plain.blob).leaf == store.digest(plain.blob).root
+    assert store.summary(multipart.blob).leaf is None
+    store.store_flags("alice", folder, [1], "add", ["\\Deleted"])
+    store.expunge("alice", folder)
+    assert store.summaries([plain.blob, multipart.blob]) == [None, store.summary(multipart.blob)]
+    with pytest.raises(NoSuchBody):
+        store.summary(plain.blob)
+    with pytest.raises(InvalidArgument):
+        store.summaries(["not-a-body-id"])
+
+
+def test_missing_or_corrupt_summary_is_derived_from_the_digest(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, (), None, 0), (MULTIPART, (), None, 0)])
+    first, second = (meta.blob for meta in store.messages("alice", folder))
+    expected = store.summaries([first, second])
+
+    def damage(txn: Any, dbs: Any, effects: Any) -> None:
+        txn.delete(blob_key(first), db=dbs.summaries)
+        txn.put(blob_key(second), b"\x01garbage", db=dbs.summaries)
+
+    store._write(damage)
+    assert store.summaries([first, second]) == expected
+    assert store.verify() == []
+
+
+def test_summary_decoding_rejects_foreign_bytes() -> None:
+    good = encode_summary(summarize(mime.digest(MSG)))
+    for bad in (b"", b"\x09" + good[1:], good[:10], b"\x01" + b"\xff" * 8):
+        with pytest.raises(mime.DigestFormatError):
+            decode_summary(bad)
+
+
+# -- batched appends and group commit ------------------------------------------------------------------
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the write batches committed (one LMDB commit each)."""
+    sizes: list[int] = []
+    original = midb_env.SharedEnv._commit_batch
+
+    def counting(self: Any, batch: list[Any]) -> bool:
+        sizes.append(len(batch))
+        return original(self, batch)
+
+    monkeypatch.setattr(midb_env.SharedEnv, "_commit_batch", counting)
+    return sizes
+
+
+def test_append_batch_stores_each_copy_in_one_commit(tmp_path: Path, commits: list[int]) -> None:
+    with Store(tmp_path / "store", fsync=False, max_message_size=1000) as store:
+        for name in ("alice", "bob", "carol"):
+            store.create_account(name)
+        store.update_account("carol", quota_messages=1)
+        store.append("carol", inbox(store, "carol"), MSG)
+        archive = store.get_folder("bob", "Archive")
+        assert archive is not None
+        commits.clear()
+        outcomes = store.append_batch([
+            ("alice", inbox(store), MSG, ["\\Seen"]),
+            ("bob", archive.id, MSG + b"for bob\r\n", ["$Label"]),
+            ("carol", inbox(store, "carol"), MSG, []),          # over quota
+            ("bob", 999, MSG, []),                              # no such folder
+            ("alice", inbox(store), b"x" * 2000, []),           # too big
+            ("bob", inbox(store, "bob"), MSG, []),
+        ])
+        assert commits == [3]   # the three storable copies, one commit
+        assert outcomes[0] == (store.get_folder("alice", "INBOX").uidvalidity, 1)  # type: ignore[union-attr]
+        assert outcomes[1] == (archive.uidvalidity, 1) and outcomes[5][1] == 1  # type: ignore[index]
+        assert isinstance(outcomes[2], OverQuota) and isinstance(outcomes[3], NoSuchFolder)
+        assert isinstance(outcomes[4], TooBig)
+        (bob_copy,) = store.messages("bob", archive.id)
+        assert store.read_body(bob_copy.blob) == MSG + b"for bob\r\n" and bob_copy.flags == ("$Label",)
+        assert store.keywords("bob", archive.id) == ["$Label"]
+        assert store.usage("carol") == (len(MSG), 1)
+        assert store.verify() == []   # no body left behind by the refused copies
+        assert store.append_batch([]) == []
+        with pytest.raises(InvalidArgument):
+            store.append_batch([("alice", inbox(store))])  # type: ignore[list-item]
+
+
+def test_append_batch_copy_refused_inside_the_transaction_leaves_no_body(store: Store) -> None:
+    folder = inbox(store)
+    store.update_account("alice", quota_messages=2)
+    # Both pass the early check one by one; the second is over quota once the first is in.
+    outcomes = store.append_batch([("alice", folder, MSG, []), ("alice", folder, MSG, [])] + [
+        ("alice", folder, MSG, [])])
+    assert [isinstance(outcome, OverQuota) for outcome in outcomes] == [False, False, True]
+    assert store.verify() == []
+
+
+def test_write_all_rolls_back_a_failing_job_alone(store: Store) -> None:
+    shared = store._env
+
+    def put(key: bytes) -> Any:
+        def job(txn: Any, dbs: Any, effects: Any) -> bytes:
+            txn.put(key, b"v", db=dbs.meta)
+            return key
+        return job
+
+    def failing(txn: Any, dbs: Any, effects: Any) -> None:
+        txn.put(b"test-bad", b"v", db=dbs.meta)
+        raise NoSuchFolder("nope")
+
+    results = shared.write_all([put(b"test-a"), failing, put(b"test-b")], durable=False)
+    assert [result for result, _error, _effects in results] == [b"test-a", None, b"test-b"]
+    assert isinstance(results[1][1], NoSuchFolder) and results[0][1] is None
+    with shared.read() as txn:
+        assert [txn.get(key, db=shared.dbs.meta) for key in (b"test-a", b"test-bad", b"test-b")] == [b"v", None, b"v"]
+
+
+def test_a_durable_commit_waits_for_announced_appends(tmp_path: Path, commits: list[int],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(midb_env, "GATHER_WAIT", 2.0)
+    with Store(tmp_path / "store", fsync=True) as store:
+        store.create_account("alice")
+        folder = inbox(store)
+        shared = store._env
+        commits.clear()
+        results: list[Any] = []
+        arrival = shared.arrival().__enter__()   # another appender is writing its body
+
+        def late_append() -> None:
+            time.sleep(0.1)
+            job = store._append_job("alice", folder, *store._prepare_append([(MSG, (), None, 0)], 0),
+                                    [], None)
+            results.append(shared.write(job, durable=True, arrival=arrival))
+
+        # (no body: an empty append job only moves the folder's counters, enough to be a write)
+        thread = threading.Thread(target=late_append)
+        thread.start()
+        started = time.monotonic()
+        store.append("alice", folder, MSG)
+        waited = time.monotonic() - started
+        thread.join(10)
+        assert not thread.is_alive() and commits == [2] and waited < 1.5
+
+
+def test_an_announced_append_that_never_comes_delays_a_commit_only_briefly(
+        tmp_path: Path, commits: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(midb_env, "GATHER_WAIT", 0.05)
+    with Store(tmp_path / "store", fsync=True) as store:
+        store.create_account("alice")
+        with store._env.arrival():
+            started = time.monotonic()
+            store.append("alice", inbox(store), MSG)
+            assert 0.04 < time.monotonic() - started < 2.0
+        commits.clear()
+        started = time.monotonic()
+        store.append("alice", inbox(store), MSG)   # the announcement was withdrawn: no wait
+        assert commits == [1] and store._env._arriving == 0
+
+
+def test_concurrent_appends_share_commits(tmp_path: Path, commits: list[int]) -> None:
+    with Store(tmp_path / "store", fsync=True) as store:
+        names = [f"user{n}" for n in range(8)]
+        for name in names:
+            store.create_account(name)
+        folders = {name: inbox(store, name) for name in names}
+        commits.clear()
+        barrier = threading.Barrier(len(names))
+        errors: list[BaseException] = []
+
+        def deliver(name: str) -> None:
+            try:
+                barrier.wait(10)
+                store.append(name, folders[name], MSG)
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=deliver, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors and sum(commits) == len(names)
+        assert len(commits) < len(names)   # several appends per commit
+        assert store.verify() == []
