@@ -13,7 +13,7 @@ at the end of an ESEARCH response (section 3.1.10; with only MIN/MAX, of those m
 from __future__ import annotations
 
 import bisect
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -46,11 +46,13 @@ def _saved_result(options: tuple[str, ...], matched: list[int]) -> list[int]:
     return chosen
 
 
-def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: list[int],
-                     modseq: int | None = None) -> bytes:
+def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: Sequence[int],
+                     modseq: int | None = None, *,
+                     all_set: Callable[[Sequence[int]], bytes] = encode.sequence_set) -> bytes:
     """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set [MODSEQ m]``: items with no value
     (MIN, MAX, ALL of an empty result) are left out; COUNT is always given when asked for (RFC
-    4731); MODSEQ when ``modseq`` is given (RFC 7162 section 3.1.10)."""
+    4731); MODSEQ when ``modseq`` is given (RFC 7162 section 3.1.10). ``all_set`` encodes ALL
+    (ESORT keeps the sort order, and takes MIN/MAX as the first and last in that order)."""
     out = [b"* ESEARCH (TAG " + encode.string(tag) + b")"]
     if uid:
         out.append(b"UID")
@@ -62,7 +64,7 @@ def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: l
     if "COUNT" in options:
         out.append(b"COUNT %d" % len(numbers))
     if "ALL" in options and numbers:
-        out.append(b"ALL " + encode.sequence_set(numbers))
+        out.append(b"ALL " + all_set(numbers))
     if modseq is not None:
         out.append(b"MODSEQ %d" % modseq)
     return b" ".join(out) + b"\r\n"

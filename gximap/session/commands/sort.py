@@ -15,10 +15,10 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
-from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import condstore, searching, sorting
 from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.commands.search import esearch_response
 
 _EXTREMES = frozenset({"MIN", "MAX"})
 _RECORD_ONLY = sorting.RECORD_SORT_KEYS
@@ -47,20 +47,6 @@ def message_numbers(view: Any, uids: Sequence[int]) -> list[int]:
     return [left(positions, uid) + 1 for uid in uids]
 
 
-def uses_modseq(key: cmds.SearchKey) -> bool:
-    """Whether a search program has a MODSEQ key anywhere (RFC 7162 section 3.1.5)."""
-    stack = [key]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cmds.SearchModSeq):
-            return True
-        if isinstance(node, cmds.SearchAnd | cmds.SearchOr):
-            stack.extend(node.keys)
-        elif isinstance(node, cmds.SearchNot):
-            stack.append(node.key)
-    return False
-
-
 def ordered_sequence_set(numbers: Sequence[int]) -> bytes:
     """A sequence set that keeps the given order: runs of consecutive ascending numbers become
     ``a:b``; nothing else is merged (RFC 5267: ESORT's ALL is a sort-ordered set)."""
@@ -75,25 +61,6 @@ def ordered_sequence_set(numbers: Sequence[int]) -> bytes:
         previous = number
     out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
     return b",".join(out)
-
-
-def esort_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: Sequence[int],
-                   modseq: int | None) -> bytes:
-    out = [b"* ESEARCH (TAG " + encode.string(tag) + b")"]
-    if uid:
-        out.append(b"UID")
-    if numbers:
-        if "MIN" in options:
-            out.append(b"MIN %d" % numbers[0])
-        if "MAX" in options:
-            out.append(b"MAX %d" % numbers[-1])
-    if "COUNT" in options:
-        out.append(b"COUNT %d" % len(numbers))
-    if "ALL" in options and numbers:
-        out.append(b"ALL " + ordered_sequence_set(numbers))
-    if modseq is not None:
-        out.append(b"MODSEQ %d" % modseq)
-    return b" ".join(out) + b"\r\n"
 
 
 def sort_response(numbers: Sequence[int], modseq: int | None, chunk: int = 4096) -> Iterator[bytes]:
@@ -150,7 +117,7 @@ def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
         assert options is not None
         session.saved_search = saved_result(options, uids)
     modseq = None
-    if uses_modseq(cmd.search):
+    if condstore.uses_modseq(cmd.search):
         yield from condstore.enable(session)  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
         if ordered:
             modseq = max(meta.modseq for meta in ordered)
@@ -158,5 +125,5 @@ def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
     if options is None:
         yield from sort_response(numbers, modseq)
     elif set(options) != {"SAVE"}:
-        yield esort_response(cmd.tag, cmd.uid, options, numbers, modseq)
+        yield esearch_response(cmd.tag, cmd.uid, options, numbers, modseq, all_set=ordered_sequence_set)
     return Done(Code.OK_SORT)
