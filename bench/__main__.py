@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where server directories are created (default: %(default)s)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory for the JSON results")
     parser.add_argument("--keep", action="store_true", help="keep the server directories afterwards")
+    parser.add_argument("--table", type=Path, metavar="JSON",
+                        help="print the table of an earlier run's results file and exit")
     return parser
 
 
@@ -290,6 +293,12 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.table is not None:
+        earlier = json.loads(args.table.read_text())
+        print(report.format_header(earlier))
+        print()
+        print(report.format_table(earlier))
+        return 0
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     results = run(args)

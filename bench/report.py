@@ -104,9 +104,22 @@ def _hits(data: Result) -> Cell:
     return "/".join("?" if part is None else str(part) for part in parts)
 
 
+def _wake(key: str) -> Callable[[Result], Cell]:
+    def extract(data: Result) -> Cell:
+        wakeup = data.get("wakeup") or {}
+        status = wakeup.get("status")
+        if status not in ("ok", "partial"):
+            return "timeout" if "timed out" in str(wakeup.get("detail", "")) else status
+        return wakeup.get(key)
+    return extract
+
+
 def _idle_rows() -> list[Row]:
     workload = _workload("idle")
-    wake = lambda key: _status_or(lambda d: _get(d, "wakeup", key), workload)  # noqa: E731
+
+    def wake(key: str) -> Callable[[Result], Cell]:
+        return _status_or(_wake(key), workload)
+
     return [
         Row("idle: sessions in IDLE", "↑", _status_or(lambda d: d.get("sessions"), workload)),
         Row("  RSS per session KiB", "↓", _status_or(lambda d: d.get("rss_per_session_kib"), workload)),
@@ -115,12 +128,18 @@ def _idle_rows() -> list[Row]:
             _status_or(lambda d: (d.get("rss_after_kib") or 0) / 1024, workload)),
         Row("  APPEND → all IDLE sessions, p50 ms", "↓", wake("p50_ms")),
         Row("  APPEND → all IDLE sessions, last ms", "↓", wake("max_seen_ms")),
-        Row("  sessions notified/watched", "",
-            _status_or(lambda d: f"{_get(d, 'wakeup', 'notified')}/{_get(d, 'wakeup', 'sessions_watched')}",
-                       workload)),
+        Row("  sessions notified/watched", "", _status_or(_notified, workload)),
+        Row("  sessions that failed to open", "", _status_or(lambda d: d.get("failed"), workload)),
         Row("  ramp-up s", "", _status_or(lambda d: d.get("ramp_seconds"), workload)),
         Row("  ramp cut short by", "", _status_or(lambda d: d.get("halted") or None, workload)),
     ]
+
+
+def _notified(data: Result) -> Cell:
+    wakeup = data.get("wakeup") or {}
+    if "notified" not in wakeup:
+        return _wake("notified")(data)
+    return f"{wakeup['notified']}/{wakeup.get('sessions_watched')}"
 
 
 def _delivery_rows() -> list[Row]:

@@ -275,8 +275,9 @@ def _wakeup(server: BenchServer, fleet: loadgen.IdleFleet, account: Account, sca
                                                      account.password, messages.make_message(777_777),
                                                      timeout=scale.command_timeout)
     except (loadgen.ImapError, OSError) as exc:
-        fleet.collect("arrivals", scale.wakeup_timeout + 30)
-        return {"status": "error", "detail": f"APPEND failed: {exc}"}
+        fleet.collect("arrivals", scale.command_timeout + scale.wakeup_timeout + 30)
+        return {"status": "timeout" if isinstance(exc, TimeoutError) else "error",
+                "detail": f"APPEND failed: {exc}", "sessions_watched": watched}
     arrivals = fleet.collect("arrivals", scale.command_timeout + scale.wakeup_timeout + 30)
     delays = sorted(t - sent_at for message in arrivals.values() for t in message.get("times", []))
     missing = sum(message.get("missing", 0) for message in arrivals.values())

@@ -11,6 +11,12 @@ from gximap import log as gxlog
 from gximap.cli import SignalLatch, sd_notify
 from gximap.config import Config
 
+# Message bodies up to this size are kept in the midb index rather than in files of their own: a
+# delivery then costs one index commit instead of a file created, written, synced and renamed and
+# a directory synced; SEARCH BODY and FETCH read them without opening a file. Larger ones, and all
+# of them once the LMDB map is half full, go to files (midb.store.Store inline_limit).
+INLINE_BODY_LIMIT = 16 * 1024
+
 
 class StartupError(Exception):
     """gximap cannot start; the message says why (and names the file or directive)."""
@@ -146,6 +152,7 @@ class Daemon:
                 run_dir=str(cfg.midb_run_dir) if cfg.midb_run_dir else None,
                 data_path=data_path(cfg),
                 default_lang=str(cfg.default_lang),
+                inline_limit=INLINE_BODY_LIMIT,
             )
         except (OSError, MidbError) as exc:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None

@@ -30,14 +30,20 @@ BLOB_RECORD = struct.Struct(">IQ")   # refcount, size
 PARALLEL_THRESHOLD = 8
 WRITER_THREADS = 8
 
+READ_SLICE = 32      # bodies one reader thread reads per task
+READER_THREADS = 4
+
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
+_read_pool: ThreadPoolExecutor | None = None
+_read_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _reset_after_fork() -> None:
-    global _pool, _pool_lock
+    global _pool, _read_pool, _pool_lock
     _pool = None
+    _read_pool = None
     _pool_lock = threading.Lock()
 
 
@@ -161,24 +167,23 @@ class BlobFiles:
         if offset < 0 or (length is not None and length < 0):
             raise MidbError("negative offset or length")
         try:
-            with open(path, "rb", buffering=0) as handle:
-                if offset:
-                    handle.seek(offset)
-                if length is None:
-                    return handle.read()
-                chunks = []
-                remaining = length
-                while remaining > 0:
-                    chunk = handle.read(remaining)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    remaining -= len(chunk)
-                return b"".join(chunks)
+            return _read_file(path, offset, length)
         except FileNotFoundError:
             raise NoSuchBody(f"body {blob} not found") from None
         except OSError as error:
             raise MidbError(f"cannot read body {blob}: {error}") from error
+
+    def read_many(self, blobs: Sequence[str]) -> list[bytes | None]:
+        """Whole bodies, in order; None for one whose file is gone. Long lists are read by a few
+        threads at once (file reads release the GIL), so waits for the disk overlap."""
+        paths = [self.path(blob) for blob in blobs]
+        if len(paths) < 2 * READ_SLICE:
+            return _read_files(paths)
+        slices = [paths[start : start + READ_SLICE] for start in range(0, len(paths), READ_SLICE)]
+        out: list[bytes | None] = []
+        for part in _reader().map(_read_files, slices):
+            out.extend(part)
+        return out
 
     def scan(self) -> Iterator[tuple[str, str, float]]:
         """Every file in the tree as (name, path, mtime): bodies and leftover temporaries."""
@@ -197,6 +202,49 @@ class BlobFiles:
                     except FileNotFoundError:
                         continue
                     yield entry.name, entry.path, mtime
+
+
+def _read_file(path: str, offset: int = 0, length: int | None = None) -> bytes:
+    """``length`` bytes (to the end when None) from ``offset``: open, pread, close, and an fstat
+    only when the length is not known (bodies never change once stored)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if length is None:
+            length = max(0, os.fstat(fd).st_size - offset)
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        chunks = [data]
+        got = len(data)
+        while got < length:
+            chunk = os.pread(fd, length - got, offset + got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_files(paths: Sequence[str]) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for path in paths:
+        try:
+            out.append(_read_file(path))
+        except FileNotFoundError:
+            out.append(None)
+    return out
+
+
+def _reader() -> ThreadPoolExecutor:
+    """Process-wide pool for batch body reads (re-created in a forked child)."""
+    global _read_pool, _read_pool_pid
+    with _pool_lock:
+        if _read_pool is None or _read_pool_pid != os.getpid():
+            _read_pool = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="midb-read")
+            _read_pool_pid = os.getpid()
+        return _read_pool
 
 
 def _fsync_dir(path: str) -> None:

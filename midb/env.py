@@ -29,7 +29,8 @@ from midb.errors import MidbError, StoreBusy
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-# Schema 1 lacked the flag indexes (midb.indexes) and the summaries (midb.summary); opening such a
+# Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
+# index; opening such a
 # store for writing builds them, in one transaction (a second or two per 100,000 messages).
 OLDEST_SCHEMA = 1
 
@@ -52,9 +53,10 @@ DB_NAMES = (
     "flag_uids",       # (account, folder, kind, uid) -> b"": unseen / \\Deleted messages (midb.indexes)
     "keyword_counts",  # (account, folder) + keyword -> u32 messages carrying it (midb.indexes)
     "summaries",       # blob id -> midb.summary record: what SEARCH/SORT/THREAD read per message
+    "bodies",          # blob id -> the body itself, for small bodies kept in the index (Store inline_limit)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
-_ADDED_IN_SCHEMA_2 = ("flag_uids", "keyword_counts", "summaries")
+_ADDED_IN_SCHEMA_2 = ("flag_uids", "keyword_counts", "summaries", "bodies")
 
 T = TypeVar("T")
 
@@ -87,6 +89,7 @@ class Databases:
     flag_uids: Any
     keyword_counts: Any
     summaries: Any
+    bodies: Any
 
 
 class WriteEffects:
@@ -111,7 +114,7 @@ WriteJob = Callable[[Any, Databases, WriteEffects], T]
 
 
 class Arrival:
-    """A write job announced to come (SharedEnv.arrival); withdrawn on exit if it never came."""
+    """A write announced to come (SharedEnv.arrival); withdrawn on exit if it never came."""
 
     __slots__ = ("shared", "pending")
 
@@ -123,9 +126,12 @@ class Arrival:
         with self.shared._queue_cv:
             self.shared._arriving += 1
             self.pending = True
+        self.shared._announced.arrival = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if getattr(self.shared._announced, "arrival", None) is self:
+            self.shared._announced.arrival = None
         self.withdraw()
 
     def withdraw(self) -> None:
@@ -211,6 +217,7 @@ class SharedEnv:
         self._queue_cv = threading.Condition(threading.Lock())
         self._leader_active = False
         self._arriving = 0   # writers that announced a durable write (see arrival())
+        self._announced = threading.local()   # .arrival: this thread's pending announcement
 
     def _check_schema(self) -> None:
         with self.env.begin(write=not self.readonly) as txn:
@@ -243,46 +250,47 @@ class SharedEnv:
             raise translate_lmdb_error(error) from error
 
     def arrival(self) -> Arrival:
-        """Announce a write job that will come soon (``with shared.arrival() as arrival:``, then
-        ``write(job, ..., arrival=arrival)``): an appender says so before it writes and syncs its
-        bodies. A leader about to commit durably waits briefly for announced writers, so that
-        concurrent appends (LMTP recipients, clients' APPENDs) share one commit and its sync."""
+        """Announce that this thread will submit a write soon (``with shared.arrival():`` around
+        writing and syncing the bodies and the write() that indexes them). A leader about to commit
+        durably waits briefly for announced writers, so that concurrent appends (LMTP recipients,
+        clients' APPENDs) share one commit and its sync. The thread's next write() consumes it."""
         return Arrival(self)
 
-    def write(self, job: WriteJob[T], *, durable: bool, arrival: Arrival | None = None) -> tuple[T, WriteEffects]:
+    def write(self, job: WriteJob[T], *, durable: bool) -> tuple[T, WriteEffects]:
         """Run job(txn, dbs, effects) in a committed write transaction; returns (result, effects).
 
         The job may run in a batch with other threads' jobs; it must do all its reads and writes
         through the transaction it is given and must not block on anything else.
         """
         pending = _Pending(job, durable)
-        self._submit([pending], arrival)
+        self._submit([pending])
         if pending.error is not None:
             raise pending.error
         return pending.result, pending.effects
 
-    def write_all(self, jobs: list[WriteJob[Any]], *, durable: bool, arrival: Arrival | None = None
+    def write_all(self, jobs: list[WriteJob[Any]], *, durable: bool
                   ) -> list[tuple[Any, BaseException | None, WriteEffects]]:
         """Run several jobs in ONE committed write transaction (one sync), each in its own nested
         transaction, so a job that raises is rolled back alone. Returns (result, error, effects)
         per job, in order; error is None for a job that committed."""
         pendings = [_Pending(job, durable) for job in jobs]
         if pendings:
-            self._submit(pendings, arrival)
-        elif arrival is not None:
-            arrival.withdraw()
+            self._submit(pendings)
         return [(pending.result, pending.error, pending.effects) for pending in pendings]
 
-    def _submit(self, pendings: list[_Pending], arrival: Arrival | None) -> None:
+    def _submit(self, pendings: list[_Pending]) -> None:
         """Queue the jobs and return once they are all done: run by a leader that took them into its
         batch, or by this thread becoming the leader of everything queued."""
         batch: list[_Pending] = []
         with self._queue_cv:
             self._queue.extend(pendings)
-            if arrival is not None and arrival.pending:
-                arrival.pending = False
-                self._arriving -= 1
-                self._queue_cv.notify_all()   # a leader may be waiting for us
+            arrival = getattr(self._announced, "arrival", None)
+            if arrival is not None:
+                self._announced.arrival = None
+                if arrival.pending:
+                    arrival.pending = False
+                    self._arriving -= 1
+                    self._queue_cv.notify_all()   # a leader may be waiting for us
             try:
                 while not pendings[-1].done and self._leader_active:
                     self._queue_cv.wait()

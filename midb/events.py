@@ -23,6 +23,7 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from midb.env import SharedEnv
@@ -39,6 +40,7 @@ SOCKET_SUFFIX = ".sock"
 # sun_path holds 108 bytes; longer paths are reached through /proc/self/fd/<dirfd>/<name>.
 MAX_SUN_PATH = 100
 RECV_BUFFER = 1 << 20
+PEER_REFRESH = 1.0   # seconds a listing of the notify directory is trusted while its mtime stays
 
 
 class WatchHandle:
@@ -81,6 +83,7 @@ class Notifier:
         self._closing = False
         self._sender: socket.socket | None = None
         self._dir_fd: int | None = None
+        self._peer_cache: tuple[int, float, list[str]] | None = None   # (dir mtime, listed at, names)
 
     # ---- watching -------------------------------------------------------------------------------
 
@@ -139,12 +142,11 @@ class Notifier:
                 log.exception("midb watch callback %r failed", callback)
 
     def _broadcast(self, events: list[tuple[int, int, int]]) -> None:
-        try:
-            peers = os.listdir(self.notify_dir)
-        except OSError:
+        peers = self._peers()
+        if peers is None:
             return
         own = self._receiver_name
-        peers = [name for name in peers if name.endswith(SOCKET_SUFFIX) and name != own]
+        peers = [name for name in peers if name != own]
         if not peers:
             return
         datagrams = [
@@ -169,6 +171,26 @@ class Notifier:
                         break
                     log.debug("notify %s: %s", name, error)
                     break
+
+    def _peers(self) -> list[str] | None:
+        """The socket names in the notify directory, listed again when the directory changed (a
+        process came or went) and at least every PEER_REFRESH seconds (a change within the same
+        coarse timestamp tick leaves the mtime as it was): every commit broadcasts, and a stat is
+        cheaper than a listing."""
+        try:
+            stamp = os.stat(self.notify_dir).st_mtime_ns
+        except OSError:
+            return None
+        now = time.monotonic()
+        cached = self._peer_cache
+        if cached is not None and cached[0] == stamp and now - cached[1] < PEER_REFRESH:
+            return cached[2]
+        try:
+            names = [name for name in os.listdir(self.notify_dir) if name.endswith(SOCKET_SUFFIX)]
+        except OSError:
+            return None
+        self._peer_cache = (stamp, now, names)
+        return names
 
     def _remove_stale(self, name: str) -> None:
         # ECONNREFUSED: the socket file exists but nobody is bound to it -- its process is gone.

@@ -84,6 +84,7 @@ class _Scan:
     blob_records: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     expected_changes: set[bytes] = field(default_factory=set)
     indexes_stale: bool = False                                       # flag index / keyword counts differ
+    inline: set[bytes] = field(default_factory=set)                   # bodies kept in the index
     problems: list[tuple[str, Any]] = field(default_factory=list)    # (kind, detail) for repair
 
 
@@ -226,6 +227,18 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
         if bytes(key) not in scan.blob_records:
             errors.append(f"digest of unknown body {bytes(key).hex()}")
             scan.problems.append(("digest_dangling", bytes(key)))
+    if dbs.bodies is not None:
+        for key, data in txn.cursor(dbs.bodies):
+            blob_raw = bytes(key)
+            record = scan.blob_records.get(blob_raw)
+            if record is None:
+                errors.append(f"body {blob_raw.hex()} kept in the index has no record")
+                scan.problems.append(("inline_dangling", blob_raw))
+                continue
+            scan.inline.add(blob_raw)
+            if len(data) != record[1]:
+                errors.append(f"body {blob_raw.hex()} kept in the index has {len(data)} bytes, "
+                              f"its record says {record[1]}")
     if dbs.summaries is not None:
         for key in txn.cursor(dbs.summaries).iternext(values=False):
             if bytes(key) not in scan.blob_records:
@@ -281,7 +294,8 @@ def _scan_files(store: Store, scan: _Scan, now: float) -> tuple[list[str], list[
             orphans.append(f"body file {path} not referenced by the index")
             if old:
                 removable.append(path)
-    missing = [blob_raw.hex() for blob_raw in scan.blob_refs if blob_raw.hex() not in seen]
+    missing = [blob_raw.hex() for blob_raw in scan.blob_refs
+               if blob_raw not in scan.inline and blob_raw.hex() not in seen]
     return orphans, removable, missing
 
 
@@ -300,7 +314,8 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
         with lmdb_errors(), shared.read() as txn:
             for blob in missing:
                 blob_raw = bytes.fromhex(blob)
-                if txn.get(blob_raw, db=dbs.blobs) is not None and store._blobs.size(blob) is None:
+                if txn.get(blob_raw, db=dbs.blobs) is not None and store._blobs.size(blob) is None \
+                        and (dbs.bodies is None or txn.get(blob_raw, db=dbs.bodies) is None):
                     report.errors.append(f"body {blob}: file missing (referenced by the index)")
     for blob_raw, (_refcount, size) in scan.blob_records.items():
         on_disk = store._blobs.size(blob_raw.hex())
@@ -363,13 +378,15 @@ def _repair(store: Store) -> list[str]:
                 txn.delete(detail, db=dbs.blobs)
                 txn.delete(detail, db=dbs.digests)
                 txn.delete(detail, db=dbs.summaries)
-                effects.unlink_blob(detail.hex())
+                if not txn.delete(detail, db=dbs.bodies):
+                    effects.unlink_blob(detail.hex())
                 done.append(f"removed unreferenced body {detail.hex()}")
             elif kind == "blob_refcount":
                 txn.put(detail, pack_blob_record(scan.blob_refs[detail], scan.blob_sizes[detail]), db=dbs.blobs)
                 done.append(f"fixed refcount of body {detail.hex()}")
             elif kind == "blob_record_missing":
-                on_disk = store._blobs.size(detail.hex())
+                kept = txn.get(detail, db=dbs.bodies)
+                on_disk = len(kept) if kept is not None else store._blobs.size(detail.hex())
                 if on_disk is not None:
                     txn.put(detail, pack_blob_record(scan.blob_refs[detail], on_disk), db=dbs.blobs)
                     done.append(f"restored record of body {detail.hex()}")
@@ -377,6 +394,9 @@ def _repair(store: Store) -> list[str]:
                 txn.delete(detail, db=dbs.digests)
             elif kind == "summary_dangling":
                 txn.delete(detail, db=dbs.summaries)
+            elif kind == "inline_dangling":
+                txn.delete(detail, db=dbs.bodies)
+                done.append(f"removed body {detail.hex()} kept in the index without a record")
             elif kind == "metadata_dangling":
                 txn.delete(detail, db=dbs.metadata)
                 done.append("removed annotation of a missing folder")
@@ -457,7 +477,10 @@ def backup(store: Store, dest: str) -> None:
     missing_before: set[str] = set()
     for _attempt in range(BACKUP_ATTEMPTS):
         with lmdb_errors(), shared.read() as txn:
-            referenced = {bytes(key).hex() for key in txn.cursor(dbs.blobs).iternext(values=False)}
+            # Bodies kept in the index travel with the index copy; only files are linked.
+            inline = set() if dbs.bodies is None else set(txn.cursor(dbs.bodies).iternext(values=False))
+            referenced = {bytes(key).hex() for key in txn.cursor(dbs.blobs).iternext(values=False)
+                          if key not in inline}
             missing = {blob for blob in referenced - linked if not _link_body(store, blob, eml_dir)}
             linked |= referenced - missing
             if not missing:

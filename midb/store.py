@@ -29,7 +29,7 @@ from midb.accounts import (
     encode_usage,
     normalize_account_name,
 )
-from midb.blobs import BlobFiles, pack_blob_record, unpack_blob_record
+from midb.blobs import BlobFiles, new_blob_id, pack_blob_record, unpack_blob_record
 from midb.env import Databases, SharedEnv, WriteEffects, acquire, lmdb_errors, release
 from midb.errors import (
     AccountExists,
@@ -111,6 +111,11 @@ MAX_TZOFFSET = 24 * 60 - 1
 MAX_LANG_LENGTH = 64
 MAX_PASSWORD_HASH_LENGTH = 1024
 STORE_MODES = ("set", "add", "remove")
+# Bodies kept in the index are read whole (never streamed from a file): keep them small.
+INLINE_MAX = 256 * 1024
+# Small bodies stop going into the index once the LMDB map is this full: the map is sized for the
+# index, and bodies must never be what fills it (they go on being stored as files then).
+INLINE_MAP_SHARE = 0.5
 _DENSE_FACTOR = 4   # a UID set at least 1/4 as large as its range is read with one cursor pass
 _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
@@ -128,9 +133,12 @@ class Store(MetadataMixin):
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 8 << 30,
                  run_dir: str | None = None, data_path: list[str] | None = None,
-                 default_lang: str = "en", readonly: bool = False, max_message_size: int = 0) -> None:
+                 default_lang: str = "en", readonly: bool = False, max_message_size: int = 0,
+                 inline_limit: int = 0) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.fsync = fsync
+        # Bodies up to this size are kept in the index itself (see _store_bodies); 0: always files.
+        self.inline_limit = max(0, min(int(inline_limit), INLINE_MAX))
         self.readonly = readonly
         self.default_lang = default_lang
         self.max_message_size = max_message_size
@@ -312,7 +320,8 @@ class Store(MetadataMixin):
             txn.delete(blob_raw, db=dbs.blobs)
             txn.delete(blob_raw, db=dbs.digests)
             txn.delete(blob_raw, db=dbs.summaries)
-            effects.unlink_blob(blob_raw.hex())
+            if not txn.delete(blob_raw, db=dbs.bodies):
+                effects.unlink_blob(blob_raw.hex())   # a body file: removed after the commit
         else:
             txn.put(blob_raw, pack_blob_record(refcount - count, size), db=dbs.blobs)
 
@@ -811,13 +820,13 @@ class Store(MetadataMixin):
         if not live:
             return outcomes
         shared = self._env
-        with shared.arrival() as arrival:
-            blobs, digests = self._blobs.write_many([entry[3][0][0] for entry in live], _encoded_digest)
-            jobs = [self._append_job(account, folder_id, prepared, [blob], [digest], total, None)
-                    for (_index, account, folder_id, prepared, total), blob, digest
-                    in zip(live, blobs, digests, strict=True)]
+        with shared.arrival():
+            blobs, digests, inline = self._store_bodies([entry[3][0][0] for entry in live])
+            jobs = [self._append_job(account, folder_id, prepared, [blob], [digest], total, None, [kept])
+                    for (_index, account, folder_id, prepared, total), blob, digest, kept
+                    in zip(live, blobs, digests, inline, strict=True)]
             try:
-                finished = shared.write_all(jobs, durable=self.fsync, arrival=arrival)
+                finished = shared.write_all(jobs, durable=self.fsync)
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
@@ -889,21 +898,52 @@ class Store(MetadataMixin):
         self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
         shared = self._env
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
-        with shared.arrival() as arrival:
-            blobs, digests = self._blobs.write_many([entry[0] for entry in prepared], _encoded_digest)
-            job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid)
+        with shared.arrival():
+            blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared])
+            job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline)
             try:
-                result, effects = shared.write(job, durable=self.fsync, arrival=arrival)
+                result, effects = shared.write(job, durable=self.fsync)
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
         self._after_commit(shared, effects)
         return result
 
+    def _store_bodies(self, datas: list[bytes]) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
+        """(body ids, encoded digests and summaries, kept in the index?) for bodies about to be
+        appended. Files are written and synced now; a body of at most inline_limit bytes instead
+        goes into the index with the append's own transaction: no file to create, write, sync and
+        rename, no directory to sync, and later no file to open for SEARCH BODY or FETCH."""
+        inline = [0 < len(data) <= self.inline_limit for data in datas]
+        if any(inline) and not self._room_for_inline():
+            inline = [False] * len(datas)
+        to_files = [data for data, kept in zip(datas, inline, strict=True) if not kept]
+        file_blobs, file_digests = self._blobs.write_many(to_files, _encoded_digest) if to_files else ([], [])
+        blobs: list[str] = []
+        digests: list[tuple[bytes, bytes] | None] = []
+        next_file = iter(zip(file_blobs, file_digests, strict=True))
+        for data, kept in zip(datas, inline, strict=True):
+            if kept:
+                blobs.append(new_blob_id())
+                digests.append(_encoded_digest(data))
+            else:
+                blob, digest = next(next_file)
+                blobs.append(blob)
+                digests.append(digest)
+        return blobs, digests, inline
+
+    def _room_for_inline(self) -> bool:
+        environment = self._env.env
+        info = environment.info()
+        used = (info["last_pgno"] + 1) * environment.stat()["psize"]
+        return used < info["map_size"] * INLINE_MAP_SHARE
+
     def _append_job(self, account: str, folder_id: int, prepared: list[tuple[bytes, FlagSet, int, int]],
                     blobs: list[str], digests: list[tuple[bytes, bytes] | None], total: int,
-                    explicit_uid: int | None) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int]]]:
-        """The write job indexing bodies already stored under `blobs`."""
+                    explicit_uid: int | None, inline: list[bool]
+                    ) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int]]]:
+        """The write job indexing bodies already stored under `blobs` (or, where `inline` says so,
+        storing them in the index)."""
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int]]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
@@ -913,8 +953,8 @@ class Store(MetadataMixin):
                 record.uidnext = explicit_uid
             delta = indexes.IndexDelta(txn, dbs)
             uids = []
-            for (data, flagset, internaldate, tzoffset), blob, digest in zip(prepared, blobs, digests,
-                                                                          strict=True):
+            for (data, flagset, internaldate, tzoffset), blob, digest, kept in zip(prepared, blobs, digests,
+                                                                                inline, strict=True):
                 uid = record.uidnext
                 record.uidnext += 1
                 modseq = record.next_modseq()
@@ -927,6 +967,8 @@ class Store(MetadataMixin):
                 delta.added(account_id, record.id, uid, tail)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
                 txn.put(blob_raw, pack_blob_record(1, size), db=dbs.blobs)
+                if kept:
+                    txn.put(blob_raw, data, db=dbs.bodies)
                 if digest is not None:
                     txn.put(blob_raw, digest[0], db=dbs.digests)
                     txn.put(blob_raw, digest[1], db=dbs.summaries)
@@ -1334,12 +1376,41 @@ class Store(MetadataMixin):
     # ---- bodies and digests -------------------------------------------------------------------------
 
     def body_path(self, blob: str) -> str:
+        """The file of a body stored as a file. A body kept in the index (at most INLINE_MAX bytes,
+        see inline_limit) has none: read it with read_body."""
         return self._blobs.path(blob)
 
     def read_body(self, blob: str, offset: int = 0, length: int | None = None) -> bytes:
         if not isinstance(offset, int) or (length is not None and not isinstance(length, int)):
             raise InvalidArgument("offset and length must be int")
+        key = blob_key(blob)
+        if offset < 0 or (length is not None and length < 0):
+            raise MidbError("negative offset or length")
+        db = self._shared.dbs.bodies
+        if db is not None:
+            with lmdb_errors(), self._env.read() as txn:
+                data = txn.get(key, db=db)
+            if data is not None:
+                return data[offset:] if length is None else data[offset : offset + length]
         return self._blobs.read(blob, offset, length)
+
+    def read_bodies(self, blobs: Iterable[str]) -> list[bytes | None]:
+        """Several whole bodies, in order (None for one that is gone): those kept in the index in
+        one transaction, the files a few threads at once, so SEARCH BODY over a large folder waits
+        for the disk once per batch rather than once per message."""
+        wanted = list(blobs)
+        keys = [blob_key(blob) for blob in wanted]
+        db = self._shared.dbs.bodies
+        if db is None:
+            return self._blobs.read_many(wanted)
+        with lmdb_errors(), self._env.read() as txn:
+            found: list[bytes | None] = [txn.get(key, db=db) for key in keys]
+        missing = [index for index, data in enumerate(found) if data is None]
+        if missing:
+            for index, data in zip(missing, self._blobs.read_many([wanted[index] for index in missing]),
+                                   strict=True):
+                found[index] = data
+        return found
 
     def digest(self, blob: str) -> mime.Digest:
         """The MIME digest stored with the body at append time (recomputed if it is missing)."""
@@ -1351,7 +1422,7 @@ class Store(MetadataMixin):
                 return mime.decode_digest(encoded)
             except Exception:   # a digest from an older mime version: recompute below
                 log.warning("stored digest of body %s unreadable; recomputing", blob)
-        return mime.digest(self._blobs.read(blob))
+        return mime.digest(self.read_body(blob))
 
     def summary(self, blob: str) -> Summary:
         """The summary of a body (midb.summary): what SEARCH, SORT and THREAD read per message."""

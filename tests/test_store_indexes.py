@@ -347,22 +347,27 @@ def test_a_durable_commit_waits_for_announced_appends(tmp_path: Path, commits: l
         shared = store._env
         commits.clear()
         results: list[Any] = []
-        arrival = shared.arrival().__enter__()   # another appender is writing its body
+        announced = threading.Event()
+
+        def job(txn: Any, dbs: Any, effects: Any) -> str:
+            txn.put(b"test-late", b"v", db=dbs.meta)
+            return "late"
 
         def late_append() -> None:
-            time.sleep(0.1)
-            job = store._append_job("alice", folder, *store._prepare_append([(MSG, (), None, 0)], 0),
-                                    [], None)
-            results.append(shared.write(job, durable=True, arrival=arrival))
+            with shared.arrival():
+                announced.set()
+                time.sleep(0.1)   # its body is being written and synced
+                results.append(shared.write(job, durable=True))
 
-        # (no body: an empty append job only moves the folder's counters, enough to be a write)
         thread = threading.Thread(target=late_append)
         thread.start()
+        assert announced.wait(10)
         started = time.monotonic()
         store.append("alice", folder, MSG)
         waited = time.monotonic() - started
         thread.join(10)
         assert not thread.is_alive() and commits == [2] and waited < 1.5
+        assert results[0][0] == "late" and shared._arriving == 0
 
 
 def test_an_announced_append_that_never_comes_delays_a_commit_only_briefly(
@@ -405,3 +410,86 @@ def test_concurrent_appends_share_commits(tmp_path: Path, commits: list[int]) ->
         assert not errors and sum(commits) == len(names)
         assert len(commits) < len(names)   # several appends per commit
         assert store.verify() == []
+
+
+# -- bodies kept in the index ----------------------------------------------------------------------------
+
+
+def body_files(store: Store) -> list[str]:
+    root = Path(store.path) / "eml"
+    return sorted(path.name for path in root.rglob("*") if path.is_file()) if root.exists() else []
+
+
+def test_small_bodies_live_in_the_index_large_ones_in_files(tmp_path: Path) -> None:
+    small, large = MSG, MSG + b"x" * 5000
+    with Store(tmp_path / "store", fsync=True, inline_limit=1000) as store:
+        store.create_account("alice")
+        folder = inbox(store)
+        store.append("alice", folder, small, flags=["\\Seen"])
+        store.append_many("alice", folder, [(large, (), None, 0), (small, ("$K",), None, 0)])
+        outcomes = store.append_batch([("alice", folder, small, []), ("alice", folder, large, [])])
+        assert [outcome[1] for outcome in outcomes] == [4, 5]  # type: ignore[index]
+        metas = store.messages("alice", folder)
+        files = body_files(store)
+        assert sorted(meta.blob for meta in metas if meta.size > 1000) == files   # only the large ones
+        for meta, data in zip(metas, [small, large, small, small, large], strict=True):
+            assert store.read_body(meta.blob) == data
+            assert store.read_body(meta.blob, 5, 20) == data[5:25]
+            assert store.read_body(meta.blob, len(data) + 3) == b""
+            assert store.digest(meta.blob) == mime.digest(data)
+            assert store.summary(meta.blob) == summarize(mime.digest(data))
+        assert store.read_bodies([meta.blob for meta in metas]) == [small, large, small, small, large]
+        assert store.verify() == []
+        # A copy shares the body; the last reference gone, the body goes with its index entry.
+        archive = store.get_folder("alice", "Archive")
+        assert archive is not None
+        store.copy("alice", folder, [1, 2], archive.id)
+        store.store_flags("alice", folder, [1, 2, 3], "add", ["\\Deleted"])
+        store.expunge("alice", folder)
+        assert store.read_body(metas[0].blob) == small and store.read_bodies([metas[2].blob]) == [None]
+        with pytest.raises(NoSuchBody):
+            store.read_body(metas[2].blob)
+        store.delete_folder("alice", "Archive")
+        assert store.read_bodies([metas[0].blob, metas[1].blob]) == [None, None]
+        with store._env.read() as txn:
+            kept = [bytes(key) for key in txn.cursor(store._shared.dbs.bodies).iternext(values=False)]
+        assert sorted(kept) == sorted(blob_key(meta.blob) for meta in metas[3:4])
+        assert store.verify() == [] and len(body_files(store)) == 1
+
+
+def test_inline_bodies_stop_when_the_map_fills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "store", fsync=False, inline_limit=1000) as store:
+        store.create_account("alice")
+        monkeypatch.setattr("midb.store.INLINE_MAP_SHARE", 0.0)
+        store.append("alice", inbox(store), MSG)
+        assert len(body_files(store)) == 1
+
+
+def test_verify_and_backup_with_inline_bodies(tmp_path: Path) -> None:
+    with Store(tmp_path / "store", fsync=False, inline_limit=1000) as store:
+        store.create_account("alice")
+        folder = inbox(store)
+        store.append_many("alice", folder, [(MSG, (), None, 0), (MSG + b"y" * 2000, (), None, 0)])
+        store.backup(str(tmp_path / "copy"))
+        (small, large) = store.messages("alice", folder)
+
+        def damage(txn: Any, dbs: Any, effects: Any) -> None:
+            txn.put(b"\x01" * 16, b"stray", db=dbs.bodies)
+            txn.put(blob_key(small.blob), MSG + b"!", db=dbs.bodies)
+
+        store._write(damage)
+        problems = store.verify()
+        assert any("kept in the index has no record" in problem for problem in problems)
+        assert any("kept in the index has" in problem and "bytes" in problem for problem in problems)
+        store.verify(repair=True)
+        assert not any("no record" in problem for problem in store.verify())
+    with Store(tmp_path / "copy", fsync=False) as copy:
+        assert copy.verify() == []
+        assert [copy.read_body(meta.blob) for meta in copy.messages("alice", inbox(copy))] == [
+            MSG, MSG + b"y" * 2000]
+
+
+def test_inline_limit_is_capped(tmp_path: Path) -> None:
+    with Store(tmp_path / "store", fsync=False, inline_limit=1 << 30) as store:
+        from midb.store import INLINE_MAX
+        assert store.inline_limit == INLINE_MAX

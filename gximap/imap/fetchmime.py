@@ -17,6 +17,7 @@ Section resolution (RFC 3501 §6.4.5), as Dovecot does it:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote_from_bytes
 
@@ -74,24 +75,45 @@ def _utf8_text(value: bytes) -> bytes:
         return value.decode("cp1252", "replace").encode("utf-8")
 
 
+# Printable ASCII without '"' and '\\' (and without CR, LF, NUL): what string() quotes unchanged.
+_PLAIN_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*").fullmatch
+_PLAIN_MAX = 256  # well within encode.string's limit for quoted strings
+
+
 def _ns(value: bytes | None, utf8: bool) -> bytes:
     """nstring of a header-derived value."""
     if value is None:
         return NIL
+    if len(value) <= _PLAIN_MAX and _PLAIN_QUOTABLE(value):
+        return b'"' + value + b'"'  # the common case, as string() renders it, without its steps
     if utf8 and not value.isascii():
         value = _utf8_text(value)
     return string(value, utf8)
 
 
+# Rendered address lists by (addresses, utf8). Correspondents repeat across a mailbox (and From,
+# Sender and Reply-To are usually one list), so FETCH ENVELOPE over a folder renders each once.
+_ADDRESS_CACHE: dict[tuple[tuple[Address, ...], bool], bytes] = {}
+_ADDRESS_CACHE_LIMIT = 16384
+
+
 def _address_list(addresses: tuple[Address, ...] | None, utf8: bool) -> bytes:
     if not addresses:
         return NIL
+    key = (addresses, utf8)
+    rendered = _ADDRESS_CACHE.get(key)
+    if rendered is not None:
+        return rendered
     out = [b"("]
     for name, adl, mailbox, host in addresses:
         out.append(b"(" + _ns(name, utf8) + b" " + _ns(adl, utf8) + b" "
                    + _ns(mailbox, utf8) + b" " + _ns(host, utf8) + b")")
     out.append(b")")
-    return b"".join(out)
+    rendered = b"".join(out)
+    if len(_ADDRESS_CACHE) >= _ADDRESS_CACHE_LIMIT:
+        _ADDRESS_CACHE.clear()  # crude but O(1) per entry; sessions on other threads may race: harmless
+    _ADDRESS_CACHE[key] = rendered
+    return rendered
 
 
 def envelope(d: Digest | Envelope, utf8: bool = False) -> bytes:

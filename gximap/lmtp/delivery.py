@@ -33,6 +33,7 @@ from __future__ import annotations
 import email.errors
 import email.header
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
 
 log = logging.getLogger("gximap.lmtp")
 
+_FIELD_NAME = re.compile(rb"[\x21-\x7e]+").fullmatch  # printable ASCII, no space (RFC 5322 ftext)
 MAX_HEADER_SCAN = 256 * 1024  # header fields beyond this are not looked at (spam flag, Subject)
 _JUNK = "\\Junk"
 _SPECIAL_USES = {use.lower(): use for use in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
@@ -118,7 +120,7 @@ def header_fields(message: bytes, limit: int = MAX_HEADER_SCAN) -> list[tuple[st
             fields[-1] = (name, value + b" " + line.strip())
             continue
         name, colon, value = line.partition(b":")
-        if colon and name and not any(c <= 32 or c >= 127 for c in name):
+        if colon and _FIELD_NAME(name):
             fields.append((name.decode("ascii").lower(), value.strip()))
     return fields
 
@@ -397,6 +399,8 @@ def _is_full(store: Any, account: Any) -> bool:
 
 
 def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
     return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
 
 

@@ -46,6 +46,12 @@ class TransportError(Exception):
 
 
 class Transport:
+    # One per connection, most of them idle: slots, and the output queue exists only while bytes
+    # wait in it (an empty deque still holds a 64-slot block).
+    __slots__ = ("_sock", "_raw_chunk", "_raw_pending", "_tls", "_tls_in", "_tls_out", "_handshake_done",
+                 "_deflate", "_inflate", "_deflate_dirty", "_plain_pending", "_wire", "_wire_bytes",
+                 "_read_hit_limit", "at_eof", "bytes_sent", "bytes_received")
+
     def __init__(self, sock: socket.socket, *, raw_chunk: int = 64 * 1024) -> None:
         sock.setblocking(False)
         self._sock = sock
@@ -59,7 +65,7 @@ class Transport:
         self._inflate: zlib._Decompress | None = None
         self._deflate_dirty = False  # compressed bytes since the last sync flush
         self._plain_pending = bytearray()  # small items waiting to go through the layers together
-        self._wire: collections.deque[bytes | memoryview] = collections.deque()
+        self._wire: collections.deque[bytes | memoryview] | None = None
         self._wire_bytes = 0
         self._read_hit_limit = False
         self.at_eof = False
@@ -329,6 +335,8 @@ class Transport:
             self._queue_wire(self._tls_out.read())
 
     def _queue_wire(self, data: bytes | bytearray | memoryview) -> None:
+        if self._wire is None:
+            self._wire = collections.deque()
         self._wire.append(data)
         self._wire_bytes += len(data)
 
@@ -357,6 +365,7 @@ class Transport:
                 else:
                     wire[0] = memoryview(head)[sent:]
                     sent = 0
+        self._wire = None
         return True
 
     # -- closing -----------------------------------------------------------------------------
@@ -369,7 +378,7 @@ class Transport:
             if graceful:
                 self._close_gracefully()
         finally:
-            self._wire.clear()
+            self._wire = None
             self._wire_bytes = 0
             self._plain_pending.clear()
             with contextlib.suppress(OSError):

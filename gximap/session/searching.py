@@ -145,6 +145,10 @@ class _Message:
             self._data = self._store.read_body(self.meta.blob)
         return self._data
 
+    def preload(self, data: bytes) -> None:
+        """The whole message, read already (with other messages' bodies, in one batch)."""
+        self._data = data
+
     def body_contains(self, needle: str, ascii_needle: bytes | None) -> bool:
         """Whether the case-folded readable body text contains ``needle`` (already folded;
         ``ascii_needle`` is its ASCII encoding, None when it is not ASCII)."""
@@ -425,6 +429,17 @@ def _candidate_uids(session: Any, keys: Iterable[SearchKey]) -> list[int] | None
     return None if narrowed is None else sorted(narrowed)
 
 
+def _indexed_flag(key: SearchKey) -> str | None:
+    """"unseen" / "deleted" for the keys midb's flag index answers (UNSEEN, DELETED), else None."""
+    if isinstance(key, cmds.SearchFlag):
+        flag = key.flag.lower()
+        if flag == "\\seen" and not key.present:
+            return "unseen"
+        if flag == "\\deleted" and key.present:
+            return "deleted"
+    return None
+
+
 def _flag_index_uids(session: Any, keys: Iterable[SearchKey]) -> list[int] | None:
     """The UIDs midb's flag index gives for top-level UNSEEN / DELETED keys (intersected), cut to
     the messages announced to the client, or None when no such key is there."""
@@ -432,12 +447,10 @@ def _flag_index_uids(session: Any, keys: Iterable[SearchKey]) -> list[int] | Non
     store = session.store
     narrowed: set[int] | None = None
     for key in keys:
-        if not isinstance(key, cmds.SearchFlag):
-            continue
-        flag = key.flag.lower()
-        if flag == "\\seen" and not key.present:
+        kind = _indexed_flag(key)
+        if kind == "unseen":
             uids = store.unseen_uids(view.account, view.folder_id)
-        elif flag == "\\deleted" and key.present:
+        elif kind == "deleted":
             uids = store.deleted_uids(view.account, view.folder_id)
         else:
             continue
@@ -486,7 +499,24 @@ def search(session: Any, key: SearchKey, *, now: float | None = None) -> list[in
     Messages expunged by another session but still in the view do not match (RFC 2180 section
     4.1.4 leaves the choice; they cannot be read any more). Raises SearchUnsupported for keys the
     server does not implement and lets store errors propagate."""
+    answer = _index_answer(session, _flattened(_top_level(key)))
+    if answer is not None:
+        return answer
     return [meta.uid for meta in search_records(session, key, now=now)]
+
+
+def _index_answer(session: Any, keys: list[SearchKey]) -> list[int] | None:
+    """The result, without reading any message record, of a search made only of flag-index keys
+    (UNSEEN, DELETED) and sequence sets, e.g. ``UID SEARCH UNSEEN``; None for any other search.
+    The flag index lists existing messages only, so expunged ones drop out as they should."""
+    if not all(_indexed_flag(key) is not None or isinstance(key, (cmds.SearchSequence, cmds.SearchAll))
+               for key in keys):
+        return None
+    indexed = _flag_index_uids(session, keys)
+    if indexed is None:
+        return None
+    candidates = _candidate_uids(session, keys)
+    return sorted(indexed if candidates is None else set(candidates).intersection(indexed))
 
 
 def search_records(session: Any, key: SearchKey, *, now: float | None = None) -> list[Any]:
@@ -503,19 +533,35 @@ def search_records(session: Any, key: SearchKey, *, now: float | None = None) ->
     costly = [node.message for node in nodes if node.cost != COST_RECORD]
     if not costly:
         return records
+    # Tests that read the body run last, on the messages the others let through, whose bodies are
+    # then read in one batch (in parallel: the waits for the disk overlap).
+    before_body = [node.message for node in nodes if COST_RECORD < node.cost < COST_BODY]
+    on_body = [node.message for node in nodes if node.cost == COST_BODY]
     store = session.store
     matched = []
-    single = len(costly) == 1
-    test = costly[0]
     for start in range(0, len(records), _SUMMARY_BATCH):
         chunk = records[start : start + _SUMMARY_BATCH]
+        survivors = []
         for meta, summary in zip(chunk, store.summaries([meta.blob for meta in chunk]), strict=True):
             if summary is None:
                 continue  # expunged (and its body removed) while we searched
             msg = _Message(store, meta, summary)
             try:
-                if test(msg) if single else all(test(msg) for test in costly):
-                    matched.append(meta)
+                if all(test(msg) for test in before_body):
+                    survivors.append(msg)
+            except NoSuchBody:
+                continue
+        if not on_body:
+            matched.extend(msg.meta for msg in survivors)
+            continue
+        bodies = store.read_bodies([msg.meta.blob for msg in survivors])
+        for msg, data in zip(survivors, bodies, strict=True):
+            if data is None:
+                continue
+            msg.preload(data)
+            try:
+                if all(test(msg) for test in on_body):
+                    matched.append(msg.meta)
             except NoSuchBody:
                 continue
     return matched

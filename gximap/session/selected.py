@@ -23,6 +23,9 @@ from gximap.imap.commands import SequenceSet
 from midb.errors import NoSuchFolder
 
 RECENT = "\\Recent"
+# UIDs are 32-bit: 4 bytes per message in every session's view (sessions of a big INBOX add up).
+UID_ARRAY = next(code for code in "IL" if array(code).itemsize == 4)
+_REBUILD_FRACTION = 16  # expunging more than 1/16 of the view rebuilds it in one pass
 
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
@@ -41,7 +44,7 @@ class SelectedMailbox:
         self.uidvalidity: int = folder.uidvalidity
         self.readonly = readonly
         self.session = session
-        self.uids: array = array("Q")
+        self.uids: array = array(UID_ARRAY)
         self.modseq = 0  # the store's HIGHESTMODSEQ this view has caught up with
         self.uid_max = 0  # highest UID announced
         self.recent: set[int] = set()
@@ -72,7 +75,7 @@ class SelectedMailbox:
         folder = store.folder_by_id(self.account, self.folder_id)
         self.modseq = self.full_modseq = self._reported_full = folder.highestmodseq
         uids = store.uids(self.account, self.folder_id)
-        self.uids = array("Q", uids)
+        self.uids = array(UID_ARRAY, uids)
         self.uid_max = uids[-1] if uids else 0
         if self.readonly:
             floor = folder.recent_floor
@@ -161,12 +164,25 @@ class SelectedMailbox:
         gone = set(uids)
         if not gone:
             return []
-        numbers = [i + 1 for i, uid in enumerate(self.uids) if uid in gone]
-        self.uids = array("Q", (uid for uid in self.uids if uid not in gone))
+        view = self.uids
+        if len(gone) * _REBUILD_FRACTION < len(view):
+            # A few messages out of many (another session's EXPUNGE reaching every IDLE session):
+            # find each by bisection and delete it in place, highest first.
+            positions = sorted((index for index in map(self._position, gone) if index is not None), reverse=True)
+            for index in positions:
+                del view[index]
+            numbers = [index + 1 for index in positions]
+        else:
+            numbers = [i + 1 for i, uid in enumerate(view) if uid in gone]
+            numbers.reverse()
+            self.uids = array(UID_ARRAY, (uid for uid in view if uid not in gone))
         self.recent -= gone
         self.pending_expunge -= gone
-        numbers.reverse()
         return numbers
+
+    def _position(self, uid: int) -> int | None:
+        index = bisect.bisect_left(self.uids, uid)
+        return index if index < len(self.uids) and self.uids[index] == uid else None
 
     def expunge_responses(self, uids: Iterable[int]) -> list[bytes]:
         if self.session.qresync_enabled:

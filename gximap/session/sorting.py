@@ -17,6 +17,7 @@ References chain of any length cannot exhaust the recursion limit.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import threading
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 
 from midb.errors import NoSuchBody
 from midb.mime import Digest
+from midb.summary import Summary
 
 __all__ = [
     "DIGEST_SORT_KEYS",
@@ -122,7 +124,9 @@ class MessageKeys(NamedTuple):
     reply: bool  # the subject marks a reply or forward
 
 
-def message_keys(digest: Digest) -> MessageKeys:
+def message_keys(digest: Digest | Summary) -> MessageKeys:
+    """The keys of a message, from its digest or (the same header values, cheaper to read) its
+    summary (midb.summary)."""
     references = " ".join(digest.references)
     if not references and digest.in_reply_to:
         references = digest.in_reply_to
@@ -161,23 +165,46 @@ class KeyCache:
     def __contains__(self, blob: object) -> bool:
         return blob in self._entries
 
-    def get(self, blob: str, load: Callable[[str], Digest]) -> MessageKeys:
+    def get(self, blob: str, load: Callable[[str], Digest | Summary]) -> MessageKeys:
         """The keys of body ``blob``, from ``load(blob)`` (``Store.digest``) on a miss. Errors of
         ``load`` (e.g. midb NoSuchBody) propagate and nothing is cached."""
         keys = self._entries.get(blob)
         if keys is not None:
             return keys
         keys = message_keys(load(blob))
-        if self.capacity <= 0:
-            return keys
+        self._put(blob, keys)
+        return keys
+
+    def get_many(self, blobs: Sequence[str], load_many: Callable[[list[str]], list[Summary | None]]
+                 ) -> list[MessageKeys | None]:
+        """The keys of several bodies; the misses are loaded with one ``load_many`` call
+        (``Store.summaries``), which gives None for a body that is gone (its entry is None)."""
+        get = self._entries.get
+        found: list[MessageKeys | None] = [get(blob) for blob in blobs]
+        missing = [index for index, keys in enumerate(found) if keys is None]
+        if missing:
+            loaded = load_many([blobs[index] for index in missing])
+            new: dict[str, MessageKeys] = {}
+            for index, summary in zip(missing, loaded, strict=True):
+                if summary is not None:
+                    keys = found[index] = message_keys(summary)
+                    new[blobs[index]] = keys
+            self._put_many(new)
+        return found
+
+    def _put(self, blob: str, keys: MessageKeys) -> None:
+        self._put_many({blob: keys})
+
+    def _put_many(self, new: dict[str, MessageKeys]) -> None:
+        if self.capacity <= 0 or not new:
+            return
         with self._lock:
             entries = self._entries
-            if len(entries) >= self.capacity:
-                drop = max(1, self.capacity // 8)
+            if len(entries) + len(new) > self.capacity:
+                drop = max(len(entries) + len(new) - self.capacity, self.capacity // 8)
                 for old in self._random.sample(list(entries), min(drop, len(entries))):
                     del entries[old]
-            entries[blob] = keys
-        return keys
+            entries.update(itertools.islice(new.items(), self.capacity))
 
     def clear(self) -> None:
         with self._lock:
@@ -185,9 +212,26 @@ class KeyCache:
 
 
 KEY_CACHE = KeyCache()
+_LOAD_BATCH = 512  # keys loaded per store call
 
 
-def collect_keys(records: Sequence[Any], load: Callable[[str], Digest],
+def collect_summary_keys(records: Sequence[Any], load_many: Callable[[list[str]], list[Summary | None]],
+                         cache: KeyCache | None = None) -> tuple[list[Any], list[MessageKeys]]:
+    """Like :func:`collect_keys`, loading the missing keys from summaries a batch at a time
+    (``Store.summaries``): one store call per batch rather than one per message."""
+    cache = KEY_CACHE if cache is None else cache
+    kept: list[Any] = []
+    keys: list[MessageKeys] = []
+    for start in range(0, len(records), _LOAD_BATCH):
+        chunk = records[start : start + _LOAD_BATCH]
+        for meta, found in zip(chunk, cache.get_many([meta.blob for meta in chunk], load_many), strict=True):
+            if found is not None:
+                kept.append(meta)
+                keys.append(found)
+    return kept, keys
+
+
+def collect_keys(records: Sequence[Any], load: Callable[[str], Digest | Summary],
                  cache: KeyCache | None = None) -> tuple[list[Any], list[MessageKeys]]:
     """The digest keys of ``records`` (via ``cache``, default :data:`KEY_CACHE`), as two parallel
     lists. A record whose body is gone (expunged by another session meanwhile) is left out, as

@@ -91,7 +91,7 @@ def sorted_records(session: Any, records: list[Any], criteria: tuple[cmds.SortCr
     program = [(criterion.key, criterion.reverse) for criterion in criteria]
     keys = None
     if any(name not in _RECORD_ONLY for name, _reverse in program):
-        records, keys = sorting.collect_keys(records, session.store.digest)
+        records, keys = sorting.collect_summary_keys(records, session.store.summaries)
     return sorting.sort_records(records, program, keys)
 
 

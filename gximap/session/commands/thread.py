@@ -25,7 +25,7 @@ _ALGORITHMS = {
 
 def thread_items(session: Any, records: list[Any], uid: bool) -> list[sorting.ThreadItem]:
     """What the threading algorithms need of each record, in message-number order."""
-    records, keys = sorting.collect_keys(records, session.store.digest)
+    records, keys = sorting.collect_summary_keys(records, session.store.summaries)
     uids = [meta.uid for meta in records]
     numbers = uids if uid else message_numbers(session.selected, uids)
     items = []
