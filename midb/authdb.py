@@ -11,11 +11,11 @@ import functools
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from midb.errors import AccountExists, InvalidName
+from midb.filewatch import ReloadingFile
 from midb.passwords import hash_password, needs_rehash, verify_password
 
 if TYPE_CHECKING:
@@ -144,28 +144,13 @@ class PasswdFileAuth:
         self.path = os.fspath(path)
         self._store = store
         self._default_scheme = default_scheme
-        self._lock = threading.Lock()
-        self._signature: tuple[int, int, int] | None = (-1, -1, -1)  # never matches a real file
-        self._entries: dict[str, PasswdEntry] = {}
-        self._reload_if_changed()
+        self._file: ReloadingFile[dict[str, PasswdEntry]] = ReloadingFile(
+            self.path, self._load, {}, log=log,
+            missing_message="passwd-file %s is missing or unreadable; no user can log in")
+        self._file.current()
 
     def _reload_if_changed(self) -> dict[str, PasswdEntry]:
-        try:
-            st = os.stat(self.path)
-            signature: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            signature = None
-        if signature == self._signature:
-            return self._entries
-        with self._lock:
-            if signature != self._signature:
-                if signature is None:
-                    log.error("passwd-file %s is missing or unreadable; no user can log in", self.path)
-                    self._entries = {}
-                else:
-                    self._entries = self._load()
-                self._signature = signature
-            return self._entries
+        return self._file.current()
 
     def _load(self) -> dict[str, PasswdEntry]:
         try:

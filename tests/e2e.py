@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -152,3 +153,60 @@ class GximapProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def insecure_client_tls() -> ssl.SSLContext:
+    """The test servers use self-signed certificates."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class LineClient:
+    """A blocking IMAP line client for end-to-end tests, optionally bound to a chosen loopback
+    source address (the whole 127/8 is loopback) so that per-address behaviour can be observed."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1", *, timeout: float = 10.0) -> None:
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                                            source_address=(source, 0))
+        self.port = self.sock.getsockname()[1]
+        self.buffer = b""
+
+    def starttls(self) -> None:
+        assert not self.buffer, f"plaintext left over before the handshake: {self.buffer!r}"
+        self.sock = insecure_client_tls().wrap_socket(self.sock, server_hostname="localhost")
+
+    def readline(self) -> bytes:
+        """One line without CRLF; b"" once the server has closed the connection."""
+        while b"\r\n" not in self.buffer:
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                chunk = b""
+            if not chunk:
+                line, self.buffer = self.buffer, b""
+                return line
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def until_tagged(self, tag: bytes, limit: int = 1000) -> list[bytes]:
+        lines = []
+        for _ in range(limit):
+            line = self.readline()
+            lines.append(line)
+            if not line or line.startswith(tag + b" "):
+                return lines
+        raise AssertionError(f"no tagged response for {tag!r}: {lines!r}")
+
+    def command(self, tag: str, text: str) -> list[bytes]:
+        """Send a command; return every line up to and including its tagged response."""
+        self.send(f"{tag} {text}\r\n".encode())
+        return self.until_tagged(tag.encode())
+
+    def close(self) -> None:
+        self.sock.close()

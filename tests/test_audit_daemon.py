@@ -8,13 +8,12 @@ import base64
 import imaplib
 import signal
 import socket
-import ssl
 import struct
 import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess
+from e2e import GximapProcess, insecure_client_tls
 
 from gximap import config as gxconfig
 
@@ -56,11 +55,6 @@ def _v2_proxy_header(src: str, dst: str, sport: int, dport: int) -> bytes:
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(address)) + address
 
 
-def _insecure_tls() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def test_default_paths_are_gromox_cfg_then_imap_cfg_when_present(tmp_path: Path) -> None:
@@ -122,7 +116,7 @@ def test_force_tls_advertises_logindisabled_and_refuses_authentication_before_tl
         finally:
             sock.close()
         with imaplib.IMAP4("127.0.0.1", proc.port, timeout=10) as client:
-            client.starttls(ssl_context=_insecure_tls())
+            client.starttls(ssl_context=insecure_client_tls())
             assert "LOGINDISABLED" not in client.capabilities
             assert client.login("alice", "secret")[0] == "OK"
             client.logout()

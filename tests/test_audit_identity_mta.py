@@ -10,41 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess, free_port
+from e2e import GximapProcess, LineClient, free_port
 
 TIMEOUT = 10.0
 
 pytestmark = pytest.mark.e2e
 
 
-class ImapClient:
+class ImapClient(LineClient):
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.buffer = b""
+        super().__init__(port, timeout=TIMEOUT)
         assert self.readline().startswith(b"* OK")
-
-    def readline(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                line, self.buffer = self.buffer, b""
-                return line
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line
-
-    def command(self, tag: str, text: str) -> list[bytes]:
-        self.sock.sendall(f"{tag} {text}\r\n".encode())
-        lines = []
-        for _ in range(100):
-            line = self.readline()
-            lines.append(line)
-            if not line or line.startswith(tag.encode() + b" "):
-                return lines
-        raise AssertionError(f"no tagged answer to {text!r}: {lines!r}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class AuthSocketClient:

@@ -6,13 +6,12 @@ import imaplib
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess
+from e2e import GximapProcess, insecure_client_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -33,11 +32,6 @@ def _message(number: int) -> bytes:
     return MESSAGE.replace(b"<1@", b"<%d@" % number).replace(b"from Bob", b"from Bob #%d" % number)
 
 
-def _tls() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @pytest.fixture
@@ -50,7 +44,7 @@ def server(tmp_path: Path):
 
 
 def _login(server: GximapProcess) -> imaplib.IMAP4_SSL:
-    client = imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=_tls(), timeout=15)
+    client = imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=insecure_client_tls(), timeout=15)
     assert client.login("alice", "secret")[0] == "OK"
     return client
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess
+from e2e import GximapProcess, insecure_client_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -77,11 +77,11 @@ def test_greeting_login_and_logout_plain_and_tls(server: GximapProcess) -> None:
     with imaplib.IMAP4("127.0.0.1", server.port, timeout=10) as client:
         assert b"IMAP4rev1" in client.welcome
         assert "STARTTLS" in client.capabilities
-        client.starttls(ssl_context=_insecure_tls())
+        client.starttls(ssl_context=insecure_client_tls())
         typ, _ = client.login("alice", "secret")
         assert typ == "OK"
         client.logout()
-    with imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=_insecure_tls(), timeout=10) as client:
+    with imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=insecure_client_tls(), timeout=10) as client:
         assert "STARTTLS" not in client.capabilities
         assert client.login("alice", "secret")[0] == "OK"
         client.logout()
@@ -165,7 +165,7 @@ def test_drops_privileges_to_running_identity(tmp_path: Path) -> None:
             uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
             assert set(uids) == {str(nobody.pw_uid)}
             assert re.search(r"^NoNewPrivs:\s+1", status, re.M)
-            with imaplib.IMAP4_SSL("127.0.0.1", proc.tls_port, ssl_context=_insecure_tls(), timeout=10) as c:
+            with imaplib.IMAP4_SSL("127.0.0.1", proc.tls_port, ssl_context=insecure_client_tls(), timeout=10) as c:
                 assert c.login("alice", "secret")[0] == "OK"
                 c.logout()
         finally:
@@ -174,11 +174,6 @@ def test_drops_privileges_to_running_identity(tmp_path: Path) -> None:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-def _insecure_tls() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def test_starttls_command_in_the_same_segment_as_the_client_finished(server: GximapProcess) -> None:
@@ -190,7 +185,7 @@ def test_starttls_command_in_the_same_segment_as_the_client_finished(server: Gxi
         sock.sendall(b"s STARTTLS\r\n")
         assert _read_line(sock).startswith(b"s OK")
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = _insecure_tls().wrap_bio(incoming, outgoing)
+        tls = insecure_client_tls().wrap_bio(incoming, outgoing)
         while True:
             try:
                 tls.do_handshake()

@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess
+from e2e import GximapProcess, LineClient
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,36 +26,11 @@ LEGITIMATE = "127.0.0.3"
 TIMEOUT = 10.0
 
 
-class Client:
-    """A blocking IMAP line client bound to a chosen loopback source address."""
+class Client(LineClient):
+    """An IMAP line client bound to a chosen loopback source address."""
 
     def __init__(self, port: int, source: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0))
-        self.port = self.sock.getsockname()[1]
-        self.buffer = b""
-
-    def readline(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                line, self.buffer = self.buffer, b""
-                return line
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line
-
-    def command(self, tag: str, text: str) -> list[bytes]:
-        self.sock.sendall(f"{tag} {text}\r\n".encode())
-        lines = []
-        for _ in range(100):
-            line = self.readline()
-            lines.append(line)
-            if not line or line.startswith(tag.encode() + b" "):
-                return lines
-        raise AssertionError(f"no tagged response to {text!r}: {lines!r}")
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(port, source, timeout=TIMEOUT)
 
 
 def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:

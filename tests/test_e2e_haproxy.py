@@ -10,14 +10,13 @@ import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess, free_port
+from e2e import GximapProcess, LineClient, free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -29,47 +28,17 @@ EXAMPLE = REPO / "etc" / "haproxy" / "haproxy.cfg"
 TIMEOUT = 10.0
 
 
-class Client:
-    """A blocking IMAP line client bound to a chosen loopback source address."""
+class Client(LineClient):
+    """An IMAP line client bound to a chosen loopback source address, optionally over TLS."""
 
     def __init__(self, port: int, source: str, tls: bool = False) -> None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0))
-        self.port = sock.getsockname()[1]
+        super().__init__(port, source, timeout=TIMEOUT)
         if tls:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname="localhost")
-        self.sock = sock
-        self.buffer = b""
+            self.starttls()
 
-    def readline(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            try:
-                chunk = self.sock.recv(4096)
-            except (ConnectionResetError, ssl.SSLError):
-                chunk = b""
-            if not chunk:
-                line, self.buffer = self.buffer, b""
-                return line
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def command(self, tag: str, text: str) -> bytes:
+    def command(self, tag: str, text: str) -> bytes:  # type: ignore[override]
         """Send a command; return its tagged response line."""
-        self.send(f"{tag} {text}\r\n".encode())
-        for _ in range(100):
-            line = self.readline()
-            if not line or line.startswith(tag.encode() + b" "):
-                return line
-        raise AssertionError(f"no tagged response to {text!r}")
-
-    def close(self) -> None:
-        self.sock.close()
+        return super().command(tag, text)[-1]
 
 
 def _wait_for(predicate, what: str, timeout: float = TIMEOUT) -> None:  # noqa: ANN001

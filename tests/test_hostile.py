@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
-import ssl
 import time
 from pathlib import Path
 
 import pytest
 from conversation import PASSWORD, Conversation
-from e2e import GximapProcess
+from e2e import GximapProcess, LineClient
 
 # -- line length, literals, nesting, arguments, sequence sets ----------------------------------------
 
@@ -160,50 +158,9 @@ def test_mailbox_names_cannot_escape_the_store(tmp_path: Path, monkeypatch: pyte
 TIMEOUT = 10.0
 
 
-class Client:
+class Client(LineClient):
     def __init__(self, port: int, source: str = "127.0.0.1") -> None:
-        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
-                                                            source_address=(source, 0))
-        self.buffer = b""
-
-    def readline(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            try:
-                chunk = self.sock.recv(65536)
-            except (ConnectionResetError, ssl.SSLError):
-                chunk = b""
-            if not chunk:
-                line, self.buffer = self.buffer, b""
-                return line
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def until_tagged(self, tag: bytes) -> list[bytes]:
-        lines = []
-        for _ in range(1000):
-            line = self.readline()
-            lines.append(line)
-            if not line or line.startswith(tag + b" "):
-                return lines
-        raise AssertionError(f"no tagged response for {tag!r}")
-
-    def command(self, tag: str, text: str) -> list[bytes]:
-        self.send(f"{tag} {text}\r\n".encode())
-        return self.until_tagged(tag.encode())
-
-    def starttls(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        assert not self.buffer, f"plaintext left over before the handshake: {self.buffer!r}"
-        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(port, source, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gximap.auth.normalize import NormalizeError, Normalizer, get_normalizer, split_address
+from midb.filewatch import ReloadingFile
 
 __all__ = [
     "MAP_DIRECTIVES",
@@ -233,31 +233,13 @@ class FileTable:
     def __init__(self, path: str | os.PathLike[str], key_normalizer: Normalizer | None = None) -> None:
         self.path = os.fspath(path)
         self._key_normalizer = key_normalizer
-        self._lock = threading.Lock()
-        self._signature: tuple[int, ...] | None = (-1,)  # never matches a real file
-        self._entries: dict[str, list[str]] = {}
-        self._current()
+        self._file: ReloadingFile[dict[str, list[str]]] = ReloadingFile(
+            self.path, self._load, {}, missing_message="map file %s is missing; it maps no names", log=log,
+            on_loaded=lambda loaded: log.info("map file %s loaded: %d entries", self.path, len(loaded)))
+        self._file.current()
 
     def _current(self) -> dict[str, list[str]]:
-        try:
-            st = os.stat(self.path)
-            signature: tuple[int, ...] | None = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        except OSError:
-            signature = None
-        if signature == self._signature:
-            return self._entries
-        with self._lock:
-            if signature != self._signature:
-                if signature is None:
-                    log.error("map file %s is missing; it maps no names", self.path)
-                    self._entries = {}
-                else:
-                    loaded = self._load()
-                    if loaded is not None:  # else keep the old contents until the file changes
-                        self._entries = loaded
-                        log.info("map file %s loaded: %d entries", self.path, len(loaded))
-                self._signature = signature
-            return self._entries
+        return self._file.current()
 
     def _load(self) -> dict[str, list[str]] | None:
         try:
