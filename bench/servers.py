@@ -453,10 +453,15 @@ class GximapServer(BenchServer):
             "imap_log_file": str(self.dir / "gximap.log"),
             "imap_log_level": "4",
             "running_identity": "",
-            "context_num": str(max(self.max_sessions + 256, 200)),
+            # A quarter more than needed: with several processes each takes a share of
+            # context_num, and the kernel spreads connections evenly only on average.
+            "context_num": str(max(self.max_sessions * 5 // 4 + 256, 200)),
             "imap_fd_limit": "0",
             "insecure_auth": "yes",
         }
+        if _gximap_knows("imap_process_num"):
+            # One serving process per CPU, as Dovecot uses every core (its process per session).
+            settings["imap_process_num"] = "0"
         if self.scheme == SCHEME_MATCHED:
             settings["auth_backend"] = "passwd-file"
             settings["auth_passwd_file"] = str(self.dir / "passwd")

@@ -265,6 +265,11 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_support_tls", "bool", "false",
        "Offer TLS: implicit-TLS listeners and the STARTTLS command.",
        "imap"),
+    _d("imap_process_num", "int", "1",
+       "Serving processes sharing the listeners (SO_REUSEPORT), so that Python uses more than one "
+       "core; 0 means one per CPU. context_num and imap_thread_init_num are totals, shared out "
+       "among them.",
+       "imap", minimum=0),
     _d("imap_thread_charge_num", "int", "40",
        "Sessions per worker thread; the thread maximum is context_num divided by this.",
        "imap", minimum=1),

@@ -82,6 +82,31 @@ def preload_modules() -> None:
             pass
 
 
+def process_count(cfg: Config) -> int:
+    """imap_process_num, with 0 meaning one per CPU this process may run on."""
+    wanted = int(cfg.imap_process_num)
+    if wanted > 0:
+        return wanted
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def share(total: int, count: int) -> int:
+    """One process's part of a total (context_num, imap_thread_init_num), rounded up."""
+    return max(1, -(-total // count))
+
+
+def set_title(title: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:
+        pass
+
+
 def data_path(cfg: Config) -> list[str]:
     return [item for item in str(cfg.data_file_path).split(":") if item]
 
@@ -96,16 +121,18 @@ class Daemon:
         self.ctx = None
         self.mta = None  # gximap.mta.MtaServices: LMTP and the auth socket
         self._mta_activated: list[tuple[int, str]] = []
+        self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
 
     # -- start-up, in Gromox's order -------------------------------------------------------------
 
-    def _bind(self) -> list:
+    def _bind(self, count: int) -> list[list]:
+        """One set of IMAP listeners per serving process (gximap.net.listener.bind_listener_sets)."""
         from gximap.mta import MTA_SOCKET_NAMES
         from gximap.net.listener import (
             ListenerError,
             ListenerSpec,
             adopt_listener,
-            bind_listeners,
+            bind_listener_sets,
             systemd_listen_fds,
         )
 
@@ -115,11 +142,13 @@ class Daemon:
         try:
             if activated:
                 # Socket activation: names from the .socket unit say which sockets are implicit TLS.
-                return [adopt_listener(fd, tls=name in ("imaps", "imap-tls", "tls")) for fd, name in activated]
+                # systemd passes one socket per address; the processes share it.
+                adopted = [adopt_listener(fd, tls=name in ("imaps", "imap-tls", "tls")) for fd, name in activated]
+                return [adopted] * count
             plain, tls = gxconfig.listen_addresses(self.cfg)
             specs = [ListenerSpec(host, port, tls=False) for host, port in plain]
             specs += [ListenerSpec(host, port, tls=True) for host, port in tls]
-            return bind_listeners(specs)
+            return bind_listener_sets(specs, count)
         except ListenerError as exc:
             raise StartupError(str(exc)) from None
 
@@ -158,18 +187,17 @@ class Daemon:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None
 
     def run(self) -> int:
-        from gximap.imap.codes import Code, ResponseCodes
         from gximap.mta import MtaConfigError, MtaServices
         from gximap.net.listener import ListenerError
-        from gximap.net.pool import Server
         from gximap.net.privileges import PrivilegeError, drop_privileges, raise_fd_limit
 
         cfg = self.cfg
+        count = process_count(cfg)
         try:
             self.mta = mta = MtaServices(cfg)
         except MtaConfigError as exc:
             raise StartupError(str(exc)) from None
-        listeners = self._bind()
+        listener_sets = self._bind(count)
         try:
             mta.bind(self._mta_activated)
         except ListenerError as exc:
@@ -181,11 +209,91 @@ class Daemon:
         except PrivilegeError as exc:
             raise StartupError(str(exc)) from None
         ssl_context = self._tls_context()
-        if any(listener.tls for listener in listeners) and ssl_context is None:
+        if any(listener.tls for listener in listener_sets[0]) and ssl_context is None:
             raise StartupError("imap_listen_tls: implicit-TLS listeners need imap_support_tls = yes")
+        if count == 1:
+            return self._serve(listener_sets[0], ssl_context, index=0, count=1, siblings=None, ready=None)
+        return self._supervise(listener_sets, ssl_context, count)
+
+    def _supervise(self, listener_sets: list[list], ssl_context, count: int) -> int:  # noqa: ANN001
+        """imap_process_num > 1: fork the serving processes and look after them (gximap.net.prefork)."""
+        from gximap.imap.codes import ResponseCodes
+        from gximap.net.listener import close_listener_sets
+        from gximap.net.prefork import StartFailed, Supervisor
+        from gximap.net.siblings import SiblingChannel
+
+        cfg = self.cfg
+        # Open the store once before forking: a store that cannot be opened is a start-up error
+        # reported here, and a schema upgrade runs once, not in every process at the same time.
+        self._open_store().close()
+        ResponseCodes.load(str(cfg.data_file_path))
+        siblings = SiblingChannel.create(count)
+        latch = SignalLatch()
+
+        def serve(index: int, ready) -> int:  # noqa: ANN001
+            return self._serve(listener_sets[index], ssl_context, index=index, count=count,
+                               siblings=siblings, ready=ready)
+
+        from gximap.lmtp.session import SHUTDOWN_WAIT
+
+        # A process stops in about 3 s (sessions get BYE), LMTP connections finishing a delivery
+        # in SHUTDOWN_WAIT; beyond that it is hung and gets SIGKILL.
+        supervisor = Supervisor(count, serve, stop_grace=SHUTDOWN_WAIT + 10.0, on_change=self._master_title)
+        latch.install()  # before the fork: a SIGTERM during start-up stops the processes started
+        try:
+            supervisor.start()
+        except StartFailed as exc:
+            close_listener_sets(listener_sets)
+            raise StartupError(str(exc)) from None
+        where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listener_sets[0])
+        if self.mta is not None and self.mta.enabled:
+            where += ", " + self.mta.describe()
+        self.log.log(gxlog.NOTICE, "gximap %s serving on %s with %d processes (uid %d)",
+                     __version__, where, count, os.getuid())
+        sd_notify("READY=1")
+
+        def take_reload() -> bool:
+            if not latch.reload or latch.stop:
+                return False
+            latch.reload = False
+            self._reload_config()  # the parent's copy: for its log and the next restart
+            return True
+
+        def wait(timeout: float) -> None:
+            latch.event.wait(timeout)
+            latch.event.clear()
+
+        try:
+            supervisor.supervise(lambda: latch.stop, take_reload, wait)
+        finally:
+            sd_notify("STOPPING=1")
+            self.log.log(gxlog.NOTICE, "gximap stopping")
+            supervisor.stop()
+            close_listener_sets(listener_sets)
+            if self.mta is not None:
+                self.mta.close_listeners()
+            siblings.close_sockets()
+        return 0
+
+    def _serve(self, listeners: list, ssl_context, *, index: int, count: int, siblings,  # noqa: ANN001
+               ready) -> int:  # noqa: ANN001
+        """Serve until SIGTERM: the whole of a single-process gximap, or one of several."""
+        from gximap.imap.codes import Code, ResponseCodes
+        from gximap.mta import MtaConfigError
+        from gximap.net.pool import Server
+        from gximap.net.siblings import AddressLedger
+
+        cfg = self.cfg
+        mta = self.mta
+        assert mta is not None
+        self._process = (index, count)
+        if siblings is not None:
+            siblings.attach(index)
         self.store = store = self._open_store()
         codes = ResponseCodes.load(str(cfg.data_file_path))
         self.ctx = ctx = self._make_context(store, codes)
+        if siblings is not None:
+            ctx.auth.share_with(siblings)
         gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
         gxlog.set_io_debug(bool(cfg.io_debug))
 
@@ -194,8 +302,8 @@ class Daemon:
         self.server = server = Server(
             listeners,
             lambda conn, waker: ImapSession(ctx, conn, waker),
-            context_num=int(cfg.context_num),
-            thread_init_num=int(cfg.imap_thread_init_num),
+            context_num=share(int(cfg.context_num), count),
+            thread_init_num=share(int(cfg.imap_thread_init_num), count),
             thread_charge_num=int(cfg.imap_thread_charge_num),
             conn_timeout=float(cfg.imap_conn_timeout),
             ssl_context=ssl_context,
@@ -203,6 +311,7 @@ class Daemon:
             proxy_mode=int(cfg.imap_accept_haproxy),
             proxy_trust=list(cfg.imap_haproxy_trust),
             max_conn_per_ip=int(cfg.imap_max_conn_per_ip),
+            address_ledger=AddressLedger(siblings),
             on_change=self._title,
         )
         latch = SignalLatch()
@@ -213,12 +322,18 @@ class Daemon:
         except MtaConfigError as exc:
             server.stop(grace=0.0)
             raise StartupError(str(exc)) from None
-        where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listeners)
-        if mta.enabled:
-            where += ", " + mta.describe()
-        self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__, where, os.getuid())
+        if siblings is not None:
+            siblings.say_hello()  # every component has registered: siblings may send their state
+        if count == 1:
+            where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listeners)
+            if mta.enabled:
+                where += ", " + mta.describe()
+            self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__, where, os.getuid())
         self._title(server.stats())
-        sd_notify("READY=1")
+        if ready is not None:
+            ready()
+        else:
+            sd_notify("READY=1")
         try:
             while not latch.stop:
                 latch.event.wait(1.0)
@@ -227,11 +342,14 @@ class Daemon:
                     latch.reload = False
                     self.reload()
         finally:
-            sd_notify("STOPPING=1")
-            self.log.log(gxlog.NOTICE, "gximap stopping")
+            if ready is None:
+                sd_notify("STOPPING=1")
+                self.log.log(gxlog.NOTICE, "gximap stopping")
             mta.stop(grace=3.0)
             server.stop(grace=3.0)
             ctx.auth.close()
+            if siblings is not None:
+                siblings.close()
             store.close()
         return 0
 
@@ -265,27 +383,39 @@ class Daemon:
     # -- run time ------------------------------------------------------------------------------
 
     def _title(self, stats) -> None:  # noqa: ANN001
-        try:
-            import setproctitle
+        index, count = self._process
+        if count == 1:
+            set_title(f"gximap: {stats.sessions}/{self.cfg.context_num} sessions")
+        else:
+            set_title(f"gximap: process {index + 1}/{count}: {stats.sessions}/"
+                      f"{share(int(self.cfg.context_num), count)} sessions")
 
-            setproctitle.setproctitle(f"gximap: {stats.sessions}/{self.cfg.context_num} sessions")
-        except ImportError:
-            pass
+    def _master_title(self, supervisor) -> None:  # noqa: ANN001
+        set_title(f"gximap: master, {len(supervisor.pids)}/{supervisor.count} processes")
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the reloadable directives; sessions stay connected."""
+    def _reload_config(self) -> Config | None:
+        """Re-read the configuration files and reopen the log; None when they are broken."""
         try:
             fresh = gxconfig.load_config(self.config_paths, required=True)
         except gxconfig.ConfigError as exc:
             self.log.error("reload failed, keeping the running configuration: %s", exc)
-            return
+            return None
         cfg, needs_restart = self.cfg.reloaded(fresh)
-        for name in needs_restart:
-            self.log.warning("reload: %s changed; it takes effect after a restart", name)
+        if self._process[0] == 0:  # with several processes, the first one speaks for all
+            for name in needs_restart:
+                self.log.warning("reload: %s changed; it takes effect after a restart", name)
         try:
             gxlog.setup_logging(str(cfg.imap_log_file), int(cfg.imap_log_level))
         except gxlog.LogSetupError as exc:
             self.log.error("reload: %s", exc)
+        self.cfg = cfg
+        return cfg
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the reloadable directives; sessions stay connected."""
+        cfg = self._reload_config()
+        if cfg is None:
+            return
         gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
         gxlog.set_io_debug(bool(cfg.io_debug))
         if self.server is not None:
@@ -295,5 +425,4 @@ class Daemon:
             self.ctx.reload(settings_from_config(cfg))
         if self.mta is not None:
             self.mta.reload(cfg)
-        self.cfg = cfg
         self.log.log(gxlog.NOTICE, "configuration reloaded")

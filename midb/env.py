@@ -140,7 +140,21 @@ class Arrival:
                 if self.pending:
                     self.pending = False
                     self.shared._arriving -= 1
-                    self.shared._queue_cv.notify_all()
+                    if self.shared._gathering:
+                        self.shared._queue_cv.notify_all()
+
+
+class _Waiter:
+    """A thread whose jobs wait for a leader: it sleeps in ``wake.acquire()`` until the jobs are
+    done, or until ``lead`` is set and it must run the next batch itself."""
+
+    __slots__ = ("pendings", "wake", "lead")
+
+    def __init__(self, pendings: list[_Pending]) -> None:
+        self.pendings = pendings
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.lead = False
 
 
 class _Pending:
@@ -216,6 +230,8 @@ class SharedEnv:
         self._queue: list[_Pending] = []
         self._queue_cv = threading.Condition(threading.Lock())
         self._leader_active = False
+        self._waiters: list[_Waiter] = []   # threads whose jobs are queued for the next batch
+        self._gathering = False   # a leader waits on _queue_cv for announced arrivals
         self._arriving = 0   # writers that announced a durable write (see arrival())
         self._announced = threading.local()   # .arrival: this thread's pending announcement
 
@@ -280,8 +296,13 @@ class SharedEnv:
 
     def _submit(self, pendings: list[_Pending]) -> None:
         """Queue the jobs and return once they are all done: run by a leader that took them into its
-        batch, or by this thread becoming the leader of everything queued."""
-        batch: list[_Pending] = []
+        batch, or by this thread becoming the leader of everything queued.
+
+        Followers sleep on their own lock (_Waiter) rather than on the shared condition: a leader
+        wakes exactly the threads whose jobs it committed, plus the one it hands the leadership
+        to, instead of every waiting thread re-taking the lock and the GIL to find its jobs not
+        done yet."""
+        waiter: _Waiter | None = None
         with self._queue_cv:
             self._queue.extend(pendings)
             arrival = getattr(self._announced, "arrival", None)
@@ -290,38 +311,82 @@ class SharedEnv:
                 if arrival.pending:
                     arrival.pending = False
                     self._arriving -= 1
-                    self._queue_cv.notify_all()   # a leader may be waiting for us
-            try:
-                while not pendings[-1].done and self._leader_active:
-                    self._queue_cv.wait()
-            except BaseException:
-                # Interrupted while waiting: withdraw the jobs if no leader took them yet; otherwise
-                # their outcome must be settled before we leave (the caller may clean up after a failure).
-                if pendings[0] in self._queue:
-                    for pending in pendings:
-                        self._queue.remove(pending)
-                    raise
-                while not pendings[-1].done:
-                    self._queue_cv.wait()
-                raise
-            # Jobs queued together are taken into one batch together: all done, or none started.
-            if not pendings[-1].done:
+                    if self._gathering:
+                        self._queue_cv.notify_all()   # the leader waits for us
+            if self._leader_active:
+                waiter = _Waiter(pendings)
+                self._waiters.append(waiter)
+            else:
                 self._leader_active = True
+        if waiter is not None and not self._follow(waiter):
+            return
+        self._lead(pendings)
+
+    def _follow(self, waiter: _Waiter) -> bool:
+        """Wait until a leader committed our jobs (False) or handed us the leadership (True)."""
+        try:
+            waiter.wake.acquire()
+        except BaseException:
+            # Interrupted while waiting: withdraw the jobs if no leader took them yet; otherwise
+            # their outcome must be settled before we leave (the caller may clean up after a
+            # failure), and leadership handed to us must be exercised (others rely on it).
+            with self._queue_cv:
+                withdrawn = waiter in self._waiters
+                if withdrawn:
+                    self._waiters.remove(waiter)
+                    for pending in waiter.pendings:
+                        self._queue.remove(pending)
+            if not withdrawn:
+                waiter.wake.acquire()
+                if waiter.lead:
+                    self._lead(waiter.pendings)
+            raise
+        return waiter.lead
+
+    def _lead(self, pendings: list[_Pending]) -> None:
+        """Run everything queued as one batch (we hold the leadership), then pass the leadership to
+        the first thread that queued meanwhile, or give it up."""
+        riders: list[_Waiter] = []
+        successor: _Waiter | None = None
+        try:
+            with self._queue_cv:
+                # Announced appenders still writing their bodies share this commit: wait for
+                # them briefly. With none announced (no other writer on its way), no wait at all.
                 if self._arriving and any(pending.durable for pending in pendings):
-                    deadline = time.monotonic() + GATHER_WAIT
-                    while self._arriving:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._queue_cv.wait(remaining)
+                    try:
+                        self._gather()
+                    except BaseException:
+                        for pending in pendings:   # interrupted: our jobs were never started
+                            self._queue.remove(pending)
+                        raise
                 batch, self._queue = self._queue, []
-        if batch:
-            try:
-                self._run_batch(batch)
-            finally:
-                with self._queue_cv:
+                riders, self._waiters = self._waiters, []
+            self._run_batch(batch)
+        finally:
+            with self._queue_cv:
+                if self._waiters:
+                    successor = self._waiters.pop(0)
+                    successor.lead = True     # _leader_active stays set: handed over
+                else:
                     self._leader_active = False
-                    self._queue_cv.notify_all()
+                    self._queue_cv.notify_all()   # release() may wait for the leader to finish
+            if successor is not None:
+                successor.wake.release()
+            for rider in riders:
+                rider.wake.release()
+
+    def _gather(self) -> None:
+        """Wait up to GATHER_WAIT for announced arrivals (caller holds _queue_cv)."""
+        deadline = time.monotonic() + GATHER_WAIT
+        self._gathering = True
+        try:
+            while self._arriving:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._queue_cv.wait(remaining)
+        finally:
+            self._gathering = False
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         """Run and commit a batch; every job leaves it done, with a result or an error."""

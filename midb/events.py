@@ -34,13 +34,14 @@ Callback = Callable[[str, int, int], None]
 
 MAGIC = b"MDBN"
 STOP = b"MDBX"
+HELLO = b"MDBH"                        # "I have just bound my socket": receivers refresh their peer list
 EVENT = struct.Struct(">IIQ")          # account id, folder id, highest modseq
 MAX_EVENTS_PER_DATAGRAM = 256
 SOCKET_SUFFIX = ".sock"
 # sun_path holds 108 bytes; longer paths are reached through /proc/self/fd/<dirfd>/<name>.
 MAX_SUN_PATH = 100
 RECV_BUFFER = 1 << 20
-PEER_REFRESH = 1.0   # seconds a listing of the notify directory is trusted while its mtime stays
+PEER_REFRESH = 1.0   # seconds a listing of the notify directory is trusted (see Notifier._peers)
 
 
 class WatchHandle:
@@ -173,16 +174,26 @@ class Notifier:
                     break
 
     def _peers(self) -> list[str] | None:
-        """The socket names in the notify directory, listed again when the directory changed (a
-        process came or went) and at least every PEER_REFRESH seconds (a change within the same
-        coarse timestamp tick leaves the mtime as it was): every commit broadcasts, and a stat is
-        cheaper than a listing."""
+        """The socket names in the notify directory, from a cache: every commit broadcasts, and a
+        stat (let alone a listing) per commit is a system call that gives up the GIL on the
+        commit's path. The cache is kept current by
+
+        * hellos: a process that binds its socket sends HELLO to the sockets it finds, and each
+          receiver drops its cache (so while we have a receiver, the cache is trusted for
+          PEER_REFRESH seconds without any system call);
+        * send errors: ECONNREFUSED/ENOENT drop that peer (_remove_stale);
+        * without a receiver (nobody here watches, so no hellos reach us): a stat per call, and a
+          new listing when the directory's mtime moved or PEER_REFRESH passed (a change within the
+          same coarse timestamp tick leaves the mtime as it was).
+        """
+        now = time.monotonic()
+        cached = self._peer_cache
+        if cached is not None and now - cached[1] < PEER_REFRESH and self._receiver is not None:
+            return cached[2]
         try:
             stamp = os.stat(self.notify_dir).st_mtime_ns
         except OSError:
             return None
-        now = time.monotonic()
-        cached = self._peer_cache
         if cached is not None and cached[0] == stamp and now - cached[1] < PEER_REFRESH:
             return cached[2]
         try:
@@ -192,8 +203,16 @@ class Notifier:
         self._peer_cache = (stamp, now, names)
         return names
 
+    def _forget_peers(self) -> None:
+        """A process joined (its HELLO arrived): list the directory again before the next send."""
+        self._peer_cache = None
+
     def _remove_stale(self, name: str) -> None:
         # ECONNREFUSED: the socket file exists but nobody is bound to it -- its process is gone.
+        # ENOENT: it closed and removed its socket. Either way, no more sends to it.
+        cached = self._peer_cache
+        if cached is not None and name in cached[2]:
+            self._peer_cache = (cached[0], cached[1], [peer for peer in cached[2] if peer != name])
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self.notify_dir, name))
 
@@ -216,8 +235,16 @@ class Notifier:
             return full
         if self._dir_fd is None:
             with self._lock:
-                if self._dir_fd is None:
-                    self._dir_fd = os.open(self.notify_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                return self._address_locked(name)
+        return f"/proc/self/fd/{self._dir_fd}/{name}"
+
+    def _address_locked(self, name: str) -> str:
+        """_address for a caller holding self._lock."""
+        full = os.path.join(self.notify_dir, name)
+        if len(os.fsencode(full)) <= MAX_SUN_PATH:
+            return full
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.notify_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         return f"/proc/self/fd/{self._dir_fd}/{name}"
 
     # ---- receiving ------------------------------------------------------------------------------
@@ -230,21 +257,33 @@ class Notifier:
         try:
             with contextlib.suppress(OSError):
                 receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-            full = os.path.join(self.notify_dir, name)
-            if len(os.fsencode(full)) <= MAX_SUN_PATH:
-                receiver.bind(full)
-            else:
-                if self._dir_fd is None:
-                    self._dir_fd = os.open(self.notify_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                receiver.bind(f"/proc/self/fd/{self._dir_fd}/{name}")
+            receiver.bind(self._address_locked(name))
         except BaseException:
             receiver.close()
             raise
         self._receiver = receiver
         self._receiver_name = name
+        self._peer_cache = None
+        self._greet_peers(receiver, name)
         self._thread = threading.Thread(target=self._receive_loop, args=(receiver,),
                                         name="midb-notify", daemon=True)
         self._thread.start()
+
+    def _greet_peers(self, receiver: socket.socket, own: str) -> None:
+        """Tell every process already here that we joined, so that their cached peer lists
+        (Notifier._peers) include us from their next commit on. Best effort: a peer that misses
+        it lists the directory again within PEER_REFRESH seconds. Caller holds self._lock."""
+        try:
+            names = [name for name in os.listdir(self.notify_dir) if name.endswith(SOCKET_SUFFIX)]
+        except OSError:
+            return
+        for name in names:
+            if name == own:
+                continue
+            try:
+                receiver.sendto(HELLO, socket.MSG_DONTWAIT, self._address_locked(name))
+            except OSError:
+                pass   # dead (its file is removed at the first commit's send) or queue full
 
     def _receive_loop(self, receiver: socket.socket) -> None:
         while True:
@@ -256,6 +295,9 @@ class Notifier:
                 return
             if self._closing or data == STOP:
                 return
+            if data == HELLO:
+                self._forget_peers()
+                continue
             if not data.startswith(MAGIC) or (len(data) - len(MAGIC)) % EVENT.size:
                 continue
             events = [event for event in EVENT.iter_unpack(data[len(MAGIC):])]

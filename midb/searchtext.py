@@ -23,7 +23,9 @@ from midb.mime import (
     unfold,
 )
 
-__all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "ascii_body", "body_text", "fold", "header_values", "matches"]
+__all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "ascii_body", "body_text", "ascii_needle", "fold", "has_ascii_folding",
+           "header_values", "leaf_plan", "matches", "planned_ascii_body", "raw_header_lacks",
+           "scan_needle", "PLAN_DECODE", "PLAN_NO_TEXT", "PLAN_RAW", "PLAN_VERSION"]
 
 MAX_BODY_TEXT = 2 * 1024 * 1024  # characters of body text kept for one message
 MAX_PART_BYTES = 8 * 1024 * 1024  # encoded bytes of one part looked at
@@ -55,6 +57,7 @@ _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _BLOCK_TAG = re.compile(r"<(?:br|p|div|tr|li|h[1-6]|table|blockquote)\b[^>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _BLANKS = re.compile(r"[ \t\r\f\v]+")
+_LINE_BREAK = re.compile(rb"\r?\n")  # what midb.mime.unfold removes from a header value
 
 
 def _html_to_text(markup: str) -> str:
@@ -124,6 +127,43 @@ def _is_body_text(part: Part) -> bool:
     """body_text's test for a text entity (not a multipart, not an embedded message)."""
     if part.type.lower() != b"text" or part.body_end <= part.body_start:
         return False
+    return _is_text_disposition(part)
+
+
+# How a single-part message's text is found (leaf_plan). Stored in message summaries
+# (midb.summary): change PLAN_VERSION whenever leaf_plan would decide differently.
+PLAN_VERSION = 1
+PLAN_NO_TEXT = 0  # not a text part body_text reads: no text at all
+PLAN_RAW = 1  # identity transfer encoding, a charset that keeps ASCII, no markup: ASCII octets are the text
+PLAN_DECODE = 2  # anything else (multipart, message/*, encoded, other charsets): body_text decodes it
+_MAX_PLANS = 4096
+_plans: dict[tuple[bytes, bytes, bytes | None, tuple[tuple[bytes, bytes], ...], object], int] = {}
+
+
+def leaf_plan(leaf: Part) -> int:
+    """How body_text finds the text of a single-part message with this root entity: one of the
+    PLAN_ constants. A folder holds few distinct combinations of the attributes it depends on, so
+    it is computed once per combination (it costs a few microseconds: case, charset lookup)."""
+    if leaf.children is not None or leaf.message is not None:
+        return PLAN_DECODE
+    signature = (leaf.type, leaf.subtype, leaf.encoding, leaf.params, leaf.disposition)
+    plan = _plans.get(signature)
+    if plan is None:
+        if leaf.type.lower() != b"text" or not _is_text_disposition(leaf):
+            plan = PLAN_NO_TEXT
+        elif leaf.subtype.lower() in _MARKUP \
+                or (leaf.encoding or b"7bit").strip().lower() not in (b"7bit", b"8bit", b"binary") \
+                or not charset_keeps_ascii(leaf.param(b"charset")):
+            plan = PLAN_DECODE
+        else:
+            plan = PLAN_RAW
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()  # a bound, not an eviction policy: the combinations come back cheaply
+        _plans[signature] = plan
+    return plan
+
+
+def _is_text_disposition(part: Part) -> bool:
     disposition = part.disposition[0].lower() if part.disposition else b""
     return disposition != b"attachment" or part.subtype.lower() in (b"plain", b"html")
 
@@ -133,16 +173,60 @@ def ascii_body(data: bytes, leaf: Part) -> bytes | None:
     an identity transfer encoding, a charset that keeps ASCII, no markup, ASCII octets only. Then
     case-insensitive search is ``needle in ascii_body(...).lower()`` for an ASCII needle (and no
     match for any other: case folding maps ASCII text to ASCII). None when decoding is needed."""
-    if leaf.children is not None or leaf.message is not None:
+    return planned_ascii_body(data, leaf_plan(leaf), leaf.body_start, leaf.body_end)
+
+
+def planned_ascii_body(data: bytes, plan: int, body_start: int, body_end: int) -> bytes | None:
+    """ascii_body from the leaf's plan and body range (as a summary stores them)."""
+    if plan == PLAN_DECODE:
         return None
-    if not _is_body_text(leaf):
+    if plan == PLAN_NO_TEXT or body_end <= body_start:
         return b""
-    if leaf.subtype.lower() in _MARKUP \
-            or (leaf.encoding or b"7bit").strip().lower() not in (b"7bit", b"8bit", b"binary") \
-            or not charset_keeps_ascii(leaf.param(b"charset")):
-        return None
-    raw = data[leaf.body_start : min(leaf.body_end, leaf.body_start + MAX_PART_BYTES)]
+    raw = data[body_start : min(body_end, body_start + MAX_PART_BYTES)]
     return raw[:MAX_BODY_TEXT] if raw.isascii() else None
+
+
+# The non-ASCII characters whose case folding holds ASCII characters (ß -> ss, K -> k, ﬁ -> fi...),
+# per Python's Unicode tables (tests/test_perf_search_equivalence.py checks the list against them),
+# in UTF-8: text without them folds to ASCII only where it is ASCII already.
+ASCII_FOLDING_CHARACTERS = (
+    "\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
+    "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
+)
+_ASCII_FOLDING = re.compile(b"|".join(re.escape(char.encode("utf-8")) for char in ASCII_FOLDING_CHARACTERS))
+
+
+def has_ascii_folding(data: bytes) -> bool:
+    """Whether UTF-8 ``data`` holds a character whose case folding yields ASCII from non-ASCII:
+    without one, an ASCII needle is in the folded text only if it is in ``data.lower()``."""
+    return _ASCII_FOLDING.search(data) is not None
+
+
+def ascii_needle(needle: str) -> bytes | None:
+    """A folded search string as ASCII bytes, None when it is not ASCII."""
+    return needle.encode("ascii") if needle.isascii() else None
+
+
+def scan_needle(needle: str) -> bytes | None:
+    """The folded ``needle`` as the bytes raw_header_lacks looks for, or None when that byte scan
+    cannot decide for it: not ASCII (non-ASCII text may fold to ASCII), or holding whitespace or
+    NUL (which header decoding rewrites: unfolding, tabs, the ": " after a field name)."""
+    if not needle.isascii() or needle.split() != [needle] or "\x00" in needle:
+        return None
+    return needle.encode("ascii")
+
+
+def raw_header_lacks(data: bytes, header_size: int, needle: bytes) -> bool:
+    """True when the decoded text of the header block ``data[:header_size]`` ("Name: value" lines,
+    unfolded, RFC 2047-decoded: searching's TEXT) certainly does not contain ``needle`` (from
+    scan_needle). Decided on the bytes, without decoding, when the header is ASCII and has no
+    encoded words: decoding then only drops line breaks and rewrites blanks, so every occurrence
+    of a blank-free needle in the text is one in the lowered bytes with the line breaks removed.
+    False means "maybe": decode to know."""
+    header = data[:header_size]
+    if not header.isascii() or b"=?" in header:
+        return False
+    return needle not in _LINE_BREAK.sub(b"", header).lower()
 
 
 def fold(text: str) -> str:

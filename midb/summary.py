@@ -11,18 +11,31 @@ Field names are the digest's, so code written against a Digest's header values (
 gximap.session.sorting.message_keys) accepts a Summary as well. ``leaf`` is the message's own
 MIME entity when the message is a single part (neither multipart nor message/*): SEARCH BODY
 then finds the body text with it and needs no digest at all.
+
+Format 2 puts a small fixed prefix before the marshalled fields: how SEARCH BODY finds the body's
+text (midb.searchtext.leaf_plan) and where it lies. Decoding the fields costs several microseconds
+per message (marshal builds some forty objects); a body search over a folder reads the prefix
+alone, and ``may_contain`` lets a header-field search skip the decoding of nearly every summary.
+Format 1 records (stored before) are still read.
 """
 
 from __future__ import annotations
 
 import marshal
+import struct
 from typing import Any, NamedTuple
 
+from midb import searchtext
 from midb.mime import Digest, DigestFormatError, Part, decode_digest
 
-__all__ = ["FORMAT_VERSION", "Summary", "decode_summary", "encode_summary", "fill", "summarize"]
+__all__ = ["FORMAT_VERSION", "Summary", "body_plan", "decode_summary", "encode_summary", "fill", "may_contain",
+           "summarize"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_FORMAT_1 = 1
+# Format 2's prefix: searchtext.PLAN_VERSION, the plan, the leaf's body start and end.
+_PLAN = struct.Struct(">BBQQ")
+_PLAN_END = 1 + _PLAN.size
 
 
 class Summary(NamedTuple):
@@ -59,17 +72,52 @@ def summarize(digest: Digest) -> Summary:
 
 
 def encode_summary(summary: Summary) -> bytes:
-    """A version byte, then marshal of a plain tuple (marshal cannot run code, unlike pickle)."""
+    """A version byte, the body plan (see body_plan), then marshal of a plain tuple (marshal
+    cannot run code, unlike pickle)."""
     leaf = summary.leaf
-    return bytes((FORMAT_VERSION,)) + marshal.dumps((*summary[:-1], None if leaf is None else tuple(leaf)))
+    if leaf is None:
+        plan = _PLAN.pack(searchtext.PLAN_VERSION, searchtext.PLAN_DECODE, 0, 0)
+    else:
+        plan = _PLAN.pack(searchtext.PLAN_VERSION, searchtext.leaf_plan(leaf), leaf.body_start, leaf.body_end)
+    fields = marshal.dumps((*summary[:-1], None if leaf is None else tuple(leaf)))
+    return bytes((FORMAT_VERSION,)) + plan + fields
+
+
+def body_plan(data: bytes) -> tuple[int, int, int] | None:
+    """(searchtext plan, body start, body end) from an encoded summary, without decoding it; None
+    when the record does not carry a plan of the current searchtext.PLAN_VERSION (then decode the
+    summary and ask searchtext about its leaf)."""
+    if len(data) < _PLAN_END or data[0] != FORMAT_VERSION:
+        return None
+    version, plan, start, end = _PLAN.unpack_from(data, 1)
+    return (plan, start, end) if version == searchtext.PLAN_VERSION else None
+
+
+def may_contain(data: bytes, needle: bytes) -> bool:
+    """False when no text field of the encoded summary ``data`` can contain ``needle`` after case
+    folding: ``needle`` is a folded, ASCII search string (searchtext.ascii_needle). marshal stores
+    each str as its UTF-8 bytes, so a field whose folded text holds the needle holds it in the
+    lowered record, unless the field has one of the few non-ASCII characters whose case folding
+    yields ASCII (searchtext.has_ascii_folding). True means "maybe": decode and compare."""
+    if not data or data[0] not in (FORMAT_VERSION, _FORMAT_1):
+        return True  # not a summary this code writes: decoding tells (and falls back on the digest)
+    return needle in data.lower() or searchtext.has_ascii_folding(data)
 
 
 def decode_summary(data: bytes) -> Summary:
-    """Inverse of :func:`encode_summary`; DigestFormatError for anything else."""
-    if not data or data[0] != FORMAT_VERSION:
+    """Inverse of :func:`encode_summary` (of either format); DigestFormatError for anything else."""
+    if not data:
+        raise DigestFormatError("empty summary")
+    if data[0] == FORMAT_VERSION:
+        if len(data) < _PLAN_END:
+            raise DigestFormatError("truncated summary")
+        start = _PLAN_END
+    elif data[0] == _FORMAT_1:
+        start = 1
+    else:
         raise DigestFormatError("unknown summary format version")
     try:
-        raw = marshal.loads(memoryview(data)[1:])
+        raw = marshal.loads(memoryview(data)[start:])
         leaf = raw[-1]
         if len(raw) != _FIELDS or (leaf is not None and len(leaf) != _PART_FIELDS):
             raise ValueError("wrong number of fields")

@@ -140,8 +140,8 @@ class GximapProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        self._output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-        if proc.stdout:
+        if proc.stdout and not proc.stdout.closed:
+            self._output = proc.stdout.read().decode(errors="replace")
             proc.stdout.close()
         return proc.returncode
 

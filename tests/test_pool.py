@@ -531,3 +531,14 @@ def test_corrupt_deflate_input_is_a_transport_error() -> None:
         server_side.close()
         client_side.close()
 
+
+
+def test_accepted_tcp_sockets_do_not_wait_for_delayed_acks(server_ssl: ssl.SSLContext) -> None:
+    """TCP_NODELAY: the last small segment of a response must not wait for the client's ACK."""
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (server, ports):
+        client = connect(ports["plain"])
+        conns = list(server._conns)
+        assert len(conns) == 1
+        assert conns[0].sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client.close()

@@ -34,9 +34,17 @@ class CountingStore:
         self.summarized += len(blobs)
         return self._store.summaries(blobs)
 
+    def search_summaries(self, keys: list[bytes]) -> list[Any]:
+        self.summarized += len(keys)
+        return self._store.search_summaries(keys)
+
     def read_bodies(self, blobs: list[str]) -> list[Any]:
         self.calls["read_body"] += len(blobs)  # several bodies read in one call: counted one by one
         return self._store.read_bodies(blobs)
+
+    def search_bodies(self, keys: list[bytes], sizes: list[int]) -> list[Any]:
+        self.calls["read_body"] += len(keys)
+        return self._store.search_bodies(keys, sizes)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._store, name)

@@ -17,6 +17,11 @@ Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
 Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265).
 
+With several serving processes (imap_process_num), blocks and address failures are shared
+through the sibling channel (gximap.net.siblings): each process tells the others what it
+records, so a user blocked in one process is blocked in all, and an address's failures add up
+across them. Times are CLOCK_MONOTONIC readings, the same clock in every process of the host.
+
 Impersonation: ``actor!mailbox`` (or SASL PLAIN with authzid = mailbox) authenticates the actor
 with its own password; access is granted when mailbox == actor (after mapping) or the actor's
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
@@ -102,6 +107,44 @@ class AuthService:
         self._blocked_users: dict[str, float] = {}  # block key -> unblock time (monotonic)
         self._ip_failures: dict[str, deque[float]] = {}  # address key -> failure times (monotonic)
         self._updates = 0
+        self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
+
+    def share_with(self, channel: Any) -> None:
+        """Share blocks and address failures with sibling processes (gximap.net.siblings)."""
+        self._siblings = channel
+        channel.on("auth-block", self._on_sibling_block)
+        channel.on("auth-fail", self._on_sibling_failures)
+        channel.on_hello(self._on_sibling_hello)
+
+    def _on_sibling_block(self, sender: int, message: dict[str, Any]) -> None:
+        key, until = str(message["key"]), float(message["until"])
+        with self._lock:
+            if self._blocked_users.get(key, 0.0) < until:
+                self._blocked_users.pop(key, None)
+                self._blocked_users[key] = until
+                self._housekeeping_locked()
+
+    def _on_sibling_failures(self, sender: int, message: dict[str, Any]) -> None:
+        key = str(message["key"])
+        times = [float(when) for when in message["times"]]
+        with self._lock:
+            failures = self._ip_failures.get(key)
+            if failures is None:
+                failures = self._ip_failures[key] = deque()
+            merged = sorted(set(failures).union(times))[-max(self.ip_times, 1):]
+            failures.clear()
+            failures.extend(merged)
+            self._housekeeping_locked()
+
+    def _on_sibling_hello(self, sender: int, message: dict[str, Any]) -> None:
+        """A sibling (re)started: send it the blocks and failures it would otherwise not know."""
+        with self._lock:
+            blocks = list(self._blocked_users.items())
+            failures = [(key, list(times)) for key, times in self._ip_failures.items() if times]
+        for key, until in blocks:
+            self._siblings.send("auth-block", key=key, until=until)
+        for key, times in failures:
+            self._siblings.send("auth-fail", key=key, times=times)
 
     def submit(self, login: str, password: str, **kwargs: Any) -> Future[AuthResult]:
         """:meth:`authenticate` on the hashing executor; the caller awaits the future."""
@@ -137,8 +180,10 @@ class AuthService:
         key = self.block_key(username)
         with self._lock:
             self._blocked_users.pop(key, None)  # re-insert: dict order is then expiry order
-            self._blocked_users[key] = self._clock() + self.block_interval
+            until = self._blocked_users[key] = self._clock() + self.block_interval
             self._housekeeping_locked()
+        if self._siblings is not None:
+            self._siblings.send("auth-block", key=key, until=until)
         gxlog.auth_block(rhost, username, self.block_interval)
 
     def _address_blocked(self, key: str) -> bool:
@@ -172,6 +217,8 @@ class AuthService:
             reached = len(failures) == self.ip_times
             remaining = failures[0] + self.ip_window - now
             self._housekeeping_locked()
+        if self._siblings is not None:
+            self._siblings.send("auth-fail", key=key, times=[now])
         if reached:
             gxlog.get_logger("auth").log(
                 gxlog.NOTICE, "rhost=%s address blocked for %ss: too many failed logins",

@@ -2,7 +2,8 @@
 
 Public API:
     ListenerSpec(host, port, tls, kind="imap", path="", mode=None, owner=None)
-    bind_listeners(specs) -> list[BoundListener]         raises ListenerError naming the address
+    bind_listeners(specs, reuse_port=False) -> list[BoundListener]   raises ListenerError naming the address
+    bind_listener_sets(specs, count) -> list[list[BoundListener]]   one set per serving process
     adopt_listener(fd, tls, kind="imap") -> BoundListener
     systemd_listen_fds(unset_environment=True) -> list[tuple[int, str]]   (fd, name) from LISTEN_FDS
     BoundListener: .sock .tls .kind .unix .path .host .port .address .fileno() .close()
@@ -36,7 +37,9 @@ __all__ = [
     "ListenerError",
     "ListenerSpec",
     "adopt_listener",
+    "bind_listener_sets",
     "bind_listeners",
+    "close_listener_sets",
     "format_address",
     "systemd_listen_fds",
 ]
@@ -121,9 +124,10 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
+def bind_listeners(specs: Iterable[ListenerSpec], *, reuse_port: bool = False) -> list[BoundListener]:
     """Bind and listen on every spec. On any failure nothing stays bound and ListenerError says
-    which address failed and why."""
+    which address failed and why. ``reuse_port`` sets SO_REUSEPORT on TCP sockets, so that more
+    sockets can be bound to the same address (bind_listener_sets)."""
     bound: list[BoundListener] = []
     try:
         for spec in specs:
@@ -133,7 +137,8 @@ def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
             if not 0 <= spec.port <= 65535:
                 raise ListenerError(f"cannot listen on {spec.host}:{spec.port}: port out of range")
             for family, host in _resolve(spec.host, spec.port):
-                sock = _bind_one(family, host, spec.port, optional=_is_wildcard(spec.host))
+                sock = _bind_one(family, host, spec.port, optional=_is_wildcard(spec.host),
+                                 reuse_port=reuse_port)
                 if sock is not None:
                     bound.append(BoundListener(sock, spec.tls, spec.kind))
     except BaseException:
@@ -141,6 +146,49 @@ def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
             listener.close()
         raise
     return bound
+
+
+def bind_listener_sets(specs: Iterable[ListenerSpec], count: int) -> list[list[BoundListener]]:
+    """``count`` sets of listeners for ``count`` serving processes (imap_process_num).
+
+    Every TCP address gets one SO_REUSEPORT socket per set, so the kernel spreads incoming
+    connections over the processes (by a hash of the connection's addresses) instead of waking
+    them all for each one. The sets are bound here, before privileges are dropped, and the
+    parent keeps them: a process that is restarted takes over its set, and connections queued
+    on it meanwhile are not lost. UNIX sockets cannot be shared that way; the one socket is in
+    every set and the processes take turns accepting on it. A port of 0 is resolved once, by
+    the first set, so that all sets listen on the same port.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    first = bind_listeners(specs, reuse_port=count > 1)
+    sets = [first]
+    try:
+        for _ in range(count - 1):
+            copies: list[BoundListener] = []
+            sets.append(copies)
+            for listener in first:
+                if listener.unix:
+                    copies.append(listener)
+                    continue
+                sock = _bind_one(listener.sock.family, listener.host, listener.port, optional=False,
+                                 reuse_port=True)
+                assert sock is not None  # not optional: failures raise
+                copies.append(BoundListener(sock, listener.tls, listener.kind))
+    except BaseException:
+        close_listener_sets(sets)
+        raise
+    return sets
+
+
+def close_listener_sets(sets: Iterable[Iterable[BoundListener]]) -> None:
+    """Close every listener of every set once (UNIX listeners are shared between sets)."""
+    seen: set[int] = set()
+    for listeners in sets:
+        for listener in listeners:
+            if id(listener) not in seen:
+                seen.add(id(listener))
+                listener.close()
 
 
 def _is_wildcard(host: str) -> bool:
@@ -173,7 +221,8 @@ def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, str]]:
     return resolved
 
 
-def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: bool) -> socket.socket | None:
+def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: bool,
+              reuse_port: bool = False) -> socket.socket | None:
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
@@ -182,6 +231,8 @@ def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: b
         raise ListenerError(f"cannot listen on {format_address(host, port)}: {exc.strerror}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))

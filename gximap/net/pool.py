@@ -86,6 +86,7 @@ from gximap.net.proxy import (
     normalize_host,
     parse_trust_list,
 )
+from gximap.net.siblings import AddressLedger
 from gximap.net.transport import Transport, TransportError
 
 __all__ = ["UNIX_PEER_HOST", "PoolStats", "Server"]
@@ -255,6 +256,7 @@ class Server:
         proxy_mode: int = 0,
         proxy_trust: Iterable[str] = (),
         max_conn_per_ip: int = 0,
+        address_ledger: AddressLedger | None = None,
         worker_idle_timeout: float = 60.0,
         slice_commands: int = 8,
         slice_bytes: int = 256 * 1024,
@@ -284,6 +286,8 @@ class Server:
         self._busy_response = bytes(busy_response)
         self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
+        # Connections per address; shared with sibling processes under imap_process_num.
+        self._ledger = address_ledger if address_ledger is not None else AddressLedger()
         self._worker_idle_timeout = worker_idle_timeout
         self._slice_commands = slice_commands
         self._slice_bytes = slice_bytes
@@ -292,7 +296,6 @@ class Server:
         self._lock = threading.Lock()  # connection registry, per-address counts, lifecycle flags
         self._conns: set[_Connection] = set()
         self._by_fd: dict[int, _Connection] = {}
-        self._per_ip: dict[str, int] = {}
         self._cond = threading.Condition(threading.Lock())  # ready queue and worker counters
         self._ready: deque[_Connection] = deque()
         self._workers = 0
@@ -541,7 +544,10 @@ class Server:
                     conn.queued = True
                     requeue = True
         if requeue:
-            self._enqueue(conn)
+            # This worker looks for work next: queue at the tail without waking another thread
+            # (it takes the head, which is this connection unless others were waiting first).
+            with self._cond:
+                self._ready.append(conn)
         else:
             self._note_deadline(self._timer_state(conn, time.monotonic())[1])
 
@@ -991,6 +997,11 @@ class Server:
                 peer = (UNIX_PEER_HOST, 0)  # the kernel names no address for a UNIX-socket client
             else:
                 peer = (normalize_host(str(address[0])), int(address[1]))
+                # The transport already gathers a turn's output into few sends; Nagle would
+                # hold back the last small segment of a large response until the client's
+                # delayed ACK (up to 40 ms), e.g. after a FETCH 1:* or before a tagged OK.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._waiting or self._contexts_full():
                 self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT))
             else:
@@ -1089,11 +1100,8 @@ class Server:
     def _count_address(self, conn: _Connection) -> bool:
         """Count the connection against max_conn_per_ip. False: the address is over the limit."""
         key = conn.peer_host
-        with self._lock:
-            count = self._per_ip.get(key, 0)
-            if self._max_conn_per_ip and count >= self._max_conn_per_ip:
-                return False
-            self._per_ip[key] = count + 1
+        if not self._ledger.acquire(key, self._max_conn_per_ip):
+            return False
         conn.ip_key = key
         return True
 
@@ -1146,11 +1154,7 @@ class Server:
         with self._lock:
             self._conns.discard(conn)
             if conn.ip_key is not None:
-                remaining = self._per_ip.get(conn.ip_key, 1) - 1
-                if remaining > 0:
-                    self._per_ip[conn.ip_key] = remaining
-                else:
-                    self._per_ip.pop(conn.ip_key, None)
+                self._ledger.release(conn.ip_key)
                 conn.ip_key = None
             if not self._conns:
                 self._drained.set()

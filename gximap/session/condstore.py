@@ -23,7 +23,6 @@ Dovecot's scheme; EXPUNGE, UID EXPUNGE and MOVE always carry it in their tagged 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -117,7 +116,7 @@ def highest_modseq(session: Any, uids: list[int]) -> int:
         return 0
     view = session.selected
     store = session.store
-    if len(uids) * 4 < len(view.uids):
+    if len(uids) * 4 < len(view.runs):
         metas = store.get_messages(view.account, view.folder_id, uids)
         return max((meta.modseq for meta in metas), default=0)
     wanted = set(uids)
@@ -164,7 +163,7 @@ def _seq_match_floor(view: Any, numbers: SequenceSet, uids: SequenceSet) -> int:
     (UIDs ascend), so the last match of a run is found by bisection, not by walking the run."""
     number_spans = _spans(numbers)
     uid_spans = _spans(uids)
-    positions = view.uids
+    positions = view.runs  # a few lookups (bisection): no flat array needed
     exists = len(positions)
     best = 0
     i = j = 0
@@ -215,14 +214,8 @@ def _not_in_view(view: Any, uids: Iterable[int]) -> list[int]:
     """UIDs the view no longer shows. An expunge the view still holds (not yet announced, or
     after the view was loaded) is announced by the regular update as VANISHED; reporting it as
     VANISHED (EARLIER) as well would make the client count it out twice."""
-    positions = view.uids
-    count = len(positions)
-    out = []
-    for uid in uids:
-        index = bisect.bisect_left(positions, uid)
-        if index == count or positions[index] != uid:
-            out.append(uid)
-    return out
+    position = view.runs.position
+    return [uid for uid in uids if position(uid) is None]
 
 
 def qresync_responses(session: Any, view: Any, params: cmds.QResyncParams) -> Iterator[bytes]:
@@ -270,7 +263,7 @@ def vanished_earlier(session: Any, seqset: SequenceSet, since: int) -> bytes | N
     if seqset.saved:
         candidates = ResolvedSet([(uid, uid) for uid in sorted(set(session.saved_search or ()))])
     else:
-        top = max(view.uid_max, view.uids[-1] if view.uids else 0)
+        top = max(view.uid_max, view.runs[-1] if view.runs else 0)
         candidates = ResolvedSet(seqset.resolve(top, clip=False))
     vanished = session.store.vanished_since(view.account, view.folder_id, since)
     gone = [uid for uid in _not_in_view(view, vanished) if uid in candidates]

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import parsedate_tz
 from typing import Any
 
@@ -26,8 +29,8 @@ from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
 from gximap.session.base import CommandFailed
 from midb import searchtext
 from midb.errors import NoSuchBody
-from midb.mime import Digest, decode_header_value, parse_header_block, unfold
-from midb.summary import Summary
+from midb.mime import Digest, DigestFormatError, decode_header_value, parse_header_block, unfold
+from midb.summary import Summary, body_plan, decode_summary, may_contain
 
 __all__ = [
     "SearchUnsupported",
@@ -45,7 +48,6 @@ COST_BODY = 3
 
 # Fewer candidate UIDs than this fraction of the folder: read just their records, not all.
 _NARROW_FRACTION = 4
-_SUMMARY_BATCH = 512  # message summaries read per store call
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _DIGEST_FIELDS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject"}
@@ -105,14 +107,17 @@ def _msn_ranges_as_uid_ranges(view: Any, seqset: SequenceSet) -> list[tuple[int,
 
 class _Message:
     """One message during evaluation: its record, with its summary (midb.summary: the header
-    values SEARCH reads), the MIME digest, the header bytes and the body text loaded on first use."""
+    values SEARCH reads), the MIME digest, the header bytes and the body text loaded on first use.
+    The summary may come encoded: it is decoded only when a test needs more than its body plan
+    or than ``may_contain`` tells."""
 
-    __slots__ = ("meta", "_store", "_summary", "_digest", "_header", "_data", "_folded")
+    __slots__ = ("meta", "_store", "_summary", "_encoded", "_digest", "_header", "_data", "_folded")
 
-    def __init__(self, store: Any, meta: Any, summary: Summary | None = None) -> None:
+    def __init__(self, store: Any, meta: Any, summary: Summary | None = None, encoded: bytes | None = None) -> None:
         self.meta = meta
         self._store = store
         self._summary = summary
+        self._encoded = encoded
         self._digest: Digest | None = None
         self._header: bytes | None = None
         self._data: bytes | None = None
@@ -121,8 +126,32 @@ class _Message:
     @property
     def summary(self) -> Summary:
         if self._summary is None:
-            self._summary = self._store.summary(self.meta.blob)
+            if self._encoded is not None:
+                try:
+                    self._summary = decode_summary(self._encoded)
+                except DigestFormatError:
+                    self._summary = self._store.summary(self.meta.blob)  # rebuilt from the digest
+            else:
+                self._summary = self._store.summary(self.meta.blob)
         return self._summary
+
+    def summary_may_contain(self, needle: bytes) -> bool:
+        """False when no header value of the summary can contain the folded ASCII ``needle``,
+        decided on the encoded summary (midb.summary.may_contain)."""
+        encoded = self._encoded
+        return encoded is None or self._summary is not None or may_contain(encoded, needle)
+
+    def body_plan(self) -> tuple[int, int, int] | None:
+        """(searchtext plan, body start, body end) of the message (PLAN_DECODE for one that is not
+        a single part), from the encoded summary when it carries one; None when unknown."""
+        if self._summary is None and self._encoded is not None:
+            plan = body_plan(self._encoded)
+            if plan is not None:
+                return plan
+        leaf = self.summary.leaf
+        if leaf is None:
+            return None
+        return searchtext.leaf_plan(leaf), leaf.body_start, leaf.body_end
 
     @property
     def digest(self) -> Digest:
@@ -154,15 +183,16 @@ class _Message:
         ``ascii_needle`` is its ASCII encoding, None when it is not ASCII)."""
         text = self._folded.get("body")
         if text is None:
-            leaf = self.summary.leaf
-            if leaf is not None:
-                # A single-part message: its text needs the summary only, and often no decoding.
-                raw = searchtext.ascii_body(self.data, leaf)
+            plan = self.body_plan()
+            if plan is not None:
+                # Often no decoding at all: an ASCII body that is its own text (a single part,
+                # identity encoding, a charset that keeps ASCII) is searched as lowered bytes.
+                raw = searchtext.planned_ascii_body(self.data, *plan)
                 if raw is not None:
                     return ascii_needle is not None and ascii_needle in raw.lower()
-                text = searchtext.fold(searchtext.body_text(self.data, leaf))
-            else:
-                text = searchtext.fold(searchtext.body_text(self.data, self.digest))
+            # A single part needs its summary's entity only; others the whole digest.
+            leaf = self.summary.leaf
+            text = searchtext.fold(searchtext.body_text(self.data, self.digest if leaf is None else leaf))
             self._folded["body"] = text
         return needle in text
 
@@ -172,6 +202,15 @@ class _Message:
             text = searchtext.fold(_header_text(self.header, self.summary.header_size))
             self._folded["header"] = text
         return text
+
+    def header_contains(self, needle: str, scan_needle: bytes | None) -> bool:
+        """Whether the folded header text (TEXT's header half) contains ``needle`` (folded);
+        ``scan_needle`` (searchtext.scan_needle) lets a plain ASCII header be ruled out from its
+        bytes, without decoding each field."""
+        if scan_needle is not None and "header" not in self._folded \
+                and searchtext.raw_header_lacks(self.header, self.summary.header_size, scan_needle):
+            return False
+        return needle in self.folded_header()
 
 
 def _header_text(data: bytes, header_size: int) -> str:
@@ -248,6 +287,9 @@ class _Compiler:
         self.session = session
         self.view = session.selected
         self.now = now
+        # Whether a compiled test reads a record field beyond the UID and size (flags, dates,
+        # MODSEQ): without one, the search runs on search_rows' light rows (_Row).
+        self.reads_meta = False
 
     def compile(self, key: SearchKey) -> _Node:
         handler = getattr(self, "_" + type(key).__name__, None)
@@ -261,6 +303,7 @@ class _Compiler:
         return _record_node(lambda meta: True, always=True)
 
     def _SearchFlag(self, key: cmds.SearchFlag) -> _Node:
+        self.reads_meta = True
         wanted = key.flag.lower()
         present = key.present
         # Folders hold few distinct flag tuples: decide once per tuple.
@@ -287,6 +330,7 @@ class _Compiler:
         return _record_node(lambda meta: meta.size < size)
 
     def _SearchDate(self, key: cmds.SearchDate) -> _Node:
+        self.reads_meta = True  # the internal date (SENT* falls back on it)
         day = _day_number(key.date)
         if key.kind == "INTERNAL":
             return _record_node(_date_test(key.relation, day, _internal_day))
@@ -296,6 +340,7 @@ class _Compiler:
         raise SearchUnsupported(key.kind + key.relation)  # SAVEDATE (RFC 8514) is not offered
 
     def _SearchAge(self, key: cmds.SearchAge) -> _Node:
+        self.reads_meta = True
         limit = int(self.now) - key.seconds
         if key.older:
             return _record_node(lambda meta: meta.internaldate <= limit)
@@ -303,6 +348,7 @@ class _Compiler:
 
     def _SearchModSeq(self, key: cmds.SearchModSeq) -> _Node:
         # The per-message MODSEQ stands for every metadata entry (RFC 7162 section 3.1.5 allows it).
+        self.reads_meta = True
         modseq = key.modseq
         return _record_node(lambda meta: meta.modseq >= modseq)
 
@@ -326,7 +372,11 @@ class _Compiler:
         needle = searchtext.fold(key.value)
         attribute = _DIGEST_FIELDS.get(name)
         if attribute is not None and needle:
+            raw_needle = searchtext.ascii_needle(needle)
+
             def digest_test(msg: _Message) -> bool:
+                if raw_needle is not None and not msg.summary_may_contain(raw_needle):
+                    return False  # ruled out without decoding the summary
                 return needle in searchtext.fold(getattr(msg.summary, attribute))
 
             return _Node(COST_DIGEST, None, digest_test)
@@ -343,12 +393,14 @@ class _Compiler:
         needle = searchtext.fold(key.value)
         if not needle:
             return _record_node(lambda meta: True, always=True)
-        ascii_needle = needle.encode("ascii") if needle.isascii() else None
+        ascii_needle = searchtext.ascii_needle(needle)
         if key.where == "BODY":
             return _Node(COST_BODY, None, lambda msg: msg.body_contains(needle, ascii_needle))
 
+        scan_needle = searchtext.scan_needle(needle)
+
         def text_test(msg: _Message) -> bool:
-            return needle in msg.folded_header() or msg.body_contains(needle, ascii_needle)
+            return msg.header_contains(needle, scan_needle) or msg.body_contains(needle, ascii_needle)
 
         return _Node(COST_BODY, None, text_test)
 
@@ -445,20 +497,21 @@ def _flag_index_uids(session: Any, keys: Iterable[SearchKey]) -> list[int] | Non
     the messages announced to the client, or None when no such key is there."""
     view = session.selected
     store = session.store
-    narrowed: set[int] | None = None
+    found: list[list[int]] = []
     for key in keys:
         kind = _indexed_flag(key)
         if kind == "unseen":
-            uids = store.unseen_uids(view.account, view.folder_id)
+            found.append(store.unseen_uids(view.account, view.folder_id))
         elif kind == "deleted":
-            uids = store.deleted_uids(view.account, view.folder_id)
-        else:
-            continue
-        narrowed = set(uids) if narrowed is None else narrowed.intersection(uids)
-    if narrowed is None:
+            found.append(store.deleted_uids(view.account, view.folder_id))
+    if not found:
         return None
+    # The index lists UIDs ascending: one list (UNSEEN alone) is cut at uid_max, not re-sorted.
+    uids = found[0] if len(found) == 1 else sorted(set(found[0]).intersection(*found[1:]))
     uid_max = view.uid_max
-    return [uid for uid in narrowed if uid <= uid_max]
+    if uids and uids[-1] > uid_max:
+        del uids[bisect.bisect_right(uids, uid_max):]
+    return uids
 
 
 def _flattened(keys: Sequence[SearchKey]) -> list[SearchKey]:
@@ -499,10 +552,51 @@ def search(session: Any, key: SearchKey, *, now: float | None = None) -> list[in
     Messages expunged by another session but still in the view do not match (RFC 2180 section
     4.1.4 leaves the choice; they cannot be read any more). Raises SearchUnsupported for keys the
     server does not implement and lets store errors propagate."""
-    answer = _index_answer(session, _flattened(_top_level(key)))
+    keys = _flattened(_top_level(key))
+    answer = _index_answer(session, keys)
     if answer is not None:
         return answer
-    return [meta.uid for meta in search_records(session, key, now=now)]
+    compiler = _Compiler(session, time.time() if now is None else now)
+    # Top-level UNSEEN and DELETED need no test: _load_rows takes its candidates from the flag
+    # index, which lists exactly the messages they match.
+    nodes = [compiler.compile(child) for child in keys if _indexed_flag(child) is None]
+    if compiler.reads_meta:
+        return [meta.uid for meta in search_records(session, key, now=now)]
+    rows = _load_rows(session, keys)
+    return [row.uid for row in _evaluate(session.store, nodes, rows)]
+
+
+class _Row:
+    """A message as Store.search_rows gives it: what tests that read neither flags nor dates
+    need of its record (UID, size), and its body id. Stands in for a MessageMeta."""
+
+    __slots__ = ("uid", "key", "size")
+
+    def __init__(self, uid: int, key: bytes, size: int) -> None:
+        self.uid = uid
+        self.key = key  # the body id, raw
+        self.size = size
+
+    @property
+    def blob(self) -> str:
+        return self.key.hex()
+
+
+def _load_rows(session: Any, keys: Sequence[SearchKey]) -> list[_Row]:
+    """_load_records as light rows (no MessageMeta: a fraction of the cost per message)."""
+    view = session.selected
+    candidates = _candidate_uids(session, keys)
+    indexed = _flag_index_uids(session, keys)
+    if indexed is not None:
+        candidates = sorted(indexed if candidates is None else set(candidates).intersection(indexed))
+    if candidates is not None and not candidates:
+        return []
+    rows = [_Row(*row) for row in session.store.search_rows(view.account, view.folder_id, candidates)]
+    uid_max = view.uid_max
+    if rows and rows[-1].uid > uid_max:
+        # Messages that arrived after the last announcement are not in the client's view yet.
+        del rows[bisect.bisect_right(rows, uid_max, key=lambda row: row.uid):]
+    return rows
 
 
 def _index_answer(session: Any, keys: list[SearchKey]) -> list[int] | None:
@@ -516,7 +610,7 @@ def _index_answer(session: Any, keys: list[SearchKey]) -> list[int] | None:
     if indexed is None:
         return None
     candidates = _candidate_uids(session, keys)
-    return sorted(indexed if candidates is None else set(candidates).intersection(indexed))
+    return indexed if candidates is None else sorted(set(candidates).intersection(indexed))
 
 
 def search_records(session: Any, key: SearchKey, *, now: float | None = None) -> list[Any]:
@@ -524,44 +618,112 @@ def search_records(session: Any, key: SearchKey, *, now: float | None = None) ->
     and THREAD order them without reading the records a second time."""
     compiler = _Compiler(session, time.time() if now is None else now)
     keys = _top_level(key)
-    nodes = sorted((compiler.compile(child) for child in keys), key=lambda node: node.cost)
+    nodes = [compiler.compile(child) for child in keys]
     records = _load_records(session, keys)
+    return _evaluate(session.store, nodes, records)
+
+
+# Messages whose summaries are read per store call, and at most this many bytes of them per body
+# batch (bounds the memory of a search: two batches are in flight).
+_BATCH_MESSAGES = 1024
+_BATCH_BYTES = 16 << 20
+_READER_THREADS = 4  # body batches read ahead at once, over all sessions of the process
+
+_reader_pool: ThreadPoolExecutor | None = None
+_reader_pid = 0
+_reader_lock = threading.Lock()
+
+
+def _reader() -> ThreadPoolExecutor:
+    """The process's pool that reads bodies ahead of a search (re-created in a forked child)."""
+    global _reader_pool, _reader_pid
+    with _reader_lock:
+        if _reader_pool is None or _reader_pid != os.getpid():
+            _reader_pool = ThreadPoolExecutor(max_workers=_READER_THREADS, thread_name_prefix="search-read")
+            _reader_pid = os.getpid()
+        return _reader_pool
+
+
+def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:
+    """(start, end) slices of ``records``: at most _BATCH_MESSAGES messages and, beyond the first
+    message, _BATCH_BYTES of bodies each."""
+    start = 0
+    count = len(records)
+    while start < count:
+        end = start + 1
+        total = records[start].size
+        limit = min(count, start + _BATCH_MESSAGES)
+        while end < limit and total + records[end].size <= _BATCH_BYTES:
+            total += records[end].size
+            end += 1
+        yield start, end
+        start = end
+
+
+def _evaluate(store: Any, nodes: list[_Node], records: list[Any]) -> list[Any]:
+    """The records (MessageMeta or _Row, ascending UID) that pass every node: the record-only
+    nodes as filters over them all, then the others per message, cheapest first."""
+    nodes = sorted(nodes, key=lambda node: node.cost)
     for node in nodes:
         if node.cost != COST_RECORD or node.always or not records:
             continue
         records = list(filter(node.record, records))
-    costly = [node.message for node in nodes if node.cost != COST_RECORD]
-    if not costly:
+    if all(node.cost == COST_RECORD for node in nodes):
         return records
+    if records and isinstance(records[0], _Row):
+        keys = [record.key for record in records]
+    else:
+        keys = [bytes.fromhex(record.blob) for record in records]
     # Tests that read the body run last, on the messages the others let through, whose bodies are
-    # then read in one batch (in parallel: the waits for the disk overlap).
+    # read a batch ahead by a worker thread: the reads overlap this thread's searching.
     before_body = [node.message for node in nodes if COST_RECORD < node.cost < COST_BODY]
     on_body = [node.message for node in nodes if node.cost == COST_BODY]
-    store = session.store
-    matched = []
-    for start in range(0, len(records), _SUMMARY_BATCH):
-        chunk = records[start : start + _SUMMARY_BATCH]
-        survivors = []
-        for meta, summary in zip(chunk, store.summaries([meta.blob for meta in chunk]), strict=True):
-            if summary is None:
-                continue  # expunged (and its body removed) while we searched
-            msg = _Message(store, meta, summary)
-            try:
-                if all(test(msg) for test in before_body):
-                    survivors.append(msg)
-            except NoSuchBody:
-                continue
+    matched: list[Any] = []
+    pending: tuple[list[_Message], Future[list[bytes | None]]] | None = None
+    for start, end in _batches(records):
+        survivors = _pass_before_body(store, records[start:end], keys[start:end], before_body)
         if not on_body:
-            matched.extend(msg.meta for msg in survivors)
+            matched.extend(msg.meta for _, msg in survivors)
             continue
-        bodies = store.read_bodies([msg.meta.blob for msg in survivors])
-        for msg, data in zip(survivors, bodies, strict=True):
-            if data is None:
-                continue
-            msg.preload(data)
-            try:
-                if all(test(msg) for test in on_body):
-                    matched.append(msg.meta)
-            except NoSuchBody:
-                continue
+        future = _reader().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
+                                  [msg.meta.size for _, msg in survivors]) if survivors else None
+        if pending is not None:
+            matched.extend(_pass_on_body(*pending, on_body))
+        pending = ([msg for _, msg in survivors], future) if future is not None else None
+    if pending is not None:
+        matched.extend(_pass_on_body(*pending, on_body))
     return matched
+
+
+def _pass_before_body(store: Any, records: list[Any], keys: list[bytes],
+                      tests: list[MessageTest]) -> list[Any]:
+    """(position in the batch, _Message) of the batch's messages that pass ``tests`` (those that
+    read the summary, digest or header), their summaries read in one call."""
+    survivors = []
+    for index, (record, encoded) in enumerate(zip(records, store.search_summaries(keys), strict=True)):
+        if encoded is None:
+            continue  # expunged (and its body removed) while we searched
+        msg = _Message(store, record, None, encoded)
+        if not tests:
+            survivors.append((index, msg))  # BODY alone: nothing to test before the body
+            continue
+        try:
+            if all(test(msg) for test in tests):
+                survivors.append((index, msg))
+        except NoSuchBody:
+            continue
+    return survivors
+
+
+def _pass_on_body(messages: list[_Message], bodies: Future[list[bytes | None]],
+                  tests: list[MessageTest]) -> Iterator[Any]:
+    """The records of ``messages`` whose bodies (being read) pass ``tests``."""
+    for msg, data in zip(messages, bodies.result(), strict=True):
+        if data is None:
+            continue
+        msg.preload(data)
+        try:
+            if all(test(msg) for test in tests):
+                yield msg.meta
+        except NoSuchBody:
+            continue

@@ -1,11 +1,12 @@
 """The selected-mailbox view of one session: message numbers, \\Recent, and pending updates.
 
-Message sequence numbers are positions in ``uids`` (an ``array`` of ascending UIDs), so mapping
-in either direction is O(1) or O(log n) without a Python object per message. The view catches
-up with the store by asking "what changed since modseq N" (``Store.changes_since``), one
-mechanism for NOOP, IDLE and the updates sent after every command. Expunges by other sessions
-stay in the view (as numbers the client still knows) until a command that may send EXPUNGE
-completes (RFC 3501 section 7.4.1).
+Message sequence numbers are positions in ``uids``, a :class:`UidRuns`: the view's ascending
+UIDs kept as runs of consecutive UIDs, immutable, so that every session viewing the same UIDs
+shares one object (:class:`SharedViews`) and a view that changes gets a new one (copy on write).
+Mapping in either direction is O(log runs). The view catches up with the store by asking "what
+changed since modseq N" (``Store.changes_since``), one mechanism for NOOP, IDLE and the updates
+sent after every command. Expunges by other sessions stay in the view (as numbers the client
+still knows) until a command that may send EXPUNGE completes (RFC 3501 section 7.4.1).
 
 For CONDSTORE/QRESYNC clients the view also tracks which HIGHESTMODSEQ the client may safely
 resynchronise from (``full_modseq``, ``highestmodseq_report``; see gximap.session.condstore).
@@ -14,8 +15,11 @@ resynchronise from (``full_modseq``, ``highestmodseq_report``; see gximap.sessio
 from __future__ import annotations
 
 import bisect
+import collections
+import threading
+import weakref
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import encode
@@ -23,9 +27,8 @@ from gximap.imap.commands import SequenceSet
 from midb.errors import NoSuchFolder
 
 RECENT = "\\Recent"
-# UIDs are 32-bit: 4 bytes per message in every session's view (sessions of a big INBOX add up).
+# UIDs are 32-bit: the run arrays hold 4 bytes per entry.
 UID_ARRAY = next(code for code in "IL" if array(code).itemsize == 4)
-_REBUILD_FRACTION = 16  # expunging more than 1/16 of the view rebuilds it in one pass
 
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
@@ -33,6 +36,299 @@ def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
     if recent:
         items.append(b"\\Recent")
     return b"(" + b" ".join(items) + b")"
+
+
+# -- the UID list of a view ---------------------------------------------------------------------
+
+
+class UidRuns(Sequence[int]):
+    """An immutable, ascending list of UIDs stored as runs of consecutive UIDs.
+
+    A folder's UIDs are mostly contiguous (they only get holes where messages were expunged), so
+    a view of 100,000 messages is usually a handful of runs: a few dozen bytes instead of 4 bytes
+    per message in every session. Run ``i`` starts with UID ``_firsts[i]`` at position
+    ``_offsets[i]`` (0-based) and ends where run ``i+1`` starts. Position <-> UID is two
+    bisections over the runs: O(log runs). Being immutable, one object is shared by every session
+    viewing the same UIDs (:class:`SharedViews`); a view that changes builds a new one."""
+
+    __slots__ = ("_firsts", "_offsets", "_count", "_hash", "_flat", "__weakref__")
+
+    def __init__(self, firsts: array, offsets: array, count: int) -> None:
+        self._firsts = firsts
+        self._offsets = offsets
+        self._count = count
+        self._hash: int | None = None
+        self._flat: array | None = None
+
+    def as_array(self) -> array:
+        """Every UID in a flat array, built once (C-speed indexing and bisection for callers
+        doing many lookups); it lives as long as this object. Do not modify it."""
+        flat = self._flat
+        if flat is None:
+            flat = array(UID_ARRAY)
+            for first, last in self.ranges():
+                flat.extend(range(first, last + 1))
+            self._flat = flat  # a concurrent build is harmless: both are equal
+        return flat
+
+    @classmethod
+    def from_sorted(cls, uids: Sequence[int]) -> UidRuns:
+        """From ascending, distinct UIDs (a list or array)."""
+        count = len(uids)
+        starts = [0] if count else []
+        if count:
+            _run_starts(uids, 0, count, starts)
+        return cls(array(UID_ARRAY, [uids[start] for start in starts]), array(UID_ARRAY, starts), count)
+
+    @classmethod
+    def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> UidRuns:
+        """From ascending, disjoint inclusive (first, last) ranges; adjacent ones are merged."""
+        firsts = array(UID_ARRAY)
+        offsets = array(UID_ARRAY)
+        count = 0
+        last_uid = -1
+        for first, last in ranges:
+            if first != last_uid + 1 or not firsts:
+                firsts.append(first)
+                offsets.append(count)
+            count += last - first + 1
+            last_uid = last
+        return cls(firsts, offsets, count)
+
+    # -- the Sequence protocol (bisect.bisect_left works on it too) ------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._count)
+            if step != 1:
+                return list(self)[index]
+            return self.slice_list(start, stop)
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("UID position out of range")
+        offsets = self._offsets
+        run = bisect.bisect_right(offsets, index) - 1
+        return self._firsts[run] + index - offsets[run]
+
+    def __iter__(self) -> Iterator[int]:
+        for first, last in self.ranges():
+            yield from range(first, last + 1)
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self.position(uid) is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UidRuns):
+            return NotImplemented
+        return (self._count == other._count and self._firsts == other._firsts
+                and self._offsets == other._offsets)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash((self._count, self._firsts.tobytes(), self._offsets.tobytes()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"UidRuns({encode.sequence_set_from_ranges(self.ranges()).decode()!r})"
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    @property
+    def run_count(self) -> int:
+        return len(self._firsts)
+
+    def _run_end(self, run: int) -> int:
+        """The position after run ``run``."""
+        offsets = self._offsets
+        return offsets[run + 1] if run + 1 < len(offsets) else self._count
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The runs as inclusive (first UID, last UID) pairs, ascending."""
+        firsts = self._firsts
+        offsets = self._offsets
+        if not firsts:
+            return []
+        ends = [*offsets[1:], self._count]
+        return [(first, first + end - offset - 1) for first, offset, end in zip(firsts, offsets, ends, strict=True)]
+
+    def bisect_left(self, uid: int) -> int:
+        """The position of ``uid``, or where it would be inserted."""
+        run = bisect.bisect_right(self._firsts, uid) - 1
+        if run < 0:
+            return 0
+        offset = self._offsets[run]
+        return min(offset + uid - self._firsts[run], self._run_end(run))
+
+    def position(self, uid: int) -> int | None:
+        """The 0-based position of ``uid``, None if absent."""
+        run = bisect.bisect_right(self._firsts, uid) - 1
+        if run < 0:
+            return None
+        position = self._offsets[run] + uid - self._firsts[run]
+        return position if position < self._run_end(run) else None
+
+    def span(self, low: int, high: int) -> tuple[int, int]:
+        """Positions [start, stop) of the UIDs between ``low`` and ``high`` inclusive."""
+        start = self.bisect_left(low)
+        stop = self.bisect_left(high)
+        if stop < self._count and self[stop] == high:
+            stop += 1
+        return start, stop
+
+    def slice_list(self, start: int, stop: int) -> list[int]:
+        """The UIDs at positions [start, stop) as a list, built run by run."""
+        out: list[int] = []
+        if start >= stop:
+            return out
+        firsts = self._firsts
+        offsets = self._offsets
+        run = bisect.bisect_right(offsets, start) - 1
+        while start < stop:
+            run_stop = min(self._run_end(run), stop)
+            base = firsts[run] - offsets[run]
+            out.extend(range(base + start, base + run_stop))
+            start = run_stop
+            run += 1
+        return out
+
+    def positions_of(self, uids: Sequence[int], base: int = 0) -> Sequence[int]:
+        """Positions (counted from ``base``) of ascending UIDs that are all in the list: a range
+        when they are a contiguous stretch of it (FETCH 1:*), else a list."""
+        if not uids:
+            return []
+        first = self.position(uids[0])
+        last = self.position(uids[-1])
+        if first is not None and last is not None and last - first + 1 == len(uids):
+            return range(first + base, last + 1 + base)
+        positions = []
+        for uid in uids:
+            position = self.position(uid)
+            if position is None:
+                raise ValueError(f"UID {uid} is not in the list")
+            positions.append(position + base)
+        return positions
+
+    # -- derived views (the object itself never changes) -----------------------------------------
+
+    def appended(self, uids: Sequence[int]) -> UidRuns:
+        """This list followed by ``uids`` (ascending, all above the last UID)."""
+        if not uids:
+            return self
+        tail = UidRuns.from_sorted(uids)
+        firsts = array(UID_ARRAY, self._firsts)
+        offsets = array(UID_ARRAY, self._offsets)
+        last = self[-1] if self._count else -1
+        tail_firsts = tail._firsts
+        tail_offsets = tail._offsets
+        skip = 0
+        if firsts and tail_firsts[0] == last + 1:
+            skip = 1  # the first new UID continues the last run
+        firsts.extend(tail_firsts[skip:])
+        offsets.extend(offset + self._count for offset in tail_offsets[skip:])
+        return UidRuns(firsts, offsets, self._count + tail._count)
+
+    def without(self, gone: Iterable[int]) -> tuple[UidRuns, list[int]]:
+        """(this list without the UIDs ``gone``, the 0-based positions they had, ascending).
+        UIDs not in the list are ignored. Costs O(runs + removed), whatever the list's length."""
+        positions = sorted({position for uid in gone if (position := self.position(uid)) is not None})
+        if not positions:
+            return self, []
+        ranges: list[tuple[int, int]] = []
+        removed = 0  # index into positions
+        for run, (first, last) in enumerate(self.ranges()):
+            run_start = self._offsets[run]
+            run_stop = run_start + last - first + 1
+            kept_from = first  # the next UID of this run not yet placed in a range
+            while removed < len(positions) and positions[removed] < run_stop:
+                uid = first + positions[removed] - run_start
+                if uid > kept_from:
+                    ranges.append((kept_from, uid - 1))
+                kept_from = uid + 1
+                removed += 1
+            if kept_from <= last:
+                ranges.append((kept_from, last))
+        return UidRuns.from_ranges(ranges), positions
+
+
+_LINEAR_RUN_SCAN = 64  # below this many UIDs, run boundaries are found by a plain scan
+
+
+def _run_starts(uids: Sequence[int], low: int, high: int, out: list[int]) -> None:
+    """Append the positions in (low, high) where a new run starts (``low`` itself is already in
+    ``out``). A stretch whose ends differ by its length is one run: checked in O(1), so a
+    mostly-contiguous folder costs O(runs x log n), not O(n) Python steps."""
+    if uids[high - 1] - uids[low] == high - 1 - low:
+        return
+    if high - low <= _LINEAR_RUN_SCAN:
+        out.extend(index for index in range(low + 1, high) if uids[index] != uids[index - 1] + 1)
+        return
+    middle = (low + high) // 2
+    _run_starts(uids, low, middle, out)
+    if uids[middle] != uids[middle - 1] + 1:
+        out.append(middle)
+    _run_starts(uids, middle, high, out)
+
+
+class SharedViews:
+    """The UID lists of the views in this process, shared between sessions.
+
+    * By content: :meth:`intern` returns the one live UidRuns equal to the given one, so 10,000
+      IDLE sessions of one mailbox hold one list, and still do after they all apply the same
+      new message or expunge.
+    * By folder state: a folder's UID set is fixed by (UIDVALIDITY, UIDNEXT, message count) —
+      UIDs are only ever added at UIDNEXT, so with UIDNEXT unchanged the set can only shrink, and
+      then the count drops. SELECT of a folder some session already views (or viewed in this
+      state) reuses that list without reading the folder's keys (:meth:`for_state`).
+
+    Entries are weak: a list lives as long as some view uses it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_content: weakref.WeakValueDictionary[tuple[int, int], UidRuns] = weakref.WeakValueDictionary()
+        # per Store object, so a store closed and re-created on the same path shares nothing
+        self._by_state: weakref.WeakKeyDictionary[Any, weakref.WeakValueDictionary[tuple[Any, ...], UidRuns]] = (
+            weakref.WeakKeyDictionary())
+        # The last few lists filed by state stay alive even when no session views them, so a
+        # re-SELECT (a client resynchronising) does not read the folder again.
+        self._recent_states: collections.deque[UidRuns] = collections.deque(maxlen=_KEPT_STATES)
+
+    @staticmethod
+    def state_key(account: str, folder: Any) -> tuple[Any, ...]:
+        return (account, folder.id, folder.uidvalidity, folder.uidnext, folder.messages)
+
+    def intern(self, runs: UidRuns) -> UidRuns:
+        key = (len(runs), hash(runs))
+        with self._lock:
+            known = self._by_content.get(key)
+            if known is not None:
+                return known if known == runs else runs  # a hash collision is simply not shared
+            self._by_content[key] = runs
+            return runs
+
+    def for_state(self, store: Any, account: str, folder: Any) -> UidRuns | None:
+        with self._lock:
+            states = self._by_state.get(store)
+            return None if states is None else states.get(self.state_key(account, folder))
+
+    def remember_state(self, store: Any, account: str, folder: Any, runs: UidRuns) -> UidRuns:
+        """Intern ``runs``, read in the same transaction as ``folder``, and file it under that state."""
+        runs = self.intern(runs)
+        with self._lock:
+            states = self._by_state.get(store)
+            if states is None:
+                states = self._by_state[store] = weakref.WeakValueDictionary()
+            states[self.state_key(account, folder)] = runs
+            self._recent_states.append(runs)
+        return runs
+
+
+_KEPT_STATES = 8
+SHARED_VIEWS = SharedViews()
+_EMPTY = UidRuns(array(UID_ARRAY), array(UID_ARRAY), 0)
 
 
 class SelectedMailbox:
@@ -44,7 +340,7 @@ class SelectedMailbox:
         self.uidvalidity: int = folder.uidvalidity
         self.readonly = readonly
         self.session = session
-        self.uids: array = array(UID_ARRAY)
+        self.runs: UidRuns = _EMPTY  # shared with the other sessions viewing the same UIDs
         self.modseq = 0  # the store's HIGHESTMODSEQ this view has caught up with
         self.uid_max = 0  # highest UID announced
         self.recent: set[int] = set()
@@ -73,60 +369,66 @@ class SelectedMailbox:
         """Load the view; return the FolderInfo read at the same time."""
         store = self.store
         folder = store.folder_by_id(self.account, self.folder_id)
+        if folder is None:
+            raise NoSuchFolder(self.name)
+        uids = SHARED_VIEWS.for_state(store, self.account, folder)
+        if uids is None:
+            # Folder record and keys from one transaction: the list is exactly that state's.
+            folder, listed = store.folder_uids(self.account, self.folder_id)
+            uids = SHARED_VIEWS.remember_state(store, self.account, folder, UidRuns.from_sorted(listed))
+        self.runs = uids
         self.modseq = self.full_modseq = self._reported_full = folder.highestmodseq
-        uids = store.uids(self.account, self.folder_id)
-        self.uids = array(UID_ARRAY, uids)
         self.uid_max = uids[-1] if uids else 0
         if self.readonly:
             floor = folder.recent_floor
         else:
             floor = store.claim_recent(self.account, self.folder_id)
         if floor < self.uid_max:
-            start = bisect.bisect_right(self.uids, floor)
-            self.recent = set(self.uids[start:])
-        # Changes committed between reading the folder and the UID list are caught by the next
-        # sync: modseq was read first, so nothing is missed, at worst reported twice.
+            self.recent = set(uids.slice_list(uids.bisect_left(floor + 1), len(uids)))
+        # Changes committed after the folder was read are caught by the next sync.
         return folder
 
     # -- numbers -------------------------------------------------------------------------------
 
     @property
+    def uids(self) -> array:
+        """The view's UIDs as a flat array, for callers that index or bisect it (SEARCH, SORT,
+        EXPUNGE). Built on first use from the shared runs and kept with them, so it is shared
+        too; sessions that never ask (IDLE) never pay 4 bytes per message for it."""
+        return self.runs.as_array()
+
+    @property
     def exists(self) -> int:
-        return len(self.uids)
+        return len(self.runs)
 
     def uid_at(self, msn: int) -> int:
-        return self.uids[msn - 1]
+        return self.runs[msn - 1]
 
     def msn_of(self, uid: int) -> int | None:
-        index = bisect.bisect_left(self.uids, uid)
-        if index < len(self.uids) and self.uids[index] == uid:
-            return index + 1
-        return None
+        position = self.runs.position(uid)
+        return None if position is None else position + 1
 
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[int]:
         """The UIDs of the view named by a sequence set, ascending. ``$`` must be substituted."""
-        uids = self.uids
+        uids = self.runs
         if not uids:
             return []
         out: list[int] = []
         if uid:
-            for low, high in seqset.resolve(uids[-1], clip=False):
-                if high > uids[-1]:
-                    high = uids[-1]
-                start = bisect.bisect_left(uids, low)
-                stop = bisect.bisect_right(uids, high)
-                out.extend(uids[start:stop])
+            highest = uids[-1]
+            for low, high in seqset.resolve(highest, clip=False):
+                out.extend(uids.slice_list(*uids.span(low, min(high, highest))))
             # RFC 3501 section 6.4.8: "n:*" names the highest UID even when n is above it.
             if not out and seqset.uses_star():
-                out.append(uids[-1])
+                out.append(highest)
         else:
             for low, high in seqset.resolve(len(uids)):
-                out.extend(uids[low - 1 : high])
-        return sorted(set(out)) if len(seqset.ranges) > 1 else out
+                out.extend(uids.slice_list(low - 1, high))
+        return out  # SequenceSet.resolve gives sorted, merged ranges: no duplicates
 
     def valid_msn_set(self, seqset: SequenceSet) -> bool:
         """RFC 9051 section 6.4.5: message numbers beyond the count are an error (BAD)."""
-        return seqset.highest(len(self.uids)) <= len(self.uids) or not self.uids and seqset.uses_star()
+        return seqset.highest(len(self.runs)) <= len(self.runs) or not self.runs and seqset.uses_star()
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -164,25 +466,12 @@ class SelectedMailbox:
         gone = set(uids)
         if not gone:
             return []
-        view = self.uids
-        if len(gone) * _REBUILD_FRACTION < len(view):
-            # A few messages out of many (another session's EXPUNGE reaching every IDLE session):
-            # find each by bisection and delete it in place, highest first.
-            positions = sorted((index for index in map(self._position, gone) if index is not None), reverse=True)
-            for index in positions:
-                del view[index]
-            numbers = [index + 1 for index in positions]
-        else:
-            numbers = [i + 1 for i, uid in enumerate(view) if uid in gone]
-            numbers.reverse()
-            self.uids = array(UID_ARRAY, (uid for uid in view if uid not in gone))
+        remaining, positions = self.runs.without(gone)
+        if positions:
+            self.runs = SHARED_VIEWS.intern(remaining)
         self.recent -= gone
         self.pending_expunge -= gone
-        return numbers
-
-    def _position(self, uid: int) -> int | None:
-        index = bisect.bisect_left(self.uids, uid)
-        return index if index < len(self.uids) and self.uids[index] == uid else None
+        return [position + 1 for position in reversed(positions)]
 
     def expunge_responses(self, uids: Iterable[int]) -> list[bytes]:
         if self.session.qresync_enabled:
@@ -227,12 +516,12 @@ class SelectedMailbox:
             self.modseq = top_modseq
         if new:
             new.sort()
-            self.uids.extend(new)
+            self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]
             if not self.readonly:
                 floor = store.claim_recent(self.account, self.folder_id)
                 self.recent.update(uid for uid in new if uid > floor)
-            out.append(b"* %d EXISTS\r\n" % len(self.uids))
+            out.append(b"* %d EXISTS\r\n" % len(self.runs))
             if not self.session.rev2:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         condstore = self.condstore

@@ -243,6 +243,14 @@ class ImapSession:
             self._watch = self.store.watch(self.user, self._store_changed)
 
     def _store_changed(self, account: str, folder_id: int, modseq: int) -> None:
+        # Only IDLE reports changes between commands (wakeup()); otherwise the next command's
+        # sync does. Waking a session that is not in IDLE would cost a whole empty slice (a
+        # worker hand-off and a recv) after every write it makes itself. No race: IDLE sets
+        # ``waiting`` before its first sync, and this callback runs after the commit, so a change
+        # this check misses is one that sync sees.
+        running = self._running
+        if running is None or running.waiting is None or not running.waiting.idle:
+            return
         selected = self.selected
         if selected is not None and folder_id == selected.folder_id:
             self.waker()

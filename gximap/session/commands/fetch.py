@@ -2,7 +2,9 @@
 
 The handler is a generator: it reads the index records of the requested messages a batch at a
 time and yields one ``* n FETCH (...)`` per message, so FETCH 1:* over 100,000 messages streams
-with bounded memory. Only the items that need them read the MIME digest (stored at append time:
+with bounded memory. A FETCH of UID / FLAGS / MODSEQ only (how clients resynchronise) takes the
+column path (:class:`_RecordColumnsFetch`): a batch of records becomes columns and then one chunk
+of responses without Python work per message. Only the items that need them read the MIME digest (stored at append time:
 a message is never parsed again) or byte ranges of the body file; large body sections are copied
 from the file in chunks rather than loaded whole.
 
@@ -14,7 +16,8 @@ ignored without an error (RFC 9051 section 6.4.9).
 
 CONDSTORE / QRESYNC (RFC 7162): the MODSEQ item and the CHANGEDSINCE modifier make the
 connection CONDSTORE-aware. CHANGEDSINCE restricts the FETCH to the messages whose MODSEQ is
-higher, found through midb's modseq index (cost proportional to the changes, not the folder) and
+higher, found through midb's modseq index (cost proportional to the changes, not the folder: the
+requested set is a membership test, never a list of the folder's UIDs) and
 adds MODSEQ to each response; UID FETCH's VANISHED modifier (QRESYNC only) first reports the UIDs of
 the set expunged since then as ``* VANISHED (EARLIER)``. Once CONDSTORE-aware, a response that
 reports flags changed by an implicit \\Seen also carries the UID and the new MODSEQ.
@@ -23,23 +26,25 @@ reports flags changed by an implicit \\Seen also carries the UID and the new MOD
 from __future__ import annotations
 
 import bisect
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
 from gximap.imap.codes import Code
-from gximap.imap.commands import FetchAtt
+from gximap.imap.commands import FetchAtt, ResolvedSet
 from gximap.session import condstore, fetchrows
 from gximap.session.base import SELECTED, CommandFailed, Done, command
-from gximap.session.searching import resolve_uids
+from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
 from midb.errors import NoSuchBody
+from midb.messages import FlagColumns, flags_of
 from midb.mime import Digest
 
 SEEN = "\\Seen"
 _MODSEQ = FetchAtt("MODSEQ")
 _BATCH = 256  # index records read per store call
+_COLUMN_BATCH = fetchrows.BATCH  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
 _INLINE_LIMIT = 1 << 20  # body ranges up to this size are read at once; larger ones are streamed
 _CHUNK = 256 * 1024  # streaming read size
 
@@ -276,32 +281,151 @@ def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
     yield b"".join(buffer)
 
 
-def _changed_since(session: Any, uids: list[int], since: int) -> tuple[list[Any], bool]:
-    """(records of ``uids`` whose MODSEQ is above ``since``, in UID order; whether any of
-    ``uids`` is gone from the store), from midb's modseq index."""
+class _FlagListBytes(dict[bytes, bytes]):
+    """Raw record flag tail -> rendered ``(\\Seen ...)``: each distinct flag set of the folder is
+    rendered once per command (by flag_atoms, like the general path) and the bytes reused."""
+
+    def __init__(self, recent: bool) -> None:
+        super().__init__()
+        self.recent = recent
+
+    def __missing__(self, tail: bytes) -> bytes:
+        rendered = self[tail] = flag_atoms(flags_of(tail), self.recent)
+        return rendered
+
+
+_COLUMN_TEMPLATES = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
+
+
+class _RecordColumnsFetch:
+    """FETCH of items the index record alone answers (UID, FLAGS, MODSEQ), column-wise.
+
+    midb hands over a batch as columns (``Store.flag_columns``: UIDs, raw flag tails, MODSEQs);
+    message numbers come from the view's runs (a range for a contiguous stretch); the flag lists
+    are looked up per distinct tail; the responses are one ``bytes %`` per message driven by
+    ``map``, joined into one chunk per batch. No Python bytecode runs per message, which is what
+    makes ``UID FETCH 1:* (UID FLAGS)`` on 100,000 messages cheap. The output is byte for byte
+    the general path's (tests/test_perf_view_fetch.py compares them)."""
+
+    def __init__(self, names: list[str], *, recent: set[int], show_recent: bool) -> None:
+        self.names = names
+        self.format = b"* %d FETCH (" + b" ".join(_COLUMN_TEMPLATES[name] for name in names) + b")\r\n"
+        self.recent = recent if show_recent else set()
+        self.plain = _FlagListBytes(False)
+        self.marked = _FlagListBytes(True)  # with \Recent (IMAP4rev1 sessions)
+        self.top_modseq = 0
+
+    def responses(self, session: Any, uids: list[int]) -> Generator[bytes, Any, bool]:
+        """Yield the responses for ``uids`` (ascending, in the view) a chunk per batch; return
+        whether some of them are gone from the store (expunged by another session)."""
+        view = session.selected
+        store = session.store
+        with_modseq = "MODSEQ" in self.names
+        missing = False
+        for start in range(0, len(uids), _COLUMN_BATCH):
+            wanted = uids[start : start + _COLUMN_BATCH]
+            found = store.flag_columns(view.account, view.folder_id, wanted, with_modseq=with_modseq)
+            if len(found.uids) != len(wanted):
+                missing = True
+            if found.uids:
+                yield self.render(view, found)
+        return missing
+
+    def changed_responses(self, session: Any, requested: _Requested, since: int) -> Generator[bytes, Any, bool]:
+        """CHANGEDSINCE: the same for the requested messages whose MODSEQ is above ``since``,
+        found by walking midb's modseq index (O(changes), not O(folder))."""
+        view = session.selected
+        found, vanished = session.store.changed_columns(view.account, view.folder_id, since)
+        keep = [index for index, uid in enumerate(found.uids) if uid in requested]
+        if len(keep) != len(found.uids):
+            found = FlagColumns([found.uids[i] for i in keep], [found.tails[i] for i in keep],
+                                [found.modseqs[i] for i in keep])
+        for start in range(0, len(found.uids), _COLUMN_BATCH):
+            stop = start + _COLUMN_BATCH
+            yield self.render(view, FlagColumns(found.uids[start:stop], found.tails[start:stop],
+                                                found.modseqs[start:stop]))
+        return requested.any_gone(vanished)
+
+    def render(self, view: Any, found: FlagColumns) -> bytes:
+        """The responses for one batch of columns (every UID in the view), as one chunk."""
+        columns: list[Any] = [view.runs.positions_of(found.uids, base=1)]
+        for name in self.names:
+            if name == "UID":
+                columns.append(found.uids)
+            elif name == "FLAGS":
+                columns.append(self._flag_lists(found.uids, found.tails))
+            else:
+                columns.append(found.modseqs)
+        if "MODSEQ" in self.names and found.modseqs:
+            self.top_modseq = max(self.top_modseq, max(found.modseqs))
+        return b"".join(map(self.format.__mod__, zip(*columns, strict=True)))
+
+    def _flag_lists(self, uids: list[int], tails: list[bytes]) -> list[bytes]:
+        lists = list(map(self.plain.__getitem__, tails))
+        if self.recent:
+            # \Recent messages are few (the newest): patched in by position, O(recent) bisections.
+            first, last = uids[0], uids[-1]
+            for uid in self.recent:
+                if first <= uid <= last:
+                    index = bisect.bisect_left(uids, uid)
+                    if index < len(uids) and uids[index] == uid:
+                        lists[index] = self.marked[tails[index]]
+        return lists
+
+
+class _Requested:
+    """The view's messages a FETCH names, as a membership test. CHANGEDSINCE only looks at the
+    changed messages, so ``1:*`` over 100,000 messages is checked against, never listed."""
+
+    def __init__(self, session: Any, cmd: cmds.Fetch) -> None:
+        view = session.selected
+        self.view = view
+        self.saved: frozenset[int] | None = None
+        self.by_uid = cmd.uid
+        seqset = cmd.seqset
+        if seqset.saved:
+            self.saved = frozenset(saved_uids(session))
+            self.ranges = ResolvedSet([])
+        elif cmd.uid:
+            # Like SelectedMailbox.resolve: "*" is the highest UID, and "n:*" names it even when
+            # n is above it (RFC 3501 section 6.4.8).
+            self.ranges = ResolvedSet(seqset.resolve(view.runs[-1], clip=False) if view.runs else [])
+        else:
+            self.ranges = ResolvedSet(seqset.resolve(len(view.runs)))
+
+    def __contains__(self, uid: int) -> bool:
+        position = self.view.runs.position(uid)
+        if position is None:
+            return False
+        if self.saved is not None:
+            return uid in self.saved
+        return (uid if self.by_uid else position + 1) in self.ranges
+
+    def any_gone(self, vanished: Iterable[int]) -> bool:
+        """Is a requested message expunged (by another session, not yet reported)?"""
+        return any(uid in self for uid in vanished) or any(uid in self for uid in self.view.pending_expunge)
+
+
+def _changed_since(session: Any, requested: _Requested, since: int) -> tuple[list[Any], bool]:
+    """(records of the requested messages whose MODSEQ is above ``since``, in UID order; whether
+    a requested message is gone from the store), from midb's modseq index."""
     view = session.selected
     changed, vanished = session.store.changes_since(view.account, view.folder_id, since)
-    count = len(uids)
-    left = bisect.bisect_left
-
-    def requested(uid: int) -> bool:
-        index = left(uids, uid)
-        return index < count and uids[index] == uid
-
-    metas = [meta for meta in changed if requested(meta.uid)]
-    missing = any(requested(uid) for uid in vanished) or any(requested(uid) for uid in view.pending_expunge)
-    return metas, missing
+    return [meta for meta in changed if meta.uid in requested], requested.any_gone(vanished)
 
 
-def _record_batches(session: Any, uids: list[int], since: int | None) -> Iterator[tuple[list[Any], bool]]:
+def _record_batches(session: Any, uids: list[int] | _Requested, since: int | None
+                    ) -> Iterator[tuple[list[Any], bool]]:
     """The index records to answer, a batch at a time, each with "some requested message is gone"."""
     view = session.selected
     if since is not None:
+        assert isinstance(uids, _Requested)
         metas, missing = _changed_since(session, uids, since)
         yield [], missing
         for start in range(0, len(metas), _BATCH):
             yield metas[start : start + _BATCH], False
         return
+    assert isinstance(uids, list)
     store = session.store
     for start in range(0, len(uids), _BATCH):
         wanted = uids[start : start + _BATCH]
@@ -315,7 +439,13 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
         # RFC 7162 section 3.2.6: the VANISHED modifier needs ENABLE QRESYNC first.
         raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
     view = session.selected
-    uids = resolve_uids(session, cmd.seqset, cmd.uid)
+    uids: list[int] | _Requested
+    if cmd.changedsince is None:
+        uids = resolve_uids(session, cmd.seqset, cmd.uid)
+    else:
+        if not cmd.uid and not cmd.seqset.saved and not view.valid_msn_set(cmd.seqset):
+            raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")  # as resolve_uids
+        uids = _Requested(session, cmd)
     if cmd.changedsince is not None or any(att.name == "MODSEQ" for att in cmd.items):
         yield from condstore.enable(session)
     if cmd.vanished and cmd.changedsince is not None:  # the parser allows VANISHED only so
@@ -327,11 +457,15 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
     missing = False
     names = ["UID"] * renderer.uid + [att.name for att in renderer.items]
-    if cmd.changedsince is None and not mark_seen and fetchrows.RECORD_ITEMS.issuperset(names):
-        # UID / FLAGS / MODSEQ only (a client resynchronising): rendered from compact rows.
-        rows = fetchrows.FlagFetch(names, recent=view.recent, show_recent=renderer.show_recent)
+    if not mark_seen and fetchrows.RECORD_ITEMS.issuperset(names):
+        # UID / FLAGS / MODSEQ only (a client resynchronising): rendered column-wise.
+        rows = _RecordColumnsFetch(names, recent=view.recent, show_recent=renderer.show_recent)
         try:
-            missing = yield from rows.responses(session, uids)
+            if isinstance(uids, _Requested):
+                assert cmd.changedsince is not None
+                missing = yield from rows.changed_responses(session, uids, cmd.changedsince)
+            else:
+                missing = yield from rows.responses(session, uids)
         finally:
             view.note_fetch_modseq(rows.top_modseq)
         if missing and not cmd.uid:

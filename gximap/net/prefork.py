@@ -1,0 +1,248 @@
+"""Several serving processes under one parent (imap_process_num > 1).
+
+Why processes: one CPython process runs Python code on one core at a time (the GIL), so on a
+machine with more cores a single gximap leaves them idle while sessions wait. Each serving
+process is a whole gximap (its own worker pool, its own LMDB handles, the same listeners); LMDB
+serialises writers across processes, and midb's cross-process notifications tell IDLE sessions
+in one process about mail stored by another.
+
+The parent binds the listeners, drops privileges, then forks the serving processes before it
+starts any thread (forking a threaded process is unsafe). It serves nothing itself: it waits
+for them to report ready (then tells systemd), forwards SIGHUP and SIGTERM to them, and restarts
+a process that dies, with a delay that doubles while restarts keep failing quickly. If a process
+fails before it is ready the first time, the configuration is at fault: the parent stops the
+others and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("gximap")
+
+RESTART_DELAY = 1.0          # seconds before a process that died is started again
+MAX_RESTART_DELAY = 30.0     # the doubling delay stops here
+STABLE_AFTER = 10.0          # a process that ran this long resets the delay
+READY_TIMEOUT = 120.0        # how long the first start of every process may take
+
+
+@dataclass
+class _Child:
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    ready: bool = False
+    delay: float = RESTART_DELAY
+    restart_at: float | None = None
+
+
+class StartFailed(Exception):
+    """A serving process exited before it was ready the first time."""
+
+
+class Supervisor:
+    """Forks ``count`` processes that each run ``serve(index, ready)`` and supervises them.
+
+    ``serve`` returns an exit status; it must call ``ready()`` once it accepts connections.
+    """
+
+    def __init__(self, count: int, serve: Callable[[int, Callable[[], None]], int], *,
+                 stop_grace: float = 10.0, on_change: Callable[[Supervisor], None] | None = None) -> None:
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self.count = count
+        self._serve = serve
+        self._stop_grace = stop_grace
+        self._on_change = on_change
+        self.children = [_Child(index) for index in range(count)]
+        self._ready_read, self._ready_write = os.pipe()
+        os.set_blocking(self._ready_read, False)
+        self._sigchld = threading.Event()
+
+    # -- processes ------------------------------------------------------------------------------
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children if child.pid]
+
+    def _fork(self, child: _Child) -> None:
+        if threading.active_count() > 1:
+            # A forked child would inherit locks held by threads that do not exist in it.
+            log.warning("forking with %d threads running", threading.active_count())
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            status = 70  # EX_SOFTWARE unless serve() returns normally
+            try:
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(signum, signal.SIG_DFL)
+                os.environ.pop("NOTIFY_SOCKET", None)  # only the parent talks to systemd
+                _die_with_parent(parent)
+                os.close(self._ready_read)
+                status = self._serve(child.index, lambda: self._report_ready(child.index))
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                log.critical("process %d failed", child.index + 1, exc_info=True)
+            finally:
+                with contextlib.suppress(Exception):
+                    logging.shutdown()
+                os._exit(status)
+        child.pid = pid
+        child.started = time.monotonic()
+        child.ready = False
+        child.restart_at = None
+        log.info("process %d/%d started (pid %d)", child.index + 1, self.count, pid)
+
+    def _report_ready(self, index: int) -> None:
+        os.write(self._ready_write, bytes([index]))
+
+    def _collect_ready(self) -> None:
+        while True:
+            try:
+                data = os.read(self._ready_read, 256)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            for index in data:
+                if 0 <= index < self.count:
+                    self.children[index].ready = True
+
+    def _reap(self) -> list[tuple[_Child, int, int]]:
+        """Children that exited: (child, its pid, wait status)."""
+        ended = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return ended
+            if pid == 0:
+                return ended
+            for child in self.children:
+                if child.pid == pid:
+                    child.pid = 0
+                    ended.append((child, pid, status))
+                    break
+
+    # -- the parent's life ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Fork every process and wait until all are ready; StartFailed if one exits first."""
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self._sigchld.set())
+        for child in self.children:
+            self._fork(child)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not all(child.ready for child in self.children):
+            self._wait(0.2)
+            self._collect_ready()
+            for child, _pid, status in self._reap():
+                self._collect_ready()
+                self.stop()
+                raise StartFailed(f"process {child.index + 1} exited during start-up "
+                                  f"({describe_status(status)}); see the log")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StartFailed(f"the serving processes were not ready within {READY_TIMEOUT:.0f} s")
+        self._changed()
+
+    def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._ready_read], [], [], timeout)
+
+    def supervise(self, should_stop: Callable[[], bool], take_reload: Callable[[], bool],
+                  wait: Callable[[float], None]) -> None:
+        """Run until ``should_stop()``: restart processes that die, forward reloads."""
+        while not should_stop():
+            wait(0.5)
+            self._collect_ready()
+            if take_reload():
+                self.signal_all(signal.SIGHUP)
+            now = time.monotonic()
+            for child, pid, status in self._reap():
+                lived = now - child.started
+                if lived >= STABLE_AFTER:
+                    child.delay = RESTART_DELAY
+                child.restart_at = now + child.delay
+                child.delay = min(child.delay * 2, MAX_RESTART_DELAY)  # if it dies quickly again
+                log.error("process %d/%d (pid %d) ended: %s; restarting in %.0f s",
+                          child.index + 1, self.count, pid,
+                          describe_status(status), child.restart_at - now)
+                self._changed()
+            for child in self.children:
+                if not child.pid and child.restart_at is not None and now >= child.restart_at and not should_stop():
+                    self._fork(child)
+                    self._changed()
+
+    def signal_all(self, signum: int) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def stop(self) -> None:
+        """SIGTERM every process, wait ``stop_grace`` seconds, then SIGKILL those left."""
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + self._stop_grace
+        while self.pids and time.monotonic() < deadline:
+            self._reap()
+            if self.pids:
+                self._sigchld.wait(0.1)
+                self._sigchld.clear()
+        if self.pids:
+            log.warning("processes %s did not stop in time; killing them", self.pids)
+            self.signal_all(signal.SIGKILL)
+            while self.pids:
+                try:
+                    pid, _status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                for child in self.children:
+                    if child.pid == pid:
+                        child.pid = 0
+        for child in self.children:
+            child.restart_at = None
+        with contextlib.suppress(OSError):
+            os.close(self._ready_read)
+        with contextlib.suppress(OSError):
+            os.close(self._ready_write)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this process when the parent dies (even by SIGKILL), so
+    that no serving process outlives its supervisor and keeps a port."""
+    try:
+        import prctl
+
+        prctl.set_pdeathsig(signal.SIGTERM)
+    except (ImportError, OSError) as exc:
+        log.warning("cannot ask to be stopped with the parent process: %s", exc)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return f"killed by {name}"
+    if os.WIFEXITED(status):
+        return f"exit status {os.WEXITSTATUS(status)}"
+    return f"wait status {status}"
+
+
+__all__ = ["StartFailed", "Supervisor", "describe_status"]

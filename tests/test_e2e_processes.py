@@ -1,0 +1,189 @@
+"""imap_process_num: the real gximap with several serving processes under one parent."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess, LineClient
+
+pytestmark = pytest.mark.e2e
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def _serving(server: GximapProcess) -> list[int]:
+    return [pid for pid in _children(server.proc.pid) if _title(pid).startswith("gximap: process ")]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[GximapProcess]:
+    proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
+                         extra={"imap_process_num": "2", "context_num": "60"}).start()
+    assert _until(lambda: len(_serving(proc)) == 2)
+    yield proc
+    proc.stop()
+
+
+def _login(port: int, user: str = "alice", source: str = "127.0.0.1") -> LineClient:
+    client = LineClient(port, source)
+    assert client.readline().startswith(b"* OK")
+    assert client.command("a", f"LOGIN {user} secret")[-1].startswith(b"a OK")
+    return client
+
+
+def test_parent_and_two_serving_processes_share_the_connections(server: GximapProcess) -> None:
+    assert _title(server.proc.pid) == "gximap: master, 2/2 processes"
+    children = _serving(server)
+    assert sorted(_title(pid).split(":")[1].strip() for pid in children) == ["process 1/2", "process 2/2"]
+    clients = [_login(server.port) for _ in range(24)]
+    try:
+        def sessions() -> list[int]:
+            return [int(_title(pid).rsplit(":", 1)[1].split("/")[0]) for pid in children]
+
+        # SO_REUSEPORT spreads connections by a hash of their addresses: 24 connections all
+        # landing on one of two processes has a probability of 2**-23.
+        assert _until(lambda: sum(sessions()) == 24)
+        assert all(count > 0 for count in sessions())
+        # context_num is a total: each process takes half.
+        assert all(_title(pid).endswith("/30 sessions") for pid in children)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_serving_process_that_dies_is_restarted(server: GximapProcess) -> None:
+    victim = _serving(server)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert _until(lambda: victim not in _serving(server) and len(_serving(server)) == 2)
+    assert "ended: killed by SIGKILL; restarting" in server.log()
+    for _ in range(6):  # whichever process takes them, logins work
+        client = _login(server.port)
+        client.close()
+
+
+def test_sighup_reaches_every_process_and_sigterm_stops_them_all(server: GximapProcess) -> None:
+    children = _serving(server)
+    client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    client.login("alice", "secret")
+    server.write_config(imap_log_level="5")
+    server.signal(signal.SIGHUP)
+    assert _until(lambda: server.log().count("configuration reloaded") == 2)
+    assert client.noop()[0] == "OK"
+    client.logout()
+    assert server.stop() == 0
+    assert _until(lambda: not any(_alive(pid) for pid in children))
+
+
+def test_serving_processes_stop_when_the_parent_is_killed(server: GximapProcess) -> None:
+    children = _serving(server)
+    server.proc.kill()
+    server.proc.wait(5)
+    assert _until(lambda: not any(_alive(pid) for pid in children))
+
+
+def test_a_user_blocked_in_one_process_is_blocked_in_all(tmp_path: Path) -> None:
+    proc = GximapProcess(tmp_path, tls=False, extra={
+        "imap_process_num": "2", "imap_auth_times": "2", "block_interval_auths": "1min"}).start()
+    try:
+        client = LineClient(proc.port)
+        assert client.readline().startswith(b"* OK")
+        client.command("a", "LOGIN alice wrong")
+        client.command("b", "LOGIN alice wrong")
+        client.close()
+        assert _until(lambda: "blocked" in proc.log())
+        time.sleep(0.2)  # the sibling's message is on its way
+        refused = 0
+        for _ in range(12):  # spread over both processes: none may let alice in
+            client = LineClient(proc.port)
+            assert client.readline().startswith(b"* OK")
+            reply = client.command("c", "LOGIN alice secret")[-1]
+            refused += reply.startswith(b"c NO")
+            client.close()
+        assert refused == 12
+    finally:
+        proc.stop()
+
+
+def test_max_conn_per_ip_counts_connections_in_every_process(tmp_path: Path) -> None:
+    proc = GximapProcess(tmp_path, tls=False, extra={
+        "imap_process_num": "2", "imap_max_conn_per_ip": "4"}).start()
+    try:
+        clients = []
+        for _ in range(4):
+            client = LineClient(proc.port, "127.0.0.9")
+            assert client.readline().startswith(b"* OK")
+            clients.append(client)
+            time.sleep(0.1)  # let the siblings hear of it
+        refused = 0
+        for _ in range(6):
+            extra = LineClient(proc.port, "127.0.0.9")
+            refused += extra.readline().startswith(b"* BYE")
+            extra.close()
+        assert refused == 6
+        other = LineClient(proc.port, "127.0.0.10")  # other addresses are not affected
+        assert other.readline().startswith(b"* OK")
+        other.close()
+        for client in clients:
+            client.close()
+    finally:
+        proc.stop()
+
+
+def test_idle_sessions_in_both_processes_hear_of_new_mail(server: GximapProcess) -> None:
+    idlers = []
+    for number in range(8):
+        client = _login(server.port, "bob")
+        assert client.command("s", "SELECT INBOX")[-1].startswith(b"s OK")
+        client.send(f"i{number} IDLE\r\n".encode())
+        assert client.readline().startswith(b"+ ")
+        idlers.append(client)
+    writer = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    writer.login("bob", "secret")
+    assert writer.append("INBOX", None, None, b"Subject: hello\r\n\r\nbody\r\n")[0] == "OK"
+    writer.logout()
+    for client in idlers:
+        assert client.readline() == b"* 1 EXISTS"
+        client.send(b"DONE\r\n")
+        client.close()

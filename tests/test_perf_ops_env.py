@@ -1,0 +1,137 @@
+"""Group commit hand-offs: followers sleep on their own lock; a leader wakes the threads whose jobs
+it committed and hands the leadership to the first thread that queued during its commit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from midb import env as midb_env
+from midb.env import SharedEnv
+from midb.store import Store
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_followers_queued_during_a_commit_run_as_the_next_batch_led_by_one_of_them(tmp_path: Path) -> None:
+    with Store(tmp_path / "store", fsync=False) as store:
+        shared = store._env
+        inside = threading.Event()
+        release = threading.Event()
+        ran_on: dict[str, int] = {}
+
+        def job(name: str, block: bool = False) -> Any:
+            def run(txn: Any, dbs: Any, effects: Any) -> str:
+                ran_on[name] = threading.get_ident()
+                txn.put(name.encode(), b"v", db=dbs.meta)
+                if block:
+                    inside.set()
+                    release.wait(10)
+                return name
+            return run
+
+        threads: dict[str, threading.Thread] = {}
+        results: dict[str, str] = {}
+
+        def submit(name: str, block: bool = False) -> None:
+            results[name] = shared.write(job(name, block), durable=False)[0]
+
+        threads["leader"] = threading.Thread(target=submit, args=("leader", True))
+        threads["leader"].start()
+        assert inside.wait(10)
+        for count, name in enumerate(("f1", "f2"), 1):
+            threads[name] = threading.Thread(target=submit, args=(name,))
+            threads[name].start()
+            assert wait_until(lambda count=count: len(shared._waiters) == count)   # f1 queues first
+        release.set()
+        for thread in threads.values():
+            thread.join(10)
+        assert results == {"leader": "leader", "f1": "f1", "f2": "f2"}
+        # f1 queued first: it led the second batch, which carried f2's job too.
+        assert ran_on["f1"] == ran_on["f2"] == threads["f1"].ident != ran_on["leader"]
+        assert not shared._leader_active and shared._waiters == [] and shared._queue == []
+
+
+def test_no_gather_wait_without_announced_writers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gathered: list[int] = []
+    original = SharedEnv._gather
+
+    def spy(self: SharedEnv) -> None:
+        gathered.append(self._arriving)
+        original(self)
+
+    monkeypatch.setattr(SharedEnv, "_gather", spy)
+    with Store(tmp_path / "store", fsync=True) as store:
+        store.create_account("alice")
+        info = store.get_folder("alice", "INBOX")
+        assert info is not None
+        store.append("alice", info.id, b"Subject: x\r\n\r\nbody\r\n")   # its own arrival: no wait
+        store.store_flags("alice", info.id, [1], "add", ["\\Flagged"])
+        assert gathered == []
+        announced = threading.Event()
+        done = threading.Event()
+
+        def other_writer() -> None:
+            with store._env.arrival():                                     # on its way, never comes
+                announced.set()
+                done.wait(10)
+
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        assert announced.wait(10)
+        store.store_flags("alice", info.id, [1], "remove", ["\\Flagged"])
+        done.set()
+        thread.join(10)
+        assert gathered == [1]
+
+
+def test_interrupted_follower_withdraws_its_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower interrupted before a leader took its jobs leaves nothing behind in the queue."""
+    with Store(tmp_path / "store", fsync=False) as store:
+        shared = store._env
+        inside = threading.Event()
+        release = threading.Event()
+
+        def blocking(txn: Any, dbs: Any, effects: Any) -> None:
+            inside.set()
+            release.wait(10)
+
+        leader = threading.Thread(target=lambda: shared.write(blocking, durable=False))
+        leader.start()
+        assert inside.wait(10)
+
+        class Interrupt(BaseException):
+            pass
+
+        class FailingLock:
+            def acquire(self, *args: Any) -> bool:
+                raise Interrupt
+
+        def never(txn: Any, dbs: Any, effects: Any) -> None:
+            raise AssertionError("a withdrawn job ran")
+
+        original_init = midb_env._Waiter.__init__
+
+        def init(self: Any, pendings: Any) -> None:
+            original_init(self, pendings)
+            self.wake = FailingLock()   # the wait is interrupted (e.g. KeyboardInterrupt)
+
+        monkeypatch.setattr(midb_env._Waiter, "__init__", init)
+        with pytest.raises(Interrupt):
+            shared.write(never, durable=False)
+        monkeypatch.undo()
+        assert shared._queue == [] and shared._waiters == []
+        release.set()
+        leader.join(10)
+        assert not shared._leader_active

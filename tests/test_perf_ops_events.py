@@ -1,0 +1,123 @@
+"""The notifier's cached peer list: kept current by hellos and send errors, not by a directory
+listing (or a stat) per commit."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from midb.events import HELLO, MAGIC, Notifier
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def bound_socket(notifier: Notifier, name: str) -> socket.socket:
+    """A socket in the notify directory that never said hello (stands for a silent process)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.path.join(notifier.notify_dir, name))
+    sock.setblocking(False)
+    return sock
+
+
+def test_peer_list_is_cached_while_a_receiver_runs(tmp_path: Path) -> None:
+    publisher = Notifier(str(tmp_path))
+    try:
+        publisher.watch(1, "alice", lambda *event: None)   # binds a receiver: hellos reach us
+        publisher.publish([(1, 1, 1)])                      # lists the directory once
+        silent = bound_socket(publisher, "1-silent.sock")
+        try:
+            publisher.publish([(1, 1, 2)])
+            try:
+                silent.recv(100)
+                raise AssertionError("the cached peer list was not used")
+            except BlockingIOError:
+                pass
+            publisher._peer_cache = None                    # what a hello or PEER_REFRESH does
+            publisher.publish([(1, 1, 3)])
+            assert silent.recv(100).startswith(MAGIC)
+        finally:
+            silent.close()
+    finally:
+        publisher.close()
+
+
+def test_hello_from_a_new_process_refreshes_the_peer_list(tmp_path: Path) -> None:
+    publisher = Notifier(str(tmp_path))
+    newcomer = Notifier(str(tmp_path))                     # stands for another process
+    try:
+        publisher.watch(1, "alice", lambda *event: None)
+        publisher.publish([(1, 1, 1)])
+        assert publisher._peer_cache is not None
+        got: list[tuple[str, int, int]] = []
+        newcomer.watch(7, "bob", lambda *event: got.append(event))   # binds and greets
+        assert wait_for(lambda: publisher._peer_cache is None)
+        publisher.publish([(7, 2, 9)])
+        assert wait_for(lambda: got == [("bob", 2, 9)])
+    finally:
+        newcomer.close()
+        publisher.close()
+
+
+def test_hello_is_sent_to_existing_sockets(tmp_path: Path) -> None:
+    probe = Notifier(str(tmp_path))
+    try:
+        os.makedirs(probe.notify_dir, exist_ok=True)
+        listener = bound_socket(probe, "1-listener.sock")
+        try:
+            probe.watch(1, "alice", lambda *event: None)
+            assert wait_for(lambda: _recv_or_none(listener) == HELLO)
+        finally:
+            listener.close()
+    finally:
+        probe.close()
+
+
+def _recv_or_none(sock: socket.socket) -> bytes | None:
+    try:
+        return sock.recv(100)
+    except BlockingIOError:
+        return None
+
+
+def test_gone_peer_is_dropped_from_the_cache_and_its_file_removed(tmp_path: Path) -> None:
+    publisher = Notifier(str(tmp_path))
+    try:
+        publisher.watch(1, "alice", lambda *event: None)
+        dead = bound_socket(publisher, "999999-dead.sock")
+        dead.close()                                      # file stays, nobody listens: a crash
+        publisher._peer_cache = None
+        publisher.publish([(1, 1, 1)])                     # ECONNREFUSED
+        cached = publisher._peer_cache
+        assert cached is not None and "999999-dead.sock" not in cached[2]
+        assert not os.path.exists(os.path.join(publisher.notify_dir, "999999-dead.sock"))
+    finally:
+        publisher.close()
+
+
+def test_without_a_receiver_a_new_socket_is_seen_at_once(tmp_path: Path) -> None:
+    """Nobody watches here, so no hello can reach us: the directory's mtime is checked per send."""
+    publisher = Notifier(str(tmp_path))
+    try:
+        os.makedirs(publisher.notify_dir, exist_ok=True)
+        publisher.publish([(1, 1, 1)])
+        before = publisher._peer_cache
+        assert before is not None and before[2] == []
+        time.sleep(0.02)                                  # past a coarse timestamp tick
+        newcomer = bound_socket(publisher, "2-new.sock")
+        try:
+            publisher.publish([(1, 1, 2)])
+            assert newcomer.recv(100).startswith(MAGIC)
+        finally:
+            newcomer.close()
+    finally:
+        publisher.close()

@@ -1,0 +1,231 @@
+"""gximap.net.prefork (the parent of several serving processes), gximap.net.siblings (what they
+tell each other) and the SO_REUSEPORT listener sets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from gximap.auth.service import AuthService
+from gximap.net.listener import ListenerSpec, bind_listener_sets, close_listener_sets
+from gximap.net.prefork import StartFailed, Supervisor, describe_status
+from gximap.net.siblings import AddressLedger, SiblingChannel
+
+
+def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()
+
+
+# -- sibling channel -------------------------------------------------------------------------------
+
+def _pair_of_processes() -> tuple[SiblingChannel, SiblingChannel, SiblingChannel]:
+    """Two attached ends of one channel, as two forked processes would hold them."""
+    parent = SiblingChannel.create(2)
+    first = SiblingChannel(parent._pairs)
+    second = SiblingChannel(parent._pairs)
+    first.attach(0)
+    second.attach(1)
+    return parent, first, second
+
+
+def test_messages_reach_the_other_processes_not_the_sender() -> None:
+    parent, first, second = _pair_of_processes()
+    heard: list[tuple[str, int, str]] = []
+    first.on("note", lambda sender, message: heard.append(("first", sender, message["text"])))
+    second.on("note", lambda sender, message: heard.append(("second", sender, message["text"])))
+    try:
+        first.send("note", text="from one")
+        second.send("note", text="from two")
+        assert _until(lambda: len(heard) == 2)
+        assert sorted(heard) == [("first", 1, "from two"), ("second", 0, "from one")]
+    finally:
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_the_parent_end_sends_nothing() -> None:
+    parent = SiblingChannel.create(2)
+    try:
+        parent.send("note", text="ignored")  # not attached: a no-op, no error
+    finally:
+        parent.close_sockets()
+
+
+def test_address_ledger_limits_across_processes_and_forgets_a_restarted_sibling() -> None:
+    parent, first, second = _pair_of_processes()
+    try:
+        one = AddressLedger(first)
+        two = AddressLedger(second)
+        assert one.acquire("192.0.2.1", 3)
+        assert one.acquire("192.0.2.1", 3)
+        assert _until(lambda: two.count("192.0.2.1") == 2)
+        assert two.acquire("192.0.2.1", 3)
+        assert _until(lambda: one.count("192.0.2.1") == 3)
+        assert not one.acquire("192.0.2.1", 3)
+        assert not two.acquire("192.0.2.1", 3)
+        assert two.acquire("192.0.2.2", 3)  # other addresses have their own count
+        one.release("192.0.2.1")
+        assert _until(lambda: two.count("192.0.2.1") == 2)
+        assert two.acquire("192.0.2.1", 3)
+        # Process 1 restarts: its successor says hello; process 2 forgets what the old one held
+        # and sends its own counts to the newcomer.
+        first.close()
+        reborn_channel = SiblingChannel(parent._pairs)
+        reborn_channel.attach(0)
+        reborn = AddressLedger(reborn_channel)
+        reborn_channel.say_hello()
+        assert _until(lambda: two.count("192.0.2.1") == 2)   # only its own two remain
+        assert _until(lambda: reborn.count("192.0.2.1") == 2)
+        assert reborn.count("192.0.2.2") == 1
+        reborn_channel.close()
+    finally:
+        second.close()
+        parent.close_sockets()
+
+
+def test_unlimited_ledger_still_counts() -> None:
+    ledger = AddressLedger()
+    for _ in range(5):
+        assert ledger.acquire("198.51.100.7", 0)
+    assert ledger.count("198.51.100.7") == 5
+    for _ in range(5):
+        ledger.release("198.51.100.7")
+    assert ledger.count("198.51.100.7") == 0
+
+
+class _NoBackend:
+    def verify(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def test_auth_blocks_and_address_failures_are_shared() -> None:
+    parent, first, second = _pair_of_processes()
+    try:
+        one = AuthService(None, _NoBackend(), ip_times=3, ip_window=60.0, block_interval=60.0)
+        two = AuthService(None, _NoBackend(), ip_times=3, ip_window=60.0, block_interval=60.0)
+        one.share_with(first)
+        two.share_with(second)
+        one.block_user("Alice", "192.0.2.9")
+        assert _until(lambda: two.user_block_remaining("alice") > 50)
+        one._note_address_failure("192.0.2.9", "192.0.2.9")
+        two._note_address_failure("192.0.2.9", "192.0.2.9")
+        assert not one._address_blocked("192.0.2.9")
+        two._note_address_failure("192.0.2.9", "192.0.2.9")
+        assert _until(lambda: one._address_blocked("192.0.2.9"))  # 3 failures in all
+        assert two._address_blocked("192.0.2.9")
+        # A restarted sibling learns the blocks from the others.
+        first.close()
+        reborn_channel = SiblingChannel(parent._pairs)
+        reborn_channel.attach(0)
+        reborn = AuthService(None, _NoBackend(), ip_times=3, ip_window=60.0, block_interval=60.0)
+        reborn.share_with(reborn_channel)
+        reborn_channel.say_hello()
+        assert _until(lambda: reborn.user_block_remaining("alice") > 50)
+        assert _until(lambda: reborn._address_blocked("192.0.2.9"))
+        for service in (one, two, reborn):
+            service.close()
+        reborn_channel.close()
+    finally:
+        second.close()
+        parent.close_sockets()
+
+
+# -- listener sets ---------------------------------------------------------------------------------
+
+def test_listener_sets_share_one_port_and_all_accept() -> None:
+    sets = bind_listener_sets([ListenerSpec("127.0.0.1", 0, tls=False)], 3)
+    try:
+        ports = {listeners[0].port for listeners in sets}
+        assert len(ports) == 1 and 0 not in ports
+        port = ports.pop()
+        sockets = [listeners[0].sock for listeners in sets]
+        assert len({sock.fileno() for sock in sockets}) == 3
+        accepted = [0, 0, 0]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        time.sleep(0.1)
+        for number, sock in enumerate(sockets):
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                accepted[number] += 1
+        assert sum(accepted) == 30
+        assert sum(1 for count in accepted if count) >= 2  # the kernel spreads them
+        for client in clients:
+            client.close()
+    finally:
+        close_listener_sets(sets)
+
+
+def test_unix_listeners_are_shared_between_sets(tmp_path) -> None:  # noqa: ANN001
+    path = str(tmp_path / "lmtp.sock")
+    sets = bind_listener_sets([ListenerSpec("", 0, tls=False, path=path)], 2)
+    try:
+        assert sets[0][0] is sets[1][0]
+    finally:
+        close_listener_sets(sets)
+    assert not os.path.exists(path)
+
+
+# -- the supervisor (forks real processes) ---------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _restore_sigchld():
+    previous = signal.getsignal(signal.SIGCHLD)
+    yield
+    signal.signal(signal.SIGCHLD, previous)
+
+
+def _serve_ready_then_wait(index: int, ready: Callable[[], None]) -> int:
+    signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+    ready()
+    while True:
+        time.sleep(1)
+
+
+def test_supervisor_starts_restarts_and_stops_processes() -> None:
+    supervisor = Supervisor(2, _serve_ready_then_wait, stop_grace=5.0)
+    supervisor.start()
+    try:
+        first = supervisor.pids
+        assert len(first) == 2 and all(pid > 0 for pid in first)
+        os.kill(first[0], signal.SIGKILL)
+        rounds = iter(range(100))
+        supervisor.supervise(lambda: next(rounds) > 40 or (len(supervisor.pids) == 2
+                                                          and supervisor.pids[0] != first[0]),
+                             lambda: False, lambda timeout: time.sleep(0.05))
+        assert len(supervisor.pids) == 2
+        assert supervisor.pids[0] != first[0] and supervisor.pids[1] == first[1]
+    finally:
+        supervisor.stop()
+    assert supervisor.pids == []
+
+
+def test_a_process_that_fails_at_start_up_fails_the_start() -> None:
+    def serve(index: int, ready: Callable[[], None]) -> int:
+        if index == 1:
+            return 3
+        return _serve_ready_then_wait(index, ready)
+
+    supervisor = Supervisor(2, serve, stop_grace=5.0)
+    with pytest.raises(StartFailed, match="process 2 exited during start-up .exit status 3"):
+        supervisor.start()
+    assert supervisor.pids == []
+
+
+def test_describe_status() -> None:
+    assert describe_status(3 << 8) == "exit status 3"
+    assert describe_status(signal.SIGKILL) == "killed by SIGKILL"
