@@ -402,7 +402,11 @@ class GximapServer(BenchServer):
     def _store(self) -> Store:
         from midb.store import Store
 
-        return Store(str(self.midb_path), fsync=False, data_path=[str(DATA_DIR)])
+        try:  # store bodies as the daemon does: small ones inside the index
+            from gximap.daemon import INLINE_BODY_LIMIT
+        except ImportError:
+            INLINE_BODY_LIMIT = 0  # noqa: N806 - an older gximap keeps every body in a file
+        return Store(str(self.midb_path), fsync=False, data_path=[str(DATA_DIR)], inline_limit=INLINE_BODY_LIMIT)
 
     def _setup(self) -> None:
         from midb.passwords import hash_password
