@@ -1,4 +1,5 @@
-"""FETCH of UID / FLAGS / MODSEQ only (gximap.session.fetchrows): the same bytes as the general path."""
+"""FETCH of UID / FLAGS / MODSEQ only (the column path of gximap.session.commands.fetch): the same
+bytes as the general path."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from conversation import Conversation
 
-from gximap.session import fetchrows
+from gximap.session.commands import fetch as fetch_command
 
 MSG = b"From: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
 
@@ -40,7 +41,7 @@ def both_paths(conv: Conversation, monkeypatch: pytest.MonkeyPatch, command: str
     """(responses of the row path, responses of the general path) to the same command."""
     fast = conv.command(command)
     with monkeypatch.context() as patch:
-        patch.setattr(fetchrows, "RECORD_ITEMS", frozenset())   # every FETCH takes the general path
+        patch.setattr(fetch_command, "RECORD_ITEMS", frozenset())   # every FETCH takes the general path
         slow = conv.command(command)
     return fast, slow
 
@@ -88,7 +89,7 @@ def test_messages_expunged_by_another_session(conv: Conversation, monkeypatch: p
 
 def test_large_folder_goes_out_in_few_chunks(conv: Conversation) -> None:
     folder = conv.folder("INBOX").id
-    conv.store.append_many("alice", folder, [(MSG, ("\\Seen",), None, 0)] * (fetchrows.BATCH + 100))
+    conv.store.append_many("alice", folder, [(MSG, ("\\Seen",), None, 0)] * (fetch_command.COLUMN_BATCH + 100))
     conv.select()
     conv.command("UNSELECT")
     conv.select()   # nothing \\Recent any more
@@ -103,12 +104,5 @@ def test_large_folder_goes_out_in_few_chunks(conv: Conversation) -> None:
         chunks.append(bytes(item))
     assert len(chunks) == 3 and chunks[-1] == b"a1 OK FETCH completed\r\n"
     lines = b"".join(chunks[:-1]).split(b"\r\n")[:-1]
-    assert len(lines) == fetchrows.BATCH + 112
+    assert len(lines) == fetch_command.COLUMN_BATCH + 112
     assert lines[-1] == b"* %d FETCH (UID %d FLAGS (\\Seen))" % (len(lines), len(lines))
-
-
-def test_template_refuses_other_items() -> None:
-    with pytest.raises(ValueError):
-        fetchrows.FlagFetch(["FLAGS", "ENVELOPE"], recent=set(), show_recent=True)
-    with pytest.raises(ValueError):
-        fetchrows.FlagFetch([], recent=set(), show_recent=True)

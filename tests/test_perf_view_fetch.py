@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conversation import Conversation
 
-from gximap.session import fetchrows
+from gximap.session.commands import fetch as fetch_command
 from midb.messages import flag_columns_from_pairs, flag_columns_of_records, flags_of
 
 MSG = b"From: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
@@ -33,7 +33,7 @@ def _both(conv: Conversation, monkeypatch: pytest.MonkeyPatch, command: str) -> 
     tag = conv.next_tag()
     fast = conv.send(f"{tag} {command}\r\n".encode())
     with monkeypatch.context() as patch:
-        patch.setattr(fetchrows, "RECORD_ITEMS", frozenset())  # every FETCH takes the general path
+        patch.setattr(fetch_command, "RECORD_ITEMS", frozenset())  # every FETCH takes the general path
         tag2 = conv.next_tag()
         slow = conv.send(f"{tag2} {command}\r\n".encode())
     assert fast[-1].startswith(tag.encode()) and slow[-1].startswith(tag2.encode())

@@ -33,7 +33,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
 from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt, ResolvedSet
-from gximap.session import condstore, fetchrows
+from gximap.session import condstore
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
@@ -44,7 +44,9 @@ from midb.mime import Digest
 SEEN = "\\Seen"
 _MODSEQ = FetchAtt("MODSEQ")
 _BATCH = 256  # index records read per store call
-_COLUMN_BATCH = fetchrows.BATCH  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
+# FETCH of only these items takes the column path (rendered from flag columns, no message reads).
+RECORD_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+COLUMN_BATCH = 4096  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
 _INLINE_LIMIT = 1 << 20  # body ranges up to this size are read at once; larger ones are streamed
 _CHUNK = 256 * 1024  # streaming read size
 
@@ -322,8 +324,8 @@ class _RecordColumnsFetch:
         store = session.store
         with_modseq = "MODSEQ" in self.names
         missing = False
-        for start in range(0, len(uids), _COLUMN_BATCH):
-            wanted = uids[start : start + _COLUMN_BATCH]
+        for start in range(0, len(uids), COLUMN_BATCH):
+            wanted = uids[start : start + COLUMN_BATCH]
             found = store.flag_columns(view.account, view.folder_id, wanted, with_modseq=with_modseq)
             if len(found.uids) != len(wanted):
                 missing = True
@@ -340,8 +342,8 @@ class _RecordColumnsFetch:
         if len(keep) != len(found.uids):
             found = FlagColumns([found.uids[i] for i in keep], [found.tails[i] for i in keep],
                                 [found.modseqs[i] for i in keep])
-        for start in range(0, len(found.uids), _COLUMN_BATCH):
-            stop = start + _COLUMN_BATCH
+        for start in range(0, len(found.uids), COLUMN_BATCH):
+            stop = start + COLUMN_BATCH
             yield self.render(view, FlagColumns(found.uids[start:stop], found.tails[start:stop],
                                                 found.modseqs[start:stop]))
         return requested.any_gone(vanished)
@@ -457,7 +459,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
     missing = False
     names = ["UID"] * renderer.uid + [att.name for att in renderer.items]
-    if not mark_seen and fetchrows.RECORD_ITEMS.issuperset(names):
+    if not mark_seen and RECORD_ITEMS.issuperset(names):
         # UID / FLAGS / MODSEQ only (a client resynchronising): rendered column-wise.
         rows = _RecordColumnsFetch(names, recent=view.recent, show_recent=renderer.show_recent)
         try:
