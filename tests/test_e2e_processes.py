@@ -155,7 +155,7 @@ def test_max_conn_per_ip_counts_connections_in_every_process(tmp_path: Path) -> 
             client = LineClient(proc.port, "127.0.0.9")
             assert client.readline().startswith(b"* OK")
             clients.append(client)
-            time.sleep(0.1)  # let the siblings hear of it
+        time.sleep(1.0)  # let the siblings hear of them (a datagram each; generous under load)
         refused = 0
         for _ in range(6):
             extra = LineClient(proc.port, "127.0.0.9")
