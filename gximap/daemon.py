@@ -187,6 +187,7 @@ class Daemon:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None
 
     def run(self) -> int:
+        from gximap.imap.codes import ResponseCodes
         from gximap.mta import MtaConfigError, MtaServices
         from gximap.net.listener import ListenerError
         from gximap.net.privileges import PrivilegeError, drop_privileges, raise_fd_limit
@@ -212,7 +213,9 @@ class Daemon:
         if any(listener.tls for listener in listener_sets[0]) and ssl_context is None:
             raise StartupError("imap_listen_tls: implicit-TLS listeners need imap_support_tls = yes")
         if count == 1:
-            return self._serve(listener_sets[0], ssl_context, index=0, count=1, siblings=None, ready=None)
+            codes = ResponseCodes.load(str(cfg.data_file_path))
+            return self._serve(listener_sets[0], ssl_context, index=0, count=1, siblings=None, ready=None,
+                               codes=codes)
         return self._supervise(listener_sets, ssl_context, count)
 
     def _supervise(self, listener_sets: list[list], ssl_context, count: int) -> int:  # noqa: ANN001
@@ -226,13 +229,13 @@ class Daemon:
         # Open the store once before forking: a store that cannot be opened is a start-up error
         # reported here, and a schema upgrade runs once, not in every process at the same time.
         self._open_store().close()
-        ResponseCodes.load(str(cfg.data_file_path))
+        codes = ResponseCodes.load(str(cfg.data_file_path))  # read once; the processes inherit it
         siblings = SiblingChannel.create(count)
         latch = SignalLatch()
 
         def serve(index: int, ready) -> int:  # noqa: ANN001
             return self._serve(listener_sets[index], ssl_context, index=index, count=count,
-                               siblings=siblings, ready=ready)
+                               siblings=siblings, ready=ready, codes=codes)
 
         from gximap.lmtp.session import SHUTDOWN_WAIT
 
@@ -245,11 +248,8 @@ class Daemon:
         except StartFailed as exc:
             close_listener_sets(listener_sets)
             raise StartupError(str(exc)) from None
-        where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listener_sets[0])
-        if self.mta is not None and self.mta.enabled:
-            where += ", " + self.mta.describe()
         self.log.log(gxlog.NOTICE, "gximap %s serving on %s with %d processes (uid %d)",
-                     __version__, where, count, os.getuid())
+                     __version__, self._describe(listener_sets[0]), count, os.getuid())
         sd_notify("READY=1")
 
         def take_reload() -> bool:
@@ -275,10 +275,17 @@ class Daemon:
             siblings.close_sockets()
         return 0
 
+    def _describe(self, listeners: list) -> str:
+        """Where gximap serves, for the start-up log line."""
+        where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listeners)
+        if self.mta is not None and self.mta.enabled:
+            where += ", " + self.mta.describe()
+        return where
+
     def _serve(self, listeners: list, ssl_context, *, index: int, count: int, siblings,  # noqa: ANN001
-               ready) -> int:  # noqa: ANN001
+               ready, codes) -> int:  # noqa: ANN001
         """Serve until SIGTERM: the whole of a single-process gximap, or one of several."""
-        from gximap.imap.codes import Code, ResponseCodes
+        from gximap.imap.codes import Code
         from gximap.mta import MtaConfigError
         from gximap.net.pool import Server
         from gximap.net.siblings import AddressLedger
@@ -290,7 +297,6 @@ class Daemon:
         if siblings is not None:
             siblings.attach(index)
         self.store = store = self._open_store()
-        codes = ResponseCodes.load(str(cfg.data_file_path))
         self.ctx = ctx = self._make_context(store, codes)
         if siblings is not None:
             ctx.auth.share_with(siblings)
@@ -325,10 +331,8 @@ class Daemon:
         if siblings is not None:
             siblings.say_hello()  # every component has registered: siblings may send their state
         if count == 1:
-            where = ", ".join(f"{listener.address}{' (tls)' if listener.tls else ''}" for listener in listeners)
-            if mta.enabled:
-                where += ", " + mta.describe()
-            self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__, where, os.getuid())
+            self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__,
+                         self._describe(listeners), os.getuid())
         self._title(server.stats())
         if ready is not None:
             ready()

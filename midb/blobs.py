@@ -16,6 +16,7 @@ import os
 import secrets
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -33,31 +34,36 @@ WRITER_THREADS = 8
 READ_SLICE = 32      # bodies one reader thread reads per task
 READER_THREADS = 4
 
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-_read_pool: ThreadPoolExecutor | None = None
-_read_pool_pid = 0
-_pool_lock = threading.Lock()
+class ProcessPool:
+    """A thread pool for this process, created on first use and again in a forked child (threads
+    do not survive fork(), and a lock held by one of them at the fork would never be released)."""
+
+    _instances: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers = workers
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        ProcessPool._instances.add(self)
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
+            return self._pool
+
+    @classmethod
+    def _forget_after_fork(cls) -> None:
+        for instance in list(cls._instances):
+            instance._pool = None
+            instance._lock = threading.Lock()
 
 
-def _reset_after_fork() -> None:
-    global _pool, _read_pool, _pool_lock
-    _pool = None
-    _read_pool = None
-    _pool_lock = threading.Lock()
+os.register_at_fork(after_in_child=ProcessPool._forget_after_fork)
 
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def _executor() -> ThreadPoolExecutor:
-    """Process-wide pool for batch body writes (re-created in a forked child)."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="midb-body")
-            _pool_pid = os.getpid()
-        return _pool
+_writers = ProcessPool(WRITER_THREADS, "midb-body")   # batch body writes
+_readers = ProcessPool(READER_THREADS, "midb-read")   # batch body reads
 
 
 def new_blob_id() -> str:
@@ -96,7 +102,7 @@ class BlobFiles:
         blobs = [new_blob_id() for _ in bodies]
         try:
             if len(bodies) >= PARALLEL_THRESHOLD:
-                pool = _executor()
+                pool = _writers.get()
                 futures = [pool.submit(self._write_one, blob, data) for blob, data in zip(blobs, bodies, strict=True)]
                 values = [compute(bytes(data)) if compute else None for data in bodies]
                 errors = [future.result() for future in futures]
@@ -181,7 +187,7 @@ class BlobFiles:
             return _read_files(paths)
         slices = [paths[start : start + READ_SLICE] for start in range(0, len(paths), READ_SLICE)]
         out: list[bytes | None] = []
-        for part in _reader().map(_read_files, slices):
+        for part in _readers.get().map(_read_files, slices):
             out.extend(part)
         return out
 
@@ -235,16 +241,6 @@ def _read_files(paths: Sequence[str]) -> list[bytes | None]:
         except FileNotFoundError:
             out.append(None)
     return out
-
-
-def _reader() -> ThreadPoolExecutor:
-    """Process-wide pool for batch body reads (re-created in a forked child)."""
-    global _read_pool, _read_pool_pid
-    with _pool_lock:
-        if _read_pool is None or _read_pool_pid != os.getpid():
-            _read_pool = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="midb-read")
-            _read_pool_pid = os.getpid()
-        return _read_pool
 
 
 def _fsync_dir(path: str) -> None:

@@ -6,11 +6,12 @@ import imaplib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e import GximapProcess, LineClient
+from net_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -44,14 +45,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
 
 def _serving(server: GximapProcess) -> list[int]:
     return [pid for pid in _children(server.proc.pid) if _title(pid).startswith("gximap: process ")]
@@ -61,7 +54,7 @@ def _serving(server: GximapProcess) -> list[int]:
 def server(tmp_path: Path) -> Iterator[GximapProcess]:
     proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
                          extra={"imap_process_num": "2", "context_num": "60"}).start()
-    assert _until(lambda: len(_serving(proc)) == 2)
+    assert wait_until(lambda: len(_serving(proc)) == 2, timeout=10.0)
     yield proc
     proc.stop()
 
@@ -84,7 +77,7 @@ def test_parent_and_two_serving_processes_share_the_connections(server: GximapPr
 
         # SO_REUSEPORT spreads connections by a hash of their addresses: 24 connections all
         # landing on one of two processes has a probability of 2**-23.
-        assert _until(lambda: sum(sessions()) == 24)
+        assert wait_until(lambda: sum(sessions()) == 24, timeout=10.0)
         assert all(count > 0 for count in sessions())
         # context_num is a total: each process takes half.
         assert all(_title(pid).endswith("/30 sessions") for pid in children)
@@ -96,7 +89,7 @@ def test_parent_and_two_serving_processes_share_the_connections(server: GximapPr
 def test_a_serving_process_that_dies_is_restarted(server: GximapProcess) -> None:
     victim = _serving(server)[0]
     os.kill(victim, signal.SIGKILL)
-    assert _until(lambda: victim not in _serving(server) and len(_serving(server)) == 2)
+    assert wait_until(lambda: victim not in _serving(server) and len(_serving(server)) == 2, timeout=10.0)
     assert "ended: killed by SIGKILL; restarting" in server.log()
     for _ in range(6):  # whichever process takes them, logins work
         client = _login(server.port)
@@ -109,18 +102,18 @@ def test_sighup_reaches_every_process_and_sigterm_stops_them_all(server: GximapP
     client.login("alice", "secret")
     server.write_config(imap_log_level="5")
     server.signal(signal.SIGHUP)
-    assert _until(lambda: server.log().count("configuration reloaded") == 2)
+    assert wait_until(lambda: server.log().count("configuration reloaded") == 2, timeout=10.0)
     assert client.noop()[0] == "OK"
     client.logout()
     assert server.stop() == 0
-    assert _until(lambda: not any(_alive(pid) for pid in children))
+    assert wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10.0)
 
 
 def test_serving_processes_stop_when_the_parent_is_killed(server: GximapProcess) -> None:
     children = _serving(server)
     server.proc.kill()
     server.proc.wait(5)
-    assert _until(lambda: not any(_alive(pid) for pid in children))
+    assert wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10.0)
 
 
 def test_a_user_blocked_in_one_process_is_blocked_in_all(tmp_path: Path) -> None:
@@ -132,7 +125,7 @@ def test_a_user_blocked_in_one_process_is_blocked_in_all(tmp_path: Path) -> None
         client.command("a", "LOGIN alice wrong")
         client.command("b", "LOGIN alice wrong")
         client.close()
-        assert _until(lambda: "blocked" in proc.log())
+        assert wait_until(lambda: "blocked" in proc.log(), timeout=10.0)
         time.sleep(0.2)  # the sibling's message is on its way
         refused = 0
         for _ in range(12):  # spread over both processes: none may let alice in

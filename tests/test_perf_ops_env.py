@@ -4,24 +4,15 @@ it committed and hands the leadership to the first thread that queued during its
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from net_helpers import wait_until
 
 from midb import env as midb_env
 from midb.env import SharedEnv
 from midb.store import Store
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_followers_queued_during_a_commit_run_as_the_next_batch_led_by_one_of_them(tmp_path: Path) -> None:
@@ -53,7 +44,7 @@ def test_followers_queued_during_a_commit_run_as_the_next_batch_led_by_one_of_th
         for count, name in enumerate(("f1", "f2"), 1):
             threads[name] = threading.Thread(target=submit, args=(name,))
             threads[name].start()
-            assert wait_until(lambda count=count: len(shared._waiters) == count)   # f1 queues first
+            assert wait_until(lambda count=count: len(shared._waiters) == count, timeout=10.0)   # f1 queues first
         release.set()
         for thread in threads.values():
             thread.join(10)

@@ -6,19 +6,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from net_helpers import wait_until
+
 from midb.events import HELLO, MAGIC, Notifier
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def bound_socket(notifier: Notifier, name: str) -> socket.socket:
@@ -60,9 +52,9 @@ def test_hello_from_a_new_process_refreshes_the_peer_list(tmp_path: Path) -> Non
         assert publisher._peer_cache is not None
         got: list[tuple[str, int, int]] = []
         newcomer.watch(7, "bob", lambda *event: got.append(event))   # binds and greets
-        assert wait_for(lambda: publisher._peer_cache is None)
+        assert wait_until(lambda: publisher._peer_cache is None)
         publisher.publish([(7, 2, 9)])
-        assert wait_for(lambda: got == [("bob", 2, 9)])
+        assert wait_until(lambda: got == [("bob", 2, 9)])
     finally:
         newcomer.close()
         publisher.close()
@@ -75,7 +67,7 @@ def test_hello_is_sent_to_existing_sockets(tmp_path: Path) -> None:
         listener = bound_socket(probe, "1-listener.sock")
         try:
             probe.watch(1, "alice", lambda *event: None)
-            assert wait_for(lambda: _recv_or_none(listener) == HELLO)
+            assert wait_until(lambda: _recv_or_none(listener) == HELLO)
         finally:
             listener.close()
     finally:

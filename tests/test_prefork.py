@@ -10,21 +10,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+from net_helpers import wait_until
 
 from gximap.auth.service import AuthService
 from gximap.net.listener import ListenerSpec, bind_listener_sets, close_listener_sets
 from gximap.net.prefork import StartFailed, Supervisor, describe_status
 from gximap.net.siblings import AddressLedger, SiblingChannel
-
-
-def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
-
 
 # -- sibling channel -------------------------------------------------------------------------------
 
@@ -46,7 +37,7 @@ def test_messages_reach_the_other_processes_not_the_sender() -> None:
     try:
         first.send("note", text="from one")
         second.send("note", text="from two")
-        assert _until(lambda: len(heard) == 2)
+        assert wait_until(lambda: len(heard) == 2)
         assert sorted(heard) == [("first", 1, "from two"), ("second", 0, "from one")]
     finally:
         first.close()
@@ -69,14 +60,14 @@ def test_address_ledger_limits_across_processes_and_forgets_a_restarted_sibling(
         two = AddressLedger(second)
         assert one.acquire("192.0.2.1", 3)
         assert one.acquire("192.0.2.1", 3)
-        assert _until(lambda: two.count("192.0.2.1") == 2)
+        assert wait_until(lambda: two.count("192.0.2.1") == 2)
         assert two.acquire("192.0.2.1", 3)
-        assert _until(lambda: one.count("192.0.2.1") == 3)
+        assert wait_until(lambda: one.count("192.0.2.1") == 3)
         assert not one.acquire("192.0.2.1", 3)
         assert not two.acquire("192.0.2.1", 3)
         assert two.acquire("192.0.2.2", 3)  # other addresses have their own count
         one.release("192.0.2.1")
-        assert _until(lambda: two.count("192.0.2.1") == 2)
+        assert wait_until(lambda: two.count("192.0.2.1") == 2)
         assert two.acquire("192.0.2.1", 3)
         # Process 1 restarts: its successor says hello; process 2 forgets what the old one held
         # and sends its own counts to the newcomer.
@@ -85,8 +76,8 @@ def test_address_ledger_limits_across_processes_and_forgets_a_restarted_sibling(
         reborn_channel.attach(0)
         reborn = AddressLedger(reborn_channel)
         reborn_channel.say_hello()
-        assert _until(lambda: two.count("192.0.2.1") == 2)   # only its own two remain
-        assert _until(lambda: reborn.count("192.0.2.1") == 2)
+        assert wait_until(lambda: two.count("192.0.2.1") == 2)   # only its own two remain
+        assert wait_until(lambda: reborn.count("192.0.2.1") == 2)
         assert reborn.count("192.0.2.2") == 1
         reborn_channel.close()
     finally:
@@ -117,12 +108,12 @@ def test_auth_blocks_and_address_failures_are_shared() -> None:
         one.share_with(first)
         two.share_with(second)
         one.block_user("Alice", "192.0.2.9")
-        assert _until(lambda: two.user_block_remaining("alice") > 50)
+        assert wait_until(lambda: two.user_block_remaining("alice") > 50)
         one._note_address_failure("192.0.2.9", "192.0.2.9")
         two._note_address_failure("192.0.2.9", "192.0.2.9")
         assert not one._address_blocked("192.0.2.9")
         two._note_address_failure("192.0.2.9", "192.0.2.9")
-        assert _until(lambda: one._address_blocked("192.0.2.9"))  # 3 failures in all
+        assert wait_until(lambda: one._address_blocked("192.0.2.9"))  # 3 failures in all
         assert two._address_blocked("192.0.2.9")
         # A restarted sibling learns the blocks from the others.
         first.close()
@@ -131,8 +122,8 @@ def test_auth_blocks_and_address_failures_are_shared() -> None:
         reborn = AuthService(None, _NoBackend(), ip_times=3, ip_window=60.0, block_interval=60.0)
         reborn.share_with(reborn_channel)
         reborn_channel.say_hello()
-        assert _until(lambda: reborn.user_block_remaining("alice") > 50)
-        assert _until(lambda: reborn._address_blocked("192.0.2.9"))
+        assert wait_until(lambda: reborn.user_block_remaining("alice") > 50)
+        assert wait_until(lambda: reborn._address_blocked("192.0.2.9"))
         for service in (one, two, reborn):
             service.close()
         reborn_channel.close()

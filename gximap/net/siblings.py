@@ -188,12 +188,9 @@ class AddressLedger:
         """Count a connection from ``key``; False (and nothing counted) when ``limit`` (> 0) is
         reached across all processes."""
         with self._lock:
-            own = self._own.get(key, 0)
-            if limit > 0:
-                others = sum(counts.get(key, 0) for counts in self._siblings.values())
-                if own + others >= limit:
-                    return False
-            self._own[key] = own + 1
+            if limit > 0 and self._total_locked(key) >= limit:
+                return False
+            self._own[key] = self._own.get(key, 0) + 1
         if self._channel is not None:
             self._channel.send(self._kind, key=key, delta=1)
         return True
@@ -211,7 +208,10 @@ class AddressLedger:
     def count(self, key: str) -> int:
         """Connections from ``key`` in every process (as far as this one knows)."""
         with self._lock:
-            return self._own.get(key, 0) + sum(counts.get(key, 0) for counts in self._siblings.values())
+            return self._total_locked(key)
+
+    def _total_locked(self, key: str) -> int:
+        return self._own.get(key, 0) + sum(counts.get(key, 0) for counts in self._siblings.values())
 
     def _on_sibling_change(self, sender: int, message: dict[str, Any]) -> None:
         key = str(message.get("key", ""))

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import bisect
 import datetime
-import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from email.utils import parsedate_tz
 from typing import Any
 
@@ -28,6 +26,7 @@ from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
 from gximap.session.base import CommandFailed
 from midb import searchtext
+from midb.blobs import ProcessPool
 from midb.errors import NoSuchBody
 from midb.mime import Digest, DigestFormatError, decode_header_value, parse_header_block, unfold
 from midb.summary import Summary, body_plan, decode_summary, may_contain
@@ -629,19 +628,7 @@ _BATCH_MESSAGES = 1024
 _BATCH_BYTES = 16 << 20
 _READER_THREADS = 4  # body batches read ahead at once, over all sessions of the process
 
-_reader_pool: ThreadPoolExecutor | None = None
-_reader_pid = 0
-_reader_lock = threading.Lock()
-
-
-def _reader() -> ThreadPoolExecutor:
-    """The process's pool that reads bodies ahead of a search (re-created in a forked child)."""
-    global _reader_pool, _reader_pid
-    with _reader_lock:
-        if _reader_pool is None or _reader_pid != os.getpid():
-            _reader_pool = ThreadPoolExecutor(max_workers=_READER_THREADS, thread_name_prefix="search-read")
-            _reader_pid = os.getpid()
-        return _reader_pool
+_READ_AHEAD = ProcessPool(_READER_THREADS, "search-read")
 
 
 def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:
@@ -685,7 +672,7 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any]) -> list[Any]:
         if not on_body:
             matched.extend(msg.meta for _, msg in survivors)
             continue
-        future = _reader().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
+        future = _READ_AHEAD.get().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
                                   [msg.meta.size for _, msg in survivors]) if survivors else None
         if pending is not None:
             matched.extend(_pass_on_body(*pending, on_body))
