@@ -63,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true",
                         help="record py-spy profiles of gximap per workload into var/bench/profiles "
                              "(installs py-spy into .venv when missing)")
+    parser.add_argument("--gximap-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a gximap directive for this run, after the bench's own settings "
+                             "(repeatable), e.g. imap_process_num=4")
     parser.add_argument("--no-install", action="store_true",
                         help="do not install Dovecot/pymap; servers that are missing are skipped")
-    parser.add_argument("--workdir", type=Path, default=servers.DEFAULT_STATE / "run",
+    parser.add_argument("--workdir", type=lambda text: Path(text).resolve(), default=servers.DEFAULT_STATE / "run",
                         help="where server directories are created (default: %(default)s)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory for the JSON results")
     parser.add_argument("--keep", action="store_true", help="keep the server directories afterwards")
@@ -198,6 +201,7 @@ class Harness:
             if "login" in selected:
                 self._measure(server, record, "login-default",
                               lambda: workloads.run_logins(server, self.accounts, scale, servers.SCHEME_DEFAULT))
+                self._logins_without_cache(server, record)
             matched_mixed = "mixed" in selected and self.mixed_scheme == servers.SCHEME_MATCHED
             if "login" in selected or "idle" in selected or matched_mixed:
                 # Restart with one scheme everybody shares: the like-for-like login figure, and
@@ -221,6 +225,27 @@ class Harness:
         finally:
             server.stop()
         return record
+
+
+    def _logins_without_cache(self, server: servers.BenchServer, record: Result) -> None:
+        """The default-scheme login figure again with the server's credential cache off, so that
+        the table shows the cost of the password hash itself next to the cached figure. A server
+        whose default has no cache (Dovecot's auth_cache_size = 0) is not run twice."""
+        name = "login-default-uncached"
+        if not server.has_auth_cache:
+            record["workloads"][name] = dict(record["workloads"].get("login-default", {}),
+                                             note="no credential cache by default: same run as login-default")
+            return
+        server.stop()
+        server.auth_cache = False
+        try:
+            server.start()
+            self._measure(server, record, name,
+                          lambda: workloads.run_logins(server, self.accounts, self.scale, servers.SCHEME_DEFAULT))
+        finally:
+            server.stop()
+            server.auth_cache = True
+            server.start()
 
 
 def _one_line(name: str, result: Result) -> str:
@@ -268,6 +293,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
     if args.profile:
         profile_dir = servers.DEFAULT_STATE / "profiles" / results["started"].replace(":", "")
     results["mixed_scheme"] = args.mixed_scheme
+    for option in args.gximap_option:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--gximap-option wants NAME=VALUE, not {option!r}")
+        servers.GXIMAP_OVERRIDES[name.strip()] = value.strip()
+    if servers.GXIMAP_OVERRIDES:
+        results["gximap_options"] = dict(servers.GXIMAP_OVERRIDES)
     harness = Harness(scale, selected, workdir=args.workdir, profile_dir=profile_dir,
                       mixed_scheme=args.mixed_scheme, log=log)
     try:

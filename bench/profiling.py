@@ -1,4 +1,5 @@
-"""Sampling profiles of the gximap process while a workload runs (py-spy, attached by PID).
+"""Sampling profiles of the gximap processes while a workload runs (py-spy, attached by PID, with
+``--subprocesses`` so that the serving processes of imap_process_num are sampled, not the idle parent).
 
 ``py-spy record --format raw`` writes collapsed stacks (``frame;frame;... count``, one line per
 distinct stack, frames as ``function (path:line)``). :func:`summarize_profile` turns that into the
@@ -59,7 +60,7 @@ class Profiler:
         try:
             self.procs.append(subprocess.Popen(
                 [executable, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
-                 "--nonblocking", "--output", str(output), *extra],
+                 "--nonblocking", "--subprocesses", "--output", str(output), *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             ))
         finally:

@@ -169,6 +169,7 @@ def table_rows(results: Result) -> list[Row]:
     rows += _idle_rows()
     rows += _delivery_rows()
     rows += _login_rows("default", "login, default scheme")
+    rows += _login_rows("default-uncached", "login, default scheme, no credential cache")
     rows += _login_rows("SHA512-CRYPT", "login, SHA512-CRYPT everywhere")
     return rows
 

@@ -148,6 +148,11 @@ def sha512_crypt(password: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
+# Directives set by ``python -m bench --gximap-option NAME=VALUE``, applied last (experiments such
+# as imap_process_num=4 or imap_auth_cache_ttl=0 without editing this file).
+GXIMAP_OVERRIDES: dict[str, str] = {}
+
+
 class BenchServer(ABC):
     """One server under test. Lifecycle: prepare → fill → start → after_fill → … → stop."""
 
@@ -163,6 +168,13 @@ class BenchServer(ABC):
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
         self._filled: list[tuple[str, str]] = []
+        self.auth_cache = True  # False: start with the credential cache off (has_auth_cache servers)
+
+    @property
+    def has_auth_cache(self) -> bool:
+        """Whether the server caches verified credentials by default (then the bench also measures
+        logins with the cache off)."""
+        return False
 
     # -- installation -----------------------------------------------------------------------------
 
@@ -475,7 +487,14 @@ class GximapServer(BenchServer):
             # Recipients are user@bench.invalid; the account is the local part (as Dovecot's %Ln).
             if _gximap_knows("delivery_map"):
                 settings["delivery_map"] = "email_localpart"
+        if not self.auth_cache:
+            settings["imap_auth_cache_ttl"] = "0"
+        settings.update(GXIMAP_OVERRIDES)
         return settings
+
+    @property
+    def has_auth_cache(self) -> bool:
+        return _gximap_knows("imap_auth_cache_ttl")
 
     def _write_config(self) -> None:
         text = "# written by bench/servers.py\n" + "".join(f"{k} = {v}\n" for k, v in self.settings().items())

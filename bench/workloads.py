@@ -7,7 +7,8 @@
 3. ``idle``: thousands of authenticated sessions in IDLE: server memory per session, and the time
    an APPEND by another client takes to reach every IDLE session of that mailbox.
 4. ``delivery``: LMTP deliveries per second (fsync on).
-5. ``login``: logins per second, with each server's default password scheme and with SHA512-CRYPT.
+5. ``login``: logins per second, with each server's default password scheme and with SHA512-CRYPT;
+   for a server that caches verified credentials by default (gximap), also with the cache off.
 
 Every workload is bounded in time (its duration plus the per-command timeout, or a step timeout)
 and returns a JSON-serialisable dict; failures are recorded in the dict, never raised.

@@ -167,6 +167,15 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("host_id", "str", None,
        "Unique name of this host, used in greetings and in midb file names (hostname characters only).",
        "imap", unset_means="system hostname"),
+    _d("imap_auth_cache_entries", "int", "10000",
+       "Users whose last verified password imap_auth_cache_ttl keeps; the least recently used are dropped "
+       "first; 0 disables the cache.",
+       "imap", minimum=0),
+    _d("imap_auth_cache_ttl", "timespan", "1 hour",
+       "How long a verified password is remembered (as a keyed hash, in memory), so that logging in again "
+       "skips the password hash; a changed password or a disabled account is noticed at once; "
+       "0 disables (see AUTHENTICATION, \"Authentication cache\").",
+       "imap", minimum=0),
     _d("imap_auth_ip_times", "int", "30",
        "Failed logins allowed per client address (IPv6: per /64) within imap_auth_ip_window; 0 disables.",
        "imap", minimum=0),

@@ -358,6 +358,7 @@ class Daemon:
         return 0
 
     def _make_context(self, store, codes):  # noqa: ANN001, ANN202
+        from gximap.auth.cache import CredentialCache
         from gximap.auth.maps import MapSyntaxError, name_map_from_config
         from gximap.auth.service import AuthService
         from gximap.session.context import ServerContext
@@ -381,6 +382,7 @@ class Daemon:
             auto_create=cfg.auth_backend == "passwd-file",
             auth_map=auth_map,
             storage_map=storage_map,
+            cache=CredentialCache(float(cfg.imap_auth_cache_ttl), int(cfg.imap_auth_cache_entries)),
         )
         return ServerContext(settings_from_config(cfg), store, auth, codes)
 
@@ -427,6 +429,7 @@ class Daemon:
                                     proxy_trust=list(cfg.imap_haproxy_trust))
         if self.ctx is not None:
             self.ctx.reload(settings_from_config(cfg))
+            self.ctx.auth.flush_cache()  # the operator's way to make every user verify again
         if self.mta is not None:
             self.mta.reload(cfg)
         self.log.log(gxlog.NOTICE, "configuration reloaded")

@@ -42,6 +42,10 @@ class AuthBackend(Protocol):
     def exists(self, user: str) -> bool:
         """Whether the backend knows ``user`` (for lookups such as impersonation targets)."""
 
+    def credential_stamp(self, user: str) -> str | None:
+        """Text that changes whenever anything ``authenticate`` depends on changes (the stored
+        hash, a disabled flag), for gximap.auth.cache; None when ``user`` cannot log in now."""
+
 
 class MidbAuth:
     """Passwords from the midb account table; disabled accounts never authenticate.
@@ -82,6 +86,12 @@ class MidbAuth:
 
     def exists(self, user: str) -> bool:
         return self._account(user) is not None
+
+    def credential_stamp(self, user: str) -> str | None:
+        account = self._account(user)
+        if account is None or account.disabled or not account.password_hash:
+            return None
+        return account.password_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,16 +186,25 @@ class PasswdFileAuth:
             return None
         if not verify_password(password, entry.password, default_scheme=self._default_scheme):
             return None
+        return entry.user if self._may_log_in(entry) else None
+
+    def _may_log_in(self, entry: PasswdEntry) -> bool:
         if "nologin" in entry.extra or "nopassword" in entry.extra:
-            return None
+            return False
         if self._store is not None:
             try:
                 account = self._store.get_account(entry.user)
             except InvalidName:
-                return None
+                return False
             if account is not None and account.disabled:
-                return None
-        return entry.user
+                return False
+        return True
+
+    def credential_stamp(self, user: str) -> str | None:
+        entry = self.lookup(user)
+        if entry is None or not entry.password or not self._may_log_in(entry):
+            return None
+        return entry.password
 
     def exists(self, user: str) -> bool:
         return self.lookup(user) is not None

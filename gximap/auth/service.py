@@ -13,6 +13,10 @@ logins never occupies the pool's workers (other sessions keep being served) nor 
 hashlib's KDFs release the GIL, so the hashing threads really run beside the workers. Direct
 :meth:`authenticate` calls (the auth socket) share the same bound through a semaphore.
 
+A successful check is remembered for ``imap_auth_cache_ttl`` (gximap.auth.cache), so a client
+that logs in again with the same password is answered without hashing it again; a cache hit
+happens only in :meth:`_verify`, after the block and address checks, so throttling is unchanged.
+
 Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
 Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265).
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gximap import log as gxlog
+from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
@@ -88,7 +93,7 @@ class AuthService:
                  ip_times: int = 30, ip_window: float = 300.0, hash_concurrency: int = 2,
                  auto_create: bool = False, auth_map: NameMap | None = None,
                  storage_map: NameMap | None = None, clock: Callable[[], float] = time.monotonic,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, cache: CredentialCache | None = None) -> None:
         self.store = store
         self.backend = backend
         self.auth_times = auth_times
@@ -108,6 +113,8 @@ class AuthService:
         self._ip_failures: dict[str, deque[float]] = {}  # address key -> failure times (monotonic)
         self._updates = 0
         self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
+        # Verified credentials (gximap.auth.cache), for backends that can say when theirs change.
+        self.cache = cache if cache is not None and hasattr(backend, "credential_stamp") else None
 
     def share_with(self, channel: Any) -> None:
         """Share blocks and address failures with sibling processes (gximap.net.siblings)."""
@@ -262,8 +269,7 @@ class AuthService:
             identity = self.auth_map.map(actor)
         except UnmappedName:
             return self._fail(rhost, client, login, mech, "unknown user name")
-        with self._hash_slots:
-            verified = self.backend.authenticate(identity, password)
+        verified = self._verify(identity, password)
         if verified is None:
             return self._fail(rhost, client, login, mech, "bad password")
         try:
@@ -288,6 +294,25 @@ class AuthService:
         actor_account = own_account if target != own_account else None
         gxlog.auth_success(rhost, target, mech, actor_account)
         return AuthResult(True, user=target, actor=actor_account)
+
+    def _verify(self, identity: str, password: str) -> str | None:
+        """The backend's account name when ``password`` is right, from the credential cache when
+        this password was verified lately against the same stored credentials."""
+        cache = self.cache
+        stamp = self.backend.credential_stamp(identity) if cache is not None else None
+        if cache is not None and stamp is not None:
+            account = cache.lookup(identity, password, stamp)
+            if account is not None:
+                return account
+        with self._hash_slots:
+            verified = self.backend.authenticate(identity, password)
+        if verified is not None and cache is not None and stamp is not None:
+            cache.remember(identity, password, stamp, verified)
+        return verified
+
+    def flush_cache(self) -> int:
+        """Forget every verified credential (SIGHUP); returns how many were cached."""
+        return self.cache.flush() if self.cache is not None else 0
 
     def _fail(self, rhost: str, client: str, login: str, mech: str, reason: str) -> AuthResult:
         gxlog.auth_failure(rhost, login, mech, reason)

@@ -1,0 +1,119 @@
+"""A cache of recently verified credentials, so that a client logging in again does not pay for
+the password hash again (the analogue of Dovecot's ``auth_cache``).
+
+Why: gximap hashes new passwords with scrypt at a cost of about 45 ms of CPU per check, which is
+what protects the stored hashes if the account table leaks. Clients such as K-9, Delta Chat and
+mbsync open a new connection, and log in again, every few minutes; paying 45 ms each time would
+make password hashing most of the server's work. After one successful check, the cache answers
+the same user with the same password from memory until ``imap_auth_cache_ttl`` has passed.
+
+What is kept: per authentication identity, an HMAC-SHA-256 of (identity, password, credential
+stamp) under a key drawn at random when the process starts, the account name the backend vouched
+for, and an expiry time. The password itself is never kept. Someone who can read the process's
+memory could test guesses against that HMAC quickly, but could equally read the passwords of the
+logins arriving; nothing on disk changes.
+
+Invalidation: the *credential stamp* is what the backend's check depends on (the stored hash, and
+whether the account is disabled; see ``credential_stamp`` in midb.authdb), read before every
+lookup. Changing a password, disabling an account or editing its passwd-file line changes the
+stamp, so the next login misses and is checked against the backend. Only successes are cached:
+a wrong password always costs the full hash, and a right one is never refused by a stale entry
+longer than the backend would refuse it. SIGHUP flushes the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    digest: bytes
+    account: str
+    expires: float  # monotonic seconds
+
+
+def _field(text: str) -> bytes:
+    """Length-prefixed, so that no two (identity, stamp, password) triples share an encoding."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+class CredentialCache:
+    """Successful password checks, keyed by identity; bounded in age (``ttl`` seconds) and in
+    number (``capacity`` identities, the least recently used dropped first). Thread-safe."""
+
+    def __init__(self, ttl: float, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = max(0.0, float(ttl))
+        self.capacity = max(0, int(capacity))
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0 and self.capacity > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _digest(self, identity: str, password: str, stamp: str) -> bytes:
+        message = _field(identity) + _field(stamp) + _field(password)
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def lookup(self, identity: str, password: str, stamp: str) -> str | None:
+        """The account name vouched for when ``password`` was verified for ``identity`` with the
+        credentials ``stamp`` describes, within the TTL; else None (a miss: check the backend)."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            entry = self._entries.get(identity)
+            if entry is not None and entry.expires <= self._clock():
+                del self._entries[identity]
+                entry = None
+            if entry is None:
+                self.misses += 1
+                return None
+        # The HMAC is computed outside the lock; the comparison is constant-time.
+        if not hmac.compare_digest(entry.digest, self._digest(identity, password, stamp)):
+            with self._lock:
+                self.misses += 1
+            return None
+        with self._lock:
+            if self._entries.get(identity) is entry:
+                self._entries.move_to_end(identity)
+            self.hits += 1
+        return entry.account
+
+    def remember(self, identity: str, password: str, stamp: str, account: str) -> None:
+        """Record a successful check. ``stamp`` must have been read before the check ran, so that a
+        change racing with the check leaves an entry that no longer matches."""
+        if not self.enabled:
+            return
+        entry = _Entry(self._digest(identity, password, stamp), account, self._clock() + self.ttl)
+        with self._lock:
+            self._entries.pop(identity, None)
+            self._entries[identity] = entry
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def forget(self, identity: str) -> None:
+        with self._lock:
+            self._entries.pop(identity, None)
+
+    def flush(self) -> int:
+        """Drop every entry (SIGHUP); returns how many there were."""
+        with self._lock:
+            count = len(self._entries)
+            self._entries.clear()
+            return count
