@@ -303,8 +303,12 @@ class Daemon:
         gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
         gxlog.set_io_debug(bool(cfg.io_debug))
 
+        from gximap.net.pool import blocking_section
         from gximap.session.session import ImapSession
+        from midb.env import set_blocking_hook
 
+        # midb's commit waits step aside in the worker pool (see _RUNNING_TARGET in gximap.net.pool).
+        set_blocking_hook(blocking_section)
         self.server = server = Server(
             listeners,
             lambda conn, waker: ImapSession(ctx, conn, waker),
@@ -322,14 +326,17 @@ class Daemon:
         )
         latch = SignalLatch()
         latch.install()
+        if siblings is not None:
+            # Every component has registered (AuthService.share_with, the Server's AddressLedger),
+            # and no connection is accepted yet: a sibling drops what it knew of this process
+            # when the hello arrives, so the hello must come before any of our updates.
+            siblings.say_hello()
         server.start()
         try:
             mta.start(store, ctx.auth)
         except MtaConfigError as exc:
             server.stop(grace=0.0)
             raise StartupError(str(exc)) from None
-        if siblings is not None:
-            siblings.say_hello()  # every component has registered: siblings may send their state
         if count == 1:
             self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__,
                          self._describe(listeners), os.getuid())

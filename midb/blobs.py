@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from midb.env import blocking
 from midb.errors import MidbError, NoSuchBody, StoreBusy
 from midb.keys import blob_key
 
@@ -105,16 +106,19 @@ class BlobFiles:
                 pool = _writers.get()
                 futures = [pool.submit(self._write_one, blob, data) for blob, data in zip(blobs, bodies, strict=True)]
                 values = [compute(bytes(data)) if compute else None for data in bodies]
-                errors = [future.result() for future in futures]
+                with blocking():
+                    errors = [future.result() for future in futures]
             else:
                 values = [compute(bytes(data)) if compute else None for data in bodies]
-                errors = [self._write_one(blob, data) for blob, data in zip(blobs, bodies, strict=True)]
+                with blocking():
+                    errors = [self._write_one(blob, data) for blob, data in zip(blobs, bodies, strict=True)]
             for error in errors:
                 if error is not None:
                     raise error
             if self.fsync:
-                for directory in {os.path.join(self.root, blob[:2]) for blob in blobs}:
-                    _fsync_dir(directory)
+                with blocking():
+                    for directory in {os.path.join(self.root, blob[:2]) for blob in blobs}:
+                        _fsync_dir(directory)
         except OSError as error:
             for blob in blobs:
                 self.unlink(blob)

@@ -60,6 +60,20 @@ _ADDED_IN_SCHEMA_2 = ("flag_uids", "keyword_counts", "summaries", "bodies")
 
 T = TypeVar("T")
 
+# Wraps the waits of a write that may block for a while (for a group commit's leader, for an
+# fsync). A server that runs midb on a bounded worker pool sets it (gximap.net.pool
+# .blocking_section), so that the pool lets another worker serve meanwhile.
+_blocking: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+
+
+def set_blocking_hook(hook: Callable[[], contextlib.AbstractContextManager[None]] | None) -> None:
+    global _blocking
+    _blocking = hook if hook is not None else contextlib.nullcontext
+
+
+def blocking() -> contextlib.AbstractContextManager[None]:
+    return _blocking()
+
 # A leader about to commit durably waits this long at most for writers that announced themselves
 # (arrival()) and are still writing their bodies, so that they share its sync instead of each
 # paying for their own. Bodies are small and written in parallel: they arrive within a sync's time.
@@ -325,7 +339,8 @@ class SharedEnv:
     def _follow(self, waiter: _Waiter) -> bool:
         """Wait until a leader committed our jobs (False) or handed us the leadership (True)."""
         try:
-            waiter.wake.acquire()
+            with _blocking():
+                waiter.wake.acquire()
         except BaseException:
             # Interrupted while waiting: withdraw the jobs if no leader took them yet; otherwise
             # their outcome must be settled before we leave (the caller may clean up after a
@@ -403,7 +418,8 @@ class SharedEnv:
             # A Store that wants durability shares an env another Store opened with sync off. The
             # commit stands either way, so a failed flush is logged, not reported as a failed write.
             try:
-                self.env.sync(True)
+                with _blocking():
+                    self.env.sync(True)
             except lmdb.Error as error:
                 log.error("flushing %s failed: %s", self.index_dir, error)
 
@@ -431,7 +447,10 @@ class SharedEnv:
                     except BaseException as error:
                         child.abort()
                         self._fail([pending], error)
-            txn.commit()
+            # Not around begin(): a worker that waited there would hold LMDB's write lock while
+            # it waits for the GIL, stalling the writers of every other process.
+            with _blocking():
+                txn.commit()
         except BaseException as error:
             with contextlib.suppress(lmdb.Error):
                 txn.abort()

@@ -780,7 +780,7 @@ class Store(MetadataMixin):
     def append(self, account: str, folder_id: int, data: bytes, *, flags: Iterable[str] = (),
                internaldate: int | None = None, tzoffset: int = 0, uid: int | None = None) -> tuple[int, int]:
         """Store one message; -> (uidvalidity, uid). The body is durable before the index commit."""
-        uidvalidity, uids = self._append(account, folder_id, [(data, flags, internaldate, tzoffset)], uid)
+        uidvalidity, uids, _floor = self._append(account, folder_id, [(data, flags, internaldate, tzoffset)], uid)
         return uidvalidity, uids[0]
 
     def append_many(self, account: str, folder_id: int,
@@ -789,7 +789,21 @@ class Store(MetadataMixin):
         items = list(items)
         if not items:
             raise InvalidArgument("append_many needs at least one message")
-        return self._append(account, folder_id, items, None)
+        uidvalidity, uids, _floor = self._append(account, folder_id, items, None)
+        return uidvalidity, uids
+
+    def append_claiming(self, account: str, folder_id: int,
+                        items: list[tuple[bytes, Iterable[str], int | None, int]]) -> tuple[int, list[int], int]:
+        """append_many by a session that has the folder selected read-write: the same transaction
+        also does claim_recent, so that the session does not pay a second durable commit to claim
+        \\Recent for the messages it just added. -> (uidvalidity, uids, previous recent_floor):
+        the UIDs above that floor, up to the last new one, are recent for the caller."""
+        items = list(items)
+        if not items:
+            raise InvalidArgument("append_claiming needs at least one message")
+        uidvalidity, uids, floor = self._append(account, folder_id, items, None, claim=True)
+        assert floor is not None
+        return uidvalidity, uids, floor
 
     def append_batch(self, items: Iterable[tuple[str, int, bytes, Iterable[str]]]
                      ) -> list[tuple[int, int] | MidbError]:
@@ -835,7 +849,7 @@ class Store(MetadataMixin):
         failed_blobs = []
         for (index, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished, strict=True):
             if error is None:
-                uidvalidity, uids = result
+                uidvalidity, uids, _floor = result
                 outcomes[index] = (uidvalidity, uids[0])
                 for (account_id, folder_id), modseq in job_effects.changes.items():
                     effects.changed(account_id, folder_id, modseq)
@@ -889,7 +903,7 @@ class Store(MetadataMixin):
 
     def _append(self, account: str, folder_id: int,
                 items: list[tuple[bytes, Iterable[str], int | None, int]],
-                explicit_uid: int | None) -> tuple[int, list[int]]:
+                explicit_uid: int | None, *, claim: bool = False) -> tuple[int, list[int], int | None]:
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
         if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
@@ -900,7 +914,8 @@ class Store(MetadataMixin):
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
         with shared.arrival():
             blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared])
-            job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline)
+            job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
+                                   claim=claim)
             try:
                 result, effects = shared.write(job, durable=self.fsync)
             except BaseException:
@@ -940,11 +955,12 @@ class Store(MetadataMixin):
 
     def _append_job(self, account: str, folder_id: int, prepared: list[tuple[bytes, FlagSet, int, int]],
                     blobs: list[str], digests: list[tuple[bytes, bytes] | None], total: int,
-                    explicit_uid: int | None, inline: list[bool]
-                    ) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int]]]:
+                    explicit_uid: int | None, inline: list[bool], *, claim: bool = False
+                    ) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int], int | None]]:
         """The write job indexing bodies already stored under `blobs` (or, where `inline` says so,
-        storing them in the index)."""
-        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int]]:
+        storing them in the index). With `claim`, it also raises recent_floor to the last new UID
+        and returns the floor it found (see append_claiming); otherwise None in its place."""
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int], int | None]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             self._check_quota(txn, dbs, account_id, total, len(prepared))
@@ -980,10 +996,14 @@ class Store(MetadataMixin):
                 uids.append(uid)
             delta.apply()
             record.state |= STATE_HELD_MESSAGES
+            previous_floor = None
+            if claim:
+                previous_floor = record.recent_floor
+                record.recent_floor = max(previous_floor, record.uidnext - 1)
             self._put_folder(txn, dbs, account_id, record)
             self._adjust_usage(txn, dbs, account_id, total, len(prepared))
             effects.changed(account_id, record.id, record.highestmodseq)
-            return record.uidvalidity, uids
+            return record.uidvalidity, uids, previous_floor
 
         return job
 

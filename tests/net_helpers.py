@@ -15,7 +15,7 @@ from typing import Any
 
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
 from gximap.net.listener import ListenerSpec, bind_listeners
-from gximap.net.pool import Server
+from gximap.net.pool import Server, blocking_section
 
 BIG_CHUNK = 16 * 1024
 TIMEOUT = 5.0
@@ -32,6 +32,7 @@ class Recorder:
         self.events: list[tuple[str, str]] = []
         self.handlers: list[LineHandler] = []
         self.wakers: list[Waker] = []
+        self.go = threading.Event()  # releases handlers waiting in BLOCKED
 
     def record(self, kind: str, detail: str = "") -> None:
         with self.lock:
@@ -101,6 +102,12 @@ class LineHandler:
         elif command == "SLOW":
             time.sleep(float(argument))
             self.output.append(b"OK slow\r\n")
+        elif command == "BLOCKED":
+            # Waits for the test's go-ahead inside a declared blocking section (as midb's commit
+            # waits do), nested once to show that only the outermost section counts.
+            with blocking_section(), blocking_section():
+                self.recorder.go.wait(float(argument or 10))
+            self.output.append(b"OK unblocked\r\n")
         elif command == "BIG":
             self.output.append(self._big(int(argument)))
             self.output.append(b"\r\nOK big\r\n")

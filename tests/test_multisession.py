@@ -203,3 +203,63 @@ def test_idle_session_is_woken_by_the_other(pair: tuple[Conversation, Conversati
         C: DONE
         S: a1 OK IDLE terminated
     """)
+
+
+def test_append_to_the_selected_folder_claims_recent_in_its_own_commit(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The appending session gets \\Recent for its message (and for one delivered just before it
+    that nobody saw yet) from the APPEND's own transaction: no second durable write to claim it."""
+    a, b = pair
+    a.add_message(data=b"Subject: delivered\r\n\r\nnew\r\n")  # UID 4, not seen by anybody yet
+    writes: list[str] = []
+    shared = type(b.store._env)
+    original = shared.write
+
+    def counting(self, job, *, durable):  # noqa: ANN001, ANN202
+        writes.append(job.__qualname__)
+        return original(self, job, durable=durable)
+
+    monkeypatch.setattr(shared, "write", counting)
+    data = b"Subject: appended\r\n\r\nhi\r\n"
+    lines = b.send(b"b1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data))
+    assert lines[:2] == [b"* 5 EXISTS", b"* 2 RECENT"]
+    assert lines[-1].startswith(b"b1 OK [APPENDUID ")
+    assert len(writes) == 1, writes
+    b.script("""
+        C: b2 SEARCH RECENT
+        S: * SEARCH 4 5
+        S: b2 OK SEARCH completed
+    """)
+    a.script("""
+        C: a1 NOOP
+        S: * 5 EXISTS
+        S: * 0 RECENT
+        S: a1 OK NOOP completed
+    """)
+
+
+def test_append_claim_leaves_later_deliveries_to_the_next_claim(pair: tuple[Conversation, Conversation]) -> None:
+    """Messages delivered after the APPEND's claim are claimed as usual by whoever syncs first."""
+    a, b = pair
+    data = b"Subject: appended\r\n\r\nhi\r\n"
+    lines = b.send(b"b1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data))  # UID 4, claimed by b
+    assert lines[:2] == [b"* 4 EXISTS", b"* 1 RECENT"]
+    a.add_message(data=b"Subject: delivered\r\n\r\nnew\r\n")  # UID 5
+    a.script("""
+        C: a1 NOOP
+        S: * 5 EXISTS
+        S: * 1 RECENT
+        S: a1 OK NOOP completed
+        C: a2 SEARCH RECENT
+        S: * SEARCH 5
+        S: a2 OK SEARCH completed
+    """)
+    b.script("""
+        C: b2 NOOP
+        S: * 5 EXISTS
+        S: * 1 RECENT
+        S: b2 OK NOOP completed
+        C: b3 SEARCH RECENT
+        S: * SEARCH 4
+        S: b3 OK SEARCH completed
+    """)

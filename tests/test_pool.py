@@ -22,6 +22,7 @@ from net_helpers import (
     wait_until,
 )
 
+from gximap.net import pool as pool_module
 from gximap.net.listener import (
     ListenerError,
     ListenerSpec,
@@ -166,6 +167,44 @@ def test_workers_grow_to_maximum_and_shrink_back() -> None:
         assert max(changes) == 4 and changes[-1] == 1
         # The remaining worker still serves everybody.
         assert all(client.command("NOOP") == b"OK NOOP\r\n" for client in clients)
+
+
+def test_a_worker_in_a_blocking_section_lets_another_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker runs at a time (the GIL allows no more); one that declares a blocking wait
+    steps aside at once, without waiting for the stall check (made very slow here)."""
+    monkeypatch.setattr(pool_module, "_STALL_AFTER", 60.0)
+    recorder = Recorder()
+    with running_server(recorder, context_num=8, thread_init_num=2, thread_charge_num=1) as (server, ports):
+        blocked, other = connect(ports["plain"]), connect(ports["plain"])
+        blocked.send(b"BLOCKED 10\r\n")
+        assert wait_until(lambda: server.stats().busy_workers == 1)
+        started = time.monotonic()
+        assert other.command("NOOP") == b"OK NOOP\r\n"
+        assert time.monotonic() - started < 5.0
+        recorder.go.set()
+        assert blocked.readline() == b"OK unblocked\r\n"
+        assert wait_until(lambda: server.stats().busy_workers == 0)
+        assert server._running == 0  # the nested sections stepped aside and back once
+        assert other.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_work_waiting_behind_an_undeclared_block_gets_another_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "_STALL_AFTER", 0.05)
+    recorder = Recorder()
+    with running_server(recorder, context_num=8, thread_init_num=2, thread_charge_num=1) as (server, ports):
+        slow, other = connect(ports["plain"]), connect(ports["plain"])
+        slow.send(b"SLOW 3\r\n")
+        assert wait_until(lambda: server.stats().busy_workers == 1)
+        started = time.monotonic()
+        assert other.command("NOOP") == b"OK NOOP\r\n"
+        assert time.monotonic() - started < 2.5  # long before SLOW finishes
+        assert slow.readline() == b"OK slow\r\n"
+        assert wait_until(lambda: server._running == 0)
+
+
+def test_blocking_section_is_a_no_op_off_the_pool() -> None:
+    with pool_module.blocking_section():
+        pass  # no pool on this thread: nothing to step aside from
 
 
 def test_fairness_heavy_stream_does_not_starve_short_command() -> None:

@@ -346,6 +346,9 @@ class SelectedMailbox:
         self.recent: set[int] = set()
         self.pending_expunge: set[int] = set()
         self._own_changes: dict[int, int] = {}  # uid -> modseq of this session's own STORE
+        # (floor, last) pairs: this session's APPENDs claimed \Recent for UIDs floor+1..last in
+        # their own transaction (Store.append_claiming), so sync need not claim them again.
+        self._claims: list[tuple[int, int]] = []
         # RFC 7162 (see gximap.session.condstore): the client has been told every change up to
         # full_modseq; its value at the last HIGHESTMODSEQ report; the highest MODSEQ FETCH
         # responses gave since that report; must the next report be made (EXPUNGE, MOVE)?
@@ -480,6 +483,22 @@ class SelectedMailbox:
             return [b"* VANISHED " + encode.sequence_set(gone) + b"\r\n"] if gone else []
         return [b"* %d EXPUNGE\r\n" % number for number in self.remove_expunged(uids)]
 
+    def note_claim(self, floor: int, last: int) -> None:
+        """This session's APPEND claimed \\Recent for the UIDs floor+1..last (Store.append_claiming)."""
+        if last > floor:
+            self._claims.append((floor, last))
+
+    def _claim_recent_of(self, new: list[int]) -> None:
+        """Mark the newly seen UIDs (sorted) \\Recent where this session claims them: in the ranges
+        its own APPENDs claimed, and, for any beyond those, with a claim_recent transaction."""
+        claims, self._claims = self._claims, []
+        claimed_up_to = max((last for _floor, last in claims), default=0)
+        if new[-1] > claimed_up_to:
+            floor = self.store.claim_recent(self.account, self.folder_id)
+            self.recent.update(uid for uid in new if uid > max(floor, claimed_up_to))
+        for floor, last in claims:
+            self.recent.update(uid for uid in new if floor < uid <= last)
+
     def sync(self, *, allow_expunge: bool) -> list[bytes]:
         """Untagged responses that bring the client up to date with the store."""
         store = self.store
@@ -519,8 +538,7 @@ class SelectedMailbox:
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]
             if not self.readonly:
-                floor = store.claim_recent(self.account, self.folder_id)
-                self.recent.update(uid for uid in new if uid > floor)
+                self._claim_recent_of(new)
             out.append(b"* %d EXISTS\r\n" % len(self.runs))
             if not self.session.rev2:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))

@@ -42,7 +42,12 @@ def append(session: Any, cmd: cmds.Append) -> Done:
         else:
             internaldate, tzoffset = message.date
         items.append((message.data, message.flags, internaldate, tzoffset))
-    if len(items) == 1:
+    view = session.selected
+    if view is not None and view.folder_id == folder.id and not view.readonly:
+        # Into the selected folder: claim \Recent in the same transaction (one durable commit).
+        uidvalidity, uids, floor = store.append_claiming(session.user, folder.id, items)
+        view.note_claim(floor, uids[-1])
+    elif len(items) == 1:
         data, flags, internaldate, tzoffset = items[0]
         uidvalidity, uid = store.append(session.user, folder.id, data, flags=flags,
                                         internaldate=internaldate, tzoffset=tzoffset)
