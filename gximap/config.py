@@ -311,7 +311,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "mail goes to the \\Junk folder, unfiltered. Empty: no quarantine.",
        "imap", reloadable=True),
     _d("midb_fsync", "bool", "yes",
-       "fsync message bodies and the index before a change is acknowledged.",
+       "fsync message bodies and the index before a change that adds or removes mail is acknowledged "
+       "(flag changes are synced with the next such change).",
        "imap"),
     _d("midb_map_size", "size", "8G",
        "Maximum size of the midb LMDB index (its memory map).",

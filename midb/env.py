@@ -7,7 +7,8 @@ the same path share one SharedEnv.
 Writes go through SharedEnv.write(job). Concurrent writers in one process are batched: the first
 thread to arrive becomes the leader, runs every queued job in one LMDB write transaction (each job
 in a nested transaction, so a job that raises is rolled back alone) and commits once. With sync on,
-one commit costs two fsyncs however many appends it carries. LMDB itself serialises writers across
+one commit costs one fsync under LMDB's write lock, plus one after it when any job of the batch
+asked for durability, however many appends it carries. LMDB itself serialises writers across
 processes.
 """
 
@@ -216,9 +217,15 @@ class SharedEnv:
         self.notifiers: dict[str, Any] = {}   # run dir -> events.Notifier (managed by midb.events)
         self.notifiers_lock = threading.Lock()
         with lmdb_errors():
+            # metasync off (MDB_NOMETASYNC): a commit syncs its data pages but not the meta page
+            # that makes them current, so LMDB's write lock is held for one fsync, not two. The
+            # meta page is made durable by the next commit's sync, or, for a durable write, by the
+            # env.sync() after the commit (_run_batch), outside the lock. LMDB keeps its integrity
+            # this way; only a write nobody asked to be durable (a flag change) may be undone by
+            # a power failure, never a delivery or an APPEND.
             self.env = lmdb.open(
                 index_dir, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
-                metasync=sync, sync=sync, max_dbs=len(DB_NAMES) + 2, max_readers=1024, lock=True,
+                metasync=False, sync=sync, max_dbs=len(DB_NAMES) + 2, max_readers=1024, lock=True,
                 mode=0o750,
             )
         try:
@@ -414,12 +421,12 @@ class SharedEnv:
                     if not committed and pending.error is None:
                         pending.error = MidbError("write interrupted before commit")
                     pending.done = True
-        if committed and not self.synced and any(p.durable for p in batch):
-            # A Store that wants durability shares an env another Store opened with sync off. The
-            # commit stands either way, so a failed flush is logged, not reported as a failed write.
+        if committed and any(p.durable for p in batch):
+            # The meta page of this commit (metasync is off), or everything when a Store that
+            # wants durability shares an env another Store opened with sync off. The commit
+            # stands either way, so a failed flush is logged, not reported as a failed write.
             try:
-                with _blocking():
-                    self.env.sync(True)
+                self.env.sync(True)
             except lmdb.Error as error:
                 log.error("flushing %s failed: %s", self.index_dir, error)
 
@@ -447,10 +454,10 @@ class SharedEnv:
                     except BaseException as error:
                         child.abort()
                         self._fail([pending], error)
-            # Not around begin(): a worker that waited there would hold LMDB's write lock while
-            # it waits for the GIL, stalling the writers of every other process.
-            with _blocking():
-                txn.commit()
+            # Not a blocking section (nor is begin()): the commit's fsync is short, and a worker
+            # let run meanwhile would hold the GIL when the commit returns, so the leader would
+            # wait for it (up to the switch interval) before it could wake its followers.
+            txn.commit()
         except BaseException as error:
             with contextlib.suppress(lmdb.Error):
                 txn.abort()

@@ -81,7 +81,9 @@ def test_no_gather_wait_without_announced_writers(tmp_path: Path, monkeypatch: p
         thread = threading.Thread(target=other_writer)
         thread.start()
         assert announced.wait(10)
-        store.store_flags("alice", info.id, [1], "remove", ["\\Flagged"])
+        store.store_flags("alice", info.id, [1], "remove", ["\\Flagged"])  # not durable: no wait
+        assert gathered == []
+        store.create_folder("alice", "Projects")                             # durable: waits
         done.set()
         thread.join(10)
         assert gathered == [1]
@@ -126,3 +128,40 @@ def test_interrupted_follower_withdraws_its_jobs(tmp_path: Path, monkeypatch: py
         release.set()
         leader.join(10)
         assert not shared._leader_active
+
+
+def test_durable_writes_sync_after_the_commit_and_flag_changes_do_not(tmp_path: Path) -> None:
+    """LMDB runs with metasync off: a commit syncs its data pages under the write lock, and the
+    meta page of a durable write (APPEND, EXPUNGE) is synced right after, outside the lock. A flag
+    change, not durable, rides on the next sync instead of paying one of its own."""
+    with Store(tmp_path / "store", fsync=True) as store:
+        shared = store._env
+        flags = shared.env.flags()
+        assert flags["sync"] is True and flags["metasync"] is False
+        real = shared.env
+        syncs: list[bool] = []
+
+        class CountingEnv:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def sync(self, force: bool = False) -> None:
+                syncs.append(force)
+                real.sync(force)
+
+        shared.env = CountingEnv()
+        try:
+            store.create_account("alice")
+            info = store.get_folder("alice", "INBOX")
+            assert info is not None
+            syncs.clear()
+            store.append("alice", info.id, b"Subject: x\r\n\r\nbody\r\n")
+            assert syncs == [True]
+            store.store_flags("alice", info.id, [1], "add", ["\\Deleted"])
+            store.claim_recent("alice", info.id)
+            store.set_subscribed("alice", "INBOX", True)
+            assert syncs == [True]
+            store.expunge("alice", info.id)
+            assert syncs == [True, True]
+        finally:
+            shared.env = real
