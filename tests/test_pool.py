@@ -169,37 +169,29 @@ def test_workers_grow_to_maximum_and_shrink_back() -> None:
         assert all(client.command("NOOP") == b"OK NOOP\r\n" for client in clients)
 
 
-def test_a_worker_in_a_blocking_section_lets_another_serve(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One worker runs at a time (the GIL allows no more); one that declares a blocking wait
-    steps aside at once, without waiting for the stall check (made very slow here)."""
-    monkeypatch.setattr(pool_module, "_STALL_AFTER", 60.0)
+@pytest.mark.parametrize(("stall_after", "command", "limit", "reply"), [
+    # Declared (as midb's commit waits are): steps aside at once; the stall check is made too
+    # slow to help. BLOCKED nests two sections: only the outermost may count.
+    (60.0, b"BLOCKED 10", 5.0, b"OK unblocked\r\n"),
+    # Not declared: the stall check sends another worker.
+    (0.05, b"SLOW 3", 2.5, b"OK slow\r\n"),
+])
+def test_work_queued_behind_a_blocked_worker_is_served(monkeypatch: pytest.MonkeyPatch, stall_after: float,
+                                                       command: bytes, limit: float, reply: bytes) -> None:
+    """One worker runs at a time (the GIL allows no more), yet a blocked worker holds nobody up."""
+    monkeypatch.setattr(pool_module, "_STALL_AFTER", stall_after)
     recorder = Recorder()
     with running_server(recorder, context_num=8, thread_init_num=2, thread_charge_num=1) as (server, ports):
-        blocked, other = connect(ports["plain"]), connect(ports["plain"])
-        blocked.send(b"BLOCKED 10\r\n")
+        busy, other = connect(ports["plain"]), connect(ports["plain"])
+        busy.send(command + b"\r\n")
         assert wait_until(lambda: server.stats().busy_workers == 1)
         started = time.monotonic()
         assert other.command("NOOP") == b"OK NOOP\r\n"
-        assert time.monotonic() - started < 5.0
+        assert time.monotonic() - started < limit  # long before the blocked command ends
         recorder.go.set()
-        assert blocked.readline() == b"OK unblocked\r\n"
-        assert wait_until(lambda: server.stats().busy_workers == 0)
-        assert server._running == 0  # the nested sections stepped aside and back once
+        assert busy.readline() == reply
+        assert wait_until(lambda: server._running == 0)  # every worker counted back out
         assert other.command("NOOP") == b"OK NOOP\r\n"
-
-
-def test_work_waiting_behind_an_undeclared_block_gets_another_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool_module, "_STALL_AFTER", 0.05)
-    recorder = Recorder()
-    with running_server(recorder, context_num=8, thread_init_num=2, thread_charge_num=1) as (server, ports):
-        slow, other = connect(ports["plain"]), connect(ports["plain"])
-        slow.send(b"SLOW 3\r\n")
-        assert wait_until(lambda: server.stats().busy_workers == 1)
-        started = time.monotonic()
-        assert other.command("NOOP") == b"OK NOOP\r\n"
-        assert time.monotonic() - started < 2.5  # long before SLOW finishes
-        assert slow.readline() == b"OK slow\r\n"
-        assert wait_until(lambda: server._running == 0)
 
 
 def test_blocking_section_is_a_no_op_off_the_pool() -> None:
