@@ -275,8 +275,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Offer TLS: implicit-TLS listeners and the STARTTLS command.",
        "imap"),
     _d("imap_process_num", "int", "1",
-       "Serving processes sharing the listeners (SO_REUSEPORT), so that Python uses more than one "
-       "core; 0 means one per CPU. context_num and imap_thread_init_num are totals, shared out "
+       "Serving processes sharing the listening sockets (whichever is least busy accepts), so that "
+       "Python uses more than one core; 0 means one per CPU. context_num and imap_thread_init_num are totals, shared out "
        "among them.",
        "imap", minimum=0),
     _d("imap_thread_charge_num", "int", "40",

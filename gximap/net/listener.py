@@ -2,7 +2,7 @@
 
 Public API:
     ListenerSpec(host, port, tls, kind="imap", path="", mode=None, owner=None)
-    bind_listeners(specs, reuse_port=False) -> list[BoundListener]   raises ListenerError naming the address
+    bind_listeners(specs) -> list[BoundListener]   raises ListenerError naming the address
     bind_listener_sets(specs, count) -> list[list[BoundListener]]   one set per serving process
     adopt_listener(fd, tls, kind="imap") -> BoundListener
     systemd_listen_fds(unset_environment=True) -> list[tuple[int, str]]   (fd, name) from LISTEN_FDS
@@ -124,10 +124,9 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind_listeners(specs: Iterable[ListenerSpec], *, reuse_port: bool = False) -> list[BoundListener]:
+def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
     """Bind and listen on every spec. On any failure nothing stays bound and ListenerError says
-    which address failed and why. ``reuse_port`` sets SO_REUSEPORT on TCP sockets, so that more
-    sockets can be bound to the same address (bind_listener_sets)."""
+    which address failed and why."""
     bound: list[BoundListener] = []
     try:
         for spec in specs:
@@ -137,8 +136,7 @@ def bind_listeners(specs: Iterable[ListenerSpec], *, reuse_port: bool = False) -
             if not 0 <= spec.port <= 65535:
                 raise ListenerError(f"cannot listen on {spec.host}:{spec.port}: port out of range")
             for family, host in _resolve(spec.host, spec.port):
-                sock = _bind_one(family, host, spec.port, optional=_is_wildcard(spec.host),
-                                 reuse_port=reuse_port)
+                sock = _bind_one(family, host, spec.port, optional=_is_wildcard(spec.host))
                 if sock is not None:
                     bound.append(BoundListener(sock, spec.tls, spec.kind))
     except BaseException:
@@ -151,34 +149,18 @@ def bind_listeners(specs: Iterable[ListenerSpec], *, reuse_port: bool = False) -
 def bind_listener_sets(specs: Iterable[ListenerSpec], count: int) -> list[list[BoundListener]]:
     """``count`` sets of listeners for ``count`` serving processes (imap_process_num).
 
-    Every TCP address gets one SO_REUSEPORT socket per set, so the kernel spreads incoming
-    connections over the processes (by a hash of the connection's addresses) instead of waking
-    them all for each one. The sets are bound here, before privileges are dropped, and the
-    parent keeps them: a process that is restarted takes over its set, and connections queued
-    on it meanwhile are not lost. UNIX sockets cannot be shared that way; the one socket is in
-    every set and the processes take turns accepting on it. A port of 0 is resolved once, by
-    the first set, so that all sets listen on the same port.
+    Every set holds the same sockets: each address is bound once, before privileges are dropped,
+    and every process accepts on it. A new connection wakes the pollers of all processes and the
+    first to call accept() takes it, which is the process least busy at that moment. (SO_REUSEPORT,
+    one socket per process, was used before: its hash of the client's address spread ten clients
+    8 to 2 as often as not, and the busier process held up its clients while the other idled.)
+    The parent keeps the sockets, so connections queued while a process restarts are taken by the
+    others. The caller closes them with close_listener_sets.
     """
     if count < 1:
         raise ValueError("count must be at least 1")
-    first = bind_listeners(specs, reuse_port=count > 1)
-    sets = [first]
-    try:
-        for _ in range(count - 1):
-            copies: list[BoundListener] = []
-            sets.append(copies)
-            for listener in first:
-                if listener.unix:
-                    copies.append(listener)
-                    continue
-                sock = _bind_one(listener.sock.family, listener.host, listener.port, optional=False,
-                                 reuse_port=True)
-                assert sock is not None  # not optional: failures raise
-                copies.append(BoundListener(sock, listener.tls, listener.kind))
-    except BaseException:
-        close_listener_sets(sets)
-        raise
-    return sets
+    shared = bind_listeners(specs)
+    return [list(shared) for _ in range(count)]
 
 
 def close_listener_sets(sets: Iterable[Iterable[BoundListener]]) -> None:
@@ -221,8 +203,7 @@ def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, str]]:
     return resolved
 
 
-def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: bool,
-              reuse_port: bool = False) -> socket.socket | None:
+def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: bool) -> socket.socket | None:
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
@@ -231,8 +212,6 @@ def _bind_one(family: socket.AddressFamily, host: str, port: int, *, optional: b
         raise ListenerError(f"cannot listen on {format_address(host, port)}: {exc.strerror}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
