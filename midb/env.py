@@ -432,7 +432,11 @@ class SharedEnv:
 
     def _commit_batch(self, batch: list[_Pending]) -> bool:
         try:
-            txn = self.env.begin(write=True)
+            # begin() waits for LMDB's write lock while another process commits, which can take
+            # a while: the worker pool lets another worker serve meanwhile. (Measured: 10-client
+            # mixed load 1,490-1,670 ops/s with this, 1,250-1,360 without.)
+            with _blocking():
+                txn = self.env.begin(write=True)
         except BaseException as error:
             self._fail(batch, error)
             return False
@@ -454,9 +458,9 @@ class SharedEnv:
                     except BaseException as error:
                         child.abort()
                         self._fail([pending], error)
-            # Not a blocking section (nor is begin()): the commit's fsync is short, and a worker
-            # let run meanwhile would hold the GIL when the commit returns, so the leader would
-            # wait for it (up to the switch interval) before it could wake its followers.
+            # Not a blocking section: the commit's fsync is short, and a worker let run meanwhile
+            # would hold the GIL when the commit returns, so the leader would wait for it before
+            # it could wake its followers (measured: slower, 1,290-1,460 against 1,535 ops/s).
             txn.commit()
         except BaseException as error:
             with contextlib.suppress(lmdb.Error):
