@@ -16,7 +16,7 @@ import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -104,6 +104,7 @@ __all__ = [
     "WatchHandle",
 ]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
@@ -789,10 +790,7 @@ class Store(MetadataMixin):
     def append_many(self, account: str, folder_id: int,
                     items: list[tuple[bytes, Iterable[str], int | None, int]]) -> tuple[int, list[int]]:
         """MULTIAPPEND: all messages or none, in one transaction; -> (uidvalidity, uids)."""
-        items = list(items)
-        if not items:
-            raise InvalidArgument("append_many needs at least one message")
-        uidvalidity, uids, _floor = self._append(account, folder_id, items, None)
+        uidvalidity, uids, _floor = self._append(account, folder_id, _some_items(items, "append_many"), None)
         return uidvalidity, uids
 
     def append_claiming(self, account: str, folder_id: int,
@@ -801,10 +799,8 @@ class Store(MetadataMixin):
         also does claim_recent, so that the session does not pay a second durable commit to claim
         \\Recent for the messages it just added. -> (uidvalidity, uids, previous recent_floor):
         the UIDs above that floor, up to the last new one, are recent for the caller."""
-        items = list(items)
-        if not items:
-            raise InvalidArgument("append_claiming needs at least one message")
-        uidvalidity, uids, floor = self._append(account, folder_id, items, None, claim=True)
+        uidvalidity, uids, floor = self._append(account, folder_id, _some_items(items, "append_claiming"), None,
+                                                claim=True)
         assert floor is not None
         return uidvalidity, uids, floor
 
@@ -1350,14 +1346,8 @@ class Store(MetadataMixin):
 
         Cost is proportional to the number of changes, not to the folder size.
         """
-        if not isinstance(modseq, int) or modseq < 0:
-            raise InvalidArgument(f"invalid modseq {modseq!r}")
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
-            account_id = self._account_id(txn, dbs, account)
-            record = self._folder(txn, dbs, account_id, folder_id)
-            if modseq >= record.highestmodseq:
-                return [], []
+        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord
+                 ) -> tuple[list[MessageMeta], list[int]]:
             changed_uids = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
             changed_uids.sort()
             get = txn.get
@@ -1369,6 +1359,22 @@ class Store(MetadataMixin):
             vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
             vanished.sort()
             return metas, vanished
+
+        return self._after_modseq(account, folder_id, modseq, ([], []), read)
+
+    def _after_modseq(self, account: str, folder_id: int, modseq: int, nothing: T,
+                      read: Callable[[Any, Databases, int, FolderRecord], T]) -> T:
+        """The shared start of changes_since and changed_columns: check `modseq`, read the folder
+        in a read transaction, and answer `nothing` when no change is above `modseq`."""
+        if not isinstance(modseq, int) or modseq < 0:
+            raise InvalidArgument(f"invalid modseq {modseq!r}")
+        with lmdb_errors(), self._env.read() as txn:
+            dbs = self._shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if modseq >= record.highestmodseq:
+                return nothing
+            return read(txn, dbs, account_id, record)
 
     def vanished_since(self, account: str, folder_id: int, modseq: int) -> list[int]:
         """UIDs expunged with a tombstone modseq > `modseq` (QRESYNC VANISHED (EARLIER))."""
@@ -1550,14 +1556,7 @@ class Store(MetadataMixin):
             flag_columns_of_records,
         )
 
-        if not isinstance(modseq, int) or modseq < 0:
-            raise InvalidArgument(f"invalid modseq {modseq!r}")
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
-            account_id = self._account_id(txn, dbs, account)
-            record = self._folder(txn, dbs, account_id, folder_id)
-            if modseq >= record.highestmodseq:
-                return flag_columns_of_records([], [], with_modseq=True), []
+        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> tuple[Any, list[int]]:
             changed = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
             vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
             vanished.sort()
@@ -1580,7 +1579,10 @@ class Store(MetadataMixin):
                 if raw is not None:
                     uids.append(uid)
                     records.append(raw)
-        return flag_columns_of_records(uids, records, with_modseq=True), vanished
+            return flag_columns_of_records(uids, records, with_modseq=True), vanished
+
+        return self._after_modseq(account, folder_id, modseq,
+                                  (flag_columns_of_records([], [], with_modseq=True), []), read)
 
     # ---- reads for SEARCH (gximap.session.searching) ------------------------------------------------
 
@@ -1717,6 +1719,14 @@ def _is_uid_sequence(uids: list[Any]) -> bool:
     except (TypeError, OverflowError):
         return False
     return words[0] > 0 and all(map(operator.lt, words, itertools.islice(words, 1, None)))
+
+
+def _some_items(items: Iterable[Any], caller: str) -> list[Any]:
+    """The append items as a list; a MULTIAPPEND of nothing is a caller's mistake."""
+    listed = list(items)
+    if not listed:
+        raise InvalidArgument(f"{caller} needs at least one message")
+    return listed
 
 
 def _check_uid_room(record: FolderRecord, explicit_uid: int | None, count: int) -> None:

@@ -114,7 +114,9 @@ class AuthService:
         self._updates = 0
         self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
         # Verified credentials (gximap.auth.cache), for backends that can say when theirs change.
-        self.cache = cache if cache is not None and hasattr(backend, "credential_stamp") else None
+        # A disabled cache is dropped here, so that logins do not read the stamp for nothing.
+        self.cache = (cache if cache is not None and cache.enabled and hasattr(backend, "credential_stamp")
+                      else None)
 
     def share_with(self, channel: Any) -> None:
         """Share blocks and address failures with sibling processes (gximap.net.siblings)."""

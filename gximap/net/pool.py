@@ -100,9 +100,6 @@ _FLUSH_THRESHOLD = 64 * 1024  # queued output that triggers a send before pullin
 _ACCEPT_BATCH = 64
 _ACCEPT_PAUSE = 0.5  # seconds to stop accepting after running out of file descriptors
 _PROXY_READ = 4096
-# A connection arriving while every context is taken waits this long for one to be freed before
-# it is refused: a context is released only once a worker has processed the close of the previous
-# client, which may trail the next client's connect (health-check probes, quick reconnects).
 # Workers serving connections at once, not counting those inside a blocking_section(). Python
 # runs one thread at a time (the GIL), so a second runnable worker adds no parallelism, only GIL
 # hand-offs and thread wake-ups: 10 clients sending NOOPs got 9,500 replies/s from one worker and
@@ -113,6 +110,9 @@ _RUNNING_TARGET = 1
 # a worker may be blocked somewhere it did not declare (the poller checks this often while
 # anything is queued).
 _STALL_AFTER = 0.01
+# A connection arriving while every context is taken waits this long for one to be freed before
+# it is refused: a context is released only once a worker has processed the close of the previous
+# client, which may trail the next client's connect (health-check probes, quick reconnects).
 _ADMISSION_WAIT = 0.25
 _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
 
@@ -352,7 +352,7 @@ class Server:
         self._lock = threading.Lock()  # connection registry, per-address counts, lifecycle flags
         self._conns: set[_Connection] = set()
         self._by_fd: dict[int, _Connection] = {}
-        self._cond = threading.Condition(threading.Lock())  # ready queue and worker counters
+        self._queue_lock = threading.Lock()  # ready queue and worker counters
         self._ready: deque[_Connection] = deque()
         self._ready_since = 0.0  # when the head of _ready was queued (monotonic)
         self._workers = 0
@@ -389,7 +389,7 @@ class Server:
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         for fd in self._listener_by_fd:
             self._epoll.register(fd, select.EPOLLIN)
-        with self._cond:
+        with self._queue_lock:
             for _ in range(self._thread_init_num):
                 self._spawn_worker_locked()
         self._poller = threading.Thread(target=self._poll_loop, name="gximap-poller", daemon=True)
@@ -406,7 +406,7 @@ class Server:
     def stats(self) -> PoolStats:
         with self._lock:
             sessions = len(self._conns)
-        with self._cond:
+        with self._queue_lock:
             return PoolStats(
                 sessions=sessions,
                 workers=self._workers,
@@ -491,10 +491,8 @@ class Server:
         self._enqueue(conn)
 
     def _enqueue(self, conn: _Connection) -> None:
-        with self._cond:
-            if not self._ready:
-                self._ready_since = time.monotonic()
-            self._ready.append(conn)
+        with self._queue_lock:
+            self._push_locked(conn)
             running = self._running
             grew = self._dispatch_locked(_RUNNING_TARGET)
             undispatched = self._running == running
@@ -507,7 +505,7 @@ class Server:
 
     def _dispatch_locked(self, target: int) -> bool:
         """Wake sleeping workers (or start new ones) while work is queued and fewer than
-        ``target`` workers are running. Caller holds self._cond; True when a worker was started."""
+        ``target`` workers are running. Caller holds self._queue_lock; True when a worker was started."""
         grew = False
         woken = 0
         while self._running < target and woken < len(self._ready):
@@ -526,7 +524,7 @@ class Server:
     def _check_stalled(self, now: float) -> None:
         """Poller: work queued longer than _STALL_AFTER gets one more worker, whatever the target."""
         grew = False
-        with self._cond:
+        with self._queue_lock:
             if self._ready and now - self._ready_since >= _STALL_AFTER:
                 grew = self._dispatch_locked(self._running + 1)
                 self._ready_since = now  # another one only if this one does not help either
@@ -539,19 +537,19 @@ class Server:
         return _BlockingSection(self)
 
     def _block_enter(self) -> None:
-        with self._cond:
+        with self._queue_lock:
             self._running -= 1
             grew = self._dispatch_locked(_RUNNING_TARGET)
         if grew:
             self._changed()
 
     def _block_exit(self) -> None:
-        with self._cond:
+        with self._queue_lock:
             self._running += 1
 
     def _spawn_worker_locked(self) -> bool:
         """Start one worker if allowed, counted as running (it looks for work at once). Caller
-        holds self._cond."""
+        holds self._queue_lock."""
         if self._workers_stop or self._workers >= self._max_workers:
             return False
         self._worker_serial += 1
@@ -575,7 +573,7 @@ class Server:
         retiring = False  # leaving because of idleness (rather than stop() or a crash)
         try:
             while True:
-                with self._cond:
+                with self._queue_lock:
                     conn = self._next_locked()
                     if conn is None:
                         self._running -= 1
@@ -590,7 +588,7 @@ class Server:
                     continue
                 surplus = self._workers > self._thread_init_num
                 acquired = sleeper.wake.acquire(timeout=self._worker_idle_timeout if surplus else -1)
-                with self._cond:
+                with self._queue_lock:
                     self._idle_workers -= 1
                     if sleeper.woken:
                         running = True  # counted by the waker
@@ -605,13 +603,18 @@ class Server:
                     running = True
         finally:
             _current.pool = None
-            with self._cond:
+            with self._queue_lock:
                 if running:
                     self._running -= 1
                 self._retire_worker_locked()
             if retiring:
                 log.debug("worker pool shrank to %d", self._workers)
                 self._changed()
+
+    def _push_locked(self, conn: _Connection) -> None:
+        if not self._ready:
+            self._ready_since = time.monotonic()
+        self._ready.append(conn)
 
     def _next_locked(self) -> _Connection | None:
         if not self._ready:
@@ -622,7 +625,7 @@ class Server:
         return conn
 
     def _retire_worker_locked(self) -> None:
-        """Take the calling worker out of the counts. Caller holds self._cond."""
+        """Take the calling worker out of the counts. Caller holds self._queue_lock."""
         self._workers -= 1
         self._worker_threads.discard(threading.current_thread())
 
@@ -666,10 +669,8 @@ class Server:
         if requeue:
             # This worker looks for work next: queue at the tail without waking another thread
             # (it takes the head, which is this connection unless others were waiting first).
-            with self._cond:
-                if not self._ready:
-                    self._ready_since = time.monotonic()
-                self._ready.append(conn)
+            with self._queue_lock:
+                self._push_locked(conn)
         else:
             self._note_deadline(self._timer_state(conn, time.monotonic())[1])
 
@@ -1311,7 +1312,7 @@ class Server:
 
     def _stop_threads(self, deadline: float) -> bool:
         """Stop and join the poller and the workers. False if some thread is still running."""
-        with self._cond:
+        with self._queue_lock:
             self._workers_stop = True
             for sleeper in self._sleepers:
                 sleeper.woken = True
