@@ -82,6 +82,33 @@ def test_column_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mon
                         assert fast == slow, command
 
 
+@pytest.mark.parametrize("batch", [4, 7, 4096])
+def test_column_path_marks_recent_in_every_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 batch: int) -> None:
+    """\\Recent on the column path, when many messages are \\Recent (the first SELECT after an
+    import claims them all) and batches are all, part or none \\Recent: the same bytes as the
+    general path."""
+    monkeypatch.setattr(fetch_command, "COLUMN_BATCH", batch)
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        folder = conv.folder("INBOX").id
+        conv.store.append_many("alice", folder, [(MSG, FLAG_SETS[n % 3], None, 0) for n in range(30)])
+        observer = conv.second_session()
+        observer.login()
+        observer.select()   # claims \\Recent for 1..30: the session under test gets none of them
+        observer.close()
+        conv.store.append_many("alice", folder, [(MSG, FLAG_SETS[n % 4], None, 0) for n in range(25)])
+        conv.store.store_flags("alice", folder, [33, 40], "add", ["\\Deleted"])
+        conv.store.expunge("alice", folder, [33, 40])
+        conv.select()       # 31..55 but 33 and 40 are \\Recent here
+        for command in ("UID FETCH 1:* (UID FLAGS)", "FETCH 1:* FLAGS", "UID FETCH 28:45 FLAGS", "FETCH 31:* (FLAGS UID)"):
+            fast, slow = _both(conv, monkeypatch, command)
+            assert fast == slow, command
+        lines = conv.command("UID FETCH 1:* (UID FLAGS)")
+        recent = [int(line.split(b"UID ")[1].split(b" ")[0]) for line in lines if b"\\Recent" in line]
+        assert recent == [uid for uid in range(31, 56) if uid not in (33, 40)]
+
+
 def test_changedsince_walks_only_the_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CHANGEDSINCE never lists the requested UIDs: the store's modseq index is the only source."""
     with Conversation(tmp_path) as conv:

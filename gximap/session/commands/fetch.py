@@ -312,7 +312,9 @@ class _RecordColumnsFetch:
     def __init__(self, names: list[str], *, recent: set[int], show_recent: bool) -> None:
         self.names = names
         self.format = b"* %d FETCH (" + b" ".join(_COLUMN_TEMPLATES[name] for name in names) + b")\r\n"
-        self.recent = recent if show_recent else set()
+        # Ascending, so that a batch finds its own \Recent UIDs by bisection: usually a few
+        # newest messages, but every message of a folder on its first SELECT after an import.
+        self.recent = sorted(recent) if show_recent else []
         self.plain = _FlagListBytes(False)
         self.marked = _FlagListBytes(True)  # with \Recent (IMAP4rev1 sessions)
         self.top_modseq = 0
@@ -363,15 +365,22 @@ class _RecordColumnsFetch:
         return b"".join(map(self.format.__mod__, zip(*columns, strict=True)))
 
     def _flag_lists(self, uids: list[int], tails: list[bytes]) -> list[bytes]:
+        recent = self.recent
+        if not recent or not uids:
+            return list(map(self.plain.__getitem__, tails))
+        # Only the \Recent UIDs within this batch's range are looked at, each found by bisection
+        # from where the previous one was: O(k log n) for k of them in the batch. A batch that is
+        # all \Recent (the first SELECT after an import) is one comparison of lists.
+        low = bisect.bisect_left(recent, uids[0])
+        high = bisect.bisect_right(recent, uids[-1], low)
+        if high - low == len(uids) and recent[low:high] == uids:
+            return list(map(self.marked.__getitem__, tails))
         lists = list(map(self.plain.__getitem__, tails))
-        if self.recent:
-            # \Recent messages are few (the newest): patched in by position, O(recent) bisections.
-            first, last = uids[0], uids[-1]
-            for uid in self.recent:
-                if first <= uid <= last:
-                    index = bisect.bisect_left(uids, uid)
-                    if index < len(uids) and uids[index] == uid:
-                        lists[index] = self.marked[tails[index]]
+        index = 0
+        for uid in recent[low:high]:
+            index = bisect.bisect_left(uids, uid, index)
+            if index < len(uids) and uids[index] == uid:
+                lists[index] = self.marked[tails[index]]
         return lists
 
 
