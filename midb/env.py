@@ -29,10 +29,12 @@ from midb.errors import MidbError, StoreBusy
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
-# index; opening such a
-# store for writing builds them, in one transaction (a second or two per 100,000 messages).
+# index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
+# sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time. Opening
+# an older store for writing builds what it lacks, in one transaction (a second or two per
+# 100,000 messages).
 OLDEST_SCHEMA = 1
 
 DB_NAMES = (
@@ -51,13 +53,18 @@ DB_NAMES = (
     "blobs",           # blob id (16 bytes) -> (refcount, size)
     "digests",         # blob id -> midb.mime.encode_digest(...)
     "metadata",        # (account, folder or 0 for the server, entry) -> value: RFC 5464 annotations
-    "flag_uids",       # (account, folder, kind, uid) -> b"": unseen / \\Deleted messages (midb.indexes)
+    "flag_lists",      # (account, folder, kind) -> u32 UIDs (sorted duplicates): unseen / \\Deleted (midb.indexes)
     "keyword_counts",  # (account, folder) + keyword -> u32 messages carrying it (midb.indexes)
     "summaries",       # blob id -> midb.summary record: what SEARCH/SORT/THREAD read per message
     "bodies",          # blob id -> the body itself, for small bodies kept in the index (Store inline_limit)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
-_ADDED_IN_SCHEMA_2 = ("flag_uids", "keyword_counts", "summaries", "bodies")
+_ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts", "summaries", "bodies")
+# Databases with sorted fixed-size duplicates (MDB_DUPSORT | MDB_DUPFIXED): a key's values are
+# read a page at a time (Cursor.getmulti) instead of one Python object per entry.
+_FIXED_DUPLICATES = frozenset({"flag_lists"})
+# Databases of older schemas that an upgrade removes.
+_RETIRED = ("flag_uids",)
 
 T = TypeVar("T")
 
@@ -101,7 +108,7 @@ class Databases:
     blobs: Any
     digests: Any
     metadata: Any
-    flag_uids: Any
+    flag_lists: Any
     keyword_counts: Any
     summaries: Any
     bodies: Any
@@ -213,7 +220,7 @@ class SharedEnv:
         self.synced = sync
         self.refs = 0
         self.stale = False          # set in a forked child: this env must not be used there
-        self.indexed = True         # flag_uids / keyword_counts are maintained (False: old read-only store)
+        self.indexed = True         # flag_lists / keyword_counts are maintained (False: old read-only store)
         self.notifiers: dict[str, Any] = {}   # run dir -> events.Notifier (managed by midb.events)
         self.notifiers_lock = threading.Lock()
         with lmdb_errors():
@@ -236,14 +243,16 @@ class SharedEnv:
                     try:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
-                        if name not in _ADDED_IN_SCHEMA_2:
+                        if name not in _ADDED_AFTER_SCHEMA_1:
                             raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
                         setattr(self.dbs, name, None)
                         self.indexed = False
             else:
                 with self.env.begin(write=True) as txn:
                     for name in DB_NAMES:
-                        setattr(self.dbs, name, self.env.open_db(name.encode(), txn=txn, create=True))
+                        fixed = name in _FIXED_DUPLICATES
+                        setattr(self.dbs, name, self.env.open_db(name.encode(), txn=txn, create=True,
+                                                                 dupsort=fixed, dupfixed=fixed))
             self._check_schema()
         except BaseException:
             self.env.close()
@@ -273,8 +282,12 @@ class SharedEnv:
                     return
                 log.info("%s: upgrading the index from schema %d to %d", self.index_dir, version,
                          SCHEMA_VERSION)
+                for name in _RETIRED:
+                    with contextlib.suppress(lmdb.NotFoundError):
+                        txn.drop(self.env.open_db(name.encode(), txn=txn, create=False), delete=True)
                 indexes.rebuild(txn, self.dbs)
-                summary.fill(txn, self.dbs)
+                if version < 2:
+                    summary.fill(txn, self.dbs)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
 
     # ---- transactions -------------------------------------------------------------------------

@@ -20,10 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import lmdb
+
 from midb import indexes
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
-from midb.env import Databases, lmdb_errors
+from midb.env import DB_NAMES, Databases, lmdb_errors
 from midb.errors import MidbError, StoreBusy
 from midb.folders import FolderRecord, parent_name
 from midb.keys import (
@@ -155,7 +157,7 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
         scan.expected_changes.add(change_key(account_id, folder_id, modseq, uid))
     for folder in lost:
         scan.problems.append(("lost_folder", folder))
-    if dbs.flag_uids is not None:
+    if dbs.flag_lists is not None:
         _check_indexes(txn, dbs, scan, errors)
 
     for (account_id, folder_id), record in scan.folders.items():
@@ -260,7 +262,7 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
 def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> None:
     """The flag index and the keyword counts (midb.indexes) against the messages table."""
     expected_flags, expected_counts = indexes.expected_entries(txn.cursor(dbs.messages).iternext())
-    stored_flags = {bytes(key) for key in txn.cursor(dbs.flag_uids).iternext(values=False)}
+    stored_flags = indexes.stored_entries(txn, dbs)
     stored_counts = {bytes(key): unpack_u32(raw) for key, raw in txn.cursor(dbs.keyword_counts)}
     extra, missing = stored_flags - expected_flags, expected_flags - stored_flags
     if extra or missing:
@@ -451,13 +453,14 @@ def _max_tombstone_modseq(txn: Any, dbs: Databases, account_id: int, folder_id: 
 # ---- backup ---------------------------------------------------------------------------------------
 
 def backup(store: Store, dest: str) -> None:
-    """Copy the index (compacted, from one read snapshot) and hard-link the bodies it references.
+    """Copy the index (one LMDB snapshot) and hard-link the bodies that copy references.
 
     Bodies expunged between the snapshot and the linking vanish from the source; then we take a newer
     snapshot and link what is still missing (a few rounds at most), so the copy is always consistent.
+
+    The copy is not compacted: LMDB's compacting copy crashes on a database with fixed-size
+    duplicates (the flag lists, schema 3), so the plain copy is taken, free pages included.
     """
-    shared = store._env
-    dbs = shared.dbs
     dest = os.path.abspath(os.fspath(dest))
     try:
         if os.listdir(dest):
@@ -469,35 +472,49 @@ def backup(store: Store, dest: str) -> None:
     index_dir = os.path.join(dest, "index")
     eml_dir = os.path.join(dest, "eml")
     try:
-        os.makedirs(index_dir, mode=0o750, exist_ok=True)
         os.makedirs(eml_dir, mode=0o750, exist_ok=True)
     except OSError as error:
         raise MidbError(f"cannot create backup directories in {dest}: {error}") from error
     linked: set[str] = set()
     missing_before: set[str] = set()
     for _attempt in range(BACKUP_ATTEMPTS):
-        with lmdb_errors(), shared.read() as txn:
-            # Bodies kept in the index travel with the index copy; only files are linked.
-            inline = set() if dbs.bodies is None else set(txn.cursor(dbs.bodies).iternext(values=False))
-            referenced = {bytes(key).hex() for key in txn.cursor(dbs.blobs).iternext(values=False)
-                          if key not in inline}
-            missing = {blob for blob in referenced - linked if not _link_body(store, blob, eml_dir)}
-            linked |= referenced - missing
-            if not missing:
-                try:
-                    shared.env.copy(index_dir, compact=True, txn=txn)
-                except Exception as error:
-                    raise MidbError(f"cannot copy the index to {index_dir}: {error}") from error
-                for blob in linked - referenced:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(eml_dir, blob[:2], blob))
-                _sync_tree(dest)
-                return
+        shutil.rmtree(index_dir, ignore_errors=True)
+        try:
+            os.makedirs(index_dir, mode=0o750)
+            store._env.env.copy(index_dir)
+        except Exception as error:
+            raise MidbError(f"cannot copy the index to {index_dir}: {error}") from error
+        referenced = _files_referenced(index_dir)
+        missing = {blob for blob in referenced - linked if not _link_body(store, blob, eml_dir)}
+        linked |= referenced - missing
+        if not missing:
+            for blob in linked - referenced:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(eml_dir, blob[:2], blob))
+            _sync_tree(dest)
+            return
         broken = missing & missing_before
         if broken:
             raise MidbError(f"bodies missing from the store (run midb verify): {sorted(broken)[:5]}")
         missing_before = missing
     raise StoreBusy("backup: the store changed too fast to take a consistent snapshot; retry")
+
+
+def _files_referenced(index_dir: str) -> set[str]:
+    """The bodies kept as files (not in the index) that the copied index at ``index_dir`` references."""
+    with lmdb_errors():
+        copied = lmdb.open(index_dir, readonly=True, lock=False, max_dbs=len(DB_NAMES) + 2, subdir=True)
+    try:
+        with lmdb_errors(), copied.begin() as txn:
+            blobs = copied.open_db(b"blobs", txn=txn, create=False)
+            try:
+                bodies = copied.open_db(b"bodies", txn=txn, create=False)
+                inline = set(txn.cursor(bodies).iternext(values=False))
+            except lmdb.NotFoundError:   # schema 1: every body is a file
+                inline = set()
+            return {bytes(key).hex() for key in txn.cursor(blobs).iternext(values=False) if key not in inline}
+    finally:
+        copied.close()
 
 
 def _link_body(store: Store, blob: str, eml_dir: str) -> bool:

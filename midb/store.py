@@ -342,7 +342,7 @@ class Store(MetadataMixin):
                     break
                 out.append((key, value))
         else:
-            for key in cursor.iternext(values=False):
+            for key in cursor.iternext_nodup():   # once per key, in a database with duplicates too
                 if key[:size] != prefix:
                     break
                 out.append(key)
@@ -461,7 +461,7 @@ class Store(MetadataMixin):
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
-                       dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_uids, dbs.keyword_counts):
+                       dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts):
                 self._delete_prefix(txn, db, prefix)
             # Ownership the account holds over other mailboxes.
             for key in list(txn.cursor(dbs.owners).iternext(values=False)):
@@ -645,7 +645,7 @@ class Store(MetadataMixin):
             for blob_raw, count in blob_counts.items():
                 self._blob_decref(txn, dbs, blob_raw, count, effects)
             # Annotations go with the folder: a new folder of the same name starts without them.
-            for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_uids,
+            for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
                        dbs.keyword_counts):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)

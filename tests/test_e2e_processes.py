@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import signal
@@ -46,6 +47,14 @@ def _alive(pid: int) -> bool:
 
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def _serving(server: GximapProcess) -> list[int]:
     return [pid for pid in _children(server.proc.pid) if _title(pid).startswith("gximap: process ")]
 
@@ -70,12 +79,28 @@ def test_parent_and_two_serving_processes_share_the_connections(server: GximapPr
     assert _title(server.proc.pid) == "gximap: master, 2/2 processes"
     children = _serving(server)
     assert sorted(_title(pid).split(":")[1].strip() for pid in children) == ["process 1/2", "process 2/2"]
-    clients = [_login(server.port) for _ in range(24)]
-    try:
-        def sessions() -> list[int]:
-            return [int(_title(pid).rsplit(":", 1)[1].split("/")[0]) for pid in children]
+    clients: list[LineClient] = []
 
+    def sessions() -> list[int]:
+        return [int(_title(pid).rsplit(":", 1)[1].split("/")[0]) for pid in children]
+
+    try:
         # Both processes accept on the same socket; whichever is free first takes a connection.
+        # Which one that is depends on scheduling, so each is made the only one free in turn:
+        # with its sibling stopped, it must take the next connection.
+        for stopped, serving in ((children[0], 1), (children[1], 0)):
+            before = sessions()[serving]
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                # kill() returns before the stop takes effect; a thread not yet stopped could
+                # still accept the next connection and leave it without a greeting.
+                assert wait_until(lambda stopped=stopped: _all_threads_stopped(stopped), timeout=10.0)
+                clients.append(_login(server.port))
+                assert wait_until(lambda serving=serving, before=before: sessions()[serving] == before + 1,
+                                  timeout=10.0)
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+        clients += [_login(server.port) for _ in range(22)]
         assert wait_until(lambda: sum(sessions()) == 24, timeout=10.0)
         assert all(count > 0 for count in sessions())
         # context_num is a total: each process takes half.

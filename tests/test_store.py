@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from midb import mime
+from midb import maintenance, mime
 from midb.blobs import pack_blob_record
 from midb.errors import (
     AccountExists,
@@ -811,6 +811,36 @@ def test_backup(store: Store, alice: Account, tmp_path: Path) -> None:
         assert copy.stats()["messages"] == store.stats()["messages"] - 1
     with pytest.raises(MidbError):
         store.backup(str(dest))                          # not empty
+
+
+def test_backup_retries_when_a_body_vanishes_after_the_snapshot(
+        store: Store, alice: Account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body expunged (and unlinked) between the index copy and the linking: the copy references
+    a file that is gone, so the backup takes a newer copy, which no longer references it. Large
+    flag lists (LMDB duplicates spanning pages) travel with the copy."""
+    inbox = inbox_id(store)
+    store.append_many("alice", inbox, [(b"Subject: %d\r\n\r\n" % n + b"x" * 3000, (), None, 0) for n in range(3)])
+    store.append_many("alice", inbox, [(MSG, (), None, 0)] * 3000)
+    real = maintenance._files_referenced
+    calls: list[int] = []
+
+    def referenced_then_expunge(index_dir: str) -> set[str]:
+        found = real(index_dir)
+        if not calls:
+            store.store_flags("alice", inbox, [2], "add", ["\\Deleted"])
+            store.expunge("alice", inbox, [2])
+        calls.append(len(found))
+        return found
+
+    monkeypatch.setattr(maintenance, "_files_referenced", referenced_then_expunge)
+    dest = tmp_path / "backup"
+    store.backup(str(dest))
+    assert calls == [3003, 3002]      # every body is a file with this store's settings
+    with Store(dest, fsync=False) as copy:
+        assert copy.verify() == []
+        assert copy.messages("alice", inbox) == store.messages("alice", inbox)
+        assert len(copy.unseen_uids("alice", inbox)) == 3002
+    assert sum(1 for path in (dest / "eml").rglob("*") if path.is_file()) == 3002
 
 
 def test_stats(store: Store, alice: Account) -> None:

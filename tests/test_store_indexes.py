@@ -96,7 +96,7 @@ def test_delete_account_removes_index_entries(store: Store) -> None:
     assert_indexes(store)
     with store._env.read() as txn:
         dbs = store._shared.dbs
-        keys = [bytes(key) for db in (dbs.flag_uids, dbs.keyword_counts)
+        keys = [bytes(key) for db in (dbs.flag_lists, dbs.keyword_counts)
                 for key in txn.cursor(db).iternext(values=False)]
     alice_id = store.get_account("alice").id  # type: ignore[union-attr]
     assert keys and all(key[:4] == alice_id.to_bytes(4, "big") for key in keys)
@@ -116,7 +116,7 @@ def test_verify_reports_and_repairs_broken_indexes(store: Store) -> None:
     account_id = store.get_account("alice").id  # type: ignore[union-attr]
 
     def damage(txn: Any, dbs: Any, effects: Any) -> None:
-        txn.drop(dbs.flag_uids, delete=False)
+        txn.drop(dbs.flag_lists, delete=False)
         txn.put(folder_key(account_id, folder) + b"$Ghost", (1).to_bytes(4, "big"), db=dbs.keyword_counts)
 
     store._write(damage)
@@ -136,7 +136,7 @@ def downgrade_to_schema_1(path: Path) -> None:
     environment = lmdb.open(str(path / "index"), max_dbs=32)
     try:
         with environment.begin(write=True) as txn:
-            for name in (b"flag_uids", b"keyword_counts", b"summaries"):
+            for name in (b"flag_lists", b"keyword_counts", b"summaries"):
                 txn.drop(environment.open_db(name, txn=txn), delete=True)
             txn.put(b"schema", (1).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
     finally:
@@ -165,9 +165,63 @@ def test_schema_1_store_is_upgraded_on_open_and_readable_read_only(tmp_path: Pat
         assert store._shared.indexed
         assert_indexes(store)
         with store._env.read() as txn:
-            assert txn.get(b"schema", db=store._shared.dbs.meta) == (2).to_bytes(4, "big")
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
             assert all(txn.get(blob_key(blob), db=store._shared.dbs.summaries) for blob in blobs)
         assert store.summaries(blobs) == expected
+
+
+def downgrade_to_schema_2(path: Path) -> None:
+    """Make the store look as written by schema 2: the flag index as one key per message."""
+    environment = lmdb.open(str(path / "index"), max_dbs=32)
+    try:
+        with environment.begin(write=True) as txn:
+            lists = environment.open_db(b"flag_lists", txn=txn)
+            entries = [bytes(key) + bytes(value) for key, value in txn.cursor(lists).iternext()]
+            txn.drop(lists, delete=True)
+            old = environment.open_db(b"flag_uids", txn=txn)
+            for entry in entries:
+                txn.put(entry, b"", db=old)
+            txn.put(b"schema", (2).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def test_schema_2_store_gets_flag_lists_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Store(path, fsync=False) as store:
+        store.create_account("alice")
+        store.append_many("alice", inbox(store), [(MSG, (), None, 0), (MSG, ("\\Seen", "$A"), None, 0),
+                                                  (MSG, ("\\Deleted",), None, 0)] * 400)
+    downgrade_to_schema_2(path)
+    with Store(path, readonly=True) as old:    # read-only: no flag lists, the records are scanned
+        assert not old._shared.indexed
+        assert old.unseen_uids("alice", inbox(old))[:4] == [1, 3, 4, 6]
+        assert old.verify() == []
+    with Store(path, fsync=False) as store:
+        assert store._shared.indexed
+        assert_indexes(store)
+        assert len(store.unseen_uids("alice", inbox(store))) == 800
+        assert store.deleted_uids("alice", inbox(store))[-2:] == [1197, 1200]
+        with store._env.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
+        environment = store._shared.env
+        with environment.begin() as txn, pytest.raises(lmdb.NotFoundError):
+            environment.open_db(b"flag_uids", txn=txn, create=False)   # the old index is gone
+
+
+def test_flag_lists_longer_than_a_page(store: Store) -> None:
+    """Lists of thousands of UIDs span several LMDB pages (getmulti reads a page per call);
+    removing entries from the middle and reading with and without a limit stay exact."""
+    folder = inbox(store)
+    store.append_many("alice", folder, [(MSG, (), None, 0)] * 5000)
+    store.store_flags("alice", folder, range(2, 5001, 2), "add", ["\\Seen"])
+    store.store_flags("alice", folder, range(1000, 4001), "add", ["\\Deleted"])
+    store.store_flags("alice", folder, range(1500, 1600), "remove", ["\\Deleted"])
+    assert store.unseen_uids("alice", folder) == list(range(1, 5001, 2))
+    assert store.unseen_uids("alice", folder, limit=3) == [1, 3, 5]
+    assert store.deleted_uids("alice", folder) == [*range(1000, 1500), *range(1600, 4001)]
+    store.expunge("alice", folder)
+    assert_indexes(store)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
