@@ -143,13 +143,19 @@ def downgrade_to_schema_1(path: Path) -> None:
         environment.close()
 
 
-def test_schema_1_store_is_upgraded_on_open_and_readable_read_only(tmp_path: Path) -> None:
-    path = tmp_path / "store"
+def filled_store(path: Path, items: list[tuple[bytes, tuple[str, ...], None, int]]) -> list[str]:
+    """A store at ``path`` with alice's INBOX holding ``items``; returns the blobs in UID order."""
     with Store(path, fsync=False) as store:
         store.create_account("alice")
-        store.append_many("alice", inbox(store), [(MSG, (), None, 0), (MULTIPART, ("\\Seen", "$A"), None, 0),
-                                                  (MSG, ("\\Deleted", "$B"), None, 0)])
-        blobs = [meta.blob for meta in store.messages("alice", inbox(store))]
+        store.append_many("alice", inbox(store), items)
+        return [meta.blob for meta in store.messages("alice", inbox(store))]
+
+
+def test_schema_1_store_is_upgraded_on_open_and_readable_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    blobs = filled_store(path, [(MSG, (), None, 0), (MULTIPART, ("\\Seen", "$A"), None, 0),
+                                (MSG, ("\\Deleted", "$B"), None, 0)])
+    with Store(path, fsync=False) as store:
         expected = store.summaries(blobs)
     downgrade_to_schema_1(path)
     with Store(path, readonly=True) as old:
@@ -188,10 +194,7 @@ def downgrade_to_schema_2(path: Path) -> None:
 
 def test_schema_2_store_gets_flag_lists_on_open(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    with Store(path, fsync=False) as store:
-        store.create_account("alice")
-        store.append_many("alice", inbox(store), [(MSG, (), None, 0), (MSG, ("\\Seen", "$A"), None, 0),
-                                                  (MSG, ("\\Deleted",), None, 0)] * 400)
+    filled_store(path, [(MSG, (), None, 0), (MSG, ("\\Seen", "$A"), None, 0), (MSG, ("\\Deleted",), None, 0)] * 400)
     downgrade_to_schema_2(path)
     with Store(path, readonly=True) as old:    # read-only: no flag lists, the records are scanned
         assert not old._shared.indexed
