@@ -275,7 +275,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Offer TLS: implicit-TLS listeners and the STARTTLS command.",
        "imap"),
     _d("imap_process_num", "int", "1",
-       "Serving processes sharing the listening sockets (whichever is least busy accepts), so that "
+       "Serving processes sharing the listening sockets (whichever is free first accepts), so that "
        "Python uses more than one core; 0 means one per CPU. context_num and imap_thread_init_num are totals, shared out "
        "among them.",
        "imap", minimum=0),

@@ -151,7 +151,7 @@ def bind_listener_sets(specs: Iterable[ListenerSpec], count: int) -> list[list[B
 
     Every set holds the same sockets: each address is bound once, before privileges are dropped,
     and every process accepts on it. A new connection wakes the pollers of all processes and the
-    first to call accept() takes it, which is the process least busy at that moment. (SO_REUSEPORT,
+    first to call accept() takes it, usually the least busy one at that moment. (SO_REUSEPORT,
     one socket per process, was used before: its hash of the client's address spread ten clients
     8 to 2 as often as not, and the busier process held up its clients while the other idled.)
     The parent keeps the sockets, so connections queued while a process restarts are taken by the
