@@ -37,7 +37,6 @@ __all__ = [
     "UNSEEN_KIND",
     "IndexDelta",
     "expected_entries",
-    "flag_key",
     "flag_kinds",
     "folder_keywords",
     "keyword_key",
@@ -54,11 +53,6 @@ _KIND_KEY = struct.Struct(">IIB")             # the key of a list: (account, fol
 _UID = struct.Struct(">I")                    # a value: the UID
 _ENTRY_SIZE = FLAG_KEY.size
 assert array("I").itemsize == _UID.size, "uids_of_kind converts through array('I')"
-
-
-def flag_key(account_id: int, folder_id: int, kind: int, uid: int) -> bytes:
-    """One flag-index entry as key + value bytes (how verify compares them)."""
-    return FLAG_KEY.pack(account_id, folder_id, kind, uid)
 
 
 def keyword_key(account_id: int, folder_id: int, keyword: bytes) -> bytes:

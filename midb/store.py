@@ -1356,16 +1356,15 @@ class Store(MetadataMixin):
                 raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
                 if raw is not None:
                     metas.append(meta_from_record(uid, raw))
-            vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
-            vanished.sort()
-            return metas, vanished
+            return metas, self._vanished_after(txn, dbs, account_id, record, modseq)
 
         return self._after_modseq(account, folder_id, modseq, ([], []), read)
 
     def _after_modseq(self, account: str, folder_id: int, modseq: int, nothing: T,
                       read: Callable[[Any, Databases, int, FolderRecord], T]) -> T:
-        """The shared start of changes_since and changed_columns: check `modseq`, read the folder
-        in a read transaction, and answer `nothing` when no change is above `modseq`."""
+        """The shared start of changes_since, changed_columns and vanished_since: check `modseq`,
+        read the folder in a read transaction, and answer `nothing` when no change is above
+        `modseq` (every tombstone's modseq is at most the folder's HIGHESTMODSEQ)."""
         if not isinstance(modseq, int) or modseq < 0:
             raise InvalidArgument(f"invalid modseq {modseq!r}")
         with lmdb_errors(), self._env.read() as txn:
@@ -1378,15 +1377,18 @@ class Store(MetadataMixin):
 
     def vanished_since(self, account: str, folder_id: int, modseq: int) -> list[int]:
         """UIDs expunged with a tombstone modseq > `modseq` (QRESYNC VANISHED (EARLIER))."""
-        if not isinstance(modseq, int) or modseq < 0:
-            raise InvalidArgument(f"invalid modseq {modseq!r}")
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
-            account_id = self._account_id(txn, dbs, account)
-            record = self._folder(txn, dbs, account_id, folder_id)
-            vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
-            vanished.sort()
-            return vanished
+        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> list[int]:
+            return self._vanished_after(txn, dbs, account_id, record, modseq)
+
+        return self._after_modseq(account, folder_id, modseq, [], read)
+
+    @classmethod
+    def _vanished_after(cls, txn: Any, dbs: Databases, account_id: int, record: FolderRecord,
+                        modseq: int) -> list[int]:
+        """UIDs of the folder's tombstones with a modseq > `modseq`, ascending."""
+        vanished = cls._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
+        vanished.sort()
+        return vanished
 
     @staticmethod
     def _uids_after(txn: Any, db: Any, account_id: int, folder_id: int, modseq: int) -> list[int]:
@@ -1558,8 +1560,7 @@ class Store(MetadataMixin):
 
         def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> tuple[Any, list[int]]:
             changed = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
-            vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
-            vanished.sort()
+            vanished = self._vanished_after(txn, dbs, account_id, record, modseq)
             if len(changed) * 4 > record.messages:
                 # Most of the folder changed (an old modseq): one pass over it beats a key
                 # lookup per change; the unchanged records are dropped by their MODSEQ.

@@ -673,7 +673,7 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any]) -> list[Any]:
             matched.extend(msg.meta for _, msg in survivors)
             continue
         future = _READ_AHEAD.get().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
-                                  [msg.meta.size for _, msg in survivors]) if survivors else None
+                                          [msg.meta.size for _, msg in survivors]) if survivors else None
         if pending is not None:
             matched.extend(_pass_on_body(*pending, on_body))
         pending = ([msg for _, msg in survivors], future) if future is not None else None
