@@ -380,7 +380,14 @@ class SharedEnv:
 
     def _lead(self, pendings: list[_Pending]) -> None:
         """Run everything queued as one batch (we hold the leadership), then pass the leadership to
-        the first thread that queued meanwhile, or give it up."""
+        the first thread that queued meanwhile, or give it up.
+
+        The batch is taken once LMDB's write lock is ours, not before: while another process
+        commits (begin() waits for it, often as long as a commit), this process's writers keep
+        queueing, and they ride this commit instead of waiting for a whole commit more. (Measured,
+        10-client mixed load, two processes: 1.82 jobs per commit instead of 1.47, 22 % fewer
+        commits and fsyncs for the same work. Throughput did not move beyond this machine's noise:
+        on its virtual disk a commit's flush costs about as much per page as per fsync.)"""
         riders: list[_Waiter] = []
         successor: _Waiter | None = None
         try:
@@ -394,9 +401,14 @@ class SharedEnv:
                         for pending in pendings:   # interrupted: our jobs were never started
                             self._queue.remove(pending)
                         raise
+            txn = self._begin()
+            with self._queue_cv:
                 batch, self._queue = self._queue, []
                 riders, self._waiters = self._waiters, []
-            self._run_batch(batch)
+            if isinstance(txn, BaseException):
+                self._fail(batch, txn)
+            else:
+                self._run_batch(txn, batch)
         finally:
             with self._queue_cv:
                 if self._waiters:
@@ -409,6 +421,17 @@ class SharedEnv:
                 successor.wake.release()
             for rider in riders:
                 rider.wake.release()
+
+    def _begin(self) -> lmdb.Transaction | BaseException:
+        """The write transaction, or why there is none."""
+        try:
+            # begin() waits for LMDB's write lock while another process commits, which can take
+            # a while: the worker pool lets another worker serve meanwhile. (Measured: 10-client
+            # mixed load 1,490-1,670 ops/s with this, 1,250-1,360 without.)
+            with _blocking():
+                return self.env.begin(write=True)
+        except BaseException as error:
+            return error
 
     def _gather(self) -> None:
         """Wait up to GATHER_WAIT for announced arrivals (caller holds _queue_cv)."""
@@ -423,11 +446,11 @@ class SharedEnv:
         finally:
             self._gathering = False
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
+    def _run_batch(self, txn: lmdb.Transaction, batch: list[_Pending]) -> None:
         """Run and commit a batch; every job leaves it done, with a result or an error."""
         committed = False
         try:
-            committed = self._commit_batch(batch)
+            committed = self._commit_batch(txn, batch)
         finally:
             for pending in batch:
                 if not pending.done:
@@ -443,16 +466,7 @@ class SharedEnv:
             except lmdb.Error as error:
                 log.error("flushing %s failed: %s", self.index_dir, error)
 
-    def _commit_batch(self, batch: list[_Pending]) -> bool:
-        try:
-            # begin() waits for LMDB's write lock while another process commits, which can take
-            # a while: the worker pool lets another worker serve meanwhile. (Measured: 10-client
-            # mixed load 1,490-1,670 ops/s with this, 1,250-1,360 without.)
-            with _blocking():
-                txn = self.env.begin(write=True)
-        except BaseException as error:
-            self._fail(batch, error)
-            return False
+    def _commit_batch(self, txn: lmdb.Transaction, batch: list[_Pending]) -> bool:
         try:
             if len(batch) == 1:
                 only = batch[0]

@@ -12,7 +12,6 @@ from conversation import DATA_DIR
 from gximap.auth.maps import NameMap
 from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings
 from gximap.lmtp.protocol import Envelope, Recipient
-from midb import env as midb_env
 from midb.store import Store
 
 BODY = b"From: carol@example.org\r\nSubject: team news\r\n\r\nhello team\r\n"
@@ -24,19 +23,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
         for name in ("alice", "bob", "carol"):
             opened.create_account(name)
         yield opened
-
-
-@pytest.fixture
-def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    sizes: list[int] = []
-    original = midb_env.SharedEnv._commit_batch
-
-    def counting(self: Any, batch: list[Any]) -> bool:
-        sizes.append(len(batch))
-        return original(self, batch)
-
-    monkeypatch.setattr(midb_env.SharedEnv, "_commit_batch", counting)
-    return sizes
 
 
 def deliver(store: Store, accounts: tuple[str, ...], **settings: Any) -> str:

@@ -3,6 +3,8 @@ it committed and hands the leadership to the first thread that queued during its
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,61 @@ def test_durable_writes_sync_after_the_commit_and_flag_changes_do_not(tmp_path: 
             assert syncs == [True, True]
         finally:
             shared.env = real
+
+
+LOCK_HOLDER = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], subdir=True, max_dbs=32, lock=True)
+txn = env.begin(write=True)
+print("locked", flush=True)
+sys.stdin.readline()
+txn.abort()
+env.close()
+"""
+
+
+def test_writers_queued_while_another_process_holds_the_write_lock_share_one_commit(
+        tmp_path: Path, commits: list[int]) -> None:
+    """The leader takes its batch once LMDB's write lock is its own: a writer that queued while
+    the leader waited for another process's commit rides along instead of waiting a commit more."""
+    with Store(tmp_path / "store", fsync=False) as store:
+        shared = store._env
+        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, shared.index_dir],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            assert holder.stdout.readline() == "locked\n"
+            ran_on: dict[str, int] = {}
+
+            def job(name: str) -> Any:
+                def run(txn: Any, dbs: Any, effects: Any) -> str:
+                    ran_on[name] = threading.get_ident()
+                    txn.put(name.encode(), b"v", db=dbs.meta)
+                    return name
+                return run
+
+            results: dict[str, str] = {}
+
+            def submit(name: str) -> None:
+                results[name] = shared.write(job(name), durable=False)[0]
+
+            leader = threading.Thread(target=submit, args=("leader",))
+            leader.start()
+            assert wait_until(lambda: shared._leader_active, timeout=10.0)
+            follower = threading.Thread(target=submit, args=("follower",))
+            follower.start()
+            assert wait_until(lambda: len(shared._waiters) == 1, timeout=10.0)
+            assert commits == []   # the leader still waits for the lock
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            leader.join(10)
+            follower.join(10)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(10)
+        assert results == {"leader": "leader", "follower": "follower"}
+        assert commits == [2]
+        assert ran_on["follower"] == ran_on["leader"] == leader.ident
+        with shared.read() as txn:
+            assert txn.get(b"follower", db=shared.dbs.meta) == b"v"

@@ -319,20 +319,6 @@ def test_summary_decoding_rejects_foreign_bytes() -> None:
 # -- batched appends and group commit ------------------------------------------------------------------
 
 
-@pytest.fixture
-def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the write batches committed (one LMDB commit each)."""
-    sizes: list[int] = []
-    original = midb_env.SharedEnv._commit_batch
-
-    def counting(self: Any, batch: list[Any]) -> bool:
-        sizes.append(len(batch))
-        return original(self, batch)
-
-    monkeypatch.setattr(midb_env.SharedEnv, "_commit_batch", counting)
-    return sizes
-
-
 def test_append_batch_stores_each_copy_in_one_commit(tmp_path: Path, commits: list[int]) -> None:
     with Store(tmp_path / "store", fsync=False, max_message_size=1000) as store:
         for name in ("alice", "bob", "carol"):
