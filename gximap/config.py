@@ -277,7 +277,8 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_process_num", "int", "1",
        "Serving processes sharing the listening sockets (whichever is free first accepts), so that "
        "Python uses more than one core; 0 means one per CPU. context_num and imap_thread_init_num are totals, shared out "
-       "among them.",
+       "among them; a process whose share of context_num is taken leaves new connections to the others, and a "
+       "connection is refused only when all are full.",
        "imap", minimum=0),
     _d("imap_thread_charge_num", "int", "40",
        "Sessions per worker thread; the thread maximum is context_num divided by this.",

@@ -322,6 +322,7 @@ class Daemon:
             proxy_trust=list(cfg.imap_haproxy_trust),
             max_conn_per_ip=int(cfg.imap_max_conn_per_ip),
             address_ledger=AddressLedger(siblings),
+            shared_listeners=count > 1,
             on_change=self._title,
         )
         latch = SignalLatch()

@@ -204,3 +204,33 @@ def test_idle_sessions_in_both_processes_hear_of_new_mail(server: GximapProcess)
         assert client.readline() == b"* 1 EXISTS"
         client.send(b"DONE\r\n")
         client.close()
+
+
+def test_every_context_is_used_before_a_connection_is_refused(tmp_path: Path) -> None:
+    """context_num is split between the processes; a process that is full leaves new connections
+    to its sibling instead of refusing them, whichever process the kernel wakes first."""
+    proc = GximapProcess(tmp_path, tls=False, extra={"imap_process_num": "2", "context_num": "6"}).start()
+    try:
+        clients = []
+        for _ in range(6):
+            client = LineClient(proc.port)
+            assert client.readline().startswith(b"* OK")
+            clients.append(client)
+        extra = LineClient(proc.port)
+        assert extra.readline().startswith(b"* BYE")
+        extra.close()
+        clients.pop().close()
+        # The freed context is taken again (by the process that freed it, once it sees the close).
+        assert wait_until(lambda: _greeted(proc.port), timeout=10.0)
+        for client in clients:
+            client.close()
+    finally:
+        proc.stop()
+
+
+def _greeted(port: int) -> bool:
+    client = LineClient(port)
+    try:
+        return client.readline().startswith(b"* OK")
+    finally:
+        client.close()

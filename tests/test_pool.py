@@ -17,6 +17,7 @@ from net_helpers import (
     Client,
     Recorder,
     client_tls_context,
+    close_clients,
     make_certificate,
     running_server,
     wait_until,
@@ -24,6 +25,7 @@ from net_helpers import (
 
 from gximap.net import pool as pool_module
 from gximap.net.listener import (
+    BoundListener,
     ListenerError,
     ListenerSpec,
     adopt_listener,
@@ -100,6 +102,34 @@ def test_admission_refuses_beyond_context_num() -> None:
         assert wait_until(lambda: server.stats().sessions == 1)
         fourth = connect(ports["plain"])
         assert fourth.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
+    """Two servers on one listening socket, as sibling processes share theirs: once one is full,
+    the other takes every new connection until it is full too; only then is one refused."""
+    listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
+    port = listeners[0].port
+    twin = socket.socket(fileno=os.dup(listeners[0].sock.fileno()))
+    twin.setblocking(False)
+    settings: dict[str, object] = {
+        "thread_init_num": 1, "thread_charge_num": 1, "conn_timeout": 5.0, "ssl_context": None,
+        "busy_response": BUSY, "shared_listeners": True,
+    }
+    small = Server(listeners, Recorder().factory, context_num=1, **settings)  # type: ignore[arg-type]
+    large = Server([BoundListener(twin, False)], Recorder().factory, context_num=6, **settings)  # type: ignore[arg-type]
+    small.start()
+    large.start()
+    try:
+        clients = [connect(port) for _ in range(7)]
+        assert (small.stats().sessions, large.stats().sessions) == (1, 6)
+        refused = Client("127.0.0.1", port)
+        assert refused.read_until_eof() == BUSY
+        for client in clients:
+            client.close()
+    finally:
+        close_clients()
+        small.stop(grace=0.0)
+        large.stop(grace=0.0)
 
 
 def test_arrival_waits_briefly_for_a_context_being_freed() -> None:

@@ -8,8 +8,8 @@
 Public API:
     Server(listeners, handler_factory, *, context_num, thread_init_num, thread_charge_num,
            conn_timeout, ssl_context, busy_response, proxy_mode=0, proxy_trust=(),
-           max_conn_per_ip=0, worker_idle_timeout=60.0, slice_commands=8, slice_bytes=256 KiB,
-           on_change=None)
+           max_conn_per_ip=0, address_ledger=None, shared_listeners=False, worker_idle_timeout=60.0,
+           slice_commands=8, slice_bytes=256 KiB, on_change=None)
     .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
     .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged; applies to
                                                    connections accepted (or STARTTLS begun) afterwards
@@ -43,6 +43,9 @@ How it runs:
   dropped if its first bytes are a PROXY header.
 - Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
+- Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
+  with every context taken stops watching them, so that a sibling with room takes the next
+  connection; one that no sibling took within _SIBLING_GRACE is accepted after all (and refused).
 - Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
   (the PROXY address when there is one), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
@@ -115,6 +118,12 @@ _STALL_AFTER = 0.01
 # client, which may trail the next client's connect (health-check probes, quick reconnects).
 _ADMISSION_WAIT = 0.25
 _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
+# Listeners shared with sibling processes (imap_process_num): a process whose contexts are all
+# taken stops watching them, so that a sibling with room accepts the next connection instead of
+# this one holding and then refusing it. Every so often it looks whether a connection is still
+# waiting that no sibling took (all of them full, or stuck): that one it accepts after all, to be
+# held and refused busy as usual.
+_SIBLING_GRACE = 0.05
 
 
 # ConnectionInfo.peer_host of connections on UNIX-socket listeners (peer_port is 0); the peer's
@@ -313,6 +322,7 @@ class Server:
         proxy_trust: Iterable[str] = (),
         max_conn_per_ip: int = 0,
         address_ledger: AddressLedger | None = None,
+        shared_listeners: bool = False,
         worker_idle_timeout: float = 60.0,
         slice_commands: int = 8,
         slice_bytes: int = 256 * 1024,
@@ -344,6 +354,7 @@ class Server:
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
         # Connections per address; shared with sibling processes under imap_process_num.
         self._ledger = address_ledger if address_ledger is not None else AddressLedger()
+        self._shared_listeners = shared_listeners
         self._worker_idle_timeout = worker_idle_timeout
         self._slice_commands = slice_commands
         self._slice_bytes = slice_bytes
@@ -365,6 +376,8 @@ class Server:
         self._timer_lock = threading.Lock()
         self._next_scan = 0.0
         self._paused: dict[int, float] = {}  # listener fd -> when to accept again
+        self._stepped_back: set[int] = set()  # shared listener fds left to siblings while full
+        self._step_back_until = 0.0  # when to look for connections no sibling took
         self._waiting: deque[_Arrival] = deque()  # touched by the poller thread only
         self._listener_by_fd = {listener.fileno(): listener for listener in self._listeners}
         self._epoll: select.epoll | None = None
@@ -1036,6 +1049,8 @@ class Server:
             next_scan = min(next_scan, self._waiting[0].deadline)
         if self._paused:
             next_scan = min(next_scan, *self._paused.values())
+        if self._stepped_back:
+            next_scan = min(next_scan, self._step_back_until)
         with self._timer_lock:
             self._next_scan = next_scan
 
@@ -1086,6 +1101,8 @@ class Server:
                     self._resume_listeners(now)
                 if self._waiting:
                     self._serve_arrivals(now)
+                if self._stepped_back:
+                    self._review_step_back(now)
             except Exception:
                 log.error("poller: unexpected error", exc_info=True)
                 time.sleep(0.1)
@@ -1098,6 +1115,7 @@ class Server:
             listener.close()
         self._listener_by_fd = {}
         self._paused.clear()
+        self._stepped_back.clear()
         while self._waiting:
             arrival = self._waiting.popleft()
             self._refuse_socket(arrival.sock, arrival.listener, arrival.peer, "server shutting down")
@@ -1133,6 +1151,42 @@ class Server:
                 self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT))
             else:
                 self._admit_safely(sock, peer, listener)
+            if self._shared_listeners and self._contexts_full():
+                self._step_back(time.monotonic())
+                return
+
+    def _step_back(self, now: float) -> None:
+        """Stop watching the shared listeners while every context is taken (see _SIBLING_GRACE)."""
+        assert self._epoll is not None
+        for fd in self._listener_by_fd:
+            if fd not in self._paused and fd not in self._stepped_back:
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(fd)
+                self._stepped_back.add(fd)
+        self._step_back_until = now + _SIBLING_GRACE
+        self._note_deadline(self._step_back_until)
+
+    def _review_step_back(self, now: float) -> None:
+        """Watch the shared listeners again once a context is free, or once a connection has
+        waited _SIBLING_GRACE without a sibling taking it."""
+        if self._contexts_full() and now < self._step_back_until:
+            return
+        if self._contexts_full() and not self._unclaimed_connection():
+            self._step_back_until = now + _SIBLING_GRACE
+            self._note_deadline(self._step_back_until)
+            return
+        assert self._epoll is not None
+        for fd in self._stepped_back:
+            with contextlib.suppress(OSError):
+                self._epoll.register(fd, select.EPOLLIN)
+        self._stepped_back.clear()
+
+    def _unclaimed_connection(self) -> bool:
+        """Is a connection waiting on a listener this process stepped back from?"""
+        waiting = select.poll()
+        for fd in self._stepped_back:
+            waiting.register(fd, select.POLLIN)
+        return bool(waiting.poll(0))
 
     def _contexts_full(self) -> bool:
         with self._lock:
