@@ -367,7 +367,6 @@ class Server:
         self._ready: deque[_Connection] = deque()
         self._ready_since = 0.0  # when the head of _ready was queued (monotonic)
         self._workers = 0
-        self._idle_workers = 0
         self._running = 0  # workers serving (or woken to serve) outside a blocking_section
         self._sleepers: list[_Sleeper] = []  # idle workers, the most recent last (woken first)
         self._worker_serial = 0
@@ -423,7 +422,7 @@ class Server:
             return PoolStats(
                 sessions=sessions,
                 workers=self._workers,
-                busy_workers=self._workers - self._idle_workers,
+                busy_workers=self._workers - len(self._sleepers),
                 ready=len(self._ready),
                 max_workers=self._max_workers,
             )
@@ -593,7 +592,6 @@ class Server:
                         running = False
                         if self._workers_stop:
                             return
-                        self._idle_workers += 1
                         sleeper.woken = False
                         self._sleepers.append(sleeper)
                 if conn is not None:
@@ -602,7 +600,6 @@ class Server:
                 surplus = self._workers > self._thread_init_num
                 acquired = sleeper.wake.acquire(timeout=self._worker_idle_timeout if surplus else -1)
                 with self._queue_lock:
-                    self._idle_workers -= 1
                     if sleeper.woken:
                         running = True  # counted by the waker
                         if not acquired:  # woken just as the wait timed out: consume the release
@@ -1157,11 +1154,9 @@ class Server:
 
     def _step_back(self, now: float) -> None:
         """Stop watching the shared listeners while every context is taken (see _SIBLING_GRACE)."""
-        assert self._epoll is not None
         for fd in self._listener_by_fd:
             if fd not in self._paused and fd not in self._stepped_back:
-                with contextlib.suppress(OSError):
-                    self._epoll.unregister(fd)
+                self._unwatch(fd)
                 self._stepped_back.add(fd)
         self._step_back_until = now + _SIBLING_GRACE
         self._note_deadline(self._step_back_until)
@@ -1169,16 +1164,15 @@ class Server:
     def _review_step_back(self, now: float) -> None:
         """Watch the shared listeners again once a context is free, or once a connection has
         waited _SIBLING_GRACE without a sibling taking it."""
-        if self._contexts_full() and now < self._step_back_until:
-            return
-        if self._contexts_full() and not self._unclaimed_connection():
-            self._step_back_until = now + _SIBLING_GRACE
-            self._note_deadline(self._step_back_until)
-            return
-        assert self._epoll is not None
+        if self._contexts_full():
+            if now < self._step_back_until:
+                return
+            if not self._unclaimed_connection():
+                self._step_back_until = now + _SIBLING_GRACE
+                self._note_deadline(self._step_back_until)
+                return
         for fd in self._stepped_back:
-            with contextlib.suppress(OSError):
-                self._epoll.register(fd, select.EPOLLIN)
+            self._watch(fd)
         self._stepped_back.clear()
 
     def _unclaimed_connection(self) -> bool:
@@ -1222,20 +1216,26 @@ class Server:
                 sock.close()
 
     def _pause_listener(self, listener: BoundListener) -> None:
-        assert self._epoll is not None
         fd = listener.fileno()
-        with contextlib.suppress(OSError):
-            self._epoll.unregister(fd)
+        self._unwatch(fd)
         self._paused[fd] = time.monotonic() + _ACCEPT_PAUSE
         self._note_deadline(self._paused[fd])
 
     def _resume_listeners(self, now: float) -> None:
-        assert self._epoll is not None
         for fd, when in list(self._paused.items()):
             if now >= when:
                 del self._paused[fd]
-                with contextlib.suppress(OSError):
-                    self._epoll.register(fd, select.EPOLLIN)
+                self._watch(fd)
+
+    def _watch(self, listener_fd: int) -> None:
+        assert self._epoll is not None
+        with contextlib.suppress(OSError):
+            self._epoll.register(listener_fd, select.EPOLLIN)
+
+    def _unwatch(self, listener_fd: int) -> None:
+        assert self._epoll is not None
+        with contextlib.suppress(OSError):
+            self._epoll.unregister(listener_fd)
 
     def _admit(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> None:
         """Take a free context (the caller checked there is one; only the poller adds)."""
