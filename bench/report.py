@@ -66,6 +66,7 @@ def _rows_for_mixed(name: str, clients: int) -> list[Row]:
                         _status_or(lambda d, c=command: _get(d, "commands", c, "p99_ms"), workload)))
     rows.append(Row("  errors", "", _status_or(lambda d: d.get("errors"), workload)))
     rows.append(Row("  server CPU %", "", _status_or(lambda d: d.get("server_cpu_pct"), workload)))
+    rows.append(Row("  server CPU ms per op", "↓", _status_or(lambda d: d.get("server_cpu_ms_per_op"), workload)))
     rows.append(Row("  load generator CPU %", "", _status_or(lambda d: d.get("loadgen_cpu_pct"), workload)))
     return rows
 

@@ -129,6 +129,9 @@ def run_mixed(server: BenchServer, accounts: list[Account], clients: int, scale:
     summary.update({"status": "ok" if not summary["worker_failures"] else "error", "clients": clients,
                     "duration_s": scale.mixed_duration,
                     "server_cpu_s": server_cpu, "server_cpu_pct": 100.0 * server_cpu / window,
+                    # CPU per operation moves far less with the disk's mood than ops/s does.
+                    "server_cpu_ms_per_op": (1000.0 * server_cpu / summary["total_ops"]
+                                             if summary.get("total_ops") else None),
                     "server_rss_kib": procstat.sample_tree(server.pid, with_pss=False).rss_kib})
     return summary
 

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import lmdb
@@ -203,12 +203,26 @@ def translate_lmdb_error(error: lmdb.Error) -> MidbError:
     return MidbError(f"LMDB error: {error}")
 
 
-@contextlib.contextmanager
-def lmdb_errors() -> Iterator[None]:
-    try:
-        yield
-    except lmdb.Error as error:
-        raise translate_lmdb_error(error) from error
+class _LmdbErrors:
+    """``with lmdb_errors():`` turns LMDB's exceptions into midb's. A class rather than a
+    generator context manager: it wraps nearly every store call, several per IMAP command."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> bool:
+        if error is not None and isinstance(error, lmdb.Error):
+            raise translate_lmdb_error(error) from error
+        return False
+
+
+_LMDB_ERRORS = _LmdbErrors()
+
+
+def lmdb_errors() -> _LmdbErrors:
+    return _LMDB_ERRORS
 
 
 class SharedEnv:

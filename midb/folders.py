@@ -27,6 +27,8 @@ SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent
 _SPECIAL_CODES = {name.lower(): index + 1 for index, name in enumerate(SPECIAL_USES)}
 
 RECORD = struct.Struct(">IIIQBIIIQIB")
+_HIGHESTMODSEQ = struct.Struct(">Q")
+_HIGHESTMODSEQ_OFFSET = 12   # after parent id, uidvalidity, uidnext
 STATE_HELD_MESSAGES = 1   # the folder has held a message at some point (set_uidvalidity refuses then)
 
 
@@ -93,6 +95,11 @@ class FolderRecord:
             messages=self.messages, unseen=self.unseen, deleted=self.deleted, size=self.size,
             recent_floor=self.recent_floor,
         )
+
+
+def record_highestmodseq(raw: bytes) -> int:
+    """HIGHESTMODSEQ straight from an encoded folder record, without decoding the rest."""
+    return _HIGHESTMODSEQ.unpack_from(raw, _HIGHESTMODSEQ_OFFSET)[0]
 
 
 def special_use_code(special_use: str | None) -> int:

@@ -58,6 +58,7 @@ from midb.folders import (
     FolderRecord,
     normalize_name,
     parent_names,
+    record_highestmodseq,
     special_use_code,
 )
 from midb.keys import (
@@ -76,6 +77,7 @@ from midb.keys import (
     unpack_owner_key,
     unpack_u32,
 )
+from midb.lru import BoundedCache
 from midb.messages import (
     BLOB_SLICE,
     DELETED,
@@ -122,6 +124,8 @@ _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
 _COUNTER_UIDVALIDITY = b"last-uidvalidity"
 _COUNTER_FOLDER = b"next-folder:"
+# Decoded MIME digests kept per Store (see Store.digest): a few KiB each.
+DIGEST_CACHE_ENTRIES = 1024
 
 
 class Store(MetadataMixin):
@@ -163,6 +167,7 @@ class Store(MetadataMixin):
             release(self._shared)
             raise
         self._langs = FolderLanguages.load(data_path)
+        self._digests: BoundedCache[str, mime.Digest] = BoundedCache(DIGEST_CACHE_ENTRIES)
         self._closed = False
 
     # ---- life cycle ---------------------------------------------------------------------------------
@@ -399,6 +404,13 @@ class Store(MetadataMixin):
                 return None
             return self._account(txn, dbs, account_id)
 
+    def account_id(self, name: str) -> int:
+        """The account's numeric id (NoSuchAccount if there is none). Ids are never reused, so a
+        caller may keep it for as long as it works on that account: once the account is deleted,
+        lookups by id find nothing."""
+        with lmdb_errors(), self._env.read() as txn:
+            return self._account_id(txn, self._shared.dbs, name)
+
     def account_by_id(self, account_id: int) -> Account | None:
         with lmdb_errors(), self._env.read() as txn:
             try:
@@ -566,6 +578,13 @@ class Store(MetadataMixin):
             except NoSuchFolder:
                 return None
             return self._info(txn, dbs, account_id, record)
+
+    def highestmodseq(self, account_id: int, folder_id: int) -> int | None:
+        """The folder's HIGHESTMODSEQ, None when the folder (or its account) is gone. One read of
+        one record: every IMAP command ends by asking this for its selected mailbox."""
+        with lmdb_errors(), self._env.read() as txn:
+            raw = txn.get(folder_key(account_id, folder_id), db=self._shared.dbs.folders)
+            return None if raw is None else record_highestmodseq(raw)
 
     def _create_folder_tx(self, txn: Any, dbs: Databases, account_id: int, name: str, special: int,
                           uidvalidity: int | None) -> FolderRecord:
@@ -1444,10 +1463,22 @@ class Store(MetadataMixin):
         return found
 
     def digest(self, blob: str) -> mime.Digest:
-        """The MIME digest stored with the body at append time (recomputed if it is missing)."""
-        raw_key = blob_key(blob)
+        """The MIME digest stored with the body at append time (recomputed if it is missing).
+
+        Decoded digests of recently fetched bodies are kept (DIGEST_CACHE_ENTRIES): a body never
+        changes under its id, and clients fetch the same new messages' ENVELOPE and BODYSTRUCTURE
+        from every device and session, which otherwise costs a read and a decode each time. So a
+        body removed a moment ago may still answer from the cache (as it would have a moment ago);
+        NoSuchBody comes for bodies that are gone and not cached."""
+        cached = self._digests.get(blob)
+        if cached is None:
+            cached = self._load_digest(blob)
+            self._digests.put(blob, cached)
+        return cached
+
+    def _load_digest(self, blob: str) -> mime.Digest:
         with lmdb_errors(), self._env.read() as txn:
-            encoded = txn.get(raw_key, db=self._shared.dbs.digests)
+            encoded = txn.get(blob_key(blob), db=self._shared.dbs.digests)
         if encoded is not None:
             try:
                 return mime.decode_digest(encoded)
@@ -1479,7 +1510,7 @@ class Store(MetadataMixin):
                 except mime.DigestFormatError:
                     log.warning("stored summary of body %s unreadable; using its digest", key.hex())
             try:
-                out.append(summarize(self.digest(key.hex())))
+                out.append(summarize(self._load_digest(key.hex())))   # not cached: gone must show
             except NoSuchBody:
                 out.append(None)
         return out

@@ -467,7 +467,7 @@ def test_resync_after_reconnect_with_another_session(conv: Conversation) -> None
 
 
 class _ChangeDuringSync:
-    """A store whose folder_by_id lets another writer commit a flag change first: the change
+    """A store whose highestmodseq lets another writer commit a flag change first: the change
     lands between the two reads of a sync, the race a sync must not lose."""
 
     def __init__(self, store: object, account: str, folder_id: int, uid: int) -> None:
@@ -478,12 +478,12 @@ class _ChangeDuringSync:
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
 
-    def folder_by_id(self, account: str, folder_id: int) -> object:
+    def highestmodseq(self, account_id: int, folder_id: int) -> object:
         if self.armed:
             self.armed = False
             owner, folder, uid = self._change
             self._store.store_flags(owner, folder, [uid], "add", ["$Raced"])
-        return self._store.folder_by_id(account, folder_id)
+        return self._store.highestmodseq(account_id, folder_id)
 
 
 def test_sync_never_skips_a_change_committed_during_it(conv: Conversation) -> None:

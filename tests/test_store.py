@@ -975,3 +975,34 @@ def test_repair_rebuilds_index_entries_and_lost_folders(store: Store, alice: Acc
     assert lost is not None and lost.id == work.id and lost.messages == 1
     assert store.changes_since("alice", inbox_id(store), 0)[0] == [meta]
     assert_consistent(store)
+
+
+def test_highestmodseq_reads_one_folder_by_ids_and_is_none_once_it_is_gone(store: Store, alice: Account) -> None:
+    account_id = store.account_id("alice")
+    assert account_id == alice.id
+    child = store.create_folder("alice", "Projects")
+    assert store.highestmodseq(account_id, child.id) == child.highestmodseq
+    store.append("alice", child.id, MSG)
+    after = store.get_folder("alice", "Projects")
+    assert after is not None and store.highestmodseq(account_id, child.id) == after.highestmodseq > child.highestmodseq
+    store.delete_folder("alice", "Projects")
+    assert store.highestmodseq(account_id, child.id) is None
+    inbox = inbox_id(store)
+    store.delete_account("alice")
+    assert store.highestmodseq(account_id, inbox) is None
+    with pytest.raises(NoSuchAccount):
+        store.account_id("alice")
+
+
+def test_digests_of_fetched_bodies_are_kept_but_a_gone_body_has_no_summary(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    store.append("alice", inbox, MSG)
+    blob = store.messages("alice", inbox)[0].blob
+    first = store.digest(blob)
+    assert store.digest(blob) is first            # decoded once, then served from memory
+    assert first == mime.digest(MSG)
+    store.store_flags("alice", inbox, [1], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    assert store.summaries([blob]) == [None]      # the index answers, not the cache
+    with pytest.raises(NoSuchBody):
+        store.summary(blob)

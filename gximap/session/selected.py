@@ -335,6 +335,7 @@ class SelectedMailbox:
     def __init__(self, store: Any, account: str, folder: Any, *, readonly: bool, session: Any) -> None:
         self.store = store
         self.account = account
+        self.account_id = 0  # the account's id, read by open()
         self.folder_id: int = folder.id
         self.name: str = folder.name
         self.uidvalidity: int = folder.uidvalidity
@@ -371,6 +372,7 @@ class SelectedMailbox:
     def open(self) -> Any:
         """Load the view; return the FolderInfo read at the same time."""
         store = self.store
+        self.account_id = store.account_id(self.account)
         folder = store.folder_by_id(self.account, self.folder_id)
         if folder is None:
             raise NoSuchFolder(self.name)
@@ -503,11 +505,12 @@ class SelectedMailbox:
         """Untagged responses that bring the client up to date with the store."""
         store = self.store
         # HIGHESTMODSEQ is read before the changes: a change committed in between is reported
-        # now and perhaps once more next time, never skipped.
-        folder = store.folder_by_id(self.account, self.folder_id)
-        if folder is None:
+        # now and perhaps once more next time, never skipped. Every command ends here, so the
+        # check reads one record by the ids kept since SELECT (no name lookups, no FolderInfo).
+        highestmodseq = store.highestmodseq(self.account_id, self.folder_id)
+        if highestmodseq is None:
             raise NoSuchFolder(self.name)
-        if folder.highestmodseq <= self.modseq and not (allow_expunge and self.pending_expunge):
+        if highestmodseq <= self.modseq and not (allow_expunge and self.pending_expunge):
             return []
         changed, vanished = store.changes_since(self.account, self.folder_id, self.modseq)
         out: list[bytes] = []
@@ -529,8 +532,8 @@ class SelectedMailbox:
                 del self._own_changes[meta.uid]
             elif meta.uid not in self.pending_expunge and self.msn_of(meta.uid) is not None:
                 updates.append(meta)
-        if folder.highestmodseq > top_modseq:
-            top_modseq = folder.highestmodseq
+        if highestmodseq > top_modseq:
+            top_modseq = highestmodseq
         if top_modseq > self.modseq:
             self.modseq = top_modseq
         if new:

@@ -38,6 +38,7 @@ from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
 from midb.errors import NoSuchBody
+from midb.lru import BoundedCache
 from midb.messages import FlagColumns, flags_of
 from midb.mime import Digest
 
@@ -251,16 +252,30 @@ class _Renderer:
             out.append(b"RFC822.SIZE %d" % meta.size)
         elif name == "MODSEQ":
             out.append(self.modseq(meta))
-        elif name == "ENVELOPE":
-            out.append(b"ENVELOPE " + fetchmime.envelope(msg.digest, self.utf8))
-        elif name == "BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + fetchmime.bodystructure(msg.digest, True, self.utf8))
-        elif name == "BODY" and att.section is None:
-            out.append(b"BODY " + fetchmime.bodystructure(msg.digest, False, self.utf8))
+        elif name == "ENVELOPE" or name == "BODYSTRUCTURE" or (name == "BODY" and att.section is None):
+            out.append(_structure(name, msg, self.utf8))
         elif name in ("BINARY", "BINARY.SIZE"):
             _binary_pieces(att, msg, out)
         else:  # BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
             _section_pieces(att, msg, out)
+
+
+# Rendered ENVELOPE / BODYSTRUCTURE / BODY items of recently fetched bodies, by (body id, item,
+# UTF8=ACCEPT): a body never changes under its id, and every device and session of a user fetches
+# the same new messages' structure. A few hundred bytes each.
+_STRUCTURES: BoundedCache[tuple[str, str, bool], bytes] = BoundedCache(4096)
+
+
+def _structure(name: str, msg: _Message, utf8: bool) -> bytes:
+    key = (msg.meta.blob, name, utf8)
+    rendered = _STRUCTURES.get(key)
+    if rendered is None:
+        if name == "ENVELOPE":
+            rendered = b"ENVELOPE " + fetchmime.envelope(msg.digest, utf8)
+        else:
+            rendered = name.encode() + b" " + fetchmime.bodystructure(msg.digest, name == "BODYSTRUCTURE", utf8)
+        _STRUCTURES.put(key, rendered)
+    return rendered
 
 
 def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
