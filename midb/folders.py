@@ -28,7 +28,7 @@ _SPECIAL_CODES = {name.lower(): index + 1 for index, name in enumerate(SPECIAL_U
 
 RECORD = struct.Struct(">IIIQBIIIQIB")
 _HIGHESTMODSEQ = struct.Struct(">Q")
-_HIGHESTMODSEQ_OFFSET = 12   # after parent id, uidvalidity, uidnext
+_HIGHESTMODSEQ_OFFSET = struct.calcsize(">III")   # after parent id, uidvalidity, uidnext (RECORD)
 STATE_HELD_MESSAGES = 1   # the folder has held a message at some point (set_uidvalidity refuses then)
 
 

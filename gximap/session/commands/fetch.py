@@ -252,7 +252,7 @@ class _Renderer:
             out.append(b"RFC822.SIZE %d" % meta.size)
         elif name == "MODSEQ":
             out.append(self.modseq(meta))
-        elif name == "ENVELOPE" or name == "BODYSTRUCTURE" or (name == "BODY" and att.section is None):
+        elif name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
             out.append(_structure(name, msg, self.utf8))
         elif name in ("BINARY", "BINARY.SIZE"):
             _binary_pieces(att, msg, out)
@@ -263,7 +263,8 @@ class _Renderer:
 # Rendered ENVELOPE / BODYSTRUCTURE / BODY items of recently fetched bodies, by (body id, item,
 # UTF8=ACCEPT): a body never changes under its id, and every device and session of a user fetches
 # the same new messages' structure. A few hundred bytes each.
-_STRUCTURES: BoundedCache[tuple[str, str, bool], bytes] = BoundedCache(4096)
+STRUCTURE_CACHE_ENTRIES = 4096
+_STRUCTURES: BoundedCache[tuple[str, str, bool], bytes] = BoundedCache(STRUCTURE_CACHE_ENTRIES)
 
 
 def _structure(name: str, msg: _Message, utf8: bool) -> bytes:
