@@ -5,7 +5,10 @@
 
 Installs Dovecot (Debian packages, as root) and pymap (PyPI, own virtualenv under var/bench) when
 missing, then for one server at a time: prepares its directory and accounts, fills the mailboxes,
-starts it on 127.0.0.1, runs the workloads, stops it. Prints a table with every figure and the
+starts it on 127.0.0.1, runs the workloads, stops it. The mixed load is the exception when
+several servers run: all of them are up, and its time is split into rounds that alternate
+between them (--rounds, default 3), so that the machine's drift over a run (its disk above all)
+weighs on each server alike. Prints a table with every figure and the
 ratios gximap/Dovecot and gximap/pymap, and writes everything to bench/results/<timestamp>.json.
 No server outlives the run (try/finally, atexit, SIGTERM handler, process groups).
 """
@@ -49,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scaled down: 10 s runs, 10,000-message mailbox, 1,000 IDLE sessions")
     parser.add_argument("--clients", help="mixed-load client counts, e.g. 10,100")
     parser.add_argument("--duration", type=float, help="seconds per mixed-load run")
+    parser.add_argument("--rounds", type=int,
+                        help="split each mixed-load run into this many rounds that alternate between "
+                             "the servers, all of them up meanwhile (default 3; 1 = each server in one "
+                             "go, as with --quick or --profile)")
     parser.add_argument("--large", type=int, help="messages in the large mailbox")
     parser.add_argument("--idle", type=int, help="IDLE sessions")
     parser.add_argument("--login-duration", type=float, help="seconds per login run")
@@ -82,13 +89,15 @@ def scale_from_args(args: argparse.Namespace) -> Scale:
     changes: dict[str, Any] = {}
     if args.clients:
         changes["mixed_clients"] = tuple(int(x) for x in _csv(args.clients))
-    for option, name in (("duration", "mixed_duration"), ("large", "large_messages"), ("idle", "idle_sessions"),
+    for option, name in (("duration", "mixed_duration"), ("rounds", "mixed_rounds"), ("large", "large_messages"), ("idle", "idle_sessions"),
                          ("login_duration", "login_duration"), ("lmtp_duration", "lmtp_duration"),
                          ("seed", "seed_messages"), ("loadgen_procs", "loadgen_procs"),
                          ("step_timeout", "large_step_timeout"), ("idle_ramp_timeout", "idle_ramp_timeout")):
         value = getattr(args, option)
         if value is not None:
             changes[name] = value
+    if changes.get("mixed_rounds", 1) < 1:
+        raise SystemExit("--rounds must be at least 1")
     return workloads.scaled(scale, **changes)
 
 
@@ -166,66 +175,146 @@ class Harness:
             self._measure(server, record, f"mixed-{clients}",
                           lambda c=clients: workloads.run_mixed(server, self.accounts, c, self.scale))
 
-    def run_server(self, name: str) -> Result:
+    def _create(self, name: str) -> tuple[BenchServer, Result]:
         cls = servers.SERVER_CLASSES[name]
         record: Result = {"status": "ok", "version": cls.version(), "workloads": {}, "fill": {}}
         server = cls(self.workdir / name, [*self.accounts, self.big], max_sessions=self._max_sessions())
-        scale = self.scale
-        selected = self.selected
+        return server, record
+
+    def _open(self, server: BenchServer, record: Result) -> None:
+        """Prepare the accounts, fill the mailboxes, start the server, prime the sessions."""
+        name, scale, selected = server.name, self.scale, self.selected
+        self.log(f"{name}: preparing {len(self.accounts) + 1} accounts")
+        server.prepare(servers.SCHEME_DEFAULT)
+        if any(w in selected for w in ("mixed", "idle")) and scale.seed_messages:
+            started = time.perf_counter()
+            for account in self.accounts:
+                server.fill(account.name, "INBOX", scale.seed_messages, first=1)
+            record["fill"]["seed"] = {"messages_per_account": scale.seed_messages,
+                                      "accounts": len(self.accounts),
+                                      "seconds": time.perf_counter() - started}
+        if "large" in selected:
+            self.log(f"{name}: filling {scale.large_messages} messages")
+            fill = server.fill(self.big.name, workloads.LARGE_FOLDER, scale.large_messages)
+            record["fill"]["large"] = {"messages": fill.messages, "seconds": fill.seconds, "method": fill.method}
+        server.start()
+        self.log(f"{name}: listening on 127.0.0.1:{server.imap_port}"
+                 + (f", LMTP {server.lmtp_port}" if server.lmtp_port else ""))
+        record["fill"]["after_fill_s"] = server.after_fill()
+        record["prime"] = workloads.prime(server, self.accounts, scale)
+
+    def _failed(self, name: str, record: Result, exc: Exception) -> None:
+        record["status"] = "error"
+        record["detail"] = f"{type(exc).__name__}: {exc}"
+        self.log(f"{name}: {record['detail']}")
+
+    def run_server(self, name: str) -> Result:
+        """Every selected workload against one server, the mixed load in one go."""
+        server, record = self._create(name)
         try:
-            self.log(f"{name}: preparing {len(self.accounts) + 1} accounts")
-            server.prepare(servers.SCHEME_DEFAULT)
-            if any(w in selected for w in ("mixed", "idle")) and scale.seed_messages:
-                started = time.perf_counter()
-                for account in self.accounts:
-                    server.fill(account.name, "INBOX", scale.seed_messages, first=1)
-                record["fill"]["seed"] = {"messages_per_account": scale.seed_messages,
-                                          "accounts": len(self.accounts),
-                                          "seconds": time.perf_counter() - started}
-            if "large" in selected:
-                self.log(f"{name}: filling {scale.large_messages} messages")
-                fill = server.fill(self.big.name, workloads.LARGE_FOLDER, scale.large_messages)
-                record["fill"]["large"] = {"messages": fill.messages, "seconds": fill.seconds, "method": fill.method}
-            server.start()
-            self.log(f"{name}: listening on 127.0.0.1:{server.imap_port}"
-                     + (f", LMTP {server.lmtp_port}" if server.lmtp_port else ""))
-            record["fill"]["after_fill_s"] = server.after_fill()
-            record["prime"] = workloads.prime(server, self.accounts, scale)
-            if "mixed" in selected and self.mixed_scheme == servers.SCHEME_DEFAULT:
-                self._run_mixed(server, record)
-            if "large" in selected:
-                self._measure(server, record, "large", lambda: workloads.run_large(server, self.big, scale))
-            if "delivery" in selected:
-                self._measure(server, record, "delivery",
-                              lambda: workloads.run_delivery(server, self.accounts, scale))
-            if "login" in selected:
-                self._measure(server, record, "login-default",
-                              lambda: workloads.run_logins(server, self.accounts, scale, servers.SCHEME_DEFAULT))
-                self._logins_without_cache(server, record)
-            matched_mixed = "mixed" in selected and self.mixed_scheme == servers.SCHEME_MATCHED
-            if "login" in selected or "idle" in selected or matched_mixed:
-                # Restart with one scheme everybody shares: the like-for-like login figure, and
-                # cheap logins for thousands of IDLE sessions.
-                server.stop()
-                server.set_scheme(servers.SCHEME_MATCHED)
-                server.start()
-                if matched_mixed:
-                    self._run_mixed(server, record)
-                if "login" in selected:
-                    self._measure(server, record, f"login-{servers.SCHEME_MATCHED}",
-                                  lambda: workloads.run_logins(server, self.accounts, scale,
-                                                               servers.SCHEME_MATCHED))
-                if "idle" in selected:
-                    self._measure(server, record, "idle",
-                                  lambda: workloads.run_idle(server, self.accounts, scale, log=self.log))
+            self._open(server, record)
+            self._workloads(server, record, default_mixed=True)
         except Exception as exc:  # noqa: BLE001 - report it and go on with the next server
-            record["status"] = "error"
-            record["detail"] = f"{type(exc).__name__}: {exc}"
-            self.log(f"{name}: {record['detail']}")
+            self._failed(name, record, exc)
         finally:
             server.stop()
         return record
 
+    def run_interleaved(self, names: list[str]) -> dict[str, Result]:
+        """All servers up at once for the mixed load, run in rounds that alternate between them
+        (scale.mixed_rounds, each a share of mixed_duration); then each server alone, as in
+        run_server, for its other workloads."""
+        entries = [(name, *self._create(name)) for name in names]
+        live: list[tuple[str, BenchServer, Result]] = []
+        try:
+            for name, server, record in entries:
+                try:
+                    self._open(server, record)
+                    live.append((name, server, record))
+                except Exception as exc:  # noqa: BLE001 - report it and go on with the others
+                    self._failed(name, record, exc)
+                    server.stop()
+            self._mixed_rounds(live)
+            for _, server, _ in live:
+                server.stop()
+            for name, server, record in live:
+                try:
+                    server.start()
+                    self._workloads(server, record, default_mixed=False)
+                except Exception as exc:  # noqa: BLE001 - report it and go on with the next server
+                    self._failed(name, record, exc)
+                finally:
+                    server.stop()
+        finally:
+            for _, server, _ in entries:
+                server.stop()
+        return {name: record for name, _, record in entries}
+
+    def _mixed_rounds(self, live: list[tuple[str, BenchServer, Result]]) -> None:
+        scale = self.scale
+        share = scale.mixed_duration / scale.mixed_rounds
+        for _, server, record in live:
+            record["mixed_scheme"] = server.scheme_label(self.mixed_scheme)
+        for clients in scale.mixed_clients:
+            name = f"mixed-{clients}"
+            rounds = {server.name: workloads.MixedRounds(server, self.accounts, clients, scale)
+                      for _, server, _ in live}
+            failed: dict[str, Result] = {}
+            started = time.monotonic()
+            for number in range(1, scale.mixed_rounds + 1):
+                for server_name, server, _ in live:
+                    if server_name in failed:
+                        continue
+                    try:
+                        ops = rounds[server_name].run_round(share)
+                    except Exception as exc:  # noqa: BLE001 - one failed round must not lose the others
+                        failed[server_name] = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
+                        continue
+                    status = server.exit_status()
+                    if status is not None:
+                        failed[server_name] = {"status": "error", "log_tail": server.tail_logs(2000),
+                                               "detail": f"{server_name} exited with status {status} during {name}"}
+                        server.stop()
+                        server.start()
+                        continue
+                    self.log(f"  {server_name} {name} round {number}/{scale.mixed_rounds}: "
+                             f"{report.format_number(ops)} ops/s")
+            for server_name, _, record in live:
+                result = failed.get(server_name) or rounds[server_name].result()
+                result["elapsed_s"] = round(time.monotonic() - started, 2)
+                result["interleaved_with"] = [other for other, _, _ in live if other != server_name]
+                record["workloads"][name] = result
+                self.log(f"  {server_name} {name}: {_one_line(name, result)}")
+
+    def _workloads(self, server: BenchServer, record: Result, *, default_mixed: bool) -> None:
+        scale, selected = self.scale, self.selected
+        if "mixed" in selected and self.mixed_scheme == servers.SCHEME_DEFAULT and default_mixed:
+            self._run_mixed(server, record)
+        if "large" in selected:
+            self._measure(server, record, "large", lambda: workloads.run_large(server, self.big, scale))
+        if "delivery" in selected:
+            self._measure(server, record, "delivery",
+                          lambda: workloads.run_delivery(server, self.accounts, scale))
+        if "login" in selected:
+            self._measure(server, record, "login-default",
+                          lambda: workloads.run_logins(server, self.accounts, scale, servers.SCHEME_DEFAULT))
+            self._logins_without_cache(server, record)
+        matched_mixed = "mixed" in selected and self.mixed_scheme == servers.SCHEME_MATCHED
+        if "login" in selected or "idle" in selected or matched_mixed:
+            # Restart with one scheme everybody shares: the like-for-like login figure, and
+            # cheap logins for thousands of IDLE sessions.
+            server.stop()
+            server.set_scheme(servers.SCHEME_MATCHED)
+            server.start()
+            if matched_mixed:
+                self._run_mixed(server, record)
+            if "login" in selected:
+                self._measure(server, record, f"login-{servers.SCHEME_MATCHED}",
+                              lambda: workloads.run_logins(server, self.accounts, scale,
+                                                           servers.SCHEME_MATCHED))
+            if "idle" in selected:
+                self._measure(server, record, "idle",
+                              lambda: workloads.run_idle(server, self.accounts, scale, log=self.log))
 
     def _logins_without_cache(self, server: servers.BenchServer, record: Result) -> None:
         """The default-scheme login figure again with the server's credential cache off, so that
@@ -302,14 +391,23 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
         results["gximap_options"] = dict(servers.GXIMAP_OVERRIDES)
     harness = Harness(scale, selected, workdir=args.workdir, profile_dir=profile_dir,
                       mixed_scheme=args.mixed_scheme, log=log)
+    available = [name for name in names if name not in unavailable]
+    # Rounds alternating between the servers need two servers and the mixed load as the servers
+    # ship (the matched-scheme variant restarts them); a profile follows one server at a time.
+    interleave = (len(available) > 1 and scale.mixed_rounds > 1 and "mixed" in selected
+                  and args.mixed_scheme == servers.SCHEME_DEFAULT and profile_dir is None)
     try:
         for name in names:
             if name in unavailable:
                 results["servers"][name] = {"status": "skipped", "detail": unavailable[name],
                                             "version": "-", "workloads": {}}
                 log(f"{name}: skipped ({unavailable[name]})")
-                continue
-            results["servers"][name] = harness.run_server(name)
+        if interleave:
+            results["servers"].update(harness.run_interleaved(available))
+        else:
+            for name in available:
+                results["servers"][name] = harness.run_server(name)
+        results["servers"] = {name: results["servers"][name] for name in names}
     finally:
         servers.stop_all()
         if not args.keep:

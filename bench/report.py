@@ -248,7 +248,21 @@ def format_header(results: Result) -> str:
             f"host: {host.get('cpus')} CPUs, {host.get('mem_gib')} GiB RAM, {host.get('kernel', '')}\n"
             f"servers: {versions}\n"
             f"mixed load logs in with: {results.get('mixed_scheme', 'default')} password scheme\n"
+            f"{_mixed_rounds_line(results)}"
             "↑ higher is better, ↓ lower is better; ratios are gximap ÷ other")
+
+
+def _mixed_rounds_line(results: Result) -> str:
+    """How the mixed load was run, with each server's ops/s per round when they alternated."""
+    parts = []
+    for name in SERVER_ORDER:
+        for workload, figures in (results.get("servers", {}).get(name, {}).get("workloads") or {}).items():
+            rounds = figures.get("rounds_ops_per_s") if isinstance(figures, dict) else None
+            if workload.startswith("mixed") and rounds:
+                parts.append(f"{name} {workload} " + "/".join(format_number(ops) for ops in rounds))
+    if not parts:
+        return ""
+    return f"mixed load in rounds alternating between the servers, ops/s per round: {'; '.join(parts)}\n"
 
 
 def write_json(results: Result, directory: Path) -> Path:

@@ -1,7 +1,9 @@
 """The workloads: what is run against each server, and the figures each one yields.
 
 1. ``mixed``: N concurrent clients log in, select, fetch envelopes and bodies, store flags, append
-   and expunge for a fixed time: operations/s per command and latency p50/p99.
+   and expunge for a fixed time: operations/s per command and latency p50/p99. The time may be
+   split into rounds that alternate between the servers (``mixed_rounds``; see bench/__main__.py),
+   the figures being over all rounds together.
 2. ``large``: one folder of many messages: SELECT, UID FETCH 1:* (UID FLAGS), UID SEARCH UNSEEN,
    SEARCH SUBJECT, SEARCH BODY, STATUS, and a CONDSTORE resync after 1,000 flag changes.
 3. ``idle``: thousands of authenticated sessions in IDLE: server memory per session, and the time
@@ -37,6 +39,9 @@ class Scale:
 
     mixed_clients: tuple[int, ...] = (10, 100)
     mixed_duration: float = 60.0
+    # The mixed duration is split into this many rounds, alternating between the servers, so that
+    # a drift of the machine (its disk above all) over the run weighs on every server alike.
+    mixed_rounds: int = 3
     cycles_per_login: int = 10
     envelopes: int = 20
     seed_messages: int = 100
@@ -60,7 +65,7 @@ class Scale:
 
 
 DEFAULT = Scale()
-QUICK = Scale(mixed_duration=10.0, seed_messages=50, large_messages=10_000, large_step_timeout=120.0,
+QUICK = Scale(mixed_duration=10.0, mixed_rounds=1, seed_messages=50, large_messages=10_000, large_step_timeout=120.0,
               idle_sessions=1000, idle_ramp_timeout=300.0, lmtp_duration=10.0, login_duration=8.0,
               wakeup_timeout=30.0)
 
@@ -111,29 +116,71 @@ def prime(server: BenchServer, accounts: list[Account], scale: Scale) -> Result:
 
 
 def run_mixed(server: BenchServer, accounts: list[Account], clients: int, scale: Scale) -> Result:
-    chosen = accounts[:clients]
-    if len(chosen) < clients:
-        return {"status": "error", "detail": f"only {len(chosen)} accounts for {clients} clients"}
-    message = messages.make_message(999_999)
-    start_at = time.monotonic() + _START_DELAY
-    jobs = [{"kind": "mixed", "host": "127.0.0.1", "port": server.imap_port, "clients": part,
-             "start_at": start_at, "duration": scale.mixed_duration, "command_timeout": scale.command_timeout,
-             "cycles_per_login": scale.cycles_per_login, "envelopes": scale.envelopes, "message": message,
-             "seed": 1000 * index}
-            for index, part in enumerate(_split(_credentials(chosen), scale.loadgen_procs))]
-    cpu_before = procstat.cpu_seconds(server.pid)
-    results = loadgen.run_jobs(jobs, timeout=_START_DELAY + scale.mixed_duration + scale.command_timeout + 60)
-    summary = loadgen.summarize(results, scale.mixed_duration)
-    server_cpu = procstat.cpu_seconds(server.pid) - cpu_before
-    window = _START_DELAY + scale.mixed_duration
-    summary.update({"status": "ok" if not summary["worker_failures"] else "error", "clients": clients,
-                    "duration_s": scale.mixed_duration,
-                    "server_cpu_s": server_cpu, "server_cpu_pct": 100.0 * server_cpu / window,
-                    # CPU per operation moves far less with the disk's mood than ops/s does.
-                    "server_cpu_ms_per_op": (1000.0 * server_cpu / summary["total_ops"]
-                                             if summary.get("total_ops") else None),
-                    "server_rss_kib": procstat.sample_tree(server.pid, with_pss=False).rss_kib})
-    return summary
+    """The mixed load in one go (all of ``scale.mixed_duration``)."""
+    rounds = MixedRounds(server, accounts, clients, scale)
+    rounds.run_round(scale.mixed_duration)
+    return rounds.result()
+
+
+class MixedRounds:
+    """The mixed load of one server, run in one or more rounds; ``result()`` gives the figures over
+    all of them (latency percentiles over every sample, ops/s over the summed durations) and the
+    ops/s of each round."""
+
+    def __init__(self, server: BenchServer, accounts: list[Account], clients: int, scale: Scale) -> None:
+        self.server = server
+        self.clients = clients
+        self.scale = scale
+        self.chosen = accounts[:clients]
+        self.raw: list[Result] = []
+        self.durations: list[float] = []
+        self.round_ops_per_s: list[float] = []
+        self.server_cpu = 0.0
+        self.window = 0.0
+        self.loadgen_wall = 0.0
+
+    def run_round(self, duration: float) -> float | None:
+        """One round of ``duration`` seconds; returns its ops/s (None when it could not run)."""
+        if len(self.chosen) < self.clients:
+            return None
+        message = messages.make_message(999_999)
+        start_at = time.monotonic() + _START_DELAY
+        seed_base = 100_000 * len(self.durations)  # each round its own random choices
+        jobs = [{"kind": "mixed", "host": "127.0.0.1", "port": self.server.imap_port, "clients": part,
+                 "start_at": start_at, "duration": duration, "command_timeout": self.scale.command_timeout,
+                 "cycles_per_login": self.scale.cycles_per_login, "envelopes": self.scale.envelopes,
+                 "message": message, "seed": seed_base + 1000 * index}
+                for index, part in enumerate(_split(_credentials(self.chosen), self.scale.loadgen_procs))]
+        cpu_before = procstat.cpu_seconds(self.server.pid)
+        results = loadgen.run_jobs(jobs, timeout=_START_DELAY + duration + self.scale.command_timeout + 60)
+        self.server_cpu += procstat.cpu_seconds(self.server.pid) - cpu_before
+        self.window += _START_DELAY + duration
+        self.raw.extend(results)
+        self.loadgen_wall += max((result.get("wall", 0.0) for result in results if "error" not in result),
+                                 default=0.0)
+        self.durations.append(duration)
+        ops = loadgen.summarize(results, duration)["total_ops_per_s"]
+        self.round_ops_per_s.append(ops)
+        return ops
+
+    def result(self) -> Result:
+        if len(self.chosen) < self.clients:
+            return {"status": "error", "detail": f"only {len(self.chosen)} accounts for {self.clients} clients"}
+        duration = sum(self.durations)
+        summary = loadgen.summarize(self.raw, duration)
+        loadgen_wall = self.loadgen_wall  # the workers of a round run side by side
+        summary.update({"status": "ok" if not summary["worker_failures"] else "error", "clients": self.clients,
+                        "duration_s": duration,
+                        "loadgen_cpu_pct": 100.0 * summary["loadgen_cpu_s"] / loadgen_wall if loadgen_wall else 0.0,
+                        "server_cpu_s": self.server_cpu,
+                        "server_cpu_pct": 100.0 * self.server_cpu / self.window if self.window else 0.0,
+                        # CPU per operation moves far less with the disk's mood than ops/s does.
+                        "server_cpu_ms_per_op": (1000.0 * self.server_cpu / summary["total_ops"]
+                                                 if summary.get("total_ops") else None),
+                        "server_rss_kib": procstat.sample_tree(self.server.pid, with_pss=False).rss_kib})
+        if len(self.durations) > 1:
+            summary["rounds_ops_per_s"] = self.round_ops_per_s
+        return summary
 
 
 def run_large(server: BenchServer, account: Account, scale: Scale) -> Result:

@@ -193,6 +193,7 @@ def test_smoke_gximap_mixed_and_large_mailbox(tmp_path: Path) -> None:
     _check_mixed(record)
     _check_large(record)
     assert "mixed, 2 clients: total ops/s" in report.format_table(results)
+    assert "rounds_ops_per_s" not in record["workloads"]["mixed-2"]  # one server: in one go
 
 
 @pytest.mark.slow
@@ -234,6 +235,31 @@ def test_smoke_dovecot(traversable_dir: Path) -> None:
     assert record["status"] == "ok", record.get("detail")
     _check_mixed(record)
     _check_large(record)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(servers.DovecotServer.missing() is not None, reason="Dovecot is not installed")
+def test_smoke_mixed_rounds_alternate_between_servers(traversable_dir: Path) -> None:
+    results = _run(traversable_dir, "--servers", "gximap,dovecot", "--workloads", "mixed", "--rounds", "2")
+    assert list(results["servers"]) == ["gximap", "dovecot"]
+    for name, other in (("gximap", "dovecot"), ("dovecot", "gximap")):
+        record = results["servers"][name]
+        assert record["status"] == "ok", record.get("detail")
+        _check_mixed(record)
+        mixed = record["workloads"]["mixed-2"]
+        assert mixed["interleaved_with"] == [other]
+        rounds = mixed["rounds_ops_per_s"]
+        assert len(rounds) == 2 and all(ops > 0 for ops in rounds)
+        # Equal rounds: the overall rate is their mean (every sample of both rounds counted once).
+        assert mixed["duration_s"] == 2
+        assert math.isclose(mixed["total_ops_per_s"], sum(rounds) / 2)
+    assert "ops/s per round: gximap mixed-2 " in report.format_header(results)
+
+
+def test_rounds_must_be_positive() -> None:
+    args = bench_main.build_parser().parse_args(["--rounds", "0"])
+    with pytest.raises(SystemExit, match="--rounds"):
+        bench_main.scale_from_args(args)
 
 
 @pytest.mark.slow
