@@ -89,7 +89,8 @@ def scale_from_args(args: argparse.Namespace) -> Scale:
     changes: dict[str, Any] = {}
     if args.clients:
         changes["mixed_clients"] = tuple(int(x) for x in _csv(args.clients))
-    for option, name in (("duration", "mixed_duration"), ("rounds", "mixed_rounds"), ("large", "large_messages"), ("idle", "idle_sessions"),
+    for option, name in (("duration", "mixed_duration"), ("rounds", "mixed_rounds"),
+                         ("large", "large_messages"), ("idle", "idle_sessions"),
                          ("login_duration", "login_duration"), ("lmtp_duration", "lmtp_duration"),
                          ("seed", "seed_messages"), ("loadgen_procs", "loadgen_procs"),
                          ("step_timeout", "large_step_timeout"), ("idle_ramp_timeout", "idle_ramp_timeout")):
@@ -158,16 +159,25 @@ class Harness:
                 result = action()
         except Exception as exc:  # noqa: BLE001 - one failed workload must not lose the others
             result = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
-        status = server.exit_status()
-        if status is not None:
-            # A crashed server invalidates the figures; restart it so the other workloads still run.
-            result = {"status": "error", "detail": f"{server.name} exited with status {status} during {name}",
-                      "log_tail": server.tail_logs(2000), "partial": result}
-            server.stop()
-            server.start()
+        crash = self._crashed(server, name)
+        if crash is not None:
+            result = {**crash, "partial": result}
         result["elapsed_s"] = round(time.monotonic() - started, 2)
         record["workloads"][name] = result
         self.log(f"  {name}: {_one_line(name, result)}")
+
+    @staticmethod
+    def _crashed(server: BenchServer, name: str) -> Result | None:
+        """When the server died during workload ``name``: the error to record. A crashed server
+        invalidates the figures; it is restarted so that the other workloads still run."""
+        status = server.exit_status()
+        if status is None:
+            return None
+        crash = {"status": "error", "detail": f"{server.name} exited with status {status} during {name}",
+                 "log_tail": server.tail_logs(2000)}
+        server.stop()
+        server.start()
+        return crash
 
     def _run_mixed(self, server: BenchServer, record: Result) -> None:
         record["mixed_scheme"] = server.scheme_label(self.mixed_scheme)
@@ -270,12 +280,9 @@ class Harness:
                     except Exception as exc:  # noqa: BLE001 - one failed round must not lose the others
                         failed[server_name] = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
                         continue
-                    status = server.exit_status()
-                    if status is not None:
-                        failed[server_name] = {"status": "error", "log_tail": server.tail_logs(2000),
-                                               "detail": f"{server_name} exited with status {status} during {name}"}
-                        server.stop()
-                        server.start()
+                    crash = self._crashed(server, name)
+                    if crash is not None:
+                        failed[server_name] = crash
                         continue
                     self.log(f"  {server_name} {name} round {number}/{scale.mixed_rounds}: "
                              f"{report.format_number(ops)} ops/s")

@@ -65,8 +65,8 @@ class Scale:
 
 
 DEFAULT = Scale()
-QUICK = Scale(mixed_duration=10.0, mixed_rounds=1, seed_messages=50, large_messages=10_000, large_step_timeout=120.0,
-              idle_sessions=1000, idle_ramp_timeout=300.0, lmtp_duration=10.0, login_duration=8.0,
+QUICK = Scale(mixed_duration=10.0, mixed_rounds=1, seed_messages=50, large_messages=10_000,
+              large_step_timeout=120.0, idle_sessions=1000, idle_ramp_timeout=300.0, lmtp_duration=10.0, login_duration=8.0,
               wakeup_timeout=30.0)
 
 
@@ -136,8 +136,7 @@ class MixedRounds:
         self.durations: list[float] = []
         self.round_ops_per_s: list[float] = []
         self.server_cpu = 0.0
-        self.window = 0.0
-        self.loadgen_wall = 0.0
+        self.loadgen_wall = 0.0  # per round the longest worker's wall time (they run side by side)
 
     def run_round(self, duration: float) -> float | None:
         """One round of ``duration`` seconds; returns its ops/s (None when it could not run)."""
@@ -154,7 +153,6 @@ class MixedRounds:
         cpu_before = procstat.cpu_seconds(self.server.pid)
         results = loadgen.run_jobs(jobs, timeout=_START_DELAY + duration + self.scale.command_timeout + 60)
         self.server_cpu += procstat.cpu_seconds(self.server.pid) - cpu_before
-        self.window += _START_DELAY + duration
         self.raw.extend(results)
         self.loadgen_wall += max((result.get("wall", 0.0) for result in results if "error" not in result),
                                  default=0.0)
@@ -168,12 +166,13 @@ class MixedRounds:
             return {"status": "error", "detail": f"only {len(self.chosen)} accounts for {self.clients} clients"}
         duration = sum(self.durations)
         summary = loadgen.summarize(self.raw, duration)
-        loadgen_wall = self.loadgen_wall  # the workers of a round run side by side
+        window = _START_DELAY * len(self.durations) + duration  # what the server CPU was read over
         summary.update({"status": "ok" if not summary["worker_failures"] else "error", "clients": self.clients,
                         "duration_s": duration,
-                        "loadgen_cpu_pct": 100.0 * summary["loadgen_cpu_s"] / loadgen_wall if loadgen_wall else 0.0,
+                        "loadgen_cpu_pct": (100.0 * summary["loadgen_cpu_s"] / self.loadgen_wall
+                                            if self.loadgen_wall else 0.0),
                         "server_cpu_s": self.server_cpu,
-                        "server_cpu_pct": 100.0 * self.server_cpu / self.window if self.window else 0.0,
+                        "server_cpu_pct": 100.0 * self.server_cpu / window if window else 0.0,
                         # CPU per operation moves far less with the disk's mood than ops/s does.
                         "server_cpu_ms_per_op": (1000.0 * self.server_cpu / summary["total_ops"]
                                                  if summary.get("total_ops") else None),
