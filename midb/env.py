@@ -24,17 +24,18 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import indexes, summary
+from midb import bodyrecords, indexes, summary
 from midb.errors import MidbError, StoreBusy
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
-# sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time. Opening
-# an older store for writing builds what it lacks, in one transaction (a second or two per
-# 100,000 messages).
+# sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
+# 1-3 kept a body's records in four tables (blobs, digests, summaries, bodies) where schema 4
+# keeps them side by side in one (midb.bodyrecords). Opening an older store for writing builds
+# what it lacks, in one transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 
 DB_NAMES = (
@@ -50,21 +51,23 @@ DB_NAMES = (
     "messages",        # (account, folder, uid) -> message record
     "modseqs",         # (account, folder, modseq, uid) -> b"": changes_since in O(changes)
     "tombstones",      # (account, folder, modseq, uid) -> b"": expunged UIDs for QRESYNC
-    "blobs",           # blob id (16 bytes) -> (refcount, size)
-    "digests",         # blob id -> midb.mime.encode_digest(...)
     "metadata",        # (account, folder or 0 for the server, entry) -> value: RFC 5464 annotations
     "flag_lists",      # (account, folder, kind) -> u32 UIDs (sorted duplicates): unseen / \\Deleted (midb.indexes)
     "keyword_counts",  # (account, folder) + keyword -> u32 messages carrying it (midb.indexes)
-    "summaries",       # blob id -> midb.summary record: what SEARCH/SORT/THREAD read per message
-    "bodies",          # blob id -> the body itself, for small bodies kept in the index (Store inline_limit)
+    "body_records",    # blob id (16 bytes) + kind -> refcount and size / digest / summary / the
+                       # body itself if small (midb.bodyrecords)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
-_ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts", "summaries", "bodies")
+_ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts")
+# Added by schema 4; a read-only open of an older store reads its predecessors instead.
+_ADDED_BY_SCHEMA_4 = ("body_records",)
 # Databases with sorted fixed-size duplicates (MDB_DUPSORT | MDB_DUPFIXED): a key's values are
 # read a page at a time (Cursor.getmulti) instead of one Python object per entry.
 _FIXED_DUPLICATES = frozenset({"flag_lists"})
 # Databases of older schemas that an upgrade removes.
 _RETIRED = ("flag_uids",)
+# Room for the current databases and those of older schemas (read, or moved by an upgrade).
+MAX_DBS = len(DB_NAMES) + len(bodyrecords.LEGACY_NAMES) + len(_RETIRED) + 2
 
 T = TypeVar("T")
 
@@ -91,7 +94,7 @@ GATHER_WAIT = 0.005
 class Databases:
     """Handles of the named databases (valid for the environment's lifetime)."""
 
-    __slots__ = DB_NAMES
+    __slots__ = (*DB_NAMES, "legacy_bodies")
 
     meta: Any
     counters: Any
@@ -105,13 +108,13 @@ class Databases:
     messages: Any
     modseqs: Any
     tombstones: Any
-    blobs: Any
-    digests: Any
     metadata: Any
     flag_lists: Any
     keyword_counts: Any
-    summaries: Any
-    bodies: Any
+    body_records: Any
+    # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
+    # it lacks); None for a current store.
+    legacy_bodies: tuple[Any, ...] | None
 
 
 class WriteEffects:
@@ -246,21 +249,25 @@ class SharedEnv:
             # a power failure, never a delivery or an APPEND.
             self.env = lmdb.open(
                 index_dir, map_size=map_size, subdir=True, readonly=readonly, create=not readonly,
-                metasync=False, sync=sync, max_dbs=len(DB_NAMES) + 2, max_readers=1024, lock=True,
+                metasync=False, sync=sync, max_dbs=MAX_DBS, max_readers=1024, lock=True,
                 mode=0o750,
             )
         try:
             self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
             self.dbs = Databases()
+            self.dbs.legacy_bodies = None
             if readonly:
                 for name in DB_NAMES:
                     try:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
-                        if name not in _ADDED_AFTER_SCHEMA_1:
+                        if name not in _ADDED_AFTER_SCHEMA_1 and name not in _ADDED_BY_SCHEMA_4:
                             raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
                         setattr(self.dbs, name, None)
-                        self.indexed = False
+                        if name in _ADDED_AFTER_SCHEMA_1:
+                            self.indexed = False
+                if self.dbs.body_records is None:
+                    self.dbs.legacy_bodies = self._legacy_bodies(index_dir)
             else:
                 with self.env.begin(write=True) as txn:
                     for name in DB_NAMES:
@@ -278,6 +285,17 @@ class SharedEnv:
         self._gathering = False   # a leader waits on _queue_cv for announced arrivals
         self._arriving = 0   # writers that announced a durable write (see arrival())
         self._announced = threading.local()   # .arrival: this thread's pending announcement
+
+    def _legacy_bodies(self, index_dir: str) -> tuple[Any, ...]:
+        handles: list[Any] = []
+        for name in bodyrecords.LEGACY_NAMES:
+            try:
+                handles.append(self.env.open_db(name.encode(), create=False))
+            except lmdb.NotFoundError:
+                if name in ("blobs", "digests"):
+                    raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
+                handles.append(None)
+        return tuple(handles)
 
     def _check_schema(self) -> None:
         with self.env.begin(write=not self.readonly) as txn:
@@ -299,6 +317,9 @@ class SharedEnv:
                 for name in _RETIRED:
                     with contextlib.suppress(lmdb.NotFoundError):
                         txn.drop(self.env.open_db(name.encode(), txn=txn, create=False), delete=True)
+                if version < 4:
+                    moved = bodyrecords.migrate(txn, self.env, self.dbs.body_records)
+                    log.info("%s: %d body records moved into one table", self.index_dir, moved)
                 indexes.rebuild(txn, self.dbs)
                 if version < 2:
                     summary.fill(txn, self.dbs)

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import indexes
+from midb import bodyrecords, indexes
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
-from midb.env import DB_NAMES, Databases, lmdb_errors
+from midb.env import MAX_DBS, Databases, lmdb_errors
 from midb.errors import MidbError, StoreBusy
 from midb.folders import FolderRecord, parent_name
 from midb.keys import (
@@ -207,8 +207,7 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
             errors.append(f"tombstone {account_id}/{folder_id}/{uid}: modseq {modseq} > highestmodseq")
             scan.problems.append(("folder_counters", (account_id, folder_id)))
 
-    for key, raw in txn.cursor(dbs.blobs):
-        blob_raw = bytes(key)
+    for blob_raw, raw in bodyrecords.items(txn, dbs, bodyrecords.REFS):
         refcount, size = unpack_blob_record(raw)
         scan.blob_records[blob_raw] = (refcount, size)
         refs = scan.blob_refs.get(blob_raw, 0)
@@ -225,27 +224,27 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
         if blob_raw not in scan.blob_records:
             errors.append(f"body {blob_raw.hex()}: referenced by messages but has no record")
             scan.problems.append(("blob_record_missing", blob_raw))
-    for key in txn.cursor(dbs.digests).iternext(values=False):
-        if bytes(key) not in scan.blob_records:
-            errors.append(f"digest of unknown body {bytes(key).hex()}")
-            scan.problems.append(("digest_dangling", bytes(key)))
-    if dbs.bodies is not None:
-        for key, data in txn.cursor(dbs.bodies):
-            blob_raw = bytes(key)
-            record = scan.blob_records.get(blob_raw)
-            if record is None:
-                errors.append(f"body {blob_raw.hex()} kept in the index has no record")
-                scan.problems.append(("inline_dangling", blob_raw))
-                continue
-            scan.inline.add(blob_raw)
-            if len(data) != record[1]:
-                errors.append(f"body {blob_raw.hex()} kept in the index has {len(data)} bytes, "
-                              f"its record says {record[1]}")
-    if dbs.summaries is not None:
-        for key in txn.cursor(dbs.summaries).iternext(values=False):
-            if bytes(key) not in scan.blob_records:
-                errors.append(f"summary of unknown body {bytes(key).hex()}")
-                scan.problems.append(("summary_dangling", bytes(key)))
+    for blob_raw, _ in bodyrecords.items(txn, dbs, bodyrecords.DIGEST, values=False):
+        if blob_raw not in scan.blob_records:
+            errors.append(f"digest of unknown body {blob_raw.hex()}")
+            scan.problems.append(("digest_dangling", blob_raw))
+    for blob_raw, data in bodyrecords.items(txn, dbs, bodyrecords.BODY):
+        record = scan.blob_records.get(blob_raw)
+        if record is None:
+            errors.append(f"body {blob_raw.hex()} kept in the index has no record")
+            scan.problems.append(("inline_dangling", blob_raw))
+            continue
+        scan.inline.add(blob_raw)
+        if len(data or b"") != record[1]:
+            errors.append(f"body {blob_raw.hex()} kept in the index has {len(data or b'')} bytes, "
+                          f"its record says {record[1]}")
+    for blob_raw, _ in bodyrecords.items(txn, dbs, bodyrecords.SUMMARY, values=False):
+        if blob_raw not in scan.blob_records:
+            errors.append(f"summary of unknown body {blob_raw.hex()}")
+            scan.problems.append(("summary_dangling", blob_raw))
+    for key in bodyrecords.strays(txn, dbs):
+        errors.append(f"body record of unknown kind {key.hex()}")
+        scan.problems.append(("body_record_stray", key))
     for key in txn.cursor(dbs.metadata).iternext(values=False):
         # (account, folder, entry): folder 0 holds the account's server annotations.
         account_id, folder_id = unpack_folder_key(bytes(key[:8])) if len(key) > 8 else (0, 0)
@@ -316,8 +315,9 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
         with lmdb_errors(), shared.read() as txn:
             for blob in missing:
                 blob_raw = bytes.fromhex(blob)
-                if txn.get(blob_raw, db=dbs.blobs) is not None and store._blobs.size(blob) is None \
-                        and (dbs.bodies is None or txn.get(blob_raw, db=dbs.bodies) is None):
+                if bodyrecords.get(txn, dbs, bodyrecords.REFS, blob_raw) is not None \
+                        and store._blobs.size(blob) is None \
+                        and bodyrecords.get(txn, dbs, bodyrecords.BODY, blob_raw) is None:
                     report.errors.append(f"body {blob}: file missing (referenced by the index)")
     for blob_raw, (_refcount, size) in scan.blob_records.items():
         on_disk = store._blobs.size(blob_raw.hex())
@@ -377,27 +377,29 @@ def _repair(store: Store) -> list[str]:
             elif kind == "tombstone_dangling":
                 txn.delete(detail, db=dbs.tombstones)
             elif kind == "blob_unreferenced":
-                txn.delete(detail, db=dbs.blobs)
-                txn.delete(detail, db=dbs.digests)
-                txn.delete(detail, db=dbs.summaries)
-                if not txn.delete(detail, db=dbs.bodies):
+                if not bodyrecords.delete_all(txn, dbs, detail):
                     effects.unlink_blob(detail.hex())
                 done.append(f"removed unreferenced body {detail.hex()}")
             elif kind == "blob_refcount":
-                txn.put(detail, pack_blob_record(scan.blob_refs[detail], scan.blob_sizes[detail]), db=dbs.blobs)
+                bodyrecords.put(txn, dbs, bodyrecords.REFS, detail,
+                                pack_blob_record(scan.blob_refs[detail], scan.blob_sizes[detail]))
                 done.append(f"fixed refcount of body {detail.hex()}")
             elif kind == "blob_record_missing":
-                kept = txn.get(detail, db=dbs.bodies)
+                kept = bodyrecords.get(txn, dbs, bodyrecords.BODY, detail)
                 on_disk = len(kept) if kept is not None else store._blobs.size(detail.hex())
                 if on_disk is not None:
-                    txn.put(detail, pack_blob_record(scan.blob_refs[detail], on_disk), db=dbs.blobs)
+                    bodyrecords.put(txn, dbs, bodyrecords.REFS, detail,
+                                    pack_blob_record(scan.blob_refs[detail], on_disk))
                     done.append(f"restored record of body {detail.hex()}")
             elif kind == "digest_dangling":
-                txn.delete(detail, db=dbs.digests)
+                bodyrecords.delete(txn, dbs, bodyrecords.DIGEST, detail)
             elif kind == "summary_dangling":
-                txn.delete(detail, db=dbs.summaries)
+                bodyrecords.delete(txn, dbs, bodyrecords.SUMMARY, detail)
+            elif kind == "body_record_stray":
+                txn.delete(detail, db=dbs.body_records)
+                done.append(f"removed body record of unknown kind {detail.hex()}")
             elif kind == "inline_dangling":
-                txn.delete(detail, db=dbs.bodies)
+                bodyrecords.delete(txn, dbs, bodyrecords.BODY, detail)
                 done.append(f"removed body {detail.hex()} kept in the index without a record")
             elif kind == "metadata_dangling":
                 txn.delete(detail, db=dbs.metadata)
@@ -503,18 +505,29 @@ def backup(store: Store, dest: str) -> None:
 def _files_referenced(index_dir: str) -> set[str]:
     """The bodies kept as files (not in the index) that the copied index at ``index_dir`` references."""
     with lmdb_errors():
-        copied = lmdb.open(index_dir, readonly=True, lock=False, max_dbs=len(DB_NAMES) + 2, subdir=True)
+        copied = lmdb.open(index_dir, readonly=True, lock=False, max_dbs=MAX_DBS, subdir=True)
     try:
         with lmdb_errors(), copied.begin() as txn:
-            blobs = copied.open_db(b"blobs", txn=txn, create=False)
             try:
-                bodies = copied.open_db(b"bodies", txn=txn, create=False)
-                inline = set(txn.cursor(bodies).iternext(values=False))
-            except lmdb.NotFoundError:   # schema 1: every body is a file
-                inline = set()
-            return {bytes(key).hex() for key in txn.cursor(blobs).iternext(values=False) if key not in inline}
+                merged = copied.open_db(b"body_records", txn=txn, create=False)
+            except lmdb.NotFoundError:   # schema 1-3: four tables
+                return _legacy_files_referenced(copied, txn)
+            refs, inline = bytes([bodyrecords.REFS]), bytes([bodyrecords.BODY])
+            keys = [bytes(key) for key in txn.cursor(merged).iternext(values=False)]
+            kept = {key[:16] for key in keys if key[16:] == inline}
+            return {key[:16].hex() for key in keys if key[16:] == refs and key[:16] not in kept}
     finally:
         copied.close()
+
+
+def _legacy_files_referenced(copied: Any, txn: Any) -> set[str]:
+    blobs = copied.open_db(b"blobs", txn=txn, create=False)
+    try:
+        bodies = copied.open_db(b"bodies", txn=txn, create=False)
+        inline = set(txn.cursor(bodies).iternext(values=False))
+    except lmdb.NotFoundError:   # schema 1: every body is a file
+        inline = set()
+    return {bytes(key).hex() for key in txn.cursor(blobs).iternext(values=False) if key not in inline}
 
 
 def _link_body(store: Store, blob: str, eml_dir: str) -> bool:
@@ -563,13 +576,17 @@ def stats(store: Store) -> dict[str, int]:
     dbs = shared.dbs
     with lmdb_errors(), shared.read() as txn:
         total_bytes = sum(decode_usage(raw)[0] for _key, raw in txn.cursor(dbs.usage))
-        blob_bytes = sum(_BLOB_SIZE(raw)[0] for _key, raw in txn.cursor(dbs.blobs))
+        blob_bytes = 0
+        bodies = 0
+        for _blob_raw, raw in bodyrecords.items(txn, dbs, bodyrecords.REFS):
+            blob_bytes += _BLOB_SIZE(raw)[0]
+            bodies += 1
         result = {
             "accounts": txn.stat(dbs.accounts)["entries"],
             "folders": txn.stat(dbs.folders)["entries"],
             "messages": txn.stat(dbs.messages)["entries"],
             "bytes": total_bytes,
-            "bodies": txn.stat(dbs.blobs)["entries"],
+            "bodies": bodies,
             "body_bytes": blob_bytes,
             "tombstones": txn.stat(dbs.tombstones)["entries"],
         }

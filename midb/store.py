@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import events, indexes, maintenance, mime
+from midb import bodyrecords, events, indexes, maintenance, mime
 from midb.accounts import (
     Account,
     decode_account,
@@ -313,26 +313,23 @@ class Store(MetadataMixin):
 
     @staticmethod
     def _blob_incref(txn: Any, dbs: Databases, blob_raw: bytes, count: int) -> None:
-        raw = txn.get(blob_raw, db=dbs.blobs)
+        raw = bodyrecords.get(txn, dbs, bodyrecords.REFS, blob_raw)
         if raw is None:
             raise MidbError(f"index inconsistency: body {blob_raw.hex()} has no record")
         refcount, size = unpack_blob_record(raw)
-        txn.put(blob_raw, pack_blob_record(refcount + count, size), db=dbs.blobs)
+        bodyrecords.put(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(refcount + count, size))
 
     @staticmethod
     def _blob_decref(txn: Any, dbs: Databases, blob_raw: bytes, count: int, effects: WriteEffects) -> None:
-        raw = txn.get(blob_raw, db=dbs.blobs)
+        raw = bodyrecords.get(txn, dbs, bodyrecords.REFS, blob_raw)
         if raw is None:
             return
         refcount, size = unpack_blob_record(raw)
         if refcount <= count:
-            txn.delete(blob_raw, db=dbs.blobs)
-            txn.delete(blob_raw, db=dbs.digests)
-            txn.delete(blob_raw, db=dbs.summaries)
-            if not txn.delete(blob_raw, db=dbs.bodies):
+            if not bodyrecords.delete_all(txn, dbs, blob_raw):
                 effects.unlink_blob(blob_raw.hex())   # a body file: removed after the commit
         else:
-            txn.put(blob_raw, pack_blob_record(refcount - count, size), db=dbs.blobs)
+            bodyrecords.put(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(refcount - count, size))
 
     @staticmethod
     def _prefix_items(txn: Any, db: Any, prefix: bytes, *, values: bool = True) -> list[Any]:
@@ -986,6 +983,7 @@ class Store(MetadataMixin):
             if explicit_uid is not None:
                 record.uidnext = explicit_uid
             delta = indexes.IndexDelta(txn, dbs)
+            put_body_record = bodyrecords.put
             uids = []
             for (data, flagset, internaldate, tzoffset), blob, digest, kept in zip(prepared, blobs, digests,
                                                                                 inline, strict=True):
@@ -1000,12 +998,12 @@ class Store(MetadataMixin):
                         db=dbs.messages)
                 delta.added(account_id, record.id, uid, tail)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
-                txn.put(blob_raw, pack_blob_record(1, size), db=dbs.blobs)
+                put_body_record(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(1, size))
                 if kept:
-                    txn.put(blob_raw, data, db=dbs.bodies)
+                    put_body_record(txn, dbs, bodyrecords.BODY, blob_raw, data)
                 if digest is not None:
-                    txn.put(blob_raw, digest[0], db=dbs.digests)
-                    txn.put(blob_raw, digest[1], db=dbs.summaries)
+                    put_body_record(txn, dbs, bodyrecords.DIGEST, blob_raw, digest[0])
+                    put_body_record(txn, dbs, bodyrecords.SUMMARY, blob_raw, digest[1])
                 unseen, deleted = counter_deltas(flagset.bits)
                 record.messages += 1
                 record.unseen += unseen
@@ -1030,7 +1028,9 @@ class Store(MetadataMixin):
         referenced; the check covers an interrupt that arrived after the commit.)"""
         try:
             with self._env.read() as txn:
-                referenced = {blob for blob in blobs if txn.get(bytes.fromhex(blob), db=self._shared.dbs.blobs)}
+                dbs = self._shared.dbs
+                referenced = {blob for blob in blobs
+                              if bodyrecords.get(txn, dbs, bodyrecords.REFS, bytes.fromhex(blob)) is not None}
         except (lmdb.Error, MidbError):
             return   # cannot tell: leave orphans for verify rather than risk a referenced body
         for blob in blobs:
@@ -1436,12 +1436,10 @@ class Store(MetadataMixin):
         key = blob_key(blob)
         if offset < 0 or (length is not None and length < 0):
             raise MidbError("negative offset or length")
-        db = self._shared.dbs.bodies
-        if db is not None:
-            with lmdb_errors(), self._env.read() as txn:
-                data = txn.get(key, db=db)
-            if data is not None:
-                return data[offset:] if length is None else data[offset : offset + length]
+        with lmdb_errors(), self._env.read() as txn:
+            data = bodyrecords.get(txn, self._shared.dbs, bodyrecords.BODY, key)
+        if data is not None:
+            return data[offset:] if length is None else data[offset : offset + length]
         return self._blobs.read(blob, offset, length)
 
     def read_bodies(self, blobs: Iterable[str]) -> list[bytes | None]:
@@ -1450,11 +1448,8 @@ class Store(MetadataMixin):
         for the disk once per batch rather than once per message."""
         wanted = list(blobs)
         keys = [blob_key(blob) for blob in wanted]
-        db = self._shared.dbs.bodies
-        if db is None:
-            return self._blobs.read_many(wanted)
         with lmdb_errors(), self._env.read() as txn:
-            found: list[bytes | None] = [txn.get(key, db=db) for key in keys]
+            found = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.BODY, keys)
         missing = [index for index, data in enumerate(found) if data is None]
         if missing:
             for index, data in zip(missing, self._blobs.read_many([wanted[index] for index in missing]),
@@ -1478,7 +1473,7 @@ class Store(MetadataMixin):
 
     def _load_digest(self, blob: str) -> mime.Digest:
         with lmdb_errors(), self._env.read() as txn:
-            encoded = txn.get(blob_key(blob), db=self._shared.dbs.digests)
+            encoded = bodyrecords.get(txn, self._shared.dbs, bodyrecords.DIGEST, blob_key(blob))
         if encoded is not None:
             try:
                 return mime.decode_digest(encoded)
@@ -1498,8 +1493,7 @@ class Store(MetadataMixin):
         A body stored without one (before summaries existed) gets it from its digest."""
         keys = [blob_key(blob) for blob in blobs]
         with lmdb_errors(), self._env.read() as txn:
-            db = self._shared.dbs.summaries
-            encoded = [txn.get(key, db=db) for key in keys] if db is not None else [None] * len(keys)
+            encoded = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.SUMMARY, keys)
         decode = decode_summary
         out: list[Summary | None] = []
         for key, raw in zip(keys, encoded, strict=True):
@@ -1649,8 +1643,7 @@ class Store(MetadataMixin):
         stored without one (before summaries existed) gets it from its digest."""
         keys = list(keys)
         with lmdb_errors(), self._env.read() as txn:
-            db = self._shared.dbs.summaries
-            found: list[bytes | None] = [txn.get(key, db=db) for key in keys] if db is not None else [None] * len(keys)
+            found = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.SUMMARY, keys)
         for index, raw in enumerate(found):
             if raw is None:
                 try:
@@ -1667,12 +1660,8 @@ class Store(MetadataMixin):
         component and no fstat per body, which halves the cost of a body file on a warm cache."""
         keys = list(keys)
         sizes = list(sizes)
-        db = self._shared.dbs.bodies
-        if db is not None:
-            with lmdb_errors(), self._env.read() as txn:
-                found: list[bytes | None] = [txn.get(key, db=db) for key in keys]
-        else:
-            found = [None] * len(keys)
+        with lmdb_errors(), self._env.read() as txn:
+            found = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.BODY, keys)
         directories: dict[str, int] = {}
         flags = os.O_RDONLY | os.O_CLOEXEC
         try:

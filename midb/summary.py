@@ -131,14 +131,16 @@ def fill(txn: Any, dbs: Any) -> int:
     """Write the summary of every stored digest that has none (inside a write transaction: the
     schema upgrade of midb.env); returns how many were written. Unreadable digests are skipped
     (their summaries are then derived on demand, as for any body without one)."""
+    from midb import bodyrecords
+
     written = 0
-    for key, raw in txn.cursor(dbs.digests):
-        if txn.get(key, db=dbs.summaries) is not None:
+    for blob_raw, raw in list(bodyrecords.items(txn, dbs, bodyrecords.DIGEST)):
+        if bodyrecords.get(txn, dbs, bodyrecords.SUMMARY, blob_raw) is not None:
             continue
         try:
             encoded = encode_summary(summarize(decode_digest(raw)))
         except DigestFormatError:
             continue
-        txn.put(key, encoded, db=dbs.summaries)
+        bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, blob_raw, encoded)
         written += 1
     return written

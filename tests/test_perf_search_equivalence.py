@@ -23,7 +23,7 @@ from test_searching import StubSession, criteria
 
 from gximap.session import searching
 from gximap.session.selected import SelectedMailbox
-from midb import mime, searchtext
+from midb import bodyrecords, mime, searchtext
 from midb.keys import blob_key
 from midb.store import Store
 from midb.summary import body_plan, decode_summary, encode_summary, may_contain, summarize
@@ -196,8 +196,8 @@ def test_expunged_bodies_and_format_1_summaries(tmp_path: Path) -> None:
         assert decode_summary(format_1) == old and body_plan(format_1) is None
 
         def rewrite(txn: Any, dbs: Any, effects: Any) -> None:
-            txn.put(blob_key(metas[0].blob), format_1, db=dbs.summaries)
-            txn.delete(blob_key(metas[2].blob), db=dbs.summaries)
+            bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, blob_key(metas[0].blob), format_1)
+            bodyrecords.delete(txn, dbs, bodyrecords.SUMMARY, blob_key(metas[2].blob))
 
         store._write(rewrite)
         assert searching.search(session, criteria("BODY zanzibar")) == [1, 3]

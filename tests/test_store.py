@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from midb import maintenance, mime
+from midb import bodyrecords, maintenance, mime
 from midb.blobs import pack_blob_record
 from midb.errors import (
     AccountExists,
@@ -780,7 +780,7 @@ def test_verify_reports_and_repairs(store: Store, alice: Account) -> None:
         record = FolderRecord.decode(inbox, txn.get(key, db=shared.dbs.folders))
         record.unseen = 40
         txn.put(key, record.encode(), db=shared.dbs.folders)
-        txn.put(bytes.fromhex(blob), pack_blob_record(5, len(MSG)), db=shared.dbs.blobs)
+        bodyrecords.put(txn, shared.dbs, bodyrecords.REFS, bytes.fromhex(blob), pack_blob_record(5, len(MSG)))
     problems = store.verify()
     assert len(problems) == 2 and all(problem.startswith("error:") for problem in problems)
     store.verify(repair=True)

@@ -12,8 +12,8 @@ from typing import Any
 import lmdb
 import pytest
 
+from midb import bodyrecords, mime
 from midb import env as midb_env
-from midb import mime
 from midb.errors import InvalidArgument, NoSuchBody, NoSuchFolder, OverQuota, TooBig
 from midb.keys import blob_key, folder_key
 from midb.store import Store
@@ -131,12 +131,28 @@ def test_verify_reports_and_repairs_broken_indexes(store: Store) -> None:
 # -- schema upgrade ------------------------------------------------------------------------------------
 
 
-def downgrade_to_schema_1(path: Path) -> None:
-    """Make the store look as written before flag indexes and summaries existed."""
+def downgrade_to_schema_3(path: Path) -> None:
+    """Make the store look as written by schema 3: a body's records in four tables."""
     environment = lmdb.open(str(path / "index"), max_dbs=32)
     try:
         with environment.begin(write=True) as txn:
-            for name in (b"flag_lists", b"keyword_counts", b"summaries"):
+            merged = environment.open_db(b"body_records", txn=txn)
+            tables = [environment.open_db(name.encode(), txn=txn) for name in bodyrecords.LEGACY_NAMES]
+            for key, value in txn.cursor(merged).iternext():
+                txn.put(bytes(key[:16]), value, db=tables[key[16]])
+            txn.drop(merged, delete=True)
+            txn.put(b"schema", (3).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def downgrade_to_schema_1(path: Path) -> None:
+    """Make the store look as written before flag indexes and summaries existed."""
+    downgrade_to_schema_3(path)
+    environment = lmdb.open(str(path / "index"), max_dbs=32)
+    try:
+        with environment.begin(write=True) as txn:
+            for name in (b"flag_lists", b"keyword_counts", b"summaries", b"bodies"):
                 txn.drop(environment.open_db(name, txn=txn), delete=True)
             txn.put(b"schema", (1).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
     finally:
@@ -172,12 +188,14 @@ def test_schema_1_store_is_upgraded_on_open_and_readable_read_only(tmp_path: Pat
         assert_indexes(store)
         with store._env.read() as txn:
             assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
-            assert all(txn.get(blob_key(blob), db=store._shared.dbs.summaries) for blob in blobs)
+            assert all(bodyrecords.get(txn, store._shared.dbs, bodyrecords.SUMMARY, blob_key(blob))
+                       for blob in blobs)
         assert store.summaries(blobs) == expected
 
 
 def downgrade_to_schema_2(path: Path) -> None:
     """Make the store look as written by schema 2: the flag index as one key per message."""
+    downgrade_to_schema_3(path)
     environment = lmdb.open(str(path / "index"), max_dbs=32)
     try:
         with environment.begin(write=True) as txn:
@@ -210,6 +228,40 @@ def test_schema_2_store_gets_flag_lists_on_open(tmp_path: Path) -> None:
         environment = store._shared.env
         with environment.begin() as txn, pytest.raises(lmdb.NotFoundError):
             environment.open_db(b"flag_uids", txn=txn, create=False)   # the old index is gone
+
+
+def test_schema_3_store_gets_one_body_table_on_open(tmp_path: Path) -> None:
+    """Schema 3 kept a body's records in four tables: read as they are by a read-only open, moved
+    side by side into one by an open for writing, with nothing lost."""
+    path = tmp_path / "store"
+    with Store(path, fsync=False, inline_limit=1000) as store:
+        store.create_account("alice")
+        folder = inbox(store)
+        store.append_many("alice", folder, [(MSG, (), None, 0), (MULTIPART, ("\\Seen",), None, 0),
+                                            (MSG + b"x" * 2000, (), None, 0)])
+        metas = store.messages("alice", folder)
+        blobs = [meta.blob for meta in metas]
+        expected = (store.summaries(blobs), [store.digest(blob) for blob in blobs],
+                    [store.read_body(blob) for blob in blobs], store.stats()["bodies"])
+    downgrade_to_schema_3(path)
+    for readonly in (True, False):
+        with Store(path, readonly=readonly, inline_limit=1000) as store:
+            assert (store._shared.dbs.legacy_bodies is not None) is readonly
+            assert (store.summaries(blobs), [store.digest(blob) for blob in blobs],
+                    store.read_bodies(blobs), store.stats()["bodies"]) == expected
+            assert store.verify() == []
+    with Store(path, fsync=False) as store:
+        with store._env.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
+        environment = store._shared.env
+        for name in bodyrecords.LEGACY_NAMES:
+            with environment.begin() as txn, pytest.raises(lmdb.NotFoundError):
+                environment.open_db(name.encode(), txn=txn, create=False)   # the old tables are gone
+        store.store_flags("alice", folder, [1, 2, 3], "add", ["\\Deleted"])
+        store.expunge("alice", folder)   # every record of each body goes with it
+        with store._env.read() as txn:
+            assert list(txn.cursor(store._shared.dbs.body_records).iternext(values=False)) == []
+        assert store.verify() == []
 
 
 def test_flag_lists_longer_than_a_page(store: Store) -> None:
@@ -301,8 +353,8 @@ def test_missing_or_corrupt_summary_is_derived_from_the_digest(store: Store) -> 
     expected = store.summaries([first, second])
 
     def damage(txn: Any, dbs: Any, effects: Any) -> None:
-        txn.delete(blob_key(first), db=dbs.summaries)
-        txn.put(blob_key(second), b"\x01garbage", db=dbs.summaries)
+        bodyrecords.delete(txn, dbs, bodyrecords.SUMMARY, blob_key(first))
+        bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, blob_key(second), b"\x01garbage")
 
     store._write(damage)
     assert store.summaries([first, second]) == expected
@@ -495,7 +547,7 @@ def test_small_bodies_live_in_the_index_large_ones_in_files(tmp_path: Path) -> N
         store.delete_folder("alice", "Archive")
         assert store.read_bodies([metas[0].blob, metas[1].blob]) == [None, None]
         with store._env.read() as txn:
-            kept = [bytes(key) for key in txn.cursor(store._shared.dbs.bodies).iternext(values=False)]
+            kept = [blob for blob, _ in bodyrecords.items(txn, store._shared.dbs, bodyrecords.BODY, values=False)]
         assert sorted(kept) == sorted(blob_key(meta.blob) for meta in metas[3:4])
         assert store.verify() == [] and len(body_files(store)) == 1
 
@@ -517,13 +569,15 @@ def test_verify_and_backup_with_inline_bodies(tmp_path: Path) -> None:
         (small, large) = store.messages("alice", folder)
 
         def damage(txn: Any, dbs: Any, effects: Any) -> None:
-            txn.put(b"\x01" * 16, b"stray", db=dbs.bodies)
-            txn.put(blob_key(small.blob), MSG + b"!", db=dbs.bodies)
+            bodyrecords.put(txn, dbs, bodyrecords.BODY, b"\x01" * 16, b"stray")
+            bodyrecords.put(txn, dbs, bodyrecords.BODY, blob_key(small.blob), MSG + b"!")
+            txn.put(b"\x02" * 16 + b"\x09", b"unknown kind", db=dbs.body_records)
 
         store._write(damage)
         problems = store.verify()
         assert any("kept in the index has no record" in problem for problem in problems)
         assert any("kept in the index has" in problem and "bytes" in problem for problem in problems)
+        assert any("body record of unknown kind" in problem for problem in problems)
         store.verify(repair=True)
         assert not any("no record" in problem for problem in store.verify())
     with Store(tmp_path / "copy", fsync=False) as copy:
