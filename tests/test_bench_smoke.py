@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import messages, report, servers  # noqa: E402
+from bench import lmdb_trees, messages, report, servers  # noqa: E402
 from bench.client import ImapConnection, dot_stuff  # noqa: E402
 from bench.loadgen import percentile, summarize  # noqa: E402
 
@@ -269,3 +269,15 @@ def test_smoke_pymap(tmp_path: Path) -> None:
     record = results["servers"]["pymap"]
     assert record["status"] == "ok", record.get("detail")
     _check_mixed(record)
+
+
+def test_lmdb_trees_probe_prints_a_rate_per_table_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = tmp_path / "trees"
+    assert lmdb_trees.main(["--duration", "0.3", "--trees", "2,1", "--dir", str(scratch)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rates = [line for line in lines if "commits/s" in line]
+    assert [line.split(" table")[0].strip() for line in rates] == ["2", "1"]
+    assert all(int(line.split(": ")[1].split()[0].replace(",", "")) > 0 for line in rates)
+    assert not scratch.exists()   # the scratch tables are removed
+    with pytest.raises(ValueError, match="trees must be"):
+        lmdb_trees.commits_per_second(scratch, 9, 0.1)
