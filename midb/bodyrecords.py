@@ -22,6 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import lmdb
+
+from midb.keys import BLOB_ID_BYTES
+
 REFS = 0      # (refcount, size): midb.messages.pack_blob_record
 DIGEST = 1    # midb.mime.encode_digest(...)
 SUMMARY = 2   # midb.summary record
@@ -32,17 +36,23 @@ KINDS = (REFS, DIGEST, SUMMARY, BODY)
 LEGACY_NAMES = ("blobs", "digests", "summaries", "bodies")
 
 _SUFFIX = tuple(bytes([kind]) for kind in KINDS)
-_BLOB_BYTES = 16
 
 
 def record_key(blob_raw: bytes, kind: int) -> bytes:
     return blob_raw + _SUFFIX[kind]
 
 
+def split_key(key: bytes) -> tuple[bytes, int] | None:
+    """(body id, kind) of a key of the table; None for a key that is no body record."""
+    if len(key) != BLOB_ID_BYTES + 1 or key[BLOB_ID_BYTES] >= len(KINDS):
+        return None
+    return bytes(key[:BLOB_ID_BYTES]), key[BLOB_ID_BYTES]
+
+
 def get(txn: Any, dbs: Any, kind: int, blob_raw: bytes) -> bytes | None:
     legacy = dbs.legacy_bodies
     if legacy is None:
-        return txn.get(blob_raw + _SUFFIX[kind], db=dbs.body_records)
+        return txn.get(record_key(blob_raw, kind), db=dbs.body_records)
     db = legacy[kind]
     return None if db is None else txn.get(blob_raw, db=db)
 
@@ -52,7 +62,7 @@ def get_many(txn: Any, dbs: Any, kind: int, blob_raws: Iterable[bytes]) -> list[
     legacy = dbs.legacy_bodies
     get_record = txn.get
     if legacy is None:
-        db, suffix = dbs.body_records, _SUFFIX[kind]
+        db, suffix = dbs.body_records, _SUFFIX[kind]   # record_key, inlined: SEARCH reads 100,000s
         return [get_record(blob_raw + suffix, db=db) for blob_raw in blob_raws]
     db = legacy[kind]
     if db is None:
@@ -61,11 +71,11 @@ def get_many(txn: Any, dbs: Any, kind: int, blob_raws: Iterable[bytes]) -> list[
 
 
 def put(txn: Any, dbs: Any, kind: int, blob_raw: bytes, value: bytes) -> None:
-    txn.put(blob_raw + _SUFFIX[kind], value, db=dbs.body_records)
+    txn.put(record_key(blob_raw, kind), value, db=dbs.body_records)
 
 
 def delete(txn: Any, dbs: Any, kind: int, blob_raw: bytes) -> bool:
-    return bool(txn.delete(blob_raw + _SUFFIX[kind], db=dbs.body_records))
+    return bool(txn.delete(record_key(blob_raw, kind), db=dbs.body_records))
 
 
 def delete_all(txn: Any, dbs: Any, blob_raw: bytes) -> bool:
@@ -73,8 +83,8 @@ def delete_all(txn: Any, dbs: Any, blob_raw: bytes) -> bool:
     is no file to remove)."""
     db = dbs.body_records
     for kind in (REFS, DIGEST, SUMMARY):
-        txn.delete(blob_raw + _SUFFIX[kind], db=db)
-    return bool(txn.delete(blob_raw + _SUFFIX[BODY], db=db))
+        txn.delete(record_key(blob_raw, kind), db=db)
+    return bool(txn.delete(record_key(blob_raw, BODY), db=db))
 
 
 def items(txn: Any, dbs: Any, kind: int, *, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
@@ -95,23 +105,21 @@ def items(txn: Any, dbs: Any, kind: int, *, values: bool = True) -> Iterator[tup
         return
     cursor = txn.cursor(dbs.body_records)
     for key in cursor.iternext(values=False):
-        if len(key) == _BLOB_BYTES + 1 and key[_BLOB_BYTES] == kind:
-            yield bytes(key[:_BLOB_BYTES]), (cursor.value() if values else None)
+        split = split_key(key)
+        if split is not None and split[1] == kind:
+            yield split[0], (cursor.value() if values else None)
 
 
 def strays(txn: Any, dbs: Any) -> list[bytes]:
     """Keys of the table that are no body record (a wrong length or an unknown kind)."""
     if dbs.legacy_bodies is not None:
         return []
-    return [bytes(key) for key in txn.cursor(dbs.body_records).iternext(values=False)
-            if len(key) != _BLOB_BYTES + 1 or key[_BLOB_BYTES] >= len(KINDS)]
+    return [bytes(key) for key in txn.cursor(dbs.body_records).iternext(values=False) if split_key(key) is None]
 
 
 def migrate(txn: Any, env: Any, merged: Any) -> int:
     """Move the records of a schema 1-3 store's four tables into ``merged`` and drop those tables
     (in the caller's write transaction). Returns the number of records moved."""
-    import lmdb
-
     moved = 0
     for kind, name in zip(KINDS, LEGACY_NAMES, strict=True):
         try:

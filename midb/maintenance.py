@@ -235,8 +235,9 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
             scan.problems.append(("inline_dangling", blob_raw))
             continue
         scan.inline.add(blob_raw)
-        if len(data or b"") != record[1]:
-            errors.append(f"body {blob_raw.hex()} kept in the index has {len(data or b'')} bytes, "
+        kept_size = len(data or b"")
+        if kept_size != record[1]:
+            errors.append(f"body {blob_raw.hex()} kept in the index has {kept_size} bytes, "
                           f"its record says {record[1]}")
     for blob_raw, _ in bodyrecords.items(txn, dbs, bodyrecords.SUMMARY, values=False):
         if blob_raw not in scan.blob_records:
@@ -512,10 +513,15 @@ def _files_referenced(index_dir: str) -> set[str]:
                 merged = copied.open_db(b"body_records", txn=txn, create=False)
             except lmdb.NotFoundError:   # schema 1-3: four tables
                 return _legacy_files_referenced(copied, txn)
-            refs, inline = bytes([bodyrecords.REFS]), bytes([bodyrecords.BODY])
-            keys = [bytes(key) for key in txn.cursor(merged).iternext(values=False)]
-            kept = {key[:16] for key in keys if key[16:] == inline}
-            return {key[:16].hex() for key in keys if key[16:] == refs and key[:16] not in kept}
+            kept: set[bytes] = set()
+            recorded: list[bytes] = []
+            for key in txn.cursor(merged).iternext(values=False):
+                split = bodyrecords.split_key(key)
+                if split is not None and split[1] == bodyrecords.BODY:
+                    kept.add(split[0])
+                elif split is not None and split[1] == bodyrecords.REFS:
+                    recorded.append(split[0])
+            return {blob_raw.hex() for blob_raw in recorded if blob_raw not in kept}
     finally:
         copied.close()
 

@@ -25,7 +25,7 @@ import marshal
 import struct
 from typing import Any, NamedTuple
 
-from midb import searchtext
+from midb import bodyrecords, searchtext
 from midb.mime import Digest, DigestFormatError, Part, decode_digest
 
 __all__ = ["FORMAT_VERSION", "Summary", "body_plan", "decode_summary", "encode_summary", "fill", "may_contain",
@@ -131,9 +131,8 @@ def fill(txn: Any, dbs: Any) -> int:
     """Write the summary of every stored digest that has none (inside a write transaction: the
     schema upgrade of midb.env); returns how many were written. Unreadable digests are skipped
     (their summaries are then derived on demand, as for any body without one)."""
-    from midb import bodyrecords
-
     written = 0
+    # Listed first: the summaries are written into the table being walked.
     for blob_raw, raw in list(bodyrecords.items(txn, dbs, bodyrecords.DIGEST)):
         if bodyrecords.get(txn, dbs, bodyrecords.SUMMARY, blob_raw) is not None:
             continue
