@@ -372,6 +372,17 @@ def gximap_lmtp_directive() -> str | None:
     return None
 
 
+def _gximap_shards() -> int:
+    """The shard count gximap would create its store with (the bench creates it first)."""
+    from gximap import config
+
+    directive = config.lookup("midb_shard_num")
+    if directive is None:   # a gximap from before shards
+        return 1
+    value = GXIMAP_OVERRIDES.get(directive.name, directive.default)
+    return config.parse_int(str(value))
+
+
 def _gximap_knows(name: str) -> bool:
     from gximap import config
 
@@ -418,7 +429,8 @@ class GximapServer(BenchServer):
             from gximap.daemon import INLINE_BODY_LIMIT
         except ImportError:
             INLINE_BODY_LIMIT = 0  # noqa: N806 - an older gximap keeps every body in a file
-        return Store(str(self.midb_path), fsync=False, data_path=[str(DATA_DIR)], inline_limit=INLINE_BODY_LIMIT)
+        return Store(str(self.midb_path), fsync=False, data_path=[str(DATA_DIR)], inline_limit=INLINE_BODY_LIMIT,
+                     shards=_gximap_shards())
 
     def _setup(self) -> None:
         from midb.passwords import hash_password

@@ -321,6 +321,11 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("midb_path", "path", "/var/lib/gromox/midb",
        "Directory of the midb message store (LMDB index and message bodies).",
        "imap"),
+    _d("midb_shard_num", "int", "16",
+       "Number of LMDB environments a new midb store splits its index into, accounts spread over "
+       "them by name. Commits of accounts in different shards run in parallel. Fixed when the "
+       "store is created (recorded in it); a store created before shards existed keeps one.",
+       "imap", minimum=1, maximum=256),
     _d("midb_run_dir", "path", None,
        "Directory for midb's runtime files (change notification sockets).",
        "imap", unset_means="midb_path/run"),

@@ -182,6 +182,7 @@ class Daemon:
                 data_path=data_path(cfg),
                 default_lang=str(cfg.default_lang),
                 inline_limit=INLINE_BODY_LIMIT,
+                shards=int(cfg.midb_shard_num),
             )
         except (OSError, MidbError) as exc:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None

@@ -93,14 +93,16 @@ class BlobFiles:
         return self.write_many([data])[0][0]
 
     def write_many(self, bodies: Sequence[bytes | bytearray | memoryview],
-                   compute: Callable[[bytes], T] | None = None) -> tuple[list[str], list[T | None]]:
-        """Store several bodies durably; -> (body ids, compute(body) for each body).
+                   compute: Callable[[bytes], T] | None = None, *,
+                   new_id: Callable[[], str] = new_blob_id) -> tuple[list[str], list[T | None]]:
+        """Store several bodies durably under ids from new_id(); -> (body ids, compute(body) for
+        each body).
 
         Large batches are written by a few threads at once: fsyncs of different files overlap, which
         roughly doubles throughput on a journaling filesystem. `compute` (the MIME digest) runs in
         the calling thread meanwhile, so its CPU time overlaps the I/O waits.
         """
-        blobs = [new_blob_id() for _ in bodies]
+        blobs = [new_id() for _ in bodies]
         try:
             if len(bodies) >= PARALLEL_THRESHOLD:
                 pool = _writers.get()

@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, NoReturn
 
 from midb.errors import MidbError, NoSuchAccount
+from midb.shards import MAX_COUNT
 
 if TYPE_CHECKING:
     from midb.store import Store
@@ -46,8 +47,10 @@ _TRUE = frozenset({"yes", "on", "true", "1"})
 _FALSE = frozenset({"no", "off", "false", "0"})
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "default_lang",
-                         "data_file_path", "auth_backend", "auth_passwd_file"})
+_DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "midb_shard_num",
+                         "default_lang", "data_file_path", "auth_backend", "auth_passwd_file"})
+# midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
+DEFAULT_SHARDS = 16
 
 
 def parse_size(text: str) -> int:
@@ -102,6 +105,7 @@ class Settings:
     midb_path: str = DEFAULT_MIDB_PATH
     fsync: bool = True
     map_size: int = DEFAULT_MAP_SIZE
+    shards: int = DEFAULT_SHARDS
     run_dir: str | None = None
     default_lang: str = "en"
     data_path: list[str] | None = None
@@ -126,6 +130,8 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
                     raise CliError(f"{where}: {exc}") from None
             elif key == "midb_run_dir" and value:
                 settings.run_dir = value
+            elif key == "midb_shard_num":
+                settings.shards = _parse_shards(value, where)
             elif key == "default_lang" and value:
                 settings.default_lang = value
             elif key == "data_file_path" and value:
@@ -151,7 +157,17 @@ def open_store(settings: Settings, *, create: bool = False) -> Store:
         raise CliError(f"no midb store at {settings.midb_path} (it is created by 'midb user add')")
     return Store(settings.midb_path, fsync=settings.fsync, map_size=settings.map_size,
                  run_dir=settings.run_dir, data_path=settings.data_path,
-                 default_lang=settings.default_lang)
+                 default_lang=settings.default_lang, shards=settings.shards)
+
+
+def _parse_shards(value: str, where: str) -> int:
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_COUNT:
+        raise CliError(f"{where}: midb_shard_num must be an integer from 1 to {MAX_COUNT}, not {value!r}")
+    return count
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,14 +29,19 @@ from midb.errors import MidbError, StoreBusy
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
 # sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
 # 1-3 kept a body's records in four tables (blobs, digests, summaries, bodies) where schema 4
-# keeps them side by side in one (midb.bodyrecords). Opening an older store for writing builds
-# what it lacks, in one transaction (a few seconds per 100,000 messages).
+# keeps them side by side in one (midb.bodyrecords); schema 5 may split the index into shards
+# (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
+# store has one shard). Opening an older store for writing builds what it lacks, in one
+# transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
+# In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
+# Store that created it records its choice (Store.__init__).
+SHARD_COUNT_KEY = b"shards"
 
 DB_NAMES = (
     "meta",            # b"schema" -> u32 version
@@ -323,6 +328,8 @@ class SharedEnv:
                 indexes.rebuild(txn, self.dbs)
                 if version < 2:
                     summary.fill(txn, self.dbs)
+                # A store older than schema 5 has one shard.
+                txn.put(SHARD_COUNT_KEY, (1).to_bytes(4, "big"), db=self.dbs.meta, overwrite=False)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
 
     # ---- transactions -------------------------------------------------------------------------

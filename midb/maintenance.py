@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 
 from midb import bodyrecords, indexes
+from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
 from midb.env import MAX_DBS, Databases, lmdb_errors
@@ -90,7 +91,8 @@ class _Scan:
     problems: list[tuple[str, Any]] = field(default_factory=list)    # (kind, detail) for repair
 
 
-def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
+def _scan(txn: Any, dbs: Databases, shard: int = 0, count: int = 1) -> tuple[_Scan, list[str]]:
+    """Recompute shard `shard` (of `count`) from one snapshot of it."""
     scan = _Scan()
     errors: list[str] = []
 
@@ -102,6 +104,10 @@ def _scan(txn: Any, dbs: Databases) -> tuple[_Scan, list[str]]:
             errors.append(f"account {account_id}: unreadable record")
             continue
         scan.accounts[account_id] = name
+        homes = {shards_of.of_account_id(account_id, count), shards_of.of_name(name, count)}
+        if homes != {shard}:
+            # Not where routing looks for it: its mail is unreachable. Not derivable: reported.
+            errors.append(f"account {name}: stored in shard {shard}, belongs in {sorted(homes)}")
         if txn.get(name.encode("utf-8"), db=dbs.account_names) != key:
             errors.append(f"account {name}: name index does not point to id {account_id}")
             scan.problems.append(("account_name_missing", (account_id, name)))
@@ -276,20 +282,27 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
         scan.indexes_stale = True
 
 
-def _scan_files(store: Store, scan: _Scan, now: float) -> tuple[list[str], list[str], list[str]]:
-    """(orphan descriptions, removable orphan paths, referenced blobs whose file seems missing)."""
+def _scan_files(store: Store, scan: _Scan, now: float, shard: int = 0, count: int = 1
+                ) -> tuple[list[str], list[str], list[str]]:
+    """(orphan descriptions, removable orphan paths, referenced blobs whose file seems missing) for
+    the body files of shard `shard` (of `count`): those whose id places them there (midb.shards),
+    judged against that shard's scan. Shard 0 also judges temporary and unexpected files."""
     orphans: list[str] = []
     removable: list[str] = []
     seen: set[str] = set()
     for name, path, mtime in store._blobs.scan():
         old = now - mtime >= ORPHAN_MIN_AGE
         if name.startswith(TEMP_PREFIX):
-            orphans.append(f"temporary file {path}")
-            if old:
-                removable.append(path)
+            if shard == 0:
+                orphans.append(f"temporary file {path}")
+                if old:
+                    removable.append(path)
             continue
         if len(name) != 32 or not _HEX.issuperset(name) or name[:2] != os.path.basename(os.path.dirname(path)):
-            orphans.append(f"unexpected file {path}")
+            if shard == 0:
+                orphans.append(f"unexpected file {path}")
+            continue
+        if shards_of.of_blob(bytes.fromhex(name), count) != shard:
             continue
         seen.add(name)
         if bytes.fromhex(name) not in scan.blob_refs and bytes.fromhex(name) not in scan.blob_records:
@@ -302,14 +315,27 @@ def _scan_files(store: Store, scan: _Scan, now: float) -> tuple[list[str], list[
 
 
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
-    shared = store._env
-    dbs = shared.dbs
+    """Check every shard of the index (each from its own snapshot) and the body files."""
     report = VerifyReport()
+    shards = store._live_shards()
+    for shard, shared in enumerate(shards):
+        _verify_shard(store, shared, shard, len(shards), report)
+    if repair and (report.errors or report.orphans):
+        if store.readonly:
+            raise MidbError("cannot repair a store opened read-only")
+        for shard, shared in enumerate(shards):
+            report.repaired.extend(_repair(store, shared, shard, len(shards)))
+    return report
+
+
+def _verify_shard(store: Store, shared: Any, shard: int, count: int, report: VerifyReport) -> None:
+    dbs = shared.dbs
+    where = f"shard {shard}: " if count > 1 else ""
     with lmdb_errors(), shared.read() as txn:
-        scan, errors = _scan(txn, dbs)
+        scan, errors = _scan(txn, dbs, shard, count)
         now = time.time()
-        orphans, _removable, missing = _scan_files(store, scan, now)
-    report.errors.extend(errors)
+        orphans, _removable, missing = _scan_files(store, scan, now, shard, count)
+    report.errors.extend(where + error for error in errors)
     report.orphans.extend(orphans)
     # A body deleted after our snapshot (expunged meanwhile) is not missing: re-check with a fresh one.
     if missing:
@@ -319,25 +345,23 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
                 if bodyrecords.get(txn, dbs, bodyrecords.REFS, blob_raw) is not None \
                         and store._blobs.size(blob) is None \
                         and bodyrecords.get(txn, dbs, bodyrecords.BODY, blob_raw) is None:
-                    report.errors.append(f"body {blob}: file missing (referenced by the index)")
+                    report.errors.append(f"{where}body {blob}: file missing (referenced by the index)")
     for blob_raw, (_refcount, size) in scan.blob_records.items():
         on_disk = store._blobs.size(blob_raw.hex())
         if on_disk is not None and on_disk != size:
-            report.errors.append(f"body {blob_raw.hex()}: file has {on_disk} bytes, index says {size}")
-    if repair and (report.errors or report.orphans):
-        if store.readonly:
-            raise MidbError("cannot repair a store opened read-only")
-        report.repaired = _repair(store)
-    return report
+            report.errors.append(f"{where}body {blob_raw.hex()}: file has {on_disk} bytes, index says {size}")
+        if shards_of.of_blob(blob_raw, count) != shard:
+            report.errors.append(f"{where}body {blob_raw.hex()}: recorded in the wrong shard")
 
 
-def _repair(store: Store) -> list[str]:
-    """Recompute in one write transaction and fix what is derivable; orphans are removed inside it
-    (the write lock keeps writers from committing a reference to a file we are about to remove)."""
+def _repair(store: Store, shared: Any, shard: int, count: int) -> list[str]:
+    """Recompute shard `shard` in one write transaction and fix what is derivable; its orphan
+    files are removed inside it (the write lock keeps writers from committing a reference to a
+    file we are about to remove: a body file is only ever referenced from its own shard)."""
     started = time.time()
 
     def job(txn: Any, dbs: Databases, effects: Any) -> list[str]:
-        scan, _errors = _scan(txn, dbs)
+        scan, _errors = _scan(txn, dbs, shard, count)
         done: list[str] = []
         fixed_folders: set[tuple[int, int]] = set()
         for kind, detail in scan.problems:
@@ -430,15 +454,29 @@ def _repair(store: Store) -> list[str]:
                 done.append(f"recomputed usage of account {name}")
         # Orphan files: judged inside the write transaction (no writer can commit meanwhile) and only
         # when written well before it began.
-        _orphans, removable, _missing = _scan_files(store, scan, started)
+        _orphans, removable, _missing = _scan_files(store, scan, started, shard, count)
         for path in removable:
+            if count > 1 and _referenced_elsewhere(store, os.path.basename(path), shard):
+                continue   # recorded in the wrong shard (reported): not an orphan
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
                 done.append(f"removed orphan {path}")
         return done
 
-    repaired: list[str] = store._write(job)
+    repaired: list[str] = store._write(job, shared)
     return repaired
+
+
+def _referenced_elsewhere(store: Store, name: str, shard: int) -> bool:
+    if name.startswith(TEMP_PREFIX):
+        return False
+    blob_raw = bytes.fromhex(name)
+    for other, shared in enumerate(store._live_shards()):
+        if other != shard:
+            with lmdb_errors(), shared.read() as txn:
+                if bodyrecords.get(txn, shared.dbs, bodyrecords.REFS, blob_raw) is not None:
+                    return True
+    return False
 
 
 def _max_tombstone_modseq(txn: Any, dbs: Databases, account_id: int, folder_id: int) -> int:
@@ -473,6 +511,7 @@ def backup(store: Store, dest: str) -> None:
     except OSError as error:
         raise MidbError(f"unusable backup destination {dest}: {error}") from error
     index_dir = os.path.join(dest, "index")
+    shard_dirs = [shards_of.shard_dir(index_dir, shard) for shard in range(store.shard_count)]
     eml_dir = os.path.join(dest, "eml")
     try:
         os.makedirs(eml_dir, mode=0o750, exist_ok=True)
@@ -481,13 +520,17 @@ def backup(store: Store, dest: str) -> None:
     linked: set[str] = set()
     missing_before: set[str] = set()
     for _attempt in range(BACKUP_ATTEMPTS):
-        shutil.rmtree(index_dir, ignore_errors=True)
-        try:
-            os.makedirs(index_dir, mode=0o750)
-            store._env.env.copy(index_dir)
-        except Exception as error:
-            raise MidbError(f"cannot copy the index to {index_dir}: {error}") from error
-        referenced = _files_referenced(index_dir)
+        # Each shard's snapshot is consistent in itself, and a body belongs to one shard: the
+        # copies need not be taken at the same instant.
+        referenced: set[str] = set()
+        for directory, shared in zip(shard_dirs, store._live_shards(), strict=True):
+            shutil.rmtree(directory, ignore_errors=True)
+            try:
+                os.makedirs(directory, mode=0o750)
+                shared.env.copy(directory)
+            except Exception as error:
+                raise MidbError(f"cannot copy the index to {directory}: {error}") from error
+            referenced |= _files_referenced(directory)
         missing = {blob for blob in referenced - linked if not _link_body(store, blob, eml_dir)}
         linked |= referenced - missing
         if not missing:
@@ -578,28 +621,23 @@ def _sync_tree(dest: str) -> None:
 # ---- stats ----------------------------------------------------------------------------------------
 
 def stats(store: Store) -> dict[str, int]:
-    shared = store._env
-    dbs = shared.dbs
-    with lmdb_errors(), shared.read() as txn:
-        total_bytes = sum(decode_usage(raw)[0] for _key, raw in txn.cursor(dbs.usage))
-        blob_bytes = 0
-        bodies = 0
-        for _blob_raw, raw in bodyrecords.items(txn, dbs, bodyrecords.REFS):
-            blob_bytes += _BLOB_SIZE(raw)[0]
-            bodies += 1
-        result = {
-            "accounts": txn.stat(dbs.accounts)["entries"],
-            "folders": txn.stat(dbs.folders)["entries"],
-            "messages": txn.stat(dbs.messages)["entries"],
-            "bytes": total_bytes,
-            "bodies": bodies,
-            "body_bytes": blob_bytes,
-            "tombstones": txn.stat(dbs.tombstones)["entries"],
-        }
-    info = shared.env.info()
-    page_size = shared.env.stat()["psize"]
-    result["index_bytes"] = (info["last_pgno"] + 1) * page_size
-    result["map_size"] = info["map_size"]
+    """Totals over every shard; map_size is each shard's map."""
+    result = dict.fromkeys(("accounts", "folders", "messages", "bytes", "bodies", "body_bytes", "tombstones",
+                            "index_bytes"), 0)
+    shards = store._live_shards()
+    for shared in shards:
+        dbs = shared.dbs
+        with lmdb_errors(), shared.read() as txn:
+            result["bytes"] += sum(decode_usage(raw)[0] for _key, raw in txn.cursor(dbs.usage))
+            for _blob_raw, raw in bodyrecords.items(txn, dbs, bodyrecords.REFS):
+                result["body_bytes"] += _BLOB_SIZE(raw)[0]
+                result["bodies"] += 1
+            for name in ("accounts", "folders", "messages", "tombstones"):
+                result[name] += txn.stat(getattr(dbs, name))["entries"]
+        info = shared.env.info()
+        result["index_bytes"] += (info["last_pgno"] + 1) * shared.env.stat()["psize"]
+    result["map_size"] = shards[0].env.info()["map_size"]
+    result["shards"] = len(shards)
     return result
 
 

@@ -112,10 +112,9 @@ def _check_limit(name: str, value: object) -> int:
 
 class MetadataMixin:
     """The annotation methods of :class:`midb.store.Store` (which provides the helpers used here:
-    ``_env``, ``_shared``, ``_write``, ``_account_id`` and ``_folder``)."""
+    ``_home``, ``_write``, ``_account_id`` and ``_folder``)."""
 
-    _env: Any
-    _shared: Any
+    _home: Any
     _write: Any
     _account_id: Any
     _folder: Any
@@ -138,8 +137,9 @@ class MetadataMixin:
             raise InvalidArgument("entries must be an iterable of entry names") from None
         wanted = sorted({normalize_entry(entry) for entry in names})
         found: dict[str, bytes] = {}
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             if folder_id != SERVER:
                 self._folder(txn, dbs, account_id, folder_id)
@@ -204,4 +204,4 @@ class MetadataMixin:
             if max_entries and count > max_entries and count > before:
                 raise MetadataTooMany(f"more than {max_entries} annotations")
 
-        self._write(job)
+        self._write(job, self._home(account))

@@ -7,7 +7,6 @@ run/notify/ (notification sockets, see midb.events). Design notes: docs/midb-sto
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import logging
 import operator
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from midb import bodyrecords, events, indexes, maintenance, mime
+from midb import shards as shards_of
 from midb.accounts import (
     Account,
     decode_account,
@@ -29,8 +29,8 @@ from midb.accounts import (
     encode_usage,
     normalize_account_name,
 )
-from midb.blobs import BlobFiles, new_blob_id, pack_blob_record, unpack_blob_record
-from midb.env import Databases, SharedEnv, WriteEffects, acquire, lmdb_errors, release
+from midb.blobs import BlobFiles, pack_blob_record, unpack_blob_record
+from midb.env import SHARD_COUNT_KEY, Databases, SharedEnv, WriteEffects, acquire, lmdb_errors, release
 from midb.errors import (
     AccountExists,
     FolderExists,
@@ -139,7 +139,7 @@ class Store(MetadataMixin):
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 8 << 30,
                  run_dir: str | None = None, data_path: list[str] | None = None,
                  default_lang: str = "en", readonly: bool = False, max_message_size: int = 0,
-                 inline_limit: int = 0) -> None:
+                 inline_limit: int = 0, shards: int = 1) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.fsync = fsync
         # Bodies up to this size are kept in the index itself (see _store_bodies); 0: always files.
@@ -159,12 +159,18 @@ class Store(MetadataMixin):
                 os.makedirs(os.path.join(self.run_dir, "notify"), mode=0o770, exist_ok=True)
             except OSError as error:
                 raise MidbError(f"cannot create store directories under {self.path}: {error}") from error
-        self._shared: SharedEnv = acquire(self.index_dir, readonly=readonly, sync=fsync, map_size=map_size)
+        try:
+            wanted_shards = shards_of.check_count(shards)
+        except ValueError as error:
+            raise InvalidArgument(str(error)) from None
+        self._shards: list[SharedEnv] = self._open_shards(wanted_shards)
+        self._shared: SharedEnv = self._shards[0]
         try:
             self._blobs = BlobFiles(os.path.join(self.path, "eml"), fsync=fsync, create=not readonly)
             self._notifier = events.attach(self._shared, self.run_dir)
         except BaseException:
-            release(self._shared)
+            for shared in self._shards:
+                release(shared)
             raise
         self._langs = FolderLanguages.load(data_path)
         self._digests: BoundedCache[str, mime.Digest] = BoundedCache(DIGEST_CACHE_ENTRIES)
@@ -179,7 +185,8 @@ class Store(MetadataMixin):
         if self._shared.stale:
             return
         events.detach(self._shared, self._notifier)
-        release(self._shared)
+        for shared in self._shards:
+            release(shared)
 
     def __enter__(self) -> Store:
         return self
@@ -197,29 +204,101 @@ class Store(MetadataMixin):
 
     def _reopen_after_fork(self) -> None:
         # A forked child must not touch the parent's LMDB handles: open our own.
-        self._shared = acquire(self.index_dir, readonly=self.readonly, sync=self.fsync,
-                               map_size=self._map_size)
+        self._shards = self._open_shards(len(self._shards))
+        self._shared = self._shards[0]
         self._notifier = events.attach(self._shared, self.run_dir)
 
-    def _write(self, job: Callable[[Any, Databases, WriteEffects], Any], *, durable: bool = True) -> Any:
+    def _open_shards(self, wanted: int) -> list[SharedEnv]:
+        """Shard 0, then as many more as it records (recording `wanted` in a store just created)."""
+        opened = [acquire(self.index_dir, readonly=self.readonly, sync=self.fsync, map_size=self._map_size)]
+        try:
+            count = self._shard_count(opened[0], wanted)
+            if self.readonly:
+                missing = shards_of.missing_dirs(self.index_dir, count)
+                if missing:
+                    raise MidbError(f"{self.path}: index shard missing: {missing[0]}")
+            for shard in range(1, count):
+                directory = shards_of.shard_dir(self.index_dir, shard)
+                if not self.readonly:
+                    try:
+                        os.makedirs(directory, mode=0o750, exist_ok=True)
+                    except OSError as error:
+                        raise MidbError(f"cannot create {directory}: {error}") from error
+                opened.append(acquire(directory, readonly=self.readonly, sync=self.fsync,
+                                      map_size=self._map_size))
+        except BaseException:
+            for shared in opened:
+                release(shared)
+            raise
+        return opened
+
+    def _shard_count(self, first: SharedEnv, wanted: int) -> int:
+        with lmdb_errors():
+            with first.read() as txn:
+                raw = txn.get(SHARD_COUNT_KEY, db=first.dbs.meta)
+            if raw is None and not self.readonly:
+                # A store just created: record the count it was created with (first one wins).
+                with first.env.begin(write=True) as txn:
+                    txn.put(SHARD_COUNT_KEY, pack_u32(wanted), db=first.dbs.meta, overwrite=False)
+                    raw = txn.get(SHARD_COUNT_KEY, db=first.dbs.meta)
+        count = shards_of.LEGACY_COUNT if raw is None else unpack_u32(raw)
+        if not 1 <= count <= shards_of.MAX_COUNT:
+            raise MidbError(f"{self.path}: unusable shard count {count}")
+        return count
+
+    @property
+    def shard_count(self) -> int:
+        """How many LMDB environments the index is split into (midb.shards)."""
+        return len(self._shards)
+
+    def _live_shards(self) -> list[SharedEnv]:
+        if self._closed:
+            raise MidbError("store is closed")
+        if self._shared.stale:
+            self._reopen_after_fork()
+        return self._shards
+
+    def _home(self, account: object) -> SharedEnv:
+        """The shard of an account, by name (NoSuchAccount for a name no account can have)."""
+        return self._live_shards()[self._home_index(account)]
+
+    def _home_index(self, account: object) -> int:
+        count = len(self._shards)
+        if count == 1:
+            return 0
+        try:
+            name = normalize_account_name(account)
+        except InvalidName:
+            raise NoSuchAccount(f"no such account {account!r}") from None
+        return shards_of.of_name(name, count)
+
+    def _home_of_id(self, account_id: int) -> SharedEnv:
+        shards = self._live_shards()
+        return shards[account_id % len(shards)]
+
+    def _home_of_blob(self, blob_raw: bytes) -> SharedEnv:
+        shards = self._live_shards()
+        return shards[shards_of.of_blob(blob_raw, len(shards))]
+
+    def _write(self, job: Callable[[Any, Databases, WriteEffects], Any], shared: SharedEnv, *,
+               durable: bool = True) -> Any:
         """Run a write job. ``durable=False`` for changes whose loss in a power failure loses no
         mail and misleads no client for long (flags, \\Recent claims, subscriptions): they
         become durable with the next sync of any write instead of paying one of their own."""
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
-        shared = self._env
         result, effects = shared.write(job, durable=self.fsync and durable)
-        self._after_commit(shared, effects)
+        self._after_commit(effects)
         return result
 
-    def _after_commit(self, shared: SharedEnv, effects: WriteEffects) -> None:
+    def _after_commit(self, effects: WriteEffects) -> None:
         for blob in effects.unlink:
             try:
                 self._blobs.unlink(blob)
             except OSError as error:   # leaves an orphan file for `verify --repair`
                 log.warning("cannot remove body %s: %s", blob, error)
         if effects.changes:
-            events.publish_all(shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
+            events.publish_all(self._shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
                                         modseq in effects.changes.items()])
 
     # ---- shared transaction helpers ----------------------------------------------------------------
@@ -367,12 +446,17 @@ class Store(MetadataMixin):
         _check_lang(lang)
         folder_names = self._langs.names(lang or self.default_lang)
         created = int(time.time())
+        shard, count = self._home_index(account_name), len(self._shards)
+        home = self._home(account_name)
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> Account:
             name_bytes = account_name.encode("utf-8")
             if txn.get(name_bytes, db=dbs.account_names) is not None:
                 raise AccountExists(f"account {account_name} exists")
-            account_id = self._next_counter(txn, dbs, _COUNTER_ACCOUNT)
+            try:
+                account_id = shards_of.account_id(self._next_counter(txn, dbs, _COUNTER_ACCOUNT), shard, count)
+            except ValueError:
+                raise MidbError("identifier space exhausted") from None
             account = Account(id=account_id, name=account_name, password_hash=password_hash, lang=lang,
                               quota_bytes=0, quota_messages=0, disabled=False, created=created)
             txn.put(account_key(account_id), encode_account(account), db=dbs.accounts)
@@ -390,11 +474,15 @@ class Store(MetadataMixin):
                 txn.put(name_key(account_id, folder_name), b"", db=dbs.subscriptions)
             return account
 
-        return self._write(job)
+        return self._write(job, home)
 
     def get_account(self, name: str) -> Account | None:
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        try:
+            shared = self._home(name)
+        except NoSuchAccount:
+            return None
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             try:
                 account_id = self._account_id(txn, dbs, name)
             except NoSuchAccount:
@@ -405,20 +493,26 @@ class Store(MetadataMixin):
         """The account's numeric id (NoSuchAccount if there is none). Ids are never reused, so a
         caller may keep it for as long as it works on that account: once the account is deleted,
         lookups by id find nothing."""
-        with lmdb_errors(), self._env.read() as txn:
-            return self._account_id(txn, self._shared.dbs, name)
+        shared = self._home(name)
+        with lmdb_errors(), shared.read() as txn:
+            return self._account_id(txn, shared.dbs, name)
 
     def account_by_id(self, account_id: int) -> Account | None:
-        with lmdb_errors(), self._env.read() as txn:
+        if not isinstance(account_id, int) or not 0 <= account_id <= MAX_U32:
+            return None
+        shared = self._home_of_id(account_id)
+        with lmdb_errors(), shared.read() as txn:
             try:
-                return self._account(txn, self._shared.dbs, account_id)
-            except (NoSuchAccount, struct.error):
+                return self._account(txn, shared.dbs, account_id)
+            except NoSuchAccount:
                 return None
 
     def list_accounts(self) -> list[Account]:
-        with lmdb_errors(), self._env.read() as txn:
-            cursor = txn.cursor(self._shared.dbs.accounts)
-            accounts = [decode_account(unpack_u32(key), value) for key, value in cursor]
+        accounts = []
+        for shared in self._live_shards():
+            with lmdb_errors(), shared.read() as txn:
+                cursor = txn.cursor(shared.dbs.accounts)
+                accounts.extend(decode_account(unpack_u32(key), value) for key, value in cursor)
         return sorted(accounts, key=lambda account: account.name)
 
     def update_account(self, name: str, *, password_hash: Any = _UNSET, lang: Any = _UNSET,
@@ -451,7 +545,7 @@ class Store(MetadataMixin):
             txn.put(account_key(account_id), encode_account(updated), db=dbs.accounts)
             return updated
 
-        return self._write(job)
+        return self._write(job, self._home(name))
 
     def delete_account(self, name: str) -> None:
         """Remove the account: folders, messages, body references, subscriptions, ownership."""
@@ -472,46 +566,65 @@ class Store(MetadataMixin):
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts):
                 self._delete_prefix(txn, db, prefix)
-            # Ownership the account holds over other mailboxes.
-            for key in list(txn.cursor(dbs.owners).iternext(values=False)):
-                if unpack_owner_key(key)[1] == account_id:
-                    txn.delete(key, db=dbs.owners)
+            self._drop_ownership(txn, dbs, account_id)
             txn.delete(prefix, db=dbs.usage)
             txn.delete(prefix, db=dbs.accounts)
             txn.delete(account.name.encode("utf-8"), db=dbs.account_names)
             txn.delete(_COUNTER_FOLDER + prefix, db=dbs.counters)
+            return account_id
 
-        self._write(job)
+        home = self._home(name)
+        account_id = self._write(job, home)
+        # Ownership the account held over mailboxes of other shards. (Ids are never reused, so an
+        # entry left behind by a crash here grants nothing; verify reports it, repair removes it.)
+        for shared in self._live_shards():
+            if shared is not home and self._holds_ownership(shared, account_id):
+                self._write(lambda txn, dbs, _effects: self._drop_ownership(txn, dbs, account_id), shared)
+
+    @staticmethod
+    def _drop_ownership(txn: Any, dbs: Databases, actor_id: int) -> None:
+        """Remove every ownership `actor_id` holds over mailboxes of this shard."""
+        for key in list(txn.cursor(dbs.owners).iternext(values=False)):
+            if unpack_owner_key(key)[1] == actor_id:
+                txn.delete(key, db=dbs.owners)
+
+    @staticmethod
+    def _holds_ownership(shared: SharedEnv, actor_id: int) -> bool:
+        with lmdb_errors(), shared.read() as txn:
+            return any(unpack_owner_key(key)[1] == actor_id
+                       for key in txn.cursor(shared.dbs.owners).iternext(values=False))
 
     def grant_owner(self, mailbox: str, actor: str) -> None:
         """Give `actor` store ownership of `mailbox` (login as actor!mailbox)."""
 
+        # The actor may live in another shard; the entry lives with the mailbox.
+        actor_id = self.account_id(actor)
+
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
             mailbox_id = self._account_id(txn, dbs, mailbox)
-            actor_id = self._account_id(txn, dbs, actor)
             if mailbox_id != actor_id:
                 txn.put(owner_key(mailbox_id, actor_id), b"", db=dbs.owners)
 
-        self._write(job)
+        self._write(job, self._home(mailbox))
 
     def revoke_owner(self, mailbox: str, actor: str) -> None:
+        actor_id = self.account_id(actor)
+
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
             mailbox_id = self._account_id(txn, dbs, mailbox)
-            actor_id = self._account_id(txn, dbs, actor)
             txn.delete(owner_key(mailbox_id, actor_id), db=dbs.owners)
 
-        self._write(job)
+        self._write(job, self._home(mailbox))
 
     def owners(self, mailbox: str) -> list[str]:
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(mailbox)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             mailbox_id = self._account_id(txn, dbs, mailbox)
-            names = []
-            for key in self._prefix_items(txn, dbs.owners, account_key(mailbox_id), values=False):
-                actor_id = unpack_owner_key(key)[1]
-                with contextlib.suppress(NoSuchAccount):
-                    names.append(self._account(txn, dbs, actor_id).name)
-        return sorted(names)
+            actor_ids = [unpack_owner_key(key)[1]
+                         for key in self._prefix_items(txn, dbs.owners, account_key(mailbox_id), values=False)]
+        actors = (self.account_by_id(actor_id) for actor_id in actor_ids)   # in their own shards
+        return sorted(actor.name for actor in actors if actor is not None)
 
     def is_owner(self, mailbox: str, actor: str) -> bool:
         try:
@@ -519,27 +632,29 @@ class Store(MetadataMixin):
                 return True
         except InvalidName:
             return False
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
-            try:
-                mailbox_id = self._account_id(txn, dbs, mailbox)
-                actor_id = self._account_id(txn, dbs, actor)
-            except NoSuchAccount:
-                return False
-            return txn.get(owner_key(mailbox_id, actor_id), db=dbs.owners) is not None
+        try:
+            actor_id = self.account_id(actor)
+            shared = self._home(mailbox)
+            with lmdb_errors(), shared.read() as txn:
+                mailbox_id = self._account_id(txn, shared.dbs, mailbox)
+                return txn.get(owner_key(mailbox_id, actor_id), db=shared.dbs.owners) is not None
+        except NoSuchAccount:
+            return False
 
     def usage(self, account: str) -> tuple[int, int]:
         """(bytes, messages) over all folders of the account, from transactional counters."""
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             return decode_usage(txn.get(account_key(account_id), db=dbs.usage))
 
     # ---- folders ------------------------------------------------------------------------------------
 
     def list_folders(self, account: str) -> list[FolderInfo]:
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             subscribed = {bytes(key[4:]) for key in
                           self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)}
@@ -558,8 +673,9 @@ class Store(MetadataMixin):
             name = normalize_name(name)
         except InvalidName:
             return None
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             folder_id = self._folder_id(txn, dbs, account_id, name)
             if folder_id is None:
@@ -567,8 +683,9 @@ class Store(MetadataMixin):
             return self._info(txn, dbs, account_id, self._folder(txn, dbs, account_id, folder_id))
 
     def folder_by_id(self, account: str, folder_id: int) -> FolderInfo | None:
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             try:
                 record = self._folder(txn, dbs, account_id, folder_id)
@@ -579,8 +696,9 @@ class Store(MetadataMixin):
     def highestmodseq(self, account_id: int, folder_id: int) -> int | None:
         """The folder's HIGHESTMODSEQ, None when the folder (or its account) is gone. One read of
         one record: every IMAP command ends by asking this for its selected mailbox."""
-        with lmdb_errors(), self._env.read() as txn:
-            raw = txn.get(folder_key(account_id, folder_id), db=self._shared.dbs.folders)
+        shared = self._home_of_id(account_id)
+        with lmdb_errors(), shared.read() as txn:
+            raw = txn.get(folder_key(account_id, folder_id), db=shared.dbs.folders)
             return None if raw is None else record_highestmodseq(raw)
 
     def _create_folder_tx(self, txn: Any, dbs: Databases, account_id: int, name: str, special: int,
@@ -622,7 +740,7 @@ class Store(MetadataMixin):
             effects.changed(account_id, record.id, record.highestmodseq)
             return self._info(txn, dbs, account_id, record)
 
-        return self._write(job)
+        return self._write(job, self._home(account))
 
     def set_uidvalidity(self, account: str, folder_id: int, uidvalidity: int) -> None:
         """For importers: only while the folder has never held a message."""
@@ -637,7 +755,7 @@ class Store(MetadataMixin):
             self._note_uidvalidity(txn, dbs, uidvalidity)
             self._put_folder(txn, dbs, account_id, record)
 
-        self._write(job)
+        self._write(job, self._home(account))
 
     def delete_folder(self, account: str, name: str) -> None:
         """Delete a folder and its messages. INBOX: InvalidName; with children: HasChildren."""
@@ -669,7 +787,7 @@ class Store(MetadataMixin):
             txn.delete(name_key(account_id, name), db=dbs.folder_names)
             effects.changed(account_id, folder_id, record.highestmodseq + 1)
 
-        self._write(job)
+        self._write(job, self._home(account))
 
     def rename_folder(self, account: str, old: str, new: str) -> FolderInfo:
         """Rename a folder with its children (UIDVALIDITY kept). Renaming INBOX moves its messages
@@ -720,7 +838,7 @@ class Store(MetadataMixin):
             assert top is not None
             return self._info(txn, dbs, account_id, top)
 
-        return self._write(job)
+        return self._write(job, self._home(account))
 
     def _rename_inbox(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
                       inbox_id: int, new: str) -> FolderInfo:
@@ -767,22 +885,24 @@ class Store(MetadataMixin):
             else:
                 txn.delete(name_key(account_id, name), db=dbs.subscriptions)
 
-        self._write(job, durable=False)
+        self._write(job, self._home(account), durable=False)
 
     def subscriptions(self, account: str) -> list[str]:
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             keys = self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)
             return [bytes(key[4:]).decode("utf-8") for key in keys]
 
     def claim_recent(self, account: str, folder_id: int) -> int:
         """Return the old recent_floor and raise it to uidnext-1, atomically."""
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             record = self._folder(txn, dbs, self._account_id(txn, dbs, account), folder_id)
             if record.recent_floor >= record.uidnext - 1 or self.readonly:
-                return record.recent_floor   # nothing new: spare a durable write per SELECT
+                return record.recent_floor   # nothing new: spare a write per SELECT
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> int:
             account_id = self._account_id(txn, dbs, account)
@@ -793,7 +913,7 @@ class Store(MetadataMixin):
                 self._put_folder(txn, dbs, account_id, record)
             return previous
 
-        return self._write(job, durable=False)
+        return self._write(job, self._home(account), durable=False)
 
     # ---- messages -----------------------------------------------------------------------------------
 
@@ -848,17 +968,28 @@ class Store(MetadataMixin):
             live.append((len(outcomes) - 1, account, folder_id, prepared, total))
         if not live:
             return outcomes
-        shared = self._env
-        with shared.arrival():
-            blobs, digests, inline = self._store_bodies([entry[3][0][0] for entry in live])
-            jobs = [self._append_job(account, folder_id, prepared, [blob], [digest], total, None, [kept])
-                    for (_index, account, folder_id, prepared, total), blob, digest, kept
-                    in zip(live, blobs, digests, inline, strict=True)]
-            try:
-                finished = shared.write_all(jobs, durable=self.fsync)
-            except BaseException:
-                self._discard_unreferenced(blobs)
-                raise
+        # One commit (one sync) per shard the recipients live in.
+        by_shard: dict[int, list[int]] = {}
+        for position, entry in enumerate(live):
+            by_shard.setdefault(self._home_index(entry[1]), []).append(position)
+        blobs: list[str] = [""] * len(live)
+        finished: list[tuple[Any, BaseException | None, WriteEffects]] = [(None, None, WriteEffects())] * len(live)
+        for shard, positions in by_shard.items():
+            shared = self._live_shards()[shard]
+            with shared.arrival():
+                group_blobs, digests, inline = self._store_bodies([live[position][3][0][0] for position in positions],
+                                                                  shard)
+                jobs = [self._append_job(live[position][1], live[position][2], live[position][3], [blob], [digest],
+                                         live[position][4], None, [kept])
+                        for position, blob, digest, kept in zip(positions, group_blobs, digests, inline, strict=True)]
+                try:
+                    results = shared.write_all(jobs, durable=self.fsync)
+                except BaseException:
+                    self._discard_unreferenced(group_blobs)
+                    raise
+            for position, blob, result in zip(positions, group_blobs, results, strict=True):
+                blobs[position] = blob
+                finished[position] = result
         effects = WriteEffects()
         unexpected: BaseException | None = None
         failed_blobs = []
@@ -877,7 +1008,7 @@ class Store(MetadataMixin):
                 unexpected = error
         if failed_blobs:
             self._discard_unreferenced(failed_blobs)
-        self._after_commit(shared, effects)
+        self._after_commit(effects)
         if unexpected is not None:
             raise unexpected
         return outcomes
@@ -909,8 +1040,9 @@ class Store(MetadataMixin):
     def _refuse_early(self, account: str, folder_id: int, total: int, count: int,
                       explicit_uid: int | None) -> None:
         """Refuse before any body is written (the write transaction checks again)."""
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             self._check_quota(txn, dbs, account_id, total, count)
@@ -925,10 +1057,11 @@ class Store(MetadataMixin):
             raise InvalidArgument(f"invalid UID {explicit_uid!r}")
         prepared, total = self._prepare_append(items, int(time.time()))
         self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
-        shared = self._env
+        shard = self._home_index(account)
+        shared = self._live_shards()[shard]
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
         with shared.arrival():
-            blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared])
+            blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared], shard)
             job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
                                    claim=claim)
             try:
@@ -936,25 +1069,33 @@ class Store(MetadataMixin):
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
-        self._after_commit(shared, effects)
+        self._after_commit(effects)
         return result
 
-    def _store_bodies(self, datas: list[bytes]) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
+    def _store_bodies(self, datas: list[bytes], shard: int
+                      ) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
         """(body ids, encoded digests and summaries, kept in the index?) for bodies about to be
-        appended. Files are written and synced now; a body of at most inline_limit bytes instead
-        goes into the index with the append's own transaction: no file to create, write, sync and
-        rename, no directory to sync, and later no file to open for SEARCH BODY or FETCH."""
+        appended to an account of `shard` (their ids place them there). Files are written and
+        synced now; a body of at most inline_limit bytes instead goes into the index with the
+        append's own transaction: no file to create, write, sync and rename, no directory to
+        sync, and later no file to open for SEARCH BODY or FETCH."""
+        count = len(self._shards)
+
+        def new_id() -> str:
+            return shards_of.new_blob_id(shard, count)
+
         inline = [0 < len(data) <= self.inline_limit for data in datas]
-        if any(inline) and not self._room_for_inline():
+        if any(inline) and not self._room_for_inline(self._live_shards()[shard]):
             inline = [False] * len(datas)
         to_files = [data for data, kept in zip(datas, inline, strict=True) if not kept]
-        file_blobs, file_digests = self._blobs.write_many(to_files, _encoded_digest) if to_files else ([], [])
+        file_blobs, file_digests = (self._blobs.write_many(to_files, _encoded_digest, new_id=new_id)
+                                    if to_files else ([], []))
         blobs: list[str] = []
         digests: list[tuple[bytes, bytes] | None] = []
         next_file = iter(zip(file_blobs, file_digests, strict=True))
         for data, kept in zip(datas, inline, strict=True):
             if kept:
-                blobs.append(new_blob_id())
+                blobs.append(new_id())
                 digests.append(_encoded_digest(data))
             else:
                 blob, digest = next(next_file)
@@ -962,8 +1103,9 @@ class Store(MetadataMixin):
                 digests.append(digest)
         return blobs, digests, inline
 
-    def _room_for_inline(self) -> bool:
-        environment = self._env.env
+    @staticmethod
+    def _room_for_inline(shared: SharedEnv) -> bool:
+        environment = shared.env
         info = environment.info()
         used = (info["last_pgno"] + 1) * environment.stat()["psize"]
         return used < info["map_size"] * INLINE_MAP_SHARE
@@ -1027,15 +1169,32 @@ class Store(MetadataMixin):
         """After a failed append: remove the bodies the index does not reference. (Normally none is
         referenced; the check covers an interrupt that arrived after the commit.)"""
         try:
-            with self._env.read() as txn:
-                dbs = self._shared.dbs
-                referenced = {blob for blob in blobs
-                              if bodyrecords.get(txn, dbs, bodyrecords.REFS, bytes.fromhex(blob)) is not None}
+            records = self._body_records(bodyrecords.REFS, [bytes.fromhex(blob) for blob in blobs])
+            referenced = {blob for blob, record in zip(blobs, records, strict=True) if record is not None}
         except (lmdb.Error, MidbError):
             return   # cannot tell: leave orphans for verify rather than risk a referenced body
         for blob in blobs:
             if blob not in referenced:
                 self._blobs.unlink(blob)
+
+    def _body_records(self, kind: int, keys: list[bytes]) -> list[bytes | None]:
+        """bodyrecords.get_many with each body read in its own shard: one read transaction per
+        shard involved (a single one for the bodies of one folder)."""
+        shards = self._live_shards()
+        if len(shards) == 1:
+            with lmdb_errors(), shards[0].read() as txn:
+                return bodyrecords.get_many(txn, shards[0].dbs, kind, keys)
+        by_shard: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            by_shard.setdefault(shards_of.of_blob(key, len(shards)), []).append(index)
+        found: list[bytes | None] = [None] * len(keys)
+        for shard, positions in by_shard.items():
+            shared = shards[shard]
+            with lmdb_errors(), shared.read() as txn:
+                values = bodyrecords.get_many(txn, shared.dbs, kind, [keys[index] for index in positions])
+            for index, value in zip(positions, values, strict=True):
+                found[index] = value
+        return found
 
     def _message_range(self, txn: Any, dbs: Databases, account_id: int, record: FolderRecord,
                        *, values: bool) -> list[Any]:
@@ -1065,15 +1224,17 @@ class Store(MetadataMixin):
 
     def messages(self, account: str, folder_id: int) -> list[MessageMeta]:
         """Every message of the folder in UID order."""
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             return metas_from_pairs(self._message_range(txn, dbs, account_id, record, values=True))
 
     def uids(self, account: str, folder_id: int) -> list[int]:
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             keys = self._message_range(txn, dbs, account_id, record, values=False)
@@ -1082,8 +1243,9 @@ class Store(MetadataMixin):
     def get_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[MessageMeta]:
         """The existing messages among `uids`, in UID order."""
         wanted = _uid_list(uids)
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             return metas_from_pairs(self._records_of(txn, dbs, account_id, record.id, wanted))
@@ -1093,8 +1255,9 @@ class Store(MetadataMixin):
         for callers that need no more than flags and MODSEQ (FETCH FLAGS on a whole folder), at a
         fraction of its cost per message. `flags` is spelled as in MessageMeta."""
         wanted = _uid_list(uids)
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             return flag_rows_from_pairs(self._records_of(txn, dbs, account_id, record.id, wanted))
@@ -1150,13 +1313,14 @@ class Store(MetadataMixin):
     def _flag_index_uids(self, account: str, folder_id: int, kind: int, limit: int | None) -> list[int]:
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise InvalidArgument(f"invalid limit {limit!r}")
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if not (record.unseen if kind == indexes.UNSEEN_KIND else record.deleted):
                 return []
-            if self._shared.indexed:
+            if shared.indexed:
                 return indexes.uids_of_kind(txn, dbs, account_id, record.id, kind, limit)
             # A store of an older schema opened read-only has no flag index: scan the records.
             uid_of = UID_IN_MESSAGE_KEY.unpack_from
@@ -1171,11 +1335,12 @@ class Store(MetadataMixin):
     def keywords(self, account: str, folder_id: int) -> list[str]:
         """The keywords some message of the folder carries, sorted, each spelling as stored (a
         keyword spelled differently by different messages appears in each spelling)."""
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            if self._shared.indexed:
+            if shared.indexed:
                 return indexes.folder_keywords(txn, dbs, account_id, record.id)
             spellings: set[bytes] = set()
             for tail in {bytes(raw[FIXED_SIZE:]) for _key, raw in
@@ -1230,7 +1395,7 @@ class Store(MetadataMixin):
                 effects.changed(account_id, record.id, record.highestmodseq)
             return changed, failed
 
-        return self._write(job, durable=False)
+        return self._write(job, self._home(account), durable=False)
 
     def copy(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
              dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
@@ -1245,6 +1410,8 @@ class Store(MetadataMixin):
     def _transfer(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int,
                   dst_account: str | None, *, move: bool) -> tuple[int, list[tuple[int, int]]]:
         wanted = _uid_list(uids)
+        if dst_account is not None and self._home_index(dst_account) != self._home_index(account):
+            return self._transfer_across(account, src_folder_id, wanted, dst_account, dst_folder_id, move=move)
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[tuple[int, int]]]:
             src_account_id = self._account_id(txn, dbs, account)
             dst_account_id = src_account_id if dst_account is None else self._account_id(txn, dbs, dst_account)
@@ -1265,17 +1432,7 @@ class Store(MetadataMixin):
                 raise MidbError("destination folder UID space exhausted")
             delta = indexes.IndexDelta(txn, dbs)
             if move:
-                for uid, raw in found:
-                    modseq, _date, _tz, size, _blob, tail = unpack_record(raw)
-                    delta.removed(src_account_id, src.id, uid, tail)
-                    txn.delete(message_key(src_account_id, src.id, uid), db=dbs.messages)
-                    txn.delete(change_key(src_account_id, src.id, modseq, uid), db=dbs.modseqs)
-                    txn.put(change_key(src_account_id, src.id, src.next_modseq(), uid), b"", db=dbs.tombstones)
-                    unseen, deleted = counter_deltas(tail[0])
-                    src.messages -= 1
-                    src.unseen -= unseen
-                    src.deleted -= deleted
-                    src.size -= size
+                self._unlist(txn, dbs, delta, src_account_id, src, found)
             pairs = []
             blob_counts: dict[bytes, int] = {}
             for uid, raw in found:
@@ -1312,7 +1469,74 @@ class Store(MetadataMixin):
             effects.changed(dst_account_id, dst.id, dst.highestmodseq)
             return dst.uidvalidity, pairs
 
-        return self._write(job)
+        return self._write(job, self._home(account))
+
+    def _transfer_across(self, account: str, src_folder_id: int, wanted: list[int], dst_account: str,
+                         dst_folder_id: int, *, move: bool) -> tuple[int, list[tuple[int, int]]]:
+        """COPY / MOVE into an account of another shard. The two shards commit separately: the
+        copies are appended to the destination first (new bodies there, since a body belongs to
+        one shard), then, for a move, the originals are removed. A crash in between leaves the
+        messages in both places, never in neither."""
+        found = self.get_messages(account, src_folder_id, wanted)
+        datas = self.read_bodies([meta.blob for meta in found])
+        metas = [meta for meta, data in zip(found, datas, strict=True) if data is not None]   # None: expunged meanwhile
+        if not metas:
+            info = self.folder_by_id(dst_account, dst_folder_id)
+            if info is None:
+                raise NoSuchFolder(f"no folder with id {dst_folder_id}")
+            return info.uidvalidity, []
+        items = [(data, meta.flags, meta.internaldate, meta.tzoffset)
+                 for meta, data in zip(found, datas, strict=True) if data is not None]
+        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
+        if move:
+            moved = [meta.uid for meta in metas]
+
+            def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+                account_id = self._account_id(txn, dbs, account)
+                record = self._folder(txn, dbs, account_id, src_folder_id)
+                found = [(uid, raw) for uid in moved
+                         if (raw := txn.get(message_key(account_id, record.id, uid), db=dbs.messages)) is not None]
+                if found:
+                    delta = indexes.IndexDelta(txn, dbs)
+                    self._unlist(txn, dbs, delta, account_id, record, found)
+                    delta.apply()
+                    self._release_bodies(txn, dbs, effects, account_id, record, found)
+                    effects.changed(account_id, record.id, record.highestmodseq)
+
+            self._write(job, self._home(account))
+        return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
+
+    @staticmethod
+    def _unlist(txn: Any, dbs: Databases, delta: indexes.IndexDelta, account_id: int, record: FolderRecord,
+                found: list[tuple[int, bytes]]) -> None:
+        """Take messages (uid, record) out of a folder, leaving a tombstone for each; their bodies
+        keep their references (see _release_bodies). The caller applies `delta` and stores `record`."""
+        for uid, raw in found:
+            modseq, _date, _tz, size, _blob, tail = unpack_record(raw)
+            delta.removed(account_id, record.id, uid, tail)
+            txn.delete(message_key(account_id, record.id, uid), db=dbs.messages)
+            txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
+            txn.put(change_key(account_id, record.id, record.next_modseq(), uid), b"", db=dbs.tombstones)
+            unseen, deleted = counter_deltas(tail[0])
+            record.messages -= 1
+            record.unseen -= unseen
+            record.deleted -= deleted
+            record.size -= size
+
+    def _release_bodies(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
+                        record: FolderRecord, found: list[tuple[int, bytes]]) -> None:
+        """After _unlist: drop the messages' body references and their size from the account's
+        usage, and store the folder record."""
+        blob_counts: dict[bytes, int] = {}
+        total = 0
+        for _uid, raw in found:
+            blob_raw = bytes(raw[BLOB_SLICE])
+            blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+            total += unpack_record(raw)[3]
+        for blob_raw, count in blob_counts.items():
+            self._blob_decref(txn, dbs, blob_raw, count, effects)
+        self._put_folder(txn, dbs, account_id, record)
+        self._adjust_usage(txn, dbs, account_id, -total, -len(found))
 
     def expunge(self, account: str, folder_id: int, uids: Iterable[int] | None = None) -> list[int]:
         """Remove the messages flagged \\Deleted (only among `uids` if given); -> expunged UIDs."""
@@ -1334,31 +1558,14 @@ class Store(MetadataMixin):
                     victims.append((uid, raw))
             if not victims:
                 return []
-            blob_counts: dict[bytes, int] = {}
-            total = 0
             delta = indexes.IndexDelta(txn, dbs)
-            for uid, raw in victims:
-                modseq, _date, _tz, size, blob_raw, tail = unpack_record(raw)
-                delta.removed(account_id, record.id, uid, tail)
-                txn.delete(message_key(account_id, record.id, uid), db=dbs.messages)
-                txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
-                txn.put(change_key(account_id, record.id, record.next_modseq(), uid), b"", db=dbs.tombstones)
-                unseen, deleted = counter_deltas(tail[0])
-                record.messages -= 1
-                record.unseen -= unseen
-                record.deleted -= deleted
-                record.size -= size
-                total += size
-                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
+            self._unlist(txn, dbs, delta, account_id, record, victims)
             delta.apply()
-            for blob_raw, count in blob_counts.items():
-                self._blob_decref(txn, dbs, blob_raw, count, effects)
-            self._put_folder(txn, dbs, account_id, record)
-            self._adjust_usage(txn, dbs, account_id, -total, -len(victims))
+            self._release_bodies(txn, dbs, effects, account_id, record, victims)
             effects.changed(account_id, record.id, record.highestmodseq)
             return [uid for uid, _raw in victims]
 
-        return self._write(job)
+        return self._write(job, self._home(account))
 
     def changes_since(self, account: str, folder_id: int, modseq: int) -> tuple[list[MessageMeta], list[int]]:
         """(messages whose modseq > `modseq`, in UID order; UIDs expunged after `modseq`, ascending).
@@ -1386,8 +1593,9 @@ class Store(MetadataMixin):
         `modseq` (every tombstone's modseq is at most the folder's HIGHESTMODSEQ)."""
         if not isinstance(modseq, int) or modseq < 0:
             raise InvalidArgument(f"invalid modseq {modseq!r}")
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if modseq >= record.highestmodseq:
@@ -1436,8 +1644,9 @@ class Store(MetadataMixin):
         key = blob_key(blob)
         if offset < 0 or (length is not None and length < 0):
             raise MidbError("negative offset or length")
-        with lmdb_errors(), self._env.read() as txn:
-            data = bodyrecords.get(txn, self._shared.dbs, bodyrecords.BODY, key)
+        shared = self._home_of_blob(key)
+        with lmdb_errors(), shared.read() as txn:
+            data = bodyrecords.get(txn, shared.dbs, bodyrecords.BODY, key)
         if data is not None:
             return data[offset:] if length is None else data[offset : offset + length]
         return self._blobs.read(blob, offset, length)
@@ -1448,8 +1657,7 @@ class Store(MetadataMixin):
         for the disk once per batch rather than once per message."""
         wanted = list(blobs)
         keys = [blob_key(blob) for blob in wanted]
-        with lmdb_errors(), self._env.read() as txn:
-            found = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.BODY, keys)
+        found = self._body_records(bodyrecords.BODY, keys)
         missing = [index for index, data in enumerate(found) if data is None]
         if missing:
             for index, data in zip(missing, self._blobs.read_many([wanted[index] for index in missing]),
@@ -1472,8 +1680,10 @@ class Store(MetadataMixin):
         return cached
 
     def _load_digest(self, blob: str) -> mime.Digest:
-        with lmdb_errors(), self._env.read() as txn:
-            encoded = bodyrecords.get(txn, self._shared.dbs, bodyrecords.DIGEST, blob_key(blob))
+        key = blob_key(blob)
+        shared = self._home_of_blob(key)
+        with lmdb_errors(), shared.read() as txn:
+            encoded = bodyrecords.get(txn, shared.dbs, bodyrecords.DIGEST, key)
         if encoded is not None:
             try:
                 return mime.decode_digest(encoded)
@@ -1492,8 +1702,7 @@ class Store(MetadataMixin):
         """The summaries of several bodies, read in one transaction; None for a body that is gone.
         A body stored without one (before summaries existed) gets it from its digest."""
         keys = [blob_key(blob) for blob in blobs]
-        with lmdb_errors(), self._env.read() as txn:
-            encoded = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.SUMMARY, keys)
+        encoded = self._body_records(bodyrecords.SUMMARY, keys)
         decode = decode_summary
         out: list[Summary | None] = []
         for key, raw in zip(keys, encoded, strict=True):
@@ -1516,8 +1725,9 @@ class Store(MetadataMixin):
         by this process (inline in the committing thread, after the commit) or another process (from
         the notifier thread). Callbacks may run concurrently from several threads: keep them short and
         thread-safe (typically: wake the session's poller). Exceptions are logged, never raised."""
-        with lmdb_errors(), self._env.read() as txn:
-            account_id = self._account_id(txn, self._shared.dbs, account)
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            account_id = self._account_id(txn, shared.dbs, account)
         return self._notifier.watch(account_id, normalize_account_name(account), callback)
 
     # ---- maintenance --------------------------------------------------------------------------------
@@ -1541,8 +1751,9 @@ class Store(MetadataMixin):
         UID list is exactly the one of that folder record's state (UIDNEXT, message count)."""
         from midb.messages import uid_array_from_keys  # noqa: PLC0415 - keeps this block self-contained
 
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             keys = self._message_range(txn, dbs, account_id, record, values=False)
@@ -1557,8 +1768,9 @@ class Store(MetadataMixin):
         from midb.messages import flag_columns_from_pairs, flag_columns_of_records  # noqa: PLC0415 - self-contained block
 
         wanted = _uid_list(uids)
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if wanted and wanted[-1] - wanted[0] + 1 == len(wanted):
@@ -1621,8 +1833,9 @@ class Store(MetadataMixin):
         # tzoffset, size, body id.
         fixed = struct.Struct(">QqhQ16s").unpack_from
         uid_of = UID_IN_MESSAGE_KEY.unpack_from
-        with lmdb_errors(), self._env.read() as txn:
-            dbs = self._shared.dbs
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if uids is None:
@@ -1642,8 +1855,7 @@ class Store(MetadataMixin):
         those it must (summary.body_plan and summary.may_contain read them as they are). A body
         stored without one (before summaries existed) gets it from its digest."""
         keys = list(keys)
-        with lmdb_errors(), self._env.read() as txn:
-            found = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.SUMMARY, keys)
+        found = self._body_records(bodyrecords.SUMMARY, keys)
         for index, raw in enumerate(found):
             if raw is None:
                 try:
@@ -1660,8 +1872,7 @@ class Store(MetadataMixin):
         component and no fstat per body, which halves the cost of a body file on a warm cache."""
         keys = list(keys)
         sizes = list(sizes)
-        with lmdb_errors(), self._env.read() as txn:
-            found = bodyrecords.get_many(txn, self._shared.dbs, bodyrecords.BODY, keys)
+        found = self._body_records(bodyrecords.BODY, keys)
         directories: dict[str, int] = {}
         flags = os.O_RDONLY | os.O_CLOEXEC
         try:

@@ -167,7 +167,7 @@ def test_verify_reports_and_repairs_dangling_annotations(store):
         txn.put(folder_key(account_id, 4242) + b"/private/lost", b"v", db=dbs.metadata)
         txn.put(folder_key(9999, 0) + b"/private/lost", b"v", db=dbs.metadata)
 
-    store._write(plant)
+    store._write(plant, store._env)
     store.set_metadata("alice", SERVER, [("/private/kept", b"v")])
     problems = store.verify()
     assert len(problems) == 2 and all(problem.startswith("error: annotation") for problem in problems)

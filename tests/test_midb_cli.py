@@ -144,6 +144,19 @@ def test_config_supplies_midb_path(midb: Midb, tmp_path: Path) -> None:
     fails(midb("user", "list", "--store", str(tmp_path / "elsewhere"), store=False), "no midb store")
 
 
+def test_config_sets_the_shard_count_of_a_new_store(midb: Midb) -> None:
+    midb.config.write_text("midb_fsync = no\nmidb_shard_num = 300\n")
+    fails(midb("user", "add", "zed", "--password-stdin", stdin="pw\n"),
+          f"{midb.config}:2: midb_shard_num must be an integer from 1 to 256, not '300'")
+    midb.config.write_text("midb_fsync = no\nmidb_shard_num = 3\n")
+    ok(midb("user", "add", "zed", "--password-stdin", stdin="pw\n"))
+    assert [path.name for path in sorted(midb.store.glob("index*"))] == ["index", "index.1", "index.2"]
+    assert "shards       3" in ok(midb("stats"))
+    # Recorded in the store: a different setting later does not move any account.
+    midb.config.write_text("midb_fsync = no\n")
+    assert "shards       3" in ok(midb("stats")) and "zed" in ok(midb("user", "list"))
+
+
 def test_user_lifecycle(midb: Midb) -> None:
     out = ok(midb("user", "add", "Alice@Example.org", "--password-stdin", "--lang", "de",
                   "--quota-bytes", "1.5G", "--quota-messages", "100", stdin="first secret\n"))

@@ -199,7 +199,7 @@ def test_expunged_bodies_and_format_1_summaries(tmp_path: Path) -> None:
             bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, blob_key(metas[0].blob), format_1)
             bodyrecords.delete(txn, dbs, bodyrecords.SUMMARY, blob_key(metas[2].blob))
 
-        store._write(rewrite)
+        store._write(rewrite, store._env)
         assert searching.search(session, criteria("BODY zanzibar")) == [1, 3]
         assert searching.search(session, criteria("SUBJECT QUOKKA")) == [1, 3]
         store.store_flags("alice", session.selected.folder_id, [3], "add", ["\\Deleted"])

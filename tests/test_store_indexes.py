@@ -119,7 +119,7 @@ def test_verify_reports_and_repairs_broken_indexes(store: Store) -> None:
         txn.drop(dbs.flag_lists, delete=False)
         txn.put(folder_key(account_id, folder) + b"$Ghost", (1).to_bytes(4, "big"), db=dbs.keyword_counts)
 
-    store._write(damage)
+    store._write(damage, store._env)
     problems = store.verify()
     assert any("flag index" in problem for problem in problems)
     assert any("keyword counts" in problem for problem in problems)
@@ -356,7 +356,7 @@ def test_missing_or_corrupt_summary_is_derived_from_the_digest(store: Store) -> 
         bodyrecords.delete(txn, dbs, bodyrecords.SUMMARY, blob_key(first))
         bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, blob_key(second), b"\x01garbage")
 
-    store._write(damage)
+    store._write(damage, store._env)
     assert store.summaries([first, second]) == expected
     assert store.verify() == []
 
@@ -573,7 +573,7 @@ def test_verify_and_backup_with_inline_bodies(tmp_path: Path) -> None:
             bodyrecords.put(txn, dbs, bodyrecords.BODY, blob_key(small.blob), MSG + b"!")
             txn.put(b"\x02" * 16 + b"\x09", b"unknown kind", db=dbs.body_records)
 
-        store._write(damage)
+        store._write(damage, store._env)
         problems = store.verify()
         assert any("kept in the index has no record" in problem for problem in problems)
         assert any("kept in the index has" in problem and "bytes" in problem for problem in problems)

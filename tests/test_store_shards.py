@@ -1,0 +1,278 @@
+"""midb.shards: a store whose index is split into several LMDB environments."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from midb import bodyrecords, shards
+from midb.accounts import encode_usage
+from midb.env import SHARD_COUNT_KEY
+from midb.errors import InvalidArgument, MidbError, NoSuchAccount
+from midb.keys import account_key, blob_key
+from midb.store import Store
+
+SHARDS = 4
+MSG = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
+
+
+def names_in_shards(count: int = SHARDS) -> dict[int, list[str]]:
+    """Account names by the shard they live in (a few per shard)."""
+    found: dict[int, list[str]] = {}
+    for number in range(200):
+        name = f"user{number}"
+        found.setdefault(shards.of_name(name, count), []).append(name)
+    assert len(found) == count
+    return found
+
+
+PLACED = names_in_shards()
+# Two accounts of different shards, and a third sharing the first one's shard.
+ALICE, BOB, CAROL = PLACED[1][0], PLACED[2][0], PLACED[1][1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store", fsync=False, shards=SHARDS, inline_limit=4096) as opened:
+        for name in (ALICE, BOB, CAROL):
+            opened.create_account(name)
+        yield opened
+
+
+def inbox(store: Store, account: str) -> int:
+    info = store.get_folder(account, "INBOX")
+    assert info is not None
+    return info.id
+
+
+def accounts_in(store: Store, shard: int) -> set[str]:
+    """Names in the accounts table of one shard, read straight from its environment."""
+    shared = store._shards[shard]
+    with shared.read() as txn:
+        return {bytes(key).decode() for key in txn.cursor(shared.dbs.account_names).iternext(values=False)}
+
+
+def test_placement_helpers() -> None:
+    assert shards.of_name("anyone", 1) == 0 and shards.of_blob(b"\xff" * 16, 1) == 0
+    for shard in range(7):
+        blob = shards.new_blob_id(shard, 7)
+        assert len(blob) == 32 and shards.of_blob(blob_key(blob), 7) == shard
+    assert shards.account_id(3, 2, 4) == 14 and shards.of_account_id(14, 4) == 2
+    with pytest.raises(ValueError):
+        shards.account_id(1 << 31, 3, 4)
+    assert shards.shard_dir("/s/index", 0) == "/s/index" and shards.shard_dir("/s/index", 3) == "/s/index.3"
+    for bad in (0, 257, True, "4"):
+        with pytest.raises(ValueError):
+            shards.check_count(bad)
+
+
+def test_accounts_live_in_the_shard_their_name_names(store: Store, tmp_path: Path) -> None:
+    assert store.shard_count == SHARDS
+    assert all(os.path.isfile(os.path.join(shards.shard_dir(store.index_dir, shard), "data.mdb"))
+               for shard in range(SHARDS))
+    assert accounts_in(store, 1) == {ALICE, CAROL} and accounts_in(store, 2) == {BOB}
+    assert accounts_in(store, 0) == set() and accounts_in(store, 3) == set()
+    for name in (ALICE, BOB, CAROL):
+        account = store.get_account(name)
+        assert account is not None and account.id % SHARDS == shards.of_name(name, SHARDS)
+        assert store.account_by_id(account.id) == account
+        assert store.account_id(name) == account.id
+    assert len({store.account_id(name) for name in (ALICE, BOB, CAROL)}) == 3
+    assert [account.name for account in store.list_accounts()] == sorted((ALICE, BOB, CAROL))
+    assert store.get_account("nobody") is None and store.account_by_id(2**32 + 5) is None
+    with pytest.raises(NoSuchAccount):
+        store.list_folders("bad name")
+    assert store.stats()["accounts"] == 3 and store.stats()["shards"] == SHARDS
+
+
+def test_the_count_is_fixed_when_the_store_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Store(path, fsync=False, shards=3) as store:
+        store.create_account(ALICE)
+    with Store(path, fsync=False, shards=8) as store:   # recorded: 3 stays
+        assert store.shard_count == 3 and store.get_account(ALICE) is not None
+    with Store(path, readonly=True) as store:
+        assert store.shard_count == 3 and store.get_account(ALICE) is not None
+    os.rename(shards.shard_dir(str(path / "index"), 2), str(path / "moved"))
+    with pytest.raises(MidbError, match="shard missing"):
+        Store(path, readonly=True)
+    with pytest.raises(InvalidArgument):
+        Store(tmp_path / "other", shards=0)
+
+
+def test_a_store_without_a_recorded_count_has_one_shard(tmp_path: Path) -> None:
+    """A store of schema 4 (before shards): upgraded to record one shard, whatever is asked."""
+    path = tmp_path / "store"
+    with Store(path, fsync=False) as store:
+        store.create_account(ALICE)
+    environment = lmdb.open(str(path / "index"), max_dbs=64)
+    with environment.begin(write=True) as txn:
+        meta = environment.open_db(b"meta", txn=txn)
+        txn.delete(SHARD_COUNT_KEY, db=meta)
+        txn.put(b"schema", (4).to_bytes(4, "big"), db=meta)
+    environment.close()
+    with Store(path, fsync=False, shards=SHARDS) as store:
+        assert store.shard_count == 1 and store.get_account(ALICE) is not None
+        assert not os.path.exists(shards.shard_dir(store.index_dir, 1))
+        with store._env.read() as txn:
+            assert txn.get(b"schema", db=store._env.dbs.meta) == (5).to_bytes(4, "big")
+
+
+def test_messages_and_bodies_stay_in_their_account_shard(store: Store) -> None:
+    small, large = MSG, MSG + b"x" * 10_000          # one kept in the index, one in a file
+    for name in (ALICE, BOB):
+        store.append(name, inbox(store, name), small, flags=["\\Seen"])
+        store.append(name, inbox(store, name), large)
+    for name in (ALICE, BOB):
+        home = shards.of_name(name, SHARDS)
+        metas = store.messages(name, inbox(store, name))
+        assert [meta.size for meta in metas] == [len(small), len(large)]
+        assert all(shards.of_blob(blob_key(meta.blob), SHARDS) == home for meta in metas)
+        assert store.read_bodies([meta.blob for meta in metas]) == [small, large]
+        assert store.read_body(metas[1].blob, 0, 4) == b"From"
+        assert store.digest(metas[0].blob).size == len(small)
+        assert all(summary is not None for summary in store.summaries([meta.blob for meta in metas]))
+        rows = store.search_rows(name, inbox(store, name))
+        keys = [key for _uid, key, _size in rows]
+        assert store.search_bodies(keys, [size for _uid, _key, size in rows]) == [small, large]
+        assert all(found is not None for found in store.search_summaries(keys))
+        shared = store._shards[home]
+        with shared.read() as txn:
+            kept = {bytes(blob) for blob, _ in bodyrecords.items(txn, shared.dbs, bodyrecords.BODY, values=False)}
+        assert kept == {blob_key(metas[0].blob)}
+    # Bodies of both shards in one call.
+    blobs = [store.messages(name, inbox(store, name))[0].blob for name in (ALICE, BOB)]
+    assert store.read_bodies(blobs) == [small, small]
+    assert store.stats()["messages"] == 4 and store.verify() == []
+
+
+def test_flag_changes_expunge_and_changes_since(store: Store) -> None:
+    box = inbox(store, BOB)
+    _, uid = store.append(BOB, box, MSG)
+    before = store.folder_by_id(BOB, box)
+    assert before is not None
+    changed, _failed = store.store_flags(BOB, box, [uid], "add", ["\\Deleted"])
+    assert changed[0].flags == ("\\Deleted",)
+    account_id = store.account_id(BOB)
+    assert store.highestmodseq(account_id, box) == changed[0].modseq
+    assert store.deleted_uids(BOB, box) == [uid]
+    assert store.expunge(BOB, box) == [uid]
+    assert store.vanished_since(BOB, box, before.highestmodseq) == [uid]
+    assert store.usage(BOB) == (0, 0) and store.verify() == []
+
+
+def test_copy_and_move_into_an_account_of_another_shard(store: Store) -> None:
+    source, target = inbox(store, ALICE), inbox(store, BOB)
+    _, first = store.append(ALICE, source, MSG, flags=["\\Flagged", "$Work"], internaldate=1_000_000, tzoffset=60)
+    _, second = store.append(ALICE, source, MSG + b"y" * 10_000)
+    uidvalidity, pairs = store.copy(ALICE, source, [first, second, 99], target, dst_account=BOB)
+    assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    assert [old for old, _new in pairs] == [first, second]
+    copies = store.messages(BOB, target)
+    originals = store.messages(ALICE, source)
+    assert [(m.flags, m.internaldate, m.tzoffset, m.size) for m in copies] == \
+        [(m.flags, m.internaldate, m.tzoffset, m.size) for m in originals]
+    assert not {m.blob for m in copies} & {m.blob for m in originals}   # a body per shard
+    assert store.read_bodies([m.blob for m in copies]) == store.read_bodies([m.blob for m in originals])
+    assert store.usage(BOB) == store.usage(ALICE)
+    _, moved = store.move(ALICE, source, [first], target, dst_account=BOB)
+    assert len(moved) == 1 and [m.uid for m in store.messages(ALICE, source)] == [second]
+    assert len(store.messages(BOB, target)) == 3
+    assert store.usage(ALICE) == (len(MSG) + 10_000, 1)
+    # Nothing to copy: the destination's UIDVALIDITY, no pairs.
+    assert store.copy(ALICE, source, [first], target, dst_account=BOB)[1] == []
+    # Within one shard the bodies are shared, as in a store of one shard.
+    store.copy(ALICE, source, [second], inbox(store, CAROL), dst_account=CAROL)
+    assert store.messages(CAROL, inbox(store, CAROL))[0].blob == store.messages(ALICE, source)[0].blob
+    assert store.verify() == []
+
+
+def test_delivery_to_accounts_of_several_shards(store: Store) -> None:
+    outcomes = store.append_batch([(name, inbox(store, name), MSG, ()) for name in (ALICE, BOB, CAROL)]
+                                  + [("nobody", 1, MSG, ())])
+    assert all(isinstance(outcome, tuple) for outcome in outcomes[:3])
+    assert isinstance(outcomes[3], NoSuchAccount)
+    for name in (ALICE, BOB, CAROL):
+        assert len(store.messages(name, inbox(store, name))) == 1
+    assert store.verify() == []
+
+
+def test_delete_account_drops_ownership_held_in_other_shards(store: Store) -> None:
+    store.grant_owner(BOB, ALICE)
+    store.grant_owner(CAROL, ALICE)
+    assert store.owners(BOB) == [ALICE] and store.is_owner(BOB, ALICE)
+    assert not store.is_owner(BOB, "nobody") and not store.is_owner(BOB, "bad name")
+    store.delete_account(ALICE)
+    assert store.owners(BOB) == [] and store.owners(CAROL) == []
+    for shared in store._shards:
+        with shared.read() as txn:
+            assert list(txn.cursor(shared.dbs.owners).iternext(values=False)) == []
+    assert store.get_account(ALICE) is None and store.verify() == []
+
+
+def test_watchers_hear_of_changes_in_every_shard(store: Store) -> None:
+    heard: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def callback(account: str, folder_id: int, _modseq: int) -> None:
+        heard.append((account, folder_id))
+        if len(heard) >= 2:
+            done.set()
+
+    handles = [store.watch(name, callback) for name in (ALICE, BOB)]
+    store.append(ALICE, inbox(store, ALICE), MSG)
+    store.append(BOB, inbox(store, BOB), MSG)
+    assert done.wait(5)
+    assert sorted(heard) == sorted([(ALICE, inbox(store, ALICE)), (BOB, inbox(store, BOB))])
+    for handle in handles:
+        handle.cancel()
+
+
+def test_verify_repair_and_backup_of_a_sharded_store(store: Store, tmp_path: Path) -> None:
+    store.append(ALICE, inbox(store, ALICE), MSG + b"z" * 10_000)
+    store.append(BOB, inbox(store, BOB), MSG)
+    # An orphan body file placed in shard 3, old enough to be removed.
+    orphan_blob = shards.new_blob_id(3, SHARDS)
+    orphan = store._blobs.path(orphan_blob)
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    with open(orphan, "wb") as handle:
+        handle.write(b"lost")
+    os.utime(orphan, (1, 1))
+    problems = store.verify()
+    assert problems == [f"orphan: body file {orphan} not referenced by the index"]
+    # A wrong counter in shard 2 (BOB's): reported with its shard, then recomputed.
+    shared = store._shards[2]
+    account_id = store.account_id(BOB)
+    with shared.env.begin(write=True) as txn:
+        txn.put(account_key(account_id), encode_usage(1, 1), db=shared.dbs.usage)
+    assert any(problem.startswith("error: shard 2: ") for problem in store.verify())
+    store.verify(repair=True)
+    assert store.verify() == [] and not os.path.exists(orphan)
+    assert store.usage(BOB) == (len(MSG), 1)
+    # A backup holds every shard and the bodies; opened, it has the same mail.
+    destination = tmp_path / "backup"
+    store.backup(str(destination))
+    with Store(destination, readonly=True) as copy:
+        assert copy.shard_count == SHARDS
+        for name in (ALICE, BOB):
+            metas = copy.messages(name, inbox(copy, name))
+            assert copy.read_bodies([m.blob for m in metas]) == store.read_bodies(
+                [m.blob for m in store.messages(name, inbox(store, name))])
+        assert copy.verify() == []
+
+
+def test_an_account_in_the_wrong_shard_is_reported(store: Store) -> None:
+    account = store.get_account(ALICE)
+    assert account is not None
+    source, target = store._shards[1], store._shards[3]
+    with source.read() as txn:
+        record = bytes(txn.get(account.id.to_bytes(4, "big"), db=source.dbs.accounts))
+    with target.env.begin(write=True) as txn:
+        txn.put(account.id.to_bytes(4, "big"), record, db=target.dbs.accounts)
+        txn.put(ALICE.encode(), account.id.to_bytes(4, "big"), db=target.dbs.account_names)
+    assert any(f"account {ALICE}: stored in shard 3, belongs in [1]" in problem for problem in store.verify())
