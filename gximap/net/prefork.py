@@ -120,18 +120,17 @@ class Supervisor:
     def _reap(self) -> list[tuple[_Child, int, int]]:
         """Children that exited: (child, its pid, wait status)."""
         ended = []
-        while True:
+        for child in self.children:   # by pid: never reap a child that is not ours
+            if not child.pid:
+                continue
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return ended
-            if pid == 0:
-                return ended
-            for child in self.children:
-                if child.pid == pid:
-                    child.pid = 0
-                    ended.append((child, pid, status))
-                    break
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:   # reaped elsewhere: gone, status unknown
+                pid, status = child.pid, 0
+            if pid:
+                child.pid = 0
+                ended.append((child, pid, status))
+        return ended
 
     # -- the parent's life ----------------------------------------------------------------------
 
@@ -199,14 +198,13 @@ class Supervisor:
         if self.pids:
             log.warning("processes %s did not stop in time; killing them", self.pids)
             self.signal_all(signal.SIGKILL)
-            while self.pids:
-                try:
-                    pid, _status = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    break
-                for child in self.children:
-                    if child.pid == pid:
-                        child.pid = 0
+            # Each of ours by its pid: waitpid(-1) could block on a child that is not ours (a
+            # process embedding the supervisor, such as a test runner, may have others).
+            for child in self.children:
+                if child.pid:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(child.pid, 0)
+                    child.pid = 0
         for child in self.children:
             child.restart_at = None
         with contextlib.suppress(OSError):
