@@ -225,3 +225,29 @@ def test_writers_queued_while_another_process_holds_the_write_lock_share_one_com
         assert ran_on["follower"] == ran_on["leader"] == leader.ident
         with shared.read() as txn:
             assert txn.get(b"follower", db=shared.dbs.meta) == b"v"
+
+
+def test_the_commit_and_its_sync_run_in_blocking_sections(tmp_path: Path) -> None:
+    """While a commit flushes, the serving pool may run another worker (midb.env.blocking)."""
+    sections: list[str] = []
+
+    class Recording:
+        def __enter__(self) -> None:
+            sections.append("enter")
+
+        def __exit__(self, *exc: object) -> None:
+            sections.append("exit")
+
+    with Store(tmp_path / "store", fsync=True) as store:
+        store.create_account("alice")
+        midb_env.set_blocking_hook(Recording)
+        try:
+            store.set_subscribed("alice", "Notes", True)           # not durable: the commit only
+            flag_change = list(sections)
+            sections.clear()
+            store.create_folder("alice", "Work")                    # durable: commit, then sync
+        finally:
+            midb_env.set_blocking_hook(None)
+    # begin() waits for the write lock in a section too: one more pair each.
+    assert flag_change == ["enter", "exit"] * 2
+    assert sections == ["enter", "exit"] * 3
