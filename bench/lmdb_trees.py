@@ -1,6 +1,7 @@
 """How much an LMDB commit costs by the number of B-trees it touches, on this machine's disk.
 
-    .venv/bin/python -m bench.lmdb_trees [--duration 8] [--trees 8,4,2,1] [--dir var/bench/lmdb-trees]
+    .venv/bin/python -m bench.lmdb_trees [--duration 8] [--trees 8,4,2,1] [--shards 1]
+                                         [--dir var/bench/lmdb-trees]
 
 Two processes of five threads each (the shape of gximap's mixed load: one serving process per CPU,
 several sessions writing) commit transactions as fast as they can, with fsync on and the meta page
@@ -10,6 +11,10 @@ figure is commits per second. It is the measurement behind midb's schema 4 (midb
 the records of a body side by side in one table): on the virtual disk this project is measured on,
 eight tables gave about 1,270 commits/s and two about 3,100 — LMDB holds its single write lock
 while the commit flushes, and the flush costs by the separately placed page.
+
+With --shards N the writers spread over N environments instead of one (thread i of the ten
+commits to environment i mod N), as midb's index shards do (midb.shards): each environment has
+its own write lock and its own file to flush, so commits to different ones run in parallel.
 """
 
 from __future__ import annotations
@@ -37,26 +42,29 @@ def _open(path: Path) -> tuple[lmdb.Environment, list[object]]:
     return env, [env.open_db(b"t%d" % index) for index in range(MAX_TABLES)]
 
 
-def _prepare(path: Path) -> None:
+def _prepare(path: Path, shards: int) -> None:
+    """``shards`` environments under ``path``, holding PRELOAD records per table between them."""
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    env, tables = _open(path)
-    try:
-        with env.begin(write=True) as txn:
-            for table in tables:
-                for _ in range(PRELOAD):
-                    txn.put(os.urandom(12), os.urandom(60), db=table)
-    finally:
-        env.close()
+    for shard in range(shards):
+        (path / str(shard)).mkdir(parents=True)
+        env, tables = _open(path / str(shard))
+        try:
+            with env.begin(write=True) as txn:
+                for table in tables:
+                    for _ in range(PRELOAD // shards):
+                        txn.put(os.urandom(12), os.urandom(60), db=table)
+        finally:
+            env.close()
 
 
-def _writer(path: Path, trees: int, duration: float, report: int) -> None:
+def _writer(path: Path, trees: int, duration: float, report: int, shards: int, process: int) -> None:
     """Child process: commit until the time is up, then write the count to ``report``."""
-    env, tables = _open(path)
+    opened = [_open(path / str(shard)) for shard in range(shards)]
     commits = [0] * THREADS
     stop = time.monotonic() + duration
 
     def run(slot: int) -> None:
+        env, tables = opened[(process * THREADS + slot) % shards]
         rng = random.Random()
         value = b"v" * 60
         while time.monotonic() < stop:
@@ -71,25 +79,29 @@ def _writer(path: Path, trees: int, duration: float, report: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    env.close()
+    for env, _tables in opened:
+        env.close()
     os.write(report, b"%d\n" % sum(commits))
 
 
-def commits_per_second(path: Path, trees: int, duration: float) -> float:
-    """Fresh tables, then PROCESSES writer processes for ``duration`` seconds."""
+def commits_per_second(path: Path, trees: int, duration: float, shards: int = 1) -> float:
+    """Fresh tables in ``shards`` environments, then PROCESSES writer processes for ``duration``
+    seconds."""
     if not 1 <= trees <= MAX_TABLES:
         raise ValueError(f"trees must be 1-{MAX_TABLES}")
-    _prepare(path)
+    if not 1 <= shards <= PROCESSES * THREADS:
+        raise ValueError(f"shards must be 1-{PROCESSES * THREADS}")
+    _prepare(path, shards)
     read_end, write_end = os.pipe()
     children = []
     try:
-        for _ in range(PROCESSES):
+        for process in range(PROCESSES):
             pid = os.fork()
             if pid == 0:   # pragma: no cover - the child's work is measured, not traced
                 status = 1
                 try:
                     os.close(read_end)
-                    _writer(path, trees, duration, write_end)
+                    _writer(path, trees, duration, write_end, shards, process)
                     status = 0
                 finally:
                     os._exit(status)
@@ -118,16 +130,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lmdb_trees", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per figure (default 8)")
     parser.add_argument("--trees", default="8,4,2,1", help="tables per transaction to measure (default 8,4,2,1)")
+    parser.add_argument("--shards", default="1",
+                        help="environments the writers spread over, e.g. 1,10 (default 1)")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="scratch directory (on the disk to measure)")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 600:
         parser.error("--duration must be in (0, 600]")
-    counts = [int(part) for part in args.trees.split(",") if part.strip()]
+    try:
+        counts = [int(part) for part in args.trees.split(",") if part.strip()]
+        shard_counts = [int(part) for part in args.shards.split(",") if part.strip()]
+    except ValueError:
+        parser.error("--trees and --shards take comma-separated integers")
     print(f"{RECORDS} records per commit, {PROCESSES} processes x {THREADS} threads, fsync on, "
           f"{args.duration:g} s each, in {args.dir}")
-    for trees in counts:
-        rate = commits_per_second(args.dir, trees, args.duration)
-        print(f"  {trees} table(s) per commit: {rate:,.0f} commits/s", flush=True)
+    for shards in shard_counts:
+        for trees in counts:
+            rate = commits_per_second(args.dir, trees, args.duration, shards)
+            where = "" if shards == 1 else f", {shards} environments"
+            print(f"  {trees} table(s) per commit{where}: {rate:,.0f} commits/s", flush=True)
     return 0
 
 

@@ -281,3 +281,16 @@ def test_lmdb_trees_probe_prints_a_rate_per_table_count(tmp_path: Path, capsys: 
     assert not scratch.exists()   # the scratch tables are removed
     with pytest.raises(ValueError, match="trees must be"):
         lmdb_trees.commits_per_second(scratch, 9, 0.1)
+
+
+def test_lmdb_trees_probe_spreads_writers_over_environments(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = tmp_path / "trees"
+    assert lmdb_trees.main(["--duration", "0.3", "--trees", "2", "--shards", "1,3", "--dir", str(scratch)]) == 0
+    rates = [line for line in capsys.readouterr().out.splitlines() if "commits/s" in line]
+    assert [line.split(":")[0].strip() for line in rates] == ["2 table(s) per commit",
+                                                              "2 table(s) per commit, 3 environments"]
+    assert all(int(line.split(": ")[1].split()[0].replace(",", "")) > 0 for line in rates)
+    assert not scratch.exists()
+    with pytest.raises(ValueError, match="shards must be"):
+        lmdb_trees.commits_per_second(scratch, 2, 0.1, shards=11)
