@@ -196,6 +196,8 @@ class Store(MetadataMixin):
 
     @property
     def _env(self) -> SharedEnv:
+        """Shard 0: the whole index of a store of one shard; in a store of several, the one that
+        records their number and carries the notifier (account data: _home)."""
         if self._closed:
             raise MidbError("store is closed")
         if self._shared.stale:
