@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, NoReturn
 
 from midb.errors import MidbError, NoSuchAccount
-from midb.shards import MAX_COUNT
+from midb.shards import MAX_COUNT, check_count
 
 if TYPE_CHECKING:
     from midb.store import Store
@@ -162,12 +162,9 @@ def open_store(settings: Settings, *, create: bool = False) -> Store:
 
 def _parse_shards(value: str, where: str) -> int:
     try:
-        count = int(value.strip())
+        return check_count(int(value.strip()))
     except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_COUNT:
-        raise CliError(f"{where}: midb_shard_num must be an integer from 1 to {MAX_COUNT}, not {value!r}")
-    return count
+        raise CliError(f"{where}: midb_shard_num must be an integer from 1 to {MAX_COUNT}, not {value!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ class _Scan:
     problems: list[tuple[str, Any]] = field(default_factory=list)    # (kind, detail) for repair
 
 
-def _scan(txn: Any, dbs: Databases, shard: int = 0, count: int = 1) -> tuple[_Scan, list[str]]:
+def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list[str]]:
     """Recompute shard `shard` (of `count`) from one snapshot of it."""
     scan = _Scan()
     errors: list[str] = []
@@ -282,61 +282,69 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
         scan.indexes_stale = True
 
 
-def _scan_files(store: Store, scan: _Scan, now: float, shard: int = 0, count: int = 1
-                ) -> tuple[list[str], list[str], list[str]]:
-    """(orphan descriptions, removable orphan paths, referenced blobs whose file seems missing) for
-    the body files of shard `shard` (of `count`): those whose id places them there (midb.shards),
-    judged against that shard's scan. Shard 0 also judges temporary and unexpected files."""
+def _scan_files(store: Store, scans: list[_Scan], now: float
+                ) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """One walk of the body files, each judged against the scan of the shard its id names
+    (midb.shards). -> (orphan descriptions, removable orphan paths per shard, referenced blobs
+    whose file seems missing per shard). Temporary files count as shard 0's."""
+    count = len(scans)
     orphans: list[str] = []
-    removable: list[str] = []
+    removable: list[list[str]] = [[] for _ in scans]
     seen: set[str] = set()
     for name, path, mtime in store._blobs.scan():
         old = now - mtime >= ORPHAN_MIN_AGE
         if name.startswith(TEMP_PREFIX):
-            if shard == 0:
-                orphans.append(f"temporary file {path}")
-                if old:
-                    removable.append(path)
+            orphans.append(f"temporary file {path}")
+            if old:
+                removable[0].append(path)
             continue
         if len(name) != 32 or not _HEX.issuperset(name) or name[:2] != os.path.basename(os.path.dirname(path)):
-            if shard == 0:
-                orphans.append(f"unexpected file {path}")
-            continue
-        if shards_of.of_blob(bytes.fromhex(name), count) != shard:
+            orphans.append(f"unexpected file {path}")
             continue
         seen.add(name)
-        if bytes.fromhex(name) not in scan.blob_refs and bytes.fromhex(name) not in scan.blob_records:
+        blob_raw = bytes.fromhex(name)
+        shard = shards_of.of_blob(blob_raw, count)
+        if blob_raw not in scans[shard].blob_refs and blob_raw not in scans[shard].blob_records:
             orphans.append(f"body file {path} not referenced by the index")
             if old:
-                removable.append(path)
-    missing = [blob_raw.hex() for blob_raw in scan.blob_refs
-               if blob_raw not in scan.inline and blob_raw.hex() not in seen]
+                removable[shard].append(path)
+    missing = [[blob_raw.hex() for blob_raw in scan.blob_refs
+                if blob_raw not in scan.inline and blob_raw.hex() not in seen] for scan in scans]
     return orphans, removable, missing
 
 
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
-    """Check every shard of the index (each from its own snapshot) and the body files."""
+    """Check every shard of the index (each from its own snapshot), then the body files once."""
     report = VerifyReport()
     shards = store._live_shards()
+    count = len(shards)
+    scans = []
     for shard, shared in enumerate(shards):
-        _verify_shard(store, shared, shard, len(shards), report)
+        with lmdb_errors(), shared.read() as txn:
+            scan, errors = _scan(txn, shared.dbs, shard, count)
+        report.errors.extend(_where(shard, count) + error for error in errors)
+        scans.append(scan)
+    orphans, removable, missing = _scan_files(store, scans, time.time())
+    report.orphans.extend(orphans)
+    for shard, shared in enumerate(shards):
+        _check_bodies(store, shared, shard, count, scans[shard], missing[shard], report)
     if repair and (report.errors or report.orphans):
         if store.readonly:
             raise MidbError("cannot repair a store opened read-only")
         for shard, shared in enumerate(shards):
-            report.repaired.extend(_repair(store, shared, shard, len(shards)))
+            report.repaired.extend(_repair(store, shared, shard, count, removable[shard]))
     return report
 
 
-def _verify_shard(store: Store, shared: Any, shard: int, count: int, report: VerifyReport) -> None:
+def _where(shard: int, count: int) -> str:
+    return f"shard {shard}: " if count > 1 else ""
+
+
+def _check_bodies(store: Store, shared: Any, shard: int, count: int, scan: _Scan, missing: list[str],
+                  report: VerifyReport) -> None:
+    """A shard's body records against the files: missing files, sizes, placement."""
     dbs = shared.dbs
-    where = f"shard {shard}: " if count > 1 else ""
-    with lmdb_errors(), shared.read() as txn:
-        scan, errors = _scan(txn, dbs, shard, count)
-        now = time.time()
-        orphans, _removable, missing = _scan_files(store, scan, now, shard, count)
-    report.errors.extend(where + error for error in errors)
-    report.orphans.extend(orphans)
+    where = _where(shard, count)
     # A body deleted after our snapshot (expunged meanwhile) is not missing: re-check with a fresh one.
     if missing:
         with lmdb_errors(), shared.read() as txn:
@@ -354,11 +362,11 @@ def _verify_shard(store: Store, shared: Any, shard: int, count: int, report: Ver
             report.errors.append(f"{where}body {blob_raw.hex()}: recorded in the wrong shard")
 
 
-def _repair(store: Store, shared: Any, shard: int, count: int) -> list[str]:
-    """Recompute shard `shard` in one write transaction and fix what is derivable; its orphan
-    files are removed inside it (the write lock keeps writers from committing a reference to a
-    file we are about to remove: a body file is only ever referenced from its own shard)."""
-    started = time.time()
+def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str]) -> list[str]:
+    """Recompute shard `shard` in one write transaction and fix what is derivable. The orphan
+    files verify found old enough (`orphans`) are removed inside it if the index still does not
+    refer to them: the write lock keeps writers from committing a reference to a file we are
+    about to remove, and a body file is only ever referenced from its own shard."""
 
     def job(txn: Any, dbs: Databases, effects: Any) -> list[str]:
         scan, _errors = _scan(txn, dbs, shard, count)
@@ -452,12 +460,14 @@ def _repair(store: Store, shared: Any, shard: int, count: int) -> list[str]:
             if decode_usage(txn.get(account_key(account_id), db=dbs.usage)) != tuple(counted):
                 txn.put(account_key(account_id), encode_usage(*counted), db=dbs.usage)
                 done.append(f"recomputed usage of account {name}")
-        # Orphan files: judged inside the write transaction (no writer can commit meanwhile) and only
-        # when written well before it began.
-        _orphans, removable, _missing = _scan_files(store, scan, started, shard, count)
-        for path in removable:
-            if count > 1 and _referenced_elsewhere(store, os.path.basename(path), shard):
-                continue   # recorded in the wrong shard (reported): not an orphan
+        for path in orphans:
+            name = os.path.basename(path)
+            if not name.startswith(TEMP_PREFIX):
+                blob_raw = bytes.fromhex(name)
+                if blob_raw in scan.blob_refs or blob_raw in scan.blob_records:
+                    continue   # referenced by now
+                if count > 1 and _referenced_elsewhere(store, blob_raw, shard):
+                    continue   # recorded in the wrong shard (reported): not an orphan
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
                 done.append(f"removed orphan {path}")
@@ -467,10 +477,7 @@ def _repair(store: Store, shared: Any, shard: int, count: int) -> list[str]:
     return repaired
 
 
-def _referenced_elsewhere(store: Store, name: str, shard: int) -> bool:
-    if name.startswith(TEMP_PREFIX):
-        return False
-    blob_raw = bytes.fromhex(name)
+def _referenced_elsewhere(store: Store, blob_raw: bytes, shard: int) -> bool:
     for other, shared in enumerate(store._live_shards()):
         if other != shard:
             with lmdb_errors(), shared.read() as txn:

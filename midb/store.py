@@ -276,7 +276,7 @@ class Store(MetadataMixin):
 
     def _home_of_id(self, account_id: int) -> SharedEnv:
         shards = self._live_shards()
-        return shards[account_id % len(shards)]
+        return shards[shards_of.of_account_id(account_id, len(shards))]
 
     def _home_of_blob(self, blob_raw: bytes) -> SharedEnv:
         shards = self._live_shards()
@@ -559,12 +559,8 @@ class Store(MetadataMixin):
             for key, raw in self._prefix_items(txn, dbs.folders, prefix):
                 record = FolderRecord.decode(unpack_folder_key(key)[1], raw)
                 effects.changed(account_id, record.id, record.highestmodseq + 1)
-            blob_counts: dict[bytes, int] = {}
-            for _key, raw in self._prefix_items(txn, dbs.messages, prefix):
-                blob_raw = bytes(raw[BLOB_SLICE])
-                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
-            for blob_raw, count in blob_counts.items():
-                self._blob_decref(txn, dbs, blob_raw, count, effects)
+            self._drop_body_references(txn, dbs, effects,
+                                       (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts):
                 self._delete_prefix(txn, db, prefix)
@@ -774,12 +770,8 @@ class Store(MetadataMixin):
                 raise HasChildren(f"folder {name} has inferior folders")
             record = self._folder(txn, dbs, account_id, folder_id)
             prefix = folder_key(account_id, folder_id)
-            blob_counts: dict[bytes, int] = {}
-            for _key, raw in self._prefix_items(txn, dbs.messages, prefix):
-                blob_raw = bytes(raw[BLOB_SLICE])
-                blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
-            for blob_raw, count in blob_counts.items():
-                self._blob_decref(txn, dbs, blob_raw, count, effects)
+            self._drop_body_references(txn, dbs, effects,
+                                       (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
                        dbs.keyword_counts):
@@ -1529,16 +1521,23 @@ class Store(MetadataMixin):
                         record: FolderRecord, found: list[tuple[int, bytes]]) -> None:
         """After _unlist: drop the messages' body references and their size from the account's
         usage, and store the folder record."""
+        total = self._drop_body_references(txn, dbs, effects, (raw for _uid, raw in found))
+        self._put_folder(txn, dbs, account_id, record)
+        self._adjust_usage(txn, dbs, account_id, -total, -len(found))
+
+    def _drop_body_references(self, txn: Any, dbs: Databases, effects: WriteEffects,
+                              records: Iterable[bytes]) -> int:
+        """Release the body reference of each message record (one decref per body); -> the
+        messages' total size."""
         blob_counts: dict[bytes, int] = {}
         total = 0
-        for _uid, raw in found:
+        for raw in records:
             blob_raw = bytes(raw[BLOB_SLICE])
             blob_counts[blob_raw] = blob_counts.get(blob_raw, 0) + 1
             total += unpack_record(raw)[3]
         for blob_raw, count in blob_counts.items():
             self._blob_decref(txn, dbs, blob_raw, count, effects)
-        self._put_folder(txn, dbs, account_id, record)
-        self._adjust_usage(txn, dbs, account_id, -total, -len(found))
+        return total
 
     def expunge(self, account: str, folder_id: int, uids: Iterable[int] | None = None) -> list[int]:
         """Remove the messages flagged \\Deleted (only among `uids` if given); -> expunged UIDs."""
