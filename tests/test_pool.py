@@ -224,6 +224,49 @@ def test_work_queued_behind_a_blocked_worker_is_served(monkeypatch: pytest.Monke
         assert other.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_a_busy_worker_queues_input_the_poller_has_not_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between slices the running worker looks for input itself (Server._glance): input that
+    arrives while it serves does not wait for the poller thread. Shown with a poller held up for
+    two seconds right after it queued the slow command."""
+    recorder = Recorder()
+    poller_held = threading.Event()
+    hold_poller = threading.Event()
+    original = Server._schedule
+
+    def schedule(self: Server, conn: object, *, by_worker: bool = False) -> None:
+        if by_worker:
+            original(self, conn, by_worker=True)  # type: ignore[arg-type]
+        else:
+            original(self, conn)  # type: ignore[arg-type]
+        if hold_poller.is_set() and threading.current_thread() is self._poller:
+            hold_poller.clear()
+            poller_held.set()
+            time.sleep(2.0)
+
+    monkeypatch.setattr(Server, "_schedule", schedule)
+    with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (server, ports):
+        slow, other = connect(ports["plain"]), connect(ports["plain"])
+        assert wait_until(lambda: server.stats().busy_workers == 0)  # asleep: only the poller looks
+        hold_poller.set()
+        slow.send(b"SLOW 0.3\r\n")
+        assert poller_held.wait(5)
+        started = time.monotonic()
+        other.send(b"NOOP\r\n")
+        assert other.readline() == b"OK NOOP\r\n"
+        assert time.monotonic() - started < 1.5  # well before the poller is back
+        assert slow.readline() == b"OK slow\r\n"
+
+
+def test_glance_leaves_listener_and_wakeup_events_to_the_poller() -> None:
+    recorder = Recorder()
+    with running_server(recorder) as (server, ports):
+        server._wake()
+        server._glance()  # sees the (level-triggered) wake-up event and leaves it
+        client = connect(ports["plain"])  # accepting stays the poller's
+        assert client.command("NOOP") == b"OK NOOP\r\n"
+        assert server.stats().sessions == 1
+
+
 def test_blocking_section_is_a_no_op_off_the_pool() -> None:
     with pool_module.blocking_section():
         pass  # no pool on this thread: nothing to step aside from

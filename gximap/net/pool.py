@@ -20,6 +20,8 @@ How it runs:
   EPOLLONESHOT: an event disarms the socket and puts its connection on the FIFO ready queue;
   the worker that served it re-arms it (for reading, or for writing when the kernel would not take
   all output). epoll_ctl is thread-safe, so workers re-arm without bothering the poller.
+- Between slices the running worker looks for client input itself (a non-blocking epoll_wait on
+  the same epoll, see _glance): while it serves slice after slice, the poller waits for the GIL.
 - Exactly one worker owns a connection at a time (queued/running flags under a per-connection
   lock). Anything that wants a connection served while it runs (a waker, a timer, stop()) sets a
   flag and asks for a rerun: the connection goes back to the tail of the queue afterwards.
@@ -101,6 +103,7 @@ _HANDSHAKE_TIMEOUT_FALLBACK = 60.0  # when conn_timeout is 0 (disabled)
 _TIMER_TICK = 1.0
 _FLUSH_THRESHOLD = 64 * 1024  # queued output that triggers a send before pulling more items
 _ACCEPT_BATCH = 64
+_GLANCE_EVENTS = 64  # readiness events a worker takes per look between slices
 _ACCEPT_PAUSE = 0.5  # seconds to stop accepting after running out of file descriptors
 _PROXY_READ = 4096
 # Workers serving connections at once, not counting those inside a blocking_section(). Python
@@ -490,7 +493,36 @@ class Server:
 
     # -- scheduling ----------------------------------------------------------------------
 
-    def _schedule(self, conn: _Connection) -> None:
+    def _glance(self) -> None:
+        """A running worker, between slices: queue the connections whose input arrived meanwhile.
+
+        The poller would, but it needs the GIL to, and a worker serving slice after slice gives
+        the GIL up only around short calls (socket I/O; py-lmdb around every LMDB call), too
+        short for the woken poller to be scheduled and take it. The poller then waits until the
+        worker runs out of work or the interpreter forces a switch (every 5 ms). Measured, 10-client
+        mixed load, two processes, on tmpfs: 0.6 ms (p50) from a client's send to the poller queueing
+        the command. With this, gximap against gximap in alternating rounds: ahead in 12 of 16,
+        FETCH p50 1.5 against 1.9 ms at 10 clients, 5 % more ops/s at 100.
+
+        Connection sockets are one-shot in epoll, so a readiness reaches the worker or the poller,
+        never both. Listener and wake-up events are level-triggered: left to the poller, which
+        sees them too."""
+        epoll = self._epoll
+        if epoll is None:
+            return
+        try:
+            events = epoll.poll(0, _GLANCE_EVENTS)
+        except (OSError, ValueError):  # closed by stop()
+            return
+        by_fd = self._by_fd
+        for fd, _mask in events:
+            conn = by_fd.get(fd)
+            if conn is not None:
+                self._schedule(conn, by_worker=True)
+
+    def _schedule(self, conn: _Connection, *, by_worker: bool = False) -> None:
+        """Queue ``conn`` to be served. ``by_worker``: by the running worker, which serves the
+        queue next (no thread to wake)."""
         with conn.lock:
             if conn.closed:
                 return
@@ -500,9 +532,9 @@ class Server:
             if conn.queued:
                 return
             conn.queued = True
-        self._enqueue(conn)
+        self._enqueue(conn, by_worker=by_worker)
 
-    def _enqueue(self, conn: _Connection) -> None:
+    def _enqueue(self, conn: _Connection, *, by_worker: bool = False) -> None:
         with self._queue_lock:
             self._push_locked(conn)
             running = self._running
@@ -510,7 +542,7 @@ class Server:
             undispatched = self._running == running
         if grew:
             self._changed()
-        elif undispatched and threading.current_thread() is not self._poller:
+        elif undispatched and not by_worker and threading.current_thread() is not self._poller:
             # Left to a running worker by another thread (a mailbox notification, a finished
             # login check): the poller watches that it does not wait too long (_STALL_AFTER).
             self._wake()
@@ -585,6 +617,7 @@ class Server:
         retiring = False  # leaving because of idleness (rather than stop() or a crash)
         try:
             while True:
+                self._glance()
                 with self._queue_lock:
                     conn = self._next_locked()
                     if conn is None:
