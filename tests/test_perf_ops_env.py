@@ -227,27 +227,53 @@ def test_writers_queued_while_another_process_holds_the_write_lock_share_one_com
             assert txn.get(b"follower", db=shared.dbs.meta) == b"v"
 
 
-def test_the_commit_and_its_sync_run_in_blocking_sections(tmp_path: Path) -> None:
-    """While a commit flushes, the serving pool may run another worker (midb.env.blocking)."""
+def test_a_write_runs_its_jobs_commit_and_sync_in_one_blocking_section(tmp_path: Path) -> None:
+    """While a write waits for the lock, and while its jobs run and its commit flushes, the
+    serving pool may run another worker (midb.env.blocking)."""
+    depth = [0]
     sections: list[str] = []
+    seen: list[tuple[str, int]] = []
 
     class Recording:
         def __enter__(self) -> None:
+            depth[0] += 1
             sections.append("enter")
 
         def __exit__(self, *exc: object) -> None:
+            depth[0] -= 1
             sections.append("exit")
+
+    class SyncSpy:
+        def __init__(self, env: Any) -> None:
+            self._env = env
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._env, name)
+
+        def sync(self, force: bool = False) -> None:
+            seen.append(("sync", depth[0]))
+            self._env.sync(force)
+
+    def job(txn: Any, dbs: Any, effects: Any) -> None:
+        seen.append(("job", depth[0]))
+        txn.put(b"probe", b"v", db=dbs.meta)
 
     with Store(tmp_path / "store", fsync=True) as store:
         store.create_account("alice")
+        shared = store._env
+        shared.env = SyncSpy(shared.env)
         midb_env.set_blocking_hook(Recording)
         try:
-            store.set_subscribed("alice", "Notes", True)           # not durable: the commit only
-            flag_change = list(sections)
+            shared.write(job, durable=False)                        # a flag change: no sync
+            not_durable, seen_not_durable = list(sections), list(seen)
             sections.clear()
-            store.create_folder("alice", "Work")                    # durable: commit, then sync
+            seen.clear()
+            shared.write(job, durable=True)                         # commit, then sync
         finally:
             midb_env.set_blocking_hook(None)
-    # begin() waits for the write lock in a section too: one more pair each.
-    assert flag_change == ["enter", "exit"] * 2
-    assert sections == ["enter", "exit"] * 3
+            shared.env = shared.env._env
+    # begin() waits for the write lock in a section of its own; the rest is one more.
+    assert not_durable == ["enter", "exit"] * 2
+    assert seen_not_durable == [("job", 1)]
+    assert sections == ["enter", "exit"] * 2
+    assert seen == [("job", 1), ("sync", 1)]
