@@ -617,7 +617,6 @@ class Server:
         retiring = False  # leaving because of idleness (rather than stop() or a crash)
         try:
             while True:
-                self._glance()
                 with self._queue_lock:
                     conn = self._next_locked()
                     if conn is None:
@@ -629,6 +628,7 @@ class Server:
                         self._sleepers.append(sleeper)
                 if conn is not None:
                     self._run(conn)
+                    self._glance()  # after a slice only: a worker just woken was sent by the poller
                     continue
                 surplus = self._workers > self._thread_init_num
                 acquired = sleeper.wake.acquire(timeout=self._worker_idle_timeout if surplus else -1)
