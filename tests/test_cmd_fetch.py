@@ -11,6 +11,7 @@ import pytest
 from conversation import Conversation
 
 from gximap.net.handler import TransportAction
+from gximap.session.commands.fetch import COALESCE_BYTES
 
 MIME_DATA = Path(__file__).resolve().parent / "data" / "mime"
 JUL_17_1996 = calendar.timegm((1996, 7, 17, 9, 44, 25))
@@ -450,17 +451,81 @@ def test_fetch_all_streams_incrementally(conv: Conversation) -> None:
     session = conv.session
     session.data_received(b"a1 FETCH 1:* (UID BODY.PEEK[TEXT] ENVELOPE)\r\n")
     session.process(16)
-    first = [session.next_output() for _ in range(5)]
-    assert [bytes(item).split(b" (")[0] for item in first if item] == [b"* %d FETCH" % n for n in range(1, 6)]
+    first = bytes(session.next_output())
+    # Responses go out gathered in chunks of bounded size (fetch.COALESCE_BYTES), in order.
+    assert first.startswith(b"* 1 FETCH (UID 1 BODY[TEXT] ") and b"\r\n* 2 FETCH (UID 2 " in first
+    assert len(first) < 2 * COALESCE_BYTES
     # Only the first messages were rendered: the generator was not drained.
     assert counting.body_reads < 500
     assert counting.digest_reads < 500
-    produced = 5
+    items = [first]
     for _ in range(count * 3):
         item = session.next_output()
         if item is None:
             break
-        produced += 1
-    assert produced == count + 1  # one response per message and the tagged OK
+        items.append(bytes(item))
+    out = b"".join(items)
+    assert out.count(b" FETCH (UID ") == count  # one response per message
+    assert out.endswith(b"\r\na1 OK FETCH completed\r\n")
+    assert len(items) < count // 50
     assert counting.body_reads == count
     assert counting.record_reads < count // 100  # records are read in batches
+
+
+def _output_items(conv: Conversation, line: bytes) -> list[bytes]:
+    """Feed one command line and return the session's output items one by one, as the pool
+    takes them (each item is one trip through the command's generator and the transport)."""
+    session = conv.session
+    session.data_received(line)
+    items: list[bytes] = []
+    for _ in range(100):
+        more = session.process(16)
+        produced = False
+        while (item := session.next_output()) is not None:
+            produced = True
+            if not isinstance(item, TransportAction):
+                items.append(bytes(item))
+        if not more and not produced:
+            break
+    return items
+
+
+def test_small_responses_of_many_messages_go_out_as_few_items(conv: Conversation) -> None:
+    for number in range(40):
+        conv.add_message(data=b"From: bob@example.org\r\nSubject: m%d\r\n\r\nhello\r\n" % number)
+    conv.select()
+    items = _output_items(conv, b"a1 FETCH 1:40 (UID ENVELOPE RFC822.SIZE)\r\n")
+    assert len(items) <= 3  # the 40 responses together, then the tagged OK
+    lines = b"".join(items).split(b"\r\n")
+    assert [line.split(b" ")[1] for line in lines[:40]] == [b"%d" % msn for msn in range(1, 41)]
+    assert all(b'"m%d"' % (msn - 1) in lines[msn - 1] for msn in range(1, 41))
+    assert lines[40] == b"a1 OK FETCH completed"
+
+
+def test_a_streamed_body_keeps_its_place_between_gathered_responses(conv: Conversation) -> None:
+    large_body = b"x" * 1_100_000 + b"\r\n"  # beyond the inline limit: streamed from its file
+    conv.add_message(data=SIMPLE)
+    conv.add_message(data=b"Subject: large\r\n\r\n" + large_body)
+    conv.add_message(data=SIMPLE)
+    conv.select()
+    items = _output_items(conv, b"a1 FETCH 1:3 (RFC822.SIZE BODY.PEEK[TEXT])\r\n")
+    out = b"".join(items)
+    first = out.index(b"* 1 FETCH (RFC822.SIZE %d BODY[TEXT] {7}\r\nhello\r\n)\r\n" % len(SIMPLE))
+    second = out.index(b"* 2 FETCH (")
+    third = out.index(b"* 3 FETCH (")
+    assert first < second < third
+    assert out[second:third].endswith(large_body + b")\r\n")
+    assert out.endswith(b"a1 OK FETCH completed\r\n")
+
+
+def test_responses_gathered_before_a_failing_message_are_still_sent(conv: Conversation) -> None:
+    conv.add_message(data=SIMPLE)
+    conv.add_message(data=(MIME_DATA / "unknown_cte.eml").read_bytes())
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1:2 (BINARY.PEEK[1])
+        S: * 1 FETCH (BINARY[1] {7}
+        S: hello
+        S: )
+        S: a1 NO [UNKNOWN-CTE] Unknown content transfer encoding
+    """)

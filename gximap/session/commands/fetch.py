@@ -47,6 +47,10 @@ _MODSEQ = FetchAtt("MODSEQ")
 _BATCH = 256  # index records read per store call
 # FETCH of only these items takes the column path (rendered from flag columns, no message reads).
 RECORD_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+# Whole responses of messages without a streamed body are gathered up to this size and yielded
+# as one item: each item costs a trip through the command's generators, the session and the
+# transport (about a third of a 20-envelope FETCH's CPU when yielded one message at a time).
+COALESCE_BYTES = 32 * 1024
 COLUMN_BATCH = 4096  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
 _INLINE_LIMIT = 1 << 20  # body ranges up to this size are read at once; larger ones are streamed
 _CHUNK = 256 * 1024  # streaming read size
@@ -279,6 +283,11 @@ def _structure(name: str, msg: _Message, utf8: bool) -> bytes:
     return rendered
 
 
+def _response(msn: int, pieces: list[bytes]) -> bytes:
+    """The whole response for one message whose pieces are all small."""
+    return b"* %d FETCH (%b)\r\n" % (msn, b" ".join(pieces))
+
+
 def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
     """The response for one message: small pieces joined, large bodies streamed."""
     buffer = [b"* %d FETCH (" % msn]
@@ -498,6 +507,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
         if missing and not cmd.uid:
             return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
         return Done(Code.OK_FETCH)
+    gathered: list[bytes] = []  # whole responses not yet yielded (see COALESCE_BYTES)
+    gathered_size = 0
     try:
         for metas, gone in _record_batches(session, uids, cmd.changedsince):
             missing = missing or gone
@@ -520,11 +531,30 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
                     missing = True  # expunged, body removed, since the records were read
                     continue
                 except fetchmime.UnknownCTE:
+                    if gathered:  # what was rendered before still goes out, as it would unbatched
+                        yield b"".join(gathered)
+                        gathered = []
                     raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
-                try:
-                    yield from _emit(msn, pieces)
-                finally:
-                    _close_streams(pieces)
+                if all(type(piece) is bytes for piece in pieces):
+                    response = _response(msn, pieces)  # type: ignore[arg-type]
+                    gathered.append(response)
+                    gathered_size += len(response)
+                    if gathered_size < COALESCE_BYTES:
+                        continue
+                    pieces = []
+                if gathered:
+                    yield b"".join(gathered)
+                    gathered = []
+                    gathered_size = 0
+                if pieces:
+                    try:
+                        yield from _emit(msn, pieces)
+                    finally:
+                        _close_streams(pieces)
+            if gathered:  # before the next batch's store calls
+                yield b"".join(gathered)
+                gathered = []
+                gathered_size = 0
     finally:
         view.note_fetch_modseq(renderer.top_modseq)
     if missing and not cmd.uid:
