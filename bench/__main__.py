@@ -212,6 +212,7 @@ class Harness:
                  + (f", LMTP {server.lmtp_port}" if server.lmtp_port else ""))
         record["fill"]["after_fill_s"] = server.after_fill()
         record["prime"] = workloads.prime(server, self.accounts, scale)
+        workloads.check_primed(record["prime"], len(self.accounts))
 
     def _failed(self, name: str, record: Result, exc: Exception) -> None:
         record["status"] = "error"

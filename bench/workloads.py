@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bench import loadgen, messages, procstat
-from bench.servers import Account, BenchServer
+from bench.servers import Account, BenchServer, ServerError
 
 Result = dict[str, Any]
 WORKLOADS = ("mixed", "large", "idle", "delivery", "login")
@@ -113,6 +113,18 @@ def prime(server: BenchServer, accounts: list[Account], scale: Scale) -> Result:
     started = time.perf_counter()
     result = loadgen.run_jobs([job], timeout=scale.command_timeout * 4 + len(accounts))[0]
     return {"seconds": time.perf_counter() - started, "failures": result.get("failures", result.get("error"))}
+
+
+def check_primed(primed: Result, accounts: int) -> None:
+    """Stop before measuring a server on which an account could not log in: every figure after
+    that would count refusals (and the failed logins may get the address blocked), not work."""
+    failures = primed.get("failures")
+    if not failures:
+        return
+    if isinstance(failures, str):  # the whole priming job failed
+        raise ServerError(f"priming failed: {failures}")
+    raise ServerError(f"priming: {len(failures)} of {accounts} accounts could not log in and select INBOX "
+                      f"(first: {failures[0]}); is another server listening on the port?")
 
 
 def run_mixed(server: BenchServer, accounts: list[Account], clients: int, scale: Scale) -> Result:

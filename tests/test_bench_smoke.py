@@ -294,3 +294,13 @@ def test_lmdb_trees_probe_spreads_writers_over_environments(tmp_path: Path,
     assert not scratch.exists()
     with pytest.raises(ValueError, match="shards must be"):
         lmdb_trees.commits_per_second(scratch, 2, 0.1, shards=11)
+
+
+def test_a_server_where_priming_logins_failed_is_not_measured() -> None:
+    from bench import workloads
+
+    workloads.check_primed({"seconds": 0.1, "failures": []}, 10)
+    with pytest.raises(servers.ServerError, match=r"priming: 2 of 10 accounts .*first: bench1: ImapError"):
+        workloads.check_primed({"failures": ["bench1: ImapError: LOGIN bench1: b'a NO'", "bench2: x"]}, 10)
+    with pytest.raises(servers.ServerError, match="priming failed: timed out"):
+        workloads.check_primed({"failures": "timed out"}, 10)
