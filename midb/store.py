@@ -972,7 +972,7 @@ class Store(MetadataMixin):
             shared = self._live_shards()[shard]
             with shared.arrival():
                 group_blobs, digests, inline = self._store_bodies([live[position][3][0][0] for position in positions],
-                                                                  shard)
+                                                                  shard, shared)
                 jobs = [self._append_job(live[position][1], live[position][2], live[position][3], [blob], [digest],
                                          live[position][4], None, [kept])
                         for position, blob, digest, kept in zip(positions, group_blobs, digests, inline, strict=True)]
@@ -1055,7 +1055,7 @@ class Store(MetadataMixin):
         shared = self._live_shards()[shard]
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
         with shared.arrival():
-            blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared], shard)
+            blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared], shard, shared)
             job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
                                    claim=claim)
             try:
@@ -1066,10 +1066,10 @@ class Store(MetadataMixin):
         self._after_commit(effects)
         return result
 
-    def _store_bodies(self, datas: list[bytes], shard: int
+    def _store_bodies(self, datas: list[bytes], shard: int, shared: SharedEnv
                       ) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
         """(body ids, encoded digests and summaries, kept in the index?) for bodies about to be
-        appended to an account of `shard` (their ids place them there). Files are written and
+        appended to an account of `shard` (environment `shared`; their ids place them there). Files are written and
         synced now; a body of at most inline_limit bytes instead goes into the index with the
         append's own transaction: no file to create, write, sync and rename, no directory to
         sync, and later no file to open for SEARCH BODY or FETCH."""
@@ -1079,7 +1079,7 @@ class Store(MetadataMixin):
             return shards_of.new_blob_id(shard, count)
 
         inline = [0 < len(data) <= self.inline_limit for data in datas]
-        if any(inline) and not self._room_for_inline(self._live_shards()[shard]):
+        if any(inline) and not self._room_for_inline(shared):
             inline = [False] * len(datas)
         to_files = [data for data, kept in zip(datas, inline, strict=True) if not kept]
         file_blobs, file_digests = (self._blobs.write_many(to_files, _encoded_digest, new_id=new_id)
