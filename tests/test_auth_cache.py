@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from conversation import PASSWORD, password_hash
+from net_helpers import wait_until
 
 from gximap.auth.cache import CredentialCache
 from gximap.auth.service import AuthService
+from gximap.net.siblings import SiblingChannel
 from midb.authdb import MidbAuth, PasswdFileAuth
 from midb.store import Store
 
@@ -122,6 +124,91 @@ def test_separate_caches_use_separate_keys() -> None:
     first.remember("alice", "a", "s", "alice")
     second.remember("alice", "a", "s", "alice")
     assert first._entries["alice"].digest != second._entries["alice"].digest
+
+
+# -- shared between serving processes (imap_process_num > 1) ----------------------------------------
+
+
+def _attached_pair() -> tuple[SiblingChannel, SiblingChannel, SiblingChannel]:
+    """The parent's channel and two attached copies of it, as two forked processes hold them."""
+    parent = SiblingChannel.create(2)
+    first = SiblingChannel(parent._pairs, parent.secret)
+    second = SiblingChannel(parent._pairs, parent.secret)
+    first.attach(0)
+    second.attach(1)
+    return parent, first, second
+
+
+def test_an_entry_verified_in_one_process_answers_in_the_other() -> None:
+    parent, first, second = _attached_pair()
+    try:
+        one, two = CredentialCache(3600, 10), CredentialCache(3600, 10)
+        one.share_with(first)
+        two.share_with(second)
+        one.remember("alice", "secret", "stamp-1", "alice")
+        assert wait_until(lambda: len(two) == 1)
+        assert two.lookup("alice", "secret", "stamp-1") == "alice"
+        assert two.lookup("alice", "wrong", "stamp-1") is None
+        assert two.lookup("alice", "secret", "stamp-2") is None  # changed since: a miss there too
+        assert one._entries["alice"] == two._entries["alice"]
+    finally:
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_a_sibling_entry_never_replaces_a_later_one_and_is_ignored_once_expired() -> None:
+    clock = FakeClock()
+    cache = CredentialCache(3600, 10, clock=clock)
+    cache.share_with(SiblingChannel([], b"k" * 32))
+    cache.remember("alice", "new", "stamp-2", "alice")
+    cache._on_sibling_entry(1, {"identity": "alice", "account": "alice", "digest": "00" * 32,
+                                "expires": clock.now + 10})  # checked before ours: older
+    assert cache.lookup("alice", "new", "stamp-2") == "alice"
+    cache._on_sibling_entry(1, {"identity": "bob", "account": "bob", "digest": "00" * 32,
+                                "expires": clock.now - 1})
+    assert len(cache) == 1
+
+
+def test_sharing_derives_the_key_from_the_channel_secret_and_drops_older_entries() -> None:
+    one, two = CredentialCache(3600, 10), CredentialCache(3600, 10)
+    one.remember("carol", "c", "s", "carol")
+    one.share_with(SiblingChannel([], b"s" * 32))
+    two.share_with(SiblingChannel([], b"s" * 32))
+    assert len(one) == 0
+    one.remember("alice", "a", "s", "alice")
+    two.remember("alice", "a", "s", "alice")
+    assert one._entries["alice"].digest == two._entries["alice"].digest
+    other = CredentialCache(3600, 10)
+    other.share_with(SiblingChannel([], b"t" * 32))  # another daemon
+    other.remember("alice", "a", "s", "alice")
+    assert other._entries["alice"].digest != one._entries["alice"].digest
+
+
+def test_a_login_verified_by_one_process_skips_the_hash_in_the_other(tmp_path: Path) -> None:
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(REPO / "data")])
+    store.create_account("alice", password_hash=password_hash(PASSWORD))
+    parent, first, second = _attached_pair()
+    services: list[AuthService] = []
+    try:
+        backend = CountingBackend(MidbAuth(store))
+        for channel in (first, second):
+            service = _service(store, backend)
+            service.share_with(channel)
+            services.append(service)
+        assert services[0].authenticate("alice", PASSWORD, **LOGIN).ok
+        assert wait_until(lambda: services[1].cache is not None and len(services[1].cache) == 1)
+        assert services[1].authenticate("alice", PASSWORD, **LOGIN).user == "alice"
+        assert backend.checks == 1
+        assert not services[1].authenticate("alice", "wrong", **LOGIN).ok
+        assert backend.checks == 2
+    finally:
+        for service in services:
+            service.close()
+        first.close()
+        second.close()
+        parent.close_sockets()
+        store.close()
 
 
 # -- through AuthService and the real backends -----------------------------------------------------

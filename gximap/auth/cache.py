@@ -19,6 +19,13 @@ lookup. Changing a password, disabling an account or editing its passwd-file lin
 stamp, so the next login misses and is checked against the backend. Only successes are cached:
 a wrong password always costs the full hash, and a right one is never refused by a stale entry
 longer than the backend would refuse it. SIGHUP flushes the cache.
+
+Several serving processes (imap_process_num > 1) share what they verify: each entry is sent to
+the siblings (gximap.net.siblings), and the HMAC key is derived from the channel's secret, which
+the parent drew before forking, so an entry means the same in every process. Why: the processes
+share the listeners and a client's next connection reaches any of them; with a cache per process
+each account paid the full hash once per process, a burst of them after every start. A
+restarted process starts empty and learns from the logins that follow.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +65,30 @@ class CredentialCache:
         self._key = secrets.token_bytes(32)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
         self.hits = 0
         self.misses = 0
+
+    def share_with(self, channel: Any) -> None:
+        """Share verified credentials with sibling processes: the HMAC key becomes the one they
+        all derive from ``channel.secret``; entries remembered here are sent to them, and theirs
+        are taken in (see the module docstring)."""
+        key = hmac.new(channel.secret, b"gximap credential cache", hashlib.sha256).digest()
+        with self._lock:
+            self._key = key
+            self._entries.clear()  # made under the old key: they would never match again
+            self._siblings = channel
+        channel.on("auth-cached", self._on_sibling_entry)
+
+    def _on_sibling_entry(self, sender: int, message: dict[str, Any]) -> None:
+        identity, account = str(message["identity"]), str(message["account"])
+        entry = _Entry(bytes.fromhex(str(message["digest"])), account, float(message["expires"]))
+        if entry.expires <= self._clock():
+            return
+        with self._lock:
+            current = self._entries.get(identity)
+            if current is None or current.expires < entry.expires:  # the later check wins
+                self._store_locked(identity, entry)
 
     @property
     def enabled(self) -> bool:
@@ -102,10 +132,19 @@ class CredentialCache:
             return
         entry = _Entry(self._digest(identity, password, stamp), account, self._clock() + self.ttl)
         with self._lock:
-            self._entries.pop(identity, None)
-            self._entries[identity] = entry
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self._store_locked(identity, entry)
+            siblings = self._siblings
+        if siblings is not None:
+            # Expiry in monotonic seconds, which are the same clock in every process (as for
+            # the blocks AuthService shares).
+            siblings.send("auth-cached", identity=identity, account=account,
+                          digest=entry.digest.hex(), expires=entry.expires)
+
+    def _store_locked(self, identity: str, entry: _Entry) -> None:
+        self._entries.pop(identity, None)
+        self._entries[identity] = entry
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
 
     def forget(self, identity: str) -> None:
         with self._lock:

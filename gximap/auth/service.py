@@ -119,11 +119,14 @@ class AuthService:
                       else None)
 
     def share_with(self, channel: Any) -> None:
-        """Share blocks and address failures with sibling processes (gximap.net.siblings)."""
+        """Share blocks, address failures and verified credentials with sibling processes
+        (gximap.net.siblings)."""
         self._siblings = channel
         channel.on("auth-block", self._on_sibling_block)
         channel.on("auth-fail", self._on_sibling_failures)
         channel.on_hello(self._on_sibling_hello)
+        if self.cache is not None:
+            self.cache.share_with(channel)
 
     def _on_sibling_block(self, sender: int, message: dict[str, Any]) -> None:
         key, until = str(message["key"]), float(message["until"])

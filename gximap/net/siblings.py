@@ -2,7 +2,9 @@
 
 Some state must be shared for a limit to mean the same with several processes as with one:
 which users are blocked after failed logins, the failures counted per client address, and how
-many connections each client address holds (imap_max_conn_per_ip). Each process keeps that
+many connections each client address holds (imap_max_conn_per_ip), and which passwords were
+verified lately (the credential cache, so that a client's next connection does not pay for the
+password hash again because it reached another process). Each process keeps that
 state in memory as before and tells its siblings every change it makes; they apply it to their
 own copy. Why messages and not shared memory: the state stays in plain dicts under the existing
 locks, a process that dies takes no lock with it, and the messages are few (one per failed login
@@ -27,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import select
 import socket
 import threading
@@ -44,8 +47,11 @@ _SEND_TIMEOUT = 0.05  # seconds a send may wait for room in a sibling's queue be
 class SiblingChannel:
     """Messages between the serving processes of one daemon (see the module docstring)."""
 
-    def __init__(self, pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+    def __init__(self, pairs: list[tuple[socket.socket, socket.socket]], secret: bytes | None = None) -> None:
         self._pairs = pairs  # per process: (sending end, receiving end)
+        # Drawn once in the parent and inherited by every serving process: keys that must be
+        # the same in all of them (the credential cache's HMAC key), unknown outside the daemon.
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
         self.index = -1      # this process's index once attached; -1 in the parent
         self._handlers: dict[str, Handler] = {}
         self._hello_handlers: list[Handler] = []
@@ -60,7 +66,7 @@ class SiblingChannel:
             sending, receiving = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
             sending.settimeout(_SEND_TIMEOUT)
             pairs.append((sending, receiving))
-        return cls(pairs)
+        return cls(pairs, secrets.token_bytes(32))
 
     @property
     def count(self) -> int:
