@@ -90,6 +90,8 @@ def _large_rows(results: Result) -> list[Row]:
             lambda s: _get(s, "fill", "large", "seconds")),
         Row("  post-fill server work s (doveadm force-resync)", "",
             lambda s: _get(s, "fill", "after_fill_s") if _get(s, "fill", "large") else None),
+        Row("  write-back before measuring s (os.sync)", "",
+            lambda s: _get(s, "fill", "sync_s") if _get(s, "fill", "large") else None),
     ]
     for step in LARGE_STEPS:
         rows.append(Row(f"  {step} ms", "↓", _status_or(_step_value(step), workload)))
