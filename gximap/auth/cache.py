@@ -8,8 +8,9 @@ make password hashing most of the server's work. After one successful check, the
 the same user with the same password from memory until ``imap_auth_cache_ttl`` has passed.
 
 What is kept: per authentication identity, an HMAC-SHA-256 of (identity, password, credential
-stamp) under a key drawn at random when the process starts, the account name the backend vouched
-for, and an expiry time. The password itself is never kept. Someone who can read the process's
+stamp) under a key drawn at random when the process starts (with several processes, when the
+daemon starts), the account name the backend vouched for, and an expiry time. The password
+itself is never kept. Someone who can read the process's
 memory could test guesses against that HMAC quickly, but could equally read the passwords of the
 logins arriving; nothing on disk changes.
 
