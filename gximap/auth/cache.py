@@ -10,9 +10,9 @@ the same user with the same password from memory until ``imap_auth_cache_ttl`` h
 What is kept: per authentication identity, an HMAC-SHA-256 of (identity, password, credential
 stamp) under a key drawn at random when the process starts (with several processes, when the
 daemon starts), the account name the backend vouched for, and an expiry time. The password
-itself is never kept. Someone who can read the process's
-memory could test guesses against that HMAC quickly, but could equally read the passwords of the
-logins arriving; nothing on disk changes.
+itself is never kept. Someone who can read the process's memory could test guesses against
+that HMAC quickly, but could equally read the passwords of the logins arriving; nothing on
+disk changes.
 
 Invalidation: the *credential stamp* is what the backend's check depends on (the stored hash, and
 whether the account is disabled; see ``credential_stamp`` in midb.authdb), read before every

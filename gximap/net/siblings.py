@@ -1,14 +1,14 @@
 """What the serving processes of one gximap (imap_process_num > 1) tell each other.
 
 Some state must be shared for a limit to mean the same with several processes as with one:
-which users are blocked after failed logins, the failures counted per client address, and how
+which users are blocked after failed logins, the failures counted per client address, how
 many connections each client address holds (imap_max_conn_per_ip), and which passwords were
 verified lately (the credential cache, so that a client's next connection does not pay for the
-password hash again because it reached another process). Each process keeps that
-state in memory as before and tells its siblings every change it makes; they apply it to their
-own copy. Why messages and not shared memory: the state stays in plain dicts under the existing
-locks, a process that dies takes no lock with it, and the messages are few (one per failed login
-or per connection).
+password hash again because it reached another process). Each process keeps that state in
+memory as before and tells its siblings every change it makes; they apply it to their own copy.
+Why messages and not shared memory: the state stays in plain dicts under the existing locks, a
+process that dies takes no lock with it, and the messages are few (one per failed login, per
+connection, or per password verified in full).
 
 The transport: before forking, the parent creates one connected UNIX datagram socket pair per
 process. Process *i* reads from the receiving end of pair *i*, and sends to every other process
