@@ -16,6 +16,7 @@ from typing import Any
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server, blocking_section
+from gximap.net.siblings import SiblingChannel
 
 BIG_CHUNK = 16 * 1024
 TIMEOUT = 5.0
@@ -265,6 +266,17 @@ def close_clients() -> None:
 def client_tls_context(cert_path: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=cert_path)
     return context
+
+
+def sibling_processes() -> tuple[SiblingChannel, SiblingChannel, SiblingChannel]:
+    """The parent's channel and two attached copies of it, as two forked processes hold them
+    (the same sockets and secret). The caller closes the copies and the parent's sockets."""
+    parent = SiblingChannel.create(2)
+    first = SiblingChannel(parent._pairs, parent.secret)
+    second = SiblingChannel(parent._pairs, parent.secret)
+    first.attach(0)
+    second.attach(1)
+    return parent, first, second
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, interval: float = 0.01) -> bool:

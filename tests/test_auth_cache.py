@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conversation import PASSWORD, password_hash
-from net_helpers import wait_until
+from net_helpers import sibling_processes, wait_until
 
 from gximap.auth.cache import CredentialCache
 from gximap.auth.service import AuthService
@@ -129,18 +129,8 @@ def test_separate_caches_use_separate_keys() -> None:
 # -- shared between serving processes (imap_process_num > 1) ----------------------------------------
 
 
-def _attached_pair() -> tuple[SiblingChannel, SiblingChannel, SiblingChannel]:
-    """The parent's channel and two attached copies of it, as two forked processes hold them."""
-    parent = SiblingChannel.create(2)
-    first = SiblingChannel(parent._pairs, parent.secret)
-    second = SiblingChannel(parent._pairs, parent.secret)
-    first.attach(0)
-    second.attach(1)
-    return parent, first, second
-
-
 def test_an_entry_verified_in_one_process_answers_in_the_other() -> None:
-    parent, first, second = _attached_pair()
+    parent, first, second = sibling_processes()
     try:
         one, two = CredentialCache(3600, 10), CredentialCache(3600, 10)
         one.share_with(first)
@@ -188,7 +178,7 @@ def test_sharing_derives_the_key_from_the_channel_secret_and_drops_older_entries
 def test_a_login_verified_by_one_process_skips_the_hash_in_the_other(tmp_path: Path) -> None:
     store = Store(tmp_path / "midb", fsync=False, data_path=[str(REPO / "data")])
     store.create_account("alice", password_hash=password_hash(PASSWORD))
-    parent, first, second = _attached_pair()
+    parent, first, second = sibling_processes()
     services: list[AuthService] = []
     try:
         backend = CountingBackend(MidbAuth(store))

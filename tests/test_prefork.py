@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from net_helpers import wait_until
+from net_helpers import sibling_processes, wait_until
 
 from gximap.auth.service import AuthService
 from gximap.net.listener import ListenerSpec, bind_listener_sets, close_listener_sets
@@ -19,18 +19,8 @@ from gximap.net.siblings import AddressLedger, SiblingChannel
 
 # -- sibling channel -------------------------------------------------------------------------------
 
-def _pair_of_processes() -> tuple[SiblingChannel, SiblingChannel, SiblingChannel]:
-    """Two attached ends of one channel, as two forked processes would hold them."""
-    parent = SiblingChannel.create(2)
-    first = SiblingChannel(parent._pairs)
-    second = SiblingChannel(parent._pairs)
-    first.attach(0)
-    second.attach(1)
-    return parent, first, second
-
-
 def test_messages_reach_the_other_processes_not_the_sender() -> None:
-    parent, first, second = _pair_of_processes()
+    parent, first, second = sibling_processes()
     heard: list[tuple[str, int, str]] = []
     first.on("note", lambda sender, message: heard.append(("first", sender, message["text"])))
     second.on("note", lambda sender, message: heard.append(("second", sender, message["text"])))
@@ -54,7 +44,7 @@ def test_the_parent_end_sends_nothing() -> None:
 
 
 def test_address_ledger_limits_across_processes_and_forgets_a_restarted_sibling() -> None:
-    parent, first, second = _pair_of_processes()
+    parent, first, second = sibling_processes()
     try:
         one = AddressLedger(first)
         two = AddressLedger(second)
@@ -101,7 +91,7 @@ class _NoBackend:
 
 
 def test_auth_blocks_and_address_failures_are_shared() -> None:
-    parent, first, second = _pair_of_processes()
+    parent, first, second = sibling_processes()
     try:
         one = AuthService(None, _NoBackend(), ip_times=3, ip_window=60.0, block_interval=60.0)
         two = AuthService(None, _NoBackend(), ip_times=3, ip_window=60.0, block_interval=60.0)
