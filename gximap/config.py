@@ -327,7 +327,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "store is created (recorded in it); a store created before shards existed keeps one.",
        "imap", minimum=1, maximum=256),
     _d("midb_run_dir", "path", None,
-       "Directory for midb's runtime files (change notification sockets).",
+       "Directory for midb's runtime files (change notification sockets, and the map beside each of the accounts its process watches).",
        "imap", unset_means="midb_path/run"),
     _d("running_identity", "str", "gromox",
        "Unprivileged user to switch to after binding the listeners; empty means do not switch.",

@@ -10,6 +10,18 @@ Datagrams are sent non-blocking and dropped when a receiver's queue is full (EAG
 because a notification carries no state of its own: it only says "look again". A watcher re-reads the
 store with changes_since(last modseq it saw), so the next notification (or the session's next
 command) brings it fully up to date, however many notifications were lost before.
+
+Only processes that watch an account hear about it. Beside its socket <name>.sock, a process keeps
+an interest map <name>.want: one bit per account slot (account id modulo INTEREST_SLOTS), set while
+it has a watcher on an account of that slot. A publisher reads its peers' maps (shared, read-only
+mmaps) and sends a peer only the events of accounts it watches; a peer without a map (it could not
+make one) gets everything. Two accounts sharing a slot only cost a spurious wake-up. Without this,
+every commit woke every other process's receiver thread, which then fought the committing
+process's workers for the GIL for nothing (10-client mixed load, one session per account: 7 % more
+commands per second without the datagrams). No change is lost to the filter: a watcher's bit is
+set before watch() returns, so before its session next reads the store; a publisher reads the
+bit after its commit. A publisher that saw the bit clear therefore committed before the watcher
+read the store, and that read sees the change.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import mmap
 import os
 import secrets
 import socket
@@ -38,6 +51,8 @@ HELLO = b"MDBH"                        # "I have just bound my socket": receiver
 EVENT = struct.Struct(">IIQ")          # account id, folder id, highest modseq
 MAX_EVENTS_PER_DATAGRAM = 256
 SOCKET_SUFFIX = ".sock"
+INTEREST_SUFFIX = ".want"
+INTEREST_SLOTS = 1 << 16   # bits of an interest map (8 KiB): account ids below this never share a slot
 # sun_path holds 108 bytes; longer paths are reached through /proc/self/fd/<dirfd>/<name>.
 MAX_SUN_PATH = 100
 RECV_BUFFER = 1 << 20
@@ -85,6 +100,11 @@ class Notifier:
         self._sender: socket.socket | None = None
         self._dir_fd: int | None = None
         self._peer_cache: tuple[int, float, list[str]] | None = None   # (dir mtime, listed at, names)
+        self._interest: mmap.mmap | None = None   # our interest map (see the module doc), writable
+        self._slot_accounts: dict[int, int] = {}    # slot -> watched accounts in it
+        # Peers' interest maps by socket name; None: the peer has none, so it gets every event.
+        self._peer_interest: dict[str, mmap.mmap | None] = {}
+        self._peer_interest_lock = threading.Lock()
 
     # ---- watching -------------------------------------------------------------------------------
 
@@ -95,7 +115,10 @@ class Notifier:
             if self._closing:
                 raise RuntimeError("notifier closed")
             token = next(self._tokens)
-            self._watchers.setdefault(account_id, {})[token] = (account_name, callback)
+            callbacks = self._watchers.setdefault(account_id, {})
+            callbacks[token] = (account_name, callback)
+            if len(callbacks) == 1:
+                self._mark_interest(account_id, True)
             if self._receiver is None:
                 try:
                     self._start_receiver()
@@ -112,6 +135,25 @@ class Notifier:
                 callbacks.pop(token, None)
                 if not callbacks:
                     del self._watchers[account_id]
+                    self._mark_interest(account_id, False)
+
+    def _mark_interest(self, account_id: int, watched: bool) -> None:
+        """Count a watched account in its slot and keep the slot's bit in our interest map current
+        (caller holds self._lock). Before the receiver exists there is no map yet: it is made
+        from the counts (_start_receiver)."""
+        slot = account_id % INTEREST_SLOTS
+        count = self._slot_accounts.get(slot, 0) + (1 if watched else -1)
+        if count > 0:
+            self._slot_accounts[slot] = count
+        else:
+            self._slot_accounts.pop(slot, None)
+        interest = self._interest
+        if interest is not None:
+            mask = 1 << (slot & 7)
+            if watched and count == 1:
+                interest[slot >> 3] |= mask
+            elif not watched and count == 0:
+                interest[slot >> 3] &= ~mask & 0xFF
 
     def watching(self) -> int:
         with self._lock:
@@ -150,14 +192,23 @@ class Notifier:
         peers = [name for name in peers if name != own]
         if not peers:
             return
-        datagrams = [
-            MAGIC + b"".join(EVENT.pack(*event) for event in events[start:start + MAX_EVENTS_PER_DATAGRAM])
-            for start in range(0, len(events), MAX_EVENTS_PER_DATAGRAM)
-        ]
-        sender = self._sender_socket()
-        if sender is None:
-            return
+        sender: socket.socket | None = None
+        everything: list[bytes] | None = None
         for name in peers:
+            interest = self._peer_interest_map(name)
+            if interest is None:
+                if everything is None:
+                    everything = _datagrams(events)
+                datagrams = everything
+            else:
+                wanted = [event for event in events if _interested(interest, event[0])]
+                if not wanted:
+                    continue
+                datagrams = _datagrams(wanted)
+            if sender is None:
+                sender = self._sender_socket()
+                if sender is None:
+                    return
             address = self._address(name)
             for datagram in datagrams:
                 try:
@@ -201,7 +252,38 @@ class Notifier:
         except OSError:
             return None
         self._peer_cache = (stamp, now, names)
+        if self._peer_interest:
+            listed = set(names)
+            with self._peer_interest_lock:
+                for gone in [name for name in self._peer_interest if name not in listed]:
+                    del self._peer_interest[gone]   # unmapped once no sender holds it any more
         return names
+
+    def _peer_interest_map(self, name: str) -> mmap.mmap | None:
+        """The interest map of the peer bound as `name`, mapped read-only on first use; None when
+        it has none (it then gets every event)."""
+        try:
+            return self._peer_interest[name]
+        except KeyError:
+            pass
+        with self._peer_interest_lock:
+            if name in self._peer_interest:
+                return self._peer_interest[name]
+            interest: mmap.mmap | None = None
+            try:
+                fd = os.open(os.path.join(self.notify_dir, _interest_name(name)), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                try:
+                    if os.fstat(fd).st_size >= INTEREST_SLOTS // 8:
+                        interest = mmap.mmap(fd, INTEREST_SLOTS // 8, mmap.MAP_SHARED, mmap.PROT_READ)
+                except (OSError, ValueError) as error:
+                    log.debug("interest map of %s: %s", name, error)
+                finally:
+                    os.close(fd)
+            self._peer_interest[name] = interest
+            return interest
 
     def _forget_peers(self) -> None:
         """A process joined (its HELLO arrived): list the directory again before the next send."""
@@ -213,8 +295,9 @@ class Notifier:
         cached = self._peer_cache
         if cached is not None and name in cached[2]:
             self._peer_cache = (cached[0], cached[1], [peer for peer in cached[2] if peer != name])
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(self.notify_dir, name))
+        with self._peer_interest_lock:
+            self._peer_interest.pop(name, None)
+        _remove_files(self.notify_dir, name)
 
     def _sender_socket(self) -> socket.socket | None:
         if self._sender is None:
@@ -253,6 +336,11 @@ class Notifier:
         """Bind our socket and start the receiver thread (caller holds self._lock)."""
         os.makedirs(self.notify_dir, mode=0o770, exist_ok=True)
         name = f"{os.getpid()}-{secrets.token_hex(4)}{SOCKET_SUFFIX}"
+        # The map exists, complete, before the socket: a peer that sees the socket finds the map.
+        try:
+            self._interest = self._create_interest_map(name)
+        except OSError as error:
+            log.warning("no interest map in %s (every change will be sent here): %s", self.notify_dir, error)
         receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             with contextlib.suppress(OSError):
@@ -260,6 +348,7 @@ class Notifier:
             receiver.bind(self._address_locked(name))
         except BaseException:
             receiver.close()
+            self._drop_interest_map(name)
             raise
         self._receiver = receiver
         self._receiver_name = name
@@ -282,8 +371,37 @@ class Notifier:
                 continue
             try:
                 receiver.sendto(HELLO, socket.MSG_DONTWAIT, self._address_locked(name))
+            except (ConnectionRefusedError, FileNotFoundError):
+                # Nobody bound there: a process that died without cleaning up. Its map may say it
+                # watches nothing, and then no commit would ever send to it and find out.
+                _remove_files(self.notify_dir, name)
             except OSError:
-                pass   # dead (its file is removed at the first commit's send) or queue full
+                pass   # queue full
+
+    def _create_interest_map(self, name: str) -> mmap.mmap:
+        """Our interest map, with the bits of the accounts already watched (caller holds self._lock)."""
+        path = os.path.join(self.notify_dir, _interest_name(name))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            os.ftruncate(fd, INTEREST_SLOTS // 8)
+            interest = mmap.mmap(fd, INTEREST_SLOTS // 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+        for slot in self._slot_accounts:
+            interest[slot >> 3] |= 1 << (slot & 7)
+        return interest
+
+    def _drop_interest_map(self, name: str) -> None:
+        """Unmap and remove our interest map (caller holds self._lock, or the notifier is closing)."""
+        interest, self._interest = self._interest, None
+        if interest is not None:
+            interest.close()
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.notify_dir, _interest_name(name)))
 
     def _receive_loop(self, receiver: socket.socket) -> None:
         while True:
@@ -313,6 +431,7 @@ class Notifier:
             name, self._receiver_name = self._receiver_name, None
             thread, self._thread = self._thread, None
             self._watchers.clear()
+            self._slot_accounts.clear()
         if receiver is not None and name is not None:
             try:
                 waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -328,6 +447,10 @@ class Notifier:
             receiver.close()
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self.notify_dir, name))
+            with self._lock:
+                self._drop_interest_map(name)
+        with self._peer_interest_lock:
+            self._peer_interest.clear()
         if self._sender is not None:
             self._sender.close()
             self._sender = None
@@ -335,6 +458,27 @@ class Notifier:
             with contextlib.suppress(OSError):
                 os.close(self._dir_fd)
             self._dir_fd = None
+
+
+def _interest_name(socket_name: str) -> str:
+    return socket_name[:-len(SOCKET_SUFFIX)] + INTEREST_SUFFIX
+
+
+def _interested(interest: mmap.mmap, account_id: int) -> bool:
+    slot = account_id % INTEREST_SLOTS
+    return bool(interest[slot >> 3] & (1 << (slot & 7)))
+
+
+def _datagrams(events: list[tuple[int, int, int]]) -> list[bytes]:
+    return [MAGIC + b"".join(EVENT.pack(*event) for event in events[start:start + MAX_EVENTS_PER_DATAGRAM])
+            for start in range(0, len(events), MAX_EVENTS_PER_DATAGRAM)]
+
+
+def _remove_files(notify_dir: str, socket_name: str) -> None:
+    """Remove a gone peer's socket file and its interest map."""
+    for name in (socket_name, _interest_name(socket_name)):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(notify_dir, name))
 
 
 def attach(shared: SharedEnv, run_dir: str) -> Notifier:

@@ -163,8 +163,9 @@ def test_socket_lifecycle(tmp_path: Path) -> None:
     notify_dir = os.path.join(store.run_dir, "notify")
     assert os.listdir(notify_dir) == []          # nothing bound until something watches
     handle = store.watch("alice", lambda *event: None)
-    (name,) = os.listdir(notify_dir)
+    name, interest = sorted(os.listdir(notify_dir))
     assert name.startswith(f"{os.getpid()}-") and name.endswith(".sock")
+    assert interest == name.removesuffix(".sock") + ".want"   # which accounts this process watches
     thread = store._notifier._thread
     assert thread is not None and thread.is_alive()
     handle.cancel()
@@ -181,7 +182,7 @@ def test_long_run_dir_and_garbage(tmp_path: Path) -> None:
     try:
         got: list[tuple[str, int, int]] = []
         receiver.watch(7, "alice", lambda *event: got.append(event))
-        (name,) = os.listdir(receiver.notify_dir)
+        (name,) = [name for name in os.listdir(receiver.notify_dir) if name.endswith(".sock")]
         assert len(os.path.join(receiver.notify_dir, name)) > 108
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         raw.sendto(b"garbage", sender._address(name))
