@@ -194,6 +194,45 @@ def test_temporary_store_trouble_gives_451_for_that_recipient_only(store: Store)
     assert stored(store, "alice") == [] and len(stored(store, "bob")) == 1
 
 
+def test_one_recipient_without_a_filter_is_stored_by_the_serving_thread(store: Store) -> None:
+    """Nothing to parallelise: no delivery thread is started, and the reply is there as soon as
+    process() returns (no waker round trip)."""
+    ctx = make_context(store)
+    client = Client(ctx)
+    client.send(b"LHLO c\r\n")
+    client.session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nDATA\r\n" + WIRE)
+    client.session.process(8)
+    lines = b"".join(client._output()).decode().split("\r\n")[:-1]
+    assert lines[-1].startswith("250 2.0.0 <alice@test.example>")
+    assert not client.session.delivering and not client.woken.is_set()
+    assert ctx._executor is None
+    assert stored(store, "alice") == [(expected_copy("alice@test.example", sender=""), ())]
+
+
+def test_one_recipient_store_trouble_on_the_serving_thread_is_a_451(store: Store) -> None:
+    ctx = make_context(BusyStore(store, {"alice"}))
+    replies = Client(ctx).transaction(["alice@test.example"])
+    assert replies[-1] == "451 4.3.0 Temporary failure, try again later"
+    assert ctx._executor is None
+
+
+def test_one_recipient_with_a_bug_on_the_serving_thread_is_a_451(store: Store,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    ctx = make_context(store)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    ctx.agent.deliver = broken  # type: ignore[method-assign]
+    client = Client(ctx)
+    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
+        replies = client.transaction(["alice@test.example"])
+    assert replies[-1] == "451 4.3.0 Internal error, try again later"
+    assert "a bug" in caplog.text
+    again = client.send(b"MAIL FROM:<>\r\nRCPT TO:<bob@test.example>\r\nDATA\r\n" + WIRE)
+    assert again[-1].startswith("451")                 # the connection goes on
+
+
 def test_a_recipient_mapped_to_several_accounts(store: Store) -> None:
     client = Client(make_context(store, table="static team@test.example:alice,bob,ghost"))
     replies = client.transaction(["team@test.example"])

@@ -4,8 +4,10 @@ The pool's worker threads run it like an IMAP session (gximap.net.handler). Reci
 happen when a RCPT is parsed. After the final dot the recipients' copies are stored in parallel
 by the delivery threads (LmtpContext.executor): a durable store write waits for the disk (fsync),
 and the file system commits concurrent writes together, so ten recipients cost little more than
-one, and the pool's workers never sit in fsync. Each finished copy fires the connection's waker;
-replies go out strictly in recipient order, each as soon as it and those before it are stored.
+one. Each finished copy fires the connection's waker; replies go out strictly in recipient order,
+each as soon as it and those before it are stored. A message for one recipient, with no filter
+program configured, is stored by the pool's worker itself: there is nothing to parallelise, and
+the pool lets another worker serve while this one waits in midb's commit and fsync.
 
 Shutdown: copies already being stored are waited for (up to ``SHUTDOWN_WAIT``) and answered, then
 ``421``; a recipient left without a reply stays queued at the MTA, which retries it.
@@ -82,6 +84,19 @@ class _Delivery:
         self.prepared = prepared
         self.pending: deque[tuple[Recipient, concurrent.futures.Future[Reply]]] = deque()
         self.delivery_id = delivery_id
+
+
+def _stored_here(agent: DeliveryAgent, prepared: PreparedMessage, recipient: Recipient, delivery_id: str
+                 ) -> concurrent.futures.Future[Reply]:
+    """agent.deliver() run by the calling thread, its outcome in a finished future (as a delivery
+    thread's would be: _collect_results answers both alike)."""
+    future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(agent.deliver(prepared, recipient, delivery_id=delivery_id))
+    except Exception as error:  # noqa: BLE001 - answered 451 by _collect_results, as from a thread
+        future.set_exception(error)
+    return future
 
 
 class LmtpSession:
@@ -193,8 +208,16 @@ class LmtpSession:
         agent = self.ctx.agent
         prepared = agent.prepare(event.envelope, event.body)
         delivery = self._delivery = _Delivery(event, prepared, delivery_id)
+        recipients = event.envelope.recipients
+        if len(recipients) == 1 and prepared.settings.filter is None:
+            # One copy, and no filter program to wait for: stored on this worker. midb's waits
+            # (the commit, the fsync) are blocking sections of the pool, which lets another
+            # worker serve meanwhile; a delivery thread would add two thread wake-ups and two
+            # GIL hand-offs per message (there and back) and parallelise nothing.
+            delivery.pending.append((recipients[0], _stored_here(agent, prepared, recipients[0], delivery_id)))
+            return
         executor = self.ctx.executor
-        for recipient in event.envelope.recipients:
+        for recipient in recipients:
             future = executor.submit(agent.deliver, prepared, recipient, delivery_id=delivery_id)
             delivery.pending.append((recipient, future))
             future.add_done_callback(self._copy_done)
