@@ -385,12 +385,12 @@ class Notifier:
         try:
             os.ftruncate(fd, INTEREST_SLOTS // 8)
             interest = mmap.mmap(fd, INTEREST_SLOTS // 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
+        except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        os.close(fd)
+        finally:
+            os.close(fd)   # the mapping stays valid without it
         for slot in self._slot_accounts:
             interest[slot >> 3] |= 1 << (slot & 7)
         return interest
