@@ -149,11 +149,11 @@ class Notifier:
             self._slot_accounts.pop(slot, None)
         interest = self._interest
         if interest is not None:
-            mask = 1 << (slot & 7)
+            index, mask = _slot_bit(slot)
             if watched and count == 1:
-                interest[slot >> 3] |= mask
+                interest[index] |= mask
             elif not watched and count == 0:
-                interest[slot >> 3] &= ~mask & 0xFF
+                interest[index] &= ~mask & 0xFF
 
     def watching(self) -> int:
         with self._lock:
@@ -348,7 +348,8 @@ class Notifier:
             receiver.bind(self._address_locked(name))
         except BaseException:
             receiver.close()
-            self._drop_interest_map(name)
+            self._unmap_interest()
+            _remove_files(self.notify_dir, name)
             raise
         self._receiver = receiver
         self._receiver_name = name
@@ -392,16 +393,15 @@ class Notifier:
         finally:
             os.close(fd)   # the mapping stays valid without it
         for slot in self._slot_accounts:
-            interest[slot >> 3] |= 1 << (slot & 7)
+            index, mask = _slot_bit(slot)
+            interest[index] |= mask
         return interest
 
-    def _drop_interest_map(self, name: str) -> None:
-        """Unmap and remove our interest map (caller holds self._lock, or the notifier is closing)."""
+    def _unmap_interest(self) -> None:
+        """Unmap our interest map (caller holds self._lock); its file goes with _remove_files."""
         interest, self._interest = self._interest, None
         if interest is not None:
             interest.close()
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.notify_dir, _interest_name(name)))
 
     def _receive_loop(self, receiver: socket.socket) -> None:
         while True:
@@ -445,10 +445,9 @@ class Notifier:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=2.0)
             receiver.close()
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.notify_dir, name))
             with self._lock:
-                self._drop_interest_map(name)
+                self._unmap_interest()
+            _remove_files(self.notify_dir, name)
         with self._peer_interest_lock:
             self._peer_interest.clear()
         if self._sender is not None:
@@ -464,9 +463,15 @@ def _interest_name(socket_name: str) -> str:
     return socket_name[:-len(SOCKET_SUFFIX)] + INTEREST_SUFFIX
 
 
-def _interested(interest: mmap.mmap, account_id: int) -> bool:
+def _slot_bit(account_id: int) -> tuple[int, int]:
+    """Where an account's slot is in an interest map: byte index, bit mask."""
     slot = account_id % INTEREST_SLOTS
-    return bool(interest[slot >> 3] & (1 << (slot & 7)))
+    return slot >> 3, 1 << (slot & 7)
+
+
+def _interested(interest: mmap.mmap, account_id: int) -> bool:
+    index, mask = _slot_bit(account_id)
+    return bool(interest[index] & mask)
 
 
 def _datagrams(events: list[tuple[int, int, int]]) -> list[bytes]:
@@ -475,7 +480,7 @@ def _datagrams(events: list[tuple[int, int, int]]) -> list[bytes]:
 
 
 def _remove_files(notify_dir: str, socket_name: str) -> None:
-    """Remove a gone peer's socket file and its interest map."""
+    """Remove a process's socket file and its interest map (ours on close, or a gone peer's)."""
     for name in (socket_name, _interest_name(socket_name)):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(notify_dir, name))
