@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench import procstat
 from bench.client import ImapConnection, ImapError, LmtpConnection, LmtpError, Reply, quote
 
 Job = dict[str, Any]
@@ -417,15 +418,22 @@ async def lmtp_job(job: Job, conn: Connection) -> Result:
 class _Steps:
     """Timed steps of the large-mailbox run; a failed or timed-out step is recorded, not raised."""
 
-    def __init__(self, step_timeout: float) -> None:
+    def __init__(self, step_timeout: float, server_pid: int | None = None) -> None:
         self.step_timeout = step_timeout
+        self.server_pid = server_pid  # its major page faults are counted per step, when given
         self.steps: dict[str, Result] = {}
         self.gave_up = ""  # after a timeout the server is still busy: later figures would be skewed
+
+    def _server_faults(self) -> dict[int, int]:
+        if self.server_pid is None:
+            return {}
+        return procstat.major_faults(procstat.process_tree(self.server_pid))
 
     async def run(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
         if self.gave_up:
             self.steps[name] = {"status": "skipped", "detail": f"after {self.gave_up} timed out"}
             return None
+        faults = self._server_faults()  # read outside the timed part: /proc is scanned
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.step_timeout):
@@ -438,6 +446,8 @@ class _Steps:
                 self.gave_up = name
             return None
         self.steps[name] = {"status": "ok", "seconds": time.perf_counter() - started}
+        if self.server_pid is not None:
+            self.steps[name]["server_major_faults"] = procstat.faults_since(faults, self._server_faults())
         return value
 
     def note(self, name: str, **values: Any) -> None:
@@ -459,7 +469,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
                 ("SEARCH BODY", b"SEARCH BODY " + quote(job["body_needle"])))
     all_steps = ("STATUS", "SELECT", "UID FETCH 1:* (UID FLAGS)", *(name for name, _ in searches),
                  "SELECT (again)", flag_step, "CONDSTORE resync")
-    steps = _Steps(job["step_timeout"])
+    steps = _Steps(job["step_timeout"], job.get("server_pid"))
     cpu_before = time.process_time()
     wall_start = time.monotonic()
     connections: list[ImapConnection] = []

@@ -87,6 +87,24 @@ def cpu_seconds(root: int, pids: list[int] | None = None) -> float:
     return total / _CLOCK_TICKS
 
 
+def major_faults(pids: list[int]) -> dict[int, int]:
+    """Major page faults (a page read from disk) per process, its reaped children's included:
+    how much a step had to read because the page cache no longer held the server's files."""
+    faults: dict[int, int] = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            # Fields after the command: ... minflt(7) cminflt(8) majflt(9) cmajflt(10).
+            faults[pid] = int(fields[9]) + int(fields[10])
+    return faults
+
+
+def faults_since(before: dict[int, int], after: dict[int, int]) -> int:
+    """Major faults between two :func:`major_faults` samples; a process that appeared meanwhile
+    (Dovecot starts one per session) counts from zero."""
+    return sum(count - before.get(pid, 0) for pid, count in after.items())
+
+
 def thread_count(pids: list[int]) -> int:
     return sum(_status_kib(pid, b"Threads:") for pid in pids)
 

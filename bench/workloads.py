@@ -198,7 +198,7 @@ def run_large(server: BenchServer, account: Account, scale: Scale) -> Result:
     job = {"kind": "large", "host": "127.0.0.1", "port": server.imap_port, "user": account.name,
            "password": account.password, "folder": LARGE_FOLDER, "step_timeout": scale.large_step_timeout,
            "flag_changes": scale.flag_changes, "subject_needle": messages.SUBJECT_NEEDLE,
-           "body_needle": messages.BODY_NEEDLE}
+           "body_needle": messages.BODY_NEEDLE, "server_pid": server.pid}
     with Monitor(server) as monitor:
         result = loadgen.run_jobs([job], timeout=scale.large_step_timeout * 12 + 60)[0]
     if "error" in result:
