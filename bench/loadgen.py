@@ -420,20 +420,20 @@ class _Steps:
 
     def __init__(self, step_timeout: float, server_pid: int | None = None) -> None:
         self.step_timeout = step_timeout
-        self.server_pid = server_pid  # its major page faults are counted per step, when given
+        self.server_pid = server_pid  # its reads from disk are counted per step, when given
         self.steps: dict[str, Result] = {}
         self.gave_up = ""  # after a timeout the server is still busy: later figures would be skewed
 
-    def _server_faults(self) -> dict[int, int]:
+    def _server_reads(self) -> dict[int, int]:
         if self.server_pid is None:
             return {}
-        return procstat.major_faults(procstat.process_tree(self.server_pid))
+        return procstat.storage_reads(procstat.process_tree(self.server_pid))
 
     async def run(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
         if self.gave_up:
             self.steps[name] = {"status": "skipped", "detail": f"after {self.gave_up} timed out"}
             return None
-        faults = self._server_faults()  # read outside the timed part: /proc is scanned
+        reads = self._server_reads()  # sampled outside the timed part: /proc is scanned
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.step_timeout):
@@ -447,7 +447,7 @@ class _Steps:
             return None
         self.steps[name] = {"status": "ok", "seconds": time.perf_counter() - started}
         if self.server_pid is not None:
-            self.steps[name]["server_major_faults"] = procstat.faults_since(faults, self._server_faults())
+            self.steps[name]["server_read_kib"] = procstat.reads_since(reads, self._server_reads()) // 1024
         return value
 
     def note(self, name: str, **values: Any) -> None:

@@ -87,20 +87,25 @@ def cpu_seconds(root: int, pids: list[int] | None = None) -> float:
     return total / _CLOCK_TICKS
 
 
-def major_faults(pids: list[int]) -> dict[int, int]:
-    """Major page faults (a page read from disk) per process, its reaped children's included:
-    how much a step had to read because the page cache no longer held the server's files."""
-    faults: dict[int, int] = {}
+def storage_reads(pids: list[int]) -> dict[int, int]:
+    """Bytes each process caused to be read from the storage layer (``read_bytes`` of
+    /proc/PID/io): reads through read() and through page faults on a mapped file (LMDB) alike,
+    so a step that found its files gone from the page cache shows it, whatever the server."""
+    reads: dict[int, int] = {}
     for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            # Fields after the command: ... minflt(7) cminflt(8) majflt(9) cmajflt(10).
-            faults[pid] = int(fields[9]) + int(fields[10])
-    return faults
+        try:
+            with open(f"/proc/{pid}/io", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"read_bytes:"):
+                        reads[pid] = int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return reads
 
 
-def faults_since(before: dict[int, int], after: dict[int, int]) -> int:
-    """Major faults between two :func:`major_faults` samples; a process that appeared meanwhile
+def reads_since(before: dict[int, int], after: dict[int, int]) -> int:
+    """Bytes read between two :func:`storage_reads` samples; a process that appeared meanwhile
     (Dovecot starts one per session) counts from zero."""
     return sum(count - before.get(pid, 0) for pid, count in after.items())
 

@@ -99,14 +99,14 @@ def _large_rows(results: Result) -> list[Row]:
     rows.append(Row(f"  {flag_step} ms", "↓", _status_or(_step_value(flag_step), workload)))
     rows.append(Row("  CONDSTORE resync ms", "↓", _status_or(_step_value("CONDSTORE resync"), workload)))
     rows.append(Row("  SEARCH hits unseen/subject/body", "", _status_or(_hits, workload)))
-    rows.append(Row("  server major page faults per step, in the order above", "", _status_or(_major_faults, workload)))
+    rows.append(Row("  server KiB read from disk per step, in the order above", "", _status_or(_disk_reads, workload)))
     return rows
 
 
-def _major_faults(data: Result) -> Cell:
-    """The pages each step had to read from disk, in step order: a large first SELECT or FETCH
-    with many of them measured the disk (the page cache had dropped the index), not the code."""
-    counts = [_get(step, "server_major_faults") for name, step in (data.get("steps") or {}).items()
+def _disk_reads(data: Result) -> Cell:
+    """What each step had to read from disk, in step order: a large first SELECT or FETCH that
+    read megabytes measured the disk (the page cache had dropped the index), not the code."""
+    counts = [_get(step, "server_read_kib") for name, step in (data.get("steps") or {}).items()
               if name != "aborted"]
     if all(count is None for count in counts):
         return None

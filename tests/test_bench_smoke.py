@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import lmdb_trees, messages, procstat, report, servers  # noqa: E402
+from bench import lmdb_trees, messages, noop, procstat, report, servers  # noqa: E402
 from bench.client import ImapConnection, dot_stuff  # noqa: E402
 from bench.loadgen import percentile, summarize  # noqa: E402
 
@@ -144,23 +144,23 @@ def test_table_shows_values_and_ratios() -> None:
     assert delivery.split()[-3:] == ["n/a", "n/a", "n/a"]
 
 
-def test_major_faults_are_counted_per_process_and_new_processes_from_zero() -> None:
-    own = procstat.major_faults([os.getpid()])
+def test_disk_reads_are_counted_per_process_and_new_processes_from_zero() -> None:
+    own = procstat.storage_reads([os.getpid()])
     assert set(own) == {os.getpid()} and own[os.getpid()] >= 0
-    assert procstat.major_faults([2 ** 22 + 7]) == {}  # no such process: nothing, no error
+    assert procstat.storage_reads([2 ** 22 + 7]) == {}  # no such process: nothing, no error
     # 5 more in a process seen before, 3 in one that started meanwhile, one that exited
-    assert procstat.faults_since({10: 7, 11: 2}, {10: 12, 12: 3}) == 8
+    assert procstat.reads_since({10: 7, 11: 2}, {10: 12, 12: 3}) == 8
 
 
-def test_table_shows_the_major_faults_of_each_large_mailbox_step() -> None:
-    steps = {"STATUS": {"status": "ok", "seconds": 0.001, "server_major_faults": 0},
-             "SELECT": {"status": "ok", "seconds": 0.1, "server_major_faults": 31, "exists": 10},
+def test_table_shows_the_disk_reads_of_each_large_mailbox_step() -> None:
+    steps = {"STATUS": {"status": "ok", "seconds": 0.001, "server_read_kib": 0},
+             "SELECT": {"status": "ok", "seconds": 0.1, "server_read_kib": 31, "exists": 10},
              "UID FETCH 1:* (UID FLAGS)": {"status": "ok", "seconds": 0.05}}
     results = {"scale": {"large_messages": 10, "flag_changes": 5},
                "servers": {"gximap": {"status": "ok", "workloads": {"large": {"status": "ok", "steps": steps}}},
                            "dovecot": {"status": "ok", "workloads": {"large": {"status": "ok", "steps": {}}}}}}
     table = report.format_table(results)
-    row = next(line for line in table.splitlines() if "server major page faults" in line)
+    row = next(line for line in table.splitlines() if "server KiB read from disk" in line)
     assert "0/31/?" in row
 
 
@@ -196,7 +196,7 @@ def _check_large(record: dict) -> None:
     steps = large["steps"]
     expected = messages.expected_hits(200)
     assert steps["SELECT"]["exists"] == 200
-    assert steps["SELECT"]["server_major_faults"] >= 0  # read from /proc around the step
+    assert steps["SELECT"]["server_read_kib"] >= 0  # read from /proc around the step
     assert steps["UID FETCH 1:* (UID FLAGS)"]["responses"] == 200
     assert steps["UID SEARCH UNSEEN"]["hits"] == expected["unseen"]
     assert steps["SEARCH SUBJECT"]["hits"] == expected["subject"]
@@ -330,3 +330,17 @@ def test_a_server_where_priming_logins_failed_is_not_measured() -> None:
         workloads.check_primed({"failures": ["bench1: ImapError: LOGIN bench1: b'a NO'", "bench2: x"]}, 10)
     with pytest.raises(servers.ServerError, match="priming failed: timed out"):
         workloads.check_primed({"failures": "timed out"}, 10)
+
+
+@pytest.mark.slow
+def test_noop_probe_prints_the_rate_and_cpu_per_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = tmp_path / "noop"
+    assert noop.main(["--servers", "gximap", "--clients", "2", "--duration", "1", "--dir", str(scratch)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("gximap"))
+    rate = float(line.split()[1].replace(",", ""))
+    cpu = float(line.split("NOOP/s")[1].split()[0])
+    assert rate > 0 and cpu >= 0  # CPU is read in clock ticks: a short busy run may show none
+    assert not servers.RUNNING, "the probe left a server running"
+    assert not (scratch / "gximap").exists()   # its scratch directory is removed
+    with pytest.raises(SystemExit):
+        noop.main(["--servers", "exchange"])

@@ -1,0 +1,123 @@
+"""What one IMAP command costs a server before any mailbox work: NOOP in a loop, side by side.
+
+    .venv/bin/python -m bench.noop [--servers gximap,dovecot] [--clients 10] [--duration 8]
+                                   [--dir var/bench/noop]
+
+Each client logs in, selects its INBOX (100 messages) and sends NOOP after NOOP, one at a time,
+for the duration. A NOOP does no mailbox work beyond the end-of-command check for changes, so the
+server's CPU time per command is what receiving, dispatching and answering a command costs: for
+gximap, the pool's hand-off from the poller to a worker and back (gximap.net.pool), the framer,
+the session's dispatch and the check; for Dovecot, its imap process's read-answer loop. The mixed
+load (python -m bench) costs about 0.6 ms of server CPU per command, so this fixed part is the
+share no faster IMAP command code can remove.
+
+Servers are started on 127.0.0.1 with the bench's own configuration (bench.servers), one at a
+time, and stopped before the next; the run is bounded by --duration per server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+from bench import procstat, servers
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "noop"
+SERVER_CLASSES: dict[str, type[servers.BenchServer]] = {
+    "gximap": servers.GximapServer, "dovecot": servers.DovecotServer}
+SEED_MESSAGES = 100
+COMMAND_TIMEOUT = 10.0
+
+
+async def _read_tagged(reader: asyncio.StreamReader, tag: bytes) -> bytes:
+    while True:
+        line = await asyncio.wait_for(reader.readline(), COMMAND_TIMEOUT)
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        if line.startswith(tag + b" "):
+            return line
+
+
+async def _client(port: int, account: servers.Account, deadline: float) -> int:
+    """NOOPs answered until ``deadline``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.wait_for(reader.readline(), COMMAND_TIMEOUT)  # greeting
+        for tag, command in ((b"l", b'LOGIN "%s" "%s"' % (account.name.encode(), account.password.encode())),
+                             (b"s", b"SELECT INBOX")):
+            writer.write(tag + b" " + command + b"\r\n")
+            reply = await _read_tagged(reader, tag)
+            if not reply.startswith(tag + b" OK"):
+                raise RuntimeError(f"{command.split()[0].decode()} failed: {reply[:200]!r}")
+        answered = 0
+        while time.monotonic() < deadline:
+            writer.write(b"n NOOP\r\n")
+            await _read_tagged(reader, b"n")
+            answered += 1
+        writer.write(b"z LOGOUT\r\n")
+        return answered
+    finally:
+        writer.close()
+
+
+async def _drive(port: int, accounts: list[servers.Account], duration: float) -> int:
+    deadline = time.monotonic() + duration
+    return sum(await asyncio.gather(*(_client(port, account, deadline) for account in accounts)))
+
+
+def measure(name: str, directory: Path, clients: int, duration: float) -> dict[str, float]:
+    """NOOPs per second and the server's CPU microseconds per NOOP, for one server."""
+    accounts = servers.make_accounts(clients, prefix="noop")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    server = SERVER_CLASSES[name](directory, accounts, max_sessions=clients + 16)
+    try:
+        server.prepare(servers.SCHEME_DEFAULT)
+        for account in accounts:
+            server.fill(account.name, "INBOX", SEED_MESSAGES)
+        server.start()
+        before = procstat.sample_tree(server.pid, with_pss=False)
+        started = time.monotonic()
+        answered = asyncio.run(_drive(server.imap_port, accounts, duration))
+        elapsed = time.monotonic() - started
+        after = procstat.sample_tree(server.pid, with_pss=False)
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"noops_per_s": answered / elapsed,
+            "cpu_us_per_noop": 1e6 * (after.cpu_seconds - before.cpu_seconds) / max(answered, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.noop", description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", default="gximap,dovecot")
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of NOOPs per server")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    args = parser.parse_args(argv)
+    names = [name for name in args.servers.split(",") if name]
+    unknown = [name for name in names if name not in SERVER_CLASSES]
+    if unknown or args.clients < 1 or args.duration <= 0:
+        parser.error(f"unknown servers {unknown}" if unknown else "--clients and --duration must be positive")
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        missing = SERVER_CLASSES[name].missing()
+        if missing:
+            print(f"{name}: not measured ({missing})")
+            continue
+        results[name] = measure(name, args.dir / name, args.clients, args.duration)
+        figures = results[name]
+        print(f"{name:8s} {figures['noops_per_s']:9,.0f} NOOP/s  {figures['cpu_us_per_noop']:7.1f} µs server CPU "
+              f"per NOOP  ({args.clients} clients, {args.duration:g} s)")
+    if "gximap" in results and "dovecot" in results:
+        gximap, dovecot = results["gximap"], results["dovecot"]
+        print(f"gximap/Dovecot: NOOP/s {gximap['noops_per_s'] / dovecot['noops_per_s']:.2f}, CPU per NOOP "
+              f"{gximap['cpu_us_per_noop'] / max(dovecot['cpu_us_per_noop'], 1e-9):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
