@@ -24,43 +24,28 @@ import time
 from pathlib import Path
 
 from bench import procstat, servers
+from bench.client import ImapConnection, ImapError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "noop"
-SERVER_CLASSES: dict[str, type[servers.BenchServer]] = {
-    "gximap": servers.GximapServer, "dovecot": servers.DovecotServer}
 SEED_MESSAGES = 100
 COMMAND_TIMEOUT = 10.0
 
 
-async def _read_tagged(reader: asyncio.StreamReader, tag: bytes) -> bytes:
-    while True:
-        line = await asyncio.wait_for(reader.readline(), COMMAND_TIMEOUT)
-        if not line:
-            raise ConnectionError("the server closed the connection")
-        if line.startswith(tag + b" "):
-            return line
-
-
 async def _client(port: int, account: servers.Account, deadline: float) -> int:
     """NOOPs answered until ``deadline``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connection = await ImapConnection.open("127.0.0.1", port, timeout=COMMAND_TIMEOUT)
     try:
-        await asyncio.wait_for(reader.readline(), COMMAND_TIMEOUT)  # greeting
-        for tag, command in ((b"l", b'LOGIN "%s" "%s"' % (account.name.encode(), account.password.encode())),
-                             (b"s", b"SELECT INBOX")):
-            writer.write(tag + b" " + command + b"\r\n")
-            reply = await _read_tagged(reader, tag)
-            if not reply.startswith(tag + b" OK"):
-                raise RuntimeError(f"{command.split()[0].decode()} failed: {reply[:200]!r}")
+        reply = await connection.login(account.name, account.password, timeout=COMMAND_TIMEOUT)
+        if not reply.ok:
+            raise ImapError(f"LOGIN failed: {reply.line[:200]!r}")
+        await connection.checked(b"SELECT INBOX", timeout=COMMAND_TIMEOUT)
         answered = 0
         while time.monotonic() < deadline:
-            writer.write(b"n NOOP\r\n")
-            await _read_tagged(reader, b"n")
+            await connection.checked(b"NOOP", timeout=COMMAND_TIMEOUT)
             answered += 1
-        writer.write(b"z LOGOUT\r\n")
         return answered
     finally:
-        writer.close()
+        connection.close()
 
 
 async def _drive(port: int, accounts: list[servers.Account], duration: float) -> int:
@@ -73,7 +58,7 @@ def measure(name: str, directory: Path, clients: int, duration: float) -> dict[s
     accounts = servers.make_accounts(clients, prefix="noop")
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    server = SERVER_CLASSES[name](directory, accounts, max_sessions=clients + 16)
+    server = servers.SERVER_CLASSES[name](directory, accounts, max_sessions=clients + 16)
     try:
         server.prepare(servers.SCHEME_DEFAULT)
         for account in accounts:
@@ -99,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)
     names = [name for name in args.servers.split(",") if name]
-    unknown = [name for name in names if name not in SERVER_CLASSES]
+    unknown = [name for name in names if name not in servers.SERVER_CLASSES]
     if unknown or args.clients < 1 or args.duration <= 0:
         parser.error(f"unknown servers {unknown}" if unknown else "--clients and --duration must be positive")
     results: dict[str, dict[str, float]] = {}
     for name in names:
-        missing = SERVER_CLASSES[name].missing()
+        missing = servers.SERVER_CLASSES[name].missing()
         if missing:
             print(f"{name}: not measured ({missing})")
             continue

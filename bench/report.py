@@ -110,11 +110,16 @@ def _disk_reads(data: Result) -> Cell:
               if name != "aborted"]
     if all(count is None for count in counts):
         return None
-    return "/".join("?" if count is None else str(count) for count in counts)
+    return _slashed(counts)
 
 
 def _hits(data: Result) -> Cell:
-    parts = [_get(data, "steps", step, "hits") for step in ("UID SEARCH UNSEEN", "SEARCH SUBJECT", "SEARCH BODY")]
+    return _slashed([_get(data, "steps", step, "hits")
+                     for step in ("UID SEARCH UNSEEN", "SEARCH SUBJECT", "SEARCH BODY")])
+
+
+def _slashed(parts: list[Any]) -> str:
+    """Several figures in one cell, ``?`` for a missing one."""
     return "/".join("?" if part is None else str(part) for part in parts)
 
 
