@@ -100,6 +100,8 @@ class LineHandler:
                 f"kind={info.listener}\r\n"
             )
             self.output.append(text.encode())
+        elif command == "THREAD":
+            self.output.append(f"OK {threading.current_thread().name}\r\n".encode())
         elif command == "SLOW":
             time.sleep(float(argument))
             self.output.append(b"OK slow\r\n")

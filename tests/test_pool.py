@@ -224,44 +224,39 @@ def test_work_queued_behind_a_blocked_worker_is_served(monkeypatch: pytest.Monke
         assert other.command("NOOP") == b"OK NOOP\r\n"
 
 
-def test_a_busy_worker_queues_input_the_poller_has_not_seen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Between slices the running worker looks for input itself (Server._glance): input that
-    arrives while it serves does not wait for the poller thread. Shown with a poller held up for
-    two seconds right after it queued the slow command."""
+def test_the_worker_that_sees_input_serves_it() -> None:
+    """Leader/follower: the idle worker waiting in epoll serves the input it sees, on its own
+    thread, with no hand-off to another one; the other idle workers stay asleep."""
     recorder = Recorder()
-    poller_held = threading.Event()
-    hold_poller = threading.Event()
-    original = Server._schedule
+    with running_server(recorder, context_num=8, thread_init_num=3, thread_charge_num=1) as (server, ports):
+        client = connect(ports["plain"])
+        assert wait_until(lambda: server.stats().busy_workers == 0)
+        threads = {client.command("THREAD") for _ in range(30)}
+        assert len(threads) == 1
+        assert threads.pop().startswith(b"OK gximap-worker-")
+        assert server.stats().workers == 3
+        assert server._leader and server._running == 0
 
-    def schedule(self: Server, conn: object, *, by_worker: bool = False) -> None:
-        if by_worker:
-            original(self, conn, by_worker=True)  # type: ignore[arg-type]
-        else:
-            original(self, conn)  # type: ignore[arg-type]
-        if hold_poller.is_set() and threading.current_thread() is self._poller:
-            hold_poller.clear()
-            poller_held.set()
-            time.sleep(2.0)
 
-    monkeypatch.setattr(Server, "_schedule", schedule)
+def test_a_busy_worker_serves_input_that_arrived_during_its_slice() -> None:
+    """The only worker is serving (no leader waits in epoll): what arrives meanwhile is found by
+    its look between slices (Server._glance) and served next, by the same worker."""
+    recorder = Recorder()
     with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (server, ports):
         slow, other = connect(ports["plain"]), connect(ports["plain"])
-        assert wait_until(lambda: server.stats().busy_workers == 0)  # asleep: only the poller looks
-        hold_poller.set()
         slow.send(b"SLOW 0.3\r\n")
-        assert poller_held.wait(5)
-        started = time.monotonic()
-        other.send(b"NOOP\r\n")
-        assert other.readline() == b"OK NOOP\r\n"
-        assert time.monotonic() - started < 1.5  # well before the poller is back
+        assert wait_until(lambda: server.stats().busy_workers == 1)
+        other.send(b"THREAD\r\n")
         assert slow.readline() == b"OK slow\r\n"
+        assert other.readline() == b"OK gximap-worker-1\r\n"
+        assert server.stats().workers == 1
 
 
 def test_glance_leaves_listener_and_wakeup_events_to_the_poller() -> None:
     recorder = Recorder()
     with running_server(recorder) as (server, ports):
         server._wake()
-        server._glance()  # sees the (level-triggered) wake-up event and leaves it
+        server._glance()  # the poller's events are not in the connections' epoll
         client = connect(ports["plain"])  # accepting stays the poller's
         assert client.command("NOOP") == b"OK NOOP\r\n"
         assert server.stats().sessions == 1

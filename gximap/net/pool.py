@@ -372,6 +372,11 @@ class Server:
         self._workers = 0
         self._running = 0  # workers serving (or woken to serve) outside a blocking_section
         self._sleepers: list[_Sleeper] = []  # idle workers, the most recent last (woken first)
+        # The leader: the one idle worker waiting in the connections' epoll (see _lead). Not
+        # counted in _running while it waits; whoever nudges it counts it.
+        self._leader = False
+        self._leader_nudged = False
+        self._last_look = 0.0  # when a worker last looked for connection input (monotonic)
         self._worker_serial = 0
         self._worker_threads: set[threading.Thread] = set()
         self._workers_stop = False
@@ -382,8 +387,10 @@ class Server:
         self._step_back_until = 0.0  # when to look for connections no sibling took
         self._waiting: deque[_Arrival] = deque()  # touched by the poller thread only
         self._listener_by_fd = {listener.fileno(): listener for listener in self._listeners}
-        self._epoll: select.epoll | None = None
+        self._epoll: select.epoll | None = None  # the poller's: listeners and _wake_fd
         self._wake_fd = -1
+        self._conn_epoll: select.epoll | None = None  # connection sockets and _lead_fd
+        self._lead_fd = -1
         self._poller: threading.Thread | None = None
         self._started = False
         self._stopping = False
@@ -402,6 +409,9 @@ class Server:
         self._epoll = select.epoll()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._conn_epoll = select.epoll()
+        self._lead_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._conn_epoll.register(self._lead_fd, select.EPOLLIN)
         for fd in self._listener_by_fd:
             self._epoll.register(fd, select.EPOLLIN)
         with self._queue_lock:
@@ -425,7 +435,7 @@ class Server:
             return PoolStats(
                 sessions=sessions,
                 workers=self._workers,
-                busy_workers=self._workers - len(self._sleepers),
+                busy_workers=self._workers - len(self._sleepers) - self._leader,
                 ready=len(self._ready),
                 max_workers=self._max_workers,
             )
@@ -481,8 +491,11 @@ class Server:
             # to a recycled descriptor number.
             wake_fd, self._wake_fd = self._wake_fd, -1
             os.close(wake_fd)
-            if self._epoll is not None:
-                self._epoll.close()
+            lead_fd, self._lead_fd = self._lead_fd, -1
+            os.close(lead_fd)
+            for epoll in (self._epoll, self._conn_epoll):
+                if epoll is not None:
+                    epoll.close()
         log.debug("pool stopped")
         self._stopped.set()
 
@@ -496,29 +509,63 @@ class Server:
     def _glance(self) -> None:
         """A running worker, between slices: queue the connections whose input arrived meanwhile.
 
-        The poller would, but it needs the GIL to, and a worker serving slice after slice gives
-        the GIL up only around short calls (socket I/O; py-lmdb around every LMDB call), too
-        short for the woken poller to be scheduled and take it. The poller then waits until the
-        worker runs out of work or the interpreter forces a switch (every 5 ms). Measured, 10-client
-        mixed load, two processes, on tmpfs: 0.6 ms (p50) from a client's send to the poller queueing
-        the command. With this, gximap against gximap in alternating rounds: ahead in 12 of 16,
-        FETCH p50 1.5 against 1.9 ms at 10 clients, 5 % more ops/s at 100.
-
-        Connection sockets are one-shot in epoll, so a readiness reaches the worker or the poller,
-        never both. Listener and wake-up events are level-triggered: left to the poller, which
-        sees them too."""
-        epoll = self._epoll
+        While a worker serves, nobody waits in the connections' epoll (the leader that took the
+        input is this worker; see _lead), so input that arrives meanwhile waits for this look.
+        Waking another thread for it would gain nothing: Python runs one thread at a time, and
+        this one serves the queue next. A worker that blocks says so (blocking_section) and
+        another one takes the lead; one that blocks without saying so is covered by the poller
+        (_stand_in_look)."""
+        epoll = self._conn_epoll
         if epoll is None:
             return
         try:
             events = epoll.poll(0, _GLANCE_EVENTS)
         except (OSError, ValueError):  # closed by stop()
             return
+        self._last_look = time.monotonic()
+        self._queue_events(events, by_worker=True)
+
+    def _queue_events(self, events: list[tuple[int, int]], *, by_worker: bool) -> None:
+        """Queue the connections of readiness events (_lead_fd, not a connection, is skipped)."""
         by_fd = self._by_fd
         for fd, _mask in events:
             conn = by_fd.get(fd)
             if conn is not None:
-                self._schedule(conn, by_worker=True)
+                self._schedule(conn, by_worker=by_worker)
+
+    def _lead(self) -> None:
+        """An idle worker with no leader in place: wait in the connections' epoll, queue what
+        arrives, and serve it on this same thread.
+
+        This is the leader/follower pattern. The poller used to wait there and hand each
+        ready connection to a sleeping worker: per command a second thread woken, two
+        context switches more and a GIL hand-off; 10 clients sending NOOPs measured 2.65 context
+        switches and 2.1 futex calls per command (python -m bench.noop). Now the thread that
+        sees the input serves it. Other idle workers sleep (_Sleeper) until work is queued
+        that the leader cannot take: it is serving, or a worker stepped aside (_block_enter)."""
+        events: list[tuple[int, int]] = []
+        epoll = self._conn_epoll
+        try:
+            if epoll is not None:
+                events = epoll.poll(-1, _GLANCE_EVENTS)
+        except InterruptedError:
+            pass
+        except (OSError, ValueError):  # closed: only after every worker has gone (stop())
+            log.error("leader: cannot wait for input", exc_info=True)
+            time.sleep(0.1)
+        finally:
+            self._last_look = time.monotonic()  # before the lead is vacant (_stand_in_look)
+            with self._queue_lock:
+                self._leader = False
+                if self._leader_nudged:
+                    self._leader_nudged = False  # counted as running by whoever nudged it
+                else:
+                    self._running += 1
+        lead_fd = self._lead_fd
+        if any(fd == lead_fd for fd, _mask in events):
+            with contextlib.suppress(OSError):
+                os.eventfd_read(lead_fd)
+        self._queue_events(events, by_worker=True)
 
     def _schedule(self, conn: _Connection, *, by_worker: bool = False) -> None:
         """Queue ``conn`` to be served. ``by_worker``: by the running worker, which serves the
@@ -553,17 +600,38 @@ class Server:
         grew = False
         woken = 0
         while self._running < target and woken < len(self._ready):
-            if self._sleepers:
-                sleeper = self._sleepers.pop()
-                sleeper.woken = True
-                self._running += 1  # counted now, so that the next enqueue does not wake another
-                sleeper.wake.release()
-            elif self._spawn_worker_locked():
-                grew = True
-            else:
+            started = self._wake_worker_locked()
+            if started is None:
                 break
+            grew = grew or started
             woken += 1
         return grew
+
+    def _wake_worker_locked(self) -> bool | None:
+        """Set one more worker running: a sleeper, else the leader (nudged out of its wait),
+        else a new thread. It is counted as running now, so that the next enqueue does not
+        wake another. Caller holds self._queue_lock. True: a thread was started; None: no
+        worker to be had (the pool is at its maximum)."""
+        if self._sleepers:
+            sleeper = self._sleepers.pop()
+            sleeper.woken = True
+            self._running += 1
+            sleeper.wake.release()
+            return False
+        if self._nudge_leader_locked():
+            return False
+        return True if self._spawn_worker_locked() else None
+
+    def _nudge_leader_locked(self) -> bool:
+        """Make the waiting leader (if any, and not nudged yet) come back from its wait,
+        counted as running. Caller holds self._queue_lock."""
+        if not self._leader or self._leader_nudged:
+            return False
+        self._leader_nudged = True
+        self._running += 1
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._lead_fd, 1)
+        return True
 
     def _check_stalled(self, now: float) -> None:
         """Poller: work queued longer than _STALL_AFTER gets one more worker, whatever the target."""
@@ -584,6 +652,9 @@ class Server:
         with self._queue_lock:
             self._running -= 1
             grew = self._dispatch_locked(_RUNNING_TARGET)
+            if self._running < _RUNNING_TARGET and not self._leader and not self._workers_stop:
+                # Nobody would see input while this worker blocks: one idle worker takes the lead.
+                grew = bool(self._wake_worker_locked()) or grew
         if grew:
             self._changed()
 
@@ -617,6 +688,7 @@ class Server:
         retiring = False  # leaving because of idleness (rather than stop() or a crash)
         try:
             while True:
+                lead = False
                 with self._queue_lock:
                     conn = self._next_locked()
                     if conn is None:
@@ -624,11 +696,18 @@ class Server:
                         running = False
                         if self._workers_stop:
                             return
-                        sleeper.woken = False
-                        self._sleepers.append(sleeper)
+                        if not self._leader:
+                            self._leader = lead = True
+                        else:
+                            sleeper.woken = False
+                            self._sleepers.append(sleeper)
                 if conn is not None:
                     self._run(conn)
-                    self._glance()  # after a slice only: a worker just woken was sent by the poller
+                    self._glance()
+                    continue
+                if lead:
+                    self._lead()
+                    running = True
                     continue
                 surplus = self._workers > self._thread_init_num
                 acquired = sleeper.wake.acquire(timeout=self._worker_idle_timeout if surplus else -1)
@@ -718,13 +797,14 @@ class Server:
             self._note_deadline(self._timer_state(conn, time.monotonic())[1])
 
     def _arm(self, conn: _Connection, outcome: _Outcome) -> None:
-        assert self._epoll is not None
+        epoll = self._conn_epoll
+        assert epoll is not None
         events = select.EPOLLIN if outcome is _Outcome.PARK_READ else select.EPOLLOUT
         events |= select.EPOLLONESHOT
         if conn.registered:
-            self._epoll.modify(conn.fd, events)
+            epoll.modify(conn.fd, events)
         else:
-            self._epoll.register(conn.fd, events)
+            epoll.register(conn.fd, events)
             conn.registered = True
 
     # -- serving one slice ---------------------------------------------------------------
@@ -1103,6 +1183,13 @@ class Server:
                 timeout = min(max(next_scan - now, 0.0), _TIMER_TICK)
                 if self._ready:
                     timeout = min(timeout, _STALL_AFTER)
+                if not self._leader:
+                    timeout = min(timeout, max(self._last_look + _STALL_AFTER - now, 0.0))
+                elif now - self._last_look < _TIMER_TICK:
+                    # Busy lately: the leader may leave its wait to serve at any moment, and
+                    # then only this thread can notice a worker blocked where it did not say.
+                    # Idle for a second, the poller goes back to its tick.
+                    timeout = min(timeout, _STALL_AFTER)
                 try:
                     events = epoll.poll(timeout)
                 except InterruptedError:
@@ -1115,14 +1202,11 @@ class Server:
                             os.eventfd_read(self._wake_fd)
                         continue
                     listener = self._listener_by_fd.get(fd)
-                    if listener is not None:
-                        if not self._stopping:
-                            self._accept(listener)
-                        continue
-                    conn = self._by_fd.get(fd)
-                    if conn is not None:
-                        self._schedule(conn)
+                    if listener is not None and not self._stopping:
+                        self._accept(listener)
                 now = time.monotonic()
+                if not self._leader and now - self._last_look >= _STALL_AFTER:
+                    self._stand_in_look(now)
                 if self._ready:
                     self._check_stalled(now)
                 if now >= next_scan:
@@ -1136,6 +1220,20 @@ class Server:
             except Exception:
                 log.error("poller: unexpected error", exc_info=True)
                 time.sleep(0.1)
+
+    def _stand_in_look(self, now: float) -> None:
+        """No worker waits for connection input, and none has looked for _STALL_AFTER: they
+        are all serving, or blocked where they did not say (see blocking_section). Queue what
+        arrived, as they would have; _check_stalled sends one more worker if it is not taken."""
+        epoll = self._conn_epoll
+        if epoll is None:
+            return
+        try:
+            events = epoll.poll(0, _GLANCE_EVENTS)
+        except (OSError, ValueError):
+            return
+        self._last_look = now
+        self._queue_events(events, by_worker=False)
 
     def _close_listeners(self) -> None:
         assert self._epoll is not None
@@ -1348,9 +1446,9 @@ class Server:
         with conn.lock:
             conn.closed = True
         # Forget the descriptor before closing it: the number may be reused by the next accept.
-        if conn.registered and self._epoll is not None:
+        if conn.registered and self._conn_epoll is not None:
             with contextlib.suppress(OSError, ValueError):
-                self._epoll.unregister(conn.fd)
+                self._conn_epoll.unregister(conn.fd)
         with self._lock:
             if self._by_fd.get(conn.fd) is conn:
                 del self._by_fd[conn.fd]
@@ -1406,6 +1504,7 @@ class Server:
                 self._running += 1  # each one takes itself out again on its way out
                 sleeper.wake.release()
             self._sleepers.clear()
+            self._nudge_leader_locked()  # it takes itself out on its way out
             threads = list(self._worker_threads)
         self._poller_exit = True
         self._wake()
