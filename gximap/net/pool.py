@@ -16,12 +16,19 @@ Public API:
     PoolStats(sessions, workers, busy_workers, ready, max_workers)
 
 How it runs:
-- One poller thread owns accept() and the timers. Connection sockets sit in epoll with
-  EPOLLONESHOT: an event disarms the socket and puts its connection on the FIFO ready queue;
-  the worker that served it re-arms it (for reading, or for writing when the kernel would not take
-  all output). epoll_ctl is thread-safe, so workers re-arm without bothering the poller.
+- Leader/follower. Connection sockets sit in their own epoll with EPOLLONESHOT. One idle worker,
+  the leader, waits in it; an event disarms the socket, and the leader queues its connection on
+  the FIFO ready queue and serves it itself: no other thread is woken for a command (see _lead).
+  The worker that served a connection re-arms it (for reading, or for writing when the kernel would
+  not take all output). The other idle workers sleep until work is queued that no running worker
+  will take.
 - Between slices the running worker looks for client input itself (a non-blocking epoll_wait on
-  the same epoll, see _glance): while it serves slice after slice, the poller waits for the GIL.
+  the connections' epoll, see _glance); with a worker running, no leader waits.
+- A worker that blocks declares it (blocking_section: midb's commit and lock waits): it stops
+  counting as running, and a sleeping worker takes the queue or, with nothing queued, the lead.
+- One poller thread owns accept() and the timers, in an epoll of its own (listeners and an
+  eventfd), so that it never takes a connection's wake-up. While no leader waits it looks in the
+  connections' epoll when no worker has for _STALL_AFTER (a worker blocked where it did not say).
 - Exactly one worker owns a connection at a time (queued/running flags under a per-connection
   lock). Anything that wants a connection served while it runs (a waker, a timer, stop()) sets a
   flag and asks for a rerun: the connection goes back to the tail of the queue afterwards.
