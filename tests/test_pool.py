@@ -495,6 +495,20 @@ def test_stop_says_goodbye_and_returns_promptly() -> None:
         stuck.close()
 
 
+def test_stop_ends_the_waiting_leader_and_the_sleepers() -> None:
+    recorder = Recorder()
+    with running_server(recorder, context_num=8, thread_init_num=3, thread_charge_num=1) as (server, ports):
+        client = connect(ports["plain"])
+        assert client.command("NOOP") == b"OK NOOP\r\n"
+        assert wait_until(lambda: server._leader and server.stats().busy_workers == 0)
+        threads = list(server._worker_threads)
+        started = time.monotonic()
+        server.stop(grace=0.5)
+        assert time.monotonic() - started < 1.5
+        assert not any(thread.is_alive() for thread in threads)
+        assert server.stats().workers == 0
+
+
 def test_handler_exception_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder()
     with caplog.at_level(logging.ERROR, logger="gximap.net"):

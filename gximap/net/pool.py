@@ -388,6 +388,7 @@ class Server:
         self._worker_threads: set[threading.Thread] = set()
         self._workers_stop = False
         self._timer_lock = threading.Lock()
+        self._change_lock = threading.Lock()  # serialises on_change reports (see _changed)
         self._next_scan = 0.0
         self._paused: dict[int, float] = {}  # listener fd -> when to accept again
         self._stepped_back: set[int] = set()  # shared listener fds left to siblings while full
@@ -1528,7 +1529,11 @@ class Server:
     def _changed(self) -> None:
         if self._on_change is None:
             return
-        try:
-            self._on_change(self.stats())
-        except Exception:
-            log.error("on_change callback failed", exc_info=True)
+        # One report at a time, each taken under the lock: two threads reporting at once (the
+        # poller admitting a session, a worker starting another worker) could otherwise deliver
+        # their figures out of order and leave the older one standing (the process title).
+        with self._change_lock:
+            try:
+                self._on_change(self.stats())
+            except Exception:
+                log.error("on_change callback failed", exc_info=True)
