@@ -514,15 +514,16 @@ class Server:
 
     # -- scheduling ----------------------------------------------------------------------
 
-    def _glance(self) -> None:
+    def _glance(self, *, by_worker: bool = True) -> None:
         """A running worker, between slices: queue the connections whose input arrived meanwhile.
+        (Also the poller's look, ``by_worker=False``, when no worker has looked for a while.)
 
         While a worker serves, nobody waits in the connections' epoll (the leader that took the
         input is this worker; see _lead), so input that arrives meanwhile waits for this look.
         Waking another thread for it would gain nothing: Python runs one thread at a time, and
         this one serves the queue next. A worker that blocks says so (blocking_section) and
-        another one takes the lead; one that blocks without saying so is covered by the poller
-        (_stand_in_look)."""
+        another one takes the lead; one that blocks without saying so is covered by the poller,
+        which looks itself when no worker has for _STALL_AFTER (_poll_loop)."""
         epoll = self._conn_epoll
         if epoll is None:
             return
@@ -531,7 +532,7 @@ class Server:
         except (OSError, ValueError):  # closed by stop()
             return
         self._last_look = time.monotonic()
-        self._queue_events(events, by_worker=True)
+        self._queue_events(events, by_worker=by_worker)
 
     def _queue_events(self, events: list[tuple[int, int]], *, by_worker: bool) -> None:
         """Queue the connections of readiness events (_lead_fd, not a connection, is skipped)."""
@@ -563,7 +564,7 @@ class Server:
             log.error("leader: cannot wait for input", exc_info=True)
             time.sleep(0.1)
         finally:
-            self._last_look = time.monotonic()  # before the lead is vacant (_stand_in_look)
+            self._last_look = time.monotonic()  # before the lead is vacant (the poller looks by then)
             with self._queue_lock:
                 self._leader = False
                 if self._leader_nudged:
@@ -622,14 +623,18 @@ class Server:
         wake another. Caller holds self._queue_lock. True: a thread was started; None: no
         worker to be had (the pool is at its maximum)."""
         if self._sleepers:
-            sleeper = self._sleepers.pop()
-            sleeper.woken = True
-            self._running += 1
-            sleeper.wake.release()
+            self._wake_sleeper_locked(self._sleepers.pop())
             return False
         if self._nudge_leader_locked():
             return False
         return True if self._spawn_worker_locked() else None
+
+    def _wake_sleeper_locked(self, sleeper: _Sleeper) -> None:
+        """Wake a sleeper taken off self._sleepers, counted as running (it takes itself out
+        again if it finds nothing to do). Caller holds self._queue_lock."""
+        sleeper.woken = True
+        self._running += 1
+        sleeper.wake.release()
 
     def _nudge_leader_locked(self) -> bool:
         """Make the waiting leader (if any, and not nudged yet) come back from its wait,
@@ -1215,7 +1220,10 @@ class Server:
                         self._accept(listener)
                 now = time.monotonic()
                 if not self._leader and now - self._last_look >= _STALL_AFTER:
-                    self._stand_in_look(now)
+                    # No worker waits for input and none has looked: all are serving, or blocked
+                    # where they did not say. Queue what arrived, as they would have;
+                    # _check_stalled sends one more worker if it is not taken.
+                    self._glance(by_worker=False)
                 if self._ready:
                     self._check_stalled(now)
                 if now >= next_scan:
@@ -1229,20 +1237,6 @@ class Server:
             except Exception:
                 log.error("poller: unexpected error", exc_info=True)
                 time.sleep(0.1)
-
-    def _stand_in_look(self, now: float) -> None:
-        """No worker waits for connection input, and none has looked for _STALL_AFTER: they
-        are all serving, or blocked where they did not say (see blocking_section). Queue what
-        arrived, as they would have; _check_stalled sends one more worker if it is not taken."""
-        epoll = self._conn_epoll
-        if epoll is None:
-            return
-        try:
-            events = epoll.poll(0, _GLANCE_EVENTS)
-        except (OSError, ValueError):
-            return
-        self._last_look = now
-        self._queue_events(events, by_worker=False)
 
     def _close_listeners(self) -> None:
         assert self._epoll is not None
@@ -1508,12 +1502,10 @@ class Server:
         """Stop and join the poller and the workers. False if some thread is still running."""
         with self._queue_lock:
             self._workers_stop = True
-            for sleeper in self._sleepers:
-                sleeper.woken = True
-                self._running += 1  # each one takes itself out again on its way out
-                sleeper.wake.release()
+            for sleeper in self._sleepers:  # each one takes itself out again on its way out
+                self._wake_sleeper_locked(sleeper)
             self._sleepers.clear()
-            self._nudge_leader_locked()  # it takes itself out on its way out
+            self._nudge_leader_locked()  # so does the leader
             threads = list(self._worker_threads)
         self._poller_exit = True
         self._wake()
