@@ -76,7 +76,10 @@ def _login(port: int, user: str = "alice", source: str = "127.0.0.1") -> LineCli
 
 
 def test_parent_and_two_serving_processes_share_the_connections(server: GximapProcess) -> None:
-    assert _title(server.proc.pid) == "gximap: master, 2/2 processes"
+    # The parent retitles itself after its children are running, and they title themselves: the
+    # children's titles can appear first.
+    assert wait_until(lambda: _title(server.proc.pid) == "gximap: master, 2/2 processes", timeout=10.0), \
+        _title(server.proc.pid)
     children = _serving(server)
     assert sorted(_title(pid).split(":")[1].strip() for pid in children) == ["process 1/2", "process 2/2"]
     clients: list[LineClient] = []
