@@ -116,6 +116,8 @@ class ImapConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
+        if self._segment == 0 and self._untagged_run():
+            return
         start = 0
         scan = self._segment
         while True:
@@ -136,6 +138,26 @@ class ImapConnection(asyncio.Protocol):
         self._segment = scan - start
         if start:
             del buffer[:start]
+
+    def _untagged_run(self) -> bool:
+        """The buffer's complete lines in one go when they are all plain untagged responses, which
+        is what the long answers are (100,000 ``* n FETCH`` lines of ``UID FETCH 1:*``): they
+        are split and kept (when collected) by C loops, not by a Python step per line, so that
+        the generator does not spend more time reading an answer than the server producing it.
+        False (nothing done) when a line needs looking at: a literal, a tagged or continuation
+        line, an EXISTS or EXPUNGE to count, the greeting, an IDLE watcher."""
+        buffer = self._buffer
+        end = buffer.rfind(_CRLF)
+        if end < 0 or buffer[:1] != b"*" or self.on_untagged is not None or not self._greeting.done():
+            return False
+        lines = bytes(buffer[:end + 2])
+        if (lines.count(b"\r\n*") + 1 != lines.count(_CRLF)       # some line is not untagged
+                or b"}\r\n" in lines or b" EXISTS\r\n" in lines or b" EXPUNGE\r\n" in lines):
+            return False
+        if self._collecting:
+            self._untagged += lines.split(_CRLF)[:-1]
+        del buffer[:end + 2]
+        return True
 
     # -- dispatch -----------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import lmdb
 
 from midb import bodyrecords, indexes, summary
 from midb.errors import MidbError, StoreBusy
+from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ GATHER_WAIT = 0.005
 class Databases:
     """Handles of the named databases (valid for the environment's lifetime)."""
 
-    __slots__ = (*DB_NAMES, "legacy_bodies")
+    __slots__ = (*DB_NAMES, "legacy_bodies", "pages")
 
     meta: Any
     counters: Any
@@ -120,6 +121,9 @@ class Databases:
     # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
     # it lacks); None for a current store.
     legacy_bodies: tuple[Any, ...] | None
+    # Reads a key range's leaf pages ahead of a scan (midb.prefetch); not a database handle, but
+    # it goes where the handles go: into every read of the environment.
+    pages: LeafPrefetcher
 
 
 class WriteEffects:
@@ -261,6 +265,7 @@ class SharedEnv:
             self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
             self.dbs = Databases()
             self.dbs.legacy_bodies = None
+            self.dbs.pages = LeafPrefetcher(os.path.join(index_dir, "data.mdb"), self.env.stat()["psize"])
             if readonly:
                 for name in DB_NAMES:
                     try:
@@ -281,7 +286,7 @@ class SharedEnv:
                                                                  dupsort=fixed, dupfixed=fixed))
             self._check_schema()
         except BaseException:
-            self.env.close()
+            self.close()
             raise
         self._queue: list[_Pending] = []
         self._queue_cv = threading.Condition(threading.Lock())
@@ -290,6 +295,12 @@ class SharedEnv:
         self._gathering = False   # a leader waits on _queue_cv for announced arrivals
         self._arriving = 0   # writers that announced a durable write (see arrival())
         self._announced = threading.local()   # .arrival: this thread's pending announcement
+
+    def close(self) -> None:
+        pages = getattr(getattr(self, "dbs", None), "pages", None)
+        if pages is not None:
+            pages.close()
+        self.env.close()
 
     def _legacy_bodies(self, index_dir: str) -> tuple[Any, ...]:
         handles: list[Any] = []
@@ -576,7 +587,7 @@ def acquire(index_dir: str, *, readonly: bool, sync: bool, map_size: int) -> Sha
             inherited = _inherited.pop(key, None)
             if inherited is not None:
                 with contextlib.suppress(lmdb.Error):
-                    inherited.env.close()
+                    inherited.close()
             shared = SharedEnv(key, readonly=readonly, sync=sync, map_size=map_size)
             _registry[key] = shared
         elif shared.readonly and not readonly:
@@ -598,7 +609,7 @@ def release(shared: SharedEnv) -> None:
     with shared._queue_cv:
         while shared._leader_active:
             shared._queue_cv.wait()
-    shared.env.close()
+    shared.close()
 
 
 def _forget_after_fork() -> None:

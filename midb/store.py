@@ -73,6 +73,7 @@ from midb.keys import (
     name_key,
     owner_key,
     pack_u32,
+    prefix_end,
     unpack_folder_key,
     unpack_owner_key,
     unpack_u32,
@@ -120,6 +121,10 @@ INLINE_MAX = 256 * 1024
 # index, and bodies must never be what fills it (they go on being stored as files then).
 INLINE_MAP_SHARE = 0.5
 _DENSE_FACTOR = 4   # a UID set at least 1/4 as large as its range is read with one cursor pass
+# A folder scan of at least this many records first asks for its leaf pages all at once
+# (midb.prefetch). Below it the scan touches a dozen pages or so, and the look at the B-tree's
+# branch pages would cost more in memory than it saves on disk.
+PREFETCH_FROM = 1024
 _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
 _COUNTER_UIDVALIDITY = b"last-uidvalidity"
@@ -1199,6 +1204,8 @@ class Store(MetadataMixin):
         """
         prefix = folder_key(account_id, record.id)
         count = record.messages
+        if count >= PREFETCH_FROM:
+            dbs.pages.key_range(txn, b"messages", prefix, prefix_end(prefix))
         cursor = txn.cursor(dbs.messages)
         positioned = cursor.set_range(prefix)
         if positioned:

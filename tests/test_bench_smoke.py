@@ -83,6 +83,44 @@ def test_client_reassembles_responses_split_anywhere_including_literals() -> Non
     asyncio.run(scenario())
 
 
+def test_client_takes_runs_of_untagged_lines_whole_and_the_rest_line_by_line() -> None:
+    """The bulk path (_untagged_run) and the per-line one agree, whatever the chunking: the
+    untagged responses before a completion are its own, EXISTS and EXPUNGE are counted."""
+    fetches = b"".join(b"* %d FETCH (UID %d FLAGS (\\Seen))\r\n" % (n, n + 100) for n in range(1, 301))
+    stream = (fetches + b"* 301 EXISTS\r\n* 4 EXPUNGE\r\n" + b"".join(fetches.split(b"\r\n")[i] + b"\r\n" for i in range(14)) + b"* 2 FETCH (BODY[] {5}\r\n12345)\r\n"
+              + b"a1 OK done\r\n* 9 FETCH (UID 9)\r\na2 OK second\r\n")
+
+    async def replies(chunk: int) -> tuple[list[list[bytes]], int, int]:
+        connection = ImapConnection()
+        connection.connection_made(_Transport())
+        connection.data_received(b"* OK ready\r\n")
+        first = connection.send(b"FETCH 1:* FLAGS", collect=True)
+        second = connection.send(b"NOOP", collect=True)
+        bulk = 0
+        original = connection._untagged_run
+
+        def counting() -> bool:
+            nonlocal bulk
+            taken = original()
+            bulk += taken
+            return taken
+
+        connection._untagged_run = counting  # type: ignore[method-assign]
+        for start in range(0, len(stream), chunk):
+            connection.data_received(stream[start:start + chunk])
+        done = [(await asyncio.wait_for(first, 1)).untagged, (await asyncio.wait_for(second, 1)).untagged]
+        return done, connection.exists, bulk
+
+    reference, exists, _ = asyncio.run(replies(1))   # one byte at a time: never a whole run
+    assert len(reference[0]) == 300 + 2 + 14 + 1 and reference[1] == [b"* 9 FETCH (UID 9)"]
+    assert reference[0][-1] == b"* 2 FETCH (BODY[] {5}\r\n12345)" and exists == 300
+    for chunk in (7, 64, 1000, 4096, len(stream)):
+        got, got_exists, bulk = asyncio.run(replies(chunk))
+        assert (got, got_exists) == (reference, exists), chunk
+        if chunk in (1000, 4096):
+            assert bulk > 0, "long runs of FETCH lines take the bulk path"
+
+
 def test_client_counts_search_and_esearch_hits() -> None:
     from bench.client import Reply
 

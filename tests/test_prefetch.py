@@ -1,0 +1,171 @@
+"""midb.prefetch: the leaf pages of a key range, found from LMDB's branch pages and read ahead."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from pathlib import Path
+
+import lmdb
+import pytest
+
+import midb.store as store_module
+from midb.keys import folder_key, prefix_end
+from midb.prefetch import FormatSurprise, LeafPrefetcher, branch_children, spans
+from midb.store import Store
+
+_P_LEAF = 0x02
+
+
+def _leaf_keys(page: bytes) -> list[bytes]:
+    """The keys on an LMDB leaf page (flags checked), parsed independently of midb.prefetch."""
+    _pgno, _pad, flags, lower, _upper = struct.unpack_from("<QHHHH", page)
+    assert flags & _P_LEAF, f"not a leaf page: flags {flags:#x}"
+    count = (lower - 16) // 2
+    keys = []
+    for offset in struct.unpack_from(f"<{count}H", page, 16):
+        size = struct.unpack_from("<H", page, offset + 6)[0]
+        keys.append(bytes(page[offset + 8:offset + 8 + size]))
+    return keys
+
+
+def _evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def env(tmp_path: Path):  # noqa: ANN201
+    """A named database deep enough for two branch levels: 40,000 keys of 12 bytes, 40 of value."""
+    environment = lmdb.open(str(tmp_path / "env"), map_size=1 << 28, max_dbs=4)
+    table = environment.open_db(b"table")
+    with environment.begin(write=True) as txn:
+        for group in range(4):
+            for number in range(10_000):
+                txn.put(struct.pack(">III", 1, group, number), b"v" * 40, db=table)
+    yield environment, table
+    environment.close()
+
+
+def test_spans_join_pages_close_together() -> None:
+    assert spans([]) == []
+    assert spans([7]) == [(7, 1)]
+    assert spans([10, 3, 4, 6, 20, 21, 30]) == [(3, 4), (10, 1), (20, 2), (30, 1)]
+    assert spans([1, 5, 9], gap=4) == [(1, 9)]
+
+
+def test_the_leaves_found_hold_exactly_the_range(env) -> None:  # noqa: ANN001
+    environment, _table = env
+    assert environment.stat()["psize"] == 4096
+    prefetcher = LeafPrefetcher(str(Path(environment.path()) / "data.mdb"), 4096)
+    try:
+        low, high = folder_key(1, 1), folder_key(1, 2)
+        with environment.begin() as txn:
+            depth = struct.unpack_from("<H", txn.get(b"table"), 6)[0]
+            assert depth >= 3, "the fixture must have two branch levels"
+            leaves = prefetcher._leaves(txn, b"table", low, high)
+            per_leaf = [_leaf_keys(os.pread(prefetcher.fd, 4096, pgno * 4096)) for pgno in leaves]
+        keys = [key for leaf_keys in per_leaf for key in leaf_keys]
+        assert keys == sorted(keys)
+        assert [key for key in keys if low <= key < high] == [struct.pack(">III", 1, 1, n) for n in range(10_000)]
+        # Only the first and the last leaf may hold keys outside the range.
+        assert all(low <= key < high for leaf_keys in per_leaf[1:-1] for key in leaf_keys)
+        assert per_leaf[0][-1] >= low and per_leaf[-1][0] < high
+        with environment.begin() as txn:   # unbounded above: to the last key of the table
+            tail = prefetcher._leaves(txn, b"table", struct.pack(">III", 1, 3, 0), None)
+        assert _leaf_keys(os.pread(prefetcher.fd, 4096, tail[-1] * 4096))[-1] == struct.pack(">III", 1, 3, 9999)
+    finally:
+        prefetcher.close()
+
+
+def test_a_cold_range_is_read_ahead_and_a_warm_one_is_left_alone(env) -> None:  # noqa: ANN001
+    environment, _table = env
+    data = Path(environment.path()) / "data.mdb"
+    prefetcher = LeafPrefetcher(str(data), 4096)
+    try:
+        low, high = folder_key(1, 2), folder_key(1, 3)
+        with environment.begin() as txn:
+            leaves = prefetcher._leaves(txn, b"table", low, high)
+            _evict(data)
+            asked = prefetcher.key_range(txn, b"table", low, high)
+        assert asked == len(leaves)
+        for pgno in leaves:   # wait for the reads (a scan would)
+            os.pread(prefetcher.fd, 4096, pgno * 4096)
+        with environment.begin() as txn:   # in memory now: nothing to ask for (given RWF_NOWAIT)
+            assert prefetcher.key_range(txn, b"table", low, high) == (0 if prefetcher.can_probe else len(leaves))
+        assert prefetcher.enabled
+    finally:
+        prefetcher.close()
+
+
+def test_a_branch_page_that_is_not_one_is_refused() -> None:
+    page = bytearray(4096)
+    struct.pack_into("<QHHHH", page, 0, 9, 0, _P_LEAF, 18, 4000)
+    with pytest.raises(FormatSurprise):
+        branch_children(bytes(page), 9, b"a", b"b")
+    struct.pack_into("<QHHHH", page, 0, 8, 0, 0x01, 18, 4000)   # its header names another page
+    with pytest.raises(FormatSurprise):
+        branch_children(bytes(page), 9, b"a", b"b")
+
+
+class _FakeTxn:
+    def __init__(self, record: bytes) -> None:
+        self.record = record
+
+    def get(self, _key: bytes) -> bytes:
+        return self.record
+
+
+def test_a_surprise_switches_prefetching_off_with_one_warning(env, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    environment, _table = env
+    prefetcher = LeafPrefetcher(str(Path(environment.path()) / "data.mdb"), 4096)
+    try:
+        # depth 3 with page 0 (a meta page, not a branch page) as the root
+        record = struct.pack("<IHHQQQQQ", 0, 0, 3, 1, 1, 0, 1, 0)
+        with caplog.at_level(logging.WARNING, logger="midb.prefetch"):
+            assert prefetcher.key_range(_FakeTxn(record), b"table", b"a", b"b") == 0
+            assert prefetcher.key_range(_FakeTxn(record), b"table", b"a", b"b") == 0
+        assert not prefetcher.enabled
+        assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+        assert "switched off" in caplog.records[0].message
+    finally:
+        prefetcher.close()
+
+
+def test_a_store_scan_of_a_big_folder_asks_for_its_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the pages are then read is the prefetcher's decision (tested above): a store this
+    small is read whole by the kernel's read-around at its first page fault."""
+    monkeypatch.setattr(store_module, "PREFETCH_FROM", 100)
+    store = Store(str(tmp_path / "midb"), fsync=False)
+    try:
+        store.create_account("alice")
+        big = store.create_folder("alice", "Big")
+        small = store.create_folder("alice", "Small")
+        body = b"Subject: x\r\n\r\n" + b"body line\r\n" * 40
+        store.append_many("alice", big.id, [(body, (), 1_700_000_000, 0)] * 3000)
+        store.append_many("alice", small.id, [(body, (), 1_700_000_000, 0)] * 99)
+        shared = store._home("alice")
+        calls: list[tuple[object, ...]] = []
+        real = shared.dbs.pages.key_range
+
+        def recording(*args: object) -> int:
+            calls.append(args[1:])
+            return real(*args)
+
+        monkeypatch.setattr(shared.dbs.pages, "key_range", recording)
+        info, uids = store.folder_uids("alice", big.id)
+        assert list(uids) == list(range(1, 3001)) and info.messages == 3000
+        assert [meta.uid for meta in store.messages("alice", small.id)] == list(range(1, 100))
+        account_id = store.account_id("alice")
+        prefix = folder_key(account_id, big.id)
+        assert calls == [(b"messages", prefix, prefix_end(prefix))]   # not for the small folder
+        with shared.read() as txn:
+            leaves = shared.dbs.pages._leaves(txn, b"messages", prefix, prefix_end(prefix))
+        assert len(leaves) > 10
+    finally:
+        store.close()
