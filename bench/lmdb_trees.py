@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.lmdb_trees [--duration 8] [--trees 8,4,2,1] [--shards 1]
                                          [--dir var/bench/lmdb-trees]
 
-Two processes of five threads each (the shape of gximap's mixed load: one serving process per CPU,
+Two processes of five threads each (the shape of gximap's mixed load when it ran one serving process per CPU,
 several sessions writing) commit transactions as fast as they can, with fsync on and the meta page
 unsynced, as midb opens its environment. Every transaction writes the same eight small records
 (60-byte values under adjacent keys); only the number of tables they are spread over changes. The

@@ -488,7 +488,7 @@ class GximapServer(BenchServer):
             "insecure_auth": "yes",
         }
         if _gximap_knows("imap_process_num"):
-            # One serving process per CPU, as Dovecot uses every core (its process per session).
+            # gximap's automatic count (two per CPU), as Dovecot uses every core (its process per session).
             settings["imap_process_num"] = "0"
         if self.scheme == SCHEME_MATCHED:
             settings["auth_backend"] = "passwd-file"

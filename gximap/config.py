@@ -276,7 +276,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap"),
     _d("imap_process_num", "int", "1",
        "Serving processes sharing the listening sockets (whichever is free first accepts), so that "
-       "Python uses more than one core; 0 means one per CPU. context_num and imap_thread_init_num are totals, shared out "
+       "Python uses more than one core; 0 means two per CPU (at most 32). context_num and imap_thread_init_num are totals, shared out "
        "among them; a process whose share of context_num is taken leaves new connections to the others, and a "
        "connection is refused only when all are full.",
        "imap", minimum=0),

@@ -208,3 +208,18 @@ def test_a_process_that_fails_at_start_up_fails_the_start() -> None:
 def test_describe_status() -> None:
     assert describe_status(3 << 8) == "exit status 3"
     assert describe_status(signal.SIGKILL) == "killed by SIGKILL"
+
+
+# -- how many processes ---------------------------------------------------------------------------
+
+def test_imap_process_num_zero_means_two_per_usable_cpu_at_most_32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from gximap import daemon
+
+    def count(wanted: int, cpus: int) -> int:
+        monkeypatch.setattr(daemon.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+        return daemon.process_count(SimpleNamespace(imap_process_num=wanted))  # type: ignore[arg-type]
+
+    assert count(0, 1) == 2 and count(0, 2) == 4 and count(0, 16) == 32 and count(0, 64) == 32
+    assert count(3, 64) == 3 and count(1, 8) == 1   # a number given is taken as it is
