@@ -46,8 +46,6 @@ _MAX_DEPTH = 16
 # Two wanted pages this close are read as one span, the page between them included: one request
 # instead of two, for a few KiB read in vain (on the test machine 2 is best; wider reads more).
 _JOIN_GAP = 2
-# How many leaves are probed for residency before deciding that the range is in memory already.
-_PROBES = 8
 
 
 class _Keys:
@@ -125,25 +123,28 @@ class LeafPrefetcher:
                 log.warning("%s: no prefetching of scans: %s", data_path, exc)
                 self.enabled = False
         self.data_path = data_path
-        self.can_probe = hasattr(os, "RWF_NOWAIT")
 
     def close(self) -> None:
+        self.enabled = False
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        self.enabled = False
 
     def key_range(self, txn: Any, db_name: bytes, low: bytes, high: bytes | None) -> int:
         """Ask for the leaf pages of database `db_name` that hold keys in [low, high) (high None:
-        no upper bound), as of the
-        read transaction `txn`; returns how many pages were asked for (0: nothing to do, the
-        pages were in memory already, or prefetching is off)."""
+        no upper bound), as of the read transaction `txn`; returns how many pages were asked for
+        (0: a tree of one page, or prefetching is off).
+
+        Pages in memory already are asked for too: for those the kernel only looks them up, and
+        that is the cheapest way to find them. 1,667 leaves (100,000 messages): 0.8 ms, against
+        1.9 ms for a one-byte read with RWF_NOWAIT per leaf and 2.8 ms for one mincore() over
+        their span. Probing a sample instead is wrong: the kernel evicts pages one by one, and on
+        the benchmark machine a scan whose 8 sampled leaves were in memory faulted in 38 MB
+        around the few that were not."""
         if not self.enabled:
             return 0
         try:
             leaves = self._leaves(txn, db_name, low, high)
-            if not leaves or self._resident(leaves):
-                return 0
             size = self.page_size
             for first, count in spans(leaves):
                 os.posix_fadvise(self.fd, first * size, count * size, os.POSIX_FADV_WILLNEED)
@@ -176,21 +177,3 @@ class LeafPrefetcher:
                 below += branch_children(os.pread(self.fd, size, pgno * size), pgno, low, high)
             level = below
         return level
-
-    def _resident(self, leaves: list[int]) -> bool:
-        """Are the leaves in memory already (judged from a few spread over the range)? A read
-        with RWF_NOWAIT fails rather than wait for the disk."""
-        if not self.can_probe:
-            return False
-        step = max(1, len(leaves) // _PROBES)
-        buffer = bytearray(1)
-        for pgno in leaves[::step]:
-            try:
-                os.preadv(self.fd, [buffer], pgno * self.page_size, os.RWF_NOWAIT)
-            except BlockingIOError:
-                return False
-            except OSError:   # the file system does not support it: assume not
-                self.can_probe = False
-                return False
-        return True
-

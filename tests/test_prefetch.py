@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from net_helpers import wait_until
 
 import midb.store as store_module
 from midb.keys import folder_key, prefix_end
@@ -28,6 +29,18 @@ def _leaf_keys(page: bytes) -> list[bytes]:
         size = struct.unpack_from("<H", page, offset + 6)[0]
         keys.append(bytes(page[offset + 8:offset + 8 + size]))
     return keys
+
+
+def _absent(fd: int, pages: list[int]) -> list[int]:
+    """The pages not in the page cache (a read with RWF_NOWAIT fails rather than wait)."""
+    buffer = bytearray(1)
+    absent = []
+    for pgno in pages:
+        try:
+            os.preadv(fd, [buffer], pgno * 4096, os.RWF_NOWAIT)
+        except BlockingIOError:
+            absent.append(pgno)
+    return absent
 
 
 def _evict(path: Path) -> None:
@@ -83,7 +96,7 @@ def test_the_leaves_found_hold_exactly_the_range(env) -> None:  # noqa: ANN001
         prefetcher.close()
 
 
-def test_a_cold_range_is_read_ahead_and_a_warm_one_is_left_alone(env) -> None:  # noqa: ANN001
+def test_the_leaves_of_a_cold_range_are_read_in(env) -> None:  # noqa: ANN001
     environment, _table = env
     data = Path(environment.path()) / "data.mdb"
     prefetcher = LeafPrefetcher(str(data), 4096)
@@ -92,12 +105,11 @@ def test_a_cold_range_is_read_ahead_and_a_warm_one_is_left_alone(env) -> None:  
         with environment.begin() as txn:
             leaves = prefetcher._leaves(txn, b"table", low, high)
             _evict(data)
-            asked = prefetcher.key_range(txn, b"table", low, high)
-        assert asked == len(leaves)
-        for pgno in leaves:   # wait for the reads (a scan would)
-            os.pread(prefetcher.fd, 4096, pgno * 4096)
-        with environment.begin() as txn:   # in memory now: nothing to ask for (given RWF_NOWAIT)
-            assert prefetcher.key_range(txn, b"table", low, high) == (0 if prefetcher.can_probe else len(leaves))
+            assert len(_absent(prefetcher.fd, leaves)) > len(leaves) // 2   # the range is cold
+            assert prefetcher.key_range(txn, b"table", low, high) == len(leaves) > 50
+        # WILLNEED queued the reads: they all come into memory without anybody reading them.
+        # (Pages LMDB's own map holds mapped could not be evicted; they were there anyway.)
+        assert wait_until(lambda: not _absent(prefetcher.fd, leaves), timeout=10.0)
         assert prefetcher.enabled
     finally:
         prefetcher.close()
