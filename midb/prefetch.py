@@ -73,8 +73,8 @@ class FormatSurprise(Exception):
 
 def branch_children(page: bytes, pgno: int, low: bytes, high: bytes | None) -> list[int]:
     """Page numbers of the children of branch page `page` (number `pgno`) that may hold keys in
-    [low, high) (high None: no upper bound). Child i holds the keys from node i's key up to node i+1's; node 0's key is
-    empty and stands for "anything below node 1's"."""
+    [low, high) (high None: no upper bound). Child i holds the keys from node i's key up to node
+    i+1's; node 0's key is empty and stands for "anything below node 1's"."""
     if len(page) < _PAGE_HEADER_SIZE:
         raise FormatSurprise(f"page {pgno} is short")
     own, _pad, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
@@ -149,10 +149,7 @@ class LeafPrefetcher:
             for first, count in spans(leaves):
                 os.posix_fadvise(self.fd, first * size, count * size, os.POSIX_FADV_WILLNEED)
             return len(leaves)
-        except FormatSurprise as exc:
-            log.warning("%s: prefetching of scans switched off: %s", self.data_path, exc)
-            self.enabled = False
-        except OSError as exc:
+        except (FormatSurprise, OSError) as exc:
             log.warning("%s: prefetching of scans switched off: %s", self.data_path, exc)
             self.enabled = False
         return 0
