@@ -6,8 +6,8 @@
 Each client logs in, selects its INBOX (100 messages) and sends NOOP after NOOP, one at a time,
 for the duration. A NOOP does no mailbox work beyond the end-of-command check for changes, so the
 server's CPU time per command is what receiving, dispatching and answering a command costs: for
-gximap, the pool's hand-off from the poller to a worker and back (gximap.net.pool), the framer,
-the session's dispatch and the check; for Dovecot, its imap process's read-answer loop. The mixed
+gximap, the pool's wait for input and re-arming of the socket (gximap.net.pool, leader/follower),
+the framer, the session's dispatch and the check; for Dovecot, its imap process's read-answer loop. The mixed
 load (python -m bench) costs about 0.6 ms of server CPU per command, so this fixed part is the
 share no faster IMAP command code can remove.
 

@@ -87,7 +87,8 @@ def test_client_takes_runs_of_untagged_lines_whole_and_the_rest_line_by_line() -
     """The bulk path (_untagged_run) and the per-line one agree, whatever the chunking: the
     untagged responses before a completion are its own, EXISTS and EXPUNGE are counted."""
     fetches = b"".join(b"* %d FETCH (UID %d FLAGS (\\Seen))\r\n" % (n, n + 100) for n in range(1, 301))
-    stream = (fetches + b"* 301 EXISTS\r\n* 4 EXPUNGE\r\n" + b"".join(fetches.split(b"\r\n")[i] + b"\r\n" for i in range(14)) + b"* 2 FETCH (BODY[] {5}\r\n12345)\r\n"
+    first_14 = b"".join(line + b"\r\n" for line in fetches.split(b"\r\n")[:14])
+    stream = (fetches + b"* 301 EXISTS\r\n* 4 EXPUNGE\r\n" + first_14 + b"* 2 FETCH (BODY[] {5}\r\n12345)\r\n"
               + b"a1 OK done\r\n* 9 FETCH (UID 9)\r\na2 OK second\r\n")
 
     async def replies(chunk: int) -> tuple[list[list[bytes]], int, int]:

@@ -551,8 +551,9 @@ class Server:
         context switches more and a GIL hand-off; 10 clients sending NOOPs measured 2.65 context
         switches and 2.1 futex calls per command (python -m bench.noop). Now the thread that
         sees the input serves it: 19,700 against 14,800 NOOP/s, 63 against 78 µs of CPU per
-        NOOP (the mixed load, where workers are seldom idle, did not change). Other idle workers sleep (_Sleeper) until work is queued
-        that the leader cannot take: it is serving, or a worker stepped aside (_block_enter)."""
+        NOOP (the mixed load, where workers are seldom idle, did not change). Other idle workers
+        sleep (_Sleeper) until work is queued that the leader cannot take: it is serving, or a
+        worker stepped aside (_block_enter)."""
         events: list[tuple[int, int]] = []
         epoll = self._conn_epoll
         try:
