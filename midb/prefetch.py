@@ -16,6 +16,12 @@ database gives its root page and depth, and each branch page lists its children'
 with the first key below each. The branch pages are read with pread() on a descriptor of our
 own; within a read transaction the pages of its snapshot do not change, so no lock is needed.
 
+A key's sorted duplicates (``flag_lists``: a folder's unseen UIDs) past what fits beside the key
+on its leaf live in a tree of their own, whose MDB_db record is the key's data on the leaf:
+:meth:`LeafPrefetcher.duplicates` finds that leaf the same way, reads the record from it and asks
+for the duplicate tree's leaves (33,000 unseen UIDs: 33 leaves, which cold cost 15 ms and 16 MB
+read one fault at a time).
+
 It is only a hint. A page that does not look like what the format says it should (its own page
 number in its header, the branch flag, the node offsets inside the page) switches the
 prefetcher off for the environment's lifetime, with one warning, and scans go on as before.
@@ -28,6 +34,7 @@ import logging
 import os
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("midb.prefetch")
@@ -38,6 +45,10 @@ _PAGE_HEADER_SIZE = 16
 _NODE_HEADER_SIZE = 8                      # mn_lo, mn_hi, mn_flags (child pgno in a branch), mn_ksize
 _KEY_SIZE = struct.Struct("<H")            # mn_ksize, at offset 6 in a node
 _P_BRANCH = 0x01
+_P_LEAF = 0x02
+_F_SUBDATA = 0x02                          # a leaf node's data is the MDB_db of its duplicates' tree
+_F_DUPDATA = 0x04                          # the node's data holds duplicates (sub-page or tree)
+_LEAF_NODE = struct.Struct("<HHHH")        # mn_lo, mn_hi (data size), mn_flags, mn_ksize
 _DB_RECORD_SIZE = 48                       # MDB_db: pad, flags, depth, page counts, entries, root
 _DB_DEPTH = struct.Struct("<H")            # at offset 6
 _DB_ROOT = struct.Struct("<Q")             # at offset 40
@@ -75,19 +86,43 @@ def branch_children(page: bytes, pgno: int, low: bytes, high: bytes | None) -> l
     """Page numbers of the children of branch page `page` (number `pgno`) that may hold keys in
     [low, high) (high None: no upper bound). Child i holds the keys from node i's key up to node
     i+1's; node 0's key is empty and stands for "anything below node 1's"."""
-    if len(page) < _PAGE_HEADER_SIZE:
-        raise FormatSurprise(f"page {pgno} is short")
-    own, _pad, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
-    count = (lower - _PAGE_HEADER_SIZE) >> 1
-    if own != pgno or not flags & _P_BRANCH or count < 1 or not lower <= upper <= len(page):
-        raise FormatSurprise(f"page {pgno}: number {own}, flags {flags:#x}, lower {lower}, upper {upper}")
-    offsets = struct.unpack_from(f"<{count}H", page, _PAGE_HEADER_SIZE)
-    if min(offsets) < upper or max(offsets) + _NODE_HEADER_SIZE > len(page):
-        raise FormatSurprise(f"page {pgno}: a node lies outside the page's node area")
+    offsets = _node_offsets(page, pgno, _P_BRANCH)
+    count = len(offsets)
     keys = _Keys(page, offsets)
     first = max(bisect.bisect_right(keys, low, 1) - 1, 0)   # the child that holds `low`
     stop = count if high is None else bisect.bisect_left(keys, high, 1)   # children starting below it
     return [int.from_bytes(page[offset:offset + 6], "little") for offset in offsets[first:stop]]
+
+
+def _node_offsets(page: bytes, pgno: int, kind: int) -> tuple[int, ...]:
+    """The node offsets of page `pgno`, checked against its header (flags include `kind`)."""
+    if len(page) < _PAGE_HEADER_SIZE:
+        raise FormatSurprise(f"page {pgno} is short")
+    own, _pad, flags, lower, upper = _PAGE_HEADER.unpack_from(page)
+    count = (lower - _PAGE_HEADER_SIZE) >> 1
+    if own != pgno or not flags & kind or count < 1 or not lower <= upper <= len(page):
+        raise FormatSurprise(f"page {pgno}: number {own}, flags {flags:#x}, lower {lower}, upper {upper}")
+    offsets = struct.unpack_from(f"<{count}H", page, _PAGE_HEADER_SIZE)
+    if min(offsets) < upper or max(offsets) + _NODE_HEADER_SIZE > len(page):
+        raise FormatSurprise(f"page {pgno}: a node lies outside the page's node area")
+    return offsets
+
+
+def duplicate_tree(page: bytes, pgno: int, key: bytes) -> bytes | None:
+    """The MDB_db record of `key`'s duplicate tree, from leaf page `page` (number `pgno`); None
+    when the key is not on the page or its duplicates fit on it (no tree of their own)."""
+    keys = _Keys(page, _node_offsets(page, pgno, _P_LEAF))
+    index = bisect.bisect_left(keys, key)
+    if index == len(keys) or keys[index] != key:
+        return None
+    offset = keys.offsets[index]
+    low, high, flags, size = _LEAF_NODE.unpack_from(page, offset)
+    if flags & (_F_SUBDATA | _F_DUPDATA) != _F_SUBDATA | _F_DUPDATA:
+        return None
+    start = offset + _NODE_HEADER_SIZE + size
+    if low | high << 16 != _DB_RECORD_SIZE or start + _DB_RECORD_SIZE > len(page):
+        raise FormatSurprise(f"page {pgno}: the duplicate tree of a key has a record of {low | high << 16} bytes")
+    return page[start:start + _DB_RECORD_SIZE]
 
 
 def spans(pages: list[int], gap: int = _JOIN_GAP) -> list[tuple[int, int]]:
@@ -141,10 +176,18 @@ class LeafPrefetcher:
         their span. Probing a sample instead is wrong: the kernel evicts pages one by one, and on
         the benchmark machine a scan whose 8 sampled leaves were in memory faulted in 38 MB
         around the few that were not."""
+        return self._ask(lambda: self._leaves(txn, db_name, low, high))
+
+    def duplicates(self, txn: Any, db_name: bytes, key: bytes) -> int:
+        """Ask for the leaf pages of `key`'s duplicates in database `db_name` (MDB_DUPSORT), as
+        :meth:`key_range` does; 0 when they fit on the key's own leaf."""
+        return self._ask(lambda: self._duplicate_leaves(txn, db_name, key))
+
+    def _ask(self, find: Callable[[], list[int]]) -> int:
         if not self.enabled:
             return 0
         try:
-            leaves = self._leaves(txn, db_name, low, high)
+            leaves = find()
             size = self.page_size
             for first, count in spans(leaves):
                 os.posix_fadvise(self.fd, first * size, count * size, os.POSIX_FADV_WILLNEED)
@@ -154,13 +197,34 @@ class LeafPrefetcher:
             self.enabled = False
         return 0
 
-    def _leaves(self, txn: Any, db_name: bytes, low: bytes, high: bytes | None) -> list[int]:
+    def _tree(self, txn: Any, db_name: bytes) -> bytes:
         record = txn.get(db_name)   # the main database holds each named database's MDB_db
         if record is None or len(record) != _DB_RECORD_SIZE:
             raise FormatSurprise(f"database {db_name!r} has no record of {_DB_RECORD_SIZE} bytes")
+        return record
+
+    def _duplicate_leaves(self, txn: Any, db_name: bytes, key: bytes) -> list[int]:
+        record = self._tree(txn, db_name)
+        if _DB_DEPTH.unpack_from(record, 6)[0] < 1:
+            return []   # empty
+        holders = self._below(record, key, key + b"\0")
+        if not holders:   # the root is the leaf
+            holders = [_DB_ROOT.unpack_from(record, 40)[0]]
+        if len(holders) != 1:
+            raise FormatSurprise(f"database {db_name!r}: {len(holders)} leaves for one key")
+        pgno = holders[0]
+        tree = duplicate_tree(os.pread(self.fd, self.page_size, pgno * self.page_size), pgno, key)
+        return [] if tree is None else self._below(tree, b"", None)
+
+    def _leaves(self, txn: Any, db_name: bytes, low: bytes, high: bytes | None) -> list[int]:
+        return self._below(self._tree(txn, db_name), low, high)
+
+    def _below(self, record: bytes, low: bytes, high: bytes | None) -> list[int]:
+        """The leaf pages below the tree of MDB_db `record` that hold keys in [low, high);
+        none for a tree of one page."""
         depth = _DB_DEPTH.unpack_from(record, 6)[0]
         if depth > _MAX_DEPTH:
-            raise FormatSurprise(f"database {db_name!r}: depth {depth}")
+            raise FormatSurprise(f"a tree of depth {depth}")
         if depth < 2:
             return []   # empty, or one leaf that is the root
         level = [_DB_ROOT.unpack_from(record, 40)[0]]

@@ -124,6 +124,7 @@ _DENSE_FACTOR = 4   # a UID set at least 1/4 as large as its range is read with 
 # A folder scan of at least this many records first asks for its leaf pages all at once
 # (midb.prefetch). Below it the scan reads about 16 leaf pages or fewer: a few faults on a cold
 # cache, and on a warm one the walk over the branch pages would be a good part of the scan's cost.
+# A flag list of this many UIDs (a leaf page's worth) is asked for the same way.
 PREFETCH_FROM = 1024
 _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
@@ -1319,10 +1320,12 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            if not (record.unseen if kind == indexes.UNSEEN_KIND else record.deleted):
+            listed = record.unseen if kind == indexes.UNSEEN_KIND else record.deleted
+            if not listed:
                 return []
             if shared.indexed:
-                return indexes.uids_of_kind(txn, dbs, account_id, record.id, kind, limit)
+                return indexes.uids_of_kind(txn, dbs, account_id, record.id, kind, limit,
+                                            prefetch=listed >= PREFETCH_FROM)
             # A store of an older schema opened read-only has no flag index: scan the records.
             uid_of = UID_IN_MESSAGE_KEY.unpack_from
             out = []

@@ -13,10 +13,11 @@ from net_helpers import wait_until
 
 import midb.store as store_module
 from midb.keys import folder_key, prefix_end
-from midb.prefetch import FormatSurprise, LeafPrefetcher, branch_children, spans
+from midb.prefetch import FormatSurprise, LeafPrefetcher, branch_children, duplicate_tree, spans
 from midb.store import Store
 
 _P_LEAF = 0x02
+_P_LEAF2 = 0x20
 
 
 def _leaf_keys(page: bytes) -> list[bytes]:
@@ -29,6 +30,15 @@ def _leaf_keys(page: bytes) -> list[bytes]:
         size = struct.unpack_from("<H", page, offset + 6)[0]
         keys.append(bytes(page[offset + 8:offset + 8 + size]))
     return keys
+
+
+def _fixed_values(page: bytes, size: int) -> list[bytes]:
+    """The values on an LMDB LEAF2 page (the leaves of a MDB_DUPFIXED duplicate tree), parsed
+    independently of midb.prefetch: fixed-size entries packed after the header."""
+    _pgno, _pad, flags, lower, _upper = struct.unpack_from("<QHHHH", page)
+    assert flags & _P_LEAF2, f"not a LEAF2 page: flags {flags:#x}"
+    count = (lower - 16) // 2
+    return [bytes(page[16 + index * size:16 + (index + 1) * size]) for index in range(count)]
 
 
 def _absent(fd: int, pages: list[int]) -> list[int]:
@@ -61,6 +71,22 @@ def env(tmp_path: Path):  # noqa: ANN201
         for group in range(4):
             for number in range(10_000):
                 txn.put(struct.pack(">III", 1, group, number), b"v" * 40, db=table)
+    yield environment, table
+    environment.close()
+
+
+@pytest.fixture
+def lists(tmp_path: Path):  # noqa: ANN201
+    """A MDB_DUPSORT | MDB_DUPFIXED database like midb's flag_lists: 200 keys, one of which has
+    50,000 duplicates of 4 bytes (a tree of their own), the others 3 each (beside the key)."""
+    environment = lmdb.open(str(tmp_path / "lists"), map_size=1 << 28, max_dbs=4)
+    table = environment.open_db(b"lists", dupsort=True, dupfixed=True)
+    with environment.begin(write=True) as txn:
+        for number in range(200):
+            key = struct.pack(">IIB", 1, number, 0)
+            count = 50_000 if number == 120 else 3
+            for uid in range(1, count + 1):
+                txn.put(key, struct.pack(">I", uid * 2), db=table)
     yield environment, table
     environment.close()
 
@@ -113,6 +139,57 @@ def test_the_leaves_of_a_cold_range_are_read_in(env) -> None:  # noqa: ANN001
         assert prefetcher.enabled
     finally:
         prefetcher.close()
+
+
+def test_the_leaves_of_a_keys_duplicates_hold_exactly_them(lists) -> None:  # noqa: ANN001
+    environment, _table = lists
+    prefetcher = LeafPrefetcher(str(Path(environment.path()) / "data.mdb"), 4096)
+    try:
+        with environment.begin() as txn:
+            assert struct.unpack_from("<H", txn.get(b"lists"), 6)[0] >= 2, "the keys need a branch level"
+            leaves = prefetcher._duplicate_leaves(txn, b"lists", struct.pack(">IIB", 1, 120, 0))
+            assert prefetcher._duplicate_leaves(txn, b"lists", struct.pack(">IIB", 1, 7, 0)) == []
+            assert prefetcher._duplicate_leaves(txn, b"lists", struct.pack(">IIB", 1, 999, 0)) == []
+            assert prefetcher.duplicates(txn, b"lists", struct.pack(">IIB", 1, 7, 0)) == 0
+        values = [value for pgno in leaves
+                  for value in _fixed_values(os.pread(prefetcher.fd, 4096, pgno * 4096), 4)]
+        assert values == [struct.pack(">I", uid * 2) for uid in range(1, 50_001)]
+        assert prefetcher.enabled
+    finally:
+        prefetcher.close()
+
+
+def test_the_leaves_of_cold_duplicates_are_read_in(lists) -> None:  # noqa: ANN001
+    environment, _table = lists
+    data = Path(environment.path()) / "data.mdb"
+    prefetcher = LeafPrefetcher(str(data), 4096)
+    key = struct.pack(">IIB", 1, 120, 0)
+    try:
+        with environment.begin() as txn:
+            leaves = prefetcher._duplicate_leaves(txn, b"lists", key)
+            _evict(data)
+            assert len(_absent(prefetcher.fd, leaves)) > len(leaves) // 2
+            assert prefetcher.duplicates(txn, b"lists", key) == len(leaves) > 40
+        assert wait_until(lambda: not _absent(prefetcher.fd, leaves), timeout=10.0)
+    finally:
+        prefetcher.close()
+
+
+def test_a_duplicate_tree_record_of_the_wrong_size_is_refused() -> None:
+    page = bytearray(4096)
+    key = b"key!"
+    node = 4000
+    struct.pack_into("<QHHHH", page, 0, 5, 0, _P_LEAF, 18, node)
+    struct.pack_into("<H", page, 16, node)
+    struct.pack_into("<HHHH", page, node, 40, 0, 0x06, len(key))   # F_SUBDATA | F_DUPDATA, 40 bytes
+    page[node + 8:node + 12] = key
+    with pytest.raises(FormatSurprise):
+        duplicate_tree(bytes(page), 5, key)
+    struct.pack_into("<HHHH", page, node, 48, 0, 0x04, len(key))   # duplicates on a sub-page
+    assert duplicate_tree(bytes(page), 5, key) is None
+    struct.pack_into("<HHHH", page, node, 48, 0, 0x06, len(key))
+    assert duplicate_tree(bytes(page), 5, key) == bytes(page[node + 12:node + 60])
+    assert duplicate_tree(bytes(page), 5, b"other") is None
 
 
 def test_a_branch_page_that_is_not_one_is_refused() -> None:
@@ -179,5 +256,37 @@ def test_a_store_scan_of_a_big_folder_asks_for_its_range(tmp_path: Path, monkeyp
         with shared.read() as txn:
             leaves = shared.dbs.pages._leaves(txn, b"messages", prefix, prefix_end(prefix))
         assert len(leaves) > 10
+    finally:
+        store.close()
+
+
+def test_a_long_flag_list_is_asked_for_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PREFETCH_FROM", 100)
+    store = Store(str(tmp_path / "midb"), fsync=False)
+    try:
+        store.create_account("alice")
+        big = store.create_folder("alice", "Big")
+        small = store.create_folder("alice", "Small")
+        body = b"Subject: x\r\n\r\nbody\r\n"
+        store.append_many("alice", big.id, [(body, (), 1_700_000_000, 0)] * 3000)
+        store.append_many("alice", small.id, [(body, (), 1_700_000_000, 0)] * 99)
+        shared = store._home("alice")
+        calls: list[tuple[object, ...]] = []
+        real = shared.dbs.pages.duplicates
+
+        def recording(*args: object) -> int:
+            calls.append(args[1:])
+            asked = real(*args)
+            calls.append(("asked", asked))
+            return asked
+
+        monkeypatch.setattr(shared.dbs.pages, "duplicates", recording)
+        assert store.unseen_uids("alice", big.id) == list(range(1, 3001))
+        assert store.unseen_uids("alice", small.id) == list(range(1, 100))
+        assert store.unseen_uids("alice", big.id, limit=1) == [1]   # the first leaf only
+        account_id = store.account_id("alice")
+        assert calls[0] == (b"flag_lists", struct.pack(">IIB", account_id, big.id, 0))
+        assert calls[1][0] == "asked" and calls[1][1] >= 2   # 12,000 bytes of UIDs: several leaves
+        assert len(calls) == 2
     finally:
         store.close()
