@@ -1939,8 +1939,12 @@ def _apply_flags(old_tail: bytes, mode: str, given: FlagSet) -> bytes:
 
 def _uid_list(uids: Iterable[int]) -> list[int]:
     """Sorted distinct UIDs; values outside 1..2**32-1 cannot exist and are dropped."""
-    if type(uids) is list and _is_uid_sequence(uids):
-        return uids   # already sorted, distinct and in range (what sessions pass): as is
+    if type(uids) is list:
+        contiguous = _as_uid_range(uids)
+        if contiguous is not None:
+            return contiguous
+        if _is_uid_sequence(uids):
+            return uids   # already sorted, distinct and in range (what sessions pass): as is
     if isinstance(uids, (str, bytes)):
         raise InvalidArgument("uids must be an iterable of int")
     try:
@@ -1951,6 +1955,21 @@ def _uid_list(uids: Iterable[int]) -> list[int]:
         if not isinstance(value, int):
             raise InvalidArgument(f"invalid UID {value!r}")
     return sorted(value for value in values if 0 < value <= MAX_U32)
+
+
+def _as_uid_range(uids: list[Any]) -> list[int] | None:
+    """`uids` as a new list of ints when it equals a stretch of consecutive UIDs (a batch of a
+    FETCH 1:*), else None. One list comparison: a third of _is_uid_sequence's cost. The list
+    returned is built from the range, so an equal float or bool in `uids` comes out as an int."""
+    if not uids:
+        return None
+    first, last = uids[0], uids[-1]
+    if type(first) is not int or type(last) is not int or last - first + 1 != len(uids):
+        return None
+    if first < 1 or last > MAX_U32:
+        return None
+    contiguous = list(range(first, last + 1))
+    return contiguous if contiguous == uids else None
 
 
 def _is_uid_sequence(uids: list[Any]) -> bool:

@@ -1006,3 +1006,20 @@ def test_digests_of_fetched_bodies_are_kept_but_a_gone_body_has_no_summary(store
     assert store.summaries([blob]) == [None]      # the index answers, not the cache
     with pytest.raises(NoSuchBody):
         store.summary(blob)
+
+
+def test_uid_lists_are_normalised_with_or_without_the_contiguous_fast_path() -> None:
+    from midb.store import MAX_U32, _uid_list  # noqa: PLC0415 - the helper under test
+
+    batch = list(range(50_001, 54_097))   # a batch of FETCH 1:*: the fast path
+    assert _uid_list(batch) == batch and all(type(uid) is int for uid in _uid_list(batch))
+    assert _uid_list([1, 2.0, 3]) == [1, 2, 3] and type(_uid_list([1, 2.0, 3])[1]) is int
+    assert _uid_list([1, 3, 2]) == [1, 2, 3]   # same ends and length, not in order
+    assert _uid_list([1, 1, 3]) == [1, 3]
+    assert _uid_list([0, 1, 2]) == [1, 2]
+    assert _uid_list([MAX_U32 - 1, MAX_U32]) == [MAX_U32 - 1, MAX_U32]
+    assert _uid_list([MAX_U32, MAX_U32 + 1]) == [MAX_U32]
+    assert _uid_list([1, 5, 9]) == [1, 5, 9]
+    assert _uid_list([]) == []
+    with pytest.raises(InvalidArgument):
+        _uid_list([1, "2", 3])
