@@ -6,6 +6,7 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -122,23 +123,28 @@ def test_the_leaves_found_hold_exactly_the_range(env) -> None:  # noqa: ANN001
         prefetcher.close()
 
 
-def test_the_leaves_of_a_cold_range_are_read_in(env) -> None:  # noqa: ANN001
-    environment, _table = env
+def _cold_pages_come_in(environment: lmdb.Environment, find: Any, ask: Any, minimum: int) -> None:
+    """Evict the file, then ask for the leaves `find` gives: they come into memory by themselves."""
     data = Path(environment.path()) / "data.mdb"
     prefetcher = LeafPrefetcher(str(data), 4096)
     try:
-        low, high = folder_key(1, 2), folder_key(1, 3)
         with environment.begin() as txn:
-            leaves = prefetcher._leaves(txn, b"table", low, high)
+            leaves = find(prefetcher, txn)
             _evict(data)
-            assert len(_absent(prefetcher.fd, leaves)) > len(leaves) // 2   # the range is cold
-            assert prefetcher.key_range(txn, b"table", low, high) == len(leaves) > 50
+            assert len(_absent(prefetcher.fd, leaves)) > len(leaves) // 2   # they are cold
+            assert ask(prefetcher, txn) == len(leaves) > minimum
         # WILLNEED queued the reads: they all come into memory without anybody reading them.
         # (Pages LMDB's own map holds mapped could not be evicted; they were there anyway.)
         assert wait_until(lambda: not _absent(prefetcher.fd, leaves), timeout=10.0)
         assert prefetcher.enabled
     finally:
         prefetcher.close()
+
+
+def test_the_leaves_of_a_cold_range_are_read_in(env) -> None:  # noqa: ANN001
+    low, high = folder_key(1, 2), folder_key(1, 3)
+    _cold_pages_come_in(env[0], lambda prefetcher, txn: prefetcher._leaves(txn, b"table", low, high),
+                        lambda prefetcher, txn: prefetcher.key_range(txn, b"table", low, high), 50)
 
 
 def test_the_leaves_of_a_keys_duplicates_hold_exactly_them(lists) -> None:  # noqa: ANN001
@@ -160,19 +166,9 @@ def test_the_leaves_of_a_keys_duplicates_hold_exactly_them(lists) -> None:  # no
 
 
 def test_the_leaves_of_cold_duplicates_are_read_in(lists) -> None:  # noqa: ANN001
-    environment, _table = lists
-    data = Path(environment.path()) / "data.mdb"
-    prefetcher = LeafPrefetcher(str(data), 4096)
     key = struct.pack(">IIB", 1, 120, 0)
-    try:
-        with environment.begin() as txn:
-            leaves = prefetcher._duplicate_leaves(txn, b"lists", key)
-            _evict(data)
-            assert len(_absent(prefetcher.fd, leaves)) > len(leaves) // 2
-            assert prefetcher.duplicates(txn, b"lists", key) == len(leaves) > 40
-        assert wait_until(lambda: not _absent(prefetcher.fd, leaves), timeout=10.0)
-    finally:
-        prefetcher.close()
+    _cold_pages_come_in(lists[0], lambda prefetcher, txn: prefetcher._duplicate_leaves(txn, b"lists", key),
+                        lambda prefetcher, txn: prefetcher.duplicates(txn, b"lists", key), 40)
 
 
 def test_a_duplicate_tree_record_of_the_wrong_size_is_refused() -> None:
@@ -226,9 +222,10 @@ def test_a_surprise_switches_prefetching_off_with_one_warning(env, caplog: pytes
         prefetcher.close()
 
 
-def test_a_store_scan_of_a_big_folder_asks_for_its_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whether the pages are then read is the prefetcher's decision (tested above): a store this
-    small is read whole by the kernel's read-around at its first page fault."""
+@pytest.fixture
+def two_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """A store whose "Big" folder (3,000 unseen messages) is above PREFETCH_FROM and whose
+    "Small" one (99) is below it."""
     monkeypatch.setattr(store_module, "PREFETCH_FROM", 100)
     store = Store(str(tmp_path / "midb"), fsync=False)
     try:
@@ -238,55 +235,47 @@ def test_a_store_scan_of_a_big_folder_asks_for_its_range(tmp_path: Path, monkeyp
         body = b"Subject: x\r\n\r\n" + b"body line\r\n" * 40
         store.append_many("alice", big.id, [(body, (), 1_700_000_000, 0)] * 3000)
         store.append_many("alice", small.id, [(body, (), 1_700_000_000, 0)] * 99)
-        shared = store._home("alice")
-        calls: list[tuple[object, ...]] = []
-        real = shared.dbs.pages.key_range
-
-        def recording(*args: object) -> int:
-            calls.append(args[1:])
-            return real(*args)
-
-        monkeypatch.setattr(shared.dbs.pages, "key_range", recording)
-        info, uids = store.folder_uids("alice", big.id)
-        assert list(uids) == list(range(1, 3001)) and info.messages == 3000
-        assert [meta.uid for meta in store.messages("alice", small.id)] == list(range(1, 100))
-        account_id = store.account_id("alice")
-        prefix = folder_key(account_id, big.id)
-        assert calls == [(b"messages", prefix, prefix_end(prefix))]   # not for the small folder
-        with shared.read() as txn:
-            leaves = shared.dbs.pages._leaves(txn, b"messages", prefix, prefix_end(prefix))
-        assert len(leaves) > 10
+        yield store, big, small
     finally:
         store.close()
 
 
-def test_a_long_flag_list_is_asked_for_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "PREFETCH_FROM", 100)
-    store = Store(str(tmp_path / "midb"), fsync=False)
-    try:
-        store.create_account("alice")
-        big = store.create_folder("alice", "Big")
-        small = store.create_folder("alice", "Small")
-        body = b"Subject: x\r\n\r\nbody\r\n"
-        store.append_many("alice", big.id, [(body, (), 1_700_000_000, 0)] * 3000)
-        store.append_many("alice", small.id, [(body, (), 1_700_000_000, 0)] * 99)
-        shared = store._home("alice")
-        calls: list[tuple[object, ...]] = []
-        real = shared.dbs.pages.duplicates
+def _recorded(monkeypatch: pytest.MonkeyPatch, pages: LeafPrefetcher, method: str) -> list[tuple[Any, int]]:
+    """Calls of the prefetcher's `method` from now on, as (arguments after txn, pages asked for)."""
+    calls: list[tuple[Any, int]] = []
+    real = getattr(pages, method)
 
-        def recording(*args: object) -> int:
-            calls.append(args[1:])
-            asked = real(*args)
-            calls.append(("asked", asked))
-            return asked
+    def recording(*args: Any) -> int:
+        asked = real(*args)
+        calls.append((args[1:], asked))
+        return asked
 
-        monkeypatch.setattr(shared.dbs.pages, "duplicates", recording)
-        assert store.unseen_uids("alice", big.id) == list(range(1, 3001))
-        assert store.unseen_uids("alice", small.id) == list(range(1, 100))
-        assert store.unseen_uids("alice", big.id, limit=1) == [1]   # the first leaf only
-        account_id = store.account_id("alice")
-        assert calls[0] == (b"flag_lists", struct.pack(">IIB", account_id, big.id, 0))
-        assert calls[1][0] == "asked" and calls[1][1] >= 2   # 12,000 bytes of UIDs: several leaves
-        assert len(calls) == 2
-    finally:
-        store.close()
+    monkeypatch.setattr(pages, method, recording)
+    return calls
+
+
+def test_a_store_scan_of_a_big_folder_asks_for_its_range(two_folders, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Whether the pages are then read is the prefetcher's decision (tested above): a store this
+    small is read whole by the kernel's read-around at its first page fault."""
+    store, big, small = two_folders
+    shared = store._home("alice")
+    calls = _recorded(monkeypatch, shared.dbs.pages, "key_range")
+    info, uids = store.folder_uids("alice", big.id)
+    assert list(uids) == list(range(1, 3001)) and info.messages == 3000
+    assert [meta.uid for meta in store.messages("alice", small.id)] == list(range(1, 100))
+    prefix = folder_key(store.account_id("alice"), big.id)
+    assert [args for args, _asked in calls] == [(b"messages", prefix, prefix_end(prefix))]   # not for the small folder
+    with shared.read() as txn:
+        leaves = shared.dbs.pages._leaves(txn, b"messages", prefix, prefix_end(prefix))
+    assert len(leaves) > 10
+
+
+def test_a_long_flag_list_is_asked_for_before_it_is_read(two_folders, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    store, big, small = two_folders
+    calls = _recorded(monkeypatch, store._home("alice").dbs.pages, "duplicates")
+    assert store.unseen_uids("alice", big.id) == list(range(1, 3001))
+    assert store.unseen_uids("alice", small.id) == list(range(1, 100))
+    assert store.unseen_uids("alice", big.id, limit=1) == [1]   # the first leaf only
+    key = struct.pack(">IIB", store.account_id("alice"), big.id, 0)
+    assert len(calls) == 1 and calls[0][0] == (b"flag_lists", key)
+    assert calls[0][1] >= 2   # 12,000 bytes of UIDs: several leaves
