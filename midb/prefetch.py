@@ -22,9 +22,11 @@ on its leaf live in a tree of their own, whose MDB_db record is the key's data o
 for the duplicate tree's leaves (33,000 unseen UIDs: 33 leaves, which cold cost 15 ms and 16 MB
 read one fault at a time).
 
-It is only a hint. A page that does not look like what the format says it should (its own page
-number in its header, the branch flag, the node offsets inside the page) switches the
-prefetcher off for the environment's lifetime, with one warning, and scans go on as before.
+It is only a hint, and only for read transactions (a write transaction's own pages are not on
+disk yet). A page that does not look like what the format says it should (its own page number
+in its header, the branch or leaf flag, the node offsets inside the page, the size of a
+duplicate tree's record) switches the prefetcher off for the environment's lifetime, with one
+warning, and scans go on as before.
 """
 
 from __future__ import annotations

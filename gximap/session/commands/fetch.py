@@ -354,14 +354,12 @@ class _RecordColumnsFetch:
 
     midb hands over a batch as columns (``Store.flag_columns``: UIDs, raw flag tails, MODSEQs);
     message numbers come from the view's runs (a range for a contiguous stretch); the flag lists
-    are looked up per distinct tail; the responses are one ``bytes %`` per message driven by
-    ``map``, joined into one chunk per batch. No Python bytecode runs per message, which is what
-    makes ``UID FETCH 1:* (UID FLAGS)`` on 100,000 messages cheap. The output is byte for byte
-    the general path's (tests/test_perf_view_fetch.py compares them).
-
-    A batch is rendered by one ``%`` of the per-message format repeated once per message, over
-    the columns interleaved by slice assignment into one tuple: 11 ms per 100,000 messages
-    against 17 for a ``%`` per message, most of which was each call's own overhead."""
+    are looked up per distinct tail; a batch's responses are one ``bytes %`` of the per-message
+    format repeated once per message, over the columns interleaved by slice assignment into one
+    tuple (11 ms per 100,000 messages, against 17 for a ``%`` per message, most of which was each
+    call's own overhead). No Python bytecode runs per message, which is what makes
+    ``UID FETCH 1:* (UID FLAGS)`` on 100,000 messages cheap. The output is byte for byte the
+    general path's (tests/test_perf_view_fetch.py compares them)."""
 
     def __init__(self, names: list[str], *, recent: set[int], show_recent: bool) -> None:
         self.names = names
