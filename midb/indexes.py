@@ -142,7 +142,8 @@ class IndexDelta:
 def uids_of_kind(txn: Any, dbs: Any, account_id: int, folder_id: int, kind: int,
                  limit: int | None = None, *, prefetch: bool = False) -> list[int]:
     """UIDs listed under ``kind`` for the folder, ascending (at most ``limit`` of them).
-    ``prefetch``: the list is long; all its pages are asked for before it is read (midb.prefetch)."""
+    ``prefetch`` (read transactions only): the list is long; all its pages are asked for before
+    it is read (midb.prefetch)."""
     key = _KIND_KEY.pack(account_id, folder_id, kind)
     if prefetch and limit is None:
         dbs.pages.duplicates(txn, b"flag_lists", key)
