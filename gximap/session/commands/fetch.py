@@ -26,6 +26,7 @@ reports flags changed by an implicit \\Seen also carries the UID and the new MOD
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
@@ -349,6 +350,13 @@ class _FlagListBytes(dict[bytes, bytes]):
 _COLUMN_TEMPLATES = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
 
 
+@functools.lru_cache(maxsize=16)
+def _batch_format(single: bytes, count: int) -> bytes:
+    """A column format repeated for a full batch of `count` (about 120 KB): made once per item
+    combination, not by every FETCH of a few messages' flags."""
+    return single * count
+
+
 class _RecordColumnsFetch:
     """FETCH of items the index record alone answers (UID, FLAGS, MODSEQ), column-wise.
 
@@ -364,7 +372,6 @@ class _RecordColumnsFetch:
     def __init__(self, names: list[str], *, recent: set[int], show_recent: bool) -> None:
         self.names = names
         self.format = b"* %d FETCH (" + b" ".join(_COLUMN_TEMPLATES[name] for name in names) + b")\r\n"
-        self.batch_format = self.format * COLUMN_BATCH
         # Ascending, so that a batch finds its own \Recent UIDs by bisection: usually a few
         # newest messages, but every message of a folder on its first SELECT after an import.
         self.recent = sorted(recent) if show_recent else []
@@ -420,7 +427,7 @@ class _RecordColumnsFetch:
         values: list[Any] = [None] * (count * width)
         for index, column in enumerate(columns):
             values[index::width] = column   # ValueError if a column's length differs
-        repeated = self.batch_format if count == COLUMN_BATCH else self.format * count
+        repeated = _batch_format(self.format, count) if count == COLUMN_BATCH else self.format * count
         return repeated % tuple(values)
 
     def _flag_lists(self, uids: list[int], tails: list[bytes]) -> list[bytes]:
