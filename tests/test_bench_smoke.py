@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import lmdb_trees, messages, noop, procstat, report, servers  # noqa: E402
+from bench import lmdb_trees, loadgen, messages, noop, procstat, report, servers  # noqa: E402
 from bench.client import ImapConnection, dot_stuff  # noqa: E402
 from bench.loadgen import percentile, summarize  # noqa: E402
 
@@ -183,6 +184,34 @@ def test_table_shows_values_and_ratios() -> None:
     assert delivery.split()[-3:] == ["n/a", "n/a", "n/a"]
 
 
+def test_a_repeated_step_reports_the_median_of_its_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(loadgen.time, "perf_counter", lambda: clock[0])
+    durations = iter([0.030, 0.001, 0.020, 0.005, 0.010])
+
+    async def action() -> None:
+        clock[0] += next(durations)
+
+    steps = loadgen._Steps(step_timeout=30.0)
+    asyncio.run(steps.run_repeated("UID FETCH 1:* (UID FLAGS), median of 5", 5, action))
+    step = steps.steps["UID FETCH 1:* (UID FLAGS), median of 5"]
+    assert step["status"] == "ok"
+    assert step["runs_ms"] == [30.0, 1.0, 20.0, 5.0, 10.0]
+    assert step["seconds"] == pytest.approx(0.010)
+    assert step["client_cpu_ms"] >= 0.0  # the load generator's own CPU per run, the median
+
+
+def test_a_repeated_step_that_fails_is_recorded_as_failed() -> None:
+    async def action() -> None:
+        raise loadgen.ImapError("connection closed: EOF")
+
+    steps = loadgen._Steps(step_timeout=30.0)
+    asyncio.run(steps.run_repeated("UID SEARCH UNSEEN, median of 5", 5, action))
+    step = steps.steps["UID SEARCH UNSEEN, median of 5"]
+    assert step["status"] == "error" and "runs_ms" not in step
+    assert "connection closed" in step["detail"]
+
+
 def test_disk_reads_are_counted_per_process_and_new_processes_from_zero() -> None:
     own = procstat.storage_reads([os.getpid()])
     assert set(own) == {os.getpid()} and own[os.getpid()] >= 0
@@ -201,6 +230,18 @@ def test_table_shows_the_disk_reads_of_each_large_mailbox_step() -> None:
     table = report.format_table(results)
     row = next(line for line in table.splitlines() if "server KiB read from disk" in line)
     assert "0/31/?" in row
+
+
+def test_table_shows_the_load_generators_cpu_in_the_repeated_steps() -> None:
+    steps = {f"UID FETCH 1:* (UID FLAGS), median of {loadgen.REPEATS}":
+             {"status": "ok", "seconds": 0.056, "runs_ms": [56.0] * loadgen.REPEATS, "client_cpu_ms": 41.5},
+             f"UID SEARCH UNSEEN, median of {loadgen.REPEATS}":
+             {"status": "ok", "seconds": 0.006, "runs_ms": [6.0] * loadgen.REPEATS, "client_cpu_ms": 1.25}}
+    results = {"scale": {"large_messages": 10, "flag_changes": 5},
+               "servers": {"gximap": {"status": "ok", "workloads": {"large": {"status": "ok", "steps": steps}}}}}
+    lines = report.format_table(results).splitlines()
+    assert "41.5/1.25" in next(line for line in lines if "load generator CPU ms in the two medians" in line)
+    assert next(line for line in lines if "UID FETCH 1:* (UID FLAGS), median of" in line).endswith(" 56")
 
 
 # -- real runs --------------------------------------------------------------------------------------
@@ -240,6 +281,13 @@ def _check_large(record: dict) -> None:
     assert steps["UID SEARCH UNSEEN"]["hits"] == expected["unseen"]
     assert steps["SEARCH SUBJECT"]["hits"] == expected["subject"]
     assert steps["SEARCH BODY"]["hits"] == expected["body"]
+    for name in ("UID FETCH 1:* (UID FLAGS)", "UID SEARCH UNSEEN"):
+        repeated = steps[f"{name}, median of {loadgen.REPEATS}"]
+        assert repeated["status"] == "ok", repeated
+        assert len(repeated["runs_ms"]) == loadgen.REPEATS
+        assert repeated["seconds"] * 1000 == pytest.approx(statistics.median(repeated["runs_ms"]), abs=0.001)
+        assert repeated["client_cpu_ms"] >= 0.0
+    assert steps["SELECT"]["client_cpu_ms"] >= 0.0
     resync = steps["CONDSTORE resync"]
     assert resync["status"] in ("ok", "n/a"), resync
     if resync["status"] == "ok":
