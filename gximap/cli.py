@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 
 from gximap import __version__
@@ -76,10 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class SignalLatch:
-    """Turns SIGTERM/SIGINT/SIGHUP into flags the main thread acts on (never work in a handler)."""
+    """Turns SIGTERM/SIGINT/SIGHUP into flags the main thread acts on (never work in a handler).
+
+    The handlers only set a flag and poke a pipe: a handler that took a lock (``Event.set()``)
+    could deadlock the main thread it interrupts (see gximap.net.wakeup).
+    """
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        from gximap.net.wakeup import WakePipe
+
+        self.wake = WakePipe()
         self.stop = False
         self.reload = False
 
@@ -88,13 +93,17 @@ class SignalLatch:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
 
+    def wait(self, timeout: float) -> None:
+        """Sleep until a signal arrives or ``timeout`` passes; the flags say which signal."""
+        self.wake.wait(timeout)
+
     def _on_stop(self, signum: int, frame: object) -> None:
         self.stop = True
-        self.event.set()
+        self.wake.poke()
 
     def _on_reload(self, signum: int, frame: object) -> None:
         self.reload = True
-        self.event.set()
+        self.wake.poke()
 
 
 def sd_notify(message: str) -> None:

@@ -272,12 +272,8 @@ class Daemon:
             self._reload_config()  # the parent's copy: for its log and the next restart
             return True
 
-        def wait(timeout: float) -> None:
-            latch.event.wait(timeout)
-            latch.event.clear()
-
         try:
-            supervisor.supervise(lambda: latch.stop, take_reload, wait)
+            supervisor.supervise(lambda: latch.stop, take_reload, latch.wait)
         finally:
             sd_notify("STOPPING=1")
             self.log.log(gxlog.NOTICE, "gximap stopping")
@@ -361,8 +357,7 @@ class Daemon:
             sd_notify("READY=1")
         try:
             while not latch.stop:
-                latch.event.wait(1.0)
-                latch.event.clear()
+                latch.wait(1.0)
                 if latch.reload and not latch.stop:
                     latch.reload = False
                     self.reload()

@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from gximap.net.wakeup import WakePipe
 
 log = logging.getLogger("gximap")
 
@@ -65,7 +66,7 @@ class Supervisor:
         self.children = [_Child(index) for index in range(count)]
         self._ready_read, self._ready_write = os.pipe()
         os.set_blocking(self._ready_read, False)
-        self._sigchld = threading.Event()
+        self._sigchld = WakePipe()  # poked by the SIGCHLD handler, which must take no lock
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -87,6 +88,7 @@ class Supervisor:
                 os.environ.pop("NOTIFY_SOCKET", None)  # only the parent talks to systemd
                 _die_with_parent(parent)
                 os.close(self._ready_read)
+                self._sigchld.close()
                 status = self._serve(child.index, lambda: self._report_ready(child.index))
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
@@ -136,7 +138,7 @@ class Supervisor:
 
     def start(self) -> None:
         """Fork every process and wait until all are ready; StartFailed if one exits first."""
-        signal.signal(signal.SIGCHLD, lambda signum, frame: self._sigchld.set())
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self._sigchld.poke())
         for child in self.children:
             self._fork(child)
         deadline = time.monotonic() + READY_TIMEOUT
@@ -154,8 +156,7 @@ class Supervisor:
         self._changed()
 
     def _wait(self, timeout: float) -> None:
-        with contextlib.suppress(InterruptedError):
-            select.select([self._ready_read], [], [], timeout)
+        self._sigchld.wait(timeout, also=(self._ready_read,))
 
     def supervise(self, should_stop: Callable[[], bool], take_reload: Callable[[], bool],
                   wait: Callable[[float], None]) -> None:
@@ -194,7 +195,6 @@ class Supervisor:
             self._reap()
             if self.pids:
                 self._sigchld.wait(0.1)
-                self._sigchld.clear()
         if self.pids:
             log.warning("processes %s did not stop in time; killing them", self.pids)
             self.signal_all(signal.SIGKILL)
@@ -211,6 +211,7 @@ class Supervisor:
             os.close(self._ready_read)
         with contextlib.suppress(OSError):
             os.close(self._ready_write)
+        self._sigchld.close()
 
     def _changed(self) -> None:
         if self._on_change is not None:
