@@ -318,6 +318,12 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("midb_map_size", "size", "8G",
        "Maximum size of the midb LMDB index (its memory map).",
        "imap", minimum=_MB),
+    _d("midb_parse_delay", "timespan", "2s",
+       "How long after a message is stored its MIME structure is parsed (for ENVELOPE, BODYSTRUCTURE "
+       "and header SEARCH), by a background thread; a message expunged before then is never parsed, "
+       "and one read before then is parsed by its first reader. 0 parses inside the APPEND or "
+       "delivery itself.",
+       "imap", minimum=0, maximum=3600),
     _d("midb_path", "path", "/var/lib/gromox/midb",
        "Directory of the midb message store (LMDB index and message bodies).",
        "imap"),

@@ -195,6 +195,7 @@ class Daemon:
                 default_lang=str(cfg.default_lang),
                 inline_limit=INLINE_BODY_LIMIT,
                 shards=int(cfg.midb_shard_num),
+                parse_delay=float(cfg.midb_parse_delay) or None,
             )
         except (OSError, MidbError) as exc:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None

@@ -30,6 +30,7 @@ from midb.accounts import (
     normalize_account_name,
 )
 from midb.blobs import BlobFiles, pack_blob_record, unpack_blob_record
+from midb.deferred import DeferredParser
 from midb.env import SHARD_COUNT_KEY, Databases, SharedEnv, WriteEffects, acquire, lmdb_errors, release
 from midb.errors import (
     AccountExists,
@@ -140,12 +141,16 @@ class Store(MetadataMixin):
     fsync=True (the default) makes every returned write durable: bodies are fsynced before the index
     commit and LMDB syncs data and meta pages on commit. fsync=False is for tests and bulk tools: a
     system crash (not a process crash) may then lose or corrupt recent writes.
+
+    parse_delay: None (the default) parses each body (MIME digest and search summary) inside the
+    append that stores it; a number of seconds has a thread parse it that long after its commit
+    instead, unless it is expunged first or a reader parses it before (midb.deferred).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 8 << 30,
                  run_dir: str | None = None, data_path: list[str] | None = None,
                  default_lang: str = "en", readonly: bool = False, max_message_size: int = 0,
-                 inline_limit: int = 0, shards: int = 1) -> None:
+                 inline_limit: int = 0, shards: int = 1, parse_delay: float | None = None) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.fsync = fsync
         # Bodies up to this size are kept in the index itself (see _store_bodies); 0: always files.
@@ -180,6 +185,9 @@ class Store(MetadataMixin):
             raise
         self._langs = FolderLanguages.load(data_path)
         self._digests: BoundedCache[str, mime.Digest] = BoundedCache(DIGEST_CACHE_ENTRIES)
+        self._parser: DeferredParser | None = None
+        if parse_delay is not None and not readonly:
+            self._parser = DeferredParser(self.store_parsed, parse_delay)
         self._closed = False
 
     # ---- life cycle ---------------------------------------------------------------------------------
@@ -187,6 +195,8 @@ class Store(MetadataMixin):
     def close(self) -> None:
         if self._closed:
             return
+        if self._parser is not None:
+            self._parser.close()
         self._closed = True
         if self._shared.stale:
             return
@@ -1009,6 +1019,8 @@ class Store(MetadataMixin):
         if failed_blobs:
             self._discard_unreferenced(failed_blobs)
         self._after_commit(effects)
+        if self._parser is not None:
+            self._parser.stored(blob for blob in blobs if blob and blob not in failed_blobs)
         if unexpected is not None:
             raise unexpected
         return outcomes
@@ -1070,6 +1082,8 @@ class Store(MetadataMixin):
                 self._discard_unreferenced(blobs)
                 raise
         self._after_commit(effects)
+        if self._parser is not None:
+            self._parser.stored(blobs)
         return result
 
     def _store_bodies(self, datas: list[bytes], shard: int, shared: SharedEnv
@@ -1088,7 +1102,8 @@ class Store(MetadataMixin):
         if any(inline) and not self._room_for_inline(shared):
             inline = [False] * len(datas)
         to_files = [data for data, kept in zip(datas, inline, strict=True) if not kept]
-        file_blobs, file_digests = (self._blobs.write_many(to_files, _encoded_digest, new_id=new_id)
+        parse = _encoded_digest if self._parser is None else None   # else parsed after the commit
+        file_blobs, file_digests = (self._blobs.write_many(to_files, parse, new_id=new_id)
                                     if to_files else ([], []))
         blobs: list[str] = []
         digests: list[tuple[bytes, bytes] | None] = []
@@ -1096,7 +1111,7 @@ class Store(MetadataMixin):
         for data, kept in zip(datas, inline, strict=True):
             if kept:
                 blobs.append(new_id())
-                digests.append(_encoded_digest(data))
+                digests.append(None if parse is None else parse(data))
             else:
                 blob, digest = next(next_file)
                 blobs.append(blob)
@@ -1700,7 +1715,38 @@ class Store(MetadataMixin):
                 return mime.decode_digest(encoded)
             except Exception:   # a digest from an older mime version: recompute below
                 log.warning("stored digest of body %s unreadable; recomputing", blob)
-        return mime.digest(self.read_body(blob))
+        digest = mime.digest(self.read_body(blob))
+        if encoded is None and self._parser is not None:
+            self._parser.parsed(blob, digest)   # not parsed yet (midb.deferred): store it once
+        return digest
+
+    def store_parsed(self, items: list[tuple[str, Any]]) -> None:
+        """Write the digest and summary of bodies stored without them (midb.deferred): (body id,
+        its digest if a reader computed it, else None to parse it here). Bodies that are gone or
+        already have a digest are skipped; the rest go in one transaction per shard."""
+        shards = self._live_shards()
+        by_shard: dict[int, list[tuple[bytes, str, Any]]] = {}
+        for blob, digest in items:
+            key = blob_key(blob)
+            by_shard.setdefault(shards_of.of_blob(key, len(shards)), []).append((key, blob, digest))
+        for index, entries in by_shard.items():
+            shared = shards[index]
+            keys = [entry[0] for entry in entries]
+            with lmdb_errors(), shared.read() as txn:
+                refs = bodyrecords.get_many(txn, shared.dbs, bodyrecords.REFS, keys)
+                known = bodyrecords.get_many(txn, shared.dbs, bodyrecords.DIGEST, keys)
+            wanted = [(key, blob, digest if digest is not None else self._digests.get(blob))
+                      for (key, blob, digest), ref, have in zip(entries, refs, known, strict=True)
+                      if ref is not None and have is None]
+            unparsed = [position for position, entry in enumerate(wanted) if entry[2] is None]
+            bodies = self.read_bodies([wanted[position][1] for position in unparsed]) if unparsed else []
+            for position, data in zip(unparsed, bodies, strict=True):
+                if data is not None:
+                    wanted[position] = (wanted[position][0], wanted[position][1], _parse(data))
+            records = [(key, encoded) for key, _blob, digest in wanted
+                       if digest is not None and (encoded := _encode_parse(digest)) is not None]
+            if records:
+                self._write(_store_parsed_job(records), shared, durable=False)
 
     def summary(self, blob: str) -> Summary:
         """The summary of a body (midb.summary): what SEARCH, SORT and THREAD read per message."""
@@ -2018,9 +2064,37 @@ def _check_lang(value: object) -> None:
 
 def _encoded_digest(data: bytes) -> tuple[bytes, bytes] | None:
     """(encoded MIME digest, encoded summary) of a body about to be stored."""
+    digest = _parse(data)
+    return None if digest is None else _encode_parse(digest)
+
+
+def _parse(data: bytes) -> mime.Digest | None:
     try:
-        digest = mime.digest(data)
-        return mime.encode_digest(digest), encode_summary(summarize(digest))
-    except Exception:   # both are caches; the message must still be stored
+        return mime.digest(data)
+    except Exception:   # a cache; the message must still be stored
         log.exception("MIME digest failed; it will be recomputed on demand")
         return None
+
+
+def _encode_parse(digest: mime.Digest) -> tuple[bytes, bytes] | None:
+    """(encoded MIME digest, encoded summary): the two records a parse leaves in the index."""
+    try:
+        return mime.encode_digest(digest), encode_summary(summarize(digest))
+    except Exception:
+        log.exception("MIME digest could not be encoded; it will be recomputed on demand")
+        return None
+
+
+def _store_parsed_job(records: list[tuple[bytes, tuple[bytes, bytes]]]
+                      ) -> Callable[[Any, Databases, WriteEffects], None]:
+    """The write job of Store.store_parsed: checks again, inside the transaction, that each body
+    is still there and still without a digest (an expunge or another process may have been first)."""
+    def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+        get, put = bodyrecords.get, bodyrecords.put
+        for key, (digest, summary) in records:
+            if get(txn, dbs, bodyrecords.REFS, key) is None or get(txn, dbs, bodyrecords.DIGEST, key) is not None:
+                continue
+            put(txn, dbs, bodyrecords.DIGEST, key, digest)
+            put(txn, dbs, bodyrecords.SUMMARY, key, summary)
+
+    return job

@@ -1,0 +1,131 @@
+"""Parse stored bodies a moment after they are stored, not while the APPEND waits (midb_parse_delay).
+
+A body's MIME digest (ENVELOPE, BODYSTRUCTURE, part offsets) and search summary are caches of
+the body: FETCH, SEARCH, SORT and THREAD compute one from the body when the index has none
+(Store.digest, Store.summaries). So a serving store need not parse a message inside the APPEND
+or LMTP delivery that stores it. With a parse delay, the store hands each new body to a
+:class:`DeferredParser` once it is committed; a thread of the parser parses the bodies whose delay
+has passed and writes their records in one transaction per batch. Meanwhile:
+
+- a reader that needs the digest first computes it itself, as for any body without one, and
+  hands it to the parser, which stores it with the next batch instead of parsing again;
+- a body expunged before its turn is never parsed (the batch looks for its reference record).
+  A client that deletes or moves what it has just stored (drafts saved every few seconds, a
+  filter refiling delivered mail, the bench's mixed load) costs no parse at all.
+
+This is what Dovecot does with its cache file: it parses a message when a client first asks
+for a field, not when the message arrives. The queue lives in memory: bodies still waiting when
+the process stops (or dies) stay unparsed until the first reader parses them, and that reader's
+result is stored as above. Nothing here decides whether mail is kept: a lost parse costs time,
+never a message.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+log = logging.getLogger("midb")
+
+BATCH = 256                 # bodies parsed and written per transaction
+QUEUE_LIMIT = 100_000       # bodies waiting at most; beyond that a new one is left to its first reader
+
+# (body id, digest already computed by a reader or None) -> None; see Store.store_parsed
+Persist = Callable[[list[tuple[str, object | None]]], None]
+
+
+class DeferredParser:
+    """Bodies waiting for their parse, and the thread that parses them when they are due."""
+
+    def __init__(self, persist: Persist, delay: float, *, clock: Callable[[], float] = time.monotonic,
+                 name: str = "midb-parse") -> None:
+        self._persist = persist
+        self.delay = max(0.0, float(delay))
+        self._clock = clock
+        self._name = name
+        self._lock = threading.Lock()
+        self._due: collections.deque[tuple[float, str]] = collections.deque()   # in order of due time
+        self._parsed: dict[str, object] = {}   # computed by readers: stored with the next batch
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.dropped = 0   # bodies not queued because the queue was full
+
+    # -- what the store tells it --------------------------------------------------------------
+
+    def stored(self, blobs: Iterable[str]) -> None:
+        """Bodies just committed without a digest: parse them once the delay has passed."""
+        due = self._clock() + self.delay
+        with self._lock:
+            if self._closed:
+                return
+            for blob in blobs:
+                if len(self._due) + len(self._parsed) >= QUEUE_LIMIT:
+                    self.dropped += 1
+                    continue
+                self._due.append((due, blob))
+            self._start_locked()
+            self._wake.notify()
+
+    def parsed(self, blob: str, digest: object) -> None:
+        """A reader computed the digest of a body the index had none of: store it."""
+        with self._lock:
+            if self._closed or len(self._due) + len(self._parsed) >= QUEUE_LIMIT:
+                return
+            self._parsed[blob] = digest
+            self._start_locked()
+            self._wake.notify()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._due) + len(self._parsed)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread; what is still queued stays unparsed until read (see the module text)."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def take_due(self, now: float) -> list[tuple[str, object | None]]:
+        """The next batch: digests readers computed first, then bodies whose delay has passed."""
+        with self._lock:
+            return self._take_locked(now)
+
+    def _take_locked(self, now: float) -> list[tuple[str, object | None]]:
+        batch: list[tuple[str, object | None]] = []
+        while self._parsed and len(batch) < BATCH:
+            batch.append(self._parsed.popitem())
+        while self._due and len(batch) < BATCH and self._due[0][0] <= now:
+            blob = self._due.popleft()[1]
+            batch.append((blob, self._parsed.pop(blob, None)))
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._closed:
+                        return
+                    batch = self._take_locked(self._clock())
+                    if batch:
+                        break
+                    wait = self._due[0][0] - self._clock() if self._due else None
+                    self._wake.wait(wait)
+            try:
+                self._persist(batch)
+            except Exception:   # a cache left unwritten; the next reader computes it again
+                log.exception("deferred parse of %d bodies failed", len(batch))
+                time.sleep(1.0)   # a store in trouble (disk full, closing) must not be hammered
