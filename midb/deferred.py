@@ -31,6 +31,11 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger("midb")
 
 BATCH = 256                 # bodies parsed and written per transaction
+# The thread wakes this long after the first body of a batch is due (or a reader's digest
+# arrives), not for each body: under a steady stream of APPENDs it runs a few times a second,
+# each time with everything due, instead of taking the GIL for every message.
+DUE_WINDOW = 0.5
+PARSED_WINDOW = 0.1
 QUEUE_LIMIT = 100_000       # bodies waiting at most; beyond that a new one is left to its first reader
 
 # (body id, digest already computed by a reader or None) -> None; see Store.store_parsed
@@ -49,6 +54,7 @@ class DeferredParser:
         self._lock = threading.Lock()
         self._due: collections.deque[tuple[float, str]] = collections.deque()   # in order of due time
         self._parsed: dict[str, object] = {}   # computed by readers: stored with the next batch
+        self._parsed_since = 0.0               # when the first of them arrived
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -62,22 +68,26 @@ class DeferredParser:
         with self._lock:
             if self._closed:
                 return
+            idle = not self._due and not self._parsed
             for blob in blobs:
                 if len(self._due) + len(self._parsed) >= QUEUE_LIMIT:
                     self.dropped += 1
                     continue
                 self._due.append((due, blob))
             self._start_locked()
-            self._wake.notify()
+            if idle:   # else the thread already waits for an earlier body, and takes these with it
+                self._wake.notify()
 
     def parsed(self, blob: str, digest: object) -> None:
         """A reader computed the digest of a body the index had none of: store it."""
         with self._lock:
             if self._closed or len(self._due) + len(self._parsed) >= QUEUE_LIMIT:
                 return
+            if not self._parsed:
+                self._parsed_since = self._clock()
+                self._wake.notify()
             self._parsed[blob] = digest
             self._start_locked()
-            self._wake.notify()
 
     def pending(self) -> int:
         with self._lock:
@@ -113,16 +123,30 @@ class DeferredParser:
             batch.append((blob, self._parsed.pop(blob, None)))
         return batch
 
+    def _wait_locked(self, now: float) -> float | None:
+        """Seconds until the next batch should be taken (0: now); None: nothing is queued."""
+        moments = []
+        if self._parsed:
+            moments.append(self._parsed_since + PARSED_WINDOW)
+        if self._due:
+            moments.append(self._due[0][0] + DUE_WINDOW)
+        return max(0.0, min(moments) - now) if moments else None
+
     def _run(self) -> None:
         while True:
             with self._lock:
                 while True:
                     if self._closed:
                         return
-                    batch = self._take_locked(self._clock())
-                    if batch:
-                        break
-                    wait = self._due[0][0] - self._clock() if self._due else None
+                    now = self._clock()
+                    wait = self._wait_locked(now)
+                    if wait == 0.0:
+                        batch = self._take_locked(now)
+                        if self._parsed:   # more than a batch: the rest goes next, at once
+                            self._parsed_since = now - PARSED_WINDOW
+                        if batch:
+                            break
+                        continue
                     self._wake.wait(wait)
             try:
                 self._persist(batch)
