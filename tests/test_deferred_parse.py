@@ -243,3 +243,23 @@ def test_without_a_delay_the_append_parses() -> None:
         blob = store.get_messages("alice", folder, [uid])[0].blob
         assert store._parser is None
         assert mime.decode_digest(_records(store, blob, bodyrecords.DIGEST)) == mime.digest(MSG)
+
+
+def test_the_thread_wakes_once_per_batch_window_not_per_body() -> None:
+    clock = FakeClock()
+    parser = DeferredParser(lambda batch: None, 2.0, clock=clock)
+    parser._thread = threading.current_thread()
+    notified: list[int] = []
+    parser._wake.notify = lambda n=1: notified.append(n)   # type: ignore[method-assign]
+    assert parser._wait_locked(clock.now) is None          # nothing queued: wait for a notify
+    parser.stored(["a"])
+    parser.stored(["b"])
+    clock.now += 1.0
+    parser.stored(["c"])
+    assert len(notified) == 1                              # only the first body woke the thread
+    assert parser._wait_locked(clock.now) == pytest.approx(2.0 - 1.0 + deferred.DUE_WINDOW)
+    parser.parsed("d", "digest")
+    assert len(notified) == 2                              # a reader's digest is written soon
+    assert parser._wait_locked(clock.now) == pytest.approx(deferred.PARSED_WINDOW)
+    parser.parsed("e", "digest")
+    assert len(notified) == 2
