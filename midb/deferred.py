@@ -45,12 +45,10 @@ Persist = Callable[[list[tuple[str, object | None]]], None]
 class DeferredParser:
     """Bodies waiting for their parse, and the thread that parses them when they are due."""
 
-    def __init__(self, persist: Persist, delay: float, *, clock: Callable[[], float] = time.monotonic,
-                 name: str = "midb-parse") -> None:
+    def __init__(self, persist: Persist, delay: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._persist = persist
         self.delay = max(0.0, float(delay))
         self._clock = clock
-        self._name = name
         self._lock = threading.Lock()
         self._due: collections.deque[tuple[float, str]] = collections.deque()   # in order of due time
         self._parsed: dict[str, object] = {}   # computed by readers: stored with the next batch
@@ -106,7 +104,7 @@ class DeferredParser:
 
     def _start_locked(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread = threading.Thread(target=self._run, name="midb-parse", daemon=True)
             self._thread.start()
 
     def take_due(self, now: float) -> list[tuple[str, object | None]]:

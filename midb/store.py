@@ -1003,10 +1003,12 @@ class Store(MetadataMixin):
         effects = WriteEffects()
         unexpected: BaseException | None = None
         failed_blobs = []
+        stored_blobs = []
         for (index, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished, strict=True):
             if error is None:
                 uidvalidity, uids, _floor = result
                 outcomes[index] = (uidvalidity, uids[0])
+                stored_blobs.append(blob)
                 for (account_id, folder_id), modseq in job_effects.changes.items():
                     effects.changed(account_id, folder_id, modseq)
                 effects.unlink.extend(job_effects.unlink)
@@ -1020,7 +1022,7 @@ class Store(MetadataMixin):
             self._discard_unreferenced(failed_blobs)
         self._after_commit(effects)
         if self._parser is not None:
-            self._parser.stored(blob for blob in blobs if blob and blob not in failed_blobs)
+            self._parser.stored(stored_blobs)
         if unexpected is not None:
             raise unexpected
         return outcomes
@@ -1724,29 +1726,23 @@ class Store(MetadataMixin):
         """Write the digest and summary of bodies stored without them (midb.deferred): (body id,
         its digest if a reader computed it, else None to parse it here). Bodies that are gone or
         already have a digest are skipped; the rest go in one transaction per shard."""
+        keys = [blob_key(blob) for blob, _digest in items]
+        # Gone bodies (expunged before their turn) are not parsed; the write job checks again.
+        present = self._body_records(bodyrecords.REFS, keys)
+        wanted = [(key, blob, digest if digest is not None else self._digests.get(blob))
+                  for (blob, digest), key, ref in zip(items, keys, present, strict=True) if ref is not None]
+        unparsed = [position for position, entry in enumerate(wanted) if entry[2] is None]
+        bodies = self.read_bodies([wanted[position][1] for position in unparsed]) if unparsed else []
+        for position, data in zip(unparsed, bodies, strict=True):
+            if data is not None:
+                wanted[position] = (wanted[position][0], wanted[position][1], _parse(data))
         shards = self._live_shards()
-        by_shard: dict[int, list[tuple[bytes, str, Any]]] = {}
-        for blob, digest in items:
-            key = blob_key(blob)
-            by_shard.setdefault(shards_of.of_blob(key, len(shards)), []).append((key, blob, digest))
-        for index, entries in by_shard.items():
-            shared = shards[index]
-            keys = [entry[0] for entry in entries]
-            with lmdb_errors(), shared.read() as txn:
-                refs = bodyrecords.get_many(txn, shared.dbs, bodyrecords.REFS, keys)
-                known = bodyrecords.get_many(txn, shared.dbs, bodyrecords.DIGEST, keys)
-            wanted = [(key, blob, digest if digest is not None else self._digests.get(blob))
-                      for (key, blob, digest), ref, have in zip(entries, refs, known, strict=True)
-                      if ref is not None and have is None]
-            unparsed = [position for position, entry in enumerate(wanted) if entry[2] is None]
-            bodies = self.read_bodies([wanted[position][1] for position in unparsed]) if unparsed else []
-            for position, data in zip(unparsed, bodies, strict=True):
-                if data is not None:
-                    wanted[position] = (wanted[position][0], wanted[position][1], _parse(data))
-            records = [(key, encoded) for key, _blob, digest in wanted
-                       if digest is not None and (encoded := _encode_parse(digest)) is not None]
-            if records:
-                self._write(_store_parsed_job(records), shared, durable=False)
+        by_shard: dict[int, list[tuple[bytes, tuple[bytes, bytes]]]] = {}
+        for key, _blob, digest in wanted:
+            if digest is not None and (encoded := _encode_parse(digest)) is not None:
+                by_shard.setdefault(shards_of.of_blob(key, len(shards)), []).append((key, encoded))
+        for index, records in by_shard.items():
+            self._write(_store_parsed_job(records), shards[index], durable=False)
 
     def summary(self, blob: str) -> Summary:
         """The summary of a body (midb.summary): what SEARCH, SORT and THREAD read per message."""

@@ -47,9 +47,7 @@ class WakePipe:
         while True:
             try:
                 data = os.read(self._read, 256)
-            except (BlockingIOError, InterruptedError):
-                return poked
-            except OSError:  # closed
+            except OSError:   # empty (BlockingIOError), interrupted, or closed
                 return poked
             if not data:
                 return poked
