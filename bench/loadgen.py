@@ -535,7 +535,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
         steps.note("SELECT", exists=main.exists)
         reply = await timed("UID FETCH 1:* (UID FLAGS)", main, b"UID FETCH 1:* (UID FLAGS)")
         if reply is not None:
-            steps.note("UID FETCH 1:* (UID FLAGS)", responses=len(reply.untagged))
+            steps.note("UID FETCH 1:* (UID FLAGS)", responses=reply.count)
         for name, command in searches:
             if main.closed.done():
                 main = await session(select_first=True)
@@ -577,7 +577,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
             async def resync() -> int:
                 await client.checked(select + b" (CONDSTORE)")
                 reply = await client.checked(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % modseq, collect=True)
-                return len(reply.untagged)
+                return reply.count
 
             changed = await steps.run("CONDSTORE resync", resync)
             if changed is not None:

@@ -110,7 +110,11 @@ def test_client_takes_runs_of_untagged_lines_whole_and_the_rest_line_by_line() -
         connection._untagged_run = counting  # type: ignore[method-assign]
         for start in range(0, len(stream), chunk):
             connection.data_received(stream[start:start + chunk])
-        done = [(await asyncio.wait_for(first, 1)).untagged, (await asyncio.wait_for(second, 1)).untagged]
+        completions = [await asyncio.wait_for(first, 1), await asyncio.wait_for(second, 1)]
+        # Counted without splitting a run into lines first, and the same as the lines split.
+        counts = [reply.count for reply in completions]
+        done = [reply.untagged for reply in completions]
+        assert counts == [len(lines) for lines in done]
         return done, connection.exists, bulk
 
     reference, exists, _ = asyncio.run(replies(1))   # one byte at a time: never a whole run
@@ -121,6 +125,34 @@ def test_client_takes_runs_of_untagged_lines_whole_and_the_rest_line_by_line() -
         assert (got, got_exists) == (reference, exists), chunk
         if chunk in (1000, 4096):
             assert bulk > 0, "long runs of FETCH lines take the bulk path"
+
+
+def test_client_takes_the_run_before_a_completion_in_bulk() -> None:
+    """A chunk holding 300 FETCH lines, the completion, and the next command's lines: the
+    run ahead of the completion goes in one piece, the rest line by line."""
+    fetches = b"".join(b"* %d FETCH (UID %d FLAGS (\\Seen))\r\n" % (n, n) for n in range(1, 301))
+
+    async def scenario() -> None:
+        connection = ImapConnection()
+        connection.connection_made(_Transport())
+        connection.data_received(b"* OK ready\r\n")
+        first = connection.send(b"FETCH 1:* FLAGS", collect=True)
+        second = connection.send(b"NOOP", collect=True)
+        dispatched: list[bytes] = []
+        original = connection._dispatch
+
+        def dispatch(response: bytes) -> None:
+            dispatched.append(response)
+            original(response)
+
+        connection._dispatch = dispatch  # type: ignore[method-assign]
+        connection.data_received(fetches + b"a1 OK done\r\n* 1 FETCH (FLAGS ())\r\na2 OK\r\n")
+        reply = await asyncio.wait_for(first, 1)
+        assert reply.count == 300 and reply.untagged[299] == b"* 300 FETCH (UID 300 FLAGS (\\Seen))"
+        assert (await asyncio.wait_for(second, 1)).untagged == [b"* 1 FETCH (FLAGS ())"]
+        assert dispatched == [b"a1 OK done", b"* 1 FETCH (FLAGS ())", b"a2 OK"]
+
+    asyncio.run(scenario())
 
 
 def test_client_counts_search_and_esearch_hits() -> None:
