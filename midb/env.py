@@ -24,20 +24,21 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import bodyrecords, indexes, summary
+from midb import bodyrecords, columns, indexes, summary
 from midb.errors import MidbError, StoreBusy
 from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
 # sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
 # 1-3 kept a body's records in four tables (blobs, digests, summaries, bodies) where schema 4
 # keeps them side by side in one (midb.bodyrecords); schema 5 may split the index into shards
 # (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
-# store has one shard). Opening an older store for writing builds what it lacks, in one
+# store has one shard); schema 6 adds the flag column and the keyword sets it interns
+# (midb.columns). Opening an older store for writing builds what it lacks, in one
 # transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
@@ -62,14 +63,18 @@ DB_NAMES = (
     "keyword_counts",  # (account, folder) + keyword -> u32 messages carrying it (midb.indexes)
     "body_records",    # blob id (16 bytes) + kind -> refcount and size / digest / summary / the
                        # body itself if small (midb.bodyrecords)
+    "flag_columns",    # (account, folder) -> uid, flag word, modseq (sorted duplicates) (midb.columns)
+    "keyword_sets",    # interned keyword sets of the flag words (midb.columns)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
 _ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts")
 # Added by schema 4; a read-only open of an older store reads its predecessors instead.
 _ADDED_BY_SCHEMA_4 = ("body_records",)
+# Added by schema 6; a read-only open of an older store reads the message records instead.
+_ADDED_BY_SCHEMA_6 = ("flag_columns", "keyword_sets")
 # Databases with sorted fixed-size duplicates (MDB_DUPSORT | MDB_DUPFIXED): a key's values are
 # read a page at a time (Cursor.getmulti) instead of one Python object per entry.
-_FIXED_DUPLICATES = frozenset({"flag_lists"})
+_FIXED_DUPLICATES = frozenset({"flag_lists", "flag_columns"})
 # Databases of older schemas that an upgrade removes.
 _RETIRED = ("flag_uids",)
 # Room for the current databases and those of older schemas (read, or moved by an upgrade).
@@ -100,7 +105,7 @@ GATHER_WAIT = 0.005
 class Databases:
     """Handles of the named databases (valid for the environment's lifetime)."""
 
-    __slots__ = (*DB_NAMES, "legacy_bodies", "pages")
+    __slots__ = (*DB_NAMES, "legacy_bodies", "pages", "word_tails")
 
     meta: Any
     counters: Any
@@ -118,12 +123,16 @@ class Databases:
     flag_lists: Any
     keyword_counts: Any
     body_records: Any
+    flag_columns: Any     # None: a read-only store older than schema 6 (see SharedEnv.columned)
+    keyword_sets: Any
     # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
     # it lacks); None for a current store.
     legacy_bodies: tuple[Any, ...] | None
     # Reads a key range's leaf pages ahead of a scan (midb.prefetch); not a database handle, but
     # it goes where the handles go: into every read of the environment.
     pages: LeafPrefetcher
+    # Flag words of the column to record tails, cached for the environment's lifetime (midb.columns).
+    word_tails: columns.WordTails
 
 
 class WriteEffects:
@@ -247,6 +256,7 @@ class SharedEnv:
         self.refs = 0
         self.stale = False          # set in a forked child: this env must not be used there
         self.indexed = True         # flag_lists / keyword_counts are maintained (False: old read-only store)
+        self.columned = True        # flag_columns is maintained (False: read-only store older than schema 6)
         self.notifiers: dict[str, Any] = {}   # run dir -> events.Notifier (managed by midb.events)
         self.notifiers_lock = threading.Lock()
         with lmdb_errors():
@@ -271,11 +281,13 @@ class SharedEnv:
                     try:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
-                        if name not in _ADDED_AFTER_SCHEMA_1 and name not in _ADDED_BY_SCHEMA_4:
+                        if name not in (*_ADDED_AFTER_SCHEMA_1, *_ADDED_BY_SCHEMA_4, *_ADDED_BY_SCHEMA_6):
                             raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
                         setattr(self.dbs, name, None)
                         if name in _ADDED_AFTER_SCHEMA_1:
                             self.indexed = False
+                        if name in _ADDED_BY_SCHEMA_6:
+                            self.columned = False
                 if self.dbs.body_records is None:
                     self.dbs.legacy_bodies = self._legacy_bodies(index_dir)
             else:
@@ -284,6 +296,7 @@ class SharedEnv:
                         fixed = name in _FIXED_DUPLICATES
                         setattr(self.dbs, name, self.env.open_db(name.encode(), txn=txn, create=True,
                                                                  dupsort=fixed, dupfixed=fixed))
+            self.dbs.word_tails = columns.WordTails(self.env, self.dbs)
             self._check_schema()
         except BaseException:
             self.close()
@@ -327,6 +340,7 @@ class SharedEnv:
             if version < SCHEMA_VERSION:
                 if self.readonly:
                     self.indexed = False
+                    self.columned = False
                     return
                 log.info("%s: upgrading the index from schema %d to %d", self.index_dir, version,
                          SCHEMA_VERSION)

@@ -12,6 +12,9 @@ Two databases answer questions that would otherwise need a scan of every record 
   the folder carrying that spelling. The keywords in use (SELECT's FLAGS list) are read from a
   few keys instead of every record.
 
+The flag column (midb.columns), every message's UID, flags and MODSEQ under its folder's key,
+is kept by the same calls.
+
 Both keys start with the 8-byte folder key, so deleting a folder's or an account's key prefix
 removes its entries too. Write jobs collect keyword count changes in an :class:`IndexDelta` (a
 folder's records change many times in one job; its counters are written once) and call
@@ -29,6 +32,7 @@ from array import array
 from collections.abc import Iterator
 from typing import Any
 
+from midb import columns
 from midb.keys import FOLDER, U32, folder_key, unpack_message_key
 from midb.messages import DELETED, FIXED_SIZE, FLAGS_OFFSET, SEEN
 
@@ -75,15 +79,17 @@ class IndexDelta:
     """Index maintenance for one write job: flag-index entries are written at once, keyword
     count changes are summed per folder and written by :meth:`apply`."""
 
-    __slots__ = ("txn", "dbs", "_counts")
+    __slots__ = ("txn", "dbs", "_counts", "_column")
 
     def __init__(self, txn: Any, dbs: Any) -> None:
         self.txn = txn
         self.dbs = dbs
         self._counts: dict[bytes, int] = {}
+        self._column = columns.ColumnWriter(txn, dbs)
 
-    def added(self, account_id: int, folder_id: int, uid: int, tail: bytes) -> None:
-        """A message record with flags ``tail`` now exists under (account, folder, uid)."""
+    def added(self, account_id: int, folder_id: int, uid: int, tail: bytes, modseq: int) -> None:
+        """A message record with flags ``tail`` and ``modseq`` now exists under (account, folder, uid)."""
+        self._column.put(account_id, folder_id, uid, tail, modseq)
         value = _UID.pack(uid)
         for kind in flag_kinds(tail[0]):
             self.txn.put(_KIND_KEY.pack(account_id, folder_id, kind), value, db=self.dbs.flag_lists)
@@ -92,14 +98,18 @@ class IndexDelta:
 
     def removed(self, account_id: int, folder_id: int, uid: int, tail: bytes) -> None:
         """The message record (account, folder, uid) with flags ``tail`` is gone."""
+        self._column.drop(account_id, folder_id, uid)
         value = _UID.pack(uid)
         for kind in flag_kinds(tail[0]):
             self.txn.delete(_KIND_KEY.pack(account_id, folder_id, kind), value, db=self.dbs.flag_lists)
         if len(tail) > 1:
             self._count(account_id, folder_id, tail, -1)
 
-    def changed(self, account_id: int, folder_id: int, uid: int, old_tail: bytes, new_tail: bytes) -> None:
-        """The flags of a message changed from ``old_tail`` to ``new_tail``."""
+    def changed(self, account_id: int, folder_id: int, uid: int, old_tail: bytes, new_tail: bytes,
+                modseq: int) -> None:
+        """The flags of a message changed from ``old_tail`` to ``new_tail``, its MODSEQ to ``modseq``."""
+        self._column.drop(account_id, folder_id, uid)
+        self._column.put(account_id, folder_id, uid, new_tail, modseq)
         old_bits, new_bits = old_tail[0], new_tail[0]
         if old_bits != new_bits:
             old_kinds, new_kinds = flag_kinds(old_bits), flag_kinds(new_bits)
@@ -209,7 +219,9 @@ def stored_entries(txn: Any, dbs: Any) -> set[bytes]:
 
 
 def rebuild(txn: Any, dbs: Any) -> None:
-    """Recompute both indexes from the messages table (inside a write transaction)."""
+    """Recompute the indexes from the messages table (inside a write transaction): these two and
+    the flag column (midb.columns)."""
+    columns.rebuild_columns(txn, dbs)
     txn.drop(dbs.flag_lists, delete=False)
     txn.drop(dbs.keyword_counts, delete=False)
     flags, counts = expected_entries(txn.cursor(dbs.messages).iternext())

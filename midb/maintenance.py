@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, indexes
+from midb import bodyrecords, columns, indexes
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -266,7 +266,8 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
 
 
 def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> None:
-    """The flag index and the keyword counts (midb.indexes) against the messages table."""
+    """The flag index, the keyword counts (midb.indexes) and the flag column (midb.columns)
+    against the messages table."""
     expected_flags, expected_counts = indexes.expected_entries(txn.cursor(dbs.messages).iternext())
     stored_flags = indexes.stored_entries(txn, dbs)
     stored_counts = {bytes(key): unpack_u32(raw) for key, raw in txn.cursor(dbs.keyword_counts)}
@@ -280,6 +281,13 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
                  if stored_counts.get(key) != expected_counts.get(key)}
         errors.append(f"keyword counts: {len(wrong)} wrong")
         scan.indexes_stale = True
+    if dbs.flag_columns is not None:
+        expected_column = columns.expected_column_entries(txn, dbs, txn.cursor(dbs.messages).iternext())
+        stored_column = columns.stored_column_entries(txn, dbs)
+        if expected_column != stored_column:
+            errors.append(f"flag column: {len(stored_column - expected_column)} entries without a matching "
+                          f"message, {len(expected_column - stored_column)} messages missing or different")
+            scan.indexes_stale = True
 
 
 def _scan_files(store: Store, scans: list[_Scan], now: float
@@ -439,7 +447,7 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
                 done.append("removed annotation of a missing folder")
         if scan.indexes_stale:
             indexes.rebuild(txn, dbs)
-            done.append("rebuilt the flag index and keyword counts")
+            done.append("rebuilt the flag index, keyword counts and flag column")
         for folder in fixed_folders:
             record = scan.folders[folder]
             tally = scan.tallies.get(folder) or _FolderTally()

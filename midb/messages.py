@@ -18,7 +18,7 @@ import struct
 import sys
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -273,8 +273,16 @@ class FlagColumns(NamedTuple):
     the MessageMeta spelling) and reuses the result for every message carrying it."""
 
     uids: list[int]
-    tails: list[bytes]
+    tails: list[bytes] | list[int]
     modseqs: list[int] | None  # None unless asked for
+    # Set when ``tails`` are the flag words of the flag column (midb.columns), which it maps to
+    # tails: a reader keys its renderings by word and resolves each distinct one once.
+    tail_of: Mapping[int, bytes] | None = None
+
+    def tail_list(self) -> list[bytes]:
+        """``tails`` as record tails, whatever form they came in."""
+        tail_of = self.tail_of
+        return list(map(tail_of.__getitem__, self.tails)) if tail_of is not None else self.tails  # type: ignore[arg-type,return-value]
 
 
 _record_tail = operator.itemgetter(slice(FIXED_SIZE, None))

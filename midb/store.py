@@ -14,12 +14,12 @@ import os
 import struct
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import lmdb
 
-from midb import bodyrecords, events, indexes, maintenance, mime
+from midb import bodyrecords, columns, events, indexes, maintenance, mime
 from midb import shards as shards_of
 from midb.accounts import (
     Account,
@@ -122,6 +122,7 @@ INLINE_MAX = 256 * 1024
 # index, and bodies must never be what fills it (they go on being stored as files then).
 INLINE_MAP_SHARE = 0.5
 _DENSE_FACTOR = 4   # a UID set at least 1/4 as large as its range is read with one cursor pass
+_COLUMN_SHARE = 8   # a UID set at least 1/8 of its folder is read from the flag column (midb.columns)
 # A folder scan of at least this many records first asks for its leaf pages all at once
 # (midb.prefetch). Below it the scan reads about 16 leaf pages or fewer: a few faults on a cold
 # cache, and on a warm one the walk over the branch pages would be a good part of the scan's cost.
@@ -578,7 +579,8 @@ class Store(MetadataMixin):
             self._drop_body_references(txn, dbs, effects,
                                        (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
-                       dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts):
+                       dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts,
+                       dbs.flag_columns):
                 self._delete_prefix(txn, db, prefix)
             self._drop_ownership(txn, dbs, account_id)
             txn.delete(prefix, db=dbs.usage)
@@ -790,7 +792,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
-                       dbs.keyword_counts):
+                       dbs.keyword_counts, dbs.flag_columns):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
@@ -863,7 +865,7 @@ class Store(MetadataMixin):
             modseq = unpack_record(raw)[0]
             tail = raw[FIXED_SIZE:]
             delta.removed(account_id, inbox_id, uid, tail)
-            delta.added(account_id, target.id, uid, tail)
+            delta.added(account_id, target.id, uid, tail, modseq)
             txn.put(message_key(account_id, target.id, uid), raw, db=dbs.messages)
             txn.put(change_key(account_id, target.id, modseq, uid), b"", db=dbs.modseqs)
             txn.delete(key, db=dbs.messages)
@@ -1155,7 +1157,7 @@ class Store(MetadataMixin):
                 txn.put(message_key(account_id, record.id, uid),
                         pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail),
                         db=dbs.messages)
-                delta.added(account_id, record.id, uid, tail)
+                delta.added(account_id, record.id, uid, tail, modseq)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
                 put_body_record(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(1, size))
                 if kept:
@@ -1404,7 +1406,7 @@ class Store(MetadataMixin):
                 txn.put(key, new_raw, db=dbs.messages)
                 txn.delete(change_key(account_id, record.id, old_modseq, uid), db=dbs.modseqs)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
-                delta.changed(account_id, record.id, uid, old_tail, new_tail)
+                delta.changed(account_id, record.id, uid, old_tail, new_tail, modseq)
                 old_unseen, old_deleted = counter_deltas(old_tail[0])
                 new_unseen, new_deleted = counter_deltas(new_tail[0])
                 record.unseen += new_unseen - old_unseen
@@ -1464,7 +1466,7 @@ class Store(MetadataMixin):
                 txn.put(message_key(dst_account_id, dst.id, new_uid), with_modseq_and_flags(raw, modseq, tail),
                         db=dbs.messages)
                 txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), b"", db=dbs.modseqs)
-                delta.added(dst_account_id, dst.id, new_uid, tail)
+                delta.added(dst_account_id, dst.id, new_uid, tail, modseq)
                 unseen, deleted = counter_deltas(tail[0])
                 dst.messages += 1
                 dst.unseen += unseen
@@ -1837,6 +1839,40 @@ class Store(MetadataMixin):
                         return flag_columns_of_records(wanted, records, with_modseq=with_modseq)
             pairs = self._records_of(txn, dbs, account_id, record.id, wanted)
         return flag_columns_from_pairs(pairs, with_modseq=with_modseq)
+
+    def flag_column_batches(self, account: str, folder_id: int, uids: Iterable[int], batch: int, *,
+                            with_modseq: bool = False, every_existing: bool = False) -> Iterator[Any]:
+        """flag_columns of the existing messages among `uids`, `batch` messages at a time, in
+        UID order. `every_existing`: the caller wants every existing message whose UID lies in
+        the range of `uids` (FETCH 1:* over a session's view, which lacks only messages newer
+        than its last), so no membership test is needed.
+
+        When `uids` are a good part of the folder, its flag column (midb.columns) is read once,
+        in one transaction, and handed out a batch at a time; otherwise each batch is read from
+        its message records (flag_columns)."""
+        from midb.messages import FlagColumns  # noqa: PLC0415 - self-contained block
+
+        wanted = _uid_list(uids)
+        if not wanted:
+            return
+        shared = self._home(account)
+        column = None
+        if shared.columned:
+            with lmdb_errors(), shared.read() as txn:
+                dbs = shared.dbs
+                account_id = self._account_id(txn, dbs, account)
+                record = self._folder(txn, dbs, account_id, folder_id)
+                if len(wanted) * _COLUMN_SHARE >= record.messages:
+                    column = columns.read_column(txn, dbs, account_id, record.id, wanted[0], wanted[-1],
+                                                 with_modseq=with_modseq)
+        if column is None:
+            for start in range(0, len(wanted), batch):
+                yield self.flag_columns(account, folder_id, wanted[start : start + batch], with_modseq=with_modseq)
+            return
+        if not every_existing and wanted[-1] - wanted[0] + 1 != len(wanted):
+            column = column.among(wanted)
+        for found_uids, words, modseqs in column.batches(batch):
+            yield FlagColumns(found_uids, words, modseqs, shared.dbs.word_tails)
 
     def changed_columns(self, account: str, folder_id: int, modseq: int) -> tuple[Any, list[int]]:
         """changes_since as columns: (FlagColumns, MODSEQs included, of the messages whose modseq

@@ -141,6 +141,8 @@ def downgrade_to_schema_3(path: Path) -> None:
             for key, value in txn.cursor(merged).iternext():
                 txn.put(bytes(key[:16]), value, db=tables[key[16]])
             txn.drop(merged, delete=True)
+            for name in (b"flag_columns", b"keyword_sets"):   # added by schema 6
+                txn.drop(environment.open_db(name, txn=txn), delete=True)
             txn.put(b"schema", (3).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
     finally:
         environment.close()

@@ -11,6 +11,7 @@ import lmdb
 import pytest
 
 from midb import bodyrecords, shards
+from midb import env as midb_env
 from midb.accounts import encode_usage
 from midb.env import SHARD_COUNT_KEY
 from midb.errors import InvalidArgument, MidbError, NoSuchAccount
@@ -120,7 +121,7 @@ def test_a_store_without_a_recorded_count_has_one_shard(tmp_path: Path) -> None:
         assert store.shard_count == 1 and store.get_account(ALICE) is not None
         assert not os.path.exists(shards.shard_dir(store.index_dir, 1))
         with store._env.read() as txn:
-            assert txn.get(b"schema", db=store._env.dbs.meta) == (5).to_bytes(4, "big")
+            assert txn.get(b"schema", db=store._env.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
 
 
 def test_messages_and_bodies_stay_in_their_account_shard(store: Store) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -334,16 +334,20 @@ def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
     yield b"".join(buffer)
 
 
-class _FlagListBytes(dict[bytes, bytes]):
-    """Raw record flag tail -> rendered ``(\\Seen ...)``: each distinct flag set of the folder is
-    rendered once per command (by flag_atoms, like the general path) and the bytes reused."""
+class _FlagListBytes(dict[bytes | int, bytes]):
+    """Raw record flag tail, or flag word of midb's flag column -> rendered ``(\\Seen ...)``:
+    each distinct flag set of the folder is rendered once per command (by flag_atoms, like the
+    general path) and the bytes reused."""
 
     def __init__(self, recent: bool) -> None:
         super().__init__()
         self.recent = recent
+        self.tail_of: Mapping[int, bytes] | None = None   # resolves flag words
 
-    def __missing__(self, tail: bytes) -> bytes:
-        rendered = self[tail] = flag_atoms(flags_of(tail), self.recent)
+    def __missing__(self, key: bytes | int) -> bytes:
+        tail = self.tail_of[key] if isinstance(key, int) and self.tail_of is not None else key
+        assert isinstance(tail, bytes)
+        rendered = self[key] = flag_atoms(flags_of(tail), self.recent)
         return rendered
 
 
@@ -383,17 +387,17 @@ class _RecordColumnsFetch:
         """Yield the responses for ``uids`` (ascending, in the view) a chunk per batch; return
         whether some of them are gone from the store (expunged by another session)."""
         view = session.selected
-        store = session.store
-        with_modseq = "MODSEQ" in self.names
-        missing = False
-        for start in range(0, len(uids), COLUMN_BATCH):
-            wanted = uids[start : start + COLUMN_BATCH]
-            found = store.flag_columns(view.account, view.folder_id, wanted, with_modseq=with_modseq)
-            if len(found.uids) != len(wanted):
-                missing = True
+        # All of the view (1:*): every message in the store up to the view's last UID is wanted,
+        # the view lacking only newer ones; midb then needs no membership test.
+        batches = session.store.flag_column_batches(view.account, view.folder_id, uids, COLUMN_BATCH,
+                                                    with_modseq="MODSEQ" in self.names,
+                                                    every_existing=len(uids) == view.exists)
+        found_count = 0
+        for found in batches:
+            found_count += len(found.uids)
             if found.uids:
                 yield self.render(view, found)
-        return missing
+        return found_count != len(uids)
 
     def changed_responses(self, session: Any, requested: _Requested, since: int) -> Generator[bytes, Any, bool]:
         """CHANGEDSINCE: the same for the requested messages whose MODSEQ is above ``since``,
@@ -417,6 +421,7 @@ class _RecordColumnsFetch:
             if name == "UID":
                 columns.append(found.uids)
             elif name == "FLAGS":
+                self.plain.tail_of = self.marked.tail_of = found.tail_of
                 columns.append(self._flag_lists(found.uids, found.tails))
             else:
                 columns.append(found.modseqs)
@@ -430,7 +435,7 @@ class _RecordColumnsFetch:
         repeated = _batch_format(self.format, count) if count == COLUMN_BATCH else self.format * count
         return repeated % tuple(values)
 
-    def _flag_lists(self, uids: list[int], tails: list[bytes]) -> list[bytes]:
+    def _flag_lists(self, uids: list[int], tails: list[bytes] | list[int]) -> list[bytes]:
         recent = self.recent
         if not recent or not uids:
             return list(map(self.plain.__getitem__, tails))

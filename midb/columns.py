@@ -1,0 +1,224 @@
+"""The flag column: every message's UID, flags and MODSEQ, a folder to one LMDB key.
+
+``flag_columns`` (MDB_DUPSORT | MDB_DUPFIXED) maps the 8-byte folder key (account, folder) to one
+16-byte duplicate per message, sorted by UID::
+
+    >I   UID
+    >I   flag word: system flag bits (midb.messages.SYSTEM_FLAGS) << 24 | keyword set id
+    >Q   MODSEQ
+
+It answers ``FETCH 1:* (UID FLAGS)`` and ``(FLAGS MODSEQ)``, what a client resynchronising a
+folder asks most, without visiting the message records: LMDB hands the duplicates over a page
+(about 250 messages) per call into one buffer (Cursor.getmulti), and each field is taken out of it
+by one strided copy and converted by ``array``, in C. 100,000 messages take about 3 ms, where a
+cursor pass over their records took 13 (one Python bytes object per record).
+
+Keyword sets. A message's keywords (the record tail after its system flag byte: keywords
+separated by a space, sorted) are interned store-wide in ``keyword_sets``: ``i`` + id -> the
+keywords; ``k`` + keywords (or ``h`` + their BLAKE2b digest, when too long for an LMDB key) -> id;
+``n`` -> the next id. Folders hold few distinct keyword sets, so the column stays fixed-size and a
+flag word resolves to its record tail once per process (:class:`WordTails`). Ids are never reused
+or removed (a rebuild keeps them), which is what makes that cache safe: an id a reader finds in a
+column was committed with its keywords, which no later write changes. 2**24 - 1 distinct keyword
+sets per index shard are possible; a write needing one more fails (:class:`midb.errors.InvalidFlag`).
+
+The column is kept in the write transaction of the message records it mirrors, by
+midb.indexes.IndexDelta; :func:`rebuild_columns` recomputes it (schema upgrade, ``midb verify
+--repair``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import struct
+import sys
+import threading
+from array import array
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from midb.errors import InvalidFlag
+from midb.keys import FOLDER, U32, unpack_message_key
+from midb.messages import FIXED_SIZE, MODSEQ_FIELD
+
+ENTRY = struct.Struct(">IIQ")                 # uid, flag word, modseq
+_UID_PREFIX = U32                             # what a duplicate starts with: its UID
+_PACKED = FOLDER.size + ENTRY.size            # getmulti(keyfixed=True): key + value per message
+_WORDS_PER_PACKED = _PACKED // 4              # ... as u32 words: key (2), uid, flag word, modseq (2)
+_KEYWORD_BITS = 24
+MAX_KEYWORD_SET = (1 << _KEYWORD_BITS) - 1
+_KEYWORDS_MASK = MAX_KEYWORD_SET
+_LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
+_NEXT_ID = b"n"
+assert array("I").itemsize == 4 and _PACKED % 8 == 0
+
+
+def _set_key(keywords: bytes) -> bytes:
+    if len(keywords) <= _LONGEST_PLAIN_KEY:
+        return b"k" + keywords
+    return b"h" + hashlib.blake2b(keywords, digest_size=32).digest()
+
+
+def keyword_set_id(txn: Any, dbs: Any, keywords: bytes) -> int:
+    """The id of a keyword set (space-separated, sorted), interned in this write transaction if new."""
+    db = dbs.keyword_sets
+    key = _set_key(keywords)
+    raw = txn.get(key, db=db)
+    if raw is not None:
+        return U32.unpack(raw)[0]
+    raw = txn.get(_NEXT_ID, db=db)
+    new_id = U32.unpack(raw)[0] if raw is not None else 1
+    if new_id > MAX_KEYWORD_SET:
+        raise InvalidFlag("too many distinct keyword combinations in this store")
+    txn.put(key, U32.pack(new_id), db=db)
+    txn.put(b"i" + U32.pack(new_id), keywords, db=db)
+    txn.put(_NEXT_ID, U32.pack(new_id + 1), db=db)
+    return new_id
+
+
+def flag_word(txn: Any, dbs: Any, tail: bytes) -> int:
+    """The column's flag word of a record tail (system flag byte + keywords)."""
+    word = tail[0] << _KEYWORD_BITS
+    if len(tail) > 1:
+        word |= keyword_set_id(txn, dbs, bytes(tail[1:]))
+    return word
+
+
+class ColumnWriter:
+    """Column upkeep for one write job (IndexDelta's): one cursor for the deletions."""
+
+    __slots__ = ("txn", "dbs", "_cursor")
+
+    def __init__(self, txn: Any, dbs: Any) -> None:
+        self.txn = txn
+        self.dbs = dbs
+        self._cursor: Any = None
+
+    def put(self, account_id: int, folder_id: int, uid: int, tail: bytes, modseq: int) -> None:
+        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, tail), modseq)
+        self.txn.put(FOLDER.pack(account_id, folder_id), value, db=self.dbs.flag_columns)
+
+    def drop(self, account_id: int, folder_id: int, uid: int) -> None:
+        """Remove the message's entry, whatever its flags and MODSEQ were."""
+        if self._cursor is None:
+            self._cursor = self.txn.cursor(self.dbs.flag_columns)
+        cursor = self._cursor
+        prefix = _UID_PREFIX.pack(uid)
+        if cursor.set_range_dup(FOLDER.pack(account_id, folder_id), prefix) and cursor.value()[:4] == prefix:
+            cursor.delete()
+
+
+class WordTails(dict[int, bytes]):
+    """flag word -> record tail (system flag byte + keywords), per environment and process.
+
+    A miss reads the keyword set in a read transaction of its own (see the module docstring for
+    why a cached entry never goes stale)."""
+
+    _LIMIT = 1 << 16
+
+    def __init__(self, env: Any, dbs: Any) -> None:
+        super().__init__()
+        self._env = env
+        self._dbs = dbs
+        self._lock = threading.Lock()
+
+    def __missing__(self, word: int) -> bytes:
+        bits = bytes((word >> _KEYWORD_BITS,))
+        set_id = word & _KEYWORDS_MASK
+        if not set_id:
+            tail = bits
+        else:
+            with self._env.begin() as txn:
+                keywords = txn.get(b"i" + U32.pack(set_id), db=self._dbs.keyword_sets)
+            if keywords is None:
+                raise LookupError(f"keyword set {set_id} is not in the index")
+            tail = bits + bytes(keywords)
+        with self._lock:
+            if len(self) >= self._LIMIT:
+                self.clear()
+            self[word] = tail
+        return tail
+
+
+class Column(NamedTuple):
+    """A folder's column, or the part of it in a UID range: parallel arrays, UID order."""
+
+    uids: array          # 'I'
+    words: array         # 'I': flag words (WordTails resolves them)
+    modseqs: array | None  # 'Q', when asked for
+
+    def among(self, wanted: list[int]) -> Column:
+        """The entries whose UID is in ``wanted``: one C-level pass (map, compress)."""
+        keep = list(map(set(wanted).__contains__, self.uids))
+        return Column(array("I", itertools.compress(self.uids, keep)), array("I", itertools.compress(self.words, keep)),
+                      array("Q", itertools.compress(self.modseqs, keep)) if self.modseqs is not None else None)
+
+    def batches(self, size: int) -> Iterator[tuple[list[int], list[int], list[int] | None]]:
+        """(UIDs, flag words, MODSEQs or None) lists, ``size`` messages at a time."""
+        for start in range(0, len(self.uids), size):
+            stop = start + size
+            yield (self.uids[start:stop].tolist(), self.words[start:stop].tolist(),
+                   self.modseqs[start:stop].tolist() if self.modseqs is not None else None)
+
+
+def _field(view: memoryview, code: str, index: int, stride: int) -> array:
+    numbers = array(code)
+    numbers.frombytes(view.cast(code)[index::stride].tobytes())
+    if sys.byteorder == "little":
+        numbers.byteswap()
+    return numbers
+
+
+def read_column(txn: Any, dbs: Any, account_id: int, folder_id: int, first: int, last: int, *,
+                with_modseq: bool) -> Column:
+    """The column entries of the folder's messages with UIDs in [first, last]."""
+    cursor = txn.cursor(dbs.flag_columns)
+    packed = cursor.getmulti([FOLDER.pack(account_id, folder_id)], dupdata=True,
+                             dupfixed_bytes=ENTRY.size, keyfixed=True)
+    if not len(packed):
+        return Column(array("I"), array("I"), array("Q") if with_modseq else None)
+    view = memoryview(packed).cast("B")
+    uids = _field(view, "I", 2, _WORDS_PER_PACKED)
+    words = _field(view, "I", 3, _WORDS_PER_PACKED)
+    modseqs = _field(view, "Q", 2, _WORDS_PER_PACKED // 2) if with_modseq else None
+    low = bisect.bisect_left(uids, first)
+    high = bisect.bisect_right(uids, last, low)
+    if low or high < len(uids):
+        uids, words = uids[low:high], words[low:high]
+        modseqs = modseqs[low:high] if modseqs is not None else None
+    return Column(uids, words, modseqs)
+
+
+def expected_column_entries(txn: Any, dbs: Any, message_items: Iterator[tuple[bytes, bytes]]) -> set[bytes]:
+    """(folder key + entry) the given (message key, record) pairs call for, against the keyword
+    sets as interned (a set not interned yet counts as id 0, so it shows as a difference)."""
+    entries: set[bytes] = set()
+    ids: dict[bytes, int] = {}
+    for key, raw in message_items:
+        account_id, folder_id, uid = unpack_message_key(key)
+        tail = bytes(raw[FIXED_SIZE:])
+        word = tail[0] << _KEYWORD_BITS
+        if len(tail) > 1:
+            keywords = tail[1:]
+            if keywords not in ids:
+                found = txn.get(_set_key(keywords), db=dbs.keyword_sets)
+                ids[keywords] = U32.unpack(found)[0] if found is not None else 0
+            word |= ids[keywords]
+        entries.add(FOLDER.pack(account_id, folder_id) + ENTRY.pack(uid, word, MODSEQ_FIELD.unpack_from(raw)[0]))
+    return entries
+
+
+def stored_column_entries(txn: Any, dbs: Any) -> set[bytes]:
+    return {bytes(key) + bytes(value) for key, value in txn.cursor(dbs.flag_columns).iternext()}
+
+
+def rebuild_columns(txn: Any, dbs: Any) -> None:
+    """Recompute the column from the messages table (in a write transaction); interned keyword
+    sets are kept, so ids cached by running processes stay right."""
+    txn.drop(dbs.flag_columns, delete=False)
+    writer = ColumnWriter(txn, dbs)
+    for key, raw in txn.cursor(dbs.messages).iternext():
+        account_id, folder_id, uid = unpack_message_key(key)
+        writer.put(account_id, folder_id, uid, bytes(raw[FIXED_SIZE:]), MODSEQ_FIELD.unpack_from(raw)[0])

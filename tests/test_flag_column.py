@@ -1,0 +1,206 @@
+"""The flag column (midb.columns): kept by every write, read a page at a time, the same answers
+as the message records, rebuilt by a schema upgrade and by ``verify --repair``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+from midb import columns
+from midb import env as midb_env
+from midb.errors import InvalidFlag
+from midb.keys import FOLDER
+from midb.messages import flags_of
+from midb.store import Store
+
+MSG = b"From: a@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
+FLAG_SETS: list[tuple[str, ...]] = [(), ("\\Seen",), ("\\Seen", "$Label1"), ("\\Flagged", "$A", "$B"),
+                                    ("\\Deleted", "\\Seen"), ("NonJunk",)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store", fsync=False) as opened:
+        opened.create_account("alice")
+        yield opened
+
+
+def folder_id(store: Store, name: str = "INBOX", account: str = "alice") -> int:
+    info = store.get_folder(account, name)
+    assert info is not None
+    return info.id
+
+
+def from_column(store: Store, folder: int, uids: list[int], *, every_existing: bool = False,
+                batch: int = 7) -> list[tuple[int, tuple[str, ...], int]]:
+    rows = []
+    for found in store.flag_column_batches("alice", folder, uids, batch, with_modseq=True,
+                                           every_existing=every_existing):
+        assert found.modseqs is not None
+        rows += zip(found.uids, map(flags_of, found.tail_list()), found.modseqs, strict=True)
+    return rows
+
+
+def from_records(store: Store, folder: int, uids: list[int]) -> list[tuple[int, tuple[str, ...], int]]:
+    return [(meta.uid, meta.flags, meta.modseq) for meta in store.get_messages("alice", folder, uids)]
+
+
+def column_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts midb.columns.read_column calls (one per answer read from the column)."""
+    calls: list[int] = []
+    original = columns.read_column
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(columns, "read_column", counted)
+    return calls
+
+
+def test_the_column_follows_every_kind_of_change(store: Store) -> None:
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, FLAG_SETS[n % len(FLAG_SETS)], None, 0) for n in range(60)])
+    store.store_flags("alice", inbox, range(1, 61, 3), "add", ["$New", "\\Answered"])
+    store.store_flags("alice", inbox, range(2, 61, 5), "remove", ["$A", "\\Seen"])
+    store.store_flags("alice", inbox, [10, 11], "set", [])
+    store.store_flags("alice", inbox, range(1, 61, 7), "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    store.create_folder("alice", "Other")
+    other = folder_id(store, "Other")
+    store.copy("alice", inbox, [2, 3, 4], other)
+    store.move("alice", inbox, [5, 6], other)
+    assert store.verify() == []
+    for folder in (inbox, other):
+        everything = [meta.uid for meta in store.messages("alice", folder)]
+        expected = from_records(store, folder, everything)
+        assert from_column(store, folder, everything, every_existing=True) == expected
+        assert len(expected) > 1
+    store.delete_folder("alice", "Other")
+    store.rename_folder("alice", "INBOX", "Old")   # INBOX's messages move to a new folder
+    assert store.verify() == []
+    old = folder_id(store, "Old")
+    assert from_column(store, old, list(range(1, 61))) == from_records(store, old, list(range(1, 61)))
+    store.delete_account("alice")
+    with store._shared.read() as txn:
+        assert not list(txn.cursor(store._shared.dbs.flag_columns).iternext())
+    assert store.verify() == []
+
+
+def test_any_uid_set_reads_the_same_as_the_records(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, FLAG_SETS[n % len(FLAG_SETS)], None, 0) for n in range(80)])
+    store.store_flags("alice", inbox, [20, 21, 22, 50], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    reads = column_reads(monkeypatch)
+    present = [meta.uid for meta in store.messages("alice", inbox)]
+    cases = [
+        (list(range(1, 81)), False),          # one range, with expunged UIDs in it
+        (present, True),                       # a view's 1:*, gaps and all
+        (present[10:70], False),               # not a range: checked against the set
+        (list(range(1, 81, 2)), False),        # half of them
+        (list(range(30, 36)), False),          # a small part: its records instead
+        ([999], False),
+    ]
+    for wanted, every in cases:
+        assert from_column(store, inbox, wanted, every_existing=every) == from_records(store, inbox, wanted)
+    # Sets of 8 or more of the 63 messages left (1/8) come from the column, smaller ones from records.
+    assert len(reads) == 4
+    assert from_column(store, inbox, []) == []
+
+
+def test_a_session_view_ahead_of_nothing_misses_no_message(store: Store) -> None:
+    """every_existing: newer messages than the asked range are left out by the range."""
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, (), None, 0)] * 20)
+    view = list(range(1, 21))
+    store.append_many("alice", inbox, [(MSG, ("\\Seen",), None, 0)] * 5)   # arrives after the view
+    assert [uid for uid, _f, _m in from_column(store, inbox, view, every_existing=True)] == view
+
+
+def test_keyword_sets_are_interned_once_and_survive_a_rebuild(store: Store) -> None:
+    inbox = folder_id(store)
+    long_keywords = tuple(f"$K{n:03d}{'x' * 40}" for n in range(12))   # over 480 bytes: hashed key
+    store.append_many("alice", inbox, [(MSG, ("$A", "$B"), None, 0), (MSG, ("$B", "$A"), None, 0),
+                                       (MSG, long_keywords, None, 0), (MSG, long_keywords, None, 0)])
+    shared = store._shared
+
+    def interned() -> dict[bytes, bytes]:
+        with shared.read() as txn:
+            return {bytes(key): bytes(value) for key, value in txn.cursor(shared.dbs.keyword_sets)}
+
+    before = interned()
+    assert sorted(key[:1] for key in before) == [b"h", b"i", b"i", b"k", b"n"]
+    with shared.env.begin(write=True) as txn:
+        columns.rebuild_columns(txn, shared.dbs)
+    assert interned() == before
+    assert store.verify() == []
+    rows = from_column(store, inbox, [1, 2, 3, 4])
+    assert [flags for _uid, flags, _modseq in rows] == [("$A", "$B"), ("$A", "$B"), long_keywords, long_keywords]
+
+
+def test_the_keyword_set_ids_run_out_with_a_clear_error(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, ("$A",), None, 0)])
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET", 1)
+    store.store_flags("alice", inbox, [1], "add", ["\\Seen"])   # a known set: fine
+    with pytest.raises(InvalidFlag, match="too many distinct keyword"):
+        store.store_flags("alice", inbox, [1], "add", ["$Other"])
+    assert store.verify() == []   # the failed write left nothing behind
+
+
+def test_verify_finds_a_wrong_column_and_repair_rebuilds_it(store: Store) -> None:
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, FLAG_SETS[n % len(FLAG_SETS)], None, 0) for n in range(10)])
+    shared = store._shared
+    account_id = store.get_account("alice").id   # type: ignore[union-attr]
+    key = FOLDER.pack(account_id, inbox)
+    with shared.env.begin(write=True) as txn:
+        cursor = txn.cursor(shared.dbs.flag_columns)
+        assert cursor.set_key(key)
+        cursor.delete()                                                        # one message lost
+        txn.put(key, columns.ENTRY.pack(99, 0, 1), db=shared.dbs.flag_columns)  # one that never was
+    problems = store.verify()
+    assert any("flag column: 1 entries without a matching message, 1 messages missing" in p for p in problems)
+    store.verify(repair=True)
+    assert store.verify() == []
+    assert from_column(store, inbox, list(range(1, 11))) == from_records(store, inbox, list(range(1, 11)))
+
+
+def downgrade_to_schema_5(path: Path) -> None:
+    environment = lmdb.open(str(path / "index"), max_dbs=64)
+    try:
+        with environment.begin(write=True) as txn:
+            for name in (b"flag_columns", b"keyword_sets"):
+                txn.drop(environment.open_db(name, txn=txn), delete=True)
+            txn.put(b"schema", (5).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def test_a_schema_5_store_is_read_from_its_records_then_upgraded(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "store"
+    with Store(path, fsync=False) as store:
+        store.create_account("alice")
+        inbox = folder_id(store)
+        store.append_many("alice", inbox, [(MSG, FLAG_SETS[n % len(FLAG_SETS)], None, 0) for n in range(30)])
+        expected = from_records(store, inbox, list(range(1, 31)))
+    downgrade_to_schema_5(path)
+    reads = column_reads(monkeypatch)
+    with Store(path, readonly=True) as old:
+        assert not old._shared.columned
+        assert from_column(old, inbox, list(range(1, 31))) == expected
+        assert old.verify() == []
+    assert reads == []
+    with Store(path, fsync=False) as store:
+        assert store._shared.columned
+        with store._shared.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
+        assert from_column(store, inbox, list(range(1, 31))) == expected
+        assert store.verify() == []
+    assert reads == [1]
