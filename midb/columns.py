@@ -171,15 +171,30 @@ def _field(view: memoryview, code: str, index: int, stride: int) -> array:
     return numbers
 
 
-def read_column(txn: Any, dbs: Any, account_id: int, folder_id: int, first: int, last: int, *,
-                with_modseq: bool) -> Column:
-    """The column entries of the folder's messages with UIDs in [first, last]."""
+def _packed(txn: Any, dbs: Any, account_id: int, folder_id: int, prefetch: bool) -> memoryview:
+    """Every entry of the folder's column as (folder key + entry) records in one buffer.
+    ``prefetch``: the column is long; its pages are all asked of the kernel first (midb.prefetch),
+    so that a cold read waits for the disk once, not once per page fault."""
+    key = FOLDER.pack(account_id, folder_id)
+    if prefetch:
+        dbs.pages.duplicates(txn, b"flag_columns", key)
     cursor = txn.cursor(dbs.flag_columns)
-    packed = cursor.getmulti([FOLDER.pack(account_id, folder_id)], dupdata=True,
-                             dupfixed_bytes=ENTRY.size, keyfixed=True)
-    if not len(packed):
+    packed = cursor.getmulti([key], dupdata=True, dupfixed_bytes=ENTRY.size, keyfixed=True)
+    return memoryview(packed).cast("B")
+
+
+def column_uids(txn: Any, dbs: Any, account_id: int, folder_id: int, *, prefetch: bool = False) -> array:
+    """The folder's UIDs, ascending, as an array of u32 (SELECT's list)."""
+    view = _packed(txn, dbs, account_id, folder_id, prefetch)
+    return _field(view, "I", 2, _WORDS_PER_PACKED) if len(view) else array("I")
+
+
+def read_column(txn: Any, dbs: Any, account_id: int, folder_id: int, first: int, last: int, *,
+                with_modseq: bool, prefetch: bool = False) -> Column:
+    """The column entries of the folder's messages with UIDs in [first, last]."""
+    view = _packed(txn, dbs, account_id, folder_id, prefetch)
+    if not len(view):
         return Column(array("I"), array("I"), array("Q") if with_modseq else None)
-    view = memoryview(packed).cast("B")
     uids = _field(view, "I", 2, _WORDS_PER_PACKED)
     words = _field(view, "I", 3, _WORDS_PER_PACKED)
     modseqs = _field(view, "Q", 2, _WORDS_PER_PACKED // 2) if with_modseq else None

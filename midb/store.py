@@ -1811,8 +1811,18 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            keys = self._message_range(txn, dbs, account_id, record, values=False)
             info = self._info(txn, dbs, account_id, record)
+            if shared.columned:
+                # The flag column lists them a page per LMDB call, where the message keys take a
+                # cursor step each (100,000: about 3 against 25 ms); and it is what a FETCH 1:*
+                # (UID FLAGS) after the SELECT reads next, warm by then.
+                uids = columns.column_uids(txn, dbs, account_id, record.id,
+                                           prefetch=record.messages >= PREFETCH_FROM)
+                if len(uids) == record.messages:
+                    return info, uids
+                log.warning("flag column of folder %d/%d is off; run midb verify --repair",
+                            account_id, record.id)
+            keys = self._message_range(txn, dbs, account_id, record, values=False)
         return info, uid_array_from_keys(keys)
 
     def flag_columns(self, account: str, folder_id: int, uids: Iterable[int], *,
@@ -1852,7 +1862,11 @@ class Store(MetadataMixin):
         its message records (flag_columns)."""
         from midb.messages import FlagColumns  # noqa: PLC0415 - self-contained block
 
-        wanted = _uid_list(uids)
+        # A session's whole view comes sorted and distinct; the column path only needs its
+        # ends and length, so its 100,000 UIDs are not checked one by one (2 ms) unless the
+        # records are read after all.
+        trusted = every_existing and type(uids) is list and all(type(uid) is int for uid in uids[:1] + uids[-1:])
+        wanted = uids if trusted else _uid_list(uids)
         if not wanted:
             return
         shared = self._home(account)
@@ -1864,8 +1878,10 @@ class Store(MetadataMixin):
                 record = self._folder(txn, dbs, account_id, folder_id)
                 if len(wanted) * _COLUMN_SHARE >= record.messages:
                     column = columns.read_column(txn, dbs, account_id, record.id, wanted[0], wanted[-1],
-                                                 with_modseq=with_modseq)
+                                                 with_modseq=with_modseq,
+                                                 prefetch=record.messages >= PREFETCH_FROM)
         if column is None:
+            wanted = _uid_list(wanted)
             for start in range(0, len(wanted), batch):
                 yield self.flag_columns(account, folder_id, wanted[start : start + batch], with_modseq=with_modseq)
             return

@@ -260,14 +260,28 @@ def test_a_store_scan_of_a_big_folder_asks_for_its_range(two_folders, monkeypatc
     store, big, small = two_folders
     shared = store._home("alice")
     calls = _recorded(monkeypatch, shared.dbs.pages, "key_range")
-    info, uids = store.folder_uids("alice", big.id)
-    assert list(uids) == list(range(1, 3001)) and info.messages == 3000
+    assert [meta.uid for meta in store.messages("alice", big.id)] == list(range(1, 3001))
     assert [meta.uid for meta in store.messages("alice", small.id)] == list(range(1, 100))
     prefix = folder_key(store.account_id("alice"), big.id)
     assert [args for args, _asked in calls] == [(b"messages", prefix, prefix_end(prefix))]   # not for the small folder
     with shared.read() as txn:
         leaves = shared.dbs.pages._leaves(txn, b"messages", prefix, prefix_end(prefix))
     assert len(leaves) > 10
+
+
+def test_a_big_folders_flag_column_is_asked_for_before_it_is_read(two_folders,  # noqa: ANN001
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SELECT's UID list and FETCH 1:* (UID FLAGS) read the flag column (midb.columns)."""
+    store, big, small = two_folders
+    calls = _recorded(monkeypatch, store._home("alice").dbs.pages, "duplicates")
+    info, uids = store.folder_uids("alice", big.id)
+    assert list(uids) == list(range(1, 3001)) and info.messages == 3000
+    assert list(store.folder_uids("alice", small.id)[1]) == list(range(1, 100))
+    rows = list(store.flag_column_batches("alice", big.id, range(1, 3001), 4096))
+    assert rows[0].uids == list(range(1, 3001))
+    key = folder_key(store.account_id("alice"), big.id)
+    assert [args for args, _asked in calls] == [(b"flag_columns", key)] * 2   # not for the small folder
+    assert calls[0][1] >= 2   # 48,000 bytes of entries: several leaves
 
 
 def test_a_long_flag_list_is_asked_for_before_it_is_read(two_folders, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
