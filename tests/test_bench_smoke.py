@@ -463,3 +463,35 @@ def test_noop_probe_prints_the_rate_and_cpu_per_command(tmp_path: Path, capsys: 
     assert not (scratch / "gximap").exists()   # its scratch directory is removed
     with pytest.raises(SystemExit):
         noop.main(["--servers", "exchange"])
+
+
+def test_start_waits_for_the_servers_ready_notification() -> None:
+    """bench.servers.wait_for_ready: READY=1 on the NOTIFY_SOCKET ends the wait; a server that
+    exits first, or never says it, is a ServerError."""
+    import socket
+    import subprocess
+    import time
+
+    from bench.servers import ServerError, wait_for_ready
+
+    def run(script: str, timeout: float) -> float:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            name = f"gximap-bench-test-{os.getpid()}-{time.monotonic_ns()}"
+            notify.bind("\0" + name)
+            env = {**os.environ, "NOTIFY_SOCKET": "@" + name}
+            proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+            started = time.monotonic()
+            try:
+                wait_for_ready(notify, started + timeout, proc, "fake")
+                return time.monotonic() - started
+            finally:
+                proc.kill()
+                proc.wait()
+
+    ready_late = ("import time; from gximap.cli import sd_notify; sd_notify('STATUS=starting'); "
+                  "time.sleep(0.4); sd_notify('READY=1'); time.sleep(30)")
+    assert run(ready_late, 20) >= 0.4
+    with pytest.raises(ServerError, match="exited with status 3"):
+        run("raise SystemExit(3)", 20)
+    with pytest.raises(ServerError, match="did not report READY=1"):
+        run("import time; time.sleep(30)", 0.5)
