@@ -1830,9 +1830,12 @@ class Store(MetadataMixin):
         """midb.messages.FlagColumns (uids, raw flag tails, modseqs) of the existing messages among
         `uids`, in UID order, from one cursor pass (or key reads for a sparse set): flag_rows
         without a Python step per message."""
+        return self._record_flag_columns(account, folder_id, _uid_list(uids), with_modseq)
+
+    def _record_flag_columns(self, account: str, folder_id: int, wanted: list[int], with_modseq: bool) -> Any:
+        """flag_columns of `wanted`, already sorted, distinct and in range, from their records."""
         from midb.messages import flag_columns_from_pairs, flag_columns_of_records  # noqa: PLC0415 - self-contained block
 
-        wanted = _uid_list(uids)
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
@@ -1865,7 +1868,8 @@ class Store(MetadataMixin):
         # A session's whole view comes sorted and distinct; the column path only needs its
         # ends and length, so its 100,000 UIDs are not checked one by one (2 ms) unless the
         # records are read after all.
-        trusted = every_existing and type(uids) is list and all(type(uid) is int for uid in uids[:1] + uids[-1:])
+        trusted = (every_existing and type(uids) is list
+                   and (not uids or (type(uids[0]) is int and type(uids[-1]) is int)))
         wanted = uids if trusted else _uid_list(uids)
         if not wanted:
             return
@@ -1881,9 +1885,10 @@ class Store(MetadataMixin):
                                                  with_modseq=with_modseq,
                                                  prefetch=record.messages >= PREFETCH_FROM)
         if column is None:
-            wanted = _uid_list(wanted)
+            if trusted:
+                wanted = _uid_list(wanted)
             for start in range(0, len(wanted), batch):
-                yield self.flag_columns(account, folder_id, wanted[start : start + batch], with_modseq=with_modseq)
+                yield self._record_flag_columns(account, folder_id, wanted[start : start + batch], with_modseq)
             return
         if not every_existing and wanted[-1] - wanted[0] + 1 != len(wanted):
             column = column.among(wanted)
