@@ -9,12 +9,17 @@ account record.
 from __future__ import annotations
 
 import marshal
+import re
 import struct
 from dataclasses import dataclass
 
 from midb.errors import InvalidName
 
 MAX_ACCOUNT_NAME_BYTES = 255
+# Characters an account name may not hold: whitespace (str.isspace, which re's \s matches alike),
+# controls, DEL, and "!". One C-level search: every store call normalises its account name, and a
+# loop over the characters in Python was 1.7 % of the server's CPU under the bench's mixed load.
+_REFUSED_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f!]")
 USAGE = struct.Struct(">QQ")
 
 
@@ -39,9 +44,9 @@ def normalize_account_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidName("account name must be a non-empty str")
     lowered = name.lower()
-    for char in lowered:
-        if char.isspace() or ord(char) < 0x20 or char == "\x7f" or char == "!":
-            raise InvalidName(f"invalid character {char!r} in account name")
+    refused = _REFUSED_CHARACTER.search(lowered)
+    if refused is not None:
+        raise InvalidName(f"invalid character {refused.group()!r} in account name")
     try:
         encoded = lowered.encode("utf-8")
     except UnicodeEncodeError:

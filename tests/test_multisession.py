@@ -263,3 +263,80 @@ def test_append_claim_leaves_later_deliveries_to_the_next_claim(pair: tuple[Conv
         S: * SEARCH 4
         S: b3 OK SEARCH completed
     """)
+
+
+def test_own_store_skips_reading_the_changes_but_a_foreign_one_between_is_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a session's own STORE the MODSEQs since its last sync are all its own: it catches up
+    without reading the changes (SelectedMailbox._only_known_changes). A change of another session
+    in between leaves a MODSEQ it does not know, and that change is read and reported."""
+    a, b = pair
+    reads: list[int] = []  # both sessions share the store: cleared before each of A's scripts
+    changes_since = a.store.changes_since
+
+    def counted(account: str, folder_id: int, modseq: int) -> tuple[list, list]:
+        reads.append(modseq)
+        return changes_since(account, folder_id, modseq)
+
+    monkeypatch.setattr(a.store, "changes_since", counted)
+    reads.clear()
+    a.script(r"""
+        C: a1 STORE 1:2 +FLAGS (\Seen)
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: * 2 FETCH (FLAGS (\Seen))
+        S: a1 OK STORE completed
+        C: a2 NOOP
+        S: a2 OK NOOP completed
+    """)
+    assert reads == []
+    # B changes message 3, then A stores again before it has heard of that: A's own MODSEQ is not
+    # the only new one, so the changes are read and B's is reported after A's own response.
+    b.script(r"""
+        C: b1 STORE 3 +FLAGS.SILENT (\Flagged)
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: * 2 FETCH (FLAGS (\Seen))
+        S: b1 OK STORE completed
+    """)
+    reads.clear()
+    a.script(r"""
+        C: a3 STORE 1 -FLAGS (\Seen)
+        S: * 1 FETCH (FLAGS ())
+        S: * 3 FETCH (FLAGS (\Flagged))
+        S: a3 OK STORE completed
+        C: a4 NOOP
+        S: a4 OK NOOP completed
+    """)
+    assert len(reads) == 1  # a3's own sync; a4 had nothing new
+    # A non-silent STORE that changes nothing shows the message's state, here B's change: the
+    # client has seen it, so it is not reported again, and no read is needed for it.
+    b.script(r"""
+        C: b2 STORE 2 +FLAGS.SILENT (\Answered)
+        S: * 1 FETCH (FLAGS ())
+        S: b2 OK STORE completed
+    """)
+    reads.clear()
+    a.script(r"""
+        C: a5 STORE 2 +FLAGS (\Answered)
+        S: * 2 FETCH (FLAGS (\Answered \Seen))
+        S: a5 OK STORE completed
+        C: a6 NOOP
+        S: a6 OK NOOP completed
+    """)
+    assert reads == []
+    # An EXPUNGE of B's takes a MODSEQ too: after A's next own STORE it is read and reported.
+    b.script(r"""
+        C: b3 STORE 3 +FLAGS.SILENT (\Deleted)
+        S: b3 OK STORE completed
+        C: b4 EXPUNGE
+        S: * 3 EXPUNGE
+        S: b4 OK EXPUNGE completed
+    """)
+    reads.clear()
+    a.script(r"""
+        C: a7 STORE 1 +FLAGS.SILENT (\Seen)
+        S: a7 OK STORE completed
+        C: a8 NOOP
+        S: * 3 EXPUNGE
+        S: a8 OK NOOP completed
+    """)
+    assert len(reads) == 2  # a7 learns of the EXPUNGE, a8 may send it (and looks once more)

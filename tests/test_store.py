@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from midb import bodyrecords, maintenance, mime
+from midb.accounts import normalize_account_name
 from midb.blobs import pack_blob_record
 from midb.errors import (
     AccountExists,
@@ -121,7 +122,7 @@ def test_account_language_names_folders(tmp_path: Path) -> None:
 def test_account_errors(store: Store, alice: Account) -> None:
     with pytest.raises(AccountExists):
         store.create_account("ALICE")
-    for bad in ["", "a b", "a\x00b", "x!y", "a\tb", "é" * 200, None, 5]:
+    for bad in ["", "a b", "a\x00b", "x!y", "a\tb", "a\x7fb", "a\u00a0b", "a\u3000b", "é" * 200, None, 5]:
         with pytest.raises(InvalidName):
             store.create_account(bad)  # type: ignore[arg-type]
     assert store.get_account("nobody") is None
@@ -1023,3 +1024,15 @@ def test_uid_lists_are_normalised_with_or_without_the_contiguous_fast_path() -> 
     assert _uid_list([]) == []
     with pytest.raises(InvalidArgument):
         _uid_list([1, "2", 3])
+
+
+def test_account_names_refuse_exactly_whitespace_controls_del_and_bang() -> None:
+    """The one-regex check refuses what the rule says, over the whole of Unicode: every character
+    str.isspace() calls whitespace, C0 controls, DEL and "!"; nothing else."""
+    refused = [char for char in map(chr, range(0x110000))
+               if char.isspace() or ord(char) < 0x20 or char in "\x7f!"]
+    for char in refused:
+        with pytest.raises(InvalidName):
+            normalize_account_name("a" + char)
+    accepted = [char for char in map(chr, range(0x20, 0x3000)) if char not in refused]
+    assert all(normalize_account_name("a" + char) == ("a" + char).lower() for char in accepted)

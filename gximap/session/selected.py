@@ -442,6 +442,24 @@ class SelectedMailbox:
         for meta in metas:
             self._own_changes[meta.uid] = meta.modseq
 
+    def _only_known_changes(self, highestmodseq: int) -> bool:
+        """True, having caught up, when every MODSEQ after ours up to ``highestmodseq`` is a change
+        the client was told of already (_own_changes): the usual case after this session's own
+        STORE, which then costs no read of the changes. Each MODSEQ belongs to one change of one
+        message, so a foreign change, an APPEND or an EXPUNGE in the range leaves a number that no
+        known change holds, and the changes are read as usual."""
+        own = self._own_changes
+        gap = highestmodseq - self.modseq
+        if len(own) < gap:
+            return False
+        newer = {uid: modseq for uid, modseq in own.items() if modseq > self.modseq}
+        if len(set(newer.values())) != gap or max(newer.values()) != highestmodseq:
+            return False
+        for uid in newer:
+            del own[uid]
+        self.modseq = highestmodseq
+        return True
+
     def note_fetch_modseq(self, modseq: int) -> None:
         """A FETCH response told the client this MODSEQ."""
         if modseq > self._fetch_modseq:
@@ -511,6 +529,10 @@ class SelectedMailbox:
         if highestmodseq is None:
             raise NoSuchFolder(self.name)
         if highestmodseq <= self.modseq and not (allow_expunge and self.pending_expunge):
+            return []
+        if not (allow_expunge and self.pending_expunge) and self._only_known_changes(highestmodseq):
+            if not self.pending_expunge:
+                self.full_modseq = self.modseq
             return []
         changed, vanished = store.changes_since(self.account, self.folder_id, self.modseq)
         out: list[bytes] = []
