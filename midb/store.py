@@ -1531,20 +1531,25 @@ class Store(MetadataMixin):
 
     @staticmethod
     def _unlist(txn: Any, dbs: Databases, delta: indexes.IndexDelta, account_id: int, record: FolderRecord,
-                found: list[tuple[int, bytes]]) -> None:
+                found: list[tuple[int, bytes]]) -> list[int]:
         """Take messages (uid, record) out of a folder, leaving a tombstone for each; their bodies
-        keep their references (see _release_bodies). The caller applies `delta` and stores `record`."""
+        keep their references (see _release_bodies). The caller applies `delta` and stores `record`.
+        -> the tombstones' MODSEQs, in the order of `found`."""
+        tombstones: list[int] = []
         for uid, raw in found:
             modseq, _date, _tz, size, _blob, tail = unpack_record(raw)
             delta.removed(account_id, record.id, uid, tail)
             txn.delete(message_key(account_id, record.id, uid), db=dbs.messages)
             txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
-            txn.put(change_key(account_id, record.id, record.next_modseq(), uid), b"", db=dbs.tombstones)
+            tombstone = record.next_modseq()
+            tombstones.append(tombstone)
+            txn.put(change_key(account_id, record.id, tombstone, uid), b"", db=dbs.tombstones)
             unseen, deleted = counter_deltas(tail[0])
             record.messages -= 1
             record.unseen -= unseen
             record.deleted -= deleted
             record.size -= size
+        return tombstones
 
     def _release_bodies(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
                         record: FolderRecord, found: list[tuple[int, bytes]]) -> None:
@@ -1570,8 +1575,14 @@ class Store(MetadataMixin):
 
     def expunge(self, account: str, folder_id: int, uids: Iterable[int] | None = None) -> list[int]:
         """Remove the messages flagged \\Deleted (only among `uids` if given); -> expunged UIDs."""
+        return [uid for uid, _modseq in self.expunge_tombstones(account, folder_id, uids)]
+
+    def expunge_tombstones(self, account: str, folder_id: int, uids: Iterable[int] | None = None
+                           ) -> list[tuple[int, int]]:
+        """expunge(), telling the MODSEQ of each expunged UID's tombstone: [(uid, modseq), ...]. A
+        session knows its own EXPUNGE's MODSEQs this way, and need not read them back."""
         wanted = None if uids is None else _uid_list(uids)
-        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[tuple[int, int]]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if not record.deleted:
@@ -1589,11 +1600,11 @@ class Store(MetadataMixin):
             if not victims:
                 return []
             delta = indexes.IndexDelta(txn, dbs)
-            self._unlist(txn, dbs, delta, account_id, record, victims)
+            tombstones = self._unlist(txn, dbs, delta, account_id, record, victims)
             delta.apply()
             self._release_bodies(txn, dbs, effects, account_id, record, victims)
             effects.changed(account_id, record.id, record.highestmodseq)
-            return [uid for uid, _raw in victims]
+            return [(uid, modseq) for (uid, _raw), modseq in zip(victims, tombstones, strict=True)]
 
         return self._write(job, self._home(account))
 

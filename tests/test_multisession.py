@@ -340,3 +340,22 @@ def test_own_store_skips_reading_the_changes_but_a_foreign_one_between_is_report
         S: a8 OK NOOP completed
     """)
     assert len(reads) == 2  # a7 learns of the EXPUNGE, a8 may send it (and looks once more)
+    # A's own EXPUNGE: its tombstones' MODSEQs are known (Store.expunge_tombstones), no read.
+    reads.clear()
+    a.script(r"""
+        C: a9 STORE 2 +FLAGS.SILENT (\Deleted)
+        S: a9 OK STORE completed
+        C: a10 UID EXPUNGE 2
+        S: * 2 EXPUNGE
+        S: a10 OK EXPUNGE completed
+        C: a11 NOOP
+        S: a11 OK NOOP completed
+    """)
+    assert reads == []
+    b.script(r"""
+        C: b5 NOOP
+        S: * 2 EXPUNGE
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: b5 OK NOOP completed
+    """)
+

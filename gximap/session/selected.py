@@ -346,7 +346,9 @@ class SelectedMailbox:
         self.uid_max = 0  # highest UID announced
         self.recent: set[int] = set()
         self.pending_expunge: set[int] = set()
-        self._own_changes: dict[int, int] = {}  # uid -> modseq of this session's own STORE
+        # uid -> MODSEQ of a change the client already knows: this session's own STORE or EXPUNGE,
+        # or another's change a STORE response showed (see _only_known_changes)
+        self._own_changes: dict[int, int] = {}
         # (floor, last) pairs: this session's APPENDs claimed \Recent for UIDs floor+1..last in
         # their own transaction (Store.append_claiming), so sync need not claim them again.
         self._claims: list[tuple[int, int]] = []
@@ -441,6 +443,10 @@ class SelectedMailbox:
         """This session's STORE already reported these flag changes (or was .SILENT)."""
         for meta in metas:
             self._own_changes[meta.uid] = meta.modseq
+
+    def note_own_changes_of(self, changes: Iterable[tuple[int, int]]) -> None:
+        """(uid, MODSEQ) pairs of changes this session reports itself: its EXPUNGE's tombstones."""
+        self._own_changes.update(changes)
 
     def _only_known_changes(self, highestmodseq: int) -> bool:
         """True, having caught up, when every MODSEQ after ours up to ``highestmodseq`` is a change

@@ -32,7 +32,9 @@ def expunge(session: Any, cmd: cmds.Expunge) -> Generator[bytes, Any, Done]:
         raise CommandFailed(Code.NO_READ_ONLY, status="NO")
     if not wanted:
         return Done(Code.OK_EXPUNGE)
-    expunged = session.store.expunge(view.account, view.folder_id, wanted)
+    tombstones = session.store.expunge_tombstones(view.account, view.folder_id, wanted)
+    view.note_own_changes_of(tombstones)
+    expunged = [uid for uid, _modseq in tombstones]
     yield from view.expunge_responses(expunged)
     if expunged:
         view.force_highestmodseq = True
