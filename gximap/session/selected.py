@@ -534,12 +534,13 @@ class SelectedMailbox:
         highestmodseq = store.highestmodseq(self.account_id, self.folder_id)
         if highestmodseq is None:
             raise NoSuchFolder(self.name)
-        if highestmodseq <= self.modseq and not (allow_expunge and self.pending_expunge):
-            return []
-        if not (allow_expunge and self.pending_expunge) and self._only_known_changes(highestmodseq):
-            if not self.pending_expunge:
-                self.full_modseq = self.modseq
-            return []
+        if not (allow_expunge and self.pending_expunge):   # no EXPUNGE to send: maybe nothing to do
+            if highestmodseq <= self.modseq:
+                return []
+            if self._only_known_changes(highestmodseq):
+                if not self.pending_expunge:
+                    self.full_modseq = self.modseq
+                return []
         changed, vanished = store.changes_since(self.account, self.folder_id, self.modseq)
         out: list[bytes] = []
         for uid in vanished:
