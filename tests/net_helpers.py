@@ -55,7 +55,7 @@ class Recorder:
 
 
 class LineHandler:
-    """One command per CRLF line: NOOP, ECHO text, PEER, SLOW seconds, BIG n, WAIT, STARTTLS,
+    """One command per CRLF line: NOOP, ECHO text, PEER, SLOW seconds, BIG n, LAZY, WAIT, STARTTLS,
     COMPRESS, QUIT, BOOM (raises). BIG streams n bytes lazily, counting what was generated."""
 
     def __init__(self, info: ConnectionInfo, waker: Waker, recorder: Recorder) -> None:
@@ -65,6 +65,7 @@ class LineHandler:
         self.buffer = bytearray()
         self.output: deque[OutputItem | Iterator[bytes]] = deque()
         self.generated = 0
+        self.lazy_pending = 0  # LAZY commands whose answer next_output() has not produced yet
         self.tls = info.tls
 
     def start(self) -> None:
@@ -78,12 +79,12 @@ class LineHandler:
         for _ in range(budget):
             end = self.buffer.find(b"\r\n")
             if end < 0:
-                return False
+                return self.lazy_pending > 0
             line = bytes(self.buffer[:end]).decode("utf-8", "replace")
             del self.buffer[: end + 2]
             self.recorder.record("line", line)
             self._execute(line)
-        return b"\r\n" in self.buffer
+        return b"\r\n" in self.buffer or self.lazy_pending > 0
 
     def _execute(self, line: str) -> None:
         command, _, argument = line.partition(" ")
@@ -114,6 +115,11 @@ class LineHandler:
         elif command == "BIG":
             self.output.append(self._big(int(argument)))
             self.output.append(b"\r\nOK big\r\n")
+        elif command == "LAZY":
+            # Answered by next_output(), the way an IMAP session runs its commands: until then
+            # process() reports more work.
+            self.lazy_pending += 1
+            self.output.append(self._lazy())
         elif command == "WAIT":
             with self.recorder.lock:
                 self.recorder.wakers.append(self.waker)
@@ -132,6 +138,10 @@ class LineHandler:
             raise RuntimeError("BOOM requested by the client")
         else:
             self.output.append(b"BAD unknown command\r\n")
+
+    def _lazy(self) -> Iterator[bytes]:
+        self.lazy_pending -= 1
+        yield b"OK lazy\r\n"
 
     def _big(self, size: int) -> Iterator[bytes]:
         chunk = b"x" * BIG_CHUNK

@@ -252,6 +252,32 @@ def test_a_busy_worker_serves_input_that_arrived_during_its_slice() -> None:
         assert server.stats().workers == 1
 
 
+def test_a_command_answered_by_next_output_takes_one_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that answers from next_output() (as the IMAP session does) reports more work
+    until its response has been pulled. The slice that pulled it asks again and parks the
+    connection: one slice per command, not a second one that finds nothing to do. Pipelined
+    commands still all get answered."""
+    slices = 0
+    serve_active = Server._serve_active
+
+    def counting(self: Server, conn: object) -> object:
+        nonlocal slices
+        slices += 1
+        return serve_active(self, conn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Server, "_serve_active", counting)
+    recorder = Recorder()
+    with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (server, ports):
+        client = connect(ports["plain"])
+        before = slices
+        for _ in range(20):
+            assert client.command("LAZY") == b"OK lazy\r\n"
+        assert slices - before == 20
+        client.send(b"LAZY\r\nNOOP\r\nLAZY\r\nLAZY\r\n")
+        answers = [client.readline() for _ in range(4)]
+        assert answers == [b"OK lazy\r\n", b"OK NOOP\r\n", b"OK lazy\r\n", b"OK lazy\r\n"]
+
+
 def test_glance_leaves_listener_and_wakeup_events_to_the_poller() -> None:
     recorder = Recorder()
     with running_server(recorder) as (server, ports):

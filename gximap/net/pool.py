@@ -718,7 +718,11 @@ class Server:
                             self._sleepers.append(sleeper)
                 if conn is not None:
                     self._run(conn)
-                    self._glance()
+                    if self._ready:
+                        # Others are queued: queue what arrived meanwhile behind them, in turn.
+                        # With none queued this worker takes the lead next, and the leader's
+                        # wait returns the same events (a look here would be one more epoll_wait).
+                        self._glance()
                     continue
                 if lead:
                     self._lead()
@@ -989,44 +993,56 @@ class Server:
             conn.wakeup_due = False
             handler.wakeup()
         more = False
-        if not conn.closing:
-            if not conn.handler_behind and not conn.eof:
-                data = self._io(transport.read, self._slice_bytes)
+        if not conn.closing and not conn.handler_behind and not conn.eof:
+            data = self._io(transport.read, self._slice_bytes)
+            if data:
+                conn.last_activity = time.monotonic()
+                conn.idle_fired = False
+                if conn.sniff_input:
+                    data = self._sniff_input(conn, data)
                 if data:
-                    conn.last_activity = time.monotonic()
-                    conn.idle_fired = False
-                    if conn.sniff_input:
-                        data = self._sniff_input(conn, data)
-                    if data:
-                        handler.data_received(data)
-                if transport.at_eof:
-                    conn.eof = True
-                    if conn.sniff_buffer:
-                        handler.data_received(conn.sniff_buffer)
-                        conn.sniff_buffer = b""
-            more = bool(handler.process(self._slice_commands))
-            conn.handler_behind = more
-            conn.idle_limit = float(handler.idle_timeout())
+                    handler.data_received(data)
+            if transport.at_eof:
+                conn.eof = True
+                if conn.sniff_buffer:
+                    handler.data_received(conn.sniff_buffer)
+                    conn.sniff_buffer = b""
 
+        # Process, send what that produced, and process once more if the handler had more and
+        # nothing else is queued. A session's command is run by next_output(), so process()
+        # reports "more" until its response has been pulled; answered with a requeue, that cost
+        # every command a second slice (its bookkeeping, locks and an epoll look) that found
+        # nothing to do. The second round finds that, or starts a command pipelined behind.
         budget = self._slice_bytes
+        rounds = 2
         exhausted = False
         blocked = False
-        while budget > 0:
-            item = handler.next_output()
-            if item is None:
-                exhausted = True
+        while True:
+            if not conn.closing:
+                more = bool(handler.process(self._slice_commands))
+                conn.handler_behind = more
+            exhausted = False
+            while budget > 0:
+                item = handler.next_output()
+                if item is None:
+                    exhausted = True
+                    break
+                if isinstance(item, TransportAction):
+                    conn.pending_action = item
+                    break
+                try:
+                    transport.write(item)
+                except TransportError as exc:
+                    raise _PeerGone(str(exc)) from None
+                budget -= item.nbytes if isinstance(item, memoryview) else len(item)
+                if transport.pending_output >= _FLUSH_THRESHOLD and not self._flush(conn):
+                    blocked = True
+                    break
+            rounds -= 1
+            if not (more and exhausted and rounds > 0 and budget > 0) or conn.closing or self._ready:
                 break
-            if isinstance(item, TransportAction):
-                conn.pending_action = item
-                break
-            try:
-                transport.write(item)
-            except TransportError as exc:
-                raise _PeerGone(str(exc)) from None
-            budget -= item.nbytes if isinstance(item, memoryview) else len(item)
-            if transport.pending_output >= _FLUSH_THRESHOLD and not self._flush(conn):
-                blocked = True
-                break
+        if not conn.closing:
+            conn.idle_limit = float(handler.idle_timeout())
         try:
             transport.end_batch()
         except TransportError as exc:
