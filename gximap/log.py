@@ -380,14 +380,18 @@ def cmd_debug_level() -> int:
     return _cmd_debug
 
 
+def logs_command(status: str) -> bool:
+    """Whether imap_cmd_debug logs a command that ended with ``status``: callers ask first, so
+    that the line shown (the command's preview) is only made when it is logged."""
+    level = _cmd_debug
+    return level == 2 or (level == 1 and status.upper() != "OK")
+
+
 def log_command(conn_id: str, rhost: str, user: str | None, line: bytes, status: str) -> None:
     """One imap_cmd_debug line: ``cmd conn=7 rhost=[::1]:40512 user=alice NO: a3 SELECT nosuch``."""
-    level = _cmd_debug
-    if level == 0:
+    if not logs_command(status):
         return
     status = status.upper()
-    if level == 1 and status == "OK":
-        return
     _cmd_logger.debug("cmd conn=%s rhost=%s user=%s %s: %s", escape_token(conn_id), escape_token(rhost),
                       "-" if user is None else escape_token(user), escape_token(status),
                       _show_bytes(redact_command(line), _CMD_LINE_LIMIT))

@@ -11,6 +11,7 @@ The counters live in the record and are updated in the same transaction as the m
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -113,6 +114,11 @@ def special_use_code(special_use: str | None) -> int:
     return code
 
 
+# One C-level search instead of a loop over the characters: every command naming a folder
+# normalises its name (as accounts.normalize_account_name does).
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def normalize_name(name: object) -> str:
     """Validate a folder name and normalise its INBOX component; InvalidName if unacceptable."""
     if not isinstance(name, str):
@@ -127,9 +133,8 @@ def normalize_name(name: object) -> str:
             raise InvalidName(f"empty component in folder name {name!r}")
         if part in (".", ".."):
             raise InvalidName(f"component {part!r} not allowed in folder name")
-    for char in name:
-        if ord(char) < 0x20 or char == "\x7f":
-            raise InvalidName("control character in folder name")
+    if _CONTROL_CHARACTER.search(name) is not None:
+        raise InvalidName("control character in folder name")
     if parts[0].lower() == "inbox":
         parts[0] = INBOX
         name = SEPARATOR.join(parts)

@@ -698,6 +698,22 @@ class Store(MetadataMixin):
                 return None
             return self._info(txn, dbs, account_id, self._folder(txn, dbs, account_id, folder_id))
 
+    def folder_counters(self, account: str, name: str) -> FolderRecord | None:
+        """The folder's stored record: its counters, UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ (what
+        STATUS reports), without the subscription lookup and the FolderInfo that get_folder adds."""
+        try:
+            name = normalize_name(name)
+        except InvalidName:
+            return None
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            folder_id = self._folder_id(txn, dbs, account_id, name)
+            if folder_id is None:
+                return None
+            return self._folder(txn, dbs, account_id, folder_id)
+
     def folder_by_id(self, account: str, folder_id: int) -> FolderInfo | None:
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:

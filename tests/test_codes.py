@@ -53,6 +53,13 @@ def test_texts(shipped: ResponseCodes) -> None:
     assert shipped.text(Code.NO_DELETE_INBOX) == "Cannot delete INBOX"
 
 
+def test_plain_bytes_are_the_encoded_text_made_once(shipped: ResponseCodes) -> None:
+    first = shipped.plain_bytes(Code.OK_STATUS)
+    assert first == shipped.text(Code.OK_STATUS).encode("utf-8")
+    assert shipped.plain_bytes(Code.OK_STATUS) is first
+    assert ResponseCodes({int(Code.OK_STATUS): "Fertig ✓"}).plain_bytes(Code.OK_STATUS) == "Fertig ✓".encode()
+
+
 def test_placeholder_filling_is_safe(shipped: ResponseCodes) -> None:
     # Missing arguments leave the slot empty; extra ones are dropped; CR/LF cannot inject lines.
     assert shipped.text(Code.NO_TRY_AGAIN) == "Try again later:"

@@ -22,6 +22,7 @@ from gximap.log import (
     io_trace,
     io_trace_end,
     log_command,
+    logs_command,
     redact_command,
     set_cmd_debug,
     set_io_debug,
@@ -265,6 +266,19 @@ def test_cmd_debug_levels(logfile: Callable[..., list[tuple[int, str]]]) -> None
         (6, "cmd conn=c1 rhost=[::1]:5000 user=alice BAD: a4 FOO"),
         (6, "cmd conn=c1 rhost=[::1]:5000 user=al\\x20ice NO: a5 AUTHENTICATE PLAIN ***"),
     ]
+
+
+def test_logs_command_says_what_log_command_would_log() -> None:
+    try:
+        set_cmd_debug(0)
+        assert not logs_command("OK") and not logs_command("NO")
+        set_cmd_debug(1)
+        assert not logs_command("OK") and not logs_command("ok")
+        assert logs_command("NO") and logs_command("bad")
+        set_cmd_debug(2)
+        assert logs_command("OK") and logs_command("NO")
+    finally:
+        set_cmd_debug(0)
 
 
 def test_cmd_debug_validation_and_truncation(logfile: Callable[..., list[tuple[int, str]]]) -> None:

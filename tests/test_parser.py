@@ -322,6 +322,23 @@ def test_status() -> None:
     bad(b"a STATUS x")
 
 
+def test_word_lists_parsed_in_one_match_answer_like_the_item_by_item_parse() -> None:
+    """STATUS items, LIST selection options and SEARCH return options are read by one regex
+    when well formed (_Reader.word_list); anything else takes the item-by-item path, so the
+    errors and the argument limit stay what they were."""
+    assert parse(b"a STATUS x (messages uidNext)").items == ("MESSAGES", "UIDNEXT")
+    assert parse(b"a LIST (subscribed) \"\" * RETURN (STATUS (unseen))").selection_opts == ("SUBSCRIBED",)
+    assert parse(b"a LIST \"\" * RETURN (STATUS (unseen size))").status_items == ("UNSEEN", "SIZE")
+    assert parse(b"a SEARCH RETURN (min max) ALL").return_opts == ("MIN", "MAX")
+    assert parse(b"a SEARCH RETURN () ALL").return_opts == ("ALL",)
+    assert "Unknown status item BOGUS" in bad(b"a STATUS x (MESSAGES BOGUS)").text
+    assert bad(b"a STATUS x (MESSAGES  UNSEEN)").text == "Expected status item"
+    assert bad(b"a STATUS x (MESSAGES UNSEEN").text == "Missing argument"
+    assert bad(b"a STATUS x (MESSAGES 1)").text == "Expected status item"
+    assert bad(b"a STATUS x (MESSAGES UNSEEN)", max_args=1).text == "Too many arguments"
+    assert parse(b"a STATUS x (MESSAGES UNSEEN)", max_args=2).items == ("MESSAGES", "UNSEEN")
+
+
 # -- APPEND -------------------------------------------------------------------------------------
 
 

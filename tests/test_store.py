@@ -214,6 +214,17 @@ def test_create_folder_with_parents(store: Store, alice: Account) -> None:
     assert sub.name == "INBOX/Sub" and sub.parent_id == inbox_id(store)
     assert store.get_folder("alice", "InBoX/sub") is None
     assert store.get_folder("alice", "InBoX/Sub") == sub
+    # STATUS's read: the stored record, the same counters and identifiers as get_folder's.
+    record = store.folder_counters("alice", "InBoX/Sub")
+    assert record is not None
+    assert (record.id, record.name, record.uidvalidity, record.uidnext, record.highestmodseq,
+            record.messages, record.unseen, record.deleted, record.size) == (
+        sub.id, sub.name, sub.uidvalidity, sub.uidnext, sub.highestmodseq,
+        sub.messages, sub.unseen, sub.deleted, sub.size)
+    assert store.folder_counters("alice", "InBoX/sub") is None
+    assert store.folder_counters("alice", "bad\x01name") is None
+    with pytest.raises(NoSuchAccount):
+        store.folder_counters("nobody", "INBOX")
     with pytest.raises(InvalidArgument):
         store.create_folder("alice", "X", special_use="\\Bogus")
     with pytest.raises(NoSuchAccount):

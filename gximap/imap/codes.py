@@ -209,6 +209,9 @@ class ResponseCodes:
     def __init__(self, table: dict[int, str] | None = None, *, source: str | None = None,
                  warnings: list[str] | None = None) -> None:
         self._table = {code: _sanitize(text) for code, text in (table or {}).items()}
+        # Texts without arguments, encoded: every tagged response carries one (the table is
+        # fixed once loaded; a reload builds a new ResponseCodes).
+        self._plain: dict[int, bytes] = {}
         self.source = source
         self.warnings = list(warnings or [])
 
@@ -256,6 +259,13 @@ class ResponseCodes:
 
     def codes(self) -> frozenset[int]:
         return frozenset(self._table)
+
+    def plain_bytes(self, code: int) -> bytes:
+        """``text(code)`` encoded as UTF-8, computed once per code."""
+        cached = self._plain.get(code)
+        if cached is None:
+            cached = self._plain[code] = self.text(code).encode("utf-8")
+        return cached
 
     def text(self, code: int, *args: object) -> str:
         """The text for ``code`` with ``args`` filled into its placeholders, in order.

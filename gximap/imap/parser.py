@@ -134,6 +134,8 @@ _QUOTED_ESCAPE = re.compile(rb'\\(["\\])')
 _DIGITS = re.compile(rb"[0-9]+")
 _SEQSET = re.compile(rb"[0-9*:,$]+")
 _WORD = re.compile(rb"[A-Za-z][A-Za-z0-9.\-]*")
+# A well-formed non-empty list of words, e.g. STATUS's items, in one match (_Reader.word_list).
+_WORD_LIST = re.compile(rb"\(([A-Za-z][A-Za-z0-9.\-]*(?: [A-Za-z][A-Za-z0-9.\-]*)*)\)")
 _SEARCH_WORD = re.compile(rb"[A-Za-z]+")
 _FETCH_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9.]*")
 _SECTION_WORD = re.compile(rb"[A-Za-z][A-Za-z.]*")
@@ -386,6 +388,17 @@ class _Reader:
             if self.accept(b")"):
                 return items
             self.sp()
+
+    def word_list(self, what: str, *, allow_empty: bool = True) -> list[str]:
+        """``"(" [word *(SP word)] ")"``, upper-cased. The well-formed case takes one regex
+        match; anything else goes through paren_list, which names what is wrong."""
+        found = _WORD_LIST.match(self.buf, self.pos)
+        if found is None:
+            return self.paren_list(lambda: self.word(what), allow_empty=allow_empty)
+        words = found.group(1).decode("ascii").upper().split(" ")
+        self.count(len(words))
+        self.pos = found.end()
+        return words
 
     def flag(self, *, allow_recent: bool = False) -> str:
         if self.accept(b"\\"):
@@ -678,7 +691,7 @@ def _search_charset(r: _Reader) -> str:
 def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[str, ...]:
     """``RETURN (opt ...)`` after the keyword; an empty list means ALL (RFC 4731 section 3.1)."""
     r.sp()
-    options = r.paren_list(lambda: r.word("return option"))
+    options = r.word_list("return option")
     for option in options:
         if option not in allowed:
             raise r.error(f"Unknown return option {option}")
@@ -958,11 +971,13 @@ def _rename(r: _Reader) -> Command:
     return Rename(r.tag, old, new)  # type: ignore[arg-type]
 
 
-def _status_item(r: _Reader) -> str:
-    item = r.word("status item")
-    if item not in STATUS_ITEMS:
-        raise r.error(f"Unknown status item {item}")
-    return item
+def _status_items(r: _Reader) -> tuple[str, ...]:
+    """STATUS's item list (also LIST's RETURN (STATUS (...))), without repeats."""
+    items = r.word_list("status item", allow_empty=False)
+    for item in items:
+        if item not in STATUS_ITEMS:
+            raise r.error(f"Unknown status item {item}")
+    return tuple(dict.fromkeys(items))
 
 
 def _list(r: _Reader) -> Command:
@@ -971,7 +986,7 @@ def _list(r: _Reader) -> Command:
     selection: list[str] = []
     if r.peek() == 0x28:
         extended = True
-        selection = r.paren_list(lambda: r.word("selection option"))
+        selection = r.word_list("selection option")
         for option in selection:
             if option not in LIST_SELECT_OPTS:
                 raise r.error(f"Unknown LIST selection option {option}")
@@ -1003,8 +1018,7 @@ def _list(r: _Reader) -> Command:
                 if status_items is not None:
                     raise r.error("Repeated STATUS return option")
                 r.sp()
-                status_items = tuple(dict.fromkeys(r.paren_list(lambda: _status_item(r),
-                                                                allow_empty=False)))
+                status_items = _status_items(r)
             return option
 
         return_opts = r.paren_list(return_option)
@@ -1028,8 +1042,8 @@ def _status(r: _Reader) -> Command:
     r.sp()
     mailbox = r.mailbox()
     r.sp()
-    items = r.paren_list(lambda: _status_item(r), allow_empty=False)
-    return Status(r.tag, mailbox, tuple(dict.fromkeys(items)))  # type: ignore[arg-type]
+    items = _status_items(r)
+    return Status(r.tag, mailbox, items)  # type: ignore[arg-type]
 
 
 def _append(r: _Reader) -> Command:

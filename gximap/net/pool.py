@@ -573,9 +573,11 @@ class Server:
                 else:
                     self._running += 1
         lead_fd = self._lead_fd
-        if any(fd == lead_fd for fd, _mask in events):
-            with contextlib.suppress(OSError):
-                os.eventfd_read(lead_fd)
+        for fd, _mask in events:
+            if fd == lead_fd:
+                with contextlib.suppress(OSError):
+                    os.eventfd_read(lead_fd)
+                break
         self._queue_events(events, by_worker=True)
 
     def _schedule(self, conn: _Connection, *, by_worker: bool = False) -> None:
@@ -1151,10 +1153,10 @@ class Server:
     def _timer_state(self, conn: _Connection, now: float) -> tuple[_Due, float]:
         """What is due for ``conn`` now, and its next deadline (inf if none)."""
         phase = conn.phase
-        if phase in _DEADLINE_PHASES:
-            deadline = conn.phase_deadline
-            return (_Due.KILL if now >= deadline else _Due.NOTHING), deadline
-        if phase is not _Phase.ACTIVE:
+        if phase is not _Phase.ACTIVE:  # tested first: a set lookup hashes the enum in Python
+            if phase in _DEADLINE_PHASES:
+                deadline = conn.phase_deadline
+                return (_Due.KILL if now >= deadline else _Due.NOTHING), deadline
             return _Due.NOTHING, math.inf
         if conn.write_blocked:
             if self._conn_timeout <= 0:

@@ -46,11 +46,13 @@ PREAUTH_MAX_LITERAL = 8192
 class _Running:
     """The command currently producing output."""
 
-    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future")
+    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame")
 
-    def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool) -> None:
+    def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool,
+                 frame: CommandFrame | None = None) -> None:
         self.command = command
         self.tag = tag
+        self.frame = frame  # for the imap_cmd_debug line; its preview is made only when logged
         self.name = command.name if command is not None else "?"
         self.gen = gen
         self.waiting: NeedLine | None = None  # the handler waits for a client line
@@ -127,6 +129,8 @@ class ImapSession:
         return self.conn.rhost
 
     def text(self, code: Code, *args: str) -> bytes:
+        if not args:
+            return self.codes.plain_bytes(code)
         return self.codes.text(code, *args).encode("utf-8")
 
     def untagged(self, data: bytes) -> bytes:
@@ -343,9 +347,7 @@ class ImapSession:
             self._count_bad()
             return
         self._bad_streak = 0
-        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), registration.expunge_ok)
-        self._running.command = cmd
-        self._preview = frame.preview()
+        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), registration.expunge_ok, frame)
 
     def _drive(self, handler: Any, cmd: Command) -> Generator[Any, Any, Done]:
         result = handler(self, cmd)
@@ -424,7 +426,9 @@ class ImapSession:
         code = b"[" + done.code + b"] " if done.code else b""
         text = self.text(done.text, *done.args)
         self._out.append(running.tag + b" " + done.status.encode() + b" " + code + text + b"\r\n")
-        gxlog.log_command(self.id, self.rhost, self.user, getattr(self, "_preview", b""), done.status)
+        if gxlog.logs_command(done.status):
+            frame = running.frame
+            gxlog.log_command(self.id, self.rhost, self.user, frame.preview() if frame else b"", done.status)
         if done.status == "BAD":
             self._count_bad()
         if done.after is not None:

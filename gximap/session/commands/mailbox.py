@@ -50,8 +50,11 @@ def attribute_list(attributes: tuple[str, ...] | list[str]) -> bytes:
     return b"(" + b" ".join(attribute.encode("ascii") for attribute in attributes) + b")"
 
 
-def existing_folder(session: Any, name: str) -> Any:
-    folder = session.store.get_folder(session.user, name)
+def existing_folder(session: Any, name: str, *, counters_only: bool = False) -> Any:
+    """The folder's FolderInfo, or with ``counters_only`` its stored record (counters and
+    identifiers, no subscription state); NO [NONEXISTENT] when there is no such folder."""
+    store = session.store
+    folder = (store.folder_counters if counters_only else store.get_folder)(session.user, name)
     if folder is None:
         raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"NONEXISTENT")
     return folder
@@ -282,8 +285,9 @@ def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
 
 @command(cmds.Status, states=AUTHENTICATED)
 def status(session: Any, cmd: cmds.Status) -> Generator[bytes, Any, Done]:
-    # STATUS on the selected mailbox is allowed (RFC 9051 6.3.11); the counters are the store's.
-    folder = existing_folder(session, store_name(cmd.mailbox))
+    # STATUS on the selected mailbox is allowed (RFC 9051 6.3.11); the counters are the store's,
+    # read from the folder record alone (STATUS needs no subscription state).
+    folder = existing_folder(session, store_name(cmd.mailbox), counters_only=True)
     if "HIGHESTMODSEQ" in cmd.items:
         yield from condstore.enable(session)  # a CONDSTORE enabling command (RFC 7162 section 3.1)
     yield status_response(session, folder, cmd.items)
