@@ -685,22 +685,14 @@ class Store(MetadataMixin):
         return infos
 
     def get_folder(self, account: str, name: str) -> FolderInfo | None:
-        try:
-            name = normalize_name(name)
-        except InvalidName:
-            return None
-        shared = self._home(account)
-        with lmdb_errors(), shared.read() as txn:
-            dbs = shared.dbs
-            account_id = self._account_id(txn, dbs, account)
-            folder_id = self._folder_id(txn, dbs, account_id, name)
-            if folder_id is None:
-                return None
-            return self._info(txn, dbs, account_id, self._folder(txn, dbs, account_id, folder_id))
+        return self._named_folder(account, name, with_info=True)
 
     def folder_counters(self, account: str, name: str) -> FolderRecord | None:
         """The folder's stored record: its counters, UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ (what
         STATUS reports), without the subscription lookup and the FolderInfo that get_folder adds."""
+        return self._named_folder(account, name, with_info=False)
+
+    def _named_folder(self, account: str, name: str, *, with_info: bool) -> Any:
         try:
             name = normalize_name(name)
         except InvalidName:
@@ -712,7 +704,8 @@ class Store(MetadataMixin):
             folder_id = self._folder_id(txn, dbs, account_id, name)
             if folder_id is None:
                 return None
-            return self._folder(txn, dbs, account_id, folder_id)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            return self._info(txn, dbs, account_id, record) if with_info else record
 
     def folder_by_id(self, account: str, folder_id: int) -> FolderInfo | None:
         shared = self._home(account)
