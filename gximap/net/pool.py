@@ -1017,7 +1017,6 @@ class Server:
         # nothing to do. The second round finds that, or starts a command pipelined behind.
         budget = self._slice_bytes
         rounds = 2
-        exhausted = False
         blocked = False
         while True:
             if not conn.closing:
