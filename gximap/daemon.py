@@ -298,7 +298,7 @@ class Daemon:
         from gximap.imap.codes import Code
         from gximap.mta import MtaConfigError
         from gximap.net.pool import Server
-        from gximap.net.siblings import AddressLedger
+        from gximap.net.siblings import AddressLedger, ConnectionHandoff
 
         cfg = self.cfg
         mta = self.mta
@@ -319,6 +319,7 @@ class Daemon:
 
         # midb's commit waits step aside in the worker pool (see _RUNNING_TARGET in gximap.net.pool).
         set_blocking_hook(blocking_section)
+        ledger = AddressLedger(siblings)
         self.server = server = Server(
             listeners,
             lambda conn, waker: ImapSession(ctx, conn, waker),
@@ -331,16 +332,18 @@ class Daemon:
             proxy_mode=int(cfg.imap_accept_haproxy),
             proxy_trust=list(cfg.imap_haproxy_trust),
             max_conn_per_ip=int(cfg.imap_max_conn_per_ip),
-            address_ledger=AddressLedger(siblings),
+            address_ledger=ledger,
             shared_listeners=count > 1,
+            handoff=ConnectionHandoff(siblings, ledger) if siblings is not None else None,
             on_change=self._title,
         )
         latch = SignalLatch()
         latch.install()
         if siblings is not None:
-            # Every component has registered (AuthService.share_with, the Server's AddressLedger),
-            # and no connection is accepted yet: a sibling drops what it knew of this process
-            # when the hello arrives, so the hello must come before any of our updates.
+            # Every component has registered (AuthService.share_with, the Server's AddressLedger
+            # and ConnectionHandoff), and no connection is accepted yet: a sibling drops what it
+            # knew of this process when the hello arrives, so the hello must come before any of
+            # our updates.
             siblings.say_hello()
         server.start()
         try:

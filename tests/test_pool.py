@@ -20,6 +20,7 @@ from net_helpers import (
     close_clients,
     make_certificate,
     running_server,
+    sibling_processes,
     wait_until,
 )
 
@@ -33,6 +34,7 @@ from gximap.net.listener import (
     systemd_listen_fds,
 )
 from gximap.net.pool import Server
+from gximap.net.siblings import AddressLedger, ConnectionHandoff
 from gximap.net.tls import make_server_context
 from gximap.net.transport import Transport, TransportError
 
@@ -130,6 +132,48 @@ def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
         close_clients()
         small.stop(grace=0.0)
         large.stop(grace=0.0)
+
+
+def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() -> None:
+    """A full server that accepts a connection anyway (no sibling took it within the grace)
+    passes it over the sibling channel to one with room instead of refusing it busy."""
+    parent, first, second = sibling_processes()
+    listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
+    port = listeners[0].port
+    twin = socket.socket(fileno=os.dup(listeners[0].sock.fileno()))
+    twin.setblocking(False)
+    settings: dict[str, object] = {
+        "thread_init_num": 1, "thread_charge_num": 1, "conn_timeout": 5.0, "ssl_context": None,
+        "busy_response": BUSY, "shared_listeners": True, "context_num": 1,
+    }
+    full_ledger, roomy_ledger = AddressLedger(first), AddressLedger(second)
+    full = Server(listeners, Recorder().factory, address_ledger=full_ledger,  # type: ignore[arg-type]
+                  handoff=ConnectionHandoff(first, full_ledger), **settings)
+    roomy = Server([BoundListener(twin, False)], Recorder().factory, address_ledger=roomy_ledger,  # type: ignore[arg-type]
+                   handoff=ConnectionHandoff(second, roomy_ledger), **settings)
+    full.start()
+    roomy.start()
+    try:
+        # The sibling with room does not see the listener (as if busy elsewhere all along):
+        # every connection reaches the full server first.
+        roomy._unwatch(twin.fileno())
+        kept = connect(port)
+        assert (full.stats().sessions, roomy.stats().sessions) == (1, 0)
+        passed = connect(port)
+        assert passed.command("ECHO passed on") == b"OK passed on\r\n"
+        assert (full.stats().sessions, roomy.stats().sessions) == (1, 1)
+        # Both full now (as the ledger tells): the next one is held, then refused.
+        assert wait_until(lambda: full_ledger.sibling_loads() == {1: 1})
+        refused = Client("127.0.0.1", port)
+        assert refused.read_until_eof() == BUSY
+        assert kept.command("NOOP") == b"OK NOOP\r\n"
+    finally:
+        close_clients()
+        full.stop(grace=0.0)
+        roomy.stop(grace=0.0)
+        first.close()
+        second.close()
+        parent.close_sockets()
 
 
 def test_arrival_waits_briefly_for_a_context_being_freed() -> None:

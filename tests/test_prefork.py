@@ -15,7 +15,7 @@ from net_helpers import sibling_processes, wait_until
 from gximap.auth.service import AuthService
 from gximap.net.listener import ListenerSpec, bind_listener_sets, close_listener_sets
 from gximap.net.prefork import StartFailed, Supervisor, describe_status
-from gximap.net.siblings import AddressLedger, SiblingChannel
+from gximap.net.siblings import AddressLedger, ConnectionHandoff, SiblingChannel
 
 # -- sibling channel -------------------------------------------------------------------------------
 
@@ -72,6 +72,65 @@ def test_address_ledger_limits_across_processes_and_forgets_a_restarted_sibling(
         reborn_channel.close()
     finally:
         second.close()
+        parent.close_sockets()
+
+
+def test_descriptors_pass_to_one_sibling_and_unclaimed_ones_are_closed() -> None:
+    parent, first, second = sibling_processes()
+    received: list[tuple[int, str, bytes]] = []
+
+    def keep(sender: int, message: dict[str, object], fds: list[int]) -> None:
+        with socket.socket(fileno=fds[0]) as passed:
+            received.append((sender, str(message["label"]), passed.recv(16)))
+
+    second.on_fds("pass", keep)
+    ours, theirs = socket.socketpair()
+    try:
+        assert first.send_fds(1, "pass", [theirs.fileno()], label="a pair")
+        assert not first.send_fds(0, "pass", [theirs.fileno()])    # not to itself
+        assert not first.send_fds(7, "pass", [theirs.fileno()])    # no such process
+        theirs.close()  # the sibling holds its own copy of the socket now
+        ours.sendall(b"hello")
+        assert wait_until(lambda: received == [(0, "a pair", b"hello")])
+        # A descriptor sent with a message nobody takes descriptors for is closed by the
+        # receiver: the peer sees the end of the stream once the sender's copy is closed too.
+        ours2, theirs2 = socket.socketpair()
+        with ours2:
+            assert first.send_fds(1, "unclaimed", [theirs2.fileno()])
+            theirs2.close()
+            ours2.settimeout(5.0)
+            assert ours2.recv(1) == b""
+    finally:
+        ours.close()
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_handoff_goes_to_the_sibling_with_most_room() -> None:
+    parent = SiblingChannel.create(3)
+    channels = [SiblingChannel(parent._pairs, parent.secret) for _ in range(3)]
+    for index, channel in enumerate(channels):
+        channel.attach(index)
+    try:
+        ledgers = [AddressLedger(channel) for channel in channels]
+        handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
+        adopted: list[tuple[int, int, bytes]] = []
+        for index, handoff in enumerate(handoffs):
+            handoff.adopt_with(lambda sock, listener, index=index: adopted.append((index, listener, sock.recv(8))))
+        for _ in range(2):
+            assert ledgers[1].acquire("192.0.2.1", 0)
+        assert ledgers[2].acquire("192.0.2.2", 0)
+        assert wait_until(lambda: ledgers[0].sibling_loads() == {1: 2, 2: 1})
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            assert handoffs[0].offer(theirs, 3, capacity=2) == 2  # process 2 holds one of two
+            ours.sendall(b"greet")
+            assert wait_until(lambda: adopted == [(2, 3, b"greet")])
+            assert handoffs[0].offer(theirs, 3, capacity=1) is None  # nobody has room
+    finally:
+        for channel in channels:
+            channel.close()
         parent.close_sockets()
 
 

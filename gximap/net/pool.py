@@ -54,7 +54,9 @@ How it runs:
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
 - Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
   with every context taken stops watching them, so that a sibling with room takes the next
-  connection; one that no sibling took within _SIBLING_GRACE is accepted after all (and refused).
+  connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
+  accepted with every context taken goes to the sibling with the most room (``handoff``, see
+  gximap.net.siblings.ConnectionHandoff); only when none has room is it held, then refused.
 - Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
   (the PROXY address when there is one), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
@@ -98,7 +100,7 @@ from gximap.net.proxy import (
     normalize_host,
     parse_trust_list,
 )
-from gximap.net.siblings import AddressLedger
+from gximap.net.siblings import AddressLedger, ConnectionHandoff
 from gximap.net.transport import Transport, TransportError
 
 __all__ = ["UNIX_PEER_HOST", "PoolStats", "Server"]
@@ -206,6 +208,7 @@ class _Arrival:
     peer: tuple[str, int]
     listener: BoundListener
     deadline: float
+    passed_in: bool = False  # by a sibling: refused here rather than passed on again
 
 
 class _Sleeper:
@@ -333,6 +336,7 @@ class Server:
         max_conn_per_ip: int = 0,
         address_ledger: AddressLedger | None = None,
         shared_listeners: bool = False,
+        handoff: ConnectionHandoff | None = None,
         worker_idle_timeout: float = 60.0,
         slice_commands: int = 8,
         slice_bytes: int = 256 * 1024,
@@ -365,6 +369,9 @@ class Server:
         # Connections per address; shared with sibling processes under imap_process_num.
         self._ledger = address_ledger if address_ledger is not None else AddressLedger()
         self._shared_listeners = shared_listeners
+        self._handoff = handoff
+        if handoff is not None:
+            handoff.adopt_with(self._adopt)
         self._worker_idle_timeout = worker_idle_timeout
         self._slice_commands = slice_commands
         self._slice_bytes = slice_bytes
@@ -395,6 +402,9 @@ class Server:
         self._step_back_until = 0.0  # when to look for connections no sibling took
         self._waiting: deque[_Arrival] = deque()  # touched by the poller thread only
         self._listener_by_fd = {listener.fileno(): listener for listener in self._listeners}
+        # Siblings name a listener by its place in the list they were all given (the handoff).
+        self._listener_index = {listener.fileno(): index for index, listener in enumerate(self._listeners)}
+        self._passed_in: deque[tuple[socket.socket, int]] = deque()  # from siblings, for the poller
         self._epoll: select.epoll | None = None  # the poller's: listeners and _wake_fd
         self._wake_fd = -1
         self._conn_epoll: select.epoll | None = None  # connection sockets and _lead_fd
@@ -1248,6 +1258,8 @@ class Server:
                     self._scan_timers(now)
                 if self._paused:
                     self._resume_listeners(now)
+                if self._passed_in:
+                    self._admit_passed_in()
                 if self._waiting:
                     self._serve_arrivals(now)
                 if self._stepped_back:
@@ -1268,6 +1280,7 @@ class Server:
         while self._waiting:
             arrival = self._waiting.popleft()
             self._refuse_socket(arrival.sock, arrival.listener, arrival.peer, "server shutting down")
+        self._admit_passed_in()  # refuses them: _stopping is set
         self._listeners_closed.set()
 
     def _accept(self, listener: BoundListener) -> None:
@@ -1296,13 +1309,70 @@ class Server:
                 # delayed ACK (up to 40 ms), e.g. after a FETCH 1:* or before a tagged OK.
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._waiting or self._contexts_full():
-                self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT))
-            else:
-                self._admit_safely(sock, peer, listener)
+            self._take(sock, peer, listener)
             if self._shared_listeners and self._contexts_full():
                 self._step_back(time.monotonic())
                 return
+
+    def _take(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> None:
+        """Admit a connection, or pass it to a sibling with room, or hold it for a context."""
+        full = self._contexts_full()
+        if full and self._pass_to_sibling(sock, peer, listener):
+            return
+        if self._waiting or full:
+            self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT))
+        else:
+            self._admit_safely(sock, peer, listener)
+
+    def _pass_to_sibling(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> bool:
+        """Hand ``sock`` to the sibling process with the most room (closing it here); False
+        when there is no such sibling."""
+        handoff = self._handoff
+        index = self._listener_index.get(listener.fileno())
+        if handoff is None or index is None:
+            return False
+        sibling = handoff.offer(sock, index, self._context_num)
+        if sibling is None:
+            return False
+        log.debug("connection from [%s]:%d passed to process %d: all %d contexts here in use",
+                  peer[0], peer[1], sibling + 1, self._context_num)
+        with contextlib.suppress(OSError):
+            sock.close()
+        return True
+
+    def _adopt(self, sock: socket.socket, listener_index: int) -> None:
+        """A connection a sibling passed here (called on the sibling channel's thread): the
+        poller admits it (see _admit_passed_in)."""
+        if self._stopping or not 0 <= listener_index < len(self._listeners):
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        self._passed_in.append((sock, listener_index))
+        self._wake()
+
+    def _admit_passed_in(self) -> None:
+        """Poller: take the connections siblings passed here as if accepted here (held, then
+        refused busy, if this process filled up meanwhile; never passed on again)."""
+        while self._passed_in:
+            sock, index = self._passed_in.popleft()
+            listener = self._listeners[index]
+            try:
+                if self._stopping or listener.fileno() < 0:
+                    raise OSError("shutting down")
+                if listener.unix:
+                    peer = (UNIX_PEER_HOST, 0)
+                else:
+                    address = sock.getpeername()
+                    peer = (normalize_host(str(address[0])), int(address[1]))
+            except OSError as exc:
+                log.debug("connection passed by a sibling dropped: %s", exc)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                continue
+            if self._waiting or self._contexts_full():
+                self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT, passed_in=True))
+            else:
+                self._admit_safely(sock, peer, listener)
 
     def _step_back(self, now: float) -> None:
         """Stop watching the shared listeners while every context is taken (see _SIBLING_GRACE)."""
@@ -1351,7 +1421,9 @@ class Server:
             arrival = self._waiting.popleft()
             self._admit_safely(arrival.sock, arrival.peer, arrival.listener)
         while self._waiting and self._waiting[0].deadline <= now:
-            self._refuse_busy(self._waiting.popleft())
+            arrival = self._waiting.popleft()
+            if arrival.passed_in or not self._pass_to_sibling(arrival.sock, arrival.peer, arrival.listener):
+                self._refuse_busy(arrival)
         if self._waiting:
             self._note_deadline(self._waiting[0].deadline)
 

@@ -17,7 +17,9 @@ is restarted finds the messages sent to it while it was down still queued (the k
 bounded; when it is full, sends are dropped rather than waited for: the state is advisory).
 
 A message is JSON: ``{"from": index, "kind": ..., ...}``. Handlers are registered per kind and
-run on the channel's receiving thread. A process that starts (or restarts) sends "hello"; the
+run on the channel's receiving thread. A message to one sibling may carry file descriptors
+(SCM_RIGHTS): that is how a process whose contexts are all taken passes a connection it accepted
+to a sibling with room (ConnectionHandoff). A process that starts (or restarts) sends "hello"; the
 others then forget what they knew of its predecessor and send it their own state, so it does not
 start blind. State messages are idempotent ("this is my count", "blocked until"), so siblings
 that receive them too are not misled.
@@ -39,9 +41,11 @@ from typing import Any
 log = logging.getLogger("gximap.siblings")
 
 Handler = Callable[[int, dict[str, Any]], None]
+FdHandler = Callable[[int, dict[str, Any], list[int]], None]
 
 _MAX_MESSAGE = 4096   # names and addresses are short; longer messages are never sent
 _SEND_TIMEOUT = 0.05  # seconds a send may wait for room in a sibling's queue before it is dropped
+_MAX_FDS = 4  # descriptors taken from one message; more are closed unread
 
 
 class SiblingChannel:
@@ -54,6 +58,7 @@ class SiblingChannel:
         self.secret = secret if secret is not None else secrets.token_bytes(32)
         self.index = -1      # this process's index once attached; -1 in the parent
         self._handlers: dict[str, Handler] = {}
+        self._fd_handlers: dict[str, FdHandler] = {}
         self._hello_handlers: list[Handler] = []
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -98,6 +103,26 @@ class SiblingChannel:
     def on(self, kind: str, handler: Handler) -> None:
         """Call ``handler(sender_index, message)`` for every message of ``kind`` from a sibling."""
         self._handlers[kind] = handler
+
+    def on_fds(self, kind: str, handler: FdHandler) -> None:
+        """Call ``handler(sender_index, message, fds)`` for every message of ``kind`` from a
+        sibling; the handler owns the descriptors (it must close those it does not keep)."""
+        self._fd_handlers[kind] = handler
+
+    def send_fds(self, index: int, kind: str, fds: list[int], **fields: Any) -> bool:
+        """Pass ``fds`` (duplicates of them: the caller still closes its own) to sibling
+        ``index`` alone. Never waits: False when its queue is full or it is not there."""
+        if self.index < 0 or self._closed or index == self.index or not 0 <= index < len(self._pairs):
+            return False
+        data = json.dumps({"from": self.index, "kind": kind, **fields}, separators=(",", ":")).encode()
+        if len(data) > _MAX_MESSAGE:
+            return False
+        try:
+            socket.send_fds(self._pairs[index][0], [data], fds, socket.MSG_DONTWAIT)
+        except OSError as exc:
+            log.debug("cannot pass descriptors to process %d: %s", index + 1, exc)
+            return False
+        return True
 
     def send(self, kind: str, **fields: Any) -> None:
         """Tell every sibling (never blocks for long; a full queue drops the message)."""
@@ -145,25 +170,44 @@ class SiblingChannel:
                 readable, _, _ = select.select([receiving, self._stop_read], [], [])
                 if self._stop_read in readable:
                     return
-                data = receiving.recv(_MAX_MESSAGE)
+                data, fds, _flags, _address = socket.recv_fds(receiving, _MAX_MESSAGE, _MAX_FDS)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 log.error("sibling channel closed: %s", exc)
                 return
-            try:
-                message = json.loads(data)
-                sender = int(message["from"])
-                handler = self._handlers.get(str(message["kind"]))
-            except (ValueError, KeyError, TypeError):
-                log.warning("malformed sibling message ignored")
-                continue
-            if handler is None or sender == self.index:
-                continue
-            try:
+            self._dispatch(data, fds)
+
+    def _dispatch(self, data: bytes, fds: list[int]) -> None:
+        """Run the handler of one received message; descriptors no handler took are closed."""
+        try:
+            message = json.loads(data)
+            sender = int(message["from"])
+            kind = str(message["kind"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed sibling message ignored")
+            _close_fds(fds)
+            return
+        if sender == self.index:
+            _close_fds(fds)
+            return
+        fd_handler = self._fd_handlers.get(kind) if fds else None
+        if fd_handler is None:
+            _close_fds(fds)
+        handler = self._handlers.get(kind)
+        try:
+            if fd_handler is not None:
+                fd_handler(sender, message, fds)
+            elif handler is not None:
                 handler(sender, message)
-            except Exception:
-                log.error("sibling message %s failed", message.get("kind"), exc_info=True)
+        except Exception:
+            log.error("sibling message %s failed", kind, exc_info=True)
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def chunks(items: list[Any], size: int = 40) -> list[list[Any]]:
@@ -216,6 +260,16 @@ class AddressLedger:
         with self._lock:
             return self._total_locked(key)
 
+    def sibling_loads(self) -> dict[int, int]:
+        """Connections each sibling process holds, as far as this one knows (0 for one that
+        reported none); empty without a channel."""
+        channel = self._channel
+        if channel is None:
+            return {}
+        with self._lock:
+            return {index: sum(self._siblings.get(index, {}).values())
+                    for index in range(channel.count) if index != channel.index}
+
     def _total_locked(self, key: str) -> int:
         return self._own.get(key, 0) + sum(counts.get(key, 0) for counts in self._siblings.values())
 
@@ -247,3 +301,56 @@ class AddressLedger:
             snapshot = list(self._own.items())
         for part in chunks(snapshot):
             self._channel.send(f"{self._kind}-state", counts=dict(part))
+
+
+Adopter = Callable[[socket.socket, int], None]
+
+
+class ConnectionHandoff:
+    """A connection accepted by a process whose contexts are all taken, passed to the sibling
+    with the most room instead of being refused busy.
+
+    A full process stops watching the shared listeners (gximap.net.pool, _SIBLING_GRACE), but a
+    connection can still reach it: while it fills up, or when no sibling took one within the
+    grace because they were busy (a 10,000-session ramp refused 1-2 that way with room in the
+    siblings). The socket goes over the sibling channel (SCM_RIGHTS) with the index of the
+    listener it came from; the receiving process admits it as if it had accepted it itself,
+    or holds and refuses it if it filled up meanwhile (never passes it on: no ping-pong).
+    Which sibling has room comes from the AddressLedger's counts, each process's context share
+    being the same (daemon.share)."""
+
+    def __init__(self, channel: SiblingChannel, ledger: AddressLedger, *, name: str = "imap") -> None:
+        self._channel = channel
+        self._ledger = ledger
+        self._kind = f"handoff-{name}"
+        self._adopter: Adopter | None = None
+        channel.on_fds(self._kind, self._on_connection)
+
+    def adopt_with(self, adopter: Adopter) -> None:
+        """``adopter(sock, listener_index)`` takes each connection a sibling passes here (on the
+        channel's thread: it must only queue it)."""
+        self._adopter = adopter
+
+    def offer(self, sock: socket.socket, listener_index: int, capacity: int) -> int | None:
+        """Pass ``sock`` to the sibling holding the fewest of ``capacity`` connections; the
+        sibling's index, or None (no sibling with room, or it could not be reached). The
+        caller closes its own ``sock`` either way once it is passed."""
+        loads = self._ledger.sibling_loads()
+        for index in sorted((index for index, load in loads.items() if load < capacity), key=loads.__getitem__):
+            if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index):
+                return index
+        return None
+
+    def _on_connection(self, sender: int, message: dict[str, Any], fds: list[int]) -> None:
+        adopter = self._adopter
+        listener_index = message.get("listener")
+        if adopter is None or len(fds) != 1 or not isinstance(listener_index, int):
+            _close_fds(fds)
+            return
+        try:
+            sock = socket.socket(fileno=fds[0])
+        except OSError:
+            _close_fds(fds)
+            return
+        log.debug("connection passed on by process %d", sender + 1)
+        adopter(sock, listener_index)
