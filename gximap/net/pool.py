@@ -19,6 +19,7 @@ How it runs:
 - Leader/follower. Connection sockets sit in their own epoll with EPOLLONESHOT. One idle worker,
   the leader, waits in it; an event disarms the socket, and the leader queues its connection on
   the FIFO ready queue and serves it itself: no other thread is woken for a command (see _lead).
+  A lone ready connection with nothing else queued skips the queue: the leader serves it at once.
   The worker that served a connection re-arms it (for reading, or for writing when the kernel would
   not take all output). The other idle workers sleep until work is queued that no running worker
   will take.
@@ -552,9 +553,12 @@ class Server:
             if conn is not None:
                 self._schedule(conn, by_worker=by_worker)
 
-    def _lead(self) -> None:
+    def _lead(self) -> _Connection | None:
         """An idle worker with no leader in place: wait in the connections' epoll, queue what
-        arrives, and serve it on this same thread.
+        arrives, and serve it on this same thread. A lone ready connection, with nothing else
+        queued, is not queued at all: it comes back claimed (running) for the caller to serve,
+        which spares the queue's round trip (two locks and the hand-over) on every command of
+        a client that waits for each answer.
 
         This is the leader/follower pattern. The poller used to wait there and hand each
         ready connection to a sleeping worker: per command a second thread woken, two
@@ -588,7 +592,21 @@ class Server:
                 with contextlib.suppress(OSError):
                     os.eventfd_read(lead_fd)
                 break
+        else:
+            if len(events) == 1 and not self._ready:
+                conn = self._by_fd.get(events[0][0])
+                if conn is not None:
+                    with conn.lock:
+                        if conn.closed or conn.queued:
+                            return None
+                        if conn.running:  # a waker's worker has it: served again after that
+                            conn.rerun = True
+                            return None
+                        conn.running = True
+                        conn.rerun = False
+                    return conn
         self._queue_events(events, by_worker=True)
+        return None
 
     def _schedule(self, conn: _Connection, *, by_worker: bool = False) -> None:
         """Queue ``conn`` to be served. ``by_worker``: by the running worker, which serves the
@@ -737,8 +755,12 @@ class Server:
                         self._glance()
                     continue
                 if lead:
-                    self._lead()
+                    conn = self._lead()
                     running = True
+                    if conn is not None:
+                        self._run_claimed(conn)
+                        if self._ready:
+                            self._glance()
                     continue
                 surplus = self._workers > self._thread_init_num
                 acquired = sleeper.wake.acquire(timeout=self._worker_idle_timeout if surplus else -1)
@@ -789,6 +811,10 @@ class Server:
                 return
             conn.running = True
             conn.rerun = False
+        self._run_claimed(conn)
+
+    def _run_claimed(self, conn: _Connection) -> None:
+        """Serve one slice of ``conn``, marked running by the caller, and park or requeue it."""
         try:
             outcome = self._serve(conn)
         except _PeerGone as exc:
@@ -1179,7 +1205,7 @@ class Server:
 
     def _note_deadline(self, deadline: float) -> None:
         """Make the poller wake up by ``deadline`` (it otherwise ticks once a second)."""
-        if deadline == math.inf:
+        if deadline >= self._next_scan:  # read without the lock: the poller looks by then anyway
             return
         with self._timer_lock:
             if deadline >= self._next_scan:
