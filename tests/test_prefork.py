@@ -117,7 +117,8 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
         handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
         adopted: list[tuple[int, int, bytes]] = []
         for index, handoff in enumerate(handoffs):
-            handoff.adopt_with(lambda sock, listener, index=index: adopted.append((index, listener, sock.recv(8))))
+            handoff.adopt_with(
+                lambda sock, listener, taken, index=index: (adopted.append((index, listener, sock.recv(8))), taken()))
         for _ in range(2):
             assert ledgers[1].acquire("192.0.2.1", 0)
         assert ledgers[2].acquire("192.0.2.2", 0)
@@ -127,7 +128,50 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
             assert handoffs[0].offer(theirs, 3, capacity=2) == 2  # process 2 holds one of two
             ours.sendall(b"greet")
             assert wait_until(lambda: adopted == [(2, 3, b"greet")])
+            assert wait_until(lambda: handoffs[0].untaken(2) == 0)  # process 2 said it took it
             assert handoffs[0].offer(theirs, 3, capacity=1) is None  # nobody has room
+    finally:
+        for channel in channels:
+            channel.close()
+        parent.close_sockets()
+
+
+def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> None:
+    """A burst passed on before the sibling's ledger shows them is spread by the untaken count;
+    the sibling's "taken" (or its restart) clears it."""
+    parent = SiblingChannel.create(3)
+    channels = [SiblingChannel(parent._pairs, parent.secret) for _ in range(3)]
+    for index, channel in enumerate(channels):
+        channel.attach(index)
+    try:
+        ledgers = [AddressLedger(channel) for channel in channels]
+        handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
+        waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
+        for index, handoff in enumerate(handoffs):
+            # The siblings keep each connection without saying so (their pollers are busy).
+            handoff.adopt_with(lambda sock, listener, taken, index=index: waiting.append((index, sock, taken)))
+        pairs = [socket.socketpair() for _ in range(5)]
+        try:
+            places = [handoffs[0].offer(theirs, 0, capacity=2) for _ours, theirs in pairs]
+            # Two each for processes 1 and 2, alternating by room; then nobody has room.
+            assert sorted(place for place in places if place is not None) == [1, 1, 2, 2]
+            assert places[-1] is None
+            assert (handoffs[0].untaken(1), handoffs[0].untaken(2)) == (2, 2)
+            assert wait_until(lambda: len(waiting) == 4)
+            for index, sock, taken in waiting:
+                if index == 1:
+                    assert ledgers[1].acquire("192.0.2.9", 0)  # admitted: counted, then confirmed
+                    taken()
+                sock.close()
+            assert wait_until(lambda: handoffs[0].untaken(1) == 0)
+            assert ledgers[0].sibling_loads()[1] == 2  # the ledger message came first
+            assert handoffs[0].untaken(2) == 2
+            channels[2].say_hello()  # process 2 restarted: what it was sent went with it
+            assert wait_until(lambda: handoffs[0].untaken(2) == 0)
+        finally:
+            for ours, theirs in pairs:
+                ours.close()
+                theirs.close()
     finally:
         for channel in channels:
             channel.close()

@@ -405,7 +405,8 @@ class Server:
         self._listener_by_fd = {listener.fileno(): listener for listener in self._listeners}
         # Siblings name a listener by its place in the list they were all given (the handoff).
         self._listener_index = {listener.fileno(): index for index, listener in enumerate(self._listeners)}
-        self._passed_in: deque[tuple[socket.socket, int]] = deque()  # from siblings, for the poller
+        # from siblings, for the poller: (socket, listener index, tell the sibling it was taken)
+        self._passed_in: deque[tuple[socket.socket, int, Callable[[], None]]] = deque()
         self._epoll: select.epoll | None = None  # the poller's: listeners and _wake_fd
         self._wake_fd = -1
         self._conn_epoll: select.epoll | None = None  # connection sockets and _lead_fd
@@ -1366,39 +1367,46 @@ class Server:
             sock.close()
         return True
 
-    def _adopt(self, sock: socket.socket, listener_index: int) -> None:
+    def _adopt(self, sock: socket.socket, listener_index: int, taken: Callable[[], None]) -> None:
         """A connection a sibling passed here (called on the sibling channel's thread): the
-        poller admits it (see _admit_passed_in)."""
+        poller admits it (see _admit_passed_in), then calls ``taken``."""
         if self._stopping or not 0 <= listener_index < len(self._listeners):
             with contextlib.suppress(OSError):
                 sock.close()
+            taken()
             return
-        self._passed_in.append((sock, listener_index))
+        self._passed_in.append((sock, listener_index, taken))
         self._wake()
 
     def _admit_passed_in(self) -> None:
         """Poller: take the connections siblings passed here as if accepted here (held, then
-        refused busy, if this process filled up meanwhile; never passed on again)."""
+        refused busy, if this process filled up meanwhile; never passed on again), and tell
+        each sender it was taken (after the admission's own ledger message)."""
         while self._passed_in:
-            sock, index = self._passed_in.popleft()
-            listener = self._listeners[index]
+            sock, index, taken = self._passed_in.popleft()
             try:
-                if self._stopping or listener.fileno() < 0:
-                    raise OSError("shutting down")
-                if listener.unix:
-                    peer = (UNIX_PEER_HOST, 0)
-                else:
-                    address = sock.getpeername()
-                    peer = (normalize_host(str(address[0])), int(address[1]))
-            except OSError as exc:
-                log.debug("connection passed by a sibling dropped: %s", exc)
-                with contextlib.suppress(OSError):
-                    sock.close()
-                continue
-            if self._waiting or self._contexts_full():
-                self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT, passed_in=True))
+                self._admit_passed(sock, self._listeners[index])
+            finally:
+                taken()
+
+    def _admit_passed(self, sock: socket.socket, listener: BoundListener) -> None:
+        try:
+            if self._stopping or listener.fileno() < 0:
+                raise OSError("shutting down")
+            if listener.unix:
+                peer = (UNIX_PEER_HOST, 0)
             else:
-                self._admit_safely(sock, peer, listener)
+                address = sock.getpeername()
+                peer = (normalize_host(str(address[0])), int(address[1]))
+        except OSError as exc:
+            log.debug("connection passed by a sibling dropped: %s", exc)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        if self._waiting or self._contexts_full():
+            self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT, passed_in=True))
+        else:
+            self._admit_safely(sock, peer, listener)
 
     def _step_back(self, now: float) -> None:
         """Stop watching the shared listeners while every context is taken (see _SIBLING_GRACE)."""

@@ -35,6 +35,8 @@ import secrets
 import select
 import socket
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -112,15 +114,25 @@ class SiblingChannel:
     def send_fds(self, index: int, kind: str, fds: list[int], **fields: Any) -> bool:
         """Pass ``fds`` (duplicates of them: the caller still closes its own) to sibling
         ``index`` alone. Never waits: False when its queue is full or it is not there."""
+        return self._send_one(index, kind, fds, fields)
+
+    def send_to(self, index: int, kind: str, **fields: Any) -> bool:
+        """Tell sibling ``index`` alone. Never waits: False when its queue is full or it is not there."""
+        return self._send_one(index, kind, [], fields)
+
+    def _send_one(self, index: int, kind: str, fds: list[int], fields: dict[str, Any]) -> bool:
         if self.index < 0 or self._closed or index == self.index or not 0 <= index < len(self._pairs):
             return False
         data = json.dumps({"from": self.index, "kind": kind, **fields}, separators=(",", ":")).encode()
         if len(data) > _MAX_MESSAGE:
             return False
         try:
-            socket.send_fds(self._pairs[index][0], [data], fds, socket.MSG_DONTWAIT)
+            if fds:
+                socket.send_fds(self._pairs[index][0], [data], fds, socket.MSG_DONTWAIT)
+            else:
+                self._pairs[index][0].send(data, socket.MSG_DONTWAIT)
         except OSError as exc:
-            log.debug("cannot pass descriptors to process %d: %s", index + 1, exc)
+            log.debug("cannot send %s to process %d: %s", kind, index + 1, exc)
             return False
         return True
 
@@ -303,7 +315,11 @@ class AddressLedger:
             self._channel.send(f"{self._kind}-state", counts=dict(part))
 
 
-Adopter = Callable[[socket.socket, int], None]
+Adopter = Callable[[socket.socket, int, Callable[[], None]], None]
+
+# Seconds after which a connection passed to a sibling stops counting against its room when the
+# sibling's word that it took it never came (a message dropped from a full queue).
+_TAKEN_WITHIN = 5.0
 
 
 class ConnectionHandoff:
@@ -317,18 +333,27 @@ class ConnectionHandoff:
     listener it came from; the receiving process admits it as if it had accepted it itself,
     or holds and refuses it if it filled up meanwhile (never passes it on: no ping-pong).
     Which sibling has room comes from the AddressLedger's counts, each process's context share
-    being the same (daemon.share)."""
+    being the same (daemon.share), plus the connections passed to it that it has not yet said
+    it took: the ledger learns of a passed connection only once the sibling admitted it, so a
+    burst passed on within that time would otherwise all go to the same sibling, past its room.
+    The sibling says "taken" after admitting (its ledger message goes first, on the same queue),
+    so the two counts never hold the same connection twice for long."""
 
     def __init__(self, channel: SiblingChannel, ledger: AddressLedger, *, name: str = "imap") -> None:
         self._channel = channel
         self._ledger = ledger
         self._kind = f"handoff-{name}"
         self._adopter: Adopter | None = None
+        self._lock = threading.Lock()
+        self._untaken: dict[int, deque[float]] = {}  # sibling -> when each unconfirmed pass was sent
         channel.on_fds(self._kind, self._on_connection)
+        channel.on(f"{self._kind}-taken", self._on_taken)
+        channel.on_hello(self._on_sibling_hello)
 
     def adopt_with(self, adopter: Adopter) -> None:
-        """``adopter(sock, listener_index)`` takes each connection a sibling passes here (on the
-        channel's thread: it must only queue it)."""
+        """``adopter(sock, listener_index, taken)`` takes each connection a sibling passes here
+        (on the channel's thread: it must only queue it) and calls ``taken()`` once it admitted,
+        held or dropped it."""
         self._adopter = adopter
 
     def offer(self, sock: socket.socket, listener_index: int, capacity: int) -> int | None:
@@ -336,21 +361,57 @@ class ConnectionHandoff:
         sibling's index, or None (no sibling with room, or it could not be reached). The
         caller closes its own ``sock`` either way once it is passed."""
         loads = self._ledger.sibling_loads()
+        now = time.monotonic()
+        with self._lock:
+            for index in loads:
+                loads[index] += self._untaken_locked(index, now)
         for index in sorted((index for index, load in loads.items() if load < capacity), key=loads.__getitem__):
+            with self._lock:  # counted before it is sent: the sibling's "taken" may come back at once
+                self._untaken.setdefault(index, deque()).append(now)
             if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index):
                 return index
+            with self._lock:
+                self._untaken[index].pop()
         return None
 
+    def untaken(self, index: int) -> int:
+        """Connections passed to sibling ``index`` that it has not yet said it took."""
+        with self._lock:
+            return self._untaken_locked(index, time.monotonic())
+
+    def _untaken_locked(self, index: int, now: float) -> int:
+        sent = self._untaken.get(index)
+        if not sent:
+            return 0
+        while sent and now - sent[0] > _TAKEN_WITHIN:
+            sent.popleft()
+        return len(sent)
+
+    def _on_taken(self, sender: int, message: dict[str, Any]) -> None:
+        with self._lock:
+            sent = self._untaken.get(sender)
+            if sent:
+                sent.popleft()
+
+    def _on_sibling_hello(self, sender: int, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._untaken.pop(sender, None)  # its predecessor's connections went with it
+
     def _on_connection(self, sender: int, message: dict[str, Any], fds: list[int]) -> None:
+        def taken() -> None:
+            self._channel.send_to(sender, f"{self._kind}-taken")
+
         adopter = self._adopter
         listener_index = message.get("listener")
         if adopter is None or len(fds) != 1 or not isinstance(listener_index, int):
             _close_fds(fds)
+            taken()
             return
         try:
             sock = socket.socket(fileno=fds[0])
         except OSError:
             _close_fds(fds)
+            taken()
             return
         log.debug("connection passed on by process %d", sender + 1)
-        adopter(sock, listener_index)
+        adopter(sock, listener_index, taken)
