@@ -23,6 +23,7 @@ from urllib.parse import quote_from_bytes
 
 from gximap.imap.encode import NIL, number, string
 from midb.mime import (
+    MAX_HEADER_FIELDS,
     Address,
     Digest,
     Envelope,
@@ -311,19 +312,61 @@ def section_range(
     return _clip(raw[0], raw[1], partial)
 
 
-def _header_fields(block: bytes, names: Iterable[str], exclude: bool) -> bytes:
-    wanted = {name.lower().encode("utf-8", "surrogateescape") for name in names}
-    fields, body_start = parse_header_block(block, 0, len(block))
-    chunks: list[bytes] = []
-    for name, field_start, _value_start, field_end in fields:
-        if (name in wanted) != exclude:
-            chunk = block[field_start:field_end]
-            chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\r\n")
-    # the blank line that ends a header is part of every HEADER* answer; keep the message's own
-    # line ending for it
-    terminator = b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n"
-    chunks.append(terminator)
-    return b"".join(chunks)
+# A field name a picker can find by regular expression: printable ASCII without colon or space
+# (RFC 5322 ftext), so that bytes.lower() and the pattern's case folding agree.
+_PLAIN_NAME = re.compile(rb"[!-9;-~]+")
+_PICKERS: dict[tuple[tuple[str, ...], bool], _FieldPicker] = {}
+_MAX_PICKERS = 256
+
+
+class _FieldPicker:
+    """The fields of a header block that HEADER.FIELDS names (or, with ``exclude``, those
+    HEADER.FIELDS.NOT leaves). Built once per field list (see picker): clients ask for the same
+    list for every message of a folder. Names of plain ASCII are found by one regular expression
+    over the block, in C; other lists, and .NOT, walk the parsed fields."""
+
+    __slots__ = ("wanted", "exclude", "pattern")
+
+    def __init__(self, names: Iterable[str], exclude: bool) -> None:
+        self.wanted = frozenset(name.lower().encode("utf-8", "surrogateescape") for name in names)
+        self.exclude = exclude
+        self.pattern: re.Pattern[bytes] | None = None
+        if not exclude and self.wanted and all(_PLAIN_NAME.fullmatch(name) for name in self.wanted):
+            # A field: its name (any case), blanks, the colon, the rest of its line and its
+            # continuation lines (parse_header_block's notion of a field).
+            names_pattern = b"|".join(re.escape(name) for name in sorted(self.wanted))
+            self.pattern = re.compile(rb"^(?:" + names_pattern + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*\n?",
+                                      re.MULTILINE | re.IGNORECASE)
+
+    def pick(self, block: bytes) -> bytes:
+        """The chosen fields in their order, each ending in a line break, then the blank line."""
+        chunks: list[bytes] = []
+        pattern = self.pattern
+        if pattern is not None and block.count(b"\n") < MAX_HEADER_FIELDS:
+            chunks = [chunk if chunk.endswith(b"\n") else chunk + b"\r\n"
+                      for chunk in pattern.findall(block)]
+        else:
+            fields, _body_start = parse_header_block(block, 0, len(block))
+            wanted, exclude = self.wanted, self.exclude
+            for name, field_start, _value_start, field_end in fields:
+                if (name in wanted) != exclude:
+                    chunk = block[field_start:field_end]
+                    chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\r\n")
+        # the blank line that ends a header is part of every HEADER* answer; keep the message's own
+        # line ending for it
+        chunks.append(b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n")
+        return b"".join(chunks)
+
+
+def picker(names: Iterable[str], exclude: bool) -> _FieldPicker:
+    """The (shared) picker of a HEADER.FIELDS(.NOT) field list."""
+    key = (tuple(names), exclude)
+    found = _PICKERS.get(key)
+    if found is None:
+        if len(_PICKERS) >= _MAX_PICKERS:
+            _PICKERS.clear()
+        found = _PICKERS[key] = _FieldPicker(key[0], exclude)
+    return found
 
 
 def section(
@@ -343,11 +386,24 @@ def section(
     if span is not None:
         offset, length = span
         return data_reader(offset, length) if length > 0 else b""
+    return header_fields_section(data_reader, d, part, spec, tuple(fields or ()), partial)
+
+
+def header_fields_section(
+    data_reader: DataReader,
+    d: Digest,
+    part: tuple[int, ...],
+    spec: str | None,
+    fields: tuple[str, ...],
+    partial: tuple[int, int] | None,
+) -> bytes:
+    """The content of a BODY[section]<partial> for which section_range gave None
+    (HEADER.FIELDS / HEADER.FIELDS.NOT)."""
     entity, normalised = _target(d, part, spec)
     if entity is None:
         return b""
     block = data_reader(entity.header_start, entity.body_start - entity.header_start)
-    content = _header_fields(block, fields or (), exclude=normalised == "HEADER.FIELDS.NOT")
+    content = picker(fields, normalised == "HEADER.FIELDS.NOT").pick(block)
     offset, length = _clip(0, len(content), partial)
     return content[offset : offset + length]
 

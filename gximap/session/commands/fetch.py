@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -139,9 +139,9 @@ def _content_pieces(label: bytes, content: bytes, out: list[Piece], *, binary: b
         out.append(label + b" {%d}\r\n" % len(content) + without_nul(content))
 
 
-def _section_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
-    """BODY[section]<partial> and the RFC822 / RFC822.HEADER / RFC822.TEXT equivalents."""
-    label = att.response_label()
+def _section_pieces(att: FetchAtt, label: bytes, msg: _Message, out: list[Piece]) -> None:
+    """BODY[section]<partial> and the RFC822 / RFC822.HEADER / RFC822.TEXT equivalents
+    (``label``: att.response_label())."""
     name = att.name
     if name == "RFC822":
         part: tuple[int, ...] = ()
@@ -169,14 +169,13 @@ def _section_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
     if span is not None:
         _literal_pieces(label, msg, span[0], span[1], out)
         return
-    content = fetchmime.section(msg.read, msg.digest, part, spec, list(fields), att.partial)
+    content = fetchmime.header_fields_section(msg.read, msg.digest, part, spec, fields, att.partial)
     _content_pieces(label, content, out)
 
 
-def _binary_pieces(att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
+def _binary_pieces(att: FetchAtt, label: bytes, msg: _Message, out: list[Piece]) -> None:
     section = att.section
     assert section is not None
-    label = att.response_label()
     if att.name == "BINARY.SIZE":
         out.append(label + b" %d" % fetchmime.binary_size(msg.read, msg.digest, section.part))
         return
@@ -213,6 +212,8 @@ class _Renderer:
         self.wants_modseq = "MODSEQ" in names
         self.condstore = condstore.enabled(session)
         self.top_modseq = 0  # the highest MODSEQ sent
+        # One step per item, chosen once per command rather than per message.
+        self.steps = [self._step(att) for att in self.items]
 
     def flags(self, meta: Any) -> bytes:
         return b"FLAGS " + flag_atoms(meta.flags, self.show_recent and meta.uid in self.recent)
@@ -228,8 +229,8 @@ class _Renderer:
         if self.uid:
             out.append(b"UID %d" % meta.uid)
         try:
-            for att in self.items:
-                self._item(att, msg, out)
+            for step in self.steps:
+                step(msg, out)
             if seen_changed:
                 # RFC 3501 section 6.4.5: flags changed by an implicit \Seen are reported; RFC 7162
                 # section 3.1: with UID and MODSEQ once the connection is CONDSTORE-aware.
@@ -244,25 +245,27 @@ class _Renderer:
             raise
         return out
 
-    def _item(self, att: FetchAtt, msg: _Message, out: list[Piece]) -> None:
+    def _step(self, att: FetchAtt) -> Callable[[_Message, list[Piece]], None]:
+        """What renders ``att`` for one message into its response's pieces."""
         name = att.name
-        meta = msg.meta
         if name == "FLAGS":
-            out.append(self.flags(meta))
-        elif name == "UID":
-            out.append(b"UID %d" % meta.uid)
-        elif name == "INTERNALDATE":
-            out.append(b"INTERNALDATE " + encode.internaldate(meta.internaldate, meta.tzoffset))
-        elif name == "RFC822.SIZE":
-            out.append(b"RFC822.SIZE %d" % meta.size)
-        elif name == "MODSEQ":
-            out.append(self.modseq(meta))
-        elif name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
-            out.append(_structure(name, msg, self.utf8))
-        elif name in ("BINARY", "BINARY.SIZE"):
-            _binary_pieces(att, msg, out)
-        else:  # BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
-            _section_pieces(att, msg, out)
+            return lambda msg, out: out.append(self.flags(msg.meta))
+        if name == "UID":
+            return lambda msg, out: out.append(b"UID %d" % msg.meta.uid)
+        if name == "INTERNALDATE":
+            return lambda msg, out: out.append(
+                b"INTERNALDATE " + encode.internaldate(msg.meta.internaldate, msg.meta.tzoffset))
+        if name == "RFC822.SIZE":
+            return lambda msg, out: out.append(b"RFC822.SIZE %d" % msg.meta.size)
+        if name == "MODSEQ":
+            return lambda msg, out: out.append(self.modseq(msg.meta))
+        if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
+            utf8 = self.utf8
+            return lambda msg, out: out.append(_structure(name, msg, utf8))
+        if name in ("BINARY", "BINARY.SIZE"):
+            return functools.partial(_binary_pieces, att, att.response_label())
+        # BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
+        return functools.partial(_section_pieces, att, att.response_label())
 
 
 # Rendered ENVELOPE / BODYSTRUCTURE / BODY items of recently fetched bodies, by (body id, item,
