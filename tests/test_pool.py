@@ -106,17 +106,24 @@ def test_admission_refuses_beyond_context_num() -> None:
         assert fourth.command("NOOP") == b"OK NOOP\r\n"
 
 
-def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
-    """Two servers on one listening socket, as sibling processes share theirs: once one is full,
-    the other takes every new connection until it is full too; only then is one refused."""
+def _shared_listener() -> tuple[list[BoundListener], socket.socket, dict[str, object]]:
+    """A listening socket and a second descriptor of it (as sibling processes share theirs),
+    with the settings of two small servers on it."""
     listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
-    port = listeners[0].port
     twin = socket.socket(fileno=os.dup(listeners[0].sock.fileno()))
     twin.setblocking(False)
     settings: dict[str, object] = {
         "thread_init_num": 1, "thread_charge_num": 1, "conn_timeout": 5.0, "ssl_context": None,
         "busy_response": BUSY, "shared_listeners": True,
     }
+    return listeners, twin, settings
+
+
+def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
+    """Two servers on one listening socket, as sibling processes share theirs: once one is full,
+    the other takes every new connection until it is full too; only then is one refused."""
+    listeners, twin, settings = _shared_listener()
+    port = listeners[0].port
     small = Server(listeners, Recorder().factory, context_num=1, **settings)  # type: ignore[arg-type]
     large = Server([BoundListener(twin, False)], Recorder().factory, context_num=6, **settings)  # type: ignore[arg-type]
     small.start()
@@ -138,14 +145,9 @@ def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() 
     """A full server that accepts a connection anyway (no sibling took it within the grace)
     passes it over the sibling channel to one with room instead of refusing it busy."""
     parent, first, second = sibling_processes()
-    listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
+    listeners, twin, settings = _shared_listener()
     port = listeners[0].port
-    twin = socket.socket(fileno=os.dup(listeners[0].sock.fileno()))
-    twin.setblocking(False)
-    settings: dict[str, object] = {
-        "thread_init_num": 1, "thread_charge_num": 1, "conn_timeout": 5.0, "ssl_context": None,
-        "busy_response": BUSY, "shared_listeners": True, "context_num": 1,
-    }
+    settings["context_num"] = 1
     full_ledger, roomy_ledger = AddressLedger(first), AddressLedger(second)
     full = Server(listeners, Recorder().factory, address_ledger=full_ledger,  # type: ignore[arg-type]
                   handoff=ConnectionHandoff(first, full_ledger), **settings)
@@ -296,27 +298,32 @@ def test_a_busy_worker_serves_input_that_arrived_during_its_slice() -> None:
         assert server.stats().workers == 1
 
 
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """Count the calls of a Server method (the count is the list's one item)."""
+    calls = [0]
+    original = getattr(Server, method)
+
+    def counting(self: Server, *args: object) -> object:
+        calls[0] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(Server, method, counting)
+    return calls
+
 def test_a_command_answered_by_next_output_takes_one_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     """A handler that answers from next_output() (as the IMAP session does) reports more work
     until its response has been pulled. The slice that pulled it asks again and parks the
     connection: one slice per command, not a second one that finds nothing to do. Pipelined
     commands still all get answered."""
-    slices = 0
-    serve_active = Server._serve_active
-
-    def counting(self: Server, conn: object) -> object:
-        nonlocal slices
-        slices += 1
-        return serve_active(self, conn)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Server, "_serve_active", counting)
+    slices = _count_calls(monkeypatch, "_serve_active")
     recorder = Recorder()
     with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (server, ports):
         client = connect(ports["plain"])
-        before = slices
+        before = slices[0]
         for _ in range(20):
             assert client.command("LAZY") == b"OK lazy\r\n"
-        assert slices - before == 20
+        assert slices[0] - before == 20
         client.send(b"LAZY\r\nNOOP\r\nLAZY\r\nLAZY\r\n")
         answers = [client.readline() for _ in range(4)]
         assert answers == [b"OK lazy\r\n", b"OK NOOP\r\n", b"OK lazy\r\n", b"OK lazy\r\n"]
@@ -325,23 +332,15 @@ def test_a_command_answered_by_next_output_takes_one_slice(monkeypatch: pytest.M
 def test_the_leader_serves_a_lone_ready_connection_without_queueing_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client waiting for each answer: the worker that sees its command serves it at once,
     without the ready queue's round trip (the old path queued every command)."""
-    queued = 0
-    push_locked = Server._push_locked
-
-    def counting(self: Server, conn: object) -> None:
-        nonlocal queued
-        queued += 1
-        push_locked(self, conn)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Server, "_push_locked", counting)
+    queued = _count_calls(monkeypatch, "_push_locked")
     recorder = Recorder()
     with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=4) as (_server, ports):
         client = connect(ports["plain"])
-        before = queued
+        before = queued[0]
         for index in range(20):
             assert client.command(f"ECHO {index}") == f"OK {index}\r\n".encode()
         # Only a poller look during a slice stalled for 10 ms (a loaded machine) queues one.
-        assert queued - before < 5
+        assert queued[0] - before < 5
         other = connect(ports["plain"])
         client.send(b"NOOP\r\n")
         other.send(b"NOOP\r\n")  # two ready at once may be queued: both are answered

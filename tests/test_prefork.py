@@ -107,14 +107,21 @@ def test_descriptors_pass_to_one_sibling_and_unclaimed_ones_are_closed() -> None
         parent.close_sockets()
 
 
-def test_handoff_goes_to_the_sibling_with_most_room() -> None:
+def _three_processes_handing_off() -> tuple[SiblingChannel, list[SiblingChannel], list[AddressLedger],
+                                           list[ConnectionHandoff]]:
+    """The parent's channel, and per process its attached channel, ledger and handoff."""
     parent = SiblingChannel.create(3)
     channels = [SiblingChannel(parent._pairs, parent.secret) for _ in range(3)]
     for index, channel in enumerate(channels):
         channel.attach(index)
+    ledgers = [AddressLedger(channel) for channel in channels]
+    handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
+    return parent, channels, ledgers, handoffs
+
+
+def test_handoff_goes_to_the_sibling_with_most_room() -> None:
+    parent, channels, ledgers, handoffs = _three_processes_handing_off()
     try:
-        ledgers = [AddressLedger(channel) for channel in channels]
-        handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
         adopted: list[tuple[int, int, bytes]] = []
         for index, handoff in enumerate(handoffs):
             handoff.adopt_with(
@@ -139,13 +146,8 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
 def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> None:
     """A burst passed on before the sibling's ledger shows them is spread by the untaken count;
     the sibling's "taken" (or its restart) clears it."""
-    parent = SiblingChannel.create(3)
-    channels = [SiblingChannel(parent._pairs, parent.secret) for _ in range(3)]
-    for index, channel in enumerate(channels):
-        channel.attach(index)
+    parent, channels, ledgers, handoffs = _three_processes_handing_off()
     try:
-        ledgers = [AddressLedger(channel) for channel in channels]
-        handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
         waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
         for index, handoff in enumerate(handoffs):
             # The siblings keep each connection without saying so (their pollers are busy).
