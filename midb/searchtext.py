@@ -12,6 +12,7 @@ import html
 import re
 
 from midb.mime import (
+    MAX_HEADER_FIELDS,
     Digest,
     Part,
     UnknownTransferEncoding,
@@ -19,6 +20,7 @@ from midb.mime import (
     decode_charset,
     decode_header_value,
     decode_transfer_encoding,
+    field_pattern,
     parse_header_block,
     unfold,
 )
@@ -43,6 +45,9 @@ def header_values(data: bytes, digest: Digest | int, name: str) -> list[str]:
         start, end = 0, digest
     else:
         start, end = digest.root.header_start, digest.root.body_start
+    pattern = field_pattern((wanted,))
+    if pattern is not None and start == 0 and data.count(b"\n", 0, end) < MAX_HEADER_FIELDS:
+        return [decode_header_value(unfold(match.group(1))) for match in pattern.finditer(data, 0, end)]
     fields, _ = parse_header_block(data, start, end)
     return [
         decode_header_value(unfold(data[value_start:field_end]))

@@ -593,31 +593,6 @@ def test_fuzz_rendering_and_sections(data: bytes, partial: tuple[int, int]):
             pass
 
 
-_NAMES = st.sampled_from(["to", "To", "cc", "x-a", "X-A", "x-a-b", "subject", "re.f", "a+b"])
-_HEADER_LINE = st.one_of(
-    st.tuples(_NAMES, st.sampled_from(["", " ", "\t "]), st.text("ab :\t\r", max_size=6)).map(
-        lambda parts: f"{parts[0]}{parts[1]}:{parts[2]}"),
-    st.text("ab \t", min_size=1, max_size=5).map(lambda text: " " + text),   # a continuation line
-    st.text("abXY-", min_size=1, max_size=6),                                # a line without a colon
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(lines=st.lists(st.tuples(_HEADER_LINE, st.sampled_from(["\r\n", "\n"])), max_size=12),
-       ending=st.sampled_from(["\r\n", "\n", ""]), names=st.lists(_NAMES, min_size=1, max_size=4))
-def test_header_fields_found_by_pattern_as_by_parsing(lines: list[tuple[str, str]], ending: str,
-                                                      names: list[str]) -> None:
-    """HEADER.FIELDS of plain names is answered by a regular expression over the header block;
-    it must pick exactly the fields the parsed walk picks (HEADER.FIELDS.NOT always walks)."""
-    block = ("".join(line + end for line, end in lines) + ending).encode()
-    if not lines:
-        block = ending.encode() or b"\r\n"
-    fast = fetchmime._FieldPicker(names, exclude=False)
-    assert fast.pattern is not None
-    walked = fetchmime._FieldPicker(names, exclude=False)
-    walked.pattern = None
-    assert fast.pick(block) == walked.pick(block)
-
 
 def test_header_fields_of_unusual_names_and_the_not_form_walk_the_fields() -> None:
     assert fetchmime._FieldPicker(["x y"], exclude=False).pattern is None       # a space in the name

@@ -23,7 +23,9 @@ from midb.mime import (
     decode_transfer_encoding,
     digest,
     encode_digest,
+    field_pattern,
     parse_address_list,
+    parse_header_block,
 )
 
 DATA = Path(__file__).parent / "data" / "mime"
@@ -561,3 +563,35 @@ def test_fuzz_mutated_messages(data: bytes):
                 max_size=60))
 def test_fuzz_structured_fragments(chunks: list[bytes]):
     check_digest(b"".join(chunks))
+
+
+_FIELD_NAMES = st.sampled_from([b"to", b"cc", b"x-a", b"x-a-b", b"subject", b"re.f", b"a+b"])
+_HEADER_LINE = st.one_of(
+    st.tuples(st.sampled_from(["to", "To", "cc", "x-a", "X-A", "x-a-b", "subject", "re.f", "a+b"]),
+              st.sampled_from(["", " ", "\t "]), st.text("ab :\t\r", max_size=6)).map(
+        lambda parts: f"{parts[0]}{parts[1]}:{parts[2]}"),
+    st.text("ab \t", min_size=1, max_size=5).map(lambda text: " " + text),   # a continuation line
+    st.text("abXY-", min_size=1, max_size=6),                                # a line without a colon
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.tuples(_HEADER_LINE, st.sampled_from(["\r\n", "\n"])), max_size=12),
+       ending=st.sampled_from(["\r\n", "\n", ""]), names=st.lists(_FIELD_NAMES, min_size=1, max_size=4))
+def test_field_pattern_finds_the_fields_parsing_finds(lines: list[tuple[str, str]], ending: str,
+                                                      names: list[bytes]) -> None:
+    """FETCH HEADER.FIELDS and SEARCH HEADER find plain-named fields by field_pattern: it must
+    delimit exactly the fields (and raw values) parse_header_block does."""
+    block = ("".join(line + end for line, end in lines) + ending).encode() or b"\r\n"
+    pattern = field_pattern(tuple(names))
+    assert pattern is not None
+    found = [(match.start(), match.start(1), match.end()) for match in pattern.finditer(block)]
+    fields, _ = parse_header_block(block, 0, len(block))
+    assert found == [(start, value, end) for name, start, value, end in fields if name in names]
+
+
+def test_field_pattern_only_for_plain_names() -> None:
+    assert field_pattern(()) is None
+    assert field_pattern((b"x y",)) is None
+    assert field_pattern((b"s\xc3\xbcbject",)) is None
+    assert field_pattern((b"to", b"cc")) is field_pattern((b"cc", b"to", b"cc"))

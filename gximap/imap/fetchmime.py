@@ -31,6 +31,7 @@ from midb.mime import (
     Part,
     UnknownTransferEncoding,
     decode_transfer_encoding,
+    field_pattern,
     parse_header_block,
 )
 
@@ -312,9 +313,6 @@ def section_range(
     return _clip(raw[0], raw[1], partial)
 
 
-# A field name a picker can find by regular expression: printable ASCII without colon or space
-# (RFC 5322 ftext), so that bytes.lower() and the pattern's case folding agree.
-_PLAIN_NAME = re.compile(rb"[!-9;-~]+")
 _PICKERS: dict[tuple[tuple[str, ...], bool], _FieldPicker] = {}
 _MAX_PICKERS = 256
 
@@ -330,13 +328,7 @@ class _FieldPicker:
     def __init__(self, names: Iterable[str], exclude: bool) -> None:
         self.wanted = frozenset(name.lower().encode("utf-8", "surrogateescape") for name in names)
         self.exclude = exclude
-        self.pattern: re.Pattern[bytes] | None = None
-        if not exclude and self.wanted and all(_PLAIN_NAME.fullmatch(name) for name in self.wanted):
-            # A field: its name (any case), blanks, the colon, the rest of its line and its
-            # continuation lines (parse_header_block's notion of a field).
-            names_pattern = b"|".join(re.escape(name) for name in sorted(self.wanted))
-            self.pattern = re.compile(rb"^(?:" + names_pattern + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*\n?",
-                                      re.MULTILINE | re.IGNORECASE)
+        self.pattern = None if exclude else field_pattern(tuple(self.wanted))
 
     def pick(self, block: bytes) -> bytes:
         """The chosen fields in their order, each ending in a line break, then the blank line."""
@@ -344,7 +336,7 @@ class _FieldPicker:
         pattern = self.pattern
         if pattern is not None and block.count(b"\n") < MAX_HEADER_FIELDS:
             chunks = [chunk if chunk.endswith(b"\n") else chunk + b"\r\n"
-                      for chunk in pattern.findall(block)]
+                      for chunk in map(_whole_match, pattern.finditer(block))]
         else:
             fields, _body_start = parse_header_block(block, 0, len(block))
             wanted, exclude = self.wanted, self.exclude
@@ -356,6 +348,10 @@ class _FieldPicker:
         # line ending for it
         chunks.append(b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n")
         return b"".join(chunks)
+
+
+def _whole_match(match: re.Match[bytes]) -> bytes:
+    return match.group()
 
 
 def picker(names: Iterable[str], exclude: bool) -> _FieldPicker:
