@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import datetime
 import random
 
 import pytest
@@ -119,3 +120,16 @@ def test_response_lines() -> None:
     assert encode.continuation() == b"+ \r\n"
     assert encode.tagged(b"t", "BAD", "evil\r\n* OK x") == b"t BAD evil  * OK x\r\n"
     assert encode.tagged(b"t", "OK", "") == b"t OK Completed\r\n"
+
+
+def test_internaldate_agrees_with_datetime_across_the_years() -> None:
+    """The shifted-gmtime rendering gives what datetime in the message's zone gives."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        timestamp, zone = rng.randint(-62_135_000_000, 253_402_000_000), rng.randint(-1439, 1439)
+        moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone(datetime.timedelta(minutes=zone)))
+        expected = moment.strftime("%d-") + ("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()[moment.month - 1]
+                                             + f"-{moment.year:04d} " + moment.strftime("%H:%M:%S %z"))
+        assert encode.internaldate(timestamp, zone) == b'"' + expected.encode() + b'"'
+    assert encode.internaldate(10**20, 60) == b'"01-Jan-1970 01:00:00 +0100"'  # beyond the year 9999
+    assert encode.internaldate(1.9999999, 0) == b'"01-Jan-1970 00:00:02 +0000"'

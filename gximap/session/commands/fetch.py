@@ -582,7 +582,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
                     if gathered:  # what was rendered before still goes out, as it would unbatched
                         yield gathered.take()
                     raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
-                if all(type(piece) is bytes for piece in pieces):
+                if _BodyStream not in map(type, pieces):  # all bytes (a map in C, not a generator)
                     if gathered.add(_response(msn, pieces)):  # type: ignore[arg-type]
                         yield gathered.take()
                     continue
