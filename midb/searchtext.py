@@ -47,7 +47,7 @@ def header_values(data: bytes, digest: Digest | int, name: str) -> list[str]:
         start, end = digest.root.header_start, digest.root.body_start
     pattern = field_pattern((wanted,))
     if pattern is not None and start == 0 and data.count(b"\n", 0, end) < MAX_HEADER_FIELDS:
-        return [decode_header_value(unfold(match.group(1))) for match in pattern.finditer(data, 0, end)]
+        return [decode_header_value(unfold(value)) for _field, value, _line_break in pattern.findall(b"\n" + data[:end])]
     fields, _ = parse_header_block(data, start, end)
     return [
         decode_header_value(unfold(data[value_start:field_end]))

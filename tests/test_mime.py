@@ -585,7 +585,8 @@ def test_field_pattern_finds_the_fields_parsing_finds(lines: list[tuple[str, str
     block = ("".join(line + end for line, end in lines) + ending).encode() or b"\r\n"
     pattern = field_pattern(tuple(names))
     assert pattern is not None
-    found = [(match.start(), match.start(1), match.end()) for match in pattern.finditer(block)]
+    found = [(match.start(1) - 1, match.start(2) - 1, match.end(1) - 1 + len(match.group(3)))
+             for match in pattern.finditer(b"\n" + block)]
     fields, _ = parse_header_block(block, 0, len(block))
     assert found == [(start, value, end) for name, start, value, end in fields if name in names]
 

@@ -335,8 +335,7 @@ class _FieldPicker:
         chunks: list[bytes] = []
         pattern = self.pattern
         if pattern is not None and block.count(b"\n") < MAX_HEADER_FIELDS:
-            chunks = [chunk if chunk.endswith(b"\n") else chunk + b"\r\n"
-                      for chunk in map(_whole_match, pattern.finditer(block))]
+            chunks = [field + (line_break or b"\r\n") for field, _value, line_break in pattern.findall(b"\n" + block)]
         else:
             fields, _body_start = parse_header_block(block, 0, len(block))
             wanted, exclude = self.wanted, self.exclude
@@ -348,10 +347,6 @@ class _FieldPicker:
         # line ending for it
         chunks.append(b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n")
         return b"".join(chunks)
-
-
-def _whole_match(match: re.Match[bytes]) -> bytes:
-    return match.group()
 
 
 def picker(names: Iterable[str], exclude: bool) -> _FieldPicker:
