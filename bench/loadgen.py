@@ -38,6 +38,13 @@ REPEATED_STEPS = tuple((f"{command.decode()}, median of {REPEATS}", command)
                        for command in (b"UID FETCH 1:* (UID FLAGS)", b"UID SEARCH UNSEEN"))
 # STATUS is repeated too, but unselected, right after its first run (the command is per folder).
 REPEATED_STATUS = f"STATUS, median of {REPEATS}"
+# What Thunderbird fetches for each message it has not seen yet (its default header list), here
+# for the newest HEADER_MESSAGES of the large folder; repeated too (the command depends on EXISTS).
+HEADER_MESSAGES = 1000
+HEADERS_STEP = f"FETCH headers of the newest {HEADER_MESSAGES:,}"
+REPEATED_HEADERS = f"{HEADERS_STEP}, median of {REPEATS}"
+CLIENT_HEADERS = (b"(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID"
+                  b" Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])")
 
 
 def _context() -> Any:
@@ -505,8 +512,9 @@ async def large_job(job: Job, conn: Connection) -> Result:
     searches = (("UID SEARCH UNSEEN", b"UID SEARCH UNSEEN"),
                 ("SEARCH SUBJECT", b"SEARCH SUBJECT " + quote(job["subject_needle"])),
                 ("SEARCH BODY", b"SEARCH BODY " + quote(job["body_needle"])))
-    all_steps = ("STATUS", REPEATED_STATUS, "SELECT", "UID FETCH 1:* (UID FLAGS)", *(name for name, _ in searches),
-                 "SELECT (again)", *(name for name, _ in REPEATED_STEPS), flag_step, "CONDSTORE resync")
+    all_steps = ("STATUS", REPEATED_STATUS, "SELECT", "UID FETCH 1:* (UID FLAGS)", HEADERS_STEP,
+                 *(name for name, _ in searches), "SELECT (again)", *(name for name, _ in REPEATED_STEPS),
+                 REPEATED_HEADERS, flag_step, "CONDSTORE resync")
     steps = _Steps(job["step_timeout"], job.get("server_pid"))
     cpu_before = time.process_time()
     wall_start = time.monotonic()
@@ -545,6 +553,10 @@ async def large_job(job: Job, conn: Connection) -> Result:
         reply = await timed("UID FETCH 1:* (UID FLAGS)", main, b"UID FETCH 1:* (UID FLAGS)")
         if reply is not None:
             steps.note("UID FETCH 1:* (UID FLAGS)", responses=reply.count)
+        headers = b"FETCH %d:* " % max(1, main.exists - HEADER_MESSAGES + 1) + CLIENT_HEADERS
+        reply = await timed(HEADERS_STEP, main, headers)
+        if reply is not None:
+            steps.note(HEADERS_STEP, responses=reply.count)
         for name, command in searches:
             if main.closed.done():
                 main = await session(select_first=True)
@@ -554,7 +566,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
         if main.closed.done():
             main = await session(select_first=True)
         await timed("SELECT (again)", main, select)
-        for name, command in REPEATED_STEPS:
+        for name, command in (*REPEATED_STEPS, (REPEATED_HEADERS, headers)):
             await steps.run_repeated(name, REPEATS, lambda command=command: main.checked(command, collect=True))
             if steps.gave_up:
                 raise _GiveUp

@@ -4,8 +4,9 @@
    and expunge for a fixed time: operations/s per command and latency p50/p99. The time may be
    split into rounds that alternate between the servers (``mixed_rounds``; see bench/__main__.py),
    the figures being over all rounds together.
-2. ``large``: one folder of many messages: SELECT, UID FETCH 1:* (UID FLAGS), UID SEARCH UNSEEN,
-   SEARCH SUBJECT, SEARCH BODY, STATUS, and a CONDSTORE resync after 1,000 flag changes.
+2. ``large``: one folder of many messages: SELECT, UID FETCH 1:* (UID FLAGS), the headers of the
+   newest 1,000 as a client lists them, UID SEARCH UNSEEN, SEARCH SUBJECT, SEARCH BODY, STATUS,
+   and a CONDSTORE resync after 1,000 flag changes.
 3. ``idle``: thousands of authenticated sessions in IDLE: server memory per session, and the time
    an APPEND by another client takes to reach every IDLE session of that mailbox.
 4. ``delivery``: LMTP deliveries per second (fsync on).

@@ -311,10 +311,11 @@ def _check_large(record: dict) -> None:
     assert steps["SELECT"]["exists"] == 200
     assert steps["SELECT"]["server_read_kib"] >= 0  # read from /proc around the step
     assert steps["UID FETCH 1:* (UID FLAGS)"]["responses"] == 200
+    assert steps[loadgen.HEADERS_STEP]["responses"] == 200  # fewer than HEADER_MESSAGES: all of them
     assert steps["UID SEARCH UNSEEN"]["hits"] == expected["unseen"]
     assert steps["SEARCH SUBJECT"]["hits"] == expected["subject"]
     assert steps["SEARCH BODY"]["hits"] == expected["body"]
-    for name in ("STATUS", "UID FETCH 1:* (UID FLAGS)", "UID SEARCH UNSEEN"):
+    for name in ("STATUS", "UID FETCH 1:* (UID FLAGS)", "UID SEARCH UNSEEN", loadgen.HEADERS_STEP):
         repeated = steps[f"{name}, median of {loadgen.REPEATS}"]
         assert repeated["status"] == "ok", repeated
         assert len(repeated["runs_ms"]) == loadgen.REPEATS

@@ -11,6 +11,7 @@ import pytest
 from conversation import Conversation
 
 from gximap.net.handler import TransportAction
+from gximap.session.commands import fetch
 from gximap.session.commands.fetch import COALESCE_BYTES
 
 MIME_DATA = Path(__file__).resolve().parent / "data" / "mime"
@@ -138,6 +139,45 @@ def test_peek_and_header_fields_not(conv: Conversation) -> None:
         S: )
         S: a2 OK FETCH completed
     """)
+
+
+def test_header_fields_answers_are_kept_and_told_apart(conv: Conversation) -> None:
+    """A body's HEADER.FIELDS answer is kept (bodies never change) under its label and partial:
+    the same fields asked again come from the cache, other fields, partials or parts do not,
+    and an answer too big to keep is built every time."""
+    big_references = b"References: " + b" ".join(b"<%d@example.org>" % n for n in range(200)) + b"\r\n"
+    conv.add_message(data=SIMPLE)
+    conv.add_message(data=big_references + SIMPLE)
+    conv.select()
+    fetch._HEADER_FIELDS._entries.clear()
+    first = conv.send(b"a1 FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
+    assert first[0] == b"* 1 FETCH (BODY[HEADER.FIELDS (Subject)] {17}\r\nSubject: test\r\n\r\n)"
+    assert len(fetch._HEADER_FIELDS) == 2
+    assert conv.send(b"a2 FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")[:2] == first[:2]
+    conv.script(r"""
+        C: a3 FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)]<0.7>)
+        S: * 1 FETCH (BODY[HEADER.FIELDS (Subject)]<0> {7}
+        S: Subject)
+        S: a3 OK FETCH completed
+        C: a3b FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)]<0.10>)
+        S: * 1 FETCH (BODY[HEADER.FIELDS (Subject)]<0> {10}
+        S: Subject: t)
+        S: a3b OK FETCH completed
+        C: a4 FETCH 1 (BODY.PEEK[HEADER.FIELDS (From)])
+        S: * 1 FETCH (BODY[HEADER.FIELDS (From)] {25}
+        S: From: bob@example.org
+        S:
+        S: )
+        S: a4 OK FETCH completed
+        C: a5 FETCH 1 (BODY.PEEK[1.HEADER.FIELDS (Subject)])
+        S: * 1 FETCH (BODY[1.HEADER.FIELDS (Subject)] "")
+        S: a5 OK FETCH completed
+    """)
+    assert len(fetch._HEADER_FIELDS) == 6
+    references = conv.send(b"a6 FETCH 2 (BODY.PEEK[HEADER.FIELDS (References)])\r\n")
+    assert references[0].endswith(big_references + b"\r\n)")
+    assert len(fetch._HEADER_FIELDS) == 6  # above HEADER_FIELDS_CACHED: not kept
+    assert conv.send(b"a7 FETCH 2 (BODY.PEEK[HEADER.FIELDS (References)])\r\n")[0] == references[0]
 
 
 def test_fast_items_and_uid_fetch(conv: Conversation) -> None:

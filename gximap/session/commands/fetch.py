@@ -264,8 +264,36 @@ class _Renderer:
             return lambda msg, out: out.append(_structure(name, msg, utf8))
         if name in ("BINARY", "BINARY.SIZE"):
             return functools.partial(_binary_pieces, att, att.response_label())
+        if att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
+            return functools.partial(_header_fields_piece, att, att.response_label())
         # BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
         return functools.partial(_section_pieces, att, att.response_label())
+
+
+# Rendered BODY[HEADER.FIELDS (...)] items (label, literal and all) of recently fetched bodies,
+# by (body id, label, partial): what a client fetches for every message it lists, again each
+# time it lists them (Dovecot keeps these fields in its cache file for the same reason). Only
+# answers of at most HEADER_FIELDS_CACHED bytes are kept: at most 8 MiB, about 2 MiB for usual
+# mail.
+HEADER_FIELDS_CACHE_ENTRIES = 4096
+HEADER_FIELDS_CACHED = 2048
+_HEADER_FIELDS: BoundedCache[tuple[str, bytes, tuple[int, int] | None], bytes] = BoundedCache(
+    HEADER_FIELDS_CACHE_ENTRIES)
+
+
+def _header_fields_piece(att: FetchAtt, label: bytes, msg: _Message, out: list[Piece]) -> None:
+    """BODY[...HEADER.FIELDS (...)]: small, the same for a body whoever asks (see _HEADER_FIELDS)."""
+    key = (msg.meta.blob, label, att.partial)
+    piece = _HEADER_FIELDS.get(key)
+    if piece is None:
+        pieces: list[Piece] = []
+        _section_pieces(att, label, msg, pieces)
+        (rendered,) = pieces  # built content, never streamed
+        assert isinstance(rendered, bytes)
+        if len(rendered) <= HEADER_FIELDS_CACHED:
+            _HEADER_FIELDS.put(key, rendered)
+        piece = rendered
+    out.append(piece)
 
 
 # Rendered ENVELOPE / BODYSTRUCTURE / BODY items of recently fetched bodies, by (body id, item,
