@@ -212,11 +212,16 @@ class _Renderer:
         self.wants_modseq = "MODSEQ" in names
         self.condstore = condstore.enabled(session)
         self.top_modseq = 0  # the highest MODSEQ sent
+        self._flag_items: dict[tuple[tuple[str, ...], bool], bytes] = {}
         # One step per item, chosen once per command rather than per message.
         self.steps = [self._step(att) for att in self.items]
 
     def flags(self, meta: Any) -> bytes:
-        return b"FLAGS " + flag_atoms(meta.flags, self.show_recent and meta.uid in self.recent)
+        key = (meta.flags, self.show_recent and meta.uid in self.recent)
+        rendered = self._flag_items.get(key)
+        if rendered is None:  # a folder holds few distinct flag sets: each is rendered once
+            rendered = self._flag_items[key] = b"FLAGS " + flag_atoms(*key)
+        return rendered
 
     def modseq(self, meta: Any) -> bytes:
         if meta.modseq > self.top_modseq:
