@@ -50,6 +50,7 @@ __all__ = [
     "encode_digest",
     "parse_address_list",
     "field_pattern",
+    "find_fields",
     "parse_header_block",
     "unfold",
 ]
@@ -221,9 +222,17 @@ def field_pattern(names: tuple[bytes, ...]) -> re.Pattern[bytes] | None:
     the end of the block; a lookahead, so that the next field's line start stays unconsumed).
     The leading newline stands for the start of a line and gives the scan a literal to look for
     (a ``^`` pattern is tried at every byte, two to three times slower). None when a name is not
-    plain (see _PLAIN_FIELD_NAME). Use it on a block of fewer than MAX_HEADER_FIELDS lines
-    (parse_header_block ignores fields beyond those)."""
+    plain (see _PLAIN_FIELD_NAME). Run it with find_fields."""
     return _field_pattern(tuple(sorted(set(names))))
+
+
+def find_fields(pattern: re.Pattern[bytes], block: bytes) -> list[tuple[bytes, bytes, bytes]] | None:
+    """(field, raw value, final line break) of each field ``pattern`` (from field_pattern) finds
+    in the header ``block``, in order; None for a block of MAX_HEADER_FIELDS lines or more, whose
+    fields beyond those parse_header_block ignores (walk them with it instead)."""
+    if block.count(b"\n") >= MAX_HEADER_FIELDS:
+        return None
+    return pattern.findall(b"\n" + block)
 
 
 @functools.lru_cache(maxsize=256)

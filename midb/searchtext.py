@@ -12,7 +12,6 @@ import html
 import re
 
 from midb.mime import (
-    MAX_HEADER_FIELDS,
     Digest,
     Part,
     UnknownTransferEncoding,
@@ -21,6 +20,7 @@ from midb.mime import (
     decode_header_value,
     decode_transfer_encoding,
     field_pattern,
+    find_fields,
     parse_header_block,
     unfold,
 )
@@ -46,8 +46,9 @@ def header_values(data: bytes, digest: Digest | int, name: str) -> list[str]:
     else:
         start, end = digest.root.header_start, digest.root.body_start
     pattern = field_pattern((wanted,))
-    if pattern is not None and start == 0 and data.count(b"\n", 0, end) < MAX_HEADER_FIELDS:
-        return [decode_header_value(unfold(value)) for _field, value, _line_break in pattern.findall(b"\n" + data[:end])]
+    found = None if pattern is None or start != 0 else find_fields(pattern, data[:end])
+    if found is not None:
+        return [decode_header_value(unfold(value)) for _field, value, _line_break in found]
     fields, _ = parse_header_block(data, start, end)
     return [
         decode_header_value(unfold(data[value_start:field_end]))

@@ -17,13 +17,13 @@ Section resolution (RFC 3501 §6.4.5), as Dovecot does it:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote_from_bytes
 
 from gximap.imap.encode import NIL, number, string
 from midb.mime import (
-    MAX_HEADER_FIELDS,
     Address,
     Digest,
     Envelope,
@@ -32,6 +32,7 @@ from midb.mime import (
     UnknownTransferEncoding,
     decode_transfer_encoding,
     field_pattern,
+    find_fields,
     parse_header_block,
 )
 
@@ -313,10 +314,6 @@ def section_range(
     return _clip(raw[0], raw[1], partial)
 
 
-_PICKERS: dict[tuple[tuple[str, ...], bool], _FieldPicker] = {}
-_MAX_PICKERS = 256
-
-
 class _FieldPicker:
     """The fields of a header block that HEADER.FIELDS names (or, with ``exclude``, those
     HEADER.FIELDS.NOT leaves). Built once per field list (see picker): clients ask for the same
@@ -333,9 +330,9 @@ class _FieldPicker:
     def pick(self, block: bytes) -> bytes:
         """The chosen fields in their order, each ending in a line break, then the blank line."""
         chunks: list[bytes] = []
-        pattern = self.pattern
-        if pattern is not None and block.count(b"\n") < MAX_HEADER_FIELDS:
-            chunks = [field + (line_break or b"\r\n") for field, _value, line_break in pattern.findall(b"\n" + block)]
+        found = None if self.pattern is None else find_fields(self.pattern, block)
+        if found is not None:
+            chunks = [field + (line_break or b"\r\n") for field, _value, line_break in found]
         else:
             fields, _body_start = parse_header_block(block, 0, len(block))
             wanted, exclude = self.wanted, self.exclude
@@ -349,15 +346,10 @@ class _FieldPicker:
         return b"".join(chunks)
 
 
-def picker(names: Iterable[str], exclude: bool) -> _FieldPicker:
+@functools.lru_cache(maxsize=256)
+def picker(names: tuple[str, ...], exclude: bool) -> _FieldPicker:
     """The (shared) picker of a HEADER.FIELDS(.NOT) field list."""
-    key = (tuple(names), exclude)
-    found = _PICKERS.get(key)
-    if found is None:
-        if len(_PICKERS) >= _MAX_PICKERS:
-            _PICKERS.clear()
-        found = _PICKERS[key] = _FieldPicker(key[0], exclude)
-    return found
+    return _FieldPicker(names, exclude)
 
 
 def section(

@@ -123,8 +123,8 @@ class SiblingChannel:
     def _send_one(self, index: int, kind: str, fds: list[int], fields: dict[str, Any]) -> bool:
         if self.index < 0 or self._closed or index == self.index or not 0 <= index < len(self._pairs):
             return False
-        data = json.dumps({"from": self.index, "kind": kind, **fields}, separators=(",", ":")).encode()
-        if len(data) > _MAX_MESSAGE:
+        data = self._encode(kind, fields)
+        if data is None:
             return False
         try:
             if fds:
@@ -140,9 +140,8 @@ class SiblingChannel:
         """Tell every sibling (never blocks for long; a full queue drops the message)."""
         if self.index < 0 or self._closed:
             return
-        data = json.dumps({"from": self.index, "kind": kind, **fields}, separators=(",", ":")).encode()
-        if len(data) > _MAX_MESSAGE:
-            log.debug("sibling message too long, not sent: %s", kind)
+        data = self._encode(kind, fields)
+        if data is None:
             return
         for index, (sending, _receiving) in enumerate(self._pairs):
             if index == self.index:
@@ -154,6 +153,14 @@ class SiblingChannel:
                 if self._dropped == 1 or self._dropped % 1000 == 0:
                     log.warning("process %d is not reading its messages (%s); %d dropped so far",
                                 index + 1, exc, self._dropped)
+
+    def _encode(self, kind: str, fields: dict[str, Any]) -> bytes | None:
+        """The datagram of a message; None (logged) when it would be too long."""
+        data = json.dumps({"from": self.index, "kind": kind, **fields}, separators=(",", ":")).encode()
+        if len(data) > _MAX_MESSAGE:
+            log.debug("sibling message too long, not sent: %s", kind)
+            return None
+        return data
 
     def close(self) -> None:
         """Stop receiving (the sockets stay open: the parent owns them)."""
@@ -403,15 +410,14 @@ class ConnectionHandoff:
 
         adopter = self._adopter
         listener_index = message.get("listener")
-        if adopter is None or len(fds) != 1 or not isinstance(listener_index, int):
+        sock = None
+        if adopter is not None and len(fds) == 1 and isinstance(listener_index, int):
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=fds[0])
+        if sock is None:
             _close_fds(fds)
             taken()
             return
-        try:
-            sock = socket.socket(fileno=fds[0])
-        except OSError:
-            _close_fds(fds)
-            taken()
-            return
+        assert adopter is not None and isinstance(listener_index, int)  # a socket only then
         log.debug("connection passed on by process %d", sender + 1)
         adopter(sock, listener_index, taken)
