@@ -34,6 +34,15 @@ _MAX_ERROR_SAMPLES = 5
 # Warm runs of the large mailbox's quick read-only steps, whose median is reported beside the
 # first run (_Steps.run_repeated): (step name, command).
 REPEATS = 5
+# Untimed runs of the same command before those (their times are kept as warmup_ms): "warm" means
+# what a server that has run for a while does. Right after a start, gximap runs a command's
+# Python code for the first time: CPython 3.11 turns a function's bytecode into its specialized
+# form only after 8 calls, so one STATUS in a fresh process took 457, 158, 131 ... µs and
+# settled at 72-75 µs from about the 15th (bench/README, twenty-fifth pass); Dovecot's new
+# imap process settles after its first. The full run restarts each server just before this
+# workload, so without these runs its "warm" medians were gximap's warm-up. The first run of
+# each command stays a step of its own: that is the cold figure.
+WARMUP_RUNS = 10
 REPEATED_STEPS = tuple((f"{command.decode()}, median of {REPEATS}", command)
                        for command in (b"UID FETCH 1:* (UID FLAGS)", b"UID SEARCH UNSEEN"))
 # STATUS is repeated too, but unselected, right after its first run (the command is per folder).
@@ -469,8 +478,10 @@ class _Steps:
             self.steps[name]["server_read_kib"] = procstat.reads_since(reads, self._server_reads()) // 1024
         return value
 
-    async def run_repeated(self, name: str, times: int, action: Callable[[], Awaitable[Any]]) -> None:
-        """``action`` ``times`` times in a row, each timed: the step's figure is their median.
+    async def run_repeated(self, name: str, times: int, action: Callable[[], Awaitable[Any]], *,
+                           warmup: int = 0) -> None:
+        """``action`` ``warmup`` times, then ``times`` times in a row, each timed: the step's
+        figure is the median of the latter (the warm-up runs are recorded as ``warmup_ms``).
 
         A step timed once measures where the scheduler happened to put the server and the
         client as much as the server: on two CPUs, one ``UID FETCH 1:*`` of 100,000 messages
@@ -481,7 +492,7 @@ class _Steps:
         client_cpu: list[float] = []
 
         async def repeat() -> None:
-            for _ in range(times):
+            for _ in range(warmup + times):
                 cpu = time.process_time()
                 started = time.perf_counter()
                 await action()
@@ -490,9 +501,12 @@ class _Steps:
 
         await self.run(name, repeat)
         step = self.steps[name]
+        warm_ups, runs, client_cpu = runs[:warmup], runs[warmup:], client_cpu[warmup:]
         if step.get("status") == "ok" and runs:
             step["seconds"] = statistics.median(runs)
             step["runs_ms"] = [round(run * 1000, 3) for run in runs]
+            if warmup:
+                step["warmup_ms"] = [round(run * 1000, 3) for run in warm_ups]
             step["client_cpu_ms"] = round(statistics.median(client_cpu) * 1000, 3)
 
     def note(self, name: str, **values: Any) -> None:
@@ -544,7 +558,8 @@ async def large_job(job: Job, conn: Connection) -> Result:
         # A sub-millisecond command timed once says more about where the scheduler put the two
         # processes than about the server (0.6-1.7 ms for gximap, 0.9-69 ms for Dovecot across
         # the runs of bench/README's twentieth pass): its warm runs get a median of their own.
-        await steps.run_repeated(REPEATED_STATUS, REPEATS, lambda: main.checked(status, collect=True))
+        await steps.run_repeated(REPEATED_STATUS, REPEATS, lambda: main.checked(status, collect=True),
+                                  warmup=WARMUP_RUNS)
         if steps.gave_up:
             raise _GiveUp
         if await timed("SELECT", main, select) is None:
@@ -567,7 +582,8 @@ async def large_job(job: Job, conn: Connection) -> Result:
             main = await session(select_first=True)
         await timed("SELECT (again)", main, select)
         for name, command in (*REPEATED_STEPS, (REPEATED_HEADERS, headers)):
-            await steps.run_repeated(name, REPEATS, lambda command=command: main.checked(command, collect=True))
+            await steps.run_repeated(name, REPEATS, lambda command=command: main.checked(command, collect=True),
+                                     warmup=WARMUP_RUNS)
             if steps.gave_up:
                 raise _GiveUp
         capabilities = main.capabilities or await main.fetch_capabilities()

@@ -233,6 +233,22 @@ def test_a_repeated_step_reports_the_median_of_its_runs(monkeypatch: pytest.Monk
     assert step["client_cpu_ms"] >= 0.0  # the load generator's own CPU per run, the median
 
 
+def test_warm_up_runs_are_kept_apart_from_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(loadgen.time, "perf_counter", lambda: clock[0])
+    durations = iter([0.500, 0.300, 0.004, 0.002, 0.003])
+
+    async def action() -> None:
+        clock[0] += next(durations)
+
+    steps = loadgen._Steps(step_timeout=30.0)
+    asyncio.run(steps.run_repeated("STATUS, median of 3", 3, action, warmup=2))
+    step = steps.steps["STATUS, median of 3"]
+    assert step["warmup_ms"] == [500.0, 300.0]
+    assert step["runs_ms"] == [4.0, 2.0, 3.0]
+    assert step["seconds"] == pytest.approx(0.003)
+
+
 def test_a_repeated_step_that_fails_is_recorded_as_failed() -> None:
     async def action() -> None:
         raise loadgen.ImapError("connection closed: EOF")
@@ -319,6 +335,7 @@ def _check_large(record: dict) -> None:
         repeated = steps[f"{name}, median of {loadgen.REPEATS}"]
         assert repeated["status"] == "ok", repeated
         assert len(repeated["runs_ms"]) == loadgen.REPEATS
+        assert len(repeated["warmup_ms"]) == loadgen.WARMUP_RUNS
         assert repeated["seconds"] * 1000 == pytest.approx(statistics.median(repeated["runs_ms"]), abs=0.001)
         assert repeated["client_cpu_ms"] >= 0.0
     assert steps["SELECT"]["client_cpu_ms"] >= 0.0
