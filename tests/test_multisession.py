@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conversation import Conversation
@@ -263,6 +264,28 @@ def test_append_claim_leaves_later_deliveries_to_the_next_claim(pair: tuple[Conv
         S: * SEARCH 4
         S: b3 OK SEARCH completed
     """)
+
+
+def test_a_known_change_overtaken_by_a_foreign_one_is_forgotten(pair: tuple[Conversation, Conversation]) -> None:
+    """A change this session made itself, then changed again by another session before this one
+    synced (a race between the write and the sync, set up here by noting it directly): the read
+    reports the other session's change, and the overtaken one is dropped rather than kept for
+    the session's lifetime."""
+    a, b = pair
+    view = a.session.selected
+    assert view is not None
+    before = view.modseq
+    view.note_own_changes([SimpleNamespace(uid=1, modseq=before + 1)])
+    b.send(b"b1 STORE 2 +FLAGS.SILENT (\\Answered)\r\n")   # MODSEQ before + 1
+    b.send(b"b2 STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")    # MODSEQ before + 2
+    a.script(r"""
+        C: a1 NOOP
+        S: * 1 FETCH (FLAGS (\Flagged))
+        S: * 2 FETCH (FLAGS (\Answered))
+        S: a1 OK NOOP completed
+    """)
+    assert view.modseq == before + 2
+    assert view._own_changes == {}  # before + 1 (message 2's) was read, so uid 1's entry is stale
 
 
 def test_own_store_skips_reading_the_changes_but_a_foreign_one_between_is_reported(

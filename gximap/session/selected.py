@@ -565,6 +565,12 @@ class SelectedMailbox:
             top_modseq = highestmodseq
         if top_modseq > self.modseq:
             self.modseq = top_modseq
+        if self._own_changes:
+            # Every change up to self.modseq has now been read. A known change at or below it that
+            # the read did not consume was overtaken by a later change of the same message (another
+            # session's, between this session's write and its sync): it can never match again.
+            self._own_changes = {uid: modseq for uid, modseq in self._own_changes.items()
+                                 if modseq > self.modseq}
         if new:
             new.sort()
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
