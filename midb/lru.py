@@ -21,11 +21,17 @@ class BoundedCache(Generic[K, V]):
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+        # No lock: each OrderedDict call is one step under the GIL (these keys hash and compare
+        # in C), and a FETCH asks once per message. An entry that a put() drops between the two
+        # calls is just not refreshed.
+        entries = self._entries
+        value = entries.get(key)
+        if value is not None:
+            try:
+                entries.move_to_end(key)
+            except KeyError:
+                pass
+        return value
 
     def put(self, key: K, value: V) -> None:
         if not self.capacity:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -569,3 +570,23 @@ def test_responses_gathered_before_a_failing_message_are_still_sent(conv: Conver
         S: )
         S: a1 NO [UNKNOWN-CTE] Unknown content transfer encoding
     """)
+
+
+def test_message_numbers_of_a_batch(conv: Conversation) -> None:
+    """A batch's message numbers: a range for a contiguous stretch of the view (FETCH 1:*),
+    looked up one by one around a hole, and None for a record the view does not hold (the
+    session has not announced it yet: the message is left out)."""
+    for _ in range(6):
+        conv.add_message(data=SIMPLE)
+    conv.select()
+    conv.send(b"e1 STORE 3 +FLAGS.SILENT (\\Deleted)\r\n")
+    conv.send(b"e2 EXPUNGE\r\n")   # view: UIDs 1 2 4 5 6
+    view = conv.session.selected
+
+    def records(*uids: int) -> list[Any]:
+        return [SimpleNamespace(uid=uid) for uid in uids]
+
+    assert fetch._message_numbers(view, records(4, 5, 6)) == range(3, 6)
+    assert list(fetch._message_numbers(view, records(1, 2, 4, 5, 6))) == [1, 2, 3, 4, 5]
+    assert list(fetch._message_numbers(view, records(2, 3, 4))) == [2, None, 3]
+    assert list(fetch._message_numbers(view, records(5, 6, 7))) == [4, 5, None]

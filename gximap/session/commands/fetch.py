@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -320,36 +320,6 @@ def _structure(name: str, msg: _Message, utf8: bool) -> bytes:
     return rendered
 
 
-def _response(msn: int, pieces: list[bytes]) -> bytes:
-    """The whole response for one message whose pieces are all small."""
-    return b"* %d FETCH (%b)\r\n" % (msn, b" ".join(pieces))
-
-
-class _Gathered:
-    """Whole responses waiting to go out together (see COALESCE_BYTES)."""
-
-    __slots__ = ("parts", "size")
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.parts)
-
-    def add(self, response: bytes) -> bool:
-        """Gather ``response``; True when enough is gathered to go out."""
-        self.parts.append(response)
-        self.size += len(response)
-        return self.size >= COALESCE_BYTES
-
-    def take(self) -> bytes:
-        joined = b"".join(self.parts)
-        self.parts = []
-        self.size = 0
-        return joined
-
-
 def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
     """The response for one message: small pieces joined, large bodies streamed."""
     buffer = [b"* %d FETCH (" % msn]
@@ -551,6 +521,15 @@ def _record_batches(session: Any, uids: list[int] | _Requested, since: int | Non
         yield metas, len(metas) != len(wanted)
 
 
+def _message_numbers(view: Any, metas: list[Any]) -> Sequence[int | None]:
+    """The message numbers of a batch's records (ascending UIDs): a range when they are a
+    contiguous stretch of the view, as in FETCH 1:*, rather than a lookup per message."""
+    try:
+        return view.runs.positions_of([meta.uid for meta in metas], base=1)
+    except ValueError:  # not all in the view: each looked up (None for one that is not)
+        return [view.msn_of(meta.uid) for meta in metas]
+
+
 @command(cmds.Fetch, states=SELECTED, expunge_ok=False)
 def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     if cmd.vanished and not session.qresync_enabled:
@@ -589,7 +568,11 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
         if missing and not cmd.uid:
             return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
         return Done(Code.OK_FETCH)
-    gathered = _Gathered()
+    # Whole responses waiting to go out together (COALESCE_BYTES); a list and a count kept in
+    # locals, as this loop runs once per message.
+    gathered: list[bytes] = []
+    gathered_size = 0
+    render = renderer.render
     try:
         for metas, gone in _record_batches(session, uids, cmd.changedsince):
             missing = missing or gone
@@ -602,31 +585,39 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
                     updated = {meta.uid: meta for meta in changed}
                     seen_changed = set(updated)
                     metas = [updated.get(meta.uid, meta) for meta in metas]
-            for meta in metas:
-                msn = view.msn_of(meta.uid)
+            for msn, meta in zip(_message_numbers(view, metas), metas, strict=True):
                 if msn is None:
                     continue
                 try:
-                    pieces = renderer.render(meta, meta.uid in seen_changed)
+                    pieces = render(meta, meta.uid in seen_changed)
                 except NoSuchBody:
                     missing = True  # expunged, body removed, since the records were read
                     continue
                 except fetchmime.UnknownCTE:
                     if gathered:  # what was rendered before still goes out, as it would unbatched
-                        yield gathered.take()
+                        yield b"".join(gathered)
                     raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
                 if _BodyStream not in map(type, pieces):  # all bytes (a map in C, not a generator)
-                    if gathered.add(_response(msn, pieces)):  # type: ignore[arg-type]
-                        yield gathered.take()
+                    response = b"* %d FETCH (%b)\r\n" % (msn, b" ".join(pieces))  # type: ignore[arg-type]
+                    gathered.append(response)
+                    gathered_size += len(response)
+                    if gathered_size >= COALESCE_BYTES:
+                        yield b"".join(gathered)
+                        gathered = []
+                        gathered_size = 0
                     continue
                 if gathered:  # responses before a streamed body go out before it
-                    yield gathered.take()
+                    yield b"".join(gathered)
+                    gathered = []
+                    gathered_size = 0
                 try:
                     yield from _emit(msn, pieces)
                 finally:
                     _close_streams(pieces)
             if gathered:  # before the next batch's store calls
-                yield gathered.take()
+                yield b"".join(gathered)
+                gathered = []
+                gathered_size = 0
     finally:
         view.note_fetch_modseq(renderer.top_modseq)
     if missing and not cmd.uid:
