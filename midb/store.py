@@ -1994,6 +1994,24 @@ class Store(MetadataMixin):
                     pass
         return found
 
+    def search_headers(self, keys: Iterable[bytes], sizes: Iterable[int]) -> list[bytes | None]:
+        """The first ``sizes[i]`` octets of each body by raw body key (its top-level header: the
+        summary's header_size), in order; None for a body that is gone. Bodies kept in the index
+        come from one read transaction per shard: SEARCH HEADER over a folder used to take one
+        per message."""
+        keys = list(keys)
+        sizes = list(sizes)
+        headers: list[bytes | None] = []
+        for key, size, data in zip(keys, sizes, self._body_records(bodyrecords.BODY, keys), strict=True):
+            if data is not None:
+                headers.append(data[:size])
+                continue
+            try:
+                headers.append(self._blobs.read(key.hex(), 0, size))
+            except NoSuchBody:
+                headers.append(None)
+        return headers
+
     def search_bodies(self, keys: Iterable[bytes], sizes: Iterable[int]) -> list[bytes | None]:
         """Whole bodies by raw body key, in order (None for one that is gone), read in the calling
         thread: read_bodies for a caller that overlaps the reads with its own work (SEARCH reads

@@ -29,6 +29,7 @@ class CountingStore:
         self._store = store
         self.calls: dict[str, int] = dict.fromkeys(self.COUNTED, 0)
         self.summarized = 0  # message summaries read (Store.summaries reads a batch per call)
+        self.header_batches = 0  # calls of search_headers
 
     def summaries(self, blobs: list[str]) -> list[Any]:
         self.summarized += len(blobs)
@@ -45,6 +46,11 @@ class CountingStore:
     def search_bodies(self, keys: list[bytes], sizes: list[int]) -> list[Any]:
         self.calls["read_body"] += len(keys)
         return self._store.search_bodies(keys, sizes)
+
+    def search_headers(self, keys: list[bytes], sizes: list[int]) -> list[Any]:
+        self.calls["read_body"] += len(keys)  # the headers of a batch in one call: counted one by one
+        self.header_batches += 1
+        return self._store.search_headers(keys, sizes)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._store, name)
@@ -255,6 +261,10 @@ def test_cheap_keys_filter_before_bodies_are_read(mailbox: Any) -> None:
     # several text keys on one message: the body is read once
     assert run(session, "1 BODY shall BODY noon TEXT lunch") == [uids[0]]
     assert counting.calls["read_body"] == 1
+    counting.calls.update(dict.fromkeys(counting.calls, 0))
+    # a header key reads the headers of the messages the summary keys let through, in one call
+    assert run(session, "HEADER X-Ticket abc OR FROM dave FROM carol") == [uids[3]]
+    assert counting.calls["read_body"] == 2 and counting.header_batches == 1
 
 
 def test_unannounced_and_expunged_messages_do_not_match(mailbox: Any) -> None:

@@ -142,6 +142,9 @@ def test_messages_and_bodies_stay_in_their_account_shard(store: Store) -> None:
         keys = [key for _uid, key, _size in rows]
         assert store.search_bodies(keys, [size for _uid, _key, size in rows]) == [small, large]
         assert all(found is not None for found in store.search_summaries(keys))
+        header_end = len(MSG) - len(MSG.split(b"\r\n\r\n", 1)[1])
+        assert store.search_headers([*keys, b"\x00" * 16], [header_end, header_end, 10]) == [
+            small[:header_end], large[:header_end], None]  # the index's, a file's, one that is gone
         shared = store._shards[home]
         with shared.read() as txn:
             kept = {bytes(blob) for blob, _ in bodyrecords.items(txn, shared.dbs, bodyrecords.BODY, values=False)}

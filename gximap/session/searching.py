@@ -177,6 +177,10 @@ class _Message:
         """The whole message, read already (with other messages' bodies, in one batch)."""
         self._data = data
 
+    def preload_header(self, header: bytes) -> None:
+        """The top-level header block, read already (with other messages' headers, in one batch)."""
+        self._header = header
+
     def body_contains(self, needle: str, ascii_needle: bytes | None) -> bool:
         """Whether the case-folded readable body text contains ``needle`` (already folded;
         ``ascii_needle`` is its ASCII encoding, None when it is not ASCII)."""
@@ -663,12 +667,13 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any]) -> list[Any]:
         keys = [bytes.fromhex(record.blob) for record in records]
     # Tests that read the body run last, on the messages the others let through, whose bodies are
     # read a batch ahead by a worker thread: the reads overlap this thread's searching.
-    before_body = [node.message for node in nodes if COST_RECORD < node.cost < COST_BODY]
+    on_summary = [node.message for node in nodes if node.cost == COST_DIGEST]
+    on_header = [node.message for node in nodes if node.cost == COST_HEADER]
     on_body = [node.message for node in nodes if node.cost == COST_BODY]
     matched: list[Any] = []
     pending: tuple[list[_Message], Future[list[bytes | None]]] | None = None
     for start, end in _batches(records):
-        survivors = _pass_before_body(store, records[start:end], keys[start:end], before_body)
+        survivors = _pass_before_body(store, records[start:end], keys[start:end], on_summary, on_header)
         if not on_body:
             matched.extend(msg.meta for _, msg in survivors)
             continue
@@ -682,24 +687,43 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any]) -> list[Any]:
     return matched
 
 
-def _pass_before_body(store: Any, records: list[Any], keys: list[bytes],
-                      tests: list[MessageTest]) -> list[Any]:
-    """(position in the batch, _Message) of the batch's messages that pass ``tests`` (those that
-    read the summary, digest or header), their summaries read in one call."""
+def _pass_before_body(store: Any, records: list[Any], keys: list[bytes], on_summary: list[MessageTest],
+                      on_header: list[MessageTest]) -> list[Any]:
+    """(position in the batch, _Message) of the batch's messages that pass the tests that read
+    the summary or digest (``on_summary``), then those that read the header (``on_header``): the
+    summaries read in one call, then the headers of the messages still in, in one call too."""
     survivors = []
     for index, (record, encoded) in enumerate(zip(records, store.search_summaries(keys), strict=True)):
         if encoded is None:
             continue  # expunged (and its body removed) while we searched
         msg = _Message(store, record, None, encoded)
-        if not tests:
-            survivors.append((index, msg))  # BODY alone: nothing to test before the body
-            continue
         try:
-            if all(test(msg) for test in tests):
+            if all(test(msg) for test in on_summary):
                 survivors.append((index, msg))
         except NoSuchBody:
             continue
-    return survivors
+    if not on_header or not survivors:
+        return survivors
+    try:
+        sizes = [msg.summary.header_size for _, msg in survivors]
+    except NoSuchBody:  # a summary rebuilt from a body that is gone: read one by one below
+        return [(index, msg) for index, msg in survivors if _passes(msg, on_header)]
+    headers = store.search_headers([keys[index] for index, _ in survivors], sizes)
+    passed = []
+    for (index, msg), header in zip(survivors, headers, strict=True):
+        if header is None:
+            continue  # expunged meanwhile
+        msg.preload_header(header)
+        if _passes(msg, on_header):
+            passed.append((index, msg))
+    return passed
+
+
+def _passes(msg: _Message, tests: list[MessageTest]) -> bool:
+    try:
+        return all(test(msg) for test in tests)
+    except NoSuchBody:
+        return False
 
 
 def _pass_on_body(messages: list[_Message], bodies: Future[list[bytes | None]],
