@@ -8,6 +8,7 @@ account record.
 
 from __future__ import annotations
 
+import functools
 import marshal
 import re
 import struct
@@ -43,6 +44,13 @@ def normalize_account_name(name: object) -> str:
     """
     if not isinstance(name, str) or not name:
         raise InvalidName("account name must be a non-empty str")
+    return _normalized_account_name(name)
+
+
+# Every store call by account name normalises the name: a session asks for the same one or two
+# names all day. Invalid names raise and are not kept.
+@functools.lru_cache(maxsize=4096)
+def _normalized_account_name(name: str) -> str:
     lowered = name.lower()
     refused = _REFUSED_CHARACTER.search(lowered)
     if refused is not None:

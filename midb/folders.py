@@ -11,6 +11,7 @@ The counters live in the record and are updated in the same transaction as the m
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -123,6 +124,13 @@ def normalize_name(name: object) -> str:
     """Validate a folder name and normalise its INBOX component; InvalidName if unacceptable."""
     if not isinstance(name, str):
         raise InvalidName("folder name must be a str")
+    return _normalized_name(name)
+
+
+# Every store call by folder name normalises the name (STATUS, SELECT, APPEND, COPY ...), mostly
+# a handful of names per account. Invalid names raise and are not kept.
+@functools.lru_cache(maxsize=4096)
+def _normalized_name(name: str) -> str:
     if not name:
         raise InvalidName("empty folder name")
     parts = name.split(SEPARATOR)

@@ -29,7 +29,7 @@ from midb.errors import (
     StoreBusy,
     TooBig,
 )
-from midb.folders import FolderRecord
+from midb.folders import FolderRecord, normalize_name
 from midb.keys import change_key, folder_key, name_key
 from midb.store import Account, FolderInfo, MessageMeta, Store
 
@@ -1047,3 +1047,20 @@ def test_account_names_refuse_exactly_whitespace_controls_del_and_bang() -> None
             normalize_account_name("a" + char)
     accepted = [char for char in map(chr, range(0x20, 0x3000)) if char not in refused]
     assert all(normalize_account_name("a" + char) == ("a" + char).lower() for char in accepted)
+
+
+def test_name_checks_answer_the_same_on_every_call() -> None:
+    """Account and folder names are normalised through a cache: a refused name is refused every
+    time (errors are not kept), and a value that is not a str is refused as a name, not as an
+    unhashable key."""
+    for _ in range(2):
+        assert normalize_account_name("Alice@Example.ORG") == "alice@example.org"
+        assert normalize_name("inbox/Sub") == "INBOX/Sub"
+        with pytest.raises(InvalidName):
+            normalize_account_name("a b")
+        with pytest.raises(InvalidName):
+            normalize_name("a//b")
+        with pytest.raises(InvalidName):
+            normalize_account_name(["alice"])
+        with pytest.raises(InvalidName):
+            normalize_name(["INBOX"])

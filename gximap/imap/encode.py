@@ -6,6 +6,7 @@ between atom, quoted string and literal is made in exactly one place.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -145,6 +146,7 @@ def internaldate(timestamp: int | float, tz_minutes: int = 0) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # a few names per account, in every STATUS, LIST and SELECT answer
 def mailbox_name(name: str, utf8: bool = False) -> bytes:
     """A mailbox name as ``mailbox`` (astring): modified UTF-7 (or UTF-8 once UTF8=ACCEPT or
     IMAP4rev2 is in effect), then an atom when possible, else a quoted string of any length;

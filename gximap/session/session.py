@@ -170,7 +170,8 @@ class ImapSession:
                     continue
                 running.line = line
                 return True
-            if self._input_blocked:
+            if self._input_blocked or not self.framer.buffered:
+                # Nothing buffered, no event: the pool asks again after every command answered.
                 return False
             self.framer.max_literal = self._literal_limit()
             event = self.framer.next_event()
