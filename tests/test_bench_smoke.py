@@ -216,34 +216,33 @@ def test_table_shows_values_and_ratios() -> None:
     assert delivery.split()[-3:] == ["n/a", "n/a", "n/a"]
 
 
-def test_a_repeated_step_reports_the_median_of_its_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def _timed_repeats(monkeypatch: pytest.MonkeyPatch, name: str, times: int, durations: list[float],
+                   warmup: int = 0) -> dict:
+    """The step run_repeated records for runs that take ``durations`` seconds, in order."""
     clock = [100.0]
     monkeypatch.setattr(loadgen.time, "perf_counter", lambda: clock[0])
-    durations = iter([0.030, 0.001, 0.020, 0.005, 0.010])
+    remaining = iter(durations)
 
     async def action() -> None:
-        clock[0] += next(durations)
+        clock[0] += next(remaining)
 
     steps = loadgen._Steps(step_timeout=30.0)
-    asyncio.run(steps.run_repeated("UID FETCH 1:* (UID FLAGS), median of 5", 5, action))
-    step = steps.steps["UID FETCH 1:* (UID FLAGS), median of 5"]
+    asyncio.run(steps.run_repeated(name, times, action, warmup=warmup))
+    return steps.steps[name]
+
+
+def test_a_repeated_step_reports_the_median_of_its_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = _timed_repeats(monkeypatch, "UID FETCH 1:* (UID FLAGS), median of 5", 5,
+                          [0.030, 0.001, 0.020, 0.005, 0.010])
     assert step["status"] == "ok"
     assert step["runs_ms"] == [30.0, 1.0, 20.0, 5.0, 10.0]
     assert step["seconds"] == pytest.approx(0.010)
     assert step["client_cpu_ms"] >= 0.0  # the load generator's own CPU per run, the median
+    assert "warmup_ms" not in step
 
 
 def test_warm_up_runs_are_kept_apart_from_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [100.0]
-    monkeypatch.setattr(loadgen.time, "perf_counter", lambda: clock[0])
-    durations = iter([0.500, 0.300, 0.004, 0.002, 0.003])
-
-    async def action() -> None:
-        clock[0] += next(durations)
-
-    steps = loadgen._Steps(step_timeout=30.0)
-    asyncio.run(steps.run_repeated("STATUS, median of 3", 3, action, warmup=2))
-    step = steps.steps["STATUS, median of 3"]
+    step = _timed_repeats(monkeypatch, "STATUS, median of 3", 3, [0.500, 0.300, 0.004, 0.002, 0.003], warmup=2)
     assert step["warmup_ms"] == [500.0, 300.0]
     assert step["runs_ms"] == [4.0, 2.0, 3.0]
     assert step["seconds"] == pytest.approx(0.003)
