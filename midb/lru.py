@@ -13,7 +13,8 @@ V = TypeVar("V")
 class BoundedCache(Generic[K, V]):
     """At most ``capacity`` entries; a get() refreshes its entry, a put() beyond the capacity
     drops the entry least recently used. For values that never change for a key (a body's MIME
-    digest, keyed by the body's id), so nothing is ever invalidated."""
+    digest, keyed by the body's id), so nothing is ever invalidated. Keys must hash and compare
+    without Python code (str, bytes, numbers and tuples of them): get() reads without the lock."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
