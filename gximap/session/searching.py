@@ -697,16 +697,13 @@ def _pass_before_body(store: Any, records: list[Any], keys: list[bytes], on_summ
         if encoded is None:
             continue  # expunged (and its body removed) while we searched
         msg = _Message(store, record, None, encoded)
-        try:
-            if all(test(msg) for test in on_summary):
-                survivors.append((index, msg))
-        except NoSuchBody:
-            continue
+        if _passes(msg, on_summary):
+            survivors.append((index, msg))
     if not on_header or not survivors:
         return survivors
     try:
         sizes = [msg.summary.header_size for _, msg in survivors]
-    except NoSuchBody:  # a summary rebuilt from a body that is gone: read one by one below
+    except NoSuchBody:  # a summary rebuilt from a body that is gone: each header read on its own
         return [(index, msg) for index, msg in survivors if _passes(msg, on_header)]
     headers = store.search_headers([keys[index] for index, _ in survivors], sizes)
     passed = []
@@ -720,6 +717,7 @@ def _pass_before_body(store: Any, records: list[Any], keys: list[bytes], on_summ
 
 
 def _passes(msg: _Message, tests: list[MessageTest]) -> bool:
+    """Whether ``msg`` passes every test; False for a message whose body went meanwhile."""
     try:
         return all(test(msg) for test in tests)
     except NoSuchBody:
@@ -733,8 +731,5 @@ def _pass_on_body(messages: list[_Message], bodies: Future[list[bytes | None]],
         if data is None:
             continue
         msg.preload(data)
-        try:
-            if all(test(msg) for test in tests):
-                yield msg.meta
-        except NoSuchBody:
-            continue
+        if _passes(msg, tests):
+            yield msg.meta
