@@ -556,6 +556,14 @@ def io_trace(conn_id: str, direction: str, data: bytes | bytearray | memoryview,
         _io_logger.debug("%s%s", prefix, text)
 
 
+def io_trace_file(conn_id: str, size: int) -> None:
+    """Server bytes the kernel sends from a file (a FileRegion): logged as their count, not read."""
+    if not _io_debug:
+        return
+    _state_for(conn_id).server_tail = b"*"  # within a literal: no reply line starts there
+    _io_logger.debug("io conn=%s S: <%d bytes from a file>", escape_token(conn_id), size)
+
+
 def io_trace_end(conn_id: str) -> None:
     """The connection is gone: show what was left of an incomplete client line, forget the state."""
     state = _trace_states.pop(conn_id, None)

@@ -154,6 +154,10 @@ class Digest(NamedTuple):
     message_id: str | None  # msg-id without angle brackets
     in_reply_to: str | None  # first msg-id of In-Reply-To, without angle brackets
     references: tuple[str, ...]  # msg-ids of References, in order, without angle brackets
+    # Whether the message holds a NUL byte, which a literal may not carry (FETCH then sends 0x80
+    # in its place, and cannot hand the file's bytes to the kernel as they are). None in digests
+    # stored before this field existed: look at the bytes.
+    contains_nul: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1017,6 +1021,7 @@ def digest(data: bytes) -> Digest:
         _first_msg_id(get(b"message-id")),
         _first_msg_id(get(b"in-reply-to")),
         _msg_ids(get(b"references")),
+        b"\x00" in data,
     )
 
 

@@ -63,12 +63,14 @@ class Summary(NamedTuple):
 _new = tuple.__new__
 _FIELDS = len(Summary._fields)
 _PART_FIELDS = len(Part._fields)
+# The digest's fields a summary copies: date .. references (not those after, e.g. contains_nul).
+_DIGEST_FIELDS_END = Digest._fields.index("references") + 1
 
 
 def summarize(digest: Digest) -> Summary:
     root = digest.root
     leaf = root if root.children is None and root.message is None else None
-    return Summary(digest.size, root.body_start, digest.envelope.date, *digest[3:], leaf)
+    return Summary(digest.size, root.body_start, digest.envelope.date, *digest[3:_DIGEST_FIELDS_END], leaf)
 
 
 def encode_summary(summary: Summary) -> bytes:

@@ -55,7 +55,7 @@ from typing import Any
 
 from gximap.auth.service import AuthService
 from gximap.imap.codes import ResponseCodes
-from gximap.net.handler import ConnectionInfo, TransportAction
+from gximap.net.handler import ConnectionInfo, FileRegion, TransportAction
 from gximap.session.context import ServerContext, Settings
 from gximap.session.session import ImapSession
 from midb.authdb import MidbAuth
@@ -133,7 +133,7 @@ class Conversation:
     def __init__(self, tmp_path: Path | str | None = None, *, tls: bool = True, starttls: bool = False,
                  users: Iterable[str] | dict[str, str] = ("alice",), auth_times: int = 10,
                  block_interval: float = 60.0, ip_times: int = 0, peer: str = "192.0.2.1",
-                 context: ServerContext | None = None, **settings: Any) -> None:
+                 context: ServerContext | None = None, file_regions: bool = False, **settings: Any) -> None:
         if context is None:
             if tmp_path is None:
                 raise TypeError("Conversation needs tmp_path (or the context of another one)")
@@ -156,11 +156,13 @@ class Conversation:
         self._raw_pending = b""  # server output not yet claimed by a script step
         self._tags = 0
         self._peers: list[Conversation] = []
+        self.regions: list[tuple[int, int]] = []  # (offset, length) of each FileRegion sent
         passwords = users if isinstance(users, dict) else {name: PASSWORD for name in users}
         for name, password in passwords.items():
             self.add_user(name, password)
         conn = ConnectionInfo(peer_host=peer, peer_port=next(_PORTS), local_host="192.0.2.254",
-                              local_port=993 if tls else 143, tls=tls, starttls_available=starttls)
+                              local_port=993 if tls else 143, tls=tls, starttls_available=starttls,
+                              file_regions=file_regions)
         self.session = ImapSession(context, conn, self._waker)
         self.session.start()
         self._greeting = split_responses(self._run())  # stays claimable by a script's first S: lines
@@ -278,6 +280,12 @@ class Conversation:
                 produced = True
                 if isinstance(item, TransportAction):
                     self._apply(item)
+                elif isinstance(item, FileRegion):  # as the pool's transport would send it
+                    self.regions.append((item.offset, item.length))
+                    try:
+                        chunks.extend(item.chunks(1 << 20))
+                    finally:
+                        item.close()
                 else:
                     chunks.append(bytes(item))
             if not more and not produced:

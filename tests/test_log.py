@@ -21,6 +21,7 @@ from gximap.log import (
     get_logger,
     io_trace,
     io_trace_end,
+    io_trace_file,
     log_command,
     logs_command,
     redact_command,
@@ -319,6 +320,23 @@ def test_io_trace_basic_and_sensitive(logfile: Callable[..., list[tuple[int, str
         "io conn=c7 C: a LOGIN alice ***",
         "io conn=c7 S: a OK done",
         "io conn=c7 C: <redacted 8 bytes>",
+    ]
+
+
+def test_io_trace_of_bytes_sent_from_a_file_shows_their_count(logfile: Callable[..., list[tuple[int, str]]]) -> None:
+    logfile(4)
+    io_trace_file("c8", 10)
+    assert logfile() == []  # off: nothing, not even a state kept
+    assert log._trace_states == {}
+    set_io_debug(True)
+    trace("c8", ("S", b"* 1 FETCH (BODY[] {5000000}\r\n"))
+    io_trace_file("c8", 5_000_000)
+    trace("c8", ("S", b")\r\nf OK done\r\n"))
+    assert [m for _, m in logfile()] == [
+        "io conn=c8 S: * 1 FETCH (BODY[] {5000000}",
+        "io conn=c8 S: <5000000 bytes from a file>",
+        "io conn=c8 S: )",
+        "io conn=c8 S: f OK done",
     ]
 
 

@@ -492,6 +492,21 @@ def test_encode_decode_round_trip(path: Path):
     assert isinstance(again.root, Part) and isinstance(again.envelope, mime.Envelope)
 
 
+def test_a_digest_says_whether_the_message_holds_a_nul():
+    assert digest(load("simple.eml")).contains_nul is False
+    with_nul = digest(b"Subject: x\r\n\r\nbefore\x00after\r\n")
+    assert with_nul.contains_nul is True
+    assert decode_digest(encode_digest(with_nul)).contains_nul is True
+
+
+def test_a_digest_stored_before_contains_nul_existed_still_decodes():
+    current = digest(load("simple.eml"))
+    older = encode_digest(current)[:1] + marshal.dumps(marshal.loads(encode_digest(current)[1:])[:-1])
+    decoded = decode_digest(older)
+    assert decoded.contains_nul is None  # unknown: FETCH looks at the bytes
+    assert decoded._replace(contains_nul=False) == current
+
+
 def test_decode_digest_rejects_foreign_bytes():
     good = encode_digest(digest(load("simple.eml")))
     for bad in (b"", bytes([99]) + good[1:], good[:20], bytes([mime.FORMAT_VERSION]) + marshal.dumps(5),

@@ -6,8 +6,9 @@ All handler methods are called by one worker thread at a time for a given connec
 guarantees mutual exclusion per connection), so a handler needs no locking of its own, except for
 whatever it shares with other connections.
 
-Output is a FIFO of items: ``bytes`` to send, or a ``TransportAction`` that the pool applies once
-every item queued before it has been written to the socket. While a transport action is pending
+Output is a FIFO of items: ``bytes`` to send, a ``FileRegion`` (bytes of a file, sent by the
+kernel with sendfile(2) when the connection is plain), or a ``TransportAction`` that the pool
+applies once every item queued before it has been written to the socket. While a transport action is pending
 the pool reads nothing from the socket, so bytes a client pipelines behind STARTTLS are never
 handed to the handler in plaintext (the handler also discards what it had buffered).
 """
@@ -15,7 +16,9 @@ handed to the handler in plaintext (the handler also discards what it had buffer
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import io
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +42,8 @@ class ConnectionInfo:
     listener: str = "imap"  # the listener kind / name from the configuration
     proxied: bool = False  # the peer address came from a PROXY header
     extra: dict[str, str] = field(default_factory=dict)
+    # The pool takes FileRegion output items (a handler may also always send bytes instead).
+    file_regions: bool = False
 
     @property
     def rhost(self) -> str:
@@ -46,10 +51,52 @@ class ConnectionInfo:
         return f"[{self.peer_host}]:{self.peer_port}"
 
 
+class FileRegion:
+    """An output item: ``length`` bytes of an open file from ``offset``. On a plain connection the
+    pool has the kernel send them (sendfile(2)): no copy through Python, no Python work per chunk.
+    Under TLS or DEFLATE they are read and encoded like any bytes.
+
+    The region owns ``file`` from the moment it is queued: the transport closes it once sent, or
+    when the connection goes. A producer hands over only ranges that can travel as they are (the
+    IMAP session: no NUL, which a literal may not carry) of files that never change under their
+    name; one that turns out shorter than ``length`` is padded with spaces, so the client, told
+    the length in advance, stays in step (as the session's read path does)."""
+
+    __slots__ = ("file", "offset", "length")
+
+    def __init__(self, file: io.RawIOBase, offset: int, length: int) -> None:
+        self.file = file
+        self.offset = offset
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def advance(self, sent: int) -> None:
+        self.offset += sent
+        self.length -= sent
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The remaining bytes, read ``size`` at a time (for a layer that must encode them)."""
+        while self.length > 0:
+            data = os.pread(self.fileno(), min(size, self.length), self.offset) or b" " * min(size, self.length)
+            self.advance(len(data))
+            yield data
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __repr__(self) -> str:
+        return f"<FileRegion {self.length} bytes at {self.offset}>"
+
+
 Waker = Callable[[], None]
 """Thread-safe callable a handler keeps to ask the pool to run ``wakeup()`` soon (store events)."""
 
-OutputItem = bytes | memoryview | TransportAction
+OutputItem = bytes | memoryview | FileRegion | TransportAction
 
 
 class ProtocolHandler(Protocol):

@@ -998,6 +998,7 @@ class Server:
             listener=conn.listener.kind,
             proxied=conn.proxied,
             extra=dict(conn.extra),
+            file_regions=True,
         )
         conn.handler = self._factory(info, self._make_waker(conn))
         conn.phase = _Phase.ACTIVE

@@ -13,7 +13,8 @@ Public API (used by gximap.net.pool):
     Transport(sock, *, raw_chunk=65536)
     .read(limit) -> bytes          decoded bytes available now (b"" if none); sets .at_eof
     .input_backlog                 True when more decoded input may be available without socket I/O
-    .write(data) / .end_batch()    queue application bytes; end_batch ends a DEFLATE batch (sync flush)
+    .write(data) / .end_batch()    queue application bytes (or a FileRegion); end_batch ends a DEFLATE
+                                   batch (sync flush)
     .flush() -> bool               send queued bytes; True when nothing remains queued
     .pending_output, .bytes_sent
     .read_raw(limit), .prepend_raw(data)      raw access before any layer exists (PROXY, sniffing)
@@ -28,9 +29,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
 import socket
 import ssl
 import zlib
+
+from gximap.net.handler import FileRegion
 
 __all__ = ["Transport", "TransportError"]
 
@@ -38,6 +42,7 @@ __all__ = ["Transport", "TransportError"]
 # small response lines becomes full TLS records instead of one record (and one SSL call) each.
 _COALESCE_LIMIT = 16 * 1024
 _MAX_IOVECS = 512  # stays well under IOV_MAX (1024 on Linux)
+_REGION_READ = 256 * 1024  # a FileRegion under TLS or DEFLATE is read and encoded this much at a time
 _CLOSE_DRAIN_ROUNDS = 4
 
 
@@ -50,7 +55,7 @@ class Transport:
     # wait in it (an empty deque still holds a 64-slot block).
     __slots__ = ("_sock", "_raw_chunk", "_raw_pending", "_tls", "_tls_in", "_tls_out", "_handshake_done",
                  "_deflate", "_inflate", "_deflate_dirty", "_plain_pending", "_wire", "_wire_bytes",
-                 "_read_hit_limit", "at_eof", "bytes_sent", "bytes_received")
+                 "_wire_regions", "_read_hit_limit", "at_eof", "bytes_sent", "bytes_received")
 
     def __init__(self, sock: socket.socket, *, raw_chunk: int = 64 * 1024) -> None:
         sock.setblocking(False)
@@ -65,8 +70,9 @@ class Transport:
         self._inflate: zlib._Decompress | None = None
         self._deflate_dirty = False  # compressed bytes since the last sync flush
         self._plain_pending = bytearray()  # small items waiting to go through the layers together
-        self._wire: collections.deque[bytes | memoryview] | None = None
+        self._wire: collections.deque[bytes | memoryview | FileRegion] | None = None
         self._wire_bytes = 0
+        self._wire_regions = 0  # FileRegions in self._wire (flush() sends them with sendfile(2))
         self._read_hit_limit = False
         self.at_eof = False
         self.bytes_sent = 0
@@ -278,14 +284,29 @@ class Transport:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue application bytes (encoded through the active layers). Never blocks."""
+    def write(self, data: bytes | bytearray | memoryview | FileRegion) -> None:
+        """Queue application bytes (encoded through the active layers). Never blocks.
+
+        A FileRegion on a plain connection is queued as it is: flush() has the kernel send it
+        from the file. Under TLS or DEFLATE it is read and encoded at once, like bytes would be
+        (its producer, the session, sends such regions only on plain connections)."""
         if isinstance(data, memoryview) and data.format != "B":
             data = data.cast("B")
         if not data:
+            if type(data) is FileRegion:
+                data.close()
             return
         if self._tls is None and self._deflate is None:
+            if type(data) is FileRegion:
+                self._wire_regions += 1
             self._queue_wire(data)
+            return
+        if type(data) is FileRegion:
+            try:
+                for chunk in data.chunks(_REGION_READ):
+                    self.write(chunk)
+            finally:
+                data.close()
             return
         if len(data) < _COALESCE_LIMIT:
             self._plain_pending += data
@@ -334,7 +355,7 @@ class Transport:
         if self._tls_out is not None and self._tls_out.pending:
             self._queue_wire(self._tls_out.read())
 
-    def _queue_wire(self, data: bytes | bytearray | memoryview) -> None:
+    def _queue_wire(self, data: bytes | bytearray | memoryview | FileRegion) -> None:
         if self._wire is None:
             self._wire = collections.deque()
         self._wire.append(data)
@@ -346,11 +367,24 @@ class Transport:
             self._encode_plain_pending()
         wire = self._wire
         while wire:
+            head = wire[0]
+            if self._wire_regions and type(head) is FileRegion:
+                if not self._send_region(head):
+                    return False
+                continue
             try:
                 if len(wire) == 1:
-                    sent = self._sock.send(wire[0])
+                    sent = self._sock.send(head)  # type: ignore[arg-type]  # not a FileRegion (above)
                 else:
-                    sent = self._sock.sendmsg(list(itertools.islice(wire, _MAX_IOVECS)))
+                    items = list(itertools.islice(wire, _MAX_IOVECS))
+                    flags = 0
+                    if self._wire_regions:
+                        for index, item in enumerate(items):
+                            if type(item) is FileRegion:
+                                # The bytes before a region (a literal's header) share its packets.
+                                items, flags = items[:index], socket.MSG_MORE
+                                break
+                    sent = self._sock.sendmsg(items, (), flags)
             except BlockingIOError:
                 return False
             except InterruptedError:
@@ -363,10 +397,44 @@ class Transport:
                     sent -= len(head)
                     wire.popleft()
                 else:
-                    wire[0] = memoryview(head)[sent:]
+                    wire[0] = memoryview(head)[sent:]  # type: ignore[arg-type]  # bytes: sendmsg took it
                     sent = 0
         self._wire = None
         return True
+
+    def _send_region(self, region: FileRegion) -> bool:
+        """Have the kernel send the FileRegion at the head of the queue; False when the socket
+        would block first. Sent whole, it is closed and taken off the queue; a file that ends
+        early leaves spaces in its place (FileRegion)."""
+        wire = self._wire
+        assert wire is not None and wire[0] is region
+        sock_fd = self._sock.fileno()
+        while region.length > 0:
+            try:
+                sent = os.sendfile(sock_fd, region.fileno(), region.offset, region.length)
+            except BlockingIOError:
+                return False
+            except InterruptedError:
+                continue
+            if sent == 0:  # end of file before the promised length
+                wire[0] = b" " * region.length
+                break
+            region.advance(sent)
+            self.bytes_sent += sent
+            self._wire_bytes -= sent
+        else:
+            wire.popleft()
+        region.close()
+        self._wire_regions -= 1
+        return True
+
+    def _drop_regions(self) -> None:
+        """Close the files of regions that will not be sent now (the connection is closing)."""
+        if self._wire_regions and self._wire is not None:
+            for item in self._wire:
+                if type(item) is FileRegion:
+                    item.close()
+        self._wire_regions = 0
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -378,6 +446,7 @@ class Transport:
             if graceful:
                 self._close_gracefully()
         finally:
+            self._drop_regions()
             self._wire = None
             self._wire_bytes = 0
             self._plain_pending.clear()

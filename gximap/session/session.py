@@ -24,7 +24,7 @@ from gximap.imap import parser
 from gximap.imap.codes import Code
 from gximap.imap.commands import Command
 from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer, NeedContinuation
-from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
+from gximap.net.handler import ConnectionInfo, FileRegion, OutputItem, TransportAction, Waker
 from gximap.session import capabilities, condstore
 from gximap.session.base import REGISTRY, Await, CommandFailed, Done, NeedLine, State
 
@@ -80,6 +80,8 @@ class ImapSession:
         self.state = State.NOT_AUTHENTICATED
         self.tls = conn.tls
         self.compressed = False  # RFC 4978 DEFLATE is active on the connection
+        # Large body ranges go out as FileRegions (sendfile(2)) while the connection is plain.
+        self.file_output = conn.file_regions and not conn.tls
         self.user: str | None = None  # the storage account the session works on
         self.actor: str | None = None  # who authenticated, when impersonating (actor!mailbox)
         self.selected: SelectedMailbox | None = None
@@ -190,8 +192,10 @@ class ImapSession:
         while True:
             if self._out:
                 item = self._out.popleft()
-                if not isinstance(item, TransportAction):
-                    gxlog.io_trace(self.id, "S", bytes(item))
+                if isinstance(item, FileRegion):
+                    gxlog.io_trace_file(self.id, len(item))
+                elif not isinstance(item, TransportAction):
+                    gxlog.io_trace(self.id, "S", item)
                 return item
             running = self._running
             if running is None or running.parked:
@@ -220,12 +224,16 @@ class ImapSession:
 
     def transport_changed(self, action: TransportAction, tls: bool) -> None:
         self.tls = tls
+        self.file_output = False  # TLS or DEFLATE from here on: every byte is encoded
         if action is TransportAction.COMPRESS:
             self.compressed = True
         self._input_blocked = False
 
     def connection_lost(self) -> None:
         self._closing = True
+        for item in self._out:  # never to be sent: their files are closed now, not by the GC
+            if isinstance(item, FileRegion):
+                item.close()
         gxlog.io_trace_end(self.id)
         self._close_selected()
         running, self._running = self._running, None

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import bisect
 import functools
+import io
+import mmap
+import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -34,11 +37,12 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
 from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt, ResolvedSet
+from gximap.net.handler import FileRegion
 from gximap.session import condstore
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
-from midb.errors import NoSuchBody
+from midb.errors import MidbError, NoSuchBody
 from midb.lru import BoundedCache
 from midb.messages import FlagColumns, flags_of
 from midb.mime import Digest
@@ -64,24 +68,55 @@ def without_nul(data: bytes) -> bytes:
 
 
 class _BodyStream:
-    """A large byte range of a body file, sent as chunks. The file is opened while the message
-    is rendered, so a concurrent expunge that unlinks it cannot cut the literal short."""
+    """A large byte range of a body file, sent as chunks, or handed to the pool whole as a
+    FileRegion (see region()). The file is opened while the message is rendered, so a concurrent
+    expunge that unlinks it cannot cut the literal short."""
 
-    __slots__ = ("handle", "length")
+    __slots__ = ("message", "handle", "offset", "length")
 
-    def __init__(self, path: str, offset: int, length: int) -> None:
+    def __init__(self, message: _Message, path: str, offset: int, length: int) -> None:
+        self.message = message
         try:
-            self.handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by chunks()/close()
+            self.handle: io.FileIO | None = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by chunks()/close()
         except FileNotFoundError:
             raise NoSuchBody(path) from None
         self.handle.seek(offset)
+        self.offset = offset
         self.length = length
 
+    def region(self) -> FileRegion | None:
+        """The range as a FileRegion for the kernel to send (sendfile(2)), the file handed over
+        with it; None when it must be read here: it holds a NUL (sent as 0x80, see without_nul)
+        or the file is shorter than its record says. The message's digest says whether it holds
+        a NUL; a digest stored before it said so has the range looked at through a read-only
+        mapping (no copy, but about as long as reading it)."""
+        handle = self.handle
+        assert handle is not None
+        fd = handle.fileno()
+        end = self.offset + self.length
+        if os.fstat(fd).st_size < end:
+            return None
+        try:
+            contains_nul = self.message.digest.contains_nul
+        except (MidbError, OSError):
+            contains_nul = None
+        if contains_nul:
+            return None
+        if contains_nul is None:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                if mapped.find(b"\x00", self.offset, end) >= 0:
+                    return None
+        region = FileRegion(self.handle, self.offset, self.length)
+        self.handle = None  # the region owns it now
+        return region
+
     def chunks(self) -> Iterator[bytes]:
+        handle = self.handle
+        assert handle is not None  # not handed over (region())
         try:
             remaining = self.length
             while remaining > 0:
-                data = self.handle.read(min(_CHUNK, remaining))
+                data = handle.read(min(_CHUNK, remaining))
                 if not data:
                     # The file is shorter than its record says: keep the literal's promised length
                     # so the client stays in sync (the index is repaired by `midb verify`).
@@ -89,10 +124,11 @@ class _BodyStream:
                 remaining -= len(data)
                 yield without_nul(data)
         finally:
-            self.handle.close()
+            handle.close()
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
 Piece = bytes | _BodyStream
@@ -127,7 +163,7 @@ def _literal_pieces(label: bytes, msg: _Message, offset: int, length: int, out: 
         out.append(label + b" {%d}\r\n" % length + without_nul(msg.read(offset, length)))
         return
     out.append(label + b" {%d}\r\n" % length)
-    out.append(_BodyStream(msg.store.body_path(msg.meta.blob), offset, length))
+    out.append(_BodyStream(msg, msg.store.body_path(msg.meta.blob), offset, length))
 
 
 def _content_pieces(label: bytes, content: bytes, out: list[Piece], *, binary: bool = False) -> None:
@@ -320,8 +356,9 @@ def _structure(name: str, msg: _Message, utf8: bool) -> bytes:
     return rendered
 
 
-def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
-    """The response for one message: small pieces joined, large bodies streamed."""
+def _emit(msn: int, pieces: list[Piece], file_output: bool) -> Iterator[bytes | FileRegion]:
+    """The response for one message: small pieces joined, large bodies streamed (``file_output``:
+    handed to the pool as FileRegions where they can be)."""
     buffer = [b"* %d FETCH (" % msn]
     first = True
     for piece in pieces:
@@ -330,7 +367,11 @@ def _emit(msn: int, pieces: list[Piece]) -> Iterator[bytes]:
             if buffer:
                 yield b"".join(buffer)
                 buffer = []
-            yield from piece.chunks()
+            region = piece.region() if file_output else None
+            if region is not None:
+                yield region
+            else:
+                yield from piece.chunks()
             continue
         if not first:
             buffer.append(b" ")
@@ -611,7 +652,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
                     gathered = []
                     gathered_size = 0
                 try:
-                    yield from _emit(msn, pieces)
+                    yield from _emit(msn, pieces, session.file_output)
                 finally:
                     _close_streams(pieces)
             if gathered:  # before the next batch's store calls
