@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import lmdb_trees, loadgen, messages, noop, procstat, report, servers  # noqa: E402
+from bench import bodies, lmdb_trees, loadgen, messages, noop, procstat, report, servers  # noqa: E402
 from bench.client import ImapConnection, dot_stuff  # noqa: E402
 from bench.loadgen import percentile, summarize  # noqa: E402
 
@@ -481,6 +481,27 @@ def test_noop_probe_prints_the_rate_and_cpu_per_command(tmp_path: Path, capsys: 
     assert not (scratch / "gximap").exists()   # its scratch directory is removed
     with pytest.raises(SystemExit):
         noop.main(["--servers", "exchange"])
+
+
+@pytest.mark.slow
+def test_bodies_probe_fetches_the_whole_message_and_prints_the_rate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = tmp_path / "bodies"
+    assert bodies.main(["--servers", "gximap", "--clients", "2", "--size-mib", "2", "--duration", "1",
+                        "--dir", str(scratch)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("gximap"))
+    fetches_per_s, mib_per_s = float(line.split()[1]), float(line.split()[3])
+    assert fetches_per_s > 0 and mib_per_s == pytest.approx(2 * fetches_per_s, rel=0.01)
+    assert not servers.RUNNING, "the probe left a server running"
+    assert not (scratch / "gximap").exists()
+    with pytest.raises(SystemExit):
+        bodies.main(["--size-mib", "100"])
+
+
+def test_a_large_message_has_the_asked_size_and_no_nul() -> None:
+    message = bodies.large_message(3 * (1 << 20) + 5, 7)
+    assert len(message) == 3 * (1 << 20) + 5
+    assert b"\x00" not in message and b"Subject: attachment 7\r\n" in message
 
 
 def test_start_waits_for_the_servers_ready_notification() -> None:

@@ -1,0 +1,190 @@
+"""What sending a large message costs: FETCH BODY.PEEK[] of a big message, side by side.
+
+    .venv/bin/python -m bench.bodies [--servers gximap,dovecot] [--clients 4] [--size-mib 16]
+                                     [--duration 8] [--dir var/bench/bodies]
+
+Each client logs in, appends one message of --size-mib MiB to its own INBOX (LITERAL+), selects
+it and fetches it whole, again and again, for the duration (what a client downloading an
+attachment asks). The probe prints the fetches per second, the MiB per second they carried, the
+median time of one fetch and the server's CPU milliseconds per fetch, then the ratios
+gximap/Dovecot. gximap hands a large body range on a plain connection to the kernel
+(sendfile(2), gximap.net.handler.FileRegion); Dovecot reads the Maildir file and writes it to
+the socket. The message is ASCII text without a NUL, so both send the stored bytes as they are.
+
+Servers are started on 127.0.0.1 with the bench's own configuration (bench.servers), one at a
+time, and stopped before the next; the run is bounded by --duration per server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import shutil
+import socket
+import statistics
+import time
+from pathlib import Path
+
+from bench import procstat, servers
+from bench.client import ImapError, quote
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "bodies"
+COMMAND_TIMEOUT = 60.0
+
+
+def large_message(size: int, number: int) -> bytes:
+    """A text message of ``size`` bytes (lines of 78 printable characters, no NUL)."""
+    header = (b"From: sender%d@bench.invalid\r\nTo: user@bench.invalid\r\nSubject: attachment %d\r\n"
+              b"Message-ID: <large%d@bench.invalid>\r\n\r\n" % (number, number, number))
+    line = bytes(range(33, 109)) + b"\r\n"
+    body = line * ((size - len(header)) // len(line) + 1)
+    return header + body[:size - len(header)]
+
+
+class _Reader:
+    """A blocking IMAP client connection that skips literals unread: the probe's client must cost
+    far less per byte than the servers (asyncio and a copy of each answer cost more than gximap's
+    sendfile path)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=COMMAND_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+        self.scratch = memoryview(bytearray(1 << 20))
+        self.tags = 0
+        if not self.line().startswith(b"* OK"):
+            raise ImapError("unexpected greeting")
+
+    def line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ImapError("connection closed")
+            self.buffer += data
+        line = bytes(self.buffer[:end])
+        del self.buffer[:end + 2]
+        return line
+
+    def skip(self, count: int) -> None:
+        taken = min(count, len(self.buffer))
+        del self.buffer[:taken]
+        count -= taken
+        while count > 0:
+            got = self.sock.recv_into(self.scratch, min(count, len(self.scratch)))
+            if not got:
+                raise ImapError("connection closed")
+            count -= got
+
+    def command(self, text: bytes) -> tuple[bytes, int]:
+        """Send a command; its tagged status line and the literal octets of its answer."""
+        self.tags += 1
+        tag = b"b%d" % self.tags
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        literal_bytes = 0
+        while True:
+            line = self.line()
+            if line.endswith(b"}") and b"{" in line:
+                count = int(line[line.rindex(b"{") + 1:-1].rstrip(b"+"))
+                self.skip(count)
+                literal_bytes += count
+                continue
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise ImapError(f"{text[:40]!r}: {line[:200]!r}")
+                return line, literal_bytes
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _set_up(port: int, account: servers.Account, message: bytes) -> _Reader:
+    """Log in, append the message with LITERAL+ and select it."""
+    reader = _Reader(port)
+    try:
+        reader.command(b"LOGIN %s %s" % (quote(account.name), quote(account.password)))
+        reader.command(b"APPEND INBOX {%d+}\r\n" % len(message) + message)
+        reader.command(b"SELECT INBOX")
+        return reader
+    except BaseException:
+        reader.close()
+        raise
+
+
+def _fetch_until(reader: _Reader, size: int, deadline: float) -> list[float]:
+    """The seconds each whole fetch of the appended message took, until ``deadline``."""
+    times: list[float] = []
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        _, received = reader.command(b"FETCH 1 BODY.PEEK[]")
+        times.append(time.perf_counter() - started)
+        if received != size:
+            raise ImapError(f"FETCH answered {received} bytes of literal, not {size}")
+    return times
+
+
+def measure(name: str, directory: Path, clients: int, size: int, duration: float) -> dict[str, float]:
+    """Fetches per second, MiB per second, the median fetch and the server's CPU per fetch (the
+    appends before are not counted)."""
+    accounts = servers.make_accounts(clients, prefix="body")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    server = servers.SERVER_CLASSES[name](directory, accounts, max_sessions=clients + 16)
+    readers: list[_Reader] = []
+    try:
+        server.prepare(servers.SCHEME_DEFAULT)
+        server.start()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            readers = list(pool.map(lambda job: _set_up(server.imap_port, job[1], large_message(size, job[0])),
+                                    enumerate(accounts)))
+            before = procstat.sample_tree(server.pid, with_pss=False)
+            started = time.monotonic()
+            deadline = started + duration
+            runs = list(pool.map(lambda reader: _fetch_until(reader, size, deadline), readers))
+            elapsed = time.monotonic() - started
+            after = procstat.sample_tree(server.pid, with_pss=False)
+    finally:
+        for reader in readers:
+            reader.close()
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    times = [seconds for run in runs for seconds in run]
+    fetches = len(times)
+    return {"fetches": fetches, "fetches_per_s": fetches / elapsed, "mib_per_s": fetches * size / elapsed / (1 << 20),
+            "median_ms": 1e3 * statistics.median(times) if times else 0.0,
+            "cpu_ms_per_fetch": 1e3 * (after.cpu_seconds - before.cpu_seconds) / max(fetches, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bodies", description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", default="gximap,dovecot")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--size-mib", type=float, default=16.0, help="size of the fetched message")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of fetches per server")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    args = parser.parse_args(argv)
+    names = [name for name in args.servers.split(",") if name]
+    unknown = [name for name in names if name not in servers.SERVER_CLASSES]
+    if unknown or args.clients < 1 or args.duration <= 0 or not 0 < args.size_mib <= 60:
+        parser.error(f"unknown servers {unknown}" if unknown else
+                     "--clients and --duration must be positive, --size-mib at most 60 (APPENDLIMIT is 64 MiB)")
+    size = int(args.size_mib * (1 << 20))
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        missing = servers.SERVER_CLASSES[name].missing()
+        if missing:
+            print(f"{name}: not measured ({missing})")
+            continue
+        results[name] = figures = measure(name, args.dir / name, args.clients, size, args.duration)
+        print(f"{name:8s} {figures['fetches_per_s']:7.1f} fetches/s  {figures['mib_per_s']:8.1f} MiB/s  "
+              f"median {figures['median_ms']:7.1f} ms  {figures['cpu_ms_per_fetch']:6.2f} ms server CPU per fetch  "
+              f"({args.clients} clients, {args.size_mib:g} MiB, {args.duration:g} s)")
+    if "gximap" in results and "dovecot" in results:
+        gximap, dovecot = results["gximap"], results["dovecot"]
+        print(f"gximap/Dovecot: MiB/s {gximap['mib_per_s'] / max(dovecot['mib_per_s'], 1e-9):.2f}, median fetch "
+              f"{gximap['median_ms'] / max(dovecot['median_ms'], 1e-9):.2f}, CPU per fetch "
+              f"{gximap['cpu_ms_per_fetch'] / max(dovecot['cpu_ms_per_fetch'], 1e-9):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
