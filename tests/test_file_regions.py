@@ -17,6 +17,7 @@ from conversation import Conversation
 
 from gximap.net.handler import FileRegion
 from gximap.net.transport import Transport
+from midb.store import INLINE_MAX
 
 MIB = 1 << 20
 
@@ -205,6 +206,15 @@ def test_a_large_body_goes_to_the_pool_as_a_region_of_its_file(plain: Conversati
     assert plain.regions[-1] == (start, length)
     assert _fetch(plain, "FETCH 1 BODY.PEEK[]<0.100>").endswith(MESSAGE[:100] + b")")
     assert len(plain.regions) == 2  # a small range is read as before
+
+
+def test_ranges_larger_than_any_body_the_index_keeps_are_regions(plain: Conversation) -> None:
+    plain.add_message(data=MESSAGE)
+    plain.select()
+    assert _fetch(plain, f"FETCH 1 BODY.PEEK[]<0.{INLINE_MAX}>").endswith(MESSAGE[:INLINE_MAX] + b")")
+    assert plain.regions == []  # read at once, as the bodies kept in the index are
+    assert _fetch(plain, f"FETCH 1 BODY.PEEK[]<0.{INLINE_MAX + 1}>").endswith(MESSAGE[:INLINE_MAX + 1] + b")")
+    assert plain.regions == [(0, INLINE_MAX + 1)]
 
 
 def test_a_body_with_a_nul_is_read_and_the_nul_replaced(plain: Conversation) -> None:
