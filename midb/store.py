@@ -1729,6 +1729,26 @@ class Store(MetadataMixin):
             self._digests.put(blob, cached)
         return cached
 
+    def known_digest(self, blob: str) -> mime.Digest | None:
+        """The body's digest if one is cached or stored; None rather than digesting the body
+        now (a body whose parse midb.deferred has not done yet, or one stored by an older
+        version of the digest format)."""
+        cached = self._digests.get(blob)
+        if cached is not None:
+            return cached
+        key = blob_key(blob)
+        shared = self._home_of_blob(key)
+        with lmdb_errors(), shared.read() as txn:
+            encoded = bodyrecords.get(txn, shared.dbs, bodyrecords.DIGEST, key)
+        if encoded is None:
+            return None
+        try:
+            digest = mime.decode_digest(encoded)
+        except mime.DigestFormatError:
+            return None
+        self._digests.put(blob, digest)
+        return digest
+
     def _load_digest(self, blob: str) -> mime.Digest:
         key = blob_key(blob)
         shared = self._home_of_blob(key)

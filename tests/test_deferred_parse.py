@@ -197,6 +197,20 @@ def test_a_reader_first_parses_it_once_and_its_result_is_stored(store: Store,
     assert mime.decode_digest(_records(store, blob, bodyrecords.DIGEST)) == digest
 
 
+def test_known_digest_answers_none_before_the_parse_without_parsing(store: Store,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = CountingDigest(monkeypatch)
+    folder = _inbox(store)
+    _validity, uid = store.append("alice", folder, BIG)
+    blob = store.get_messages("alice", folder, [uid])[0].blob
+    assert store.known_digest(blob) is None   # FETCH BODY[] asks this: it must not parse 70 KB
+    assert counting.calls == 0
+    _wait_parsed(store, blob)
+    known = store.known_digest(blob)
+    assert known is not None and known == mime.digest(BIG) and known.contains_nul is False
+    assert counting.calls == 2  # the deferred parser's, and the comparison's above
+
+
 def test_search_summaries_of_unparsed_bodies_are_computed_and_then_stored(store: Store) -> None:
     folder = _inbox(store)
     _validity, uid = store.append("alice", folder, MSG)

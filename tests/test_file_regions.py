@@ -227,14 +227,16 @@ def test_a_body_with_a_nul_is_read_and_the_nul_replaced(plain: Conversation) -> 
 
 
 @pytest.mark.parametrize("nul", [False, True], ids=["text", "with-nul"])
-def test_a_digest_from_before_the_nul_flag_has_the_range_looked_at(
-        plain: Conversation, monkeypatch: pytest.MonkeyPatch, nul: bool) -> None:
+@pytest.mark.parametrize("digest", ["older", "not-parsed-yet"])
+def test_without_a_digest_that_knows_the_range_is_looked_at(
+        plain: Conversation, monkeypatch: pytest.MonkeyPatch, nul: bool, digest: str) -> None:
     data = MESSAGE[:MIB] + b"\x00" + MESSAGE[MIB + 1:] if nul else MESSAGE
     plain.add_message(data=data)
     plain.select()
     store = plain.store
-    current = store.digest
-    monkeypatch.setattr(store, "digest", lambda blob: current(blob)._replace(contains_nul=None))
+    known = store.known_digest
+    monkeypatch.setattr(store, "known_digest", lambda blob: (
+        known(blob)._replace(contains_nul=None) if digest == "older" else None))
     answer = _fetch(plain, "FETCH 1 BODY.PEEK[]")
     assert answer.endswith(data.replace(b"\x00", b"\x80") + b")")
     assert plain.regions == ([] if nul else [(0, len(data))])

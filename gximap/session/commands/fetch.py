@@ -93,18 +93,21 @@ class _BodyStream:
         """The range as a FileRegion for the kernel to send (sendfile(2)), the file handed over
         with it; None when it must be read here: it holds a NUL (sent as 0x80, see without_nul)
         or the file is shorter than its record says. The message's digest says whether it holds
-        a NUL; a digest stored before it said so has the range looked at through a read-only
-        mapping (no copy, but about as long as reading it)."""
+        a NUL. Without one at hand (not parsed yet, see midb.deferred; or stored before digests
+        said so) the range is looked at through a read-only mapping: no copy, but about as long
+        as reading it, and still far less than digesting the message now."""
         handle = self.handle
         assert handle is not None
         fd = handle.fileno()
         end = self.offset + self.length
         if os.fstat(fd).st_size < end:
             return None
+        message = self.message
         try:
-            contains_nul = self.message.digest.contains_nul
+            digest = message.store.known_digest(message.meta.blob)
         except (MidbError, OSError):
-            contains_nul = None
+            digest = None
+        contains_nul = None if digest is None else digest.contains_nul
         if contains_nul:
             return None
         if contains_nul is None:
