@@ -1734,33 +1734,33 @@ class Store(MetadataMixin):
         now (a body whose parse midb.deferred has not done yet, or one stored by an older
         version of the digest format)."""
         cached = self._digests.get(blob)
-        if cached is not None:
-            return cached
+        if cached is None:
+            _stored, cached = self._read_digest(blob)
+            if cached is not None:
+                self._digests.put(blob, cached)
+        return cached
+
+    def _read_digest(self, blob: str) -> tuple[bool, mime.Digest | None]:
+        """Whether a digest of the body is stored, and that digest if it decodes."""
         key = blob_key(blob)
         shared = self._home_of_blob(key)
         with lmdb_errors(), shared.read() as txn:
             encoded = bodyrecords.get(txn, shared.dbs, bodyrecords.DIGEST, key)
         if encoded is None:
-            return None
+            return False, None
         try:
-            digest = mime.decode_digest(encoded)
-        except mime.DigestFormatError:
-            return None
-        self._digests.put(blob, digest)
-        return digest
+            return True, mime.decode_digest(encoded)
+        except mime.DigestFormatError:   # a digest from an older mime version
+            return True, None
 
     def _load_digest(self, blob: str) -> mime.Digest:
-        key = blob_key(blob)
-        shared = self._home_of_blob(key)
-        with lmdb_errors(), shared.read() as txn:
-            encoded = bodyrecords.get(txn, shared.dbs, bodyrecords.DIGEST, key)
-        if encoded is not None:
-            try:
-                return mime.decode_digest(encoded)
-            except Exception:   # a digest from an older mime version: recompute below
-                log.warning("stored digest of body %s unreadable; recomputing", blob)
+        stored, digest = self._read_digest(blob)
+        if digest is not None:
+            return digest
+        if stored:
+            log.warning("stored digest of body %s unreadable; recomputing", blob)
         digest = mime.digest(self.read_body(blob))
-        if encoded is None and self._parser is not None:
+        if not stored and self._parser is not None:
             self._parser.parsed(blob, digest)   # not parsed yet (midb.deferred): store it once
         return digest
 

@@ -8,9 +8,10 @@ whatever it shares with other connections.
 
 Output is a FIFO of items: ``bytes`` to send, a ``FileRegion`` (bytes of a file, sent by the
 kernel with sendfile(2) when the connection is plain), or a ``TransportAction`` that the pool
-applies once every item queued before it has been written to the socket. While a transport action is pending
-the pool reads nothing from the socket, so bytes a client pipelines behind STARTTLS are never
-handed to the handler in plaintext (the handler also discards what it had buffered).
+applies once every item queued before it has been written to the socket. While a transport
+action is pending the pool reads nothing from the socket, so bytes a client pipelines behind
+STARTTLS are never handed to the handler in plaintext (the handler also discards what it had
+buffered).
 """
 
 from __future__ import annotations

@@ -111,9 +111,12 @@ class _BodyStream:
         if contains_nul:
             return None
         if contains_nul is None:
-            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                if mapped.find(b"\x00", self.offset, end) >= 0:
-                    return None
+            try:
+                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                    if mapped.find(b"\x00", self.offset, end) >= 0:
+                        return None
+            except (OSError, ValueError):  # cannot be mapped (out of address space): read it
+                return None
         region = FileRegion(self.handle, self.offset, self.length)
         self.handle = None  # the region owns it now
         return region
