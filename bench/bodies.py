@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import shutil
 import socket
 import statistics
 import time
 from pathlib import Path
 
-from bench import procstat, servers
+from bench import probes, procstat, servers
 from bench.client import ImapError, quote
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "bodies"
@@ -126,14 +125,10 @@ def measure(name: str, directory: Path, clients: int, size: int, duration: float
     """Fetches per second, MiB per second, the median fetch and the server's CPU per fetch (the
     appends before are not counted)."""
     accounts = servers.make_accounts(clients, prefix="body")
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    server = servers.SERVER_CLASSES[name](directory, accounts, max_sessions=clients + 16)
     readers: list[_Reader] = []
-    try:
-        server.prepare(servers.SCHEME_DEFAULT)
-        server.start()
-        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+    with (probes.started_server(name, directory, accounts, max_sessions=clients + 16) as server,
+          concurrent.futures.ThreadPoolExecutor(clients) as pool):
+        try:
             readers = list(pool.map(lambda job: _set_up(server.imap_port, job[1], large_message(size, job[0])),
                                     enumerate(accounts)))
             before = procstat.sample_tree(server.pid, with_pss=False)
@@ -142,11 +137,9 @@ def measure(name: str, directory: Path, clients: int, size: int, duration: float
             runs = list(pool.map(lambda reader: _fetch_until(reader, size, deadline), readers))
             elapsed = time.monotonic() - started
             after = procstat.sample_tree(server.pid, with_pss=False)
-    finally:
-        for reader in readers:
-            reader.close()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            for reader in readers:
+                reader.close()
     times = [seconds for run in runs for seconds in run]
     fetches = len(times)
     return {"fetches": fetches, "fetches_per_s": fetches / elapsed, "mib_per_s": fetches * size / elapsed / (1 << 20),
@@ -156,28 +149,21 @@ def measure(name: str, directory: Path, clients: int, size: int, duration: float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bodies", description=__doc__.split("\n")[0])
-    parser.add_argument("--servers", default="gximap,dovecot")
+    probes.add_server_options(parser, DEFAULT_DIR)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--size-mib", type=float, default=16.0, help="size of the fetched message")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of fetches per server")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)
-    names = [name for name in args.servers.split(",") if name]
-    unknown = [name for name in names if name not in servers.SERVER_CLASSES]
-    if unknown or args.clients < 1 or args.duration <= 0 or not 0 < args.size_mib <= 60:
-        parser.error(f"unknown servers {unknown}" if unknown else
-                     "--clients and --duration must be positive, --size-mib at most 60 (APPENDLIMIT is 64 MiB)")
+    names = probes.server_names(parser, args)
+    if args.clients < 1 or args.duration <= 0 or not 0 < args.size_mib <= 60:
+        parser.error("--clients and --duration must be positive, --size-mib at most 60 (APPENDLIMIT is 64 MiB)")
     size = int(args.size_mib * (1 << 20))
-    results: dict[str, dict[str, float]] = {}
-    for name in names:
-        missing = servers.SERVER_CLASSES[name].missing()
-        if missing:
-            print(f"{name}: not measured ({missing})")
-            continue
-        results[name] = figures = measure(name, args.dir / name, args.clients, size, args.duration)
-        print(f"{name:8s} {figures['fetches_per_s']:7.1f} fetches/s  {figures['mib_per_s']:8.1f} MiB/s  "
-              f"median {figures['median_ms']:7.1f} ms  {figures['cpu_ms_per_fetch']:6.2f} ms server CPU per fetch  "
-              f"({args.clients} clients, {args.size_mib:g} MiB, {args.duration:g} s)")
+    results = probes.measure_each(
+        names, lambda name: measure(name, args.dir / name, args.clients, size, args.duration),
+        lambda name, figures: (
+            f"{name:8s} {figures['fetches_per_s']:7.1f} fetches/s  {figures['mib_per_s']:8.1f} MiB/s  "
+            f"median {figures['median_ms']:7.1f} ms  {figures['cpu_ms_per_fetch']:6.2f} ms server CPU per fetch  "
+            f"({args.clients} clients, {args.size_mib:g} MiB, {args.duration:g} s)"))
     if "gximap" in results and "dovecot" in results:
         gximap, dovecot = results["gximap"], results["dovecot"]
         print(f"gximap/Dovecot: MiB/s {gximap['mib_per_s'] / max(dovecot['mib_per_s'], 1e-9):.2f}, median fetch "

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
-from bench import procstat, servers
+from bench import probes, procstat, servers
 from bench.client import ImapConnection, ImapError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "noop"
@@ -56,47 +55,34 @@ async def _drive(port: int, accounts: list[servers.Account], duration: float) ->
 def measure(name: str, directory: Path, clients: int, duration: float) -> dict[str, float]:
     """NOOPs per second and the server's CPU microseconds per NOOP, for one server."""
     accounts = servers.make_accounts(clients, prefix="noop")
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    server = servers.SERVER_CLASSES[name](directory, accounts, max_sessions=clients + 16)
-    try:
-        server.prepare(servers.SCHEME_DEFAULT)
+
+    def fill(server: servers.BenchServer) -> None:
         for account in accounts:
             server.fill(account.name, "INBOX", SEED_MESSAGES)
-        server.start()
+
+    with probes.started_server(name, directory, accounts, max_sessions=clients + 16, fill=fill) as server:
         before = procstat.sample_tree(server.pid, with_pss=False)
         started = time.monotonic()
         answered = asyncio.run(_drive(server.imap_port, accounts, duration))
         elapsed = time.monotonic() - started
         after = procstat.sample_tree(server.pid, with_pss=False)
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
     return {"noops_per_s": answered / elapsed,
             "cpu_us_per_noop": 1e6 * (after.cpu_seconds - before.cpu_seconds) / max(answered, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.noop", description=__doc__.split("\n")[0])
-    parser.add_argument("--servers", default="gximap,dovecot")
+    probes.add_server_options(parser, DEFAULT_DIR)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of NOOPs per server")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)
-    names = [name for name in args.servers.split(",") if name]
-    unknown = [name for name in names if name not in servers.SERVER_CLASSES]
-    if unknown or args.clients < 1 or args.duration <= 0:
-        parser.error(f"unknown servers {unknown}" if unknown else "--clients and --duration must be positive")
-    results: dict[str, dict[str, float]] = {}
-    for name in names:
-        missing = servers.SERVER_CLASSES[name].missing()
-        if missing:
-            print(f"{name}: not measured ({missing})")
-            continue
-        results[name] = measure(name, args.dir / name, args.clients, args.duration)
-        figures = results[name]
-        print(f"{name:8s} {figures['noops_per_s']:9,.0f} NOOP/s  {figures['cpu_us_per_noop']:7.1f} µs server CPU "
-              f"per NOOP  ({args.clients} clients, {args.duration:g} s)")
+    names = probes.server_names(parser, args)
+    if args.clients < 1 or args.duration <= 0:
+        parser.error("--clients and --duration must be positive")
+    results = probes.measure_each(
+        names, lambda name: measure(name, args.dir / name, args.clients, args.duration),
+        lambda name, figures: (f"{name:8s} {figures['noops_per_s']:9,.0f} NOOP/s  {figures['cpu_us_per_noop']:7.1f} µs "
+                               f"server CPU per NOOP  ({args.clients} clients, {args.duration:g} s)"))
     if "gximap" in results and "dovecot" in results:
         gximap, dovecot = results["gximap"], results["dovecot"]
         print(f"gximap/Dovecot: NOOP/s {gximap['noops_per_s'] / dovecot['noops_per_s']:.2f}, CPU per NOOP "

@@ -131,6 +131,13 @@ def _inbox(store: Store) -> int:
     return info.id
 
 
+def _append(store: Store, message: bytes) -> str:
+    """Append ``message`` to alice's INBOX; its body id."""
+    folder = _inbox(store)
+    _validity, uid = store.append("alice", folder, message)
+    return store.get_messages("alice", folder, [uid])[0].blob
+
+
 def _records(store: Store, blob: str, kind: int) -> bytes | None:
     return store._body_records(kind, [blob_key(blob)])[0]
 
@@ -158,9 +165,7 @@ class CountingDigest:
 
 @pytest.mark.parametrize("message", [MSG, BIG], ids=["inline", "file"])
 def test_a_stored_body_is_parsed_after_the_delay(store: Store, message: bytes) -> None:
-    folder = _inbox(store)
-    _validity, uid = store.append("alice", folder, message)
-    blob = store.get_messages("alice", folder, [uid])[0].blob
+    blob = _append(store, message)
     assert _records(store, blob, bodyrecords.DIGEST) is None   # the APPEND did not parse it
     _wait_parsed(store, blob)
     expected = mime.digest(message)
@@ -187,9 +192,7 @@ def test_a_body_expunged_before_its_turn_is_never_parsed(store: Store, monkeypat
 def test_a_reader_first_parses_it_once_and_its_result_is_stored(store: Store,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     counting = CountingDigest(monkeypatch)
-    folder = _inbox(store)
-    _validity, uid = store.append("alice", folder, MSG)
-    blob = store.get_messages("alice", folder, [uid])[0].blob
+    blob = _append(store, MSG)
     digest = store.digest(blob)   # FETCH ENVELOPE before the delay has passed
     assert digest.envelope.subject == b"quarterly figures"
     _wait_parsed(store, blob)
@@ -200,9 +203,7 @@ def test_a_reader_first_parses_it_once_and_its_result_is_stored(store: Store,
 def test_known_digest_answers_none_before_the_parse_without_parsing(store: Store,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     counting = CountingDigest(monkeypatch)
-    folder = _inbox(store)
-    _validity, uid = store.append("alice", folder, BIG)
-    blob = store.get_messages("alice", folder, [uid])[0].blob
+    blob = _append(store, BIG)
     assert store.known_digest(blob) is None   # FETCH BODY[] asks this: it must not parse 70 KB
     assert counting.calls == 0
     _wait_parsed(store, blob)
@@ -212,9 +213,7 @@ def test_known_digest_answers_none_before_the_parse_without_parsing(store: Store
 
 
 def test_search_summaries_of_unparsed_bodies_are_computed_and_then_stored(store: Store) -> None:
-    folder = _inbox(store)
-    _validity, uid = store.append("alice", folder, MSG)
-    blob = store.get_messages("alice", folder, [uid])[0].blob
+    blob = _append(store, MSG)
     found = store.search_summaries([blob_key(blob)])
     assert found[0] is not None
     assert decode_summary(found[0]) == summarize(mime.digest(MSG))
@@ -238,9 +237,7 @@ def test_bodies_still_queued_at_close_are_parsed_by_their_first_reader(tmp_path:
     path = tmp_path / "store"
     with Store(path, fsync=False, parse_delay=3600) as first:
         first.create_account("alice")
-        folder = _inbox(first)
-        _validity, uid = first.append("alice", folder, MSG)
-        blob = first.get_messages("alice", folder, [uid])[0].blob
+        blob = _append(first, MSG)
     with Store(path, fsync=False) as second:   # parses at append; reads as ever
         assert _records(second, blob, bodyrecords.DIGEST) is None
         assert second.digest(blob) == mime.digest(MSG)
@@ -252,9 +249,7 @@ def test_without_a_delay_the_append_parses() -> None:
 
     with tempfile.TemporaryDirectory() as directory, Store(Path(directory), fsync=False) as store:
         store.create_account("alice")
-        folder = _inbox(store)
-        _validity, uid = store.append("alice", folder, MSG)
-        blob = store.get_messages("alice", folder, [uid])[0].blob
+        blob = _append(store, MSG)
         assert store._parser is None
         assert mime.decode_digest(_records(store, blob, bodyrecords.DIGEST)) == mime.digest(MSG)
 
