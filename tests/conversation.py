@@ -281,6 +281,7 @@ class Conversation:
                 if isinstance(item, TransportAction):
                     self._apply(item)
                 elif isinstance(item, FileRegion):  # as the pool's transport would send it
+                    assert self.session.conn.file_regions, "a FileRegion for a pool that does not take them"
                     self.regions.append((item.offset, item.length))
                     try:
                         chunks.extend(item.chunks(1 << 20))

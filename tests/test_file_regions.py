@@ -244,16 +244,20 @@ def test_without_a_digest_that_knows_the_range_is_looked_at(
     assert len(plain.regions) == (1 if nul else 2)  # after the NUL: no NUL in this range
 
 
-def test_no_regions_under_tls_or_compression(tmp_path: Path, plain: Conversation) -> None:
-    tls = Conversation(tmp_path / "tls", tls=True, file_regions=True)
+@pytest.mark.parametrize(("tls", "file_regions"), [(True, True), (False, False)], ids=["tls", "pool-without"])
+def test_no_regions_under_tls_or_for_a_pool_without_them(tmp_path: Path, tls: bool, file_regions: bool) -> None:
+    conv = Conversation(tmp_path, tls=tls, file_regions=file_regions, insecure_auth=True)
     try:
-        tls.login()
-        tls.add_message(data=MESSAGE)
-        tls.select()
-        assert _fetch(tls, "FETCH 1 BODY.PEEK[]").endswith(MESSAGE + b")")
-        assert tls.regions == []
+        conv.login()
+        conv.add_message(data=MESSAGE)
+        conv.select()
+        assert _fetch(conv, "FETCH 1 BODY.PEEK[]").endswith(MESSAGE + b")")
+        assert conv.regions == []
     finally:
-        tls.close()
+        conv.close()
+
+
+def test_no_regions_once_compression_is_on(plain: Conversation) -> None:
     plain.add_message(data=MESSAGE)
     plain.select()
     plain.command("COMPRESS DEFLATE")  # every byte goes through zlib from here on (not in this harness)
