@@ -290,23 +290,15 @@ class Transport:
         A FileRegion on a plain connection is queued as it is: flush() has the kernel send it
         from the file. Under TLS or DEFLATE it is read and encoded at once, like bytes would be
         (its producer, the session, sends such regions only on plain connections)."""
+        if type(data) is FileRegion:
+            self._write_region(data)
+            return
         if isinstance(data, memoryview) and data.format != "B":
             data = data.cast("B")
         if not data:
-            if type(data) is FileRegion:
-                data.close()
             return
         if self._tls is None and self._deflate is None:
-            if type(data) is FileRegion:
-                self._wire_regions += 1
             self._queue_wire(data)
-            return
-        if type(data) is FileRegion:
-            try:
-                for chunk in data.chunks(_REGION_READ):
-                    self.write(chunk)
-            finally:
-                data.close()
             return
         if len(data) < _COALESCE_LIMIT:
             self._plain_pending += data
@@ -315,6 +307,19 @@ class Transport:
             return
         self._encode_plain_pending()
         self._encode(data)
+
+    def _write_region(self, region: FileRegion) -> None:
+        if not region.length:
+            region.close()
+        elif self._tls is None and self._deflate is None:
+            self._wire_regions += 1
+            self._queue_wire(region)
+        else:
+            try:
+                for chunk in region.chunks(_REGION_READ):
+                    self.write(chunk)
+            finally:
+                region.close()
 
     def end_batch(self) -> None:
         """The end of a batch of output: push everything through, with a DEFLATE sync flush so

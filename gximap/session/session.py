@@ -80,8 +80,6 @@ class ImapSession:
         self.state = State.NOT_AUTHENTICATED
         self.tls = conn.tls
         self.compressed = False  # RFC 4978 DEFLATE is active on the connection
-        # Large body ranges go out as FileRegions (sendfile(2)) while the connection is plain.
-        self.file_output = conn.file_regions and not conn.tls
         self.user: str | None = None  # the storage account the session works on
         self.actor: str | None = None  # who authenticated, when impersonating (actor!mailbox)
         self.selected: SelectedMailbox | None = None
@@ -137,6 +135,12 @@ class ImapSession:
 
     def untagged(self, data: bytes) -> bytes:
         return b"* " + data + b"\r\n"
+
+    @property
+    def file_output(self) -> bool:
+        """Large body ranges go out as FileRegions (sendfile(2)): the pool takes them and the
+        connection is plain (under TLS or DEFLATE every byte is encoded)."""
+        return self.conn.file_regions and not self.tls and not self.compressed
 
     def capability_list(self) -> list[str]:
         return capabilities.capabilities(self)
@@ -224,7 +228,6 @@ class ImapSession:
 
     def transport_changed(self, action: TransportAction, tls: bool) -> None:
         self.tls = tls
-        self.file_output = False  # TLS or DEFLATE from here on: every byte is encoded
         if action is TransportAction.COMPRESS:
             self.compressed = True
         self._input_blocked = False

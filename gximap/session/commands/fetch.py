@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import io
 import mmap
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -77,17 +76,15 @@ class _BodyStream:
     FileRegion (see region()). The file is opened while the message is rendered, so a concurrent
     expunge that unlinks it cannot cut the literal short."""
 
-    __slots__ = ("message", "handle", "offset", "length")
+    __slots__ = ("message", "range")
 
     def __init__(self, message: _Message, path: str, offset: int, length: int) -> None:
         self.message = message
         try:
-            self.handle: io.FileIO | None = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by chunks()/close()
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by chunks()/close(), or the region's taker
         except FileNotFoundError:
             raise NoSuchBody(path) from None
-        self.handle.seek(offset)
-        self.offset = offset
-        self.length = length
+        self.range: FileRegion | None = FileRegion(handle, offset, length)  # None once handed over
 
     def region(self) -> FileRegion | None:
         """The range as a FileRegion for the kernel to send (sendfile(2)), the file handed over
@@ -96,10 +93,10 @@ class _BodyStream:
         a NUL. Without one at hand (not parsed yet, see midb.deferred; or stored before digests
         said so) the range is looked at through a read-only mapping: no copy, but about as long
         as reading it, and still far less than digesting the message now."""
-        handle = self.handle
-        assert handle is not None
-        fd = handle.fileno()
-        end = self.offset + self.length
+        body_range = self.range
+        assert body_range is not None
+        fd = body_range.fileno()
+        end = body_range.offset + body_range.length
         if os.fstat(fd).st_size < end:
             return None
         message = self.message
@@ -113,33 +110,28 @@ class _BodyStream:
         if contains_nul is None:
             try:
                 with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                    if mapped.find(b"\x00", self.offset, end) >= 0:
+                    if mapped.find(b"\x00", body_range.offset, end) >= 0:
                         return None
             except (OSError, ValueError):  # cannot be mapped (out of address space): read it
                 return None
-        region = FileRegion(self.handle, self.offset, self.length)
-        self.handle = None  # the region owns it now
-        return region
+        self.range = None  # the taker owns the file now
+        return body_range
 
     def chunks(self) -> Iterator[bytes]:
-        handle = self.handle
-        assert handle is not None  # not handed over (region())
+        """The range read here. A file shorter than its record says is padded with spaces, which
+        keeps the literal's promised length so the client stays in sync (the index is repaired
+        by `midb verify`)."""
+        body_range = self.range
+        assert body_range is not None  # not handed over (region())
         try:
-            remaining = self.length
-            while remaining > 0:
-                data = handle.read(min(_CHUNK, remaining))
-                if not data:
-                    # The file is shorter than its record says: keep the literal's promised length
-                    # so the client stays in sync (the index is repaired by `midb verify`).
-                    data = b" " * remaining
-                remaining -= len(data)
+            for data in body_range.chunks(_CHUNK):
                 yield without_nul(data)
         finally:
-            handle.close()
+            body_range.close()
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
+        if self.range is not None:
+            self.range.close()
 
 
 Piece = bytes | _BodyStream
