@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from bench import probes, procstat, servers
 from bench.client import ImapError, quote
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "bodies"
-COMMAND_TIMEOUT = 60.0
 
 
 def large_message(size: int, number: int) -> bytes:
@@ -40,65 +38,9 @@ def large_message(size: int, number: int) -> bytes:
     return header + body[:size - len(header)]
 
 
-class _Reader:
-    """A blocking IMAP client connection that skips literals unread: the probe's client must cost
-    far less per byte than the servers (asyncio and a copy of each answer cost more than gximap's
-    sendfile path)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=COMMAND_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = bytearray()
-        self.scratch = memoryview(bytearray(1 << 20))
-        self.tags = 0
-        if not self.line().startswith(b"* OK"):
-            raise ImapError("unexpected greeting")
-
-    def line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise ImapError("connection closed")
-            self.buffer += data
-        line = bytes(self.buffer[:end])
-        del self.buffer[:end + 2]
-        return line
-
-    def skip(self, count: int) -> None:
-        taken = min(count, len(self.buffer))
-        del self.buffer[:taken]
-        count -= taken
-        while count > 0:
-            got = self.sock.recv_into(self.scratch, min(count, len(self.scratch)))
-            if not got:
-                raise ImapError("connection closed")
-            count -= got
-
-    def command(self, text: bytes) -> tuple[bytes, int]:
-        """Send a command; its tagged status line and the literal octets of its answer."""
-        self.tags += 1
-        tag = b"b%d" % self.tags
-        self.sock.sendall(tag + b" " + text + b"\r\n")
-        literal_bytes = 0
-        while True:
-            line = self.line()
-            if line.endswith(b"}") and b"{" in line:
-                count = int(line[line.rindex(b"{") + 1:-1].rstrip(b"+"))
-                self.skip(count)
-                literal_bytes += count
-                continue
-            if line.startswith(tag + b" "):
-                if not line.startswith(tag + b" OK"):
-                    raise ImapError(f"{text[:40]!r}: {line[:200]!r}")
-                return line, literal_bytes
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _set_up(port: int, account: servers.Account, message: bytes) -> _Reader:
+def _set_up(port: int, account: servers.Account, message: bytes) -> probes.LineClient:
     """Log in, append the message with LITERAL+ and select it."""
-    reader = _Reader(port)
+    reader = probes.LineClient(port)
     try:
         reader.command(b"LOGIN %s %s" % (quote(account.name), quote(account.password)))
         reader.command(b"APPEND INBOX {%d+}\r\n" % len(message) + message)
@@ -109,7 +51,7 @@ def _set_up(port: int, account: servers.Account, message: bytes) -> _Reader:
         raise
 
 
-def _fetch_until(reader: _Reader, size: int, deadline: float) -> list[float]:
+def _fetch_until(reader: probes.LineClient, size: int, deadline: float) -> list[float]:
     """The seconds each whole fetch of the appended message took, until ``deadline``."""
     times: list[float] = []
     while time.monotonic() < deadline:
@@ -125,7 +67,7 @@ def measure(name: str, directory: Path, clients: int, size: int, duration: float
     """Fetches per second, MiB per second, the median fetch and the server's CPU per fetch (the
     appends before are not counted)."""
     accounts = servers.make_accounts(clients, prefix="body")
-    readers: list[_Reader] = []
+    readers: list[probes.LineClient] = []
     with (probes.started_server(name, directory, accounts, max_sessions=clients + 16) as server,
           concurrent.futures.ThreadPoolExecutor(clients) as pool):
         try:

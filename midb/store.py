@@ -55,15 +55,19 @@ from midb.folders import (
     INBOX,
     SEPARATOR,
     STATE_HELD_MESSAGES,
+    FolderEntry,
     FolderInfo,
     FolderRecord,
+    folder_entries_of,
     normalize_name,
     parent_names,
     record_highestmodseq,
     special_use_code,
 )
 from midb.keys import (
+    FOLDER,
     MAX_U32,
+    U32,
     UID_IN_CHANGE_KEY,
     UID_IN_MESSAGE_KEY,
     account_key,
@@ -668,6 +672,8 @@ class Store(MetadataMixin):
     # ---- folders ------------------------------------------------------------------------------------
 
     def list_folders(self, account: str) -> list[FolderInfo]:
+        """Every folder of the account with its counters and subscription (the admin CLI, the
+        importer); LIST reads folder_entries, which costs a fraction of this per folder."""
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
@@ -675,14 +681,59 @@ class Store(MetadataMixin):
             subscribed = {bytes(key[4:]) for key in
                           self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)}
             infos = []
-            for key, raw_id in self._prefix_items(txn, dbs.folder_names, account_key(account_id)):
-                folder_id = unpack_u32(raw_id)
-                raw = txn.get(folder_key(account_id, folder_id), db=dbs.folders)
-                if raw is None:
-                    continue
+            for key, folder_id, raw in self._named_records(txn, dbs, account_id, ""):
                 record = FolderRecord.decode(folder_id, raw)
                 infos.append(record.info(bytes(key[4:]) in subscribed))
         return infos
+
+    def folder_entries(self, account: str, prefix: str = "", *, records: bool = False) -> list[FolderEntry]:
+        """The folders whose names start with ``prefix``, in name (code point) order, as LIST
+        shows them. One branch of a large tree (or one name) is read through that range of
+        the name index, each record by its id; all of them (no prefix) by one cursor pass over
+        the account's records, which hold the names too, and a sort. Either way only the name
+        and the special-use byte of a record are decoded, unless ``records`` asks for the
+        whole of each (its counters, for LIST-STATUS)."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            if prefix:
+                pairs = [(folder_id, raw) for _key, folder_id, raw in
+                         self._named_records(txn, dbs, account_id, prefix)]
+            else:
+                folder_id_of = FOLDER.unpack
+                pairs = [(folder_id_of(key)[1], raw)
+                         for key, raw in self._prefix_items(txn, dbs.folders, account_key(account_id))]
+        return folder_entries_of(pairs, decode=records)
+
+    def has_children(self, account: str, name: str) -> bool:
+        """Whether any folder lies below ``name`` (LIST's \\HasChildren), from one cursor step."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            return self._has_children(txn, dbs, self._account_id(txn, dbs, account), name)
+
+    @staticmethod
+    def _has_children(txn: Any, dbs: Databases, account_id: int, name: str) -> bool:
+        prefix = name_key(account_id, name + SEPARATOR)
+        cursor = txn.cursor(dbs.folder_names)
+        return cursor.set_range(prefix) and cursor.key()[:len(prefix)] == prefix
+
+    def _named_records(self, txn: Any, dbs: Databases, account_id: int,
+                       prefix: str) -> list[tuple[bytes, int, bytes]]:
+        """(name key, folder id, raw record) of the folders whose names start with ``prefix``,
+        in name order (a loop of C calls: it runs once per folder of a listing)."""
+        get = txn.get
+        folders = dbs.folders
+        unpack_id = U32.unpack
+        record_key = FOLDER.pack
+        out = []
+        for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, prefix)):
+            folder_id = unpack_id(raw_id)[0]
+            raw = get(record_key(account_id, folder_id), db=folders)
+            if raw is not None:
+                out.append((key, folder_id, raw))
+        return out
 
     def get_folder(self, account: str, name: str) -> FolderInfo | None:
         return self._named_folder(account, name, with_info=True)
@@ -793,7 +844,7 @@ class Store(MetadataMixin):
             folder_id = self._folder_id(txn, dbs, account_id, name)
             if folder_id is None:
                 raise NoSuchFolder(f"no folder {name}")
-            if self._prefix_items(txn, dbs.folder_names, name_key(account_id, name + SEPARATOR), values=False):
+            if self._has_children(txn, dbs, account_id, name):
                 raise HasChildren(f"folder {name} has inferior folders")
             record = self._folder(txn, dbs, account_id, folder_id)
             prefix = folder_key(account_id, folder_id)
@@ -908,13 +959,22 @@ class Store(MetadataMixin):
 
         self._write(job, self._home(account), durable=False)
 
-    def subscriptions(self, account: str) -> list[str]:
+    def subscriptions(self, account: str, prefix: str = "") -> list[str]:
+        """The subscribed names that start with ``prefix``, in code point order."""
+        return self._names(account, "subscriptions", prefix)
+
+    def folder_names(self, account: str, prefix: str = "") -> list[str]:
+        """The names of the folders that start with ``prefix``, in code point order, from the
+        name index alone (what LSUB needs to know: which subscribed names exist)."""
+        return self._names(account, "folder_names", prefix)
+
+    def _names(self, account: str, table: str, prefix: str) -> list[str]:
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
-            keys = self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)
-            return [bytes(key[4:]).decode("utf-8") for key in keys]
+            keys = self._prefix_items(txn, getattr(dbs, table), name_key(account_id, prefix), values=False)
+            return [str(key[4:], "utf-8") for key in keys]
 
     def claim_recent(self, account: str, folder_id: int) -> int:
         """Return the old recent_floor and raise it to uidnext-1, atomically."""

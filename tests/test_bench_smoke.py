@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import bodies, lmdb_trees, loadgen, messages, noop, procstat, report, servers  # noqa: E402
+from bench import bodies, folders, lmdb_trees, loadgen, messages, noop, procstat, report, servers  # noqa: E402
 from bench.client import ImapConnection, dot_stuff  # noqa: E402
 from bench.loadgen import percentile, summarize  # noqa: E402
 
@@ -496,6 +496,42 @@ def test_bodies_probe_fetches_the_whole_message_and_prints_the_rate(
     assert not (scratch / "gximap").exists()
     with pytest.raises(SystemExit):
         bodies.main(["--size-mib", "100"])
+
+
+def test_folders_probe_lists_the_created_tree_with_each_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """2 parents of 3 children: the middle parent is Projects1, so its children are 3 lines and
+    one name is 1; every answer lists the 8 Projects folders it should (no WARNING)."""
+    scratch = tmp_path / "folders"
+    assert folders.main(["--servers", "gximap", "--parents", "2", "--children", "3", "--repeats", "5",
+                         "--dir", str(scratch)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out
+    listed = {line.split(" median ")[0].strip(): int(line.split()[-2])
+              for line in out.splitlines() if line.startswith("  ") and " listed" in line}
+    assert set(listed) == {'LIST "" "*"', 'LIST "" "%"', 'LSUB "" "*"', 'LIST "" "Projects1/Sub02"',
+                           'LIST "" "Projects1/%"', 'LIST (SUBSCRIBED) "" "*"',
+                           'LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN))'}
+    assert listed['LIST "" "Projects1/%"'] == 3 and listed['LIST "" "Projects1/Sub02"'] == 1
+    # Everything is the 2 + 6 Projects folders and the server's own (at least INBOX).
+    assert listed['LIST "" "*"'] >= 9 and listed['LIST "" "%"'] == listed['LIST "" "*"'] - 6
+    assert not servers.RUNNING, "the probe left a server running"
+    assert not (scratch / "gximap").exists()
+
+
+def test_folders_probe_figures_count_the_projects_folders(tmp_path: Path) -> None:
+    figures = folders.measure("gximap", tmp_path / "gximap", 3, 2, 2)
+    assert chr(int(figures["delimiter"])) == "/"
+    expected = {"all": 9, "top": 3, "lsub": 9, "one": 1, "children": 2, "subscribed": 9, "status": 9}
+    assert {key: figures[f"{key}.projects"] for key in expected} == expected
+    assert all(figures[f"{key}.median_us"] > 0 for key in expected)
+
+
+@pytest.mark.parametrize("options", [["--parents", "0"], ["--children", "-1"], ["--repeats", "0"],
+                                     ["--parents", "50", "--children", "41"], ["--servers", "nosuch"]])
+def test_folders_probe_refuses_bad_options(options: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        folders.main(options)
 
 
 def test_a_large_message_has_the_asked_size_and_no_nul() -> None:

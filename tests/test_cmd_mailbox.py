@@ -7,6 +7,7 @@ import pytest
 from conversation import Conversation
 
 from gximap.session import listing
+from gximap.session.base import coalesced
 
 
 @pytest.fixture
@@ -597,6 +598,85 @@ def test_compile_pattern():
     assert listing.compile_pattern("a.b").fullmatch("a.b") and not listing.compile_pattern("a.b").fullmatch("axb")
     assert listing.compile_pattern("Inbox/%").fullmatch("INBOX/x")
     assert not listing.compile_pattern("INB%").fullmatch("inbox")
+
+
+def test_literal_prefix():
+    assert listing.literal_prefix(["*"]) == ""
+    assert listing.literal_prefix(["Fruit/%"]) == "Fruit/"
+    assert listing.literal_prefix(["Fruit/Apple"]) == "Fruit/Apple"
+    assert listing.literal_prefix(["inbox/%"]) == "INBOX/"   # INBOX is matched in any case
+    assert listing.literal_prefix(["inbox"]) == "INBOX"
+    assert listing.literal_prefix(["Inbox*"]) == "Inbox"     # not the INBOX component: as matched
+    assert listing.literal_prefix(["Fruit/%", "Fruit/Apple"]) == "Fruit/"
+    assert listing.literal_prefix(["Fruit/%", "Vegetable/%"]) == ""
+    assert listing.literal_prefix(["a%b*"]) == "a"
+    assert listing.literal_prefix([]) == ""
+
+
+def test_a_listing_of_one_branch_answers_as_one_of_every_folder(conv):
+    """LIST, LSUB and XLIST read only the folders and subscriptions that start with the
+    patterns' literal prefix; whatever the pattern and options, the answer is the one every
+    folder and subscription would give."""
+    rfc5258_account(conv)
+    for name in ("Fruit/Apple/Green", "Fruitcake", "Fruit basket", "INBOX/Later", "Ünïcode/Ärger"):
+        conv.store.create_folder("alice", name)
+    for name in ("Fruit/Apple/Green", "Fruitcake", "Ünïcode/Ärger", "Gone/Deep", "INBOX/Later"):
+        conv.store.set_subscribed("alice", name, True)
+    conv.store.create_folder("alice", "Fruit/Old", special_use="\\Archive")
+    every = conv.store.folder_entries("alice")
+    every_subscription = conv.store.subscriptions("alice")
+    option_sets = [{}, {"select_subscribed": True}, {"select_subscribed": True, "recursive_match": True},
+                   {"return_subscribed": True}, {"select_special_use": True}]
+    patterns = ["*", "%", "Fruit", "Fruit*", "Fruit/%", "Fruit%", "Fruit/Apple/%", "inbox", "inbox/*",
+                "Ü*", "%/%", "Gone/%", "Gone/*", "Nothing", "Fruit/Peach"]
+    for pattern in patterns:
+        prefix = listing.literal_prefix([pattern])
+        branch = conv.store.folder_entries("alice", prefix)
+        branch_subscriptions = conv.store.subscriptions("alice", prefix)
+        for options in option_sets:
+            assert (listing.list_mailboxes(branch, branch_subscriptions, [pattern], **options)
+                    == listing.list_mailboxes(every, every_subscription, [pattern], **options)), (pattern, options)
+        assert (listing.lsub_mailboxes(conv.store.folder_names("alice", prefix), branch_subscriptions, pattern)
+                == listing.lsub_mailboxes(conv.store.folder_names("alice"), every_subscription, pattern)), pattern
+        assert conv.store.folder_names("alice", prefix) == [folder.name for folder in branch]
+        assert listing.xlist_mailboxes(branch, pattern) == listing.xlist_mailboxes(every, pattern), pattern
+    conv.script("""
+        C: a1 LIST "" Fruit/%
+        S: * LIST (\\HasChildren) "/" Fruit/Apple
+        S: * LIST (\\HasNoChildren) "/" Fruit/Banana
+        S: * LIST (\\Archive \\HasNoChildren) "/" Fruit/Old
+        S: a1 OK LIST completed
+        C: a2 LSUB "" Gone/%
+        S: * LSUB (\\Noselect) "/" Gone/Deep
+        S: a2 OK LSUB completed
+        C: a3 LSUB "" %
+        S: * LSUB () "/" INBOX
+        S: * LSUB (\\Noselect) "/" Fruit
+        S: * LSUB () "/" Fruitcake
+        S: * LSUB (\\Noselect) "/" Gone
+        S: * LSUB () "/" Vegetable
+        S: * LSUB (\\Noselect) "/" &ANw-n&AO8-code
+        S: a3 OK LSUB completed
+    """)
+
+
+def test_a_listing_larger_than_one_output_item_is_whole_and_in_order(conv):
+    bare_account(conv)
+    names = [f"Archive-{number:04d}-" + "x" * 100 for number in range(400)]   # about 50 KB of answer
+    for name in names:
+        conv.store.create_folder("alice", name)
+    lines = conv.command('LIST "" *')
+    assert lines[:-1] == [b'* LIST (\\HasNoChildren) "/" ' + name.encode() for name in ["INBOX", *names]]
+    lines = conv.command('LIST "" * RETURN (STATUS (MESSAGES))')
+    assert len(lines) == 1 + 2 * 401 and lines[-2] == b"* STATUS " + names[-1].encode() + b" (MESSAGES 0)"
+
+
+def test_coalesced_lines_keep_their_order_and_bound_each_item():
+    lines = [b"* %d\r\n" % number for number in range(1000)]
+    items = list(coalesced(lines, limit=100))
+    assert b"".join(items) == b"".join(lines)
+    assert all(100 <= len(item) < 107 for item in items[:-1]) and 0 < len(items[-1]) < 107
+    assert list(coalesced([], limit=100)) == []
 
 
 def test_canonical_pattern():

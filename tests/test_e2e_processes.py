@@ -178,7 +178,17 @@ def test_max_conn_per_ip_counts_connections_in_every_process(tmp_path: Path) -> 
             client = LineClient(proc.port, "127.0.0.9")
             assert client.readline().startswith(b"* OK")
             clients.append(client)
-        time.sleep(1.0)  # let the siblings hear of them (a datagram each; generous under load)
+        # The siblings hear of them by a datagram each: wait until a fifth connection is refused
+        # (one accepted meanwhile is closed again, so the count goes back to four).
+        deadline = time.monotonic() + 15
+        while True:
+            probe = LineClient(proc.port, "127.0.0.9")
+            turned_away = probe.readline().startswith(b"* BYE")
+            probe.close()
+            if turned_away or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert turned_away
         refused = 0
         for _ in range(6):
             extra = LineClient(proc.port, "127.0.0.9")

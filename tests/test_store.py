@@ -334,6 +334,48 @@ def test_subscriptions(store: Store, alice: Account) -> None:
         store.set_subscribed("nobody", "x", True)
 
 
+def test_folder_entries_read_one_branch_or_all_folders(store: Store, alice: Account) -> None:
+    for name in ("a", "a b", "a/x/y", "ab", "Ünï/z"):
+        store.create_folder("alice", name)
+    store.create_folder("alice", "Old mail", special_use="\\Archive")
+    inbox = inbox_id(store)
+    store.append("alice", inbox, MSG)
+    infos = store.list_folders("alice")
+    entries = store.folder_entries("alice")
+    assert [(entry.name, entry.id, entry.special_use) for entry in entries] == [
+        (info.name, info.id, info.special_use) for info in infos]
+    assert [entry.name for entry in entries] == sorted(info.name for info in infos)
+    assert all(entry.record is None for entry in entries)
+    assert [entry.name for entry in store.folder_entries("alice", "a")] == ["a", "a b", "a/x", "a/x/y", "ab"]
+    assert [entry.name for entry in store.folder_entries("alice", "a/")] == ["a/x", "a/x/y"]
+    assert [entry.name for entry in store.folder_entries("alice", "Ün")] == ["Ünï", "Ünï/z"]
+    assert store.folder_entries("alice", "zzz") == []
+    (old,) = store.folder_entries("alice", "Old mail")
+    assert old.special_use == "\\Archive"
+    # With the records: the counters LIST-STATUS reports, from the same read.
+    with_records = {entry.name: entry.record for entry in store.folder_entries("alice", records=True)}
+    assert with_records["INBOX"] is not None and with_records["INBOX"].messages == 1
+    assert with_records["INBOX"].uidnext == folder(store, "INBOX").uidnext
+    with pytest.raises(NoSuchAccount):
+        store.folder_entries("nobody")
+
+
+def test_has_children_folder_names_and_subscriptions_of_a_branch(store: Store, alice: Account) -> None:
+    for name in ("a/x/y", "ab", "Ünï/z"):
+        store.create_folder("alice", name)
+    assert store.has_children("alice", "a") and store.has_children("alice", "a/x")
+    assert not store.has_children("alice", "a/x/y") and not store.has_children("alice", "ab")
+    assert store.has_children("alice", "Ünï") and not store.has_children("alice", "Nowhere")
+    assert store.folder_names("alice", "a") == ["a", "a/x", "a/x/y", "ab"]
+    assert store.folder_names("alice") == [entry.name for entry in store.folder_entries("alice")]
+    store.set_subscribed("alice", "a/x", True)
+    store.set_subscribed("alice", "a/gone", True)   # a subscription may name no folder
+    store.set_subscribed("alice", "ab", True)
+    assert store.subscriptions("alice", "a/") == ["a/gone", "a/x"]
+    assert store.subscriptions("alice", "a") == ["a/gone", "a/x", "ab"]
+    assert sorted(store.subscriptions("alice", "")) == sorted(store.subscriptions("alice"))
+
+
 def test_claim_recent(store: Store, alice: Account) -> None:
     inbox = inbox_id(store)
     assert store.claim_recent("alice", inbox) == 0

@@ -362,7 +362,7 @@ class DeliveryAgent:
         store = self.store
         wanted = _SPECIAL_USES.get(name.lower())
         if wanted is not None:
-            return next((folder for folder in store.list_folders(account) if folder.special_use == wanted), None)
+            return next((folder for folder in store.folder_entries(account) if folder.special_use == wanted), None)
         try:
             return store.get_folder(account, name)
         except midb_errors.InvalidName:
@@ -376,7 +376,7 @@ class DeliveryAgent:
 
     def _junk(self, account: str) -> tuple[int, str]:
         store = self.store
-        folders = store.list_folders(account)
+        folders = store.folder_entries(account)
         junk = next((folder for folder in folders if folder.special_use == _JUNK), None)
         if junk is None:
             junk = next((folder for folder in folders if folder.name.lower() == "junk"), None)

@@ -14,7 +14,7 @@ tagged completion built from the Done. A handler signals failure by raising
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,27 @@ from gximap.net.handler import TransportAction
 if TYPE_CHECKING:
     from gximap.imap.commands import Command
     from gximap.session.session import ImapSession
+
+
+# Untagged lines are gathered up to this size and yielded as one item: each item costs a trip
+# through the command's generators, the session and the transport (about a tenth of a
+# 2,000-envelope FETCH's CPU, and a third of a 200-folder LIST's, when yielded line by line).
+COALESCE_BYTES = 32 * 1024
+
+
+def coalesced(lines: Iterable[bytes], limit: int = COALESCE_BYTES) -> Iterator[bytes]:
+    """``lines`` joined into items of about ``limit`` bytes (the last one shorter)."""
+    gathered: list[bytes] = []
+    size = 0
+    for line in lines:
+        gathered.append(line)
+        size += len(line)
+        if size >= limit:
+            yield b"".join(gathered)
+            gathered = []
+            size = 0
+    if gathered:
+        yield b"".join(gathered)
 
 
 class State(enum.Enum):

@@ -8,10 +8,10 @@ ancestors always exist; only subscriptions can name mailboxes that do not exist.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 SEPARATOR = "/"
 INBOX = "INBOX"
@@ -24,11 +24,12 @@ CREATABLE_SPECIAL_USE = frozenset({"\\Archive", "\\Drafts", "\\Junk", "\\Sent", 
 _XLIST_NAMES = {"\\Junk": "\\Spam", "\\All": "\\AllMail", "\\Flagged": "\\Starred"}
 
 
-@dataclass(frozen=True, slots=True)
-class ListEntry:
+class ListEntry(NamedTuple):
+    """One line of a LIST answer (a tuple: a listing makes one per folder)."""
+
     name: str
     attributes: tuple[str, ...]
-    folder: Any | None  # midb FolderInfo; None for a name that does not exist
+    folder: Any | None  # midb FolderEntry; None for a name that does not exist
     childinfo: bool = False  # RECURSIVEMATCH: some descendant meets the selection criteria
 
 
@@ -39,14 +40,20 @@ def canonical_pattern(reference: str, pattern: str) -> str:
     return reference + pattern
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """``*`` matches anything, ``%`` anything but the hierarchy separator. Matching is
-    case-sensitive except for the INBOX component (RFC 3501 5.1), which the parser and the
-    store normalise to upper case; a pattern whose first component is a spelling of INBOX is
-    normalised the same way."""
+def _inbox_normalized(pattern: str) -> str:
+    """Matching is case-sensitive except for the INBOX component (RFC 3501 5.1), which the
+    parser and the store normalise to upper case; a pattern whose first component is a spelling
+    of INBOX is normalised the same way."""
     head, sep, rest = pattern.partition(SEPARATOR)
     if head.upper() == INBOX:
-        pattern = INBOX + sep + rest
+        return INBOX + sep + rest
+    return pattern
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``*`` matches anything, ``%`` anything but the hierarchy separator (see _inbox_normalized
+    for case)."""
+    pattern = _inbox_normalized(pattern)
     parts = []
     for char in pattern:
         if char == "*":
@@ -58,12 +65,28 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
-class _Matcher:
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self._regexes = [compile_pattern(pattern) for pattern in patterns]
+def literal_prefix(patterns: Iterable[str]) -> str:
+    """What every name the patterns can match starts with: the text before the first wildcard,
+    common to all of them. The store reads only the folders and subscriptions in that range
+    (Store.folder_entries): ``LIST "" Archive/%`` or one name need not read a whole tree.
 
-    def __call__(self, name: str) -> bool:
-        return any(regex.fullmatch(name) for regex in self._regexes)
+    The rules below only ever look at names within it: a listed name's children, and the
+    matching parents that LSUB and RECURSIVEMATCH add for a name, start with the same text."""
+    prefixes = []
+    for pattern in patterns:
+        pattern = _inbox_normalized(pattern)
+        cut = min((index for index in (pattern.find("*"), pattern.find("%")) if index >= 0), default=len(pattern))
+        prefixes.append(pattern[:cut])
+    return os.path.commonprefix(prefixes) if prefixes else ""
+
+
+def _matcher(patterns: Iterable[str]) -> Callable[[str], object]:
+    """Whether a name matches any of the patterns: one regular expression for all of them, as
+    it runs once per folder."""
+    regexes = [compile_pattern(pattern).pattern for pattern in patterns]
+    if not regexes:
+        return lambda name: False
+    return re.compile("|".join(f"(?:{regex})" for regex in regexes), re.DOTALL).fullmatch
 
 
 def ancestors(name: str) -> list[str]:
@@ -71,19 +94,31 @@ def ancestors(name: str) -> list[str]:
     return [SEPARATOR.join(parts[:depth]) for depth in range(1, len(parts))]
 
 
-def _sort_key(name: str) -> tuple[int, str]:
-    return (0 if name == INBOX else 1, name)
+def _listing_order(names: Iterable[str]) -> list[str]:
+    """INBOX first, then code point order."""
+    ordered = sorted(names)
+    if INBOX in ordered:
+        ordered.remove(INBOX)
+        ordered.insert(0, INBOX)
+    return ordered
 
 
 def _parents_with_children(names: Iterable[str]) -> set[str]:
-    parents: set[str] = set()
-    for name in names:
-        parents.update(ancestors(name))
-    return parents
+    """The names with a folder below them. midb creates a folder's missing parents with it and
+    refuses to delete a folder with children, so every existing folder's parent exists: the
+    immediate parents of the names are all of them ("" stands for the root)."""
+    return {name.rpartition(SEPARATOR)[0] for name in names}
+
+
+HAS_CHILDREN = "\\HasChildren"
+HAS_NO_CHILDREN = "\\HasNoChildren"
+_SUBSCRIBED = "\\Subscribed"
+_NONEXISTENT = ("\\NonExistent",)
+_NONEXISTENT_SUBSCRIBED = (_SUBSCRIBED, "\\NonExistent")
 
 
 def children_attribute(name: str, has_children: set[str]) -> str:
-    return "\\HasChildren" if name in has_children else "\\HasNoChildren"
+    return HAS_CHILDREN if name in has_children else HAS_NO_CHILDREN
 
 
 def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], patterns: Iterable[str], *,
@@ -94,7 +129,7 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
     Attributes, in this order: ``\\Subscribed`` (when selected or asked for), ``\\NonExistent``,
     the special-use attribute, and ``\\HasChildren``/``\\HasNoChildren`` for existing mailboxes
     (always sent: RFC 5258 allows it and clients rely on it)."""
-    matches = _Matcher(patterns)
+    matches = _matcher(patterns)
     by_name = {folder.name: folder for folder in folders}
     subscribed = set(subscriptions)
     has_children = _parents_with_children(by_name)
@@ -108,34 +143,40 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
             return False
         return select_subscribed or folder is not None
 
-    candidates = subscribed if select_subscribed else by_name.keys()
-    selected = {name for name in candidates if meets_criteria(name)}
+    if select_subscribed or select_special_use:
+        candidates = subscribed if select_subscribed else by_name.keys()
+        selected = {name for name in candidates if meets_criteria(name)}
+    else:  # a plain LIST: every existing folder (the common case, spared a call per folder)
+        selected = set(by_name)
     with_childinfo: set[str] = set()
     if recursive_match:
         with_childinfo = {parent for name in selected for parent in ancestors(name) if matches(parent)}
-    listed = {name for name in selected if matches(name)} | with_childinfo
+    listed = set(filter(matches, selected)) | with_childinfo
     entries = []
-    for name in sorted(listed, key=_sort_key):
+    append = entries.append
+    make = tuple.__new__  # ListEntry's own __new__ is a Python function; this loop runs per folder
+    for name in _listing_order(listed):
         folder = by_name.get(name)
-        attributes: list[str] = []
-        if show_subscribed and name in subscribed:
-            attributes.append("\\Subscribed")
+        attributes: tuple[str, ...]
         if folder is None:
-            attributes.append("\\NonExistent")
-        if folder is not None:
-            if folder.special_use is not None:
-                attributes.append(folder.special_use)
-            attributes.append(children_attribute(name, has_children))
-        entries.append(ListEntry(name, tuple(attributes), folder, name in with_childinfo))
+            attributes = _NONEXISTENT_SUBSCRIBED if show_subscribed and name in subscribed else _NONEXISTENT
+        else:
+            children = HAS_CHILDREN if name in has_children else HAS_NO_CHILDREN
+            special = folder.special_use
+            if show_subscribed and name in subscribed:
+                attributes = (_SUBSCRIBED, special, children) if special is not None else (_SUBSCRIBED, children)
+            else:
+                attributes = (special, children) if special is not None else (children,)
+        append(make(ListEntry, (name, attributes, folder, name in with_childinfo)))
     return entries
 
 
-def lsub_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern: str) -> list[ListEntry]:
+def lsub_mailboxes(folder_names: Iterable[str], subscriptions: Iterable[str], pattern: str) -> list[ListEntry]:
     """RFC 3501 6.3.9. A subscribed name that does not exist is not selectable: ``\\Noselect``.
     When a pattern (typically ending in ``%``) matches the unsubscribed parent of a subscribed
     name that it does not match itself, the parent is returned with ``\\Noselect``."""
-    matches = _Matcher([pattern])
-    existing = {folder.name for folder in folders}
+    matches = _matcher([pattern])
+    existing = set(folder_names)
     subscribed = set(subscriptions)
     out: dict[str, tuple[str, ...]] = {}
     for name in subscribed:
@@ -145,16 +186,17 @@ def lsub_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
         for parent in ancestors(name):
             if parent not in subscribed and parent not in out and matches(parent):
                 out[parent] = ("\\Noselect",)
-    return [ListEntry(name, out[name], None) for name in sorted(out, key=_sort_key)]
+    make = tuple.__new__  # as in list_mailboxes
+    return [make(ListEntry, (name, out[name], None, False)) for name in _listing_order(out)]
 
 
 def xlist_mailboxes(folders: Sequence[Any], pattern: str) -> list[ListEntry]:
     """XLIST: LIST with the Gmail spellings of the special-use attributes and ``\\Inbox``."""
-    matches = _Matcher([pattern])
+    matches = _matcher([pattern])
     by_name = {folder.name: folder for folder in folders}
     has_children = _parents_with_children(by_name)
     entries = []
-    for name in sorted(by_name, key=_sort_key):
+    for name in _listing_order(by_name):
         if not matches(name):
             continue
         folder = by_name[name]
@@ -167,10 +209,8 @@ def xlist_mailboxes(folders: Sequence[Any], pattern: str) -> list[ListEntry]:
     return entries
 
 
-def folder_attributes(folder: Any, folders: Sequence[Any]) -> tuple[str, ...]:
+def folder_attributes(folder: Any, has_children: bool) -> tuple[str, ...]:
     """The LIST attributes of one existing folder (the ``* LIST`` that IMAP4rev2's SELECT sends)."""
-    prefix = folder.name + SEPARATOR
     attributes = [folder.special_use] if folder.special_use is not None else []
-    has_children = any(other.name.startswith(prefix) for other in folders)
     attributes.append("\\HasChildren" if has_children else "\\HasNoChildren")
     return tuple(attributes)

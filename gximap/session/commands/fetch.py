@@ -38,7 +38,7 @@ from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt, ResolvedSet
 from gximap.net.handler import FileRegion
 from gximap.session import condstore
-from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.base import COALESCE_BYTES, SELECTED, CommandFailed, Done, command
 from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
 from midb.errors import MidbError, NoSuchBody
@@ -52,10 +52,6 @@ _MODSEQ = FetchAtt("MODSEQ")
 _BATCH = 256  # index records read per store call
 # FETCH of only these items takes the column path (rendered from flag columns, no message reads).
 RECORD_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
-# Whole responses of messages without a streamed body are gathered up to this size and yielded
-# as one item: each item costs a trip through the command's generators, the session and the
-# transport (about a tenth of a 2,000-envelope FETCH's CPU when yielded one message at a time).
-COALESCE_BYTES = 32 * 1024
 COLUMN_BATCH = 4096  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
 # Body ranges up to this size are read at once; larger ones are streamed, or handed to the pool
 # as FileRegions (sendfile(2)). A larger range is of a body larger than any the index keeps, so
@@ -612,8 +608,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
         if missing and not cmd.uid:
             return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
         return Done(Code.OK_FETCH)
-    # Whole responses waiting to go out together (COALESCE_BYTES); a list and a count kept in
-    # locals, as this loop runs once per message.
+    # Whole responses of messages without a streamed body, waiting to go out together
+    # (COALESCE_BYTES); a list and a count kept in locals, as this loop runs once per message.
     gathered: list[bytes] = []
     gathered_size = 0
     render = renderer.render

@@ -8,6 +8,7 @@ empty components, "." / "..", control characters...), which the session maps to 
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Generator
 from typing import Any
 
@@ -15,7 +16,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import capabilities, condstore, listing
-from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from gximap.session.base import AUTHENTICATED, CommandFailed, Done, coalesced, command
 from midb import errors as midb_errors
 
 DELIMITER = b'"/"'
@@ -46,7 +47,9 @@ def wire_name(session: Any, name: str) -> bytes:
     return encode.mailbox_name(name, session.utf8)
 
 
-def attribute_list(attributes: tuple[str, ...] | list[str]) -> bytes:
+@functools.lru_cache(maxsize=256)
+def attribute_list(attributes: tuple[str, ...]) -> bytes:
+    """``(\\A \\B)``; a listing has a handful of distinct attribute sets, each built once."""
     return b"(" + b" ".join(attribute.encode("ascii") for attribute in attributes) + b")"
 
 
@@ -143,12 +146,13 @@ def unsubscribe(session: Any, cmd: cmds.Unsubscribe) -> Done:
 # -- LIST / LSUB / XLIST / NAMESPACE ------------------------------------------------------------
 
 
-def _list_line(session: Any, verb: bytes, entry: listing.ListEntry) -> bytes:
-    line = b"* " + verb + b" " + attribute_list(entry.attributes) + b" " + DELIMITER + b" " + \
-        wire_name(session, entry.name)
-    if entry.childinfo:
-        line += CHILDINFO_SUBSCRIBED
-    return line + CRLF
+def _list_lines(session: Any, verb: bytes, entries: list[listing.ListEntry]) -> list[bytes]:
+    """The ``* LIST`` (LSUB, XLIST) lines of a listing, made in one loop (it runs once per folder)."""
+    utf8 = session.utf8
+    mailbox_name = encode.mailbox_name
+    return [b"* %b %b %b %b%b\r\n" % (verb, attribute_list(attributes), DELIMITER, mailbox_name(name, utf8),
+                                      CHILDINFO_SUBSCRIBED if childinfo else b"")
+            for name, attributes, _folder, childinfo in entries]
 
 
 def _hierarchy_root(verb: bytes) -> bytes:
@@ -172,9 +176,11 @@ def list_command(session: Any, cmd: cmds.List) -> Generator[bytes, Any, Done]:
         return Done(Code.OK_LIST)
     patterns = [listing.canonical_pattern(reference, pattern.name) for pattern in cmd.patterns if pattern.name]
     store = session.store
-    folders = store.list_folders(session.user)
+    status_items = cmd.status_items if "STATUS" in returns else None
+    prefix = listing.literal_prefix(patterns)
+    folders = store.folder_entries(session.user, prefix, records=bool(status_items))
     wants_subscriptions = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
-    subscriptions = store.subscriptions(session.user) if wants_subscriptions else ()
+    subscriptions = store.subscriptions(session.user, prefix) if wants_subscriptions else ()
     entries = listing.list_mailboxes(
         folders, subscriptions, patterns,
         select_subscribed="SUBSCRIBED" in selection,
@@ -182,15 +188,16 @@ def list_command(session: Any, cmd: cmds.List) -> Generator[bytes, Any, Done]:
         recursive_match="RECURSIVEMATCH" in selection,
         return_subscribed="SUBSCRIBED" in returns,
     )
-    status_items = cmd.status_items if "STATUS" in returns else None
     if status_items and "HIGHESTMODSEQ" in status_items:
         yield from condstore.enable(session)  # a CONDSTORE enabling command (RFC 7162 section 3.1)
-    for entry in entries:
-        yield _list_line(session, b"LIST", entry)
+    lines = _list_lines(session, b"LIST", entries)
+    if status_items:
         # RFC 5819: a STATUS response follows the LIST response of every listed mailbox that
         # can be selected (none for \NonExistent names).
-        if status_items and entry.folder is not None:
-            yield status_response(session, entry.folder, status_items)
+        lines = [response for entry, line in zip(entries, lines, strict=True)
+                 for response in ((line,) if entry.folder is None else
+                                  (line, status_response(session, entry.folder.record, status_items)))]
+    yield from coalesced(lines)
     return Done(Code.OK_LIST)
 
 
@@ -199,11 +206,11 @@ def lsub(session: Any, cmd: cmds.Lsub) -> Generator[bytes, Any, Done]:
     pattern = cmd.pattern.name
     if pattern:
         store = session.store
-        folders = store.list_folders(session.user)
-        subscriptions = store.subscriptions(session.user)
-        for entry in listing.lsub_mailboxes(folders, subscriptions,
-                                            listing.canonical_pattern(cmd.reference.name, pattern)):
-            yield _list_line(session, b"LSUB", entry)
+        pattern = listing.canonical_pattern(cmd.reference.name, pattern)
+        prefix = listing.literal_prefix([pattern])
+        entries = listing.lsub_mailboxes(store.folder_names(session.user, prefix),
+                                         store.subscriptions(session.user, prefix), pattern)
+        yield from coalesced(_list_lines(session, b"LSUB", entries))
     return Done(Code.OK_LSUB)
 
 
@@ -213,9 +220,10 @@ def xlist(session: Any, cmd: cmds.Xlist) -> Generator[bytes, Any, Done]:
     if not pattern:
         yield _hierarchy_root(b"XLIST")
         return Done(Code.OK_XLIST)
-    folders = session.store.list_folders(session.user)
-    for entry in listing.xlist_mailboxes(folders, listing.canonical_pattern(cmd.reference.name, pattern)):
-        yield _list_line(session, b"XLIST", entry)
+    pattern = listing.canonical_pattern(cmd.reference.name, pattern)
+    folders = session.store.folder_entries(session.user, listing.literal_prefix([pattern]))
+    entries = listing.xlist_mailboxes(folders, pattern)
+    yield from coalesced(_list_lines(session, b"XLIST", entries))
     return Done(Code.OK_XLIST)
 
 

@@ -81,7 +81,7 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
     yield _info(session, b"HIGHESTMODSEQ %d" % view.modseq, Code.INFO_HIGHESTMODSEQ)
     if session.rev2:
         # RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate attributes.
-        attributes = listing.folder_attributes(folder, store.list_folders(session.user))
+        attributes = listing.folder_attributes(folder, store.has_children(session.user, folder.name))
         yield b"* LIST " + attribute_list(attributes) + b' "/" ' + wire_name(session, folder.name) + CRLF
     if cmd.qresync is not None:
         yield from condstore.qresync_responses(session, view, cmd.qresync)
