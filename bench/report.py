@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import HEADERS_STEP, REPEATED_HEADERS, REPEATED_STATUS, REPEATED_STEPS
+from bench.loadgen import HEADERS_STEP, REPEATED_HEADERS, REPEATED_STATUS, REPEATED_STEPS, SORTING_STEPS
 
 Result = dict[str, Any]
 Cell = float | str | None
 SERVER_ORDER = ("gximap", "dovecot", "pymap")
 MIXED_COMMANDS = ("LOGIN", "SELECT", "FETCH_ENVELOPE", "FETCH_BODY", "STORE", "APPEND", "EXPUNGE")
 LARGE_STEPS = ("STATUS", REPEATED_STATUS, "SELECT", "UID FETCH 1:* (UID FLAGS)", HEADERS_STEP, "UID SEARCH UNSEEN",
-               "SEARCH SUBJECT", "SEARCH BODY", "SELECT (again)", *(name for name, _ in REPEATED_STEPS),
-               REPEATED_HEADERS)
+               "SEARCH SUBJECT", "SEARCH BODY", *(name for name, _ in SORTING_STEPS), "SELECT (again)",
+               *(name for name, _ in REPEATED_STEPS), REPEATED_HEADERS)
 
 
 @dataclass(frozen=True)

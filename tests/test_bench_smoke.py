@@ -330,7 +330,10 @@ def _check_large(record: dict) -> None:
     assert steps["UID SEARCH UNSEEN"]["hits"] == expected["unseen"]
     assert steps["SEARCH SUBJECT"]["hits"] == expected["subject"]
     assert steps["SEARCH BODY"]["hits"] == expected["body"]
-    for name in ("STATUS", "UID FETCH 1:* (UID FLAGS)", "UID SEARCH UNSEEN", loadgen.HEADERS_STEP):
+    for name, _command in loadgen.SORTING_STEPS:
+        assert steps[name]["status"] == "ok", steps[name]
+    for name in ("STATUS", "UID FETCH 1:* (UID FLAGS)", "UID SEARCH UNSEEN", loadgen.HEADERS_STEP,
+                 *(command.decode() for _name, command in loadgen.SORTING_STEPS)):
         repeated = steps[f"{name}, median of {loadgen.REPEATS}"]
         assert repeated["status"] == "ok", repeated
         assert len(repeated["runs_ms"]) == loadgen.REPEATS

@@ -4,6 +4,7 @@ plus the pure sort functions of gximap.session.sorting and RFC 5256 base-subject
 from __future__ import annotations
 
 import calendar
+import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ import pytest
 from conversation import Conversation
 
 from gximap.session import sorting
-from midb.messages import make_meta
 from midb.mime import base_subject
 
 FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
@@ -395,39 +395,136 @@ def test_arrival_and_size_never_read_digests_subject_reads_each_once(conv: Conve
     assert len(reads) == count
 
 
+def test_a_repeated_sort_reads_no_message_and_follows_new_and_expunged_mail(conv: Conversation,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process keeps each folder's sort values (sorting.SortColumns): a SORT or THREAD
+    repeated, by this session or another one, reads no index record and no summary; after new
+    mail only the new message is read, and an expunged one drops out. The answers are the ones
+    computed afresh."""
+    five_messages(conv)
+    conv.select()
+    commands = ["SORT (SUBJECT) UTF-8 ALL", "UID SORT (REVERSE DATE SUBJECT) UTF-8 ALL",
+                "THREAD ORDEREDSUBJECT UTF-8 ALL", "UID THREAD REFERENCES UTF-8 ALL"]
+
+    def afresh(session: Conversation) -> list[bytes]:
+        session.ctx.sort_columns.clear()
+        sorting.KEY_CACHE.clear()
+        return [session.command(command)[0] for command in commands]
+
+    first = afresh(conv)
+    assert first[0] == b"* SORT 4 2 5 1 3"
+    reads: list[list[int]] = []
+    original = conv.store.get_messages
+
+    def counting_get_messages(account: str, folder_id: int, uids: Any) -> Any:
+        reads.append(list(uids))
+        return original(account, folder_id, uids)
+
+    monkeypatch.setattr(conv.store, "get_messages", counting_get_messages)
+    other = conv.second_session()
+    other.login()
+    other.select()
+    for session in (conv, other):
+        assert [session.command(command)[0] for command in commands] == first
+    assert reads == []
+    conv.add_message(data=message(subject=b"Apricot", date=b"Thu, 4 Jan 2001 10:00:00 +0000"))
+    conv.command("NOOP")
+    after_new = [conv.command(command)[0] for command in commands]
+    assert after_new[0] == b"* SORT 4 2 5 6 1 3"
+    assert reads and all(uids == [6] for uids in reads)   # one read per column, of the new message
+    other.command("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    other.command("EXPUNGE")
+    after_expunge = [other.command(command)[0] for command in commands]
+    assert after_expunge[0] == b"* SORT 3 4 5 1 2"
+    assert all(uids == [6] for uids in reads)
+    monkeypatch.undo()
+    assert afresh(other) == after_expunge
+    conv.command("NOOP")
+    assert afresh(conv) == after_expunge
+
+
 # -- the pure functions ---------------------------------------------------------------------------------
 
 
-def _keys(subject: str = "", date: int | None = None) -> sorting.MessageKeys:
-    return sorting.MessageKeys(date, subject, "", "", "", "", "", None, "", False)
+def test_sort_order_is_stable_lexicographic() -> None:
+    arrival = [30, 10, 20, 10, 30]
+    size = [5, 5, 9, 9, 1]
+    subject = ["B", "A", "B", "A", "B"]
+
+    def positions(*columns: tuple[list[Any], bool]) -> list[int]:
+        return sorting.sort_order(list(columns), 5)
+
+    assert positions((arrival, False)) == [1, 3, 2, 0, 4]
+    assert positions((arrival, True)) == [0, 4, 2, 1, 3]  # ties keep their order when reversed too
+    assert positions((size, True), (arrival, False)) == [3, 2, 1, 0, 4]
+    assert positions((subject, False), (size, True)) == [3, 1, 2, 0, 4]
+    # A message whose body is gone (None in a column) is left out.
+    assert positions(([3, None, 1, 2, None], False)) == [2, 3, 0]
+    assert positions((arrival, False), ([1, 1, None, 1, 1], False)) == [1, 3, 0, 4]
 
 
-def test_sort_records_is_stable_lexicographic() -> None:
-    records = [make_meta(uid, (), arrival, 0, size, 1, f"b{uid}")
-               for uid, arrival, size in [(1, 30, 5), (2, 10, 5), (3, 20, 9), (4, 10, 9), (5, 30, 1)]]
-    keys = [_keys("B"), _keys("A"), _keys("B"), _keys("A"), _keys("B")]
-
-    def uids(program: list[tuple[str, bool]]) -> list[int]:
-        return [meta.uid for meta in sorting.sort_records(records, program, keys)]
-
-    assert uids([("ARRIVAL", False)]) == [2, 4, 3, 1, 5]
-    assert uids([("ARRIVAL", True)]) == [1, 5, 3, 2, 4]
-    assert uids([("SIZE", True), ("ARRIVAL", False)]) == [4, 3, 2, 1, 5]
-    assert uids([("SUBJECT", False), ("SIZE", True)]) == [4, 2, 3, 1, 5]
-    assert uids([("DATE", False)]) == [2, 4, 3, 1, 5]  # no Date: keys: the arrival dates
-
-
-def test_sort_records_100000_by_arrival_and_size_is_fast() -> None:
+def test_sort_order_of_100000_is_a_permutation_in_key_order() -> None:
     rng = random.Random(5256)
-    records = [make_meta(uid, (), rng.randrange(10**9), 0, rng.randrange(10**6), 1, f"{uid:032x}")
-               for uid in range(1, 100_001)]
-    started = time.perf_counter()
-    by_arrival = sorting.sort_records(records, [("ARRIVAL", False)])
-    by_size = sorting.sort_records(records, [("SIZE", True), ("ARRIVAL", False)])
-    elapsed = time.perf_counter() - started
-    assert all(a.internaldate <= b.internaldate for a, b in zip(by_arrival, by_arrival[1:], strict=False))
-    assert all(a.size >= b.size for a, b in zip(by_size, by_size[1:], strict=False))
-    assert elapsed < 2.0, elapsed
+    arrival = [rng.randrange(10**9) for _ in range(100_000)]
+    size = [rng.randrange(10**3) for _ in range(100_000)]
+    by_arrival = sorting.sort_order([(arrival, False)], 100_000)
+    by_size = sorting.sort_order([(size, True), (arrival, False)], 100_000)
+    assert sorted(by_arrival) == list(range(100_000)) == sorted(by_size)
+    assert all(arrival[a] <= arrival[b] for a, b in itertools.pairwise(by_arrival))
+    assert all((-size[a], arrival[a]) <= (-size[b], arrival[b]) for a, b in itertools.pairwise(by_size))
+
+
+class _Loads:
+    """A SortColumns loader that records what it was asked for; UIDs in ``gone`` have no value."""
+
+    def __init__(self, gone: set[int] | None = None) -> None:
+        self.asked: list[list[int]] = []
+        self.gone = gone or set()
+
+    def __call__(self, uids: list[int]) -> dict[int, Any]:
+        self.asked.append(list(uids))
+        return {uid: uid * 10 for uid in uids if uid not in self.gone}
+
+
+def test_sort_columns_read_each_message_once_and_follow_the_folder() -> None:
+    columns = sorting.SortColumns(capacity=1000)
+    folder = ("alice", 7, 1234)
+    load = _Loads()
+    assert columns.values(folder, "DATE", [1, 2, 3], load, whole_folder=True) == [10, 20, 30]
+    assert columns.values(folder, "DATE", [1, 2, 3], load, whole_folder=True) == [10, 20, 30]
+    assert columns.values(folder, "DATE", [2, 3], load) == [20, 30]   # a search's subset
+    assert load.asked == [[1, 2, 3]]
+    # New mail: only the new messages are read; expunged ones leave the column when the
+    # request covers the whole folder.
+    assert columns.values(folder, "DATE", [1, 3, 4, 5], load, whole_folder=True) == [10, 30, 40, 50]
+    assert load.asked[-1] == [4, 5] and len(columns) == 4
+    # Another criterion, folder or UIDVALIDITY is another column.
+    assert columns.values(folder, "SUBJECT", [1], load) == [10]
+    assert columns.values(("alice", 7, 999), "DATE", [1], load) == [10]
+    assert load.asked[-2:] == [[1], [1]]
+    # A message whose body is gone has no value and is not kept.
+    gone = _Loads(gone={9})
+    assert columns.values(folder, "DATE", [1, 3, 4, 5, 9], gone, whole_folder=True) == [10, 30, 40, 50, None]
+    assert gone.asked == [[9]]
+    assert columns.values(folder, "DATE", [1, 3, 4, 5], gone, whole_folder=True) == [10, 30, 40, 50]
+    assert gone.asked == [[9]]
+
+
+def test_sort_columns_are_bounded_least_recently_used_first() -> None:
+    columns = sorting.SortColumns(capacity=10)
+    load = _Loads()
+    for folder_id in (1, 2, 3):
+        columns.values(("a", folder_id, 1), "DATE", [1, 2, 3, 4], load)
+    columns.values(("a", 2, 1), "DATE", [1, 2, 3, 4], load)   # used: now the most recent
+    assert len(load.asked) == 3 and len(columns) == 8   # the third column evicted the first
+    columns.values(("a", 1, 1), "DATE", [1, 2, 3, 4], load)   # read again; evicts folder 3
+    columns.values(("a", 2, 1), "DATE", [1, 2, 3, 4], load)
+    assert len(load.asked) == 4 and len(columns) == 8
+    # A column larger than the whole capacity is answered and not kept.
+    assert columns.values(("a", 9, 1), "DATE", list(range(1, 12)), load) == [uid * 10 for uid in range(1, 12)]
+    assert len(columns) == 8
+    columns.clear()
+    assert len(columns) == 0
 
 
 def test_key_cache_is_bounded_and_survives_repeated_scans() -> None:
@@ -440,17 +537,22 @@ def test_key_cache_is_bounded_and_survives_repeated_scans() -> None:
         loads.append(blob)
         return digest(b"Subject: Re: " + blob.encode() + b"\r\nReferences: <a@x> <b@x>\r\n\r\n")
 
+    def get(blob: str) -> sorting.MessageKeys:
+        (keys,) = cache.get_many([blob], lambda blobs: [load(blob) for blob in blobs])
+        assert keys is not None
+        return keys
+
     for index in range(40):
-        keys = cache.get(f"blob{index}", load)
+        keys = get(f"blob{index}")
         assert keys.subject == f"BLOB{index}" and keys.reply and keys.references == "a@x b@x"
         assert len(cache) <= 16
     assert len(loads) == 40
     assert "blob39" in cache  # the newest entry is never the one evicted
-    cache.get("blob39", load)
+    get("blob39")
     assert len(loads) == 40
     # Scanning a "folder" larger than the cache again and again still finds some keys cached
     # (with LRU or FIFO eviction every lookup of such a scan would miss).
     for _ in range(3):
         for index in range(20):
-            cache.get(f"blob{index}", load)
+            get(f"blob{index}")
     assert len(loads) < 40 + 3 * 20

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gximap.imap.codes import ResponseCodes
+from gximap.session.sorting import SortColumns
 
 if TYPE_CHECKING:
     from gximap.auth.service import AuthService
@@ -52,6 +53,7 @@ class ServerContext:
     auth: AuthService
     codes: ResponseCodes
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gximap.imap"))
+    sort_columns: SortColumns = field(default_factory=SortColumns)  # SORT / THREAD values by folder
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

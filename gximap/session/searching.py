@@ -604,14 +604,21 @@ def _load_rows(session: Any, keys: Sequence[SearchKey]) -> list[_Row]:
 
 def _index_answer(session: Any, keys: list[SearchKey]) -> list[int] | None:
     """The result, without reading any message record, of a search made only of flag-index keys
-    (UNSEEN, DELETED) and sequence sets, e.g. ``UID SEARCH UNSEEN``; None for any other search.
-    The flag index lists existing messages only, so expunged ones drop out as they should."""
+    (UNSEEN, DELETED), sequence sets and ALL, e.g. ``UID SEARCH UNSEEN`` or the ``ALL`` of a
+    SORT; None for any other search. The flag index, and the message keys ALL reads, list
+    existing messages only, so expunged ones drop out as they should."""
     if not all(_indexed_flag(key) is not None or isinstance(key, (cmds.SearchSequence, cmds.SearchAll))
                for key in keys):
         return None
     indexed = _flag_index_uids(session, keys)
     if indexed is None:
-        return None
+        if any(isinstance(key, cmds.SearchSequence) for key in keys):
+            return None  # a sequence set narrows the search: its records are read (_load_rows)
+        view = session.selected
+        indexed = session.store.uids(view.account, view.folder_id)
+        if indexed and indexed[-1] > view.uid_max:
+            # Messages that arrived after the last announcement are not in the client's view yet.
+            del indexed[bisect.bisect_right(indexed, view.uid_max):]
     candidates = _candidate_uids(session, keys)
     return indexed if candidates is None else sorted(set(candidates).intersection(indexed))
 

@@ -415,6 +415,18 @@ class SelectedMailbox:
         position = self.runs.position(uid)
         return None if position is None else position + 1
 
+    def message_numbers(self, uids: Sequence[int]) -> Sequence[int]:
+        """Message numbers of ascending UIDs that are all in the view: a range when they are a
+        contiguous stretch of it (SEARCH ALL), else one bisection of the flat array each."""
+        runs = self.runs
+        if uids:
+            first, last = runs.position(uids[0]), runs.position(uids[-1])
+            if first is not None and last is not None and last - first + 1 == len(uids):
+                return range(first + 1, last + 2)
+        flat = self.uids
+        left = bisect.bisect_left
+        return [left(flat, uid) + 1 for uid in uids]
+
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[int]:
         """The UIDs of the view named by a sequence set, ascending. ``$`` must be substituted."""
         uids = self.runs

@@ -21,10 +21,11 @@ import itertools
 import random
 import re
 import threading
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from midb.errors import NoSuchBody
 from midb.mime import Digest
 from midb.summary import Summary
 
@@ -32,16 +33,18 @@ __all__ = [
     "DIGEST_SORT_KEYS",
     "KEY_CACHE",
     "RECORD_SORT_KEYS",
+    "THREAD_VALUES",
     "KeyCache",
     "MessageKeys",
+    "SortColumns",
     "ThreadItem",
     "ThreadNode",
     "casemap",
-    "collect_keys",
+    "column_values",
     "is_reply_or_forward",
     "message_keys",
     "render_threads",
-    "sort_records",
+    "sort_order",
     "thread_orderedsubject",
     "thread_references",
 ]
@@ -165,16 +168,6 @@ class KeyCache:
     def __contains__(self, blob: object) -> bool:
         return blob in self._entries
 
-    def get(self, blob: str, load: Callable[[str], Digest | Summary]) -> MessageKeys:
-        """The keys of body ``blob``, from ``load(blob)`` (``Store.digest``) on a miss. Errors of
-        ``load`` (e.g. midb NoSuchBody) propagate and nothing is cached."""
-        keys = self._entries.get(blob)
-        if keys is not None:
-            return keys
-        keys = message_keys(load(blob))
-        self._put(blob, keys)
-        return keys
-
     def get_many(self, blobs: Sequence[str], load_many: Callable[[list[str]], list[Summary | None]]
                  ) -> list[MessageKeys | None]:
         """The keys of several bodies; the misses are loaded with one ``load_many`` call
@@ -191,9 +184,6 @@ class KeyCache:
                     new[blobs[index]] = keys
             self._put_many(new)
         return found
-
-    def _put(self, blob: str, keys: MessageKeys) -> None:
-        self._put_many({blob: keys})
 
     def _put_many(self, new: dict[str, MessageKeys]) -> None:
         if self.capacity <= 0 or not new:
@@ -217,8 +207,10 @@ _LOAD_BATCH = 512  # keys loaded per store call
 
 def collect_summary_keys(records: Sequence[Any], load_many: Callable[[list[str]], list[Summary | None]],
                          cache: KeyCache | None = None) -> tuple[list[Any], list[MessageKeys]]:
-    """Like :func:`collect_keys`, loading the missing keys from summaries a batch at a time
-    (``Store.summaries``): one store call per batch rather than one per message."""
+    """The keys of ``records`` (via ``cache``, default :data:`KEY_CACHE`) as two parallel lists,
+    the missing ones loaded from summaries a batch at a time (``Store.summaries``): one store
+    call per batch rather than one per message. A record whose body is gone (expunged by another
+    session meanwhile) is left out, as SEARCH leaves it out."""
     cache = KEY_CACHE if cache is None else cache
     kept: list[Any] = []
     keys: list[MessageKeys] = []
@@ -231,25 +223,12 @@ def collect_summary_keys(records: Sequence[Any], load_many: Callable[[list[str]]
     return kept, keys
 
 
-def collect_keys(records: Sequence[Any], load: Callable[[str], Digest | Summary],
-                 cache: KeyCache | None = None) -> tuple[list[Any], list[MessageKeys]]:
-    """The digest keys of ``records`` (via ``cache``, default :data:`KEY_CACHE`), as two parallel
-    lists. A record whose body is gone (expunged by another session meanwhile) is left out, as
-    SEARCH leaves it out."""
-    cache = KEY_CACHE if cache is None else cache
-    get = cache.get
-    kept: list[Any] = []
-    keys: list[MessageKeys] = []
-    for meta in records:
-        try:
-            keys.append(get(meta.blob, load))
-        except NoSuchBody:
-            continue
-        kept.append(meta)
-    return kept, keys
-
-
 # -- SORT ------------------------------------------------------------------------------------------
+
+
+_KEY_FIELD = {criterion: MessageKeys._fields.index(attribute) for criterion, attribute in (
+    ("SUBJECT", "subject"), ("FROM", "from_"), ("TO", "to"), ("CC", "cc"), ("DISPLAYFROM", "display_from"),
+    ("DISPLAYTO", "display_to"))}
 
 
 def _column(criterion: str, records: Sequence[Any], keys: Sequence[MessageKeys] | None) -> list[Any]:
@@ -263,27 +242,127 @@ def _column(criterion: str, records: Sequence[Any], keys: Sequence[MessageKeys] 
         # RFC 5256 section 2.2: no usable Date: header means the internal date.
         return [key.date if key.date is not None else meta.internaldate
                 for key, meta in zip(keys, records, strict=True)]
-    attribute = {"SUBJECT": "subject", "FROM": "from_", "TO": "to", "CC": "cc",
-                 "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}[criterion]
-    index = MessageKeys._fields.index(attribute)
+    index = _KEY_FIELD[criterion]
     return [key[index] for key in keys]
 
 
-def sort_records(records: Sequence[Any], criteria: Sequence[tuple[str, bool]],
-                 keys: Sequence[MessageKeys] | None = None) -> list[Any]:
-    """``records`` (index records in message-number order) ordered by ``criteria``, a sequence of
-    (key name, reverse) pairs, most significant first.
+def _thread_values(records: Sequence[Any], keys: Sequence[MessageKeys]) -> list[tuple[Any, ...]]:
+    """What threading needs of each message (ThreadItem without the number)."""
+    return [(key.date if key.date is not None else meta.internaldate, key.subject, key.reply, key.message_id,
+             tuple(key.references.split())) for meta, key in zip(records, keys, strict=True)]
 
-    ``keys[i]`` are the digest keys of ``records[i]``; they may be None when every criterion is
-    ARRIVAL or SIZE. Equal messages keep message-number order whatever REVERSE says (RFC 5256:
-    ties go by sequence number)."""
-    order = list(range(len(records)))
+
+THREAD_VALUES = "THREAD"  # the SortColumns criterion holding _thread_values
+
+
+def column_values(criterion: str, records: Sequence[Any], load_many: Callable[[list[str]], list[Summary | None]],
+                  cache: KeyCache | None = None) -> dict[int, Any]:
+    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of the index ``records``;
+    a message whose body is gone is left out. Digest keys come through ``cache`` (KEY_CACHE)."""
+    if criterion in RECORD_SORT_KEYS:
+        kept, keys = list(records), None
+    else:
+        kept, keys = collect_summary_keys(records, load_many, cache)
+    values = _thread_values(kept, keys) if criterion == THREAD_VALUES else _column(criterion, kept, keys)
+    return dict(zip([meta.uid for meta in kept], values, strict=True))
+
+
+DEFAULT_COLUMN_ENTRIES = 400_000  # values over all columns: a few MB to a few tens (strings)
+
+
+class _Column(NamedTuple):
+    uids: array  # ascending
+    values: list[Any]
+
+
+class SortColumns:
+    """Each folder's sort values under one criterion, by UID, for every session of the process:
+    what makes a repeated SORT of a large folder (a webmail client sorts on every page view)
+    cost a sort of cached values rather than a read of every index record and summary.
+
+    A message's values never change under its UID (its body and internal date are fixed, and a
+    UID is never reused within a UIDVALIDITY), so a column never goes stale: it lacks at most
+    the messages that arrived since it was filled (read then, and added at its end, as UIDs
+    ascend) and may still hold expunged ones (dropped when a request covers the whole folder).
+    Columns are replaced, never changed in place, so readers need no lock. The least recently
+    used go when the values of all of them exceed ``capacity``; a column larger than that on
+    its own is used once and not kept."""
+
+    def __init__(self, capacity: int = DEFAULT_COLUMN_ENTRIES) -> None:
+        self.capacity = capacity
+        self._columns: OrderedDict[tuple[Any, ...], _Column] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._held
+
+    def values(self, folder: tuple[Any, ...], criterion: str, uids: Sequence[int],
+               load: Callable[[list[int]], dict[int, Any]], *, whole_folder: bool = False) -> list[Any]:
+        """The values of ``uids`` (ascending) under ``criterion`` in ``folder`` (any key naming
+        a folder and its UIDVALIDITY), in the same order; None for a message ``load`` left out
+        (its body is gone). ``load(missing UIDs)`` gives UID -> value for those the column lacks.
+        ``whole_folder``: ``uids`` are all of the folder's messages (the column keeps only these)."""
+        key = (folder, criterion)
+        with self._lock:
+            column = self._columns.get(key)
+            if column is not None:
+                self._columns.move_to_end(key)
+        count = len(uids)
+        if column is not None and count and len(column.uids) >= count and column.uids[count - 1] == uids[-1] \
+                and column.uids[:count] == array(_UID_CODE, uids):
+            return column.values[:count]  # the usual repeat: nothing arrived, nothing left
+        known: dict[int, Any] = {} if column is None else dict(zip(column.uids, column.values, strict=True))
+        missing = [uid for uid in uids if uid not in known]
+        loaded = load(missing) if missing else {}
+        if loaded:
+            known.update(loaded)
+        found = list(map(known.get, uids))  # None: the body is gone
+        if whole_folder:
+            kept = [(uid, value) for uid, value in zip(uids, found, strict=True) if value is not None]
+        elif loaded or column is None:
+            kept = sorted(known.items())
+        else:
+            return found  # nothing new to keep
+        self._store(key, _Column(array(_UID_CODE, [uid for uid, _value in kept]), [value for _uid, value in kept]))
+        return found
+
+    def _store(self, key: tuple[Any, ...], column: _Column) -> None:
+        size = len(column.uids)
+        with self._lock:
+            old = self._columns.pop(key, None)
+            if old is not None:
+                self._held -= len(old.uids)
+            if size > self.capacity:
+                return
+            while self._columns and self._held + size > self.capacity:
+                _key, evicted = self._columns.popitem(last=False)
+                self._held -= len(evicted.uids)
+            self._columns[key] = column
+            self._held += size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._columns.clear()
+            self._held = 0
+
+
+_UID_CODE = "I"
+
+
+def sort_order(columns: Sequence[tuple[Sequence[Any], bool]], count: int) -> list[int]:
+    """The positions ``0 .. count - 1`` ordered by ``columns``: (values by position, reverse)
+    pairs, most significant first. A position whose value is None in any column (a message
+    whose body is gone) is left out. Equal values keep position order (message-number order)
+    whatever REVERSE says (RFC 5256: ties go by sequence number)."""
+    order = list(range(count))
     # Stable sorts from the least significant criterion up give the lexicographic order; a
-    # reverse=True sort keeps equal items in their original (ascending number) order.
-    for name, reverse in reversed(criteria):
-        column = _column(name, records, keys)
-        order.sort(key=column.__getitem__, reverse=reverse)
-    return [records[index] for index in order]
+    # reverse=True sort keeps equal items in their original (ascending position) order.
+    for values, reverse in reversed(columns):
+        if None in values:
+            order = [index for index in order if values[index] is not None]
+        order.sort(key=values.__getitem__, reverse=reverse)
+    return order
 
 
 # -- THREAD ----------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ at the end of an ESEARCH response (section 3.1.10; with only MIN/MAX, of those m
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -24,13 +23,6 @@ from gximap.session.base import SELECTED, CommandFailed, Done, command
 
 # RFC 5182 section 2.4: SAVE combined with only MIN and/or MAX saves just those messages.
 _EXTREMES = frozenset({"MIN", "MAX"})
-
-
-def _message_numbers(view: Any, uids: list[int]) -> list[int]:
-    """Message numbers of UIDs known to be in the view (both ascending)."""
-    positions = view.uids
-    left = bisect.bisect_left
-    return [left(positions, uid) + 1 for uid in uids]
 
 
 def _saved_result(options: tuple[str, ...], matched: list[int]) -> list[int]:
@@ -102,7 +94,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes, Any, Done]:
     if save:
         assert options is not None
         session.saved_search = _saved_result(options, matched)
-    numbers = matched if cmd.uid else _message_numbers(view, matched)
+    numbers = matched if cmd.uid else view.message_numbers(matched)
     if options is None:
         modseq = condstore.search_modseq(session, matched, None) if with_modseq else None
         if session.rev2:

@@ -1,7 +1,8 @@
 """SORT and UID SORT (RFC 5256), DISPLAYFROM/DISPLAYTO (RFC 5957) and ESORT (RFC 5267).
 
 The search program selects the messages (gximap.session.searching), gximap.session.sorting orders
-them. Without RETURN options the answer is ``* SORT n...``; with them (ESORT) it is an ESEARCH
+them by the values the process keeps per folder and criterion (sorting.SortColumns): a repeated
+SORT of a large folder sorts values it already has, reading only messages that arrived since. Without RETURN options the answer is ``* SORT n...``; with them (ESORT) it is an ESEARCH
 response whose MIN and MAX are the first and last message in sort order and whose ALL lists the
 messages in sort order (RFC 5267 section 3.1). SAVE (RFC 5182) stores the sorted messages as ``$``.
 When the search program uses MODSEQ, the highest mod-sequence of the result is added (RFC 7162
@@ -10,7 +11,6 @@ section 3.1.5).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
@@ -40,11 +40,37 @@ def matching_records(session: Any, criteria: cmds.SearchKey) -> list[Any]:
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
 
 
-def message_numbers(view: Any, uids: Sequence[int]) -> list[int]:
-    """Message numbers of UIDs that are in the view, in the given order."""
-    positions = view.uids
-    left = bisect.bisect_left
-    return [left(positions, uid) + 1 for uid in uids]
+def matching_uids(session: Any, criteria: cmds.SearchKey) -> list[int]:
+    """The UIDs the search program selects, ascending; BAD as for matching_records."""
+    try:
+        return searching.search(session, criteria)
+    except searching.SearchUnsupported:
+        raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
+
+
+def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_folder: bool) -> list[Any]:
+    """The values of the selected folder's messages ``uids`` (ascending) under a sort criterion
+    (or sorting.THREAD_VALUES), from the process's sort columns; None for a message whose body
+    is gone. What the columns lack is read from the index records and summaries."""
+    view = session.selected
+    store = session.store
+
+    def load(missing: list[int]) -> dict[int, Any]:
+        records = store.get_messages(view.account, view.folder_id, missing)
+        return sorting.column_values(criterion, records, store.summaries)
+
+    return session.ctx.sort_columns.values((view.account, view.folder_id, view.uidvalidity), criterion, uids,
+                                           load, whole_folder=whole_folder)
+
+
+def sort_order(session: Any, uids: list[int], criteria: tuple[cmds.SortCriterion, ...], *,
+               whole_folder: bool) -> list[int]:
+    """The positions in ``uids`` (ascending) in the order of the sort program; a message whose
+    body is gone is left out. Equal messages keep message-number order whatever REVERSE says
+    (RFC 5256)."""
+    columns = [(folder_values(session, criterion.key, uids, whole_folder=whole_folder), criterion.reverse)
+               for criterion in criteria]
+    return sorting.sort_order(columns, len(uids))
 
 
 def ordered_sequence_set(numbers: Sequence[int]) -> bytes:
@@ -85,25 +111,25 @@ def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]
     return sorted(chosen)
 
 
-def sorted_records(session: Any, records: list[Any], criteria: tuple[cmds.SortCriterion, ...]) -> list[Any]:
-    """``records`` in the order of the sort program. Digests are read (through the key cache) only
-    when a criterion needs one."""
-    program = [(criterion.key, criterion.reverse) for criterion in criteria]
-    keys = None
-    if any(name not in _RECORD_ONLY for name, _reverse in program):
-        records, keys = sorting.collect_summary_keys(records, session.store.summaries)
-    return sorting.sort_records(records, program, keys)
-
-
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
 def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
     check_charset(session, cmd.charset)
     view = session.selected
     options = cmd.return_opts
     save = options is not None and "SAVE" in options
+    uses_modseq = condstore.uses_modseq(cmd.search)
+    modseq = None
     try:
-        records = matching_records(session, cmd.search)
-        ordered = sorted_records(session, records, cmd.criteria)
+        if uses_modseq:
+            # The answer carries the highest MODSEQ of the messages the search saw: their records
+            # are read once, for both.
+            records = matching_records(session, cmd.search)
+            matched = [meta.uid for meta in records]
+            modseq = max((meta.modseq for meta in records), default=None)
+        else:
+            matched = matching_uids(session, cmd.search)
+        order = sort_order(session, matched, cmd.criteria, whole_folder=isinstance(cmd.search, cmds.SearchAll))
+        uids = [matched[index] for index in order]
     except CommandFailed as failed:
         if save and failed.done.status == "NO":
             session.saved_search = []
@@ -112,16 +138,16 @@ def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
         if save:
             session.saved_search = []  # a SAVE that fails with NO empties "$" (RFC 5182 section 2.1)
         raise
-    uids = [meta.uid for meta in ordered]
     if save:
         assert options is not None
         session.saved_search = saved_result(options, uids)
-    modseq = None
-    if condstore.uses_modseq(cmd.search):
+    if uses_modseq:
         yield from condstore.enable(session)  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
-        if ordered:
-            modseq = max(meta.modseq for meta in ordered)
-    numbers = uids if cmd.uid else message_numbers(view, uids)
+    if cmd.uid:
+        numbers: Sequence[int] = uids
+    else:
+        positions = view.message_numbers(matched)
+        numbers = [positions[index] for index in order]
     if options is None:
         yield from sort_response(numbers, modseq)
     elif set(options) != {"SAVE"}:

@@ -1,21 +1,21 @@
 """THREAD and UID THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES.
 
 The search program selects the messages; their sent dates, base subjects and Message-ID /
-References ids come from the stored digests (through the shared key cache of
-gximap.session.sorting, which also holds the algorithms). The answer is one ``* THREAD`` line,
+References ids come from the stored summaries, kept per folder in the process's sort columns
+(gximap.session.sorting, which also holds the algorithms). The answer is one ``* THREAD`` line,
 streamed in pieces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import sorting
 from gximap.session.base import SELECTED, Done, command
-from gximap.session.commands.sort import check_charset, matching_records, message_numbers
+from gximap.session.commands.sort import check_charset, folder_values, matching_uids
 
 _ALGORITHMS = {
     "ORDEREDSUBJECT": sorting.thread_orderedsubject,
@@ -23,25 +23,24 @@ _ALGORITHMS = {
 }
 
 
-def thread_items(session: Any, records: list[Any], uid: bool) -> list[sorting.ThreadItem]:
-    """What the threading algorithms need of each record, in message-number order."""
-    records, keys = sorting.collect_summary_keys(records, session.store.summaries)
-    uids = [meta.uid for meta in records]
-    numbers = uids if uid else message_numbers(session.selected, uids)
-    items = []
-    for number, meta, key in zip(numbers, records, keys, strict=True):
-        # RFC 5256 section 2.2: the internal date stands in for a missing or unusable Date:.
-        date = key.date if key.date is not None else meta.internaldate
-        items.append(sorting.ThreadItem(number, date, key.subject, key.reply, key.message_id,
-                                        tuple(key.references.split())))
-    return items
+def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool) -> list[sorting.ThreadItem]:
+    """What the threading algorithms need of each message (``uids`` ascending), in message-number
+    order, from the process's sort columns; a message whose body is gone is left out."""
+    values = folder_values(session, sorting.THREAD_VALUES, uids, whole_folder=whole_folder)
+    kept = [(uid_, value) for uid_, value in zip(uids, values, strict=True) if value is not None]
+    numbers: Sequence[int] = [uid_ for uid_, _value in kept]
+    if not uid:
+        numbers = session.selected.message_numbers(numbers)
+    make = tuple.__new__  # ThreadItem's own __new__ is a Python function; one item per message
+    return [make(sorting.ThreadItem, (number, *value)) for number, (_uid, value) in zip(numbers, kept, strict=True)]
 
 
 @command(cmds.Thread, states=SELECTED, expunge_ok=False)
 def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
     check_charset(session, cmd.charset)
-    records = matching_records(session, cmd.search)
-    threads = _ALGORITHMS[cmd.algorithm](thread_items(session, records, cmd.uid))
+    uids = matching_uids(session, cmd.search)
+    items = thread_items(session, uids, cmd.uid, whole_folder=isinstance(cmd.search, cmds.SearchAll))
+    threads = _ALGORITHMS[cmd.algorithm](items)
     yield b"* THREAD" + (b" " if threads else b"")
     yield from sorting.render_threads(threads)
     yield b"\r\n"
