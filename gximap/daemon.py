@@ -45,6 +45,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         quota_admins=tuple(cfg.imap_quota_admins),  # type: ignore[arg-type]
         metadata_max_entries=int(cfg.imap_metadata_max_entries),
         metadata_max_size=int(cfg.imap_metadata_max_size),
+        sort_cache_size=int(cfg.imap_sort_cache_size),
         metadata_comment=str(cfg.imap_metadata_comment),
         metadata_admin=str(cfg.imap_metadata_admin),
     )

@@ -15,6 +15,7 @@ import pytest
 from conversation import Conversation
 
 from gximap.session import sorting
+from gximap.session.context import Settings
 from midb.mime import base_subject
 
 FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
@@ -443,6 +444,18 @@ def test_a_repeated_sort_reads_no_message_and_follows_new_and_expunged_mail(conv
     assert afresh(conv) == after_expunge
 
 
+def test_imap_sort_cache_size_bounds_the_columns_and_reloads(conv: Conversation) -> None:
+    five_messages(conv)
+    conv.select()
+    assert conv.ctx.sort_columns.capacity == 64 << 20
+    conv.command("SORT (SUBJECT) UTF-8 ALL")
+    assert conv.ctx.sort_columns.held_bytes == 5 * sorting._TEXT_BYTES
+    conv.ctx.reload(Settings(sort_cache_size=0))   # SIGHUP with imap_sort_cache_size = 0
+    assert conv.ctx.sort_columns.held_bytes == 0
+    assert conv.command("SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 4 2 5 1 3"
+    assert conv.ctx.sort_columns.held_bytes == 0
+
+
 # -- the pure functions ---------------------------------------------------------------------------------
 
 
@@ -487,7 +500,7 @@ class _Loads:
 
 
 def test_sort_columns_read_each_message_once_and_follow_the_folder() -> None:
-    columns = sorting.SortColumns(capacity=1000)
+    columns = sorting.SortColumns()
     folder = ("alice", 7, 1234)
     load = _Loads()
     assert columns.values(folder, "DATE", [1, 2, 3], load, whole_folder=True) == [10, 20, 30]
@@ -497,7 +510,7 @@ def test_sort_columns_read_each_message_once_and_follow_the_folder() -> None:
     # New mail: only the new messages are read; expunged ones leave the column when the
     # request covers the whole folder.
     assert columns.values(folder, "DATE", [1, 3, 4, 5], load, whole_folder=True) == [10, 30, 40, 50]
-    assert load.asked[-1] == [4, 5] and len(columns) == 4
+    assert load.asked[-1] == [4, 5] and columns.held_bytes == 4 * sorting._NUMBER_BYTES
     # Another criterion, folder or UIDVALIDITY is another column.
     assert columns.values(folder, "SUBJECT", [1], load) == [10]
     assert columns.values(("alice", 7, 999), "DATE", [1], load) == [10]
@@ -510,21 +523,64 @@ def test_sort_columns_read_each_message_once_and_follow_the_folder() -> None:
     assert gone.asked == [[9]]
 
 
+def test_sort_columns_give_text_as_ranks_in_the_same_order() -> None:
+    columns = sorting.SortColumns()
+    subjects = {1: "PEAR", 2: "APPLE", 3: "PEAR", 4: "ÄPFEL", 5: ""}
+    folder = ("alice", 1, 1)
+
+    def load(uids: list[int]) -> dict[int, Any]:
+        return {uid: subjects[uid] for uid in uids}
+
+    uids = [1, 2, 3, 4, 5]
+    assert columns.values(folder, "SUBJECT", uids, load, whole_folder=True, ranked=True) == list(subjects.values())
+    ranks = columns.values(folder, "SUBJECT", uids, load, whole_folder=True, ranked=True)
+    assert list(ranks) == [2, 1, 2, 3, 0]   # equal text, equal rank; code point order
+    assert sorting.sort_order([(ranks, False)], 5) == sorting.sort_order([(list(subjects.values()), False)], 5)
+    assert columns.values(folder, "SUBJECT", uids, load, whole_folder=True) == list(subjects.values())
+    dates = columns.values(folder, "DATE", uids, lambda missing: {uid: 100 - uid for uid in missing}, ranked=True)
+    assert list(columns.values(folder, "DATE", uids, load, ranked=True)) == dates == [99, 98, 97, 96, 95]
+
+
+def test_sort_columns_keep_a_whole_folder_answer_while_its_messages_stay() -> None:
+    columns = sorting.SortColumns()
+    computed: list[int] = []
+
+    def compute() -> list[bytes]:
+        computed.append(1)
+        return [b"answer %d" % len(computed)]
+
+    folder = ("alice", 1, 1)
+    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3], compute) == [b"answer 1"]
+    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3], compute) == [b"answer 1"]
+    assert columns.answer(folder, "UID THREAD ORDEREDSUBJECT", [1, 2, 3], compute) == [b"answer 2"]
+    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3, 4], compute) == [b"answer 3"]
+    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3, 4], compute) == [b"answer 3"]
+    assert columns.held_bytes == (4 * 3 + 8) + (4 * 4 + 8)   # the UIDs and the answer's bytes
+
+
 def test_sort_columns_are_bounded_least_recently_used_first() -> None:
-    columns = sorting.SortColumns(capacity=10)
+    four = 4 * sorting._NUMBER_BYTES   # a column of four numbers
+    columns = sorting.SortColumns(capacity=2 * four + 10)
     load = _Loads()
     for folder_id in (1, 2, 3):
         columns.values(("a", folder_id, 1), "DATE", [1, 2, 3, 4], load)
-    columns.values(("a", 2, 1), "DATE", [1, 2, 3, 4], load)   # used: now the most recent
-    assert len(load.asked) == 3 and len(columns) == 8   # the third column evicted the first
+    columns.values(("a", 2, 1), "DATE", [1, 2, 3, 4], load)   # kept: answered without a load
+    assert len(load.asked) == 3 and columns.held_bytes == 2 * four   # the third evicted the first
     columns.values(("a", 1, 1), "DATE", [1, 2, 3, 4], load)   # read again; evicts folder 3
     columns.values(("a", 2, 1), "DATE", [1, 2, 3, 4], load)
-    assert len(load.asked) == 4 and len(columns) == 8
+    assert len(load.asked) == 4 and columns.held_bytes == 2 * four
+    # Text counts more than numbers.
+    columns.values(("a", 5, 1), "SUBJECT", [1], lambda uids: {1: "x"})
+    assert columns.held_bytes == four + sorting._TEXT_BYTES
     # A column larger than the whole capacity is answered and not kept.
     assert columns.values(("a", 9, 1), "DATE", list(range(1, 12)), load) == [uid * 10 for uid in range(1, 12)]
-    assert len(columns) == 8
-    columns.clear()
-    assert len(columns) == 0
+    assert columns.held_bytes == four + sorting._TEXT_BYTES
+    columns.resize(sorting._TEXT_BYTES)   # what no longer fits goes at once, oldest first
+    assert columns.held_bytes == sorting._TEXT_BYTES
+    columns.resize(0)
+    assert columns.held_bytes == 0
+    columns.values(("a", 5, 1), "SUBJECT", [1], lambda uids: {1: "x"})
+    assert columns.held_bytes == 0   # 0 keeps nothing
 
 
 def test_key_cache_is_bounded_and_survives_repeated_scans() -> None:

@@ -40,6 +40,7 @@ class Settings:
     quota_admins: tuple[str, ...] = ()  # accounts that may use SETQUOTA (RFC 9208)
     metadata_max_entries: int = 100  # RFC 5464 annotations per mailbox (and per user on the server)
     metadata_max_size: int = 64 * 1024  # octets per annotation value
+    sort_cache_size: int = 64 << 20  # bytes of SORT/THREAD values kept (imap_sort_cache_size)
     metadata_comment: str = ""  # the /shared/comment server annotation
     metadata_admin: str = ""  # the /shared/admin server annotation
 
@@ -61,5 +62,9 @@ class ServerContext:
         with self._lock:
             return f"{next(self._ids):x}"
 
+    def __post_init__(self) -> None:
+        self.sort_columns.resize(self.settings.sort_cache_size)
+
     def reload(self, settings: Settings) -> None:
         self.settings = settings
+        self.sort_columns.resize(settings.sort_cache_size)

@@ -48,10 +48,12 @@ def matching_uids(session: Any, criteria: cmds.SearchKey) -> list[int]:
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
 
 
-def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_folder: bool) -> list[Any]:
+def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_folder: bool,
+                  ranked: bool = False) -> Sequence[Any]:
     """The values of the selected folder's messages ``uids`` (ascending) under a sort criterion
     (or sorting.THREAD_VALUES), from the process's sort columns; None for a message whose body
-    is gone. What the columns lack is read from the index records and summaries."""
+    is gone. What the columns lack is read from the index records and summaries. ``ranked``: for
+    sorting (text may come as ranks, see sorting.SortColumns)."""
     view = session.selected
     store = session.store
 
@@ -60,7 +62,7 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
         return sorting.column_values(criterion, records, store.summaries)
 
     return session.ctx.sort_columns.values((view.account, view.folder_id, view.uidvalidity), criterion, uids,
-                                           load, whole_folder=whole_folder)
+                                           load, whole_folder=whole_folder, ranked=ranked)
 
 
 def sort_order(session: Any, uids: list[int], criteria: tuple[cmds.SortCriterion, ...], *,
@@ -68,8 +70,8 @@ def sort_order(session: Any, uids: list[int], criteria: tuple[cmds.SortCriterion
     """The positions in ``uids`` (ascending) in the order of the sort program; a message whose
     body is gone is left out. Equal messages keep message-number order whatever REVERSE says
     (RFC 5256)."""
-    columns = [(folder_values(session, criterion.key, uids, whole_folder=whole_folder), criterion.reverse)
-               for criterion in criteria]
+    columns = [(folder_values(session, criterion.key, uids, whole_folder=whole_folder, ranked=True),
+                criterion.reverse) for criterion in criteria]
     return sorting.sort_order(columns, len(uids))
 
 

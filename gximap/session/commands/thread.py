@@ -39,9 +39,19 @@ def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool
 def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
     check_charset(session, cmd.charset)
     uids = matching_uids(session, cmd.search)
-    items = thread_items(session, uids, cmd.uid, whole_folder=isinstance(cmd.search, cmds.SearchAll))
-    threads = _ALGORITHMS[cmd.algorithm](items)
-    yield b"* THREAD" + (b" " if threads else b"")
-    yield from sorting.render_threads(threads)
-    yield b"\r\n"
+    whole_folder = isinstance(cmd.search, cmds.SearchAll)
+
+    def answer() -> list[bytes]:
+        threads = _ALGORITHMS[cmd.algorithm](thread_items(session, uids, cmd.uid, whole_folder=whole_folder))
+        return [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads), b"\r\n"]
+
+    if whole_folder and cmd.uid:
+        # A webmail client threads the same folder on every page view: the answer is kept
+        # until the folder's messages change (in message numbers it depends on the view too).
+        view = session.selected
+        lines = session.ctx.sort_columns.answer((view.account, view.folder_id, view.uidvalidity),
+                                                f"UID THREAD {cmd.algorithm}", uids, answer)
+    else:
+        lines = answer()
+    yield from lines
     return Done(Code.OK_THREAD)
