@@ -7,8 +7,8 @@ written next to the digest when the body is stored (``Store.append``) and read i
 (``Store.summaries``). Bodies stored before summaries existed get theirs derived from the digest
 on demand, so nothing has to be migrated.
 
-Field names are the digest's, so code written against a Digest's header values (e.g.
-gximap.session.sorting.message_keys) accepts a Summary as well. ``leaf`` is the message's own
+Field names are the digest's, so code written against a Digest's header values accepts a Summary
+as well (gximap.session.sorting reads SORT and THREAD values from summaries). ``leaf`` is the message's own
 MIME entity when the message is a single part (neither multipart nor message/*): SEARCH BODY
 then finds the body text with it and needs no digest at all.
 

@@ -17,13 +17,6 @@ DAY = 86400
 BASE = calendar.timegm((2008, 6, 1, 12, 0, 0))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_key_cache() -> Iterator[None]:
-    sorting.KEY_CACHE.clear()
-    yield
-    sorting.KEY_CACHE.clear()
-
-
 @pytest.fixture()
 def conv(tmp_path: Path) -> Iterator[Conversation]:
     with Conversation(tmp_path) as conversation:

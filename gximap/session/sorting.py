@@ -1,11 +1,11 @@
-"""SORT and THREAD (RFC 5256, RFC 5957) as pure functions over index records and digest keys.
+"""SORT and THREAD (RFC 5256, RFC 5957): the values they sort by, kept per folder, and the algorithms.
 
-Sort keys come from the MIME digest stored with every body (``Store.digest``): the digest already
+Sort values come from the summary stored with every body (midb.summary, ``Store.summaries``): it
 holds the decoded base subject, the first From/To/Cc mailbox, the display names and the Message-ID,
-In-Reply-To and References ids, so no body is ever parsed again. :class:`MessageKeys` is the part of
-a digest SORT and THREAD use, case-mapped once; :class:`KeyCache` keeps it per body id (bodies never
-change), so a webmail client re-sorting a large folder on every page view reads each digest once.
-ARRIVAL and SIZE need only the index record and never touch a digest.
+In-Reply-To and References ids, so no body is ever parsed again. :class:`SortColumns` keeps each
+criterion's values by folder and UID (a message's values never change), so a webmail client
+re-sorting a large folder on every page view reads each summary once. ARRIVAL and SIZE need only
+the index record.
 
 Strings compare with the i;ascii-casemap collation (RFC 4790): ASCII letters are upper-cased, then
 the UTF-8 octets compare (the order of Python's code point comparison). Ties, under every key, go
@@ -17,8 +17,6 @@ References chain of any length cannot exhaust the recursion limit.
 
 from __future__ import annotations
 
-import itertools
-import random
 import re
 import threading
 from array import array
@@ -26,33 +24,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from midb.mime import Digest
 from midb.summary import Summary
 
 __all__ = [
-    "DIGEST_SORT_KEYS",
-    "KEY_CACHE",
-    "RECORD_SORT_KEYS",
     "THREAD_VALUES",
-    "KeyCache",
-    "MessageKeys",
     "SortColumns",
     "ThreadItem",
     "ThreadNode",
     "casemap",
     "column_values",
     "is_reply_or_forward",
-    "message_keys",
     "render_threads",
     "sort_order",
     "thread_orderedsubject",
     "thread_references",
 ]
 
-RECORD_SORT_KEYS = frozenset({"ARRIVAL", "SIZE"})
-DIGEST_SORT_KEYS = frozenset({"CC", "DATE", "FROM", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
-
-DEFAULT_KEY_CACHE_SIZE = 50_000  # entries (about 30 MB): typical folders sort from memory the second time
 
 _ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
 
@@ -106,165 +93,64 @@ def is_reply_or_forward(subject: str) -> bool:
         return False
 
 
-# -- per-message keys ------------------------------------------------------------------------------
+# -- per-message values --------------------------------------------------------------------------
 
 
-class MessageKeys(NamedTuple):
-    """What SORT and THREAD need from one message's digest. Strings are i;ascii-casemapped (the
-    ids are not: Message-ID comparison is case-sensitive)."""
-
-    date: int | None  # Date: as UTC seconds; None when missing or unparsable
-    subject: str  # base subject
-    from_: str  # addr-mailbox of the first From/To/Cc address
-    to: str
-    cc: str
-    display_from: str  # RFC 5957: display name, else mailbox@host
-    display_to: str
-    message_id: str | None
-    # References, else the first In-Reply-To id (RFC 5256 step 1), space-separated: one string
-    # instead of a tuple of them keeps cached entries small (msg-ids hold no white space).
-    references: str
-    reply: bool  # the subject marks a reply or forward
+def _thread_value(summary: Summary, meta: Any) -> tuple[Any, ...]:
+    """What threading needs of a message (ThreadItem without the number): the sent date (RFC
+    5256 section 2.2: the internal date when Date: is missing or unusable), the case-mapped base
+    subject, whether it is a reply or forward, the Message-ID, and the References ids, else the
+    In-Reply-To id (RFC 5256 step 1)."""
+    references = tuple(summary.references)
+    if not references and summary.in_reply_to:
+        references = tuple(summary.in_reply_to.split())
+    return (summary.date if summary.date is not None else meta.internaldate, casemap(summary.base_subject),
+            is_reply_or_forward(summary.subject), summary.message_id or None, references)
 
 
-def message_keys(digest: Digest | Summary) -> MessageKeys:
-    """The keys of a message, from its digest or (the same header values, cheaper to read) its
-    summary (midb.summary)."""
-    references = " ".join(digest.references)
-    if not references and digest.in_reply_to:
-        references = digest.in_reply_to
-    return MessageKeys(
-        digest.date,
-        casemap(digest.base_subject),
-        casemap(digest.sort_from),
-        casemap(digest.sort_to),
-        casemap(digest.sort_cc),
-        casemap(digest.display_from),
-        casemap(digest.display_to),
-        digest.message_id or None,
-        references,
-        is_reply_or_forward(digest.subject),
-    )
+THREAD_VALUES = "THREAD"  # the SortColumns criterion holding _thread_value
+
+# A criterion's value of a message, from its summary (midb.summary: the digest's header values)
+# and index record. Strings are i;ascii-casemapped (the ids are not: Message-ID comparison is
+# case-sensitive).
+_SUMMARY_VALUE: dict[str, Callable[[Summary, Any], Any]] = {
+    # RFC 5256 section 2.2: no usable Date: header means the internal date.
+    "DATE": lambda summary, meta: summary.date if summary.date is not None else meta.internaldate,
+    "SUBJECT": lambda summary, _meta: casemap(summary.base_subject),
+    "FROM": lambda summary, _meta: casemap(summary.sort_from),  # addr-mailbox of the first address
+    "TO": lambda summary, _meta: casemap(summary.sort_to),
+    "CC": lambda summary, _meta: casemap(summary.sort_cc),
+    "DISPLAYFROM": lambda summary, _meta: casemap(summary.display_from),  # RFC 5957
+    "DISPLAYTO": lambda summary, _meta: casemap(summary.display_to),
+    THREAD_VALUES: _thread_value,
+}
+_RECORD_VALUE: dict[str, Callable[[Any], Any]] = {
+    "ARRIVAL": lambda meta: meta.internaldate,
+    "SIZE": lambda meta: meta.size,
+}
+_LOAD_BATCH = 512  # summaries read per store call
 
 
-class KeyCache:
-    """Bounded map body id -> :class:`MessageKeys`, shared by every session of the process.
-
-    Bodies are immutable and their ids random, so an entry never goes stale; entries of deleted
-    bodies age out. An entry takes roughly half a kilobyte. When full, a random eighth of the
-    entries is dropped at once: cheap, and unlike LRU it keeps part of a folder larger than the
-    cache warm when that folder is sorted again and again (a sequential scan defeats LRU).
-    Thread-safe: the pool runs sessions on several worker threads."""
-
-    def __init__(self, capacity: int = DEFAULT_KEY_CACHE_SIZE, rng: random.Random | None = None) -> None:
-        self.capacity = capacity
-        self._random = rng or random.Random()
-        self._entries: dict[str, MessageKeys] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, blob: object) -> bool:
-        return blob in self._entries
-
-    def get_many(self, blobs: Sequence[str], load_many: Callable[[list[str]], list[Summary | None]]
-                 ) -> list[MessageKeys | None]:
-        """The keys of several bodies; the misses are loaded with one ``load_many`` call
-        (``Store.summaries``), which gives None for a body that is gone (its entry is None)."""
-        get = self._entries.get
-        found: list[MessageKeys | None] = [get(blob) for blob in blobs]
-        missing = [index for index, keys in enumerate(found) if keys is None]
-        if missing:
-            loaded = load_many([blobs[index] for index in missing])
-            new: dict[str, MessageKeys] = {}
-            for index, summary in zip(missing, loaded, strict=True):
-                if summary is not None:
-                    keys = found[index] = message_keys(summary)
-                    new[blobs[index]] = keys
-            self._put_many(new)
-        return found
-
-    def _put_many(self, new: dict[str, MessageKeys]) -> None:
-        if self.capacity <= 0 or not new:
-            return
-        with self._lock:
-            entries = self._entries
-            if len(entries) + len(new) > self.capacity:
-                drop = max(len(entries) + len(new) - self.capacity, self.capacity // 8)
-                for old in self._random.sample(list(entries), min(drop, len(entries))):
-                    del entries[old]
-            entries.update(itertools.islice(new.items(), self.capacity))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-KEY_CACHE = KeyCache()
-_LOAD_BATCH = 512  # keys loaded per store call
-
-
-def collect_summary_keys(records: Sequence[Any], load_many: Callable[[list[str]], list[Summary | None]],
-                         cache: KeyCache | None = None) -> tuple[list[Any], list[MessageKeys]]:
-    """The keys of ``records`` (via ``cache``, default :data:`KEY_CACHE`) as two parallel lists,
-    the missing ones loaded from summaries a batch at a time (``Store.summaries``): one store
-    call per batch rather than one per message. A record whose body is gone (expunged by another
+def column_values(criterion: str, records: Sequence[Any],
+                  load_many: Callable[[list[str]], list[Summary | None]]) -> dict[int, Any]:
+    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of the index ``records``.
+    ARRIVAL and SIZE come from the records; the others from the messages' summaries, read a
+    batch at a time (``Store.summaries``); a message whose body is gone (expunged by another
     session meanwhile) is left out, as SEARCH leaves it out."""
-    cache = KEY_CACHE if cache is None else cache
-    kept: list[Any] = []
-    keys: list[MessageKeys] = []
+    record_value = _RECORD_VALUE.get(criterion)
+    if record_value is not None:
+        return {meta.uid: record_value(meta) for meta in records}
+    value = _SUMMARY_VALUE[criterion]
+    out: dict[int, Any] = {}
     for start in range(0, len(records), _LOAD_BATCH):
         chunk = records[start : start + _LOAD_BATCH]
-        for meta, found in zip(chunk, cache.get_many([meta.blob for meta in chunk], load_many), strict=True):
-            if found is not None:
-                kept.append(meta)
-                keys.append(found)
-    return kept, keys
+        for meta, summary in zip(chunk, load_many([meta.blob for meta in chunk]), strict=True):
+            if summary is not None:
+                out[meta.uid] = value(summary, meta)
+    return out
 
 
 # -- SORT ------------------------------------------------------------------------------------------
-
-
-_KEY_FIELD = {criterion: MessageKeys._fields.index(attribute) for criterion, attribute in (
-    ("SUBJECT", "subject"), ("FROM", "from_"), ("TO", "to"), ("CC", "cc"), ("DISPLAYFROM", "display_from"),
-    ("DISPLAYTO", "display_to"))}
-
-
-def _column(criterion: str, records: Sequence[Any], keys: Sequence[MessageKeys] | None) -> list[Any]:
-    """The sort value of every record under one criterion."""
-    if criterion == "ARRIVAL":
-        return [meta.internaldate for meta in records]
-    if criterion == "SIZE":
-        return [meta.size for meta in records]
-    assert keys is not None
-    if criterion == "DATE":
-        # RFC 5256 section 2.2: no usable Date: header means the internal date.
-        return [key.date if key.date is not None else meta.internaldate
-                for key, meta in zip(keys, records, strict=True)]
-    index = _KEY_FIELD[criterion]
-    return [key[index] for key in keys]
-
-
-def _thread_values(records: Sequence[Any], keys: Sequence[MessageKeys]) -> list[tuple[Any, ...]]:
-    """What threading needs of each message (ThreadItem without the number)."""
-    return [(key.date if key.date is not None else meta.internaldate, key.subject, key.reply, key.message_id,
-             tuple(key.references.split())) for meta, key in zip(records, keys, strict=True)]
-
-
-THREAD_VALUES = "THREAD"  # the SortColumns criterion holding _thread_values
-
-
-def column_values(criterion: str, records: Sequence[Any], load_many: Callable[[list[str]], list[Summary | None]],
-                  cache: KeyCache | None = None) -> dict[int, Any]:
-    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of the index ``records``;
-    a message whose body is gone is left out. Digest keys come through ``cache`` (KEY_CACHE)."""
-    if criterion in RECORD_SORT_KEYS:
-        kept, keys = list(records), None
-    else:
-        kept, keys = collect_summary_keys(records, load_many, cache)
-    values = _thread_values(kept, keys) if criterion == THREAD_VALUES else _column(criterion, kept, keys)
-    return dict(zip([meta.uid for meta in kept], values, strict=True))
 
 
 # What the columns of a process may take, estimated (_footprint): 64 MiB hold a 100,000-message

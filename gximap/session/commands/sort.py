@@ -21,7 +21,6 @@ from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.commands.search import esearch_response
 
 _EXTREMES = frozenset({"MIN", "MAX"})
-_RECORD_ONLY = sorting.RECORD_SORT_KEYS
 
 
 def check_charset(session: Any, charset: str) -> None:
