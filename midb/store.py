@@ -1856,7 +1856,10 @@ class Store(MetadataMixin):
     def summaries(self, blobs: Iterable[str]) -> list[Summary | None]:
         """The summaries of several bodies, read in one transaction; None for a body that is gone.
         A body stored without one (before summaries existed) gets it from its digest."""
-        keys = [blob_key(blob) for blob in blobs]
+        return self.summaries_by_key([blob_key(blob) for blob in blobs])
+
+    def summaries_by_key(self, keys: list[bytes]) -> list[Summary | None]:
+        """:meth:`summaries` by raw body key (as search_rows gives them)."""
         encoded = self._body_records(bodyrecords.SUMMARY, keys)
         decode = decode_summary
         out: list[Summary | None] = []
@@ -2035,10 +2038,10 @@ class Store(MetadataMixin):
     # ---- reads for SEARCH (gximap.session.searching) ------------------------------------------------
 
     def search_rows(self, account: str, folder_id: int,
-                    uids: Iterable[int] | None = None) -> list[tuple[int, bytes, int]]:
-        """(uid, raw body key, size) of the folder's messages (of the existing ones among `uids`),
-        in UID order, from one cursor pass: what a SEARCH that reads summaries or bodies needs of a
-        message's record, at a fraction of a MessageMeta's cost."""
+                    uids: Iterable[int] | None = None) -> list[tuple[int, bytes, int, int]]:
+        """(uid, raw body key, size, internal date) of the folder's messages (of the existing ones
+        among `uids`), in UID order, from one cursor pass: what a SEARCH that reads summaries or
+        bodies, or a SORT, needs of a message's record, at a fraction of a MessageMeta's cost."""
         # The fixed part of a message record (midb.messages.RECORD): modseq, internaldate,
         # tzoffset, size, body id.
         fixed = struct.Struct(">QqhQ16s").unpack_from
@@ -2055,8 +2058,8 @@ class Store(MetadataMixin):
         rows = []
         append = rows.append
         for key, raw in pairs:
-            _modseq, _date, _tz, size, blob_raw = fixed(raw)
-            append((uid_of(key)[0], blob_raw, size))
+            _modseq, internaldate, _tz, size, blob_raw = fixed(raw)
+            append((uid_of(key)[0], blob_raw, size, internaldate))
         return rows
 
     def search_summaries(self, keys: Iterable[bytes]) -> list[bytes | None]:

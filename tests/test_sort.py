@@ -367,18 +367,18 @@ def test_arrival_and_size_read_no_summary_other_keys_each_once(conv: Conversatio
     conv.select()
     reads: list[str] = []
     original = conv.store.digest
-    original_summaries = conv.store.summaries
+    original_summaries = conv.store.summaries_by_key
 
     def counting_digest(blob: str) -> Any:
         reads.append(blob)
         return original(blob)
 
-    def counting_summaries(blobs: list[str]) -> Any:  # the sort keys come from the summaries
-        reads.extend(blobs)
-        return original_summaries(blobs)
+    def counting_summaries(keys: list[bytes]) -> Any:  # the sort values come from the summaries
+        reads.extend(key.hex() for key in keys)
+        return original_summaries(keys)
 
     monkeypatch.setattr(conv.store, "digest", counting_digest)
-    monkeypatch.setattr(conv.store, "summaries", counting_summaries)
+    monkeypatch.setattr(conv.store, "summaries_by_key", counting_summaries)
     conv.command("SORT (ARRIVAL) UTF-8 ALL")
     conv.command("SORT (REVERSE SIZE ARRIVAL) UTF-8 ALL")
     assert reads == []
@@ -407,13 +407,13 @@ def test_a_repeated_sort_reads_no_message_and_follows_new_and_expunged_mail(conv
     first = afresh(conv)
     assert first[0] == b"* SORT 4 2 5 1 3"
     reads: list[list[int]] = []
-    original = conv.store.get_messages
+    original = conv.store.search_rows
 
-    def counting_get_messages(account: str, folder_id: int, uids: Any) -> Any:
+    def counting_search_rows(account: str, folder_id: int, uids: Any = None) -> Any:
         reads.append(list(uids))
         return original(account, folder_id, uids)
 
-    monkeypatch.setattr(conv.store, "get_messages", counting_get_messages)
+    monkeypatch.setattr(conv.store, "search_rows", counting_search_rows)
     other = conv.second_session()
     other.login()
     other.select()

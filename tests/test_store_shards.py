@@ -139,9 +139,11 @@ def test_messages_and_bodies_stay_in_their_account_shard(store: Store) -> None:
         assert store.digest(metas[0].blob).size == len(small)
         assert all(summary is not None for summary in store.summaries([meta.blob for meta in metas]))
         rows = store.search_rows(name, inbox(store, name))
-        keys = [key for _uid, key, _size in rows]
-        assert store.search_bodies(keys, [size for _uid, _key, size in rows]) == [small, large]
+        keys = [key for _uid, key, _size, _internaldate in rows]
+        assert store.search_bodies(keys, [size for _uid, _key, size, _internaldate in rows]) == [small, large]
+        assert [internaldate for *_row, internaldate in rows] == [meta.internaldate for meta in metas]
         assert all(found is not None for found in store.search_summaries(keys))
+        assert store.summaries_by_key(keys) == store.summaries([meta.blob for meta in metas])
         header_end = len(MSG) - len(MSG.split(b"\r\n\r\n", 1)[1])
         assert store.search_headers([*keys, b"\x00" * 16], [header_end, header_end, 10]) == [
             small[:header_end], large[:header_end], None]  # the index's, a file's, one that is gone

@@ -575,7 +575,7 @@ class _Row:
 
     __slots__ = ("uid", "key", "size")
 
-    def __init__(self, uid: int, key: bytes, size: int) -> None:
+    def __init__(self, uid: int, key: bytes, size: int, _internaldate: int) -> None:
         self.uid = uid
         self.key = key  # the body id, raw
         self.size = size

@@ -96,7 +96,7 @@ def is_reply_or_forward(subject: str) -> bool:
 # -- per-message values --------------------------------------------------------------------------
 
 
-def _thread_value(summary: Summary, meta: Any) -> tuple[Any, ...]:
+def _thread_value(summary: Summary, internaldate: int) -> tuple[Any, ...]:
     """What threading needs of a message (ThreadItem without the number): the sent date (RFC
     5256 section 2.2: the internal date when Date: is missing or unusable), the case-mapped base
     subject, whether it is a reply or forward, the Message-ID, and the References ids, else the
@@ -104,49 +104,47 @@ def _thread_value(summary: Summary, meta: Any) -> tuple[Any, ...]:
     references = tuple(summary.references)
     if not references and summary.in_reply_to:
         references = tuple(summary.in_reply_to.split())
-    return (summary.date if summary.date is not None else meta.internaldate, casemap(summary.base_subject),
+    return (summary.date if summary.date is not None else internaldate, casemap(summary.base_subject),
             is_reply_or_forward(summary.subject), summary.message_id or None, references)
 
 
 THREAD_VALUES = "THREAD"  # the SortColumns criterion holding _thread_value
 
 # A criterion's value of a message, from its summary (midb.summary: the digest's header values)
-# and index record. Strings are i;ascii-casemapped (the ids are not: Message-ID comparison is
+# and its internal date. Strings are i;ascii-casemapped (the ids are not: Message-ID comparison is
 # case-sensitive).
-_SUMMARY_VALUE: dict[str, Callable[[Summary, Any], Any]] = {
+_SUMMARY_VALUE: dict[str, Callable[[Summary, int], Any]] = {
     # RFC 5256 section 2.2: no usable Date: header means the internal date.
-    "DATE": lambda summary, meta: summary.date if summary.date is not None else meta.internaldate,
-    "SUBJECT": lambda summary, _meta: casemap(summary.base_subject),
-    "FROM": lambda summary, _meta: casemap(summary.sort_from),  # addr-mailbox of the first address
-    "TO": lambda summary, _meta: casemap(summary.sort_to),
-    "CC": lambda summary, _meta: casemap(summary.sort_cc),
-    "DISPLAYFROM": lambda summary, _meta: casemap(summary.display_from),  # RFC 5957
-    "DISPLAYTO": lambda summary, _meta: casemap(summary.display_to),
+    "DATE": lambda summary, internaldate: summary.date if summary.date is not None else internaldate,
+    "SUBJECT": lambda summary, _internaldate: casemap(summary.base_subject),
+    "FROM": lambda summary, _internaldate: casemap(summary.sort_from),  # addr-mailbox of the first address
+    "TO": lambda summary, _internaldate: casemap(summary.sort_to),
+    "CC": lambda summary, _internaldate: casemap(summary.sort_cc),
+    "DISPLAYFROM": lambda summary, _internaldate: casemap(summary.display_from),  # RFC 5957
+    "DISPLAYTO": lambda summary, _internaldate: casemap(summary.display_to),
     THREAD_VALUES: _thread_value,
-}
-_RECORD_VALUE: dict[str, Callable[[Any], Any]] = {
-    "ARRIVAL": lambda meta: meta.internaldate,
-    "SIZE": lambda meta: meta.size,
 }
 _LOAD_BATCH = 512  # summaries read per store call
 
 
-def column_values(criterion: str, records: Sequence[Any],
-                  load_many: Callable[[list[str]], list[Summary | None]]) -> dict[int, Any]:
-    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of the index ``records``.
-    ARRIVAL and SIZE come from the records; the others from the messages' summaries, read a
-    batch at a time (``Store.summaries``); a message whose body is gone (expunged by another
-    session meanwhile) is left out, as SEARCH leaves it out."""
-    record_value = _RECORD_VALUE.get(criterion)
-    if record_value is not None:
-        return {meta.uid: record_value(meta) for meta in records}
+def column_values(criterion: str, rows: Sequence[tuple[int, bytes, int, int]],
+                  load_many: Callable[[list[bytes]], list[Summary | None]]) -> dict[int, Any]:
+    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of messages given as
+    (UID, raw body key, size, internal date) rows (``Store.search_rows``). ARRIVAL and SIZE come
+    from the rows; the others from the messages' summaries, read a batch at a time
+    (``Store.summaries_by_key``); a message whose body is gone (expunged by another session
+    meanwhile) is left out, as SEARCH leaves it out."""
+    if criterion == "ARRIVAL":
+        return {uid: internaldate for uid, _key, _size, internaldate in rows}
+    if criterion == "SIZE":
+        return {uid: size for uid, _key, size, _internaldate in rows}
     value = _SUMMARY_VALUE[criterion]
     out: dict[int, Any] = {}
-    for start in range(0, len(records), _LOAD_BATCH):
-        chunk = records[start : start + _LOAD_BATCH]
-        for meta, summary in zip(chunk, load_many([meta.blob for meta in chunk]), strict=True):
+    for start in range(0, len(rows), _LOAD_BATCH):
+        chunk = rows[start : start + _LOAD_BATCH]
+        for (uid, _key, _size, internaldate), summary in zip(chunk, load_many([row[1] for row in chunk]), strict=True):
             if summary is not None:
-                out[meta.uid] = value(summary, meta)
+                out[uid] = value(summary, internaldate)
     return out
 
 

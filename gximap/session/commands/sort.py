@@ -2,7 +2,8 @@
 
 The search program selects the messages (gximap.session.searching), gximap.session.sorting orders
 them by the values the process keeps per folder and criterion (sorting.SortColumns): a repeated
-SORT of a large folder sorts values it already has, reading only messages that arrived since. Without RETURN options the answer is ``* SORT n...``; with them (ESORT) it is an ESEARCH
+SORT of a large folder sorts values it already has, reading only messages that arrived since.
+Without RETURN options the answer is ``* SORT n...``; with them (ESORT) it is an ESEARCH
 response whose MIN and MAX are the first and last message in sort order and whose ALL lists the
 messages in sort order (RFC 5267 section 3.1). SAVE (RFC 5182) stores the sorted messages as ``$``.
 When the search program uses MODSEQ, the highest mod-sequence of the result is added (RFC 7162
@@ -57,8 +58,8 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
     store = session.store
 
     def load(missing: list[int]) -> dict[int, Any]:
-        records = store.get_messages(view.account, view.folder_id, missing)
-        return sorting.column_values(criterion, records, store.summaries)
+        rows = store.search_rows(view.account, view.folder_id, missing)
+        return sorting.column_values(criterion, rows, store.summaries_by_key)
 
     return session.ctx.sort_columns.values((view.account, view.folder_id, view.uidvalidity), criterion, uids,
                                            load, whole_folder=whole_folder, ranked=ranked)
