@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import itertools
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -430,7 +431,13 @@ def test_a_repeated_sort_reads_no_message_and_follows_new_and_expunged_mail(conv
     after_expunge = [other.command(command)[0] for command in commands]
     assert after_expunge[0] == b"* SORT 3 4 5 1 2"
     assert all(uids == [6] for uids in reads)
+    # The first session has not heard of the expunge: its message numbers still count message 2,
+    # so the THREAD answer the other session left is not its answer.
+    stale_view = conv.command("THREAD ORDEREDSUBJECT UTF-8 ALL")[0]
+    assert stale_view != after_expunge[2]
+    assert sorted(int(number) for number in re.findall(rb"\d+", stale_view)) == [1, 3, 4, 5, 6]
     monkeypatch.undo()
+    assert afresh(conv)[2] == stale_view
     assert afresh(other) == after_expunge
     conv.command("NOOP")
     assert afresh(conv) == after_expunge

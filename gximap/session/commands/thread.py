@@ -8,6 +8,7 @@ streamed in pieces.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from gximap.imap.codes import Code
 from gximap.session import sorting
 from gximap.session.base import SELECTED, Done, command
 from gximap.session.commands.sort import check_charset, folder_values, matching_uids
+from gximap.session.selected import UID_ARRAY
 
 _ALGORITHMS = {
     "ORDEREDSUBJECT": sorting.thread_orderedsubject,
@@ -45,12 +47,13 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
         threads = _ALGORITHMS[cmd.algorithm](thread_items(session, uids, cmd.uid, whole_folder=whole_folder))
         return [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads), b"\r\n"]
 
-    if whole_folder and cmd.uid:
-        # A webmail client threads the same folder on every page view: the answer is kept
-        # until the folder's messages change (in message numbers it depends on the view too).
-        view = session.selected
-        lines = session.ctx.sort_columns.answer((view.account, view.folder_id, view.uidvalidity),
-                                                f"UID THREAD {cmd.algorithm}", uids, answer)
+    view = session.selected
+    # A webmail client threads the same folder on every page view: the answer is kept until the
+    # folder's messages change. In message numbers it depends on the session's view too: kept
+    # only for a view that holds exactly the folder's messages (no expunge not yet announced).
+    if whole_folder and (cmd.uid or view.uids == array(UID_ARRAY, uids)):
+        name = f"{'UID ' if cmd.uid else ''}THREAD {cmd.algorithm}"
+        lines = session.ctx.sort_columns.answer((view.account, view.folder_id, view.uidvalidity), name, uids, answer)
     else:
         lines = answer()
     yield from lines
