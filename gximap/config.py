@@ -274,7 +274,7 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_sort_cache_size", "size", "64M",
        "Memory each serving process may use to keep what SORT and THREAD read of a folder's messages "
        "(their dates, subjects, addresses and message ids, by folder and sort criterion) and the answers "
-       "of UID THREAD over whole folders, so that sorting a folder again reads only the messages that "
+       "of THREAD over whole folders, so that sorting a folder again reads only the messages that "
        "arrived since. About 5M per 100,000 messages sorted by date, 10M by a text such as SUBJECT, 28M "
        "for THREAD. The least recently used go first; 0 keeps nothing.",
        "imap", minimum=0, maximum=4096 * _MB, reloadable=True),

@@ -264,7 +264,7 @@ class SortColumns:
     def answer(self, folder: tuple[Any, ...], name: str, uids: Sequence[int], compute: Callable[[], Any]) -> Any:
         """``compute()``, kept as ``name`` of ``folder`` while ``uids`` (ascending) are all of its
         messages: the answer of a command over the whole folder that depends on nothing else
-        than its messages' fixed values (UID THREAD, whose algorithm costs far more than its
+        than its messages' fixed values (THREAD, whose algorithm costs far more than its
         values). ``compute`` gives a list of bytes; they count against the capacity."""
         key = (folder, ("answer", name))
         wanted = array(_UID_CODE, uids)
