@@ -147,12 +147,10 @@ def internaldate(timestamp: int | float, tz_minutes: int = 0) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)  # a few names per account, in every STATUS, LIST and SELECT answer
-@functools.lru_cache(maxsize=4096)
 def mailbox_name(name: str, utf8: bool = False) -> bytes:
     """A mailbox name as ``mailbox`` (astring): modified UTF-7 (or UTF-8 once UTF8=ACCEPT or
     IMAP4rev2 is in effect), then an atom when possible, else a quoted string of any length;
-    a literal only for names holding CR, LF or NUL. Kept for the names answered last: a LIST
-    answers every folder of an account, and clients list again and again."""
+    a literal only for names holding CR, LF or NUL."""
     if utf8:
         data = name.encode("utf-8", "surrogatepass")
     else:

@@ -575,7 +575,7 @@ class _Row:
 
     __slots__ = ("uid", "key", "size")
 
-    def __init__(self, uid: int, key: bytes, size: int, _internaldate: int) -> None:
+    def __init__(self, uid: int, key: bytes, size: int) -> None:
         self.uid = uid
         self.key = key  # the body id, raw
         self.size = size
@@ -594,7 +594,8 @@ def _load_rows(session: Any, keys: Sequence[SearchKey]) -> list[_Row]:
         candidates = sorted(indexed if candidates is None else set(candidates).intersection(indexed))
     if candidates is not None and not candidates:
         return []
-    rows = [_Row(*row) for row in session.store.search_rows(view.account, view.folder_id, candidates)]
+    rows = [_Row(uid, key, size) for uid, key, size, _internaldate in
+            session.store.search_rows(view.account, view.folder_id, candidates)]
     uid_max = view.uid_max
     if rows and rows[-1].uid > uid_max:
         # Messages that arrived after the last announcement are not in the client's view yet.

@@ -195,15 +195,23 @@ class UidRuns(Sequence[int]):
             run += 1
         return out
 
-    def positions_of(self, uids: Sequence[int], base: int = 0) -> Sequence[int]:
-        """Positions (counted from ``base``) of ascending UIDs that are all in the list: a range
-        when they are a contiguous stretch of it (FETCH 1:*), else a list."""
+    def stretch(self, uids: Sequence[int], base: int = 0) -> range | None:
+        """The positions (counted from ``base``) of ascending UIDs that are a contiguous stretch
+        of the list (FETCH 1:*, SEARCH ALL), as a range; None when they are not."""
         if not uids:
-            return []
+            return range(0)
         first = self.position(uids[0])
         last = self.position(uids[-1])
         if first is not None and last is not None and last - first + 1 == len(uids):
             return range(first + base, last + 1 + base)
+        return None
+
+    def positions_of(self, uids: Sequence[int], base: int = 0) -> Sequence[int]:
+        """Positions (counted from ``base``) of ascending UIDs that are all in the list: a range
+        when they are a contiguous stretch of it, else a list."""
+        stretch = self.stretch(uids, base)
+        if stretch is not None:
+            return stretch
         positions = []
         for uid in uids:
             position = self.position(uid)
@@ -418,11 +426,9 @@ class SelectedMailbox:
     def message_numbers(self, uids: Sequence[int]) -> Sequence[int]:
         """Message numbers of ascending UIDs that are all in the view: a range when they are a
         contiguous stretch of it (SEARCH ALL), else one bisection of the flat array each."""
-        runs = self.runs
-        if uids:
-            first, last = runs.position(uids[0]), runs.position(uids[-1])
-            if first is not None and last is not None and last - first + 1 == len(uids):
-                return range(first + 1, last + 2)
+        stretch = self.runs.stretch(uids, base=1)
+        if stretch is not None:
+            return stretch
         flat = self.uids
         left = bisect.bisect_left
         return [left(flat, uid) + 1 for uid in uids]

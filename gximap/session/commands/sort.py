@@ -48,6 +48,12 @@ def matching_uids(session: Any, criteria: cmds.SearchKey) -> list[int]:
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
 
 
+def sort_folder(view: Any) -> tuple[Any, ...]:
+    """What names the selected folder in the process's sort columns: its messages' values stay
+    right for as long as its UIDVALIDITY does."""
+    return (view.account, view.folder_id, view.uidvalidity)
+
+
 def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_folder: bool,
                   ranked: bool = False) -> Sequence[Any]:
     """The values of the selected folder's messages ``uids`` (ascending) under a sort criterion
@@ -61,8 +67,8 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
         rows = store.search_rows(view.account, view.folder_id, missing)
         return sorting.column_values(criterion, rows, store.summaries_by_key)
 
-    return session.ctx.sort_columns.values((view.account, view.folder_id, view.uidvalidity), criterion, uids,
-                                           load, whole_folder=whole_folder, ranked=ranked)
+    return session.ctx.sort_columns.values(sort_folder(view), criterion, uids, load, whole_folder=whole_folder,
+                                           ranked=ranked)
 
 
 def sort_order(session: Any, uids: list[int], criteria: tuple[cmds.SortCriterion, ...], *,

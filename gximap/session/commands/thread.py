@@ -16,7 +16,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import sorting
 from gximap.session.base import SELECTED, Done, command
-from gximap.session.commands.sort import check_charset, folder_values, matching_uids
+from gximap.session.commands.sort import check_charset, folder_values, matching_uids, sort_folder
 from gximap.session.selected import UID_ARRAY
 
 _ALGORITHMS = {
@@ -53,7 +53,7 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
     # only for a view that holds exactly the folder's messages (no expunge not yet announced).
     if whole_folder and (cmd.uid or view.uids == array(UID_ARRAY, uids)):
         name = f"{'UID ' if cmd.uid else ''}THREAD {cmd.algorithm}"
-        lines = session.ctx.sort_columns.answer((view.account, view.folder_id, view.uidvalidity), name, uids, answer)
+        lines = session.ctx.sort_columns.answer(sort_folder(view), name, uids, answer)
     else:
         lines = answer()
     yield from lines
