@@ -20,13 +20,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_searching import StubSession, criteria
+from test_store_indexes import older_summary
 
 from gximap.session import searching
 from gximap.session.selected import SelectedMailbox
 from midb import bodyrecords, mime, searchtext
 from midb.keys import blob_key
 from midb.store import Store
-from midb.summary import body_plan, decode_summary, encode_summary, may_contain, summarize
+from midb.summary import (
+    body_plan,
+    decode_summary,
+    encode_summary,
+    may_contain,
+    sort_date,
+    sort_record,
+    sort_record_of,
+    summarize,
+)
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -192,7 +202,7 @@ def test_expunged_bodies_and_format_1_summaries(tmp_path: Path) -> None:
     try:
         metas = store.messages("alice", session.selected.folder_id)
         old = summarize(store.digest(metas[0].blob))
-        format_1 = b"\x01" + encode_summary(old)[1 + 18:]
+        format_1 = older_summary(old, 1)
         assert decode_summary(format_1) == old and body_plan(format_1) is None
 
         def rewrite(txn: Any, dbs: Any, effects: Any) -> None:
@@ -238,6 +248,9 @@ def test_plans_and_byte_tests_agree_with_decoding(data: bytes, needle: str) -> N
     summary = summarize(digest)
     encoded = encode_summary(summary)
     assert decode_summary(encoded) == summary
+    assert sort_record(encoded) == sort_record_of(summary) and sort_date(encoded) == summary.date
+    assert decode_summary(older_summary(summary, 2)) == summary
+    assert body_plan(older_summary(summary, 2)) == body_plan(encoded)
     folded = needle.casefold()
     plan = body_plan(encoded)
     assert plan is not None

@@ -17,7 +17,7 @@ from conversation import Conversation
 
 from gximap.session import sorting
 from gximap.session.context import Settings
-from midb.mime import base_subject
+from midb.mime import base_subject, is_reply_or_forward
 
 FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
 JAN_1993 = calendar.timegm((1993, 1, 1, 12, 0, 0))
@@ -221,7 +221,7 @@ def test_base_subject_extraction_cases(conv: Conversation) -> None:
 ])
 def test_base_subject_and_reply_detection(subject: str, base: str, reply: bool) -> None:
     assert base_subject(subject) == base
-    assert sorting.is_reply_or_forward(subject) is reply
+    assert is_reply_or_forward(subject) is reply
 
 
 def test_empty_mailbox_and_no_match(conv: Conversation) -> None:
@@ -368,18 +368,18 @@ def test_arrival_and_size_read_no_summary_other_keys_each_once(conv: Conversatio
     conv.select()
     reads: list[str] = []
     original = conv.store.digest
-    original_summaries = conv.store.summaries_by_key
+    original_summaries = conv.store.summary_fields_by_key
 
     def counting_digest(blob: str) -> Any:
         reads.append(blob)
         return original(blob)
 
-    def counting_summaries(keys: list[bytes]) -> Any:  # the sort values come from the summaries
+    def counting_summaries(keys: list[bytes], *args: Any) -> Any:  # the sort values come from the summaries
         reads.extend(key.hex() for key in keys)
-        return original_summaries(keys)
+        return original_summaries(keys, *args)
 
     monkeypatch.setattr(conv.store, "digest", counting_digest)
-    monkeypatch.setattr(conv.store, "summaries_by_key", counting_summaries)
+    monkeypatch.setattr(conv.store, "summary_fields_by_key", counting_summaries)
     conv.command("SORT (ARRIVAL) UTF-8 ALL")
     conv.command("SORT (REVERSE SIZE ARRIVAL) UTF-8 ALL")
     assert reads == []

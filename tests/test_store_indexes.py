@@ -3,6 +3,7 @@ group commit, and the upgrade of a schema-1 store."""
 
 from __future__ import annotations
 
+import marshal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,12 +13,20 @@ from typing import Any
 import lmdb
 import pytest
 
-from midb import bodyrecords, mime
+from midb import bodyrecords, mime, searchtext
 from midb import env as midb_env
 from midb.errors import InvalidArgument, NoSuchBody, NoSuchFolder, OverQuota, TooBig
 from midb.keys import blob_key, folder_key
 from midb.store import Store
-from midb.summary import decode_summary, encode_summary, summarize
+from midb.summary import (
+    SortRecord,
+    decode_summary,
+    encode_summary,
+    sort_date,
+    sort_record,
+    sort_record_of,
+    summarize,
+)
 
 MSG = b"From: a@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
 MULTIPART = (b"From: a@example.org\r\nSubject: parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
@@ -365,9 +374,89 @@ def test_missing_or_corrupt_summary_is_derived_from_the_digest(store: Store) -> 
 
 def test_summary_decoding_rejects_foreign_bytes() -> None:
     good = encode_summary(summarize(mime.digest(MSG)))
-    for bad in (b"", b"\x09" + good[1:], good[:10], b"\x01" + b"\xff" * 8):
+    for bad in (b"", b"\x09" + good[1:], good[:10], b"\x01" + b"\xff" * 8, good[:40], good[:-3],
+                good[:19] + b"\x00" * 8 + b"\xff\xff\xff\xff" + good[31:]):
         with pytest.raises(mime.DigestFormatError):
             decode_summary(bad)
+    for bad in (b"", good[:10], good[:40], good[:19] + b"\x00" * 8 + b"\xff\xff\xff\xff" + good[31:],
+                b"\x02" + good[1:]):
+        for read in (sort_record, sort_date):
+            with pytest.raises(mime.DigestFormatError):
+                read(bad)
+
+
+def older_summary(summary: Any, version: int) -> bytes:
+    """A summary as gximap wrote it before format 3: format 2 (the body plan, then the fields in
+    one marshalled tuple) or format 1 (the fields alone)."""
+    leaf = summary.leaf
+    fields = marshal.dumps((*summary[:-1], None if leaf is None else tuple(leaf)))
+    if version == 1:
+        return b"\x01" + fields
+    plan = (searchtext.PLAN_DECODE, 0, 0) if leaf is None else (searchtext.leaf_plan(leaf), leaf.body_start,
+                                                                 leaf.body_end)
+    return b"\x02" + bytes((searchtext.PLAN_VERSION,)) + b"".join(n.to_bytes(size, "big") for n, size in
+                                                                    zip(plan, (1, 8, 8), strict=True)) + fields
+
+
+SORT_SAMPLES = [
+    MSG,
+    MULTIPART,
+    b"Subject: Re: [list] Fwd: plans\r\nDate: Tue, 14 Nov 2023 22:14:20 -0000\r\nFrom: \"Ann\" <ann@example.org>\r\n"
+    b"To: bob@example.org\r\nCc: c@example.org\r\nMessage-ID: <m1@x>\r\nIn-Reply-To: <m0@x>\r\n"
+    b"References: <r1@x> <m0@x>\r\n\r\nbody\r\n",
+    b"Subject: plans (fwd)\r\nDate: Thu, 1 Jan 1970 00:00:00 +0000\r\nIn-Reply-To: <p@x>\r\n\r\n\r\n",
+    b"Date: nonsense\r\n\r\nno subject\r\n",
+]
+
+
+def test_sort_records_are_read_from_the_front_of_the_summary() -> None:
+    """A format 3 summary gives its sort record and its date without the rest; they are what the
+    whole summary says (the reply flag is is_reply_or_forward of the subject); older formats,
+    decoded whole, give the same."""
+    for data in SORT_SAMPLES:
+        summary = summarize(mime.digest(data))
+        encoded = encode_summary(summary)
+        record = sort_record(encoded)
+        assert record == sort_record_of(summary) and sort_date(encoded) == summary.date
+        assert record._fields == SortRecord._fields
+        assert (record.date, record.base_subject, record.references) == (summary.date, summary.base_subject,
+                                                                         summary.references)
+        assert record.reply is mime.is_reply_or_forward(summary.subject)
+        assert decode_summary(encoded) == summary
+        for version in (1, 2):
+            old = older_summary(summary, version)
+            assert decode_summary(old) == summary
+            assert sort_record(old) == record and sort_date(old) == summary.date
+    epoch = sort_record(encode_summary(summarize(mime.digest(SORT_SAMPLES[3]))))
+    assert (epoch.date, epoch.reply, epoch.in_reply_to) == (0, True, "p@x")
+    undated = encode_summary(summarize(mime.digest(SORT_SAMPLES[4])))
+    assert sort_date(undated) is None and sort_record(undated).date is None and sort_record(undated).reply is False
+
+
+def test_sort_records_of_older_damaged_or_missing_summaries(store: Store) -> None:
+    folder = inbox(store)
+    store.append_many("alice", folder, [(data, (), None, 0) for data in SORT_SAMPLES])
+    blobs = [meta.blob for meta in store.messages("alice", folder)]
+    keys = [blob_key(blob) for blob in blobs]
+    expected = [sort_record_of(summary) for summary in store.summaries(blobs)]
+    gone = object()
+    assert store.summary_fields_by_key(keys, sort_record, gone) == expected
+    assert store.summary_fields_by_key(keys, sort_date, gone) == [record.date for record in expected]
+
+    def age(txn: Any, dbs: Any, effects: Any) -> None:
+        summaries = store.summaries(blobs)
+        bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, keys[0], older_summary(summaries[0], 1))
+        bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, keys[1], older_summary(summaries[1], 2))
+        bodyrecords.put(txn, dbs, bodyrecords.SUMMARY, keys[2], b"\x03garbage")
+        bodyrecords.delete(txn, dbs, bodyrecords.SUMMARY, keys[3])
+
+    store._write(age, store._env)
+    assert store.summary_fields_by_key(keys, sort_record, gone) == expected
+    assert store.summary_fields_by_key(keys, sort_date, gone) == [record.date for record in expected]
+    store.store_flags("alice", folder, [5], "add", ["\\Deleted"])
+    store.expunge("alice", folder)
+    assert store.summary_fields_by_key(keys, sort_record, gone) == [*expected[:4], gone]
+    assert store.summary_fields_by_key(keys, sort_date) == [*(record.date for record in expected[:4]), None]
 
 
 # -- batched appends and group commit ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from midb.env import SHARD_COUNT_KEY
 from midb.errors import InvalidArgument, MidbError, NoSuchAccount
 from midb.keys import account_key, blob_key
 from midb.store import Store
+from midb.summary import sort_record, sort_record_of
 
 SHARDS = 4
 MSG = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
@@ -144,6 +145,8 @@ def test_messages_and_bodies_stay_in_their_account_shard(store: Store) -> None:
         assert [internaldate for *_row, internaldate in rows] == [meta.internaldate for meta in metas]
         assert all(found is not None for found in store.search_summaries(keys))
         assert store.summaries_by_key(keys) == store.summaries([meta.blob for meta in metas])
+        assert store.summary_fields_by_key(keys, sort_record) == [sort_record_of(summary)
+                                                                   for summary in store.summaries_by_key(keys)]
         header_end = len(MSG) - len(MSG.split(b"\r\n\r\n", 1)[1])
         assert store.search_headers([*keys, b"\x00" * 16], [header_end, header_end, 10]) == [
             small[:header_end], large[:header_end], None]  # the index's, a file's, one that is gone

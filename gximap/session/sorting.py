@@ -1,8 +1,9 @@
 """SORT and THREAD (RFC 5256, RFC 5957): the values they sort by, kept per folder, and the algorithms.
 
-Sort values come from the summary stored with every body (midb.summary, ``Store.summaries``): it
-holds the decoded base subject, the first From/To/Cc mailbox, the display names and the Message-ID,
-In-Reply-To and References ids, so no body is ever parsed again. :class:`SortColumns` keeps each
+Sort values come from the summary stored with every body (midb.summary): its front, the sort
+record (midb.summary.sort_record, ``Store.summary_fields_by_key``), holds the sent date, the decoded base subject, the first
+From/To/Cc mailbox, the display names and the Message-ID, In-Reply-To and References ids, so no
+body is ever parsed again and no more of the summary is decoded. :class:`SortColumns` keeps each
 criterion's values by folder and UID (a message's values never change), so a webmail client
 re-sorting a large folder on every page view reads each summary once. ARRIVAL and SIZE need only
 the index record.
@@ -17,14 +18,13 @@ References chain of any length cannot exhaust the recursion limit.
 
 from __future__ import annotations
 
-import re
 import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from midb.summary import Summary
+from midb.summary import SortRecord, sort_date, sort_record
 
 __all__ = [
     "THREAD_VALUES",
@@ -33,7 +33,6 @@ __all__ = [
     "ThreadNode",
     "casemap",
     "column_values",
-    "is_reply_or_forward",
     "render_threads",
     "sort_order",
     "thread_orderedsubject",
@@ -49,102 +48,61 @@ def casemap(text: str) -> str:
     return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 
-# -- reply/forward detection (RFC 5256 section 2.1 and step 5 of REFERENCES) --------------------
-
-_WSP_RUN = re.compile(r"[ \t\r\n]+")
-_BLOB = r"\[[^\[\]]*\] ?"
-_REFWD = re.compile(r"(?:" + _BLOB + r")*(?:re|fwd?) ?(?:" + _BLOB + r")?:", re.IGNORECASE)
-_BLANKS = re.compile(r" +")
-_LEADING_BLOB = re.compile(_BLOB)
-
-
-def is_reply_or_forward(subject: str) -> bool:
-    """Whether extracting the base subject (RFC 5256 section 2.1) removes a subj-refwd leader
-    ("Re:", "Fwd:", "Fw:", with blobs), a "(fwd)" trailer or a "[fwd: ...]" wrapper: what the
-    REFERENCES algorithm calls "a reply or forward". ``subject`` is the decoded Subject."""
-    lowered = subject.lower()
-    if "re" not in lowered and "fw" not in lowered:
-        return False  # the common case, decided without the regular expressions
-    text = _WSP_RUN.sub(" ", subject)
-    while True:
-        while True:  # step 2: trailing "(fwd)" and blanks
-            text = text.rstrip(" ")
-            if text[-5:].lower() != "(fwd)":
-                break
-            return True
-        pos = 0
-        while True:  # steps 3-5: leaders, and a leading blob unless it is all there is
-            start = pos
-            while True:
-                if _REFWD.match(text, pos):
-                    return True
-                blanks = _BLANKS.match(text, pos)
-                if blanks is None:
-                    break
-                pos = blanks.end()
-            blob = _LEADING_BLOB.match(text, pos)
-            if blob is not None and blob.end() < len(text):
-                pos = blob.end()
-            if pos == start:
-                break
-        text = text[pos:]
-        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text[-1] == "]":
-            return True  # step 6: a forwarded message's wrapper
-        return False
-
-
 # -- per-message values --------------------------------------------------------------------------
 
 
-def _thread_value(summary: Summary, internaldate: int) -> tuple[Any, ...]:
+def _thread_value(record: SortRecord, internaldate: int) -> tuple[Any, ...]:
     """What threading needs of a message (ThreadItem without the number): the sent date (RFC
     5256 section 2.2: the internal date when Date: is missing or unusable), the case-mapped base
     subject, whether it is a reply or forward, the Message-ID, and the References ids, else the
     In-Reply-To id (RFC 5256 step 1)."""
-    references = tuple(summary.references)
-    if not references and summary.in_reply_to:
-        references = tuple(summary.in_reply_to.split())
-    return (summary.date if summary.date is not None else internaldate, casemap(summary.base_subject),
-            is_reply_or_forward(summary.subject), summary.message_id or None, references)
+    references = record.references
+    if not references and record.in_reply_to:
+        references = tuple(record.in_reply_to.split())
+    return (record.date if record.date is not None else internaldate, casemap(record.base_subject),
+            record.reply, record.message_id or None, references)
 
 
 THREAD_VALUES = "THREAD"  # the SortColumns criterion holding _thread_value
 
-# A criterion's value of a message, from its summary (midb.summary: the digest's header values)
-# and its internal date. Strings are i;ascii-casemapped (the ids are not: Message-ID comparison is
-# case-sensitive).
-_SUMMARY_VALUE: dict[str, Callable[[Summary, int], Any]] = {
+# A criterion's value of a message: what to read of its encoded summary (midb.summary: the sort
+# record at its front, or the sent date alone), and the value from that and the internal date.
+# Strings are i;ascii-casemapped (the ids are not: Message-ID comparison is case-sensitive).
+_SUMMARY_VALUE: dict[str, tuple[Callable[[bytes], Any], Callable[[Any, int], Any]]] = {
     # RFC 5256 section 2.2: no usable Date: header means the internal date.
-    "DATE": lambda summary, internaldate: summary.date if summary.date is not None else internaldate,
-    "SUBJECT": lambda summary, _internaldate: casemap(summary.base_subject),
-    "FROM": lambda summary, _internaldate: casemap(summary.sort_from),  # addr-mailbox of the first address
-    "TO": lambda summary, _internaldate: casemap(summary.sort_to),
-    "CC": lambda summary, _internaldate: casemap(summary.sort_cc),
-    "DISPLAYFROM": lambda summary, _internaldate: casemap(summary.display_from),  # RFC 5957
-    "DISPLAYTO": lambda summary, _internaldate: casemap(summary.display_to),
-    THREAD_VALUES: _thread_value,
+    "DATE": (sort_date, lambda date, internaldate: date if date is not None else internaldate),
+    "SUBJECT": (sort_record, lambda record, _internaldate: casemap(record.base_subject)),
+    # addr-mailbox of the first address
+    "FROM": (sort_record, lambda record, _internaldate: casemap(record.sort_from)),
+    "TO": (sort_record, lambda record, _internaldate: casemap(record.sort_to)),
+    "CC": (sort_record, lambda record, _internaldate: casemap(record.sort_cc)),
+    "DISPLAYFROM": (sort_record, lambda record, _internaldate: casemap(record.display_from)),  # RFC 5957
+    "DISPLAYTO": (sort_record, lambda record, _internaldate: casemap(record.display_to)),
+    THREAD_VALUES: (sort_record, _thread_value),
 }
 _LOAD_BATCH = 512  # summaries read per store call
+_GONE = object()  # what the store gives for a body that is gone (a date may be None)
 
 
 def column_values(criterion: str, rows: Sequence[tuple[int, bytes, int, int]],
-                  load_many: Callable[[list[bytes]], list[Summary | None]]) -> dict[int, Any]:
+                  load_many: Callable[[list[bytes], Callable[[bytes], Any], Any], list[Any]]) -> dict[int, Any]:
     """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of messages given as
     (UID, raw body key, size, internal date) rows (``Store.search_rows``). ARRIVAL and SIZE come
-    from the rows; the others from the messages' summaries, read a batch at a time
-    (``Store.summaries_by_key``); a message whose body is gone (expunged by another session
+    from the rows; the others from the front of the messages' summaries, read a batch at a time
+    (``Store.summary_fields_by_key``); a message whose body is gone (expunged by another session
     meanwhile) is left out, as SEARCH leaves it out."""
     if criterion == "ARRIVAL":
         return {uid: internaldate for uid, _key, _size, internaldate in rows}
     if criterion == "SIZE":
         return {uid: size for uid, _key, size, _internaldate in rows}
-    value = _SUMMARY_VALUE[criterion]
+    read, value = _SUMMARY_VALUE[criterion]
     out: dict[int, Any] = {}
     for start in range(0, len(rows), _LOAD_BATCH):
         chunk = rows[start : start + _LOAD_BATCH]
-        for (uid, _key, _size, internaldate), summary in zip(chunk, load_many([row[1] for row in chunk]), strict=True):
-            if summary is not None:
-                out[uid] = value(summary, internaldate)
+        found = load_many([row[1] for row in chunk], read, _GONE)
+        for (uid, _key, _size, internaldate), fields in zip(chunk, found, strict=True):
+            if fields is not _GONE:
+                out[uid] = value(fields, internaldate)
     return out
 
 
@@ -342,7 +300,8 @@ class ThreadNode:
         self.item = item
         self.order = order  # position in message-number order; the date tie-breaker
         self.parent: ThreadNode | None = None
-        self.children: list[ThreadNode] = []
+        # Most messages have no children: they share an empty tuple; a list once they have one.
+        self.children: Sequence[ThreadNode] = ()
 
     @property
     def number(self) -> int | None:
@@ -377,10 +336,10 @@ def thread_orderedsubject(items: Sequence[ThreadItem]) -> list[ThreadNode]:
         members.sort(key=lambda member: (member[0], member[1]))
         _date, order, first = members[0]
         root = ThreadNode(first, order)
-        for _date, order, item in members[1:]:
-            child = ThreadNode(item, order)
-            child.parent = root
-            root.children.append(child)
+        if len(members) > 1:
+            root.children = [ThreadNode(item, order) for _date, order, item in members[1:]]
+            for child in root.children:
+                child.parent = root
         threads.append(root)
     threads.sort(key=_date_key)
     return threads
@@ -403,23 +362,28 @@ def _would_loop(parent: ThreadNode, child: ThreadNode) -> bool:
 
 def _link(parent: ThreadNode, child: ThreadNode) -> None:
     child.parent = parent
-    parent.children.append(child)
+    if parent.children:
+        parent.children.append(child)  # type: ignore[attr-defined]
+    else:
+        parent.children = [child]
 
 
 def _unlink(child: ThreadNode) -> None:
     parent = child.parent
     if parent is not None:
-        parent.children.remove(child)
+        parent.children.remove(child)  # type: ignore[attr-defined]
         child.parent = None
 
 
-def _preorder(roots: Sequence[ThreadNode]) -> list[ThreadNode]:
+def _parents_top_down(roots: Sequence[ThreadNode]) -> list[ThreadNode]:
+    """The nodes that have children, each after its parent: reversed, the order for work that
+    needs a node's children done first. Childless nodes (most messages) are not visited."""
     out: list[ThreadNode] = []
-    stack = list(reversed(roots))
+    stack = [node for node in roots if node.children]
     while stack:
         node = stack.pop()
         out.append(node)
-        stack.extend(reversed(node.children))
+        stack.extend([child for child in node.children if child.children])
     return out
 
 
@@ -443,9 +407,9 @@ def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
 
 def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
     """Step 5: gather top-level threads that share a base subject."""
+    subjects = [_thread_subject(node) for node in roots]
     table: dict[str, ThreadNode] = {}
-    for node in roots:  # 5.B: which message each subject gathers under
-        subject = _thread_subject(node)
+    for node, subject in zip(roots, subjects, strict=True):  # 5.B: which message each subject gathers under
         if not subject:
             continue
         held = table.get(subject)
@@ -455,8 +419,7 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
             table[subject] = node
     gone: set[int] = set()  # id() of top-level nodes merged into others
     replaced: dict[int, ThreadNode] = {}  # id() of a top-level node -> the dummy now above it
-    for node in roots:  # 5.C: merge
-        subject = _thread_subject(node)
+    for node, subject in zip(roots, subjects, strict=True):  # 5.C: merge
         if not subject:
             continue
         held = table[subject]
@@ -466,7 +429,7 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
         if held.item is None and node.item is None:
             for child in node.children:
                 _link(held, child)
-            node.children = []
+            node.children = ()
         elif held.item is None or (node.item is not None and node.item.reply and not held.item.reply):
             _link(held, node)
         else:
@@ -475,6 +438,8 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
             _link(dummy, node)
             replaced[id(held)] = dummy
             table[subject] = dummy
+    if not gone:
+        return roots  # no subject shared: nothing moved (no node has a parent at the top)
     out = []
     for node in roots:
         if id(node) in gone:
@@ -516,15 +481,15 @@ def thread_references(items: Sequence[ThreadItem]) -> list[ThreadNode]:
             previous = referenced
         # 1.B: the last reference is the message's parent, replacing any parent guessed from
         # another message's (possibly truncated) References; no references means no parent.
-        _unlink(node)
+        if node.parent is not None:
+            _unlink(node)
         if previous is not None and not _would_loop(previous, node):
             _link(previous, node)
     # Step 2: the parentless containers are the top level.
     roots = [node for node in nodes if node.parent is None]
     # Step 3: prune dummies, bottom-up.
-    for node in reversed(_preorder(roots)):
-        if node.children:
-            node.children = _pruned(node.children, at_root=False)
+    for node in reversed(_parents_top_down(roots)):
+        node.children = _pruned(node.children, at_root=False)
     roots = _pruned(roots, at_root=True)
     for node in roots:
         node.parent = None
@@ -536,7 +501,7 @@ def thread_references(items: Sequence[ThreadItem]) -> list[ThreadNode]:
     # Step 5: gather threads by subject.
     roots = _merge_by_subject(roots)
     # Step 6: every sibling list by sent date, the deepest first.
-    for node in reversed(_preorder(roots)):
+    for node in reversed(_parents_top_down(roots)):
         if len(node.children) > 1:
             node.children.sort(key=_date_key)
     roots.sort(key=_date_key)
@@ -573,16 +538,21 @@ def _render_one(root: ThreadNode, out: list[bytes]) -> None:
 
 
 def render_threads(roots: Sequence[ThreadNode], chunk: int = 1 << 16) -> Iterator[bytes]:
-    """The data of a THREAD response (after ``* THREAD``), in pieces of about ``chunk`` bytes."""
+    """The data of a THREAD response (after ``* THREAD``), in pieces of about ``chunk`` bytes
+    (counted as pieces of at most _PIECE_BYTES: the exact size would cost a len() per piece)."""
     out: list[bytes] = []
-    size = 0
+    append = out.append
+    most = max(1, chunk // _PIECE_BYTES)
     for root in roots:
-        before = len(out)
-        _render_one(root, out)
-        size += sum(len(piece) for piece in out[before:])
-        if size >= chunk:
+        if root.children:
+            _render_one(root, out)
+        else:  # a message alone (the most common thread); a childless dummy never reaches here
+            append(b"(%d)" % root.item.number)  # type: ignore[union-attr]
+        if len(out) >= most:
             yield b"".join(out)
             out.clear()
-            size = 0
     if out:
         yield b"".join(out)
+
+
+_PIECE_BYTES = 12  # the longest piece _render_one writes: " " and a 10-digit number, or "(%d)"
