@@ -1,9 +1,10 @@
 """SORT and THREAD (RFC 5256, RFC 5957): the values they sort by, kept per folder, and the algorithms.
 
 Sort values come from the summary stored with every body (midb.summary): its front, the sort
-record (midb.summary.sort_record, ``Store.summary_fields_by_key``), holds the sent date, the decoded base subject, the first
-From/To/Cc mailbox, the display names and the Message-ID, In-Reply-To and References ids, so no
-body is ever parsed again and no more of the summary is decoded. :class:`SortColumns` keeps each
+record (midb.summary.sort_record, read through ``Store.summary_fields_by_key``), holds the sent
+date, the decoded base subject, the first From/To/Cc mailbox, the display names and the
+Message-ID, In-Reply-To and References ids, so no body is ever parsed again and no more of the
+summary is decoded. :class:`SortColumns` keeps each
 criterion's values by folder and UID (a message's values never change), so a webmail client
 re-sorting a large folder on every page view reads each summary once. ARRIVAL and SIZE need only
 the index record.
