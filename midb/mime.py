@@ -756,18 +756,36 @@ _LEADING_BLOB = re.compile(_BLOB)
 
 def base_subject(subject: str) -> str:
     """RFC 5256 §2.1 base subject of a decoded subject (not case-folded)."""
+    return _base_subject(subject)[0]
+
+
+def is_reply_or_forward(subject: str) -> bool:
+    """Whether extracting the base subject (RFC 5256 section 2.1) removes a subj-refwd leader
+    ("Re:", "Fwd:", "Fw:", with blobs), a "(fwd)" trailer or a "[fwd: ...]" wrapper: what the
+    REFERENCES algorithm calls "a reply or forward". ``subject`` is the decoded Subject."""
+    lowered = subject.lower()
+    if "re" not in lowered and "fw" not in lowered:
+        return False  # the common case, decided without the regular expressions
+    return _base_subject(subject)[1]
+
+
+def _base_subject(subject: str) -> tuple[str, bool]:
+    """(base subject, whether a reply or forward marker was removed on the way)."""
     text = _WSP_RUN.sub(" ", subject)  # step 1 (decoding was done by the caller)
+    marked = False
     while True:
         while True:  # step 2: trailing "(fwd)" and blanks
             text = text.rstrip(" ")
             if text[-5:].lower() != "(fwd)":
                 break
             text = text[:-5]
+            marked = True
         pos = 0
         while True:  # steps 3-5: leading subj-leaders, and a blob unless it is all there is
             start = pos
             match = _LEADER.match(text, pos)
             while match is not None and match.end() > pos:
+                marked = marked or not match.group().isspace()  # a subj-refwd, not blanks alone
                 pos = match.end()
                 match = _LEADER.match(text, pos)
             blob = _LEADING_BLOB.match(text, pos)
@@ -779,47 +797,9 @@ def base_subject(subject: str) -> str:
         # step 6: a "[fwd: ... ]" wrapper goes, and everything starts again
         if len(text) >= 6 and text[:5].lower() == "[fwd:" and text[-1] == "]":
             text = text[5:-1]
+            marked = True
             continue
-        return text
-
-
-_REFWD = re.compile(r"(?:" + _BLOB + r")*(?:re|fwd?) ?(?:" + _BLOB + r")?:", re.IGNORECASE)
-_BLANKS = re.compile(r" +")
-
-
-def is_reply_or_forward(subject: str) -> bool:
-    """Whether extracting the base subject (RFC 5256 section 2.1) removes a subj-refwd leader
-    ("Re:", "Fwd:", "Fw:", with blobs), a "(fwd)" trailer or a "[fwd: ...]" wrapper: what the
-    REFERENCES algorithm calls "a reply or forward". ``subject`` is the decoded Subject."""
-    lowered = subject.lower()
-    if "re" not in lowered and "fw" not in lowered:
-        return False  # the common case, decided without the regular expressions
-    text = _WSP_RUN.sub(" ", subject)
-    while True:
-        while True:  # step 2: trailing "(fwd)" and blanks
-            text = text.rstrip(" ")
-            if text[-5:].lower() != "(fwd)":
-                break
-            return True
-        pos = 0
-        while True:  # steps 3-5: leaders, and a leading blob unless it is all there is
-            start = pos
-            while True:
-                if _REFWD.match(text, pos):
-                    return True
-                blanks = _BLANKS.match(text, pos)
-                if blanks is None:
-                    break
-                pos = blanks.end()
-            blob = _LEADING_BLOB.match(text, pos)
-            if blob is not None and blob.end() < len(text):
-                pos = blob.end()
-            if pos == start:
-                break
-        text = text[pos:]
-        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text[-1] == "]":
-            return True  # step 6: a forwarded message's wrapper
-        return False
+        return text, marked
 
 
 _MSG_ID = re.compile(rb"<([^<>\s]*)>")
