@@ -4,6 +4,8 @@ functions of gximap.session.sorting."""
 from __future__ import annotations
 
 import calendar
+import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +335,26 @@ def test_render_chunks_large_answers() -> None:
     chunks = list(sorting.render_threads(roots, chunk=1024))
     assert len(chunks) > 10
     assert b"".join(chunks) == b"".join(b"(%d)" % number for number in range(1, 20001))
+
+
+def test_random_message_sets_thread_every_message_once() -> None:
+    """Whatever the ids, references (loops, duplicates, missing parents) and subjects, both
+    algorithms show every message exactly once, in balanced parentheses, and rendering in small
+    chunks gives the same bytes."""
+    rng = random.Random(5256)
+    for _ in range(300):
+        count = rng.randrange(0, 60)
+        ids = [f"m{index}" for index in range(count + 5)]
+        items = [item(number, rng.randrange(4), rng.choice(["a", "b", ""]), rng.choice([ids[number], None, rng.choice(ids)]),
+                      tuple(rng.choice(ids) for _ in range(rng.choice([0, 0, 1, 3]))), reply=rng.random() < 0.4)
+                 for number in range(1, count + 1)]
+        for algorithm in (sorting.thread_references, sorting.thread_orderedsubject):
+            roots = algorithm(items)
+            whole = render(roots)
+            assert b"".join(sorting.render_threads(roots, chunk=1)) == whole
+            assert sorted(int(number) for number in re.findall(rb"\d+", whole)) == list(range(1, count + 1))
+            depth = 0
+            for char in whole:
+                depth += {ord("("): 1, ord(")"): -1}.get(char, 0)
+                assert depth >= 0
+            assert depth == 0
