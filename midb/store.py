@@ -1862,28 +1862,15 @@ class Store(MetadataMixin):
 
     def summaries_by_key(self, keys: list[bytes]) -> list[Summary | None]:
         """:meth:`summaries` by raw body key (as search_rows gives them)."""
-        encoded = self._body_records(bodyrecords.SUMMARY, keys)
-        decode = decode_summary
-        out: list[Summary | None] = []
-        for key, raw in zip(keys, encoded, strict=True):
-            if raw is not None:
-                try:
-                    out.append(decode(raw))
-                    continue
-                except mime.DigestFormatError:
-                    log.warning("stored summary of body %s unreadable; using its digest", key.hex())
-            try:
-                out.append(summarize(self._load_digest(key.hex())))   # not cached: gone must show
-            except NoSuchBody:
-                out.append(None)
-        return out
+        return self.summary_fields_by_key(keys, decode_summary)
 
     def summary_fields_by_key(self, keys: list[bytes], read: Callable[[bytes], T], gone: Any = None) -> list[Any]:
         """``read(encoded summary)`` of bodies by raw key (as search_rows gives them), in order;
-        ``gone`` for a body that is gone (a distinct object when ``read`` may give None). ``read`` takes what it needs of the record without decoding
-        the rest (midb.summary.sort_record, sort_date: what SORT and THREAD read) and raises
-        DigestFormatError for a damaged one; a missing or damaged summary is derived from the
-        digest (as summaries_by_key does)."""
+        ``gone`` for a body that is gone (a distinct object when ``read`` may give None).
+        ``read`` takes what it needs of the record (decode_summary the whole; sort_record and
+        sort_date, what SORT and THREAD read, only the front) and raises DigestFormatError for a
+        damaged one; a missing or damaged summary is derived from the digest (not cached: a body
+        that is gone must show)."""
         encoded = self._body_records(bodyrecords.SUMMARY, keys)
         out: list[Any] = []
         append = out.append

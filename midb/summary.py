@@ -101,7 +101,9 @@ _PART_FIELDS = len(Part._fields)
 # in its order) and the rest (the leaf last).
 _SORT_FIELDS = tuple(Summary._fields.index(name) for name in SortRecord._fields[2:])
 _SORT_TEXTS = len(_SORT_FIELDS)
+_SORT_TEXTS_OF = operator.itemgetter(*_SORT_FIELDS)
 _REST_FIELDS = tuple(index for index in range(_FIELDS) if index not in _SORT_FIELDS)
+_REST_BUT_LEAF_OF = operator.itemgetter(*_REST_FIELDS[:-1])
 # The Summary's fields but the leaf, picked from (*sort section, *rest section).
 _SUMMARY_FIELDS_OF = operator.itemgetter(*((*_SORT_FIELDS, *_REST_FIELDS).index(index) for index in range(_FIELDS - 1)))
 # The digest's fields a summary copies: date .. references (not those after, e.g. contains_nul).
@@ -122,8 +124,8 @@ def encode_summary(summary: Summary) -> bytes:
         plan = _PLAN.pack(searchtext.PLAN_VERSION, searchtext.PLAN_DECODE, 0, 0)
     else:
         plan = _PLAN.pack(searchtext.PLAN_VERSION, searchtext.leaf_plan(leaf), leaf.body_start, leaf.body_end)
-    sort_section = marshal.dumps(tuple(summary[index] for index in _SORT_FIELDS))
-    rest = (*(summary[index] for index in _REST_FIELDS[:-1]), None if leaf is None else tuple(leaf))
+    sort_section = marshal.dumps(_SORT_TEXTS_OF(summary))
+    rest = (*_REST_BUT_LEAF_OF(summary), None if leaf is None else tuple(leaf))
     flags = (_HAS_DATE if summary.date is not None else 0) | (_REPLY if is_reply_or_forward(summary.subject) else 0)
     head = _SORT_HEAD.pack(flags, summary.date or 0, len(sort_section))
     return bytes((FORMAT_VERSION,)) + plan + head + sort_section + marshal.dumps(rest)
@@ -187,8 +189,7 @@ def sort_date(data: bytes) -> int | None:
 
 def sort_record_of(summary: Summary) -> SortRecord:
     """The sort record of a decoded summary."""
-    return _new(SortRecord, (summary.date, is_reply_or_forward(summary.subject),
-                             *(summary[index] for index in _SORT_FIELDS)))
+    return _new(SortRecord, (summary.date, is_reply_or_forward(summary.subject), *_SORT_TEXTS_OF(summary)))
 
 
 def decode_summary(data: bytes) -> Summary:
