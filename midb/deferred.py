@@ -37,6 +37,7 @@ BATCH = 256                 # bodies parsed and written per transaction
 DUE_WINDOW = 0.5
 PARSED_WINDOW = 0.1
 QUEUE_LIMIT = 100_000       # bodies waiting at most; beyond that a new one is left to its first reader
+LATER_LIMIT = 1_000         # cache writes from readers waiting at most (each may hold a folder's worth)
 
 # (body id, digest already computed by a reader or None) -> None; see Store.store_parsed
 Persist = Callable[[list[tuple[str, object | None]]], None]
@@ -53,6 +54,8 @@ class DeferredParser:
         self._due: collections.deque[tuple[float, str]] = collections.deque()   # in order of due time
         self._parsed: dict[str, object] = {}   # computed by readers: stored with the next batch
         self._parsed_since = 0.0               # when the first of them arrived
+        self._later: list[Callable[[], object]] = []   # other cache writes readers handed over
+        self._later_since = 0.0
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -87,9 +90,22 @@ class DeferredParser:
             self._parsed[blob] = digest
             self._start_locked()
 
+    def later(self, write: Callable[[], object]) -> None:
+        """Run a cache write a reader prepared (Store.store_sort_entries) in the thread, with the
+        next batch: the reader's command does not wait for a commit. Dropped when the queue is
+        full or the parser closed (the next reader derives the cache again)."""
+        with self._lock:
+            if self._closed or len(self._later) >= LATER_LIMIT:
+                return
+            if not self._later:
+                self._later_since = self._clock()
+                self._wake.notify()
+            self._later.append(write)
+            self._start_locked()
+
     def pending(self) -> int:
         with self._lock:
-            return len(self._due) + len(self._parsed)
+            return len(self._due) + len(self._parsed) + len(self._later)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread; what is still queued stays unparsed until read (see the module text)."""
@@ -128,6 +144,8 @@ class DeferredParser:
             moments.append(self._parsed_since + PARSED_WINDOW)
         if self._due:
             moments.append(self._due[0][0] + DUE_WINDOW)
+        if self._later:
+            moments.append(self._later_since + PARSED_WINDOW)
         return max(0.0, min(moments) - now) if moments else None
 
     def _run(self) -> None:
@@ -142,12 +160,23 @@ class DeferredParser:
                         batch = self._take_locked(now)
                         if self._parsed:   # more than a batch: the rest goes next, at once
                             self._parsed_since = now - PARSED_WINDOW
-                        if batch:
+                        writes, self._later = self._later, []
+                        if batch or writes:
                             break
                         continue
                     self._wake.wait(wait)
-            try:
-                self._persist(batch)
-            except Exception:   # a cache left unwritten; the next reader computes it again
-                log.exception("deferred parse of %d bodies failed", len(batch))
+            failed = False
+            if batch:
+                try:
+                    self._persist(batch)
+                except Exception:   # a cache left unwritten; the next reader computes it again
+                    log.exception("deferred parse of %d bodies failed", len(batch))
+                    failed = True
+            for write in writes:
+                try:
+                    write()
+                except Exception:   # the same: a cache the next reader derives again
+                    log.exception("deferred cache write failed")
+                    failed = True
+            if failed:
                 time.sleep(1.0)   # a store in trouble (disk full, closing) must not be hammered

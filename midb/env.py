@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, summary
+from midb import bodyrecords, columns, indexes, sortindex, summary
 from midb.errors import MidbError, StoreBusy
 from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
 # sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
@@ -38,7 +38,7 @@ SCHEMA_VERSION = 6
 # keeps them side by side in one (midb.bodyrecords); schema 5 may split the index into shards
 # (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
-# (midb.columns). Opening an older store for writing builds what it lacks, in one
+# (midb.columns); schema 7 the sort index (midb.sortindex). Opening an older store for writing builds what it lacks, in one
 # transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
@@ -65,6 +65,7 @@ DB_NAMES = (
                        # body itself if small (midb.bodyrecords)
     "flag_columns",    # (account, folder) -> uid, flag word, modseq (sorted duplicates) (midb.columns)
     "keyword_sets",    # interned keyword sets of the flag words (midb.columns)
+    "sort_records",    # (account, folder, uid) -> what SORT and THREAD compare (midb.sortindex)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
 _ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts")
@@ -72,6 +73,8 @@ _ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts")
 _ADDED_BY_SCHEMA_4 = ("body_records",)
 # Added by schema 6; a read-only open of an older store reads the message records instead.
 _ADDED_BY_SCHEMA_6 = ("flag_columns", "keyword_sets")
+# Added by schema 7; a read-only open of an older store reads the summaries instead.
+_ADDED_BY_SCHEMA_7 = ("sort_records",)
 # Databases with sorted fixed-size duplicates (MDB_DUPSORT | MDB_DUPFIXED): a key's values are
 # read a page at a time (Cursor.getmulti) instead of one Python object per entry.
 _FIXED_DUPLICATES = frozenset({"flag_lists", "flag_columns"})
@@ -125,6 +128,7 @@ class Databases:
     body_records: Any
     flag_columns: Any     # None: a read-only store older than schema 6 (see SharedEnv.columned)
     keyword_sets: Any
+    sort_records: Any     # None: a read-only store older than schema 7 (see Store.sort_entries)
     # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
     # it lacks); None for a current store.
     legacy_bodies: tuple[Any, ...] | None
@@ -281,7 +285,8 @@ class SharedEnv:
                     try:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
-                        if name not in (*_ADDED_AFTER_SCHEMA_1, *_ADDED_BY_SCHEMA_4, *_ADDED_BY_SCHEMA_6):
+                        if name not in (*_ADDED_AFTER_SCHEMA_1, *_ADDED_BY_SCHEMA_4, *_ADDED_BY_SCHEMA_6,
+                                        *_ADDED_BY_SCHEMA_7):
                             raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
                         setattr(self.dbs, name, None)
                         if name in _ADDED_AFTER_SCHEMA_1:
@@ -353,6 +358,9 @@ class SharedEnv:
                 indexes.rebuild(txn, self.dbs)
                 if version < 2:
                     summary.fill(txn, self.dbs)
+                if version < 7:
+                    written = sortindex.rebuild(txn, self.dbs)
+                    log.info("%s: %d sort index entries written", self.index_dir, written)
                 # A store older than schema 5 has one shard.
                 txn.put(SHARD_COUNT_KEY, (1).to_bytes(4, "big"), db=self.dbs.meta, overwrite=False)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)

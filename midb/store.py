@@ -7,6 +7,8 @@ run/notify/ (notification sockets, see midb.events). Design notes: docs/midb-sto
 from __future__ import annotations
 
 import bisect
+import contextlib
+import functools
 import itertools
 import logging
 import operator
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import bodyrecords, columns, events, indexes, maintenance, mime
+from midb import bodyrecords, columns, events, indexes, maintenance, mime, sortindex
 from midb import shards as shards_of
 from midb.accounts import (
     Account,
@@ -103,7 +105,7 @@ from midb.messages import (
     with_modseq_and_flags,
 )
 from midb.metadata import MetadataMixin, copy_folder_entries
-from midb.summary import Summary, decode_summary, encode_summary, summarize
+from midb.summary import Summary, decode_summary, encode_summary, sort_record, summarize
 
 __all__ = [
     "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
@@ -132,6 +134,12 @@ _COLUMN_SHARE = 8   # a UID set at least 1/8 of its folder is read from the flag
 # cache, and on a warm one the walk over the branch pages would be a good part of the scan's cost.
 # A flag list of this many UIDs (a leaf page's worth) is asked for the same way.
 PREFETCH_FROM = 1024
+# sort_values looks UIDs up one by one below one in this many of the folder's messages, and reads
+# the folder's whole range of the sort index above (a lookup costs several entries of a scan).
+_LOOKUPS_PER_SCAN = 8
+_SORT_ENTRIES_PER_WRITE = 2_000
+# What summary_fields_by_key gives for a body that is gone (a value of any type may be None).
+_GONE = object()
 _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
 _COUNTER_UIDVALIDITY = b"last-uidvalidity"
@@ -584,7 +592,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts,
-                       dbs.flag_columns):
+                       dbs.flag_columns, dbs.sort_records):
                 self._delete_prefix(txn, db, prefix)
             self._drop_ownership(txn, dbs, account_id)
             txn.delete(prefix, db=dbs.usage)
@@ -852,7 +860,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
-                       dbs.keyword_counts, dbs.flag_columns):
+                       dbs.keyword_counts, dbs.flag_columns, dbs.sort_records):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
@@ -929,6 +937,9 @@ class Store(MetadataMixin):
             txn.put(message_key(account_id, target.id, uid), raw, db=dbs.messages)
             txn.put(change_key(account_id, target.id, modseq, uid), b"", db=dbs.modseqs)
             txn.delete(key, db=dbs.messages)
+            sort_entry = txn.pop(key, db=dbs.sort_records)
+            if sort_entry is not None:
+                txn.put(message_key(account_id, target.id, uid), sort_entry, db=dbs.sort_records)
             txn.delete(change_key(account_id, inbox_id, modseq, uid), db=dbs.modseqs)
             txn.put(change_key(account_id, inbox_id, inbox.next_modseq(), uid), b"", db=dbs.tombstones)
         delta.apply()
@@ -1234,6 +1245,9 @@ class Store(MetadataMixin):
                 if digest is not None:
                     put_body_record(txn, dbs, bodyrecords.DIGEST, blob_raw, digest[0])
                     put_body_record(txn, dbs, bodyrecords.SUMMARY, blob_raw, digest[1])
+                    with contextlib.suppress(mime.DigestFormatError):   # then derived when first sorted
+                        txn.put(message_key(account_id, record.id, uid),
+                                sortindex.entry_of_summary(digest[1], internaldate), db=dbs.sort_records)
                 unseen, deleted = counter_deltas(flagset.bits)
                 record.messages += 1
                 record.unseen += unseen
@@ -1525,17 +1539,21 @@ class Store(MetadataMixin):
             if dst.uidnext + len(found) - 1 > MAX_U32:
                 raise MidbError("destination folder UID space exhausted")
             delta = indexes.IndexDelta(txn, dbs)
-            if move:
-                self._unlist(txn, dbs, delta, src_account_id, src, found)
             pairs = []
             blob_counts: dict[bytes, int] = {}
-            for uid, raw in found:
+            sort_entries = [txn.get(message_key(src_account_id, src.id, uid), db=dbs.sort_records)
+                            for uid, _raw in found]
+            if move:
+                self._unlist(txn, dbs, delta, src_account_id, src, found)
+            for (uid, raw), sort_entry in zip(found, sort_entries, strict=True):
                 new_uid = dst.uidnext
                 dst.uidnext += 1
                 modseq = dst.next_modseq()
                 _old, _date, _tz, size, blob_raw, tail = unpack_record(raw)
-                txn.put(message_key(dst_account_id, dst.id, new_uid), with_modseq_and_flags(raw, modseq, tail),
-                        db=dbs.messages)
+                new_key = message_key(dst_account_id, dst.id, new_uid)
+                txn.put(new_key, with_modseq_and_flags(raw, modseq, tail), db=dbs.messages)
+                if sort_entry is not None:
+                    txn.put(new_key, sort_entry, db=dbs.sort_records)
                 txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), b"", db=dbs.modseqs)
                 delta.added(dst_account_id, dst.id, new_uid, tail, modseq)
                 unseen, deleted = counter_deltas(tail[0])
@@ -1610,7 +1628,9 @@ class Store(MetadataMixin):
         for uid, raw in found:
             modseq, _date, _tz, size, _blob, tail = unpack_record(raw)
             delta.removed(account_id, record.id, uid, tail)
-            txn.delete(message_key(account_id, record.id, uid), db=dbs.messages)
+            key = message_key(account_id, record.id, uid)
+            txn.delete(key, db=dbs.messages)
+            txn.delete(key, db=dbs.sort_records)
             txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
             tombstone = record.next_modseq()
             tombstones.append(tombstone)
@@ -1886,6 +1906,87 @@ class Store(MetadataMixin):
             except NoSuchBody:
                 append(gone)
         return out
+
+    def sort_values(self, account: str, folder_id: int, uids: list[int],
+                    read: Callable[[bytes], T]) -> dict[int, T]:
+        """UID -> ``read(sort entry)`` (midb.sortindex: what SORT and THREAD compare) of the
+        folder's messages among ``uids`` (ascending); a message that is gone is left out.
+
+        The entries come from the sort index: one cursor pass over the folder's range (a lookup
+        each for a few UIDs). A message without one (appended before its body was parsed, see
+        midb.deferred; or in a read-only store older than schema 7) gets it from its body's
+        summary, and the entries so derived go to the deferred parser's thread to be written:
+        the next reader finds them. ``read`` raises sortindex.EntryError for an entry it cannot
+        read; that message is treated as one without an entry."""
+        found: dict[int, T] = {}
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            db = dbs.sort_records
+            if db is not None and uids:
+                prefix = folder_key(account_id, record.id)
+                if len(uids) * _LOOKUPS_PER_SCAN < record.messages:
+                    get = txn.get
+                    for uid in uids:
+                        entry = get(message_key(account_id, record.id, uid), db=db)
+                        if entry is not None:
+                            with contextlib.suppress(sortindex.EntryError):
+                                found[uid] = read(entry)
+                else:
+                    end = prefix_end(prefix)
+                    if record.messages >= PREFETCH_FROM:
+                        dbs.pages.key_range(txn, b"sort_records", prefix, end)
+                    wanted = set(uids)
+                    uid_of = UID_IN_MESSAGE_KEY.unpack_from
+                    cursor = txn.cursor(db)
+                    if cursor.set_range(prefix):
+                        for key, entry in cursor.iternext():
+                            if end is not None and key >= end:
+                                break
+                            uid = uid_of(key)[0]
+                            if uid in wanted:
+                                try:
+                                    found[uid] = read(entry)
+                                except sortindex.EntryError:
+                                    pass
+        if len(found) < len(uids):
+            self._derive_sort_values(account, folder_id, [uid for uid in uids if uid not in found], read, found,
+                                     write=db is not None)
+        return found
+
+    def _derive_sort_values(self, account: str, folder_id: int, uids: list[int], read: Callable[[bytes], T],
+                            found: dict[int, T], *, write: bool) -> None:
+        """sort_values for messages without a (readable) sort entry: from their summaries, into
+        ``found``; with ``write``, the entries are handed to the deferred parser to be stored."""
+        rows = self.search_rows(account, folder_id, uids)
+        records = self.summary_fields_by_key([row[1] for row in rows], sort_record, _GONE)
+        derived: list[tuple[int, bytes, bytes]] = []
+        for (uid, blob_raw, _size, internaldate), record in zip(rows, records, strict=True):
+            if record is not _GONE:
+                entry = sortindex.entry_of_record(record, internaldate)
+                found[uid] = read(entry)
+                derived.append((uid, blob_raw, entry))
+        if derived and write and self._parser is not None and not self.readonly:
+            self._parser.later(functools.partial(self.store_sort_entries, account, folder_id, derived))
+
+    def store_sort_entries(self, account: str, folder_id: int, entries: list[tuple[int, bytes, bytes]]) -> int:
+        """Write sort entries a reader derived, (UID, raw body id, entry), for the messages still
+        there with that body; returns how many. Not durable (they are derived again if lost),
+        and a few thousand per transaction: a folder's worth must not hold the writer's lock
+        for long."""
+        written = 0
+        for start in range(0, len(entries), _SORT_ENTRIES_PER_WRITE):
+            chunk = entries[start : start + _SORT_ENTRIES_PER_WRITE]
+
+            def job(txn: Any, dbs: Databases, effects: WriteEffects, chunk: list[tuple[int, bytes, bytes]] = chunk
+                    ) -> int:
+                account_id = self._account_id(txn, dbs, account)
+                return sortindex.put_missing(txn, dbs, account_id, folder_id, chunk)
+
+            written += self._write(job, self._home(account), durable=False)
+        return written
 
     # ---- notifications ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from conversation import Conversation
 
 from gximap.session import sorting
 from gximap.session.context import Settings
+from midb.keys import blob_key
 from midb.mime import base_subject, is_reply_or_forward
 
 FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
@@ -366,25 +367,33 @@ def test_arrival_and_size_read_no_summary_other_keys_each_once(conv: Conversatio
          (), 1000 + (index * 7919) % count, 0)
         for index in range(count)])
     conv.select()
-    reads: list[str] = []
-    original = conv.store.digest
+    reads: list[int] = []
+    derived: list[bytes] = []
+    original_digest = conv.store.digest
+    original_values = conv.store.sort_values
     original_summaries = conv.store.summary_fields_by_key
 
     def counting_digest(blob: str) -> Any:
-        reads.append(blob)
-        return original(blob)
+        derived.append(blob_key(blob))
+        return original_digest(blob)
 
-    def counting_summaries(keys: list[bytes], *args: Any) -> Any:  # the sort values come from the summaries
-        reads.extend(key.hex() for key in keys)
+    def counting_values(account: str, folder_id: int, uids: list[int], read: Any) -> Any:
+        reads.extend(uids)
+        return original_values(account, folder_id, uids, read)
+
+    def counting_summaries(keys: list[bytes], *args: Any) -> Any:
+        derived.extend(keys)
         return original_summaries(keys, *args)
 
     monkeypatch.setattr(conv.store, "digest", counting_digest)
+    monkeypatch.setattr(conv.store, "sort_values", counting_values)
     monkeypatch.setattr(conv.store, "summary_fields_by_key", counting_summaries)
     conv.command("SORT (ARRIVAL) UTF-8 ALL")
     conv.command("SORT (REVERSE SIZE ARRIVAL) UTF-8 ALL")
     assert reads == []
     conv.command("SORT (SUBJECT FROM REVERSE DATE) UTF-8 ALL")   # a column each, read once
     assert len(reads) == 3 * count and len(set(reads)) == count
+    assert derived == []   # from the sort index: no summary, no digest
     conv.command("SORT (SUBJECT FROM REVERSE DATE) UTF-8 ALL")   # the columns answer
     conv.command("SORT (REVERSE FROM) UTF-8 ALL")
     assert len(reads) == 3 * count
@@ -408,13 +417,13 @@ def test_a_repeated_sort_reads_no_message_and_follows_new_and_expunged_mail(conv
     first = afresh(conv)
     assert first[0] == b"* SORT 4 2 5 1 3"
     reads: list[list[int]] = []
-    original = conv.store.search_rows
+    original = conv.store.sort_values
 
-    def counting_search_rows(account: str, folder_id: int, uids: Any = None) -> Any:
+    def counting_sort_values(account: str, folder_id: int, uids: list[int], read: Any) -> Any:
         reads.append(list(uids))
-        return original(account, folder_id, uids)
+        return original(account, folder_id, uids, read)
 
-    monkeypatch.setattr(conv.store, "search_rows", counting_search_rows)
+    monkeypatch.setattr(conv.store, "sort_values", counting_sort_values)
     other = conv.second_session()
     other.login()
     other.select()

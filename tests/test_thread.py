@@ -295,18 +295,23 @@ def test_errors(conv: Conversation) -> None:
 # -- the pure functions ---------------------------------------------------------------------------------
 
 
-def item(number: int, date: int, subject: str = "", message_id: str | None = None,
+def item(date: int, subject: str = "", message_id: str | None = None,
          references: tuple[str, ...] = (), reply: bool = False) -> sorting.ThreadItem:
-    return sorting.ThreadItem(number, date, subject, reply, message_id, references)
+    return sorting.ThreadItem(date, subject, reply, message_id, references)
 
 
-def render(roots: list[sorting.ThreadNode]) -> bytes:
-    return b"".join(sorting.render_threads(roots))
+# The tests number their messages from 1, in the order they are given: a message shows its
+# position plus one (render_threads takes the numbers by position).
+NUMBERS = range(1, 100_001)
+
+
+def render(roots: list[sorting.ThreadNode], chunk: int = 1 << 16) -> bytes:
+    return b"".join(sorting.render_threads(roots, NUMBERS, chunk))
 
 
 def test_render_shapes() -> None:
     def node(number: int | None, *children: sorting.ThreadNode) -> sorting.ThreadNode:
-        made = sorting.ThreadNode(item(number, 0) if number is not None else None)
+        made = sorting.ThreadNode(item(0), number - 1) if number is not None else sorting.ThreadNode()
         made.children = list(children)
         return made
 
@@ -318,21 +323,21 @@ def test_render_shapes() -> None:
 
 def test_long_reference_chains_do_not_recurse() -> None:
     count = 5000
-    items = [item(number, number, "s", f"m{number}",
+    items = [item(number, "s", f"m{number}",
                   tuple(f"m{ref}" for ref in range(max(1, number - 20), number)), reply=number > 1)
              for number in range(1, count + 1)]
     roots = sorting.thread_references(items)
     assert render(roots) == b"(" + b" ".join(b"%d" % number for number in range(1, count + 1)) + b")"
     # Reversed arrival: every message references the next one's id; the chain builds bottom-up.
-    backwards = [item(number, number, "", f"m{number}", (f"m{number + 1}",) if number < count else ())
+    backwards = [item(number, "", f"m{number}", (f"m{number + 1}",) if number < count else ())
                  for number in range(1, count + 1)]
     assert render(sorting.thread_references(backwards)) == (
         b"(" + b" ".join(b"%d" % number for number in range(count, 0, -1)) + b")")
 
 
 def test_render_chunks_large_answers() -> None:
-    roots = sorting.thread_orderedsubject([item(number, number, f"s{number}") for number in range(1, 20001)])
-    chunks = list(sorting.render_threads(roots, chunk=1024))
+    roots = sorting.thread_orderedsubject([item(number, f"s{number}") for number in range(1, 20001)])
+    chunks = list(sorting.render_threads(roots, NUMBERS, chunk=1024))
     assert len(chunks) > 10
     assert b"".join(chunks) == b"".join(b"(%d)" % number for number in range(1, 20001))
 
@@ -345,13 +350,13 @@ def test_random_message_sets_thread_every_message_once() -> None:
     for _ in range(300):
         count = rng.randrange(0, 60)
         ids = [f"m{index}" for index in range(count + 5)]
-        items = [item(number, rng.randrange(4), rng.choice(["a", "b", ""]), rng.choice([ids[number], None, rng.choice(ids)]),
+        items = [item(rng.randrange(4), rng.choice(["a", "b", ""]), rng.choice([ids[number], None, rng.choice(ids)]),
                       tuple(rng.choice(ids) for _ in range(rng.choice([0, 0, 1, 3]))), reply=rng.random() < 0.4)
                  for number in range(1, count + 1)]
         for algorithm in (sorting.thread_references, sorting.thread_orderedsubject):
             roots = algorithm(items)
             whole = render(roots)
-            assert b"".join(sorting.render_threads(roots, chunk=1)) == whole
+            assert render(roots, chunk=1) == whole
             assert sorted(int(number) for number in re.findall(rb"\d+", whole)) == list(range(1, count + 1))
             depth = 0
             for char in whole:

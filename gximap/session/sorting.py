@@ -1,12 +1,12 @@
 """SORT and THREAD (RFC 5256, RFC 5957): the values they sort by, kept per folder, and the algorithms.
 
-Sort values come from the summary stored with every body (midb.summary): its front, the sort
-record (midb.summary.sort_record, read through ``Store.summary_fields_by_key``), holds the sent
-date, the decoded base subject, the first From/To/Cc mailbox, the display names and the
-Message-ID, In-Reply-To and References ids, so no body is ever parsed again and no more of the
-summary is decoded. :class:`SortColumns` keeps each
+Sort values come from the sort index (midb.sortindex, read through ``Store.sort_values``): per
+message, under its folder and UID, the date (the sent date, else the internal date), the decoded
+base subject, the first From/To/Cc mailbox, the display names and the Message-ID, In-Reply-To
+and References ids, copied from its body's summary when it was stored; a folder's entries are
+read in one cursor pass, and no body is ever parsed again. :class:`SortColumns` keeps each
 criterion's values by folder and UID (a message's values never change), so a webmail client
-re-sorting a large folder on every page view reads each summary once. ARRIVAL and SIZE need only
+re-sorting a large folder on every page view reads each entry once. ARRIVAL and SIZE need only
 the index record.
 
 Strings compare with the i;ascii-casemap collation (RFC 4790): ASCII letters are upper-cased, then
@@ -25,14 +25,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from midb.summary import SortRecord, sort_date, sort_record
+from midb.sortindex import SORT_TEXT_FIELDS, THREAD_FIELDS, entry_date, sort_texts, thread_values
 
 __all__ = [
     "THREAD_VALUES",
     "SortColumns",
     "ThreadItem",
     "ThreadNode",
-    "casemap",
     "column_values",
     "render_threads",
     "sort_order",
@@ -41,70 +40,48 @@ __all__ = [
 ]
 
 
-_ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
-
-
-def casemap(text: str) -> str:
-    """The i;ascii-casemap form of ``text``: ASCII letters upper-cased, everything else kept."""
-    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
-
-
 # -- per-message values --------------------------------------------------------------------------
 
-
-def _thread_value(record: SortRecord, internaldate: int) -> tuple[Any, ...]:
-    """What threading needs of a message (ThreadItem without the number): the sent date (RFC
-    5256 section 2.2: the internal date when Date: is missing or unusable), the case-mapped base
-    subject, whether it is a reply or forward, the Message-ID, and the References ids, else the
-    In-Reply-To id (RFC 5256 step 1)."""
-    references = record.references
-    if not references and record.in_reply_to:
-        references = tuple(record.in_reply_to.split())
-    return (record.date if record.date is not None else internaldate, casemap(record.base_subject),
-            record.reply, record.message_id or None, references)
+def _text_value(field: str) -> Callable[[bytes], str]:
+    """The text ``field`` (a midb.sortindex field name) of a sort entry: the base subject from
+    the thread part, an address or display name from the sort part."""
+    if field in THREAD_FIELDS:
+        index = THREAD_FIELDS.index(field)
+        return lambda entry: thread_values(entry)[index]
+    index = SORT_TEXT_FIELDS.index(field)
+    return lambda entry: sort_texts(entry)[index]
 
 
-THREAD_VALUES = "THREAD"  # the SortColumns criterion holding _thread_value
+THREAD_VALUES = "THREAD"  # the SortColumns criterion holding ThreadItem values
 
-# A criterion's value of a message: what to read of its encoded summary (midb.summary: the sort
-# record at its front, or the sent date alone), and the value from that and the internal date.
-# Strings are i;ascii-casemapped (the ids are not: Message-ID comparison is case-sensitive).
-_SUMMARY_VALUE: dict[str, tuple[Callable[[bytes], Any], Callable[[Any, int], Any]]] = {
-    # RFC 5256 section 2.2: no usable Date: header means the internal date.
-    "DATE": (sort_date, lambda date, internaldate: date if date is not None else internaldate),
-    "SUBJECT": (sort_record, lambda record, _internaldate: casemap(record.base_subject)),
-    # addr-mailbox of the first address
-    "FROM": (sort_record, lambda record, _internaldate: casemap(record.sort_from)),
-    "TO": (sort_record, lambda record, _internaldate: casemap(record.sort_to)),
-    "CC": (sort_record, lambda record, _internaldate: casemap(record.sort_cc)),
-    "DISPLAYFROM": (sort_record, lambda record, _internaldate: casemap(record.display_from)),  # RFC 5957
-    "DISPLAYTO": (sort_record, lambda record, _internaldate: casemap(record.display_to)),
-    THREAD_VALUES: (sort_record, _thread_value),
+# A criterion's value of a message, from its sort entry (midb.sortindex): texts are in their
+# i;ascii-casemap form there already.
+_ENTRY_VALUE: dict[str, Callable[[bytes], Any]] = {
+    "DATE": entry_date,   # the internal date where Date: is missing or unusable (RFC 5256 section 2.2)
+    "SUBJECT": _text_value("subject"),   # the base subject
+    "FROM": _text_value("from"),   # addr-mailbox of the first address
+    "TO": _text_value("to"),
+    "CC": _text_value("cc"),
+    "DISPLAYFROM": _text_value("display_from"),   # RFC 5957
+    "DISPLAYTO": _text_value("display_to"),
+    # what threading takes of a message (ThreadItem's layout), with its date and subject as above
+    THREAD_VALUES: thread_values,
 }
-_LOAD_BATCH = 512  # summaries read per store call
-_GONE = object()  # what the store gives for a body that is gone (a date may be None)
 
 
-def column_values(criterion: str, rows: Sequence[tuple[int, bytes, int, int]],
-                  load_many: Callable[[list[bytes], Callable[[bytes], Any], Any], list[Any]]) -> dict[int, Any]:
-    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of messages given as
-    (UID, raw body key, size, internal date) rows (``Store.search_rows``). ARRIVAL and SIZE come
-    from the rows; the others from the front of the messages' summaries, read a batch at a time
-    (``Store.summary_fields_by_key``); a message whose body is gone (expunged by another session
-    meanwhile) is left out, as SEARCH leaves it out."""
+def column_values(criterion: str, uids: list[int],
+                  rows: Callable[[list[int]], Sequence[tuple[int, bytes, int, int]]],
+                  sort_values: Callable[[list[int], Callable[[bytes], Any]], dict[int, Any]]) -> dict[int, Any]:
+    """UID -> value under ``criterion`` (a sort key, or THREAD_VALUES) of the messages ``uids``
+    (ascending). ARRIVAL and SIZE come from the index records, ``rows(uids)`` (``Store.
+    search_rows``: (UID, raw body key, size, internal date)); the others from the messages' sort
+    entries, ``sort_values(uids, read)`` (``Store.sort_values``). A message that is gone
+    (expunged by another session meanwhile) is left out, as SEARCH leaves it out."""
     if criterion == "ARRIVAL":
-        return {uid: internaldate for uid, _key, _size, internaldate in rows}
+        return {uid: internaldate for uid, _key, _size, internaldate in rows(uids)}
     if criterion == "SIZE":
-        return {uid: size for uid, _key, size, _internaldate in rows}
-    read, value = _SUMMARY_VALUE[criterion]
-    out: dict[int, Any] = {}
-    for start in range(0, len(rows), _LOAD_BATCH):
-        chunk = rows[start : start + _LOAD_BATCH]
-        found = load_many([row[1] for row in chunk], read, _GONE)
-        for (uid, _key, _size, internaldate), fields in zip(chunk, found, strict=True):
-            if fields is not _GONE:
-                out[uid] = value(fields, internaldate)
-    return out
+        return {uid: size for uid, _key, size, _internaldate in rows(uids)}
+    return sort_values(uids, _ENTRY_VALUE[criterion])
 
 
 # -- SORT ------------------------------------------------------------------------------------------
@@ -204,20 +181,26 @@ class SortColumns:
                 and column.uids[:count] == array(_UID_CODE, uids):
             # The usual repeat: nothing arrived, nothing left.
             return column.ranks[:count] if ranked and column.ranks is not None else column.values[:count]
-        known: dict[int, Any] = {} if column is None else dict(zip(column.uids, column.values, strict=True))
-        missing = [uid for uid in uids if uid not in known]
-        loaded = load(missing) if missing else {}
-        if loaded:
-            known.update(loaded)
-        found = list(map(known.get, uids))  # None: the body is gone
-        if whole_folder:
-            kept = [(uid, value) for uid, value in zip(uids, found, strict=True) if value is not None]
-        elif loaded or column is None:
-            kept = sorted(known.items())
+        if column is None:
+            known = loaded = load(list(uids)) if count else {}
         else:
-            return found  # nothing new to keep
-        values = [value for _uid, value in kept]
-        self._store(key, _new_column(array(_UID_CODE, [uid for uid, _value in kept]), values, _ranks(values)))
+            known = dict(zip(column.uids, column.values, strict=True))
+            missing = [uid for uid in uids if uid not in known]
+            loaded = load(missing) if missing else {}
+            if loaded:
+                known.update(loaded)
+        found = list(map(known.get, uids))  # None: the body is gone
+        if whole_folder and None not in found:  # the usual first read of a folder
+            kept_uids, values = array(_UID_CODE, uids), found.copy()   # (the caller gets its own list)
+        else:
+            if whole_folder:
+                kept = [(uid, value) for uid, value in zip(uids, found, strict=True) if value is not None]
+            elif loaded or column is None:
+                kept = sorted(known.items())
+            else:
+                return found  # nothing new to keep
+            kept_uids, values = array(_UID_CODE, [uid for uid, _value in kept]), [value for _uid, value in kept]
+        self._store(key, _new_column(kept_uids, values, _ranks(values)))
         return found
 
     def answer(self, folder: tuple[Any, ...], name: str, uids: Sequence[int], compute: Callable[[], Any]) -> Any:
@@ -280,15 +263,21 @@ def sort_order(columns: Sequence[tuple[Sequence[Any], bool]], count: int) -> lis
 
 
 class ThreadItem(NamedTuple):
-    """One message to thread: ``number`` is what the response shows (message number or UID);
-    ``date`` the sent date (the internal date when the Date: header is unusable)."""
+    """What threading takes of one message (a THREAD_VALUES value): ``date`` is the sent date
+    (the internal date when the Date: header is unusable). The algorithms index the fields, so
+    a plain tuple of this layout does: the sort columns hold plain tuples (building a NamedTuple
+    per message would cost a fifth of a first THREAD). The number a message shows (message
+    number or UID) goes by its position: see render_threads."""
 
-    number: int
     date: int
     subject: str  # case-mapped base subject
     reply: bool
     message_id: str | None
-    references: tuple[str, ...]
+    references: tuple[str, ...]  # the parent ids: References, else In-Reply-To
+
+
+_DATE, _SUBJECT, _REPLY, _MESSAGE_ID, _REFERENCES = range(5)   # ThreadItem's fields
+assert ThreadItem._fields == THREAD_FIELDS, "a sort entry's thread part is a ThreadItem"
 
 
 class ThreadNode:
@@ -297,41 +286,51 @@ class ThreadNode:
 
     __slots__ = ("item", "order", "parent", "children")
 
-    def __init__(self, item: ThreadItem | None = None, order: int = -1) -> None:
-        self.item = item
-        self.order = order  # position in message-number order; the date tie-breaker
+    def __init__(self, item: tuple[Any, ...] | None = None, order: int = -1) -> None:
+        self.item = item  # a ThreadItem (or a plain tuple of its layout)
+        self.order = order  # position in message-number order: the date tie-breaker, the number shown
         self.parent: ThreadNode | None = None
         # Most messages have no children: they share an empty tuple; a list once they have one.
         self.children: Sequence[ThreadNode] = ()
 
-    @property
-    def number(self) -> int | None:
-        return self.item.number if self.item is not None else None
-
     def __repr__(self) -> str:
-        return f"ThreadNode({self.number}, {len(self.children)} children)"
+        return f"ThreadNode({self.order if self.item is not None else None}, {len(self.children)} children)"
 
 
-def _date_key(node: ThreadNode) -> tuple[int, int]:
+# A node's sort key is one integer: the sent date, then the position in message-number order
+# (below _ORDER_SPAN, which is more messages than a folder holds). Integers compare several times
+# faster than (date, position) pairs, and a folder's top level is a sort of 100,000 of them.
+_ORDER_SPAN = 1 << 32
+
+
+def _date_key(node: ThreadNode) -> int:
     """Sent date, then message number; a dummy sorts as its first child (RFC 5256 steps 4, 6)."""
     while node.item is None:
         node = node.children[0]
-    return node.item.date, node.order
+    return node.item[_DATE] * _ORDER_SPAN + node.order  # type: ignore[no-any-return]
+
+
+def _sort_by_date(nodes: list[ThreadNode]) -> None:
+    """Sort ``nodes`` by _date_key; the keys are computed inline for messages (most nodes): a
+    Python key function per node costs more than the rest of the sort."""
+    span = _ORDER_SPAN
+    keys = [node.item[_DATE] * span + node.order if node.item is not None else _date_key(node) for node in nodes]
+    nodes[:] = [nodes[index] for index in sorted(range(len(nodes)), key=keys.__getitem__)]
 
 
 def _thread_subject(node: ThreadNode) -> str:
     while node.item is None:
         node = node.children[0]
-    return node.item.subject
+    return node.item[_SUBJECT]  # type: ignore[no-any-return]
 
 
-def thread_orderedsubject(items: Sequence[ThreadItem]) -> list[ThreadNode]:
+def thread_orderedsubject(items: Sequence[tuple[Any, ...]]) -> list[ThreadNode]:
     """ORDEREDSUBJECT ("poor man's threading"): messages grouped by base subject; in each group
     the earliest message is the parent of all others; threads ordered by their first message's
     sent date. ``items`` come in message-number order."""
-    groups: dict[str, list[tuple[int, int, ThreadItem]]] = {}
+    groups: dict[str, list[tuple[int, int, tuple[Any, ...]]]] = {}
     for order, item in enumerate(items):
-        groups.setdefault(item.subject, []).append((item.date, order, item))
+        groups.setdefault(item[_SUBJECT], []).append((item[_DATE], order, item))
     threads: list[ThreadNode] = []
     for members in groups.values():
         members.sort(key=lambda member: (member[0], member[1]))
@@ -391,7 +390,10 @@ def _parents_top_down(roots: Sequence[ThreadNode]) -> list[ThreadNode]:
 def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
     """Step 3 for one sibling list whose subtrees are already pruned: childless dummies go; a
     dummy's children take its place, except at the root when there are several of them."""
-    out: list[ThreadNode] = []
+    out = [child for child in children if child.item is not None]
+    if len(out) == len(children):
+        return out  # no dummy among them (the top level of a folder without missing parents)
+    out = []
     for child in children:
         if child.item is not None:
             out.append(child)
@@ -408,16 +410,21 @@ def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
 
 def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
     """Step 5: gather top-level threads that share a base subject."""
-    subjects = [_thread_subject(node) for node in roots]
+    subjects = [node.item[_SUBJECT] if node.item is not None else _thread_subject(node) for node in roots]
     table: dict[str, ThreadNode] = {}
+    shared = False
     for node, subject in zip(roots, subjects, strict=True):  # 5.B: which message each subject gathers under
         if not subject:
             continue
         held = table.get(subject)
         if held is None:
             table[subject] = node
-        elif held.item is not None and (node.item is None or (held.item.reply and not node.item.reply)):
+            continue
+        shared = True
+        if held.item is not None and (node.item is None or (held.item[_REPLY] and not node.item[_REPLY])):
             table[subject] = node
+    if not shared:
+        return roots  # every subject is its thread's own: nothing to merge
     gone: set[int] = set()  # id() of top-level nodes merged into others
     replaced: dict[int, ThreadNode] = {}  # id() of a top-level node -> the dummy now above it
     for node, subject in zip(roots, subjects, strict=True):  # 5.C: merge
@@ -431,7 +438,7 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
             for child in node.children:
                 _link(held, child)
             node.children = ()
-        elif held.item is None or (node.item is not None and node.item.reply and not held.item.reply):
+        elif held.item is None or (node.item is not None and node.item[_REPLY] and not held.item[_REPLY]):
             _link(held, node)
         else:
             dummy = ThreadNode()
@@ -439,8 +446,6 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
             _link(dummy, node)
             replaced[id(held)] = dummy
             table[subject] = dummy
-    if not gone:
-        return roots  # no subject shared: nothing moved (no node has a parent at the top)
     out = []
     for node in roots:
         if id(node) in gone:
@@ -451,27 +456,29 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
     return out
 
 
-def thread_references(items: Sequence[ThreadItem]) -> list[ThreadNode]:
+def thread_references(items: Sequence[tuple[Any, ...]]) -> list[ThreadNode]:
     """REFERENCES threading (RFC 5256 section 3). ``items`` come in message-number order."""
     # Step 1: containers for every message and every referenced id.
     by_id: dict[str, ThreadNode] = {}
     nodes: list[ThreadNode] = []
+    known, new_node, add_node = by_id.get, ThreadNode, nodes.append   # the loop runs per message
     for order, item in enumerate(items):
-        message_id = item.message_id
-        node = by_id.get(message_id) if message_id else None
+        message_id = item[_MESSAGE_ID]
+        node = known(message_id) if message_id else None
         if node is not None and node.item is None:
             node.item = item  # a dummy created by an earlier reference: this is its message
             node.order = order
         else:
             # No Message-ID, or a duplicate one (only the first message keeps it): a unique id.
-            node = ThreadNode(item, order)
-            nodes.append(node)
-            if message_id and message_id not in by_id:
+            fresh = node is None
+            node = new_node(item, order)
+            add_node(node)
+            if message_id and fresh:
                 by_id[message_id] = node
         # 1.A: chain the references, first as parent of the second and so on; existing parent
         # links are kept and no link may close a loop.
         previous: ThreadNode | None = None
-        for reference in item.references:
+        for reference in item[_REFERENCES]:
             referenced = by_id.get(reference)
             if referenced is None:
                 referenced = ThreadNode()
@@ -491,25 +498,25 @@ def thread_references(items: Sequence[ThreadItem]) -> list[ThreadNode]:
     # Step 3: prune dummies, bottom-up.
     for node in reversed(_parents_top_down(roots)):
         node.children = _pruned(node.children, at_root=False)
-    roots = _pruned(roots, at_root=True)
-    for node in roots:
-        node.parent = None
+    roots = _pruned(roots, at_root=True)  # (a dummy's children that take its place get its parent: None)
     # Step 4: top level by sent date (a dummy by its earliest child).
     for node in roots:
         if node.item is None:
             node.children.sort(key=_date_key)
-    roots.sort(key=_date_key)
+    _sort_by_date(roots)
     # Step 5: gather threads by subject.
-    roots = _merge_by_subject(roots)
+    merged = _merge_by_subject(roots)
     # Step 6: every sibling list by sent date, the deepest first.
-    for node in reversed(_parents_top_down(roots)):
+    for node in reversed(_parents_top_down(merged)):
         if len(node.children) > 1:
             node.children.sort(key=_date_key)
-    roots.sort(key=_date_key)
-    return roots
+    if merged is not roots:
+        # Else the top level is as step 4 sorted it: a dummy's children were sorted there too.
+        _sort_by_date(merged)
+    return merged
 
 
-def _render_one(root: ThreadNode, out: list[bytes]) -> None:
+def _render_one(root: ThreadNode, numbers: Sequence[int], out: list[bytes]) -> None:
     """One ``thread-list`` (RFC 5256 section 4): a chain of single children is written as
     "1 2 3", several children each in their own parentheses: "(1 (2)(3 4))"; a dummy contributes
     only its parentheses."""
@@ -524,7 +531,7 @@ def _render_one(root: ThreadNode, out: list[bytes]) -> None:
         first = True
         while True:
             if node.item is not None:
-                out.append(b"%d" % node.item.number if first else b" %d" % node.item.number)
+                out.append(b"%d" % numbers[node.order] if first else b" %d" % numbers[node.order])
                 first = False
             children = node.children
             if len(children) == 1:
@@ -538,17 +545,19 @@ def _render_one(root: ThreadNode, out: list[bytes]) -> None:
             break
 
 
-def render_threads(roots: Sequence[ThreadNode], chunk: int = 1 << 16) -> Iterator[bytes]:
+def render_threads(roots: Sequence[ThreadNode], numbers: Sequence[int], chunk: int = 1 << 16) -> Iterator[bytes]:
     """The data of a THREAD response (after ``* THREAD``), in pieces of about ``chunk`` bytes
-    (counted as pieces of at most _PIECE_BYTES: the exact size would cost a len() per piece)."""
+    (counted as pieces of at most _PIECE_BYTES: the exact size would cost a len() per piece).
+    ``numbers``: what each message shows (message number or UID), by its position among the
+    items the algorithm was given."""
     out: list[bytes] = []
     append = out.append
     most = max(1, chunk // _PIECE_BYTES)
     for root in roots:
         if root.children:
-            _render_one(root, out)
+            _render_one(root, numbers, out)
         else:  # a message alone (the most common thread); a childless dummy never reaches here
-            append(b"(%d)" % root.item.number)  # type: ignore[union-attr]
+            append(b"(%d)" % numbers[root.order])
         if len(out) >= most:
             yield b"".join(out)
             out.clear()

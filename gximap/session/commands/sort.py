@@ -58,14 +58,15 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
                   ranked: bool = False) -> Sequence[Any]:
     """The values of the selected folder's messages ``uids`` (ascending) under a sort criterion
     (or sorting.THREAD_VALUES), from the process's sort columns; None for a message whose body
-    is gone. What the columns lack is read from the index records and the summaries' sort records. ``ranked``: for
+    is gone. What the columns lack is read from the sort index (midb.sortindex), ARRIVAL and SIZE from the index records. ``ranked``: for
     sorting (text may come as ranks, see sorting.SortColumns)."""
     view = session.selected
     store = session.store
 
     def load(missing: list[int]) -> dict[int, Any]:
-        rows = store.search_rows(view.account, view.folder_id, missing)
-        return sorting.column_values(criterion, rows, store.summary_fields_by_key)
+        return sorting.column_values(
+            criterion, missing, lambda uids: store.search_rows(view.account, view.folder_id, uids),
+            lambda uids, read: store.sort_values(view.account, view.folder_id, uids, read))
 
     return session.ctx.sort_columns.values(sort_folder(view), criterion, uids, load, whole_folder=whole_folder,
                                            ranked=ranked)

@@ -25,16 +25,20 @@ _ALGORITHMS = {
 }
 
 
-def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool) -> list[sorting.ThreadItem]:
-    """What the threading algorithms need of each message (``uids`` ascending), in message-number
-    order, from the process's sort columns; a message whose body is gone is left out."""
+def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool
+                 ) -> tuple[Sequence[tuple[Any, ...]], Sequence[int]]:
+    """What the threading algorithms need of each message (``uids`` ascending; sorting.ThreadItem
+    values) in message-number order, from the process's sort columns, and the number each one
+    shows (its UID or message number); a message whose body is gone is left out."""
     values = folder_values(session, sorting.THREAD_VALUES, uids, whole_folder=whole_folder)
-    kept = [(uid_, value) for uid_, value in zip(uids, values, strict=True) if value is not None]
-    numbers: Sequence[int] = [uid_ for uid_, _value in kept]
+    numbers: Sequence[int] = uids
+    if None in values:
+        kept = [(uid_, value) for uid_, value in zip(uids, values, strict=True) if value is not None]
+        numbers = [uid_ for uid_, _value in kept]
+        values = [value for _uid, value in kept]
     if not uid:
         numbers = session.selected.message_numbers(numbers)
-    make = tuple.__new__  # ThreadItem's own __new__ is a Python function; one item per message
-    return [make(sorting.ThreadItem, (number, *value)) for number, (_uid, value) in zip(numbers, kept, strict=True)]
+    return values, numbers
 
 
 @command(cmds.Thread, states=SELECTED, expunge_ok=False)
@@ -44,8 +48,9 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
     whole_folder = isinstance(cmd.search, cmds.SearchAll)
 
     def answer() -> list[bytes]:
-        threads = _ALGORITHMS[cmd.algorithm](thread_items(session, uids, cmd.uid, whole_folder=whole_folder))
-        return [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads), b"\r\n"]
+        items, numbers = thread_items(session, uids, cmd.uid, whole_folder=whole_folder)
+        threads = _ALGORITHMS[cmd.algorithm](items)
+        return [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads, numbers), b"\r\n"]
 
     view = session.selected
     # A webmail client threads the same folder on every page view: the answer is kept until the
