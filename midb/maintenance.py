@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes
+from midb import bodyrecords, columns, indexes, sortindex
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -288,6 +288,12 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
             errors.append(f"flag column: {len(stored_column - expected_column)} entries without a matching "
                           f"message, {len(expected_column - stored_column)} messages missing or different")
             scan.indexes_stale = True
+    if dbs.sort_records is not None:
+        # A message without an entry is fine (derived when first sorted); an entry without one is not.
+        orphaned = sortindex.orphans(txn, dbs)
+        if orphaned:
+            errors.append(f"sort index: {len(orphaned)} entries without a message")
+            scan.problems.extend(("sort_entry_dangling", key) for key in orphaned)
 
 
 def _scan_files(store: Store, scans: list[_Scan], now: float
@@ -445,6 +451,9 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
             elif kind == "metadata_dangling":
                 txn.delete(detail, db=dbs.metadata)
                 done.append("removed annotation of a missing folder")
+            elif kind == "sort_entry_dangling":
+                txn.delete(detail, db=dbs.sort_records)
+                done.append(f"removed sort index entry of missing message {unpack_message_key(detail)}")
         if scan.indexes_stale:
             indexes.rebuild(txn, dbs)
             done.append("rebuilt the flag index, keyword counts and flag column")

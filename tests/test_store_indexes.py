@@ -150,7 +150,7 @@ def downgrade_to_schema_3(path: Path) -> None:
             for key, value in txn.cursor(merged).iternext():
                 txn.put(bytes(key[:16]), value, db=tables[key[16]])
             txn.drop(merged, delete=True)
-            for name in (b"flag_columns", b"keyword_sets"):   # added by schema 6
+            for name in (b"flag_columns", b"keyword_sets", b"sort_records"):   # added by schemas 6 and 7
                 txn.drop(environment.open_db(name, txn=txn), delete=True)
             txn.put(b"schema", (3).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
     finally:
