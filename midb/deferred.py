@@ -37,7 +37,9 @@ BATCH = 256                 # bodies parsed and written per transaction
 DUE_WINDOW = 0.5
 PARSED_WINDOW = 0.1
 QUEUE_LIMIT = 100_000       # bodies waiting at most; beyond that a new one is left to its first reader
-LATER_LIMIT = 1_000         # cache writes from readers waiting at most (each may hold a folder's worth)
+# Items of cache writes from readers waiting at most: two 100,000-message folders' sort entries
+# (about 15 MiB each, see Store.sort_values).
+LATER_LIMIT = 200_000
 
 # (body id, digest already computed by a reader or None) -> None; see Store.store_parsed
 Persist = Callable[[list[tuple[str, object | None]]], None]
@@ -54,7 +56,9 @@ class DeferredParser:
         self._due: collections.deque[tuple[float, str]] = collections.deque()   # in order of due time
         self._parsed: dict[str, object] = {}   # computed by readers: stored with the next batch
         self._parsed_since = 0.0               # when the first of them arrived
+        self._places: dict[str, object] = {}   # body -> where it was stored (stored(places=...))
         self._later: list[Callable[[], object]] = []   # other cache writes readers handed over
+        self._later_items = 0                   # what they write, in all (entries, bodies...)
         self._later_since = 0.0
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -63,18 +67,23 @@ class DeferredParser:
 
     # -- what the store tells it --------------------------------------------------------------
 
-    def stored(self, blobs: Iterable[str]) -> None:
-        """Bodies just committed without a digest: parse them once the delay has passed."""
+    def stored(self, blobs: Iterable[str], places: Iterable[object] | None = None) -> None:
+        """Bodies just committed without a digest: parse them once the delay has passed.
+        ``places``: where each was stored (the store's business: it takes them back with
+        take_places when it persists the parse, to write what it keeps per message)."""
         due = self._clock() + self.delay
         with self._lock:
             if self._closed:
                 return
             idle = not self._due and not self._parsed
-            for blob in blobs:
+            blobs = list(blobs)
+            for blob, place in zip(blobs, list(places) if places is not None else [None] * len(blobs), strict=True):
                 if len(self._due) + len(self._parsed) >= QUEUE_LIMIT:
                     self.dropped += 1
                     continue
                 self._due.append((due, blob))
+                if place is not None:
+                    self._places[blob] = place
             self._start_locked()
             if idle:   # else the thread already waits for an earlier body, and takes these with it
                 self._wake.notify()
@@ -90,18 +99,25 @@ class DeferredParser:
             self._parsed[blob] = digest
             self._start_locked()
 
-    def later(self, write: Callable[[], object]) -> None:
-        """Run a cache write a reader prepared (Store.store_sort_entries) in the thread, with the
-        next batch: the reader's command does not wait for a commit. Dropped when the queue is
-        full or the parser closed (the next reader derives the cache again)."""
+    def later(self, write: Callable[[], object], items: int = 1) -> None:
+        """Run a cache write a reader prepared (Store.store_sort_entries: ``items`` entries) in
+        the thread, with the next batch: the reader's command does not wait for a commit.
+        Dropped when LATER_LIMIT items wait already or the parser is closed (the next reader
+        derives the cache again)."""
         with self._lock:
-            if self._closed or len(self._later) >= LATER_LIMIT:
+            if self._closed or self._later_items + items > LATER_LIMIT:
                 return
             if not self._later:
                 self._later_since = self._clock()
                 self._wake.notify()
             self._later.append(write)
+            self._later_items += items
             self._start_locked()
+
+    def take_places(self, blobs: Iterable[str]) -> dict[str, object]:
+        """The places stored() was given for these bodies, forgotten here."""
+        with self._lock:
+            return {blob: place for blob in blobs if (place := self._places.pop(blob, None)) is not None}
 
     def pending(self) -> int:
         with self._lock:
@@ -160,7 +176,7 @@ class DeferredParser:
                         batch = self._take_locked(now)
                         if self._parsed:   # more than a batch: the rest goes next, at once
                             self._parsed_since = now - PARSED_WINDOW
-                        writes, self._later = self._later, []
+                        writes, self._later, self._later_items = self._later, [], 0
                         if batch or writes:
                             break
                         continue

@@ -1086,13 +1086,16 @@ class Store(MetadataMixin):
         unexpected: BaseException | None = None
         failed_blobs = []
         stored_blobs = []
-        for (index, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished, strict=True):
+        stored_places = []
+        for (index, account, folder_id, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished,
+                                                                                           strict=True):
             if error is None:
                 uidvalidity, uids, _floor = result
                 outcomes[index] = (uidvalidity, uids[0])
                 stored_blobs.append(blob)
-                for (account_id, folder_id), modseq in job_effects.changes.items():
-                    effects.changed(account_id, folder_id, modseq)
+                stored_places.append((account, folder_id, uids[0]))
+                for (changed_account, changed_folder), modseq in job_effects.changes.items():
+                    effects.changed(changed_account, changed_folder, modseq)
                 effects.unlink.extend(job_effects.unlink)
                 continue
             failed_blobs.append(blob)
@@ -1104,7 +1107,7 @@ class Store(MetadataMixin):
             self._discard_unreferenced(failed_blobs)
         self._after_commit(effects)
         if self._parser is not None:
-            self._parser.stored(stored_blobs)
+            self._parser.stored(stored_blobs, stored_places)
         if unexpected is not None:
             raise unexpected
         return outcomes
@@ -1167,7 +1170,7 @@ class Store(MetadataMixin):
                 raise
         self._after_commit(effects)
         if self._parser is not None:
-            self._parser.stored(blobs)
+            self._parser.stored(blobs, [(account, folder_id, uid) for uid in result[1]])
         return result
 
     def _store_bodies(self, datas: list[bytes], shard: int, shared: SharedEnv
@@ -1860,11 +1863,13 @@ class Store(MetadataMixin):
         for position, data in zip(unparsed, bodies, strict=True):
             if data is not None:
                 wanted[position] = (wanted[position][0], wanted[position][1], _parse(data))
+        # Where each body was appended: its message gets its sort index entry in the same job.
+        places = self._parser.take_places([blob for blob, _digest in items]) if self._parser is not None else {}
         shards = self._live_shards()
-        by_shard: dict[int, list[tuple[bytes, tuple[bytes, bytes]]]] = {}
-        for key, _blob, digest in wanted:
+        by_shard: dict[int, list[tuple[bytes, tuple[bytes, bytes], Any]]] = {}
+        for key, blob, digest in wanted:
             if digest is not None and (encoded := _encode_parse(digest)) is not None:
-                by_shard.setdefault(shards_of.of_blob(key, len(shards)), []).append((key, encoded))
+                by_shard.setdefault(shards_of.of_blob(key, len(shards)), []).append((key, encoded, places.get(blob)))
         for index, records in by_shard.items():
             self._write(_store_parsed_job(records), shards[index], durable=False)
 
@@ -1969,7 +1974,7 @@ class Store(MetadataMixin):
                 found[uid] = read(entry)
                 derived.append((uid, blob_raw, entry))
         if derived and write and self._parser is not None and not self.readonly:
-            self._parser.later(functools.partial(self.store_sort_entries, account, folder_id, derived))
+            self._parser.later(functools.partial(self.store_sort_entries, account, folder_id, derived), len(derived))
 
     def store_sort_entries(self, account: str, folder_id: int, entries: list[tuple[int, bytes, bytes]]) -> int:
         """Write sort entries a reader derived, (UID, raw body id, entry), for the messages still
@@ -2371,16 +2376,35 @@ def _encode_parse(digest: mime.Digest) -> tuple[bytes, bytes] | None:
         return None
 
 
-def _store_parsed_job(records: list[tuple[bytes, tuple[bytes, bytes]]]
+def _store_parsed_job(records: list[tuple[bytes, tuple[bytes, bytes], Any]]
                       ) -> Callable[[Any, Databases, WriteEffects], None]:
-    """The write job of Store.store_parsed: checks again, inside the transaction, that each body
-    is still there and still without a digest (an expunge or another process may have been first)."""
+    """The write job of Store.store_parsed: (body key, (digest, summary), where it was appended:
+    (account, folder id, UID) or None). Checks again, inside the transaction, that each body is
+    still there and still without a digest (an expunge or another process may have been first),
+    and writes the sort index entry of the message it was appended as, if that is still there."""
     def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
         get, put = bodyrecords.get, bodyrecords.put
-        for key, (digest, summary) in records:
+        for key, (digest, summary), place in records:
             if get(txn, dbs, bodyrecords.REFS, key) is None or get(txn, dbs, bodyrecords.DIGEST, key) is not None:
                 continue
             put(txn, dbs, bodyrecords.DIGEST, key, digest)
             put(txn, dbs, bodyrecords.SUMMARY, key, summary)
+            if place is not None:
+                _put_sort_entry(txn, dbs, place, key, summary)
 
     return job
+
+
+def _put_sort_entry(txn: Any, dbs: Databases, place: tuple[str, int, int], blob_raw: bytes, summary: bytes) -> None:
+    """The sort index entry of the message (account, folder id, UID) from its body's summary,
+    unless the message is gone (or holds another body) or has one."""
+    account, folder_id, uid = place
+    try:
+        key = message_key(Store._account_id(txn, dbs, account), folder_id, uid)
+    except NoSuchAccount:
+        return
+    record = txn.get(key, db=dbs.messages)
+    if record is None or record[BLOB_SLICE] != blob_raw or txn.get(key, db=dbs.sort_records) is not None:
+        return
+    with contextlib.suppress(mime.DigestFormatError):
+        txn.put(key, sortindex.entry_of_summary(summary, unpack_record(record)[1]), db=dbs.sort_records)

@@ -314,3 +314,31 @@ def test_later_writes_run_in_the_parsers_thread_and_a_failure_is_logged(caplog: 
     assert "deferred cache write failed" in caplog.text
     parser.later(lambda: ran.append("after close"))
     assert parser.pending() == 0
+
+
+def test_later_writes_are_bounded_by_what_they_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deferred, "LATER_LIMIT", 5)
+    parser = DeferredParser(lambda batch: None, 5.0)
+    parser._thread = threading.current_thread()   # keep the real thread out: nothing runs
+    parser.later(lambda: None, 3)
+    parser.later(lambda: None, 3)   # beyond the limit: dropped (the next reader derives it again)
+    parser.later(lambda: None, 2)
+    assert parser.pending() == 2
+
+
+def test_the_deferred_parse_writes_the_entry_of_the_message_it_was_appended_as(tmp_path: Path) -> None:
+    with Store(tmp_path / "store", fsync=False, parse_delay=0.05) as store:
+        store.create_account("alice")
+        store.create_account("bob")
+        inbox, bob_inbox = folder_id(store), folder_id(store, account="bob")
+        store.append("alice", inbox, DATED)
+        outcomes = store.append_batch([("alice", inbox, UNDATED, ()), ("bob", bob_inbox, PLAIN, ())])   # LMTP
+        assert [outcome[1] for outcome in outcomes] == [2, 1]
+        doomed = store.append("alice", inbox, PLAIN, flags=["\\Deleted"])[1]
+        store.expunge("alice", inbox, [doomed])   # gone before its parse: no entry
+        wait_for(lambda: len(stored_entries(store)) == 2 and len(stored_entries(store, "bob")) == 1)
+        dates = {meta.uid: meta.internaldate for meta in store.messages("alice", inbox)}
+        assert stored_entries(store) == {(inbox, 1): expected_entry(DATED, dates[1]),
+                                         (inbox, 2): expected_entry(UNDATED, dates[2])}
+        assert store._parser is not None and store._parser.take_places(["anything"]) == {}
+        assert store.verify() == []
