@@ -128,7 +128,7 @@ class Databases:
     body_records: Any
     flag_columns: Any     # None: a read-only store older than schema 6 (see SharedEnv.columned)
     keyword_sets: Any
-    sort_records: Any     # None: a read-only store older than schema 7 (see Store.sort_entries)
+    sort_records: Any     # None: a read-only store older than schema 7 (see Store.sort_values)
     # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
     # it lacks); None for a current store.
     legacy_bodies: tuple[Any, ...] | None

@@ -11,8 +11,9 @@ them (midb.summary, format 3's sort section), but summaries are kept by body id 
 UID): a folder's entries are one key range, read in UID order by one cursor pass (about 0.5 µs a
 message) with no message record needed. An entry is written with its message (APPEND with the
 body parsed, COPY and MOVE from the source's entry, the INBOX rename) and removed with it (EXPUNGE,
-MOVE, folder and account deletion), in the same transaction. A message appended before its body
-was parsed (midb.deferred) has no entry until a reader needs one: ``Store.sort_entries`` derives
+MOVE, folder and account deletion), in the same transaction; a body parsed after its APPEND
+(midb.deferred) gets its message's entry in the deferred parse's batch. A message still without
+one (a copy made before the parse) gets it from the first reader: ``Store.sort_values`` derives
 it from the summary and hands it back for writing (``Store.store_sort_entries``). A message
 without an entry is never wrong, only slower; an entry without a message is an error ``midb
 verify`` reports and ``--repair`` removes.
