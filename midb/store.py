@@ -1918,7 +1918,7 @@ class Store(MetadataMixin):
         folder's messages among ``uids`` (ascending); a message that is gone is left out.
 
         The entries come from the sort index: one cursor pass over the folder's range (a lookup
-        each for a few UIDs). A message without one (appended before its body was parsed, see
+        each for a few UIDs). A message without one (copied before its body was parsed, see
         midb.deferred; or in a read-only store older than schema 7) gets it from its body's
         summary, and the entries so derived go to the deferred parser's thread to be written:
         the next reader finds them. ``read`` raises sortindex.EntryError for an entry it cannot
