@@ -9,6 +9,7 @@ from typing import Any
 
 import lmdb
 import pytest
+from store_helpers import folder_id, store_with_alice
 
 from midb import columns
 from midb import env as midb_env
@@ -24,15 +25,8 @@ FLAG_SETS: list[tuple[str, ...]] = [(), ("\\Seen",), ("\\Seen", "$Label1"), ("\\
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "store", fsync=False) as opened:
-        opened.create_account("alice")
+    with store_with_alice(tmp_path / "store") as opened:
         yield opened
-
-
-def folder_id(store: Store, name: str = "INBOX", account: str = "alice") -> int:
-    info = store.get_folder(account, name)
-    assert info is not None
-    return info.id
 
 
 def from_column(store: Store, folder: int, uids: list[int], *, every_existing: bool = False,

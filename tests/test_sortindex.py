@@ -11,6 +11,7 @@ from typing import Any
 
 import lmdb
 import pytest
+from store_helpers import folder_id, store_with_alice
 
 from midb import deferred, mime, sortindex
 from midb import env as midb_env
@@ -34,15 +35,8 @@ def message(number: int) -> bytes:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "store", fsync=False) as opened:
-        opened.create_account("alice")
+    with store_with_alice(tmp_path / "store") as opened:
         yield opened
-
-
-def folder_id(store: Store, name: str = "INBOX", account: str = "alice") -> int:
-    info = store.get_folder(account, name)
-    assert info is not None
-    return info.id
 
 
 def stored_entries(store: Store, account: str = "alice") -> dict[tuple[int, int], bytes]:
@@ -209,8 +203,7 @@ def test_a_damaged_entry_is_read_as_missing(store: Store) -> None:
 
 
 def test_a_message_appended_before_its_parse_gets_its_entry_from_the_first_reader(tmp_path: Path) -> None:
-    with Store(tmp_path / "store", fsync=False, parse_delay=30.0) as store:   # the parse is not reached
-        store.create_account("alice")
+    with store_with_alice(tmp_path / "store", parse_delay=30.0) as store:   # the parse is not reached
         folder = fill(store, 5)
         assert stored_entries(store) == {}
         values = all_values(store, folder)
@@ -263,8 +256,7 @@ def downgrade_to_schema_6(path: Path) -> None:
 
 def test_a_schema_6_store_is_read_without_the_index_and_upgraded_with_it(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    with Store(path, fsync=False) as store:
-        store.create_account("alice")
+    with store_with_alice(path) as store:
         folder = fill(store, 6)
         whole = all_values(store, folder)
         entries = stored_entries(store)
@@ -327,8 +319,7 @@ def test_later_writes_are_bounded_by_what_they_write(monkeypatch: pytest.MonkeyP
 
 
 def test_the_deferred_parse_writes_the_entry_of_the_message_it_was_appended_as(tmp_path: Path) -> None:
-    with Store(tmp_path / "store", fsync=False, parse_delay=0.05) as store:
-        store.create_account("alice")
+    with store_with_alice(tmp_path / "store", parse_delay=0.05) as store:
         store.create_account("bob")
         inbox, bob_inbox = folder_id(store), folder_id(store, account="bob")
         store.append("alice", inbox, DATED)
