@@ -58,8 +58,9 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
                   ranked: bool = False) -> Sequence[Any]:
     """The values of the selected folder's messages ``uids`` (ascending) under a sort criterion
     (or sorting.THREAD_VALUES), from the process's sort columns; None for a message whose body
-    is gone. What the columns lack is read from the sort index (midb.sortindex), ARRIVAL and SIZE from the index records. ``ranked``: for
-    sorting (text may come as ranks, see sorting.SortColumns)."""
+    is gone. What the columns lack is read from the sort index (midb.sortindex), ARRIVAL and
+    SIZE from the index records. ``ranked``: for sorting (text may come as ranks, see
+    sorting.SortColumns)."""
     view = session.selected
     store = session.store
 
