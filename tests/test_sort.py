@@ -17,7 +17,7 @@ from conversation import Conversation
 
 from gximap.session import sorting
 from gximap.session.context import Settings
-from midb.keys import blob_key
+from midb.keys import blob_key, folder_key
 from midb.mime import base_subject, is_reply_or_forward
 
 FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
@@ -589,3 +589,26 @@ def test_sort_columns_are_bounded_least_recently_used_first() -> None:
     assert columns.held_bytes == 0
     columns.values(("a", 5, 1), "SUBJECT", [1], lambda uids: {1: "x"})
     assert columns.held_bytes == 0   # 0 keeps nothing
+
+
+def test_answers_are_the_same_when_the_values_are_derived_from_the_summaries(conv: Conversation) -> None:
+    """A message without a sort index entry (midb.sortindex: copied before its parse, or in a
+    store older than schema 7) gets its values from its body's summary: every key sorts and
+    threads as from the index."""
+    five_messages(conv)
+    conv.select()
+    commands = ["SORT (SUBJECT) UTF-8 ALL", "SORT (REVERSE DATE) UTF-8 ALL", "SORT (FROM) UTF-8 ALL",
+                "SORT (TO CC) UTF-8 ALL", "SORT (DISPLAYFROM DISPLAYTO) UTF-8 ALL", "SORT (ARRIVAL SIZE) UTF-8 ALL",
+                "THREAD ORDEREDSUBJECT UTF-8 ALL", "THREAD REFERENCES UTF-8 ALL"]
+    from_index = [conv.command(command)[0] for command in commands]
+    store = conv.store
+    folder = conv.folder("INBOX").id
+
+    def drop_entries(txn: Any, dbs: Any, _effects: Any) -> None:
+        prefix = folder_key(store._account_id(txn, dbs, "alice"), folder)
+        for key in [bytes(key) for key, _value in txn.cursor(dbs.sort_records) if bytes(key).startswith(prefix)]:
+            txn.delete(key, db=dbs.sort_records)
+
+    store._write(drop_entries, store._home("alice"))
+    conv.ctx.sort_columns.clear()
+    assert [conv.command(command)[0] for command in commands] == from_index
