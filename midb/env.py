@@ -38,8 +38,8 @@ SCHEMA_VERSION = 7
 # keeps them side by side in one (midb.bodyrecords); schema 5 may split the index into shards
 # (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
-# (midb.columns); schema 7 the sort index (midb.sortindex). Opening an older store for writing builds what it lacks, in one
-# transaction (a few seconds per 100,000 messages).
+# (midb.columns); schema 7 the sort index (midb.sortindex). Opening an older store for writing
+# builds what it lacks, in one transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).

@@ -1853,6 +1853,8 @@ class Store(MetadataMixin):
         """Write the digest and summary of bodies stored without them (midb.deferred): (body id,
         its digest if a reader computed it, else None to parse it here). Bodies that are gone or
         already have a digest are skipped; the rest go in one transaction per shard."""
+        # Where each body was appended: its message gets its sort index entry in the same job.
+        places = self._parser.take_places([blob for blob, _digest in items]) if self._parser is not None else {}
         keys = [blob_key(blob) for blob, _digest in items]
         # Gone bodies (expunged before their turn) are not parsed; the write job checks again.
         present = self._body_records(bodyrecords.REFS, keys)
@@ -1863,8 +1865,6 @@ class Store(MetadataMixin):
         for position, data in zip(unparsed, bodies, strict=True):
             if data is not None:
                 wanted[position] = (wanted[position][0], wanted[position][1], _parse(data))
-        # Where each body was appended: its message gets its sort index entry in the same job.
-        places = self._parser.take_places([blob for blob, _digest in items]) if self._parser is not None else {}
         shards = self._live_shards()
         by_shard: dict[int, list[tuple[bytes, tuple[bytes, bytes], Any]]] = {}
         for key, blob, digest in wanted:
