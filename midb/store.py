@@ -1892,8 +1892,8 @@ class Store(MetadataMixin):
     def summary_fields_by_key(self, keys: list[bytes], read: Callable[[bytes], T], gone: Any = None) -> list[Any]:
         """``read(encoded summary)`` of bodies by raw key (as search_rows gives them), in order;
         ``gone`` for a body that is gone (a distinct object when ``read`` may give None).
-        ``read`` takes what it needs of the record (decode_summary the whole; sort_record and
-        sort_date, what SORT and THREAD read, only the front) and raises DigestFormatError for a
+        ``read`` takes what it needs of the record (decode_summary the whole; sort_record, what
+        a sort index entry is made from, only the front) and raises DigestFormatError for a
         damaged one; a missing or damaged summary is derived from the digest (not cached: a body
         that is gone must show)."""
         encoded = self._body_records(bodyrecords.SUMMARY, keys)

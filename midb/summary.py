@@ -21,10 +21,10 @@ Format 1 records (stored before) are still read.
 Format 3 splits the fields in two: after the plan come the sent date and whether the message is
 a reply or forward (RFC 5256 section 3 step 5), fixed, then the text a SORT or THREAD sorts and
 threads by (base subject, first addresses, display names, message ids) marshalled on their own,
-then the rest. A SORT or THREAD over a folder reads that front part alone (``sort_record``,
-``sort_date``): a 100,000-message folder's first SORT (DATE) spent 0.35 s of its 0.5 in decoding
-whole summaries. Format 2 records are still read (their sort record comes from the whole summary); a gximap
-older than format 3 finds format 3 records unreadable and derives the summary from the digest.
+then the rest. ``sort_record`` reads that front part alone: what a message's sort index entry
+is made from (midb.sortindex, which SORT and THREAD read), and what they read of a message
+without one. Format 2 records are still read (their sort record comes from the whole summary);
+a gximap older than format 3 finds format 3 records unreadable (and refuses a store of schema 7).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from midb import bodyrecords, searchtext
 from midb.mime import Digest, DigestFormatError, Part, decode_digest, is_reply_or_forward
 
 __all__ = ["FORMAT_VERSION", "SortRecord", "Summary", "body_plan", "decode_summary", "encode_summary", "fill",
-           "may_contain", "sort_date", "sort_record", "sort_record_of", "summarize"]
+           "may_contain", "sort_record", "sort_record_of", "summarize"]
 
 FORMAT_VERSION = 3
 _FORMAT_2 = 2
@@ -176,15 +176,6 @@ def sort_record(data: bytes) -> SortRecord:
     except (EOFError, ValueError, TypeError) as exc:
         raise DigestFormatError(f"corrupt summary: {exc}") from exc
     return _new(SortRecord, (date if flags & _HAS_DATE else None, flags & _REPLY == _REPLY, *texts))
-
-
-def sort_date(data: bytes) -> int | None:
-    """The sent date of an encoded summary of any format (None: no usable Date: header), read
-    from format 3's fixed head without decoding anything; DigestFormatError for a damaged one."""
-    if not data or data[0] != FORMAT_VERSION:
-        return decode_summary(data).date
-    flags, date, _end = _sort_section(data)
-    return date if flags & _HAS_DATE else None
 
 
 def sort_record_of(summary: Summary) -> SortRecord:

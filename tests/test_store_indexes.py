@@ -22,7 +22,6 @@ from midb.summary import (
     SortRecord,
     decode_summary,
     encode_summary,
-    sort_date,
     sort_record,
     sort_record_of,
     summarize,
@@ -380,9 +379,8 @@ def test_summary_decoding_rejects_foreign_bytes() -> None:
             decode_summary(bad)
     for bad in (b"", good[:10], good[:40], good[:19] + b"\x00" * 8 + b"\xff\xff\xff\xff" + good[31:],
                 b"\x02" + good[1:]):
-        for read in (sort_record, sort_date):
-            with pytest.raises(mime.DigestFormatError):
-                read(bad)
+        with pytest.raises(mime.DigestFormatError):
+            sort_record(bad)
 
 
 def older_summary(summary: Any, version: int) -> bytes:
@@ -410,14 +408,14 @@ SORT_SAMPLES = [
 
 
 def test_sort_records_are_read_from_the_front_of_the_summary() -> None:
-    """A format 3 summary gives its sort record and its date without the rest; they are what the
+    """A format 3 summary gives its sort record without the rest; it is what the
     whole summary says (the reply flag is is_reply_or_forward of the subject); older formats,
     decoded whole, give the same."""
     for data in SORT_SAMPLES:
         summary = summarize(mime.digest(data))
         encoded = encode_summary(summary)
         record = sort_record(encoded)
-        assert record == sort_record_of(summary) and sort_date(encoded) == summary.date
+        assert record == sort_record_of(summary)
         assert record._fields == SortRecord._fields
         assert (record.date, record.base_subject, record.references) == (summary.date, summary.base_subject,
                                                                          summary.references)
@@ -426,11 +424,11 @@ def test_sort_records_are_read_from_the_front_of_the_summary() -> None:
         for version in (1, 2):
             old = older_summary(summary, version)
             assert decode_summary(old) == summary
-            assert sort_record(old) == record and sort_date(old) == summary.date
+            assert sort_record(old) == record
     epoch = sort_record(encode_summary(summarize(mime.digest(SORT_SAMPLES[3]))))
     assert (epoch.date, epoch.reply, epoch.in_reply_to) == (0, True, "p@x")
     undated = encode_summary(summarize(mime.digest(SORT_SAMPLES[4])))
-    assert sort_date(undated) is None and sort_record(undated).date is None and sort_record(undated).reply is False
+    assert sort_record(undated).date is None and sort_record(undated).reply is False
 
 
 def test_sort_records_of_older_damaged_or_missing_summaries(store: Store) -> None:
@@ -441,7 +439,6 @@ def test_sort_records_of_older_damaged_or_missing_summaries(store: Store) -> Non
     expected = [sort_record_of(summary) for summary in store.summaries(blobs)]
     gone = object()
     assert store.summary_fields_by_key(keys, sort_record, gone) == expected
-    assert store.summary_fields_by_key(keys, sort_date, gone) == [record.date for record in expected]
 
     def age(txn: Any, dbs: Any, effects: Any) -> None:
         summaries = store.summaries(blobs)
@@ -452,11 +449,10 @@ def test_sort_records_of_older_damaged_or_missing_summaries(store: Store) -> Non
 
     store._write(age, store._env)
     assert store.summary_fields_by_key(keys, sort_record, gone) == expected
-    assert store.summary_fields_by_key(keys, sort_date, gone) == [record.date for record in expected]
     store.store_flags("alice", folder, [5], "add", ["\\Deleted"])
     store.expunge("alice", folder)
     assert store.summary_fields_by_key(keys, sort_record, gone) == [*expected[:4], gone]
-    assert store.summary_fields_by_key(keys, sort_date) == [*(record.date for record in expected[:4]), None]
+    assert store.summary_fields_by_key(keys, sort_record) == [*expected[:4], None]
 
 
 # -- batched appends and group commit ------------------------------------------------------------------
