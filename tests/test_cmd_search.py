@@ -242,3 +242,44 @@ def test_search_keys_through_the_wire(conv: Conversation) -> None:
         S: * SEARCH 1
         S: a7 OK SEARCH completed
     """)
+
+
+def test_search_all_is_the_view_whatever_happened_since_it_last_caught_up(conv: Conversation,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALL (also SORT's and THREAD's) is answered from the view when the folder's record shows
+    nothing arrived or left since the view caught up; otherwise from the message keys, which
+    leaves out messages not announced yet and those expunged meanwhile (RFC 2180 4.1.4)."""
+    for _ in range(4):
+        conv.add_message()
+    conv.select()
+    key_reads: list[int] = []
+    original = conv.store.uids
+
+    def counting_uids(account: str, folder_id: int) -> list[int]:
+        key_reads.append(folder_id)
+        return original(account, folder_id)
+
+    monkeypatch.setattr(conv.store, "uids", counting_uids)
+    assert conv.command("UID SEARCH ALL")[0] == b"* SEARCH 1 2 3 4"
+    assert key_reads == []   # the view, from the folder record
+    folder = conv.folder("INBOX").id
+    conv.add_message()                                   # 5 arrives, not announced
+    conv.store.store_flags("alice", folder, [2], "add", ["\\Deleted"])
+    conv.store.expunge("alice", folder)                  # 2 leaves: as many messages as the view has
+    answer = conv.command("UID SEARCH ALL")
+    assert answer[:2] == [b"* SEARCH 1 3 4", b"* 5 EXISTS"] and len(key_reads) == 1
+    # The view now holds 1-5, 2 not yet announced as expunged: the counts differ.
+    assert conv.command("UID SORT (ARRIVAL) UTF-8 ALL")[0] == b"* SORT 1 3 4 5"
+    assert len(key_reads) == 2
+    assert b"* 2 EXPUNGE" in conv.command("NOOP")
+    assert conv.command("UID THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (1 (3)(4)(5))"
+    assert len(key_reads) == 2   # the view again
+    uid = conv.add_message()                             # arrives and leaves before an announcement
+    conv.store.store_flags("alice", folder, [uid], "add", ["\\Deleted"])
+    conv.store.expunge("alice", folder)
+    assert conv.command("UID SEARCH ALL")[0] == b"* SEARCH 1 3 4 5"
+    assert len(key_reads) == 3   # UIDNEXT is past the view's highest UID: the keys tell
+    conv.store.store_flags("alice", folder, [4], "add", ["\\Deleted"])
+    conv.store.expunge("alice", folder)                  # gone, not announced yet
+    assert conv.command("SEARCH ALL")[0] == b"* SEARCH 1 2 4"   # message numbers of 1 3 5
+    assert len(key_reads) == 4

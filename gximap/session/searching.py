@@ -616,12 +616,26 @@ def _index_answer(session: Any, keys: list[SearchKey]) -> list[int] | None:
         if any(isinstance(key, cmds.SearchSequence) for key in keys):
             return None  # a sequence set narrows the search: its records are read (_load_rows)
         view = session.selected
-        indexed = session.store.uids(view.account, view.folder_id)
-        if indexed and indexed[-1] > view.uid_max:
-            # Messages that arrived after the last announcement are not in the client's view yet.
-            del indexed[bisect.bisect_right(indexed, view.uid_max):]
+        indexed = _view_if_current(session.store, view)
+        if indexed is None:
+            indexed = session.store.uids(view.account, view.folder_id)
+            if indexed and indexed[-1] > view.uid_max:
+                # Messages that arrived after the last announcement are not in the client's view yet.
+                del indexed[bisect.bisect_right(indexed, view.uid_max):]
     candidates = _candidate_uids(session, keys)
     return indexed if candidates is None else sorted(set(candidates).intersection(indexed))
+
+
+def _view_if_current(store: Any, view: Any) -> list[int] | None:
+    """The view's UIDs when they are exactly the folder's messages, from its record alone (no
+    read of 100,000 message keys for the ALL of a SORT, a THREAD or a SEARCH); None when that
+    cannot be told. A message is never given a UID below the folder's UIDNEXT, so when UIDNEXT
+    has not passed the highest UID the view announced, every stored message was there when the
+    view last caught up and is in it; then equal counts mean that none has been expunged since."""
+    folder = store.folder_by_id(view.account, view.folder_id)
+    if folder is None or folder.uidnext - 1 > view.uid_max or folder.messages != view.exists:
+        return None
+    return view.uids.tolist()
 
 
 def search_records(session: Any, key: SearchKey, *, now: float | None = None) -> list[Any]:

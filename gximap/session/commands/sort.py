@@ -103,7 +103,8 @@ def sort_response(numbers: Sequence[int], modseq: int | None, chunk: int = 4096)
     """``* SORT n n ...``, streamed in pieces (a 100,000-message answer is one long line)."""
     yield b"* SORT"
     for start in range(0, len(numbers), chunk):
-        yield b"".join(b" %d" % number for number in numbers[start : start + chunk])
+        part = numbers[start : start + chunk]
+        yield (b" %d" * len(part)) % tuple(part)  # one formatting call per piece (as SEARCH does)
     yield (b" (MODSEQ %d)" % modseq if modseq is not None else b"") + b"\r\n"
 
 
