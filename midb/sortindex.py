@@ -30,6 +30,7 @@ the first part alone, a SORT (DATE) nothing (the date stands in the fixed head t
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import struct
 from collections.abc import Iterable
@@ -52,6 +53,7 @@ __all__ = [
     "entry_of_summary",
     "orphans",
     "put_missing",
+    "put_parsed",
     "rebuild",
     "sort_texts",
     "thread_values",
@@ -159,6 +161,12 @@ def orphans(txn: Any, dbs: Any) -> list[bytes]:
             if txn.get(key, db=messages) is None]
 
 
+def _holding(txn: Any, dbs: Any, key: bytes, blob_raw: bytes) -> bytes | None:
+    """The record of the message ``key`` if it is still there and holds the body ``blob_raw``."""
+    record = txn.get(key, db=dbs.messages)
+    return None if record is None or record[BLOB_SLICE] != blob_raw else record
+
+
 def put_missing(txn: Any, dbs: Any, account_id: int, folder_id: int,
                 entries: Iterable[tuple[int, bytes, bytes]]) -> int:
     """Store entries derived by a reader, (UID, raw body id, entry), where the message is still
@@ -166,12 +174,17 @@ def put_missing(txn: Any, dbs: Any, account_id: int, folder_id: int,
     written = 0
     for uid, blob_raw, entry in entries:
         key = message_key(account_id, folder_id, uid)
-        record = txn.get(key, db=dbs.messages)
-        if record is None or record[BLOB_SLICE] != blob_raw:
-            continue
-        if txn.get(key, db=dbs.sort_records) != entry:
+        if _holding(txn, dbs, key, blob_raw) is not None and txn.get(key, db=dbs.sort_records) != entry:
             txn.put(key, entry, db=dbs.sort_records)
             written += 1
     return written
 
 
+def put_parsed(txn: Any, dbs: Any, key: bytes, blob_raw: bytes, summary: bytes) -> None:
+    """The entry of the message ``key`` from the summary its body just got (the deferred parse),
+    unless the message is gone, holds another body or has an entry."""
+    record = _holding(txn, dbs, key, blob_raw)
+    if record is None or txn.get(key, db=dbs.sort_records) is not None:
+        return
+    with contextlib.suppress(DigestFormatError):
+        txn.put(key, entry_of_summary(summary, unpack_record(record)[1]), db=dbs.sort_records)

@@ -2396,15 +2396,11 @@ def _store_parsed_job(records: list[tuple[bytes, tuple[bytes, bytes], Any]]
 
 
 def _put_sort_entry(txn: Any, dbs: Databases, place: tuple[str, int, int], blob_raw: bytes, summary: bytes) -> None:
-    """The sort index entry of the message (account, folder id, UID) from its body's summary,
-    unless the message is gone (or holds another body) or has one."""
+    """The sort index entry of the message (account, folder id, UID) a parsed body was appended
+    as (sortindex.put_parsed); nothing if the account is gone."""
     account, folder_id, uid = place
     try:
         key = message_key(Store._account_id(txn, dbs, account), folder_id, uid)
     except NoSuchAccount:
         return
-    record = txn.get(key, db=dbs.messages)
-    if record is None or record[BLOB_SLICE] != blob_raw or txn.get(key, db=dbs.sort_records) is not None:
-        return
-    with contextlib.suppress(mime.DigestFormatError):
-        txn.put(key, sortindex.entry_of_summary(summary, unpack_record(record)[1]), db=dbs.sort_records)
+    sortindex.put_parsed(txn, dbs, key, blob_raw, summary)
