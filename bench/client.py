@@ -11,6 +11,7 @@ generator process can drive thousands of connections.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -81,6 +82,26 @@ class Reply:
             if found:
                 result.append(int(found.group(1)))
         return result
+
+    def ordering(self, kind: bytes) -> dict[str, Any]:
+        """What a SORT or THREAD answer (``kind`` b"SORT" / b"THREAD") holds: how many numbers,
+        how many threads (top-level groups), and a digest of the answer, so that two servers'
+        answers can be compared without keeping 100,000 numbers."""
+        prefix = b"* " + kind
+        body = b"".join(response[len(prefix):].strip() for response in self.untagged
+                        if response.startswith(prefix))
+        numbers = len(re.findall(rb"\d+", body))
+        summary: dict[str, Any] = {"numbers": numbers, "answer_sha256": hashlib.sha256(body).hexdigest()[:16]}
+        if kind == b"THREAD":
+            depth = threads = 0
+            for byte in body:
+                if byte == 0x28:  # (
+                    threads += depth == 0
+                    depth += 1
+                elif byte == 0x29:
+                    depth -= 1
+            summary["threads"] = threads
+        return summary
 
     def search_hits(self) -> int:
         """Number of results in ``* SEARCH ...`` (or ``* ESEARCH ... COUNT n``) responses."""

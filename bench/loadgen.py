@@ -580,7 +580,11 @@ async def large_job(job: Job, conn: Connection) -> Result:
             if main.closed.done():
                 main = await session(select_first=True)
             reply = await timed(name, main, command)
-            if reply is not None:
+            if reply is None:
+                continue
+            if command in (SORT_COMMAND, THREAD_COMMAND):
+                steps.note(name, **reply.ordering(command.split()[1]))
+            else:
                 steps.note(name, hits=reply.search_hits())
         if main.closed.done():
             main = await session(select_first=True)

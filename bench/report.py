@@ -102,6 +102,8 @@ def _large_rows(results: Result) -> list[Row]:
     rows.append(Row(f"  {flag_step} ms", "↓", _status_or(_step_value(flag_step), workload)))
     rows.append(Row("  CONDSTORE resync ms", "↓", _status_or(_step_value("CONDSTORE resync"), workload)))
     rows.append(Row("  SEARCH hits unseen/subject/body", "", _status_or(_hits, workload)))
+    for name, _command in SORTING_STEPS:
+        rows.append(Row(f"  {name}: answer", "", _status_or(_ordering(name), workload)))
     rows.append(Row("  load generator CPU ms in the medians", "", _status_or(_client_cpu, workload)))
     rows.append(Row("  server KiB read from disk per step, in the order above", "", _status_or(_disk_reads, workload)))
     return rows
@@ -127,6 +129,17 @@ def _client_cpu(data: Result) -> Cell:
 def _hits(data: Result) -> Cell:
     return _slashed([_get(data, "steps", step, "hits")
                      for step in ("UID SEARCH UNSEEN", "SEARCH SUBJECT", "SEARCH BODY")])
+
+
+def _ordering(step: str) -> Callable[[Result], Cell]:
+    """A SORT or THREAD answer as numbers (threads) and digest: equal digests, equal answers."""
+    def extract(data: Result) -> Cell:
+        answer = _get(data, "steps", step) or {}
+        if "answer_sha256" not in answer:
+            return None
+        threads = f" in {answer['threads']:,} threads" if "threads" in answer else ""
+        return f"{answer['numbers']:,}{threads} {answer['answer_sha256'][:8]}"
+    return extract
 
 
 def _slashed(parts: list[Any]) -> str:
