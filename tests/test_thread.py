@@ -4,6 +4,7 @@ functions of gximap.session.sorting."""
 from __future__ import annotations
 
 import calendar
+import gc
 import random
 import re
 import time
@@ -363,3 +364,52 @@ def test_random_message_sets_thread_every_message_once() -> None:
                 depth += {ord("("): 1, ord(")"): -1}.get(char, 0)
                 assert depth >= 0
             assert depth == 0
+
+
+def test_dummies_below_the_top_are_pruned_deepest_first() -> None:
+    # m1 -> x -> y -> 2: two dummies in a row give way to the message below them.
+    chain = [item(1, "a", "m1"), item(2, "b", "m2", ("m1", "x", "y"))]
+    assert render(sorting.thread_references(chain)) == b"(1 2)"
+    # A dummy with several children below a message: they take its place, in date order.
+    fan = [item(1, "a", "m1"), item(3, "b", "m2", ("m1", "x")), item(2, "c", "m3", ("m1", "x"))]
+    assert render(sorting.thread_references(fan)) == b"(1 (3)(2))"
+    # z and w lose their only child (message 2 names another parent for itself): z, below the
+    # top, goes; then w, at the top, childless; r's lone child takes its place at the top.
+    orphaned = [item(1, "e", "e", ("w", "z", "m")), item(2, "m", "m", ("r",))]
+    assert render(sorting.thread_references(orphaned)) == b"(2 1)"
+
+
+def test_returned_trees_hold_no_parent_links() -> None:
+    """No node points back up: a dropped tree is freed by reference counting alone, without
+    the cyclic collector (which the command pauses while it builds one)."""
+    items = [item(number % 7, f"s{number % 5}", f"m{number}", (f"m{number // 2}", f"gone{number}"),
+                  reply=number % 3 == 0) for number in range(1, 400)]
+    for algorithm in (sorting.thread_references, sorting.thread_orderedsubject):
+        stack = list(algorithm(items))
+        seen = 0
+        while stack:
+            node = stack.pop()
+            assert node.parent is None
+            seen += node.item is not None
+            stack.extend(node.children)
+        assert seen == len(items)
+
+
+def test_collector_paused_nests_and_restores() -> None:
+    assert gc.isenabled()
+    with sorting.collector_paused():
+        assert not gc.isenabled()
+        with sorting.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with sorting.collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), sorting.collector_paused():
+        raise RuntimeError("fails inside")
+    assert gc.isenabled()

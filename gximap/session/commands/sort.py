@@ -65,9 +65,10 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
     store = session.store
 
     def load(missing: list[int]) -> dict[int, Any]:
-        return sorting.column_values(
-            criterion, missing, lambda uids: store.search_rows(view.account, view.folder_id, uids),
-            lambda uids, read: store.sort_values(view.account, view.folder_id, uids, read))
+        with sorting.collector_paused():  # a value or more per message: see collector_paused
+            return sorting.column_values(
+                criterion, missing, lambda uids: store.search_rows(view.account, view.folder_id, uids),
+                lambda uids, read: store.sort_values(view.account, view.folder_id, uids, read))
 
     return session.ctx.sort_columns.values(sort_folder(view), criterion, uids, load, whole_folder=whole_folder,
                                            ranked=ranked)

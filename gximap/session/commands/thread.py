@@ -49,8 +49,13 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
 
     def answer() -> list[bytes]:
         items, numbers = thread_items(session, uids, cmd.uid, whole_folder=whole_folder)
-        threads = _ALGORITHMS[cmd.algorithm](items)
-        return [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads, numbers), b"\r\n"]
+        with sorting.collector_paused():  # a node per message: see collector_paused
+            threads = _ALGORITHMS[cmd.algorithm](items)
+            lines = [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads, numbers), b"\r\n"]
+            # Freed here, by reference counting: a collection when the pause ends would go
+            # through every node first.
+            del threads
+        return lines
 
     view = session.selected
     # A webmail client threads the same folder on every page view: the answer is kept until the
