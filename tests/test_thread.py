@@ -377,6 +377,13 @@ def test_dummies_below_the_top_are_pruned_deepest_first() -> None:
     # top, goes; then w, at the top, childless; r's lone child takes its place at the top.
     orphaned = [item(1, "e", "e", ("w", "z", "m")), item(2, "m", "m", ("r",))]
     assert render(sorting.thread_references(orphaned)) == b"(2 1)"
+    # Long chains of missing parents, and many dummies among one message's children.
+    missing = tuple(f"gone{index}" for index in range(20_000))
+    assert render(sorting.thread_references([item(1, "a", "m1", missing)])) == b"(1)"
+    wide = [item(0, "a", "top")] + [item(number, "b", f"m{number}", ("top", f"gone{number}"))
+                                    for number in range(1, 3001)]
+    assert render(sorting.thread_references(wide)) == (
+        b"(1 " + b"".join(b"(%d)" % number for number in range(2, 3002)) + b")")
 
 
 def test_returned_trees_hold_no_parent_links() -> None:

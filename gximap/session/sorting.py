@@ -411,30 +411,29 @@ def _unlink(child: ThreadNode) -> None:
 
 
 def _prune_below_top(dummies: Sequence[ThreadNode]) -> None:
-    """Step 3 below the top level: each dummy (deepest first, so that what is below it is pruned
-    already) leaves its parent's children, its own children (if any) taking its place. Only the
-    dummies' parents change; the top level is _pruned's (at_root)."""
-    placed: list[tuple[int, ThreadNode]] = []
+    """Step 3 below the top level: the sibling lists that hold a dummy are pruned (_pruned), the
+    deepest first, so that what is below a dummy is pruned before it gives way. Only the
+    dummies' parents change; the top level is _pruned's (at_root). Each list is pruned once,
+    and depths are found with each ancestor visited once: linear in the nodes, however long the
+    chains of missing parents or wide the lists."""
+    depth_of: dict[int, int] = {}  # id() of a node -> its depth
+    parents_by_depth: dict[int, dict[int, ThreadNode]] = {}  # a dummy's depth -> its parents by id()
     for dummy in dummies:
-        depth = 0
-        above = dummy.parent
-        while above is not None:
+        path: list[ThreadNode] = []
+        node: ThreadNode | None = dummy
+        while node is not None and id(node) not in depth_of:
+            path.append(node)
+            node = node.parent
+        depth = -1 if node is None else depth_of[id(node)]
+        for visited in reversed(path):
             depth += 1
-            above = above.parent
-        if depth:
-            placed.append((depth, dummy))
-    placed.sort(key=lambda pair: pair[0], reverse=True)
-    for _depth, dummy in placed:
+            depth_of[id(visited)] = depth
         parent = dummy.parent
-        assert parent is not None
-        siblings: list[ThreadNode] = parent.children  # type: ignore[assignment]  # it has dummy
-        index = siblings.index(dummy)
-        children = dummy.children
-        for child in children:
-            child.parent = parent
-        siblings[index:index + 1] = children
-        dummy.parent = None
-        dummy.children = ()
+        if parent is not None:
+            parents_by_depth.setdefault(depth, {})[id(parent)] = parent
+    for depth in sorted(parents_by_depth, reverse=True):
+        for parent in parents_by_depth[depth].values():
+            parent.children = _pruned(parent.children, at_root=False)  # type: ignore[arg-type]
 
 
 def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
