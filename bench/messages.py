@@ -90,14 +90,24 @@ def parent_of(number: int) -> int | None:
     return parent
 
 
+def ancestors_of(number: int) -> list[int]:
+    """The messages message ``number`` answers: its parent first, its conversation's first last."""
+    ancestors: list[int] = []
+    while (parent := parent_of(number)) is not None:
+        ancestors.append(parent)
+        number = parent
+    return ancestors
+
+
 def depth_of(number: int) -> int:
     """How many replies deep message ``number`` is (0: it starts its conversation)."""
-    depth = 0
-    parent = parent_of(number)
-    while parent is not None:
-        depth += 1
-        parent = parent_of(parent)
-    return depth
+    return len(ancestors_of(number))
+
+
+def root_of(number: int) -> int:
+    """The first message of message ``number``'s conversation."""
+    ancestors = ancestors_of(number)
+    return ancestors[-1] if ancestors else number
 
 
 def _reply_kind(number: int) -> int:
@@ -120,13 +130,13 @@ def _own_reply_id(number: int) -> str:
 
 def references_of(number: int) -> list[str]:
     """Message-IDs message ``number`` answers, from its conversation's first message to its parent."""
+    ancestors = ancestors_of(number)
     chain: list[str] = []
-    current = number
-    while (parent := parent_of(current)) is not None:
+    # (child, parent) pairs: the first sequence is one longer, its last (the root) unpaired
+    for current, parent in zip((number, *ancestors), ancestors, strict=False):
         if answers_own_reply(current):
             chain.append(_own_reply_id(current))
         chain.append(message_id(parent))
-        current = parent
     chain.reverse()
     return chain
 
@@ -140,9 +150,7 @@ def _topic(number: int) -> str:
 
 def subject_of(number: int) -> str:
     """The Subject: a conversation's first message names its topic; replies answer it with "Re: "."""
-    root = number
-    while (parent := parent_of(root)) is not None:
-        root = parent
+    root = root_of(number)
     return _topic(number) if root == number else f"Re: {_topic(root)}"
 
 

@@ -203,14 +203,14 @@ def test_messages_hold_conversations() -> None:
         message = parsed[number]
         parent = messages.parent_of(number)
         assert parent is not None and number - messages.REPLY_WINDOW <= parent < number
-        assert message["Subject"] == "Re: " + parsed[_root(number)]["Subject"]
+        assert message["Subject"] == "Re: " + parsed[messages.root_of(number)]["Subject"]
         references = (message["References"] or "").split()
         own_reply = messages.answers_own_reply(number)
         expected_parent = f"<{number}.sent@bench.invalid>" if own_reply else parsed[parent]["Message-ID"]
         assert message["In-Reply-To"] == expected_parent
         if references:
             assert references[-1] == expected_parent
-            assert references[0] == parsed[_root(number)]["Message-ID"]
+            assert references[0] == parsed[messages.root_of(number)]["Message-ID"]
         else:
             bare += 1
         own += own_reply
@@ -218,12 +218,6 @@ def test_messages_hold_conversations() -> None:
     for number in set(parsed) - set(replies):
         assert "In-Reply-To" not in parsed[number] and "References" not in parsed[number]
         assert not parsed[number]["Subject"].startswith("Re:")
-
-
-def _root(number: int) -> int:
-    while (parent := messages.parent_of(number)) is not None:
-        number = parent
-    return number
 
 
 def test_summarize_and_percentiles() -> None:
@@ -380,7 +374,7 @@ def _check_large(record: dict) -> None:
         assert steps[name]["status"] == "ok", steps[name]
         assert steps[name]["numbers"] == 200, steps[name]
     # Each conversation is one thread: replies share their first message's subject and name it.
-    assert steps["UID THREAD REFERENCES"]["threads"] == len({_root(n) for n in range(1, 201)})
+    assert steps["UID THREAD REFERENCES"]["threads"] == len({messages.root_of(n) for n in range(1, 201)})
     for name in ("STATUS", "UID FETCH 1:* (UID FLAGS)", "UID SEARCH UNSEEN", loadgen.HEADERS_STEP,
                  *(command.decode() for _name, command in loadgen.SORTING_STEPS)):
         repeated = steps[f"{name}, median of {loadgen.REPEATS}"]

@@ -528,7 +528,7 @@ def thread_references(items: Sequence[tuple[Any, ...]]) -> list[ThreadNode]:
         # links are kept and no link may close a loop.
         previous: ThreadNode | None = None
         for reference in item[_REFERENCES]:
-            referenced = by_id.get(reference)
+            referenced = known(reference)
             if referenced is None:
                 referenced = ThreadNode()
                 nodes.append(referenced)
