@@ -100,6 +100,7 @@ from midb.messages import (
     metas_from_pairs,
     pack_record,
     parse_flags,
+    split_pairs,
     uids_from_keys,
     unpack_record,
     with_modseq_and_flags,
@@ -2054,8 +2055,23 @@ class Store(MetadataMixin):
 
     def _record_flag_columns(self, account: str, folder_id: int, wanted: list[int], with_modseq: bool) -> Any:
         """flag_columns of `wanted`, already sorted, distinct and in range, from their records."""
-        from midb.messages import flag_columns_from_pairs, flag_columns_of_records  # noqa: PLC0415 - self-contained block
+        from midb.messages import flag_columns_of_records  # noqa: PLC0415 - self-contained block
 
+        found, records = self._existing_records(account, folder_id, wanted)
+        return flag_columns_of_records(found, records, with_modseq=with_modseq)
+
+    def record_batches(self, account: str, folder_id: int, uids: Iterable[int],
+                       batch: int) -> Iterator[tuple[list[int], list[bytes]]]:
+        """(UIDs, raw index records) of the existing messages among `uids`, `batch` of `uids` at a
+        time, in UID order: for readers that take the fields they need column by column
+        (midb.messages.record_sizes and the like) instead of a MessageMeta per message."""
+        wanted = _uid_list(uids)
+        for start in range(0, len(wanted), batch):
+            yield self._existing_records(account, folder_id, wanted[start : start + batch])
+
+    def _existing_records(self, account: str, folder_id: int, wanted: list[int]) -> tuple[list[int], list[bytes]]:
+        """(UIDs, records) of the existing messages among `wanted` (sorted, distinct, in range),
+        in one read transaction."""
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
@@ -2069,9 +2085,9 @@ class Store(MetadataMixin):
                 if cursor.set_range(message_key(account_id, record.id, wanted[0])):
                     records = list(itertools.islice(cursor.iternext(keys=False, values=True), len(wanted)))
                     if len(records) == len(wanted) and cursor.key() == end:
-                        return flag_columns_of_records(wanted, records, with_modseq=with_modseq)
+                        return wanted, records
             pairs = self._records_of(txn, dbs, account_id, record.id, wanted)
-        return flag_columns_from_pairs(pairs, with_modseq=with_modseq)
+        return split_pairs(pairs)
 
     def flag_column_batches(self, account: str, folder_id: int, uids: Iterable[int], batch: int, *,
                             with_modseq: bool = False, every_existing: bool = False) -> Iterator[Any]:

@@ -46,3 +46,36 @@ def test_concurrent_use_never_exceeds_the_capacity() -> None:
     for thread in threads:
         thread.join()
     assert len(cache) == 50
+
+
+def test_get_many_answers_each_key_and_refreshes_the_hits() -> None:
+    cache: BoundedCache[str, int] = BoundedCache(3)
+    for key, value in (("a", 1), ("b", 2), ("c", 3)):
+        cache.put(key, value)
+    assert cache.get_many(["c", "x", "a", "a"]) == [3, None, 1, 1]
+    cache.put("d", 4)                   # "b" was not asked for: it is the least recently used
+    assert cache.get_many(["a", "b", "c", "d"]) == [1, None, 3, 4]
+    assert cache.get_many([]) == []
+
+
+def test_get_many_while_others_put() -> None:
+    """Entries dropped by a concurrent put() between the lookup and the refresh are skipped."""
+    cache: BoundedCache[int, int] = BoundedCache(64)
+    stop = threading.Event()
+
+    def churn() -> None:
+        number = 0
+        while not stop.is_set() and number < 200_000:
+            cache.put(number % 500, number)
+            number += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(300):
+            values = cache.get_many(list(range(500)))
+            assert len(values) == 500 and sum(value is not None for value in values) <= 64 + 1
+    finally:
+        stop.set()
+        thread.join()
+    assert len(cache) == 64

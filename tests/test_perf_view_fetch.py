@@ -1,6 +1,7 @@
 """FETCH of UID / FLAGS / MODSEQ rendered column-wise (gximap.session.commands.fetch) gives byte for
 byte what the general per-message path gives: random folders, flag sets, holes, \\Recent, pending
-expunges, CHANGEDSINCE and SEARCHRES, in IMAP4rev1 and IMAP4rev2."""
+expunges, CHANGEDSINCE and SEARCHRES, in IMAP4rev1 and IMAP4rev2. So does the listing path (record
+fields and items kept per body: RFC822.SIZE, INTERNALDATE, ENVELOPE, BODYSTRUCTURE, header fields)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import pytest
 from conversation import Conversation
 
 from gximap.session.commands import fetch as fetch_command
-from midb.messages import flag_columns_from_pairs, flag_columns_of_records, flags_of
+from midb.errors import NoSuchBody
+from midb.lru import BoundedCache
+from midb.messages import (
+    flag_columns_from_pairs,
+    flag_columns_of_records,
+    flags_of,
+    record_blobs,
+    record_internaldates,
+    record_sizes,
+)
 
 MSG = b"From: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
 FLAG_SETS = [(), ("\\Seen",), ("\\Seen", "$Work"), ("\\Flagged", "\\Answered"), ("later",), ("\\Draft",),
@@ -156,3 +166,155 @@ def test_store_columns_match_records(tmp_path: Path) -> None:
         assert changed.uids == [7, 30] and changed.modseqs == [since + 1, since + 2] and vanished == []
         assert [flags_of(tail) for tail in changed.tails] == [
             meta.flags for meta in conv.store.get_messages("alice", folder, [7, 30])]
+
+
+LISTING_ITEM_LISTS = [
+    "(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID References)])",
+    "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)",
+    "(BODYSTRUCTURE UID MODSEQ)",
+    "(BODY BODY.PEEK[HEADER.FIELDS.NOT (Received Subject)]<5.40>)",
+    "(BODY.PEEK[1.HEADER.FIELDS (Subject)] BODY.PEEK[HEADER.FIELDS (X-Nothing)] INTERNALDATE)",
+    "ALL", "FULL", "FAST",
+]
+
+
+def _listing_message(rng: random.Random, number: int) -> bytes:
+    """A message of one of several shapes: plain, with folded and encoded headers, multipart with a
+    message/rfc822 part (BODY[1.HEADER.FIELDS] then names a header of that part)."""
+    subject = rng.choice(["hello", "=?utf-8?q?caf=C3=A9?= menu", "a long subject\r\n folded over two lines"])
+    head = (f"From: Bob <bob{number}@example.org>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n"
+            f"Date: Mon, {number % 28 + 1} Jun 2026 10:00:00 +0200\r\nMessage-ID: <{number}@example.org>\r\n")
+    if rng.random() < 0.3:
+        head += f"References: <{number - 1}@example.org>\r\n"
+    if rng.random() < 0.4:
+        return (head + "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                "Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: c@example.org\r\n\r\ninner body\r\n"
+                "--b\r\nContent-Type: text/plain\r\n\r\ntext\r\n--b--\r\n").encode()
+    return (head + "\r\n" + "body line\r\n" * rng.randint(0, 20)).encode()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_listing_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """FETCH of record fields and items kept per body (the listing path, _ListingColumnsFetch)
+    gives byte for byte what the general per-message path gives, cold (every item made by the
+    general path's step) and warm (from the caches), over holes, pending expunges, \\Recent and
+    several batches."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(fetch_command, "LISTING_BATCH", rng.choice([3, 16, 256]))
+    # A fresh cache per run, so that the first command of each list finds nothing cached.
+    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
+    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        if seed % 2:
+            conv.command("ENABLE IMAP4rev2")
+        conv.command("ENABLE CONDSTORE")  # so that MODSEQ announces nothing on either path
+        folder = conv.folder("INBOX").id
+        count = rng.randint(30, 50)
+        conv.store.append_many("alice", folder, [(_listing_message(rng, n), rng.choice(FLAG_SETS),
+                                                  1_780_000_000 + n * 3_600, rng.choice([0, 120, -330]))
+                                                 for n in range(count)])
+        doomed = sorted(rng.sample(range(1, count + 1), count // 5))
+        conv.store.store_flags("alice", folder, doomed, "add", ["\\Deleted"])
+        conv.store.expunge("alice", folder, doomed)
+        conv.command("EXAMINE INBOX" if seed == 3 else "SELECT INBOX")
+        conv.add_message(data=_listing_message(rng, 99), flags=())
+        conv.command("NOOP")
+        uids = conv.store.uids("alice", folder)
+        pending = rng.sample(uids, 2)   # expunged by another session, not yet announced here
+        conv.store.store_flags("alice", folder, pending, "add", ["\\Deleted"])
+        conv.store.expunge("alice", folder, pending)
+        for items in LISTING_ITEM_LISTS:
+            for command in (f"FETCH 1:* {items}", f"UID FETCH {uids[3]}:{uids[-5]},{uids[-1]} {items}",
+                            f"FETCH {len(uids) - 2}:* {items}"):
+                listing = conv.send(f"{conv.next_tag()} {command}\r\n".encode())
+                with monkeypatch.context() as patch:
+                    patch.setattr(fetch_command, "LISTING_ITEMS", frozenset())   # the general path
+                    general = conv.send(f"{conv.next_tag()} {command}\r\n".encode())
+                warm = conv.send(f"{conv.next_tag()} {command}\r\n".encode())
+                assert listing[:-1] == general[:-1] == warm[:-1], command
+                assert listing[-1].split(b" ", 1)[1] == general[-1].split(b" ", 1)[1] == warm[-1].split(b" ", 1)[1]
+
+
+def test_listing_path_serves_a_warm_listing_from_the_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second listing of the same messages reads no body and makes no MessageMeta; a FETCH
+    that sets \\Seen, or asks for a whole body, still takes the general path."""
+    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
+    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
+    listing = "FETCH 1:* (UID RFC822.SIZE FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (Subject From)])"
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        folder = conv.folder("INBOX").id
+        rng = random.Random(1)
+        conv.store.append_many("alice", folder, [(_listing_message(rng, n), (), None, 0) for n in range(20)])
+        conv.select()
+        digests: list[str] = []
+        real_digest = conv.store.digest
+        monkeypatch.setattr(conv.store, "digest", lambda blob: digests.append(blob) or real_digest(blob))
+        first = conv.command(listing)
+        assert len(digests) == 20 and len(first) == 21
+        digests.clear()
+
+        def refuse(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("the listing path read message records one by one")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(conv.store, "get_messages", refuse)
+            patch.setattr(fetch_command, "meta_from_record", refuse)
+            assert conv.command(listing)[:-1] == first[:-1]
+        assert digests == []
+        assert b"\\Seen" not in b"".join(first)
+        conv.command("FETCH 1 (BODY[HEADER.FIELDS (Subject)])")   # not PEEK: sets \Seen, general path
+        assert b"\\Seen" in conv.command("FETCH 1 FLAGS")[0]
+
+
+def test_listing_path_leaves_out_a_message_whose_body_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body removed between reading the records and making an item (expunged by another
+    session): the message gets no response and FETCH ends NO [EXPUNGEISSUED], as on the general
+    path; the others are answered."""
+    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
+    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        folder = conv.folder("INBOX").id
+        rng = random.Random(2)
+        conv.store.append_many("alice", folder, [(_listing_message(rng, n), (), None, 0) for n in range(6)])
+        conv.select()
+        gone = conv.store.get_messages("alice", folder, [4])[0].blob
+        real_digest = conv.store.digest
+
+        def digest(blob: str) -> object:
+            if blob == gone:
+                raise NoSuchBody(blob)
+            return real_digest(blob)
+
+        monkeypatch.setattr(conv.store, "digest", digest)
+        for general in (False, True):
+            with monkeypatch.context() as patch:
+                if general:
+                    patch.setattr(fetch_command, "LISTING_ITEMS", frozenset())
+                lines = conv.send(f"{conv.next_tag()} FETCH 1:* (FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (Subject)])\r\n".encode())
+            assert [line.split(b" FETCH")[0] for line in lines[:-1]] == [b"* 1", b"* 2", b"* 3", b"* 5", b"* 6"]
+            assert b"NO [EXPUNGEISSUED]" in lines[-1]
+
+
+def test_store_record_batches_match_messages(tmp_path: Path) -> None:
+    """Store.record_batches and the record column readers give what MessageMeta holds."""
+    with Conversation(tmp_path) as conv:
+        folder = conv.folder("INBOX").id
+        conv.store.append_many("alice", folder, [(MSG + b"x" * n, (), 1_700_000_000 + n * 977, (n * 37) % 1_400 - 700)
+                                                 for n in range(30)])
+        conv.store.store_flags("alice", folder, [3, 4], "add", ["\\Deleted"])
+        conv.store.expunge("alice", folder, [3, 4])
+        metas = {meta.uid: meta for meta in conv.store.messages("alice", folder)}
+        for wanted, batch in ((list(range(1, 31)), 7), (list(range(5, 20)), 100), ([1, 3, 4, 29, 31], 2), ([], 5)):
+            batches = list(conv.store.record_batches("alice", folder, wanted, batch))
+            assert len(batches) == -(-len(wanted) // batch)
+            uids = [uid for found, _ in batches for uid in found]
+            records = [record for _, record in batches for record in record]
+            present = [uid for uid in wanted if uid in metas]
+            assert uids == present
+            assert record_sizes(records) == [metas[uid].size for uid in present]
+            assert record_internaldates(records) == ([metas[uid].internaldate for uid in present],
+                                                     [metas[uid].tzoffset for uid in present])
+            assert record_blobs(records) == [metas[uid].blob for uid in present]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import mmap
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -43,7 +44,15 @@ from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
 from midb.errors import MidbError, NoSuchBody
 from midb.lru import BoundedCache
-from midb.messages import FlagColumns, flags_of
+from midb.messages import (
+    FlagColumns,
+    flag_columns_of_records,
+    flags_of,
+    meta_from_record,
+    record_blobs,
+    record_internaldates,
+    record_sizes,
+)
 from midb.mime import Digest
 from midb.store import INLINE_MAX
 
@@ -53,6 +62,13 @@ _BATCH = 256  # index records read per store call
 # FETCH of only these items takes the column path (rendered from flag columns, no message reads).
 RECORD_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 COLUMN_BATCH = 4096  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
+# FETCH of only these items takes the listing path (_ListingColumnsFetch): the record's own
+# fields, and items kept per body (ENVELOPE, BODYSTRUCTURE, BODY and BODY[...HEADER.FIELDS ...]
+# sections, see _cached_item).
+LISTING_ITEMS = RECORD_ITEMS | {"RFC822.SIZE", "INTERNALDATE", "ENVELOPE", "BODYSTRUCTURE", "BODY"}
+# Records per batch (and output chunk) on the listing path: its responses carry header fields or
+# structures, a few hundred bytes each.
+LISTING_BATCH = 256
 # Body ranges up to this size are read at once; larger ones are streamed, or handed to the pool
 # as FileRegions (sendfile(2)). A larger range is of a body larger than any the index keeps, so
 # it is always in a file. 256 KiB and up, the kernel's path costs a 512 KiB fetch about 15 % less
@@ -299,13 +315,14 @@ class _Renderer:
             return lambda msg, out: out.append(b"RFC822.SIZE %d" % msg.meta.size)
         if name == "MODSEQ":
             return lambda msg, out: out.append(self.modseq(msg.meta))
-        if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
+        cached = _cached_item(att, self.utf8)
+        if cached is not None and cached[0] is _STRUCTURES:
             utf8 = self.utf8
             return lambda msg, out: out.append(_structure(name, msg, utf8))
+        if cached is not None:
+            return functools.partial(_header_fields_piece, att, att.response_label())
         if name in ("BINARY", "BINARY.SIZE"):
             return functools.partial(_binary_pieces, att, att.response_label())
-        if att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
-            return functools.partial(_header_fields_piece, att, att.response_label())
         # BODY[...], RFC822, RFC822.HEADER, RFC822.TEXT
         return functools.partial(_section_pieces, att, att.response_label())
 
@@ -319,6 +336,18 @@ HEADER_FIELDS_CACHE_ENTRIES = 4096
 HEADER_FIELDS_CACHED = 2048
 _HEADER_FIELDS: BoundedCache[tuple[str, bytes, tuple[int, int] | None], bytes] = BoundedCache(
     HEADER_FIELDS_CACHE_ENTRIES)
+
+
+def _cached_item(att: FetchAtt, utf8: bool) -> tuple[BoundedCache[Any, bytes], Any, Any] | None:
+    """For an item that is the same for a body whoever asks: the cache that keeps it rendered,
+    and what its key holds after the body id (``_structure`` and ``_header_fields_piece`` make
+    these keys; the listing path looks a batch of them up at once). None for other items."""
+    name = att.name
+    if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
+        return _STRUCTURES, name, utf8
+    if name == "BODY" and att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
+        return _HEADER_FIELDS, att.response_label(), att.partial
+    return None
 
 
 def _header_fields_piece(att: FetchAtt, label: bytes, msg: _Message, out: list[Piece]) -> None:
@@ -397,7 +426,9 @@ class _FlagListBytes(dict[bytes | int, bytes]):
         return rendered
 
 
-_COLUMN_TEMPLATES = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
+# Per-message format of each column item; items kept per body are rendered with their label.
+_COLUMN_TEMPLATES = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)", "RFC822.SIZE": b"RFC822.SIZE %d",
+                     "INTERNALDATE": b"INTERNALDATE %b"}
 
 
 @functools.lru_cache(maxsize=16)
@@ -421,7 +452,7 @@ class _RecordColumnsFetch:
 
     def __init__(self, names: list[str], *, recent: set[int], show_recent: bool) -> None:
         self.names = names
-        self.format = b"* %d FETCH (" + b" ".join(_COLUMN_TEMPLATES[name] for name in names) + b")\r\n"
+        self.format = b"* %d FETCH (" + b" ".join(_COLUMN_TEMPLATES.get(name, b"%b") for name in names) + b")\r\n"
         # Ascending, so that a batch finds its own \Recent UIDs by bisection: usually a few
         # newest messages, but every message of a folder on its first SELECT after an import.
         self.recent = sorted(recent) if show_recent else []
@@ -462,18 +493,24 @@ class _RecordColumnsFetch:
 
     def render(self, view: Any, found: FlagColumns) -> bytes:
         """The responses for one batch of columns (every UID in the view), as one chunk."""
-        columns: list[Any] = [view.runs.positions_of(found.uids, base=1)]
-        for name in self.names:
-            if name == "UID":
-                columns.append(found.uids)
-            elif name == "FLAGS":
-                self.plain.tail_of = self.marked.tail_of = found.tail_of
-                columns.append(self._flag_lists(found.uids, found.tails))
-            else:
-                columns.append(found.modseqs)
-        if "MODSEQ" in self.names and found.modseqs:
+        return self.format_batch([view.runs.positions_of(found.uids, base=1),
+                                  *(self.record_column(name, found) for name in self.names)])
+
+    def record_column(self, name: str, found: FlagColumns) -> list[Any]:
+        """The values of a record item (UID, FLAGS or MODSEQ) for a batch."""
+        if name == "UID":
+            return found.uids
+        if name == "FLAGS":
+            self.plain.tail_of = self.marked.tail_of = found.tail_of
+            return self._flag_lists(found.uids, found.tails)
+        assert found.modseqs is not None
+        if found.modseqs:
             self.top_modseq = max(self.top_modseq, max(found.modseqs))
-        count = len(found.uids)
+        return found.modseqs
+
+    def format_batch(self, columns: list[list[Any]]) -> bytes:
+        """The responses of a batch: the message numbers, then a column per item."""
+        count = len(columns[0])
         width = len(columns)
         values: list[Any] = [None] * (count * width)
         for index, column in enumerate(columns):
@@ -499,6 +536,105 @@ class _RecordColumnsFetch:
             if index < len(uids) and uids[index] == uid:
                 lists[index] = self.marked[tails[index]]
         return lists
+
+
+class _ListingColumnsFetch(_RecordColumnsFetch):
+    """FETCH of what a client lists a folder with (e.g. ``UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS
+    (From To Subject Date ...)]``), column-wise like :class:`_RecordColumnsFetch`.
+
+    A batch of index records becomes columns: UID, flags and MODSEQ as there, RFC822.SIZE and
+    INTERNALDATE from the records' fixed fields (midb.messages.record_sizes and the like), and
+    each item kept per body (ENVELOPE, BODYSTRUCTURE, BODY, a HEADER.FIELDS section) looked up in
+    its cache for the whole batch at once. A message whose item is not cached (yet) has it made
+    by the general path's step, which caches it; one whose body is gone meanwhile (expunged by
+    another session) is left out, as on the general path. Listing the newest 1,000 messages
+    with their header fields cost 4.9 ms in process per message built and rendered one at a
+    time (a MessageMeta, a _Message and a step per item). Not for FETCHes that set \\Seen (the
+    flags change) or have CHANGEDSINCE (their set is a membership test)."""
+
+    def __init__(self, renderer: _Renderer, names: list[str]) -> None:
+        super().__init__(names, recent=renderer.recent, show_recent=renderer.show_recent)
+        self.store = renderer.store
+        self.with_modseq = "MODSEQ" in names
+        atts: list[FetchAtt | None] = [None] * (len(names) - len(renderer.items)) + list(renderer.items)
+        steps: list[Any] = [None] * (len(names) - len(renderer.steps)) + list(renderer.steps)
+        # Position in names -> (cache, key after the body id, the general path's step).
+        self.cached: dict[int, tuple[BoundedCache[Any, bytes], Any, Any, Callable[[_Message, list[Piece]], None]]] = {}
+        for index, att in enumerate(atts):
+            item = None if att is None else _cached_item(att, renderer.utf8)
+            if item is not None:
+                self.cached[index] = (*item, steps[index])
+
+    @staticmethod
+    def handles(renderer: _Renderer) -> bool:
+        """Whether every item of the FETCH is one the listing path renders."""
+        return all(att.name in LISTING_ITEMS and (att.section is None or _cached_item(att, renderer.utf8) is not None)
+                   for att in renderer.items)
+
+    def listing_responses(self, session: Any, uids: list[int]) -> Generator[bytes, Any, bool]:
+        """Yield the responses for ``uids`` (ascending, in the view) a chunk per batch; return
+        whether some of them are gone from the store (expunged by another session)."""
+        view = session.selected
+        found_count = 0
+        for found, records in session.store.record_batches(view.account, view.folder_id, uids, LISTING_BATCH):
+            chunk, count = self.render_records(view, found, records)
+            found_count += count
+            if count:
+                yield chunk
+        return found_count != len(uids)
+
+    def render_records(self, view: Any, uids: list[int], records: list[bytes]) -> tuple[bytes, int]:
+        """(The responses for one batch of records, how many messages they answer)."""
+        cached: dict[int, list[Any]] = {}
+        if self.cached:
+            blobs = record_blobs(records)
+            lost: set[int] = set()
+            made: dict[int, _Message] = {}  # messages with an item not cached: its digest read once
+            for index, item in self.cached.items():
+                cached[index] = self._cached_column(item, uids, records, blobs, made, lost)
+            if lost:
+                keep = [index for index in range(len(uids)) if index not in lost]
+                uids = [uids[index] for index in keep]
+                records = [records[index] for index in keep]
+                cached = {name: [column[index] for index in keep] for name, column in cached.items()}
+        if not uids:
+            return b"", 0
+        found = flag_columns_of_records(uids, records, with_modseq=self.with_modseq)
+        columns: list[list[Any]] = [view.runs.positions_of(uids, base=1)]
+        for index, name in enumerate(self.names):
+            if index in cached:
+                columns.append(cached[index])
+            elif name == "RFC822.SIZE":
+                columns.append(record_sizes(records))
+            elif name == "INTERNALDATE":
+                columns.append(list(map(encode.internaldate, *record_internaldates(records))))
+            else:
+                columns.append(self.record_column(name, found))
+        return self.format_batch(columns), len(uids)
+
+    def _cached_column(self, item: tuple[BoundedCache[Any, bytes], Any, Any, Callable[[_Message, list[Piece]], None]],
+                       uids: list[int], records: list[bytes], blobs: list[str], made: dict[int, _Message],
+                       lost: set[int]) -> list[Any]:
+        """One item kept per body, for a batch: from its cache, else made by the general path's
+        step (which caches it) with the batch's ``made`` message. Messages whose body is gone
+        are added to ``lost``."""
+        cache, first, second, step = item
+        values = cache.get_many(list(zip(blobs, itertools.repeat(first), itertools.repeat(second))))
+        if None in values:
+            for index, value in enumerate(values):
+                if value is not None or index in lost:
+                    continue
+                message = made.get(index)
+                if message is None:
+                    message = made[index] = _Message(self.store, meta_from_record(uids[index], records[index]))
+                pieces: list[Piece] = []
+                try:
+                    step(message, pieces)
+                except NoSuchBody:
+                    lost.add(index)  # expunged, body removed, since the records were read
+                    continue
+                (values[index],) = pieces  # built content, never streamed
+        return values
 
 
 class _Requested:
@@ -594,13 +730,21 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
     missing = False
     names = ["UID"] * renderer.uid + [att.name for att in renderer.items]
-    if not mark_seen and RECORD_ITEMS.issuperset(names):
+    rows: _RecordColumnsFetch | None = None
+    if mark_seen:
+        pass
+    elif RECORD_ITEMS.issuperset(names):
         # UID / FLAGS / MODSEQ only (a client resynchronising): rendered column-wise.
         rows = _RecordColumnsFetch(names, recent=view.recent, show_recent=renderer.show_recent)
+    elif isinstance(uids, list) and _ListingColumnsFetch.handles(renderer):
+        rows = _ListingColumnsFetch(renderer, names)  # what a client lists a folder with
+    if rows is not None:
         try:
             if isinstance(uids, _Requested):
                 assert cmd.changedsince is not None
                 missing = yield from rows.changed_responses(session, uids, cmd.changedsince)
+            elif isinstance(rows, _ListingColumnsFetch):
+                missing = yield from rows.listing_responses(session, uids)
             else:
                 missing = yield from rows.responses(session, uids)
         finally:
