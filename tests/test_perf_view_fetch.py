@@ -193,7 +193,25 @@ def _listing_message(rng: random.Random, number: int) -> bytes:
     return (head + "\r\n" + "body line\r\n" * rng.randint(0, 20)).encode()
 
 
+@pytest.fixture
+def empty_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-body caches of the test's own, so that its first listing finds nothing cached."""
+    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
+    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
+
+
+def _selected_listing_folder(conv: Conversation, seed: int, count: int) -> int:
+    """Log in, fill INBOX with ``count`` messages of _listing_message's shapes, select it."""
+    conv.login()
+    folder = conv.folder("INBOX").id
+    rng = random.Random(seed)
+    conv.store.append_many("alice", folder, [(_listing_message(rng, n), (), None, 0) for n in range(count)])
+    conv.select()
+    return folder
+
+
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.usefixtures("empty_caches")
 def test_listing_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     """FETCH of record fields and items kept per body (the listing path, _ListingColumnsFetch)
     gives byte for byte what the general per-message path gives, cold (every item made by the
@@ -201,9 +219,6 @@ def test_listing_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mo
     several batches."""
     rng = random.Random(seed)
     monkeypatch.setattr(fetch_command, "LISTING_BATCH", rng.choice([3, 16, 256]))
-    # A fresh cache per run, so that the first command of each list finds nothing cached.
-    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
-    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
     with Conversation(tmp_path) as conv:
         conv.login()
         if seed % 2:
@@ -236,18 +251,13 @@ def test_listing_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mo
                 assert listing[-1].split(b" ", 1)[1] == general[-1].split(b" ", 1)[1] == warm[-1].split(b" ", 1)[1]
 
 
+@pytest.mark.usefixtures("empty_caches")
 def test_listing_path_serves_a_warm_listing_from_the_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The second listing of the same messages reads no body and makes no MessageMeta; a FETCH
-    that sets \\Seen, or asks for a whole body, still takes the general path."""
-    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
-    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
+    that sets \\Seen still takes the general path."""
     listing = "FETCH 1:* (UID RFC822.SIZE FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (Subject From)])"
     with Conversation(tmp_path) as conv:
-        conv.login()
-        folder = conv.folder("INBOX").id
-        rng = random.Random(1)
-        conv.store.append_many("alice", folder, [(_listing_message(rng, n), (), None, 0) for n in range(20)])
-        conv.select()
+        _selected_listing_folder(conv, 1, 20)
         digests: list[str] = []
         real_digest = conv.store.digest
         monkeypatch.setattr(conv.store, "digest", lambda blob: digests.append(blob) or real_digest(blob))
@@ -268,18 +278,13 @@ def test_listing_path_serves_a_warm_listing_from_the_caches(tmp_path: Path, monk
         assert b"\\Seen" in conv.command("FETCH 1 FLAGS")[0]
 
 
+@pytest.mark.usefixtures("empty_caches")
 def test_listing_path_leaves_out_a_message_whose_body_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A body removed between reading the records and making an item (expunged by another
     session): the message gets no response and FETCH ends NO [EXPUNGEISSUED], as on the general
     path; the others are answered."""
-    monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
-    monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
     with Conversation(tmp_path) as conv:
-        conv.login()
-        folder = conv.folder("INBOX").id
-        rng = random.Random(2)
-        conv.store.append_many("alice", folder, [(_listing_message(rng, n), (), None, 0) for n in range(6)])
-        conv.select()
+        folder = _selected_listing_folder(conv, 2, 6)
         gone = conv.store.get_messages("alice", folder, [4])[0].blob
         real_digest = conv.store.digest
 

@@ -547,9 +547,9 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
     each item kept per body (ENVELOPE, BODYSTRUCTURE, BODY, a HEADER.FIELDS section) looked up in
     its cache for the whole batch at once. A message whose item is not cached (yet) has it made
     by the general path's step, which caches it; one whose body is gone meanwhile (expunged by
-    another session) is left out, as on the general path. Listing the newest 1,000 messages
-    with their header fields cost 4.9 ms in process per message built and rendered one at a
-    time (a MessageMeta, a _Message and a step per item). Not for FETCHes that set \\Seen (the
+    another session) is left out, as on the general path. The newest 1,000 messages of the bench
+    folder with their header fields: 1.9 ms in process, against 4.9 with a MessageMeta, a
+    _Message and a step per item made for each message. Not for FETCHes that set \\Seen (the
     flags change) or have CHANGEDSINCE (their set is a membership test)."""
 
     def __init__(self, renderer: _Renderer, names: list[str]) -> None:
@@ -596,7 +596,7 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
                 keep = [index for index in range(len(uids)) if index not in lost]
                 uids = [uids[index] for index in keep]
                 records = [records[index] for index in keep]
-                cached = {name: [column[index] for index in keep] for name, column in cached.items()}
+                cached = {position: [column[index] for index in keep] for position, column in cached.items()}
         if not uids:
             return b"", 0
         found = flag_columns_of_records(uids, records, with_modseq=self.with_modseq)
@@ -731,12 +731,10 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
     missing = False
     names = ["UID"] * renderer.uid + [att.name for att in renderer.items]
     rows: _RecordColumnsFetch | None = None
-    if mark_seen:
-        pass
-    elif RECORD_ITEMS.issuperset(names):
+    if not mark_seen and RECORD_ITEMS.issuperset(names):
         # UID / FLAGS / MODSEQ only (a client resynchronising): rendered column-wise.
         rows = _RecordColumnsFetch(names, recent=view.recent, show_recent=renderer.show_recent)
-    elif isinstance(uids, list) and _ListingColumnsFetch.handles(renderer):
+    elif not mark_seen and isinstance(uids, list) and _ListingColumnsFetch.handles(renderer):
         rows = _ListingColumnsFetch(renderer, names)  # what a client lists a folder with
     if rows is not None:
         try:
