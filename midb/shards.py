@@ -75,6 +75,14 @@ def of_blob(blob_raw: bytes, count: int) -> int:
     return int.from_bytes(blob_raw, "big") % count
 
 
+def of_blobs(blob_raws: list[bytes], count: int) -> list[int]:
+    """of_blob of each body id, with the call per body left out (SORT of a folder whose messages
+    lack sort entries places 100,000s)."""
+    if count == 1:
+        return [0] * len(blob_raws)
+    return [int.from_bytes(blob_raw, "big") % count for blob_raw in blob_raws]
+
+
 def new_blob_id(shard: int, count: int) -> str:
     """A random body id (32 hex digits) that of_blob places in `shard`."""
     value = int.from_bytes(secrets.token_bytes(BLOB_ID_BYTES), "big")

@@ -104,13 +104,7 @@ def thread_values(entry: bytes) -> tuple[Any, ...]:
     message would cost as much as the decoding); EntryError for an entry this code cannot read."""
     if entry[:1] != _VERSION_BYTE:
         raise EntryError("damaged sort entry, or of an unknown version")
-    try:
-        values = _loads(entry[_THREAD_START:])   # marshal reads one object: the sort part stays
-    except (EOFError, ValueError, TypeError) as exc:
-        raise EntryError(f"damaged sort entry: {exc}") from exc
-    if type(values) is not tuple or len(values) != _THREAD_COUNT:
-        raise EntryError("damaged sort entry")
-    return values
+    return _part(entry[_THREAD_START:], _THREAD_COUNT)   # marshal reads one object: the sort part stays
 
 
 def sort_texts(entry: bytes) -> tuple[str, ...]:
@@ -118,13 +112,18 @@ def sort_texts(entry: bytes) -> tuple[str, ...]:
     this code cannot read."""
     if entry[:1] != _VERSION_BYTE or len(entry) < _THREAD_START:
         raise EntryError("damaged sort entry, or of an unknown version")
+    return _part(entry[_THREAD_START + _head(entry)[2]:], _TEXT_COUNT)
+
+
+def _part(data: bytes, count: int) -> tuple[Any, ...]:
+    """One marshalled part of an entry: a tuple of ``count`` values, else EntryError."""
     try:
-        texts = _loads(entry[_THREAD_START + _head(entry)[2]:])
+        values = _loads(data)
     except (EOFError, ValueError, TypeError) as exc:
         raise EntryError(f"damaged sort entry: {exc}") from exc
-    if type(texts) is not tuple or len(texts) != _TEXT_COUNT:
+    if type(values) is not tuple or len(values) != count:
         raise EntryError("damaged sort entry")
-    return texts
+    return values
 
 
 def entry_date(entry: bytes) -> int:
@@ -136,8 +135,8 @@ def entry_date(entry: bytes) -> int:
 
 def rebuild(txn: Any, dbs: Any) -> int:
     """Write the entry of every message whose body has a readable summary (inside a write
-    transaction: the schema upgrade of midb.env, ``midb verify --repair``), dropping what was
-    there; returns how many were written. A message without one gets it when first sorted."""
+    transaction: the schema upgrade of midb.env), dropping what was there; returns how many were
+    written. A message without one gets it when first sorted."""
     txn.drop(dbs.sort_records, delete=False)
     written = 0
     summary_of = bodyrecords.get

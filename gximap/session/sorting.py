@@ -605,6 +605,9 @@ def _render_one(root: ThreadNode, numbers: Sequence[int], out: list[bytes]) -> N
             break
 
 
+_PIECE_BYTES = 12  # the longest piece _render_one writes: " " and a 10-digit number, or "(%d)"
+
+
 def render_threads(roots: Sequence[ThreadNode], numbers: Sequence[int], chunk: int = 1 << 16) -> Iterator[bytes]:
     """The data of a THREAD response (after ``* THREAD``), in pieces of about ``chunk`` bytes
     (counted as pieces of at most _PIECE_BYTES: the exact size would cost a len() per piece).
@@ -623,6 +626,3 @@ def render_threads(roots: Sequence[ThreadNode], numbers: Sequence[int], chunk: i
             out.clear()
     if out:
         yield b"".join(out)
-
-
-_PIECE_BYTES = 12  # the longest piece _render_one writes: " " and a 10-digit number, or "(%d)"
