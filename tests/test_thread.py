@@ -377,6 +377,11 @@ def test_dummies_below_the_top_are_pruned_deepest_first() -> None:
     # top, goes; then w, at the top, childless; r's lone child takes its place at the top.
     orphaned = [item(1, "e", "e", ("w", "z", "m")), item(2, "m", "m", ("r",))]
     assert render(sorting.thread_references(orphaned)) == b"(2 1)"
+    # At the top: x -> y -> (1, 2): the chain of dummies gives way to the two messages, which
+    # keep one dummy above them (several children at the root); one message alone takes its place.
+    nested = [item(1, "a", "m1", ("x", "y")), item(2, "b", "m2", ("x", "y"))]
+    assert render(sorting.thread_references(nested)) == b"((1)(2))"
+    assert render(sorting.thread_references(nested[:1])) == b"(1)"
     # Long chains of missing parents, and many dummies among one message's children.
     missing = tuple(f"gone{index}" for index in range(20_000))
     assert render(sorting.thread_references([item(1, "a", "m1", missing)])) == b"(1)"
