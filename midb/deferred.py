@@ -76,8 +76,8 @@ class DeferredParser:
             if self._closed:
                 return
             idle = not self._due and not self._parsed
-            blobs = list(blobs)
-            for blob, place in zip(blobs, list(places) if places is not None else [None] * len(blobs), strict=True):
+            pairs = ((blob, None) for blob in blobs) if places is None else zip(blobs, places, strict=True)
+            for blob, place in pairs:
                 if len(self._due) + len(self._parsed) >= QUEUE_LIMIT:
                     self.dropped += 1
                     continue

@@ -328,8 +328,9 @@ class ThreadNode:
         # What sibling lists sort by (_KEY): a message's is its sent date, then its position; a
         # dummy's is its first child's, set once its children are in order (_sort_dummy).
         self.key = 0 if item is None else item[_DATE] * _ORDER_SPAN + order
-        # Set while the algorithm runs; None in the trees it returns (no parent-child reference
-        # cycles: a dropped tree is freed by reference counting, see collector_paused).
+        # Read by steps 1-3 (loops, re-parenting, the top level, the dummies' lists), not kept
+        # up to date after that; None in the trees returned (no parent-child reference cycles: a dropped
+        # tree is freed by reference counting, see collector_paused).
         self.parent: ThreadNode | None = None
         # Most messages have no children: they share an empty tuple; a list once they have one.
         self.children: Sequence[ThreadNode] = ()
@@ -437,12 +438,8 @@ def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
         promoted = _promoted(child)
         if at_root and len(promoted) > 1:
             child.children = promoted
-            for grandchild in promoted:
-                grandchild.parent = child
             out.append(child)
         else:
-            for grandchild in promoted:
-                grandchild.parent = child.parent
             out.extend(promoted)
     return out
 
@@ -507,8 +504,6 @@ def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
         if id(node) in gone:
             continue
         out.append(replaced.get(id(node), node))
-    for node in out:
-        node.parent = None
     return out
 
 
@@ -557,7 +552,7 @@ def thread_references(items: Sequence[tuple[Any, ...]]) -> list[ThreadNode]:
     # Step 3: prune dummies. Below the top level only the lists that hold dummies change: in a
     # folder of conversations most nodes have children, few of them dummies.
     _prune_below_top([node for node in dummies if node.item is None])
-    roots = _pruned(roots, at_root=True)  # (a dummy's children that take its place get its parent: None)
+    roots = _pruned(roots, at_root=True)
     # Step 4: top level by sent date (a dummy by its earliest child).
     for node in roots:
         if node.item is None:
