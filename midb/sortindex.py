@@ -26,19 +26,25 @@ Message-ID and its parent ids (References, else In-Reply-To: RFC 5256 step 1). T
 (sort_texts): the first From/To/Cc mailboxes and the display names (RFC 5957). Texts compared as
 strings are in their i;ascii-casemap form (RFC 4790: ASCII letters upper-cased). A THREAD decodes
 the first part alone, a SORT (DATE) nothing (the date stands in the fixed head too).
+
+A folder's first THREAD or SORT reads every entry: ``folder_values`` takes the folder's range
+and ``read_all`` decodes it with no Python code run per entry for the thread part and the date.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import marshal
 import struct
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from midb import bodyrecords
 from midb.keys import message_key
-from midb.messages import BLOB_SLICE, unpack_record
+from midb.messages import BLOB_SLICE, uids_from_keys, unpack_record
 from midb.mime import DigestFormatError
 from midb.summary import SortRecord, sort_record
 
@@ -51,9 +57,11 @@ __all__ = [
     "entry_date",
     "entry_of_record",
     "entry_of_summary",
+    "folder_values",
     "orphans",
     "put_missing",
     "put_parsed",
+    "read_all",
     "rebuild",
     "sort_texts",
     "thread_values",
@@ -70,6 +78,7 @@ _TEXT_COUNT = len(SORT_TEXT_FIELDS)
 _loads = marshal.loads
 _ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
 _VERSION_BYTE = bytes((ENTRY_VERSION,))
+T = TypeVar("T")
 
 
 class EntryError(ValueError):
@@ -132,6 +141,102 @@ def entry_date(entry: bytes) -> int:
         raise EntryError("damaged sort entry, or of an unknown version")
     return _head(entry)[1]  # type: ignore[no-any-return]
 
+
+# -- a folder's entries at once -------------------------------------------------------------------
+
+_KEY_OF_ROW = itemgetter(0)
+_ENTRY_OF_ROW = itemgetter(1)
+_VERSION_OF = itemgetter(slice(0, 1))
+_THREAD_PART = itemgetter(slice(_THREAD_START, None))
+_DATE_OF_HEAD = itemgetter(1)
+
+
+def folder_values(txn: Any, db: Any, prefix: bytes, end: bytes | None, uids: Iterable[int],
+                  read: Callable[[bytes], T]) -> dict[int, T]:
+    """UID -> ``read(entry)`` of the messages ``uids`` of the folder whose message keys start
+    with ``prefix`` (up to ``end``, its prefix_end); an unreadable entry is left out.
+
+    The range is taken in chunks by C code (itertools.islice over the cursor), each decoded by
+    read_all when all of its messages are wanted (the usual case: a folder's first SORT or
+    THREAD), else one by one. Chunks keep what is being decoded in the CPU caches, and they
+    put the result dict in the collector's youngest generation after only one chunk's values:
+    a collection walking 100,000 fresh values then finds each one reachable as it comes to it
+    (built after all of them, the dict made that collection move every value twice: 60 ms
+    rather than 30)."""
+    found: dict[int, T] = {}
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix):
+        return found
+    rows = cursor.iternext()
+    wanted = set(uids)
+    while True:
+        chunk = list(itertools.islice(rows, _ROWS_PER_CHUNK))
+        if not chunk:
+            return found
+        last = end is not None and chunk[-1][0] >= end
+        if last:
+            del chunk[bisect.bisect_left(chunk, end, key=_KEY_OF_ROW):]
+        _read_chunk(uids_from_keys(list(map(_KEY_OF_ROW, chunk))), list(map(_ENTRY_OF_ROW, chunk)), wanted,
+                    read, found)
+        if last:
+            return found
+
+
+def _read_chunk(uids: list[int], entries: list[bytes], wanted: set[int], read: Callable[[bytes], T],
+                found: dict[int, T]) -> None:
+    if wanted.issuperset(uids):
+        try:
+            found.update(zip(uids, read_all(read, entries), strict=True))
+            return
+        except EntryError:
+            pass  # read one by one, to keep the readable ones
+    for uid, entry in zip(uids, entries, strict=True):
+        if uid in wanted:
+            try:
+                found[uid] = read(entry)
+            except EntryError:
+                pass
+
+
+_ROWS_PER_CHUNK = 512
+
+
+def _all_thread_values(entries: list[bytes]) -> list[tuple[Any, ...]]:
+    values = list(map(_loads, map(_THREAD_PART, entries)))
+    if set(map(type, values)) != {tuple} or set(map(len, values)) != {_THREAD_COUNT}:
+        raise EntryError("damaged sort entry")
+    return values
+
+
+def _all_dates(entries: list[bytes]) -> list[int]:
+    return list(map(_DATE_OF_HEAD, map(_head, entries)))
+
+
+# The readers read_all runs without a Python call per entry, and their bulk forms.
+_BULK_READERS: dict[Callable[[bytes], Any], Callable[[list[bytes]], list[Any]]] = {
+    thread_values: _all_thread_values,
+    entry_date: _all_dates,
+}
+
+
+def read_all(read: Callable[[bytes], T], entries: list[bytes]) -> list[T]:
+    """``[read(entry) for entry in entries]``; for thread_values and entry_date, in C code alone
+    (map over marshal.loads and struct unpacking, checked in bulk). EntryError if any entry is
+    unreadable: the caller then reads them one by one to keep the others."""
+    bulk = _BULK_READERS.get(read)
+    if bulk is None:
+        return list(map(read, entries))
+    if not entries:
+        return []
+    if set(map(_VERSION_OF, entries)) != {_VERSION_BYTE}:
+        raise EntryError("damaged sort entry, or of an unknown version")
+    try:
+        return bulk(entries)  # type: ignore[return-value]
+    except (EOFError, ValueError, TypeError, struct.error) as exc:
+        raise EntryError(f"damaged sort entry: {exc}") from exc
+
+
+# -- maintenance -----------------------------------------------------------------------------------
 
 def rebuild(txn: Any, dbs: Any) -> int:
     """Write the entry of every message whose body has a readable summary (inside a write

@@ -1942,19 +1942,7 @@ class Store(MetadataMixin):
                     end = prefix_end(prefix)
                     if record.messages >= PREFETCH_FROM:
                         dbs.pages.key_range(txn, b"sort_records", prefix, end)
-                    wanted = set(uids)
-                    uid_of = UID_IN_MESSAGE_KEY.unpack_from
-                    cursor = txn.cursor(db)
-                    if cursor.set_range(prefix):
-                        for key, entry in cursor.iternext():
-                            if end is not None and key >= end:
-                                break
-                            uid = uid_of(key)[0]
-                            if uid in wanted:
-                                try:
-                                    found[uid] = read(entry)
-                                except sortindex.EntryError:
-                                    pass
+                    found = sortindex.folder_values(txn, db, prefix, end, uids, read)
         if len(found) < len(uids):
             self._derive_sort_values(account, folder_id, [uid for uid in uids if uid not in found], read, found,
                                      write=db is not None)

@@ -16,7 +16,7 @@ from store_helpers import folder_id, store_with_alice
 from midb import deferred, mime, sortindex
 from midb import env as midb_env
 from midb.deferred import DeferredParser
-from midb.keys import message_key
+from midb.keys import folder_key, message_key, prefix_end
 from midb.store import Store
 from midb.summary import SortRecord, encode_summary, sort_record_of, summarize
 
@@ -114,6 +114,57 @@ def test_a_damaged_entry_is_refused(damage: Any, refused_by: str) -> None:
     for read in readers:
         with pytest.raises(sortindex.EntryError):
             read(entry)
+
+
+DAMAGES = [lambda entry: entry[:5], lambda entry: bytes([9]) + entry[1:],
+           lambda entry: entry[:HEAD] + b"N" + entry[HEAD + 1:], lambda entry: entry[:HEAD] + entry[HEAD + 3:HEAD + 9]]
+
+
+@pytest.mark.parametrize("read", [sortindex.thread_values, sortindex.entry_date, sortindex.sort_texts],
+                         ids=["thread", "date", "texts"])
+def test_reading_entries_at_once_gives_what_reading_each_gives(read: Any) -> None:
+    entries = [expected_entry(message(number), INTERNALDATE + number) for number in range(5)]
+    entries.append(expected_entry(UNDATED, 12345))
+    assert sortindex.read_all(read, entries) == [read(entry) for entry in entries]
+    assert sortindex.read_all(read, []) == []
+    for damage in DAMAGES:
+        damaged = [*entries[:2], damage(entries[2]), *entries[3:]]
+        try:
+            read(damaged[2])
+        except sortindex.EntryError:
+            with pytest.raises(sortindex.EntryError):   # the caller then reads them one by one
+                sortindex.read_all(read, damaged)
+
+
+def test_a_folder_read_in_chunks_gives_each_wanted_message_its_values(store: Store,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The range is read in chunks (made small here): a chunk ending in the next folder's entries,
+    one holding a damaged entry, one holding messages not asked for, messages without an entry
+    (the range runs on into the next folder); each wanted message gets exactly its values."""
+    monkeypatch.setattr(sortindex, "_ROWS_PER_CHUNK", 4)
+    folder = fill(store, 23)
+    store.create_folder("alice", "Next")
+    after = fill(store, 6, "Next")
+    uids = store.uids("alice", folder)
+    entries = stored_entries(store)
+    expected = {uid: sortindex.thread_values(entries[(folder, uid)]) for uid in uids}
+    assert all_values(store, folder) == expected
+    assert all_values(store, after) == {uid: sortindex.thread_values(entries[(after, uid)])
+                                        for uid in store.uids("alice", after)}
+    assert all_values(store, folder, sortindex.entry_date) == {uid: values[0] for uid, values in expected.items()}
+    wanted = [uid for uid in uids if uid % 3]   # more than an eighth: one pass, not lookups
+    assert store.sort_values("alice", folder, wanted, sortindex.thread_values) == {
+        uid: expected[uid] for uid in wanted}
+    put_entry(store, folder, 6, b"\x01garbage")
+    drop_entries(store, folder, [21, 22, 23])
+    shared = store._home("alice")
+    with shared.read() as txn:
+        prefix = folder_key(store._account_id(txn, shared.dbs, "alice"), folder)
+        read = sortindex.folder_values(txn, shared.dbs.sort_records, prefix, prefix_end(prefix), uids,
+                                       sortindex.thread_values)
+    # the damaged entry's chunk read one by one: its other messages are kept
+    assert read == {uid: values for uid, values in expected.items() if uid not in (6, 21, 22, 23)}
+    assert all_values(store, folder) == expected   # the damaged and missing ones derived from summaries
 
 
 # -- kept with the messages ---------------------------------------------------------------------------
