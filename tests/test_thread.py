@@ -4,7 +4,6 @@ functions of gximap.session.sorting."""
 from __future__ import annotations
 
 import calendar
-import gc
 import random
 import re
 import time
@@ -405,23 +404,3 @@ def test_returned_trees_hold_no_parent_links() -> None:
             seen += node.item is not None
             stack.extend(node.children)
         assert seen == len(items)
-
-
-def test_collector_paused_nests_and_restores() -> None:
-    assert gc.isenabled()
-    with sorting.collector_paused():
-        assert not gc.isenabled()
-        with sorting.collector_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the outer pause still holds
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with sorting.collector_paused():
-            pass
-        assert not gc.isenabled()  # off before: left off
-    finally:
-        gc.enable()
-    with pytest.raises(RuntimeError), sorting.collector_paused():
-        raise RuntimeError("fails inside")
-    assert gc.isenabled()

@@ -19,8 +19,6 @@ References chain of any length cannot exhaust the recursion limit.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import threading
 from array import array
 from collections import OrderedDict
@@ -35,45 +33,12 @@ __all__ = [
     "SortColumns",
     "ThreadItem",
     "ThreadNode",
-    "collector_paused",
     "column_values",
     "render_threads",
     "sort_order",
     "thread_orderedsubject",
     "thread_references",
 ]
-
-
-# -- building large short-lived structures -------------------------------------------------------
-
-_pause_lock = threading.Lock()
-_pauses = 0  # threads inside collector_paused()
-_collector_was_enabled = False
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Run without Python's cyclic garbage collector: around building a folder's values or
-    threads, 100,000 objects or more. Every 700 allocations of such objects start a collection,
-    and every few of those one of all the process's objects (its caches included): measured on a
-    first THREAD of 100,000 messages in conversations, 70 of 270 ms reading the values and 120
-    of 500 ms threading them. Nothing built here is left in a reference cycle (the thread trees
-    drop their parent links when done), so what is dropped is freed at once without it. Nested
-    and concurrent uses share one pause; the last one out enables the collector again (unless
-    it was off before the first)."""
-    global _pauses, _collector_was_enabled
-    with _pause_lock:
-        if _pauses == 0:
-            _collector_was_enabled = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses -= 1
-            if _pauses == 0 and _collector_was_enabled:
-                gc.enable()
 
 
 # -- per-message values --------------------------------------------------------------------------
@@ -330,7 +295,7 @@ class ThreadNode:
         self.key = 0 if item is None else item[_DATE] * _ORDER_SPAN + order
         # Read by steps 1-3 (loops, re-parenting, the top level, the dummies' lists), not kept
         # up to date after that; None in the trees returned (no parent-child reference cycles: a dropped
-        # tree is freed by reference counting, see collector_paused).
+        # tree is freed by reference counting, see gximap.session.collector).
         self.parent: ThreadNode | None = None
         # Most messages have no children: they share an empty tuple; a list once they have one.
         self.children: Sequence[ThreadNode] = ()

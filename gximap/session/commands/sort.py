@@ -19,6 +19,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import condstore, searching, sorting
 from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.collector import collector_paused
 from gximap.session.commands.search import esearch_response
 
 _EXTREMES = frozenset({"MIN", "MAX"})
@@ -65,7 +66,7 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], *, whole_fo
     store = session.store
 
     def load(missing: list[int]) -> dict[int, Any]:
-        with sorting.collector_paused():  # a value or more per message: see collector_paused
+        with collector_paused():  # a value or more per message: see collector_paused
             return sorting.column_values(
                 criterion, missing, lambda uids: store.search_rows(view.account, view.folder_id, uids),
                 lambda uids, read: store.sort_values(view.account, view.folder_id, uids, read))

@@ -16,6 +16,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import sorting
 from gximap.session.base import SELECTED, Done, command
+from gximap.session.collector import collector_paused
 from gximap.session.commands.sort import check_charset, folder_values, matching_uids, sort_folder
 from gximap.session.selected import UID_ARRAY
 
@@ -49,7 +50,7 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes, Any, Done]:
 
     def answer() -> list[bytes]:
         items, numbers = thread_items(session, uids, cmd.uid, whole_folder=whole_folder)
-        with sorting.collector_paused():  # a node per message: see collector_paused
+        with collector_paused():  # a node per message: see collector_paused
             threads = _ALGORITHMS[cmd.algorithm](items)
             lines = [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads, numbers), b"\r\n"]
             # Freed here, by reference counting: a collection when the pause ends would go
