@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 from midb import bodyrecords
 from midb.keys import message_key
-from midb.messages import BLOB_SLICE, uids_from_keys, unpack_record
+from midb.messages import BLOB_SLICE, split_pairs, unpack_record
 from midb.mime import DigestFormatError
 from midb.summary import SortRecord, sort_record
 
@@ -145,7 +145,6 @@ def entry_date(entry: bytes) -> int:
 # -- a folder's entries at once -------------------------------------------------------------------
 
 _KEY_OF_ROW = itemgetter(0)
-_ENTRY_OF_ROW = itemgetter(1)
 _VERSION_OF = itemgetter(slice(0, 1))
 _THREAD_PART = itemgetter(slice(_THREAD_START, None))
 _DATE_OF_HEAD = itemgetter(1)
@@ -176,14 +175,14 @@ def folder_values(txn: Any, db: Any, prefix: bytes, end: bytes | None, uids: Ite
         last = end is not None and chunk[-1][0] >= end
         if last:
             del chunk[bisect.bisect_left(chunk, end, key=_KEY_OF_ROW):]
-        _read_chunk(uids_from_keys(list(map(_KEY_OF_ROW, chunk))), list(map(_ENTRY_OF_ROW, chunk)), wanted,
-                    read, found)
+        _read_chunk(*split_pairs(chunk), wanted, read, found)
         if last:
             return found
 
 
 def _read_chunk(uids: list[int], entries: list[bytes], wanted: set[int], read: Callable[[bytes], T],
                 found: dict[int, T]) -> None:
+    """folder_values of one chunk (its UIDs and entries), into ``found``."""
     if wanted.issuperset(uids):
         try:
             found.update(zip(uids, read_all(read, entries), strict=True))

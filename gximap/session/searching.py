@@ -573,10 +573,10 @@ def search(session: Any, key: SearchKey, *, now: float | None = None) -> list[in
 
 
 # Messages in the view from which a search reads and tests its messages with the collector
-# paused (gximap.session.collector): the rows or records read, an object or two per message, and
-# what the tests build per message, started 430 collections in a SEARCH SUBJECT of 100,000
-# messages (30 ms of its 650) and 630 in a SEARCH BODY (four of all the process's objects: 90
-# ms of 1.1 s).
+# paused (gximap.session.collector). The rows or records read (an object or two per message) and
+# what the tests build per message started 430 collections in a SEARCH SUBJECT of 100,000
+# messages (30 ms of its 650) and 630 in a SEARCH BODY (90 ms of 1.1 s, four of those
+# collections over all of the process's objects).
 _PAUSE_FROM = 4096
 
 
