@@ -38,7 +38,7 @@ REPEATS = 5
 # what a server that has run for a while does. Right after a start, gximap runs a command's
 # Python code for the first time: CPython 3.11 turns a function's bytecode into its specialized
 # form only after 8 calls, so one STATUS in a fresh process took 457, 158, 131 ... µs and
-# settled at 72-75 µs from about the 15th (bench/README, twenty-fifth pass); Dovecot's new
+# settled at 72-75 µs from about the 15th (bench/HISTORY.md, twenty-fifth pass); Dovecot's new
 # imap process settles after its first. The full run restarts each server just before this
 # workload, so without these runs its "warm" medians were gximap's warm-up. The first run of
 # each command stays a step of its own: that is the cold figure.
@@ -490,7 +490,7 @@ class _Steps:
         A step timed once measures where the scheduler happened to put the server and the
         client as much as the server: on two CPUs, one ``UID FETCH 1:*`` of 100,000 messages
         took 34-63 ms with the two pinned to different CPUs and 60-104 ms pinned to the same
-        one, in fresh processes of the same server on the same data (bench/README, eighteenth
+        one, in fresh processes of the same server on the same data (bench/HISTORY.md, eighteenth
         pass). The first run after SELECT stays its own step; this one is the warm command's."""
         runs: list[float] = []
         client_cpu: list[float] = []
@@ -561,7 +561,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
         await timed("STATUS", main, status)
         # A sub-millisecond command timed once says more about where the scheduler put the two
         # processes than about the server (0.6-1.7 ms for gximap, 0.9-69 ms for Dovecot across
-        # the runs of bench/README's twentieth pass): its warm runs get a median of their own.
+        # the runs of bench/HISTORY.md, twentieth pass): its warm runs get a median of their own.
         await steps.run_repeated(REPEATED_STATUS, REPEATS, lambda: main.checked(status, collect=True),
                                   warmup=WARMUP_RUNS)
         if steps.gave_up:

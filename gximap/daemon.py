@@ -87,7 +87,7 @@ def preload_modules() -> None:
 # A process runs Python on one core at a time, and its workers spend much of their time waiting
 # for the disk (a commit's fsync): with one process per CPU a core idles while its process's
 # sessions queue for that process's one running thread. Two per CPU, against one, under the
-# 10-client mixed load on 2 CPUs (bench/README, sixteenth pass): +12 % and +6 % in two A/B runs
+# 10-client mixed load on 2 CPUs (bench/HISTORY.md, sixteenth pass): +12 % and +6 % in two A/B runs
 # of alternating rounds, +15 % at 100 clients. The cap keeps big machines within LMDB's reader
 # table (1,024 slots, one per thread that reads) and their memory within reason.
 AUTO_PROCESSES_PER_CPU = 2

@@ -10,7 +10,7 @@ Why one table and not four: an APPEND writes all four records of its new body an
 deletes them, in the same transaction. In four tables (schemas 1-3) that rewrote the path from
 the root to a leaf in four B-trees, plus each tree's entry in LMDB's catalogue; side by side the
 four records share one leaf and one path. On this project's disks a commit's flush costs about as
-much per separately placed page as per fsync (bench/README, eighth pass), and LMDB's single
+much per separately placed page as per fsync (bench/HISTORY.md, eighth pass), and LMDB's single
 writer holds its lock for that flush: fewer trees per write is more writes per second.
 
 A store opened read-only at an older schema cannot be upgraded; its four tables are read as they
