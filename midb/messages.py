@@ -244,13 +244,7 @@ U32_ARRAY_CODE = next(code for code in "IL" if array(code).itemsize == 4)
 def uids_from_keys(keys: list[bytes]) -> list[int]:
     """The UIDs of message keys (account, folder, uid: three big-endian u32 each), in one pass of
     C code rather than one struct call per key."""
-    if not keys:
-        return []
-    words = array(U32_ARRAY_CODE)
-    words.frombytes(b"".join(keys))
-    if sys.byteorder == "little":
-        words.byteswap()
-    return words[2::3].tolist()
+    return uid_array_from_keys(keys).tolist()
 
 
 def uid_array_from_keys(keys: list[bytes]) -> array:

@@ -92,15 +92,19 @@ from midb.messages import (
     FIXED_SIZE,
     FLAGS_OFFSET,
     U32_ARRAY_CODE,
+    FlagColumns,
     FlagSet,
     MessageMeta,
     counter_deltas,
+    flag_columns_from_pairs,
+    flag_columns_of_records,
     flag_rows_from_pairs,
     meta_from_record,
     metas_from_pairs,
     pack_record,
     parse_flags,
     split_pairs,
+    uid_array_from_keys,
     uids_from_keys,
     unpack_record,
     with_modseq_and_flags,
@@ -2011,8 +2015,6 @@ class Store(MetadataMixin):
     def folder_uids(self, account: str, folder_id: int) -> tuple[FolderInfo, array]:
         """(the folder, its UIDs ascending as an array of u32) read in one transaction, so the
         UID list is exactly the one of that folder record's state (UIDNEXT, message count)."""
-        from midb.messages import uid_array_from_keys  # noqa: PLC0415 - keeps this block self-contained
-
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
@@ -2041,8 +2043,6 @@ class Store(MetadataMixin):
 
     def _record_flag_columns(self, account: str, folder_id: int, wanted: list[int], with_modseq: bool) -> Any:
         """flag_columns of `wanted`, already sorted, distinct and in range, from their records."""
-        from midb.messages import flag_columns_of_records  # noqa: PLC0415 - self-contained block
-
         found, records = self._existing_records(account, folder_id, wanted)
         return flag_columns_of_records(found, records, with_modseq=with_modseq)
 
@@ -2085,8 +2085,6 @@ class Store(MetadataMixin):
         When `uids` are a good part of the folder, its flag column (midb.columns) is read once,
         in one transaction, and handed out a batch at a time; otherwise each batch is read from
         its message records (flag_columns)."""
-        from midb.messages import FlagColumns  # noqa: PLC0415 - self-contained block
-
         # A session's whole view comes sorted and distinct; the column path only needs its
         # ends and length, so its 100,000 UIDs are not checked one by one (2 ms) unless the
         # records are read after all.
@@ -2121,12 +2119,6 @@ class Store(MetadataMixin):
         """changes_since as columns: (FlagColumns, MODSEQs included, of the messages whose modseq
         is above `modseq`, in UID order; UIDs expunged after `modseq`, ascending). Walks the
         modseq index from `modseq`: O(changes), whatever the folder's size."""
-        from midb.messages import (  # noqa: PLC0415 - self-contained block
-            FlagColumns,
-            flag_columns_from_pairs,
-            flag_columns_of_records,
-        )
-
         def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> tuple[Any, list[int]]:
             changed = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
             vanished = self._vanished_after(txn, dbs, account_id, record, modseq)
