@@ -561,7 +561,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
         await timed("STATUS", main, status)
         # A sub-millisecond command timed once says more about where the scheduler put the two
         # processes than about the server (0.6-1.7 ms for gximap, 0.9-69 ms for Dovecot across
-        # the runs of bench/HISTORY.md, twentieth pass): its warm runs get a median of their own.
+        # the runs of the twentieth pass, bench/HISTORY.md): its warm runs get a median of their own.
         await steps.run_repeated(REPEATED_STATUS, REPEATS, lambda: main.checked(status, collect=True),
                                   warmup=WARMUP_RUNS)
         if steps.gave_up:
