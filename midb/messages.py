@@ -250,13 +250,16 @@ def uids_from_keys(keys: list[bytes]) -> list[int]:
 def uid_array_from_keys(keys: list[bytes]) -> array:
     """Like :func:`uids_from_keys`, as an array of 32-bit UIDs (4 bytes each instead of a list of
     int objects): what a view of a whole folder is built from."""
-    words = array(U32_ARRAY_CODE)
-    if not keys:
-        return words
-    words.frombytes(b"".join(keys))
+    return _big_endian_array(b"".join(keys), U32_ARRAY_CODE)[2::3]
+
+
+def _big_endian_array(data: bytes, code: str) -> array:
+    """``data`` (big-endian numbers of the item size of ``code``) as an array, in C."""
+    numbers = array(code)
+    numbers.frombytes(data)
     if sys.byteorder == "little":
-        words.byteswap()
-    return words[2::3]
+        numbers.byteswap()
+    return numbers
 
 
 class FlagColumns(NamedTuple):
@@ -292,11 +295,7 @@ def flag_columns_of_records(uids: list[int], records: list[bytes], *, with_modse
     tails = list(map(_record_tail, records))
     modseqs = None
     if with_modseq:
-        words = array(_U64_ARRAY_CODE)
-        words.frombytes(b"".join(map(_record_modseq, records)))
-        if sys.byteorder == "little":
-            words.byteswap()
-        modseqs = words.tolist()
+        modseqs = _field_column(records, _record_modseq, _U64_ARRAY_CODE)
     return FlagColumns(uids, tails, modseqs)
 
 
@@ -321,11 +320,7 @@ _I64_ARRAY_CODE = next(code for code in "ql" if array(code).itemsize == 8)
 
 
 def _field_column(records: list[bytes], field: operator.itemgetter, code: str) -> list[int]:
-    words = array(code)
-    words.frombytes(b"".join(map(field, records)))
-    if sys.byteorder == "little":
-        words.byteswap()
-    return words.tolist()
+    return _big_endian_array(b"".join(map(field, records)), code).tolist()
 
 
 def record_sizes(records: list[bytes]) -> list[int]:
