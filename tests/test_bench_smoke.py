@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import bodies, folders, lmdb_trees, loadgen, messages, noop, procstat, report, servers  # noqa: E402
+from bench import bodies, folders, lmdb_trees, loadgen, messages, noop, procstat, report, roundtrip, servers  # noqa: E402
 from bench.client import ImapConnection, Reply, dot_stuff  # noqa: E402
 from bench.loadgen import percentile, summarize  # noqa: E402
 
@@ -527,6 +527,39 @@ def test_noop_probe_prints_the_rate_and_cpu_per_command(tmp_path: Path, capsys: 
     assert not (scratch / "gximap").exists()   # its scratch directory is removed
     with pytest.raises(SystemExit):
         noop.main(["--servers", "exchange"])
+
+
+def test_roundtrip_placements_need_two_cpus_to_be_apart() -> None:
+    assert roundtrip.placements({3}) == {"free": ({3}, {3}), "shared": ({3}, {3})}
+    assert roundtrip.placements({5, 2, 7}) == {"free": ({2, 5, 7}, {2, 5, 7}), "shared": ({2}, {2}),
+                                               "apart": ({2}, {5})}
+
+
+@pytest.mark.slow
+def test_roundtrip_probe_times_each_placement_and_restores_the_affinity(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = tmp_path / "roundtrip"
+    allowed = os.sched_getaffinity(0)
+    assert roundtrip.main(["--servers", "gximap", "--commands", "20", "--warmup", "2", "--rounds", "1",
+                           "--dir", str(scratch)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("STATUS INBOX (MESSAGES UIDNEXT UNSEEN): 1 × 20 round trips")
+    expected = ["free", "shared"] + (["apart"] if len(allowed) > 1 else [])
+    assert [line.split()[0] for line in lines[1:]] == expected
+    for line in lines[1:]:
+        words = line.split()   # free  gximap  141 /  200, CPU  90
+        median, p90 = float(words[2]), float(words[4].rstrip(","))
+        assert 0 < median <= p90
+    assert os.sched_getaffinity(0) == allowed   # the load generator is free again
+    assert not servers.RUNNING, "the probe left a server running"
+    assert not (scratch / "gximap").exists()
+
+
+@pytest.mark.parametrize("options", [["--commands", "0"], ["--rounds", "0"], ["--warmup", "-1"],
+                                     ["--command", "NOOP\r\nLOGOUT"], ["--servers", "exchange"]])
+def test_roundtrip_probe_refuses_bad_options(options: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        roundtrip.main(options)
 
 
 @pytest.mark.slow
