@@ -1,6 +1,7 @@
-"""What the side-by-side probes (bench.noop, bench.bodies, bench.folders) share: the --servers and
---dir options, a server started for one measurement and always stopped and removed after it, the
-loop that measures each server that is installed, and a blocking client connection."""
+"""What the side-by-side probes (bench.noop, bench.bodies, bench.folders, bench.roundtrip) share:
+the --servers and --dir options, a server started for one measurement and always stopped and
+removed after it, the list (and the loop that measures each) of the servers that are installed,
+and a blocking client connection."""
 
 from __future__ import annotations
 
@@ -51,16 +52,24 @@ def started_server(name: str, directory: Path, accounts: list[servers.Account], 
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def installed(names: list[str]) -> list[str]:
+    """The servers of ``names`` that are installed; each other one is named as not measured."""
+    found = []
+    for name in names:
+        missing = servers.SERVER_CLASSES[name].missing()
+        if missing:
+            print(f"{name}: not measured ({missing})")
+        else:
+            found.append(name)
+    return found
+
+
 def measure_each(names: list[str], measure: Callable[[str], Figures],
                  line: Callable[[str, Figures], str]) -> dict[str, Figures]:
     """Measure each installed server in turn, printing ``line`` of its figures; a server that is
     not installed is named as not measured."""
     results: dict[str, Figures] = {}
-    for name in names:
-        missing = servers.SERVER_CLASSES[name].missing()
-        if missing:
-            print(f"{name}: not measured ({missing})")
-            continue
+    for name in installed(names):
         results[name] = measure(name)
         print(line(name, results[name]))
     return results

@@ -167,16 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--commands and --rounds must be positive, --warmup not negative")
     if not args.command or "\r" in args.command or "\n" in args.command:
         parser.error("--command must be one line")
-    installed = []
-    for name in names:
-        missing = servers.SERVER_CLASSES[name].missing()
-        if missing:
-            print(f"{name}: not measured ({missing})")
-        else:
-            installed.append(name)
-    if not installed:
+    measured = probes.installed(names)
+    if not measured:
         return 0
-    results = measure(installed, args.dir, args.command.encode(), commands=args.commands,
+    results = measure(measured, args.dir, args.command.encode(), commands=args.commands,
                       warmup=args.warmup, rounds=args.rounds)
     print(f"{args.command}: {args.rounds} × {args.commands} round trips per server and placement "
           f"(median / 90th percentile µs, server CPU µs per command)")
