@@ -7,13 +7,15 @@
 The large-mailbox workload times its warm STATUS on one connection, one command at a time, with
 the bench's asyncio client. On a 2-CPU machine that figure depends on whether the scheduler puts
 the server next to the load generator: on one CPU a round trip costs the sum of both sides' CPU
-time (no wake-up of another CPU); on two, each side's wake-up of the other (bench/HISTORY.md,
-thirty-fifth pass). This probe times the same command in three placements, with the affinity of
+time (no wake-up of another CPU); on two, each side's wake-up of the other is added
+(bench/HISTORY.md, thirty-fifth pass). This probe times the same command in three placements, with the affinity of
 the server's whole process tree (every thread) and of the load generator set for each:
 
 - ``free``: both may run on any CPU, as in the bench (the scheduler's choice);
 - ``shared``: both on the first CPU;
 - ``apart``: the server on the first CPU, the load generator on the second (skipped with one CPU).
+
+Threads the probe may not change (another user's, when it does not run as root) keep theirs.
 
 Every round measures each server once in each placement, the servers in alternating order (all
 of them run for the whole probe), on a fresh connection: ``--warmup`` untimed commands, then
@@ -40,7 +42,6 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "roundt
 DEFAULT_COMMAND = "STATUS INBOX (MESSAGES UIDNEXT UNSEEN)"
 SEED_MESSAGES = 100
 COMMAND_TIMEOUT = 10.0
-PLACEMENTS = ("free", "shared", "apart")
 Affinity = tuple[set[int], set[int]]   # (the server's CPUs, the load generator's)
 
 
@@ -61,16 +62,13 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
-def pin_tree(root: int, cpus: set[int]) -> int:
-    """Set the affinity of every thread of ``root``'s process tree; the threads set. A process or
-    thread that ends meanwhile is skipped."""
-    pinned = 0
+def pin_tree(root: int, cpus: set[int]) -> None:
+    """Set the affinity of every thread of ``root``'s process tree. A thread that ends meanwhile,
+    or that belongs to another user, is skipped."""
     for pid in procstat.process_tree(root):
         for thread in _threads(pid):
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.sched_setaffinity(thread, cpus)
-                pinned += 1
-    return pinned
 
 
 def pin_self(cpus: set[int]) -> None:
