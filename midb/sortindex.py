@@ -148,6 +148,7 @@ _KEY_OF_ROW = itemgetter(0)
 _VERSION_OF = itemgetter(slice(0, 1))
 _THREAD_PART = itemgetter(slice(_THREAD_START, None))
 _DATE_OF_HEAD = itemgetter(1)
+_ROWS_PER_CHUNK = 512   # rows of a folder's range decoded together (folder_values)
 
 
 def folder_values(txn: Any, db: Any, prefix: bytes, end: bytes | None, uids: Iterable[int],
@@ -196,8 +197,6 @@ def _read_chunk(uids: list[int], entries: list[bytes], wanted: set[int], read: C
             except EntryError:
                 pass
 
-
-_ROWS_PER_CHUNK = 512
 
 
 def _all_thread_values(entries: list[bytes]) -> list[tuple[Any, ...]]:

@@ -571,9 +571,8 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
         return all(att.name in LISTING_ITEMS and (att.section is None or _cached_item(att, renderer.utf8) is not None)
                    for att in renderer.items)
 
-    def listing_responses(self, session: Any, uids: list[int]) -> Generator[bytes, Any, bool]:
-        """Yield the responses for ``uids`` (ascending, in the view) a chunk per batch; return
-        whether some of them are gone from the store (expunged by another session)."""
+    def responses(self, session: Any, uids: list[int]) -> Generator[bytes, Any, bool]:
+        """As :meth:`_RecordColumnsFetch.responses`, from batches of index records."""
         view = session.selected
         found_count = 0
         for found, records in session.store.record_batches(view.account, view.folder_id, uids, LISTING_BATCH):
@@ -741,8 +740,6 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
             if isinstance(uids, _Requested):
                 assert cmd.changedsince is not None
                 missing = yield from rows.changed_responses(session, uids, cmd.changedsince)
-            elif isinstance(rows, _ListingColumnsFetch):
-                missing = yield from rows.listing_responses(session, uids)
             else:
                 missing = yield from rows.responses(session, uids)
         finally:
