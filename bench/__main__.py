@@ -25,11 +25,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench import procstat, profiling, report, servers, workloads
+from bench import idlepoll, procstat, profiling, report, servers, workloads
 from bench.servers import Account, BenchServer
 from bench.workloads import Scale
 
@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true",
                         help="record py-spy profiles of gximap per workload into var/bench/profiles "
                              "(installs py-spy into .venv when missing)")
+    parser.add_argument("--guest-halt-poll", type=int, metavar="NS",
+                        help="for this run, let idle vCPUs poll up to NS nanoseconds before they halt "
+                             "(Linux's haltpoll driver, as root; restored afterwards); recorded with "
+                             "the results")
     parser.add_argument("--gximap-option", action="append", default=[], metavar="NAME=VALUE",
                         help="set a gximap directive for this run, after the bench's own settings "
                              "(repeatable), e.g. imap_process_num=4")
@@ -394,6 +398,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
     unknown = [name for name in selected if name not in workloads.WORKLOADS]
     if unknown:
         raise SystemExit(f"unknown workloads: {', '.join(unknown)}")
+    if args.guest_halt_poll is not None:
+        reason = idlepoll.unsettable_reason() if args.guest_halt_poll >= 0 else "cannot be negative"
+        if reason is not None:
+            raise SystemExit(f"--guest-halt-poll: {reason}")
     started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     results: Result = {"started": started.isoformat().replace("+00:00", "Z"), "quick": bool(args.quick),
                        "host": host_info(), "scale": scale.to_dict(), "workloads": selected, "servers": {}}
@@ -417,7 +425,12 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
     # ship (the matched-scheme variant restarts them); a profile follows one server at a time.
     interleave = (len(available) > 1 and scale.mixed_rounds > 1 and "mixed" in selected
                   and args.mixed_scheme == servers.SCHEME_DEFAULT and profile_dir is None)
+    halt_poll = ExitStack()
     try:
+        if args.guest_halt_poll is not None:
+            halt_poll.enter_context(idlepoll.guest_halt_polling(args.guest_halt_poll))
+            results["guest_halt_poll_set"] = args.guest_halt_poll
+        results["host"]["idle"] = idlepoll.idle_policy()
         for name in names:
             if name in unavailable:
                 results["servers"][name] = {"status": "skipped", "detail": unavailable[name],
@@ -431,6 +444,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
         results["servers"] = {name: results["servers"][name] for name in names}
     finally:
         servers.stop_all()
+        halt_poll.close()
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
     results["finished"] = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import idlepoll
 from bench.loadgen import HEADERS_STEP, REPEATED_HEADERS, REPEATED_STATUS, REPEATED_STEPS, SORTING_STEPS
 
 Result = dict[str, Any]
@@ -288,10 +289,20 @@ def format_header(results: Result) -> str:
                          if name in servers)
     return (f"gximap benchmark {results.get('started', '')} ({'quick' if results.get('quick') else 'full'} run)\n"
             f"host: {host.get('cpus')} CPUs, {host.get('mem_gib')} GiB RAM, {host.get('kernel', '')}\n"
+            f"{_idle_line(results)}"
             f"servers: {versions}\n"
             f"mixed load logs in with: {results.get('mixed_scheme', 'default')} password scheme\n"
             f"{_mixed_rounds_line(results)}"
             "↑ higher is better, ↓ lower is better; ratios are gximap ÷ other")
+
+
+def _idle_line(results: Result) -> str:
+    """How idle CPUs waited (bench.idlepoll); runs from before it was recorded have no line."""
+    policy = results.get("host", {}).get("idle")
+    if not policy:
+        return ""
+    setting = " (set for this run)" if results.get("guest_halt_poll_set") is not None else ""
+    return f"idle CPUs: {idlepoll.describe(policy)}{setting}\n"
 
 
 def _mixed_rounds_line(results: Result) -> str:

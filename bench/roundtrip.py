@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.roundtrip [--servers gximap,dovecot] [--command "STATUS INBOX (...)"]
                                         [--commands 1000] [--warmup 100] [--rounds 3]
-                                        [--dir var/bench/roundtrip]
+                                        [--dir var/bench/roundtrip] [--guest-halt-poll NS]
 
 The large-mailbox workload times its warm STATUS on one connection, one command at a time, with
 the bench's asyncio client. On a 2-CPU machine that figure depends on whether the scheduler puts
@@ -21,7 +21,9 @@ Every round measures each server once in each placement, the servers in alternat
 of them run for the whole probe), on a fresh connection: ``--warmup`` untimed commands, then
 ``--commands`` timed ones. The probe prints, per placement and server, the median round trip,
 its 90th percentile, and the server's CPU microseconds per command (from /proc, in clock ticks:
-read it over a thousand commands or more), then the ratios gximap/Dovecot.
+read it over a thousand commands or more), then the ratios gximap/Dovecot, under a line saying
+how idle CPUs wait (bench.idlepoll). ``--guest-halt-poll NS`` measures everything a second time
+with idle vCPUs polling up to NS nanoseconds before they halt (as root; restored afterwards).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import probes, procstat, servers
+from bench import idlepoll, probes, procstat, servers
 from bench.client import ImapConnection, ImapError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "roundtrip"
@@ -159,19 +161,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=1000, help="timed commands per connection")
     parser.add_argument("--warmup", type=int, default=100, help="untimed commands before them")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--guest-halt-poll", type=int, metavar="NS",
+                        help="measure again with idle vCPUs polling up to NS nanoseconds before they "
+                             "halt (Linux's haltpoll driver; as root, restored afterwards)")
     args = parser.parse_args(argv)
     names = probes.server_names(parser, args)
     if args.commands < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error("--commands and --rounds must be positive, --warmup not negative")
+    if args.guest_halt_poll is not None:
+        if args.guest_halt_poll < 0:
+            parser.error("--guest-halt-poll cannot be negative")
+        reason = idlepoll.unsettable_reason()
+        if reason is not None:
+            parser.error(f"--guest-halt-poll: {reason}")
     if not args.command or "\r" in args.command or "\n" in args.command:
         parser.error("--command must be one line")
     measured = probes.installed(names)
     if not measured:
         return 0
-    results = measure(measured, args.dir, args.command.encode(), commands=args.commands,
-                      warmup=args.warmup, rounds=args.rounds)
     print(f"{args.command}: {args.rounds} × {args.commands} round trips per server and placement "
           f"(median / 90th percentile µs, server CPU µs per command)")
+    settings = [None] if args.guest_halt_poll is None else [None, args.guest_halt_poll]
+    for halt_poll in settings:
+        with contextlib.nullcontext() if halt_poll is None else idlepoll.guest_halt_polling(halt_poll):
+            print(f"idle CPUs: {idlepoll.describe(idlepoll.idle_policy())}")
+            results = measure(measured, args.dir, args.command.encode(), commands=args.commands,
+                              warmup=args.warmup, rounds=args.rounds)
+        _print_placements(results)
+    return 0
+
+
+def _print_placements(results: dict[str, dict[str, dict[str, float]]]) -> None:
     for place, figures in results.items():
         cells = "   ".join(f"{name} {values['median_us']:6.0f} / {values['p90_us']:6.0f}, CPU {values['cpu_us_per_command']:5.0f}"
                            for name, values in figures.items())
@@ -179,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         if "gximap" in figures and "dovecot" in figures:
             ratio = f"   gximap/Dovecot {figures['gximap']['median_us'] / figures['dovecot']['median_us']:.2f}"
         print(f"{place:6s}  {cells}{ratio}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -544,9 +544,10 @@ def test_roundtrip_probe_times_each_placement_and_restores_the_affinity(
                            "--dir", str(scratch)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("STATUS INBOX (MESSAGES UIDNEXT UNSEEN): 1 × 20 round trips")
+    assert lines[1].startswith("idle CPUs: cpuidle ")
     expected = ["free", "shared"] + (["apart"] if len(allowed) > 1 else [])
-    assert [line.split()[0] for line in lines[1:]] == expected
-    for line in lines[1:]:
+    assert [line.split()[0] for line in lines[2:]] == expected
+    for line in lines[2:]:
         words = line.split()   # free  gximap  141 /  200, CPU  90
         median, p90 = float(words[2]), float(words[4].rstrip(","))
         assert 0 < median <= p90
