@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,9 +75,30 @@ def unsettable_reason(root: Path = SYSFS) -> str | None:
     return None
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP, where they would kill the process outright, unwind it instead (so
+    the ``finally`` that restores the machine's setting runs)."""
+    replaced: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                replaced[signum] = signal.signal(signum, _exit_on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
 def guest_halt_polling(nanoseconds: int, root: Path = SYSFS) -> Iterator[None]:
-    """Let idle vCPUs poll up to ``nanoseconds`` before halting, for the ``with`` block."""
+    """Let idle vCPUs poll up to ``nanoseconds`` before halting, for the ``with`` block (also
+    when SIGTERM or SIGHUP ends it)."""
     if nanoseconds < 0:
         raise ValueError("the halt-poll time cannot be negative")
     path = root / _HALT_POLL_NS
@@ -87,6 +110,7 @@ def guest_halt_polling(nanoseconds: int, root: Path = SYSFS) -> Iterator[None]:
     except OSError as exc:
         raise HaltPollUnavailable(f"cannot set {path} ({exc.strerror or exc}): run as root") from None
     try:
-        yield
+        with _signals_unwind():
+            yield
     finally:
         path.write_text(f"{previous}\n", encoding="ascii")

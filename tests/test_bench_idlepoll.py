@@ -3,7 +3,11 @@ may set (on a stand-in sysfs tree: the tests never change the machine's own sett
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,3 +98,26 @@ def test_table_header_says_how_idle_cpus_waited() -> None:
     header = report.format_header({"host": {"cpus": 2, "idle": dict(policy, guest_halt_poll_ns=0)}, "servers": {}})
     assert "guest halt polling off\n" in header and "set for this run" not in header
     assert "idle CPUs" not in report.format_header({"host": {"cpus": 2}, "servers": {}})  # older runs
+
+
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM as a fresh process has it (a test runner's worker may have its own handler)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.usefixtures("default_sigterm")
+def test_sigterm_during_the_block_still_restores_the_setting(tmp_path: Path) -> None:
+    root = fake_sysfs(tmp_path)
+    with pytest.raises(SystemExit) as ended:
+        with idlepoll.guest_halt_polling(150000, root):
+            assert halt_poll_file(root).read_text() == "150000\n"
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert halt_poll_file(root).read_text() == "0\n"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # put back as it was
