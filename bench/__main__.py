@@ -399,7 +399,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
     if unknown:
         raise SystemExit(f"unknown workloads: {', '.join(unknown)}")
     if args.guest_halt_poll is not None:
-        reason = idlepoll.unsettable_reason() if args.guest_halt_poll >= 0 else "cannot be negative"
+        reason = idlepoll.setting_refused(args.guest_halt_poll)
         if reason is not None:
             raise SystemExit(f"--guest-halt-poll: {reason}")
     started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)

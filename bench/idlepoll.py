@@ -2,7 +2,7 @@
 
     idle_policy() -> {"cpuidle_driver": "haltpoll", "cpuidle_governor": "haltpoll", "guest_halt_poll_ns": 0}
     describe(policy) -> "cpuidle haltpoll (haltpoll governor), guest halt polling off"
-    unsettable_reason() -> None, or why guest_halt_polling() cannot work here
+    setting_refused(200_000) -> None, or why guest_halt_polling(200_000) cannot work here
     with guest_halt_polling(200_000): ...    # as root; the previous value is restored afterwards
 
 Between two commands of one client a server's CPU goes idle. On a virtual machine whose idle
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["HaltPollUnavailable", "describe", "guest_halt_polling", "idle_policy", "unsettable_reason"]
+__all__ = ["HaltPollUnavailable", "describe", "guest_halt_polling", "idle_policy", "setting_refused"]
 
 SYSFS = Path("/sys")
 _CPUIDLE = Path("devices/system/cpu/cpuidle")
@@ -64,8 +64,10 @@ def describe(policy: dict[str, str | int | None]) -> str:
     return text + (f", guest halt polling up to {poll:,} ns" if poll else ", guest halt polling off")
 
 
-def unsettable_reason(root: Path = SYSFS) -> str | None:
-    """Why guest_halt_polling() would fail here, or None when it can set the limit."""
+def setting_refused(nanoseconds: int, root: Path = SYSFS) -> str | None:
+    """Why guest_halt_polling(nanoseconds) would fail here, or None when it can set the limit."""
+    if nanoseconds < 0:
+        return "cannot be negative"
     path = root / _HALT_POLL_NS
     if _read(path) is None:
         return (f"{path} is missing: this machine has no guest halt polling "
@@ -104,7 +106,7 @@ def guest_halt_polling(nanoseconds: int, root: Path = SYSFS) -> Iterator[None]:
     path = root / _HALT_POLL_NS
     previous = _read(path)
     if previous is None:
-        raise HaltPollUnavailable(unsettable_reason(root) or f"{path} cannot be read")
+        raise HaltPollUnavailable(setting_refused(nanoseconds, root) or f"{path} cannot be read")
     try:
         path.write_text(f"{nanoseconds}\n", encoding="ascii")
     except OSError as exc:

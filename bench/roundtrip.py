@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bench import idlepoll, probes, procstat, servers
 from bench.client import ImapConnection, ImapError
+from bench.loadgen import percentile
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "roundtrip"
 DEFAULT_COMMAND = "STATUS INBOX (MESSAGES UIDNEXT UNSEEN)"
@@ -148,7 +149,7 @@ def measure(names: list[str], directory: Path, command: bytes, *, commands: int,
             timed = sorted(runs[place][name])
             results[place][name] = {
                 "median_us": 1e6 * statistics.median(timed),
-                "p90_us": 1e6 * timed[int(0.9 * (len(timed) - 1))],
+                "p90_us": 1e6 * percentile(timed, 0.9),
                 "cpu_us_per_command": 1e6 * cpu[place][name] / len(timed),
             }
     return results
@@ -169,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.commands < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error("--commands and --rounds must be positive, --warmup not negative")
     if args.guest_halt_poll is not None:
-        if args.guest_halt_poll < 0:
-            parser.error("--guest-halt-poll cannot be negative")
-        reason = idlepoll.unsettable_reason()
+        reason = idlepoll.setting_refused(args.guest_halt_poll)
         if reason is not None:
             parser.error(f"--guest-halt-poll: {reason}")
     if not args.command or "\r" in args.command or "\n" in args.command:

@@ -198,7 +198,6 @@ def _read_chunk(uids: list[int], entries: list[bytes], wanted: set[int], read: C
                 pass
 
 
-
 def _all_thread_values(entries: list[bytes]) -> list[tuple[Any, ...]]:
     values = list(map(_loads, map(_THREAD_PART, entries)))
     if set(map(type, values)) != {tuple} or set(map(len, values)) != {_THREAD_COUNT}:

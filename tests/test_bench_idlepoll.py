@@ -54,7 +54,7 @@ def test_idle_policy_of_a_machine_without_haltpoll(tmp_path: Path) -> None:
 
 def test_guest_halt_polling_is_set_for_the_block_and_restored(tmp_path: Path) -> None:
     root = fake_sysfs(tmp_path)
-    assert idlepoll.unsettable_reason(root) is None
+    assert idlepoll.setting_refused(1000, root) is None
     with idlepoll.guest_halt_polling(150000, root):
         assert idlepoll.idle_policy(root)["guest_halt_poll_ns"] == 150000
     assert halt_poll_file(root).read_text() == "0\n"
@@ -65,7 +65,8 @@ def test_guest_halt_polling_is_set_for_the_block_and_restored(tmp_path: Path) ->
 
 def test_guest_halt_polling_refused_without_haltpoll_or_negative(tmp_path: Path) -> None:
     root = fake_sysfs(tmp_path, poll=None)
-    assert "no guest halt polling" in (idlepoll.unsettable_reason(root) or "")
+    assert "no guest halt polling" in (idlepoll.setting_refused(1000, root) or "")
+    assert idlepoll.setting_refused(-1, fake_sysfs(tmp_path / "settable")) == "cannot be negative"
     with pytest.raises(idlepoll.HaltPollUnavailable, match="no guest halt polling"):
         with idlepoll.guest_halt_polling(1000, root):
             pass
@@ -77,12 +78,12 @@ def test_guest_halt_polling_refused_without_haltpoll_or_negative(tmp_path: Path)
 def test_an_unwritable_setting_asks_for_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = fake_sysfs(tmp_path)
     monkeypatch.setattr(idlepoll.os, "access", lambda path, mode: False)  # root may write anything
-    assert "run as root" in (idlepoll.unsettable_reason(root) or "")
+    assert "run as root" in (idlepoll.setting_refused(1000, root) or "")
 
 
 @pytest.mark.parametrize("options", [["--guest-halt-poll", "-5"], ["--guest-halt-poll", "1000"]])
 def test_probes_refuse_halt_polling_they_cannot_set(options: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(idlepoll, "unsettable_reason", lambda root=None: "cannot write it: run as root")
+    monkeypatch.setattr(idlepoll, "setting_refused", lambda nanoseconds, root=None: "cannot write it: run as root")
     with pytest.raises(SystemExit):
         roundtrip.main(["--servers", "gximap", *options])
     args = bench_main.build_parser().parse_args(["--servers", "gximap", "--no-install", *options])
