@@ -46,6 +46,7 @@ run: devstate
 
 lint: deps
 	$(VENV)/bin/ruff check gximap midb tests bench
+	$(VENV)/bin/mypy
 
 test: deps lint
 	$(VENV)/bin/pytest -n 2 --timeout 300 $(PYTEST_ARGS)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gximap import __version__
 from gximap import config as gxconfig
 from gximap import log as gxlog
 from gximap.cli import SignalLatch, sd_notify
 from gximap.config import Config
+
+if TYPE_CHECKING:  # for the hints only: the methods below import these where they use them
+    from gximap.mta import MtaServices
+    from gximap.net.pool import Server
 
 # Message bodies up to this size are kept in the midb index rather than in files of their own: a
 # delivery then costs one index commit instead of a file created, written, synced and renamed and
@@ -42,7 +47,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         autologout=float(cfg.imap_autologout_time),
         default_lang=str(cfg.default_lang),
         version=__version__,
-        quota_admins=tuple(cfg.imap_quota_admins),  # type: ignore[arg-type]
+        quota_admins=tuple(cfg.imap_quota_admins),
         metadata_max_entries=int(cfg.imap_metadata_max_entries),
         metadata_max_size=int(cfg.imap_metadata_max_size),
         sort_cache_size=int(cfg.imap_sort_cache_size),
@@ -129,10 +134,10 @@ class Daemon:
         self.cfg = cfg
         self.config_paths = list(config_paths)
         self.log = gxlog.get_logger()
-        self.server = None
+        self.server: Server | None = None
         self.store = None
         self.ctx = None
-        self.mta = None  # gximap.mta.MtaServices: LMTP and the auth socket
+        self.mta: MtaServices | None = None  # LMTP and the auth socket
         self._mta_activated: list[tuple[int, str]] = []
         self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
 

@@ -200,8 +200,8 @@ def _run(argv: Sequence[str], message: bytes, timeout: float,
                     problem = f"timed out after {timeout:g}s"
                     break
                 for key, _mask in selector.select(remaining):
-                    stream = key.fileobj
-                    if stream is proc.stdin:
+                    ready = key.fileobj
+                    if ready is proc.stdin:
                         try:
                             offset += os.write(proc.stdin.fileno(), view[offset:offset + _WRITE_CHUNK])
                         except BlockingIOError:
@@ -213,13 +213,13 @@ def _run(argv: Sequence[str], message: bytes, timeout: float,
                             proc.stdin.close()
                         continue
                     try:
-                        chunk = os.read(stream.fileno(), 65536)  # type: ignore[union-attr]
+                        chunk = os.read(key.fd, 65536)
                     except BlockingIOError:
                         continue
                     if not chunk:
-                        selector.unregister(stream)
+                        selector.unregister(ready)
                         continue
-                    if stream is proc.stdout:
+                    if ready is proc.stdout:
                         stdout += chunk
                         if len(stdout) > max_output:
                             problem = f"more than {max_output} bytes of output"

@@ -136,7 +136,8 @@ def parse_passwd_file(text: str, source: str = "passwd-file") -> dict[str, Passw
         for token in fields[7].split():
             name, _, value = token.partition("=")
             extra[name.lower()] = value
-        entries[key] = PasswdEntry(key, fields[1], *fields[2:7], extra=extra)
+        uid, gid, gecos, home, shell = fields[2:7]
+        entries[key] = PasswdEntry(key, fields[1], uid, gid, gecos, home, shell, extra=extra)
     return entries
 
 

@@ -20,7 +20,7 @@ are (``Databases.legacy_bodies``). A store opened for writing is upgraded first 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 import lmdb
 
@@ -87,6 +87,14 @@ def delete_all(txn: Any, dbs: Any, blob_raw: bytes) -> bool:
     return bool(txn.delete(record_key(blob_raw, BODY), db=db))
 
 
+# The overloads tell the records (values=True) from the Nones (values=False).
+@overload
+def items(txn: Any, dbs: Any, kind: int, *,
+          values: Literal[True] = True) -> Iterator[tuple[bytes, bytes]]: ...
+@overload
+def items(txn: Any, dbs: Any, kind: int, *, values: Literal[False]) -> Iterator[tuple[bytes, None]]: ...
+@overload
+def items(txn: Any, dbs: Any, kind: int, *, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]: ...
 def items(txn: Any, dbs: Any, kind: int, *, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
     """(body id, record) for every record of one kind, in body-id order; the record is None when
     ``values`` is false (no copy of bodies that are not wanted)."""

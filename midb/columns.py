@@ -37,7 +37,7 @@ import sys
 import threading
 from array import array
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from midb.errors import InvalidFlag
 from midb.keys import FOLDER, U32, unpack_message_key
@@ -163,7 +163,7 @@ class Column(NamedTuple):
                    self.modseqs[start:stop].tolist() if self.modseqs is not None else None)
 
 
-def _field(view: memoryview, code: str, index: int, stride: int) -> array:
+def _field(view: memoryview, code: Literal["I", "Q"], index: int, stride: int) -> array[int]:
     numbers = array(code)
     numbers.frombytes(view.cast(code)[index::stride].tobytes())
     if sys.byteorder == "little":

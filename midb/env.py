@@ -237,10 +237,11 @@ class _LmdbErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> None:
+        # Returns None: never swallows an exception (type checkers then see a with-block's
+        # return as the function's last statement).
         if error is not None and isinstance(error, lmdb.Error):
             raise translate_lmdb_error(error) from error
-        return False
 
 
 _LMDB_ERRORS = _LmdbErrors()
@@ -367,7 +368,7 @@ class SharedEnv:
 
     # ---- transactions -------------------------------------------------------------------------
 
-    def read(self) -> lmdb.Transaction:
+    def read(self) -> lmdb.Transaction[bytes]:
         """A read-only snapshot; use as a context manager (`with shared.read() as txn:`)."""
         try:
             return self.env.begin()
@@ -497,7 +498,7 @@ class SharedEnv:
             for rider in riders:
                 rider.wake.release()
 
-    def _begin(self) -> lmdb.Transaction | BaseException:
+    def _begin(self) -> lmdb.Transaction[bytes] | BaseException:
         """The write transaction, or why there is none."""
         try:
             # begin() waits for LMDB's write lock while another process commits, which can take
@@ -521,7 +522,7 @@ class SharedEnv:
         finally:
             self._gathering = False
 
-    def _run_batch(self, txn: lmdb.Transaction, batch: list[_Pending]) -> None:
+    def _run_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> None:
         """Run and commit a batch; every job leaves it done, with a result or an error.
 
         The jobs, the commit and the sync are one blocking section: the serving pool lets another
@@ -553,7 +554,7 @@ class SharedEnv:
         except lmdb.Error as error:
             log.error("flushing %s failed: %s", self.index_dir, error)
 
-    def _commit_batch(self, txn: lmdb.Transaction, batch: list[_Pending]) -> bool:
+    def _commit_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> bool:
         try:
             if len(batch) == 1:
                 only = batch[0]

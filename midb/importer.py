@@ -248,7 +248,7 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
     end = _header_block_end(data)
     fields = _header_fields(data, end)
-    values = {}
+    values: dict[str, bytes] = {}
     for name, value, _, _ in fields:
         values.setdefault(name, value)
     origin = f"{folder.origin}: message #{number}"
@@ -547,6 +547,7 @@ def scan_maildir(path: str | os.PathLike[str], *, crlf: bool = True) -> SourceFo
             unlisted.append((base, file_path, mtime, letters))
     unlisted.sort(key=lambda item: (_leading_number(item[0]), item[0]))
 
+    ordered: list[tuple[int | None, str, str, int, str]]   # (UID or None: unlisted, *found entry)
     if uidlist is not None:
         folder.uidvalidity = uidlist.uidvalidity
         next_uid = max(uidlist.nextuid, max(listed, default=0) + 1)

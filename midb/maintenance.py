@@ -135,8 +135,8 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
     for key, raw in txn.cursor(dbs.folder_names):
         account_id, name = unpack_name_key(key)
         folder_id = unpack_u32(raw)
-        record = scan.folders.get((account_id, folder_id))
-        if record is None or record.name != name:
+        folder_record = scan.folders.get((account_id, folder_id))
+        if folder_record is None or folder_record.name != name:
             errors.append(f"folder name {account_id}/{name}: points to a missing or renamed folder")
             scan.problems.append(("folder_name_dangling", bytes(key)))
 
@@ -205,11 +205,11 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
 
     for key in txn.cursor(dbs.tombstones).iternext(values=False):
         account_id, folder_id, modseq, uid = unpack_change_key(key)
-        record = scan.folders.get((account_id, folder_id))
-        if record is None:
+        folder_record = scan.folders.get((account_id, folder_id))
+        if folder_record is None:
             errors.append(f"tombstone {account_id}/{folder_id}/{uid} of a missing folder")
             scan.problems.append(("tombstone_dangling", bytes(key)))
-        elif modseq > record.highestmodseq:
+        elif modseq > folder_record.highestmodseq:
             errors.append(f"tombstone {account_id}/{folder_id}/{uid}: modseq {modseq} > highestmodseq")
             scan.problems.append(("folder_counters", (account_id, folder_id)))
 
@@ -235,16 +235,16 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
             errors.append(f"digest of unknown body {blob_raw.hex()}")
             scan.problems.append(("digest_dangling", blob_raw))
     for blob_raw, data in bodyrecords.items(txn, dbs, bodyrecords.BODY):
-        record = scan.blob_records.get(blob_raw)
-        if record is None:
+        blob_record = scan.blob_records.get(blob_raw)
+        if blob_record is None:
             errors.append(f"body {blob_raw.hex()} kept in the index has no record")
             scan.problems.append(("inline_dangling", blob_raw))
             continue
         scan.inline.add(blob_raw)
         kept_size = len(data or b"")
-        if kept_size != record[1]:
+        if kept_size != blob_record[1]:
             errors.append(f"body {blob_raw.hex()} kept in the index has {kept_size} bytes, "
-                          f"its record says {record[1]}")
+                          f"its record says {blob_record[1]}")
     for blob_raw, _ in bodyrecords.items(txn, dbs, bodyrecords.SUMMARY, values=False):
         if blob_raw not in scan.blob_records:
             errors.append(f"summary of unknown body {blob_raw.hex()}")

@@ -1094,11 +1094,13 @@ def _part_to_tuple(part: Part) -> tuple:
 def _part_from_tuple(raw: tuple) -> Part:
     children = raw[14]
     message = raw[15]
-    return Part(
+    # One starred tuple (the same bytecode as *raw[:14] followed by two arguments): mypy cannot
+    # count a variable-length star argument followed by more.
+    return Part(*(
         *raw[:14],
         None if children is None else tuple(_part_from_tuple(child) for child in children),
         None if message is None else (Envelope(*message[0]), _part_from_tuple(message[1])),
-    )
+    ))
 
 
 def encode_digest(d: Digest) -> bytes:

@@ -16,8 +16,8 @@ import os
 import struct
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -544,7 +544,7 @@ class Store(MetadataMixin):
                 return None
 
     def list_accounts(self) -> list[Account]:
-        accounts = []
+        accounts: list[Account] = []
         for shared in self._live_shards():
             with lmdb_errors(), shared.read() as txn:
                 cursor = txn.cursor(shared.dbs.accounts)
@@ -586,7 +586,7 @@ class Store(MetadataMixin):
     def delete_account(self, name: str) -> None:
         """Remove the account: folders, messages, body references, subscriptions, ownership."""
 
-        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> int:
             account_id = self._account_id(txn, dbs, name)
             account = self._account(txn, dbs, account_id)
             prefix = account_key(account_id)
@@ -1021,13 +1021,15 @@ class Store(MetadataMixin):
         return uidvalidity, uids[0]
 
     def append_many(self, account: str, folder_id: int,
-                    items: list[tuple[bytes, Iterable[str], int | None, int]]) -> tuple[int, list[int]]:
+                    items: Sequence[tuple[bytes, Iterable[str], int | None, int]]
+                    ) -> tuple[int, list[int]]:
         """MULTIAPPEND: all messages or none, in one transaction; -> (uidvalidity, uids)."""
         uidvalidity, uids, _floor = self._append(account, folder_id, _some_items(items, "append_many"), None)
         return uidvalidity, uids
 
     def append_claiming(self, account: str, folder_id: int,
-                        items: list[tuple[bytes, Iterable[str], int | None, int]]) -> tuple[int, list[int], int]:
+                        items: Sequence[tuple[bytes, Iterable[str], int | None, int]]
+                        ) -> tuple[int, list[int], int]:
         """append_many by a session that has the folder selected read-write: the same transaction
         also does claim_recent, so that the session does not pay a second durable commit to claim
         \\Recent for the messages it just added. -> (uidvalidity, uids, previous recent_floor):
@@ -1059,8 +1061,8 @@ class Store(MetadataMixin):
             try:
                 prepared, total = self._prepare_append([(data, flags, None, 0)], now)
                 self._refuse_early(account, folder_id, total, len(prepared), None)
-            except MidbError as error:
-                outcomes[-1] = error
+            except MidbError as refusal:   # not `error`: the name is the loop variable below
+                outcomes[-1] = refusal
                 continue
             live.append((len(outcomes) - 1, account, folder_id, prepared, total))
         if not live:
@@ -1089,7 +1091,7 @@ class Store(MetadataMixin):
                 finished[position] = result
         effects = WriteEffects()
         unexpected: BaseException | None = None
-        failed_blobs = []
+        failed_blobs: list[str] = []
         stored_blobs = []
         stored_places = []
         for (index, account, folder_id, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished,
@@ -1117,7 +1119,7 @@ class Store(MetadataMixin):
             raise unexpected
         return outcomes
 
-    def _prepare_append(self, items: list[tuple[bytes, Iterable[str], int | None, int]],
+    def _prepare_append(self, items: Sequence[tuple[bytes, Iterable[str], int | None, int]],
                         now: int) -> tuple[list[tuple[bytes, FlagSet, int, int]], int]:
         """Validated (data, flags, internaldate, tzoffset) items and their total size."""
         prepared: list[tuple[bytes, FlagSet, int, int]] = []
@@ -1153,7 +1155,7 @@ class Store(MetadataMixin):
             _check_uid_room(record, explicit_uid, count)
 
     def _append(self, account: str, folder_id: int,
-                items: list[tuple[bytes, Iterable[str], int | None, int]],
+                items: Sequence[tuple[bytes, Iterable[str], int | None, int]],
                 explicit_uid: int | None, *, claim: bool = False) -> tuple[int, list[int], int | None]:
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
@@ -1195,8 +1197,11 @@ class Store(MetadataMixin):
             inline = [False] * len(datas)
         to_files = [data for data, kept in zip(datas, inline, strict=True) if not kept]
         parse = _encoded_digest if self._parser is None else None   # else parsed after the commit
-        file_blobs, file_digests = (self._blobs.write_many(to_files, parse, new_id=new_id)
-                                    if to_files else ([], []))
+        # The ignore: mypy (2.4) solves write_many's T here as parse's result without its None,
+        # then rejects parse.
+        file_blobs, file_digests = (
+            self._blobs.write_many(to_files, parse, new_id=new_id)  # type: ignore[arg-type]
+            if to_files else ([], []))
         blobs: list[str] = []
         digests: list[tuple[bytes, bytes] | None] = []
         next_file = iter(zip(file_blobs, file_digests, strict=True))
@@ -1722,7 +1727,8 @@ class Store(MetadataMixin):
                     metas.append(meta_from_record(uid, raw))
             return metas, self._vanished_after(txn, dbs, account_id, record, modseq)
 
-        return self._after_modseq(account, folder_id, modseq, ([], []), read)
+        nothing: tuple[list[MessageMeta], list[int]] = ([], [])   # typed: T is inferred from it
+        return self._after_modseq(account, folder_id, modseq, nothing, read)
 
     def _after_modseq(self, account: str, folder_id: int, modseq: int, nothing: T,
                       read: Callable[[Any, Databases, int, FolderRecord], T]) -> T:
@@ -2090,7 +2096,7 @@ class Store(MetadataMixin):
         # records are read after all.
         trusted = (every_existing and type(uids) is list
                    and (not uids or (type(uids[0]) is int and type(uids[-1]) is int)))
-        wanted = uids if trusted else _uid_list(uids)
+        wanted = cast("list[int]", uids) if trusted else _uid_list(uids)   # trusted: uids is a list
         if not wanted:
             return
         shared = self._home(account)
@@ -2129,7 +2135,8 @@ class Store(MetadataMixin):
                 everything = flag_columns_from_pairs(pairs, with_modseq=True)
                 assert everything.modseqs is not None
                 keep = [index for index, value in enumerate(everything.modseqs) if value > modseq]
-                return FlagColumns([everything.uids[i] for i in keep], [everything.tails[i] for i in keep],
+                tails = everything.tail_list()   # list[bytes]: record tails (no tail_of), this very list
+                return FlagColumns([everything.uids[i] for i in keep], [tails[i] for i in keep],
                                    [everything.modseqs[i] for i in keep]), vanished
             changed.sort()
             get = txn.get
@@ -2143,8 +2150,8 @@ class Store(MetadataMixin):
                     records.append(raw)
             return flag_columns_of_records(uids, records, with_modseq=True), vanished
 
-        return self._after_modseq(account, folder_id, modseq,
-                                  (flag_columns_of_records([], [], with_modseq=True), []), read)
+        nothing: tuple[Any, list[int]] = (flag_columns_of_records([], [], with_modseq=True), [])
+        return self._after_modseq(account, folder_id, modseq, nothing, read)
 
     # ---- reads for SEARCH (gximap.session.searching) ------------------------------------------------
 
@@ -2166,7 +2173,7 @@ class Store(MetadataMixin):
                 pairs = self._message_range(txn, dbs, account_id, record, values=True)
             else:
                 pairs = self._records_of(txn, dbs, account_id, record.id, _uid_list(uids))
-        rows = []
+        rows: list[tuple[int, bytes, int, int]] = []
         append = rows.append
         for key, raw in pairs:
             _modseq, internaldate, _tz, size, blob_raw = fixed(raw)

@@ -113,7 +113,10 @@ _DIGEST_FIELDS_END = Digest._fields.index("references") + 1
 def summarize(digest: Digest) -> Summary:
     root = digest.root
     leaf = root if root.children is None and root.message is None else None
-    return Summary(digest.size, root.body_start, digest.envelope.date, *digest[3:_DIGEST_FIELDS_END], leaf)
+    # Typed as Any: mypy can type neither a slice with a computed end nor a variable-length star
+    # argument followed by more (hence the one starred tuple, the same bytecode).
+    header_values: tuple[Any, ...] = digest[3:_DIGEST_FIELDS_END]
+    return Summary(*(digest.size, root.body_start, digest.envelope.date, *header_values, leaf))
 
 
 def encode_summary(summary: Summary) -> bytes:

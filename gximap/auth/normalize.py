@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from precis_i18n import get_profile
+
+if TYPE_CHECKING:
+    from precis_i18n.profile import Profile
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -99,14 +103,15 @@ def _check_length(name: str) -> None:
         raise NormalizeError(f"name longer than {MAX_NAME_LENGTH} characters")
 
 
-def _enforce(profile: object, text: str) -> str:
+def _enforce(profile: Profile, text: str) -> str:
     try:
-        return profile.enforce(text)  # type: ignore[attr-defined]
-    except UnicodeError as exc:
-        raise NormalizeError(f"{text!r} is not a valid user name ({exc.reason})") from None
+        return profile.enforce(text)
+    except UnicodeError as exc:  # precis_i18n refuses a str with UnicodeEncodeError (it has .reason)
+        reason = exc.reason if isinstance(exc, UnicodeEncodeError) else str(exc)
+        raise NormalizeError(f"{text!r} is not a valid user name ({reason})") from None
 
 
-def _precis_email(address: str, profile: object) -> str:
+def _precis_email(address: str, profile: Profile) -> str:
     _check_length(address)
     local, domain = split_address(address)
     local = _enforce(profile, local)

@@ -78,10 +78,14 @@ class Literal:
         return len(self.data)
 
 
+# A command's pieces: line text first (and last), literals between; so never empty.
+CommandParts = tuple[bytes, *tuple[bytes | Literal, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class CommandFrame:
     tag: bytes | None
-    parts: tuple[bytes | Literal, ...]
+    parts: CommandParts
 
     @property
     def command_name(self) -> bytes | None:
@@ -302,7 +306,8 @@ class Framer:
             pending = self._scan - self._pos
             if self._line_total + pending > self.max_line:
                 partial = self._take(pending)
-                first = self._pieces[0] if self._pieces else partial
+                # _pieces, when not empty, starts with line text (never a literal)
+                first: bytes = self._pieces[0] if self._pieces else partial  # type: ignore[assignment]
                 error = self._error(FrameErrorKind.LINE_TOO_LONG, "Line too long", first)
                 self._reset_command()
                 self._start_line_skip(partial, honour_literals=True)
@@ -315,7 +320,7 @@ class Framer:
             line = line[:-1]
         if not self._pieces and not line:
             return _AGAIN  # empty line between commands: ignored
-        first = self._pieces[0] if self._pieces else line
+        first = self._pieces[0] if self._pieces else line  # type: ignore[assignment]  # as above
         total = self._line_total + len(line)
         marker = _literal_marker(line)
         if total > self.max_line:
@@ -326,7 +331,8 @@ class Framer:
             return error
         if marker is None:
             self._pieces.append(line)
-            frame = CommandFrame(extract_tag(first), tuple(self._pieces))
+            # A CommandParts: the pieces start (and, with this line, end) with line text.
+            frame = CommandFrame(extract_tag(first), tuple(self._pieces))  # type: ignore[arg-type]
             self._reset_command()
             return frame
         start, size, synchronizing, binary = marker

@@ -179,14 +179,14 @@ class _Reader:
     __slots__ = ("parts", "index", "buf", "pos", "tag", "utf8", "max_nesting", "budget",
                  "max_ranges")
 
-    def __init__(self, frame: CommandFrame, utf8: bool, max_nesting: int, max_args: int,
+    def __init__(self, frame: CommandFrame, tag: bytes, utf8: bool, max_nesting: int, max_args: int,
                  max_ranges: int) -> None:
         self.parts = frame.parts
         self.index = 0
         first = frame.parts[0] if frame.parts else b""
         self.buf: bytes = first if isinstance(first, bytes) else b""
         self.pos = 0
-        self.tag = frame.tag
+        self.tag = tag  # frame.tag, checked by parse_command: commands always carry one
         self.utf8 = utf8
         self.max_nesting = max_nesting
         self.budget = max_args
@@ -804,7 +804,7 @@ def _fetch_items(r: _Reader) -> tuple[FetchAtt, ...]:
 
 def _no_args(cls: type[Command]) -> Callable[[_Reader], Command]:
     def parse(r: _Reader) -> Command:
-        return cls(r.tag)  # type: ignore[arg-type]
+        return cls(r.tag)
 
     return parse
 
@@ -814,7 +814,7 @@ def _login(r: _Reader) -> Command:
     user = r.astring("user name")
     r.sp()
     password = r.astring("password")
-    return Login(r.tag, user, password)  # type: ignore[arg-type]
+    return Login(r.tag, user, password)
 
 
 def _authenticate(r: _Reader) -> Command:
@@ -832,7 +832,7 @@ def _authenticate(r: _Reader) -> Command:
                 initial = base64.b64decode(token, validate=True)
             except (binascii.Error, ValueError):
                 raise r.error("Invalid base64 initial response") from None
-    return Authenticate(r.tag, mechanism, initial)  # type: ignore[arg-type]
+    return Authenticate(r.tag, mechanism, initial)
 
 
 def _enable(r: _Reader) -> Command:
@@ -842,13 +842,13 @@ def _enable(r: _Reader) -> Command:
         r.count()
         capabilities.append(r.atom("capability").decode("ascii").upper())
         if r.at_end():
-            return Enable(r.tag, tuple(dict.fromkeys(capabilities)))  # type: ignore[arg-type]
+            return Enable(r.tag, tuple(dict.fromkeys(capabilities)))
 
 
 def _id(r: _Reader) -> Command:
     r.sp()
     if r.accept_nil():
-        return Id(r.tag, None)  # type: ignore[arg-type]
+        return Id(r.tag, None)
     r.expect(b"(")
     params: dict[str, str | None] = {}
     if not r.accept(b")"):
@@ -867,7 +867,7 @@ def _id(r: _Reader) -> Command:
             if r.accept(b")"):
                 break
             r.sp()
-    return Id(r.tag, params)  # type: ignore[arg-type]
+    return Id(r.tag, params)
 
 
 def _mod_sequence_value(r: _Reader) -> int:
@@ -899,7 +899,7 @@ def _select(examine: bool) -> Callable[[_Reader], Command]:
                 if r.accept(b")"):
                     break
                 r.sp()
-        return Select(r.tag, mailbox, examine, condstore, qresync)  # type: ignore[arg-type]
+        return Select(r.tag, mailbox, examine, condstore, qresync)
 
     return parse
 
@@ -946,7 +946,7 @@ def _create(r: _Reader) -> Command:
             if r.accept(b")"):
                 break
             r.sp()
-    return Create(r.tag, mailbox, use)  # type: ignore[arg-type]
+    return Create(r.tag, mailbox, use)
 
 
 def _use_attr(r: _Reader) -> str:
@@ -968,7 +968,7 @@ def _rename(r: _Reader) -> Command:
     old = r.mailbox()
     r.sp()
     new = r.mailbox()
-    return Rename(r.tag, old, new)  # type: ignore[arg-type]
+    return Rename(r.tag, old, new)
 
 
 def _status_items(r: _Reader) -> tuple[str, ...]:
@@ -1022,7 +1022,7 @@ def _list(r: _Reader) -> Command:
             return option
 
         return_opts = r.paren_list(return_option)
-    return List(  # type: ignore[arg-type]
+    return List(
         r.tag, reference, tuple(patterns), tuple(dict.fromkeys(selection)),
         tuple(dict.fromkeys(return_opts)), status_items, extended,
     )
@@ -1043,7 +1043,7 @@ def _status(r: _Reader) -> Command:
     mailbox = r.mailbox()
     r.sp()
     items = _status_items(r)
-    return Status(r.tag, mailbox, items)  # type: ignore[arg-type]
+    return Status(r.tag, mailbox, items)
 
 
 def _append(r: _Reader) -> Command:
@@ -1076,15 +1076,15 @@ def _append(r: _Reader) -> Command:
             raise r.error("Expected message literal")
         messages.append(AppendMessage(flags, date, item.data, item.binary, utf8))
         if r.at_end():
-            return Append(r.tag, mailbox, tuple(messages))  # type: ignore[arg-type]
+            return Append(r.tag, mailbox, tuple(messages))
 
 
 def _expunge(uid: bool) -> Callable[[_Reader], Command]:
     def parse(r: _Reader) -> Command:
         if not uid:
-            return Expunge(r.tag, False, None)  # type: ignore[arg-type]
+            return Expunge(r.tag, False, None)
         r.sp()
-        return Expunge(r.tag, True, r.sequence_set())  # type: ignore[arg-type]
+        return Expunge(r.tag, True, r.sequence_set())
 
     return parse
 
@@ -1130,7 +1130,7 @@ def _fetch(uid: bool) -> Callable[[_Reader], Command]:
                 raise r.error("VANISHED requires UID FETCH")
             if vanished and changedsince is None:
                 raise r.error("VANISHED requires CHANGEDSINCE")
-        return Fetch(r.tag, uid, seqset, items, changedsince, vanished)  # type: ignore[arg-type]
+        return Fetch(r.tag, uid, seqset, items, changedsince, vanished)
 
     return parse
 
@@ -1166,7 +1166,7 @@ def _store(uid: bool) -> Callable[[_Reader], Command]:
                 r.count()
                 collected.append(r.flag())
             flags = _dedupe_flags(collected)
-        return Store(  # type: ignore[arg-type]
+        return Store(
             r.tag, uid, seqset, mode, item == "FLAGS.SILENT", flags, unchangedsince
         )
 
@@ -1188,7 +1188,7 @@ def _search(uid: bool) -> Callable[[_Reader], Command]:
             charset = _search_charset(r)
             r.sp()
         criteria = parse_search_program(r, charset)
-        return Search(r.tag, uid, charset, criteria, return_opts)  # type: ignore[arg-type]
+        return Search(r.tag, uid, charset, criteria, return_opts)
 
     return parse
 
@@ -1218,7 +1218,7 @@ def _sort(uid: bool) -> Callable[[_Reader], Command]:
         charset = _search_charset(r)
         r.sp()
         search = parse_search_program(r, charset)
-        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts)  # type: ignore[arg-type]
+        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts)
 
     return parse
 
@@ -1233,14 +1233,14 @@ def _thread(uid: bool) -> Callable[[_Reader], Command]:
         charset = _search_charset(r)
         r.sp()
         search = parse_search_program(r, charset)
-        return Thread(r.tag, uid, algorithm, charset, search)  # type: ignore[arg-type]
+        return Thread(r.tag, uid, algorithm, charset, search)
 
     return parse
 
 
 def _compress(r: _Reader) -> Command:
     r.sp()
-    return Compress(r.tag, r.atom("algorithm").decode("ascii").upper())  # type: ignore[arg-type]
+    return Compress(r.tag, r.atom("algorithm").decode("ascii").upper())
 
 
 def _quota_root(r: _Reader) -> str:
@@ -1249,7 +1249,7 @@ def _quota_root(r: _Reader) -> str:
 
 def _getquota(r: _Reader) -> Command:
     r.sp()
-    return GetQuota(r.tag, _quota_root(r))  # type: ignore[arg-type]
+    return GetQuota(r.tag, _quota_root(r))
 
 
 def _setquota(r: _Reader) -> Command:
@@ -1263,7 +1263,7 @@ def _setquota(r: _Reader) -> Command:
         return name, r.number(MAX_NUMBER64, "limit")
 
     limits = r.paren_list(resource)
-    return SetQuota(r.tag, root, tuple(limits))  # type: ignore[arg-type]
+    return SetQuota(r.tag, root, tuple(limits))
 
 
 def _metadata_entry(r: _Reader) -> str:
@@ -1318,7 +1318,7 @@ def _getmetadata(r: _Reader) -> Command:
             r.sp()
             r.count()
             entries.append(_metadata_entry(r))
-    return GetMetadata(r.tag, mailbox, tuple(dict.fromkeys(entries)), maxsize, depth)  # type: ignore[arg-type]
+    return GetMetadata(r.tag, mailbox, tuple(dict.fromkeys(entries)), maxsize, depth)
 
 
 def _setmetadata(r: _Reader) -> Command:
@@ -1334,7 +1334,7 @@ def _setmetadata(r: _Reader) -> Command:
         return entry, r.nstring()
 
     entries = r.paren_list(entry_value, allow_empty=False)
-    return SetMetadata(r.tag, mailbox, tuple(entries))  # type: ignore[arg-type]
+    return SetMetadata(r.tag, mailbox, tuple(entries))
 
 
 _COMMANDS: dict[str, Callable[[_Reader], Command]] = {
@@ -1409,7 +1409,7 @@ def parse_command(
     if tag is None:
         raise ParseError(None, "Missing or invalid tag")
     try:
-        r = _Reader(frame, utf8, max_nesting, max_args, max_ranges)
+        r = _Reader(frame, tag, utf8, max_nesting, max_args, max_ranges)
         r.expect(tag)
         r.sp()
         name = r.match(_WORD)

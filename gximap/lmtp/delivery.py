@@ -119,9 +119,9 @@ def header_fields(message: bytes, limit: int = MAX_HEADER_SCAN) -> list[tuple[st
             name, value = fields[-1]
             fields[-1] = (name, value + b" " + line.strip())
             continue
-        name, colon, value = line.partition(b":")
-        if colon and _FIELD_NAME(name):
-            fields.append((name.decode("ascii").lower(), value.strip()))
+        raw_name, colon, value = line.partition(b":")
+        if colon and _FIELD_NAME(raw_name):
+            fields.append((raw_name.decode("ascii").lower(), value.strip()))
     return fields
 
 

@@ -21,7 +21,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, final
 
 
 class TransportAction(enum.Enum):
@@ -52,6 +52,7 @@ class ConnectionInfo:
         return f"[{self.peer_host}]:{self.peer_port}"
 
 
+@final  # the transport tests `type(item) is FileRegion`: a subclass would pass as bytes
 class FileRegion:
     """An output item: ``length`` bytes of an open file from ``offset``. On a plain connection the
     pool has the kernel send them (sendfile(2)): no copy through Python, no Python work per chunk.

@@ -186,7 +186,8 @@ class SiblingChannel:
         receiving.setblocking(False)
         while not self._closed:
             try:
-                readable, _, _ = select.select([receiving, self._stop_read], [], [])
+                watched: list[socket.socket | int] = [receiving, self._stop_read]
+                readable, _, _ = select.select(watched, [], [])
                 if self._stop_read in readable:
                     return
                 data, fds, _flags, _address = socket.recv_fds(receiving, _MAX_MESSAGE, _MAX_FDS)

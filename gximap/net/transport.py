@@ -70,7 +70,7 @@ class Transport:
         self._inflate: zlib._Decompress | None = None
         self._deflate_dirty = False  # compressed bytes since the last sync flush
         self._plain_pending = bytearray()  # small items waiting to go through the layers together
-        self._wire: collections.deque[bytes | memoryview | FileRegion] | None = None
+        self._wire: collections.deque[bytes | bytearray | memoryview | FileRegion] | None = None
         self._wire_bytes = 0
         self._wire_regions = 0  # FileRegions in self._wire (flush() sends them with sendfile(2))
         self._read_hit_limit = False
@@ -389,7 +389,8 @@ class Transport:
                                 # The bytes before a region (a literal's header) share its packets.
                                 items, flags = items[:index], socket.MSG_MORE
                                 break
-                    sent = self._sock.sendmsg(items, (), flags)
+                    # No FileRegion in items: none queued, or items cut before the first (above).
+                    sent = self._sock.sendmsg(items, (), flags)  # type: ignore[arg-type]
             except BlockingIOError:
                 return False
             except InterruptedError:

@@ -152,7 +152,7 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
     if recursive_match:
         with_childinfo = {parent for name in selected for parent in ancestors(name) if matches(parent)}
     listed = set(filter(matches, selected)) | with_childinfo
-    entries = []
+    entries: list[ListEntry] = []
     append = entries.append
     make = tuple.__new__  # ListEntry's own __new__ is a Python function; this loop runs per folder
     for name in _listing_order(listed):

@@ -218,7 +218,7 @@ class ImapSession:
     def wakeup(self) -> None:
         running = self._running
         if running is not None and running.waiting is not None and running.waiting.idle and self.selected:
-            self._out.extend(self._sync_selected(allow_expunge=True))
+            self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
             self._out.extend(condstore.announce_highestmodseq(self, None))
             if self._selected_gone:
                 self._goodbye(Code.BYE_MAILBOX_DELETED)
@@ -402,19 +402,20 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
-                self._out.extend(self._sync_selected(allow_expunge=True))
+                self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
                 self._out.extend(condstore.announce_highestmodseq(self, None))
                 if self._selected_gone:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
         else:
             self._out.append(item)
 
-    def _sync_selected(self, *, allow_expunge: bool) -> list[bytes]:
-        """The selected mailbox's pending updates. If another session deleted the mailbox, it is
-        closed here and the connection ends after the current response (BYE_MAILBOX_DELETED):
-        IMAP has no way to tell a client that its selected mailbox vanished."""
+    def _sync_selected(self, selected: SelectedMailbox, *, allow_expunge: bool) -> list[bytes]:
+        """The pending updates of ``selected`` (self.selected, which the caller checked is set). If
+        another session deleted the mailbox, it is closed here and the connection ends after the
+        current response (BYE_MAILBOX_DELETED): IMAP has no way to tell a client that its selected
+        mailbox vanished."""
         try:
-            return self.selected.sync(allow_expunge=allow_expunge)
+            return selected.sync(allow_expunge=allow_expunge)
         except (midb_errors.NoSuchFolder, midb_errors.NoSuchAccount):
             self._close_selected()
             self.state = State.AUTHENTICATED
@@ -432,7 +433,8 @@ class ImapSession:
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
         if done.sync and self.selected is not None and done.status != "BAD":
-            self._out.extend(self._sync_selected(allow_expunge=running.expunge_ok and done.expunge_ok))
+            self._out.extend(self._sync_selected(self.selected,
+                                                 allow_expunge=running.expunge_ok and done.expunge_ok))
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._out.extend(condstore.announce_highestmodseq(self, done))
         code = b"[" + done.code + b"] " if done.code else b""

@@ -33,7 +33,7 @@ def append(session: Any, cmd: cmds.Append) -> Done:
     if folder is None:
         raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
     now = time.time()
-    items: list[tuple[bytes, tuple[str, ...], int | None, int]] = []
+    items: list[tuple[bytes, tuple[str, ...], int, int]] = []
     for message in cmd.messages:
         if not message.data:
             raise CommandFailed(Code.NO_APPEND_INVALID, status="NO")  # nothing to store

@@ -632,7 +632,7 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
                 except NoSuchBody:
                     lost.add(index)  # expunged, body removed, since the records were read
                     continue
-                (values[index],) = pieces  # built content, never streamed
+                (values[index],) = pieces  # type: ignore[assignment]  # built content, never streamed
         return values
 
 
@@ -706,7 +706,7 @@ def _message_numbers(view: Any, metas: list[Any]) -> Sequence[int | None]:
 
 
 @command(cmds.Fetch, states=SELECTED, expunge_ok=False)
-def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes, Any, Done]:
+def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion, Any, Done]:
     if cmd.vanished and not session.qresync_enabled:
         # RFC 7162 section 3.2.6: the VANISHED modifier needs ENABLE QRESYNC first.
         raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")

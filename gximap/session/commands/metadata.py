@@ -101,9 +101,9 @@ def getmetadata(session: Any, cmd: cmds.GetMetadata) -> Generator[bytes, Any, Do
     if folder_id == midb_metadata.SERVER:
         # The /shared server entries are the operator's (SETMETADATA refuses them), never stored.
         values = {name: value for name, value in values.items() if not name.startswith(SHARED_PREFIX)}
-        for name, value in server_entries(session).items():
+        for name, server_value in server_entries(session).items():
             if name in requested or any(midb_metadata.is_below(name, entry, cmd.depth) for entry in requested):
-                values[name] = value
+                values[name] = server_value
         values = dict(sorted(values.items()))
     longest = 0
     items: list[bytes] = []
