@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -187,7 +188,7 @@ class Harness:
         record["mixed_scheme"] = server.scheme_label(self.mixed_scheme)
         for clients in self.scale.mixed_clients:
             self._measure(server, record, f"mixed-{clients}",
-                          lambda c=clients: workloads.run_mixed(server, self.accounts, c, self.scale))
+                          functools.partial(workloads.run_mixed, server, self.accounts, clients, self.scale))
 
     def _create(self, name: str) -> tuple[BenchServer, Result]:
         cls = servers.SERVER_CLASSES[name]

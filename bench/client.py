@@ -237,9 +237,9 @@ class ImapConnection(asyncio.Protocol):
                 self.on_untagged(response)
         elif first == b"+":
             while self._continuations:
-                waiter = self._continuations.popleft()
-                if not waiter.done():
-                    waiter.set_result(response)
+                continuation = self._continuations.popleft()
+                if not continuation.done():
+                    continuation.set_result(response)
                     break
         else:
             tag, _, rest = response.partition(b" ")
@@ -309,7 +309,8 @@ class ImapConnection(asyncio.Protocol):
                 self._collecting += 1
                 waiter.add_done_callback(self._stop_collecting)
             self._write(tag + b" " + text + b" {%d}\r\n" % len(literal))
-            done, _ = await asyncio.wait({waiter, go_ahead}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {waiter, go_ahead}
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if waiter in done:
                 return waiter.result()
             self._write(literal + _CRLF)
@@ -345,7 +346,8 @@ class ImapConnection(asyncio.Protocol):
         self._continuations.append(go_ahead)
         completion = self.send(b"IDLE")
         async with asyncio.timeout(timeout):
-            done, _ = await asyncio.wait({completion, go_ahead}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {completion, go_ahead}
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if completion in done:
             raise ImapError(f"IDLE refused: {completion.result().line[:200]!r}")
         if go_ahead not in done:

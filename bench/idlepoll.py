@@ -25,6 +25,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["HaltPollUnavailable", "describe", "guest_halt_polling", "idle_policy", "setting_refused"]
 
@@ -85,7 +86,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 def _signals_unwind() -> Iterator[None]:
     """SIGTERM and SIGHUP, where they would kill the process outright, unwind it instead (so
     the ``finally`` that restores the machine's setting runs)."""
-    replaced: dict[int, object] = {}
+    replaced: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(signum) == signal.SIG_DFL:
@@ -93,8 +94,8 @@ def _signals_unwind() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in replaced.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+        for restored, handler in replaced.items():
+            signal.signal(restored, handler)
 
 
 @contextlib.contextmanager

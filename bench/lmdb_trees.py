@@ -26,6 +26,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -37,7 +38,7 @@ MAX_TABLES = 8
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "lmdb-trees"
 
 
-def _open(path: Path) -> tuple[lmdb.Environment, list[object]]:
+def _open(path: Path) -> tuple[lmdb.Environment, list[Any]]:
     env = lmdb.open(str(path), map_size=1 << 30, max_dbs=MAX_TABLES + 1, metasync=False)
     return env, [env.open_db(b"t%d" % index) for index in range(MAX_TABLES)]
 

@@ -12,6 +12,7 @@ completion arrives; only commands that complete inside the measurement window ar
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import random
 import resource
@@ -20,7 +21,7 @@ import statistics
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -590,7 +591,7 @@ async def large_job(job: Job, conn: Connection) -> Result:
             main = await session(select_first=True)
         await timed("SELECT (again)", main, select)
         for name, command in (*REPEATED_STEPS, (REPEATED_HEADERS, headers)):
-            await steps.run_repeated(name, REPEATS, lambda command=command: main.checked(command, collect=True),
+            await steps.run_repeated(name, REPEATS, functools.partial(main.checked, command, collect=True),
                                      warmup=WARMUP_RUNS)
             if steps.gave_up:
                 raise _GiveUp
@@ -703,7 +704,8 @@ async def idle_job(job: Job, conn: Connection) -> Result:
         while not ramp.done():
             if pending_message is None:
                 pending_message = asyncio.ensure_future(inbox.get())
-            done, _ = await asyncio.wait({ramp, pending_message}, timeout=1.0,
+            either: set[asyncio.Future[Any]] = {ramp, pending_message}
+            done, _ = await asyncio.wait(either, timeout=1.0,
                                          return_when=asyncio.FIRST_COMPLETED)
             if pending_message in done:
                 command = pending_message.result().get("cmd")
@@ -879,7 +881,7 @@ def timed_append(host: str, port: int, user: str, password: str, message: bytes,
     return sent_at, completed_at
 
 
-JOB_KINDS: dict[str, Callable[[Job, Connection], Awaitable[Result]]] = {
+JOB_KINDS: dict[str, Callable[[Job, Connection], Coroutine[Any, Any, Result]]] = {
     "mixed": mixed_job,
     "logins": login_job,
     "lmtp": lmtp_job,

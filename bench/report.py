@@ -45,6 +45,11 @@ def _workload(name: str) -> Callable[[Result], Result | None]:
     return lambda server: _get(server, "workloads", name)
 
 
+def _command_figure(command: str, key: str) -> Callable[[Result], Cell]:
+    """One command's figure from a mixed-load result."""
+    return lambda data: _get(data, "commands", command, key)
+
+
 def _status_or(value: Callable[[Result], Cell], workload: Callable[[Result], Result | None]) -> Callable[[Result], Cell]:
     def extract(server: Result) -> Cell:
         data = workload(server)
@@ -62,12 +67,10 @@ def _rows_for_mixed(name: str, clients: int) -> list[Row]:
     rows = [Row(f"mixed, {clients} clients: total ops/s", "↑",
                 _status_or(lambda d: d.get("total_ops_per_s"), workload))]
     for command in MIXED_COMMANDS:
-        rows.append(Row(f"  {command} ops/s", "↑",
-                        _status_or(lambda d, c=command: _get(d, "commands", c, "ops_per_s"), workload)))
-        rows.append(Row(f"  {command} p50 ms", "↓",
-                        _status_or(lambda d, c=command: _get(d, "commands", c, "p50_ms"), workload)))
-        rows.append(Row(f"  {command} p99 ms", "↓",
-                        _status_or(lambda d, c=command: _get(d, "commands", c, "p99_ms"), workload)))
+        for label, direction, key in (("ops/s", "↑", "ops_per_s"), ("p50 ms", "↓", "p50_ms"),
+                                      ("p99 ms", "↓", "p99_ms")):
+            rows.append(Row(f"  {command} {label}", direction,
+                            _status_or(_command_figure(command, key), workload)))
     rows.append(Row("  errors", "", _status_or(lambda d: d.get("errors"), workload)))
     rows.append(Row("  server CPU %", "", _status_or(lambda d: d.get("server_cpu_pct"), workload)))
     rows.append(Row("  server CPU ms per op", "↓", _status_or(lambda d: d.get("server_cpu_ms_per_op"), workload)))
