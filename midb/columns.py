@@ -21,6 +21,7 @@ flag word resolves to its record tail once per process (:class:`WordTails`). Ids
 or removed (a rebuild keeps them), which is what makes that cache safe: an id a reader finds in a
 column was committed with its keywords, which no later write changes. 2**24 - 1 distinct keyword
 sets per index shard are possible; a write needing one more fails (:class:`midb.errors.InvalidFlag`).
+As ids are never freed, the log warns from 90 % on, and ``midb stats`` shows the fullest shard's count.
 
 The column is kept in the write transaction of the message records it mirrors, by
 midb.indexes.IndexDelta; :func:`rebuild_columns` recomputes it (schema upgrade, ``midb verify
@@ -32,6 +33,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import logging
 import struct
 import sys
 import threading
@@ -52,6 +54,11 @@ MAX_KEYWORD_SET = (1 << _KEYWORD_BITS) - 1
 _KEYWORDS_MASK = MAX_KEYWORD_SET
 _LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
 _NEXT_ID = b"n"
+# Ids are never freed (above), so a shard nearing the limit is the operator's to know of in time: a
+# warning every 65,536 ids from 90 % of them on (about 25 from there to the end).
+_WARN_FROM = MAX_KEYWORD_SET * 9 // 10
+_WARN_EVERY = 1 << 16
+log = logging.getLogger(__name__)
 assert array("I").itemsize == 4 and _PACKED % 8 == 0
 
 
@@ -75,7 +82,19 @@ def keyword_set_id(txn: Any, dbs: Any, keywords: bytes) -> int:
     txn.put(key, U32.pack(new_id), db=db)
     txn.put(b"i" + U32.pack(new_id), keywords, db=db)
     txn.put(_NEXT_ID, U32.pack(new_id + 1), db=db)
+    if new_id >= _WARN_FROM and new_id % _WARN_EVERY == 0:
+        log.warning("keyword combinations: %d of the %d ids of an index shard used; ids are never freed, "
+                    "and writes needing a new combination fail once all are used", new_id, MAX_KEYWORD_SET)
     return new_id
+
+
+def keyword_sets_used(txn: Any, dbs: Any) -> int:
+    """How many keyword set ids this shard has handed out (of MAX_KEYWORD_SET); 0 for a store of a
+    schema before the column (opened read-only, not upgraded)."""
+    if dbs.keyword_sets is None:
+        return 0
+    raw = txn.get(_NEXT_ID, db=dbs.keyword_sets)
+    return U32.unpack(raw)[0] - 1 if raw is not None else 0
 
 
 def flag_word(txn: Any, dbs: Any, tail: bytes) -> int:

@@ -647,7 +647,7 @@ def _sync_tree(dest: str) -> None:
 def stats(store: Store) -> dict[str, int]:
     """Totals over every shard; map_size is each shard's map."""
     result = dict.fromkeys(("accounts", "folders", "messages", "bytes", "bodies", "body_bytes", "tombstones",
-                            "index_bytes"), 0)
+                            "index_bytes", "keyword_sets"), 0)
     shards = store._live_shards()
     for shared in shards:
         dbs = shared.dbs
@@ -658,10 +658,13 @@ def stats(store: Store) -> dict[str, int]:
                 result["bodies"] += 1
             for name in ("accounts", "folders", "messages", "tombstones"):
                 result[name] += txn.stat(getattr(dbs, name))["entries"]
+            # Not a total: the shard nearest to running out of ids (they are per shard, never freed).
+            result["keyword_sets"] = max(result["keyword_sets"], columns.keyword_sets_used(txn, dbs))
         info = shared.env.info()
         result["index_bytes"] += (info["last_pgno"] + 1) * shared.env.stat()["psize"]
     result["map_size"] = shards[0].env.info()["map_size"]
     result["shards"] = len(shards)
+    result["keyword_sets_limit"] = columns.MAX_KEYWORD_SET
     return result
 
 

@@ -203,3 +203,29 @@ def test_a_schema_5_store_is_read_from_its_records_then_upgraded(tmp_path: Path,
         assert from_column(store, inbox, list(range(1, 31))) == expected
         assert store.verify() == []
     assert reads == [1]
+
+
+def test_stats_show_the_keyword_set_ids_used(store: Store) -> None:
+    inbox = folder_id(store)
+    assert store.stats()["keyword_sets"] == 0
+    store.append_many("alice", inbox, [(MSG, ("$A",), None, 0), (MSG, ("$A", "$B"), None, 0),
+                                       (MSG, ("$B", "$A"), None, 0), (MSG, ("\\Seen",), None, 0)])
+    stats = store.stats()
+    assert stats["keyword_sets"] == 2   # {$A}, {$A $B}; system flags take none
+    assert stats["keyword_sets_limit"] == columns.MAX_KEYWORD_SET
+
+
+def test_a_shard_nearing_the_keyword_set_limit_is_logged(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, ("$A",), None, 0)])   # id 1
+    monkeypatch.setattr(columns, "_WARN_FROM", 3)
+    monkeypatch.setattr(columns, "_WARN_EVERY", 2)
+    with caplog.at_level("WARNING", logger="midb.columns"):
+        store.store_flags("alice", inbox, [1], "add", ["$B"])        # id 2: below the threshold
+        assert not caplog.records
+        store.store_flags("alice", inbox, [1], "add", ["$C"])        # id 3: from it, not on a step
+        assert not caplog.records
+        store.store_flags("alice", inbox, [1], "add", ["$D"])        # id 4: a step
+    [record] = caplog.records
+    assert "4 of the 16777215 ids" in record.getMessage() and "never freed" in record.getMessage()

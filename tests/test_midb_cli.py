@@ -38,6 +38,11 @@ class Midb:
         return Store(self.store, fsync=False, map_size=64 << 20)
 
 
+def _stats(output: str) -> dict[str, str]:
+    """midb stats' lines as name -> the rest of the line."""
+    return dict(line.split(None, 1) for line in output.splitlines())
+
+
 @pytest.fixture
 def midb(tmp_path: Path) -> Midb:
     return Midb(tmp_path)
@@ -151,10 +156,10 @@ def test_config_sets_the_shard_count_of_a_new_store(midb: Midb) -> None:
     midb.config.write_text("midb_fsync = no\nmidb_shard_num = 3\n")
     ok(midb("user", "add", "zed", "--password-stdin", stdin="pw\n"))
     assert [path.name for path in sorted(midb.store.glob("index*"))] == ["index", "index.1", "index.2"]
-    assert "shards       3" in ok(midb("stats"))
+    assert _stats(ok(midb("stats")))["shards"] == "3"
     # Recorded in the store: a different setting later does not move any account.
     midb.config.write_text("midb_fsync = no\n")
-    assert "shards       3" in ok(midb("stats")) and "zed" in ok(midb("user", "list"))
+    assert _stats(ok(midb("stats")))["shards"] == "3" and "zed" in ok(midb("user", "list"))
 
 
 def test_user_lifecycle(midb: Midb) -> None:
@@ -309,9 +314,11 @@ def test_import_verify_backup_stats(midb: Midb, tmp_path: Path) -> None:
     finally:
         store.close()
 
-    stats = ok(midb("stats"))
-    values = dict(line.split(None, 1) for line in stats.splitlines())
+    values = _stats(ok(midb("stats")))
     assert values["accounts"] == "1" and values["messages"] == "6"
+    # One keyword combination: {Important}, the maildir's "a" (dovecot-keywords).
+    assert values["keyword_sets"] == "1 (fullest shard: 0.0% of its ids)"
+    assert values["keyword_sets_limit"] == "16777215"
     assert ok(midb("verify")).strip() == "store is consistent"
 
     backup = tmp_path / "backup"
