@@ -75,8 +75,7 @@ def keyword_set_id(txn: Any, dbs: Any, keywords: bytes) -> int:
     raw = txn.get(key, db=db)
     if raw is not None:
         return U32.unpack(raw)[0]
-    raw = txn.get(_NEXT_ID, db=db)
-    new_id = U32.unpack(raw)[0] if raw is not None else 1
+    new_id = _next_keyword_set_id(txn, db)
     if new_id > MAX_KEYWORD_SET:
         raise InvalidFlag("too many distinct keyword combinations in this store")
     txn.put(key, U32.pack(new_id), db=db)
@@ -91,10 +90,12 @@ def keyword_set_id(txn: Any, dbs: Any, keywords: bytes) -> int:
 def keyword_sets_used(txn: Any, dbs: Any) -> int:
     """How many keyword set ids this shard has handed out (of MAX_KEYWORD_SET); 0 for a store of a
     schema before the column (opened read-only, not upgraded)."""
-    if dbs.keyword_sets is None:
-        return 0
-    raw = txn.get(_NEXT_ID, db=dbs.keyword_sets)
-    return U32.unpack(raw)[0] - 1 if raw is not None else 0
+    return 0 if dbs.keyword_sets is None else _next_keyword_set_id(txn, dbs.keyword_sets) - 1
+
+
+def _next_keyword_set_id(txn: Any, db: Any) -> int:
+    raw = txn.get(_NEXT_ID, db=db)
+    return U32.unpack(raw)[0] if raw is not None else 1
 
 
 def flag_word(txn: Any, dbs: Any, tail: bytes) -> int:
