@@ -562,8 +562,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     width = max((len(key) for key in stats), default=0)
     for key, value in stats.items():
         shown = f"{value} ({human_size(value)})" if key.endswith("bytes") and value >= 1024 else str(value)
-        if key == "keyword_sets":  # ids are per shard and never freed: how near the fullest is to the end
-            shown += f" (fullest shard: {value / stats['keyword_sets_limit']:.1%} of its ids)"
+        if key == "keyword_sets":  # ids are per account and never freed: how near the fullest is to the end
+            shown += f" (fullest account: {value / stats['keyword_sets_limit']:.1%} of its ids)"
         print(f"{key.ljust(width)}  {shown}")
     return 0
 

@@ -14,14 +14,19 @@ by one strided copy and converted by ``array``, in C. 100,000 messages take abou
 cursor pass over their records took 13 (one Python bytes object per record).
 
 Keyword sets. A message's keywords (the record tail after its system flag byte: keywords
-separated by a space, sorted) are interned store-wide in ``keyword_sets``: ``i`` + id -> the
-keywords; ``k`` + keywords (or ``h`` + their BLAKE2b digest, when too long for an LMDB key) -> id;
-``n`` -> the next id. Folders hold few distinct keyword sets, so the column stays fixed-size and a
-flag word resolves to its record tail once per process (:class:`WordTails`). Ids are never reused
-or removed (a rebuild keeps them), which is what makes that cache safe: an id a reader finds in a
-column was committed with its keywords, which no later write changes. 2**24 - 1 distinct keyword
-sets per index shard are possible; a write needing one more fails (:class:`midb.errors.InvalidFlag`).
-As ids are never freed, the log warns from 90 % on, and ``midb stats`` shows the fullest shard's count.
+separated by a space, sorted) are interned per account in ``keyword_sets``, under the account's
+4-byte key: + ``i`` + id -> the keywords; + ``k`` + keywords (or + ``h`` + their BLAKE2b digest,
+when too long for an LMDB key) -> id; + ``n`` -> the account's next id. Folders hold few distinct
+keyword sets, so the column stays fixed-size and a flag word resolves to its record tail once per
+process and account (:class:`WordTails`). Ids are never reused or removed while the account
+exists (a rebuild keeps them; account ids are never reused either), which is what makes that
+cache safe: an id a reader finds in a column was committed with its keywords, which no later
+write changes. An account can hold 2**24 - 1 distinct keyword sets; a write needing one more
+fails with :class:`midb.errors.KeywordSetsExhausted` (NO [LIMIT] to an IMAP client). Schema 7
+interned them store-wide (per shard), which let one account that kept storing new keyword
+combinations use up the ids of every account in its shard; per account, the limit is that
+account's own, like the per-mailbox keyword limits of other servers. The log warns from 90 % of
+an account's ids on, and ``midb stats`` shows the fullest account's count.
 
 The column is kept in the write transaction of the message records it mirrors, by
 midb.indexes.IndexDelta; :func:`rebuild_columns` recomputes it (schema upgrade, ``midb verify
@@ -41,8 +46,8 @@ from array import array
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 
-from midb.errors import InvalidFlag
-from midb.keys import FOLDER, U32, unpack_message_key
+from midb.errors import KeywordSetsExhausted
+from midb.keys import FOLDER, U32, account_key, unpack_message_key, unpack_u32
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD
 
 ENTRY = struct.Struct(">IIQ")                 # uid, flag word, modseq
@@ -54,55 +59,70 @@ MAX_KEYWORD_SET = (1 << _KEYWORD_BITS) - 1
 _KEYWORDS_MASK = MAX_KEYWORD_SET
 _LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
 _NEXT_ID = b"n"
-# Ids are never freed (above), so a shard nearing the limit is the operator's to know of in time: a
-# warning every 65,536 ids from 90 % of them on (about 25 from there to the end).
+_ID = b"i"
+# Ids are never freed (above), so an account nearing the limit is the operator's to know of in
+# time: a warning every 65,536 ids from 90 % of them on (about 25 from there to the end).
 _WARN_FROM = MAX_KEYWORD_SET * 9 // 10
 _WARN_EVERY = 1 << 16
 log = logging.getLogger(__name__)
 assert array("I").itemsize == 4 and _PACKED % 8 == 0
 
 
-def _set_key(keywords: bytes) -> bytes:
+def _set_key(account: bytes, keywords: bytes) -> bytes:
     if len(keywords) <= _LONGEST_PLAIN_KEY:
-        return b"k" + keywords
-    return b"h" + hashlib.blake2b(keywords, digest_size=32).digest()
+        return account + b"k" + keywords
+    return account + b"h" + hashlib.blake2b(keywords, digest_size=32).digest()
 
 
-def keyword_set_id(txn: Any, dbs: Any, keywords: bytes) -> int:
-    """The id of a keyword set (space-separated, sorted), interned in this write transaction if new."""
+def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
+    """The id of a keyword set (space-separated, sorted) of the account, interned in this write
+    transaction if new."""
     db = dbs.keyword_sets
-    key = _set_key(keywords)
+    account = account_key(account_id)
+    key = _set_key(account, keywords)
     raw = txn.get(key, db=db)
     if raw is not None:
         return U32.unpack(raw)[0]
-    new_id = _next_keyword_set_id(txn, db)
+    new_id = _next_keyword_set_id(txn, db, account)
     if new_id > MAX_KEYWORD_SET:
-        raise InvalidFlag("too many distinct keyword combinations in this store")
+        raise KeywordSetsExhausted(f"too many distinct keyword combinations in this account "
+                                   f"(at most {MAX_KEYWORD_SET})")
     txn.put(key, U32.pack(new_id), db=db)
-    txn.put(b"i" + U32.pack(new_id), keywords, db=db)
-    txn.put(_NEXT_ID, U32.pack(new_id + 1), db=db)
+    txn.put(account + _ID + U32.pack(new_id), keywords, db=db)
+    txn.put(account + _NEXT_ID, U32.pack(new_id + 1), db=db)
     if new_id >= _WARN_FROM and new_id % _WARN_EVERY == 0:
-        log.warning("keyword combinations: %d of the %d ids of an index shard used; ids are never freed, "
-                    "and writes needing a new combination fail once all are used", new_id, MAX_KEYWORD_SET)
+        log.warning("keyword combinations: account id %d has used %d of its %d ids; ids are never freed, "
+                    "and its writes needing a new combination fail once all are used",
+                    account_id, new_id, MAX_KEYWORD_SET)
     return new_id
 
 
-def keyword_sets_used(txn: Any, dbs: Any) -> int:
-    """How many keyword set ids this shard has handed out (of MAX_KEYWORD_SET); 0 for a store of a
+def keyword_sets_used(txn: Any, dbs: Any, account_id: int) -> int:
+    """How many keyword set ids the account has used (of MAX_KEYWORD_SET); 0 for a store of a
     schema before the column (opened read-only, not upgraded)."""
-    return 0 if dbs.keyword_sets is None else _next_keyword_set_id(txn, dbs.keyword_sets) - 1
+    if dbs.keyword_sets is None:
+        return 0
+    return _next_keyword_set_id(txn, dbs.keyword_sets, account_key(account_id)) - 1
 
 
-def _next_keyword_set_id(txn: Any, db: Any) -> int:
-    raw = txn.get(_NEXT_ID, db=db)
+def fullest_keyword_sets(txn: Any, dbs: Any) -> int:
+    """The most keyword set ids any account of this shard has used."""
+    if dbs.keyword_sets is None:
+        return 0
+    return max((keyword_sets_used(txn, dbs, unpack_u32(key))
+                for key in txn.cursor(dbs.accounts).iternext(values=False)), default=0)
+
+
+def _next_keyword_set_id(txn: Any, db: Any, account: bytes) -> int:
+    raw = txn.get(account + _NEXT_ID, db=db)
     return U32.unpack(raw)[0] if raw is not None else 1
 
 
-def flag_word(txn: Any, dbs: Any, tail: bytes) -> int:
-    """The column's flag word of a record tail (system flag byte + keywords)."""
+def flag_word(txn: Any, dbs: Any, account_id: int, tail: bytes) -> int:
+    """The column's flag word of a record tail (system flag byte + keywords) of the account."""
     word = tail[0] << _KEYWORD_BITS
     if len(tail) > 1:
-        word |= keyword_set_id(txn, dbs, bytes(tail[1:]))
+        word |= keyword_set_id(txn, dbs, account_id, bytes(tail[1:]))
     return word
 
 
@@ -117,7 +137,7 @@ class ColumnWriter:
         self._cursor: Any = None
 
     def put(self, account_id: int, folder_id: int, uid: int, tail: bytes, modseq: int) -> None:
-        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, tail), modseq)
+        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, account_id, tail), modseq)
         self.txn.put(FOLDER.pack(account_id, folder_id), value, db=self.dbs.flag_columns)
 
     def drop(self, account_id: int, folder_id: int, uid: int) -> None:
@@ -130,36 +150,63 @@ class ColumnWriter:
             cursor.delete()
 
 
-class WordTails(dict[int, bytes]):
-    """flag word -> record tail (system flag byte + keywords), per environment and process.
+class WordTails:
+    """flag word -> record tail (system flag byte + keywords), per environment, process and
+    account: :meth:`of` gives an account's mapping (what FlagColumns.tail_of wants).
 
     A miss reads the keyword set in a read transaction of its own (see the module docstring for
-    why a cached entry never goes stale)."""
+    why a cached entry never goes stale). At most _LIMIT words are kept over all accounts: past
+    that, every account's mapping starts afresh (one a reader still holds keeps working)."""
 
     _LIMIT = 1 << 16
 
     def __init__(self, env: Any, dbs: Any) -> None:
-        super().__init__()
         self._env = env
         self._dbs = dbs
         self._lock = threading.Lock()
+        self._accounts: dict[int, AccountWordTails] = {}
+        self._count = 0
 
-    def __missing__(self, word: int) -> bytes:
+    def of(self, account_id: int) -> AccountWordTails:
+        tails = self._accounts.get(account_id)
+        if tails is None:
+            with self._lock:
+                tails = self._accounts.setdefault(account_id, AccountWordTails(self, account_id))
+        return tails
+
+    def _resolve(self, tails: AccountWordTails, word: int) -> bytes:
         bits = bytes((word >> _KEYWORD_BITS,))
         set_id = word & _KEYWORDS_MASK
         if not set_id:
             tail = bits
         else:
             with self._env.begin() as txn:
-                keywords = txn.get(b"i" + U32.pack(set_id), db=self._dbs.keyword_sets)
+                keywords = txn.get(account_key(tails.account_id) + _ID + U32.pack(set_id), db=self._dbs.keyword_sets)
             if keywords is None:
-                raise LookupError(f"keyword set {set_id} is not in the index")
+                raise LookupError(f"keyword set {set_id} of account id {tails.account_id} is not in the index")
             tail = bits + bytes(keywords)
         with self._lock:
-            if len(self) >= self._LIMIT:
-                self.clear()
-            self[word] = tail
+            if self._count >= self._LIMIT:
+                self._accounts = {}   # readers holding a mapping keep it; the next of() starts afresh
+                self._count = 0
+            if word not in tails:
+                tails[word] = tail
+                self._count += 1
         return tail
+
+
+class AccountWordTails(dict[int, bytes]):
+    """One account's flag word -> record tail (see WordTails); a hit is a plain dict lookup."""
+
+    __slots__ = ("_owner", "account_id")
+
+    def __init__(self, owner: WordTails, account_id: int) -> None:
+        super().__init__()
+        self._owner = owner
+        self.account_id = account_id
+
+    def __missing__(self, word: int) -> bytes:
+        return self._owner._resolve(self, word)
 
 
 class Column(NamedTuple):
@@ -230,17 +277,18 @@ def expected_column_entries(txn: Any, dbs: Any, message_items: Iterator[tuple[by
     """(folder key + entry) the given (message key, record) pairs call for, against the keyword
     sets as interned (a set not interned yet counts as id 0, so it shows as a difference)."""
     entries: set[bytes] = set()
-    ids: dict[bytes, int] = {}
+    ids: dict[tuple[int, bytes], int] = {}
     for key, raw in message_items:
         account_id, folder_id, uid = unpack_message_key(key)
         tail = bytes(raw[FIXED_SIZE:])
         word = tail[0] << _KEYWORD_BITS
         if len(tail) > 1:
             keywords = tail[1:]
-            if keywords not in ids:
-                found = txn.get(_set_key(keywords), db=dbs.keyword_sets)
-                ids[keywords] = U32.unpack(found)[0] if found is not None else 0
-            word |= ids[keywords]
+            known = ids.get((account_id, keywords))
+            if known is None:
+                found = txn.get(_set_key(account_key(account_id), keywords), db=dbs.keyword_sets)
+                known = ids[account_id, keywords] = U32.unpack(found)[0] if found is not None else 0
+            word |= known
         entries.add(FOLDER.pack(account_id, folder_id) + ENTRY.pack(uid, word, MODSEQ_FIELD.unpack_from(raw)[0]))
     return entries
 
@@ -249,10 +297,14 @@ def stored_column_entries(txn: Any, dbs: Any) -> set[bytes]:
     return {bytes(key) + bytes(value) for key, value in txn.cursor(dbs.flag_columns).iternext()}
 
 
-def rebuild_columns(txn: Any, dbs: Any) -> None:
-    """Recompute the column from the messages table (in a write transaction); interned keyword
-    sets are kept, so ids cached by running processes stay right."""
+def rebuild_columns(txn: Any, dbs: Any, *, renumber: bool = False) -> None:
+    """Recompute the column from the messages table (in a write transaction). Interned keyword
+    sets are kept, so ids cached by running processes stay right; ``renumber`` interns them
+    afresh instead (the upgrade from schema 7, whose ids were per shard, run before any process
+    has cached one)."""
     txn.drop(dbs.flag_columns, delete=False)
+    if renumber:
+        txn.drop(dbs.keyword_sets, delete=False)
     writer = ColumnWriter(txn, dbs)
     for key, raw in txn.cursor(dbs.messages).iternext():
         account_id, folder_id, uid = unpack_message_key(key)

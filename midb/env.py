@@ -30,7 +30,7 @@ from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
 # sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
@@ -38,8 +38,9 @@ SCHEMA_VERSION = 7
 # keeps them side by side in one (midb.bodyrecords); schema 5 may split the index into shards
 # (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
-# (midb.columns); schema 7 the sort index (midb.sortindex). Opening an older store for writing
-# builds what it lacks, in one transaction (a few seconds per 100,000 messages).
+# (midb.columns); schema 7 the sort index (midb.sortindex); schema 8 interns keyword sets per
+# account instead of per shard (midb.columns). Opening an older store for writing builds what it
+# lacks, in one transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).
@@ -64,7 +65,7 @@ DB_NAMES = (
     "body_records",    # blob id (16 bytes) + kind -> refcount and size / digest / summary / the
                        # body itself if small (midb.bodyrecords)
     "flag_columns",    # (account, folder) -> uid, flag word, modseq (sorted duplicates) (midb.columns)
-    "keyword_sets",    # interned keyword sets of the flag words (midb.columns)
+    "keyword_sets",    # account + kind + ...: the interned keyword sets of the flag words (midb.columns)
     "sort_records",    # (account, folder, uid) -> what SORT and THREAD compare (midb.sortindex)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
@@ -356,7 +357,8 @@ class SharedEnv:
                 if version < 4:
                     moved = bodyrecords.migrate(txn, self.env, self.dbs.body_records)
                     log.info("%s: %d body records moved into one table", self.index_dir, moved)
-                indexes.rebuild(txn, self.dbs)
+                # Schemas 6 and 7 numbered keyword sets per shard: every set is interned afresh.
+                indexes.rebuild(txn, self.dbs, renumber_keyword_sets=version < 8)
                 if version < 2:
                     summary.fill(txn, self.dbs)
                 if version < 7:

@@ -47,6 +47,11 @@ class InvalidFlag(InvalidArgument):
     """A flag that is neither a known system flag nor a valid keyword atom."""
 
 
+class KeywordSetsExhausted(MidbError):
+    """The account has used every keyword set id (midb.columns): a write needing a keyword
+    combination it has never had fails; the combinations it has keep working."""
+
+
 class NoSuchBody(MidbError):
     """The body file or body id does not exist."""
 

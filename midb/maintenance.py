@@ -658,8 +658,8 @@ def stats(store: Store) -> dict[str, int]:
                 result["bodies"] += 1
             for name in ("accounts", "folders", "messages", "tombstones"):
                 result[name] += txn.stat(getattr(dbs, name))["entries"]
-            # Not a total: the shard nearest to running out of ids (they are per shard, never freed).
-            result["keyword_sets"] = max(result["keyword_sets"], columns.keyword_sets_used(txn, dbs))
+            # Not a total: the account nearest to running out of ids (they are per account, never freed).
+            result["keyword_sets"] = max(result["keyword_sets"], columns.fullest_keyword_sets(txn, dbs))
         info = shared.env.info()
         result["index_bytes"] += (info["last_pgno"] + 1) * shared.env.stat()["psize"]
     result["map_size"] = shards[0].env.info()["map_size"]

@@ -42,6 +42,7 @@ from midb.errors import (
     InvalidArgument,
     InvalidFlag,
     InvalidName,
+    KeywordSetsExhausted,
     MidbError,
     NoSuchAccount,
     NoSuchBody,
@@ -114,7 +115,7 @@ from midb.summary import Summary, decode_summary, encode_summary, sort_record, s
 
 __all__ = [
     "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
-    "InvalidArgument", "InvalidFlag", "InvalidName", "MessageMeta", "MidbError", "NoSuchAccount",
+    "InvalidArgument", "InvalidFlag", "InvalidName", "KeywordSetsExhausted", "MessageMeta", "MidbError", "NoSuchAccount",
     "NoSuchBody", "NoSuchFolder", "OverQuota", "ReadOnlyStore", "Store", "StoreBusy", "TooBig",
     "WatchHandle",
 ]
@@ -597,7 +598,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts,
-                       dbs.flag_columns, dbs.sort_records):
+                       dbs.flag_columns, dbs.sort_records, dbs.keyword_sets):
                 self._delete_prefix(txn, db, prefix)
             self._drop_ownership(txn, dbs, account_id)
             txn.delete(prefix, db=dbs.usage)
@@ -2118,8 +2119,9 @@ class Store(MetadataMixin):
             return
         if not every_existing and wanted[-1] - wanted[0] + 1 != len(wanted):
             column = column.among(wanted)
+        tail_of = shared.dbs.word_tails.of(account_id)
         for found_uids, words, modseqs in column.batches(batch):
-            yield FlagColumns(found_uids, words, modseqs, shared.dbs.word_tails)
+            yield FlagColumns(found_uids, words, modseqs, tail_of)
 
     def changed_columns(self, account: str, folder_id: int, modseq: int) -> tuple[Any, list[int]]:
         """changes_since as columns: (FlagColumns, MODSEQs included, of the messages whose modseq

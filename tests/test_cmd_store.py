@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conversation import Conversation
 
+from midb import columns
+
 
 @pytest.fixture()
 def conv(tmp_path: Path) -> Iterator[Conversation]:
@@ -153,4 +155,23 @@ def test_store_dollar(conv: Conversation) -> None:
         S: * 1 FETCH (FLAGS (\Deleted \Flagged))
         S: * 3 FETCH (FLAGS (\Deleted \Flagged))
         S: a2 OK STORE completed
+    """)
+
+
+def test_an_account_out_of_keyword_combinations_gets_no_limit(conv: Conversation,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server limit, not a client error: NO [LIMIT] (RFC 5530), and known combinations still work."""
+    seed(conv, ("$Label1",), ())
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET", 1)
+    conv.select()
+    conv.script(r"""
+        C: a1 STORE 2 +FLAGS ($Label2)
+        S: a1 NO [LIMIT] Limit exceeded: too many distinct keyword combinations in this account (at most 1)
+        C: a2 STORE 2 +FLAGS ($Label1 \Seen)
+        S: * 2 FETCH (FLAGS (\Seen $Label1))
+        S: a2 OK STORE completed
+        C: a3 FETCH 1:2 FLAGS
+        S: * 1 FETCH (FLAGS ($Label1))
+        S: * 2 FETCH (FLAGS (\Seen $Label1))
+        S: a3 OK FETCH completed
     """)

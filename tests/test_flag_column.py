@@ -13,9 +13,9 @@ from store_helpers import folder_id, store_with_alice
 
 from midb import columns
 from midb import env as midb_env
-from midb.errors import InvalidFlag
-from midb.keys import FOLDER
-from midb.messages import flags_of
+from midb.errors import KeywordSetsExhausted
+from midb.keys import FOLDER, U32, account_key, unpack_message_key
+from midb.messages import FIXED_SIZE, MODSEQ_FIELD, flags_of
 from midb.store import Store
 
 MSG = b"From: a@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
@@ -122,13 +122,15 @@ def test_keyword_sets_are_interned_once_and_survive_a_rebuild(store: Store) -> N
     store.append_many("alice", inbox, [(MSG, ("$A", "$B"), None, 0), (MSG, ("$B", "$A"), None, 0),
                                        (MSG, long_keywords, None, 0), (MSG, long_keywords, None, 0)])
     shared = store._shared
+    alice = account_key(store.get_account("alice").id)   # type: ignore[union-attr]
 
     def interned() -> dict[bytes, bytes]:
         with shared.read() as txn:
             return {bytes(key): bytes(value) for key, value in txn.cursor(shared.dbs.keyword_sets)}
 
     before = interned()
-    assert sorted(key[:1] for key in before) == [b"h", b"i", b"i", b"k", b"n"]
+    assert all(key.startswith(alice) for key in before)   # the account's own
+    assert sorted(key[4:5] for key in before) == [b"h", b"i", b"i", b"k", b"n"]
     with shared.env.begin(write=True) as txn:
         columns.rebuild_columns(txn, shared.dbs)
     assert interned() == before
@@ -137,14 +139,58 @@ def test_keyword_sets_are_interned_once_and_survive_a_rebuild(store: Store) -> N
     assert [flags for _uid, flags, _modseq in rows] == [("$A", "$B"), ("$A", "$B"), long_keywords, long_keywords]
 
 
-def test_the_keyword_set_ids_run_out_with_a_clear_error(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_account_numbers_its_own_keyword_sets(store: Store) -> None:
+    """The same id means different keywords in two accounts, and each reads its own (the
+    process's cache of flag words is per account too)."""
+    store.create_account("bob")
+    store.append_many("alice", folder_id(store), [(MSG, ("$A",), None, 0)])
+    store.append_many("bob", folder_id(store, account="bob"), [(MSG, ("$B",), None, 0), (MSG, ("$A",), None, 0)])
+    for account, expected in (("alice", [("$A",)]), ("bob", [("$B",), ("$A",)])):
+        inbox = folder_id(store, account=account)
+        rows = store.flag_column_batches(account, inbox, [1, 2], 10, every_existing=True)
+        found = next(rows)
+        assert found.tail_of is not None
+        assert [flags_of(tail) for tail in found.tail_list()] == expected
+    words = {account: next(store.flag_column_batches(account, folder_id(store, account=account), [1], 10,
+                                                     every_existing=True)).tails[0]
+             for account in ("alice", "bob")}
+    assert words["alice"] == words["bob"] == 1   # both accounts' first set: id 1, no system flags
+    assert store.verify() == []
+
+
+def test_the_keyword_set_ids_run_out_for_one_account_only(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create_account("bob")
     inbox = folder_id(store)
     store.append_many("alice", inbox, [(MSG, ("$A",), None, 0)])
     monkeypatch.setattr(columns, "MAX_KEYWORD_SET", 1)
     store.store_flags("alice", inbox, [1], "add", ["\\Seen"])   # a known set: fine
-    with pytest.raises(InvalidFlag, match="too many distinct keyword"):
+    with pytest.raises(KeywordSetsExhausted, match="too many distinct keyword combinations in this account"):
         store.store_flags("alice", inbox, [1], "add", ["$Other"])
-    assert store.verify() == []   # the failed write left nothing behind
+    with pytest.raises(KeywordSetsExhausted):
+        store.append_many("alice", inbox, [(MSG, ("$Other",), None, 0)])
+    assert store.verify() == []   # the failed writes left nothing behind
+    # Another account of the same shard is not affected.
+    bob_inbox = folder_id(store, account="bob")
+    store.append_many("bob", bob_inbox, [(MSG, ("$Other",), None, 0)])
+    assert [meta.flags for meta in store.get_messages("bob", bob_inbox, [1])] == [("$Other",)]
+    assert [meta.flags for meta in store.get_messages("alice", inbox, [1])] == [("\\Seen", "$A")]
+
+
+def test_deleting_an_account_removes_its_keyword_sets(store: Store) -> None:
+    store.create_account("bob")
+    store.append_many("alice", folder_id(store), [(MSG, ("$A",), None, 0)])
+    store.append_many("bob", folder_id(store, account="bob"), [(MSG, ("$B", "$C"), None, 0)])
+    bob = account_key(store.get_account("bob").id)   # type: ignore[union-attr]
+    shared = store._shared
+
+    def owners() -> set[bytes]:
+        with shared.read() as txn:
+            return {bytes(key[:4]) for key in txn.cursor(shared.dbs.keyword_sets).iternext(values=False)}
+
+    assert bob in owners()
+    store.delete_account("bob")
+    assert owners() == {account_key(store.get_account("alice").id)}   # type: ignore[union-attr]
+    assert store.verify() == []
 
 
 def test_verify_finds_a_wrong_column_and_repair_rebuilds_it(store: Store) -> None:
@@ -205,18 +251,73 @@ def test_a_schema_5_store_is_read_from_its_records_then_upgraded(tmp_path: Path,
     assert reads == [1]
 
 
-def test_stats_show_the_keyword_set_ids_used(store: Store) -> None:
+def downgrade_to_schema_7(path: Path) -> None:
+    """Rewrite the keyword sets and the column as schema 7 had them: one numbering per shard."""
+    environment = lmdb.open(str(path / "index"), max_dbs=64)
+    try:
+        with environment.begin(write=True) as txn:
+            sets, column = environment.open_db(b"keyword_sets", txn=txn), environment.open_db(b"flag_columns", txn=txn)
+            txn.drop(sets, delete=False)
+            txn.drop(column, delete=False)
+            ids: dict[bytes, int] = {}
+            for key, raw in txn.cursor(environment.open_db(b"messages", txn=txn)):
+                tail = bytes(raw[FIXED_SIZE:])
+                word = tail[0] << 24
+                if len(tail) > 1:
+                    keywords = tail[1:]
+                    if keywords not in ids:
+                        ids[keywords] = len(ids) + 1
+                        txn.put(b"k" + keywords, U32.pack(ids[keywords]), db=sets)
+                        txn.put(b"i" + U32.pack(ids[keywords]), keywords, db=sets)
+                    word |= ids[keywords]
+                uid = unpack_message_key(bytes(key))[2]
+                txn.put(bytes(key[:8]), columns.ENTRY.pack(uid, word, MODSEQ_FIELD.unpack_from(raw)[0]), db=column)
+            txn.put(b"n", U32.pack(len(ids) + 1), db=sets)
+            txn.put(b"schema", (7).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def test_a_schema_7_store_has_its_keyword_sets_numbered_per_account(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    messages = {"alice": [("$A",), ("$A", "$B"), ("\\Seen", "$A")], "bob": [("$B",), ("$A",), ("$B",)]}   # as flags_of spells them
+    with Store(path, fsync=False) as store:
+        for account, flag_sets in messages.items():
+            store.create_account(account)
+            store.append_many(account, folder_id(store, account=account), [(MSG, flags, None, 0) for flags in flag_sets])
+    downgrade_to_schema_7(path)
+    with Store(path, readonly=True) as old:   # schema 7's words mean nothing to schema 8: records are read
+        assert not old._shared.columned
+        assert [meta.flags for meta in old.get_messages("bob", folder_id(old, account="bob"), [1, 2, 3])] == [
+            ("$B",), ("$A",), ("$B",)]
+    with Store(path, fsync=False) as store:
+        with store._shared.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
+        for account, flag_sets in messages.items():
+            inbox = folder_id(store, account=account)
+            [found] = store.flag_column_batches(account, inbox, [1, 2, 3], 10, every_existing=True)
+            assert [flags_of(tail) for tail in found.tail_list()] == flag_sets
+            assert found.tails[:2] == [1, 2]   # each account's sets numbered from 1
+        assert store.verify() == []
+        assert store.stats()["keyword_sets"] == 2
+        store.store_flags("bob", folder_id(store, account="bob"), [1], "add", ["$C"])   # a new set: bob's 3rd
+        assert store.stats()["keyword_sets"] == 3
+
+
+def test_stats_show_the_keyword_set_ids_of_the_fullest_account(store: Store) -> None:
     inbox = folder_id(store)
     assert store.stats()["keyword_sets"] == 0
     store.append_many("alice", inbox, [(MSG, ("$A",), None, 0), (MSG, ("$A", "$B"), None, 0),
                                        (MSG, ("$B", "$A"), None, 0), (MSG, ("\\Seen",), None, 0)])
+    store.create_account("bob")
+    store.append_many("bob", folder_id(store, account="bob"), [(MSG, ("$C",), None, 0)])
     stats = store.stats()
-    assert stats["keyword_sets"] == 2   # {$A}, {$A $B}; system flags take none
+    assert stats["keyword_sets"] == 2   # alice's {$A}, {$A $B}; system flags take none; bob has 1
     assert stats["keyword_sets_limit"] == columns.MAX_KEYWORD_SET
 
 
-def test_a_shard_nearing_the_keyword_set_limit_is_logged(store: Store, monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_an_account_nearing_the_keyword_set_limit_is_logged(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     inbox = folder_id(store)
     store.append_many("alice", inbox, [(MSG, ("$A",), None, 0)])   # id 1
     monkeypatch.setattr(columns, "_WARN_FROM", 3)
@@ -228,4 +329,6 @@ def test_a_shard_nearing_the_keyword_set_limit_is_logged(store: Store, monkeypat
         assert not caplog.records
         store.store_flags("alice", inbox, [1], "add", ["$D"])        # id 4: a step
     [record] = caplog.records
-    assert "4 of the 16777215 ids" in record.getMessage() and "never freed" in record.getMessage()
+    alice_id = store.get_account("alice").id   # type: ignore[union-attr]
+    assert f"account id {alice_id} has used 4 of its 16777215 ids" in record.getMessage()
+    assert "never freed" in record.getMessage()

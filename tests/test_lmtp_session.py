@@ -26,6 +26,7 @@ from gximap.lmtp.session import LmtpContext, LmtpSession, LmtpSettings
 from gximap.net.handler import ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
+from midb import columns
 from midb.errors import StoreBusy
 from midb.store import Store
 
@@ -313,6 +314,23 @@ def test_filter_special_use_and_missing_folder(store: Store, tmp_path: Path) -> 
     assert stored(store, "alice", "Archive")[0][1] == ("$Tag",)
     Client(ctx).transaction(["alice@test.example"], wire=b"Subject: No Such Folder\r\n\r\nx\r\n.\r\n")
     assert stored(store, "alice")[0][1] == ("$Tag",)  # INBOX, flags kept
+
+
+def test_keywords_an_account_has_no_id_left_for_are_dropped_not_the_mail(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    inbox = store.get_folder("alice", "INBOX")
+    assert inbox is not None
+    store.append("alice", inbox.id, b"Subject: old\r\n\r\nx\r\n", flags=("$Old",))   # the one id allowed
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET", 1)
+    script = _script(tmp_path, "cat >/dev/null\nprintf 'INBOX\\n$New \\\\Flagged\\n'\n")
+    ctx = make_context(store, filter=FilterCommand.parse(str(script)))
+    with caplog.at_level("INFO", logger="gximap.lmtp"):
+        replies = Client(ctx).transaction(["alice@test.example"])
+    assert replies[-1].startswith("250 ")
+    assert [flags for _body, flags in stored(store, "alice")] == [("$Old",), ("\\Flagged",)]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("too many distinct keyword combinations" in text and "$New" in text for text in messages)
+    assert any("(filtered, keywords dropped)" in text for text in messages)
 
 
 def test_failing_filter_means_inbox_unchanged(store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

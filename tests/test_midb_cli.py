@@ -317,7 +317,7 @@ def test_import_verify_backup_stats(midb: Midb, tmp_path: Path) -> None:
     values = _stats(ok(midb("stats")))
     assert values["accounts"] == "1" and values["messages"] == "6"
     # One keyword combination: {Important}, the maildir's "a" (dovecot-keywords).
-    assert values["keyword_sets"] == "1 (fullest shard: 0.0% of its ids)"
+    assert values["keyword_sets"] == "1 (fullest account: 0.0% of its ids)"
     assert values["keyword_sets_limit"] == "16777215"
     assert ok(midb("verify")).strip() == "store is consistent"
 

@@ -289,7 +289,16 @@ class DeliveryAgent:
             except (midb_errors.MidbError, OSError) as exc:  # the bodies could not be written
                 outcomes = [exc] * len(todo)
             for planned, outcome in zip(todo, outcomes, strict=True):
-                if isinstance(outcome, midb_errors.NoSuchFolder) and attempt == 0:
+                if isinstance(outcome, midb_errors.KeywordSetsExhausted) and attempt == 0:
+                    # The filter's keywords make a combination the account has no id left for
+                    # (midb.columns): the mail matters more than its keywords, so it is stored
+                    # with its system flags alone (in the next round).
+                    dropped = [flag for flag in planned.flags if not flag.startswith("\\")]
+                    log.warning("lmtp: id=%s account=%s: %s; storing without the keywords %s", delivery_id,
+                                planned.account, outcome, _printable(" ".join(dropped)))
+                    planned.flags = tuple(flag for flag in planned.flags if flag.startswith("\\"))
+                    planned.note = f"{planned.note}, keywords dropped" if planned.note else "keywords dropped"
+                elif isinstance(outcome, midb_errors.NoSuchFolder) and attempt == 0:
                     try:  # deleted by a client just now: INBOX it is (stored in the next round)
                         planned.folder_id, planned.folder = self._inbox(planned.account)
                     except (midb_errors.MidbError, OSError) as exc:

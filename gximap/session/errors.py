@@ -17,6 +17,8 @@ def done_for_store_error(exc: BaseException) -> Done | None:
         return Done(Code.NO_HAS_CHILDREN, status="NO", code=b"INUSE")
     if isinstance(exc, midb_errors.InvalidName):
         return Done(Code.NO_INVALID_MAILBOX_NAME, status="NO", code=b"CANNOT")
+    if isinstance(exc, midb_errors.KeywordSetsExhausted):
+        return Done(Code.NO_LIMIT, (str(exc),), status="NO", code=b"LIMIT")
     if isinstance(exc, midb_errors.InvalidArgument):
         return Done(Code.BAD_PARSE, (str(exc),), status="BAD", code=b"CLIENTBUG")
     if isinstance(exc, midb_errors.OverQuota):
