@@ -175,3 +175,8 @@ def test_an_account_out_of_keyword_combinations_gets_no_limit(conv: Conversation
         S: * 2 FETCH (FLAGS (\Seen $Label1))
         S: a3 OK FETCH completed
     """)
+    message = b"Subject: x\r\n\r\nbody\r\n"
+    lines = conv.send(b"a4 APPEND INBOX ($Label3) {%d+}\r\n%s\r\n" % (len(message), message))
+    assert lines[-1].startswith(b"a4 NO [LIMIT] ")
+    lines = conv.send(b"a5 COPY 2 INBOX\r\n")   # {\Seen $Label1} is known: copies fine
+    assert lines[-1].startswith(b"a5 OK [COPYUID ")
