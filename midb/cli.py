@@ -350,6 +350,8 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
+    from midb.columns import MAX_KEYWORD_SET
+
     store = open_store(settings)
     try:
         account = store.get_account(args.name)
@@ -358,6 +360,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
         size, messages = store.usage(account.name)
         owners = store.owners(account.name)
         folders = store.list_folders(account.name)
+        keyword_sets = store.keyword_sets_used(account.name)
     finally:
         store.close()
     created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(account.created))
@@ -369,6 +372,9 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"quota:     {_quota_text(account.quota_bytes, account.quota_messages)}")
     print(f"usage:     {messages} messages, {human_size(size)} ({size} bytes)")
     print(f"owners:    {', '.join(owners) if owners else '(none besides the account itself)'}")
+    # Ids are never freed: how near the account is to refusing new keyword combinations.
+    print(f"keywords:  {keyword_sets} combinations ({keyword_sets / MAX_KEYWORD_SET:.1%} of the "
+          f"{MAX_KEYWORD_SET} an account can hold)")
     print("folders:")
     rows = [["NAME", "SPECIAL-USE", "MESSAGES", "UNSEEN", "SIZE", "UIDVALIDITY", "UIDNEXT"]]
     for folder in folders:

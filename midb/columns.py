@@ -46,6 +46,7 @@ from array import array
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 
+from midb.accounts import decode_account
 from midb.errors import KeywordSetsExhausted
 from midb.keys import FOLDER, U32, account_key, unpack_message_key, unpack_u32
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD
@@ -91,9 +92,11 @@ def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
     txn.put(account + _ID + U32.pack(new_id), keywords, db=db)
     txn.put(account + _NEXT_ID, U32.pack(new_id + 1), db=db)
     if new_id >= _WARN_FROM and new_id % _WARN_EVERY == 0:
-        log.warning("keyword combinations: account id %d has used %d of its %d ids; ids are never freed, "
-                    "and its writes needing a new combination fail once all are used",
-                    account_id, new_id, MAX_KEYWORD_SET)
+        record = txn.get(account, db=dbs.accounts)
+        log.warning("keyword combinations: account %s (id %d) has used %d of its %d ids; ids are never "
+                    "freed, and its writes needing a new combination fail once all are used",
+                    decode_account(account_id, record).name if record is not None else "?", account_id,
+                    new_id, MAX_KEYWORD_SET)
     return new_id
 
 

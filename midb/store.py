@@ -526,6 +526,13 @@ class Store(MetadataMixin):
                 return None
             return self._account(txn, dbs, account_id)
 
+    def keyword_sets_used(self, name: str) -> int:
+        """How many distinct keyword combinations the account has ever stored (ids of its
+        MAX_KEYWORD_SET, never freed: midb.columns)."""
+        shared = self._home(name)
+        with lmdb_errors(), shared.read() as txn:
+            return columns.keyword_sets_used(txn, shared.dbs, self._account_id(txn, shared.dbs, name))
+
     def account_id(self, name: str) -> int:
         """The account's numeric id (NoSuchAccount if there is none). Ids are never reused, so a
         caller may keep it for as long as it works on that account: once the account is deleted,

@@ -313,6 +313,7 @@ def test_stats_show_the_keyword_set_ids_of_the_fullest_account(store: Store) -> 
     store.append_many("bob", folder_id(store, account="bob"), [(MSG, ("$C",), None, 0)])
     stats = store.stats()
     assert stats["keyword_sets"] == 2   # alice's {$A}, {$A $B}; system flags take none; bob has 1
+    assert store.keyword_sets_used("alice") == 2 and store.keyword_sets_used("bob") == 1
     assert stats["keyword_sets_limit"] == columns.MAX_KEYWORD_SET
 
 
@@ -330,5 +331,5 @@ def test_an_account_nearing_the_keyword_set_limit_is_logged(store: Store, monkey
         store.store_flags("alice", inbox, [1], "add", ["$D"])        # id 4: a step
     [record] = caplog.records
     alice_id = store.get_account("alice").id   # type: ignore[union-attr]
-    assert f"account id {alice_id} has used 4 of its 16777215 ids" in record.getMessage()
+    assert f"account alice (id {alice_id}) has used 4 of its 16777215 ids" in record.getMessage()
     assert "never freed" in record.getMessage()

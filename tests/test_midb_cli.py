@@ -181,7 +181,8 @@ def test_user_lifecycle(midb: Midb) -> None:
 
     shown = ok(midb("user", "show", "ALICE@example.org"))
     for expected in ("name:      alice@example.org", "language:  de", "disabled:  no", "password:  set (scrypt)",
-                     "messages 100", "usage:     0 messages", "Papierkorb", "\\Trash", "UIDVALIDITY"):
+                     "messages 100", "usage:     0 messages", "Papierkorb", "\\Trash", "UIDVALIDITY",
+                     "keywords:  0 combinations (0.0% of the 16777215 an account can hold)"):
         assert expected in shown, expected
 
     ok(midb("user", "passwd", "alice@example.org", "--password-stdin", stdin="second secret\r\n"))
