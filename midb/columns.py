@@ -116,6 +116,11 @@ def fullest_keyword_sets(txn: Any, dbs: Any) -> int:
                 for key in txn.cursor(dbs.accounts).iternext(values=False)), default=0)
 
 
+def set_next_keyword_set_id(txn: Any, dbs: Any, account_id: int, next_id: int) -> None:
+    """Repair (midb verify): the account's next id, when it is not above every id it has."""
+    txn.put(account_key(account_id) + _NEXT_ID, U32.pack(next_id), db=dbs.keyword_sets)
+
+
 def _next_keyword_set_id(txn: Any, db: Any, account: bytes) -> int:
     raw = txn.get(account + _NEXT_ID, db=db)
     return U32.unpack(raw)[0] if raw is not None else 1
@@ -294,6 +299,58 @@ def expected_column_entries(txn: Any, dbs: Any, message_items: Iterator[tuple[by
             word |= known
         entries.add(FOLDER.pack(account_id, folder_id) + ENTRY.pack(uid, word, MODSEQ_FIELD.unpack_from(raw)[0]))
     return entries
+
+
+class KeywordSetCheck(NamedTuple):
+    """What :func:`check_keyword_sets` found: problem texts, the keys of accounts that no longer
+    exist, and the accounts whose next id is not above every id they have (account id -> the
+    next id it should have)."""
+
+    problems: list[str]
+    orphaned: list[bytes]
+    next_ids: dict[int, int]
+
+
+def check_keyword_sets(txn: Any, dbs: Any) -> KeywordSetCheck:
+    """``keyword_sets`` against itself and the accounts: every id's keywords map back to it, no
+    id is at or past its account's next one (the next new set would overwrite it), and no set
+    belongs to an account that no longer exists."""
+    check = KeywordSetCheck([], [], {})
+    ids: dict[bytes, dict[int, bytes]] = {}     # account key -> id -> keywords
+    lookups: dict[bytes, dict[bytes, int]] = {}  # account key -> k/h key -> id
+    next_ids: dict[bytes, int] = {}
+    unknown = 0
+    for key, value in txn.cursor(dbs.keyword_sets):
+        key, value = bytes(key), bytes(value)
+        account, kind = key[:4], key[4:5]
+        if txn.get(account, db=dbs.accounts) is None:
+            check.orphaned.append(key)
+        elif kind == _ID and len(key) == 9:
+            ids.setdefault(account, {})[U32.unpack(key[5:])[0]] = value
+        elif kind == _NEXT_ID and len(key) == 5 and len(value) == 4:
+            next_ids[account] = U32.unpack(value)[0]
+        elif kind in (b"k", b"h") and len(value) == 4:
+            lookups.setdefault(account, {})[key] = U32.unpack(value)[0]
+        else:
+            unknown += 1
+    if unknown:
+        check.problems.append(f"keyword sets: {unknown} entries of no known form")
+    if check.orphaned:
+        check.problems.append(f"keyword sets: {len(check.orphaned)} entries of accounts that no longer exist")
+    for account, sets in ids.items():
+        account_id = U32.unpack(account)[0]
+        mapped = lookups.get(account, {})
+        wrong = sum(mapped.get(_set_key(account, keywords)) != set_id for set_id, keywords in sets.items())
+        wrong += sum(set_id not in sets or _set_key(account, sets[set_id]) != key for key, set_id in mapped.items())
+        if wrong:
+            check.problems.append(f"keyword sets: account {account_id} has {wrong} entries whose id and keywords "
+                                  f"do not match (--repair leaves them: running processes may have cached them)")
+        highest = max(sets)
+        if next_ids.get(account, 1) <= highest:
+            check.problems.append(f"keyword sets: account {account_id}'s next id {next_ids.get(account, 1)} "
+                                  f"is not above its highest, {highest}")
+            check.next_ids[account_id] = highest + 1
+    return check
 
 
 def stored_column_entries(txn: Any, dbs: Any) -> set[bytes]:

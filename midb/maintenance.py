@@ -288,6 +288,10 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
             errors.append(f"flag column: {len(stored_column - expected_column)} entries without a matching "
                           f"message, {len(expected_column - stored_column)} messages missing or different")
             scan.indexes_stale = True
+        sets = columns.check_keyword_sets(txn, dbs)
+        errors.extend(sets.problems)
+        scan.problems.extend(("keyword_set_dangling", key) for key in sets.orphaned)
+        scan.problems.extend(("keyword_set_next_id", item) for item in sets.next_ids.items())
     if dbs.sort_records is not None:
         # A message without an entry is fine (derived when first sorted); an entry without one is not.
         orphaned = sortindex.orphans(txn, dbs)
@@ -386,6 +390,7 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
         scan, _errors = _scan(txn, dbs, shard, count)
         done: list[str] = []
         fixed_folders: set[tuple[int, int]] = set()
+        dropped_sets = 0
         for kind, detail in scan.problems:
             if kind == "account_name_missing":
                 account_id, name = detail
@@ -451,9 +456,18 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
             elif kind == "metadata_dangling":
                 txn.delete(detail, db=dbs.metadata)
                 done.append("removed annotation of a missing folder")
+            elif kind == "keyword_set_dangling":
+                txn.delete(detail, db=dbs.keyword_sets)
+                dropped_sets += 1
+            elif kind == "keyword_set_next_id":
+                account_id, next_id = detail
+                columns.set_next_keyword_set_id(txn, dbs, account_id, next_id)
+                done.append(f"set the next keyword set id of account {account_id} to {next_id}")
             elif kind == "sort_entry_dangling":
                 txn.delete(detail, db=dbs.sort_records)
                 done.append(f"removed sort index entry of missing message {unpack_message_key(detail)}")
+        if dropped_sets:
+            done.append(f"removed {dropped_sets} keyword set entries of accounts that no longer exist")
         if scan.indexes_stale:
             indexes.rebuild(txn, dbs)
             done.append("rebuilt the flag index, keyword counts and flag column")

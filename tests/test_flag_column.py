@@ -31,7 +31,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def from_column(store: Store, folder: int, uids: list[int], *, every_existing: bool = False,
                 batch: int = 7) -> list[tuple[int, tuple[str, ...], int]]:
-    rows = []
+    rows: list[tuple[int, tuple[str, ...], int]] = []
     for found in store.flag_column_batches("alice", folder, uids, batch, with_modseq=True,
                                            every_existing=every_existing):
         assert found.modseqs is not None
@@ -216,6 +216,39 @@ def test_verify_finds_a_wrong_column_and_repair_rebuilds_it(store: Store) -> Non
     assert from_column(store, inbox, list(range(1, 11))) == from_records(store, inbox, list(range(1, 11)))
 
 
+def test_verify_checks_the_keyword_sets_and_repairs_what_is_safe(store: Store) -> None:
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, ("$A",), None, 0), (MSG, ("$A", "$B"), None, 0)])
+    shared = store._shared
+    alice = account_key(store.get_account("alice").id)   # type: ignore[union-attr]
+    gone = account_key(999)   # an account id never handed out
+    with shared.env.begin(write=True) as txn:
+        db = shared.dbs.keyword_sets
+        txn.put(alice + b"n", U32.pack(2), db=db)            # at id 2: the next new set would overwrite it
+        txn.put(gone + b"i" + U32.pack(1), b"$X", db=db)     # sets of an account that no longer exists
+        txn.put(gone + b"k$X", U32.pack(1), db=db)
+    problems = store.verify()
+    assert any("account 1's next id 2 is not above its highest, 2" in p for p in problems), problems
+    assert any("2 entries of accounts that no longer exist" in p for p in problems), problems
+    store.verify(repair=True)
+    assert store.verify() == []
+    store.store_flags("alice", inbox, [1], "add", ["$C"])   # a new set takes id 3, not 2
+    assert [meta.flags for meta in store.get_messages("alice", inbox, [1, 2])] == [("$A", "$C"), ("$A", "$B")]
+    assert [flags for _uid, flags, _m in from_column(store, inbox, [1, 2])] == [("$A", "$C"), ("$A", "$B")]
+
+
+def test_verify_reports_keyword_sets_that_do_not_map_back(store: Store) -> None:
+    store.append_many("alice", folder_id(store), [(MSG, ("$A",), None, 0)])
+    shared = store._shared
+    alice = account_key(store.get_account("alice").id)   # type: ignore[union-attr]
+    with shared.env.begin(write=True) as txn:
+        txn.put(alice + b"i" + U32.pack(1), b"$Z", db=shared.dbs.keyword_sets)   # id 1's keywords changed
+        txn.put(alice + b"x", b"?", db=shared.dbs.keyword_sets)
+    problems = store.verify()
+    assert any("has 2 entries whose id and keywords do not match" in p for p in problems), problems
+    assert any("1 entries of no known form" in p for p in problems), problems
+
+
 def downgrade_to_schema_5(path: Path) -> None:
     environment = lmdb.open(str(path / "index"), max_dbs=64)
     try:
@@ -280,7 +313,8 @@ def downgrade_to_schema_7(path: Path) -> None:
 
 def test_a_schema_7_store_has_its_keyword_sets_numbered_per_account(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    messages = {"alice": [("$A",), ("$A", "$B"), ("\\Seen", "$A")], "bob": [("$B",), ("$A",), ("$B",)]}   # as flags_of spells them
+    messages: dict[str, list[tuple[str, ...]]] = {   # as flags_of spells them
+        "alice": [("$A",), ("$A", "$B"), ("\\Seen", "$A")], "bob": [("$B",), ("$A",), ("$B",)]}
     with Store(path, fsync=False) as store:
         for account, flag_sets in messages.items():
             store.create_account(account)
