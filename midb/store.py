@@ -115,9 +115,9 @@ from midb.summary import Summary, decode_summary, encode_summary, sort_record, s
 
 __all__ = [
     "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
-    "InvalidArgument", "InvalidFlag", "InvalidName", "KeywordSetsExhausted", "MessageMeta", "MidbError", "NoSuchAccount",
-    "NoSuchBody", "NoSuchFolder", "OverQuota", "ReadOnlyStore", "Store", "StoreBusy", "TooBig",
-    "WatchHandle",
+    "InvalidArgument", "InvalidFlag", "InvalidName", "KeywordSetsExhausted", "MessageMeta", "MidbError",
+    "NoSuchAccount", "NoSuchBody", "NoSuchFolder", "OverQuota", "ReadOnlyStore", "Store", "StoreBusy",
+    "TooBig", "WatchHandle",
 ]
 
 T = TypeVar("T")
