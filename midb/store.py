@@ -121,6 +121,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# A message to store: any bytes-like object (copied once, by _prepare_append).
+MessageData = bytes | bytearray | memoryview
+# (data, flags, internaldate or None for now, tzoffset): one message of an append.
+AppendItem = tuple[MessageData, Iterable[str], int | None, int]
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
@@ -1022,21 +1026,21 @@ class Store(MetadataMixin):
 
     # ---- messages -----------------------------------------------------------------------------------
 
-    def append(self, account: str, folder_id: int, data: bytes, *, flags: Iterable[str] = (),
+    def append(self, account: str, folder_id: int, data: MessageData, *, flags: Iterable[str] = (),
                internaldate: int | None = None, tzoffset: int = 0, uid: int | None = None) -> tuple[int, int]:
         """Store one message; -> (uidvalidity, uid). The body is durable before the index commit."""
         uidvalidity, uids, _floor = self._append(account, folder_id, [(data, flags, internaldate, tzoffset)], uid)
         return uidvalidity, uids[0]
 
     def append_many(self, account: str, folder_id: int,
-                    items: Sequence[tuple[bytes, Iterable[str], int | None, int]]
+                    items: Sequence[AppendItem]
                     ) -> tuple[int, list[int]]:
         """MULTIAPPEND: all messages or none, in one transaction; -> (uidvalidity, uids)."""
         uidvalidity, uids, _floor = self._append(account, folder_id, _some_items(items, "append_many"), None)
         return uidvalidity, uids
 
     def append_claiming(self, account: str, folder_id: int,
-                        items: Sequence[tuple[bytes, Iterable[str], int | None, int]]
+                        items: Sequence[AppendItem]
                         ) -> tuple[int, list[int], int]:
         """append_many by a session that has the folder selected read-write: the same transaction
         also does claim_recent, so that the session does not pay a second durable commit to claim
@@ -1127,7 +1131,7 @@ class Store(MetadataMixin):
             raise unexpected
         return outcomes
 
-    def _prepare_append(self, items: Sequence[tuple[bytes, Iterable[str], int | None, int]],
+    def _prepare_append(self, items: Sequence[AppendItem],
                         now: int) -> tuple[list[tuple[bytes, FlagSet, int, int]], int]:
         """Validated (data, flags, internaldate, tzoffset) items and their total size."""
         prepared: list[tuple[bytes, FlagSet, int, int]] = []
@@ -1163,7 +1167,7 @@ class Store(MetadataMixin):
             _check_uid_room(record, explicit_uid, count)
 
     def _append(self, account: str, folder_id: int,
-                items: Sequence[tuple[bytes, Iterable[str], int | None, int]],
+                items: Sequence[AppendItem],
                 explicit_uid: int | None, *, claim: bool = False) -> tuple[int, list[int], int | None]:
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")

@@ -63,7 +63,8 @@ class LineHandler:
         self.waker = waker
         self.recorder = recorder
         self.buffer = bytearray()
-        self.output: deque[OutputItem | Iterator[bytes]] = deque()
+        # No FileRegion: this handler never queues one (next_output() passes through the rest).
+        self.output: deque[bytes | memoryview | TransportAction | Iterator[bytes]] = deque()
         self.generated = 0
         self.lazy_pending = 0  # LAZY commands whose answer next_output() has not produced yet
         self.tls = info.tls

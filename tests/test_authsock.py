@@ -52,7 +52,7 @@ def plain(authzid: str, user: str, password: str) -> str:
 def parse(data: bytes) -> list[object]:
     proto = AuthServerProtocol()
     proto.receive(data)
-    events = []
+    events: list[object] = []
     while (event := proto.next_event()) is not None:
         events.append(event)
     return events
@@ -325,7 +325,7 @@ def test_postfix_style_client_over_unix_and_tcp(store: Store, tmp_path: Path) ->
         threads = []
         errors: list[BaseException] = []
 
-        def talk(family: socket.AddressFamily, address: object, request_id: int) -> None:
+        def talk(family: socket.AddressFamily, address: str | tuple[str, int], request_id: int) -> None:
             try:
                 with socket.socket(family, socket.SOCK_STREAM) as sock:
                     sock.settimeout(5)

@@ -223,7 +223,7 @@ def test_messages_hold_conversations() -> None:
 def test_summarize_and_percentiles() -> None:
     assert percentile([1.0, 2.0, 3.0], 0.5) == 2.0
     assert math.isnan(percentile([], 0.5))
-    results = [
+    results: list[loadgen.Result] = [
         {"latencies": {"LOGIN": [0.010, 0.020]}, "errors": {"APPEND": 1}, "samples": ["x"], "cpu": 1.0, "wall": 10.0},
         {"latencies": {"LOGIN": [0.030], "APPEND": [0.005]}, "errors": {}, "samples": [], "cpu": 2.0, "wall": 10.0},
         {"error": "worker died"},

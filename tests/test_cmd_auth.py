@@ -221,7 +221,7 @@ def test_unknown_mechanism_is_refused_with_no(conv):
     assert conv.session.auth_failures == 0
 
 
-def test_sasl_responses_are_never_traced(conv, monkeypatch):
+def test_sasl_responses_are_never_traced(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[bytes, bool]] = []
     from gximap import log as gxlog
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conversation import Conversation
 
-from gximap.net.handler import TransportAction
+from gximap.net.handler import FileRegion, TransportAction
 from gximap.session.commands import fetch
 from gximap.session.commands.fetch import COALESCE_BYTES
 
@@ -447,6 +447,7 @@ def test_large_body_is_streamed_in_chunks(conv: Conversation) -> None:
         if item is None:
             break
         assert not isinstance(item, TransportAction)
+        assert isinstance(item, bytes | memoryview)   # no FileRegion here
         items.append(bytes(item))
     text = data[16:]
     assert b"".join(items) == (b"* 1 FETCH (BODY[TEXT] {%d}\r\n" % len(text) + text
@@ -492,7 +493,9 @@ def test_fetch_all_streams_incrementally(conv: Conversation) -> None:
     session = conv.session
     session.data_received(b"a1 FETCH 1:* (UID BODY.PEEK[TEXT] ENVELOPE)\r\n")
     session.process(16)
-    first = bytes(session.next_output())
+    first_item = session.next_output()
+    assert isinstance(first_item, bytes | memoryview)
+    first = bytes(first_item)
     # Responses go out gathered in chunks of bounded size (fetch.COALESCE_BYTES), in order.
     assert first.startswith(b"* 1 FETCH (UID 1 BODY[TEXT] ") and b"\r\n* 2 FETCH (UID 2 " in first
     assert len(first) < 2 * COALESCE_BYTES
@@ -504,6 +507,7 @@ def test_fetch_all_streams_incrementally(conv: Conversation) -> None:
         item = session.next_output()
         if item is None:
             break
+        assert isinstance(item, bytes | memoryview)
         items.append(bytes(item))
     out = b"".join(items)
     assert out.count(b" FETCH (UID ") == count  # one response per message
@@ -525,6 +529,7 @@ def _output_items(conv: Conversation, line: bytes) -> list[bytes]:
         while (item := session.next_output()) is not None:
             produced = True
             if not isinstance(item, TransportAction):
+                assert not isinstance(item, FileRegion)
                 items.append(bytes(item))
         if not more and not produced:
             break

@@ -36,7 +36,12 @@ def test_pauses_that_overlap_for_long_let_a_full_collection_run(monkeypatch: pyt
     clock = [1000.0]
     collections: list[tuple[int, ...]] = []
     monkeypatch.setattr(collector.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(collector.gc, "collect", lambda *generation: collections.append(generation) or 0)
+
+    def collect(*generation: int) -> int:
+        collections.append(generation)
+        return 0
+
+    monkeypatch.setattr(collector.gc, "collect", collect)
     with collector_paused():
         clock[0] += collector._LONGEST_PAUSE / 2
         with collector_paused():

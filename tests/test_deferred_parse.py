@@ -142,6 +142,13 @@ def _records(store: Store, blob: str, kind: int) -> bytes | None:
     return store._body_records(kind, [blob_key(blob)])[0]
 
 
+def _stored(store: Store, blob: str, kind: int) -> bytes:
+    """The record of this kind, which must be there."""
+    record = _records(store, blob, kind)
+    assert record is not None
+    return record
+
+
 def _wait_parsed(store: Store, blob: str) -> None:
     deadline = time.monotonic() + 10.0
     while _records(store, blob, bodyrecords.DIGEST) is None:
@@ -169,8 +176,8 @@ def test_a_stored_body_is_parsed_after_the_delay(store: Store, message: bytes) -
     assert _records(store, blob, bodyrecords.DIGEST) is None   # the APPEND did not parse it
     _wait_parsed(store, blob)
     expected = mime.digest(message)
-    assert mime.decode_digest(_records(store, blob, bodyrecords.DIGEST)) == expected
-    assert decode_summary(_records(store, blob, bodyrecords.SUMMARY)) == summarize(expected)
+    assert mime.decode_digest(_stored(store, blob, bodyrecords.DIGEST)) == expected
+    assert decode_summary(_stored(store, blob, bodyrecords.SUMMARY)) == summarize(expected)
 
 
 def test_a_body_expunged_before_its_turn_is_never_parsed(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,7 +204,7 @@ def test_a_reader_first_parses_it_once_and_its_result_is_stored(store: Store,
     assert digest.envelope.subject == b"quarterly figures"
     _wait_parsed(store, blob)
     assert counting.calls == 1
-    assert mime.decode_digest(_records(store, blob, bodyrecords.DIGEST)) == digest
+    assert mime.decode_digest(_stored(store, blob, bodyrecords.DIGEST)) == digest
 
 
 def test_known_digest_answers_none_before_the_parse_without_parsing(store: Store,
@@ -251,7 +258,7 @@ def test_without_a_delay_the_append_parses() -> None:
         store.create_account("alice")
         blob = _append(store, MSG)
         assert store._parser is None
-        assert mime.decode_digest(_records(store, blob, bodyrecords.DIGEST)) == mime.digest(MSG)
+        assert mime.decode_digest(_stored(store, blob, bodyrecords.DIGEST)) == mime.digest(MSG)
 
 
 def test_the_thread_wakes_once_per_batch_window_not_per_body() -> None:

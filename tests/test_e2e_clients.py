@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from e2e import GximapProcess, insecure_client_tls
@@ -44,6 +45,7 @@ def server(tmp_path: Path):
 
 
 def _login(server: GximapProcess) -> imaplib.IMAP4_SSL:
+    assert server.tls_port is not None
     client = imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=insecure_client_tls(), timeout=15)
     assert client.login("alice", "secret")[0] == "OK"
     return client
@@ -51,10 +53,11 @@ def _login(server: GximapProcess) -> imaplib.IMAP4_SSL:
 
 def test_imaplib_full_session(server: GximapProcess) -> None:
     client = _login(server)
+    data: list[Any]   # the data of one command's response after another
     try:
         typ, listing = client.list()
         assert typ == "OK"
-        names = [line.decode() for line in listing]
+        names = [line.decode() for line in cast(list[bytes], listing)]   # no literals in this listing
         assert any(line.endswith('"/" INBOX') or line.endswith(' INBOX') for line in names)
         assert any("\\Sent" in line for line in names) and any("\\Trash" in line for line in names)
         assert client.create("Work/2026")[0] == "OK"
@@ -66,19 +69,19 @@ def test_imaplib_full_session(server: GximapProcess) -> None:
         typ, data = client.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE ENVELOPE)")
         assert typ == "OK" and len([d for d in data if isinstance(d, bytes) and b"ENVELOPE" in d]) == 2
         typ, data = client.fetch("1", "(BODY.PEEK[])")
-        assert data[0][1] == MESSAGE
+        assert isinstance(data[0], tuple) and data[0][1] == MESSAGE
         typ, data = client.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
-        assert data[0][1].startswith(b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=")
+        assert isinstance(data[0], tuple) and data[0][1].startswith(b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=")
         typ, data = client.search(None, "SUBJECT", '"#2"')
         assert data == [b"2"]
-        client.literal = "GRÜSSE".encode()  # 8-bit search text goes as a literal
+        client.literal = "GRÜSSE".encode()  # type: ignore[assignment]  # 8-bit search text goes as a literal (imaplib sends bytes; typeshed says str)
         typ, data = client.search("UTF-8", "SUBJECT")
         assert typ == "OK" and data == [b"1 2"]
         typ, data = client.search(None, "FLAGGED")
         assert data == [b"1"]
         assert client.store("2", "+FLAGS", "(\\Deleted $Important)")[0] == "OK"
         typ, data = client.fetch("2", "(FLAGS)")
-        assert b"$Important" in data[0] and b"\\Deleted" in data[0]
+        assert isinstance(data[0], bytes) and b"$Important" in data[0] and b"\\Deleted" in data[0]
         typ, data = client.copy("1", "Work/2026")
         assert typ == "OK"
         typ, data = client.expunge()
@@ -205,6 +208,7 @@ SyncState *
     assert out.returncode == 0, out.stdout + out.stderr
 
     client = _login(server)
+    data: list[Any]   # the data of one command's response after another
     try:
         assert client.select("Work")[1] == [b"2"]
         typ, data = client.select("INBOX")

@@ -69,6 +69,7 @@ def test_unknown_running_identity_refuses_to_start_as_root(tmp_path: Path) -> No
     proc.proc = subprocess.Popen([sys.executable, "-m", "gximap", "-c", str(proc.config_path)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     assert proc.proc.wait(30) != 0
+    assert proc.proc.stdout is not None
     assert "no-such-user-gximap" in proc.proc.stdout.read().decode()
     proc.proc.stdout.close()
 
@@ -81,6 +82,7 @@ def test_greeting_login_and_logout_plain_and_tls(server: GximapProcess) -> None:
         typ, _ = client.login("alice", "secret")
         assert typ == "OK"
         client.logout()
+    assert server.tls_port is not None
     with imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=insecure_client_tls(), timeout=10) as client:
         assert "STARTTLS" not in client.capabilities
         assert client.login("alice", "secret")[0] == "OK"
@@ -89,6 +91,7 @@ def test_greeting_login_and_logout_plain_and_tls(server: GximapProcess) -> None:
 
 def test_process_title_shows_sessions(server: GximapProcess) -> None:
     def title() -> str:
+        assert server.proc is not None
         return Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
 
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -109,6 +112,7 @@ def test_sigterm_says_bye_and_exits_promptly(server: GximapProcess) -> None:
     server.signal(signal.SIGTERM)
     assert _read_line(sock).startswith(b"* BYE")
     sock.close()
+    assert server.proc is not None
     assert server.proc.wait(10) == 0
     assert time.monotonic() - started < 6
 
@@ -161,8 +165,11 @@ def test_drops_privileges_to_running_identity(tmp_path: Path) -> None:
             os.chown(path, nobody.pw_uid, nobody.pw_gid)
         proc.start()
         try:
+            assert proc.proc is not None and proc.tls_port is not None
             status = Path(f"/proc/{proc.proc.pid}/status").read_text()
-            uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
+            found = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M)
+            assert found is not None
+            uids = found.groups()
             assert set(uids) == {str(nobody.pw_uid)}
             assert re.search(r"^NoNewPrivs:\s+1", status, re.M)
             with imaplib.IMAP4_SSL("127.0.0.1", proc.tls_port, ssl_context=insecure_client_tls(), timeout=10) as c:

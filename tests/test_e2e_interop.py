@@ -54,6 +54,7 @@ def _tls_context(server: GximapProcess) -> ssl.SSLContext:
 
 
 def _imap(server: GximapProcess) -> imaplib.IMAP4_SSL:
+    assert server.tls_port is not None
     client = imaplib.IMAP4_SSL("localhost", server.tls_port, ssl_context=_tls_context(server), timeout=15)
     client.login("alice", "secret")
     return client
@@ -91,7 +92,7 @@ def _server_messages(server: GximapProcess, mailbox: str) -> list[tuple[bytes, b
         assert typ == "OK", data
         typ, data = client.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
         assert typ == "OK", data
-        out = []
+        out: list[tuple[bytes, bytes]] = []
         for item in data:
             if isinstance(item, tuple):
                 flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
@@ -454,7 +455,8 @@ class _RawClient:
 
     def read_response(self) -> tuple[bytes, list[bytes]]:
         """One logical response: its line text (literal announcements kept) and its literals."""
-        text, literals = b"", []
+        text = b""
+        literals: list[bytes] = []
         while True:
             line = self.read_line()
             text += line[:-2]

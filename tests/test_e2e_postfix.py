@@ -138,7 +138,7 @@ class PostfixInstance:
         wait_for(lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(), "master.pid")
         self.master_pid = int(pid_file.read_text().strip())
         for port in (self.smtp_port, self.submission_port):
-            wait_for(lambda port=port: _accepts(port), f"postfix on port {port}")
+            wait_for(lambda port=port: _accepts(port), f"postfix on port {port}")  # type: ignore[misc]  # a lambda with a default
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

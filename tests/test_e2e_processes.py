@@ -56,6 +56,7 @@ def _all_threads_stopped(pid: int) -> bool:
 
 
 def _serving(server: GximapProcess) -> list[int]:
+    assert server.proc is not None
     return [pid for pid in _children(server.proc.pid) if _title(pid).startswith("gximap: process ")]
 
 
@@ -78,8 +79,10 @@ def _login(port: int, user: str = "alice", source: str = "127.0.0.1") -> LineCli
 def test_parent_and_two_serving_processes_share_the_connections(server: GximapProcess) -> None:
     # The parent retitles itself after its children are running, and they title themselves: the
     # children's titles can appear first.
-    assert wait_until(lambda: _title(server.proc.pid) == "gximap: master, 2/2 processes", timeout=10.0), \
-        _title(server.proc.pid)
+    parent = server.proc
+    assert parent is not None
+    assert wait_until(lambda: _title(parent.pid) == "gximap: master, 2/2 processes", timeout=10.0), \
+        _title(parent.pid)
     children = _serving(server)
     assert sorted(_title(pid).split(":")[1].strip() for pid in children) == ["process 1/2", "process 2/2"]
     clients: list[LineClient] = []
@@ -97,9 +100,9 @@ def test_parent_and_two_serving_processes_share_the_connections(server: GximapPr
             try:
                 # kill() returns before the stop takes effect; a thread not yet stopped could
                 # still accept the next connection and leave it without a greeting.
-                assert wait_until(lambda stopped=stopped: _all_threads_stopped(stopped), timeout=10.0)
+                assert wait_until(lambda stopped=stopped: _all_threads_stopped(stopped), timeout=10.0)  # type: ignore[misc]  # a lambda with a default
                 clients.append(_login(server.port))
-                assert wait_until(lambda serving=serving, before=before: sessions()[serving] == before + 1,
+                assert wait_until(lambda serving=serving, before=before: sessions()[serving] == before + 1,  # type: ignore[misc]  # a lambda with defaults
                                   timeout=10.0)
             finally:
                 os.kill(stopped, signal.SIGCONT)
@@ -141,6 +144,7 @@ def test_sighup_reaches_every_process_and_sigterm_stops_them_all(server: GximapP
 
 def test_serving_processes_stop_when_the_parent_is_killed(server: GximapProcess) -> None:
     children = _serving(server)
+    assert server.proc is not None
     server.proc.kill()
     server.proc.wait(5)
     assert wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10.0)

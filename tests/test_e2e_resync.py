@@ -188,7 +188,9 @@ def test_conditional_store_between_two_clients(server: GximapProcess) -> None:
         assert re.match(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)$", reported[2])
         assert re.match(rb"\* 1 FETCH \(UID 1 MODSEQ \(\d+\)\)$", reported[1])
         # Retrying with the MODSEQ just learnt succeeds.
-        current = int(re.search(rb"MODSEQ \((\d+)\)", reported[2]).group(1))
+        found = re.search(rb"MODSEQ \((\d+)\)", reported[2])
+        assert found is not None
+        current = int(found.group(1))
         untagged, tagged = a.command(f"UID STORE 2 (UNCHANGEDSINCE {current}) +FLAGS.SILENT ($Done)")
         assert tagged.endswith(b"OK STORE completed"), tagged
         # B sees A's changes as ordinary flag updates.

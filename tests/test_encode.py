@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gximap.imap import encode
+from gximap.imap.commands import Append
 from gximap.imap.framing import CommandFrame, Literal
 from gximap.imap.parser import parse_command, parse_sequence_set
 
@@ -79,7 +80,9 @@ def test_internaldate_is_what_append_parses() -> None:
                             (951782400, 0), (4102444799, -720)):
         wire = encode.internaldate(timestamp, zone)
         frame = CommandFrame(b"a", (b"a APPEND INBOX " + wire + b" ", Literal(b"x"), b""))
-        assert parse_command(frame).messages[0].date == (timestamp, zone)
+        command = parse_command(frame)
+        assert isinstance(command, Append)
+        assert command.messages[0].date == (timestamp, zone)
 
 
 @pytest.mark.parametrize(

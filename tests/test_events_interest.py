@@ -32,7 +32,8 @@ class RecordingPeer:
                 self._arrived.notify_all()
             deliver(events)
 
-        self.notifier.dispatch = recording  # type: ignore[method-assign]
+        # (assignment: it takes a list, not any Iterable; its receiver thread and publish() pass lists)
+        self.notifier.dispatch = recording  # type: ignore[method-assign, assignment]
 
     def watch(self, account_id: int) -> object:
         return self.notifier.watch(account_id, f"user{account_id}", lambda *event: None)

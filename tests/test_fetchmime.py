@@ -61,6 +61,7 @@ _TOKEN = re.compile(rb'\(|\)|NIL|\d+|"(?:[^"\\\r\n]|\\["\\])*"|\{(\d+)\}\r\n| ')
 def read_sexp(text: bytes) -> Node:
     stack: list[Node] = []
     pos, sep, result = 0, b"", None
+    item: Node | int | bytes | None
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         assert match is not None, f"bad token at {pos}: {text[pos:pos + 30]!r}"
@@ -539,9 +540,10 @@ def test_binary_unknown_cte():
     assert binary_section(reader, d, (2,), None) == b"a=b"  # CTE names are case-insensitive
 
 
-def test_binary_of_composite_parts_is_raw():
+def test_binary_of_composite_parts_is_raw() -> None:
     data, d = load("nested_rfc822.eml")
     reader = Reader(data)
+    assert d.root.children is not None
     forwarded: Part = d.root.children[1]
     assert binary_section(reader, d, (2,), None) == data[forwarded.body_start : forwarded.body_end]
     assert binary_section(reader, d, (2, 1), None) == b"inner plain text"

@@ -101,6 +101,7 @@ def test_large_folder_goes_out_in_few_chunks(conv: Conversation) -> None:
         item = session.next_output()
         if item is None:
             break
+        assert isinstance(item, bytes | memoryview)
         chunks.append(bytes(item))
     assert len(chunks) == 3 and chunks[-1] == b"a1 OK FETCH completed\r\n"
     lines = b"".join(chunks[:-1]).split(b"\r\n")[:-1]

@@ -11,12 +11,14 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conversation import Conversation
 
 from gximap.net.handler import FileRegion
 from gximap.net.transport import Transport
+from midb.mime import Digest
 from midb.store import INLINE_MAX
 
 MIB = 1 << 20
@@ -236,7 +238,7 @@ def test_without_a_digest_that_knows_the_range_is_looked_at(
     store = plain.store
     known = store.known_digest
     monkeypatch.setattr(store, "known_digest", lambda blob: (
-        known(blob)._replace(contains_nul=None) if digest == "older" else None))
+        cast(Digest, known(blob))._replace(contains_nul=None) if digest == "older" else None))
     answer = _fetch(plain, "FETCH 1 BODY.PEEK[]")
     assert answer.endswith(data.replace(b"\x00", b"\x80") + b")")
     assert plain.regions == ([] if nul else [(0, len(data))])

@@ -218,7 +218,7 @@ def test_literal_minus() -> None:
     assert framer.next_event() is None
     framer.feed(b"b LOGIN {%d+}\r\n%s x\r\n" % (LITERAL_MINUS_MAX, b"u" * LITERAL_MINUS_MAX))
     frame = framer.next_event()
-    assert isinstance(frame, CommandFrame) and len(frame.parts[1]) == LITERAL_MINUS_MAX
+    assert isinstance(frame, CommandFrame) and len(frame.parts) > 1 and len(frame.parts[1]) == LITERAL_MINUS_MAX
     # Synchronising literals are not limited by LITERAL-.
     framer.feed(b"c LOGIN {%d}\r\n" % (LITERAL_MINUS_MAX * 2))
     assert isinstance(framer.next_event(), NeedContinuation)

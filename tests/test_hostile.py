@@ -46,7 +46,8 @@ def test_literal_size_limit(tmp_path: Path) -> None:
         refused = conv.send(b"b3 APPEND INBOX {5000+}\r\n" + b"From: x\r\n\r\n".ljust(5000, b"y")
                             + b"\r\nb4 NOOP\r\n")
         assert refused == [b"b3 NO [TOOBIG] Message too big", b"b4 OK NOOP completed"]
-        assert conv.store.get_folder("alice", "INBOX").messages == 0
+        inbox = conv.store.get_folder("alice", "INBOX")
+        assert inbox is not None and inbox.messages == 0
         assert conv.session.framer.buffered == 0
         # Other commands: BAD.
         assert conv.send(b"b5 CREATE {3000}\r\n") == [b"b5 BAD Literal too big"]

@@ -26,7 +26,7 @@ MESSAGES: list[MessageComplete] = []  # what drive() saw complete, per test
 def make(**kwargs: int) -> LmtpProtocol:
     kwargs.setdefault("max_message_size", 1 << 20)
     kwargs.setdefault("max_line_length", 1000)
-    proto = LmtpProtocol(HOST, **kwargs)
+    proto = LmtpProtocol(HOST, **kwargs)  # type: ignore[arg-type]  # mypy matches **dict[str, int] against host_id too
     proto.greet()
     assert proto.data_to_send() == f"220 2.0.0 {HOST} LMTP gximap ready\r\n".encode()
     return proto

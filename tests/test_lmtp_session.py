@@ -154,7 +154,9 @@ def test_null_sender_and_quoted_local_part(store: Store) -> None:
 
 def test_quota_full_at_rcpt_and_exceeded_after_data(store: Store) -> None:
     store.update_account("alice", quota_messages=1)
-    store.append("alice", store.get_folder("alice", "INBOX").id, b"Subject: old\r\n\r\nx\r\n")
+    inbox = store.get_folder("alice", "INBOX")
+    assert inbox is not None
+    store.append("alice", inbox.id, b"Subject: old\r\n\r\nx\r\n")
     store.update_account("bob", quota_bytes=100)  # empty, so RCPT passes; the message is bigger
     client = Client(make_context(store))
     replies = client.transaction(["alice@test.example", "bob@test.example"])
@@ -242,7 +244,9 @@ def test_a_recipient_mapped_to_several_accounts(store: Store) -> None:
     assert stored(store, "bob")[0][0] == expected_copy("team@test.example")
     # One account full (permanent): the other copy counts, the failure is logged.
     store.update_account("bob", quota_messages=2)
-    store.append("bob", store.get_folder("bob", "INBOX").id, b"x\r\n")
+    bob_inbox = store.get_folder("bob", "INBOX")
+    assert bob_inbox is not None
+    store.append("bob", bob_inbox.id, b"x\r\n")
     replies = Client(make_context(store, table="static team@test.example:alice,bob")).transaction(["team@test.example"])
     assert replies[1] == "250 2.1.5 Ok" and replies[-1].startswith("250 2.0.0") and "bob" not in replies[-1]
 
@@ -445,7 +449,8 @@ def pool(store: Store, tmp_path: Path):
 def test_python_lmtp_client_over_tcp_and_unix_socket(pool: tuple[int, str], store: Store) -> None:
     port, path = pool
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    for host, kwargs in ((path, {}), ("127.0.0.1", {"port": port})):
+    targets: tuple[tuple[str, dict[str, Any]], ...] = ((path, {}), ("127.0.0.1", {"port": port}))
+    for host, kwargs in targets:
         with smtplib.LMTP(host, timeout=TIMEOUT, **kwargs) as client:
             client.ehlo_or_helo_if_needed()
             assert client.has_extn("pipelining") and client.has_extn("enhancedstatuscodes")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,11 +24,21 @@ def frame(data: bytes) -> CommandFrame:
         return event
 
 
-def parse(data: bytes, **options) -> c.Command:
+CommandT = TypeVar("CommandT", bound=c.Command)
+
+
+def parse(data: bytes, **options: Any) -> c.Command:
     return parse_command(frame(data), **options)
 
 
-def bad(data: bytes, **options) -> ParseError:
+def parse_as(cls: type[CommandT], data: bytes, **options: Any) -> CommandT:
+    """parse(), asserting that the command is a ``cls`` (which also tells the type checker)."""
+    command = parse(data, **options)
+    assert isinstance(command, cls), command
+    return command
+
+
+def bad(data: bytes, **options: Any) -> ParseError:
     with pytest.raises(ParseError) as info:
         parse(data, **options)
     assert not info.value.internal, info.value.__cause__
@@ -131,10 +142,10 @@ def test_authenticate() -> None:
 
 
 def test_enable() -> None:
-    assert parse(b"t2 ENABLE CONDSTORE X-GOOD-IDEA utf8=accept").capabilities == (
+    assert parse_as(c.Enable, b"t2 ENABLE CONDSTORE X-GOOD-IDEA utf8=accept").capabilities == (
         "CONDSTORE", "X-GOOD-IDEA", "UTF8=ACCEPT"
     )
-    assert parse(b"t ENABLE QRESYNC qresync").caps == ("QRESYNC",)
+    assert parse_as(c.Enable, b"t ENABLE QRESYNC qresync").caps == ("QRESYNC",)
     bad(b"t ENABLE")
     bad(b"t ENABLE ")
 
@@ -155,16 +166,16 @@ def test_id() -> None:
 
 
 def test_mailbox_names_are_decoded_and_inbox_normalised() -> None:
-    assert parse(b"a SELECT inbox").mailbox == c.MailboxName("INBOX", b"inbox")
-    assert parse(b'a SELECT "InBoX"').mailbox.name == "INBOX"
-    assert parse(b"a SELECT inbox/Sub").mailbox.name == "INBOX/Sub"
-    assert parse(b"a SELECT INBOXES").mailbox.name == "INBOXES"
-    assert parse(b"a SELECT Other/inbox").mailbox.name == "Other/inbox"
-    assert parse(b"a SELECT ~peter/mail/&U,BTFw-/&ZeVnLIqe-").mailbox == c.MailboxName(
+    assert parse_as(c.Select, b"a SELECT inbox").mailbox == c.MailboxName("INBOX", b"inbox")
+    assert parse_as(c.Select, b'a SELECT "InBoX"').mailbox.name == "INBOX"
+    assert parse_as(c.Select, b"a SELECT inbox/Sub").mailbox.name == "INBOX/Sub"
+    assert parse_as(c.Select, b"a SELECT INBOXES").mailbox.name == "INBOXES"
+    assert parse_as(c.Select, b"a SELECT Other/inbox").mailbox.name == "Other/inbox"
+    assert parse_as(c.Select, b"a SELECT ~peter/mail/&U,BTFw-/&ZeVnLIqe-").mailbox == c.MailboxName(
         "~peter/mail/台北/日本語", b"~peter/mail/&U,BTFw-/&ZeVnLIqe-"
     )
-    assert parse(b'a DELETE "a&-b"').mailbox.name == "a&b"
-    assert parse(b"a DELETE {5}\r\nx y z").mailbox.name == "x y z"
+    assert parse_as(c.Delete, b'a DELETE "a&-b"').mailbox.name == "a&b"
+    assert parse_as(c.Delete, b"a DELETE {5}\r\nx y z").mailbox.name == "x y z"
 
 
 def test_mailbox_name_errors() -> None:
@@ -176,8 +187,8 @@ def test_mailbox_name_errors() -> None:
 
 
 def test_mailbox_names_in_utf8_mode() -> None:
-    assert parse('a SELECT "Entwürfe"'.encode(), utf8=True).mailbox.name == "Entwürfe"
-    assert parse(b'a SELECT "a&-b"', utf8=True).mailbox.name == "a&-b"  # "&" is just "&"
+    assert parse_as(c.Select, 'a SELECT "Entwürfe"'.encode(), utf8=True).mailbox.name == "Entwürfe"
+    assert parse_as(c.Select, b'a SELECT "a&-b"', utf8=True).mailbox.name == "a&-b"  # "&" is just "&"
     bad(b'a SELECT "\xff"', utf8=True)
 
 
@@ -186,25 +197,29 @@ def test_mailbox_names_in_utf8_mode() -> None:
 
 def test_select_examine() -> None:
     assert parse(b"A142 SELECT INBOX") == c.Select(b"A142", mbox("INBOX"), False, False, None)
-    assert parse(b"A932 EXAMINE blurdybloop").examine is True
-    assert parse(b"a SELECT INBOX (CONDSTORE)").condstore is True
+    assert parse_as(c.Select, b"A932 EXAMINE blurdybloop").examine is True
+    assert parse_as(c.Select, b"a SELECT INBOX (CONDSTORE)").condstore is True
 
 
 def test_select_qresync_rfc7162_examples() -> None:
-    command = parse(
+    command = parse_as(
+        c.Select,
         b"A02 SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))"
     )
     assert command.qresync == c.QResyncParams(
         67890007, 20050715194045000, parse_sequence_set(b"41,43:211,214:541"), None
     )
-    command = parse(
+    command = parse_as(
+        c.Select,
         b"B04 SELECT INBOX (QRESYNC (67890007 90060115194045000 1:29997 (5000,7500,9000,9990:9999"
         b" 15000,22500,27000,29970,29973,29976,29979,29982,29985,29988,29991,29994,29997)))"
     )
+    assert command.qresync is not None and command.qresync.seq_match is not None
     assert command.qresync.known_uids == parse_sequence_set(b"1:29997")
     assert command.qresync.seq_match[0] == parse_sequence_set(b"5000,7500,9000,9990:9999")
-    assert parse(b"a SELECT x (QRESYNC (1 2))").qresync == c.QResyncParams(1, 2)
-    assert parse(b"a SELECT x (QRESYNC (1 2 (1:2 3:4)))").qresync.seq_match is not None
+    assert parse_as(c.Select, b"a SELECT x (QRESYNC (1 2))").qresync == c.QResyncParams(1, 2)
+    qresync = parse_as(c.Select, b"a SELECT x (QRESYNC (1 2 (1:2 3:4)))").qresync
+    assert qresync is not None and qresync.seq_match is not None
 
 
 @pytest.mark.parametrize(
@@ -228,9 +243,9 @@ def test_select_errors(line: bytes) -> None:
 
 def test_create() -> None:
     assert parse(b"A003 CREATE owatagusiam/") == c.Create(b"A003", mbox("owatagusiam/"), None)
-    command = parse(b"t1 CREATE MySpecial (USE (\\drafts \\Sent \\X-Custom))")
+    command = parse_as(c.Create, b"t1 CREATE MySpecial (USE (\\drafts \\Sent \\X-Custom))")
     assert command.use == ("\\Drafts", "\\Sent", "\\X-Custom")
-    assert parse(b"t1 CREATE x (USE ())").use == ()
+    assert parse_as(c.Create, b"t1 CREATE x (USE ())").use == ()
     bad(b"t1 CREATE x (FOO (a))")
     bad(b"t1 CREATE x (USE (Drafts))")
     bad(b"t1 CREATE x (USE (\\Drafts) USE (\\Sent))")
@@ -250,39 +265,39 @@ def test_delete_rename_subscribe() -> None:
 
 def test_list_basic() -> None:
     assert parse(b'A101 LIST "" ""') == c.List(b"A101", mbox(""), (mbox(""),))
-    command = parse(b"A102 LIST #news.comp.mail.misc ''")
+    command = parse_as(c.List, b"A102 LIST #news.comp.mail.misc ''")
     assert command.reference.name == "#news.comp.mail.misc"
     assert command.patterns == (mbox("''"),)
-    assert parse(b"A202 LIST ~/Mail/ %").patterns == (mbox("%"),)
-    assert parse(b"a LIST \"\" *]x").patterns == (mbox("*]x"),)
-    command = parse(b'a LIST "" INBOX/&AOk-*')
+    assert parse_as(c.List, b"A202 LIST ~/Mail/ %").patterns == (mbox("%"),)
+    assert parse_as(c.List, b"a LIST \"\" *]x").patterns == (mbox("*]x"),)
+    command = parse_as(c.List, b'a LIST "" INBOX/&AOk-*')
     assert command.patterns[0].name == "INBOX/é*"
     assert command.extended is False
 
 
 def test_list_extended_rfc5258_examples() -> None:
-    command = parse(b'A02 LIST (SUBSCRIBED) "" "*"')
+    command = parse_as(c.List, b'A02 LIST (SUBSCRIBED) "" "*"')
     assert command.selection_opts == ("SUBSCRIBED",)
     assert command.extended is True
-    command = parse(b'A03 LIST () "" "%" RETURN (CHILDREN)')
+    command = parse_as(c.List, b'A03 LIST () "" "%" RETURN (CHILDREN)')
     assert (command.selection_opts, command.return_opts) == ((), ("CHILDREN",))
-    command = parse(b'A04 LIST (REMOTE) "" "%" RETURN (CHILDREN)')
+    command = parse_as(c.List, b'A04 LIST (REMOTE) "" "%" RETURN (CHILDREN)')
     assert command.selection_opts == ("REMOTE",)
-    command = parse(b'A05 LIST (subscribed RECURSIVEMATCH) "" "%" RETURN (CHILDREN)')
+    command = parse_as(c.List, b'A05 LIST (subscribed RECURSIVEMATCH) "" "%" RETURN (CHILDREN)')
     assert command.selection_opts == ("SUBSCRIBED", "RECURSIVEMATCH")
-    command = parse(b'A06 LIST "" ("INBOX" "Drafts" "Sent/%")')
+    command = parse_as(c.List, b'A06 LIST "" ("INBOX" "Drafts" "Sent/%")')
     assert [pattern.name for pattern in command.patterns] == ["INBOX", "Drafts", "Sent/%"]
     assert command.extended is True
 
 
 def test_list_status_and_special_use() -> None:
-    command = parse(b'A02 LIST "" % RETURN (STATUS (MESSAGES UNSEEN))')
+    command = parse_as(c.List, b'A02 LIST "" % RETURN (STATUS (MESSAGES UNSEEN))')
     assert command.return_opts == ("STATUS",)
     assert command.status_items == ("MESSAGES", "UNSEEN")
-    command = parse(b't1 LIST "" "%" RETURN (SPECIAL-USE STATUS (MESSAGES) SUBSCRIBED)')
+    command = parse_as(c.List, b't1 LIST "" "%" RETURN (SPECIAL-USE STATUS (MESSAGES) SUBSCRIBED)')
     assert command.return_opts == ("SPECIAL-USE", "STATUS", "SUBSCRIBED")
-    assert parse(b't3 LIST (SPECIAL-USE) "" "*"').selection_opts == ("SPECIAL-USE",)
-    assert parse(b'a LIST "" "*" RETURN ()').return_opts == ()
+    assert parse_as(c.List, b't3 LIST (SPECIAL-USE) "" "*"').selection_opts == ("SPECIAL-USE",)
+    assert parse_as(c.List, b'a LIST "" "*" RETURN ()').return_opts == ()
 
 
 @pytest.mark.parametrize(
@@ -315,7 +330,9 @@ def test_status() -> None:
     assert parse(b"A042 STATUS blurdybloop (UIDNEXT MESSAGES)") == c.Status(
         b"A042", mbox("blurdybloop"), ("UIDNEXT", "MESSAGES")
     )
-    command = parse(b"a STATUS x (size deleted HIGHESTMODSEQ APPENDLIMIT MAILBOXID unseen unseen)")
+    command = parse_as(
+        c.Status, b"a STATUS x (size deleted HIGHESTMODSEQ APPENDLIMIT MAILBOXID unseen unseen)"
+    )
     assert command.items == ("SIZE", "DELETED", "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID", "UNSEEN")
     bad(b"a STATUS x ()")
     bad(b"a STATUS x (BOGUS)")
@@ -326,17 +343,18 @@ def test_word_lists_parsed_in_one_match_answer_like_the_item_by_item_parse() -> 
     """STATUS items, LIST selection options and SEARCH return options are read by one regex
     when well formed (_Reader.word_list); anything else takes the item-by-item path, so the
     errors and the argument limit stay what they were."""
-    assert parse(b"a STATUS x (messages uidNext)").items == ("MESSAGES", "UIDNEXT")
-    assert parse(b"a LIST (subscribed) \"\" * RETURN (STATUS (unseen))").selection_opts == ("SUBSCRIBED",)
-    assert parse(b"a LIST \"\" * RETURN (STATUS (unseen size))").status_items == ("UNSEEN", "SIZE")
-    assert parse(b"a SEARCH RETURN (min max) ALL").return_opts == ("MIN", "MAX")
-    assert parse(b"a SEARCH RETURN () ALL").return_opts == ("ALL",)
+    assert parse_as(c.Status, b"a STATUS x (messages uidNext)").items == ("MESSAGES", "UIDNEXT")
+    command = parse_as(c.List, b"a LIST (subscribed) \"\" * RETURN (STATUS (unseen))")
+    assert command.selection_opts == ("SUBSCRIBED",)
+    assert parse_as(c.List, b"a LIST \"\" * RETURN (STATUS (unseen size))").status_items == ("UNSEEN", "SIZE")
+    assert parse_as(c.Search, b"a SEARCH RETURN (min max) ALL").return_opts == ("MIN", "MAX")
+    assert parse_as(c.Search, b"a SEARCH RETURN () ALL").return_opts == ("ALL",)
     assert "Unknown status item BOGUS" in bad(b"a STATUS x (MESSAGES BOGUS)").text
     assert bad(b"a STATUS x (MESSAGES  UNSEEN)").text == "Expected status item"
     assert bad(b"a STATUS x (MESSAGES UNSEEN").text == "Missing argument"
     assert bad(b"a STATUS x (MESSAGES 1)").text == "Expected status item"
     assert bad(b"a STATUS x (MESSAGES UNSEEN)", max_args=1).text == "Too many arguments"
-    assert parse(b"a STATUS x (MESSAGES UNSEEN)", max_args=2).items == ("MESSAGES", "UNSEEN")
+    assert parse_as(c.Status, b"a STATUS x (MESSAGES UNSEEN)", max_args=2).items == ("MESSAGES", "UNSEEN")
 
 
 # -- APPEND -------------------------------------------------------------------------------------
@@ -347,7 +365,8 @@ def test_append_rfc3501_example() -> None:
         b"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\nFrom: Fred Foobar <foobar@Blurdybloop.COM>\r\n"
         b"Subject: afternoon meeting\r\n\r\nHello Joe, do you think we can meet at 3:30 tomorrow?\r\n"
     )
-    command = parse(
+    command = parse_as(
+        c.Append,
         b'A003 APPEND saved-messages (\\Seen) "07-Feb-1994 21:52:25 -0800" {%d}\r\n%s'
         % (len(message), message)
     )
@@ -357,26 +376,28 @@ def test_append_rfc3501_example() -> None:
 
 
 def test_append_variants() -> None:
-    command = parse(b"a APPEND INBOX {3+}\r\nabc")
+    command = parse_as(c.Append, b"a APPEND INBOX {3+}\r\nabc")
     assert command.messages == (c.AppendMessage((), None, b"abc"),)
-    command = parse(b'a APPEND INBOX " 7-Jul-1996 02:44:25 +0130" {1+}\r\nx')
+    command = parse_as(c.Append, b'a APPEND INBOX " 7-Jul-1996 02:44:25 +0130" {1+}\r\nx')
     assert command.messages[0].date == (calendar.timegm((1996, 7, 7, 1, 14, 25)), 90)
-    command = parse(b'a APPEND INBOX "7-Jul-1996 02:44:25 +0000" {1+}\r\nx')
-    assert command.messages[0].date[1] == 0
-    command = parse(b"a APPEND INBOX (\\seen \\FLAGGED $Forwarded seen) ~{3+}\r\n\x00\x01\x02")
+    command = parse_as(c.Append, b'a APPEND INBOX "7-Jul-1996 02:44:25 +0000" {1+}\r\nx')
+    date = command.messages[0].date
+    assert date is not None and date[1] == 0
+    command = parse_as(c.Append, b"a APPEND INBOX (\\seen \\FLAGGED $Forwarded seen) ~{3+}\r\n\x00\x01\x02")
     assert command.messages == (
         c.AppendMessage(("\\Seen", "\\Flagged", "$Forwarded", "seen"), None, b"\x00\x01\x02", True),
     )
-    command = parse(b"a APPEND INBOX UTF8 (~{4+}\r\nab\xc3\xa9)")
+    command = parse_as(c.Append, b"a APPEND INBOX UTF8 (~{4+}\r\nab\xc3\xa9)")
     assert command.messages == (c.AppendMessage((), None, b"ab\xc3\xa9", True, True),)
-    command = parse(b"a APPEND INBOX () {1+}\r\nx")
+    command = parse_as(c.Append, b"a APPEND INBOX () {1+}\r\nx")
     assert command.messages[0].flags == ()
 
 
 def test_multiappend_rfc3502_example() -> None:
     first = b"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n\r\nHello Joe\r\n"
     second = b"Date: Mon, 7 Feb 1994 22:43:04 -0800 (PST)\r\n\r\nHello Fred\r\n"
-    command = parse(
+    command = parse_as(
+        c.Append,
         b'A003 APPEND saved-messages (\\Seen) {%d}\r\n%s (\\Seen) "07-Feb-1994 22:43:04 -0800" {%d}\r\n%s'
         % (len(first), first, len(second), second)
     )
@@ -419,7 +440,7 @@ def test_expunge_copy_move() -> None:
         b"A003", False, parse_sequence_set(b"2:4"), mbox("MEETING")
     )
     assert parse(b"a UID MOVE 42:69 foo") == c.Move(b"a", True, parse_sequence_set(b"42:69"), mbox("foo"))
-    assert parse(b"a MOVE $ Trash").seqset.saved is True
+    assert parse_as(c.Move, b"a MOVE $ Trash").seqset.saved is True
     bad(b"a COPY 2:4")
     bad(b"a COPY x MEETING")
     bad(b"a COPY 0 MEETING")
@@ -428,30 +449,33 @@ def test_expunge_copy_move() -> None:
 # -- FETCH --------------------------------------------------------------------------------------
 
 
-def att(name: str, section: c.Section | None = None, partial=None, peek: bool = False) -> c.FetchAtt:
+def att(
+    name: str, section: c.Section | None = None, partial: tuple[int, int] | None = None, peek: bool = False
+) -> c.FetchAtt:
     return c.FetchAtt(name, section, partial, peek)
 
 
 def test_fetch_rfc_examples() -> None:
-    command = parse(b"A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)])")
+    command = parse_as(c.Fetch, b"A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)])")
     assert command.seqset == parse_sequence_set(b"2:4")
     assert command.items == (
         att("FLAGS"), att("BODY", c.Section((), "HEADER.FIELDS", ("DATE", "FROM")))
     )
     assert command.uid is False
-    assert parse(b"a FETCH 1 ALL").items == tuple(
+    assert parse_as(c.Fetch, b"a FETCH 1 ALL").items == tuple(
         att(name) for name in ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE")
     )
-    assert parse(b"a FETCH 1 fast").items == tuple(
+    assert parse_as(c.Fetch, b"a FETCH 1 fast").items == tuple(
         att(name) for name in ("FLAGS", "INTERNALDATE", "RFC822.SIZE")
     )
-    assert parse(b"a FETCH 1 FULL").items[-1] == att("BODY")
-    assert parse(b"a FETCH 1:* body[]").items == (att("BODY", c.Section()),)
-    assert parse(b"A999 UID FETCH 4827313:4828442 FLAGS").items == (att("FLAGS"),)
+    assert parse_as(c.Fetch, b"a FETCH 1 FULL").items[-1] == att("BODY")
+    assert parse_as(c.Fetch, b"a FETCH 1:* body[]").items == (att("BODY", c.Section()),)
+    assert parse_as(c.Fetch, b"A999 UID FETCH 4827313:4828442 FLAGS").items == (att("FLAGS"),)
 
 
 def test_fetch_all_items() -> None:
-    command = parse(
+    command = parse_as(
+        c.Fetch,
         b"a FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE RFC822 RFC822.HEADER RFC822.TEXT ENVELOPE BODY"
         b" BODYSTRUCTURE UID MODSEQ BODY.PEEK[1.2.3.HEADER]<0.2048> BODY[1.MIME] BODY[2.TEXT]"
         b" BODY[HEADER.FIELDS.NOT (Received)] BINARY[1.2]<10.20> BINARY.PEEK[] BINARY.SIZE[3])"
@@ -469,7 +493,8 @@ def test_fetch_all_items() -> None:
 
 
 def test_fetch_response_labels() -> None:
-    command = parse(
+    command = parse_as(
+        c.Fetch,
         b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (From to {3}\r\nX-Y)]<0.100> BODY[1.2.MIME] BINARY.PEEK[1]<5.6>"
         b" BINARY.SIZE[2] RFC822.SIZE BODY[] BODY)"
     )
@@ -486,21 +511,23 @@ def test_fetch_response_labels() -> None:
 
 
 def test_fetch_sets_seen() -> None:
-    items = parse(b"a FETCH 1 (BODY[] BODY.PEEK[1] RFC822 RFC822.TEXT RFC822.HEADER BINARY[1] FLAGS)").items
+    items = parse_as(
+        c.Fetch, b"a FETCH 1 (BODY[] BODY.PEEK[1] RFC822 RFC822.TEXT RFC822.HEADER BINARY[1] FLAGS)"
+    ).items
     assert [item.sets_seen for item in items] == [True, False, True, True, False, True, False]
 
 
 def test_fetch_duplicates_merge_and_non_peek_wins() -> None:
-    items = parse(b"a FETCH 1 (BODY.PEEK[] FLAGS BODY[] flags)").items
+    items = parse_as(c.Fetch, b"a FETCH 1 (BODY.PEEK[] FLAGS BODY[] flags)").items
     assert items == (att("BODY", c.Section()), att("FLAGS"))
 
 
 def test_fetch_modifiers() -> None:
-    command = parse(b"s100 UID FETCH 300:500 (FLAGS) (CHANGEDSINCE 12345 VANISHED)")
+    command = parse_as(c.Fetch, b"s100 UID FETCH 300:500 (FLAGS) (CHANGEDSINCE 12345 VANISHED)")
     assert (command.uid, command.changedsince, command.vanished) == (True, 12345, True)
-    command = parse(b"s100 FETCH 1:* (FLAGS MODSEQ) (CHANGEDSINCE 12345)")
+    command = parse_as(c.Fetch, b"s100 FETCH 1:* (FLAGS MODSEQ) (CHANGEDSINCE 12345)")
     assert (command.changedsince, command.vanished) == (12345, False)
-    assert parse(b"a FETCH 1 FAST (CHANGEDSINCE 1)").changedsince == 1
+    assert parse_as(c.Fetch, b"a FETCH 1 FAST (CHANGEDSINCE 1)").changedsince == 1
 
 
 @pytest.mark.parametrize(
@@ -544,14 +571,14 @@ def test_store_forms() -> None:
     assert parse(b"A003 STORE 2:4 +FLAGS (\\Deleted)") == c.Store(
         b"A003", False, parse_sequence_set(b"2:4"), "+", False, ("\\Deleted",)
     )
-    command = parse(b"a UID STORE 1 flags.silent \\seen \\FLAGGED $Label1 $label1")
+    command = parse_as(c.Store, b"a UID STORE 1 flags.silent \\seen \\FLAGGED $Label1 $label1")
     assert (command.uid, command.mode, command.silent, command.flags) == (
         True, "", True, ("\\Seen", "\\Flagged", "$Label1")
     )
-    assert parse(b"a STORE 1 -FLAGS ()").flags == ()
-    command = parse(b"d105 STORE 7,5,9 (UNCHANGEDSINCE 320162338) +FLAGS.SILENT (\\Deleted)")
+    assert parse_as(c.Store, b"a STORE 1 -FLAGS ()").flags == ()
+    command = parse_as(c.Store, b"d105 STORE 7,5,9 (UNCHANGEDSINCE 320162338) +FLAGS.SILENT (\\Deleted)")
     assert (command.unchangedsince, command.mode, command.silent) == (320162338, "+", True)
-    assert parse(b"a STORE 1 (UNCHANGEDSINCE 0) FLAGS (x)").unchangedsince == 0
+    assert parse_as(c.Store, b"a STORE 1 (UNCHANGEDSINCE 0) FLAGS (x)").unchangedsince == 0
 
 
 @pytest.mark.parametrize(
@@ -587,16 +614,19 @@ def test_search_rfc3501_examples() -> None:
             c.SearchNot(c.SearchHeader("From", "Smith")),
         )),
     )
-    assert parse(b'A283 SEARCH TEXT "string not in mailbox"').criteria == c.SearchText(
+    assert parse_as(c.Search, b'A283 SEARCH TEXT "string not in mailbox"').criteria == c.SearchText(
         "TEXT", "string not in mailbox"
     )
-    command = parse(b"A284 SEARCH CHARSET UTF-8 TEXT {12}\r\n\xd0\xb0\xd0\xb1\xd0\xb2\xd0\xb3\xd0\xb4\xd0\xb5")
+    command = parse_as(
+        c.Search, b"A284 SEARCH CHARSET UTF-8 TEXT {12}\r\n\xd0\xb0\xd0\xb1\xd0\xb2\xd0\xb3\xd0\xb4\xd0\xb5"
+    )
     assert command.charset == "UTF-8"
     assert command.criteria == c.SearchText("TEXT", "абвгде")
 
 
 def test_search_every_key() -> None:
-    command = parse(
+    command = parse_as(
+        c.Search,
         b"a SEARCH ALL ANSWERED BCC b BEFORE 1-Jan-2000 BODY x CC c DELETED DRAFT FLAGGED FROM f"
         b' HEADER Message-ID <id@host> KEYWORD $Junk LARGER 1000 NEW NOT SEEN OLD ON "31-Dec-1999"'
         b" OR SEEN UNSEEN RECENT SEEN SENTBEFORE 1-Jan-2000 SENTON 1-Jan-2000 SENTSINCE 1-Jan-2000"
@@ -604,6 +634,7 @@ def test_search_every_key() -> None:
         b" UNFLAGGED UNKEYWORD $Junk UNSEEN 1,3:* (SEEN DELETED) MODSEQ 5 OLDER 60 YOUNGER 30"
         b" SAVEDBEFORE 1-Jan-2020 SAVEDON 1-Jan-2020 SAVEDSINCE 1-Jan-2020 $"
     )
+    assert isinstance(command.criteria, c.SearchAnd)
     keys = command.criteria.keys
     day = datetime.date(2000, 1, 1)
     assert keys[:6] == (
@@ -630,27 +661,29 @@ def test_search_every_key() -> None:
 
 
 def test_search_or_chains_flatten_and_not_not_cancels() -> None:
-    criteria = parse(b"a SEARCH OR OR FROM a TO b OR CC c SUBJECT d").criteria
+    criteria = parse_as(c.Search, b"a SEARCH OR OR FROM a TO b OR CC c SUBJECT d").criteria
     assert criteria == c.SearchOr((
         c.SearchHeader("From", "a"), c.SearchHeader("To", "b"),
         c.SearchHeader("Cc", "c"), c.SearchHeader("Subject", "d"),
     ))
-    assert parse(b"a SEARCH NOT NOT SEEN").criteria == c.SearchFlag("\\Seen", True)
-    assert parse(b"a SEARCH NOT NOT NOT SEEN").criteria == c.SearchNot(c.SearchFlag("\\Seen", True))
-    criteria = parse(b"a SEARCH OR (SEEN DELETED) NOT (OR DRAFT FLAGGED)").criteria
+    assert parse_as(c.Search, b"a SEARCH NOT NOT SEEN").criteria == c.SearchFlag("\\Seen", True)
+    assert parse_as(c.Search, b"a SEARCH NOT NOT NOT SEEN").criteria == c.SearchNot(
+        c.SearchFlag("\\Seen", True)
+    )
+    criteria = parse_as(c.Search, b"a SEARCH OR (SEEN DELETED) NOT (OR DRAFT FLAGGED)").criteria
     assert criteria == c.SearchOr((
         c.SearchAnd((c.SearchFlag("\\Seen", True), c.SearchFlag("\\Deleted", True))),
         c.SearchNot(c.SearchOr((c.SearchFlag("\\Draft", True), c.SearchFlag("\\Flagged", True)))),
     ))
-    assert parse(b"a SEARCH ((SEEN))").criteria == c.SearchFlag("\\Seen", True)
+    assert parse_as(c.Search, b"a SEARCH ((SEEN))").criteria == c.SearchFlag("\\Seen", True)
 
 
 def test_long_or_chain_is_not_nesting() -> None:
     keys = b" ".join(b"UID %d" % number for number in range(1, 1002))
-    criteria = parse(b"a SEARCH " + b"OR " * 1000 + keys).criteria
+    criteria = parse_as(c.Search, b"a SEARCH " + b"OR " * 1000 + keys).criteria
     assert isinstance(criteria, c.SearchOr) and len(criteria.keys) == 1001
     right = b"".join(b"OR UID %d " % number for number in range(1, 1001)) + b"UID 1001"
-    criteria = parse(b"a SEARCH " + right).criteria
+    criteria = parse_as(c.Search, b"a SEARCH " + right).criteria
     assert isinstance(criteria, c.SearchOr) and len(criteria.keys) == 1001
 
 
@@ -663,17 +696,19 @@ def test_search_nesting_limit_is_a_parse_error() -> None:
 
 
 def test_search_return_options() -> None:
-    assert parse(b"A282 SEARCH RETURN (MIN COUNT) FLAGGED").return_opts == ("MIN", "COUNT")
-    assert parse(b"A283 SEARCH RETURN () FLAGGED").return_opts == ("ALL",)
-    assert parse(b"A284 SEARCH RETURN (SAVE) DELETED").return_opts == ("SAVE",)
-    assert parse(b"a UID SEARCH RETURN (all max) CHARSET US-ASCII UID $").return_opts == ("ALL", "MAX")
-    assert parse(b"a SEARCH SEEN").return_opts is None
+    assert parse_as(c.Search, b"A282 SEARCH RETURN (MIN COUNT) FLAGGED").return_opts == ("MIN", "COUNT")
+    assert parse_as(c.Search, b"A283 SEARCH RETURN () FLAGGED").return_opts == ("ALL",)
+    assert parse_as(c.Search, b"A284 SEARCH RETURN (SAVE) DELETED").return_opts == ("SAVE",)
+    assert parse_as(c.Search, b"a UID SEARCH RETURN (all max) CHARSET US-ASCII UID $").return_opts == (
+        "ALL", "MAX"
+    )
+    assert parse_as(c.Search, b"a SEARCH SEEN").return_opts is None
     bad(b"a SEARCH RETURN (PARTIAL 1:5) SEEN")
     bad(b"a SEARCH RETURN SEEN")
 
 
 def test_search_modseq_with_entry() -> None:
-    criteria = parse(b'a SEARCH MODSEQ "/flags/\\\\draft" all 620162338').criteria
+    criteria = parse_as(c.Search, b'a SEARCH MODSEQ "/flags/\\\\draft" all 620162338').criteria
     assert criteria == c.SearchModSeq(620162338, "/flags/\\draft", "all")
     bad(b'a SEARCH MODSEQ "/foo" all 5')
     bad(b'a SEARCH MODSEQ "/flags/\\\\draft" nobody 5')
@@ -685,7 +720,7 @@ def test_search_charset() -> None:
     assert error.response_code == b"[BADCHARSET (UTF-8 US-ASCII)]"
     assert bad(b"a SORT (DATE) KOI8-R ALL").code == "BADCHARSET"
     assert bad(b"a NOOP x").response_code is None
-    assert parse(b'a SEARCH CHARSET "us-ascii" ALL').charset == "US-ASCII"
+    assert parse_as(c.Search, b'a SEARCH CHARSET "us-ascii" ALL').charset == "US-ASCII"
     bad(b"a SEARCH CHARSET UTF-8 TEXT {2}\r\n\xc3\x28")
 
 
@@ -722,25 +757,25 @@ def test_search_errors(line: bytes) -> None:
 
 
 def test_search_keyword_recent_maps_to_recent_key() -> None:
-    assert parse(b"a SEARCH KEYWORD \\Recent").criteria == c.SearchRecent()
-    assert parse(b"a SEARCH KEYWORD \\seen").criteria == c.SearchFlag("\\Seen", True)
+    assert parse_as(c.Search, b"a SEARCH KEYWORD \\Recent").criteria == c.SearchRecent()
+    assert parse_as(c.Search, b"a SEARCH KEYWORD \\seen").criteria == c.SearchFlag("\\Seen", True)
 
 
 # -- SORT / THREAD ----------------------------------------------------------------------------
 
 
 def test_sort() -> None:
-    command = parse(b"A282 SORT (SUBJECT) UTF-8 SINCE 1-Feb-1994")
+    command = parse_as(c.Sort, b"A282 SORT (SUBJECT) UTF-8 SINCE 1-Feb-1994")
     assert command == c.Sort(
         b"A282", False, (c.SortCriterion("SUBJECT"),), "UTF-8",
         c.SearchDate("INTERNAL", "SINCE", datetime.date(1994, 2, 1)),
     )
-    command = parse(b"A283 UID SORT (REVERSE DATE displayfrom ARRIVAL) us-ascii ALL")
+    command = parse_as(c.Sort, b"A283 UID SORT (REVERSE DATE displayfrom ARRIVAL) us-ascii ALL")
     assert command.uid is True
     assert command.criteria == (
         c.SortCriterion("DATE", True), c.SortCriterion("DISPLAYFROM"), c.SortCriterion("ARRIVAL")
     )
-    command = parse(b"a SORT RETURN (MIN MAX COUNT) (DATE) UTF-8 UNDELETED")
+    command = parse_as(c.Sort, b"a SORT RETURN (MIN MAX COUNT) (DATE) UTF-8 UNDELETED")
     assert command.return_opts == ("MIN", "MAX", "COUNT")
     for line in (
         b"a SORT () UTF-8 ALL",
@@ -754,9 +789,9 @@ def test_sort() -> None:
 
 
 def test_thread() -> None:
-    command = parse(b"A283 THREAD ORDEREDSUBJECT UTF-8 SINCE 5-MAR-2000")
+    command = parse_as(c.Thread, b"A283 THREAD ORDEREDSUBJECT UTF-8 SINCE 5-MAR-2000")
     assert (command.algorithm, command.charset) == ("ORDEREDSUBJECT", "UTF-8")
-    assert parse(b"A284 UID THREAD references US-ASCII ALL").algorithm == "REFERENCES"
+    assert parse_as(c.Thread, b"A284 UID THREAD references US-ASCII ALL").algorithm == "REFERENCES"
     bad(b"a THREAD REFS UTF-8 ALL")
     bad(b"a THREAD REFERENCES ALL")
 
@@ -772,24 +807,27 @@ def test_compress_and_quota() -> None:
     assert parse(b'S0000 SETQUOTA "#user/alice" (storage 510)') == c.SetQuota(
         b"S0000", "#user/alice", (("STORAGE", 510),)
     )
-    assert parse(b'a SETQUOTA "" ()').limits == ()
+    assert parse_as(c.SetQuota, b'a SETQUOTA "" ()').limits == ()
     bad(b'a SETQUOTA "" (STORAGE)')
     bad(b'a SETQUOTA "" STORAGE 5')
 
 
 def test_metadata_rfc5464_examples() -> None:
     assert parse(b'a GETMETADATA "" /shared/comment') == c.GetMetadata(b"a", mbox(""), ("/shared/comment",))
-    command = parse(b"a GETMETADATA INBOX (/shared/comment /private/comment)")
-    assert command == c.GetMetadata(b"a", mbox("INBOX"), ("/shared/comment", "/private/comment"))
-    command = parse(b"a GETMETADATA (MAXSIZE 1024) INBOX /shared/comment")
-    assert (command.maxsize, command.depth) == (1024, "0")
-    command = parse(b"a GETMETADATA (DEPTH 1) INBOX (/private/filters/values)")
-    assert command.depth == "1"
-    assert parse(b'a GETMETADATA (DEPTH "infinity" MAXSIZE 5) "" /shared').depth == "infinity"
+    metadata = parse_as(c.GetMetadata, b"a GETMETADATA INBOX (/shared/comment /private/comment)")
+    assert metadata == c.GetMetadata(b"a", mbox("INBOX"), ("/shared/comment", "/private/comment"))
+    metadata = parse_as(c.GetMetadata, b"a GETMETADATA (MAXSIZE 1024) INBOX /shared/comment")
+    assert (metadata.maxsize, metadata.depth) == (1024, "0")
+    metadata = parse_as(c.GetMetadata, b"a GETMETADATA (DEPTH 1) INBOX (/private/filters/values)")
+    assert metadata.depth == "1"
+    metadata = parse_as(c.GetMetadata, b'a GETMETADATA (DEPTH "infinity" MAXSIZE 5) "" /shared')
+    assert metadata.depth == "infinity"
     comment = b"My new comment across\r\ntwo lines.\r\n"
-    command = parse(b"a SETMETADATA INBOX (/private/comment {%d}\r\n%s)" % (len(comment), comment))
+    command = parse_as(
+        c.SetMetadata, b"a SETMETADATA INBOX (/private/comment {%d}\r\n%s)" % (len(comment), comment)
+    )
     assert command == c.SetMetadata(b"a", mbox("INBOX"), (("/private/comment", comment),))
-    command = parse(b"a SETMETADATA INBOX (/private/comment NIL /shared/x ~{1}\r\n\x00)")
+    command = parse_as(c.SetMetadata, b"a SETMETADATA INBOX (/private/comment NIL /shared/x ~{1}\r\n\x00)")
     assert command.entries == (("/private/comment", None), ("/shared/x", b"\x00"))
     for line in (
         b"a GETMETADATA INBOX /comment",

@@ -7,12 +7,13 @@ GXIMAP_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/test_parser_fuzz.py   (the `ma
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gximap.imap.commands import Command, Noop
-from gximap.imap.framing import CommandFrame, FrameError, Framer, Literal, NeedContinuation
+from gximap.imap.framing import CommandFrame, CommandParts, FrameError, Framer, Literal, NeedContinuation
 from gximap.imap.parser import ParseError, parse_command
 
 EXAMPLES = int(os.environ.get("GXIMAP_FUZZ_EXAMPLES", "300"))
@@ -169,7 +170,7 @@ def test_hand_built_frames(name: bytes, pairs: list[tuple[bytes, Literal]], tail
         first = b""
     parts.append(first + tail)
     try:
-        result = parse_command(CommandFrame(b"x", tuple(parts)), utf8=utf8, max_nesting=6, max_args=32)
+        result = parse_command(CommandFrame(b"x", cast(CommandParts, tuple(parts))), utf8=utf8, max_nesting=6, max_args=32)
     except ParseError as error:
         assert not error.internal, f"parser bug: {error.__cause__!r}"
     else:

@@ -46,7 +46,7 @@ def test_followers_queued_during_a_commit_run_as_the_next_batch_led_by_one_of_th
         for count, name in enumerate(("f1", "f2"), 1):
             threads[name] = threading.Thread(target=submit, args=(name,))
             threads[name].start()
-            assert wait_until(lambda count=count: len(shared._waiters) == count, timeout=10.0)   # f1 queues first
+            assert wait_until(lambda count=count: len(shared._waiters) == count, timeout=10.0)  # type: ignore[misc]  # a lambda with a default; f1 queues first
         release.set()
         for thread in threads.values():
             thread.join(10)
@@ -151,7 +151,7 @@ def test_durable_writes_sync_after_the_commit_and_flag_changes_do_not(tmp_path: 
                 syncs.append(force)
                 real.sync(force)
 
-        shared.env = CountingEnv()
+        shared.env = CountingEnv()  # type: ignore[assignment]  # a stand-in forwarding to the real one
         try:
             store.create_account("alice")
             info = store.get_folder("alice", "INBOX")
@@ -261,7 +261,7 @@ def test_a_write_runs_its_jobs_commit_and_sync_in_one_blocking_section(tmp_path:
     with Store(tmp_path / "store", fsync=True) as store:
         store.create_account("alice")
         shared = store._env
-        shared.env = SyncSpy(shared.env)
+        shared.env = SyncSpy(shared.env)  # type: ignore[assignment]  # a stand-in forwarding to the real one
         midb_env.set_blocking_hook(Recording)
         try:
             shared.write(job, durable=False)                        # a flag change: no sync
@@ -271,7 +271,7 @@ def test_a_write_runs_its_jobs_commit_and_sync_in_one_blocking_section(tmp_path:
             shared.write(job, durable=True)                         # commit, then sync
         finally:
             midb_env.set_blocking_hook(None)
-            shared.env = shared.env._env
+            shared.env = shared.env._env  # type: ignore[attr-defined]  # the SyncSpy's
     # begin() waits for the write lock in a section of its own; the rest is one more.
     assert not_durable == ["enter", "exit"] * 2
     assert seen_not_durable == [("job", 1)]

@@ -199,6 +199,7 @@ def test_expunged_bodies_and_format_1_summaries(tmp_path: Path) -> None:
              b"Subject: three quokka\r\n\r\nZanzibar\r\n"]
     store, session = _open(tmp_path, items, 0)
     try:
+        assert session.selected is not None
         metas = store.messages("alice", session.selected.folder_id)
         old = summarize(store.digest(metas[0].blob))
         format_1 = older_summary(old, 1)

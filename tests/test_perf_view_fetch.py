@@ -22,6 +22,7 @@ from midb.messages import (
     record_internaldates,
     record_sizes,
 )
+from midb.mime import Digest
 
 MSG = b"From: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
 FLAG_SETS = [(), ("\\Seen",), ("\\Seen", "$Work"), ("\\Flagged", "\\Answered"), ("later",), ("\\Draft",),
@@ -67,7 +68,9 @@ def test_column_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mon
         conv.store.store_flags("alice", folder, doomed, "add", ["\\Deleted"])
         conv.store.expunge("alice", folder, doomed)
         conv.select()
-        base_modseq = conv.store.folder_by_id("alice", folder).highestmodseq
+        info = conv.store.folder_by_id("alice", folder)
+        assert info is not None
+        base_modseq = info.highestmodseq
         # \Recent messages for this session, then flag changes and an expunge by another one that
         # this session's FETCH may not announce.
         for _ in range(3):
@@ -126,7 +129,9 @@ def test_changedsince_walks_only_the_changes(tmp_path: Path, monkeypatch: pytest
         folder = conv.folder("INBOX").id
         conv.store.append_many("alice", folder, [(MSG, (), None, 0)] * 500)
         conv.command("SELECT INBOX (CONDSTORE)")
-        since = conv.store.folder_by_id("alice", folder).highestmodseq
+        info = conv.store.folder_by_id("alice", folder)
+        assert info is not None
+        since = info.highestmodseq
         conv.store.store_flags("alice", folder, [7, 300], "add", ["\\Flagged"])
 
         def refuse(*_args: object, **_kwargs: object) -> None:
@@ -160,7 +165,9 @@ def test_store_columns_match_records(tmp_path: Path) -> None:
         changed, vanished = conv.store.changed_columns("alice", folder, 0)  # all: one folder pass
         assert changed.uids == sorted(metas) and vanished == [3, 4]
         assert changed.modseqs == [metas[uid].modseq for uid in sorted(metas)]
-        since = conv.store.folder_by_id("alice", folder).highestmodseq
+        info = conv.store.folder_by_id("alice", folder)
+        assert info is not None
+        since = info.highestmodseq
         conv.store.store_flags("alice", folder, [7, 30], "add", ["\\Flagged"])
         changed, vanished = conv.store.changed_columns("alice", folder, since)  # few: key lookups
         assert changed.uids == [7, 30] and changed.modseqs == [since + 1, since + 2] and vanished == []
@@ -260,7 +267,12 @@ def test_listing_path_serves_a_warm_listing_from_the_caches(tmp_path: Path, monk
         _selected_listing_folder(conv, 1, 20)
         digests: list[str] = []
         real_digest = conv.store.digest
-        monkeypatch.setattr(conv.store, "digest", lambda blob: digests.append(blob) or real_digest(blob))
+
+        def counting_digest(blob: str) -> Digest:
+            digests.append(blob)
+            return real_digest(blob)
+
+        monkeypatch.setattr(conv.store, "digest", counting_digest)
         first = conv.command(listing)
         assert len(digests) == 20 and len(first) == 21
         digests.clear()
@@ -316,7 +328,7 @@ def test_store_record_batches_match_messages(tmp_path: Path) -> None:
             batches = list(conv.store.record_batches("alice", folder, wanted, batch))
             assert len(batches) == -(-len(wanted) // batch)
             uids = [uid for found, _ in batches for uid in found]
-            records = [record for _, record in batches for record in record]
+            records = [record for _, batch_records in batches for record in batch_records]
             present = [uid for uid in wanted if uid in metas]
             assert uids == present
             assert record_sizes(records) == [metas[uid].size for uid in present]

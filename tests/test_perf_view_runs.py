@@ -40,7 +40,7 @@ def _check_like_list(runs: UidRuns, uids: list[int]) -> None:
         for stop in range(start, len(uids) + 3, 3):
             assert runs[start:stop] == uids[start:stop]
     assert runs[::2] == uids[::2]
-    expected_ranges = []
+    expected_ranges: list[tuple[int, int]] = []
     for uid in uids:
         if expected_ranges and expected_ranges[-1][1] == uid - 1:
             expected_ranges[-1] = (expected_ranges[-1][0], uid)
@@ -217,6 +217,7 @@ def test_resolve_over_runs_with_holes(tmp_path: Path) -> None:
         _expunge(conv, [4, 5, 6, 20, 29])
         conv.select()
         view = conv.session.selected
+        assert view is not None
         uids = [uid for uid in range(1, 31) if uid not in {4, 5, 6, 20, 29}]
         assert list(view.uids) == uids and view.runs.run_count == 4
         from gximap.imap.commands import SequenceSet

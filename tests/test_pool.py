@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 import zlib
+from typing import TypedDict
 
 import pytest
 from net_helpers import (
@@ -106,13 +107,23 @@ def test_admission_refuses_beyond_context_num() -> None:
         assert fourth.command("NOOP") == b"OK NOOP\r\n"
 
 
-def _shared_listener() -> tuple[list[BoundListener], socket.socket, dict[str, object]]:
+class _SharedSettings(TypedDict):
+    """Keyword arguments of Server common to the servers on a shared listener."""
+    thread_init_num: int
+    thread_charge_num: int
+    conn_timeout: float
+    ssl_context: ssl.SSLContext | None
+    busy_response: bytes
+    shared_listeners: bool
+
+
+def _shared_listener() -> tuple[list[BoundListener], socket.socket, _SharedSettings]:
     """A listening socket and a second descriptor of it (as sibling processes share theirs),
     with the settings of two small servers on it."""
     listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
     twin = socket.socket(fileno=os.dup(listeners[0].sock.fileno()))
     twin.setblocking(False)
-    settings: dict[str, object] = {
+    settings: _SharedSettings = {
         "thread_init_num": 1, "thread_charge_num": 1, "conn_timeout": 5.0, "ssl_context": None,
         "busy_response": BUSY, "shared_listeners": True,
     }
@@ -124,8 +135,8 @@ def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
     the other takes every new connection until it is full too; only then is one refused."""
     listeners, twin, settings = _shared_listener()
     port = listeners[0].port
-    small = Server(listeners, Recorder().factory, context_num=1, **settings)  # type: ignore[arg-type]
-    large = Server([BoundListener(twin, False)], Recorder().factory, context_num=6, **settings)  # type: ignore[arg-type]
+    small = Server(listeners, Recorder().factory, context_num=1, **settings)
+    large = Server([BoundListener(twin, False)], Recorder().factory, context_num=6, **settings)
     small.start()
     large.start()
     try:
@@ -147,11 +158,10 @@ def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() 
     parent, first, second = sibling_processes()
     listeners, twin, settings = _shared_listener()
     port = listeners[0].port
-    settings["context_num"] = 1
     full_ledger, roomy_ledger = AddressLedger(first), AddressLedger(second)
-    full = Server(listeners, Recorder().factory, address_ledger=full_ledger,  # type: ignore[arg-type]
+    full = Server(listeners, Recorder().factory, context_num=1, address_ledger=full_ledger,
                   handoff=ConnectionHandoff(first, full_ledger), **settings)
-    roomy = Server([BoundListener(twin, False)], Recorder().factory, address_ledger=roomy_ledger,  # type: ignore[arg-type]
+    roomy = Server([BoundListener(twin, False)], Recorder().factory, context_num=1, address_ledger=roomy_ledger,
                    handoff=ConnectionHandoff(second, roomy_ledger), **settings)
     full.start()
     roomy.start()

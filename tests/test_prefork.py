@@ -124,8 +124,11 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
     try:
         adopted: list[tuple[int, int, bytes]] = []
         for index, handoff in enumerate(handoffs):
-            handoff.adopt_with(
-                lambda sock, listener, taken, index=index: (adopted.append((index, listener, sock.recv(8))), taken()))
+            def adopt(sock: socket.socket, listener: int, taken: Callable[[], None], index: int = index) -> None:
+                adopted.append((index, listener, sock.recv(8)))
+                taken()
+
+            handoff.adopt_with(adopt)
         for _ in range(2):
             assert ledgers[1].acquire("192.0.2.1", 0)
         assert ledgers[2].acquire("192.0.2.2", 0)
@@ -151,7 +154,7 @@ def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> 
         waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
         for index, handoff in enumerate(handoffs):
             # The siblings keep each connection without saying so (their pollers are busy).
-            handoff.adopt_with(lambda sock, listener, taken, index=index: waiting.append((index, sock, taken)))
+            handoff.adopt_with(lambda sock, listener, taken, index=index: waiting.append((index, sock, taken)))  # type: ignore[misc]  # a lambda with a default
         pairs = [socket.socketpair() for _ in range(5)]
         try:
             places = [handoffs[0].offer(theirs, 0, capacity=2) for _ours, theirs in pairs]

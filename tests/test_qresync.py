@@ -14,6 +14,7 @@ import pytest
 from conversation import Conversation
 
 from gximap.session import condstore
+from midb.store import Store
 
 
 @pytest.fixture()
@@ -470,7 +471,7 @@ class _ChangeDuringSync:
     """A store whose highestmodseq lets another writer commit a flag change first: the change
     lands between the two reads of a sync, the race a sync must not lose."""
 
-    def __init__(self, store: object, account: str, folder_id: int, uid: int) -> None:
+    def __init__(self, store: Store, account: str, folder_id: int, uid: int) -> None:
         self._store = store
         self._change = (account, folder_id, uid)
         self.armed = False
@@ -491,6 +492,7 @@ def test_sync_never_skips_a_change_committed_during_it(conv: Conversation) -> No
     conv.command("ENABLE QRESYNC")
     conv.select()
     view = conv.session.selected
+    assert view is not None
     racing = _ChangeDuringSync(conv.store, "alice", view.folder_id, uids[1])
     view.store = racing
     flag(conv, [uids[0]], "\\Seen")

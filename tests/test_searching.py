@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ MESSAGES: list[tuple[bytes, tuple[str, ...], int, int]] = [
 
 
 @pytest.fixture()
-def mailbox(tmp_path: Path) -> tuple[StubSession, CountingStore, list[int]]:
+def mailbox(tmp_path: Path) -> Iterator[tuple[StubSession, CountingStore, list[int]]]:
     store = Store(tmp_path / "midb", fsync=False, data_path=[str(REPO_DATA)])
     store.create_account("alice")
     folder = store.get_folder("alice", "INBOX")

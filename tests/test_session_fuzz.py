@@ -114,6 +114,7 @@ def context(tmp_path_factory: pytest.TempPathFactory):
     for name in ("alice", "bob"):
         store.create_account(name)
     inbox = store.get_folder("alice", "INBOX")
+    assert inbox is not None
     for index in range(3):
         store.append("alice", inbox.id, b"From: bob@example.org\r\nSubject: m%d\r\n\r\nhello\r\n" % index)
     store.grant_owner("alice", "bob")

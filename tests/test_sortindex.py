@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 import pytest
@@ -375,7 +375,7 @@ def test_the_deferred_parse_writes_the_entry_of_the_message_it_was_appended_as(t
         inbox, bob_inbox = folder_id(store), folder_id(store, account="bob")
         store.append("alice", inbox, DATED)
         outcomes = store.append_batch([("alice", inbox, UNDATED, ()), ("bob", bob_inbox, PLAIN, ())])   # LMTP
-        assert [outcome[1] for outcome in outcomes] == [2, 1]
+        assert [cast(tuple[int, int], outcome)[1] for outcome in outcomes] == [2, 1]
         doomed = store.append("alice", inbox, PLAIN, flags=["\\Deleted"])[1]
         store.expunge("alice", inbox, [doomed])   # gone before its parse: no entry
         wait_for(lambda: len(stored_entries(store)) == 2 and len(stored_entries(store, "bob")) == 1)

@@ -831,7 +831,9 @@ def test_verify_reports_and_repairs(store: Store, alice: Account) -> None:
     blob = store.messages("alice", inbox)[0].blob
     with shared.env.begin(write=True) as txn:
         key = folder_key(account_id, inbox)
-        record = FolderRecord.decode(inbox, txn.get(key, db=shared.dbs.folders))
+        value = txn.get(key, db=shared.dbs.folders)
+        assert value is not None
+        record = FolderRecord.decode(inbox, value)
         record.unseen = 40
         txn.put(key, record.encode(), db=shared.dbs.folders)
         bodyrecords.put(txn, shared.dbs, bodyrecords.REFS, bytes.fromhex(blob), pack_blob_record(5, len(MSG)))
@@ -1067,7 +1069,7 @@ def test_uid_lists_are_normalised_with_or_without_the_contiguous_fast_path() -> 
 
     batch = list(range(50_001, 54_097))   # a batch of FETCH 1:*: the fast path
     assert _uid_list(batch) == batch and all(type(uid) is int for uid in _uid_list(batch))
-    assert _uid_list([1, 2.0, 3]) == [1, 2, 3] and type(_uid_list([1, 2.0, 3])[1]) is int
+    assert _uid_list([1, 2.0, 3]) == [1, 2, 3] and type(_uid_list([1, 2.0, 3])[1]) is int  # type: ignore[list-item]  # a float on purpose
     assert _uid_list([1, 3, 2]) == [1, 2, 3]   # same ends and length, not in order
     assert _uid_list([1, 1, 3]) == [1, 3]
     assert _uid_list([0, 1, 2]) == [1, 2]
@@ -1076,7 +1078,7 @@ def test_uid_lists_are_normalised_with_or_without_the_contiguous_fast_path() -> 
     assert _uid_list([1, 5, 9]) == [1, 5, 9]
     assert _uid_list([]) == []
     with pytest.raises(InvalidArgument):
-        _uid_list([1, "2", 3])
+        _uid_list([1, "2", 3])  # type: ignore[list-item]  # a string on purpose
 
 
 def test_account_names_refuse_exactly_whitespace_controls_del_and_bang() -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 import pytest
@@ -20,6 +20,7 @@ from midb.keys import blob_key, folder_key
 from midb.store import Store
 from midb.summary import (
     SortRecord,
+    Summary,
     decode_summary,
     encode_summary,
     sort_record,
@@ -318,9 +319,9 @@ def test_flag_rows_and_get_messages_for_dense_and_sparse_sets(store: Store) -> N
         assert store.flag_rows("alice", folder, wanted) == [
             (uid, everything[uid].flags, everything[uid].modseq) for uid in present]
     with pytest.raises(InvalidArgument):
-        store.get_messages("alice", folder, [1, 2.5])
+        store.get_messages("alice", folder, [1, 2.5])  # type: ignore[list-item]  # a non-integer uid on purpose
     with pytest.raises(InvalidArgument):
-        store.flag_rows("alice", folder, "12")
+        store.flag_rows("alice", folder, "12")  # type: ignore[arg-type]  # a string for the uids on purpose
 
 
 def test_uids_of_a_large_folder(store: Store) -> None:
@@ -436,7 +437,7 @@ def test_sort_records_of_older_damaged_or_missing_summaries(store: Store) -> Non
     store.append_many("alice", folder, [(data, (), None, 0) for data in SORT_SAMPLES])
     blobs = [meta.blob for meta in store.messages("alice", folder)]
     keys = [blob_key(blob) for blob in blobs]
-    expected = [sort_record_of(summary) for summary in store.summaries(blobs)]
+    expected = [sort_record_of(cast(Summary, summary)) for summary in store.summaries(blobs)]
     gone = object()
     assert store.summary_fields_by_key(keys, sort_record, gone) == expected
 

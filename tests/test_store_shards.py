@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import lmdb
 import pytest
@@ -17,7 +18,7 @@ from midb.env import SHARD_COUNT_KEY
 from midb.errors import InvalidArgument, MidbError, NoSuchAccount
 from midb.keys import account_key, blob_key
 from midb.store import Store
-from midb.summary import sort_record, sort_record_of
+from midb.summary import Summary, sort_record, sort_record_of
 
 SHARDS = 4
 MSG = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
@@ -145,7 +146,7 @@ def test_messages_and_bodies_stay_in_their_account_shard(store: Store) -> None:
         assert [internaldate for *_row, internaldate in rows] == [meta.internaldate for meta in metas]
         assert all(found is not None for found in store.search_summaries(keys))
         assert store.summaries_by_key(keys) == store.summaries([meta.blob for meta in metas])
-        assert store.summary_fields_by_key(keys, sort_record) == [sort_record_of(summary)
+        assert store.summary_fields_by_key(keys, sort_record) == [sort_record_of(cast(Summary, summary))
                                                                    for summary in store.summaries_by_key(keys)]
         header_end = len(MSG) - len(MSG.split(b"\r\n\r\n", 1)[1])
         assert store.search_headers([*keys, b"\x00" * 16], [header_end, header_end, 10]) == [
@@ -280,7 +281,9 @@ def test_an_account_in_the_wrong_shard_is_reported(store: Store) -> None:
     assert account is not None
     source, target = store._shards[1], store._shards[3]
     with source.read() as txn:
-        record = bytes(txn.get(account.id.to_bytes(4, "big"), db=source.dbs.accounts))
+        found = txn.get(account.id.to_bytes(4, "big"), db=source.dbs.accounts)
+        assert found is not None
+        record = bytes(found)
     with target.env.begin(write=True) as txn:
         txn.put(account.id.to_bytes(4, "big"), record, db=target.dbs.accounts)
         txn.put(ALICE.encode(), account.id.to_bytes(4, "big"), db=target.dbs.account_names)
