@@ -48,7 +48,7 @@ from typing import Any, Literal, NamedTuple
 
 from midb.accounts import decode_account
 from midb.errors import KeywordSetsExhausted
-from midb.keys import FOLDER, U32, account_key, unpack_message_key, unpack_u32
+from midb.keys import FOLDER, U32, account_key, unpack_message_key
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD
 
 ENTRY = struct.Struct(">IIQ")                 # uid, flag word, modseq
@@ -59,8 +59,11 @@ _KEYWORD_BITS = 24
 MAX_KEYWORD_SET = (1 << _KEYWORD_BITS) - 1
 _KEYWORDS_MASK = MAX_KEYWORD_SET
 _LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
+# The kinds of keyword_sets key, after the account's 4 bytes.
 _NEXT_ID = b"n"
 _ID = b"i"
+_PLAIN = b"k"
+_HASHED = b"h"
 # Ids are never freed (above), so an account nearing the limit is the operator's to know of in
 # time: a warning every 65,536 ids from 90 % of them on (about 25 from there to the end).
 _WARN_FROM = MAX_KEYWORD_SET * 9 // 10
@@ -71,8 +74,12 @@ assert array("I").itemsize == 4 and _PACKED % 8 == 0
 
 def _set_key(account: bytes, keywords: bytes) -> bytes:
     if len(keywords) <= _LONGEST_PLAIN_KEY:
-        return account + b"k" + keywords
-    return account + b"h" + hashlib.blake2b(keywords, digest_size=32).digest()
+        return account + _PLAIN + keywords
+    return account + _HASHED + hashlib.blake2b(keywords, digest_size=32).digest()
+
+
+def _id_key(account: bytes, set_id: int) -> bytes:
+    return account + _ID + U32.pack(set_id)
 
 
 def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
@@ -89,8 +96,8 @@ def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
         raise KeywordSetsExhausted(f"too many distinct keyword combinations in this account "
                                    f"(at most {MAX_KEYWORD_SET})")
     txn.put(key, U32.pack(new_id), db=db)
-    txn.put(account + _ID + U32.pack(new_id), keywords, db=db)
-    txn.put(account + _NEXT_ID, U32.pack(new_id + 1), db=db)
+    txn.put(_id_key(account, new_id), keywords, db=db)
+    _put_next_id(txn, db, account, new_id + 1)
     if new_id >= _WARN_FROM and new_id % _WARN_EVERY == 0:
         record = txn.get(account, db=dbs.accounts)
         log.warning("keyword combinations: account %s (id %d) has used %d of its %d ids; ids are never "
@@ -110,20 +117,25 @@ def keyword_sets_used(txn: Any, dbs: Any, account_id: int) -> int:
 
 def fullest_keyword_sets(txn: Any, dbs: Any) -> int:
     """The most keyword set ids any account of this shard has used."""
-    if dbs.keyword_sets is None:
+    db = dbs.keyword_sets
+    if db is None:
         return 0
-    return max((keyword_sets_used(txn, dbs, unpack_u32(key))
-                for key in txn.cursor(dbs.accounts).iternext(values=False)), default=0)
+    return max((_next_keyword_set_id(txn, db, bytes(account)) - 1
+                for account in txn.cursor(dbs.accounts).iternext(values=False)), default=0)
 
 
 def set_next_keyword_set_id(txn: Any, dbs: Any, account_id: int, next_id: int) -> None:
     """Repair (midb verify): the account's next id, when it is not above every id it has."""
-    txn.put(account_key(account_id) + _NEXT_ID, U32.pack(next_id), db=dbs.keyword_sets)
+    _put_next_id(txn, dbs.keyword_sets, account_key(account_id), next_id)
 
 
 def _next_keyword_set_id(txn: Any, db: Any, account: bytes) -> int:
     raw = txn.get(account + _NEXT_ID, db=db)
     return U32.unpack(raw)[0] if raw is not None else 1
+
+
+def _put_next_id(txn: Any, db: Any, account: bytes, next_id: int) -> None:
+    txn.put(account + _NEXT_ID, U32.pack(next_id), db=db)
 
 
 def flag_word(txn: Any, dbs: Any, account_id: int, tail: bytes) -> int:
@@ -189,7 +201,7 @@ class WordTails:
             tail = bits
         else:
             with self._env.begin() as txn:
-                keywords = txn.get(account_key(tails.account_id) + _ID + U32.pack(set_id), db=self._dbs.keyword_sets)
+                keywords = txn.get(_id_key(account_key(tails.account_id), set_id), db=self._dbs.keyword_sets)
             if keywords is None:
                 raise LookupError(f"keyword set {set_id} of account id {tails.account_id} is not in the index")
             tail = bits + bytes(keywords)
@@ -319,17 +331,20 @@ def check_keyword_sets(txn: Any, dbs: Any) -> KeywordSetCheck:
     ids: dict[bytes, dict[int, bytes]] = {}     # account key -> id -> keywords
     lookups: dict[bytes, dict[bytes, int]] = {}  # account key -> k/h key -> id
     next_ids: dict[bytes, int] = {}
+    exists: dict[bytes, bool] = {}               # account key -> the account is there (one read each)
     unknown = 0
     for key, value in txn.cursor(dbs.keyword_sets):
         key, value = bytes(key), bytes(value)
         account, kind = key[:4], key[4:5]
-        if txn.get(account, db=dbs.accounts) is None:
+        if account not in exists:
+            exists[account] = txn.get(account, db=dbs.accounts) is not None
+        if not exists[account]:
             check.orphaned.append(key)
         elif kind == _ID and len(key) == 9:
             ids.setdefault(account, {})[U32.unpack(key[5:])[0]] = value
         elif kind == _NEXT_ID and len(key) == 5 and len(value) == 4:
             next_ids[account] = U32.unpack(value)[0]
-        elif kind in (b"k", b"h") and len(value) == 4:
+        elif kind in (_PLAIN, _HASHED) and len(value) == 4:
             lookups.setdefault(account, {})[key] = U32.unpack(value)[0]
         else:
             unknown += 1
@@ -357,14 +372,11 @@ def stored_column_entries(txn: Any, dbs: Any) -> set[bytes]:
     return {bytes(key) + bytes(value) for key, value in txn.cursor(dbs.flag_columns).iternext()}
 
 
-def rebuild_columns(txn: Any, dbs: Any, *, renumber: bool = False) -> None:
-    """Recompute the column from the messages table (in a write transaction). Interned keyword
-    sets are kept, so ids cached by running processes stay right; ``renumber`` interns them
-    afresh instead (the upgrade from schema 7, whose ids were per shard, run before any process
-    has cached one)."""
+def rebuild_columns(txn: Any, dbs: Any) -> None:
+    """Recompute the column from the messages table (in a write transaction); interned keyword
+    sets are kept, so ids cached by running processes stay right (the upgrade from schema 7
+    empties keyword_sets first, see midb.env)."""
     txn.drop(dbs.flag_columns, delete=False)
-    if renumber:
-        txn.drop(dbs.keyword_sets, delete=False)
     writer = ColumnWriter(txn, dbs)
     for key, raw in txn.cursor(dbs.messages).iternext():
         account_id, folder_id, uid = unpack_message_key(key)

@@ -357,8 +357,11 @@ class SharedEnv:
                 if version < 4:
                     moved = bodyrecords.migrate(txn, self.env, self.dbs.body_records)
                     log.info("%s: %d body records moved into one table", self.index_dir, moved)
-                # Schemas 6 and 7 numbered keyword sets per shard: every set is interned afresh.
-                indexes.rebuild(txn, self.dbs, renumber_keyword_sets=version < 8)
+                if version < 8:
+                    # Schemas 6 and 7 numbered keyword sets per shard: the rebuild below interns
+                    # every set afresh, per account (no process has cached an id yet).
+                    txn.drop(self.dbs.keyword_sets, delete=False)
+                indexes.rebuild(txn, self.dbs)
                 if version < 2:
                     summary.fill(txn, self.dbs)
                 if version < 7:

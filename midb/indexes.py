@@ -218,10 +218,10 @@ def stored_entries(txn: Any, dbs: Any) -> set[bytes]:
     return {bytes(key) + bytes(value) for key, value in txn.cursor(dbs.flag_lists).iternext()}
 
 
-def rebuild(txn: Any, dbs: Any, *, renumber_keyword_sets: bool = False) -> None:
+def rebuild(txn: Any, dbs: Any) -> None:
     """Recompute the indexes from the messages table (inside a write transaction): these two and
-    the flag column (midb.columns; ``renumber_keyword_sets``: see columns.rebuild_columns)."""
-    columns.rebuild_columns(txn, dbs, renumber=renumber_keyword_sets)
+    the flag column (midb.columns)."""
+    columns.rebuild_columns(txn, dbs)
     txn.drop(dbs.flag_lists, delete=False)
     txn.drop(dbs.keyword_counts, delete=False)
     flags, counts = expected_entries(txn.cursor(dbs.messages).iternext())

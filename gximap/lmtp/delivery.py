@@ -293,10 +293,11 @@ class DeliveryAgent:
                     # The filter's keywords make a combination the account has no id left for
                     # (midb.columns): the mail matters more than its keywords, so it is stored
                     # with its system flags alone (in the next round).
-                    dropped = [flag for flag in planned.flags if not flag.startswith("\\")]
+                    kept = tuple(flag for flag in planned.flags if flag.startswith("\\"))
                     log.warning("lmtp: id=%s account=%s: %s; storing without the keywords %s", delivery_id,
-                                planned.account, outcome, _printable(" ".join(dropped)))
-                    planned.flags = tuple(flag for flag in planned.flags if flag.startswith("\\"))
+                                planned.account, outcome,
+                                _printable(" ".join(flag for flag in planned.flags if flag not in kept)))
+                    planned.flags = kept
                     planned.note = f"{planned.note}, keywords dropped" if planned.note else "keywords dropped"
                 elif isinstance(outcome, midb_errors.NoSuchFolder) and attempt == 0:
                     try:  # deleted by a client just now: INBOX it is (stored in the next round)
