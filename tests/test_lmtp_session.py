@@ -512,3 +512,41 @@ def test_daemon_serves_lmtp_and_reloads_the_filter(tmp_path: Path) -> None:
     assert not sock_path.exists()
     log = gximap.log()
     assert "folder=INBOX uid=1 " in log and "folder=Archive uid=1 " in log, log
+
+
+def _delete_folder_after_planning(store: Store, monkeypatch: pytest.MonkeyPatch, folder: str) -> None:
+    """The filter picked ``folder`` and a client deletes it before the copy is stored."""
+    plan = DeliveryAgent._destination
+
+    def destination(agent: DeliveryAgent, *args: Any) -> tuple[int, str, tuple[str, ...], str]:
+        planned = plan(agent, *args)
+        store.delete_folder("alice", folder)
+        return planned
+
+    monkeypatch.setattr(DeliveryAgent, "_destination", destination)
+
+
+def test_a_folder_deleted_between_filter_and_store_means_inbox(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create_folder("alice", "Lists")
+    _delete_folder_after_planning(store, monkeypatch, "Lists")
+    script = _script(tmp_path, "cat >/dev/null\nprintf 'Lists\\n$Tag\\n'\n")
+    replies = Client(make_context(store, filter=FilterCommand.parse(str(script)))).transaction(
+        ["alice@test.example"])
+    assert replies[-1].endswith("(alice/INBOX)")
+    assert [flags for _body, flags in stored(store, "alice")] == [("$Tag",)]
+
+
+def test_a_deleted_folder_and_exhausted_keywords_together_still_deliver(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = store.get_folder("alice", "INBOX")
+    assert inbox is not None
+    store.append("alice", inbox.id, b"Subject: old\r\n\r\nx\r\n", flags=("$Old",))   # the one id allowed
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET", 1)
+    store.create_folder("alice", "Lists")
+    _delete_folder_after_planning(store, monkeypatch, "Lists")
+    script = _script(tmp_path, "cat >/dev/null\nprintf 'Lists\\n$New \\\\Flagged\\n'\n")
+    replies = Client(make_context(store, filter=FilterCommand.parse(str(script)))).transaction(
+        ["alice@test.example"])
+    assert replies[-1].startswith("250 ") and replies[-1].endswith("(alice/INBOX)")
+    assert [flags for _body, flags in stored(store, "alice")] == [("$Old",), ("\\Flagged",)]

@@ -162,6 +162,8 @@ class _Copy:
     flags: tuple[str, ...] = ()
     note: str = ""
     result: _AccountResult | None = None
+    redirected: bool = False         # the planned folder was gone: INBOX instead
+    keywords_dropped: bool = False   # stored with its system flags only
 
 
 @dataclass(slots=True)
@@ -269,9 +271,11 @@ class DeliveryAgent:
 
     def _store_copies(self, copies: list[_Copy], copy: bytes, recipient: Recipient, delivery_id: str) -> None:
         """Store the planned copies, all in one store commit (Store.append_batch), and set each
-        one's result. A folder deleted by a client meanwhile means INBOX."""
+        one's result. A folder deleted by a client meanwhile means INBOX; keywords the account has
+        no id left for are dropped. Each remedy is taken at most once per copy and a round without
+        one settles the copy, so every copy has its result after the third round."""
         store = self.store
-        for attempt in range(2):
+        for _round in range(3):
             todo = [planned for planned in copies if planned.result is None]
             if not todo:
                 return
@@ -289,7 +293,7 @@ class DeliveryAgent:
             except (midb_errors.MidbError, OSError) as exc:  # the bodies could not be written
                 outcomes = [exc] * len(todo)
             for planned, outcome in zip(todo, outcomes, strict=True):
-                if isinstance(outcome, midb_errors.KeywordSetsExhausted) and attempt == 0:
+                if isinstance(outcome, midb_errors.KeywordSetsExhausted) and not planned.keywords_dropped:
                     # The filter's keywords make a combination the account has no id left for
                     # (midb.columns): the mail matters more than its keywords, so it is stored
                     # with its system flags alone (in the next round).
@@ -298,8 +302,10 @@ class DeliveryAgent:
                                 planned.account, outcome,
                                 _printable(" ".join(flag for flag in planned.flags if flag not in kept)))
                     planned.flags = kept
+                    planned.keywords_dropped = True
                     planned.note = f"{planned.note}, keywords dropped" if planned.note else "keywords dropped"
-                elif isinstance(outcome, midb_errors.NoSuchFolder) and attempt == 0:
+                elif isinstance(outcome, midb_errors.NoSuchFolder) and not planned.redirected:
+                    planned.redirected = True
                     try:  # deleted by a client just now: INBOX it is (stored in the next round)
                         planned.folder_id, planned.folder = self._inbox(planned.account)
                     except (midb_errors.MidbError, OSError) as exc:
