@@ -358,13 +358,36 @@ class BenchServer(ABC):
 # ----------------------------------------------------------------------------------------------------
 
 
+def _maildir_path(root: Path, folder: str) -> Path:
+    return root if folder == "INBOX" else root / ("." + folder.replace("/", "."))
+
+
 def _maildir_folder(root: Path, folder: str) -> Path:
-    path = root if folder == "INBOX" else root / ("." + folder.replace("/", "."))
+    path = _maildir_path(root, folder)
     for sub in ("cur", "new", "tmp"):
         (path / sub).mkdir(parents=True, exist_ok=True)
     if folder != "INBOX":
         (path / "maildirfolder").touch()
     return path
+
+
+# Dovecot trusts a Maildir directory's mtime only when it last looked at the directory more than
+# MAILBOX_FULL_SYNC_INTERVAL (1 s) after that mtime: a file added within the same second would not
+# change it. A directory scanned sooner is marked dirty in the index and rescanned by later syncs.
+# The bench's fill is followed at once by force-resync, so without a wait the 100,000-message
+# folder was rescanned by the STATUS and SELECT commands of the large step (44-70 ms each,
+# "Dovecot's slow mode" of the runs with that workload alone; bench/HISTORY.md, thirty-ninth pass).
+# A mailbox whose last change is older than a second is the ordinary case.
+MAILDIR_SETTLE_SECONDS = 2.0
+
+
+def maildir_settle_delay(folders: Iterable[Path], now: float,
+                         settle: float = MAILDIR_SETTLE_SECONDS) -> float:
+    """Seconds to wait until the ``cur/`` and ``new/`` directories of ``folders`` were last changed
+    at least ``settle`` seconds ago (0 when they already were)."""
+    newest = max((os.stat(folder / sub).st_mtime for folder in folders for sub in ("cur", "new")),
+                 default=now - settle)
+    return max(0.0, newest + settle - now)
 
 
 def write_maildir(root: Path, folder: str, count: int, *, first: int = 1, with_sizes: bool = True,
@@ -686,6 +709,8 @@ class DovecotServer(BenchServer):
 
     def after_fill(self) -> float:
         started = time.perf_counter()
+        folders = [_maildir_path(self._home(account) / "Maildir", folder) for account, folder in self._filled]
+        time.sleep(maildir_settle_delay(folders, time.time()))
         for account, folder in self._filled:
             _run(["doveadm", "-c", str(self.dir / "dovecot.conf"), "force-resync", "-u", account, folder],
                  timeout=1800)

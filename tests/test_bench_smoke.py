@@ -650,3 +650,16 @@ def test_start_waits_for_the_servers_ready_notification() -> None:
         run("raise SystemExit(3)", 20)
     with pytest.raises(ServerError, match="did not report READY=1"):
         run("import time; time.sleep(30)", 0.5)
+
+
+def test_dovecot_resyncs_a_filled_maildir_only_once_its_directories_have_settled(tmp_path: Path) -> None:
+    folder = tmp_path / "Maildir" / ".Big"
+    for sub in ("cur", "new"):
+        (folder / sub).mkdir(parents=True)
+    now = 1_800_000_000.0
+    os.utime(folder / "new", (now - 60, now - 60))
+    os.utime(folder / "cur", (now - 0.5, now - 0.5))
+    assert servers.maildir_settle_delay([folder], now) == pytest.approx(servers.MAILDIR_SETTLE_SECONDS - 0.5)
+    os.utime(folder / "cur", (now - 30, now - 30))
+    assert servers.maildir_settle_delay([folder], now) == 0.0
+    assert servers.maildir_settle_delay([], now) == 0.0
