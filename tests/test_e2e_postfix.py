@@ -10,6 +10,7 @@ root, so these tests do too. The instance is stopped in a finally clause, whatev
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import os
 import re
@@ -138,7 +139,7 @@ class PostfixInstance:
         wait_for(lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(), "master.pid")
         self.master_pid = int(pid_file.read_text().strip())
         for port in (self.smtp_port, self.submission_port):
-            wait_for(lambda port=port: _accepts(port), f"postfix on port {port}")  # type: ignore[misc]  # a lambda with a default
+            wait_for(functools.partial(_accepts, port), f"postfix on port {port}")
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

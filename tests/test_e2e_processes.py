@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,9 @@ def _alive(pid: int) -> bool:
         return False
     return state != "Z"
 
+
+def _has_sessions(sessions: Callable[[], list[int]], child: int, count: int) -> bool:
+    return sessions()[child] == count
 
 
 def _all_threads_stopped(pid: int) -> bool:
@@ -100,10 +104,9 @@ def test_parent_and_two_serving_processes_share_the_connections(server: GximapPr
             try:
                 # kill() returns before the stop takes effect; a thread not yet stopped could
                 # still accept the next connection and leave it without a greeting.
-                assert wait_until(lambda stopped=stopped: _all_threads_stopped(stopped), timeout=10.0)  # type: ignore[misc]  # a lambda with a default
+                assert wait_until(functools.partial(_all_threads_stopped, stopped), timeout=10.0)
                 clients.append(_login(server.port))
-                assert wait_until(lambda serving=serving, before=before: sessions()[serving] == before + 1,  # type: ignore[misc]  # a lambda with defaults
-                                  timeout=10.0)
+                assert wait_until(functools.partial(_has_sessions, sessions, serving, before + 1), timeout=10.0)
             finally:
                 os.kill(stopped, signal.SIGCONT)
         clients += [_login(server.port) for _ in range(22)]

@@ -3,6 +3,7 @@ it committed and hands the leadership to the first thread that queued during its
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import threading
@@ -15,6 +16,10 @@ from net_helpers import wait_until
 from midb import env as midb_env
 from midb.env import SharedEnv
 from midb.store import Store
+
+
+def _waiting_are(shared: SharedEnv, count: int) -> bool:
+    return len(shared._waiters) == count
 
 
 def test_followers_queued_during_a_commit_run_as_the_next_batch_led_by_one_of_them(tmp_path: Path) -> None:
@@ -46,7 +51,7 @@ def test_followers_queued_during_a_commit_run_as_the_next_batch_led_by_one_of_th
         for count, name in enumerate(("f1", "f2"), 1):
             threads[name] = threading.Thread(target=submit, args=(name,))
             threads[name].start()
-            assert wait_until(lambda count=count: len(shared._waiters) == count, timeout=10.0)  # type: ignore[misc]  # a lambda with a default; f1 queues first
+            assert wait_until(functools.partial(_waiting_are, shared, count), timeout=10.0)  # f1 queues first
         release.set()
         for thread in threads.values():
             thread.join(10)

@@ -3,6 +3,7 @@ tell each other) and the shared listener sets."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -107,6 +108,12 @@ def test_descriptors_pass_to_one_sibling_and_unclaimed_ones_are_closed() -> None
         parent.close_sockets()
 
 
+def _keep_unannounced(waiting: list[tuple[int, socket.socket, Callable[[], None]]], index: int,
+                      sock: socket.socket, _listener: int, taken: Callable[[], None]) -> None:
+    """A sibling's adopt callback that keeps the connection without telling anyone."""
+    waiting.append((index, sock, taken))
+
+
 def _three_processes_handing_off() -> tuple[SiblingChannel, list[SiblingChannel], list[AddressLedger],
                                            list[ConnectionHandoff]]:
     """The parent's channel, and per process its attached channel, ledger and handoff."""
@@ -154,7 +161,7 @@ def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> 
         waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
         for index, handoff in enumerate(handoffs):
             # The siblings keep each connection without saying so (their pollers are busy).
-            handoff.adopt_with(lambda sock, listener, taken, index=index: waiting.append((index, sock, taken)))  # type: ignore[misc]  # a lambda with a default
+            handoff.adopt_with(functools.partial(_keep_unannounced, waiting, index))
         pairs = [socket.socketpair() for _ in range(5)]
         try:
             places = [handoffs[0].offer(theirs, 0, capacity=2) for _ours, theirs in pairs]

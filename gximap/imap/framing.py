@@ -47,6 +47,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import cast
 
 # RFC 7888 section 5: the largest non-synchronising literal a LITERAL- server must accept.
 LITERAL_MINUS_MAX = 4096
@@ -266,7 +267,7 @@ class Framer:
                 continue
             event = self._next_line_event()
             if event is not _AGAIN:
-                return event  # type: ignore[return-value]
+                return event
 
     def next_raw_line(self) -> bytes | FrameError | None:
         """One line without literal processing, for AUTHENTICATE responses and IDLE's ``DONE``.
@@ -298,7 +299,7 @@ class Framer:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _next_line_event(self) -> FrameEvent | None | object:
+    def _next_line_event(self) -> FrameEvent | None | _Again:
         buf = self._buf
         lf = buf.find(b"\n", self._scan)
         if lf < 0:
@@ -307,7 +308,7 @@ class Framer:
             if self._line_total + pending > self.max_line:
                 partial = self._take(pending)
                 # _pieces, when not empty, starts with line text (never a literal)
-                first: bytes = self._pieces[0] if self._pieces else partial  # type: ignore[assignment]
+                first = cast(bytes, self._pieces[0]) if self._pieces else partial
                 error = self._error(FrameErrorKind.LINE_TOO_LONG, "Line too long", first)
                 self._reset_command()
                 self._start_line_skip(partial, honour_literals=True)
@@ -320,7 +321,7 @@ class Framer:
             line = line[:-1]
         if not self._pieces and not line:
             return _AGAIN  # empty line between commands: ignored
-        first = self._pieces[0] if self._pieces else line  # type: ignore[assignment]  # as above
+        first = cast(bytes, self._pieces[0]) if self._pieces else line  # as above
         total = self._line_total + len(line)
         marker = _literal_marker(line)
         if total > self.max_line:
@@ -332,7 +333,7 @@ class Framer:
         if marker is None:
             self._pieces.append(line)
             # A CommandParts: the pieces start (and, with this line, end) with line text.
-            frame = CommandFrame(extract_tag(first), tuple(self._pieces))  # type: ignore[arg-type]
+            frame = CommandFrame(extract_tag(first), cast(CommandParts, tuple(self._pieces)))
             self._reset_command()
             return frame
         start, size, synchronizing, binary = marker
@@ -450,4 +451,11 @@ class Framer:
         self._compact()
 
 
-_AGAIN = object()  # internal: an event was consumed silently, keep going
+class _Again(enum.Enum):
+    """Internal: a line was consumed without an event (an empty line, a literal's announcement
+    taken); the framer keeps going."""
+
+    AGAIN = 0
+
+
+_AGAIN = _Again.AGAIN
