@@ -113,7 +113,8 @@ def prime(server: BenchServer, accounts: list[Account], scale: Scale) -> Result:
            "parallel": 8, "command_timeout": scale.command_timeout}
     started = time.perf_counter()
     result = loadgen.run_jobs([job], timeout=scale.command_timeout * 4 + len(accounts))[0]
-    return {"seconds": time.perf_counter() - started, "failures": result.get("failures", result.get("error"))}
+    return {"seconds": time.perf_counter() - started, "accounts": [account.name for account in accounts],
+            "failures": result.get("failures", result.get("error"))}
 
 
 def check_primed(primed: Result, accounts: int) -> None:
