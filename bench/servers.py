@@ -375,7 +375,7 @@ def _maildir_folder(root: Path, folder: str) -> Path:
 # MAILBOX_FULL_SYNC_INTERVAL (1 s) after that mtime: a file added within the same second would not
 # change it. A directory scanned sooner is marked dirty in the index and rescanned by later syncs.
 # The bench's fill is followed at once by force-resync, so without a wait the 100,000-message
-# folder was rescanned by the STATUS and SELECT commands of the large step (44-70 ms each,
+# folder was rescanned by the STATUS commands of the large step (44-134 ms each,
 # "Dovecot's slow mode" of the runs with that workload alone; bench/HISTORY.md, thirty-ninth pass).
 # A mailbox whose last change is older than a second is the ordinary case.
 MAILDIR_SETTLE_SECONDS = 2.0
