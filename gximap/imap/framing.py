@@ -452,8 +452,8 @@ class Framer:
 
 
 class _Again(enum.Enum):
-    """Internal: a line was consumed without an event (an empty line, a literal's announcement
-    taken); the framer keeps going."""
+    """Internal: a line was consumed without an event (an empty line between commands, a line
+    announcing a non-synchronizing literal); the framer keeps going."""
 
     AGAIN = 0
 
