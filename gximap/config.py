@@ -89,6 +89,23 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_fd_limit", "int", "0",
        "Raise the file descriptor limit to at least this many; 0 uses the hard limit (rlim_max).",
        "gromox", aliases=("daemons_fd_limit",), minimum=0),
+    _d("imap_haproxy_ca_path", "path", None,
+       "PEM file of the CA certificates a proxy's client certificate must chain to on the TLS link of "
+       "imap_haproxy_certificate_path; a proxy without such a certificate fails the handshake.",
+       "gromox", unset_means="proxies are not asked for a certificate"),
+    _d("imap_haproxy_certificate_passwd", "str", None,
+       "Password to unlock the private key of imap_haproxy_certificate_path.",
+       "gromox"),
+    _d("imap_haproxy_certificate_path", "path", None,
+       "PEM file with a certificate and its chain for a TLS link with the proxies (maddy's "
+       "proxy_protocol tls): a peer that must send a PROXY header (imap_accept_haproxy, "
+       "imap_haproxy_trust) first makes a TLS handshake with it, and sends the header and everything "
+       "after it inside that TLS; an implicit-TLS listener's own TLS, or STARTTLS, runs inside it. "
+       "The imap_certificate_* settings are not used for this link. Needs imap_haproxy_private_key_path.",
+       "gromox", unset_means="the PROXY header comes in clear, as haproxy sends it"),
+    _d("imap_haproxy_private_key_path", "path", None,
+       "PEM file with the private key of imap_haproxy_certificate_path.",
+       "gromox"),
     _d("imap_haproxy_trust", "list", "",
        "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer.",
        "gromox", reloadable=True, unset_means="any peer"),
@@ -837,7 +854,23 @@ def check_consistency(cfg: Config) -> None:
         for name in ("imap_listen_tls", "imap_listen_tls_port", "imap_force_tls"):
             if cfg.is_set(name) and cfg[name] not in (None, (), False):
                 raise _error_at(cfg, name, "needs imap_support_tls = yes")
+    _check_proxy_link(cfg)
     listen_addresses(cfg)
+
+
+def _check_proxy_link(cfg: Config) -> None:
+    """The TLS link with the proxies (imap_haproxy_certificate_path) and its companions."""
+    if not cfg.imap_haproxy_certificate_path:
+        for name in ("imap_haproxy_private_key_path", "imap_haproxy_ca_path", "imap_haproxy_certificate_passwd"):
+            if cfg[name]:
+                raise _error_at(cfg, name, "needs imap_haproxy_certificate_path")
+        return
+    if not cfg.imap_haproxy_private_key_path:
+        raise _error_at(cfg, "imap_haproxy_certificate_path", "the proxy link needs imap_haproxy_private_key_path")
+    if int(cfg.imap_accept_haproxy) == 0:
+        # Without PROXY no peer is a proxy, so the link would never be used: a setting that
+        # silently does nothing is worse than a refusal.
+        raise _error_at(cfg, "imap_haproxy_certificate_path", "needs imap_accept_haproxy = 1 or 2")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from gximap.cli import SignalLatch, sd_notify
 from gximap.config import Config
 
 if TYPE_CHECKING:  # for the hints only: the methods below import these where they use them
+    import ssl
+
     from gximap.mta import MtaServices
     from gximap.net.pool import Server
 
@@ -140,6 +142,7 @@ class Daemon:
         self.mta: MtaServices | None = None  # LMTP and the auth socket
         self._mta_activated: list[tuple[int, str]] = []
         self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
+        self._proxy_ssl_context: ssl.SSLContext | None = None
 
     # -- start-up, in Gromox's order -------------------------------------------------------------
 
@@ -186,6 +189,24 @@ class Daemon:
         except TlsConfigError as exc:
             raise StartupError(str(exc)) from None
 
+    def _proxy_tls_context(self):  # noqa: ANN202
+        """The TLS link with the proxies (imap_haproxy_certificate_path), or None."""
+        cfg = self.cfg
+        if not cfg.imap_haproxy_certificate_path:
+            return None
+        from gximap.net.tls import TlsConfigError, make_server_context
+
+        try:
+            return make_server_context(
+                str(cfg.imap_haproxy_certificate_path),
+                str(cfg.imap_haproxy_private_key_path),
+                password=str(cfg.imap_haproxy_certificate_passwd) if cfg.imap_haproxy_certificate_passwd else None,
+                min_proto=str(cfg.tls_min_proto),
+                client_ca=str(cfg.imap_haproxy_ca_path) if cfg.imap_haproxy_ca_path else None,
+            )
+        except TlsConfigError as exc:
+            raise StartupError(f"imap_haproxy_certificate_path: {exc}") from None
+
     def _open_store(self):  # noqa: ANN202
         from midb.errors import MidbError
         from midb.store import Store
@@ -230,6 +251,7 @@ class Daemon:
         except PrivilegeError as exc:
             raise StartupError(str(exc)) from None
         ssl_context = self._tls_context()
+        self._proxy_ssl_context = self._proxy_tls_context()  # inherited by the serving processes
         if any(listener.tls for listener in listener_sets[0]) and ssl_context is None:
             raise StartupError("imap_listen_tls: implicit-TLS listeners need imap_support_tls = yes")
         if count == 1:
@@ -337,6 +359,7 @@ class Daemon:
             busy_response=b"* BYE " + codes.text(Code.BYE_SERVER_BUSY).encode() + b"\r\n",
             proxy_mode=int(cfg.imap_accept_haproxy),
             proxy_trust=list(cfg.imap_haproxy_trust),
+            proxy_ssl_context=self._proxy_ssl_context,
             max_conn_per_ip=int(cfg.imap_max_conn_per_ip),
             address_ledger=ledger,
             shared_listeners=count > 1,

@@ -11,7 +11,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
 from gximap.net.listener import ListenerSpec, bind_listeners
@@ -259,8 +259,13 @@ class Client:
         return data
 
     def starttls(self, context: ssl.SSLContext) -> None:
+        """TLS from here on; a second call nests a TLS session inside the first (a client's TLS
+        inside a proxy's, as over gximap's proxy link)."""
         assert not self.buffer, "plaintext left over before the TLS handshake"
-        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+        if isinstance(self.sock, ssl.SSLSocket | TlsInside):
+            self.sock = TlsInside(self.sock, context)  # type: ignore[assignment]  # socket-like
+        else:
+            self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
 
     def start_compress(self) -> None:
         self.deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
@@ -269,6 +274,63 @@ class Client:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class ByteStream(Protocol):
+    """What TlsInside needs of the stream carrying it."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class TlsInside:
+    """A client TLS session carried by another one (ssl.SSLSocket cannot wrap an SSLSocket):
+    the socket calls Client makes, over an SSLObject whose records go through ``outer``."""
+
+    def __init__(self, outer: ByteStream, context: ssl.SSLContext) -> None:
+        self.outer = outer
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.session = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        while True:
+            try:
+                self.session.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._exchange()
+        self._push()
+
+    def _push(self) -> None:
+        if self.outgoing.pending:
+            self.outer.sendall(self.outgoing.read())
+
+    def _exchange(self) -> bool:
+        """Send what the session wrote, then feed it what the outer layer has; False at EOF."""
+        self._push()
+        data = self.outer.recv(256 * 1024)
+        if not data:
+            self.incoming.write_eof()
+            return False
+        self.incoming.write(data)
+        return True
+
+    def sendall(self, data: bytes) -> None:
+        self.session.write(data)
+        self._push()
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self.session.read(size)
+            except ssl.SSLWantReadError:
+                if not self._exchange():
+                    return b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def close(self) -> None:
+        self.outer.close()
 
 
 def close_clients() -> None:

@@ -307,6 +307,22 @@ def test_consistency_checks() -> None:
     assert info.value.directive == "auth_backend"
 
 
+def test_proxy_link_consistency() -> None:
+    link = "imap_haproxy_certificate_path = p.pem\nimap_haproxy_private_key_path = p.key\n"
+    cfg = config_from_text("imap_accept_haproxy = 2\n" + link)
+    assert (cfg.imap_haproxy_certificate_path, cfg.imap_haproxy_private_key_path) == ("p.pem", "p.key")
+    assert cfg.imap_haproxy_ca_path is None
+    with pytest.raises(ConfigError, match="needs imap_accept_haproxy = 1 or 2") as info:
+        config_from_text(link, "t.cfg")  # no PROXY, so no peer would ever use the link
+    assert (info.value.file, info.value.line, info.value.directive) == ("t.cfg", 1, "imap_haproxy_certificate_path")
+    with pytest.raises(ConfigError, match="needs imap_haproxy_private_key_path"):
+        config_from_text("imap_accept_haproxy = 1\nimap_haproxy_certificate_path = p.pem\n")
+    for companion in ("imap_haproxy_private_key_path", "imap_haproxy_ca_path", "imap_haproxy_certificate_passwd"):
+        with pytest.raises(ConfigError, match="needs imap_haproxy_certificate_path") as info:
+            config_from_text(f"imap_accept_haproxy = 1\n{companion} = x\n", "t.cfg")
+        assert (info.value.line, info.value.directive) == (2, companion)
+
+
 def test_insecure_auth() -> None:
     tls = "imap_support_tls = yes\nimap_certificate_path = c.pem\nimap_private_key_path = k.pem\n"
     assert insecure_auth_allowed(defaults()) is True  # auto, TLS not configured at all

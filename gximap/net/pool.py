@@ -8,7 +8,7 @@
 Public API:
     Server(listeners, handler_factory, *, context_num, thread_init_num, thread_charge_num,
            conn_timeout, ssl_context, busy_response, proxy_mode=0, proxy_trust=(),
-           max_conn_per_ip=0, address_ledger=None, shared_listeners=False, worker_idle_timeout=60.0,
+           proxy_ssl_context=None, max_conn_per_ip=0, address_ledger=None, shared_listeners=False, worker_idle_timeout=60.0,
            slice_commands=8, slice_bytes=256 KiB, on_change=None)
     .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
     .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged; applies to
@@ -50,7 +50,9 @@ How it runs:
   the socket could not take at once counts as activity.
 - PROXY (see gximap.net.proxy): a trusted peer's header is read before anything else, even
   before the TLS handshake on implicit-TLS ports; an untrusted peer is served as itself and
-  dropped if its first bytes are a PROXY header.
+  dropped if its first bytes are a PROXY header. With ``proxy_ssl_context`` a peer that must
+  send a header first makes a TLS handshake with it (the proxy link, see
+  gximap.net.transport), and the header and everything after it come inside that TLS.
 - Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
 - Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
@@ -63,7 +65,8 @@ How it runs:
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
   would be garbage to the client).
 - ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
-  PROXY header; "tls_version" and "tls_cipher" on implicit-TLS listeners.
+  PROXY header; "proxy_tls_version" over a proxy link; "tls_version" and "tls_cipher" on
+  implicit-TLS listeners.
 - UNIX-socket listeners (BoundListener.unix): the peer is ``UNIX_PEER_HOST`` port 0, local_host is
   the socket path, extra holds the peer's "peer_pid", "peer_uid", "peer_gid" (SO_PEERCRED); no
   PROXY header is ever expected there.
@@ -164,6 +167,7 @@ class PoolStats:
 
 
 class _Phase(enum.Enum):
+    LINK_HANDSHAKE = "link-handshake"  # trusted peer: TLS with the proxy, before its PROXY header
     PROXY_HEADER = "proxy-header"  # trusted peer: reading the PROXY header
     SNIFF = "sniff"  # untrusted peer on an implicit-TLS port: checking for a PROXY header
     HANDSHAKE = "handshake"  # implicit TLS, before the handler exists
@@ -173,7 +177,8 @@ class _Phase(enum.Enum):
     CLOSED = "closed"
 
 
-_DEADLINE_PHASES = frozenset({_Phase.PROXY_HEADER, _Phase.SNIFF, _Phase.HANDSHAKE, _Phase.STARTTLS})
+_DEADLINE_PHASES = frozenset({_Phase.LINK_HANDSHAKE, _Phase.PROXY_HEADER, _Phase.SNIFF, _Phase.HANDSHAKE,
+                              _Phase.STARTTLS})
 
 
 class _Outcome(enum.Enum):
@@ -334,6 +339,7 @@ class Server:
         busy_response: bytes,
         proxy_mode: int = 0,
         proxy_trust: Iterable[str] = (),
+        proxy_ssl_context: ssl.SSLContext | None = None,
         max_conn_per_ip: int = 0,
         address_ledger: AddressLedger | None = None,
         shared_listeners: bool = False,
@@ -366,6 +372,7 @@ class Server:
         self._ssl_context = ssl_context
         self._busy_response = bytes(busy_response)
         self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
+        self._proxy_ssl_context = proxy_ssl_context
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
         # Connections per address; shared with sibling processes under imap_process_num.
         self._ledger = address_ledger if address_ledger is not None else AddressLedger()
@@ -892,7 +899,7 @@ class Server:
                 outcome = self._serve_proxy_header(conn)
             elif phase is _Phase.SNIFF:
                 outcome = self._serve_sniff(conn)
-            elif phase is _Phase.HANDSHAKE or phase is _Phase.STARTTLS:
+            elif phase is _Phase.HANDSHAKE or phase is _Phase.STARTTLS or phase is _Phase.LINK_HANDSHAKE:
                 outcome = self._serve_handshake(conn)
             elif phase is _Phase.START:
                 outcome = self._start_handler(conn)
@@ -962,8 +969,9 @@ class Server:
 
     def _serve_handshake(self, conn: _Connection) -> _Outcome | None:
         transport = conn.transport
+        link = conn.phase is _Phase.LINK_HANDSHAKE
         try:
-            done = transport.handshake()
+            done = transport.link_handshake() if link else transport.handshake()
         except TransportError as exc:
             with contextlib.suppress(OSError):
                 transport.flush()  # the alert
@@ -975,6 +983,11 @@ class Server:
         if not done:
             return _Outcome.PARK_READ
         conn.phase_deadline = math.inf
+        if link:
+            conn.extra["proxy_tls_version"] = transport.link_tls_version or ""
+            conn.phase = _Phase.PROXY_HEADER
+            conn.phase_deadline = time.monotonic() + self._header_timeout
+            return None
         if conn.phase is _Phase.HANDSHAKE:
             conn.extra["tls_version"] = transport.tls_version or ""
             conn.extra["tls_cipher"] = transport.tls_cipher or ""
@@ -998,7 +1011,7 @@ class Server:
             listener=conn.listener.kind,
             proxied=conn.proxied,
             extra=dict(conn.extra),
-            file_regions=True,
+            file_regions=not conn.transport.linked,  # sendfile(2) cannot go through the proxy link's TLS
         )
         conn.handler = self._factory(info, self._make_waker(conn))
         conn.phase = _Phase.ACTIVE
@@ -1513,9 +1526,14 @@ class Server:
             self._by_fd[conn.fd] = conn
             self._drained.clear()
         if expectation is HeaderExpectation.REQUIRED:
-            conn.phase = _Phase.PROXY_HEADER
             conn.decoder = ProxyDecoder(policy.mode)
-            conn.phase_deadline = now + self._header_timeout
+            if self._proxy_ssl_context is not None:
+                conn.transport.start_link_tls(self._proxy_ssl_context)
+                conn.phase = _Phase.LINK_HANDSHAKE
+                conn.phase_deadline = now + self._handshake_timeout
+            else:
+                conn.phase = _Phase.PROXY_HEADER
+                conn.phase_deadline = now + self._header_timeout
         elif listener.tls:
             if expectation is HeaderExpectation.REFUSED:
                 conn.phase = _Phase.SNIFF

@@ -1,7 +1,8 @@
 """The server's TLS context, with configuration mistakes reported in plain words.
 
 Public API:
-    make_server_context(cert_path, key_path, *, password=None, min_proto="tls1.2") -> ssl.SSLContext
+    make_server_context(cert_path, key_path, *, password=None, min_proto="tls1.2", client_ca=None)
+        -> ssl.SSLContext        client_ca: PEM CA file; peers must then show a certificate it signed
     TlsConfigError
     TLS_VERSIONS: the accepted ``tls_min_proto`` values
 
@@ -47,6 +48,7 @@ def make_server_context(
     *,
     password: str | None = None,
     min_proto: str = "tls1.2",
+    client_ca: str | None = None,
 ) -> ssl.SSLContext:
     key_path = key_path or cert_path
     minimum = _minimum_version(min_proto)
@@ -76,7 +78,18 @@ def make_server_context(
         raise TlsConfigError(f"TLS certificate {cert_path} / key {key_path}: {exc.reason or exc}") from None
     except OSError as exc:
         raise TlsConfigError(f"TLS certificate {cert_path} / key {key_path}: {exc.strerror or exc}") from None
+    if client_ca is not None:
+        _require_client_certificates(context, client_ca)
     return context
+
+
+def _require_client_certificates(context: ssl.SSLContext, ca_path: str) -> None:
+    _load_certificates(ca_path, _read(ca_path, "CA certificate"))
+    try:
+        context.load_verify_locations(cafile=ca_path)
+    except ssl.SSLError as exc:
+        raise TlsConfigError(f"TLS CA certificate file {ca_path}: {exc.reason or exc}") from None
+    context.verify_mode = ssl.CERT_REQUIRED
 
 
 def _minimum_version(min_proto: str) -> ssl.TLSVersion:

@@ -1,7 +1,10 @@
 """The byte pipe under one connection: a non-blocking socket, optionally TLS, optionally DEFLATE.
 
-Layering, outermost first: application bytes <-> DEFLATE (RFC 4978) <-> TLS <-> socket. TLS runs
-on ``ssl.SSLObject`` with memory BIOs rather than ``SSLSocket``, so that
+Layering, outermost first: application bytes <-> DEFLATE (RFC 4978) <-> TLS <-> [proxy link TLS]
+<-> socket. The proxy link is a TLS session with a reverse proxy that sends its PROXY header
+inside it (maddy's ``proxy_protocol { tls }``): it starts before anything else is read, and the
+PROXY header, the endpoint's own TLS and the IMAP bytes all travel inside it. TLS runs on
+``ssl.SSLObject`` with memory BIOs rather than ``SSLSocket``, so that
 
 - bytes read before TLS starts (after a PROXY header, or while sniffing an untrusted peer) can be
   handed to the TLS engine, since PROXY comes first on the wire even on implicit-TLS ports;
@@ -19,6 +22,8 @@ Public API (used by gximap.net.pool):
     .pending_output, .bytes_sent
     .read_raw(limit), .prepend_raw(data)      raw access before any layer exists (PROXY, sniffing)
     .start_tls(context) / .handshake() -> bool / .tls / .tls_established / .tls_version / .tls_cipher
+    .start_link_tls(context) / .link_handshake() -> bool / .linked / .link_tls_version
+                                   the proxy link, before any other layer (raw access reads inside it)
     .start_compress() / .compressed
     .close(graceful=True)
 Errors: OSError from the socket; TransportError when the peer breaks TLS or DEFLATE.
@@ -33,6 +38,7 @@ import os
 import socket
 import ssl
 import zlib
+from collections.abc import Callable
 
 from gximap.net.handler import FileRegion
 
@@ -50,10 +56,23 @@ class TransportError(Exception):
     """The peer broke the TLS or DEFLATE layer; the connection must be dropped."""
 
 
+class _LinkTls:
+    """The TLS session with a proxy, under every other layer; its own object so that a
+    connection without one (nearly all of them) pays a single slot for it."""
+
+    __slots__ = ("session", "incoming", "outgoing", "established")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.session = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.established = False
+
+
 class Transport:
     # One per connection, most of them idle: slots, and the output queue exists only while bytes
     # wait in it (an empty deque still holds a 64-slot block).
-    __slots__ = ("_sock", "_raw_chunk", "_raw_pending", "_tls", "_tls_in", "_tls_out", "_handshake_done",
+    __slots__ = ("_sock", "_raw_chunk", "_raw_pending", "_link", "_tls", "_tls_in", "_tls_out", "_handshake_done",
                  "_deflate", "_inflate", "_deflate_dirty", "_plain_pending", "_wire", "_wire_bytes",
                  "_wire_regions", "_read_hit_limit", "at_eof", "bytes_sent", "bytes_received")
 
@@ -62,6 +81,7 @@ class Transport:
         self._sock = sock
         self._raw_chunk = raw_chunk
         self._raw_pending = b""  # raw bytes read ahead of the layers (PROXY remainder, sniffed bytes)
+        self._link: _LinkTls | None = None
         self._tls: ssl.SSLObject | None = None
         self._tls_in: ssl.MemoryBIO | None = None
         self._tls_out: ssl.MemoryBIO | None = None
@@ -103,6 +123,16 @@ class Transport:
         return cipher[0] if cipher else None
 
     @property
+    def linked(self) -> bool:
+        """The connection runs inside a TLS session with a proxy (start_link_tls)."""
+        return self._link is not None
+
+    @property
+    def link_tls_version(self) -> str | None:
+        link = self._link
+        return link.session.version() if link is not None and link.established else None
+
+    @property
     def compressed(self) -> bool:
         return self._deflate is not None
 
@@ -117,6 +147,9 @@ class Transport:
         if self._raw_pending or self._read_hit_limit:
             return True
         if self._inflate is not None and self._inflate.unconsumed_tail:
+            return True
+        link = self._link
+        if link is not None and link.established and (link.session.pending() > 0 or link.incoming.pending > 0):
             return True
         if self._tls is None or not self._handshake_done:
             return False
@@ -137,12 +170,18 @@ class Transport:
         return self._recv_raw(limit) or b""
 
     def _recv_raw(self, limit: int) -> bytes | None:
-        """None: nothing available now; b"": end of stream (at_eof set)."""
+        """None: nothing available now; b"": end of stream (at_eof set). Inside the proxy link
+        when there is one."""
         if self._raw_pending:
             data, self._raw_pending = self._raw_pending[:limit], self._raw_pending[limit:]
             return data
         if self.at_eof:
             return b""
+        if self._link is not None:
+            return self._recv_link(limit)
+        return self._recv_socket(limit)
+
+    def _recv_socket(self, limit: int) -> bytes | None:
         while True:
             try:
                 data = self._sock.recv(limit)
@@ -155,7 +194,52 @@ class Transport:
             self.bytes_received += len(data)
             return data
 
+    def _recv_link(self, limit: int) -> bytes | None:
+        link = self._link
+        assert link is not None
+        if not link.established:
+            raise RuntimeError("read before the proxy link's TLS handshake completed")
+        try:
+            while True:
+                try:
+                    data = link.session.read(limit)
+                except ssl.SSLWantReadError:
+                    raw = self._recv_socket(self._raw_chunk)
+                    if not raw:
+                        return raw  # None: nothing now; b"": EOF without close_notify, a close too
+                    link.incoming.write(raw)
+                    continue
+                except ssl.SSLZeroReturnError:
+                    data = b""
+                except ssl.SSLError as exc:
+                    raise TransportError(f"proxy TLS error: {exc.reason or exc}") from exc
+                if not data:  # the proxy's close_notify
+                    self.at_eof = True
+                return data
+        finally:
+            self._pull_link_output()  # the alert, or protocol output of a read (a KeyUpdate)
+
     # -- layers ------------------------------------------------------------------------------
+
+    def start_link_tls(self, context: ssl.SSLContext) -> None:
+        """Begin the TLS session with a proxy, under everything else (see the module docstring):
+        from here on, raw access and every other layer read and write inside it."""
+        if self._link is not None or self._tls is not None or self._deflate is not None:
+            raise RuntimeError("the proxy link must be the first layer of a connection")
+        self._link = link = _LinkTls(context)
+        if self._raw_pending:
+            link.incoming.write(self._raw_pending)
+            self._raw_pending = b""
+
+    def link_handshake(self) -> bool:
+        """Advance the proxy link's handshake, as handshake() does the endpoint's."""
+        link = self._link
+        if link is None:
+            raise RuntimeError("link_handshake() without start_link_tls()")
+        if not link.established:
+            link.established = self._advance_handshake(link.session, link.incoming, self._recv_socket,
+                                                       self._pull_link_output, "proxy TLS")
+        return link.established
 
     def start_tls(self, context: ssl.SSLContext) -> None:
         """Begin a server-side TLS session; read-ahead raw bytes become the first TLS input."""
@@ -175,25 +259,32 @@ class Transport:
         (or must first get its own queued bytes out: check pending_output)."""
         if self._tls is None or self._tls_in is None:
             raise RuntimeError("handshake() without start_tls()")
-        if self._handshake_done:
-            return True
+        if not self._handshake_done:
+            self._handshake_done = self._advance_handshake(self._tls, self._tls_in, self._recv_raw,
+                                                           self._pull_tls_output, "TLS")
+        return self._handshake_done
+
+    def _advance_handshake(self, session: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                           receive: Callable[[int], bytes | None], pull_output: Callable[[], None],
+                           layer: str) -> bool:
+        """Shared by both TLS layers: True when the handshake is complete, False when it waits
+        for the peer."""
         while True:
             try:
-                self._tls.do_handshake()
+                session.do_handshake()
             except ssl.SSLWantReadError:
-                self._pull_tls_output()
-                raw = self._recv_raw(self._raw_chunk)
+                pull_output()
+                raw = receive(self._raw_chunk)
                 if raw is None:
                     return False
                 if not raw:
-                    raise TransportError("connection closed during the TLS handshake") from None
-                self._tls_in.write(raw)
+                    raise TransportError(f"connection closed during the {layer} handshake") from None
+                incoming.write(raw)
                 continue
             except ssl.SSLError as exc:
-                self._pull_tls_output()  # the alert, so the peer learns why
-                raise TransportError(f"TLS handshake failed: {exc.reason or exc}") from exc
-            self._pull_tls_output()
-            self._handshake_done = True
+                pull_output()  # the alert, so the peer learns why
+                raise TransportError(f"{layer} handshake failed: {exc.reason or exc}") from exc
+            pull_output()
             return True
 
     def start_compress(self) -> None:
@@ -232,7 +323,7 @@ class Transport:
                     break
                 chunks.append(data)
                 got += len(data)
-                if len(data) < want and not self._raw_pending:
+                if len(data) < want and not self._raw_pending and self._link is None:
                     break  # the kernel buffer is drained; an extra recv would only say EAGAIN
             return b"".join(chunks), got >= limit
         if not self._handshake_done:
@@ -297,7 +388,7 @@ class Transport:
             data = data.cast("B")
         if not data:
             return
-        if self._tls is None and self._deflate is None:
+        if self._tls is None and self._deflate is None and self._link is None:
             self._queue_wire(data)
             return
         if len(data) < _COALESCE_LIMIT:
@@ -311,7 +402,7 @@ class Transport:
     def _write_region(self, region: FileRegion) -> None:
         if not region.length:
             region.close()
-        elif self._tls is None and self._deflate is None:
+        elif self._tls is None and self._deflate is None and self._link is None:
             self._wire_regions += 1
             self._queue_wire(region)
         else:
@@ -345,7 +436,7 @@ class Transport:
         if not data:
             return
         if self._tls is None:
-            self._queue_wire(data)
+            self._below_tls(data)
             return
         view = memoryview(data)
         try:
@@ -358,7 +449,27 @@ class Transport:
 
     def _pull_tls_output(self) -> None:
         if self._tls_out is not None and self._tls_out.pending:
-            self._queue_wire(self._tls_out.read())
+            self._below_tls(self._tls_out.read())
+
+    def _below_tls(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes for the peer from above the proxy link: through it when there is one."""
+        link = self._link
+        if link is None:
+            self._queue_wire(data)
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                written = link.session.write(view)
+                view = view[written:]
+        except ssl.SSLError as exc:
+            raise TransportError(f"proxy TLS error while sending: {exc.reason or exc}") from exc
+        self._pull_link_output()
+
+    def _pull_link_output(self) -> None:
+        link = self._link
+        if link is not None and link.outgoing.pending:
+            self._queue_wire(link.outgoing.read())
 
     def _queue_wire(self, data: bytes | bytearray | memoryview | FileRegion) -> None:
         if self._wire is None:
@@ -465,7 +576,13 @@ class Transport:
         if self._tls is not None and self._handshake_done:
             with contextlib.suppress(ssl.SSLError):
                 self._tls.unwrap()  # queues close_notify; waiting for the peer's is not needed
-            self._pull_tls_output()
+            with contextlib.suppress(TransportError):  # the proxy link's, when it carries it
+                self._pull_tls_output()
+        link = self._link
+        if link is not None and link.established:
+            with contextlib.suppress(ssl.SSLError):
+                link.session.unwrap()
+            self._pull_link_output()
         with contextlib.suppress(OSError):
             self.flush()
         with contextlib.suppress(OSError):
