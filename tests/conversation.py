@@ -133,7 +133,8 @@ class Conversation:
     def __init__(self, tmp_path: Path | str | None = None, *, tls: bool = True, starttls: bool = False,
                  users: Iterable[str] | dict[str, str] = ("alice",), auth_times: int = 10,
                  block_interval: float = 60.0, ip_times: int = 0, peer: str = "192.0.2.1",
-                 context: ServerContext | None = None, file_regions: bool = False, **settings: Any) -> None:
+                 context: ServerContext | None = None, file_regions: bool = False, client_tls: bool = False,
+                 **settings: Any) -> None:
         if context is None:
             if tmp_path is None:
                 raise TypeError("Conversation needs tmp_path (or the context of another one)")
@@ -162,7 +163,7 @@ class Conversation:
             self.add_user(name, password)
         conn = ConnectionInfo(peer_host=peer, peer_port=next(_PORTS), local_host="192.0.2.254",
                               local_port=993 if tls else 143, tls=tls, starttls_available=starttls,
-                              file_regions=file_regions)
+                              file_regions=file_regions, client_tls=client_tls)
         self.session = ImapSession(context, conn, self._waker)
         self.session.start()
         self._greeting = split_responses(self._run())  # stays claimable by a script's first S: lines

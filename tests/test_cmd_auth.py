@@ -90,6 +90,17 @@ def test_force_tls_overrides_insecure_auth(tmp_path):
         assert conv.send(b"a1 LOGIN alice secret\r\n")[0].startswith(b"a1 NO [PRIVACYREQUIRED]")
 
 
+def test_tls_a_trusted_proxy_terminated_counts_as_tls(tmp_path):
+    """A PROXY header with PP2_CLIENT_SSL (haproxy's send-proxy-v2-ssl): the client's link is
+    encrypted, so passwords are welcome even under imap_force_tls; our own connection is not
+    TLS, so nothing else changes (file regions stay possible)."""
+    with Conversation(tmp_path, tls=False, client_tls=True, force_tls=True) as conv:
+        caps = conv.send(b"c1 CAPABILITY\r\n")[0].decode().split()
+        assert "AUTH=PLAIN" in caps and "LOGINDISABLED" not in caps
+        conv.login()
+        assert not conv.session.tls
+
+
 def test_login_with_non_utf8_password_fails_cleanly(conv):
     lines = conv.send(b"a1 LOGIN alice {2+}\r\n\xff\xfe\r\n")
     assert lines == [b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"]

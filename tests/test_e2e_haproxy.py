@@ -1,7 +1,8 @@
 """Debian's real haproxy in front of the real gximap, configured from the shipped example
 (etc/haproxy/haproxy.cfg) plus a send-proxy (v1) listener: log lines and the per-address login
 limit see the original client address (the client binds distinct loopback addresses), IMAPS passes
-through with the header first, and a direct untrusted peer that sends a PROXY header is refused."""
+through with the header first, and a direct untrusted peer that sends a PROXY header is refused.
+Also haproxy terminating TLS itself, with send-proxy-v2-ssl telling gximap which clients used it."""
 
 from __future__ import annotations
 
@@ -90,34 +91,23 @@ def start_behind_proxy(gximap: GximapProcess) -> GximapProcess:
     return gximap
 
 
-class Haproxy:
-    def __init__(self, directory: Path, gximap: GximapProcess) -> None:
-        assert gximap.tls_port is not None
-        self.v2_port, self.v1_port, self.tls_port = free_port(), free_port(), free_port()
-        text = EXAMPLE.read_text()
-        replacements = {
-            "bind :143": f"bind 127.0.0.1:{self.v2_port}",
-            "bind :993": f"bind 127.0.0.1:{self.tls_port}",
-            "127.0.0.1:1143": f"127.0.0.1:{gximap.port}",
-            "127.0.0.1:1993": f"127.0.0.1:{gximap.tls_port}",
-        }
-        for old, new in replacements.items():
-            assert text.count(old) == 1, old  # the example still has the shape this test relies on
-            text = text.replace(old, new)
-        text += (f"\nfrontend imap_v1\n    bind 127.0.0.1:{self.v1_port}\n    default_backend gximap_v1\n"
-                 f"\nbackend gximap_v1\n    server gximap 127.0.0.1:{gximap.port} send-proxy\n")
+class HaproxyProcess:
+    """haproxy run from a configuration text, until stop(); ``ports`` are its listeners."""
+
+    def __init__(self, directory: Path, text: str, ports: tuple[int, ...]) -> None:
         self.config = directory / "haproxy.cfg"
         self.config.write_text(text)
         self.log = directory / "haproxy.log"
+        self.ports = ports
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Haproxy:
+    def start(self) -> HaproxyProcess:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(["haproxy", "-f", str(self.config), "-db"], stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_for(lambda: self.proc.poll() is None and all(  # type: ignore[union-attr]
-                _listening(port) for port in (self.v2_port, self.v1_port, self.tls_port)), "haproxy")
+                _listening(port) for port in self.ports), "haproxy")
         except AssertionError:
             self.stop()
             raise AssertionError(f"haproxy did not start:\n{self.log.read_text(errors='replace')}") from None
@@ -133,6 +123,27 @@ class Haproxy:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class Haproxy(HaproxyProcess):
+    """The shipped example in front of ``gximap``, plus a send-proxy (v1) listener."""
+
+    def __init__(self, directory: Path, gximap: GximapProcess) -> None:
+        assert gximap.tls_port is not None
+        self.v2_port, self.v1_port, self.tls_port = free_port(), free_port(), free_port()
+        text = EXAMPLE.read_text()
+        replacements = {
+            "bind :143": f"bind 127.0.0.1:{self.v2_port}",
+            "bind :993": f"bind 127.0.0.1:{self.tls_port}",
+            "127.0.0.1:1143": f"127.0.0.1:{gximap.port}",
+            "127.0.0.1:1993": f"127.0.0.1:{gximap.tls_port}",
+        }
+        for old, new in replacements.items():
+            assert text.count(old) == 1, old  # the example still has the shape this test relies on
+            text = text.replace(old, new)
+        text += (f"\nfrontend imap_v1\n    bind 127.0.0.1:{self.v1_port}\n    default_backend gximap_v1\n"
+                 f"\nbackend gximap_v1\n    server gximap 127.0.0.1:{gximap.port} send-proxy\n")
+        super().__init__(directory, text, (self.v2_port, self.v1_port, self.tls_port))
 
 
 def test_shipped_example_is_valid() -> None:
@@ -249,6 +260,47 @@ def test_v2_only_mode_refuses_v1_headers(tmp_path: Path) -> None:
         refused.close()
         _wait_for(lambda: "bad PROXY header" in gximap.log(), "the refusal in the log")
         assert "rhost=[127.0.0.3]" not in gximap.log()
+    finally:
+        haproxy.stop()
+        gximap.stop()
+
+
+def test_tls_terminated_by_haproxy_counts_as_tls(tmp_path: Path) -> None:
+    """haproxy terminates the client's TLS and tells gximap with send-proxy-v2-ssl (the
+    PP2_TYPE_SSL TLV): that client may log in although gximap requires TLS for passwords,
+    while a client that reached haproxy in clear gets LOGINDISABLED and STARTTLS."""
+    gximap = GximapProcess(tmp_path, tls=True, extra={
+        "imap_accept_haproxy": "2",
+        "imap_haproxy_trust": "127.0.0.1",
+        "insecure_auth": "no",
+    })
+    pem = tmp_path / "haproxy.pem"
+    pem.write_bytes(gximap.cert.read_bytes() + gximap.key.read_bytes())
+    terminated, clear = free_port(), free_port()
+    text = (
+        "global\n    log stdout format raw local0\n"
+        "defaults\n    mode tcp\n    log global\n    timeout connect 5s\n"
+        "    timeout client 1m\n    timeout server 1m\n"
+        f"frontend imaps_terminated\n    bind 127.0.0.1:{terminated} ssl crt {pem}\n    default_backend plain\n"
+        f"frontend imap_clear\n    bind 127.0.0.1:{clear}\n    default_backend plain\n"
+        f"backend plain\n    server gximap 127.0.0.1:{gximap.port} send-proxy-v2-ssl\n"
+    )
+    haproxy = HaproxyProcess(tmp_path, text, (terminated, clear))
+    try:
+        start_behind_proxy(gximap)
+        haproxy.start()
+        secure = Client(terminated, "127.0.0.2", tls=True)
+        greeting = secure.readline()
+        assert b"AUTH=PLAIN" in greeting and b"LOGINDISABLED" not in greeting and b"STARTTLS" not in greeting
+        assert secure.command("a", "LOGIN alice secret").startswith(b"a OK")
+        secure.close()
+        plain = Client(clear, "127.0.0.3")
+        greeting = plain.readline()
+        assert b"LOGINDISABLED" in greeting and b"STARTTLS" in greeting
+        assert plain.command("b", "LOGIN alice secret").startswith(b"b NO [PRIVACYREQUIRED]")
+        plain.close()
+        _wait_for(lambda: "rhost=[127.0.0.2]" in gximap.log(), "the login line")
+        assert "user=alice LOGIN ok" in gximap.log()
     finally:
         haproxy.stop()
         gximap.stop()

@@ -90,6 +90,35 @@ def test_v2_proxy_ipv6_with_tlvs() -> None:
     assert result.addresses == ProxyAddresses("2001:db8::5", 40000, "2001:db8::1", 993)
 
 
+def ssl_tlv(client: int, *subtlvs: bytes) -> bytes:
+    """PP2_TYPE_SSL: client flags, a verify result of 0, then sub-TLVs."""
+    return tlv(0x20, bytes([client]) + b"\0" * 4 + b"".join(subtlvs))
+
+
+@pytest.mark.parametrize(("tlvs", "expected"), [
+    (b"", (False, "")),
+    (TLVS, (True, "")),  # PP2_CLIENT_SSL set, no version sub-TLV
+    (tlv(0x01, b"imap") + ssl_tlv(0x07, tlv(0x23, b"ECDHE"), tlv(0x21, b"TLSv1.3")), (True, "TLSv1.3")),
+    (ssl_tlv(0x00, tlv(0x21, b"TLSv1.3")), (False, "")),  # the proxy says: no TLS from the client
+    (ssl_tlv(0x01, tlv(0x21, b"TLS\nv1.3\x80")), (True, "TLSv1.3")),  # log-safe text only
+    (tlv(0x20, b"\x01\0"), (False, "")),  # too short to hold the flags and the verify result
+    (ssl_tlv(0x01)[:-2], (False, "")),  # truncated: never taken for TLS
+    (tlv(0x04, b"") + tlv(0xEE, b"\x01" * 40), (False, "")),  # NOOP and unknown types are skipped
+])
+def test_v2_client_tls_from_the_ssl_tlv(tlvs: bytes, expected: tuple[bool, str]) -> None:
+    for source, dest in (("203.0.113.5", "192.0.2.1"), ("2001:db8::5", "2001:db8::1")):
+        result = ProxyDecoder(2).feed(v2_proxy(source, dest, 1, 2, tlvs) + b"rest")
+        assert result is not None and result.remainder == b"rest"
+        assert (result.client_tls, result.client_tls_version) == expected
+    unspec = ProxyDecoder(2).feed(v2_header(1, 0x00, tlvs))
+    assert unspec is not None and unspec.addresses is None
+    assert (unspec.client_tls, unspec.client_tls_version) == expected
+    unix = ProxyDecoder(2).feed(v2_header(1, 0x31, b"/x".ljust(216, b"\0") + tlvs))
+    assert unix is not None and (unix.client_tls, unix.client_tls_version) == expected
+    local = ProxyDecoder(2).feed(v2_header(0, 0x11, b"\0" * 12 + tlvs))
+    assert local is not None and local.client_tls is False  # a health check, no client
+
+
 def test_v2_local_and_unspec_keep_socket_addresses() -> None:
     local = ProxyDecoder(2).feed(V2_LOCAL + b"x")
     assert local is not None and local.command == "LOCAL" and local.addresses is None
@@ -231,6 +260,24 @@ def test_pool_takes_the_address_from_a_v2_header() -> None:
         assert fields[1:5] == ["203.0.113.5", "51234", "192.0.2.1", "143"]
         assert "proxied=True" in fields
         assert recorder.handlers[0].info.extra["proxy_peer"].startswith("[127.0.0.1]:")
+
+
+def test_pool_passes_on_the_clients_tls_at_the_proxy() -> None:
+    recorder = Recorder()
+    with running_server(recorder, proxy_mode=2, ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)) \
+            as (_server, ports):
+        secure = Client("127.0.0.1", ports["plain"])
+        secure.send(v2_proxy("203.0.113.5", "192.0.2.1", 51234, 143, ssl_tlv(0x01, tlv(0x21, b"TLSv1.2"))))
+        assert secure.readline() == GREETING
+        clear = Client("127.0.0.1", ports["plain"])
+        clear.send(v2_proxy("203.0.113.6", "192.0.2.1", 51235, 143))
+        assert clear.readline() == GREETING
+        assert "starttls=False" in peer_fields(secure)  # no TLS inside the client's TLS
+        assert "starttls=True" in peer_fields(clear)
+        by_host = {handler.info.peer_host: handler.info for handler in recorder.handlers}
+        assert by_host["203.0.113.5"].client_tls is True and by_host["203.0.113.6"].client_tls is False
+        assert by_host["203.0.113.5"].extra["client_tls_version"] == "TLSv1.2"
+        assert by_host["203.0.113.5"].tls is False
 
 
 def test_pool_accepts_v1_in_mode_1_fragmented_and_local() -> None:

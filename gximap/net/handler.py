@@ -42,6 +42,9 @@ class ConnectionInfo:
     starttls_available: bool  # a TLS context exists for this listener, so STARTTLS can be offered
     listener: str = "imap"  # the listener kind / name from the configuration
     proxied: bool = False  # the peer address came from a PROXY header
+    # The trusted PROXY header says the client reached the proxy over TLS (haproxy's
+    # send-proxy-v2-ssl): the client's link is encrypted although this connection may not be.
+    client_tls: bool = False
     extra: dict[str, str] = field(default_factory=dict)
     # The pool takes FileRegion output items (a handler may also always send bytes instead).
     file_regions: bool = False

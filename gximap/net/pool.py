@@ -65,7 +65,8 @@ How it runs:
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
   would be garbage to the client).
 - ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
-  PROXY header; "proxy_tls_version" over a proxy link; "tls_version" and "tls_cipher" on
+  PROXY header; "client_tls_version" when the header says the client used TLS (ConnectionInfo.
+  client_tls; the version as the proxy names it, or empty); "proxy_tls_version" over a proxy link; "tls_version" and "tls_cipher" on
   implicit-TLS listeners.
 - UNIX-socket listeners (BoundListener.unix): the peer is ``UNIX_PEER_HOST`` port 0, local_host is
   the socket path, extra holds the peer's "peer_pid", "peer_uid", "peer_gid" (SO_PEERCRED); no
@@ -266,7 +267,7 @@ def blocking_section() -> contextlib.AbstractContextManager[None]:
 class _Connection:
     __slots__ = (
         "sock", "fd", "transport", "listener", "socket_peer", "peer_host", "peer_port",
-        "local_host", "local_port", "proxied", "extra", "ip_key", "phase", "phase_deadline",
+        "local_host", "local_port", "proxied", "client_tls", "extra", "ip_key", "phase", "phase_deadline",
         "decoder", "sniff_buffer", "sniff_input", "handler", "lock", "queued", "running", "rerun",
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
@@ -292,6 +293,7 @@ class _Connection:
             self.local_host = normalize_host(str(local[0]))
             self.local_port = int(local[1])
         self.proxied = False
+        self.client_tls = False  # the PROXY header says the client's link to the proxy is TLS
         self.ip_key: str | None = None  # the address counted against max_conn_per_ip
         self.phase = _Phase.START
         self.phase_deadline = math.inf
@@ -932,8 +934,12 @@ class Server:
             conn.local_port = result.addresses.dest_port
             conn.proxied = True
             conn.extra["proxy_peer"] = f"[{conn.socket_peer[0]}]:{conn.socket_peer[1]}"
+        if result.client_tls:
+            conn.client_tls = True
+            conn.extra["client_tls_version"] = result.client_tls_version
         conn.transport.prepend_raw(result.remainder)
-        log.debug("%s: PROXY v%d %s header accepted", conn.rhost, result.version, result.command)
+        log.debug("%s: PROXY v%d %s header accepted%s", conn.rhost, result.version, result.command,
+                  f" (client on TLS {result.client_tls_version})" if result.client_tls else "")
         if not self._count_address(conn):
             raise _Refused(f"more than {self._max_conn_per_ip} connections from this address", busy=True)
         self._after_preamble(conn)
@@ -1007,9 +1013,11 @@ class Server:
             local_host=conn.local_host,
             local_port=conn.local_port,
             tls=tls,
-            starttls_available=self._ssl_context is not None and not tls,
+            # A client on TLS to its proxy is not offered a second TLS inside the first.
+            starttls_available=self._ssl_context is not None and not tls and not conn.client_tls,
             listener=conn.listener.kind,
             proxied=conn.proxied,
+            client_tls=conn.client_tls,
             extra=dict(conn.extra),
             file_regions=not conn.transport.linked,  # sendfile(2) cannot go through the proxy link's TLS
         )

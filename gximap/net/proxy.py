@@ -14,6 +14,8 @@ Modes (``imap_accept_haproxy``): 0 = no header; 1 = v1 or v2, autodetected; 2 = 
 The trust list holds addresses and CIDR subnets; an empty list trusts every peer (Gromox behaviour:
 every connection carries a header). With PROXY enabled, a trusted peer must send a header; an
 untrusted peer is served under its own address, and is refused if it sends a header anyway.
+Of a v2 header's TLVs only PP2_TYPE_SSL is read: whether the client's own connection to the proxy
+was TLS (ProxyResult.client_tls; haproxy's send-proxy-v2-ssl).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -54,6 +56,11 @@ _V2_AF_INET6 = 0x2
 _V2_AF_UNIX = 0x3
 _V2_PROTO_UNSPEC = 0x0
 _V2_PROTO_STREAM = 0x1
+_V2_UNIX_ADDRESSES = 216  # two 108-byte socket paths
+# TLVs (type, 16-bit length, value) after the addresses: what the proxy knows of the client's TLS.
+_PP2_TYPE_SSL = 0x20  # value: client flags (1 byte), verify result (4 bytes), sub-TLVs
+_PP2_CLIENT_SSL = 0x01  # the client reached the proxy over TLS
+_PP2_SUBTYPE_SSL_VERSION = 0x21  # US-ASCII, e.g. "TLSv1.3"
 
 # What untrusted peers are checked against: a proxy's header starts with one of these.
 _SNIFF_PREFIXES = (V2_SIGNATURE, b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN")
@@ -80,6 +87,10 @@ class ProxyResult:
     # None: keep the socket's own endpoints (v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC / AF_UNIX).
     addresses: ProxyAddresses | None
     remainder: bytes  # bytes that followed the header: the start of the real stream
+    # v2 PROXY with a PP2_TYPE_SSL TLV whose PP2_CLIENT_SSL flag is set (haproxy's
+    # send-proxy-v2-ssl): the client's own connection, which the proxy terminated, was TLS.
+    client_tls: bool = False
+    client_tls_version: str = ""  # from PP2_SUBTYPE_SSL_VERSION, when the proxy sent it
 
 
 class ProxyDecoder:
@@ -170,7 +181,8 @@ class ProxyDecoder:
         protocol = family_protocol & 0x0F
         if family in (_V2_AF_UNSPEC, _V2_AF_UNIX):
             # The spec lets the receiver fall back to the real connection endpoints here.
-            return ProxyResult(2, "PROXY", None, remainder)
+            skip = _V2_UNIX_ADDRESSES if family == _V2_AF_UNIX else 0
+            return ProxyResult(2, "PROXY", None, remainder, *_client_tls(payload[skip:]))
         if family not in (_V2_AF_INET, _V2_AF_INET6):
             raise ProxyError(f"PROXY v2 header has unknown address family {family}")
         if protocol != _V2_PROTO_STREAM:
@@ -189,8 +201,37 @@ class ProxyDecoder:
             addresses = ProxyAddresses(
                 str(ipaddress.IPv6Address(src)), sport, str(ipaddress.IPv6Address(dst)), dport
             )
-        # TLVs (ALPN, authority, SSL details, ...) after the addresses are not needed: skipped.
-        return ProxyResult(2, "PROXY", addresses, remainder)
+        tlvs = payload[12:] if family == _V2_AF_INET else payload[36:]
+        return ProxyResult(2, "PROXY", addresses, remainder, *_client_tls(tlvs))
+
+
+def _tlvs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, value) of each TLV in ``data``; a truncated last one ends the walk (the spec has
+    receivers ignore what they do not understand, and a client's TLS is never assumed)."""
+    offset = 0
+    while offset + 3 <= len(data):
+        kind, size = struct.unpack_from("!BH", data, offset)
+        offset += 3
+        if offset + size > len(data):
+            return
+        yield kind, data[offset:offset + size]
+        offset += size
+
+
+def _client_tls(tlvs: bytes) -> tuple[bool, str]:
+    """(client_tls, client_tls_version) from the header's TLVs (ALPN, authority and the rest are
+    not needed)."""
+    for kind, value in _tlvs(tlvs):
+        if kind != _PP2_TYPE_SSL or len(value) < 5:
+            continue
+        if not value[0] & _PP2_CLIENT_SSL:
+            return False, ""
+        for subtype, text in _tlvs(value[5:]):
+            if subtype == _PP2_SUBTYPE_SSL_VERSION:
+                # It goes into log lines: printable ASCII only, and short.
+                return True, "".join(c for c in text[:32].decode("ascii", "replace") if c.isprintable() and c.isascii())
+        return True, ""
+    return False, ""
 
 
 def _v1_address(text: str, address_type: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]) -> str:

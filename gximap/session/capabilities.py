@@ -46,8 +46,10 @@ AUTHENTICATED_EXTENSIONS = (
 
 
 def plaintext_auth_allowed(session: Any) -> bool:
-    """May the client send a password on this connection now?"""
-    if session.tls:
+    """May the client send a password on this connection now? Yes under TLS, ours or the one a
+    trusted proxy terminated for it (ConnectionInfo.client_tls, as Dovecot takes
+    send-proxy-v2-ssl)."""
+    if session.tls or session.conn.client_tls:
         return True
     settings = session.settings
     return not settings.force_tls and settings.insecure_auth
