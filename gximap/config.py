@@ -110,10 +110,12 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer.",
        "gromox", reloadable=True, unset_means="any peer"),
     _d("imap_listen", "list", "",
-       "Space-separated plain IMAP listen addresses (host:port, [v6]:port, *:port).",
+       "Space-separated plain IMAP listen addresses (host:port, [v6]:port, *:port); *:port and "
+       "[::]:port listen on every IPv4 and IPv6 address.",
        "gromox", unset_means="imap_listen_addr and imap_listen_port"),
     _d("imap_listen_tls", "list", "",
-       "Space-separated implicit-TLS (IMAPS) listen addresses (host:port, [v6]:port, *:port).",
+       "Space-separated implicit-TLS (IMAPS) listen addresses (host:port, [v6]:port, *:port); *:port "
+       "and [::]:port listen on every IPv4 and IPv6 address.",
        "gromox", unset_means="imap_listen_addr and imap_listen_tls_port"),
     _d("lmtp_listen", "list", "",
        "Space-separated LMTP delivery listen addresses: unix:/path or host:port (see LMTP DELIVERY).",
@@ -228,7 +230,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Require TLS (implicit or STARTTLS) before login.",
        "imap"),
     _d("imap_listen_addr", "str", "::",
-       "Address of the listeners when imap_listen/imap_listen_tls are empty (older directive).",
+       "Address of the listeners when imap_listen/imap_listen_tls are empty (older directive); :: and * "
+       "listen on every IPv4 and IPv6 address.",
        "imap"),
     _d("imap_listen_port", "int", "143",
        "Plain IMAP port when imap_listen is empty (older directive).",

@@ -213,3 +213,19 @@ def test_starttls_command_in_the_same_segment_as_the_client_finished(server: Gxi
         assert b"c OK" in received
     finally:
         sock.close()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_default_listen_address_serves_ipv4_and_ipv6(tmp_path: Path) -> None:
+    """imap_listen_addr = :: (the default, as in Gromox) reaches IPv4 clients too."""
+    proc = GximapProcess(tmp_path, tls=False)
+    proc.write_config(imap_listen="", imap_listen_addr="::", imap_listen_port=str(proc.port))
+    proc.start()  # waits for the greeting on 127.0.0.1
+    try:
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect((address, proc.port))
+                assert _read_line(sock).startswith(b"* OK")
+    finally:
+        proc.stop()

@@ -672,6 +672,48 @@ def test_bind_listeners_ipv4_and_ipv6_side_by_side() -> None:
         v6.close()
 
 
+def _port_free_on_both_families() -> int:
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("0.0.0.0", 0))
+            port = probe.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe6:
+                probe6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe6.bind(("::", port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no port free on both IPv4 and IPv6")
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+@pytest.mark.parametrize("host", ["::", "[::]", "*"])
+def test_the_ipv6_wildcard_serves_ipv4_clients_too(host: str) -> None:
+    """Gromox's default imap_listen_addr is "::", and IPv4 clients must reach it (it was an
+    IPv6-only socket once)."""
+    port = _port_free_on_both_families()
+    listeners = bind_listeners([ListenerSpec(host, port, False)])
+    try:
+        assert sorted(listener.host for listener in listeners) == ["0.0.0.0", "::"]
+        for address in ("127.0.0.1", "::1"):
+            with socket.create_connection((address, port), timeout=5):
+                pass
+    finally:
+        for listener in listeners:
+            listener.close()
+    # The wildcard's IPv4 half listed on its own as well is bound once ...
+    both = bind_listeners([ListenerSpec(host, port, False), ListenerSpec("0.0.0.0", port, False)])
+    try:
+        assert len(both) == 2
+    finally:
+        for listener in both:
+            listener.close()
+    # ... and is an error when the two disagree on implicit TLS.
+    with pytest.raises(ListenerError, match=rf"0\.0\.0\.0:{port}: listed both with and without implicit TLS"):
+        bind_listeners([ListenerSpec(host, port, False), ListenerSpec("0.0.0.0", port, True)])
+
+
 def test_bind_failure_names_the_address_and_releases_the_rest() -> None:
     (taken,) = bind_listeners([ListenerSpec("127.0.0.1", 0, False)])
     try:

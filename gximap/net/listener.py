@@ -9,8 +9,11 @@ Public API:
     BoundListener: .sock .tls .kind .unix .path .host .port .address .fileno() .close()
 
 Hosts: an IPv4 or IPv6 literal (brackets allowed), a host name (every address it resolves to is
-bound), or "" / "*" for the wildcard, which binds both "::" and "0.0.0.0". IPv6 sockets are
-IPV6_V6ONLY so that "::" and "0.0.0.0" can be bound side by side, as two listeners.
+bound), or "" / "*" / "::" for the wildcard, which binds both "::" and "0.0.0.0" ("::" is
+Gromox's default imap_listen_addr, which serves IPv4 clients too). IPv6 sockets are IPV6_V6ONLY
+so that "::" and "0.0.0.0" can be bound side by side, as two listeners, whatever the system's
+net.ipv6.bindv6only. An address bound twice in one call (the wildcard's half listed on its own
+as well) is bound once; twice with different TLS settings is an error.
 
 UNIX-domain stream sockets (LMTP, the Dovecot auth socket): a spec with ``path`` set. A stale
 socket file left by a crash is replaced; one a live process still listens on is an error, as is a
@@ -128,6 +131,7 @@ def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
     """Bind and listen on every spec. On any failure nothing stays bound and ListenerError says
     which address failed and why."""
     bound: list[BoundListener] = []
+    tls_by_address: dict[tuple[str, int], bool] = {}
     try:
         for spec in specs:
             if spec.path:
@@ -136,9 +140,15 @@ def bind_listeners(specs: Iterable[ListenerSpec]) -> list[BoundListener]:
             if not 0 <= spec.port <= 65535:
                 raise ListenerError(f"cannot listen on {spec.host}:{spec.port}: port out of range")
             for family, host in _resolve(spec.host, spec.port):
+                if spec.port and (host, spec.port) in tls_by_address:
+                    if tls_by_address[(host, spec.port)] != spec.tls:
+                        raise ListenerError(f"cannot listen on {format_address(host, spec.port)}: "
+                                            "listed both with and without implicit TLS")
+                    continue
                 sock = _bind_one(family, host, spec.port, optional=_is_wildcard(spec.host))
                 if sock is not None:
                     bound.append(BoundListener(sock, spec.tls, spec.kind))
+                    tls_by_address[(host, spec.port)] = spec.tls
     except BaseException:
         for listener in bound:
             listener.close()
@@ -174,7 +184,7 @@ def close_listener_sets(sets: Iterable[Iterable[BoundListener]]) -> None:
 
 
 def _is_wildcard(host: str) -> bool:
-    return host.strip() in ("", "*")
+    return host.strip() in ("", "*", "::", "[::]")
 
 
 def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, str]]:
