@@ -18,6 +18,7 @@ configuration files in etc/gromox/ and the directive sections of gximap(8gx) are
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -314,7 +315,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Worker threads started at once and kept permanently.",
        "imap", minimum=1),
     _d("insecure_auth", "enum", "auto",
-       "Allow password logins without TLS; auto allows them only when TLS is not configured at all.",
+       "Allow password logins without TLS; auto allows them only when TLS is not configured at all, so "
+       "with TLS configured a plaintext login needs yes. imap_force_tls = yes refuses them whatever this says.",
        "imap", choices=("auto", "yes", "no")),
     _d("io_debug", "bool", "no",
        "Trace all wire traffic to the log (passwords and SASL exchanges redacted).",
@@ -524,6 +526,10 @@ def parse_value(directive: Directive, text: str) -> Value:
         return parse_bool(text)
     if directive.kind == "enum":
         word = text.lower()
+        if word not in directive.choices and {"yes", "no"} <= set(directive.choices):
+            # A boolean with an extra value (insecure_auth = auto): every boolean spelling works.
+            with contextlib.suppress(ValueSyntaxError):
+                word = "yes" if parse_bool(text) else "no"
         if word not in directive.choices:
             raise ValueSyntaxError(f"{text!r} is not one of {', '.join(directive.choices)}")
         # Enums of numbers (imap_accept_haproxy) read naturally as numbers: cfg.imap_accept_haproxy == 2.
@@ -695,9 +701,14 @@ class Config:
         """
         values, texts, origins = dict(self._values), dict(self._texts), dict(self._origins)
         needs_restart: list[str] = []
+        held = {name for reloadable, companions in _HELD_TOGETHER
+                if any(new[companion] != self[companion] for companion in companions) for name in reloadable}
         for directive in DIRECTIVES:
             name = directive.name
-            if directive.reloadable:
+            if name in held:
+                if new[name] != self[name]:
+                    needs_restart.append(name)
+            elif directive.reloadable:
                 values[name] = new._values[name]
                 texts.pop(name, None)
                 origins.pop(name, None)
@@ -707,6 +718,16 @@ class Config:
             elif new[name] != self[name]:
                 needs_restart.append(name)
         return Config(values, texts, origins, new.warnings), needs_restart
+
+
+# Reloadable directives held back on a SIGHUP that also changes their restart-only companions:
+# PROXY switched on by a reload that also adds the TLS link with the proxies would expect clear
+# headers until the restart, and every proxy speaking TLS would fail meanwhile.
+_HELD_TOGETHER: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("imap_accept_haproxy", "imap_haproxy_trust"),
+     ("imap_haproxy_certificate_path", "imap_haproxy_private_key_path", "imap_haproxy_ca_path",
+      "imap_haproxy_certificate_passwd")),
+)
 
 
 def _value_to_text(directive: Directive, raw: object) -> str:
@@ -828,9 +849,12 @@ def config_from_text(text: str, filename: str = "<text>") -> Config:
     return config
 
 
-def _error_at(cfg: Config, name: str, why: str) -> ConfigError:
+def error_at(cfg: Config, name: str, why: str) -> ConfigError:
+    """A ConfigError at the file and line that set ``name`` (for checks made outside this module,
+    e.g. the TLS material the daemon loads)."""
     file, line = cfg.origin(name) or (_DEFAULTS_ORIGIN, 0)
     return ConfigError(file, line, name, why)
+
 
 
 def tls_configured(cfg: Config) -> bool:
@@ -848,15 +872,15 @@ def insecure_auth_allowed(cfg: Config) -> bool:
 def check_consistency(cfg: Config) -> None:
     """Reject combinations of directives that cannot work together."""
     if cfg.auth_backend == "passwd-file" and not cfg.auth_passwd_file:
-        raise _error_at(cfg, "auth_backend", "passwd-file needs auth_passwd_file")
+        raise error_at(cfg, "auth_backend", "passwd-file needs auth_passwd_file")
     if cfg.imap_support_tls:
         for name in ("imap_certificate_path", "imap_private_key_path"):
             if not cfg[name]:
-                raise _error_at(cfg, "imap_support_tls", f"TLS needs {name}")
+                raise error_at(cfg, "imap_support_tls", f"TLS needs {name}")
     else:
         for name in ("imap_listen_tls", "imap_listen_tls_port", "imap_force_tls"):
             if cfg.is_set(name) and cfg[name] not in (None, (), False):
-                raise _error_at(cfg, name, "needs imap_support_tls = yes")
+                raise error_at(cfg, name, "needs imap_support_tls = yes")
     _check_proxy_link(cfg)
     listen_addresses(cfg)
 
@@ -866,14 +890,14 @@ def _check_proxy_link(cfg: Config) -> None:
     if not cfg.imap_haproxy_certificate_path:
         for name in ("imap_haproxy_private_key_path", "imap_haproxy_ca_path", "imap_haproxy_certificate_passwd"):
             if cfg[name]:
-                raise _error_at(cfg, name, "needs imap_haproxy_certificate_path")
+                raise error_at(cfg, name, "needs imap_haproxy_certificate_path")
         return
     if not cfg.imap_haproxy_private_key_path:
-        raise _error_at(cfg, "imap_haproxy_certificate_path", "the proxy link needs imap_haproxy_private_key_path")
+        raise error_at(cfg, "imap_haproxy_certificate_path", "the proxy link needs imap_haproxy_private_key_path")
     if int(cfg.imap_accept_haproxy) == 0:
         # Without PROXY no peer is a proxy, so the link would never be used: a setting that
         # silently does nothing is worse than a refusal.
-        raise _error_at(cfg, "imap_haproxy_certificate_path", "needs imap_accept_haproxy = 1 or 2")
+        raise error_at(cfg, "imap_haproxy_certificate_path", "needs imap_accept_haproxy = 1 or 2")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -947,7 +971,7 @@ def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
         legacy_host = _check_host(legacy_host[1:-1], True) if legacy_host.startswith("[") and \
             legacy_host.endswith("]") else _check_host(legacy_host, False)
     except ValueSyntaxError as exc:
-        raise _error_at(cfg, "imap_listen_addr", str(exc)) from None
+        raise error_at(cfg, "imap_listen_addr", str(exc)) from None
 
     def parse_all(name: str) -> list[Address]:
         result: list[Address] = []
@@ -955,7 +979,7 @@ def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
             try:
                 result.append(parse_listen_address(item))
             except ValueSyntaxError as exc:
-                raise _error_at(cfg, name, str(exc)) from None
+                raise error_at(cfg, name, str(exc)) from None
         return result
 
     plain = parse_all("imap_listen") or [(legacy_host, int(cfg.imap_listen_port))]
@@ -966,7 +990,7 @@ def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
     for name, addresses in (("imap_listen", plain), ("imap_listen_tls", tls)):
         for address in addresses:
             if address[1] != 0 and address in seen:  # port 0 asks for a fresh ephemeral port each time
-                raise _error_at(cfg, name, f"[{address[0]}]:{address[1]} is listed twice")
+                raise error_at(cfg, name, f"[{address[0]}]:{address[1]} is listed twice")
             seen.add(address)
     return plain, tls
 

@@ -194,18 +194,23 @@ class Daemon:
         cfg = self.cfg
         if not cfg.imap_haproxy_certificate_path:
             return None
-        from gximap.net.tls import TlsConfigError, make_server_context
+        from gximap.net.tls import TlsConfigError, make_server_context, require_client_certificates
 
         try:
-            return make_server_context(
+            context = make_server_context(
                 str(cfg.imap_haproxy_certificate_path),
                 str(cfg.imap_haproxy_private_key_path),
                 password=str(cfg.imap_haproxy_certificate_passwd) if cfg.imap_haproxy_certificate_passwd else None,
                 min_proto=str(cfg.tls_min_proto),
-                client_ca=str(cfg.imap_haproxy_ca_path) if cfg.imap_haproxy_ca_path else None,
             )
-        except TlsConfigError as exc:
-            raise StartupError(f"imap_haproxy_certificate_path: {exc}") from None
+        except TlsConfigError as exc:  # the message names the certificate or key file
+            raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_certificate_path", str(exc)))) from None
+        if cfg.imap_haproxy_ca_path:
+            try:
+                require_client_certificates(context, str(cfg.imap_haproxy_ca_path))
+            except TlsConfigError as exc:
+                raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_ca_path", str(exc)))) from None
+        return context
 
     def _open_store(self):  # noqa: ANN202
         from midb.errors import MidbError

@@ -93,7 +93,7 @@ def test_force_tls_overrides_insecure_auth(tmp_path):
 def test_tls_a_trusted_proxy_terminated_counts_as_tls(tmp_path):
     """A PROXY header with PP2_CLIENT_SSL (haproxy's send-proxy-v2-ssl): the client's link is
     encrypted, so passwords are welcome even under imap_force_tls; our own connection is not
-    TLS, so nothing else changes (file regions stay possible)."""
+    TLS, and the session does not claim it is."""
     with Conversation(tmp_path, tls=False, client_tls=True, force_tls=True) as conv:
         caps = conv.send(b"c1 CAPABILITY\r\n")[0].decode().split()
         assert "AUTH=PLAIN" in caps and "LOGINDISABLED" not in caps

@@ -323,12 +323,28 @@ def test_proxy_link_consistency() -> None:
         assert (info.value.line, info.value.directive) == (2, companion)
 
 
+def test_a_reload_that_changes_the_proxy_link_holds_the_proxy_settings() -> None:
+    running = config_from_text("imap_accept_haproxy = 0\n")
+    link = "imap_haproxy_certificate_path = p.pem\nimap_haproxy_private_key_path = p.key\n"
+    fresh = config_from_text("imap_accept_haproxy = 2\nimap_haproxy_trust = 192.0.2.1\n" + link)
+    merged, needs_restart = running.reloaded(fresh)
+    assert merged.imap_accept_haproxy == 0 and merged.imap_haproxy_trust == ()  # until the restart
+    assert merged.imap_haproxy_certificate_path is None
+    assert {"imap_accept_haproxy", "imap_haproxy_trust", "imap_haproxy_certificate_path"} <= set(needs_restart)
+    # Without a change to the link, the PROXY settings reload as always.
+    merged, needs_restart = running.reloaded(config_from_text("imap_accept_haproxy = 2\n"))
+    assert merged.imap_accept_haproxy == 2 and not needs_restart
+
+
 def test_insecure_auth() -> None:
     tls = "imap_support_tls = yes\nimap_certificate_path = c.pem\nimap_private_key_path = k.pem\n"
     assert insecure_auth_allowed(defaults()) is True  # auto, TLS not configured at all
     assert insecure_auth_allowed(config_from_text(tls)) is False
     assert insecure_auth_allowed(config_from_text(tls + "insecure_auth = yes\n")) is True
     assert insecure_auth_allowed(config_from_text("insecure_auth = no\n")) is False
+    # maddy calls it a boolean: every boolean spelling is taken.
+    for text, value in (("true", "yes"), ("On", "yes"), ("1", "yes"), ("false", "no"), ("off", "no"), ("0", "no")):
+        assert config_from_text(f"insecure_auth = {text}\n").insecure_auth == value
 
 
 def test_replace_and_reload() -> None:

@@ -6,6 +6,7 @@ import socket
 import ssl
 import struct
 import time
+from typing import Any
 
 import pytest
 from net_helpers import Client, Recorder, client_tls_context, make_certificate, running_server, wait_until
@@ -263,21 +264,28 @@ def test_pool_takes_the_address_from_a_v2_header() -> None:
 
 
 def test_pool_passes_on_the_clients_tls_at_the_proxy() -> None:
-    recorder = Recorder()
-    with running_server(recorder, proxy_mode=2, ssl_context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)) \
-            as (_server, ports):
-        secure = Client("127.0.0.1", ports["plain"])
-        secure.send(v2_proxy("203.0.113.5", "192.0.2.1", 51234, 143, ssl_tlv(0x01, tlv(0x21, b"TLSv1.2"))))
-        assert secure.readline() == GREETING
-        clear = Client("127.0.0.1", ports["plain"])
-        clear.send(v2_proxy("203.0.113.6", "192.0.2.1", 51235, 143))
-        assert clear.readline() == GREETING
-        assert "starttls=False" in peer_fields(secure)  # no TLS inside the client's TLS
-        assert "starttls=True" in peer_fields(clear)
-        by_host = {handler.info.peer_host: handler.info for handler in recorder.handlers}
-        assert by_host["203.0.113.5"].client_tls is True and by_host["203.0.113.6"].client_tls is False
-        assert by_host["203.0.113.5"].extra["client_tls_version"] == "TLSv1.2"
-        assert by_host["203.0.113.5"].tls is False
+    says_tls = ssl_tlv(0x01, tlv(0x21, b"TLSv1.2"))
+    for trust, believed in ((["127.0.0.1"], True), ([], False)):
+        recorder = Recorder()
+        options: dict[str, Any] = {"proxy_mode": 2, "proxy_trust": trust,
+                                   "ssl_context": ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)}
+        with running_server(recorder, **options) as (_server, ports):
+            secure = Client("127.0.0.1", ports["plain"])
+            secure.send(v2_proxy("203.0.113.5", "192.0.2.1", 51234, 143, says_tls))
+            assert secure.readline() == GREETING
+            clear = Client("127.0.0.1", ports["plain"])
+            clear.send(v2_proxy("203.0.113.6", "192.0.2.1", 51235, 143))
+            assert clear.readline() == GREETING
+            # No TLS inside the client's TLS
+            assert f"starttls={not believed}" in peer_fields(secure)
+            assert "starttls=True" in peer_fields(clear)
+            by_host = {handler.info.peer_host: handler.info for handler in recorder.handlers}
+            # With an empty trust list every peer may send a header, so none may vouch for the
+            # client's TLS: any client could switch imap_force_tls off for itself.
+            assert by_host["203.0.113.5"].client_tls is believed
+            assert by_host["203.0.113.6"].client_tls is False
+            assert by_host["203.0.113.5"].extra.get("client_tls_version") == ("TLSv1.2" if believed else None)
+            assert by_host["203.0.113.5"].tls is False
 
 
 def test_pool_accepts_v1_in_mode_1_fragmented_and_local() -> None:

@@ -290,4 +290,51 @@ def test_gximap_refuses_to_start_with_an_unusable_link_certificate(tmp_path: Pat
     out = subprocess.run([sys.executable, "-m", "gximap", "-c", str(gximap.config_path)], capture_output=True,
                          text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode != 0
-    assert f"imap_haproxy_certificate_path: TLS certificate file {missing} does not exist" in out.stdout + out.stderr
+    assert (f"{gximap.config_path}:{_line_of(gximap, 'imap_haproxy_certificate_path')}: imap_haproxy_certificate_path: "
+            f"TLS certificate file {missing} does not exist") in out.stdout + out.stderr
+    # A CA file without certificates is named as the CA directive's fault, at its line.
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("no certificate here\n")
+    gximap.write_config(imap_haproxy_certificate_path=certificates["link_cert"], imap_haproxy_ca_path=str(bad_ca))
+    out = subprocess.run([sys.executable, "-m", "gximap", "-c", str(gximap.config_path)], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode != 0
+    assert (f"{gximap.config_path}:{_line_of(gximap, 'imap_haproxy_ca_path')}: imap_haproxy_ca_path: "
+            f"TLS certificate file {bad_ca} does not contain a PEM certificate") in out.stdout + out.stderr
+
+
+def _line_of(gximap: Any, name: str) -> int:
+    lines = gximap.config_path.read_text().splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if line.startswith(f"{name} ="))
+
+
+def test_the_link_and_its_header_share_the_header_deadline(certificates: dict[str, str], link_context: ssl.SSLContext,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until its header, a peer holds a context without being counted against
+    imap_max_conn_per_ip: the handshake may not stretch that to imap_conn_timeout."""
+    import gximap.net.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_PROXY_HEADER_TIMEOUT", 0.3)
+    recorder = Recorder()
+    options: dict[str, Any] = {"proxy_mode": 1, "proxy_ssl_context": link_context, "conn_timeout": 30.0}
+    with running_server(recorder, **options) as (server, ports):
+        started = time.monotonic()
+        silent = Client("127.0.0.1", ports["plain"])
+        assert silent.read_until_eof() == b""
+        no_header = linked_client(ports["plain"], certificates)
+        assert no_header.read_until_eof() == b""
+        assert time.monotonic() - started < 10.0  # two deadlines of 0.6 s, not of 30 s
+        assert wait_until(lambda: server.stats().sessions == 0)
+
+
+def test_a_busy_refusal_sends_no_plaintext_to_a_peer_expecting_the_link(certificates: dict[str, str],
+                                                                      link_context: ssl.SSLContext) -> None:
+    recorder = Recorder()
+    options: dict[str, Any] = {"proxy_mode": 2, "proxy_ssl_context": link_context, "context_num": 1}
+    with running_server(recorder, **options) as (server, ports):
+        first = linked_client(ports["plain"], certificates)
+        first.send(HEADER)
+        assert first.readline() == GREETING
+        refused = Client("127.0.0.1", ports["plain"])
+        assert refused.read_until_eof() == b""  # closed, no "* BYE" in clear where TLS is expected
+        assert server.stats().sessions == 1

@@ -934,7 +934,10 @@ class Server:
             conn.local_port = result.addresses.dest_port
             conn.proxied = True
             conn.extra["proxy_peer"] = f"[{conn.socket_peer[0]}]:{conn.socket_peer[1]}"
-        if result.client_tls:
+        # Only a proxy named in the trust list may vouch for the client's TLS: with an empty list
+        # every peer is "trusted", and any client could then switch imap_force_tls off for itself
+        # (Dovecot's haproxy_trusted_networks trusts nobody when empty).
+        if result.client_tls and self._proxy_policy.trust:
             conn.client_tls = True
             conn.extra["client_tls_version"] = result.client_tls_version
         conn.transport.prepend_raw(result.remainder)
@@ -976,6 +979,7 @@ class Server:
     def _serve_handshake(self, conn: _Connection) -> _Outcome | None:
         transport = conn.transport
         link = conn.phase is _Phase.LINK_HANDSHAKE
+        deadline = conn.phase_deadline
         try:
             done = transport.link_handshake() if link else transport.handshake()
         except TransportError as exc:
@@ -992,7 +996,7 @@ class Server:
         if link:
             conn.extra["proxy_tls_version"] = transport.link_tls_version or ""
             conn.phase = _Phase.PROXY_HEADER
-            conn.phase_deadline = time.monotonic() + self._header_timeout
+            conn.phase_deadline = deadline  # the header shares the handshake's
             return None
         if conn.phase is _Phase.HANDSHAKE:
             conn.extra["tls_version"] = transport.tls_version or ""
@@ -1538,7 +1542,9 @@ class Server:
             if self._proxy_ssl_context is not None:
                 conn.transport.start_link_tls(self._proxy_ssl_context)
                 conn.phase = _Phase.LINK_HANDSHAKE
-                conn.phase_deadline = now + self._handshake_timeout
+                # One deadline for the handshake and the header after it (_serve_handshake keeps
+                # it): a peer not yet counted against max_conn_per_ip holds a context meanwhile.
+                conn.phase_deadline = now + 2 * self._header_timeout
             else:
                 conn.phase = _Phase.PROXY_HEADER
                 conn.phase_deadline = now + self._header_timeout
@@ -1576,11 +1582,16 @@ class Server:
     ) -> None:
         log.warning("connection from [%s]:%d refused: %s", peer[0], peer[1], reason)
         with contextlib.suppress(OSError):
-            if not listener.tls and self._busy_response:
+            if not listener.tls and self._busy_response and not self._expects_link(listener, peer[0]):
                 sock.setblocking(False)
                 sock.send(self._busy_response)
         with contextlib.suppress(OSError):
             sock.close()
+
+    def _expects_link(self, listener: BoundListener, host: str) -> bool:
+        """Whether this peer would talk TLS first (the proxy link): plaintext is garbage to it."""
+        return (self._proxy_ssl_context is not None and not listener.unix
+                and self._proxy_policy.expectation(host) is HeaderExpectation.REQUIRED)
 
     def _refuse(self, conn: _Connection, reason: str, *, busy: bool) -> None:
         """Refuse a connection already in the registry (during its preamble)."""

@@ -3,6 +3,7 @@
 Public API:
     make_server_context(cert_path, key_path, *, password=None, min_proto="tls1.2", client_ca=None)
         -> ssl.SSLContext        client_ca: PEM CA file; peers must then show a certificate it signed
+    require_client_certificates(context, ca_path)    the same for a context made already
     TlsConfigError
     TLS_VERSIONS: the accepted ``tls_min_proto`` values
 
@@ -26,7 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-__all__ = ["TLS_VERSIONS", "TlsConfigError", "make_server_context"]
+__all__ = ["TLS_VERSIONS", "TlsConfigError", "make_server_context", "require_client_certificates"]
 
 log = logging.getLogger("gximap.net")
 
@@ -79,11 +80,12 @@ def make_server_context(
     except OSError as exc:
         raise TlsConfigError(f"TLS certificate {cert_path} / key {key_path}: {exc.strerror or exc}") from None
     if client_ca is not None:
-        _require_client_certificates(context, client_ca)
+        require_client_certificates(context, client_ca)
     return context
 
 
-def _require_client_certificates(context: ssl.SSLContext, ca_path: str) -> None:
+def require_client_certificates(context: ssl.SSLContext, ca_path: str) -> None:
+    """Make peers show a certificate signed by a CA of ``ca_path`` (PEM) to finish the handshake."""
     _load_certificates(ca_path, _read(ca_path, "CA certificate"))
     try:
         context.load_verify_locations(cafile=ca_path)
