@@ -161,16 +161,22 @@ DIRECTIVES: tuple[Directive, ...] = (
        "How long a user is blocked from logging in after imap_auth_times failed logins.",
        "imap", minimum=0),
     _d("config_file_path", "str", "/etc/gromox/imap:/etc/gromox",
-       "Colon-separated list of directories in which further configuration files are searched.",
+       "Colon-separated list of directories in which further configuration files are searched. Accepted "
+       "for Gromox compatibility and not used: gximap reads gromox.cfg and imap.cfg, or the -c files.",
        "imap"),
     _d("context_average_mem", "size", "128K",
-       "Expected average memory per session, used to size the session memory pool.",
+       "Expected average memory per session, which sizes Gromox's session memory pool. Accepted for "
+       "compatibility and not used: gximap has no such pool (see imap_max_literal_size and the other "
+       "imap_max_* limits).",
        "imap", minimum=0),
     _d("context_average_mitem", "size", "64K",
-       "Expected average upper bound of messages per folder (a count: 64K = 65536), sizes listing pools.",
+       "Expected average upper bound of messages per folder (a count: 64K = 65536), which sizes Gromox's "
+       "listing pools. Accepted for compatibility and not used: gximap has no such pools.",
        "imap", minimum=1),
     _d("context_max_mem", "size", "2M",
-       "Upper bound of pooled memory a single session may hold.",
+       "Upper bound of Gromox's pooled memory a single session may hold. Accepted for compatibility and "
+       "not used: gximap has no such pool; what a session may buffer is bounded by imap_max_literal_size and "
+       "the other imap_max_* limits.",
        "imap", minimum=0),
     _d("context_num", "int", "200",
        "Maximum number of concurrently active sessions.",
@@ -185,7 +191,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Offer the RFC 2971 ID command (off by default: it helps attackers fingerprint the server).",
        "imap"),
     _d("host_id", "str", None,
-       "Unique name of this host, used in greetings and in midb file names (hostname characters only).",
+       "Unique name of this host, used in the IMAP greeting and busy refusal and in LMTP replies (hostname "
+       "characters only). Unlike Gromox, midb does not put it in file names: midb_path names the store.",
        "imap", unset_means="system hostname"),
     _d("imap_auth_cache_entries", "int", "10000",
        "Users whose last verified password imap_auth_cache_ttl keeps; the least recently used are dropped "
@@ -322,7 +329,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Trace all wire traffic to the log (passwords and SASL exchanges redacted).",
        "imap", reloadable=True),
     _d("io_errors", "bool", "no",
-       "Log I/O errors on client connections (resets, TLS failures).",
+       "Log connections lost to I/O errors (resets, broken pipes, TLS or DEFLATE failures) at notice level "
+       "rather than debug, on IMAP, LMTP and the auth socket.",
        "imap"),
     _d("lmtp_conn_timeout", "timespan", "5 minutes",
        "Idle time after which an LMTP connection is closed with a 421 reply.",

@@ -186,6 +186,7 @@ class MtaServices:
                 self.lmtp_listeners, lambda conn, waker: LmtpSession(lmtp_ctx, conn, waker),
                 context_num=context_num, thread_init_num=1, thread_charge_num=_SESSIONS_PER_WORKER,
                 conn_timeout=float(cfg.lmtp_conn_timeout), ssl_context=None, busy_response=_LMTP_BUSY,
+                io_errors=bool(cfg.io_errors),
             )
             self.servers.append(self._lmtp_server)
         if self.auth_listeners:
@@ -195,7 +196,7 @@ class MtaServices:
                 self.auth_listeners, lambda conn, waker: AuthSocketSession(auth_ctx, conn, waker),
                 context_num=int(cfg.auth_context_num), thread_init_num=1,
                 thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.imap_conn_timeout),
-                ssl_context=None, busy_response=b"",
+                ssl_context=None, busy_response=b"", io_errors=bool(cfg.io_errors),
             ))
         for server in self.servers:
             server.start()

@@ -802,3 +802,19 @@ def test_accepted_tcp_sockets_do_not_wait_for_delayed_acks(server_ssl: ssl.SSLCo
         assert len(conns) == 1
         assert conns[0].sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         client.close()
+
+
+@pytest.mark.parametrize(("io_errors", "level"), [(True, 25), (False, logging.DEBUG)])
+def test_io_errors_raises_lost_connections_to_notice(server_ssl: ssl.SSLContext, caplog: pytest.LogCaptureFixture,
+                                                     io_errors: bool, level: int) -> None:
+    """maddy's io_errors: a connection lost to an I/O error (here a broken TLS handshake) is
+    logged where an operator at the default log level sees it."""
+    caplog.set_level(logging.DEBUG, logger="gximap.net")
+    recorder = Recorder()
+    with running_server(recorder, tls_ports=True, ssl_context=server_ssl, io_errors=io_errors) as (_server, ports):
+        garbage = Client("127.0.0.1", ports["tls"])
+        garbage.send(b"\x16\x03\x01\x00\x05hello, not TLS\r\n")
+        assert b"OK" not in garbage.read_until_eof()
+        assert wait_until(lambda: any("TLS handshake failed" in record.getMessage() for record in caplog.records))
+    lost = [record for record in caplog.records if "TLS handshake failed" in record.getMessage()]
+    assert lost and all(record.levelno == level for record in lost)

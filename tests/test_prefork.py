@@ -7,13 +7,16 @@ import functools
 import os
 import signal
 import socket
+import sys
 import time
+import types
 from collections.abc import Callable
 
 import pytest
 from net_helpers import sibling_processes, wait_until
 
 from gximap.auth.service import AuthService
+from gximap.net import prefork
 from gximap.net.listener import ListenerSpec, bind_listener_sets, close_listener_sets
 from gximap.net.prefork import StartFailed, Supervisor, describe_status
 from gximap.net.siblings import AddressLedger, ConnectionHandoff, SiblingChannel
@@ -338,3 +341,26 @@ def test_imap_process_num_zero_means_two_per_usable_cpu_at_most_32(monkeypatch: 
 
     assert count(0, 1) == 2 and count(0, 2) == 4 and count(0, 16) == 32 and count(0, 64) == 32
     assert count(3, 64) == 3 and count(1, 8) == 1   # a number given is taken as it is
+
+
+def test_own_code_pages_touches_module_and_class_level_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("fakepkg.mod")
+    exec(  # noqa: S102 - a module's source, as an import would run it
+        "def function(): pass\n"
+        "class Thing:\n"
+        "    def method(self): pass\n"
+        "    @staticmethod\n"
+        "    def static(): pass\n"
+        "    @classmethod\n"
+        "    def klass(cls): pass\n"
+        "    @property\n"
+        "    def prop(self): return 1\n"
+        "    constant = 3\n"
+        "import os\n"  # another package's module: not ours
+        "from os import path\n",
+        vars(module))
+    vars(module)["Thing"].__module__ = "fakepkg.mod"
+    monkeypatch.setitem(sys.modules, "fakepkg.mod", module)
+    monkeypatch.setitem(sys.modules, "fakepkg_not.mod", module)  # a prefix of the name is not the package
+    assert prefork.own_code_pages(("fakepkg",)) == 5
+    assert prefork.own_code_pages() > 300  # gximap's and midb's own (those this test process imported)

@@ -8,7 +8,7 @@
 Public API:
     Server(listeners, handler_factory, *, context_num, thread_init_num, thread_charge_num,
            conn_timeout, ssl_context, busy_response, proxy_mode=0, proxy_trust=(),
-           proxy_ssl_context=None, max_conn_per_ip=0, address_ledger=None, shared_listeners=False, worker_idle_timeout=60.0,
+           proxy_ssl_context=None, io_errors=False, max_conn_per_ip=0, address_ledger=None, shared_listeners=False, worker_idle_timeout=60.0,
            slice_commands=8, slice_bytes=256 KiB, on_change=None)
     .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
     .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged; applies to
@@ -73,6 +73,8 @@ How it runs:
   PROXY header is ever expected there.
 - Handler calls happen only on workers. An exception from a handler is logged with its traceback
   and closes that connection only.
+- A connection lost to an I/O error (reset, broken pipe, a TLS or DEFLATE failure, EOF in the
+  preamble) is logged at debug level, at notice with ``io_errors`` (maddy's io_errors).
 Logging: logging.getLogger("gximap.net").
 """
 
@@ -94,6 +96,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gximap.log import NOTICE
 from gximap.net.handler import ConnectionInfo, HandlerFactory, ProtocolHandler, TransportAction, Waker
 from gximap.net.listener import BoundListener
 from gximap.net.proxy import (
@@ -342,6 +345,7 @@ class Server:
         proxy_mode: int = 0,
         proxy_trust: Iterable[str] = (),
         proxy_ssl_context: ssl.SSLContext | None = None,
+        io_errors: bool = False,
         max_conn_per_ip: int = 0,
         address_ledger: AddressLedger | None = None,
         shared_listeners: bool = False,
@@ -375,6 +379,7 @@ class Server:
         self._busy_response = bytes(busy_response)
         self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
         self._proxy_ssl_context = proxy_ssl_context
+        self._io_error_level = NOTICE if io_errors else logging.DEBUG
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
         # Connections per address; shared with sibling processes under imap_process_num.
         self._ledger = address_ledger if address_ledger is not None else AddressLedger()
@@ -828,7 +833,7 @@ class Server:
         try:
             outcome = self._serve(conn)
         except _PeerGone as exc:
-            self._close(conn, str(exc), graceful=False)
+            self._close(conn, str(exc), graceful=False, level=self._io_error_level)
             outcome = _Outcome.CLOSED
         except _Refused as exc:
             self._refuse(conn, str(exc), busy=exc.busy)
