@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="messages per account INBOX before the mixed load")
     parser.add_argument("--loadgen-procs", type=int, help="load generator processes for the mixed load")
     parser.add_argument("--step-timeout", type=float, help="time limit of one large-mailbox step, seconds")
+    parser.add_argument("--status-sessions", type=int,
+                        help="new sessions whose first STATUS of the large mailbox gives a median (default 7)")
+    parser.add_argument("--status-starts", type=int,
+                        help="server restarts whose first STATUS of the large mailbox gives a median (default 5)")
     parser.add_argument("--idle-ramp-timeout", type=float, help="time limit for opening the IDLE sessions, seconds")
     parser.add_argument("--mixed-scheme", choices=servers.SCHEMES, default=servers.SCHEME_DEFAULT,
                         help="password scheme during the mixed load: each server's default (as shipped), "
@@ -98,12 +102,15 @@ def scale_from_args(args: argparse.Namespace) -> Scale:
                          ("large", "large_messages"), ("idle", "idle_sessions"),
                          ("login_duration", "login_duration"), ("lmtp_duration", "lmtp_duration"),
                          ("seed", "seed_messages"), ("loadgen_procs", "loadgen_procs"),
-                         ("step_timeout", "large_step_timeout"), ("idle_ramp_timeout", "idle_ramp_timeout")):
+                         ("step_timeout", "large_step_timeout"), ("idle_ramp_timeout", "idle_ramp_timeout"),
+                         ("status_sessions", "status_sessions"), ("status_starts", "status_starts")):
         value = getattr(args, option)
         if value is not None:
             changes[name] = value
     if changes.get("mixed_rounds", 1) < 1:
         raise SystemExit("--rounds must be at least 1")
+    if changes.get("status_sessions", 1) < 1 or changes.get("status_starts", 1) < 1:
+        raise SystemExit("--status-sessions and --status-starts must be at least 1")
     return workloads.scaled(scale, **changes)
 
 
@@ -313,7 +320,8 @@ class Harness:
         if "mixed" in selected and self.mixed_scheme == servers.SCHEME_DEFAULT and default_mixed:
             self._run_mixed(server, record)
         if "large" in selected:
-            self._measure(server, record, "large", lambda: workloads.run_large(server, self.big, scale))
+            self._measure(server, record, "large",
+                          lambda: workloads.run_large(server, self.big, scale, primed=[*self.accounts, self.big]))
         if "delivery" in selected:
             self._measure(server, record, "delivery",
                           lambda: workloads.run_delivery(server, self.accounts, scale))

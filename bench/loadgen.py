@@ -641,6 +641,30 @@ async def large_job(job: Job, conn: Connection) -> Result:
     return {"steps": steps.steps, "cpu": time.process_time() - cpu_before, "wall": time.monotonic() - wall_start}
 
 
+async def first_status_job(job: Job, conn: Connection) -> Result:
+    """``sessions`` new sessions one after another, each logging in and timing its first STATUS
+    of the large folder: what a client that connects sees, which one sample cannot tell (see
+    workloads.measure_first_status)."""
+    command = b"STATUS " + quote(job["folder"]) + b" (MESSAGES UIDNEXT UNSEEN)"
+    runs: list[float] = []
+    for _ in range(job["sessions"]):
+        connection: ImapConnection | None = None
+        try:
+            connection = await ImapConnection.open(job["host"], job["port"], timeout=job["command_timeout"])
+            reply = await connection.login(job["user"], job["password"], timeout=job["command_timeout"])
+            if not reply.ok:
+                raise ImapError(f"LOGIN failed: {reply.line[:200]!r}")
+            started = time.perf_counter()
+            await connection.checked(command, timeout=job["command_timeout"])
+            runs.append(time.perf_counter() - started)
+            await connection.command(b"LOGOUT", timeout=job["command_timeout"])
+        except _NETWORK_ERRORS as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"[:300], "runs": runs}
+        finally:
+            await _close(connection)
+    return {"runs": runs}
+
+
 # -- 3. idle sessions (interactive) -----------------------------------------------------------------
 
 
@@ -887,5 +911,6 @@ JOB_KINDS: dict[str, Callable[[Job, Connection], Coroutine[Any, Any, Result]]] =
     "lmtp": lmtp_job,
     "large": large_job,
     "prime": prime_job,
+    "first_status": first_status_job,
     "idle": idle_job,
 }

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import idlepoll
 from bench.loadgen import HEADERS_STEP, REPEATED_HEADERS, REPEATED_STATUS, REPEATED_STEPS, SORTING_STEPS
+from bench.workloads import FIRST_STATUS_AFTER_STARTS, FIRST_STATUS_OF_SESSIONS
 
 Result = dict[str, Any]
 Cell = float | str | None
@@ -105,6 +106,9 @@ def _large_rows(results: Result) -> list[Row]:
     flag_step = f"STORE {_get(results, 'scale', 'flag_changes')} flag changes"
     rows.append(Row(f"  {flag_step} ms", "↓", _status_or(_step_value(flag_step), workload)))
     rows.append(Row("  CONDSTORE resync ms", "↓", _status_or(_step_value("CONDSTORE resync"), workload)))
+    for step, count in ((FIRST_STATUS_OF_SESSIONS, "status_sessions"), (FIRST_STATUS_AFTER_STARTS, "status_starts")):
+        rows.append(Row(f"  {step} of {_get(results, 'scale', count) or '?'} ms", "↓",
+                        _status_or(_step_value(step), workload)))
     rows.append(Row("  SEARCH hits unseen/subject/body", "", _status_or(_hits, workload)))
     for name, _command in SORTING_STEPS:
         rows.append(Row(f"  {name}: answer", "", _status_or(_ordering(name), workload)))

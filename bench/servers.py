@@ -248,6 +248,12 @@ class BenchServer(ABC):
         """Server-side work after a direct fill, with the server running; returns seconds spent."""
         return 0.0
 
+    def settle(self, folders: list[tuple[str, str]]) -> float:
+        """Bring the server's on-disk state of these (account, folder) pairs up to date after a
+        workload changed them, with the server running, as a client's open session would in
+        time; returns seconds spent."""
+        return 0.0
+
     # -- running ----------------------------------------------------------------------------------
 
     @abstractmethod
@@ -708,13 +714,21 @@ class DovecotServer(BenchServer):
         return FillResult(count, seconds, "Maildir files + doveadm force-resync")
 
     def after_fill(self) -> float:
+        spent = self.settle(self._filled)
+        self._filled.clear()
+        return spent
+
+    def settle(self, folders: list[tuple[str, str]]) -> float:
+        """Wait until the folders' Maildir directories are MAILDIR_SETTLE_SECONDS old, then
+        resync: Dovecot does not trust a directory it scanned within a second of its last
+        change, and rescans it in every later sync until one that happens well after the
+        change (maildir_settle_delay)."""
         started = time.perf_counter()
-        folders = [_maildir_path(self._home(account) / "Maildir", folder) for account, folder in self._filled]
-        time.sleep(maildir_settle_delay(folders, time.time()))
-        for account, folder in self._filled:
+        paths = [_maildir_path(self._home(account) / "Maildir", folder) for account, folder in folders]
+        time.sleep(maildir_settle_delay(paths, time.time()))
+        for account, folder in folders:
             _run(["doveadm", "-c", str(self.dir / "dovecot.conf"), "force-resync", "-u", account, folder],
                  timeout=1800)
-        self._filled.clear()
         return time.perf_counter() - started
 
     def config_text(self) -> str:

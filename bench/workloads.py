@@ -19,6 +19,7 @@ and returns a JSON-serialisable dict; failures are recorded in the dict, never r
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -58,6 +59,10 @@ class Scale:
     lmtp_duration: float = 30.0
     login_clients: int = 10
     login_duration: float = 20.0
+    # The large mailbox's first STATUS again, as medians (measure_first_status): of this many new
+    # sessions on the running server, and after this many restarts of the server.
+    status_sessions: int = 7
+    status_starts: int = 5
     loadgen_procs: int = 1
     command_timeout: float = 60.0
 
@@ -68,7 +73,7 @@ class Scale:
 DEFAULT = Scale()
 QUICK = Scale(mixed_duration=10.0, mixed_rounds=1, seed_messages=50, large_messages=10_000,
               large_step_timeout=120.0, idle_sessions=1000, idle_ramp_timeout=300.0, lmtp_duration=10.0, login_duration=8.0,
-              wakeup_timeout=30.0)
+              wakeup_timeout=30.0, status_sessions=3, status_starts=2)
 
 
 @dataclass
@@ -196,7 +201,13 @@ class MixedRounds:
         return summary
 
 
-def run_large(server: BenchServer, account: Account, scale: Scale) -> Result:
+FIRST_STATUS_OF_SESSIONS = "STATUS, first of a new session, median"
+FIRST_STATUS_AFTER_STARTS = "STATUS, first after a start, median"
+
+
+def run_large(server: BenchServer, account: Account, scale: Scale, primed: list[Account] | None = None) -> Result:
+    """The large-mailbox steps (loadgen.large_job), then measure_first_status unless ``primed``
+    is None (the accounts to prime after each restart, as the harness does after a start)."""
     job = {"kind": "large", "host": "127.0.0.1", "port": server.imap_port, "user": account.name,
            "password": account.password, "folder": LARGE_FOLDER, "step_timeout": scale.large_step_timeout,
            "flag_changes": scale.flag_changes, "subject_needle": messages.SUBJECT_NEEDLE,
@@ -209,7 +220,61 @@ def run_large(server: BenchServer, account: Account, scale: Scale) -> Result:
     result.update(monitor.figures())
     result.update({"status": "ok", "messages": scale.large_messages, "expected_hits": expected,
                    "loadgen_cpu_pct": 100.0 * result["cpu"] / result["wall"] if result["wall"] else 0.0})
+    if primed is not None:
+        result["steps"].update(measure_first_status(server, account, scale, primed))
     return result
+
+
+def measure_first_status(server: BenchServer, account: Account, scale: Scale, primed: list[Account]) -> Result:
+    """The large workload's first STATUS is one sample of a sub-millisecond command, and moves by
+    half its value between runs (bench/HISTORY.md, thirty-ninth pass). Two medians of it:
+
+    - of ``status_sessions`` new sessions on the running server: what a client that connects
+      sees. A new Dovecot session is a new imap process; a new gximap session runs in a process
+      that has served before.
+    - of ``status_starts`` restarts of the server, each followed by priming ``primed`` (as after
+      the first start) and one new session: the cold-start figure of the first step, repeated.
+
+    Before them each server brings the folder's state on disk up to date (BenchServer.settle):
+    the flag-change step has just changed the folder, and Dovecot then rescanned its 100,000
+    files in every new session, 59-86 ms each (results/20261124T190125Z.json), until a sync
+    well after the change, which a client's own open session would soon make.
+
+    Returns the two steps, for the large result's "steps"."""
+    settle_s = server.settle([(account.name, LARGE_FOLDER)])
+    job = {"kind": "first_status", "host": "127.0.0.1", "user": account.name, "password": account.password,
+           "folder": LARGE_FOLDER, "command_timeout": scale.command_timeout}
+    timeout = scale.command_timeout * 4 + 60
+
+    def sessions(count: int) -> list[float]:
+        result = loadgen.run_jobs([dict(job, port=server.imap_port, sessions=count)], timeout=timeout)[0]
+        if "error" in result:
+            raise ServerError(f"first STATUS: {result['error']}")
+        return list(result["runs"])
+
+    steps: Result = {}
+    for name, collect in ((FIRST_STATUS_OF_SESSIONS, lambda: sessions(scale.status_sessions)),
+                          (FIRST_STATUS_AFTER_STARTS, lambda: _after_starts(server, scale, primed, sessions))):
+        try:
+            runs = collect()
+        except (ServerError, OSError) as exc:
+            steps[name] = {"status": "error", "detail": str(exc)[:300]}
+            continue
+        steps[name] = {"status": "ok", "seconds": statistics.median(runs),
+                       "runs_ms": [round(run * 1000, 3) for run in runs]}
+    steps.get(FIRST_STATUS_OF_SESSIONS, {})["settle_s"] = round(settle_s, 3)
+    return steps
+
+
+def _after_starts(server: BenchServer, scale: Scale, primed: list[Account],
+                  sessions: Callable[[int], list[float]]) -> list[float]:
+    runs: list[float] = []
+    for _ in range(scale.status_starts):
+        server.stop()
+        server.start()
+        check_primed(prime(server, primed, scale), len(primed))
+        runs += sessions(1)
+    return runs
 
 
 def run_delivery(server: BenchServer, accounts: list[Account], scale: Scale) -> Result:

@@ -351,7 +351,8 @@ def _run(tmp_path: Path, *options: str) -> dict:
     args = bench_main.build_parser().parse_args([
         "--no-install", "--workdir", str(tmp_path / "run"), "--results", str(tmp_path / "results"),
         "--clients", "2", "--duration", "2", "--seed", "20", "--large", "200", "--idle", "20",
-        "--login-duration", "2", "--lmtp-duration", "2", "--step-timeout", "30", *options])
+        "--login-duration", "2", "--lmtp-duration", "2", "--step-timeout", "30", "--status-sessions", "3",
+        "--status-starts", "2", *options])
     lines: list[str] = []
     results = bench_main.run(args, log=lines.append)
     path = report.write_json(results, tmp_path / "results")
@@ -396,6 +397,11 @@ def _check_large(record: dict) -> None:
         assert repeated["seconds"] * 1000 == pytest.approx(statistics.median(repeated["runs_ms"]), abs=0.001)
         assert repeated["client_cpu_ms"] >= 0.0
     assert steps["SELECT"]["client_cpu_ms"] >= 0.0
+    for name, count in ((workloads.FIRST_STATUS_OF_SESSIONS, 3), (workloads.FIRST_STATUS_AFTER_STARTS, 2)):
+        first = steps[name]
+        assert first["status"] == "ok", first
+        assert len(first["runs_ms"]) == count and all(run > 0 for run in first["runs_ms"])
+        assert first["seconds"] * 1000 == pytest.approx(statistics.median(first["runs_ms"]), abs=0.001)
     resync = steps["CONDSTORE resync"]
     assert resync["status"] in ("ok", "n/a"), resync
     if resync["status"] == "ok":
@@ -483,6 +489,10 @@ def test_rounds_must_be_positive() -> None:
     args = bench_main.build_parser().parse_args(["--rounds", "0"])
     with pytest.raises(SystemExit, match="--rounds"):
         bench_main.scale_from_args(args)
+    for option in ("--status-sessions", "--status-starts"):
+        args = bench_main.build_parser().parse_args([option, "0"])
+        with pytest.raises(SystemExit, match=option):
+            bench_main.scale_from_args(args)
 
 
 @pytest.mark.slow
