@@ -56,6 +56,17 @@ class TransportError(Exception):
     """The peer broke the TLS or DEFLATE layer; the connection must be dropped."""
 
 
+def _encrypt(session: ssl.SSLObject, data: bytes | bytearray | memoryview, layer: str) -> None:
+    """All of ``data`` into ``session`` (its records wait in the session's outgoing BIO)."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = session.write(view)
+            view = view[written:]
+    except ssl.SSLError as exc:
+        raise TransportError(f"{layer} error while sending: {exc.reason or exc}") from exc
+
+
 class _LinkTls:
     """The TLS session with a proxy, under every other layer; its own object so that a
     connection without one (nearly all of them) pays a single slot for it."""
@@ -438,13 +449,7 @@ class Transport:
         if self._tls is None:
             self._below_tls(data)
             return
-        view = memoryview(data)
-        try:
-            while view:
-                written = self._tls.write(view)
-                view = view[written:]
-        except ssl.SSLError as exc:
-            raise TransportError(f"TLS error while sending: {exc.reason or exc}") from exc
+        _encrypt(self._tls, data, "TLS")
         self._pull_tls_output()
 
     def _pull_tls_output(self) -> None:
@@ -457,13 +462,7 @@ class Transport:
         if link is None:
             self._queue_wire(data)
             return
-        view = memoryview(data)
-        try:
-            while view:
-                written = link.session.write(view)
-                view = view[written:]
-        except ssl.SSLError as exc:
-            raise TransportError(f"proxy TLS error while sending: {exc.reason or exc}") from exc
+        _encrypt(link.session, data, "proxy TLS")
         self._pull_link_output()
 
     def _pull_link_output(self) -> None:
