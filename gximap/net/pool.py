@@ -8,8 +8,9 @@
 Public API:
     Server(listeners, handler_factory, *, context_num, thread_init_num, thread_charge_num,
            conn_timeout, ssl_context, busy_response, proxy_mode=0, proxy_trust=(),
-           proxy_ssl_context=None, io_errors=False, max_conn_per_ip=0, address_ledger=None, shared_listeners=False, worker_idle_timeout=60.0,
-           slice_commands=8, slice_bytes=256 KiB, on_change=None)
+           proxy_ssl_context=None, io_errors=False, max_conn_per_ip=0, address_ledger=None,
+           shared_listeners=False, worker_idle_timeout=60.0, slice_commands=8, slice_bytes=256 KiB,
+           on_change=None)
     .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
     .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged; applies to
                                                    connections accepted (or STARTTLS begun) afterwards
@@ -65,9 +66,9 @@ How it runs:
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
   would be garbage to the client).
 - ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
-  PROXY header; "client_tls_version" when the header says the client used TLS (ConnectionInfo.
-  client_tls; the version as the proxy names it, or empty); "proxy_tls_version" over a proxy link; "tls_version" and "tls_cipher" on
-  implicit-TLS listeners.
+  PROXY header; "client_tls_version" when a listed proxy's header says the client used TLS
+  (ConnectionInfo.client_tls; the version as the proxy names it, or empty); "proxy_tls_version"
+  over a proxy link; "tls_version" and "tls_cipher" on implicit-TLS listeners.
 - UNIX-socket listeners (BoundListener.unix): the peer is ``UNIX_PEER_HOST`` port 0, local_host is
   the socket path, extra holds the peer's "peer_pid", "peer_uid", "peer_gid" (SO_PEERCRED); no
   PROXY header is ever expected there.
@@ -947,7 +948,8 @@ class Server:
             conn.extra["client_tls_version"] = result.client_tls_version
         conn.transport.prepend_raw(result.remainder)
         log.debug("%s: PROXY v%d %s header accepted%s", conn.rhost, result.version, result.command,
-                  f" (client on TLS {result.client_tls_version})" if result.client_tls else "")
+                  "" if not result.client_tls else f" (client on TLS {result.client_tls_version})"
+                  if conn.client_tls else " (its client-TLS claim ignored: imap_haproxy_trust is empty)")
         if not self._count_address(conn):
             raise _Refused(f"more than {self._max_conn_per_ip} connections from this address", busy=True)
         self._after_preamble(conn)
