@@ -338,3 +338,21 @@ def test_a_busy_refusal_sends_no_plaintext_to_a_peer_expecting_the_link(certific
         refused = Client("127.0.0.1", ports["plain"])
         assert refused.read_until_eof() == b""  # closed, no "* BYE" in clear where TLS is expected
         assert server.stats().sessions == 1
+
+
+def test_the_daemon_unlocks_an_encrypted_link_key(tmp_path: Path, certificates: dict[str, str]) -> None:
+    """imap_haproxy_certificate_passwd reaches the key; a wrong one stops start-up at its line."""
+    from gximap.config import config_from_text
+    from gximap.daemon import Daemon, StartupError
+
+    key = serialization.load_pem_private_key(Path(certificates["link_key"]).read_bytes(), password=None)
+    encrypted = tmp_path / "link.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"s3cret")))
+    text = ("imap_accept_haproxy = 2\n"
+            f"imap_haproxy_certificate_path = {certificates['link_cert']}\n"
+            f"imap_haproxy_private_key_path = {encrypted}\n")
+    context = Daemon(config_from_text(text + "imap_haproxy_certificate_passwd = s3cret\n", "g.cfg"), [])._proxy_tls_context()
+    assert isinstance(context, ssl.SSLContext)
+    with pytest.raises(StartupError, match=r"g\.cfg:2: imap_haproxy_certificate_path: TLS key .*wrong password"):
+        Daemon(config_from_text(text + "imap_haproxy_certificate_passwd = nope\n", "g.cfg"), [])._proxy_tls_context()
