@@ -219,6 +219,20 @@ async def _close(connection: ImapConnection | None) -> None:
         connection.abort()
 
 
+async def _logged_in(job: Job, user: str, password: str) -> ImapConnection:
+    """A new connection to the job's server, logged in as ``user``; ImapError when the login is
+    refused (the connection is closed then)."""
+    connection = await ImapConnection.open(job["host"], job["port"], timeout=job["command_timeout"])
+    try:
+        reply = await connection.login(user, password, timeout=job["command_timeout"])
+        if not reply.ok:
+            raise ImapError(f"LOGIN {user}: {reply.line[:120]!r}")
+    except BaseException:
+        connection.abort()
+        raise
+    return connection
+
+
 # -- 1. mixed client load ---------------------------------------------------------------------------
 
 
@@ -380,10 +394,7 @@ async def prime_job(job: Job, conn: Connection) -> Result:
         async with gate:
             connection: ImapConnection | None = None
             try:
-                connection = await ImapConnection.open(job["host"], job["port"], timeout=job["command_timeout"])
-                reply = await connection.login(user, password, timeout=job["command_timeout"])
-                if not reply.ok:
-                    raise ImapError(f"LOGIN {user}: {reply.line[:120]!r}")
+                connection = await _logged_in(job, user, password)
                 await connection.checked(b"SELECT INBOX", timeout=job["command_timeout"])
                 await connection.command(b"LOGOUT", timeout=job["command_timeout"])
             except _NETWORK_ERRORS as exc:
@@ -650,10 +661,7 @@ async def first_status_job(job: Job, conn: Connection) -> Result:
     for _ in range(job["sessions"]):
         connection: ImapConnection | None = None
         try:
-            connection = await ImapConnection.open(job["host"], job["port"], timeout=job["command_timeout"])
-            reply = await connection.login(job["user"], job["password"], timeout=job["command_timeout"])
-            if not reply.ok:
-                raise ImapError(f"LOGIN failed: {reply.line[:200]!r}")
+            connection = await _logged_in(job, job["user"], job["password"])
             started = time.perf_counter()
             await connection.checked(command, timeout=job["command_timeout"])
             runs.append(time.perf_counter() - started)

@@ -262,7 +262,7 @@ def measure_first_status(server: BenchServer, account: Account, scale: Scale, pr
             continue
         steps[name] = {"status": "ok", "seconds": statistics.median(runs),
                        "runs_ms": [round(run * 1000, 3) for run in runs]}
-    steps.get(FIRST_STATUS_OF_SESSIONS, {})["settle_s"] = round(settle_s, 3)
+    steps[FIRST_STATUS_OF_SESSIONS]["settle_s"] = round(settle_s, 3)
     return steps
 
 

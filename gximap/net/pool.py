@@ -986,7 +986,6 @@ class Server:
     def _serve_handshake(self, conn: _Connection) -> _Outcome | None:
         transport = conn.transport
         link = conn.phase is _Phase.LINK_HANDSHAKE
-        deadline = conn.phase_deadline
         try:
             done = transport.link_handshake() if link else transport.handshake()
         except TransportError as exc:
@@ -999,12 +998,11 @@ class Server:
             return _Outcome.PARK_WRITE
         if not done:
             return _Outcome.PARK_READ
-        conn.phase_deadline = math.inf
-        if link:
+        if link:  # the header shares the handshake's deadline
             conn.extra["proxy_tls_version"] = transport.link_tls_version or ""
             conn.phase = _Phase.PROXY_HEADER
-            conn.phase_deadline = deadline  # the header shares the handshake's
             return None
+        conn.phase_deadline = math.inf
         if conn.phase is _Phase.HANDSHAKE:
             conn.extra["tls_version"] = transport.tls_version or ""
             conn.extra["tls_cipher"] = transport.tls_cipher or ""
