@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gximap: {exc}", file=sys.stderr)
         return 2
     try:
-        gxlog.setup_logging(str(cfg.imap_log_file), int(cfg.imap_log_level))
+        gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
     except gxlog.LogSetupError as exc:
         print(f"gximap: {exc}", file=sys.stderr)
         return 2

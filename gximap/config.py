@@ -325,6 +325,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Allow password logins without TLS; auto allows them only when TLS is not configured at all, so "
        "with TLS configured a plaintext login needs yes. imap_force_tls = yes refuses them whatever this says.",
        "imap", choices=("auto", "yes", "no")),
+    _d("debug", "bool", "no",
+       "Log at debug level whatever imap_log_level says (maddy's debug); yes is imap_log_level = 6.",
+       "imap", reloadable=True),
     _d("io_debug", "bool", "no",
        "Trace all wire traffic to the log (passwords and SASL exchanges redacted).",
        "imap", reloadable=True),
@@ -378,6 +381,10 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("sasl_login", "bool", "no",
        "Offer the obsolete SASL LOGIN mechanism for old clients.",
        "imap"),
+    _d("tls_max_proto", "enum", None,
+       "Highest TLS version to accept (with tls_min_proto, maddy's 'protocols min max'), for every TLS "
+       "listener, STARTTLS and the proxy link.",
+       "imap", choices=("tls1.0", "tls1.1", "tls1.2", "tls1.3"), unset_means="the newest this system supports"),
     _d("tls_min_proto", "enum", "tls1.2",
        "Lowest TLS version to accept.",
        "imap", choices=("tls1.0", "tls1.1", "tls1.2", "tls1.3")),
@@ -877,6 +884,14 @@ def insecure_auth_allowed(cfg: Config) -> bool:
     return cfg.insecure_auth == "yes"
 
 
+_TLS_ORDER = ("tls1.0", "tls1.1", "tls1.2", "tls1.3")
+
+
+def log_level(cfg: Config) -> int:
+    """The effective imap_log_level: ``debug = yes`` (maddy's directive) means 6 (debug)."""
+    return 6 if cfg.debug else int(cfg.imap_log_level)
+
+
 def check_consistency(cfg: Config) -> None:
     """Reject combinations of directives that cannot work together."""
     if cfg.auth_backend == "passwd-file" and not cfg.auth_passwd_file:
@@ -889,6 +904,9 @@ def check_consistency(cfg: Config) -> None:
         for name in ("imap_listen_tls", "imap_listen_tls_port", "imap_force_tls"):
             if cfg.is_set(name) and cfg[name] not in (None, (), False):
                 raise error_at(cfg, name, "needs imap_support_tls = yes")
+    if cfg.tls_max_proto is not None and _TLS_ORDER.index(str(cfg.tls_max_proto)) < _TLS_ORDER.index(
+            str(cfg.tls_min_proto)):
+        raise error_at(cfg, "tls_max_proto", f"is below tls_min_proto {cfg.tls_min_proto}")
     _check_proxy_link(cfg)
     listen_addresses(cfg)
 

@@ -185,6 +185,7 @@ class Daemon:
                 str(cfg.imap_private_key_path) if cfg.imap_private_key_path else None,
                 password=str(cfg.imap_certificate_passwd) if cfg.imap_certificate_passwd else None,
                 min_proto=str(cfg.tls_min_proto),
+                max_proto=str(cfg.tls_max_proto) if cfg.tls_max_proto else None,
             )
         except TlsConfigError as exc:
             raise StartupError(str(exc)) from None
@@ -202,6 +203,7 @@ class Daemon:
                 str(cfg.imap_haproxy_private_key_path),
                 password=str(cfg.imap_haproxy_certificate_passwd) if cfg.imap_haproxy_certificate_passwd else None,
                 min_proto=str(cfg.tls_min_proto),
+                max_proto=str(cfg.tls_max_proto) if cfg.tls_max_proto else None,
             )
         except TlsConfigError as exc:  # the message names the certificate or key file
             raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_certificate_path", str(exc)))) from None
@@ -466,7 +468,7 @@ class Daemon:
             for name in needs_restart:
                 self.log.warning("reload: %s changed; it takes effect after a restart", name)
         try:
-            gxlog.setup_logging(str(cfg.imap_log_file), int(cfg.imap_log_level))
+            gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
         except gxlog.LogSetupError as exc:
             self.log.error("reload: %s", exc)
         self.cfg = cfg

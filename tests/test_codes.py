@@ -126,3 +126,51 @@ def test_shipped_file_header_documents_every_area() -> None:
         if int(code) // 10000 == 1 or area == 0:
             continue
         assert re.search(rf"\b{area:02d} [A-Z]", header), f"area {area:02d} of {code.name} undocumented"
+
+
+GROMOX_FILE = """\
+2160001 BYE abgemeldet
+2160002 + warte
+2170000 OK <domain> Dienst bereit
+2170005 OK angemeldet
+2170015 OK <APPENDUID> APPEND abgeschlossen
+2170023 OK UID SEARCH abgeschlossen
+2190004 NO Anmeldung fehlgeschlagen, <reason>
+2200003 Ordner existiert nicht
+2200004 midb interner Fehler
+"""
+
+
+def test_gromox_format_is_mapped(tmp_path: Path) -> None:
+    """A Gromox host's imap_code.txt (seven-digit codes, status words in the text) keeps working:
+    its texts replace gximap's where the meaning has a counterpart; the rest is named once."""
+    table, warnings = parse_code_file(GROMOX_FILE + "20500 Willkommen\n", "gromox.txt")
+    assert table[Code.BYE_LOGOUT] == "abgemeldet"
+    assert table[Code.CONT_IDLING] == "warte"
+    assert table[Code.GREETING] == "<host_id> Dienst bereit"
+    assert table[Code.OK_APPEND] == "APPEND abgeschlossen"
+    assert table[Code.NO_AUTH_FAILED] == "Anmeldung fehlgeschlagen"
+    assert table[Code.NO_MAILBOX_NOT_FOUND] == "Ordner existiert nicht"
+    assert table[Code.OK_LOGGED_IN] == "Willkommen"  # gximap's own numbering wins
+    assert warnings == ["gromox.txt: 2 entries in Gromox's numbering have no gximap counterpart "
+                        "and are ignored: 2170023, 2200004"]
+
+    (tmp_path / CODE_FILE_NAME).write_text(GROMOX_FILE, encoding="utf-8")
+    codes = ResponseCodes.load(str(tmp_path))
+    assert codes.text(Code.GREETING, "mx.example.org") == "mx.example.org Dienst bereit"
+    assert codes.text(Code.OK_LOGGED_IN) == "angemeldet"
+    assert codes.text(Code.OK_SELECT) == "SELECT completed"  # not in the file: the shipped text
+
+
+def test_gromox_mapping_targets_are_distinct_and_real() -> None:
+    from gximap.imap.codes import GROMOX_CODES
+
+    targets = list(GROMOX_CODES.values())
+    assert len(targets) == len(set(targets))
+    assert all(len(str(code)) == 7 for code in GROMOX_CODES)
+
+
+def test_unknown_code_is_named() -> None:
+    table, warnings = parse_code_file("20500 Hi\n20599 Typo\n", "x.txt")
+    assert table == {20500: "Hi"}
+    assert warnings == ["x.txt:2: code 20599 is not one gximap uses; ignored"]

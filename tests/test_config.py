@@ -19,6 +19,7 @@ from gximap.config import (
     insecure_auth_allowed,
     listen_addresses,
     load_config,
+    log_level,
     parse_bool,
     parse_listen_address,
     parse_size,
@@ -215,6 +216,8 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     ("imap_max_line_length = 12Q", "imap_max_line_length", "not a size"),
     ("tls_min_proto = ssl3", "tls_min_proto", "not one of tls1.0, tls1.1, tls1.2, tls1.3"),
     ("imap_accept_haproxy = 3", "imap_accept_haproxy", "not one of 0, 1, 2"),
+    ("tls_max_proto = tls1.1", "tls_max_proto", "is below tls_min_proto tls1.2"),
+    ("debug = loud", "debug", "not a boolean"),
     ("insecure_auth = maybe", "insecure_auth", "not one of auto, yes, no"),
     ("imap_haproxy_trust = 10.0.0.0/8 bogus", "imap_haproxy_trust", "not an IP address"),
     ("context_num =", "context_num", "empty value"),
@@ -229,6 +232,15 @@ def test_errors_name_file_line_directive(tmp_path: Path, line: str, directive: s
     assert (error.file, error.line, error.directive) == (path, 2, directive)
     assert why_part in error.why
     assert str(error) == f"{path}:2: {directive}: {error.why}"
+
+
+def test_maddy_debug_and_tls_protocols() -> None:
+    """maddy's ``debug`` is imap_log_level 6; its ``protocols min max`` is tls_min/max_proto."""
+    assert log_level(config_from_text("imap_log_level = 3\n")) == 3
+    assert log_level(config_from_text("imap_log_level = 3\ndebug = on\n")) == 6
+    assert config_from_text("").tls_max_proto is None
+    cfg = config_from_text("tls_min_proto = tls1.3\ntls_max_proto = tls1.3\n")
+    assert (cfg.tls_min_proto, cfg.tls_max_proto) == ("tls1.3", "tls1.3")
 
 
 def test_enum_values() -> None:
@@ -450,7 +462,7 @@ def test_seed_directives_present() -> None:
 
 def test_reloadable_set() -> None:
     assert set(config.reloadable_directives()) == {
-        "imap_log_file", "imap_log_level", "imap_cmd_debug", "io_debug", "imap_accept_haproxy",
+        "imap_log_file", "imap_log_level", "debug", "imap_cmd_debug", "io_debug", "imap_accept_haproxy",
         "imap_haproxy_trust", "imap_rfc9051", "imap_quota_admins", "imap_metadata_comment",
         "imap_metadata_admin", "imap_metadata_max_entries", "imap_metadata_max_size",
         "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "imap_sort_cache_size",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess, insecure_client_tls
+from e2e import DATA_DIR, GximapProcess, insecure_client_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -230,3 +230,34 @@ def test_default_listen_address_serves_ipv4_and_ipv6(tmp_path: Path) -> None:
                 assert _read_line(sock).startswith(b"* OK")
     finally:
         proc.stop()
+
+
+def test_maddy_protocols_debug_and_a_gromox_code_file(tmp_path: Path) -> None:
+    """tls_max_proto caps the TLS version on both TLS paths; debug = yes logs at debug level
+    however low imap_log_level is; a Gromox-format imap_code.txt in data_file_path is used."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "imap_code.txt").write_text("2170000 OK <domain> Dienst bereit\n2170005 OK angemeldet\n",
+                                        encoding="utf-8")
+    proc = GximapProcess(tmp_path, extra={"tls_max_proto": "tls1.2", "debug": "yes", "imap_log_level": "2",
+                                          "data_file_path": f"{data}:{DATA_DIR}", "host_id": "mx.test"})
+    proc.start()
+    try:
+        assert proc.tls_port is not None
+        with imaplib.IMAP4_SSL("127.0.0.1", proc.tls_port, ssl_context=insecure_client_tls(), timeout=10) as client:
+            assert client.sock.version() == "TLSv1.2"  # type: ignore[attr-defined]
+            assert client.welcome.endswith(b"mx.test Dienst bereit")
+            typ, data_lines = client.login("alice", "secret")
+            assert typ == "OK" and data_lines[-1].endswith(b"] angemeldet")
+            client.logout()
+        modern_only = insecure_client_tls()
+        modern_only.minimum_version = ssl.TLSVersion.TLSv1_3
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+            assert _read_line(sock).startswith(b"* OK")
+            sock.sendall(b"s STARTTLS\r\n")
+            assert _read_line(sock).startswith(b"s OK")
+            with pytest.raises(ssl.SSLError):
+                modern_only.wrap_socket(sock, server_hostname="localhost")
+    finally:
+        proc.stop()
+    assert ": <6> " in proc.log()  # a debug line, with imap_log_level = 2

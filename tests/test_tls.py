@@ -144,6 +144,24 @@ def test_min_proto(tmp_path: Path) -> None:
         make_server_context(cert_path, key_path, min_proto="ssl3")
 
 
+def test_max_proto(tmp_path: Path) -> None:
+    """tls_max_proto with tls_min_proto: maddy's 'protocols tls1.2 tls1.2' pins one version."""
+    cert_path, key_path = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+    generate_self_signed(cert_path, key_path, ["localhost"])
+    pinned = make_server_context(cert_path, key_path, min_proto="tls1.2", max_proto="TLS1.2")
+    assert pinned.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert handshake(pinned, client_context(cert_path)) == "TLSv1.2"
+    new_client = client_context(cert_path)
+    new_client.minimum_version = ssl.TLSVersion.TLSv1_3
+    with pytest.raises((ssl.SSLError, OSError)):
+        handshake(pinned, new_client)
+    assert make_server_context(cert_path, key_path).maximum_version == ssl.TLSVersion.MAXIMUM_SUPPORTED
+    with pytest.raises(TlsConfigError, match="tls_max_proto tls1.1 is below tls_min_proto tls1.2"):
+        make_server_context(cert_path, key_path, max_proto="tls1.1")
+    with pytest.raises(TlsConfigError, match="tls_max_proto 'tls2' is not one of"):
+        make_server_context(cert_path, key_path, max_proto="tls2")
+
+
 def test_missing_and_unreadable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cert_path, key_path = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
     generate_self_signed(cert_path, key_path, ["localhost"])

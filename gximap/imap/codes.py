@@ -179,11 +179,58 @@ class Code(enum.IntEnum):
     BAD_METADATA_ENTRY = 43801
 
 
+# Gromox's own imap_code.txt (seven-digit codes, each text led by its status word) mapped onto
+# these codes, so that a Gromox host's reworded or translated file keeps working: the entries
+# with a counterpart are used, the others are named in one warning. Gromox's UID variants
+# (2170023 "UID SEARCH completed" ...) have none: gximap answers UID SEARCH with SEARCH's text.
+GROMOX_CODES: dict[int, Code] = {
+    2160001: Code.BYE_LOGOUT, 2160002: Code.CONT_IDLING, 2160003: Code.CONT_READY,
+    2160004: Code.BYE_AUTOLOGOUT,
+    2170000: Code.GREETING, 2170001: Code.OK_CAPABILITY, 2170002: Code.OK_NOOP,
+    2170003: Code.OK_LOGOUT, 2170004: Code.OK_STARTTLS, 2170005: Code.OK_LOGGED_IN,
+    2170006: Code.OK_CREATE, 2170007: Code.OK_DELETE, 2170008: Code.OK_RENAME,
+    2170009: Code.OK_SUBSCRIBE, 2170010: Code.OK_UNSUBSCRIBE, 2170011: Code.OK_LIST,
+    2170012: Code.OK_XLIST, 2170013: Code.OK_LSUB, 2170014: Code.OK_STATUS, 2170015: Code.OK_APPEND,
+    2170016: Code.OK_CHECK, 2170017: Code.OK_CLOSE, 2170018: Code.OK_UNSELECT, 2170019: Code.OK_SEARCH,
+    2170020: Code.OK_FETCH, 2170021: Code.OK_STORE, 2170022: Code.OK_COPY, 2170026: Code.OK_EXPUNGE,
+    2170027: Code.OK_IDLE, 2170029: Code.OK_ID,
+    2180000: Code.BAD_UNKNOWN_COMMAND, 2180002: Code.NO_PLAINTEXT_DISALLOWED,
+    2180003: Code.BAD_ALREADY_AUTHENTICATED, 2180004: Code.BAD_WRONG_STATE,
+    2180005: Code.BAD_NOT_SELECTED, 2180006: Code.NO_STORE_READ_ONLY, 2180011: Code.BYE_INACTIVITY,
+    2180012: Code.NO_MESSAGE_UNREADABLE, 2180015: Code.SERVICE_UNAVAILABLE,
+    2180017: Code.BAD_LITERAL_TOO_BIG, 2180018: Code.BAD_EXPECTED_DONE, 2180019: Code.BAD_AUTH_BASE64,
+    2190003: Code.NO_AUTH_BLOCKED, 2190004: Code.NO_AUTH_FAILED, 2190007: Code.NO_SERVER_ERROR,
+    2190008: Code.NO_APPEND_INVALID, 2190010: Code.NO_INVALID_MAILBOX_NAME,
+    2190012: Code.NO_HAS_CHILDREN, 2190013: Code.NO_DELETE_INBOX,
+    2200003: Code.NO_MAILBOX_NOT_FOUND, 2200007: Code.NO_MAILBOX_EXISTS, 2200009: Code.NO_OVER_QUOTA,
+}
+_GROMOX_CODE = re.compile(r"2[12][0-9]{5}\Z")
+_GROMOX_STATUS_WORD = re.compile(r"(?:OK|NO|BAD|BYE|\+)(?:\s+|\Z)", re.IGNORECASE)
+# Gromox's placeholders: <domain>/<host> (the greeting's host name, gximap's <host_id>), and
+# <APPENDUID>/<COPYUID>/<reason>/<remote_ip>, which gximap's texts do not take (its response codes
+# carry APPENDUID and COPYUID). Those go, with the separator before them.
+_GROMOX_DROPPED_PLACEHOLDER = re.compile(r"[\s,;:]*<[A-Za-z0-9_]*>")
+
+
+def _from_gromox(code: int, text: str) -> str:
+    """A Gromox entry's text as gximap's: no status word, placeholders gximap fills kept."""
+    status_word = _GROMOX_STATUS_WORD.match(text)
+    if status_word is not None:
+        text = text[status_word.end():]
+    if GROMOX_CODES[code] == Code.GREETING:
+        return _PLACEHOLDER.sub("<host_id>", text).strip()
+    return _GROMOX_DROPPED_PLACEHOLDER.sub("", text).strip()
+
+
 def parse_code_file(text: str, source: str = "<string>") -> tuple[dict[int, str], list[str]]:
     """Parse the contents of an imap_code.txt: (table, warnings).  Bad lines are skipped with a
-    warning naming ``source:line``; a later duplicate wins."""
+    warning naming ``source:line``; a later duplicate wins.  Entries in Gromox's format are
+    mapped (GROMOX_CODES); an entry of gximap's own numbering wins over a mapped one."""
     table: dict[int, str] = {}
+    from_gromox: dict[int, str] = {}
+    unmapped: list[int] = []
     warnings: list[str] = []
+    known = {int(code) for code in Code}
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -193,10 +240,25 @@ def parse_code_file(text: str, source: str = "<string>") -> tuple[dict[int, str]
             warnings.append(f"{source}:{number}: expected '<code> <text>'")
             continue
         code = int(match.group(1))
+        if _GROMOX_CODE.match(match.group(1)):
+            if code not in GROMOX_CODES:
+                unmapped.append(code)
+                continue
+            converted = _from_gromox(code, match.group(2))
+            if converted:
+                from_gromox[int(GROMOX_CODES[code])] = converted
+            continue
+        if code not in known:
+            warnings.append(f"{source}:{number}: code {code} is not one gximap uses; ignored")
+            continue
         if code in table:
             warnings.append(f"{source}:{number}: duplicate code {code}; the later entry wins")
         table[code] = match.group(2)
-    return table, warnings
+    if unmapped:
+        shown = ", ".join(str(code) for code in unmapped[:12]) + (", ..." if len(unmapped) > 12 else "")
+        warnings.append(f"{source}: {len(unmapped)} entries in Gromox's numbering have no gximap "
+                        f"counterpart and are ignored: {shown}")
+    return {**from_gromox, **table}, warnings
 
 
 def _sanitize(text: str) -> str:

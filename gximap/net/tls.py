@@ -1,11 +1,13 @@
 """The server's TLS context, with configuration mistakes reported in plain words.
 
 Public API:
-    make_server_context(cert_path, key_path, *, password=None, min_proto="tls1.2", client_ca=None)
-        -> ssl.SSLContext        client_ca: PEM CA file; peers must then show a certificate it signed
+    make_server_context(cert_path, key_path, *, password=None, min_proto="tls1.2", max_proto=None,
+                        client_ca=None) -> ssl.SSLContext
+        max_proto: None for the newest OpenSSL offers; client_ca: PEM CA file, peers must then
+        show a certificate it signed
     require_client_certificates(context, ca_path)    the same for a context made already
     TlsConfigError
-    TLS_VERSIONS: the accepted ``tls_min_proto`` values
+    TLS_VERSIONS: the accepted ``tls_min_proto`` / ``tls_max_proto`` values
 
 ``imap_certificate_path`` may hold the whole chain (leaf first), as Gromox expects; the key may
 sit in the same file (pass the same path, or an empty key path). Everything is checked with
@@ -49,10 +51,14 @@ def make_server_context(
     *,
     password: str | None = None,
     min_proto: str = "tls1.2",
+    max_proto: str | None = None,
     client_ca: str | None = None,
 ) -> ssl.SSLContext:
     key_path = key_path or cert_path
-    minimum = _minimum_version(min_proto)
+    minimum = _version("tls_min_proto", min_proto)
+    maximum = _version("tls_max_proto", max_proto) if max_proto else None
+    if maximum is not None and maximum < minimum:
+        raise TlsConfigError(f"tls_max_proto {max_proto} is below tls_min_proto {min_proto}")
     cert_data = _read(cert_path, "certificate")
     key_data = cert_data if key_path == cert_path else _read(key_path, "key")
     certificates = _load_certificates(cert_path, cert_data)
@@ -71,6 +77,8 @@ def make_server_context(
         # Python flags TLS 1.0/1.1 as deprecated; the operator asked for them and was warned above.
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = minimum
+        if maximum is not None:
+            context.maximum_version = maximum
     # No compression (CRIME); no renegotiation, which the memory-BIO transport never expects.
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     try:
@@ -94,12 +102,12 @@ def require_client_certificates(context: ssl.SSLContext, ca_path: str) -> None:
     context.verify_mode = ssl.CERT_REQUIRED
 
 
-def _minimum_version(min_proto: str) -> ssl.TLSVersion:
-    name = min_proto.strip().lower()
+def _version(directive: str, value: str) -> ssl.TLSVersion:
+    name = value.strip().lower()
     if name not in TLS_VERSIONS:
-        raise TlsConfigError(f"tls_min_proto {min_proto!r} is not one of {', '.join(TLS_VERSIONS)}")
+        raise TlsConfigError(f"{directive} {value!r} is not one of {', '.join(TLS_VERSIONS)}")
     if name == "tls1.3" and not ssl.HAS_TLSv1_3:
-        raise TlsConfigError("tls_min_proto tls1.3: this system's OpenSSL does not support TLS 1.3")
+        raise TlsConfigError(f"{directive} tls1.3: this system's OpenSSL does not support TLS 1.3")
     return TLS_VERSIONS[name]
 
 
