@@ -2,7 +2,8 @@
 (etc/haproxy/haproxy.cfg) plus a send-proxy (v1) listener: log lines and the per-address login
 limit see the original client address (the client binds distinct loopback addresses), IMAPS passes
 through with the header first, and a direct untrusted peer that sends a PROXY header is refused.
-Also haproxy terminating TLS itself, with send-proxy-v2-ssl telling gximap which clients used it."""
+Also haproxy terminating TLS itself, with send-proxy-v2-ssl telling gximap which clients used it
+(and a CRC32C checksum on each header, which gximap verifies)."""
 
 from __future__ import annotations
 
@@ -283,7 +284,8 @@ def test_tls_terminated_by_haproxy_counts_as_tls(tmp_path: Path) -> None:
         "    timeout client 1m\n    timeout server 1m\n"
         f"frontend imaps_terminated\n    bind 127.0.0.1:{terminated} ssl crt {pem}\n    default_backend plain\n"
         f"frontend imap_clear\n    bind 127.0.0.1:{clear}\n    default_backend plain\n"
-        f"backend plain\n    server gximap 127.0.0.1:{gximap.port} send-proxy-v2-ssl\n"
+        # With a CRC32C of each header, which gximap verifies (a wrong sum would drop the client).
+        f"backend plain\n    server gximap 127.0.0.1:{gximap.port} send-proxy-v2-ssl proxy-v2-options crc32c\n"
     )
     haproxy = HaproxyProcess(tmp_path, text, (terminated, clear))
     try:

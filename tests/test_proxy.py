@@ -13,6 +13,7 @@ from net_helpers import Client, Recorder, client_tls_context, make_certificate, 
 
 from gximap.net.proxy import (
     V2_SIGNATURE,
+    crc32c,
     HeaderExpectation,
     ProxyAddresses,
     ProxyDecoder,
@@ -118,6 +119,48 @@ def test_v2_client_tls_from_the_ssl_tlv(tlvs: bytes, expected: tuple[bool, str])
     assert unix is not None and (unix.client_tls, unix.client_tls_version) == expected
     local = ProxyDecoder(2).feed(v2_header(0, 0x11, b"\0" * 12 + tlvs))
     assert local is not None and local.client_tls is False  # a health check, no client
+
+
+def with_crc32c(header: bytes) -> bytes:
+    """``header`` (ending in its TLVs, its length field covering them) with a PP2_TYPE_CRC32C
+    TLV appended and filled in, as haproxy's ``proxy-v2-options crc32c`` sends it."""
+    grown = bytearray(header + tlv(0x03, bytes(4)))
+    struct.pack_into("!H", grown, 14, len(grown) - 16)
+    grown[-4:] = crc32c(bytes(grown)).to_bytes(4, "big")
+    return bytes(grown)
+
+
+def test_crc32c_known_answers() -> None:
+    # RFC 3720 appendix B.4 and the common check value of CRC-32C.
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(bytes(32)) == 0x8A9136AA
+    assert crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert crc32c(b"") == 0
+
+
+@pytest.mark.parametrize("header", [
+    v2_proxy("203.0.113.5", "192.0.2.1", 51234, 143, TLVS),
+    v2_proxy("2001:db8::5", "2001:db8::1", 1, 2),
+    v2_header(1, 0x00, b""),
+    v2_header(0, 0x11, bytes(12)),
+])
+def test_v2_crc32c_is_verified(header: bytes) -> None:
+    """A header with a correct checksum is accepted; one with a flipped bit (address, TLV,
+    checksum) is refused, as the spec requires of a receiver that checks it."""
+    good = with_crc32c(header)
+    result = ProxyDecoder(2).feed(good + b"rest")
+    assert result is not None and result.remainder == b"rest"
+    # The checksum itself, the first address byte and the last byte before the checksum's TLV.
+    positions = [len(good) - 1] + ([16, len(header) - 1] if len(header) > 16 else [])
+    for position in positions:
+        bad = bytearray(good)
+        bad[position] ^= 0x10
+        with pytest.raises(ProxyError, match="CRC32C"):
+            ProxyDecoder(2).feed(bytes(bad))
+    short = bytearray(header + tlv(0x03, bytes(3)))
+    struct.pack_into("!H", short, 14, len(short) - 16)
+    with pytest.raises(ProxyError, match="CRC32C TLV has 3 bytes"):
+        ProxyDecoder(2).feed(bytes(short))
 
 
 def test_v2_local_and_unspec_keep_socket_addresses() -> None:

@@ -14,8 +14,10 @@ Modes (``imap_accept_haproxy``): 0 = no header; 1 = v1 or v2, autodetected; 2 = 
 The trust list holds addresses and CIDR subnets; an empty list trusts every peer (Gromox behaviour:
 every connection carries a header). With PROXY enabled, a trusted peer must send a header; an
 untrusted peer is served under its own address, and is refused if it sends a header anyway.
-Of a v2 header's TLVs only PP2_TYPE_SSL is read: whether the client's own connection to the proxy
-was TLS (ProxyResult.client_tls; haproxy's send-proxy-v2-ssl).
+Of a v2 header's TLVs, PP2_TYPE_SSL is read: whether the client's own connection to the proxy
+was TLS (ProxyResult.client_tls; haproxy's send-proxy-v2-ssl). A PP2_TYPE_CRC32C checksum
+(haproxy's ``proxy-v2-options crc32c``) is verified, and a header that fails it is refused, as
+the spec requires of a receiver that supports it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ _V2_AF_UNIX = 0x3
 _V2_PROTO_UNSPEC = 0x0
 _V2_PROTO_STREAM = 0x1
 _V2_UNIX_ADDRESSES = 216  # two 108-byte socket paths
-# TLVs (type, 16-bit length, value) after the addresses: what the proxy knows of the client's TLS.
+# Where the TLVs start after the fixed part, by address family.
+_V2_ADDRESS_LENGTHS = {_V2_AF_UNSPEC: 0, _V2_AF_INET: 12, _V2_AF_INET6: 36, _V2_AF_UNIX: _V2_UNIX_ADDRESSES}
+# TLVs (type, 16-bit length, value) after the addresses: what the proxy knows of the client's TLS,
+# and a checksum of the whole header.
+_PP2_TYPE_CRC32C = 0x03  # value: CRC32C (RFC 4960 appendix B) of the header with this value zeroed
 _PP2_TYPE_SSL = 0x20  # value: client flags (1 byte), verify result (4 bytes), sub-TLVs
 _PP2_CLIENT_SSL = 0x01  # the client reached the proxy over TLS
 _PP2_SUBTYPE_SSL_VERSION = 0x21  # US-ASCII, e.g. "TLSv1.3"
@@ -172,12 +178,15 @@ class ProxyDecoder:
         total = V2_FIXED_LENGTH + length
         if len(self._buffer) < total:
             return None
-        payload = bytes(self._buffer[V2_FIXED_LENGTH:total])
+        header = bytes(self._buffer[:total])
+        payload = header[V2_FIXED_LENGTH:]
         remainder = bytes(self._buffer[total:])
+        family = family_protocol >> 4
+        if family in _V2_ADDRESS_LENGTHS:
+            _verify_crc32c(header, V2_FIXED_LENGTH + _V2_ADDRESS_LENGTHS[family])
         if command == _V2_CMD_LOCAL:
             # Health checks and the proxy's own connections: the socket endpoints are the truth.
             return ProxyResult(2, "LOCAL", None, remainder)
-        family = family_protocol >> 4
         protocol = family_protocol & 0x0F
         if family in (_V2_AF_UNSPEC, _V2_AF_UNIX):
             # The spec lets the receiver fall back to the real connection endpoints here.
@@ -205,28 +214,67 @@ class ProxyDecoder:
         return ProxyResult(2, "PROXY", addresses, remainder, *_client_tls(tlvs))
 
 
-def _tlvs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(type, value) of each TLV in ``data``; a truncated last one ends the walk (the spec has
-    receivers ignore what they do not understand, and a client's TLS is never assumed)."""
-    offset = 0
+def _tlvs(data: bytes, offset: int = 0) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of each TLV value in ``data`` from ``offset``; a truncated last one ends
+    the walk (the spec has receivers ignore what they do not understand, and a client's TLS is
+    never assumed)."""
     while offset + 3 <= len(data):
         kind, size = struct.unpack_from("!BH", data, offset)
         offset += 3
         if offset + size > len(data):
             return
-        yield kind, data[offset:offset + size]
+        yield kind, offset, offset + size
         offset += size
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # Castagnoli, reflected
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli; RFC 4960 appendix B). The standard library has only zlib's CRC-32;
+    the headers checked are a few hundred bytes at most (V2_MAX_PAYLOAD)."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _verify_crc32c(header: bytes, tlv_offset: int) -> None:
+    """Refuse a header whose PP2_TYPE_CRC32C does not match: the checksum of the whole header,
+    computed with the checksum's own four bytes zeroed."""
+    for kind, start, end in _tlvs(header, tlv_offset):
+        if kind != _PP2_TYPE_CRC32C:
+            continue
+        if end - start != 4:
+            raise ProxyError(f"PROXY v2 CRC32C TLV has {end - start} bytes, not 4")
+        expected = int.from_bytes(header[start:end], "big")
+        if crc32c(header[:start] + bytes(4) + header[end:]) != expected:
+            raise ProxyError("PROXY v2 header fails its CRC32C checksum")
+        return
 
 
 def _client_tls(tlvs: bytes) -> tuple[bool, str]:
     """(client_tls, client_tls_version) from the header's TLVs (ALPN, authority and the rest are
     not needed)."""
-    for kind, value in _tlvs(tlvs):
+    for kind, start, end in _tlvs(tlvs):
+        value = tlvs[start:end]
         if kind != _PP2_TYPE_SSL or len(value) < 5:
             continue
         if not value[0] & _PP2_CLIENT_SSL:
             return False, ""
-        for subtype, text in _tlvs(value[5:]):
+        for subtype, sub_start, sub_end in _tlvs(value, 5):
+            text = value[sub_start:sub_end]
             if subtype == _PP2_SUBTYPE_SSL_VERSION:
                 # It goes into log lines: printable ASCII only, and short.
                 return True, "".join(c for c in text[:32].decode("ascii", "replace") if c.isprintable() and c.isascii())
