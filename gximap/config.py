@@ -1021,6 +1021,28 @@ def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
     return plain, tls
 
 
+def open_proxy_warning(cfg: Config) -> str | None:
+    """A warning when PROXY headers are accepted from every peer (empty imap_haproxy_trust, as in
+    Gromox) on a listener that is not loopback-only: any client reaching that port directly can
+    then claim any address, and evade the per-address limits and fail2ban with it."""
+    if int(cfg.imap_accept_haproxy) == 0 or cfg.imap_haproxy_trust:
+        return None
+    plain, tls = listen_addresses(cfg)
+    exposed = []
+    for host, port in plain + tls:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            exposed.append(f"[{host}]:{port}")
+    if not exposed:
+        return None
+    return (f"imap_accept_haproxy is on and imap_haproxy_trust is empty, so every peer's PROXY header is "
+            f"believed on {', '.join(exposed)}: a client reaching it directly can claim any address. "
+            f"List the proxies in imap_haproxy_trust, or listen on loopback only.")
+
+
 def trusted_proxy_networks(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """imap_haproxy_trust as networks; empty means every peer may send a PROXY header."""
     return tuple(_parse_network(item) for item in cfg.imap_haproxy_trust)

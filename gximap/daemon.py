@@ -467,6 +467,9 @@ class Daemon:
         if self._process[0] == 0:  # with several processes, the first one speaks for all
             for name in needs_restart:
                 self.log.warning("reload: %s changed; it takes effect after a restart", name)
+            exposed = gxconfig.open_proxy_warning(cfg)
+            if exposed:
+                self.log.warning("reload: %s", exposed)
         try:
             gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
         except gxlog.LogSetupError as exc:

@@ -20,6 +20,7 @@ from gximap.config import (
     listen_addresses,
     load_config,
     log_level,
+    open_proxy_warning,
     parse_bool,
     parse_listen_address,
     parse_size,
@@ -528,3 +529,17 @@ def test_cli_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert config.main(["check", bad]) == 1
     assert capsys.readouterr().err == f"{bad}:1: context_num: 'x' is not an integer\n"
     assert config.main(["check", write(tmp_path, "context_num = 3\n", "good.cfg")]) == 0
+
+
+def test_open_proxy_warning() -> None:
+    """PROXY headers believed from every peer on a non-loopback listener: warned, since any
+    client reaching the port directly could claim any address (Gromox's default trust)."""
+    assert open_proxy_warning(config_from_text("")) is None  # PROXY off
+    exposed = open_proxy_warning(config_from_text("imap_accept_haproxy = 2\n"))  # imap_listen_addr = ::
+    assert exposed is not None and "[::]:143" in exposed and "imap_haproxy_trust" in exposed
+    assert open_proxy_warning(config_from_text(
+        "imap_accept_haproxy = 2\nimap_listen = 127.0.0.1:1143 [::1]:1143 localhost:1144\n")) is None
+    assert open_proxy_warning(config_from_text(
+        "imap_accept_haproxy = 1\nimap_haproxy_trust = 10.0.0.1\n")) is None
+    mixed = open_proxy_warning(config_from_text("imap_accept_haproxy = 1\nimap_listen = 127.0.0.1:1143 192.0.2.7:143\n"))
+    assert mixed is not None and "[192.0.2.7]:143" in mixed and "127.0.0.1" not in mixed
