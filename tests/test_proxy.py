@@ -13,12 +13,12 @@ from net_helpers import Client, Recorder, client_tls_context, make_certificate, 
 
 from gximap.net.proxy import (
     V2_SIGNATURE,
-    crc32c,
     HeaderExpectation,
     ProxyAddresses,
     ProxyDecoder,
     ProxyError,
     ProxyPolicy,
+    crc32c,
     looks_like_proxy_header,
     normalize_host,
     parse_trust_list,
