@@ -64,9 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = gxlog.get_logger()
     for warning in cfg.warnings:
         log.warning("%s", warning)
-    exposed = gxconfig.open_proxy_warning(cfg)
-    if exposed:
-        log.warning("%s", exposed)
     from gximap.daemon import Daemon, StartupError
 
     try:

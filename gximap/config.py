@@ -1021,26 +1021,32 @@ def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
     return plain, tls
 
 
-def open_proxy_warning(cfg: Config) -> str | None:
-    """A warning when PROXY headers are accepted from every peer (empty imap_haproxy_trust, as in
-    Gromox) on a listener that is not loopback-only: any client reaching that port directly can
-    then claim any address, and evade the per-address limits and fail2ban with it."""
-    if int(cfg.imap_accept_haproxy) == 0 or cfg.imap_haproxy_trust:
+def open_proxy_warning(cfg: Config, listening: Iterable[Address]) -> str | None:
+    """A warning when PROXY headers are believed from every peer (an empty imap_haproxy_trust, as
+    in Gromox, or one holding 0.0.0.0/0 or ::/0) on a listener that is not loopback-only: any client
+    reaching that port directly can then claim any address, and evade the per-address limits and
+    fail2ban with it. ``listening``: the (host, port) of the sockets in use, bound or passed by
+    systemd."""
+    if int(cfg.imap_accept_haproxy) == 0:
         return None
-    plain, tls = listen_addresses(cfg)
-    exposed = []
-    for host, port in plain + tls:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback:
-            exposed.append(f"[{host}]:{port}")
+    if any(network.prefixlen > 0 for network in trusted_proxy_networks(cfg)):
+        return None
+    exposed = [f"[{host}]:{port}" for host, port in listening if not _is_loopback(host)]
     if not exposed:
         return None
-    return (f"imap_accept_haproxy is on and imap_haproxy_trust is empty, so every peer's PROXY header is "
+    trusted = "is empty" if not cfg.imap_haproxy_trust else "holds every address"
+    return (f"imap_accept_haproxy is on and imap_haproxy_trust {trusted}, so every peer's PROXY header is "
             f"believed on {', '.join(exposed)}: a client reaching it directly can claim any address. "
             f"List the proxies in imap_haproxy_trust, or listen on loopback only.")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host.lower().rstrip(".") == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 def trusted_proxy_networks(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -141,6 +141,7 @@ class Daemon:
         self.ctx = None
         self.mta: MtaServices | None = None  # LMTP and the auth socket
         self._mta_activated: list[tuple[int, str]] = []
+        self._listening: list[tuple[str, int]] = []  # the IMAP sockets' (host, port), for warnings
         self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
         self._proxy_ssl_context: ssl.SSLContext | None = None
 
@@ -247,6 +248,10 @@ class Daemon:
         except MtaConfigError as exc:
             raise StartupError(str(exc)) from None
         listener_sets = self._bind(count)
+        self._listening = [(listener.host, listener.port) for listener in listener_sets[0] if not listener.unix]
+        exposed = gxconfig.open_proxy_warning(cfg, self._listening)
+        if exposed:
+            self.log.warning("%s", exposed)
         try:
             mta.bind(self._mta_activated)
         except ListenerError as exc:
@@ -467,7 +472,7 @@ class Daemon:
         if self._process[0] == 0:  # with several processes, the first one speaks for all
             for name in needs_restart:
                 self.log.warning("reload: %s changed; it takes effect after a restart", name)
-            exposed = gxconfig.open_proxy_warning(cfg)
+            exposed = gxconfig.open_proxy_warning(cfg, self._listening)
             if exposed:
                 self.log.warning("reload: %s", exposed)
         try:

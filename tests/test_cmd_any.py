@@ -122,7 +122,7 @@ def test_id_reports_the_configured_version(tmp_path):
 def test_enable_only_in_authenticated_state(conv):
     conv.script("""
         C: a1 ENABLE IMAP4rev2
-        S: a1 BAD Command not valid in this state
+        S: a1 BAD Log in first
     """)
     conv.login()
     conv.select()

@@ -143,7 +143,7 @@ def test_append_needs_authentication(tmp_path: Path) -> None:
         conv.script(r"""
             C: a1 APPEND INBOX {5+}
             C: hello
-            S: a1 BAD Command not valid in this state
+            S: a1 BAD Log in first
         """)
 
 

@@ -325,7 +325,7 @@ def test_unauthenticate_returns_to_the_initial_state(conv):
         C: a1 UNAUTHENTICATE
         S: a1 OK UNAUTHENTICATE completed
         C: a2 SELECT INBOX
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD Log in first
         C: a3 CAPABILITY
         S: * CAPABILITY IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ENABLE AUTH=PLAIN
         S: a3 OK CAPABILITY completed
@@ -345,4 +345,4 @@ def test_unauthenticate_does_not_expunge(conv):
 
 
 def test_unauthenticate_needs_authentication(conv):
-    assert conv.send(b"a1 UNAUTHENTICATE\r\n") == [b"a1 BAD Command not valid in this state"]
+    assert conv.send(b"a1 UNAUTHENTICATE\r\n") == [b"a1 BAD Log in first"]

@@ -113,7 +113,7 @@ def test_unannounced_deleted_message_is_kept(conv: Conversation) -> None:
 def test_expunge_requires_selected_state(conv: Conversation) -> None:
     conv.script("""
         C: a1 EXPUNGE
-        S: a1 BAD Command not valid in this state
+        S: a1 BAD No mailbox selected
         C: a2 UID EXPUNGE 1
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD No mailbox selected
     """)

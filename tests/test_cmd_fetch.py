@@ -429,7 +429,7 @@ def test_fetch_in_empty_mailbox(conv: Conversation) -> None:
 def test_fetch_requires_selected_state(conv: Conversation) -> None:
     conv.script(r"""
         C: a1 FETCH 1 FLAGS
-        S: a1 BAD Command not valid in this state
+        S: a1 BAD No mailbox selected
     """)
 
 

@@ -152,7 +152,7 @@ def test_delete_the_selected_mailbox(conv):
         S: * OK [CLOSED] Previous mailbox closed
         S: a1 OK DELETE completed
         C: a2 FETCH 1 FLAGS
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD No mailbox selected
         C: a3 NOOP
         S: a3 OK NOOP completed
     """)

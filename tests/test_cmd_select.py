@@ -131,7 +131,7 @@ def test_failed_select_leaves_the_authenticated_state(conv):
         C: a1 SELECT Nowhere
         S: a1 NO [NONEXISTENT] Mailbox does not exist
         C: a2 CHECK
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD No mailbox selected
     """)
     assert conv.session.state is State.AUTHENTICATED and conv.session.selected is None
 
@@ -201,7 +201,7 @@ def test_unselect_does_not_expunge(conv):
         C: a1 UNSELECT
         S: a1 OK UNSELECT completed
         C: a2 UNSELECT
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD No mailbox selected
     """)
     assert conv.folder("INBOX").messages == 1
 
@@ -229,7 +229,7 @@ def test_idle_needs_done(conv):
 
 def test_idle_needs_authentication(tmp_path):
     with Conversation(tmp_path) as conv:
-        assert conv.send(b"a1 IDLE\r\n") == [b"a1 BAD Command not valid in this state"]
+        assert conv.send(b"a1 IDLE\r\n") == [b"a1 BAD Log in first"]
 
 
 def test_idle_sees_another_sessions_changes(conv):

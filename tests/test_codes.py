@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -135,31 +136,54 @@ GROMOX_FILE = """\
 2170005 OK angemeldet
 2170015 OK <APPENDUID> APPEND abgeschlossen
 2170023 OK UID SEARCH abgeschlossen
-2190004 NO Anmeldung fehlgeschlagen, <reason>
+2180004 BAD zuerst anmelden
+2190004 NO <reason>: Anmeldung fehlgeschlagen
 2200003 Ordner existiert nicht
 2200004 midb interner Fehler
 """
 
 
-def test_gromox_format_is_mapped(tmp_path: Path) -> None:
+def test_gromox_format_is_mapped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A Gromox host's imap_code.txt (seven-digit codes, status words in the text) keeps working:
-    its texts replace gximap's where the meaning has a counterpart; the rest is named once."""
-    table, warnings = parse_code_file(GROMOX_FILE + "20500 Willkommen\n", "gromox.txt")
+    its texts replace gximap's where the meaning has a counterpart; the rest is named once, at
+    info level (Gromox's own file has a few dozen such entries)."""
+    notes: list[str] = []
+    table, warnings = parse_code_file(GROMOX_FILE + "20500 Willkommen\n", "gromox.txt", notes)
     assert table[Code.BYE_LOGOUT] == "abgemeldet"
     assert table[Code.CONT_IDLING] == "warte"
     assert table[Code.GREETING] == "<host_id> Dienst bereit"
     assert table[Code.OK_APPEND] == "APPEND abgeschlossen"
-    assert table[Code.NO_AUTH_FAILED] == "Anmeldung fehlgeschlagen"
+    assert table[Code.BAD_NOT_AUTHENTICATED] == "zuerst anmelden"
+    assert table[Code.NO_AUTH_FAILED] == "Anmeldung fehlgeschlagen"  # placeholder and separator gone
     assert table[Code.NO_MAILBOX_NOT_FOUND] == "Ordner existiert nicht"
     assert table[Code.OK_LOGGED_IN] == "Willkommen"  # gximap's own numbering wins
-    assert warnings == ["gromox.txt: 2 entries in Gromox's numbering have no gximap counterpart "
-                        "and are ignored: 2170023, 2200004"]
+    assert warnings == []
+    assert notes == ["gromox.txt: 2 entries in Gromox's numbering have no gximap counterpart "
+                     "and are ignored: 2170023, 2200004"]
 
     (tmp_path / CODE_FILE_NAME).write_text(GROMOX_FILE, encoding="utf-8")
-    codes = ResponseCodes.load(str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="gximap.imap.codes"):
+        codes = ResponseCodes.load(str(tmp_path))
     assert codes.text(Code.GREETING, "mx.example.org") == "mx.example.org Dienst bereit"
     assert codes.text(Code.OK_LOGGED_IN) == "angemeldet"
     assert codes.text(Code.OK_SELECT) == "SELECT completed"  # not in the file: the shipped text
+    assert codes.warnings == []
+    assert [r.levelno for r in caplog.records if "Gromox's numbering" in r.getMessage()] == [logging.INFO]
+
+
+def test_gromox_status_word_is_the_ranges_own() -> None:
+    """Only the status word Gromox puts in that range is taken off, and only in capitals: in a
+    translation "No" or "Ok" may be an ordinary first word, and midb's 220xxxx have none."""
+    table, warnings = parse_code_file("2200003 No existe la carpeta\n2200009 NO space\n"
+                                      "2170014 Ok STATUS fertig\n2190010 NO No es un nombre válido\n"
+                                      "2170015 OK <APPENDUID>\n")
+    assert table[Code.NO_MAILBOX_NOT_FOUND] == "No existe la carpeta"
+    assert table[Code.NO_OVER_QUOTA] == "NO space"
+    assert table[Code.OK_STATUS] == "Ok STATUS fertig"
+    assert table[Code.NO_INVALID_MAILBOX_NAME] == "No es un nombre válido"
+    assert Code.OK_APPEND not in table
+    assert warnings == ["<string>:5: Gromox code 2170015 has no text besides its status word and "
+                        "placeholders; ignored"]
 
 
 def test_gromox_mapping_targets_are_distinct_and_real() -> None:

@@ -67,7 +67,7 @@ def test_unknown_algorithm_is_bad(conv):
 def test_not_valid_before_authentication(conv):
     conv.script("""
         C: a1 COMPRESS DEFLATE
-        S: a1 BAD Command not valid in this state
+        S: a1 BAD Log in first
     """)
     assert conv.actions == []
 

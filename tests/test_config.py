@@ -532,14 +532,17 @@ def test_cli_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_open_proxy_warning() -> None:
-    """PROXY headers believed from every peer on a non-loopback listener: warned, since any
-    client reaching the port directly could claim any address (Gromox's default trust)."""
-    assert open_proxy_warning(config_from_text("")) is None  # PROXY off
-    exposed = open_proxy_warning(config_from_text("imap_accept_haproxy = 2\n"))  # imap_listen_addr = ::
-    assert exposed is not None and "[::]:143" in exposed and "imap_haproxy_trust" in exposed
-    assert open_proxy_warning(config_from_text(
-        "imap_accept_haproxy = 2\nimap_listen = 127.0.0.1:1143 [::1]:1143 localhost:1144\n")) is None
-    assert open_proxy_warning(config_from_text(
-        "imap_accept_haproxy = 1\nimap_haproxy_trust = 10.0.0.1\n")) is None
-    mixed = open_proxy_warning(config_from_text("imap_accept_haproxy = 1\nimap_listen = 127.0.0.1:1143 192.0.2.7:143\n"))
-    assert mixed is not None and "[192.0.2.7]:143" in mixed and "127.0.0.1" not in mixed
+    """PROXY headers believed from every peer on a non-loopback socket: warned, since any client
+    reaching the port directly could claim any address (Gromox's default trust)."""
+    wildcard = [("::", 143), ("0.0.0.0", 143)]
+    assert open_proxy_warning(config_from_text(""), wildcard) is None  # PROXY off
+    exposed = open_proxy_warning(config_from_text("imap_accept_haproxy = 2\n"), wildcard)
+    assert exposed is not None and "[::]:143, [0.0.0.0]:143" in exposed and "is empty" in exposed
+    loopback = [("127.0.0.1", 1143), ("::1", 1143), ("::ffff:127.0.0.1", 1144), ("LOCALHOST.", 1145)]
+    assert open_proxy_warning(config_from_text("imap_accept_haproxy = 2\n"), loopback) is None
+    listed = config_from_text("imap_accept_haproxy = 1\nimap_haproxy_trust = 10.0.0.1\n")
+    assert open_proxy_warning(listed, wildcard) is None
+    everyone = config_from_text("imap_accept_haproxy = 1\nimap_haproxy_trust = 0.0.0.0/0 ::/0\n")
+    wide = open_proxy_warning(everyone, [("127.0.0.1", 1143), ("192.0.2.7", 143)])
+    assert wide is not None and "[192.0.2.7]:143" in wide and "127.0.0.1" not in wide
+    assert "holds every address" in wide

@@ -261,3 +261,29 @@ def test_maddy_protocols_debug_and_a_gromox_code_file(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert ": <6> " in proc.log()  # a debug line, with imap_log_level = 2
+
+
+def test_open_proxy_warning_at_reload_names_the_sockets_in_use(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning looks at the sockets the daemon serves (as bound, or passed by systemd), not
+    at the configured addresses; a SIGHUP that turns PROXY on with an empty trust list warns."""
+    from gximap import log as gxlog
+    from gximap.config import load_config
+    from gximap.daemon import Daemon
+
+    monkeypatch.setattr(gxlog, "setup_logging", lambda target, level: None)  # keep the test's logging
+
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_listen = 127.0.0.1:1143\n")
+    daemon = Daemon(load_config([str(path)], required=True), [str(path)])
+    daemon._listening = [("127.0.0.1", 1143), ("192.0.2.7", 143)]  # e.g. a .socket unit's ListenStream=143
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 2\n")
+    with caplog.at_level("WARNING"):
+        assert daemon._reload_config() is not None
+    warned = [r.getMessage() for r in caplog.records if "imap_haproxy_trust" in r.getMessage()]
+    assert len(warned) == 1 and "[192.0.2.7]:143" in warned[0] and "127.0.0.1" not in warned[0]
+    caplog.clear()
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 2\nimap_haproxy_trust = 127.0.0.1\n")
+    with caplog.at_level("WARNING"):
+        daemon._reload_config()
+    assert not [r for r in caplog.records if "imap_haproxy_trust" in r.getMessage()]

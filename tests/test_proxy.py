@@ -104,7 +104,6 @@ def ssl_tlv(client: int, *subtlvs: bytes) -> bytes:
     (ssl_tlv(0x00, tlv(0x21, b"TLSv1.3")), (False, "")),  # the proxy says: no TLS from the client
     (ssl_tlv(0x01, tlv(0x21, b"TLS\nv1.3\x80")), (True, "TLSv1.3")),  # log-safe text only
     (tlv(0x20, b"\x01\0"), (False, "")),  # too short to hold the flags and the verify result
-    (ssl_tlv(0x01)[:-2], (False, "")),  # truncated: never taken for TLS
     (tlv(0x04, b"") + tlv(0xEE, b"\x01" * 40), (False, "")),  # NOOP and unknown types are skipped
 ])
 def test_v2_client_tls_from_the_ssl_tlv(tlvs: bytes, expected: tuple[bool, str]) -> None:
@@ -119,6 +118,19 @@ def test_v2_client_tls_from_the_ssl_tlv(tlvs: bytes, expected: tuple[bool, str])
     assert unix is not None and (unix.client_tls, unix.client_tls_version) == expected
     local = ProxyDecoder(2).feed(v2_header(0, 0x11, b"\0" * 12 + tlvs))
     assert local is not None and local.client_tls is False  # a health check, no client
+
+
+def test_v2_truncated_tlvs_are_refused() -> None:
+    """TLVs that overrun the header's length, or bytes too few for a TLV, make a malformed header
+    (haproxy refuses them too): a damaged length must not hide a checksum, nor be taken for TLS.
+    A LOCAL header's block is discarded unread, as the spec says."""
+    for tail in (ssl_tlv(0x01)[:-2], TLVS + b"\x01\x00"):
+        for header in (v2_proxy("203.0.113.5", "192.0.2.1", 1, 2, tail), v2_header(1, 0x00, tail),
+                       v2_header(1, 0x31, b"/x".ljust(216, b"\0") + tail)):
+            with pytest.raises(ProxyError, match="TLVs do not add up"):
+                ProxyDecoder(2).feed(header)
+        local = ProxyDecoder(2).feed(v2_header(0, 0x11, bytes(12) + tail))
+        assert local is not None and local.command == "LOCAL"
 
 
 def with_crc32c(header: bytes) -> bytes:
@@ -142,7 +154,7 @@ def test_crc32c_known_answers() -> None:
     v2_proxy("203.0.113.5", "192.0.2.1", 51234, 143, TLVS),
     v2_proxy("2001:db8::5", "2001:db8::1", 1, 2),
     v2_header(1, 0x00, b""),
-    v2_header(0, 0x11, bytes(12)),
+    v2_header(1, 0x31, b"/x".ljust(216, b"\0")),
 ])
 def test_v2_crc32c_is_verified(header: bytes) -> None:
     """A header with a correct checksum is accepted; one with a flipped bit (address, TLV,
@@ -157,6 +169,11 @@ def test_v2_crc32c_is_verified(header: bytes) -> None:
         bad[position] ^= 0x10
         with pytest.raises(ProxyError, match="CRC32C"):
             ProxyDecoder(2).feed(bytes(bad))
+    # A damaged length of the checksum's own TLV cannot hide it.
+    hidden = bytearray(good)
+    hidden[-5] ^= 0x01
+    with pytest.raises(ProxyError, match="TLVs do not add up"):
+        ProxyDecoder(2).feed(bytes(hidden))
     short = bytearray(header + tlv(0x03, bytes(3)))
     struct.pack_into("!H", short, 14, len(short) - 16)
     with pytest.raises(ProxyError, match="CRC32C TLV has 3 bytes"):

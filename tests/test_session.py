@@ -73,11 +73,11 @@ def test_missing_tag_and_garbage(conv):
 def test_command_in_wrong_state_is_bad(conv):
     conv.script("""
         C: a1 SELECT INBOX
-        S: a1 BAD Command not valid in this state
+        S: a1 BAD Log in first
         C: a2 LIST "" *
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD Log in first
         C: a3 CLOSE
-        S: a3 BAD Command not valid in this state
+        S: a3 BAD Log in first
     """)
 
 

@@ -169,6 +169,7 @@ class Code(enum.IntEnum):
     BAD_NO_SAVED_RESULT = 40012
     BAD_CHARSET_WITH_UTF8 = 40013  # RFC 6855 section 3: SEARCH CHARSET after ENABLE UTF8=ACCEPT
     BAD_CHARSET_NOT_UTF8 = 40014  # RFC 6855 erratum 4029: SORT/THREAD charset after it
+    BAD_NOT_AUTHENTICATED = 40015
     BAD_TLS_ACTIVE = 40401
     BAD_AUTH_CANCELLED = 40501
     BAD_AUTH_BASE64 = 40502
@@ -195,17 +196,20 @@ GROMOX_CODES: dict[int, Code] = {
     2170020: Code.OK_FETCH, 2170021: Code.OK_STORE, 2170022: Code.OK_COPY, 2170026: Code.OK_EXPUNGE,
     2170027: Code.OK_IDLE, 2170029: Code.OK_ID,
     2180000: Code.BAD_UNKNOWN_COMMAND, 2180002: Code.NO_PLAINTEXT_DISALLOWED,
-    2180003: Code.BAD_ALREADY_AUTHENTICATED, 2180004: Code.BAD_WRONG_STATE,
+    2180003: Code.BAD_ALREADY_AUTHENTICATED, 2180004: Code.BAD_NOT_AUTHENTICATED,
     2180005: Code.BAD_NOT_SELECTED, 2180006: Code.NO_STORE_READ_ONLY, 2180011: Code.BYE_INACTIVITY,
     2180012: Code.NO_MESSAGE_UNREADABLE, 2180015: Code.SERVICE_UNAVAILABLE,
-    2180017: Code.BAD_LITERAL_TOO_BIG, 2180018: Code.BAD_EXPECTED_DONE, 2180019: Code.BAD_AUTH_BASE64,
+    2180017: Code.BAD_LITERAL_TOO_BIG, 2180018: Code.BAD_EXPECTED_DONE,
     2190003: Code.NO_AUTH_BLOCKED, 2190004: Code.NO_AUTH_FAILED, 2190007: Code.NO_SERVER_ERROR,
     2190008: Code.NO_APPEND_INVALID, 2190010: Code.NO_INVALID_MAILBOX_NAME,
     2190012: Code.NO_HAS_CHILDREN, 2190013: Code.NO_DELETE_INBOX,
     2200003: Code.NO_MAILBOX_NOT_FOUND, 2200007: Code.NO_MAILBOX_EXISTS, 2200009: Code.NO_OVER_QUOTA,
 }
 _GROMOX_CODE = re.compile(r"2[12][0-9]{5}\Z")
-_GROMOX_STATUS_WORD = re.compile(r"(?:OK|NO|BAD|BYE|\+)(?:\s+|\Z)", re.IGNORECASE)
+# The status word that leads a Gromox text, by the code's first three digits (Gromox's 220xxxx
+# are midb's errors, texts without one). Case-sensitive: in a translation, "No existe la
+# carpeta" starts with an ordinary word.
+_GROMOX_STATUS_WORDS = {216: ("BYE", "+"), 217: ("OK",), 218: ("BAD",), 219: ("NO",), 220: ()}
 # Gromox's placeholders: <domain>/<host> (the greeting's host name, gximap's <host_id>), and
 # <APPENDUID>/<COPYUID>/<reason>/<remote_ip>, which gximap's texts do not take (its response codes
 # carry APPENDUID and COPYUID). Those go, with the separator before them.
@@ -214,18 +218,21 @@ _GROMOX_DROPPED_PLACEHOLDER = re.compile(r"[\s,;:]*<[A-Za-z0-9_]*>")
 
 def _from_gromox(code: int, text: str) -> str:
     """A Gromox entry's text as gximap's: no status word, placeholders gximap fills kept."""
-    status_word = _GROMOX_STATUS_WORD.match(text)
-    if status_word is not None:
-        text = text[status_word.end():]
+    word, _, rest = text.partition(" ")
+    if word in _GROMOX_STATUS_WORDS.get(code // 10000, ()):
+        text = rest
     if GROMOX_CODES[code] == Code.GREETING:
         return _PLACEHOLDER.sub("<host_id>", text).strip()
-    return _GROMOX_DROPPED_PLACEHOLDER.sub("", text).strip()
+    return _GROMOX_DROPPED_PLACEHOLDER.sub("", text).strip(" \t,;:")
 
 
-def parse_code_file(text: str, source: str = "<string>") -> tuple[dict[int, str], list[str]]:
+def parse_code_file(text: str, source: str = "<string>",
+                    notes: list[str] | None = None) -> tuple[dict[int, str], list[str]]:
     """Parse the contents of an imap_code.txt: (table, warnings).  Bad lines are skipped with a
     warning naming ``source:line``; a later duplicate wins.  Entries in Gromox's format are
-    mapped (GROMOX_CODES); an entry of gximap's own numbering wins over a mapped one."""
+    mapped (GROMOX_CODES); an entry of gximap's own numbering wins over a mapped one.  Gromox
+    entries without a counterpart are no fault of the file (Gromox's own has a few dozen): they
+    are named in ``notes``, for the log's info level."""
     table: dict[int, str] = {}
     from_gromox: dict[int, str] = {}
     unmapped: list[int] = []
@@ -247,6 +254,9 @@ def parse_code_file(text: str, source: str = "<string>") -> tuple[dict[int, str]
             converted = _from_gromox(code, match.group(2))
             if converted:
                 from_gromox[int(GROMOX_CODES[code])] = converted
+            else:
+                warnings.append(f"{source}:{number}: Gromox code {code} has no text besides its status word "
+                                f"and placeholders; ignored")
             continue
         if code not in known:
             warnings.append(f"{source}:{number}: code {code} is not one gximap uses; ignored")
@@ -254,10 +264,10 @@ def parse_code_file(text: str, source: str = "<string>") -> tuple[dict[int, str]
         if code in table:
             warnings.append(f"{source}:{number}: duplicate code {code}; the later entry wins")
         table[code] = match.group(2)
-    if unmapped:
+    if unmapped and notes is not None:
         shown = ", ".join(str(code) for code in unmapped[:12]) + (", ..." if len(unmapped) > 12 else "")
-        warnings.append(f"{source}: {len(unmapped)} entries in Gromox's numbering have no gximap "
-                        f"counterpart and are ignored: {shown}")
+        notes.append(f"{source}: {len(unmapped)} entries in Gromox's numbering have no gximap "
+                     f"counterpart and are ignored: {shown}")
     return {**from_gromox, **table}, warnings
 
 
@@ -306,9 +316,12 @@ class ResponseCodes:
             except OSError as exc:
                 warnings.append(f"{path}: {exc.strerror or exc}")
                 continue
-            parsed, problems = parse_code_file(content, str(path))
+            notes: list[str] = []
+            parsed, problems = parse_code_file(content, str(path), notes)
             table.update(parsed)
             warnings.extend(problems)
+            for note in notes:
+                log.info("imap_code: %s", note)
             sources.append(str(path))
         if not sources:
             warnings.append(f"no {CODE_FILE_NAME} found; using generic response texts")

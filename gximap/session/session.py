@@ -354,7 +354,7 @@ class ImapSession:
             self._count_bad()
             return
         if self.state not in registration.states:
-            self._out.append(tag + b" BAD " + self.text(Code.BAD_WRONG_STATE) + b"\r\n")
+            self._out.append(tag + b" BAD " + self.text(_wrong_state(self.state, registration.states)) + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
@@ -453,3 +453,14 @@ class ImapSession:
             self._goodbye(done.goodbye)
         elif self._selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
+
+
+def _wrong_state(state: State, allowed: frozenset[State]) -> Code:
+    """The BAD text for a command given in a state it is not valid in: the two common cases
+    (not logged in yet, no mailbox selected) get their own texts, so that an operator can word
+    them (Gromox's imap_code.txt has both) and a person reading a transcript sees the cause."""
+    if state is State.NOT_AUTHENTICATED and State.NOT_AUTHENTICATED not in allowed:
+        return Code.BAD_NOT_AUTHENTICATED
+    if state is State.AUTHENTICATED and allowed == {State.SELECTED}:
+        return Code.BAD_NOT_SELECTED
+    return Code.BAD_WRONG_STATE
