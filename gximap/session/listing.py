@@ -50,19 +50,60 @@ def _inbox_normalized(pattern: str) -> str:
     return pattern
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """``*`` matches anything, ``%`` anything but the hierarchy separator (see _inbox_normalized
-    for case)."""
-    pattern = _inbox_normalized(pattern)
-    parts = []
-    for char in pattern:
+_WILDCARD_RUN = re.compile(r"[*%]{2,}")
+
+
+def _collapse_wildcards(pattern: str) -> str:
+    """A run of wildcards matches what its widest member does: ``*`` if it holds one, else ``%``."""
+    return _WILDCARD_RUN.sub(lambda run: "*" if "*" in run.group() else "%", pattern)
+
+
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """Whether a name matches the LIST pattern: ``*`` matches anything, ``%`` anything but the
+    hierarchy separator (see _inbox_normalized for case).
+
+    Why not a regular expression: ``re`` backtracks, so a pattern of many wildcards takes time
+    exponential in their number (``"*" * 40 + "x"`` took seconds, 5,000 of them forever), inside
+    one C call that holds the interpreter lock: every session of the process stopped, and
+    SIGTERM with them. The general case here is a bit-parallel NFA (bit i: the pattern's first i
+    characters match the name read so far), linear in the name's length and in Python
+    bytecode, which yields the lock as usual; the patterns clients send ("*", "%", "Archive/%",
+    an exact name) take the short paths."""
+    pattern = _collapse_wildcards(_inbox_normalized(pattern))
+    cut = min((index for index in (pattern.find("*"), pattern.find("%")) if index >= 0), default=-1)
+    if cut < 0:
+        return pattern.__eq__
+    head, rest = pattern[:cut], pattern[cut:]
+    if rest == "*":
+        return lambda name: name.startswith(head)
+    if rest == "%":
+        return lambda name: name.startswith(head) and SEPARATOR not in name[cut:]
+    literals: dict[str, int] = {}
+    star = percent = 0
+    for position, char in enumerate(pattern):
+        bit = 1 << position
         if char == "*":
-            parts.append(".*")
+            star |= bit
         elif char == "%":
-            parts.append("[^/]*")
+            percent |= bit
         else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+            literals[char] = literals.get(char, 0) | bit
+    wild = star | percent
+    accept = 1 << len(pattern)
+    # A wildcard may match nothing: a state on one also stands on the next position. One shift
+    # covers it, as no two wildcards are adjacent after _collapse_wildcards.
+    start = 1 | ((1 & wild) << 1)
+
+    def matches(name: str) -> bool:
+        states = start
+        for char in name:
+            states = ((states & literals.get(char, 0)) << 1) | (states & (star if char == SEPARATOR else wild))
+            states |= (states & wild) << 1
+            if not states:
+                return False
+        return bool(states & accept)
+
+    return matches
 
 
 def literal_prefix(patterns: Iterable[str]) -> str:
@@ -80,13 +121,12 @@ def literal_prefix(patterns: Iterable[str]) -> str:
     return os.path.commonprefix(prefixes) if prefixes else ""
 
 
-def _matcher(patterns: Iterable[str]) -> Callable[[str], object]:
-    """Whether a name matches any of the patterns: one regular expression for all of them, as
-    it runs once per folder."""
-    regexes = [compile_pattern(pattern).pattern for pattern in patterns]
-    if not regexes:
-        return lambda name: False
-    return re.compile("|".join(f"(?:{regex})" for regex in regexes), re.DOTALL).fullmatch
+def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a name matches any of the patterns."""
+    matchers = [compile_pattern(pattern) for pattern in patterns]
+    if len(matchers) == 1:
+        return matchers[0]
+    return lambda name: any(match(name) for match in matchers)
 
 
 def ancestors(name: str) -> list[str]:
