@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gximap.auth.service import AuthService
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from gximap.session.context import ServerContext, Settings
-from gximap.session.session import ImapSession
+from gximap.session.session import INPUT_HIGH_WATER, ImapSession
 from midb.store import Store
 
 TIMEOUT = 10.0
@@ -58,12 +59,19 @@ def one_worker_server(tmp_path: Path) -> Iterator[tuple[int, GatedBackend]]:
     auth = AuthService(store, backend, hash_concurrency=1)
     context = ServerContext(Settings(insecure_auth=True), store, auth, response_codes())
     listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, tls=False)])
-    server = Server(listeners, lambda conn, waker: ImapSession(context, conn, waker), context_num=4,
+    sessions: list[ImapSession] = []
+
+    def new_session(conn, waker):  # noqa: ANN001, ANN202
+        sessions.append(ImapSession(context, conn, waker))
+        return sessions[-1]
+
+    server = Server(listeners, new_session, context_num=4,
                     thread_init_num=1, thread_charge_num=4, conn_timeout=30.0, ssl_context=None,
                     busy_response=b"* BYE busy\r\n")
     assert server.stats().max_workers == 1
     server.start()
     try:
+        backend.sessions = sessions  # type: ignore[attr-defined]
         yield listeners[0].port, backend
     finally:
         backend.release.set()
@@ -89,3 +97,42 @@ def test_pending_password_check_does_not_hold_the_worker(one_worker_server: tupl
         assert _line(first).startswith(b"a OK [CAPABILITY")
         first.sendall(b"c LOGOUT\r\n")
         assert _line(first).startswith(b"* BYE")
+
+
+def test_input_behind_a_pending_check_is_not_buffered_without_end(
+        one_worker_server: tuple[int, GatedBackend]) -> None:
+    """While a LOGIN waits for its password check, a client streaming commands behind it fills
+    its own socket buffers: the session stops being read at INPUT_HIGH_WATER unprocessed bytes
+    (the pool's PARK_WAKE), and reading resumes when the check is done; every command is then
+    answered, in order."""
+    port, backend = one_worker_server
+    body = b"Subject: x\r\n\r\n" + b"y" * (INPUT_HIGH_WATER - 14)
+    append = b"n APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n"
+    count = 16  # well beyond the high-water mark and the kernel's socket buffers
+    stream = append * count
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+        assert _line(client).startswith(b"* OK")
+        client.sendall(b"a LOGIN alice secret\r\n")
+        assert backend.entered.wait(TIMEOUT)
+        session = backend.sessions[-1]  # type: ignore[attr-defined]
+        client.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + TIMEOUT
+        stalled_since: float | None = None
+        while sent < len(stream) and time.monotonic() < deadline:
+            try:
+                sent += client.send(stream[sent:sent + 65536])
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 0.5:
+                    break  # the server stopped reading
+                time.sleep(0.01)
+        assert sent < len(stream)
+        assert session.framer.buffered <= INPUT_HIGH_WATER + (1 << 20)  # the mark plus one read slice
+        backend.release.set()
+        client.setblocking(True)
+        client.sendall(stream[sent:])
+        assert _line(client).startswith(b"a OK [CAPABILITY")
+        for _ in range(count):
+            assert _line(client).startswith(b"n OK [APPENDUID ")

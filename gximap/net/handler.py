@@ -139,5 +139,11 @@ class ProtocolHandler(Protocol):
     def connection_lost(self) -> None:
         """The connection is gone (closed by either side, or failed). Release resources."""
 
+    # Optional, looked up once per connection by the pool:
+    #   def input_paused(self) -> bool
+    # True to stop reading the client for now (the handler holds enough unprocessed input). The
+    # pool then watches nothing for the connection until the handler's waker fires, so a handler
+    # may say True only while work it awaits will fire the waker.
+
 
 HandlerFactory = Callable[[ConnectionInfo, Waker], ProtocolHandler]

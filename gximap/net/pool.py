@@ -189,6 +189,9 @@ _DEADLINE_PHASES = frozenset({_Phase.LINK_HANDSHAKE, _Phase.PROXY_HEADER, _Phase
 class _Outcome(enum.Enum):
     PARK_READ = "park-read"
     PARK_WRITE = "park-write"
+    # Input paused (the handler holds enough unprocessed input): watch nothing, wait for the
+    # handler's waker. A handler pauses only while a command it parked runs, so the waker fires.
+    PARK_WAKE = "park-wake"
     REQUEUE = "requeue"
     CLOSED = "closed"
 
@@ -275,7 +278,7 @@ class _Connection:
         "decoder", "sniff_buffer", "sniff_input", "handler", "lock", "queued", "running", "rerun",
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
-        "write_blocked", "last_activity", "last_progress", "idle_limit",
+        "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused",
     )  # fmt: skip
 
     def __init__(
@@ -305,6 +308,8 @@ class _Connection:
         self.sniff_buffer = b""
         self.sniff_input = False  # untrusted peer on a plain port: check its first bytes
         self.handler: ProtocolHandler | None = None
+        # The handler's input_paused(), if it has one (ProtocolHandler: optional).
+        self.input_paused: Callable[[], bool] | None = None
         self.lock = threading.Lock()
         self.queued = False
         self.running = False
@@ -872,6 +877,14 @@ class Server:
     def _arm(self, conn: _Connection, outcome: _Outcome) -> None:
         epoll = self._conn_epoll
         assert epoll is not None
+        if outcome is _Outcome.PARK_WAKE:
+            # Not even EPOLLHUP/EPOLLERR, which epoll reports whatever the mask: they would wake
+            # the connection again and again until the waker does. A peer gone meanwhile is
+            # found at the next read or write.
+            if conn.registered:
+                epoll.unregister(conn.fd)
+                conn.registered = False
+            return
         events = select.EPOLLIN if outcome is _Outcome.PARK_READ else select.EPOLLOUT
         events |= select.EPOLLONESHOT
         if conn.registered:
@@ -1031,6 +1044,7 @@ class Server:
             file_regions=not conn.transport.linked,  # sendfile(2) cannot go through the proxy link's TLS
         )
         conn.handler = self._factory(info, self._make_waker(conn))
+        conn.input_paused = getattr(conn.handler, "input_paused", None)
         conn.phase = _Phase.ACTIVE
         conn.last_activity = time.monotonic()
         conn.handler.start()
@@ -1063,7 +1077,8 @@ class Server:
             conn.wakeup_due = False
             handler.wakeup()
         more = False
-        if not conn.closing and not conn.handler_behind and not conn.eof:
+        paused = conn.input_paused is not None and conn.input_paused()
+        if not conn.closing and not conn.handler_behind and not conn.eof and not paused:
             data = self._io(transport.read, self._slice_bytes)
             if data:
                 conn.last_activity = time.monotonic()
@@ -1127,9 +1142,13 @@ class Server:
         if exhausted and conn.eof and not more:
             self._close(conn, "closed by client", graceful=True)
             return _Outcome.CLOSED
-        if more or not exhausted or transport.input_backlog or conn.closing:
+        if more or not exhausted or conn.closing:
             return _Outcome.REQUEUE
         if conn.wakeup_due or conn.shutdown_due or conn.timeout_due:
+            return _Outcome.REQUEUE
+        if conn.input_paused is not None and conn.input_paused():
+            return _Outcome.PARK_WAKE  # before input_backlog: that input waits too
+        if transport.input_backlog:
             return _Outcome.REQUEUE
         return _Outcome.PARK_READ
 

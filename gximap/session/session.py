@@ -42,6 +42,12 @@ _load_commands()
 # whole message (imap_max_literal_size) per connection before saying who it is.
 PREAUTH_MAX_LITERAL = 8192
 
+# Input held unread by the session beyond which the pool stops reading while a command awaits
+# work off the workers (a password check, a commit): a client pipelining behind it, or a
+# stranger streaming while its wrong password is hashed, fills its socket buffers, not our
+# memory. Input is read again when the work is done (ProtocolHandler.input_paused).
+INPUT_HIGH_WATER = 1 << 20
+
 
 class _Running:
     """The command currently producing output."""
@@ -158,6 +164,13 @@ class ImapSession:
         self.last_activity = time.monotonic()
         gxlog.io_trace(self.id, "C", data, sensitive=self._sensitive_input())
         self.framer.feed(data)
+
+    def input_paused(self) -> bool:
+        """Stop reading: INPUT_HIGH_WATER bytes wait behind a command parked on a future (whose
+        completion fires the waker, so reading resumes)."""
+        running = self._running
+        return (running is not None and running.future is not None and not running.future.done()
+                and self.framer.buffered >= INPUT_HIGH_WATER)
 
     def process(self, budget: int) -> bool:
         """Start commands while none is running; feed lines to a waiting handler."""
