@@ -6,9 +6,11 @@ KDF; while one client's LOGIN waits in it, a second client is greeted and its NO
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,11 +61,12 @@ def one_worker_server(tmp_path: Path) -> Iterator[tuple[int, GatedBackend]]:
     auth = AuthService(store, backend, hash_concurrency=1)
     context = ServerContext(Settings(insecure_auth=True), store, auth, response_codes())
     listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, tls=False)])
-    sessions: list[ImapSession] = []
+    sessions: list[weakref.ref[ImapSession]] = []  # weak: a test sees when one is released
 
     def new_session(conn, waker):  # noqa: ANN001, ANN202
-        sessions.append(ImapSession(context, conn, waker))
-        return sessions[-1]
+        session = ImapSession(context, conn, waker)
+        sessions.append(weakref.ref(session))
+        return session
 
     server = Server(listeners, new_session, context_num=4,
                     thread_init_num=1, thread_charge_num=4, conn_timeout=30.0, ssl_context=None,
@@ -114,7 +117,8 @@ def test_input_behind_a_pending_check_is_not_buffered_without_end(
         assert _line(client).startswith(b"* OK")
         client.sendall(b"a LOGIN alice secret\r\n")
         assert backend.entered.wait(TIMEOUT)
-        session = backend.sessions[-1]  # type: ignore[attr-defined]
+        session = backend.sessions[-1]()  # type: ignore[attr-defined]
+        assert session is not None
         client.setblocking(False)
         sent = 0
         deadline = time.monotonic() + TIMEOUT
@@ -136,3 +140,29 @@ def test_input_behind_a_pending_check_is_not_buffered_without_end(
         assert _line(client).startswith(b"a OK [CAPABILITY")
         for _ in range(count):
             assert _line(client).startswith(b"n OK [APPENDUID ")
+        del session
+
+
+def test_a_closed_session_is_freed_without_the_garbage_collector(
+        one_worker_server: tuple[int, GatedBackend]) -> None:
+    """The pool lets go of a closed connection's session at once, with what it buffered (a
+    literal's worth of input could otherwise wait for a full collection, which a long-lived
+    process may seldom make)."""
+    port, backend = one_worker_server
+    backend.release.set()
+    gc.disable()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            assert _line(client).startswith(b"* OK")
+            client.sendall(b"a LOGIN alice secret\r\n")
+            assert _line(client).startswith(b"a OK")
+            client.sendall(b"b APPEND INBOX {4000000}\r\n")
+            assert _line(client).startswith(b"+ ")
+            client.sendall(b"z" * 1_000_000)
+            session = backend.sessions[-1]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + TIMEOUT
+        while session() is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert session() is None
+    finally:
+        gc.enable()

@@ -1651,6 +1651,10 @@ class Server:
                 conn.handler.connection_lost()
             except Exception:
                 log.error("%s: handler failed in connection_lost", conn.rhost, exc_info=True)
+            # The handler holds the waker, which holds the connection: without this the cycle
+            # (and whatever input the handler still buffers) waits for a full garbage collection.
+            conn.handler = None
+            conn.input_paused = None
         # The context is free only once the handler has let go of its resources.
         with self._lock:
             self._conns.discard(conn)

@@ -250,6 +250,8 @@ class ImapSession:
         for item in self._out:  # never to be sent: their files are closed now, not by the GC
             if isinstance(item, FileRegion):
                 item.close()
+        self._out.clear()
+        self.framer.discard_buffer()  # up to a literal's worth of input, freed now
         gxlog.io_trace_end(self.id)
         self._close_selected()
         running, self._running = self._running, None
