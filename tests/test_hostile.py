@@ -84,7 +84,7 @@ def test_a_run_of_bad_commands_disconnects(tmp_path: Path) -> None:
             C: d1 FROB
             S: d1 BAD Parse error: Unknown command
             C: d2 SELECT INBOX
-            S: d2 BAD Command not valid in this state
+            S: d2 BAD Log in first
             # A command that works ends the run.
             C: d3 NOOP
             S: d3 OK NOOP completed
@@ -186,7 +186,7 @@ def test_starttls_injection_is_not_executed(open_server: GximapProcess) -> None:
     capability = client.command("d", "CAPABILITY")
     assert capability[-1].startswith(b"d OK") and all(not line.startswith((b"b ", b"c ")) for line in capability)
     assert b"AUTH=PLAIN" in capability[0]  # still not authenticated
-    assert client.command("e", "SELECT INBOX")[-1] == b"e BAD Command not valid in this state"
+    assert client.command("e", "SELECT INBOX")[-1] == b"e BAD Log in first"
     assert client.command("f", f"LOGIN alice {PASSWORD}")[-1].startswith(b"f OK")
     client.close()
     time.sleep(0.2)

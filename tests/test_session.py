@@ -106,6 +106,14 @@ def test_too_many_bad_commands_disconnect(tmp_path):
         assert conv.actions == [TransportAction.CLOSE]
 
 
+def test_untagged_literal_announcements_count_as_bad_commands(tmp_path):
+    """``{1}`` with no tag cannot be answered with a continuation; each is one more bad command."""
+    with Conversation(tmp_path, max_bad_commands=3) as conv:
+        out = conv.send(b"{1}\r\n{1}\r\n{1}\r\n")
+        assert out == [b"* BAD Missing or invalid tag"] * 3 + [b"* BYE Too many invalid commands"]
+        assert conv.closed
+
+
 def test_a_good_command_resets_the_bad_streak(tmp_path):
     with Conversation(tmp_path, max_bad_commands=3) as conv:
         for round_number in range(3):

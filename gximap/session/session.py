@@ -314,6 +314,7 @@ class ImapSession:
         if event.tag is None:
             self.framer.reject_literal()
             self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
+            self._count_bad()  # as any other untagged garbage: imap_max_bad_commands ends it
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
