@@ -253,6 +253,10 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_log_level", "int", "4",
        "Maximum log verbosity: 1 crit, 2 error, 3 warn, 4 notice, 5 info, 6 debug.",
        "imap", minimum=1, maximum=6, reloadable=True),
+    _d("imap_login_timeout", "timespan", "3 minutes",
+       "Time from connecting by which a client must have logged in, however much it sends meanwhile "
+       "(a client trickling bytes keeps imap_conn_timeout from expiring); 0: no limit.",
+       "imap", minimum=0),
     _d("imap_max_args", "int", "4096",
        "Maximum number of arguments (atoms, strings, list items) in one command.",
        "imap", minimum=16),

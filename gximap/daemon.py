@@ -46,6 +46,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         max_ranges=int(cfg.imap_max_ranges),
         max_bad_commands=int(cfg.imap_max_bad_commands),
         conn_timeout=float(cfg.imap_conn_timeout),
+        login_timeout=float(cfg.imap_login_timeout),
         autologout=float(cfg.imap_autologout_time),
         default_lang=str(cfg.default_lang),
         version=__version__,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import pwd
@@ -287,3 +288,30 @@ def test_open_proxy_warning_at_reload_names_the_sockets_in_use(tmp_path: Path, c
     with caplog.at_level("WARNING"):
         daemon._reload_config()
     assert not [r for r in caplog.records if "imap_haproxy_trust" in r.getMessage()]
+
+
+def test_a_client_trickling_bytes_is_cut_at_the_login_deadline(tmp_path: Path) -> None:
+    """Slowloris: a byte every 0.2 s keeps imap_conn_timeout (5 s) from ever expiring, so a
+    stranger could hold a context for good; imap_login_timeout (1 s) counts from connecting."""
+    proc = GximapProcess(tmp_path, tls=False, extra={"imap_conn_timeout": "5s", "imap_login_timeout": "1s"})
+    proc.start()
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+            assert _read_line(sock).startswith(b"* OK")
+            started = time.monotonic()
+            sock.settimeout(0.2)
+            received = b""
+            while time.monotonic() - started < 8 and b"\r\n" not in received:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"a")
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                received += chunk
+            # The login deadline's goodbye (the idle one says "Disconnected for inactivity").
+            assert received.startswith(b"* BYE Too long without logging in")
+    finally:
+        proc.stop()

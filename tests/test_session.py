@@ -122,8 +122,26 @@ def test_a_good_command_resets_the_bad_streak(tmp_path):
         assert not conv.closed
 
 
+def test_login_deadline_counts_from_connecting(tmp_path):
+    """imap_login_timeout: the idle limit before login shrinks to the time left until the
+    deadline, however recently the client sent something; past it, the goodbye says why."""
+    with Conversation(tmp_path, conn_timeout=180.0, login_timeout=600.0) as conv:
+        session = conv.session
+        assert session.idle_timeout() == 180.0
+        session.connected_at -= 500.0
+        assert 99.0 < session.idle_timeout() <= 100.0
+        session.connected_at -= 200.0
+        assert session.idle_timeout() == 0.001
+        assert conv.timeout() == [b"* BYE Too long without logging in, closing connection"]
+    with Conversation(tmp_path / "none", conn_timeout=180.0, login_timeout=0.0) as conv:
+        conv.session.connected_at -= 10_000.0
+        assert conv.session.idle_timeout() == 180.0
+        conv.login()
+        assert conv.session.idle_timeout() == conv.ctx.settings.autologout
+
+
 def test_timeout_before_login_says_inactivity(conv):
-    assert conv.session.idle_timeout() == conv.ctx.settings.conn_timeout
+    assert conv.ctx.settings.conn_timeout - 5 < conv.session.idle_timeout() <= conv.ctx.settings.conn_timeout
     assert conv.timeout() == [b"* BYE Disconnected for inactivity"]
     assert conv.closed
 

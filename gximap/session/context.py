@@ -34,6 +34,7 @@ class Settings:
     max_ranges: int = 65536  # elements of one sequence set (imap_max_ranges)
     max_bad_commands: int = 20
     conn_timeout: float = 180.0
+    login_timeout: float = 180.0  # from connecting to logging in, whatever the client sends; 0: none
     autologout: float = 1800.0
     default_lang: str = "en"
     version: str = ""

@@ -101,7 +101,7 @@ class ImapSession:
         self._selected_gone = False  # another session deleted the selected mailbox
         self._bad_streak = 0
         self._watch: Any = None
-        self.last_activity = time.monotonic()
+        self.last_activity = self.connected_at = time.monotonic()
 
     # -- properties handlers use --------------------------------------------------------------
 
@@ -221,12 +221,23 @@ class ImapSession:
 
     def idle_timeout(self) -> float:
         if self.state is State.NOT_AUTHENTICATED:
-            return self.settings.conn_timeout
+            limit = self.settings.conn_timeout
+            login_timeout = self.settings.login_timeout
+            if login_timeout > 0:
+                # The pool counts from the last input; a client trickling a byte at a time would
+                # never be idle that long, so the time left before the login deadline caps it.
+                left = self.connected_at + login_timeout - time.monotonic()
+                limit = min(limit, max(left, 0.001))
+            return limit
         return self.settings.autologout
 
     def timed_out(self) -> None:
-        code = Code.BYE_INACTIVITY if self.state is State.NOT_AUTHENTICATED else Code.BYE_AUTOLOGOUT
-        self._goodbye(code)
+        if self.state is State.NOT_AUTHENTICATED:
+            login_timeout = self.settings.login_timeout
+            late = login_timeout > 0 and time.monotonic() >= self.connected_at + login_timeout
+            self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
+            return
+        self._goodbye(Code.BYE_AUTOLOGOUT)
 
     def wakeup(self) -> None:
         running = self._running
