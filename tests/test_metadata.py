@@ -385,7 +385,7 @@ def test_errors(conv):
 
 def test_not_before_login(tmp_path):
     with Conversation(tmp_path) as conv:
-        assert conv.send(b'a GETMETADATA "" /shared/comment\r\n') == [b"a BAD Command not valid in this state"]
+        assert conv.send(b'a GETMETADATA "" /shared/comment\r\n') == [b"a BAD Log in first"]
 
 
 def test_annotations_follow_renames_and_go_with_deletes(conv):
