@@ -833,11 +833,8 @@ def test_7_5_command_continuation_requests(tmp_path):
             S: + {*}
             C: fat man
             S: A001 OK [CAPABILITY {*}] {*}
-            # RFC: the server refuses BLURDYBLOOP before the literal; gximap accepts the
-            # literal and then answers BAD (the RFC allows both).
+            # As in the RFC: the server refuses BLURDYBLOOP before the literal is sent.
             C: A044 BLURDYBLOOP {3}
-            S: + {*}
-            C: abc
             S: A044 BAD {*}
             # LITERAL+: no continuation request.
             C: A045 LOGOUT {0+}

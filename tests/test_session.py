@@ -114,6 +114,16 @@ def test_untagged_literal_announcements_count_as_bad_commands(tmp_path):
         assert conv.closed
 
 
+def test_a_literal_of_an_unknown_command_is_refused_before_it_is_sent(conv):
+    """No ``+`` for a command that will fail whatever follows: the client does not send the
+    literal (up to imap_max_literal_size octets), and the session goes on."""
+    conv.login()
+    assert conv.send(b"a1 FROBNICATE {60000000}\r\n") == [b"a1 BAD Unknown command"]
+    assert conv.send(b"a2 {5}\r\n") == [b"a2 BAD Unknown command"]
+    assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+    assert conv.send(b"a4 LOGOUT {3}\r\n")[0].startswith(b"+ ")  # known: its parser judges it
+
+
 def test_a_good_command_resets_the_bad_streak(tmp_path):
     with Conversation(tmp_path, max_bad_commands=3) as conv:
         for round_number in range(3):

@@ -1392,6 +1392,12 @@ _UID_COMMANDS: dict[str, Callable[[_Reader], Command]] = {
 }
 
 
+def is_command_name(name: bytes) -> bool:
+    """Whether ``name`` (as the framer reports a command's first word) names a command this
+    parser knows: a synchronising literal of any other is refused before the client sends it."""
+    return name.decode("ascii", "replace").upper() in _COMMANDS or name.upper() == b"UID"
+
+
 def parse_command(
     frame: CommandFrame,
     *,

@@ -327,6 +327,13 @@ class ImapSession:
             self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
             self._count_bad()  # as any other untagged garbage: imap_max_bad_commands ends it
             return
+        if event.command is None or not parser.is_command_name(event.command):
+            # The command will fail whatever follows: no reason to take up to
+            # imap_max_literal_size octets first.
+            self.framer.reject_literal()
+            self._out.append(event.tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
+            self._count_bad()
+            return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
     def _literal_limit(self) -> int:
