@@ -939,7 +939,7 @@ _HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-
 
 
 def _check_port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise ValueSyntaxError(f"port {text!r} is not a number from 0 to 65535")
     return int(text)
 

@@ -49,13 +49,13 @@ class MtaConfigError(Exception):
 def _owner_ids(text: str) -> tuple[int, int]:
     user_name, _, group_name = text.strip().partition(":")
     try:
-        user = pwd.getpwuid(int(user_name)) if user_name.isdigit() else pwd.getpwnam(user_name)
+        user = pwd.getpwuid(int(user_name)) if (user_name.isascii() and user_name.isdigit()) else pwd.getpwnam(user_name)
     except (KeyError, OverflowError):
         raise MtaConfigError(f"no such user {user_name!r}") from None
     if not group_name:
         return user.pw_uid, user.pw_gid
     try:
-        group = grp.getgrgid(int(group_name)) if group_name.isdigit() else grp.getgrnam(group_name)
+        group = grp.getgrgid(int(group_name)) if (group_name.isascii() and group_name.isdigit()) else grp.getgrnam(group_name)
     except (KeyError, OverflowError):
         raise MtaConfigError(f"no such group {group_name!r}") from None
     return user.pw_uid, group.gr_gid

@@ -254,7 +254,7 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     origin = f"{folder.origin}: message #{number}"
     if number == 1 and ("x-imapbase" in values or "x-imap" in values):
         base = (values.get("x-imapbase") or values.get("x-imap") or b"").split()
-        if len(base) >= 2 and base[0].isdigit() and base[1].isdigit():
+        if len(base) >= 2 and (base[0].isascii() and base[0].isdigit()) and (base[1].isascii() and base[1].isdigit()):
             uidvalidity, last_uid = int(base[0]), int(base[1])
             if 0 < uidvalidity <= _MAX_UID:
                 folder.uidvalidity, folder.nextuid = uidvalidity, min(last_uid + 1, _MAX_UID)
@@ -272,7 +272,7 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     flags += _keywords(keywords, origin, folder.notes)
     uid = None
     x_uid = values.get("x-uid", b"")
-    if x_uid.isdigit() and 0 < int(x_uid) <= _MAX_UID:
+    if (x_uid.isascii() and x_uid.isdigit()) and 0 < int(x_uid) <= _MAX_UID:
         uid = int(x_uid)
     dated = parse_from_line_date(from_line) or _date_header(fields)
     body = _strip_fields(data, fields, MBOX_HIDDEN_HEADERS)
@@ -418,7 +418,7 @@ def read_dovecot_keywords(path: str) -> dict[int, str]:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 index, _, name = line.strip().partition(" ")
-                if index.isdigit() and name and int(index) < 26:
+                if (index.isascii() and index.isdigit()) and name and int(index) < 26:
                     keywords[int(index)] = name.strip()
     except FileNotFoundError:
         pass
@@ -447,11 +447,11 @@ def parse_uidlist(text: str) -> UidList | None:
     uidvalidity = nextuid = 0
     if header[:1] == ["3"]:
         for token in header[1:]:
-            if token[:1] == "V" and token[1:].isdigit():
+            if token[:1] == "V" and (token[1:].isascii() and token[1:].isdigit()):
                 uidvalidity = int(token[1:])
-            elif token[:1] == "N" and token[1:].isdigit():
+            elif token[:1] == "N" and (token[1:].isascii() and token[1:].isdigit()):
                 nextuid = int(token[1:])
-    elif header[:1] == ["1"] and len(header) >= 3 and header[1].isdigit() and header[2].isdigit():
+    elif header[:1] == ["1"] and len(header) >= 3 and (header[1].isascii() and header[1].isdigit()) and (header[2].isascii() and header[2].isdigit()):
         uidvalidity, nextuid = int(header[1]), int(header[2])
     else:
         return None
@@ -461,7 +461,7 @@ def parse_uidlist(text: str) -> UidList | None:
     uids: dict[str, int] = {}
     for line in lines[1:]:
         uid_text, _, rest = line.partition(" ")
-        if not uid_text.isdigit() or not rest:
+        if not (uid_text.isascii() and uid_text.isdigit()) or not rest:
             continue
         if version3:
             colon = rest.find(":") if rest.startswith(":") else rest.find(" :")

@@ -18,10 +18,11 @@ import pytest
 from conversation import response_codes
 
 from gximap.auth.service import AuthService
+from gximap.net.handler import INPUT_HIGH_WATER
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from gximap.session.context import ServerContext, Settings
-from gximap.session.session import INPUT_HIGH_WATER, ImapSession
+from gximap.session.session import ImapSession
 from midb.store import Store
 
 TIMEOUT = 10.0

@@ -83,6 +83,9 @@ def test_client_commands() -> None:
     b"AUTH\t1\tPLAIN\tservice=smtp\n",  # before VERSION
     b"VERSION\t1\n",
     b"VERSION\tx\t1\n",
+    "VERSION\t\u00b9\t2\n".encode(),  # digits other than ASCII ones: int() would fail or misread
+    "VERSION\t1\t0\nAUTH\t\u00b2\tPLAIN\n".encode(),
+    "VERSION\t1\t0\nAUTH\t\u0663\tPLAIN\n".encode(),
     b"VERSION\t1\t0\nAUTH\t1\n",
     b"VERSION\t1\t0\nAUTH\tx\tPLAIN\n",
     b"VERSION\t1\t0\nAUTH\t99999999999\tPLAIN\n",

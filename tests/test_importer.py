@@ -487,3 +487,12 @@ def test_import_stops_over_quota(tmp_path: Path, store: Store) -> None:
 def test_import_requires_account(tmp_path: Path, store: Store) -> None:
     with pytest.raises(NoSuchAccount):
         import_mbox(store, "nobody", "INBOX", write(tmp_path / "box", MBOX))
+
+
+def test_uidlist_with_digits_other_than_ascii_is_not_a_crash() -> None:
+    """str.isdigit() accepts "²" and "٣"; int() refuses the first and reads the second: neither
+    may stop an import or set a UID (a damaged or hostile dovecot-uidlist)."""
+    assert parse_uidlist("3 V\u00b2 N2\n1 :a\n") is None  # no usable UIDVALIDITY
+    assert parse_uidlist("1 \u0663 5\n") is None
+    parsed = parse_uidlist("3 V7 N9\n\u00b2 :a\n\u0663 :b\n4 :c\n")
+    assert parsed is not None and parsed.uids == {"c": 4}

@@ -139,10 +139,11 @@ def test_mail_parameters() -> None:
                            b"MAIL FROM:<a@b.example> FROB=1\r\n"
                            b"MAIL FROM:<a@b.example> SIZE=1 SIZE=2\r\n"
                            b"MAIL FROM:<a@b.example> SIZE=x\r\n"
+                           b"MAIL FROM:<a@b.example> SIZE=\xc2\xb2\r\n"  # a superscript two: not a number
                            b"MAIL FROM: <a@b.example> SIZE=1000 BODY=8bitmime SMTPUTF8 AUTH=u+2Bser@x.example "
                            b"RET=HDRS ENVID=id+3D1\r\n")
     assert [line[:9] for line in replies[8:]] == ["552 5.3.4", "555 5.5.4", "555 5.5.4", "501 5.5.4",
-                                                  "501 5.5.4", "250 2.1.0"]
+                                                  "501 5.5.4", "501 5.5.4", "250 2.1.0"]
     envelope = proto.envelope
     assert (envelope.size_hint, envelope.body_type, envelope.smtputf8) == (1000, "8BITMIME", True)
     assert (envelope.auth_user, envelope.ret, envelope.envid) == ("u+ser@x.example", "HDRS", "id=1")

@@ -23,7 +23,7 @@ from gximap.auth.maps import NameMap
 from gximap.filters import FilterCommand
 from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings, header_fields, unquote_address
 from gximap.lmtp.session import LmtpContext, LmtpSession, LmtpSettings
-from gximap.net.handler import ConnectionInfo, TransportAction
+from gximap.net.handler import INPUT_HIGH_WATER, ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from midb import columns
@@ -383,6 +383,28 @@ def test_shutdown_while_storing_answers_what_was_stored(store: Store) -> None:
     assert lines[-2].startswith("250 2.0.0 <bob@test.example>")
     assert lines[-1] == "421 4.3.2 mx.test.example Service shutting down"
     assert len(stored(store, "alice")) == 1 and len(stored(store, "bob")) == 1
+    session.connection_lost()
+
+
+def test_input_paused_while_storing_with_a_backlog(store: Store) -> None:
+    """A client pipelining behind a message whose copies are being stored is no longer read
+    once INPUT_HIGH_WATER bytes wait (the pool's PARK_WAKE); reading resumes when they are."""
+    gated = GatedStore(store)
+    client = Client(make_context(gated))
+    client.send(b"LHLO c\r\n")
+    session = client.session
+    session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
+                          b"DATA\r\n" + WIRE)
+    assert session.process(8) is False and session.delivering
+    assert not session.input_paused()  # nothing waits behind the message
+    session.data_received(b"NOOP\r\n" * (INPUT_HIGH_WATER // 6 + 1))
+    assert session.input_paused()
+    gated.gate.set()
+    deadline = time.monotonic() + TIMEOUT
+    while session.delivering and time.monotonic() < deadline:
+        session.process(8)
+        time.sleep(0.01)
+    assert not session.input_paused()
     session.connection_lost()
 
 

@@ -303,7 +303,7 @@ def expand_replacement(template: str, match: re.Match[str]) -> str:
         name = name_match.group()
         pos = name_match.end() + (1 if braced else 0)
         try:
-            group = match.group(int(name) if name.isdigit() else name)
+            group = match.group(int(name) if name.isascii() and name.isdigit() else name)
         except IndexError:  # no such group, by number or by name
             group = None
         out.append(group or "")

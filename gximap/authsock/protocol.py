@@ -111,8 +111,13 @@ class CancelRequest:
 Event = ClientVersion | ClientCpid | AuthRequest | ContinueRequest | CancelRequest
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() refuses or reads."""
+    return text.isascii() and text.isdigit()
+
+
 def _request_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 10 or int(text) > MAX_REQUEST_ID:
+    if not _digits(text) or len(text) > 10 or int(text) > MAX_REQUEST_ID:
         raise AuthProtocolError(f"bad request id {text[:20]!r}")
     return int(text)
 
@@ -178,7 +183,7 @@ class AuthServerProtocol:
     def _parse(self, fields: list[str]) -> Event | None:
         command = fields[0]
         if command == "VERSION":
-            if len(fields) < 3 or not fields[1].isdigit() or not fields[2].isdigit() \
+            if len(fields) < 3 or not _digits(fields[1]) or not _digits(fields[2]) \
                     or len(fields[1]) > 9 or len(fields[2]) > 9:
                 raise AuthProtocolError("malformed VERSION")
             self.version_seen = True

@@ -321,7 +321,7 @@ class AuthSocketSession:
         if not rip:
             return self.conn.rhost
         port = request.params.get("rport") or "0"
-        return f"[{rip}]:{port if port.isdigit() else 0}"
+        return f"[{rip}]:{port if (port.isascii() and port.isdigit()) else 0}"
 
     def _drop(self, why: str, *, level: int = logging.WARNING) -> None:
         if self._closing:

@@ -587,7 +587,7 @@ class LmtpProtocol:
         auth_user = envid = ret = None
         for key, value in params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit() or len(value) > 20:
+                if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
                     raise _syntax("Error: bad SIZE parameter")
                 if int(value) > self.max_message_size:
                     self._send(Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size"))

@@ -25,7 +25,7 @@ from typing import Any
 
 from gximap.lmtp.delivery import DeliveryAgent, PreparedMessage
 from gximap.lmtp.protocol import LmtpProtocol, MessageComplete, Recipient, RecipientRequest, Reply
-from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
+from gximap.net.handler import INPUT_HIGH_WATER, ConnectionInfo, OutputItem, TransportAction, Waker
 
 __all__ = ["LmtpContext", "LmtpSession", "LmtpSettings"]
 
@@ -124,6 +124,14 @@ class LmtpSession:
 
     def data_received(self, data: bytes) -> None:
         self.proto.receive(data)
+
+    def input_paused(self) -> bool:
+        """Stop reading (the pool's PARK_WAKE) while copies are being stored with INPUT_HIGH_WATER
+        bytes of the client's next commands waiting: a client pipelining behind a slow fsync or
+        filter fills its socket buffers, not our memory. The waker fires as each copy is done."""
+        delivery = self._delivery
+        return (delivery is not None and self.proto.buffered >= INPUT_HIGH_WATER
+                and any(not future.done() for _recipient, future in delivery.pending))
 
     @property
     def delivering(self) -> bool:

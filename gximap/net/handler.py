@@ -98,6 +98,12 @@ class FileRegion:
         return f"<FileRegion {self.length} bytes at {self.offset}>"
 
 
+# Input held unprocessed by a handler beyond which it asks the pool to stop reading while it
+# awaits work off the workers (a password check, a commit, a filter): a client pipelining behind
+# it, or a stranger streaming while its wrong password is hashed, fills its socket buffers, not
+# our memory. Input is read again when the work is done (ProtocolHandler, input_paused).
+INPUT_HIGH_WATER = 1 << 20
+
 Waker = Callable[[], None]
 """Thread-safe callable a handler keeps to ask the pool to run ``wakeup()`` soon (store events)."""
 
@@ -139,7 +145,7 @@ class ProtocolHandler(Protocol):
     def connection_lost(self) -> None:
         """The connection is gone (closed by either side, or failed). Release resources."""
 
-    # Optional, looked up once per connection by the pool:
+    # Optional, looked up once per connection by the pool (see INPUT_HIGH_WATER):
     #   def input_paused(self) -> bool
     # True to stop reading the client for now (the handler holds enough unprocessed input). The
     # pool then watches nothing for the connection until the handler's waker fires, so a handler

@@ -82,12 +82,12 @@ def drop_privileges(identity: str, *, dumpable: bool = False) -> None:
     if not user_name:
         raise PrivilegeError(f"running_identity: {identity!r} names no user")
     try:
-        user = pwd.getpwuid(int(user_name)) if user_name.isdigit() else pwd.getpwnam(user_name)
+        user = pwd.getpwuid(int(user_name)) if user_name.isascii() and user_name.isdigit() else pwd.getpwnam(user_name)
     except (KeyError, OverflowError):
         raise PrivilegeError(f"running_identity: no such user '{user_name}'") from None
     if group_name:
         try:
-            group = grp.getgrgid(int(group_name)) if group_name.isdigit() else grp.getgrnam(group_name)
+            group = grp.getgrgid(int(group_name)) if group_name.isascii() and group_name.isdigit() else grp.getgrnam(group_name)
         except (KeyError, OverflowError):
             raise PrivilegeError(f"running_identity: no such group '{group_name}'") from None
         gid = group.gr_gid

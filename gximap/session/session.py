@@ -24,7 +24,14 @@ from gximap.imap import parser
 from gximap.imap.codes import Code
 from gximap.imap.commands import Command
 from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer, NeedContinuation
-from gximap.net.handler import ConnectionInfo, FileRegion, OutputItem, TransportAction, Waker
+from gximap.net.handler import (
+    INPUT_HIGH_WATER,
+    ConnectionInfo,
+    FileRegion,
+    OutputItem,
+    TransportAction,
+    Waker,
+)
 from gximap.session import capabilities, condstore
 from gximap.session.base import REGISTRY, Await, CommandFailed, Done, NeedLine, State
 
@@ -42,11 +49,6 @@ _load_commands()
 # whole message (imap_max_literal_size) per connection before saying who it is.
 PREAUTH_MAX_LITERAL = 8192
 
-# Input held unread by the session beyond which the pool stops reading while a command awaits
-# work off the workers (a password check, a commit): a client pipelining behind it, or a
-# stranger streaming while its wrong password is hashed, fills its socket buffers, not our
-# memory. Input is read again when the work is done (ProtocolHandler.input_paused).
-INPUT_HIGH_WATER = 1 << 20
 
 
 class _Running:
