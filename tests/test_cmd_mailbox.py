@@ -618,6 +618,17 @@ def test_compile_pattern_agrees_with_the_regular_expression():
         assert listing.compile_pattern(pattern)(name) == _reference_match(pattern, name), (pattern, name)
 
 
+def test_several_patterns_agree_with_the_regular_expressions():
+    """LIST-EXTENDED's pattern lists: one NFA for all of them, no state carried between them."""
+    rng = random.Random(815)
+    for _ in range(1500):
+        patterns = ["".join(rng.choice("ab/*%") for _ in range(rng.randint(0, 5)))
+                    for _ in range(rng.randint(1, 4))]
+        name = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 7)))
+        expected = any(_reference_match(pattern, name) for pattern in patterns)
+        assert bool(listing._matcher(patterns)(name)) == expected, (patterns, name)
+
+
 def test_many_wildcards_are_linear():
     """A pattern of thousands of wildcards once held the interpreter lock for good in ``re``
     (catastrophic backtracking); it is answered like any other. Bounded by the test timeout."""

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -315,3 +316,34 @@ def test_a_client_trickling_bytes_is_cut_at_the_login_deadline(tmp_path: Path) -
             assert received.startswith(b"* BYE Too long without logging in")
     finally:
         proc.stop()
+
+
+def test_a_client_reading_slowly_is_closed_after_the_login_deadline(tmp_path: Path) -> None:
+    """A client that keeps pipelining commands before login and reads their answers slowly is
+    never idle and keeps the writer making progress, so neither imap_conn_timeout nor the
+    stalled-writer timer fires; the login deadline, plus a grace, closes it outright."""
+    proc = GximapProcess(tmp_path, tls=False, extra={"imap_conn_timeout": "30s", "imap_login_timeout": "1s",
+                                                      "imap_cmd_debug": "0"})
+    proc.start()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", proc.port))
+
+        def send() -> None:  # more answers than the kernel's buffers hold: the server blocks writing
+            with contextlib.suppress(OSError):
+                sock.sendall(b"c CAPABILITY\r\n" * 300_000)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "session deadline passed" not in proc.log():
+            with contextlib.suppress(TimeoutError, OSError):
+                sock.recv(1024)
+            time.sleep(0.05)  # about 20 KB/s: slower than the answers come
+        sock.close()
+        sender.join(10)
+    finally:
+        proc.stop()
+    assert "session deadline passed" in proc.log()

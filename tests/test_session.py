@@ -3,6 +3,9 @@ streak, timeouts, STARTTLS input discarding, LOGOUT and connection loss."""
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 from conversation import Conversation, split_responses
 
@@ -121,6 +124,9 @@ def test_a_literal_of_an_unknown_command_is_refused_before_it_is_sent(conv):
     assert conv.send(b"a1 FROBNICATE {60000000}\r\n") == [b"a1 BAD Unknown command"]
     assert conv.send(b"a2 {5}\r\n") == [b"a2 BAD Unknown command"]
     assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+    long_tag = b"T" * 125  # the name lies past the first 128 octets: still found
+    assert conv.send(long_tag + b" APPEND INBOX {5}\r\n")[0].startswith(b"+ ")
+    assert conv.send(b"hello\r\n")[-1].startswith(long_tag + b" OK [APPENDUID ")
     assert conv.send(b"a4 LOGOUT {3}\r\n")[0].startswith(b"+ ")  # known: its parser judges it
 
 
@@ -148,6 +154,18 @@ def test_login_deadline_counts_from_connecting(tmp_path):
         assert conv.session.idle_timeout() == 180.0
         conv.login()
         assert conv.session.idle_timeout() == conv.ctx.settings.autologout
+
+
+def test_unauthenticate_restarts_the_login_deadline(tmp_path):
+    """RFC 8437: after UNAUTHENTICATE the session is as if the connection were new, so the
+    login deadline counts from then, not from the connection."""
+    with Conversation(tmp_path, conn_timeout=180.0, login_timeout=60.0) as conv:
+        conv.login()
+        conv.session.connected_at -= 1000.0
+        assert conv.session.hard_deadline() == math.inf  # logged in: no deadline
+        conv.command("UNAUTHENTICATE")
+        assert 59.0 < conv.session.idle_timeout() <= 60.0
+        assert 69.0 < conv.session.hard_deadline() - time.monotonic() <= 70.0  # + LOGIN_GRACE (10 s)
 
 
 def test_timeout_before_login_says_inactivity(conv):

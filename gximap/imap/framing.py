@@ -58,7 +58,8 @@ _SKIP_TAIL = 64
 # tag = 1*<any ASTRING-CHAR except "+">; ASTRING-CHAR = ATOM-CHAR / "]"
 _TAG_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+\Z")
 _COMMAND_NAME_RE = re.compile(rb"[A-Za-z][A-Za-z0-9.-]*\Z")
-_PREVIEW_TAG_SCAN = 128  # how far into a line to look for the tag and command name
+_PREVIEW_TAG_SCAN = 128  # how far into a line to look for the tag
+_LONGEST_COMMAND_NAME = 32  # longer than any command's name (UNAUTHENTICATE has 14 letters)
 
 
 class FrameErrorKind(enum.Enum):
@@ -144,11 +145,15 @@ def extract_tag(line: bytes) -> bytes | None:
 
 
 def _command_name(line: bytes) -> bytes | None:
-    head = line[:_PREVIEW_TAG_SCAN]
-    fields = head.split(b" ", 2)
-    if len(fields) < 2 or not _TAG_RE.match(fields[0]):
+    """The upper-cased command name after a valid tag. The name is looked for past the tag's
+    window too: a tag of nearly _PREVIEW_TAG_SCAN octets must not cut a valid name short (the
+    session refuses a literal of a command it does not know)."""
+    tag_end = line.find(b" ", 0, _PREVIEW_TAG_SCAN)
+    if tag_end < 0 or not _TAG_RE.match(line[:tag_end]):
         return None
-    name = fields[1]
+    stop = tag_end + 1 + _LONGEST_COMMAND_NAME + 1
+    name_end = line.find(b" ", tag_end + 1, stop)
+    name = line[tag_end + 1:name_end if name_end >= 0 else stop]
     if not _COMMAND_NAME_RE.match(name):
         return None
     return name.upper()

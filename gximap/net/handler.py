@@ -150,6 +150,10 @@ class ProtocolHandler(Protocol):
     # True to stop reading the client for now (the handler holds enough unprocessed input). The
     # pool then watches nothing for the connection until the handler's waker fires, so a handler
     # may say True only while work it awaits will fire the waker.
+    #   def hard_deadline(self) -> float
+    # A time.monotonic() instant past which the pool closes the connection outright, whatever it
+    # is doing: writing to a client that reads slowly, parked, or reading (math.inf: none). Read
+    # after every slice. The handler's own goodbye (idle_timeout) should come first.
 
 
 HandlerFactory = Callable[[ConnectionInfo, Waker], ProtocolHandler]

@@ -278,7 +278,8 @@ class _Connection:
         "decoder", "sniff_buffer", "sniff_input", "handler", "lock", "queued", "running", "rerun",
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
-        "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused",
+        "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused", "hard_deadline",
+        "hard_deadline_fn",
     )  # fmt: skip
 
     def __init__(
@@ -310,6 +311,10 @@ class _Connection:
         self.handler: ProtocolHandler | None = None
         # The handler's input_paused(), if it has one (ProtocolHandler: optional).
         self.input_paused: Callable[[], bool] | None = None
+        # The handler's hard_deadline(), if it has one, and its last answer: past it the
+        # connection is closed whatever it is doing (writing, parked, reading).
+        self.hard_deadline_fn: Callable[[], float] | None = None
+        self.hard_deadline = math.inf
         self.lock = threading.Lock()
         self.queued = False
         self.running = False
@@ -904,7 +909,10 @@ class Server:
             return _Outcome.CLOSED
         due = self._timer_state(conn, now)[0]
         if due is _Due.KILL:
-            reason = "stalled writer" if conn.phase is _Phase.ACTIVE else f"{conn.phase.value} timeout"
+            if conn.phase is not _Phase.ACTIVE:
+                reason = f"{conn.phase.value} timeout"
+            else:
+                reason = "session deadline passed" if now >= conn.hard_deadline else "stalled writer"
             self._close(conn, reason, graceful=False, level=logging.INFO)
             return _Outcome.CLOSED
         if due is _Due.IDLE:
@@ -1045,6 +1053,9 @@ class Server:
         )
         conn.handler = self._factory(info, self._make_waker(conn))
         conn.input_paused = getattr(conn.handler, "input_paused", None)
+        conn.hard_deadline_fn = getattr(conn.handler, "hard_deadline", None)
+        if conn.hard_deadline_fn is not None:
+            conn.hard_deadline = conn.hard_deadline_fn()
         conn.phase = _Phase.ACTIVE
         conn.last_activity = time.monotonic()
         conn.handler.start()
@@ -1127,6 +1138,8 @@ class Server:
                 break
         if not conn.closing:
             conn.idle_limit = float(handler.idle_timeout())
+            if conn.hard_deadline_fn is not None:
+                conn.hard_deadline = conn.hard_deadline_fn()
         try:
             transport.end_batch()
         except TransportError as exc:
@@ -1244,15 +1257,18 @@ class Server:
                 deadline = conn.phase_deadline
                 return (_Due.KILL if now >= deadline else _Due.NOTHING), deadline
             return _Due.NOTHING, math.inf
+        hard = conn.hard_deadline
+        if now >= hard:
+            return _Due.KILL, hard
         if conn.write_blocked:
             if self._conn_timeout <= 0:
-                return _Due.NOTHING, math.inf
+                return _Due.NOTHING, hard
             deadline = conn.last_progress + self._conn_timeout
-            return (_Due.KILL if now >= deadline else _Due.NOTHING), deadline
+            return (_Due.KILL if now >= deadline else _Due.NOTHING), min(deadline, hard)
         if conn.waiting_input and conn.idle_limit > 0 and not conn.idle_fired and not conn.closing:
             deadline = conn.last_activity + conn.idle_limit
-            return (_Due.IDLE if now >= deadline else _Due.NOTHING), deadline
-        return _Due.NOTHING, math.inf
+            return (_Due.IDLE if now >= deadline else _Due.NOTHING), min(deadline, hard)
+        return _Due.NOTHING, hard
 
     def _note_deadline(self, deadline: float) -> None:
         """Make the poller wake up by ``deadline`` (it otherwise ticks once a second)."""

@@ -65,10 +65,9 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     Why not a regular expression: ``re`` backtracks, so a pattern of many wildcards takes time
     exponential in their number (``"*" * 40 + "x"`` took seconds, 5,000 of them forever), inside
     one C call that holds the interpreter lock: every session of the process stopped, and
-    SIGTERM with them. The general case here is a bit-parallel NFA (bit i: the pattern's first i
-    characters match the name read so far), linear in the name's length and in Python
-    bytecode, which yields the lock as usual; the patterns clients send ("*", "%", "Archive/%",
-    an exact name) take the short paths."""
+    SIGTERM with them. The general case here is a bit-parallel NFA (_nfa), linear in the name's
+    length and in Python bytecode, which yields the lock as usual; the patterns clients send
+    ("*", "%", "Archive/%", an exact name) take the short paths."""
     pattern = _collapse_wildcards(_inbox_normalized(pattern))
     cut = min((index for index in (pattern.find("*"), pattern.find("%")) if index >= 0), default=-1)
     if cut < 0:
@@ -78,21 +77,34 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
         return lambda name: name.startswith(head)
     if rest == "%":
         return lambda name: name.startswith(head) and SEPARATOR not in name[cut:]
+    return _nfa([pattern])
+
+
+def _nfa(patterns: list[str]) -> Callable[[str], bool]:
+    """Whether a name matches any of ``patterns`` (collapsed, see _collapse_wildcards), as one
+    bit-parallel NFA: bit base+i is set when the first i characters of the pattern placed at
+    ``base`` match the name read so far. Each pattern has its positions and one more for its
+    accepting state, so a shift never carries one pattern's state into the next's: the
+    accepting bit is neither a literal nor a wildcard, so it never moves on."""
     literals: dict[str, int] = {}
-    star = percent = 0
-    for position, char in enumerate(pattern):
-        bit = 1 << position
-        if char == "*":
-            star |= bit
-        elif char == "%":
-            percent |= bit
-        else:
-            literals[char] = literals.get(char, 0) | bit
+    star = percent = start = accept = 0
+    base = 0
+    for pattern in patterns:
+        for position, char in enumerate(pattern, start=base):
+            bit = 1 << position
+            if char == "*":
+                star |= bit
+            elif char == "%":
+                percent |= bit
+            else:
+                literals[char] = literals.get(char, 0) | bit
+        start |= 1 << base
+        accept |= 1 << (base + len(pattern))
+        base += len(pattern) + 1
     wild = star | percent
-    accept = 1 << len(pattern)
     # A wildcard may match nothing: a state on one also stands on the next position. One shift
     # covers it, as no two wildcards are adjacent after _collapse_wildcards.
-    start = 1 | ((1 & wild) << 1)
+    start |= (start & wild) << 1
 
     def matches(name: str) -> bool:
         states = start
@@ -122,11 +134,21 @@ def literal_prefix(patterns: Iterable[str]) -> str:
 
 
 def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Whether a name matches any of the patterns."""
-    matchers = [compile_pattern(pattern) for pattern in patterns]
-    if len(matchers) == 1:
-        return matchers[0]
-    return lambda name: any(match(name) for match in matchers)
+    """Whether a name matches any of the patterns. It runs once per folder: several patterns
+    (LIST-EXTENDED) become one set of exact names and one NFA, not a matcher each."""
+    unique = list(dict.fromkeys(_collapse_wildcards(_inbox_normalized(pattern)) for pattern in patterns))
+    if not unique:
+        return lambda name: False
+    if len(unique) == 1:
+        return compile_pattern(unique[0])
+    exact = frozenset(pattern for pattern in unique if "*" not in pattern and "%" not in pattern)
+    wildcards = [pattern for pattern in unique if pattern not in exact]
+    if not wildcards:
+        return exact.__contains__
+    if "*" in wildcards:
+        return lambda name: True
+    nfa = _nfa(wildcards)
+    return lambda name: name in exact or nfa(name)
 
 
 def ancestors(name: str) -> list[str]:

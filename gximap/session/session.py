@@ -13,6 +13,7 @@ connection.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Generator
@@ -48,6 +49,11 @@ _load_commands()
 # for LOGIN's user name and password; without a cap a stranger could make the server buffer a
 # whole message (imap_max_literal_size) per connection before saying who it is.
 PREAUTH_MAX_LITERAL = 8192
+
+# After imap_login_timeout, the time a session still waiting for its output to drain (or for its
+# password check) has to say goodbye before the pool closes it (ImapSession.hard_deadline); at
+# most the login timeout itself.
+LOGIN_GRACE = 10.0
 
 
 
@@ -233,10 +239,22 @@ class ImapSession:
             return limit
         return self.settings.autologout
 
+    def hard_deadline(self) -> float:
+        """Before login: LOGIN_GRACE after the login deadline, the pool closes the connection
+        whatever it is doing. The goodbye (idle_timeout) comes at the deadline when the session
+        waits for input; this catches one that never does: a client pipelining commands and
+        reading their answers slowly, or a password check that hangs."""
+        login_timeout = self.settings.login_timeout
+        if self.state is not State.NOT_AUTHENTICATED or login_timeout <= 0:
+            return math.inf
+        return self.connected_at + login_timeout + min(LOGIN_GRACE, login_timeout)
+
     def timed_out(self) -> None:
         if self.state is State.NOT_AUTHENTICATED:
             login_timeout = self.settings.login_timeout
-            late = login_timeout > 0 and time.monotonic() >= self.connected_at + login_timeout
+            # The pool's idle deadline is reckoned from the end of the slice before it, so it can
+            # fall a little short of the login deadline: a margin keeps the goodbye's reason right.
+            late = login_timeout > 0 and time.monotonic() >= self.connected_at + login_timeout - 0.5
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return
         self._goodbye(Code.BYE_AUTOLOGOUT)

@@ -11,6 +11,7 @@ does (for the human behind a legitimate client that keeps failing).
 from __future__ import annotations
 
 import binascii
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -145,4 +146,5 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     session.client_id = None
     session.saved_search = None
     session.auth_failures = 0
+    session.connected_at = time.monotonic()  # imap_login_timeout counts afresh, as on a new connection
     return Done(Code.OK_UNAUTHENTICATE, sync=False)
