@@ -1670,7 +1670,7 @@ class Server:
             # The handler holds the waker, which holds the connection: without this the cycle
             # (and whatever input the handler still buffers) waits for a full garbage collection.
             conn.handler = None
-            conn.input_paused = None
+            conn.input_paused = conn.hard_deadline_fn = None  # bound methods: they hold it too
         # The context is free only once the handler has let go of its resources.
         with self._lock:
             self._conns.discard(conn)
