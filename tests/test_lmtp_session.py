@@ -365,14 +365,20 @@ class GatedStore:
         return getattr(self._store, name)
 
 
-def test_shutdown_while_storing_answers_what_was_stored(store: Store) -> None:
-    gated = GatedStore(store)
-    client = Client(make_context(gated))
+def _storing_two_copies(client: Client) -> LmtpSession:
+    """One message to alice and bob, sent and handed over: its copies are being stored."""
     client.send(b"LHLO c\r\n")
     session = client.session
     session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
                           b"DATA\r\n" + WIRE)
-    assert session.process(8) is False and session.delivering  # the copies are being stored
+    assert session.process(8) is False and session.delivering
+    return session
+
+
+def test_shutdown_while_storing_answers_what_was_stored(store: Store) -> None:
+    gated = GatedStore(store)
+    client = Client(make_context(gated))
+    session = _storing_two_copies(client)
     opener = threading.Timer(0.1, gated.gate.set)
     opener.start()
     session.shutdown()  # waits for the copies, answers them, then says goodbye
@@ -391,11 +397,7 @@ def test_input_paused_while_storing_with_a_backlog(store: Store) -> None:
     once INPUT_HIGH_WATER bytes wait (the pool's PARK_WAKE); reading resumes when they are."""
     gated = GatedStore(store)
     client = Client(make_context(gated))
-    client.send(b"LHLO c\r\n")
-    session = client.session
-    session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
-                          b"DATA\r\n" + WIRE)
-    assert session.process(8) is False and session.delivering
+    session = _storing_two_copies(client)
     assert not session.input_paused()  # nothing waits behind the message
     session.data_received(b"NOOP\r\n" * (INPUT_HIGH_WATER // 6 + 1))
     assert session.input_paused()
@@ -413,11 +415,7 @@ def test_lost_connection_drops_copies_not_started(store: Store) -> None:
     ctx = make_context(gated)
     ctx.settings = LmtpSettings(host_id="mx", max_message_size=1 << 20, delivery_threads=1)
     client = Client(ctx)
-    client.send(b"LHLO c\r\n")
-    session = client.session
-    session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
-                          b"DATA\r\n" + WIRE)
-    assert session.process(8) is False and session.delivering
+    session = _storing_two_copies(client)
     session.connection_lost()  # bob's copy waits for the one delivery thread: it is dropped
     gated.gate.set()
     ctx.close()
