@@ -124,6 +124,7 @@ def test_a_literal_of_an_unknown_command_is_refused_before_it_is_sent(conv):
     assert conv.send(b"a1 FROBNICATE {60000000}\r\n") == [b"a1 BAD Unknown command"]
     assert conv.send(b"a2 {5}\r\n") == [b"a2 BAD Unknown command"]
     assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+    assert conv.send(b"a5 " + b"X" * 40 + b" {5}\r\n") == [b"a5 BAD Unknown command"]
     long_tag = b"T" * 125  # the name lies past the first 128 octets: still found
     assert conv.send(long_tag + b" APPEND INBOX {5}\r\n")[0].startswith(b"+ ")
     assert conv.send(b"hello\r\n")[-1].startswith(long_tag + b" OK [APPENDUID ")
@@ -149,6 +150,13 @@ def test_login_deadline_counts_from_connecting(tmp_path):
         session.connected_at -= 200.0
         assert session.idle_timeout() == 0.001
         assert conv.timeout() == [b"* BYE Too long without logging in, closing connection"]
+    with Conversation(tmp_path / "late", conn_timeout=1000.0, login_timeout=600.0) as conv:
+        # The pool adds the limit to the time of the last input: reckoned from then, the
+        # goodbye lands on the deadline even when the slice runs later (a password check done).
+        session = conv.session
+        session.connected_at -= 500.0
+        session.last_activity = session.connected_at + 400.0
+        assert session.last_activity + session.idle_timeout() == pytest.approx(session.connected_at + 600.0)
     with Conversation(tmp_path / "none", conn_timeout=180.0, login_timeout=0.0) as conv:
         conv.session.connected_at -= 10_000.0
         assert conv.session.idle_timeout() == 180.0
@@ -164,7 +172,7 @@ def test_unauthenticate_restarts_the_login_deadline(tmp_path):
         conv.session.connected_at -= 1000.0
         assert conv.session.hard_deadline() == math.inf  # logged in: no deadline
         conv.command("UNAUTHENTICATE")
-        assert 59.0 < conv.session.idle_timeout() <= 60.0
+        assert 59.0 < conv.session.idle_timeout() <= 60.1
         assert 69.0 < conv.session.hard_deadline() - time.monotonic() <= 70.0  # + LOGIN_GRACE (10 s)
 
 

@@ -153,6 +153,8 @@ def _command_name(line: bytes) -> bytes | None:
         return None
     stop = tag_end + 1 + _LONGEST_COMMAND_NAME + 1
     name_end = line.find(b" ", tag_end + 1, stop)
+    if name_end < 0 and len(line) > stop:
+        return None  # a word longer than any command's name: not one, and not to be shown cut
     name = line[tag_end + 1:name_end if name_end >= 0 else stop]
     if not _COMMAND_NAME_RE.match(name):
         return None

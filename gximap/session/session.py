@@ -233,8 +233,10 @@ class ImapSession:
             login_timeout = self.settings.login_timeout
             if login_timeout > 0:
                 # The pool counts from the last input; a client trickling a byte at a time would
-                # never be idle that long, so the time left before the login deadline caps it.
-                left = self.connected_at + login_timeout - time.monotonic()
+                # never be idle that long, so the time left before the login deadline caps it,
+                # reckoned from that same last input (not from now: a slice run later, e.g. when
+                # a password check completes, would bring the goodbye forward).
+                left = self.connected_at + login_timeout - self.last_activity
                 limit = min(limit, max(left, 0.001))
             return limit
         return self.settings.autologout
