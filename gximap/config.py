@@ -81,6 +81,8 @@ _NORMALIZATIONS = ("auto", "precis_casefold_email", "precis_casefold", "precis_e
                    "noop")
 # Directives whose value is a name-mapping table (gximap.auth.maps).
 _TABLE_DIRECTIVES = frozenset({"auth_map", "storage_map", "delivery_map"})
+# Values of tls_min_proto and tls_max_proto, oldest first (gximap.net.tls.TLS_VERSIONS).
+_TLS_ORDER = ("tls1.0", "tls1.1", "tls1.2", "tls1.3")
 
 DIRECTIVES: tuple[Directive, ...] = (
     # --- gromox.cfg -------------------------------------------------------------------------------
@@ -388,10 +390,10 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("tls_max_proto", "enum", None,
        "Highest TLS version to accept (with tls_min_proto, maddy's 'protocols min max'), for every TLS "
        "listener, STARTTLS and the proxy link.",
-       "imap", choices=("tls1.0", "tls1.1", "tls1.2", "tls1.3"), unset_means="the newest this system supports"),
+       "imap", choices=_TLS_ORDER, unset_means="the newest this system supports"),
     _d("tls_min_proto", "enum", "tls1.2",
        "Lowest TLS version to accept.",
-       "imap", choices=("tls1.0", "tls1.1", "tls1.2", "tls1.3")),
+       "imap", choices=_TLS_ORDER),
     _d("unix_socket_mode", "str", "0660",
        "Permission bits (octal) of the UNIX sockets of lmtp_listen and auth_listen.",
        "imap"),
@@ -886,9 +888,6 @@ def insecure_auth_allowed(cfg: Config) -> bool:
     if cfg.insecure_auth == "auto":
         return not tls_configured(cfg)
     return cfg.insecure_auth == "yes"
-
-
-_TLS_ORDER = ("tls1.0", "tls1.1", "tls1.2", "tls1.3")
 
 
 def log_level(cfg: Config) -> int:

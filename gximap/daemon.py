@@ -29,6 +29,11 @@ class StartupError(Exception):
     """gximap cannot start; the message says why (and names the file or directive)."""
 
 
+def _tls_protocols(cfg: Config) -> dict[str, str | None]:
+    """tls_min_proto and tls_max_proto, as make_server_context takes them (every TLS context)."""
+    return {"min_proto": str(cfg.tls_min_proto), "max_proto": str(cfg.tls_max_proto) if cfg.tls_max_proto else None}
+
+
 def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.Settings
     from gximap.session.context import Settings
 
@@ -186,8 +191,7 @@ class Daemon:
                 str(cfg.imap_certificate_path),
                 str(cfg.imap_private_key_path) if cfg.imap_private_key_path else None,
                 password=str(cfg.imap_certificate_passwd) if cfg.imap_certificate_passwd else None,
-                min_proto=str(cfg.tls_min_proto),
-                max_proto=str(cfg.tls_max_proto) if cfg.tls_max_proto else None,
+                **_tls_protocols(cfg),
             )
         except TlsConfigError as exc:
             raise StartupError(str(exc)) from None
@@ -204,8 +208,7 @@ class Daemon:
                 str(cfg.imap_haproxy_certificate_path),
                 str(cfg.imap_haproxy_private_key_path),
                 password=str(cfg.imap_haproxy_certificate_passwd) if cfg.imap_haproxy_certificate_passwd else None,
-                min_proto=str(cfg.tls_min_proto),
-                max_proto=str(cfg.tls_max_proto) if cfg.tls_max_proto else None,
+                **_tls_protocols(cfg),
             )
         except TlsConfigError as exc:  # the message names the certificate or key file
             raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_certificate_path", str(exc)))) from None

@@ -186,38 +186,37 @@ class ProxyDecoder:
             # and the spec has the whole block discarded, TLVs and any checksum with it.
             return ProxyResult(2, "LOCAL", None, remainder)
         family = family_protocol >> 4
-        if family in _V2_ADDRESS_LENGTHS:
-            _verify_crc32c(header, V2_FIXED_LENGTH + _V2_ADDRESS_LENGTHS[family])
+        if family not in _V2_ADDRESS_LENGTHS:
+            raise ProxyError(f"PROXY v2 header has unknown address family {family}")
+        addresses_length = _V2_ADDRESS_LENGTHS[family]
+        _check_tlvs(header, V2_FIXED_LENGTH + addresses_length)
+        tlvs = payload[addresses_length:]
         protocol = family_protocol & 0x0F
         if family in (_V2_AF_UNSPEC, _V2_AF_UNIX):
             # The spec lets the receiver fall back to the real connection endpoints here.
-            skip = _V2_UNIX_ADDRESSES if family == _V2_AF_UNIX else 0
-            return ProxyResult(2, "PROXY", None, remainder, *_client_tls(payload[skip:]))
-        if family not in (_V2_AF_INET, _V2_AF_INET6):
-            raise ProxyError(f"PROXY v2 header has unknown address family {family}")
+            return ProxyResult(2, "PROXY", None, remainder, *_client_tls(tlvs))
         if protocol != _V2_PROTO_STREAM:
             raise ProxyError(f"PROXY v2 header has transport {protocol}, only STREAM is served")
         if family == _V2_AF_INET:
-            if length < 12:
+            if length < addresses_length:
                 raise ProxyError("PROXY v2 AF_INET header is shorter than its addresses")
             src, dst, sport, dport = struct.unpack_from("!4s4sHH", payload)
             addresses = ProxyAddresses(
                 str(ipaddress.IPv4Address(src)), sport, str(ipaddress.IPv4Address(dst)), dport
             )
         else:
-            if length < 36:
+            if length < addresses_length:
                 raise ProxyError("PROXY v2 AF_INET6 header is shorter than its addresses")
             src, dst, sport, dport = struct.unpack_from("!16s16sHH", payload)
             addresses = ProxyAddresses(
                 str(ipaddress.IPv6Address(src)), sport, str(ipaddress.IPv6Address(dst)), dport
             )
-        tlvs = payload[12:] if family == _V2_AF_INET else payload[36:]
         return ProxyResult(2, "PROXY", addresses, remainder, *_client_tls(tlvs))
 
 
 def _tlvs(data: bytes, offset: int = 0) -> Iterator[tuple[int, int, int]]:
     """(type, start, end) of each TLV value in ``data`` from ``offset``, up to the first that
-    does not fit: at the top level _verify_crc32c refuses such a header; inside PP2_TYPE_SSL the
+    does not fit: at the top level _check_tlvs refuses such a header; inside PP2_TYPE_SSL the
     rest is ignored (a client's TLS is never assumed)."""
     while offset + 3 <= len(data):
         kind, size = struct.unpack_from("!BH", data, offset)
@@ -252,10 +251,10 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def _verify_crc32c(header: bytes, tlv_offset: int) -> None:
-    """Refuse a header whose PP2_TYPE_CRC32C does not match: the checksum of the whole header,
-    computed with the checksum's own four bytes zeroed. The TLVs must fill the header exactly:
-    a length field damaged on the way would otherwise hide the checksum from this check."""
+def _check_tlvs(header: bytes, tlv_offset: int) -> None:
+    """Refuse a header whose TLVs do not fill it exactly (a length field damaged on the way
+    would otherwise hide a checksum), or whose PP2_TYPE_CRC32C does not match: the checksum of
+    the whole header, computed with the checksum's own four bytes zeroed."""
     checksum: tuple[int, int] | None = None
     end = tlv_offset
     for kind, start, end in _tlvs(header, tlv_offset):

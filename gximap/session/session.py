@@ -56,7 +56,6 @@ PREAUTH_MAX_LITERAL = 8192
 LOGIN_GRACE = 10.0
 
 
-
 class _Running:
     """The command currently producing output."""
 
@@ -229,16 +228,12 @@ class ImapSession:
 
     def idle_timeout(self) -> float:
         if self.state is State.NOT_AUTHENTICATED:
-            limit = self.settings.conn_timeout
-            login_timeout = self.settings.login_timeout
-            if login_timeout > 0:
-                # The pool counts from the last input; a client trickling a byte at a time would
-                # never be idle that long, so the time left before the login deadline caps it,
-                # reckoned from that same last input (not from now: a slice run later, e.g. when
-                # a password check completes, would bring the goodbye forward).
-                left = self.connected_at + login_timeout - self.last_activity
-                limit = min(limit, max(left, 0.001))
-            return limit
+            # The pool counts from the last input; a client trickling a byte at a time would never
+            # be idle that long, so the time left before the login deadline caps it, reckoned from
+            # that same last input (not from now: a slice run later, e.g. when a password check
+            # completes, would bring the goodbye forward). inf - x stays inf: no deadline.
+            left = self._login_deadline() - self.last_activity
+            return min(self.settings.conn_timeout, max(left, 0.001))
         return self.settings.autologout
 
     def hard_deadline(self) -> float:
@@ -246,17 +241,20 @@ class ImapSession:
         whatever it is doing. The goodbye (idle_timeout) comes at the deadline when the session
         waits for input; this catches one that never does: a client pipelining commands and
         reading their answers slowly, or a password check that hangs."""
-        login_timeout = self.settings.login_timeout
-        if self.state is not State.NOT_AUTHENTICATED or login_timeout <= 0:
+        if self.state is not State.NOT_AUTHENTICATED:
             return math.inf
-        return self.connected_at + login_timeout + min(LOGIN_GRACE, login_timeout)
+        return self._login_deadline() + min(LOGIN_GRACE, self.settings.login_timeout)
+
+    def _login_deadline(self) -> float:
+        """When a session not logged in yet gets its goodbye (imap_login_timeout; inf: never)."""
+        login_timeout = self.settings.login_timeout
+        return self.connected_at + login_timeout if login_timeout > 0 else math.inf
 
     def timed_out(self) -> None:
         if self.state is State.NOT_AUTHENTICATED:
-            login_timeout = self.settings.login_timeout
-            # The pool's idle deadline is reckoned from the end of the slice before it, so it can
-            # fall a little short of the login deadline: a margin keeps the goodbye's reason right.
-            late = login_timeout > 0 and time.monotonic() >= self.connected_at + login_timeout - 0.5
+            # The pool's timer may fire a little before the deadline it was given (its clock is
+            # read between slices): a margin keeps the goodbye's reason right.
+            late = time.monotonic() >= self._login_deadline() - 0.5
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return
         self._goodbye(Code.BYE_AUTOLOGOUT)
