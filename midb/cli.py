@@ -394,9 +394,15 @@ def cmd_user_lang(args: argparse.Namespace, settings: Settings) -> int:
     try:
         name = _account_or_fail(store, args.name)
         store.update_account(name, lang=lang)
+        renames = store.localize_folders(name, lang) if args.rename_folders else []
     finally:
         store.close()
     print(f"language of {name} set to {lang or f'the default ({settings.default_lang})'}")
+    for rename in renames:
+        if rename.renamed:
+            print(f"  renamed {rename.old} to {rename.new} ({rename.special_use})")
+        else:
+            print(f"  kept {rename.old} ({rename.special_use}): {rename.reason}")
     return 0
 
 
@@ -632,6 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = leaf(user, "lang", cmd_user_lang, "set an account's language ('default' to follow default_lang)")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("lang", metavar="LANG")
+    sub.add_argument("--rename-folders", action="store_true",
+                     help="also rename the special-use folders to their names in LANG")
     sub = leaf(user, "quota", cmd_user_quota, "show or set an account's quota (0 = unlimited)")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--bytes", metavar="SIZE", help="storage quota, e.g. 500M or 2G")

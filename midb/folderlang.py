@@ -59,6 +59,14 @@ class FolderLanguages:
             result.update(self.table.get(tag, {}))
         return result
 
+    def all_names(self) -> dict[str, set[str]]:
+        """special-use attribute -> every name any language (English built in) gives it."""
+        known = {special: {name} for special, name in BUILTIN_EN.items()}
+        for section in self.table.values():
+            for special, name in section.items():
+                known[special].add(name)
+        return known
+
 
 def candidate_tags(lang: str | None) -> list[str]:
     """Lookup order for a language value: "de_AT.UTF-8@euro" -> ["de-at", "de"]."""

@@ -143,6 +143,17 @@ class FolderEntry(NamedTuple):
     record: FolderRecord | None = None
 
 
+class FolderRename(NamedTuple):
+    """One special-use folder of Store.localize_folders: renamed from ``old`` to ``new``, or left
+    alone (``renamed`` False) for ``reason``."""
+
+    old: str
+    new: str
+    special_use: str
+    renamed: bool
+    reason: str
+
+
 def special_use_code(special_use: str | None) -> int:
     if special_use is None:
         return 0

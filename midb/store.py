@@ -61,6 +61,7 @@ from midb.folders import (
     FolderEntry,
     FolderInfo,
     FolderRecord,
+    FolderRename,
     folder_entries_of,
     normalize_name,
     parent_names,
@@ -898,42 +899,78 @@ class Store(MetadataMixin):
         if new.startswith(old + SEPARATOR):
             raise InvalidName("cannot rename a folder into its own subtree")
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
+            return self._rename_folder_tx(txn, dbs, effects, self._account_id(txn, dbs, account), old, new)
+
+        return self._write(job, self._home(account))
+
+    def _rename_folder_tx(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
+                          old: str, new: str) -> FolderInfo:
+        old_id = self._folder_id(txn, dbs, account_id, old)
+        if old_id is None:
+            raise NoSuchFolder(f"no folder {old}")
+        if self._folder_id(txn, dbs, account_id, new) is not None:
+            raise FolderExists(f"folder {new} exists")
+        if old == INBOX:
+            return self._rename_inbox(txn, dbs, effects, account_id, old_id, new)
+        parent_id = 0
+        for ancestor in parent_names(new):
+            existing = self._folder_id(txn, dbs, account_id, ancestor)
+            if existing is None:
+                existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
+            parent_id = existing
+        moves = [(old, new, old_id)]
+        for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
+            child = bytes(key[4:]).decode("utf-8")
+            moves.append((child, new + child[len(old):], unpack_u32(raw_id)))
+        for _from, to, _folder in moves:
+            if self._folder_id(txn, dbs, account_id, to) is not None:
+                raise FolderExists(f"folder {to} exists")
+        top: FolderRecord | None = None
+        for from_name, to_name, folder_id in moves:
+            record = self._folder(txn, dbs, account_id, folder_id)
+            record.name = to_name
+            if folder_id == old_id:
+                record.parent_id = parent_id
+                top = record
+            self._put_folder(txn, dbs, account_id, record)
+            txn.delete(name_key(account_id, from_name), db=dbs.folder_names)
+            txn.put(name_key(account_id, to_name), pack_u32(folder_id), db=dbs.folder_names)
+            if txn.delete(name_key(account_id, from_name), db=dbs.subscriptions):
+                txn.put(name_key(account_id, to_name), b"", db=dbs.subscriptions)
+            effects.changed(account_id, folder_id, record.highestmodseq)
+        assert top is not None
+        return self._info(txn, dbs, account_id, top)
+
+    def localize_folders(self, account: str, lang: str | None) -> list[FolderRename]:
+        """Rename the account's special-use folders to their names in ``lang`` (None: the store's
+        default_lang) from folder_lang.txt, as a language change would have created them; the
+        renames happen in one transaction, children and subscriptions following. A folder keeps
+        its name when that is none of the names folder_lang.txt gives its special use in any
+        language (the user chose it), or when the new name is taken. Returns one FolderRename
+        per special-use folder, ``renamed`` False for those left alone (``reason`` says why)."""
+        _check_lang(lang)
+        wanted = self._langs.names(lang or self.default_lang)
+        known = self._langs.all_names()
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[FolderRename]:
             account_id = self._account_id(txn, dbs, account)
-            old_id = self._folder_id(txn, dbs, account_id, old)
-            if old_id is None:
-                raise NoSuchFolder(f"no folder {old}")
-            if self._folder_id(txn, dbs, account_id, new) is not None:
-                raise FolderExists(f"folder {new} exists")
-            if old == INBOX:
-                return self._rename_inbox(txn, dbs, effects, account_id, old_id, new)
-            parent_id = 0
-            for ancestor in parent_names(new):
-                existing = self._folder_id(txn, dbs, account_id, ancestor)
-                if existing is None:
-                    existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
-                parent_id = existing
-            moves = [(old, new, old_id)]
-            for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
-                child = bytes(key[4:]).decode("utf-8")
-                moves.append((child, new + child[len(old):], unpack_u32(raw_id)))
-            for _from, to, _folder in moves:
-                if self._folder_id(txn, dbs, account_id, to) is not None:
-                    raise FolderExists(f"folder {to} exists")
-            top: FolderRecord | None = None
-            for from_name, to_name, folder_id in moves:
-                record = self._folder(txn, dbs, account_id, folder_id)
-                record.name = to_name
-                if folder_id == old_id:
-                    record.parent_id = parent_id
-                    top = record
-                self._put_folder(txn, dbs, account_id, record)
-                txn.delete(name_key(account_id, from_name), db=dbs.folder_names)
-                txn.put(name_key(account_id, to_name), pack_u32(folder_id), db=dbs.folder_names)
-                if txn.delete(name_key(account_id, from_name), db=dbs.subscriptions):
-                    txn.put(name_key(account_id, to_name), b"", db=dbs.subscriptions)
-                effects.changed(account_id, folder_id, record.highestmodseq)
-            assert top is not None
-            return self._info(txn, dbs, account_id, top)
+            entries = folder_entries_of((folder_id, raw) for _key, folder_id, raw in
+                                        self._named_records(txn, dbs, account_id, ""))
+            outcome = []
+            for name, _folder_id, special, _record in entries:
+                if special not in wanted:
+                    continue
+                target = wanted[special]
+                if name == target:
+                    outcome.append(FolderRename(name, target, special, False, "already named so"))
+                elif name not in known[special]:
+                    outcome.append(FolderRename(name, target, special, False, "a name of the user's own"))
+                elif self._folder_id(txn, dbs, account_id, target) is not None:
+                    outcome.append(FolderRename(name, target, special, False, f"{target} exists"))
+                else:
+                    self._rename_folder_tx(txn, dbs, effects, account_id, name, target)
+                    outcome.append(FolderRename(name, target, special, True, ""))
+            return outcome
 
         return self._write(job, self._home(account))
 

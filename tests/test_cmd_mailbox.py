@@ -253,6 +253,31 @@ def test_rename_the_selected_mailbox(conv):
     """)
 
 
+def test_folders_renamed_for_a_new_language_under_a_selected_session(conv):
+    """midb user lang --rename-folders (Store.localize_folders) while a client has Trash open:
+    the selection follows the folder, and LIST shows the new names."""
+    conv.add_message("Trash")
+    conv.select("Trash")
+    renames = conv.store.localize_folders("alice", "de")
+    assert {rename.new for rename in renames if rename.renamed} == {
+        "Entwürfe", "Gesendet", "Papierkorb", "Spam", "Archiv"}
+    conv.add_message("Papierkorb")
+    conv.script("""
+        C: a1 NOOP
+        S: * 2 EXISTS
+        S: * 2 RECENT
+        S: a1 OK NOOP completed
+        C: a2 FETCH 2 (UID)
+        S: * 2 FETCH (UID 2)
+        S: a2 OK FETCH completed
+        C: a3 LIST "" "Papierkorb"
+        S: * LIST (\\Trash \\HasNoChildren) "/" Papierkorb
+        S: a3 OK LIST completed
+        C: a4 LIST "" "Trash"
+        S: a4 OK LIST completed
+    """)
+
+
 # -- SUBSCRIBE / UNSUBSCRIBE / LSUB ---------------------------------------------------------------------------
 
 

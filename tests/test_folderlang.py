@@ -97,3 +97,11 @@ def test_data_path_order(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.WARNING, logger="midb.folderlang"):
         fallback = FolderLanguages.load([str(first), str(second)])
     assert fallback.source == str(second / "folder_lang.txt") and caplog.records
+
+
+def test_all_names_gathers_every_language(shipped: FolderLanguages) -> None:
+    known = shipped.all_names()
+    assert set(known) == set(SPECIAL_FOLDERS)
+    assert {"Trash", "Papierkorb", "Corbeille", "Lixeira", "Lixo"} <= known["\\Trash"]
+    assert "Papierkorb" not in known["\\Sent"]
+    assert FolderLanguages({}, None).all_names() == {special: {special[1:]} for special in SPECIAL_FOLDERS}

@@ -189,7 +189,13 @@ def test_user_lifecycle(midb: Midb) -> None:
     out = ok(midb("user", "quota", "alice@example.org", "--bytes", "2.5M", "--messages", "0"))
     assert "storage 2.5 MiB (2621440 bytes), messages unlimited" in out
     assert "storage 2.5 MiB" in ok(midb("user", "quota", "alice@example.org"))
-    ok(midb("user", "lang", "alice@example.org", "fr"))
+    out = ok(midb("user", "lang", "alice@example.org", "fr"))
+    assert "language of alice@example.org set to fr" in out and "renamed" not in out
+    assert "Papierkorb" in ok(midb("user", "show", "alice@example.org"))   # names kept without the option
+    out = ok(midb("user", "lang", "alice@example.org", "fr", "--rename-folders"))
+    assert "renamed Papierkorb to Corbeille (\\Trash)" in out and "renamed Gesendet to Envoyés (\\Sent)" in out
+    out = ok(midb("user", "lang", "alice@example.org", "fr", "--rename-folders"))
+    assert "kept Corbeille (\\Trash): already named so" in out
     ok(midb("user", "disable", "alice@example.org"))
     assert "disabled" in ok(midb("user", "list"))
     store = midb.open()

@@ -119,6 +119,40 @@ def test_account_language_names_folders(tmp_path: Path) -> None:
         assert store.list_folders("hans") == before
 
 
+def test_localize_folders_renames_special_folders_in_one_go(tmp_path: Path) -> None:
+    with Store(tmp_path / "s", fsync=False) as store:
+        store.create_account("hans", lang="de")
+        before = {info.special_use: info for info in store.list_folders("hans")}
+        trash = before["\\Trash"]
+        store.append("hans", trash.id, b"Subject: old\r\n\r\nbin\r\n")
+        store.create_folder("hans", "Papierkorb/2025")
+        store.set_subscribed("hans", "Papierkorb/2025", True)
+        store.rename_folder("hans", "Entwürfe", "Meine Entwürfe")   # the user's own name: kept
+        store.create_folder("hans", "Indésirables")                   # the French name is taken
+        outcome = {rename.special_use: rename for rename in store.localize_folders("hans", "fr")}
+        assert outcome["\\Trash"].renamed and (outcome["\\Trash"].old, outcome["\\Trash"].new) == (
+            "Papierkorb", "Corbeille")
+        assert outcome["\\Sent"].renamed and outcome["\\Sent"].new == "Envoyés"
+        assert not outcome["\\Drafts"].renamed and outcome["\\Drafts"].reason == "a name of the user's own"
+        assert not outcome["\\Junk"].renamed and outcome["\\Junk"].reason == "Indésirables exists"
+        after = {info.name: info for info in store.list_folders("hans")}
+        corbeille = after["Corbeille"]
+        # The same folder under its new name: id, UIDVALIDITY and messages kept; children and
+        # subscriptions follow.
+        assert (corbeille.id, corbeille.uidvalidity, corbeille.messages) == (trash.id, trash.uidvalidity, 1)
+        assert after["Corbeille/2025"].subscribed and "Papierkorb/2025" not in after
+        assert "Meine Entwürfe" in after and "Spam" in after
+        # Back to the default language (English here): every known name moves again.
+        again = {rename.special_use: rename for rename in store.localize_folders("hans", None)}
+        assert again["\\Trash"].new == "Trash" and again["\\Trash"].renamed
+        assert again["\\Junk"].renamed and (again["\\Junk"].old, again["\\Junk"].new) == ("Spam", "Junk")
+        assert {rename.renamed for rename in store.localize_folders("hans", None)} == {False}
+        with pytest.raises(NoSuchAccount):
+            store.localize_folders("nobody", "de")
+        with pytest.raises(InvalidArgument):
+            store.localize_folders("hans", "not a tag\x00")
+
+
 def test_account_errors(store: Store, alice: Account) -> None:
     with pytest.raises(AccountExists):
         store.create_account("ALICE")
