@@ -61,6 +61,7 @@ MAX_DEPTH = 50  # MIME nesting (multipart children and message/rfc822 bodies) be
 MAX_PARTS = 5000  # parts in one message before the remainder goes opaque
 _MAX_DECODED_HEADER = 64 * 1024  # a decoded search/sort header value is cut here (SEARCH needs no more)
 _MAX_REFERENCES = 1000
+_REFERENCES_WINDOW = 1 << 20  # bytes of a References field searched for those, from its end
 MAX_HEADER_FIELDS = 10000  # header fields recorded per header block (memory bound)
 
 # (name, adl, mailbox, host) as RFC 3501 ENVELOPE addresses: raw bytes, None for NIL.
@@ -816,10 +817,14 @@ def _first_msg_id(value: bytes | None) -> str | None:
 
 
 def _msg_ids(value: bytes | None) -> tuple[str, ...]:
+    """The last _MAX_REFERENCES msg-ids of ``value``, read from its last _REFERENCES_WINDOW bytes:
+    a References field of millions of ids (a message can carry one within its size limit) would
+    otherwise cost seconds and ten times its size in memory. A cut id at the window's start has
+    lost its "<" and matches nothing."""
     if value is None:
         return ()
-    ids = [_text_of_raw_header(m) for m in _MSG_ID.findall(value) if m]
-    return tuple(ids[-_MAX_REFERENCES:])
+    found = [raw for raw in _MSG_ID.findall(value, max(0, len(value) - _REFERENCES_WINDOW)) if raw]
+    return tuple(_text_of_raw_header(raw) for raw in found[-_MAX_REFERENCES:])
 
 
 def _first_mailbox(addresses: tuple[Address, ...] | None) -> Address | None:

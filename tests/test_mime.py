@@ -445,6 +445,17 @@ def test_sort_and_thread_keys():
     assert digest(b"Date: 1 Jan 1970 00:00:00 -0100\r\n\r\n").date == 3600
 
 
+def test_references_keep_the_last_ids_of_a_huge_field():
+    """A References field of 400,000 ids: the last 1,000 are kept, read from the field's end."""
+    ids = [b"<id%d@example.org>" % n for n in range(400_000)]
+    d = digest(b"References: " + b" <>\r\n ".join(ids) + b"\r\n\r\nbody\r\n")
+    assert len(d.references) == 1000
+    assert d.references[0] == "id399000@example.org" and d.references[-1] == "id399999@example.org"
+    # An id cut by the window's start is not taken for a whole one.
+    tail = b"<" + b"x" * (1 << 20) + b"@example.org> <last@example.org>"
+    assert digest(b"References: " + tail + b"\r\n\r\n").references == ("last@example.org",)
+
+
 @pytest.mark.parametrize("charset", ["utf-7", "unicode_escape", "idna", "punycode", "utf-16", "utf-32",
                                      "rot13", "hex", "zlib", "uu", "cp037", "x-bogus", "us-ascii"])
 def test_any_charset_label_decodes_to_encodable_text(charset: str):
