@@ -430,23 +430,30 @@ def _skip_cfws(value: bytes, pos: int) -> int:
         if c in _WSP:
             pos += 1
         elif c == 0x28:  # "("
-            depth = 0
-            while pos < n:
-                c = value[pos]
-                if c == 0x5C:  # backslash quotes the next byte
-                    pos += 2
-                    continue
-                if c == 0x28:
-                    depth += 1
-                elif c == 0x29:
-                    depth -= 1
-                    if depth == 0:
-                        pos += 1
-                        break
-                pos += 1
+            pos = _comment_end(value, pos)
         else:
             break
     return pos
+
+
+def _comment_end(value: bytes, pos: int) -> int:
+    """``value[pos]`` opens a comment: the position after its closing parenthesis (nested ones
+    and backslash-quoted bytes inside count), or the end for an unterminated comment."""
+    depth = 0
+    n = len(value)
+    while pos < n:
+        c = value[pos]
+        if c == 0x5C:  # backslash quotes the next byte
+            pos += 2
+            continue
+        if c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                return pos + 1
+        pos += 1
+    return n
 
 
 def _read_quoted(value: bytes, pos: int) -> tuple[bytes, int]:
@@ -645,10 +652,10 @@ def _address_tokens(value: bytes) -> list[tuple[int, bytes]]:
             text, pos = _read_quoted(value, pos)
             tokens.append((1, text))
         elif c == 0x28:
-            end = _skip_cfws(value, pos)
+            end = _comment_end(value, pos)
             inner = value[pos + 1 : end - 1] if value[end - 1 : end] == b")" else value[pos + 1 : end]
             tokens.append((2, inner.strip()))
-            pos = max(end, pos + 1)
+            pos = end
         elif c == 0x5B:
             close = value.find(b"]", pos)
             end = n if close < 0 else close + 1

@@ -368,6 +368,13 @@ def test_envelope_raw_values_and_defaults():
         (b"Open group: a@x.test", ((None, None, b"Open group", None), (None, None, b"a", b"x.test"),
                                    (None, None, None, None))),
         (b"Unclosed <a@x.test", ((b"Unclosed", None, b"a", b"x.test"),)),
+        # A comment followed by blanks ends at its own parenthesis (it took the blank and the
+        # rest of the text up to the next special with it).
+        (b"(Mail System) sender@x.test", ((b"Mail System", None, b"sender", b"x.test"),)),
+        (b"a@x.test (Alice A) , b@y.test (Bob (B)) ", ((b"Alice A", None, b"a", b"x.test"),
+                                                        (b"Bob (B)", None, b"b", b"y.test"))),
+        (b"c@x.test (Carol)\t,\r\n d@x.test", ((b"Carol", None, b"c", b"x.test"), (None, None, b"d", b"x.test"))),
+        (b"e@x.test (unclosed", ((b"unclosed", None, b"e", b"x.test"),)),
     ],
 )
 def test_address_parsing(value: bytes, expected):
