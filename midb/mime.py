@@ -654,7 +654,7 @@ def _address_tokens(value: bytes) -> list[tuple[int, bytes]]:
         elif c == 0x28:
             end = _comment_end(value, pos)
             inner = value[pos + 1 : end - 1] if value[end - 1 : end] == b")" else value[pos + 1 : end]
-            tokens.append((2, inner.strip()))
+            tokens.append((2, _QUOTED_PAIR.sub(rb"\1", inner).strip()))
             pos = end
         elif c == 0x5B:
             close = value.find(b"]", pos)
@@ -674,6 +674,7 @@ def _address_tokens(value: bytes) -> list[tuple[int, bytes]]:
     return tokens
 
 
+_QUOTED_PAIR = re.compile(rb"\\(.)", re.DOTALL)
 _MISSING_MAILBOX = b"MISSING_MAILBOX"
 _MISSING_DOMAIN = b"MISSING_DOMAIN"
 
@@ -1065,7 +1066,8 @@ class UnknownTransferEncoding(ValueError):
     """A Content-Transfer-Encoding that cannot be decoded (IMAP BINARY answers [UNKNOWN-CTE])."""
 
 
-_BASE64_JUNK = bytes(c for c in range(256) if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/")))
+_BASE64_JUNK = bytes(c for c in range(256) if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/=")))
+_QP_TRAILING_BLANKS = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
 
 
 def decode_transfer_encoding(raw: bytes, encoding: bytes | None) -> bytes:
@@ -1077,16 +1079,27 @@ def decode_transfer_encoding(raw: bytes, encoding: bytes | None) -> bytes:
     if name in _IDENTITY_ENCODINGS:
         return raw
     if name == b"base64":
-        cleaned = raw.translate(None, _BASE64_JUNK)
-        if len(cleaned) % 4 == 1:  # a stray last character cannot carry a byte
-            cleaned = cleaned[:-1]
-        try:
-            return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
-        except binascii.Error:
-            return b""
+        cleaned = raw.translate(None, _BASE64_JUNK).rstrip(b"=")
+        if b"=" not in cleaned:
+            return _decode_base64_run(cleaned)
+        # Padding before the end: some encoders pad every line ("SGVsbG8=\nd29ybGQ="). Padding
+        # ends a quantum (RFC 2045 6.8), so each run between paddings is decoded on its own,
+        # instead of the bits of everything after it being shifted.
+        return b"".join(_decode_base64_run(run) for run in cleaned.split(b"=") if run)
     if name == b"quoted-printable":
-        return binascii.a2b_qp(raw)
+        # RFC 2045 6.7 (3): blanks at the end of an encoded line were added in transport and
+        # are deleted when decoding (an encoded "=20" is kept).
+        return binascii.a2b_qp(_QP_TRAILING_BLANKS.sub(b"", raw))
     raise UnknownTransferEncoding(name.decode("latin-1"))
+
+
+def _decode_base64_run(run: bytes) -> bytes:
+    if len(run) % 4 == 1:  # a stray last character cannot carry a byte
+        run = run[:-1]
+    try:
+        return binascii.a2b_base64(run + b"=" * (-len(run) % 4))
+    except binascii.Error:
+        return b""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -375,6 +375,7 @@ def test_envelope_raw_values_and_defaults():
                                                         (b"Bob (B)", None, b"b", b"y.test"))),
         (b"c@x.test (Carol)\t,\r\n d@x.test", ((b"Carol", None, b"c", b"x.test"), (None, None, b"d", b"x.test"))),
         (b"e@x.test (unclosed", ((b"unclosed", None, b"e", b"x.test"),)),
+        (b"f@x.test (Na\\)me \\\\ x)", ((b"Na)me \\ x", None, b"f", b"x.test"),)),
     ],
 )
 def test_address_parsing(value: bytes, expected):
@@ -491,6 +492,14 @@ def test_decode_transfer_encoding():
     assert decode_transfer_encoding(b"aGVsbG8", b"base64") == b"hello"
     assert decode_transfer_encoding(b"a=3Db=\r\nc =E9=ZZ", b"Quoted-Printable") == b"a=bc \xe9=ZZ"
     assert decode_transfer_encoding(b"raw\x00", None) == b"raw\x00"
+    # Padding before the end (encoders that pad every line): each run is decoded on its own.
+    assert decode_transfer_encoding(b"SGVsbG8=\r\nd29ybGQ=\r\n", b"base64") == b"Helloworld"
+    assert decode_transfer_encoding(b"SGVsbG8g\nd29ybGQ=\nZm9vYmFy\n", b"base64") == b"Hello worldfoobar"
+    assert decode_transfer_encoding(b"aGk==\r\n==aGk=", b"base64") == b"hihi"
+    # Quoted-printable: blanks ending an encoded line are transport padding (RFC 2045 6.7 (3));
+    # "=20" and blanks before a soft break are data.
+    assert decode_transfer_encoding(b"blanks   \r\nend=20 \t\r\nsoft \t=\r\nx  ", b"quoted-printable") == (
+        b"blanks\r\nend \r\nsoft \tx")
     assert decode_transfer_encoding(b"raw", b"8bit") == b"raw"
     with pytest.raises(UnknownTransferEncoding):
         decode_transfer_encoding(b"x", b"x-uuencode")
