@@ -212,6 +212,38 @@ def test_search_requires_selected_state(conv: Conversation) -> None:
     """)
 
 
+def test_header_key_looks_at_every_occurrence_the_envelope_keys_at_the_first(conv: Conversation) -> None:
+    conv.add_message(data=b"From: first@example.org\r\nTo: to1@example.org\r\nTo: to2@example.org\r\n"
+                          b"Subject: one\r\nSubject: =?UTF-8?Q?tw=C3=B6?=\r\nX-Dup: v1\r\nX-Dup: v2\r\n\r\nx\r\n")
+    conv.select()
+    conv.script("""
+        C: a1 SEARCH HEADER To "to2"
+        S: * SEARCH 1
+        S: a1 OK SEARCH completed
+        C: a2 SEARCH HEADER Subject "twö"
+        S: * SEARCH 1
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH HEADER Subject "one" HEADER X-Dup "v2"
+        S: * SEARCH 1
+        S: a3 OK SEARCH completed
+        C: a4 SEARCH TO "to2"
+        S: * SEARCH
+        S: a4 OK SEARCH completed
+        C: a5 SEARCH SUBJECT "tw"
+        S: * SEARCH
+        S: a5 OK SEARCH completed
+        C: a6 SEARCH HEADER Subject "three"
+        S: * SEARCH
+        S: a6 OK SEARCH completed
+        C: a7 SEARCH HEADER "" ""
+        S: * SEARCH
+        S: a7 OK SEARCH completed
+        C: a8 SEARCH NOT HEADER "" "x"
+        S: * SEARCH 1
+        S: a8 OK SEARCH completed
+    """)
+
+
 def test_search_keys_through_the_wire(conv: Conversation) -> None:
     conv.add_message(data=b"From: Ann <ann@example.org>\r\nTo: Bo <bo@example.org>\r\n"
                           b"Subject: =?UTF-8?Q?R=C3=A9sum=C3=A9?=\r\nDate: 2 Jan 2004 10:00:00 +0000\r\n"

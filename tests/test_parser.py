@@ -642,7 +642,7 @@ def test_search_every_key() -> None:
         c.SearchDate("INTERNAL", "BEFORE", day), c.SearchText("BODY", "x"),
         c.SearchHeader("Cc", "c"),
     )
-    assert c.SearchHeader("Message-ID", "<id@host>") in keys
+    assert c.SearchHeader("Message-ID", "<id@host>", every_occurrence=True) in keys
     assert c.SearchFlag("$Junk", True) in keys and c.SearchFlag("$Junk", False) in keys
     assert c.SearchSize(True, 1000) in keys and c.SearchSize(False, 5) in keys
     assert c.SearchAnd((c.SearchRecent(), c.SearchFlag("\\Seen", False))) in keys  # NEW

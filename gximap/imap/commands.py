@@ -248,10 +248,13 @@ class SearchRecent(SearchKey):
 @dataclass(frozen=True, slots=True)
 class SearchHeader(SearchKey):
     """Substring search in a header field: FROM/TO/CC/BCC/SUBJECT give the canonical field name,
-    HEADER the name as the client spelled it.  An empty value matches messages having the field."""
+    HEADER the name as the client spelled it.  An empty value matches messages having the field.
+    ``every_occurrence`` (HEADER): any field of that name counts, where the envelope keys look
+    at the envelope's field, the first one (RFC 3501 6.4.4)."""
 
     field: str
     value: str
+    every_occurrence: bool = False
 
 
 @dataclass(frozen=True, slots=True)

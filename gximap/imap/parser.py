@@ -571,10 +571,10 @@ def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
     if name == "HEADER":
         r.sp()
         field_raw = r.astring("header field name")
-        if not _HEADER_FIELD_NAME.match(field_raw):
+        if field_raw and not _HEADER_FIELD_NAME.match(field_raw):  # "" is an astring: it matches nothing
             raise r.error("Invalid header field name")
         r.sp()
-        return SearchHeader(field_raw.decode("ascii"), _search_string(r, charset))
+        return SearchHeader(field_raw.decode("ascii"), _search_string(r, charset), every_occurrence=True)
     if name in ("KEYWORD", "UNKEYWORD"):
         r.sp()
         flag = r.flag(allow_recent=True)

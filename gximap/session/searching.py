@@ -376,15 +376,6 @@ class _Compiler:
         name = key.field.lower()
         needle = searchtext.fold(key.value)
         attribute = _DIGEST_FIELDS.get(name)
-        if attribute is not None and needle:
-            raw_needle = searchtext.ascii_needle(needle)
-
-            def digest_test(msg: _Message) -> bool:
-                if raw_needle is not None and not msg.summary_may_contain(raw_needle):
-                    return False  # ruled out without decoding the summary
-                return needle in searchtext.fold(getattr(msg.summary, attribute))
-
-            return _Node(COST_DIGEST, None, digest_test)
 
         def header_test(msg: _Message) -> bool:
             values = searchtext.header_values(msg.header, msg.summary.header_size, name)
@@ -392,7 +383,19 @@ class _Compiler:
                 return bool(values)  # an empty string matches every message having the field
             return any(needle in searchtext.fold(value) for value in values)
 
-        return _Node(COST_HEADER, None, header_test)
+        if attribute is None or not needle:
+            return _Node(COST_HEADER, None, header_test)
+        raw_needle = searchtext.ascii_needle(needle)
+
+        def digest_test(msg: _Message) -> bool:
+            if raw_needle is not None and not msg.summary_may_contain(raw_needle):
+                return False  # ruled out without decoding the summary
+            return needle in searchtext.fold(getattr(msg.summary, attribute))
+
+        if not key.every_occurrence:
+            return _Node(COST_DIGEST, None, digest_test)
+        # HEADER Subject "x": the summary holds the first field; a repeated one is in the header.
+        return _Node(COST_HEADER, None, lambda msg: digest_test(msg) or header_test(msg))
 
     def _SearchText(self, key: cmds.SearchText) -> _Node:
         needle = searchtext.fold(key.value)
