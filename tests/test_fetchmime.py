@@ -399,7 +399,7 @@ RFC3501_SECTIONS = [
     ((), "HEADER", None, lambda m: m[: m.index(b"\r\n\r\n") + 4]),
     ((), "TEXT", None, lambda m: m[m.index(b"\r\n\r\n") + 4 :]),
     ((1,), None, None, lambda m: b"part 1 text"),
-    ((1, 1), None, None, lambda m: b"part 1 text"),  # "1" of a non-multipart part is itself
+    ((1, 1), None, None, lambda m: b""),  # a leaf part has nothing below it (Dovecot alike)
     ((2,), None, None, lambda m: b"cGFydCAy"),
     ((3,), None, None, lambda m: between(m, b"From: Inner Three", b"--B--") + b"--B--\r\n"),
     ((3,), "HEADER", None, lambda m: between(m, b"From: Inner Three", b"--B\r\n")),
@@ -459,6 +459,17 @@ def test_whole_message_and_rfc822_aliases():
     assert section(reader, d, (1,), None, None, None) == section(reader, d, (), "TEXT", None, None)
     assert section(reader, d, (2,), None, None, None) == b""
     assert locate(d, (1,)) is d.root and locate(d, (2,)) is None
+    # ... and nothing lies below that part: 1.1, 1.1.1.1, 1.1.MIME are empty (they gave part 1)
+    for numbers in ((1, 1), (1, 1, 1, 1)):
+        assert locate(d, numbers) is None
+        assert section(reader, d, numbers, None, None, None) == b""
+    assert section(reader, d, (1, 1), "MIME", None, None) == b""
+    # inside message/rfc822 the embedded message's "1" is its single part again
+    nested = digest(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nfirst\r\n--b\r\n"
+                    b"Content-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ninner\r\n--b--\r\n")
+    inner = nested.root.children[1].message[1]
+    assert locate(nested, (2, 1)) is inner and locate(nested, (2, 1, 1)) is None
+    assert locate(nested, (1, 1)) is None
 
 
 def test_header_fields_selection_keeps_folding_and_order():
@@ -473,11 +484,19 @@ def test_header_fields_selection_keeps_folding_and_order():
     assert not_got == b"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n\r\n"
     assert section(reader, d, (), "HEADER.FIELDS", ["nothing"], None) == b"\r\n"
     assert section(reader, d, (), "HEADER.FIELDS", ["subject"], (3, 5)) == b"ject:"
-    # bare LF messages keep their line ends; a header without final newline is completed
+    # bare LF messages keep their line ends; a header without final newline is completed, and a
+    # message with no body and no blank line gets no blank line (RFC 3501 6.4.5), as in BODY[HEADER]
     data, d = load("bare_lf.eml")
     assert section(Reader(data), d, (), "HEADER.FIELDS", ["subject"], None) == b"Subject: bare LF line endings\n\n"
-    d = digest(b"Subject: cut")
-    assert section(Reader(b"Subject: cut"), d, (), "HEADER.FIELDS", ["Subject"], None) == b"Subject: cut\r\n\r\n"
+    for message in (b"Subject: cut", b"Subject: cut\r\n"):
+        d = digest(message)
+        for spec, names in (("HEADER.FIELDS", ["Subject"]), ("HEADER.FIELDS.NOT", ["From"])):
+            assert section(Reader(message), d, (), spec, names, None) == b"Subject: cut\r\n"
+    d = digest(b"Subject: cut\r\n\r\n")
+    assert section(Reader(b"Subject: cut\r\n\r\n"), d, (), "HEADER.FIELDS", ["Subject"], None) == (
+        b"Subject: cut\r\n\r\n")
+    d = digest(b"\r\nbody only\r\n")
+    assert section(Reader(b"\r\nbody only\r\n"), d, (), "HEADER.FIELDS", ["Subject"], None) == b"\r\n"
 
 
 def test_partial_semantics():

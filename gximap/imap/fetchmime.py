@@ -7,8 +7,10 @@ for ordinary messages (lowercase strings as written in the message, "us-ascii" c
 text parts, an empty text/plain part standing in for a multipart without parts).
 
 Section resolution (RFC 3501 §6.4.5), as Dovecot does it:
-  * part numbers walk multipart children; "1" of a non-multipart entity is that entity itself;
-    after a message/rfc822 part, further numbers continue inside the embedded message;
+  * part numbers walk multipart children; "1" of a message (the top level, or one embedded in
+    message/rfc822) whose body is not multipart is that message's single part, and a leaf part
+    has no numbers below it (1.1 of a plain message is nothing); after a message/rfc822 part,
+    further numbers continue inside the embedded message;
   * ``N`` alone is the body of part N (for message/rfc822: the whole embedded message);
     ``N.MIME`` its MIME header; ``N.HEADER``/``N.TEXT``/``N.HEADER.FIELDS`` need a message/rfc822
     part N and address the embedded message;
@@ -236,17 +238,22 @@ def locate(d: Digest, part: Iterable[int]) -> Part | None:
     """The entity a section-part number names (see the module docstring), or None."""
     numbers = tuple(part)
     current = d.root
+    message_root = True   # current is a message (the top level, or one inside message/rfc822)
     for index, num in enumerate(numbers):
         children = current.children
         if children is None:
-            if num != 1:
+            # "1" of a message whose body is a single part is that part; below a part that is
+            # neither a multipart nor a message there is nothing (1.1 of a plain message).
+            if num != 1 or not message_root:
                 return None
         else:
             if not 1 <= num <= len(children):
                 return None
             current = children[num - 1]
+        message_root = False
         if current.message is not None and index + 1 < len(numbers):
             current = current.message[1]
+            message_root = True
     return current
 
 
@@ -314,6 +321,9 @@ def section_range(
     return _clip(raw[0], raw[1], partial)
 
 
+_BLANK_LINE_ENDINGS = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+
+
 class _FieldPicker:
     """The fields of a header block that HEADER.FIELDS names (or, with ``exclude``, those
     HEADER.FIELDS.NOT leaves). Built once per field list (see picker): clients ask for the same
@@ -340,9 +350,11 @@ class _FieldPicker:
                 if (name in wanted) != exclude:
                     chunk = block[field_start:field_end]
                     chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\r\n")
-        # the blank line that ends a header is part of every HEADER* answer; keep the message's own
-        # line ending for it
-        chunks.append(b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n")
+        # The blank line that ends a header is part of every HEADER* answer, except for a message
+        # with no body and no blank line (RFC 3501 6.4.5), as BODY[HEADER] is the block itself;
+        # the message's own line ending is kept for it.
+        if block.endswith(_BLANK_LINE_ENDINGS) or block in (b"\r\n", b"\n"):
+            chunks.append(b"\n" if block.endswith(b"\n\n") else b"\r\n")
         return b"".join(chunks)
 
 
