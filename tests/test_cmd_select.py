@@ -118,10 +118,11 @@ def test_select_imap4rev2_responses(conv):
     """)
 
 
-def test_reselect_in_rev1_is_silent(conv):
+def test_reselect_in_rev1_says_closed_too(conv):
+    """RFC 7162 3.2.11: a server supporting QRESYNC sends [CLOSED], enabled or not."""
     conv.select()
     lines = conv.select("Sent")
-    assert not any(b"CLOSED" in line for line in lines)
+    assert lines[0] == b"* OK [CLOSED] Previous mailbox closed"
     assert conv.session.selected.name == "Sent"
 
 
@@ -129,6 +130,7 @@ def test_failed_select_leaves_the_authenticated_state(conv):
     conv.select()
     conv.script("""
         C: a1 SELECT Nowhere
+        S: * OK [CLOSED] Previous mailbox closed
         S: a1 NO [NONEXISTENT] Mailbox does not exist
         C: a2 CHECK
         S: a2 BAD No mailbox selected

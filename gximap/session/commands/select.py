@@ -46,11 +46,12 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
             raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
         condstore.check_qresync(cmd.qresync)
     # RFC 3501 6.3.1: the selected mailbox is closed first (without expunging), even if the new
-    # SELECT fails. IMAP4rev2 (and QRESYNC) clients are told with [CLOSED].
+    # SELECT fails. A server supporting QRESYNC says so with [CLOSED] (RFC 7162 3.2.11), whether
+    # or not the client enabled it (an IMAP4rev1 client ignores a code it does not know), as
+    # Dovecot does.
     if session.selected is not None:
         session.select(None)
-        if session.rev2 or session.qresync_enabled:
-            yield _info(session, b"CLOSED", Code.INFO_CLOSED)
+        yield _info(session, b"CLOSED", Code.INFO_CLOSED)
     if cmd.condstore:
         condstore.enable(session)  # no mailbox is selected now: nothing to announce
     store = session.store
