@@ -595,3 +595,24 @@ def test_message_numbers_of_a_batch(conv: Conversation) -> None:
     assert list(fetch._message_numbers(view, records(1, 2, 4, 5, 6))) == [1, 2, 3, 4, 5]
     assert list(fetch._message_numbers(view, records(2, 3, 4))) == [2, None, 3]
     assert list(fetch._message_numbers(view, records(5, 6, 7))) == [4, 5, None]
+
+
+def test_message_global_is_a_basic_body_until_imap4rev2_is_enabled(conv: Conversation) -> None:
+    """RFC 3501's body-type-msg is message/rfc822 only: an IMAP4rev1 session gets message/global
+    as a basic body (a strict parser would fail on the envelope); IMAP4rev2 (RFC 9051) as a
+    message."""
+    conv.add_message(data=b"Subject: global\r\nContent-Type: multipart/mixed; boundary=g\r\n\r\n--g\r\n"
+                          b"Content-Type: text/plain\r\n\r\nx\r\n--g\r\nContent-Type: message/global\r\n\r\n"
+                          b"Subject: inner\r\n\r\ninner\r\n--g--\r\n")
+    conv.select()
+    basic = b'("message" "global" NIL NIL NIL "7BIT" 23 NIL NIL NIL NIL)'
+    (line, _ok) = conv.send(b"a1 FETCH 1 BODYSTRUCTURE\r\n")
+    assert basic in line
+    (line, _ok) = conv.send(b"a2 FETCH 1 BODY\r\n")
+    assert b'("message" "global" NIL NIL NIL "7BIT" 23) "mixed"' in line
+    conv.command("UNSELECT")
+    conv.command("ENABLE IMAP4rev2")
+    conv.select()
+    (line, _ok) = conv.send(b"a3 FETCH 1 BODYSTRUCTURE\r\n")
+    assert basic not in line
+    assert b'("message" "global" NIL NIL NIL "7BIT" 23 (NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL) (' in line

@@ -182,12 +182,12 @@ _EMPTY_BODY = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 0 0)'
 _EMPTY_BODYSTRUCTURE = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)'
 
 
-def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> None:
+def _write_part(part: Part, extensible: bool, utf8: bool, message_global: bool, out: list[bytes]) -> None:
     if part.children is not None:
         out.append(b"(")
         if part.children:
             for child in part.children:
-                _write_part(child, extensible, utf8, out)
+                _write_part(child, extensible, utf8, message_global, out)
         else:  # a multipart without parts is not allowed by the grammar: one empty text part
             out.append(_EMPTY_BODYSTRUCTURE if extensible else _EMPTY_BODY)
         out.append(b" " + _ns(part.subtype, utf8))
@@ -200,7 +200,13 @@ def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> N
     ctype, subtype = part.type, part.subtype
     ctype_l = ctype.lower()
     is_text = ctype_l == b"text"
-    if part.message is None and ctype_l == b"message" and subtype.lower() in (b"rfc822", b"global"):
+    message = part.message
+    if message is not None and not message_global and subtype.lower() == b"global":
+        # RFC 3501's body-type-msg is message/rfc822 only; the IMAP4rev2 grammar adds
+        # message/global. Before the client enables IMAP4rev2 it is a basic body (RFC 9051 7.2.2:
+        # responses conform to RFC 3501 until then), as Dovecot describes it.
+        message = None
+    elif message is None and ctype_l == b"message" and subtype.lower() in (b"rfc822", b"global"):
         # An unparsed message/rfc822 (encoded, or past the nesting limit) cannot be described
         # as one (body-type-msg needs its envelope and structure): describe it as opaque data.
         ctype, subtype = b"application", b"octet-stream"
@@ -208,10 +214,10 @@ def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> N
                + _params(part.params, utf8, default_charset=is_text) + b" "
                + _ns(part.id, utf8) + b" " + _ns(part.description, utf8) + b" "
                + _ns(part.encoding or b"7BIT", utf8) + b" " + number(part.size))
-    if part.message is not None:
-        inner_envelope, inner_root = part.message
+    if message is not None:
+        inner_envelope, inner_root = message
         out.append(b" " + envelope(inner_envelope, utf8) + b" ")
-        _write_part(inner_root, extensible, utf8, out)
+        _write_part(inner_root, extensible, utf8, message_global, out)
         out.append(b" " + number(part.lines))
     elif is_text:
         out.append(b" " + number(part.lines))
@@ -221,12 +227,13 @@ def _write_part(part: Part, extensible: bool, utf8: bool, out: list[bytes]) -> N
     out.append(b")")
 
 
-def bodystructure(d: Digest | Part, extensible: bool, utf8: bool = False) -> bytes:
+def bodystructure(d: Digest | Part, extensible: bool, utf8: bool = False, *, message_global: bool = True) -> bytes:
     """BODY (``extensible=False``) or BODYSTRUCTURE (``extensible=True``) of the message, as the
-    parenthesised body of RFC 3501 §7.4.2."""
+    parenthesised body of RFC 3501 §7.4.2. ``message_global`` False (an IMAP4rev1 session):
+    message/global parts are described as basic bodies, not with their envelope."""
     root = d.root if isinstance(d, Digest) else d
     out: list[bytes] = []
-    _write_part(root, extensible, utf8, out)
+    _write_part(root, extensible, utf8, message_global, out)
     return b"".join(out)
 
 

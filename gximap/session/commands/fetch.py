@@ -248,7 +248,9 @@ class _Renderer:
         self.store = session.store
         self.recent = view.recent
         self.show_recent = not session.rev2
-        self.utf8 = session.utf8
+        # What ENVELOPE and BODY(STRUCTURE) depend on besides the body: UTF8=ACCEPT (strings
+        # sent as UTF-8) and IMAP4rev2 (message/global described as a message).
+        self.style: tuple[bool, bool] = (session.utf8, session.rev2)
         self.uid = cmd.uid
         # UID FETCH always reports the UID, first (RFC 3501 section 6.4.8).
         self.items = [att for att in cmd.items if not (cmd.uid and att.name == "UID")]
@@ -315,10 +317,10 @@ class _Renderer:
             return lambda msg, out: out.append(b"RFC822.SIZE %d" % msg.meta.size)
         if name == "MODSEQ":
             return lambda msg, out: out.append(self.modseq(msg.meta))
-        cached = _cached_item(att, self.utf8)
+        cached = _cached_item(att, self.style)
         if cached is not None and cached[0] is _STRUCTURES:
-            utf8 = self.utf8
-            return lambda msg, out: out.append(_structure(name, msg, utf8))
+            style = self.style
+            return lambda msg, out: out.append(_structure(name, msg, style))
         if cached is not None:
             return functools.partial(_header_fields_piece, att, att.response_label())
         if name in ("BINARY", "BINARY.SIZE"):
@@ -338,13 +340,13 @@ _HEADER_FIELDS: BoundedCache[tuple[str, bytes, tuple[int, int] | None], bytes] =
     HEADER_FIELDS_CACHE_ENTRIES)
 
 
-def _cached_item(att: FetchAtt, utf8: bool) -> tuple[BoundedCache[Any, bytes], Any, Any] | None:
+def _cached_item(att: FetchAtt, style: tuple[bool, bool]) -> tuple[BoundedCache[Any, bytes], Any, Any] | None:
     """For an item that is the same for a body whoever asks: the cache that keeps it rendered,
     and what its key holds after the body id (``_structure`` and ``_header_fields_piece`` make
     these keys; the listing path looks a batch of them up at once). None for other items."""
     name = att.name
     if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
-        return _STRUCTURES, name, utf8
+        return _STRUCTURES, name, style
     if name == "BODY" and att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
         return _HEADER_FIELDS, att.response_label(), att.partial
     return None
@@ -369,17 +371,19 @@ def _header_fields_piece(att: FetchAtt, label: bytes, msg: _Message, out: list[P
 # UTF8=ACCEPT): a body never changes under its id, and every device and session of a user fetches
 # the same new messages' structure. A few hundred bytes each.
 STRUCTURE_CACHE_ENTRIES = 4096
-_STRUCTURES: BoundedCache[tuple[str, str, bool], bytes] = BoundedCache(STRUCTURE_CACHE_ENTRIES)
+_STRUCTURES: BoundedCache[tuple[str, str, tuple[bool, bool]], bytes] = BoundedCache(STRUCTURE_CACHE_ENTRIES)
 
 
-def _structure(name: str, msg: _Message, utf8: bool) -> bytes:
-    key = (msg.meta.blob, name, utf8)
+def _structure(name: str, msg: _Message, style: tuple[bool, bool]) -> bytes:
+    """ENVELOPE, BODY or BODYSTRUCTURE of a body in a session's ``style`` (_Renderer.style)."""
+    key = (msg.meta.blob, name, style)
     rendered = _STRUCTURES.get(key)
     if rendered is None:
         if name == "ENVELOPE":
-            rendered = b"ENVELOPE " + fetchmime.envelope(msg.digest, utf8)
+            rendered = b"ENVELOPE " + fetchmime.envelope(msg.digest, style[0])
         else:
-            rendered = name.encode() + b" " + fetchmime.bodystructure(msg.digest, name == "BODYSTRUCTURE", utf8)
+            rendered = name.encode() + b" " + fetchmime.bodystructure(
+                msg.digest, name == "BODYSTRUCTURE", style[0], message_global=style[1])
         _STRUCTURES.put(key, rendered)
     return rendered
 
@@ -561,14 +565,14 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
         # Position in names -> (cache, key after the body id, the general path's step).
         self.cached: dict[int, tuple[BoundedCache[Any, bytes], Any, Any, Callable[[_Message, list[Piece]], None]]] = {}
         for index, att in enumerate(atts):
-            item = None if att is None else _cached_item(att, renderer.utf8)
+            item = None if att is None else _cached_item(att, renderer.style)
             if item is not None:
                 self.cached[index] = (*item, steps[index])
 
     @staticmethod
     def handles(renderer: _Renderer) -> bool:
         """Whether every item of the FETCH is one the listing path renders."""
-        return all(att.name in LISTING_ITEMS and (att.section is None or _cached_item(att, renderer.utf8) is not None)
+        return all(att.name in LISTING_ITEMS and (att.section is None or _cached_item(att, renderer.style) is not None)
                    for att in renderer.items)
 
     def responses(self, session: Any, uids: list[int]) -> Generator[bytes, Any, bool]:
