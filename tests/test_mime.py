@@ -24,6 +24,7 @@ from midb.mime import (
     digest,
     encode_digest,
     field_pattern,
+    is_reply_or_forward,
     parse_address_list,
     parse_header_block,
 )
@@ -439,6 +440,26 @@ def test_decode_header_value(raw: bytes, expected: str):
 )
 def test_base_subject_rfc5256(subject: str, expected: str):
     assert base_subject(subject) == expected
+
+
+def test_base_subject_with_many_blobs_is_linear_and_unchanged():
+    """More blobs before "Re:" than the leader pattern takes at once come off one by one: the
+    same base subject; and 200,000 blobs (12 s when each attempt rescanned them all) are quick."""
+    assert base_subject("[a] " * 40 + "Re: [b] Fwd: hello") == "hello"
+    assert is_reply_or_forward("[a] " * 40 + "Re: hello")
+    assert base_subject("[a] " * 40 + "[last]") == "[last]"
+    assert base_subject("[x] " * 200_000) == "[x]"
+    assert digest(b"Subject: " + b"[x] " * 200_000 + b"\r\n\r\n").base_subject == "[x]"
+
+
+def test_parameters_of_many_semicolons():
+    """A parameter list of 400,000 semicolons, with and without a parameter at its end (each
+    semicolon looked for the next "=" from scratch)."""
+    assert digest(b"Content-Type: text/plain" + b";" * 400_000 + b"\r\n\r\n").root.params == ()
+    part = digest(b"Content-Type: text/plain" + b";" * 400_000 + b"charset=utf-8\r\n\r\n").root
+    assert part.param(b"charset") == b"utf-8"
+    part = digest(b"Content-Type: text/plain; a=1;;; ;b=2; c\r\n\r\n").root
+    assert (part.param(b"a"), part.param(b"b"), part.param(b"c")) == (b"1", b"2", None)
 
 
 def test_sort_and_thread_keys():
