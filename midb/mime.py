@@ -786,36 +786,41 @@ def is_reply_or_forward(subject: str) -> bool:
 
 
 def _base_subject(subject: str) -> tuple[str, bool]:
-    """(base subject, whether a reply or forward marker was removed on the way)."""
+    """(base subject, whether a reply or forward marker was removed on the way). The text is
+    narrowed by moving its two ends, and cut once at the end: cutting it at every step copied
+    the rest each time ("(fwd)" * 400,000 took 9 s, nested "[fwd: ...]" 25 s)."""
     text = _WSP_RUN.sub(" ", subject)  # step 1 (decoding was done by the caller)
     marked = False
+    start, end = 0, len(text)
     while True:
         while True:  # step 2: trailing "(fwd)" and blanks
-            text = text.rstrip(" ")
-            if text[-5:].lower() != "(fwd)":
+            while end > start and text[end - 1] == " ":
+                end -= 1
+            if end - start < 5 or text[end - 5 : end].lower() != "(fwd)":
                 break
-            text = text[:-5]
+            end -= 5
             marked = True
-        pos = 0
+        pos = start
         while True:  # steps 3-5: leading subj-leaders, and a blob unless it is all there is
-            start = pos
-            match = _LEADER.match(text, pos)
+            before = pos
+            match = _LEADER.match(text, pos, end)
             while match is not None and match.end() > pos:
                 marked = marked or not match.group().isspace()  # a subj-refwd, not blanks alone
                 pos = match.end()
-                match = _LEADER.match(text, pos)
-            blob = _LEADING_BLOB.match(text, pos)
-            if blob is not None and blob.end() < len(text):
+                match = _LEADER.match(text, pos, end)
+            blob = _LEADING_BLOB.match(text, pos, end)
+            if blob is not None and blob.end() < end:
                 pos = blob.end()
-            if pos == start:
+            if pos == before:
                 break
-        text = text[pos:]
+        start = pos
         # step 6: a "[fwd: ... ]" wrapper goes, and everything starts again
-        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text[-1] == "]":
-            text = text[5:-1]
+        if end - start >= 6 and text[start : start + 5].lower() == "[fwd:" and text[end - 1] == "]":
+            start += 5
+            end -= 1
             marked = True
             continue
-        return text, marked
+        return text[start:end], marked
 
 
 _MSG_ID = re.compile(rb"<([^<>\s]*)>")

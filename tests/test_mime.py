@@ -449,6 +449,9 @@ def test_base_subject_with_many_blobs_is_linear_and_unchanged():
     assert is_reply_or_forward("[a] " * 40 + "Re: hello")
     assert base_subject("[a] " * 40 + "[last]") == "[last]"
     assert base_subject("[x] " * 200_000) == "[x]"
+    assert base_subject("[fwd: " * 200_000 + "x" + "]" * 200_000) == "x"
+    assert base_subject("x" + " (fwd)" * 200_000) == "x"
+    assert base_subject("Re: [fwd: a (fwd)] (fwd)") == "a" and base_subject("[fwd: ]") == ""
     assert digest(b"Subject: " + b"[x] " * 200_000 + b"\r\n\r\n").base_subject == "[x]"
 
 
