@@ -808,13 +808,18 @@ class Store(MetadataMixin):
         """Create `name` (normalised) and any missing parents; FolderExists if it exists."""
         if self._folder_id(txn, dbs, account_id, name) is not None:
             raise FolderExists(f"folder {name} exists")
+        parent_id = self._ensure_parents(txn, dbs, account_id, name)
+        return self._insert_folder(txn, dbs, account_id, name, parent_id, special, uidvalidity)
+
+    def _ensure_parents(self, txn: Any, dbs: Databases, account_id: int, name: str) -> int:
+        """Create the missing ancestors of ``name``; the id of its parent (0 at the top)."""
         parent_id = 0
         for ancestor in parent_names(name):
             existing = self._folder_id(txn, dbs, account_id, ancestor)
             if existing is None:
                 existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
             parent_id = existing
-        return self._insert_folder(txn, dbs, account_id, name, parent_id, special, uidvalidity)
+        return parent_id
 
     def _insert_folder(self, txn: Any, dbs: Databases, account_id: int, name: str, parent_id: int,
                        special: int, uidvalidity: int | None) -> FolderRecord:
@@ -912,12 +917,7 @@ class Store(MetadataMixin):
             raise FolderExists(f"folder {new} exists")
         if old == INBOX:
             return self._rename_inbox(txn, dbs, effects, account_id, old_id, new)
-        parent_id = 0
-        for ancestor in parent_names(new):
-            existing = self._folder_id(txn, dbs, account_id, ancestor)
-            if existing is None:
-                existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
-            parent_id = existing
+        parent_id = self._ensure_parents(txn, dbs, account_id, new)
         moves = [(old, new, old_id)]
         for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
             child = bytes(key[4:]).decode("utf-8")
