@@ -167,12 +167,15 @@ class Digest(NamedTuple):
 
 
 _LINE_BREAK = re.compile(rb"\r?\n")
+_CONTINUATION_RUN_END = re.compile(rb"\n(?![ \t])")  # the line break after which no continuation follows
 
 
 def unfold(raw: bytes) -> bytes:
     """An unfolded header value: line breaks removed, surrounding blanks stripped, NUL bytes
     replaced by 0x80 (as Dovecot does: a NUL cannot travel in an IMAP string)."""
-    value = _LINE_BREAK.sub(b"", raw).strip(b" \t\r")
+    # Two C passes that copy once each: re.sub over a value folded millions of times built a
+    # piece per line (3.7 s and 1.7 GB for a 30 MB field, holding the interpreter lock).
+    value = raw.replace(b"\r\n", b"").replace(b"\n", b"").strip(b" \t\r")
     if b"\x00" in value:
         value = value.replace(b"\x00", b"\x80")
     return value
@@ -201,6 +204,10 @@ def parse_header_block(
         if first == b"\n" or (first == b"\r" and data[pos + 1 : pos + 2] == b"\n" and pos + 1 < end):
             return fields, line_end
         if first in (b" ", b"\t"):
+            # All the continuation lines in a row at once: a field folded over millions of
+            # lines cost one Python iteration each.
+            run_end = _CONTINUATION_RUN_END.search(data, pos, end)
+            line_end = end if run_end is None else run_end.end()
             if extends_last:
                 name, field_start, value_start, _ = fields[-1]
                 fields[-1] = (name, field_start, value_start, line_end)
