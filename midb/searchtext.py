@@ -26,7 +26,7 @@ from midb.mime import (
     unfold,
 )
 
-__all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "ascii_body", "body_text", "ascii_needle", "fold", "has_ascii_folding",
+__all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "HeaderValues", "ascii_body", "body_text", "ascii_needle", "fold", "has_ascii_folding",
            "header_values", "leaf_plan", "matches", "planned_ascii_body", "raw_header_lacks",
            "scan_needle", "PLAN_DECODE", "PLAN_NO_TEXT", "PLAN_RAW", "PLAN_VERSION"]
 
@@ -39,23 +39,38 @@ def header_values(data: bytes, digest: Digest | int, name: str) -> list[str]:
     """Every occurrence of header field ``name`` (case-insensitive) in the message's top-level
     header, unfolded and RFC 2047-decoded, in order.  An empty ``name`` matches no field.
     ``digest`` may also be the header's size (a summary's ``header_size``)."""
-    wanted = name.strip().lower().encode("utf-8", "surrogateescape")
-    if not wanted:
-        return []
-    if isinstance(digest, int):
-        start, end = 0, digest
-    else:
-        start, end = digest.root.header_start, digest.root.body_start
-    pattern = field_pattern((wanted,))
-    found = None if pattern is None or start != 0 else find_fields(pattern, data[:end])
-    if found is not None:
-        return [decode_header_value(unfold(value)) for _field, value, _line_break in found]
-    fields, _ = parse_header_block(data, start, end)
-    return [
-        decode_header_value(unfold(data[value_start:field_end]))
-        for field_name, _field_start, value_start, field_end in fields
-        if field_name == wanted
-    ]
+    return HeaderValues(name)(data, digest)
+
+
+class HeaderValues:
+    """header_values for one field name, its pattern made once: a SEARCH of many HEADER keys
+    calls it for each message, and more names than the pattern caches hold recompiled a pattern
+    per call (a SEARCH of 1,300 HEADER keys over 5,000 messages took 489 s)."""
+
+    __slots__ = ("wanted", "pattern")
+
+    def __init__(self, name: str) -> None:
+        self.wanted = name.strip().lower().encode("utf-8", "surrogateescape")
+        self.pattern = field_pattern((self.wanted,)) if self.wanted else None
+
+    def __call__(self, data: bytes, digest: Digest | int) -> list[str]:
+        wanted = self.wanted
+        if not wanted:
+            return []
+        if isinstance(digest, int):
+            start, end = 0, digest
+        else:
+            start, end = digest.root.header_start, digest.root.body_start
+        pattern = self.pattern
+        found = None if pattern is None or start != 0 else find_fields(pattern, data[:end])
+        if found is not None:
+            return [decode_header_value(unfold(value)) for _field, value, _line_break in found]
+        fields, _ = parse_header_block(data, start, end)
+        return [
+            decode_header_value(unfold(data[value_start:field_end]))
+            for field_name, _field_start, value_start, field_end in fields
+            if field_name == wanted
+        ]
 
 
 _MARKUP = (b"html", b"xhtml+xml")  # text subtypes whose searchable text is the markup's text

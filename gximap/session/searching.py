@@ -377,8 +377,10 @@ class _Compiler:
         needle = searchtext.fold(key.value)
         attribute = _DIGEST_FIELDS.get(name)
 
+        values_of = searchtext.HeaderValues(name)
+
         def header_test(msg: _Message) -> bool:
-            values = searchtext.header_values(msg.header, msg.summary.header_size, name)
+            values = values_of(msg.header, msg.summary.header_size)
             if not needle:
                 return bool(values)  # an empty string matches every message having the field
             return any(needle in searchtext.fold(value) for value in values)
