@@ -616,3 +616,20 @@ def test_message_global_is_a_basic_body_until_imap4rev2_is_enabled(conv: Convers
     (line, _ok) = conv.send(b"a3 FETCH 1 BODYSTRUCTURE\r\n")
     assert basic not in line
     assert b'("message" "global" NIL NIL NIL "7BIT" 23 (NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL) (' in line
+
+
+def test_binary_items_of_one_part_share_its_decoding(conv: Conversation) -> None:
+    """Several BINARY items of one part (partials, BINARY.SIZE) in one FETCH: each answers its own
+    range of the one decoding (kept for the next item instead of decoded again)."""
+    conv.add_message(data=b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+                          b"first\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n--b--\r\n")
+    conv.select()
+    conv.script("""
+        C: a1 FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2]<0.5> BINARY.PEEK[2]<6.5> BINARY.PEEK[1] BINARY.PEEK[2]<10.9>)
+        S: * 1 FETCH (BINARY.SIZE[2] 11 BINARY[2]<0> {5}
+        S: hello BINARY[2]<6> {5}
+        S: world BINARY[1] {5}
+        S: first BINARY[2]<10> {1}
+        S: d)
+        S: a1 OK FETCH completed
+    """)

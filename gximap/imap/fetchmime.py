@@ -418,7 +418,8 @@ def _binary_entity(d: Digest, part: tuple[int, ...]) -> Part | None:
     return d.root if not part else locate(d, part)
 
 
-def _decoded(data_reader: DataReader, d: Digest, part: tuple[int, ...]) -> bytes:
+def decoded_part(data_reader: DataReader, d: Digest, part: tuple[int, ...]) -> bytes:
+    """BINARY[part]'s whole content (see binary_section)."""
     part = tuple(part)
     if not part:
         return data_reader(0, d.size) if d.size else b""
@@ -439,18 +440,22 @@ def binary_section(
     d: Digest,
     part: tuple[int, ...],
     partial: tuple[int, int] | None,
+    decode: Callable[[tuple[int, ...]], bytes] | None = None,
 ) -> bytes:
     """BINARY[part]<partial>: the part's body with its Content-Transfer-Encoding undone.  The empty
     part is the whole message as stored.  Raises UnknownCTE when the encoding is unknown;
-    a non-existent part gives b""."""
-    content = _decoded(data_reader, d, part)
+    a non-existent part gives b"". ``decode`` (part -> content) may stand in for decoded_part,
+    e.g. to keep what it decoded for the next item."""
+    part = tuple(part)
+    content = decode(part) if decode is not None else decoded_part(data_reader, d, part)
     offset, length = _clip(0, len(content), partial)
     return content[offset : offset + length]
 
 
-def binary_size(data_reader: DataReader, d: Digest, part: tuple[int, ...]) -> int:
+def binary_size(data_reader: DataReader, d: Digest, part: tuple[int, ...],
+                decode: Callable[[tuple[int, ...]], bytes] | None = None) -> int:
     """BINARY.SIZE[part]: the decoded size (no data read for 7bit/8bit/binary parts).  Raises
-    UnknownCTE like ``binary_section``."""
+    UnknownCTE like ``binary_section``; ``decode`` as there."""
     part = tuple(part)
     if not part:
         return d.size
@@ -460,4 +465,4 @@ def binary_size(data_reader: DataReader, d: Digest, part: tuple[int, ...]) -> in
     identity = (entity.encoding or b"7bit").strip().lower() in (b"7bit", b"8bit", b"binary")
     if identity or entity.children is not None or entity.message is not None:
         return entity.body_end - entity.body_start
-    return len(_decoded(data_reader, d, part))
+    return len(decode(part) if decode is not None else decoded_part(data_reader, d, part))
