@@ -28,6 +28,11 @@ combinations use up the ids of every account in its shard; per account, the limi
 account's own, like the per-mailbox keyword limits of other servers. The log warns from 90 % of
 an account's ids on, and ``midb stats`` shows the fullest account's count.
 
+A new set holds at most MAX_KEYWORDS_PER_MESSAGE keywords (:class:`midb.errors.TooManyKeywords`,
+NO [LIMIT] as well): sets are kept for good, and without that bound a client adding thousands of
+keywords to one message at a time stored each growing set anew (80 STOREs of 4,000 keywords
+took the index to 247 MB, quadratically). Sets stored before the bound keep working.
+
 The column is kept in the write transaction of the message records it mirrors, by
 midb.indexes.IndexDelta; :func:`rebuild_columns` recomputes it (schema upgrade, ``midb verify
 --repair``).
@@ -47,7 +52,7 @@ from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 
 from midb.accounts import decode_account
-from midb.errors import KeywordSetsExhausted
+from midb.errors import KeywordSetsExhausted, TooManyKeywords
 from midb.keys import FOLDER, U32, account_key, unpack_message_key
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD
 
@@ -57,6 +62,9 @@ _PACKED = FOLDER.size + ENTRY.size            # getmulti(keyfixed=True): key + v
 _WORDS_PER_PACKED = _PACKED // 4              # ... as u32 words: key (2), uid, flag word, modseq (2)
 _KEYWORD_BITS = 24
 MAX_KEYWORD_SET = (1 << _KEYWORD_BITS) - 1
+# Keywords one message may carry (a new set's size): mail clients tag with a handful; Thunderbird's
+# and Apple Mail's own keywords are a dozen.
+MAX_KEYWORDS_PER_MESSAGE = 128
 _KEYWORDS_MASK = MAX_KEYWORD_SET
 _LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
 # The kinds of keyword_sets key, after the account's 4 bytes.
@@ -82,15 +90,19 @@ def _id_key(account: bytes, set_id: int) -> bytes:
     return account + _ID + U32.pack(set_id)
 
 
-def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
+def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes, *, bounded: bool = True) -> int:
     """The id of a keyword set (space-separated, sorted) of the account, interned in this write
-    transaction if new."""
+    transaction if new; a new one of more than MAX_KEYWORDS_PER_MESSAGE keywords raises
+    TooManyKeywords unless ``bounded`` is False (a rebuild re-interns what messages hold)."""
     db = dbs.keyword_sets
     account = account_key(account_id)
     key = _set_key(account, keywords)
     raw = txn.get(key, db=db)
     if raw is not None:
         return U32.unpack(raw)[0]
+    count = keywords.count(b" ") + 1
+    if bounded and count > MAX_KEYWORDS_PER_MESSAGE:
+        raise TooManyKeywords(f"{count} keywords on one message (at most {MAX_KEYWORDS_PER_MESSAGE})")
     new_id = _next_keyword_set_id(txn, db, account)
     if new_id > MAX_KEYWORD_SET:
         raise KeywordSetsExhausted(f"too many distinct keyword combinations in this account "
@@ -138,26 +150,28 @@ def _put_next_id(txn: Any, db: Any, account: bytes, next_id: int) -> None:
     txn.put(account + _NEXT_ID, U32.pack(next_id), db=db)
 
 
-def flag_word(txn: Any, dbs: Any, account_id: int, tail: bytes) -> int:
-    """The column's flag word of a record tail (system flag byte + keywords) of the account."""
+def flag_word(txn: Any, dbs: Any, account_id: int, tail: bytes, *, bounded: bool = True) -> int:
+    """The column's flag word of a record tail (system flag byte + keywords) of the account
+    (``bounded``: see keyword_set_id)."""
     word = tail[0] << _KEYWORD_BITS
     if len(tail) > 1:
-        word |= keyword_set_id(txn, dbs, account_id, bytes(tail[1:]))
+        word |= keyword_set_id(txn, dbs, account_id, bytes(tail[1:]), bounded=bounded)
     return word
 
 
 class ColumnWriter:
     """Column upkeep for one write job (IndexDelta's): one cursor for the deletions."""
 
-    __slots__ = ("txn", "dbs", "_cursor")
+    __slots__ = ("txn", "dbs", "bounded", "_cursor")
 
-    def __init__(self, txn: Any, dbs: Any) -> None:
+    def __init__(self, txn: Any, dbs: Any, *, bounded: bool = True) -> None:
         self.txn = txn
         self.dbs = dbs
+        self.bounded = bounded
         self._cursor: Any = None
 
     def put(self, account_id: int, folder_id: int, uid: int, tail: bytes, modseq: int) -> None:
-        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, account_id, tail), modseq)
+        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, account_id, tail, bounded=self.bounded), modseq)
         self.txn.put(FOLDER.pack(account_id, folder_id), value, db=self.dbs.flag_columns)
 
     def drop(self, account_id: int, folder_id: int, uid: int) -> None:
@@ -175,10 +189,12 @@ class WordTails:
     account: :meth:`of` gives an account's mapping (what FlagColumns.tail_of wants).
 
     A miss reads the keyword set in a read transaction of its own (see the module docstring for
-    why a cached entry never goes stale). At most _LIMIT words are kept over all accounts: past
-    that, every account's mapping starts afresh (one a reader still holds keeps working)."""
+    why a cached entry never goes stale). At most _LIMIT words (and _BYTES_LIMIT bytes of tails)
+    are kept over all accounts: past that, every account's mapping starts afresh (one a reader
+    still holds keeps working)."""
 
     _LIMIT = 1 << 16
+    _BYTES_LIMIT = 32 << 20   # and at most this much of their tails: a set may hold 128 long keywords
 
     def __init__(self, env: Any, dbs: Any) -> None:
         self._env = env
@@ -186,6 +202,7 @@ class WordTails:
         self._lock = threading.Lock()
         self._accounts: dict[int, AccountWordTails] = {}
         self._count = 0
+        self._bytes = 0
 
     def of(self, account_id: int) -> AccountWordTails:
         tails = self._accounts.get(account_id)
@@ -206,12 +223,14 @@ class WordTails:
                 raise LookupError(f"keyword set {set_id} of account id {tails.account_id} is not in the index")
             tail = bits + bytes(keywords)
         with self._lock:
-            if self._count >= self._LIMIT:
+            if self._count >= self._LIMIT or self._bytes >= self._BYTES_LIMIT:
                 self._accounts = {}   # readers holding a mapping keep it; the next of() starts afresh
                 self._count = 0
+                self._bytes = 0
             if word not in tails:
                 tails[word] = tail
                 self._count += 1
+                self._bytes += len(tail)
         return tail
 
 
@@ -377,7 +396,7 @@ def rebuild_columns(txn: Any, dbs: Any) -> None:
     sets are kept, so ids cached by running processes stay right (the upgrade from schema 7
     empties keyword_sets first, see midb.env)."""
     txn.drop(dbs.flag_columns, delete=False)
-    writer = ColumnWriter(txn, dbs)
+    writer = ColumnWriter(txn, dbs, bounded=False)   # what messages hold, from before the bound too
     for key, raw in txn.cursor(dbs.messages).iternext():
         account_id, folder_id, uid = unpack_message_key(key)
         writer.put(account_id, folder_id, uid, bytes(raw[FIXED_SIZE:]), MODSEQ_FIELD.unpack_from(raw)[0])

@@ -52,6 +52,12 @@ class KeywordSetsExhausted(MidbError):
     combination it has never had fails; the combinations it has keep working."""
 
 
+class TooManyKeywords(KeywordSetsExhausted):
+    """A message would carry more than MAX_KEYWORDS_PER_MESSAGE keywords (midb.columns). A
+    subclass of KeywordSetsExhausted: front ends answer both alike (NO [LIMIT]; LMTP stores the
+    message without its filter's keywords)."""
+
+
 class NoSuchBody(MidbError):
     """The body file or body id does not exist."""
 

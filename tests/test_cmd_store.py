@@ -158,6 +158,22 @@ def test_store_dollar(conv: Conversation) -> None:
     """)
 
 
+def test_keywords_beyond_the_bound_of_one_message_get_no_limit(conv: Conversation) -> None:
+    seed(conv, (), ())
+    conv.select()
+    first = " ".join(f"$K{n}" for n in range(100))
+    more = " ".join(f"$L{n}" for n in range(28))
+    conv.command(f"STORE 1 +FLAGS.SILENT ({first})")
+    conv.command(f"STORE 1 +FLAGS.SILENT ({more})")   # 128 keywords: the bound
+    conv.script("""
+        C: a1 STORE 1 +FLAGS ($One)
+        S: a1 NO [LIMIT] Limit exceeded: 129 keywords on one message (at most 128)
+        C: a2 STORE 1 -FLAGS ($L0)
+        S: * 1 FETCH (FLAGS ({*}))
+        S: a2 OK STORE completed
+    """)
+
+
 def test_an_account_out_of_keyword_combinations_gets_no_limit(conv: Conversation,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A server limit, not a client error: NO [LIMIT] (RFC 5530), and known combinations still work."""

@@ -13,7 +13,7 @@ from store_helpers import folder_id, store_with_alice
 
 from midb import columns
 from midb import env as midb_env
-from midb.errors import KeywordSetsExhausted
+from midb.errors import KeywordSetsExhausted, TooManyKeywords
 from midb.keys import FOLDER, U32, account_key, unpack_message_key
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD, flags_of
 from midb.store import Store
@@ -174,6 +174,29 @@ def test_the_keyword_set_ids_run_out_for_one_account_only(store: Store, monkeypa
     store.append_many("bob", bob_inbox, [(MSG, ("$Other",), None, 0)])
     assert [meta.flags for meta in store.get_messages("bob", bob_inbox, [1])] == [("$Other",)]
     assert [meta.flags for meta in store.get_messages("alice", inbox, [1])] == [("\\Seen", "$A")]
+
+
+def test_a_message_carries_at_most_the_keyword_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = folder_id(store)
+    limit = columns.MAX_KEYWORDS_PER_MESSAGE
+    many = [f"$K{n}" for n in range(limit)]
+    store.append_many("alice", inbox, [(MSG, tuple(many), None, 0)])   # exactly the bound: fine
+    with pytest.raises(TooManyKeywords, match=f"{limit + 1} keywords on one message"):
+        store.store_flags("alice", inbox, [1], "add", ["$One", "\\Seen"])
+    with pytest.raises(KeywordSetsExhausted):   # the same answer as running out of ids
+        store.append_many("alice", inbox, [(MSG, (*many, "$One"), None, 0)])
+    assert store.verify() == []   # nothing of the failed writes is left
+    assert len(store.get_messages("alice", inbox, [1])[0].flags) == limit
+    # A set stored before a lower bound keeps working, and a rebuild that re-interns every set
+    # (a schema upgrade) takes it as it is.
+    monkeypatch.setattr(columns, "MAX_KEYWORDS_PER_MESSAGE", 2)
+    store.store_flags("alice", inbox, [1], "add", ["\\Seen"])   # the keyword set is known
+    shared = store._shared
+    with shared.env.begin(write=True) as txn:
+        txn.drop(shared.dbs.keyword_sets, delete=False)
+        columns.rebuild_columns(txn, shared.dbs)
+    assert store.verify() == []
+    assert store.get_messages("alice", inbox, [1])[0].flags == ("\\Seen", *sorted(many))
 
 
 def test_deleting_an_account_removes_its_keyword_sets(store: Store) -> None:
