@@ -121,7 +121,7 @@ def test_a_literal_of_an_unknown_command_is_refused_before_it_is_sent(conv):
     """No ``+`` for a command that will fail whatever follows: the client does not send the
     literal (up to imap_max_literal_size octets), and the session goes on."""
     conv.login()
-    assert conv.send(b"a1 FROBNICATE {60000000}\r\n") == [b"a1 BAD Unknown command"]
+    assert conv.send(b"a1 FROBNICATE {600000}\r\n") == [b"a1 BAD Unknown command"]
     assert conv.send(b"a2 {5}\r\n") == [b"a2 BAD Unknown command"]
     assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
     assert conv.send(b"a5 " + b"X" * 40 + b" {5}\r\n") == [b"a5 BAD Unknown command"]
@@ -129,6 +129,23 @@ def test_a_literal_of_an_unknown_command_is_refused_before_it_is_sent(conv):
     assert conv.send(long_tag + b" APPEND INBOX {5}\r\n")[0].startswith(b"+ ")
     assert conv.send(b"hello\r\n")[-1].startswith(long_tag + b" OK [APPENDUID ")
     assert conv.send(b"a4 LOGOUT {3}\r\n")[0].startswith(b"+ ")  # known: its parser judges it
+
+
+def test_literals_of_commands_but_append_have_a_smaller_bound(tmp_path):
+    """A SEARCH (or any command but APPEND) holds its literals whole while it runs: 1 MiB of them
+    (or imap_metadata_max_size, if larger), against imap_max_literal_size for APPEND."""
+    with Conversation(tmp_path, metadata_max_size=2 << 20) as conv:
+        conv.login()
+        conv.select()
+        assert conv.send(b"a1 SEARCH TEXT {3000000}\r\n") == [b"a1 BAD Literal too big"]
+        assert conv.send(b"a2 SEARCH TEXT {1500000}\r\n")[0].startswith(b"+ ")   # the metadata bound
+        assert conv.send(b"x" * 1_500_000 + b"\r\n") == [b"* SEARCH", b"a2 OK SEARCH completed"]
+        assert conv.send(b"a3 APPEND INBOX {3000000}\r\n")[0].startswith(b"+ ")
+        assert conv.send(b"x" * 3_000_000 + b"\r\n")[-1].startswith(b"a3 OK [APPENDUID ")
+    with Conversation(tmp_path / "default") as conv:
+        conv.login()
+        assert conv.send(b"a1 LOGIN {1048577}\r\n") == [b"a1 BAD Literal too big"]
+        assert conv.send(b"a2 SETMETADATA INBOX (/private/comment {1048576}\r\n")[0].startswith(b"+ ")
 
 
 def test_a_good_command_resets_the_bad_streak(tmp_path):

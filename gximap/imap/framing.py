@@ -24,7 +24,8 @@ Limits and resynchronisation:
 * The line text of one command (all pieces together) may not exceed ``max_line``.  A longer line
   is reported as soon as it is known to be too long, and the rest of it is discarded as it
   arrives; framing resumes after its line end.
-* The literals of one command may not together exceed ``max_literal``.  A synchronising literal
+* The literals of one command may not together exceed ``max_literal``, or the smaller
+  ``max_command_literal`` for any command but APPEND.  A synchronising literal
   over the limit is refused before the client sends it, so the framer only drops the command's
   pieces.  A non-synchronising one (``{n+}``) is already on its way: RFC 7888 section 4 leaves a
   server that will not accept it the choice of reading and discarding its octets or closing the
@@ -188,13 +189,17 @@ def _literal_marker(line: bytes) -> tuple[int, int, bool, bool] | None:
 class Framer:
     """Incremental command framer.  See the module docstring for the protocol."""
 
-    def __init__(self, max_line: int, max_literal: int, literal_minus: bool = False) -> None:
+    def __init__(self, max_line: int, max_literal: int, literal_minus: bool = False,
+                 max_command_literal: int | None = None) -> None:
         if max_line < 16:
             raise ValueError("max_line too small to hold a command")
         if max_literal < 0:
             raise ValueError("max_literal must not be negative")
         self.max_line = max_line
         self.max_literal = max_literal
+        # The literals of a command other than APPEND (SEARCH strings, names, passwords,
+        # annotation values) are held whole while it runs: a smaller bound of their own.
+        self.max_command_literal = max_literal if max_command_literal is None else max_command_literal
         self.literal_minus = literal_minus
         self._buf = bytearray()
         self._pos = 0  # start of the unconsumed bytes in _buf
@@ -355,7 +360,10 @@ class Framer:
             self._reset_command()
             self._start_bytes_skip(size)
             return error
-        if size > self.max_literal - self._literal_total:
+        limit = self.max_literal
+        if _command_name(first) != b"APPEND":
+            limit = min(limit, self.max_command_literal)
+        if size > limit - self._literal_total:
             error = self._error(
                 FrameErrorKind.LITERAL_TOO_BIG, "Literal too big", first, size=size,
                 synchronizing=synchronizing,

@@ -50,6 +50,11 @@ _load_commands()
 # whole message (imap_max_literal_size) per connection before saying who it is.
 PREAUTH_MAX_LITERAL = 8192
 
+# Literal octets a command other than APPEND may carry (or imap_metadata_max_size, if larger):
+# search strings, names and passwords are small, and the command holds them whole while it runs
+# (with COMPRESS, 64 MB of SEARCH literal were 58 KB on the wire).
+COMMAND_LITERAL_MAX = 1 << 20
+
 # After imap_login_timeout, the time a session still waiting for its output to drain (or for its
 # password check) has to say goodbye before the pool closes it (ImapSession.hard_deadline); at
 # most the login timeout itself.
@@ -100,7 +105,8 @@ class ImapSession:
         self.client_id: dict[str, str | None] | None = None
         self.auth_failures = 0
         self.saved_search: list[int] | None = None  # SEARCHRES "$": UIDs
-        self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False)
+        self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False,
+                             max_command_literal=max(COMMAND_LITERAL_MAX, settings.metadata_max_size))
         self._out: deque[OutputItem] = deque()
         self._running: _Running | None = None
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
