@@ -273,7 +273,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=1024),
     _d("imap_max_literal_size", "size", "64M",
        "Maximum size of the literals of one APPEND (the message); also the APPENDLIMIT advertised to "
-       "clients. Other commands' literals are held to 1 MiB (or imap_metadata_max_size, if larger).",
+       "clients. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
        "imap", minimum=1024),
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command.",

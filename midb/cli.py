@@ -394,7 +394,11 @@ def cmd_user_lang(args: argparse.Namespace, settings: Settings) -> int:
     try:
         name = _account_or_fail(store, args.name)
         store.update_account(name, lang=lang)
-        renames = store.localize_folders(name, lang) if args.rename_folders else []
+        try:
+            renames = store.localize_folders(name, lang) if args.rename_folders else []
+        except MidbError as exc:
+            raise CliError(f"language of {name} set, but the folders were not renamed ({exc}); "
+                           "run the command again to rename them") from exc
     finally:
         store.close()
     print(f"language of {name} set to {lang or f'the default ({settings.default_lang})'}")

@@ -28,10 +28,10 @@ combinations use up the ids of every account in its shard; per account, the limi
 account's own, like the per-mailbox keyword limits of other servers. The log warns from 90 % of
 an account's ids on, and ``midb stats`` shows the fullest account's count.
 
-A new set holds at most MAX_KEYWORDS_PER_MESSAGE keywords (:class:`midb.errors.TooManyKeywords`,
-NO [LIMIT] as well): sets are kept for good, and without that bound a client adding thousands of
-keywords to one message at a time stored each growing set anew (80 STOREs of 4,000 keywords
-took the index to 247 MB, quadratically). Sets stored before the bound keep working.
+Sets hold at most midb.messages.MAX_KEYWORDS_PER_MESSAGE keywords, which the store's writes
+enforce (:class:`midb.errors.TooManyKeywords`, NO [LIMIT] as well): sets are kept for good, and
+without that bound a client adding thousands of keywords to one message at a time stored each
+growing set anew (80 STOREs of 4,000 keywords took the index to 247 MB, quadratically).
 
 The column is kept in the write transaction of the message records it mirrors, by
 midb.indexes.IndexDelta; :func:`rebuild_columns` recomputes it (schema upgrade, ``midb verify
@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 
 from midb.accounts import decode_account
-from midb.errors import KeywordSetsExhausted, TooManyKeywords
+from midb.errors import KeywordSetsExhausted
 from midb.keys import FOLDER, U32, account_key, unpack_message_key
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD
 
@@ -62,9 +62,6 @@ _PACKED = FOLDER.size + ENTRY.size            # getmulti(keyfixed=True): key + v
 _WORDS_PER_PACKED = _PACKED // 4              # ... as u32 words: key (2), uid, flag word, modseq (2)
 _KEYWORD_BITS = 24
 MAX_KEYWORD_SET = (1 << _KEYWORD_BITS) - 1
-# Keywords one message may carry (a new set's size): mail clients tag with a handful; Thunderbird's
-# and Apple Mail's own keywords are a dozen.
-MAX_KEYWORDS_PER_MESSAGE = 128
 _KEYWORDS_MASK = MAX_KEYWORD_SET
 _LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
 # The kinds of keyword_sets key, after the account's 4 bytes.
@@ -90,19 +87,15 @@ def _id_key(account: bytes, set_id: int) -> bytes:
     return account + _ID + U32.pack(set_id)
 
 
-def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes, *, bounded: bool = True) -> int:
+def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
     """The id of a keyword set (space-separated, sorted) of the account, interned in this write
-    transaction if new; a new one of more than MAX_KEYWORDS_PER_MESSAGE keywords raises
-    TooManyKeywords unless ``bounded`` is False (a rebuild re-interns what messages hold)."""
+    transaction if new."""
     db = dbs.keyword_sets
     account = account_key(account_id)
     key = _set_key(account, keywords)
     raw = txn.get(key, db=db)
     if raw is not None:
         return U32.unpack(raw)[0]
-    count = keywords.count(b" ") + 1
-    if bounded and count > MAX_KEYWORDS_PER_MESSAGE:
-        raise TooManyKeywords(f"{count} keywords on one message (at most {MAX_KEYWORDS_PER_MESSAGE})")
     new_id = _next_keyword_set_id(txn, db, account)
     if new_id > MAX_KEYWORD_SET:
         raise KeywordSetsExhausted(f"too many distinct keyword combinations in this account "
@@ -150,28 +143,26 @@ def _put_next_id(txn: Any, db: Any, account: bytes, next_id: int) -> None:
     txn.put(account + _NEXT_ID, U32.pack(next_id), db=db)
 
 
-def flag_word(txn: Any, dbs: Any, account_id: int, tail: bytes, *, bounded: bool = True) -> int:
-    """The column's flag word of a record tail (system flag byte + keywords) of the account
-    (``bounded``: see keyword_set_id)."""
+def flag_word(txn: Any, dbs: Any, account_id: int, tail: bytes) -> int:
+    """The column's flag word of a record tail (system flag byte + keywords) of the account."""
     word = tail[0] << _KEYWORD_BITS
     if len(tail) > 1:
-        word |= keyword_set_id(txn, dbs, account_id, bytes(tail[1:]), bounded=bounded)
+        word |= keyword_set_id(txn, dbs, account_id, bytes(tail[1:]))
     return word
 
 
 class ColumnWriter:
     """Column upkeep for one write job (IndexDelta's): one cursor for the deletions."""
 
-    __slots__ = ("txn", "dbs", "bounded", "_cursor")
+    __slots__ = ("txn", "dbs", "_cursor")
 
-    def __init__(self, txn: Any, dbs: Any, *, bounded: bool = True) -> None:
+    def __init__(self, txn: Any, dbs: Any) -> None:
         self.txn = txn
         self.dbs = dbs
-        self.bounded = bounded
         self._cursor: Any = None
 
     def put(self, account_id: int, folder_id: int, uid: int, tail: bytes, modseq: int) -> None:
-        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, account_id, tail, bounded=self.bounded), modseq)
+        value = ENTRY.pack(uid, flag_word(self.txn, self.dbs, account_id, tail), modseq)
         self.txn.put(FOLDER.pack(account_id, folder_id), value, db=self.dbs.flag_columns)
 
     def drop(self, account_id: int, folder_id: int, uid: int) -> None:
@@ -396,7 +387,7 @@ def rebuild_columns(txn: Any, dbs: Any) -> None:
     sets are kept, so ids cached by running processes stay right (the upgrade from schema 7
     empties keyword_sets first, see midb.env)."""
     txn.drop(dbs.flag_columns, delete=False)
-    writer = ColumnWriter(txn, dbs, bounded=False)   # what messages hold, from before the bound too
+    writer = ColumnWriter(txn, dbs)
     for key, raw in txn.cursor(dbs.messages).iternext():
         account_id, folder_id, uid = unpack_message_key(key)
         writer.put(account_id, folder_id, uid, bytes(raw[FIXED_SIZE:]), MODSEQ_FIELD.unpack_from(raw)[0])

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from midb.errors import MidbError, NoSuchAccount, OverQuota, TooBig
+from midb.messages import MAX_KEYWORDS_PER_MESSAGE
 
 if TYPE_CHECKING:
     from midb.store import FolderInfo, Store
@@ -96,12 +97,21 @@ def valid_keyword(keyword: str) -> bool:
 
 
 def _keywords(names: Iterable[str], origin: str, notes: list[str] | None) -> list[str]:
-    kept = []
+    kept: list[str] = []
+    seen: set[str] = set()
     for name in names:
-        if valid_keyword(name):
+        if not valid_keyword(name):
+            if notes is not None:
+                notes.append(f"{origin}: keyword {name!r} is not a valid IMAP keyword, dropped")
+        elif name.lower() not in seen:
+            seen.add(name.lower())
             kept.append(name)
-        elif notes is not None:
-            notes.append(f"{origin}: keyword {name!r} is not a valid IMAP keyword, dropped")
+    if len(kept) > MAX_KEYWORDS_PER_MESSAGE:
+        # The store refuses a message with more (midb.messages); the mail matters more.
+        if notes is not None:
+            notes.append(f"{origin}: {len(kept)} keywords, more than the {MAX_KEYWORDS_PER_MESSAGE} a message "
+                         f"may carry; the first {MAX_KEYWORDS_PER_MESSAGE} kept")
+        kept = kept[:MAX_KEYWORDS_PER_MESSAGE]
     return kept
 
 

@@ -35,6 +35,10 @@ FLAGS_OFFSET = FIXED_SIZE            # offset of the system flag byte
 BLOB_SLICE = slice(26, 42)           # raw blob id inside a record
 MODSEQ_FIELD = struct.Struct(">Q")   # modseq is the first field
 MAX_KEYWORD_LENGTH = 255
+# Keywords one message may carry: mail clients tag with a handful (Thunderbird's and Apple Mail's
+# own are a dozen). Store writes that would give a message more, and more than it had, fail with
+# TooManyKeywords (see midb.columns for why sets must stay small).
+MAX_KEYWORDS_PER_MESSAGE = 128
 # IMAP atom-specials (RFC 9051 "atom-specials" minus CTL/SP checked separately) and "\" (flag-extension).
 _ATOM_SPECIALS = frozenset('(){%*"\\]')
 
@@ -131,6 +135,11 @@ def parse_flags(flags: Iterable[str]) -> FlagSet:
             raise InvalidFlag(f"invalid keyword {flag!r}")
         result.keywords.setdefault(flag.lower(), flag)
     return result
+
+
+def tail_keyword_count(tail: bytes) -> int:
+    """How many keywords a record tail (system flag byte + space-separated keywords) holds."""
+    return tail.count(b" ", 1) + 1 if len(tail) > 1 else 0
 
 
 def _is_atom(text: str) -> bool:

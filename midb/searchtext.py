@@ -82,6 +82,7 @@ _HIDDEN_OPENER = re.compile(r"<(?:(script|style)\b|!--)", re.IGNORECASE)
 _HIDDEN_CLOSER = {"script": re.compile(r"</script\s*>", re.IGNORECASE),
                   "style": re.compile(r"</style\s*>", re.IGNORECASE)}
 _COMMENT_CLOSER = re.compile(r"-->")
+_EMPTY_COMMENT_END = re.compile(r"-?>")
 _BLOCK_TAG = re.compile(r"<(?:br|p|div|tr|li|h[1-6]|table|blockquote)\b[^<>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _LINK_TARGET = re.compile(r"""<[^<>]*?\b(?:href|src)\s*=\s*(?:"([^"<>]*)"|'([^'<>]*)'|([^\s"'<>]+))""",
@@ -103,6 +104,10 @@ def _without_hidden(markup: str) -> str:
             break
         kept.append(markup[pos : opener.start()])
         name = opener.group(1)
+        if name is None and (empty := _EMPTY_COMMENT_END.match(markup, opener.end())) is not None:
+            kept.append(" ")   # "<!-->" and "<!--->" are whole (empty) comments in HTML5
+            pos = empty.end()
+            continue
         closer = (_COMMENT_CLOSER if name is None else _HIDDEN_CLOSER[name.lower()]).search(markup, opener.end())
         if closer is None:
             break
@@ -116,7 +121,9 @@ def _html_to_text(markup: str) -> str:
     targets of links and images follow the text, on a line of their own: a user searches for an
     order number in a link, or a domain, and the markup is the only place it is in."""
     markup = _without_hidden(markup)
-    links = [quoted or apostrophed or bare for quoted, apostrophed, bare in _LINK_TARGET.findall(markup)]
+    links = [target for target in (quoted or apostrophed or bare
+                                   for quoted, apostrophed, bare in _LINK_TARGET.findall(markup))
+             if not target[:5].lower() == "data:"]   # inline images: base64 any short needle matches
     markup = _BLOCK_TAG.sub("\n", markup)
     markup = _TAG.sub(" ", markup)
     if links:

@@ -51,6 +51,7 @@ from midb.errors import (
     ReadOnlyStore,
     StoreBusy,
     TooBig,
+    TooManyKeywords,
 )
 from midb.events import WatchHandle
 from midb.folderlang import SPECIAL_FOLDERS, FolderLanguages
@@ -93,6 +94,7 @@ from midb.messages import (
     DELETED,
     FIXED_SIZE,
     FLAGS_OFFSET,
+    MAX_KEYWORDS_PER_MESSAGE,
     U32_ARRAY_CODE,
     FlagColumns,
     FlagSet,
@@ -106,6 +108,7 @@ from midb.messages import (
     pack_record,
     parse_flags,
     split_pairs,
+    tail_keyword_count,
     uid_array_from_keys,
     uids_from_keys,
     unpack_record,
@@ -1189,7 +1192,11 @@ class Store(MetadataMixin):
                 raise InvalidArgument(f"invalid internaldate {internaldate!r}")
             if not isinstance(tzoffset, int) or not -MAX_TZOFFSET <= tzoffset <= MAX_TZOFFSET:
                 raise InvalidArgument(f"invalid tzoffset {tzoffset!r}")
-            prepared.append((data, parse_flags(flags), internaldate, tzoffset))
+            flag_set = parse_flags(flags)
+            if len(flag_set.keywords) > MAX_KEYWORDS_PER_MESSAGE:
+                raise TooManyKeywords(f"{len(flag_set.keywords)} keywords on one message "
+                                      f"(at most {MAX_KEYWORDS_PER_MESSAGE})")
+            prepared.append((data, flag_set, internaldate, tzoffset))
         return prepared, sum(len(entry[0]) for entry in prepared)
 
     def _refuse_early(self, account: str, folder_id: int, total: int, count: int,
@@ -1546,6 +1553,10 @@ class Store(MetadataMixin):
                 new_tail = _apply_flags(old_tail, mode, given)
                 if new_tail == old_tail:
                     continue
+                count = tail_keyword_count(new_tail)
+                if count > MAX_KEYWORDS_PER_MESSAGE and count > tail_keyword_count(old_tail):
+                    # fewer than before is fine: a message stored with more can shed them
+                    raise TooManyKeywords(f"{count} keywords on one message (at most {MAX_KEYWORDS_PER_MESSAGE})")
                 modseq = record.next_modseq()
                 new_raw = with_modseq_and_flags(raw, modseq, new_tail)
                 txn.put(key, new_raw, db=dbs.messages)

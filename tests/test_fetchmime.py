@@ -497,6 +497,8 @@ def test_header_fields_selection_keeps_folding_and_order():
         b"Subject: cut\r\n\r\n")
     d = digest(b"\r\nbody only\r\n")
     assert section(Reader(b"\r\nbody only\r\n"), d, (), "HEADER.FIELDS", ["Subject"], None) == b"\r\n"
+    d = digest(b"\nbody only\n")   # an empty bare-LF header keeps its line end, as BODY[HEADER] does
+    assert section(Reader(b"\nbody only\n"), d, (), "HEADER.FIELDS", ["Subject"], None) == b"\n"
 
 
 def test_partial_semantics():

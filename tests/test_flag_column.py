@@ -11,8 +11,9 @@ import lmdb
 import pytest
 from store_helpers import folder_id, store_with_alice
 
-from midb import columns
+from midb import columns, messages
 from midb import env as midb_env
+from midb import store as store_module
 from midb.errors import KeywordSetsExhausted, TooManyKeywords
 from midb.keys import FOLDER, U32, account_key, unpack_message_key
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD, flags_of
@@ -178,25 +179,31 @@ def test_the_keyword_set_ids_run_out_for_one_account_only(store: Store, monkeypa
 
 def test_a_message_carries_at_most_the_keyword_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     inbox = folder_id(store)
-    limit = columns.MAX_KEYWORDS_PER_MESSAGE
+    limit = messages.MAX_KEYWORDS_PER_MESSAGE
     many = [f"$K{n}" for n in range(limit)]
     store.append_many("alice", inbox, [(MSG, tuple(many), None, 0)])   # exactly the bound: fine
     with pytest.raises(TooManyKeywords, match=f"{limit + 1} keywords on one message"):
         store.store_flags("alice", inbox, [1], "add", ["$One", "\\Seen"])
     with pytest.raises(KeywordSetsExhausted):   # the same answer as running out of ids
         store.append_many("alice", inbox, [(MSG, (*many, "$One"), None, 0)])
+    with pytest.raises(TooManyKeywords):
+        store.store_flags("alice", inbox, [1], "set", [*many, "$One"])
     assert store.verify() == []   # nothing of the failed writes is left
     assert len(store.get_messages("alice", inbox, [1])[0].flags) == limit
-    # A set stored before a lower bound keeps working, and a rebuild that re-interns every set
-    # (a schema upgrade) takes it as it is.
-    monkeypatch.setattr(columns, "MAX_KEYWORDS_PER_MESSAGE", 2)
-    store.store_flags("alice", inbox, [1], "add", ["\\Seen"])   # the keyword set is known
+    # A message that carries more (stored before a lower bound) keeps them, can shed some, and
+    # may not gain any; a rebuild of the column (a schema upgrade) re-interns its set as it is.
+    monkeypatch.setattr(store_module, "MAX_KEYWORDS_PER_MESSAGE", 2)
+    store.store_flags("alice", inbox, [1], "add", ["\\Seen"])
+    store.store_flags("alice", inbox, [1], "remove", ["$K0"])
+    with pytest.raises(TooManyKeywords):
+        store.store_flags("alice", inbox, [1], "add", ["$One"])
+    store.store_flags("alice", inbox, [1], "set", ["$A", "$B"])
     shared = store._shared
     with shared.env.begin(write=True) as txn:
         txn.drop(shared.dbs.keyword_sets, delete=False)
         columns.rebuild_columns(txn, shared.dbs)
     assert store.verify() == []
-    assert store.get_messages("alice", inbox, [1])[0].flags == ("\\Seen", *sorted(many))
+    assert store.get_messages("alice", inbox, [1])[0].flags == ("$A", "$B")
 
 
 def test_deleting_an_account_removes_its_keyword_sets(store: Store) -> None:

@@ -496,3 +496,19 @@ def test_uidlist_with_digits_other_than_ascii_is_not_a_crash() -> None:
     assert parse_uidlist("1 \u0663 5\n") is None
     parsed = parse_uidlist("3 V7 N9\n\u00b2 :a\n\u0663 :b\n4 :c\n")
     assert parsed is not None and parsed.uids == {"c": 4}
+
+
+def test_keywords_beyond_the_bound_are_trimmed_not_the_import(tmp_path: Path, store: Store) -> None:
+    """A message with more keywords than one may carry is imported with the first 128 and a
+    note; the messages after it are imported too (the store refused the whole batch)."""
+    store.create_account("fred")
+    keywords = " ".join(f"K{n}" for n in range(200))
+    mbox = (b"From a@example.org Thu Jan  4 10:20:30 2024\nX-Keywords: " + keywords.encode() + b" k0 K1\n"
+            b"Subject: many\n\nbody\n\nFrom b@example.org Thu Jan  4 10:20:31 2024\nSubject: next\n\nbody\n")
+    report = import_mbox(store, "fred", "Box", write(tmp_path / "box", mbox))
+    assert report.imported == 2 and report.failed == 0
+    assert any("200 keywords, more than the 128" in note for note in report.notes)
+    box = store.get_folder("fred", "Box")
+    assert box is not None
+    first, second = store.get_messages("fred", box.id, [1, 2])
+    assert set(first.flags) == {f"K{n}" for n in range(128)} and second.flags == ()

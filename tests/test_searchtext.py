@@ -61,6 +61,10 @@ def test_html_text_keeps_link_targets_and_drops_hidden_sections():
     assert text.splitlines()[-1] == "https://shop.example/invoice/12345?a=1&b=2 cid:logo bare.html"
     assert "hidden" not in text and "comment" not in text and "gone" not in text and "<" not in text
     assert matches(text, "INVOICE/12345") and not matches(text, "href")
+    # inline images are no link to search for; "<!-->" is a whole (empty) comment, as in HTML5
+    data = html_message('<!-->shown<!--->too<img src="data:image/png;base64,QUFBQQ=="><a href=x.html>y</a>')
+    text = body_text(data, digest(data))
+    assert "shown" in text and "too" in text and "QUFB" not in text and text.endswith("\nx.html")
 
 
 def test_html_text_is_linear_in_unclosed_markup():

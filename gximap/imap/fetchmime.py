@@ -361,7 +361,7 @@ class _FieldPicker:
         # with no body and no blank line (RFC 3501 6.4.5), as BODY[HEADER] is the block itself;
         # the message's own line ending is kept for it.
         if block.endswith(_BLANK_LINE_ENDINGS) or block in (b"\r\n", b"\n"):
-            chunks.append(b"\n" if block.endswith(b"\n\n") else b"\r\n")
+            chunks.append(b"\n" if block.endswith(b"\n\n") or block == b"\n" else b"\r\n")
         return b"".join(chunks)
 
 

@@ -25,7 +25,7 @@ Limits and resynchronisation:
   is reported as soon as it is known to be too long, and the rest of it is discarded as it
   arrives; framing resumes after its line end.
 * The literals of one command may not together exceed ``max_literal``, or the smaller
-  ``max_command_literal`` for any command but APPEND.  A synchronising literal
+  ``max_command_literal`` for any command but APPEND and SETMETADATA.  A synchronising literal
   over the limit is refused before the client sends it, so the framer only drops the command's
   pieces.  A non-synchronising one (``{n+}``) is already on its way: RFC 7888 section 4 leaves a
   server that will not accept it the choice of reading and discarding its octets or closing the
@@ -145,6 +145,11 @@ def extract_tag(line: bytes) -> bytes | None:
     return candidate if _TAG_RE.match(candidate) else None
 
 
+# Commands whose literals max_command_literal does not bound: APPEND's message, and SETMETADATA's
+# values, which RFC 5464 wants refused one by one with NO [METADATA MAXSIZE n], not BAD.
+_LARGE_LITERAL_COMMANDS = frozenset({b"APPEND", b"SETMETADATA"})
+
+
 def _command_name(line: bytes) -> bytes | None:
     """The upper-cased command name after a valid tag. The name is looked for past the tag's
     window too: a tag of nearly _PREVIEW_TAG_SCAN octets must not cut a valid name short (the
@@ -197,8 +202,8 @@ class Framer:
             raise ValueError("max_literal must not be negative")
         self.max_line = max_line
         self.max_literal = max_literal
-        # The literals of a command other than APPEND (SEARCH strings, names, passwords,
-        # annotation values) are held whole while it runs: a smaller bound of their own.
+        # The literals of a command other than APPEND and SETMETADATA (SEARCH strings, names,
+        # passwords) are held whole while it runs: a smaller bound of their own.
         self.max_command_literal = max_literal if max_command_literal is None else max_command_literal
         self.literal_minus = literal_minus
         self._buf = bytearray()
@@ -361,7 +366,7 @@ class Framer:
             self._start_bytes_skip(size)
             return error
         limit = self.max_literal
-        if _command_name(first) != b"APPEND":
+        if _command_name(first) not in _LARGE_LITERAL_COMMANDS:
             limit = min(limit, self.max_command_literal)
         if size > limit - self._literal_total:
             error = self._error(

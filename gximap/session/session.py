@@ -50,9 +50,9 @@ _load_commands()
 # whole message (imap_max_literal_size) per connection before saying who it is.
 PREAUTH_MAX_LITERAL = 8192
 
-# Literal octets a command other than APPEND may carry (or imap_metadata_max_size, if larger):
-# search strings, names and passwords are small, and the command holds them whole while it runs
-# (with COMPRESS, 64 MB of SEARCH literal were 58 KB on the wire).
+# Literal octets a command other than APPEND and SETMETADATA may carry: search strings, names
+# and passwords are small, and the command holds them whole while it runs (with COMPRESS, 64 MB
+# of SEARCH literal were 58 KB on the wire).
 COMMAND_LITERAL_MAX = 1 << 20
 
 # After imap_login_timeout, the time a session still waiting for its output to drain (or for its
@@ -106,7 +106,7 @@ class ImapSession:
         self.auth_failures = 0
         self.saved_search: list[int] | None = None  # SEARCHRES "$": UIDs
         self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False,
-                             max_command_literal=max(COMMAND_LITERAL_MAX, settings.metadata_max_size))
+                             max_command_literal=COMMAND_LITERAL_MAX)
         self._out: deque[OutputItem] = deque()
         self._running: _Running | None = None
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
@@ -370,7 +370,7 @@ class ImapSession:
 
     def _frame_error(self, event: FrameError) -> None:
         tag = event.tag
-        if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in (b"APPEND", b"UID")
+        if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command == b"APPEND"
                 and self.state is not State.NOT_AUTHENTICATED):
             line = b"NO [TOOBIG] " + self.text(Code.NO_MESSAGE_TOO_BIG)
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:
