@@ -54,6 +54,7 @@ __all__ = [
     "is_reply_or_forward",
     "parse_header_block",
     "unfold",
+    "without_line_breaks",
 ]
 
 FORMAT_VERSION = 1
@@ -166,16 +167,20 @@ class Digest(NamedTuple):
 # Header blocks
 
 
-_LINE_BREAK = re.compile(rb"\r?\n")
 _CONTINUATION_RUN_END = re.compile(rb"\n(?![ \t])")  # the line break after which no continuation follows
+
+
+def without_line_breaks(raw: bytes) -> bytes:
+    """``raw`` without its line breaks (CRLF or LF; a lone CR stays). Two C passes that copy once
+    each: a regex substitution over a value folded millions of times built a piece per line
+    (3.7 s and 1.7 GB for a 30 MB field, holding the interpreter lock)."""
+    return raw.replace(b"\r\n", b"").replace(b"\n", b"")
 
 
 def unfold(raw: bytes) -> bytes:
     """An unfolded header value: line breaks removed, surrounding blanks stripped, NUL bytes
     replaced by 0x80 (as Dovecot does: a NUL cannot travel in an IMAP string)."""
-    # Two C passes that copy once each: re.sub over a value folded millions of times built a
-    # piece per line (3.7 s and 1.7 GB for a 30 MB field, holding the interpreter lock).
-    value = raw.replace(b"\r\n", b"").replace(b"\n", b"").strip(b" \t\r")
+    value = without_line_breaks(raw).strip(b" \t\r")
     if b"\x00" in value:
         value = value.replace(b"\x00", b"\x80")
     return value

@@ -24,6 +24,7 @@ from midb.mime import (
     find_fields,
     parse_header_block,
     unfold,
+    without_line_breaks,
 )
 
 __all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "HeaderValues", "ascii_body", "body_text", "ascii_needle", "fold", "has_ascii_folding",
@@ -88,7 +89,6 @@ _TAG = re.compile(r"<[^<>]*>")
 _LINK_TARGET = re.compile(r"""<[^<>]*?\b(?:href|src)\s*=\s*(?:"([^"<>]*)"|'([^'<>]*)'|([^\s"'<>]+))""",
                           re.IGNORECASE)
 _BLANKS = re.compile(r"[ \t\r\f\v]+")
-_LINE_BREAK = re.compile(rb"\r?\n")  # what midb.mime.unfold removes from a header value
 
 
 def _without_hidden(markup: str) -> str:
@@ -288,7 +288,7 @@ def raw_header_lacks(data: bytes, header_size: int, needle: bytes) -> bool:
     header = data[:header_size]
     if not header.isascii() or b"=?" in header:
         return False
-    return needle not in _LINE_BREAK.sub(b"", header).lower()
+    return needle not in without_line_breaks(header).lower()   # what unfold removes
 
 
 def fold(text: str) -> str:

@@ -1193,9 +1193,7 @@ class Store(MetadataMixin):
             if not isinstance(tzoffset, int) or not -MAX_TZOFFSET <= tzoffset <= MAX_TZOFFSET:
                 raise InvalidArgument(f"invalid tzoffset {tzoffset!r}")
             flag_set = parse_flags(flags)
-            if len(flag_set.keywords) > MAX_KEYWORDS_PER_MESSAGE:
-                raise TooManyKeywords(f"{len(flag_set.keywords)} keywords on one message "
-                                      f"(at most {MAX_KEYWORDS_PER_MESSAGE})")
+            _check_keyword_count(len(flag_set.keywords))
             prepared.append((data, flag_set, internaldate, tzoffset))
         return prepared, sum(len(entry[0]) for entry in prepared)
 
@@ -1553,10 +1551,7 @@ class Store(MetadataMixin):
                 new_tail = _apply_flags(old_tail, mode, given)
                 if new_tail == old_tail:
                     continue
-                count = tail_keyword_count(new_tail)
-                if count > MAX_KEYWORDS_PER_MESSAGE and count > tail_keyword_count(old_tail):
-                    # fewer than before is fine: a message stored with more can shed them
-                    raise TooManyKeywords(f"{count} keywords on one message (at most {MAX_KEYWORDS_PER_MESSAGE})")
+                _check_keyword_count(tail_keyword_count(new_tail), before=tail_keyword_count(old_tail))
                 modseq = record.next_modseq()
                 new_raw = with_modseq_and_flags(raw, modseq, new_tail)
                 txn.put(key, new_raw, db=dbs.messages)
@@ -2406,6 +2401,13 @@ def _check_uidvalidity(value: object) -> None:
 def _check_password_hash(value: object) -> None:
     if value is not None and (not isinstance(value, str) or len(value) > MAX_PASSWORD_HASH_LENGTH):
         raise InvalidArgument("password_hash must be a str (or None)")
+
+
+def _check_keyword_count(count: int, before: int = 0) -> None:
+    """TooManyKeywords when a message would carry ``count`` keywords, more than the bound and
+    more than the ``before`` it had (a message stored with more may shed them)."""
+    if count > MAX_KEYWORDS_PER_MESSAGE and count > before:
+        raise TooManyKeywords(f"{count} keywords on one message (at most {MAX_KEYWORDS_PER_MESSAGE})")
 
 
 def _check_lang(value: object) -> None:

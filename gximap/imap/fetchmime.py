@@ -328,9 +328,6 @@ def section_range(
     return _clip(raw[0], raw[1], partial)
 
 
-_BLANK_LINE_ENDINGS = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
-
-
 class _FieldPicker:
     """The fields of a header block that HEADER.FIELDS names (or, with ``exclude``, those
     HEADER.FIELDS.NOT leaves). Built once per field list (see picker): clients ask for the same
@@ -360,8 +357,9 @@ class _FieldPicker:
         # The blank line that ends a header is part of every HEADER* answer, except for a message
         # with no body and no blank line (RFC 3501 6.4.5), as BODY[HEADER] is the block itself;
         # the message's own line ending is kept for it.
-        if block.endswith(_BLANK_LINE_ENDINGS) or block in (b"\r\n", b"\n"):
-            chunks.append(b"\n" if block.endswith(b"\n\n") or block == b"\n" else b"\r\n")
+        last_line = block[block.rfind(b"\n", 0, len(block) - 1) + 1 :]
+        if last_line in (b"\r\n", b"\n"):
+            chunks.append(last_line)
         return b"".join(chunks)
 
 
