@@ -73,6 +73,21 @@ class HeaderValues:
             if field_name == wanted
         ]
 
+    def from_fields(self, fields: dict[bytes, list[bytes]]) -> list[str]:
+        """Like a call, from a header already split by :func:`fields_by_name`."""
+        return [decode_header_value(unfold(value)) for value in fields.get(self.wanted, ())] if self.wanted else []
+
+
+def fields_by_name(data: bytes, end: int) -> dict[bytes, list[bytes]]:
+    """The header ``data[:end]`` split into its fields' raw values, in order, by lowercase name:
+    for a message tested against many names, where one pattern scan per name would read the
+    whole header again each time."""
+    fields, _ = parse_header_block(data, 0, end)
+    by_name: dict[bytes, list[bytes]] = {}
+    for field_name, _field_start, value_start, field_end in fields:
+        by_name.setdefault(field_name, []).append(data[value_start:field_end])
+    return by_name
+
 
 _MARKUP = (b"html", b"xhtml+xml")  # text subtypes whose searchable text is the markup's text
 # Every pattern below is linear over any input: a match attempt starts only at "<" and stops at

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import calendar
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conversation import Conversation
+
+from gximap.session import base, searching
 
 FEB_1994 = calendar.timegm((1994, 2, 1, 12, 0, 0))
 JAN_1993 = calendar.timegm((1993, 1, 1, 12, 0, 0))
@@ -315,3 +318,62 @@ def test_search_all_is_the_view_whatever_happened_since_it_last_caught_up(conv: 
     conv.store.expunge("alice", folder)                  # gone, not announced yet
     assert conv.command("SEARCH ALL")[0] == b"* SEARCH 1 2 4"   # message numbers of 1 3 5
     assert len(key_reads) == 4
+
+
+def _drive(session: object, limit: int = 10_000) -> tuple[bytes, int]:
+    """Play the pool until the session has nothing more to do: (output, times it paused, i.e.
+    process() had more while next_output() had nothing)."""
+    out: list[bytes] = []
+    pauses = 0
+    for _ in range(limit):
+        more = session.process(16)  # type: ignore[attr-defined]
+        produced = False
+        while (item := session.next_output()) is not None:  # type: ignore[attr-defined]
+            out.append(bytes(item))
+            produced = True
+        if not more:
+            return b"".join(out), pauses
+        if not produced:
+            pauses += 1
+    raise AssertionError("the session did not settle")
+
+
+def test_a_long_search_pauses_and_keeps_pipelined_commands_in_order(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SEARCH that reads messages gives its worker back between messages once its slice is
+    over (TimeSlice), as PAUSE: process() still reports more while next_output() has nothing, so
+    the pool serves other connections and then this one again. A command pipelined behind it
+    waits for its answer."""
+    monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)
+    for number in range(12):
+        conv.add_message(data=_message(b"a@example.org", b"subject %d" % number,
+                                       b"marker" if number % 3 == 0 else b"plain"))
+    conv.select()
+    session = conv.session
+    session.data_received(b"s1 SEARCH OR HEADER X-None a BODY marker\r\ns2 UID SORT (SUBJECT) UTF-8 BODY marker\r\n"
+                          b"s3 THREAD REFERENCES UTF-8 BODY marker\r\nn1 NOOP\r\n")
+    out, pauses = _drive(session)
+    assert pauses >= 3 * 12  # each of the three paused after every message tested
+    assert out == (b"* SEARCH 1 4 7 10\r\ns1 OK SEARCH completed\r\n"
+                   b"* SORT 1 4 7 10\r\ns2 OK SORT completed\r\n"
+                   b"* THREAD (1)(4)(7)(10)\r\ns3 OK THREAD completed\r\n"
+                   b"n1 OK NOOP completed\r\n")
+
+
+def test_a_client_leaving_during_a_paused_search_turns_the_collector_on_again(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(searching, "_PAUSE_FROM", 0)  # the collector is paused for any folder
+    for number in range(5):
+        conv.add_message(data=_message(b"a@example.org", b"subject %d" % number))
+    conv.select()
+    session = conv.session
+    assert gc.isenabled()
+    session.data_received(b"s1 SEARCH BODY special\r\n")
+    assert session.process(16)
+    assert session.next_output() is None  # paused after the first message
+    assert gc.isenabled()  # other sessions run between the slices: the collector with them
+    assert session.process(16)
+    assert session.next_output() is None
+    session.connection_lost()
+    assert gc.isenabled()

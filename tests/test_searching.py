@@ -13,8 +13,10 @@ from gximap.imap import parser
 from gximap.imap.commands import SearchKey, SequenceSet
 from gximap.imap.framing import Framer
 from gximap.session import searching
-from gximap.session.base import CommandFailed
+from gximap.session.base import PAUSE, CommandFailed, TimeSlice
 from gximap.session.selected import SelectedMailbox
+from midb import searchtext
+from midb.searchtext import fields_by_name
 from midb.store import Store
 
 DATA = Path(__file__).resolve().parent / "data" / "mime"
@@ -314,3 +316,77 @@ def test_resolve_uids(mailbox: Any) -> None:
     assert failed.value.done.status == "BAD"
     session.saved_search = [uids[3], uids[0]]
     assert sorted(searching.resolve_uids(session, SequenceSet((), saved=True), False)) == [uids[0], uids[3]]
+
+
+HEADER_MESSAGES = [
+    b"X-A: apple\r\nX-B: berry\r\nSubject: one\r\n\r\nbody\r\n",
+    b"X-B: first\r\nX-B: second berry\r\nX-C: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody\r\n",
+    b"X-A: folded\r\n apple pie\r\nX-C: plain\r\n\r\nbody\r\n",
+    b"Subject: none of them\r\n\r\nX-A: apple (in the body, not a field)\r\n",
+]
+
+
+@pytest.mark.parametrize("text", [
+    "OR HEADER X-A apple HEADER X-B berry",
+    "OR OR HEADER X-Z apple HEADER X-C \"café\" HEADER X-B second",
+    "HEADER X-B first HEADER X-B berry",
+    "OR HEADER X-A \"\" HEADER X-C \"\"",
+    "NOT OR HEADER X-A pie HEADER X-B berry",
+])
+def test_many_header_keys_agree_with_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   text: str) -> None:
+    """A message tested for a second field name has its header split once (_Message.header_values):
+    the answers must be those of the pattern each single key uses on its own."""
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(REPO_DATA)])
+    try:
+        store.create_account("alice")
+        folder = store.get_folder("alice", "INBOX")
+        assert folder is not None
+        for data in HEADER_MESSAGES:
+            store.append("alice", folder.id, data)
+        session = StubSession(store)
+        session.selected = SelectedMailbox(store, "alice", folder, readonly=False, session=session)
+        session.selected.open()
+        single = {key: set(searching.search(session, criteria(key))) for key in (
+            "HEADER X-A apple", "HEADER X-B berry", "HEADER X-Z apple", "HEADER X-C \"café\"", "HEADER X-B second",
+            "HEADER X-B first", "HEADER X-A \"\"", "HEADER X-C \"\"", "HEADER X-A pie")}
+        expected = {
+            "OR HEADER X-A apple HEADER X-B berry": single["HEADER X-A apple"] | single["HEADER X-B berry"],
+            "OR OR HEADER X-Z apple HEADER X-C \"café\" HEADER X-B second":
+                single["HEADER X-Z apple"] | single["HEADER X-C \"café\""] | single["HEADER X-B second"],
+            "HEADER X-B first HEADER X-B berry": single["HEADER X-B first"] & single["HEADER X-B berry"],
+            "OR HEADER X-A \"\" HEADER X-C \"\"": single["HEADER X-A \"\""] | single["HEADER X-C \"\""],
+            "NOT OR HEADER X-A pie HEADER X-B berry":
+                {1, 2, 3, 4} - single["HEADER X-A pie"] - single["HEADER X-B berry"],
+        }[text]
+        assert single["HEADER X-A apple"] == {1, 3} and single["HEADER X-B second"] == {2}
+        assert single["HEADER X-C \"café\""] == {2}
+        splits = []
+
+        def counted_split(data: bytes, end: int) -> dict[bytes, list[bytes]]:
+            splits.append(end)
+            return fields_by_name(data, end)
+
+        monkeypatch.setattr(searchtext, "fields_by_name", counted_split)
+        assert searching.search(session, criteria(text)) == sorted(expected)
+        assert splits  # the headers were split, not scanned once per key
+    finally:
+        store.close()
+
+
+def test_a_sliced_search_pauses_and_gives_the_same_answer(mailbox: Any) -> None:
+    session, _counting, _uids = mailbox
+    key = criteria("OR HEADER X-Ticket abc BODY noon")
+    expected = searching.search(session, key)
+    steps = searching.search_sliced(session, key, TimeSlice(0.0))  # every message's slice is over
+    pauses = 0
+    while True:
+        try:
+            item = next(steps)
+        except StopIteration as stop:
+            found = stop.value
+            break
+        assert item is PAUSE
+        pauses += 1
+    assert found == expected == [1, 4]
+    assert pauses >= len(MESSAGES)

@@ -3,8 +3,9 @@
 A command handler is a function ``handler(session, command)`` registered for a command class
 with :func:`command`. It returns a :class:`Done` (simple commands) or is a generator that
 yields untagged response lines (``bytes`` ending in CRLF), :class:`NeedLine` requests
-(AUTHENTICATE, IDLE) or :class:`Await` (work off the worker threads) and finally ``return``s a
-:class:`Done`. Generators let a FETCH of 100,000
+(AUTHENTICATE, IDLE), :class:`Await` (work off the worker threads) or :data:`PAUSE` (a long
+computation letting other sessions have the worker, see :class:`TimeSlice`) and finally
+``return``s a :class:`Done`. Generators let a FETCH of 100,000
 messages stream message by message. The session adds the pending mailbox updates, then the
 tagged completion built from the Done. A handler signals failure by raising
 :class:`CommandFailed` (or by letting a midb error escape, which the session maps to
@@ -13,7 +14,9 @@ tagged completion built from the Done. A handler signals failure by raising
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
+from gximap.session.collector import collector_paused
 
 if TYPE_CHECKING:
     from gximap.imap.commands import Command
@@ -98,6 +102,82 @@ class Await:
     exception is thrown into it)."""
 
     future: Future[Any]
+
+
+class Pause:
+    """The type of :data:`PAUSE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PAUSE"
+
+
+# Yielded by a handler in the middle of a long computation (a SEARCH testing every message): the
+# pool serves the connections queued behind this one, then resumes the handler. A command keeps
+# its worker until it yields, and the pool has a handful of workers: five slow SEARCHes that
+# never yielded left every other session of the process without an answer for minutes.
+PAUSE = Pause()
+
+# How long a handler computes before it pauses: a few of Python's thread switch intervals (5 ms),
+# long enough that the round trip through the pool's queue (tens of microseconds) costs nothing
+# measurable, short enough that a session queued behind five such handlers waits a tenth of a
+# second.
+SLICE_SECONDS = 0.02
+
+
+class TimeSlice:
+    """A long computation's clock: ``over()`` says when it has run for SLICE_SECONDS since it
+    started or last paused; ``yield from pause()`` then yields PAUSE and starts the next slice.
+    Code that may run outside a command (tests, tools) takes ``None`` for "never pause"."""
+
+    __slots__ = ("seconds", "_end", "_collector")
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = SLICE_SECONDS if seconds is None else seconds
+        self._end = time.monotonic() + self.seconds
+        # An entered collector_paused(), left while other sessions run between the slices (the
+        # collector would otherwise stay off for as long as the whole computation).
+        self._collector: contextlib.AbstractContextManager[None] | None = None
+
+    def over(self) -> bool:
+        return time.monotonic() >= self._end
+
+    def pause(self) -> Iterator[Pause]:
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            collector.__exit__(None, None, None)
+        yield PAUSE  # a generator closed here (the client left) has no pause to leave
+        if collector is not None:
+            self._collector = collector_paused()
+            self._collector.__enter__()
+        self._end = time.monotonic() + self.seconds
+
+    @contextlib.contextmanager
+    def collector_paused(self) -> Iterator[None]:
+        """collector_paused() during this computation's slices (nested uses share it)."""
+        if self._collector is not None:
+            yield
+            return
+        self._collector = collector_paused()
+        self._collector.__enter__()
+        try:
+            yield
+        finally:
+            collector, self._collector = self._collector, None
+            if collector is not None:
+                collector.__exit__(None, None, None)
+
+
+def run_unsliced(steps: Generator[Pause, Any, Any]) -> Any:
+    """The return value of a computation that yields only PAUSE, run to its end at once."""
+    while True:
+        try:
+            item = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if item is not PAUSE:
+            raise TypeError(f"unexpected {item!r} from a computation that only pauses")
 
 
 class CommandFailed(Exception):

@@ -34,7 +34,7 @@ from gximap.net.handler import (
     Waker,
 )
 from gximap.session import capabilities, condstore
-from gximap.session.base import REGISTRY, Await, CommandFailed, Done, NeedLine, State
+from gximap.session.base import PAUSE, REGISTRY, Await, CommandFailed, Done, NeedLine, State
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
@@ -230,7 +230,10 @@ class ImapSession:
             running = self._running
             if running is None or running.parked:
                 return None
-            self._step(running)
+            if not self._step(running):
+                # The handler paused (PAUSE): process() still reports more, so the pool serves
+                # the connections queued meanwhile and then this one again.
+                return None
 
     def idle_timeout(self) -> float:
         if self.state is State.NOT_AUTHENTICATED:
@@ -427,8 +430,8 @@ class ImapSession:
             return result
         return (yield from result)
 
-    def _step(self, running: _Running) -> None:
-        """Advance the running command by one item of output."""
+    def _step(self, running: _Running) -> bool:
+        """Advance the running command by one item of output; False when the handler paused."""
         try:
             if running.future is not None:
                 future, running.future = running.future, None
@@ -441,17 +444,19 @@ class ImapSession:
                 item = next(running.gen)
         except StopIteration as stop:
             self._finish(running, stop.value)
-            return
+            return True
         except CommandFailed as failed:
             self._finish(running, failed.done)
-            return
+            return True
         except Exception as exc:  # noqa: BLE001 - a failing command must not kill the session
             done = done_for_store_error(exc)
             if done is None:
                 self.ctx.log.exception("session %s: %s failed", self.id, running.name)
                 done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
             self._finish(running, done)
-            return
+            return True
+        if item is PAUSE:
+            return False
         if isinstance(item, Await):
             running.future = item.future
             if not item.future.done():
@@ -468,6 +473,7 @@ class ImapSession:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
         else:
             self._out.append(item)
+        return True
 
     def _sync_selected(self, selected: SelectedMailbox, *, allow_expunge: bool) -> list[bytes]:
         """The pending updates of ``selected`` (self.selected, which the caller checked is set). If

@@ -18,7 +18,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import condstore, searching, sorting
-from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.base import SELECTED, CommandFailed, Done, Pause, TimeSlice, command
 from gximap.session.collector import collector_paused
 from gximap.session.commands.search import esearch_response
 
@@ -32,19 +32,19 @@ def check_charset(session: Any, charset: str) -> None:
         raise CommandFailed(Code.BAD_CHARSET_NOT_UTF8, status="BAD")
 
 
-def matching_records(session: Any, criteria: cmds.SearchKey) -> list[Any]:
-    """The index records the search program selects, in message-number order; BAD for search
-    keys the server does not implement."""
+def matching_records(session: Any, criteria: cmds.SearchKey) -> Generator[Pause, Any, list[Any]]:
+    """The index records the search program selects, in message-number order, the search run in
+    slices; BAD for search keys the server does not implement."""
     try:
-        return searching.search_records(session, criteria)
+        return (yield from searching.search_records_sliced(session, criteria, TimeSlice()))
     except searching.SearchUnsupported:
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
 
 
-def matching_uids(session: Any, criteria: cmds.SearchKey) -> list[int]:
-    """The UIDs the search program selects, ascending; BAD as for matching_records."""
+def matching_uids(session: Any, criteria: cmds.SearchKey) -> Generator[Pause, Any, list[int]]:
+    """The UIDs the search program selects, ascending; as matching_records."""
     try:
-        return searching.search(session, criteria)
+        return (yield from searching.search_sliced(session, criteria, TimeSlice()))
     except searching.SearchUnsupported:
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
 
@@ -125,7 +125,7 @@ def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]
 
 
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
-def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
+def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause, Any, Done]:
     check_charset(session, cmd.charset)
     view = session.selected
     options = cmd.return_opts
@@ -136,11 +136,11 @@ def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes, Any, Done]:
         if uses_modseq:
             # The answer carries the highest MODSEQ of the messages the search saw: their records
             # are read once, for both.
-            records = matching_records(session, cmd.search)
+            records = yield from matching_records(session, cmd.search)
             matched = [meta.uid for meta in records]
             modseq = max((meta.modseq for meta in records), default=None)
         else:
-            matched = matching_uids(session, cmd.search)
+            matched = yield from matching_uids(session, cmd.search)
         order = sort_order(session, matched, cmd.criteria, whole_folder=isinstance(cmd.search, cmds.SearchAll))
         uids = [matched[index] for index in order]
     except CommandFailed as failed:
