@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from conversation import Conversation
@@ -295,13 +296,13 @@ def test_own_store_skips_reading_the_changes_but_a_foreign_one_between_is_report
     in between leaves a MODSEQ it does not know, and that change is read and reported."""
     a, b = pair
     reads: list[int] = []  # both sessions share the store: cleared before each of A's scripts
-    changes_since = a.store.changes_since
+    view_changes_since = a.store.view_changes_since
 
-    def counted(account: str, folder_id: int, modseq: int) -> tuple[list, list]:
+    def counted(account: str, folder_id: int, modseq: int, known_up_to: int) -> Any:
         reads.append(modseq)
-        return changes_since(account, folder_id, modseq)
+        return view_changes_since(account, folder_id, modseq, known_up_to)
 
-    monkeypatch.setattr(a.store, "changes_since", counted)
+    monkeypatch.setattr(a.store, "view_changes_since", counted)
     reads.clear()
     a.script(r"""
         C: a1 STORE 1:2 +FLAGS (\Seen)

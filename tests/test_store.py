@@ -612,6 +612,31 @@ def test_changes_since(store: Store, alice: Account) -> None:
         store.changes_since("alice", inbox, -1)
 
 
+def test_view_changes_since_reads_records_of_known_messages_only(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    start = folder(store, "INBOX").highestmodseq
+    uids = [store.append("alice", inbox, MSG)[1] for _ in range(6)]
+    mark = folder(store, "INBOX").highestmodseq
+    store.store_flags("alice", inbox, [uids[3], uids[0]], "add", ["\\Seen"])
+    store.store_flags("alice", inbox, [uids[1], uids[4]], "add", ["\\Deleted"])
+    store.expunge("alice", inbox)
+    changes = store.view_changes_since("alice", inbox, start, uids[2])  # the view holds uids[0:3]
+    assert [meta.uid for meta in changes.changed] == [uids[0], uids[2]]
+    assert changes.new == [uids[3], uids[5]] and changes.vanished == [uids[1], uids[4]]
+    # of the messages still there (an expunge's modseq is a tombstone's)
+    assert changes.top_modseq == max(meta.modseq for meta in store.changes_since("alice", inbox, start)[0])
+    # the same messages and tombstones as changes_since, split at the view's last UID
+    metas, vanished = store.changes_since("alice", inbox, mark)
+    changes = store.view_changes_since("alice", inbox, mark, uids[2])
+    assert [meta for meta in metas if meta.uid <= uids[2]] == changes.changed
+    assert [meta.uid for meta in metas if meta.uid > uids[2]] == changes.new == [uids[3]]
+    assert vanished == changes.vanished
+    top = folder(store, "INBOX").highestmodseq
+    assert store.view_changes_since("alice", inbox, top, uids[2]) == ([], [], [], 0)
+    with pytest.raises(InvalidArgument):
+        store.view_changes_since("alice", inbox, -1, 0)
+
+
 def test_uidvalidity_rules_and_explicit_uids(store: Store, alice: Account) -> None:
     imported = store.create_folder("alice", "Imported", uidvalidity=1234)
     assert imported.uidvalidity == 1234

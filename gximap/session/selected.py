@@ -559,7 +559,8 @@ class SelectedMailbox:
                 if not self.pending_expunge:
                     self.full_modseq = self.modseq
                 return []
-        changed, vanished = store.changes_since(self.account, self.folder_id, self.modseq)
+        changed, new, vanished, top_modseq = store.view_changes_since(self.account, self.folder_id, self.modseq,
+                                                                      self.uid_max)
         out: list[bytes] = []
         for uid in vanished:
             if uid <= self.uid_max and self.msn_of(uid) is not None:
@@ -567,15 +568,10 @@ class SelectedMailbox:
             self._own_changes.pop(uid, None)
         if allow_expunge and self.pending_expunge:
             out.extend(self.expunge_responses(sorted(self.pending_expunge)))
-        new: list[int] = []
         updates: list[Any] = []
-        top_modseq = self.modseq
+        top_modseq = max(top_modseq, self.modseq)
         for meta in changed:
-            if meta.modseq > top_modseq:
-                top_modseq = meta.modseq
-            if meta.uid > self.uid_max:
-                new.append(meta.uid)
-            elif self._own_changes.get(meta.uid) == meta.modseq:
+            if self._own_changes.get(meta.uid) == meta.modseq:
                 del self._own_changes[meta.uid]
             elif meta.uid not in self.pending_expunge and self.msn_of(meta.uid) is not None:
                 updates.append(meta)
@@ -590,7 +586,6 @@ class SelectedMailbox:
             self._own_changes = {uid: modseq for uid, modseq in self._own_changes.items()
                                  if modseq > self.modseq}
         if new:
-            new.sort()
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]
             if not self.readonly:
