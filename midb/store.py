@@ -1819,22 +1819,25 @@ class Store(MetadataMixin):
                 if last_key:
                     top_modseq = MODSEQ_IN_CHANGE_KEY.unpack_from(last_key)[0]  # keys ascend by modseq
             known.sort()
-            new.sort()
             get = txn.get
             metas = []
             for uid in known:
                 raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
                 if raw is not None:
                     metas.append(meta_from_record(uid, raw))
+            # A change entry without its message (damage `midb verify` reports) is no new message:
+            # a lookup, not a decoded record, tells.
+            new = sorted(uid for uid in new if get(message_key(account_id, record.id, uid), db=dbs.messages) is not None)
             return ViewChanges(metas, new, self._vanished_after(txn, dbs, account_id, record, modseq), top_modseq)
 
         return self._after_modseq(account, folder_id, modseq, ViewChanges([], [], [], 0), read)
 
     def _after_modseq(self, account: str, folder_id: int, modseq: int, nothing: T,
                       read: Callable[[Any, Databases, int, FolderRecord], T]) -> T:
-        """The shared start of changes_since, changed_columns and vanished_since: check `modseq`,
-        read the folder in a read transaction, and answer `nothing` when no change is above
-        `modseq` (every tombstone's modseq is at most the folder's HIGHESTMODSEQ)."""
+        """The shared start of changes_since, view_changes_since, changed_columns and
+        vanished_since: check `modseq`, read the folder in a read transaction, and answer
+        `nothing` when no change is above `modseq` (every tombstone's modseq is at most the
+        folder's HIGHESTMODSEQ)."""
         if not isinstance(modseq, int) or modseq < 0:
             raise InvalidArgument(f"invalid modseq {modseq!r}")
         shared = self._home(account)

@@ -377,3 +377,27 @@ def test_a_client_leaving_during_a_paused_search_turns_the_collector_on_again(
     assert session.next_output() is None
     session.connection_lost()
     assert gc.isenabled()
+
+
+def test_a_search_waits_for_a_slot_without_holding_its_worker(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond searching._SLOTS's bounds, a search parks on an Await (the pool runs others) and
+    goes on when a slot is given back. A flag-only search needs no slot."""
+    slots = searching._SearchSlots(total=1, per_account=1)
+    monkeypatch.setattr(searching, "_SLOTS", slots)
+    for number in range(3):
+        conv.add_message(data=_message(b"a@example.org", b"subject %d" % number))
+    conv.select()
+    assert slots.claim("someone else").done()
+    session = conv.session
+    assert conv.send(b"u1 SEARCH UNSEEN\r\n") == [b"* SEARCH 1 2 3", b"u1 OK SEARCH completed"]
+    session.data_received(b"s1 SEARCH SUBJECT 1\r\n")
+    assert session.process(16)  # the SEARCH started
+    assert session.next_output() is None
+    assert not session.process(16)  # parked: nothing to do until the slot comes
+    wakes = conv.wakes
+    slots.release("someone else")
+    assert conv.wakes == wakes + 1  # the waker fired: the pool runs the session again
+    out, _pauses = _drive(session)
+    assert out == b"* SEARCH 2\r\ns1 OK SEARCH completed\r\n"
+    assert slots.claim("alice").done()  # the search gave its slot back

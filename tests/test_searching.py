@@ -368,6 +368,7 @@ def test_many_header_keys_agree_with_one_at_a_time(tmp_path: Path, monkeypatch: 
             return fields_by_name(data, end)
 
         monkeypatch.setattr(searchtext, "fields_by_name", counted_split)
+        monkeypatch.setattr(searching, "_SPLIT_AFTER_LOOKUPS", 1)  # split at the second name
         assert searching.search(session, criteria(text)) == sorted(expected)
         assert splits  # the headers were split, not scanned once per key
     finally:
@@ -390,3 +391,25 @@ def test_a_sliced_search_pauses_and_gives_the_same_answer(mailbox: Any) -> None:
         pauses += 1
     assert found == expected == [1, 4]
     assert pauses >= len(MESSAGES)
+
+
+def test_search_slots_bound_the_process_and_each_account() -> None:
+    slots = searching._SearchSlots(total=3, per_account=2)
+    first, second = slots.claim("alice"), slots.claim("alice")
+    third = slots.claim("alice")  # alice holds her two
+    bob = slots.claim("bob")
+    carol = slots.claim("carol")  # the process holds its three
+    assert first.done() and second.done() and bob.done()
+    assert not third.done() and not carol.done()
+    assert carol.cancel()  # carol's client left while waiting: never granted
+    slots.release("bob")
+    assert not third.done()  # alice is still at her bound; carol's claim is gone
+    slots.release("alice")
+    assert third.done()  # alice: two again, the process: two of three
+    dave, erin = slots.claim("dave"), slots.claim("erin")
+    assert dave.done() and not erin.done()
+    slots.release("alice")
+    assert erin.done()
+    for account in ("alice", "dave", "erin"):
+        slots.release(account)
+    assert all(slots.claim(account).done() for account in ("x", "y", "z"))

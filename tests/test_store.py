@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ from midb.errors import (
     TooBig,
 )
 from midb.folders import FolderRecord, normalize_name
-from midb.keys import change_key, folder_key, name_key
+from midb.keys import change_key, folder_key, message_key, name_key
 from midb.store import Account, FolderInfo, MessageMeta, Store
 
 MSG = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nbody text\r\n"
@@ -635,6 +636,20 @@ def test_view_changes_since_reads_records_of_known_messages_only(store: Store, a
     assert store.view_changes_since("alice", inbox, top, uids[2]) == ([], [], [], 0)
     with pytest.raises(InvalidArgument):
         store.view_changes_since("alice", inbox, -1, 0)
+
+
+def test_view_changes_since_skips_a_change_entry_without_its_message(store: Store, alice: Account) -> None:
+    """Damage (an index entry whose message record is gone) announces no new message."""
+    inbox = inbox_id(store)
+    start = folder(store, "INBOX").highestmodseq
+    uids = [store.append("alice", inbox, MSG)[1] for _ in range(3)]
+
+    def drop_record(txn: Any, dbs: Any, _effects: Any) -> None:
+        account_id = store._account_id(txn, dbs, "alice")
+        assert txn.delete(message_key(account_id, inbox, uids[1]), db=dbs.messages)
+
+    store._home("alice").write(drop_record, durable=False)
+    assert store.view_changes_since("alice", inbox, start, 0).new == [uids[0], uids[2]]
 
 
 def test_uidvalidity_rules_and_explicit_uids(store: Store, alice: Account) -> None:

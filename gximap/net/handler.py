@@ -124,7 +124,9 @@ class ProtocolHandler(Protocol):
 
     def next_output(self) -> OutputItem | None:
         """The next chunk to send, or None when nothing is queued. Large responses are produced
-        lazily, chunk by chunk, so they are never assembled whole in memory."""
+        lazily, chunk by chunk, so they are never assembled whole in memory. A long computation
+        may also give up its slice: None while process() still reports more (the connection is
+        queued again behind the others)."""
 
     def idle_timeout(self) -> float:
         """Seconds of client inactivity allowed in the current state (e.g. imap_conn_timeout

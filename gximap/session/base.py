@@ -143,15 +143,24 @@ class TimeSlice:
     def over(self) -> bool:
         return time.monotonic() >= self._end
 
-    def pause(self) -> Iterator[Pause]:
+    def pause(self) -> Generator[Pause, Any, None]:
+        yield from self._step_aside(PAUSE)
+
+    def wait(self, future: Future[Any]) -> Generator[Await, Any, Any]:
+        """Yield Await(future) (no worker is held meanwhile) and start a new slice once it is
+        done: its result."""
+        return (yield from self._step_aside(Await(future)))
+
+    def _step_aside(self, item: Any) -> Generator[Any, Any, Any]:
         collector, self._collector = self._collector, None
         if collector is not None:
             collector.__exit__(None, None, None)
-        yield PAUSE  # a generator closed here (the client left) has no pause to leave
+        result = yield item  # a generator closed here (the client left) has no pause to leave
+        self._end = time.monotonic() + self.seconds  # before a collection the resumed pause may start
         if collector is not None:
             self._collector = collector_paused()
             self._collector.__enter__()
-        self._end = time.monotonic() + self.seconds
+        return result
 
     @contextlib.contextmanager
     def collector_paused(self) -> Iterator[None]:
@@ -169,14 +178,14 @@ class TimeSlice:
                 collector.__exit__(None, None, None)
 
 
-def run_unsliced(steps: Generator[Pause, Any, Any]) -> Any:
+def run_unsliced(steps: Generator[Any, Any, Any]) -> Any:
     """The return value of a computation that yields only PAUSE, run to its end at once."""
     while True:
         try:
             item = next(steps)
         except StopIteration as stop:
             return stop.value
-        if item is not PAUSE:
+        if not isinstance(item, Pause):
             raise TypeError(f"unexpected {item!r} from a computation that only pauses")
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from email.utils import parsedate_tz
@@ -29,7 +31,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
-from gximap.session.base import CommandFailed, Pause, TimeSlice, run_unsliced
+from gximap.session.base import Await, CommandFailed, Pause, TimeSlice, run_unsliced
 from gximap.session.collector import collector_paused
 from midb import searchtext
 from midb.blobs import ProcessPool
@@ -194,13 +196,13 @@ class _Message:
 
     def header_values(self, values_of: searchtext.HeaderValues) -> list[str]:
         """The decoded values of the top-level header's fields that ``values_of`` names. The first
-        name is found by its pattern, one scan in C; a message tested for a second one has its
-        header split by name once, so that a SEARCH of 1,300 HEADER keys reads each header once
-        instead of 1,300 times."""
+        names are found by their patterns, one scan in C each; a message tested for more has its
+        header split by name once, so that a SEARCH of 1,300 HEADER keys reads each header a few
+        times instead of 1,300."""
         fields = self._fields
         if fields is None:
-            if self._field_lookups == 0:
-                self._field_lookups = 1
+            if self._field_lookups < _SPLIT_AFTER_LOOKUPS:
+                self._field_lookups += 1
                 return values_of(self.header, self.summary.header_size)
             fields = self._fields = searchtext.fields_by_name(self.header, self.summary.header_size)
         return values_of.from_fields(fields)
@@ -238,6 +240,11 @@ class _Message:
                 and searchtext.raw_header_lacks(self.header, self.summary.header_size, scan_needle):
             return False
         return needle in self.folded_header()
+
+
+# Field lookups of one message by pattern before its header is split by name instead: a split (a
+# Python walk over the lines) costs about as much as eight pattern scans of a 30-field header.
+_SPLIT_AFTER_LOOKUPS = 8
 
 
 def _header_text(data: bytes, header_size: int) -> str:
@@ -584,7 +591,7 @@ def search(session: Any, key: SearchKey, *, now: float | None = None) -> list[in
 
 
 def search_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None, *,
-                  now: float | None = None) -> Generator[Pause, Any, list[int]]:
+                  now: float | None = None) -> Generator[Pause | Await, Any, list[int]]:
     """UIDs (ascending) of the selected mailbox's messages that match ``key``; yields PAUSE
     between messages when ``slicer``'s time is up (None: never).
 
@@ -604,7 +611,7 @@ def search_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None, *,
         return [meta.uid for meta in records]
     with _collector_paused_for(session, slicer):
         rows = _load_rows(session, keys)
-        matched = yield from _evaluate(session.store, nodes, rows, slicer)
+        matched = yield from _evaluate(session, nodes, rows, slicer)
         return [row.uid for row in matched]
 
 
@@ -698,7 +705,7 @@ def search_records(session: Any, key: SearchKey, *, now: float | None = None) ->
 
 
 def search_records_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None, *,
-                          now: float | None = None) -> Generator[Pause, Any, list[Any]]:
+                          now: float | None = None) -> Generator[Pause | Await, Any, list[Any]]:
     """Like :func:`search_sliced`, but the matching index records (MessageMeta, ascending UID):
     SORT and THREAD order them without reading the records a second time."""
     compiler = _Compiler(session, time.time() if now is None else now)
@@ -706,7 +713,7 @@ def search_records_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None
     nodes = [compiler.compile(child) for child in keys]
     with _collector_paused_for(session, slicer):
         records = _load_records(session, keys)
-        return (yield from _evaluate(session.store, nodes, records, slicer))
+        return (yield from _evaluate(session, nodes, records, slicer))
 
 
 # Messages whose summaries are read per store call, and at most this many bytes of them per body
@@ -716,6 +723,75 @@ _BATCH_BYTES = 16 << 20
 _READER_THREADS = 4  # body batches read ahead at once, over all sessions of the process
 
 _READ_AHEAD = ProcessPool(_READER_THREADS, "search-read")
+
+
+class _SearchSlots:
+    """How many sliced searches may test messages at once, in the process and per account.
+
+    A search paused between slices holds its records and up to two batches of bodies (32 MiB)
+    while other sessions run. When a command kept its worker to the end, the few workers bounded
+    how many were in progress; now every connection could have one. Beyond the bounds a search
+    waits, holding no worker (an Await), for one to end. The bound per account keeps one user's
+    searches from making everyone else's wait."""
+
+    def __init__(self, total: int, per_account: int) -> None:
+        self.total = total
+        self.per_account = per_account
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._in_use = 0
+        self._waiting: deque[tuple[str, Future[None]]] = deque()
+
+    def claim(self, account: str) -> Future[None]:
+        """A future done once ``account`` holds a slot: give it back with release(), unless
+        cancel() on a future still waiting succeeds (it is then never granted)."""
+        future: Future[None] = Future()
+        with self._lock:
+            if self._can_run(account):
+                self._grant(account, future)
+            else:
+                self._waiting.append((account, future))
+        return future
+
+    def release(self, account: str) -> None:
+        with self._lock:
+            self._in_use -= 1
+            left = self._running[account] - 1
+            if left:
+                self._running[account] = left
+            else:
+                del self._running[account]
+            for waiter in list(self._waiting):
+                if self._in_use >= self.total:
+                    break
+                if waiter[1].cancelled():
+                    self._waiting.remove(waiter)
+                elif self._can_run(waiter[0]):
+                    self._waiting.remove(waiter)
+                    self._grant(*waiter)
+
+    def _can_run(self, account: str) -> bool:
+        return self._in_use < self.total and self._running.get(account, 0) < self.per_account
+
+    def _grant(self, account: str, future: Future[None]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled meanwhile: its search is gone
+        self._in_use += 1
+        self._running[account] = self._running.get(account, 0) + 1
+        future.set_result(None)
+
+
+_SLOTS = _SearchSlots(total=8, per_account=2)
+
+
+@contextlib.contextmanager
+def _slot_held(account: str, slot: Future[None]) -> Iterator[None]:
+    """Gives back the slot ``slot`` (from _SLOTS.claim) at the end, or its claim if not granted."""
+    try:
+        yield
+    finally:
+        if not slot.cancel():  # granted (or being granted): ours to give back
+            _SLOTS.release(account)
 
 
 def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:
@@ -734,18 +810,32 @@ def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def _evaluate(store: Any, nodes: list[_Node], records: list[Any],
-              slicer: TimeSlice | None) -> Generator[Pause, Any, list[Any]]:
+def _evaluate(session: Any, nodes: list[_Node], records: list[Any],
+              slicer: TimeSlice | None) -> Generator[Pause | Await, Any, list[Any]]:
     """The records (MessageMeta or _Row, ascending UID) that pass every node: the record-only
-    nodes as filters over them all, then the others per message, cheapest first."""
+    nodes as filters over them all, then the others per message, cheapest first. Sliced (a
+    ``slicer``), the tests per message wait for a slot in _SLOTS first."""
     nodes = sorted(nodes, key=lambda node: node.cost)
     for node in nodes:
         if node.cost != COST_RECORD or node.always or not records:
             continue
         records = list(filter(node.record, records))
-    if all(node.cost == COST_RECORD for node in nodes):
+    if all(node.cost == COST_RECORD for node in nodes) or not records:
         return records
-    if records and isinstance(records[0], _Row):
+    if slicer is None:
+        return (yield from _test_messages(session.store, nodes, records, None))
+    account = session.selected.account
+    slot = _SLOTS.claim(account)
+    with _slot_held(account, slot):
+        if not slot.done():
+            yield from slicer.wait(slot)
+        return (yield from _test_messages(session.store, nodes, records, slicer))
+
+
+def _test_messages(store: Any, nodes: list[_Node], records: list[Any],
+                   slicer: TimeSlice | None) -> Generator[Pause, Any, list[Any]]:
+    """_evaluate's tests per message, of the nodes (sorted by cost) that need more than records."""
+    if isinstance(records[0], _Row):
         keys = [record.key for record in records]
     else:
         keys = [bytes.fromhex(record.blob) for record in records]
@@ -756,19 +846,24 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any],
     on_body = [node.message for node in nodes if node.cost == COST_BODY]
     matched: list[Any] = []
     pending: tuple[list[_Message], Future[list[bytes | None]]] | None = None
-    for start, end in _batches(records):
-        survivors = yield from _pass_before_body(store, records[start:end], keys[start:end], on_summary,
-                                                 on_header, slicer)
-        if not on_body:
-            matched.extend(msg.meta for _, msg in survivors)
-            continue
-        future = _READ_AHEAD.get().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
-                                          [msg.meta.size for _, msg in survivors]) if survivors else None
+    try:
+        for start, end in _batches(records):
+            survivors = yield from _pass_before_body(store, records[start:end], keys[start:end], on_summary,
+                                                     on_header, slicer)
+            if not on_body:
+                matched.extend(msg.meta for _, msg in survivors)
+                continue
+            future = _READ_AHEAD.get().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
+                                              [msg.meta.size for _, msg in survivors]) if survivors else None
+            if pending is not None:
+                matched.extend((yield from _pass_on_body(*pending, on_body, slicer)))
+            pending = ([msg for _, msg in survivors], future) if future is not None else None
         if pending is not None:
             matched.extend((yield from _pass_on_body(*pending, on_body, slicer)))
-        pending = ([msg for _, msg in survivors], future) if future is not None else None
-    if pending is not None:
-        matched.extend((yield from _pass_on_body(*pending, on_body, slicer)))
+            pending = None
+    finally:
+        if pending is not None:
+            pending[1].cancel()  # the search ended early (the client left): no read for nothing
     return matched
 
 
@@ -778,10 +873,10 @@ def _passing(messages: Iterable[tuple[Any, _Message]], tests: list[MessageTest],
     when ``slicer``'s time is up."""
     passed = []
     for item in messages:
-        if _passes(item[1], tests):
-            passed.append(item)
         if slicer is not None and slicer.over():
             yield from slicer.pause()
+        if _passes(item[1], tests):
+            passed.append(item)
     return passed
 
 

@@ -4,7 +4,7 @@ Message sequence numbers are positions in ``uids``, a :class:`UidRuns`: the view
 UIDs kept as runs of consecutive UIDs, immutable, so that every session viewing the same UIDs
 shares one object (:class:`SharedViews`) and a view that changes gets a new one (copy on write).
 Mapping in either direction is O(log runs). The view catches up with the store by asking "what
-changed since modseq N" (``Store.changes_since``), one mechanism for NOOP, IDLE and the updates
+changed since modseq N" (``Store.view_changes_since``), one mechanism for NOOP, IDLE and the updates
 sent after every command. Expunges by other sessions stay in the view (as numbers the client
 still knows) until a command that may send EXPUNGE completes (RFC 3501 section 7.4.1).
 

@@ -34,7 +34,7 @@ from gximap.net.handler import (
     Waker,
 )
 from gximap.session import capabilities, condstore
-from gximap.session.base import PAUSE, REGISTRY, Await, CommandFailed, Done, NeedLine, State
+from gximap.session.base import REGISTRY, Await, CommandFailed, Done, NeedLine, Pause, State
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
@@ -455,7 +455,7 @@ class ImapSession:
                 done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
             self._finish(running, done)
             return True
-        if item is PAUSE:
+        if isinstance(item, Pause):
             return False
         if isinstance(item, Await):
             running.future = item.future

@@ -19,7 +19,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import condstore, searching
-from gximap.session.base import SELECTED, CommandFailed, Done, Pause, TimeSlice, command
+from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 
 # RFC 5182 section 2.4: SAVE combined with only MIN and/or MAX saves just those messages.
 _EXTREMES = frozenset({"MIN", "MAX"})
@@ -72,7 +72,7 @@ def search_response(numbers: list[int], modseq: int | None = None) -> bytes:
 
 
 @command(cmds.Search, states=SELECTED, expunge_ok=False)
-def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause, Any, Done]:
+def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, Any, Done]:
     if cmd.charset is not None and "UTF8=ACCEPT" in session.enabled:
         # RFC 6855 section 3: after ENABLE UTF8=ACCEPT a CHARSET label conflicts (BAD).
         raise CommandFailed(Code.BAD_CHARSET_WITH_UTF8, status="BAD")

@@ -18,7 +18,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import condstore, searching, sorting
-from gximap.session.base import SELECTED, CommandFailed, Done, Pause, TimeSlice, command
+from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 from gximap.session.collector import collector_paused
 from gximap.session.commands.search import esearch_response
 
@@ -32,7 +32,7 @@ def check_charset(session: Any, charset: str) -> None:
         raise CommandFailed(Code.BAD_CHARSET_NOT_UTF8, status="BAD")
 
 
-def matching_records(session: Any, criteria: cmds.SearchKey) -> Generator[Pause, Any, list[Any]]:
+def matching_records(session: Any, criteria: cmds.SearchKey) -> Generator[Pause | Await, Any, list[Any]]:
     """The index records the search program selects, in message-number order, the search run in
     slices; BAD for search keys the server does not implement."""
     try:
@@ -41,7 +41,7 @@ def matching_records(session: Any, criteria: cmds.SearchKey) -> Generator[Pause,
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
 
 
-def matching_uids(session: Any, criteria: cmds.SearchKey) -> Generator[Pause, Any, list[int]]:
+def matching_uids(session: Any, criteria: cmds.SearchKey) -> Generator[Pause | Await, Any, list[int]]:
     """The UIDs the search program selects, ascending; as matching_records."""
     try:
         return (yield from searching.search_sliced(session, criteria, TimeSlice()))
@@ -125,7 +125,7 @@ def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]
 
 
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
-def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause, Any, Done]:
+def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await, Any, Done]:
     check_charset(session, cmd.charset)
     view = session.selected
     options = cmd.return_opts

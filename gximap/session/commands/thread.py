@@ -15,7 +15,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import sorting
-from gximap.session.base import SELECTED, Done, Pause, command
+from gximap.session.base import SELECTED, Await, Done, Pause, command
 from gximap.session.collector import collector_paused
 from gximap.session.commands.sort import check_charset, folder_values, matching_uids, sort_folder
 from gximap.session.selected import UID_ARRAY
@@ -43,7 +43,7 @@ def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool
 
 
 @command(cmds.Thread, states=SELECTED, expunge_ok=False)
-def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause, Any, Done]:
+def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, Any, Done]:
     check_charset(session, cmd.charset)
     uids = yield from matching_uids(session, cmd.search)
     whole_folder = isinstance(cmd.search, cmds.SearchAll)
