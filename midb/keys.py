@@ -32,6 +32,7 @@ MODSEQ_OFFSET = 8
 UID_IN_MESSAGE_KEY = struct.Struct(">8xI")
 UID_IN_CHANGE_KEY = struct.Struct(">16xI")
 MODSEQ_IN_CHANGE_KEY = struct.Struct(">8xQ")
+CHANGE_KEY_MODSEQ_UID = struct.Struct(">8xQI")
 
 
 def pack_u32(value: int) -> bytes:

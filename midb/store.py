@@ -70,9 +70,9 @@ from midb.folders import (
     special_use_code,
 )
 from midb.keys import (
+    CHANGE_KEY_MODSEQ_UID,
     FOLDER,
     MAX_U32,
-    MODSEQ_IN_CHANGE_KEY,
     U32,
     UID_IN_CHANGE_KEY,
     UID_IN_MESSAGE_KEY,
@@ -170,6 +170,9 @@ class ViewChanges(NamedTuple):
     new: list[int]  # UIDs of changed messages beyond the view (arrived since), ascending
     vanished: list[int]  # UIDs expunged, ascending
     top_modseq: int  # the highest modseq among changed and new messages (0: none)
+    # (UID, modseq) of the changed messages the view holds, ascending UID, instead of ``changed``
+    # when there were more than the caller wanted read at once (``read_at_most``)
+    unread: Sequence[tuple[int, int]] = ()
 
 
 class Store(MetadataMixin):
@@ -1795,40 +1798,58 @@ class Store(MetadataMixin):
         nothing: tuple[list[MessageMeta], list[int]] = ([], [])   # typed: T is inferred from it
         return self._after_modseq(account, folder_id, modseq, nothing, read)
 
-    def view_changes_since(self, account: str, folder_id: int, modseq: int, known_up_to: int) -> ViewChanges:
+    def view_changes_since(self, account: str, folder_id: int, modseq: int, known_up_to: int, *,
+                           read_at_most: int | None = None) -> ViewChanges:
         """changes_since for a session that holds the folder's messages up to UID ``known_up_to``
         (a selected mailbox catching up): the records of the changed messages it holds, only the
         UIDs of those it does not hold yet. A new message needs no record to be announced (an
         EXISTS); a COPY of 50,000 messages into a folder on which twenty sessions IDLE read a
-        million records to send twenty EXISTS lines, for seconds in which other sessions waited."""
+        million records to send twenty EXISTS lines, for seconds in which other sessions waited.
+        With more than ``read_at_most`` changed messages it holds, their records are not read
+        either: ``unread`` lists them, for the caller to read a part at a time."""
         def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> ViewChanges:
             prefix = folder_key(account_id, record.id)
             cursor = txn.cursor(dbs.modseqs)
-            known: list[int] = []
+            known: list[tuple[int, int]] = []  # (uid, modseq)
             new: list[int] = []
             top_modseq = 0
             if modseq < (1 << 64) - 1 and cursor.set_range(change_key(account_id, record.id, modseq + 1, 0)):
-                uid_of = UID_IN_CHANGE_KEY.unpack_from
-                last_key = b""
+                unpack = CHANGE_KEY_MODSEQ_UID.unpack_from
                 for key in cursor.iternext(values=False):
                     if key[:8] != prefix:
                         break
-                    uid = uid_of(key)[0]
-                    (known if uid <= known_up_to else new).append(uid)
-                    last_key = key
-                if last_key:
-                    top_modseq = MODSEQ_IN_CHANGE_KEY.unpack_from(last_key)[0]  # keys ascend by modseq
+                    change_modseq, uid = unpack(key)
+                    if uid <= known_up_to:
+                        known.append((uid, change_modseq))
+                    else:
+                        new.append(uid)
+                    top_modseq = change_modseq  # keys ascend by modseq
             known.sort()
             get = txn.get
+            if new:
+                # Those whose messages exist (a change entry without its message, damage `midb
+                # verify` reports, is no new message), by one pass over the message keys beyond
+                # the view: cheaper than a lookup per message.
+                changed_beyond = set(new)
+                new = []
+                messages = txn.cursor(dbs.messages)
+                if messages.set_range(message_key(account_id, record.id, known_up_to + 1)):
+                    uid_in_key = UID_IN_MESSAGE_KEY.unpack_from
+                    for key in messages.iternext(values=False):
+                        if key[:8] != prefix:
+                            break
+                        uid = uid_in_key(key)[0]
+                        if uid in changed_beyond:
+                            new.append(uid)
+            vanished = self._vanished_after(txn, dbs, account_id, record, modseq)
+            if read_at_most is not None and len(known) > read_at_most:
+                return ViewChanges([], new, vanished, top_modseq, known)
             metas = []
-            for uid in known:
+            for uid, _modseq in known:
                 raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
                 if raw is not None:
                     metas.append(meta_from_record(uid, raw))
-            # A change entry without its message (damage `midb verify` reports) is no new message:
-            # a lookup, not a decoded record, tells.
-            new = sorted(uid for uid in new if get(message_key(account_id, record.id, uid), db=dbs.messages) is not None)
-            return ViewChanges(metas, new, self._vanished_after(txn, dbs, account_id, record, modseq), top_modseq)
+            return ViewChanges(metas, new, vanished, top_modseq)
 
         return self._after_modseq(account, folder_id, modseq, ViewChanges([], [], [], 0), read)
 

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from conversation import Conversation
 
+from gximap.session import selected
+
 
 @pytest.fixture()
 def pair(tmp_path: Path) -> Iterator[tuple[Conversation, Conversation]]:
@@ -298,9 +300,9 @@ def test_own_store_skips_reading_the_changes_but_a_foreign_one_between_is_report
     reads: list[int] = []  # both sessions share the store: cleared before each of A's scripts
     view_changes_since = a.store.view_changes_since
 
-    def counted(account: str, folder_id: int, modseq: int, known_up_to: int) -> Any:
+    def counted(account: str, folder_id: int, modseq: int, known_up_to: int, **options: Any) -> Any:
         reads.append(modseq)
-        return view_changes_since(account, folder_id, modseq, known_up_to)
+        return view_changes_since(account, folder_id, modseq, known_up_to, **options)
 
     monkeypatch.setattr(a.store, "view_changes_since", counted)
     reads.clear()
@@ -383,3 +385,55 @@ def test_own_store_skips_reading_the_changes_but_a_foreign_one_between_is_report
         S: b5 OK NOOP completed
     """)
 
+
+
+@pytest.mark.parametrize("lazy_from", [1000, 1])
+def test_many_flag_changes_are_reported_as_made(pair: tuple[Conversation, Conversation],
+                                                monkeypatch: pytest.MonkeyPatch, lazy_from: int) -> None:
+    """More flag changes than LAZY_UPDATES_FROM reach the other session as a LazyFlagUpdates,
+    made as its output is sent: the same responses as the eager path, CONDSTORE ones included."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", lazy_from)
+    monkeypatch.setattr(selected.LazyFlagUpdates, "PART", 2)
+    a, b = pair
+    a.command("SELECT INBOX (CONDSTORE)")
+    b.command("STORE 1:3 +FLAGS.SILENT (\\Flagged)")
+    b.command("STORE 2 +FLAGS.SILENT (\\Seen)")
+    modseqs = {meta.uid: meta.modseq for meta in a.store.messages("alice", a.folder("INBOX").id)}
+    lines = a.command("NOOP")
+    assert lines[:-1] == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ (%d))" % modseqs[1],
+                          b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Seen) MODSEQ (%d))" % modseqs[2],
+                          b"* 3 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (%d))" % modseqs[3]]
+    assert b"[HIGHESTMODSEQ" not in lines[-1]  # told by the MODSEQs (a CONDSTORE client, not QRESYNC)
+
+
+def test_lazy_flag_updates_keep_their_numbers_before_a_later_expunge(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message numbers of a LazyFlagUpdates are fixed when the changes are read: an EXPUNGE
+    reported by a later catch-up, queued behind it, comes after its lines, and a message gone by
+    the time its line is made gets none."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    a, b = pair
+    a.script("""
+        C: a1 IDLE
+        S: + idling
+    """)
+    b.command("STORE 1:3 +FLAGS.SILENT (\\Seen)")
+    a.session.wakeup()  # the changes are read; their lines are not made yet
+    b.command("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    b.command("EXPUNGE")
+    a.session.wakeup()  # EXPUNGE 2, queued behind the lazy lines
+    a.script(r"""
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: * 3 FETCH (FLAGS (\Seen))
+        S: * 2 EXPUNGE
+        C: DONE
+        S: a1 OK IDLE terminated
+    """)
+
+
+def test_numbers_of_changed_messages_leave_out_those_not_in_the_view() -> None:
+    numbers_of = selected.SelectedMailbox._numbers_if_present
+    view: Any = SimpleNamespace(runs=selected.UidRuns.from_sorted([1, 2, 4, 5]))  # what the method reads
+    assert numbers_of(view, [(1, 9), (2, 9), (4, 9), (5, 9)]) == [1, 2, 3, 4]  # the whole view
+    assert numbers_of(view, [(1, 9), (3, 9), (4, 9)]) == [1, None, 3]  # as long as a stretch of it
+    assert numbers_of(view, [(4, 9), (6, 9)]) == [3, None]

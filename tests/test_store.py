@@ -633,7 +633,7 @@ def test_view_changes_since_reads_records_of_known_messages_only(store: Store, a
     assert [meta.uid for meta in metas if meta.uid > uids[2]] == changes.new == [uids[3]]
     assert vanished == changes.vanished
     top = folder(store, "INBOX").highestmodseq
-    assert store.view_changes_since("alice", inbox, top, uids[2]) == ([], [], [], 0)
+    assert store.view_changes_since("alice", inbox, top, uids[2]) == ([], [], [], 0, ())
     with pytest.raises(InvalidArgument):
         store.view_changes_since("alice", inbox, -1, 0)
 

@@ -189,6 +189,17 @@ def run_unsliced(steps: Generator[Any, Any, Any]) -> Any:
             raise TypeError(f"unexpected {item!r} from a computation that only pauses")
 
 
+class LazyLines:
+    """Output made as it is sent (a session's next_output() asks for one chunk at a time), for
+    responses too many to build in one piece within a worker's slice."""
+
+    __slots__ = ()
+
+    def next_chunk(self) -> bytes | None:
+        """The next lines, or None once there are no more."""
+        raise NotImplementedError
+
+
 class CommandFailed(Exception):
     """Complete the current command with ``NO`` or ``BAD``."""
 

@@ -34,7 +34,7 @@ from gximap.net.handler import (
     Waker,
 )
 from gximap.session import capabilities, condstore
-from gximap.session.base import REGISTRY, Await, CommandFailed, Done, NeedLine, Pause, State
+from gximap.session.base import REGISTRY, Await, CommandFailed, Done, LazyLines, NeedLine, Pause, State
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
@@ -107,7 +107,7 @@ class ImapSession:
         self.saved_search: list[int] | None = None  # SEARCHRES "$": UIDs
         self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False,
                              max_command_literal=COMMAND_LITERAL_MAX)
-        self._out: deque[OutputItem] = deque()
+        self._out: deque[OutputItem | LazyLines] = deque()
         self._running: _Running | None = None
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
         self._closing = False
@@ -222,6 +222,12 @@ class ImapSession:
         while True:
             if self._out:
                 item = self._out.popleft()
+                if isinstance(item, LazyLines):
+                    chunk = item.next_chunk()
+                    if chunk is None:
+                        continue
+                    self._out.appendleft(item)  # more may follow: it stays first in line
+                    item = chunk
                 if isinstance(item, FileRegion):
                     gxlog.io_trace_file(self.id, len(item))
                 elif not isinstance(item, TransportAction):
@@ -475,7 +481,7 @@ class ImapSession:
             self._out.append(item)
         return True
 
-    def _sync_selected(self, selected: SelectedMailbox, *, allow_expunge: bool) -> list[bytes]:
+    def _sync_selected(self, selected: SelectedMailbox, *, allow_expunge: bool) -> list[bytes | LazyLines]:
         """The pending updates of ``selected`` (self.selected, which the caller checked is set). If
         another session deleted the mailbox, it is closed here and the connection ends after the
         current response (BYE_MAILBOX_DELETED): IMAP has no way to tell a client that its selected
