@@ -1136,6 +1136,10 @@ class Server:
             rounds -= 1
             if not (more and exhausted and rounds > 0 and budget > 0) or conn.closing or self._ready:
                 break
+            if transport.pending_output and not self._flush(conn):
+                # No command starts behind output the client has not taken: a SEARCH started
+                # there would hold its search slot while the connection waits for the client.
+                break
         if not conn.closing:
             conn.idle_limit = float(handler.idle_timeout())
             if conn.hard_deadline_fn is not None:

@@ -609,10 +609,12 @@ def search_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None, *,
     if compiler.reads_meta:
         records = yield from search_records_sliced(session, key, slicer, now=now)
         return [meta.uid for meta in records]
-    with _collector_paused_for(session, slicer):
-        rows = _load_rows(session, keys)
-        matched = yield from _evaluate(session, nodes, rows, slicer)
-        return [row.uid for row in matched]
+    with _SearchSlot(session, nodes, slicer) as slot:
+        yield from slot.wait()
+        with _collector_paused_for(session, slicer):
+            rows = _load_rows(session, keys)
+            matched = yield from _evaluate(session.store, nodes, rows, slicer)
+            return [row.uid for row in matched]
 
 
 # Messages in the view from which a search reads and tests its messages with the collector
@@ -711,9 +713,11 @@ def search_records_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None
     compiler = _Compiler(session, time.time() if now is None else now)
     keys = _top_level(key)
     nodes = [compiler.compile(child) for child in keys]
-    with _collector_paused_for(session, slicer):
-        records = _load_records(session, keys)
-        return (yield from _evaluate(session, nodes, records, slicer))
+    with _SearchSlot(session, nodes, slicer) as slot:
+        yield from slot.wait()
+        with _collector_paused_for(session, slicer):
+            records = _load_records(session, keys)
+            return (yield from _evaluate(session.store, nodes, records, slicer))
 
 
 # Messages whose summaries are read per store call, and at most this many bytes of them per body
@@ -726,13 +730,14 @@ _READ_AHEAD = ProcessPool(_READER_THREADS, "search-read")
 
 
 class _SearchSlots:
-    """How many sliced searches may test messages at once, in the process and per account.
+    """How many sliced searches may read and test messages at once, in the process and per
+    account.
 
-    A search paused between slices holds its records and up to two batches of bodies (32 MiB)
-    while other sessions run. When a command kept its worker to the end, the few workers bounded
-    how many were in progress; now every connection could have one. Beyond the bounds a search
-    waits, holding no worker (an Await), for one to end. The bound per account keeps one user's
-    searches from making everyone else's wait."""
+    A search paused between slices holds the records it loaded and up to two batches of bodies
+    (32 MiB) while other sessions run. When a command kept its worker to the end, the few workers
+    bounded how many were in progress; now every connection could have one. Beyond the bounds a
+    search waits for its turn before it loads anything, holding no worker (an Await). The bound
+    per account keeps one user's searches from making everyone else's wait."""
 
     def __init__(self, total: int, per_account: int) -> None:
         self.total = total
@@ -743,17 +748,30 @@ class _SearchSlots:
         self._waiting: deque[tuple[str, Future[None]]] = deque()
 
     def claim(self, account: str) -> Future[None]:
-        """A future done once ``account`` holds a slot: give it back with release(), unless
-        cancel() on a future still waiting succeeds (it is then never granted)."""
+        """A future done once ``account`` holds a slot: give it back with release(), unless it
+        is still waiting and forget() cancels it (it is then never granted)."""
         future: Future[None] = Future()
         with self._lock:
-            if self._can_run(account):
-                self._grant(account, future)
-            else:
+            granted = self._can_run(account) and self._take(account, future)
+            if not granted:
                 self._waiting.append((account, future))
+        if granted:
+            future.set_result(None)
         return future
 
+    def forget(self, future: Future[None]) -> bool:
+        """Cancel a claim still waiting (its search ended first); False if it was granted."""
+        with self._lock:
+            if not future.cancel():
+                return False
+            for waiter in self._waiting:
+                if waiter[1] is future:
+                    self._waiting.remove(waiter)
+                    break
+            return True
+
     def release(self, account: str) -> None:
+        granted = []
         with self._lock:
             self._in_use -= 1
             left = self._running[account] - 1
@@ -761,37 +779,59 @@ class _SearchSlots:
                 self._running[account] = left
             else:
                 del self._running[account]
-            for waiter in list(self._waiting):
-                if self._in_use >= self.total:
-                    break
-                if waiter[1].cancelled():
-                    self._waiting.remove(waiter)
-                elif self._can_run(waiter[0]):
-                    self._waiting.remove(waiter)
-                    self._grant(*waiter)
+            kept: deque[tuple[str, Future[None]]] = deque()
+            for waiter in self._waiting:
+                if self._can_run(waiter[0]) and self._take(*waiter):
+                    granted.append(waiter[1])
+                elif not waiter[1].cancelled():
+                    kept.append(waiter)
+            self._waiting = kept
+        # Outside the lock: resolving a future runs its callbacks (the session's waker, which
+        # schedules the connection in the pool, under the pool's locks).
+        for future in granted:
+            future.set_result(None)
 
     def _can_run(self, account: str) -> bool:
         return self._in_use < self.total and self._running.get(account, 0) < self.per_account
 
-    def _grant(self, account: str, future: Future[None]) -> None:
+    def _take(self, account: str, future: Future[None]) -> bool:
+        """Count a slot for ``future`` unless it was cancelled; set_result() follows, unlocked."""
         if not future.set_running_or_notify_cancel():
-            return  # cancelled meanwhile: its search is gone
+            return False
         self._in_use += 1
         self._running[account] = self._running.get(account, 0) + 1
-        future.set_result(None)
+        return True
 
 
 _SLOTS = _SearchSlots(total=8, per_account=2)
 
 
-@contextlib.contextmanager
-def _slot_held(account: str, slot: Future[None]) -> Iterator[None]:
-    """Gives back the slot ``slot`` (from _SLOTS.claim) at the end, or its claim if not granted."""
-    try:
-        yield
-    finally:
-        if not slot.cancel():  # granted (or being granted): ours to give back
-            _SLOTS.release(account)
+class _SearchSlot:
+    """The slot a sliced search that tests messages holds, from before it loads its records to
+    its end; nothing for one made of record tests only, or run unsliced (tests, tools)."""
+
+    __slots__ = ("slots", "account", "future", "slicer")
+
+    def __init__(self, session: Any, nodes: list[_Node], slicer: TimeSlice | None) -> None:
+        self.slicer = slicer
+        self.slots = _SLOTS  # the one claimed from is the one given back to
+        self.account = session.selected.account
+        needed = slicer is not None and any(node.cost != COST_RECORD for node in nodes)
+        self.future = self.slots.claim(self.account) if needed else None
+
+    def wait(self) -> Generator[Await, Any, None]:
+        """Wait (holding no worker) until the slot is granted."""
+        if self.future is not None and not self.future.done():
+            assert self.slicer is not None
+            yield from self.slicer.wait(self.future)
+
+    def __enter__(self) -> _SearchSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        future, self.future = self.future, None
+        if future is not None and not self.slots.forget(future):  # granted: ours to give back
+            self.slots.release(self.account)
 
 
 def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:
@@ -810,11 +850,10 @@ def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def _evaluate(session: Any, nodes: list[_Node], records: list[Any],
-              slicer: TimeSlice | None) -> Generator[Pause | Await, Any, list[Any]]:
+def _evaluate(store: Any, nodes: list[_Node], records: list[Any],
+              slicer: TimeSlice | None) -> Generator[Pause, Any, list[Any]]:
     """The records (MessageMeta or _Row, ascending UID) that pass every node: the record-only
-    nodes as filters over them all, then the others per message, cheapest first. Sliced (a
-    ``slicer``), the tests per message wait for a slot in _SLOTS first."""
+    nodes as filters over them all, then the others per message, cheapest first."""
     nodes = sorted(nodes, key=lambda node: node.cost)
     for node in nodes:
         if node.cost != COST_RECORD or node.always or not records:
@@ -822,14 +861,7 @@ def _evaluate(session: Any, nodes: list[_Node], records: list[Any],
         records = list(filter(node.record, records))
     if all(node.cost == COST_RECORD for node in nodes) or not records:
         return records
-    if slicer is None:
-        return (yield from _test_messages(session.store, nodes, records, None))
-    account = session.selected.account
-    slot = _SLOTS.claim(account)
-    with _slot_held(account, slot):
-        if not slot.done():
-            yield from slicer.wait(slot)
-        return (yield from _test_messages(session.store, nodes, records, slicer))
+    return (yield from _test_messages(store, nodes, records, slicer))
 
 
 def _test_messages(store: Any, nodes: list[_Node], records: list[Any],
@@ -855,9 +887,9 @@ def _test_messages(store: Any, nodes: list[_Node], records: list[Any],
                 continue
             future = _READ_AHEAD.get().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
                                               [msg.meta.size for _, msg in survivors]) if survivors else None
-            if pending is not None:
-                matched.extend((yield from _pass_on_body(*pending, on_body, slicer)))
-            pending = ([msg for _, msg in survivors], future) if future is not None else None
+            previous, pending = pending, ([msg for _, msg in survivors], future) if future is not None else None
+            if previous is not None:  # closed in there, ``pending`` names the read to cancel
+                matched.extend((yield from _pass_on_body(*previous, on_body, slicer)))
         if pending is not None:
             matched.extend((yield from _pass_on_body(*pending, on_body, slicer)))
             pending = None

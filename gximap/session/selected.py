@@ -25,7 +25,7 @@ from typing import Any
 from gximap.imap import encode
 from gximap.imap.commands import SequenceSet
 from gximap.session.base import LazyLines
-from midb.errors import MidbError, NoSuchFolder
+from midb.errors import NoSuchAccount, NoSuchFolder
 
 RECENT = "\\Recent"
 # UIDs are 32-bit: the run arrays hold 4 bytes per entry.
@@ -362,16 +362,18 @@ class LazyFlagUpdates(LazyLines):
     session, for each of twenty IDLE sessions in turn, while every other session waited.
 
     The message numbers are fixed when the changes are read, so that EXPUNGE responses queued
-    behind stay consistent with them. The flags are read when a line is made, and may be newer
-    than the view's MODSEQ: such a change is reported again by the next catch-up, as one committed
-    during a catch-up always was. A message expunged meanwhile gets no line (its EXPUNGE follows)."""
+    behind stay consistent with them. The flags are read when a line is made: a message changed
+    again since (a MODSEQ above the view's at the catch-up) gets no line here, as one expunged
+    meanwhile does not, and the next catch-up reports it. A line must not carry a MODSEQ above an
+    expunge the client has not been told of (RFC 7162 section 3.2.10.1)."""
 
-    __slots__ = ("_store", "_account", "_folder_id", "_numbered", "_recent", "_with_uid", "_condstore", "_next")
+    __slots__ = ("_store", "_account", "_folder_id", "_numbered", "_recent", "_with_uid", "_condstore",
+                 "_up_to", "_next")
 
     PART = 512  # messages read and formatted per part (about 20 KiB of output)
 
     def __init__(self, store: Any, account: str, folder_id: int, numbered: list[tuple[int, int]],
-                 recent: frozenset[int], with_uid: bool, condstore: bool) -> None:
+                 recent: frozenset[int], with_uid: bool, condstore: bool, up_to: int) -> None:
         self._store = store
         self._account = account
         self._folder_id = folder_id
@@ -379,6 +381,7 @@ class LazyFlagUpdates(LazyLines):
         self._recent = recent
         self._with_uid = with_uid
         self._condstore = condstore
+        self._up_to = up_to  # the view's MODSEQ after the catch-up that read these changes
         self._next = 0
 
     def __len__(self) -> int:
@@ -391,10 +394,11 @@ class LazyFlagUpdates(LazyLines):
             self._next += self.PART
             try:
                 rows = self._store.flag_rows(self._account, self._folder_id, [uid for uid, _msn in part])
-            except MidbError:
-                self._next = len(numbered)  # the folder or account is gone: the next sync says so
-                return None
-            found = {uid: (flags, modseq) for uid, flags, modseq in rows}
+            except (NoSuchFolder, NoSuchAccount):
+                self._next = len(numbered)  # gone: the next sync says so (other errors close the
+                return None  # connection, as a failing catch-up does: these changes are not lost)
+            up_to = self._up_to
+            found = {uid: (flags, modseq) for uid, flags, modseq in rows if modseq <= up_to}
             lines = []
             for uid, msn in part:
                 state = found.get(uid)
@@ -689,14 +693,17 @@ class SelectedMailbox:
                 self.note_fetch_modseq(meta.modseq)
             out.append(flag_update(msn, meta.uid, meta.flags, meta.modseq, meta.uid in recent, with_uid, condstore))
         if unread_updates:
-            numbered = [(uid, msn) for uid, msn in zip((uid for uid, _ in unread_updates),
-                                                        self._numbers_if_present(unread_updates), strict=True)
-                        if msn is not None]
+            numbered = []
+            highest = 0
+            for (uid, modseq), msn in zip(unread_updates, self._numbers_if_present(unread_updates), strict=True):
+                if msn is not None:
+                    numbered.append((uid, msn))
+                    highest = max(highest, modseq)
             if condstore and numbered:
-                self.note_fetch_modseq(max(modseq for _uid, modseq in unread_updates))
+                self.note_fetch_modseq(highest)
             recent_updated = frozenset(uid for uid, _msn in numbered if uid in recent) if recent else frozenset()
             out.append(LazyFlagUpdates(self.store, self.account, self.folder_id, numbered, recent_updated, with_uid,
-                                       condstore))
+                                       condstore, self.modseq))
         if not self.pending_expunge:
             self.full_modseq = self.modseq
         return out
