@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -129,8 +130,8 @@ def _parked_search(conv: Conversation, tag: bytes = b"s1") -> None:
     assert not session.process(16)  # parked on the slot
 
 
-def test_a_client_leaving_while_waiting_for_a_slot_leaks_nothing(
-        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+def _search_parked_on_a_slot(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> searching._SearchSlots:
+    """A SEARCH of alice's parked on the only slot, which "someone else" holds."""
     slots = searching._SearchSlots(total=1, per_account=1)
     monkeypatch.setattr(searching, "_SLOTS", slots)
     for number in range(3):
@@ -138,6 +139,12 @@ def test_a_client_leaving_while_waiting_for_a_slot_leaks_nothing(
     conv.select()
     assert slots.claim("someone else").done()
     _parked_search(conv)
+    return slots
+
+
+def test_a_client_leaving_while_waiting_for_a_slot_leaks_nothing(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = _search_parked_on_a_slot(conv, monkeypatch)
     conv.session.connection_lost()
     slots.release("someone else")
     assert slots._in_use == 0 and not slots._running and not slots._waiting
@@ -146,13 +153,7 @@ def test_a_client_leaving_while_waiting_for_a_slot_leaks_nothing(
 
 def test_a_slot_granted_to_a_search_closed_before_it_resumed_is_given_back(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
-    slots = searching._SearchSlots(total=1, per_account=1)
-    monkeypatch.setattr(searching, "_SLOTS", slots)
-    for number in range(3):
-        conv.add_message(data=_msg(b"subject %d" % number))
-    conv.select()
-    assert slots.claim("someone else").done()
-    _parked_search(conv)
+    slots = _search_parked_on_a_slot(conv, monkeypatch)
     slots.release("someone else")  # granted to the parked search, which has not resumed yet
     assert slots._in_use == 1
     conv.session.connection_lost()
@@ -163,13 +164,7 @@ def test_a_slot_granted_to_a_search_closed_before_it_resumed_is_given_back(
 def test_a_slot_goes_back_to_the_slots_it_was_claimed_from(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not to the module's _SLOTS as it is when the search ends (a test swapping it back)."""
-    slots = searching._SearchSlots(total=1, per_account=1)
-    monkeypatch.setattr(searching, "_SLOTS", slots)
-    for number in range(3):
-        conv.add_message(data=_msg(b"subject %d" % number))
-    conv.select()
-    assert slots.claim("someone else").done()
-    _parked_search(conv)
+    slots = _search_parked_on_a_slot(conv, monkeypatch)
     slots.release("someone else")
     real = searching._SearchSlots(total=8, per_account=2)
     monkeypatch.setattr(searching, "_SLOTS", real)
@@ -192,14 +187,22 @@ def test_recent_in_lazy_lines_as_in_eager_ones(tmp_path: Path, monkeypatch: pyte
                                           b"* 3 FETCH (FLAGS (\\Seen \\Recent))"]
 
 
-@pytest.mark.parametrize("lazy_from", [1000, 1])
-def test_own_changes_left_out_of_lazy_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            lazy_from: int) -> None:
+@contextlib.contextmanager
+def _four_selected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   lazy_from: int) -> Iterator[tuple[Conversation, list[int]]]:
+    """A session with four messages selected (none \\Recent), updates lazy from ``lazy_from``."""
     monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", lazy_from)
     with Conversation(tmp_path) as a:
         uids = _seed(a, 4)
         a.login()
         a.select()
+        yield a, uids
+
+
+@pytest.mark.parametrize("lazy_from", [1000, 1])
+def test_own_changes_left_out_of_lazy_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            lazy_from: int) -> None:
+    with _four_selected(tmp_path, monkeypatch, lazy_from) as (a, uids):
         a.command("STORE 1:2 +FLAGS.SILENT (\\Flagged)")  # own: not told again
         a.store.store_flags("alice", _inbox(a), [uids[3]], "add", ("\\Seen",))  # foreign
         a.store.store_flags("alice", _inbox(a), [uids[2]], "add", ("\\Seen",))  # foreign
@@ -209,11 +212,7 @@ def test_own_changes_left_out_of_lazy_lines(tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.parametrize("lazy_from", [1000, 1])
 def test_pending_expunge_left_out_of_lazy_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 lazy_from: int) -> None:
-    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", lazy_from)
-    with Conversation(tmp_path) as a:
-        uids = _seed(a, 4)
-        a.login()
-        a.select()
+    with _four_selected(tmp_path, monkeypatch, lazy_from) as (a, uids):
         folder_id = _inbox(a)
         a.store.store_flags("alice", folder_id, uids, "add", ("\\Seen",))
         a.store.expunge("alice", folder_id, [])  # nothing
