@@ -1808,48 +1808,26 @@ class Store(MetadataMixin):
         With more than ``read_at_most`` changed messages it holds, their records are not read
         either: ``unread`` lists them, for the caller to read a part at a time."""
         def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> ViewChanges:
-            prefix = folder_key(account_id, record.id)
-            cursor = txn.cursor(dbs.modseqs)
             known: list[tuple[int, int]] = []  # (uid, modseq)
-            new: list[int] = []
+            beyond: list[int] = []
             top_modseq = 0
-            if modseq < (1 << 64) - 1 and cursor.set_range(change_key(account_id, record.id, modseq + 1, 0)):
-                unpack = CHANGE_KEY_MODSEQ_UID.unpack_from
-                for key in cursor.iternext(values=False):
-                    if key[:8] != prefix:
-                        break
-                    change_modseq, uid = unpack(key)
-                    if uid <= known_up_to:
-                        known.append((uid, change_modseq))
-                    else:
-                        new.append(uid)
-                    top_modseq = change_modseq  # keys ascend by modseq
+            unpack = CHANGE_KEY_MODSEQ_UID.unpack_from
+            for key in self._change_keys_after(txn, dbs.modseqs, account_id, record.id, modseq):
+                top_modseq, uid = unpack(key)  # keys ascend by modseq
+                if uid <= known_up_to:
+                    known.append((uid, top_modseq))
+                else:
+                    beyond.append(uid)
             known.sort()
-            get = txn.get
-            if new:
-                # Those whose messages exist (a change entry without its message, damage `midb
-                # verify` reports, is no new message), by one pass over the message keys beyond
-                # the view: cheaper than a lookup per message.
-                changed_beyond = set(new)
-                new = []
-                messages = txn.cursor(dbs.messages)
-                if messages.set_range(message_key(account_id, record.id, known_up_to + 1)):
-                    uid_in_key = UID_IN_MESSAGE_KEY.unpack_from
-                    for key in messages.iternext(values=False):
-                        if key[:8] != prefix:
-                            break
-                        uid = uid_in_key(key)[0]
-                        if uid in changed_beyond:
-                            new.append(uid)
+            beyond.sort()
+            # Only those whose messages exist: a change entry without its message (damage `midb
+            # verify` reports) is no new message.
+            new = uids_from_keys([key for key, _raw in self._records_of(txn, dbs, account_id, record.id, beyond)])
             vanished = self._vanished_after(txn, dbs, account_id, record, modseq)
             if read_at_most is not None and len(known) > read_at_most:
                 return ViewChanges([], new, vanished, top_modseq, known)
-            metas = []
-            for uid, _modseq in known:
-                raw = get(message_key(account_id, record.id, uid), db=dbs.messages)
-                if raw is not None:
-                    metas.append(meta_from_record(uid, raw))
-            return ViewChanges(metas, new, vanished, top_modseq)
+            records = self._records_of(txn, dbs, account_id, record.id, [uid for uid, _modseq in known])
+            return ViewChanges(metas_from_pairs(records), new, vanished, top_modseq)
 
         return self._after_modseq(account, folder_id, modseq, ViewChanges([], [], [], 0), read)
 
@@ -1887,17 +1865,21 @@ class Store(MetadataMixin):
 
     @staticmethod
     def _uids_after(txn: Any, db: Any, account_id: int, folder_id: int, modseq: int) -> list[int]:
+        uid_of = UID_IN_CHANGE_KEY.unpack_from
+        return [uid_of(key)[0] for key in Store._change_keys_after(txn, db, account_id, folder_id, modseq)]
+
+    @staticmethod
+    def _change_keys_after(txn: Any, db: Any, account_id: int, folder_id: int, modseq: int) -> Iterator[bytes]:
+        """The folder's keys in a (account, folder, modseq, uid) index (changes, tombstones) with
+        a modseq above ``modseq``, ascending by modseq."""
         prefix = folder_key(account_id, folder_id)
         cursor = txn.cursor(db)
-        uids: list[int] = []
         if modseq >= (1 << 64) - 1 or not cursor.set_range(change_key(account_id, folder_id, modseq + 1, 0)):
-            return uids
-        uid_of = UID_IN_CHANGE_KEY.unpack_from
+            return
         for key in cursor.iternext(values=False):
             if key[:8] != prefix:
                 break
-            uids.append(uid_of(key)[0])
-        return uids
+            yield key
 
     # ---- bodies and digests -------------------------------------------------------------------------
 

@@ -243,7 +243,7 @@ def test_folder_deleted_while_lazy_lines_wait(tmp_path: Path, monkeypatch: pytes
 
 def test_a_search_closed_while_testing_bodies_cancels_the_next_batch_read(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
-    """_test_messages submits batch k+1's read, then tests batch k's bodies (where a BODY search
+    """_evaluate submits batch k+1's read, then tests batch k's bodies (where a BODY search
     spends its time and pauses): closed there, it cancels the read of batch k+1."""
     class Held(Future):  # type: ignore[type-arg]
         """Done only when its result is asked for; records cancel()."""

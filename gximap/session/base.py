@@ -164,10 +164,7 @@ class TimeSlice:
 
     @contextlib.contextmanager
     def collector_paused(self) -> Iterator[None]:
-        """collector_paused() during this computation's slices (nested uses share it)."""
-        if self._collector is not None:
-            yield
-            return
+        """collector_paused() during this computation's slices."""
         self._collector = collector_paused()
         self._collector.__enter__()
         try:

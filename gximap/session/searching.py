@@ -609,12 +609,8 @@ def search_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None, *,
     if compiler.reads_meta:
         records = yield from search_records_sliced(session, key, slicer, now=now)
         return [meta.uid for meta in records]
-    with _SearchSlot(session, nodes, slicer) as slot:
-        yield from slot.wait()
-        with _collector_paused_for(session, slicer):
-            rows = _load_rows(session, keys)
-            matched = yield from _evaluate(session.store, nodes, rows, slicer)
-            return [row.uid for row in matched]
+    matched = yield from _evaluate_in_turn(session, nodes, lambda: _load_rows(session, keys), slicer)
+    return [row.uid for row in matched]
 
 
 # Messages in the view from which a search reads and tests its messages with the collector
@@ -713,11 +709,16 @@ def search_records_sliced(session: Any, key: SearchKey, slicer: TimeSlice | None
     compiler = _Compiler(session, time.time() if now is None else now)
     keys = _top_level(key)
     nodes = [compiler.compile(child) for child in keys]
+    return (yield from _evaluate_in_turn(session, nodes, lambda: _load_records(session, keys), slicer))
+
+
+def _evaluate_in_turn(session: Any, nodes: list[_Node], load: Callable[[], list[Any]],
+                      slicer: TimeSlice | None) -> Generator[Pause | Await, Any, list[Any]]:
+    """_evaluate over the records ``load`` reads, once the search has its turn (_SearchSlot)."""
     with _SearchSlot(session, nodes, slicer) as slot:
         yield from slot.wait()
         with _collector_paused_for(session, slicer):
-            records = _load_records(session, keys)
-            return (yield from _evaluate(session.store, nodes, records, slicer))
+            return (yield from _evaluate(session.store, nodes, load(), slicer))
 
 
 # Messages whose summaries are read per store call, and at most this many bytes of them per body
@@ -861,12 +862,6 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any],
         records = list(filter(node.record, records))
     if all(node.cost == COST_RECORD for node in nodes) or not records:
         return records
-    return (yield from _test_messages(store, nodes, records, slicer))
-
-
-def _test_messages(store: Any, nodes: list[_Node], records: list[Any],
-                   slicer: TimeSlice | None) -> Generator[Pause, Any, list[Any]]:
-    """_evaluate's tests per message, of the nodes (sorted by cost) that need more than records."""
     if isinstance(records[0], _Row):
         keys = [record.key for record in records]
     else:

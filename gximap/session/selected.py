@@ -384,9 +384,6 @@ class LazyFlagUpdates(LazyLines):
         self._up_to = up_to  # the view's MODSEQ after the catch-up that read these changes
         self._next = 0
 
-    def __len__(self) -> int:
-        return len(self._numbered)
-
     def next_chunk(self) -> bytes | None:
         numbered = self._numbered
         while self._next < len(numbered):
