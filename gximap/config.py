@@ -229,6 +229,16 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_conn_timeout", "timespan", "3 minutes",
        "Idle time after which an unauthenticated session, or a stalled write, is cut.",
        "imap", minimum=1),
+    _d("imap_default_annotation_quota", "size", "1M",
+       "ANNOTATION-STORAGE quota (RFC 9208) of an account without one of its own: the octets of "
+       "annotations (METADATA entry names and values, mailbox and server ones together) it may store. "
+       "0: unlimited. An account's own limit is set with SETQUOTA or midb user quota.",
+       "imap", minimum=0, reloadable=True),
+    _d("imap_default_mailbox_quota", "int", "10000",
+       "MAILBOX quota (RFC 9208) of an account without one of its own: how many mailboxes it may "
+       "have; CREATE and RENAME beyond it fail with [OVERQUOTA]. 0: unlimited. An account's own limit "
+       "is set with SETQUOTA or midb user quota.",
+       "imap", minimum=0, reloadable=True),
     _d("imap_filter_command", "str", "",
        "Command run at delivery to choose the folder and add flags (IMAP filter; see LMTP DELIVERY); "
        "empty: none.",

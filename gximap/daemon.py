@@ -61,6 +61,8 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         sort_cache_size=int(cfg.imap_sort_cache_size),
         metadata_comment=str(cfg.imap_metadata_comment),
         metadata_admin=str(cfg.imap_metadata_admin),
+        default_mailbox_quota=int(cfg.imap_default_mailbox_quota),
+        default_annotation_quota=int(cfg.imap_default_annotation_quota),
     )
 
 

@@ -1,9 +1,11 @@
 """Account records and account-name rules.
 
 Account record (value of the account id in the `accounts` database): a marshal'ed tuple
-(name, password_hash, lang, quota_bytes, quota_messages, disabled, created). Usage counters live
-apart in the `usage` database (account id -> >QQ bytes, messages) so hot paths never rewrite the
-account record.
+(name, password_hash, lang, quota_bytes, quota_messages, disabled, created, quota_mailboxes,
+quota_annotation_bytes); records written before the last two existed have seven fields and read as
+0 (none of the account's own). Usage counters live apart in the `usage` database (account id ->
+>QQ bytes, messages) so hot paths never rewrite the account record; the mailbox count and the
+annotation octets are counted when asked (midb.quotas).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Account:
     quota_messages: int     # 0 = unlimited
     disabled: bool
     created: int            # unix time
+    quota_mailboxes: int = 0          # 0 = none of its own (the server's default applies)
+    quota_annotation_bytes: int = 0   # 0 = none of its own (the server's default applies)
 
 
 def normalize_account_name(name: object) -> str:
@@ -66,14 +70,18 @@ def _normalized_account_name(name: str) -> str:
 
 def encode_account(account: Account) -> bytes:
     return marshal.dumps((account.name, account.password_hash, account.lang, account.quota_bytes,
-                          account.quota_messages, account.disabled, account.created))
+                          account.quota_messages, account.disabled, account.created,
+                          account.quota_mailboxes, account.quota_annotation_bytes))
 
 
 def decode_account(account_id: int, raw: bytes) -> Account:
-    name, password_hash, lang, quota_bytes, quota_messages, disabled, created = marshal.loads(raw)
+    fields = marshal.loads(raw)
+    name, password_hash, lang, quota_bytes, quota_messages, disabled, created = fields[:7]
+    quota_mailboxes, quota_annotation_bytes = fields[7:9] if len(fields) >= 9 else (0, 0)
     return Account(id=account_id, name=name, password_hash=password_hash, lang=lang,
                    quota_bytes=quota_bytes, quota_messages=quota_messages, disabled=disabled,
-                   created=created)
+                   created=created, quota_mailboxes=quota_mailboxes,
+                   quota_annotation_bytes=quota_annotation_bytes)
 
 
 def encode_usage(size: int, messages: int) -> bytes:

@@ -26,6 +26,7 @@ from midb.errors import MidbError, NoSuchAccount
 from midb.shards import MAX_COUNT, check_count
 
 if TYPE_CHECKING:
+    from midb.accounts import Account
     from midb.store import Store
 
 DEFAULT_CONFIG = "/etc/gromox/imap.cfg"
@@ -180,10 +181,14 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _quota_text(quota_bytes: int, quota_messages: int) -> str:
-    size = "unlimited" if not quota_bytes else f"{human_size(quota_bytes)} ({quota_bytes} bytes)"
-    count = "unlimited" if not quota_messages else str(quota_messages)
-    return f"storage {size}, messages {count}"
+def _quota_text(account: Account) -> str:
+    size = "unlimited" if not account.quota_bytes else f"{human_size(account.quota_bytes)} ({account.quota_bytes} bytes)"
+    count = "unlimited" if not account.quota_messages else str(account.quota_messages)
+    # Without a limit of its own the account has gximap's default (imap.cfg), which midb does not read.
+    mailboxes = str(account.quota_mailboxes) if account.quota_mailboxes else "imap_default_mailbox_quota"
+    annotations = (human_size(account.quota_annotation_bytes) if account.quota_annotation_bytes
+                   else "imap_default_annotation_quota")
+    return f"storage {size}, messages {count}, mailboxes {mailboxes}, annotations {annotations}"
 
 
 def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
@@ -357,7 +362,8 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
         account = store.get_account(args.name)
         if account is None:
             raise CliError(f"no such account: {args.name}")
-        size, messages = store.usage(account.name)
+        usage = store.quota_usage(account.name)
+        size, messages = usage.bytes, usage.messages
         owners = store.owners(account.name)
         folders = store.list_folders(account.name)
         keyword_sets = store.keyword_sets_used(account.name)
@@ -369,8 +375,9 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"language:  {account.lang or f'{settings.default_lang} (default_lang)'}")
     print(f"disabled:  {'yes' if account.disabled else 'no'}")
     print(f"password:  {_scheme_of(account.password_hash)}")
-    print(f"quota:     {_quota_text(account.quota_bytes, account.quota_messages)}")
-    print(f"usage:     {messages} messages, {human_size(size)} ({size} bytes)")
+    print(f"quota:     {_quota_text(account)}")
+    print(f"usage:     {messages} messages, {human_size(size)} ({size} bytes), {len(folders)} mailboxes, "
+          f"{human_size(usage.annotation_bytes)} of annotations")
     print(f"owners:    {', '.join(owners) if owners else '(none besides the account itself)'}")
     # Ids are never freed: how near the account is to refusing new keyword combinations.
     print(f"keywords:  {keyword_sets} combinations ({keyword_sets / MAX_KEYWORD_SET:.1%} of the "
@@ -418,6 +425,10 @@ def cmd_user_quota(args: argparse.Namespace, settings: Settings) -> int:
         if args.messages < 0:
             raise CliError("--messages must not be negative (0 means unlimited)")
         changes["quota_messages"] = args.messages
+    if args.mailboxes is not None:
+        changes["quota_mailboxes"] = args.mailboxes
+    if args.annotations is not None:
+        changes["quota_annotation_bytes"] = parse_size(args.annotations)
     store = open_store(settings)
     try:
         name = _account_or_fail(store, args.name)
@@ -425,7 +436,7 @@ def cmd_user_quota(args: argparse.Namespace, settings: Settings) -> int:
         assert account is not None
     finally:
         store.close()
-    print(f"quota of {name}: {_quota_text(account.quota_bytes, account.quota_messages)}")
+    print(f"quota of {name}: {_quota_text(account)}")
     return 0
 
 
@@ -648,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--bytes", metavar="SIZE", help="storage quota, e.g. 500M or 2G")
     sub.add_argument("--messages", metavar="N", type=_non_negative, help="message count quota")
+    sub.add_argument("--mailboxes", metavar="N", type=_non_negative,
+                     help="mailbox count quota (0 = gximap's imap_default_mailbox_quota)")
+    sub.add_argument("--annotations", metavar="SIZE",
+                     help="METADATA annotation quota, e.g. 4M (0 = gximap's imap_default_annotation_quota)")
     sub = leaf(user, "disable", cmd_user_disable, "refuse logins to an account (its mail is kept)")
     sub.add_argument("name", metavar="NAME")
     sub = leaf(user, "enable", cmd_user_enable, "allow logins to a disabled account again")

@@ -63,7 +63,8 @@ class NoSuchBody(MidbError):
 
 
 class OverQuota(MidbError):
-    """The operation would exceed the account quota; .resource is "STORAGE" or "MESSAGE"."""
+    """The operation would exceed the account quota; .resource is the RFC 9208 resource name
+    ("STORAGE", "MESSAGE", "MAILBOX" or "ANNOTATION-STORAGE")."""
 
     def __init__(self, resource: str, message: str | None = None) -> None:
         super().__init__(message or f"quota exceeded ({resource})")

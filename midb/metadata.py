@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from midb import quotas
 from midb.env import Databases, WriteEffects, lmdb_errors
 from midb.errors import InvalidArgument, MetadataTooBig, MetadataTooMany, NoSuchFolder
 from midb.keys import MAX_U32, folder_key
@@ -112,12 +113,19 @@ def _check_limit(name: str, value: object) -> int:
 
 class MetadataMixin:
     """The annotation methods of :class:`midb.store.Store` (which provides the helpers used here:
-    ``_home``, ``_write``, ``_account_id`` and ``_folder``)."""
+    ``_home``, ``_write``, ``_account``, ``_account_id`` and ``_folder``)."""
 
     _home: Any
     _write: Any
+    _account: Any
     _account_id: Any
     _folder: Any
+
+    def _annotation_limit(self, txn: Any, dbs: Databases, account_id: int, quota_default: int | None) -> int:
+        """The account's ANNOTATION-STORAGE limit in octets (0: none, or no check asked)."""
+        if quota_default is None:
+            return 0
+        return quotas.effective_limit(self._account(txn, dbs, account_id).quota_annotation_bytes, quota_default)
 
     def get_metadata(self, account: str, folder_id: int, entries: Iterable[str], *,
                      depth: str = "0") -> dict[str, bytes]:
@@ -158,14 +166,17 @@ class MetadataMixin:
         return dict(sorted(found.items()))
 
     def set_metadata(self, account: str, folder_id: int, changes: Iterable[tuple[str, bytes | None]], *,
-                     max_entries: int = 0, max_value_size: int = 0) -> None:
+                     max_entries: int = 0, max_value_size: int = 0,
+                     annotation_quota_default: int | None = None) -> None:
         """Set (value bytes) or remove (None) annotations of a folder or of the account
         (:data:`SERVER`), all or nothing; for the same entry twice, the last change wins.
 
         ``max_value_size`` (0: none) bounds each new value: MetadataTooBig. ``max_entries``
         (0: none) bounds the annotations of the target: a change that would leave more than that
         many, and more than there were before, raises MetadataTooMany (so an owner can always
-        remove or replace annotations after the limit was lowered)."""
+        remove or replace annotations after the limit was lowered). With
+        ``annotation_quota_default`` the account's ANNOTATION-STORAGE quota is enforced too
+        (OverQuota, midb.quotas), on the same terms."""
         folder_id = _check_folder_id(folder_id)
         max_entries = _check_limit("max_entries", max_entries)
         max_value_size = _check_limit("max_value_size", max_value_size)
@@ -192,16 +203,27 @@ class MetadataMixin:
                 self._folder(txn, dbs, account_id, folder_id)
             prefix = folder_key(account_id, folder_id)
             before = _count_prefix(txn, dbs.metadata, prefix) if max_entries else 0
+            octet_limit = self._annotation_limit(txn, dbs, account_id, annotation_quota_default)
+            octets_before = quotas.annotation_octets(txn, dbs, account_id) if octet_limit else 0
             count = before
+            octets = octets_before
             for name, value in wanted.items():
                 key = prefix + name.encode("ascii")
                 if value is None:
-                    if txn.delete(key, db=dbs.metadata):
+                    old = txn.pop(key, db=dbs.metadata)
+                    if old is not None:
                         count -= 1
-                elif txn.replace(key, value, db=dbs.metadata) is None:
-                    count += 1
+                        octets -= len(name) + len(old)
+                else:
+                    old = txn.replace(key, value, db=dbs.metadata)
+                    if old is None:
+                        count += 1
+                        octets += len(name) + len(value)
+                    else:
+                        octets += len(value) - len(old)
             # Raising rolls the job's transaction back: nothing of this call stays.
             if max_entries and count > max_entries and count > before:
                 raise MetadataTooMany(f"more than {max_entries} annotations")
+            quotas.check_growth(quotas.ANNOTATION_STORAGE, octets_before, octets, octet_limit)
 
         self._write(job, self._home(account))

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import lmdb
 
-from midb import bodyrecords, columns, events, indexes, maintenance, mime, sortindex
+from midb import bodyrecords, columns, events, indexes, maintenance, mime, quotas, sortindex
 from midb import shards as shards_of
 from midb.accounts import (
     Account,
@@ -582,8 +582,10 @@ class Store(MetadataMixin):
 
     def update_account(self, name: str, *, password_hash: Any = _UNSET, lang: Any = _UNSET,
                        quota_bytes: Any = _UNSET, quota_messages: Any = _UNSET,
+                       quota_mailboxes: Any = _UNSET, quota_annotation_bytes: Any = _UNSET,
                        disabled: Any = _UNSET) -> Account:
-        """Change only the fields given."""
+        """Change only the fields given. Quota fields: 0 = none (the account's own, for
+        quota_mailboxes and quota_annotation_bytes: the server's default then applies)."""
         changes: dict[str, Any] = {}
         if password_hash is not _UNSET:
             _check_password_hash(password_hash)
@@ -591,7 +593,9 @@ class Store(MetadataMixin):
         if lang is not _UNSET:
             _check_lang(lang)
             changes["lang"] = lang
-        for field, value in (("quota_bytes", quota_bytes), ("quota_messages", quota_messages)):
+        for field, value in (("quota_bytes", quota_bytes), ("quota_messages", quota_messages),
+                             ("quota_mailboxes", quota_mailboxes),
+                             ("quota_annotation_bytes", quota_annotation_bytes)):
             if value is not _UNSET:
                 if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
                     raise InvalidArgument(f"{field} must be a non-negative int")
@@ -710,6 +714,31 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             return decode_usage(txn.get(account_key(account_id), db=dbs.usage))
+
+    def quota_usage(self, account: str) -> quotas.QuotaUsage:
+        """Everything the account's quotas count, in one snapshot: the usage counters, and the
+        mailboxes and annotation octets counted (midb.quotas)."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            used_bytes, used_messages = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
+            return quotas.QuotaUsage(used_bytes, used_messages, quotas.count_folders(txn, dbs, account_id),
+                                     quotas.annotation_octets(txn, dbs, account_id))
+
+    def _check_new_folders(self, txn: Any, dbs: Databases, account_id: int, names: list[str],
+                           quota_default: int | None) -> None:
+        """OverQuota(MAILBOX) when creating those of ``names`` that do not exist would pass the
+        account's mailbox limit (``quota_default``: see midb.quotas; None: no check)."""
+        if quota_default is None:
+            return
+        limit = quotas.effective_limit(self._account(txn, dbs, account_id).quota_mailboxes, quota_default)
+        if not limit:
+            return
+        adding = sum(1 for name in names if self._folder_id(txn, dbs, account_id, name) is None)
+        if adding:
+            before = quotas.count_folders(txn, dbs, account_id)
+            quotas.check_growth(quotas.MAILBOX, before, before + adding, limit)
 
     # ---- folders ------------------------------------------------------------------------------------
 
@@ -850,8 +879,9 @@ class Store(MetadataMixin):
         return record
 
     def create_folder(self, account: str, name: str, *, special_use: str | None = None,
-                      uidvalidity: int | None = None) -> FolderInfo:
-        """Create a folder and its missing parents; FolderExists / InvalidName."""
+                      uidvalidity: int | None = None, mailbox_quota_default: int | None = None) -> FolderInfo:
+        """Create a folder and its missing parents; FolderExists / InvalidName. With
+        ``mailbox_quota_default`` the account's mailbox quota is enforced (OverQuota, midb.quotas)."""
         name = normalize_name(name)
         special = special_use_code(special_use)
         if uidvalidity is not None:
@@ -859,6 +889,8 @@ class Store(MetadataMixin):
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
             account_id = self._account_id(txn, dbs, account)
+            if self._folder_id(txn, dbs, account_id, name) is None:   # FolderExists comes first
+                self._check_new_folders(txn, dbs, account_id, [*parent_names(name), name], mailbox_quota_default)
             record = self._create_folder_tx(txn, dbs, account_id, name, special, uidvalidity)
             effects.changed(account_id, record.id, record.highestmodseq)
             return self._info(txn, dbs, account_id, record)
@@ -908,9 +940,14 @@ class Store(MetadataMixin):
 
         self._write(job, self._home(account))
 
-    def rename_folder(self, account: str, old: str, new: str) -> FolderInfo:
+    def rename_folder(self, account: str, old: str, new: str, *, mailbox_quota_default: int | None = None,
+                      annotation_quota_default: int | None = None) -> FolderInfo:
         """Rename a folder with its children (UIDVALIDITY kept). Renaming INBOX moves its messages
-        into a new folder `new` and leaves INBOX empty (RFC 3501 6.3.5). Subscriptions follow."""
+        into a new folder `new` and leaves INBOX empty (RFC 3501 6.3.5). Subscriptions follow.
+
+        With the quota defaults, the account's quotas are enforced (OverQuota, midb.quotas): the
+        missing parents of `new` are new mailboxes, and so is `new` when INBOX is renamed, which
+        also copies INBOX's annotations."""
         old = normalize_name(old)
         new = normalize_name(new)
         if new == INBOX:
@@ -920,7 +957,18 @@ class Store(MetadataMixin):
         if new.startswith(old + SEPARATOR):
             raise InvalidName("cannot rename a folder into its own subtree")
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
-            return self._rename_folder_tx(txn, dbs, effects, self._account_id(txn, dbs, account), old, new)
+            account_id = self._account_id(txn, dbs, account)
+            if self._folder_id(txn, dbs, account_id, old) is not None and \
+                    self._folder_id(txn, dbs, account_id, new) is None:   # NoSuchFolder, FolderExists first
+                created = [*parent_names(new), new] if old == INBOX else list(parent_names(new))
+                self._check_new_folders(txn, dbs, account_id, created, mailbox_quota_default)
+            limit = self._annotation_limit(txn, dbs, account_id, annotation_quota_default) if old == INBOX else 0
+            before = quotas.annotation_octets(txn, dbs, account_id) if limit else 0
+            info = self._rename_folder_tx(txn, dbs, effects, account_id, old, new)
+            if limit:   # the new mailbox got a copy of INBOX's annotations
+                quotas.check_growth(quotas.ANNOTATION_STORAGE, before,
+                                    quotas.annotation_octets(txn, dbs, account_id), limit)
+            return info
 
         return self._write(job, self._home(account))
 

@@ -189,6 +189,10 @@ def test_user_lifecycle(midb: Midb) -> None:
     out = ok(midb("user", "quota", "alice@example.org", "--bytes", "2.5M", "--messages", "0"))
     assert "storage 2.5 MiB (2621440 bytes), messages unlimited" in out
     assert "storage 2.5 MiB" in ok(midb("user", "quota", "alice@example.org"))
+    assert "mailboxes imap_default_mailbox_quota, annotations imap_default_annotation_quota" in out
+    out = ok(midb("user", "quota", "alice@example.org", "--mailboxes", "50", "--annotations", "4M"))
+    assert "mailboxes 50, annotations 4.0 MiB" in out
+    assert "6 mailboxes, 0 B of annotations" in ok(midb("user", "show", "alice@example.org"))
     out = ok(midb("user", "lang", "alice@example.org", "fr"))
     assert "language of alice@example.org set to fr" in out and "renamed" not in out
     assert "Papierkorb" in ok(midb("user", "show", "alice@example.org"))   # names kept without the option
@@ -203,6 +207,7 @@ def test_user_lifecycle(midb: Midb) -> None:
         account = store.get_account("alice@example.org")
         assert account is not None and account.disabled and account.lang == "fr"
         assert account.quota_bytes == 2621440 and account.quota_messages == 0
+        assert (account.quota_mailboxes, account.quota_annotation_bytes) == (50, 4 << 20)
         assert MidbAuth(store).authenticate("alice@example.org", "second secret") is None  # disabled
     finally:
         store.close()

@@ -16,9 +16,14 @@ def message(size: int) -> bytes:
     return head + b"x" * (size - len(head))
 
 
+# Most tests here look at the accounts' own limits: without the server's default MAILBOX and
+# ANNOTATION-STORAGE limits, which the tests of those defaults turn on.
+NO_DEFAULTS = {"default_mailbox_quota": 0, "default_annotation_quota": 0}
+
+
 @pytest.fixture
 def conv(tmp_path):
-    with Conversation(tmp_path) as conversation:
+    with Conversation(tmp_path, **NO_DEFAULTS) as conversation:
         conversation.login()
         yield conversation
 
@@ -26,7 +31,7 @@ def conv(tmp_path):
 @pytest.fixture
 def admin(tmp_path):
     """alice may change quotas (imap_quota_admins = alice)."""
-    with Conversation(tmp_path, quota_admins=("alice",)) as conversation:
+    with Conversation(tmp_path, quota_admins=("alice",), **NO_DEFAULTS) as conversation:
         conversation.login()
         yield conversation
 
@@ -142,8 +147,8 @@ def test_setquota_errors_change_nothing(admin):
     admin.script("""
         C: a1 SETQUOTA "#user/alice" (STORAGE 512)
         S: a1 NO [NONEXISTENT] No such quota root
-        C: a2 SETQUOTA "" (STORAGE 512 MAILBOX 10)
-        S: a2 NO [CANNOT] Unsupported quota resource MAILBOX
+        C: a2 SETQUOTA "" (STORAGE 512 X-FOLDERS 10)
+        S: a2 NO [CANNOT] Unsupported quota resource X-FOLDERS
         C: a3 SETQUOTA "" (STORAGE 0)
         S: a3 NO [LIMIT] Quota limit out of range: STORAGE
         C: a4 SETQUOTA "" (STORAGE 9007199254740992)
@@ -162,7 +167,7 @@ def test_admin_sets_another_users_quota_by_impersonation(tmp_path):
         assert "QUOTASET" in capabilities(conv)
         conv.script("""
             C: a1 SETQUOTA "" (MESSAGE 50)
-            S: * QUOTA "" (MESSAGE 0 50)
+            S: * QUOTA "" (MESSAGE 0 50 MAILBOX 6 10000 ANNOTATION-STORAGE 0 1024)
             S: a1 OK SETQUOTA completed
         """)
         assert conv.store.get_account("alice").quota_messages == 50
@@ -250,3 +255,194 @@ def test_quota_admins_directive_reaches_the_sessions(tmp_path):
         conv.ctx.reload(Settings(quota_admins=settings.quota_admins))  # SIGHUP
         assert "QUOTASET" in capabilities(conv)  # names compare case-insensitively
         conv.command('SETQUOTA "" (MESSAGE 10)')
+
+
+# -- MAILBOX and ANNOTATION-STORAGE, with the server's defaults -----------------------------------
+
+
+@pytest.fixture
+def limited(tmp_path):
+    """The server's defaults turned on small: 8 mailboxes (alice starts with 6), 1 KiB of
+    annotations; alice may change quotas."""
+    with Conversation(tmp_path, quota_admins=("alice",), default_mailbox_quota=8,
+                      default_annotation_quota=1024) as conversation:
+        conversation.login()
+        yield conversation
+
+
+def folder_names(conv: Conversation) -> list[str]:
+    return sorted(folder.name for folder in conv.store.list_folders("alice"))
+
+
+def test_default_quota_directives_reach_the_sessions(tmp_path):
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_default_mailbox_quota = 7\nimap_default_annotation_quota = 2K\n")
+    settings = settings_from_config(config.load_config([str(path)], required=True))
+    assert (settings.default_mailbox_quota, settings.default_annotation_quota) == (7, 2048)
+    with Conversation(tmp_path / "server") as conv:
+        conv.login()
+        conv.ctx.reload(settings)  # SIGHUP
+        conv.script("""
+            C: a1 GETQUOTA ""
+            S: * QUOTA "" (MAILBOX 6 7 ANNOTATION-STORAGE 0 2)
+            S: a1 OK GETQUOTA completed
+            C: a2 CREATE one
+            S: a2 OK CREATE completed
+            C: a3 CREATE two
+            S: a3 NO [OVERQUOTA] {*}
+        """)
+
+
+def test_capabilities_name_every_resource(conv):
+    assert {"QUOTA=RES-MAILBOX", "QUOTA=RES-ANNOTATION-STORAGE"} <= set(capabilities(conv))
+
+
+def test_server_defaults_give_every_account_a_root(tmp_path):
+    with Conversation(tmp_path) as conv:   # the shipped defaults: 10,000 mailboxes, 1 MiB
+        conv.login()
+        conv.script("""
+            C: a1 GETQUOTAROOT INBOX
+            S: * QUOTAROOT INBOX ""
+            S: * QUOTA "" (MAILBOX 6 10000 ANNOTATION-STORAGE 0 1024)
+            S: a1 OK GETQUOTAROOT completed
+        """)
+
+
+def test_create_beyond_the_mailbox_quota(limited):
+    before = folder_names(limited)
+    limited.script("""
+        C: a1 CREATE one/two/three
+        S: a1 NO [OVERQUOTA] Mailbox quota reached: no more mailboxes can be created
+        C: a2 CREATE one/two
+        S: a2 OK CREATE completed
+        C: a3 GETQUOTA ""
+        S: * QUOTA "" (MAILBOX 8 8 ANNOTATION-STORAGE 0 1)
+        S: a3 OK GETQUOTA completed
+        C: a4 CREATE one/two
+        S: a4 NO [ALREADYEXISTS] Mailbox already exists
+        C: a5 CREATE three
+        S: a5 NO [OVERQUOTA] Mailbox quota reached: no more mailboxes can be created
+    """)
+    assert folder_names(limited) == sorted([*before, "one", "one/two"])
+
+
+def test_rename_within_and_beyond_the_mailbox_quota(limited):
+    limited.command("CREATE one")
+    limited.command("CREATE two")   # 8 of 8
+    limited.add_message()
+    limited.script("""
+        C: a1 RENAME one uno
+        S: a1 OK RENAME completed
+        C: a2 RENAME two deep/two
+        S: a2 NO [OVERQUOTA] Mailbox quota reached: no more mailboxes can be created
+        C: a3 RENAME INBOX Old
+        S: a3 NO [OVERQUOTA] Mailbox quota reached: no more mailboxes can be created
+        C: a4 DELETE uno
+        S: a4 OK DELETE completed
+        C: a5 RENAME INBOX Old
+        S: a5 OK RENAME completed
+    """)
+    assert "deep" not in folder_names(limited)
+    assert limited.store.get_folder("alice", "Old").messages == 1
+
+
+def test_a_lowered_mailbox_limit_still_lets_the_user_delete_and_rename(limited):
+    limited.store.update_account("alice", quota_mailboxes=3)   # alice has 6
+    limited.script("""
+        C: a1 GETQUOTA ""
+        S: * QUOTA "" (MAILBOX 6 3 ANNOTATION-STORAGE 0 1)
+        S: a1 OK GETQUOTA completed
+        C: a2 RENAME Junk Spam
+        S: a2 OK RENAME completed
+        C: a3 DELETE Spam
+        S: a3 OK DELETE completed
+        C: a4 CREATE Junk
+        S: a4 NO [OVERQUOTA] {*}
+    """)
+
+
+def test_setquota_sets_and_drops_the_accounts_own_limits(limited):
+    limited.script("""
+        C: a1 SETQUOTA "" (MAILBOX 20 ANNOTATION-STORAGE 4)
+        S: * QUOTA "" (MAILBOX 6 20 ANNOTATION-STORAGE 0 4)
+        S: a1 OK SETQUOTA completed
+        C: a2 CREATE one
+        S: a2 OK CREATE completed
+        C: a3 CREATE two
+        S: a3 OK CREATE completed
+        C: a4 CREATE three
+        S: a4 OK CREATE completed
+        C: a5 SETQUOTA "" (STORAGE 100)
+        S: * QUOTA "" (STORAGE 0 100 MAILBOX 9 8 ANNOTATION-STORAGE 0 1)
+        S: a5 OK SETQUOTA completed
+        C: a6 CREATE four
+        S: a6 NO [OVERQUOTA] {*}
+    """)
+    account = limited.store.get_account("alice")
+    assert (account.quota_mailboxes, account.quota_annotation_bytes, account.quota_bytes) == (0, 0, 100 * 1024)
+
+
+def test_annotations_count_against_the_annotation_quota(limited):
+    value = "x" * 400
+    # Entry name and value octets, mailbox and server annotations together: 3 x (16 + 400) > 1024.
+    limited.script(f"""
+        C: a1 SETMETADATA INBOX (/private/comment "{value}")
+        S: a1 OK SETMETADATA completed
+        C: a2 SETMETADATA "" (/private/comment "{value}")
+        S: a2 OK SETMETADATA completed
+        C: a3 SETMETADATA Sent (/private/comment "{value}")
+        S: a3 NO [OVERQUOTA] Annotation storage quota exceeded
+        C: a4 GETQUOTA ""
+        S: * QUOTA "" (MAILBOX 6 8 ANNOTATION-STORAGE 1 1)
+        S: a4 OK GETQUOTA completed
+        C: a5 SETMETADATA INBOX (/private/comment "short")
+        S: a5 OK SETMETADATA completed
+        C: a6 SETMETADATA Sent (/private/comment "{value}")
+        S: a6 OK SETMETADATA completed
+    """)
+    assert limited.store.quota_usage("alice").annotation_bytes == 3 * len("/private/comment") + 2 * 400 + 5
+
+
+def test_a_lowered_annotation_limit_still_lets_the_user_shrink_and_remove(limited):
+    limited.command('SETMETADATA INBOX (/private/comment "%s")' % ("x" * 900))
+    limited.store.update_account("alice", quota_annotation_bytes=100)
+    limited.script(f"""
+        C: a1 SETMETADATA INBOX (/private/comment "{'y' * 500}")
+        S: a1 OK SETMETADATA completed
+        C: a2 SETMETADATA INBOX (/private/comment "{'y' * 501}")
+        S: a2 NO [OVERQUOTA] {{*}}
+        C: a3 SETMETADATA INBOX (/private/comment NIL /private/other "z")
+        S: a3 OK SETMETADATA completed
+    """)
+    assert limited.store.quota_usage("alice").annotation_bytes == len("/private/other") + 1
+
+
+def test_rename_inbox_copies_annotations_within_the_quota_only(limited):
+    limited.command('SETMETADATA INBOX (/private/comment "%s")' % ("x" * 600))
+    limited.script("""
+        C: a1 RENAME INBOX Old
+        S: a1 NO [OVERQUOTA] Annotation storage quota exceeded
+    """)
+    assert "Old" not in folder_names(limited)
+    limited.store.update_account("alice", quota_annotation_bytes=4096)
+    limited.script("""
+        C: a2 RENAME INBOX Old
+        S: a2 OK RENAME completed
+    """)
+    old = limited.store.get_folder("alice", "Old")
+    assert limited.store.get_metadata("alice", old.id, ["/private/comment"]) == {"/private/comment": b"x" * 600}
+
+
+def test_zero_defaults_leave_only_the_accounts_own_limits(conv):
+    for name in ("a", "b", "c", "d", "e"):
+        conv.command(f"CREATE {name}")
+    conv.command('SETMETADATA INBOX (/private/comment "%s")' % ("x" * 5000))
+    assert conv.store.quota_usage("alice").mailboxes == 11
+    conv.store.update_account("alice", quota_mailboxes=11)
+    conv.script("""
+        C: a1 CREATE f
+        S: a1 NO [OVERQUOTA] {*}
+        C: a2 GETQUOTA ""
+        S: * QUOTA "" (MAILBOX 11 11)
+        S: a2 OK GETQUOTA completed
+    """)

@@ -44,6 +44,8 @@ class Settings:
     sort_cache_size: int = 64 << 20  # bytes of SORT/THREAD values kept (imap_sort_cache_size)
     metadata_comment: str = ""  # the /shared/comment server annotation
     metadata_admin: str = ""  # the /shared/admin server annotation
+    default_mailbox_quota: int = 10000  # RFC 9208 MAILBOX limit of accounts without their own; 0: none
+    default_annotation_quota: int = 1 << 20  # ANNOTATION-STORAGE octets, likewise
 
 
 @dataclass

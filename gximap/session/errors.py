@@ -5,6 +5,10 @@ from __future__ import annotations
 from gximap.imap.codes import Code
 from gximap.session.base import Done
 from midb import errors as midb_errors
+from midb import quotas
+
+# The resources a user can do something about besides deleting mail get their own text.
+_OVER_QUOTA_CODES = {quotas.MAILBOX: Code.NO_MAILBOX_QUOTA, quotas.ANNOTATION_STORAGE: Code.NO_ANNOTATION_QUOTA}
 
 
 def done_for_store_error(exc: BaseException) -> Done | None:
@@ -22,7 +26,8 @@ def done_for_store_error(exc: BaseException) -> Done | None:
     if isinstance(exc, midb_errors.InvalidArgument):
         return Done(Code.BAD_PARSE, (str(exc),), status="BAD", code=b"CLIENTBUG")
     if isinstance(exc, midb_errors.OverQuota):
-        return Done(Code.NO_OVER_QUOTA, status="NO", code=b"OVERQUOTA")
+        code = _OVER_QUOTA_CODES.get(exc.resource, Code.NO_OVER_QUOTA)
+        return Done(code, status="NO", code=b"OVERQUOTA")
     if isinstance(exc, midb_errors.TooBig):
         return Done(Code.NO_MESSAGE_TOO_BIG, status="NO", code=b"TOOBIG")
     if isinstance(exc, midb_errors.ReadOnlyStore):

@@ -78,7 +78,8 @@ def create(session: Any, cmd: cmds.Create) -> Done:
         if len(cmd.use) > 1 or cmd.use[0] not in listing.CREATABLE_SPECIAL_USE:
             raise CommandFailed(Code.NO_USEATTR, code=b"USEATTR")
         special_use = cmd.use[0]
-    session.store.create_folder(session.user, name, special_use=special_use)
+    session.store.create_folder(session.user, name, special_use=special_use,
+                                mailbox_quota_default=session.settings.default_mailbox_quota)
     return Done(Code.OK_CREATE)
 
 
@@ -111,7 +112,9 @@ def rename(session: Any, cmd: cmds.Rename) -> Done:
         raise CommandFailed(Code.NO_RENAME_TO_INBOX, code=b"ALREADYEXISTS")
     if new.startswith(old + listing.SEPARATOR):
         raise CommandFailed(Code.NO_RENAME_INTO_SELF, code=b"CANNOT")
-    session.store.rename_folder(session.user, old, new)
+    settings = session.settings
+    session.store.rename_folder(session.user, old, new, mailbox_quota_default=settings.default_mailbox_quota,
+                                annotation_quota_default=settings.default_annotation_quota)
     selected = session.selected
     # The selected folder keeps its id (and UIDVALIDITY); only its name follows. Renaming INBOX
     # moves the messages into a new folder and leaves INBOX in place (RFC 3501 6.3.5).

@@ -17,7 +17,9 @@ GETMETADATA answers with one METADATA response: every requested entry, then the 
 it down to DEPTH. A missing entry is NIL without DEPTH and left out with DEPTH (where a bare scope
 such as ``/private`` is a useful starting point). MAXSIZE leaves out longer values and reports the longest omitted one in
 ``[METADATA LONGENTRIES n]``. Limits: imap_metadata_max_size per value (``[METADATA MAXSIZE n]``)
-and imap_metadata_max_entries per mailbox, and per user on the server (``[METADATA TOOMANY]``).
+and imap_metadata_max_entries per mailbox, and per user on the server (``[METADATA TOOMANY]``);
+the octets of all of an account's annotations are its ANNOTATION-STORAGE quota (RFC 9208;
+``[OVERQUOTA]``, see gximap.session.commands.quota).
 No unsolicited METADATA responses are sent, so ENABLE METADATA is not offered.
 """
 
@@ -129,7 +131,8 @@ def setmetadata(session: Any, cmd: cmds.SetMetadata) -> Done:
                 raise CommandFailed(Code.NO_METADATA_READ_ONLY, entry, code=b"NOPERM")
     try:
         session.store.set_metadata(session.user, folder_id, changes, max_entries=settings.metadata_max_entries,
-                                   max_value_size=settings.metadata_max_size)
+                                   max_value_size=settings.metadata_max_size,
+                                   annotation_quota_default=settings.default_annotation_quota)
     except midb_errors.MetadataTooBig as exc:
         raise CommandFailed(Code.NO_METADATA_MAXSIZE, code=b"METADATA MAXSIZE %d" % exc.limit) from None
     except midb_errors.MetadataTooMany:

@@ -1,20 +1,30 @@
 """QUOTA (RFC 9208): GETQUOTA, GETQUOTAROOT, SETQUOTA over midb's per-account limits.
 
-Every mailbox of an account shares one quota root, named "". midb keeps two limits per account
-(0 meaning unlimited) and transactional usage counters:
+Every mailbox of an account shares one quota root, named "". midb keeps four limits per account
+(0 meaning none):
 
 * STORAGE: octets, reported in units of 1024 octets, rounded up (usage and limit alike, so
-  usage <= limit in octets stays usage <= limit on the wire);
-* MESSAGE: the number of messages.
+  usage <= limit in octets stays usage <= limit on the wire); a transactional usage counter;
+* MESSAGE: the number of messages; a transactional usage counter;
+* MAILBOX: the number of mailboxes; CREATE and RENAME beyond it fail with NO [OVERQUOTA];
+* ANNOTATION-STORAGE: the octets of the account's METADATA annotations (entry names and values,
+  mailbox and server ones), in units of 1024 octets like STORAGE; SETMETADATA (and RENAME INBOX,
+  which copies INBOX's annotations) beyond it fail with NO [OVERQUOTA].
+
+The last two are counted when asked (midb.quotas), and an account without a limit of its own has
+the server's: imap_default_mailbox_quota and imap_default_annotation_quota. They keep one user
+from filling the index, which every account shares, with mailboxes and annotations
+(imap_metadata_max_entries and imap_metadata_max_size bound one mailbox only).
 
 A QUOTA response cannot say "unlimited" (its resource list is never empty), so only limited
-resources are reported, and an account without any limit has no quota root at all: GETQUOTAROOT
-names none and GETQUOTA "" answers NO [NONEXISTENT].
+resources are reported, and an account without any limit (its own or the server's) has no quota
+root at all: GETQUOTAROOT names none and GETQUOTA "" answers NO [NONEXISTENT].
 
 SETQUOTA is offered (QUOTASET) only to the accounts listed in imap_quota_admins, and changes the
 account the session works on: an administrator logs in as ``admin!user`` (with store ownership
 of ``user``) to set that user's limits. As RFC 9208 section 4.1.3 says, the resources left out
-of a SETQUOTA lose their limit.
+of a SETQUOTA lose their limit (MAILBOX and ANNOTATION-STORAGE: the account's own, so the server's
+default applies again; the QUOTA response to SETQUOTA shows the limits then in force).
 
 APPEND, COPY and MOVE beyond a limit fail with NO [OVERQUOTA] (midb's OverQuota, mapped in
 gximap.session.errors). A MOVE within the account changes no usage and is never refused.
@@ -30,11 +40,14 @@ from gximap.imap.codes import Code
 from gximap.session import capabilities
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
 from gximap.session.commands.mailbox import existing_folder, kib, store_name, wire_name
+from midb import quotas
 
 ROOT = ""  # the one quota root of an account
-RESOURCES = ("STORAGE", "MESSAGE")
+RESOURCES = ("STORAGE", "MESSAGE", quotas.MAILBOX, quotas.ANNOTATION_STORAGE)
+# Resources counted in units of 1024 octets.
+_IN_KIB = frozenset({"STORAGE", quotas.ANNOTATION_STORAGE})
 # midb stores limits as signed 64-bit octet / message counts.
-_MAX_LIMIT = {"STORAGE": ((1 << 63) - 1) // 1024, "MESSAGE": (1 << 63) - 1}
+_MAX_LIMIT = {name: ((1 << 63) - 1) // 1024 if name in _IN_KIB else (1 << 63) - 1 for name in RESOURCES}
 CRLF = b"\r\n"
 
 
@@ -45,13 +58,16 @@ def quota_resources(session: Any) -> list[tuple[str, int, int]]:
     account = store.get_account(session.user)
     if account is None:
         return []
-    used_bytes, used_messages = store.usage(session.user)
-    resources = []
-    if account.quota_bytes:
-        resources.append(("STORAGE", kib(used_bytes), kib(account.quota_bytes)))
-    if account.quota_messages:
-        resources.append(("MESSAGE", used_messages, account.quota_messages))
-    return resources
+    settings = session.settings
+    limits = (account.quota_bytes, account.quota_messages,
+              quotas.effective_limit(account.quota_mailboxes, settings.default_mailbox_quota),
+              quotas.effective_limit(account.quota_annotation_bytes, settings.default_annotation_quota))
+    if not any(limits):
+        return []
+    used = store.quota_usage(session.user)
+    usages = (used.bytes, used.messages, used.mailboxes, used.annotation_bytes)
+    return [(name, kib(usage), kib(limit)) if name in _IN_KIB else (name, usage, limit)
+            for name, usage, limit in zip(RESOURCES, usages, limits, strict=True) if limit]
 
 
 def quota_response(resources: list[tuple[str, int, int]]) -> bytes:
@@ -90,7 +106,7 @@ def setquota(session: Any, cmd: cmds.SetQuota) -> Generator[bytes, Any, Done]:
     if not capabilities.may_set_quota(session):
         raise CommandFailed(Code.NO_SETQUOTA_DENIED, code=b"NOPERM")
     _require_root(cmd.root)
-    limits = {"STORAGE": 0, "MESSAGE": 0}  # what the command leaves out becomes unlimited
+    limits = dict.fromkeys(RESOURCES, 0)  # what the command leaves out loses its (own) limit
     for resource, limit in cmd.limits:
         if resource not in RESOURCES:
             raise CommandFailed(Code.NO_QUOTA_RESOURCE, resource, code=b"CANNOT")
@@ -99,9 +115,10 @@ def setquota(session: Any, cmd: cmds.SetQuota) -> Generator[bytes, Any, Done]:
             raise CommandFailed(Code.NO_QUOTA_LIMIT, resource, code=b"LIMIT")
         limits[resource] = limit
     session.store.update_account(session.user, quota_bytes=limits["STORAGE"] * 1024,
-                                 quota_messages=limits["MESSAGE"])
-    session.ctx.log.info("session %s: %s set the quota of %s to STORAGE %d KiB, MESSAGE %d", session.id,
-                         session.actor or session.user, session.user, limits["STORAGE"], limits["MESSAGE"])
+                                 quota_messages=limits["MESSAGE"], quota_mailboxes=limits[quotas.MAILBOX],
+                                 quota_annotation_bytes=limits[quotas.ANNOTATION_STORAGE] * 1024)
+    session.ctx.log.info("session %s: %s set the quota of %s to %s", session.id, session.actor or session.user,
+                         session.user, ", ".join(f"{name} {limit or 'none'}" for name, limit in limits.items()))
     resources = quota_resources(session)
     if resources:
         yield quota_response(resources)

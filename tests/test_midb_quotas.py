@@ -1,0 +1,102 @@
+"""midb's counted quotas (midb/quotas.py): MAILBOX and ANNOTATION-STORAGE in the store; the IMAP
+side is in test_quota.py."""
+
+from __future__ import annotations
+
+import marshal
+
+import pytest
+from conversation import DATA_DIR
+
+from midb import errors, quotas
+from midb.accounts import decode_account, encode_account
+from midb.metadata import SERVER
+from midb.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "midb", fsync=False, data_path=[str(DATA_DIR)]) as midb:
+        midb.create_account("alice")
+        midb.create_account("bob")
+        yield midb
+
+
+def folder_count(store: Store, account: str = "alice") -> int:
+    return len(store.list_folders(account))
+
+
+def test_account_records_without_the_new_limits_read_as_none_of_their_own(store):
+    # Schema of the records written before MAILBOX and ANNOTATION-STORAGE existed: seven fields.
+    legacy = marshal.dumps(("carol", None, "de", 2048, 10, False, 1_700_000_000))
+    account = decode_account(42, legacy)
+    assert (account.name, account.quota_bytes, account.quota_messages) == ("carol", 2048, 10)
+    assert (account.quota_mailboxes, account.quota_annotation_bytes) == (0, 0)
+    assert decode_account(42, encode_account(account)) == account
+
+
+def test_quota_usage_counts_mailboxes_and_annotation_octets(store):
+    store.create_folder("alice", "a/b")
+    inbox = store.get_folder("alice", "INBOX").id
+    store.set_metadata("alice", inbox, [("/private/comment", b"12345")])
+    store.set_metadata("alice", SERVER, [("/shared/vendor/x", b"")])
+    store.set_metadata("bob", SERVER, [("/private/comment", b"not alice's")])
+    used = store.quota_usage("alice")
+    assert used.mailboxes == 8 == folder_count(store)   # 6 of a new account, a and a/b
+    assert used.annotation_bytes == len("/private/comment") + 5 + len("/shared/vendor/x")
+    assert (used.bytes, used.messages) == store.usage("alice")
+    store.delete_folder("alice", "a/b")
+    assert store.quota_usage("alice").mailboxes == 7
+
+
+def test_the_store_checks_the_mailbox_quota_only_when_asked(store):
+    store.update_account("alice", quota_mailboxes=6)
+    store.create_folder("alice", "by-the-operator")   # no default given: the operator's tools
+    with pytest.raises(errors.OverQuota) as raised:
+        store.create_folder("alice", "by-the-user", mailbox_quota_default=0)
+    assert raised.value.resource == quotas.MAILBOX
+    # The account's own limit wins over the server's default, upwards too.
+    store.update_account("alice", quota_mailboxes=9)
+    store.create_folder("alice", "x/y", mailbox_quota_default=2)
+    with pytest.raises(errors.OverQuota):
+        store.create_folder("alice", "z", mailbox_quota_default=2)
+    # Without an own limit the default applies; 0 there is unlimited.
+    store.update_account("alice", quota_mailboxes=0)
+    with pytest.raises(errors.OverQuota):
+        store.create_folder("alice", "z", mailbox_quota_default=9)
+    store.create_folder("alice", "z", mailbox_quota_default=0)
+    assert folder_count(store) == 10
+
+
+def test_errors_about_the_names_come_before_the_quota(store):
+    store.update_account("alice", quota_mailboxes=1)
+    with pytest.raises(errors.FolderExists):
+        store.create_folder("alice", "Sent", mailbox_quota_default=0)
+    with pytest.raises(errors.NoSuchFolder):
+        store.rename_folder("alice", "Nowhere", "a/b", mailbox_quota_default=0)
+    with pytest.raises(errors.FolderExists):
+        store.rename_folder("alice", "Junk", "Sent", mailbox_quota_default=0)
+
+
+def test_a_refused_annotation_change_leaves_nothing(store):
+    inbox = store.get_folder("alice", "INBOX").id
+    store.set_metadata("alice", inbox, [("/private/a", b"x" * 50)], annotation_quota_default=100)
+    with pytest.raises(errors.OverQuota) as raised:
+        store.set_metadata("alice", inbox, [("/private/a", None), ("/private/b", b"y" * 40),
+                                            ("/private/c", b"z" * 41)], annotation_quota_default=100)
+    assert raised.value.resource == quotas.ANNOTATION_STORAGE
+    assert store.get_metadata("alice", inbox, ["/private"], depth="infinity") == {"/private/a": b"x" * 50}
+    # Removing one and adding less in the same call is within it.
+    store.set_metadata("alice", inbox, [("/private/a", None), ("/private/b", b"y" * 40)],
+                       annotation_quota_default=100)
+    assert store.quota_usage("alice").annotation_bytes == len("/private/b") + 40
+
+
+def test_update_account_checks_the_new_limits(store):
+    for field in ("quota_mailboxes", "quota_annotation_bytes"):
+        for bad in (-1, 1 << 63, 1.5, True, "10"):
+            with pytest.raises(errors.InvalidArgument):
+                store.update_account("alice", **{field: bad})
+    account = store.update_account("alice", quota_mailboxes=12, quota_annotation_bytes=4096)
+    assert (account.quota_mailboxes, account.quota_annotation_bytes) == (12, 4096)
+    assert store.get_account("alice") == account
