@@ -355,7 +355,7 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
-    from midb.columns import MAX_KEYWORD_SET
+    from midb.columns import MAX_KEYWORD_SET, MAX_KEYWORD_SET_OCTETS
 
     store = open_store(settings)
     try:
@@ -366,7 +366,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
         size, messages = usage.bytes, usage.messages
         owners = store.owners(account.name)
         folders = store.list_folders(account.name)
-        keyword_sets = store.keyword_sets_used(account.name)
+        keyword_sets, keyword_octets = store.keyword_sets_used(account.name)
     finally:
         store.close()
     created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(account.created))
@@ -381,7 +381,8 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"owners:    {', '.join(owners) if owners else '(none besides the account itself)'}")
     # Ids are never freed: how near the account is to refusing new keyword combinations.
     print(f"keywords:  {keyword_sets} combinations ({keyword_sets / MAX_KEYWORD_SET:.1%} of the "
-          f"{MAX_KEYWORD_SET} an account can hold)")
+          f"{MAX_KEYWORD_SET} an account can hold), {human_size(keyword_octets)} of "
+          f"{human_size(MAX_KEYWORD_SET_OCTETS)}")
     print("folders:")
     rows = [["NAME", "SPECIAL-USE", "MESSAGES", "UNSEEN", "SIZE", "UIDVALIDITY", "UIDNEXT"]]
     for folder in folders:

@@ -16,7 +16,9 @@ cursor pass over their records took 13 (one Python bytes object per record).
 Keyword sets. A message's keywords (the record tail after its system flag byte: keywords
 separated by a space, sorted) are interned per account in ``keyword_sets``, under the account's
 4-byte key: + ``i`` + id -> the keywords; + ``k`` + keywords (or + ``h`` + their BLAKE2b digest,
-when too long for an LMDB key) -> id; + ``n`` -> the account's next id. Folders hold few distinct
+when too long for an LMDB key) -> id; + ``n`` -> the account's next id; + ``o`` -> the octets of
+all its sets' keywords (>Q; missing for an account whose sets were interned before it was kept:
+counted from its ``i`` entries at its next new set). Folders hold few distinct
 keyword sets, so the column stays fixed-size and a flag word resolves to its record tail once per
 process and account (:class:`WordTails`). Ids are never reused or removed while the account
 exists (a rebuild keeps them; account ids are never reused either), which is what makes that
@@ -27,6 +29,15 @@ interned them store-wide (per shard), which let one account that kept storing ne
 combinations use up the ids of every account in its shard; per account, the limit is that
 account's own, like the per-mailbox keyword limits of other servers. The log warns from 90 % of
 an account's ids on, and ``midb stats`` shows the fullest account's count.
+
+The ids alone do not bound the space: a set may hold 128 keywords of 255 octets, so 16 million
+of them could take terabytes, and one client storing a new combination per STORE would fill an
+8 GiB index, every account's, in about 225,000 commands (38 KB of index each). The octets of an
+account's sets are therefore bounded too, by :data:`MAX_KEYWORD_SET_OCTETS` (128 MiB; the index
+then holds a little more than that):
+thousands of times what real clients use (tags and a few flags: tens of octets per set, a few
+hundred sets), and enough for a distinct keyword on each of a million messages. Past it, a write
+needing a new combination fails as above.
 
 Sets hold at most midb.messages.MAX_KEYWORDS_PER_MESSAGE keywords, which the store's writes
 enforce (:class:`midb.errors.TooManyKeywords`, NO [LIMIT] as well): sets are kept for good, and
@@ -53,7 +64,7 @@ from typing import Any, Literal, NamedTuple
 
 from midb.accounts import decode_account
 from midb.errors import KeywordSetsExhausted
-from midb.keys import FOLDER, U32, account_key, unpack_message_key
+from midb.keys import FOLDER, U32, U64, account_key, unpack_message_key
 from midb.messages import FIXED_SIZE, MODSEQ_FIELD
 
 ENTRY = struct.Struct(">IIQ")                 # uid, flag word, modseq
@@ -66,6 +77,7 @@ _KEYWORDS_MASK = MAX_KEYWORD_SET
 _LONGEST_PLAIN_KEY = 480                      # LMDB keys stop at 511 bytes
 # The kinds of keyword_sets key, after the account's 4 bytes.
 _NEXT_ID = b"n"
+_OCTETS = b"o"
 _ID = b"i"
 _PLAIN = b"k"
 _HASHED = b"h"
@@ -73,6 +85,7 @@ _HASHED = b"h"
 # time: a warning every 65,536 ids from 90 % of them on (about 25 from there to the end).
 _WARN_FROM = MAX_KEYWORD_SET * 9 // 10
 _WARN_EVERY = 1 << 16
+MAX_KEYWORD_SET_OCTETS = 128 << 20
 log = logging.getLogger(__name__)
 assert array("I").itemsize == 4 and _PACKED % 8 == 0
 
@@ -100,9 +113,14 @@ def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
     if new_id > MAX_KEYWORD_SET:
         raise KeywordSetsExhausted(f"too many distinct keyword combinations in this account "
                                    f"(at most {MAX_KEYWORD_SET})")
+    octets = keyword_set_octets(txn, dbs, account_id) + len(keywords)
+    if octets > MAX_KEYWORD_SET_OCTETS:
+        raise KeywordSetsExhausted(f"the distinct keyword combinations of this account would take {octets} "
+                                   f"octets (at most {MAX_KEYWORD_SET_OCTETS})")
     txn.put(key, U32.pack(new_id), db=db)
     txn.put(_id_key(account, new_id), keywords, db=db)
     _put_next_id(txn, db, account, new_id + 1)
+    txn.put(account + _OCTETS, U64.pack(octets), db=db)
     if new_id >= _WARN_FROM and new_id % _WARN_EVERY == 0:
         record = txn.get(account, db=dbs.accounts)
         log.warning("keyword combinations: account %s (id %d) has used %d of its %d ids; ids are never "
@@ -118,6 +136,36 @@ def keyword_sets_used(txn: Any, dbs: Any, account_id: int) -> int:
     if dbs.keyword_sets is None:
         return 0
     return _next_keyword_set_id(txn, dbs.keyword_sets, account_key(account_id)) - 1
+
+
+def keyword_set_octets(txn: Any, dbs: Any, account_id: int) -> int:
+    """The octets of the keywords of the account's sets (of MAX_KEYWORD_SET_OCTETS): kept with
+    them, or counted for an account whose sets predate the count."""
+    db = dbs.keyword_sets
+    if db is None:
+        return 0
+    account = account_key(account_id)
+    raw = txn.get(account + _OCTETS, db=db)
+    if raw is not None:
+        return U64.unpack(raw)[0]
+    return _count_set_octets(txn, db, account)
+
+
+def _count_set_octets(txn: Any, db: Any, account: bytes) -> int:
+    prefix = account + _ID
+    cursor = txn.cursor(db)
+    total = 0
+    if cursor.set_range(prefix):
+        for key, value in cursor.iternext():
+            if key[:5] != prefix:
+                break
+            total += len(value)
+    return total
+
+
+def set_keyword_set_octets(txn: Any, dbs: Any, account_id: int, octets: int) -> None:
+    """Repair (midb verify): the account's count of keyword set octets."""
+    txn.put(account_key(account_id) + _OCTETS, U64.pack(octets), db=dbs.keyword_sets)
 
 
 def fullest_keyword_sets(txn: Any, dbs: Any) -> int:
@@ -325,22 +373,24 @@ def expected_column_entries(txn: Any, dbs: Any, message_items: Iterator[tuple[by
 
 class KeywordSetCheck(NamedTuple):
     """What :func:`check_keyword_sets` found: problem texts, the keys of accounts that no longer
-    exist, and the accounts whose next id is not above every id they have (account id -> the
-    next id it should have)."""
+    exist, the accounts whose next id is not above every id they have (account id -> the next id
+    it should have), and those whose octet count is wrong (account id -> the right one)."""
 
     problems: list[str]
     orphaned: list[bytes]
     next_ids: dict[int, int]
+    octets: dict[int, int]
 
 
 def check_keyword_sets(txn: Any, dbs: Any) -> KeywordSetCheck:
     """``keyword_sets`` against itself and the accounts: every id's keywords map back to it, no
     id is at or past its account's next one (the next new set would overwrite it), and no set
     belongs to an account that no longer exists."""
-    check = KeywordSetCheck([], [], {})
+    check = KeywordSetCheck([], [], {}, {})
     ids: dict[bytes, dict[int, bytes]] = {}     # account key -> id -> keywords
     lookups: dict[bytes, dict[bytes, int]] = {}  # account key -> k/h key -> id
     next_ids: dict[bytes, int] = {}
+    octets: dict[bytes, int] = {}
     exists: dict[bytes, bool] = {}               # account key -> the account is there (one read each)
     unknown = 0
     for key, value in txn.cursor(dbs.keyword_sets):
@@ -354,6 +404,8 @@ def check_keyword_sets(txn: Any, dbs: Any) -> KeywordSetCheck:
             ids.setdefault(account, {})[U32.unpack(key[5:])[0]] = value
         elif kind == _NEXT_ID and len(key) == 5 and len(value) == 4:
             next_ids[account] = U32.unpack(value)[0]
+        elif kind == _OCTETS and len(key) == 5 and len(value) == 8:
+            octets[account] = U64.unpack(value)[0]
         elif kind in (_PLAIN, _HASHED) and len(value) == 4:
             lookups.setdefault(account, {})[key] = U32.unpack(value)[0]
         else:
@@ -370,6 +422,11 @@ def check_keyword_sets(txn: Any, dbs: Any) -> KeywordSetCheck:
         if wrong:
             check.problems.append(f"keyword sets: account {account_id} has {wrong} entries whose id and keywords "
                                   f"do not match (--repair leaves them: running processes may have cached them)")
+        counted = sum(len(keywords) for keywords in sets.values())
+        if account in octets and octets[account] != counted:
+            check.problems.append(f"keyword sets: account {account_id}'s count of {octets[account]} octets "
+                                  f"is not the {counted} its sets hold")
+            check.octets[account_id] = counted
         highest = max(sets)
         if next_ids.get(account, 1) <= highest:
             check.problems.append(f"keyword sets: account {account_id}'s next id {next_ids.get(account, 1)} "

@@ -292,6 +292,7 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
         errors.extend(sets.problems)
         scan.problems.extend(("keyword_set_dangling", key) for key in sets.orphaned)
         scan.problems.extend(("keyword_set_next_id", item) for item in sets.next_ids.items())
+        scan.problems.extend(("keyword_set_octets", item) for item in sets.octets.items())
     if dbs.sort_records is not None:
         # A message without an entry is fine (derived when first sorted); an entry without one is not.
         orphaned = sortindex.orphans(txn, dbs)
@@ -463,6 +464,10 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
                 account_id, next_id = detail
                 columns.set_next_keyword_set_id(txn, dbs, account_id, next_id)
                 done.append(f"set the next keyword set id of account {account_id} to {next_id}")
+            elif kind == "keyword_set_octets":
+                account_id, octets = detail
+                columns.set_keyword_set_octets(txn, dbs, account_id, octets)
+                done.append(f"set the keyword set octets of account {account_id} to {octets}")
             elif kind == "sort_entry_dangling":
                 txn.delete(detail, db=dbs.sort_records)
                 done.append(f"removed sort index entry of missing message {unpack_message_key(detail)}")

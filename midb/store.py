@@ -547,12 +547,14 @@ class Store(MetadataMixin):
                 return None
             return self._account(txn, dbs, account_id)
 
-    def keyword_sets_used(self, name: str) -> int:
+    def keyword_sets_used(self, name: str) -> tuple[int, int]:
         """How many distinct keyword combinations the account has ever stored (ids of its
-        MAX_KEYWORD_SET, never freed: midb.columns)."""
+        MAX_KEYWORD_SET, never freed: midb.columns), and their octets (of MAX_KEYWORD_SET_OCTETS)."""
         shared = self._home(name)
         with lmdb_errors(), shared.read() as txn:
-            return columns.keyword_sets_used(txn, shared.dbs, self._account_id(txn, shared.dbs, name))
+            account_id = self._account_id(txn, shared.dbs, name)
+            return (columns.keyword_sets_used(txn, shared.dbs, account_id),
+                    columns.keyword_set_octets(txn, shared.dbs, account_id))
 
     def account_id(self, name: str) -> int:
         """The account's numeric id (NoSuchAccount if there is none). Ids are never reused, so a

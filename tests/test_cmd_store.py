@@ -196,3 +196,18 @@ def test_an_account_out_of_keyword_combinations_gets_no_limit(conv: Conversation
     assert lines[-1].startswith(b"a4 NO [LIMIT] ")
     lines = conv.send(b"a5 COPY 2 INBOX\r\n")   # {\Seen $Label1} is known: copies fine
     assert lines[-1].startswith(b"a5 OK [COPYUID ")
+
+
+def test_an_account_out_of_keyword_set_octets_gets_no_limit(conv: Conversation,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The octets of an account's keyword combinations are bounded like their number."""
+    seed(conv, ("$Label1",), ())
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", len("$Label1") + 3)
+    conv.select()
+    conv.script(r"""
+        C: a1 STORE 2 +FLAGS ($Label2)
+        S: a1 NO [LIMIT] Limit exceeded: the distinct keyword combinations of this account would take 14 octets (at most 10)
+        C: a2 STORE 2 +FLAGS ($X)
+        S: * 2 FETCH (FLAGS ($X))
+        S: a2 OK STORE completed
+    """)

@@ -131,7 +131,7 @@ def test_keyword_sets_are_interned_once_and_survive_a_rebuild(store: Store) -> N
 
     before = interned()
     assert all(key.startswith(alice) for key in before)   # the account's own
-    assert sorted(key[4:5] for key in before) == [b"h", b"i", b"i", b"k", b"n"]
+    assert sorted(key[4:5] for key in before) == [b"h", b"i", b"i", b"k", b"n", b"o"]
     with shared.env.begin(write=True) as txn:
         columns.rebuild_columns(txn, shared.dbs)
     assert interned() == before
@@ -175,6 +175,46 @@ def test_the_keyword_set_ids_run_out_for_one_account_only(store: Store, monkeypa
     store.append_many("bob", bob_inbox, [(MSG, ("$Other",), None, 0)])
     assert [meta.flags for meta in store.get_messages("bob", bob_inbox, [1])] == [("$Other",)]
     assert [meta.flags for meta in store.get_messages("alice", inbox, [1])] == [("\\Seen", "$A")]
+
+
+def test_the_octets_of_an_accounts_keyword_sets_are_bounded(store: Store,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before the bound, 128 keywords of 255 octets per STORE, a new combination each time, filled
+    # the index every account shares.
+    store.create_account("bob")
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, ("$Aaaa",), None, 0)])          # 5 octets
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", 5 + len("$Aaaa $B"))
+    store.store_flags("alice", inbox, [1], "add", ["$B"])                   # exactly the bound
+    with pytest.raises(KeywordSetsExhausted, match="would take 17 octets"):
+        store.store_flags("alice", inbox, [1], "set", ["$Ccc"])            # 5 + 8 + 4: past it
+    store.store_flags("alice", inbox, [1], "set", ["$Aaaa"])                 # known sets keep working
+    assert store.keyword_sets_used("alice") == (2, 13)
+    assert store.verify() == []
+    bob_inbox = folder_id(store, account="bob")                               # bob has his own bound
+    store.append_many("bob", bob_inbox, [(MSG, ("$Ccc",), None, 0)])
+
+
+def test_keyword_set_octets_of_sets_interned_before_the_count(store: Store) -> None:
+    """Sets interned before the count was kept (no ``o`` entry) are counted at the next new set,
+    and a wrong count is reported and repaired by verify."""
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, ("$A",), None, 0), (MSG, ("$A", "$B"), None, 0)])
+    alice = columns.account_key(store.get_account("alice").id)   # type: ignore[union-attr]
+    shared = store._home("alice")
+    with shared.env.begin(write=True) as txn:
+        assert txn.delete(alice + columns._OCTETS, db=shared.dbs.keyword_sets)
+    assert store.keyword_sets_used("alice") == (2, 7)   # counted from the sets
+    assert store.verify() == []
+    store.store_flags("alice", inbox, [1], "add", ["$C"])   # "$A $C": a new set, the count kept again
+    with shared.env.begin() as txn:
+        assert txn.get(alice + columns._OCTETS, db=shared.dbs.keyword_sets) == columns.U64.pack(12)
+    with shared.env.begin(write=True) as txn:
+        txn.put(alice + columns._OCTETS, columns.U64.pack(1), db=shared.dbs.keyword_sets)
+    [problem] = store.verify()
+    assert "count of 1 octets is not the 12 its sets hold" in problem
+    store.verify(repair=True)
+    assert store.verify() == [] and store.keyword_sets_used("alice") == (3, 12)
 
 
 def test_a_message_carries_at_most_the_keyword_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,7 +417,8 @@ def test_stats_show_the_keyword_set_ids_of_the_fullest_account(store: Store) -> 
     store.append_many("bob", folder_id(store, account="bob"), [(MSG, ("$C",), None, 0)])
     stats = store.stats()
     assert stats["keyword_sets"] == 2   # alice's {$A}, {$A $B}; system flags take none; bob has 1
-    assert store.keyword_sets_used("alice") == 2 and store.keyword_sets_used("bob") == 1
+    assert store.keyword_sets_used("alice") == (2, len("$A") + len("$A $B"))
+    assert store.keyword_sets_used("bob") == (1, len("$C"))
     assert stats["keyword_sets_limit"] == columns.MAX_KEYWORD_SET
 
 
