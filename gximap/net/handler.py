@@ -150,8 +150,13 @@ class ProtocolHandler(Protocol):
     # Optional, looked up once per connection by the pool (see INPUT_HIGH_WATER):
     #   def input_paused(self) -> bool
     # True to stop reading the client for now (the handler holds enough unprocessed input). The
-    # pool then watches nothing for the connection until the handler's waker fires, so a handler
-    # may say True only while work it awaits will fire the waker.
+    # pool then reads nothing (it only watches for a hang-up) until the handler's waker fires, so
+    # a handler may say True only while work it awaits will fire the waker.
+    #   def awaiting(self) -> bool
+    # True while a command waits for work that will fire the waker and its answer is still to
+    # come: an EOF from the client (a half-close) then does not close the connection; the pool
+    # reads nothing more and sends the answer first. Without it, an EOF closes a connection whose
+    # handler has nothing to send and reports no more work.
     #   def hard_deadline(self) -> float
     # A time.monotonic() instant past which the pool closes the connection outright, whatever it
     # is doing: writing to a client that reads slowly, parked, or reading (math.inf: none). Read

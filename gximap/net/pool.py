@@ -76,6 +76,11 @@ How it runs:
   and closes that connection only.
 - A connection lost to an I/O error (reset, broken pipe, a TLS or DEFLATE failure, EOF in the
   preamble) is logged at debug level, at notice with ``io_errors`` (maddy's io_errors).
+- A client gone while the pool does not read it (a command computing between slices, awaiting
+  with its input paused or after the client's EOF) is found by one poll(2) per slice, or at once
+  by epoll while parked: a reset or a hang-up both ways closes the connection, and the handler's
+  connection_lost() ends the command. An EOF alone is a half-close: the client may still read,
+  and gets its answers (see _hang_up).
 Logging: logging.getLogger("gximap.net").
 """
 
@@ -189,8 +194,9 @@ _DEADLINE_PHASES = frozenset({_Phase.LINK_HANDSHAKE, _Phase.PROXY_HEADER, _Phase
 class _Outcome(enum.Enum):
     PARK_READ = "park-read"
     PARK_WRITE = "park-write"
-    # Input paused (the handler holds enough unprocessed input): watch nothing, wait for the
-    # handler's waker. A handler pauses only while a command it parked runs, so the waker fires.
+    # Input paused (the handler holds enough unprocessed input), or ended while a command awaits
+    # work (the client half-closed): read nothing, wait for the handler's waker, which fires when
+    # that work is done. Only a hang-up is watched for meanwhile.
     PARK_WAKE = "park-wake"
     REQUEUE = "requeue"
     CLOSED = "closed"
@@ -204,6 +210,23 @@ class _Due(enum.Enum):
 
 class _PeerGone(Exception):
     """Socket, TLS or DEFLATE failure: the connection is over, nothing to report loudly."""
+
+
+def _hang_up(sock: socket.socket) -> str | None:
+    """Why the client can no longer read, or None: a reset or another socket error (POLLERR), or
+    a hang-up both ways (POLLHUP). One poll(2); nothing is read, so input buffered in the kernel
+    (pipelined commands, TLS or DEFLATE bytes) stays where it is.
+
+    An EOF (POLLRDHUP) is not a hang-up: a client may shut down its sending side and still read
+    the answers (``printf 'a SEARCH ...' | nc -N``), and TCP tells that apart from a full close
+    only once we send and the client's kernel answers with a reset. A client that closes with a
+    plain FIN during a silent command is therefore found when the answer is written."""
+    look = select.poll()
+    look.register(sock.fileno(), 0)  # POLLERR and POLLHUP are reported whatever the mask
+    if not look.poll(0):
+        return None
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return os.strerror(error) if error else "hung up"
 
 
 class _Refused(Exception):
@@ -279,7 +302,7 @@ class _Connection:
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
         "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused", "hard_deadline",
-        "hard_deadline_fn",
+        "hard_deadline_fn", "awaiting", "hangup_check",
     )  # fmt: skip
 
     def __init__(
@@ -311,6 +334,9 @@ class _Connection:
         self.handler: ProtocolHandler | None = None
         # The handler's input_paused(), if it has one (ProtocolHandler: optional).
         self.input_paused: Callable[[], bool] | None = None
+        # The handler's awaiting(), if it has one: a command waits for work whose completion
+        # fires the waker, its answer still to come (an EOF then does not close the connection).
+        self.awaiting: Callable[[], bool] | None = None
         # The handler's hard_deadline(), if it has one, and its last answer: past it the
         # connection is closed whatever it is doing (writing, parked, reading).
         self.hard_deadline_fn: Callable[[], float] | None = None
@@ -326,6 +352,9 @@ class _Connection:
         self.kill_reason: str | None = None
         self.pending_action: TransportAction | None = None
         self.handler_behind = False
+        # The last slice left the socket unread (a command paused between slices, or PARK_WAKE):
+        # the next one starts with a look for a client gone meanwhile (_hang_up).
+        self.hangup_check = False
         self.eof = False
         self.closing = False  # flush what the handler queued, then close
         self.idle_fired = False
@@ -882,16 +911,13 @@ class Server:
     def _arm(self, conn: _Connection, outcome: _Outcome) -> None:
         epoll = self._conn_epoll
         assert epoll is not None
-        if outcome is _Outcome.PARK_WAKE:
-            # Not even EPOLLHUP/EPOLLERR, which epoll reports whatever the mask: they would wake
-            # the connection again and again until the waker does. A peer gone meanwhile is
-            # found at the next read or write.
-            if conn.registered:
-                epoll.unregister(conn.fd)
-                conn.registered = False
-            return
-        events = select.EPOLLIN if outcome is _Outcome.PARK_READ else select.EPOLLOUT
-        events |= select.EPOLLONESHOT
+        # PARK_WAKE asks for no event: epoll reports EPOLLERR and EPOLLHUP whatever the mask,
+        # once (EPOLLONESHOT), and the slice they start closes the connection (hangup_check).
+        events = select.EPOLLONESHOT
+        if outcome is _Outcome.PARK_READ:
+            events |= select.EPOLLIN
+        elif outcome is _Outcome.PARK_WRITE:
+            events |= select.EPOLLOUT
         if conn.registered:
             epoll.modify(conn.fd, events)
         else:
@@ -1053,6 +1079,7 @@ class Server:
         )
         conn.handler = self._factory(info, self._make_waker(conn))
         conn.input_paused = getattr(conn.handler, "input_paused", None)
+        conn.awaiting = getattr(conn.handler, "awaiting", None)
         conn.hard_deadline_fn = getattr(conn.handler, "hard_deadline", None)
         if conn.hard_deadline_fn is not None:
             conn.hard_deadline = conn.hard_deadline_fn()
@@ -1066,6 +1093,11 @@ class Server:
         handler = conn.handler
         transport = conn.transport
         assert handler is not None
+        if conn.hangup_check:
+            conn.hangup_check = False
+            gone = _hang_up(conn.sock)
+            if gone is not None:
+                raise _PeerGone(f"closed by client during a command: {gone}")
         if conn.shutdown_due:
             # Delivered even to a connection whose output is stuck: the goodbye queues behind it.
             conn.shutdown_due = False
@@ -1116,6 +1148,7 @@ class Server:
             if not conn.closing:
                 more = bool(handler.process(self._slice_commands))
                 conn.handler_behind = more
+            round_budget = budget
             exhausted = False
             while budget > 0:
                 item = handler.next_output()
@@ -1156,14 +1189,20 @@ class Server:
         if exhausted and conn.closing:
             self._close(conn, "closed after goodbye", graceful=True)
             return _Outcome.CLOSED
-        if exhausted and conn.eof and not more:
+        if exhausted and conn.eof and not more and (conn.awaiting is None or not conn.awaiting()):
             self._close(conn, "closed by client", graceful=True)
             return _Outcome.CLOSED
         if more or not exhausted or conn.closing:
+            # More to do and nothing sent this round: a command computing between slices (PAUSE).
+            # The socket stays unread until it ends, so the next slice looks whether the client
+            # is gone (a command that sends learns it from the send's error).
+            conn.hangup_check = more and exhausted and budget == round_budget and not conn.closing
             return _Outcome.REQUEUE
         if conn.wakeup_due or conn.shutdown_due or conn.timeout_due:
             return _Outcome.REQUEUE
-        if conn.input_paused is not None and conn.input_paused():
+        # EOF with a command awaiting (a half-closed client): its answer comes with the waker.
+        if conn.eof or (conn.input_paused is not None and conn.input_paused()):
+            conn.hangup_check = True
             return _Outcome.PARK_WAKE  # before input_backlog: that input waits too
         if transport.input_backlog:
             return _Outcome.REQUEUE
@@ -1674,7 +1713,7 @@ class Server:
             # The handler holds the waker, which holds the connection: without this the cycle
             # (and whatever input the handler still buffers) waits for a full garbage collection.
             conn.handler = None
-            conn.input_paused = conn.hard_deadline_fn = None  # bound methods: they hold it too
+            conn.input_paused = conn.awaiting = conn.hard_deadline_fn = None  # bound methods: they hold it too
         # The context is free only once the handler has let go of its resources.
         with self._lock:
             self._conns.discard(conn)

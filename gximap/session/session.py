@@ -185,6 +185,12 @@ class ImapSession:
         return (running is not None and running.future is not None and not running.future.done()
                 and self.framer.buffered >= INPUT_HIGH_WATER)
 
+    def awaiting(self) -> bool:
+        """A command waits for work off the workers (a password check, a search slot) and is still
+        to be answered: the pool keeps a client that half-closed meanwhile until it is."""
+        running = self._running
+        return running is not None and running.future is not None
+
     def process(self, budget: int) -> bool:
         """Start commands while none is running; feed lines to a waiting handler."""
         while budget > 0 and not self._closing:
