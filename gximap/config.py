@@ -231,13 +231,14 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=1),
     _d("imap_default_annotation_quota", "size", "1M",
        "ANNOTATION-STORAGE quota (RFC 9208) of an account without one of its own: the octets of "
-       "annotations (METADATA entry names and values, mailbox and server ones together) it may store. "
-       "0: unlimited. An account's own limit is set with SETQUOTA or midb user quota.",
+       "annotations (METADATA entry names and values, and 64 octets per entry for its place in the "
+       "index; mailbox and server ones together) it may store. 0: unlimited. An account's own limit "
+       "is set with SETQUOTA or midb user quota.",
        "imap", minimum=0, reloadable=True),
     _d("imap_default_mailbox_quota", "int", "10000",
        "MAILBOX quota (RFC 9208) of an account without one of its own: how many mailboxes it may "
-       "have; CREATE and RENAME beyond it fail with [OVERQUOTA]. 0: unlimited. An account's own limit "
-       "is set with SETQUOTA or midb user quota.",
+       "have, and how many subscriptions; CREATE and RENAME beyond it fail with [OVERQUOTA], SUBSCRIBE "
+       "with [LIMIT]. 0: unlimited. An account's own limit is set with SETQUOTA or midb user quota.",
        "imap", minimum=0, reloadable=True),
     _d("imap_filter_command", "str", "",
        "Command run at delivery to choose the folder and add flags (IMAP filter; see LMTP DELIVERY); "

@@ -69,9 +69,13 @@ def _normalized_account_name(name: str) -> str:
 
 
 def encode_account(account: Account) -> bytes:
-    return marshal.dumps((account.name, account.password_hash, account.lang, account.quota_bytes,
-                          account.quota_messages, account.disabled, account.created,
-                          account.quota_mailboxes, account.quota_annotation_bytes))
+    fields = (account.name, account.password_hash, account.lang, account.quota_bytes,
+              account.quota_messages, account.disabled, account.created)
+    # Seven fields while the newer limits are unset: the records stay readable by the release
+    # before them (which unpacks seven), for as long as no account is given such a limit.
+    if account.quota_mailboxes or account.quota_annotation_bytes:
+        return marshal.dumps((*fields, account.quota_mailboxes, account.quota_annotation_bytes))
+    return marshal.dumps(fields)
 
 
 def decode_account(account_id: int, raw: bytes) -> Account:

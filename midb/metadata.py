@@ -213,12 +213,12 @@ class MetadataMixin:
                     old = txn.pop(key, db=dbs.metadata)
                     if old is not None:
                         count -= 1
-                        octets -= len(name) + len(old)
+                        octets -= quotas.annotation_cost(name, old)
                 else:
                     old = txn.replace(key, value, db=dbs.metadata)
                     if old is None:
                         count += 1
-                        octets += len(name) + len(value)
+                        octets += quotas.annotation_cost(name, value)
                     else:
                         octets += len(value) - len(old)
             # Raising rolls the job's transaction back: nothing of this call stays.

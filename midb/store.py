@@ -1077,16 +1077,27 @@ class Store(MetadataMixin):
         effects.changed(account_id, target.id, target.highestmodseq)
         return self._info(txn, dbs, account_id, target)
 
-    def set_subscribed(self, account: str, name: str, subscribed: bool) -> None:
-        """Subscriptions are a set of names; they may name folders that do not exist."""
+    def set_subscribed(self, account: str, name: str, subscribed: bool, *,
+                       mailbox_quota_default: int | None = None) -> None:
+        """Subscriptions are a set of names; they may name folders that do not exist (a deleted
+        mailbox keeps its subscription, RFC 3501 6.3.6). With ``mailbox_quota_default`` an account
+        has at most as many as its mailbox limit (midb.quotas): OverQuota(MAILBOX) otherwise, since
+        create, subscribe and delete could else add names without end."""
         name = normalize_name(name)
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
             account_id = self._account_id(txn, dbs, account)
+            key = name_key(account_id, name)
+            if subscribed and mailbox_quota_default is not None and txn.get(key, db=dbs.subscriptions) is None:
+                limit = quotas.effective_limit(self._account(txn, dbs, account_id).quota_mailboxes,
+                                               mailbox_quota_default)
+                if limit:
+                    before = len(self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False))
+                    quotas.check_growth(quotas.MAILBOX, before, before + 1, limit)
             if subscribed:
-                txn.put(name_key(account_id, name), b"", db=dbs.subscriptions)
+                txn.put(key, b"", db=dbs.subscriptions)
             else:
-                txn.delete(name_key(account_id, name), db=dbs.subscriptions)
+                txn.delete(key, db=dbs.subscriptions)
 
         self._write(job, self._home(account), durable=False)
 

@@ -3,6 +3,7 @@ side is in test_quota.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import marshal
 
 import pytest
@@ -33,6 +34,12 @@ def test_account_records_without_the_new_limits_read_as_none_of_their_own(store)
     assert (account.name, account.quota_bytes, account.quota_messages) == ("carol", 2048, 10)
     assert (account.quota_mailboxes, account.quota_annotation_bytes) == (0, 0)
     assert decode_account(42, encode_account(account)) == account
+    # Written back with seven fields while the newer limits are unset: the release before them
+    # unpacks seven.
+    assert len(marshal.loads(encode_account(account))) == 7
+    limited = dataclasses.replace(account, quota_annotation_bytes=4096)
+    assert len(marshal.loads(encode_account(limited))) == 9
+    assert decode_account(42, encode_account(limited)) == limited
 
 
 def test_quota_usage_counts_mailboxes_and_annotation_octets(store):
@@ -43,7 +50,7 @@ def test_quota_usage_counts_mailboxes_and_annotation_octets(store):
     store.set_metadata("bob", SERVER, [("/private/comment", b"not alice's")])
     used = store.quota_usage("alice")
     assert used.mailboxes == 8 == folder_count(store)   # 6 of a new account, a and a/b
-    assert used.annotation_bytes == len("/private/comment") + 5 + len("/shared/vendor/x")
+    assert used.annotation_bytes == 2 * quotas.ANNOTATION_ENTRY_OVERHEAD + len("/private/comment") + 5 + len("/shared/vendor/x")
     assert (used.bytes, used.messages) == store.usage("alice")
     store.delete_folder("alice", "a/b")
     assert store.quota_usage("alice").mailboxes == 7
@@ -80,16 +87,17 @@ def test_errors_about_the_names_come_before_the_quota(store):
 
 def test_a_refused_annotation_change_leaves_nothing(store):
     inbox = store.get_folder("alice", "INBOX").id
-    store.set_metadata("alice", inbox, [("/private/a", b"x" * 50)], annotation_quota_default=100)
+    # Each entry costs 64 octets besides its name (10) and value.
+    store.set_metadata("alice", inbox, [("/private/a", b"x" * 50)], annotation_quota_default=228)
     with pytest.raises(errors.OverQuota) as raised:
         store.set_metadata("alice", inbox, [("/private/a", None), ("/private/b", b"y" * 40),
-                                            ("/private/c", b"z" * 41)], annotation_quota_default=100)
+                                            ("/private/c", b"z" * 41)], annotation_quota_default=228)
     assert raised.value.resource == quotas.ANNOTATION_STORAGE
     assert store.get_metadata("alice", inbox, ["/private"], depth="infinity") == {"/private/a": b"x" * 50}
     # Removing one and adding less in the same call is within it.
     store.set_metadata("alice", inbox, [("/private/a", None), ("/private/b", b"y" * 40)],
-                       annotation_quota_default=100)
-    assert store.quota_usage("alice").annotation_bytes == len("/private/b") + 40
+                       annotation_quota_default=228)
+    assert store.quota_usage("alice").annotation_bytes == 64 + len("/private/b") + 40
 
 
 def test_update_account_checks_the_new_limits(store):
@@ -100,3 +108,22 @@ def test_update_account_checks_the_new_limits(store):
     account = store.update_account("alice", quota_mailboxes=12, quota_annotation_bytes=4096)
     assert (account.quota_mailboxes, account.quota_annotation_bytes) == (12, 4096)
     assert store.get_account("alice") == account
+
+
+def test_subscriptions_are_bounded_like_mailboxes(store):
+    """A deleted mailbox keeps its subscription (RFC 3501 6.3.6), so create, subscribe, delete
+    would add names without end: an account has at most as many as its mailbox limit."""
+    store.update_account("alice", quota_mailboxes=8)
+    store.set_subscribed("alice", "by-the-operator", True)   # no default given: no check
+    subscribed = len(store.subscriptions("alice"))            # 6 of a new account and that one
+    assert subscribed == 7
+    store.create_folder("alice", "a", mailbox_quota_default=0)
+    store.set_subscribed("alice", "a", True, mailbox_quota_default=0)
+    store.delete_folder("alice", "a")
+    store.create_folder("alice", "b", mailbox_quota_default=0)
+    with pytest.raises(errors.OverQuota):
+        store.set_subscribed("alice", "b", True, mailbox_quota_default=0)
+    store.set_subscribed("alice", "a", True, mailbox_quota_default=0)   # already subscribed: fine
+    store.set_subscribed("alice", "a", False, mailbox_quota_default=0)
+    store.set_subscribed("alice", "b", True, mailbox_quota_default=0)
+    assert "b" in store.subscriptions("alice") and "a" not in store.subscriptions("alice")

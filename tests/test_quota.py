@@ -384,7 +384,8 @@ def test_setquota_sets_and_drops_the_accounts_own_limits(limited):
 
 def test_annotations_count_against_the_annotation_quota(limited):
     value = "x" * 400
-    # Entry name and value octets, mailbox and server annotations together: 3 x (16 + 400) > 1024.
+    # Name, value and 64 octets per entry, mailbox and server annotations together:
+    # 3 x (64 + 16 + 400) > 1024.
     limited.script(f"""
         C: a1 SETMETADATA INBOX (/private/comment "{value}")
         S: a1 OK SETMETADATA completed
@@ -397,10 +398,10 @@ def test_annotations_count_against_the_annotation_quota(limited):
         S: a4 OK GETQUOTA completed
         C: a5 SETMETADATA INBOX (/private/comment "short")
         S: a5 OK SETMETADATA completed
-        C: a6 SETMETADATA Sent (/private/comment "{value}")
+        C: a6 SETMETADATA Sent (/private/comment "{'x' * 300}")
         S: a6 OK SETMETADATA completed
     """)
-    assert limited.store.quota_usage("alice").annotation_bytes == 3 * len("/private/comment") + 2 * 400 + 5
+    assert limited.store.quota_usage("alice").annotation_bytes == 3 * (64 + len("/private/comment")) + 400 + 5 + 300
 
 
 def test_a_lowered_annotation_limit_still_lets_the_user_shrink_and_remove(limited):
@@ -414,7 +415,7 @@ def test_a_lowered_annotation_limit_still_lets_the_user_shrink_and_remove(limite
         C: a3 SETMETADATA INBOX (/private/comment NIL /private/other "z")
         S: a3 OK SETMETADATA completed
     """)
-    assert limited.store.quota_usage("alice").annotation_bytes == len("/private/other") + 1
+    assert limited.store.quota_usage("alice").annotation_bytes == 64 + len("/private/other") + 1
 
 
 def test_rename_inbox_copies_annotations_within_the_quota_only(limited):
@@ -445,4 +446,23 @@ def test_zero_defaults_leave_only_the_accounts_own_limits(conv):
         C: a2 GETQUOTA ""
         S: * QUOTA "" (MAILBOX 11 11)
         S: a2 OK GETQUOTA completed
+    """)
+
+
+def test_subscriptions_are_bounded_like_mailboxes(limited):
+    limited.command("CREATE one")
+    limited.command("SUBSCRIBE one")   # 7 subscriptions of 8
+    limited.command("DELETE one")      # the subscription stays (RFC 3501 6.3.6)
+    limited.command("CREATE two")
+    limited.command("SUBSCRIBE two")   # 8
+    limited.command("DELETE two")
+    limited.script("""
+        C: a1 CREATE three
+        S: a1 OK CREATE completed
+        C: a2 SUBSCRIBE three
+        S: a2 NO [LIMIT] Too many subscriptions: unsubscribe from mailboxes that no longer exist
+        C: a3 UNSUBSCRIBE one
+        S: a3 OK UNSUBSCRIBE completed
+        C: a4 SUBSCRIBE three
+        S: a4 OK SUBSCRIBE completed
     """)

@@ -135,7 +135,12 @@ def subscribe(session: Any, cmd: cmds.Subscribe) -> Done:
     # RFC 3501 6.3.6 allows checking that the mailbox exists; a subscription to a typo would
     # otherwise show up as \NonExistent forever. Deleting a mailbox keeps its subscription.
     existing_folder(session, name)
-    session.store.set_subscribed(session.user, name, True)
+    try:
+        session.store.set_subscribed(session.user, name, True,
+                                     mailbox_quota_default=session.settings.default_mailbox_quota)
+    except midb_errors.OverQuota:
+        # Subscriptions outlive their mailboxes, so they are bounded apart (as many as mailboxes).
+        raise CommandFailed(Code.NO_SUBSCRIPTION_LIMIT, code=b"LIMIT") from None
     return Done(Code.OK_SUBSCRIBE)
 
 

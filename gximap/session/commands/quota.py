@@ -8,8 +8,14 @@ Every mailbox of an account shares one quota root, named "". midb keeps four lim
 * MESSAGE: the number of messages; a transactional usage counter;
 * MAILBOX: the number of mailboxes; CREATE and RENAME beyond it fail with NO [OVERQUOTA];
 * ANNOTATION-STORAGE: the octets of the account's METADATA annotations (entry names and values,
-  mailbox and server ones), in units of 1024 octets like STORAGE; SETMETADATA (and RENAME INBOX,
-  which copies INBOX's annotations) beyond it fail with NO [OVERQUOTA].
+  and 64 octets per entry for its place in the index; mailbox and server ones), in units of 1024
+  octets like STORAGE; SETMETADATA (and RENAME INBOX, which copies INBOX's annotations) beyond it
+  fail with NO [OVERQUOTA]. RFC 9208 names the resource after the per-message annotations of
+  RFC 5257, which gximap does not offer; METADATA's are the annotations it has, and Cyrus counts
+  them against the same resource.
+
+Subscriptions outlive their mailboxes (RFC 3501 6.3.6), so an account has at most as many as its
+MAILBOX limit; SUBSCRIBE beyond it fails with NO [LIMIT] (it is no quota resource).
 
 The last two are counted when asked (midb.quotas), and an account without a limit of its own has
 the server's: imap_default_mailbox_quota and imap_default_annotation_quota. They keep one user
@@ -24,7 +30,8 @@ SETQUOTA is offered (QUOTASET) only to the accounts listed in imap_quota_admins,
 account the session works on: an administrator logs in as ``admin!user`` (with store ownership
 of ``user``) to set that user's limits. As RFC 9208 section 4.1.3 says, the resources left out
 of a SETQUOTA lose their limit (MAILBOX and ANNOTATION-STORAGE: the account's own, so the server's
-default applies again; the QUOTA response to SETQUOTA shows the limits then in force).
+default applies again; the QUOTA response to SETQUOTA shows the limits then in force). An account
+is given more than the default, or in effect no limit, with a large limit of its own.
 
 APPEND, COPY and MOVE beyond a limit fail with NO [OVERQUOTA] (midb's OverQuota, mapped in
 gximap.session.errors). A MOVE within the account changes no usage and is never refused.
