@@ -8,7 +8,7 @@ instead: a cursor pass over the account's folder records, or over its annotation
 drift from what it counts, no schema change or migration was needed for accounts created before
 these quotas existed, and the pass costs at most what the limit allows: with the server's
 defaults, 10,000 folder keys (1-2 ms, on CREATE and RENAME only) or about 14,000 annotations
-(about 4 ms per SETMETADATA, in the shard's write transaction; a STORE on a large folder holds it
+(about 5 ms per SETMETADATA, in the shard's write transaction; a STORE on a large folder holds it
 longer). Transactional counters, kept by every folder and annotation write, would make both
 constant; that is left for when the limits are raised far beyond the defaults.
 
@@ -63,7 +63,7 @@ def count_folders(txn: Any, dbs: Any, account_id: int) -> int:
 # What an annotation costs the index beyond its name and value (LMDB node header, the key's
 # account and folder ids, page slack), charged to ANNOTATION-STORAGE so that the limit bounds the
 # index space, and the number of entries a count has to visit: 1 MiB of empty values is at most
-# about 14,000 of them (a count of that many takes about 4 ms).
+# about 14,000 of them (a count of that many takes about 5 ms).
 ANNOTATION_ENTRY_OVERHEAD = 64
 
 
