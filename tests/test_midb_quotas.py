@@ -8,6 +8,7 @@ import marshal
 
 import pytest
 from conversation import DATA_DIR
+from store_helpers import store_with_alice
 
 from midb import errors, quotas
 from midb.accounts import decode_account, encode_account
@@ -17,8 +18,7 @@ from midb.store import Store
 
 @pytest.fixture
 def store(tmp_path):
-    with Store(tmp_path / "midb", fsync=False, data_path=[str(DATA_DIR)]) as midb:
-        midb.create_account("alice")
+    with store_with_alice(tmp_path / "midb", data_path=[str(DATA_DIR)]) as midb:
         midb.create_account("bob")
         yield midb
 
