@@ -728,13 +728,17 @@ class Store(MetadataMixin):
             return quotas.QuotaUsage(used_bytes, used_messages, quotas.count_folders(txn, dbs, account_id),
                                      quotas.annotation_octets(txn, dbs, account_id))
 
+    def _mailbox_limit(self, txn: Any, dbs: Databases, account_id: int, quota_default: int | None) -> int:
+        """The account's MAILBOX limit (0: none, or no check asked), as _annotation_limit."""
+        if quota_default is None:
+            return 0
+        return quotas.effective_limit(self._account(txn, dbs, account_id).quota_mailboxes, quota_default)
+
     def _check_new_folders(self, txn: Any, dbs: Databases, account_id: int, names: list[str],
                            quota_default: int | None) -> None:
         """OverQuota(MAILBOX) when creating those of ``names`` that do not exist would pass the
         account's mailbox limit (``quota_default``: see midb.quotas; None: no check)."""
-        if quota_default is None:
-            return
-        limit = quotas.effective_limit(self._account(txn, dbs, account_id).quota_mailboxes, quota_default)
+        limit = self._mailbox_limit(txn, dbs, account_id, quota_default)
         if not limit:
             return
         adding = sum(1 for name in names if self._folder_id(txn, dbs, account_id, name) is None)
@@ -1088,9 +1092,8 @@ class Store(MetadataMixin):
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
             account_id = self._account_id(txn, dbs, account)
             key = name_key(account_id, name)
-            if subscribed and mailbox_quota_default is not None and txn.get(key, db=dbs.subscriptions) is None:
-                limit = quotas.effective_limit(self._account(txn, dbs, account_id).quota_mailboxes,
-                                               mailbox_quota_default)
+            if subscribed and txn.get(key, db=dbs.subscriptions) is None:
+                limit = self._mailbox_limit(txn, dbs, account_id, mailbox_quota_default)
                 if limit:
                     before = len(self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False))
                     quotas.check_growth(quotas.MAILBOX, before, before + 1, limit)
