@@ -86,19 +86,6 @@ def _prefix_items(txn: Any, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]
     return out
 
 
-def _count_prefix(txn: Any, db: Any, prefix: bytes) -> int:
-    cursor = txn.cursor(db)
-    count = 0
-    if not cursor.set_range(prefix):
-        return 0
-    size = len(prefix)
-    for key in cursor.iternext(values=False):
-        if key[:size] != prefix:
-            break
-        count += 1
-    return count
-
-
 def _check_folder_id(folder_id: object) -> int:
     if not isinstance(folder_id, int) or isinstance(folder_id, bool) or not 0 <= folder_id <= MAX_U32:
         raise NoSuchFolder(f"no folder with id {folder_id!r}")
@@ -202,7 +189,7 @@ class MetadataMixin:
             if folder_id != SERVER:
                 self._folder(txn, dbs, account_id, folder_id)
             prefix = folder_key(account_id, folder_id)
-            before = _count_prefix(txn, dbs.metadata, prefix) if max_entries else 0
+            before = quotas.count_prefix(txn, dbs.metadata, prefix) if max_entries else 0
             octet_limit = self._annotation_limit(txn, dbs, account_id, annotation_quota_default)
             octets_before = quotas.annotation_octets(txn, dbs, account_id) if octet_limit else 0
             count = before

@@ -47,17 +47,22 @@ def effective_limit(own: int, default: int) -> int:
     return own or default
 
 
-def count_folders(txn: Any, dbs: Any, account_id: int) -> int:
-    prefix = account_key(account_id)
-    cursor = txn.cursor(dbs.folders)
+def count_prefix(txn: Any, db: Any, prefix: bytes) -> int:
+    """How many keys of ``db`` start with ``prefix`` (one cursor pass, no list built)."""
+    cursor = txn.cursor(db)
+    count = 0
     if not cursor.set_range(prefix):
         return 0
-    count = 0
+    size = len(prefix)
     for key in cursor.iternext(values=False):
-        if key[:4] != prefix:
+        if key[:size] != prefix:
             break
         count += 1
     return count
+
+
+def count_folders(txn: Any, dbs: Any, account_id: int) -> int:
+    return count_prefix(txn, dbs.folders, account_key(account_id))
 
 
 # What an annotation costs the index beyond its name and value (LMDB node header, the key's

@@ -1095,7 +1095,7 @@ class Store(MetadataMixin):
             if subscribed and txn.get(key, db=dbs.subscriptions) is None:
                 limit = self._mailbox_limit(txn, dbs, account_id, mailbox_quota_default)
                 if limit:
-                    before = len(self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False))
+                    before = quotas.count_prefix(txn, dbs.subscriptions, account_key(account_id))
                     quotas.check_growth(quotas.MAILBOX, before, before + 1, limit)
             if subscribed:
                 txn.put(key, b"", db=dbs.subscriptions)
