@@ -1649,17 +1649,22 @@ class Store(MetadataMixin):
         return self._write(job, self._home(account), durable=False)
 
     def copy(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
-             dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
-        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied."""
-        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False)
+             dst_account: str | None = None, durable: bool = True) -> tuple[int, list[tuple[int, int]]]:
+        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied.
+        ``durable=False`` for a piece of a larger copy whose last piece is durable (its sync makes
+        the earlier commits durable too): nothing is unlinked, so a crash before it only loses
+        copies nobody was told of."""
+        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False,
+                              durable=durable)
 
     def move(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
-             dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
-        """copy + expunge from the source in ONE transaction."""
-        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=True)
+             dst_account: str | None = None, durable: bool = True) -> tuple[int, list[tuple[int, int]]]:
+        """copy + expunge from the source in ONE transaction; ``durable`` as for copy()."""
+        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=True,
+                              durable=durable)
 
     def _transfer(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int,
-                  dst_account: str | None, *, move: bool) -> tuple[int, list[tuple[int, int]]]:
+                  dst_account: str | None, *, move: bool, durable: bool) -> tuple[int, list[tuple[int, int]]]:
         wanted = _uid_list(uids)
         if dst_account is not None and self._home_index(dst_account) != self._home_index(account):
             return self._transfer_across(account, src_folder_id, wanted, dst_account, dst_folder_id, move=move)
@@ -1724,7 +1729,7 @@ class Store(MetadataMixin):
             effects.changed(dst_account_id, dst.id, dst.highestmodseq)
             return dst.uidvalidity, pairs
 
-        return self._write(job, self._home(account))
+        return self._write(job, self._home(account), durable=durable)
 
     def _transfer_across(self, account: str, src_folder_id: int, wanted: list[int], dst_account: str,
                          dst_folder_id: int, *, move: bool) -> tuple[int, list[tuple[int, int]]]:
@@ -1744,22 +1749,29 @@ class Store(MetadataMixin):
                  for meta, data in zip(found, datas, strict=True) if data is not None]
         uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
         if move:
-            moved = [meta.uid for meta in metas]
-
-            def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
-                account_id = self._account_id(txn, dbs, account)
-                record = self._folder(txn, dbs, account_id, src_folder_id)
-                found = [(uid, raw) for uid in moved
-                         if (raw := txn.get(message_key(account_id, record.id, uid), db=dbs.messages)) is not None]
-                if found:
-                    delta = indexes.IndexDelta(txn, dbs)
-                    self._unlist(txn, dbs, delta, account_id, record, found)
-                    delta.apply()
-                    self._release_bodies(txn, dbs, effects, account_id, record, found)
-                    effects.changed(account_id, record.id, record.highestmodseq)
-
-            self._write(job, self._home(account))
+            self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
         return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
+
+    def remove_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[int]:
+        """Expunge the messages ``uids`` whatever their flags (a tombstone each, as EXPUNGE): the
+        originals of a move across shards, the copies of a COPY that failed part-way. -> the
+        UIDs removed (those that were still there), ascending."""
+        wanted = _uid_list(uids)
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            found = [(uid, raw) for uid in wanted
+                     if (raw := txn.get(message_key(account_id, record.id, uid), db=dbs.messages)) is not None]
+            if found:
+                delta = indexes.IndexDelta(txn, dbs)
+                self._unlist(txn, dbs, delta, account_id, record, found)
+                delta.apply()
+                self._release_bodies(txn, dbs, effects, account_id, record, found)
+                effects.changed(account_id, record.id, record.highestmodseq)
+            return [uid for uid, _raw in found]
+
+        return self._write(job, self._home(account))
 
     @staticmethod
     def _unlist(txn: Any, dbs: Databases, delta: indexes.IndexDelta, account_id: int, record: FolderRecord,

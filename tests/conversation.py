@@ -430,3 +430,21 @@ def _script_origin(origin: tuple[str, int], lines: list[str]) -> int | None:
         if wanted in source:
             return number - first
     return None
+
+
+def drive(session: object, limit: int = 10_000) -> tuple[bytes, int]:
+    """Play the pool until the session has nothing more to do: (output, times it paused, i.e.
+    process() had more while next_output() had nothing)."""
+    out: list[bytes] = []
+    pauses = 0
+    for _ in range(limit):
+        more = session.process(16)  # type: ignore[attr-defined]
+        produced = False
+        while (item := session.next_output()) is not None:  # type: ignore[attr-defined]
+            out.append(bytes(item))
+            produced = True
+        if not more:
+            return b"".join(out), pauses
+        if not produced:
+            pauses += 1
+    raise AssertionError("the session did not settle")

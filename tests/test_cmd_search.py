@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conversation import Conversation
+from conversation import Conversation, drive
 
 from gximap.session import base, searching
 
@@ -320,24 +320,6 @@ def test_search_all_is_the_view_whatever_happened_since_it_last_caught_up(conv: 
     assert len(key_reads) == 4
 
 
-def _drive(session: object, limit: int = 10_000) -> tuple[bytes, int]:
-    """Play the pool until the session has nothing more to do: (output, times it paused, i.e.
-    process() had more while next_output() had nothing)."""
-    out: list[bytes] = []
-    pauses = 0
-    for _ in range(limit):
-        more = session.process(16)  # type: ignore[attr-defined]
-        produced = False
-        while (item := session.next_output()) is not None:  # type: ignore[attr-defined]
-            out.append(bytes(item))
-            produced = True
-        if not more:
-            return b"".join(out), pauses
-        if not produced:
-            pauses += 1
-    raise AssertionError("the session did not settle")
-
-
 def test_a_long_search_pauses_and_keeps_pipelined_commands_in_order(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     """A SEARCH that reads messages gives its worker back between messages once its slice is
@@ -352,7 +334,7 @@ def test_a_long_search_pauses_and_keeps_pipelined_commands_in_order(
     session = conv.session
     session.data_received(b"s1 SEARCH OR HEADER X-None a BODY marker\r\ns2 UID SORT (SUBJECT) UTF-8 BODY marker\r\n"
                           b"s3 THREAD REFERENCES UTF-8 BODY marker\r\nn1 NOOP\r\n")
-    out, pauses = _drive(session)
+    out, pauses = drive(session)
     assert pauses >= 3 * 12  # each of the three paused after every message tested
     assert out == (b"* SEARCH 1 4 7 10\r\ns1 OK SEARCH completed\r\n"
                    b"* SORT 1 4 7 10\r\ns2 OK SORT completed\r\n"
@@ -398,6 +380,6 @@ def test_a_search_waits_for_a_slot_without_holding_its_worker(
     wakes = conv.wakes
     slots.release("someone else")
     assert conv.wakes == wakes + 1  # the waker fired: the pool runs the session again
-    out, _pauses = _drive(session)
+    out, _pauses = drive(session)
     assert out == b"* SEARCH 2\r\ns1 OK SEARCH completed\r\n"
     assert slots.claim("alice").done()  # the search gave its slot back

@@ -29,7 +29,7 @@ from gximap.net import pool as pool_module
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from gximap.net.tls import make_server_context
-from gximap.session import searching
+from gximap.session import pieces, searching
 from gximap.session.context import ServerContext, Settings
 from gximap.session.session import ImapSession
 from midb.store import Store
@@ -180,6 +180,37 @@ def test_a_long_search_lets_the_only_worker_serve_another_session(
     assert search.tested < MESSAGES // 2
     assert _answer(searcher, b"q") == SEARCH_ANSWER
     assert search.tested == MESSAGES
+
+
+def test_a_bulk_copy_lets_the_only_worker_serve_another_session(
+        one_worker: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY of many messages is written in pieces by gximap.session.pieces' threads; the
+    session holds no worker meanwhile, so the pool's only worker answers another client."""
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 10)
+    monkeypatch.setattr(pieces, "MIN_PIECE", 10)
+    monkeypatch.setattr(pieces, "MAX_PIECE", 10)
+    copy = Store.copy
+    pieces_written: list[str] = []
+
+    def slow_copy(self: Store, *args: Any, **kwargs: Any) -> Any:
+        pieces_written.append(threading.current_thread().name)
+        time.sleep(0.2)   # a piece of a large folder takes a while
+        return copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "copy", slow_copy)
+    copier = _selected(one_worker)
+    copier.send(b"m CREATE Other\r\n")
+    assert _answer(copier, b"m")[-1].startswith(b"m OK")
+    other = _connect(one_worker, user=b"bob")
+    copier.send(b"c COPY 1:* Other\r\n")
+    assert wait_until(lambda: len(pieces_written) >= 1, TIMEOUT)
+    other.send(b"n NOOP\r\n")
+    assert _answer(other, b"n")[-1].startswith(b"n OK")
+    assert len(pieces_written) < MESSAGES // 10   # answered while the COPY goes on
+    answer = _answer(copier, b"c")
+    assert answer[-1].startswith(b"c OK [COPYUID ") and b" 1:60 1:60]" in answer[-1]
+    assert len(pieces_written) == MESSAGES // 10
+    assert all(name.startswith("bulk-write") for name in pieces_written)
 
 
 # -- clients gone, or not, while a command computes or waits ------------------------------------

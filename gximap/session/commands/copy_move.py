@@ -1,7 +1,7 @@
 """COPY, MOVE and their UID forms (RFC 3501 section 6.4.7, RFC 6851, COPYUID of RFC 4315).
 
-COPY answers ``OK [COPYUID uidvalidity source-uids destination-uids]``. MOVE is one store
-transaction (copy + expunge); it sends the COPYUID in an untagged OK first, then the EXPUNGE (or,
+COPY answers ``OK [COPYUID uidvalidity source-uids destination-uids]``. MOVE copies and expunges
+in one store transaction per piece (gximap.session.pieces); it sends the COPYUID in an untagged OK first, then the EXPUNGE (or,
 with QRESYNC, VANISHED) responses for the moved messages, then the tagged OK (RFC 6851 section
 4.3), which with QRESYNC carries the source's new ``[HIGHESTMODSEQ n]`` as EXPUNGE's does (RFC 7162
 section 3.2.7). A missing destination is ``NO [TRYCREATE]``.
@@ -9,17 +9,26 @@ section 3.2.7). A missing destination is ``NO [TRYCREATE]``.
 If the set names messages another session expunged and this one has not been told about yet, the
 command fails with ``NO [EXPUNGEISSUED]`` and copies nothing (RFC 2180 section 4.4.1, Dovecot's
 choice): a partial copy would leave the client unsure what arrived.
+
+Many messages are copied or moved in pieces, one write transaction each, so that one user's
+``MOVE 1:* Trash`` of a large folder does not hold the shard's write lock and a worker for
+seconds. A COPY that fails after some pieces (or whose client leaves) removes the copies it made:
+the destination is left as it was, as RFC 3501 requires, although a session watching it may see
+them come and go. A crash in the middle leaves the copies made so far, which only duplicates mail.
+A MOVE that fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
+from gximap.session.errors import done_for_store_error
+from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
 
 
@@ -28,6 +37,10 @@ def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> bytes:
     sources = encode.sequence_set([source for source, _ in pairs])
     targets = encode.sequence_set([target for _, target in pairs])
     return b"COPYUID %d %s %s" % (uidvalidity, sources, targets)
+
+
+def _nothing_to_report(_piece: Sequence[int], _result: None) -> tuple[()]:
+    return ()
 
 
 def _prepare(session: Any, cmd: cmds.Copy | cmds.Move) -> tuple[list[int], Any]:
@@ -43,30 +56,64 @@ def _prepare(session: Any, cmd: cmds.Copy | cmds.Move) -> tuple[list[int], Any]:
 
 
 @command(cmds.Copy, states=SELECTED)
-def copy(session: Any, cmd: cmds.Copy) -> Done:
+def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     view = session.selected
     uids, target = _prepare(session, cmd)
     if not uids:
         return Done(Code.OK_COPY_NOTHING)
-    uidvalidity, pairs = session.store.copy(view.account, view.folder_id, uids, target.id)
-    if not pairs:
+    store = session.store
+    copied: list[tuple[int, int]] = []
+    uidvalidity = 0
+
+    def write(piece: Sequence[int], last: bool) -> None:
+        nonlocal uidvalidity
+        uidvalidity, pairs = store.copy(view.account, view.folder_id, piece, target.id, durable=last)
+        copied.extend(pairs)   # here, not in a report: a piece the client left during is undone too
+
+    try:
+        yield from in_pieces(uids, write, _nothing_to_report)
+    except BaseException:
+        # A COPY that fails leaves the destination as it was (RFC 3501 section 6.4.7), also when
+        # the client left while it ran (GeneratorExit): the pieces already committed are removed.
+        if copied:
+            store.remove_messages(view.account, target.id, [new for _old, new in copied])
+        raise
+    if not copied:
         # Everything named was expunged between the last sync and the copy.
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
-    return Done(Code.OK_COPY, code=_copyuid(uidvalidity, pairs))
+    return Done(Code.OK_COPY, code=_copyuid(uidvalidity, copied))
 
 
 @command(cmds.Move, states=SELECTED)
-def move(session: Any, cmd: cmds.Move) -> Generator[bytes, Any, Done]:
+def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
     view = session.selected
     uids, target = _prepare(session, cmd)
     if view.readonly:
         raise CommandFailed(Code.NO_READ_ONLY, status="NO")  # MOVE expunges from the source
     if not uids:
         return Done(Code.OK_MOVE_NOTHING)
-    uidvalidity, pairs = session.store.move(view.account, view.folder_id, uids, target.id)
-    if not pairs:
+    store = session.store
+    moved: list[tuple[int, int]] = []
+    uidvalidity = 0
+
+    def write(piece: Sequence[int], last: bool) -> None:
+        nonlocal uidvalidity
+        uidvalidity, pairs = store.move(view.account, view.folder_id, piece, target.id, durable=last)
+        moved.extend(pairs)
+
+    # Each piece moves its messages in one transaction; a failure leaves the pieces before it
+    # moved, and they are reported before the NO, as RFC 6851 section 3.3 allows (every message
+    # is in exactly one of the two mailboxes). A client gone meanwhile is told nothing.
+    failure: Done | None = None
+    try:
+        yield from in_pieces(uids, write, _nothing_to_report)
+    except Exception as exc:  # noqa: BLE001 - a store error after some pieces: report those first
+        failure = done_for_store_error(exc)
+        if failure is None or not moved:
+            raise
+    if not moved:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
-    yield b"* OK [" + _copyuid(uidvalidity, pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
-    yield from view.expunge_responses([source for source, _ in pairs])
+    yield b"* OK [" + _copyuid(uidvalidity, moved) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
+    yield from view.expunge_responses([source for source, _ in moved])
     view.force_highestmodseq = True
-    return Done(Code.OK_MOVE)
+    return failure or Done(Code.OK_MOVE)

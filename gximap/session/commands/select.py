@@ -8,15 +8,16 @@ resynchronises the client's cache with VANISHED (EARLIER) and FETCH responses
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import condstore, listing
-from gximap.session.base import AUTHENTICATED, SELECTED, CommandFailed, Done, NeedLine, command
+from gximap.session.base import AUTHENTICATED, SELECTED, Await, CommandFailed, Done, NeedLine, command
 from gximap.session.commands.mailbox import attribute_list, store_name, wire_name
+from gximap.session.pieces import in_pieces
 from gximap.session.selected import SelectedMailbox
 
 CRLF = b"\r\n"
@@ -99,11 +100,20 @@ def check(session: Any, cmd: cmds.Check) -> Done:
 
 
 @command(cmds.Close, states=SELECTED)
-def close(session: Any, cmd: cmds.Close) -> Done:
-    """Expunge \\Deleted messages silently (unless read-only), then leave the mailbox."""
+def close(session: Any, cmd: cmds.Close) -> Generator[bytes | Await, Any, Done]:
+    """Expunge \\Deleted messages silently (unless read-only), in pieces as EXPUNGE does
+    (gximap.session.pieces), then leave the mailbox."""
     view = session.selected
     if not view.readonly:
-        session.store.expunge(view.account, view.folder_id)
+        store = session.store
+
+        def write(piece: Sequence[int], _last: bool) -> list[int]:
+            return store.expunge(view.account, view.folder_id, piece)
+
+        def report(_piece: Sequence[int], _expunged: list[int]) -> tuple[()]:
+            return ()   # CLOSE expunges silently
+
+        yield from in_pieces(store.deleted_uids(view.account, view.folder_id), write, report)
     session.select(None)
     return Done(Code.OK_CLOSE, sync=False)
 

@@ -21,14 +21,15 @@ another session expunged counts as modified (its expunge changed it).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import condstore
-from gximap.session.base import SELECTED, CommandFailed, Done, command
+from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
+from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
 from gximap.session.selected import flag_atoms
 
@@ -36,7 +37,7 @@ _MODES = {"": "set", "+": "add", "-": "remove"}
 
 
 @command(cmds.Store, states=SELECTED, expunge_ok=False)
-def store(session: Any, cmd: cmds.Store) -> Generator[bytes, Any, Done]:
+def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
     view = session.selected
     uids = resolve_uids(session, cmd.seqset, cmd.uid)
     if view.readonly:
@@ -47,52 +48,73 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes, Any, Done]:
     if not uids:
         return Done(Code.OK_STORE)
     backend = session.store
-    changed, failed = backend.store_flags(view.account, view.folder_id, uids, _MODES[cmd.mode], cmd.flags,
-                                          unchanged_since=since)
-    view.note_own_changes(changed)
     aware = condstore.enabled(session)
-    if cmd.silent and since is None and not aware:
-        return Done(Code.OK_STORE)
-    current = {meta.uid: meta for meta in changed}
-    changed_uids = set(current)
-    failed_uids = set(failed)
-    if not cmd.silent or since is not None:
-        # Messages whose state is reported although this STORE did not change them.
-        unchanged = [uid for uid in uids if uid not in current]
-        if unchanged:
-            shown = backend.get_messages(view.account, view.folder_id, unchanged)
-            view.note_own_changes(meta for meta in shown if meta.modseq > view.modseq)
-            for meta in shown:
-                current[meta.uid] = meta
+    quiet = cmd.silent and since is None and not aware   # nothing to report at all
     with_uid = cmd.uid or session.rev2 or aware
     show_recent = not session.rev2
     recent = view.recent
-    top_modseq = 0
-    for uid in uids:
-        meta = current.get(uid)
-        msn = view.msn_of(uid)
-        if meta is None or msn is None:
-            continue
-        items: list[bytes] = []
-        if with_uid:
-            items.append(b"UID %d" % uid)
-        if not cmd.silent or uid in failed_uids:
-            items.append(b"FLAGS " + flag_atoms(meta.flags, show_recent and uid in recent))
-        elif since is None and uid not in changed_uids:
-            continue  # .SILENT, nothing changed: nothing to tell
-        if aware:
-            items.append(b"MODSEQ (%d)" % meta.modseq)
-            top_modseq = max(top_modseq, meta.modseq)
-        yield b"* %d FETCH (%s)\r\n" % (msn, b" ".join(items))
-    view.note_fetch_modseq(top_modseq)
+    modified: list[int] = []   # UIDs refused by UNCHANGEDSINCE or gone, in the order named
+    gone: list[int] = []       # named messages no longer there
+
+    def write(piece: Sequence[int], _last: bool) -> tuple[list[Any], list[int]]:
+        return backend.store_flags(view.account, view.folder_id, piece, _MODES[cmd.mode], cmd.flags,
+                                   unchanged_since=since)
+
+    def report(piece: Sequence[int], outcome: tuple[list[Any], list[int]]) -> Iterator[bytes]:
+        changed, failed = outcome
+        view.note_own_changes(changed)
+        if quiet:
+            return
+        current = {meta.uid: meta for meta in changed}
+        changed_uids = set(current)
+        failed_uids = set(failed)
+        if not cmd.silent or since is not None:
+            # Messages whose state is reported although this STORE did not change them.
+            unchanged = [uid for uid in piece if uid not in current]
+            if unchanged:
+                shown = backend.get_messages(view.account, view.folder_id, unchanged)
+                view.note_own_changes(meta for meta in shown if meta.modseq > view.modseq)
+                for meta in shown:
+                    current[meta.uid] = meta
+        top_modseq = 0
+        for uid in piece:
+            meta = current.get(uid)
+            if meta is None:
+                gone.append(uid)
+                if since is not None:
+                    modified.append(uid)
+                continue
+            if uid in failed_uids:
+                modified.append(uid)
+            msn = view.msn_of(uid)
+            if msn is None:
+                continue
+            items: list[bytes] = []
+            if with_uid:
+                items.append(b"UID %d" % uid)
+            if not cmd.silent or uid in failed_uids:
+                items.append(b"FLAGS " + flag_atoms(meta.flags, show_recent and uid in recent))
+            elif since is None and uid not in changed_uids:
+                continue  # .SILENT, nothing changed: nothing to tell
+            if aware:
+                items.append(b"MODSEQ (%d)" % meta.modseq)
+                top_modseq = max(top_modseq, meta.modseq)
+            yield b"* %d FETCH (%s)\r\n" % (msn, b" ".join(items))
+        view.note_fetch_modseq(top_modseq)
+
+    # A STORE of many messages is written in pieces (gximap.session.pieces), each piece's FETCH
+    # responses sent after its commit; a failure leaves the pieces before it done, as a STORE
+    # interrupted by a disconnect would.
+    yield from in_pieces(uids, write, report)
+    if quiet:
+        return Done(Code.OK_STORE)
     if since is not None:
-        modified = [uid for uid in uids if uid in failed_uids or uid not in current]
         if modified:
             listed = modified if cmd.uid else [number for uid in modified if (number := view.msn_of(uid))]
             return Done(Code.OK_STORE_MODIFIED, code=b"MODIFIED " + encode.sequence_set(listed))
         return Done(Code.OK_STORE)
     if cmd.silent:
         return Done(Code.OK_STORE)
-    if len(current) < len(uids) and not cmd.uid:
+    if gone and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_STORE)

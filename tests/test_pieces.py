@@ -1,0 +1,392 @@
+"""Bulk writes in pieces (gximap.session.pieces): STORE, COPY, MOVE, EXPUNGE and CLOSE over many
+messages commit a piece per write transaction, written off the session's worker (an Await); the
+answers are those of one transaction, and a failure part-way leaves what each command promises."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation import Conversation, drive
+
+from gximap.session import pieces
+from gximap.session.base import Await
+from midb import errors as midb_errors
+from midb.store import Store
+
+MESSAGES = 40
+
+
+class StepWriters:
+    """Stands in for pieces.BULK_WRITERS: work submitted waits in ``queue`` until ``run_next``
+    (or, with ``at_once``, runs in submit(), its future done when returned)."""
+
+    def __init__(self, *, at_once: bool) -> None:
+        self.at_once = at_once
+        self.queue: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def get(self) -> StepWriters:
+        return self
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.queue.append((future, function, args))
+        if self.at_once:
+            self.run_next()
+        return future
+
+    def run_next(self) -> None:
+        future, function, args = self.queue.pop(0)
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting session
+            future.set_exception(error)
+
+
+@pytest.fixture()
+def writers(monkeypatch: pytest.MonkeyPatch) -> StepWriters:
+    stand_in = StepWriters(at_once=True)
+    monkeypatch.setattr(pieces, "BULK_WRITERS", stand_in)
+    return stand_in
+
+
+@pytest.fixture()
+def small_pieces(monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
+    """Pieces of 3 to 7 messages, so that a few dozen messages make several."""
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 5)
+    monkeypatch.setattr(pieces, "MIN_PIECE", 3)
+    monkeypatch.setattr(pieces, "MAX_PIECE", 7)
+
+
+@pytest.fixture()
+def conv(tmp_path: Path, small_pieces: None) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        for number in range(1, MESSAGES + 1):
+            conversation.add_message(flags=("\\Deleted",) if number % 3 == 0 else ())
+        conversation.command("CREATE Other")
+        conversation.select()
+        yield conversation
+
+
+@pytest.fixture()
+def write_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[list[int]]]:
+    """The UIDs each store write of the commands was given, per store method."""
+    calls: dict[str, list[list[int]]] = {}
+    for name in ("store_flags", "copy", "move", "expunge_tombstones", "expunge"):
+        original = getattr(Store, name)
+
+        def recording(self: Store, account: str, folder_id: int, uids: Sequence[int], *args: Any,
+                      _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.setdefault(_name, []).append(list(uids))
+            return _original(self, account, folder_id, uids, *args, **kwargs)
+
+        monkeypatch.setattr(Store, name, recording)
+    return calls
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, name: str, number: int, error: Exception) -> None:
+    """Store.<name> raises ``error`` on its ``number``-th call (1-based), else works."""
+    original = getattr(Store, name)
+    count = 0
+
+    def failing(self: Store, *args: Any, **kwargs: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count == number:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, name, failing)
+
+
+def _uids(conv: Conversation, mailbox: str) -> list[int]:
+    return conv.store.uids("alice", conv.folder(mailbox).id)
+
+
+def _sequence(text: bytes) -> list[int]:
+    out: list[int] = []
+    for part in text.split(b","):
+        first, _, last = part.partition(b":")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out
+
+
+def _applied(view: list[int], expunges: list[bytes]) -> list[int]:
+    """The UIDs a client holds after applying ``* n EXPUNGE`` responses in order."""
+    view = list(view)
+    for line in expunges:
+        assert line.endswith(b" EXPUNGE"), line
+        del view[int(line.split()[1]) - 1]
+    return view
+
+
+def _run(steps: Generator[Any, Any, None]) -> list[Any]:
+    """What a piece loop yields, each Await answered with its (done) future's result."""
+    out: list[Any] = []
+    reply = None
+    while True:
+        try:
+            item = steps.send(reply)
+        except StopIteration:
+            return out
+        out.append(item)
+        reply = item.future.result() if isinstance(item, Await) else None
+
+
+# ---- the piece loop --------------------------------------------------------------------------------
+
+
+def test_pieces_cover_the_items_in_order_written_off_the_worker(
+        monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
+    seen: list[tuple[list[int], bool]] = []
+    clock = iter(range(0, 10_000))
+    # Every piece takes 10 ms by this clock: the next is sized to take PIECE_SECONDS (20 ms
+    # here), twice as many items, within the bounds.
+    monkeypatch.setattr(pieces.time, "monotonic", lambda: next(clock) * 0.01)
+    monkeypatch.setattr(pieces, "PIECE_SECONDS", 0.02)
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 4)
+    monkeypatch.setattr(pieces, "MIN_PIECE", 2)
+    monkeypatch.setattr(pieces, "MAX_PIECE", 16)
+    on_worker = threading.get_ident()
+
+    def write(piece: Sequence[int], last: bool) -> int:
+        seen.append((list(piece), last))
+        return len(piece)
+
+    def report(piece: Sequence[int], written: int) -> list[bytes]:
+        assert threading.get_ident() == on_worker and written == len(piece)
+        return [b"piece %d\r\n" % written]
+
+    items = list(range(100))
+    out = _run(pieces.in_pieces(items, write, report))
+    sizes = [len(piece) for piece, _last in seen]
+    assert sizes == [4, 8, 16, 16, 16, 16, 16, 8]
+    assert [item for piece, _last in seen for item in piece] == items
+    assert [last for _piece, last in seen] == [False] * 7 + [True]
+    # Each piece is awaited (written by BULK_WRITERS), then its lines are sent.
+    assert [item if isinstance(item, bytes) else "await" for item in out] == \
+        [value for size in sizes for value in ("await", b"piece %d\r\n" % size)]
+    assert not writers.queue
+
+
+def test_a_set_of_one_piece_is_written_on_the_worker(writers: StepWriters) -> None:
+    seen: list[tuple[list[int], bool]] = []
+
+    def write(piece: Sequence[int], last: bool) -> None:
+        seen.append((list(piece), last))
+
+    def report(piece: Sequence[int], _result: None) -> list[bytes]:
+        return [b"done\r\n"]
+
+    assert _run(pieces.in_pieces(list(range(pieces.FIRST_PIECE)), write, report)) == [b"done\r\n"]
+    assert seen == [(list(range(pieces.FIRST_PIECE)), True)]
+    assert not writers.queue   # no thread involved
+
+
+def test_a_slow_piece_makes_the_next_one_smaller_but_not_below_the_minimum(
+        monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
+    ticks = iter([0.0, 100.0, 100.0, 100.000001, 200.0, 200.000001, 300.0, 300.0])   # 100 s, then 1 µs
+    monkeypatch.setattr(pieces.time, "monotonic", lambda: next(ticks))
+    seen: list[int] = []
+
+    def write(piece: Sequence[int], last: bool) -> None:
+        seen.append(len(piece))
+
+    items = list(range(pieces.FIRST_PIECE + pieces.MIN_PIECE + pieces.MAX_PIECE + 1))
+    _run(pieces.in_pieces(items, write, lambda _p, _r: ()))
+    assert seen[:3] == [pieces.FIRST_PIECE, pieces.MIN_PIECE, pieces.MAX_PIECE]
+
+
+def test_a_loop_closed_while_a_piece_runs_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closed (the client left) while BULK_WRITERS writes a piece: close() returns once that
+    piece is done, so the caller's clean-up knows everything written."""
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 2)
+    release = threading.Event()
+    written: list[list[int]] = []
+
+    def write(piece: Sequence[int], last: bool) -> None:
+        release.wait(10)
+        written.append(list(piece))
+
+    steps = pieces.in_pieces(list(range(10)), write, lambda _p, _r: ())
+    first = steps.send(None)
+    assert isinstance(first, Await)
+    while not first.future.running():
+        threading.Event().wait(0.001)
+    threading.Timer(0.2, release.set).start()
+    steps.close()
+    assert written == [[0, 1]] and first.future.done()
+
+
+def test_a_piece_not_started_when_the_loop_is_closed_never_runs(writers: StepWriters) -> None:
+    writers.at_once = False
+    written: list[list[int]] = []
+    steps = pieces.in_pieces(list(range(pieces.FIRST_PIECE + 1)), lambda piece, last: written.append(list(piece)),
+                             lambda _p, _r: ())
+    assert isinstance(steps.send(None), Await)
+    steps.close()
+    writers.run_next()   # the executor gets to it after all: cancelled
+    assert written == []
+
+
+# ---- the commands ----------------------------------------------------------------------------------
+
+
+def test_store_in_pieces_answers_as_one_transaction_without_holding_the_worker(
+        conv: Conversation, writers: StepWriters, write_calls: dict[str, list[list[int]]]) -> None:
+    writers.at_once = False
+    session = conv.session
+    session.data_received(b"s1 STORE 1:* +FLAGS (\\Flagged)\r\nn1 NOOP\r\n")
+    assert session.process(16)
+    assert session.next_output() is None
+    assert not session.process(16)   # parked on the first piece: no worker held
+    wakes = conv.wakes
+    writers.run_next()
+    assert conv.wakes == wakes + 1 and write_calls["store_flags"] == [[1, 2, 3, 4, 5]]
+    assert session.process(16)
+    first = []
+    while (item := session.next_output()) is not None:
+        first.append(bytes(item))  # type: ignore[arg-type]
+    assert len(first) == pieces.FIRST_PIECE   # its FETCH responses, then the next piece's wait
+    writers.at_once = True
+    writers.run_next()
+    rest, _pauses = drive(session)
+    lines = (b"".join(first) + rest).decode().split("\r\n")
+    assert len(write_calls["store_flags"]) >= 6
+    assert [uid for call in write_calls["store_flags"] for uid in call] == list(range(1, MESSAGES + 1))
+    fetches = [line for line in lines if " FETCH " in line]
+    assert len(fetches) == MESSAGES
+    assert fetches[0] == "* 1 FETCH (FLAGS (\\Flagged \\Recent))"
+    assert fetches[2] == "* 3 FETCH (FLAGS (\\Deleted \\Flagged \\Recent))"
+    assert [int(line.split()[1]) for line in fetches] == list(range(1, MESSAGES + 1))
+    assert lines[-3:] == ["s1 OK STORE completed", "n1 OK NOOP completed", ""]
+    flagged = [meta for meta in conv.store.messages("alice", conv.folder("INBOX").id)
+               if "\\Flagged" in meta.flags]
+    assert len(flagged) == MESSAGES
+
+
+def test_store_unchangedsince_across_pieces_lists_every_modified_message(conv: Conversation) -> None:
+    folder = conv.folder("INBOX").id
+    top = max(meta.modseq for meta in conv.store.messages("alice", folder))
+    for uid in (2, 17, 33):   # changed after the client's UNCHANGEDSINCE
+        conv.store.store_flags("alice", folder, [uid], "add", ["$Later"])
+    answer = conv.send(b"u1 STORE 1:* (UNCHANGEDSINCE %d) +FLAGS.SILENT (\\Seen)\r\n" % top)
+    assert answer[-1].startswith(b"u1 OK [MODIFIED 2,17,33] ")
+    seen = [meta.uid for meta in conv.store.messages("alice", folder) if "\\Seen" in meta.flags]
+    assert seen == [uid for uid in range(1, MESSAGES + 1) if uid not in (2, 17, 33)]
+
+
+def test_store_of_messages_expunged_meanwhile_ends_in_expungeissued(conv: Conversation) -> None:
+    folder = conv.folder("INBOX").id
+    conv.store.expunge("alice", folder, [30])   # \Deleted, gone, not announced to the session
+    answer = conv.send(b"s1 STORE 1:* +FLAGS (\\Answered)\r\n")
+    assert answer[-1].startswith(b"s1 NO [EXPUNGEISSUED]")
+    assert sum(1 for line in answer if b" FETCH " in line) == MESSAGES - 1
+
+
+def test_copy_in_pieces_copies_everything_with_one_copyuid(
+        conv: Conversation, write_calls: dict[str, list[list[int]]]) -> None:
+    answer = conv.command("COPY 1:* Other")
+    assert len(write_calls["copy"]) >= 6
+    found = re.search(rb"\[COPYUID \d+ (\S+) (\S+)\]", answer[-1])
+    assert found is not None
+    assert _sequence(found.group(1)) == list(range(1, MESSAGES + 1))
+    assert _sequence(found.group(2)) == list(range(1, MESSAGES + 1))
+    assert _uids(conv, "Other") == list(range(1, MESSAGES + 1))
+
+
+def test_a_copy_failing_part_way_leaves_the_destination_as_it_was(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    used_before = conv.store.usage("alice")
+    other = conv.folder("Other")
+    _fail_on_call(monkeypatch, "copy", 3, midb_errors.OverQuota("STORAGE"))
+    answer = conv.send(b"c1 COPY 1:* Other\r\n")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
+    assert _uids(conv, "Other") == []
+    assert conv.store.usage("alice") == used_before
+    assert _uids(conv, "INBOX") == list(range(1, MESSAGES + 1))
+    # The copies were removed as expunged: a later COPY gets new UIDs.
+    answer = conv.command("COPY 1 Other")
+    assert re.search(rb"\[COPYUID \d+ 1 (\d+)\]", answer[-1]).group(1) != b"1"   # type: ignore[union-attr]
+    assert conv.folder("Other").uidvalidity == other.uidvalidity
+
+
+def test_a_copy_whose_client_leaves_part_way_is_undone(conv: Conversation, writers: StepWriters) -> None:
+    writers.at_once = False
+    session = conv.session
+    session.data_received(b"c1 COPY 1:* Other\r\n")
+    session.process(16)
+    assert session.next_output() is None
+    writers.run_next()           # the first piece is written
+    session.process(16)
+    assert session.next_output() is None   # waiting for the second
+    assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
+    session.connection_lost()
+    assert _uids(conv, "Other") == []
+    writers.run_next()           # the second piece was cancelled: it copies nothing
+    assert _uids(conv, "Other") == []
+
+
+def test_move_in_pieces_reports_one_copyuid_and_every_expunge(
+        conv: Conversation, write_calls: dict[str, list[list[int]]]) -> None:
+    answer = conv.command("MOVE 2:* Other")
+    assert len(write_calls["move"]) >= 6
+    found = re.search(rb"^\* OK \[COPYUID \d+ (\S+) (\S+)\]", answer[0])
+    assert found is not None and _sequence(found.group(1)) == list(range(2, MESSAGES + 1))
+    assert _applied(list(range(1, MESSAGES + 1)), answer[1:-1]) == [1]
+    assert _uids(conv, "INBOX") == [1]
+    assert _uids(conv, "Other") == list(range(1, MESSAGES))
+
+
+def test_a_move_failing_part_way_reports_what_it_moved_then_no(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fail_on_call(monkeypatch, "move", 3, midb_errors.StoreBusy("busy"))
+    answer = conv.send(b"m1 UID MOVE 1:* Other\r\n")
+    moved = _uids(conv, "Other")
+    assert 0 < len(moved) < MESSAGES
+    found = re.search(rb"^\* OK \[COPYUID \d+ (\S+) (\S+)\]", answer[0])
+    assert found is not None and _sequence(found.group(2)) == moved
+    sources = _sequence(found.group(1))
+    assert answer[-1].startswith(b"m1 NO [UNAVAILABLE]")
+    left = [uid for uid in range(1, MESSAGES + 1) if uid not in sources]
+    assert _applied(list(range(1, MESSAGES + 1)), answer[1:-1]) == left
+    assert _uids(conv, "INBOX") == left
+    # Every message is in exactly one of the two mailboxes.
+    assert len(_uids(conv, "INBOX")) + len(moved) == MESSAGES
+
+
+def test_expunge_in_pieces_keeps_every_number_valid(
+        conv: Conversation, write_calls: dict[str, list[list[int]]]) -> None:
+    deleted = [uid for uid in range(1, MESSAGES + 1) if uid % 3 == 0]
+    answer = conv.command("EXPUNGE")
+    # The pieces hold only \Deleted messages (from the flag index), not every message named.
+    assert [uid for call in write_calls["expunge_tombstones"] for uid in call] == deleted
+    assert len(write_calls["expunge_tombstones"]) >= 2
+    view = _applied(list(range(1, MESSAGES + 1)), answer[:-1])
+    assert view == [uid for uid in range(1, MESSAGES + 1) if uid % 3]
+    assert _uids(conv, "INBOX") == view
+
+
+def test_uid_expunge_in_pieces_with_qresync_sends_vanished(conv: Conversation) -> None:
+    conv.command("UNSELECT")
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    answer = conv.command("UID EXPUNGE 1:30")
+    gone = [uid for line in answer[:-1] for uid in _sequence(line.split()[2])]
+    assert all(line.startswith(b"* VANISHED ") for line in answer[:-1])
+    assert gone == [uid for uid in range(1, 31) if uid % 3 == 0]
+    assert b" OK [HIGHESTMODSEQ " in answer[-1]
+
+
+def test_close_expunges_in_pieces(conv: Conversation, write_calls: dict[str, list[list[int]]]) -> None:
+    conv.command("CLOSE")
+    assert len(write_calls["expunge"]) >= 2
+    assert _uids(conv, "INBOX") == [uid for uid in range(1, MESSAGES + 1) if uid % 3]
