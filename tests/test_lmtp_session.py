@@ -4,6 +4,7 @@ on TCP and UNIX sockets with Python's LMTP client, and in the daemon (SIGHUP rel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,12 +13,13 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from conversation import DATA_DIR, Conversation
-from net_helpers import TIMEOUT
+from net_helpers import TIMEOUT, wait_until
 
 from gximap.auth.maps import NameMap
 from gximap.filters import FilterCommand
@@ -410,6 +412,22 @@ def test_input_paused_while_storing_with_a_backlog(store: Store) -> None:
     session.connection_lost()
 
 
+def test_awaiting_while_copies_are_stored(store: Store) -> None:
+    """The pool keeps a half-closed connection while the session awaits its copies' replies."""
+    gated = GatedStore(store)
+    client = Client(make_context(gated))
+    assert not client.session.awaiting()
+    session = _storing_two_copies(client)
+    assert session.awaiting()
+    gated.gate.set()
+    deadline = time.monotonic() + TIMEOUT
+    while session.delivering and time.monotonic() < deadline:
+        session.process(8)
+        time.sleep(0.01)
+    assert not session.awaiting()
+    session.connection_lost()
+
+
 def test_lost_connection_drops_copies_not_started(store: Store) -> None:
     gated = GatedStore(store)
     ctx = make_context(gated)
@@ -449,21 +467,33 @@ def test_header_fields() -> None:
 # -- through the pool -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pool(store: Store, tmp_path: Path):
+class LmtpPool(NamedTuple):
+    server: Server
+    port: int  # on 127.0.0.1
+    socket_path: str
+
+
+@contextlib.contextmanager
+def serving(ctx: LmtpContext, tmp_path: Path) -> Iterator[LmtpPool]:
+    """A pool serving LMTP for ``ctx`` on TCP and on a UNIX socket."""
     socket_path = str(tmp_path / "lmtp.sock")
     listeners = bind_listeners([ListenerSpec("127.0.0.1", 0, False, "lmtp"),
                                 ListenerSpec("", 0, False, "lmtp", path=socket_path, mode=0o600)])
-    ctx = make_context(store)
     server = Server(listeners, lambda conn, waker: LmtpSession(ctx, conn, waker), context_num=4,
                     thread_init_num=1, thread_charge_num=2, conn_timeout=5.0, ssl_context=None,
                     busy_response=b"421 4.3.2 busy\r\n")
     server.start()
     try:
-        yield listeners[0].port, socket_path
+        yield LmtpPool(server, listeners[0].port, socket_path)
     finally:
         server.stop(grace=1.0)
     assert not os.path.exists(socket_path)  # removed with the listener
+
+
+@pytest.fixture
+def pool(store: Store, tmp_path: Path) -> Iterator[tuple[int, str]]:
+    with serving(make_context(store), tmp_path) as served:
+        yield served.port, served.socket_path
 
 
 def test_python_lmtp_client_over_tcp_and_unix_socket(pool: tuple[int, str], store: Store) -> None:
@@ -500,6 +530,66 @@ def test_pipelined_multi_recipient_over_a_socket(pool: tuple[int, str], store: S
     results = lines[lines.index(next(line for line in lines if line.startswith("354"))) + 1:-2]
     assert [line.split()[2] for line in results] == [f"<{r}>" for r in recipients]
     assert len(stored(store, "alice")) == 5 and len(stored(store, "bob")) == 5
+
+
+def _connect(served: LmtpPool, over: str) -> socket.socket:
+    if over == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(TIMEOUT)
+        sock.connect(served.socket_path)
+        return sock
+    return socket.create_connection(("127.0.0.1", served.port), timeout=TIMEOUT)
+
+
+def _read_until(sock: socket.socket, reply_start: bytes) -> bytes:
+    """What the server sends up to and including the line that starts with ``reply_start``."""
+    data = b""
+    while not (data.startswith(reply_start) or b"\r\n" + reply_start in data) or not data.endswith(b"\r\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before {reply_start!r}: {data!r}")
+        data += chunk
+    return data
+
+
+def _read_to_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def _eof_read(server: Server) -> bool:
+    """The pool has read a client's EOF and keeps its connection (awaiting its replies)."""
+    with server._lock:
+        return any(conn.eof for conn in server._conns)
+
+
+@pytest.mark.parametrize("over", ["tcp", "unix"])
+def test_an_mta_that_half_closes_while_the_copies_are_stored_gets_every_reply(
+        store: Store, tmp_path: Path, over: str) -> None:
+    """An MTA that sends the message and QUIT, then shuts down its sending side (SHUT_WR), still
+    reads one reply per recipient and QUIT's 221. The EOF used to close the connection before
+    the replies: the MTA, not knowing the copies were stored, would have delivered them again."""
+    gated = GatedStore(store)  # the copies wait here until the EOF has been read
+    with serving(make_context(gated), tmp_path) as served, _connect(served, over) as sock:
+        assert _read_until(sock, b"220 ").startswith(b"220 ")
+        sock.sendall(b"LHLO mta\r\nMAIL FROM:<carol@example.org>\r\n"
+                     b"RCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\nDATA\r\n")
+        _read_until(sock, b"354 ")
+        sock.sendall(WIRE + b"QUIT\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert wait_until(lambda: _eof_read(served.server) or served.server.stats().sessions == 0, TIMEOUT)
+        assert served.server.stats().sessions == 1, "the EOF closed the connection before the replies"
+        gated.gate.set()
+        lines = _read_to_eof(sock).decode().split("\r\n")
+        assert wait_until(lambda: served.server.stats().sessions == 0, TIMEOUT)
+    assert len(lines) == 4 and lines[-1] == ""
+    assert lines[0].startswith("250 2.0.0 <alice@test.example> ")
+    assert lines[1].startswith("250 2.0.0 <bob@test.example> ")
+    assert lines[2] == "221 2.0.0 mx.test.example closing connection"
+    assert stored(store, "alice") == [(expected_copy("alice@test.example"), ())]
+    assert stored(store, "bob") == [(expected_copy("bob@test.example"), ())]
 
 
 # -- in the daemon ------------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ each as soon as it and those before it are stored. A message for one recipient, 
 program configured, is stored by the pool's worker itself: there is nothing to parallelise, and
 the pool lets another worker serve while this one waits in midb's commit and fsync.
 
+An EOF from the client while copies are being stored is a half-close (an MTA that sent QUIT
+behind the message and shut down its side): the replies, and QUIT's, are sent before the
+connection closes (``awaiting``, see gximap.net.handler).
+
 Shutdown: copies already being stored are waited for (up to ``SHUTDOWN_WAIT``) and answered, then
 ``421``; a recipient left without a reply stays queued at the MTA, which retries it.
 """
@@ -137,6 +141,12 @@ class LmtpSession:
     def delivering(self) -> bool:
         """Copies of a message are being stored (the waker fires as each one is done)."""
         return self._delivery is not None
+
+    def awaiting(self) -> bool:
+        """Replies are still to come for copies being stored: an MTA that half-closes after
+        DATA (and QUIT) meanwhile is kept until they are sent, or it would retry the message
+        without knowing that it was delivered (duplicates)."""
+        return self.delivering
 
     def process(self, budget: int) -> bool:
         proto = self.proto
