@@ -248,6 +248,12 @@ class Conversation:
         self.session.shutdown()
         return self._collect(self._run())
 
+    def undecodable_input(self) -> list[bytes]:
+        """The pool found the client's DEFLATE stream broken (input_undecodable())."""
+        self._raw_pending = b""
+        self.session.input_undecodable()
+        return self._collect(self._run())
+
     def command(self, text: str) -> list[bytes]:
         """Send ``TAG text`` with a fresh tag; assert a tagged OK; return all responses."""
         tag = self.next_tag()

@@ -182,6 +182,11 @@ class LineHandler:
         self.output.append(b"* BYE server shutting down\r\n")
         self.output.append(TransportAction.CLOSE)
 
+    def input_undecodable(self) -> None:
+        self.recorder.record("input_undecodable")
+        self.output.append(b"* BYE undecodable input\r\n")
+        self.output.append(TransportAction.CLOSE)
+
     def transport_changed(self, action: TransportAction, tls: bool) -> None:
         self.tls = tls
         self.recorder.record("transport_changed", f"{action.value} tls={tls}")

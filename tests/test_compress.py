@@ -109,3 +109,14 @@ def test_compression_survives_unauthenticate(conv):
     conv.login()
     assert "COMPRESS=DEFLATE" not in capabilities(conv)
     assert conv.send(b"a1 COMPRESS DEFLATE\r\n") == [b"a1 NO [COMPRESSIONACTIVE] Compression already active"]
+
+
+def test_undecodable_compressed_input_ends_the_session_with_a_bye(conv):
+    """The pool found the client's DEFLATE stream broken: the session says why, even in the
+    middle of a command, and reads nothing more."""
+    conv.login()
+    conv.command("COMPRESS DEFLATE")
+    conv.select()
+    assert conv.send(b"i IDLE\r\n") == [b"+ idling"]
+    assert conv.undecodable_input() == [b"* BYE Invalid compressed data, closing connection"]
+    assert conv.actions == [TransportAction.COMPRESS, TransportAction.CLOSE] and conv.closed

@@ -16,6 +16,7 @@ from typing import TypedDict
 import pytest
 from net_helpers import (
     Client,
+    LineHandler,
     Recorder,
     client_tls_context,
     close_clients,
@@ -25,6 +26,7 @@ from net_helpers import (
     wait_until,
 )
 
+from gximap.log import NOTICE
 from gximap.net import pool as pool_module
 from gximap.net.listener import (
     BoundListener,
@@ -37,7 +39,7 @@ from gximap.net.listener import (
 from gximap.net.pool import Server
 from gximap.net.siblings import AddressLedger, ConnectionHandoff
 from gximap.net.tls import make_server_context
-from gximap.net.transport import Transport, TransportError
+from gximap.net.transport import InvalidDeflateInput, Transport
 
 GREETING = b"* OK test server ready\r\n"
 BUSY = b"* BYE Service not available\r\n"
@@ -779,17 +781,81 @@ def test_inflation_is_bounded_per_read() -> None:
         client_side.close()
 
 
-def test_corrupt_deflate_input_is_a_transport_error() -> None:
+def _finished_deflate_stream(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH)
+
+
+@pytest.mark.parametrize("wire", [b"\xff\xff\xff\xff not deflate", _finished_deflate_stream(b"a NOOP\r\n") + b"more"],
+                         ids=["not-deflate", "data-after-the-stream"])
+def test_corrupt_deflate_input_is_invalid_deflate_input(wire: bytes) -> None:
+    """A TransportError of its own: the client's stream is broken, what we send is not."""
     server_side, client_side = socket.socketpair()
     try:
         transport = Transport(server_side)
         transport.start_compress()
-        client_side.sendall(b"\xff\xff\xff\xff not deflate")
-        with pytest.raises(TransportError, match="DEFLATE"):
+        client_side.sendall(wire)
+        with pytest.raises(InvalidDeflateInput, match="DEFLATE"):
             transport.read(4096)
+        transport.write(b"* BYE still readable\r\n")
+        transport.end_batch()
+        assert transport.flush()
+        assert zlib.decompressobj(-15).decompress(client_side.recv(4096)) == b"* BYE still readable\r\n"
     finally:
         server_side.close()
         client_side.close()
+
+
+GARBAGE = b"\xff\xfe not deflate data \x00" * 8
+
+
+def _compressing_client(ports: dict[str, int], client_ssl: ssl.SSLContext, tls: bool) -> Client:
+    client = connect(ports["plain"])
+    if tls:
+        assert client.command("STARTTLS") == b"OK begin TLS\r\n"
+        client.starttls(client_ssl)
+    assert client.command("COMPRESS") == b"OK DEFLATE active\r\n"
+    client.start_compress()
+    assert client.command("ECHO compressed") == b"OK compressed\r\n"
+    return client
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize(("io_errors", "level"), [(False, logging.DEBUG), (True, NOTICE)], ids=["debug", "notice"])
+def test_invalid_deflate_input_gets_the_handlers_goodbye_through_deflate(
+        server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, caplog: pytest.LogCaptureFixture,
+        tls: bool, io_errors: bool, level: int) -> None:
+    """Bytes that do not inflate end the connection with the handler's goodbye, compressed (and
+    encrypted) like everything before it, then a close; logged like the TLS and DEFLATE failures
+    (io_errors). The server goes on serving the others."""
+    caplog.set_level(logging.DEBUG, logger="gximap.net")
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl, io_errors=io_errors) as (server, ports):
+        bystander = connect(ports["plain"])
+        client = _compressing_client(ports, client_ssl, tls)
+        client.sock.sendall(GARBAGE)  # past the client's compressor (through its TLS)
+        assert client.read_until_eof() == b"* BYE undecodable input\r\n"  # inflated by the client
+        assert wait_until(lambda: server.stats().sessions == 1)
+        assert bystander.command("ECHO still served") == b"OK still served\r\n"
+        assert _compressing_client(ports, client_ssl, tls).command("NOOP") == b"OK NOOP\r\n"
+    assert recorder.count("input_undecodable") == 1
+    # Nothing of the garbage reached the handler as input.
+    assert set(recorder.details("line")) <= {"STARTTLS", "COMPRESS", "ECHO compressed", "ECHO still served", "NOOP"}
+    logged = [record for record in caplog.records if "invalid DEFLATE data from the client" in record.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == level
+    assert "closing with a goodbye" in logged[0].getMessage()
+
+
+def test_invalid_deflate_input_closes_a_handler_without_a_goodbye_at_once(
+        monkeypatch: pytest.MonkeyPatch, client_ssl: ssl.SSLContext) -> None:
+    monkeypatch.delattr(LineHandler, "input_undecodable")
+    recorder = Recorder()
+    with running_server(recorder) as (server, ports):
+        client = _compressing_client(ports, client_ssl, tls=False)
+        client.sock.sendall(GARBAGE)
+        assert client.read_until_eof() == b""
+        assert wait_until(lambda: server.stats().sessions == 0)
+    assert recorder.count("connection_lost") == 1
 
 
 

@@ -44,6 +44,7 @@ class Code(enum.IntEnum):
     BYE_ACCOUNT_DISABLED = 10013
     BYE_SESSION_INVALIDATED = 10014
     BYE_LOGIN_TIMEOUT = 10015
+    BYE_INVALID_COMPRESSED_DATA = 10016  # the client's COMPRESS=DEFLATE stream does not inflate
     # 101xx continuation requests
     CONT_READY = 10101
     CONT_IDLING = 10102

@@ -157,6 +157,11 @@ class ProtocolHandler(Protocol):
     # come: an EOF from the client (a half-close) then does not close the connection; the pool
     # reads nothing more and sends the answer first. Without it, an EOF closes a connection whose
     # handler has nothing to send and reports no more work.
+    #   def input_undecodable(self) -> None
+    # The client's bytes can no longer be decoded (invalid DEFLATE data) while ours still can:
+    # queue a goodbye that says why (IMAP: ``* BYE``) and TransportAction.CLOSE. Nothing more is
+    # read, and the connection closes once the goodbye is out. Without it, such a connection is
+    # closed at once, unanswered.
     #   def hard_deadline(self) -> float
     # A time.monotonic() instant past which the pool closes the connection outright, whatever it
     # is doing: writing to a client that reads slowly, parked, or reading (math.inf: none). Read

@@ -75,7 +75,9 @@ How it runs:
 - Handler calls happen only on workers. An exception from a handler is logged with its traceback
   and closes that connection only.
 - A connection lost to an I/O error (reset, broken pipe, a TLS or DEFLATE failure, EOF in the
-  preamble) is logged at debug level, at notice with ``io_errors`` (maddy's io_errors).
+  preamble) is logged at debug level, at notice with ``io_errors`` (maddy's io_errors). Invalid
+  DEFLATE data from the client is logged alike, but the handler says goodbye first (its
+  input_undecodable(): IMAP's ``* BYE``), through the DEFLATE stream the client still decodes.
 - A client gone while the pool does not read it (a command computing between slices, awaiting
   with its input paused or after the client's EOF) is found by one poll(2) per slice, or at once
   by epoll while parked: a reset or a hang-up both ways closes the connection, and the handler's
@@ -115,7 +117,7 @@ from gximap.net.proxy import (
     parse_trust_list,
 )
 from gximap.net.siblings import AddressLedger, ConnectionHandoff
-from gximap.net.transport import Transport, TransportError
+from gximap.net.transport import InvalidDeflateInput, Transport, TransportError
 
 __all__ = ["UNIX_PEER_HOST", "PoolStats", "Server"]
 
@@ -1122,7 +1124,11 @@ class Server:
         more = False
         paused = conn.input_paused is not None and conn.input_paused()
         if not conn.closing and not conn.handler_behind and not conn.eof and not paused:
-            data = self._io(transport.read, self._slice_bytes)
+            try:
+                data = self._io(transport.read, self._slice_bytes)
+            except InvalidDeflateInput as exc:
+                data = b""
+                self._goodbye_to_undecodable_input(conn, str(exc))
             if data:
                 conn.last_activity = time.monotonic()
                 conn.idle_fired = False
@@ -1251,9 +1257,23 @@ class Server:
             return self._serve_handshake(conn)
         raise RuntimeError(f"unknown transport action {action!r}")
 
+    def _goodbye_to_undecodable_input(self, conn: _Connection, reason: str) -> None:
+        """The client's input no longer decodes but our output does (its DEFLATE stream is
+        broken, ours is not): the handler says why, and the connection closes once that is out,
+        as after any goodbye. A handler that cannot say it is closed at once."""
+        say_goodbye = getattr(conn.handler, "input_undecodable", None)
+        if say_goodbye is None:
+            raise _PeerGone(reason)
+        # Logged like the TLS and DEFLATE failures that close a connection outright (io_errors).
+        log.log(self._io_error_level, "%s: %s; closing with a goodbye", conn.rhost, reason)
+        conn.closing = True  # reads nothing more: the rest of the stream cannot be decoded either
+        say_goodbye()
+
     def _io(self, function: Callable[[int], bytes], limit: int) -> bytes:
         try:
             return function(limit)
+        except InvalidDeflateInput:
+            raise  # the caller has the handler tell the client why (_goodbye_to_undecodable_input)
         except TransportError as exc:
             raise _PeerGone(str(exc)) from None
         except OSError as exc:

@@ -26,7 +26,8 @@ Public API (used by gximap.net.pool):
                                    the proxy link, before any other layer (raw access reads inside it)
     .start_compress() / .compressed
     .close(graceful=True)
-Errors: OSError from the socket; TransportError when the peer breaks TLS or DEFLATE.
+Errors: OSError from the socket; TransportError when the peer breaks TLS or DEFLATE, raised as
+InvalidDeflateInput when only the client's DEFLATE stream is broken (what we send still decodes).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from collections.abc import Callable
 
 from gximap.net.handler import FileRegion
 
-__all__ = ["Transport", "TransportError"]
+__all__ = ["InvalidDeflateInput", "Transport", "TransportError"]
 
 # Plaintext items smaller than this are coalesced before compression/encryption, so a stream of
 # small response lines becomes full TLS records instead of one record (and one SSL call) each.
@@ -54,6 +55,11 @@ _CLOSE_DRAIN_ROUNDS = 4
 
 class TransportError(Exception):
     """The peer broke the TLS or DEFLATE layer; the connection must be dropped."""
+
+
+class InvalidDeflateInput(TransportError):
+    """The client's DEFLATE stream is broken. Only its input: our DEFLATE stream (and TLS under
+    it) is intact, so the connection can still tell the client why before it closes."""
 
 
 def _encrypt(session: ssl.SSLObject, data: bytes | bytearray | memoryview, layer: str) -> None:
@@ -376,9 +382,9 @@ class Transport:
             try:
                 data = self._inflate.decompress(compressed, limit - got)
             except zlib.error as exc:
-                raise TransportError(f"invalid DEFLATE data from the client: {exc}") from exc
+                raise InvalidDeflateInput(f"invalid DEFLATE data from the client: {exc}") from exc
             if self._inflate.eof and self._inflate.unused_data:
-                raise TransportError("data after the end of the client's DEFLATE stream")
+                raise InvalidDeflateInput("data after the end of the client's DEFLATE stream")
             chunks.append(data)
             got += len(data)
         backlog = got >= limit or lower_backlog or bool(self._inflate.unconsumed_tail)

@@ -291,6 +291,11 @@ class ImapSession:
     def shutdown(self) -> None:
         self._goodbye(Code.BYE_SHUTDOWN)
 
+    def input_undecodable(self) -> None:
+        """The client's COMPRESS=DEFLATE stream is broken (the pool logged how): tell it why in
+        a goodbye, which still goes out through our intact DEFLATE stream."""
+        self._goodbye(Code.BYE_INVALID_COMPRESSED_DATA)
+
     def transport_changed(self, action: TransportAction, tls: bool) -> None:
         self.tls = tls
         if action is TransportAction.COMPRESS:
