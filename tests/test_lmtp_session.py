@@ -367,6 +367,15 @@ class GatedStore:
         return getattr(self._store, name)
 
 
+def _let_the_copies_through(gated: GatedStore, session: LmtpSession) -> None:
+    """Open the gate and play the pool until the session's copies are stored."""
+    gated.gate.set()
+    deadline = time.monotonic() + TIMEOUT
+    while session.delivering and time.monotonic() < deadline:
+        session.process(8)
+        time.sleep(0.01)
+
+
 def _storing_two_copies(client: Client) -> LmtpSession:
     """One message to alice and bob, sent and handed over: its copies are being stored."""
     client.send(b"LHLO c\r\n")
@@ -403,11 +412,7 @@ def test_input_paused_while_storing_with_a_backlog(store: Store) -> None:
     assert not session.input_paused()  # nothing waits behind the message
     session.data_received(b"NOOP\r\n" * (INPUT_HIGH_WATER // 6 + 1))
     assert session.input_paused()
-    gated.gate.set()
-    deadline = time.monotonic() + TIMEOUT
-    while session.delivering and time.monotonic() < deadline:
-        session.process(8)
-        time.sleep(0.01)
+    _let_the_copies_through(gated, session)
     assert not session.input_paused()
     session.connection_lost()
 
@@ -419,11 +424,7 @@ def test_awaiting_while_copies_are_stored(store: Store) -> None:
     assert not client.session.awaiting()
     session = _storing_two_copies(client)
     assert session.awaiting()
-    gated.gate.set()
-    deadline = time.monotonic() + TIMEOUT
-    while session.delivering and time.monotonic() < deadline:
-        session.process(8)
-        time.sleep(0.01)
+    _let_the_copies_through(gated, session)
     assert not session.awaiting()
     session.connection_lost()
 

@@ -20,7 +20,7 @@ A MOVE that fails part-way reports what it moved, then NO (RFC 6851 section 3.3)
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -37,6 +37,25 @@ def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> bytes:
     sources = encode.sequence_set([source for source, _ in pairs])
     targets = encode.sequence_set([target for _, target in pairs])
     return b"COPYUID %d %s %s" % (uidvalidity, sources, targets)
+
+
+class _Transferred:
+    """What the pieces of a COPY or MOVE did: the destination's UIDVALIDITY and the (source,
+    destination) UID pairs, recorded by ``write`` as each piece commits (on a bulk-write thread,
+    while the session waits), so that a piece the client left during is known to the clean-up."""
+
+    def __init__(self, transfer: Callable[..., tuple[int, list[tuple[int, int]]]], view: Any,
+                 target_id: int) -> None:
+        self._transfer = transfer   # Store.copy or Store.move
+        self._view = view
+        self._target_id = target_id
+        self.uidvalidity = 0
+        self.pairs: list[tuple[int, int]] = []
+
+    def write(self, piece: Sequence[int], last: bool) -> None:
+        view = self._view
+        self.uidvalidity, pairs = self._transfer(view.account, view.folder_id, piece, self._target_id, durable=last)
+        self.pairs.extend(pairs)
 
 
 def _nothing_to_report(_piece: Sequence[int], _result: None) -> tuple[()]:
@@ -61,27 +80,19 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     uids, target = _prepare(session, cmd)
     if not uids:
         return Done(Code.OK_COPY_NOTHING)
-    store = session.store
-    copied: list[tuple[int, int]] = []
-    uidvalidity = 0
-
-    def write(piece: Sequence[int], last: bool) -> None:
-        nonlocal uidvalidity
-        uidvalidity, pairs = store.copy(view.account, view.folder_id, piece, target.id, durable=last)
-        copied.extend(pairs)   # here, not in a report: a piece the client left during is undone too
-
+    copied = _Transferred(session.store.copy, view, target.id)
     try:
-        yield from in_pieces(uids, write, _nothing_to_report)
+        yield from in_pieces(uids, copied.write, _nothing_to_report)
     except BaseException:
         # A COPY that fails leaves the destination as it was (RFC 3501 section 6.4.7), also when
         # the client left while it ran (GeneratorExit): the pieces already committed are removed.
-        if copied:
-            store.remove_messages(view.account, target.id, [new for _old, new in copied])
+        if copied.pairs:
+            session.store.remove_messages(view.account, target.id, [new for _old, new in copied.pairs])
         raise
-    if not copied:
+    if not copied.pairs:
         # Everything named was expunged between the last sync and the copy.
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
-    return Done(Code.OK_COPY, code=_copyuid(uidvalidity, copied))
+    return Done(Code.OK_COPY, code=_copyuid(copied.uidvalidity, copied.pairs))
 
 
 @command(cmds.Move, states=SELECTED)
@@ -92,28 +103,21 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
         raise CommandFailed(Code.NO_READ_ONLY, status="NO")  # MOVE expunges from the source
     if not uids:
         return Done(Code.OK_MOVE_NOTHING)
-    store = session.store
-    moved: list[tuple[int, int]] = []
-    uidvalidity = 0
-
-    def write(piece: Sequence[int], last: bool) -> None:
-        nonlocal uidvalidity
-        uidvalidity, pairs = store.move(view.account, view.folder_id, piece, target.id, durable=last)
-        moved.extend(pairs)
+    moved = _Transferred(session.store.move, view, target.id)
 
     # Each piece moves its messages in one transaction; a failure leaves the pieces before it
     # moved, and they are reported before the NO, as RFC 6851 section 3.3 allows (every message
     # is in exactly one of the two mailboxes). A client gone meanwhile is told nothing.
     failure: Done | None = None
     try:
-        yield from in_pieces(uids, write, _nothing_to_report)
+        yield from in_pieces(uids, moved.write, _nothing_to_report)
     except Exception as exc:  # noqa: BLE001 - a store error after some pieces: report those first
         failure = done_for_store_error(exc)
-        if failure is None or not moved:
+        if failure is None or not moved.pairs:
             raise
-    if not moved:
+    if not moved.pairs:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
-    yield b"* OK [" + _copyuid(uidvalidity, moved) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
-    yield from view.expunge_responses([source for source, _ in moved])
+    yield b"* OK [" + _copyuid(moved.uidvalidity, moved.pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
+    yield from view.expunge_responses([source for source, _ in moved.pairs])
     view.force_highestmodseq = True
     return failure or Done(Code.OK_MOVE)
