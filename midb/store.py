@@ -1649,22 +1649,17 @@ class Store(MetadataMixin):
         return self._write(job, self._home(account), durable=False)
 
     def copy(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
-             dst_account: str | None = None, durable: bool = True) -> tuple[int, list[tuple[int, int]]]:
-        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied.
-        ``durable=False`` for a piece of a larger copy whose last piece is durable (its sync makes
-        the earlier commits durable too): nothing is unlinked, so a crash before it only loses
-        copies nobody was told of."""
-        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False,
-                              durable=durable)
+             dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
+        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied."""
+        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False)
 
     def move(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
-             dst_account: str | None = None, durable: bool = True) -> tuple[int, list[tuple[int, int]]]:
-        """copy + expunge from the source in ONE transaction; ``durable`` as for copy()."""
-        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=True,
-                              durable=durable)
+             dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
+        """copy + expunge from the source in ONE transaction."""
+        return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=True)
 
     def _transfer(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int,
-                  dst_account: str | None, *, move: bool, durable: bool) -> tuple[int, list[tuple[int, int]]]:
+                  dst_account: str | None, *, move: bool) -> tuple[int, list[tuple[int, int]]]:
         wanted = _uid_list(uids)
         if dst_account is not None and self._home_index(dst_account) != self._home_index(account):
             return self._transfer_across(account, src_folder_id, wanted, dst_account, dst_folder_id, move=move)
@@ -1729,7 +1724,7 @@ class Store(MetadataMixin):
             effects.changed(dst_account_id, dst.id, dst.highestmodseq)
             return dst.uidvalidity, pairs
 
-        return self._write(job, self._home(account), durable=durable)
+        return self._write(job, self._home(account))
 
     def _transfer_across(self, account: str, src_folder_id: int, wanted: list[int], dst_account: str,
                          dst_folder_id: int, *, move: bool) -> tuple[int, list[tuple[int, int]]]:

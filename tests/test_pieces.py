@@ -80,7 +80,7 @@ def conv(tmp_path: Path, small_pieces: None) -> Iterator[Conversation]:
 def write_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[list[int]]]:
     """The UIDs each store write of the commands was given, per store method."""
     calls: dict[str, list[list[int]]] = {}
-    for name in ("store_flags", "copy", "move", "expunge_tombstones", "expunge"):
+    for name in ("store_flags", "copy", "move", "expunge_tombstones", "expunge", "remove_messages"):
         original = getattr(Store, name)
 
         def recording(self: Store, account: str, folder_id: int, uids: Sequence[int], *args: Any,
@@ -146,7 +146,7 @@ def _run(steps: Generator[Any, Any, None]) -> list[Any]:
 
 def test_pieces_cover_the_items_in_order_written_off_the_worker(
         monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
-    seen: list[tuple[list[int], bool]] = []
+    seen: list[list[int]] = []
     clock = iter(range(0, 10_000))
     # Every piece takes 10 ms by this clock: the next is sized to take PIECE_SECONDS (20 ms
     # here), twice as many items, within the bounds.
@@ -157,8 +157,8 @@ def test_pieces_cover_the_items_in_order_written_off_the_worker(
     monkeypatch.setattr(pieces, "MAX_PIECE", 16)
     on_worker = threading.get_ident()
 
-    def write(piece: Sequence[int], last: bool) -> int:
-        seen.append((list(piece), last))
+    def write(piece: Sequence[int]) -> int:
+        seen.append(list(piece))
         return len(piece)
 
     def report(piece: Sequence[int], written: int) -> list[bytes]:
@@ -167,10 +167,9 @@ def test_pieces_cover_the_items_in_order_written_off_the_worker(
 
     items = list(range(100))
     out = _run(pieces.in_pieces(items, write, report))
-    sizes = [len(piece) for piece, _last in seen]
+    sizes = [len(piece) for piece in seen]
     assert sizes == [4, 8, 16, 16, 16, 16, 16, 8]
-    assert [item for piece, _last in seen for item in piece] == items
-    assert [last for _piece, last in seen] == [False] * 7 + [True]
+    assert [item for piece in seen for item in piece] == items
     # Each piece is awaited (written by BULK_WRITERS), then its lines are sent.
     assert [item if isinstance(item, bytes) else "await" for item in out] == \
         [value for size in sizes for value in ("await", b"piece %d\r\n" % size)]
@@ -178,16 +177,16 @@ def test_pieces_cover_the_items_in_order_written_off_the_worker(
 
 
 def test_a_set_of_one_piece_is_written_on_the_worker(writers: StepWriters) -> None:
-    seen: list[tuple[list[int], bool]] = []
+    seen: list[list[int]] = []
 
-    def write(piece: Sequence[int], last: bool) -> None:
-        seen.append((list(piece), last))
+    def write(piece: Sequence[int]) -> None:
+        seen.append(list(piece))
 
     def report(piece: Sequence[int], _result: None) -> list[bytes]:
         return [b"done\r\n"]
 
     assert _run(pieces.in_pieces(list(range(pieces.FIRST_PIECE)), write, report)) == [b"done\r\n"]
-    assert seen == [(list(range(pieces.FIRST_PIECE)), True)]
+    assert seen == [list(range(pieces.FIRST_PIECE))]
     assert not writers.queue   # no thread involved
 
 
@@ -197,7 +196,7 @@ def test_a_slow_piece_makes_the_next_one_smaller_but_not_below_the_minimum(
     monkeypatch.setattr(pieces.time, "monotonic", lambda: next(ticks))
     seen: list[int] = []
 
-    def write(piece: Sequence[int], last: bool) -> None:
+    def write(piece: Sequence[int]) -> None:
         seen.append(len(piece))
 
     items = list(range(pieces.FIRST_PIECE + pieces.MIN_PIECE + pieces.MAX_PIECE + 1))
@@ -212,7 +211,7 @@ def test_a_loop_closed_while_a_piece_runs_waits_for_it(monkeypatch: pytest.Monke
     release = threading.Event()
     written: list[list[int]] = []
 
-    def write(piece: Sequence[int], last: bool) -> None:
+    def write(piece: Sequence[int]) -> None:
         release.wait(10)
         written.append(list(piece))
 
@@ -229,7 +228,7 @@ def test_a_loop_closed_while_a_piece_runs_waits_for_it(monkeypatch: pytest.Monke
 def test_a_piece_not_started_when_the_loop_is_closed_never_runs(writers: StepWriters) -> None:
     writers.at_once = False
     written: list[list[int]] = []
-    steps = pieces.in_pieces(list(range(pieces.FIRST_PIECE + 1)), lambda piece, last: written.append(list(piece)),
+    steps = pieces.in_pieces(list(range(pieces.FIRST_PIECE + 1)), lambda piece: written.append(list(piece)),
                              lambda _p, _r: ())
     assert isinstance(steps.send(None), Await)
     steps.close()
@@ -304,13 +303,18 @@ def test_copy_in_pieces_copies_everything_with_one_copyuid(
 
 
 def test_a_copy_failing_part_way_leaves_the_destination_as_it_was(
-        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, write_calls: dict[str, list[list[int]]]) -> None:
     used_before = conv.store.usage("alice")
     other = conv.folder("Other")
     _fail_on_call(monkeypatch, "copy", 3, midb_errors.OverQuota("STORAGE"))
     answer = conv.send(b"c1 COPY 1:* Other\r\n")
     assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
     assert _uids(conv, "Other") == []
+    # The copies of the two pieces made are removed in pieces too.
+    removed = write_calls["remove_messages"]
+    copies = sum(len(part) for part in write_calls["copy"][:2])
+    assert len(removed) > 1 and all(len(part) <= pieces.FIRST_PIECE for part in removed)
+    assert sorted(uid for part in removed for uid in part) == list(range(1, copies + 1))
     assert conv.store.usage("alice") == used_before
     assert _uids(conv, "INBOX") == list(range(1, MESSAGES + 1))
     # The copies were removed as expunged: a later COPY gets new UIDs.
@@ -333,6 +337,17 @@ def test_a_copy_whose_client_leaves_part_way_is_undone(conv: Conversation, write
     assert _uids(conv, "Other") == []
     writers.run_next()           # the second piece was cancelled: it copies nothing
     assert _uids(conv, "Other") == []
+
+
+def test_copies_that_cannot_be_removed_are_logged_and_the_copy_answers_its_own_error(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _fail_on_call(monkeypatch, "copy", 3, midb_errors.OverQuota("STORAGE"))
+    _fail_on_call(monkeypatch, "remove_messages", 1, midb_errors.NoSuchFolder("gone meanwhile"))
+    answer = conv.send(b"c1 COPY 1:* Other\r\n")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
+    assert "copies of a failed COPY were not all removed: gone meanwhile" in caplog.text
+    assert 0 < len(_uids(conv, "Other")) < MESSAGES   # left, and logged
+    assert conv.command("NOOP")[-1].endswith(b"NOOP completed")   # the session goes on
 
 
 def test_move_in_pieces_reports_one_copyuid_and_every_expunge(

@@ -55,11 +55,10 @@ MAX_PIECE = 50_000
 BULK_WRITERS = ProcessPool(2, "bulk-write")
 
 
-def in_pieces(items: Sequence[T], write: Callable[[Sequence[T], bool], R],
+def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
               report: Callable[[Sequence[T], R], Iterable[bytes]]) -> Generator[bytes | Await, Any, None]:
-    """``write(piece, last)`` for consecutive pieces of ``items`` (each its own write
-    transaction; ``last`` is True for the final one), then ``report(piece, result)`` on the
-    session's worker for the lines to send. Pieces after the first are written by BULK_WRITERS
+    """``write(piece)`` for consecutive pieces of ``items`` (each its own durable write
+    transaction), then ``report(piece, result)`` on the session's worker for the lines to send. Pieces after the first are written by BULK_WRITERS
     while the session awaits them, and sized to take about PIECE_SECONDS.
 
     ``write`` must touch the store only (it runs on another thread); session state belongs in
@@ -67,15 +66,14 @@ def in_pieces(items: Sequence[T], write: Callable[[Sequence[T], bool], R],
     progress is waited for, so what it did is known to the caller's clean-up."""
     total = len(items)
     if total <= FIRST_PIECE:
-        yield from report(items, write(items, True))
+        yield from report(items, write(items))
         return
     size = FIRST_PIECE
     start = 0
     while start < total:
         piece = items[start:start + size]
         start += len(piece)
-        last = start >= total
-        future = BULK_WRITERS.get().submit(_timed, write, piece, last)
+        future = BULK_WRITERS.get().submit(_timed, write, piece)
         try:
             result, took = yield Await(future)
         except BaseException:
@@ -85,9 +83,9 @@ def in_pieces(items: Sequence[T], write: Callable[[Sequence[T], bool], R],
         size = max(MIN_PIECE, min(MAX_PIECE, int(len(piece) * PIECE_SECONDS / max(took, 1e-4))))
 
 
-def _timed(write: Callable[[Sequence[T], bool], R], piece: Sequence[T], last: bool) -> tuple[R, float]:
+def _timed(write: Callable[[Sequence[T]], R], piece: Sequence[T]) -> tuple[R, float]:
     began = time.monotonic()
-    result = write(piece, last)
+    result = write(piece)
     return result, time.monotonic() - began
 
 

@@ -14,7 +14,8 @@ Many messages are copied or moved in pieces, one write transaction each, so that
 ``MOVE 1:* Trash`` of a large folder does not hold the shard's write lock and a worker for
 seconds. A COPY that fails after some pieces (or whose client leaves) removes the copies it made:
 the destination is left as it was, as RFC 3501 requires, although a session watching it may see
-them come and go. A crash in the middle leaves the copies made so far, which only duplicates mail.
+them come and go. A crash in the middle leaves the copies made so far, which only duplicates mail (every piece is
+durable: its new UIDs are seen by other sessions at once).
 A MOVE that fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 """
 
@@ -26,10 +27,12 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
+from gximap.session import pieces
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
 from gximap.session.errors import done_for_store_error
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
+from midb.errors import MidbError
 
 
 def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> bytes:
@@ -52,10 +55,24 @@ class _Transferred:
         self.uidvalidity = 0
         self.pairs: list[tuple[int, int]] = []
 
-    def write(self, piece: Sequence[int], last: bool) -> None:
+    def write(self, piece: Sequence[int]) -> None:
+        # Every piece is durable, not only the last: the new UIDs are seen by other sessions at
+        # once, and a crash that undid a piece would give them to other messages.
         view = self._view
-        self.uidvalidity, pairs = self._transfer(view.account, view.folder_id, piece, self._target_id, durable=last)
+        self.uidvalidity, pairs = self._transfer(view.account, view.folder_id, piece, self._target_id)
         self.pairs.extend(pairs)
+
+
+def _undo_copies(session: Any, account: str, target_id: int, uids: list[int]) -> None:
+    """Remove the copies a failed COPY made, a piece per transaction as they were made (not
+    pausing: this may run as the client leaves). One that cannot be removed (the destination
+    deleted meanwhile, the store failing) is logged and left: the COPY's own error is the answer."""
+    try:
+        for start in range(0, len(uids), pieces.FIRST_PIECE):
+            session.store.remove_messages(account, target_id, uids[start:start + pieces.FIRST_PIECE])
+    except MidbError as error:
+        session.ctx.log.warning("session %s: the copies of a failed COPY were not all removed: %s",
+                                session.id, error)
 
 
 def _nothing_to_report(_piece: Sequence[int], _result: None) -> tuple[()]:
@@ -86,8 +103,7 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     except BaseException:
         # A COPY that fails leaves the destination as it was (RFC 3501 section 6.4.7), also when
         # the client left while it ran (GeneratorExit): the pieces already committed are removed.
-        if copied.pairs:
-            session.store.remove_messages(view.account, target.id, [new for _old, new in copied.pairs])
+        _undo_copies(session, view.account, target.id, [new for _old, new in copied.pairs])
         raise
     if not copied.pairs:
         # Everything named was expunged between the last sync and the copy.

@@ -39,7 +39,7 @@ def expunge(session: Any, cmd: cmds.Expunge) -> Generator[bytes | Await, Any, Do
         return Done(Code.OK_EXPUNGE)
     expunged_any = False
 
-    def write(piece: Sequence[int], _last: bool) -> list[tuple[int, int]]:
+    def write(piece: Sequence[int]) -> list[tuple[int, int]]:
         return store.expunge_tombstones(view.account, view.folder_id, piece)
 
     def report(_piece: Sequence[int], tombstones: list[tuple[int, int]]) -> list[bytes]:

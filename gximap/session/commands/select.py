@@ -107,7 +107,7 @@ def close(session: Any, cmd: cmds.Close) -> Generator[bytes | Await, Any, Done]:
     if not view.readonly:
         store = session.store
 
-        def write(piece: Sequence[int], _last: bool) -> list[int]:
+        def write(piece: Sequence[int]) -> list[int]:
             return store.expunge(view.account, view.folder_id, piece)
 
         def report(_piece: Sequence[int], _expunged: list[int]) -> tuple[()]:

@@ -56,7 +56,7 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
     modified: list[int] = []   # UIDs refused by UNCHANGEDSINCE or gone, in the order named
     gone: list[int] = []       # named messages no longer there
 
-    def write(piece: Sequence[int], _last: bool) -> tuple[list[Any], list[int]]:
+    def write(piece: Sequence[int]) -> tuple[list[Any], list[int]]:
         return backend.store_flags(view.account, view.folder_id, piece, _MODES[cmd.mode], cmd.flags,
                                    unchanged_since=since)
 
