@@ -187,6 +187,7 @@ def test_a_set_of_one_piece_is_written_on_the_worker(writers: StepWriters) -> No
 
     assert _run(pieces.in_pieces(list(range(pieces.FIRST_PIECE)), write, report)) == [b"done\r\n"]
     assert seen == [list(range(pieces.FIRST_PIECE))]
+    assert _run(pieces.in_pieces([], write, report)) == [] and len(seen) == 1   # nothing: no write
     assert not writers.queue   # no thread involved
 
 

@@ -65,6 +65,8 @@ def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
     ``report``. Once this generator is closed or fails, no ``write`` runs any more: one in
     progress is waited for, so what it did is known to the caller's clean-up."""
     total = len(items)
+    if not total:
+        return   # nothing to write: no transaction (an EXPUNGE or CLOSE with nothing \\Deleted)
     if total <= FIRST_PIECE:
         yield from report(items, write(items))
         return
