@@ -66,7 +66,7 @@ def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
     progress is waited for, so what it did is known to the caller's clean-up."""
     total = len(items)
     if not total:
-        return   # nothing to write: no transaction (an EXPUNGE or CLOSE with nothing \\Deleted)
+        return   # nothing to write: no transaction (an EXPUNGE or CLOSE with nothing \Deleted)
     if total <= FIRST_PIECE:
         yield from report(items, write(items))
         return
