@@ -633,3 +633,90 @@ def test_binary_items_of_one_part_share_its_decoding(conv: Conversation) -> None
         S: d)
         S: a1 OK FETCH completed
     """)
+
+
+def _big_message(conv: Conversation) -> bytes:
+    line = b"0123456789abcdef" * 4 + b"\r\n"
+    data = b"Subject: big\r\n\r\n" + line * (3 * 1024 * 1024 // len(line))
+    conv.add_message(data=data)
+    conv.select()
+    return data
+
+
+def _start_streaming(session: Any, request: bytes) -> list[bytes]:
+    """Send ``request`` and take output up to the literal's header (the pool stopped there, its
+    socket full)."""
+    session.data_received(request)
+    session.process(16)
+    taken: list[bytes] = []
+    while not (taken and taken[-1].endswith(b"}\r\n")):
+        item = session.next_output()
+        assert isinstance(item, bytes | memoryview)
+        taken.append(bytes(item))
+    return taken
+
+
+def _drain(session: Any) -> tuple[bytes, list[TransportAction]]:
+    out: list[bytes] = []
+    actions: list[TransportAction] = []
+    for _ in range(1000):
+        item = session.next_output()
+        if item is None:
+            break
+        if isinstance(item, TransportAction):
+            actions.append(item)
+            break  # the pool stops at CLOSE
+        out.append(bytes(item))
+    return b"".join(out), actions
+
+
+@pytest.mark.parametrize("goodbye", ["shutdown", "timed_out", "input_undecodable"])
+def test_a_goodbye_waits_for_the_streamed_response_to_end(conv: Conversation, goodbye: str) -> None:
+    data = _big_message(conv)
+    session = conv.session
+    taken = _start_streaming(session, b"a1 FETCH 1 (BODY.PEEK[] RFC822.SIZE)\r\na2 NOOP\r\n")
+    getattr(session, goodbye)()  # with the literal's header out: the body must follow first
+    rest, actions = _drain(session)
+    head = b"* 1 FETCH (BODY[] {%d}\r\n" % len(data)
+    response = head + data + b" RFC822.SIZE %d)\r\n" % len(data)
+    sent = b"".join(taken) + rest
+    assert sent.startswith(response)
+    bye = sent[len(response):]
+    assert bye.startswith(b"* BYE ") and bye.endswith(b"\r\n") and bye.count(b"\r\n") == 1
+    assert actions == [TransportAction.CLOSE]
+    assert not session.process(16)  # a2 is never started
+
+
+def test_a_goodbye_outside_a_streamed_response_goes_out_at_once(conv: Conversation) -> None:
+    conv.add_message(data=b"Subject: small\r\n\r\nhello\r\n")
+    conv.select()
+    session = conv.session
+    session.shutdown()
+    rest, actions = _drain(session)
+    assert rest.startswith(b"* BYE ") and actions == [TransportAction.CLOSE]
+
+
+def test_a_body_read_failing_inside_its_literal_closes_the_connection(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _big_message(conv)
+    real_chunks = fetch._BodyStream.chunks
+
+    def failing_chunks(self: Any) -> Iterator[bytes]:
+        chunks = real_chunks(self)
+        try:
+            yield next(chunks)
+            raise OSError(5, "Input/output error")
+        finally:
+            chunks.close()
+
+    monkeypatch.setattr(fetch._BodyStream, "chunks", failing_chunks)
+    session = conv.session
+    taken = _start_streaming(session, b"a1 FETCH 1 BODY.PEEK[]\r\n")
+    with caplog.at_level("WARNING"):
+        rest, actions = _drain(session)
+    # One chunk of the literal, then nothing: a tagged NO here would be read as body data.
+    assert len(rest) == fetch._CHUNK
+    assert b"a1 " not in rest
+    assert actions == [TransportAction.CLOSE]
+    assert "part of a response sent" in caplog.text
+    assert b"".join(taken).startswith(b"* 1 FETCH (BODY[] {")

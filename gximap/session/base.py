@@ -2,7 +2,8 @@
 
 A command handler is a function ``handler(session, command)`` registered for a command class
 with :func:`command`. It returns a :class:`Done` (simple commands) or is a generator that
-yields untagged response lines (``bytes`` ending in CRLF), :class:`NeedLine` requests
+yields untagged response lines (``bytes`` ending in CRLF; a response sent in several items is
+bracketed by :data:`RESPONSE_OPENS` and :data:`RESPONSE_CLOSES`), :class:`NeedLine` requests
 (AUTHENTICATE, IDLE), :class:`Await` (work off the worker threads) or :data:`PAUSE` (a long
 computation letting other sessions have the worker, see :class:`TimeSlice`) and finally
 ``return``s a :class:`Done`. Generators let a FETCH of 100,000
@@ -118,6 +119,25 @@ class Pause:
 # its worker until it yields, and the pool has a handful of workers: five slow SEARCHes that
 # never yielded left every other session of the process without an answer for minutes.
 PAUSE = Pause()
+
+class ResponseMark:
+    """The type of :data:`RESPONSE_OPENS` and :data:`RESPONSE_CLOSES`."""
+
+    __slots__ = ("opens",)
+
+    def __init__(self, opens: bool) -> None:
+        self.opens = opens
+
+    def __repr__(self) -> str:
+        return "RESPONSE_OPENS" if self.opens else "RESPONSE_CLOSES"
+
+
+# Yielded around the items of one response sent in several (a FETCH streaming a body: the
+# literal's header, the body's chunks or FileRegion, the closing parenthesis). Nothing else may
+# go out between them: a goodbye waits for the close, and a command failing in between cannot be
+# answered in the stream, so the connection is closed.
+RESPONSE_OPENS = ResponseMark(True)
+RESPONSE_CLOSES = ResponseMark(False)
 
 # How long a handler computes before it pauses: a few of Python's thread switch intervals (5 ms),
 # long enough that the round trip through the pool's queue (tens of microseconds) costs nothing

@@ -34,7 +34,17 @@ from gximap.net.handler import (
     Waker,
 )
 from gximap.session import capabilities, condstore
-from gximap.session.base import REGISTRY, Await, CommandFailed, Done, LazyLines, NeedLine, Pause, State
+from gximap.session.base import (
+    REGISTRY,
+    Await,
+    CommandFailed,
+    Done,
+    LazyLines,
+    NeedLine,
+    Pause,
+    ResponseMark,
+    State,
+)
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
@@ -112,6 +122,10 @@ class ImapSession:
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
+        # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
+        # that waits for the response to be complete.
+        self._inside_response = False
+        self._goodbye_due: Code | None = None
         self._bad_streak = 0
         self._watch: Any = None
         self.last_activity = self.connected_at = time.monotonic()
@@ -364,6 +378,11 @@ class ImapSession:
         if self._closing:
             return
         self._closing = True
+        if self._inside_response:
+            # Part of a response is out (a literal's header, say): a BYE now would be read as
+            # the rest of it. next_output() goes on running the command up to its end.
+            self._goodbye_due = code
+            return
         self._out.append(b"* BYE " + self.text(code) + b"\r\n")
         self._out.append(TransportAction.CLOSE)
 
@@ -472,6 +491,13 @@ class ImapSession:
                 done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
             self._finish(running, done)
             return True
+        if isinstance(item, ResponseMark):
+            self._inside_response = item.opens
+            due, self._goodbye_due = self._goodbye_due, None
+            if due is not None and not item.opens:
+                self._out.append(b"* BYE " + self.text(due) + b"\r\n")
+                self._out.append(TransportAction.CLOSE)
+            return True
         if isinstance(item, Pause):
             return False
         if isinstance(item, Await):
@@ -513,6 +539,16 @@ class ImapSession:
 
     def _finish(self, running: _Running, done: Done | None) -> None:
         self._running = None
+        if self._inside_response:
+            # The command failed with part of a response out (a body file unreadable half-way):
+            # no answer can follow it that the client would read as one, so the connection ends.
+            self.ctx.log.warning("session %s: %s failed with part of a response sent; closing the connection",
+                                 self.id, running.name)
+            self._inside_response = False
+            self._goodbye_due = None
+            self._closing = True
+            self._out.append(TransportAction.CLOSE)
+            return
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
         if done.sync and self.selected is not None and done.status != "BAD":

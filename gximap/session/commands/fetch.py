@@ -39,7 +39,16 @@ from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt, ResolvedSet
 from gximap.net.handler import FileRegion
 from gximap.session import condstore
-from gximap.session.base import COALESCE_BYTES, SELECTED, CommandFailed, Done, command
+from gximap.session.base import (
+    COALESCE_BYTES,
+    RESPONSE_CLOSES,
+    RESPONSE_OPENS,
+    SELECTED,
+    CommandFailed,
+    Done,
+    ResponseMark,
+    command,
+)
 from gximap.session.searching import resolve_uids, saved_uids
 from gximap.session.selected import flag_atoms
 from midb.errors import MidbError, NoSuchBody
@@ -401,9 +410,10 @@ def _structure(name: str, msg: _Message, style: tuple[bool, bool]) -> bytes:
     return rendered
 
 
-def _emit(msn: int, pieces: list[Piece], file_output: bool) -> Iterator[bytes | FileRegion]:
+def _emit(msn: int, pieces: list[Piece], file_output: bool) -> Iterator[bytes | FileRegion | ResponseMark]:
     """The response for one message: small pieces joined, large bodies streamed (``file_output``:
-    handed to the pool as FileRegions where they can be)."""
+    handed to the pool as FileRegions where they can be), bracketed as one response."""
+    yield RESPONSE_OPENS
     buffer = [b"* %d FETCH (" % msn]
     first = True
     for piece in pieces:
@@ -424,6 +434,7 @@ def _emit(msn: int, pieces: list[Piece], file_output: bool) -> Iterator[bytes | 
         first = False
     buffer.append(b")\r\n")
     yield b"".join(buffer)
+    yield RESPONSE_CLOSES
 
 
 class _FlagListBytes(dict[bytes | int, bytes]):
@@ -723,7 +734,7 @@ def _message_numbers(view: Any, metas: list[Any]) -> Sequence[int | None]:
 
 
 @command(cmds.Fetch, states=SELECTED, expunge_ok=False)
-def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion, Any, Done]:
+def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | ResponseMark, Any, Done]:
     if cmd.vanished and not session.qresync_enabled:
         # RFC 7162 section 3.2.6: the VANISHED modifier needs ENABLE QRESYNC first.
         raise CommandFailed(Code.BAD_NOT_ENABLED, "QRESYNC", status="BAD")
