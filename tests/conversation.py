@@ -13,7 +13,8 @@
 
 ``send`` feeds bytes, then plays the pool: ``process()`` and ``next_output()`` until nothing more
 happens. It returns the responses as *logical* lines: CRLF stripped, a literal's data kept inside
-its response. ``TransportAction`` items are recorded in ``conv.actions``; STARTTLS and COMPRESS
+its response (work a command awaits, a password check or a bulk write's piece, runs inline).
+``TransportAction`` items are recorded in ``conv.actions``; STARTTLS and COMPRESS
 are "applied" at once (``transport_changed``), CLOSE marks the conversation ``closed``.
 
 Transcripts (``script``) work on *physical* lines, the wire as a person reads it:
@@ -43,12 +44,13 @@ because scrypt is slow on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import linecache
 import re
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
@@ -56,9 +58,11 @@ from typing import Any
 from gximap.auth.service import AuthService
 from gximap.imap.codes import ResponseCodes
 from gximap.net.handler import ConnectionInfo, FileRegion, TransportAction
+from gximap.session import pieces
 from gximap.session.context import ServerContext, Settings
 from gximap.session.session import ImapSession
 from midb.authdb import MidbAuth
+from midb.blobs import ProcessPool
 from midb.store import Store
 
 
@@ -73,6 +77,29 @@ class InlineExecutor(Executor):
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting handler
             future.set_exception(exc)
         return future
+
+class _InlineWriters:
+    """Stands in for pieces.BULK_WRITERS: a bulk write runs in the session's own pass, as an
+    awaited password check does (InlineExecutor), so a command over more than FIRST_PIECE
+    messages is answered in full, not left parked on a thread's future."""
+
+    def get(self) -> Executor:
+        return InlineExecutor()
+
+
+@contextlib.contextmanager
+def _inline_bulk_writers() -> Iterator[None]:
+    """_InlineWriters while the session runs, unless a test put its own stand-in there."""
+    real = pieces.BULK_WRITERS
+    if not isinstance(real, ProcessPool):
+        yield
+        return
+    pieces.BULK_WRITERS = _InlineWriters()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        pieces.BULK_WRITERS = real
+
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
@@ -275,6 +302,10 @@ class Conversation:
 
     def _run(self) -> bytes:
         """Play the pool until the session is quiescent; return the output produced."""
+        with _inline_bulk_writers():
+            return self._run_inline()
+
+    def _run_inline(self) -> bytes:
         session = self.session
         chunks: list[bytes] = []
         for _ in range(MAX_ROUNDS):

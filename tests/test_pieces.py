@@ -17,6 +17,7 @@ from conversation import Conversation, drive
 from gximap.session import pieces
 from gximap.session.base import Await
 from midb import errors as midb_errors
+from midb.blobs import ProcessPool
 from midb.store import Store
 
 MESSAGES = 40
@@ -303,6 +304,21 @@ def test_copy_in_pieces_copies_everything_with_one_copyuid(
     assert _uids(conv, "Other") == list(range(1, MESSAGES + 1))
 
 
+def test_a_conversation_writes_pieces_inline_without_a_stand_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 5)
+    assert isinstance(pieces.BULK_WRITERS, ProcessPool)   # the real threads, no stand-in
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        for _number in range(12):
+            conversation.add_message()
+        conversation.command("CREATE Other")
+        conversation.select()
+        answer = conversation.command("COPY 1:* Other")
+        assert re.search(rb"\[COPYUID \d+ 1:12 1:12\]", answer[-1])
+    assert isinstance(pieces.BULK_WRITERS, ProcessPool)   # put back
+
+
 def test_a_copy_failing_part_way_leaves_the_destination_as_it_was(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch, write_calls: dict[str, list[list[int]]]) -> None:
     used_before = conv.store.usage("alice")
@@ -334,9 +350,30 @@ def test_a_copy_whose_client_leaves_part_way_is_undone(conv: Conversation, write
     session.process(16)
     assert session.next_output() is None   # waiting for the second
     assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
-    session.connection_lost()
-    assert _uids(conv, "Other") == []
+    session.connection_lost()    # returns at once: the removal is the writers' work
+    assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
     writers.run_next()           # the second piece was cancelled: it copies nothing
+    assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
+    writers.run_next()           # the removal of the first piece's copies
+    assert _uids(conv, "Other") == [] and not writers.queue
+
+
+def test_a_failed_copy_answers_once_its_copies_are_removed_off_the_worker(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
+    writers.at_once = False
+    _fail_on_call(monkeypatch, "copy", 2, midb_errors.OverQuota("STORAGE"))
+    session = conv.session
+    session.data_received(b"c1 COPY 1:* Other\r\n")
+    for _piece in range(2):      # the first piece is written, the second fails
+        session.process(16)
+        assert session.next_output() is None
+        writers.run_next()
+    session.process(16)
+    assert session.next_output() is None   # the removal is queued for the writers, and awaited
+    assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
+    writers.run_next()
+    answer = conv.send(b"")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
     assert _uids(conv, "Other") == []
 
 

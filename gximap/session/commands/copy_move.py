@@ -64,9 +64,9 @@ class _Transferred:
 
 
 def _undo_copies(session: Any, account: str, target_id: int, uids: list[int]) -> None:
-    """Remove the copies a failed COPY made, a piece per transaction as they were made (not
-    pausing: this may run as the client leaves). One that cannot be removed (the destination
-    deleted meanwhile, the store failing) is logged and left: the COPY's own error is the answer."""
+    """Remove the copies a failed COPY made, a piece per transaction as they were made; run by
+    BULK_WRITERS (see copy()). One that cannot be removed (the destination deleted meanwhile, the
+    store failing) is logged and left: the COPY's own error is the answer."""
     try:
         for start in range(0, len(uids), pieces.FIRST_PIECE):
             session.store.remove_messages(account, target_id, uids[start:start + pieces.FIRST_PIECE])
@@ -100,10 +100,17 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     copied = _Transferred(session.store.copy, view, target.id)
     try:
         yield from in_pieces(uids, copied.write, _nothing_to_report)
-    except BaseException:
+    except BaseException as failure:
         # A COPY that fails leaves the destination as it was (RFC 3501 section 6.4.7), also when
-        # the client left while it ran (GeneratorExit): the pieces already committed are removed.
-        _undo_copies(session, view.account, target.id, [new for _old, new in copied.pairs])
+        # the client left while it ran (GeneratorExit): the pieces already committed are removed,
+        # off the worker as they were made (only a COPY in pieces has committed any). The failed
+        # COPY's answer waits for that; a client gone is not waited for (this runs on the
+        # pool's thread then), and its removal ends by itself.
+        if copied.pairs:
+            undone = pieces.BULK_WRITERS.get().submit(
+                _undo_copies, session, view.account, target.id, [new for _old, new in copied.pairs])
+            if isinstance(failure, Exception):
+                yield Await(undone)
         raise
     if not copied.pairs:
         # Everything named was expunged between the last sync and the copy.
