@@ -329,3 +329,31 @@ def test_a_login_sent_with_a_half_close_is_answered(one_worker: Pool, monkeypatc
     checked.set()
     lines = client.read_until_eof().split(b"\r\n")
     assert lines[0].startswith(b"l OK ") and lines[1:] == [b"n OK NOOP completed", b""]
+
+
+# -- a goodbye while a response streams ---------------------------------------------------------
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_shutdown_while_a_body_streams_says_goodbye_after_the_body(one_worker: Pool, transport: str) -> None:
+    """The server stops while a FETCH is sending a body larger than the socket buffers hold: the
+    BYE follows the whole response (it went out inside the literal, as message data)."""
+    body = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * (16 * 1024 * 1024 // 80)
+    client = _selected(one_worker, transport)
+    client.send(b"a APPEND INBOX {%d}\r\n" % len(body))
+    assert client.readline().startswith(b"+ ")
+    client.send(body + b"\r\n")
+    assert _answer(client, b"a")[-1].startswith(b"a OK")
+    client.send(b"f FETCH %d BODY.PEEK[]\r\n" % (MESSAGES + 1))
+    lines = [client.readline()]
+    while not lines[-1].startswith(b"* %d FETCH (BODY[] {" % (MESSAGES + 1)):
+        lines.append(client.readline())   # the APPEND's EXISTS
+    assert lines[-1].endswith(b"{%d}\r\n" % len(body))
+    stopper = threading.Thread(target=one_worker.server.stop, kwargs={"grace": 15.0})
+    stopper.start()   # while the server waits for the client to take the body
+    try:
+        assert client.read_exactly(len(body)) == body
+        assert client.readline() == b")\r\n"
+        assert client.readline().startswith(b"* BYE ")
+        assert client.read_until_eof() == b""
+    finally:
+        stopper.join(TIMEOUT)
