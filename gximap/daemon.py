@@ -360,6 +360,7 @@ class Daemon:
         gxlog.set_io_debug(bool(cfg.io_debug))
 
         from gximap.net.pool import blocking_section
+        from gximap.session.pieces import BULK_WRITERS
         from gximap.session.session import ImapSession
         from midb.env import set_blocking_hook
 
@@ -419,6 +420,10 @@ class Daemon:
                 self.log.log(gxlog.NOTICE, "gximap stopping")
             mta.stop(grace=3.0)
             server.stop(grace=3.0)
+            # The sessions are closed, their bulk writes settled; what they handed the bulk
+            # writers as they closed (removing the copies of a COPY cut short) ends before the
+            # store closes.
+            BULK_WRITERS.shutdown()
             ctx.auth.close()
             if siblings is not None:
                 siblings.close()

@@ -54,6 +54,14 @@ class ProcessPool:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
             return self._pool
 
+    def shutdown(self) -> None:
+        """Wait for the work submitted so far, queued work included, and stop the threads (a
+        later get() starts new ones). Before the store closes: the work uses it."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     @classmethod
     def _forget_after_fork(cls) -> None:
         for instance in list(cls._instances):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,22 @@ def test_body_removed_only_after_commit(store: Store, monkeypatch: pytest.Monkey
     assert store.expunge("alice", info.id) == [1]
     assert index_state_at_unlink == [0]              # the expunge was committed when the file went
     assert not os.path.exists(store.body_path(blob))
+
+
+def test_a_process_pool_shutdown_waits_for_queued_work_and_a_later_get_starts_anew() -> None:
+    pool = blobs_module.ProcessPool(1, "test-pool")
+    gate = threading.Event()
+    done: list[int] = []
+
+    def work(number: int) -> None:
+        gate.wait(10)
+        done.append(number)
+
+    for number in range(3):   # one running, two queued behind it
+        pool.get().submit(work, number)
+    threading.Timer(0.05, gate.set).start()
+    pool.shutdown()
+    assert done == [0, 1, 2]
+    assert pool.get().submit(lambda: 7).result(10) == 7
+    pool.shutdown()
+    pool.shutdown()   # nothing started: nothing to do
