@@ -149,8 +149,8 @@ _COLUMN_SHARE = 8   # a UID set at least 1/8 of its folder is read from the flag
 # cache, and on a warm one the walk over the branch pages would be a good part of the scan's cost.
 # A flag list of this many UIDs (a leaf page's worth) is asked for the same way.
 PREFETCH_FROM = 1024
-# sort_values looks UIDs up one by one below one in this many of the folder's messages, and reads
-# the folder's whole range of the sort index above (a lookup costs several entries of a scan).
+# sort_values looks UIDs up one by one below one in this many of the entries a pass over their
+# range would read, and makes that pass above (a lookup costs several entries of a scan).
 _LOOKUPS_PER_SCAN = 8
 _SORT_ENTRIES_PER_WRITE = 2_000
 # What summary_fields_by_key gives for a body that is gone (a value of any type may be None).
@@ -2103,12 +2103,14 @@ class Store(MetadataMixin):
         """UID -> ``read(sort entry)`` (midb.sortindex: what SORT and THREAD compare) of the
         folder's messages among ``uids`` (ascending); a message that is gone is left out.
 
-        The entries come from the sort index: one cursor pass over the folder's range (a lookup
-        each for a few UIDs). A message without one (copied before its body was parsed, see
-        midb.deferred; or in a read-only store older than schema 7) gets it from its body's
-        summary, and the entries so derived go to the deferred parser's thread to be written:
-        the next reader finds them. ``read`` raises sortindex.EntryError for an entry it cannot
-        read; that message is treated as one without an entry."""
+        The entries come from the sort index: one cursor pass over the range from the first UID
+        to the last (a sliced SORT reads a large folder a few thousand UIDs at a time), or a
+        lookup each for UIDs that are few among the entries that pass would read. A message
+        without one (copied before its body was parsed, see midb.deferred; or in a read-only
+        store older than schema 7) gets it from its body's summary, and the entries so derived
+        go to the deferred parser's thread to be written: the next reader finds them. ``read``
+        raises sortindex.EntryError for an entry it cannot read; that message is treated as one
+        without an entry."""
         found: dict[int, T] = {}
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
@@ -2117,8 +2119,9 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             db = dbs.sort_records
             if db is not None and uids:
-                prefix = folder_key(account_id, record.id)
-                if len(uids) * _LOOKUPS_PER_SCAN < record.messages:
+                # The entries a pass from the first UID to the last would read, at most.
+                passed = min(record.messages, uids[-1] - uids[0] + 1)
+                if len(uids) * _LOOKUPS_PER_SCAN < passed:
                     get = txn.get
                     for uid in uids:
                         entry = get(message_key(account_id, record.id, uid), db=db)
@@ -2126,10 +2129,11 @@ class Store(MetadataMixin):
                             with contextlib.suppress(sortindex.EntryError):
                                 found[uid] = read(entry)
                 else:
-                    end = prefix_end(prefix)
-                    if record.messages >= PREFETCH_FROM:
-                        dbs.pages.key_range(txn, b"sort_records", prefix, end)
-                    found = sortindex.folder_values(txn, db, prefix, end, uids, read)
+                    start = message_key(account_id, record.id, uids[0])
+                    end = prefix_end(message_key(account_id, record.id, uids[-1]))
+                    if passed >= PREFETCH_FROM:
+                        dbs.pages.key_range(txn, b"sort_records", start, end)
+                    found = sortindex.folder_values(txn, db, start, end, uids, read, uids[-1] - uids[0] + 1)
         if len(found) < len(uids):
             self._derive_sort_values(account, folder_id, [uid for uid in uids if uid not in found], read, found,
                                      write=db is not None)

@@ -167,6 +167,31 @@ def test_a_folder_read_in_chunks_gives_each_wanted_message_its_values(store: Sto
     assert all_values(store, folder) == expected   # the damaged and missing ones derived from summaries
 
 
+def test_a_stretch_of_uids_is_read_by_one_pass_over_its_own_range(store: Store,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sliced SORT reads a large folder a stretch of UIDs at a time: each stretch is one pass
+    over its own part of the folder's range, not lookups, and reads no entry beyond its last UID
+    (in the middle of the folder, or at its end with another folder's entries after it)."""
+    monkeypatch.setattr(sortindex, "_ROWS_PER_CHUNK", 4)
+    folder = fill(store, 40)
+    store.create_folder("alice", "Next")
+    fill(store, 6, "Next")
+    whole = all_values(store, folder)
+    chunks: list[list[int]] = []
+    read_chunk = sortindex._read_chunk
+
+    def recorded(uids: list[int], *rest: Any) -> None:
+        chunks.append(list(uids))
+        read_chunk(uids, *rest)
+
+    monkeypatch.setattr(sortindex, "_read_chunk", recorded)
+    for stretch in (list(range(11, 21)), [21, 22, 23, 24, 26, 27, 28, 29], list(range(37, 41))):
+        chunks.clear()
+        assert store.sort_values("alice", folder, stretch, sortindex.thread_values) == {
+            uid: whole[uid] for uid in stretch}
+        assert [uid for chunk in chunks for uid in chunk] == list(range(stretch[0], stretch[-1] + 1))
+
+
 # -- kept with the messages ---------------------------------------------------------------------------
 
 
