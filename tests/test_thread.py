@@ -305,20 +305,44 @@ def item(date: int, subject: str = "", message_id: str | None = None,
 NUMBERS = range(1, 100_001)
 
 
-def render(roots: list[sorting.ThreadNode], chunk: int = 1 << 16) -> bytes:
-    return b"".join(sorting.render_threads(roots, NUMBERS, chunk))
+def render(forest: sorting.ThreadForest, chunk: int = 1 << 16) -> bytes:
+    return b"".join(sorting.render_threads(forest, NUMBERS, chunk))
+
+
+Shape = tuple[int | None, tuple["Shape", ...]]  # a message's number (None: a dummy), its children
+
+
+def node(number: int | None, *children: Shape) -> Shape:
+    return (number, children)
+
+
+def forest_of(*roots: Shape) -> sorting.ThreadForest:
+    """A ThreadForest of these trees: a message shows its number (its position is number - 1)."""
+    orders: list[int] = []
+    first_child: list[int] = []
+    next_sibling: list[int] = []
+
+    def add(shape: Shape) -> int:
+        number, children = shape
+        made = len(orders)
+        orders.append(-1 if number is None else number - 1)
+        first_child.append(-1)
+        next_sibling.append(-1)
+        made_children = [add(child) for child in children]
+        for child, following in zip(made_children, made_children[1:], strict=False):
+            next_sibling[child] = following
+        if made_children:
+            first_child[made] = made_children[0]
+        return made
+
+    return sorting.ThreadForest([add(root) for root in roots], orders, first_child, next_sibling)
 
 
 def test_render_shapes() -> None:
-    def node(number: int | None, *children: sorting.ThreadNode) -> sorting.ThreadNode:
-        made = sorting.ThreadNode(item(0), number - 1) if number is not None else sorting.ThreadNode()
-        made.children = list(children)
-        return made
-
     tree = node(3, node(6, node(4, node(23)), node(44, node(7, node(96)))))
-    assert render([node(2), tree]) == b"(2)(3 6 (4 23)(44 7 96))"
-    assert render([node(None, node(1), node(2, node(5)))]) == b"((1)(2 5))"
-    assert render([]) == b""
+    assert render(forest_of(node(2), tree)) == b"(2)(3 6 (4 23)(44 7 96))"
+    assert render(forest_of(node(None, node(1), node(2, node(5))))) == b"((1)(2 5))"
+    assert render(forest_of()) == b""
 
 
 def test_long_reference_chains_do_not_recurse() -> None:
@@ -390,17 +414,26 @@ def test_dummies_below_the_top_are_pruned_deepest_first() -> None:
         b"(1 " + b"".join(b"(%d)" % number for number in range(2, 3002)) + b")")
 
 
-def test_returned_trees_hold_no_parent_links() -> None:
-    """No node points back up: a dropped tree is freed by reference counting alone, without
-    the cyclic collector (which the command pauses while it builds one)."""
+def test_threads_are_lists_of_integers_each_message_once() -> None:
+    """The algorithms give lists of integers, no object per node: the cyclic collector, which
+    runs between a THREAD's slices, has nothing of them to go through. Every message is
+    reached once from the roots, every node below one parent."""
     items = [item(number % 7, f"s{number % 5}", f"m{number}", (f"m{number // 2}", f"gone{number}"),
                   reply=number % 3 == 0) for number in range(1, 400)]
     for algorithm in (sorting.thread_references, sorting.thread_orderedsubject):
-        stack = list(algorithm(items))
-        seen = 0
+        forest = algorithm(items)
+        assert all(type(value) is int for values in forest for value in values)
+        seen: list[int] = []
+        reached: set[int] = set()
+        stack = list(forest.roots)
         while stack:
-            node = stack.pop()
-            assert node.parent is None
-            seen += node.item is not None
-            stack.extend(node.children)
-        assert seen == len(items)
+            node_ = stack.pop()
+            assert node_ not in reached
+            reached.add(node_)
+            if forest.orders[node_] != -1:
+                seen.append(forest.orders[node_])
+            child = forest.first_child[node_]
+            while child != -1:
+                stack.append(child)
+                child = forest.next_sibling[child]
+        assert sorted(seen) == list(range(len(items)))

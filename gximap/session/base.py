@@ -195,6 +195,12 @@ class TimeSlice:
                 collector.__exit__(None, None, None)
 
 
+def pause_if_over(slicer: TimeSlice | None) -> Generator[Pause, Any, None]:
+    """``slicer.pause()`` once its slice is over; nothing without a slicer (run unsliced)."""
+    if slicer is not None and slicer.over():
+        yield from slicer.pause()
+
+
 def run_unsliced(steps: Generator[Any, Any, Any]) -> Any:
     """The return value of a computation that yields only PAUSE, run to its end at once."""
     while True:

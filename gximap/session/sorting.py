@@ -14,7 +14,8 @@ the UTF-8 octets compare (the order of Python's code point comparison). Ties, un
 by message sequence number (RFC 5256 section 3), which is the order records arrive in.
 
 The threading algorithms follow RFC 5256 section 3 step by step; every traversal is iterative, so a
-References chain of any length cannot exhaust the recursion limit.
+References chain of any length cannot exhaust the recursion limit. They build the threads as lists
+of integers (:class:`ThreadForest`), not an object per message.
 """
 
 from __future__ import annotations
@@ -22,22 +23,24 @@ from __future__ import annotations
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from operator import attrgetter
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, NamedTuple
 
+from gximap.session.base import Pause, TimeSlice, pause_if_over, run_unsliced
 from midb.sortindex import SORT_TEXT_FIELDS, THREAD_FIELDS, entry_date, sort_texts, thread_values
 
 __all__ = [
     "THREAD_VALUES",
     "SortColumns",
+    "ThreadForest",
     "ThreadItem",
-    "ThreadNode",
     "column_values",
     "render_threads",
     "sort_order",
     "thread_orderedsubject",
+    "thread_orderedsubject_sliced",
     "thread_references",
+    "thread_references_sliced",
 ]
 
 
@@ -280,145 +283,242 @@ class ThreadItem(NamedTuple):
 _DATE, _SUBJECT, _REPLY, _MESSAGE_ID, _REFERENCES = range(5)   # ThreadItem's fields
 assert ThreadItem._fields == THREAD_FIELDS, "a sort entry's thread part is a ThreadItem"
 
+# A threading run in slices (TimeSlice) looks at the clock between pieces of this many messages
+# or nodes of its loops (about 2 ms).
+_NODES_PER_LOOK = 1024
 
-class ThreadNode:
-    """A node of a thread tree: a message, or a dummy (``item`` None) standing for a message that
-    is referenced but not present."""
+_NONE = -1  # no node: no parent, child or sibling; the position of a dummy
 
-    __slots__ = ("item", "order", "key", "parent", "children")
 
-    def __init__(self, item: tuple[Any, ...] | None = None, order: int = -1) -> None:
-        self.item = item  # a ThreadItem (or a plain tuple of its layout)
-        self.order = order  # position in message-number order: the date tie-breaker, the number shown
-        # What sibling lists sort by (_KEY): a message's is its sent date, then its position; a
-        # dummy's is its first child's, set once its children are in order (_sort_dummy).
-        self.key = 0 if item is None else item[_DATE] * _ORDER_SPAN + order
-        # Read by steps 1-3 (loops, re-parenting, the top level, the dummies' lists), not kept
-        # up to date after that; None in the trees returned (no parent-child reference cycles: a dropped
-        # tree is freed by reference counting, see gximap.session.collector).
-        self.parent: ThreadNode | None = None
-        # Most messages have no children: they share an empty tuple; a list once they have one.
-        self.children: Sequence[ThreadNode] = ()
+class ThreadForest(NamedTuple):
+    """Threads as the algorithms give them: nodes are numbers that index the lists. A node is
+    a message, ``orders[node]`` its position among the items threaded (the number it shows goes
+    by it, see render_threads), or a dummy (_NONE) standing for a message that is referenced but
+    not present. Each node's children, in thread order, are its ``first_child`` and the
+    ``next_sibling`` of each (_NONE: no more).
 
-    def __repr__(self) -> str:
-        return f"ThreadNode({self.order if self.item is not None else None}, {len(self.children)} children)"
+    Lists of integers rather than an object per node: a THREAD is computed in slices, and the
+    cyclic collector runs between them; with an object per node (and a list of children for
+    many), the collections going through them cost a sliced THREAD of 100,000 messages as much
+    again as its threading."""
+
+    roots: list[int]  # in thread order
+    orders: list[int]
+    first_child: list[int]
+    next_sibling: list[int]
+
+
+class _Tree:
+    """The nodes of a threading in the making (ThreadForest's lists, and what the steps read):
+    ``items`` (None for a dummy), ``keys`` (what sibling lists sort by, see _ORDER_SPAN; a
+    dummy's is its first child's, once its children are in order) and ``parents`` (_NONE:
+    none; read by REFERENCES steps 1-3, not kept up to date after that). A new child goes
+    first among its siblings: sibling lists are put in key order at the end (steps 4 and 6),
+    and none of the steps before depends on their order."""
+
+    __slots__ = ("items", "orders", "keys", "parents", "first_child", "next_sibling")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...] | None] = []
+        self.orders: list[int] = []
+        self.keys: list[int] = []
+        self.parents: list[int] = []
+        self.first_child: list[int] = []
+        self.next_sibling: list[int] = []
+
+    def add(self, item: tuple[Any, ...] | None, order: int) -> int:
+        """A new node without parent or children: a message (``item`` at position ``order``)
+        or a dummy (None, _NONE)."""
+        node = len(self.items)
+        self.items.append(item)
+        self.orders.append(order)
+        self.keys.append(0 if item is None else item[_DATE] * _ORDER_SPAN + order)
+        self.parents.append(_NONE)
+        self.first_child.append(_NONE)
+        self.next_sibling.append(_NONE)
+        return node
+
+    def link(self, parent: int, child: int) -> None:
+        self.parents[child] = parent
+        self.next_sibling[child] = self.first_child[parent]
+        self.first_child[parent] = child
+
+    def unlink(self, child: int) -> None:
+        parent = self.parents[child]
+        if parent == _NONE:
+            return
+        self.parents[child] = _NONE
+        next_sibling = self.next_sibling
+        node = self.first_child[parent]
+        if node == child:
+            self.first_child[parent] = next_sibling[child]
+            return
+        while next_sibling[node] != child:
+            node = next_sibling[node]
+        next_sibling[node] = next_sibling[child]
+
+    def children(self, node: int) -> list[int]:
+        out = []
+        next_sibling = self.next_sibling
+        child = self.first_child[node]
+        while child != _NONE:
+            out.append(child)
+            child = next_sibling[child]
+        return out
+
+    def set_children(self, node: int, children: list[int]) -> None:
+        """``node``'s children are ``children``, in this order (their parent links are left as
+        they are: see ``parents``). Each of them leaves the sibling list it was in: that list
+        is replaced too, or is no longer in the tree."""
+        next_sibling = self.next_sibling
+        following = _NONE
+        for child in reversed(children):
+            next_sibling[child] = following
+            following = child
+        self.first_child[node] = following
+
+    def sort_children(self, node: int) -> None:
+        """``node``'s children in key order (a dummy's key: its first child's)."""
+        children = self.children(node)
+        if len(children) > 1:
+            children.sort(key=self.keys.__getitem__)
+            self.set_children(node, children)
+        if self.items[node] is None:
+            self.keys[node] = self.keys[children[0]]
+
+    def forest(self, roots: list[int]) -> ThreadForest:
+        return ThreadForest(roots, self.orders, self.first_child, self.next_sibling)
 
 
 # A node's sort key is one integer: the sent date, then the position in message-number order
 # (below _ORDER_SPAN, which is more messages than a folder holds). Integers compare several times
-# faster than (date, position) pairs, and a folder's top level is a sort of 100,000 of them. It is
-# kept on the node (ThreadNode.key) and read by a C-level attrgetter: with a Python key function
-# per node, the sorts of steps 4 and 6 took about 70 ms for a folder of 100,000 messages in
-# conversations, most of it calling that function.
+# faster than (date, position) pairs, and a folder's top level is a sort of 100,000 of them; a
+# C-level key (the keys list's __getitem__) rather than a Python function per node: that
+# function took most of the 70 ms the sorts of steps 4 and 6 used to cost on 100,000 messages
+# in conversations.
 _ORDER_SPAN = 1 << 32
-_KEY = attrgetter("key")
 
 
-def _sort_dummy(dummy: ThreadNode) -> None:
-    """A dummy's children in date order, and its key: its first child's (RFC 5256 step 4: a
-    dummy sorts as its earliest child). Dummies among the children have their keys already."""
-    children = dummy.children
-    if len(children) > 1:
-        children.sort(key=_KEY)  # type: ignore[attr-defined]
-    dummy.key = children[0].key
+def _thread_subject(tree: _Tree, node: int) -> str:
+    items = tree.items
+    while (item := items[node]) is None:
+        node = tree.first_child[node]
+    return item[_SUBJECT]  # type: ignore[no-any-return]
 
 
-def _thread_subject(node: ThreadNode) -> str:
-    while node.item is None:
-        node = node.children[0]
-    return node.item[_SUBJECT]  # type: ignore[no-any-return]
+def thread_orderedsubject(items: Sequence[tuple[Any, ...]]) -> ThreadForest:
+    """:func:`thread_orderedsubject_sliced`, run to its end at once."""
+    return run_unsliced(thread_orderedsubject_sliced(items, None))
 
 
-def thread_orderedsubject(items: Sequence[tuple[Any, ...]]) -> list[ThreadNode]:
+def thread_orderedsubject_sliced(items: Sequence[tuple[Any, ...]],
+                                 slicer: TimeSlice | None) -> Generator[Pause, Any, ThreadForest]:
     """ORDEREDSUBJECT ("poor man's threading"): messages grouped by base subject; in each group
     the earliest message is the parent of all others; threads ordered by their first message's
-    sent date. ``items`` come in message-number order."""
-    groups: dict[str, list[tuple[int, int, tuple[Any, ...]]]] = {}
-    for order, item in enumerate(items):
-        groups.setdefault(item[_SUBJECT], []).append((item[_DATE], order, item))
-    threads: list[ThreadNode] = []
-    for members in groups.values():
-        members.sort(key=lambda member: (member[0], member[1]))
-        _date, order, first = members[0]
-        root = ThreadNode(first, order)
-        if len(members) > 1:  # (no parent links: see ThreadNode.parent)
-            root.children = [ThreadNode(item, order) for _date, order, item in members[1:]]
-        threads.append(root)
-    threads.sort(key=_KEY)
-    return threads
+    sent date. ``items`` come in message-number order; a node is a message's position. PAUSE
+    may come between pieces of _NODES_PER_LOOK messages or groups when ``slicer``'s time is up."""
+    count = len(items)
+    keys: list[int] = []
+    first_member: dict[str, int] = {}  # by subject, in the order the groups start
+    last_member: dict[str, int] = {}
+    next_member = [_NONE] * count  # a group's members in message-number order, as a chain
+    for start in range(0, count, _NODES_PER_LOOK):
+        yield from pause_if_over(slicer)
+        for order, item in enumerate(items[start : start + _NODES_PER_LOOK], start):
+            subject = item[_SUBJECT]
+            last = last_member.get(subject)
+            if last is None:
+                first_member[subject] = order
+            else:
+                next_member[last] = order
+            last_member[subject] = order
+            keys.append(item[_DATE] * _ORDER_SPAN + order)
+    del last_member
+    firsts = list(first_member.values())
+    del first_member
+    first_child = [_NONE] * count
+    next_sibling = [_NONE] * count
+    roots: list[int] = []
+    for start in range(0, len(firsts), _NODES_PER_LOOK):
+        yield from pause_if_over(slicer)
+        for member in firsts[start : start + _NODES_PER_LOOK]:
+            if next_member[member] == _NONE:
+                roots.append(member)  # a subject of its own: the most common thread
+                continue
+            members = []
+            while member != _NONE:
+                members.append(member)
+                member = next_member[member]
+            members.sort(key=keys.__getitem__)
+            roots.append(members[0])
+            first_child[members[0]] = members[1]
+            for member, following in zip(members[1:], members[2:], strict=False):
+                next_sibling[member] = following
+    yield from pause_if_over(slicer)
+    roots.sort(key=keys.__getitem__)
+    return ThreadForest(roots, list(range(count)), first_child, next_sibling)
 
 
-def _would_loop(parent: ThreadNode, child: ThreadNode) -> bool:
+def _would_loop(parents: list[int], first_child: list[int], parent: int, child: int) -> bool:
     """Linking ``child`` under ``parent`` would close a loop: ``parent`` is ``child`` or one of
     its descendants."""
-    if parent is child:
+    if parent == child:
         return True
-    if not child.children:
+    if first_child[child] == _NONE:
         return False  # nothing below child: the common case of a message seen for the first time
-    node: ThreadNode | None = parent
-    while node is not None:
-        if node is child:
+    node = parent
+    while node != _NONE:
+        if node == child:
             return True
-        node = node.parent
+        node = parents[node]
     return False
 
 
-def _link(parent: ThreadNode, child: ThreadNode) -> None:
-    child.parent = parent
-    if parent.children:
-        parent.children.append(child)  # type: ignore[attr-defined]
-    else:
-        parent.children = [child]
-
-
-def _unlink(child: ThreadNode) -> None:
-    parent = child.parent
-    if parent is not None:
-        parent.children.remove(child)  # type: ignore[attr-defined]
-        child.parent = None
-
-
-def _prune_below_top(dummies: Sequence[ThreadNode]) -> None:
+def _prune_below_top(tree: _Tree, dummies: list[int], slicer: TimeSlice | None) -> Generator[Pause, Any, None]:
     """Step 3 below the top level: every message's sibling list that holds a dummy is pruned
     (_pruned). That resolves the whole chain of dummies below it (_promoted), so the lists of
     dummies need no pruning of their own, and the lists pruned are independent of each other:
     no order among them, no depths to find. The top level is _pruned's (at_root)."""
-    parents = {id(parent): parent for dummy in dummies
-               if (parent := dummy.parent) is not None and parent.item is not None}
-    for parent in parents.values():
-        parent.children = _pruned(parent.children, at_root=False)  # type: ignore[arg-type]
+    items, parents = tree.items, tree.parents
+    pruned = list(dict.fromkeys(parent for dummy in dummies
+                                if (parent := parents[dummy]) != _NONE and items[parent] is not None))
+    for start in range(0, len(pruned), _NODES_PER_LOOK):
+        yield from pause_if_over(slicer)
+        for parent in pruned[start : start + _NODES_PER_LOOK]:
+            tree.set_children(parent, _pruned(tree, tree.children(parent), at_root=False))
 
 
-def _pruned(children: list[ThreadNode], at_root: bool) -> list[ThreadNode]:
+def _pruned(tree: _Tree, children: list[int], at_root: bool) -> list[int]:
     """Step 3 for one sibling list: a dummy gives way to what its children become (_promoted),
     a childless one to nothing; at the root a dummy stays when that is several messages."""
-    out = [child for child in children if child.item is not None]
-    if len(out) == len(children):
-        return out  # no dummy among them (the top level of a folder without missing parents)
-    out = []
+    items = tree.items
+    if all(items[child] is not None for child in children):
+        return children  # no dummy among them (the top level of a folder without missing parents)
+    out: list[int] = []
     for child in children:
-        if child.item is not None:
+        if items[child] is not None:
             out.append(child)
             continue
-        promoted = _promoted(child)
+        promoted = _promoted(tree, child)
         if at_root and len(promoted) > 1:
-            child.children = promoted
+            tree.set_children(child, promoted)
             out.append(child)
         else:
             out.extend(promoted)
     return out
 
 
-def _promoted(dummy: ThreadNode) -> list[ThreadNode]:
+def _promoted(tree: _Tree, dummy: int) -> list[int]:
     """The messages that take a dummy's place below the top level, in order: its children, a
     dummy among them replaced by its own (RFC 5256 step 3.B, applied down a chain of missing
     parents), a childless dummy by nothing (3.A). Iterative: such chains may be long."""
-    out: list[ThreadNode] = []
-    pending = [iter(dummy.children)]
+    items = tree.items
+    out: list[int] = []
+    pending = [iter(tree.children(dummy))]
     while pending:
         for child in pending[-1]:
-            if child.item is None:
-                pending.append(iter(child.children))
+            if items[child] is None:
+                pending.append(iter(tree.children(child)))
                 break
             out.append(child)
         else:
@@ -426,152 +526,197 @@ def _promoted(dummy: ThreadNode) -> list[ThreadNode]:
     return out
 
 
-def _merge_by_subject(roots: list[ThreadNode]) -> list[ThreadNode]:
-    """Step 5: gather top-level threads that share a base subject."""
-    subjects = [node.item[_SUBJECT] if node.item is not None else _thread_subject(node) for node in roots]
-    table: dict[str, ThreadNode] = {}
+def _merge_by_subject(tree: _Tree, roots: list[int], slicer: TimeSlice | None) -> Generator[Pause, Any, list[int]]:
+    """Step 5: gather top-level threads that share a base subject; PAUSE between pieces of
+    _NODES_PER_LOOK threads when ``slicer``'s time is up."""
+    items = tree.items
+    subjects: list[str] = []
+    table: dict[str, int] = {}
     shared = False
-    for node, subject in zip(roots, subjects, strict=True):  # 5.B: which message each subject gathers under
-        if not subject:
-            continue
-        held = table.get(subject)
-        if held is None:
-            table[subject] = node
-            continue
-        shared = True
-        if held.item is not None and (node.item is None or (held.item[_REPLY] and not node.item[_REPLY])):
-            table[subject] = node
+    for start in range(0, len(roots), _NODES_PER_LOOK):  # 5.B: which message each subject gathers under
+        yield from pause_if_over(slicer)
+        for node in roots[start : start + _NODES_PER_LOOK]:
+            item = items[node]
+            subject = item[_SUBJECT] if item is not None else _thread_subject(tree, node)
+            subjects.append(subject)
+            if not subject:
+                continue
+            held = table.get(subject)
+            if held is None:
+                table[subject] = node
+                continue
+            shared = True
+            held_item = items[held]
+            if held_item is not None and (item is None or (held_item[_REPLY] and not item[_REPLY])):
+                table[subject] = node
     if not shared:
         return roots  # every subject is its thread's own: nothing to merge
-    gone: set[int] = set()  # id() of top-level nodes merged into others
-    replaced: dict[int, ThreadNode] = {}  # id() of a top-level node -> the dummy now above it
-    for node, subject in zip(roots, subjects, strict=True):  # 5.C: merge
-        if not subject:
-            continue
-        held = table[subject]
-        if held is node or id(node) in replaced:
-            continue
-        gone.add(id(node))
-        if held.item is None and node.item is None:
-            for child in node.children:
-                _link(held, child)
-            node.children = ()
-        elif held.item is None or (node.item is not None and node.item[_REPLY] and not held.item[_REPLY]):
-            _link(held, node)
-        else:
-            dummy = ThreadNode()
-            _link(dummy, held)
-            _link(dummy, node)
-            replaced[id(held)] = dummy
-            table[subject] = dummy
-    out = []
-    for node in roots:
-        if id(node) in gone:
-            continue
-        out.append(replaced.get(id(node), node))
-    return out
+    gone: set[int] = set()  # top-level nodes merged into others
+    replaced: dict[int, int] = {}  # a top-level node -> the dummy now above it
+    for start in range(0, len(roots), _NODES_PER_LOOK):  # 5.C: merge
+        yield from pause_if_over(slicer)
+        for node, subject in zip(roots[start : start + _NODES_PER_LOOK], subjects[start : start + _NODES_PER_LOOK],
+                                 strict=True):
+            if not subject:
+                continue
+            held = table[subject]
+            if held == node or node in replaced:
+                continue
+            gone.add(node)
+            held_item, item = items[held], items[node]
+            if held_item is None and item is None:
+                for child in tree.children(node):
+                    tree.link(held, child)
+                tree.first_child[node] = _NONE
+            elif held_item is None or (item is not None and item[_REPLY] and not held_item[_REPLY]):
+                tree.link(held, node)
+            else:
+                dummy = tree.add(None, _NONE)
+                tree.link(dummy, held)
+                tree.link(dummy, node)
+                replaced[held] = dummy
+                table[subject] = dummy
+    yield from pause_if_over(slicer)
+    return [replaced.get(node, node) for node in roots if node not in gone]
 
 
-def thread_references(items: Sequence[tuple[Any, ...]]) -> list[ThreadNode]:
-    """REFERENCES threading (RFC 5256 section 3). ``items`` come in message-number order."""
+def thread_references(items: Sequence[tuple[Any, ...]]) -> ThreadForest:
+    """:func:`thread_references_sliced`, run to its end at once."""
+    return run_unsliced(thread_references_sliced(items, None))
+
+
+def thread_references_sliced(items: Sequence[tuple[Any, ...]],
+                             slicer: TimeSlice | None) -> Generator[Pause, Any, ThreadForest]:
+    """REFERENCES threading (RFC 5256 section 3). ``items`` come in message-number order. PAUSE
+    may come between its steps, and between pieces of _NODES_PER_LOOK messages or nodes of the
+    steps that visit each one, when ``slicer``'s time is up."""
+    tree = _Tree()
     # Step 1: containers for every message and every referenced id.
-    by_id: dict[str, ThreadNode] = {}
-    nodes: list[ThreadNode] = []
-    dummies: list[ThreadNode] = []  # as made: some get their message later
-    known, new_node, add_node = by_id.get, ThreadNode, nodes.append   # the loop runs per message
-    for order, item in enumerate(items):
-        message_id = item[_MESSAGE_ID]
-        node = known(message_id) if message_id else None
-        if node is not None and node.item is None:
-            node.item = item  # a dummy created by an earlier reference: this is its message
-            node.order = order
-            node.key = item[_DATE] * _ORDER_SPAN + order   # (as ThreadNode sets a message's)
-        else:
-            # No Message-ID, or a duplicate one (only the first message keeps it): a unique id.
-            fresh = node is None
-            node = new_node(item, order)
-            add_node(node)
-            if message_id and fresh:
-                by_id[message_id] = node
-        # 1.A: chain the references, first as parent of the second and so on; existing parent
-        # links are kept and no link may close a loop.
-        previous: ThreadNode | None = None
-        for reference in item[_REFERENCES]:
-            referenced = known(reference)
-            if referenced is None:
-                referenced = ThreadNode()
-                nodes.append(referenced)
-                dummies.append(referenced)
-                by_id[reference] = referenced
-            if previous is not None and referenced.parent is None and not _would_loop(previous, referenced):
-                _link(previous, referenced)
-            previous = referenced
-        # 1.B: the last reference is the message's parent, replacing any parent guessed from
-        # another message's (possibly truncated) References; no references means no parent.
-        if node.parent is not None:
-            _unlink(node)
-        if previous is not None and not _would_loop(previous, node):
-            _link(previous, node)
+    by_id: dict[str, int] = {}
+    dummies: list[int] = []  # as made: some get their message later
+    # The loop runs per message: the lists' methods bound once, and a new node and a link
+    # written out (as _Tree.add and _Tree.link do).
+    known = by_id.get
+    nodes_items, orders, keys, parents, first_child, next_sibling = (
+        tree.items, tree.orders, tree.keys, tree.parents, tree.first_child, tree.next_sibling)
+    add_item, add_order, add_key = nodes_items.append, orders.append, keys.append
+    add_parent, add_first_child, add_next_sibling = parents.append, first_child.append, next_sibling.append
+    for start in range(0, len(items), _NODES_PER_LOOK):
+        yield from pause_if_over(slicer)
+        for order, item in enumerate(items[start : start + _NODES_PER_LOOK], start):
+            message_id = item[_MESSAGE_ID]
+            node = known(message_id) if message_id else None
+            if node is not None and nodes_items[node] is None:
+                # a dummy created by an earlier reference: this is its message
+                nodes_items[node] = item
+                orders[node] = order
+                keys[node] = item[_DATE] * _ORDER_SPAN + order
+            else:
+                # No Message-ID, or a duplicate one (only the first message keeps it): a unique id.
+                fresh = node is None
+                node = len(nodes_items)
+                add_item(item)
+                add_order(order)
+                add_key(item[_DATE] * _ORDER_SPAN + order)
+                add_parent(_NONE)
+                add_first_child(_NONE)
+                add_next_sibling(_NONE)
+                if message_id and fresh:
+                    by_id[message_id] = node
+            # 1.A: chain the references, first as parent of the second and so on; existing parent
+            # links are kept and no link may close a loop.
+            previous = _NONE
+            for reference in item[_REFERENCES]:
+                referenced = known(reference)
+                if referenced is None:
+                    referenced = tree.add(None, _NONE)
+                    dummies.append(referenced)
+                    by_id[reference] = referenced
+                if previous != _NONE and parents[referenced] == _NONE \
+                        and not _would_loop(parents, first_child, previous, referenced):
+                    parents[referenced] = previous
+                    next_sibling[referenced] = first_child[previous]
+                    first_child[previous] = referenced
+                previous = referenced
+            # 1.B: the last reference is the message's parent, replacing any parent guessed from
+            # another message's (possibly truncated) References; no references means no parent.
+            if parents[node] != _NONE:
+                tree.unlink(node)
+            if previous != _NONE and not _would_loop(parents, first_child, previous, node):
+                parents[node] = previous
+                next_sibling[node] = first_child[previous]
+                first_child[previous] = node
+    del by_id
     # Step 2: the parentless containers are the top level.
-    roots = [node for node in nodes if node.parent is None]
+    yield from pause_if_over(slicer)
+    roots = [node for node, parent in enumerate(parents) if parent == _NONE]
     # Step 3: prune dummies. Below the top level only the lists that hold dummies change: in a
     # folder of conversations most nodes have children, few of them dummies.
-    _prune_below_top([node for node in dummies if node.item is None])
-    roots = _pruned(roots, at_root=True)
+    yield from _prune_below_top(tree, [node for node in dummies if nodes_items[node] is None], slicer)
+    yield from pause_if_over(slicer)
+    roots = _pruned(tree, roots, at_root=True)
     # Step 4: top level by sent date (a dummy by its earliest child).
+    yield from pause_if_over(slicer)
     for node in roots:
-        if node.item is None:
-            _sort_dummy(node)
-    roots.sort(key=_KEY)
+        if nodes_items[node] is None:
+            tree.sort_children(node)
+    roots.sort(key=keys.__getitem__)
     # Step 5: gather threads by subject.
-    merged = _merge_by_subject(roots)
+    merged = yield from _merge_by_subject(tree, roots, slicer)
     # Step 6: every sibling list by sent date, the deepest first. After step 3 dummies are only
     # at the top level and, after step 5, below a top-level dummy; a message's key does not
     # depend on its children, so messages' children lists go in any order, and then each
-    # dummy's, deepest first (a dummy sorts as its first child). The same pass drops the parent
-    # links: none in the tree returned (see ThreadNode.parent); the dummies step 5 made are at
-    # the top level, without one already.
-    for node in nodes:
-        node.parent = None
-        if node.item is not None and len(node.children) > 1:
-            node.children.sort(key=_KEY)  # type: ignore[attr-defined]
+    # dummy's, deepest first (a dummy sorts as its first child).
+    for start in range(0, len(nodes_items), _NODES_PER_LOOK):
+        yield from pause_if_over(slicer)
+        for node in range(start, min(start + _NODES_PER_LOOK, len(nodes_items))):
+            child = first_child[node]
+            if child != _NONE and next_sibling[child] != _NONE and nodes_items[node] is not None:
+                tree.sort_children(node)
+    yield from pause_if_over(slicer)
     if merged is not roots:
         # Else the top level is as step 4 sorted it. Step 5 may have put a dummy below another.
         for node in merged:
-            if node.item is None:
-                for child in node.children:
-                    if child.item is None:
-                        _sort_dummy(child)
-                _sort_dummy(node)
-        merged.sort(key=_KEY)
-    return merged
+            if nodes_items[node] is None:
+                for child in tree.children(node):
+                    if nodes_items[child] is None:
+                        tree.sort_children(child)
+                tree.sort_children(node)
+        merged.sort(key=keys.__getitem__)
+    return tree.forest(merged)
 
 
-def _render_one(root: ThreadNode, numbers: Sequence[int], out: list[bytes]) -> None:
+def _render_one(forest: ThreadForest, root: int, numbers: Sequence[int], out: list[bytes]) -> None:
     """One ``thread-list`` (RFC 5256 section 4): a chain of single children is written as
     "1 2 3", several children each in their own parentheses: "(1 (2)(3 4))"; a dummy contributes
     only its parentheses."""
-    stack: list[ThreadNode | bytes] = [root]
+    orders, first_child, next_sibling = forest.orders, forest.first_child, forest.next_sibling
+    stack = [root]  # nodes, and _NONE for a closing parenthesis
     while stack:
         top = stack.pop()
-        if isinstance(top, bytes):
-            out.append(top)
+        if top == _NONE:
+            out.append(b")")
             continue
         out.append(b"(")
         node = top
         first = True
         while True:
-            if node.item is not None:
-                out.append(b"%d" % numbers[node.order] if first else b" %d" % numbers[node.order])
+            order = orders[node]
+            if order != _NONE:
+                out.append(b"%d" % numbers[order] if first else b" %d" % numbers[order])
                 first = False
-            children = node.children
-            if len(children) == 1:
-                node = children[0]
+            child = first_child[node]
+            if child != _NONE and next_sibling[child] == _NONE:
+                node = child
                 continue
-            stack.append(b")")
-            if children:
+            stack.append(_NONE)
+            if child != _NONE:
                 if not first:
                     out.append(b" ")
+                children = []
+                while child != _NONE:
+                    children.append(child)
+                    child = next_sibling[child]
                 stack.extend(reversed(children))
             break
 
@@ -579,7 +724,7 @@ def _render_one(root: ThreadNode, numbers: Sequence[int], out: list[bytes]) -> N
 _PIECE_BYTES = 12  # the longest piece _render_one writes: " " and a 10-digit number, or "(%d)"
 
 
-def render_threads(roots: Sequence[ThreadNode], numbers: Sequence[int], chunk: int = 1 << 16) -> Iterator[bytes]:
+def render_threads(forest: ThreadForest, numbers: Sequence[int], chunk: int = 1 << 16) -> Iterator[bytes]:
     """The data of a THREAD response (after ``* THREAD``), in pieces of about ``chunk`` bytes
     (counted as pieces of at most _PIECE_BYTES: the exact size would cost a len() per piece).
     ``numbers``: what each message shows (message number or UID), by its position among the
@@ -587,11 +732,12 @@ def render_threads(roots: Sequence[ThreadNode], numbers: Sequence[int], chunk: i
     out: list[bytes] = []
     append = out.append
     most = max(1, chunk // _PIECE_BYTES)
-    for root in roots:
-        if root.children:
-            _render_one(root, numbers, out)
+    orders, first_child = forest.orders, forest.first_child
+    for root in forest.roots:
+        if first_child[root] != _NONE:
+            _render_one(forest, root, numbers, out)
         else:  # a message alone (the most common thread); a childless dummy never reaches here
-            append(b"(%d)" % numbers[root.order])
+            append(b"(%d)" % numbers[orders[root]])
         if len(out) >= most:
             yield b"".join(out)
             out.clear()

@@ -50,12 +50,10 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, A
 
     def answer() -> list[bytes]:
         items, numbers = thread_items(session, uids, cmd.uid, whole_folder=whole_folder)
-        with collector_paused():  # a node per message: see collector_paused
+        with collector_paused():  # a value or more per message: see collector_paused
             threads = _ALGORITHMS[cmd.algorithm](items)
-            lines = [b"* THREAD" + (b" " if threads else b""), *sorting.render_threads(threads, numbers), b"\r\n"]
-            # Freed here, by reference counting: a collection when the pause ends would go
-            # through every node first.
-            del threads
+            lines = [b"* THREAD" + (b" " if threads.roots else b""), *sorting.render_threads(threads, numbers),
+                     b"\r\n"]
         return lines
 
     view = session.selected
