@@ -29,7 +29,7 @@ from gximap.net import pool as pool_module
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from gximap.net.tls import make_server_context
-from gximap.session import pieces, searching
+from gximap.session import pieces, searching, sorting
 from gximap.session.context import ServerContext, Settings
 from gximap.session.session import ImapSession
 from midb.store import Store
@@ -211,6 +211,47 @@ def test_a_bulk_copy_lets_the_only_worker_serve_another_session(
     assert answer[-1].startswith(b"c OK [COPYUID ") and b" 1:60 1:60]" in answer[-1]
     assert len(pieces_written) == MESSAGES // 10
     assert all(name.startswith("bulk-write") for name in pieces_written)
+
+
+class SlowSortReads:
+    """Each read of sort values (two messages at a time) holds the worker TEST_SECONDS, as the
+    read of a stretch of a large folder's would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads = 0
+        self.started = threading.Event()
+        read = Store.sort_values
+
+        def slow_read(store: Store, *args: Any) -> Any:
+            self.reads += 1
+            self.started.set()
+            time.sleep(TEST_SECONDS)
+            return read(store, *args)
+
+        monkeypatch.setattr(Store, "sort_values", slow_read)
+        monkeypatch.setattr(sorting, "_UIDS_PER_READ", 2)
+
+
+@pytest.mark.parametrize(("command", "answer"), [
+    (b"r SORT (SUBJECT) UTF-8 ALL\r\n",
+     b"* SORT" + b"".join(b" %d" % (number + 1) for number in sorted(range(MESSAGES), key=lambda n: f"M{n}"))),
+    (b"r THREAD REFERENCES UTF-8 ALL\r\n", b"* THREAD " + b"".join(b"(%d)" % n for n in range(1, MESSAGES + 1))),
+], ids=["sort", "thread"])
+def test_a_long_sort_or_thread_lets_the_only_worker_serve_another_session(
+        one_worker: Pool, monkeypatch: pytest.MonkeyPatch, command: bytes, answer: bytes) -> None:
+    """SORT and THREAD read their values a few messages at a time, and give the worker back
+    between reads once their slice is over: another client's NOOP is answered before most of
+    the values are read."""
+    reads = SlowSortReads(monkeypatch)
+    sorter = _selected(one_worker)
+    other = _connect(one_worker, user=b"bob")
+    sorter.send(command)
+    assert reads.started.wait(TIMEOUT)
+    other.send(b"n NOOP\r\n")
+    assert _answer(other, b"n")[-1].startswith(b"n OK")
+    assert reads.reads < MESSAGES // 2 // 2
+    assert _answer(sorter, b"r") == [answer + b"\r\n", b"r OK " + command.split()[1] + b" completed\r\n"]
+    assert reads.reads == MESSAGES // 2
 
 
 # -- clients gone, or not, while a command computes or waits ------------------------------------

@@ -8,7 +8,7 @@ import itertools
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from conversation import Conversation
 
 from gximap.session import sorting
+from gximap.session.base import PAUSE, Pause, run_unsliced
 from gximap.session.context import Settings
 from midb.keys import blob_key, folder_key
 from midb.mime import base_subject, is_reply_or_forward
@@ -540,9 +541,9 @@ def test_sort_columns_give_text_as_ranks_in_the_same_order() -> None:
         return {uid: subjects[uid] for uid in uids}
 
     uids = [1, 2, 3, 4, 5]
-    assert columns.values(folder, "SUBJECT", uids, load, whole_folder=True, ranked=True) == list(subjects.values())
+    first = columns.values(folder, "SUBJECT", uids, load, whole_folder=True, ranked=True)
     ranks = columns.values(folder, "SUBJECT", uids, load, whole_folder=True, ranked=True)
-    assert list(ranks) == [2, 1, 2, 3, 0]   # equal text, equal rank; code point order
+    assert list(first) == list(ranks) == [2, 1, 2, 3, 0]   # equal text, equal rank; code point order
     assert sorting.sort_order([(ranks, False)], 5) == sorting.sort_order([(list(subjects.values()), False)], 5)
     assert columns.values(folder, "SUBJECT", uids, load, whole_folder=True) == list(subjects.values())
     dates = columns.values(folder, "DATE", uids, lambda missing: {uid: 100 - uid for uid in missing}, ranked=True)
@@ -553,16 +554,20 @@ def test_sort_columns_keep_a_whole_folder_answer_while_its_messages_stay() -> No
     columns = sorting.SortColumns()
     computed: list[int] = []
 
-    def compute() -> list[bytes]:
+    def compute() -> Generator[Pause, Any, list[bytes]]:
         computed.append(1)
+        yield PAUSE
         return [b"answer %d" % len(computed)]
 
+    def answer(name: str, uids: list[int]) -> list[bytes]:
+        return run_unsliced(columns.answer_sliced(folder, name, uids, compute))
+
     folder = ("alice", 1, 1)
-    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3], compute) == [b"answer 1"]
-    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3], compute) == [b"answer 1"]
-    assert columns.answer(folder, "UID THREAD ORDEREDSUBJECT", [1, 2, 3], compute) == [b"answer 2"]
-    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3, 4], compute) == [b"answer 3"]
-    assert columns.answer(folder, "UID THREAD REFERENCES", [1, 2, 3, 4], compute) == [b"answer 3"]
+    assert answer("UID THREAD REFERENCES", [1, 2, 3]) == [b"answer 1"]
+    assert answer("UID THREAD REFERENCES", [1, 2, 3]) == [b"answer 1"]
+    assert answer("UID THREAD ORDEREDSUBJECT", [1, 2, 3]) == [b"answer 2"]
+    assert answer("UID THREAD REFERENCES", [1, 2, 3, 4]) == [b"answer 3"]
+    assert answer("UID THREAD REFERENCES", [1, 2, 3, 4]) == [b"answer 3"]
     assert columns.held_bytes == (4 * 3 + 8) + (4 * 4 + 8)   # the UIDs and the answer's bytes
 
 

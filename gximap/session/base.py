@@ -201,6 +201,12 @@ def pause_if_over(slicer: TimeSlice | None) -> Generator[Pause, Any, None]:
         yield from slicer.pause()
 
 
+def collector_paused_in(slicer: TimeSlice | None) -> contextlib.AbstractContextManager[None]:
+    """collector_paused() while a computation runs: with a slicer, not between its slices (other
+    sessions run then); without one, for its whole run."""
+    return collector_paused() if slicer is None else slicer.collector_paused()
+
+
 def run_unsliced(steps: Generator[Any, Any, Any]) -> Any:
     """The return value of a computation that yields only PAUSE, run to its end at once."""
     while True:

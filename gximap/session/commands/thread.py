@@ -3,7 +3,8 @@
 The search program selects the messages; their sent dates, base subjects and Message-ID /
 References ids come from the stored summaries, kept per folder in the process's sort columns
 (gximap.session.sorting, which also holds the algorithms). The answer is one ``* THREAD`` line,
-streamed in pieces.
+streamed in pieces. The search, the reads, the threading and the making of the answer run in
+slices of one TimeSlice (gximap.session.base), pausing between pieces of their work.
 """
 
 from __future__ import annotations
@@ -15,29 +16,30 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import sorting
-from gximap.session.base import SELECTED, Await, Done, Pause, command
-from gximap.session.collector import collector_paused
+from gximap.session.base import SELECTED, Await, Done, Pause, TimeSlice, command, pause_if_over
 from gximap.session.commands.sort import check_charset, folder_values, matching_uids, sort_folder
 from gximap.session.selected import UID_ARRAY
 
 _ALGORITHMS = {
-    "ORDEREDSUBJECT": sorting.thread_orderedsubject,
-    "REFERENCES": sorting.thread_references,
+    "ORDEREDSUBJECT": sorting.thread_orderedsubject_sliced,
+    "REFERENCES": sorting.thread_references_sliced,
 }
 
 
-def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool
-                 ) -> tuple[Sequence[tuple[Any, ...]], Sequence[int]]:
+def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | None, *, whole_folder: bool
+                 ) -> Generator[Pause, Any, tuple[Sequence[tuple[Any, ...]], Sequence[int]]]:
     """What the threading algorithms need of each message (``uids`` ascending; sorting.ThreadItem
     values) in message-number order, from the process's sort columns, and the number each one
-    shows (its UID or message number); a message whose body is gone is left out."""
-    values = folder_values(session, sorting.THREAD_VALUES, uids, whole_folder=whole_folder)
+    shows (its UID or message number); a message whose body is gone is left out. PAUSE between
+    reads when ``slicer``'s time is up."""
+    values = yield from folder_values(session, sorting.THREAD_VALUES, uids, slicer, whole_folder=whole_folder)
     numbers: Sequence[int] = uids
     if None in values:
         kept = [(uid_, value) for uid_, value in zip(uids, values, strict=True) if value is not None]
         numbers = [uid_ for uid_, _value in kept]
         values = [value for _uid, value in kept]
     if not uid:
+        yield from pause_if_over(slicer)
         numbers = session.selected.message_numbers(numbers)
     return values, numbers
 
@@ -45,15 +47,19 @@ def thread_items(session: Any, uids: list[int], uid: bool, *, whole_folder: bool
 @command(cmds.Thread, states=SELECTED, expunge_ok=False)
 def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, Any, Done]:
     check_charset(session, cmd.charset)
-    uids = yield from matching_uids(session, cmd.search)
+    slicer = TimeSlice()  # one clock for the search, the values' reads, the threading and the rendering
+    uids = yield from matching_uids(session, cmd.search, slicer)
     whole_folder = isinstance(cmd.search, cmds.SearchAll)
 
-    def answer() -> list[bytes]:
-        items, numbers = thread_items(session, uids, cmd.uid, whole_folder=whole_folder)
-        with collector_paused():  # a value or more per message: see collector_paused
-            threads = _ALGORITHMS[cmd.algorithm](items)
-            lines = [b"* THREAD" + (b" " if threads.roots else b""), *sorting.render_threads(threads, numbers),
-                     b"\r\n"]
+    def answer() -> Generator[Pause, Any, list[bytes]]:
+        items, numbers = yield from thread_items(session, uids, cmd.uid, slicer, whole_folder=whole_folder)
+        # (No collector pause: the threads are lists of integers, see sorting.ThreadForest.)
+        threads = yield from _ALGORITHMS[cmd.algorithm](items, slicer)
+        lines = [b"* THREAD" + (b" " if threads.roots else b"")]
+        for piece in sorting.render_threads(threads, numbers):  # 64 KiB of the answer: about 4 ms
+            lines.append(piece)
+            yield from pause_if_over(slicer)
+        lines.append(b"\r\n")
         return lines
 
     view = session.selected
@@ -62,8 +68,8 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, A
     # only for a view that holds exactly the folder's messages (no expunge not yet announced).
     if whole_folder and (cmd.uid or view.uids == array(UID_ARRAY, uids)):
         name = f"{'UID ' if cmd.uid else ''}THREAD {cmd.algorithm}"
-        lines = session.ctx.sort_columns.answer(sort_folder(view), name, uids, answer)
+        lines = yield from session.ctx.sort_columns.answer_sliced(sort_folder(view), name, uids, answer)
     else:
-        lines = answer()
+        lines = yield from answer()
     yield from lines
     return Done(Code.OK_THREAD)
