@@ -221,18 +221,58 @@ class SortColumns:
                 and column.uids[:count] == array(_UID_CODE, uids):
             # The usual repeat: nothing arrived, nothing left.
             return column.ranks[:count] if ranked and column.ranks is not None else column.values[:count]
-        known: dict[int, Any] = {}
-        if column is None:
-            missing = list(uids)
+        updated: dict[int, Any] | None = None  # the column's values and those read, by UID
+        if column is None:  # the first read of the folder under this criterion
+            found, complete = yield from self._read_all(uids, load, slicer)
         else:
-            for start in range(0, len(column.uids), _VALUES_PER_LOOK):
-                yield from pause_if_over(slicer)
-                end = start + _VALUES_PER_LOOK
-                known.update(zip(column.uids[start:end], column.values[start:end], strict=True))
-            missing = []
-            for start in range(0, count, _VALUES_PER_LOOK):
-                yield from pause_if_over(slicer)
-                missing += [uid for uid in uids[start : start + _VALUES_PER_LOOK] if uid not in known]
+            found, complete, updated = yield from self._read_missing(column, uids, load, slicer)
+        if whole_folder and complete:  # the usual first read of a folder: the column is ``found``
+            kept_uids, values = array(_UID_CODE, uids), found.copy()   # (the caller gets its own list)
+        else:
+            if whole_folder or column is None:  # (then what was read is what was found)
+                kept = [(uid, value) for uid, value in zip(uids, found, strict=True) if value is not None]
+            elif updated is not None:
+                kept = sorted(updated.items())
+            else:
+                return found  # nothing new to keep
+            yield from pause_if_over(slicer)
+            kept_uids, values = array(_UID_CODE, [uid for uid, _value in kept]), [value for _uid, value in kept]
+        ranks = yield from _ranks(values, slicer)
+        yield from pause_if_over(slicer)
+        self._store(key, _new_column(kept_uids, values, ranks))
+        return found
+
+    @staticmethod
+    def _read_all(uids: Sequence[int], load: Callable[[list[int]], dict[int, Any]],
+                  slicer: TimeSlice | None) -> Generator[Pause, Any, tuple[list[Any], bool]]:
+        """The values of ``uids`` (None for a message left out), read _UIDS_PER_READ at a time,
+        and whether none was left out."""
+        found: list[Any] = []
+        complete = True
+        for start in range(0, len(uids), _UIDS_PER_READ):
+            yield from pause_if_over(slicer)
+            piece = list(uids[start : start + _UIDS_PER_READ])
+            read = load(piece)
+            complete = complete and len(read) == len(piece)  # (it holds only UIDs asked for)
+            found += map(read.get, piece)
+        return found, complete
+
+    @staticmethod
+    def _read_missing(column: _Column, uids: Sequence[int], load: Callable[[list[int]], dict[int, Any]],
+                      slicer: TimeSlice | None
+                      ) -> Generator[Pause, Any, tuple[list[Any], bool, dict[int, Any] | None]]:
+        """The values of ``uids`` from ``column`` and, read _UIDS_PER_READ at a time, those it
+        lacks (None for a message left out); whether none was left out; the column's values and
+        those read by UID, or None when none was read."""
+        known: dict[int, Any] = {}
+        for start in range(0, len(column.uids), _VALUES_PER_LOOK):
+            yield from pause_if_over(slicer)
+            end = start + _VALUES_PER_LOOK
+            known.update(zip(column.uids[start:end], column.values[start:end], strict=True))
+        missing: list[int] = []
+        for start in range(0, len(uids), _VALUES_PER_LOOK):
+            yield from pause_if_over(slicer)
+            missing += [uid for uid in uids[start : start + _VALUES_PER_LOOK] if uid not in known]
         loaded = False
         for start in range(0, len(missing), _UIDS_PER_READ):
             yield from pause_if_over(slicer)
@@ -241,30 +281,13 @@ class SortColumns:
                 known.update(read)
                 loaded = True
         found: list[Any] = []
-        complete = True  # no None in found: every message has its value
-        for start in range(0, count, _VALUES_PER_LOOK):
+        complete = True
+        for start in range(0, len(uids), _VALUES_PER_LOOK):
             yield from pause_if_over(slicer)
             piece = list(map(known.get, uids[start : start + _VALUES_PER_LOOK]))  # None: the body is gone
             complete = complete and None not in piece
             found += piece
-        in_uid_order = whole_folder and complete
-        if in_uid_order:  # the usual first read of a folder: the column is ``found``
-            kept_uids, values = array(_UID_CODE, uids), found.copy()   # (the caller gets its own list)
-        else:
-            if whole_folder:
-                kept = [(uid, value) for uid, value in zip(uids, found, strict=True) if value is not None]
-            elif loaded or column is None:
-                kept = sorted(known.items())
-            else:
-                return found  # nothing new to keep
-            yield from pause_if_over(slicer)
-            kept_uids, values = array(_UID_CODE, [uid for uid, _value in kept]), [value for _uid, value in kept]
-        ranks = yield from _ranks(values, slicer)
-        yield from pause_if_over(slicer)
-        self._store(key, _new_column(kept_uids, values, ranks))
-        if ranked and in_uid_order and ranks is not None:
-            return ranks  # sorted as numbers, rather than as the strings they stand for
-        return found
+        return found, complete, known if loaded else None
 
     def answer_sliced(self, folder: tuple[Any, ...], name: str, uids: Sequence[int],
                       compute: Callable[[], Generator[Pause, Any, list[bytes]]]) -> Generator[Pause, Any, list[bytes]]:
