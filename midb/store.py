@@ -2101,7 +2101,8 @@ class Store(MetadataMixin):
     def sort_values(self, account: str, folder_id: int, uids: list[int],
                     read: Callable[[bytes], T]) -> dict[int, T]:
         """UID -> ``read(sort entry)`` (midb.sortindex: what SORT and THREAD compare) of the
-        folder's messages among ``uids`` (ascending); a message that is gone is left out.
+        folder's messages among ``uids`` (ascending, as callers have them; any order works); a
+        message that is gone is left out.
 
         The entries come from the sort index: one cursor pass over the range from the first UID
         to the last (a sliced SORT reads a large folder a few thousand UIDs at a time), or a
@@ -2119,8 +2120,10 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             db = dbs.sort_records
             if db is not None and uids:
-                # The entries a pass from the first UID to the last would read, at most.
-                passed = min(record.messages, uids[-1] - uids[0] + 1)
+                # The entries a pass from the lowest UID to the highest would read, at most
+                # (callers give ascending UIDs; min and max keep any order right, at C speed).
+                lowest, highest = min(uids), max(uids)
+                passed = min(record.messages, highest - lowest + 1)
                 if len(uids) * _LOOKUPS_PER_SCAN < passed:
                     get = txn.get
                     for uid in uids:
@@ -2129,11 +2132,11 @@ class Store(MetadataMixin):
                             with contextlib.suppress(sortindex.EntryError):
                                 found[uid] = read(entry)
                 else:
-                    start = message_key(account_id, record.id, uids[0])
-                    end = prefix_end(message_key(account_id, record.id, uids[-1]))
+                    start = message_key(account_id, record.id, lowest)
+                    end = prefix_end(message_key(account_id, record.id, highest))
                     if passed >= PREFETCH_FROM:
                         dbs.pages.key_range(txn, b"sort_records", start, end)
-                    found = sortindex.folder_values(txn, db, start, end, uids, read, uids[-1] - uids[0] + 1)
+                    found = sortindex.folder_values(txn, db, start, end, uids, read, highest - lowest + 1)
         if len(found) < len(uids):
             self._derive_sort_values(account, folder_id, [uid for uid in uids if uid not in found], read, found,
                                      write=db is not None)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conversation import Conversation
 
-from gximap.session import base, sorting
+from gximap.session import base, searching, selected, sorting
 from gximap.session.base import PAUSE, TimeSlice
 from gximap.session.commands import sort as sort_command
 from gximap.session.commands import thread as thread_command
@@ -94,12 +94,14 @@ def _small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sorting, "_NODES_PER_LOOK", 31)
     monkeypatch.setattr(sorting, "_VALUES_PER_LOOK", 61)
     monkeypatch.setattr(sort_command, "_NUMBERS_PER_LOOK", 53)
+    monkeypatch.setattr(selected, "_NUMBERS_PER_LOOK", 53)
 
 
 def _one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("_UIDS_PER_READ", "_NODES_PER_LOOK", "_VALUES_PER_LOOK"):
         monkeypatch.setattr(sorting, name, 10**9)
     monkeypatch.setattr(sort_command, "_NUMBERS_PER_LOOK", 10**9)
+    monkeypatch.setattr(selected, "_NUMBERS_PER_LOOK", 10**9)
 
 
 def _drive(session: Any, command: bytes) -> tuple[bytes, int]:
@@ -285,3 +287,67 @@ def test_a_thread_closed_while_threading_keeps_no_answer(conv: Conversation, mon
     assert [key[1] for key in columns] == ["DATE", sorting.THREAD_VALUES]
     assert conv.ctx.sort_columns.held_bytes > kept
     assert conv.command("THREAD REFERENCES UTF-8 ALL")[0] == expected
+
+
+# -- a search slot for the whole command --------------------------------------------------------
+
+def _own_slots(monkeypatch: pytest.MonkeyPatch, total: int, per_account: int) -> searching._SearchSlots:
+    slots = searching._SearchSlots(total=total, per_account=per_account)
+    monkeypatch.setattr(searching, "_SLOTS", slots)
+    return slots
+
+
+@pytest.mark.parametrize("command", ["SORT (SUBJECT) UTF-8 BODY xx", "THREAD REFERENCES UTF-8 BODY xx",
+                                     "SORT (DATE) UTF-8 ALL", "UID THREAD ORDEREDSUBJECT UTF-8 ALL"])
+def test_a_sort_or_thread_holds_one_slot_through_its_pauses_and_gives_it_back_before_its_answer(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Paused, a SORT or THREAD holds the values it read and what it builds of them: it holds a
+    search slot from its search to its answer, even for ALL (no message tested), and its search
+    claims no second one (with one slot per account that would wait for ever)."""
+    slots = _own_slots(monkeypatch, total=8, per_account=1)
+    monkeypatch.setattr(searching, "_PAUSE_FROM", 100)   # the folder counts as large
+    _small_pieces(monkeypatch)
+    monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)
+    session = conv.session
+    session.data_received(b"c " + command.encode() + b"\r\n")
+    held_while_paused: set[int] = set()
+    out: list[bytes] = []
+    for _ in range(100_000):
+        more = session.process(16)
+        item = session.next_output()
+        if item is not None:
+            assert slots._in_use == 0   # given back before the first line of the answer
+            out.append(bytes(item))
+            while (item := session.next_output()) is not None:
+                out.append(bytes(item))
+        elif more:
+            held_while_paused.add(slots._in_use)
+        if not more:
+            break
+    assert held_while_paused == {1}
+    assert out[-1].startswith(b"c OK ")
+    assert slots._in_use == 0 and not slots._running
+
+
+def test_a_sort_waits_for_its_slot_holding_no_worker(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = _own_slots(monkeypatch, total=1, per_account=1)
+    monkeypatch.setattr(searching, "_PAUSE_FROM", 100)
+    assert slots.claim("someone else").done()
+    session = conv.session
+    session.data_received(b"c SORT (ARRIVAL) UTF-8 ALL\r\n")
+    assert session.process(16)
+    assert session.next_output() is None
+    assert not session.process(16)   # parked on the slot: nothing to run
+    slots.release("someone else")
+    out, _pauses = _drive(session, b"")
+    assert out.startswith(b"* SORT ") and out.endswith(b"c OK SORT completed\r\n")
+    assert slots._in_use == 0
+
+
+def test_a_sort_of_a_small_folder_takes_no_slot(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer than _PAUSE_FROM messages: a few slices at most, and little to hold."""
+    slots = _own_slots(monkeypatch, total=1, per_account=1)
+    assert len(conv.session.selected.uids) < searching._PAUSE_FROM
+    assert slots.claim("someone else").done()
+    out, _pauses = _drive(conv.session, b"c THREAD REFERENCES UTF-8 ALL\r\n")
+    assert out.endswith(b"c OK THREAD completed\r\n")

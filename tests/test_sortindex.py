@@ -190,6 +190,11 @@ def test_a_stretch_of_uids_is_read_by_one_pass_over_its_own_range(store: Store,
         assert store.sort_values("alice", folder, stretch, sortindex.thread_values) == {
             uid: whole[uid] for uid in stretch}
         assert [uid for chunk in chunks for uid in chunk] == list(range(stretch[0], stretch[-1] + 1))
+    # UIDs out of order (callers keep them ascending) still get their values: the range is
+    # their lowest to their highest
+    for jumbled in ([30, 2, 3, 4, 5, 6, 7], [9, 8, 7, 6, 5, 4, 3, 2, 1]):
+        assert store.sort_values("alice", folder, jumbled, sortindex.thread_values) == {
+            uid: whole[uid] for uid in jumbled}
 
 
 # -- kept with the messages ---------------------------------------------------------------------------

@@ -151,11 +151,14 @@ class TimeSlice:
     started or last paused; ``yield from pause()`` then yields PAUSE and starts the next slice.
     Code that may run outside a command (tests, tools) takes ``None`` for "never pause"."""
 
-    __slots__ = ("seconds", "_end", "_collector")
+    __slots__ = ("seconds", "_end", "_collector", "holds_slot")
 
     def __init__(self, seconds: float | None = None) -> None:
         self.seconds = SLICE_SECONDS if seconds is None else seconds
         self._end = time.monotonic() + self.seconds
+        # The computation holds a search slot (gximap.session.searching.command_slot): the
+        # search within it claims none of its own.
+        self.holds_slot = False
         # An entered collector_paused(), left while other sessions run between the slices (the
         # collector would otherwise stay off for as long as the whole computation).
         self._collector: contextlib.AbstractContextManager[None] | None = None

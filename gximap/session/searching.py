@@ -809,16 +809,24 @@ _SLOTS = _SearchSlots(total=8, per_account=2)
 
 class _SearchSlot:
     """The slot a sliced search that tests messages holds, from before it loads its records to
-    its end; nothing for one made of record tests only, or run unsliced (tests, tools)."""
+    its end; nothing for one made of record tests only, or run unsliced (tests, tools), or run
+    within a command that holds one already (command_slot)."""
 
     __slots__ = ("slots", "account", "future", "slicer")
 
-    def __init__(self, session: Any, nodes: list[_Node], slicer: TimeSlice | None) -> None:
+    def __init__(self, session: Any, nodes: list[_Node] | None, slicer: TimeSlice | None) -> None:
         self.slicer = slicer
         self.slots = _SLOTS  # the one claimed from is the one given back to
         self.account = session.selected.account
-        needed = slicer is not None and any(node.cost != COST_RECORD for node in nodes)
+        if slicer is None or slicer.holds_slot:
+            needed = False
+        elif nodes is None:  # a whole command (command_slot)
+            needed = len(session.selected.uids) >= _PAUSE_FROM
+        else:
+            needed = any(node.cost != COST_RECORD for node in nodes)
         self.future = self.slots.claim(self.account) if needed else None
+        if self.future is not None and slicer is not None:
+            slicer.holds_slot = True
 
     def wait(self) -> Generator[Await, Any, None]:
         """Wait (holding no worker) until the slot is granted."""
@@ -831,8 +839,22 @@ class _SearchSlot:
 
     def __exit__(self, *exc: object) -> None:
         future, self.future = self.future, None
-        if future is not None and not self.slots.forget(future):  # granted: ours to give back
+        if future is None:
+            return
+        if self.slicer is not None:
+            self.slicer.holds_slot = False
+        if not self.slots.forget(future):  # granted: ours to give back
             self.slots.release(self.account)
+
+
+def command_slot(session: Any, slicer: TimeSlice) -> _SearchSlot:
+    """A search slot for the whole of a SORT or THREAD, ``with`` it and ``yield from`` its
+    wait() before the search: paused between slices, such a command holds its search's result,
+    the values it read and what it builds of them (about 50 MB for a first THREAD of 100,000
+    messages), as a search holds its records. Claimed for a view of _PAUSE_FROM messages or more
+    (a smaller one takes a few slices at most), whatever the search program: SORT ALL tests no
+    message but reads every message's values."""
+    return _SearchSlot(session, None, slicer)
 
 
 def _batches(records: Sequence[Any]) -> Iterator[tuple[int, int]]:

@@ -19,12 +19,12 @@ import collections
 import threading
 import weakref
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import encode
 from gximap.imap.commands import SequenceSet
-from gximap.session.base import LazyLines
+from gximap.session.base import LazyLines, Pause, TimeSlice, pause_if_over, run_unsliced
 from midb.errors import NoSuchAccount, NoSuchFolder
 
 RECENT = "\\Recent"
@@ -341,6 +341,8 @@ _EMPTY = UidRuns(array(UID_ARRAY), array(UID_ARRAY), 0)
 
 
 # Flag changes of more messages than this are reported by a LazyFlagUpdates.
+# UIDs turned into message numbers between looks at the clock (a few ms: one bisection each).
+_NUMBERS_PER_LOOK = 8192
 LAZY_UPDATES_FROM = 1000
 
 
@@ -494,12 +496,22 @@ class SelectedMailbox:
     def message_numbers(self, uids: Sequence[int]) -> Sequence[int]:
         """Message numbers of ascending UIDs that are all in the view: a range when they are a
         contiguous stretch of it (SEARCH ALL), else one bisection of the flat array each."""
+        return run_unsliced(self.message_numbers_sliced(uids, None))
+
+    def message_numbers_sliced(self, uids: Sequence[int],
+                               slicer: TimeSlice | None) -> Generator[Pause, Any, Sequence[int]]:
+        """message_numbers, with PAUSE between pieces when ``slicer``'s time is up: the
+        bisections of 100,000 UIDs (SEARCH UNSEEN) take about 70 ms."""
         stretch = self.runs.stretch(uids, base=1)
         if stretch is not None:
             return stretch
         flat = self.uids
         left = bisect.bisect_left
-        return [left(flat, uid) + 1 for uid in uids]
+        numbers: list[int] = []
+        for start in range(0, len(uids), _NUMBERS_PER_LOOK):
+            numbers.extend([left(flat, uid) + 1 for uid in uids[start:start + _NUMBERS_PER_LOOK]])
+            yield from pause_if_over(slicer)
+        return numbers
 
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[int]:
         """The UIDs of the view named by a sequence set, ascending. ``$`` must be substituted."""

@@ -82,8 +82,9 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     with_modseq = condstore.uses_modseq(cmd.criteria)
     if with_modseq:
         yield from condstore.enable(session)
+    slicer = TimeSlice()
     try:
-        matched = yield from searching.search_sliced(session, cmd.criteria, TimeSlice())
+        matched = yield from searching.search_sliced(session, cmd.criteria, slicer)
     except searching.SearchUnsupported:
         # BAD leaves the saved result alone (RFC 5182 section 2.1).
         raise CommandFailed(Code.NO_NOT_SUPPORTED, status="BAD") from None
@@ -94,7 +95,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     if save:
         assert options is not None
         session.saved_search = _saved_result(options, matched)
-    numbers = matched if cmd.uid else view.message_numbers(matched)
+    numbers = matched if cmd.uid else (yield from view.message_numbers_sliced(matched, slicer))
     if options is None:
         modseq = condstore.search_modseq(session, matched, None) if with_modseq else None
         if session.rev2:

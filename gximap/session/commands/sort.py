@@ -153,12 +153,21 @@ def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
 def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await, Any, Done]:
     check_charset(session, cmd.charset)
+    slicer = TimeSlice()  # one clock for the search, the values' reads and the sorts
+    with searching.command_slot(session, slicer) as slot:
+        yield from slot.wait()
+        lines = yield from _sorted_lines(session, cmd, slicer)
+    yield from lines  # with the slot given back: a client slow to read holds none
+    return Done(Code.OK_SORT)
+
+
+def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[Pause | Await, Any, list[bytes]]:
+    """The SORT's (or ESORT's) untagged responses."""
     view = session.selected
     options = cmd.return_opts
     save = options is not None and "SAVE" in options
     uses_modseq = condstore.uses_modseq(cmd.search)
     modseq = None
-    slicer = TimeSlice()  # one clock for the search, the values' reads and the sorts
     try:
         if uses_modseq:
             # The answer carries the highest MODSEQ of the messages the search saw: their records
@@ -183,17 +192,18 @@ def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await, Any, 
     if save:
         assert options is not None
         session.saved_search = saved_result(options, uids)
+    lines = []
     if uses_modseq:
-        yield from condstore.enable(session)  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
+        lines.extend(condstore.enable(session))  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
     if cmd.uid:
         numbers: Sequence[int] = uids
     else:
         yield from pause_if_over(slicer)
-        positions = view.message_numbers(matched)
+        positions = yield from view.message_numbers_sliced(matched, slicer)
         numbers = [positions[index] for index in order]
     if options is None:
-        yield from sort_response(numbers, modseq)
+        lines.extend(sort_response(numbers, modseq))
     elif set(options) != {"SAVE"}:
         ordered = (yield from ordered_sequence_set(numbers, slicer)) if "ALL" in options else b""
-        yield esearch_response(cmd.tag, cmd.uid, options, numbers, modseq, all_set=lambda _numbers: ordered)
-    return Done(Code.OK_SORT)
+        lines.append(esearch_response(cmd.tag, cmd.uid, options, numbers, modseq, all_set=lambda _numbers: ordered))
+    return lines

@@ -18,6 +18,7 @@ from gximap.imap.codes import Code
 from gximap.session import sorting
 from gximap.session.base import SELECTED, Await, Done, Pause, TimeSlice, command, pause_if_over
 from gximap.session.commands.sort import check_charset, folder_values, matching_uids, sort_folder
+from gximap.session.searching import command_slot
 from gximap.session.selected import UID_ARRAY
 
 _ALGORITHMS = {
@@ -40,7 +41,7 @@ def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | N
         values = [value for _uid, value in kept]
     if not uid:
         yield from pause_if_over(slicer)
-        numbers = session.selected.message_numbers(numbers)
+        numbers = yield from session.selected.message_numbers_sliced(numbers, slicer)
     return values, numbers
 
 
@@ -48,6 +49,14 @@ def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | N
 def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, Any, Done]:
     check_charset(session, cmd.charset)
     slicer = TimeSlice()  # one clock for the search, the values' reads, the threading and the rendering
+    with command_slot(session, slicer) as slot:
+        yield from slot.wait()
+        lines = yield from _thread_lines(session, cmd, slicer)
+    yield from lines
+    return Done(Code.OK_THREAD)
+
+
+def _thread_lines(session: Any, cmd: cmds.Thread, slicer: TimeSlice) -> Generator[Pause | Await, Any, list[bytes]]:
     uids = yield from matching_uids(session, cmd.search, slicer)
     whole_folder = isinstance(cmd.search, cmds.SearchAll)
 
@@ -71,5 +80,4 @@ def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, A
         lines = yield from session.ctx.sort_columns.answer_sliced(sort_folder(view), name, uids, answer)
     else:
         lines = yield from answer()
-    yield from lines
-    return Done(Code.OK_THREAD)
+    return lines
