@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from midb.store import Store
 
 
@@ -22,3 +24,16 @@ def folder_id(store: Store, name: str = "INBOX", account: str = "alice") -> int:
     info = store.get_folder(account, name)
     assert info is not None
     return info.id
+
+
+def record_sort_reads(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[list[int]]:
+    """The UIDs of each Store.sort_values call made on ``store`` from now on."""
+    reads: list[list[int]] = []
+    original = store.sort_values
+
+    def recorded(account: str, folder: int, uids: list[int], read: Any) -> Any:
+        reads.append(list(uids))
+        return original(account, folder, uids, read)
+
+    monkeypatch.setattr(store, "sort_values", recorded)
+    return reads

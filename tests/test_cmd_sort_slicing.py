@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conversation import Conversation
+from store_helpers import record_sort_reads
 
 from gximap.session import base, searching, selected, sorting
 from gximap.session.base import PAUSE, TimeSlice
@@ -102,6 +103,14 @@ def _one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sorting, name, 10**9)
     monkeypatch.setattr(sort_command, "_NUMBERS_PER_LOOK", 10**9)
     monkeypatch.setattr(selected, "_NUMBERS_PER_LOOK", 10**9)
+
+
+def _another_session(conv: Conversation) -> Any:
+    """A second session of alice's with INBOX selected (the one a test leaves mid-command)."""
+    other = conv.second_session()
+    other.login()
+    other.select()
+    return other.session
 
 
 def _drive(session: Any, command: bytes) -> tuple[bytes, int]:
@@ -226,18 +235,8 @@ def test_a_sort_closed_while_paused_leaves_the_columns_usable(conv: Conversation
     expected = conv.command("SORT (SUBJECT) UTF-8 ALL")[0]
     conv.ctx.sort_columns.clear()
     monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)
-    reads: list[list[int]] = []
-    original = conv.store.sort_values
-
-    def counted_sort_values(account: str, folder_id: int, uids: list[int], read: Any) -> Any:
-        reads.append(list(uids))
-        return original(account, folder_id, uids, read)
-
-    monkeypatch.setattr(conv.store, "sort_values", counted_sort_values)
-    leaving = conv.second_session()
-    leaving.login()
-    leaving.select()
-    session = leaving.session
+    reads = record_sort_reads(monkeypatch, conv.store)
+    session = _another_session(conv)
     session.data_received(b"s SORT (SUBJECT) UTF-8 ALL\r\n")
     while len(reads) < 3:
         assert session.process(16)
@@ -269,10 +268,7 @@ def test_a_thread_closed_while_threading_keeps_no_answer(conv: Conversation, mon
         return (yield from algorithm(items, slicer))
 
     monkeypatch.setitem(thread_command._ALGORITHMS, "REFERENCES", watched)
-    leaving = conv.second_session()
-    leaving.login()
-    leaving.select()
-    session = leaving.session
+    session = _another_session(conv)
     session.data_received(b"t THREAD REFERENCES UTF-8 ALL\r\n")
     while not threading_started:
         assert session.process(16)

@@ -167,15 +167,22 @@ def _eof_read(server: Server) -> bool:
         return any(conn.eof for conn in server._conns)
 
 
+def _noop_answered_while(pool: Pool, command: bytes, started: threading.Event) -> Client:
+    """alice sends ``command``; once it has ``started``, bob's NOOP is answered. Returns
+    alice's client, its answer unread."""
+    busy = _selected(pool)
+    other = _connect(pool, user=b"bob")
+    busy.send(command)
+    assert started.wait(TIMEOUT)
+    other.send(b"n NOOP\r\n")
+    assert _answer(other, b"n")[-1].startswith(b"n OK")
+    return busy
+
+
 def test_a_long_search_lets_the_only_worker_serve_another_session(
         one_worker: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     search = SlowSearch(monkeypatch)
-    searcher = _selected(one_worker)
-    other = _connect(one_worker, user=b"bob")
-    searcher.send(SEARCH)
-    assert search.started.wait(TIMEOUT)
-    other.send(b"n NOOP\r\n")
-    assert _answer(other, b"n")[-1].startswith(b"n OK")
+    searcher = _noop_answered_while(one_worker, SEARCH, search.started)
     # Answered in the SEARCH's next pause, not after it: most messages are still untested.
     assert search.tested < MESSAGES // 2
     assert _answer(searcher, b"q") == SEARCH_ANSWER
@@ -243,12 +250,7 @@ def test_a_long_sort_or_thread_lets_the_only_worker_serve_another_session(
     between reads once their slice is over: another client's NOOP is answered before most of
     the values are read."""
     reads = SlowSortReads(monkeypatch)
-    sorter = _selected(one_worker)
-    other = _connect(one_worker, user=b"bob")
-    sorter.send(command)
-    assert reads.started.wait(TIMEOUT)
-    other.send(b"n NOOP\r\n")
-    assert _answer(other, b"n")[-1].startswith(b"n OK")
+    sorter = _noop_answered_while(one_worker, command, reads.started)
     assert reads.reads < MESSAGES // 2 // 2
     assert _answer(sorter, b"r") == [answer + b"\r\n", b"r OK " + command.split()[1] + b" completed\r\n"]
     assert reads.reads == MESSAGES // 2

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conversation import Conversation
+from store_helpers import record_sort_reads
 
 from gximap.session import sorting
 from gximap.session.base import PAUSE, Pause, run_unsliced
@@ -417,14 +418,7 @@ def test_a_repeated_sort_reads_no_message_and_follows_new_and_expunged_mail(conv
 
     first = afresh(conv)
     assert first[0] == b"* SORT 4 2 5 1 3"
-    reads: list[list[int]] = []
-    original = conv.store.sort_values
-
-    def counting_sort_values(account: str, folder_id: int, uids: list[int], read: Any) -> Any:
-        reads.append(list(uids))
-        return original(account, folder_id, uids, read)
-
-    monkeypatch.setattr(conv.store, "sort_values", counting_sort_values)
+    reads = record_sort_reads(monkeypatch, conv.store)
     other = conv.second_session()
     other.login()
     other.select()
