@@ -17,6 +17,7 @@ import pytest
 from conversation import Conversation
 from store_helpers import record_sort_reads
 
+from gximap.net.handler import TransportAction
 from gximap.session import base, searching, selected, sorting
 from gximap.session.base import PAUSE, TimeSlice
 from gximap.session.commands import sort as sort_command
@@ -347,3 +348,28 @@ def test_a_sort_of_a_small_folder_takes_no_slot(conv: Conversation, monkeypatch:
     assert slots.claim("someone else").done()
     out, _pauses = _drive(conv.session, b"c THREAD REFERENCES UTF-8 ALL\r\n")
     assert out.endswith(b"c OK THREAD completed\r\n")
+
+
+@pytest.mark.parametrize("command", ["SORT (SUBJECT) UTF-8 ALL", "THREAD REFERENCES UTF-8 ALL"])
+def test_a_goodbye_waits_for_the_end_of_a_sort_or_thread_line(conv: Conversation, command: str) -> None:
+    """A long SORT or THREAD line goes out in several items (a slice may end between them): a
+    shutdown coming then says its BYE after the line, not inside it."""
+    expected = conv.command(command)[0]
+    session = _another_session(conv)   # the module's session stays open for the other tests
+    session.data_received(b"c " + command.encode() + b"\r\n")
+    out: list[bytes] = []
+    for _ in range(100_000):
+        more = session.process(16)
+        item = session.next_output()
+        if item is not None:
+            out.append(bytes(item))   # the first piece of the line
+            break
+        assert more
+    assert not out[0].endswith(b"\r\n")
+    session.shutdown()
+    while (item := session.next_output()) is not None and not isinstance(item, TransportAction):
+        out.append(bytes(item))
+    assert item is TransportAction.CLOSE
+    line, bye = b"".join(out).split(b"\r\n", 1)
+    assert line == expected
+    assert bye.startswith(b"* BYE ") and bye.endswith(b"\r\n")

@@ -377,13 +377,16 @@ def test_a_failed_copy_answers_once_its_copies_are_removed_off_the_worker(
     assert _uids(conv, "Other") == []
 
 
+@pytest.mark.parametrize("error", [midb_errors.NoSuchFolder("gone meanwhile"), OSError(5, "gone meanwhile")],
+                         ids=["store", "other"])
 def test_copies_that_cannot_be_removed_are_logged_and_the_copy_answers_its_own_error(
-        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        error: Exception) -> None:
     _fail_on_call(monkeypatch, "copy", 3, midb_errors.OverQuota("STORAGE"))
-    _fail_on_call(monkeypatch, "remove_messages", 1, midb_errors.NoSuchFolder("gone meanwhile"))
+    _fail_on_call(monkeypatch, "remove_messages", 1, error)
     answer = conv.send(b"c1 COPY 1:* Other\r\n")
     assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
-    assert "copies of a failed COPY were not all removed: gone meanwhile" in caplog.text
+    assert "copies of a failed COPY were not all removed" in caplog.text and "gone meanwhile" in caplog.text
     assert 0 < len(_uids(conv, "Other")) < MESSAGES   # left, and logged
     assert conv.command("NOOP")[-1].endswith(b"NOOP completed")   # the session goes on
 

@@ -133,9 +133,11 @@ class ResponseMark:
 
 
 # Yielded around the items of one response sent in several (a FETCH streaming a body: the
-# literal's header, the body's chunks or FileRegion, the closing parenthesis). Nothing else may
-# go out between them: a goodbye waits for the close, and a command failing in between cannot be
-# answered in the stream, so the connection is closed.
+# literal's header, the body's chunks or FileRegion, the closing parenthesis; a long SORT or
+# THREAD line). Nothing else may go out between them: a goodbye waits for the close, and a
+# command failing in between cannot be answered in the stream, so the connection is closed. A
+# handler yields neither PAUSE nor Await between them (the pool would close a connection that
+# is saying goodbye once it has nothing more to send).
 RESPONSE_OPENS = ResponseMark(True)
 RESPONSE_CLOSES = ResponseMark(False)
 

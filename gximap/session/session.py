@@ -493,8 +493,8 @@ class ImapSession:
             return True
         if isinstance(item, ResponseMark):
             self._inside_response = item.opens
-            due, self._goodbye_due = self._goodbye_due, None
-            if due is not None and not item.opens:
+            if not item.opens and self._goodbye_due is not None:
+                due, self._goodbye_due = self._goodbye_due, None
                 self._out.append(b"* BYE " + self.text(due) + b"\r\n")
                 self._out.append(TransportAction.CLOSE)
             return True

@@ -73,6 +73,8 @@ def _undo_copies(session: Any, account: str, target_id: int, uids: list[int]) ->
     except MidbError as error:
         session.ctx.log.warning("session %s: the copies of a failed COPY were not all removed: %s",
                                 session.id, error)
+    except Exception:  # noqa: BLE001 - the COPY's own error stays the answer
+        session.ctx.log.exception("session %s: the copies of a failed COPY were not all removed", session.id)
 
 
 def _nothing_to_report(_piece: Sequence[int], _result: None) -> tuple[()]:

@@ -22,11 +22,14 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import condstore, searching, sorting
 from gximap.session.base import (
+    RESPONSE_CLOSES,
+    RESPONSE_OPENS,
     SELECTED,
     Await,
     CommandFailed,
     Done,
     Pause,
+    ResponseMark,
     TimeSlice,
     collector_paused_in,
     command,
@@ -151,13 +154,17 @@ def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]
 
 
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
-def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await, Any, Done]:
+def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await | ResponseMark, Any, Done]:
     check_charset(session, cmd.charset)
     slicer = TimeSlice()  # one clock for the search, the values' reads and the sorts
     with searching.command_slot(session, slicer) as slot:
         yield from slot.wait()
         lines = yield from _sorted_lines(session, cmd, slicer)
-    yield from lines  # with the slot given back: a client slow to read holds none
+    # With the slot given back: a client slow to read holds none. One response line in
+    # several items (600 KB for 100,000 messages, more than a slice sends): bracketed.
+    yield RESPONSE_OPENS
+    yield from lines
+    yield RESPONSE_CLOSES
     return Done(Code.OK_SORT)
 
 

@@ -16,7 +16,18 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import sorting
-from gximap.session.base import SELECTED, Await, Done, Pause, TimeSlice, command, pause_if_over
+from gximap.session.base import (
+    RESPONSE_CLOSES,
+    RESPONSE_OPENS,
+    SELECTED,
+    Await,
+    Done,
+    Pause,
+    ResponseMark,
+    TimeSlice,
+    command,
+    pause_if_over,
+)
 from gximap.session.commands.sort import check_charset, folder_values, matching_uids, sort_folder
 from gximap.session.searching import command_slot
 from gximap.session.selected import UID_ARRAY
@@ -46,13 +57,15 @@ def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | N
 
 
 @command(cmds.Thread, states=SELECTED, expunge_ok=False)
-def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await, Any, Done]:
+def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await | ResponseMark, Any, Done]:
     check_charset(session, cmd.charset)
     slicer = TimeSlice()  # one clock for the search, the values' reads, the threading and the rendering
     with command_slot(session, slicer) as slot:
         yield from slot.wait()
         lines = yield from _thread_lines(session, cmd, slicer)
+    yield RESPONSE_OPENS  # one response line in several items
     yield from lines
+    yield RESPONSE_CLOSES
     return Done(Code.OK_THREAD)
 
 
