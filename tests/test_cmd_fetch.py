@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conversation import Conversation
@@ -702,7 +702,7 @@ def test_a_body_read_failing_inside_its_literal_closes_the_connection(
     real_chunks = fetch._BodyStream.chunks
 
     def failing_chunks(self: Any) -> Iterator[bytes]:
-        chunks = real_chunks(self)
+        chunks = cast(Generator[bytes, None, None], real_chunks(self))
         try:
             yield next(chunks)
             raise OSError(5, "Input/output error")

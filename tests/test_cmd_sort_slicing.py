@@ -314,9 +314,10 @@ def test_a_sort_or_thread_holds_one_slot_through_its_pauses_and_gives_it_back_be
         item = session.next_output()
         if item is not None:
             assert slots._in_use == 0   # given back before the first line of the answer
-            out.append(bytes(item))
-            while (item := session.next_output()) is not None:
+            while item is not None:
+                assert isinstance(item, bytes | memoryview)
                 out.append(bytes(item))
+                item = session.next_output()
         elif more:
             held_while_paused.add(slots._in_use)
         if not more:
@@ -344,6 +345,7 @@ def test_a_sort_waits_for_its_slot_holding_no_worker(conv: Conversation, monkeyp
 def test_a_sort_of_a_small_folder_takes_no_slot(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fewer than _PAUSE_FROM messages: a few slices at most, and little to hold."""
     slots = _own_slots(monkeypatch, total=1, per_account=1)
+    assert conv.session.selected is not None
     assert len(conv.session.selected.uids) < searching._PAUSE_FROM
     assert slots.claim("someone else").done()
     out, _pauses = _drive(conv.session, b"c THREAD REFERENCES UTF-8 ALL\r\n")
