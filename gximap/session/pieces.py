@@ -58,8 +58,9 @@ BULK_WRITERS = ProcessPool(2, "bulk-write")
 def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
               report: Callable[[Sequence[T], R], Iterable[bytes]]) -> Generator[bytes | Await, Any, None]:
     """``write(piece)`` for consecutive pieces of ``items`` (each its own durable write
-    transaction), then ``report(piece, result)`` on the session's worker for the lines to send. Pieces after the first are written by BULK_WRITERS
-    while the session awaits them, and sized to take about PIECE_SECONDS.
+    transaction), then ``report(piece, result)`` on the session's worker for the lines to send.
+    Pieces after the first are written by BULK_WRITERS while the session awaits them, and sized
+    to take about PIECE_SECONDS.
 
     ``write`` must touch the store only (it runs on another thread); session state belongs in
     ``report``. Once this generator is closed or fails, no ``write`` runs any more: one in

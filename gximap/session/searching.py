@@ -31,8 +31,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
-from gximap.session.base import Await, CommandFailed, Pause, TimeSlice, run_unsliced
-from gximap.session.collector import collector_paused
+from gximap.session.base import Await, CommandFailed, Pause, TimeSlice, collector_paused_in, run_unsliced
 from midb import searchtext
 from midb.blobs import ProcessPool
 from midb.errors import NoSuchBody
@@ -625,7 +624,7 @@ def _collector_paused_for(session: Any, slicer: TimeSlice | None) -> contextlib.
     """Paused while the search runs, not while other sessions run between its slices."""
     if len(session.selected.uids) < _PAUSE_FROM:
         return contextlib.nullcontext()
-    return collector_paused() if slicer is None else slicer.collector_paused()
+    return collector_paused_in(slicer)
 
 
 class _Row:

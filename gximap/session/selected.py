@@ -509,8 +509,8 @@ class SelectedMailbox:
         left = bisect.bisect_left
         numbers: list[int] = []
         for start in range(0, len(uids), _NUMBERS_PER_LOOK):
-            numbers.extend([left(flat, uid) + 1 for uid in uids[start:start + _NUMBERS_PER_LOOK]])
             yield from pause_if_over(slicer)
+            numbers.extend([left(flat, uid) + 1 for uid in uids[start:start + _NUMBERS_PER_LOOK]])
         return numbers
 
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[int]:

@@ -1,10 +1,10 @@
 """COPY, MOVE and their UID forms (RFC 3501 section 6.4.7, RFC 6851, COPYUID of RFC 4315).
 
 COPY answers ``OK [COPYUID uidvalidity source-uids destination-uids]``. MOVE copies and expunges
-in one store transaction per piece (gximap.session.pieces); it sends the COPYUID in an untagged OK first, then the EXPUNGE (or,
-with QRESYNC, VANISHED) responses for the moved messages, then the tagged OK (RFC 6851 section
-4.3), which with QRESYNC carries the source's new ``[HIGHESTMODSEQ n]`` as EXPUNGE's does (RFC 7162
-section 3.2.7). A missing destination is ``NO [TRYCREATE]``.
+in one store transaction per piece (gximap.session.pieces); it sends the COPYUID in an untagged
+OK first, then the EXPUNGE (or, with QRESYNC, VANISHED) responses for the moved messages, then the
+tagged OK (RFC 6851 section 4.3), which with QRESYNC carries the source's new ``[HIGHESTMODSEQ n]``
+as EXPUNGE's does (RFC 7162 section 3.2.7). A missing destination is ``NO [TRYCREATE]``.
 
 If the set names messages another session expunged and this one has not been told about yet, the
 command fails with ``NO [EXPUNGEISSUED]`` and copies nothing (RFC 2180 section 4.4.1, Dovecot's
@@ -14,9 +14,8 @@ Many messages are copied or moved in pieces, one write transaction each, so that
 ``MOVE 1:* Trash`` of a large folder does not hold the shard's write lock and a worker for
 seconds. A COPY that fails after some pieces (or whose client leaves) removes the copies it made:
 the destination is left as it was, as RFC 3501 requires, although a session watching it may see
-them come and go. A crash in the middle leaves the copies made so far, which only duplicates mail (every piece is
-durable: its new UIDs are seen by other sessions at once).
-A MOVE that fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
+them come and go. A crash in the middle leaves the copies made so far, which only duplicates
+mail (every piece is durable: its new UIDs are seen by other sessions at once). A MOVE that fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 """
 
 from __future__ import annotations

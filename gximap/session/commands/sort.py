@@ -205,7 +205,6 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
     if cmd.uid:
         numbers: Sequence[int] = uids
     else:
-        yield from pause_if_over(slicer)
         positions = yield from view.message_numbers_sliced(matched, slicer)
         numbers = [positions[index] for index in order]
     if options is None:

@@ -51,7 +51,6 @@ def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | N
         numbers = [uid_ for uid_, _value in kept]
         values = [value for _uid, value in kept]
     if not uid:
-        yield from pause_if_over(slicer)
         numbers = yield from session.selected.message_numbers_sliced(numbers, slicer)
     return values, numbers
 
