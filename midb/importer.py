@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from midb.errors import MidbError, NoSuchAccount, OverQuota, TooBig
 from midb.messages import MAX_KEYWORDS_PER_MESSAGE
+from midb.mime import normalize_crlf
 
 if TYPE_CHECKING:
     from midb.store import FolderInfo, Store
@@ -77,14 +78,6 @@ class SourceFolder:
     uidvalidity: int | None = None
     nextuid: int | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def normalize_crlf(data: bytes) -> bytes:
-    """Turn bare LF line ends into CRLF; CRLF and lone CR are left as they are."""
-    lf = data.count(b"\n")
-    if lf == 0 or lf == data.count(b"\r\n"):
-        return data
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
 
 
 _ATOM_SPECIALS = frozenset('(){ %*"\\]')

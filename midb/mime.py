@@ -52,6 +52,7 @@ __all__ = [
     "field_pattern",
     "find_fields",
     "is_reply_or_forward",
+    "normalize_crlf",
     "parse_header_block",
     "unfold",
     "without_line_breaks",
@@ -168,6 +169,20 @@ class Digest(NamedTuple):
 
 
 _CONTINUATION_RUN_END = re.compile(rb"\n(?![ \t])")  # the line break after which no continuation follows
+
+
+def normalize_crlf(data: bytes) -> bytes:
+    """Turn bare LF line ends into CRLF; CRLF and lone CR are left as they are.
+
+    Internet messages end lines with CRLF (RFC 5322 2.1) and IMAP serves them so: a message
+    that arrives with bare LF (a script's APPEND, an MTA passing LF through LMTP, a Maildir
+    file) is stored converted, as Dovecot serves it, so FETCH, RFC822.SIZE and the byte ranges
+    of every part agree with what clients expect. Both passes are C loops: undoing every CRLF
+    and then making every LF a CRLF leaves CRLF and lone CR (also CR CR LF) as they were."""
+    lf = data.count(b"\n")
+    if lf == 0 or lf == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def without_line_breaks(raw: bytes) -> bytes:

@@ -156,3 +156,31 @@ def test_literal8_data_is_stored_as_is(conv: Conversation) -> None:
         b"* 1 FETCH (BINARY[] ~{%d}\r\n%s BODY[TEXT] {6}\r\n\x80\x01\x02\xff\r\n)" % (len(data), data),
         b"a2 OK FETCH completed",
     ]
+
+
+def test_bare_lf_is_stored_as_crlf(conv: Conversation) -> None:
+    """A plain literal with LF line ends is stored as CRLF (RFC 5322 2.1), as Dovecot serves it:
+    FETCH, RFC822.SIZE and the part offsets then agree with what clients expect."""
+    sent = b"Subject: from a script\nTo: a@example.org\n\nline one\nline two\r\nlone\rcr\n"
+    stored = b"Subject: from a script\r\nTo: a@example.org\r\n\r\nline one\r\nline two\r\nlone\rcr\r\n"
+    lines = conv.send(b"a1 APPEND saved-messages {%d+}\r\n%s\r\n" % (len(sent), sent))
+    assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+    conv.select("saved-messages")
+    text = stored[stored.index(b"\r\n\r\n") + 4:]
+    assert conv.send(b"a2 FETCH 1 (RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT])\r\n") == [
+        b"* 1 FETCH (RFC822.SIZE %d BODY[] {%d}\r\n%s BODY[TEXT] {%d}\r\n%s)"
+        % (len(stored), len(stored), stored, len(text), text),
+        b"a2 OK FETCH completed",
+    ]
+
+
+def test_literal8_keeps_bare_lf(conv: Conversation) -> None:
+    """literal8 data may be binary, where an LF octet is data: kept exactly (RFC 3516)."""
+    data = b"Subject: binary\r\nContent-Transfer-Encoding: binary\r\n\r\n\n\x00\n\r\n"
+    lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(data), data))
+    assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+    conv.select("saved-messages")
+    assert conv.send(b"a2 FETCH 1 (RFC822.SIZE BINARY.PEEK[])\r\n") == [
+        b"* 1 FETCH (RFC822.SIZE %d BINARY[] ~{%d}\r\n%s)" % (len(data), len(data), data),
+        b"a2 OK FETCH completed",
+    ]

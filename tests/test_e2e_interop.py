@@ -529,8 +529,8 @@ def test_fifty_pipelined_commands_in_one_packet(server: GximapProcess, use_tls: 
 
 @pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
 def test_fetch_of_a_20_mb_message_streams_intact(server: GximapProcess, use_tls: bool) -> None:
-    line = b"".join(bytes([33 + (index % 90)]) for index in range(76)) + b"\r\n"
-    body = b"".join(line[index % 78:] + line[:index % 78] for index in range(20 * 1024 * 1024 // 78))
+    text = b"".join(bytes([33 + (index % 90)]) for index in range(76))
+    body = b"".join(text[index % 76:] + text[:index % 76] + b"\r\n" for index in range(20 * 1024 * 1024 // 78))
     data = b"From: big@example.org\r\nSubject: twenty megabytes\r\n\r\n" + body
     client = _raw_connect(server, use_tls)
     try:

@@ -17,7 +17,6 @@ from midb.importer import (
     import_maildir,
     import_maildir_tree,
     import_mbox,
-    normalize_crlf,
     open_mbox,
     parse_from_line_date,
     parse_uidlist,
@@ -146,13 +145,6 @@ def make_dovecot_maildir(root: Path) -> dict[str, object]:
 
 
 # ---- pure parsing --------------------------------------------------------------------------
-
-
-def test_normalize_crlf() -> None:
-    assert normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
-    same = b"a\r\nb\r\n"
-    assert normalize_crlf(same) is same
-    assert normalize_crlf(b"no newline") == b"no newline"
 
 
 def test_decode_mutf7() -> None:

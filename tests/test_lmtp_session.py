@@ -154,6 +154,17 @@ def test_null_sender_and_quoted_local_part(store: Store) -> None:
     assert unquote_address('"a\\"b"@x.example') == 'a"b@x.example'
 
 
+def test_bare_lf_in_the_data_is_stored_as_crlf(store: Store) -> None:
+    """An MTA passing LF-only mail on: the copy is stored with CRLF (as Dovecot's LMTP does);
+    lone CR and the end-of-data rule (CRLF "." CRLF only) are untouched."""
+    client = Client(make_context(store))
+    wire = b"Subject: lf only\nX-Note: a\rb\n\nbody\n.\nstill body\r\n.\r\n"
+    replies = client.transaction(["alice@test.example"], wire=wire)
+    assert replies[-1].startswith("250 2.0.0 <alice@test.example> ")
+    assert stored(store, "alice") == [(b"Return-Path: <carol@example.org>\r\nDelivered-To: alice@test.example\r\n"
+                                       b"Subject: lf only\r\nX-Note: a\rb\r\n\r\nbody\r\n.\r\nstill body\r\n", ())]
+
+
 def test_quota_full_at_rcpt_and_exceeded_after_data(store: Store) -> None:
     store.update_account("alice", quota_messages=1)
     inbox = store.get_folder("alice", "INBOX")

@@ -681,3 +681,25 @@ def test_field_pattern_only_for_plain_names() -> None:
     assert field_pattern((b"x y",)) is None
     assert field_pattern((b"s\xc3\xbcbject",)) is None
     assert field_pattern((b"to", b"cc")) is field_pattern((b"cc", b"to", b"cc"))
+
+
+# --- line ends on the way in ----------------------------------------------------------------------
+
+
+def test_normalize_crlf_makes_bare_lf_crlf_and_keeps_the_rest() -> None:
+    assert mime.normalize_crlf(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
+    assert mime.normalize_crlf(b"\n\n") == b"\r\n\r\n"
+    assert mime.normalize_crlf(b"lone\rcr\n") == b"lone\rcr\r\n"
+    assert mime.normalize_crlf(b"cr cr lf\r\r\nx\n") == b"cr cr lf\r\r\nx\r\n"
+    already = b"a\r\nb\r\n"
+    assert mime.normalize_crlf(already) is already  # nothing copied
+    assert mime.normalize_crlf(b"no newline") == b"no newline"
+
+
+@given(st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n"]), max_size=40).map(b"".join))
+def test_normalize_crlf_leaves_no_bare_lf_and_changes_nothing_else(data: bytes) -> None:
+    out = mime.normalize_crlf(data)
+    assert out.count(b"\n") == out.count(b"\r\n")  # every LF has its CR
+    assert out.replace(b"\r\n", b"\n") == data.replace(b"\r\n", b"\n")  # only CRs before LF added
+    if data.count(b"\n") == data.count(b"\r\n"):
+        assert out == data

@@ -11,7 +11,8 @@ account: an address that maps to no existing account is refused at RCPT with ``5
 disabled account with ``550 5.2.1``, an account already at its quota with ``552 5.2.2``.
 
 Each recipient gets its own copy, ``Return-Path: <sender>`` and ``Delivered-To: <recipient>``
-prepended to the message exactly as received. A message whose header matches ``lmtp_spam_header``
+prepended to the message as received, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
+an MTA passing LF-only mail on would otherwise store what IMAP clients misread). A message whose header matches ``lmtp_spam_header``
 (name and value compared case-insensitively, the value after unfolding and trimming) is
 quarantined: it goes to the account's \\Junk folder (created as "Junk" if the account has none)
 and no filter runs. Otherwise the IMAP filter (gximap.filters), if configured, may pick the folder
@@ -42,6 +43,7 @@ from typing import Any, Protocol
 from gximap.filters import FilterCommand
 from gximap.lmtp.protocol import Envelope, Recipient, Reply
 from midb import errors as midb_errors
+from midb.mime import normalize_crlf
 
 __all__ = [
     "DeliveryAgent",
@@ -218,6 +220,7 @@ class DeliveryAgent:
 
     def prepare(self, envelope: Envelope, body: bytes) -> PreparedMessage:
         settings = self.settings
+        body = normalize_crlf(body)
         fields = header_fields(body)
         spam = False
         if settings.spam_header is not None:

@@ -1,9 +1,11 @@
 """APPEND (RFC 3501 / RFC 9051 section 6.3.12), MULTIAPPEND (RFC 3502), APPENDUID (RFC 4315).
 
-Several messages in one APPEND are stored all or nothing, in one store transaction. The data is
-kept exactly as received, also when sent as literal8 (RFC 3516) or UTF8 (RFC 6855). A message too
-big for the configured limit never gets here: the session refuses its literal with NO [TOOBIG]
-while framing. An APPEND to the selected mailbox is announced (EXISTS) by the update the session
+Several messages in one APPEND are stored all or nothing, in one store transaction. A message
+sent as a plain literal is stored with its bare LF line ends made CRLF (``midb.mime.normalize_crlf``,
+as Dovecot serves such a message); anything else is kept as received. Data sent as literal8
+(RFC 3516, also inside UTF8 of RFC 6855) is kept exactly: it may be binary, where an LF octet is
+data. A message too big for the configured limit never gets here: the session refuses its literal
+with NO [TOOBIG] while framing (the limit applies to the literal as sent). An APPEND to the selected mailbox is announced (EXISTS) by the update the session
 sends before the tagged OK.
 """
 
@@ -16,6 +18,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from midb.mime import normalize_crlf
 
 
 def _local_offset_minutes(moment: float) -> int:
@@ -41,7 +44,8 @@ def append(session: Any, cmd: cmds.Append) -> Done:
             internaldate, tzoffset = int(now), _local_offset_minutes(now)
         else:
             internaldate, tzoffset = message.date
-        items.append((message.data, message.flags, internaldate, tzoffset))
+        data = message.data if message.binary else normalize_crlf(message.data)
+        items.append((data, message.flags, internaldate, tzoffset))
     view = session.selected
     if view is not None and view.folder_id == folder.id and not view.readonly:
         # Into the selected folder: claim \Recent in the same transaction (one durable commit).
