@@ -54,12 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = gxconfig.load_config(paths, required=bool(config_path))
         gxconfig.check_consistency(cfg)
     except gxconfig.ConfigError as exc:
-        print(f"gximap: {exc}", file=sys.stderr)
+        _report_error(str(exc))
         return 2
     try:
         gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
     except gxlog.LogSetupError as exc:
-        print(f"gximap: {exc}", file=sys.stderr)
+        _report_error(str(exc))
         return 2
     log = gxlog.get_logger()
     for warning in cfg.warnings:
@@ -70,8 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Daemon(cfg, paths).run()
     except StartupError as exc:
         log.critical("%s", exc)
-        print(f"gximap: {exc}", file=sys.stderr)
+        if str(cfg.imap_log_file) != "-":  # (on standard error the log line says it already)
+            _report_error(str(exc))
         return 1
+
+
+def _report_error(text: str) -> None:
+    """Say why gximap cannot start, on standard error; in the journal at priority err."""
+    print(f"{'<3>' if gxlog.stderr_is_journal() else ''}gximap: {text}", file=sys.stderr)
 
 
 class SignalLatch:

@@ -6,7 +6,10 @@ NOTICE level (25) added between INFO and WARNING. Every record is one physical l
     2026-01-02T03:04:05.123456+00:00 gximap[1234]: <4> message
 
 (local time with its UTC offset; ``<N>`` is the Gromox level). Syslog lines carry the same text
-without the time stamp. Control characters in messages are escaped, so nothing a client sends can
+without the time stamp. When standard error is systemd's journal (``JOURNAL_STREAM`` names it,
+systemd.exec(5)), each line is ``<P>message``: P is the syslog priority, which journald takes as
+the entry's PRIORITY (so ``journalctl -p warning`` works), and the time and process ID are left
+to the journal, which records them itself. Control characters in messages are escaped, so nothing a client sends can
 start a forged log line; exception tracebacks continue on lines of their own that repeat the prefix
 followed by ``| ``.
 
@@ -126,13 +129,35 @@ def _show_bytes(data: bytes | bytearray | memoryview, limit: int | None = None) 
 # ----------------------------------------------------------------------------------------------------
 
 
+# syslog(3) priorities of the Gromox levels: crit 2, err 3, warning 4, notice 5, info 6, debug 7.
+SYSLOG_PRIORITIES = {level: level + 1 for level in GROMOX_LEVELS}
+
+
+def stderr_is_journal() -> bool:
+    """Whether standard error is a stream to systemd's journal. systemd sets JOURNAL_STREAM to
+    that stream's device and inode numbers; comparing them with standard error's tells a process
+    whose standard error was redirected elsewhere (a shell, a test) from one writing to it."""
+    device, sep, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not sep or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        status = os.fstat(2)
+    except OSError:
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
 class _Formatter(logging.Formatter):
-    def __init__(self, with_time: bool) -> None:
+    def __init__(self, with_time: bool, *, journal: bool = False) -> None:
         super().__init__()
         self._with_time = with_time
+        self._journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        prefix = f"{PROGRAM}[{record.process}]: <{gromox_level(record.levelno)}> "
+        if self._journal:
+            prefix = f"<{SYSLOG_PRIORITIES[gromox_level(record.levelno)]}>"
+        else:
+            prefix = f"{PROGRAM}[{record.process}]: <{gromox_level(record.levelno)}> "
         if self._with_time:
             stamp = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="microseconds")
             prefix = f"{stamp} {prefix}"
@@ -191,7 +216,8 @@ def _open_target(target: str) -> logging.Handler:
     handler: logging.Handler
     if target == "-":
         handler = _StderrHandler(sys.stderr)
-        handler.setFormatter(_Formatter(with_time=True))
+        journal = stderr_is_journal()
+        handler.setFormatter(_Formatter(with_time=not journal, journal=journal))
         return handler
     if target == "syslog":
         # SysLogHandler silently tolerates a missing socket (and retries per record); say so at once.

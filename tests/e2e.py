@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
@@ -109,14 +110,26 @@ class GximapProcess:
         finally:
             store.close()
 
-    def start(self, timeout: float = 20.0) -> GximapProcess:
+    def start(self, timeout: float = 20.0, *, journal: Path | None = None) -> GximapProcess:
+        """Start the server. With ``journal``, its standard output and error go to that file,
+        named in JOURNAL_STREAM as systemd names the journal's stream (what journald would read)."""
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gximap", "-c", str(self.config_path)],
-            cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
+        env.pop("JOURNAL_STREAM", None)
+        output: Any = subprocess.PIPE
+        if journal is not None:
+            output = journal.open("ab")
+            status = os.fstat(output.fileno())
+            env["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}"
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gximap", "-c", str(self.config_path)],
+                cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT,
+            )
+        finally:
+            if journal is not None:
+                output.close()
         deadline = time.monotonic() + timeout
         try:
             wait_for_port(self.port, deadline, self.proc)

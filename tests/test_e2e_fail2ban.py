@@ -33,10 +33,9 @@ class Client(LineClient):
         super().__init__(port, source, timeout=TIMEOUT)
 
 
-def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
-    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
-                           extra={"imap_auth_times": "3", "imap_auth_ip_times": "0"})
-    server.start()
+def _attack(server: GximapProcess) -> list[int]:
+    """Three bad passwords for alice from the attacker (then blocked: two more refusals), and a
+    good login for bob from another address; the attacker's source ports."""
     attacker_ports: list[int] = []
     try:
         attack = Client(server.port, ATTACKER)
@@ -63,6 +62,22 @@ def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
         user.close()
     finally:
         server.stop()
+    return attacker_ports
+
+
+def _matched(log_path: Path) -> list[str]:
+    """What the shipped filter finds in a log file: "address user" per failure."""
+    result = subprocess.run(["fail2ban-regex", "-o", "<ip> <F-USER>", str(log_path), str(FILTER)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.split("\n") if line]
+
+
+def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
+    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
+                           extra={"imap_auth_times": "3", "imap_auth_ip_times": "0"})
+    server.start()
+    attacker_ports = _attack(server)
 
     log = server.log()
     # The documented, stable lines are there, one per failed login and one for the block.
@@ -72,17 +87,37 @@ def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
     assert re.search(r"<4> rhost=\[127\.0\.0\.2\]:\d+ user=alice blocked for 60s: too many failed logins", log)
     assert re.search(r"<5> rhost=\[127\.0\.0\.3\]:\d+ user=bob LOGIN ok\n", log)
 
-    result = subprocess.run(["fail2ban-regex", "-o", "<ip> <F-USER>", str(server.log_path), str(FILTER)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    matched = result.stdout.split("\n")
-    matched = [line for line in matched if line]
-    assert matched == [f"{ATTACKER} alice"] * 5, result.stdout
+    assert _matched(server.log_path) == [f"{ATTACKER} alice"] * 5
     summary = subprocess.run(["fail2ban-regex", str(server.log_path), str(FILTER)],
                              capture_output=True, text=True, timeout=60)
     assert summary.returncode == 0, summary.stderr
     assert re.search(r"Failregex: 5 total", summary.stdout), summary.stdout
     assert LEGITIMATE not in summary.stdout.split("Ignoreregex:")[0].split("Failregex:")[1]
+
+
+def test_brute_force_logged_to_the_journal_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
+    """imap_log_file = - under systemd: standard error is the journal's stream (JOURNAL_STREAM).
+    Each line must carry its syslog priority as "<P>" for journald, and the shipped filter must
+    match the line fail2ban's systemd backend makes of an entry: "HOST IDENTIFIER[PID]: MESSAGE"
+    after the entry's time (fail2ban.server.filtersystemd.formatJournalEntry)."""
+    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
+                           extra={"imap_auth_times": "3", "imap_auth_ip_times": "0", "imap_log_file": "-"})
+    stream = tmp_path / "journal-stream"
+    server.start(journal=stream)
+    pid = server.proc.pid if server.proc else 0
+    _attack(server)
+
+    entries = [re.fullmatch(r"<([0-7])>(.*)", line) for line in stream.read_text().splitlines()]
+    assert entries and all(entries), stream.read_text()  # every line is an entry with its priority
+    messages = [(int(entry[1]), entry[2]) for entry in entries if entry]
+    rejected = [text for priority, text in messages if " rejected: " in text]
+    assert len(rejected) == 5 and all(priority == 5 for priority, text in messages if " rejected: " in text)
+    assert all(text.startswith("rhost=[127.0.0.2]:") for text in rejected)
+    assert not server.log_path.exists()
+    lines = tmp_path / "as-fail2ban-reads-the-journal.log"
+    lines.write_text("".join(f"2026-11-25 10:{number // 60:02d}:{number % 60:02d} mail.example.org gximap[{pid}]: "
+                             f"{text}\n" for number, (_priority, text) in enumerate(messages[:3600])))
+    assert _matched(lines) == [f"{ATTACKER} alice"] * 5
 
 
 def test_shipped_jail_is_a_valid_fail2ban_configuration(tmp_path: Path) -> None:

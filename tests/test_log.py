@@ -129,6 +129,48 @@ def test_stderr_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert match is not None and match.group("level") == "3" and match.group("msg") == "to stderr"
 
 
+def _journal_stream_of_fd_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make fd 2 count as the journal's stream, as systemd's JOURNAL_STREAM would."""
+    status = os.fstat(2)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
+
+
+def test_stderr_to_the_journal_carries_syslog_priorities(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """journald takes a leading <P> as the entry's priority and records time and PID itself."""
+    _journal_stream_of_fd_2(monkeypatch)
+    assert log.stderr_is_journal()
+    setup_logging("-", 6)
+    get_logger().critical("crit")
+    get_logger().error("error")
+    get_logger().warning("warn")
+    get_logger().log(NOTICE, "rhost=[192.0.2.1]:1 user=a LOGIN rejected: bad password")
+    get_logger().info("info")
+    get_logger().debug("debug\nsecond line")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger().exception("failed")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:6] == ["<2>crit", "<3>error", "<4>warn", "<5>rhost=[192.0.2.1]:1 user=a LOGIN rejected: bad password",
+                         "<6>info", "<7>debug\\nsecond line"]
+    assert lines[6] == "<3>failed" and lines[7] == "<3>| Traceback (most recent call last):"
+    assert all(line.startswith("<3>| ") for line in lines[7:]) and lines[-1] == "<3>| ValueError: boom"
+
+
+@pytest.mark.parametrize("value", ["", "garbage", "1:x", "0:0"])
+def test_stderr_elsewhere_keeps_the_time_stamped_lines(value: str, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """JOURNAL_STREAM inherited by a process whose stderr goes elsewhere (a shell started from a
+    service, a redirection) names another stream: the lines stay as they are in a file."""
+    monkeypatch.setenv("JOURNAL_STREAM", value)
+    assert not log.stderr_is_journal()
+    setup_logging("-", 3)
+    get_logger().warning("to stderr")
+    match = PREFIX_RE.match(capsys.readouterr().err.splitlines()[0])
+    assert match is not None and match.group("msg") == "to stderr"
+
+
 def test_syslog_missing_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(log, "SYSLOG_SOCKET", str(tmp_path / "no-such-socket"))
     with pytest.raises(LogSetupError, match="does not exist"):
@@ -428,3 +470,19 @@ def test_io_trace_control_characters_escaped(logfile: Callable[..., list[tuple[i
     set_io_debug(True)
     trace("c", ("C", b"a SELECT \x1b[2J\xff\r\n"))
     assert [m for _, m in logfile()] == ["io conn=c C: a SELECT \\x1b[2J\\xff"]
+
+
+def test_startup_errors_reach_the_journal_as_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before logging is set up, why gximap cannot start goes to standard error: in the journal
+    with priority err, so `systemctl status` and `journalctl -p err` show it."""
+    from gximap import cli
+
+    bad = tmp_path / "imap.cfg"
+    bad.write_text("imap_conn_timeout = 3h30x\n")
+    assert cli.main(["-c", str(bad)]) == 2
+    plain = capsys.readouterr().err
+    assert plain.startswith("gximap: ") and "imap_conn_timeout" in plain
+    _journal_stream_of_fd_2(monkeypatch)
+    assert cli.main(["-c", str(bad)]) == 2
+    assert capsys.readouterr().err == "<3>" + plain
