@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from midb.env import blocking
-from midb.errors import MidbError, NoSuchBody, StoreBusy
+from midb.errors import MidbError, NoSuchBody, StoreFull
 from midb.keys import blob_key
 
 T = TypeVar("T")
@@ -133,7 +133,7 @@ class BlobFiles:
             for blob in blobs:
                 self.unlink(blob)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreBusy(f"cannot store message body: {error.strerror}") from error
+                raise StoreFull(f"cannot store message body: {error.strerror}") from error
             raise MidbError(f"cannot store message body: {error}") from error
         return blobs, values
 

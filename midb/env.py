@@ -15,6 +15,7 @@ processes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from midb import bodyrecords, columns, indexes, sortindex, summary
-from midb.errors import MidbError, StoreBusy
+from midb.errors import MidbError, StoreBusy, StoreFull
 from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
@@ -219,14 +220,21 @@ class _Pending:
 
 def translate_lmdb_error(error: lmdb.Error) -> MidbError:
     if isinstance(error, lmdb.MapFullError):
-        return StoreBusy("message store is full (LMDB map size reached)")
+        return StoreFull("message store is full (LMDB map size reached)")
     if isinstance(error, lmdb.ReadersFullError):
         return StoreBusy("too many concurrent readers")
     if isinstance(error, lmdb.MapResizedError):
         return StoreBusy("store map was resized by another process")
     if isinstance(error, (lmdb.LockError, lmdb.TlsFullError)):
         return StoreBusy(str(error))
+    if any(text in str(error) for text in _NO_ROOM_TEXTS):
+        return StoreFull(f"no room left for the index: {error}")
     return MidbError(f"LMDB error: {error}")
+
+
+# py-lmdb reports an errno from LMDB (a commit's write) as plain lmdb.Error, with its strerror()
+# text: that of the C library this process uses, so it is looked for as that library says it.
+_NO_ROOM_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
 
 
 class _LmdbErrors:

@@ -91,5 +91,10 @@ class StoreBusy(MidbError):
     """Transient condition (map full, reader table full, lock trouble): retry later, answer 4xx."""
 
 
+class StoreFull(StoreBusy):
+    """No room for what was to be written: the filesystem is full (or its quota reached) or the
+    index has reached its map size. Temporary for the client (4xx); the administrator must act."""
+
+
 class ReadOnlyStore(MidbError):
     """A write was attempted on a Store opened with readonly=True."""

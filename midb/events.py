@@ -100,7 +100,7 @@ class Notifier:
         self._sender: socket.socket | None = None
         self._dir_fd: int | None = None
         self._peer_cache: tuple[int, float, list[str]] | None = None   # (dir mtime, listed at, names)
-        self._interest: mmap.mmap | None = None   # our interest map (see the module doc), writable
+        self._interest: _OwnInterest | None = None   # our interest map (see the module doc)
         self._slot_accounts: dict[int, int] = {}    # slot -> watched accounts in it
         # Peers' interest maps by socket name; None: the peer has none, so it gets every event.
         self._peer_interest: dict[str, mmap.mmap | None] = {}
@@ -148,12 +148,16 @@ class Notifier:
         else:
             self._slot_accounts.pop(slot, None)
         interest = self._interest
-        if interest is not None:
+        if interest is not None and count == (1 if watched else 0):
             index, mask = _slot_bit(slot)
-            if watched and count == 1:
-                interest[index] |= mask
-            elif not watched and count == 0:
-                interest[index] &= ~mask & 0xFF
+            value = interest.bits[index]
+            try:
+                interest.put(index, value | mask if watched else value & ~mask & 0xFF)
+            except OSError as error:
+                # Only where a rewrite needs a new block (a copy-on-write filesystem that is
+                # full): other processes may then skip this account's changes, which its
+                # sessions see at their next command instead.
+                log.error("cannot update the interest map in %s: %s", self.notify_dir, error)
 
     def watching(self) -> int:
         with self._lock:
@@ -379,26 +383,28 @@ class Notifier:
             except OSError:
                 pass   # queue full
 
-    def _create_interest_map(self, name: str) -> mmap.mmap:
-        """Our interest map, with the bits of the accounts already watched (caller holds self._lock)."""
+    def _create_interest_map(self, name: str) -> _OwnInterest:
+        """Our interest map, with the bits of the accounts already watched (caller holds self._lock).
+        Written whole at once, so its blocks are allocated now: a full disk fails here, with
+        an OSError, rather than at a later write."""
         path = os.path.join(self.notify_dir, _interest_name(name))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        bits = bytearray(INTEREST_SLOTS // 8)
+        for slot in self._slot_accounts:
+            index, mask = _slot_bit(slot)
+            bits[index] |= mask
         try:
-            os.ftruncate(fd, INTEREST_SLOTS // 8)
-            interest = mmap.mmap(fd, INTEREST_SLOTS // 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            if os.pwrite(fd, bits, 0) != len(bits):
+                raise OSError(errno.ENOSPC, "short write")
         except OSError:
+            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        finally:
-            os.close(fd)   # the mapping stays valid without it
-        for slot in self._slot_accounts:
-            index, mask = _slot_bit(slot)
-            interest[index] |= mask
-        return interest
+        return _OwnInterest(fd, bits)
 
     def _unmap_interest(self) -> None:
-        """Unmap our interest map (caller holds self._lock); its file goes with _remove_files."""
+        """Close our interest map (caller holds self._lock); its file goes with _remove_files."""
         interest, self._interest = self._interest, None
         if interest is not None:
             interest.close()
@@ -457,6 +463,27 @@ class Notifier:
             with contextlib.suppress(OSError):
                 os.close(self._dir_fd)
             self._dir_fd = None
+
+
+class _OwnInterest:
+    """This process's interest map: a copy of its bits, and the file, written with pwrite. Never
+    through a writable shared mapping: a write there that needs a block the filesystem cannot
+    give (a full disk) kills the process with SIGBUS, every session with it; pwrite fails with
+    an OSError instead. Peers read the file through read-only mappings, which stay coherent."""
+
+    __slots__ = ("bits", "fd")
+
+    def __init__(self, fd: int, bits: bytearray) -> None:
+        self.fd = fd
+        self.bits = bits
+
+    def put(self, index: int, value: int) -> None:
+        os.pwrite(self.fd, bytes((value,)), index)
+        self.bits[index] = value
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 def _interest_name(socket_name: str) -> str:

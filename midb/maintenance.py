@@ -367,18 +367,42 @@ def _check_bodies(store: Store, shared: Any, shard: int, count: int, scan: _Scan
     # A body deleted after our snapshot (expunged meanwhile) is not missing: re-check with a fresh one.
     if missing:
         with lmdb_errors(), shared.read() as txn:
-            for blob in missing:
-                blob_raw = bytes.fromhex(blob)
-                if bodyrecords.get(txn, dbs, bodyrecords.REFS, blob_raw) is not None \
-                        and store._blobs.size(blob) is None \
-                        and bodyrecords.get(txn, dbs, bodyrecords.BODY, blob_raw) is None:
-                    report.errors.append(f"{where}body {blob}: file missing (referenced by the index)")
+            lost = [blob for blob in missing
+                    if bodyrecords.get(txn, dbs, bodyrecords.REFS, bytes.fromhex(blob)) is not None
+                    and store._blobs.size(blob) is None
+                    and bodyrecords.get(txn, dbs, bodyrecords.BODY, bytes.fromhex(blob)) is None]
+            holders = _messages_of_bodies(txn, dbs, scan, {bytes.fromhex(blob) for blob in lost}) if lost else {}
+        for blob in lost:
+            found = holders.get(bytes.fromhex(blob), [])
+            named = ", ".join(found[:_NAMED_HOLDERS]) + (f" and {len(found) - _NAMED_HOLDERS} more"
+                                                         if len(found) > _NAMED_HOLDERS else "")
+            report.errors.append(f"{where}body {blob}: file missing (referenced by the index"
+                                 f"{': ' + named if named else ''}); restore {store.body_path(blob)} from a "
+                                 f"backup, or expunge the message")
     for blob_raw, (_refcount, size) in scan.blob_records.items():
         on_disk = store._blobs.size(blob_raw.hex())
         if on_disk is not None and on_disk != size:
             report.errors.append(f"{where}body {blob_raw.hex()}: file has {on_disk} bytes, index says {size}")
         if shards_of.of_blob(blob_raw, count) != shard:
             report.errors.append(f"{where}body {blob_raw.hex()}: recorded in the wrong shard")
+
+
+_NAMED_HOLDERS = 3  # messages named per missing body file
+
+
+def _messages_of_bodies(txn: Any, dbs: Databases, scan: _Scan, blobs: set[bytes]) -> dict[bytes, list[str]]:
+    """The messages (account/folder UID n) that hold each of ``blobs``: one pass over the shard's
+    message records, made only when some body file is missing, so the admin knows what to
+    restore or expunge. A body is referenced from its own shard only."""
+    holders: dict[bytes, list[str]] = {}
+    for key, raw in txn.cursor(dbs.messages):
+        blob_raw = bytes(unpack_record(raw)[4])
+        if blob_raw in blobs:
+            account_id, folder_id, uid = unpack_message_key(key)
+            folder = scan.folders.get((account_id, folder_id))
+            holders.setdefault(blob_raw, []).append(
+                f"{scan.accounts.get(account_id, account_id)}/{folder.name if folder else folder_id} UID {uid}")
+    return holders
 
 
 def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,11 @@ class GximapProcess:
         finally:
             store.close()
 
-    def start(self, timeout: float = 20.0, *, journal: Path | None = None) -> GximapProcess:
+    def start(self, timeout: float = 20.0, *, journal: Path | None = None,
+              wrap: Callable[[list[str]], list[str]] | None = None) -> GximapProcess:
         """Start the server. With ``journal``, its standard output and error go to that file,
-        named in JOURNAL_STREAM as systemd names the journal's stream (what journald would read)."""
+        named in JOURNAL_STREAM as systemd names the journal's stream (what journald would read).
+        ``wrap`` turns the command line into the one run (e.g. inside a mount namespace)."""
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("JOURNAL_STREAM", None)
@@ -122,8 +125,9 @@ class GximapProcess:
             status = os.fstat(output.fileno())
             env["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}"
         try:
+            command = [sys.executable, "-m", "gximap", "-c", str(self.config_path)]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gximap", "-c", str(self.config_path)],
+                wrap(command) if wrap is not None else command,
                 cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
                 stdout=output, stderr=subprocess.STDOUT,
             )

@@ -720,3 +720,24 @@ def test_a_body_read_failing_inside_its_literal_closes_the_connection(
     assert actions == [TransportAction.CLOSE]
     assert "part of a response sent" in caplog.text
     assert b"".join(taken).startswith(b"* 1 FETCH (BODY[] {")
+
+
+def test_a_body_lost_from_the_store_is_a_serverbug_and_logged(conv: Conversation,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A message still in the folder whose body file is gone (a disk fault, a file deleted by
+    hand) is not an expunge a NOOP would explain: FETCH answers the others, then NO [SERVERBUG],
+    and the log names the message and its body, by the listing path as by the general one."""
+    lost = conv.add_message(data=b"Subject: lost\r\n\r\nlost body\r\n")
+    conv.add_message(data=b"Subject: kept\r\n\r\nkept body\r\n")
+    (meta,) = conv.store.get_messages("alice", conv.folder("INBOX").id, [lost])
+    Path(conv.store.body_path(meta.blob)).unlink()
+    conv.select("INBOX")
+    caplog.set_level("ERROR", logger="gximap")
+    for tag, items in ((b"a1", b"(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"), (b"a2", b"(UID BODY.PEEK[])")):
+        for command in (b"FETCH 1:2", b"UID FETCH 1:*"):
+            lines = conv.send(b"%s %s %s\r\n" % (tag, command, items))
+            assert len(lines) == 2 and lines[0].startswith(b"* 2 FETCH (UID 2 BODY["), lines
+            assert lines[1] == tag + b" NO [SERVERBUG] Message cannot be read"
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 4
+    assert all(f"user=alice folder=INBOX uid={lost}: message body {meta.blob} is missing" in text for text in errors)

@@ -291,10 +291,13 @@ def test_listing_path_serves_a_warm_listing_from_the_caches(tmp_path: Path, monk
 
 
 @pytest.mark.usefixtures("empty_caches")
-def test_listing_path_leaves_out_a_message_whose_body_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A body removed between reading the records and making an item (expunged by another
-    session): the message gets no response and FETCH ends NO [EXPUNGEISSUED], as on the general
-    path; the others are answered."""
+@pytest.mark.parametrize("general", [False, True], ids=["listing", "general"])
+def test_listing_path_leaves_out_a_message_whose_body_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           general: bool) -> None:
+    """A message expunged by another session between reading the records and making an item
+    (its record removed, then its body): the message gets no response and FETCH ends NO
+    [EXPUNGEISSUED], as on the general path; the others are answered. (A body gone while its
+    record stays is lost, not expunged: test_cmd_fetch.)"""
     with Conversation(tmp_path) as conv:
         folder = _selected_listing_folder(conv, 2, 6)
         gone = conv.store.get_messages("alice", folder, [4])[0].blob
@@ -302,17 +305,16 @@ def test_listing_path_leaves_out_a_message_whose_body_went(tmp_path: Path, monke
 
         def digest(blob: str) -> object:
             if blob == gone:
+                conv.store.remove_messages("alice", folder, [4])  # another session's expunge
                 raise NoSuchBody(blob)
             return real_digest(blob)
 
         monkeypatch.setattr(conv.store, "digest", digest)
-        for general in (False, True):
-            with monkeypatch.context() as patch:
-                if general:
-                    patch.setattr(fetch_command, "LISTING_ITEMS", frozenset())
-                lines = conv.send(f"{conv.next_tag()} FETCH 1:* (FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (Subject)])\r\n".encode())
-            assert [line.split(b" FETCH")[0] for line in lines[:-1]] == [b"* 1", b"* 2", b"* 3", b"* 5", b"* 6"]
-            assert b"NO [EXPUNGEISSUED]" in lines[-1]
+        if general:
+            monkeypatch.setattr(fetch_command, "LISTING_ITEMS", frozenset())
+        lines = conv.send(f"{conv.next_tag()} FETCH 1:* (FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (Subject)])\r\n".encode())
+        assert [line.split(b" FETCH")[0] for line in lines[:-1]] == [b"* 1", b"* 2", b"* 3", b"* 5", b"* 6"]
+        assert b"NO [EXPUNGEISSUED]" in lines[-1]
 
 
 def test_store_record_batches_match_messages(tmp_path: Path) -> None:

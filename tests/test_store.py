@@ -917,10 +917,13 @@ def test_verify_reports_and_repairs(store: Store, alice: Account) -> None:
     assert store.verify() == []
     assert folder(store, "INBOX").unseen == 2
     # A referenced body that vanished cannot be repaired; it stays an error.
+    # The report names the messages that hold it and the file to restore.
     os.unlink(store.body_path(blob))
     problems = store.verify(repair=True)
     assert any("file missing" in problem for problem in problems)
-    assert any("file missing" in problem for problem in store.verify())
+    (missing,) = [problem for problem in store.verify() if "file missing" in problem]
+    assert f"body {blob}: file missing (referenced by the index: alice/INBOX UID 1); restore " \
+           f"{store.body_path(blob)} from a backup, or expunge the message" in missing
 
 
 def test_backup(store: Store, alice: Account, tmp_path: Path) -> None:

@@ -328,9 +328,14 @@ class DeliveryAgent:
         if isinstance(exc, midb_errors.NoSuchAccount):
             return _AccountResult(Reply(550, USER_UNKNOWN, f"<{recipient.address}>: User unknown"),
                                   note="account vanished")
+        # The MTA retries a 451 and says nothing; the administrator must hear of it here.
+        if isinstance(exc, midb_errors.StoreFull):
+            log.error("lmtp: id=%s account=%s: store full, mail deferred: %s", delivery_id, account, exc)
+            return _AccountResult(TEMPFAIL, note=f"store full: {exc}")
         if isinstance(exc, midb_errors.StoreBusy):
+            log.warning("lmtp: id=%s account=%s: store busy, mail deferred: %s", delivery_id, account, exc)
             return _AccountResult(TEMPFAIL, note=f"store busy: {exc}")
-        log.error("delivery %s to %s: store error: %s", delivery_id, account, exc)
+        log.error("lmtp: id=%s account=%s: store error, mail deferred: %s", delivery_id, account, exc)
         return _AccountResult(TEMPFAIL, note=f"store error: {exc}")
 
     def _destination(self, prepared: PreparedMessage, recipient: Recipient, account: str, copy: bytes,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from gximap.imap.codes import Code
+from gximap.log import escape_text
 from gximap.session.base import Done
 from midb import errors as midb_errors
 from midb import quotas
@@ -39,3 +43,22 @@ def done_for_store_error(exc: BaseException) -> Done | None:
     if isinstance(exc, midb_errors.MidbError):
         return Done(Code.NO_TRY_AGAIN, (str(exc),), status="NO", code=b"UNAVAILABLE")
     return None
+
+
+# Errors the client caused or can do something about: answered, not logged.
+_CLIENT_SIDE = (midb_errors.NoSuchFolder, midb_errors.FolderExists, midb_errors.HasChildren,
+                midb_errors.InvalidName, midb_errors.KeywordSetsExhausted, midb_errors.InvalidArgument,
+                midb_errors.OverQuota, midb_errors.TooBig, midb_errors.ReadOnlyStore, midb_errors.NoSuchAccount,
+                midb_errors.MetadataTooMany, midb_errors.MetadataTooBig)
+
+
+def log_store_trouble(session: Any, command: str, exc: BaseException) -> None:
+    """Log a store error the administrator must hear of (the disk or the index full, I/O and
+    LMDB errors: error level; a passing condition such as a full reader table: warning). The
+    client's NO [UNAVAILABLE] says "try again later"; without this line nothing would tell the
+    administrator that mail is being refused."""
+    if not isinstance(exc, midb_errors.MidbError) or isinstance(exc, _CLIENT_SIDE):
+        return
+    level = logging.WARNING if type(exc) is midb_errors.StoreBusy else logging.ERROR
+    session.ctx.log.log(level, "session %s: user=%s %s failed: %s", session.id,
+                        escape_text(session.user or "-"), command, escape_text(str(exc)))

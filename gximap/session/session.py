@@ -49,7 +49,7 @@ from gximap.session.base import (
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
 from gximap.session.context import ServerContext
-from gximap.session.errors import done_for_store_error
+from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.selected import SelectedMailbox
 from midb import errors as midb_errors
 
@@ -489,6 +489,8 @@ class ImapSession:
             if done is None:
                 self.ctx.log.exception("session %s: %s failed", self.id, running.name)
                 done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
+            else:
+                log_store_trouble(self, running.name, exc)
             self._finish(running, done)
             return True
         if isinstance(item, ResponseMark):

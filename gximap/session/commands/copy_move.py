@@ -28,7 +28,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import pieces
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
-from gximap.session.errors import done_for_store_error
+from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
 from midb.errors import MidbError
@@ -139,6 +139,7 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
         failure = done_for_store_error(exc)
         if failure is None or not moved.pairs:
             raise
+        log_store_trouble(session, "MOVE", exc)
     if not moved.pairs:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     yield b"* OK [" + _copyuid(moved.uidvalidity, moved.pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"

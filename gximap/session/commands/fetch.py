@@ -12,7 +12,9 @@ Messages another session expunged that this session has not been told about yet 
 4.1): the records are gone, so they get no FETCH response. FETCH still answers the others and then
 completes with ``NO [EXPUNGEISSUED]``, as Dovecot does (RFC 2180 section 4.1.2), so the client knows
 to NOOP and learn of the EXPUNGE. UID FETCH completes with OK: a UID that no longer exists is
-ignored without an error (RFC 9051 section 6.4.9).
+ignored without an error (RFC 9051 section 6.4.9). A message still in the folder whose body file
+is gone (lost: a disk fault, a file deleted by hand) is left out too, logged as an error, and the
+FETCH completes with ``NO [SERVERBUG]``: no NOOP would explain it to the client.
 
 CONDSTORE / QRESYNC (RFC 7162): the MODSEQ item and the CHANGEDSINCE modifier make the
 connection CONDSTORE-aware. CHANGEDSINCE restricts the FETCH to the messages whose MODSEQ is
@@ -37,6 +39,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
 from gximap.imap.codes import Code
 from gximap.imap.commands import FetchAtt, ResolvedSet
+from gximap.log import escape_text
 from gximap.net.handler import FileRegion
 from gximap.session import condstore
 from gximap.session.base import (
@@ -267,6 +270,7 @@ class _Renderer:
 
     def __init__(self, session: Any, cmd: cmds.Fetch) -> None:
         view = session.selected
+        self.session = session
         self.store = session.store
         self.recent = view.recent
         self.show_recent = not session.rev2
@@ -583,6 +587,8 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
     def __init__(self, renderer: _Renderer, names: list[str]) -> None:
         super().__init__(names, recent=renderer.recent, show_recent=renderer.show_recent)
         self.store = renderer.store
+        self.session = renderer.session
+        self.lost_bodies = False  # a message still stored whose body file is gone (_bodies_lost)
         self.with_modseq = "MODSEQ" in names
         atts: list[FetchAtt | None] = [None] * (len(names) - len(renderer.items)) + list(renderer.items)
         steps: list[Any] = [None] * (len(names) - len(renderer.steps)) + list(renderer.steps)
@@ -620,6 +626,9 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
             for index, item in self.cached.items():
                 cached[index] = self._cached_column(item, uids, records, blobs, made, lost)
             if lost:
+                gone = sorted(lost)
+                self.lost_bodies |= _bodies_lost(self.session, [uids[index] for index in gone],
+                                                 [blobs[index] for index in gone])
                 keep = [index for index in range(len(uids)) if index not in lost]
                 uids = [uids[index] for index in keep]
                 records = [records[index] for index in keep]
@@ -756,6 +765,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     renderer = _Renderer(session, cmd)
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
     missing = False
+    lost_bodies = False
     names = ["UID"] * renderer.uid + [att.name for att in renderer.items]
     rows: _RecordColumnsFetch | None = None
     if not mark_seen and RECORD_ITEMS.issuperset(names):
@@ -772,6 +782,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                 missing = yield from rows.responses(session, uids)
         finally:
             view.note_fetch_modseq(rows.top_modseq)
+        if isinstance(rows, _ListingColumnsFetch) and rows.lost_bodies:
+            return _LOST_BODIES
         if missing and not cmd.uid:
             return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
         return Done(Code.OK_FETCH)
@@ -798,7 +810,9 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                 try:
                     pieces = render(meta, meta.uid in seen_changed)
                 except NoSuchBody:
-                    missing = True  # expunged, body removed, since the records were read
+                    # Expunged, body removed, since the records were read; or lost.
+                    lost_bodies |= _bodies_lost(session, [meta.uid], [meta.blob])
+                    missing = True
                     continue
                 except fetchmime.UnknownCTE:
                     if gathered:  # what was rendered before still goes out, as it would unbatched
@@ -827,6 +841,29 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                 gathered_size = 0
     finally:
         view.note_fetch_modseq(renderer.top_modseq)
+    if lost_bodies:
+        return _LOST_BODIES
     if missing and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_FETCH)
+
+
+# A message still in the folder whose body file is gone: not an expunge the client could learn
+# of with a NOOP (EXPUNGEISSUED), but the store failing one of its own invariants (RFC 5530).
+_LOST_BODIES = Done(Code.NO_MESSAGE_UNREADABLE, status="NO", code=b"SERVERBUG")
+
+
+def _bodies_lost(session: Any, uids: list[int], blobs: list[str]) -> bool:
+    """Of messages whose body file was not found, whether any is still in the folder with that
+    body: lost, not expunged meanwhile (an expunge removes the record first, the file after its
+    commit). Each lost one is logged as an error naming it and its file."""
+    view = session.selected
+    stored = {meta.uid: meta.blob for meta in session.store.get_messages(view.account, view.folder_id, uids)}
+    lost = False
+    for uid, blob in zip(uids, blobs, strict=True):
+        if stored.get(uid) == blob:
+            lost = True
+            session.ctx.log.error("session %s: user=%s folder=%s uid=%d: message body %s is missing from the store "
+                                  "(restore it from a backup, or expunge the message; see midb verify)",
+                                  session.id, view.account, escape_text(view.name), uid, blob)
+    return lost
