@@ -160,7 +160,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Password file of 'user:hash' lines, used when auth_backend = passwd-file.",
        "imap"),
     _d("block_interval_auths", "timespan", "1 minute",
-       "How long a user is blocked from logging in after imap_auth_times failed logins.",
+       "How long a user is blocked from logging in after imap_auth_times failed logins on one connection.",
        "imap", minimum=0),
     _d("config_file_path", "str", "/etc/gromox/imap:/etc/gromox",
        "Colon-separated list of directories in which further configuration files are searched. Accepted "
@@ -212,7 +212,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Time window over which failed logins per client address are counted.",
        "imap", minimum=1),
     _d("imap_auth_times", "int", "10",
-       "Failed logins a user is allowed before the account is blocked for block_interval_auths.",
+       "Failed logins allowed on one connection (counted per connection, as Gromox does) before its "
+       "user is blocked for block_interval_auths and the connection closed. A client that reconnects for "
+       "every guess is held back by imap_auth_ip_times instead.",
        "imap", minimum=1),
     _d("imap_autologout_time", "timespan", "30 minutes",
        "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",

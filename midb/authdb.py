@@ -46,6 +46,11 @@ class AuthBackend(Protocol):
         """Text that changes whenever anything ``authenticate`` depends on changes (the stored
         hash, a disabled flag), for gximap.auth.cache; None when ``user`` cannot log in now."""
 
+    def failure_reason(self, user: str) -> str:
+        """Why ``authenticate`` refused ``user``, for the administrator's log (never the client,
+        which is told the same for every failure): "unknown user", "account disabled", "no
+        password set" or "bad password"."""
+
 
 class MidbAuth:
     """Passwords from the midb account table; disabled accounts never authenticate.
@@ -92,6 +97,14 @@ class MidbAuth:
         if account is None or account.disabled or not account.password_hash:
             return None
         return account.password_hash
+
+    def failure_reason(self, user: str) -> str:
+        account = self._account(user)
+        if account is None:
+            return "unknown user"
+        if account.disabled:
+            return "account disabled"
+        return "bad password" if account.password_hash else "no password set"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +219,14 @@ class PasswdFileAuth:
         if entry is None or not entry.password or not self._may_log_in(entry):
             return None
         return entry.password
+
+    def failure_reason(self, user: str) -> str:
+        entry = self.lookup(user)
+        if entry is None:
+            return "unknown user"
+        if not self._may_log_in(entry):
+            return "account disabled"
+        return "bad password" if entry.password else "no password set"
 
     def exists(self, user: str) -> bool:
         return self.lookup(user) is not None

@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mailbox count quota (0 = gximap's imap_default_mailbox_quota)")
     sub.add_argument("--annotations", metavar="SIZE",
                      help="METADATA annotation quota, e.g. 4M (0 = gximap's imap_default_annotation_quota)")
-    sub = leaf(user, "disable", cmd_user_disable, "refuse logins to an account (its mail is kept)")
+    sub = leaf(user, "disable", cmd_user_disable, "suspend an account: refuse its logins and new mail (its mail is kept)")
     sub.add_argument("name", metavar="NAME")
     sub = leaf(user, "enable", cmd_user_enable, "allow logins to a disabled account again")
     sub.add_argument("name", metavar="NAME")

@@ -48,6 +48,9 @@ class CountingBackend:
     def credential_stamp(self, user: str) -> str | None:
         return self.inner.credential_stamp(user)
 
+    def failure_reason(self, user: str) -> str:
+        return self.inner.failure_reason(user)
+
 
 # -- the cache alone ---------------------------------------------------------------------------
 

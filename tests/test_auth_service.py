@@ -58,6 +58,9 @@ class RecordingBackend:
             with self._lock:
                 self.active -= 1
 
+    def failure_reason(self, user: str) -> str:
+        return "bad password" if user in self.users else "unknown user"
+
     def exists(self, user: str) -> bool:
         return user in self.users
 
@@ -424,3 +427,16 @@ def test_names_that_cannot_be_normalized_fail_like_passwords(store: Store) -> No
         assert not result.ok and not result.blocked
     assert backend.calls == []
     assert len(auth._ip_failures[ADDRESS]) == 4  # they count against the address all the same
+
+
+def test_the_log_says_why_a_login_failed(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """The client hears the same for every failure; the administrator reads the cause (as
+    Dovecot logs "unknown user" apart from a wrong password)."""
+    store.update_account("bob", disabled=True)
+    store.create_account("dora")
+    auth = make_service(store, MidbAuth(store), auth_times=100)
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        results = [login(auth, "nosuch"), login(auth, "bob"), login(auth, "dora", ""), login(auth, "alice", "wrong")]
+    assert [result.ok for result in results] == [False] * 4
+    reasons = [record.getMessage().split(" rejected: ")[1] for record in caplog.records if record.name == "gximap.auth"]
+    assert reasons == ["unknown user", "account disabled", "no password set", "bad password"]

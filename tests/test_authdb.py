@@ -141,6 +141,11 @@ def test_passwd_file_respects_disabled_midb_account(tmp_path: Path, store: Store
     ensure_account(store, "gina")
     store.update_account("gina", disabled=True)
     assert backend.authenticate("gina", "pw") is None
+    # Why, for the log: each failure named as the administrator would act on it.
+    assert backend.failure_reason("gina") == "account disabled"
+    assert backend.failure_reason("nobody") == "unknown user"
+    store.update_account("gina", disabled=False)
+    assert backend.failure_reason("gina") == "bad password"
 
 
 # ---- midb backend --------------------------------------------------------------------------
@@ -157,13 +162,18 @@ def test_midb_auth(store: Store) -> None:
     assert backend.exists("henry") and not backend.exists("nobody")
     store.update_account("henry", disabled=True)
     assert backend.authenticate("henry", "pw") is None
+    assert backend.failure_reason("henry") == "account disabled"
     store.update_account("henry", disabled=False)
     assert backend.authenticate("henry", "pw") == "henry"
+    assert backend.failure_reason("henry") == "bad password"
+    assert backend.failure_reason("nobody") == "unknown user"
+    assert backend.failure_reason("bad\x00name") == "unknown user"
 
 
 def test_midb_auth_account_without_password(store: Store) -> None:
     store.create_account("ivy")
     assert MidbAuth(store).authenticate("ivy", "") is None
+    assert MidbAuth(store).failure_reason("ivy") == "no password set"
 
 
 def test_midb_auth_upgrades_imported_hash(store: Store) -> None:

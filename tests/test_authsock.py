@@ -129,6 +129,9 @@ class Backend:
     def exists(self, user: str) -> bool:
         return user in ("alice", "bob", "shared")
 
+    def failure_reason(self, user: str) -> str:
+        return "bad password" if self.exists(user) else "unknown user"
+
 
 @pytest.fixture
 def store(tmp_path: Path):

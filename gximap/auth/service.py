@@ -276,7 +276,7 @@ class AuthService:
             return self._fail(rhost, client, login, mech, "unknown user name")
         verified = self._verify(identity, password)
         if verified is None:
-            return self._fail(rhost, client, login, mech, "bad password")
+            return self._fail(rhost, client, login, mech, self.backend.failure_reason(identity))
         try:
             own_account = self.storage_map.map(actor)
             target = self.storage_map.map(mailbox) if mailbox != actor else own_account
