@@ -119,3 +119,21 @@ def test_real_server_answers_toobig_without_the_literal(tmp_path):
             _read_until(sock, b"a4 OK")
     finally:
         server.stop()
+
+
+def test_a_refused_append_is_in_the_command_log(conv, caplog: pytest.LogCaptureFixture) -> None:
+    """imap_cmd_debug (1: NO and BAD) shows the APPEND refused for its size, the case an
+    administrator turns it on for ("my client cannot upload big attachments")."""
+    from gximap.log import set_cmd_debug
+
+    set_cmd_debug(1)
+    try:
+        with caplog.at_level("DEBUG", logger="gximap.cmd"):
+            assert conv.send(b"a1 APPEND INBOX (\\Seen) {4097}\r\n") == [b"a1 NO [TOOBIG] Message too big"]
+            conv.send(b"a2 APPEND INBOX {5000+}\r\n" + b"x" * 5000 + b"\r\n")
+    finally:
+        set_cmd_debug(0)
+    lines = [record.getMessage() for record in caplog.records if record.name == "gximap.cmd"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("cmd conn=") and " user=alice NO: a1 APPEND {4097} (" in lines[0]
+    assert " NO: a2 APPEND {5000+} (" in lines[1]

@@ -419,6 +419,12 @@ class ImapSession:
         else:
             line = b"BAD " + self.text(Code.BAD_LITERAL_TOO_BIG)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
+        # imap_cmd_debug: what was refused, as far as it was read (the rest is never kept).
+        preview = b" ".join(part for part in (tag, event.command) if part)
+        if event.size is not None:
+            preview += b" {%d%s}" % (event.size, b"" if event.synchronizing else b"+")
+        gxlog.log_command(self.id, self.rhost, self.user, preview + b" (" + event.text.encode() + b")",
+                          line.split(b" ", 1)[0].decode())
         self._count_bad()
 
     def _count_bad(self) -> None:
