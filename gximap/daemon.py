@@ -473,25 +473,31 @@ class Daemon:
         set_title(f"gximap: master, {len(supervisor.pids)}/{supervisor.count} processes")
 
     def _reload_config(self) -> Config | None:
-        """Re-read the configuration files and reopen the log; None when they are broken."""
+        """Re-read the configuration files and reopen the log; None when they are broken. The
+        log is reopened first, so that what the reload says goes to the new file, not to the one
+        logrotate has just moved away (it sends the SIGHUP for that)."""
         try:
             fresh = gxconfig.load_config(self.config_paths, required=True)
         except gxconfig.ConfigError as exc:
+            self._reopen_log(self.cfg)
             self.log.error("reload failed, keeping the running configuration: %s", exc)
             return None
         cfg, needs_restart = self.cfg.reloaded(fresh)
+        self._reopen_log(cfg)
         if self._process[0] == 0:  # with several processes, the first one speaks for all
             for name in needs_restart:
                 self.log.warning("reload: %s changed; it takes effect after a restart", name)
             exposed = gxconfig.open_proxy_warning(cfg, self._listening)
             if exposed:
                 self.log.warning("reload: %s", exposed)
+        self.cfg = cfg
+        return cfg
+
+    def _reopen_log(self, cfg: Config) -> None:
         try:
             gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
         except gxlog.LogSetupError as exc:
             self.log.error("reload: %s", exc)
-        self.cfg = cfg
-        return cfg
 
     def reload(self) -> None:
         """SIGHUP: re-read the reloadable directives; sessions stay connected."""

@@ -135,6 +135,24 @@ def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProces
     assert server.log().count("NOOP") == before  # imap_cmd_debug is now off
 
 
+def test_what_a_reload_says_goes_to_the_reopened_log(server: GximapProcess) -> None:
+    """logrotate moves the file away and sends SIGHUP: the reload's own warnings (a directive
+    that needs a restart) and its errors (a broken file) belong in the new file."""
+    rotated = server.log_path.with_name("gximap.log.1")
+    for change, expected in ((lambda: server.write_config(context_num="49"),
+                              "reload: context_num changed; it takes effect after a restart"),
+                             (lambda: server.config_path.write_text(server.config_path.read_text() + "host_id\n"),
+                              "reload failed, keeping the running configuration")):
+        server.log_path.rename(rotated)
+        change()
+        server.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while expected not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert expected in server.log() and expected not in rotated.read_text()
+        rotated.unlink()
+
+
 def test_context_num_admission(tmp_path: Path) -> None:
     proc = GximapProcess(tmp_path, tls=False, extra={"context_num": "2", "host_id": "mx1.example.org"}).start()
     try:
