@@ -266,7 +266,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Log target: - for stderr, syslog for syslog(3) (facility mail), otherwise a file to append to.",
        "imap", reloadable=True),
     _d("imap_log_level", "int", "4",
-       "Maximum log verbosity: 1 crit, 2 error, 3 warn, 4 notice, 5 info, 6 debug.",
+       "Maximum log verbosity: 1 crit, 2 error, 3 warn, 4 notice, 5 info, 6 debug. The lines of "
+       "imap_cmd_debug and io_debug, marked debug, are written whatever this says: those switches "
+       "are their own (as in Gromox).",
        "imap", minimum=1, maximum=6, reloadable=True),
     _d("imap_login_timeout", "timespan", "3 minutes",
        "Time from connecting by which a client must have logged in, however much it sends meanwhile "

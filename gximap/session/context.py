@@ -63,7 +63,7 @@ class ServerContext:
 
     def next_session_id(self) -> str:
         with self._lock:
-            return f"{next(self._ids):x}"
+            return str(next(self._ids))  # decimal: "conn=10" is the tenth, as the man page shows
 
     def __post_init__(self) -> None:
         self.sort_columns.resize(self.settings.sort_cache_size)
