@@ -90,7 +90,7 @@ INSTALL_DEPS   ?= no
 # The pip that builds and installs: the dev venv's, else python3 (Debian: python3-pip, python3-wheel).
 BUILD_PYTHON   ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GX_LIBDIR      := $(PREFIX)/lib/gximap
-GX_UNITS       := gximap.service gximap.socket gximap-imaps.socket
+GX_UNITS       := gximap.service gximap.socket gximap-imaps.socket gximap-lmtp.socket gximap-auth.socket
 GX_CONFFILES   := gromox/imap.cfg gromox/gromox.cfg logrotate.d/gximap \
                   $(if $(wildcard etc/fail2ban/filter.d/gromox-imap.conf),fail2ban/filter.d/gromox-imap.conf)
 

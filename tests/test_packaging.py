@@ -156,7 +156,9 @@ def test_make_install_layout(tmp_path: Path) -> None:
         assert (data_dir / data).read_bytes() == (REPO / "data" / data).read_bytes()
 
     units = usr / "lib" / "systemd" / "system"
-    for unit in ("gximap.service", "gximap.socket", "gximap-imaps.socket"):
+    shipped = sorted(path.name for path in (REPO / "systemd").iterdir())
+    assert sorted(path.name for path in units.iterdir()) == shipped  # GX_UNITS lists them all
+    for unit in shipped:
         assert (units / unit).read_text() == (REPO / "systemd" / unit).read_text(), unit  # PREFIX=/usr
     for name in ("imap.cfg", "gromox.cfg"):
         assert (dest / "etc" / "gromox" / name).read_bytes() == (REPO / "etc" / "gromox" / name).read_bytes()

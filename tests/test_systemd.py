@@ -24,7 +24,14 @@ from e2e import GximapProcess
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT_DIR = REPO / "systemd"
-UNITS = ("gximap.service", "gximap.socket", "gximap-imaps.socket")
+UNITS = ("gximap.service", "gximap.socket", "gximap-imaps.socket", "gximap-lmtp.socket",
+         "gximap-auth.socket")
+# The MTA sockets for Postfix: in its queue directory, where its chrooted lmtp(8) and smtpd(8)
+# reach them as private/gximap-lmtp and private/gximap-auth (etc/postfix/main.cf.gximap).
+MTA_SOCKET_UNITS = {
+    "gximap-lmtp.socket": ("lmtp", "/var/spool/postfix/private/gximap-lmtp"),
+    "gximap-auth.socket": ("auth", "/var/spool/postfix/private/gximap-auth"),
+}
 SERVICE = UNIT_DIR / "gximap.service"
 # systemd-analyze security rates exposure 0.0 (locked down) to 10.0; this unit rates 1.6.
 MAX_EXPOSURE_TENTHS = 20
@@ -89,6 +96,30 @@ def test_socket_units_name_their_descriptors_for_the_daemon() -> None:
         listen[name] = values(path, "Socket", "ListenStream")
     # One name per socket unit (systemd gives a unit's name to all its sockets), hence two units.
     assert listen == {"imap": ["143"], "imaps": ["993"]}
+
+
+def test_mta_socket_units_give_postfix_its_sockets() -> None:
+    from gximap.mta import MTA_SOCKET_NAMES
+
+    assert set(UNITS) == {path.name for path in UNIT_DIR.iterdir()}  # every shipped unit is verified
+    for unit, (name, path) in MTA_SOCKET_UNITS.items():
+        socket_unit = UNIT_DIR / unit
+        assert values(socket_unit, "Socket", "Service") == ["gximap.service"], unit
+        assert values(socket_unit, "Install", "WantedBy") == ["sockets.target"], unit
+        # The name routes the descriptor to gximap.mta instead of the IMAP listeners.
+        assert values(socket_unit, "Socket", "FileDescriptorName") == [name], unit
+        assert name in MTA_SOCKET_NAMES
+        assert values(socket_unit, "Socket", "ListenStream") == [path], unit
+        # gximap runs as gromox and can neither create nor chown a socket in Postfix's private/
+        # directory: systemd does both. 0600 postfix:postfix, as Dovecot documents these sockets.
+        assert values(socket_unit, "Socket", "SocketUser") == ["postfix"], unit
+        assert values(socket_unit, "Socket", "SocketGroup") == ["postfix"], unit
+        assert values(socket_unit, "Socket", "SocketMode") == ["0600"], unit
+    main_cf = (REPO / "etc" / "postfix" / "main.cf.gximap").read_text()
+    assert "\nvirtual_transport = lmtp:unix:private/gximap-lmtp\n" in main_cf
+    assert "\nsmtpd_sasl_path = private/gximap-auth\n" in main_cf
+    # The passed sockets are AF_UNIX ones, which the sandbox must let gximap use.
+    assert "AF_UNIX" in values(SERVICE, "Service", "RestrictAddressFamilies")[0].split()
 
 
 def systemd_analyze_or_skip(tmp_path: Path) -> str:
