@@ -1,15 +1,18 @@
 """systemd integration: the unit files, socket activation (LISTEN_FDS) and readiness (NOTIFY_SOCKET).
 
 The units are checked with ``systemd-analyze verify`` and ``security`` as `make install` lays them
-out (ExecStart and Documentation= resolvable). The daemon tests start the real gximap: once
-handed listening sockets the way systemd hands them (fd 3 onward, LISTEN_PID, LISTEN_FDNAMES from
-the .socket units), once with NOTIFY_SOCKET pointing at a datagram socket of the test.
+out (ExecStart and Documentation= resolvable). The daemon tests start the real gximap: handed
+listening sockets the way systemd hands them (fd 3 onward, LISTEN_PID, LISTEN_FDNAMES from the
+.socket units), the IMAP ones and, separately, the LMTP and auth ones of the MTA socket units;
+and with NOTIFY_SOCKET pointing at a datagram socket of the test.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess
+from e2e import GximapProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT_DIR = REPO / "systemd"
@@ -321,6 +324,118 @@ def test_socket_activation_serves_inherited_sockets(tmp_path: Path,
         implicit.close()
         status = gx.stop()
     assert status == 0, gx.output() + gx.log()
+
+
+@pytest.fixture
+def socket_dir(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, or a shorter directory when a socket path in it would not fit sun_path."""
+    if len(os.fsencode(tmp_path / "lmtp-config")) <= 100:  # sun_path holds 108 bytes
+        yield tmp_path
+        return
+    short_dir = Path(tempfile.mkdtemp(prefix="gxs"))
+    try:
+        yield short_dir
+    finally:
+        shutil.rmtree(short_dir, ignore_errors=True)
+
+
+def unix_listening_socket(path: Path) -> socket.socket:
+    """What systemd makes of ListenStream=PATH, SocketMode=0600 (without the chown to SocketUser)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return sock
+
+
+def dovecot_auth_plain(path: Path, user: str, password: str) -> bytes:
+    """One AUTH PLAIN over the Dovecot auth protocol as Postfix's smtpd asks it; the reply line."""
+    response = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(str(path))
+        sock.sendall(b"VERSION\t1\t0\nCPID\t4242\n")  # Postfix speaks first, then reads
+        data = b""
+        while b"\nDONE\n" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed during the handshake: {data!r}"
+            data += chunk
+        assert data.startswith(b"VERSION\t1\t")
+        sock.sendall(f"AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=127.0.0.1\t"
+                     f"resp={response}\n".encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed before the AUTH reply: {reply!r}"
+            reply += chunk
+    return reply
+
+
+@pytest.mark.e2e
+def test_socket_activation_hands_the_mta_sockets_to_lmtp_and_auth(
+        tmp_path: Path, socket_dir: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    """gximap-lmtp.socket and gximap-auth.socket: the passed UNIX sockets serve LMTP delivery and
+    SMTP AUTH in place of lmtp_listen and auth_listen, while IMAP binds its listeners from the
+    configuration as usual (no imap/imaps descriptor is passed)."""
+    names = [values(UNIT_DIR / unit, "Socket", "FileDescriptorName")[0] for unit in MTA_SOCKET_UNITS]
+    assert names == ["lmtp", "auth"]
+    lmtp_path, auth_path = socket_dir / "lmtp", socket_dir / "auth"
+    config_lmtp_path, config_auth_path = socket_dir / "lmtp-config", socket_dir / "auth-config"
+    config_lmtp_port, config_auth_port = free_port(), free_port()
+    gx = GximapProcess(tmp_path, accounts={"alice": "secret"}, tls=False, extra={
+        "lmtp_listen": f"unix:{config_lmtp_path} 127.0.0.1:{config_lmtp_port}",
+        "auth_listen": f"unix:{config_auth_path} 127.0.0.1:{config_auth_port}",
+        "delivery_map": "email_localpart",
+    })
+    lmtp_listener, auth_listener = unix_listening_socket(lmtp_path), unix_listening_socket(auth_path)
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    notify, notify_path = notify_socket
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NOTIFY_SOCKET=notify_path)
+    for variable in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        env.pop(variable, None)
+    fds = [lmtp_listener.fileno(), auth_listener.fileno()]
+    message = (b"From: Carol <carol@example.org>\r\nTo: alice@example.org\r\n"
+               b"Subject: passed by systemd\r\nMessage-ID: <sd1@example.org>\r\n\r\nHello.\r\n")
+    try:
+        gx.proc = subprocess.Popen(
+            [sys.executable, str(launcher), ",".join(map(str, fds)), ":".join(names),
+             "-m", "gximap", "-c", str(gx.config_path)],
+            cwd=gx.dir, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lmtp_listener.close()  # the daemon holds its own copies now
+        auth_listener.close()
+        wait_for_notification(notify, b"READY=1", gx.proc)
+
+        with smtplib.LMTP(str(lmtp_path), timeout=TIMEOUT) as lmtp:
+            assert lmtp.sendmail("carol@example.org", ["alice@example.org"], message) == {}
+        assert dovecot_auth_plain(auth_path, "alice", "secret") == b"OK\t1\tuser=alice\n"
+
+        with socket.create_connection(("127.0.0.1", gx.port), timeout=TIMEOUT) as client:
+            client.settimeout(TIMEOUT)
+            assert read_greeting(client).startswith(b"* OK")
+            client.sendall(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n"
+                           b"a3 FETCH 1 (BODY.PEEK[HEADER.FIELDS (DELIVERED-TO SUBJECT)])\r\n")
+            assert read_tagged(client, b"a1")[-1].startswith(b"a1 OK")
+            assert b"* 1 EXISTS" in read_tagged(client, b"a2")
+            fetched = b"\r\n".join(read_tagged(client, b"a3"))
+            client.sendall(b"a4 LOGOUT\r\n")
+            read_tagged(client, b"a4")
+        assert b"Delivered-To: alice@example.org" in fetched and b"Subject: passed by systemd" in fetched
+
+        # lmtp_listen and auth_listen of the configuration were not bound.
+        assert not config_lmtp_path.exists() and not config_auth_path.exists()
+        for port in (config_lmtp_port, config_auth_port):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        lmtp_listener.close()
+        auth_listener.close()
+        status = gx.stop()
+    assert status == 0, gx.output() + gx.log()
+    assert f"lmtp unix:{lmtp_path}, auth unix:{auth_path}" in gx.log()
+    # The socket files are systemd's: gximap leaves them for its next start.
+    assert lmtp_path.is_socket() and auth_path.is_socket()
 
 
 @pytest.mark.e2e
