@@ -121,11 +121,13 @@ DIRECTIVES: tuple[Directive, ...] = (
        "and [::]:port listen on every IPv4 and IPv6 address.",
        "gromox", unset_means="imap_listen_addr and imap_listen_tls_port"),
     _d("lmtp_listen", "list", "",
-       "Space-separated LMTP delivery listen addresses: unix:/path or host:port (see LMTP DELIVERY).",
+       "Space-separated LMTP delivery listen addresses: unix:/path or host:port (see LMTP DELIVERY). "
+       "Ignored while systemd passes a socket named lmtp (gximap-lmtp.socket).",
        "gromox", unset_means="no LMTP service"),
     _d("auth_listen", "list", "",
        "Space-separated listen addresses (unix:/path or host:port) of the Dovecot-protocol "
-       "authentication socket for MTAs (see AUTHENTICATION SOCKET).",
+       "authentication socket for MTAs (see AUTHENTICATION SOCKET). Ignored while systemd passes a "
+       "socket named auth (gximap-auth.socket).",
        "gromox", unset_means="no authentication socket"),
     # Name mapping (maddy's auth_map / storage_map / delivery_map), shared by the daemons that log
     # users in or deliver to them; the syntax is checked by gximap.auth.maps.parse_table_spec.
@@ -414,7 +416,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Permission bits (octal) of the UNIX sockets of lmtp_listen and auth_listen.",
        "imap"),
     _d("unix_socket_owner", "str", None,
-       "Owner of those UNIX sockets as user or user:group (names or numbers).",
+       "Owner of those UNIX sockets as user or user:group (names or numbers). Applied only when "
+       "gximap starts as root; otherwise ignored with a warning (the sockets then belong to the "
+       "user gximap runs as).",
        "imap", unset_means="running_identity"),
 )
 
