@@ -160,6 +160,24 @@ def test_rfc5182_uid_dollar_and_min_max_saving(conv: Conversation) -> None:
     """)
 
 
+def test_a_save_refused_for_its_charset_empties_the_saved_result(conv: Conversation) -> None:
+    """RFC 5182 section 2.1: a SEARCH or SORT with SAVE answered NO empties "$", also when the
+    NO comes from the charset (refused while the command is read): a STORE $ pipelined behind it
+    must not act on an earlier search's messages."""
+    for _ in range(3):
+        conv.add_message()
+    conv.select()
+    for refused in (b"SEARCH RETURN (SAVE) CHARSET ISO-8859-1 SUBJECT x",
+                    b"UID SORT RETURN (SAVE) (ARRIVAL) ISO-8859-1 ALL"):
+        lines = conv.send(b"a1 SEARCH RETURN (SAVE) 1:2\r\na2 " + refused + b"\r\na3 STORE $ +FLAGS (\\Flagged)\r\n")
+        assert lines[0] == b"a1 OK SEARCH completed"
+        assert lines[1].startswith(b"a2 NO [BADCHARSET")
+        assert lines[2:] == [b"a3 OK STORE completed"]  # "$" is empty: nothing flagged
+    # A BAD leaves "$" alone (the same section).
+    lines = conv.send(b"b1 SEARCH RETURN (SAVE) 2\r\nb2 SEARCH RETURN (SAVE) CHARSET\r\nb3 SEARCH $\r\n")
+    assert lines[1].startswith(b"b2 BAD") and lines[2:] == [b"* SEARCH 2", b"b3 OK SEARCH completed"]
+
+
 def test_saved_result_lifetime(conv: Conversation) -> None:
     for flags in (("\\Deleted",), (), ("\\Deleted",), ()):
         conv.add_message(flags=flags)

@@ -158,6 +158,9 @@ class ParseError(Exception):
         self.text = text
         self.code = code
         self.internal = False  # set when an unexpected exception was converted (a parser bug)
+        # A SEARCH or SORT with RETURN (SAVE) refused with NO (its charset): RFC 5182 section 2.1
+        # has "$" emptied then, as if the search had run and failed.
+        self.empties_saved_result = False
 
     @property
     def response_code(self) -> bytes | None:
@@ -681,10 +684,12 @@ def parse_search_program(r: _Reader, charset: str | None) -> SearchKey:
         r.sp()
 
 
-def _search_charset(r: _Reader) -> str:
+def _search_charset(r: _Reader, return_opts: tuple[str, ...] | None = None) -> str:
     charset = r.astring("charset").decode("ascii", "replace").upper()
     if charset not in SUPPORTED_CHARSETS:
-        raise r.error("Unsupported charset", code="BADCHARSET")
+        error = r.error("Unsupported charset", code="BADCHARSET")
+        error.empties_saved_result = return_opts is not None and "SAVE" in return_opts
+        raise error
     return charset
 
 
@@ -1185,7 +1190,7 @@ def _search(uid: bool) -> Callable[[_Reader], Command]:
         if r.peek_word() == "CHARSET":
             r.word()
             r.sp()
-            charset = _search_charset(r)
+            charset = _search_charset(r, return_opts)
             r.sp()
         criteria = parse_search_program(r, charset)
         return Search(r.tag, uid, charset, criteria, return_opts)
@@ -1215,7 +1220,7 @@ def _sort(uid: bool) -> Callable[[_Reader], Command]:
             r.sp()
         criteria = r.paren_list(lambda: _sort_criterion(r), allow_empty=False)
         r.sp()
-        charset = _search_charset(r)
+        charset = _search_charset(r, return_opts)
         r.sp()
         search = parse_search_program(r, charset)
         return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts)

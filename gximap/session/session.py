@@ -449,6 +449,8 @@ class ImapSession:
             refused = exc.code in ("BADCHARSET", "CANNOT")
             status = b"NO " if refused else b"BAD "
             self._out.append(tag + b" " + status + code + self.text(Code.BAD_PARSE, str(exc.text)) + b"\r\n")
+            if exc.empties_saved_result and self.selected is not None:
+                self.saved_search = []
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), status.decode().strip())
             if not refused:
                 self._count_bad()
