@@ -270,6 +270,22 @@ def login_session(sock: socket.socket) -> list[bytes]:
     return capabilities
 
 
+def start_activated(gx: GximapProcess, notify_path: str, sockets: list[socket.socket], names: list[str]) -> None:
+    """Start gximap as systemd would with ``sockets`` passed in under ``names`` (LAUNCHER sets
+    LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES), and NOTIFY_SOCKET set."""
+    launcher = gx.dir / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NOTIFY_SOCKET=notify_path)
+    for variable in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        env.pop(variable, None)
+    fds = [sock.fileno() for sock in sockets]
+    gx.proc = subprocess.Popen(
+        [sys.executable, str(launcher), ",".join(map(str, fds)), ":".join(names),
+         "-m", "gximap", "-c", str(gx.config_path)],
+        cwd=gx.dir, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def listening_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -285,19 +301,9 @@ def test_socket_activation_serves_inherited_sockets(tmp_path: Path,
              for unit in ("gximap.socket", "gximap-imaps.socket")]
     gx = GximapProcess(tmp_path, accounts={"alice": "secret"}, tls=True)
     plain, implicit = listening_socket(), listening_socket()
-    launcher = tmp_path / "launcher.py"
-    launcher.write_text(LAUNCHER)
     notify, notify_path = notify_socket
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NOTIFY_SOCKET=notify_path)
-    for variable in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-        env.pop(variable, None)
-    fds = [plain.fileno(), implicit.fileno()]
     try:
-        gx.proc = subprocess.Popen(
-            [sys.executable, str(launcher), ",".join(map(str, fds)), ":".join(names),
-             "-m", "gximap", "-c", str(gx.config_path)],
-            cwd=gx.dir, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        start_activated(gx, notify_path, [plain, implicit], names)
         plain_port, implicit_port = plain.getsockname()[1], implicit.getsockname()[1]
         plain.close()  # the daemon holds its own copies now
         implicit.close()
@@ -388,21 +394,11 @@ def test_socket_activation_hands_the_mta_sockets_to_lmtp_and_auth(
         "delivery_map": "email_localpart",
     })
     lmtp_listener, auth_listener = unix_listening_socket(lmtp_path), unix_listening_socket(auth_path)
-    launcher = tmp_path / "launcher.py"
-    launcher.write_text(LAUNCHER)
     notify, notify_path = notify_socket
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NOTIFY_SOCKET=notify_path)
-    for variable in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-        env.pop(variable, None)
-    fds = [lmtp_listener.fileno(), auth_listener.fileno()]
     message = (b"From: Carol <carol@example.org>\r\nTo: alice@example.org\r\n"
                b"Subject: passed by systemd\r\nMessage-ID: <sd1@example.org>\r\n\r\nHello.\r\n")
     try:
-        gx.proc = subprocess.Popen(
-            [sys.executable, str(launcher), ",".join(map(str, fds)), ":".join(names),
-             "-m", "gximap", "-c", str(gx.config_path)],
-            cwd=gx.dir, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        start_activated(gx, notify_path, [lmtp_listener, auth_listener], names)
         lmtp_listener.close()  # the daemon holds its own copies now
         auth_listener.close()
         wait_for_notification(notify, b"READY=1", gx.proc)
@@ -414,10 +410,12 @@ def test_socket_activation_hands_the_mta_sockets_to_lmtp_and_auth(
         with socket.create_connection(("127.0.0.1", gx.port), timeout=TIMEOUT) as client:
             client.settimeout(TIMEOUT)
             assert read_greeting(client).startswith(b"* OK")
-            client.sendall(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n"
-                           b"a3 FETCH 1 (BODY.PEEK[HEADER.FIELDS (DELIVERED-TO SUBJECT)])\r\n")
+            # One command at a time: read_tagged drops what it read past its tagged line.
+            client.sendall(b"a1 LOGIN alice secret\r\n")
             assert read_tagged(client, b"a1")[-1].startswith(b"a1 OK")
+            client.sendall(b"a2 SELECT INBOX\r\n")
             assert b"* 1 EXISTS" in read_tagged(client, b"a2")
+            client.sendall(b"a3 FETCH 1 (BODY.PEEK[HEADER.FIELDS (DELIVERED-TO SUBJECT)])\r\n")
             fetched = b"\r\n".join(read_tagged(client, b"a3"))
             client.sendall(b"a4 LOGOUT\r\n")
             read_tagged(client, b"a4")
