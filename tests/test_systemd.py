@@ -286,6 +286,13 @@ def start_activated(gx: GximapProcess, notify_path: str, sockets: list[socket.so
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def assert_not_listening(ports: tuple[int, ...] | list[int]) -> None:
+    """The configuration's listen directives were not used: nothing answers on ``ports``."""
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
 def listening_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -321,10 +328,8 @@ def test_socket_activation_serves_inherited_sockets(tmp_path: Path,
                 capabilities = b" ".join(login_session(client))
         assert b"STARTTLS" not in capabilities  # "imaps": already TLS
 
-        # The listen directives of the configuration were not used.
-        for port in (gx.port, gx.tls_port):
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert gx.tls_port is not None
+        assert_not_listening((gx.port, gx.tls_port))
     finally:
         plain.close()
         implicit.close()
@@ -423,9 +428,7 @@ def test_socket_activation_hands_the_mta_sockets_to_lmtp_and_auth(
 
         # lmtp_listen and auth_listen of the configuration were not bound.
         assert not config_lmtp_path.exists() and not config_auth_path.exists()
-        for port in (config_lmtp_port, config_auth_port):
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert_not_listening((config_lmtp_port, config_auth_port))
     finally:
         lmtp_listener.close()
         auth_listener.close()

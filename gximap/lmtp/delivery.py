@@ -12,7 +12,8 @@ disabled account with ``550 5.2.1``, an account already at its quota with ``552 
 
 Each recipient gets its own copy, ``Return-Path: <sender>`` and ``Delivered-To: <recipient>``
 prepended to the message as received, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
-an MTA passing LF-only mail on would otherwise store what IMAP clients misread). A message whose header matches ``lmtp_spam_header``
+an MTA passing LF-only mail on would otherwise store what IMAP clients misread). A message
+whose header matches ``lmtp_spam_header``
 (name and value compared case-insensitively, the value after unfolding and trimming) is
 quarantined: it goes to the account's \\Junk folder (created as "Junk" if the account has none)
 and no filter runs. Otherwise the IMAP filter (gximap.filters), if configured, may pick the folder

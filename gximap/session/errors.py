@@ -45,19 +45,13 @@ def done_for_store_error(exc: BaseException) -> Done | None:
     return None
 
 
-# Errors the client caused or can do something about: answered, not logged.
-_CLIENT_SIDE = (midb_errors.NoSuchFolder, midb_errors.FolderExists, midb_errors.HasChildren,
-                midb_errors.InvalidName, midb_errors.KeywordSetsExhausted, midb_errors.InvalidArgument,
-                midb_errors.OverQuota, midb_errors.TooBig, midb_errors.ReadOnlyStore, midb_errors.NoSuchAccount,
-                midb_errors.MetadataTooMany, midb_errors.MetadataTooBig)
-
-
 def log_store_trouble(session: Any, command: str, exc: BaseException) -> None:
     """Log a store error the administrator must hear of (the disk or the index full, I/O and
     LMDB errors: error level; a passing condition such as a full reader table: warning). The
-    client's NO [UNAVAILABLE] says "try again later"; without this line nothing would tell the
-    administrator that mail is being refused."""
-    if not isinstance(exc, midb_errors.MidbError) or isinstance(exc, _CLIENT_SIDE):
+    client's NO [UNAVAILABLE] says "try again later": exactly these errors get it, so the answer
+    decides; without this line nothing would tell the administrator that mail is refused."""
+    done = done_for_store_error(exc)
+    if done is None or done.code != b"UNAVAILABLE":  # the client's doing, or a bug (logged apart)
         return
     level = logging.WARNING if type(exc) is midb_errors.StoreBusy else logging.ERROR
     session.ctx.log.log(level, "session %s: user=%s %s failed: %s", session.id,
