@@ -439,14 +439,32 @@ class Store(MetadataMixin):
         txn.put(key, encode_usage(used_bytes + size, used_messages + messages), db=dbs.usage)
 
     def _check_quota(self, txn: Any, dbs: Databases, account_id: int, size: int, messages: int) -> None:
+        resource = self._quota_exceeded(txn, dbs, account_id, size, messages)
+        if resource is not None:
+            raise OverQuota(resource)
+
+    def _quota_exceeded(self, txn: Any, dbs: Databases, account_id: int, size: int, messages: int) -> str | None:
+        """The resource ("MESSAGE" or "STORAGE") that ``messages`` more messages of ``size``
+        octets would take past its limit, or None."""
         account = self._account(txn, dbs, account_id)
         if not account.quota_bytes and not account.quota_messages:
-            return
+            return None
         used_bytes, used_messages = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
         if account.quota_messages and used_messages + messages > account.quota_messages:
-            raise OverQuota("MESSAGE")
+            return "MESSAGE"
         if account.quota_bytes and used_bytes + size > account.quota_bytes:
-            raise OverQuota("STORAGE")
+            return "STORAGE"
+        return None
+
+    def quota_exceeded(self, account: str, size: int, messages: int) -> str | None:
+        """As the check every store write makes, read ahead of the write: the resource that
+        ``messages`` more messages of ``size`` octets would exceed, or None. The answer may be
+        stale by the time of the write, which checks again; APPEND asks it before the client
+        uploads a synchronising literal."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            return self._quota_exceeded(txn, dbs, self._account_id(txn, dbs, account), size, messages)
 
     @staticmethod
     def _blob_incref(txn: Any, dbs: Databases, blob_raw: bytes, count: int) -> None:

@@ -209,6 +209,33 @@ def test_storage_quota_on_append(conv):
     assert lines[-1].startswith(b"a2 OK [APPENDUID ")
 
 
+def test_synchronising_append_over_quota_is_refused_before_the_upload(conv):
+    # No "+": the client is not asked for octets that cannot be stored.
+    conv.store.update_account("alice", quota_bytes=10 * 1024)
+    conv.add_message(data=message(8 * 1024))
+    data = message(3 * 1024)
+    assert conv.send(b"a1 APPEND INBOX {%d}\r\n" % len(data)) == [b"a1 NO [OVERQUOTA] Over quota"]
+    # The literal was never taken: what follows is framed as a new command.
+    assert conv.send(b"a2 NOOP\r\n") == [b"a2 OK NOOP completed"]
+    small = message(1024)
+    assert conv.send(b"a3 APPEND INBOX {%d}\r\n" % len(small)) == [b"+ Ready for literal data"]
+    assert conv.send(small + b"\r\n")[-1].startswith(b"a3 OK [APPENDUID ")
+    assert conv.store.usage("alice")[1] == 2
+
+
+def test_synchronising_append_over_message_quota_and_multiappend_total(conv):
+    conv.store.update_account("alice", quota_messages=1)
+    conv.add_message()
+    assert conv.send(b"a1 APPEND INBOX {5}\r\n") == [b"a1 NO [OVERQUOTA] Over quota"]
+    conv.store.update_account("alice", quota_messages=0, quota_bytes=10 * 1024)
+    # MULTIAPPEND: each literal fits alone, the second one does not fit after the first.
+    first = message(6 * 1024)
+    assert conv.send(b"a2 APPEND INBOX {%d}\r\n" % len(first)) == [b"+ Ready for literal data"]
+    assert conv.send(first + b" {%d}\r\n" % len(first)) == [b"a2 NO [OVERQUOTA] Over quota"]
+    assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+    assert conv.store.usage("alice")[1] == 1
+
+
 def test_move_at_the_limit_is_allowed(conv):
     # One quota root per account: moving messages between its mailboxes changes no usage.
     conv.store.update_account("alice", quota_messages=1)

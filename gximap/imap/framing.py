@@ -113,6 +113,7 @@ class NeedContinuation:
     size: int
     command: bytes | None = None  # upper-cased command name, when the first line has one
     binary: bool = False
+    command_octets: int = 0  # the literal octets of the command so far, this literal's included
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +386,8 @@ class Framer:
         self._literal_sync = synchronizing
         self._state = _State.LITERAL
         if synchronizing:
-            return NeedContinuation(extract_tag(first), size, _command_name(first), binary)
+            return NeedContinuation(extract_tag(first), size, _command_name(first), binary,
+                                    self._literal_total)
         return _AGAIN
 
     def _error(

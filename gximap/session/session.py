@@ -399,7 +399,29 @@ class ImapSession:
             self._out.append(event.tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
             self._count_bad()
             return
+        if event.command == b"APPEND" and self.state is not State.NOT_AUTHENTICATED:
+            resource = self._append_over_quota(event.command_octets)
+            if resource is not None:
+                # Refused before the upload, as the store would refuse it after (RFC 9208
+                # section 5: the client need not send a message that cannot be stored).
+                self.framer.reject_literal()
+                line = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA)
+                self._out.append(event.tag + b" " + line + b"\r\n")
+                gxlog.log_command(self.id, self.rhost, self.user,
+                                  b"%s APPEND {%d} (over quota: %s)" % (event.tag, event.size, resource.encode()),
+                                  "NO")
+                return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
+
+    def _append_over_quota(self, octets: int) -> str | None:
+        """The quota resource an APPEND whose literals so far hold ``octets`` must exceed, or
+        None. Those octets are a lower bound of what it stores (bare LFs only grow into CRLFs),
+        and it stores at least one message, so a "yes" here is the store's answer to come. A
+        store that cannot be read says nothing: the command then meets the error itself."""
+        try:
+            return self.store.quota_exceeded(self.user, octets, 1)
+        except midb_errors.MidbError:
+            return None
 
     def _literal_limit(self) -> int:
         limit = self.settings.max_literal

@@ -5,8 +5,10 @@ sent as a plain literal is stored with its bare LF line ends made CRLF (``midb.m
 as Dovecot serves such a message); anything else is kept as received. Data sent as literal8
 (RFC 3516, also inside UTF8 of RFC 6855) is kept exactly: it may be binary, where an LF octet is
 data. A message too big for the configured limit never gets here: the session refuses its literal
-with NO [TOOBIG] while framing (the limit applies to the literal as sent). An APPEND to the selected mailbox is announced (EXISTS) by the update the session
-sends before the tagged OK.
+with NO [TOOBIG] while framing (the limit applies to the literal as sent). A synchronising literal
+that the account's quota cannot take is refused the same way, with NO [OVERQUOTA] instead of "+".
+An APPEND to the selected mailbox is announced (EXISTS) by the update the session sends before the
+tagged OK.
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ default applies again; the QUOTA response to SETQUOTA shows the limits then in f
 is given more than the default, or in effect no limit, with a large limit of its own.
 
 APPEND, COPY and MOVE beyond a limit fail with NO [OVERQUOTA] (midb's OverQuota, mapped in
-gximap.session.errors). A MOVE within the account changes no usage and is never refused.
+gximap.session.errors). An APPEND is refused before the client uploads a synchronising literal
+that would take STORAGE or MESSAGE past its limit (the session's continuation check). A MOVE
+within the account changes no usage and is never refused.
 """
 
 from __future__ import annotations
