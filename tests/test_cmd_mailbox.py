@@ -99,6 +99,26 @@ def test_create_names_needing_quotes_and_mutf7(conv):
     assert "café" in names(conv)
 
 
+def test_list_pattern_with_an_incomplete_mutf7_sequence_matches_rather_than_fails(conv):
+    # A pattern is matched, it names nothing: an "&" that starts no sequence stands for itself.
+    conv.command('CREATE "a&-b"')
+    conv.command('CREATE "Caf&AOk-"')
+    conv.script("""
+        C: a1 LIST "" "a&*"
+        S: * LIST (\\HasNoChildren) "/" a&-b
+        S: a1 OK LIST completed
+        C: a2 LIST "" "*&*"
+        S: * LIST (\\HasNoChildren) "/" a&-b
+        S: a2 OK LIST completed
+        C: a3 LIST "" "Caf&AO*"
+        S: a3 OK LIST completed
+        C: a4 LSUB "" "Caf&AO*"
+        S: a4 OK LSUB completed
+        C: a5 CREATE "Caf&AO"
+        S: a5 NO [CANNOT] Parse error: Mailbox name is not valid modified UTF-7
+    """)
+
+
 def test_create_special_use_rfc6154(conv):
     """RFC 6154 section 5.2 (adapted: midb keeps one special use per mailbox)."""
     conv.script("""

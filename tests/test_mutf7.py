@@ -90,3 +90,25 @@ def test_decoder_accepts_only_canonical(wire: bytes) -> None:
     except ValueError:
         return
     assert mutf7.encode(name) == wire
+
+
+@pytest.mark.parametrize(
+    ("wire", "pattern"),
+    [
+        (b"Caf&AOk-*", "Café*"),  # valid sequences decode as in a name
+        (b"a&-b%", "a&b%"),
+        (b"a&*", "a&*"),  # an "&" that starts no sequence stands for itself
+        (b"Caf&AO*", "Caf&AO*"),  # a typed prefix cut inside a sequence
+        (b"*&*", "*&*"),
+        (b"&AGE-x", "&AGE-x"),  # not canonical: not decoded, so it matches no name
+        (b"&U,BTFw-&", "\u53f0\u5317&"),
+    ],
+)
+def test_decode_pattern_keeps_what_is_no_sequence(wire: bytes, pattern: str) -> None:
+    assert mutf7.decode_pattern(wire) == pattern
+
+
+@pytest.mark.parametrize("wire", ["Entwürfe*".encode(), b"tab\t*", b"a&\x00"])
+def test_decode_pattern_still_rejects_raw_bytes(wire: bytes) -> None:
+    with pytest.raises(ValueError):
+        mutf7.decode_pattern(wire)

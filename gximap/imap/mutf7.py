@@ -120,6 +120,45 @@ def decode(data: bytes) -> str:
     return "".join(out)
 
 
+def decode_pattern(data: bytes) -> str:
+    """Decode a LIST pattern: as :func:`decode`, but an ``&`` that starts no valid shift sequence
+    stands for itself. A pattern is matched against names, it names nothing: a client's typed
+    prefix cut inside a sequence (``Caf&AO*``) matches no name rather than failing the command,
+    and ``a&*`` finds the names that start with "a&", as Dovecot does. Raw 8-bit and control
+    bytes still raise ValueError."""
+    try:
+        return decode(data)
+    except ValueError:
+        pass
+    out: list[str] = []
+    pos = 0
+    length = len(data)
+    while pos < length:
+        amp = data.find(b"&", pos)
+        end = length if amp < 0 else amp
+        if end > pos:
+            chunk = data[pos:end]
+            if not _PLAIN_ASCII.match(chunk):
+                raise ValueError("mailbox pattern holds bytes that modified UTF-7 must encode")
+            out.append(chunk.decode("ascii"))
+        if amp < 0:
+            break
+        match = _SHIFT.match(data, amp)
+        text: str | None = None
+        if match is not None:
+            try:
+                text = _decode_shift(match.group(1)) if match.group(1) else "&"
+            except ValueError:
+                text = None
+        if match is None or text is None:
+            out.append("&")
+            pos = amp + 1
+        else:
+            out.append(text)
+            pos = match.end()
+    return "".join(out)
+
+
 def is_valid(data: bytes) -> bool:
     try:
         decode(data)

@@ -352,9 +352,9 @@ class _Reader:
             if raw_atom is None:
                 raise self.error("Expected mailbox pattern")
             raw = raw_atom
-        return self.decode_mailbox(raw)
+        return self.decode_mailbox(raw, pattern=True)
 
-    def decode_mailbox(self, raw: bytes) -> MailboxName:
+    def decode_mailbox(self, raw: bytes, *, pattern: bool = False) -> MailboxName:
         if self.utf8:
             try:
                 name = raw.decode("utf-8")
@@ -362,7 +362,7 @@ class _Reader:
                 raise self.error("Mailbox name is not valid UTF-8") from None
         else:
             try:
-                name = mutf7.decode(raw)
+                name = mutf7.decode_pattern(raw) if pattern else mutf7.decode(raw)
             except ValueError:
                 # Valid syntax, an impossible name: NO [CANNOT] (RFC 5530), as Dovecot answers.
                 raise self.error("Mailbox name is not valid modified UTF-7", "CANNOT") from None
