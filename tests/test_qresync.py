@@ -503,3 +503,24 @@ def test_sync_never_skips_a_change_committed_during_it(conv: Conversation) -> No
         S: * 2 FETCH (UID 2 FLAGS ($Raced) MODSEQ ({{n}}))
         S: a1 OK NOOP completed
     """)
+
+
+def test_modseq_zero_resyncs_everything(conv: Conversation) -> None:
+    """A client starting from nothing sends mod-sequence 0 (outside RFC 7162's grammar, taken as
+    Dovecot takes it): every expunge and every message is reported."""
+    uids = seed(conv, 3)
+    conv.command("ENABLE QRESYNC")
+    expunge(conv, [uids[0]])
+    conv.script(f"""
+        C: a1 SELECT INBOX (QRESYNC ({uidvalidity(conv)} 0))
+        {select_lines(conv, 2, 4)}
+        S: * VANISHED (EARLIER) 1
+        S: * 1 FETCH (UID 2 FLAGS () MODSEQ ({modseq_of(conv, 2)}))
+        S: * 2 FETCH (UID 3 FLAGS () MODSEQ ({modseq_of(conv, 3)}))
+        S: a1 OK [READ-WRITE] SELECT completed
+        C: a2 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 0 VANISHED)
+        S: * VANISHED (EARLIER) 1
+        S: * 1 FETCH (UID 2 MODSEQ ({modseq_of(conv, 2)}) FLAGS ())
+        S: * 2 FETCH (UID 3 MODSEQ ({modseq_of(conv, 3)}) FLAGS ())
+        S: a2 OK FETCH completed
+    """)

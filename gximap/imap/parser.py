@@ -876,7 +876,10 @@ def _id(r: _Reader) -> Command:
 
 
 def _mod_sequence_value(r: _Reader) -> int:
-    return r.nz_number(MAX_NUMBER64, "mod-sequence")
+    # RFC 7162's mod-sequence-value is positive, but a client that starts its resync from
+    # nothing (CHANGEDSINCE 0, QRESYNC (uidvalidity 0)) means "every change", which is what it
+    # gets: every message's mod-sequence is above 0. Dovecot and Cyrus take it too.
+    return r.number(MAX_NUMBER64, "mod-sequence")
 
 
 def _select(examine: bool) -> Callable[[_Reader], Command]:
