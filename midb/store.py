@@ -1139,6 +1139,14 @@ class Store(MetadataMixin):
             keys = self._prefix_items(txn, getattr(dbs, table), name_key(account_id, prefix), values=False)
             return [str(key[4:], "utf-8") for key in keys]
 
+    def recent_floor(self, account: str, folder_id: int) -> int:
+        """The folder's recent_floor, read without claiming: the UIDs above it are \\Recent to
+        whichever session learns of them first, a read-only one included (it does not claim)."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            return self._folder(txn, dbs, self._account_id(txn, dbs, account), folder_id).recent_floor
+
     def claim_recent(self, account: str, folder_id: int) -> int:
         """Return the old recent_floor and raise it to uidnext-1, atomically."""
         shared = self._home(account)

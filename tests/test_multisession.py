@@ -157,6 +157,38 @@ def test_new_messages_and_recent_go_to_exactly_one_session(pair: tuple[Conversat
     """)
 
 
+def test_a_read_only_session_told_first_sees_recent_and_leaves_it(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 3501 2.3.2: the first session told of a message sees \\Recent even when it is
+    read-only (EXAMINE); it does not claim it, so a read-write session after it sees it too."""
+    a, b = pair
+    b.command("EXAMINE INBOX")
+    a.add_message(data=b"Subject: delivered\r\n\r\nnew\r\n")
+    b.script(r"""
+        C: b1 NOOP
+        S: * 4 EXISTS
+        S: * 1 RECENT
+        S: b1 OK NOOP completed
+        C: b2 FETCH 4 FLAGS
+        S: * 4 FETCH (FLAGS (\Recent))
+        S: b2 OK FETCH completed
+    """)
+    a.script(r"""
+        C: a1 NOOP
+        S: * 4 EXISTS
+        S: * 1 RECENT
+        S: a1 OK NOOP completed
+    """)
+    # Claimed now: a read-only session learning of it later does not see it.
+    a.add_message(data=b"Subject: second\r\n\r\nnew\r\n")
+    a.command("NOOP")
+    b.script(r"""
+        C: b3 NOOP
+        S: * 5 EXISTS
+        S: * 1 RECENT
+        S: b3 OK NOOP completed
+    """)
+
+
 def test_append_and_move_by_the_other_session(pair: tuple[Conversation, Conversation]) -> None:
     a, b = pair
     data = b"Subject: appended\r\n\r\nhi\r\n"

@@ -686,7 +686,12 @@ class SelectedMailbox:
         if new:
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]
-            if not self.readonly:
+            if self.readonly:
+                # RFC 3501 2.3.2: the first session told of a message sees \Recent, read-only or
+                # not; only a read-write one takes it from the sessions after it.
+                floor = self.store.recent_floor(self.account, self.folder_id)
+                self.recent.update(new[bisect.bisect_right(new, floor):])
+            else:
                 self._claim_recent_of(new)
             out.append(b"* %d EXISTS\r\n" % len(self.runs))
             if not self.session.rev2:
