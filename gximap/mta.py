@@ -14,9 +14,12 @@ limit (the peer is the MTA). The pools are small: one permanent worker each, one
 separate delivery threads (gximap.lmtp.session), so a pool worker never waits for fsync.
 
 UNIX sockets are created with ``unix_socket_mode`` and owned by ``unix_socket_owner`` (default:
-``running_identity``), so the MTA's user can be let in by group or mode and gximap can still
-remove them after dropping privileges. Under systemd socket activation, sockets named ``lmtp``
-and ``auth`` (FileDescriptorName=) are taken instead of binding these addresses.
+``running_identity``), so that the MTA's user can be let in by group or mode. Removing a socket
+file at the stop takes write permission on its directory, not ownership of the file: where
+``running_identity`` cannot write there (Postfix's ``private/``), the file stays, and the next
+start, as root, replaces it as stale. Under systemd socket activation, sockets named ``lmtp``
+and ``auth`` (FileDescriptorName=) are taken instead of binding these addresses; systemd owns
+their files.
 """
 
 from __future__ import annotations
