@@ -407,9 +407,8 @@ class ImapSession:
                 self.framer.reject_literal()
                 line = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA)
                 self._out.append(event.tag + b" " + line + b"\r\n")
-                gxlog.log_command(self.id, self.rhost, self.user,
-                                  b"%s APPEND {%d} (over quota: %s)" % (event.tag, event.size, resource.encode()),
-                                  "NO")
+                preview = b"%s APPEND {%d} " % (event.tag, event.size) + f"(over quota: {resource})".encode()
+                gxlog.log_command(self.id, self.rhost, self.user, preview, "NO")
                 return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
