@@ -42,6 +42,7 @@ import zlib
 from collections.abc import Callable
 
 from gximap.net.handler import FileRegion
+from gximap.net.linger import LINGER
 
 __all__ = ["InvalidDeflateInput", "Transport", "TransportError"]
 
@@ -564,18 +565,23 @@ class Transport:
         """Close the socket. Graceful: TLS close_notify, last bytes flushed (best effort, without
         blocking), our side shut down, unread input discarded, so the kernel does not answer
         the peer with a reset that could destroy the final response in flight."""
+        lingering = False
         try:
             if graceful:
-                self._close_gracefully()
+                lingering = self._close_gracefully()
         finally:
             self._drop_regions()
             self._wire = None
             self._wire_bytes = 0
             self._plain_pending.clear()
-            with contextlib.suppress(OSError):
-                self._sock.close()
+            # A peer still sending gets time to read our last bytes and finish (gximap.net.linger).
+            if not (lingering and LINGER.adopt(self._sock)):
+                with contextlib.suppress(OSError):
+                    self._sock.close()
 
-    def _close_gracefully(self) -> None:
+    def _close_gracefully(self) -> bool:
+        """Flush and shut down our side; True when the peer has not closed its side yet, so the
+        socket should linger rather than be closed at once."""
         with contextlib.suppress(OSError, TransportError, ssl.SSLError):
             self.end_batch()
         if self._tls is not None and self._handshake_done:
@@ -590,11 +596,16 @@ class Transport:
             self._pull_link_output()
         with contextlib.suppress(OSError):
             self.flush()
-        with contextlib.suppress(OSError):
+        try:
             self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False  # not connected any more: nothing to wait for
         for _ in range(_CLOSE_DRAIN_ROUNDS):
             try:
                 if not self._sock.recv(self._raw_chunk):
-                    break
+                    return False  # the peer's end-of-file: a close now resets nothing
+            except BlockingIOError:
+                return True  # the peer has not finished
             except OSError:
-                break
+                return False
+        return True
