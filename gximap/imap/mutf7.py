@@ -85,6 +85,22 @@ def _decode_shift(b64: bytes) -> str:
 
 def decode(data: bytes) -> str:
     """Decode a modified UTF-7 mailbox name; raises ValueError for anything non-canonical."""
+    return _decode(data, lenient=False)
+
+
+def decode_pattern(data: bytes) -> str:
+    """Decode a LIST pattern: as :func:`decode`, but an ``&`` that starts no valid shift sequence
+    stands for itself. A pattern is matched against names, it names nothing: a client's typed
+    prefix cut inside a sequence (``Caf&AO*``) matches no name rather than failing the command,
+    and ``a&*`` finds the names that start with "a&", as Dovecot does. Raw 8-bit and control
+    bytes still raise ValueError."""
+    try:
+        return _decode(data, lenient=False)
+    except ValueError:
+        return _decode(data, lenient=True)
+
+
+def _decode(data: bytes, *, lenient: bool) -> str:
     if b"&" not in data:
         if not _PLAIN_ASCII.match(data):
             raise ValueError("mailbox name holds bytes that modified UTF-7 must encode")
@@ -105,57 +121,26 @@ def decode(data: bytes) -> str:
         if amp < 0:
             break
         match = _SHIFT.match(data, amp)
-        if match is None:
-            raise ValueError("unterminated or malformed '&' sequence in modified UTF-7")
-        b64 = match.group(1)
-        if not b64:
-            out.append("&")
-            previous_was_shift = False
-        else:
-            if previous_was_shift:
+        try:
+            if match is None:
+                raise ValueError("unterminated or malformed '&' sequence in modified UTF-7")
+            b64 = match.group(1)
+            if not b64:
+                text = "&"
+            elif previous_was_shift and not lenient:
                 raise ValueError("adjacent modified base64 sequences must be merged")
-            out.append(_decode_shift(b64))
-            previous_was_shift = True
-        pos = match.end()
-    return "".join(out)
-
-
-def decode_pattern(data: bytes) -> str:
-    """Decode a LIST pattern: as :func:`decode`, but an ``&`` that starts no valid shift sequence
-    stands for itself. A pattern is matched against names, it names nothing: a client's typed
-    prefix cut inside a sequence (``Caf&AO*``) matches no name rather than failing the command,
-    and ``a&*`` finds the names that start with "a&", as Dovecot does. Raw 8-bit and control
-    bytes still raise ValueError."""
-    try:
-        return decode(data)
-    except ValueError:
-        pass
-    out: list[str] = []
-    pos = 0
-    length = len(data)
-    while pos < length:
-        amp = data.find(b"&", pos)
-        end = length if amp < 0 else amp
-        if end > pos:
-            chunk = data[pos:end]
-            if not _PLAIN_ASCII.match(chunk):
-                raise ValueError("mailbox pattern holds bytes that modified UTF-7 must encode")
-            out.append(chunk.decode("ascii"))
-        if amp < 0:
-            break
-        match = _SHIFT.match(data, amp)
-        text: str | None = None
-        if match is not None:
-            try:
-                text = _decode_shift(match.group(1)) if match.group(1) else "&"
-            except ValueError:
-                text = None
-        if match is None or text is None:
-            out.append("&")
+            else:
+                text = _decode_shift(b64)
+        except ValueError:
+            if not lenient:
+                raise
+            out.append("&")  # a pattern's "&" that starts no sequence stands for itself
+            previous_was_shift = False
             pos = amp + 1
-        else:
-            out.append(text)
-            pos = match.end()
+            continue
+        out.append(text)
+        previous_was_shift = bool(b64)
+        pos = match.end()
     return "".join(out)
 
 
