@@ -42,14 +42,20 @@ class AuthBackend(Protocol):
     def exists(self, user: str) -> bool:
         """Whether the backend knows ``user`` (for lookups such as impersonation targets)."""
 
-    def credential_stamp(self, user: str) -> str | None:
-        """Text that changes whenever anything ``authenticate`` depends on changes (the stored
-        hash, a disabled flag), for gximap.auth.cache; None when ``user`` cannot log in now."""
-
     def failure_reason(self, user: str) -> str:
         """Why ``authenticate`` refused ``user``, for the administrator's log (never the client,
         which is told the same for every failure): "unknown user", "account disabled", "no
         password set" or "bad password"."""
+
+
+@runtime_checkable
+class StampedAuthBackend(AuthBackend, Protocol):
+    """A backend that can say when a user's credentials change: only those get the credential
+    cache (every backend here is one)."""
+
+    def credential_stamp(self, user: str) -> str | None:
+        """Text that changes whenever anything ``authenticate`` depends on changes (the stored
+        hash, a disabled flag), for gximap.auth.cache; None when ``user`` cannot log in now."""
 
 
 class MidbAuth:

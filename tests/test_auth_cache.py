@@ -301,6 +301,9 @@ def test_backend_without_stamps_is_never_cached(store: Store) -> None:
         def exists(self, user: str) -> bool:
             return True
 
+        def failure_reason(self, user: str) -> str:
+            return "bad password"
+
     auth = AuthService(store, NoStamps(), cache=CredentialCache(3600, 10))
     assert auth.cache is None
     for _ in range(2):

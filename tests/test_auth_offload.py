@@ -43,6 +43,9 @@ class GatedBackend:
     def exists(self, user: str) -> bool:
         return user == "alice"
 
+    def failure_reason(self, user: str) -> str:
+        return "bad password" if self.exists(user) else "unknown user"
+
 
 def _line(sock: socket.socket) -> bytes:
     data = b""

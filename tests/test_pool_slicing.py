@@ -49,6 +49,9 @@ class Backend:
     def exists(self, user: str) -> bool:
         return user in ("alice", "bob")
 
+    def failure_reason(self, user: str) -> str:
+        return "bad password" if self.exists(user) else "unknown user"
+
 
 class Pool(NamedTuple):
     server: Server

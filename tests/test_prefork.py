@@ -204,8 +204,16 @@ def test_unlimited_ledger_still_counts() -> None:
 
 
 class _NoBackend:
-    def verify(self, *args: object, **kwargs: object) -> None:
+    """Knows no one: these tests share blocks and failures, which need no password check."""
+
+    def authenticate(self, user: str, password: str) -> str | None:
         return None
+
+    def exists(self, user: str) -> bool:
+        return False
+
+    def failure_reason(self, user: str) -> str:
+        return "unknown user"
 
 
 def test_auth_blocks_and_address_failures_are_shared() -> None:

@@ -107,6 +107,9 @@ class PlainBackend:
     def exists(self, user: str) -> bool:
         return user in ("alice", "bob")
 
+    def failure_reason(self, user: str) -> str:
+        return "bad password" if self.exists(user) else "unknown user"
+
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory):

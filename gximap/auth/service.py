@@ -46,6 +46,7 @@ from typing import Any
 from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
+from midb.authdb import AuthBackend, StampedAuthBackend
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
 # user names cannot grow memory without limit. Beyond them, expired entries are swept and then
@@ -89,7 +90,7 @@ def address_key(address: str) -> str:
 
 
 class AuthService:
-    def __init__(self, store: Any, backend: Any, *, auth_times: int = 10, block_interval: float = 60.0,
+    def __init__(self, store: Any, backend: AuthBackend, *, auth_times: int = 10, block_interval: float = 60.0,
                  ip_times: int = 30, ip_window: float = 300.0, hash_concurrency: int = 2,
                  auto_create: bool = False, auth_map: NameMap | None = None,
                  storage_map: NameMap | None = None, clock: Callable[[], float] = time.monotonic,
@@ -115,7 +116,7 @@ class AuthService:
         self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
         # Verified credentials (gximap.auth.cache), for backends that can say when theirs change.
         # A disabled cache is dropped here, so that logins do not read the stamp for nothing.
-        self.cache = (cache if cache is not None and cache.enabled and hasattr(backend, "credential_stamp")
+        self.cache = (cache if cache is not None and cache.enabled and isinstance(backend, StampedAuthBackend)
                       else None)
 
     def share_with(self, channel: Any) -> None:
@@ -304,7 +305,9 @@ class AuthService:
         """The backend's account name when ``password`` is right, from the credential cache when
         this password was verified lately against the same stored credentials."""
         cache = self.cache
-        stamp = self.backend.credential_stamp(identity) if cache is not None else None
+        backend = self.backend
+        stamp = (backend.credential_stamp(identity)
+                 if cache is not None and isinstance(backend, StampedAuthBackend) else None)
         if cache is not None and stamp is not None:
             account = cache.lookup(identity, password, stamp)
             if account is not None:
