@@ -46,6 +46,8 @@ def test_replace_remove_and_keywords(conv: Conversation) -> None:
     conv.select()
     conv.script(r"""
         C: a1 STORE 1:2 FLAGS (\Flagged $Forwarded MyLabel)
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded MyLabel Old)
+        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded MyLabel Old \*)] Flags permitted
         S: * 1 FETCH (FLAGS (\Flagged $Forwarded MyLabel))
         S: * 2 FETCH (FLAGS (\Flagged $Forwarded MyLabel))
         S: a1 OK STORE completed
@@ -208,6 +210,8 @@ def test_an_account_out_of_keyword_set_octets_gets_no_limit(conv: Conversation,
         C: a1 STORE 2 +FLAGS ($Label2)
         S: a1 NO [LIMIT] Limit exceeded: the distinct keyword combinations of this account would take 14 octets (at most 10)
         C: a2 STORE 2 +FLAGS ($X)
+        S: * FLAGS ({*})
+        S: * OK [PERMANENTFLAGS ({*})] Flags permitted
         S: * 2 FETCH (FLAGS ($X))
         S: a2 OK STORE completed
     """)

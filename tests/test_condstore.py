@@ -338,6 +338,8 @@ def test_store_non_silent_and_retry_with_the_new_modseq(conv: Conversation) -> N
     conv.script(f"""
         C: a1 STORE 1:2 (UNCHANGEDSINCE {mark}) +FLAGS ($Processed)
         S: * OK [HIGHESTMODSEQ {mark}] Highest modification sequence
+        S: * FLAGS ({{*}})
+        S: * OK [PERMANENTFLAGS ({{*}})] Flags permitted
         S: * 1 FETCH (UID {uids[0]} FLAGS (\\Seen $Processed) MODSEQ ({mark + 1}))
         S: * 2 FETCH (UID {uids[1]} FLAGS ($Processed) MODSEQ ({mark + 2}))
         S: a1 OK STORE completed

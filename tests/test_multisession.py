@@ -189,6 +189,46 @@ def test_a_read_only_session_told_first_sees_recent_and_leaves_it(pair: tuple[Co
     """)
 
 
+def test_a_keyword_new_to_the_mailbox_is_announced_with_flags(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 3501 7.2.6: a new keyword in use comes with a new FLAGS (and PERMANENTFLAGS) before
+    the FETCH that shows it, to the session that set it and to the others; once only."""
+    a, b = pair
+    b.command("EXAMINE INBOX")
+    a.script(r"""
+        C: a1 STORE 1 +FLAGS.SILENT ($Todo)
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo)
+        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo \*)] Flags permitted
+        S: a1 OK STORE completed
+        C: a2 STORE 2 +FLAGS ($Todo)
+        S: * 2 FETCH (FLAGS ($Todo))
+        S: a2 OK STORE completed
+    """)
+    b.script(r"""
+        C: b1 NOOP
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo)
+        S: * 1 FETCH (FLAGS ($Todo))
+        S: * 2 FETCH (FLAGS ($Todo))
+        S: b1 OK NOOP completed
+    """)
+    # A new message carrying an unknown keyword (a delivery filter's, an APPEND's).
+    a.add_message(data=b"Subject: tagged\r\n\r\nx\r\n", flags=("$Invoice",))
+    a.script(r"""
+        C: a3 NOOP
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Invoice $Todo)
+        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Invoice $Todo \*)] Flags permitted
+        S: * 4 EXISTS
+        S: * 1 RECENT
+        S: a3 OK NOOP completed
+    """)
+    b.script(r"""
+        C: b2 NOOP
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Invoice $Todo)
+        S: * 4 EXISTS
+        S: * 0 RECENT
+        S: b2 OK NOOP completed
+    """)
+
+
 def test_append_and_move_by_the_other_session(pair: tuple[Conversation, Conversation]) -> None:
     a, b = pair
     data = b"Subject: appended\r\n\r\nhi\r\n"

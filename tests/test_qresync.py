@@ -361,6 +361,8 @@ def test_delayed_expunge_lowers_highestmodseq(conv: Conversation) -> None:
     expunge(conv, [uids[0]])
     conv.script(f"""
         C: a1 STORE 2 +FLAGS ($Keyword)
+        S: * FLAGS ({{*}})
+        S: * OK [PERMANENTFLAGS ({{*}})] Flags permitted
         S: * 2 FETCH (UID 2 FLAGS ($Keyword) MODSEQ ({highest(conv) + 1}))
         S: a1 OK [HIGHESTMODSEQ {safe}] STORE completed
         C: a2 FETCH 2:3 (MODSEQ)
@@ -499,6 +501,8 @@ def test_sync_never_skips_a_change_committed_during_it(conv: Conversation) -> No
     racing.armed = True
     conv.script(f"""
         C: a1 NOOP
+        S: * FLAGS ({{*}})
+        S: * OK [PERMANENTFLAGS ({{*}})] Flags permitted
         S: * 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ({modseq_of(conv, 1)}))
         S: * 2 FETCH (UID 2 FLAGS ($Raced) MODSEQ ({{n}}))
         S: a1 OK NOOP completed

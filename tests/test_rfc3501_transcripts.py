@@ -636,6 +636,8 @@ def test_6_4_6_store(conv):
         C: A004 STORE 4 -FLAGS.SILENT (\\Flagged)
         S: A004 OK {*}
         C: A005 STORE 1:2 FLAGS ($Label1 \\Answered)
+        S: * FLAGS ({*})
+        S: * OK [PERMANENTFLAGS ({*})] {*}
         S: * 1 FETCH (FLAGS (\\Answered $Label1))
         S: * 2 FETCH (FLAGS (\\Answered $Label1))
         S: A005 OK {*}

@@ -23,7 +23,8 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import encode
-from gximap.imap.commands import SequenceSet
+from gximap.imap.codes import Code
+from gximap.imap.commands import SYSTEM_FLAGS, SequenceSet
 from gximap.session.base import LazyLines, Pause, TimeSlice, pause_if_over, run_unsliced
 from midb.errors import NoSuchAccount, NoSuchFolder
 
@@ -437,6 +438,8 @@ class SelectedMailbox:
         self._reported_full = 0
         self._fetch_modseq = 0
         self.force_highestmodseq = False
+        # The keywords the client was told of in FLAGS (SELECT, then each time more were used).
+        self.announced_keywords: frozenset[str] = frozenset()
 
     @property
     def condstore(self) -> bool:
@@ -446,6 +449,35 @@ class SelectedMailbox:
         HIGHESTMODSEQ); setting True here is kept for callers that only need the flag."""
         enabled = self.session.enabled
         return "CONDSTORE" in enabled or "QRESYNC" in enabled
+
+    # -- FLAGS ---------------------------------------------------------------------------------
+
+    def flags_lines(self, keywords: Iterable[str]) -> list[bytes]:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` for the system flags and ``keywords``, which
+        become the announced ones. A read-only view has no PERMANENTFLAGS to add to after SELECT."""
+        self.announced_keywords = self.announced_keywords.union(keywords)
+        flags = [*SYSTEM_FLAGS, *sorted(self.announced_keywords)]
+        session = self.session
+        if self.readonly:
+            permanent, text = b"()", Code.INFO_NO_PERMANENTFLAGS
+        else:
+            permanent, text = encode.flag_list([*flags, "\\*"]), Code.INFO_PERMANENTFLAGS
+        return [b"* FLAGS " + encode.flag_list(flags) + b"\r\n",
+                b"* OK [PERMANENTFLAGS " + permanent + b"] " + session.text(text) + b"\r\n"]
+
+    def keywords_update(self, seen: Iterable[str] | None = None) -> list[bytes]:
+        """New ``* FLAGS`` (RFC 3501 7.2.6) when the folder's messages carry keywords the client
+        was not told of: seen in ``seen`` (flags at hand), or, with None, in the store's keyword
+        index (a few keys). Keywords no longer used stay announced, as with Dovecot."""
+        announced = self.announced_keywords
+        if seen is not None:
+            if all(flag in announced or flag.startswith("\\") for flag in seen):
+                return []
+        in_use = self.store.keywords(self.account, self.folder_id)
+        if announced.issuperset(in_use):
+            return []
+        lines = self.flags_lines(in_use)
+        return lines[:1] if self.readonly else lines
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -683,6 +715,10 @@ class SelectedMailbox:
             # session's, between this session's write and its sync): it can never match again.
             self._own_changes = {uid: modseq for uid, modseq in self._own_changes.items()
                                  if modseq > self.modseq}
+        if new or unread_updates:
+            out.extend(self.keywords_update())  # the new messages' or many changes' keywords
+        elif updates:
+            out.extend(self.keywords_update(flag for meta in updates for flag in meta.flags))
         if new:
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]

@@ -12,7 +12,6 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
-from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import condstore, listing
 from gximap.session.base import AUTHENTICATED, SELECTED, Await, CommandFailed, Done, NeedLine, command
@@ -24,15 +23,15 @@ CRLF = b"\r\n"
 SEEN = "\\Seen"
 
 
-def mailbox_flags(session: Any, view: SelectedMailbox) -> tuple[list[str], int | None]:
-    """(system flags + keywords in use, UID of the first unseen message or None).
+def mailbox_keywords(session: Any, view: SelectedMailbox) -> tuple[list[str], int | None]:
+    """(keywords in use, UID of the first unseen message or None).
 
     Both come from midb's flag indexes (a few keys, whatever the folder's size). The first-unseen
     UID is only looked for when the client speaks IMAP4rev1 (rev2 dropped [UNSEEN])."""
     store = session.store
     keywords = store.keywords(view.account, view.folder_id)
     first_unseen = None if session.rev2 else store.first_unseen(view.account, view.folder_id)
-    return [*cmds.SYSTEM_FLAGS, *keywords], first_unseen
+    return keywords, first_unseen
 
 
 def _info(session: Any, code: bytes, text: Code) -> bytes:
@@ -62,13 +61,8 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
         raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"NONEXISTENT")
     view = SelectedMailbox(store, session.user, found, readonly=cmd.examine, session=session)
     folder = view.open()
-    flags, first_unseen_uid = mailbox_flags(session, view)
-    yield b"* FLAGS " + encode.flag_list(flags) + CRLF
-    if cmd.examine:
-        yield _info(session, b"PERMANENTFLAGS ()", Code.INFO_NO_PERMANENTFLAGS)
-    else:
-        permanent = encode.flag_list([*flags, "\\*"])
-        yield _info(session, b"PERMANENTFLAGS " + permanent, Code.INFO_PERMANENTFLAGS)
+    keywords, first_unseen_uid = mailbox_keywords(session, view)
+    yield from view.flags_lines(keywords)
     yield b"* %d EXISTS\r\n" % view.exists
     if not session.rev2:
         yield b"* %d RECENT\r\n" % len(view.recent)

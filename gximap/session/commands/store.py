@@ -60,9 +60,18 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
         return backend.store_flags(view.account, view.folder_id, piece, _MODES[cmd.mode], cmd.flags,
                                    unchanged_since=since)
 
+    # Keywords the client was not told of: a new FLAGS goes before the first piece's responses
+    # (also for .SILENT: the client learns of the keyword either way).
+    unannounced = cmd.mode != "-" and not view.announced_keywords.issuperset(
+        flag for flag in cmd.flags if not flag.startswith("\\"))
+
     def report(piece: Sequence[int], outcome: tuple[list[Any], list[int]]) -> Iterator[bytes]:
+        nonlocal unannounced
         changed, failed = outcome
         view.note_own_changes(changed)
+        if unannounced and changed:
+            unannounced = False
+            yield from view.keywords_update()
         if quiet:
             return
         current = {meta.uid: meta for meta in changed}
