@@ -402,8 +402,9 @@ class ImapSession:
         if event.command == b"APPEND" and self.state is not State.NOT_AUTHENTICATED:
             resource = self._append_over_quota(event.command_octets)
             if resource is not None:
-                # Refused before the upload, as the store would refuse it after (RFC 9208
-                # section 5: the client need not send a message that cannot be stored).
+                # Refused before the upload, as the store would refuse it after: the
+                # continuation request exists so that a server can reject a command before its
+                # literal (RFC 3501 7.5). Dovecot does the same.
                 self.framer.reject_literal()
                 line = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA)
                 self._out.append(event.tag + b" " + line + b"\r\n")
