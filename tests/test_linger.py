@@ -10,7 +10,8 @@ import time
 
 from net_helpers import Client, Recorder, running_server, wait_until
 
-from gximap.net.linger import Lingerer
+from gximap.net.linger import LINGER, Lingerer
+from gximap.net.transport import Transport
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -76,32 +77,45 @@ def test_beyond_the_limit_a_socket_is_not_taken() -> None:
     assert wait_until(lambda: len(lingerer) == 0, timeout=5.0)
 
 
-def test_a_client_still_sending_behind_its_quit_reads_the_goodbye_and_a_clean_end() -> None:
-    """The server closes while the client keeps writing (a pipelined burst behind LOGOUT, say).
-    Without the lingering close the data arriving after the close is answered with a reset: the
-    client's next write fails and its read ends in ECONNRESET instead of end-of-file."""
+def test_a_peer_still_sending_when_the_server_closes_reads_the_last_answer_and_a_clean_end() -> None:
+    """The server closes while the peer is still writing (a burst pipelined behind LOGOUT, or
+    garbage, more than the close's own drain reads). Without the lingering close, what is still
+    unread or arrives after the close is answered with a reset: the peer's write fails, and
+    its read may end in ECONNRESET instead of the answer and end-of-file."""
+    ours, peer = socket.socketpair()  # a few hundred KiB of buffer: the burst cannot fit
+    transport = Transport(ours)
+    errors: list[BaseException] = []
+
+    def send_burst() -> None:
+        try:
+            peer.sendall(b"X" * (768 * 1024))
+        except OSError as exc:
+            errors.append(exc)
+
+    sender = threading.Thread(target=send_burst)
+    sender.start()
+    time.sleep(0.05)  # the peer is blocked in its write now
+    transport.write(b"* BYE bye\r\n")
+    transport.close(graceful=True)
+    sender.join(5.0)
+    assert not sender.is_alive()
+    assert not errors, errors
+    peer.settimeout(5.0)
+    assert peer.recv(100) == b"* BYE bye\r\n"
+    assert peer.recv(100) == b""  # end-of-file, not a reset
+    peer.close()
+    assert wait_until(lambda: len(LINGER) == 0, timeout=5.0)
+
+
+def test_a_client_waiting_for_the_goodbye_is_not_lingered_for() -> None:
+    """A LOGOUT's client sends nothing more: its socket is closed at once, without the
+    lingering thread (which would cost every LOGOUT a hand-off)."""
     recorder = Recorder()
     with running_server(recorder) as (_server, ports):
         client = Client("127.0.0.1", ports["plain"])
         assert client.readline() == b"* OK test server ready\r\n"
-        client.send(b"QUIT\r\n")
-        errors: list[BaseException] = []
-
-        def keep_sending() -> None:
-            # 0.6 s of writes, well inside the server's allowance in time and octets
-            deadline = time.monotonic() + 0.6
-            try:
-                while time.monotonic() < deadline:
-                    client.sock.sendall(b"X" * 4096)
-                    time.sleep(0.01)
-            except OSError as exc:
-                errors.append(exc)
-
-        sender = threading.Thread(target=keep_sending)
-        sender.start()
-        assert client.readline() == b"* BYE bye\r\n"
-        sender.join(5.0)
-        assert not errors, errors
-        assert client.sock.recv(100) == b""  # end-of-file, not a reset
-        client.close()
+        assert client.command("QUIT") == b"* BYE bye\r\n"
+        assert client.sock.recv(100) == b""
         assert wait_until(lambda: recorder.count("connection_lost") == 1, timeout=5.0)
+        assert len(LINGER) == 0
+        client.close()

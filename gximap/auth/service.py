@@ -116,7 +116,9 @@ class AuthService:
         self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
         # Verified credentials (gximap.auth.cache), for backends that can say when theirs change.
         # A disabled cache is dropped here, so that logins do not read the stamp for nothing.
-        self.cache = (cache if cache is not None and cache.enabled and isinstance(backend, StampedAuthBackend)
+        # (A protocol isinstance costs microseconds: decided once, not at every login.)
+        self._stamped_backend = backend if isinstance(backend, StampedAuthBackend) else None
+        self.cache = (cache if cache is not None and cache.enabled and self._stamped_backend is not None
                       else None)
 
     def share_with(self, channel: Any) -> None:
@@ -305,9 +307,8 @@ class AuthService:
         """The backend's account name when ``password`` is right, from the credential cache when
         this password was verified lately against the same stored credentials."""
         cache = self.cache
-        backend = self.backend
-        stamp = (backend.credential_stamp(identity)
-                 if cache is not None and isinstance(backend, StampedAuthBackend) else None)
+        stamped = self._stamped_backend
+        stamp = stamped.credential_stamp(identity) if cache is not None and stamped is not None else None
         if cache is not None and stamp is not None:
             account = cache.lookup(identity, password, stamp)
             if account is not None:
