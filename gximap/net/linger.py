@@ -8,7 +8,9 @@ pipelines commands behind a LOGOUT, or keeps writing into a session the server e
 commands, a literal refused), then sees "connection reset" instead of the answer - Windows clients
 always, Linux ones when the reset comes before the data. Apache and nginx linger the same way.
 
-A :class:`Lingerer` keeps such sockets (their write side already shut down, so the peer has
+The transport hands a socket over only when its close caught the peer sending (its drain read
+data): a peer that waits for the answer, as after LOGOUT, sends nothing more and is closed at
+once, without the hand-off. A :class:`Lingerer` keeps such sockets (their write side already shut down, so the peer has
 its end-of-file) on one epoll set, served by one thread that exists only while some socket
 lingers. Each one is closed at the peer's end-of-file, at an error, after ``seconds``, or after
 ``max_bytes`` discarded, whichever comes first; beyond ``limit`` sockets at once a socket is not
