@@ -9,9 +9,9 @@ NOTICE level (25) added between INFO and WARNING. Every record is one physical l
 without the time stamp. When standard error is systemd's journal (``JOURNAL_STREAM`` names it,
 systemd.exec(5)), each line is ``<P>message``: P is the syslog priority, which journald takes as
 the entry's PRIORITY (so ``journalctl -p warning`` works), and the time and process ID are left
-to the journal, which records them itself. Control characters in messages are escaped, so nothing a client sends can
-start a forged log line; exception tracebacks continue on lines of their own that repeat the prefix
-followed by ``| ``.
+to the journal, which records them itself. Control characters in messages are escaped, so
+nothing a client sends can start a forged log line; exception tracebacks continue on lines of
+their own that repeat the prefix followed by ``| ``.
 
 Authentication events use one stable format that fail2ban can match (see gximap(8gx), LOGGING)::
 

@@ -367,13 +367,14 @@ def _check_bodies(store: Store, shared: Any, shard: int, count: int, scan: _Scan
     # A body deleted after our snapshot (expunged meanwhile) is not missing: re-check with a fresh one.
     if missing:
         with lmdb_errors(), shared.read() as txn:
+            raw = {blob: bytes.fromhex(blob) for blob in missing}
             lost = [blob for blob in missing
-                    if bodyrecords.get(txn, dbs, bodyrecords.REFS, bytes.fromhex(blob)) is not None
+                    if bodyrecords.get(txn, dbs, bodyrecords.REFS, raw[blob]) is not None
                     and store._blobs.size(blob) is None
-                    and bodyrecords.get(txn, dbs, bodyrecords.BODY, bytes.fromhex(blob)) is None]
-            holders = _messages_of_bodies(txn, dbs, scan, {bytes.fromhex(blob) for blob in lost}) if lost else {}
+                    and bodyrecords.get(txn, dbs, bodyrecords.BODY, raw[blob]) is None]
+            holders = _messages_of_bodies(txn, dbs, scan, {raw[blob] for blob in lost}) if lost else {}
         for blob in lost:
-            found = holders.get(bytes.fromhex(blob), [])
+            found = holders.get(raw[blob], [])
             named = ", ".join(found[:_NAMED_HOLDERS]) + (f" and {len(found) - _NAMED_HOLDERS} more"
                                                          if len(found) > _NAMED_HOLDERS else "")
             report.errors.append(f"{where}body {blob}: file missing (referenced by the index"

@@ -13,10 +13,10 @@ data): a peer that waits for the answer, as after LOGOUT, sends nothing more and
 once, without the hand-off. (A peer that writes now and then, and had nothing in flight at the
 close, is not caught: the rare case left.) A :class:`Lingerer` keeps such sockets (their write
 side already shut down, so the peer has its end-of-file) on one epoll set, served by one thread
-that exists only while some socket lingers. Each one is closed at the peer's end-of-file, at an error, after ``seconds``, or after
-``max_bytes`` discarded, whichever comes first; beyond ``limit`` sockets at once a socket is not
-taken, and its caller closes it at once, as before. The descriptors so held count against the
-process's limit, which is why the count is bounded.
+that exists only while some socket lingers. Each one is closed at the peer's end-of-file, at
+an error, after ``seconds``, or after ``max_bytes`` discarded, whichever comes first; beyond
+``limit`` sockets at once a socket is not taken, and its caller closes it at once, as before.
+The descriptors so held count against the process's limit, which is why the count is bounded.
 """
 
 from __future__ import annotations

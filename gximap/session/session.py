@@ -383,6 +383,9 @@ class ImapSession:
             # the rest of it. next_output() goes on running the command up to its end.
             self._goodbye_due = code
             return
+        self._say_goodbye(code)
+
+    def _say_goodbye(self, code: Code) -> None:
         self._out.append(b"* BYE " + self.text(code) + b"\r\n")
         self._out.append(TransportAction.CLOSE)
 
@@ -408,8 +411,7 @@ class ImapSession:
                 self.framer.reject_literal()
                 line = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA)
                 self._out.append(event.tag + b" " + line + b"\r\n")
-                preview = b"%s APPEND {%d} " % (event.tag, event.size) + f"(over quota: {resource})".encode()
-                gxlog.log_command(self.id, self.rhost, self.user, preview, "NO")
+                self._log_refused_literal(event.tag, event.command, event.size, True, f"over quota: {resource}", "NO")
                 return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
@@ -441,13 +443,18 @@ class ImapSession:
         else:
             line = b"BAD " + self.text(Code.BAD_LITERAL_TOO_BIG)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
-        # imap_cmd_debug: what was refused, as far as it was read (the rest is never kept).
-        preview = b" ".join(part for part in (tag, event.command) if part)
-        if event.size is not None:
-            preview += b" {%d%s}" % (event.size, b"" if event.synchronizing else b"+")
-        gxlog.log_command(self.id, self.rhost, self.user, preview + b" (" + event.text.encode() + b")",
-                          line.split(b" ", 1)[0].decode())
+        self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text,
+                                  line.split(b" ", 1)[0].decode())
         self._count_bad()
+
+    def _log_refused_literal(self, tag: bytes | None, command: bytes | None, size: int | None,
+                             synchronizing: bool, reason: str, status: str) -> None:
+        """imap_cmd_debug: a command refused while framing, as far as it was read (the rest is
+        never kept), with why."""
+        preview = b" ".join(part for part in (tag, command) if part)
+        if size is not None:
+            preview += b" {%d%s}" % (size, b"" if synchronizing else b"+")
+        gxlog.log_command(self.id, self.rhost, self.user, preview + b" (" + reason.encode() + b")", status)
 
     def _count_bad(self) -> None:
         self._bad_streak += 1
@@ -527,8 +534,7 @@ class ImapSession:
             self._inside_response = item.opens
             if not item.opens and self._goodbye_due is not None:
                 due, self._goodbye_due = self._goodbye_due, None
-                self._out.append(b"* BYE " + self.text(due) + b"\r\n")
-                self._out.append(TransportAction.CLOSE)
+                self._say_goodbye(due)
             return True
         if isinstance(item, Pause):
             return False

@@ -15,7 +15,8 @@ Many messages are copied or moved in pieces, one write transaction each, so that
 seconds. A COPY that fails after some pieces (or whose client leaves) removes the copies it made:
 the destination is left as it was, as RFC 3501 requires, although a session watching it may see
 them come and go. A crash in the middle leaves the copies made so far, which only duplicates
-mail (every piece is durable: its new UIDs are seen by other sessions at once). A MOVE that fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
+mail (every piece is durable: its new UIDs are seen by other sessions at once). A MOVE that
+fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 """
 
 from __future__ import annotations
