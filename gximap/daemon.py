@@ -422,8 +422,8 @@ class Daemon:
             server.stop(grace=3.0)
             # The sessions are closed, their bulk writes settled; what they handed the bulk
             # writers as they closed (removing the copies of a COPY cut short) ends before the
-            # store closes.
-            BULK_WRITERS.shutdown()
+            # store closes. A worker that outlived the grace period cannot hand over more.
+            BULK_WRITERS.shutdown(final=True)
             ctx.auth.close()
             if siblings is not None:
                 siblings.close()

@@ -35,6 +35,10 @@ WRITER_THREADS = 8
 READ_SLICE = 32      # bodies one reader thread reads per task
 READER_THREADS = 4
 
+class PoolClosed(RuntimeError):
+    """Work handed to a ProcessPool after its final shutdown (the daemon stopping)."""
+
+
 class ProcessPool:
     """A thread pool for this process, created on first use and again in a forked child (threads
     do not survive fork(), and a lock held by one of them at the fork would never be released)."""
@@ -45,20 +49,27 @@ class ProcessPool:
         self.workers = workers
         self.name = name
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
         self._lock = threading.Lock()
         ProcessPool._instances.add(self)
 
     def get(self) -> ThreadPoolExecutor:
+        """The pool's executor, started if need be; raises PoolClosed after ``shutdown(final=True)``."""
         with self._lock:
+            if self._closed:
+                raise PoolClosed(f"the {self.name} threads are stopped")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
             return self._pool
 
-    def shutdown(self) -> None:
-        """Wait for the work submitted so far, queued work included, and stop the threads (a
-        later get() starts new ones). Before the store closes: the work uses it."""
+    def shutdown(self, *, final: bool = False) -> None:
+        """Wait for the work submitted so far, queued work included, and stop the threads. A
+        later get() starts new ones, or with ``final`` raises PoolClosed: the daemon's stop, after
+        which the store closes, so work handed over by a worker that outlived the stop's grace
+        period would race the close. Called before the store closes: the work uses it."""
         with self._lock:
             pool, self._pool = self._pool, None
+            self._closed = self._closed or final
         if pool is not None:
             pool.shutdown(wait=True)
 
@@ -66,6 +77,7 @@ class ProcessPool:
     def _forget_after_fork(cls) -> None:
         for instance in list(cls._instances):
             instance._pool = None
+            instance._closed = False
             instance._lock = threading.Lock()
 
 

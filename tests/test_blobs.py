@@ -161,3 +161,18 @@ def test_a_process_pool_shutdown_waits_for_queued_work_and_a_later_get_starts_an
     assert pool.get().submit(lambda: 7).result(10) == 7
     pool.shutdown()
     pool.shutdown()   # nothing started: nothing to do
+
+
+def test_a_process_pool_shut_down_for_good_refuses_later_work_after_finishing_what_it_had() -> None:
+    pool = blobs_module.ProcessPool(1, "test-final")
+    gate = threading.Event()
+    done: list[int] = []
+    pool.get().submit(lambda: (gate.wait(10), done.append(1)))
+    threading.Timer(0.05, gate.set).start()
+    pool.shutdown(final=True)
+    assert done == [1]
+    with pytest.raises(blobs_module.PoolClosed, match="test-final"):
+        pool.get()
+    pool.shutdown()   # still closed, nothing to do
+    with pytest.raises(blobs_module.PoolClosed):
+        pool.get()

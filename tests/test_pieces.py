@@ -17,7 +17,7 @@ from conversation import Conversation, drive
 from gximap.session import pieces
 from gximap.session.base import Await
 from midb import errors as midb_errors
-from midb.blobs import ProcessPool
+from midb.blobs import PoolClosed, ProcessPool
 from midb.store import Store
 
 MESSAGES = 40
@@ -389,6 +389,31 @@ def test_copies_that_cannot_be_removed_are_logged_and_the_copy_answers_its_own_e
     assert "copies of a failed COPY were not all removed" in caplog.text and "gone meanwhile" in caplog.text
     assert 0 < len(_uids(conv, "Other")) < MESSAGES   # left, and logged
     assert conv.command("NOOP")[-1].endswith(b"NOOP completed")   # the session goes on
+
+
+def test_a_copy_cut_short_after_the_daemon_stopped_the_writers_leaves_its_copies_logged(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, writers: StepWriters,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A worker that outlived the stop's grace period: the bulk writers are closed for good (the
+    # store closes next), so the removal is not handed over; the copies stay, and the log says so.
+    writers.at_once = False
+    _fail_on_call(monkeypatch, "copy", 2, midb_errors.OverQuota("STORAGE"))
+    session = conv.session
+    session.data_received(b"c1 COPY 1:* Other\r\n")
+    for _piece in range(2):      # the first piece is written, the second fails
+        session.process(16)
+        assert session.next_output() is None
+        writers.run_next()
+
+    def closed() -> StepWriters:
+        raise PoolClosed("the bulk-write threads are stopped")
+
+    monkeypatch.setattr(writers, "get", closed)
+    answer = conv.send(b"")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")   # answered at once, nothing awaited
+    assert not writers.queue
+    assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
+    assert f"the {pieces.FIRST_PIECE} copies of an interrupted COPY were left in place" in caplog.text
 
 
 def test_move_in_pieces_reports_one_copyuid_and_every_expunge(

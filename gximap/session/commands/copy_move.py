@@ -22,6 +22,7 @@ fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -32,6 +33,7 @@ from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
 from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
+from midb.blobs import PoolClosed
 from midb.errors import MidbError
 
 
@@ -77,6 +79,18 @@ def _undo_copies(session: Any, account: str, target_id: int, uids: list[int]) ->
         session.ctx.log.exception("session %s: the copies of a failed COPY were not all removed", session.id)
 
 
+def _hand_over_undo(session: Any, account: str, target_id: int, uids: list[int]) -> Future[None] | None:
+    """_undo_copies, submitted to BULK_WRITERS; None when the daemon has stopped them (this
+    worker outlived the stop's grace period and the store is closing): the copies stay, logged."""
+    try:
+        writers = pieces.BULK_WRITERS.get()
+    except PoolClosed:
+        session.ctx.log.warning("session %s: the server stopped; the %d copies of an interrupted COPY"
+                                " were left in place", session.id, len(uids))
+        return None
+    return writers.submit(_undo_copies, session, account, target_id, uids)
+
+
 def _nothing_to_report(_piece: Sequence[int], _result: None) -> tuple[()]:
     return ()
 
@@ -109,9 +123,8 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
         # COPY's answer waits for that; a client gone is not waited for (this runs on the
         # pool's thread then), and its removal ends by itself.
         if copied.pairs:
-            undone = pieces.BULK_WRITERS.get().submit(
-                _undo_copies, session, view.account, target.id, [new for _old, new in copied.pairs])
-            if isinstance(failure, Exception):
+            undone = _hand_over_undo(session, view.account, target.id, [new for _old, new in copied.pairs])
+            if undone is not None and isinstance(failure, Exception):
                 yield Await(undone)
         raise
     if not copied.pairs:
