@@ -167,7 +167,12 @@ def test_a_process_pool_shut_down_for_good_refuses_later_work_after_finishing_wh
     pool = blobs_module.ProcessPool(1, "test-final")
     gate = threading.Event()
     done: list[int] = []
-    pool.get().submit(lambda: (gate.wait(10), done.append(1)))
+
+    def work() -> None:
+        gate.wait(10)
+        done.append(1)
+
+    pool.get().submit(work)
     threading.Timer(0.05, gate.set).start()
     pool.shutdown(final=True)
     assert done == [1]

@@ -193,10 +193,54 @@ def test_non_sync_literal_too_big_is_skipped_streaming() -> None:
 
 
 def test_huge_announced_size_is_too_big_not_a_crash() -> None:
-    events = frames_of(b"a LOGIN {" + b"9" * 5000 + b"}\r\nb NOOP\r\n", max_line=8192)
-    assert events[0].kind is FrameErrorKind.LITERAL_TOO_BIG
-    assert events[0].size > 1 << 60
-    assert events[1] == CommandFrame(b"b", (b"b NOOP",))
+    framer = Framer(8192, 1 << 20)
+    framer.feed(b"a LOGIN {" + b"9" * 5000 + b"}\r\n")
+    error = framer.next_event()
+    assert isinstance(error, FrameError) and error.kind is FrameErrorKind.LITERAL_TOO_BIG
+    assert error.size is not None and error.size > 1 << 60 and not error.unwaited
+    framer.feed(b"b NOOP\r\n")   # the client waited, got the refusal, went on
+    assert drain(framer) == [CommandFrame(b"b", (b"b NOOP",))]
+
+
+def test_a_too_big_literal_sent_without_waiting_is_discarded_not_framed() -> None:
+    literal = b"x1 DELETE INBOX\r\nx2 LOGOUT\r\n"
+    data = b"a APPEND INBOX {%d}\r\n%s {3}\r\nabc\r\nb NOOP\r\n" % (len(literal), literal)
+    for chunk in (None, 7):   # whole, or trickling in behind the line that announced it
+        framer = Framer(8192, 16)
+        framer.feed(data[:data.index(b"\n") + 2] if chunk else data)
+        error = framer.next_event()
+        assert isinstance(error, FrameError) and error.kind is FrameErrorKind.LITERAL_TOO_BIG
+        assert error.unwaited and error.synchronizing and error.size == len(literal)
+        rest = data[data.index(b"\n") + 2:] if chunk else b""
+        events = drain(framer)
+        for start in range(0, len(rest), 7):
+            framer.feed(rest[start:start + 7])
+            events.extend(drain(framer))
+        assert events == [CommandFrame(b"b", (b"b NOOP",))]
+
+
+def test_garbage_announcing_a_literal_is_framed_on() -> None:
+    # No tag: not a command, so what follows is not taken for its literal.
+    assert frames_of(b"{99999999}\r\nb NOOP\r\n", max_literal=16)[1] == CommandFrame(b"b", (b"b NOOP",))
+
+
+def test_reject_literal_discards_octets_sent_without_waiting() -> None:
+    framer = Framer(8192, 1 << 20)
+    framer.feed(b"a APPEND INBOX {10}\r\n")
+    assert isinstance(framer.next_event(), NeedContinuation)
+    assert framer.reject_literal() is False   # nothing sent ahead: the client waits
+    framer.feed(b"b NOOP\r\n")
+    assert drain(framer) == [CommandFrame(b"b", (b"b NOOP",))]
+    framer.feed(b"c APPEND INBOX {10}\r\nc1 DE")   # part of the literal already here
+    assert isinstance(framer.next_event(), NeedContinuation)
+    assert framer.reject_literal() is True
+    assert framer.next_event() is None
+    framer.feed(b"LETE X\r\nd NOOP\r\n")
+    assert drain(framer) == [CommandFrame(b"d", (b"d NOOP",))]
+    framer.feed(b"e APPEND INBOX {10}\r\n0123456789\r\n")
+    assert isinstance(framer.next_event(), NeedContinuation)
+    assert framer.reject_literal(discard_sent=False) is False   # garbage: framed on
+    assert drain(framer) == [CommandFrame(b"0123456789", (b"0123456789",))]
 
 
 def test_literal_budget_is_per_command() -> None:

@@ -236,6 +236,25 @@ def test_synchronising_append_over_message_quota_and_multiappend_total(conv):
     assert conv.store.usage("alice")[1] == 1
 
 
+def test_a_client_that_sends_the_literal_without_waiting_does_not_have_it_run_as_commands(conv):
+    # RFC 3501 7.5: the client must wait for "+"; some do not. Their octets arrived before the
+    # refusal went out, so they can only be the literal: discarded, never framed as commands.
+    conv.store.update_account("alice", quota_messages=1)
+    conv.add_message()
+    body = b"Subject: x\r\n\r\nx1 DELETE Trash\r\nx2 LOGOUT\r\n"
+    lines = conv.send(b"a1 APPEND INBOX {%d}\r\n%s\r\na2 NOOP\r\n" % (len(body), body))
+    assert lines == [b"a1 NO [OVERQUOTA] Over quota", b"a2 OK NOOP completed"]
+    assert conv.folder("Trash") is not None and not conv.closed
+    # MULTIAPPEND sent whole: its second literal, already here too, goes the same way.
+    lines = conv.send(b"a3 APPEND INBOX {%d}\r\n%s {%d}\r\n%s\r\na4 NOOP\r\n"
+                      % (len(body), body, len(body), body))
+    assert lines == [b"a3 NO [OVERQUOTA] Over quota", b"a4 OK NOOP completed"]
+    # Octets that come in later than the refusal cannot be told from a new command.
+    assert conv.send(b"a5 APPEND INBOX {5}\r\n") == [b"a5 NO [OVERQUOTA] Over quota"]
+    assert conv.send(b"a6 NOOP\r\n") == [b"a6 OK NOOP completed"]
+    assert conv.store.usage("alice")[1] == 1
+
+
 def test_move_at_the_limit_is_allowed(conv):
     # One quota root per account: moving messages between its mailboxes changes no usage.
     conv.store.update_account("alice", quota_messages=1)

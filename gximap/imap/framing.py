@@ -32,6 +32,11 @@ Limits and resynchronisation:
   connection.  We read and discard - streaming, never buffering them - and then discard the rest
   of that command (its remaining line text and any further ``{m+}`` literals), so the client's
   next command is framed correctly and the session may still decide to close.
+* A client that sends a synchronising literal without waiting for ``+`` (RFC 3501 section 7.5
+  forbids it; some clients do it) is caught when its octets are already here as the literal is
+  refused (too big, or :meth:`Framer.reject_literal`): nothing was answered yet, so those bytes
+  can only be the literal. They are discarded as a refused ``{n+}`` literal's are, and so is a
+  further literal of the command whose octets have come too, instead of being run as commands.
 * With ``literal_minus`` set (LITERAL- advertised instead of LITERAL+), a non-synchronising literal
   over 4096 octets is refused the same way (RFC 7888 section 5).
 * Apart from bytes the client sent ahead of the command being framed (see :attr:`buffered`, which
@@ -124,6 +129,7 @@ class FrameError:
     command: bytes | None = None
     size: int | None = None  # the announced literal size for the literal errors
     synchronizing: bool = True  # for literal errors: False when the octets are being discarded
+    unwaited: bool = False  # a synchronising literal's octets came without "+": being discarded
 
 
 FrameEvent = CommandFrame | NeedContinuation | FrameError
@@ -133,7 +139,7 @@ class _State(enum.Enum):
     LINE = 1  # reading line text of a command (or between commands)
     LITERAL = 2  # reading the payload of an accepted literal
     SKIP_LINE = 3  # discarding up to the end of the current line
-    SKIP_BYTES = 4  # discarding the octets of a refused non-synchronising literal
+    SKIP_BYTES = 4  # discarding the octets of a refused literal already on its way
 
 
 def extract_tag(line: bytes) -> bytes | None:
@@ -219,6 +225,9 @@ class Framer:
         self._literal_sync = True
         self._skip_tail = b""  # SKIP_LINE: the last bytes seen of the line being discarded
         self._skip_literals = True  # SKIP_LINE: honour a trailing "{n+}" of the skipped line
+        # SKIP_LINE: the client sends synchronising literals without waiting for "+", so a
+        # trailing "{n}" with bytes already behind it is discarded too (see reject_literal).
+        self._skip_unwaited = False
 
     # -- input ------------------------------------------------------------------------------
 
@@ -253,14 +262,29 @@ class Framer:
         self._buf = bytearray()
         self._pos = self._scan = 0
         self._state = _State.LINE
+        self._skip_unwaited = False
         self._reset_command()
 
-    def reject_literal(self) -> None:
+    def reject_literal(self, *, discard_sent: bool = True) -> bool:
         """Call instead of sending ``+`` after :class:`NeedContinuation`: the session answered the
-        command with a tagged error, so the client will not send the literal."""
-        if self._state is _State.LITERAL and self._literal_sync:
-            self._state = _State.LINE
-            self._reset_command()
+        command with a tagged error, so the client will not send the literal.
+
+        Unless it already has: a client that sends a synchronising literal without waiting for
+        ``+`` (RFC 3501 section 7.5 says it must wait; some do not) would have the octets framed
+        as commands, message text run as IMAP. Bytes buffered now, before any answer went out,
+        can only be such octets, so they are discarded as a refused ``{n+}`` literal's are, with
+        the rest of the command. Returns True then. Bytes that arrive after the answer cannot be
+        told from the client's next command and are framed as one. ``discard_sent=False`` for a
+        line that is no command at all: garbage is framed on, and counted as bad commands."""
+        if self._state is not _State.LITERAL or not self._literal_sync:
+            return False
+        need = self._literal_need
+        self._reset_command()
+        if discard_sent and self.buffered:
+            self._start_bytes_skip(need, unwaited=True)
+            return True
+        self._state = _State.LINE
+        return False
 
     # -- output -----------------------------------------------------------------------------
 
@@ -370,13 +394,16 @@ class Framer:
         if _command_name(first) not in _LARGE_LITERAL_COMMANDS:
             limit = min(limit, self.max_command_literal)
         if size > limit - self._literal_total:
+            # As in reject_literal(), for what looks like a command: garbage is framed on.
+            unwaited = (synchronizing and self.buffered > 0 and extract_tag(first) is not None
+                        and _command_name(first) is not None)
             error = self._error(
                 FrameErrorKind.LITERAL_TOO_BIG, "Literal too big", first, size=size,
-                synchronizing=synchronizing,
+                synchronizing=synchronizing, unwaited=unwaited,
             )
             self._reset_command()
-            if not synchronizing:
-                self._start_bytes_skip(size)
+            if not synchronizing or unwaited:
+                self._start_bytes_skip(size, unwaited=unwaited)
             return error
         self._pieces.append(line[:start])
         self._line_total = total
@@ -397,9 +424,11 @@ class Framer:
         first_line: bytes,
         size: int | None = None,
         synchronizing: bool = True,
+        unwaited: bool = False,
     ) -> FrameError:
         return FrameError(
-            extract_tag(first_line), kind, text, _command_name(first_line), size, synchronizing
+            extract_tag(first_line), kind, text, _command_name(first_line), size, synchronizing,
+            unwaited,
         )
 
     def _take(self, count: int) -> bytes:
@@ -427,12 +456,14 @@ class Framer:
         self._state = _State.SKIP_LINE
         self._skip_tail = seen[-_SKIP_TAIL:]
         self._skip_literals = honour_literals
+        self._skip_unwaited = False
         self._drain_skip()
 
-    def _start_bytes_skip(self, count: int) -> None:
+    def _start_bytes_skip(self, count: int, *, unwaited: bool = False) -> None:
         self._state = _State.SKIP_BYTES
         self._literal_need = count
         self._skip_literals = True
+        self._skip_unwaited = unwaited
         self._drain_skip()
 
     def _drain_skip(self) -> None:
@@ -459,7 +490,7 @@ class Framer:
                 self._pos = lf + 1
                 self._skip_tail = b""
                 marker = _literal_marker(tail.rstrip(b"\r")) if self._skip_literals else None
-                if marker is not None and not marker[2]:
+                if marker is not None and (not marker[2] or (self._skip_unwaited and len(buf) > self._pos)):
                     self._state = _State.SKIP_BYTES
                     self._literal_need = marker[1]
                 else:
@@ -467,6 +498,7 @@ class Framer:
                     # the tagged error instead, and abandons the command.
                     self._state = _State.LINE
                     self._literal_need = 0
+                    self._skip_unwaited = False
             else:
                 break
         self._scan = max(self._scan, self._pos)

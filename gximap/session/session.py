@@ -391,14 +391,15 @@ class ImapSession:
 
     def _continuation(self, event: NeedContinuation) -> None:
         if event.tag is None:
-            self.framer.reject_literal()
+            self.framer.reject_literal(discard_sent=False)
             self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
             self._count_bad()  # as any other untagged garbage: imap_max_bad_commands ends it
             return
         if event.command is None or not parser.is_command_name(event.command):
             # The command will fail whatever follows: no reason to take up to
-            # imap_max_literal_size octets first.
-            self.framer.reject_literal()
+            # imap_max_literal_size octets first. Nor are octets sent ahead discarded: the
+            # line is garbage, and so is what follows as far as we know.
+            self.framer.reject_literal(discard_sent=False)
             self._out.append(event.tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
             self._count_bad()
             return
@@ -408,10 +409,11 @@ class ImapSession:
                 # Refused before the upload, as the store would refuse it after: the
                 # continuation request exists so that a server can reject a command before its
                 # literal (RFC 3501 7.5). Dovecot does the same.
-                self.framer.reject_literal()
+                unwaited = self.framer.reject_literal()
                 line = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA)
                 self._out.append(event.tag + b" " + line + b"\r\n")
-                self._log_refused_literal(event.tag, event.command, event.size, True, f"over quota: {resource}", "NO")
+                self._log_refused_literal(event.tag, event.command, event.size, True, f"over quota: {resource}", "NO",
+                                          unwaited=unwaited)
                 return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
@@ -444,16 +446,18 @@ class ImapSession:
             line = b"BAD " + self.text(Code.BAD_LITERAL_TOO_BIG)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
         self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text,
-                                  line.split(b" ", 1)[0].decode())
+                                  line.split(b" ", 1)[0].decode(), unwaited=event.unwaited)
         self._count_bad()
 
     def _log_refused_literal(self, tag: bytes | None, command: bytes | None, size: int | None,
-                             synchronizing: bool, reason: str, status: str) -> None:
+                             synchronizing: bool, reason: str, status: str, *, unwaited: bool = False) -> None:
         """imap_cmd_debug: a command refused while framing, as far as it was read (the rest is
-        never kept), with why."""
+        never kept), with why; ``unwaited``: the client sent the literal without waiting for "+"."""
         preview = b" ".join(part for part in (tag, command) if part)
         if size is not None:
             preview += b" {%d%s}" % (size, b"" if synchronizing else b"+")
+        if unwaited:
+            reason += "; its octets came without waiting for the continuation and are discarded"
         gxlog.log_command(self.id, self.rhost, self.user, preview + b" (" + reason.encode() + b")", status)
 
     def _count_bad(self) -> None:
