@@ -358,16 +358,24 @@ def test_a_copy_whose_client_leaves_part_way_is_undone(conv: Conversation, write
     assert _uids(conv, "Other") == [] and not writers.queue
 
 
-def test_a_failed_copy_answers_once_its_copies_are_removed_off_the_worker(
-        conv: Conversation, monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
+def _copy_failing_at_the_second_piece(conv: Conversation, monkeypatch: pytest.MonkeyPatch,
+                                      writers: StepWriters) -> Any:
+    """``c1 COPY 1:* Other`` with writers run step by step: the first piece is written, the
+    second fails (OVERQUOTA). Returns the session, its failure not yet handled."""
     writers.at_once = False
     _fail_on_call(monkeypatch, "copy", 2, midb_errors.OverQuota("STORAGE"))
     session = conv.session
     session.data_received(b"c1 COPY 1:* Other\r\n")
-    for _piece in range(2):      # the first piece is written, the second fails
+    for _piece in range(2):
         session.process(16)
         assert session.next_output() is None
         writers.run_next()
+    return session
+
+
+def test_a_failed_copy_answers_once_its_copies_are_removed_off_the_worker(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, writers: StepWriters) -> None:
+    session = _copy_failing_at_the_second_piece(conv, monkeypatch, writers)
     session.process(16)
     assert session.next_output() is None   # the removal is queued for the writers, and awaited
     assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
@@ -396,14 +404,7 @@ def test_a_copy_cut_short_after_the_daemon_stopped_the_writers_leaves_its_copies
         caplog: pytest.LogCaptureFixture) -> None:
     # A worker that outlived the stop's grace period: the bulk writers are closed for good (the
     # store closes next), so the removal is not handed over; the copies stay, and the log says so.
-    writers.at_once = False
-    _fail_on_call(monkeypatch, "copy", 2, midb_errors.OverQuota("STORAGE"))
-    session = conv.session
-    session.data_received(b"c1 COPY 1:* Other\r\n")
-    for _piece in range(2):      # the first piece is written, the second fails
-        session.process(16)
-        assert session.next_output() is None
-        writers.run_next()
+    _copy_failing_at_the_second_piece(conv, monkeypatch, writers)
 
     def closed() -> StepWriters:
         raise PoolClosed("the bulk-write threads are stopped")
