@@ -236,6 +236,25 @@ def test_synchronising_append_over_message_quota_and_multiappend_total(conv):
     assert conv.store.usage("alice")[1] == 1
 
 
+def test_early_overquota_counts_message_literals_only(conv):
+    # The mailbox name as a literal is no message: a message that fits exactly is asked for.
+    conv.store.update_account("alice", quota_bytes=10 * 1024)
+    conv.add_message(data=message(8 * 1024))
+    data = message(10 * 1024 - conv.store.usage("alice")[0])
+    assert conv.send(b"a1 APPEND {5}\r\n") == [b"+ Ready for literal data"]
+    assert conv.send(b"INBOX {%d}\r\n" % len(data)) == [b"+ Ready for literal data"]
+    assert conv.send(data + b"\r\n")[-1].startswith(b"a1 OK [APPENDUID ")
+    assert conv.store.usage("alice")[0] == 10 * 1024
+    # MULTIAPPEND: room for one more message, so its second is refused before the upload.
+    conv.store.update_account("alice", quota_bytes=0, quota_messages=3)
+    first = message(1024)
+    assert conv.send(b"a2 APPEND {5}\r\n") == [b"+ Ready for literal data"]
+    assert conv.send(b"INBOX {%d}\r\n" % len(first)) == [b"+ Ready for literal data"]
+    assert conv.send(first + b" {%d}\r\n" % len(first)) == [b"a2 NO [OVERQUOTA] Over quota"]
+    assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+    assert conv.store.usage("alice")[1] == 2
+
+
 def test_a_client_that_sends_the_literal_without_waiting_does_not_have_it_run_as_commands(conv):
     # RFC 3501 7.5: the client must wait for "+"; some do not. Their octets arrived before the
     # refusal went out, so they can only be the literal: discarded, never framed as commands.

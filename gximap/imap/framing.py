@@ -119,6 +119,9 @@ class NeedContinuation:
     command: bytes | None = None  # upper-cased command name, when the first line has one
     binary: bool = False
     command_octets: int = 0  # the literal octets of the command so far, this literal's included
+    literals: int = 1  # the command's literals so far, this one included
+    first_literal_size: int = 0  # the size of the command's first literal
+    head: bytes = b""  # the command's text before its first literal ("a APPEND " for a literal name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +223,8 @@ class Framer:
         self._pieces: list[bytes | Literal] = []
         self._line_total = 0  # line text of the command so far (excluding CRLFs)
         self._literal_total = 0  # literal octets of the command so far
+        self._literal_count = 0  # literals of the command so far
+        self._first_literal = 0  # the size of the command's first literal
         self._literal_need = 0  # LITERAL: octets still expected; SKIP_BYTES: octets to drop
         self._literal_binary = False
         self._literal_sync = True
@@ -408,13 +413,17 @@ class Framer:
         self._pieces.append(line[:start])
         self._line_total = total
         self._literal_total += size
+        if not self._literal_count:
+            self._first_literal = size
+        self._literal_count += 1
         self._literal_need = size
         self._literal_binary = binary
         self._literal_sync = synchronizing
         self._state = _State.LITERAL
         if synchronizing:
             return NeedContinuation(extract_tag(first), size, _command_name(first), binary,
-                                    self._literal_total)
+                                    self._literal_total, self._literal_count, self._first_literal,
+                                    cast(bytes, self._pieces[0]))
         return _AGAIN
 
     def _error(
@@ -450,6 +459,8 @@ class Framer:
         self._pieces = []
         self._line_total = 0
         self._literal_total = 0
+        self._literal_count = 0
+        self._first_literal = 0
         self._literal_need = 0
 
     def _start_line_skip(self, seen: bytes, *, honour_literals: bool) -> None:

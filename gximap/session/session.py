@@ -14,6 +14,7 @@ connection.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Generator
@@ -64,6 +65,10 @@ PREAUTH_MAX_LITERAL = 8192
 # and passwords are small, and the command holds them whole while it runs (with COMPRESS, 64 MB
 # of SEARCH literal were 58 KB on the wire).
 COMMAND_LITERAL_MAX = 1 << 20
+
+# The text of an APPEND before its first literal when that literal is the mailbox name
+# ("a1 APPEND {5}"): anything after the name (flags, a date) would stand between them.
+_APPEND_NAME_LITERAL = re.compile(rb"\S+ APPEND ", re.IGNORECASE)
 
 # After imap_login_timeout, the time a session still waiting for its output to drain (or for its
 # password check) has to say goodbye before the pool closes it (ImapSession.hard_deadline); at
@@ -404,7 +409,7 @@ class ImapSession:
             self._count_bad()
             return
         if event.command == b"APPEND" and self.state is not State.NOT_AUTHENTICATED:
-            resource = self._append_over_quota(event.command_octets)
+            resource = self._append_over_quota(event)
             if resource is not None:
                 # Refused before the upload, as the store would refuse it after: the
                 # continuation request exists so that a server can reject a command before its
@@ -417,13 +422,22 @@ class ImapSession:
                 return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
-    def _append_over_quota(self, octets: int) -> str | None:
-        """The quota resource an APPEND whose literals so far hold ``octets`` must exceed, or
-        None. Those octets are a lower bound of what it stores (bare LFs only grow into CRLFs),
-        and it stores at least one message, so a "yes" here is the store's answer to come. A
-        store that cannot be read says nothing: the command then meets the error itself."""
+    def _append_over_quota(self, event: NeedContinuation) -> str | None:
+        """The quota resource an APPEND must exceed with the messages it has announced so far
+        (the one asked for included, a MULTIAPPEND's earlier ones too), or None. Their octets
+        are a lower bound of what it stores (bare LFs only grow into CRLFs), so a "yes" is the
+        store's answer to come, should the mailbox exist (a missing one gets OVERQUOTA, not
+        TRYCREATE, when it is over the quota too). The mailbox name as a literal (the command's
+        first, right after "APPEND") is not message octets, and is not checked. A store that
+        cannot be read says nothing: the command then meets the error itself."""
+        octets, messages = event.command_octets, event.literals
+        if _APPEND_NAME_LITERAL.fullmatch(event.head):
+            octets -= event.first_literal_size
+            messages -= 1
+            if not messages:
+                return None
         try:
-            return self.store.quota_exceeded(self.user, octets, 1)
+            return self.store.quota_exceeded(self.user, octets, messages)
         except midb_errors.MidbError:
             return None
 
