@@ -4,10 +4,12 @@ reset the connection and destroy the server's last answer."""
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
 
+import pytest
 from net_helpers import Client, Recorder, running_server, wait_until
 
 from gximap.net.linger import LINGER, Lingerer
@@ -77,6 +79,57 @@ def test_beyond_the_limit_a_socket_is_not_taken() -> None:
     assert wait_until(lambda: len(lingerer) == 0, timeout=5.0)
 
 
+def test_a_socket_is_not_taken_when_no_thread_can_serve_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Out of threads (the pressure a flood brings): the caller closes the socket itself, and the
+    # next adoption starts the thread, so no socket is left waiting for one that never ran.
+    lingerer = Lingerer(seconds=0.2)
+    real_start = threading.Thread.start
+    failures = [RuntimeError("can't start new thread")]
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "linger" and failures:
+            raise failures.pop()
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    (first, first_peer), (second, second_peer) = _pair(), _pair()
+    try:
+        assert not lingerer.adopt(first)
+        assert len(lingerer) == 0
+        assert lingerer.adopt(second)
+        assert wait_until(lambda: _is_closed(second), timeout=5.0)   # given up after 0.2 s
+    finally:
+        first.close()
+        first_peer.close()
+        second_peer.close()
+
+
+def test_a_thread_ended_by_an_error_closes_what_it_held(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    lingerer = Lingerer(seconds=10.0)
+    ours, peer = _pair()
+
+    class BrokenPoll:
+        def __init__(self) -> None:
+            self.real = real_epoll()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+        def poll(self, timeout: float) -> list[tuple[int, int]]:
+            raise ValueError("I/O operation on closed epoll object")
+
+    real_epoll = select.epoll
+    monkeypatch.setattr(select, "epoll", BrokenPoll)
+    try:
+        assert lingerer.adopt(ours)
+        assert wait_until(lambda: _is_closed(ours), timeout=5.0)   # not kept for 10 s, nor for good
+        assert len(lingerer) == 0
+        assert "the thread failed" in caplog.text and "closed epoll" in caplog.text
+    finally:
+        peer.close()
+
+
 def test_a_peer_still_sending_when_the_server_closes_reads_the_last_answer_and_a_clean_end() -> None:
     """The server closes while the peer is still writing (a burst pipelined behind LOGOUT, or
     garbage, more than the close's own drain reads). Without the lingering close, what is still
@@ -119,3 +172,29 @@ def test_a_client_waiting_for_the_goodbye_is_not_lingered_for() -> None:
         assert wait_until(lambda: recorder.count("connection_lost") == 1, timeout=5.0)
         assert len(LINGER) == 0
         client.close()
+
+
+def test_a_connection_sent_nothing_is_not_lingered_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal that wrote nothing (a busy TLS listener's) has no answer to protect: the
+    client's ClientHello, unread, does not earn its socket a lingering slot."""
+    adopted: list[socket.socket] = []
+
+    def adopt(sock: socket.socket) -> bool:
+        adopted.append(sock)
+        return False   # the caller closes it
+
+    monkeypatch.setattr(LINGER, "adopt", adopt)
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.sendall(b"\x16\x03\x01" + b"H" * 300)   # what a TLS client sends first
+    Transport(ours).close(graceful=True)
+    assert not adopted and _is_closed(ours)
+    answered, peer2 = socket.socketpair()
+    answered.setblocking(False)
+    peer2.sendall(b"a1 NOOP\r\n")
+    transport = Transport(answered)
+    transport.write(b"* BYE busy\r\n")
+    transport.close(graceful=True)
+    assert adopted == [answered]   # the same close with an answer sent: lingered for
+    for sock in (answered, peer, peer2):
+        sock.close()

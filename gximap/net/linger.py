@@ -9,8 +9,9 @@ commands, a literal refused), then sees "connection reset" instead of the answer
 always, Linux ones when the reset comes before the data. Apache and nginx linger the same way.
 
 The transport hands a socket over only when its close caught the peer sending (its drain read
-data): a peer that waits for the answer, as after LOGOUT, sends nothing more and is closed at
-once, without the hand-off. (A peer that writes now and then, and had nothing in flight at the
+data) and something was sent on it: a peer that waits for the answer, as after LOGOUT, sends
+nothing more and is closed at once, without the hand-off, and a connection refused without a
+word (a busy TLS listener's) has no answer to protect. (A peer that writes now and then, and had nothing in flight at the
 close, is not caught: the rare case left.) A :class:`Lingerer` keeps such sockets (their write
 side already shut down, so the peer has its end-of-file) on one epoll set, served by one thread
 that exists only while some socket lingers. Each one is closed at the peer's end-of-file, at
@@ -22,6 +23,7 @@ The descriptors so held count against the process's limit, which is why the coun
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import socket
@@ -29,6 +31,8 @@ import threading
 import time
 
 __all__ = ["LINGER", "Lingerer"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
 _MAX_WAIT = 0.5  # seconds the thread sleeps at most between deadline checks
@@ -63,11 +67,35 @@ class Lingerer:
                 return False
             self._socks[fd] = (sock, time.monotonic() + self.seconds, self.max_bytes)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="linger", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="linger", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # No thread to serve it (the process is out of threads or memory): not
+                    # taken, and the next adoption tries again.
+                    del self._socks[fd]
+                    with contextlib.suppress(OSError, ValueError):
+                        self._epoll.unregister(fd)
+                    return False
+                self._thread = thread
         return True
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:
+            log.exception("lingering close: the thread failed; closing the sockets it held")
+        finally:
+            # Left by an error (never expected): what it held is closed now, not stranded
+            # without a thread, and the next adoption starts a new one.
+            with self._lock:
+                stranded = list(self._socks) if self._thread is threading.current_thread() else []
+                if stranded:
+                    self._thread = None
+            for fd in stranded:
+                self._finish(fd)
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 if not self._socks:

@@ -602,15 +602,17 @@ class Transport:
             return False  # not connected any more: nothing to wait for
         # Linger only for a peer caught sending: one that waits for our answer (a LOGOUT) sends
         # nothing more, and its socket is closed at once (the lingering thread costs a login
-        # rate some 10 %).
+        # rate some 10 %). And only when something was sent: a refusal that wrote nothing (a
+        # TLS listener's when busy) has no answer to protect, and a ClientHello would hold a
+        # lingering slot just when the server is short of them.
         sending = False
         for _ in range(_CLOSE_DRAIN_ROUNDS):
             try:
                 if not self._sock.recv(self._raw_chunk):
                     return False  # the peer's end-of-file: a close now resets nothing
             except BlockingIOError:
-                return sending
+                break
             except OSError:
                 return False
             sending = True
-        return True
+        return sending and self.bytes_sent > 0
