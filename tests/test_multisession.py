@@ -229,6 +229,25 @@ def test_a_keyword_new_to_the_mailbox_is_announced_with_flags(pair: tuple[Conver
     """)
 
 
+def test_a_fetch_of_flags_announces_a_keyword_before_showing_it(pair: tuple[Conversation, Conversation]) -> None:
+    """The client's own FETCH of FLAGS (its usual resync) may be the first to show a keyword
+    another session set: the FLAGS update comes before it, as the sync's does."""
+    a, b = pair
+    a.command("STORE 1 +FLAGS.SILENT ($Todo)")
+    b.script(r"""
+        C: b1 UID FETCH 1 (UID FLAGS)
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo)
+        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo \*)] Flags permitted
+        S: * 1 FETCH (UID 1 FLAGS ($Todo))
+        S: * 1 FETCH (FLAGS ($Todo))
+        S: b1 OK FETCH completed
+        C: b2 FETCH 1:2 (FLAGS ENVELOPE)
+        S: * 1 FETCH (FLAGS ($Todo) ENVELOPE {*})
+        S: * 2 FETCH (FLAGS () ENVELOPE {*})
+        S: b2 OK FETCH completed
+    """)
+
+
 def test_append_and_move_by_the_other_session(pair: tuple[Conversation, Conversation]) -> None:
     a, b = pair
     data = b"Subject: appended\r\n\r\nhi\r\n"

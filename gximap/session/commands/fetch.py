@@ -761,6 +761,11 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
         vanished = condstore.vanished_earlier(session, cmd.seqset, cmd.changedsince)
         if vanished is not None:
             yield vanished
+    if any(att.name == "FLAGS" for att in cmd.items):
+        # A keyword another session set is announced before the first FETCH that shows it, as
+        # the sync and STORE do: a client that learns keywords from FLAGS (Thunderbird) would
+        # otherwise meet one it was not told of. One read of the folder's keyword index.
+        yield from view.keywords_update()
     store = session.store
     renderer = _Renderer(session, cmd)
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
