@@ -100,7 +100,8 @@ def test_decoder_accepts_only_canonical(wire: bytes) -> None:
         (b"a&*", "a&*"),  # an "&" that starts no sequence stands for itself
         (b"Caf&AO*", "Caf&AO*"),  # a typed prefix cut inside a sequence
         (b"*&*", "*&*"),
-        (b"&AGE-x", "&AGE-x"),  # not canonical: not decoded, so it matches no name
+        (b"&AGE-x", "&AGE-x"),  # not canonical: taken literally (matches a name "&AGE-x")
+        (b"&AOk-&AOk-", "\u00e9\u00e9"),  # adjacent sequences, refused in a name, decode here
         (b"&U,BTFw-&", "\u53f0\u5317&"),
     ],
 )

@@ -92,8 +92,10 @@ def decode_pattern(data: bytes) -> str:
     """Decode a LIST pattern: as :func:`decode`, but an ``&`` that starts no valid shift sequence
     stands for itself. A pattern is matched against names, it names nothing: a client's typed
     prefix cut inside a sequence (``Caf&AO*``) matches no name rather than failing the command,
-    and ``a&*`` finds the names that start with "a&", as Dovecot does. Raw 8-bit and control
-    bytes still raise ValueError."""
+    and ``a&*`` finds the names that start with "a&", as Dovecot does. A sequence that encodes
+    printable ASCII (``&AGE-``, an "a") is taken literally, while adjacent sequences
+    (``&AOk-&AOk-``), refused in a name, are decoded. Raw 8-bit and control bytes still raise
+    ValueError."""
     try:
         return _decode(data, lenient=False)
     except ValueError:
