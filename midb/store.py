@@ -1149,21 +1149,27 @@ class Store(MetadataMixin):
 
     def claim_recent(self, account: str, folder_id: int) -> int:
         """Return the old recent_floor and raise it to uidnext-1, atomically."""
+        return self.claim_recent_range(account, folder_id)[0]
+
+    def claim_recent_range(self, account: str, folder_id: int) -> tuple[int, int]:
+        """Raise recent_floor to uidnext-1, atomically; -> (the old floor, the new one): the
+        caller claimed \\Recent for the UIDs between, including any committed after its own
+        read of the folder, which it then claims when it learns of them."""
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             record = self._folder(txn, dbs, self._account_id(txn, dbs, account), folder_id)
             if record.recent_floor >= record.uidnext - 1 or self.readonly:
-                return record.recent_floor   # nothing new: spare a write per SELECT
+                return record.recent_floor, record.recent_floor   # nothing new: spare a write per SELECT
 
-        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> int:
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, int]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             previous = record.recent_floor
             if record.uidnext - 1 > previous:
                 record.recent_floor = record.uidnext - 1
                 self._put_folder(txn, dbs, account_id, record)
-            return previous
+            return previous, record.recent_floor
 
         return self._write(job, self._home(account), durable=False)
 

@@ -189,6 +189,47 @@ def test_a_read_only_session_told_first_sees_recent_and_leaves_it(pair: tuple[Co
     """)
 
 
+@pytest.mark.parametrize("when", ["select", "sync"])
+def test_a_delivery_just_before_the_claim_is_recent_to_the_claiming_session(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """A message committed between a session's read of the folder (SELECT's, or a sync's) and
+    its claim of \\Recent is claimed with the others: it is \\Recent to that session when the
+    next sync brings it, not to no session at all (RFC 3501 section 2.3.2)."""
+    a, b = pair
+    store = a.store
+    claim = store.claim_recent_range
+    raced: list[int] = []
+
+    def delivery_first(account: str, folder_id: int) -> tuple[int, int]:
+        if not raced:
+            raced.append(1)
+            a.add_message(data=b"Subject: just now\r\n\r\nx\r\n")
+        return claim(account, folder_id)
+
+    if when == "sync":
+        a.add_message(data=b"Subject: fourth\r\n\r\nx\r\n")
+        monkeypatch.setattr(store, "claim_recent_range", delivery_first)
+        b.script(r"""
+            C: b1 NOOP
+            S: * 4 EXISTS
+            S: * 1 RECENT
+            S: b1 OK NOOP completed
+        """)
+        lines = b.command("NOOP")   # the message committed meanwhile
+        last = 5
+    else:
+        monkeypatch.setattr(store, "claim_recent_range", delivery_first)
+        lines = b.command("SELECT INBOX")   # the sync that ends SELECT brings it
+        assert b"* 3 EXISTS" in lines and b"* 0 RECENT" in lines
+        last = 4
+    assert raced
+    assert lines[-3:-1] == [b"* %d EXISTS" % last, b"* %d RECENT" % (last - 3)]
+    assert b.command(f"FETCH {last} FLAGS")[0] == b"* %d FETCH (FLAGS (\\Recent))" % last
+    third = a.second_session()
+    third.login()
+    assert b"* 0 RECENT" in third.command("SELECT INBOX")
+
+
 def test_a_keyword_new_to_the_mailbox_is_announced_with_flags(pair: tuple[Conversation, Conversation]) -> None:
     """RFC 3501 7.2.6: a new keyword in use comes with a new FLAGS (and PERMANENTFLAGS) before
     the FETCH that shows it, to the session that set it and to the others; once only."""

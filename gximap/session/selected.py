@@ -499,7 +499,10 @@ class SelectedMailbox:
         if self.readonly:
             floor = folder.recent_floor
         else:
-            floor = store.claim_recent(self.account, self.folder_id)
+            floor, claimed = store.claim_recent_range(self.account, self.folder_id)
+            # A message committed since the folder was read is claimed too: \Recent here once
+            # the next sync brings it, not to no session at all (RFC 3501 2.3.2).
+            self.note_claim(max(floor, self.uid_max), claimed)
         if floor < self.uid_max:
             self.recent = set(uids.slice_list(uids.bisect_left(floor + 1), len(uids)))
         # Changes committed after the folder was read are caught by the next sync.
@@ -650,8 +653,10 @@ class SelectedMailbox:
         claims, self._claims = self._claims, []
         claimed_up_to = max((last for _floor, last in claims), default=0)
         if new[-1] > claimed_up_to:
-            above = max(self.store.claim_recent(self.account, self.folder_id), claimed_up_to)
+            floor, claimed = self.store.claim_recent_range(self.account, self.folder_id)
+            above = max(floor, claimed_up_to)
             self.recent.update(new[bisect.bisect_right(new, above):])
+            self.note_claim(max(above, new[-1]), claimed)   # committed since ``new`` was read
         for floor, last in claims:
             self.recent.update(uid for uid in new if floor < uid <= last)
 
