@@ -46,13 +46,12 @@ def test_store_reaches_the_other_session_at_its_next_command(pair: tuple[Convers
         C: a3 NOOP
         S: a3 OK NOOP completed
     """)
-    # The FETCH itself reads the current flags; A's change still follows as an update.
+    # The FETCH itself reads the current flags: A's change, shown, is not sent again.
     b.script(r"""
         C: b2 UID FETCH 1:* FLAGS
         S: * 1 FETCH (UID 1 FLAGS (\Seen))
         S: * 2 FETCH (UID 2 FLAGS (\Flagged))
         S: * 3 FETCH (UID 3 FLAGS ())
-        S: * 1 FETCH (FLAGS (\Seen))
         S: b2 OK FETCH completed
         C: b3 NOOP
         S: b3 OK NOOP completed
@@ -280,13 +279,61 @@ def test_a_fetch_of_flags_announces_a_keyword_before_showing_it(pair: tuple[Conv
         S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo)
         S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo \*)] Flags permitted
         S: * 1 FETCH (UID 1 FLAGS ($Todo))
-        S: * 1 FETCH (FLAGS ($Todo))
         S: b1 OK FETCH completed
         C: b2 FETCH 1:2 (FLAGS ENVELOPE)
         S: * 1 FETCH (FLAGS ($Todo) ENVELOPE {*})
         S: * 2 FETCH (FLAGS () ENVELOPE {*})
         S: b2 OK FETCH completed
     """)
+
+
+def test_flags_a_fetch_showed_are_not_sent_again_by_the_update_after_it(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """A resynchronising FETCH after another session's changes: each message once, not once in
+    the FETCH and again in the update that ends the command. Those it did not show still come."""
+    a, b = pair
+    a.command("STORE 1:3 +FLAGS.SILENT (\\Flagged)")
+    b.script(r"""
+        C: b1 FETCH 1:2 (FLAGS)
+        S: * 1 FETCH (FLAGS (\Flagged))
+        S: * 2 FETCH (FLAGS (\Flagged))
+        S: * 3 FETCH (FLAGS (\Flagged))
+        S: b1 OK FETCH completed
+        C: b2 NOOP
+        S: b2 OK NOOP completed
+    """)
+    b.command("UNSELECT")
+    b.command("ENABLE CONDSTORE")
+    b.select()
+    a.command("STORE 1:3 -FLAGS.SILENT (\\Flagged)")
+    b.script(r"""
+        C: b3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4)
+        S: * 1 FETCH (UID 1 MODSEQ (8) FLAGS ())
+        S: * 2 FETCH (UID 2 MODSEQ (9) FLAGS ())
+        S: * 3 FETCH (UID 3 MODSEQ (10) FLAGS ())
+        S: b3 OK FETCH completed
+    """)
+
+
+def test_a_change_made_while_a_fetch_reads_still_comes_after_it(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = pair
+    store = b.store
+    read = store.get_messages
+    raced: list[int] = []
+
+    def change_after_the_read(*args: Any, **kwargs: Any) -> Any:
+        records = read(*args, **kwargs)
+        if not raced:
+            raced.append(1)
+            a.command("STORE 2 +FLAGS.SILENT (\\Seen)")
+        return records
+
+    monkeypatch.setattr(store, "get_messages", change_after_the_read)
+    lines = b.command("FETCH 1:3 (FLAGS BODY.PEEK[TEXT])")
+    assert raced
+    assert [line.split(b" BODY")[0] for line in lines[:-1]] == [
+        b"* 1 FETCH (FLAGS ()", b"* 2 FETCH (FLAGS ()", b"* 3 FETCH (FLAGS ()", b"* 2 FETCH (FLAGS (\\Seen))"]
 
 
 def test_append_and_move_by_the_other_session(pair: tuple[Conversation, Conversation]) -> None:

@@ -19,7 +19,7 @@ import collections
 import threading
 import weakref
 from array import array
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import encode
@@ -410,6 +410,26 @@ class LazyFlagUpdates(LazyLines):
         return None
 
 
+class FlagsShown:
+    """The messages whose flags a FETCH showed: those ``contains`` accepts (a test by UID), as
+    they were after ``snapshot``, the folder's HIGHESTMODSEQ read before the FETCH read them;
+    with CHANGEDSINCE, only those changed after ``changedsince``."""
+
+    __slots__ = ("changedsince", "contains", "snapshot")
+
+    def __init__(self, contains: Callable[[int], bool], snapshot: int, changedsince: int | None) -> None:
+        self.contains = contains
+        self.snapshot = snapshot
+        self.changedsince = changedsince
+
+    def showed(self, uid: int, modseq: int) -> bool:
+        """Whether the FETCH showed the state of ``uid`` whose latest change is ``modseq``: a
+        change committed before the snapshot was in what it read."""
+        if modseq > self.snapshot or (self.changedsince is not None and modseq <= self.changedsince):
+            return False
+        return self.contains(uid)
+
+
 class SelectedMailbox:
     def __init__(self, store: Any, account: str, folder: Any, *, readonly: bool, session: Any) -> None:
         self.store = store
@@ -440,6 +460,8 @@ class SelectedMailbox:
         self.force_highestmodseq = False
         # The keywords the client was told of in FLAGS (SELECT, then each time more were used).
         self.announced_keywords: frozenset[str] = frozenset()
+        # The flags a FETCH just showed (note_flags_shown), for the sync after it.
+        self._flags_shown: FlagsShown | None = None
 
     @property
     def condstore(self) -> bool:
@@ -599,6 +621,13 @@ class SelectedMailbox:
         self.modseq = highestmodseq
         return True
 
+    def note_flags_shown(self, shown: FlagsShown) -> None:
+        """A FETCH showed the flags of messages, as read after ``shown.snapshot``: the sync after
+        it leaves out the changes it showed, which the client would otherwise get twice (a
+        resynchronising ``UID FETCH 1:* (FLAGS)`` after another session changed every message
+        was answered with each message twice)."""
+        self._flags_shown = shown
+
     def note_fetch_modseq(self, modseq: int) -> None:
         """A FETCH response told the client this MODSEQ."""
         if modseq > self._fetch_modseq:
@@ -689,6 +718,7 @@ class SelectedMailbox:
                 return []
         changed, new, vanished, top_modseq, unread = store.view_changes_since(
             self.account, self.folder_id, self.modseq, self.uid_max, read_at_most=LAZY_UPDATES_FROM)
+        shown, self._flags_shown = self._flags_shown, None
         out: list[bytes | LazyLines] = []
         for uid in vanished:
             if uid <= self.uid_max and self.msn_of(uid) is not None:
@@ -702,12 +732,16 @@ class SelectedMailbox:
         for meta in changed:
             if own_changes.get(meta.uid) == meta.modseq:
                 del own_changes[meta.uid]
+            elif shown is not None and shown.showed(meta.uid, meta.modseq):
+                continue
             elif meta.uid not in self.pending_expunge and self.msn_of(meta.uid) is not None:
                 updates.append(meta)
         unread_updates: list[tuple[int, int]] = []  # (uid, modseq), when ``unread`` replaces ``changed``
         for uid, modseq in unread:
             if own_changes.get(uid) == modseq:
                 del own_changes[uid]
+            elif shown is not None and shown.showed(uid, modseq):
+                continue
             elif uid not in self.pending_expunge:
                 unread_updates.append((uid, modseq))
         if highestmodseq > top_modseq:

@@ -53,7 +53,7 @@ from gximap.session.base import (
     command,
 )
 from gximap.session.searching import resolve_uids, saved_uids
-from gximap.session.selected import flag_atoms
+from gximap.session.selected import FlagsShown, flag_atoms
 from midb.errors import MidbError, NoSuchBody
 from midb.lru import BoundedCache
 from midb.messages import (
@@ -733,6 +733,30 @@ def _record_batches(session: Any, uids: list[int] | _Requested, since: int | Non
         yield metas, len(metas) != len(wanted)
 
 
+def _flags_shown(session: Any, cmd: cmds.Fetch, uids: list[int] | _Requested,
+                 snapshot: int) -> FlagsShown | None:
+    """What the sync after this FETCH of FLAGS may leave out as shown
+    (SelectedMailbox.note_flags_shown), or None. The FETCH must show MODSEQ too to a
+    CONDSTORE-aware client (its updates carry it), and name its messages by UID: message
+    numbers shift when the sync reports expunges."""
+    view = session.selected
+    if view.condstore and cmd.changedsince is None and not any(att.name == "MODSEQ" for att in cmd.items):
+        return None
+    contains: Callable[[int], bool]
+    if isinstance(uids, _Requested):
+        if not uids.by_uid and uids.saved is None:
+            return None
+        contains = uids.__contains__
+    else:
+        contains = functools.partial(_in_ascending, uids)
+    return FlagsShown(contains, snapshot, cmd.changedsince)
+
+
+def _in_ascending(uids: list[int], uid: int) -> bool:
+    at = bisect.bisect_left(uids, uid)
+    return at < len(uids) and uids[at] == uid
+
+
 def _message_numbers(view: Any, metas: list[Any]) -> Sequence[int | None]:
     """The message numbers of a batch's records (ascending UIDs): a range when they are a
     contiguous stretch of the view, as in FETCH 1:*, rather than a lookup per message."""
@@ -761,11 +785,17 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
         vanished = condstore.vanished_earlier(session, cmd.seqset, cmd.changedsince)
         if vanished is not None:
             yield vanished
+    shown: FlagsShown | None = None
     if any(att.name == "FLAGS" for att in cmd.items):
-        # A keyword another session set is announced before the first FETCH that shows it, as
-        # the sync and STORE do: a client that learns keywords from FLAGS (Thunderbird) would
-        # otherwise meet one it was not told of. One read of the folder's keyword index.
-        yield from view.keywords_update()
+        # Read before the records: see FlagsShown. Nothing changed since this session's last
+        # update (the usual case) costs this one read.
+        snapshot = session.store.highestmodseq(view.account_id, view.folder_id)
+        if snapshot is not None and snapshot > view.modseq:
+            # A keyword another session set is announced before the first FETCH that shows it,
+            # as the sync and STORE do: a client that learns keywords from FLAGS (Thunderbird)
+            # would otherwise meet one it was not told of.
+            yield from view.keywords_update()
+            shown = _flags_shown(session, cmd, uids, snapshot)
     store = session.store
     renderer = _Renderer(session, cmd)
     mark_seen = not view.readonly and any(att.sets_seen for att in cmd.items)
@@ -789,6 +819,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
             view.note_fetch_modseq(rows.top_modseq)
         if isinstance(rows, _ListingColumnsFetch) and rows.lost_bodies:
             return _LOST_BODIES
+        if shown is not None:
+            view.note_flags_shown(shown)
         if missing and not cmd.uid:
             return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
         return Done(Code.OK_FETCH)
@@ -848,6 +880,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
         view.note_fetch_modseq(renderer.top_modseq)
     if lost_bodies:
         return _LOST_BODIES
+    if shown is not None:
+        view.note_flags_shown(shown)
     if missing and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     return Done(Code.OK_FETCH)
