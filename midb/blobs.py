@@ -35,6 +35,7 @@ WRITER_THREADS = 8
 READ_SLICE = 32      # bodies one reader thread reads per task
 READER_THREADS = 4
 
+
 class PoolClosed(RuntimeError):
     """Work handed to a ProcessPool after its final shutdown (the daemon stopping)."""
 

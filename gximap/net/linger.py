@@ -11,10 +11,10 @@ always, Linux ones when the reset comes before the data. Apache and nginx linger
 The transport hands a socket over only when its close caught the peer sending (its drain read
 data) and something was sent on it: a peer that waits for the answer, as after LOGOUT, sends
 nothing more and is closed at once, without the hand-off, and a connection refused without a
-word (a busy TLS listener's) has no answer to protect. (A peer that writes now and then, and had nothing in flight at the
-close, is not caught: the rare case left.) A :class:`Lingerer` keeps such sockets (their write
-side already shut down, so the peer has its end-of-file) on one epoll set, served by one thread
-that exists only while some socket lingers. Each one is closed at the peer's end-of-file, at
+word (a busy TLS listener's) has no answer to protect. (A peer that writes now and then, and
+had nothing in flight at the close, is not caught: the rare case left.) A :class:`Lingerer`
+keeps such sockets (their write side already shut down, so the peer has its end-of-file) on one
+epoll set, served by one thread that exists only while some socket lingers. Each one is closed at the peer's end-of-file, at
 an error, after ``seconds``, or after ``max_bytes`` discarded, whichever comes first; beyond
 ``limit`` sockets at once a socket is not taken, and its caller closes it at once, as before.
 The descriptors so held count against the process's limit, which is why the count is bounded.

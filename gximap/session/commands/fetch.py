@@ -16,6 +16,11 @@ ignored without an error (RFC 9051 section 6.4.9). A message still in the folder
 is gone (lost: a disk fault, a file deleted by hand) is left out too, logged as an error, and the
 FETCH completes with ``NO [SERVERBUG]``: no NOOP would explain it to the client.
 
+Flags another session changed are shown by the FETCH as they are when it reads them; the update
+that ends the command (SelectedMailbox.sync) then leaves out what the FETCH showed, so a client
+resynchronising after a bulk change gets each message once. A keyword new to the mailbox is
+announced with ``* FLAGS`` before the FETCH shows it.
+
 CONDSTORE / QRESYNC (RFC 7162): the MODSEQ item and the CHANGEDSINCE modifier make the
 connection CONDSTORE-aware. CHANGEDSINCE restricts the FETCH to the messages whose MODSEQ is
 higher, found through midb's modseq index (cost proportional to the changes, not the folder: the
