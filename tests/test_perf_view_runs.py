@@ -185,6 +185,26 @@ def test_shared_lists_are_released_with_their_views(tmp_path: Path) -> None:
         assert SHARED_VIEWS.intern(UidRuns.from_sorted([4, 5])) is not None
 
 
+def test_states_filed_are_bounded_when_their_list_outlives_them(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A folder kept empty (mail fetched and deleted): each SELECT sees a new UIDNEXT, and every
+    # state's list is the one empty list, which never dies. Its states are not kept for good.
+    monkeypatch.setattr(SHARED_VIEWS, "max_states", 20)
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        folder_id = conv.folder("INBOX").id
+        views = []
+        for _ in range(50):
+            uid = conv.add_message()
+            conv.store.store_flags("alice", folder_id, [uid], "add", ("\\Deleted",))
+            conv.store.expunge("alice", folder_id)
+            views.append(_view(conv))
+        assert all(view.runs is views[0].runs for view in views)   # still shared
+        assert SHARED_VIEWS.states_filed(conv.store) == 20
+        again = _view(conv)    # the latest state: found, not read again
+        assert again.runs is views[-1].runs and SHARED_VIEWS.states_filed(conv.store) == 20
+
+
 # -- the view's RFC behaviour over runs ----------------------------------------------------------------
 
 

@@ -294,13 +294,20 @@ class SharedViews:
       then the count drops. SELECT of a folder some session already views (or viewed in this
       state) reuses that list without reading the folder's keys (:meth:`for_state`).
 
-    Entries are weak: a list lives as long as some view uses it."""
+    Entries are weak: a list lives as long as some view uses it. The states filed are the
+    latest ``max_states`` (a state is filed once, at the SELECT that read it): a list that
+    outlives its state (the one empty list of every empty folder, a folder back to UIDs some
+    view still holds) would otherwise keep the key of each state it was filed under, one per
+    SELECT of a folder in a new state, for as long as the process runs. A state asked for again
+    counts as new."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_states: int = 16384) -> None:
         self._lock = threading.Lock()
         self._by_content: weakref.WeakValueDictionary[tuple[int, int], UidRuns] = weakref.WeakValueDictionary()
-        # per Store object, so a store closed and re-created on the same path shares nothing
-        self._by_state: weakref.WeakKeyDictionary[Any, weakref.WeakValueDictionary[tuple[Any, ...], UidRuns]] = (
+        # per Store object, so a store closed and re-created on the same path shares nothing;
+        # oldest first, at most max_states each
+        self.max_states = max_states
+        self._by_state: weakref.WeakKeyDictionary[Any, collections.OrderedDict[tuple[Any, ...], weakref.ref[UidRuns]]] = (
             weakref.WeakKeyDictionary())
         # The last few lists filed by state stay alive even when no session views them, so a
         # re-SELECT (a client resynchronising) does not read the folder again.
@@ -320,9 +327,25 @@ class SharedViews:
             return runs
 
     def for_state(self, store: Any, account: str, folder: Any) -> UidRuns | None:
+        key = self.state_key(account, folder)
         with self._lock:
             states = self._by_state.get(store)
-            return None if states is None else states.get(self.state_key(account, folder))
+            if states is None:
+                return None
+            filed = states.get(key)
+            if filed is None:
+                return None
+            runs = filed()
+            if runs is None:
+                del states[key]
+            else:
+                states.move_to_end(key)   # in use: kept over states not asked for
+            return runs
+
+    def states_filed(self, store: Any) -> int:
+        with self._lock:
+            states = self._by_state.get(store)
+            return 0 if states is None else len(states)
 
     def remember_state(self, store: Any, account: str, folder: Any, runs: UidRuns) -> UidRuns:
         """Intern ``runs``, read in the same transaction as ``folder``, and file it under that state."""
@@ -330,8 +353,10 @@ class SharedViews:
         with self._lock:
             states = self._by_state.get(store)
             if states is None:
-                states = self._by_state[store] = weakref.WeakValueDictionary()
-            states[self.state_key(account, folder)] = runs
+                states = self._by_state[store] = collections.OrderedDict()
+            states[self.state_key(account, folder)] = weakref.ref(runs)
+            while len(states) > self.max_states:
+                states.popitem(last=False)
             self._recent_states.append(runs)
         return runs
 
