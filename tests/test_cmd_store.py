@@ -46,8 +46,8 @@ def test_replace_remove_and_keywords(conv: Conversation) -> None:
     conv.select()
     conv.script(r"""
         C: a1 STORE 1:2 FLAGS (\Flagged $Forwarded MyLabel)
-        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded MyLabel Old)
-        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded MyLabel Old \*)] Flags permitted
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded MyLabel)
+        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded MyLabel \*)] Flags permitted
         S: * 1 FETCH (FLAGS (\Flagged $Forwarded MyLabel))
         S: * 2 FETCH (FLAGS (\Flagged $Forwarded MyLabel))
         S: a1 OK STORE completed

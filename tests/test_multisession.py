@@ -269,6 +269,19 @@ def test_a_keyword_new_to_the_mailbox_is_announced_with_flags(pair: tuple[Conver
     """)
 
 
+def test_the_keywords_announced_are_those_in_use(pair: tuple[Conversation, Conversation]) -> None:
+    """A client cycling through new keywords: each update lists the keywords in use then, not
+    every keyword ever used (whose list, sent again with each, grew as the square)."""
+    a, b = pair
+    for number in range(1, 4):
+        a.command(f"STORE 1 +FLAGS.SILENT (kw{number})")
+        a.command(f"STORE 1 -FLAGS.SILENT (kw{number})")
+        a.command(f"STORE 2 +FLAGS.SILENT (kw{number})")
+        flags = [line for line in b.command("NOOP") if line.startswith(b"* FLAGS")]
+        assert flags == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft kw%d)" % number]
+        a.command(f"STORE 2 -FLAGS.SILENT (kw{number})")
+
+
 def test_a_fetch_of_flags_announces_a_keyword_before_showing_it(pair: tuple[Conversation, Conversation]) -> None:
     """The client's own FETCH of FLAGS (its usual resync) may be the first to show a keyword
     another session set: the FLAGS update comes before it, as the sync's does."""

@@ -502,7 +502,7 @@ class SelectedMailbox:
     def flags_lines(self, keywords: Iterable[str]) -> list[bytes]:
         """``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` for the system flags and ``keywords``, which
         become the announced ones. A read-only view has no PERMANENTFLAGS to add to after SELECT."""
-        self.announced_keywords = self.announced_keywords.union(keywords)
+        self.announced_keywords = frozenset(keywords)
         flags = [*SYSTEM_FLAGS, *sorted(self.announced_keywords)]
         session = self.session
         if self.readonly:
@@ -515,7 +515,10 @@ class SelectedMailbox:
     def keywords_update(self, seen: Iterable[str] | None = None) -> list[bytes]:
         """New ``* FLAGS`` (RFC 3501 7.2.6) when the folder's messages carry keywords the client
         was not told of: seen in ``seen`` (flags at hand), or, with None, in the store's keyword
-        index (a few keys). Keywords no longer used stay announced, as with Dovecot."""
+        index (a few keys). The list is the keywords in use then, as at SELECT: one no longer
+        used leaves it with the next update. (Dovecot keeps them; a client cycling through new
+        keywords would then have every session of the folder sent an ever longer list with each,
+        the square of their number in all: 58 MB for 3,000 to one IDLE session.)"""
         announced = self.announced_keywords
         if seen is not None:
             if all(flag in announced or flag.startswith("\\") for flag in seen):
