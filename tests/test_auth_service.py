@@ -255,6 +255,27 @@ def test_bookkeeping_stays_bounded(store: Store, monkeypatch: pytest.MonkeyPatch
     assert auth.user_block_remaining("user499") > 0  # the newest entries are the ones kept
 
 
+def test_at_the_bound_a_failure_does_not_sweep_the_tables_each_time(store: Store,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sweep of full tables takes milliseconds: at the bound, each failure from a new address
+    # paid for one. The oldest entries make room instead, with a sweep now and then.
+    monkeypatch.setattr(service_module, "MAX_TRACKED_ADDRESSES", 50)
+    auth = make_service(store, RecordingBackend(), ip_times=10, clock=FakeClock())
+    sweeps: list[int] = []
+    sweep = auth._sweep_locked
+
+    def counted_sweep() -> None:
+        sweeps.append(1)
+        sweep()
+
+    monkeypatch.setattr(auth, "_sweep_locked", counted_sweep)
+    for index in range(1050):
+        auth._note_address_failure(f"10.1.{index // 256}.{index % 256}", RHOST)
+    assert len(auth._ip_failures) == 50
+    assert 1 <= len(sweeps) <= 1000 // service_module._SWEEP_AT_BOUND_EVERY + 1
+    assert "10.1.4.25" in auth._ip_failures and "10.1.0.0" not in auth._ip_failures   # the newest kept
+
+
 # -- bounded hashing -----------------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ from midb.authdb import AuthBackend, StampedAuthBackend
 MAX_TRACKED_ADDRESSES = 65536
 MAX_BLOCKED_USERS = 65536
 _SWEEP_EVERY = 4096  # bookkeeping updates between sweeps of expired entries
+_SWEEP_AT_BOUND_EVERY = 256  # ... and at most, while a table is at its bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class AuthService:
         self._blocked_users: dict[str, float] = {}  # block key -> unblock time (monotonic)
         self._ip_failures: dict[str, deque[float]] = {}  # address key -> failure times (monotonic)
         self._updates = 0
+        self._swept_at = 0  # the update of the last sweep
         self._siblings: Any = None  # gximap.net.siblings.SiblingChannel, when sharing
         # Verified credentials (gximap.auth.cache), for backends that can say when theirs change.
         # A disabled cache is dropped here, so that logins do not read the stamp for nothing.
@@ -240,21 +242,27 @@ class AuthService:
                 gxlog.escape_token(rhost), _seconds(remaining))
 
     def _housekeeping_locked(self) -> None:
-        """Sweep expired entries now and then; enforce the size bounds (lock held)."""
+        """Sweep expired entries now and then; enforce the size bounds (lock held). At a bound,
+        the sweep that might make room runs once per _SWEEP_AT_BOUND_EVERY updates, not at each:
+        a sweep of the full tables takes milliseconds, and at a bound each failure from a new
+        address would pay for one. Between sweeps the oldest entries make room."""
         self._updates += 1
-        if (self._updates % _SWEEP_EVERY and len(self._ip_failures) <= MAX_TRACKED_ADDRESSES
-                and len(self._blocked_users) <= MAX_BLOCKED_USERS):
-            return
+        over = len(self._ip_failures) > MAX_TRACKED_ADDRESSES or len(self._blocked_users) > MAX_BLOCKED_USERS
+        if self._updates % _SWEEP_EVERY == 0 or (over and self._updates - self._swept_at >= _SWEEP_AT_BOUND_EVERY):
+            self._swept_at = self._updates
+            self._sweep_locked()
+        while len(self._blocked_users) > MAX_BLOCKED_USERS:
+            del self._blocked_users[next(iter(self._blocked_users))]  # the block that ends first
+        while len(self._ip_failures) > MAX_TRACKED_ADDRESSES:
+            del self._ip_failures[next(iter(self._ip_failures))]  # the address tracked longest
+
+    def _sweep_locked(self) -> None:
         now = self._clock()
         for key in [key for key, until in self._blocked_users.items() if until <= now]:
             del self._blocked_users[key]
         horizon = now - self.ip_window
         for key in [key for key, failures in self._ip_failures.items() if not failures or failures[-1] <= horizon]:
             del self._ip_failures[key]
-        while len(self._blocked_users) > MAX_BLOCKED_USERS:
-            del self._blocked_users[next(iter(self._blocked_users))]  # the block that ends first
-        while len(self._ip_failures) > MAX_TRACKED_ADDRESSES:
-            del self._ip_failures[next(iter(self._ip_failures))]  # the address tracked longest
 
     # -- authentication -------------------------------------------------------------------------
 
