@@ -208,7 +208,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "0 disables (see AUTHENTICATION, \"Authentication cache\").",
        "imap", minimum=0),
     _d("imap_auth_ip_times", "int", "30",
-       "Failed logins allowed per client address (IPv6: per /64) within imap_auth_ip_window; 0 disables.",
+       "Failed logins allowed per client address (IPv6: per /64) within imap_auth_ip_window; 0 disables. "
+       "Each serving process tracks at most 65,536 addresses and 65,536 blocked users; beyond that the "
+       "oldest are forgotten.",
        "imap", minimum=0),
     _d("imap_auth_ip_window", "timespan", "5min",
        "Time window over which failed logins per client address are counted.",
