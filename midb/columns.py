@@ -33,8 +33,9 @@ an account's ids on, and ``midb stats`` shows the fullest account's count.
 The ids alone do not bound the space: a set may hold 128 keywords of 255 octets, so 16 million
 of them could take terabytes, and one client storing a new combination per STORE would fill an
 8 GiB index, every account's, in about 225,000 commands (38 KB of index each). The octets of an
-account's sets are therefore bounded too, by :data:`MAX_KEYWORD_SET_OCTETS` (128 MiB; the index
-then holds a little more than that):
+account's sets are therefore bounded too, by :data:`MAX_KEYWORD_SET_OCTETS` (128 MiB of
+keywords). Each set also costs about 90 octets of index (its two entries and their B-tree share),
+so with short keywords the ids run out first, at about 1.6 GB of index for one account. Both are
 thousands of times what real clients use (tags and a few flags: tens of octets per set, a few
 hundred sets), and enough for a distinct keyword on each of a million messages. Past it, a write
 needing a new combination fails as above.
