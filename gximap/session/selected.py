@@ -298,8 +298,8 @@ class SharedViews:
     latest ``max_states`` (a state is filed once, at the SELECT that read it): a list that
     outlives its state (the one empty list of every empty folder, a folder back to UIDs some
     view still holds) would otherwise keep the key of each state it was filed under, one per
-    SELECT of a folder in a new state, for as long as the process runs. A state asked for again
-    counts as new."""
+    SELECT of a folder in a new state, for as long as the process runs. A state found again
+    counts as the latest."""
 
     def __init__(self, max_states: int = 16384) -> None:
         self._lock = threading.Lock()
