@@ -79,13 +79,13 @@ def saved_uids(session: Any) -> list[int]:
     if not saved or view is None:
         return []
     uids = view.uids
-    count = len(uids)
-    out = []
-    for uid in saved:
-        index = bisect.bisect_left(uids, uid)
-        if index < count and uids[index] == uid:
-            out.append(uid)
-    return out
+    return [uid for uid in saved if in_ascending(uids, uid)]
+
+
+def in_ascending(values: Sequence[int], value: int) -> bool:
+    """Whether ``value`` is in ``values``, ascending (a bisection)."""
+    index = bisect.bisect_left(values, value)
+    return index < len(values) and values[index] == value
 
 
 def resolve_uids(session: Any, seqset: SequenceSet, uid: bool) -> list[int]:

@@ -483,7 +483,7 @@ class SelectedMailbox:
         self._reported_full = 0
         self._fetch_modseq = 0
         self.force_highestmodseq = False
-        # The keywords the client was told of in FLAGS (SELECT, then each time more were used).
+        # The keywords the last FLAGS told the client of: those in use then (SELECT, updates).
         self.announced_keywords: frozenset[str] = frozenset()
         # The flags a FETCH just showed (note_flags_shown), for the sync after it.
         self._flags_shown: FlagsShown | None = None
@@ -731,6 +731,7 @@ class SelectedMailbox:
         """Untagged responses that bring the client up to date with the store; the FETCH
         responses of many flag changes come as one LazyFlagUpdates, made as they are sent."""
         store = self.store
+        shown, self._flags_shown = self._flags_shown, None   # the FETCH's, for this sync only
         # HIGHESTMODSEQ is read before the changes: a change committed in between is reported
         # now and perhaps once more next time, never skipped. Every command ends here, so the
         # check reads one record by the ids kept since SELECT (no name lookups, no FolderInfo).
@@ -746,7 +747,6 @@ class SelectedMailbox:
                 return []
         changed, new, vanished, top_modseq, unread = store.view_changes_since(
             self.account, self.folder_id, self.modseq, self.uid_max, read_at_most=LAZY_UPDATES_FROM)
-        shown, self._flags_shown = self._flags_shown, None
         out: list[bytes | LazyLines] = []
         for uid in vanished:
             if uid <= self.uid_max and self.msn_of(uid) is not None:

@@ -57,7 +57,7 @@ from gximap.session.base import (
     ResponseMark,
     command,
 )
-from gximap.session.searching import resolve_uids, saved_uids
+from gximap.session.searching import in_ascending, resolve_uids, saved_uids
 from gximap.session.selected import FlagsShown, flag_atoms
 from midb.errors import MidbError, NoSuchBody
 from midb.lru import BoundedCache
@@ -753,13 +753,8 @@ def _flags_shown(session: Any, cmd: cmds.Fetch, uids: list[int] | _Requested,
             return None
         contains = uids.__contains__
     else:
-        contains = functools.partial(_in_ascending, uids)
+        contains = functools.partial(in_ascending, uids)
     return FlagsShown(contains, snapshot, cmd.changedsince)
-
-
-def _in_ascending(uids: list[int], uid: int) -> bool:
-    at = bisect.bisect_left(uids, uid)
-    return at < len(uids) and uids[at] == uid
 
 
 def _message_numbers(view: Any, metas: list[Any]) -> Sequence[int | None]:
