@@ -176,3 +176,31 @@ def test_bare_lf_is_stored_as_crlf(conv: Conversation) -> None:
         b"a2 OK FETCH completed",
     ]
 
+
+
+def test_append_to_a_missing_mailbox_is_refused_before_the_upload(conv: Conversation) -> None:
+    # No "+": the client creates the mailbox when told TRYCREATE and sends the message again,
+    # so the first upload would be wasted (Dovecot answers before the literal too).
+    assert conv.send(b"a1 APPEND Outbox (\\Seen) {5}\r\n") == [b"a1 NO [TRYCREATE] Mailbox does not exist"]
+    assert conv.send(b"a2 NOOP\r\n") == [b"a2 OK NOOP completed"]  # the literal was never taken
+    # Quoted, modified UTF-7, and sent whole without waiting: the octets are discarded.
+    lines = conv.send(b'a3 APPEND "Entw&APw-rfe" {5}\r\nhello\r\na4 NOOP\r\n')
+    assert lines == [b"a3 NO [TRYCREATE] Mailbox does not exist", b"a4 OK NOOP completed"]
+    assert conv.send(b"a5 CREATE Entw&APw-rfe\r\n") == [b"a5 OK CREATE completed"]
+    assert conv.send(b'a6 APPEND "Entw&APw-rfe" UTF8 (~{5}\r\n') == [b"+ Ready for literal data"]
+    assert conv.send(b"hello)\r\n") == [b"a6 BAD UTF8=ACCEPT must be enabled first"]
+    assert conv.send(b'a7 APPEND "Entw&APw-rfe" {5}\r\n') == [b"+ Ready for literal data"]
+    assert conv.send(b"hello\r\n")[-1].startswith(b"a7 OK [APPENDUID ")
+    # A name sent as the literal itself is looked up when the command is whole.
+    assert conv.send(b"a8 APPEND {6}\r\n") == [b"+ Ready for literal data"]
+    assert conv.send(b"Outbox {5}\r\n") == [b"+ Ready for literal data"]
+    assert conv.send(b"hello\r\n") == [b"a8 NO [TRYCREATE] Mailbox does not exist"]
+    assert conv.store.get_folder("alice", "Outbox") is None
+
+
+def test_append_to_a_missing_mailbox_over_quota_says_trycreate(conv: Conversation) -> None:
+    # As the command would: the mailbox first, so the client creates it and then meets the quota.
+    conv.store.update_account("alice", quota_messages=1)
+    conv.add_message()
+    assert conv.send(b"a1 APPEND Outbox {5}\r\n") == [b"a1 NO [TRYCREATE] Mailbox does not exist"]
+    assert conv.send(b"a2 APPEND INBOX {5}\r\n") == [b"a2 NO [OVERQUOTA] Over quota"]

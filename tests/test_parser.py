@@ -10,7 +10,7 @@ import pytest
 
 from gximap.imap import commands as c
 from gximap.imap.framing import CommandFrame, Framer, Literal, NeedContinuation
-from gximap.imap.parser import ParseError, parse_command, parse_sequence_set
+from gximap.imap.parser import ParseError, append_destination, parse_command, parse_sequence_set
 
 
 def frame(data: bytes) -> CommandFrame:
@@ -917,3 +917,21 @@ def test_section_to_bytes() -> None:
     assert c.Section((1, 2)).to_bytes() == b"1.2"
     assert c.Section((1,), "MIME").to_bytes() == b"1.MIME"
     assert c.Section((), "HEADER.FIELDS", ("From", "X Y")).to_bytes() == b'HEADER.FIELDS (From "X Y")'
+
+
+@pytest.mark.parametrize(("head", "utf8", "name"), [
+    (b"a APPEND Sent ", False, "Sent"),
+    (b'a APPEND "Sent Items" (\\Seen) "01-Jan-2020 00:00:00 +0000" ', False, "Sent Items"),
+    (b"a append inbox UTF8 (", False, "INBOX"),
+    (b"a APPEND Entw&APw-rfe ", False, "Entwürfe"),
+    ('a APPEND "Entwürfe" '.encode(), True, "Entwürfe"),
+    (b"a APPEND ", False, None),  # the name is the literal
+    (b"a APPEND Sent", False, None),  # "Sent{5}": not well-formed
+    (b"a APPEND &Jjo ", False, None),  # not modified UTF-7: the command answers NO [CANNOT]
+    (b"a STORE Sent ", False, None),
+    (b"* APPEND Sent ", False, None),
+])
+def test_append_destination_reads_the_mailbox_before_the_first_literal(head: bytes, utf8: bool,
+                                                                       name: str | None) -> None:
+    found = append_destination(head, utf8=utf8)
+    assert (found.name if found else None) == name

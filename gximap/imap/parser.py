@@ -100,7 +100,7 @@ from gximap.imap.commands import (
     Xlist,
     normalize_inbox,
 )
-from gximap.imap.framing import CommandFrame, Literal
+from gximap.imap.framing import CommandFrame, Literal, extract_tag
 
 MAX_NUMBER = 0xFFFFFFFF  # number / nz-number: unsigned 32 bits
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # number64 / mod-sequence-value: 63 bits
@@ -1449,3 +1449,27 @@ def parse_command(
         error = ParseError(tag, "Invalid arguments")
         error.internal = True
         raise error from exc
+
+
+def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None:
+    """The mailbox an APPEND names in ``head``, its text before the first literal
+    (``NeedContinuation.head``: ``a APPEND Sent (\\Seen) ``), so that the session can answer
+    before the upload. None when the name is itself that literal, or when the head is not
+    well-formed as far as it goes: parse_command gives the answer once the command is whole."""
+    tag = extract_tag(head)
+    if tag is None:
+        return None
+    r = _Reader(CommandFrame(tag, (head,)), tag, utf8, 1, 1, 1)
+    try:
+        r.expect(tag)
+        r.sp()
+        name = r.match(_WORD)
+        if name is None or name.upper() != b"APPEND":
+            return None
+        r.sp()
+        if r.at_end():
+            return None
+        mailbox = r.mailbox()
+        return mailbox if r.peek() == 0x20 else None
+    except ParseError:
+        return None

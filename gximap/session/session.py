@@ -409,27 +409,47 @@ class ImapSession:
             self._count_bad()
             return
         if event.command == b"APPEND" and self.state is not State.NOT_AUTHENTICATED:
-            resource = self._append_over_quota(event)
-            if resource is not None:
-                # Refused before the upload, as the store would refuse it after: the
-                # continuation request exists so that a server can reject a command before its
-                # literal (RFC 3501 7.5). Dovecot does the same.
+            # Refused before the upload, as the command would be refused after it: the
+            # continuation request exists so that a server can reject a command before its
+            # literal (RFC 3501 7.5). Dovecot does the same. The mailbox comes first, as in the
+            # command: a client told TRYCREATE creates it and sends the message again.
+            refusal: tuple[bytes, str] | None = None
+            if self._append_to_missing_mailbox(event):
+                refusal = b"NO [TRYCREATE] " + self.text(Code.NO_MAILBOX_NOT_FOUND), "no such mailbox"
+            elif (resource := self._append_over_quota(event)) is not None:
+                refusal = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA), f"over quota: {resource}"
+            if refusal is not None:
+                line, reason = refusal
                 unwaited = self.framer.reject_literal()
-                line = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA)
                 self._out.append(event.tag + b" " + line + b"\r\n")
-                self._log_refused_literal(event.tag, event.command, event.size, True, f"over quota: {resource}", "NO",
+                self._log_refused_literal(event.tag, event.command, event.size, True, reason, "NO",
                                           unwaited=unwaited)
                 return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
+
+    def _append_to_missing_mailbox(self, event: NeedContinuation) -> bool:
+        """Whether the APPEND's first literal is asked for with a mailbox name, before it, that
+        does not exist. A name sent as that literal, or one that cannot be read yet, is left to
+        the command itself, as is a store that cannot be read."""
+        if event.literals != 1:
+            return False  # a MULTIAPPEND's later message: its mailbox was looked at already
+        destination = parser.append_destination(event.head, utf8=self.utf8)
+        if destination is None:
+            return False
+        try:
+            return self.store.get_folder(self.user, destination.name) is None
+        except midb_errors.MidbError:
+            return False
 
     def _append_over_quota(self, event: NeedContinuation) -> str | None:
         """The quota resource an APPEND must exceed with the messages it has announced so far
         (the one asked for included, a MULTIAPPEND's earlier ones too), or None. Their octets
         are a lower bound of what it stores (bare LFs only grow into CRLFs), so a "yes" is the
-        store's answer to come, should the mailbox exist (a missing one gets OVERQUOTA, not
-        TRYCREATE, when it is over the quota too). The mailbox name as a literal (the command's
-        first, right after "APPEND") is not message octets, and is not checked. A store that
-        cannot be read says nothing: the command then meets the error itself."""
+        store's answer to come. A mailbox named before the literal was found first
+        (_append_to_missing_mailbox); one named by a literal may be missing too, and then gets
+        OVERQUOTA rather than TRYCREATE. That literal (the command's first, right after
+        "APPEND") is not message octets, and is not checked. A store that cannot be read says
+        nothing: the command then meets the error itself."""
         octets, messages = event.command_octets, event.literals
         if _APPEND_NAME_LITERAL.fullmatch(event.head):
             octets -= event.first_literal_size

@@ -6,7 +6,8 @@ as Dovecot serves such a message); anything else is kept as received. Data sent 
 (RFC 3516, also inside UTF8 of RFC 6855) is kept exactly: it may be binary, where an LF octet is
 data. A message too big for the configured limit never gets here: the session refuses its literal
 with NO [TOOBIG] while framing (the limit applies to the literal as sent). A synchronising literal
-that the account's quota cannot take is refused the same way, with NO [OVERQUOTA] instead of "+".
+that the account's quota cannot take is refused the same way, with NO [OVERQUOTA] instead of "+",
+and so is one for a mailbox, named before it, that does not exist: NO [TRYCREATE].
 An APPEND to the selected mailbox is announced (EXISTS) by the update the session sends before the
 tagged OK.
 """
