@@ -139,10 +139,10 @@ def main() -> None:
         store.store_flags("bench", big.id, changed, "add", ["$Changed"])
         (metas, vanished), _ = timed(f"changes_since after {len(changed)} changes",
                                      lambda: store.changes_since("bench", big.id, mark))
-        print(f"    -> {len(metas)} changed, {len(vanished)} vanished")
+        print(f"    -> {len(metas)} changed, {len(vanished.uids)} vanished")
         (metas, vanished), _ = timed("changes_since(0) (full resync)",
                                      lambda: store.changes_since("bench", big.id, 0))
-        print(f"    -> {len(metas)} changed, {len(vanished)} vanished")
+        print(f"    -> {len(metas)} changed, {len(vanished.uids)} vanished")
 
         print("maintenance")
         problems, _ = timed("verify()", store.verify)

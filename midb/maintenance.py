@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, sortindex
+from midb import bodyrecords, columns, indexes, sortindex, tombstones
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -203,12 +203,18 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
         errors.append(f"message {unpack_change_key(key)} missing from the modseq index")
         scan.problems.append(("modseq_missing", key))
 
-    for key in txn.cursor(dbs.tombstones).iternext(values=False):
+    for key, value in txn.cursor(dbs.tombstones):
         account_id, folder_id, modseq, uid = unpack_change_key(key)
         folder_record = scan.folders.get((account_id, folder_id))
         if folder_record is None:
             errors.append(f"tombstone {account_id}/{folder_id}/{uid} of a missing folder")
             scan.problems.append(("tombstone_dangling", bytes(key)))
+        elif modseq == 0:   # the folder's floor entry (midb.tombstones)
+            floor, ceiling = tombstones.unpack_floor(value)
+            if floor > folder_record.highestmodseq or ceiling > folder_record.uidnext:
+                errors.append(f"folder {account_id}/{folder_id}: tombstones pruned up to modseq {floor}, "
+                              f"UID {ceiling}, beyond its highestmodseq or uidnext")
+                scan.problems.append(("folder_counters", (account_id, folder_id)))
         elif modseq > folder_record.highestmodseq:
             errors.append(f"tombstone {account_id}/{folder_id}/{uid}: modseq {modseq} > highestmodseq")
             scan.problems.append(("folder_counters", (account_id, folder_id)))
@@ -506,9 +512,9 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
             tally = scan.tallies.get(folder) or _FolderTally()
             record.messages, record.unseen, record.deleted, record.size = (
                 tally.messages, tally.unseen, tally.deleted, tally.size)
-            record.uidnext = max(record.uidnext, tally.max_uid + 1)
-            record.highestmodseq = max(record.highestmodseq, tally.max_modseq,
-                                       _max_tombstone_modseq(txn, dbs, *folder))
+            top_tombstone, (floor, ceiling) = _tombstone_bounds(txn, dbs, *folder)
+            record.uidnext = max(record.uidnext, tally.max_uid + 1, ceiling)
+            record.highestmodseq = max(record.highestmodseq, tally.max_modseq, top_tombstone, floor)
             txn.put(folder_key(*folder), record.encode(), db=dbs.folders)
             done.append(f"recomputed counters of folder {folder[0]}/{folder[1]} ({record.name})")
         usage: dict[int, list[int]] = {}
@@ -547,7 +553,9 @@ def _referenced_elsewhere(store: Store, blob_raw: bytes, shard: int) -> bool:
     return False
 
 
-def _max_tombstone_modseq(txn: Any, dbs: Databases, account_id: int, folder_id: int) -> int:
+def _tombstone_bounds(txn: Any, dbs: Databases, account_id: int, folder_id: int) -> tuple[int, tuple[int, int]]:
+    """(the highest modseq of a folder's tombstones, its floor entry's (modseq, UID)): a
+    folder's HIGHESTMODSEQ and UIDNEXT never go below them."""
     cursor = txn.cursor(dbs.tombstones)
     prefix = folder_key(account_id, folder_id)
     highest = 0
@@ -556,7 +564,7 @@ def _max_tombstone_modseq(txn: Any, dbs: Databases, account_id: int, folder_id: 
             if key[:8] != prefix:
                 break
             highest = max(highest, unpack_change_key(key)[2])
-    return highest
+    return highest, tombstones.read_floor(txn, dbs.tombstones, account_id, folder_id)
 
 
 # ---- backup ---------------------------------------------------------------------------------------
@@ -702,6 +710,9 @@ def stats(store: Store) -> dict[str, int]:
                 result["bodies"] += 1
             for name in ("accounts", "folders", "messages", "tombstones"):
                 result[name] += txn.stat(getattr(dbs, name))["entries"]
+            result["tombstones"] -= sum(  # the folders' floor entries are no tombstones
+                txn.get(tombstones.floor_key(*unpack_folder_key(key)), db=dbs.tombstones) is not None
+                for key in txn.cursor(dbs.folders).iternext(values=False))
             # Not a total: the account nearest to running out of ids (they are per account, never freed).
             result["keyword_sets"] = max(result["keyword_sets"], columns.fullest_keyword_sets(txn, dbs))
         info = shared.env.info()

@@ -23,6 +23,7 @@ import lmdb
 
 from midb import bodyrecords, columns, events, indexes, maintenance, mime, quotas, sortindex
 from midb import shards as shards_of
+from midb import tombstones as tombstones_of
 from midb.accounts import (
     Account,
     decode_account,
@@ -117,6 +118,7 @@ from midb.messages import (
 )
 from midb.metadata import MetadataMixin, copy_folder_entries
 from midb.summary import Summary, decode_summary, encode_summary, sort_record, summarize
+from midb.tombstones import Vanished
 
 __all__ = [
     "Account", "AccountExists", "FolderExists", "FolderInfo", "FolderNotEmpty", "HasChildren",
@@ -168,7 +170,7 @@ class ViewChanges(NamedTuple):
 
     changed: list[MessageMeta]  # records of changed messages the view holds, ascending UID
     new: list[int]  # UIDs of changed messages beyond the view (arrived since), ascending
-    vanished: list[int]  # UIDs expunged, ascending
+    vanished: Vanished  # UIDs expunged
     top_modseq: int  # the highest modseq among changed and new messages (0: none)
     # (UID, modseq) of the changed messages the view holds, ascending UID, instead of ``changed``
     # when there were more than the caller wanted read at once (``read_at_most``)
@@ -1822,6 +1824,8 @@ class Store(MetadataMixin):
             record.unseen -= unseen
             record.deleted -= deleted
             record.size -= size
+        if found:
+            tombstones_of.prune(txn, dbs.tombstones, account_id, record.id, record.highestmodseq, record.uidnext)
         return tombstones
 
     def _release_bodies(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
@@ -1881,13 +1885,13 @@ class Store(MetadataMixin):
 
         return self._write(job, self._home(account))
 
-    def changes_since(self, account: str, folder_id: int, modseq: int) -> tuple[list[MessageMeta], list[int]]:
-        """(messages whose modseq > `modseq`, in UID order; UIDs expunged after `modseq`, ascending).
+    def changes_since(self, account: str, folder_id: int, modseq: int) -> tuple[list[MessageMeta], Vanished]:
+        """(messages whose modseq > `modseq`, in UID order; UIDs expunged after `modseq`).
 
         Cost is proportional to the number of changes, not to the folder size.
         """
         def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord
-                 ) -> tuple[list[MessageMeta], list[int]]:
+                 ) -> tuple[list[MessageMeta], Vanished]:
             changed_uids = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
             changed_uids.sort()
             get = txn.get
@@ -1898,7 +1902,7 @@ class Store(MetadataMixin):
                     metas.append(meta_from_record(uid, raw))
             return metas, self._vanished_after(txn, dbs, account_id, record, modseq)
 
-        nothing: tuple[list[MessageMeta], list[int]] = ([], [])   # typed: T is inferred from it
+        nothing: tuple[list[MessageMeta], Vanished] = ([], Vanished([]))   # typed: T is inferred from it
         return self._after_modseq(account, folder_id, modseq, nothing, read)
 
     def view_changes_since(self, account: str, folder_id: int, modseq: int, known_up_to: int, *,
@@ -1932,7 +1936,7 @@ class Store(MetadataMixin):
             records = self._records_of(txn, dbs, account_id, record.id, [uid for uid, _modseq in known])
             return ViewChanges(metas_from_pairs(records), new, vanished, top_modseq)
 
-        return self._after_modseq(account, folder_id, modseq, ViewChanges([], [], [], 0), read)
+        return self._after_modseq(account, folder_id, modseq, ViewChanges([], [], Vanished([]), 0), read)
 
     def _after_modseq(self, account: str, folder_id: int, modseq: int, nothing: T,
                       read: Callable[[Any, Databases, int, FolderRecord], T]) -> T:
@@ -1951,20 +1955,24 @@ class Store(MetadataMixin):
                 return nothing
             return read(txn, dbs, account_id, record)
 
-    def vanished_since(self, account: str, folder_id: int, modseq: int) -> list[int]:
+    def vanished_since(self, account: str, folder_id: int, modseq: int) -> Vanished:
         """UIDs expunged with a tombstone modseq > `modseq` (QRESYNC VANISHED (EARLIER))."""
-        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> list[int]:
+        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> Vanished:
             return self._vanished_after(txn, dbs, account_id, record, modseq)
 
-        return self._after_modseq(account, folder_id, modseq, [], read)
+        return self._after_modseq(account, folder_id, modseq, Vanished([]), read)
 
-    @classmethod
-    def _vanished_after(cls, txn: Any, dbs: Databases, account_id: int, record: FolderRecord,
-                        modseq: int) -> list[int]:
-        """UIDs of the folder's tombstones with a modseq > `modseq`, ascending."""
-        vanished = cls._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
+    def _vanished_after(self, txn: Any, dbs: Databases, account_id: int, record: FolderRecord,
+                        modseq: int) -> Vanished:
+        """The UIDs of the folder's tombstones with a modseq > `modseq`; and, when some of those
+        may have been pruned (midb.tombstones), the folder's UIDs, for the superset."""
+        vanished = self._uids_after(txn, dbs.tombstones, account_id, record.id, modseq)
         vanished.sort()
-        return vanished
+        floor, ceiling = tombstones_of.read_floor(txn, dbs.tombstones, account_id, record.id)
+        if modseq >= floor:
+            return Vanished(vanished)
+        keys = self._message_range(txn, dbs, account_id, record, values=False)
+        return Vanished(vanished, ceiling, uid_array_from_keys(keys))
 
     @staticmethod
     def _uids_after(txn: Any, db: Any, account_id: int, folder_id: int, modseq: int) -> list[int]:
@@ -2338,11 +2346,11 @@ class Store(MetadataMixin):
         for found_uids, words, modseqs in column.batches(batch):
             yield FlagColumns(found_uids, words, modseqs, tail_of)
 
-    def changed_columns(self, account: str, folder_id: int, modseq: int) -> tuple[Any, list[int]]:
+    def changed_columns(self, account: str, folder_id: int, modseq: int) -> tuple[Any, Vanished]:
         """changes_since as columns: (FlagColumns, MODSEQs included, of the messages whose modseq
-        is above `modseq`, in UID order; UIDs expunged after `modseq`, ascending). Walks the
+        is above `modseq`, in UID order; UIDs expunged after `modseq`). Walks the
         modseq index from `modseq`: O(changes), whatever the folder's size."""
-        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> tuple[Any, list[int]]:
+        def read(txn: Any, dbs: Databases, account_id: int, record: FolderRecord) -> tuple[Any, Vanished]:
             changed = self._uids_after(txn, dbs.modseqs, account_id, record.id, modseq)
             vanished = self._vanished_after(txn, dbs, account_id, record, modseq)
             if len(changed) * 4 > record.messages:
@@ -2367,7 +2375,7 @@ class Store(MetadataMixin):
                     records.append(raw)
             return flag_columns_of_records(uids, records, with_modseq=True), vanished
 
-        nothing: tuple[Any, list[int]] = (flag_columns_of_records([], [], with_modseq=True), [])
+        nothing: tuple[Any, Vanished] = (flag_columns_of_records([], [], with_modseq=True), Vanished([]))
         return self._after_modseq(account, folder_id, modseq, nothing, read)
 
     # ---- reads for SEARCH (gximap.session.searching) ------------------------------------------------

@@ -32,6 +32,7 @@ from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
 from gximap.session.base import CommandFailed, Done
 from gximap.session.selected import flag_atoms
+from midb.tombstones import Vanished
 
 CONDSTORE = "CONDSTORE"
 QRESYNC = "QRESYNC"
@@ -229,13 +230,14 @@ def qresync_responses(session: Any, view: Any, params: cmds.QResyncParams) -> It
     if params.uidvalidity != view.uidvalidity:
         return
     known = None
+    known_ranges = None
     if params.known_uids is not None:
-        known = ResolvedSet(params.known_uids.resolve(MAX_UID, clip=False))
+        known_ranges = params.known_uids.resolve(MAX_UID, clip=False)
+        known = ResolvedSet(known_ranges)
     changed, vanished = session.store.changes_since(view.account, view.folder_id, params.modseq)
-    gone = [uid for uid in _not_in_view(view, vanished)
-            if uid > numbers_floor and (known is None or uid in known)]
+    gone = _vanished_earlier_set(view, vanished, known_ranges, above=numbers_floor)
     if gone:
-        yield b"* VANISHED (EARLIER) " + encode.sequence_set(gone) + CRLF
+        yield b"* VANISHED (EARLIER) " + gone + CRLF
     show_recent = not session.rev2
     recent = view.recent
     newer = []
@@ -261,12 +263,52 @@ def vanished_earlier(session: Any, seqset: SequenceSet, since: int) -> bytes | N
     section 3.2.6): the UIDs of the set expunged after ``since``, or None."""
     view = session.selected
     if seqset.saved:
-        candidates = ResolvedSet([(uid, uid) for uid in sorted(set(session.saved_search or ()))])
+        candidates = [(uid, uid) for uid in sorted(set(session.saved_search or ()))]
     else:
         top = max(view.uid_max, view.runs[-1] if view.runs else 0)
-        candidates = ResolvedSet(seqset.resolve(top, clip=False))
+        candidates = seqset.resolve(top, clip=False)
     vanished = session.store.vanished_since(view.account, view.folder_id, since)
-    gone = [uid for uid in _not_in_view(view, vanished) if uid in candidates]
+    gone = _vanished_earlier_set(view, vanished, candidates)
     if not gone:
         return None
-    return b"* VANISHED (EARLIER) " + encode.sequence_set(gone) + CRLF
+    return b"* VANISHED (EARLIER) " + gone + CRLF
+
+
+def _vanished_earlier_set(view: Any, vanished: Vanished, candidates: list[tuple[int, int]] | None,
+                          above: int = 0) -> bytes:
+    """The UIDs for ``* VANISHED (EARLIER)``, as a sequence set (b"": none): those of
+    ``vanished`` the view no longer shows, within ``candidates`` (ascending ranges; None: any)
+    and above ``above``. When the tombstones were pruned past the modseq asked about, every UID
+    below the prune's UIDNEXT that the view does not show is among them (RFC 7162 allows a
+    superset): computed as ranges, since it may span millions of UIDs no client ever saw."""
+    if vanished.exact:
+        allowed = ResolvedSet(candidates) if candidates is not None else None
+        return encode.sequence_set([uid for uid in _not_in_view(view, vanished.uids)
+                                    if uid > above and (allowed is None or uid in allowed)])
+    below = vanished.pruned_below
+    ranges = vanished.absent_ranges(view.runs.ranges())
+    ranges += [(uid, uid) for uid in _not_in_view(view, vanished.uids) if uid >= below]
+    ranges = intersect_ranges(ranges, [(above + 1, MAX_UID)])
+    if candidates is not None:
+        ranges = intersect_ranges(ranges, candidates)
+    return encode.sequence_set_from_ranges(ranges)
+
+
+def intersect_ranges(first: list[tuple[int, int]], second: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The intersection of two lists of ascending, disjoint inclusive ranges, adjacent ranges
+    joined."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(first) and j < len(second):
+        low = max(first[i][0], second[j][0])
+        high = min(first[i][1], second[j][1])
+        if low <= high:
+            if out and out[-1][1] + 1 >= low:
+                out[-1] = (out[-1][0], max(out[-1][1], high))
+            else:
+                out.append((low, high))
+        if first[i][1] < second[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out

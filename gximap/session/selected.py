@@ -748,7 +748,9 @@ class SelectedMailbox:
         changed, new, vanished, top_modseq, unread = store.view_changes_since(
             self.account, self.folder_id, self.modseq, self.uid_max, read_at_most=LAZY_UPDATES_FROM)
         out: list[bytes | LazyLines] = []
-        for uid in vanished:
+        # Tombstones pruned past self.modseq (a session that slept through a bulk change):
+        # every message the view holds is looked for instead (midb.tombstones).
+        for uid in vanished.uids if vanished.exact else vanished.among(self.runs):
             if uid <= self.uid_max and self.msn_of(uid) is not None:
                 self.pending_expunge.add(uid)
             self._own_changes.pop(uid, None)

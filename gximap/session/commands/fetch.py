@@ -37,7 +37,7 @@ import functools
 import itertools
 import mmap
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -72,6 +72,7 @@ from midb.messages import (
 )
 from midb.mime import Digest
 from midb.store import INLINE_MAX
+from midb.tombstones import Vanished
 
 SEEN = "\\Seen"
 _MODSEQ = FetchAtt("MODSEQ")
@@ -706,9 +707,12 @@ class _Requested:
             return uid in self.saved
         return (uid if self.by_uid else position + 1) in self.ranges
 
-    def any_gone(self, vanished: Iterable[int]) -> bool:
-        """Is a requested message expunged (by another session, not yet reported)?"""
-        return any(uid in self for uid in vanished) or any(uid in self for uid in self.view.pending_expunge)
+    def any_gone(self, vanished: Vanished) -> bool:
+        """Is a requested message expunged (by another session, not yet reported)? When the
+        tombstones were pruned past the modseq asked about, the view's messages are looked for
+        one by one instead (midb.tombstones)."""
+        gone = vanished.uids if vanished.exact else vanished.among(self.view.runs)
+        return any(uid in self for uid in gone) or any(uid in self for uid in self.view.pending_expunge)
 
 
 def _changed_since(session: Any, requested: _Requested, since: int) -> tuple[list[Any], bool]:
