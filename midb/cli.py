@@ -355,7 +355,7 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
-    from midb.columns import MAX_KEYWORD_SET, MAX_KEYWORD_SET_OCTETS
+    from midb.columns import MAX_KEYWORD_SET, MAX_KEYWORD_SET_OCTETS, keyword_set_charge
 
     store = open_store(settings)
     try:
@@ -381,8 +381,8 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"owners:    {', '.join(owners) if owners else '(none besides the account itself)'}")
     # Ids are never freed: how near the account is to refusing new keyword combinations.
     print(f"keywords:  {keyword_sets} combinations ({keyword_sets / MAX_KEYWORD_SET:.1%} of the "
-          f"{MAX_KEYWORD_SET} an account can hold), {human_size(keyword_octets)} of "
-          f"{human_size(MAX_KEYWORD_SET_OCTETS)}")
+          f"{MAX_KEYWORD_SET} an account can hold), {human_size(keyword_set_charge(keyword_sets, keyword_octets))} "
+          f"of index of {human_size(MAX_KEYWORD_SET_OCTETS)}")
     print("folders:")
     rows = [["NAME", "SPECIAL-USE", "MESSAGES", "UNSEEN", "SIZE", "UIDVALIDITY", "UIDNEXT"]]
     for folder in folders:

@@ -32,13 +32,14 @@ an account's ids on, and ``midb stats`` shows the fullest account's count.
 
 The ids alone do not bound the space: a set may hold 128 keywords of 255 octets, so 16 million
 of them could take terabytes, and one client storing a new combination per STORE would fill an
-8 GiB index, every account's, in about 225,000 commands (38 KB of index each). The octets of an
-account's sets are therefore bounded too, by :data:`MAX_KEYWORD_SET_OCTETS` (128 MiB of
-keywords). Each set also costs about 90 octets of index (its two entries and their B-tree share),
-so with short keywords the ids run out first, at about 1.6 GB of index for one account. Both are
-thousands of times what real clients use (tags and a few flags: tens of octets per set, a few
-hundred sets), and enough for a distinct keyword on each of a million messages. Past it, a write
-needing a new combination fails as above.
+8 GiB index, every account's, in about 225,000 commands (38 KB of index each). The index an
+account's sets take is therefore bounded too, by :data:`MAX_KEYWORD_SET_OCTETS` (128 MiB): their
+keywords' octets, plus :data:`KEYWORD_SET_INDEX_COST` per set for its two entries and their
+B-tree share (about 90 octets measured), so that short keywords cannot take 1.6 GB by using up
+the ids. The count kept is of keyword octets; the per-set part comes from the ids used, which
+number the sets. Both bounds are thousands of times what real clients use (tags and a few flags:
+tens of octets per set, a few hundred sets), and enough for a distinct keyword on each of a
+million messages. Past them, a write needing a new combination fails as above.
 
 Sets hold at most midb.messages.MAX_KEYWORDS_PER_MESSAGE keywords, which the store's writes
 enforce (:class:`midb.errors.TooManyKeywords`, NO [LIMIT] as well): sets are kept for good, and
@@ -87,6 +88,7 @@ _HASHED = b"h"
 _WARN_FROM = MAX_KEYWORD_SET * 9 // 10
 _WARN_EVERY = 1 << 16
 MAX_KEYWORD_SET_OCTETS = 128 << 20
+KEYWORD_SET_INDEX_COST = 96   # octets of index per set besides its keywords (about 90 measured)
 log = logging.getLogger(__name__)
 assert array("I").itemsize == 4 and _PACKED % 8 == 0
 
@@ -115,9 +117,10 @@ def keyword_set_id(txn: Any, dbs: Any, account_id: int, keywords: bytes) -> int:
         raise KeywordSetsExhausted(f"too many distinct keyword combinations in this account "
                                    f"(at most {MAX_KEYWORD_SET})")
     octets = keyword_set_octets(txn, dbs, account_id) + len(keywords)
-    if octets > MAX_KEYWORD_SET_OCTETS:
-        raise KeywordSetsExhausted(f"the distinct keyword combinations of this account would take {octets} "
-                                   f"octets (at most {MAX_KEYWORD_SET_OCTETS})")
+    charged = keyword_set_charge(new_id, octets)
+    if charged > MAX_KEYWORD_SET_OCTETS:
+        raise KeywordSetsExhausted(f"the distinct keyword combinations of this account would take {charged} "
+                                   f"octets of index (at most {MAX_KEYWORD_SET_OCTETS})")
     txn.put(key, U32.pack(new_id), db=db)
     txn.put(_id_key(account, new_id), keywords, db=db)
     _put_next_id(txn, db, account, new_id + 1)
@@ -137,6 +140,12 @@ def keyword_sets_used(txn: Any, dbs: Any, account_id: int) -> int:
     if dbs.keyword_sets is None:
         return 0
     return _next_keyword_set_id(txn, dbs.keyword_sets, account_key(account_id)) - 1
+
+
+def keyword_set_charge(sets: int, octets: int) -> int:
+    """The index ``sets`` keyword sets of ``octets`` keyword octets in all count as, against
+    MAX_KEYWORD_SET_OCTETS."""
+    return octets + sets * KEYWORD_SET_INDEX_COST
 
 
 def keyword_set_octets(txn: Any, dbs: Any, account_id: int) -> int:

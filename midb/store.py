@@ -569,7 +569,8 @@ class Store(MetadataMixin):
 
     def keyword_sets_used(self, name: str) -> tuple[int, int]:
         """How many distinct keyword combinations the account has ever stored (ids of its
-        MAX_KEYWORD_SET, never freed: midb.columns), and their octets (of MAX_KEYWORD_SET_OCTETS)."""
+        MAX_KEYWORD_SET, never freed: midb.columns), and their keywords' octets (which, with a
+        per-set cost, count against MAX_KEYWORD_SET_OCTETS: columns.keyword_set_charge)."""
         shared = self._home(name)
         with lmdb_errors(), shared.read() as txn:
             account_id = self._account_id(txn, shared.dbs, name)

@@ -204,11 +204,12 @@ def test_an_account_out_of_keyword_set_octets_gets_no_limit(conv: Conversation,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The octets of an account's keyword combinations are bounded like their number."""
     seed(conv, ("$Label1",), ())
-    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", len("$Label1") + 3)
+    monkeypatch.setattr(columns, "KEYWORD_SET_INDEX_COST", 10)
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", len("$Label1") + 3 + 2 * 10)
     conv.select()
     conv.script(r"""
         C: a1 STORE 2 +FLAGS ($Label2)
-        S: a1 NO [LIMIT] Limit exceeded: the distinct keyword combinations of this account would take 14 octets (at most 10)
+        S: a1 NO [LIMIT] Limit exceeded: the distinct keyword combinations of this account would take 34 octets of index (at most 30)
         C: a2 STORE 2 +FLAGS ($X)
         S: * FLAGS ({*})
         S: * OK [PERMANENTFLAGS ({*})] Flags permitted

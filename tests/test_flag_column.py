@@ -184,15 +184,30 @@ def test_the_octets_of_an_accounts_keyword_sets_are_bounded(store: Store,
     store.create_account("bob")
     inbox = folder_id(store)
     store.append_many("alice", inbox, [(MSG, ("$Aaaa",), None, 0)])          # 5 octets
-    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", 5 + len("$Aaaa $B"))
+    monkeypatch.setattr(columns, "KEYWORD_SET_INDEX_COST", 10)
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", 5 + len("$Aaaa $B") + 2 * 10)
     store.store_flags("alice", inbox, [1], "add", ["$B"])                   # exactly the bound
-    with pytest.raises(KeywordSetsExhausted, match="would take 17 octets"):
+    with pytest.raises(KeywordSetsExhausted, match="would take 47 octets of index"):
         store.store_flags("alice", inbox, [1], "set", ["$Ccc"])            # 5 + 8 + 4: past it
     store.store_flags("alice", inbox, [1], "set", ["$Aaaa"])                 # known sets keep working
     assert store.keyword_sets_used("alice") == (2, 13)
     assert store.verify() == []
     bob_inbox = folder_id(store, account="bob")                               # bob has his own bound
     store.append_many("bob", bob_inbox, [(MSG, ("$Ccc",), None, 0)])
+
+
+def test_short_keywords_are_charged_their_sets_index(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each set costs about 90 octets of index whatever its keywords: counted with them, so that
+    # one-letter keywords cannot take 1.6 GB by using up an account's ids (probe49 finding 3).
+    inbox = folder_id(store)
+    store.append_many("alice", inbox, [(MSG, (), None, 0)])
+    cost = columns.KEYWORD_SET_INDEX_COST
+    monkeypatch.setattr(columns, "MAX_KEYWORD_SET_OCTETS", 3 * (cost + 1))
+    for keyword in ("a", "b", "c"):
+        store.store_flags("alice", inbox, [1], "set", [keyword])
+    with pytest.raises(KeywordSetsExhausted, match=f"would take {4 + 4 * cost} octets of index"):
+        store.store_flags("alice", inbox, [1], "set", ["d"])
+    assert store.keyword_sets_used("alice") == (3, 3)
 
 
 def test_keyword_set_octets_of_sets_interned_before_the_count(store: Store) -> None:
