@@ -152,8 +152,11 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Normalization applied to login names before storage_map.",
        "gromox", choices=_NORMALIZATIONS),
     # --- imap.cfg ---------------------------------------------------------------------------------
-    _d("auth_context_num", "int", "64",
-       "Maximum number of concurrent connections to the authentication socket (auth_listen).",
+    _d("auth_context_num", "int", "1024",
+       "Maximum number of concurrent connections to the authentication socket (auth_listen), shared "
+       "out among the imap_process_num processes. An MTA keeps one connection open per SMTP server "
+       "process between its sessions (Postfix: up to default_process_limit, 100), so this must be "
+       "at least the MTA's process limit; an idle connection costs no thread.",
        "imap", minimum=1),
     _d("auth_backend", "enum", "midb",
        "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file).",
@@ -365,7 +368,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Idle time after which an LMTP connection is closed with a 421 reply.",
        "imap", minimum=1),
     _d("lmtp_context_num", "int", "50",
-       "Maximum number of concurrent LMTP connections.",
+       "Maximum number of concurrent LMTP connections, shared out among the imap_process_num processes.",
        "imap", minimum=1),
     _d("lmtp_max_line_length", "size", "64K",
        "Longest line (CRLF included) of a message accepted over LMTP; 0 means no limit.",

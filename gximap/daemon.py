@@ -11,6 +11,7 @@ from gximap import config as gxconfig
 from gximap import log as gxlog
 from gximap.cli import SignalLatch, sd_notify
 from gximap.config import Config
+from gximap.net.siblings import share
 
 if TYPE_CHECKING:  # for the hints only: the methods below import these where they use them
     import ssl
@@ -119,11 +120,6 @@ def process_count(cfg: Config) -> int:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(1, min(AUTO_PROCESSES_PER_CPU * cpus, AUTO_PROCESS_MAX))
-
-
-def share(total: int, count: int) -> int:
-    """One process's part of a total (context_num, imap_thread_init_num), rounded up."""
-    return max(1, -(-total // count))
 
 
 def set_title(title: str) -> None:
@@ -396,7 +392,7 @@ class Daemon:
             siblings.say_hello()
         server.start()
         try:
-            mta.start(store, ctx.auth)
+            mta.start(store, ctx.auth, processes=count)
         except MtaConfigError as exc:
             server.stop(grace=0.0)
             raise StartupError(str(exc)) from None

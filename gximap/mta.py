@@ -168,13 +168,17 @@ class MtaServices:
                 specs.append(ListenerSpec(address[0], address[1], False, kind))
         return specs
 
-    def start(self, store: Any, auth: Any) -> None:
-        """Create and start the pools (a no-op without listeners)."""
+    def start(self, store: Any, auth: Any, *, processes: int = 1) -> None:
+        """Create and start the pools (a no-op without listeners). With several serving
+        ``processes`` on the same listeners, each takes its share of the context numbers, and
+        one whose contexts are all taken stops accepting until one is free, so that a sibling
+        with room takes the connection instead of this one refusing it."""
         from gximap.auth.maps import MapSyntaxError, name_map_from_config
         from gximap.authsock.session import AuthSocketContext, AuthSocketSession, AuthSocketSettings
         from gximap.lmtp.delivery import DeliveryAgent
         from gximap.lmtp.session import LmtpContext, LmtpSession
         from gximap.net.pool import Server
+        from gximap.net.siblings import share
 
         cfg = self.cfg
         if self.lmtp_listeners:
@@ -184,12 +188,12 @@ class MtaServices:
                 raise MtaConfigError(f"delivery_map: {exc}") from None
             agent = DeliveryAgent(store, delivery_map, self._delivery_settings)
             lmtp_ctx = self._lmtp_ctx = LmtpContext(lmtp_settings_from_config(cfg), agent)
-            context_num = int(cfg.lmtp_context_num)
             self._lmtp_server = Server(
                 self.lmtp_listeners, lambda conn, waker: LmtpSession(lmtp_ctx, conn, waker),
-                context_num=context_num, thread_init_num=1, thread_charge_num=_SESSIONS_PER_WORKER,
-                conn_timeout=float(cfg.lmtp_conn_timeout), ssl_context=None, busy_response=_LMTP_BUSY,
-                io_errors=bool(cfg.io_errors),
+                context_num=share(int(cfg.lmtp_context_num), processes), thread_init_num=1,
+                thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.lmtp_conn_timeout),
+                ssl_context=None, busy_response=_LMTP_BUSY, io_errors=bool(cfg.io_errors),
+                shared_listeners=processes > 1,
             )
             self.servers.append(self._lmtp_server)
         if self.auth_listeners:
@@ -197,9 +201,10 @@ class MtaServices:
                 auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg)))
             self.servers.append(Server(
                 self.auth_listeners, lambda conn, waker: AuthSocketSession(auth_ctx, conn, waker),
-                context_num=int(cfg.auth_context_num), thread_init_num=1,
+                context_num=share(int(cfg.auth_context_num), processes), thread_init_num=1,
                 thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.imap_conn_timeout),
                 ssl_context=None, busy_response=b"", io_errors=bool(cfg.io_errors),
+                shared_listeners=processes > 1,
             ))
         for server in self.servers:
             server.start()

@@ -4,13 +4,11 @@ same accounts, name mapping and throttling as IMAP login"). Real server, real so
 
 from __future__ import annotations
 
-import base64
-import socket
 import time
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess, LineClient, free_port
+from e2e import AuthSocketClient, GximapProcess, LineClient, free_port
 
 TIMEOUT = 10.0
 
@@ -21,33 +19,6 @@ class ImapClient(LineClient):
     def __init__(self, port: int) -> None:
         super().__init__(port, timeout=TIMEOUT)
         assert self.readline().startswith(b"* OK")
-
-
-class AuthSocketClient:
-    """The client side of Dovecot's auth protocol, as Postfix speaks it."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.reader = self.sock.makefile("rb")
-        self.sock.sendall(b"VERSION\t1\t2\nCPID\t4242\n")
-        handshake = []
-        for _ in range(50):
-            line = self.reader.readline().rstrip(b"\n")
-            handshake.append(line)
-            if line == b"DONE" or not line:
-                break
-        assert handshake[0].startswith(b"VERSION\t1\t") and handshake[-1] == b"DONE", handshake
-        assert b"MECH\tPLAIN" in b"\n".join(handshake)
-
-    def plain(self, request_id: int, authcid: str, password: str, rip: str = "127.0.0.1") -> list[str]:
-        response = base64.b64encode(b"\0" + authcid.encode() + b"\0" + password.encode()).decode()
-        self.sock.sendall(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tsecured\trip={rip}\t"
-                          f"resp={response}\n".encode())
-        return self.reader.readline().decode().rstrip("\n").split("\t")
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 def _wait_for_log(server: GximapProcess, text: str) -> str:

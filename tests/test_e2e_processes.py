@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess, LineClient
+from e2e import AuthSocketClient, GximapProcess, LineClient, free_port
 from net_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -260,3 +260,37 @@ def _greeted(port: int) -> bool:
         return client.readline().startswith(b"* OK")
     finally:
         client.close()
+
+
+def _auth_handshake(port: int) -> bool:
+    """Whether an auth-socket connection gets its handshake (False: closed, refused busy)."""
+    try:
+        client = AuthSocketClient(port)
+    except (AssertionError, OSError):
+        return False
+    _auth_clients.append(client)
+    return True
+
+
+_auth_clients: list[AuthSocketClient] = []
+
+
+def test_the_auth_socket_is_shared_out_among_the_processes(tmp_path: Path) -> None:
+    """auth_context_num is a total, as context_num: each process serves its share, and a full
+    one leaves new connections to its sibling instead of refusing them (an MTA's smtpd
+    processes each keep a connection open)."""
+    auth_port = free_port()
+    proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret"}, extra={
+        "imap_process_num": "2", "auth_listen": f"127.0.0.1:{auth_port}", "auth_context_num": "4"}).start()
+    try:
+        # Each process's share: 2 contexts (its IMAP pool has 25).
+        assert wait_until(lambda: proc.log().count("1 listener(s), 2 contexts") == 2, timeout=10.0)
+        assert all(_auth_handshake(auth_port) for _ in range(4))
+        assert _auth_clients[0].plain(1, "alice", "secret")[:2] == ["OK", "1"]
+        assert not _auth_handshake(auth_port)   # both processes full
+        _auth_clients.pop(0).close()
+        assert wait_until(lambda: _auth_handshake(auth_port), timeout=10.0)
+    finally:
+        while _auth_clients:
+            _auth_clients.pop().close()
+        proc.stop()

@@ -50,6 +50,12 @@ _SEND_TIMEOUT = 0.05  # seconds a send may wait for room in a sibling's queue be
 _MAX_FDS = 4  # descriptors taken from one message; more are closed unread
 
 
+def share(total: int, count: int) -> int:
+    """One process's part of a total (context_num, imap_thread_init_num, the MTA pools'
+    context numbers), rounded up."""
+    return max(1, -(-total // count))
+
+
 class SiblingChannel:
     """Messages between the serving processes of one daemon (see the module docstring)."""
 
@@ -341,7 +347,7 @@ class ConnectionHandoff:
     listener it came from; the receiving process admits it as if it had accepted it itself,
     or holds and refuses it if it filled up meanwhile (never passes it on: no ping-pong).
     Which sibling has room comes from the AddressLedger's counts, each process's context share
-    being the same (daemon.share), plus the connections passed to it that it has not yet said
+    being the same (share), plus the connections passed to it that it has not yet said
     it took: the ledger learns of a passed connection only once the sibling admitted it, so a
     burst passed on within that time would otherwise all go to the same sibling, past its room.
     The sibling says "taken" after admitting (its ledger message goes first, on the same queue),
