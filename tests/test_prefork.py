@@ -16,7 +16,7 @@ import pytest
 from net_helpers import sibling_processes, wait_until
 
 from gximap.auth.service import AuthService
-from gximap.net import prefork
+from gximap.net import prefork, siblings
 from gximap.net.listener import ListenerSpec, bind_listener_sets, close_listener_sets
 from gximap.net.prefork import StartFailed, Supervisor, describe_status
 from gximap.net.siblings import AddressLedger, ConnectionHandoff, SiblingChannel
@@ -36,6 +36,37 @@ def test_messages_reach_the_other_processes_not_the_sender() -> None:
     finally:
         first.close()
         second.close()
+        parent.close_sockets()
+
+
+def test_a_sibling_that_does_not_read_costs_one_wait_and_its_successor_starts_clean(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped (or dead, not yet restarted) sibling's queue fills up: one send waits for room
+    and fails, the next ones do not wait at all. Its successor does not apply what was queued
+    for its predecessor (a "+1" whose "-1" was dropped would count for good)."""
+    monkeypatch.setattr(siblings, "_SEND_TIMEOUT", 1.0)
+    parent = SiblingChannel.create(2)
+    first = SiblingChannel(parent._pairs, parent.secret)
+    first.attach(0)   # process 2 is not there: nobody reads its queue
+    try:
+        started = time.monotonic()
+        for number in range(300):   # far more than a datagram queue holds (tens)
+            first.send("note", text=f"old {number}")
+        # One wait of _SEND_TIMEOUT, not one per message past the queue's room (minutes).
+        assert time.monotonic() - started < 10.0
+        assert first._stalled == {1}
+        second = SiblingChannel(parent._pairs, parent.secret)
+        heard: list[str] = []
+        second.on("note", lambda sender, message: heard.append(message["text"]))
+        second.attach(1)
+        try:
+            first.send("note", text="new")
+            assert wait_until(lambda: heard == ["new"])
+            assert first._stalled == set()   # it reads again: sends may wait for room again
+        finally:
+            second.close()
+    finally:
+        first.close()
         parent.close_sockets()
 
 
