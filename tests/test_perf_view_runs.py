@@ -205,6 +205,22 @@ def test_states_filed_are_bounded_when_their_list_outlives_them(tmp_path: Path,
         assert again.runs is views[-1].runs and SHARED_VIEWS.states_filed(conv.store) == 20
 
 
+def test_states_whose_list_died_are_unfiled(tmp_path: Path) -> None:
+    # Sessions that SELECT, change the folder and log out leave states no list is alive for:
+    # they go at the next SELECT that files a state, not only when max_states is reached.
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        before = SHARED_VIEWS.states_filed(conv.store)
+        for _ in range(40):
+            conv.add_message()
+            _view(conv)
+        gc.collect()
+        conv.add_message()
+        _view(conv)
+        # The last few lists are kept alive on purpose (_KEPT_STATES), so their states stay.
+        assert SHARED_VIEWS.states_filed(conv.store) - before <= 10
+
+
 # -- the view's RFC behaviour over runs ----------------------------------------------------------------
 
 

@@ -294,7 +294,9 @@ class SharedViews:
       then the count drops. SELECT of a folder some session already views (or viewed in this
       state) reuses that list without reading the folder's keys (:meth:`for_state`).
 
-    Entries are weak: a list lives as long as some view uses it. The states filed are the
+    Entries are weak: a list lives as long as some view uses it, and a state whose list died is
+    unfiled at the next SELECT that files one (a callback queues it: the list may die in any
+    thread, this one's included while it holds the lock). The states filed are the
     latest ``max_states`` (a state is filed once, at the SELECT that read it): a list that
     outlives its state (the one empty list of every empty folder, a folder back to UIDs some
     view still holds) would otherwise keep the key of each state it was filed under, one per
@@ -312,6 +314,9 @@ class SharedViews:
         # The last few lists filed by state stay alive even when no session views them, so a
         # re-SELECT (a client resynchronising) does not read the folder again.
         self._recent_states: collections.deque[UidRuns] = collections.deque(maxlen=_KEPT_STATES)
+        # (states, key, reference) of states whose list died, to unfile; deque appends are atomic
+        self._dead_states: collections.deque[tuple[Any, tuple[Any, ...], weakref.ref[UidRuns]]] = (
+            collections.deque())
 
     @staticmethod
     def state_key(account: str, folder: Any) -> tuple[Any, ...]:
@@ -354,7 +359,18 @@ class SharedViews:
             states = self._by_state.get(store)
             if states is None:
                 states = self._by_state[store] = collections.OrderedDict()
-            states[self.state_key(account, folder)] = weakref.ref(runs)
+            dead = self._dead_states
+            while dead:
+                filed_in, key, reference = dead.popleft()
+                if filed_in.get(key) is reference:
+                    del filed_in[key]
+            key = self.state_key(account, folder)
+
+            def died(reference: weakref.ref[UidRuns], key: tuple[Any, ...] = key,
+                     states: collections.OrderedDict[tuple[Any, ...], weakref.ref[UidRuns]] = states) -> None:
+                dead.append((states, key, reference))
+
+            states[key] = weakref.ref(runs, died)
             while len(states) > self.max_states:
                 states.popitem(last=False)
             self._recent_states.append(runs)
