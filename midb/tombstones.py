@@ -132,6 +132,11 @@ class Vanished:
             self._exact_set = frozenset(self.uids)
         return uid in self._exact_set
 
+    def held_gone(self, held: Iterable[int]) -> Iterable[int]:
+        """The UIDs to look for among those a view ``held`` (ascending): the tombstones' when
+        exact (a few, usually), else every held UID that may have vanished (one pass over them)."""
+        return self.uids if self.exact else self.among(held)
+
     def among(self, candidates: Iterable[int]) -> Iterator[int]:
         """The candidates that may have vanished, in their order: the tombstones' when exact."""
         if self.exact and not self.uids:

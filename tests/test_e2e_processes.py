@@ -262,17 +262,15 @@ def _greeted(port: int) -> bool:
         client.close()
 
 
-def _auth_handshake(port: int) -> bool:
-    """Whether an auth-socket connection gets its handshake (False: closed, refused busy)."""
+def _auth_handshake(port: int, clients: list[AuthSocketClient]) -> bool:
+    """Whether an auth-socket connection gets its handshake (False: closed, refused busy); the
+    client joins ``clients``."""
     try:
         client = AuthSocketClient(port)
     except (AssertionError, OSError):
         return False
-    _auth_clients.append(client)
+    clients.append(client)
     return True
-
-
-_auth_clients: list[AuthSocketClient] = []
 
 
 def test_the_auth_socket_is_shared_out_among_the_processes(tmp_path: Path) -> None:
@@ -282,15 +280,16 @@ def test_the_auth_socket_is_shared_out_among_the_processes(tmp_path: Path) -> No
     auth_port = free_port()
     proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret"}, extra={
         "imap_process_num": "2", "auth_listen": f"127.0.0.1:{auth_port}", "auth_context_num": "4"}).start()
+    clients: list[AuthSocketClient] = []
     try:
         # Each process's share: 2 contexts (its IMAP pool has 25).
         assert wait_until(lambda: proc.log().count("1 listener(s), 2 contexts") == 2, timeout=10.0)
-        assert all(_auth_handshake(auth_port) for _ in range(4))
-        assert _auth_clients[0].plain(1, "alice", "secret")[:2] == ["OK", "1"]
-        assert not _auth_handshake(auth_port)   # both processes full
-        _auth_clients.pop(0).close()
-        assert wait_until(lambda: _auth_handshake(auth_port), timeout=10.0)
+        assert all(_auth_handshake(auth_port, clients) for _ in range(4))
+        assert clients[0].plain(1, "alice", "secret")[:2] == ["OK", "1"]
+        assert not _auth_handshake(auth_port, clients)   # both processes full
+        clients.pop(0).close()
+        assert wait_until(lambda: _auth_handshake(auth_port, clients), timeout=10.0)
     finally:
-        while _auth_clients:
-            _auth_clients.pop().close()
+        for client in clients:
+            client.close()
         proc.stop()

@@ -221,8 +221,7 @@ class SiblingChannel:
                 receiving.close()
 
     def _receive_loop(self) -> None:
-        receiving = self._pairs[self.index][1]
-        receiving.setblocking(False)
+        receiving = self._pairs[self.index][1]   # non-blocking since _discard_queued
         while not self._closed:
             try:
                 watched: list[socket.socket | int] = [receiving, self._stop_read]

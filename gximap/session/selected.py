@@ -366,8 +366,7 @@ class SharedViews:
                     del filed_in[key]
             key = self.state_key(account, folder)
 
-            def died(reference: weakref.ref[UidRuns], key: tuple[Any, ...] = key,
-                     states: collections.OrderedDict[tuple[Any, ...], weakref.ref[UidRuns]] = states) -> None:
+            def died(reference: weakref.ref[UidRuns]) -> None:
                 dead.append((states, key, reference))
 
             states[key] = weakref.ref(runs, died)
@@ -766,7 +765,7 @@ class SelectedMailbox:
         out: list[bytes | LazyLines] = []
         # Tombstones pruned past self.modseq (a session that slept through a bulk change):
         # every message the view holds is looked for instead (midb.tombstones).
-        for uid in vanished.uids if vanished.exact else vanished.among(self.runs):
+        for uid in vanished.held_gone(self.runs):
             if uid <= self.uid_max and self.msn_of(uid) is not None:
                 self.pending_expunge.add(uid)
             self._own_changes.pop(uid, None)

@@ -711,8 +711,7 @@ class _Requested:
         """Is a requested message expunged (by another session, not yet reported)? When the
         tombstones were pruned past the modseq asked about, the view's messages are looked for
         one by one instead (midb.tombstones)."""
-        gone = vanished.uids if vanished.exact else vanished.among(self.view.runs)
-        return any(uid in self for uid in gone) or any(uid in self for uid in self.view.pending_expunge)
+        return any(uid in self for uid in vanished.held_gone(self.view.runs)) or any(uid in self for uid in self.view.pending_expunge)
 
 
 def _changed_since(session: Any, requested: _Requested, since: int) -> tuple[list[Any], bool]:
