@@ -342,6 +342,41 @@ def test_a_sort_waits_for_its_slot_holding_no_worker(conv: Conversation, monkeyp
     assert slots._in_use == 0
 
 
+@pytest.mark.parametrize("command", ["THREAD REFERENCES UTF-8 ALL", "UID THREAD ORDEREDSUBJECT UTF-8 ALL"])
+def test_a_kept_thread_answer_does_not_wait_for_a_slot(conv: Conversation, monkeypatch: pytest.MonkeyPatch,
+                                                       command: str) -> None:
+    """A webmail client threads the folder on every page view: once the answer is kept, it is
+    given at once, even while the slots are all taken by long searches. A THREAD that must
+    compute still waits."""
+    slots = _own_slots(monkeypatch, total=1, per_account=1)
+    monkeypatch.setattr(searching, "_PAUSE_FROM", 100)
+    first, _pauses = _drive(conv.session, b"c " + command.encode() + b"\r\n")
+    assert first.endswith(b"c OK THREAD completed\r\n")
+    assert slots.claim("someone else").done()   # the one slot, taken by another search
+    session = conv.session
+    session.data_received(b"d " + command.encode() + b"\r\n")
+    out: list[bytes] = []
+    while session.process(16):
+        while (item := session.next_output()) is not None:
+            out.append(bytes(item))
+    while (item := session.next_output()) is not None:
+        out.append(bytes(item))
+    assert b"".join(out) == first.replace(b"c OK", b"d OK")
+    # Another algorithm's answer is not kept: it parks until the slot is given back.
+    other = "THREAD ORDEREDSUBJECT UTF-8 ALL" if "REFERENCES" in command else "UID THREAD REFERENCES UTF-8 ALL"
+    session.data_received(b"e " + other.encode() + b"\r\n")
+    for _ in range(100):
+        if not session.process(16):
+            break
+        assert session.next_output() is None
+    else:
+        raise AssertionError("the THREAD did not park")
+    slots.release("someone else")
+    out_after, _pauses = _drive(session, b"")
+    assert out_after.startswith(b"* THREAD ") and out_after.endswith(b"e OK THREAD completed\r\n")
+    assert slots._in_use == 0
+
+
 def test_a_sort_of_a_small_folder_takes_no_slot(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fewer than _PAUSE_FROM messages: a few slices at most, and little to hold."""
     slots = _own_slots(monkeypatch, total=1, per_account=1)

@@ -297,17 +297,23 @@ class SortColumns:
         whose algorithm costs far more than its values). The pieces of bytes count against the
         capacity. Kept only once computed in full: a computation closed while paused keeps
         nothing."""
+        kept = self.kept_answer(folder, name, uids)
+        if kept is not None:
+            return kept
+        value = yield from compute()
+        self._store((folder, ("answer", name)), _new_column(array(_UID_CODE, uids), value))
+        return value
+
+    def kept_answer(self, folder: tuple[Any, ...], name: str, uids: Sequence[int]) -> list[bytes] | None:
+        """The answer answer_sliced() keeps as ``name`` of ``folder`` for ``uids``, or None."""
         key = (folder, ("answer", name))
-        wanted = array(_UID_CODE, uids)
         with self._lock:
             kept = self._columns.get(key)
             if kept is not None:
                 self._columns.move_to_end(key)
-        if kept is not None and kept.uids == wanted:
-            return kept.values
-        value = yield from compute()
-        self._store(key, _new_column(wanted, value))
-        return value
+        if kept is None or kept.uids != array(_UID_CODE, uids):
+            return None
+        return kept.values
 
     def _store(self, key: tuple[Any, ...], column: _Column) -> None:
         size = column.footprint

@@ -59,21 +59,44 @@ def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | N
 def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await | ResponseMark, Any, Done]:
     check_charset(session, cmd.charset)
     slicer = TimeSlice()  # one clock for the search, the values' reads, the threading and the rendering
-    with command_slot(session, slicer) as slot:
-        yield from slot.wait()
-        lines = yield from _thread_lines(session, cmd, slicer)
+    uids = None
+    kept_as = None
+    if isinstance(cmd.search, cmds.SearchAll):
+        # ALL reads the view or the message keys and tests no message (searching._index_answer):
+        # no slot for it, nor for an answer kept from before, which a webmail client asks for on
+        # every page view and which should not wait behind the account's long searches.
+        uids = yield from matching_uids(session, cmd.search, slicer)
+        kept_as = _kept_as(session, cmd, uids)
+    lines = session.ctx.sort_columns.kept_answer(*kept_as) if kept_as is not None else None
+    if lines is None:
+        with command_slot(session, slicer) as slot:
+            yield from slot.wait()
+            if uids is None:
+                uids = yield from matching_uids(session, cmd.search, slicer)
+            lines = yield from _thread_lines(session, cmd, uids, slicer, kept_as)
     yield RESPONSE_OPENS  # one response line in several items
     yield from lines
     yield RESPONSE_CLOSES
     return Done(Code.OK_THREAD)
 
 
-def _thread_lines(session: Any, cmd: cmds.Thread, slicer: TimeSlice) -> Generator[Pause | Await, Any, list[bytes]]:
-    uids = yield from matching_uids(session, cmd.search, slicer)
-    whole_folder = isinstance(cmd.search, cmds.SearchAll)
+def _kept_as(session: Any, cmd: cmds.Thread, uids: list[int]) -> tuple[tuple[Any, ...], str, list[int]] | None:
+    """Where the process's sort columns keep the answer of a THREAD over the whole folder
+    (``uids``, all of it): a webmail client threads the same folder on every page view, so the
+    answer is kept until the folder's messages change. In message numbers it depends on the
+    session's view too: kept only for a view that holds exactly the folder's messages (no expunge
+    not yet announced). None: not kept."""
+    view = session.selected
+    if not cmd.uid and view.uids != array(UID_ARRAY, uids):
+        return None
+    return sort_folder(view), f"{'UID ' if cmd.uid else ''}THREAD {cmd.algorithm}", uids
 
+
+def _thread_lines(session: Any, cmd: cmds.Thread, uids: list[int], slicer: TimeSlice,
+                  kept_as: tuple[tuple[Any, ...], str, list[int]] | None) -> Generator[Pause | Await, Any, list[bytes]]:
     def answer() -> Generator[Pause, Any, list[bytes]]:
-        items, numbers = yield from thread_items(session, uids, cmd.uid, slicer, whole_folder=whole_folder)
+        items, numbers = yield from thread_items(session, uids, cmd.uid, slicer,
+                                            whole_folder=isinstance(cmd.search, cmds.SearchAll))
         # (No collector pause: the threads are lists of integers, see sorting.ThreadForest.)
         threads = yield from _ALGORITHMS[cmd.algorithm](items, slicer)
         lines = [b"* THREAD" + (b" " if threads.roots else b"")]
@@ -83,13 +106,6 @@ def _thread_lines(session: Any, cmd: cmds.Thread, slicer: TimeSlice) -> Generato
         lines.append(b"\r\n")
         return lines
 
-    view = session.selected
-    # A webmail client threads the same folder on every page view: the answer is kept until the
-    # folder's messages change. In message numbers it depends on the session's view too: kept
-    # only for a view that holds exactly the folder's messages (no expunge not yet announced).
-    if whole_folder and (cmd.uid or view.uids == array(UID_ARRAY, uids)):
-        name = f"{'UID ' if cmd.uid else ''}THREAD {cmd.algorithm}"
-        lines = yield from session.ctx.sort_columns.answer_sliced(sort_folder(view), name, uids, answer)
-    else:
-        lines = yield from answer()
-    return lines
+    if kept_as is None:
+        return (yield from answer())
+    return (yield from session.ctx.sort_columns.answer_sliced(*kept_as, answer))
