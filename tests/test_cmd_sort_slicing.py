@@ -254,6 +254,36 @@ def test_a_sort_closed_while_paused_leaves_the_columns_usable(conv: Conversation
     assert sum(map(len, reads[3:])) == MESSAGES  # kept: answered from the column
 
 
+def test_two_sessions_sorting_a_cold_folder_at_once_read_it_once(conv: Conversation,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SORT of a folder whose first read is under way waits for it without a worker,
+    then answers from its column: the folder's values are read once."""
+    _small_pieces(monkeypatch)
+    expected = conv.command("SORT (SUBJECT) UTF-8 ALL")[0]
+    conv.ctx.sort_columns.clear()
+    monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)
+    reads = record_sort_reads(monkeypatch, conv.store)
+    first = _another_session(conv)
+    first.data_received(b"s SORT (SUBJECT) UTF-8 ALL\r\n")
+    while len(reads) < 3:
+        assert first.process(16)
+        assert first.next_output() is None
+    second = _another_session(conv)
+    second.data_received(b"t SORT (SUBJECT) UTF-8 ALL\r\n")
+    for _ in range(100):
+        if not second.process(16):
+            break   # parked on the first read
+        assert second.next_output() is None
+    else:
+        raise AssertionError("the second SORT did not wait")
+    assert len(reads) == 3
+    first_out, _pauses = _drive(first, b"")
+    second_out, _pauses = _drive(second, b"")
+    assert sum(map(len, reads)) == MESSAGES
+    assert first_out.startswith(expected) and second_out.startswith(expected)
+    assert second_out.endswith(b"t OK SORT completed\r\n")
+
+
 def test_a_thread_closed_while_threading_keeps_no_answer(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     _small_pieces(monkeypatch)
     expected = conv.command("THREAD REFERENCES UTF-8 ALL")[0]

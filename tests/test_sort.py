@@ -17,7 +17,7 @@ from conversation import Conversation
 from store_helpers import record_sort_reads
 
 from gximap.session import sorting
-from gximap.session.base import PAUSE, Pause, run_unsliced
+from gximap.session.base import PAUSE, Await, Pause, TimeSlice, run_unsliced
 from gximap.session.context import Settings
 from midb.keys import blob_key, folder_key
 from midb.mime import base_subject, is_reply_or_forward
@@ -563,6 +563,75 @@ def test_sort_columns_keep_a_whole_folder_answer_while_its_messages_stay() -> No
     assert answer("UID THREAD REFERENCES", [1, 2, 3, 4]) == [b"answer 3"]
     assert answer("UID THREAD REFERENCES", [1, 2, 3, 4]) == [b"answer 3"]
     assert columns.held_bytes == (4 * 3 + 8) + (4 * 4 + 8)   # the UIDs and the answer's bytes
+
+
+def _start(gen: Generator[Any, Any, Any]) -> Any:
+    """The first item a sliced read yields."""
+    return next(gen)
+
+
+def _finish(gen: Generator[Any, Any, Any], sent: Any = None) -> Any:
+    """Run a sliced read to its end (sending ``sent`` first, then None at each PAUSE): its value."""
+    try:
+        item = gen.send(sent)
+        while True:
+            assert item is PAUSE
+            item = gen.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_a_folder_read_at_once_by_several_sessions_is_read_by_one() -> None:
+    """Sessions that sort a folder not yet read (at the same time, after a restart) wait for the
+    first one's column, without a worker (Await), and read only what it lacks."""
+    columns = sorting.SortColumns()
+    folder = ("alice", 1, 1)
+    first_load, second_load, third_load = _Loads(), _Loads(), _Loads()
+    uids = list(range(1, 11))
+    first = columns.values_sliced(folder, "DATE", uids, first_load, TimeSlice(0.0), whole_folder=True)
+    assert _start(first) is PAUSE   # paused before its first read
+    second = columns.values_sliced(folder, "DATE", uids, second_load, TimeSlice(0.0), whole_folder=True)
+    waiting = _start(second)
+    assert isinstance(waiting, Await) and not waiting.future.done()
+    # One that arrived since, with a message more, waits for the same read.
+    third = columns.values_sliced(folder, "DATE", [*uids, 11], third_load, TimeSlice(0.0), whole_folder=True)
+    assert _start(third) == waiting
+    assert _finish(first) == [uid * 10 for uid in uids]
+    assert waiting.future.result() is True
+    assert _finish(second, True) == [uid * 10 for uid in uids]
+    assert _finish(third, True) == [uid * 10 for uid in [*uids, 11]]
+    assert first_load.asked == [uids] and second_load.asked == [] and third_load.asked == [[11]]
+    # A read not sliced (a tool, a test) never waits.
+    fourth = _Loads()
+    columns.clear()
+    first = columns.values_sliced(folder, "DATE", uids, first_load, TimeSlice(0.0), whole_folder=True)
+    assert _start(first) is PAUSE
+    assert columns.values(folder, "DATE", uids, fourth, whole_folder=True) == [uid * 10 for uid in uids]
+    assert fourth.asked == [uids]
+    first.close()
+
+
+@pytest.mark.parametrize("end", ["closed", "kept nothing"])
+def test_a_first_read_that_keeps_nothing_lets_the_waiting_sessions_read(end: str) -> None:
+    """The first read's client left (its read closed while paused), or its column was too
+    large to keep: the sessions waiting for it read on their own, and nothing stays under way."""
+    columns = sorting.SortColumns(capacity=0 if end == "kept nothing" else sorting.DEFAULT_COLUMN_BYTES)
+    folder = ("alice", 1, 1)
+    uids = [1, 2, 3]
+    first = columns.values_sliced(folder, "DATE", uids, _Loads(), TimeSlice(0.0), whole_folder=True)
+    assert _start(first) is PAUSE
+    load = _Loads()
+    second = columns.values_sliced(folder, "DATE", uids, load, TimeSlice(0.0), whole_folder=True)
+    waiting = _start(second)
+    assert isinstance(waiting, Await)
+    if end == "closed":
+        first.close()
+    else:
+        assert _finish(first) == [10, 20, 30]
+    assert waiting.future.result() is False
+    assert _finish(second, False) == [10, 20, 30]
+    assert load.asked == [uids]
+    assert not columns._first_reads
 
 
 def test_sort_columns_are_bounded_least_recently_used_first() -> None:

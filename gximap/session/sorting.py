@@ -32,9 +32,10 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
-from gximap.session.base import Pause, TimeSlice, pause_if_over, run_unsliced
+from gximap.session.base import Await, Pause, TimeSlice, pause_if_over, run_unsliced
 from midb.sortindex import SORT_TEXT_FIELDS, THREAD_FIELDS, entry_date, sort_texts, thread_values
 
 __all__ = [
@@ -176,6 +177,9 @@ class SortColumns:
         self._columns: OrderedDict[tuple[Any, ...], _Column] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
+        # The first read of a column under way (values_sliced), by key: done (True if it kept a
+        # column) when it ends, however it ends.
+        self._first_reads: dict[tuple[Any, ...], Future[bool]] = {}
 
     def resize(self, capacity: int) -> None:
         """A new capacity (imap_sort_cache_size on SIGHUP); the least recently used go at once
@@ -200,7 +204,8 @@ class SortColumns:
 
     def values_sliced(self, folder: tuple[Any, ...], criterion: str, uids: Sequence[int],
                       load: Callable[[list[int]], dict[int, Any]], slicer: TimeSlice | None, *,
-                      whole_folder: bool = False, ranked: bool = False) -> Generator[Pause, Any, Sequence[Any]]:
+                      whole_folder: bool = False, ranked: bool = False
+                      ) -> Generator[Pause | Await, Any, Sequence[Any]]:
         """The values of ``uids`` (ascending) under ``criterion`` in ``folder`` (any key naming
         a folder and its UIDVALIDITY), in the same order; None for a message ``load`` left out
         (its body is gone). ``load(missing UIDs)`` gives UID -> value for those the column lacks;
@@ -210,12 +215,47 @@ class SortColumns:
         its ranks.
 
         The column is replaced only once every value is read: one closed while paused (its
-        client gone) leaves the columns as they were."""
+        client gone) leaves the columns as they were.
+
+        Sessions that sort a folder not yet read under ``criterion`` at the same time (a client
+        with several connections, or several clients of one account, after a restart) do not
+        each read it all: one reads, the others wait for its column (Await, holding no worker)
+        and read only what it lacks. One unsliced, or after a first read that kept nothing (a
+        column too large to keep), reads on its own."""
         key = (folder, criterion)
-        with self._lock:
-            column = self._columns.get(key)
-            if column is not None:
-                self._columns.move_to_end(key)
+        first_read: Future[bool] | None = None  # the first read of the column, when it is this one
+        while True:
+            with self._lock:
+                column = self._columns.get(key)
+                if column is not None:
+                    self._columns.move_to_end(key)
+                    break
+                under_way = self._first_reads.get(key)
+                if under_way is None:
+                    first_read = self._first_reads[key] = Future()
+                    break
+            if slicer is None:
+                break
+            kept = yield from slicer.wait(under_way)
+            if not kept:
+                with self._lock:
+                    column = self._columns.get(key)
+                break
+        try:
+            found = yield from self._values_from(key, column, uids, load, slicer, whole_folder=whole_folder,
+                                                 ranked=ranked)
+        finally:
+            if first_read is not None:
+                with self._lock:
+                    del self._first_reads[key]
+                    kept = key in self._columns
+                first_read.set_result(kept)  # (outside the lock: it wakes the sessions waiting)
+        return found
+
+    def _values_from(self, key: tuple[Any, ...], column: _Column | None, uids: Sequence[int],
+                     load: Callable[[list[int]], dict[int, Any]], slicer: TimeSlice | None, *,
+                     whole_folder: bool, ranked: bool) -> Generator[Pause, Any, Sequence[Any]]:
+        """values_sliced's values, given the folder's ``column`` under the criterion (if kept)."""
         count = len(uids)
         if column is not None and count and len(column.uids) >= count and column.uids[count - 1] == uids[-1] \
                 and column.uids[:count] == array(_UID_CODE, uids):
@@ -290,7 +330,8 @@ class SortColumns:
         return found, complete, known if loaded else None
 
     def answer_sliced(self, folder: tuple[Any, ...], name: str, uids: Sequence[int],
-                      compute: Callable[[], Generator[Pause, Any, list[bytes]]]) -> Generator[Pause, Any, list[bytes]]:
+                      compute: Callable[[], Generator[Pause | Await, Any, list[bytes]]]
+                      ) -> Generator[Pause | Await, Any, list[bytes]]:
         """What ``compute()`` returns (its steps yield PAUSE), kept as ``name`` of ``folder``
         while ``uids`` (ascending) are all of its messages: the answer of a command over the
         whole folder that depends on nothing else than its messages' fixed values (THREAD,

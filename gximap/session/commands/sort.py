@@ -73,12 +73,13 @@ def sort_folder(view: Any) -> tuple[Any, ...]:
 
 
 def folder_values(session: Any, criterion: str, uids: Sequence[int], slicer: TimeSlice | None, *,
-                  whole_folder: bool, ranked: bool = False) -> Generator[Pause, Any, Sequence[Any]]:
+                  whole_folder: bool, ranked: bool = False) -> Generator[Pause | Await, Any, Sequence[Any]]:
     """The values of the selected folder's messages ``uids`` (ascending) under a sort criterion
     (or sorting.THREAD_VALUES), from the process's sort columns; None for a message whose body
     is gone. What the columns lack is read from the sort index (midb.sortindex), ARRIVAL and
     SIZE from the index records, a few thousand messages per read with PAUSE between reads
-    when ``slicer``'s time is up (sorting.SortColumns.values_sliced). ``ranked``: for sorting
+    when ``slicer``'s time is up, or one Await for another session's first read of the column
+    (sorting.SortColumns.values_sliced). ``ranked``: for sorting
     (text may come as ranks, see sorting.SortColumns)."""
     view = session.selected
     store = session.store
@@ -94,7 +95,7 @@ def folder_values(session: Any, criterion: str, uids: Sequence[int], slicer: Tim
 
 
 def sort_order(session: Any, uids: list[int], criteria: tuple[cmds.SortCriterion, ...], slicer: TimeSlice | None,
-               *, whole_folder: bool) -> Generator[Pause, Any, list[int]]:
+               *, whole_folder: bool) -> Generator[Pause | Await, Any, list[int]]:
     """The positions in ``uids`` (ascending) in the order of the sort program; a message whose
     body is gone is left out. Equal messages keep message-number order whatever REVERSE says
     (RFC 5256). PAUSE between pieces of the work when ``slicer``'s time is up."""

@@ -39,7 +39,7 @@ _ALGORITHMS = {
 
 
 def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | None, *, whole_folder: bool
-                 ) -> Generator[Pause, Any, tuple[Sequence[tuple[Any, ...]], Sequence[int]]]:
+                 ) -> Generator[Pause | Await, Any, tuple[Sequence[tuple[Any, ...]], Sequence[int]]]:
     """What the threading algorithms need of each message (``uids`` ascending; sorting.ThreadItem
     values) in message-number order, from the process's sort columns, and the number each one
     shows (its UID or message number); a message whose body is gone is left out. PAUSE between
@@ -94,7 +94,7 @@ def _kept_as(session: Any, cmd: cmds.Thread, uids: list[int]) -> tuple[tuple[Any
 
 def _thread_lines(session: Any, cmd: cmds.Thread, uids: list[int], slicer: TimeSlice,
                   kept_as: tuple[tuple[Any, ...], str, list[int]] | None) -> Generator[Pause | Await, Any, list[bytes]]:
-    def answer() -> Generator[Pause, Any, list[bytes]]:
+    def answer() -> Generator[Pause | Await, Any, list[bytes]]:
         items, numbers = yield from thread_items(session, uids, cmd.uid, slicer,
                                             whole_folder=isinstance(cmd.search, cmds.SearchAll))
         # (No collector pause: the threads are lists of integers, see sorting.ThreadForest.)
