@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from gximap import __version__
+from gximap import __version__, allocator
 from gximap import config as gxconfig
 from gximap import log as gxlog
 
@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = gxlog.get_logger()
     for warning in cfg.warnings:
         log.warning("%s", warning)
+    tuned = allocator.tune(os.environ)  # before the first thread and the first fork
+    if tuned:
+        log.debug("malloc settings: %s", " ".join(tuned))
     from gximap.daemon import Daemon, StartupError
 
     try:

@@ -281,6 +281,8 @@ def test_maddy_protocols_debug_and_a_gromox_code_file(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert ": <6> " in proc.log()  # a debug line, with imap_log_level = 2
+    # gximap.allocator's glibc settings, made at start-up (the tests' environment gives none)
+    assert "malloc settings: MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576" in proc.log()
 
 
 def test_open_proxy_warning_at_reload_names_the_sockets_in_use(tmp_path: Path, caplog: pytest.LogCaptureFixture,
