@@ -98,7 +98,8 @@ def sort_order(session: Any, uids: list[int], criteria: tuple[cmds.SortCriterion
                *, whole_folder: bool) -> Generator[Pause | Await, Any, list[int]]:
     """The positions in ``uids`` (ascending) in the order of the sort program; a message whose
     body is gone is left out. Equal messages keep message-number order whatever REVERSE says
-    (RFC 5256). PAUSE between pieces of the work when ``slicer``'s time is up."""
+    (RFC 5256). PAUSE between pieces of the work when ``slicer``'s time is up (see folder_values
+    for its one Await)."""
     columns = []
     for criterion in criteria:
         values = yield from folder_values(session, criterion.key, uids, slicer, whole_folder=whole_folder,

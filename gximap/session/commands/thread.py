@@ -96,7 +96,7 @@ def _thread_lines(session: Any, cmd: cmds.Thread, uids: list[int], slicer: TimeS
                   kept_as: tuple[tuple[Any, ...], str, list[int]] | None) -> Generator[Pause | Await, Any, list[bytes]]:
     def answer() -> Generator[Pause | Await, Any, list[bytes]]:
         items, numbers = yield from thread_items(session, uids, cmd.uid, slicer,
-                                            whole_folder=isinstance(cmd.search, cmds.SearchAll))
+                                                 whole_folder=isinstance(cmd.search, cmds.SearchAll))
         # (No collector pause: the threads are lists of integers, see sorting.ThreadForest.)
         threads = yield from _ALGORITHMS[cmd.algorithm](items, slicer)
         lines = [b"* THREAD" + (b" " if threads.roots else b"")]
