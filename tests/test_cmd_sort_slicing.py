@@ -227,11 +227,10 @@ def test_sliced_algorithms_and_sort_order_match_their_unsliced_runs(monkeypatch:
     assert pauses > 2 * count // 31
 
 
-def test_a_sort_closed_while_paused_leaves_the_columns_usable(conv: Conversation,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client leaves while its SORT has read part of the folder's values: no column is
-    kept half-filled, the collector is on, and the next SORT reads every value and answers as
-    a SORT that was never interrupted."""
+def _sort_paused_after_three_reads(conv: Conversation, monkeypatch: pytest.MonkeyPatch
+                                   ) -> tuple[bytes, list[list[int]], Any]:
+    """A SORT (SUBJECT) of the cold folder in another session, paused after its third read of
+    values: the answer it will give, the reads (record_sort_reads) and that session."""
     _small_pieces(monkeypatch)
     expected = conv.command("SORT (SUBJECT) UTF-8 ALL")[0]
     conv.ctx.sort_columns.clear()
@@ -243,6 +242,15 @@ def test_a_sort_closed_while_paused_leaves_the_columns_usable(conv: Conversation
         assert session.process(16)
         assert session.next_output() is None  # paused between reads
         assert gc.isenabled()
+    return expected, reads, session
+
+
+def test_a_sort_closed_while_paused_leaves_the_columns_usable(conv: Conversation,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client leaves while its SORT has read part of the folder's values: no column is
+    kept half-filled, the collector is on, and the next SORT reads every value and answers as
+    a SORT that was never interrupted."""
+    expected, reads, session = _sort_paused_after_three_reads(conv, monkeypatch)
     session.connection_lost()
     assert gc.isenabled()
     assert conv.ctx.sort_columns.held_bytes == 0  # nothing kept of the reads made
@@ -258,16 +266,7 @@ def test_two_sessions_sorting_a_cold_folder_at_once_read_it_once(conv: Conversat
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A second SORT of a folder whose first read is under way waits for it without a worker,
     then answers from its column: the folder's values are read once."""
-    _small_pieces(monkeypatch)
-    expected = conv.command("SORT (SUBJECT) UTF-8 ALL")[0]
-    conv.ctx.sort_columns.clear()
-    monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)
-    reads = record_sort_reads(monkeypatch, conv.store)
-    first = _another_session(conv)
-    first.data_received(b"s SORT (SUBJECT) UTF-8 ALL\r\n")
-    while len(reads) < 3:
-        assert first.process(16)
-        assert first.next_output() is None
+    expected, reads, first = _sort_paused_after_three_reads(conv, monkeypatch)
     second = _another_session(conv)
     second.data_received(b"t SORT (SUBJECT) UTF-8 ALL\r\n")
     for _ in range(100):
