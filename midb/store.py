@@ -1150,10 +1150,6 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             return self._folder(txn, dbs, self._account_id(txn, dbs, account), folder_id).recent_floor
 
-    def claim_recent(self, account: str, folder_id: int) -> int:
-        """Return the old recent_floor and raise it to uidnext-1, atomically."""
-        return self.claim_recent_range(account, folder_id)[0]
-
     def claim_recent_range(self, account: str, folder_id: int) -> tuple[int, int]:
         """Raise recent_floor to uidnext-1, atomically; -> (the old floor, the new one): the
         caller claimed \\Recent for the UIDs between, including any committed after its own
@@ -1195,7 +1191,7 @@ class Store(MetadataMixin):
                         items: Sequence[AppendItem]
                         ) -> tuple[int, list[int], int]:
         """append_many by a session that has the folder selected read-write: the same transaction
-        also does claim_recent, so that the session does not pay a second durable commit to claim
+        also does claim_recent_range, so that the session does not pay a second durable commit to claim
         \\Recent for the messages it just added. -> (uidvalidity, uids, previous recent_floor):
         the UIDs above that floor, up to the last new one, are recent for the caller."""
         uidvalidity, uids, floor = self._append(account, folder_id, _some_items(items, "append_claiming"), None,

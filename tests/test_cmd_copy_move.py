@@ -24,7 +24,7 @@ def seed_with_gap(conv: Conversation) -> None:
                          flags=("\\Seen",) if number % 2 else ())
     conv.store.store_flags("alice", folder.id, [3], "add", ["\\Deleted"])
     conv.store.expunge("alice", folder.id, [3])
-    conv.store.claim_recent("alice", folder.id)
+    conv.store.claim_recent_range("alice", folder.id)
 
 
 def test_rfc4315_copyuid(conv: Conversation) -> None:

@@ -19,7 +19,7 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
 def seed(conv: Conversation, count: int, deleted: set[int]) -> None:
     for number in range(1, count + 1):
         conv.add_message(flags=("\\Deleted",) if number in deleted else ())
-    conv.store.claim_recent("alice", conv.folder("INBOX").id)
+    conv.store.claim_recent_range("alice", conv.folder("INBOX").id)
 
 
 def test_rfc3501_example(conv: Conversation) -> None:

@@ -23,7 +23,7 @@ def seed(conv: Conversation, *flag_sets: tuple[str, ...], recent: bool = False) 
     (so no \\Recent appears and the lines read as in the RFC examples)."""
     uids = [conv.add_message(flags=flags) for flags in flag_sets]
     if not recent:
-        conv.store.claim_recent("alice", conv.folder("INBOX").id)
+        conv.store.claim_recent_range("alice", conv.folder("INBOX").id)
     return uids
 
 

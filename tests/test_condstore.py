@@ -27,7 +27,7 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
 def seed(conv: Conversation, *flag_sets: tuple[str, ...]) -> list[int]:
     """Messages with the given flags, already seen by another session (no \\Recent)."""
     uids = [conv.add_message(flags=flags) for flags in flag_sets]
-    conv.store.claim_recent("alice", conv.folder("INBOX").id)
+    conv.store.claim_recent_range("alice", conv.folder("INBOX").id)
     return uids
 
 

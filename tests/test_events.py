@@ -98,7 +98,7 @@ def test_callback_may_use_the_store(store: Store) -> None:
     def callback(account: str, folder_id: int, modseq: int) -> None:
         if not results:
             results.append(store.changes_since(account, folder_id, modseq - 1))
-            results.append(store.claim_recent(account, folder_id))
+            results.append(store.claim_recent_range(account, folder_id)[0])
 
     store.watch("alice", callback)
     store.append("alice", inbox(store), MSG)

@@ -32,7 +32,7 @@ def _inbox(conv: Conversation) -> int:
 
 def _seed(conv: Conversation, count: int) -> list[int]:
     uids = [conv.add_message() for _ in range(count)]
-    conv.store.claim_recent("alice", _inbox(conv))
+    conv.store.claim_recent_range("alice", _inbox(conv))
     return uids
 
 
@@ -231,7 +231,7 @@ def test_folder_deleted_while_lazy_lines_wait(tmp_path: Path, monkeypatch: pytes
         a.command("CREATE Box")
         folder_id = a.folder("Box").id
         uids = [a.add_message("Box") for _ in range(3)]
-        a.store.claim_recent("alice", folder_id)
+        a.store.claim_recent_range("alice", folder_id)
         a.select("Box")
         a.send(b"i IDLE\r\n")
         a.store.store_flags("alice", folder_id, uids, "add", ("\\Seen",))

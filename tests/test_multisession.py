@@ -21,7 +21,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Conversation, Conversation]]:
     with Conversation(tmp_path) as first:
         for number in range(1, 4):
             first.add_message(data=b"Subject: message %d\r\n\r\nbody %d\r\n" % (number, number))
-        first.store.claim_recent("alice", first.folder("INBOX").id)
+        first.store.claim_recent_range("alice", first.folder("INBOX").id)
         second = first.second_session()
         for conv in (first, second):
             conv.login()

@@ -165,7 +165,7 @@ def test_durable_writes_sync_after_the_commit_and_flag_changes_do_not(tmp_path: 
             store.append("alice", info.id, b"Subject: x\r\n\r\nbody\r\n")
             assert syncs == [True]
             store.store_flags("alice", info.id, [1], "add", ["\\Deleted"])
-            store.claim_recent("alice", info.id)
+            store.claim_recent_range("alice", info.id)
             store.set_subscribed("alice", "INBOX", True)
             assert syncs == [True]
             store.expunge("alice", info.id)

@@ -27,7 +27,7 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
 def seed(conv: Conversation, count: int, mailbox: str = "INBOX") -> list[int]:
     """``count`` messages, already seen by another session (no \\Recent)."""
     uids = [conv.add_message(mailbox) for _ in range(count)]
-    conv.store.claim_recent("alice", conv.folder(mailbox).id)
+    conv.store.claim_recent_range("alice", conv.folder(mailbox).id)
     return uids
 
 

@@ -63,7 +63,7 @@ def _fill(conv: Conversation, mailbox: str, count: int, *, unseen: Iterable[int]
 
 def _claim_recent(conv: Conversation, mailbox: str, user: str = "alice") -> None:
     """As if another session had selected the mailbox: what is there now is no longer recent."""
-    conv.store.claim_recent(user, conv.folder(mailbox, user).id)
+    conv.store.claim_recent_range(user, conv.folder(mailbox, user).id)
 
 
 # -- 6.1 any state ------------------------------------------------------------------------------
@@ -910,7 +910,7 @@ def test_8_sample_imap4rev1_connection(tmp_path):
             internaldate = _epoch("17-Jul-1996 09:44:25") if number == 12 else None
             conv.store.append("mrc", inbox.id, data, flags=(SEEN,), internaldate=internaldate,
                               tzoffset=-420 if number == 12 else 0)
-        conv.store.claim_recent("mrc", inbox.id)
+        conv.store.claim_recent_range("mrc", inbox.id)
         for number in (17, 18):
             conv.store.append("mrc", inbox.id, _message(number))
         conv.script("""

@@ -411,18 +411,18 @@ def test_has_children_folder_names_and_subscriptions_of_a_branch(store: Store, a
     assert sorted(store.subscriptions("alice", "")) == sorted(store.subscriptions("alice"))
 
 
-def test_claim_recent(store: Store, alice: Account) -> None:
+def test_claim_recent_range(store: Store, alice: Account) -> None:
     inbox = inbox_id(store)
-    assert store.claim_recent("alice", inbox) == 0
+    assert store.claim_recent_range("alice", inbox)[0] == 0
     store.append("alice", inbox, MSG)
     store.append("alice", inbox, MSG)
-    assert store.claim_recent("alice", inbox) == 0
-    assert store.claim_recent("alice", inbox) == 2
+    assert store.claim_recent_range("alice", inbox)[0] == 0
+    assert store.claim_recent_range("alice", inbox)[0] == 2
     store.append("alice", inbox, MSG)
-    assert store.claim_recent("alice", inbox) == 2
+    assert store.claim_recent_range("alice", inbox)[0] == 2
     assert folder(store, "INBOX").recent_floor == 3
     with pytest.raises(NoSuchFolder):
-        store.claim_recent("alice", 999)
+        store.claim_recent_range("alice", 999)
 
 
 # ---- messages ---------------------------------------------------------------------------------------

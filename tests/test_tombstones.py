@@ -38,6 +38,13 @@ def expunge_one_by_one(store: Store, folder_id: int, uids: list[int], account: s
         assert store.expunge(account, folder_id, [uid]) == [uid]
 
 
+def inbox_with(store: Store, count: int) -> tuple[int, list[int]]:
+    """alice's INBOX id, after ``count`` messages appended to it, and their UIDs."""
+    inbox = store.get_folder("alice", "INBOX")
+    assert inbox is not None
+    return inbox.id, [store.append("alice", inbox.id, MSG)[1] for _ in range(count)]
+
+
 def account_id(store: Store, name: str = "alice") -> int:
     account = store.get_account(name)
     assert account is not None
@@ -66,94 +73,86 @@ def tombstone_count(store: Store, folder_id: int) -> int:
 
 
 def test_a_folder_keeps_the_tombstones_of_its_window_only(store: Store) -> None:
-    inbox = store.get_folder("alice", "INBOX")
-    assert inbox is not None
-    uids = [store.append("alice", inbox.id, MSG)[1] for _ in range(40)]
-    start = highest(store, inbox.id)
-    expunge_one_by_one(store, inbox.id, uids[:5])
-    middle = highest(store, inbox.id)
-    assert store.vanished_since("alice", inbox.id, start) == uids[:5]   # exact: nothing pruned yet
-    expunge_one_by_one(store, inbox.id, uids[5:30])
-    top = highest(store, inbox.id)
+    inbox_id, uids = inbox_with(store, 40)
+    start = highest(store, inbox_id)
+    expunge_one_by_one(store, inbox_id, uids[:5])
+    middle = highest(store, inbox_id)
+    assert store.vanished_since("alice", inbox_id, start) == uids[:5]   # exact: nothing pruned yet
+    expunge_one_by_one(store, inbox_id, uids[5:30])
+    top = highest(store, inbox_id)
     # Two modseqs per message here (\Deleted, then the tombstone): the window holds six
     # tombstones, a stride more at most before the next prune.
-    assert 6 <= tombstone_count(store, inbox.id) <= 6 + 2
-    assert store.stats()["tombstones"] == tombstone_count(store, inbox.id)
+    assert 6 <= tombstone_count(store, inbox_id) <= 6 + 2
+    assert store.stats()["tombstones"] == tombstone_count(store, inbox_id)
     # From within the window: exact.
-    recent = store.vanished_since("alice", inbox.id, top - 4)
+    recent = store.vanished_since("alice", inbox_id, top - 4)
     assert recent.exact and recent == uids[28:30]
     # From before it: a superset, every UID below the prune's UIDNEXT that is not in the folder.
-    old = store.vanished_since("alice", inbox.id, middle)
+    old = store.vanished_since("alice", inbox_id, middle)
     assert not old.exact and old.pruned_below == 41
     assert [uid for uid in range(1, 45) if uid in old] == uids[:30]
     assert list(old.among(uids)) == uids[:30]
     assert old.absent_ranges([(31, 40)]) == [(1, 30)]
-    changed, vanished = store.changes_since("alice", inbox.id, start)
+    changed, vanished = store.changes_since("alice", inbox_id, start)
     assert changed == [] and not vanished.exact and 7 in vanished and 31 not in vanished
     # The same answer for a view, and for the column read of FETCH CHANGEDSINCE.
-    assert store.view_changes_since("alice", inbox.id, middle, 40).vanished == old
-    assert store.changed_columns("alice", inbox.id, middle)[1] == old
+    assert store.view_changes_since("alice", inbox_id, middle, 40).vanished == old
+    assert store.changed_columns("alice", inbox_id, middle)[1] == old
     assert store.verify() == []
 
 
 def test_a_uid_past_the_prune_is_exact(store: Store) -> None:
-    inbox = store.get_folder("alice", "INBOX")
-    assert inbox is not None
-    uids = [store.append("alice", inbox.id, MSG)[1] for _ in range(20)]
-    expunge_one_by_one(store, inbox.id, uids[:15])
-    later = store.append("alice", inbox.id, MSG)[1]   # above the UIDNEXT of the last prune
-    vanished = store.vanished_since("alice", inbox.id, 1)
+    inbox_id, uids = inbox_with(store, 20)
+    expunge_one_by_one(store, inbox_id, uids[:15])
+    later = store.append("alice", inbox_id, MSG)[1]   # above the UIDNEXT of the last prune
+    vanished = store.vanished_since("alice", inbox_id, 1)
     assert not vanished.exact and vanished.pruned_below <= later
     assert later not in vanished and 16 not in vanished and 3 in vanished
-    expunge_one_by_one(store, inbox.id, [later])
-    vanished = store.vanished_since("alice", inbox.id, 1)
+    expunge_one_by_one(store, inbox_id, [later])
+    vanished = store.vanished_since("alice", inbox_id, 1)
     assert later in vanished
 
 
 def test_a_long_history_is_pruned_a_part_per_expunge(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    inbox = store.get_folder("alice", "INBOX")
-    assert inbox is not None
     monkeypatch.setattr(tombstones, "WINDOW", 10_000)   # as an index from before pruning
-    uids = [store.append("alice", inbox.id, MSG)[1] for _ in range(40)]
-    expunge_one_by_one(store, inbox.id, uids[:30])
-    assert tombstone_count(store, inbox.id) == 30
+    inbox_id, uids = inbox_with(store, 40)
+    expunge_one_by_one(store, inbox_id, uids[:30])
+    assert tombstone_count(store, inbox_id) == 30
     monkeypatch.setattr(tombstones, "WINDOW", 4)
     monkeypatch.setattr(tombstones, "PRUNE_AT_MOST", 8)
-    expunge_one_by_one(store, inbox.id, [uids[30]])
-    assert tombstone_count(store, inbox.id) == 31 - 8
-    old = store.vanished_since("alice", inbox.id, 1)
+    expunge_one_by_one(store, inbox_id, [uids[30]])
+    assert tombstone_count(store, inbox_id) == 31 - 8
+    old = store.vanished_since("alice", inbox_id, 1)
     assert not old.exact and [uid for uid in uids if uid in old] == uids[:31]
     # Exact above the floor: the tombstones the part left.
     shared = store._shared
     with shared.env.begin() as txn:
-        floor, _ceiling = tombstones.read_floor(txn, shared.dbs.tombstones, account_id(store), inbox.id)
-    assert store.vanished_since("alice", inbox.id, floor) == uids[8:31]
-    expunge_one_by_one(store, inbox.id, [uids[31]])
-    expunge_one_by_one(store, inbox.id, [uids[32]])
-    assert tombstone_count(store, inbox.id) == 33 - 24
+        floor, _ceiling = tombstones.read_floor(txn, shared.dbs.tombstones, account_id(store), inbox_id)
+    assert store.vanished_since("alice", inbox_id, floor) == uids[8:31]
+    expunge_one_by_one(store, inbox_id, [uids[31]])
+    expunge_one_by_one(store, inbox_id, [uids[32]])
+    assert tombstone_count(store, inbox_id) == 33 - 24
     assert store.verify() == []
 
 
 def test_verify_checks_and_repairs_the_floor(store: Store) -> None:
-    inbox = store.get_folder("alice", "INBOX")
-    assert inbox is not None
-    uids = [store.append("alice", inbox.id, MSG)[1] for _ in range(20)]
-    expunge_one_by_one(store, inbox.id, uids[:15])
+    inbox_id, uids = inbox_with(store, 20)
+    expunge_one_by_one(store, inbox_id, uids[:15])
     assert store.verify() == []
     shared = store._shared
     alice = account_id(store)
     with shared.env.begin() as txn:
-        floor, ceiling = tombstones.read_floor(txn, shared.dbs.tombstones, alice, inbox.id)
+        floor, ceiling = tombstones.read_floor(txn, shared.dbs.tombstones, alice, inbox_id)
     assert floor > 0 and ceiling == 21
     # A floor beyond the folder's counters (damage): reported, and repair raises the counters,
     # which never go back below what a client may have been told.
     with shared.env.begin(write=True) as txn:
-        txn.put(tombstones.floor_key(alice, inbox.id), tombstones._FLOOR.pack(10_000, 500),
+        txn.put(tombstones.floor_key(alice, inbox_id), tombstones._FLOOR.pack(10_000, 500),
                 db=shared.dbs.tombstones)
     problems = store.verify()
     assert len(problems) == 1 and "pruned up to modseq 10000" in problems[0]
     store.verify(repair=True)
-    after = store.folder_by_id("alice", inbox.id)
+    after = store.folder_by_id("alice", inbox_id)
     assert after is not None and after.highestmodseq == 10_000 and after.uidnext == 500
     assert store.verify() == []
 
@@ -185,7 +184,7 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
         conversation.login()
         for _ in range(30):
             conversation.add_message()
-        conversation.store.claim_recent("alice", conversation.folder("INBOX").id)
+        conversation.store.claim_recent_range("alice", conversation.folder("INBOX").id)
         yield conversation
 
 

@@ -721,7 +721,7 @@ class SelectedMailbox:
 
     def _claim_recent_of(self, new: list[int]) -> None:
         """Mark the newly seen UIDs (sorted) \\Recent where this session claims them: in the ranges
-        its own APPENDs claimed, and, for any beyond those, with a claim_recent transaction."""
+        its own APPENDs claimed, and, for any beyond those, with a claim_recent_range transaction."""
         claims, self._claims = self._claims, []
         claimed_up_to = max((last for _floor, last in claims), default=0)
         if new[-1] > claimed_up_to:
