@@ -217,7 +217,7 @@ class Daemon:
                 raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_ca_path", str(exc)))) from None
         return context
 
-    def _open_store(self):  # noqa: ANN202
+    def _open_store(self, *, take_over_removals: bool = True):  # noqa: ANN202
         from midb.errors import MidbError
         from midb.store import Store
 
@@ -233,6 +233,7 @@ class Daemon:
                 inline_limit=INLINE_BODY_LIMIT,
                 shards=int(cfg.midb_shard_num),
                 parse_delay=float(cfg.midb_parse_delay) or None,
+                take_over_removals=take_over_removals,
             )
         except (OSError, MidbError) as exc:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None
@@ -284,7 +285,7 @@ class Daemon:
         cfg = self.cfg
         # Open the store once before forking: a store that cannot be opened is a start-up error
         # reported here, and a schema upgrade runs once, not in every process at the same time.
-        self._open_store().close()
+        self._open_store(take_over_removals=False).close()   # the serving processes take them over
         codes = ResponseCodes.load(str(cfg.data_file_path))  # read once; the processes inherit it
         siblings = SiblingChannel.create(count)
         latch = SignalLatch()

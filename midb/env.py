@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, sortindex, summary
+from midb import bodyrecords, columns, indexes, removal, sortindex, summary
 from midb.errors import MidbError, StoreBusy, StoreFull
 from midb.prefetch import LeafPrefetcher
 
@@ -155,8 +155,11 @@ class WriteEffects:
         if self.changes.get(key, -1) < modseq:
             self.changes[key] = modseq
 
-    def unlink_blob(self, blob: str) -> None:
-        self.unlink.append(blob)
+    def unlink_blob(self, txn: Any, dbs: Databases, blob_raw: bytes) -> None:
+        """A body file whose last reference this transaction removes: recorded in it, and
+        removed after the commit (midb.removal)."""
+        removal.record(txn, dbs, blob_raw)
+        self.unlink.append(blob_raw.hex())
 
 
 WriteJob = Callable[[Any, Databases, WriteEffects], T]

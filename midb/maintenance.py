@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, sortindex, tombstones
+from midb import bodyrecords, columns, indexes, removal, sortindex, tombstones
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -88,6 +88,7 @@ class _Scan:
     expected_changes: set[bytes] = field(default_factory=set)
     indexes_stale: bool = False                                       # flag index / keyword counts differ
     inline: set[bytes] = field(default_factory=set)                   # bodies kept in the index
+    awaiting_removal: set[bytes] = field(default_factory=set)         # files a remover will take (midb.removal)
     problems: list[tuple[str, Any]] = field(default_factory=list)    # (kind, detail) for repair
 
 
@@ -255,6 +256,12 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
         if blob_raw not in scan.blob_records:
             errors.append(f"summary of unknown body {blob_raw.hex()}")
             scan.problems.append(("summary_dangling", blob_raw))
+    for blob_raw in removal.recorded(txn, dbs):
+        if blob_raw in scan.blob_records:
+            errors.append(f"body {blob_raw.hex()}: recorded for removal but still has a record")
+            scan.problems.append(("removal_wrong", blob_raw))
+        else:
+            scan.awaiting_removal.add(blob_raw)
     for key in bodyrecords.strays(txn, dbs):
         errors.append(f"body record of unknown kind {key.hex()}")
         scan.problems.append(("body_record_stray", key))
@@ -329,6 +336,8 @@ def _scan_files(store: Store, scans: list[_Scan], now: float
         seen.add(name)
         blob_raw = bytes.fromhex(name)
         shard = shards_of.of_blob(blob_raw, count)
+        if blob_raw in scans[shard].awaiting_removal:
+            continue   # released by an expunge; a remover takes it (midb.removal)
         if blob_raw not in scans[shard].blob_refs and blob_raw not in scans[shard].blob_records:
             orphans.append(f"body file {path} not referenced by the index")
             if old:
@@ -462,8 +471,11 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
                 txn.delete(detail, db=dbs.tombstones)
             elif kind == "blob_unreferenced":
                 if not bodyrecords.delete_all(txn, dbs, detail):
-                    effects.unlink_blob(detail.hex())
+                    effects.unlink_blob(txn, dbs, detail)
                 done.append(f"removed unreferenced body {detail.hex()}")
+            elif kind == "removal_wrong":
+                removal.forget(txn, dbs, [detail])
+                done.append(f"kept body {detail.hex()}, wrongly recorded for removal")
             elif kind == "blob_refcount":
                 bodyrecords.put(txn, dbs, bodyrecords.REFS, detail,
                                 pack_blob_record(scan.blob_refs[detail], scan.blob_sizes[detail]))
@@ -699,7 +711,7 @@ def _sync_tree(dest: str) -> None:
 def stats(store: Store) -> dict[str, int]:
     """Totals over every shard; map_size is each shard's map."""
     result = dict.fromkeys(("accounts", "folders", "messages", "bytes", "bodies", "body_bytes", "tombstones",
-                            "index_bytes", "keyword_sets"), 0)
+                            "index_bytes", "keyword_sets", "bodies_awaiting_removal"), 0)
     shards = store._live_shards()
     for shared in shards:
         dbs = shared.dbs
@@ -715,6 +727,7 @@ def stats(store: Store) -> dict[str, int]:
                 for key in txn.cursor(dbs.folders).iternext(values=False))
             # Not a total: the account nearest to running out of ids (they are per account, never freed).
             result["keyword_sets"] = max(result["keyword_sets"], columns.fullest_keyword_sets(txn, dbs))
+            result["bodies_awaiting_removal"] += len(removal.recorded(txn, dbs))
         info = shared.env.info()
         result["index_bytes"] += (info["last_pgno"] + 1) * shared.env.stat()["psize"]
     result["map_size"] = shards[0].env.info()["map_size"]

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import lmdb
 
-from midb import bodyrecords, columns, events, indexes, maintenance, mime, quotas, sortindex
+from midb import bodyrecords, columns, events, indexes, maintenance, mime, quotas, removal, sortindex
 from midb import shards as shards_of
 from midb import tombstones as tombstones_of
 from midb.accounts import (
@@ -187,12 +187,17 @@ class Store(MetadataMixin):
     parse_delay: None (the default) parses each body (MIME digest and search summary) inside the
     append that stores it; a number of seconds has a thread parse it that long after its commit
     instead, unless it is expunged first or a reader parses it before (midb.deferred).
+
+    Body files no message references any more are removed by a thread after the commit
+    (midb.removal). ``take_over_removals``: also remove those a process left recorded when it
+    stopped or died (False for an open that only checks the store and closes it again).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 8 << 30,
                  run_dir: str | None = None, data_path: list[str] | None = None,
                  default_lang: str = "en", readonly: bool = False, max_message_size: int = 0,
-                 inline_limit: int = 0, shards: int = 1, parse_delay: float | None = None) -> None:
+                 inline_limit: int = 0, shards: int = 1, parse_delay: float | None = None,
+                 take_over_removals: bool = True) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.fsync = fsync
         # Bodies up to this size are kept in the index itself (see _store_bodies); 0: always files.
@@ -230,7 +235,12 @@ class Store(MetadataMixin):
         self._parser: DeferredParser | None = None
         if parse_delay is not None and not readonly:
             self._parser = DeferredParser(self.store_parsed, parse_delay)
+        self._remover: removal.BodyRemover | None = None
         self._closed = False
+        if not readonly:
+            self._remover = removal.BodyRemover(self._blobs.unlink, self._forget_removed)
+            if take_over_removals:
+                self._remove_recorded()
 
     # ---- life cycle ---------------------------------------------------------------------------------
 
@@ -239,6 +249,8 @@ class Store(MetadataMixin):
             return
         if self._parser is not None:
             self._parser.close()
+        if self._remover is not None and not self._shared.stale:
+            self._remover.close()
         self._closed = True
         if self._shared.stale:
             return
@@ -352,14 +364,45 @@ class Store(MetadataMixin):
         return result
 
     def _after_commit(self, effects: WriteEffects) -> None:
-        for blob in effects.unlink:
-            try:
-                self._blobs.unlink(blob)
-            except OSError as error:   # leaves an orphan file for `verify --repair`
-                log.warning("cannot remove body %s: %s", blob, error)
+        if effects.unlink and self._remover is not None:
+            self._remover.remove(effects.unlink)   # midb.removal: their ids are recorded
         if effects.changes:
             events.publish_all(self._shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
                                         modseq in effects.changes.items()])
+
+    def _remove_recorded(self) -> None:
+        """At open: take over the removals a process left recorded (it stopped or died first)."""
+        assert self._remover is not None
+        for shared in self._shards:
+            with lmdb_errors(), shared.read() as txn:
+                blob_raws = removal.recorded(txn, shared.dbs)
+                # Never expected, but a file the index references is mail: its record is wrong.
+                kept = [blob_raw for blob_raw in blob_raws
+                        if bodyrecords.get(txn, shared.dbs, bodyrecords.REFS, blob_raw) is not None]
+            if kept:
+                log.warning("%d bodies recorded for removal are still referenced; kept", len(kept))
+                self._write(_forget_removals(kept), shared)
+            self._remover.remove(blob_raw.hex() for blob_raw in blob_raws if blob_raw not in kept)
+
+    def _forget_removed(self, blobs: list[str]) -> None:
+        """The remover's thread: these bodies' files are gone; drop their records, each in its
+        shard. Not synced of its own (midb.removal)."""
+        by_shard: dict[int, list[bytes]] = {}
+        count = len(self._shards)
+        for blob in blobs:
+            blob_raw = bytes.fromhex(blob)
+            by_shard.setdefault(shards_of.of_blob(blob_raw, count), []).append(blob_raw)
+        shards = self._live_shards()
+        for shard, blob_raws in by_shard.items():
+            self._write(_forget_removals(blob_raws), shards[shard], durable=False)
+
+    def wait_for_removals(self, timeout: float = removal.CLOSE_WAIT) -> bool:
+        """Wait until the body files released so far are removed (True), or ``timeout`` passed."""
+        return self._remover is None or self._remover.wait(timeout)
+
+    def removals_pending(self) -> int:
+        """Body files released by this process and not removed yet."""
+        return 0 if self._remover is None else self._remover.pending()
 
     # ---- shared transaction helpers ----------------------------------------------------------------
 
@@ -484,7 +527,7 @@ class Store(MetadataMixin):
         refcount, size = unpack_blob_record(raw)
         if refcount <= count:
             if not bodyrecords.delete_all(txn, dbs, blob_raw):
-                effects.unlink_blob(blob_raw.hex())   # a body file: removed after the commit
+                effects.unlink_blob(txn, dbs, blob_raw)   # a body file: removed after the commit
         else:
             bodyrecords.put(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(refcount - count, size))
 
@@ -2604,6 +2647,13 @@ def _encode_parse(digest: mime.Digest) -> tuple[bytes, bytes] | None:
     except Exception:
         log.exception("MIME digest could not be encoded; it will be recomputed on demand")
         return None
+
+
+def _forget_removals(blob_raws: list[bytes]) -> Callable[[Any, Databases, WriteEffects], None]:
+    """A write job dropping the removal records of these bodies (midb.removal)."""
+    def job(txn: Any, dbs: Databases, _effects: WriteEffects) -> None:
+        removal.forget(txn, dbs, blob_raws)
+    return job
 
 
 def _store_parsed_job(records: list[tuple[bytes, tuple[bytes, bytes], Any]]

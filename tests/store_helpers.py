@@ -20,6 +20,14 @@ def store_with_alice(path: Path, **options: Any) -> Iterator[Store]:
         yield opened
 
 
+def body_files(store: Store) -> list[str]:
+    """The names of the store's body files, once the files its writes released are removed
+    (midb.removal removes them in a thread, after the write answers)."""
+    assert store.wait_for_removals()
+    root = Path(store.path) / "eml"
+    return sorted(path.name for path in root.rglob("*") if path.is_file()) if root.exists() else []
+
+
 def folder_id(store: Store, name: str = "INBOX", account: str = "alice") -> int:
     info = store.get_folder(account, name)
     assert info is not None

@@ -127,21 +127,30 @@ def test_body_is_on_disk_before_the_index_commit(store: Store, monkeypatch: pyte
 
 
 def test_body_removed_only_after_commit(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expunge answers before the file goes (midb.removal); the file goes once the index no
+    longer references it, and its removal record goes after the file."""
     info = store.get_folder("alice", "INBOX")
     assert info is not None
     store.append("alice", info.id, b"to be expunged", flags=["\\Deleted"])
     blob = store.messages("alice", info.id)[0].blob
-    index_state_at_unlink: list[int] = []
-    real_unlink = BlobFiles.unlink
+    state_at_unlink: list[tuple[int, int]] = []
+    gate = threading.Event()
 
-    def spying_unlink(self: BlobFiles, victim: str) -> None:
-        index_state_at_unlink.append(len(store.uids("alice", info.id)))
-        real_unlink(self, victim)
+    def spying_unlink(victim: str) -> None:
+        gate.wait(10)
+        state_at_unlink.append((len(store.uids("alice", info.id)), store.stats()["bodies_awaiting_removal"]))
+        real_unlink(victim)
 
-    monkeypatch.setattr(BlobFiles, "unlink", spying_unlink)
+    assert store._remover is not None
+    real_unlink = store._remover._unlink
+    monkeypatch.setattr(store._remover, "_unlink", spying_unlink)
     assert store.expunge("alice", info.id) == [1]
-    assert index_state_at_unlink == [0]              # the expunge was committed when the file went
+    assert os.path.exists(store.body_path(blob)) and store.stats()["bodies_awaiting_removal"] == 1
+    gate.set()
+    assert store.wait_for_removals()
+    assert state_at_unlink == [(0, 1)]   # the expunge was committed, and recorded, when the file went
     assert not os.path.exists(store.body_path(blob))
+    assert store.stats()["bodies_awaiting_removal"] == 0
 
 
 def test_a_process_pool_shutdown_waits_for_queued_work_and_a_later_get_starts_anew() -> None:

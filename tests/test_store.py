@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import body_files
 
 from midb import bodyrecords, maintenance, mime
 from midb.accounts import normalize_account_name
@@ -58,11 +59,6 @@ def folder(store: Store, name: str, account: str = "alice") -> FolderInfo:
     info = store.get_folder(account, name)
     assert info is not None, name
     return info
-
-
-def body_files(store: Store) -> list[str]:
-    root = os.path.join(store.path, "eml")
-    return sorted(name for sub in os.listdir(root) for name in os.listdir(os.path.join(root, sub)))
 
 
 def assert_consistent(store: Store, account: str = "alice") -> None:
@@ -1136,6 +1132,7 @@ def test_digests_of_fetched_bodies_are_kept_but_a_gone_body_has_no_summary(store
     assert first == mime.digest(MSG)
     store.store_flags("alice", inbox, [1], "add", ["\\Deleted"])
     store.expunge("alice", inbox)
+    assert store.wait_for_removals()              # the file goes a moment after (midb.removal)
     assert store.summaries([blob]) == [None]      # the index answers, not the cache
     with pytest.raises(NoSuchBody):
         store.summary(blob)

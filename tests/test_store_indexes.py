@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import lmdb
 import pytest
+from store_helpers import body_files
 
 from midb import bodyrecords, mime, searchtext
 from midb import env as midb_env
@@ -350,6 +351,7 @@ def test_summaries_hold_the_digest_header_values(store: Store) -> None:
     assert store.summary(multipart.blob).leaf is None
     store.store_flags("alice", folder, [1], "add", ["\\Deleted"])
     store.expunge("alice", folder)
+    assert store.wait_for_removals()
     assert store.summaries([plain.blob, multipart.blob]) == [None, store.summary(multipart.blob)]
     with pytest.raises(NoSuchBody):
         store.summary(plain.blob)
@@ -452,6 +454,7 @@ def test_sort_records_of_older_damaged_or_missing_summaries(store: Store) -> Non
     assert store.summary_fields_by_key(keys, sort_record, gone) == expected
     store.store_flags("alice", folder, [5], "add", ["\\Deleted"])
     store.expunge("alice", folder)
+    assert store.wait_for_removals()
     assert store.summary_fields_by_key(keys, sort_record, gone) == [*expected[:4], gone]
     assert store.summary_fields_by_key(keys, sort_record) == [*expected[:4], None]
 
@@ -598,11 +601,6 @@ def test_concurrent_appends_share_commits(tmp_path: Path, commits: list[int]) ->
 # -- bodies kept in the index ----------------------------------------------------------------------------
 
 
-def body_files(store: Store) -> list[str]:
-    root = Path(store.path) / "eml"
-    return sorted(path.name for path in root.rglob("*") if path.is_file()) if root.exists() else []
-
-
 def test_small_bodies_live_in_the_index_large_ones_in_files(tmp_path: Path) -> None:
     small, large = MSG, MSG + b"x" * 5000
     with Store(tmp_path / "store", fsync=True, inline_limit=1000) as store:
@@ -633,6 +631,7 @@ def test_small_bodies_live_in_the_index_large_ones_in_files(tmp_path: Path) -> N
         with pytest.raises(NoSuchBody):
             store.read_body(metas[2].blob)
         store.delete_folder("alice", "Archive")
+        assert store.wait_for_removals()
         assert store.read_bodies([metas[0].blob, metas[1].blob]) == [None, None]
         with store._env.read() as txn:
             kept = [blob for blob, _ in bodyrecords.items(txn, store._shared.dbs, bodyrecords.BODY, values=False)]

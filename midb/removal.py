@@ -1,0 +1,173 @@
+"""Body files no message references any more are removed by a thread, after the write that
+released them has answered.
+
+Why: removing a file costs a filesystem journal update. On the disk this project is measured on
+that is 60-90 µs a file, so an EXPUNGE of 20,000 messages whose bodies are files spent 1.8 s of
+its 2.0 s unlinking (before this module), while the client waited and the worker was held. What
+the client is owed is the index change; the disk space can follow a moment later. Dovecot's
+mdbox does the same in its purge step.
+
+Crash safety: the transaction that drops a body's last reference also records the body's id in
+the index (``meta``, key ``unlink:`` + id), and the id is handed to the :class:`BodyRemover`
+after the commit. The remover's thread removes the file first, then the record (a write that is
+not synced of its own: lost in a power failure, the record comes back and the removal of a file
+already gone is a no-op). A store opened for writing takes over the records it finds, so a crash
+between the commit and the removal leaves neither an orphan file nor a reference to a missing
+one. ``verify`` counts a file with a record as awaiting removal, not as an orphan.
+
+A body id is never used again once its last reference is gone (ids are random, 128 bits), so no
+later write can meet a file the remover is about to take away.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+log = logging.getLogger("midb")
+
+KEY_PREFIX = b"unlink:"
+BATCH = 512          # files removed before their records are forgotten in one write
+CLOSE_WAIT = 5.0     # what Store.close() waits at most for the files still queued
+
+
+def record(txn: Any, dbs: Any, blob_raw: bytes) -> None:
+    """In the transaction that removes a body's last reference: keep its id until its file is gone."""
+    txn.put(KEY_PREFIX + blob_raw, b"", db=dbs.meta)
+
+
+def recorded(txn: Any, dbs: Any) -> list[bytes]:
+    """The ids of the bodies whose files await removal."""
+    cursor = txn.cursor(dbs.meta)
+    found: list[bytes] = []
+    if not cursor.set_range(KEY_PREFIX):
+        return found
+    size = len(KEY_PREFIX)
+    for key in cursor.iternext(values=False):
+        if key[:size] != KEY_PREFIX:
+            break
+        found.append(bytes(key[size:]))
+    return found
+
+
+def forget(txn: Any, dbs: Any, blob_raws: Iterable[bytes]) -> None:
+    for blob_raw in blob_raws:
+        txn.delete(KEY_PREFIX + blob_raw, db=dbs.meta)
+
+
+class BodyRemover:
+    """The files waiting for removal in this process, and the thread that removes them.
+
+    ``unlink(blob)`` removes a body's file (a missing file is no error); ``forget(blobs)`` drops
+    the records of those whose files are gone. A file whose removal fails keeps its record: the
+    next store opened for writing tries again, and verify shows it meanwhile.
+    """
+
+    _instances: weakref.WeakSet[BodyRemover] = weakref.WeakSet()
+
+    def __init__(self, unlink: Callable[[str], None], forget: Callable[[list[str]], None]) -> None:
+        self._unlink = unlink
+        self._forget = forget
+        self._reset()
+        BodyRemover._instances.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: collections.deque[str] = collections.deque()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._closing = False     # the thread leaves once the queue is empty
+        self._abandon = False     # the thread leaves after the file in hand
+
+    def remove(self, blobs: Iterable[str]) -> None:
+        """Bodies whose last reference a committed write removed (and recorded): remove their files."""
+        with self._lock:
+            if self._abandon:
+                return   # closed: the records stay, for the next store opened for writing
+            before = len(self._queue)
+            self._queue.extend(blobs)
+            if len(self._queue) == before:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="midb-unlink", daemon=True)
+                self._thread.start()
+            elif before == 0:
+                self._changed.notify_all()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue) + self._in_flight
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every file handed over so far is removed; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queue or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Remove what is queued, for ``timeout`` at most; the rest keep their records (the next
+        store opened for writing removes them). Called before the store's environments close."""
+        finished = self.wait(timeout)
+        with self._lock:
+            if not finished:
+                log.info("%d body files left to remove at the next start",
+                         len(self._queue) + self._in_flight)
+            self._closing = self._abandon = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+
+    def _take(self) -> list[str] | None:
+        with self._lock:
+            while not self._queue and not self._closing:
+                self._changed.wait()
+            if not self._queue or self._abandon:
+                self._thread = None
+                self._changed.notify_all()
+                return None
+            batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+            self._in_flight = len(batch)
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            removed: list[str] = []
+            for blob in batch:
+                if self._abandon:
+                    break
+                try:
+                    self._unlink(blob)
+                except OSError as error:   # keeps its record: retried at the next open
+                    log.warning("cannot remove body %s: %s", blob, error)
+                    continue
+                removed.append(blob)
+            try:
+                if removed:
+                    self._forget(removed)
+            except Exception:   # the records stay; the next open removes (nothing) and forgets them
+                log.exception("cannot forget %d removed bodies", len(removed))
+            with self._lock:
+                self._in_flight = 0
+                self._changed.notify_all()
+
+    @classmethod
+    def _forget_after_fork(cls) -> None:
+        # The thread did not survive the fork, and the queue is the parent's to finish.
+        for instance in list(cls._instances):
+            instance._reset()
+
+
+os.register_at_fork(after_in_child=BodyRemover._forget_after_fork)

@@ -1,0 +1,200 @@
+"""Body files released by a write are removed by a thread after it answers (midb.removal); their
+ids are recorded in the same transaction, so a process that dies first leaves records, which the
+next store opened for writing takes over, and verify counts such files as awaiting removal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from store_helpers import body_files, folder_id, store_with_alice
+
+from midb import removal
+from midb.removal import BodyRemover
+from midb.store import Store
+
+REPO = str(Path(__file__).resolve().parent.parent)
+MSG = b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def recorded(store: Store) -> list[str]:
+    with store._env.read() as txn:
+        return sorted(blob_raw.hex() for blob_raw in removal.recorded(txn, store._shared.dbs))
+
+
+class Recorder:
+    """An unlink and a forget that log what they are asked, with an unlink that can fail or wait."""
+
+    def __init__(self) -> None:
+        self.unlinked: list[str] = []
+        self.forgotten: list[list[str]] = []
+        self.failing: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def unlink(self, blob: str) -> None:
+        self.gate.wait(10)
+        if blob in self.failing:
+            raise PermissionError(13, "Permission denied")
+        self.unlinked.append(blob)
+
+    def forget(self, blobs: list[str]) -> None:
+        self.forgotten.append(list(blobs))
+
+
+def test_the_remover_removes_in_order_and_forgets_only_what_it_removed() -> None:
+    recorder = Recorder()
+    remover = BodyRemover(recorder.unlink, recorder.forget)
+    recorder.failing.add("b")
+    remover.remove(["a", "b", "c"])
+    assert remover.wait(10)
+    assert recorder.unlinked == ["a", "c"]
+    assert recorder.forgotten == [["a", "c"]]   # "b" keeps its record: the next open tries again
+    assert remover.pending() == 0
+    remover.close()
+
+
+def test_the_remover_works_in_batches() -> None:
+    recorder = Recorder()
+    remover = BodyRemover(recorder.unlink, recorder.forget)
+    names = [f"{number:04d}" for number in range(removal.BATCH + 10)]
+    remover.remove(names)
+    assert remover.wait(10)
+    assert recorder.unlinked == names
+    assert [len(batch) for batch in recorder.forgotten] == [removal.BATCH, 10]
+    remover.close()
+
+
+def test_close_waits_for_the_queue_then_gives_up_leaving_the_rest() -> None:
+    recorder = Recorder()
+    remover = BodyRemover(recorder.unlink, recorder.forget)
+    recorder.gate.clear()
+    remover.remove(["a", "b"])
+    assert not remover.wait(0.05) and remover.pending() == 2
+    threading.Timer(0.1, recorder.gate.set).start()
+    remover.close(timeout=10)
+    assert recorder.unlinked == ["a", "b"]   # the queue was finished within the wait
+
+    stuck = Recorder()
+    remover = BodyRemover(stuck.unlink, stuck.forget)
+    stuck.gate.clear()
+    remover.remove(["a", "b", "c"])
+    threading.Timer(0.3, stuck.gate.set).start()
+    remover.close(timeout=0.05)   # gives up: the file in hand is finished, the rest left recorded
+    assert stuck.unlinked == ["a"] and stuck.forgotten == [["a"]]
+    remover.remove(["d"])         # after close: left to the records
+    assert remover.pending() == 0 and stuck.unlinked == ["a"]
+
+
+def test_an_expunge_records_its_files_and_the_records_go_with_them(tmp_path: Path) -> None:
+    with store_with_alice(tmp_path / "store") as store:
+        inbox = folder_id(store)
+        uids = [store.append("alice", inbox, MSG + bytes([65 + n]))[1] for n in range(3)]
+        blobs = sorted(meta.blob for meta in store.messages("alice", inbox))
+        assert store._remover is not None
+        real_unlink, gate = store._remover._unlink, threading.Event()
+
+        def unlink_when_let(blob: str) -> None:
+            gate.wait(10)
+            real_unlink(blob)
+
+        store._remover._unlink = unlink_when_let
+        store.store_flags("alice", inbox, uids[:2], "add", ["\\Deleted"])
+        assert store.expunge("alice", inbox) == uids[:2]
+        gone = sorted(set(blobs) - {meta.blob for meta in store.messages("alice", inbox)})
+        assert recorded(store) == gone and store.stats()["bodies_awaiting_removal"] == 2
+        assert store.verify() == []   # awaiting removal: no orphans
+        gate.set()
+        assert body_files(store) == sorted(set(blobs) - set(gone))
+        assert recorded(store) == [] and store.removals_pending() == 0
+
+
+def test_inline_bodies_leave_no_record(tmp_path: Path) -> None:
+    with store_with_alice(tmp_path / "store", inline_limit=4096) as store:
+        inbox = folder_id(store)
+        store.append("alice", inbox, MSG, flags=["\\Deleted"])
+        assert store.expunge("alice", inbox) == [1]
+        assert recorded(store) == [] and store.removals_pending() == 0
+
+
+DIES_AFTER_EXPUNGE = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, sys.argv[2])
+    from midb.store import Store
+
+    store = Store(sys.argv[1], fsync=True)
+    store._remover.remove = lambda blobs: None   # dies before its thread removes anything
+    inbox = store.get_folder("alice", "INBOX").id
+    store.store_flags("alice", inbox, store.uids("alice", inbox), "add", ["\\\\Deleted"])
+    print(len(store.expunge("alice", inbox)), flush=True)
+    os._exit(0)
+""")
+
+
+def test_a_process_that_dies_before_removing_leaves_records_the_next_open_takes_over(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with store_with_alice(path, fsync=True) as store:
+        inbox = folder_id(store)
+        for n in range(4):
+            store.append("alice", inbox, MSG + bytes([65 + n]))
+        blobs = sorted(meta.blob for meta in store.messages("alice", inbox))
+    script = tmp_path / "writer.py"
+    script.write_text(DIES_AFTER_EXPUNGE, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(path), REPO], capture_output=True, timeout=60, check=True)
+    assert done.stdout == b"4\n"
+
+    with Store(path, fsync=False, take_over_removals=False) as store:   # looks, does not take over
+        assert recorded(store) == blobs
+        assert sorted(name for _d, _s, names in os.walk(path / "eml") for name in names) == blobs
+        assert store.verify() == []          # recorded files are no orphans
+        assert store.removals_pending() == 0
+    with Store(path, fsync=False) as store:  # takes over
+        assert body_files(store) == [] and recorded(store) == []
+        assert store.verify() == []
+
+
+def test_a_record_of_a_body_still_referenced_is_never_acted_on(tmp_path: Path) -> None:
+    """Defence in depth: a wrong record (never written by midb) must not cost a message."""
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        inbox = folder_id(store)
+        store.append("alice", inbox, MSG)
+        blob = store.messages("alice", inbox)[0].blob
+
+        def wrong(txn: object, dbs: object, _effects: object) -> None:
+            removal.record(txn, dbs, bytes.fromhex(blob))
+
+        store._write(wrong, store._env)
+        problems = store.verify()
+        assert problems == [f"error: body {blob}: recorded for removal but still has a record"]
+    with Store(path, fsync=False) as store:   # the open keeps the file and drops the record
+        assert body_files(store) == [blob] and recorded(store) == []
+        assert store.read_body(blob) == MSG
+        store._write(wrong, store._env)
+        store.verify(repair=True)
+        assert recorded(store) == [] and store.verify() == [] and body_files(store) == [blob]
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_folder_deletion_removes_its_files_in_every_shard(tmp_path: Path, shards: int) -> None:
+    with Store(tmp_path / "store", fsync=False, shards=shards) as store:
+        for name in ("alice", "bob", "carol"):
+            store.create_account(name)
+            store.create_folder(name, "Old")
+            old = store.get_folder(name, "Old")
+            assert old is not None
+            for n in range(3):
+                store.append(name, old.id, MSG + bytes([65 + n]))
+        assert len(body_files(store)) == 9
+        for name in ("alice", "bob", "carol"):
+            store.delete_folder(name, "Old")
+        assert body_files(store) == []
+        for shared in store._shards:
+            with shared.read() as txn:
+                assert removal.recorded(txn, shared.dbs) == []
+        assert store.verify() == []
