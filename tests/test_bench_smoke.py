@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
 from bench import __main__ as bench_main  # noqa: E402
 from bench import (  # noqa: E402
     bodies,
+    expunge,
     folders,
     lmdb_trees,
     loadgen,
@@ -527,6 +528,20 @@ def test_lmdb_trees_probe_spreads_writers_over_environments(tmp_path: Path,
     assert not scratch.exists()
     with pytest.raises(ValueError, match="shards must be"):
         lmdb_trees.commits_per_second(scratch, 2, 0.1, shards=11)
+
+
+def test_expunge_probe_times_the_answer_and_the_removals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scratch = tmp_path / "expunge"
+    assert expunge.main(["--messages", "60", "--size", "17000", "--piece", "25", "--dir", str(scratch)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "EXPUNGE of 60 messages of 17,000 bytes (bodies as files), pieces of 25, fsync on"
+    timed = {line[:34].strip(): line[34:].split() for line in lines[2:4]}
+    assert set(timed) == {"files removed after the answer", "files removed inside (before)"}
+    for answered, gone in timed.values():
+        assert float(answered.rstrip("s")) <= float(gone.rstrip("s"))
+    assert lines[4].startswith("answered in ") and not scratch.exists()
+    with pytest.raises(SystemExit):
+        expunge.main(["--size", "100"])   # inline bodies: nothing to measure
 
 
 def test_a_server_where_priming_logins_failed_is_not_measured() -> None:
