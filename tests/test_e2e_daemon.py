@@ -367,3 +367,58 @@ def test_a_client_reading_slowly_is_closed_after_the_login_deadline(tmp_path: Pa
     finally:
         proc.stop()
     assert "session deadline passed" in proc.log()
+
+
+def _body_files(midb: Path) -> int:
+    return sum(len(names) for _dir, _subdirs, names in os.walk(midb / "eml"))
+
+
+def _wait_for_body_files(midb: Path, count: int, timeout: float = 15.0) -> int:
+    deadline = time.monotonic() + timeout
+    while _body_files(midb) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _body_files(midb)
+
+
+def test_expunged_body_files_go_after_the_answer_and_after_a_kill_at_the_next_start(tmp_path: Path) -> None:
+    """midb.removal in the real server: a body file above the inline limit goes a moment after the
+    EXPUNGE; killed before it could, the server leaves a record that the next start acts on."""
+    from midb import removal
+    from midb.store import Store
+
+    server = GximapProcess(tmp_path, tls=False).start()
+    try:
+        client = imaplib.IMAP4("127.0.0.1", server.port)
+        client.login("alice", "secret")
+        client.select("INBOX")
+        for number in range(6):
+            big = b"Subject: big %d\r\n\r\n" % number + b"x" * 40_000 + b"\r\n"
+            assert client.append("INBOX", None, None, big)[0] == "OK"
+        assert _body_files(server.midb) == 6
+        client.store("1:2", "+FLAGS.SILENT", "(\\Deleted)")
+        assert client.expunge()[0] == "OK"
+        assert _wait_for_body_files(server.midb, 4) == 4
+        client.store("1:3", "+FLAGS.SILENT", "(\\Deleted)")
+        assert client.expunge()[0] == "OK"
+        server.signal(signal.SIGKILL)   # at once: some files may be gone already, the rest recorded
+        assert server.proc is not None and server.proc.wait(10) == -signal.SIGKILL
+        with Store(server.midb, fsync=False, data_path=[str(DATA_DIR)], take_over_removals=False) as store:
+            with store._env.read() as txn:
+                recorded = len(removal.recorded(txn, store._shared.dbs))
+            assert _body_files(server.midb) <= 1 + recorded   # what is left is recorded
+            assert store.verify() == []                        # and is no orphan
+
+        server.start()
+        assert _wait_for_body_files(server.midb, 1) == 1      # the next start removed them
+        client = imaplib.IMAP4("127.0.0.1", server.port)
+        client.login("alice", "secret")
+        client.select("INBOX")
+        typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"Subject: big 5" in data[0][1]
+        client.logout()
+    finally:
+        server.stop()
+    with Store(server.midb, fsync=False, data_path=[str(DATA_DIR)]) as store:
+        with store._env.read() as txn:
+            assert removal.recorded(txn, store._shared.dbs) == []
+        assert store.verify() == []
