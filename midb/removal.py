@@ -2,7 +2,7 @@
 released them has answered.
 
 Why: removing a file costs a filesystem journal update. On the disk this project is measured on
-that is 60-90 µs a file, so an EXPUNGE of 20,000 messages whose bodies are files spent 1.8 s of
+that is 60-110 µs a file, so an EXPUNGE of 20,000 messages whose bodies are files spent 1.8 s of
 its 2.0 s unlinking (before this module), while the client waited and the worker was held. What
 the client is owed is the index change; the disk space can follow a moment later. Dovecot's
 mdbox does the same in its purge step.

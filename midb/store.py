@@ -377,11 +377,11 @@ class Store(MetadataMixin):
             with lmdb_errors(), shared.read() as txn:
                 blob_raws = removal.recorded(txn, shared.dbs)
                 # Never expected, but a file the index references is mail: its record is wrong.
-                kept = [blob_raw for blob_raw in blob_raws
-                        if bodyrecords.get(txn, shared.dbs, bodyrecords.REFS, blob_raw) is not None]
+                kept = {blob_raw for blob_raw in blob_raws
+                        if bodyrecords.get(txn, shared.dbs, bodyrecords.REFS, blob_raw) is not None}
             if kept:
                 log.warning("%d bodies recorded for removal are still referenced; kept", len(kept))
-                self._write(_forget_removals(kept), shared)
+                self._write(_forget_removals(sorted(kept)), shared)
             self._remover.remove(blob_raw.hex() for blob_raw in blob_raws if blob_raw not in kept)
 
     def _forget_removed(self, blobs: list[str]) -> None:
