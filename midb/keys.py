@@ -11,6 +11,7 @@ Widths: account id, folder id and UID are 32-bit (IMAP UIDs are nz-number, < 2**
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from midb.errors import InvalidArgument
 
@@ -120,3 +121,24 @@ def blob_key(blob: str) -> bytes:
 
 def blob_id(key: bytes) -> str:
     return bytes(key).hex()
+
+
+def prefix_items(txn: Any, db: Any, prefix: bytes, *, values: bool = True) -> list[Any]:
+    """The (key, value) pairs of ``db`` whose key starts with ``prefix``, in key order; with
+    ``values`` false the keys alone, each once (in a database with duplicates too)."""
+    cursor = txn.cursor(db)
+    out: list[Any] = []
+    if not cursor.set_range(prefix):
+        return out
+    size = len(prefix)
+    if values:
+        for key, value in cursor.iternext():
+            if key[:size] != prefix:
+                break
+            out.append((key, value))
+    else:
+        for key in cursor.iternext_nodup():
+            if key[:size] != prefix:
+                break
+            out.append(key)
+    return out

@@ -21,7 +21,7 @@ from typing import Any
 from midb import quotas
 from midb.env import Databases, WriteEffects, lmdb_errors
 from midb.errors import InvalidArgument, MetadataTooBig, MetadataTooMany, NoSuchFolder
-from midb.keys import MAX_U32, folder_key
+from midb.keys import MAX_U32, folder_key, prefix_items
 
 SERVER = 0  # the folder id of server annotations
 DEPTHS = ("0", "1", "infinity")
@@ -69,21 +69,8 @@ def copy_folder_entries(txn: Any, dbs: Databases, account_id: int, source_id: in
     the new mailbox gets them too, RFC 5464 section 4.1)."""
     source = folder_key(account_id, source_id)
     target = folder_key(account_id, target_id)
-    for key, value in _prefix_items(txn, dbs.metadata, source):
+    for key, value in prefix_items(txn, dbs.metadata, source):
         txn.put(target + bytes(key[len(source):]), bytes(value), db=dbs.metadata)
-
-
-def _prefix_items(txn: Any, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    cursor = txn.cursor(db)
-    out: list[tuple[bytes, bytes]] = []
-    if not cursor.set_range(prefix):
-        return out
-    size = len(prefix)
-    for key, value in cursor.iternext():
-        if key[:size] != prefix:
-            break
-        out.append((key, value))
-    return out
 
 
 def _check_folder_id(folder_id: object) -> int:
@@ -146,7 +133,7 @@ class MetadataMixin:
                 if depth == "0":
                     continue
                 below = prefix + entry.encode("ascii") + b"/"
-                for key, value in _prefix_items(txn, dbs.metadata, below):
+                for key, value in prefix_items(txn, dbs.metadata, below):
                     name = bytes(key[len(prefix):]).decode("ascii")
                     if is_below(name, entry, depth):
                         found[name] = bytes(value)

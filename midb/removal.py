@@ -30,6 +30,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from midb.keys import prefix_items
+
 log = logging.getLogger("midb")
 
 KEY_PREFIX = b"unlink:"
@@ -44,16 +46,8 @@ def record(txn: Any, dbs: Any, blob_raw: bytes) -> None:
 
 def recorded(txn: Any, dbs: Any) -> list[bytes]:
     """The ids of the bodies whose files await removal."""
-    cursor = txn.cursor(dbs.meta)
-    found: list[bytes] = []
-    if not cursor.set_range(KEY_PREFIX):
-        return found
     size = len(KEY_PREFIX)
-    for key in cursor.iternext(values=False):
-        if key[:size] != KEY_PREFIX:
-            break
-        found.append(bytes(key[size:]))
-    return found
+    return [bytes(key[size:]) for key in prefix_items(txn, dbs.meta, KEY_PREFIX, values=False)]
 
 
 def forget(txn: Any, dbs: Any, blob_raws: Iterable[bytes]) -> None:

@@ -86,6 +86,7 @@ from midb.keys import (
     owner_key,
     pack_u32,
     prefix_end,
+    prefix_items,
     unpack_folder_key,
     unpack_owner_key,
     unpack_u32,
@@ -531,28 +532,9 @@ class Store(MetadataMixin):
         else:
             bodyrecords.put(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(refcount - count, size))
 
-    @staticmethod
-    def _prefix_items(txn: Any, db: Any, prefix: bytes, *, values: bool = True) -> list[Any]:
-        cursor = txn.cursor(db)
-        out: list[Any] = []
-        if not cursor.set_range(prefix):
-            return out
-        size = len(prefix)
-        if values:
-            for key, value in cursor.iternext():
-                if key[:size] != prefix:
-                    break
-                out.append((key, value))
-        else:
-            for key in cursor.iternext_nodup():   # once per key, in a database with duplicates too
-                if key[:size] != prefix:
-                    break
-                out.append(key)
-        return out
-
     @classmethod
     def _delete_prefix(cls, txn: Any, db: Any, prefix: bytes) -> int:
-        keys = cls._prefix_items(txn, db, prefix, values=False)
+        keys = prefix_items(txn, db, prefix, values=False)
         for key in keys:
             txn.delete(key, db=db)
         return len(keys)
@@ -689,11 +671,11 @@ class Store(MetadataMixin):
             account_id = self._account_id(txn, dbs, name)
             account = self._account(txn, dbs, account_id)
             prefix = account_key(account_id)
-            for key, raw in self._prefix_items(txn, dbs.folders, prefix):
+            for key, raw in prefix_items(txn, dbs.folders, prefix):
                 record = FolderRecord.decode(unpack_folder_key(key)[1], raw)
                 effects.changed(account_id, record.id, record.highestmodseq + 1)
             self._drop_body_references(txn, dbs, effects,
-                                       (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
+                                       (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts,
                        dbs.flag_columns, dbs.sort_records, dbs.keyword_sets):
@@ -754,7 +736,7 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             mailbox_id = self._account_id(txn, dbs, mailbox)
             actor_ids = [unpack_owner_key(key)[1]
-                         for key in self._prefix_items(txn, dbs.owners, account_key(mailbox_id), values=False)]
+                         for key in prefix_items(txn, dbs.owners, account_key(mailbox_id), values=False)]
         actors = (self.account_by_id(actor_id) for actor_id in actor_ids)   # in their own shards
         return sorted(actor.name for actor in actors if actor is not None)
 
@@ -820,7 +802,7 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             subscribed = {bytes(key[4:]) for key in
-                          self._prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)}
+                          prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)}
             infos = []
             for key, folder_id, raw in self._named_records(txn, dbs, account_id, ""):
                 record = FolderRecord.decode(folder_id, raw)
@@ -844,7 +826,7 @@ class Store(MetadataMixin):
             else:
                 folder_id_of = FOLDER.unpack
                 pairs = [(folder_id_of(key)[1], raw)
-                         for key, raw in self._prefix_items(txn, dbs.folders, account_key(account_id))]
+                         for key, raw in prefix_items(txn, dbs.folders, account_key(account_id))]
         return folder_entries_of(pairs, decode=records)
 
     def has_children(self, account: str, name: str) -> bool:
@@ -869,7 +851,7 @@ class Store(MetadataMixin):
         unpack_id = U32.unpack
         record_key = FOLDER.pack
         out = []
-        for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, prefix)):
+        for key, raw_id in prefix_items(txn, dbs.folder_names, name_key(account_id, prefix)):
             folder_id = unpack_id(raw_id)[0]
             raw = get(record_key(account_id, folder_id), db=folders)
             if raw is not None:
@@ -998,7 +980,7 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             prefix = folder_key(account_id, folder_id)
             self._drop_body_references(txn, dbs, effects,
-                                       (raw for _key, raw in self._prefix_items(txn, dbs.messages, prefix)))
+                                       (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
                        dbs.keyword_counts, dbs.flag_columns, dbs.sort_records):
@@ -1053,7 +1035,7 @@ class Store(MetadataMixin):
             return self._rename_inbox(txn, dbs, effects, account_id, old_id, new)
         parent_id = self._ensure_parents(txn, dbs, account_id, new)
         moves = [(old, new, old_id)]
-        for key, raw_id in self._prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
+        for key, raw_id in prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
             child = bytes(key[4:]).decode("utf-8")
             moves.append((child, new + child[len(old):], unpack_u32(raw_id)))
         for _from, to, _folder in moves:
@@ -1114,7 +1096,7 @@ class Store(MetadataMixin):
         target = self._create_folder_tx(txn, dbs, account_id, new, 0, None)
         copy_folder_entries(txn, dbs, account_id, inbox_id, target.id)
         prefix = folder_key(account_id, inbox_id)
-        items = self._prefix_items(txn, dbs.messages, prefix)
+        items = prefix_items(txn, dbs.messages, prefix)
         delta = indexes.IndexDelta(txn, dbs)
         for key, raw in items:
             uid = UID_IN_MESSAGE_KEY.unpack_from(key)[0]
@@ -1182,7 +1164,7 @@ class Store(MetadataMixin):
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
-            keys = self._prefix_items(txn, getattr(dbs, table), name_key(account_id, prefix), values=False)
+            keys = prefix_items(txn, getattr(dbs, table), name_key(account_id, prefix), values=False)
             return [str(key[4:], "utf-8") for key in keys]
 
     def recent_floor(self, account: str, folder_id: int) -> int:
@@ -1542,7 +1524,7 @@ class Store(MetadataMixin):
         elif not count:
             return []
         log.warning("message counter of folder %d/%d is off; run midb verify --repair", account_id, record.id)
-        return self._prefix_items(txn, dbs.messages, prefix, values=values)
+        return prefix_items(txn, dbs.messages, prefix, values=values)
 
     def messages(self, account: str, folder_id: int) -> list[MessageMeta]:
         """Every message of the folder in UID order."""
