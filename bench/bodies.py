@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench import probes, procstat, servers
+from bench import messages, probes, procstat, servers
 from bench.client import ImapError, quote
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "bodies"
@@ -33,9 +33,7 @@ def large_message(size: int, number: int) -> bytes:
     """A text message of ``size`` bytes (lines of 78 printable characters, no NUL)."""
     header = (b"From: sender%d@bench.invalid\r\nTo: user@bench.invalid\r\nSubject: attachment %d\r\n"
               b"Message-ID: <large%d@bench.invalid>\r\n\r\n" % (number, number, number))
-    line = bytes(range(33, 109)) + b"\r\n"
-    body = line * ((size - len(header)) // len(line) + 1)
-    return header + body[:size - len(header)]
+    return header + messages.filler(size - len(header))
 
 
 def _set_up(port: int, account: servers.Account, message: bytes) -> probes.LineClient:

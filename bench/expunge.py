@@ -1,16 +1,24 @@
-"""What an EXPUNGE of many messages whose bodies are files costs midb, with their files removed
-after the answer (midb.removal) and, for comparison in the same run, inside it as before.
+"""What an EXPUNGE of many messages whose bodies are files costs: over IMAP side by side with
+Dovecot, and in midb alone with the files removed after the answer (midb.removal) or inside it.
 
-    .venv/bin/python -m bench.expunge [--messages 20000] [--size 24576] [--piece 0]
-                                      [--dir var/bench/expunge]
+    .venv/bin/python -m bench.expunge [--servers gximap,dovecot] [--messages 20000] [--size 24576]
+                                      [--piece 0] [--dir var/bench/expunge]
 
-Each round fills a folder of the store with --messages messages of --size bytes (above the
-server's 16 KiB inline limit, so each body is a file), fsync on as the server runs, flags them
-\\Deleted and expunges them all: in one transaction, or with --piece N in transactions of N
-messages as the server's bulk path does (gximap.session.pieces). It prints the time until the
-expunge returned and the time until the last file was gone, once with the removals left to
-midb's thread and once waiting for them inside the timed command (the behaviour before
-midb.removal). The figures are this machine's disk: removing a file costs a journal update.
+Both parts use --messages messages of --size bytes, above gximap's 16 KiB inline limit so that
+each body is a file (as in a Maildir), fsync on as the servers run. The figures are this
+machine's disk: removing a file costs a journal update.
+
+1. Over IMAP, for each server of --servers: the bench's messages (bench.messages, padded to
+   --size) are filled into a fresh account's INBOX with the server stopped, the server is started
+   on 127.0.0.1, and one session selects INBOX, sends ``STORE 1:* +FLAGS.SILENT (\\Deleted)`` and
+   then ``EXPUNGE``. It prints the time of each command and the time from the EXPUNGE until the
+   folder's message files were gone (gximap removes them after the answer, Dovecot inside it),
+   then the ratios gximap/Dovecot. A Maildir keeps flags in file names, so Dovecot's STORE renames
+   every file.
+2. In midb alone (no server): the store is filled, flagged and expunged in one transaction, or
+   with --piece N in transactions of N messages as the server's bulk path does
+   (gximap.session.pieces), once with the removals left to midb's thread and once waiting for
+   them inside the timed command (midb's behaviour before midb.removal).
 """
 
 from __future__ import annotations
@@ -18,17 +26,65 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from bench import probes, servers
+from bench.client import ImapError, quote
 from gximap.daemon import INLINE_BODY_LIMIT
 from midb.store import Store
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "var" / "bench" / "expunge"
 FILL_BATCH = 1000
+REMOVAL_LIMIT = 600.0     # seconds a run waits for the files to go
+FILES_POLL = 0.02
 
 
-def _round(path: Path, messages: int, size: int, piece: int, *, wait_inside: bool) -> tuple[float, float]:
-    """(seconds until the expunge returned, seconds until its files were gone)."""
+def _wait_until_gone(count_files: Callable[[], int], began: float) -> float:
+    """Seconds from ``began`` until ``count_files()`` is 0 (polled)."""
+    deadline = began + REMOVAL_LIMIT
+    while count_files():
+        if time.perf_counter() > deadline:
+            raise ImapError(f"message files still there {REMOVAL_LIMIT:.0f} s after the EXPUNGE")
+        time.sleep(FILES_POLL)
+    return time.perf_counter() - began
+
+
+def measure_server(name: str, directory: Path, messages: int, size: int) -> probes.Figures:
+    """Seconds of the STORE and the EXPUNGE, and until the files were gone, for one server."""
+    account = servers.make_accounts(1, prefix="expunge")[0]
+
+    def fill(server: servers.BenchServer) -> None:
+        server.fill(account.name, "INBOX", messages, size=size)
+
+    with probes.started_server(name, directory, [account], max_sessions=16, fill=fill) as server:
+        server.after_fill()
+        files = server.message_files(account.name, "INBOX")
+        if files < messages:
+            raise ImapError(f"{name}: {files} message files for {messages} messages (not all bodies are files)")
+        client = probes.LineClient(server.imap_port)
+        try:
+            client.command(b"LOGIN %s %s" % (quote(account.name), quote(account.password)))
+            client.command(b"SELECT INBOX")
+            began = time.perf_counter()
+            client.command(b"STORE 1:* +FLAGS.SILENT (\\Deleted)")
+            flagged = time.perf_counter() - began
+            untagged: list[bytes] = []
+            began = time.perf_counter()
+            client.command(b"EXPUNGE", untagged)
+            answered = time.perf_counter() - began
+            gone = _wait_until_gone(lambda: server.message_files(account.name, "INBOX"), began)
+            expunged = sum(1 for line in untagged if line.endswith(b" EXPUNGE"))
+            if expunged != messages:
+                raise ImapError(f"{name}: {expunged} EXPUNGE responses for {messages} messages")
+            client.command(b"LOGOUT")
+        finally:
+            client.close()
+    return {"store_s": flagged, "expunge_s": answered, "gone_s": gone}
+
+
+def _store_round(path: Path, messages: int, size: int, piece: int, *, wait_inside: bool) -> tuple[float, float]:
+    """In midb alone: (seconds until the expunge returned, seconds until its files were gone)."""
     shutil.rmtree(path, ignore_errors=True)
     filler = b"x" * max(0, size - 80) + b"\r\n"
     with Store(path, fsync=True, inline_limit=INLINE_BODY_LIMIT) as store:
@@ -46,33 +102,58 @@ def _round(path: Path, messages: int, size: int, piece: int, *, wait_inside: boo
         for start in range(0, len(uids), step):
             store.expunge("bench", inbox.id, uids[start : start + step])
             if wait_inside:
-                store.wait_for_removals(600)
+                store.wait_for_removals(REMOVAL_LIMIT)
         answered = time.perf_counter() - began
-        if not store.wait_for_removals(600):
-            raise SystemExit("the removals did not finish within 600 s")
+        if not store.wait_for_removals(REMOVAL_LIMIT):
+            raise SystemExit(f"the removals did not finish within {REMOVAL_LIMIT:.0f} s")
         removed = time.perf_counter() - began
     shutil.rmtree(path, ignore_errors=True)
     return answered, removed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.expunge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=20_000, help="messages expunged (default 20000)")
-    parser.add_argument("--size", type=int, default=24 * 1024, help="bytes per message (default 24576)")
-    parser.add_argument("--piece", type=int, default=0, help="messages per transaction (default: all in one)")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="scratch directory (removed afterwards)")
-    args = parser.parse_args(argv)
-    if args.messages < 1 or args.size <= INLINE_BODY_LIMIT or args.piece < 0:
-        parser.error(f"--messages must be positive, --size above {INLINE_BODY_LIMIT}, --piece not negative")
-    print(f"EXPUNGE of {args.messages:,} messages of {args.size:,} bytes (bodies as files), "
-          f"{'one transaction' if not args.piece else f'pieces of {args.piece:,}'}, fsync on")
+def _print_servers(names: list[str], args: argparse.Namespace) -> None:
+    print("over IMAP, one session: STORE 1:* +FLAGS.SILENT (\\Deleted), then EXPUNGE")
+    print(f"{'':10}{'STORE':>10}{'EXPUNGE':>10}{'files gone':>12}")
+    results = probes.measure_each(
+        names, lambda name: measure_server(name, args.dir / name, args.messages, args.size),
+        lambda name, figures: (f"{name:10}{figures['store_s']:>9.2f}s{figures['expunge_s']:>9.2f}s"
+                               f"{figures['gone_s']:>11.2f}s"))
+    if "gximap" in results and "dovecot" in results:
+        gximap, dovecot = results["gximap"], results["dovecot"]
+        print("gximap/Dovecot: " + ", ".join(
+            f"{label} {gximap[key] / max(dovecot[key], 1e-9):.2f}"
+            for label, key in (("STORE", "store_s"), ("EXPUNGE", "expunge_s"), ("files gone", "gone_s"))))
+
+
+def _print_store(args: argparse.Namespace) -> None:
+    print(f"in midb alone, {'one transaction' if not args.piece else f'pieces of {args.piece:,}'}")
     print(f"{'':34}{'answered':>10}{'files gone':>12}")
-    deferred = _round(args.dir, args.messages, args.size, args.piece, wait_inside=False)
-    inside = _round(args.dir, args.messages, args.size, args.piece, wait_inside=True)
+    deferred = _store_round(args.dir / "midb", args.messages, args.size, args.piece, wait_inside=False)
+    inside = _store_round(args.dir / "midb", args.messages, args.size, args.piece, wait_inside=True)
     for label, (answered, removed) in (("files removed after the answer", deferred),
                                        ("files removed inside (before)", inside)):
         print(f"{label:34}{answered:>9.2f}s{removed:>11.2f}s")
     print(f"answered in {deferred[0] / inside[0]:.2f} of the time")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.expunge", description=__doc__.split("\n\n")[0])
+    probes.add_server_options(parser, DEFAULT_DIR)
+    parser.add_argument("--messages", type=int, default=20_000, help="messages expunged (default 20000)")
+    parser.add_argument("--size", type=int, default=24 * 1024, help="bytes per message (default 24576)")
+    parser.add_argument("--piece", type=int, default=0,
+                        help="messages per transaction in midb alone (default: all in one)")
+    args = parser.parse_args(argv)
+    names = probes.server_names(parser, args)
+    if args.messages < 1 or args.size <= INLINE_BODY_LIMIT or args.piece < 0:
+        parser.error(f"--messages must be positive, --size above {INLINE_BODY_LIMIT}, --piece not negative")
+    print(f"EXPUNGE of {args.messages:,} messages of {args.size:,} bytes (bodies as files), fsync on")
+    try:
+        if names:
+            _print_servers(names, args)
+        _print_store(args)
+    finally:
+        shutil.rmtree(args.dir, ignore_errors=True)
     return 0
 
 

@@ -158,8 +158,22 @@ def is_seen(number: int) -> bool:
     return number % UNSEEN_EVERY != 0
 
 
-def make_message(number: int, *, to: str = "user@bench.invalid") -> bytes:
-    """The RFC 5322 message number ``number`` (CRLF line ends, 7-bit)."""
+FILLER_LINE = bytes(range(33, 109)) + b"\r\n"
+
+
+def filler(octets: int) -> bytes:
+    """``octets`` bytes of text lines (78 printable characters each, no word a search looks for),
+    ending in CRLF when ``octets`` allows."""
+    if octets <= 0:
+        return b""
+    text = FILLER_LINE * (octets // len(FILLER_LINE) + 1)
+    return text[:octets - 2] + b"\r\n" if octets >= 2 else text[:octets]
+
+
+def make_message(number: int, *, to: str = "user@bench.invalid", size: int = 0) -> bytes:
+    """The RFC 5322 message number ``number`` (CRLF line ends, 7-bit); with ``size``, its body is
+    padded with :func:`filler` lines to that many bytes in all (a message already as large keeps
+    its length)."""
     sender = number % 97
     date = formatdate(BASE_DATE + number * 60)
     body = _bodies()[number % _BODY_VARIANTS]
@@ -179,7 +193,8 @@ def make_message(number: int, *, to: str = "user@bench.invalid") -> bytes:
         "Content-Transfer-Encoding: 7bit\r\n"
         "\r\n"
     )
-    return headers.encode("ascii") + body
+    message = headers.encode("ascii") + body
+    return message + filler(size - len(message))
 
 
 def _reply_headers(number: int) -> str:
@@ -193,10 +208,11 @@ def _reply_headers(number: int) -> str:
     return in_reply_to + "References: " + "\r\n ".join(references) + "\r\n"
 
 
-def message_stream(count: int, *, first: int = 1) -> Iterator[tuple[int, bytes, bool]]:
-    """(number, bytes, seen) for messages ``first`` .. ``first + count - 1``."""
+def message_stream(count: int, *, first: int = 1, size: int = 0) -> Iterator[tuple[int, bytes, bool]]:
+    """(number, bytes, seen) for messages ``first`` .. ``first + count - 1`` (``size``: see
+    :func:`make_message`)."""
     for number in range(first, first + count):
-        yield number, make_message(number), is_seen(number)
+        yield number, make_message(number, size=size), is_seen(number)
 
 
 def expected_hits(count: int, *, first: int = 1) -> dict[str, int]:

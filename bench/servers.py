@@ -241,8 +241,14 @@ class BenchServer(ABC):
     # -- data -------------------------------------------------------------------------------------
 
     @abstractmethod
-    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
-        """Put messages ``first..first+count-1`` (bench.messages) into ``folder`` (server stopped)."""
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1, size: int = 0) -> FillResult:
+        """Put messages ``first..first+count-1`` (bench.messages, padded to ``size`` bytes when
+        given) into ``folder`` (server stopped)."""
+
+    @abstractmethod
+    def message_files(self, account: str, folder: str) -> int:
+        """How many files on disk hold messages of ``folder`` now (a Maildir's ``cur/`` and
+        ``new/``; for gximap, every body file of its store, as bodies are not kept per folder)."""
 
     def after_fill(self) -> float:
         """Server-side work after a direct fill, with the server running; returns seconds spent."""
@@ -396,17 +402,17 @@ def maildir_settle_delay(folders: Iterable[Path], now: float,
     return max(0.0, newest + settle - now)
 
 
-def write_maildir(root: Path, folder: str, count: int, *, first: int = 1, with_sizes: bool = True,
-                  owner: tuple[int, int] | None = None) -> float:
+def write_maildir(root: Path, folder: str, count: int, *, first: int = 1, size: int = 0,
+                  with_sizes: bool = True, owner: tuple[int, int] | None = None) -> float:
     """Write messages as Maildir files in ``cur/`` (no fsync: a bulk fill); returns seconds."""
     started = time.perf_counter()
     path = _maildir_folder(root, folder)
     cur = path / "cur"
     pid = os.getpid()
-    for number, data, seen in messages.message_stream(count, first=first):
+    for number, data, seen in messages.message_stream(count, first=first, size=size):
         stamp = messages.BASE_DATE + number * 60
-        size = f",S={len(data)},W={len(data)}" if with_sizes else ""
-        name = f"{stamp}.M{number}P{pid}.bench{size}:2,{'S' if seen else ''}"
+        sizes = f",S={len(data)},W={len(data)}" if with_sizes else ""
+        name = f"{stamp}.M{number}P{pid}.bench{sizes}:2,{'S' if seen else ''}"
         file = cur / name
         with open(file, "wb") as handle:
             handle.write(data)
@@ -419,6 +425,16 @@ def write_maildir(root: Path, folder: str, count: int, *, first: int = 1, with_s
         if folder != "INBOX":
             os.chown(path / "maildirfolder", *owner)
     return time.perf_counter() - started
+
+
+def count_files(*directories: Path) -> int:
+    """Regular files under ``directories`` (a missing one counts none)."""
+    return sum(len(names) for directory in directories for _, _, names in os.walk(directory))
+
+
+def maildir_message_files(root: Path, folder: str) -> int:
+    path = _maildir_path(root, folder)
+    return count_files(path / "cur", path / "new")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -516,7 +532,7 @@ class GximapServer(BenchServer):
     def scheme_label(self, scheme: str) -> str:
         return "scrypt ln=14 (midb)" if scheme == SCHEME_DEFAULT else "SHA512-CRYPT (passwd-file)"
 
-    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1, size: int = 0) -> FillResult:
         """Straight into the midb store, ``append_many`` in batches, fsync off (a bulk fill)."""
         started = time.perf_counter()
         store = self._store()
@@ -525,7 +541,7 @@ class GximapServer(BenchServer):
             if info is None:
                 info = store.create_folder(account, folder)
             batch: list[tuple[bytes, tuple[str, ...], int, int]] = []
-            for number, data, seen in messages.message_stream(count, first=first):
+            for number, data, seen in messages.message_stream(count, first=first, size=size):
                 batch.append((data, ("\\Seen",) if seen else (), messages.BASE_DATE + number * 60, 0))
                 if len(batch) >= _FILL_BATCH:
                     store.append_many(account, info.id, batch)
@@ -536,6 +552,9 @@ class GximapServer(BenchServer):
             store.close()
         self._filled.append((account, folder))
         return FillResult(count, time.perf_counter() - started, "midb Store.append_many, fsync off")
+
+    def message_files(self, account: str, folder: str) -> int:
+        return count_files(self.midb_path / "eml")
 
     def settings(self) -> dict[str, str]:
         settings = {
@@ -707,11 +726,14 @@ class DovecotServer(BenchServer):
     def scheme_label(self, scheme: str) -> str:
         return "BLF-CRYPT cost 5 (doveadm pw default)" if scheme == SCHEME_DEFAULT else "SHA512-CRYPT"
 
-    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
-        seconds = write_maildir(self._home(account) / "Maildir", folder, count, first=first,
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1, size: int = 0) -> FillResult:
+        seconds = write_maildir(self._home(account) / "Maildir", folder, count, first=first, size=size,
                                 owner=self.mail_owner)
         self._filled.append((account, folder))
         return FillResult(count, seconds, "Maildir files + doveadm force-resync")
+
+    def message_files(self, account: str, folder: str) -> int:
+        return maildir_message_files(self._home(account) / "Maildir", folder)
 
     def after_fill(self) -> float:
         spent = self.settle(self._filled)
@@ -900,11 +922,14 @@ class PymapServer(BenchServer):
     def scheme_label(self, scheme: str) -> str:
         return "PBKDF2-SHA256 29000 (passlib default)" if scheme == SCHEME_DEFAULT else "SHA512-CRYPT"
 
-    def fill(self, account: str, folder: str, count: int, *, first: int = 1) -> FillResult:
-        seconds = write_maildir(self.base / account, folder, count, first=first, with_sizes=False)
+    def fill(self, account: str, folder: str, count: int, *, first: int = 1, size: int = 0) -> FillResult:
+        seconds = write_maildir(self.base / account, folder, count, first=first, size=size, with_sizes=False)
         self._filled.append((account, folder))
         return FillResult(count, seconds, "Maildir files (pymap indexes at first SELECT)")
 
+
+    def message_files(self, account: str, folder: str) -> int:
+        return maildir_message_files(self.base / account, folder)
     def _write_config(self) -> None:
         """pymap is configured by its command line (see _command)."""
         return None

@@ -204,6 +204,16 @@ def test_messages_are_deterministic_and_hits_predictable() -> None:
     assert expected["unseen"] == sum(1 for n in range(1, 2001) if not messages.is_seen(n))
 
 
+def test_a_padded_message_has_the_asked_size_and_the_same_search_hits() -> None:
+    for number in (1, 13, 1007, 2013):
+        plain, padded = messages.make_message(number), messages.make_message(number, size=24576)
+        assert len(padded) == 24576 and padded.startswith(plain) and padded.endswith(b"\r\n")
+        for needle in (messages.SUBJECT_NEEDLE, messages.BODY_NEEDLE):
+            assert padded.count(needle.encode()) == plain.count(needle.encode())
+    assert messages.make_message(5, size=10) == messages.make_message(5)   # already larger: kept
+    assert [messages.filler(n) for n in (0, 1, 2)] == [b"", b"!", b"\r\n"]
+
+
 def test_messages_hold_conversations() -> None:
     """Replies name their parent in In-Reply-To, their ancestry in References, and "Re:" the topic."""
     parsed = {n: email.message_from_bytes(messages.make_message(n)) for n in range(1, 3001)}
@@ -532,14 +542,19 @@ def test_lmdb_trees_probe_spreads_writers_over_environments(tmp_path: Path,
 
 def test_expunge_probe_times_the_answer_and_the_removals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scratch = tmp_path / "expunge"
-    assert expunge.main(["--messages", "60", "--size", "17000", "--piece", "25", "--dir", str(scratch)]) == 0
+    assert expunge.main(["--servers", "gximap", "--messages", "60", "--size", "17000", "--piece", "25",
+                         "--dir", str(scratch)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "EXPUNGE of 60 messages of 17,000 bytes (bodies as files), pieces of 25, fsync on"
-    timed = {line[:34].strip(): line[34:].split() for line in lines[2:4]}
+    assert lines[0] == "EXPUNGE of 60 messages of 17,000 bytes (bodies as files), fsync on"
+    assert lines[1].startswith("over IMAP") and lines[2].split() == ["STORE", "EXPUNGE", "files", "gone"]
+    name, store, answered, gone = lines[3].split()
+    assert name == "gximap" and float(answered.rstrip("s")) <= float(gone.rstrip("s"))
+    assert lines[4] == "in midb alone, pieces of 25"
+    timed = {line[:34].strip(): line[34:].split() for line in lines[6:8]}
     assert set(timed) == {"files removed after the answer", "files removed inside (before)"}
     for answered, gone in timed.values():
         assert float(answered.rstrip("s")) <= float(gone.rstrip("s"))
-    assert lines[4].startswith("answered in ") and not scratch.exists()
+    assert lines[8].startswith("answered in ") and not scratch.exists()
     with pytest.raises(SystemExit):
         expunge.main(["--size", "100"])   # inline bodies: nothing to measure
 
