@@ -386,7 +386,7 @@ class Store(MetadataMixin):
             self._remover.remove(blob_raw.hex() for blob_raw in blob_raws if blob_raw not in kept)
 
     def _forget_removed(self, blobs: list[str]) -> None:
-        """The remover's thread: these bodies' files are gone; drop their records, each in its
+        """A remover thread: these bodies' files are gone; drop their records, each in its
         shard. Not synced of its own (midb.removal)."""
         by_shard: dict[int, list[bytes]] = {}
         count = len(self._shards)

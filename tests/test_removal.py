@@ -1,4 +1,4 @@
-"""Body files released by a write are removed by a thread after it answers (midb.removal); their
+"""Body files released by a write are removed by threads after it answers (midb.removal); their
 ids are recorded in the same transaction, so a process that dies first leaves records, which the
 next store opened for writing takes over, and verify counts such files as awaiting removal."""
 
@@ -32,6 +32,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.unlinked: list[str] = []
+        self.unlinkers: set[str] = set()
         self.forgotten: list[list[str]] = []
         self.failing: set[str] = set()
         self.gate = threading.Event()
@@ -42,31 +43,39 @@ class Recorder:
         if blob in self.failing:
             raise PermissionError(13, "Permission denied")
         self.unlinked.append(blob)
+        self.unlinkers.add(threading.current_thread().name + str(threading.get_ident()))
 
     def forget(self, blobs: list[str]) -> None:
         self.forgotten.append(list(blobs))
 
 
-def test_the_remover_removes_in_order_and_forgets_only_what_it_removed() -> None:
+def test_the_remover_forgets_only_what_it_removed() -> None:
     recorder = Recorder()
     remover = BodyRemover(recorder.unlink, recorder.forget)
     recorder.failing.add("b")
     remover.remove(["a", "b", "c"])
     assert remover.wait(10)
-    assert recorder.unlinked == ["a", "c"]
-    assert recorder.forgotten == [["a", "c"]]   # "b" keeps its record: the next open tries again
+    assert sorted(recorder.unlinked) == ["a", "c"]
+    # "b" keeps its record: the next open tries again
+    assert sorted(blob for batch in recorder.forgotten for blob in batch) == ["a", "c"]
     assert remover.pending() == 0
     remover.close()
 
 
-def test_the_remover_works_in_batches() -> None:
+def test_the_remover_shares_the_queue_between_its_threads_in_batches() -> None:
     recorder = Recorder()
     remover = BodyRemover(recorder.unlink, recorder.forget)
-    names = [f"{number:04d}" for number in range(removal.BATCH + 10)]
+    names = [f"{number:04d}" for number in range(2 * removal.BATCH + 10)]
+    recorder.gate.clear()   # the first thread holds its batch: the other must take the next one
     remover.remove(names)
+    threading.Timer(0.2, recorder.gate.set).start()
     assert remover.wait(10)
-    assert recorder.unlinked == names
-    assert [len(batch) for batch in recorder.forgotten] == [removal.BATCH, 10]
+    assert sorted(recorder.unlinked) == names and len(recorder.unlinkers) == removal.UNLINKERS == 2
+    batches = [len(batch) for batch in recorder.forgotten]
+    assert sum(batches) == len(names) and max(batches) == removal.BATCH
+    assert sorted(blob for batch in recorder.forgotten for blob in batch) == names
+    # each thread takes its share of what the others do not hold, at most BATCH
+    assert sorted(batches) == [10, removal.BATCH, removal.BATCH]
     remover.close()
 
 
@@ -78,17 +87,17 @@ def test_close_waits_for_the_queue_then_gives_up_leaving_the_rest() -> None:
     assert not remover.wait(0.05) and remover.pending() == 2
     threading.Timer(0.1, recorder.gate.set).start()
     remover.close(timeout=10)
-    assert recorder.unlinked == ["a", "b"]   # the queue was finished within the wait
+    assert sorted(recorder.unlinked) == ["a", "b"]   # the queue was finished within the wait
 
     stuck = Recorder()
     remover = BodyRemover(stuck.unlink, stuck.forget)
     stuck.gate.clear()
-    remover.remove(["a", "b", "c"])
+    remover.remove(["a", "b", "c"])   # the first thread takes a and b, the second c
     threading.Timer(0.3, stuck.gate.set).start()
-    remover.close(timeout=0.05)   # gives up: the file in hand is finished, the rest left recorded
-    assert stuck.unlinked == ["a"] and stuck.forgotten == [["a"]]
+    remover.close(timeout=0.05)   # gives up: each thread finishes the file in hand, the rest left recorded
+    assert sorted(stuck.unlinked) == ["a", "c"] and sorted(stuck.forgotten) == [["a"], ["c"]]
     remover.remove(["d"])         # after close: left to the records
-    assert remover.pending() == 0 and stuck.unlinked == ["a"]
+    assert remover.pending() == 0 and sorted(stuck.unlinked) == ["a", "c"]
 
 
 def test_an_expunge_records_its_files_and_the_records_go_with_them(tmp_path: Path) -> None:
