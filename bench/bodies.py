@@ -104,11 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:8s} {figures['fetches_per_s']:7.1f} fetches/s  {figures['mib_per_s']:8.1f} MiB/s  "
             f"median {figures['median_ms']:7.1f} ms  {figures['cpu_ms_per_fetch']:6.2f} ms server CPU per fetch  "
             f"({args.clients} clients, {args.size_mib:g} MiB, {args.duration:g} s)"))
-    if "gximap" in results and "dovecot" in results:
-        gximap, dovecot = results["gximap"], results["dovecot"]
-        print(f"gximap/Dovecot: MiB/s {gximap['mib_per_s'] / max(dovecot['mib_per_s'], 1e-9):.2f}, median fetch "
-              f"{gximap['median_ms'] / max(dovecot['median_ms'], 1e-9):.2f}, CPU per fetch "
-              f"{gximap['cpu_ms_per_fetch'] / max(dovecot['cpu_ms_per_fetch'], 1e-9):.2f}")
+    probes.print_ratios(results, [("MiB/s", "mib_per_s"), ("median fetch", "median_ms"),
+                                  ("CPU per fetch", "cpu_ms_per_fetch")])
     return 0
 
 

@@ -135,11 +135,7 @@ def _print_servers(names: list[str], args: argparse.Namespace) -> None:
         names, lambda name: measure_server(name, args.dir / name, args.messages, args.size),
         lambda name, figures: (f"{name:10}{figures['store_s']:>9.2f}s{figures['expunge_s']:>9.2f}s"
                                f"{figures['gone_s']:>11.2f}s"))
-    if "gximap" in results and "dovecot" in results:
-        gximap, dovecot = results["gximap"], results["dovecot"]
-        print("gximap/Dovecot: " + ", ".join(
-            f"{label} {gximap[key] / max(dovecot[key], 1e-9):.2f}"
-            for label, key in (("STORE", "store_s"), ("EXPUNGE", "expunge_s"), ("files gone", "gone_s"))))
+    probes.print_ratios(results, [("STORE", "store_s"), ("EXPUNGE", "expunge_s"), ("files gone", "gone_s")])
 
 
 def _print_store(args: argparse.Namespace) -> None:

@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         names, lambda name: measure(name, args.dir / name, args.clients, args.duration),
         lambda name, figures: (f"{name:8s} {figures['noops_per_s']:9,.0f} NOOP/s  {figures['cpu_us_per_noop']:7.1f} µs "
                                f"server CPU per NOOP  ({args.clients} clients, {args.duration:g} s)"))
-    if "gximap" in results and "dovecot" in results:
-        gximap, dovecot = results["gximap"], results["dovecot"]
-        print(f"gximap/Dovecot: NOOP/s {gximap['noops_per_s'] / dovecot['noops_per_s']:.2f}, CPU per NOOP "
-              f"{gximap['cpu_us_per_noop'] / max(dovecot['cpu_us_per_noop'], 1e-9):.2f}")
+    probes.print_ratios(results, [("NOOP/s", "noops_per_s"), ("CPU per NOOP", "cpu_us_per_noop")])
     return 0
 
 

@@ -75,6 +75,14 @@ def measure_each(names: list[str], measure: Callable[[str], Figures],
     return results
 
 
+def print_ratios(results: dict[str, Figures], figures: list[tuple[str, str]]) -> None:
+    """Print gximap's figures over Dovecot's, ``(label, key)`` each, when both were measured."""
+    if "gximap" in results and "dovecot" in results:
+        gximap, dovecot = results["gximap"], results["dovecot"]
+        print("gximap/Dovecot: " + ", ".join(f"{label} {gximap[key] / max(dovecot[key], 1e-9):.2f}"
+                                             for label, key in figures))
+
+
 class LineClient:
     """A blocking IMAP client connection that skips literals unread: a probe's client must cost
     far less per byte than the servers (asyncio and a copy of each answer cost more than gximap's

@@ -204,6 +204,16 @@ def test_messages_are_deterministic_and_hits_predictable() -> None:
     assert expected["unseen"] == sum(1 for n in range(1, 2001) if not messages.is_seen(n))
 
 
+def test_ratios_are_printed_only_when_both_servers_were_measured(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import probes
+
+    figures = [("STORE", "store_s"), ("CPU", "cpu")]
+    probes.print_ratios({"gximap": {"store_s": 1.0, "cpu": 3.0}}, figures)
+    assert capsys.readouterr().out == ""
+    probes.print_ratios({"gximap": {"store_s": 1.0, "cpu": 3.0}, "dovecot": {"store_s": 4.0, "cpu": 1.5}}, figures)
+    assert capsys.readouterr().out == "gximap/Dovecot: STORE 0.25, CPU 2.00\n"
+
+
 def test_a_padded_message_has_the_asked_size_and_the_same_search_hits() -> None:
     for number in (1, 13, 1007, 2013):
         plain, padded = messages.make_message(number), messages.make_message(number, size=24576)
