@@ -4,9 +4,11 @@ Dovecot, and in midb alone with the files removed after the answer (midb.removal
     .venv/bin/python -m bench.expunge [--servers gximap,dovecot] [--messages 20000] [--size 24576]
                                       [--piece 0] [--dir var/bench/expunge]
 
-Both parts use --messages messages of --size bytes, above gximap's 16 KiB inline limit so that
-each body is a file (as in a Maildir), fsync on as the servers run. The figures are this
-machine's disk: removing a file costs a journal update.
+Both parts use --messages messages of --size bytes, by default above gximap's 16 KiB inline
+limit so that each body is a file (as in a Maildir), fsync on as the servers run. The figures are
+this machine's disk: removing a file costs a journal update. With --size 0 the messages are the
+bench's own (1-5 KB, kept inside gximap's index, files in Dovecot's Maildir) and only the first
+part runs.
 
 1. Over IMAP, for each server of --servers: the bench's messages (bench.messages, padded to
    --size) are filled into a fresh account's INBOX with the server stopped, the server is started
@@ -66,7 +68,7 @@ def measure_server(name: str, directory: Path, messages: int, size: int) -> prob
         # a stored one, which is what mail long delivered is: write everything out first.
         os.sync()
         files = server.message_files(account.name, "INBOX")
-        if files < messages:
+        if size > INLINE_BODY_LIMIT and files < messages:
             raise ImapError(f"{name}: {files} message files for {messages} messages (not all bodies are files)")
         client = probes.LineClient(server.imap_port)
         try:
@@ -153,18 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.expunge", description=__doc__.split("\n\n")[0])
     probes.add_server_options(parser, DEFAULT_DIR)
     parser.add_argument("--messages", type=int, default=20_000, help="messages expunged (default 20000)")
-    parser.add_argument("--size", type=int, default=24 * 1024, help="bytes per message (default 24576)")
+    parser.add_argument("--size", type=int, default=24 * 1024,
+                        help="bytes per message (default 24576; 0: the bench's messages as they are)")
     parser.add_argument("--piece", type=int, default=0,
                         help="messages per transaction in midb alone (default: all in one)")
     args = parser.parse_args(argv)
     names = probes.server_names(parser, args)
-    if args.messages < 1 or args.size <= INLINE_BODY_LIMIT or args.piece < 0:
-        parser.error(f"--messages must be positive, --size above {INLINE_BODY_LIMIT}, --piece not negative")
-    print(f"EXPUNGE of {args.messages:,} messages of {args.size:,} bytes (bodies as files), fsync on")
+    as_files = args.size > INLINE_BODY_LIMIT
+    if args.messages < 1 or args.piece < 0 or not (as_files or args.size == 0):
+        parser.error(f"--messages must be positive, --size 0 or above {INLINE_BODY_LIMIT}, --piece not negative")
+    if not (names or as_files):
+        parser.error("--size 0 measures the servers only: name at least one")
+    print(f"EXPUNGE of {args.messages:,} messages of {args.size:,} bytes (bodies as files), fsync on" if as_files
+          else f"EXPUNGE of {args.messages:,} of the bench's messages (1-5 KB), fsync on")
     try:
         if names:
             _print_servers(names, args)
-        _print_store(args)
+        if as_files:
+            _print_store(args)
     finally:
         shutil.rmtree(args.dir, ignore_errors=True)
     return 0

@@ -565,8 +565,13 @@ def test_expunge_probe_times_the_answer_and_the_removals(tmp_path: Path, capsys:
     for answered, gone in timed.values():
         assert float(answered.rstrip("s")) <= float(gone.rstrip("s"))
     assert lines[8].startswith("answered in ") and not scratch.exists()
-    with pytest.raises(SystemExit):
-        expunge.main(["--size", "100"])   # inline bodies: nothing to measure
+    assert expunge.main(["--servers", "gximap", "--messages", "40", "--size", "0", "--dir", str(scratch)]) == 0
+    lines = capsys.readouterr().out.splitlines()   # the bench's own messages: inline in gximap
+    assert lines[0] == "EXPUNGE of 40 of the bench's messages (1-5 KB), fsync on"
+    assert len(lines) == 4 and lines[3].split()[0] == "gximap" and not scratch.exists()
+    for options in (["--size", "100"], ["--size", "0", "--servers", ""]):
+        with pytest.raises(SystemExit):   # neither files nor the bench's messages; nothing to measure
+            expunge.main(options)
 
 
 def test_a_server_where_priming_logins_failed_is_not_measured() -> None:
