@@ -553,7 +553,7 @@ class SharedEnv:
             with _blocking():
                 committed = self._commit_batch(txn, batch)
                 if committed and any(p.durable for p in batch):
-                    self._sync_meta()
+                    self.sync()
         finally:
             for pending in batch:
                 if not pending.done:
@@ -561,14 +561,17 @@ class SharedEnv:
                         pending.error = MidbError("write interrupted before commit")
                     pending.done = True
 
-    def _sync_meta(self) -> None:
-        """Flush the meta page of the commit just made (metasync is off), or everything when a
-        Store that wants durability shares an env another Store opened with sync off. The commit
-        stands either way, so a failed flush is logged, not reported as a failed write."""
+    def sync(self) -> bool:
+        """Make every commit so far durable: the meta page of the commit just made (metasync is
+        off), or everything when a Store that wants durability shares an env another Store
+        opened with sync off. The commit stands either way, so a failed flush is logged (False),
+        not reported as a failed write."""
         try:
             self.env.sync(True)
         except lmdb.Error as error:
             log.error("flushing %s failed: %s", self.index_dir, error)
+            return False
+        return True
 
     def _commit_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> bool:
         try:

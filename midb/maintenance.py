@@ -257,7 +257,10 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
             errors.append(f"summary of unknown body {blob_raw.hex()}")
             scan.problems.append(("summary_dangling", blob_raw))
     for blob_raw in removal.recorded(txn, dbs):
-        if blob_raw in scan.blob_records:
+        if not removal.well_formed(blob_raw):
+            errors.append(f"damaged record of a body to remove {blob_raw.hex()}")
+            scan.problems.append(("removal_wrong", blob_raw))
+        elif blob_raw in scan.blob_records:
             errors.append(f"body {blob_raw.hex()}: recorded for removal but still has a record")
             scan.problems.append(("removal_wrong", blob_raw))
         else:
@@ -475,7 +478,8 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
                 done.append(f"removed unreferenced body {detail.hex()}")
             elif kind == "removal_wrong":
                 removal.forget(txn, dbs, [detail])
-                done.append(f"kept body {detail.hex()}, wrongly recorded for removal")
+                done.append(f"kept body {detail.hex()}, wrongly recorded for removal" if removal.well_formed(detail)
+                            else f"dropped damaged record of a body to remove {detail.hex()}")
             elif kind == "blob_refcount":
                 bodyrecords.put(txn, dbs, bodyrecords.REFS, detail,
                                 pack_blob_record(scan.blob_refs[detail], scan.blob_sizes[detail]))

@@ -13,7 +13,12 @@ after the commit. A remover thread removes the file first, then the record (a wr
 not synced of its own: lost in a power failure, the record comes back and the removal of a file
 already gone is a no-op). A store opened for writing takes over the records it finds, so a crash
 between the commit and the removal leaves neither an orphan file nor a reference to a missing
-one. ``verify`` counts a file with a record as awaiting removal, not as an orphan.
+one. It syncs the index before it acts on them: they may be another process's commit whose
+meta page that process has not synced yet (metasync is off), and a power failure must not bring
+back a message whose file is gone. ``verify`` counts a file with a record as awaiting removal,
+not as an orphan. (On a filesystem that does not keep the order of an unlink and a later fsync
+of another file, as ext4 and XFS do, a power failure can leave a removed record's file behind:
+an orphan, which ``verify --repair`` removes.)
 
 A body id is never used again once its last reference is gone (ids are random, 128 bits), so no
 later write can meet a file the remover is about to take away.
@@ -28,11 +33,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from midb.keys import prefix_items
+from midb.keys import BLOB_ID_BYTES, prefix_items
 
 log = logging.getLogger("midb")
+Item = TypeVar("Item")
 
 KEY_PREFIX = b"unlink:"
 BATCH = 512          # files removed before their records are forgotten in one write
@@ -54,22 +60,29 @@ def recorded(txn: Any, dbs: Any) -> list[bytes]:
     return [bytes(key[size:]) for key in prefix_items(txn, dbs.meta, KEY_PREFIX, values=False)]
 
 
+def well_formed(blob_raw: bytes) -> bool:
+    """Whether a record names a body id at all (a damaged one is dropped, never acted on)."""
+    return len(blob_raw) == BLOB_ID_BYTES
+
+
 def forget(txn: Any, dbs: Any, blob_raws: Iterable[bytes]) -> None:
     for blob_raw in blob_raws:
         txn.delete(KEY_PREFIX + blob_raw, db=dbs.meta)
 
 
-class BodyRemover:
+class BodyRemover(Generic[Item]):
     """The files waiting for removal in this process, and the threads (UNLINKERS) that remove them.
 
-    ``unlink(blob)`` removes a body's file (a missing file is no error); ``forget(blobs)`` drops
-    the records of those whose files are gone. A file whose removal fails keeps its record: the
-    next store opened for writing tries again, and verify shows it meanwhile.
+    ``unlink(item)`` removes a body's file (a missing file is no error); ``forget(items)`` drops
+    the records of those whose files are gone. An item is whatever the two need to find the file
+    and its record (the store's: the shard the record is in, and the body id). A file whose
+    removal fails keeps its record: the next store opened for writing tries again, and verify
+    shows it meanwhile.
     """
 
-    _instances: weakref.WeakSet[BodyRemover] = weakref.WeakSet()
+    _instances: weakref.WeakSet[BodyRemover[Any]] = weakref.WeakSet()
 
-    def __init__(self, unlink: Callable[[str], None], forget: Callable[[list[str]], None]) -> None:
+    def __init__(self, unlink: Callable[[Item], None], forget: Callable[[list[Item]], None]) -> None:
         self._unlink = unlink
         self._forget = forget
         self._reset()
@@ -78,26 +91,32 @@ class BodyRemover:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[Item] = collections.deque()
         self._in_flight = 0       # files taken by the threads and not yet done with
         self._busy = 0            # threads holding a batch
         self._threads: set[threading.Thread] = set()
         self._closing = False     # the threads leave once the queue is empty
         self._abandon = False     # the threads leave after the file in hand
 
-    def remove(self, blobs: Iterable[str]) -> None:
-        """Bodies whose last reference a committed write removed (and recorded): remove their files."""
+    def remove(self, items: Iterable[Item]) -> None:
+        """Bodies whose last reference a committed write removed (and recorded): remove their
+        files. Never raises for want of a thread: the records keep what cannot be removed now."""
         with self._lock:
             if self._abandon:
                 return   # closed: the records stay, for the next store opened for writing
             before = len(self._queue)
-            self._queue.extend(blobs)
+            self._queue.extend(items)
             if len(self._queue) == before:
                 return
             while len(self._threads) < UNLINKERS:
                 thread = threading.Thread(target=self._run, name="midb-unlink", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as error:   # at the process's thread limit
+                    log.error("cannot start a thread to remove body files: %s", error)
+                    break
                 self._threads.add(thread)
-                thread.start()
+            # Without a thread they wait here (a later call tries again) and in their records.
             if before == 0:
                 self._changed.notify_all()
 
@@ -118,20 +137,23 @@ class BodyRemover:
 
     def close(self, timeout: float = CLOSE_WAIT) -> None:
         """Remove what is queued, for ``timeout`` at most; the rest keep their records (the next
-        store opened for writing removes them). Called before the store's environments close."""
+        store opened for writing removes them). Each thread finishes the file in hand and then
+        leaves without touching the store. Called before the store's environments close."""
+        deadline = time.monotonic() + timeout
         finished = self.wait(timeout)
         with self._lock:
-            if not finished:
-                log.info("%d body files left to remove at the next start",
-                         len(self._queue) + self._in_flight)
+            left = len(self._queue) + self._in_flight
+            if not finished or left:
+                log.info("%d body files left to remove at the next start", left)
             self._closing = self._abandon = True
             self._changed.notify_all()
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
-                thread.join(1.0)
+                # A file in hand is one system call; the threads are daemons if one hangs.
+                thread.join(max(0.1, deadline - time.monotonic()))
 
-    def _take(self) -> list[str] | None:
+    def _take(self) -> list[Item] | None:
         """The next batch for the calling thread: its share of the queue among the threads not
         holding one, at most BATCH, so that they finish together; None when it is to leave."""
         with self._lock:
@@ -149,25 +171,30 @@ class BodyRemover:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            removed: list[str] = []
-            for blob in batch:
-                if self._abandon:
-                    break
-                try:
-                    self._unlink(blob)
-                except OSError as error:   # keeps its record: retried at the next open
-                    log.warning("cannot remove body %s: %s", blob, error)
-                    continue
-                removed.append(blob)
             try:
-                if removed:
-                    self._forget(removed)
+                self._remove_batch(batch)
+            finally:
+                with self._lock:
+                    self._in_flight -= len(batch)
+                    self._busy -= 1
+                    self._changed.notify_all()
+
+    def _remove_batch(self, batch: list[Item]) -> None:
+        removed: list[Item] = []
+        for item in batch:
+            if self._abandon:
+                break
+            try:
+                self._unlink(item)
+            except Exception as error:   # keeps its record: retried at the next open, shown by verify
+                log.warning("cannot remove body %s: %s", item, error)
+                continue
+            removed.append(item)
+        if removed and not self._abandon:   # once closed, the store is not to be touched: the records stay
+            try:
+                self._forget(removed)
             except Exception:   # the records stay; the next open removes (nothing) and forgets them
                 log.exception("cannot forget %d removed bodies", len(removed))
-            with self._lock:
-                self._in_flight -= len(batch)
-                self._busy -= 1
-                self._changed.notify_all()
 
     @classmethod
     def _forget_after_fork(cls) -> None:

@@ -236,12 +236,16 @@ class Store(MetadataMixin):
         self._parser: DeferredParser | None = None
         if parse_delay is not None and not readonly:
             self._parser = DeferredParser(self.store_parsed, parse_delay)
-        self._remover: removal.BodyRemover | None = None
+        self._remover: removal.BodyRemover[tuple[int, str]] | None = None
         self._closed = False
         if not readonly:
-            self._remover = removal.BodyRemover(self._blobs.unlink, self._forget_removed)
+            self._remover = removal.BodyRemover(self._unlink_removed, self._forget_removed)
             if take_over_removals:
-                self._remove_recorded()
+                try:
+                    self._remove_recorded()
+                except BaseException:
+                    self.close()
+                    raise
 
     # ---- life cycle ---------------------------------------------------------------------------------
 
@@ -361,12 +365,12 @@ class Store(MetadataMixin):
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
         result, effects = shared.write(job, durable=self.fsync and durable)
-        self._after_commit(effects)
+        self._after_commit(effects, shared)
         return result
 
-    def _after_commit(self, effects: WriteEffects) -> None:
-        if effects.unlink and self._remover is not None:
-            self._remover.remove(effects.unlink)   # midb.removal: their ids are recorded
+    def _after_commit(self, effects: WriteEffects, shared: SharedEnv) -> None:
+        if effects.unlink:
+            self._hand_over(effects.unlink, self._shards.index(shared))
         if effects.changes:
             events.publish_all(self._shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
                                         modseq in effects.changes.items()])
@@ -374,25 +378,39 @@ class Store(MetadataMixin):
     def _remove_recorded(self) -> None:
         """At open: take over the removals a process left recorded (it stopped or died first)."""
         assert self._remover is not None
-        for shared in self._shards:
+        for shard, shared in enumerate(self._shards):
             with lmdb_errors(), shared.read() as txn:
                 blob_raws = removal.recorded(txn, shared.dbs)
                 # Never expected, but a file the index references is mail: its record is wrong.
-                kept = {blob_raw for blob_raw in blob_raws
-                        if bodyrecords.get(txn, shared.dbs, bodyrecords.REFS, blob_raw) is not None}
-            if kept:
-                log.warning("%d bodies recorded for removal are still referenced; kept", len(kept))
-                self._write(_forget_removals(sorted(kept)), shared)
-            self._remover.remove(blob_raw.hex() for blob_raw in blob_raws if blob_raw not in kept)
+                wrong = {blob_raw for blob_raw in blob_raws if not removal.well_formed(blob_raw)
+                         or bodyrecords.get(txn, shared.dbs, bodyrecords.REFS, blob_raw) is not None}
+            if not blob_raws:
+                continue
+            # The records may be another process's commit whose meta page it has not synced yet
+            # (metasync is off): made durable here first, so that a power failure cannot bring
+            # back a message whose file this process removed. Unsynced, they wait for a later open.
+            if not shared.sync():
+                continue
+            if wrong:
+                log.warning("%d records of bodies to remove are damaged or name a body still "
+                            "referenced; dropped", len(wrong))
+                self._write(_forget_removals(sorted(wrong)), shared)
+            self._remover.remove((shard, blob_raw.hex()) for blob_raw in blob_raws if blob_raw not in wrong)
 
-    def _forget_removed(self, blobs: list[str]) -> None:
-        """A remover thread: these bodies' files are gone; drop their records, each in its
-        shard. Not synced of its own (midb.removal)."""
+    def _hand_over(self, blobs: Iterable[str], shard: int) -> None:
+        """Bodies released by a commit in ``shard``, their removal recorded there: to the remover."""
+        if self._remover is not None:
+            self._remover.remove((shard, blob) for blob in blobs)
+
+    def _unlink_removed(self, item: tuple[int, str]) -> None:
+        self._blobs.unlink(item[1])
+
+    def _forget_removed(self, items: list[tuple[int, str]]) -> None:
+        """A remover thread: these bodies' files are gone; drop their records, each in the shard
+        it was written in. Not synced of its own (midb.removal)."""
         by_shard: dict[int, list[bytes]] = {}
-        count = len(self._shards)
-        for blob in blobs:
-            blob_raw = bytes.fromhex(blob)
-            by_shard.setdefault(shards_of.of_blob(blob_raw, count), []).append(blob_raw)
+        for shard, blob in items:
+            by_shard.setdefault(shard, []).append(bytes.fromhex(blob))
         shards = self._live_shards()
         for shard, blob_raws in by_shard.items():
             self._write(_forget_removals(blob_raws), shards[shard], durable=False)
@@ -1288,7 +1306,7 @@ class Store(MetadataMixin):
                 stored_places.append((account, folder_id, uids[0]))
                 for (changed_account, changed_folder), modseq in job_effects.changes.items():
                     effects.changed(changed_account, changed_folder, modseq)
-                effects.unlink.extend(job_effects.unlink)
+                self._hand_over(job_effects.unlink, self._home_index(account))
                 continue
             failed_blobs.append(blob)
             if isinstance(error, MidbError):
@@ -1297,7 +1315,7 @@ class Store(MetadataMixin):
                 unexpected = error
         if failed_blobs:
             self._discard_unreferenced(failed_blobs)
-        self._after_commit(effects)
+        self._after_commit(effects, self._shared)   # no unlinks: handed over per shard above
         if self._parser is not None:
             self._parser.stored(stored_blobs, stored_places)
         if unexpected is not None:
@@ -1362,7 +1380,7 @@ class Store(MetadataMixin):
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
-        self._after_commit(effects)
+        self._after_commit(effects, shared)
         if self._parser is not None:
             self._parser.stored(blobs, [(account, folder_id, uid) for uid in result[1]])
         return result

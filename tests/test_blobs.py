@@ -136,7 +136,7 @@ def test_body_removed_only_after_commit(store: Store, monkeypatch: pytest.Monkey
     state_at_unlink: list[tuple[int, int]] = []
     gate = threading.Event()
 
-    def spying_unlink(victim: str) -> None:
+    def spying_unlink(victim: tuple[int, str]) -> None:
         gate.wait(10)
         state_at_unlink.append((len(store.uids("alice", info.id)), store.stats()["bodies_awaiting_removal"]))
         real_unlink(victim)

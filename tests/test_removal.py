@@ -9,12 +9,16 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_helpers import body_files, folder_id, store_with_alice
 
 from midb import removal
+from midb import shards as shards_of
+from midb.env import SharedEnv
 from midb.removal import BodyRemover
 from midb.store import Store
 
@@ -37,8 +41,10 @@ class Recorder:
         self.failing: set[str] = set()
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Semaphore(0)   # released by each unlink as it starts
 
     def unlink(self, blob: str) -> None:
+        self.entered.release()
         self.gate.wait(10)
         if blob in self.failing:
             raise PermissionError(13, "Permission denied")
@@ -93,9 +99,15 @@ def test_close_waits_for_the_queue_then_gives_up_leaving_the_rest() -> None:
     remover = BodyRemover(stuck.unlink, stuck.forget)
     stuck.gate.clear()
     remover.remove(["a", "b", "c"])   # the first thread takes a and b, the second c
-    threading.Timer(0.3, stuck.gate.set).start()
+    assert stuck.entered.acquire(timeout=10) and stuck.entered.acquire(timeout=10)   # both hold a file
+    threading.Timer(2.0, stuck.gate.set).start()
     remover.close(timeout=0.05)   # gives up: each thread finishes the file in hand, the rest left recorded
-    assert sorted(stuck.unlinked) == ["a", "c"] and sorted(stuck.forgotten) == [["a"], ["c"]]
+    assert stuck.unlinked == []   # close was not held up by the files in hand
+    deadline = time.monotonic() + 10
+    while remover.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # ... and leave the store alone: the records of a and c stay, for the next open to forget
+    assert sorted(stuck.unlinked) == ["a", "c"] and stuck.forgotten == []
     remover.remove(["d"])         # after close: left to the records
     assert remover.pending() == 0 and sorted(stuck.unlinked) == ["a", "c"]
 
@@ -108,9 +120,9 @@ def test_an_expunge_records_its_files_and_the_records_go_with_them(tmp_path: Pat
         assert store._remover is not None
         real_unlink, gate = store._remover._unlink, threading.Event()
 
-        def unlink_when_let(blob: str) -> None:
+        def unlink_when_let(item: tuple[int, str]) -> None:
             gate.wait(10)
-            real_unlink(blob)
+            real_unlink(item)
 
         store._remover._unlink = unlink_when_let
         store.store_flags("alice", inbox, uids[:2], "add", ["\\Deleted"])
@@ -207,3 +219,123 @@ def test_a_folder_deletion_removes_its_files_in_every_shard(tmp_path: Path, shar
             with shared.read() as txn:
                 assert removal.recorded(txn, shared.dbs) == []
         assert store.verify() == []
+
+
+def _expunged_without_removal(path: Path, count: int = 2) -> list[str]:
+    """A store at ``path`` whose ``count`` expunged bodies are recorded and still on disk, as a
+    process leaves them that stops before its remover gets to them; returns their ids."""
+    with store_with_alice(path) as store:
+        inbox = folder_id(store)
+        for n in range(count):
+            store.append("alice", inbox, MSG + bytes([65 + n]), flags=["\\Deleted"])
+        blobs = sorted(meta.blob for meta in store.messages("alice", inbox))
+        store._remover.remove = lambda items: None   # type: ignore[union-attr, method-assign]
+        assert len(store.expunge("alice", inbox)) == count
+    return blobs
+
+
+def test_a_taken_over_record_is_made_durable_before_its_file_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's commit may not be synced yet (metasync off): acting on its records
+    first would let a power failure bring back a message without its file."""
+    path = tmp_path / "store"
+    blobs = _expunged_without_removal(path)
+    real_sync, real_remove = SharedEnv.sync, BodyRemover.remove
+    monkeypatch.setattr(SharedEnv, "sync", lambda self: False)   # the sync fails: hands off
+    with Store(path, fsync=False) as store:
+        assert store.removals_pending() == 0 and recorded(store) == blobs
+        assert sorted(name for _d, _s, names in os.walk(path / "eml") for name in names) == blobs
+    order: list[str] = []
+
+    def sync(self: SharedEnv) -> bool:
+        order.append("sync")
+        return real_sync(self)
+
+    def remove(self: BodyRemover[Any], items: Any) -> None:
+        order.append("remove")
+        real_remove(self, items)
+
+    monkeypatch.setattr(SharedEnv, "sync", sync)
+    monkeypatch.setattr(BodyRemover, "remove", remove)
+    with Store(path, fsync=False) as store:
+        assert body_files(store) == [] and recorded(store) == []
+    assert order[:2] == ["sync", "remove"]
+
+
+def test_a_damaged_record_is_reported_and_dropped_never_acted_on(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        inbox = folder_id(store)
+        store.append("alice", inbox, MSG)
+
+        def damaged(txn: Any, dbs: Any, _effects: object) -> None:
+            txn.put(removal.KEY_PREFIX + b"\x01\x02\x03", b"", db=dbs.meta)
+
+        store._write(damaged, store._env)
+        assert store.verify() == ["error: damaged record of a body to remove 010203"]
+        store.verify(repair=True)
+        assert store.verify() == []
+        store._write(damaged, store._env)
+    began = time.monotonic()
+    with Store(path, fsync=False) as store:   # dropped at the open, with a warning
+        assert store.verify() == [] and store.wait_for_removals(5) and store.removals_pending() == 0
+        assert len(body_files(store)) == 1
+    assert time.monotonic() - began < 4   # the close did not wait for a removal that never ends
+
+
+def test_the_remover_survives_any_error_of_an_unlink() -> None:
+    recorder = Recorder()
+
+    def unlink(blob: str) -> None:
+        if blob == "bad":
+            raise ValueError("not a body id")
+        recorder.unlink(blob)
+
+    remover = BodyRemover(unlink, recorder.forget)
+    remover.remove(["a", "bad", "c"])
+    assert remover.wait(10) and remover.pending() == 0
+    remover.remove(["d"])
+    assert remover.wait(10) and sorted(recorder.unlinked) == ["a", "c", "d"]
+    remover.close()
+
+
+def test_a_remover_thread_that_cannot_start_fails_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the process's thread limit the expunge still answers: its files wait in their records."""
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        inbox = folder_id(store)
+        for n in range(2):
+            store.append("alice", inbox, MSG + bytes([65 + n]), flags=["\\Deleted"])
+        blobs = sorted(meta.blob for meta in store.messages("alice", inbox))
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(threading.Thread, "start", refuse)
+            assert store.expunge("alice", inbox) == [1, 2]
+            assert store.removals_pending() == 2 and not store.wait_for_removals(0.1)
+            assert recorded(store) == blobs
+        store.close()   # logs what is left; does not raise
+    with Store(path, fsync=False) as store:   # the next open removes them
+        assert body_files(store) == [] and recorded(store) == []
+
+
+def test_records_are_forgotten_in_the_shard_they_were_written_in(tmp_path: Path) -> None:
+    """A body recorded outside its home shard (a damaged index that verify repaired) must not
+    leave its record behind for ever."""
+    with Store(tmp_path / "store", fsync=False, shards=3) as store:
+        blob_raw = bytes(range(16))
+        home = shards_of.of_blob(blob_raw, 3)
+        other = store._shards[(home + 1) % 3]
+
+        def record(txn: Any, dbs: Any, _effects: object) -> None:
+            removal.record(txn, dbs, blob_raw)
+
+        store._write(record, other)
+    with Store(tmp_path / "store", fsync=False, shards=3) as store:
+        assert store.wait_for_removals(5)
+        for shared in store._shards:
+            with shared.read() as txn:
+                assert removal.recorded(txn, shared.dbs) == []
+        assert store.stats()["bodies_awaiting_removal"] == 0
