@@ -16,8 +16,8 @@ between the commit and the removal leaves neither an orphan file nor a reference
 one. It syncs the index before it acts on them: they may be another process's commit whose
 meta page that process has not synced yet (metasync is off), and a power failure must not bring
 back a message whose file is gone. ``verify`` counts a file with a record as awaiting removal,
-not as an orphan. (On a filesystem that does not keep the order of an unlink and a later fsync
-of another file, as ext4 and XFS do, a power failure can leave a removed record's file behind:
+not as an orphan. (ext4 and XFS keep the order of an unlink and a later fsync of another file.
+On a filesystem that does not, a power failure can leave the file of a forgotten record behind:
 an orphan, which ``verify --repair`` removes.)
 
 A body id is never used again once its last reference is gone (ids are random, 128 bits), so no
