@@ -189,7 +189,7 @@ class Store(MetadataMixin):
     append that stores it; a number of seconds has a thread parse it that long after its commit
     instead, unless it is expunged first or a reader parses it before (midb.deferred).
 
-    Body files no message references any more are removed by a thread after the commit
+    Body files no message references any more are removed by threads after the commit
     (midb.removal). ``take_over_removals``: also remove those a process left recorded when it
     stopped or died (False for an open that only checks the store and closes it again).
     """
