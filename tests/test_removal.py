@@ -71,17 +71,17 @@ def test_the_remover_forgets_only_what_it_removed() -> None:
 def test_the_remover_shares_the_queue_between_its_threads_in_batches() -> None:
     recorder = Recorder()
     remover = BodyRemover(recorder.unlink, recorder.forget)
-    names = [f"{number:04d}" for number in range(2 * removal.BATCH + 10)]
-    recorder.gate.clear()   # the first thread holds its batch: the other must take the next one
+    names = [f"{number:04d}" for number in range(removal.UNLINKERS * removal.BATCH + 10)]
+    recorder.gate.clear()   # the first thread holds its batch: the others must take the next ones
     remover.remove(names)
     threading.Timer(0.2, recorder.gate.set).start()
     assert remover.wait(10)
-    assert sorted(recorder.unlinked) == names and len(recorder.unlinkers) == removal.UNLINKERS == 2
+    assert sorted(recorder.unlinked) == names and len(recorder.unlinkers) == removal.UNLINKERS > 1
     batches = [len(batch) for batch in recorder.forgotten]
     assert sum(batches) == len(names) and max(batches) == removal.BATCH
     assert sorted(blob for batch in recorder.forgotten for blob in batch) == names
     # each thread takes its share of what the others do not hold, at most BATCH
-    assert sorted(batches) == [10, removal.BATCH, removal.BATCH]
+    assert sorted(batches) == [10] + [removal.BATCH] * removal.UNLINKERS
     remover.close()
 
 
@@ -98,18 +98,21 @@ def test_close_waits_for_the_queue_then_gives_up_leaving_the_rest() -> None:
     stuck = Recorder()
     remover = BodyRemover(stuck.unlink, stuck.forget)
     stuck.gate.clear()
-    remover.remove(["a", "b", "c"])   # the first thread takes a and b, the second c
-    assert stuck.entered.acquire(timeout=10) and stuck.entered.acquire(timeout=10)   # both hold a file
+    names = [f"{number:02d}" for number in range(2 * removal.UNLINKERS)]
+    remover.remove(names)   # each thread takes two files: the first 00 and 01, the next 02 and 03...
+    for _ in range(removal.UNLINKERS):   # every thread holds a file
+        assert stuck.entered.acquire(timeout=10)
     threading.Timer(2.0, stuck.gate.set).start()
     remover.close(timeout=0.05)   # gives up: each thread finishes the file in hand, the rest left recorded
     assert stuck.unlinked == []   # close was not held up by the files in hand
     deadline = time.monotonic() + 10
     while remover.pending() and time.monotonic() < deadline:
         time.sleep(0.01)
-    # ... and leave the store alone: the records of a and c stay, for the next open to forget
-    assert sorted(stuck.unlinked) == ["a", "c"] and stuck.forgotten == []
-    remover.remove(["d"])         # after close: left to the records
-    assert remover.pending() == 0 and sorted(stuck.unlinked) == ["a", "c"]
+    # ... and leave the store alone: the records of the files in hand stay, for the next open to forget
+    in_hand = names[::2]
+    assert sorted(stuck.unlinked) == in_hand and stuck.forgotten == []
+    remover.remove(["later"])     # after close: left to the records
+    assert remover.pending() == 0 and sorted(stuck.unlinked) == in_hand
 
 
 def test_an_expunge_records_its_files_and_the_records_go_with_them(tmp_path: Path) -> None:
