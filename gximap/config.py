@@ -220,8 +220,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=1),
     _d("imap_auth_times", "int", "10",
        "Failed logins allowed on one connection (counted per connection, as Gromox does) before its "
-       "user is blocked for block_interval_auths and the connection closed. A client that reconnects for "
-       "every guess is held back by imap_auth_ip_times instead.",
+       "user is blocked for block_interval_auths and the connection closed. Only attempts whose password "
+       "was checked count toward the block: one refused because its address or user is blocked already "
+       "does not. A client that reconnects for every guess is held back by imap_auth_ip_times instead.",
        "imap", minimum=1),
     _d("imap_autologout_time", "timespan", "30 minutes",
        "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",

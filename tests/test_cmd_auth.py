@@ -273,6 +273,25 @@ def test_too_many_failures_block_the_user_and_close(tmp_path):
         other.login("bob")
 
 
+def test_attempts_refused_without_a_password_check_never_block_the_user(tmp_path):
+    # probe54 H1: from an address already blocked, ten LOGINs naming a user, each refused at
+    # once, blocked that user for everyone: a stranger's lock-out tool with no guess made.
+    with Conversation(tmp_path, users=("alice", "bob"), auth_times=3, ip_times=2) as conv:
+        conv.script("""
+            C: a1 LOGIN bob wrong1
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a2 LOGIN bob wrong2
+            S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a3 LOGIN alice whatever
+            S: a3 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later
+            S: * BYE Too many failed logins, closing connection
+        """)
+        assert conv.closed   # the connection's attempts still end it
+        assert conv.ctx.auth.user_block_remaining("alice") == 0
+        assert conv.ctx.auth.user_block_remaining("bob") == 0   # two guesses of three
+        assert conv.session.password_failures == 2
+
+
 def test_blocking_expires(tmp_path):
     with Conversation(tmp_path, auth_times=1, block_interval=0.0) as conv:
         conv.send(b"a1 LOGIN alice wrong\r\n")

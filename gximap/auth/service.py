@@ -2,7 +2,8 @@
 
 Gromox semantics: failures are counted per connection by the session; when a connection reaches
 ``imap_auth_times`` the *username* is blocked for ``block_interval_auths``, and a blocked user is
-refused before any password check, on every connection. Beyond Gromox, failures are also counted
+refused before any password check, on every connection (such a refusal, or one for a blocked
+address, does not count toward a block: it is no guess). Beyond Gromox, failures are also counted
 per client address in a sliding window (``imap_auth_ip_times`` / ``imap_auth_ip_window``), so a
 password spray over many usernames from one address is refused too. IPv6 clients are counted per
 /64 network, the block an ISP hands one customer, so address rotation within it does not help.

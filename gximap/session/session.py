@@ -118,7 +118,8 @@ class ImapSession:
         self.selected: SelectedMailbox | None = None
         self.enabled: set[str] = set()  # ENABLEd extensions: IMAP4REV2, UTF8=ACCEPT, ...
         self.client_id: dict[str, str | None] | None = None
-        self.auth_failures = 0
+        self.auth_failures = 0  # refused logins on this connection: imap_auth_times closes it
+        self.password_failures = 0  # those of them whose password was checked: they block the user
         self.saved_search: list[int] | None = None  # SEARCHRES "$": UIDs
         self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False,
                              max_command_literal=COMMAND_LITERAL_MAX)

@@ -73,9 +73,14 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
         caps = " ".join(session.capability_list()).encode("ascii")
         return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
     session.auth_failures += 1
+    if not result.blocked:
+        session.password_failures += 1
     text = Code.NO_AUTH_BLOCKED if result.blocked else Code.NO_AUTH_FAILED
     if auth.auth_times > 0 and session.auth_failures >= auth.auth_times:
-        if login:
+        # Only attempts whose password was checked block the user (as on the auth socket): one
+        # refused because its address or its user is blocked already is no guess, and counting it
+        # let a blocked address lock anyone out, or keep a user's block re-armed, for free.
+        if login and session.password_failures >= auth.auth_times:
             auth.block_user(login.partition("!")[0], session.rhost)
         return Done(text, status="NO", code=b"AUTHENTICATIONFAILED", sync=False,
                     goodbye=Code.BYE_TOO_MANY_FAILURES)
@@ -145,6 +150,6 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     session.enabled.clear()
     session.client_id = None
     session.saved_search = None
-    session.auth_failures = 0
+    session.auth_failures = session.password_failures = 0
     session.connected_at = time.monotonic()  # imap_login_timeout counts afresh, as on a new connection
     return Done(Code.OK_UNAUTHENTICATE, sync=False)
