@@ -186,7 +186,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "the other imap_max_* limits.",
        "imap", minimum=0),
     _d("context_num", "int", "200",
-       "Maximum number of concurrently active sessions.",
+       "Maximum number of concurrently active sessions. A connection arriving with all of them "
+       "taken displaces the oldest session that has not logged in yet; it is refused only when "
+       "every session has logged in.",
        "imap", minimum=1),
     _d("data_file_path", "str", "/usr/share/gromox/imap",
        "Colon-separated list of directories searched for data files (imap_code.txt, folder_lang.txt).",

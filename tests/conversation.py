@@ -275,6 +275,12 @@ class Conversation:
         self.session.shutdown()
         return self._collect(self._run())
 
+    def displaced(self) -> list[bytes]:
+        """The pool closes the session to make room for a new connection (displaced())."""
+        self._raw_pending = b""
+        self.session.displaced()
+        return self._collect(self._run())
+
     def undecodable_input(self) -> list[bytes]:
         """The pool found the client's DEFLATE stream broken (input_undecodable())."""
         self._raw_pending = b""

@@ -27,8 +27,9 @@ _open_clients: list[Client] = []  # closed when the server context they were use
 class Recorder:
     """What the handlers of one server saw, readable from the test thread."""
 
-    def __init__(self, idle_timeout: float = 0.0) -> None:
+    def __init__(self, idle_timeout: float = 0.0, *, logins: bool = False) -> None:
         self.idle_timeout = idle_timeout
+        self.logins = logins  # handlers know LOGIN and may be displaced before it (LoginLineHandler)
         self.lock = threading.Lock()
         self.events: list[tuple[str, str]] = []
         self.handlers: list[LineHandler] = []
@@ -48,7 +49,7 @@ class Recorder:
             return [d for k, d in self.events if k == kind]
 
     def factory(self, info: ConnectionInfo, waker: Waker) -> LineHandler:
-        handler = LineHandler(info, waker, self)
+        handler = (LoginLineHandler if self.logins else LineHandler)(info, waker, self)
         with self.lock:
             self.handlers.append(handler)
         return handler
@@ -193,6 +194,31 @@ class LineHandler:
 
     def connection_lost(self) -> None:
         self.recorder.record("connection_lost", self.info.peer_host)
+
+
+class LoginLineHandler(LineHandler):
+    """A LineHandler with a login state: LOGIN logs in; until then the pool may displace it."""
+
+    logged_in = False
+
+    def _execute(self, line: str) -> None:
+        command, _, argument = line.partition(" ")
+        if command.upper() != "LOGIN":
+            super()._execute(line)
+            return
+        if argument == "slow":  # a password check: waits for the test's go-ahead, as BLOCKED
+            with blocking_section():
+                self.recorder.go.wait(10)
+        self.logged_in = True
+        self.output.append(b"OK logged in\r\n")
+
+    def displaceable(self) -> bool:
+        return not self.logged_in
+
+    def displaced(self) -> None:
+        self.recorder.record("displaced", str(self.info.peer_port))
+        self.output.append(b"* BYE displaced\r\n")
+        self.output.append(TransportAction.CLOSE)
 
 
 class Client:

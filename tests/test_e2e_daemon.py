@@ -158,8 +158,10 @@ def test_context_num_admission(tmp_path: Path) -> None:
     try:
         first = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
         second = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
-        assert _read_line(first).startswith(b"* OK")
-        assert _read_line(second).startswith(b"* OK")
+        for client in (first, second):  # logged in: never displaced to make room
+            assert _read_line(client).startswith(b"* OK")
+            client.sendall(b"l LOGIN alice secret\r\n")
+            assert _read_line(client).startswith(b"l OK")
         third = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
         # Gromox's imap(8gx): host_id is in the greeting lines, "positive as well as negative".
         assert _read_line(third) == b"* BYE mx1.example.org server too busy, try again later\r\n"
@@ -169,6 +171,29 @@ def test_context_num_admission(tmp_path: Path) -> None:
         assert _read_line(first).startswith(b"a OK")
         first.close()
         second.close()
+    finally:
+        proc.stop()
+
+
+def test_idle_connections_that_never_log_in_cannot_lock_a_user_out(tmp_path: Path) -> None:
+    """All contexts held by connections that never log in (until imap_login_timeout, 3 min
+    here): a client arriving displaces the oldest of them, as Dovecot does, and logs in."""
+    proc = GximapProcess(tmp_path, tls=False, extra={"context_num": "3", "imap_login_timeout": "3min"}).start()
+    try:
+        squatters = [socket.create_connection(("127.0.0.1", proc.port), timeout=5) for _ in range(3)]
+        for squatter in squatters:
+            assert _read_line(squatter).startswith(b"* OK")
+        with imaplib.IMAP4("127.0.0.1", proc.port, timeout=10) as client:
+            assert client.login("alice", "secret")[0] == "OK"
+            assert _read_line(squatters[0]) == b"* BYE Connection queue full, closing connection\r\n"
+            assert squatters[0].recv(100) == b""
+            assert client.select("INBOX")[0] == "OK"
+            client.logout()
+        squatters[1].sendall(b"n NOOP\r\n")
+        assert _read_line(squatters[1]).startswith(b"n OK")
+        assert "closed to make room for a new connection: all 3 contexts in use" in proc.log_path.read_text()
+        for squatter in squatters:
+            squatter.close()
     finally:
         proc.stop()
 

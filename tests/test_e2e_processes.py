@@ -234,13 +234,16 @@ def test_idle_sessions_in_both_processes_hear_of_new_mail(server: GximapProcess)
 
 def test_every_context_is_used_before_a_connection_is_refused(tmp_path: Path) -> None:
     """context_num is split between the processes; a process that is full leaves new connections
-    to its sibling instead of refusing them, whichever process the kernel wakes first."""
+    to its sibling instead of refusing them, whichever process the kernel wakes first. (The
+    clients log in: a session that has not would be displaced by the newcomer instead.)"""
     proc = GximapProcess(tmp_path, tls=False, extra={"imap_process_num": "2", "context_num": "6"}).start()
     try:
         clients = []
         for _ in range(6):
             client = LineClient(proc.port)
             assert client.readline().startswith(b"* OK")
+            client.send(b"l LOGIN alice secret\r\n")
+            assert client.readline().startswith(b"l OK")
             clients.append(client)
         extra = LineClient(proc.port)
         assert extra.readline().startswith(b"* BYE")

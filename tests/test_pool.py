@@ -202,6 +202,86 @@ def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
             assert wait_until(lambda: server.stats().sessions == 0)
 
 
+def test_a_full_server_displaces_the_oldest_connection_not_logged_in() -> None:
+    """One host holding idle connections cannot lock everyone out (Dovecot's rule): an arrival
+    finding every context taken displaces the oldest connection that has not logged in."""
+    recorder = Recorder(logins=True)
+    with running_server(recorder, context_num=3, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        oldest = connect(ports["plain"])
+        member = connect(ports["plain"])
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        younger = connect(ports["plain"])
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert oldest.read_until_eof() == b"* BYE displaced\r\n"
+        assert recorder.details("displaced") == [str(oldest.sock.getsockname()[1])]
+        for client in (member, younger, newcomer):
+            assert client.command("NOOP") == b"OK NOOP\r\n"
+        assert server.stats().sessions == 3
+
+
+def test_logged_in_sessions_are_never_displaced() -> None:
+    recorder = Recorder(logins=True)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        members = [connect(ports["plain"]) for _ in range(2)]
+        for member in members:
+            assert member.command("LOGIN") == b"OK logged in\r\n"
+        for _ in range(2):
+            assert Client("127.0.0.1", ports["plain"]).read_until_eof() == BUSY
+        for member in members:
+            assert member.command("NOOP") == b"OK NOOP\r\n"
+        assert recorder.count("displaced") == 0
+
+
+def test_a_displaced_connection_that_does_not_read_still_makes_room_in_time() -> None:
+    """Its goodbye queues behind output it does not take: it is closed outright after a moment,
+    well before the arrival's wait for a context ends (the stalled-writer timer is 5 s here)."""
+    recorder = Recorder(logins=True)
+    with running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        stuck = Client("127.0.0.1", ports["plain"], rcvbuf=4096)
+        assert stuck.readline() == GREETING
+        stuck.send(b"BIG 50000000\r\n")  # never read
+        assert wait_until(lambda: recorder.handlers[0].generated > 0)
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert recorder.count("displaced") == 1
+        assert newcomer.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_a_connection_that_never_starts_its_tls_handshake_is_displaced(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    recorder = Recorder(logins=True)
+    with running_server(recorder, tls_ports=True, plain_port=False, context_num=1, thread_init_num=1,
+                        thread_charge_num=1, ssl_context=server_ssl, conn_timeout=30.0) as (server, ports):
+        silent = Client("127.0.0.1", ports["tls"])
+        assert wait_until(lambda: server.stats().sessions == 1)
+        newcomer = Client("127.0.0.1", ports["tls"])
+        newcomer.starttls(client_ssl)
+        assert newcomer.readline() == GREETING
+        assert silent.read_until_eof() == b""
+        assert recorder.count("displaced") == 0  # no session had begun: nothing to say goodbye
+
+
+def test_a_connection_that_logs_in_after_being_chosen_stays_and_another_makes_room() -> None:
+    """The poller chooses without the connection in hand; the worker checks again, and a
+    connection whose login completed meanwhile is kept while the next oldest makes room."""
+    recorder = Recorder(logins=True)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        logging_in = connect(ports["plain"])
+        logging_in.send(b"LOGIN slow\r\n")  # its password check holds it on a worker
+        assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
+        idle = connect(ports["plain"])
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert wait_until(lambda: bool(server._displacing), timeout=0.2)
+        recorder.go.set()  # the login completes before the worker acts on the choice
+        assert logging_in.readline() == b"OK logged in\r\n"
+        assert newcomer.readline() == GREETING
+        assert idle.read_until_eof() == b"* BYE displaced\r\n"
+        assert logging_in.command("NOOP") == b"OK NOOP\r\n"
+        assert recorder.count("displaced") == 1
+
+
 def test_max_connections_per_address() -> None:
     recorder = Recorder()
     with running_server(recorder, max_conn_per_ip=1) as (server, ports):

@@ -206,6 +206,18 @@ def test_timeout_after_login_is_autologout(tmp_path):
         assert conv.actions == [TransportAction.CLOSE]
 
 
+def test_only_a_session_not_logged_in_may_be_displaced_and_it_says_why(conv):
+    """With every context taken the pool closes the oldest connection not logged in to make
+    room for a new one (gximap.net.pool); a session that logged out again counts as new."""
+    assert conv.session.displaceable()
+    conv.login()
+    assert not conv.session.displaceable()
+    conv.command("UNAUTHENTICATE")
+    assert conv.session.displaceable()
+    assert conv.displaced() == [b"* BYE Connection queue full, closing connection"]
+    assert conv.actions == [TransportAction.CLOSE] and conv.closed
+
+
 def test_shutdown_says_goodbye(conv):
     conv.login()
     assert conv.shutdown() == [b"* BYE Server shutting down"]

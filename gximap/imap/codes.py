@@ -45,6 +45,7 @@ class Code(enum.IntEnum):
     BYE_SESSION_INVALIDATED = 10014
     BYE_LOGIN_TIMEOUT = 10015
     BYE_INVALID_COMPRESSED_DATA = 10016  # the client's COMPRESS=DEFLATE stream does not inflate
+    BYE_CONNECTION_QUEUE_FULL = 10017  # closed, not logged in, to make room for a new connection
     # 101xx continuation requests
     CONT_READY = 10101
     CONT_IDLING = 10102

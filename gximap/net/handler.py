@@ -166,6 +166,15 @@ class ProtocolHandler(Protocol):
     # A time.monotonic() instant past which the pool closes the connection outright, whatever it
     # is doing: writing to a client that reads slowly, parked, or reading (math.inf: none). Read
     # after every slice. The handler's own goodbye (idle_timeout) should come first.
+    #   def displaceable(self) -> bool
+    # True while the client has not logged in. With every context taken, the pool closes the
+    # oldest such connection to make room for a new one; it asks from the poller thread (a
+    # plain read of the handler's state), and again on a worker before closing. Without it, a
+    # connection is never displaced once its handler has started.
+    #   def displaced(self) -> None
+    # This connection is closed to make room: queue a goodbye that says why and
+    # TransportAction.CLOSE. It gets a moment to go out; without it, the connection is closed
+    # at once, unanswered.
 
 
 HandlerFactory = Callable[[ConnectionInfo, Waker], ProtocolHandler]

@@ -56,6 +56,10 @@ How it runs:
   gximap.net.transport), and the header and everything after it come inside that TLS.
 - Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
+  Meanwhile the oldest connection that has not logged in is closed to make room for it, as
+  Dovecot's login processes do: one host holding idle connections cannot lock everyone out
+  (handler.displaceable(); a connection still in its PROXY header or TLS handshake counts as not
+  logged in). Logged-in sessions are never displaced.
 - Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
   with every context taken stops watching them, so that a sibling with room takes the next
   connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
@@ -146,6 +150,11 @@ _STALL_AFTER = 0.01
 # client, which may trail the next client's connect (health-check probes, quick reconnects).
 _ADMISSION_WAIT = 0.25
 _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
+# A connection closed to make room for an arrival (see _make_room) gets this long to take its
+# goodbye before it is closed outright: well within _ADMISSION_WAIT, so the arrival gets the
+# context even when the connection it displaces does not read.
+_DISPLACE_GRACE = 0.1
+_RESCAN_AFTER = 1.0  # see _make_room
 # Listeners shared with sibling processes (imap_process_num): a process whose contexts are all
 # taken stops watching them, so that a sibling with room accepts the next connection instead of
 # this one holding and then refusing it. Every so often it looks whether a connection is still
@@ -231,6 +240,18 @@ def _hang_up(sock: socket.socket) -> str | None:
     return os.strerror(error) if error else "hung up"
 
 
+def _not_logged_in(conn: _Connection) -> bool:
+    """May ``conn`` be closed to make room for an arrival (Server._make_room)? Yes while no
+    session began (PROXY header, TLS handshake) and while its handler says it has not logged
+    in. Read without the connection's lock by the poller; the worker checks again."""
+    if conn.phase is _Phase.CLOSED:
+        return False
+    if conn.handler is None:
+        return True
+    displaceable = conn.displaceable
+    return displaceable is not None and displaceable()
+
+
 class _Refused(Exception):
     """The connection is refused (PROXY rules, per-address limit)."""
 
@@ -304,7 +325,7 @@ class _Connection:
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
         "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused", "hard_deadline",
-        "hard_deadline_fn", "awaiting", "hangup_check",
+        "hard_deadline_fn", "awaiting", "hangup_check", "displaceable", "displace_due",
     )  # fmt: skip
 
     def __init__(
@@ -343,6 +364,9 @@ class _Connection:
         # connection is closed whatever it is doing (writing, parked, reading).
         self.hard_deadline_fn: Callable[[], float] | None = None
         self.hard_deadline = math.inf
+        # The handler's displaceable(), if it has one: True while the client has not logged in.
+        self.displaceable: Callable[[], bool] | None = None
+        self.displace_due = False  # chosen to make room for an arrival (Server._make_room)
         self.lock = threading.Lock()
         self.queued = False
         self.running = False
@@ -435,7 +459,12 @@ class Server:
         self._on_change = on_change
 
         self._lock = threading.Lock()  # connection registry, per-address counts, lifecycle flags
-        self._conns: set[_Connection] = set()
+        # Admission order (oldest first): _make_room displaces the oldest connection not logged in.
+        self._conns: dict[_Connection, None] = {}
+        self._displacing: set[_Connection] = set()  # chosen by _make_room, not closed yet
+        self._admissions = 0  # connections admitted so far
+        # (_admissions, until when) after a _make_room scan found too few to displace.
+        self._fruitless_scan = (-1, 0.0)
         self._by_fd: dict[int, _Connection] = {}
         self._queue_lock = threading.Lock()  # ready queue and worker counters
         self._ready: deque[_Connection] = deque()
@@ -949,6 +978,8 @@ class Server:
         if conn.shutdown_due and conn.phase is not _Phase.ACTIVE:
             self._close(conn, "server shutdown", graceful=False)
             return _Outcome.CLOSED
+        if conn.displace_due and self._displace(conn, now):
+            return _Outcome.CLOSED
         conn.waiting_input = False
         while True:
             phase = conn.phase
@@ -1083,6 +1114,7 @@ class Server:
         conn.input_paused = getattr(conn.handler, "input_paused", None)
         conn.awaiting = getattr(conn.handler, "awaiting", None)
         conn.hard_deadline_fn = getattr(conn.handler, "hard_deadline", None)
+        conn.displaceable = getattr(conn.handler, "displaceable", None)
         if conn.hard_deadline_fn is not None:
             conn.hard_deadline = conn.hard_deadline_fn()
         conn.phase = _Phase.ACTIVE
@@ -1268,6 +1300,30 @@ class Server:
         log.log(self._io_error_level, "%s: %s; closing with a goodbye", conn.rhost, reason)
         conn.closing = True  # reads nothing more: the rest of the stream cannot be decoded either
         say_goodbye()
+
+    def _displace(self, conn: _Connection, now: float) -> bool:
+        """The worker's half of _make_room: close ``conn`` if it still has not logged in (True
+        if it was closed at once). A session that can say goodbye (handler.displaced()) is
+        given _DISPLACE_GRACE to take it; one that logged in meanwhile stays, and the poller
+        looks for another."""
+        conn.displace_due = False
+        if not _not_logged_in(conn):
+            with self._lock:
+                self._displacing.discard(conn)
+            self._wake()
+            return False
+        log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
+                "and this one had not logged in", conn.rhost, self._context_num)
+        say_goodbye = getattr(conn.handler, "displaced", None)
+        if conn.phase is not _Phase.ACTIVE or conn.closing or say_goodbye is None:
+            # No session to say goodbye (a PROXY header or TLS handshake unfinished), or none
+            # that can: closed at once.
+            self._close(conn, "displaced by a new connection", graceful=False)
+            return True
+        conn.closing = True
+        conn.hard_deadline = min(conn.hard_deadline, now + _DISPLACE_GRACE)  # kept while closing
+        say_goodbye()
+        return False
 
     def _io(self, function: Callable[[int], bytes], limit: int) -> bytes:
         try:
@@ -1577,6 +1633,35 @@ class Server:
             return
         self._waiting.append(arrival)
         self._note_deadline(arrival.deadline)
+        self._make_room()
+
+    def _make_room(self) -> None:
+        """Poller, with arrivals waiting for a context: choose the oldest connections that have
+        not logged in, one for each arrival not yet provided for, and have a worker close them
+        (_displace); _serve_arrivals admits the arrival once a context is free. Without this,
+        one host holding idle connections until imap_login_timeout locks everyone out.
+
+        With every session logged in, each arrival would scan them all in vain (10,000 IDLE
+        sessions): after a scan that found too few, the next one waits for a new admission, or
+        for _RESCAN_AFTER (a session may log out again with UNAUTHENTICATE)."""
+        chosen: list[_Connection] = []
+        now = time.monotonic()
+        with self._lock:
+            wanted = len(self._waiting) - len(self._displacing)
+            admissions, until = self._fruitless_scan
+            if wanted <= 0 or (admissions == self._admissions and now < until):
+                return
+            for conn in self._conns:
+                if conn not in self._displacing and _not_logged_in(conn):
+                    chosen.append(conn)
+                    if len(chosen) == wanted:
+                        break
+            else:
+                self._fruitless_scan = (self._admissions, now + _RESCAN_AFTER)
+            self._displacing.update(chosen)
+        for conn in chosen:
+            conn.displace_due = True
+            self._schedule(conn)
 
     def _serve_arrivals(self, now: float) -> None:
         """Admit waiting arrivals (FIFO) into freed contexts; refuse those that waited too long."""
@@ -1589,6 +1674,7 @@ class Server:
                 self._refuse_busy(arrival)
         if self._waiting:
             self._note_deadline(self._waiting[0].deadline)
+            self._make_room()  # again: a connection chosen before may have logged in meanwhile
 
     def _refuse_busy(self, arrival: _Arrival) -> None:
         reason = f"all {self._context_num} contexts in use"
@@ -1637,7 +1723,8 @@ class Server:
             )
             return
         with self._lock:
-            self._conns.add(conn)
+            self._conns[conn] = None
+            self._admissions += 1
             self._by_fd[conn.fd] = conn
             self._drained.clear()
         if expectation is HeaderExpectation.REQUIRED:
@@ -1734,9 +1821,11 @@ class Server:
             # (and whatever input the handler still buffers) waits for a full garbage collection.
             conn.handler = None
             conn.input_paused = conn.awaiting = conn.hard_deadline_fn = None  # bound methods: they hold it too
+            conn.displaceable = None
         # The context is free only once the handler has let go of its resources.
         with self._lock:
-            self._conns.discard(conn)
+            self._conns.pop(conn, None)
+            self._displacing.discard(conn)
             if conn.ip_key is not None:
                 self._ledger.release(conn.ip_key)
                 conn.ip_key = None

@@ -311,6 +311,14 @@ class ImapSession:
     def shutdown(self) -> None:
         self._goodbye(Code.BYE_SHUTDOWN)
 
+    def displaceable(self) -> bool:
+        """Not logged in yet: with every context taken, the pool may close this session to make
+        room for a new connection, the oldest such first (see gximap.net.pool)."""
+        return self.state is State.NOT_AUTHENTICATED
+
+    def displaced(self) -> None:
+        self._goodbye(Code.BYE_CONNECTION_QUEUE_FULL)
+
     def input_undecodable(self) -> None:
         """The client's COMPRESS=DEFLATE stream is broken (the pool logged how): tell it why in
         a goodbye, which still goes out through our intact DEFLATE stream."""
