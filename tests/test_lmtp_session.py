@@ -524,7 +524,9 @@ def test_python_lmtp_client_over_tcp_and_unix_socket(pool: tuple[int, str], stor
 
 def test_pipelined_multi_recipient_over_a_socket(pool: tuple[int, str], store: Store) -> None:
     port, _path = pool
-    recipients = [f"{'alice' if i % 2 else 'bob'}@test.example" for i in range(10)]
+    for i in range(5):
+        store.create_account(f"u{i}")
+    recipients = [f"u{i % 5}@test.example" for i in range(10)]  # each twice: 5 copies, 10 replies
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(b"LHLO c\r\nMAIL FROM:<carol@example.org>\r\n"
                      + b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in recipients) + b"DATA\r\n")
@@ -541,7 +543,7 @@ def test_pipelined_multi_recipient_over_a_socket(pool: tuple[int, str], store: S
     lines = data.decode().split("\r\n")
     results = lines[lines.index(next(line for line in lines if line.startswith("354"))) + 1:-2]
     assert [line.split()[2] for line in results] == [f"<{r}>" for r in recipients]
-    assert len(stored(store, "alice")) == 5 and len(stored(store, "bob")) == 5
+    assert [len(stored(store, f"u{i}")) for i in range(5)] == [1] * 5
 
 
 def _connect(served: LmtpPool, over: str) -> socket.socket:
@@ -672,3 +674,150 @@ def test_a_deleted_folder_and_exhausted_keywords_together_still_deliver(
         ["alice@test.example"])
     assert replies[-1].startswith("250 ") and replies[-1].endswith("(alice/INBOX)")
     assert [flags for _body, flags in stored(store, "alice")] == [("$Old",), ("\\Flagged",)]
+
+
+# -- repeated recipients ------------------------------------------------------------------------------
+
+DETAIL_TABLE = r"regexp ([a-z]+)(\+[a-z]*)?@test\.example $1"  # alice+anything@ is alice
+
+
+def _counting_lookups(ctx: LmtpContext) -> list[str]:
+    looked_up: list[str] = []
+    check = ctx.agent.check_recipient
+
+    def counting(address: str) -> Any:
+        looked_up.append(address)
+        return check(address)
+
+    ctx.agent.check_recipient = counting  # type: ignore[method-assign]
+    return looked_up
+
+
+def test_a_repeated_recipient_is_stored_once_and_answered_per_rcpt(store: Store) -> None:
+    """1,000 identical RCPTs (a broken or hostile MTA) stored 1,000 copies: now one, looked up
+    once, with 1,000 replies after the data as RFC 2033 wants (Dovecot does the same)."""
+    ctx = make_context(store)
+    looked_up = _counting_lookups(ctx)
+    client = Client(ctx)
+    replies = client.transaction(["alice@test.example"] * 1000)
+    assert replies[1:1001] == ["250 2.1.5 Ok"] * 1000
+    assert replies[1001].startswith("354 ")
+    results = replies[1002:]
+    assert len(results) == 1000 and set(results) == {results[0]}
+    assert results[0].startswith("250 2.0.0 <alice@test.example> ") and results[0].endswith("(alice/INBOX)")
+    assert looked_up == ["alice@test.example"]
+    assert stored(store, "alice") == [(expected_copy("alice@test.example"), ())]
+    assert store.usage("alice") == (len(expected_copy("alice@test.example")), 1)
+    assert ctx._executor is None  # one copy: stored by the serving thread
+    # The next transaction looks the address up again, and stores its own copy.
+    again = client.send(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<alice@test.example>\r\n"
+                        b"DATA\r\n" + WIRE)
+    assert again[-2].startswith("250 2.0.0 <alice@test.example>") and again[-1] == again[-2]
+    assert looked_up == ["alice@test.example"] * 2 and len(stored(store, "alice")) == 2
+
+
+def test_a_repeated_recipient_is_looked_up_again_after_rset(store: Store) -> None:
+    client = Client(make_context(store))
+    client.send(b"LHLO c\r\n")
+    assert client.send(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRSET\r\n")[-2:] == [
+        "250 2.1.5 Ok", "250 2.0.0 Ok"]
+    store.update_account("alice", disabled=True)
+    replies = client.send(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\n")
+    assert replies[-1] == "550 5.2.1 <alice@test.example>: Mailbox disabled"
+
+
+def test_addresses_of_one_account_share_a_copy_without_a_filter(store: Store) -> None:
+    """Case and +detail variants resolve to the same account, and without a filter the copy goes to
+    INBOX whatever the address: one copy (the first address's), each recipient gets its reply."""
+    client = Client(make_context(store, table=DETAIL_TABLE))
+    recipients = ["alice@test.example", "bob@test.example", "ALICE@Test.Example", "alice+lists@test.example",
+                  "Bob@TEST.example"]
+    replies = client.transaction(recipients)
+    assert replies[1:6] == ["250 2.1.5 Ok"] * 5
+    results = replies[7:]
+    assert len(results) == 5
+    assert results[0].startswith("250 2.0.0 <alice@test.example> ") and results[0].endswith("(alice/INBOX)")
+    assert results[1].startswith("250 2.0.0 <bob@test.example> ")
+    assert results[2] == results[3] == results[0] and results[4] == results[1]
+    assert stored(store, "alice") == [(expected_copy("alice@test.example"), ())]
+    assert stored(store, "bob") == [(expected_copy("bob@test.example"), ())]
+
+
+def test_with_a_filter_the_addresses_it_is_given_tell_targets_apart(store: Store, tmp_path: Path) -> None:
+    """A filter may pick a folder by {rcpt_to}: recipients are then the same target only with the
+    same address (the domain compared case-insensitively, as Dovecot does) and ORCPT."""
+    store.create_folder("alice", "Lists")
+    runs = tmp_path / "runs"
+    script = _script(tmp_path, f"cat >/dev/null\necho \"$1\" >> {runs}\n"
+                               "case \"$1\" in *+lists@*) echo Lists;; *) echo INBOX;; esac\n")
+    client = Client(make_context(store, table=DETAIL_TABLE, filter=FilterCommand.parse(f"{script} {{rcpt_to}}")))
+    client.send(b"LHLO c\r\n")
+    rcpts = [b"alice+lists@test.example", b"alice@test.example", b"alice+lists@TEST.EXAMPLE",
+             b"alice@test.example", b"Alice@test.example", b"alice+lists@test.example"]
+    replies = client.send(b"MAIL FROM:<carol@example.org>\r\n"
+                          + b"".join(b"RCPT TO:<%s>\r\n" % rcpt for rcpt in rcpts)
+                          + b"RCPT TO:<alice@test.example> ORCPT=rfc822;all@test.example\r\nDATA\r\n" + WIRE)
+    results = replies[-7:]
+    assert results[0].startswith("250 2.0.0 <alice+lists@test.example> ") and results[0].endswith("(alice/Lists)")
+    assert results[1].startswith("250 2.0.0 <alice@test.example> ") and results[1].endswith("(alice/INBOX)")
+    assert results[2] == results[5] == results[0] and results[3] == results[1]
+    assert results[4].startswith("250 2.0.0 <Alice@test.example> ")            # a local part differing in case
+    assert results[6].startswith("250 2.0.0 <alice@test.example> ")  # another ORCPT: a copy of its own
+    assert sorted(runs.read_text().splitlines()) == ["Alice@test.example", "alice+lists@test.example",
+                                                     "alice@test.example", "alice@test.example"]
+    assert stored(store, "alice", "Lists") == [(expected_copy("alice+lists@test.example"), ())]
+    assert sorted(body for body, _flags in stored(store, "alice")) == sorted(
+        [expected_copy("alice@test.example")] * 2 + [expected_copy("Alice@test.example")])
+
+
+def test_recipients_with_different_accounts_each_get_their_copy(store: Store) -> None:
+    """Only the same accounts make the same target: a list that includes alice is another one."""
+    table = "static team@test.example:alice,bob alice@test.example:alice"
+    replies = Client(make_context(store, table=table)).transaction(
+        ["team@test.example", "alice@test.example", "team@test.example"])
+    results = replies[-3:]
+    assert "alice/INBOX, bob/INBOX" in results[0] and results[2] == results[0]
+    assert results[1].startswith("250 2.0.0 <alice@test.example> ")
+    assert len(stored(store, "alice")) == 2 and len(stored(store, "bob")) == 1
+
+
+def test_a_duplicate_gets_the_failure_of_the_first_copy(store: Store) -> None:
+    store.update_account("bob", quota_bytes=100)  # empty, so RCPT passes; the message is bigger
+    client = Client(make_context(store))
+    replies = client.transaction(["bob@test.example", "alice@test.example", "bob@test.example",
+                                  "BOB@test.example"])
+    results = replies[-4:]
+    assert results[0] == results[2] == results[3] == "552 5.2.2 <bob@test.example>: Mailbox full"
+    assert results[1].startswith("250 2.0.0 <alice@test.example> ")
+    assert stored(store, "bob") == [] and store.usage("bob") == (0, 0)
+    assert len(stored(store, "alice")) == 1
+
+
+def test_a_duplicate_gets_the_temporary_failure_of_the_first_copy(store: Store) -> None:
+    client = Client(make_context(BusyStore(store, {"alice"})))
+    replies = client.transaction(["alice@test.example", "bob@test.example", "alice@test.example"])
+    assert replies[-3] == replies[-1] == "451 4.3.0 Temporary failure, try again later"
+    assert replies[-2].startswith("250 2.0.0 <bob@test.example>")
+    assert stored(store, "alice") == [] and len(stored(store, "bob")) == 1
+
+
+def test_a_duplicate_of_a_copy_that_hit_a_bug_gets_its_451_and_one_traceback(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = make_context(store)
+    deliver = ctx.agent.deliver
+    calls: list[str] = []
+
+    def broken_for_alice(prepared: Any, recipient: Any, **kwargs: Any) -> Any:
+        calls.append(recipient.address)
+        if recipient.address == "alice@test.example":
+            raise RuntimeError("a bug")
+        return deliver(prepared, recipient, **kwargs)
+
+    ctx.agent.deliver = broken_for_alice  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
+        replies = Client(ctx).transaction(["alice@test.example", "bob@test.example", "alice@test.example"])
+    assert replies[-3] == replies[-1] == "451 4.3.0 Internal error, try again later"
+    assert replies[-2].startswith("250 2.0.0 <bob@test.example>")
+    assert sorted(calls) == ["alice@test.example", "bob@test.example"]
+    assert [record.getMessage() for record in caplog.records] == [
+        "L1: delivery L1.1 to <alice@test.example> failed"]

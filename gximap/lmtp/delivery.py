@@ -10,9 +10,11 @@ Recipients: the address (a quoted local part unquoted) goes through ``delivery_m
 account: an address that maps to no existing account is refused at RCPT with ``550 5.1.1``, a
 disabled account with ``550 5.2.1``, an account already at its quota with ``552 5.2.2``.
 
-Each recipient gets its own copy, ``Return-Path: <sender>`` and ``Delivered-To: <recipient>``
-prepended to the message as received, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
-an MTA passing LF-only mail on would otherwise store what IMAP clients misread). A message
+A recipient's copy is the message as received with ``Return-Path: <sender>`` and
+``Delivered-To: <recipient>`` prepended, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
+an MTA passing LF-only mail on would otherwise store what IMAP clients misread). Recipients of
+one message with the same target (``DeliveryAgent.target``: the same accounts, and the same
+addresses when a filter runs) share the first one's copy and reply. A message
 whose header matches ``lmtp_spam_header``
 (name and value compared case-insensitively, the value after unfolding and trimming) is
 quarantined: it goes to the account's \\Junk folder (created as "Junk" if the account has none)
@@ -233,6 +235,19 @@ class DeliveryAgent:
                            if name == "message-id"), "")
         return PreparedMessage(envelope, body, spam, subject, message_id, settings)
 
+    @staticmethod
+    def target(prepared: PreparedMessage, recipient: Recipient) -> tuple[object, ...]:
+        """What decides where ``recipient``'s copies go: recipients of a message with equal
+        targets get one copy (the first one's), so a repeated RCPT does not multiply the mail.
+        Without a filter (or for spam) a copy goes to INBOX (or \\Junk) whatever the address, so
+        the accounts decide; a filter may pick a folder from the addresses it is given, so then
+        they count too, compared as Dovecot compares recipients: the domain case-insensitively,
+        the local part exactly (a filter may tell ``Alice`` from ``alice``)."""
+        accounts = frozenset(recipient.accounts)
+        if prepared.spam or prepared.settings.filter is None:
+            return (accounts,)
+        return (accounts, _address_key(recipient.address), _address_key(recipient.orcpt or recipient.address))
+
     def deliver(self, prepared: PreparedMessage, recipient: Recipient, *, delivery_id: str) -> Reply:
         """Store ``recipient``'s copy in each of its accounts; the LMTP reply for it."""
         envelope = prepared.envelope
@@ -421,6 +436,11 @@ def _is_full(store: Any, account: Any) -> bool:
     used_bytes, used_messages = store.usage(account.name)
     return bool((account.quota_bytes and used_bytes >= account.quota_bytes)
                 or (account.quota_messages and used_messages >= account.quota_messages))
+
+
+def _address_key(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else address
 
 
 def _printable(text: str) -> str:

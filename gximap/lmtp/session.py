@@ -1,13 +1,16 @@
 """One LMTP connection: the ProtocolHandler between the pool and gximap.lmtp.protocol / .delivery.
 
 The pool's worker threads run it like an IMAP session (gximap.net.handler). Recipient look-ups
-happen when a RCPT is parsed. After the final dot the recipients' copies are stored in parallel
-by the delivery threads (LmtpContext.executor): a durable store write waits for the disk (fsync),
-and the file system commits concurrent writes together, so ten recipients cost little more than
-one. Each finished copy fires the connection's waker; replies go out strictly in recipient order,
-each as soon as it and those before it are stored. A message for one recipient, with no filter
-program configured, is stored by the pool's worker itself: there is nothing to parallelise, and
-the pool lets another worker serve while this one waits in midb's commit and fsync.
+happen when a RCPT is parsed (once per address and transaction). After the final dot the copies
+are stored in parallel by the delivery threads (LmtpContext.executor): a durable store write
+waits for the disk (fsync), and the file system commits concurrent writes together, so ten
+recipients cost little more than one. Recipients with the same target (DeliveryAgent.target: a
+repeated RCPT, or another address of the same accounts when no filter runs) share one copy, and
+each gets that copy's reply. Each finished copy fires the connection's waker; replies go out
+strictly in recipient order, each as soon as it and those before it are stored. A message with
+one copy to store, and no filter program configured, is stored by the pool's worker itself:
+there is nothing to parallelise, and the pool lets another worker serve while this one waits
+in midb's commit and fsync.
 
 An EOF from the client while copies are being stored is a half-close (an MTA that sent QUIT
 behind the message and shut down its side): the replies, and QUIT's, are sent before the
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gximap.lmtp.delivery import DeliveryAgent, PreparedMessage
-from gximap.lmtp.protocol import LmtpProtocol, MessageComplete, Recipient, RecipientRequest, Reply
+from gximap.lmtp.protocol import Envelope, LmtpProtocol, MessageComplete, Recipient, RecipientRequest, Reply
 from gximap.net.handler import INPUT_HIGH_WATER, ConnectionInfo, OutputItem, TransportAction, Waker
 
 __all__ = ["LmtpContext", "LmtpSession", "LmtpSettings"]
@@ -79,14 +82,16 @@ class LmtpContext:
 
 
 class _Delivery:
-    """A complete message whose recipients' copies are being stored."""
+    """A complete message whose recipients' copies are being stored. ``pending`` holds each
+    recipient still to answer, in order, with its copy's future and whether it is the first
+    recipient of that copy (duplicates share the first one's future: see DeliveryAgent.target)."""
 
     __slots__ = ("event", "prepared", "pending", "delivery_id")
 
     def __init__(self, event: MessageComplete, prepared: PreparedMessage, delivery_id: str) -> None:
         self.event = event
         self.prepared = prepared
-        self.pending: deque[tuple[Recipient, concurrent.futures.Future[Reply]]] = deque()
+        self.pending: deque[tuple[Recipient, concurrent.futures.Future[Reply], bool]] = deque()
         self.delivery_id = delivery_id
 
 
@@ -117,6 +122,10 @@ class LmtpSession:
                                   max_line_length=settings.max_line_length,
                                   max_recipients=settings.max_recipients)
         self._delivery: _Delivery | None = None
+        # The transaction's accepted addresses and their accounts: a repeated RCPT is not looked
+        # up again (at most max_recipients entries, dropped with the transaction's envelope).
+        self._accepted: dict[str, tuple[str, ...]] = {}
+        self._accepted_for: Envelope | None = None
         self._close_sent = False
         self._messages = 0
 
@@ -135,7 +144,7 @@ class LmtpSession:
         filter fills its socket buffers, not our memory. The waker fires as each copy is done."""
         delivery = self._delivery
         return (delivery is not None and self.proto.buffered >= INPUT_HIGH_WATER
-                and any(not future.done() for _recipient, future in delivery.pending))
+                and any(not future.done() for _recipient, future, _first in delivery.pending))
 
     @property
     def delivering(self) -> bool:
@@ -190,7 +199,7 @@ class LmtpSession:
         if delivery is not None:
             # Copies not started yet are dropped (the MTA keeps them); started ones are finished
             # and answered, so no recipient is stored and then retried.
-            futures = [future for _rcpt, future in delivery.pending if not future.cancel()]
+            futures = [future for _rcpt, future, _first in delivery.pending if not future.cancel()]
             concurrent.futures.wait(futures, timeout=SHUTDOWN_WAIT)
             self._collect_results()
         self._abandon("server shutdown")
@@ -207,11 +216,16 @@ class LmtpSession:
     # -- internals ------------------------------------------------------------------------------
 
     def _recipient(self, event: RecipientRequest) -> None:
-        accounts, refusal = self.ctx.agent.check_recipient(event.address)
-        if refusal is not None:
-            log.info("%s: RCPT <%s> refused: %s", self.id, event.address, refusal)
-            self.proto.reply(refusal)
-            return
+        if event.envelope is not self._accepted_for or not event.envelope.recipients:  # a new transaction
+            self._accepted, self._accepted_for = {}, event.envelope
+        accounts = self._accepted.get(event.address)
+        if accounts is None:
+            accounts, refusal = self.ctx.agent.check_recipient(event.address)
+            if refusal is not None:
+                log.info("%s: RCPT <%s> refused: %s", self.id, event.address, refusal)
+                self.proto.reply(refusal)
+                return
+            self._accepted[event.address] = accounts
         self.proto.accept_recipient(Recipient(event.address, event.orcpt, accounts))
 
     def _message(self, event: MessageComplete) -> None:
@@ -227,18 +241,30 @@ class LmtpSession:
         prepared = agent.prepare(event.envelope, event.body)
         delivery = self._delivery = _Delivery(event, prepared, delivery_id)
         recipients = event.envelope.recipients
-        if len(recipients) == 1 and prepared.settings.filter is None:
+        # One copy per target, not per RCPT: a broken or hostile MTA repeating a recipient must
+        # not multiply the mail (and the quota used). Each duplicate gets the first one's reply.
+        targets = [agent.target(prepared, recipient) for recipient in recipients]
+        firsts: dict[tuple[object, ...], Recipient] = {}
+        for recipient, target in zip(recipients, targets, strict=True):
+            firsts.setdefault(target, recipient)
+        if len(firsts) < len(recipients):
+            log.info("%s: delivery %s: %d recipient(s) share the copy of an earlier one with the same target",
+                     self.id, delivery_id, len(recipients) - len(firsts))
+        futures: dict[tuple[object, ...], concurrent.futures.Future[Reply]] = {}
+        if len(firsts) == 1 and prepared.settings.filter is None:
             # One copy, and no filter program to wait for: stored on this worker. midb's waits
             # (the commit, the fsync) are blocking sections of the pool, which lets another
             # worker serve meanwhile; a delivery thread would add two thread wake-ups and two
             # GIL hand-offs per message (there and back) and parallelise nothing.
-            delivery.pending.append((recipients[0], _stored_here(agent, prepared, recipients[0], delivery_id)))
-            return
-        executor = self.ctx.executor
-        for recipient in recipients:
-            future = executor.submit(agent.deliver, prepared, recipient, delivery_id=delivery_id)
-            delivery.pending.append((recipient, future))
-            future.add_done_callback(self._copy_done)
+            ((target, first),) = firsts.items()
+            futures[target] = _stored_here(agent, prepared, first, delivery_id)
+        else:
+            executor = self.ctx.executor
+            for target, first in firsts.items():
+                future = futures[target] = executor.submit(agent.deliver, prepared, first, delivery_id=delivery_id)
+                future.add_done_callback(self._copy_done)
+        for recipient, target in zip(recipients, targets, strict=True):
+            delivery.pending.append((recipient, futures[target], firsts[target] is recipient))
 
     def _copy_done(self, _future: concurrent.futures.Future[Reply]) -> None:
         self.waker()  # any thread: the pool serves the connection soon
@@ -248,13 +274,15 @@ class LmtpSession:
         delivery = self._delivery
         assert delivery is not None
         while delivery.pending and delivery.pending[0][1].done():
-            recipient, future = delivery.pending.popleft()
+            recipient, future, first = delivery.pending.popleft()
             if future.cancelled():
                 return False  # shutting down: leave the rest unanswered
             try:
                 reply = future.result()
             except Exception:  # noqa: BLE001 - a bug must cost a retry, not the connection or the mail
-                log.exception("%s: delivery %s to <%s> failed", self.id, delivery.delivery_id, recipient.address)
+                if first:  # its duplicates get the same reply; one traceback is enough
+                    log.exception("%s: delivery %s to <%s> failed", self.id, delivery.delivery_id,
+                                  recipient.address)
                 reply = Reply(451, "4.3.0", "Internal error, try again later")
             self.proto.reply(reply)
         if delivery.pending:
@@ -266,7 +294,7 @@ class LmtpSession:
     def _abandon(self, why: str) -> None:
         delivery, self._delivery = self._delivery, None
         if delivery is not None:
-            for _recipient, future in delivery.pending:
+            for _recipient, future, _first in delivery.pending:
                 future.cancel()  # not started yet: nobody will hear of it, so do not store it
         if delivery is not None and delivery.pending:
             log.warning("%s: %s: delivery %s left %d recipient(s) unanswered; the MTA will retry them",
