@@ -220,6 +220,20 @@ def test_a_full_server_displaces_the_oldest_connection_not_logged_in() -> None:
         assert server.stats().sessions == 3
 
 
+def test_a_client_that_has_just_spoken_is_passed_over_for_one_that_stays_silent() -> None:
+    """Of the oldest connections not logged in, the one silent longest makes room: a client in
+    the middle of its login (its CAPABILITY answered, its LOGIN coming) is not cut."""
+    recorder = Recorder(logins=True)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        talking = connect(ports["plain"])
+        silent = connect(ports["plain"])
+        assert talking.command("NOOP") == b"OK NOOP\r\n"
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert silent.read_until_eof() == b"* BYE displaced\r\n"
+        assert talking.command("LOGIN") == b"OK logged in\r\n"
+
+
 def test_logged_in_sessions_are_never_displaced() -> None:
     recorder = Recorder(logins=True)
     with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):

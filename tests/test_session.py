@@ -207,7 +207,7 @@ def test_timeout_after_login_is_autologout(tmp_path):
 
 
 def test_only_a_session_not_logged_in_may_be_displaced_and_it_says_why(conv):
-    """With every context taken the pool closes the oldest connection not logged in to make
+    """With every context taken the pool closes a connection not logged in to make
     room for a new one (gximap.net.pool); a session that logged out again counts as new."""
     assert conv.session.displaceable()
     conv.login()

@@ -168,7 +168,7 @@ class ProtocolHandler(Protocol):
     # after every slice. The handler's own goodbye (idle_timeout) should come first.
     #   def displaceable(self) -> bool
     # True while the client has not logged in. With every context taken, the pool closes the
-    # oldest such connection to make room for a new one; it asks from the poller thread (a
+    # longest silent of the oldest such connections to make room for a new one; it asks from the poller thread (a
     # plain read of the handler's state), and again on a worker before closing. Without it, a
     # connection is never displaced once its handler has started.
     #   def displaced(self) -> None

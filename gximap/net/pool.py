@@ -56,10 +56,10 @@ How it runs:
   gximap.net.transport), and the header and everything after it come inside that TLS.
 - Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
-  Meanwhile the oldest connection that has not logged in is closed to make room for it, as
-  Dovecot's login processes do: one host holding idle connections cannot lock everyone out
-  (handler.displaceable(); a connection still in its PROXY header or TLS handshake counts as not
-  logged in). Logged-in sessions are never displaced.
+  Meanwhile a connection that has not logged in is closed to make room for it, as Dovecot's
+  login processes do: of the oldest 32, the one silent longest. One host holding idle
+  connections cannot lock everyone out (handler.displaceable(); a connection still in its PROXY
+  header or TLS handshake counts as not logged in). Logged-in sessions are never displaced.
 - Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
   with every context taken stops watching them, so that a sibling with room takes the next
   connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
@@ -95,6 +95,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import heapq
 import logging
 import math
 import os
@@ -154,7 +155,10 @@ _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
 # goodbye before it is closed outright: well within _ADMISSION_WAIT, so the arrival gets the
 # context even when the connection it displaces does not read.
 _DISPLACE_GRACE = 0.1
-_RESCAN_AFTER = 1.0  # see _make_room
+# _make_room chooses among this many of the oldest connections not logged in: the ones silent
+# longest. A client in the middle of its login has just spoken; a connection held open to take
+# a context has not (or keeps talking, and is then at worst among the oldest, as in Dovecot).
+_DISPLACE_WINDOW = 32
 # Listeners shared with sibling processes (imap_process_num): a process whose contexts are all
 # taken stops watching them, so that a sibling with room accepts the next connection instead of
 # this one holding and then refusing it. Every so often it looks whether a connection is still
@@ -238,6 +242,10 @@ def _hang_up(sock: socket.socket) -> str | None:
         return None
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     return os.strerror(error) if error else "hung up"
+
+
+def _last_activity(conn: _Connection) -> float:
+    return conn.last_activity
 
 
 def _not_logged_in(conn: _Connection) -> bool:
@@ -459,12 +467,11 @@ class Server:
         self._on_change = on_change
 
         self._lock = threading.Lock()  # connection registry, per-address counts, lifecycle flags
-        # Admission order (oldest first): _make_room displaces the oldest connection not logged in.
-        self._conns: dict[_Connection, None] = {}
+        self._conns: set[_Connection] = set()
+        # Connections that may not have logged in yet, in admission order (_make_room drops those
+        # that have: a session that logs out again with UNAUTHENTICATE is not displaced).
+        self._prelogin: dict[_Connection, None] = {}
         self._displacing: set[_Connection] = set()  # chosen by _make_room, not closed yet
-        self._admissions = 0  # connections admitted so far
-        # (_admissions, until when) after a _make_room scan found too few to displace.
-        self._fruitless_scan = (-1, 0.0)
         self._by_fd: dict[int, _Connection] = {}
         self._queue_lock = threading.Lock()  # ready queue and worker counters
         self._ready: deque[_Connection] = deque()
@@ -1110,11 +1117,13 @@ class Server:
             extra=dict(conn.extra),
             file_regions=not conn.transport.linked,  # sendfile(2) cannot go through the proxy link's TLS
         )
-        conn.handler = self._factory(info, self._make_waker(conn))
-        conn.input_paused = getattr(conn.handler, "input_paused", None)
-        conn.awaiting = getattr(conn.handler, "awaiting", None)
-        conn.hard_deadline_fn = getattr(conn.handler, "hard_deadline", None)
-        conn.displaceable = getattr(conn.handler, "displaceable", None)
+        handler = self._factory(info, self._make_waker(conn))
+        conn.input_paused = getattr(handler, "input_paused", None)
+        conn.awaiting = getattr(handler, "awaiting", None)
+        conn.hard_deadline_fn = getattr(handler, "hard_deadline", None)
+        # Before the handler: the poller, seeing a handler, asks displaceable (_not_logged_in).
+        conn.displaceable = getattr(handler, "displaceable", None)
+        conn.handler = handler
         if conn.hard_deadline_fn is not None:
             conn.hard_deadline = conn.hard_deadline_fn()
         conn.phase = _Phase.ACTIVE
@@ -1636,28 +1645,30 @@ class Server:
         self._make_room()
 
     def _make_room(self) -> None:
-        """Poller, with arrivals waiting for a context: choose the oldest connections that have
-        not logged in, one for each arrival not yet provided for, and have a worker close them
-        (_displace); _serve_arrivals admits the arrival once a context is free. Without this,
-        one host holding idle connections until imap_login_timeout locks everyone out.
+        """Poller, with arrivals waiting for a context: choose connections that have not logged
+        in, one for each arrival not yet provided for, and have a worker close them (_displace);
+        _serve_arrivals admits the arrival once a context is free. Without this, one host
+        holding idle connections until imap_login_timeout locks everyone out. The choice: of
+        the oldest _DISPLACE_WINDOW, those silent longest.
 
-        With every session logged in, each arrival would scan them all in vain (10,000 IDLE
-        sessions): after a scan that found too few, the next one waits for a new admission, or
-        for _RESCAN_AFTER (a session may log out again with UNAUTHENTICATE)."""
-        chosen: list[_Connection] = []
-        now = time.monotonic()
+        Sessions found logged in leave _prelogin for good, so a scan costs the connections not
+        logged in that it looks at, not every session (10,000 in IDLE)."""
         with self._lock:
             wanted = len(self._waiting) - len(self._displacing)
-            admissions, until = self._fruitless_scan
-            if wanted <= 0 or (admissions == self._admissions and now < until):
+            if wanted <= 0:
                 return
-            for conn in self._conns:
-                if conn not in self._displacing and _not_logged_in(conn):
-                    chosen.append(conn)
-                    if len(chosen) == wanted:
+            window: list[_Connection] = []
+            logged_in: list[_Connection] = []
+            for conn in self._prelogin:
+                if not _not_logged_in(conn):
+                    logged_in.append(conn)
+                elif conn not in self._displacing:
+                    window.append(conn)
+                    if len(window) >= max(wanted, _DISPLACE_WINDOW):
                         break
-            else:
-                self._fruitless_scan = (self._admissions, now + _RESCAN_AFTER)
+            for conn in logged_in:
+                del self._prelogin[conn]
+            chosen = heapq.nsmallest(wanted, window, key=_last_activity)
             self._displacing.update(chosen)
         for conn in chosen:
             conn.displace_due = True
@@ -1723,8 +1734,8 @@ class Server:
             )
             return
         with self._lock:
-            self._conns[conn] = None
-            self._admissions += 1
+            self._conns.add(conn)
+            self._prelogin[conn] = None
             self._by_fd[conn.fd] = conn
             self._drained.clear()
         if expectation is HeaderExpectation.REQUIRED:
@@ -1824,7 +1835,8 @@ class Server:
             conn.displaceable = None
         # The context is free only once the handler has let go of its resources.
         with self._lock:
-            self._conns.pop(conn, None)
+            self._conns.discard(conn)
+            self._prelogin.pop(conn, None)
             self._displacing.discard(conn)
             if conn.ip_key is not None:
                 self._ledger.release(conn.ip_key)

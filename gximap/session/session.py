@@ -313,7 +313,7 @@ class ImapSession:
 
     def displaceable(self) -> bool:
         """Not logged in yet: with every context taken, the pool may close this session to make
-        room for a new connection, the oldest such first (see gximap.net.pool)."""
+        room for a new connection (see gximap.net.pool)."""
         return self.state is State.NOT_AUTHENTICATED
 
     def displaced(self) -> None:
