@@ -27,9 +27,9 @@ _open_clients: list[Client] = []  # closed when the server context they were use
 class Recorder:
     """What the handlers of one server saw, readable from the test thread."""
 
-    def __init__(self, idle_timeout: float = 0.0, *, logins: bool = False) -> None:
+    def __init__(self, idle_timeout: float = 0.0, *, handler_class: type[LineHandler] | None = None) -> None:
         self.idle_timeout = idle_timeout
-        self.logins = logins  # handlers know LOGIN and may be displaced before it (LoginLineHandler)
+        self.handler_class = handler_class or LineHandler
         self.lock = threading.Lock()
         self.events: list[tuple[str, str]] = []
         self.handlers: list[LineHandler] = []
@@ -49,7 +49,7 @@ class Recorder:
             return [d for k, d in self.events if k == kind]
 
     def factory(self, info: ConnectionInfo, waker: Waker) -> LineHandler:
-        handler = (LoginLineHandler if self.logins else LineHandler)(info, waker, self)
+        handler = self.handler_class(info, waker, self)
         with self.lock:
             self.handlers.append(handler)
         return handler
@@ -219,6 +219,22 @@ class LoginLineHandler(LineHandler):
         self.recorder.record("displaced", str(self.info.peer_port))
         self.output.append(b"* BYE displaced\r\n")
         self.output.append(TransportAction.CLOSE)
+
+
+class CheckingLoginLineHandler(LoginLineHandler):
+    """A LoginLineHandler that tells the pool when its password check is in flight (awaiting)."""
+
+    checking = False
+
+    def _execute(self, line: str) -> None:
+        self.checking = line == "LOGIN slow"
+        try:
+            super()._execute(line)
+        finally:
+            self.checking = False
+
+    def awaiting(self) -> bool:
+        return self.checking
 
 
 class Client:

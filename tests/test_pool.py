@@ -15,8 +15,10 @@ from typing import TypedDict
 
 import pytest
 from net_helpers import (
+    CheckingLoginLineHandler,
     Client,
     LineHandler,
+    LoginLineHandler,
     Recorder,
     client_tls_context,
     close_clients,
@@ -190,6 +192,44 @@ def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() 
         parent.close_sockets()
 
 
+def test_a_server_full_of_logged_in_sessions_passes_an_arrival_to_a_sibling_that_can_make_room() -> None:
+    """Both processes full: the one that accepted has only logged-in sessions, the other holds
+    a connection that never logged in. The arrival is passed on, and displaces that one."""
+    parent, first, second = sibling_processes()
+    listeners, twin, settings = _shared_listener()
+    port = listeners[0].port
+    member_ledger, squatted_ledger = AddressLedger(first), AddressLedger(second)
+    squatted_recorder = Recorder(handler_class=LoginLineHandler)
+    members = Server(listeners, Recorder(handler_class=LoginLineHandler).factory, context_num=1, address_ledger=member_ledger,
+                     handoff=ConnectionHandoff(first, member_ledger), **settings)
+    squatted = Server([BoundListener(twin, False)], squatted_recorder.factory, context_num=1,
+                      address_ledger=squatted_ledger, handoff=ConnectionHandoff(second, squatted_ledger), **settings)
+    members.start()
+    squatted.start()
+    try:
+        members._unwatch(listeners[0].fileno())
+        squatter = connect(port)  # taken by the squatted server, the only one watching
+        # From now on only the other one accepts (a full server would look again after a while).
+        squatted._watch = lambda listener_fd: None  # type: ignore[method-assign]
+        squatted._unwatch(twin.fileno())
+        members._watch(listeners[0].fileno())
+        member = connect(port)
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        assert wait_until(lambda: member_ledger.sibling_loads() == {1: 1})
+        newcomer = connect(port)  # accepted by the server of logged-in sessions, passed on
+        assert squatter.read_until_eof() == b"* BYE displaced\r\n"
+        assert newcomer.command("ECHO passed on") == b"OK passed on\r\n"
+        assert squatted_recorder.count("start") == 2
+        assert member.command("NOOP") == b"OK NOOP\r\n"
+    finally:
+        close_clients()
+        members.stop(grace=0.0)
+        squatted.stop(grace=0.0)
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
 def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
     recorder = Recorder()
     with running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):
@@ -205,7 +245,7 @@ def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
 def test_a_full_server_displaces_the_oldest_connection_not_logged_in() -> None:
     """One host holding idle connections cannot lock everyone out (Dovecot's rule): an arrival
     finding every context taken displaces the oldest connection that has not logged in."""
-    recorder = Recorder(logins=True)
+    recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, context_num=3, thread_init_num=1, thread_charge_num=1) as (server, ports):
         oldest = connect(ports["plain"])
         member = connect(ports["plain"])
@@ -223,7 +263,7 @@ def test_a_full_server_displaces_the_oldest_connection_not_logged_in() -> None:
 def test_a_client_that_has_just_spoken_is_passed_over_for_one_that_stays_silent() -> None:
     """Of the oldest connections not logged in, the one silent longest makes room: a client in
     the middle of its login (its CAPABILITY answered, its LOGIN coming) is not cut."""
-    recorder = Recorder(logins=True)
+    recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
         talking = connect(ports["plain"])
         silent = connect(ports["plain"])
@@ -234,8 +274,24 @@ def test_a_client_that_has_just_spoken_is_passed_over_for_one_that_stays_silent(
         assert talking.command("LOGIN") == b"OK logged in\r\n"
 
 
+def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
+    """A password check in flight (awaiting) puts a connection after those with nothing in
+    flight, however long it has been silent since."""
+    recorder = Recorder(handler_class=CheckingLoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        checking = connect(ports["plain"])
+        checking.send(b"LOGIN slow\r\n")
+        assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
+        idle = connect(ports["plain"])
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert idle.read_until_eof() == b"* BYE displaced\r\n"
+        recorder.go.set()
+        assert checking.readline() == b"OK logged in\r\n"
+
+
 def test_logged_in_sessions_are_never_displaced() -> None:
-    recorder = Recorder(logins=True)
+    recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
         members = [connect(ports["plain"]) for _ in range(2)]
         for member in members:
@@ -250,7 +306,7 @@ def test_logged_in_sessions_are_never_displaced() -> None:
 def test_a_displaced_connection_that_does_not_read_still_makes_room_in_time() -> None:
     """Its goodbye queues behind output it does not take: it is closed outright after a moment,
     well before the arrival's wait for a context ends (the stalled-writer timer is 5 s here)."""
-    recorder = Recorder(logins=True)
+    recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):
         stuck = Client("127.0.0.1", ports["plain"], rcvbuf=4096)
         assert stuck.readline() == GREETING
@@ -265,7 +321,7 @@ def test_a_displaced_connection_that_does_not_read_still_makes_room_in_time() ->
 def test_a_connection_that_never_starts_its_tls_handshake_is_displaced(
     server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
 ) -> None:
-    recorder = Recorder(logins=True)
+    recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, tls_ports=True, plain_port=False, context_num=1, thread_init_num=1,
                         thread_charge_num=1, ssl_context=server_ssl, conn_timeout=30.0) as (server, ports):
         silent = Client("127.0.0.1", ports["tls"])
@@ -280,7 +336,7 @@ def test_a_connection_that_never_starts_its_tls_handshake_is_displaced(
 def test_a_connection_that_logs_in_after_being_chosen_stays_and_another_makes_room() -> None:
     """The poller chooses without the connection in hand; the worker checks again, and a
     connection whose login completed meanwhile is kept while the next oldest makes room."""
-    recorder = Recorder(logins=True)
+    recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
         logging_in = connect(ports["plain"])
         logging_in.send(b"LOGIN slow\r\n")  # its password check holds it on a worker

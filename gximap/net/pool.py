@@ -64,7 +64,9 @@ How it runs:
   with every context taken stops watching them, so that a sibling with room takes the next
   connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
   accepted with every context taken goes to the sibling with the most room (``handoff``, see
-  gximap.net.siblings.ConnectionHandoff); only when none has room is it held, then refused.
+  gximap.net.siblings.ConnectionHandoff); only when none has room is it held, and a connection
+  here that has not logged in makes room for it. With none here, it is passed to the least
+  loaded sibling all the same, to make room there (passed on once at most), else refused.
 - Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
   (the PROXY address when there is one), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
@@ -103,6 +105,7 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -244,8 +247,11 @@ def _hang_up(sock: socket.socket) -> str | None:
     return os.strerror(error) if error else "hung up"
 
 
-def _last_activity(conn: _Connection) -> float:
-    return conn.last_activity
+def _displacement_order(conn: _Connection) -> tuple[bool, float]:
+    """Which of the connections not logged in makes room first (Server._make_room): one with no
+    command in flight (a LOGIN's password check) before one with, then the one silent longest."""
+    awaiting = conn.awaiting
+    return awaiting is not None and awaiting(), conn.last_activity
 
 
 def _not_logged_in(conn: _Connection) -> bool:
@@ -1531,7 +1537,10 @@ class Server:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._take(sock, peer, listener)
-            if self._shared_listeners and self._contexts_full():
+            # Still taking connections while some here have not logged in: each arrival
+            # displaces one (_make_room), where stepping back would let them wait in the
+            # kernel's queue for _SIBLING_GRACE each.
+            if self._shared_listeners and self._full_for_good():
                 self._step_back(time.monotonic())
                 return
 
@@ -1545,18 +1554,21 @@ class Server:
         else:
             self._admit_safely(sock, peer, listener)
 
-    def _pass_to_sibling(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener) -> bool:
+    def _pass_to_sibling(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener, *,
+                         full_too: bool = False) -> bool:
         """Hand ``sock`` to the sibling process with the most room (closing it here); False
-        when there is no such sibling."""
+        when there is no such sibling. ``full_too``: to the least loaded one even when it is
+        full, where it may displace a connection not logged in (_make_room)."""
         handoff = self._handoff
         index = self._listener_index.get(listener.fileno())
         if handoff is None or index is None:
             return False
-        sibling = handoff.offer(sock, index, self._context_num)
+        sibling = handoff.offer(sock, index, sys.maxsize if full_too else self._context_num)
         if sibling is None:
             return False
-        log.debug("connection from [%s]:%d passed to process %d: all %d contexts here in use",
-                  peer[0], peer[1], sibling + 1, self._context_num)
+        log.debug("connection from [%s]:%d passed to process %d: all %d contexts here in use%s",
+                  peer[0], peer[1], sibling + 1, self._context_num,
+                  ", and logged in" if full_too else "")
         with contextlib.suppress(OSError):
             sock.close()
         return True
@@ -1649,30 +1661,55 @@ class Server:
         in, one for each arrival not yet provided for, and have a worker close them (_displace);
         _serve_arrivals admits the arrival once a context is free. Without this, one host
         holding idle connections until imap_login_timeout locks everyone out. The choice: of
-        the oldest _DISPLACE_WINDOW, those silent longest.
-
-        Sessions found logged in leave _prelogin for good, so a scan costs the connections not
-        logged in that it looks at, not every session (10,000 in IDLE)."""
+        the oldest _DISPLACE_WINDOW, those silent longest (_displacement_order)."""
         with self._lock:
             wanted = len(self._waiting) - len(self._displacing)
             if wanted <= 0:
                 return
-            window: list[_Connection] = []
-            logged_in: list[_Connection] = []
-            for conn in self._prelogin:
-                if not _not_logged_in(conn):
-                    logged_in.append(conn)
-                elif conn not in self._displacing:
-                    window.append(conn)
-                    if len(window) >= max(wanted, _DISPLACE_WINDOW):
-                        break
-            for conn in logged_in:
-                del self._prelogin[conn]
-            chosen = heapq.nsmallest(wanted, window, key=_last_activity)
+            window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
+            chosen = heapq.nsmallest(wanted, window, key=_displacement_order)
             self._displacing.update(chosen)
+            provided = len(self._displacing)
         for conn in chosen:
             conn.displace_due = True
             self._schedule(conn)
+        if len(chosen) < wanted and self._handoff is not None:
+            self._pass_unprovided(provided)
+
+    def _displaceable_locked(self, limit: int) -> list[_Connection]:
+        """Up to ``limit`` of the oldest connections not logged in and not chosen to make room
+        yet. Caller holds self._lock. Sessions found logged in leave _prelogin for good, so a
+        look costs the connections not logged in that it passes, not every session (10,000 in
+        IDLE)."""
+        found: list[_Connection] = []
+        logged_in: list[_Connection] = []
+        for conn in self._prelogin:
+            if conn.phase is _Phase.START:
+                continue  # its handler is about to start: whether it may be displaced is its to say
+            if not _not_logged_in(conn):
+                logged_in.append(conn)
+            elif conn not in self._displacing:
+                found.append(conn)
+                if len(found) >= limit:
+                    break
+        for conn in logged_in:
+            del self._prelogin[conn]
+        return found
+
+    def _full_for_good(self) -> bool:
+        """Every context taken, and none that an arrival could displace (_make_room)."""
+        with self._lock:
+            return len(self._conns) >= self._context_num and not self._displaceable_locked(1)
+
+    def _pass_unprovided(self, provided: int) -> None:
+        """Nothing here to displace for the arrivals after the first ``provided``: pass those
+        that were accepted here to a sibling, full or not, which may have connections not logged
+        in (the other processes' sessions are not known here). One that a sibling passed here
+        is refused here, as usual: a connection is passed on once at most."""
+        for arrival in list(self._waiting)[provided:]:
+            if not arrival.passed_in and self._pass_to_sibling(
+                    arrival.sock, arrival.peer, arrival.listener, full_too=True):
+                self._waiting.remove(arrival)
 
     def _serve_arrivals(self, now: float) -> None:
         """Admit waiting arrivals (FIFO) into freed contexts; refuse those that waited too long."""
