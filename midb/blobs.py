@@ -218,23 +218,30 @@ class BlobFiles:
             out.extend(part)
         return out
 
-    def scan(self) -> Iterator[tuple[str, str, float]]:
-        """Every file in the tree as (name, path, mtime): bodies and leftover temporaries."""
+    def scan(self) -> Iterator[tuple[str, str]]:
+        """Every file in the tree as (name, path): bodies and leftover temporaries. Names only, no
+        stat: at 100,000 bodies a stat each is most of the walk, and only the few files the index
+        does not reference need their age (mtime())."""
         try:
             subdirs = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return
         for sub in subdirs:
             directory = os.path.join(self.root, sub)
-            if not os.path.isdir(directory):
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        yield entry.name, entry.path
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    try:
-                        mtime = entry.stat(follow_symlinks=False).st_mtime
-                    except FileNotFoundError:
-                        continue
-                    yield entry.name, entry.path, mtime
+
+    @staticmethod
+    def mtime(path: str) -> float | None:
+        """A file's modification time; None once it is gone."""
+        try:
+            return os.lstat(path).st_mtime
+        except FileNotFoundError:
+            return None
 
 
 def _read_file(path: str, offset: int = 0, length: int | None = None) -> bytes:

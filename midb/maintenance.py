@@ -17,6 +17,7 @@ import os
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from midb.store import Store
 
 ORPHAN_MIN_AGE = 60.0          # seconds: younger unreferenced files may belong to a write in flight
+STOP_EVERY = 1024              # files walked between two looks at a sweep's stop request
 BACKUP_ATTEMPTS = 8
 _HEX = frozenset("0123456789abcdef")
 
@@ -317,37 +319,55 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
             scan.problems.extend(("sort_entry_dangling", key) for key in orphaned)
 
 
-def _scan_files(store: Store, scans: list[_Scan], now: float
-                ) -> tuple[list[str], list[list[str]], list[list[str]]]:
+@dataclass
+class _Files:
+    """What one walk of the body files found (_scan_files)."""
+
+    orphans: list[str] = field(default_factory=list)               # descriptions, for verify
+    removable: list[list[str]] = field(default_factory=list)       # old enough, per shard
+    youngest: float | None = None                                  # mtime of the youngest kept for its age
+    stopped: bool = False                                          # the walk ended early (stop)
+    missing: list[list[str]] = field(default_factory=list)         # referenced, file not seen, per shard
+
+
+def _scan_files(store: Store, scans: list[_Scan], now: float, *, before: float | None = None,
+                stop: Callable[[], bool] | None = None) -> _Files:
     """One walk of the body files, each judged against the scan of the shard its id names
-    (midb.shards). -> (orphan descriptions, removable orphan paths per shard, referenced blobs
-    whose file seems missing per shard). Temporary files count as shard 0's."""
+    (midb.shards); temporary files count as shard 0's. Only a file the scans do not account for
+    is looked at further (its age): the rule for what may go is ORPHAN_MIN_AGE, here only.
+    ``before``: judge only files last written before then (the sweep after a crash: later ones
+    belong to writers alive after it). ``stop`` is asked every STOP_EVERY files."""
     count = len(scans)
-    orphans: list[str] = []
-    removable: list[list[str]] = [[] for _ in scans]
+    found = _Files(removable=[[] for _ in scans])
     seen: set[str] = set()
-    for name, path, mtime in store._blobs.scan():
-        old = now - mtime >= ORPHAN_MIN_AGE
+    for walked, (name, path) in enumerate(store._blobs.scan()):
+        if stop is not None and walked % STOP_EVERY == 0 and stop():
+            found.stopped = True
+            return found
         if name.startswith(TEMP_PREFIX):
-            orphans.append(f"temporary file {path}")
-            if old:
-                removable[0].append(path)
+            what, shard = f"temporary file {path}", 0
+        elif len(name) != 32 or not _HEX.issuperset(name) or name[:2] != os.path.basename(os.path.dirname(path)):
+            found.orphans.append(f"unexpected file {path}")
             continue
-        if len(name) != 32 or not _HEX.issuperset(name) or name[:2] != os.path.basename(os.path.dirname(path)):
-            orphans.append(f"unexpected file {path}")
+        else:
+            seen.add(name)
+            blob_raw = bytes.fromhex(name)
+            shard = shards_of.of_blob(blob_raw, count)
+            known = scans[shard]
+            if blob_raw in known.awaiting_removal or blob_raw in known.blob_refs or blob_raw in known.blob_records:
+                continue   # referenced, or released by an expunge and a remover's (midb.removal)
+            what = f"body file {path} not referenced by the index"
+        mtime = store._blobs.mtime(path)
+        if mtime is None or (before is not None and mtime >= before):
             continue
-        seen.add(name)
-        blob_raw = bytes.fromhex(name)
-        shard = shards_of.of_blob(blob_raw, count)
-        if blob_raw in scans[shard].awaiting_removal:
-            continue   # released by an expunge; a remover takes it (midb.removal)
-        if blob_raw not in scans[shard].blob_refs and blob_raw not in scans[shard].blob_records:
-            orphans.append(f"body file {path} not referenced by the index")
-            if old:
-                removable[shard].append(path)
-    missing = [[blob_raw.hex() for blob_raw in scan.blob_refs
-                if blob_raw not in scan.inline and blob_raw.hex() not in seen] for scan in scans]
-    return orphans, removable, missing
+        found.orphans.append(what)
+        if now - mtime >= ORPHAN_MIN_AGE:
+            found.removable[shard].append(path)
+        elif found.youngest is None or mtime > found.youngest:
+            found.youngest = mtime
+    found.missing = [[blob_raw.hex() for blob_raw in scan.blob_refs
+                      if blob_raw not in scan.inline and blob_raw.hex() not in seen] for scan in scans]
+    return found
 
 
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
@@ -361,15 +381,15 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             scan, errors = _scan(txn, shared.dbs, shard, count)
         report.errors.extend(_where(shard, count) + error for error in errors)
         scans.append(scan)
-    orphans, removable, missing = _scan_files(store, scans, time.time())
-    report.orphans.extend(orphans)
+    files = _scan_files(store, scans, time.time())
+    report.orphans.extend(files.orphans)
     for shard, shared in enumerate(shards):
-        _check_bodies(store, shared, shard, count, scans[shard], missing[shard], report)
+        _check_bodies(store, shared, shard, count, scans[shard], files.missing[shard], report)
     if repair and (report.errors or report.orphans):
         if store.readonly:
             raise MidbError("cannot repair a store opened read-only")
         for shard, shared in enumerate(shards):
-            report.repaired.extend(_repair(store, shared, shard, count, removable[shard]))
+            report.repaired.extend(_repair(store, shared, shard, count, files.removable[shard]))
     return report
 
 
@@ -543,21 +563,40 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
             if decode_usage(txn.get(account_key(account_id), db=dbs.usage)) != tuple(counted):
                 txn.put(account_key(account_id), encode_usage(*counted), db=dbs.usage)
                 done.append(f"recomputed usage of account {name}")
-        for path in orphans:
-            name = os.path.basename(path)
-            if not name.startswith(TEMP_PREFIX):
-                blob_raw = bytes.fromhex(name)
-                if blob_raw in scan.blob_refs or blob_raw in scan.blob_records:
-                    continue   # referenced by now
-                if count > 1 and _referenced_elsewhere(store, blob_raw, shard):
-                    continue   # recorded in the wrong shard (reported): not an orphan
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-                done.append(f"removed orphan {path}")
+        for path, _size in _remove_orphans(
+                store, orphans, shard, count,
+                lambda blob_raw: blob_raw in scan.blob_refs or blob_raw in scan.blob_records):
+            done.append(f"removed orphan {path}")
         return done
 
     repaired: list[str] = store._write(job, shared)
     return repaired
+
+
+def _remove_orphans(store: Store, paths: list[str], shard: int, count: int,
+                    referenced: Callable[[bytes], bool]) -> list[tuple[str, int]]:
+    """In a write transaction of shard `shard`: remove those of `paths` (old enough orphans of
+    that shard, _scan_files) that the index still does not refer to; -> (path, bytes) of each
+    removed. The write lock keeps writers from committing a reference to a file we are about to
+    remove, and a writer checks in its own transaction that its files are still there
+    (midb.store), so a file taken from a write still in flight fails that write, unanswered,
+    instead of leaving a message without its body."""
+    removed: list[tuple[str, int]] = []
+    for path in paths:
+        name = os.path.basename(path)
+        if not name.startswith(TEMP_PREFIX):
+            blob_raw = bytes.fromhex(name)
+            if referenced(blob_raw):
+                continue   # referenced by now
+            if count > 1 and _referenced_elsewhere(store, blob_raw, shard):
+                continue   # recorded in the wrong shard (reported): not an orphan
+        try:
+            size = os.lstat(path).st_size
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        removed.append((path, size))
+    return removed
 
 
 def _referenced_elsewhere(store: Store, blob_raw: bytes, shard: int) -> bool:
@@ -581,6 +620,82 @@ def _tombstone_bounds(txn: Any, dbs: Databases, account_id: int, folder_id: int)
                 break
             highest = max(highest, unpack_change_key(key)[2])
     return highest, tombstones.read_floor(txn, dbs.tombstones, account_id, folder_id)
+
+
+# ---- the sweep after a crash (midb.orphans) -------------------------------------------------------
+
+SWEEP_BATCH = 64   # orphans removed per write transaction: their unlinks hold the write lock
+
+
+@dataclass
+class SweepResult:
+    removed: int = 0
+    bytes: int = 0
+    youngest: float | None = None   # mtime of the youngest orphan kept for its age
+    finished: bool = True           # False: stopped before the end
+
+
+def sweep_orphans(store: Store, *, before: float | None = None,
+                  stop: Callable[[], bool] = lambda: False) -> SweepResult:
+    """Remove the orphan files verify --repair would remove (_scan_files, _remove_orphans), and
+    nothing else: no index repair, no full scan of the index under the write lock. ``before``:
+    only files last written before then; ``stop``: asked between steps, to end early."""
+    shards = store._live_shards()
+    count = len(shards)
+    scans = []
+    for shared in shards:
+        if stop():
+            return SweepResult(finished=False)
+        with lmdb_errors(), shared.read() as txn:
+            scans.append(_body_references(txn, shared.dbs))
+    files = _scan_files(store, scans, time.time(), before=before, stop=stop)
+    result = SweepResult(youngest=files.youngest, finished=not files.stopped)
+    for shard, paths in enumerate(files.removable):
+        if not paths or not result.finished:
+            continue
+        shared = shards[shard]
+        # A message whose body has no record is damage verify reports; its file is still mail.
+        held = _held_by_messages(shared, {bytes.fromhex(os.path.basename(path)) for path in paths
+                                          if not os.path.basename(path).startswith(TEMP_PREFIX)})
+        for start in range(0, len(paths), SWEEP_BATCH):
+            if stop():
+                result.finished = False
+                break
+
+            removed: list[tuple[str, int]] = store._write(
+                _sweep_job(store, paths[start:start + SWEEP_BATCH], shard, count, held), shared, durable=False)
+            result.removed += len(removed)
+            result.bytes += sum(size for _path, size in removed)
+    return result
+
+
+def _sweep_job(store: Store, paths: list[str], shard: int, count: int, held: set[bytes]
+               ) -> Callable[[Any, Databases, Any], list[tuple[str, int]]]:
+    def job(txn: Any, dbs: Databases, _effects: Any) -> list[tuple[str, int]]:
+        # A reference committed since the snapshot comes with a body record.
+        return _remove_orphans(store, paths, shard, count, lambda blob_raw: blob_raw in held or
+                               bodyrecords.get(txn, dbs, bodyrecords.REFS, blob_raw) is not None)
+
+    return job
+
+
+def _body_references(txn: Any, dbs: Databases) -> _Scan:
+    """The part of _scan that _scan_files needs: the bodies with a record, and those awaiting
+    removal (one pass over the body records, none over the messages)."""
+    scan = _Scan()
+    for blob_raw, raw in bodyrecords.items(txn, dbs, bodyrecords.REFS):
+        scan.blob_records[blob_raw] = unpack_blob_record(raw)
+    scan.awaiting_removal.update(removal.recorded(txn, dbs))
+    return scan
+
+
+def _held_by_messages(shared: Any, blob_raws: set[bytes]) -> set[bytes]:
+    """Those of ``blob_raws`` that some message of the shard refers to."""
+    if not blob_raws:
+        return set()
+    with lmdb_errors(), shared.read() as txn:
+        return {blob_raw for _key, raw in txn.cursor(shared.dbs.messages)
+                if (blob_raw := bytes(unpack_record(raw)[4])) in blob_raws}
 
 
 # ---- backup ---------------------------------------------------------------------------------------
