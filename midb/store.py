@@ -118,6 +118,7 @@ from midb.messages import (
     with_modseq_and_flags,
 )
 from midb.metadata import MetadataMixin, copy_folder_entries
+from midb.orphans import WriterMarker
 from midb.summary import Summary, decode_summary, encode_summary, sort_record, summarize
 from midb.tombstones import Vanished
 
@@ -237,9 +238,12 @@ class Store(MetadataMixin):
         if parse_delay is not None and not readonly:
             self._parser = DeferredParser(self.store_parsed, parse_delay)
         self._remover: removal.BodyRemover[tuple[int, str]] | None = None
+        self._marker: WriterMarker | None = None
         self._closed = False
         if not readonly:
             self._remover = removal.BodyRemover(self._unlink_removed, self._forget_removed)
+            # Says whether this process stopped cleanly: if not, a sweep removes its orphans.
+            self._marker = WriterMarker.create(self.path)
             if take_over_removals:
                 try:
                     self._remove_recorded()
@@ -256,6 +260,8 @@ class Store(MetadataMixin):
             self._parser.close()
         if self._remover is not None and not self._shared.stale:
             self._remover.close()
+        if self._marker is not None:
+            self._marker.release()   # a no-op in a forked child: the parent's
         self._closed = True
         if self._shared.stale:
             return
@@ -284,6 +290,8 @@ class Store(MetadataMixin):
         self._shards = self._open_shards(len(self._shards))
         self._shared = self._shards[0]
         self._notifier = events.attach(self._shared, self.run_dir)
+        if not self.readonly:
+            self._marker = WriterMarker.create(self.path)
 
     def _open_shards(self, wanted: int) -> list[SharedEnv]:
         """Shard 0, then as many more as it records (recording `wanted` in a store just created)."""
@@ -1435,6 +1443,13 @@ class Store(MetadataMixin):
         storing them in the index). With `claim`, it also raises recent_floor to the last new UID
         and returns the floor it found (see append_claiming); otherwise None in its place."""
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int], int | None]:
+            # The files must still be there: a sweep of orphans (midb.orphans) removes unreferenced
+            # files old enough under this same write lock, so one that took ours is found here, and
+            # the write fails unanswered rather than commit a message without its body. A stat per
+            # file, in the dentry cache (just written).
+            for blob, kept in zip(blobs, inline, strict=True):
+                if not kept and not os.path.exists(os.path.join(self._blobs.root, blob[:2], blob)):
+                    raise MidbError(f"body {blob} was removed before its commit")
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             self._check_quota(txn, dbs, account_id, total, len(prepared))

@@ -1,0 +1,243 @@
+"""Orphan body files after a crash: which processes may have left some, and the sweep that
+removes them.
+
+A process killed while it stores a message (between the body file's write and the index commit,
+midb.blobs) leaves a temporary file or a body file nothing references: an orphan. Never mail
+anyone was told is stored, but disk space: 11 kills during 4 MB MULTIAPPENDs left 52 MB.
+
+Who died: every Store opened for writing (the server's processes, every ``midb`` command) holds
+a marker, ``<store>/writers/<pid>-<random>``, with an flock on it; a clean close removes it. The
+kernel drops the lock when the process dies, however it dies, so a marker whose lock can be
+taken is one its process left behind: the last stop of that process was unclean. Markers live in
+the store directory, not in ``midb_run_dir`` (a tmpfs that a reboot after a power failure would
+empty). Several processes share a store, each with its marker, so one's clean stop says nothing
+of another's crash, and a process forked with a store open (the prefork server) makes its own.
+
+The sweep: each gximap serving process, once it serves, takes the markers it can lock and, if it
+took any, walks the body files in a thread (OrphanSweeper) and removes what ``midb verify
+--repair`` would remove (midb.maintenance.sweep_orphans: files the index does not reference,
+older than ORPHAN_MIN_AGE, removed under the write lock; a writer checks its files under that
+lock too). Only files last written before the markers were taken are judged: later ones are
+live writers'. A dead process's youngest orphans may be too young when a restart is quick: the
+sweep waits until they are old enough and walks again, once. The markers are removed once the
+sweep is done; a sweep stopped halfway leaves them, and the next start sweeps again. Taking a
+marker's lock is also the claim: of several processes starting together, one sweeps.
+
+Without a stale marker there is no sweep: a start after a clean stop costs a directory listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from midb import maintenance
+
+if TYPE_CHECKING:
+    from midb.store import Store
+
+log = logging.getLogger("midb")
+
+MARKERS_DIR = "writers"
+NOTICE = 25          # gximap's notice level (midb does not import gximap): shown by default
+SWEEP_PASSES = 2     # a second walk for orphans too young at the first one
+STOP_WAIT = 5.0      # what stop() waits at most for the thread
+
+
+def markers_dir(store_path: str) -> str:
+    return os.path.join(store_path, MARKERS_DIR)
+
+
+class WriterMarker:
+    """This process's marker of a store opened for writing; None from create() when it cannot be
+    made (the store then works, but a crash of this process goes unswept until verify --repair)."""
+
+    _instances: weakref.WeakSet[WriterMarker] = weakref.WeakSet()
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        WriterMarker._instances.add(self)
+
+    @classmethod
+    def create(cls, store_path: str) -> WriterMarker | None:
+        directory = markers_dir(store_path)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        # Locked under a dot name, then renamed: a sweep never sees a marker not locked yet.
+        temp = os.path.join(directory, "." + name)
+        try:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            fd = os.open(temp, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(temp, os.path.join(directory, name))
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+        except OSError as error:
+            log.warning("cannot mark the store as in use in %s (%s): orphan files this process may "
+                        "leave if it dies will not be swept at the next start", directory, error)
+            return None
+        return cls(os.path.join(directory, name), fd)
+
+    def release(self) -> None:
+        """At a clean close: removed first, then unlocked, so that a sweep which locks it after us
+        finds it gone (Claim)."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(fd)
+
+    @classmethod
+    def _forget_after_fork(cls) -> None:
+        # The parent's markers: ours to close (the lock stays the parent's), not to remove.
+        for instance in list(cls._instances):
+            fd, instance._fd = instance._fd, -1
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+os.register_at_fork(after_in_child=WriterMarker._forget_after_fork)
+
+
+class Claim:
+    """The markers of dead processes this process locked; ``at``: when."""
+
+    def __init__(self, held: list[tuple[str, int]], at: float) -> None:
+        self.held = held
+        self.at = at
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    def finish(self) -> None:
+        """The sweep is done: the markers go."""
+        for path, _fd in self.held:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.release()
+
+    def release(self) -> None:
+        """The sweep did not finish: the markers stay for the next start."""
+        held, self.held = self.held, []
+        for _path, fd in held:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def claim_stale(store_path: str) -> Claim:
+    """Lock the markers whose processes are gone (their lock is free)."""
+    at = time.time()
+    directory = markers_dir(store_path)
+    try:
+        names = os.listdir(directory)
+    except OSError:   # none yet, or not ours to read: nothing to claim
+        return Claim([], at)
+    held: list[tuple[str, int]] = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Unlinked meanwhile: its process closed the store cleanly as we waited for the lock.
+            stale = os.fstat(fd).st_nlink > 0
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                log.warning("cannot lock %s: %s", path, error)
+            stale = False   # its process is alive (or another sweeper has it)
+        if stale and name.startswith("."):
+            # A process that died as it created its marker, before any write: no orphans.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            stale = False
+        if stale:
+            held.append((path, fd))
+        else:
+            os.close(fd)
+    return Claim(held, at)
+
+
+class OrphanSweeper:
+    """The sweep of one process: start() after the server is ready, stop() before the store closes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.result: maintenance.SweepResult | None = None   # once finished, for tests
+
+    def start(self) -> bool:
+        """Claim the markers of dead processes; if there are any, sweep in a thread (True)."""
+        claim = claim_stale(self.store.path)
+        if not claim:
+            return False
+        log.info("%d processes using the store stopped uncleanly: sweeping orphan body files", len(claim))
+        self._thread = threading.Thread(target=self._run, args=(claim,), name="midb-sweep", daemon=True)
+        try:
+            self._thread.start()
+        except RuntimeError as error:   # at the thread limit: the markers stay for the next start
+            claim.release()
+            self._thread = None
+            log.error("cannot start the sweep of orphan body files: %s", error)
+            return False
+        return True
+
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, claim: Claim) -> None:
+        done = False
+        try:
+            total = maintenance.SweepResult()
+            for sweep in range(SWEEP_PASSES):
+                result = maintenance.sweep_orphans(self.store, before=claim.at, stop=self._stop.is_set)
+                total.removed += result.removed
+                total.bytes += result.bytes
+                total.youngest = result.youngest
+                if not result.finished:
+                    log.info("sweep of orphan body files stopped after removing %d (%d bytes); the next "
+                             "start sweeps again", total.removed, total.bytes)
+                    return
+                if result.youngest is None or sweep == SWEEP_PASSES - 1:
+                    break
+                # Kept for their age at the first walk: wait until they may go (the clock may
+                # have been set back: at most the age limit).
+                wait = min(result.youngest + maintenance.ORPHAN_MIN_AGE - time.time(), maintenance.ORPHAN_MIN_AGE)
+                if self._stop.wait(max(0.0, wait)):
+                    return
+            self.result = total
+            done = True
+            if total.removed:
+                log.log(NOTICE, "removed %d orphan body files (%d bytes) left by processes that stopped "
+                        "uncleanly", total.removed, total.bytes)
+            else:
+                log.info("no orphan body files to remove")
+        except Exception:
+            log.exception("sweep of orphan body files failed; the next start tries again")
+        finally:
+            if done:
+                claim.finish()
+            else:
+                claim.release()
