@@ -405,6 +405,12 @@ class Daemon:
             ready()
         else:
             sd_notify("READY=1")
+        from midb.orphans import OrphanSweeper
+
+        # After a crash of a process using the store (this server's, or a midb command): its
+        # orphan body files go, in a thread, once we serve (midb.orphans).
+        sweeper = OrphanSweeper(store)
+        sweeper.start()
         try:
             while not latch.stop:
                 latch.wait(1.0)
@@ -415,6 +421,7 @@ class Daemon:
             if ready is None:
                 sd_notify("STOPPING=1")
                 self.log.log(gxlog.NOTICE, "gximap stopping")
+            sweeper.stop()   # ends within a batch of files: before the store closes
             mta.stop(grace=3.0)
             server.stop(grace=3.0)
             # The sessions are closed, their bulk writes settled; what they handed the bulk
