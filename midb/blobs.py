@@ -218,8 +218,9 @@ class BlobFiles:
             out.extend(part)
         return out
 
-    def scan(self) -> Iterator[tuple[str, str]]:
-        """Every file in the tree as (name, path): bodies and leftover temporaries. Names only, no
+    def scan(self) -> Iterator[tuple[str, str, str]]:
+        """Every file in the tree as (directory name, name, path): bodies and leftover
+        temporaries. Names only, no
         stat: at 100,000 bodies a stat each is most of the walk, and only the few files the index
         does not reference need their age (mtime())."""
         try:
@@ -231,7 +232,7 @@ class BlobFiles:
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
-                        yield entry.name, entry.path
+                        yield sub, entry.name, entry.path
             except (FileNotFoundError, NotADirectoryError):
                 continue
 

@@ -112,10 +112,11 @@ def items(txn: Any, dbs: Any, kind: int, *, values: bool = True) -> Iterator[tup
                 yield bytes(key), None
         return
     cursor = txn.cursor(dbs.body_records)
+    # split_key inlined: at 100,000 bodies this loop meets 300,000 keys (verify, the orphan sweep).
+    size = BLOB_ID_BYTES + 1
     for key in cursor.iternext(values=False):
-        split = split_key(key)
-        if split is not None and split[1] == kind:
-            yield split[0], (cursor.value() if values else None)
+        if len(key) == size and key[BLOB_ID_BYTES] == kind:
+            yield bytes(key[:BLOB_ID_BYTES]), (cursor.value() if values else None)
 
 
 def strays(txn: Any, dbs: Any) -> list[bytes]:

@@ -340,13 +340,13 @@ def _scan_files(store: Store, scans: list[_Scan], now: float, *, before: float |
     count = len(scans)
     found = _Files(removable=[[] for _ in scans])
     seen: set[str] = set()
-    for walked, (name, path) in enumerate(store._blobs.scan()):
+    for walked, (sub, name, path) in enumerate(store._blobs.scan()):
         if stop is not None and walked % STOP_EVERY == 0 and stop():
             found.stopped = True
             return found
         if name.startswith(TEMP_PREFIX):
             what, shard = f"temporary file {path}", 0
-        elif len(name) != 32 or not _HEX.issuperset(name) or name[:2] != os.path.basename(os.path.dirname(path)):
+        elif len(name) != 32 or not _HEX.issuperset(name) or name[:2] != sub:
             found.orphans.append(f"unexpected file {path}")
             continue
         else:
@@ -680,11 +680,12 @@ def _sweep_job(store: Store, paths: list[str], shard: int, count: int, held: set
 
 
 def _body_references(txn: Any, dbs: Databases) -> _Scan:
-    """The part of _scan that _scan_files needs: the bodies with a record, and those awaiting
-    removal (one pass over the body records, none over the messages)."""
+    """The part of _scan that _scan_files needs: the bodies with a record (their ids: the
+    records' values are not read), and those awaiting removal (one pass over the body records,
+    none over the messages)."""
     scan = _Scan()
-    for blob_raw, raw in bodyrecords.items(txn, dbs, bodyrecords.REFS):
-        scan.blob_records[blob_raw] = unpack_blob_record(raw)
+    scan.blob_records = dict.fromkeys((blob_raw for blob_raw, _ in bodyrecords.items(txn, dbs, bodyrecords.REFS,
+                                                                                     values=False)), (0, 0))
     scan.awaiting_removal.update(removal.recorded(txn, dbs))
     return scan
 

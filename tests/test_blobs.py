@@ -97,7 +97,7 @@ def test_scan_sees_bodies_and_temporaries(files: BlobFiles) -> None:
     blob = files.write(b"body")
     temp = os.path.join(files.root, blob[:2], TEMP_PREFIX + "f" * 32)
     open(temp, "wb").close()
-    names = sorted(name for name, _path in files.scan())
+    names = sorted(name for _sub, name, _path in files.scan())
     assert names == sorted([blob, TEMP_PREFIX + "f" * 32])
 
 
