@@ -397,6 +397,13 @@ class Daemon:
         except MtaConfigError as exc:
             server.stop(grace=0.0)
             raise StartupError(str(exc)) from None
+        from midb.orphans import OrphanSweeper
+
+        # After a crash of a process using the store (this server's, or a midb command): its
+        # orphan body files go, in a thread (midb.orphans). Before the readiness report only
+        # the claim, a directory listing: "serving" in the log means the claims are made.
+        sweeper = OrphanSweeper(store)
+        sweeper.start()
         if count == 1:
             self.log.log(gxlog.NOTICE, "gximap %s serving on %s (uid %d)", __version__,
                          self._describe(listeners), os.getuid())
@@ -405,12 +412,6 @@ class Daemon:
             ready()
         else:
             sd_notify("READY=1")
-        from midb.orphans import OrphanSweeper
-
-        # After a crash of a process using the store (this server's, or a midb command): its
-        # orphan body files go, in a thread, once we serve (midb.orphans).
-        sweeper = OrphanSweeper(store)
-        sweeper.start()
         try:
             while not latch.stop:
                 latch.wait(1.0)

@@ -296,3 +296,33 @@ def test_the_auth_socket_is_shared_out_among_the_processes(tmp_path: Path) -> No
         for client in clients:
             client.close()
         proc.stop()
+
+
+def test_the_process_restarted_after_a_kill_sweeps_orphan_body_files_and_a_clean_stop_leaves_none(
+        server: GximapProcess) -> None:
+    """midb.orphans in the real server: a serving process killed leaves its marker; the one that
+    replaces it claims the marker and removes the orphans old enough (here: one planted, as a
+    killed APPEND leaves them); after a clean stop, no marker and no sweep at the next start."""
+    from midb.blobs import BlobFiles
+    from midb.orphans import markers_dir
+
+    writers = markers_dir(str(server.midb))
+    assert wait_until(lambda: len(os.listdir(writers)) == 2, timeout=10.0)   # one per serving process
+    planted = BlobFiles(str(server.midb / "eml"), fsync=False, create=True)
+    orphan = planted.path(planted.write(b"x" * 5000))
+    os.utime(orphan, (1, 1))
+    victim = _serving(server)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: not os.path.exists(orphan), timeout=20.0)
+    assert wait_until(lambda: "removed 1 orphan body files (5000 bytes)" in server.log(), timeout=10.0)
+    assert wait_until(lambda: len(os.listdir(writers)) == 2 and not any(
+        name.startswith(f"{victim}-") for name in os.listdir(writers)), timeout=10.0)
+    assert server.stop() == 0
+    assert os.listdir(writers) == []
+    server.start()
+    try:
+        # The parent says it serves once both processes are ready, and they claim before that.
+        assert wait_until(lambda: server.log().count(" serving on ") == 2, timeout=10.0)
+        assert server.log().count("stopped uncleanly: sweeping") == 1   # after the kill only
+    finally:
+        server.stop()
