@@ -23,7 +23,9 @@ sweep waits until they are old enough and walks again, once. The markers are rem
 sweep is done; a sweep stopped halfway leaves them, and the next start sweeps again. Taking a
 marker's lock is also the claim: of several processes starting together, one sweeps.
 
-Without a stale marker there is no sweep: a start after a clean stop costs a directory listing.
+Without a stale marker there is no sweep: a start after a clean stop costs a directory listing,
+and so does the look every RECHECK seconds, for a ``midb`` command killed while the server runs
+(a process of the server killed is replaced, and its replacement claims at its start).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ MARKERS_DIR = "writers"
 NOTICE = 25          # gximap's notice level (midb does not import gximap): shown by default
 SWEEP_PASSES = 2     # a second walk for orphans too young at the first one
 STOP_WAIT = 5.0      # what stop() waits at most for the thread
+RECHECK = 600.0      # seconds between two looks for markers of processes that died meanwhile
 
 
 def markers_dir(store_path: str) -> str:
@@ -174,20 +177,22 @@ def claim_stale(store_path: str) -> Claim:
 
 
 class OrphanSweeper:
-    """The sweep of one process: start() after the server is ready, stop() before the store closes."""
+    """The sweeps of one process: start() once it serves, stop() before the store closes. At the
+    start, and every RECHECK seconds after (a ``midb`` command killed while the server runs), it
+    claims the markers of dead processes and sweeps if it took any."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.result: maintenance.SweepResult | None = None   # once finished, for tests
+        self.result: maintenance.SweepResult | None = None   # of the last sweep that finished
+        self.attempts = 0                                    # sweeps begun and ended, for tests
+        self._ended = threading.Condition()
 
     def start(self) -> bool:
-        """Claim the markers of dead processes; if there are any, sweep in a thread (True)."""
-        claim = claim_stale(self.store.path)
-        if not claim:
-            return False
-        log.info("%d processes using the store stopped uncleanly: sweeping orphan body files", len(claim))
+        """Claim now (a directory listing), sweep in a thread; True if there is a sweep to do."""
+        claim = self._claim()
+        found = bool(claim)   # now: the thread may be done with the claim before we return
         self._thread = threading.Thread(target=self._run, args=(claim,), name="midb-sweep", daemon=True)
         try:
             self._thread.start()
@@ -196,18 +201,42 @@ class OrphanSweeper:
             self._thread = None
             log.error("cannot start the sweep of orphan body files: %s", error)
             return False
-        return True
+        return found
 
     def stop(self, timeout: float = STOP_WAIT) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def wait(self, attempts: int = 1, timeout: float = 30.0) -> bool:
+        """For tests: until ``attempts`` sweeps have ended (done or stopped)."""
+        with self._ended:
+            return self._ended.wait_for(lambda: self.attempts >= attempts, timeout)
+
+    def _claim(self) -> Claim:
+        claim = claim_stale(self.store.path)
+        if claim:
+            log.info("%d processes using the store stopped uncleanly: sweeping orphan body files", len(claim))
+        return claim
 
     def _run(self, claim: Claim) -> None:
+        while True:
+            if claim:
+                try:
+                    self._sweep(claim)
+                finally:
+                    with self._ended:
+                        self.attempts += 1
+                        self._ended.notify_all()
+            if self._stop.wait(RECHECK):
+                return
+            try:
+                claim = self._claim()
+            except Exception:
+                log.exception("cannot look for processes that stopped uncleanly")
+                claim = Claim([], time.time())
+
+    def _sweep(self, claim: Claim) -> None:
         done = False
         try:
             total = maintenance.SweepResult()
@@ -235,7 +264,7 @@ class OrphanSweeper:
             else:
                 log.info("no orphan body files to remove")
         except Exception:
-            log.exception("sweep of orphan body files failed; the next start tries again")
+            log.exception("sweep of orphan body files failed; it is tried again later")
         finally:
             if done:
                 claim.finish()

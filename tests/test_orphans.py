@@ -59,9 +59,13 @@ def temporary(store: Store, *, mtime: float = OLD) -> str:
 
 
 def sweep(store: Store) -> OrphanSweeper:
+    """A start that has a sweep to do, the sweep, and the stop."""
     sweeper = OrphanSweeper(store)
     assert sweeper.start()
-    sweeper.join(30)
+    try:
+        assert sweeper.wait()
+    finally:
+        sweeper.stop()
     assert sweeper.result is not None
     return sweeper
 
@@ -75,8 +79,27 @@ def test_a_clean_close_leaves_no_marker_and_the_next_start_does_not_sweep(tmp_pa
         left = orphan(store)
     assert markers(path) == []
     with Store(path, fsync=False) as store:
-        assert not OrphanSweeper(store).start()   # no unclean stop: no walk at all
-        assert os.path.exists(left)               # verify --repair's to remove
+        sweeper = OrphanSweeper(store)
+        assert not sweeper.start()   # no unclean stop: no walk at all
+        sweeper.stop()
+        assert sweeper.attempts == 0 and os.path.exists(left)   # verify --repair's to remove
+
+
+def test_a_process_that_dies_while_the_server_runs_is_swept_at_the_next_look(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A midb command killed (say, an import) while the server runs: no restart tells it."""
+    monkeypatch.setattr(orphans, "RECHECK", 0.05)
+    with store_with_alice(tmp_path / "store") as store:
+        sweeper = OrphanSweeper(store)
+        try:
+            assert not sweeper.start()
+            left = orphan(store)
+            dead_marker(tmp_path / "store")
+            assert sweeper.wait()
+            assert sweeper.result is not None and sweeper.result.removed == 1 and not os.path.exists(left)
+        finally:
+            sweeper.stop()
+        assert len(markers(tmp_path / "store")) == 1
 
 
 def test_a_read_only_open_makes_no_marker(tmp_path: Path) -> None:
@@ -252,7 +275,7 @@ def test_a_stop_ends_the_sweep_promptly_and_the_next_start_sweeps_again(
         time.sleep(0.2)
         started = time.monotonic()
         sweeper.stop()
-        assert time.monotonic() - started < 2 and sweeper.result is None
+        assert time.monotonic() - started < 2 and sweeper.result is None and sweeper.attempts == 1
         assert os.path.exists(young) and len(markers(path)) == 2   # the dead one's stays
         monkeypatch.setattr(maintenance, "ORPHAN_MIN_AGE", 0.0)
         assert sweep(store).result is not None and not os.path.exists(young)
