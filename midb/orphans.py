@@ -36,6 +36,7 @@ import fcntl
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 import weakref
@@ -159,7 +160,9 @@ def claim_stale(store_path: str) -> Claim:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Unlinked meanwhile: its process closed the store cleanly as we waited for the lock.
-            stale = os.fstat(fd).st_nlink > 0
+            # Not a file: not a marker (it could never be removed, and would be swept for ever).
+            status = os.fstat(fd)
+            stale = status.st_nlink > 0 and stat.S_ISREG(status.st_mode)
         except OSError as error:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 log.warning("cannot lock %s: %s", path, error)

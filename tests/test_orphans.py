@@ -195,6 +195,12 @@ def test_a_marker_left_half_made_is_dropped_without_a_sweep(tmp_path: Path) -> N
     assert not claim_stale(str(path)) and markers(path) == []
 
 
+def test_what_is_no_marker_is_never_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    os.makedirs(os.path.join(markers_dir(str(path)), "lost+found"))
+    assert not claim_stale(str(path)) and markers(path) == ["lost+found"]
+
+
 # ---- what the sweep removes ----------------------------------------------------------------------
 
 def test_the_sweep_removes_old_orphans_only(tmp_path: Path) -> None:
