@@ -1448,7 +1448,7 @@ class Store(MetadataMixin):
             # the write fails unanswered rather than commit a message without its body. A stat per
             # file, in the dentry cache (just written).
             for blob, kept in zip(blobs, inline, strict=True):
-                if not kept and not os.path.exists(os.path.join(self._blobs.root, blob[:2], blob)):
+                if not kept and not os.path.exists(self._blobs.path(blob)):
                     raise MidbError(f"body {blob} was removed before its commit")
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
