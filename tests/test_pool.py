@@ -4,6 +4,7 @@ Also the listener helpers and the transport's bounded inflation."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -11,6 +12,8 @@ import ssl
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TypedDict
 
 import pytest
@@ -156,23 +159,50 @@ def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
         large.stop(grace=0.0)
 
 
+@dataclass
+class _Siblings:
+    """Two servers of one context each on a shared listener, with the sibling channel between
+    them, as two serving processes have it: ``one`` on ``listener``, ``other`` on ``twin``."""
+    port: int
+    listener: BoundListener
+    twin: socket.socket
+    one: Server
+    other: Server
+    one_ledger: AddressLedger
+
+
+@contextlib.contextmanager
+def _sibling_servers(one: Recorder, other: Recorder) -> Iterator[_Siblings]:
+    parent, first, second = sibling_processes()
+    listeners, twin, settings = _shared_listener()
+    one_ledger, other_ledger = AddressLedger(first), AddressLedger(second)
+    servers = (
+        Server(listeners, one.factory, context_num=1, address_ledger=one_ledger,
+               handoff=ConnectionHandoff(first, one_ledger), **settings),
+        Server([BoundListener(twin, False)], other.factory, context_num=1, address_ledger=other_ledger,
+               handoff=ConnectionHandoff(second, other_ledger), **settings),
+    )
+    for server in servers:
+        server.start()
+    try:
+        yield _Siblings(listeners[0].port, listeners[0], twin, *servers, one_ledger)
+    finally:
+        close_clients()
+        for server in servers:
+            server.stop(grace=0.0)
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
 def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() -> None:
     """A full server that accepts a connection anyway (no sibling took it within the grace)
     passes it over the sibling channel to one with room instead of refusing it busy."""
-    parent, first, second = sibling_processes()
-    listeners, twin, settings = _shared_listener()
-    port = listeners[0].port
-    full_ledger, roomy_ledger = AddressLedger(first), AddressLedger(second)
-    full = Server(listeners, Recorder().factory, context_num=1, address_ledger=full_ledger,
-                  handoff=ConnectionHandoff(first, full_ledger), **settings)
-    roomy = Server([BoundListener(twin, False)], Recorder().factory, context_num=1, address_ledger=roomy_ledger,
-                   handoff=ConnectionHandoff(second, roomy_ledger), **settings)
-    full.start()
-    roomy.start()
-    try:
+    with _sibling_servers(Recorder(), Recorder()) as siblings:
+        port, full, roomy, full_ledger = siblings.port, siblings.one, siblings.other, siblings.one_ledger
         # The sibling with room does not see the listener (as if busy elsewhere all along):
         # every connection reaches the full server first.
-        roomy._unwatch(twin.fileno())
+        roomy._unwatch(siblings.twin.fileno())
         kept = connect(port)
         assert (full.stats().sessions, roomy.stats().sessions) == (1, 0)
         passed = connect(port)
@@ -183,36 +213,21 @@ def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() 
         refused = Client("127.0.0.1", port)
         assert refused.read_until_eof() == BUSY
         assert kept.command("NOOP") == b"OK NOOP\r\n"
-    finally:
-        close_clients()
-        full.stop(grace=0.0)
-        roomy.stop(grace=0.0)
-        first.close()
-        second.close()
-        parent.close_sockets()
 
 
 def test_a_server_full_of_logged_in_sessions_passes_an_arrival_to_a_sibling_that_can_make_room() -> None:
     """Both processes full: the one that accepted has only logged-in sessions, the other holds
     a connection that never logged in. The arrival is passed on, and displaces that one."""
-    parent, first, second = sibling_processes()
-    listeners, twin, settings = _shared_listener()
-    port = listeners[0].port
-    member_ledger, squatted_ledger = AddressLedger(first), AddressLedger(second)
     squatted_recorder = Recorder(handler_class=LoginLineHandler)
-    members = Server(listeners, Recorder(handler_class=LoginLineHandler).factory, context_num=1, address_ledger=member_ledger,
-                     handoff=ConnectionHandoff(first, member_ledger), **settings)
-    squatted = Server([BoundListener(twin, False)], squatted_recorder.factory, context_num=1,
-                      address_ledger=squatted_ledger, handoff=ConnectionHandoff(second, squatted_ledger), **settings)
-    members.start()
-    squatted.start()
-    try:
-        members._unwatch(listeners[0].fileno())
+    with _sibling_servers(Recorder(handler_class=LoginLineHandler), squatted_recorder) as siblings:
+        port, members, squatted, member_ledger = siblings.port, siblings.one, siblings.other, siblings.one_ledger
+        listener_fd = siblings.listener.fileno()
+        members._unwatch(listener_fd)
         squatter = connect(port)  # taken by the squatted server, the only one watching
         # From now on only the other one accepts (a full server would look again after a while).
         squatted._watch = lambda listener_fd: None  # type: ignore[method-assign]
-        squatted._unwatch(twin.fileno())
-        members._watch(listeners[0].fileno())
+        squatted._unwatch(siblings.twin.fileno())
+        members._watch(listener_fd)
         member = connect(port)
         assert member.command("LOGIN") == b"OK logged in\r\n"
         assert wait_until(lambda: member_ledger.sibling_loads() == {1: 1})
@@ -221,13 +236,6 @@ def test_a_server_full_of_logged_in_sessions_passes_an_arrival_to_a_sibling_that
         assert newcomer.command("ECHO passed on") == b"OK passed on\r\n"
         assert squatted_recorder.count("start") == 2
         assert member.command("NOOP") == b"OK NOOP\r\n"
-    finally:
-        close_clients()
-        members.stop(grace=0.0)
-        squatted.stop(grace=0.0)
-        first.close()
-        second.close()
-        parent.close_sockets()
 
 
 def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
