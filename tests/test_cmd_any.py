@@ -43,7 +43,7 @@ def test_capability_after_login_lists_the_extensions(conv):
     conv.login()
     caps = capabilities(conv)
     for extension in ("IDLE", "NAMESPACE", "UNSELECT", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
-                      "ENABLE", "CHILDREN", "XLIST", "UNAUTHENTICATE"):
+                      "CREATE-SPECIAL-USE", "ENABLE", "CHILDREN", "XLIST", "UNAUTHENTICATE"):
         assert extension in caps
     assert "AUTH=PLAIN" not in caps and "SASL-IR" not in caps
     assert f"APPENDLIMIT={conv.ctx.settings.max_literal}" in caps

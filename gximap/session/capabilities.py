@@ -20,6 +20,7 @@ AUTHENTICATED_EXTENSIONS = (
     "MOVE",
     "CHILDREN",
     "SPECIAL-USE",
+    "CREATE-SPECIAL-USE",  # RFC 6154 section 3: CREATE ... (USE (...)), gximap/session/commands/mailbox.py
     "XLIST",
     "LIST-EXTENDED",
     "LIST-STATUS",
