@@ -294,6 +294,12 @@ class Conversation:
         assert lines and lines[-1].startswith(f"{tag} OK".encode()), f"{text!r} failed: {lines!r}"
         return lines
 
+    def capabilities(self) -> list[str]:
+        """What CAPABILITY lists now."""
+        lines = self.command("CAPABILITY")
+        assert len(lines) == 2 and lines[0].startswith(b"* CAPABILITY "), lines
+        return lines[0].decode().split()[2:]
+
     def login(self, user: str = "alice", password: str = PASSWORD) -> list[bytes]:
         return self.command(f"LOGIN {user} {password}")
 

@@ -15,14 +15,8 @@ def conv(tmp_path):
         yield conversation
 
 
-def capabilities(conv: Conversation) -> list[str]:
-    lines = conv.command("CAPABILITY")
-    assert len(lines) == 2 and lines[0].startswith(b"* CAPABILITY ")
-    return lines[0].decode().split()[2:]
-
-
 def test_capability_before_login_on_tls(conv):
-    caps = capabilities(conv)
+    caps = conv.capabilities()
     assert caps[:2] == ["IMAP4rev1", "IMAP4rev2"]
     assert "AUTH=PLAIN" in caps and "SASL-IR" in caps
     assert "LOGINDISABLED" not in caps and "STARTTLS" not in caps
@@ -31,17 +25,17 @@ def test_capability_before_login_on_tls(conv):
 
 def test_capability_on_plaintext_offers_starttls_and_disables_login(tmp_path):
     with Conversation(tmp_path, tls=False, starttls=True) as conv:
-        caps = capabilities(conv)
+        caps = conv.capabilities()
         assert "STARTTLS" in caps and "LOGINDISABLED" in caps
         assert "AUTH=PLAIN" not in caps
         conv.send(b"s1 STARTTLS\r\n")
-        caps = capabilities(conv)
+        caps = conv.capabilities()
         assert "STARTTLS" not in caps and "LOGINDISABLED" not in caps and "AUTH=PLAIN" in caps
 
 
 def test_capability_after_login_lists_the_extensions(conv):
     conv.login()
-    caps = capabilities(conv)
+    caps = conv.capabilities()
     for extension in ("IDLE", "NAMESPACE", "UNSELECT", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
                       "CREATE-SPECIAL-USE", "ENABLE", "CHILDREN", "XLIST", "UNAUTHENTICATE"):
         assert extension in caps
@@ -51,7 +45,7 @@ def test_capability_after_login_lists_the_extensions(conv):
 
 def test_capability_without_rfc9051(tmp_path):
     with Conversation(tmp_path, rfc9051=False) as conv:
-        assert "IMAP4rev2" not in capabilities(conv)
+        assert "IMAP4rev2" not in conv.capabilities()
 
 
 def test_noop_in_every_state(conv):
@@ -99,7 +93,7 @@ def test_id_is_unknown_unless_enabled(conv):
 
 def test_id_answers_name_and_version_and_remembers_the_client(tmp_path):
     with Conversation(tmp_path, enable_id=True) as conv:
-        assert "ID" in capabilities(conv)
+        assert "ID" in conv.capabilities()
         conv.script(f"""
             C: a1 ID ("name" "sodr" "version" "19.34")
             S: * ID ("name" "gximap" "version" "{__version__}")

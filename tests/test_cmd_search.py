@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import gc
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,35 @@ def test_rfc3501_examples(conv: Conversation) -> None:
         S: * SEARCH 200 882
         S: A285 OK SEARCH completed
     """)
+
+
+def test_within_older_and_younger_count_seconds_back_from_now(conv: Conversation) -> None:
+    """RFC 5032: the internal date against an interval in seconds; a zero interval is no
+    nz-number."""
+    now = int(time.time())
+    folder = conv.folder("INBOX")
+    conv.store.append_many("alice", folder.id, [
+        (_message(b"a@example.com", b"two days old"), (), now - 2 * 86400, 0),
+        (_message(b"a@example.com", b"an hour old"), (), now - 3600, 0),
+        (_message(b"a@example.com", b"just now"), (), now - 5, 0),
+    ])
+    conv.select()
+    assert "WITHIN" in conv.capabilities()
+    conv.script("""
+        C: w1 SEARCH YOUNGER 86400
+        S: * SEARCH 2 3
+        S: w1 OK SEARCH completed
+        C: w2 SEARCH OLDER 86400
+        S: * SEARCH 1
+        S: w2 OK SEARCH completed
+        C: w3 UID SEARCH OLDER 600 YOUNGER 7200
+        S: * SEARCH 2
+        S: w3 OK SEARCH completed
+        C: w4 SEARCH RETURN (COUNT) OR YOUNGER 60 OLDER 100000
+        S: * ESEARCH (TAG "w4") COUNT 2
+        S: w4 OK SEARCH completed
+    """)
+    assert conv.send(b"w5 SEARCH YOUNGER 0\r\n")[-1].startswith(b"w5 BAD")
 
 
 def test_rfc4731_esearch_examples(conv: Conversation) -> None:

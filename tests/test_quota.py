@@ -36,15 +36,11 @@ def admin(tmp_path):
         yield conversation
 
 
-def capabilities(conv: Conversation) -> list[str]:
-    return conv.command("CAPABILITY")[0].decode().split()[2:]
-
-
 def test_capabilities(conv, admin):
-    caps = capabilities(conv)
+    caps = conv.capabilities()
     assert {"QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"} <= set(caps)
     assert "QUOTASET" not in caps
-    assert "QUOTASET" in capabilities(admin)
+    assert "QUOTASET" in admin.capabilities()
 
 
 def test_account_without_limits_has_no_quota_root(conv):
@@ -164,7 +160,7 @@ def test_admin_sets_another_users_quota_by_impersonation(tmp_path):
     with Conversation(tmp_path, users=("alice", "root"), quota_admins=("root",)) as conv:
         conv.store.grant_owner("alice", "root")
         conv.login("root!alice")
-        assert "QUOTASET" in capabilities(conv)
+        assert "QUOTASET" in conv.capabilities()
         conv.script("""
             C: a1 SETQUOTA "" (MESSAGE 50)
             S: * QUOTA "" (MESSAGE 0 50 MAILBOX 6 10000 ANNOTATION-STORAGE 0 1024)
@@ -175,7 +171,7 @@ def test_admin_sets_another_users_quota_by_impersonation(tmp_path):
         # alice herself is no quota admin.
         other = conv.second_session()
         other.login("alice")
-        assert "QUOTASET" not in capabilities(other)
+        assert "QUOTASET" not in other.capabilities()
         assert other.send(b"b1 SETQUOTA \"\" (MESSAGE 500)\r\n")[0].startswith(b"b1 NO [NOPERM]")
 
 
@@ -316,9 +312,9 @@ def test_quota_admins_directive_reaches_the_sessions(tmp_path):
     assert config.lookup("imap_quota_admins").reloadable
     with Conversation(tmp_path / "server") as conv:
         conv.login()
-        assert "QUOTASET" not in capabilities(conv)
+        assert "QUOTASET" not in conv.capabilities()
         conv.ctx.reload(Settings(quota_admins=settings.quota_admins))  # SIGHUP
-        assert "QUOTASET" in capabilities(conv)  # names compare case-insensitively
+        assert "QUOTASET" in conv.capabilities()  # names compare case-insensitively
         conv.command('SETQUOTA "" (MESSAGE 10)')
 
 
@@ -359,7 +355,7 @@ def test_default_quota_directives_reach_the_sessions(tmp_path):
 
 
 def test_capabilities_name_every_resource(conv):
-    assert {"QUOTA=RES-MAILBOX", "QUOTA=RES-ANNOTATION-STORAGE"} <= set(capabilities(conv))
+    assert {"QUOTA=RES-MAILBOX", "QUOTA=RES-ANNOTATION-STORAGE"} <= set(conv.capabilities())
 
 
 def test_server_defaults_give_every_account_a_root(tmp_path):
