@@ -13,8 +13,8 @@ disabled account with ``550 5.2.1``, an account already at its quota with ``552 
 A recipient's copy is the message as received with ``Return-Path: <sender>`` and
 ``Delivered-To: <recipient>`` prepended, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
 an MTA passing LF-only mail on would otherwise store what IMAP clients misread). Recipients of
-one message with the same target (``DeliveryAgent.target``: the same accounts, and the same
-addresses when a filter runs) share the first one's copy and reply. A message
+one message with the same target (``DeliveryAgent.target``: the same address, ORCPT and
+accounts, as Dovecot tells duplicates) share the first one's copy and reply. A message
 whose header matches ``lmtp_spam_header``
 (name and value compared case-insensitively, the value after unfolding and trimming) is
 quarantined: it goes to the account's \\Junk folder (created as "Junk" if the account has none)
@@ -237,16 +237,15 @@ class DeliveryAgent:
 
     @staticmethod
     def target(prepared: PreparedMessage, recipient: Recipient) -> tuple[object, ...]:
-        """What decides where ``recipient``'s copies go: recipients of a message with equal
-        targets get one copy (the first one's), so a repeated RCPT does not multiply the mail.
-        Without a filter (or for spam) a copy goes to INBOX (or \\Junk) whatever the address, so
-        the accounts decide; a filter may pick a folder from the addresses it is given, so then
-        they count too, compared as Dovecot compares recipients: the domain case-insensitively,
-        the local part exactly (a filter may tell ``Alice`` from ``alice``)."""
-        accounts = frozenset(recipient.accounts)
-        if prepared.spam or prepared.settings.filter is None:
-            return (accounts,)
-        return (accounts, _address_key(recipient.address), _address_key(recipient.orcpt or recipient.address))
+        """What makes ``recipient``'s copies: recipients of a message with equal targets get one
+        copy (the first one's), so a repeated RCPT does not multiply the mail. The address
+        counts, not only the accounts it reaches: the copy names it (Delivered-To), and a filter
+        may pick a folder by it. Addresses are compared as Dovecot compares recipients: the
+        domain case-insensitively, the local part exactly (``Alice`` may not be ``alice``); so
+        are ORCPTs. Another address of the same account (an alias, a +detail) gets its own copy,
+        as in Dovecot; an MTA such as Postfix has merged those before it passes them on."""
+        return (frozenset(recipient.accounts), _address_key(recipient.address),
+                _address_key(recipient.orcpt or recipient.address))
 
     def deliver(self, prepared: PreparedMessage, recipient: Recipient, *, delivery_id: str) -> Reply:
         """Store ``recipient``'s copy in each of its accounts; the LMTP reply for it."""
