@@ -238,6 +238,30 @@ def test_a_server_full_of_logged_in_sessions_passes_an_arrival_to_a_sibling_that
         assert member.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_an_arrival_waits_here_before_it_is_passed_to_a_full_sibling() -> None:
+    """Every process full of logged-in sessions: an arrival is passed to a sibling that may make
+    room only once its own wait is over, so a context freed here meanwhile takes it (review55)."""
+    with _sibling_servers(Recorder(handler_class=LoginLineHandler),
+                          Recorder(handler_class=LoginLineHandler)) as siblings:
+        port, here, there, ledger = siblings.port, siblings.one, siblings.other, siblings.one_ledger
+        listener_fd = siblings.listener.fileno()
+        here._unwatch(listener_fd)
+        remote = connect(port)  # taken by the other one
+        assert remote.command("LOGIN") == b"OK logged in\r\n"
+        there._watch = lambda listener_fd: None  # type: ignore[method-assign]
+        there._unwatch(siblings.twin.fileno())
+        here._step_back = lambda now: None  # type: ignore[method-assign]  # it keeps accepting
+        here._watch(listener_fd)
+        local = connect(port)
+        assert local.command("LOGIN") == b"OK logged in\r\n"
+        assert wait_until(lambda: ledger.sibling_loads() == {1: 1})
+        newcomer = Client("127.0.0.1", port)
+        time.sleep(0.03)
+        local.close()  # a context here is free well within the admission wait
+        assert newcomer.readline() == GREETING
+        assert (here.stats().sessions, there.stats().sessions) == (1, 1)
+
+
 def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
     recorder = Recorder()
     with running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):

@@ -65,8 +65,9 @@ How it runs:
   connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
   accepted with every context taken goes to the sibling with the most room (``handoff``, see
   gximap.net.siblings.ConnectionHandoff); only when none has room is it held, and a connection
-  here that has not logged in makes room for it. With none here, it is passed to the least
-  loaded sibling all the same, to make room there (passed on once at most), else refused.
+  here that has not logged in makes room for it. When its wait ends without room, it is passed
+  to a sibling all the same (full too, where one may make room; passed on once at most), else
+  refused.
 - Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
   (the PROXY address when there is one), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
@@ -1322,7 +1323,7 @@ class Server:
         given _DISPLACE_GRACE to take it; one that logged in meanwhile stays, and the poller
         looks for another."""
         conn.displace_due = False
-        if not _not_logged_in(conn):
+        if not _not_logged_in(conn) or not self._waiting:  # logged in, or the arrival got room
             with self._lock:
                 self._displacing.discard(conn)
             self._wake()
@@ -1330,9 +1331,11 @@ class Server:
         log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
                 "and this one had not logged in", conn.rhost, self._context_num)
         say_goodbye = getattr(conn.handler, "displaced", None)
-        if conn.phase is not _Phase.ACTIVE or conn.closing or say_goodbye is None:
+        if (conn.phase is not _Phase.ACTIVE or conn.closing or say_goodbye is None
+                or conn.pending_action is not None):
             # No session to say goodbye (a PROXY header or TLS handshake unfinished), or none
-            # that can: closed at once.
+            # that can, or a STARTTLS or COMPRESS to apply first (a handshake would outlast the
+            # grace): closed at once.
             self._close(conn, "displaced by a new connection", graceful=False)
             return True
         conn.closing = True
@@ -1625,8 +1628,10 @@ class Server:
 
     def _review_step_back(self, now: float) -> None:
         """Watch the shared listeners again once a context is free, or once a connection has
-        waited _SIBLING_GRACE without a sibling taking it."""
-        if self._contexts_full():
+        waited _SIBLING_GRACE without a sibling taking it. A connection here that has not logged
+        in counts as room: one admitted just before the step back (its handler not started yet)
+        may be displaced by the next arrival."""
+        if self._full_for_good():
             if now < self._step_back_until:
                 return
             if not self._unclaimed_connection():
@@ -1663,18 +1668,17 @@ class Server:
         holding idle connections until imap_login_timeout locks everyone out. The choice: of
         the oldest _DISPLACE_WINDOW, those silent longest (_displacement_order)."""
         with self._lock:
-            wanted = len(self._waiting) - len(self._displacing)
+            # Contexts freed but not yet taken (a close the poller has not seen) count as room.
+            free = max(self._context_num - len(self._conns), 0)
+            wanted = len(self._waiting) - len(self._displacing) - free
             if wanted <= 0:
                 return
             window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
             chosen = heapq.nsmallest(wanted, window, key=_displacement_order)
             self._displacing.update(chosen)
-            provided = len(self._displacing)
         for conn in chosen:
             conn.displace_due = True
             self._schedule(conn)
-        if len(chosen) < wanted and self._handoff is not None:
-            self._pass_unprovided(provided)
 
     def _displaceable_locked(self, limit: int) -> list[_Connection]:
         """Up to ``limit`` of the oldest connections not logged in and not chosen to make room
@@ -1701,16 +1705,6 @@ class Server:
         with self._lock:
             return len(self._conns) >= self._context_num and not self._displaceable_locked(1)
 
-    def _pass_unprovided(self, provided: int) -> None:
-        """Nothing here to displace for the arrivals after the first ``provided``: pass those
-        that were accepted here to a sibling, full or not, which may have connections not logged
-        in (the other processes' sessions are not known here). One that a sibling passed here
-        is refused here, as usual: a connection is passed on once at most."""
-        for arrival in list(self._waiting)[provided:]:
-            if not arrival.passed_in and self._pass_to_sibling(
-                    arrival.sock, arrival.peer, arrival.listener, full_too=True):
-                self._waiting.remove(arrival)
-
     def _serve_arrivals(self, now: float) -> None:
         """Admit waiting arrivals (FIFO) into freed contexts; refuse those that waited too long."""
         while self._waiting and not self._contexts_full():
@@ -1718,7 +1712,12 @@ class Server:
             self._admit_safely(arrival.sock, arrival.peer, arrival.listener)
         while self._waiting and self._waiting[0].deadline <= now:
             arrival = self._waiting.popleft()
-            if arrival.passed_in or not self._pass_to_sibling(arrival.sock, arrival.peer, arrival.listener):
+            # Its wait here is over: to a sibling with room, or else to one full too, which may
+            # make room by displacing a connection not logged in (what the other processes hold
+            # is not known here). A connection is passed on once at most.
+            if arrival.passed_in or not (
+                    self._pass_to_sibling(arrival.sock, arrival.peer, arrival.listener)
+                    or self._pass_to_sibling(arrival.sock, arrival.peer, arrival.listener, full_too=True)):
                 self._refuse_busy(arrival)
         if self._waiting:
             self._note_deadline(self._waiting[0].deadline)

@@ -407,6 +407,7 @@ class ConnectionHandoff:
         self._adopter: Adopter | None = None
         self._lock = threading.Lock()
         self._untaken: dict[int, deque[float]] = {}  # sibling -> when each unconfirmed pass was sent
+        self._turn = 0  # offers so far: siblings equally loaded take turns
         channel.on_fds(self._kind, self._on_connection)
         channel.on(f"{self._kind}-taken", self._on_taken)
         channel.on_hello(self._on_sibling_hello)
@@ -426,7 +427,12 @@ class ConnectionHandoff:
         with self._lock:
             for index in loads:
                 loads[index] += self._untaken_locked(index, now)
-        for index in sorted((index for index, load in loads.items() if load < capacity), key=loads.__getitem__):
+        # Among equal loads the turn rotates: every sibling full, a process passing connections
+        # on (for one of them to make room) would otherwise always pick the same one.
+        self._turn += 1
+        turn, count = self._turn, max(len(loads), 1)
+        for index in sorted((index for index, load in loads.items() if load < capacity),
+                            key=lambda index: (loads[index], (index - turn) % count)):
             with self._lock:  # counted before it is sent: the sibling's "taken" may come back at once
                 self._untaken.setdefault(index, deque()).append(now)
             if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index):
