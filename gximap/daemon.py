@@ -350,7 +350,11 @@ class Daemon:
         if siblings is not None:
             siblings.attach(index)
         self.store = store = self._open_store()
-        self.ctx = ctx = self._make_context(store, codes)
+        try:
+            self.ctx = ctx = self._make_context(store, codes)
+        except BaseException:
+            store.close()  # a clean stop: its marker goes (midb.orphans)
+            raise
         if siblings is not None:
             ctx.auth.share_with(siblings)
         gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
@@ -396,6 +400,7 @@ class Daemon:
             mta.start(store, ctx.auth, processes=count)
         except MtaConfigError as exc:
             server.stop(grace=0.0)
+            store.close()  # a clean stop: its marker goes, and the next start does not sweep
             raise StartupError(str(exc)) from None
         from midb.orphans import OrphanSweeper
 

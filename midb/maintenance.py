@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import struct
@@ -42,10 +43,12 @@ from midb.keys import (
     unpack_name_key,
     unpack_u32,
 )
-from midb.messages import FLAGS_OFFSET, counter_deltas, unpack_record
+from midb.messages import BLOB_SLICE, FLAGS_OFFSET, counter_deltas, unpack_record
 
 if TYPE_CHECKING:
     from midb.store import Store
+
+log = logging.getLogger("midb")
 
 ORPHAN_MIN_AGE = 60.0          # seconds: younger unreferenced files may belong to a write in flight
 STOP_EVERY = 1024              # files walked between two looks at a sweep's stop request
@@ -350,7 +353,8 @@ def _scan_files(store: Store, scans: list[_Scan], now: float, *, before: float |
             found.orphans.append(f"unexpected file {path}")
             continue
         else:
-            seen.add(name)
+            if before is None:  # verify's list of missing files; a sweep has no use for it
+                seen.add(name)
             blob_raw = bytes.fromhex(name)
             shard = shards_of.of_blob(blob_raw, count)
             known = scans[shard]
@@ -595,6 +599,11 @@ def _remove_orphans(store: Store, paths: list[str], shard: int, count: int,
             os.unlink(path)
         except FileNotFoundError:
             continue
+        except OSError as error:
+            # A directory named like a body, a fan-out directory left to root by a midb command:
+            # that entry stays (verify reports it), the others go.
+            log.warning("cannot remove orphan %s: %s", path, error.strerror or error)
+            continue
         removed.append((path, size))
     return removed
 
@@ -656,7 +665,10 @@ def sweep_orphans(store: Store, *, before: float | None = None,
         shared = shards[shard]
         # A message whose body has no record is damage verify reports; its file is still mail.
         held = _held_by_messages(shared, {bytes.fromhex(os.path.basename(path)) for path in paths
-                                          if not os.path.basename(path).startswith(TEMP_PREFIX)})
+                                          if not os.path.basename(path).startswith(TEMP_PREFIX)}, stop)
+        if held is None:
+            result.finished = False
+            break
         for start in range(0, len(paths), SWEEP_BATCH):
             if stop():
                 result.finished = False
@@ -690,13 +702,20 @@ def _body_references(txn: Any, dbs: Databases) -> _Scan:
     return scan
 
 
-def _held_by_messages(shared: Any, blob_raws: set[bytes]) -> set[bytes]:
-    """Those of ``blob_raws`` that some message of the shard refers to."""
+def _held_by_messages(shared: Any, blob_raws: set[bytes], stop: Callable[[], bool]) -> set[bytes] | None:
+    """Those of ``blob_raws`` that some message of the shard refers to; None when ``stop`` said
+    so (asked every STOP_EVERY messages: a shard may hold millions)."""
+    held: set[bytes] = set()
     if not blob_raws:
-        return set()
+        return held
     with lmdb_errors(), shared.read() as txn:
-        return {blob_raw for _key, raw in txn.cursor(shared.dbs.messages)
-                if (blob_raw := bytes(unpack_record(raw)[4])) in blob_raws}
+        for count, raw in enumerate(txn.cursor(shared.dbs.messages).iternext(keys=False)):
+            if count % STOP_EVERY == 0 and stop():
+                return None
+            blob_raw = bytes(raw[BLOB_SLICE])
+            if blob_raw in blob_raws:
+                held.add(blob_raw)
+    return held
 
 
 # ---- backup ---------------------------------------------------------------------------------------

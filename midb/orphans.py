@@ -75,7 +75,8 @@ class WriterMarker:
     def create(cls, store_path: str) -> WriterMarker | None:
         directory = markers_dir(store_path)
         name = f"{os.getpid()}-{secrets.token_hex(4)}"
-        # Locked under a dot name, then renamed: a sweep never sees a marker not locked yet.
+        # Locked under a dot name, then renamed: a sweep never sees a marker not locked yet, and
+        # leaves a dot name alone until it is a minute old (claim_stale).
         temp = os.path.join(directory, "." + name)
         try:
             os.makedirs(directory, mode=0o750, exist_ok=True)
@@ -153,6 +154,8 @@ def claim_stale(store_path: str) -> Claim:
     held: list[tuple[str, int]] = []
     for name in names:
         path = os.path.join(directory, name)
+        if name.startswith(".") and not _older_than(path, at - maintenance.ORPHAN_MIN_AGE):
+            continue  # a marker being made (not locked yet for a moment): never a claim's to take
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
@@ -177,6 +180,13 @@ def claim_stale(store_path: str) -> Claim:
         else:
             os.close(fd)
     return Claim(held, at)
+
+
+def _older_than(path: str, when: float) -> bool:
+    try:
+        return os.lstat(path).st_mtime < when
+    except OSError:
+        return False
 
 
 class OrphanSweeper:

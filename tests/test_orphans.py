@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -191,8 +192,30 @@ def test_one_claimer_takes_a_dead_marker(tmp_path: Path) -> None:
 
 def test_a_marker_left_half_made_is_dropped_without_a_sweep(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    dead_marker(path, ".4242-0badf00d")   # died between creating and naming it: before any write
+    half = dead_marker(path, ".4242-0badf00d")   # died between creating and naming it: before any write
+    os.utime(half, (OLD, OLD))
     assert not claim_stale(str(path)) and markers(path) == []
+
+
+def test_a_marker_being_made_is_left_to_its_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim listing the directory between a marker's creation and its lock does not take it
+    (review55 L4: the live process was left without a marker)."""
+    store = str(tmp_path / "store")
+    os.makedirs(markers_dir(store))
+    real_flock = orphans.fcntl.flock
+    claims: list[int] = []
+
+    def flock_after_a_claim(fd: int, operation: int) -> None:
+        if not claims:
+            claim = claim_stale(store)
+            claims.append(len(claim))
+            claim.release()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(orphans.fcntl, "flock", flock_after_a_claim)
+    marker = orphans.WriterMarker.create(store)
+    assert claims == [0] and marker is not None and os.path.exists(marker.path)
+    marker.release()
 
 
 def test_what_is_no_marker_is_never_claimed(tmp_path: Path) -> None:
@@ -227,6 +250,22 @@ def test_the_sweep_removes_old_orphans_only(tmp_path: Path) -> None:
         assert not os.path.exists(old) and not os.path.exists(old_temp)
         assert all(os.path.exists(file) for file in (*referenced, released, young, unexpected))
         assert result.youngest == pytest.approx(os.stat(young).st_mtime)
+
+
+def test_an_entry_that_cannot_be_removed_is_skipped_and_the_rest_goes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A directory named like a body (or one a midb command left to root) does not stop the
+    sweep: it is logged and stays, the orphans beside it go (review55 L5)."""
+    with store_with_alice(tmp_path / "store", inline_limit=0) as store:
+        good = orphan(store)
+        bad = os.path.join(store.path, "eml", "ab", "ab" + "0" * 30)
+        os.makedirs(bad)
+        os.utime(bad, (OLD, OLD))
+        with caplog.at_level(logging.WARNING, logger="midb"):
+            result = maintenance.sweep_orphans(store, before=time.time())
+        assert result.finished and result.removed == 1
+        assert not os.path.exists(good) and os.path.isdir(bad)
+        assert f"cannot remove orphan {bad}" in caplog.text
 
 
 def test_files_written_after_the_claim_are_not_judged(tmp_path: Path) -> None:
@@ -333,8 +372,8 @@ def test_a_commit_between_the_snapshot_and_the_removal_keeps_its_body(
         os.utime(store.body_path(blob), (OLD, OLD))
         judged = maintenance._held_by_messages
 
-        def commit_meanwhile(shared: object, blob_raws: set[bytes]) -> set[bytes]:
-            held = judged(shared, blob_raws)
+        def commit_meanwhile(shared: object, blob_raws: set[bytes], stop: Callable[[], bool]) -> set[bytes] | None:
+            held = judged(shared, blob_raws, stop)
             store._write(job, store._env)   # type: ignore[arg-type]
             return held
 
