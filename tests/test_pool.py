@@ -709,6 +709,31 @@ def test_compress_both_ways() -> None:
         assert recorder.details("line")[-2:] == ["ECHO hello", "BIG 2000000"]
 
 
+def test_a_goodbye_ends_the_deflate_stream_before_the_connection(
+        server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
+    """The final DEFLATE block goes out after the goodbye, plain and under TLS: the client's
+    inflater sees the stream end, not an EOF inside it (Delta Chat logged the latter as a
+    failed IDLE at every server stop, probe55)."""
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (server, ports):
+        for tls in (False, True):
+            client = connect(ports["plain"])
+            if tls:
+                assert client.command("STARTTLS") == b"OK begin TLS\r\n"
+                client.starttls(client_ssl)
+            assert client.command("COMPRESS") == b"OK DEFLATE active\r\n"
+            client.start_compress()
+            assert client.command("QUIT") == b"* BYE bye\r\n"
+            assert client.read_until_eof() == b""
+            assert client.inflate.eof and client.inflate.unused_data == b""
+        stopping = connect(ports["plain"])
+        assert stopping.command("COMPRESS") == b"OK DEFLATE active\r\n"
+        stopping.start_compress()
+        server.stop(grace=1.0)
+        assert stopping.read_until_eof() == b"* BYE server shutting down\r\n"
+        assert stopping.inflate.eof
+
+
 def test_compress_over_tls(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
     recorder = Recorder()
     with running_server(recorder, ssl_context=server_ssl) as (_server, ports):

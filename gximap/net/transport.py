@@ -584,6 +584,12 @@ class Transport:
         socket should linger rather than be closed at once."""
         with contextlib.suppress(OSError, TransportError, ssl.SSLError):
             self.end_batch()
+            if self._deflate is not None:
+                # The DEFLATE stream's final block: the client's inflater then sees the stream
+                # end before the connection does, rather than an EOF inside a stream (zlib's
+                # Z_BUF_ERROR, which Delta Chat logs as an IDLE failure at every server stop).
+                deflate, self._deflate = self._deflate, None
+                self._encode_lower(deflate.flush(zlib.Z_FINISH))
         if self._tls is not None and self._handshake_done:
             with contextlib.suppress(ssl.SSLError):
                 self._tls.unwrap()  # queues close_notify; waiting for the peer's is not needed
