@@ -644,11 +644,13 @@ class SweepResult:
     finished: bool = True           # False: stopped before the end
 
 
-def sweep_orphans(store: Store, *, before: float | None = None,
+def sweep_orphans(store: Store, *, before: float | None = None, now: Callable[[], float] | None = None,
                   stop: Callable[[], bool] = lambda: False) -> SweepResult:
     """Remove the orphan files verify --repair would remove (_scan_files, _remove_orphans), and
     nothing else: no index repair, no full scan of the index under the write lock. ``before``:
-    only files last written before then; ``stop``: asked between steps, to end early."""
+    only files last written before then; ``now``: the time their ages are reckoned to (the
+    sweeper's runs on from its claim, so that a clock step does not age a file in flight);
+    ``stop``: asked between steps, to end early."""
     shards = store._live_shards()
     count = len(shards)
     scans = []
@@ -657,7 +659,7 @@ def sweep_orphans(store: Store, *, before: float | None = None,
             return SweepResult(finished=False)
         with lmdb_errors(), shared.read() as txn:
             scans.append(_body_references(txn, shared.dbs))
-    files = _scan_files(store, scans, time.time(), before=before, stop=stop)
+    files = _scan_files(store, scans, time.time() if now is None else now(), before=before, stop=stop)
     result = SweepResult(youngest=files.youngest, finished=not files.stopped)
     for shard, paths in enumerate(files.removable):
         if not paths or not result.finished:

@@ -119,11 +119,18 @@ os.register_at_fork(after_in_child=WriterMarker._forget_after_fork)
 
 
 class Claim:
-    """The markers of dead processes this process locked; ``at``: when."""
+    """The markers of dead processes this process locked; ``at``: when (the wall clock, which
+    file times compare with), and ``now()``: that time run on by the monotonic clock since. A
+    file's age is reckoned with ``now()``: the wall clock stepping forward (NTP after a reboot,
+    just when a sweep runs) would otherwise make a write in flight look a minute old."""
 
     def __init__(self, held: list[tuple[str, int]], at: float) -> None:
         self.held = held
         self.at = at
+        self._since = time.monotonic()
+
+    def now(self) -> float:
+        return self.at + (time.monotonic() - self._since)
 
     def __len__(self) -> int:
         return len(self.held)
@@ -254,7 +261,8 @@ class OrphanSweeper:
         try:
             total = maintenance.SweepResult()
             for sweep in range(SWEEP_PASSES):
-                result = maintenance.sweep_orphans(self.store, before=claim.at, stop=self._stop.is_set)
+                result = maintenance.sweep_orphans(self.store, before=claim.at, now=claim.now,
+                                                   stop=self._stop.is_set)
                 total.removed += result.removed
                 total.bytes += result.bytes
                 total.youngest = result.youngest
@@ -266,7 +274,7 @@ class OrphanSweeper:
                     break
                 # Kept for their age at the first walk: wait until they may go (the clock may
                 # have been set back: at most the age limit).
-                wait = min(result.youngest + maintenance.ORPHAN_MIN_AGE - time.time(), maintenance.ORPHAN_MIN_AGE)
+                wait = min(result.youngest + maintenance.ORPHAN_MIN_AGE - claim.now(), maintenance.ORPHAN_MIN_AGE)
                 if self._stop.wait(max(0.0, wait)):
                     return
             self.result = total

@@ -276,6 +276,24 @@ def test_files_written_after_the_claim_are_not_judged(tmp_path: Path) -> None:
         assert (result.removed, result.youngest) == (0, None) and os.path.exists(later)
 
 
+def test_a_clock_stepping_forward_after_the_claim_does_not_age_a_write_in_flight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ages are reckoned from the claim by the monotonic clock (review55 L7): an NTP step of an
+    hour just after a reboot leaves a body written seconds before the claim young."""
+    with store_with_alice(tmp_path / "store", inline_limit=0) as store:
+        written = time.time() - 5
+        in_flight = orphan(store, mtime=written)
+        claim = orphans.Claim([], time.time())
+        stepped = claim.at + 3600
+        monkeypatch.setattr(time, "time", lambda: stepped)
+        assert claim.now() < claim.at + 60
+        result = maintenance.sweep_orphans(store, before=claim.at, now=claim.now)
+        assert result.removed == 0 and os.path.exists(in_flight)
+        assert result.youngest == pytest.approx(written, abs=1)
+        # Reckoned by the stepped wall clock instead, the same body would have gone.
+        assert maintenance.sweep_orphans(store, before=claim.at).removed == 1
+
+
 def test_a_body_that_messages_refer_to_without_a_record_is_kept(tmp_path: Path) -> None:
     """Damage verify reports (a record missing): the file is still mail."""
     with store_with_alice(tmp_path / "store", inline_limit=0) as store:
