@@ -717,18 +717,11 @@ def test_a_goodbye_ends_the_deflate_stream_before_the_connection(
     recorder = Recorder()
     with running_server(recorder, ssl_context=server_ssl) as (server, ports):
         for tls in (False, True):
-            client = connect(ports["plain"])
-            if tls:
-                assert client.command("STARTTLS") == b"OK begin TLS\r\n"
-                client.starttls(client_ssl)
-            assert client.command("COMPRESS") == b"OK DEFLATE active\r\n"
-            client.start_compress()
+            client = _compressing_client(ports, client_ssl, tls)
             assert client.command("QUIT") == b"* BYE bye\r\n"
             assert client.read_until_eof() == b""
             assert client.inflate.eof and client.inflate.unused_data == b""
-        stopping = connect(ports["plain"])
-        assert stopping.command("COMPRESS") == b"OK DEFLATE active\r\n"
-        stopping.start_compress()
+        stopping = _compressing_client(ports, client_ssl, False)
         server.stop(grace=1.0)
         assert stopping.read_until_eof() == b"* BYE server shutting down\r\n"
         assert stopping.inflate.eof
