@@ -102,8 +102,8 @@ class BlobFiles:
             # Fan-out directories are created on first use (see _write_file).
             os.makedirs(root, mode=0o750, exist_ok=True)
             if fsync:
-                _fsync_dir(root)
-                _fsync_dir(os.path.dirname(root))
+                fsync_dir(root)
+                fsync_dir(os.path.dirname(root))
 
     def path(self, blob: str) -> str:
         blob_key(blob)   # validates: a body id never escapes the tree
@@ -141,7 +141,7 @@ class BlobFiles:
             if self.fsync:
                 with blocking():
                     for directory in {os.path.join(self.root, blob[:2]) for blob in blobs}:
-                        _fsync_dir(directory)
+                        fsync_dir(directory)
         except OSError as error:
             for blob in blobs:
                 self.unlink(blob)
@@ -169,7 +169,7 @@ class BlobFiles:
             # First body in this fan-out directory: create it, durably, before the body.
             os.makedirs(directory, mode=0o750, exist_ok=True)
             if self.fsync:
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             view = memoryview(data).cast("B")
@@ -278,7 +278,7 @@ def _read_files(paths: Sequence[str]) -> list[bytes | None]:
     return out
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -43,6 +43,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from midb import maintenance
+from midb.blobs import fsync_dir
 
 if TYPE_CHECKING:
     from midb.store import Store
@@ -72,7 +73,9 @@ class WriterMarker:
         WriterMarker._instances.add(self)
 
     @classmethod
-    def create(cls, store_path: str) -> WriterMarker | None:
+    def create(cls, store_path: str, *, fsync: bool = False) -> WriterMarker | None:
+        """``fsync``: the directory is synced once the marker is named, so a power failure soon
+        after the start cannot lose it (and with it the sweep of this process's orphans)."""
         directory = markers_dir(store_path)
         name = f"{os.getpid()}-{secrets.token_hex(4)}"
         # Locked under a dot name, then renamed: a sweep never sees a marker not locked yet, and
@@ -84,6 +87,8 @@ class WriterMarker:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.rename(temp, os.path.join(directory, name))
+                if fsync:
+                    fsync_dir(directory)
             except BaseException:
                 os.close(fd)
                 with contextlib.suppress(OSError):

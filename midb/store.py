@@ -243,7 +243,7 @@ class Store(MetadataMixin):
         if not readonly:
             self._remover = removal.BodyRemover(self._unlink_removed, self._forget_removed)
             # Says whether this process stopped cleanly: if not, a sweep removes its orphans.
-            self._marker = WriterMarker.create(self.path)
+            self._marker = WriterMarker.create(self.path, fsync=self.fsync)
             if take_over_removals:
                 try:
                     self._remove_recorded()
@@ -291,7 +291,7 @@ class Store(MetadataMixin):
         self._shared = self._shards[0]
         self._notifier = events.attach(self._shared, self.run_dir)
         if not self.readonly:
-            self._marker = WriterMarker.create(self.path)
+            self._marker = WriterMarker.create(self.path, fsync=self.fsync)
 
     def _open_shards(self, wanted: int) -> list[SharedEnv]:
         """Shard 0, then as many more as it records (recording `wanted` in a store just created)."""

@@ -103,6 +103,24 @@ def test_a_process_that_dies_while_the_server_runs_is_swept_at_the_next_look(
         assert len(markers(tmp_path / "store")) == 1
 
 
+def test_a_durable_store_syncs_its_marker_into_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fsync on, a power failure just after the start cannot lose the marker (and with it
+    the sweep of what this process leaves if it dies)."""
+    synced: list[str] = []
+    monkeypatch.setattr(orphans, "fsync_dir", synced.append)
+    path = tmp_path / "store"
+    durable = orphans.WriterMarker.create(str(path), fsync=True)
+    quick = orphans.WriterMarker.create(str(path))
+    assert durable is not None and quick is not None
+    assert synced == [markers_dir(str(path))]
+    durable.release()
+    quick.release()
+    synced.clear()
+    store = Store(str(tmp_path / "durable"), fsync=True)
+    store.close()
+    assert synced == [markers_dir(str(tmp_path / "durable"))]
+
+
 def test_a_read_only_open_makes_no_marker(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with store_with_alice(path):
