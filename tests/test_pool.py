@@ -306,6 +306,22 @@ def test_a_client_that_has_just_spoken_is_passed_over_for_one_that_stays_silent(
         assert talking.command("LOGIN") == b"OK logged in\r\n"
 
 
+def test_a_connection_that_never_spoke_goes_before_one_that_did() -> None:
+    """Real clients send a command within moments of the greeting; a connection held to take a
+    context sends nothing. It makes room first, even when it is the newer and the other has
+    been silent longer since (a client between its CAPABILITY and its LOGIN)."""
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        client = connect(ports["plain"])
+        assert client.command("NOOP") == b"OK NOOP\r\n"
+        time.sleep(0.05)
+        squatter = connect(ports["plain"])
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert squatter.read_until_eof() == b"* BYE displaced\r\n"
+        assert client.command("LOGIN") == b"OK logged in\r\n"
+
+
 def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
     """A password check in flight (awaiting) puts a connection after those with nothing in
     flight, however long it has been silent since."""
@@ -315,6 +331,7 @@ def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
         checking.send(b"LOGIN slow\r\n")
         assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
         idle = connect(ports["plain"])
+        assert idle.command("NOOP") == b"OK NOOP\r\n"  # it spoke too, and more recently
         newcomer = Client("127.0.0.1", ports["plain"])
         assert newcomer.readline() == GREETING
         assert idle.read_until_eof() == b"* BYE displaced\r\n"
@@ -374,6 +391,7 @@ def test_a_connection_that_logs_in_after_being_chosen_stays_and_another_makes_ro
         logging_in.send(b"LOGIN slow\r\n")  # its password check holds it on a worker
         assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
         idle = connect(ports["plain"])
+        assert idle.command("NOOP") == b"OK NOOP\r\n"  # both spoke: the one silent longer is chosen
         newcomer = Client("127.0.0.1", ports["plain"])
         assert wait_until(lambda: bool(server._displacing), timeout=0.2)
         recorder.go.set()  # the login completes before the worker acts on the choice

@@ -57,9 +57,10 @@ How it runs:
 - Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
   Meanwhile a connection that has not logged in is closed to make room for it, as Dovecot's
-  login processes do: of the oldest 32, the one silent longest. One host holding idle
-  connections cannot lock everyone out (handler.displaceable(); a connection still in its PROXY
-  header or TLS handshake counts as not logged in). Logged-in sessions are never displaced.
+  login processes do: of the oldest 32, one that never spoke, else the one silent longest. One
+  host holding idle connections cannot lock everyone out (handler.displaceable(); a connection
+  still in its PROXY header or TLS handshake counts as not logged in). Logged-in sessions are
+  never displaced.
 - Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
   with every context taken stops watching them, so that a sibling with room takes the next
   connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
@@ -159,9 +160,10 @@ _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
 # goodbye before it is closed outright: well within _ADMISSION_WAIT, so the arrival gets the
 # context even when the connection it displaces does not read.
 _DISPLACE_GRACE = 0.1
-# _make_room chooses among this many of the oldest connections not logged in: the ones silent
-# longest. A client in the middle of its login has just spoken; a connection held open to take
-# a context has not (or keeps talking, and is then at worst among the oldest, as in Dovecot).
+# _make_room chooses among this many of the oldest connections not logged in: those that never
+# spoke, then those silent longest (_displacement_order). A client in the middle of its login
+# has spoken; a connection held open to take a context has not (or keeps talking, and is then
+# at worst among the oldest, as in Dovecot).
 _DISPLACE_WINDOW = 32
 # Listeners shared with sibling processes (imap_process_num): a process whose contexts are all
 # taken stops watching them, so that a sibling with room accepts the next connection instead of
@@ -248,11 +250,15 @@ def _hang_up(sock: socket.socket) -> str | None:
     return os.strerror(error) if error else "hung up"
 
 
-def _displacement_order(conn: _Connection) -> tuple[bool, float]:
-    """Which of the connections not logged in makes room first (Server._make_room): one with no
-    command in flight (a LOGIN's password check) before one with, then the one silent longest."""
+def _displacement_order(conn: _Connection) -> tuple[bool, bool, float]:
+    """Which of the connections not logged in makes room first (Server._make_room): one whose
+    client never sent a byte before one that has (a client sends its first command within
+    moments of the greeting; a connection held to take a context sends nothing), one with no
+    command in flight (a LOGIN's password check) before one with, then the one silent longest.
+    A soak with 300 such connections a second against 30 contexts cut 3.4 % of the logins of
+    real clients while "silent longest" was the only rule: most after their CAPABILITY."""
     awaiting = conn.awaiting
-    return awaiting is not None and awaiting(), conn.last_activity
+    return conn.spoke, awaiting is not None and awaiting(), conn.last_activity
 
 
 def _not_logged_in(conn: _Connection) -> bool:
@@ -340,7 +346,7 @@ class _Connection:
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
         "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused", "hard_deadline",
-        "hard_deadline_fn", "awaiting", "hangup_check", "displaceable", "displace_due",
+        "hard_deadline_fn", "awaiting", "hangup_check", "displaceable", "displace_due", "spoke",
     )  # fmt: skip
 
     def __init__(
@@ -382,6 +388,7 @@ class _Connection:
         # The handler's displaceable(), if it has one: True while the client has not logged in.
         self.displaceable: Callable[[], bool] | None = None
         self.displace_due = False  # chosen to make room for an arrival (Server._make_room)
+        self.spoke = False  # the session has had input from the client (Server._make_room)
         self.lock = threading.Lock()
         self.queued = False
         self.running = False
@@ -1180,6 +1187,7 @@ class Server:
             if data:
                 conn.last_activity = time.monotonic()
                 conn.idle_fired = False
+                conn.spoke = True
                 if conn.sniff_input:
                     data = self._sniff_input(conn, data)
                 if data:
