@@ -429,10 +429,13 @@ class ConnectionHandoff:
                 loads[index] += self._untaken_locked(index, now)
         # Among equal loads the turn rotates: every sibling full, a process passing connections
         # on (for one of them to make room) would otherwise always pick the same one.
+        # The turn counts places in the siblings' order, not process indices (which skip this
+        # process's own, so that two of them could always tie).
         self._turn += 1
-        turn, count = self._turn, max(len(loads), 1)
+        place = {index: position for position, index in enumerate(sorted(loads))}
+        turn, count = self._turn, max(len(place), 1)
         for index in sorted((index for index, load in loads.items() if load < capacity),
-                            key=lambda index: (loads[index], (index - turn) % count)):
+                            key=lambda index: (loads[index], (place[index] - turn) % count)):
             with self._lock:  # counted before it is sent: the sibling's "taken" may come back at once
                 self._untaken.setdefault(index, deque()).append(now)
             if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index):
