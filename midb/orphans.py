@@ -21,7 +21,10 @@ lock too). Only files last written before the markers were taken are judged: lat
 live writers'. A dead process's youngest orphans may be too young when a restart is quick: the
 sweep waits until they are old enough and walks again, once. The markers are removed once the
 sweep is done; a sweep stopped halfway leaves them, and the next start sweeps again. Taking a
-marker's lock is also the claim: of several processes starting together, one sweeps.
+marker's lock is also the claim: of several processes starting together, one sweeps. A marker
+that cannot be removed (its directory not writable by the server's user: a ``midb`` command run
+as root left it) stays locked by the process that swept for it until that process ends, which
+says so once in a warning (Claim.finish).
 
 Without a stale marker there is no sweep: a start after a clean stop costs a directory listing,
 and so does the look every RECHECK seconds, for a ``midb`` command killed while the server runs
@@ -140,19 +143,46 @@ class Claim:
     def __len__(self) -> int:
         return len(self.held)
 
-    def finish(self) -> None:
-        """The sweep is done: the markers go."""
-        for path, _fd in self.held:
-            with contextlib.suppress(OSError):
+    def finish(self) -> list[tuple[str, int]]:
+        """The sweep is done: the markers go. Returns those that could not be removed, still
+        locked: the caller holds them so until it ends, then closes them.
+
+        Unlocked, such a marker would be claimed again at every look (RECHECK), by this process
+        or a sibling, and swept for, for ever. A rename is refused as the removal is (it needs
+        the directory), and its inode and mtime remembered in memory would spare this process
+        only; the lock held on tells the siblings too, and if the holder dies uncleanly the
+        next sweep covers it as well. A process started after the holder ended (a restart, a
+        replaced process) claims it again: one more walk in the background and one more
+        warning per start, left so, as the warning is what the admin acts on.
+        """
+        kept: list[tuple[str, int]] = []
+        for path, fd in self.held:
+            try:
                 os.unlink(path)
-        self.release()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                log.warning("cannot remove %s, the marker of a process that stopped uncleanly, after "
+                            "sweeping its orphan files: %s; remove it by hand, or make %s writable by "
+                            "uid %d (until then each start of gximap sweeps once more for it)",
+                            path, error.strerror or error, os.path.dirname(path), os.geteuid())
+                kept.append((path, fd))
+                continue
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.held = []
+        return kept
 
     def release(self) -> None:
         """The sweep did not finish: the markers stay for the next start."""
         held, self.held = self.held, []
-        for _path, fd in held:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close(held)
+
+
+def _close(held: list[tuple[str, int]]) -> None:
+    for _path, fd in held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def claim_stale(store_path: str) -> Claim:
@@ -213,6 +243,7 @@ class OrphanSweeper:
         self.result: maintenance.SweepResult | None = None   # of the last sweep that finished
         self.attempts = 0                                    # sweeps begun and ended, for tests
         self._ended = threading.Condition()
+        self._kept: list[tuple[str, int]] = []   # markers swept for and not removable: locked
 
     def start(self) -> bool:
         """Claim now (a directory listing), sweep in a thread; True if there is a sweep to do."""
@@ -232,6 +263,16 @@ class OrphanSweeper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._ended:
+            kept, self._kept = self._kept, []
+        _close(kept)   # unlocked: the next start claims them again (Claim.finish)
+
+    def _keep(self, kept: list[tuple[str, int]]) -> None:
+        with self._ended:
+            if not self._stop.is_set():
+                self._kept.extend(kept)
+                return
+        _close(kept)   # stop() has closed the others already
 
     def wait(self, attempts: int = 1, timeout: float = 30.0) -> bool:
         """For tests: until ``attempts`` sweeps have ended (done or stopped)."""
@@ -293,6 +334,6 @@ class OrphanSweeper:
             log.exception("sweep of orphan body files failed; it is tried again later")
         finally:
             if done:
-                claim.finish()
+                self._keep(claim.finish())
             else:
                 claim.release()

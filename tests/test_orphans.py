@@ -5,6 +5,8 @@ a body it then commits."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
@@ -12,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -240,6 +242,82 @@ def test_what_is_no_marker_is_never_claimed(tmp_path: Path) -> None:
     path = tmp_path / "store"
     os.makedirs(os.path.join(markers_dir(str(path)), "lost+found"))
     assert not claim_stale(str(path)) and markers(path) == ["lost+found"]
+
+
+@contextlib.contextmanager
+def undeletable_markers(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The markers directory not writable by this process. Tests may run as root, which a mode
+    does not stop: then the removal of a file there is made to fail as it would (EACCES)."""
+    directory = markers_dir(str(path))
+    if os.geteuid() != 0:
+        os.chmod(directory, 0o555)
+        try:
+            yield
+        finally:
+            os.chmod(directory, 0o750)
+        return
+    real_unlink = os.unlink
+
+    def unlink(file: str, *args: object, **kwargs: object) -> None:
+        if os.path.dirname(os.fspath(file)) == directory:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), file)
+        real_unlink(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "unlink", unlink)
+        yield
+
+
+def test_a_marker_that_cannot_be_removed_is_swept_once_and_said_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A dead process's marker in a directory the server may not write to (a ``midb`` command
+    run as root made it): its orphans are swept, the marker stays, and neither the next looks
+    nor a sibling's sweep for it again, nor warn again (it was swept at every look, for ever)."""
+    monkeypatch.setattr(orphans, "RECHECK", 0.02)
+    path = tmp_path / "store"
+    caplog.set_level(logging.INFO, logger="midb")
+    with store_with_alice(path) as store:
+        left = orphan(store)
+        marker = dead_marker(path)
+        sweeper = OrphanSweeper(store)
+        with undeletable_markers(path, monkeypatch):
+            try:
+                assert sweeper.start()
+                assert sweeper.wait()
+                assert sweeper.result is not None and sweeper.result.removed == 1 and not os.path.exists(left)
+                time.sleep(0.5)   # some 25 looks
+                assert sweeper.attempts == 1 and os.path.exists(marker)
+                assert not claim_stale(str(path))   # a sibling's look: still locked, by us
+            finally:
+                sweeper.stop()
+        warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and marker in warnings[0] and "Permission denied" in warnings[0]
+        assert "remove it by hand" in warnings[0]
+        sweeps = [record for record in caplog.records if "sweeping orphan body files" in record.getMessage()]
+        assert len(sweeps) == 1
+        # This process gone, the next start takes it again (and sweeps once, and says so once).
+        again = claim_stale(str(path))
+        assert [held for held, _fd in again.held] == [marker]
+        again.finish()
+        assert markers(path) == [name for name in markers(path) if name.startswith(f"{os.getpid()}-")]
+
+
+def test_a_marker_kept_as_the_sweeper_stops_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep ending just after stop() stopped waiting for it: what it keeps locked is closed
+    there and then, not held on by a process that is closing the store."""
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        marker = dead_marker(path)
+        sweeper = OrphanSweeper(store)
+        sweeper.stop()
+        claim = claim_stale(str(path))
+        with undeletable_markers(path, monkeypatch):
+            kept = claim.finish()
+        assert [held for held, _fd in kept] == [marker]
+        sweeper._keep(kept)
+        again = claim_stale(str(path))
+        assert len(again) == 1
+        again.finish()
 
 
 # ---- what the sweep removes ----------------------------------------------------------------------
