@@ -240,9 +240,12 @@ class CheckingLoginLineHandler(LoginLineHandler):
 class Client:
     """A blocking line client with optional TLS and DEFLATE, every call bounded by a timeout."""
 
-    def __init__(self, host: str, port: int, *, rcvbuf: int | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(self, host: str, port: int, *, rcvbuf: int | None = None, timeout: float = TIMEOUT,
+                 source: str | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
+        if source is not None:  # another loopback address (127.0.0.0/8), as a second host
+            sock.bind((source, 0))
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)

@@ -322,6 +322,26 @@ def test_a_connection_that_never_spoke_goes_before_one_that_did() -> None:
         assert client.command("LOGIN") == b"OK logged in\r\n"
 
 
+def test_the_address_holding_most_connections_not_logged_in_makes_room_first() -> None:
+    """A flood whose connections each send a command defeats the never-spoke rule; it comes
+    from few addresses, real clients from many. A client from its own address is passed over
+    although it has been silent longest."""
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=4, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        client = connect(ports["plain"], source="127.0.0.3")
+        assert client.command("NOOP") == b"OK NOOP\r\n"
+        time.sleep(0.05)
+        flood = [connect(ports["plain"], source="127.0.0.2") for _ in range(3)]
+        for squatter in flood:
+            assert squatter.command("NOOP") == b"OK NOOP\r\n"
+        newcomer = Client("127.0.0.1", ports["plain"], source="127.0.0.4")
+        assert newcomer.readline() == GREETING
+        assert flood[0].read_until_eof() == b"* BYE displaced\r\n"  # the flood's silent longest
+        assert client.command("LOGIN") == b"OK logged in\r\n"
+        for squatter in flood[1:]:
+            assert squatter.command("NOOP") == b"OK NOOP\r\n"
+
+
 def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
     """A password check in flight (awaiting) puts a connection after those with nothing in
     flight, however long it has been silent since."""
