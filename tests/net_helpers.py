@@ -393,14 +393,20 @@ def client_tls_context(cert_path: str) -> ssl.SSLContext:
     return context
 
 
+def sibling_channels(count: int) -> tuple[SiblingChannel, list[SiblingChannel]]:
+    """The parent's channel and ``count`` attached copies of it, as that many forked processes
+    hold them (the same sockets and secret). The caller closes the copies and the parent's
+    sockets."""
+    parent = SiblingChannel.create(count)
+    channels = [SiblingChannel(parent._pairs, parent.secret) for _ in range(count)]
+    for index, channel in enumerate(channels):
+        channel.attach(index)
+    return parent, channels
+
+
 def sibling_processes() -> tuple[SiblingChannel, SiblingChannel, SiblingChannel]:
-    """The parent's channel and two attached copies of it, as two forked processes hold them
-    (the same sockets and secret). The caller closes the copies and the parent's sockets."""
-    parent = SiblingChannel.create(2)
-    first = SiblingChannel(parent._pairs, parent.secret)
-    second = SiblingChannel(parent._pairs, parent.secret)
-    first.attach(0)
-    second.attach(1)
+    """The parent's channel and two attached copies of it (sibling_channels)."""
+    parent, (first, second) = sibling_channels(2)
     return parent, first, second
 
 

@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -27,7 +27,7 @@ from net_helpers import (
     close_clients,
     make_certificate,
     running_server,
-    sibling_processes,
+    sibling_channels,
     wait_until,
 )
 
@@ -161,37 +161,57 @@ def test_a_full_server_leaves_shared_listeners_to_a_sibling_with_room() -> None:
 
 @dataclass
 class _Siblings:
-    """Two servers of one context each on a shared listener, with the sibling channel between
-    them, as two serving processes have it: ``one`` on ``listener``, ``other`` on ``twin``."""
+    """Servers on a shared listener, with the sibling channel between them, as serving
+    processes have it: the first on ``listener``, each other on its own descriptor of it
+    (``twins``)."""
     port: int
     listener: BoundListener
-    twin: socket.socket
-    one: Server
-    other: Server
-    one_ledger: AddressLedger
+    twins: list[socket.socket]
+    servers: list[Server]
+    ledgers: list[AddressLedger]
+
+    @property
+    def one(self) -> Server:
+        return self.servers[0]
+
+    @property
+    def other(self) -> Server:
+        return self.servers[1]
+
+    @property
+    def twin(self) -> socket.socket:
+        return self.twins[0]
+
+    @property
+    def one_ledger(self) -> AddressLedger:
+        return self.ledgers[0]
 
 
 @contextlib.contextmanager
-def _sibling_servers(one: Recorder, other: Recorder) -> Iterator[_Siblings]:
-    parent, first, second = sibling_processes()
+def _sibling_servers(*recorders: Recorder, context_nums: Sequence[int] = ()) -> Iterator[_Siblings]:
+    """A server for each of ``recorders``, of one context each unless ``context_nums`` says."""
+    parent, channels = sibling_channels(len(recorders))
     listeners, twin, settings = _shared_listener()
-    one_ledger, other_ledger = AddressLedger(first), AddressLedger(second)
-    servers = (
-        Server(listeners, one.factory, context_num=1, address_ledger=one_ledger,
-               handoff=ConnectionHandoff(first, one_ledger), **settings),
-        Server([BoundListener(twin, False)], other.factory, context_num=1, address_ledger=other_ledger,
-               handoff=ConnectionHandoff(second, other_ledger), **settings),
-    )
+    twins = [twin] + [socket.socket(fileno=os.dup(twin.fileno())) for _ in recorders[2:]]
+    for extra in twins[1:]:
+        extra.setblocking(False)
+    ledgers = [AddressLedger(channel) for channel in channels]
+    servers = [
+        Server(listeners if index == 0 else [BoundListener(twins[index - 1], False)], recorder.factory,
+               context_num=context_nums[index] if context_nums else 1, address_ledger=ledgers[index],
+               handoff=ConnectionHandoff(channels[index], ledgers[index]), **settings)
+        for index, recorder in enumerate(recorders)
+    ]
     for server in servers:
         server.start()
     try:
-        yield _Siblings(listeners[0].port, listeners[0], twin, *servers, one_ledger)
+        yield _Siblings(listeners[0].port, listeners[0], twins, servers, ledgers)
     finally:
         close_clients()
         for server in servers:
             server.stop(grace=0.0)
-        first.close()
-        second.close()
+        for channel in channels:
+            channel.close()
         parent.close_sockets()
 
 
@@ -236,6 +256,38 @@ def test_a_server_full_of_logged_in_sessions_passes_an_arrival_to_a_sibling_that
         assert newcomer.command("ECHO passed on") == b"OK passed on\r\n"
         assert squatted_recorder.count("start") == 2
         assert member.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_an_arrival_passed_to_a_sibling_with_nothing_to_displace_goes_on_to_one_that_has() -> None:
+    """Three processes, every one full: the one that accepts and the least loaded sibling hold
+    logged-in sessions only; the third holds connections not logged in. The arrival is passed
+    on once more, to the process it has not been in, where one makes room for it."""
+    recorders = [Recorder(handler_class=LoginLineHandler) for _ in range(3)]
+    with _sibling_servers(*recorders, context_nums=(1, 1, 2)) as siblings:
+        first, second, third = siblings.servers
+        fds = [siblings.listener.fileno()] + [twin.fileno() for twin in siblings.twins]
+        first._unwatch(fds[0])
+        second._unwatch(fds[1])
+        squatters = [connect(siblings.port) for _ in range(2)]  # the third process takes both
+        third._watch = lambda listener_fd: None  # type: ignore[method-assign]
+        third._unwatch(fds[2])
+        second._watch(fds[1])
+        member = connect(siblings.port)
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        second._watch = lambda listener_fd: None  # type: ignore[method-assign]
+        second._unwatch(fds[1])
+        first._watch(fds[0])
+        local = connect(siblings.port)
+        assert local.command("LOGIN") == b"OK logged in\r\n"
+        # The second process is the least loaded: the arrival goes there first.
+        assert wait_until(lambda: siblings.one_ledger.sibling_loads() == {1: 1, 2: 2})
+        newcomer = Client("127.0.0.1", siblings.port)
+        assert newcomer.readline() == GREETING
+        assert squatters[0].read_until_eof() == b"* BYE displaced\r\n"
+        assert newcomer.command("ECHO passed on twice") == b"OK passed on twice\r\n"
+        assert recorders[2].count("start") == 3
+        for client in (member, local, squatters[1]):
+            assert client.command("NOOP") == b"OK NOOP\r\n"
 
 
 def test_an_arrival_waits_here_before_it_is_passed_to_a_full_sibling() -> None:

@@ -143,7 +143,8 @@ def test_descriptors_pass_to_one_sibling_and_unclaimed_ones_are_closed() -> None
 
 
 def _keep_unannounced(waiting: list[tuple[int, socket.socket, Callable[[], None]]], index: int,
-                      sock: socket.socket, _listener: int, taken: Callable[[], None]) -> None:
+                      sock: socket.socket, _listener: int, _visited: frozenset[int],
+                      taken: Callable[[], None]) -> None:
     """A sibling's adopt callback that keeps the connection without telling anyone."""
     waiting.append((index, sock, taken))
 
@@ -164,9 +165,12 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
     parent, channels, ledgers, handoffs = _three_processes_handing_off()
     try:
         adopted: list[tuple[int, int, bytes]] = []
+        visits: list[frozenset[int]] = []
         for index, handoff in enumerate(handoffs):
-            def adopt(sock: socket.socket, listener: int, taken: Callable[[], None], index: int = index) -> None:
+            def adopt(sock: socket.socket, listener: int, visited: frozenset[int], taken: Callable[[], None],
+                      index: int = index) -> None:
                 adopted.append((index, listener, sock.recv(8)))
+                visits.append(visited)
                 taken()
 
             handoff.adopt_with(adopt)
@@ -179,8 +183,15 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
             assert handoffs[0].offer(theirs, 3, capacity=2) == 2  # process 2 holds one of two
             ours.sendall(b"greet")
             assert wait_until(lambda: adopted == [(2, 3, b"greet")])
+            assert visits == [frozenset({0})]  # it was in process 0 before
             assert wait_until(lambda: handoffs[0].untaken(2) == 0)  # process 2 said it took it
             assert handoffs[0].offer(theirs, 3, capacity=1) is None  # nobody has room
+            # Passed on by process 2 to one it has not been in: process 1, though fuller.
+            assert handoffs[2].offer(theirs, 3, capacity=3, visited=frozenset({0})) == 1
+            ours.sendall(b"again")
+            assert wait_until(lambda: adopted[1:] == [(1, 3, b"again")])
+            assert visits[1:] == [frozenset({0, 2})]
+            assert handoffs[2].offer(theirs, 3, capacity=3, visited=frozenset({0, 1})) is None
     finally:
         for channel in channels:
             channel.close()

@@ -67,8 +67,9 @@ How it runs:
   accepted with every context taken goes to the sibling with the most room (``handoff``, see
   gximap.net.siblings.ConnectionHandoff); only when none has room is it held, and a connection
   here that has not logged in makes room for it. When its wait ends without room, it is passed
-  to a sibling all the same (full too, where one may make room; passed on once at most), else
-  refused.
+  to a sibling all the same (full too, where one may make room), else refused. A process it
+  is passed to that has nothing to displace passes it on at once to one it has not been in;
+  so it visits each process once at most, and is refused only where it arrived last.
 - Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
   (the PROXY address when there is one), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
@@ -295,7 +296,9 @@ class _Arrival:
     peer: tuple[str, int]
     listener: BoundListener
     deadline: float
-    passed_in: bool = False  # by a sibling: refused here rather than passed on again
+    # Passed in by a sibling: the processes it was in before (the sender among them), never
+    # passed to again. Empty: accepted here.
+    visited: frozenset[int] = frozenset()
 
 
 class _Sleeper:
@@ -518,7 +521,7 @@ class Server:
         # Siblings name a listener by its place in the list they were all given (the handoff).
         self._listener_index = {listener.fileno(): index for index, listener in enumerate(self._listeners)}
         # from siblings, for the poller: (socket, listener index, tell the sibling it was taken)
-        self._passed_in: deque[tuple[socket.socket, int, Callable[[], None]]] = deque()
+        self._passed_in: deque[tuple[socket.socket, int, frozenset[int], Callable[[], None]]] = deque()
         self._epoll: select.epoll | None = None  # the poller's: listeners and _wake_fd
         self._wake_fd = -1
         self._conn_epoll: select.epoll | None = None  # connection sockets and _lead_fd
@@ -1572,15 +1575,17 @@ class Server:
             self._admit_safely(sock, peer, listener)
 
     def _pass_to_sibling(self, sock: socket.socket, peer: tuple[str, int], listener: BoundListener, *,
-                         full_too: bool = False) -> bool:
+                         full_too: bool = False, visited: frozenset[int] = frozenset()) -> bool:
         """Hand ``sock`` to the sibling process with the most room (closing it here); False
         when there is no such sibling. ``full_too``: to the least loaded one even when it is
-        full, where it may displace a connection not logged in (_make_room)."""
+        full, where it may displace a connection not logged in (_make_room). ``visited``: the
+        processes it was passed through before, not to be passed to again."""
         handoff = self._handoff
         index = self._listener_index.get(listener.fileno())
         if handoff is None or index is None:
             return False
-        sibling = handoff.offer(sock, index, sys.maxsize if full_too else self._context_num)
+        sibling = handoff.offer(sock, index, sys.maxsize if full_too else self._context_num,
+                                visited=visited)
         if sibling is None:
             return False
         log.debug("connection from [%s]:%d passed to process %d: all %d contexts here in use%s",
@@ -1590,7 +1595,8 @@ class Server:
             sock.close()
         return True
 
-    def _adopt(self, sock: socket.socket, listener_index: int, taken: Callable[[], None]) -> None:
+    def _adopt(self, sock: socket.socket, listener_index: int, visited: frozenset[int],
+               taken: Callable[[], None]) -> None:
         """A connection a sibling passed here (called on the sibling channel's thread): the
         poller admits it (see _admit_passed_in), then calls ``taken``."""
         if self._stopping or not 0 <= listener_index < len(self._listeners):
@@ -1598,21 +1604,21 @@ class Server:
                 sock.close()
             taken()
             return
-        self._passed_in.append((sock, listener_index, taken))
+        self._passed_in.append((sock, listener_index, visited, taken))
         self._wake()
 
     def _admit_passed_in(self) -> None:
-        """Poller: take the connections siblings passed here as if accepted here (held, then
-        refused busy, if this process filled up meanwhile; never passed on again), and tell
+        """Poller: take the connections siblings passed here as if accepted here (held if this
+        process filled up meanwhile, passed on only to processes it has not been in), and tell
         each sender it was taken (after the admission's own ledger message)."""
         while self._passed_in:
-            sock, index, taken = self._passed_in.popleft()
+            sock, index, visited, taken = self._passed_in.popleft()
             try:
-                self._admit_passed(sock, self._listeners[index])
+                self._admit_passed(sock, self._listeners[index], visited)
             finally:
                 taken()
 
-    def _admit_passed(self, sock: socket.socket, listener: BoundListener) -> None:
+    def _admit_passed(self, sock: socket.socket, listener: BoundListener, visited: frozenset[int]) -> None:
         try:
             if self._stopping or listener.fileno() < 0:
                 raise OSError("shutting down")
@@ -1626,10 +1632,11 @@ class Server:
             with contextlib.suppress(OSError):
                 sock.close()
             return
-        if self._waiting or self._contexts_full():
-            self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT, passed_in=True))
-        else:
+        if not self._waiting and not self._contexts_full():
             self._admit_safely(sock, peer, listener)
+        elif not (self._full_for_good()
+                  and self._pass_to_sibling(sock, peer, listener, full_too=True, visited=visited)):
+            self._hold(_Arrival(sock, peer, listener, time.monotonic() + _ADMISSION_WAIT, visited))
 
     def _step_back(self, now: float) -> None:
         """Stop watching the shared listeners while every context is taken (see _SIBLING_GRACE)."""
@@ -1729,10 +1736,10 @@ class Server:
             arrival = self._waiting.popleft()
             # Its wait here is over: to a sibling with room, or else to one full too, which may
             # make room by displacing a connection not logged in (what the other processes hold
-            # is not known here). A connection is passed on once at most.
-            if arrival.passed_in or not (
-                    self._pass_to_sibling(arrival.sock, arrival.peer, arrival.listener)
-                    or self._pass_to_sibling(arrival.sock, arrival.peer, arrival.listener, full_too=True)):
+            # is not known here). It goes to each process at most once (_admit_passed).
+            sock, peer, listener, visited = arrival.sock, arrival.peer, arrival.listener, arrival.visited
+            if not ((not visited and self._pass_to_sibling(sock, peer, listener))
+                    or self._pass_to_sibling(sock, peer, listener, full_too=True, visited=visited)):
                 self._refuse_busy(arrival)
         if self._waiting:
             self._note_deadline(self._waiting[0].deadline)

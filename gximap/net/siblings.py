@@ -376,7 +376,7 @@ class AddressLedger:
             self._channel.send(f"{self._kind}-state", counts=dict(part))
 
 
-Adopter = Callable[[socket.socket, int, Callable[[], None]], None]
+Adopter = Callable[[socket.socket, int, frozenset[int], Callable[[], None]], None]
 
 # Seconds after which a connection passed to a sibling stops counting against its room when the
 # sibling's word that it took it never came (a message dropped from a full queue).
@@ -392,7 +392,9 @@ class ConnectionHandoff:
     grace because they were busy (a 10,000-session ramp refused 1-2 that way with room in the
     siblings). The socket goes over the sibling channel (SCM_RIGHTS) with the index of the
     listener it came from; the receiving process admits it as if it had accepted it itself,
-    or holds and refuses it if it filled up meanwhile (never passes it on: no ping-pong).
+    or holds it if it filled up meanwhile. It may pass it on in turn, but only to a process it
+    has not been in (``visited``, sent along): no ping-pong, and with three or more processes
+    the one that can make room for it is found even when another was asked first.
     Which sibling has room comes from the AddressLedger's counts, each process's context share
     being the same (share), plus the connections passed to it that it has not yet said
     it took: the ledger learns of a passed connection only once the sibling admitted it, so a
@@ -413,16 +415,19 @@ class ConnectionHandoff:
         channel.on_hello(self._on_sibling_hello)
 
     def adopt_with(self, adopter: Adopter) -> None:
-        """``adopter(sock, listener_index, taken)`` takes each connection a sibling passes here
-        (on the channel's thread: it must only queue it) and calls ``taken()`` once it admitted,
-        held or dropped it."""
+        """``adopter(sock, listener_index, visited, taken)`` takes each connection a sibling
+        passes here (on the channel's thread: it must only queue it) and calls ``taken()`` once
+        it admitted, held or dropped it. ``visited``: the processes it was in before, this one
+        excluded (the sender among them)."""
         self._adopter = adopter
 
-    def offer(self, sock: socket.socket, listener_index: int, capacity: int) -> int | None:
-        """Pass ``sock`` to the sibling holding the fewest of ``capacity`` connections; the
-        sibling's index, or None (no sibling with room, or it could not be reached). The
-        caller closes its own ``sock`` either way once it is passed."""
-        loads = self._ledger.sibling_loads()
+    def offer(self, sock: socket.socket, listener_index: int, capacity: int, *,
+              visited: frozenset[int] = frozenset()) -> int | None:
+        """Pass ``sock`` to the sibling holding the fewest of ``capacity`` connections, not one
+        in ``visited`` (processes it was passed through); the sibling's index, or None (no
+        sibling with room, or it could not be reached). The caller closes its own ``sock``
+        either way once it is passed."""
+        loads = {index: load for index, load in self._ledger.sibling_loads().items() if index not in visited}
         now = time.monotonic()
         with self._lock:
             for index in loads:
@@ -438,7 +443,8 @@ class ConnectionHandoff:
                             key=lambda index: (loads[index], (place[index] - turn) % count)):
             with self._lock:  # counted before it is sent: the sibling's "taken" may come back at once
                 self._untaken.setdefault(index, deque()).append(now)
-            if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index):
+            if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index,
+                                      visited=sorted(visited)):
                 return index
             with self._lock:
                 self._untaken[index].pop()
@@ -473,6 +479,7 @@ class ConnectionHandoff:
 
         adopter = self._adopter
         listener_index = message.get("listener")
+        visited = frozenset(index for index in message.get("visited", ()) if isinstance(index, int)) | {sender}
         sock = None
         if adopter is not None and len(fds) == 1 and isinstance(listener_index, int):
             with contextlib.suppress(OSError):
@@ -483,4 +490,4 @@ class ConnectionHandoff:
             return
         assert adopter is not None and isinstance(listener_index, int)  # a socket only then
         log.debug("connection passed on by process %d", sender + 1)
-        adopter(sock, listener_index, taken)
+        adopter(sock, listener_index, visited, taken)
