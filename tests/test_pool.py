@@ -394,6 +394,15 @@ def test_the_address_holding_most_connections_not_logged_in_makes_room_first() -
             assert squatter.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_a_flood_is_counted_by_its_ipv6_prefix() -> None:
+    """An IPv6 subscriber holds a /64: a flood from it must not pass for many sources."""
+    assert pool_module.share_key("2001:db8:1:2::7") == pool_module.share_key("2001:db8:1:2:ffff::1")
+    assert pool_module.share_key("2001:db8:1:2::7") != pool_module.share_key("2001:db8:1:3::7")
+    assert pool_module.share_key("fe80::1%eth0") == pool_module.share_key("fe80::2")
+    assert pool_module.share_key("192.0.2.7") == "192.0.2.7"
+    assert pool_module.share_key("192.0.2.7") != pool_module.share_key("192.0.2.8")
+
+
 def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
     """A password check in flight (awaiting) puts a connection after those with nothing in
     flight, however long it has been silent since."""

@@ -101,6 +101,7 @@ import contextlib
 import enum
 import errno
 import heapq
+import ipaddress
 import logging
 import math
 import os
@@ -265,7 +266,19 @@ def _displacement_order(conn: _Connection, holding: Mapping[str, int]) -> tuple[
     connects/s against 30 contexts, cut 3.4 % of real clients' logins while "silent longest"
     was the only rule, most after their CAPABILITY."""
     awaiting = conn.awaiting
-    return -holding[conn.peer_host], conn.spoke, awaiting is not None and awaiting(), conn.last_activity
+    return -holding[share_key(conn.peer_host)], conn.spoke, awaiting is not None and awaiting(), conn.last_activity
+
+
+def share_key(host: str) -> str:
+    """What the connections of one source are counted by for _displacement_order: the address,
+    or for IPv6 its /64, the prefix one subscriber is given (a flood from it could otherwise
+    use a new address for each connection)."""
+    if ":" not in host:
+        return host
+    try:
+        return ipaddress.IPv6Address(host.split("%", 1)[0]).packed[:8].hex() + "::/64"
+    except ValueError:
+        return host
 
 
 def _not_logged_in(conn: _Connection) -> bool:
@@ -1695,7 +1708,7 @@ class Server:
             if wanted <= 0:
                 return
             window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
-            holding = Counter(conn.peer_host for conn in window)
+            holding = Counter(share_key(conn.peer_host) for conn in window)
             chosen = heapq.nsmallest(wanted, window, key=lambda conn: _displacement_order(conn, holding))
             self._displacing.update(chosen)
         for conn in chosen:
