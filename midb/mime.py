@@ -146,7 +146,8 @@ class Digest(NamedTuple):
     date: int | None  # Date: header as a UTC unix timestamp; None when absent or unparsable
     subject: str  # decoded (RFC 2047) Subject, "" when absent
     base_subject: str  # RFC 5256 §2.1 base subject (not case-folded)
-    from_: str  # decoded From/To/Cc/Bcc header values, "" when absent (SEARCH FROM/TO/CC/BCC)
+    from_: str  # decoded From/To/Cc/Bcc header values, "" when absent (SEARCH FROM/TO/CC/BCC),
+    # then the addr-specs the values do not show as the ENVELOPE has them (_address_search_text)
     to: str
     cc: str
     bcc: str
@@ -881,6 +882,23 @@ def _first_mailbox(addresses: tuple[Address, ...] | None) -> Address | None:
     return None
 
 
+def _address_search_text(value: bytes | None, addresses: tuple[Address, ...] | None) -> str:
+    """What SEARCH FROM/TO/CC/BCC look in: the decoded field, then each address's addr-spec as
+    the ENVELOPE has it where the field does not show it so. RFC 3501 section 6.4.4 searches
+    the envelope structure's field: ``<user (comment)@ domain.org>`` or ``"user"@domain.org``
+    must be found by ``user@domain.org``. The field itself stays: display names are found
+    decoded (the envelope keeps them encoded)."""
+    text = decode_header_value(value or b"")
+    missing = []
+    for _name, _route, mailbox, host in addresses or ():
+        if mailbox is None or host is None or mailbox == _MISSING_MAILBOX or host == _MISSING_DOMAIN:
+            continue  # group syntax, or a part the field lacks
+        spec = _text_of_raw_header(mailbox + b"@" + host)
+        if spec not in text:
+            missing.append(spec)
+    return text + "\n" + " ".join(missing) if missing else text
+
+
 def _sort_mailbox(addresses: tuple[Address, ...] | None) -> str:
     address = _first_mailbox(addresses)
     return _text_of_raw_header(address[2] or b"") if address else ""
@@ -1081,10 +1099,10 @@ def digest(data: bytes) -> Digest:
         _parse_date(get(b"date")),
         subject,
         base_subject(subject),
-        decode_header_value(get(b"from") or b""),
-        decode_header_value(get(b"to") or b""),
-        decode_header_value(get(b"cc") or b""),
-        decode_header_value(get(b"bcc") or b""),
+        _address_search_text(get(b"from"), envelope.from_),
+        _address_search_text(get(b"to"), envelope.to),
+        _address_search_text(get(b"cc"), envelope.cc),
+        _address_search_text(get(b"bcc"), envelope.bcc),
         _sort_mailbox(envelope.from_),
         _sort_mailbox(envelope.to),
         _sort_mailbox(envelope.cc),

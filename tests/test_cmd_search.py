@@ -327,6 +327,41 @@ def test_search_keys_through_the_wire(conv: Conversation) -> None:
     """)
 
 
+def test_address_keys_search_the_envelope_address(conv: Conversation) -> None:
+    """FROM/TO/CC/BCC look in the envelope structure's field (RFC 3501 section 6.4.4): an address
+    written with comments or quoting inside is found as the ENVELOPE gives it (imaptest's
+    search-addresses); display names are found decoded; a group's name stays searchable."""
+    folder = conv.folder("INBOX")
+    headers = [
+        b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: \"quoted\"@example.net\r\n",
+        b"From: user-from @ domain.org\r\nCc: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\n",
+        b"From: Plain <plain@example.com>\r\nBcc: list: \"b\"@example.com;\r\n",
+    ]
+    conv.store.append_many("alice", folder.id, [(header + b"Subject: s\r\n\r\nbody\r\n", (), FEB_1994, 0)
+                                                for header in headers])
+    conv.select()
+    conv.script("""
+        C: a1 SEARCH FROM user-from@domain.org
+        S: * SEARCH 1 2
+        S: a1 OK SEARCH completed
+        C: a2 SEARCH TO quoted@example.net
+        S: * SEARCH 1
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH CHARSET UTF-8 CC "Jörg <joerg@"
+        S: * SEARCH 2
+        S: a3 OK SEARCH completed
+        C: a4 SEARCH BCC b@example.com
+        S: * SEARCH 3
+        S: a4 OK SEARCH completed
+        C: a5 SEARCH BCC list
+        S: * SEARCH 3
+        S: a5 OK SEARCH completed
+        C: a6 SEARCH FROM "Plain <plain@example.com>"
+        S: * SEARCH 3
+        S: a6 OK SEARCH completed
+    """)
+
+
 def test_search_all_is_the_view_whatever_happened_since_it_last_caught_up(conv: Conversation,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """ALL (also SORT's and THREAD's) is answered from the view when the folder's record shows
