@@ -479,7 +479,9 @@ class ConnectionHandoff:
 
         adopter = self._adopter
         listener_index = message.get("listener")
-        visited = frozenset(index for index in message.get("visited", ()) if isinstance(index, int)) | {sender}
+        named = message.get("visited")
+        visited = frozenset(index for index in named if isinstance(index, int)) if isinstance(named, list) else frozenset()
+        visited |= {sender}
         sock = None
         if adopter is not None and len(fds) == 1 and isinstance(listener_index, int):
             with contextlib.suppress(OSError):
