@@ -448,6 +448,53 @@ def test_a_displaced_connection_that_does_not_read_still_makes_room_in_time() ->
         assert newcomer.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_an_idle_connection_makes_room_while_the_only_worker_is_blocked() -> None:
+    """The poller closes a connection parked waiting for input itself: an arrival is not refused
+    because the one worker is blocked (a commit waiting for its shard's write lock, say) for
+    longer than the arrival's wait. Its greeting comes once the worker is free."""
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=40) as (server, ports):
+        member = connect(ports["plain"])
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        idle = connect(ports["plain"])
+        member.send(b"BLOCKED 10\r\n")
+        assert wait_until(lambda: server.stats().busy_workers == 1 and server.stats().ready == 0)
+        time.sleep(0.05)  # the worker is inside its blocking section
+        began = time.monotonic()
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert idle.read_until_eof() == b"* BYE displaced\r\n"
+        assert time.monotonic() - began < pool_module._ADMISSION_WAIT
+        time.sleep(pool_module._ADMISSION_WAIT + 0.1)  # past the wait: admitted, not refused
+        recorder.go.set()
+        assert member.readline() == b"OK unblocked\r\n"
+        assert newcomer.readline() == GREETING
+        assert newcomer.command("NOOP") == b"OK NOOP\r\n"
+        assert recorder.count("displaced") == 1
+
+
+def test_a_client_whose_command_no_worker_has_read_yet_is_passed_over_for_a_silent_one() -> None:
+    """A command waiting for a busy worker counts as the client having spoken: the older
+    connection, whose NOOP no worker has read yet, stays, and the silent younger one makes room."""
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=3, thread_init_num=1, thread_charge_num=40) as (server, ports):
+        member = connect(ports["plain"])
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        talking = connect(ports["plain"])
+        silent = connect(ports["plain"])
+        member.send(b"BLOCKED 10\r\n")
+        assert wait_until(lambda: server.stats().busy_workers == 1 and server.stats().ready == 0)
+        time.sleep(0.05)  # the worker is inside its blocking section
+        talking.send(b"NOOP\r\n")
+        time.sleep(0.05)
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert silent.read_until_eof() == b"* BYE displaced\r\n"
+        recorder.go.set()
+        assert member.readline() == b"OK unblocked\r\n"
+        assert talking.readline() == b"OK NOOP\r\n"
+        assert newcomer.readline() == GREETING
+        assert recorder.count("displaced") == 1
+
+
 def test_a_connection_that_never_starts_its_tls_handshake_is_displaced(
     server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
 ) -> None:

@@ -174,7 +174,9 @@ class ProtocolHandler(Protocol):
     #   def displaced(self) -> None
     # This connection is closed to make room: queue a goodbye that says why and
     # TransportAction.CLOSE. It gets a moment to go out; without it, the connection is closed
-    # at once, unanswered.
+    # at once, unanswered. For a connection parked waiting for input it is called on the poller
+    # thread (which owns the connection meanwhile), followed there by next_output() for the
+    # goodbye and connection_lost(): all three must be quick and must not block.
 
 
 HandlerFactory = Callable[[ConnectionInfo, Waker], ProtocolHandler]

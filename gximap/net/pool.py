@@ -81,8 +81,11 @@ How it runs:
 - UNIX-socket listeners (BoundListener.unix): the peer is ``UNIX_PEER_HOST`` port 0, local_host is
   the socket path, extra holds the peer's "peer_pid", "peer_uid", "peer_gid" (SO_PEERCRED); no
   PROXY header is ever expected there.
-- Handler calls happen only on workers. An exception from a handler is logged with its traceback
-  and closes that connection only.
+- Handler calls happen on workers, with one exception: a connection not logged in that is parked
+  waiting for input is displaced by the poller itself (displaceable(), displaced(), next_output()
+  for its goodbye, connection_lost()), the poller owning it meanwhile as a worker would; a busy
+  one is left to a worker. An exception from a handler is logged with its traceback and closes
+  that connection only.
 - A connection lost to an I/O error (reset, broken pipe, a TLS or DEFLATE failure, EOF in the
   preamble) is logged at debug level, at notice with ``io_errors`` (maddy's io_errors). Invalid
   DEFLATE data from the client is logged alike, but the handler says goodbye first (its
@@ -252,7 +255,8 @@ def _hang_up(sock: socket.socket) -> str | None:
     return os.strerror(error) if error else "hung up"
 
 
-def _displacement_order(conn: _Connection, holding: Mapping[str, int]) -> tuple[int, bool, bool, float]:
+def _displacement_order(conn: _Connection, holding: Mapping[str, int], unread: set[int]
+                        ) -> tuple[int, bool, bool, float]:
     """Which of the connections not logged in makes room first (Server._make_room): one from the
     address ``holding`` the most of them; then one whose client never sent a byte before one
     that has (a client sends its first command within moments of the greeting; a connection
@@ -264,9 +268,14 @@ def _displacement_order(conn: _Connection, holding: Mapping[str, int]) -> tuple[
     with the share first, none. Behind a proxy that sends no PROXY header every address is the
     proxy's: the shares tie and the other rules decide. Those alone, in a soak with 300
     connects/s against 30 contexts, cut 3.4 % of real clients' logins while "silent longest"
-    was the only rule, most after their CAPABILITY."""
+    was the only rule, most after their CAPABILITY.
+    A client whose input no worker has read yet has spoken too: its first command waits in the
+    kernel (``unread``; queued for a worker or not) while the workers are busy. Counted as silent,
+    such clients lost their sessions whenever a big command kept a process's worker busy
+    (probe56)."""
     awaiting = conn.awaiting
-    return -holding[share_key(conn.peer_host)], conn.spoke, awaiting is not None and awaiting(), conn.last_activity
+    spoke = conn.spoke or conn.fd in unread
+    return -holding[share_key(conn.peer_host)], spoke, awaiting is not None and awaiting(), conn.last_activity
 
 
 def share_key(host: str) -> str:
@@ -279,6 +288,17 @@ def share_key(host: str) -> str:
         return ipaddress.IPv6Address(host.split("%", 1)[0]).packed[:8].hex() + "::/64"
     except ValueError:
         return host
+
+
+def _unread_input(conns: list[_Connection]) -> set[int]:
+    """The descriptors of ``conns`` with input waiting in the kernel (one poll(2), no wait)."""
+    look = select.poll()
+    for conn in conns:
+        look.register(conn.fd, select.POLLIN)
+    try:
+        return {fd for fd, events in look.poll(0) if events & select.POLLIN}
+    except OSError:
+        return set()
 
 
 def _not_logged_in(conn: _Connection) -> bool:
@@ -1709,11 +1729,79 @@ class Server:
                 return
             window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
             holding = Counter(share_key(conn.peer_host) for conn in window)
-            chosen = heapq.nsmallest(wanted, window, key=lambda conn: _displacement_order(conn, holding))
+            unread = _unread_input([conn for conn in window if not conn.spoke])  # only they need the look
+            chosen = heapq.nsmallest(wanted, window, key=lambda conn: _displacement_order(conn, holding, unread))
             self._displacing.update(chosen)
         for conn in chosen:
-            conn.displace_due = True
-            self._schedule(conn)
+            if not self._displace_parked(conn):
+                conn.displace_due = True
+                self._schedule(conn)
+
+    def _displace_parked(self, conn: _Connection) -> bool:
+        """The poller's own half of _make_room, for a connection parked waiting for input (no
+        worker has it, and none will until the client sends): closed here at once rather than
+        queued for a worker. A worker may be long in coming: a process may have only one, busy
+        computing a slice of a big command or blocked on a commit (its shard's write lock, an
+        fsync) for most of _ADMISSION_WAIT, and arrivals were refused meanwhile (probe56). True
+        when ``conn`` is done with here (closed, or found logged in); False: a worker's turn
+        (_displace), as before (the connection is being served, has output or a command in
+        flight)."""
+        with conn.lock:
+            if conn.closed or conn.running or conn.queued:
+                return False
+            parked = conn.waiting_input if conn.phase is _Phase.ACTIVE else conn.phase in _DEADLINE_PHASES
+            if not parked:
+                return False
+            conn.running = True  # the poller's until released below: no worker serves it meanwhile
+        done = False
+        try:
+            done = self._displace_owned(conn)
+        finally:
+            with conn.lock:
+                conn.running = False
+                rerun, conn.rerun = conn.rerun and not conn.closed, False
+            if rerun and done:
+                self._schedule(conn)  # what arrived for it meanwhile (a session that logged in)
+        return done
+
+    def _displace_owned(self, conn: _Connection) -> bool:
+        """_displace_parked's work, with ``conn`` marked running by the poller."""
+        if not _not_logged_in(conn):  # logged in since the choice: _serve_arrivals chooses again
+            with self._lock:
+                self._displacing.discard(conn)
+            return True
+        handler = conn.handler
+        say_goodbye = getattr(handler, "displaced", None)
+        if conn.phase is _Phase.ACTIVE:
+            awaiting = conn.awaiting
+            if (say_goodbye is None or conn.closing or conn.pending_action is not None or conn.handler_behind
+                    or conn.eof or conn.transport.pending_output or (awaiting is not None and awaiting())):
+                return False
+        log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
+                "and this one had not logged in", conn.rhost, self._context_num)
+        if conn.phase is not _Phase.ACTIVE or say_goodbye is None:
+            # No session to say goodbye (a PROXY header or TLS handshake unfinished), or a
+            # STARTTLS handshake under way: closed at once, as _displace does.
+            self._close(conn, "displaced by a new connection", graceful=False)
+            return True
+        try:
+            say_goodbye()
+            # An idle session's goodbye: its BYE line, then the CLOSE action.
+            while (item := conn.handler.next_output() if conn.handler is not None else None) is not None:
+                if isinstance(item, TransportAction):
+                    break
+                conn.transport.write(item)
+        except TransportError:
+            self._close(conn, "displaced by a new connection", graceful=False)
+            return True
+        except Exception:
+            log.error("%s: connection failed in a handler", conn.rhost, exc_info=True)
+            self._close(conn, "handler error", graceful=False)
+            return True
+        # The goodbye is flushed without blocking and the socket lingers while the client is
+        # still sending, as after any goodbye (a few bytes into an idle socket's empty buffer).
+        self._close(conn, "displaced by a new connection", graceful=True)
+        return True
 
     def _displaceable_locked(self, limit: int) -> list[_Connection]:
         """Up to ``limit`` of the oldest connections not logged in and not chosen to make room
