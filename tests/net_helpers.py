@@ -56,8 +56,10 @@ class Recorder:
 
 
 class LineHandler:
-    """One command per CRLF line: NOOP, ECHO text, PEER, SLOW seconds, BIG n, LAZY, WAIT, STARTTLS,
-    COMPRESS, QUIT, BOOM (raises). BIG streams n bytes lazily, counting what was generated."""
+    """One command per CRLF line: NOOP, ECHO text, PEER, SLOW seconds, BIG n, TRICKLE n seconds,
+    LAZY, WAIT, STARTTLS, COMPRESS, QUIT, BOOM (raises). BIG streams n bytes lazily, counting what
+    was generated; TRICKLE streams n short lines, each taking that long to make (a FETCH whose
+    every response needs a body read)."""
 
     def __init__(self, info: ConnectionInfo, waker: Waker, recorder: Recorder) -> None:
         self.info = info
@@ -117,6 +119,9 @@ class LineHandler:
         elif command == "BIG":
             self.output.append(self._big(int(argument)))
             self.output.append(b"\r\nOK big\r\n")
+        elif command == "TRICKLE":
+            count, seconds = argument.split()
+            self.output.append(self._trickle(int(count), float(seconds)))
         elif command == "LAZY":
             # Answered by next_output(), the way an IMAP session runs its commands: until then
             # process() reports more work.
@@ -144,6 +149,13 @@ class LineHandler:
     def _lazy(self) -> Iterator[bytes]:
         self.lazy_pending -= 1
         yield b"OK lazy\r\n"
+
+    def _trickle(self, count: int, seconds: float) -> Iterator[bytes]:
+        for number in range(count):
+            time.sleep(seconds)
+            yield f"* {number + 1} TRICKLE\r\n".encode()
+        self.recorder.record("trickled")
+        yield b"OK trickled\r\n"
 
     def _big(self, size: int) -> Iterator[bytes]:
         chunk = b"x" * BIG_CHUNK

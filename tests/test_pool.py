@@ -314,6 +314,22 @@ def test_an_arrival_waits_here_before_it_is_passed_to_a_full_sibling() -> None:
         assert (here.stats().sessions, there.stats().sessions) == (1, 1)
 
 
+def test_a_response_slow_to_make_shares_the_worker_with_other_sessions() -> None:
+    """A slice ends after a while of output however few bytes it made: with one worker, a
+    session's NOOP is answered in the middle of another's long trickle of small responses
+    (a FETCH reading a body for each), not after it."""
+    recorder = Recorder()
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=40) as (server, ports):
+        streaming = connect(ports["plain"])
+        other = connect(ports["plain"])
+        streaming.send(b"TRICKLE 400 0.005\r\n")  # two seconds in all, 7 KB
+        assert streaming.readline() == b"* 1 TRICKLE\r\n"
+        assert other.command("NOOP") == b"OK NOOP\r\n"
+        assert recorder.count("trickled") == 0
+        lines = [streaming.readline() for _ in range(400)]
+        assert lines[-1] == b"OK trickled\r\n"
+
+
 def test_arrival_waits_briefly_for_a_context_being_freed() -> None:
     recorder = Recorder()
     with running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):
