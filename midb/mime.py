@@ -896,7 +896,8 @@ def _address_search_text(value: bytes | None, addresses: tuple[Address, ...] | N
         spec = _text_of_raw_header(mailbox + b"@" + host)
         if spec not in text:
             missing.append(spec)
-    return text + "\n" + " ".join(missing) if missing else text
+    # Each on a line of its own: a search string spans two of them only if it holds a line break.
+    return "\n".join([text, *missing]) if missing else text
 
 
 def _sort_mailbox(addresses: tuple[Address, ...] | None) -> str:

@@ -330,12 +330,14 @@ def test_search_keys_through_the_wire(conv: Conversation) -> None:
 def test_address_keys_search_the_envelope_address(conv: Conversation) -> None:
     """FROM/TO/CC/BCC look in the envelope structure's field (RFC 3501 section 6.4.4): an address
     written with comments or quoting inside is found as the ENVELOPE gives it (imaptest's
-    search-addresses); display names are found decoded; a group's name stays searchable."""
+    search-addresses); display names are found decoded; a group's name stays searchable. HEADER
+    looks in the field's text alone (review56)."""
     folder = conv.folder("INBOX")
     headers = [
         b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: \"quoted\"@example.net\r\n",
         b"From: user-from @ domain.org\r\nCc: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\n",
         b"From: Plain <plain@example.com>\r\nBcc: list: \"b\"@example.com;\r\n",
+        b"From: z@example.org\r\nTo: \"a\"@x.org, \"b\"@y.org\r\n",
     ]
     conv.store.append_many("alice", folder.id, [(header + b"Subject: s\r\n\r\nbody\r\n", (), FEB_1994, 0)
                                                 for header in headers])
@@ -359,6 +361,18 @@ def test_address_keys_search_the_envelope_address(conv: Conversation) -> None:
         C: a6 SEARCH FROM "Plain <plain@example.com>"
         S: * SEARCH 3
         S: a6 OK SEARCH completed
+        C: a7 SEARCH HEADER From user-from@domain.org
+        S: * SEARCH
+        S: a7 OK SEARCH completed
+        C: a8 SEARCH HEADER From "user-from @"
+        S: * SEARCH 2
+        S: a8 OK SEARCH completed
+        C: a9 SEARCH TO b@y.org
+        S: * SEARCH 4
+        S: a9 OK SEARCH completed
+        C: a10 SEARCH TO "x.org b@"
+        S: * SEARCH
+        S: a10 OK SEARCH completed
     """)
 
 

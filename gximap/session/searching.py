@@ -424,8 +424,18 @@ class _Compiler:
 
         if not key.every_occurrence:
             return _Node(COST_DIGEST, None, digest_test)
+
+        def field_test(msg: _Message) -> bool:
+            # HEADER looks in the field's text alone: an address field's summary goes on, after
+            # a line break, with addr-specs as the ENVELOPE has them (midb.mime
+            # _address_search_text). A decoded field holding a line break of its own is cut
+            # there too, and then found by header_test.
+            if raw_needle is not None and not msg.summary_may_contain(raw_needle):
+                return False
+            return needle in searchtext.fold(getattr(msg.summary, attribute).partition("\n")[0])
+
         # HEADER Subject "x": the summary holds the first field; a repeated one is in the header.
-        return _Node(COST_HEADER, None, lambda msg: digest_test(msg) or header_test(msg))
+        return _Node(COST_HEADER, None, lambda msg: field_test(msg) or header_test(msg))
 
     def _SearchText(self, key: cmds.SearchText) -> _Node:
         needle = searchtext.fold(key.value)
