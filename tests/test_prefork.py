@@ -198,6 +198,37 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
         parent.close_sockets()
 
 
+def test_equally_loaded_siblings_take_turns_even_after_an_offer_with_no_candidate() -> None:
+    """An arrival is first offered to a sibling with room and, finding none, to a full one: the
+    failed offer must not move the turn, or with two siblings the same one always comes up
+    (review56)."""
+    parent, channels, ledgers, handoffs = _three_processes_handing_off()
+    try:
+        waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
+        for index, handoff in enumerate(handoffs):
+            handoff.adopt_with(functools.partial(_keep_unannounced, waiting, index))
+        pairs = [socket.socketpair() for _ in range(4)]
+        try:
+            places: list[int] = []
+            for _ours, theirs in pairs:
+                assert handoffs[0].offer(theirs, 0, capacity=0) is None  # nobody has room
+                place = handoffs[0].offer(theirs, 0, capacity=sys.maxsize)
+                assert place is not None
+                places.append(place)
+                for index in (1, 2):  # each "took" it at once: loads stay equal
+                    while handoffs[0].untaken(index):
+                        handoffs[0]._on_taken(index, {})
+            assert sorted(places) == [1, 1, 2, 2] and places[0] != places[1]
+        finally:
+            for ours, theirs in pairs:
+                ours.close()
+                theirs.close()
+    finally:
+        for channel in channels:
+            channel.close()
+        parent.close_sockets()
+
+
 def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> None:
     """A burst passed on before the sibling's ledger shows them is spread by the untaken count;
     the sibling's "taken" (or its restart) clears it."""

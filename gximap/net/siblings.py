@@ -435,12 +435,16 @@ class ConnectionHandoff:
         # Among equal loads the turn rotates: every sibling full, a process passing connections
         # on (for one of them to make room) would otherwise always pick the same one.
         # The turn counts places in the siblings' order, not process indices (which skip this
-        # process's own, so that two of them could always tie).
+        # process's own, so that two of them could always tie). It moves only when there is a
+        # choice: an arrival first offered to a sibling with room (none) and then to a full one
+        # moved it twice, so that with two siblings it always came back to the same one.
+        candidates = [index for index, load in loads.items() if load < capacity]
+        if not candidates:
+            return None
         self._turn += 1
         place = {index: position for position, index in enumerate(sorted(loads))}
         turn, count = self._turn, max(len(place), 1)
-        for index in sorted((index for index, load in loads.items() if load < capacity),
-                            key=lambda index: (loads[index], (place[index] - turn) % count)):
+        for index in sorted(candidates, key=lambda index: (loads[index], (place[index] - turn) % count)):
             with self._lock:  # counted before it is sent: the sibling's "taken" may come back at once
                 self._untaken.setdefault(index, deque()).append(now)
             if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index,
