@@ -187,9 +187,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=0),
     _d("context_num", "int", "200",
        "Maximum number of concurrently active sessions. A connection arriving with all of them "
-       "taken displaces a session that has not logged in yet (of the oldest 32, one from the "
-       "address holding most of them, then one that never sent a byte, else the one silent "
-       "longest); it is refused only when "
+       "taken displaces a session that has not logged in yet (of the oldest 32, one with no "
+       "command in progress, then from the address holding most of them, then one that never "
+       "sent a byte, else the one silent longest); it is refused only when "
        "every session has logged in.",
        "imap", minimum=1),
     _d("data_file_path", "str", "/usr/share/gromox/imap",

@@ -14,7 +14,8 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from types import SimpleNamespace
+from typing import Any, TypedDict
 
 import pytest
 from net_helpers import (
@@ -410,6 +411,86 @@ def test_the_address_holding_most_connections_not_logged_in_makes_room_first() -
             assert squatter.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_logins_in_flight_behind_one_address_go_after_a_silent_squatter() -> None:
+    """Two users behind one address (a NAT) in the middle of their LOGIN hold the most
+    connections not logged in; a squatter from its own address that never spoke still makes
+    room first: a password check in flight is kept whatever the share (review56)."""
+    recorder = Recorder(handler_class=CheckingLoginLineHandler)
+    with running_server(recorder, context_num=3, thread_init_num=2, thread_charge_num=1) as (server, ports):
+        squatter = connect(ports["plain"], source="127.0.0.3")
+        office = [connect(ports["plain"], source="127.0.0.2") for _ in range(2)]
+        for user in office:
+            user.send(b"LOGIN slow\r\n")
+        assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 2)
+        newcomer = Client("127.0.0.1", ports["plain"], source="127.0.0.4")
+        assert squatter.read_until_eof() == b"* BYE displaced\r\n"
+        assert newcomer.readline() == GREETING
+        recorder.go.set()
+        for user in office:
+            assert user.readline() == b"OK logged in\r\n"
+
+
+def _proxied(port: int, source: str, *, greet: bool = True) -> Client:
+    client = Client("127.0.0.1", port)
+    client.send(f"PROXY TCP4 {source} 192.0.2.1 40000 143\r\n".encode())
+    if greet:
+        assert client.readline() == GREETING
+    return client
+
+
+def test_connections_whose_proxy_header_waits_are_not_counted_as_the_proxys_flood() -> None:
+    """Until a worker reads its PROXY header, a connection's address is the proxy's, which all
+    such connections share: they must not count as the biggest flood. With the one worker busy,
+    a parked flood connection is closed at once instead, and the arrival is not refused
+    (review56)."""
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, proxy_mode=1, context_num=6, thread_init_num=1,
+                        thread_charge_num=6) as (server, ports):  # one worker at most
+        port = ports["plain"]
+        member = _proxied(port, "198.51.100.9")
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        flood = [_proxied(port, "203.0.113.5") for _ in range(2)]
+        for squatter in flood:
+            assert squatter.command("NOOP") == b"OK NOOP\r\n"
+        member.send(b"SLOW 1.5\r\n")  # the only worker is busy (a big command's slice, a commit)
+        assert wait_until(lambda: recorder.count("line", "SLOW 1.5") == 1)
+        fresh = [_proxied(port, f"198.51.100.{number}", greet=False) for number in (1, 2, 3)]
+        newcomer = _proxied(port, "198.51.100.50", greet=False)
+        assert flood[0].read_until_eof() == b"* BYE displaced\r\n"
+        assert member.readline() == b"OK slow\r\n"
+        assert newcomer.readline() == GREETING
+        for client in fresh:
+            assert client.readline() == GREETING
+
+
+def test_the_displacement_order_rule_by_rule() -> None:
+    """_displacement_order's rules, each deciding only where those before it tie: not busy (no
+    password check in flight, not being served or queued), hung up, the address's share, never
+    spoke (unread input counts as spoken), silent longest."""
+    def conn(fd: int, *, awaiting: bool = False, running: bool = False, queued: bool = False,
+             spoke: bool = False, last_activity: float = 0.0) -> Any:
+        return SimpleNamespace(fd=fd, awaiting=lambda: awaiting, running=running, queued=queued,
+                               spoke=spoke, last_activity=last_activity)
+
+    holding = {"flood": 5, "office": 2, "home": 1}
+
+    def first(*candidates: tuple[Any, str | None], unread: frozenset[int] = frozenset(),
+              gone: frozenset[int] = frozenset()) -> int:
+        best = min(candidates, key=lambda pair: pool_module._displacement_order(
+            pair[0], pair[1], holding, set(unread), set(gone)))
+        return int(best[0].fd)
+
+    assert first((conn(1, awaiting=True), "flood"), (conn(2), "home")) == 2
+    assert first((conn(1, running=True), "flood"), (conn(2, spoke=True), "home")) == 2
+    assert first((conn(1, queued=True), "flood"), (conn(2, spoke=True), "home")) == 2
+    assert first((conn(1), "flood"), (conn(2, spoke=True), "home"), gone=frozenset({2})) == 2
+    assert first((conn(1, spoke=True), "flood"), (conn(2), "home")) == 1
+    assert first((conn(1, spoke=True), "office"), (conn(2), None)) == 1  # a PROXY header unread: no share
+    assert first((conn(1), "home"), (conn(2), "home"), unread=frozenset({1})) == 2
+    assert first((conn(1, spoke=True, last_activity=5.0), "home"),
+                 (conn(2, spoke=True, last_activity=3.0), "home")) == 2
+
+
 def test_a_flood_is_counted_by_its_ipv6_prefix() -> None:
     """An IPv6 subscriber holds a /64: a flood from it must not pass for many sources."""
     assert pool_module.share_key("2001:db8:1:2::7") == pool_module.share_key("2001:db8:1:2:ffff::1")
@@ -528,20 +609,24 @@ def test_a_connection_that_never_starts_its_tls_handshake_is_displaced(
 
 def test_a_connection_that_logs_in_after_being_chosen_stays_and_another_makes_room() -> None:
     """The poller chooses without the connection in hand; the worker checks again, and a
-    connection whose login completed meanwhile is kept while the next oldest makes room."""
+    connection whose login completed meanwhile is kept while the next one makes room. Both are
+    busy on a worker when chosen (so neither is closed by the poller at once), and the one in
+    its login has been silent longer."""
     recorder = Recorder(handler_class=LoginLineHandler)
     with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
         logging_in = connect(ports["plain"])
         logging_in.send(b"LOGIN slow\r\n")  # its password check holds it on a worker
         assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
-        idle = connect(ports["plain"])
-        assert idle.command("NOOP") == b"OK NOOP\r\n"  # both spoke: the one silent longer is chosen
+        other = connect(ports["plain"])
+        other.send(b"BLOCKED 10\r\n")  # on the second worker, waiting for the same go-ahead
+        assert wait_until(lambda: recorder.count("line", "BLOCKED 10") == 1)
         newcomer = Client("127.0.0.1", ports["plain"])
         assert wait_until(lambda: bool(server._displacing), timeout=0.2)
         recorder.go.set()  # the login completes before the worker acts on the choice
         assert logging_in.readline() == b"OK logged in\r\n"
+        assert other.readline() == b"OK unblocked\r\n"
         assert newcomer.readline() == GREETING
-        assert idle.read_until_eof() == b"* BYE displaced\r\n"
+        assert other.read_until_eof() == b"* BYE displaced\r\n"
         assert logging_in.command("NOOP") == b"OK NOOP\r\n"
         assert recorder.count("displaced") == 1
 

@@ -57,10 +57,11 @@ How it runs:
 - Admission: a connection arriving while all ``context_num`` contexts are taken waits up to
   0.25 s for one to be freed (the close of a previous client may trail the next connect).
   Meanwhile a connection that has not logged in is closed to make room for it, as Dovecot's
-  login processes do: of the oldest 32, one from the address holding most of them, then one
-  that never spoke, else the one silent longest. One host holding idle connections cannot
-  lock everyone out (handler.displaceable(); a connection still in its PROXY header or TLS
-  handshake counts as not logged in). Logged-in sessions are never displaced.
+  login processes do: of the oldest 32, one with no command in progress, then one from the
+  address holding most of them, then one that never spoke, else the one silent longest
+  (_displacement_order). One host holding idle connections cannot lock everyone out
+  (handler.displaceable(); a connection still in its PROXY header or TLS handshake counts as
+  not logged in). Logged-in sessions are never displaced.
 - Shared listeners (``shared_listeners``: sibling processes accept on the same sockets): a process
   with every context taken stops watching them, so that a sibling with room takes the next
   connection; one that no sibling took within _SIBLING_GRACE is accepted after all. A connection
@@ -260,27 +261,31 @@ def _hang_up(sock: socket.socket) -> str | None:
     return os.strerror(error) if error else "hung up"
 
 
-def _displacement_order(conn: _Connection, holding: Mapping[str, int], unread: set[int]
-                        ) -> tuple[int, bool, bool, float]:
-    """Which of the connections not logged in makes room first (Server._make_room): one from the
-    address ``holding`` the most of them; then one whose client never sent a byte before one
-    that has (a client sends its first command within moments of the greeting; a connection
-    held to take a context sends nothing); one with no command in flight (a LOGIN's password
-    check) before one with; then the one silent longest.
+def _displacement_order(conn: _Connection, share: str | None, holding: Mapping[str, int], unread: set[int],
+                        gone: set[int]) -> tuple[bool, bool, int, bool, float]:
+    """Which of the connections not logged in makes room first (Server._make_room):
+    1. one not busy before one that is: a password check in flight (awaiting()), or being served
+       or queued for a worker. A client in the middle of its login is kept, and what the poller
+       can close at once (_displace_parked) goes before what needs a worker, which a big
+       command or a commit may keep busy past the arrival's wait;
+    2. one whose client has hung up (``gone``; not yet seen by a worker);
+    3. one from the address holding the most of them (``share``, counted in ``holding``; a
+       connection whose PROXY header is not read yet has none: it is not the proxy's);
+    4. one whose client never sent a byte (a client sends its first command within moments of
+       the greeting; a connection held to take a context sends nothing). Input waiting unread
+       in the kernel (``unread``) counts as sent: its command waits for a busy worker;
+    5. the one silent longest.
     A flood comes from few addresses, real clients from many, and its connections may each send
-    a command: with "never spoke" first, a probe's 14 clients from another address lost 72 of
-    1,248 sessions before their first command (a flood of 300 connects/s against 60 contexts);
-    with the share first, none. Behind a proxy that sends no PROXY header every address is the
-    proxy's: the shares tie and the other rules decide. Those alone, in a soak with 300
-    connects/s against 30 contexts, cut 3.4 % of real clients' logins while "silent longest"
-    was the only rule, most after their CAPABILITY.
-    A client whose input no worker has read yet has spoken too: its first command waits in the
-    kernel (``unread``; queued for a worker or not) while the workers are busy. Counted as silent,
-    such clients lost their sessions whenever a big command kept a process's worker busy
-    (probe56)."""
+    a command: with "never spoke" before the share, a probe's 14 clients from another address
+    lost 72 of 1,248 sessions before their first command (a flood of 300 connects/s against 60
+    contexts); with the share first, none. Behind a proxy that sends no PROXY header every
+    address is the proxy's: the shares tie and the other rules decide. Those alone, in a soak
+    with 300 connects/s against 30 contexts, cut 3.4 % of real clients' logins while "silent
+    longest" was the only rule, most after their CAPABILITY (review56, probe56)."""
     awaiting = conn.awaiting
-    spoke = conn.spoke or conn.fd in unread
-    return -holding[share_key(conn.peer_host)], spoke, awaiting is not None and awaiting(), conn.last_activity
+    busy = (awaiting is not None and awaiting()) or conn.running or conn.queued  # read unlocked: a preference
+    return (busy, conn.fd not in gone, -holding[share] if share is not None else 0,
+            conn.spoke or conn.fd in unread, conn.last_activity)
 
 
 def share_key(host: str) -> str:
@@ -295,15 +300,30 @@ def share_key(host: str) -> str:
         return host
 
 
-def _unread_input(conns: list[_Connection]) -> set[int]:
-    """The descriptors of ``conns`` with input waiting in the kernel (one poll(2), no wait)."""
+def _share_of(conn: _Connection) -> str | None:
+    """share_key of the client's address; None while a PROXY header (or the proxy link's
+    handshake) is still to be read: until then the address is the proxy's, which every such
+    connection shares, as if they were one flood."""
+    if conn.phase is _Phase.PROXY_HEADER or conn.phase is _Phase.LINK_HANDSHAKE:
+        return None
+    return share_key(conn.peer_host)
+
+
+_HUNG_UP = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+
+
+def _input_state(conns: list[_Connection]) -> tuple[set[int], set[int]]:
+    """The descriptors of ``conns`` with input waiting in the kernel, and those whose client has
+    hung up (one poll(2), no wait)."""
     look = select.poll()
     for conn in conns:
-        look.register(conn.fd, select.POLLIN)
+        look.register(conn.fd, select.POLLIN | select.POLLRDHUP)
     try:
-        return {fd for fd, events in look.poll(0) if events & select.POLLIN}
+        events = look.poll(0)
     except OSError:
-        return set()
+        return set(), set()
+    gone = {fd for fd, mask in events if mask & _HUNG_UP}
+    return {fd for fd, mask in events if mask & select.POLLIN and fd not in gone}, gone
 
 
 def _not_logged_in(conn: _Connection) -> bool:
@@ -1279,7 +1299,8 @@ class Server:
                 if time.monotonic() >= slice_end:
                     break  # as when the budget is spent: the rest in the next slice
             rounds -= 1
-            if not (more and exhausted and rounds > 0 and budget > 0) or conn.closing or self._ready:
+            if (not (more and exhausted and rounds > 0 and budget > 0) or conn.closing or self._ready
+                    or time.monotonic() >= slice_end):
                 break
             if transport.pending_output and not self._flush(conn):
                 # No command starts behind output the client has not taken: a SEARCH started
@@ -1736,9 +1757,13 @@ class Server:
             if wanted <= 0:
                 return
             window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
-            holding = Counter(share_key(conn.peer_host) for conn in window)
-            unread = _unread_input([conn for conn in window if not conn.spoke])  # only they need the look
-            chosen = heapq.nsmallest(wanted, window, key=lambda conn: _displacement_order(conn, holding, unread))
+            shares = {conn: _share_of(conn) for conn in window}
+            holding = Counter(share for share in shares.values() if share is not None)
+            # Only those that never spoke need the look (one that spoke and then hung up has its
+            # EOF read by a worker soon).
+            unread, gone = _input_state([conn for conn in window if not conn.spoke])
+            chosen = heapq.nsmallest(
+                wanted, window, key=lambda conn: _displacement_order(conn, shares[conn], holding, unread, gone))
             self._displacing.update(chosen)
         for conn in chosen:
             if not self._displace_parked(conn):
