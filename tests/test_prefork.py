@@ -3,6 +3,8 @@ tell each other) and the shared listener sets."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -10,7 +12,7 @@ import socket
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from net_helpers import sibling_processes, wait_until
@@ -198,72 +200,77 @@ def test_handoff_goes_to_the_sibling_with_most_room() -> None:
         parent.close_sockets()
 
 
+Kept = list[tuple[int, socket.socket, Callable[[], None]]]
+
+
+@dataclasses.dataclass
+class _KeepingSiblings:
+    """Three processes whose siblings keep each connection passed to them without saying so
+    (their pollers busy), and ``pairs`` of sockets to pass."""
+    channels: list[SiblingChannel]
+    ledgers: list[AddressLedger]
+    handoffs: list[ConnectionHandoff]
+    waiting: Kept
+    pairs: list[tuple[socket.socket, socket.socket]]
+
+
+@contextlib.contextmanager
+def _keeping_siblings(connections: int) -> Iterator[_KeepingSiblings]:
+    parent, channels, ledgers, handoffs = _three_processes_handing_off()
+    waiting: Kept = []
+    for index, handoff in enumerate(handoffs):
+        handoff.adopt_with(functools.partial(_keep_unannounced, waiting, index))
+    pairs = [socket.socketpair() for _ in range(connections)]
+    try:
+        yield _KeepingSiblings(channels, ledgers, handoffs, waiting, pairs)
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+        for channel in channels:
+            channel.close()
+        parent.close_sockets()
+
+
 def test_equally_loaded_siblings_take_turns_even_after_an_offer_with_no_candidate() -> None:
     """An arrival is first offered to a sibling with room and, finding none, to a full one: the
     failed offer must not move the turn, or with two siblings the same one always comes up
     (review56)."""
-    parent, channels, ledgers, handoffs = _three_processes_handing_off()
-    try:
-        waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
-        for index, handoff in enumerate(handoffs):
-            handoff.adopt_with(functools.partial(_keep_unannounced, waiting, index))
-        pairs = [socket.socketpair() for _ in range(4)]
-        try:
-            places: list[int] = []
-            for _ours, theirs in pairs:
-                assert handoffs[0].offer(theirs, 0, capacity=0) is None  # nobody has room
-                place = handoffs[0].offer(theirs, 0, capacity=sys.maxsize)
-                assert place is not None
-                places.append(place)
-                for index in (1, 2):  # each "took" it at once: loads stay equal
-                    while handoffs[0].untaken(index):
-                        handoffs[0]._on_taken(index, {})
-            assert sorted(places) == [1, 1, 2, 2] and places[0] != places[1]
-        finally:
-            for ours, theirs in pairs:
-                ours.close()
-                theirs.close()
-    finally:
-        for channel in channels:
-            channel.close()
-        parent.close_sockets()
+    with _keeping_siblings(4) as siblings:
+        handoff = siblings.handoffs[0]
+        places: list[int] = []
+        for _ours, theirs in siblings.pairs:
+            assert handoff.offer(theirs, 0, capacity=0) is None  # nobody has room
+            place = handoff.offer(theirs, 0, capacity=sys.maxsize)
+            assert place is not None
+            places.append(place)
+            for index in (1, 2):  # each "took" it at once: loads stay equal
+                while handoff.untaken(index):
+                    handoff._on_taken(index, {})
+        assert sorted(places) == [1, 1, 2, 2] and places[0] != places[1]
 
 
 def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> None:
     """A burst passed on before the sibling's ledger shows them is spread by the untaken count;
     the sibling's "taken" (or its restart) clears it."""
-    parent, channels, ledgers, handoffs = _three_processes_handing_off()
-    try:
-        waiting: list[tuple[int, socket.socket, Callable[[], None]]] = []
-        for index, handoff in enumerate(handoffs):
-            # The siblings keep each connection without saying so (their pollers are busy).
-            handoff.adopt_with(functools.partial(_keep_unannounced, waiting, index))
-        pairs = [socket.socketpair() for _ in range(5)]
-        try:
-            places = [handoffs[0].offer(theirs, 0, capacity=2) for _ours, theirs in pairs]
-            # Two each for processes 1 and 2, alternating by room; then nobody has room.
-            assert sorted(place for place in places if place is not None) == [1, 1, 2, 2]
-            assert places[-1] is None
-            assert (handoffs[0].untaken(1), handoffs[0].untaken(2)) == (2, 2)
-            assert wait_until(lambda: len(waiting) == 4)
-            for index, sock, taken in waiting:
-                if index == 1:
-                    assert ledgers[1].acquire("192.0.2.9", 0)  # admitted: counted, then confirmed
-                    taken()
-                sock.close()
-            assert wait_until(lambda: handoffs[0].untaken(1) == 0)
-            assert ledgers[0].sibling_loads()[1] == 2  # the ledger message came first
-            assert handoffs[0].untaken(2) == 2
-            channels[2].say_hello()  # process 2 restarted: what it was sent went with it
-            assert wait_until(lambda: handoffs[0].untaken(2) == 0)
-        finally:
-            for ours, theirs in pairs:
-                ours.close()
-                theirs.close()
-    finally:
-        for channel in channels:
-            channel.close()
-        parent.close_sockets()
+    with _keeping_siblings(5) as siblings:
+        ledgers, handoffs, waiting = siblings.ledgers, siblings.handoffs, siblings.waiting
+        places = [handoffs[0].offer(theirs, 0, capacity=2) for _ours, theirs in siblings.pairs]
+        # Two each for processes 1 and 2, alternating by room; then nobody has room.
+        assert sorted(place for place in places if place is not None) == [1, 1, 2, 2]
+        assert places[-1] is None
+        assert (handoffs[0].untaken(1), handoffs[0].untaken(2)) == (2, 2)
+        assert wait_until(lambda: len(waiting) == 4)
+        for index, sock, taken in waiting:
+            if index == 1:
+                assert ledgers[1].acquire("192.0.2.9", 0)  # admitted: counted, then confirmed
+                taken()
+            sock.close()
+        assert wait_until(lambda: handoffs[0].untaken(1) == 0)
+        assert ledgers[0].sibling_loads()[1] == 2  # the ledger message came first
+        assert handoffs[0].untaken(2) == 2
+        siblings.channels[2].say_hello()  # process 2 restarted: what it was sent went with it
+        assert wait_until(lambda: handoffs[0].untaken(2) == 0)
 
 
 def test_unlimited_ledger_still_counts() -> None:
