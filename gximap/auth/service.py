@@ -35,7 +35,6 @@ fails and counts.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections import deque
@@ -47,6 +46,7 @@ from typing import Any
 from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
+from gximap.net.proxy import address_key
 from midb.authdb import AuthBackend, StampedAuthBackend
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
@@ -75,20 +75,6 @@ def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
     if sep and actor and mailbox:
         return actor, mailbox
     return login, login
-
-
-def address_key(address: str) -> str:
-    """What per-address limits count: the IPv4 address (also when IPv4-mapped), the /64 network
-    of an IPv6 address, or the text itself when it is not an IP address (e.g. a UNIX socket)."""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip)
 
 
 class AuthService:

@@ -105,7 +105,6 @@ import contextlib
 import enum
 import errno
 import heapq
-import ipaddress
 import logging
 import math
 import os
@@ -128,6 +127,7 @@ from gximap.net.proxy import (
     ProxyDecoder,
     ProxyError,
     ProxyPolicy,
+    address_key,
     looks_like_proxy_header,
     normalize_host,
     parse_trust_list,
@@ -171,6 +171,7 @@ _MAX_WAITING = 256  # arrivals held at once; beyond that, refused at once
 # goodbye before it is closed outright: well within _ADMISSION_WAIT, so the arrival gets the
 # context even when the connection it displaces does not read.
 _DISPLACE_GRACE = 0.1
+_DISPLACED = "displaced by a new connection"  # the close's reason in the log
 # _make_room chooses among this many of the oldest connections not logged in: those that never
 # spoke, then those silent longest (_displacement_order). A client in the middle of its login
 # has spoken; a connection held open to take a context has not (or keeps talking, and is then
@@ -288,25 +289,13 @@ def _displacement_order(conn: _Connection, share: str | None, holding: Mapping[s
             conn.spoke or conn.fd in unread, conn.last_activity)
 
 
-def share_key(host: str) -> str:
-    """What the connections of one source are counted by for _displacement_order: the address,
-    or for IPv6 its /64, the prefix one subscriber is given (a flood from it could otherwise
-    use a new address for each connection)."""
-    if ":" not in host:
-        return host
-    try:
-        return ipaddress.IPv6Address(host.split("%", 1)[0]).packed[:8].hex() + "::/64"
-    except ValueError:
-        return host
-
-
 def _share_of(conn: _Connection) -> str | None:
-    """share_key of the client's address; None while a PROXY header (or the proxy link's
+    """address_key of the client's address; None while a PROXY header (or the proxy link's
     handshake) is still to be read: until then the address is the proxy's, which every such
     connection shares, as if they were one flood."""
     if conn.phase is _Phase.PROXY_HEADER or conn.phase is _Phase.LINK_HANDSHAKE:
         return None
-    return share_key(conn.peer_host)
+    return address_key(conn.peer_host)
 
 
 _HUNG_UP = select.POLLRDHUP | select.POLLHUP | select.POLLERR
@@ -1407,15 +1396,14 @@ class Server:
                 self._displacing.discard(conn)
             self._wake()
             return False
-        log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
-                "and this one had not logged in", conn.rhost, self._context_num)
+        self._note_displaced(conn)
         say_goodbye = getattr(conn.handler, "displaced", None)
         if (conn.phase is not _Phase.ACTIVE or conn.closing or say_goodbye is None
                 or conn.pending_action is not None):
             # No session to say goodbye (a PROXY header or TLS handshake unfinished), or none
             # that can, or a STARTTLS or COMPRESS to apply first (a handshake would outlast the
             # grace): closed at once.
-            self._close(conn, "displaced by a new connection", graceful=False)
+            self._close(conn, _DISPLACED, graceful=False)
             return True
         conn.closing = True
         conn.hard_deadline = min(conn.hard_deadline, now + _DISPLACE_GRACE)  # kept while closing
@@ -1770,6 +1758,10 @@ class Server:
                 conn.displace_due = True
                 self._schedule(conn)
 
+    def _note_displaced(self, conn: _Connection) -> None:
+        log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
+                "and this one had not logged in", conn.rhost, self._context_num)
+
     def _displace_parked(self, conn: _Connection) -> bool:
         """The poller's own half of _make_room, for a connection parked waiting for input (no
         worker has it, and none will until the client sends): closed here at once rather than
@@ -1810,12 +1802,11 @@ class Server:
             if (say_goodbye is None or conn.closing or conn.pending_action is not None or conn.handler_behind
                     or conn.eof or conn.transport.pending_output or (awaiting is not None and awaiting())):
                 return False
-        log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
-                "and this one had not logged in", conn.rhost, self._context_num)
+        self._note_displaced(conn)
         if conn.phase is not _Phase.ACTIVE or say_goodbye is None:
             # No session to say goodbye (a PROXY header or TLS handshake unfinished), or a
             # STARTTLS handshake under way: closed at once, as _displace does.
-            self._close(conn, "displaced by a new connection", graceful=False)
+            self._close(conn, _DISPLACED, graceful=False)
             return True
         try:
             say_goodbye()
@@ -1825,7 +1816,7 @@ class Server:
                     break
                 conn.transport.write(item)
         except TransportError:
-            self._close(conn, "displaced by a new connection", graceful=False)
+            self._close(conn, _DISPLACED, graceful=False)
             return True
         except Exception:
             log.error("%s: connection failed in a handler", conn.rhost, exc_info=True)
@@ -1833,7 +1824,7 @@ class Server:
             return True
         # The goodbye is flushed without blocking and the socket lingers while the client is
         # still sending, as after any goodbye (a few bytes into an idle socket's empty buffer).
-        self._close(conn, "displaced by a new connection", graceful=True)
+        self._close(conn, _DISPLACED, graceful=True)
         return True
 
     def _displaceable_locked(self, limit: int) -> list[_Connection]:

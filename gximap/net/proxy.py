@@ -36,6 +36,7 @@ __all__ = [
     "ProxyError",
     "ProxyPolicy",
     "ProxyResult",
+    "address_key",
     "looks_like_proxy_header",
     "normalize_host",
     "parse_trust_list",
@@ -314,6 +315,24 @@ def looks_like_proxy_header(data: bytes) -> bool | None:
         if prefix.startswith(data):
             undecided = True
     return None if undecided else False
+
+
+def address_key(address: str) -> str:
+    """What per-address limits count, and what a flood's share of the connections not logged in
+    is counted by (gximap.net.pool): the IPv4 address (also when IPv4-mapped), the /64 network
+    of an IPv6 address (the prefix one subscriber is given), or the text itself when it is not
+    an IP address (e.g. a UNIX socket)."""
+    if ":" not in address:
+        return address  # IPv4 text is its own key (ip_address takes only the canonical form)
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def normalize_host(host: str) -> str:
