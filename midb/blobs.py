@@ -220,9 +220,8 @@ class BlobFiles:
 
     def scan(self) -> Iterator[tuple[str, str, str]]:
         """Every file in the tree as (directory name, name, path): bodies and leftover
-        temporaries. Names only, no
-        stat: at 100,000 bodies a stat each is most of the walk, and only the few files the index
-        does not reference need their age (mtime())."""
+        temporaries. Names only, no stat: at 100,000 bodies a stat each is most of the walk, and
+        only the few files the index does not reference need their age (mtime())."""
         try:
             subdirs = sorted(os.listdir(self.root))
         except FileNotFoundError:

@@ -675,7 +675,6 @@ def sweep_orphans(store: Store, *, before: float | None = None, now: Callable[[]
             if stop():
                 result.finished = False
                 break
-
             removed: list[tuple[str, int]] = store._write(
                 _sweep_job(store, paths[start:start + SWEEP_BATCH], shard, count, held), shared, durable=False)
             result.removed += len(removed)

@@ -5,11 +5,11 @@ happen when a RCPT is parsed (once per address and transaction). After the final
 are stored in parallel by the delivery threads (LmtpContext.executor): a durable store write
 waits for the disk (fsync), and the file system commits concurrent writes together, so ten
 recipients cost little more than one. Recipients with the same target (DeliveryAgent.target: a
-repeated RCPT) share one copy, and each gets that copy's reply. Each finished copy fires the connection's waker; replies go out
-strictly in recipient order, each as soon as it and those before it are stored. A message with
-one copy to store, and no filter program configured, is stored by the pool's worker itself:
-there is nothing to parallelise, and the pool lets another worker serve while this one waits
-in midb's commit and fsync.
+repeated RCPT) share one copy, and each gets that copy's reply. Each finished copy fires the
+connection's waker; replies go out strictly in recipient order, each as soon as it and those
+before it are stored. A message with one copy to store, and no filter program configured, is
+stored by the pool's worker itself: there is nothing to parallelise, and the pool lets another
+worker serve while this one waits in midb's commit and fsync.
 
 An EOF from the client while copies are being stored is a half-close (an MTA that sent QUIT
 behind the message and shut down its side): the replies, and QUIT's, are sent before the
