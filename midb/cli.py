@@ -27,6 +27,7 @@ from midb.shards import MAX_COUNT, check_count
 
 if TYPE_CHECKING:
     from midb.accounts import Account
+    from midb.exporter import ExportReport
     from midb.store import Store
 
 DEFAULT_CONFIG = "/etc/gromox/imap.cfg"
@@ -112,6 +113,7 @@ class Settings:
     data_path: list[str] | None = None
     auth_backend: str = "midb"
     auth_passwd_file: str | None = None
+    readonly: bool = False
 
 
 def load_settings(config: str | None, store_dir: str | None) -> Settings:
@@ -142,6 +144,10 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
             elif key == "auth_passwd_file" and value:
                 settings.auth_passwd_file = value
     if store_dir is not None:
+        if settings.run_dir is not None and os.path.realpath(store_dir) != os.path.realpath(settings.midb_path):
+            # Another store (a backup, say): midb_run_dir belongs to the configured one, whose
+            # running gximap processes must not hear of this one's commits.
+            settings.run_dir = None
         settings.midb_path = store_dir
     return settings
 
@@ -149,8 +155,9 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
 def open_store(settings: Settings, *, create: bool = False) -> Store:
     """Open the store; without ``create``, a missing store is an error instead of a new empty one.
 
-    Always read-write, like the server: the tool then also announces its changes to running
-    gximap processes.
+    Read-write, like the server (the tool then also announces its changes to running gximap
+    processes), unless --read-only: then nothing is written, and an index of an older schema
+    is read as it is rather than upgraded.
     """
     from midb.store import Store
 
@@ -158,7 +165,7 @@ def open_store(settings: Settings, *, create: bool = False) -> Store:
         raise CliError(f"no midb store at {settings.midb_path} (it is created by 'midb user add')")
     return Store(settings.midb_path, fsync=settings.fsync, map_size=settings.map_size,
                  run_dir=settings.run_dir, data_path=settings.data_path,
-                 default_lang=settings.default_lang, shards=settings.shards)
+                 default_lang=settings.default_lang, shards=settings.shards, readonly=settings.readonly)
 
 
 def _parse_shards(value: str, where: str) -> int:
@@ -543,6 +550,39 @@ def cmd_import_maildir(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report.problems and not report.failed else 1
 
 
+def _print_export_report(report: ExportReport) -> int:
+    """Notes (what changed while the export ran) go with the summary; problems (what the export
+    lacks) to standard error, and the command fails."""
+    for problem in report.problems:
+        print(f"midb: problem: {problem}", file=sys.stderr)
+    print(report.summary())
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 1 if report.problems else 0
+
+
+def cmd_export_maildir(args: argparse.Namespace, settings: Settings) -> int:
+    from midb.exporter import export_maildir_tree
+
+    store = open_store(settings)
+    try:
+        report = export_maildir_tree(store, _account_or_fail(store, args.account), args.dir, folders=args.folder)
+    finally:
+        store.close()
+    return _print_export_report(report)
+
+
+def cmd_export_mbox(args: argparse.Namespace, settings: Settings) -> int:
+    from midb.exporter import export_mbox
+
+    store = open_store(settings)
+    try:
+        report = export_mbox(store, _account_or_fail(store, args.account), args.folder, args.file)
+    finally:
+        store.close()
+    return _print_export_report(report)
+
+
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     try:
@@ -617,6 +657,9 @@ def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
                              f"(default: {DEFAULT_CONFIG} if it exists)")
     parser.add_argument("--store", metavar="DIR", default=default,
                         help="midb store directory (overrides midb_path)")
+    parser.add_argument("--read-only", action="store_true", default=False if default is None else default,
+                        help="open the store read-only: write nothing, upgrade no older index "
+                             "(for commands that only read)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -627,15 +670,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def leaf(group: argparse._SubParsersAction[_Parser], name: str, handler: Handler,
-             text: str) -> argparse.ArgumentParser:
+             text: str, *, writes: bool | Callable[[argparse.Namespace], bool] = True) -> argparse.ArgumentParser:
         sub = group.add_parser(name, help=text, description=text, allow_abbrev=False)
         _global_options(sub, argparse.SUPPRESS)  # global options also accepted after the command
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, writes=writes)
         return sub
 
-    user = commands.add_parser("user", help="manage accounts", description="Manage accounts.",
-                               allow_abbrev=False).add_subparsers(dest="action", metavar="ACTION",
-                                                                   required=True)
+    def group(name: str, text: str, description: str) -> argparse._SubParsersAction[_Parser]:
+        parser = commands.add_parser(name, help=text, description=description, allow_abbrev=False)
+        _global_options(parser, argparse.SUPPRESS)  # also between the group and its action
+        return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    user = group("user", "manage accounts", "Manage accounts.")
     sub = leaf(user, "add", cmd_user_add, "create an account with its INBOX and special folders")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--lang", metavar="L", help="language of the folder names and of the user")
@@ -648,15 +694,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = leaf(user, "del", cmd_user_del, "delete an account and all of its mail")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    leaf(user, "list", cmd_user_list, "list accounts with usage and quota")
-    sub = leaf(user, "show", cmd_user_show, "show an account: folders, usage, quota, owners, language")
+    leaf(user, "list", cmd_user_list, "list accounts with usage and quota", writes=False)
+    sub = leaf(user, "show", cmd_user_show, "show an account: folders, usage, quota, owners, language",
+               writes=False)
     sub.add_argument("name", metavar="NAME")
     sub = leaf(user, "lang", cmd_user_lang, "set an account's language ('default' to follow default_lang)")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("lang", metavar="LANG")
     sub.add_argument("--rename-folders", action="store_true",
                      help="also rename the special-use folders to their names in LANG")
-    sub = leaf(user, "quota", cmd_user_quota, "show or set an account's quota (0 = unlimited)")
+    sub = leaf(user, "quota", cmd_user_quota, "show or set an account's quota (0 = unlimited)",
+               writes=lambda args: any(value is not None for value in
+                                       (args.bytes, args.messages, args.mailboxes, args.annotations)))
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--bytes", metavar="SIZE", help="storage quota, e.g. 500M or 2G")
     sub.add_argument("--messages", metavar="N", type=_non_negative, help="message count quota")
@@ -669,23 +718,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = leaf(user, "enable", cmd_user_enable, "allow logins to a disabled account again")
     sub.add_argument("name", metavar="NAME")
 
-    owner = commands.add_parser("owner", help="manage store ownership (actor!mailbox logins)",
-                                description="Manage store ownership: an owner may log in as "
-                                            "ACTOR!MAILBOX with its own password.",
-                                allow_abbrev=False).add_subparsers(dest="action", metavar="ACTION",
-                                                                    required=True)
+    owner = group("owner", "manage store ownership (actor!mailbox logins)",
+                  "Manage store ownership: an owner may log in as ACTOR!MAILBOX with its own password.")
     for name, handler, text in (("grant", cmd_owner_grant, "let ACTOR open MAILBOX"),
                                 ("revoke", cmd_owner_revoke, "take ownership of MAILBOX away from ACTOR")):
         sub = leaf(owner, name, handler, text)
         sub.add_argument("mailbox", metavar="MAILBOX")
         sub.add_argument("actor", metavar="ACTOR")
-    sub = leaf(owner, "list", cmd_owner_list, "list the owners of MAILBOX")
+    sub = leaf(owner, "list", cmd_owner_list, "list the owners of MAILBOX", writes=False)
     sub.add_argument("mailbox", metavar="MAILBOX")
 
-    imports = commands.add_parser("import", help="import mail from mbox or Maildir",
-                                  description="Import mail, keeping UIDs, flags, keywords and dates.",
-                                  allow_abbrev=False).add_subparsers(dest="action", metavar="ACTION",
-                                                                      required=True)
+    imports = group("import", "import mail from mbox or Maildir",
+                    "Import mail, keeping UIDs, flags, keywords and dates.")
     sub = leaf(imports, "mbox", cmd_import_mbox, "import an mbox file into a folder (created if missing)")
     sub.add_argument("account", metavar="ACCOUNT")
     sub.add_argument("folder", metavar="FOLDER")
@@ -703,11 +747,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--keep-line-endings", action="store_true",
                      help="store bodies as found instead of converting bare LF to CRLF")
 
-    sub = leaf(commands, "verify", cmd_verify, "check the store's consistency (exit 1 if problems remain)")
+    exports = group("export", "export mail to a Maildir++ tree or an mbox file",
+                    "Export mail, with UIDs, flags, keywords and dates, in the formats 'midb import' "
+                    "reads (and Dovecot, mutt, Thunderbird).")
+    sub = leaf(exports, "maildir", cmd_export_maildir,
+               "export an account as a (Dovecot) Maildir++ tree into DIR (new, or empty)", writes=False)
+    sub.add_argument("account", metavar="ACCOUNT")
+    sub.add_argument("dir", metavar="DIR")
+    sub.add_argument("--folder", metavar="FOLDER", action="append",
+                     help="export only FOLDER and the folders below it (may be repeated)")
+    sub = leaf(exports, "mbox", cmd_export_mbox, "export one folder as an mbox file (mboxrd); FILE must not exist",
+               writes=False)
+    sub.add_argument("account", metavar="ACCOUNT")
+    sub.add_argument("folder", metavar="FOLDER")
+    sub.add_argument("file", metavar="FILE")
+
+    sub = leaf(commands, "verify", cmd_verify, "check the store's consistency (exit 1 if problems remain)",
+               writes=lambda args: bool(args.repair))
     sub.add_argument("--repair", action="store_true", help="repair what can be repaired")
-    sub = leaf(commands, "backup", cmd_backup, "write a consistent copy of the store to DEST")
+    sub = leaf(commands, "backup", cmd_backup, "write a consistent copy of the store to DEST", writes=False)
     sub.add_argument("dest", metavar="DEST")
-    leaf(commands, "stats", cmd_stats, "print store totals: accounts, folders, messages, bytes")
+    leaf(commands, "stats", cmd_stats, "print store totals: accounts, folders, messages, bytes", writes=False)
     return parser
 
 
@@ -765,6 +825,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.propagate = False
     try:
         settings = load_settings(args.config, args.store)
+        settings.readonly = bool(args.read_only)
+        writes = args.writes(args) if callable(args.writes) else args.writes
+        if settings.readonly and writes:
+            command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+            raise CliError(f"'{command}' changes the store: not with --read-only")
         return int(args.handler(args, settings))
     except (CliError, NoSuchAccount) as exc:
         print(f"midb: error: {exc}", file=sys.stderr)

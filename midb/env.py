@@ -107,6 +107,37 @@ def blocking() -> contextlib.AbstractContextManager[None]:
 GATHER_WAIT = 0.005
 
 
+
+def other_processes_holding(lock_path: str) -> list[int]:
+    """The other processes that have the LMDB environment of ``lock_path`` (its lock.mdb) open:
+    each holds a POSIX record lock on the file while it does (LMDB's own liveness lock), which
+    /proc/locks lists with its pid. Empty where that cannot be told: /proc/locks unreadable (not
+    Linux), /proc of another pid namespace, or a file system whose device numbers there differ
+    from stat()'s (btrfs): a safety net, not a guarantee."""
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return []  # /proc of another pid namespace: its pids are not ours to compare
+        status = os.stat(lock_path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            table = fh.read()
+    except OSError:
+        return []
+    wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    me = os.getpid()
+    holders: set[int] = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter ("1: -> POSIX ..."): only holders count
+            continue
+        if len(fields) >= 6 and fields[1] == "POSIX" and fields[5] == wanted:
+            try:
+                pid = int(fields[4])
+            except ValueError:
+                continue
+            if pid != me:
+                holders.add(pid)
+    return sorted(holders)
+
 class Databases:
     """Handles of the named databases (valid for the environment's lifetime)."""
 
@@ -360,6 +391,16 @@ class SharedEnv:
                     self.indexed = False
                     self.columned = False
                     return
+                holders = other_processes_holding(os.path.join(self.index_dir, "lock.mdb"))
+                if holders:
+                    # An older gximap still running writes by the old schema into the upgraded
+                    # index (keywords it numbers its own way, tables the upgrade dropped): stop
+                    # it first (upgrade57). gximap itself upgrades in one process, before forking.
+                    raise MidbError(
+                        f"{self.index_dir}: the index is at schema {version} and needs upgrading to "
+                        f"{SCHEMA_VERSION}, but other processes have it open (pid "
+                        f"{', '.join(str(pid) for pid in holders)}): stop every gximap and midb using "
+                        f"this store, then start again")
                 log.info("%s: upgrading the index from schema %d to %d", self.index_dir, version,
                          SCHEMA_VERSION)
                 for name in _RETIRED:

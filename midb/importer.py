@@ -16,11 +16,10 @@ usually hold bare LF, but IMAP serves messages with CRLF, and the size clients s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
 import email.utils
 import hashlib
+import json
 import logging
 import mmap
 import os
@@ -29,9 +28,23 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from midb.errors import MidbError, NoSuchAccount, OverQuota, TooBig
+from midb.errors import InvalidName, MidbError, NoSuchAccount, OverQuota, TooBig
+from midb.folders import SEPARATOR, normalize_name
+from midb.mailfiles import (
+    EXPORT_INFO_FILE,
+    MAILDIR_LETTERS,
+    MBOX_HIDDEN_HEADERS,
+    MBOX_X_STATUS_LETTERS,
+    SYSTEM_FLAGS,
+    decode_mutf7,
+    header_block_end,
+    header_fields,
+    strip_fields,
+    tab_unescape,
+    unlistescape,
+)
 from midb.messages import MAX_KEYWORDS_PER_MESSAGE
 from midb.mime import normalize_crlf
 
@@ -40,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+_EXPORT_INFO_LIMIT = 16 << 20
 
 # Batches handed to Store.append_many: one transaction each, bounded in count and bytes.
 _BATCH_MESSAGES = 500
@@ -77,6 +90,7 @@ class SourceFolder:
     messages: list[SourceMessage]
     uidvalidity: int | None = None
     nextuid: int | None = None
+    highestmodseq: int | None = None   # a mod-sequence clients may hold for these UIDs (midb exports)
     notes: list[str] = field(default_factory=list)
 
 
@@ -109,83 +123,7 @@ def _keywords(names: Iterable[str], origin: str, notes: list[str] | None) -> lis
 
 
 # ---------------------------------------------------------------------------------------------
-# modified UTF-7 (RFC 3501 5.1.3), decoding only: Maildir++ folder names on disk use it
-
-
-def decode_mutf7(name: str) -> str:
-    """Decode an IMAP modified-UTF-7 mailbox name; ValueError when it is not valid mUTF-7."""
-    out: list[str] = []
-    i = 0
-    while i < len(name):
-        ch = name[i]
-        if ch != "&":
-            if not " " <= ch <= "~":
-                raise ValueError(f"character {ch!r} not allowed in modified UTF-7")
-            out.append(ch)
-            i += 1
-            continue
-        end = name.find("-", i + 1)
-        if end < 0:
-            raise ValueError("unterminated modified UTF-7 shift sequence")
-        if end == i + 1:
-            out.append("&")
-        else:
-            chunk = name[i + 1:end].replace(",", "/")
-            try:
-                raw = base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True)
-                if len(raw) % 2:
-                    raise ValueError("odd number of UTF-16 bytes")
-                out.append(raw.decode("utf-16-be"))
-            except (binascii.Error, UnicodeDecodeError) as exc:
-                raise ValueError(f"bad modified UTF-7 sequence {name[i:end + 1]!r}") from exc
-        i = end + 1
-    return "".join(out)
-
-
-# ---------------------------------------------------------------------------------------------
 # headers
-
-
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-
-
-def _header_block_end(data: bytes) -> int:
-    """Offset just past the header block's terminating line (len(data) when there is no body)."""
-    if data.startswith((b"\n", b"\r\n")):
-        return 0
-    match = _HEADER_END.search(data)
-    return match.start() + (2 if data[match.start()] == 0x0D else 1) if match else len(data)
-
-
-def _header_fields(data: bytes, end: int) -> list[tuple[str, bytes, int, int]]:
-    """(lower-case name, unfolded value, start, stop) for each field of data[:end]."""
-    fields: list[tuple[str, bytes, int, int]] = []
-    pos = 0
-    while pos < end:
-        stop = data.find(b"\n", pos, end)
-        stop = end if stop < 0 else stop + 1
-        line = data[pos:stop]
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value, start, _ = fields[-1]
-            fields[-1] = (name, value + b" " + line.strip(), start, stop)
-        else:
-            colon = line.find(b":")
-            if colon > 0:
-                fields.append((line[:colon].strip().decode("latin-1").lower(), line[colon + 1:].strip(), pos, stop))
-        pos = stop
-    return fields
-
-
-def _strip_fields(data: bytes, fields: list[tuple[str, bytes, int, int]], names: frozenset[str]) -> bytes:
-    spans = [(start, stop) for name, _, start, stop in fields if name in names]
-    if not spans:
-        return data
-    parts, pos = [], 0
-    for start, stop in spans:
-        parts.append(data[pos:start])
-        pos = stop
-    parts.append(data[pos:])
-    return b"".join(parts)
 
 
 def _date_header(fields: list[tuple[str, bytes, int, int]]) -> tuple[int, int] | None:
@@ -206,10 +144,6 @@ def _date_header(fields: list[tuple[str, bytes, int, int]]) -> tuple[int, int] |
 # ---------------------------------------------------------------------------------------------
 # mbox
 
-
-# Dovecot hides these mbox bookkeeping headers from IMAP clients; so do we.
-MBOX_HIDDEN_HEADERS = frozenset({"content-length", "status", "x-status", "x-imap", "x-imapbase",
-                                 "x-keywords", "x-uid"})
 
 _MONTHS = {m: i for i, m in enumerate(
     (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1)}
@@ -249,8 +183,8 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     """Build one SourceMessage from the bytes between two From_ lines (None: UW-IMAP pseudo message)."""
     quoted = _MBOXRD_QUOTED if variant == "mboxrd" else _MBOXO_QUOTED
     data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
-    end = _header_block_end(data)
-    fields = _header_fields(data, end)
+    end = header_block_end(data)
+    fields = header_fields(data, end)
     values: dict[str, bytes] = {}
     for name, value, _, _ in fields:
         values.setdefault(name, value)
@@ -268,8 +202,8 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     x_status = values.get("x-status", b"").upper()
     if b"R" in status:
         flags.append("\\Seen")
-    for letter, flag in ((b"A", "\\Answered"), (b"F", "\\Flagged"), (b"D", "\\Deleted"), (b"T", "\\Draft")):
-        if letter in x_status:
+    for letter, flag in MBOX_X_STATUS_LETTERS.items():
+        if letter.encode() in x_status:
             flags.append(flag)
     keywords = [k.decode("utf-8", "replace") for k in values.get("x-keywords", b"").replace(b",", b" ").split()]
     flags += _keywords(keywords, origin, folder.notes)
@@ -278,7 +212,7 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     if (x_uid.isascii() and x_uid.isdigit()) and 0 < int(x_uid) <= _MAX_UID:
         uid = int(x_uid)
     dated = parse_from_line_date(from_line) or _date_header(fields)
-    body = _strip_fields(data, fields, MBOX_HIDDEN_HEADERS)
+    body = strip_fields(data, fields, MBOX_HIDDEN_HEADERS)
     if crlf:
         body = normalize_crlf(body)
     return SourceMessage(origin, lambda: body, tuple(flags), dated[0] if dated else None,
@@ -384,8 +318,6 @@ def _lazy_mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end
 
 
 _INFO = re.compile(r"^(.*?)[:;!]2,([^:;!]*)$")
-_MAILDIR_FLAGS = {"S": "\\Seen", "R": "\\Answered", "F": "\\Flagged", "T": "\\Deleted", "D": "\\Draft",
-                  "P": "$Forwarded"}
 
 
 def split_maildir_name(name: str) -> tuple[str, str]:
@@ -402,8 +334,8 @@ def maildir_flags(letters: str, keywords: dict[int, str]) -> tuple[list[str], li
     flags: list[str] = []
     unknown: list[str] = []
     for letter in letters:
-        if letter in _MAILDIR_FLAGS:
-            flag = _MAILDIR_FLAGS[letter]
+        if letter in MAILDIR_LETTERS:
+            flag = MAILDIR_LETTERS[letter]
         elif "a" <= letter <= "z" and ord(letter) - ord("a") in keywords:
             flag = keywords[ord(letter) - ord("a")]
         else:
@@ -690,6 +622,15 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
     folder = _get_or_create(store, account, name, source.uidvalidity, report)
     folder = _claim_uidvalidity(store, account, folder, source, report)
     report.folder, report.uidvalidity = folder.name, folder.uidvalidity
+    if report.uids_kept and source.highestmodseq:
+        # Before the messages: they then get mod-sequences above it, so a client that synced
+        # with the source up to any point before it asks for changes since then and is told
+        # of every message it may have missed (RFC 7162 section 3.1.6: a mod-sequence never
+        # goes back within a UIDVALIDITY).
+        try:
+            store.raise_highestmodseq(account, folder.id, source.highestmodseq)
+        except MidbError as exc:
+            report.notes.append(f"HIGHESTMODSEQ {source.highestmodseq} not kept: {exc}")
 
     planned: list[tuple[SourceMessage, int | None]] = []
     if report.uids_kept:
@@ -822,7 +763,7 @@ def _write_singly(store: Store, account: str, folder_id: int,
     return uidnext
 
 
-def _require_account(store: Store, account: str) -> str:
+def require_account(store: Store, account: str) -> str:
     found = store.get_account(account)
     if found is None:
         raise NoSuchAccount(f"no such account: {account}")
@@ -842,7 +783,7 @@ def _increasing_uids(source: SourceFolder) -> bool:
 def import_mbox(store: Store, account: str, folder: str, path: str | os.PathLike[str], *,
                 variant: str = "mboxrd", crlf: bool = True) -> FolderReport:
     """Import one mbox file into ``folder`` (created if missing) of ``account``."""
-    account = _require_account(store, account)
+    account = require_account(store, account)
     with open_mbox(path, variant=variant, crlf=crlf) as source:
         if source.uidvalidity is not None and not _increasing_uids(source):
             source.notes.append("X-IMAPbase present but X-UID headers missing or out of order; UIDs not kept")
@@ -855,9 +796,31 @@ def import_mbox(store: Store, account: str, folder: str, path: str | os.PathLike
 
 def import_maildir(store: Store, account: str, folder: str, path: str | os.PathLike[str], *,
                    crlf: bool = True) -> FolderReport:
-    """Import a single Maildir (no subfolders) into ``folder`` of ``account``."""
-    account = _require_account(store, account)
-    return _import_into(store, account, folder, scan_maildir(path, crlf=crlf))
+    """Import a single Maildir (no subfolders) into ``folder`` of ``account``. A folder of a
+    midb export (the tree's root, or a ``.Name`` directory in it) is taken as import_maildir_tree
+    takes it: refused when the export did not finish, bodies byte for byte, its HIGHESTMODSEQ
+    kept with its UIDs."""
+    account = require_account(store, account)
+    path = os.fspath(path)
+    exported, name = _export_of(path)
+    source = scan_maildir(path, crlf=crlf and exported is None)
+    if exported is not None and name is not None:
+        _adopt_export_info(source, exported.get(name))
+    return _import_into(store, account, folder, source)
+
+
+def _export_of(path: str) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
+    """(the export info, the folder's name in it) when ``path`` is a folder of a midb export."""
+    path = os.path.abspath(path)
+    exported = read_export_info(path)
+    if exported is not None:
+        return exported, "INBOX"
+    parent, entry = os.path.split(path)
+    if entry.startswith(".") and entry not in (".", ".."):
+        exported = read_export_info(parent)
+        if exported is not None:
+            return exported, SEPARATOR.join(_component_name(part) for part in entry[1:].split("."))
+    return None, None
 
 
 # Dovecot-era folder names for the special-use folders, best match first.
@@ -897,14 +860,20 @@ def find_maildir_folders(root: str | os.PathLike[str]) -> tuple[list[tuple[str, 
         if not all(components):
             problems.append(f"{directory}: empty name component, skipped")
             continue
-        try:
-            decoded = [decode_mutf7(c) for c in components]
-        except ValueError:
-            decoded = components  # Dovecot with the UTF-8 layout option stores names as they are
-        folders.append((directory, decoded))
+        folders.append((directory, [_component_name(part) for part in components]))
     if not folders:
         raise ImportFailed(f"{root} holds no Maildir folders")
     return folders, problems
+
+
+def _component_name(part: str) -> str:
+    """A folder name component from a directory name: modified UTF-7 (kept as it is when it is
+    not valid mUTF-7, as Dovecot's UTF-8 layout option writes names), with listescape's codes
+    undone (a '.' in a name, as midb.exporter and Dovecot's listescape plugin write it)."""
+    try:
+        return decode_mutf7(unlistescape(part))
+    except ValueError:
+        return unlistescape(part)
 
 
 def read_dovecot_subscriptions(root: str) -> list[list[str]]:
@@ -921,7 +890,7 @@ def read_dovecot_subscriptions(root: str) -> list[list[str]]:
         return []
     result: list[list[str]] = []
     if lines[:1] == ["V\t2"]:
-        return [line.split("\t") for line in lines[1:] if line]
+        return [[unlistescape(tab_unescape(part)) for part in line.split("\t")] for line in lines[1:] if line]
     for line in lines:
         if not line:
             continue
@@ -942,16 +911,25 @@ def import_maildir_tree(store: Store, account: str, root: str | os.PathLike[str]
     their subfolders follow. Dovecot subscriptions are carried over for imported folders.
     OverQuota stops the import (recorded in ``problems``); other per-folder errors are recorded
     and the next folder is tried.
+
+    A tree written by midb.exporter (EXPORT_INFO_FILE) says which folder had which special use
+    (no names are guessed then) and its HIGHESTMODSEQ; its bodies are what a store held, and
+    are stored byte for byte whatever ``crlf`` says. One whose export did not finish is refused.
     """
-    account = _require_account(store, account)
+    account = require_account(store, account)
     root = os.fspath(root)
     report = ImportReport()
     sources, report.problems = find_maildir_folders(root)
-    targets = _map_special_folders(store, account, sources, report)
+    exported = read_export_info(root)
+    if exported is not None:
+        crlf = False
+    targets = _map_special_folders(store, account, sources, exported, report)
     subscribed = {tuple(s) for s in read_dovecot_subscriptions(root)}
     for (directory, components), target in zip(sources, targets, strict=True):
         try:
             source = scan_maildir(directory, crlf=crlf)
+            if exported is not None:
+                _adopt_export_info(source, exported.get(SEPARATOR.join(components)))
             folder_report = _import_into(store, account, target, source)
         except (ImportFailed, MidbError, OSError) as exc:
             report.problems.append(f"{directory}: {exc}")
@@ -965,36 +943,100 @@ def import_maildir_tree(store: Store, account: str, root: str | os.PathLike[str]
                 store.set_subscribed(account, folder_report.folder, True)
             except MidbError as exc:
                 folder_report.notes.append(f"subscription not set: {exc}")
+    if exported is not None:
+        # An export's subscriptions to folders that do not exist come back too, under their own
+        # names (a deleted mailbox keeps its subscription: RFC 3501 section 6.3.6).
+        for parts in sorted(subscribed - {tuple(components) for _, components in sources}):
+            try:
+                store.set_subscribed(account, SEPARATOR.join(parts), True)
+            except MidbError as exc:
+                report.problems.append(f"subscription to {SEPARATOR.join(parts)} not set: {exc}")
     return report
 
 
+def read_export_info(root: str) -> dict[str, dict[str, Any]] | None:
+    """What midb.exporter wrote beside a Maildir++ tree (EXPORT_INFO_FILE), by folder name: its
+    ``uidvalidity``, ``highestmodseq`` and ``special_use``. None for a tree from elsewhere;
+    ImportFailed for an export that did not finish (interrupted, a full disk) or whose file is
+    damaged: what it holds is not the account."""
+    path = os.path.join(root, EXPORT_INFO_FILE)
+    try:
+        with open(path, "rb") as fh:
+            info = json.loads(fh.read(_EXPORT_INFO_LIMIT))
+        complete = info.get("complete")
+        folders = info["folders"]
+        if not isinstance(folders, dict) or not all(isinstance(v, dict) for v in folders.values()):
+            raise ValueError("no folder table")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # Only midb writes this file: a damaged one is an export cut short at a bad moment (a
+        # power failure), not a tree from elsewhere.
+        raise ImportFailed(f"{path} is damaged ({exc}): export again") from None
+    if complete is not True:
+        raise ImportFailed(f"{root} is an export that did not finish ({EXPORT_INFO_FILE} says so): "
+                           f"export again")
+    return folders
+
+
+def _adopt_export_info(source: SourceFolder, exported: dict[str, Any] | None) -> None:
+    """The exported HIGHESTMODSEQ, for a folder whose UIDs it belongs to (_import_into)."""
+    modseq = (exported or {}).get("highestmodseq")
+    if (source.uidvalidity is not None and (exported or {}).get("uidvalidity") == source.uidvalidity
+            and isinstance(modseq, int) and not isinstance(modseq, bool) and modseq > 0):
+        source.highestmodseq = modseq
+
+
 def _map_special_folders(store: Store, account: str, sources: list[tuple[str, list[str]]],
-                         report: ImportReport) -> list[str]:
-    """Target folder name for each source folder; each special-use folder is claimed once,
-    by the best-ranked source name, and no two sources share a target."""
+                         exported: dict[str, dict[str, Any]] | None, report: ImportReport) -> list[str]:
+    """Target folder name for each source folder. Each special-use folder of the account is
+    claimed once: by the source an export says had that use, or else (a tree from elsewhere)
+    by the best-ranked source name. A claimed folder's subfolders follow it. No two sources
+    share a target; where two would, a claimed source keeps it and the other gets a name of
+    its own."""
     special_target = {f.special_use: f.name for f in store.list_folders(account) if f.special_use}
-    claims: dict[str, str] = {}  # source top-level name (lower) -> target top-level name
-    tops = {components[0].lower() for _, components in sources if components != ["INBOX"]}
-    for use, names in _SPECIAL_NAMES.items():
-        if use not in special_target:
-            continue
-        for candidate in names:
-            if candidate in tops:
-                claims[candidate] = special_target[use]
-                break
-    targets: list[str] = []
-    used: set[str] = set()
-    for directory, components in sources:
-        if components == ["INBOX"]:
-            name = "INBOX"
+    claims: dict[tuple[str, ...], str] = {}  # source name (its components) -> target name
+    folded = False  # whether claims are by lower-case names (guessed) rather than exact ones
+    if exported is not None:
+        for _, components in sources:
+            use = exported.get(SEPARATOR.join(components), {}).get("special_use")
+            if not isinstance(use, str):
+                continue
+            if components != ["INBOX"] and use in special_target and special_target[use] not in claims.values():
+                claims[tuple(components)] = special_target[use]
+    else:
+        folded = True
+        tops = {components[0].lower() for _, components in sources if components != ["INBOX"]}
+        for use, names in _SPECIAL_NAMES.items():
+            candidate = next((name for name in names if name in tops), None)
+            if use in special_target and candidate is not None:
+                claims[(candidate,)] = special_target[use]
+
+    wanted: list[tuple[str, bool]] = []  # (target name, claimed)
+    for _, components in sources:
+        key = [part.lower() for part in components] if folded else components
+        depth = next((depth for depth in range(len(key), 0, -1) if tuple(key[:depth]) in claims), 0)
+        if components == ["INBOX"] or not depth:
+            wanted.append((SEPARATOR.join(components), components == ["INBOX"]))
         else:
-            top = claims.get(components[0].lower(), components[0])
-            name = "/".join([top, *components[1:]])
-        if name.lower() in used:
+            wanted.append((SEPARATOR.join([claims[tuple(key[:depth])], *components[depth:]]), True))
+    targets = [name for name, _ in wanted]
+    used: set[str] = set()
+    for index in sorted(range(len(wanted)), key=lambda index: not wanted[index][1]):  # claimed first
+        name = targets[index]
+        if _folder_key(name) in used:
             renamed = f"{name} (imported)"
-            report.problems.append(f"{directory}: {name} is already the target of another folder; "
+            report.problems.append(f"{sources[index][0]}: {name} is already the target of another folder; "
                                    f"importing into {renamed}")
-            name = renamed
-        used.add(name.lower())
-        targets.append(name)
+            targets[index] = name = renamed
+        used.add(_folder_key(name))
     return targets
+
+
+def _folder_key(name: str) -> str:
+    """Folder names are case-sensitive but for INBOX (normalize_name); an invalid name stays as
+    it is (its folder's import then fails and is reported)."""
+    try:
+        return normalize_name(name)
+    except InvalidName:
+        return name

@@ -990,6 +990,22 @@ class Store(MetadataMixin):
 
         self._write(job, self._home(account))
 
+    def raise_highestmodseq(self, account: str, folder_id: int, modseq: int) -> None:
+        """For importers: the folder's HIGHESTMODSEQ becomes at least ``modseq`` (the source's),
+        so later changes get mod-sequences above those clients already hold."""
+        if not isinstance(modseq, int) or isinstance(modseq, bool) or not 0 < modseq < 1 << 63:
+            raise InvalidArgument("modseq must be a positive 63-bit integer")
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if record.highestmodseq < modseq:
+                record.highestmodseq = modseq
+                self._put_folder(txn, dbs, account_id, record)
+                effects.changed(account_id, record.id, record.highestmodseq)
+
+        self._write(job, self._home(account))
+
     def delete_folder(self, account: str, name: str) -> None:
         """Delete a folder and its messages. INBOX: InvalidName; with children: HasChildren."""
         name = normalize_name(name)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from midb.env import SharedEnv
+from midb.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An empty store (fsync off) for the modules that do not define a ``store`` of their own."""
+    opened = Store(tmp_path / "store", fsync=False, map_size=256 << 20)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture

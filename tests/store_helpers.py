@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 
+from midb import bodyrecords
 from midb.store import Store
 
 
@@ -45,3 +47,28 @@ def record_sort_reads(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[lis
 
     monkeypatch.setattr(store, "sort_values", recorded)
     return reads
+
+
+def downgrade_to_schema_3(path: Path) -> None:
+    """Make the store look as written by schema 3: a body's records in four tables."""
+    environment = lmdb.open(str(path / "index"), max_dbs=32)
+    try:
+        with environment.begin(write=True) as txn:
+            merged = environment.open_db(b"body_records", txn=txn)
+            tables = [environment.open_db(name.encode(), txn=txn) for name in bodyrecords.LEGACY_NAMES]
+            for key, value in txn.cursor(merged).iternext():
+                txn.put(bytes(key[:16]), value, db=tables[key[16]])
+            txn.drop(merged, delete=True)
+            for name in (b"flag_columns", b"keyword_sets", b"sort_records"):   # added by schemas 6 and 7
+                txn.drop(environment.open_db(name, txn=txn), delete=True)
+            txn.put(b"schema", (3).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def folder_state(store: Store, account: str, name: str) -> dict[int, tuple[set[str], int, bytes]]:
+    """A folder as a round trip must keep it: each UID's flags, internal date and bytes."""
+    folder = store.get_folder(account, name)
+    assert folder is not None, name
+    return {m.uid: (set(m.flags), m.internaldate, store.read_body(m.blob))
+            for m in store.messages(account, folder.id)}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import calendar
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_helpers import folder_state
 
 from midb.errors import NoSuchAccount
 from midb.importer import (
     ImportFailed,
-    decode_mutf7,
     find_maildir_folders,
     import_maildir,
     import_maildir_tree,
@@ -25,6 +24,7 @@ from midb.importer import (
     split_maildir_name,
     valid_keyword,
 )
+from midb.mailfiles import decode_mutf7
 from midb.store import Store
 
 # ---- fixtures ------------------------------------------------------------------------------
@@ -318,22 +318,6 @@ def test_read_subscriptions(tmp_path: Path) -> None:
 
 
 # ---- imports into a store ------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "store", fsync=False, map_size=256 << 20)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-def folder_state(store: Store, account: str, name: str) -> dict[int, tuple[set[str], int, bytes]]:
-    folder = store.get_folder(account, name)
-    assert folder is not None, name
-    return {m.uid: (set(m.flags), m.internaldate, store.read_body(m.blob))
-            for m in store.messages(account, folder.id)}
 
 
 def test_import_dovecot_tree_keeps_everything(tmp_path: Path, store: Store) -> None:

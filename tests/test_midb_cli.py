@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
 import pytest
+from store_helpers import downgrade_to_schema_3, store_with_alice
 
 from midb.authdb import MidbAuth
-from midb.cli import build_parser, main, parse_size
+from midb.cli import build_parser, load_settings, main, parse_size
 from midb.store import Store
 
 SHA512_CRYPT = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
@@ -81,10 +83,11 @@ def test_command_set() -> None:
         ("user", "add"), ("user", "passwd"), ("user", "del"), ("user", "list"), ("user", "show"),
         ("user", "lang"), ("user", "quota"), ("user", "disable"), ("user", "enable"),
         ("owner", "grant"), ("owner", "revoke"), ("owner", "list"),
-        ("import", "mbox"), ("import", "maildir"), ("verify",), ("backup",), ("stats",)}
+        ("import", "mbox"), ("import", "maildir"), ("export", "mbox"), ("export", "maildir"),
+        ("verify",), ("backup",), ("stats",)}
 
 
-@pytest.mark.parametrize("command", [(), ("user",), ("owner",), ("import",), *LEAVES])
+@pytest.mark.parametrize("command", [(), ("user",), ("owner",), ("import",), ("export",), *LEAVES])
 def test_help_on_every_command(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([*command, "--help"])
@@ -136,6 +139,15 @@ def test_missing_store_and_config(midb: Midb, tmp_path: Path) -> None:
     fails(midb("-c", str(tmp_path / "missing.cfg"), "stats"), "cannot read")
     midb.config.write_text("midb_fsync = sometimes\n")
     fails(midb("stats"), f"{midb.config}:1: 'sometimes' is not a boolean")
+
+
+def test_another_store_does_not_take_the_configured_run_dir(tmp_path: Path) -> None:
+    config = tmp_path / "imap.cfg"
+    config.write_text(f"midb_path = {tmp_path / 'live'}\nmidb_run_dir = {tmp_path / 'run'}\n")
+    assert load_settings(str(config), None).run_dir == str(tmp_path / "run")
+    assert load_settings(str(config), str(tmp_path / "live")).run_dir == str(tmp_path / "run")
+    # a backup's commits are not announced to the processes serving the live store
+    assert load_settings(str(config), str(tmp_path / "backup")).run_dir is None
 
 
 def test_config_supplies_midb_path(midb: Midb, tmp_path: Path) -> None:
@@ -362,3 +374,46 @@ def test_verify_finds_and_repairs(midb: Midb) -> None:
     assert "Traceback" not in repaired.stderr
     after = midb("verify")
     assert after.returncode == repaired.returncode  # exit 1 from --repair exactly when problems remain
+
+
+def test_read_only_reads_an_older_store_as_it_is_and_refuses_to_write(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """--read-only: what a sysadmin uses before an upgrade (a backup of the old store, a look at
+    it) and on a backup: nothing is written, an older index is not upgraded (upgrade57 F2)."""
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        folder = store.get_folder("alice", "INBOX")
+        assert folder is not None
+        store.append("alice", folder.id, b"Subject: kept\r\n\r\nbody\r\n", flags=("\\Seen",))
+    downgrade_to_schema_3(path)
+    where = ["--store", str(path), "--read-only"]
+
+    def schema() -> int:
+        environment = lmdb.open(str(path / "index"), max_dbs=32, readonly=True)
+        try:
+            with environment.begin() as txn:
+                raw = txn.get(b"schema", db=environment.open_db(b"meta", txn=txn, create=False))
+                assert raw is not None
+                return int.from_bytes(raw, "big")
+        finally:
+            environment.close()
+
+    assert main([*where, "stats"]) == 0 and "messages" in capsys.readouterr().out
+    assert main([*where, "verify"]) == 0
+    assert main([*where, "user", "show", "alice"]) == 0
+    assert main(["user", "--store", str(path), "--read-only", "list"]) == 0  # between group and action too
+    assert main(["--store", str(path), "backup", str(tmp_path / "copy"), "--read-only"]) == 0  # after the command too
+    assert main([*where, "export", "maildir", "alice", str(tmp_path / "alice")]) == 0
+    assert schema() == 3  # none of them upgraded it
+    capsys.readouterr()
+    for command, name in ((["user", "add", "bob", "--no-password"], "user add"), (["verify", "--repair"], "verify"),
+                          (["user", "quota", "alice", "--bytes", "1G"], "user quota"),
+                          (["import", "mbox", "alice", "X", "f"], "import mbox")):
+        assert main([*where, *command]) == 1
+        assert f"'{name}' changes the store: not with --read-only" in capsys.readouterr().err
+    assert main([*where, "user", "quota", "alice"]) == 0  # showing it only reads
+    assert schema() == 3
+    # The backup is the old store, byte for byte what an older gximap reads; the export is whole.
+    assert main(["--store", str(tmp_path / "copy"), "--read-only", "user", "list"]) == 0
+    assert "alice" in capsys.readouterr().out
+    assert len(os.listdir(tmp_path / "alice" / "cur")) == 1

@@ -4,6 +4,8 @@ group commit, and the upgrade of a schema-1 store."""
 from __future__ import annotations
 
 import marshal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,11 +14,11 @@ from typing import Any, cast
 
 import lmdb
 import pytest
-from store_helpers import body_files
+from store_helpers import body_files, downgrade_to_schema_3
 
 from midb import bodyrecords, mime, searchtext
 from midb import env as midb_env
-from midb.errors import InvalidArgument, NoSuchBody, NoSuchFolder, OverQuota, TooBig
+from midb.errors import InvalidArgument, MidbError, NoSuchBody, NoSuchFolder, OverQuota, TooBig
 from midb.keys import blob_key, folder_key
 from midb.store import Store
 from midb.summary import (
@@ -141,23 +143,6 @@ def test_verify_reports_and_repairs_broken_indexes(store: Store) -> None:
 # -- schema upgrade ------------------------------------------------------------------------------------
 
 
-def downgrade_to_schema_3(path: Path) -> None:
-    """Make the store look as written by schema 3: a body's records in four tables."""
-    environment = lmdb.open(str(path / "index"), max_dbs=32)
-    try:
-        with environment.begin(write=True) as txn:
-            merged = environment.open_db(b"body_records", txn=txn)
-            tables = [environment.open_db(name.encode(), txn=txn) for name in bodyrecords.LEGACY_NAMES]
-            for key, value in txn.cursor(merged).iternext():
-                txn.put(bytes(key[:16]), value, db=tables[key[16]])
-            txn.drop(merged, delete=True)
-            for name in (b"flag_columns", b"keyword_sets", b"sort_records"):   # added by schemas 6 and 7
-                txn.drop(environment.open_db(name, txn=txn), delete=True)
-            txn.put(b"schema", (3).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
-    finally:
-        environment.close()
-
-
 def downgrade_to_schema_1(path: Path) -> None:
     """Make the store look as written before flag indexes and summaries existed."""
     downgrade_to_schema_3(path)
@@ -203,6 +188,30 @@ def test_schema_1_store_is_upgraded_on_open_and_readable_read_only(tmp_path: Pat
             assert all(bodyrecords.get(txn, store._shared.dbs, bodyrecords.SUMMARY, blob_key(blob))
                        for blob in blobs)
         assert store.summaries(blobs) == expected
+
+
+def test_an_old_store_is_not_upgraded_while_another_process_has_it_open(tmp_path: Path) -> None:
+    """An older gximap still running would write by the old schema into the upgraded index: the
+    upgrade waits until every other process has closed the store (upgrade57)."""
+    path = tmp_path / "store"
+    filled_store(path, [(MSG, ("\\Seen", "$A"), None, 0)])
+    downgrade_to_schema_3(path)
+    holder = subprocess.Popen(  # another process with the environment open, as an old daemon has
+        [sys.executable, "-c", "import lmdb, sys, time; env = lmdb.open(sys.argv[1], max_dbs=32); "
+         "print('open', flush=True); time.sleep(30)", str(path / "index")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(MidbError, match=rf"schema 3 and needs upgrading .*pid {holder.pid}\)"):
+            Store(path, fsync=False)
+        with Store(path, readonly=True) as old:  # a read-only open upgrades nothing and is allowed
+            assert old.keywords("alice", inbox(old)) == ["$A"]
+    finally:
+        holder.kill()
+        holder.wait(10)
+    with Store(path, fsync=False) as store:  # alone now: upgraded
+        with store._env.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
 
 
 def downgrade_to_schema_2(path: Path) -> None:
