@@ -249,6 +249,38 @@ class CheckingLoginLineHandler(LoginLineHandler):
         return self.checking
 
 
+class AsyncLoginLineHandler(LoginLineHandler):
+    """A LoginLineHandler whose ``LOGIN async`` is checked off the workers, as gximap's sessions
+    check passwords: the connection is parked meanwhile, awaiting() is True, and the waker
+    fires when the check (waiting for recorder.go) is done."""
+
+    checking = False
+    checked = False
+
+    def _execute(self, line: str) -> None:
+        if line != "LOGIN async":
+            super()._execute(line)
+            return
+        self.checking = True
+
+        def check() -> None:
+            self.recorder.go.wait(10)
+            self.checked = True
+            self.waker()
+
+        threading.Thread(target=check, daemon=True).start()
+
+    def process(self, budget: int) -> bool:
+        if self.checked and self.checking:
+            self.checking = False
+            self.logged_in = True
+            self.output.append(b"OK logged in\r\n")
+        return super().process(budget)
+
+    def awaiting(self) -> bool:
+        return self.checking and not self.checked
+
+
 class Client:
     """A blocking line client with optional TLS and DEFLATE, every call bounded by a timeout."""
 

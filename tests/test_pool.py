@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 
 import pytest
 from net_helpers import (
+    AsyncLoginLineHandler,
     CheckingLoginLineHandler,
     Client,
     LineHandler,
@@ -376,6 +377,28 @@ def test_a_client_that_has_just_spoken_is_passed_over_for_one_that_stays_silent(
         assert talking.command("LOGIN") == b"OK logged in\r\n"
 
 
+def test_a_client_that_has_just_hung_up_makes_the_room_and_a_silent_one_stays() -> None:
+    """A connection closed by its client moments before the arrival (a port probe, a monitor)
+    still holds its context until a worker reads its end of input; the only worker is busy
+    here. The arrival waits for that rather than cut a live client that has not logged in
+    yet (CI, session 57: the e2e tests' own readiness probe cost a client its connection)."""
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=3, thread_init_num=1, thread_charge_num=3) as (server, ports):
+        member = connect(ports["plain"])
+        assert member.command("LOGIN") == b"OK logged in\r\n"
+        leaving = connect(ports["plain"])
+        silent = connect(ports["plain"])
+        member.send(b"SLOW 0.5\r\n")  # the only worker is busy
+        assert wait_until(lambda: recorder.count("line", "SLOW 0.5") == 1)
+        leaving.close()
+        time.sleep(0.1)  # the poller sees it hang up and queues it for the busy worker
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert member.readline() == b"OK slow\r\n"
+        assert silent.command("NOOP") == b"OK NOOP\r\n"
+        assert newcomer.command("NOOP") == b"OK NOOP\r\n"
+
+
 def test_a_connection_that_never_spoke_goes_before_one_that_did() -> None:
     """Real clients send a command within moments of the greeting; a connection held to take a
     context sends nothing. It makes room first, even when it is the newer and the other has
@@ -466,7 +489,7 @@ def test_connections_whose_proxy_header_waits_are_not_counted_as_the_proxys_floo
 
 def test_the_displacement_order_rule_by_rule() -> None:
     """_displacement_order's rules, each deciding only where those before it tie: not busy (no
-    password check in flight, not being served or queued), hung up, the address's share, never
+    password check in flight, not being served or queued) unless hung up, hung up, the address's share, never
     spoke (unread input counts as spoken), silent longest."""
     def conn(fd: int, *, awaiting: bool = False, running: bool = False, queued: bool = False,
              spoke: bool = False, last_activity: float = 0.0) -> Any:
@@ -485,6 +508,8 @@ def test_the_displacement_order_rule_by_rule() -> None:
     assert first((conn(1, running=True), "flood"), (conn(2, spoke=True), "home")) == 2
     assert first((conn(1, queued=True), "flood"), (conn(2, spoke=True), "home")) == 2
     assert first((conn(1), "flood"), (conn(2, spoke=True), "home"), gone=frozenset({2})) == 2
+    assert first((conn(1), "flood"), (conn(2, queued=True), "home"), gone=frozenset({2})) == 2  # leaving
+    assert first((conn(1, awaiting=True), "flood"), (conn(2, running=True), "home"), gone=frozenset({2})) == 2
     assert first((conn(1, spoke=True), "flood"), (conn(2), "home")) == 1
     assert first((conn(1, spoke=True), "office"), (conn(2), None)) == 1  # a PROXY header unread: no share
     assert first((conn(1), "home"), (conn(2), "home"), unread=frozenset({1})) == 2
@@ -501,14 +526,20 @@ def test_a_flood_is_counted_by_its_ipv6_prefix() -> None:
     assert address_key("192.0.2.7") != address_key("192.0.2.8")
 
 
+def _login_in_flight(recorder: Recorder, port: int) -> Client:
+    """A client whose LOGIN's password check is in flight until recorder.go is set."""
+    checking = connect(port)
+    checking.send(b"LOGIN slow\r\n")
+    assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
+    return checking
+
+
 def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
     """A password check in flight (awaiting) puts a connection after those with nothing in
     flight, however long it has been silent since."""
     recorder = Recorder(handler_class=CheckingLoginLineHandler)
     with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
-        checking = connect(ports["plain"])
-        checking.send(b"LOGIN slow\r\n")
-        assert wait_until(lambda: recorder.count("line", "LOGIN slow") == 1)
+        checking = _login_in_flight(recorder, ports["plain"])
         idle = connect(ports["plain"])
         assert idle.command("NOOP") == b"OK NOOP\r\n"  # it spoke too, and more recently
         newcomer = Client("127.0.0.1", ports["plain"])
@@ -516,6 +547,98 @@ def test_a_connection_whose_login_is_being_checked_is_passed_over() -> None:
         assert idle.read_until_eof() == b"* BYE displaced\r\n"
         recorder.go.set()
         assert checking.readline() == b"OK logged in\r\n"
+
+
+def test_a_connection_chosen_while_busy_gives_way_to_one_that_has_become_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every candidate busy at the arrival: the one chosen (its password check in flight, silent
+    longest) may stay busy past the arrival's wait, while another's command ends moments later.
+    The poller looks again, and that one makes room instead; the login in flight is kept."""
+    monkeypatch.setattr(pool_module, "_ADMISSION_WAIT", 5.0)  # what is checked is who goes, not when
+    recorder = Recorder(handler_class=CheckingLoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        checking = _login_in_flight(recorder, ports["plain"])
+        working = connect(ports["plain"])
+        working.send(b"SLOW 0.3\r\n")
+        assert wait_until(lambda: recorder.count("line", "SLOW 0.3") == 1)
+        began = time.monotonic()
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert time.monotonic() - began < 3  # not left to wait out the 5 s on the login in flight
+        assert working.read_until_eof() == b"OK slow\r\n* BYE displaced\r\n"
+        recorder.go.set()
+        assert checking.readline() == b"OK logged in\r\n"
+
+
+def test_a_login_checked_off_the_workers_is_kept_and_another_makes_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As gximap checks passwords (off the workers, the connection parked, awaiting()): the one
+    chosen while every candidate was busy is not closed by its worker in the middle of its
+    login; one whose command ends moments later makes room instead (review57b M1)."""
+    monkeypatch.setattr(pool_module, "_ADMISSION_WAIT", 5.0)  # what is checked is who goes, not when
+    recorder = Recorder(handler_class=AsyncLoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=2, thread_charge_num=2) as (server, ports):
+        checking = connect(ports["plain"])
+        checking.send(b"LOGIN async\r\n")
+        assert wait_until(lambda: recorder.count("line", "LOGIN async") == 1)
+        working = connect(ports["plain"])
+        working.send(b"SLOW 0.3\r\n")
+        assert wait_until(lambda: recorder.count("line", "SLOW 0.3") == 1)
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert working.read_until_eof() == b"OK slow\r\n* BYE displaced\r\n"
+        recorder.go.set()
+        assert checking.readline() == b"* WOKE\r\n"  # the check's waker (LineHandler.wakeup)
+        assert checking.readline() == b"OK logged in\r\n"
+        assert recorder.count("displaced") == 1
+
+
+def test_one_arrival_closes_one_connection_while_a_worker_is_deciding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker deciding to close its chosen connection (slowed here in its log line) is not
+    second-guessed by the poller's re-choice: one arrival, one connection closed (review57b M2)."""
+    monkeypatch.setattr(pool_module, "_ADMISSION_WAIT", 5.0)
+    noted = Server._note_displaced
+
+    def slow_note(self: Server, conn: Any) -> None:
+        if threading.current_thread() is not self._poller:
+            time.sleep(0.15)  # a slow log sink, or a GIL switch
+        noted(self, conn)
+
+    monkeypatch.setattr(Server, "_note_displaced", slow_note)
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=2, thread_charge_num=2) as (server, ports):
+        first = connect(ports["plain"])
+        time.sleep(0.02)
+        second = connect(ports["plain"])
+        first.send(b"SLOW 0.2\r\n")
+        second.send(b"SLOW 0.25\r\n")
+        assert wait_until(lambda: recorder.count("line", "SLOW 0.25") == 1)
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        time.sleep(0.5)
+        assert len(recorder.details("displaced")) == 1
+
+
+def test_the_poller_does_not_scan_every_timer_while_a_choice_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its looks again at a busy choice (every 20 ms) wake it without a scan of every
+    connection's timers, which costs milliseconds at 10,000 connections (review57b L1)."""
+    monkeypatch.setattr(pool_module, "_ADMISSION_WAIT", 5.0)
+    scans: list[float] = []
+    scan = Server._scan_timers
+
+    def counting(self: Server, now: float) -> None:
+        scans.append(now)
+        scan(self, now)
+
+    monkeypatch.setattr(Server, "_scan_timers", counting)
+    recorder = Recorder(handler_class=LoginLineHandler)
+    with running_server(recorder, context_num=2, thread_init_num=2, thread_charge_num=2) as (server, ports):
+        busy = [connect(ports["plain"]) for _ in range(2)]
+        for client in busy:
+            client.send(b"SLOW 1.0\r\n")
+        assert wait_until(lambda: recorder.count("line", "SLOW 1.0") == 2)
+        before = len(scans)
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING  # after a second of looks every 20 ms
+        assert len(scans) - before <= 3  # the once-a-second tick, not fifty
 
 
 def test_logged_in_sessions_are_never_displaced() -> None:

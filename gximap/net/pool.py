@@ -177,6 +177,9 @@ _DISPLACED = "displaced by a new connection"  # the close's reason in the log
 # has spoken; a connection held open to take a context has not (or keeps talking, and is then
 # at worst among the oldest, as in Dovecot).
 _DISPLACE_WINDOW = 32
+# While a connection chosen to make room is busy, how often the poller looks for one that is not
+# (Server._make_room).
+_RECHOOSE_INTERVAL = 0.02
 # Listeners shared with sibling processes (imap_process_num): a process whose contexts are all
 # taken stops watching them, so that a sibling with room accepts the next connection instead of
 # this one holding and then refusing it. Every so often it looks whether a connection is still
@@ -268,7 +271,10 @@ def _displacement_order(conn: _Connection, share: str | None, holding: Mapping[s
     1. one not busy before one that is: a password check in flight (awaiting()), or being served
        or queued for a worker. A client in the middle of its login is kept, and what the poller
        can close at once (_displace_parked) goes before what needs a worker, which a big
-       command or a commit may keep busy past the arrival's wait;
+       command or a commit may keep busy past the arrival's wait. But a busy one whose client
+       has hung up goes first of all: it is leaving anyway, once its worker reads the end of
+       its input, and choosing it costs no live client its connection (a client that connected
+       and closed moments before the arrival, as a port probe or a monitor does);
     2. one whose client has hung up (``gone``; not yet seen by a worker);
     3. one from the address holding the most of them (``share``, counted in ``holding``; a
        connection whose PROXY header is not read yet has none: it is not the proxy's);
@@ -283,10 +289,16 @@ def _displacement_order(conn: _Connection, share: str | None, holding: Mapping[s
     address is the proxy's: the shares tie and the other rules decide. Those alone, in a soak
     with 300 connects/s against 30 contexts, cut 3.4 % of real clients' logins while "silent
     longest" was the only rule, most after their CAPABILITY (review56, probe56)."""
-    awaiting = conn.awaiting
-    busy = (awaiting is not None and awaiting()) or conn.running or conn.queued  # read unlocked: a preference
-    return (busy, conn.fd not in gone, -holding[share] if share is not None else 0,
+    hung_up = conn.fd in gone
+    return (_busy(conn) and not hung_up, not hung_up, -holding[share] if share is not None else 0,
             conn.spoke or conn.fd in unread, conn.last_activity)
+
+
+def _busy(conn: _Connection) -> bool:
+    """A password check in flight, or being served or queued for a worker (read unlocked: a
+    preference, not a promise)."""
+    awaiting = conn.awaiting
+    return bool((awaiting is not None and awaiting()) or conn.running or conn.queued)
 
 
 def _share_of(conn: _Connection) -> str | None:
@@ -542,6 +554,7 @@ class Server:
         # that have: a session that logs out again with UNAUTHENTICATE is not displaced).
         self._prelogin: dict[_Connection, None] = {}
         self._displacing: set[_Connection] = set()  # chosen by _make_room, not closed yet
+        self._rechoose_at = math.inf  # poller: when _make_room looks again at a busy choice
         self._by_fd: dict[int, _Connection] = {}
         self._queue_lock = threading.Lock()  # ready queue and worker counters
         self._ready: deque[_Connection] = deque()
@@ -972,6 +985,9 @@ class Server:
             conn.queued = False
             if conn.closed:
                 return
+            if conn.running:  # taken by the poller while queued (_displace_parked): its to finish
+                conn.rerun = True
+                return
             conn.running = True
             conn.rerun = False
         self._run_claimed(conn)
@@ -1396,16 +1412,28 @@ class Server:
                 self._displacing.discard(conn)
             self._wake()
             return False
-        self._note_displaced(conn)
+        awaiting = conn.awaiting
+        if awaiting is not None and awaiting():
+            # Its password check is in flight (off the workers): a client in the middle of its
+            # login is kept while it is. Looked at again when the check is done (its waker
+            # brings it back here), unless _make_room has put one not busy in its place.
+            conn.displace_due = True
+            return False
         say_goodbye = getattr(conn.handler, "displaced", None)
-        if (conn.phase is not _Phase.ACTIVE or conn.closing or say_goodbye is None
-                or conn.pending_action is not None):
-            # No session to say goodbye (a PROXY header or TLS handshake unfinished), or none
-            # that can, or a STARTTLS or COMPRESS to apply first (a handshake would outlast the
-            # grace): closed at once.
+        # No session to say goodbye (a PROXY header or TLS handshake unfinished), or none that
+        # can, or a STARTTLS or COMPRESS to apply first (a handshake would outlast the grace):
+        # closed at once.
+        at_once = (conn.phase is not _Phase.ACTIVE or conn.closing or say_goodbye is None
+                   or conn.pending_action is not None)
+        with self._lock:
+            if conn not in self._displacing:
+                return False  # another was chosen instead while this one was busy (_make_room)
+            conn.closing = True  # decided: _make_room no longer puts another in its place
+        self._note_displaced(conn)
+        if at_once:
             self._close(conn, _DISPLACED, graceful=False)
             return True
-        conn.closing = True
+        assert say_goodbye is not None
         conn.hard_deadline = min(conn.hard_deadline, now + _DISPLACE_GRACE)  # kept while closing
         say_goodbye()
         return False
@@ -1519,7 +1547,7 @@ class Server:
                 now = time.monotonic()
                 with self._timer_lock:
                     next_scan = self._next_scan
-                timeout = min(max(next_scan - now, 0.0), _TIMER_TICK)
+                timeout = min(max(next_scan - now, 0.0), _TIMER_TICK, max(self._rechoose_at - now, 0.0))
                 if self._ready:
                     timeout = min(timeout, _STALL_AFTER)
                 if not self._leader:
@@ -1737,22 +1765,47 @@ class Server:
         in, one for each arrival not yet provided for, and have a worker close them (_displace);
         _serve_arrivals admits the arrival once a context is free. Without this, one host
         holding idle connections until imap_login_timeout locks everyone out. The choice: of
-        the oldest _DISPLACE_WINDOW, by _displacement_order."""
+        the oldest _DISPLACE_WINDOW, by _displacement_order.
+
+        A connection chosen while busy (every candidate was: a password check in flight, a
+        command being served) may stay so past the arrival's wait, while another becomes free
+        to close moments later (its command answered): while one such choice is pending, the
+        poller looks again every _RECHOOSE_INTERVAL, and one not busy by then goes instead. Not
+        in place of one whose client has hung up: that one leaves as soon as its worker reads
+        the end of its input, and the arrival waits for that."""
         with self._lock:
             # Contexts freed but not yet taken (a close the poller has not seen) count as room.
             free = max(self._context_num - len(self._conns), 0)
+            # Not one already saying its goodbye (closing, set under this lock once a worker has
+            # decided to close it: _displace): that one is on its way out.
+            stuck = [conn for conn in self._displacing if not conn.closed and not conn.closing and _busy(conn)]
+            if stuck:  # nor one whose client has hung up: its worker closes it at the end of its input
+                stuck = [conn for conn in stuck if conn.fd not in _input_state(stuck)[1]]
             wanted = len(self._waiting) - len(self._displacing) - free
-            if wanted <= 0:
+            if wanted <= 0 and not stuck:
                 return
             window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
             shares = {conn: _share_of(conn) for conn in window}
             holding = Counter(share for share in shares.values() if share is not None)
-            # Only those that never spoke need the look (one that spoke and then hung up has its
-            # EOF read by a worker soon).
-            unread, gone = _input_state([conn for conn in window if not conn.spoke])
-            chosen = heapq.nsmallest(
-                wanted, window, key=lambda conn: _displacement_order(conn, shares[conn], holding, unread, gone))
+            # Only those that never spoke or are busy need the look (one that spoke, is parked and
+            # then hung up has its EOF read by a worker soon; one busy that hung up is leaving).
+            unread, gone = _input_state([conn for conn in window if not conn.spoke or _busy(conn)])
+
+            def order(conn: _Connection) -> tuple[bool, bool, int, bool, float]:
+                return _displacement_order(conn, shares[conn], holding, unread, gone)
+
+            chosen = heapq.nsmallest(max(wanted, 0), window, key=order)
+            spare = [conn for conn in window if conn not in chosen and not _busy(conn)]
+            replacements = heapq.nsmallest(min(len(stuck), len(spare)), spare, key=order)
+            for replaced in stuck[:len(replacements)]:
+                # Left to finish what it is doing; a worker that has it displace_due already
+                # finds the arrival admitted (_displace).
+                self._displacing.discard(replaced)
+                replaced.displace_due = False
+            chosen += replacements
             self._displacing.update(chosen)
+            # A wake-up of its own, not _note_deadline's: that one scans every connection's timers.
+            self._rechoose_at = time.monotonic() + _RECHOOSE_INTERVAL if len(stuck) > len(replacements) else math.inf
         for conn in chosen:
             if not self._displace_parked(conn):
                 conn.displace_due = True
@@ -1772,15 +1825,28 @@ class Server:
         (_displace), as before (the connection is being served, has output or a command in
         flight)."""
         with conn.lock:
-            if conn.closed or conn.running or conn.queued:
+            if conn.closed or conn.running:
                 return False
-            parked = conn.waiting_input if conn.phase is _Phase.ACTIVE else conn.phase in _DEADLINE_PHASES
-            if not parked:
-                return False
+            hung_up = conn.queued
+            if hung_up:
+                # Queued only for a worker to read the end of its input: its client hung up
+                # having said nothing (a port probe, a health check). Closed here, as that
+                # worker would close it, instead of waiting for a busy worker or cutting a live
+                # client in its place (_displacement_order's rule 1).
+                if not self._hung_up_in_silence(conn):
+                    return False
+            else:
+                parked = conn.waiting_input if conn.phase is _Phase.ACTIVE else conn.phase in _DEADLINE_PHASES
+                if not parked:
+                    return False
             conn.running = True  # the poller's until released below: no worker serves it meanwhile
         done = False
         try:
-            done = self._displace_owned(conn)
+            if hung_up:
+                self._close(conn, "closed by client", graceful=True)
+                done = True
+            else:
+                done = self._displace_owned(conn)
         finally:
             with conn.lock:
                 conn.running = False
@@ -1788,6 +1854,15 @@ class Server:
             if rerun and done:
                 self._schedule(conn)  # what arrived for it meanwhile (a session that logged in)
         return done
+
+    @staticmethod
+    def _hung_up_in_silence(conn: _Connection) -> bool:
+        """``conn`` (its lock held) has had no input, owes no output, and its client has closed
+        its side: nothing a worker would do for it but close it."""
+        awaiting = conn.awaiting
+        return (not conn.spoke and not conn.closing and not conn.handler_behind
+                and conn.pending_action is None and (awaiting is None or not awaiting())
+                and not conn.transport.pending_output and conn.transport.ends_without_input())
 
     def _displace_owned(self, conn: _Connection) -> bool:
         """_displace_parked's work, with ``conn`` marked running by the poller."""

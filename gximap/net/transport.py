@@ -176,6 +176,16 @@ class Transport:
         # readable again for it.
         return self._tls.pending() > 0 or (self._tls_in is not None and self._tls_in.pending > 0)
 
+    def ends_without_input(self) -> bool:
+        """The client has closed its side having sent nothing more: no input buffered here and
+        nothing but the end of stream in the kernel (a peek, so the stream is left as it is)."""
+        if self.at_eof or self.input_backlog:
+            return False  # read already (a worker's to finish), or input to decode first
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except OSError:  # nothing yet (EAGAIN), or reset: not known to be only an end
+            return False
+
     # -- raw access (before any layer) -------------------------------------------------------
 
     def prepend_raw(self, data: bytes) -> None:
