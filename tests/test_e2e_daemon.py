@@ -7,6 +7,7 @@ import imaplib
 import os
 import pwd
 import re
+import select
 import signal
 import socket
 import ssl
@@ -367,7 +368,11 @@ def test_a_client_reading_slowly_is_closed_after_the_login_deadline(tmp_path: Pa
     """A client that keeps pipelining commands before login and reads their answers slowly is
     never idle and keeps the writer making progress, so neither imap_conn_timeout nor the
     stalled-writer timer fires; the login deadline, plus a grace, closes it outright."""
-    proc = GximapProcess(tmp_path, tls=False, extra={"imap_conn_timeout": "30s", "imap_login_timeout": "1s",
+    # 3 s, not 1: the client must have sent more than the server can answer into its socket
+    # buffers before the login deadline, or the server, its input all answered, waits for more
+    # and gives the ordinary login-timeout goodbye; a starved test process (a loaded machine)
+    # took longer than 1 s to send it (flake57).
+    proc = GximapProcess(tmp_path, tls=False, extra={"imap_conn_timeout": "30s", "imap_login_timeout": "3s",
                                                       "imap_cmd_debug": "0"})
     proc.start()
     try:
@@ -381,12 +386,17 @@ def test_a_client_reading_slowly_is_closed_after_the_login_deadline(tmp_path: Pa
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
-        sock.settimeout(0.5)
+        # The socket stays blocking: a timeout set here would apply to the sender's sendall too,
+        # which then gave up whenever the server was slow to read (a loaded machine), and the
+        # session, its input drained, ended by the idle timer instead (flake57).
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "session deadline passed" not in proc.log():
-            with contextlib.suppress(TimeoutError, OSError):
-                sock.recv(1024)
+            with contextlib.suppress(OSError):
+                if select.select([sock], [], [], 0.5)[0]:
+                    sock.recv(1024)
             time.sleep(0.05)  # about 20 KB/s: slower than the answers come
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the sender if it is blocked in sendall
         sock.close()
         sender.join(10)
     finally:
