@@ -6,11 +6,14 @@ needs is read.  Output follows RFC 3501 §7.4.2 / RFC 9051 §7.5.2 and matches w
 for ordinary messages (lowercase strings as written in the message, "us-ascii" charset implied for
 text parts, an empty text/plain part standing in for a multipart without parts).
 
-Section resolution (RFC 3501 §6.4.5), as Dovecot does it:
+Section resolution (RFC 3501 §6.4.5):
   * part numbers walk multipart children; "1" of a message (the top level, or one embedded in
     message/rfc822) whose body is not multipart is that message's single part, and a leaf part
     has no numbers below it (1.1 of a plain message is nothing); after a message/rfc822 part,
-    further numbers continue inside the embedded message;
+    further numbers continue inside the embedded message. Stricter than Dovecot, which answers
+    "N.1" of a leaf inside a multipart with the leaf itself (while 1.1 of a plain message is
+    nothing there too): the RFC gives a part 1 only to a message, and clients number parts from
+    BODYSTRUCTURE;
   * ``N`` alone is the body of part N (for message/rfc822: the whole embedded message);
     ``N.MIME`` its MIME header; ``N.HEADER``/``N.TEXT``/``N.HEADER.FIELDS`` need a message/rfc822
     part N and address the embedded message;
