@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, removal, sortindex, summary
+from midb import bodyrecords, columns, indexes, removal, savedates, sortindex, summary
 from midb.errors import MidbError, StoreBusy, StoreFull
 from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
 # sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
@@ -40,8 +40,9 @@ SCHEMA_VERSION = 8
 # (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
 # (midb.columns); schema 7 the sort index (midb.sortindex); schema 8 interns keyword sets per
-# account instead of per shard (midb.columns). Opening an older store for writing builds what it
-# lacks, in one transaction (a few seconds per 100,000 messages).
+# account instead of per shard (midb.columns); schema 9 keeps each message's save date
+# (midb.savedates). Opening an older store for writing builds what it lacks, in one transaction
+# (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).
@@ -68,6 +69,7 @@ DB_NAMES = (
     "flag_columns",    # (account, folder) -> uid, flag word, modseq (sorted duplicates) (midb.columns)
     "keyword_sets",    # account + kind + ...: the interned keyword sets of the flag words (midb.columns)
     "sort_records",    # (account, folder, uid) -> what SORT and THREAD compare (midb.sortindex)
+    "save_dates",      # (account, folder, uid) -> when it was saved into the folder (midb.savedates)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
 _ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts")
@@ -77,6 +79,8 @@ _ADDED_BY_SCHEMA_4 = ("body_records",)
 _ADDED_BY_SCHEMA_6 = ("flag_columns", "keyword_sets")
 # Added by schema 7; a read-only open of an older store reads the summaries instead.
 _ADDED_BY_SCHEMA_7 = ("sort_records",)
+# Added by schema 9; a read-only open of an older store knows no save dates.
+_ADDED_BY_SCHEMA_9 = ("save_dates",)
 # Databases with sorted fixed-size duplicates (MDB_DUPSORT | MDB_DUPFIXED): a key's values are
 # read a page at a time (Cursor.getmulti) instead of one Python object per entry.
 _FIXED_DUPLICATES = frozenset({"flag_lists", "flag_columns"})
@@ -162,6 +166,7 @@ class Databases:
     flag_columns: Any     # None: a read-only store older than schema 6 (see SharedEnv.columned)
     keyword_sets: Any
     sort_records: Any     # None: a read-only store older than schema 7 (see Store.sort_values)
+    save_dates: Any       # None: a read-only store older than schema 9 (midb.savedates)
     # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
     # it lacks); None for a current store.
     legacy_bodies: tuple[Any, ...] | None
@@ -330,7 +335,7 @@ class SharedEnv:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
                         if name not in (*_ADDED_AFTER_SCHEMA_1, *_ADDED_BY_SCHEMA_4, *_ADDED_BY_SCHEMA_6,
-                                        *_ADDED_BY_SCHEMA_7):
+                                        *_ADDED_BY_SCHEMA_7, *_ADDED_BY_SCHEMA_9):
                             raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
                         setattr(self.dbs, name, None)
                         if name in _ADDED_AFTER_SCHEMA_1:
@@ -382,6 +387,7 @@ class SharedEnv:
                 if self.readonly:
                     raise MidbError(f"{self.index_dir}: not an initialised midb store")
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
+                savedates.record_since(txn, self.dbs, savedates.now())
                 return
             version = int.from_bytes(raw, "big")
             if not OLDEST_SCHEMA <= version <= SCHEMA_VERSION:
@@ -419,6 +425,9 @@ class SharedEnv:
                 if version < 7:
                     written = sortindex.rebuild(txn, self.dbs)
                     log.info("%s: %d sort index entries written", self.index_dir, written)
+                if version < 9:
+                    # The messages already there keep no save date: unknown (midb.savedates).
+                    savedates.record_since(txn, self.dbs, savedates.now())
                 # A store older than schema 5 has one shard.
                 txn.put(SHARD_COUNT_KEY, (1).to_bytes(4, "big"), db=self.dbs.meta, overwrite=False)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)

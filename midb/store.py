@@ -21,7 +21,18 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import lmdb
 
-from midb import bodyrecords, columns, events, indexes, maintenance, mime, quotas, removal, sortindex
+from midb import (
+    bodyrecords,
+    columns,
+    events,
+    indexes,
+    maintenance,
+    mime,
+    quotas,
+    removal,
+    savedates,
+    sortindex,
+)
 from midb import shards as shards_of
 from midb import tombstones as tombstones_of
 from midb.accounts import (
@@ -157,6 +168,9 @@ PREFETCH_FROM = 1024
 # range would read, and makes that pass above (a lookup costs several entries of a scan).
 _LOOKUPS_PER_SCAN = 8
 _SORT_ENTRIES_PER_WRITE = 2_000
+# Messages Store.expire removes in one transaction: a Trash of 100,000 expiring at once must not
+# hold the writer's lock (every delivery of the shard waits on it) for seconds.
+EXPIRE_BATCH = 2_000
 # What summary_fields_by_key gives for a body that is gone (a value of any type may be None).
 _GONE = object()
 _first = operator.itemgetter(0)
@@ -704,7 +718,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts,
-                       dbs.flag_columns, dbs.sort_records, dbs.keyword_sets):
+                       dbs.flag_columns, dbs.sort_records, dbs.keyword_sets, dbs.save_dates):
                 self._delete_prefix(txn, db, prefix)
             self._drop_ownership(txn, dbs, account_id)
             txn.delete(prefix, db=dbs.usage)
@@ -1025,7 +1039,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
-                       dbs.keyword_counts, dbs.flag_columns, dbs.sort_records):
+                       dbs.keyword_counts, dbs.flag_columns, dbs.sort_records, dbs.save_dates):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
@@ -1149,9 +1163,10 @@ class Store(MetadataMixin):
             txn.put(message_key(account_id, target.id, uid), raw, db=dbs.messages)
             txn.put(change_key(account_id, target.id, modseq, uid), b"", db=dbs.modseqs)
             txn.delete(key, db=dbs.messages)
-            sort_entry = txn.pop(key, db=dbs.sort_records)
-            if sort_entry is not None:
-                txn.put(message_key(account_id, target.id, uid), sort_entry, db=dbs.sort_records)
+            for carried in (dbs.sort_records, dbs.save_dates):
+                entry = txn.pop(key, db=carried)
+                if entry is not None:
+                    txn.put(message_key(account_id, target.id, uid), entry, db=carried)
             txn.delete(change_key(account_id, inbox_id, modseq, uid), db=dbs.modseqs)
             txn.put(change_key(account_id, inbox_id, inbox.next_modseq(), uid), b"", db=dbs.tombstones)
         delta.apply()
@@ -1474,6 +1489,7 @@ class Store(MetadataMixin):
                 record.uidnext = explicit_uid
             delta = indexes.IndexDelta(txn, dbs)
             put_body_record = bodyrecords.put
+            saved = savedates.pack(savedates.now())
             uids = []
             for (data, flagset, internaldate, tzoffset), blob, digest, kept in zip(prepared, blobs, digests,
                                                                                 inline, strict=True):
@@ -1483,9 +1499,9 @@ class Store(MetadataMixin):
                 blob_raw = bytes.fromhex(blob)
                 size = len(data)
                 tail = flagset.encode()
-                txn.put(message_key(account_id, record.id, uid),
-                        pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail),
-                        db=dbs.messages)
+                key = message_key(account_id, record.id, uid)
+                txn.put(key, pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail), db=dbs.messages)
+                txn.put(key, saved, db=dbs.save_dates)
                 delta.added(account_id, record.id, uid, tail, modseq)
                 txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
                 put_body_record(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(1, size))
@@ -1495,8 +1511,7 @@ class Store(MetadataMixin):
                     put_body_record(txn, dbs, bodyrecords.DIGEST, blob_raw, digest[0])
                     put_body_record(txn, dbs, bodyrecords.SUMMARY, blob_raw, digest[1])
                     with contextlib.suppress(mime.DigestFormatError):   # then derived when first sorted
-                        txn.put(message_key(account_id, record.id, uid),
-                                sortindex.entry_of_summary(digest[1], internaldate), db=dbs.sort_records)
+                        txn.put(key, sortindex.entry_of_summary(digest[1], internaldate), db=dbs.sort_records)
                 unseen, deleted = counter_deltas(flagset.bits)
                 record.messages += 1
                 record.unseen += unseen
@@ -1789,6 +1804,7 @@ class Store(MetadataMixin):
             delta = indexes.IndexDelta(txn, dbs)
             pairs = []
             blob_counts: dict[bytes, int] = {}
+            saved = savedates.pack(savedates.now())  # each copy its own (RFC 8514 section 3)
             sort_entries = [txn.get(message_key(src_account_id, src.id, uid), db=dbs.sort_records)
                             for uid, _raw in found]
             if move:
@@ -1802,6 +1818,7 @@ class Store(MetadataMixin):
                 txn.put(new_key, with_modseq_and_flags(raw, modseq, tail), db=dbs.messages)
                 if sort_entry is not None:
                     txn.put(new_key, sort_entry, db=dbs.sort_records)
+                txn.put(new_key, saved, db=dbs.save_dates)
                 txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), b"", db=dbs.modseqs)
                 delta.added(dst_account_id, dst.id, new_uid, tail, modseq)
                 unseen, deleted = counter_deltas(tail[0])
@@ -1886,6 +1903,7 @@ class Store(MetadataMixin):
             key = message_key(account_id, record.id, uid)
             txn.delete(key, db=dbs.messages)
             txn.delete(key, db=dbs.sort_records)
+            txn.delete(key, db=dbs.save_dates)
             txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
             tombstone = record.next_modseq()
             tombstones.append(tombstone)
@@ -1955,6 +1973,62 @@ class Store(MetadataMixin):
             return [(uid, modseq) for (uid, _raw), modseq in zip(victims, tombstones, strict=True)]
 
         return self._write(job, self._home(account))
+
+    def expire(self, account: str, folder_id: int, saved_before: int, *, limit: int = EXPIRE_BATCH) -> list[int]:
+        """Expunge the folder's messages saved into it before ``saved_before`` (Unix time),
+        whatever their flags, oldest first and at most ``limit`` in one transaction: a folder's
+        automatic expiry (Dovecot's autoexpunge; RFC 8514's use case). -> the UIDs removed,
+        ascending; fewer than ``limit`` when none is left to expire.
+
+        Save dates grow with UIDs (each save takes the folder's next UID at the current time),
+        so the look stops at the first message saved since: its cost is the messages removed.
+        A message whose save date is unknown (saved before the store kept them) counts as saved
+        when the store began keeping them (midb.savedates). A clock set back may leave one
+        saved earlier behind a younger one: it goes late, never early."""
+        if limit <= 0:
+            return []
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if not record.messages:
+                return []
+            known_since = savedates.since(txn, dbs)
+            unknown = known_since if known_since is not None else savedates.now()
+            victims: list[tuple[int, bytes]] = []
+            prefix = folder_key(account_id, record.id)
+            cursor = txn.cursor(dbs.messages)
+            if cursor.set_range(prefix):
+                get = txn.get
+                for key, raw in cursor.iternext():
+                    if key[:len(prefix)] != prefix:
+                        break
+                    saved = get(key, db=dbs.save_dates)
+                    if (unknown if saved is None else savedates.unpack(saved)) >= saved_before:
+                        break
+                    victims.append((UID_IN_MESSAGE_KEY.unpack_from(key)[0], bytes(raw)))
+                    if len(victims) >= limit:
+                        break
+            if not victims:
+                return []
+            delta = indexes.IndexDelta(txn, dbs)
+            self._unlist(txn, dbs, delta, account_id, record, victims)
+            delta.apply()
+            self._release_bodies(txn, dbs, effects, account_id, record, victims)
+            effects.changed(account_id, record.id, record.highestmodseq)
+            return [uid for uid, _raw in victims]
+
+        return self._write(job, self._home(account))
+
+    def save_dates(self, account: str, folder_id: int, uids: Iterable[int]) -> dict[int, int]:
+        """When each of the folder's messages ``uids`` was saved into it (Unix time), for those
+        whose save date is known (midb.savedates): FETCH SAVEDATE, SEARCH SAVEDBEFORE etc."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            return savedates.read(txn, dbs, account_id, record.id, uids)
 
     def changes_since(self, account: str, folder_id: int, modseq: int) -> tuple[list[MessageMeta], Vanished]:
         """(messages whose modseq > `modseq`, in UID order; UIDs expunged after `modseq`).
