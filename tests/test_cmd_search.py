@@ -217,8 +217,8 @@ def test_saved_result_lifetime(conv: Conversation) -> None:
         S: a1 OK FETCH completed
         C: a2 SEARCH RETURN (SAVE) DELETED
         S: a2 OK SEARCH completed
-        C: a3 SEARCH RETURN (SAVE) SAVEDBEFORE 1-Jan-2030
-        S: a3 BAD Not supported
+        C: a3 SEARCH RETURN (SAVE) SAVEDBEFORE 31-Foo-2030
+        S: a3 BAD {*}
         C: a4 SEARCH $
         S: * SEARCH 1 3
         S: a4 OK SEARCH completed
@@ -252,7 +252,8 @@ def test_search_errors(conv: Conversation) -> None:
         S: * SEARCH 1
         S: a3 OK SEARCH completed
         C: a4 SEARCH SAVEDSINCE 1-Jan-2000
-        S: a4 BAD Not supported
+        S: * SEARCH 1
+        S: a4 OK SEARCH completed
     """)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,10 +244,21 @@ def test_saved_result(mailbox: Any) -> None:
     assert run(session, "$") == []
 
 
-def test_savedate_is_unsupported(mailbox: Any) -> None:
-    session, _counting, _uids = mailbox
-    with pytest.raises(searching.SearchUnsupported):
-        run(session, "SAVEDBEFORE 1-Jan-2030")
+def test_save_dates_are_read_once_per_search(mailbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message of the view has its save date read in one store call, whatever the keys
+    that ask; a message saved today matches SAVEDSINCE today, and not SAVEDBEFORE it."""
+    session, _counting, uids = mailbox
+    calls: list[int] = []
+    original = session.store.save_dates
+
+    def counted(account: str, folder_id: int, wanted: Any) -> dict[int, int]:
+        calls.append(len(list(wanted)))
+        return original(account, folder_id, uids)
+
+    monkeypatch.setattr(session.store, "save_dates", counted)
+    today = time.strftime("%d-%b-%Y", time.localtime())
+    assert run(session, f"SAVEDSINCE {today} NOT SAVEDBEFORE {today} OR SAVEDON {today} SEEN") == uids
+    assert calls == [len(uids)]
 
 
 def test_cheap_keys_filter_before_bodies_are_read(mailbox: Any) -> None:

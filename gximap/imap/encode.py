@@ -6,6 +6,7 @@ between atom, quoted string and literal is made in exactly one place.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import math
@@ -122,6 +123,16 @@ def sequence_set(numbers: Iterable[int]) -> bytes:
 def sequence_set_from_ranges(ranges: Iterable[tuple[int, int]]) -> bytes:
     """A sequence set from sorted inclusive (low, high) ranges."""
     return b",".join(b"%d" % low if low == high else b"%d:%d" % (low, high) for low, high in ranges)
+
+
+def local_offset(timestamp: int) -> int:
+    """The server's UTC offset in minutes at ``timestamp`` (its TZ, daylight saving included):
+    the zone a date the server set itself is shown in, such as a save date (RFC 8514)."""
+    try:
+        offset = datetime.datetime.fromtimestamp(timestamp).astimezone().utcoffset()
+    except (OverflowError, OSError, ValueError):
+        return 0
+    return 0 if offset is None else int(offset.total_seconds()) // 60
 
 
 def internaldate(timestamp: int | float, tz_minutes: int = 0) -> bytes:

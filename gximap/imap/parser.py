@@ -513,6 +513,8 @@ def parse_sequence_set(
 
 _SIMPLE_SEARCH_KEYS: dict[str, SearchKey] = {
     "ALL": SearchAll(),
+    # RFC 8514: every message of a mailbox whose storage keeps save dates, as every midb folder does.
+    "SAVEDATESUPPORTED": SearchAll(),
     "ANSWERED": SearchFlag("\\Answered", True),
     "DELETED": SearchFlag("\\Deleted", True),
     "DRAFT": SearchFlag("\\Draft", True),
@@ -712,7 +714,8 @@ _FETCH_MACROS = {
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
 _FETCH_SIMPLE = frozenset({"FLAGS", "INTERNALDATE", "RFC822.SIZE", "RFC822", "RFC822.HEADER",
-                           "RFC822.TEXT", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"})
+                           "RFC822.TEXT", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ",
+                           "SAVEDATE"})
 _FETCH_SECTIONED = {"BODY": ("BODY", False), "BODY.PEEK": ("BODY", True),
                     "BINARY": ("BINARY", False), "BINARY.PEEK": ("BINARY", True),
                     "BINARY.SIZE": ("BINARY.SIZE", False)}

@@ -29,6 +29,7 @@ from email.utils import parsedate_tz
 from typing import Any
 
 from gximap.imap import commands as cmds
+from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
 from gximap.session.base import Await, CommandFailed, Pause, TimeSlice, collector_paused_in, run_unsliced
@@ -323,6 +324,7 @@ class _Compiler:
         # Whether a compiled test reads a record field beyond the UID and size (flags, dates,
         # MODSEQ): without one, the search runs on search_rows' light rows (_Row).
         self.reads_meta = False
+        self.save_days: dict[int, int] | None = None  # UID -> day of its save date (_saved_day)
 
     def compile(self, key: SearchKey) -> _Node:
         handler = getattr(self, "_" + type(key).__name__, None)
@@ -370,7 +372,28 @@ class _Compiler:
         if key.kind == "SENT":
             test = _date_test(key.relation, day, _sent_day)
             return _Node(COST_DIGEST, None, test)
-        raise SearchUnsupported(key.kind + key.relation)  # SAVEDATE (RFC 8514) is not offered
+        if key.kind == "SAVED":
+            return _record_node(_date_test(key.relation, day, self._saved_day()))
+        raise SearchUnsupported(key.kind + key.relation)
+
+    def _saved_day(self) -> Callable[[Any], int]:
+        """The day of a message's save date in the server's zone, as FETCH SAVEDATE shows it;
+        of its internal date when the save date is unknown (a message saved before its store
+        kept them: RFC 8514 section 4.3's rule for storage without save dates). The view's save
+        dates are read in one pass, when the first message is tested (a search that reads
+        records compiles its keys twice: see search_sliced), shared by every key asking."""
+
+        def day_of(meta: Any) -> int:
+            days = self.save_days
+            if days is None:
+                view = self.view
+                saved = self.session.store.save_dates(view.account, view.folder_id, view.uids)
+                days = self.save_days = {uid: (when + encode.local_offset(when) * 60) // 86400
+                                         for uid, when in saved.items()}
+            day = days.get(meta.uid)
+            return _internal_day(meta) if day is None else day
+
+        return day_of
 
     def _SearchAge(self, key: cmds.SearchAge) -> _Node:
         self.reads_meta = True

@@ -295,11 +295,27 @@ class _Renderer:
         self.wants_flags = "FLAGS" in names
         self.wants_uid = cmd.uid or "UID" in names
         self.wants_modseq = "MODSEQ" in names
+        self.wants_savedate = "SAVEDATE" in names
+        self.save_dates: dict[int, int] = {}  # of the batch being rendered (note_batch)
         self.condstore = condstore.enabled(session)
         self.top_modseq = 0  # the highest MODSEQ sent
         self._flag_items: dict[tuple[tuple[str, ...], bool], bytes] = {}
         # One step per item, chosen once per command rather than per message.
         self.steps = [self._step(att) for att in self.items]
+
+    def note_batch(self, metas: list[Any]) -> None:
+        """Read what the batch's messages need besides their records: their save dates, in one
+        store read rather than one per message."""
+        if self.wants_savedate and metas:
+            view = self.session.selected
+            self.save_dates = self.store.save_dates(view.account, view.folder_id, [meta.uid for meta in metas])
+
+    def savedate(self, meta: Any) -> bytes:
+        """RFC 8514: NIL for a message saved before its store kept save dates (midb.savedates)."""
+        saved = self.save_dates.get(meta.uid)
+        if saved is None:
+            return b"SAVEDATE NIL"
+        return b"SAVEDATE " + encode.internaldate(saved, encode.local_offset(saved))
 
     def flags(self, meta: Any) -> bytes:
         key = (meta.flags, self.show_recent and meta.uid in self.recent)
@@ -349,6 +365,8 @@ class _Renderer:
             return lambda msg, out: out.append(b"RFC822.SIZE %d" % msg.meta.size)
         if name == "MODSEQ":
             return lambda msg, out: out.append(self.modseq(msg.meta))
+        if name == "SAVEDATE":
+            return lambda msg, out: out.append(self.savedate(msg.meta))
         cached = _cached_item(att, self.style)
         if cached is not None and cached[0] is _STRUCTURES:
             style = self.style
@@ -835,6 +853,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     try:
         for metas, gone in _record_batches(session, uids, cmd.changedsince):
             missing = missing or gone
+            renderer.note_batch(metas)
             seen_changed: set[int] = set()
             if mark_seen:
                 unseen = [meta.uid for meta in metas if SEEN not in meta.flags]
