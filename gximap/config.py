@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+from midb import spans
+
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
 Section = Literal["gromox", "imap"]
 Value = bool | int | float | str | tuple[str, ...] | None
@@ -231,6 +233,16 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_autologout_time", "timespan", "30 minutes",
        "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",
        "imap", minimum=1),
+    _d("imap_autoexpunge_junk", "timespan", "0",
+       "Messages that have been in an account's Junk folder (special use \\Junk) this long are "
+       "expunged, whatever their flags, when the account logs in (at most once an hour per "
+       "account; midb expire does it for every account). The time counts from when a message "
+       "came into the folder (its save date, RFC 8514), not from when it was received. 0: never.",
+       "imap", minimum=0, reloadable=True),
+    _d("imap_autoexpunge_trash", "timespan", "0",
+       "As imap_autoexpunge_junk, for the Trash folder (special use \\Trash): e.g. 30d to keep "
+       "deleted mail a month. 0: never.",
+       "imap", minimum=0, reloadable=True),
     _d("imap_certificate_passwd", "str", None,
        "Password to unlock the TLS private key.",
        "imap"),
@@ -503,37 +515,12 @@ def parse_size(text: str) -> int:
     return int(number * _SIZE_FACTORS[match.group(2).lower()])
 
 
-_TIME_UNITS: dict[str, Decimal] = {}
-for _names, _seconds in (
-    (("ms", "msec"), Decimal("0.001")),
-    (("", "s", "sec", "second", "seconds"), Decimal(1)),
-    (("min", "minute", "minutes"), Decimal(60)),
-    (("h", "hour", "hours"), Decimal(3600)),
-    (("d", "day", "days"), Decimal(86400)),
-    (("week", "weeks"), Decimal(7 * 86400)),
-):
-    for _unit in _names:
-        _TIME_UNITS[_unit] = _seconds
-_QUANTUM_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)", re.IGNORECASE)
-
-
 def parse_timespan(text: str) -> float:
     """``1d1h1min1s`` → 90061.0, ``3.5 hours`` → 12600.0, ``3h 30min`` → 12600.0, ``90`` → 90.0."""
-    pos, end = 0, len(text.rstrip())
-    total = Decimal(0)
-    if not text.strip():
-        raise ValueSyntaxError("empty duration")
-    while pos < end:
-        match = _QUANTUM_RE.match(text, pos)
-        if match is None or match.end() == pos:
-            raise ValueSyntaxError(f"{text!r} is not a duration (e.g. 90, 30min, 1h30min, 3.5 hours)")
-        unit = match.group(2).lower()
-        if unit not in _TIME_UNITS:
-            raise ValueSyntaxError(f"{text!r}: unknown time unit {match.group(2)!r} "
-                                   "(ms, s, min, h, d, week)")
-        total += Decimal(match.group(1)) * _TIME_UNITS[unit]
-        pos = match.end()
-    return float(total)
+    try:
+        return spans.parse_timespan(text)
+    except ValueError as exc:
+        raise ValueSyntaxError(str(exc)) from None
 
 
 def _parse_list(text: str) -> tuple[str, ...]:

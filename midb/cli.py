@@ -18,12 +18,14 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, NoReturn
 
 from midb.errors import MidbError, NoSuchAccount
+from midb.expiry import SPECIAL_USES
 from midb.shards import MAX_COUNT, check_count
+from midb.spans import parse_timespan
 
 if TYPE_CHECKING:
     from midb.accounts import Account
@@ -50,7 +52,8 @@ _FALSE = frozenset({"no", "off", "false", "0"})
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "midb_shard_num",
-                         "default_lang", "data_file_path", "auth_backend", "auth_passwd_file"})
+                         "default_lang", "data_file_path", "auth_backend", "auth_passwd_file",
+                         "imap_autoexpunge_trash", "imap_autoexpunge_junk"})
 # midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
 DEFAULT_SHARDS = 16
 
@@ -68,6 +71,13 @@ def parse_size(text: str) -> int:
     except InvalidOperation as exc:
         raise CliError(f"{text!r} is not a size") from exc
     return int(number * _SIZE_FACTORS[match[2].lower()])
+
+
+def _span(text: str, where: str) -> float:
+    try:
+        return parse_timespan(text)
+    except ValueError as exc:
+        raise CliError(f"{where}: {exc}") from None
 
 
 def parse_bool(text: str, where: str) -> bool:
@@ -114,6 +124,8 @@ class Settings:
     auth_backend: str = "midb"
     auth_passwd_file: str | None = None
     readonly: bool = False
+    # Special use -> seconds: gximap's imap_autoexpunge_* (midb.expiry), what 'midb expire' does.
+    autoexpunge: dict[str, float] = field(default_factory=dict)
 
 
 def load_settings(config: str | None, store_dir: str | None) -> Settings:
@@ -143,6 +155,8 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
                 settings.auth_backend = value.lower()
             elif key == "auth_passwd_file" and value:
                 settings.auth_passwd_file = value
+            elif key.startswith("imap_autoexpunge_"):
+                settings.autoexpunge[SPECIAL_USES[key.removeprefix("imap_autoexpunge_")]] = _span(value, where)
     if store_dir is not None:
         if settings.run_dir is not None and os.path.realpath(store_dir) != os.path.realpath(settings.midb_path):
             # Another store (a backup, say): midb_run_dir belongs to the configured one, whose
@@ -636,6 +650,34 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
+    from midb.expiry import expire_account
+
+    periods = dict(settings.autoexpunge)
+    for suffix, use in SPECIAL_USES.items():
+        given = getattr(args, suffix)
+        if given is not None:
+            periods[use] = _span(given, f"--{suffix}")
+    periods = {use: seconds for use, seconds in periods.items() if seconds > 0}
+    if not periods:
+        raise CliError("no period to expire by: set imap_autoexpunge_trash or imap_autoexpunge_junk "
+                       "in the configuration, or give --trash or --junk")
+    store = open_store(settings)
+    try:
+        accounts = args.accounts or [account.name for account in store.list_accounts()]
+        verb = "would be expunged from" if args.dry_run else "expunged from"
+        total = 0
+        for account in accounts:
+            for expired in expire_account(store, account, periods, dry_run=args.dry_run):
+                print(f"{account}: {len(expired.uids)} messages {verb} {expired.folder}")
+                total += len(expired.uids)
+        if len(accounts) != 1 or not total:
+            print(f"{total} messages {verb.removesuffix(' from')} in all")
+    finally:
+        store.close()
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # argument parsing
 
@@ -762,6 +804,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("folder", metavar="FOLDER")
     sub.add_argument("file", metavar="FILE")
 
+    sub = leaf(commands, "expire", cmd_expire,
+               "expunge what has been in Trash or Junk longer than its period (gximap's "
+               "imap_autoexpunge_trash/junk, or --trash/--junk), for ACCOUNTs or every account",
+               writes=lambda args: not args.dry_run)
+    sub.add_argument("accounts", metavar="ACCOUNT", nargs="*")
+    for suffix in SPECIAL_USES:
+        sub.add_argument(f"--{suffix}", metavar="SPAN",
+                         help=f"period of the {suffix.capitalize()} folder, e.g. 30d (0: kept); default: "
+                              f"imap_autoexpunge_{suffix}")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="say what would be expunged, and expunge nothing (the store is not written)")
     sub = leaf(commands, "verify", cmd_verify, "check the store's consistency (exit 1 if problems remain)",
                writes=lambda args: bool(args.repair))
     sub.add_argument("--repair", action="store_true", help="repair what can be repaired")

@@ -1991,24 +1991,7 @@ class Store(MetadataMixin):
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            if not record.messages:
-                return []
-            known_since = savedates.since(txn, dbs)
-            unknown = known_since if known_since is not None else savedates.now()
-            victims: list[tuple[int, bytes]] = []
-            prefix = folder_key(account_id, record.id)
-            cursor = txn.cursor(dbs.messages)
-            if cursor.set_range(prefix):
-                get = txn.get
-                for key, raw in cursor.iternext():
-                    if key[:len(prefix)] != prefix:
-                        break
-                    saved = get(key, db=dbs.save_dates)
-                    if (unknown if saved is None else savedates.unpack(saved)) >= saved_before:
-                        break
-                    victims.append((UID_IN_MESSAGE_KEY.unpack_from(key)[0], bytes(raw)))
-                    if len(victims) >= limit:
-                        break
+            victims = self._saved_before(txn, dbs, account_id, record, saved_before, limit)
             if not victims:
                 return []
             delta = indexes.IndexDelta(txn, dbs)
@@ -2019,6 +2002,41 @@ class Store(MetadataMixin):
             return [uid for uid, _raw in victims]
 
         return self._write(job, self._home(account))
+
+    def expired_uids(self, account: str, folder_id: int, saved_before: int) -> list[int]:
+        """The UIDs expire() would remove, all at once (``midb expire --dry-run``)."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            return [uid for uid, _raw in self._saved_before(txn, dbs, account_id, record, saved_before, MAX_U32)]
+
+    @staticmethod
+    def _saved_before(txn: Any, dbs: Databases, account_id: int, record: FolderRecord, saved_before: int,
+                      limit: int) -> list[tuple[int, bytes]]:
+        """(UID, record) of the folder's messages saved before ``saved_before``, from the lowest
+        UID up to the first saved since (see expire), ``limit`` at most."""
+        if not record.messages:
+            return []
+        known_since = None if dbs.save_dates is None else savedates.since(txn, dbs)
+        unknown = known_since if known_since is not None else savedates.now()
+        found: list[tuple[int, bytes]] = []
+        prefix = folder_key(account_id, record.id)
+        cursor = txn.cursor(dbs.messages)
+        if not cursor.set_range(prefix):
+            return found
+        get = txn.get
+        for key, raw in cursor.iternext():
+            if key[:len(prefix)] != prefix:
+                break
+            saved = None if dbs.save_dates is None else get(key, db=dbs.save_dates)
+            if (unknown if saved is None else savedates.unpack(saved)) >= saved_before:
+                break
+            found.append((UID_IN_MESSAGE_KEY.unpack_from(key)[0], bytes(raw)))
+            if len(found) >= limit:
+                break
+        return found
 
     def save_dates(self, account: str, folder_id: int, uids: Iterable[int]) -> dict[int, int]:
         """When each of the folder's messages ``uids`` was saved into it (Unix time), for those

@@ -458,3 +458,37 @@ def test_expunged_body_files_go_after_the_answer_and_after_a_kill_at_the_next_st
         with store._env.read() as txn:
             assert removal.recorded(txn, store._shared.dbs) == []
         assert store.verify() == []
+
+
+def test_imap_autoexpunge_trash_expires_at_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directive reaches the running server: a login empties Trash of what was saved there
+    longer ago than the period (midb.expiry, on a bulk writer's thread), and says so in the log."""
+    from midb import savedates
+    from midb.store import Store
+
+    proc = GximapProcess(tmp_path, tls=False, extra={"imap_autoexpunge_trash": "30d"})
+    store = Store(str(proc.midb), fsync=False)
+    try:
+        trash = store.get_folder("alice", "Trash")
+        assert trash is not None
+        monkeypatch.setattr(savedates, "now", lambda: int(time.time()) - 40 * 86400)
+        store.append("alice", trash.id, b"Subject: old\r\n\r\nold\r\n")
+        monkeypatch.undo()
+        store.append("alice", trash.id, b"Subject: new\r\n\r\nnew\r\n")
+    finally:
+        store.close()
+    proc.start()
+    try:
+        with imaplib.IMAP4("127.0.0.1", proc.port, timeout=10) as client:
+            client.login("alice", "secret")
+            deadline = time.monotonic() + 10
+            while b"MESSAGES 1)" not in client.status("Trash", "(MESSAGES)")[1][0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.status("Trash", "(MESSAGES)")[1][0].endswith(b"(MESSAGES 1)")
+            client.select("Trash")
+            fetched = client.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")[1][0]
+            assert isinstance(fetched, tuple) and fetched[1].strip() == b"Subject: new"
+            client.logout()
+        assert "autoexpunge: alice: 1 messages removed from Trash" in proc.log()
+    finally:
+        proc.stop()

@@ -84,7 +84,7 @@ def test_command_set() -> None:
         ("user", "lang"), ("user", "quota"), ("user", "disable"), ("user", "enable"),
         ("owner", "grant"), ("owner", "revoke"), ("owner", "list"),
         ("import", "mbox"), ("import", "maildir"), ("export", "mbox"), ("export", "maildir"),
-        ("verify",), ("backup",), ("stats",)}
+        ("expire",), ("verify",), ("backup",), ("stats",)}
 
 
 @pytest.mark.parametrize("command", [(), ("user",), ("owner",), ("import",), ("export",), *LEAVES])

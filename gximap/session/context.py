@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gximap.imap.codes import ResponseCodes
 from gximap.session.sorting import SortColumns
+from midb.expiry import ExpiryThrottle
 
 if TYPE_CHECKING:
     from gximap.auth.service import AuthService
@@ -46,6 +47,9 @@ class Settings:
     metadata_admin: str = ""  # the /shared/admin server annotation
     default_mailbox_quota: int = 10000  # RFC 9208 MAILBOX limit of accounts without their own; 0: none
     default_annotation_quota: int = 1 << 20  # ANNOTATION-STORAGE octets, likewise
+    # (special use, seconds): a folder's messages go once saved there that long ago, checked when
+    # its account logs in (imap_autoexpunge_trash, imap_autoexpunge_junk; midb.expiry).
+    autoexpunge: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -58,6 +62,7 @@ class ServerContext:
     codes: ResponseCodes
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gximap.imap"))
     sort_columns: SortColumns = field(default_factory=SortColumns)  # SORT / THREAD values by folder
+    expiry: ExpiryThrottle = field(default_factory=ExpiryThrottle)  # accounts expired lately (autoexpunge)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

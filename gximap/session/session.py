@@ -34,7 +34,7 @@ from gximap.net.handler import (
     TransportAction,
     Waker,
 )
-from gximap.session import capabilities, condstore
+from gximap.session import capabilities, condstore, pieces
 from gximap.session.base import (
     REGISTRY,
     Await,
@@ -53,6 +53,7 @@ from gximap.session.context import ServerContext
 from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.selected import SelectedMailbox
 from midb import errors as midb_errors
+from midb import expiry
 
 _load_commands()
 
@@ -349,6 +350,17 @@ class ImapSession:
         self.user = user
         self.actor = actor
         self.state = State.AUTHENTICATED
+        self._expire_folders(user)
+
+    def _expire_folders(self, account: str) -> None:
+        """The account's Trash and Junk lose what was saved there longer ago than their periods
+        (imap_autoexpunge_*; midb.expiry), on a bulk writer's thread: the login is answered
+        meanwhile, and a session with such a folder selected is told of the expunges as of any
+        other session's."""
+        periods = dict(self.settings.autoexpunge)
+        if not periods or not self.ctx.expiry.due(account):
+            return
+        pieces.BULK_WRITERS.get().submit(_expire_account, self.ctx, account, periods)
 
     def select(self, mailbox: SelectedMailbox | None) -> None:
         self._close_selected()
@@ -668,3 +680,14 @@ def _wrong_state(state: State, allowed: frozenset[State]) -> Code:
     if state is State.AUTHENTICATED and allowed == {State.SELECTED}:
         return Code.BAD_NOT_SELECTED
     return Code.BAD_WRONG_STATE
+
+
+def _expire_account(ctx: ServerContext, account: str, periods: dict[str, float]) -> None:
+    """ImapSession._expire_folders' work: logged, never raised (nobody waits for it)."""
+    try:
+        for expired in expiry.expire_account(ctx.store, account, periods):
+            ctx.log.info("autoexpunge: %s: %d messages removed from %s", account, len(expired.uids),
+                         expired.folder)
+    except Exception as exc:  # noqa: BLE001 - a store trouble: the next login's expiry tries again
+        ctx.expiry.forget(account)
+        ctx.log.warning("autoexpunge: %s: %s", account, exc)

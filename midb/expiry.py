@@ -1,0 +1,93 @@
+"""Folder expiry: an account's Trash and Junk emptied of what was saved there too long ago.
+
+Dovecot's ``autoexpunge``: messages deleted by moving them to Trash, or filed as spam in Junk,
+go for good once they have been there a set time, whatever their flags. The time counts from
+the save date (midb.savedates): a message received two years ago and deleted today stays its
+full period. gximap runs it for an account when it logs in (imap_autoexpunge_trash,
+imap_autoexpunge_junk; at most once an hour per account and process), ``midb expire`` for
+every account (from cron, for accounts that never log in over IMAP).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Expired", "ExpiryThrottle", "expire_account"]
+
+# The special uses an expiry period may be set for, by the name of their directive's suffix.
+SPECIAL_USES = {"trash": "\\Trash", "junk": "\\Junk"}
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """What one folder's expiry removed."""
+
+    folder: str
+    uids: list[int]
+
+
+def expire_account(store: Any, account: str, periods: Mapping[str, float], *, now: float | None = None,
+                   stop: Callable[[], bool] = lambda: False, dry_run: bool = False) -> list[Expired]:
+    """Expunge from each folder of ``account`` whose special use has a period in ``periods``
+    (special use -> seconds; 0 or absent: kept) the messages saved into it more than that long
+    ago, a batch per transaction. ``stop`` is asked between batches (a server shutting down).
+    With ``dry_run``, what would go, and nothing written."""
+    from midb.store import EXPIRE_BATCH  # not at import: the midb tool reads SPECIAL_USES first
+
+    moment = time.time() if now is None else now
+    done: list[Expired] = []
+    for folder in store.list_folders(account):
+        period = periods.get(folder.special_use or "", 0)
+        if period <= 0 or not folder.messages:
+            continue
+        cutoff = int(moment - period)
+        if dry_run:
+            expired = store.expired_uids(account, folder.id, cutoff)
+            if expired:
+                done.append(Expired(folder.name, expired))
+            continue
+        removed: list[int] = []
+        while not stop():
+            batch = store.expire(account, folder.id, cutoff, limit=EXPIRE_BATCH)
+            removed.extend(batch)
+            if len(batch) < EXPIRE_BATCH:
+                break
+        if removed:
+            done.append(Expired(folder.name, removed))
+    return done
+
+
+class ExpiryThrottle:
+    """Which accounts this process expired lately: a client logging in every minute (or many of
+    them at once, one per folder) costs one expiry an ``interval``, not one per login."""
+
+    def __init__(self, interval: float = 3600.0, limit: int = 100_000) -> None:
+        self.interval = interval
+        self.limit = limit
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, account: str) -> None:
+        """``account`` is due again at its next login (its expiry failed)."""
+        with self._lock:
+            self._last.pop(account.lower(), None)
+
+    def due(self, account: str, *, now: float | None = None) -> bool:
+        """True (and noted as run now) when ``account`` was not expired within the interval."""
+        moment = time.monotonic() if now is None else now
+        key = account.lower()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and moment - last < self.interval:
+                return False
+            self._last.pop(key, None)
+            self._last[key] = moment  # at the end: the dict stays in the order of the runs
+            # Bounded: the oldest runs are forgotten first (at worst an account is expired again
+            # within the interval, which finds little to do).
+            while len(self._last) > self.limit:
+                del self._last[next(iter(self._last))]
+            return True

@@ -1,0 +1,162 @@
+"""Folder expiry (midb.expiry): imap_autoexpunge_trash/junk at login, and `midb expire`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+from store_helpers import folder_id
+from test_midb_cli import Midb, fails, ok
+
+from midb import savedates
+from midb.expiry import ExpiryThrottle, expire_account
+from midb.store import Store
+
+DAY = 86400
+MESSAGE = b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n"
+
+
+def _saved_days_ago(monkeypatch: pytest.MonkeyPatch, store: Store, mailbox: str, days: float, count: int = 1,
+                    account: str = "alice", flags: tuple[str, ...] = ()) -> list[int]:
+    """Messages saved into ``mailbox`` ``days`` ago (received long before)."""
+    monkeypatch.setattr(savedates, "now", lambda: int(time.time() - days * DAY))
+    try:
+        folder = folder_id(store, mailbox, account)
+        return [store.append(account, folder, MESSAGE, flags=flags, internaldate=1_000_000_000)[1]
+                for _ in range(count)]
+    finally:
+        monkeypatch.undo()
+
+
+# ---- midb.expiry -------------------------------------------------------------------------------
+
+
+def test_expire_account_empties_trash_and_junk_of_what_is_older_than_their_periods(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "store", fsync=False) as store:
+        store.create_account("alice")
+        old_trash = _saved_days_ago(monkeypatch, store, "Trash", 40, 3, flags=("\\Flagged",))
+        young_trash = _saved_days_ago(monkeypatch, store, "Trash", 10)
+        old_junk = _saved_days_ago(monkeypatch, store, "Junk", 8)
+        kept = _saved_days_ago(monkeypatch, store, "INBOX", 400)  # no period: kept
+        periods = {"\\Trash": 30 * DAY, "\\Junk": 7 * DAY}
+        planned = expire_account(store, "alice", periods, dry_run=True)
+        assert {item.folder: item.uids for item in planned} == {"Trash": old_trash, "Junk": old_junk}
+        assert store.uids("alice", folder_id(store, "Trash")) == old_trash + young_trash  # nothing written
+        done = expire_account(store, "alice", periods)
+        assert {item.folder: item.uids for item in done} == {"Trash": old_trash, "Junk": old_junk}
+        assert store.uids("alice", folder_id(store, "Trash")) == young_trash
+        assert store.uids("alice", folder_id(store, "Junk")) == []
+        assert store.uids("alice", folder_id(store, "INBOX")) == kept
+        assert expire_account(store, "alice", periods) == []
+        assert store.verify() == []
+
+
+def test_expire_account_goes_in_batches_and_stops_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import midb.store as store_module
+
+    monkeypatch.setattr(store_module, "EXPIRE_BATCH", 2)
+    with Store(tmp_path / "store", fsync=False) as store:
+        store.create_account("alice")
+        uids = _saved_days_ago(monkeypatch, store, "Trash", 40, 5)
+        monkeypatch.setattr(store_module, "EXPIRE_BATCH", 2)
+        asked: list[int] = []
+
+        def stop() -> bool:
+            asked.append(1)
+            return len(asked) > 2  # two batches, then a shutdown
+
+        (done,) = expire_account(store, "alice", {"\\Trash": DAY}, stop=stop)
+        assert done.uids == uids[:4]
+        (rest,) = expire_account(store, "alice", {"\\Trash": DAY})
+        assert rest.uids == uids[4:]
+
+
+def test_the_throttle_runs_an_account_once_an_interval_and_stays_bounded() -> None:
+    throttle = ExpiryThrottle(interval=3600, limit=3)
+    assert throttle.due("Alice", now=0)
+    assert not throttle.due("alice", now=10)
+    assert throttle.due("alice", now=3601)
+    throttle.forget("ALICE")
+    assert throttle.due("alice", now=3602)
+    for number, name in enumerate(("b", "c", "d")):
+        assert throttle.due(name, now=3700 + number)
+    assert throttle.due("alice", now=3800)  # forgotten first (the oldest run) to stay within 3
+
+
+# ---- at login ----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path, autoexpunge=(("\\Trash", 30 * DAY), ("\\Junk", 7 * DAY))) as conversation:
+        yield conversation
+
+
+def test_logging_in_expires_the_account_once_an_hour(conv: Conversation, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    old = _saved_days_ago(monkeypatch, conv.store, "Trash", 31, 2)
+    young = _saved_days_ago(monkeypatch, conv.store, "Trash", 29)
+    with caplog.at_level(logging.INFO, logger="gximap.imap"):
+        conv.login()
+    assert conv.store.uids("alice", conv.folder("Trash").id) == young
+    assert "autoexpunge: alice: 2 messages removed from Trash" in caplog.text
+    assert old[0] not in conv.store.uids("alice", conv.folder("Trash").id)
+    # Another login within the hour: not again (the throttle), though more has expired since.
+    _saved_days_ago(monkeypatch, conv.store, "Trash", 40)
+    other = conv.second_session()
+    other.login()
+    assert len(conv.store.uids("alice", conv.folder("Trash").id)) == 2
+
+
+def test_a_session_with_trash_selected_is_told_of_the_expunges(conv: Conversation,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _saved_days_ago(monkeypatch, conv.store, "Trash", 31)
+    _saved_days_ago(monkeypatch, conv.store, "Trash", 1)
+    watcher = conv.second_session()
+    conv.ctx.expiry.due("alice")  # the watcher's own login must not expire yet
+    watcher.login()
+    watcher.select("Trash")
+    conv.ctx.expiry.forget("alice")
+    conv.login()
+    assert watcher.command("NOOP")[:-1] == [b"* 1 EXPUNGE"]
+
+
+def test_without_periods_a_login_expires_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Conversation(tmp_path) as plain:
+        uids = _saved_days_ago(monkeypatch, plain.store, "Trash", 4000)
+        plain.login()
+        assert plain.store.uids("alice", plain.folder("Trash").id) == uids
+
+
+# ---- midb expire -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def midb(tmp_path: Path) -> Midb:
+    return Midb(tmp_path)
+
+
+def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, monkeypatch: pytest.MonkeyPatch) -> None:
+    with midb.open() as store:
+        store.create_account("alice")
+        store.create_account("bob")
+        _saved_days_ago(monkeypatch, store, "Trash", 40, 2)
+        _saved_days_ago(monkeypatch, store, "Junk", 10, 1, account="bob")
+        _saved_days_ago(monkeypatch, store, "Trash", 5, 1, account="bob")
+    fails(midb("expire"), "no period to expire by")
+    assert ok(midb("expire", "--trash", "30d", "--dry-run", "--read-only")) == (
+        "alice: 2 messages would be expunged from Trash\n2 messages would be expunged in all\n")
+    midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_trash = 30d\nimap_autoexpunge_junk = 7d\n")
+    assert ok(midb("expire")) == ("alice: 2 messages expunged from Trash\nbob: 1 messages expunged from Junk\n"
+                                  "3 messages expunged in all\n")
+    assert ok(midb("expire", "bob", "--trash", "1d")) == "bob: 1 messages expunged from Trash\n"
+    assert ok(midb("expire")) == "0 messages expunged in all\n"
+    fails(midb("expire", "--trash", "soon"), "--trash: 'soon' is not a duration")
+    fails(midb("expire", "--read-only"), "'expire' changes the store: not with --read-only")
+    midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7 fortnights\n")
+    fails(midb("expire"), "imap.cfg:7: '7 fortnights': unknown time unit 'fortnights'")
