@@ -419,7 +419,9 @@ class SharedEnv:
                     # Schemas 6 and 7 numbered keyword sets per shard: the rebuild below interns
                     # every set afresh, per account (no process has cached an id yet).
                     txn.drop(self.dbs.keyword_sets, delete=False)
-                indexes.rebuild(txn, self.dbs)
+                    # The flag index, keyword counts and flag column, as this version keeps them
+                    # (schema 9 changed none of them: its upgrade touches no message).
+                    indexes.rebuild(txn, self.dbs)
                 if version < 2:
                     summary.fill(txn, self.dbs)
                 if version < 7:
