@@ -40,8 +40,8 @@ SCHEMA_VERSION = 9
 # (midb.shards) and records their number in shard 0's meta table, under SHARD_COUNT_KEY (an older
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
 # (midb.columns); schema 7 the sort index (midb.sortindex); schema 8 interns keyword sets per
-# account instead of per shard (midb.columns); schema 9 keeps each message's save date
-# (midb.savedates). Opening an older store for writing builds what it lacks, in one transaction
+# account instead of per shard (midb.columns); schema 9 keeps each message's save date as the
+# value of its modseqs entry (midb.savedates). Opening an older store for writing builds what it lacks, in one transaction
 # (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
@@ -59,7 +59,7 @@ DB_NAMES = (
     "folder_names",    # (account, name) -> folder id
     "subscriptions",   # (account, name) -> b""
     "messages",        # (account, folder, uid) -> message record
-    "modseqs",         # (account, folder, modseq, uid) -> b"": changes_since in O(changes)
+    "modseqs",         # (account, folder, modseq, uid) -> save date (midb.savedates): changes_since in O(changes)
     "tombstones",      # (account, folder, modseq, uid) -> b"": expunged UIDs for QRESYNC
     "metadata",        # (account, folder or 0 for the server, entry) -> value: RFC 5464 annotations
     "flag_lists",      # (account, folder, kind) -> u32 UIDs (sorted duplicates): unseen / \\Deleted (midb.indexes)
@@ -69,7 +69,6 @@ DB_NAMES = (
     "flag_columns",    # (account, folder) -> uid, flag word, modseq (sorted duplicates) (midb.columns)
     "keyword_sets",    # account + kind + ...: the interned keyword sets of the flag words (midb.columns)
     "sort_records",    # (account, folder, uid) -> what SORT and THREAD compare (midb.sortindex)
-    "save_dates",      # (account, folder, uid) -> when it was saved into the folder (midb.savedates)
 )
 # Databases a store written by an older schema may lack (a read-only open then does without them).
 _ADDED_AFTER_SCHEMA_1 = ("flag_lists", "keyword_counts")
@@ -79,8 +78,6 @@ _ADDED_BY_SCHEMA_4 = ("body_records",)
 _ADDED_BY_SCHEMA_6 = ("flag_columns", "keyword_sets")
 # Added by schema 7; a read-only open of an older store reads the summaries instead.
 _ADDED_BY_SCHEMA_7 = ("sort_records",)
-# Added by schema 9; a read-only open of an older store knows no save dates.
-_ADDED_BY_SCHEMA_9 = ("save_dates",)
 # Databases with sorted fixed-size duplicates (MDB_DUPSORT | MDB_DUPFIXED): a key's values are
 # read a page at a time (Cursor.getmulti) instead of one Python object per entry.
 _FIXED_DUPLICATES = frozenset({"flag_lists", "flag_columns"})
@@ -166,7 +163,6 @@ class Databases:
     flag_columns: Any     # None: a read-only store older than schema 6 (see SharedEnv.columned)
     keyword_sets: Any
     sort_records: Any     # None: a read-only store older than schema 7 (see Store.sort_values)
-    save_dates: Any       # None: a read-only store older than schema 9 (midb.savedates)
     # A read-only store of schema 1-3: its four body tables by midb.bodyrecords kind (None for one
     # it lacks); None for a current store.
     legacy_bodies: tuple[Any, ...] | None
@@ -335,7 +331,7 @@ class SharedEnv:
                         setattr(self.dbs, name, self.env.open_db(name.encode(), create=False))
                     except lmdb.NotFoundError:
                         if name not in (*_ADDED_AFTER_SCHEMA_1, *_ADDED_BY_SCHEMA_4, *_ADDED_BY_SCHEMA_6,
-                                        *_ADDED_BY_SCHEMA_7, *_ADDED_BY_SCHEMA_9):
+                                        *_ADDED_BY_SCHEMA_7):
                             raise MidbError(f"{index_dir}: not a midb store (database {name} missing)") from None
                         setattr(self.dbs, name, None)
                         if name in _ADDED_AFTER_SCHEMA_1:

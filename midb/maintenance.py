@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, removal, savedates, sortindex, tombstones
+from midb import bodyrecords, columns, indexes, removal, sortindex, tombstones
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -320,11 +320,6 @@ def _check_indexes(txn: Any, dbs: Databases, scan: _Scan, errors: list[str]) -> 
         if orphaned:
             errors.append(f"sort index: {len(orphaned)} entries without a message")
             scan.problems.extend(("sort_entry_dangling", key) for key in orphaned)
-    if dbs.save_dates is not None:
-        orphaned = savedates.orphans(txn, dbs)
-        if orphaned:
-            errors.append(f"save dates: {len(orphaned)} entries without a message")
-            scan.problems.extend(("save_date_dangling", key) for key in orphaned)
 
 
 @dataclass
@@ -547,9 +542,6 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
             elif kind == "sort_entry_dangling":
                 txn.delete(detail, db=dbs.sort_records)
                 done.append(f"removed sort index entry of missing message {unpack_message_key(detail)}")
-            elif kind == "save_date_dangling":
-                txn.delete(detail, db=dbs.save_dates)
-                done.append(f"removed save date of missing message {unpack_message_key(detail)}")
         if dropped_sets:
             done.append(f"removed {dropped_sets} keyword set entries of accounts that no longer exist")
         if scan.indexes_stale:

@@ -718,7 +718,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
                        dbs.subscriptions, dbs.owners, dbs.metadata, dbs.flag_lists, dbs.keyword_counts,
-                       dbs.flag_columns, dbs.sort_records, dbs.keyword_sets, dbs.save_dates):
+                       dbs.flag_columns, dbs.sort_records, dbs.keyword_sets):
                 self._delete_prefix(txn, db, prefix)
             self._drop_ownership(txn, dbs, account_id)
             txn.delete(prefix, db=dbs.usage)
@@ -1039,7 +1039,7 @@ class Store(MetadataMixin):
                                        (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
-                       dbs.keyword_counts, dbs.flag_columns, dbs.sort_records, dbs.save_dates):
+                       dbs.keyword_counts, dbs.flag_columns, dbs.sort_records):
                 self._delete_prefix(txn, db, prefix)
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
@@ -1161,13 +1161,12 @@ class Store(MetadataMixin):
             delta.removed(account_id, inbox_id, uid, tail)
             delta.added(account_id, target.id, uid, tail, modseq)
             txn.put(message_key(account_id, target.id, uid), raw, db=dbs.messages)
-            txn.put(change_key(account_id, target.id, modseq, uid), b"", db=dbs.modseqs)
+            saved = txn.pop(change_key(account_id, inbox_id, modseq, uid), db=dbs.modseqs)
+            txn.put(change_key(account_id, target.id, modseq, uid), saved or b"", db=dbs.modseqs)  # its save date
             txn.delete(key, db=dbs.messages)
-            for carried in (dbs.sort_records, dbs.save_dates):
-                entry = txn.pop(key, db=carried)
-                if entry is not None:
-                    txn.put(message_key(account_id, target.id, uid), entry, db=carried)
-            txn.delete(change_key(account_id, inbox_id, modseq, uid), db=dbs.modseqs)
+            sort_entry = txn.pop(key, db=dbs.sort_records)
+            if sort_entry is not None:
+                txn.put(message_key(account_id, target.id, uid), sort_entry, db=dbs.sort_records)
             txn.put(change_key(account_id, inbox_id, inbox.next_modseq(), uid), b"", db=dbs.tombstones)
         delta.apply()
         target.uidnext = inbox.uidnext
@@ -1501,9 +1500,8 @@ class Store(MetadataMixin):
                 tail = flagset.encode()
                 key = message_key(account_id, record.id, uid)
                 txn.put(key, pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail), db=dbs.messages)
-                txn.put(key, saved, db=dbs.save_dates)
                 delta.added(account_id, record.id, uid, tail, modseq)
-                txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
+                txn.put(change_key(account_id, record.id, modseq, uid), saved, db=dbs.modseqs)
                 put_body_record(txn, dbs, bodyrecords.REFS, blob_raw, pack_blob_record(1, size))
                 if kept:
                     put_body_record(txn, dbs, bodyrecords.BODY, blob_raw, data)
@@ -1752,8 +1750,8 @@ class Store(MetadataMixin):
                 modseq = record.next_modseq()
                 new_raw = with_modseq_and_flags(raw, modseq, new_tail)
                 txn.put(key, new_raw, db=dbs.messages)
-                txn.delete(change_key(account_id, record.id, old_modseq, uid), db=dbs.modseqs)
-                txn.put(change_key(account_id, record.id, modseq, uid), b"", db=dbs.modseqs)
+                saved = txn.pop(change_key(account_id, record.id, old_modseq, uid), db=dbs.modseqs)
+                txn.put(change_key(account_id, record.id, modseq, uid), saved or b"", db=dbs.modseqs)  # its save date
                 delta.changed(account_id, record.id, uid, old_tail, new_tail, modseq)
                 old_unseen, old_deleted = counter_deltas(old_tail[0])
                 new_unseen, new_deleted = counter_deltas(new_tail[0])
@@ -1818,8 +1816,7 @@ class Store(MetadataMixin):
                 txn.put(new_key, with_modseq_and_flags(raw, modseq, tail), db=dbs.messages)
                 if sort_entry is not None:
                     txn.put(new_key, sort_entry, db=dbs.sort_records)
-                txn.put(new_key, saved, db=dbs.save_dates)
-                txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), b"", db=dbs.modseqs)
+                txn.put(change_key(dst_account_id, dst.id, modseq, new_uid), saved, db=dbs.modseqs)
                 delta.added(dst_account_id, dst.id, new_uid, tail, modseq)
                 unseen, deleted = counter_deltas(tail[0])
                 dst.messages += 1
@@ -1903,7 +1900,6 @@ class Store(MetadataMixin):
             key = message_key(account_id, record.id, uid)
             txn.delete(key, db=dbs.messages)
             txn.delete(key, db=dbs.sort_records)
-            txn.delete(key, db=dbs.save_dates)
             txn.delete(change_key(account_id, record.id, modseq, uid), db=dbs.modseqs)
             tombstone = record.next_modseq()
             tombstones.append(tombstone)
@@ -2019,21 +2015,21 @@ class Store(MetadataMixin):
         UID up to the first saved since (see expire), ``limit`` at most."""
         if not record.messages:
             return []
-        known_since = None if dbs.save_dates is None else savedates.since(txn, dbs)
+        known_since = savedates.since(txn, dbs)
         unknown = known_since if known_since is not None else savedates.now()
         found: list[tuple[int, bytes]] = []
         prefix = folder_key(account_id, record.id)
         cursor = txn.cursor(dbs.messages)
         if not cursor.set_range(prefix):
             return found
-        get = txn.get
         for key, raw in cursor.iternext():
             if key[:len(prefix)] != prefix:
                 break
-            saved = None if dbs.save_dates is None else get(key, db=dbs.save_dates)
-            if (unknown if saved is None else savedates.unpack(saved)) >= saved_before:
+            uid = UID_IN_MESSAGE_KEY.unpack_from(key)[0]
+            saved = savedates.of_record(txn, dbs, account_id, record.id, uid, raw)
+            if (unknown if saved is None else saved) >= saved_before:
                 break
-            found.append((UID_IN_MESSAGE_KEY.unpack_from(key)[0], bytes(raw)))
+            found.append((uid, bytes(raw)))
             if len(found) >= limit:
                 break
         return found

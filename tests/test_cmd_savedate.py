@@ -13,7 +13,7 @@ from conversation import Conversation
 
 from gximap.imap import encode
 from midb import savedates
-from midb.keys import message_key
+from midb.keys import change_key
 
 JAN_2001 = calendar.timegm((2001, 1, 10, 12, 0, 0))
 MAR_2024 = calendar.timegm((2024, 3, 5, 12, 0, 0))
@@ -39,11 +39,13 @@ def conv(tmp_path: Path, clock: Clock) -> Iterator[Conversation]:
 
 
 def _forget_save_date(conv: Conversation, uid: int, mailbox: str = "INBOX") -> None:
-    """As for a message saved before the store kept save dates (an upgraded store)."""
+    """As for a message saved before the store kept save dates (an upgraded store): its modseqs
+    entry without a value."""
     shared = conv.store._shared
-    key = message_key(conv.store.account_id("alice"), conv.folder(mailbox).id, uid)
+    account_id, folder = conv.store.account_id("alice"), conv.folder(mailbox).id
+    (meta,) = conv.store.get_messages("alice", folder, [uid])
     with shared.env.begin(write=True) as txn:
-        assert txn.delete(key, db=shared.dbs.save_dates)
+        txn.put(change_key(account_id, folder, meta.modseq, uid), b"", db=shared.dbs.modseqs)
 
 
 def _shown(when: int) -> str:
