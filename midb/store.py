@@ -1878,14 +1878,22 @@ class Store(MetadataMixin):
             found = [(uid, raw) for uid in wanted
                      if (raw := txn.get(message_key(account_id, record.id, uid), db=dbs.messages)) is not None]
             if found:
-                delta = indexes.IndexDelta(txn, dbs)
-                self._unlist(txn, dbs, delta, account_id, record, found)
-                delta.apply()
-                self._release_bodies(txn, dbs, effects, account_id, record, found)
-                effects.changed(account_id, record.id, record.highestmodseq)
+                self._remove(txn, dbs, effects, account_id, record, found)
             return [uid for uid, _raw in found]
 
         return self._write(job, self._home(account))
+
+    def _remove(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int, record: FolderRecord,
+                found: list[tuple[int, bytes]]) -> list[int]:
+        """Expunge the messages ``found`` (uid, record) from the folder: tombstones, indexes,
+        body references, usage and the folder record, the change announced after the commit.
+        -> the tombstones' MODSEQs, in the order of ``found``."""
+        delta = indexes.IndexDelta(txn, dbs)
+        tombstones = self._unlist(txn, dbs, delta, account_id, record, found)
+        delta.apply()
+        self._release_bodies(txn, dbs, effects, account_id, record, found)
+        effects.changed(account_id, record.id, record.highestmodseq)
+        return tombstones
 
     @staticmethod
     def _unlist(txn: Any, dbs: Databases, delta: indexes.IndexDelta, account_id: int, record: FolderRecord,
@@ -1961,11 +1969,7 @@ class Store(MetadataMixin):
                     victims.append((uid, raw))
             if not victims:
                 return []
-            delta = indexes.IndexDelta(txn, dbs)
-            tombstones = self._unlist(txn, dbs, delta, account_id, record, victims)
-            delta.apply()
-            self._release_bodies(txn, dbs, effects, account_id, record, victims)
-            effects.changed(account_id, record.id, record.highestmodseq)
+            tombstones = self._remove(txn, dbs, effects, account_id, record, victims)
             return [(uid, modseq) for (uid, _raw), modseq in zip(victims, tombstones, strict=True)]
 
         return self._write(job, self._home(account))
@@ -1988,13 +1992,8 @@ class Store(MetadataMixin):
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             victims = self._saved_before(txn, dbs, account_id, record, saved_before, limit)
-            if not victims:
-                return []
-            delta = indexes.IndexDelta(txn, dbs)
-            self._unlist(txn, dbs, delta, account_id, record, victims)
-            delta.apply()
-            self._release_bodies(txn, dbs, effects, account_id, record, victims)
-            effects.changed(account_id, record.id, record.highestmodseq)
+            if victims:
+                self._remove(txn, dbs, effects, account_id, record, victims)
             return [uid for uid, _raw in victims]
 
         return self._write(job, self._home(account))

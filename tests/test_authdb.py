@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,6 @@ from midb.store import Store
 
 SHA512_CRYPT = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
                 "iBFdcbYEdFCoEOfaS35inz1")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "store", fsync=False, map_size=64 << 20)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def write_passwd(path: Path, text: str) -> None:
