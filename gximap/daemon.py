@@ -370,7 +370,7 @@ class Daemon:
         gxlog.set_io_debug(bool(cfg.io_debug))
 
         from gximap.net.pool import blocking_section
-        from gximap.session.pieces import BULK_WRITERS
+        from gximap.session.pieces import BULK_WRITERS, EXPIRY_WRITERS
         from gximap.session.session import ImapSession
         from midb.env import set_blocking_hook
 
@@ -443,6 +443,8 @@ class Daemon:
             # writers as they closed (removing the copies of a COPY cut short) ends before the
             # store closes. A worker that outlived the grace period cannot hand over more.
             BULK_WRITERS.shutdown(final=True)
+            ctx.expiry.stopping.set()   # the Trash and Junk expiry of a login: after its batch
+            EXPIRY_WRITERS.shutdown(final=True)
             ctx.auth.close()
             if siblings is not None:
                 siblings.close()

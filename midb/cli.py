@@ -124,8 +124,9 @@ class Settings:
     auth_backend: str = "midb"
     auth_passwd_file: str | None = None
     readonly: bool = False
-    # Special use -> seconds: gximap's imap_autoexpunge_* (midb.expiry), what 'midb expire' does.
-    autoexpunge: dict[str, float] = field(default_factory=dict)
+    # Special use -> (value, "file:line"): gximap's imap_autoexpunge_* (midb.expiry), what 'midb
+    # expire' does; parsed by that command only, so that a bad value stops no other.
+    autoexpunge: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def load_settings(config: str | None, store_dir: str | None) -> Settings:
@@ -156,7 +157,7 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
             elif key == "auth_passwd_file" and value:
                 settings.auth_passwd_file = value
             elif key.startswith("imap_autoexpunge_"):
-                settings.autoexpunge[SPECIAL_USES[key.removeprefix("imap_autoexpunge_")]] = _span(value, where)
+                settings.autoexpunge[SPECIAL_USES[key.removeprefix("imap_autoexpunge_")]] = (value, where)
     if store_dir is not None:
         if settings.run_dir is not None and os.path.realpath(store_dir) != os.path.realpath(settings.midb_path):
             # Another store (a backup, say): midb_run_dir belongs to the configured one, whose
@@ -653,7 +654,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     from midb.expiry import expire_account
 
-    periods = dict(settings.autoexpunge)
+    periods = {use: _span(value, where) for use, (value, where) in settings.autoexpunge.items()}
     for suffix, use in SPECIAL_USES.items():
         given = getattr(args, suffix)
         if given is not None:
@@ -662,20 +663,29 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     if not periods:
         raise CliError("no period to expire by: set imap_autoexpunge_trash or imap_autoexpunge_junk "
                        "in the configuration, or give --trash or --junk")
+    if args.dry_run:
+        settings.readonly = True  # writes nothing, upgrades no older index
     store = open_store(settings)
+    failed = 0
     try:
         accounts = args.accounts or [account.name for account in store.list_accounts()]
         verb = "would be expunged from" if args.dry_run else "expunged from"
         total = 0
         for account in accounts:
-            for expired in expire_account(store, account, periods, dry_run=args.dry_run):
+            try:
+                done = expire_account(store, account, periods, dry_run=args.dry_run)
+            except MidbError as exc:  # one account's trouble (deleted meanwhile): the others go on
+                print(f"midb: error: {account}: {exc or type(exc).__name__}", file=sys.stderr)
+                failed += 1
+                continue
+            for expired in done:
                 print(f"{account}: {len(expired.uids)} messages {verb} {expired.folder}")
                 total += len(expired.uids)
         if len(accounts) != 1 or not total:
             print(f"{total} messages {verb.removesuffix(' from')} in all")
     finally:
         store.close()
-    return 0
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class ExpiryThrottle:
     def __init__(self, interval: float = 3600.0, limit: int = 100_000) -> None:
         self.interval = interval
         self.limit = limit
+        # Set when the server stops: an expiry under way ends after its batch (expire_account's
+        # ``stop``), one queued does nothing; the store is about to close.
+        self.stopping = threading.Event()
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, removal, sortindex, tombstones
+from midb import bodyrecords, columns, indexes, removal, savedates, sortindex, tombstones
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -492,7 +492,9 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
                 txn.delete(detail, db=dbs.modseqs)
                 done.append(f"removed modseq index entry {unpack_change_key(detail)}")
             elif kind == "modseq_missing":
-                txn.put(detail, b"", db=dbs.modseqs)
+                # Its save date is lost with it: the repair's time, never earlier than the real
+                # one (an empty value would count as the store's upgrade, and expire too early).
+                txn.put(detail, savedates.pack(savedates.now()), db=dbs.modseqs)
                 done.append(f"restored modseq index entry {unpack_change_key(detail)}")
             elif kind == "tombstone_dangling":
                 txn.delete(detail, db=dbs.tombstones)

@@ -90,15 +90,15 @@ class _InlineWriters:
 @contextlib.contextmanager
 def _inline_bulk_writers() -> Iterator[None]:
     """_InlineWriters while the session runs, unless a test put its own stand-in there."""
-    real = pieces.BULK_WRITERS
+    real, real_expiry = pieces.BULK_WRITERS, pieces.EXPIRY_WRITERS
     if not isinstance(real, ProcessPool):
         yield
         return
-    pieces.BULK_WRITERS = _InlineWriters()  # type: ignore[assignment]
+    pieces.BULK_WRITERS = pieces.EXPIRY_WRITERS = _InlineWriters()  # type: ignore[assignment]
     try:
         yield
     finally:
-        pieces.BULK_WRITERS = real
+        pieces.BULK_WRITERS, pieces.EXPIRY_WRITERS = real, real_expiry
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -471,9 +471,9 @@ def test_imap_autoexpunge_trash_expires_at_login(tmp_path: Path, monkeypatch: py
     try:
         trash = store.get_folder("alice", "Trash")
         assert trash is not None
-        monkeypatch.setattr(savedates, "now", lambda: int(time.time()) - 40 * 86400)
-        store.append("alice", trash.id, b"Subject: old\r\n\r\nold\r\n")
-        monkeypatch.undo()
+        with monkeypatch.context() as patched:
+            patched.setattr(savedates, "now", lambda: int(time.time()) - 40 * 86400)
+            store.append("alice", trash.id, b"Subject: old\r\n\r\nold\r\n")
         store.append("alice", trash.id, b"Subject: new\r\n\r\nnew\r\n")
     finally:
         store.close()
@@ -489,6 +489,9 @@ def test_imap_autoexpunge_trash_expires_at_login(tmp_path: Path, monkeypatch: py
             fetched = client.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")[1][0]
             assert isinstance(fetched, tuple) and fetched[1].strip() == b"Subject: new"
             client.logout()
+        deadline = time.monotonic() + 10  # logged after the commit, by the expiry's own thread
+        while "autoexpunge: alice: 1 messages removed from Trash" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "autoexpunge: alice: 1 messages removed from Trash" in proc.log()
     finally:
         proc.stop()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conversation import Conversation
+from conversation import Conversation, InlineExecutor
 from store_helpers import folder_id
 from test_midb_cli import Midb, fails, ok
 
@@ -23,13 +23,11 @@ MESSAGE = b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n"
 def _saved_days_ago(monkeypatch: pytest.MonkeyPatch, store: Store, mailbox: str, days: float, count: int = 1,
                     account: str = "alice", flags: tuple[str, ...] = ()) -> list[int]:
     """Messages saved into ``mailbox`` ``days`` ago (received long before)."""
-    monkeypatch.setattr(savedates, "now", lambda: int(time.time() - days * DAY))
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(savedates, "now", lambda: int(time.time() - days * DAY))
         folder = folder_id(store, mailbox, account)
         return [store.append(account, folder, MESSAGE, flags=flags, internaldate=1_000_000_000)[1]
                 for _ in range(count)]
-    finally:
-        monkeypatch.undo()
 
 
 # ---- midb.expiry -------------------------------------------------------------------------------
@@ -126,6 +124,29 @@ def test_a_session_with_trash_selected_is_told_of_the_expunges(conv: Conversatio
     assert watcher.command("NOOP")[:-1] == [b"* 1 EXPUNGE"]
 
 
+def test_a_login_while_the_server_stops_is_answered_and_expires_later(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expiry's thread is stopped (the daemon's stop): the login still succeeds, and the
+    account is due again at its next login (review58)."""
+    from gximap.session import pieces
+    from midb.blobs import PoolClosed
+
+    class Stopped:
+        def get(self) -> None:
+            raise PoolClosed("the autoexpunge threads are stopped")
+
+    class Inline:
+        def get(self) -> InlineExecutor:
+            return InlineExecutor()
+
+    uids = _saved_days_ago(monkeypatch, conv.store, "Trash", 31)
+    monkeypatch.setattr(pieces, "BULK_WRITERS", Inline())
+    monkeypatch.setattr(pieces, "EXPIRY_WRITERS", Stopped())
+    conv.login()
+    assert conv.store.uids("alice", conv.folder("Trash").id) == uids
+    assert conv.ctx.expiry.due("alice")  # forgotten: due again
+
+
 def test_without_periods_a_login_expires_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Conversation(tmp_path) as plain:
         uids = _saved_days_ago(monkeypatch, plain.store, "Trash", 4000)
@@ -157,6 +178,10 @@ def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, mon
     assert ok(midb("expire", "bob", "--trash", "1d")) == "bob: 1 messages expunged from Trash\n"
     assert ok(midb("expire")) == "0 messages expunged in all\n"
     fails(midb("expire", "--trash", "soon"), "--trash: 'soon' is not a duration")
+    result = midb("expire", "nosuch", "alice", "--trash", "1s")  # one account's trouble stops no other
+    assert result.returncode == 1 and "midb: error: nosuch: " in result.stderr
+    assert result.stdout == "0 messages expunged in all\n"
     fails(midb("expire", "--read-only"), "'expire' changes the store: not with --read-only")
     midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7 fortnights\n")
     fails(midb("expire"), "imap.cfg:7: '7 fortnights': unknown time unit 'fortnights'")
+    assert "messages" in ok(midb("stats"))  # a bad period stops 'expire' alone

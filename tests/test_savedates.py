@@ -11,6 +11,7 @@ from store_helpers import folder_id, store_with_alice
 
 from midb import env as midb_env
 from midb import savedates
+from midb.keys import change_key
 from midb.store import Store
 
 MESSAGE = b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n"
@@ -111,16 +112,35 @@ def test_expire_removes_the_messages_saved_before_the_cutoff_oldest_first(store:
     assert store.verify() == []
 
 
-def test_expire_stops_at_the_first_message_saved_since(store: Store, clock: Clock) -> None:
-    """A clock set back: a message saved "earlier" behind a younger one goes late, not early."""
+def test_a_message_saved_while_the_clock_was_ahead_holds_back_no_other(store: Store, clock: Clock) -> None:
+    """Save dates grow with UIDs only while the clock does: one saved with the clock years
+    ahead, then the clock put right; the old messages after it still expire (review58)."""
     trash = folder_id(store, "Trash")
     first = store.append("alice", trash, MESSAGE)[1]
-    clock.now += 1000
-    store.append("alice", trash, MESSAGE)
-    clock.now -= 500  # set back
-    third = store.append("alice", trash, MESSAGE)[1]
-    assert store.expire("alice", trash, 1_700_000_000 + 800) == [first]
-    assert third in store.uids("alice", trash)
+    clock.now += 5 * 365 * 86400  # ahead
+    ahead = store.append("alice", trash, MESSAGE)[1]
+    clock.now -= 5 * 365 * 86400  # put right
+    after = store.append("alice", trash, MESSAGE)[1]
+    clock.now += 40 * 86400
+    assert store.expired_uids("alice", trash, clock.now - 30 * 86400) == [first, after]
+    assert store.expire("alice", trash, clock.now - 30 * 86400) == [first, after]
+    assert store.uids("alice", trash) == [ahead]
+
+
+def test_a_modseq_entry_restored_by_repair_is_saved_at_the_repair(store: Store, clock: Clock) -> None:
+    """Its save date is lost with it; an empty one would count as the store's creation and
+    expire the message too early (review58): the repair's time instead."""
+    trash = folder_id(store, "Trash")
+    uid = store.append("alice", trash, MESSAGE)[1]
+    (meta,) = store.get_messages("alice", trash, [uid])
+    with store._shared.env.begin(write=True) as txn:
+        txn.delete(change_key(store.account_id("alice"), trash, meta.modseq, uid), db=store._shared.dbs.modseqs)
+    clock.now += 86400
+    assert store.verify() != []
+    store.verify(repair=True)
+    assert store.verify() == []
+    assert store.save_dates("alice", trash, [uid]) == {uid: clock.now}
+    assert store.expire("alice", trash, clock.now - 3600) == []
 
 
 def _downgrade_to_schema_8(path: Path) -> None:

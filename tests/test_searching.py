@@ -256,8 +256,9 @@ def test_save_dates_are_read_once_per_search(mailbox: Any, monkeypatch: pytest.M
         return original(account, folder_id, uids)
 
     monkeypatch.setattr(session.store, "save_dates", counted)
-    today = time.strftime("%d-%b-%Y", time.localtime())
-    assert run(session, f"SAVEDSINCE {today} NOT SAVEDBEFORE {today} OR SAVEDON {today} SEEN") == uids
+    today = time.strftime("%d-%b-%Y", time.localtime())  # the messages were saved today, or yesterday
+    assert run(session, f"SAVEDBEFORE 1-Jan-2100 NOT SAVEDSINCE 1-Jan-2100 OR SAVEDON {today} SAVEDSINCE 1-Jan-2000"
+                        ) == uids
     assert calls == [len(uids)]
 
 

@@ -54,6 +54,7 @@ from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.selected import SelectedMailbox
 from midb import errors as midb_errors
 from midb import expiry
+from midb.blobs import PoolClosed
 
 _load_commands()
 
@@ -360,7 +361,10 @@ class ImapSession:
         periods = dict(self.settings.autoexpunge)
         if not periods or not self.ctx.expiry.due(account):
             return
-        pieces.BULK_WRITERS.get().submit(_expire_account, self.ctx, account, periods)
+        try:
+            pieces.EXPIRY_WRITERS.get().submit(_expire_account, self.ctx, account, periods)
+        except (PoolClosed, RuntimeError):  # the server is stopping: the next login's turn
+            self.ctx.expiry.forget(account)
 
     def select(self, mailbox: SelectedMailbox | None) -> None:
         self._close_selected()
@@ -685,7 +689,7 @@ def _wrong_state(state: State, allowed: frozenset[State]) -> Code:
 def _expire_account(ctx: ServerContext, account: str, periods: dict[str, float]) -> None:
     """ImapSession._expire_folders' work: logged, never raised (nobody waits for it)."""
     try:
-        for expired in expiry.expire_account(ctx.store, account, periods):
+        for expired in expiry.expire_account(ctx.store, account, periods, stop=ctx.expiry.stopping.is_set):
             ctx.log.info("autoexpunge: %s: %d messages removed from %s", account, len(expired.uids),
                          expired.folder)
     except Exception as exc:  # noqa: BLE001 - a store trouble: the next login's expiry tries again
