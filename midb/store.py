@@ -1978,26 +1978,45 @@ class Store(MetadataMixin):
         """Expunge the folder's messages saved into it before ``saved_before`` (Unix time),
         whatever their flags, oldest first and at most ``limit`` in one transaction: a folder's
         automatic expiry (Dovecot's autoexpunge; RFC 8514's use case). -> the UIDs removed,
-        ascending; fewer than ``limit`` when none is left to expire.
+        ascending; fewer than ``limit`` when none is left to expire (or some of the batch went
+        meanwhile: the next expiry takes the rest, later, never earlier).
 
         The look goes through the whole folder, not only up to the first message saved since:
         save dates grow with UIDs only while the clock does, and one saved while the clock was
         years ahead must not keep every message after it (review58). About 0.15 s per 100,000
         messages, once an hour at most per account. A message whose save date is unknown (saved
         before the store kept them) counts as saved when the store began keeping them
-        (midb.savedates)."""
+        (midb.savedates). That look is made in a read snapshot, outside the shard's write lock
+        (which deliveries wait for); the write checks only the candidates again."""
         if limit <= 0:
+            return []
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            account_id = self._account_id(txn, shared.dbs, account)
+            record = self._folder(txn, shared.dbs, account_id, folder_id)
+            candidates = [uid for uid, _raw in self._saved_before(txn, shared.dbs, account_id, record,
+                                                                  saved_before, limit)]
+        if not candidates:
             return []
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            victims = self._saved_before(txn, dbs, account_id, record, saved_before, limit)
+            known_since = savedates.since(txn, dbs)
+            unknown = known_since if known_since is not None else savedates.now()
+            victims = []
+            for uid in candidates:  # still there, and still saved before (not moved out and back)
+                raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
+                if raw is None:
+                    continue
+                saved = savedates.of_record(txn, dbs, account_id, record.id, uid, raw)
+                if (unknown if saved is None else saved) < saved_before:
+                    victims.append((uid, bytes(raw)))
             if victims:
                 self._remove(txn, dbs, effects, account_id, record, victims)
             return [uid for uid, _raw in victims]
 
-        return self._write(job, self._home(account))
+        return self._write(job, shared)
 
     def expired_uids(self, account: str, folder_id: int, saved_before: int) -> list[int]:
         """The UIDs expire() would remove, all at once (``midb expire --dry-run``)."""

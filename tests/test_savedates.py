@@ -181,3 +181,26 @@ def test_an_upgraded_store_knows_no_save_date_of_its_old_messages(tmp_path: Path
         assert store.expire("alice", trash, upgraded_at + 1) == [old]
         assert store.uids("alice", trash) == [new]
         assert store.verify() == []
+
+
+def test_expire_checks_its_candidates_again_under_the_write_lock(store: Store, clock: Clock,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidates are found in a read snapshot; one moved away before the write (a client
+    restoring it from Trash) is not removed from where it went, nor counted."""
+    trash, inbox = folder_id(store, "Trash"), folder_id(store, "INBOX")
+    uids = [store.append("alice", trash, MESSAGE)[1] for _ in range(3)]
+    clock.now += 40 * 86400
+    write = store._write
+    restored: list[int] = []
+
+    def restoring_first(job, shared, **options):  # type: ignore[no-untyped-def]
+        if not restored:
+            restored.append(1)
+            store.move("alice", trash, [uids[0]], inbox)
+        return write(job, shared, **options)
+
+    monkeypatch.setattr(store, "_write", restoring_first)
+    assert store.expire("alice", trash, clock.now - 30 * 86400) == uids[1:]
+    monkeypatch.undo()
+    assert store.uids("alice", inbox) == [1] and store.uids("alice", trash) == []
+    assert store.verify() == []
