@@ -108,7 +108,6 @@ def blocking() -> contextlib.AbstractContextManager[None]:
 GATHER_WAIT = 0.005
 
 
-
 def other_processes_holding(lock_path: str) -> list[int]:
     """The other processes that have the LMDB environment of ``lock_path`` (its lock.mdb) open:
     each holds a POSIX record lock on the file while it does (LMDB's own liveness lock), which

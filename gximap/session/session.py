@@ -355,8 +355,8 @@ class ImapSession:
 
     def _expire_folders(self, account: str) -> None:
         """The account's Trash and Junk lose what was saved there longer ago than their periods
-        (imap_autoexpunge_*; midb.expiry), on a bulk writer's thread: the login is answered
-        meanwhile, and a session with such a folder selected is told of the expunges as of any
+        (imap_autoexpunge_*; midb.expiry), on the expiry's own thread (pieces.EXPIRY_WRITERS):
+        the login is answered meanwhile, and a session with such a folder selected is told of the expunges as of any
         other session's."""
         periods = dict(self.settings.autoexpunge)
         if not periods or not self.ctx.expiry.due(account):
