@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from midb import spans
+from midb.expiry import SPECIAL_USES
 
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
 Section = Literal["gromox", "imap"]
@@ -235,8 +236,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=1),
     _d("imap_autoexpunge_junk", "timespan", "0",
        "Messages that have been in an account's Junk folder (special use \\Junk) this long are "
-       "expunged, whatever their flags, when the account logs in (at most once an hour per "
-       "account; midb expire does it for every account). The time counts from when a message "
+       "expunged, whatever their flags, when the account logs in or receives mail over LMTP (at "
+       "most once an hour per account; midb expire does it for every account, from cron). The time counts from when a message "
        "came into the folder (its save date, RFC 8514), not from when it was received. 0: never.",
        "imap", minimum=0, reloadable=True),
     _d("imap_autoexpunge_trash", "timespan", "0",
@@ -513,6 +514,13 @@ def parse_size(text: str) -> int:
         raise ValueSyntaxError(f"{text!r} is not a size (a number with optional k/M/G/T suffix)")
     number = Decimal(match.group(1))  # exact, so 1.1M is not off by a float rounding
     return int(number * _SIZE_FACTORS[match.group(2).lower()])
+
+
+def autoexpunge_periods(cfg: Any) -> tuple[tuple[str, float], ...]:
+    """(special use, seconds) of the folders imap_autoexpunge_* expire (midb.expiry), for the
+    IMAP sessions and the LMTP deliveries alike."""
+    periods = ((use, float(getattr(cfg, f"imap_autoexpunge_{suffix}"))) for suffix, use in SPECIAL_USES.items())
+    return tuple((use, seconds) for use, seconds in periods if seconds > 0)
 
 
 def parse_timespan(text: str) -> float:

@@ -64,16 +64,8 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         metadata_admin=str(cfg.imap_metadata_admin),
         default_mailbox_quota=int(cfg.imap_default_mailbox_quota),
         default_annotation_quota=int(cfg.imap_default_annotation_quota),
-        autoexpunge=autoexpunge_periods(cfg),
+        autoexpunge=gxconfig.autoexpunge_periods(cfg),
     )
-
-
-def autoexpunge_periods(cfg: Config) -> tuple[tuple[str, float], ...]:
-    """(special use, seconds) of the folders imap_autoexpunge_* expire (midb.expiry)."""
-    from midb.expiry import SPECIAL_USES
-
-    periods = ((use, float(getattr(cfg, f"imap_autoexpunge_{suffix}"))) for suffix, use in SPECIAL_USES.items())
-    return tuple((use, seconds) for use, seconds in periods if seconds > 0)
 
 
 def preload_modules() -> None:
@@ -406,7 +398,7 @@ class Daemon:
             siblings.say_hello()
         server.start()
         try:
-            mta.start(store, ctx.auth, processes=count)
+            mta.start(store, ctx.auth, processes=count, expiry=ctx.expiry)
         except MtaConfigError as exc:
             server.stop(grace=0.0)
             store.close()  # a clean stop: its marker goes, and the next start does not sweep

@@ -34,6 +34,7 @@ from typing import Any
 from gximap import config as gxconfig
 from gximap.config import Config
 from gximap.net.listener import BoundListener, ListenerError, ListenerSpec, adopt_listener, bind_listeners
+from midb.expiry import ExpiryThrottle
 
 __all__ = ["MTA_SOCKET_NAMES", "MtaConfigError", "MtaServices"]
 
@@ -95,7 +96,7 @@ def delivery_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.de
     if command is not None and not os.access(command.program, os.X_OK):
         log.warning("imap_filter_command: %s is not an executable file (yet); deliveries go to INBOX "
                     "until it is", command.program)
-    return DeliverySettings(spam_header=spam, filter=command)
+    return DeliverySettings(spam_header=spam, filter=command, autoexpunge=gxconfig.autoexpunge_periods(cfg))
 
 
 class MtaServices:
@@ -168,7 +169,7 @@ class MtaServices:
                 specs.append(ListenerSpec(address[0], address[1], False, kind))
         return specs
 
-    def start(self, store: Any, auth: Any, *, processes: int = 1) -> None:
+    def start(self, store: Any, auth: Any, *, processes: int = 1, expiry: ExpiryThrottle | None = None) -> None:
         """Create and start the pools (a no-op without listeners). With several serving
         ``processes`` on the same listeners, each takes its share of the context numbers, and
         one whose contexts are all taken stops accepting until one is free, so that a sibling
@@ -186,7 +187,7 @@ class MtaServices:
                 delivery_map = name_map_from_config(cfg, "delivery_map")
             except MapSyntaxError as exc:
                 raise MtaConfigError(f"delivery_map: {exc}") from None
-            agent = DeliveryAgent(store, delivery_map, self._delivery_settings)
+            agent = DeliveryAgent(store, delivery_map, self._delivery_settings, expiry)
             lmtp_ctx = self._lmtp_ctx = LmtpContext(lmtp_settings_from_config(cfg), agent)
             self._lmtp_server = Server(
                 self.lmtp_listeners, lambda conn, waker: LmtpSession(lmtp_ctx, conn, waker),

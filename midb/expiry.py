@@ -3,9 +3,9 @@
 Dovecot's ``autoexpunge``: messages deleted by moving them to Trash, or filed as spam in Junk,
 go for good once they have been there a set time, whatever their flags. The time counts from
 the save date (midb.savedates): a message received two years ago and deleted today stays its
-full period. gximap runs it for an account when it logs in (imap_autoexpunge_trash,
-imap_autoexpunge_junk; at most once an hour per account and process), ``midb expire`` for
-every account (from cron, for accounts that never log in over IMAP).
+full period. gximap runs it for an account when it logs in or receives mail over LMTP
+(imap_autoexpunge_trash, imap_autoexpunge_junk; at most once an hour per account and process:
+gximap.expiring), ``midb expire`` for every account (from cron).
 """
 
 from __future__ import annotations

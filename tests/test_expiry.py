@@ -185,3 +185,38 @@ def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, mon
     midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7 fortnights\n")
     fails(midb("expire"), "imap.cfg:7: '7 fortnights': unknown time unit 'fortnights'")
     assert "messages" in ok(midb("stats"))  # a bad period stops 'expire' alone
+
+
+# ---- after an LMTP delivery ---------------------------------------------------------------------
+
+
+def test_a_delivery_expires_the_accounts_it_stored_into(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dovecot's autoexpunge also runs at the end of an LMTP delivery: an account that only ever
+    receives mail still has its Junk expired. Once an hour per account, shared with the logins
+    (one throttle per process); an account whose copy failed is not touched."""
+    from gximap.auth.maps import NameMap
+    from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings
+    from gximap.lmtp.protocol import Envelope, Recipient
+    from gximap.session import pieces
+
+    class Inline:
+        def get(self) -> InlineExecutor:
+            return InlineExecutor()
+
+    with Store(tmp_path / "store", fsync=False) as store:
+        for name in ("alice", "bob"):
+            store.create_account(name)
+        old_junk = {name: _saved_days_ago(monkeypatch, store, "Junk", 8, account=name) for name in ("alice", "bob")}
+        store.update_account("bob", quota_messages=1)  # bob's copy fails: over quota
+        monkeypatch.setattr(pieces, "EXPIRY_WRITERS", Inline())
+        throttle = ExpiryThrottle()
+        agent = DeliveryAgent(store, NameMap.from_directives("email_localpart", "auto"),
+                              DeliverySettings(autoexpunge=(("\\Junk", 7 * DAY),)), throttle)
+        envelope = Envelope(sender="carol@example.org")
+        recipient = Recipient("team@test.example", None, ("alice", "bob"))
+        envelope.recipients.append(recipient)
+        reply = agent.deliver(agent.prepare(envelope, MESSAGE), recipient, delivery_id="T.1")
+        assert reply.code == 250
+        assert store.uids("alice", folder_id(store, "Junk", "alice")) == []
+        assert store.uids("bob", folder_id(store, "Junk", "bob")) == old_junk["bob"]
+        assert not throttle.due("alice") and throttle.due("bob")

@@ -43,9 +43,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gximap.expiring import expire_in_background
 from gximap.filters import FilterCommand
 from gximap.lmtp.protocol import Envelope, Recipient, Reply
 from midb import errors as midb_errors
+from midb.expiry import ExpiryThrottle
 from midb.mime import normalize_crlf
 
 __all__ = [
@@ -143,6 +145,8 @@ def _decode_subject(raw: bytes) -> str:
 class DeliverySettings:
     spam_header: tuple[str, str] | None = None  # (name, value), both lower case
     filter: FilterCommand | None = None
+    # (special use, seconds): imap_autoexpunge_*, run after a delivery too (gximap.expiring).
+    autoexpunge: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +184,13 @@ class _AccountResult:
 
 
 class DeliveryAgent:
-    def __init__(self, store: Any, delivery_map: RecipientMap, settings: DeliverySettings | None = None) -> None:
+    def __init__(self, store: Any, delivery_map: RecipientMap, settings: DeliverySettings | None = None,
+                 expiry: ExpiryThrottle | None = None) -> None:
         self.store = store
         self.delivery_map = delivery_map
         self.settings = settings or DeliverySettings()  # replaced as a whole on reload
+        # Shared with the IMAP sessions of the process: an account is expired once an hour at most.
+        self.expiry = expiry if expiry is not None else ExpiryThrottle()
 
     # -- RCPT -------------------------------------------------------------------------------------
 
@@ -267,6 +274,10 @@ class DeliveryAgent:
                      f" ({_printable(result.note)})" if result.note else "")
             results.append(result)
         successes = [result for result in results if result.reply.positive]
+        periods = dict(prepared.settings.autoexpunge)
+        for planned in copies:  # an account that only ever receives mail still has its Junk expired
+            if periods and planned.result is not None and planned.result.reply.positive:
+                expire_in_background(self.store, self.expiry, planned.account, periods, log)
         temporary = [result for result in results if result.reply.temporary]
         if temporary:
             return temporary[0].reply

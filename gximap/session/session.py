@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from gximap import log as gxlog
+from gximap.expiring import expire_in_background
 from gximap.imap import parser
 from gximap.imap.codes import Code
 from gximap.imap.commands import Command
@@ -34,7 +35,7 @@ from gximap.net.handler import (
     TransportAction,
     Waker,
 )
-from gximap.session import capabilities, condstore, pieces
+from gximap.session import capabilities, condstore
 from gximap.session.base import (
     REGISTRY,
     Await,
@@ -53,8 +54,6 @@ from gximap.session.context import ServerContext
 from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.selected import SelectedMailbox
 from midb import errors as midb_errors
-from midb import expiry
-from midb.blobs import PoolClosed
 
 _load_commands()
 
@@ -351,20 +350,9 @@ class ImapSession:
         self.user = user
         self.actor = actor
         self.state = State.AUTHENTICATED
-        self._expire_folders(user)
-
-    def _expire_folders(self, account: str) -> None:
-        """The account's Trash and Junk lose what was saved there longer ago than their periods
-        (imap_autoexpunge_*; midb.expiry), on the expiry's own thread (pieces.EXPIRY_WRITERS):
-        the login is answered meanwhile, and a session with such a folder selected is told of the expunges as of any
-        other session's."""
-        periods = dict(self.settings.autoexpunge)
-        if not periods or not self.ctx.expiry.due(account):
-            return
-        try:
-            pieces.EXPIRY_WRITERS.get().submit(_expire_account, self.ctx, account, periods)
-        except (PoolClosed, RuntimeError):  # the server is stopping: the next login's turn
-            self.ctx.expiry.forget(account)
+        # The account's Trash and Junk lose what has been there longer than their periods, in the
+        # background; a session with such a folder selected is told as of any other's expunges.
+        expire_in_background(self.store, self.ctx.expiry, user, dict(self.settings.autoexpunge), self.ctx.log)
 
     def select(self, mailbox: SelectedMailbox | None) -> None:
         self._close_selected()
@@ -685,13 +673,3 @@ def _wrong_state(state: State, allowed: frozenset[State]) -> Code:
         return Code.BAD_NOT_SELECTED
     return Code.BAD_WRONG_STATE
 
-
-def _expire_account(ctx: ServerContext, account: str, periods: dict[str, float]) -> None:
-    """ImapSession._expire_folders' work: logged, never raised (nobody waits for it)."""
-    try:
-        for expired in expiry.expire_account(ctx.store, account, periods, stop=ctx.expiry.stopping.is_set):
-            ctx.log.info("autoexpunge: %s: %d messages removed from %s", account, len(expired.uids),
-                         expired.folder)
-    except Exception as exc:  # noqa: BLE001 - a store trouble: the next login's expiry tries again
-        ctx.expiry.forget(account)
-        ctx.log.warning("autoexpunge: %s: %s", account, exc)

@@ -1,0 +1,44 @@
+"""Expiry of an account's Trash and Junk in the background, when it logs in over IMAP or receives
+mail over LMTP (imap_autoexpunge_trash, imap_autoexpunge_junk; the work is midb.expiry's).
+
+Dovecot runs its autoexpunge at the end of IMAP, POP3 and LMTP sessions alike: an account that
+only ever receives mail (read over another protocol, or not at all) still has its Junk expired.
+Here it runs on a thread of its own (gximap.session.pieces.EXPIRY_WRITERS), at most once an hour
+per account and process (midb.expiry.ExpiryThrottle): a login is answered, and a delivery
+acknowledged, without waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gximap.session import pieces
+from midb import expiry
+from midb.blobs import PoolClosed
+
+__all__ = ["expire_in_background"]
+
+
+def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: str, periods: Mapping[str, float],
+                         log: logging.Logger) -> None:
+    """Have ``account``'s folders with a period in ``periods`` (special use -> seconds) expired,
+    unless the throttle says it was done lately or the server is stopping."""
+    if not periods or not throttle.due(account):
+        return
+    try:
+        pieces.EXPIRY_WRITERS.get().submit(_expire, store, throttle, account, dict(periods), log)
+    except (PoolClosed, RuntimeError):  # the server is stopping: the next login's or delivery's turn
+        throttle.forget(account)
+
+
+def _expire(store: Any, throttle: expiry.ExpiryThrottle, account: str, periods: dict[str, float],
+            log: logging.Logger) -> None:
+    """expire_in_background's work: logged, never raised (nobody waits for it)."""
+    try:
+        for expired in expiry.expire_account(store, account, periods, stop=throttle.stopping.is_set):
+            log.info("autoexpunge: %s: %d messages removed from %s", account, len(expired.uids), expired.folder)
+    except Exception as exc:  # noqa: BLE001 - a store trouble: the next turn tries again
+        throttle.forget(account)
+        log.warning("autoexpunge: %s: %s", account, exc)
