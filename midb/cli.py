@@ -11,6 +11,7 @@ passwords are read from a terminal prompt or from stdin, never from the command 
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import logging
 import os
@@ -178,9 +179,16 @@ def open_store(settings: Settings, *, create: bool = False) -> Store:
 
     if not create and not os.path.isfile(os.path.join(settings.midb_path, "index", "data.mdb")):
         raise CliError(f"no midb store at {settings.midb_path} (it is created by 'midb user add')")
-    return Store(settings.midb_path, fsync=settings.fsync, map_size=settings.map_size,
-                 run_dir=settings.run_dir, data_path=settings.data_path,
-                 default_lang=settings.default_lang, shards=settings.shards, readonly=settings.readonly)
+    try:
+        return Store(settings.midb_path, fsync=settings.fsync, map_size=settings.map_size,
+                     run_dir=settings.run_dir, data_path=settings.data_path,
+                     default_lang=settings.default_lang, shards=settings.shards, readonly=settings.readonly)
+    except MidbError as exc:
+        if not settings.readonly and os.strerror(errno.EROFS) in str(exc):
+            # A backup on read-only media: LMDB reads it without its lock file there.
+            raise CliError(f"{exc}: the store is on a read-only file system; commands that only read "
+                           f"work with --read-only") from None
+        raise
 
 
 def _parse_shards(value: str, where: str) -> int:

@@ -417,3 +417,33 @@ def test_read_only_reads_an_older_store_as_it_is_and_refuses_to_write(tmp_path: 
     assert main(["--store", str(tmp_path / "copy"), "--read-only", "user", "list"]) == 0
     assert "alice" in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "alice" / "cur")) == 1
+
+
+def test_a_backup_on_read_only_media_is_read_with_read_only(midb: Midb, tmp_path: Path) -> None:
+    """A store on a read-only file system (a backup on a DVD, a snapshot mounted ro): LMDB reads
+    it without writing its lock file, so every command that only reads works with --read-only;
+    the others say what to do. The mount is made in a private mount namespace (needs root)."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-m", "true"], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("no private mount namespace here (needs root)")
+    with midb.open() as store:
+        store.create_account("alice")
+        store.append("alice", store.get_folder("alice", "INBOX").id, b"Subject: kept\r\n\r\nx\r\n")  # type: ignore[union-attr]
+    base = [sys.executable, "-m", "midb", "-c", str(midb.config), "--store", str(midb.store)]
+    commands = [[*base, "--read-only", "verify"], [*base, "--read-only", "user", "show", "alice"],
+                [*base, "--read-only", "export", "mbox", "alice", "INBOX", str(tmp_path / "out.mbox")],
+                [*base, "user", "lang", "alice", "de"]]
+    script = (f"mount --bind {shlex.quote(str(midb.store))} {shlex.quote(str(midb.store))} && "
+              f"mount -o remount,ro,bind {shlex.quote(str(midb.store))} && "
+              + " ; ".join(f"{shlex.join(command)}; echo rc=$?" for command in commands))
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    if "mount:" in result.stderr:
+        pytest.skip(f"cannot remount read-only here: {result.stderr.strip()}")
+    codes = [line for line in result.stdout.splitlines() if line.startswith("rc=")]
+    assert codes == ["rc=0", "rc=0", "rc=0", "rc=1"], (result.stdout, result.stderr)
+    assert "store is consistent" in result.stdout and b"Subject: kept" in (tmp_path / "out.mbox").read_bytes()
+    assert "read-only file system; commands that only read work with --read-only" in result.stderr
+    assert "Traceback" not in result.stderr
