@@ -622,15 +622,28 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
     folder = _get_or_create(store, account, name, source.uidvalidity, report)
     folder = _claim_uidvalidity(store, account, folder, source, report)
     report.folder, report.uidvalidity = folder.name, folder.uidvalidity
-    if report.uids_kept and source.highestmodseq:
+    nextuid, highestmodseq = source.nextuid, source.highestmodseq
+    retired = store.retired_folder(account, folder.uidvalidity) if report.uids_kept else None
+    if retired is not None and (retired[0] > (nextuid or 0) or retired[1] > (highestmodseq or 0)):
+        # The folder was deleted here after this copy of it was made (a restore from an older
+        # backup): the mail that came after the copy had UIDs and mod-sequences clients may have
+        # seen. New mail starts above them, and what they hold is reported as expunged.
+        nextuid, highestmodseq = max(nextuid or 0, retired[0]), max(highestmodseq or 0, retired[1])
+        report.notes.append(f"this folder had UIDs up to {retired[0] - 1} before it was deleted here: "
+                            f"UIDNEXT {nextuid}, HIGHESTMODSEQ {highestmodseq}")
+        try:
+            store.forget_expunges_up_to(account, folder.id, retired[1], retired[0])
+        except MidbError as exc:
+            report.notes.append(f"QRESYNC clients may not be told what went since the copy: {exc}")
+    if report.uids_kept and highestmodseq:
         # Before the messages: they then get mod-sequences above it, so a client that synced
         # with the source up to any point before it asks for changes since then and is told
         # of every message it may have missed (RFC 7162 section 3.1.6: a mod-sequence never
         # goes back within a UIDVALIDITY).
         try:
-            store.raise_highestmodseq(account, folder.id, source.highestmodseq)
+            store.raise_highestmodseq(account, folder.id, highestmodseq)
         except MidbError as exc:
-            report.notes.append(f"HIGHESTMODSEQ {source.highestmodseq} not kept: {exc}")
+            report.notes.append(f"HIGHESTMODSEQ {highestmodseq} not kept: {exc}")
 
     planned: list[tuple[SourceMessage, int | None]] = []
     if report.uids_kept:
@@ -652,8 +665,8 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
     except OverQuota as exc:
         report.complete = False
         report.notes.append(f"over quota, import stopped: {exc}")
-    if report.uids_kept and source.nextuid and report.complete:
-        _advance_uidnext(store, account, folder.id, source.nextuid, report)
+    if report.uids_kept and nextuid and report.complete:
+        _advance_uidnext(store, account, folder.id, nextuid, report)
     return report
 
 

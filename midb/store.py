@@ -177,6 +177,12 @@ _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
 _COUNTER_UIDVALIDITY = b"last-uidvalidity"
 _COUNTER_FOLDER = b"next-folder:"
+# A deleted folder's last UIDNEXT and HIGHESTMODSEQ, under its account's name and its UIDVALIDITY:
+# a restore of it from an older backup (midb import of an export) must not give again the UIDs
+# and mod-sequences the mail that came after the backup had. Kept when the account goes too, so
+# an account restored under its name is covered as well; 12 bytes a deleted folder.
+_RETIRED = b"retired:"   # + account name (UTF-8) + NUL + u32 UIDVALIDITY -> >IQ uidnext, highestmodseq
+_RETIRED_VALUE = struct.Struct(">IQ")
 # Decoded MIME digests kept per Store (see Store.digest): a few KiB each.
 DIGEST_CACHE_ENTRIES = 1024
 
@@ -714,6 +720,7 @@ class Store(MetadataMixin):
             for key, raw in prefix_items(txn, dbs.folders, prefix):
                 record = FolderRecord.decode(unpack_folder_key(key)[1], raw)
                 effects.changed(account_id, record.id, record.highestmodseq + 1)
+                self._retire(txn, dbs, account.name, record)
             self._drop_body_references(txn, dbs, effects,
                                        (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.folders, dbs.folder_names,
@@ -1004,6 +1011,45 @@ class Store(MetadataMixin):
 
         self._write(job, self._home(account))
 
+    @staticmethod
+    def _retire(txn: Any, dbs: Databases, account_name: str, record: FolderRecord) -> None:
+        """Remember a folder being deleted (see _RETIRED); an earlier one of that UIDVALIDITY
+        (deleted, restored, deleted again) keeps the higher values."""
+        key = _RETIRED + account_name.encode("utf-8") + b"\0" + pack_u32(record.uidvalidity)
+        uidnext, modseq = record.uidnext, record.highestmodseq
+        known = txn.get(key, db=dbs.counters)
+        if known is not None and len(known) == _RETIRED_VALUE.size:
+            old_uidnext, old_modseq = _RETIRED_VALUE.unpack(known)
+            uidnext, modseq = max(uidnext, old_uidnext), max(modseq, old_modseq)
+        txn.put(key, _RETIRED_VALUE.pack(uidnext, modseq), db=dbs.counters)
+
+    def retired_folder(self, account: str, uidvalidity: int) -> tuple[int, int] | None:
+        """(UIDNEXT, HIGHESTMODSEQ) a deleted folder of ``account`` with ``uidvalidity`` last
+        had, or None: for importers restoring it from an older backup."""
+        shared = self._home(account)
+        key = _RETIRED + normalize_account_name(account).encode("utf-8") + b"\0" + pack_u32(uidvalidity)
+        with lmdb_errors(), shared.read() as txn:
+            raw = txn.get(key, db=shared.dbs.counters)
+        if raw is None or len(raw) != _RETIRED_VALUE.size:
+            return None
+        uidnext, modseq = _RETIRED_VALUE.unpack(raw)
+        return int(uidnext), int(modseq)
+
+    def forget_expunges_up_to(self, account: str, folder_id: int, modseq: int, uidnext: int) -> None:
+        """For importers restoring a folder deleted here (retired_folder): a QRESYNC client that
+        last synchronised at a mod-sequence up to ``modseq`` is told, of the UIDs below
+        ``uidnext``, every one not in the folder as VANISHED (the superset RFC 7162 section
+        3.2.5.1 allows): the mail that came after the older copy is gone, and which of it the
+        client held is not known."""
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            # Floor above ``modseq``: a question about changes after ``modseq`` itself is
+            # answered with the superset too (the deletion left no tombstones).
+            tombstones_of.raise_floor(txn, dbs.tombstones, account_id, record.id, modseq + 1, uidnext)
+
+        self._write(job, self._home(account))
+
     def raise_highestmodseq(self, account: str, folder_id: int, modseq: int) -> None:
         """For importers: the folder's HIGHESTMODSEQ becomes at least ``modseq`` (the source's),
         so later changes get mod-sequences above those clients already hold."""
@@ -1037,6 +1083,7 @@ class Store(MetadataMixin):
             prefix = folder_key(account_id, folder_id)
             self._drop_body_references(txn, dbs, effects,
                                        (raw for _key, raw in prefix_items(txn, dbs.messages, prefix)))
+            self._retire(txn, dbs, normalize_account_name(account), record)
             # Annotations go with the folder: a new folder of the same name starts without them.
             for db in (dbs.messages, dbs.modseqs, dbs.tombstones, dbs.metadata, dbs.flag_lists,
                        dbs.keyword_counts, dbs.flag_columns, dbs.sort_records):

@@ -404,3 +404,39 @@ def test_an_export_whose_special_uses_are_not_names_imports_without_them(tmp_pat
     store.create_account("bernd")
     report = import_maildir_tree(store, "bernd", tmp_path / "export")
     assert report.problems == [] and state(store, "bernd", "Work") == state(store, "alice", "Work")
+
+
+def test_a_folder_restored_from_an_older_export_gives_no_uid_again(tmp_path: Path, store: Store) -> None:
+    """The export is made, mail comes after it (UIDs 4-5), the folder is deleted, and the export
+    imported again: the folder's UIDVALIDITY comes back, so the UIDs a client saw on the later
+    mail must not be given to new mail, nor its mod-sequences (closing57: the store remembers
+    a deleted folder's UIDNEXT and HIGHESTMODSEQ). Also for a whole account deleted and restored."""
+    store.create_account("alice")
+    folder_id = fill(store, "alice", "Project", 3)
+    export_maildir_tree(store, "alice", tmp_path / "backup")
+    fill(store, "alice", "Project", 2)
+    store.store_flags("alice", folder_id, [4], "add", ["\\Seen"])
+    before = store.get_folder("alice", "Project")
+    assert before is not None and before.uidnext == 6
+    store.delete_folder("alice", "Project")
+    (report,) = [item for item in import_maildir_tree(store, "alice", tmp_path / "backup").folders
+                 if item.folder == "Project"]
+    restored = store.get_folder("alice", "Project")
+    assert restored is not None and restored.uidvalidity == before.uidvalidity
+    assert store.uids("alice", restored.id) == [1, 2, 3]
+    assert restored.uidnext == 6 and restored.highestmodseq > before.highestmodseq
+    assert any("had UIDs up to 5 before it was deleted" in note for note in report.notes)
+    assert store.append("alice", restored.id, message("new"))[1] == 6
+    # A QRESYNC client that last synchronised before the deletion is told that what it held
+    # after the backup (UIDs 4 and 5) is gone; 1-3 and the new 6 are not.
+    _changed, vanished = store.changes_since("alice", restored.id, before.highestmodseq)
+    assert list(vanished.among([1, 2, 3, 4, 5, 6])) == [4, 5]
+    # A whole account deleted and restored under its name.
+    later = store.get_folder("alice", "Project")
+    assert later is not None
+    store.delete_account("alice")
+    store.create_account("alice")
+    import_maildir_tree(store, "alice", tmp_path / "backup")
+    again = store.get_folder("alice", "Project")
+    assert again is not None and again.uidvalidity == before.uidvalidity and again.uidnext == 7
+    assert store.verify() == []
