@@ -246,3 +246,28 @@ def test_fetch_changedsince_by_number_from_before_the_window(conv: Conversation)
     lines = conv.send(b"a1 FETCH 1:15 (FLAGS) (CHANGEDSINCE %d)\r\n" % since)
     assert lines[0].startswith(b"* 1 FETCH (MODSEQ (") and lines[0].endswith(b"FLAGS (\\Flagged))")
     assert lines[-1] == b"a1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+
+
+def test_a_folder_restored_from_an_older_export_tells_qresync_clients_what_went(conv: Conversation,
+                                                                                  tmp_path: Path) -> None:
+    """A client synchronised with Project holding UIDs 1-5; the folder is deleted, and restored
+    from an export made when it held 1-3 (midb import). Its UIDVALIDITY comes back, so the
+    client resynchronises with QRESYNC: it must be told that 4 and 5 are gone (the deletion left
+    no tombstones: the superset from the floor the import raised), and new mail gets UID 6."""
+    from midb.exporter import export_maildir_tree
+    from midb.importer import import_maildir_tree
+
+    conv.store.create_folder("alice", "Project")
+    for _ in range(3):
+        conv.add_message("Project")
+    export_maildir_tree(conv.store, "alice", tmp_path / "backup")
+    for _ in range(2):
+        conv.add_message("Project")
+    held = conv.folder("Project")
+    conv.store.delete_folder("alice", "Project")
+    import_maildir_tree(conv.store, "alice", tmp_path / "backup")
+    conv.command("ENABLE QRESYNC")
+    lines = conv.send(f"a SELECT Project (QRESYNC ({held.uidvalidity} {held.highestmodseq} 1:5))\r\n".encode())
+    assert lines[-1].startswith(b"a OK ")
+    assert [line for line in lines if line.startswith(b"* VANISHED")] == [b"* VANISHED (EARLIER) 4:5"]
+    assert b"* OK [UIDNEXT 6] Predicted next UID" in lines
