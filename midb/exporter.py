@@ -51,6 +51,7 @@ from midb.mailfiles import (
     MAILDIR_LETTERS,
     MBOX_HIDDEN_HEADERS,
     MBOX_X_STATUS_LETTERS,
+    SAVE_DATES_FILE,
     SYSTEM_FLAGS,
     encode_mutf7,
     header_block_end,
@@ -251,6 +252,10 @@ def _export_folder(store: Store, account: str, folder: FolderInfo, directory: st
         report.messages += 1
         report.bytes += len(data)
     _write_file(os.path.join(directory, "dovecot-uidlist"), "\n".join(uidlist).encode() + b"\n")
+    saved = store.save_dates(account, folder.id, [meta.uid for meta in metas])
+    if saved:
+        _write_file(os.path.join(directory, SAVE_DATES_FILE),
+                    "".join(f"{uid} {when}\n" for uid, when in sorted(saved.items())).encode())
     if keyword_letters:
         lines = "".join(f"{ord(letter) - ord('a')} {keyword}\n" for keyword, letter in keyword_letters.items())
         _write_file(os.path.join(directory, "dovecot-keywords"), lines.encode())

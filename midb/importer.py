@@ -37,6 +37,7 @@ from midb.mailfiles import (
     MAILDIR_LETTERS,
     MBOX_HIDDEN_HEADERS,
     MBOX_X_STATUS_LETTERS,
+    SAVE_DATES_FILE,
     SYSTEM_FLAGS,
     decode_mutf7,
     header_block_end,
@@ -92,6 +93,7 @@ class SourceFolder:
     nextuid: int | None = None
     highestmodseq: int | None = None   # a mod-sequence clients may hold for these UIDs (midb exports)
     notes: list[str] = field(default_factory=list)
+    save_dates: dict[int, int] = field(default_factory=dict)   # by UID (midb exports: SAVE_DATES_FILE)
 
 
 _ATOM_SPECIALS = frozenset('(){ %*"\\]')
@@ -369,6 +371,31 @@ class UidList:
     uids: dict[str, int]     # base file name -> UID
 
 
+def read_save_dates(path: str, notes: list[str]) -> dict[int, int]:
+    """A midb export's save dates of one folder (SAVE_DATES_FILE: "UID SAVEDATE" lines); {}
+    without the file. A line that does not read is noted and left out: that message is saved
+    at the import, as from anywhere else."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            lines = fh.read(_EXPORT_INFO_LIMIT).splitlines()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        notes.append(f"{path}: not read, save dates not kept: {exc.strerror or exc}")
+        return {}
+    dates: dict[int, int] = {}
+    bad = 0
+    for line in lines:
+        uid, _, when = line.partition(" ")
+        if uid.isdigit() and 0 < int(uid) <= 0xFFFFFFFF and when.lstrip("-").isdigit() and abs(int(when)) < 1 << 40:
+            dates[int(uid)] = int(when)
+        elif line.strip():
+            bad += 1
+    if bad:
+        notes.append(f"{path}: {bad} lines not understood, those messages are saved at the import")
+    return dates
+
+
 def parse_uidlist(text: str) -> UidList | None:
     """Parse ``dovecot-uidlist`` (versions 1 and 3) or Courier's ``courierimapuiddb`` (version 1).
 
@@ -435,6 +462,7 @@ def scan_maildir(path: str | os.PathLike[str], *, crlf: bool = True) -> SourceFo
     if not os.path.isdir(os.path.join(path, "cur")) and not os.path.isdir(os.path.join(path, "new")):
         raise ImportFailed(f"{path} is not a Maildir (no cur/ or new/)")
     folder = SourceFolder(path, [])
+    folder.save_dates = read_save_dates(os.path.join(path, SAVE_DATES_FILE), folder.notes)
     keywords = read_dovecot_keywords(os.path.join(path, "dovecot-keywords"))
     for name in ("dovecot-uidlist", "courierimapuiddb"):
         try:
@@ -665,6 +693,15 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
     except OverQuota as exc:
         report.complete = False
         report.notes.append(f"over quota, import stopped: {exc}")
+    if report.uids_kept and source.save_dates:
+        # Each message's save date as the export had it (earlier than the import's): a Trash
+        # restored from a backup expires on its old schedule.
+        kept = {message.uid: source.save_dates[message.uid] for message, uid in planned
+                if uid is not None and message.uid in source.save_dates}
+        try:
+            store.restore_save_dates(account, folder.id, kept)
+        except MidbError as exc:
+            report.notes.append(f"save dates not kept: {exc}")
     if report.uids_kept and nextuid and report.complete:
         _advance_uidnext(store, account, folder.id, nextuid, report)
     return report

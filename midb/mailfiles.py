@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 
-__all__ = ["EXPORT_INFO_FILE", "MAILDIR_LETTERS", "MBOX_HIDDEN_HEADERS", "MBOX_X_STATUS_LETTERS", "SYSTEM_FLAGS", "decode_mutf7",
+__all__ = ["EXPORT_INFO_FILE", "MAILDIR_LETTERS", "SAVE_DATES_FILE", "MBOX_HIDDEN_HEADERS", "MBOX_X_STATUS_LETTERS", "SYSTEM_FLAGS", "decode_mutf7",
            "encode_mutf7", "header_block_end", "header_fields", "listescape", "strip_fields",
            "tab_escape", "tab_unescape", "unlistescape"]
 
@@ -35,6 +35,10 @@ MBOX_HIDDEN_HEADERS = frozenset({"content-length", "status", "x-status", "x-imap
 # Written beside a Maildir++ tree by midb.exporter: what Maildir cannot hold (midb.importer
 # read_export_info).
 EXPORT_INFO_FILE = "midb-export"
+# In each folder's directory of such a tree: "UID SAVEDATE" lines (Unix time), the save dates
+# (midb.savedates) Maildir has no place for, so a Trash restored from it expires on its old
+# schedule. Dovecot ignores the file.
+SAVE_DATES_FILE = "midb-savedates"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
 import lmdb
@@ -109,6 +109,7 @@ from midb.messages import (
     FIXED_SIZE,
     FLAGS_OFFSET,
     MAX_KEYWORDS_PER_MESSAGE,
+    MODSEQ_FIELD,
     U32_ARRAY_CODE,
     FlagColumns,
     FlagSet,
@@ -2099,6 +2100,34 @@ class Store(MetadataMixin):
             if len(found) >= limit:
                 break
         return found
+
+    def restore_save_dates(self, account: str, folder_id: int, dates: Mapping[int, int]) -> int:
+        """For importers: give the folder's messages ``dates`` (UID -> Unix time) as their save
+        dates, those of the copy they were imported from; never a later one than they have
+        (the import's). -> how many changed. A few thousand per transaction, not durable: lost
+        in a crash, a message keeps the import's date, which only makes it expire later."""
+        items = sorted(dates.items())
+        changed = 0
+        for start in range(0, len(items), _SORT_ENTRIES_PER_WRITE):
+            chunk = items[start : start + _SORT_ENTRIES_PER_WRITE]
+
+            def job(txn: Any, dbs: Databases, effects: WriteEffects, chunk: list[tuple[int, int]] = chunk) -> int:
+                account_id = self._account_id(txn, dbs, account)
+                record = self._folder(txn, dbs, account_id, folder_id)
+                done = 0
+                for uid, when in chunk:
+                    raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
+                    if raw is None:
+                        continue
+                    current = savedates.of_record(txn, dbs, account_id, record.id, uid, raw)
+                    if current is None or when < current:
+                        key = change_key(account_id, record.id, MODSEQ_FIELD.unpack_from(raw)[0], uid)
+                        txn.put(key, savedates.pack(when), db=dbs.modseqs)
+                        done += 1
+                return done
+
+            changed += self._write(job, self._home(account), durable=False)
+        return changed
 
     def save_dates(self, account: str, folder_id: int, uids: Iterable[int]) -> dict[int, int]:
         """When each of the folder's messages ``uids`` was saved into it (Unix time), for those

@@ -440,3 +440,30 @@ def test_a_folder_restored_from_an_older_export_gives_no_uid_again(tmp_path: Pat
     again = store.get_folder("alice", "Project")
     assert again is not None and again.uidvalidity == before.uidvalidity and again.uidnext == 7
     assert store.verify() == []
+
+
+def test_save_dates_come_back_with_the_export(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Trash restored from a backup expires on its old schedule: each message's save date is
+    exported (midb-savedates in its folder's directory) and given back by the import, never a
+    later one than the import's; a line that does not read is noted, its message saved now."""
+    from midb import savedates
+
+    store.create_account("alice")
+    with monkeypatch.context() as patched:
+        patched.setattr(savedates, "now", lambda: 1_600_000_000)
+        trash = store.get_folder("alice", "Trash")
+        assert trash is not None
+        uids = [store.append("alice", trash.id, message(f"old {n}"))[1] for n in range(3)]
+    export_maildir_tree(store, "alice", tmp_path / "backup")
+    lines = (tmp_path / "backup" / ".Trash" / "midb-savedates").read_text().splitlines()
+    assert lines == [f"{uid} 1600000000" for uid in uids]
+    (tmp_path / "backup" / ".Trash" / "midb-savedates").write_text("\n".join([*lines[:2], "3 soon", ""]))
+    store.create_account("bernd")
+    report = import_maildir_tree(store, "bernd", tmp_path / "backup")
+    copy = store.get_folder("bernd", "Trash")
+    assert copy is not None
+    dates = store.save_dates("bernd", copy.id, uids)
+    assert dates[uids[0]] == dates[uids[1]] == 1_600_000_000 and dates[uids[2]] > 1_700_000_000
+    assert any("1 lines not understood" in note for item in report.folders for note in item.notes)
+    assert store.expire("bernd", copy.id, 1_650_000_000) == uids[:2]
+    assert store.restore_save_dates("bernd", copy.id, {uids[2]: 2_000_000_000}) == 0  # never later
