@@ -11,7 +11,7 @@ acknowledged, without waiting for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from gximap.session import pieces
@@ -21,14 +21,16 @@ from midb.blobs import PoolClosed
 __all__ = ["expire_in_background"]
 
 
-def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: str, periods: Mapping[str, float],
-                         log: logging.Logger) -> None:
-    """Have ``account``'s folders with a period in ``periods`` (special use -> seconds) expired,
-    unless the throttle says it was done lately or the server is stopping."""
-    if not periods or not throttle.due(account):
+def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: str,
+                         periods: Iterable[tuple[str, float]], log: logging.Logger) -> None:
+    """Have ``account``'s folders with a period in ``periods`` ((special use, seconds), as the
+    settings hold them) expired, unless the throttle says it was done lately or the server is
+    stopping."""
+    by_use = dict(periods)
+    if not by_use or not throttle.due(account):
         return
     try:
-        pieces.EXPIRY_WRITERS.get().submit(_expire, store, throttle, account, dict(periods), log)
+        pieces.EXPIRY_WRITERS.get().submit(_expire, store, throttle, account, by_use, log)
     except (PoolClosed, RuntimeError):  # the server is stopping: the next login's or delivery's turn
         throttle.forget(account)
 

@@ -41,8 +41,8 @@ SCHEMA_VERSION = 9
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
 # (midb.columns); schema 7 the sort index (midb.sortindex); schema 8 interns keyword sets per
 # account instead of per shard (midb.columns); schema 9 keeps each message's save date as the
-# value of its modseqs entry (midb.savedates). Opening an older store for writing builds what it lacks, in one transaction
-# (a few seconds per 100,000 messages).
+# value of its modseqs entry (midb.savedates). Opening an older store for writing builds what it
+# lacks, in one transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
-from midb.keys import UID_IN_MESSAGE_KEY, change_key, message_key, prefix_end
+from midb.keys import change_key
 from midb.messages import MODSEQ_FIELD
 
-__all__ = ["SINCE_KEY", "now", "of_record", "pack", "read", "record_since", "since"]
+__all__ = ["SINCE_KEY", "now", "of_record", "pack", "record_since", "since", "unknown_as"]
 
 _ENTRY = struct.Struct(">q")
 pack = _ENTRY.pack
@@ -55,40 +54,20 @@ def since(txn: Any, dbs: Any) -> int | None:
     return None if raw is None else int(_ENTRY.unpack(raw)[0])
 
 
-def of_record(txn: Any, dbs: Any, account_id: int, folder_id: int, uid: int, record: bytes) -> int | None:
-    """The save date of the message ``uid`` whose record is ``record``; None when unknown."""
+def unknown_as(txn: Any, dbs: Any) -> int:
+    """When a message without a save date counts as saved, for expiry: when the store began
+    keeping them (never earlier than the truth), else now (an older store read as it is)."""
+    known_since = since(txn, dbs)
+    return now() if known_since is None else known_since
+
+
+@overload
+def of_record(txn: Any, dbs: Any, account_id: int, folder_id: int, uid: int, record: bytes) -> int | None: ...
+@overload
+def of_record(txn: Any, dbs: Any, account_id: int, folder_id: int, uid: int, record: bytes, unknown: int) -> int: ...
+def of_record(txn: Any, dbs: Any, account_id: int, folder_id: int, uid: int, record: bytes,
+              unknown: int | None = None) -> int | None:
+    """The save date of the message ``uid`` whose record is ``record``; ``unknown`` when it has
+    none (saved before the store kept them)."""
     raw = txn.get(change_key(account_id, folder_id, MODSEQ_FIELD.unpack_from(record)[0], uid), db=dbs.modseqs)
-    return None if raw is None or len(raw) != _ENTRY.size else int(_ENTRY.unpack(raw)[0])
-
-
-def read(txn: Any, dbs: Any, account_id: int, folder_id: int, uids: Iterable[int]) -> dict[int, int]:
-    """The save dates known of a folder's messages ``uids``: a record lookup each for a few,
-    one cursor pass over the records from the lowest to the highest for many, then a lookup of
-    each message's modseqs entry."""
-    wanted = sorted(set(uids))
-    found: dict[int, int] = {}
-    if not wanted:
-        return found
-    records: list[tuple[int, bytes]] = []
-    if len(wanted) <= 16:
-        for uid in wanted:
-            record = txn.get(message_key(account_id, folder_id, uid), db=dbs.messages)
-            if record is not None:
-                records.append((uid, record))
-    else:
-        keep = set(wanted)
-        end = prefix_end(message_key(account_id, folder_id, wanted[-1]))
-        cursor = txn.cursor(dbs.messages)
-        if cursor.set_range(message_key(account_id, folder_id, wanted[0])):
-            uid_of = UID_IN_MESSAGE_KEY.unpack_from
-            for key, record in cursor.iternext():
-                if end is not None and key >= end:
-                    break
-                uid = uid_of(key)[0]
-                if uid in keep:
-                    records.append((uid, record))
-    for uid, record in records:
-        saved = of_record(txn, dbs, account_id, folder_id, uid, record)
-        if saved is not None:
-            found[uid] = saved
-    return found
+    return unknown if raw is None or len(raw) != _ENTRY.size else int(_ENTRY.unpack(raw)[0])

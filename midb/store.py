@@ -168,7 +168,9 @@ PREFETCH_FROM = 1024
 # sort_values looks UIDs up one by one below one in this many of the entries a pass over their
 # range would read, and makes that pass above (a lookup costs several entries of a scan).
 _LOOKUPS_PER_SCAN = 8
-_SORT_ENTRIES_PER_WRITE = 2_000
+# Derived entries (sort entries, restored save dates) written per non-durable transaction: a
+# folder's worth must not hold the writer's lock for long.
+_ENTRIES_PER_WRITE = 2_000
 # Messages Store.expire removes in one transaction: a Trash of 100,000 expiring at once must not
 # hold the writer's lock (every delivery of the shard waits on it) for seconds.
 EXPIRE_BATCH = 2_000
@@ -184,6 +186,10 @@ _COUNTER_FOLDER = b"next-folder:"
 # an account restored under its name is covered as well; 12 bytes a deleted folder.
 _RETIRED = b"retired:"   # + account name (UTF-8) + NUL + u32 UIDVALIDITY -> >IQ uidnext, highestmodseq
 _RETIRED_VALUE = struct.Struct(">IQ")
+
+
+def _retired_key(account_name: str, uidvalidity: int) -> bytes:
+    return _RETIRED + account_name.encode("utf-8") + b"\0" + pack_u32(uidvalidity)
 # Decoded MIME digests kept per Store (see Store.digest): a few KiB each.
 DIGEST_CACHE_ENTRIES = 1024
 
@@ -1016,7 +1022,7 @@ class Store(MetadataMixin):
     def _retire(txn: Any, dbs: Databases, account_name: str, record: FolderRecord) -> None:
         """Remember a folder being deleted (see _RETIRED); an earlier one of that UIDVALIDITY
         (deleted, restored, deleted again) keeps the higher values."""
-        key = _RETIRED + account_name.encode("utf-8") + b"\0" + pack_u32(record.uidvalidity)
+        key = _retired_key(account_name, record.uidvalidity)
         uidnext, modseq = record.uidnext, record.highestmodseq
         known = txn.get(key, db=dbs.counters)
         if known is not None and len(known) == _RETIRED_VALUE.size:
@@ -1028,7 +1034,7 @@ class Store(MetadataMixin):
         """(UIDNEXT, HIGHESTMODSEQ) a deleted folder of ``account`` with ``uidvalidity`` last
         had, or None: for importers restoring it from an older backup."""
         shared = self._home(account)
-        key = _RETIRED + normalize_account_name(account).encode("utf-8") + b"\0" + pack_u32(uidvalidity)
+        key = _retired_key(normalize_account_name(account), uidvalidity)
         with lmdb_errors(), shared.read() as txn:
             raw = txn.get(key, db=shared.dbs.counters)
         if raw is None or len(raw) != _RETIRED_VALUE.size:
@@ -2050,15 +2056,12 @@ class Store(MetadataMixin):
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> list[int]:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            known_since = savedates.since(txn, dbs)
-            unknown = known_since if known_since is not None else savedates.now()
+            unknown = savedates.unknown_as(txn, dbs)
             victims = []
             for uid in candidates:  # still there, and still saved before (not moved out and back)
                 raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
-                if raw is None:
-                    continue
-                saved = savedates.of_record(txn, dbs, account_id, record.id, uid, raw)
-                if (unknown if saved is None else saved) < saved_before:
+                if raw is not None and savedates.of_record(txn, dbs, account_id, record.id, uid, raw,
+                                                           unknown) < saved_before:
                     victims.append((uid, bytes(raw)))
             if victims:
                 self._remove(txn, dbs, effects, account_id, record, victims)
@@ -2082,8 +2085,7 @@ class Store(MetadataMixin):
         first, ``limit`` at most (see expire)."""
         if not record.messages:
             return []
-        known_since = savedates.since(txn, dbs)
-        unknown = known_since if known_since is not None else savedates.now()
+        unknown = savedates.unknown_as(txn, dbs)
         found: list[tuple[int, bytes]] = []
         prefix = folder_key(account_id, record.id)
         cursor = txn.cursor(dbs.messages)
@@ -2093,8 +2095,7 @@ class Store(MetadataMixin):
             if key[:len(prefix)] != prefix:
                 break
             uid = UID_IN_MESSAGE_KEY.unpack_from(key)[0]
-            saved = savedates.of_record(txn, dbs, account_id, record.id, uid, raw)
-            if (unknown if saved is None else saved) >= saved_before:
+            if savedates.of_record(txn, dbs, account_id, record.id, uid, raw, unknown) >= saved_before:
                 continue
             found.append((uid, bytes(raw)))
             if len(found) >= limit:
@@ -2108,8 +2109,8 @@ class Store(MetadataMixin):
         in a crash, a message keeps the import's date, which only makes it expire later."""
         items = sorted(dates.items())
         changed = 0
-        for start in range(0, len(items), _SORT_ENTRIES_PER_WRITE):
-            chunk = items[start : start + _SORT_ENTRIES_PER_WRITE]
+        for start in range(0, len(items), _ENTRIES_PER_WRITE):
+            chunk = items[start : start + _ENTRIES_PER_WRITE]
 
             def job(txn: Any, dbs: Databases, effects: WriteEffects, chunk: list[tuple[int, int]] = chunk) -> int:
                 account_id = self._account_id(txn, dbs, account)
@@ -2137,7 +2138,13 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            return savedates.read(txn, dbs, account_id, record.id, uids)
+            found: dict[int, int] = {}
+            for key, raw in self._records_of(txn, dbs, account_id, record.id, _uid_list(uids)):
+                uid = UID_IN_MESSAGE_KEY.unpack_from(key)[0]
+                saved = savedates.of_record(txn, dbs, account_id, record.id, uid, raw)
+                if saved is not None:
+                    found[uid] = saved
+            return found
 
     def changes_since(self, account: str, folder_id: int, modseq: int) -> tuple[list[MessageMeta], Vanished]:
         """(messages whose modseq > `modseq`, in UID order; UIDs expunged after `modseq`).
@@ -2457,8 +2464,8 @@ class Store(MetadataMixin):
         and a few thousand per transaction: a folder's worth must not hold the writer's lock
         for long."""
         written = 0
-        for start in range(0, len(entries), _SORT_ENTRIES_PER_WRITE):
-            chunk = entries[start : start + _SORT_ENTRIES_PER_WRITE]
+        for start in range(0, len(entries), _ENTRIES_PER_WRITE):
+            chunk = entries[start : start + _ENTRIES_PER_WRITE]
 
             def job(txn: Any, dbs: Databases, effects: WriteEffects, chunk: list[tuple[int, bytes, bytes]] = chunk
                     ) -> int:

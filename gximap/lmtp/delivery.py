@@ -274,10 +274,9 @@ class DeliveryAgent:
                      f" ({_printable(result.note)})" if result.note else "")
             results.append(result)
         successes = [result for result in results if result.reply.positive]
-        periods = dict(prepared.settings.autoexpunge)
         for planned in copies:  # an account that only ever receives mail still has its Junk expired
-            if periods and planned.result is not None and planned.result.reply.positive:
-                expire_in_background(self.store, self.expiry, planned.account, periods, log)
+            if planned.result is not None and planned.result.reply.positive:
+                expire_in_background(self.store, self.expiry, planned.account, prepared.settings.autoexpunge, log)
         temporary = [result for result in results if result.reply.temporary]
         if temporary:
             return temporary[0].reply

@@ -1780,7 +1780,8 @@ class Server:
             # decided to close it: _displace): that one is on its way out.
             stuck = [conn for conn in self._displacing if not conn.closed and not conn.closing and _busy(conn)]
             if stuck:  # nor one whose client has hung up: its worker closes it at the end of its input
-                stuck = [conn for conn in stuck if conn.fd not in _input_state(stuck)[1]]
+                _unread, hung_up = _input_state(stuck)
+                stuck = [conn for conn in stuck if conn.fd not in hung_up]
             wanted = len(self._waiting) - len(self._displacing) - free
             if wanted <= 0 and not stuck:
                 return

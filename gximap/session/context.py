@@ -48,7 +48,8 @@ class Settings:
     default_mailbox_quota: int = 10000  # RFC 9208 MAILBOX limit of accounts without their own; 0: none
     default_annotation_quota: int = 1 << 20  # ANNOTATION-STORAGE octets, likewise
     # (special use, seconds): a folder's messages go once saved there that long ago, checked when
-    # its account logs in (imap_autoexpunge_trash, imap_autoexpunge_junk; midb.expiry).
+    # its account logs in or receives mail (imap_autoexpunge_trash, imap_autoexpunge_junk;
+    # gximap.expiring).
     autoexpunge: tuple[tuple[str, float], ...] = ()
 
 

@@ -53,9 +53,9 @@ MAX_PIECE = 50_000
 # Threads that write the pieces, per process. A third bulk command waits for one of them (the
 # session holding no worker): bulk writes to one shard would wait for its lock anyway.
 BULK_WRITERS = ProcessPool(2, "bulk-write")
-# The thread that expires an account's Trash and Junk at its login (midb.expiry): one, of its own,
-# so that a burst of logins (one period after an upgrade, every Trash is due at once) never keeps
-# a client's bulk command waiting for the threads above.
+# The thread that expires an account's Trash and Junk at its login or delivery (gximap.expiring):
+# one, of its own, so that a burst of logins (one period after an upgrade, every Trash is due at
+# once) never keeps a client's bulk command waiting for the threads above.
 EXPIRY_WRITERS = ProcessPool(1, "autoexpunge")
 
 

@@ -352,7 +352,7 @@ class ImapSession:
         self.state = State.AUTHENTICATED
         # The account's Trash and Junk lose what has been there longer than their periods, in the
         # background; a session with such a folder selected is told as of any other's expunges.
-        expire_in_background(self.store, self.ctx.expiry, user, dict(self.settings.autoexpunge), self.ctx.log)
+        expire_in_background(self.store, self.ctx.expiry, user, self.settings.autoexpunge, self.ctx.log)
 
     def select(self, mailbox: SelectedMailbox | None) -> None:
         self._close_selected()
@@ -672,4 +672,3 @@ def _wrong_state(state: State, allowed: frozenset[State]) -> Code:
     if state is State.AUTHENTICATED and allowed == {State.SELECTED}:
         return Code.BAD_NOT_SELECTED
     return Code.BAD_WRONG_STATE
-
