@@ -28,7 +28,7 @@ from midb.mime import (
 )
 
 __all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "HeaderValues", "ascii_body", "body_text", "ascii_needle", "fold", "has_ascii_folding",
-           "header_values", "leaf_plan", "matches", "planned_ascii_body", "raw_header_lacks",
+           "header_values", "html_to_text", "leaf_plan", "matches", "planned_ascii_body", "raw_header_lacks",
            "scan_needle", "PLAN_DECODE", "PLAN_NO_TEXT", "PLAN_RAW", "PLAN_VERSION"]
 
 MAX_BODY_TEXT = 2 * 1024 * 1024  # characters of body text kept for one message
@@ -131,14 +131,17 @@ def _without_hidden(markup: str) -> str:
     return "".join(kept)
 
 
-def _html_to_text(markup: str) -> str:
+def html_to_text(markup: str, *, with_links: bool = True) -> str:
     """Crude but linear: drop script/style/comments and tags, keep line structure, unescape. The
-    targets of links and images follow the text, on a line of their own: a user searches for an
-    order number in a link, or a domain, and the markup is the only place it is in."""
+    targets of links and images follow the text, on a line of their own (``with_links``): a user
+    searches for an order number in a link, or a domain, and the markup is the only place it is
+    in."""
     markup = _without_hidden(markup)
-    links = [target for target in (quoted or apostrophed or bare
-                                   for quoted, apostrophed, bare in _LINK_TARGET.findall(markup))
-             if not target[:5].lower() == "data:"]   # inline images: base64 any short needle matches
+    links: list[str] = []
+    if with_links:
+        links = [target for target in (quoted or apostrophed or bare
+                                       for quoted, apostrophed, bare in _LINK_TARGET.findall(markup))
+                 if not target[:5].lower() == "data:"]   # inline images: base64 any short needle matches
     markup = _BLOCK_TAG.sub("\n", markup)
     markup = _TAG.sub(" ", markup)
     if links:
@@ -154,7 +157,7 @@ def _part_text(data: bytes, part: Part) -> str:
         decoded = raw  # unknown encoding: the raw text is still better than nothing
     text = decode_charset(decoded, part.param(b"charset"))
     if part.subtype.lower() in _MARKUP:
-        text = _html_to_text(text)
+        text = html_to_text(text)
     return text
 
 

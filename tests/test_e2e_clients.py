@@ -72,6 +72,8 @@ def test_imaplib_full_session(server: GximapProcess) -> None:
         assert isinstance(data[0], tuple) and data[0][1] == MESSAGE
         typ, data = client.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
         assert isinstance(data[0], tuple) and data[0][1].startswith(b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=")
+        typ, data = client.fetch("1:2", "(PREVIEW (LAZY))")
+        assert typ == "OK" and data == [b'%d (PREVIEW "Hello Alice, this is the body.")' % n for n in (1, 2)]
         typ, data = client.search(None, "SUBJECT", '"#2"')
         assert data == [b"2"]
         client.literal = "GRÜSSE".encode()  # type: ignore[assignment]  # 8-bit search text goes as a literal (imaplib sends bytes; typeshed says str)

@@ -531,11 +531,27 @@ def test_fetch_modifiers() -> None:
     assert parse_as(c.Fetch, b"a FETCH 1 FAST (CHANGEDSINCE 1)").changedsince == 1
 
 
+def test_fetch_preview_and_its_lazy_modifier() -> None:
+    """RFC 8970: PREVIEW [SP "(" "LAZY" ")"], in a list or alone; a list after a single PREVIEW
+    that is not its modifiers is the command's own (CHANGEDSINCE)."""
+    assert parse_as(c.Fetch, b"a FETCH 1 PREVIEW").items == (att("PREVIEW"),)
+    assert parse_as(c.Fetch, b"a FETCH 1 preview (lazy)").items == (att("PREVIEW"),)
+    assert parse_as(c.Fetch, b"a FETCH 1 (FLAGS PREVIEW (LAZY) UID)").items == (att("FLAGS"), att("PREVIEW"), att("UID"))
+    assert parse_as(c.Fetch, b"a FETCH 1 (PREVIEW PREVIEW (LAZY))").items == (att("PREVIEW"),)
+    command = parse_as(c.Fetch, b"a UID FETCH 1 PREVIEW (CHANGEDSINCE 5)")
+    assert (command.items, command.changedsince) == ((att("PREVIEW"),), 5)
+    assert parse_as(c.Fetch, b"a UID FETCH 1 PREVIEW (LAZY) (CHANGEDSINCE 5)").changedsince == 5
+
+
 @pytest.mark.parametrize(
     "line",
     [
         b"a FETCH 1",
         b"a FETCH 1 ()",
+        b"a FETCH 1 (PREVIEW (FUZZY))",
+        b"a FETCH 1 (PREVIEW ())",
+        b"a FETCH 1 PREVIEW (LAZY",
+        b"a FETCH 1 PREVIEW[]",
         b"a FETCH 1 (ALL)",
         b"a FETCH 1 BOGUS",
         b"a FETCH 1 BODY[MIME]",

@@ -59,6 +59,7 @@ from gximap.session.base import (
 )
 from gximap.session.searching import in_ascending, resolve_uids, saved_uids
 from gximap.session.selected import FlagsShown, flag_atoms
+from midb import preview
 from midb.errors import MidbError, NoSuchBody
 from midb.lru import BoundedCache
 from midb.messages import (
@@ -81,9 +82,9 @@ _BATCH = 256  # index records read per store call
 RECORD_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 COLUMN_BATCH = 4096  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
 # FETCH of only these items takes the listing path (_ListingColumnsFetch): the record's own
-# fields, and items kept per body (ENVELOPE, BODYSTRUCTURE, BODY and BODY[...HEADER.FIELDS ...]
-# sections, see _cached_item).
-LISTING_ITEMS = RECORD_ITEMS | {"RFC822.SIZE", "INTERNALDATE", "ENVELOPE", "BODYSTRUCTURE", "BODY"}
+# fields, and items kept per body (ENVELOPE, BODYSTRUCTURE, BODY, PREVIEW and
+# BODY[...HEADER.FIELDS ...] sections, see _cached_item).
+LISTING_ITEMS = RECORD_ITEMS | {"RFC822.SIZE", "INTERNALDATE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "PREVIEW"}
 # Records per batch (and output chunk) on the listing path: its responses carry header fields or
 # structures, a few hundred bytes each.
 LISTING_BATCH = 256
@@ -371,6 +372,9 @@ class _Renderer:
         if cached is not None and cached[0] is _STRUCTURES:
             style = self.style
             return lambda msg, out: out.append(_structure(name, msg, style))
+        if cached is not None and cached[0] is _PREVIEWS:
+            utf8 = self.style[0]
+            return lambda msg, out: out.append(_preview_item(msg, utf8))
         if cached is not None:
             return functools.partial(_header_fields_piece, att, att.response_label())
         if name in ("BINARY", "BINARY.SIZE"):
@@ -397,6 +401,8 @@ def _cached_item(att: FetchAtt, style: tuple[bool, bool]) -> tuple[BoundedCache[
     name = att.name
     if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
         return _STRUCTURES, name, style
+    if name == "PREVIEW":
+        return _PREVIEWS, name, style[0]
     if name == "BODY" and att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
         return _HEADER_FIELDS, att.response_label(), att.partial
     return None
@@ -422,6 +428,25 @@ def _header_fields_piece(att: FetchAtt, label: bytes, msg: _Message, out: list[P
 # the same new messages' structure. A few hundred bytes each.
 STRUCTURE_CACHE_ENTRIES = 4096
 _STRUCTURES: BoundedCache[tuple[str, str, tuple[bool, bool]], bytes] = BoundedCache(STRUCTURE_CACHE_ENTRIES)
+
+
+# Rendered PREVIEW items (RFC 8970) of recently fetched bodies, by (body id, "PREVIEW", UTF8=ACCEPT):
+# a client asks for the previews of the messages it lists, every time it lists them, and every
+# device of a user asks for those of the same new messages. At most about 250 bytes each.
+PREVIEW_CACHE_ENTRIES = 4096
+_PREVIEWS: BoundedCache[tuple[str, str, bool], bytes] = BoundedCache(PREVIEW_CACHE_ENTRIES)
+
+
+def _preview_item(msg: _Message, utf8: bool) -> bytes:
+    """``PREVIEW text`` for a body: a quoted string, or a literal for text a quoted string may
+    not carry (8-bit before UTF8=ACCEPT). Never NIL: a message without text has "" (RFC 8970
+    section 3.2), and LAZY is answered as if absent (see gximap.imap.parser)."""
+    key = (msg.meta.blob, "PREVIEW", utf8)
+    rendered = _PREVIEWS.get(key)
+    if rendered is None:
+        rendered = b"PREVIEW " + encode.string(preview.preview(msg.read, msg.digest), utf8)
+        _PREVIEWS.put(key, rendered)
+    return rendered
 
 
 def _structure(name: str, msg: _Message, style: tuple[bool, bool]) -> bytes:
