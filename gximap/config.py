@@ -239,7 +239,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "expunged, whatever their flags, when the account logs in or receives mail over LMTP (at "
        "most once an hour per account; midb expire does it for every account, from cron). The "
        "time counts from when a message came into the folder (its save date, RFC 8514), not from "
-       "when it was received. 0: never.",
+       "when it was received. 0: never. An account's own period (midb user expire) takes its "
+       "place.",
        "imap", minimum=0, reloadable=True),
     _d("imap_autoexpunge_trash", "timespan", "0",
        "As imap_autoexpunge_junk, for the Trash folder (special use \\Trash): e.g. 30d to keep "

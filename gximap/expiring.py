@@ -23,12 +23,23 @@ __all__ = ["expire_in_background"]
 
 def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: str,
                          periods: Iterable[tuple[str, float]], log: logging.Logger) -> None:
-    """Have ``account``'s folders with a period in ``periods`` ((special use, seconds), as the
-    settings hold them) expired, unless the throttle says it was done lately or the server is
-    stopping."""
+    """Have ``account``'s folders with a period expired (``periods``: the server's, (special
+    use, seconds) as the settings hold them; the account's own take their place), unless the
+    throttle says it was done lately or the server is stopping."""
     by_use = dict(periods)
-    if not by_use or not throttle.due(account):
+    if not throttle.due(account):
         return
+    if not any(seconds > 0 for seconds in by_use.values()):
+        # The server expires nothing: only an account with periods of its own has work, and
+        # whether it has is read here, once an hour at most, rather than queued for the thread.
+        try:
+            own = store.get_account(account)
+        except Exception as exc:  # noqa: BLE001 - a store trouble: the next turn looks again
+            throttle.forget(account)
+            log.warning("autoexpunge: %s: %s", account, exc)
+            return
+        if own is None or not any(seconds > 0 for _use, seconds in own.autoexpunge):
+            return
     try:
         pieces.EXPIRY_WRITERS.get().submit(_expire, store, throttle, account, by_use, log)
     except (PoolClosed, RuntimeError):  # the server is stopping: the next login's or delivery's turn

@@ -2,8 +2,8 @@
 
 Account record (value of the account id in the `accounts` database): a marshal'ed tuple
 (name, password_hash, lang, quota_bytes, quota_messages, disabled, created, quota_mailboxes,
-quota_annotation_bytes); records written before the last two existed have seven fields and read as
-0 (none of the account's own). Usage counters live apart in the `usage` database (account id ->
+quota_annotation_bytes, autoexpunge); records written before the last three existed have seven
+or nine fields and read as 0 and () (none of the account's own). Usage counters live apart in the `usage` database (account id ->
 >QQ bytes, messages) so hot paths never rewrite the account record; the mailbox count and the
 annotation octets are counted when asked (midb.quotas).
 """
@@ -38,6 +38,9 @@ class Account:
     created: int            # unix time
     quota_mailboxes: int = 0          # 0 = none of its own (the server's default applies)
     quota_annotation_bytes: int = 0   # 0 = none of its own (the server's default applies)
+    # The account's own expiry periods, ((special use, seconds), ...) sorted by use: they take the
+    # place of the server's imap_autoexpunge_* for that use; 0 = never (midb.expiry).
+    autoexpunge: tuple[tuple[str, int], ...] = ()
 
 
 def normalize_account_name(name: object) -> str:
@@ -71,8 +74,11 @@ def _normalized_account_name(name: str) -> str:
 def encode_account(account: Account) -> bytes:
     fields = (account.name, account.password_hash, account.lang, account.quota_bytes,
               account.quota_messages, account.disabled, account.created)
-    # Seven fields while the newer limits are unset: the records stay readable by the release
-    # before them (which unpacks seven), for as long as no account is given such a limit.
+    # Seven fields while the newer settings are unset: the records stay readable by the release
+    # before them (which unpacks seven), for as long as no account is given such a setting.
+    if account.autoexpunge:
+        return marshal.dumps((*fields, account.quota_mailboxes, account.quota_annotation_bytes,
+                              account.autoexpunge))
     if account.quota_mailboxes or account.quota_annotation_bytes:
         return marshal.dumps((*fields, account.quota_mailboxes, account.quota_annotation_bytes))
     return marshal.dumps(fields)
@@ -82,10 +88,11 @@ def decode_account(account_id: int, raw: bytes) -> Account:
     fields = marshal.loads(raw)
     name, password_hash, lang, quota_bytes, quota_messages, disabled, created = fields[:7]
     quota_mailboxes, quota_annotation_bytes = fields[7:9] if len(fields) >= 9 else (0, 0)
+    autoexpunge = tuple(tuple(pair) for pair in fields[9]) if len(fields) >= 10 else ()
     return Account(id=account_id, name=name, password_hash=password_hash, lang=lang,
                    quota_bytes=quota_bytes, quota_messages=quota_messages, disabled=disabled,
                    created=created, quota_mailboxes=quota_mailboxes,
-                   quota_annotation_bytes=quota_annotation_bytes)
+                   quota_annotation_bytes=quota_annotation_bytes, autoexpunge=autoexpunge)
 
 
 def encode_usage(size: int, messages: int) -> bytes:

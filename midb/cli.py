@@ -221,6 +221,36 @@ def _quota_text(account: Account) -> str:
     return f"storage {size}, messages {count}, mailboxes {mailboxes}, annotations {annotations}"
 
 
+def _span_text(seconds: float) -> str:
+    """A period as midb's options take it back: 30d, 12h, 90min, 45s."""
+    whole = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if whole >= size and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def _expiry_text(account: Account, settings: Settings) -> str:
+    """Each special use's period for the account, and where it comes from."""
+    own = dict(account.autoexpunge)
+    parts = []
+    for suffix, use in SPECIAL_USES.items():
+        seconds: float
+        if use in own:
+            seconds, origin = own[use], "its own"
+        else:
+            value, where = settings.autoexpunge.get(use, ("0", ""))
+            try:
+                seconds = parse_timespan(value)
+            except ValueError:
+                seconds, origin = 0, f"imap_autoexpunge_{suffix} unreadable at {where}"
+            else:
+                origin = f"imap_autoexpunge_{suffix}"
+        period = _span_text(seconds) if seconds > 0 else "never"
+        parts.append(f"{suffix.capitalize()} {period} ({origin})")
+    return ", ".join(parts)
+
+
 def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
@@ -406,6 +436,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"disabled:  {'yes' if account.disabled else 'no'}")
     print(f"password:  {_scheme_of(account.password_hash)}")
     print(f"quota:     {_quota_text(account)}")
+    print(f"expiry:    {_expiry_text(account, settings)}")
     print(f"usage:     {messages} messages, {human_size(size)} ({size} bytes), {len(folders)} mailboxes, "
           f"{human_size(usage.annotation_bytes)} of annotations")
     print(f"owners:    {', '.join(owners) if owners else '(none besides the account itself)'}")
@@ -468,6 +499,31 @@ def cmd_user_quota(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     print(f"quota of {name}: {_quota_text(account)}")
+    return 0
+
+
+def cmd_user_expire(args: argparse.Namespace, settings: Settings) -> int:
+    changes: dict[str, int | None] = {}
+    for suffix, use in SPECIAL_USES.items():
+        given = getattr(args, suffix)
+        if given is not None:
+            changes[use] = None if given.strip().lower() == "default" else int(_span(given, f"--{suffix}"))
+    store = open_store(settings)
+    try:
+        name = _account_or_fail(store, args.name)
+        account = store.get_account(name)
+        assert account is not None
+        if changes:
+            own = dict(account.autoexpunge)
+            for use, seconds in changes.items():
+                if seconds is None:
+                    own.pop(use, None)
+                else:
+                    own[use] = seconds
+            account = store.update_account(name, autoexpunge=own)
+    finally:
+        store.close()
+    print(f"expiry of {name}: {_expiry_text(account, settings)}")
     return 0
 
 
@@ -668,15 +724,17 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
         if given is not None:
             periods[use] = _span(given, f"--{suffix}")
     periods = {use: seconds for use, seconds in periods.items() if seconds > 0}
-    if not periods:
-        raise CliError("no period to expire by: set imap_autoexpunge_trash or imap_autoexpunge_junk "
-                       "in the configuration, or give --trash or --junk")
     if args.dry_run:
         settings.readonly = True  # writes nothing, upgrades no older index
     store = open_store(settings)
     failed = 0
     try:
-        accounts = args.accounts or [account.name for account in store.list_accounts()]
+        known = store.list_accounts()
+        if not periods and not any(seconds > 0 for account in known for _use, seconds in account.autoexpunge):
+            raise CliError("no period to expire by: set imap_autoexpunge_trash or imap_autoexpunge_junk "
+                           "in the configuration, give --trash or --junk, or give accounts periods "
+                           "of their own ('midb user expire')")
+        accounts = args.accounts or [account.name for account in known]
         verb = "would be expunged from" if args.dry_run else "expunged from"
         total = 0
         for account in accounts:
@@ -773,6 +831,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mailbox count quota (0 = gximap's imap_default_mailbox_quota)")
     sub.add_argument("--annotations", metavar="SIZE",
                      help="METADATA annotation quota, e.g. 4M (0 = gximap's imap_default_annotation_quota)")
+    sub = leaf(user, "expire", cmd_user_expire,
+               "show or set an account's own expiry periods of Trash and Junk (in place of "
+               "imap_autoexpunge_trash/junk)",
+               writes=lambda args: any(getattr(args, suffix) is not None for suffix in SPECIAL_USES))
+    sub.add_argument("name", metavar="NAME")
+    for suffix in SPECIAL_USES:
+        sub.add_argument(f"--{suffix}", metavar="SPAN",
+                         help=f"the account's period of its {suffix.capitalize()} folder, e.g. 14d "
+                              f"(0: never; 'default': imap_autoexpunge_{suffix})")
     sub = leaf(user, "disable", cmd_user_disable, "suspend an account: refuse its logins and new mail (its mail is kept)")
     sub.add_argument("name", metavar="NAME")
     sub = leaf(user, "enable", cmd_user_enable, "allow logins to a disabled account again")

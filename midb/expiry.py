@@ -6,6 +6,10 @@ the save date (midb.savedates): a message received two years ago and deleted tod
 full period. gximap runs it for an account when it logs in or receives mail over LMTP
 (imap_autoexpunge_trash, imap_autoexpunge_junk; at most once an hour per account and process:
 gximap.expiring), ``midb expire`` for every account (from cron).
+
+An account may have periods of its own (``midb user expire``, the account record's
+``autoexpunge``), as Dovecot takes them from its userdb: each replaces the server's for its
+special use, 0 keeping that folder's mail for good.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Expired", "ExpiryThrottle", "expire_account"]
+__all__ = ["Expired", "ExpiryThrottle", "account_periods", "expire_account"]
 
 # The special uses an expiry period may be set for, by the name of their directive's suffix.
 SPECIAL_USES = {"trash": "\\Trash", "junk": "\\Junk"}
@@ -30,14 +34,28 @@ class Expired:
     uids: list[int]
 
 
+def account_periods(store: Any, account: str, periods: Mapping[str, float]) -> dict[str, float]:
+    """The periods that apply to ``account`` (special use -> seconds, each above 0): the
+    server's ``periods``, with the account's own in their place."""
+    merged = dict(periods)
+    own = store.get_account(account)
+    if own is not None:
+        merged.update(own.autoexpunge)
+    return {use: seconds for use, seconds in merged.items() if seconds > 0}
+
+
 def expire_account(store: Any, account: str, periods: Mapping[str, float], *, now: float | None = None,
                    stop: Callable[[], bool] = lambda: False, dry_run: bool = False) -> list[Expired]:
-    """Expunge from each folder of ``account`` whose special use has a period in ``periods``
-    (special use -> seconds; 0 or absent: kept) the messages saved into it more than that long
-    ago, a batch per transaction. ``stop`` is asked between batches (a server shutting down).
-    With ``dry_run``, what would go, and nothing written."""
+    """Expunge from each folder of ``account`` whose special use has a period (``periods``, the
+    server's: special use -> seconds, 0 or absent: kept; with the account's own in their place,
+    account_periods) the messages saved into it more than that long ago, a batch per
+    transaction. ``stop`` is asked between batches (a server shutting down). With ``dry_run``,
+    what would go, and nothing written."""
     from midb.store import EXPIRE_BATCH  # not at import: the midb tool reads SPECIAL_USES first
 
+    periods = account_periods(store, account, periods)
+    if not periods:
+        return []
     moment = time.time() if now is None else now
     done: list[Expired] = []
     for folder in store.list_folders(account):

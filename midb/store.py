@@ -25,6 +25,7 @@ from midb import (
     bodyrecords,
     columns,
     events,
+    expiry,
     indexes,
     maintenance,
     mime,
@@ -684,9 +685,11 @@ class Store(MetadataMixin):
     def update_account(self, name: str, *, password_hash: Any = _UNSET, lang: Any = _UNSET,
                        quota_bytes: Any = _UNSET, quota_messages: Any = _UNSET,
                        quota_mailboxes: Any = _UNSET, quota_annotation_bytes: Any = _UNSET,
-                       disabled: Any = _UNSET) -> Account:
+                       disabled: Any = _UNSET, autoexpunge: Any = _UNSET) -> Account:
         """Change only the fields given. Quota fields: 0 = none (the account's own, for
-        quota_mailboxes and quota_annotation_bytes: the server's default then applies)."""
+        quota_mailboxes and quota_annotation_bytes: the server's default then applies).
+        ``autoexpunge``: the account's own expiry periods, {special use: seconds} (0 = never),
+        replacing those it had; the uses it leaves out follow the server's (midb.expiry)."""
         changes: dict[str, Any] = {}
         if password_hash is not _UNSET:
             _check_password_hash(password_hash)
@@ -705,6 +708,8 @@ class Store(MetadataMixin):
             if not isinstance(disabled, bool):
                 raise InvalidArgument("disabled must be a bool")
             changes["disabled"] = disabled
+        if autoexpunge is not _UNSET:
+            changes["autoexpunge"] = _checked_expiry_periods(autoexpunge)
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> Account:
             account_id = self._account_id(txn, dbs, name)
@@ -2838,6 +2843,18 @@ def _check_keyword_count(count: int, before: int = 0) -> None:
     more than the ``before`` it had (a message stored with more may shed them)."""
     if count > MAX_KEYWORDS_PER_MESSAGE and count > before:
         raise TooManyKeywords(f"{count} keywords on one message (at most {MAX_KEYWORDS_PER_MESSAGE})")
+
+
+def _checked_expiry_periods(periods: object) -> tuple[tuple[str, int], ...]:
+    """An account's own expiry periods as its record keeps them (midb.accounts.Account.autoexpunge)."""
+    if not isinstance(periods, Mapping):
+        raise InvalidArgument("autoexpunge must be a mapping of special use to seconds")
+    for use, seconds in periods.items():
+        if use not in expiry.SPECIAL_USES.values():
+            raise InvalidArgument(f"no expiry period for the special use {use!r}")
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds < 1 << 63:
+            raise InvalidArgument("an expiry period must be a non-negative int of seconds")
+    return tuple(sorted(periods.items()))
 
 
 def _check_lang(value: object) -> None:

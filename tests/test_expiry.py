@@ -13,7 +13,8 @@ from store_helpers import folder_id
 from test_midb_cli import Midb, fails, ok
 
 from midb import savedates
-from midb.expiry import ExpiryThrottle, expire_account
+from midb.errors import InvalidArgument
+from midb.expiry import ExpiryThrottle, account_periods, expire_account
 from midb.store import Store
 
 DAY = 86400
@@ -52,6 +53,28 @@ def test_expire_account_empties_trash_and_junk_of_what_is_older_than_their_perio
         assert store.uids("alice", folder_id(store, "INBOX")) == kept
         assert expire_account(store, "alice", periods) == []
         assert store.verify() == []
+
+
+def test_an_accounts_own_periods_take_the_place_of_the_servers(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "store", fsync=False) as store:
+        for name in ("alice", "bob"):
+            store.create_account(name)
+            _saved_days_ago(monkeypatch, store, "Trash", 40, account=name)
+            _saved_days_ago(monkeypatch, store, "Junk", 3, account=name)
+        store.update_account("alice", autoexpunge={"\\Trash": 0, "\\Junk": 2 * DAY})
+        server = {"\\Trash": 30 * DAY}
+        assert account_periods(store, "alice", server) == {"\\Junk": 2 * DAY}
+        assert account_periods(store, "bob", server) == server
+        assert [item.folder for item in expire_account(store, "alice", server)] == ["Junk"]
+        assert [item.folder for item in expire_account(store, "bob", server)] == ["Trash"]
+        assert [item.folder for item in expire_account(store, "alice", {})] == []
+        store.update_account("alice", autoexpunge={"\\Trash": DAY})   # replaces what it had
+        assert store.get_account("alice").autoexpunge == (("\\Trash", DAY),)  # type: ignore[union-attr]
+        assert [item.folder for item in expire_account(store, "alice", {})] == ["Trash"]
+        for wrong in ({"\\Sent": DAY}, {"\\Trash": -1}, {"\\Trash": 1.5}, (("\\Trash", DAY),)):
+            with pytest.raises(InvalidArgument):
+                store.update_account("alice", autoexpunge=wrong)
 
 
 def test_expire_account_goes_in_batches_and_stops_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,6 +177,16 @@ def test_without_periods_a_login_expires_nothing(tmp_path: Path, monkeypatch: py
         assert plain.store.uids("alice", plain.folder("Trash").id) == uids
 
 
+def test_a_login_expires_by_the_accounts_own_periods_where_the_server_has_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Conversation(tmp_path) as plain:
+        _saved_days_ago(monkeypatch, plain.store, "Trash", 20)
+        young = _saved_days_ago(monkeypatch, plain.store, "Trash", 5)
+        plain.store.update_account("alice", autoexpunge={"\\Trash": 14 * DAY})
+        plain.login()
+        assert plain.store.uids("alice", plain.folder("Trash").id) == young
+
+
 # ---- midb expire -------------------------------------------------------------------------------
 
 
@@ -185,6 +218,29 @@ def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, mon
     midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7 fortnights\n")
     fails(midb("expire"), "imap.cfg:7: '7 fortnights': unknown time unit 'fortnights'")
     assert "messages" in ok(midb("stats"))  # a bad period stops 'expire' alone
+
+
+def test_midb_user_expire_sets_an_accounts_own_periods(midb: Midb, monkeypatch: pytest.MonkeyPatch) -> None:
+    with midb.open() as store:
+        store.create_account("alice")
+        store.create_account("bob")
+        _saved_days_ago(monkeypatch, store, "Trash", 20, 2)
+        _saved_days_ago(monkeypatch, store, "Trash", 20, 1, account="bob")
+    midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7d\n")
+    assert ok(midb("user", "expire", "alice")) == (
+        "expiry of alice: Trash never (imap_autoexpunge_trash), Junk 7d (imap_autoexpunge_junk)\n")
+    fails(midb("expire", "--junk", "0"), "no period to expire by")
+    assert ok(midb("user", "expire", "alice", "--trash", "14d", "--junk", "0")) == (
+        "expiry of alice: Trash 14d (its own), Junk never (its own)\n")
+    assert "expiry:    Trash 14d (its own), Junk never (its own)\n" in ok(midb("user", "show", "alice"))
+    assert ok(midb("expire", "--junk", "0")) == ("alice: 2 messages expunged from Trash\n"
+                                                 "2 messages expunged in all\n")   # bob has no period
+    assert ok(midb("user", "expire", "alice", "--junk", "default")) == (
+        "expiry of alice: Trash 14d (its own), Junk 7d (imap_autoexpunge_junk)\n")
+    fails(midb("user", "expire", "alice", "--trash", "soon"), "--trash: 'soon' is not a duration")
+    fails(midb("user", "expire", "nobody"), "no such account: nobody")
+    fails(midb("user", "expire", "alice", "--trash", "1d", "--read-only"), "not with --read-only")
+    assert ok(midb("user", "expire", "alice", "--read-only")).startswith("expiry of alice: Trash 14d")
 
 
 # ---- after an LMTP delivery ---------------------------------------------------------------------

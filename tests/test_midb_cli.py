@@ -81,7 +81,7 @@ LEAVES = _leaf_commands(build_parser())
 def test_command_set() -> None:
     assert set(LEAVES) == {
         ("user", "add"), ("user", "passwd"), ("user", "del"), ("user", "list"), ("user", "show"),
-        ("user", "lang"), ("user", "quota"), ("user", "disable"), ("user", "enable"),
+        ("user", "lang"), ("user", "quota"), ("user", "expire"), ("user", "disable"), ("user", "enable"),
         ("owner", "grant"), ("owner", "revoke"), ("owner", "list"),
         ("import", "mbox"), ("import", "maildir"), ("export", "mbox"), ("export", "maildir"),
         ("expire",), ("verify",), ("backup",), ("stats",)}

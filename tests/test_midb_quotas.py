@@ -40,6 +40,11 @@ def test_account_records_without_the_new_limits_read_as_none_of_their_own(store)
     limited = dataclasses.replace(account, quota_annotation_bytes=4096)
     assert len(marshal.loads(encode_account(limited))) == 9
     assert decode_account(42, encode_account(limited)) == limited
+    assert decode_account(42, encode_account(limited)).autoexpunge == ()
+    # The account's own expiry periods (midb user expire) make a tenth field.
+    expiring = dataclasses.replace(account, autoexpunge=(("\\Junk", 0), ("\\Trash", 86400)))
+    assert len(marshal.loads(encode_account(expiring))) == 10
+    assert decode_account(42, encode_account(expiring)) == expiring
 
 
 def test_quota_usage_counts_mailboxes_and_annotation_octets(store):
