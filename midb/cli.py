@@ -507,7 +507,13 @@ def cmd_user_expire(args: argparse.Namespace, settings: Settings) -> int:
     for suffix, use in SPECIAL_USES.items():
         given = getattr(args, suffix)
         if given is not None:
-            changes[use] = None if given.strip().lower() == "default" else int(_span(given, f"--{suffix}"))
+            if given.strip().lower() == "default":
+                changes[use] = None
+                continue
+            span = _span(given, f"--{suffix}")
+            if 0 < span < 1:
+                raise CliError(f"--{suffix}: {given!r} is less than a second (0 means never)")
+            changes[use] = round(span)
     store = open_store(settings)
     try:
         name = _account_or_fail(store, args.name)
@@ -515,11 +521,11 @@ def cmd_user_expire(args: argparse.Namespace, settings: Settings) -> int:
         assert account is not None
         if changes:
             own = dict(account.autoexpunge)
-            for use, seconds in changes.items():
-                if seconds is None:
+            for use, change in changes.items():
+                if change is None:
                     own.pop(use, None)
                 else:
-                    own[use] = seconds
+                    own[use] = change
             account = store.update_account(name, autoexpunge=own)
     finally:
         store.close()

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from midb.errors import NoSuchAccount
+
 __all__ = ["Expired", "ExpiryThrottle", "account_periods", "expire_account"]
 
 # The special uses an expiry period may be set for, by the name of their directive's suffix.
@@ -37,10 +39,11 @@ class Expired:
 def account_periods(store: Any, account: str, periods: Mapping[str, float]) -> dict[str, float]:
     """The periods that apply to ``account`` (special use -> seconds, each above 0): the
     server's ``periods``, with the account's own in their place."""
-    merged = dict(periods)
     own = store.get_account(account)
-    if own is not None:
-        merged.update(own.autoexpunge)
+    if own is None:
+        raise NoSuchAccount(f"no such account {account!r}")
+    merged = dict(periods)
+    merged.update(own.autoexpunge)
     return {use: seconds for use, seconds in merged.items() if seconds > 0}
 
 

@@ -195,13 +195,17 @@ def midb(tmp_path: Path) -> Midb:
     return Midb(tmp_path)
 
 
-def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, monkeypatch: pytest.MonkeyPatch) -> None:
+def _alice_and_bob(midb: Midb, monkeypatch: pytest.MonkeyPatch, *fills: tuple[str, str, float, int]) -> None:
+    """The accounts alice and bob, with (account, mailbox, days ago, count) messages saved."""
     with midb.open() as store:
         store.create_account("alice")
         store.create_account("bob")
-        _saved_days_ago(monkeypatch, store, "Trash", 40, 2)
-        _saved_days_ago(monkeypatch, store, "Junk", 10, 1, account="bob")
-        _saved_days_ago(monkeypatch, store, "Trash", 5, 1, account="bob")
+        for account, mailbox, days, count in fills:
+            _saved_days_ago(monkeypatch, store, mailbox, days, count, account=account)
+
+
+def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, monkeypatch: pytest.MonkeyPatch) -> None:
+    _alice_and_bob(midb, monkeypatch, ("alice", "Trash", 40, 2), ("bob", "Junk", 10, 1), ("bob", "Trash", 5, 1))
     fails(midb("expire"), "no period to expire by")
     assert ok(midb("expire", "--trash", "30d", "--dry-run", "--read-only")) == (
         "alice: 2 messages would be expunged from Trash\n2 messages would be expunged in all\n")
@@ -221,11 +225,7 @@ def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, mon
 
 
 def test_midb_user_expire_sets_an_accounts_own_periods(midb: Midb, monkeypatch: pytest.MonkeyPatch) -> None:
-    with midb.open() as store:
-        store.create_account("alice")
-        store.create_account("bob")
-        _saved_days_ago(monkeypatch, store, "Trash", 20, 2)
-        _saved_days_ago(monkeypatch, store, "Trash", 20, 1, account="bob")
+    _alice_and_bob(midb, monkeypatch, ("alice", "Trash", 20, 2), ("bob", "Trash", 20, 1))
     midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7d\n")
     assert ok(midb("user", "expire", "alice")) == (
         "expiry of alice: Trash never (imap_autoexpunge_trash), Junk 7d (imap_autoexpunge_junk)\n")
@@ -238,6 +238,8 @@ def test_midb_user_expire_sets_an_accounts_own_periods(midb: Midb, monkeypatch: 
     assert ok(midb("user", "expire", "alice", "--junk", "default")) == (
         "expiry of alice: Trash 14d (its own), Junk 7d (imap_autoexpunge_junk)\n")
     fails(midb("user", "expire", "alice", "--trash", "soon"), "--trash: 'soon' is not a duration")
+    fails(midb("user", "expire", "alice", "--trash", "500ms"), "--trash: '500ms' is less than a second")
+    fails(midb("expire", "nobody"), "nobody: no such account")   # only accounts have periods here
     fails(midb("user", "expire", "nobody"), "no such account: nobody")
     fails(midb("user", "expire", "alice", "--trash", "1d", "--read-only"), "not with --read-only")
     assert ok(midb("user", "expire", "alice", "--read-only")).startswith("expiry of alice: Trash 14d")

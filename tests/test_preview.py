@@ -117,3 +117,28 @@ def test_only_the_start_of_a_large_part_is_read() -> None:
 def test_a_character_split_by_the_read_is_dropped() -> None:
     part = mime.digest(b"Content-Type: text/plain; charset=utf-8\r\n\r\n\xc3\xa9t\xc3\xa9").root
     assert preview.text_preview(b"\xc3\xa9t\xc3", part, whole=False) == "ét"
+
+
+def test_a_blank_plain_alternative_gives_way_to_the_html() -> None:
+    assert _preview_of(
+        "Subject: a\nContent-Type: multipart/alternative; boundary=b\n\n"
+        "--b\nContent-Type: text/plain\n\n   \n> only quoted\n"
+        "--b\nContent-Type: text/html\n\n<p>the HTML text</p>\n--b--\n"
+    ) == "the HTML text"
+
+
+@pytest.mark.parametrize("charset", ["", "; charset=us-ascii", "; charset=iso-8859-1"])
+def test_a_utf8_character_split_by_the_first_read_leaves_the_text_utf8(charset: str) -> None:
+    """An unlabelled part (or one labelled ASCII or Latin-1) that is UTF-8 is read as UTF-8 when
+    it is valid UTF-8: the first read's cut must not make it invalid (review59)."""
+    for pad in range(4):
+        text = "x" * pad + "Schöne Grüße aus München " * 1000
+        shown = _preview_of(f"Subject: u\nContent-Type: text/html{charset}\n\n<p>{text}</p>\n")
+        assert shown.startswith("x" * pad + "Schöne Grüße aus München"), (pad, shown[:40])
+
+
+def test_invisible_format_characters_are_left_out() -> None:
+    assert _preview_of(
+        "Subject: f\nContent-Type: text/plain; charset=utf-8\n\n"
+        "\ufeffPay\u200b now \u202eevil\u202c soft\u00adhyphen \U0001F468\u200d\U0001F469\n"
+    ) == "Pay now evil softhyphen \U0001F468\u200d\U0001F469"   # the joiner of an emoji sequence stays
