@@ -3,9 +3,9 @@
 Account record (value of the account id in the `accounts` database): a marshal'ed tuple
 (name, password_hash, lang, quota_bytes, quota_messages, disabled, created, quota_mailboxes,
 quota_annotation_bytes, autoexpunge); records written before the last three existed have seven
-or nine fields and read as 0 and () (none of the account's own). Usage counters live apart in the `usage` database (account id ->
->QQ bytes, messages) so hot paths never rewrite the account record; the mailbox count and the
-annotation octets are counted when asked (midb.quotas).
+or nine fields and read as 0 and () (none of the account's own). Usage counters live apart in
+the `usage` database (account id -> >QQ bytes, messages) so hot paths never rewrite the account
+record; the mailbox count and the annotation octets are counted when asked (midb.quotas).
 """
 
 from __future__ import annotations

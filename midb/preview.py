@@ -3,11 +3,13 @@ one line, for a client's message list.
 
 The text is that of the part a reader shows first: the first text/plain or text/html part that
 is not an attachment, a multipart/alternative's plain text before its HTML, an embedded message's
-text when nothing comes before it; when that part gives no text (blanks, quotes alone), the next. Its transfer encoding and charset are undone, HTML is reduced
-to its text (the head, scripts and styles left out), quoted lines (``>``) and the signature (after
-a ``-- `` line) are dropped, and every run of white space becomes one space. At most
-PREVIEW_CHARACTERS characters (RFC 8970 allows 256; Dovecot gives 200). A message with no such
-part (only attachments, encrypted, empty) has the empty preview, as the RFC asks.
+text when nothing comes before it; when that part gives no text (blanks, quotes alone), the
+next. Its transfer encoding and charset are undone, HTML is reduced to its text (the head,
+scripts and styles left out), quoted lines (``>``) and the signature (after a ``-- `` line) are
+dropped, so are control and invisible format characters, and every run of white space becomes
+one space. At most PREVIEW_CHARACTERS characters (RFC 8970 allows 256; Dovecot gives 200). A
+message with no such part (only attachments, encrypted, empty) has the empty preview, as the
+RFC asks.
 
 The work is bounded: the part's first READ_FIRST encoded bytes are read, and only when they hold
 too little text (a long quotation first, a large HTML head) up to READ_MOST. Everything works
@@ -124,9 +126,8 @@ def _preview_and_fullness(raw: bytes, part: Part, *, whole: bool) -> tuple[str, 
         # A UTF-8 character the cut split would make the text invalid UTF-8, which an unlabelled
         # (or us-ascii, latin-1) part is then decoded as windows-1252: mojibake throughout.
         decoded = _without_cut_utf8(decoded)
+    # What a cut left of another charset's character is U+FFFD, which _CONTROLS drops.
     text = decode_charset(decoded, part.param(b"charset"))
-    if not whole:
-        text = text.rstrip("\ufffd")
     if part.subtype.lower() in _MARKUP:
         head_end = _HEAD_END.search(text)
         if head_end is not None:
