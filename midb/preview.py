@@ -38,12 +38,14 @@ _HEAD_END = re.compile(r"</head\s*>", re.IGNORECASE)
 # client shows them as boxes, and NUL may not travel in an IMAP string at all. Also the
 # invisible format characters (soft hyphen, zero-width space, direction marks and overrides,
 # byte order mark...): a preview is shown out of its text's context, where an override would
-# turn the rest of a client's line around. The zero-width (non-)joiners stay: emoji sequences
-# and several scripts need them.
+# turn the rest of a client's line around. The zero-width (non-)joiners stay inside words, as
+# emoji sequences and several scripts need them; at a word's edge they go (_JOINERS): marketing
+# mail pads its hidden preheader with runs of "&zwnj;&nbsp;".
 _CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0E, 0x1C), 0x7F, *range(0x80, 0x85),
                            *range(0x86, 0xA0), 0xAD, 0x061C, 0x180E, 0x200B, 0x200E, 0x200F,
                            *range(0x202A, 0x202F), *range(0x2060, 0x2065), *range(0x2066, 0x2070),
                            0xFEFF, *range(0xFFF9, 0xFFFC), 0xFFFD])
+_JOINERS = "\u200c\u200d"
 
 
 def preview(read: Callable[[int, int], bytes], digest: Digest) -> str:
@@ -136,7 +138,8 @@ def _preview_and_fullness(raw: bytes, part: Part, *, whole: bool) -> tuple[str, 
     kept: list[str] = []
     length = -1   # of the kept words joined by spaces
     for line in text.splitlines():
-        words = line.translate(_CONTROLS).split()
+        # A joiner joins nothing at a word's edge.
+        words = [bare for word in line.translate(_CONTROLS).split() if (bare := word.strip(_JOINERS))]
         if not words:
             continue
         if words[0].startswith(">"):

@@ -137,6 +137,13 @@ def test_a_utf8_character_split_by_the_first_read_leaves_the_text_utf8(charset: 
         assert shown.startswith("x" * pad + "Schöne Grüße aus München"), (pad, shown[:40])
 
 
+def test_a_preheader_padded_with_invisible_joiners_shows_only_its_text() -> None:
+    assert _preview_of(
+        "Subject: n\nContent-Type: text/html; charset=utf-8\n\n"
+        "<div style=\"display:none\">Our sale starts today" + "&zwnj;&nbsp;" * 100 + "</div><p>Dear reader,</p>\n"
+    ) == "Our sale starts today Dear reader,"
+
+
 def test_invisible_format_characters_are_left_out() -> None:
     assert _preview_of(
         "Subject: f\nContent-Type: text/plain; charset=utf-8\n\n"
