@@ -399,6 +399,44 @@ def test_a_client_that_has_just_hung_up_makes_the_room_and_a_silent_one_stays() 
         assert newcomer.command("NOOP") == b"OK NOOP\r\n"
 
 
+class _SlowToLetGoHandler(LoginLineHandler):
+    """A LoginLineHandler whose connection_lost takes a while after LINGER: the time between a
+    worker's decision to close a connection and the release of its context."""
+
+    linger = False
+
+    def _execute(self, line: str) -> None:
+        if line == "LINGER":
+            self.linger = True
+            self.output.append(b"OK linger\r\n")
+            return
+        super()._execute(line)
+
+    def connection_lost(self) -> None:
+        super().connection_lost()
+        if self.linger:
+            time.sleep(0.15)   # within the arrival's wait (_ADMISSION_WAIT)
+
+
+def test_a_context_whose_close_is_under_way_is_room_for_an_arrival() -> None:
+    """A connection a worker is closing (its client reset it: the e2e tests' readiness probe)
+    holds its context until its handler lets go. An arrival meanwhile waits for that context
+    rather than cut a live client that has not logged in yet (CI, session 59: the probe's
+    close was under way, so it was no candidate, and the client went instead)."""
+    recorder = Recorder(handler_class=_SlowToLetGoHandler)
+    with running_server(recorder, context_num=2, thread_init_num=2, thread_charge_num=2) as (server, ports):
+        leaving = connect(ports["plain"])
+        assert leaving.command("LINGER") == b"OK linger\r\n"
+        silent = connect(ports["plain"])
+        leaving.send(b"QUIT\r\n")
+        assert wait_until(lambda: recorder.count("connection_lost") == 1)  # its close is under way
+        newcomer = Client("127.0.0.1", ports["plain"])
+        assert newcomer.readline() == GREETING
+        assert silent.command("NOOP") == b"OK NOOP\r\n"
+        assert newcomer.command("NOOP") == b"OK NOOP\r\n"
+        assert recorder.count("displaced") == 0
+
+
 def test_a_connection_that_never_spoke_goes_before_one_that_did() -> None:
     """Real clients send a command within moments of the greeting; a connection held to take a
     context sends nothing. It makes room first, even when it is the newer and the other has

@@ -554,6 +554,9 @@ class Server:
         # that have: a session that logs out again with UNAUTHENTICATE is not displaced).
         self._prelogin: dict[_Connection, None] = {}
         self._displacing: set[_Connection] = set()  # chosen by _make_room, not closed yet
+        # Being closed by a worker (_close), their contexts not yet released: room that is coming,
+        # which _make_room counts rather than cut another client to make it.
+        self._releasing: set[_Connection] = set()
         self._rechoose_at = math.inf  # poller: when _make_room looks again at a busy choice
         self._by_fd: dict[int, _Connection] = {}
         self._queue_lock = threading.Lock()  # ready queue and worker counters
@@ -1774,8 +1777,9 @@ class Server:
         in place of one whose client has hung up: that one leaves as soon as its worker reads
         the end of its input, and the arrival waits for that."""
         with self._lock:
-            # Contexts freed but not yet taken (a close the poller has not seen) count as room.
-            free = max(self._context_num - len(self._conns), 0)
+            # Contexts freed but not yet taken (a close the poller has not seen) count as room,
+            # and so do those whose close is under way (their handlers letting go).
+            free = max(self._context_num - len(self._conns) + len(self._releasing), 0)
             # Not one already saying its goodbye (closing, set under this lock once a worker has
             # decided to close it: _displace): that one is on its way out.
             stuck = [conn for conn in self._displacing if not conn.closed and not conn.closing and _busy(conn)]
@@ -1926,7 +1930,8 @@ class Server:
     def _full_for_good(self) -> bool:
         """Every context taken, and none that an arrival could displace (_make_room)."""
         with self._lock:
-            return len(self._conns) >= self._context_num and not self._displaceable_locked(1)
+            return (len(self._conns) - len(self._releasing) >= self._context_num
+                    and not self._displaceable_locked(1))
 
     def _serve_arrivals(self, now: float) -> None:
         """Admit waiting arrivals (FIFO) into freed contexts; refuse those that waited too long."""
@@ -2077,6 +2082,8 @@ class Server:
         with self._lock:
             if self._by_fd.get(conn.fd) is conn:
                 del self._by_fd[conn.fd]
+            if conn in self._conns:
+                self._releasing.add(conn)
         try:
             conn.transport.close(graceful=graceful)
         except Exception:
@@ -2095,6 +2102,7 @@ class Server:
         # The context is free only once the handler has let go of its resources.
         with self._lock:
             self._conns.discard(conn)
+            self._releasing.discard(conn)
             self._prelogin.pop(conn, None)
             self._displacing.discard(conn)
             if conn.ip_key is not None:
