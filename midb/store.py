@@ -1026,7 +1026,11 @@ class Store(MetadataMixin):
     @staticmethod
     def _retire(txn: Any, dbs: Databases, account_name: str, record: FolderRecord) -> None:
         """Remember a folder being deleted (see _RETIRED); an earlier one of that UIDVALIDITY
-        (deleted, restored, deleted again) keeps the higher values."""
+        (deleted, restored, deleted again) keeps the higher values. A folder that never gave out
+        a UID or a mod-sequence has nothing to protect and leaves no entry, so a client that
+        creates and deletes empty folders without end does not grow the table."""
+        if record.uidnext <= 1 and record.highestmodseq <= 1:
+            return
         key = _retired_key(account_name, record.uidvalidity)
         uidnext, modseq = record.uidnext, record.highestmodseq
         known = txn.get(key, db=dbs.counters)

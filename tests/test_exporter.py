@@ -442,6 +442,29 @@ def test_a_folder_restored_from_an_older_export_gives_no_uid_again(tmp_path: Pat
     assert store.verify() == []
 
 
+def test_only_a_folder_that_gave_out_uids_is_remembered_when_deleted(store: Store) -> None:
+    """A folder that never held a message leaves no retired entry (a client creating and
+    deleting folders without end grew the table by an entry each time); one that held mail
+    leaves one, also when its whole account is deleted."""
+    store.create_account("alice")
+    for round_number in range(3):
+        empty = store.create_folder("alice", f"Scratch{round_number}")
+        store.delete_folder("alice", f"Scratch{round_number}")
+        assert store.retired_folder("alice", empty.uidvalidity) is None
+    fill(store, "alice", "Used", 2)
+    used = store.get_folder("alice", "Used")
+    assert used is not None
+    store.delete_folder("alice", "Used")
+    assert store.retired_folder("alice", used.uidvalidity) == (3, used.highestmodseq)
+    fill(store, "alice", "Kept", 1)
+    kept = store.get_folder("alice", "Kept")
+    inbox = store.get_folder("alice", "INBOX")
+    assert kept is not None and inbox is not None
+    store.delete_account("alice")
+    assert store.retired_folder("alice", kept.uidvalidity) == (2, kept.highestmodseq)
+    assert store.retired_folder("alice", inbox.uidvalidity) is None
+
+
 def test_save_dates_come_back_with_the_export(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Trash restored from a backup expires on its old schedule: each message's save date is
     exported (midb-savedates in its folder's directory) and given back by the import, never a
