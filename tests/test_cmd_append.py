@@ -186,7 +186,8 @@ def test_append_to_a_missing_mailbox_is_refused_before_the_upload(conv: Conversa
     # Quoted, modified UTF-7, and sent whole without waiting: the octets are discarded.
     lines = conv.send(b'a3 APPEND "Entw&APw-rfe" {5}\r\nhello\r\na4 NOOP\r\n')
     assert lines == [b"a3 NO [TRYCREATE] Mailbox does not exist", b"a4 OK NOOP completed"]
-    assert conv.send(b"a5 CREATE Entw&APw-rfe\r\n") == [b"a5 OK CREATE completed"]
+    (created,) = conv.send(b"a5 CREATE Entw&APw-rfe\r\n")
+    assert created.startswith(b"a5 OK [MAILBOXID (F") and created.endswith(b")] CREATE completed")
     assert conv.send(b'a6 APPEND "Entw&APw-rfe" UTF8 (~{5}\r\n') == [b"+ Ready for literal data"]
     assert conv.send(b"hello)\r\n") == [b"a6 BAD UTF8=ACCEPT must be enabled first"]
     assert conv.send(b'a7 APPEND "Entw&APw-rfe" {5}\r\n') == [b"+ Ready for literal data"]

@@ -52,7 +52,7 @@ def names(conv: Conversation) -> list[str]:
 def test_create_and_list(conv):
     conv.script("""
         C: a1 CREATE Projects/2024/Q1
-        S: a1 OK CREATE completed
+        S: a1 OK [MAILBOXID ({*})] CREATE completed
         C: a2 LIST "" Projects*
         S: * LIST (\\HasChildren) "/" Projects
         S: * LIST (\\HasChildren) "/" Projects/2024
@@ -75,7 +75,7 @@ def test_create_existing_and_inbox(conv):
         C: a3 CREATE INBOX/
         S: a3 NO [ALREADYEXISTS] Cannot create INBOX
         C: a4 CREATE INBOX/Child
-        S: a4 OK CREATE completed
+        S: a4 OK [MAILBOXID ({*})] CREATE completed
     """)
     assert "INBOX/Child" in names(conv)
 
@@ -125,14 +125,14 @@ def test_create_special_use_rfc6154(conv):
         C: t1 CREATE MySpecial (USE (\\Drafts \\Sent))
         S: t1 NO [USEATTR] Unsupported special-use attribute
         C: t2 CREATE MySpecial (USE (\\Drafts))
-        S: t2 OK CREATE completed
+        S: t2 OK [MAILBOXID ({*})] CREATE completed
         C: t3 LIST "" MySpecial
         S: * LIST (\\Drafts \\HasNoChildren) "/" MySpecial
         S: t3 OK LIST completed
         C: t4 CREATE Everything (USE (\\All))
         S: t4 NO [USEATTR] Unsupported special-use attribute
         C: t5 CREATE Plain (USE ())
-        S: t5 OK CREATE completed
+        S: t5 OK [MAILBOXID ({*})] CREATE completed
     """)
     assert "Everything" not in names(conv)
 

@@ -29,6 +29,7 @@ def test_select_rfc3501_responses(conv):
         S: * OK [UIDVALIDITY {n:uidvalidity}] UIDs valid
         S: * OK [UIDNEXT 4] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n:modseq}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: A142 OK [READ-WRITE] SELECT completed
     """)
     inbox = conv.folder("INBOX")
@@ -48,6 +49,7 @@ def test_select_empty_mailbox_has_no_unseen(conv):
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: a1 OK [READ-WRITE] SELECT completed
     """)
 
@@ -64,6 +66,7 @@ def test_examine_is_read_only_and_claims_no_recent(conv):
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: a1 OK [READ-ONLY] EXAMINE completed
     """)
     other = conv.second_session()
@@ -91,6 +94,7 @@ def test_select_imap4rev2_responses(conv):
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: a1 OK [READ-WRITE] SELECT completed
         C: a2 SELECT sent
@@ -103,6 +107,7 @@ def test_select_imap4rev2_responses(conv):
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\Sent \\HasChildren) "/" Sent
         S: a3 OK [READ-ONLY] EXAMINE completed
         C: a4 SELECT INBOX
@@ -113,6 +118,7 @@ def test_select_imap4rev2_responses(conv):
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: a4 OK [READ-WRITE] SELECT completed
     """)
@@ -152,6 +158,7 @@ def test_select_bad_names_and_parameters(conv):
         S: * OK [UIDVALIDITY {n}] UIDs valid
         S: * OK [UIDNEXT 1] Predicted next UID
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: a3 OK [READ-WRITE] SELECT completed
     """)
 

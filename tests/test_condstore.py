@@ -62,6 +62,7 @@ def test_select_reports_highestmodseq_whether_condstore_aware_or_not(conv: Conve
         S: * OK [UIDVALIDITY {{n}}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
         S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        S: * OK [MAILBOXID ({{*}})] Mailbox ID
         S: a0 OK [READ-WRITE] SELECT completed
     """)
     assert not condstore.enabled(conv.session)  # reporting HIGHESTMODSEQ does not enable CONDSTORE
@@ -79,6 +80,7 @@ def test_select_reports_highestmodseq_whether_condstore_aware_or_not(conv: Conve
         S: * OK [UIDVALIDITY {{n}}] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
         S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        S: * OK [MAILBOXID ({{*}})] Mailbox ID
         S: a2 OK [READ-ONLY] EXAMINE completed
     """)
 
@@ -96,6 +98,7 @@ def test_select_condstore_parameter_enables(conv: Conversation) -> None:
         S: * OK [UIDVALIDITY {{n}}] UIDs valid
         S: * OK [UIDNEXT 3] Predicted next UID
         S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        S: * OK [MAILBOXID ({{*}})] Mailbox ID
         S: A142 OK [READ-WRITE] SELECT completed
     """)
     assert "CONDSTORE" in conv.session.enabled

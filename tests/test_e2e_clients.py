@@ -74,6 +74,12 @@ def test_imaplib_full_session(server: GximapProcess) -> None:
         assert isinstance(data[0], tuple) and data[0][1].startswith(b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=")
         typ, data = client.fetch("1:2", "(PREVIEW (LAZY))")
         assert typ == "OK" and data == [b'%d (PREVIEW "Hello Alice, this is the body.")' % n for n in (1, 2)]
+        typ, data = client.fetch("1", "(EMAILID THREADID)")   # RFC 8474
+        assert typ == "OK" and isinstance(data[0], bytes)
+        email_id = re.search(rb"EMAILID \((M[0-9a-f]{32})\)", data[0])
+        assert email_id is not None and re.search(rb"THREADID \(T[0-9a-f]{16}\)", data[0])
+        typ, data = client.search(None, "EMAILID", email_id.group(1).decode())
+        assert data == [b"1"]
         typ, data = client.search(None, "SUBJECT", '"#2"')
         assert data == [b"2"]
         client.literal = "GRÜSSE".encode()  # type: ignore[assignment]  # 8-bit search text goes as a literal (imaplib sends bytes; typeshed says str)
@@ -90,8 +96,8 @@ def test_imaplib_full_session(server: GximapProcess) -> None:
         assert data == [b"2"]
         typ, data = client._simple_command("MOVE", "1", "Work")  # noqa: SLF001 - imaplib has no move()
         assert typ == "OK"
-        typ, data = client.status("Work/2026", "(MESSAGES UIDNEXT UNSEEN)")
-        assert b"MESSAGES 1" in data[0]
+        typ, data = client.status("Work/2026", "(MESSAGES UIDNEXT UNSEEN MAILBOXID)")
+        assert b"MESSAGES 1" in data[0] and re.search(rb"MAILBOXID \(F[0-9a-f]+-[0-9a-f]+\)", data[0])
         client.close()
         assert client.delete("Work/2026")[0] == "OK"
     finally:

@@ -391,7 +391,7 @@ def test_not_before_login(tmp_path):
 def test_annotations_follow_renames_and_go_with_deletes(conv):
     conv.script("""
         C: a1 CREATE Work
-        S: a1 OK CREATE completed
+        S: a1 OK [MAILBOXID ({*})] CREATE completed
         C: a2 SETMETADATA Work (/private/comment "projects")
         S: a2 OK SETMETADATA completed
         C: a3 RENAME Work Archive/Work
@@ -402,7 +402,7 @@ def test_annotations_follow_renames_and_go_with_deletes(conv):
         C: a5 DELETE Archive/Work
         S: a5 OK DELETE completed
         C: a6 CREATE Archive/Work
-        S: a6 OK CREATE completed
+        S: a6 OK [MAILBOXID ({*})] CREATE completed
         C: a7 GETMETADATA Archive/Work /private/comment
         S: * METADATA Archive/Work (/private/comment NIL)
         S: a7 OK GETMETADATA completed

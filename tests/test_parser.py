@@ -730,6 +730,22 @@ def test_search_modseq_with_entry() -> None:
     bad(b'a SEARCH MODSEQ "/flags/\\\\draft" nobody 5')
 
 
+def test_search_object_ids() -> None:
+    """RFC 8474 section 6: EMAILID / THREADID objectid, kept as sent (ids are case-sensitive);
+    a quoted id is taken too, one outside the objectid grammar is BAD."""
+    criteria = parse_as(c.Search, b"a SEARCH emailid Mab_1-F threadid Tx").criteria
+    assert criteria == c.SearchAnd((c.SearchObjectId("EMAILID", "Mab_1-F"), c.SearchObjectId("THREADID", "Tx")))
+    assert parse_as(c.Search, b'a SEARCH EMAILID "M0"').criteria == c.SearchObjectId("EMAILID", "M0")
+    assert parse_as(c.Search, b"a SEARCH EMAILID " + b"x" * 255).criteria == c.SearchObjectId("EMAILID", "x" * 255)
+    for line in (b"a SEARCH EMAILID", b'a SEARCH EMAILID ""', b"a SEARCH THREADID T.1",
+                 b"a SEARCH EMAILID " + b"x" * 256, b"a SEARCH THREADID {2}\r\n\xc3\xa9"):
+        bad(line)
+
+
+def test_fetch_object_ids() -> None:
+    assert parse_as(c.Fetch, b"a FETCH 1 (emailid THREADID)").items == (att("EMAILID"), att("THREADID"))
+
+
 def test_search_charset() -> None:
     error = bad(b"A285 SEARCH CHARSET WHATEVER TEXT x")
     assert error.code == "BADCHARSET"

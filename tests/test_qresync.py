@@ -60,7 +60,8 @@ def select_lines(conv: Conversation, exists: int, uidnext: int, *, first_unseen:
     return (f"S: * FLAGS ({{*}})\nS: * OK [PERMANENTFLAGS ({{*}})] Flags permitted\nS: * {exists} EXISTS\n"
             f"S: * 0 RECENT\n{unseen}S: * OK [UIDVALIDITY {uidvalidity(conv)}] UIDs valid\n"
             f"S: * OK [UIDNEXT {uidnext}] Predicted next UID\n"
-            f"S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence\n")
+            f"S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence\n"
+            "S: * OK [MAILBOXID ({*})] Mailbox ID\n")
 
 
 # -- enabling -----------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ def test_known_uids_restrict_vanished_and_fetch(conv: Conversation) -> None:
         S: * OK [UIDVALIDITY {uidvalidity(conv)}] UIDs valid
         S: * OK [UIDNEXT 7] Predicted next UID
         S: * OK [HIGHESTMODSEQ {highest(conv)}] Highest modification sequence
+        S: * OK [MAILBOXID ({{*}})] Mailbox ID
         S: * VANISHED (EARLIER) 5
         S: * 1 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ({modseq_of(conv, 2)}))
         S: a1 OK [READ-ONLY] EXAMINE completed
@@ -459,6 +461,7 @@ def test_resync_after_reconnect_with_another_session(conv: Conversation) -> None
             S: * OK [UIDVALIDITY {cached_validity}] UIDs valid
             S: * OK [UIDNEXT 10] Predicted next UID
             S: * OK [HIGHESTMODSEQ {highest(again)}] Highest modification sequence
+            S: * OK [MAILBOXID ({{*}})] Mailbox ID
             S: * VANISHED (EARLIER) 3,6
             S: * 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ ({modseq_of(again, 2)}))
             S: * 5 FETCH (UID 7 FLAGS ($Important) MODSEQ ({modseq_of(again, 7)}))

@@ -348,7 +348,7 @@ def test_default_quota_directives_reach_the_sessions(tmp_path):
             S: * QUOTA "" (MAILBOX 6 7 ANNOTATION-STORAGE 0 2)
             S: a1 OK GETQUOTA completed
             C: a2 CREATE one
-            S: a2 OK CREATE completed
+            S: a2 OK [MAILBOXID ({*})] CREATE completed
             C: a3 CREATE two
             S: a3 NO [OVERQUOTA] {*}
         """)
@@ -375,7 +375,7 @@ def test_create_beyond_the_mailbox_quota(limited):
         C: a1 CREATE one/two/three
         S: a1 NO [OVERQUOTA] Mailbox quota reached: no more mailboxes can be created
         C: a2 CREATE one/two
-        S: a2 OK CREATE completed
+        S: a2 OK [MAILBOXID ({*})] CREATE completed
         C: a3 GETQUOTA ""
         S: * QUOTA "" (MAILBOX 8 8 ANNOTATION-STORAGE 0 1)
         S: a3 OK GETQUOTA completed
@@ -428,11 +428,11 @@ def test_setquota_sets_and_drops_the_accounts_own_limits(limited):
         S: * QUOTA "" (MAILBOX 6 20 ANNOTATION-STORAGE 0 4)
         S: a1 OK SETQUOTA completed
         C: a2 CREATE one
-        S: a2 OK CREATE completed
+        S: a2 OK [MAILBOXID ({*})] CREATE completed
         C: a3 CREATE two
-        S: a3 OK CREATE completed
+        S: a3 OK [MAILBOXID ({*})] CREATE completed
         C: a4 CREATE three
-        S: a4 OK CREATE completed
+        S: a4 OK [MAILBOXID ({*})] CREATE completed
         C: a5 SETQUOTA "" (STORAGE 100)
         S: * QUOTA "" (STORAGE 0 100 MAILBOX 9 8 ANNOTATION-STORAGE 0 1)
         S: a5 OK SETQUOTA completed
@@ -519,7 +519,7 @@ def test_subscriptions_are_bounded_like_mailboxes(limited):
     limited.command("DELETE two")
     limited.script("""
         C: a1 CREATE three
-        S: a1 OK CREATE completed
+        S: a1 OK [MAILBOXID ({*})] CREATE completed
         C: a2 SUBSCRIBE three
         S: a2 NO [LIMIT] Too many subscriptions: unsubscribe from mailboxes that no longer exist
         C: a3 UNSUBSCRIBE one

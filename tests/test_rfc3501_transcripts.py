@@ -175,6 +175,7 @@ def test_6_3_1_select(conv):
         S: * OK [UIDVALIDITY {n:uv}] {*}
         S: * OK [UIDNEXT 4392] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: A142 OK [READ-WRITE] {*}
     """)
     assert int(conv.captured["uv"]) == conv.folder("INBOX").uidvalidity
@@ -198,6 +199,7 @@ def test_6_3_2_examine(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4392] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: A932 OK [READ-ONLY] {*}
     """)
     # EXAMINE does not take \Recent away from the next session that selects the mailbox.
@@ -927,6 +929,7 @@ def test_8_sample_imap4rev1_connection(tmp_path):
             S: * OK [UIDVALIDITY {n}] {*}
             S: * OK [UIDNEXT 19] {*}
             S: * OK [HIGHESTMODSEQ {n}] {*}
+            S: * OK [MAILBOXID ({*})] Mailbox ID
             S: a002 OK [READ-WRITE] {*}
             # RFC822.SIZE: the RFC says 4286, but its header and body add up to 3370 octets.
             C: a003 fetch 12 full

@@ -84,6 +84,7 @@ def test_6_3_1_enable(tmp_path):
             S: * OK [UIDVALIDITY {n}] {*}
             S: * OK [UIDNEXT 1] {*}
             S: * OK [HIGHESTMODSEQ {n}] {*}
+            S: * OK [MAILBOXID ({*})] Mailbox ID
             S: * LIST (\\HasNoChildren) "/" INBOX
             S: t4 OK [READ-WRITE] {*}
             # ENABLE is valid in the authenticated state only.
@@ -122,6 +123,7 @@ def test_6_3_2_select(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4392] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A142 OK [READ-WRITE] {*}
         C: A143 FETCH 171:172 FLAGS
@@ -146,6 +148,7 @@ def test_6_3_3_examine_and_closed(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4392] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" blurdybloop
         S: A932 OK [READ-ONLY] {*}
         # A failed SELECT closes the previous mailbox too.
@@ -423,6 +426,7 @@ def test_6_3_9_utf8_mailbox_names(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 1] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" "Grüße/отпуск"
         S: a3 OK [READ-WRITE] {*}
         C: a4 STATUS "Grüße" (MESSAGES)
@@ -533,6 +537,7 @@ def test_6_3_13_idle(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 4] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A001 OK [READ-WRITE] {*}
         C: A002 IDLE
@@ -589,6 +594,7 @@ def test_6_4_1_close_6_4_2_unselect(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 3] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A343 OK [READ-WRITE] {*}
         C: A341 CLOSE
@@ -830,6 +836,7 @@ def test_7_1_response_codes(conv):
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 2] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: * LIST (\\HasNoChildren) "/" INBOX
         S: A376 OK [READ-ONLY] {*}
         C: A377 FETCH 1 BINARY[1]
@@ -968,6 +975,7 @@ def test_8_sample_imap4rev2_connection(tmp_path):
             S: * OK [UIDVALIDITY {n}] {*}
             S: * OK [UIDNEXT 19] {*}
             S: * OK [HIGHESTMODSEQ {n}] {*}
+            S: * OK [MAILBOXID ({*})] Mailbox ID
             S: * LIST (\\HasNoChildren) "/" INBOX
             S: a002 OK [READ-WRITE] {*}
             C: a003 fetch 12 full

@@ -58,9 +58,9 @@ def test_utf8_mailbox_names_round_trip(conv: Conversation) -> None:
     conv.command("ENABLE UTF8=ACCEPT")
     conv.script("""
         C: m1 CREATE "Entwürfe/Ärger"
-        S: m1 OK CREATE completed
+        S: m1 OK [MAILBOXID ({*})] CREATE completed
         C: m2 CREATE "R&D"
-        S: m2 OK CREATE completed
+        S: m2 OK [MAILBOXID ({*})] CREATE completed
         C: m3 LIST "" "Entw*"
         S: * LIST (\\HasChildren) "/" "Entwürfe"
         S: * LIST (\\HasNoChildren) "/" "Entwürfe/Ärger"
@@ -81,6 +81,7 @@ def test_utf8_mailbox_names_round_trip(conv: Conversation) -> None:
         S: * OK [UIDVALIDITY {n}] {*}
         S: * OK [UIDNEXT 1] {*}
         S: * OK [HIGHESTMODSEQ {n}] {*}
+        S: * OK [MAILBOXID ({*})] Mailbox ID
         S: m7 OK [READ-WRITE] SELECT completed
     """)
     # A client without UTF8=ACCEPT sees (and names) the same mailboxes in modified UTF-7.
@@ -99,7 +100,7 @@ def test_utf8_mailbox_names_round_trip(conv: Conversation) -> None:
         S: * LIST {*} Trash
         S: o1 OK LIST completed
         C: o2 CREATE Caf&AOk-
-        S: o2 OK CREATE completed
+        S: o2 OK [MAILBOXID ({*})] CREATE completed
     """)
     conv.script("""
         C: m8 LIST "" "Caf*"

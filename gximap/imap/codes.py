@@ -63,6 +63,7 @@ class Code(enum.IntEnum):
     INFO_READ_ONLY = 10211
     INFO_MOVED = 10212
     INFO_NO_PERMANENTFLAGS = 10213
+    INFO_MAILBOXID = 10214  # RFC 8474: the selected mailbox's MAILBOXID
     # 2xxxx tagged OK
     OK_COMPLETED = 20001
     OK_CAPABILITY = 20100

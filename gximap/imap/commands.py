@@ -299,6 +299,14 @@ class SearchModSeq(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchObjectId(SearchKey):
+    """EMAILID objectid / THREADID objectid (RFC 8474 section 6): the messages with that id."""
+
+    kind: str  # "EMAILID" or "THREADID"
+    objectid: str
+
+
+@dataclass(frozen=True, slots=True)
 class SearchAge(SearchKey):
     """OLDER n / YOUNGER n seconds, against the internal date (RFC 5032)."""
 

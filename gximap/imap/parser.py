@@ -7,7 +7,7 @@ MULTIAPPEND (3502), BINARY (3516), ESEARCH (4731), SEARCHRES (5182), SORT/THREAD
 ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), LIST-EXTENDED (5258),
 LIST-STATUS (5819), SPECIAL-USE/CREATE-SPECIAL-USE (6154), COMPRESS (4978), QUOTA (9208),
 METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), PREVIEW (8970), SASL-IR (4959),
-UNAUTHENTICATE (8437) and XLIST.
+UNAUTHENTICATE (8437), OBJECTID (8474) and XLIST.
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
 ``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` for those two codes).  Recursion is
@@ -77,6 +77,7 @@ from gximap.imap.commands import (
     SearchKey,
     SearchModSeq,
     SearchNot,
+    SearchObjectId,
     SearchOr,
     SearchRecent,
     SearchSequence,
@@ -536,6 +537,7 @@ _DATE_SEARCH_KEYS = {
     "SAVEDBEFORE": ("SAVED", "BEFORE"), "SAVEDON": ("SAVED", "ON"), "SAVEDSINCE": ("SAVED", "SINCE"),
 }
 _MODSEQ_ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
+_OBJECTID = re.compile(rb"[A-Za-z0-9_-]{1,255}\Z")  # RFC 8474 section 7
 
 
 class _Pending:
@@ -595,6 +597,13 @@ def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
     if name == "UID":
         r.sp()
         return SearchSequence(r.sequence_set(), uid=True)
+    if name in ("EMAILID", "THREADID"):
+        # RFC 8474 section 6 sends the id as an atom; a quoted one is taken too.
+        r.sp()
+        objectid = r.astring("object id")
+        if not _OBJECTID.match(objectid):
+            raise r.error("Invalid object id")
+        return SearchObjectId(name, objectid.decode("ascii"))
     if name == "MODSEQ":
         r.sp()
         entry_name = entry_type = None
@@ -715,7 +724,7 @@ _FETCH_MACROS = {
 }
 _FETCH_SIMPLE = frozenset({"FLAGS", "INTERNALDATE", "RFC822.SIZE", "RFC822", "RFC822.HEADER",
                            "RFC822.TEXT", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ",
-                           "SAVEDATE", "PREVIEW"})
+                           "SAVEDATE", "PREVIEW", "EMAILID", "THREADID"})
 # RFC 8970: PREVIEW's modifiers, "PREVIEW (LAZY)". LAZY lets the server answer NIL for a preview
 # it does not have at hand; gximap makes each one at once (midb.preview, bounded), so the
 # modifier changes nothing. Only a list of known modifiers is taken as PREVIEW's: after a single

@@ -33,7 +33,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
 from gximap.session.base import Await, CommandFailed, Pause, TimeSlice, collector_paused_in, run_unsliced
-from midb import searchtext
+from midb import objectids, searchtext
 from midb.blobs import ProcessPool
 from midb.errors import NoSuchBody
 from midb.mime import Digest, DigestFormatError, decode_header_value, parse_header_block, unfold
@@ -407,6 +407,22 @@ class _Compiler:
         self.reads_meta = True
         modseq = key.modseq
         return _record_node(lambda meta: meta.modseq >= modseq)
+
+    def _SearchObjectId(self, key: cmds.SearchObjectId) -> _Node:
+        """RFC 8474 section 6. EMAILID is the body id the record names; THREADID is computed
+        from the message's summary (its Message-ID, In-Reply-To and References), as FETCH
+        THREADID does."""
+        wanted = key.objectid
+        if key.kind == "EMAILID":
+            blob = objectids.blob_of_email_id(wanted)   # None: no message has that id
+            return _record_node(lambda meta: meta.blob == blob)
+
+        def thread_test(msg: _Message) -> bool:
+            summary = msg.summary
+            return objectids.thread_id(msg.meta.blob, summary.message_id, summary.in_reply_to,
+                                       summary.references) == wanted
+
+        return _Node(COST_DIGEST, None, thread_test)
 
     def _SearchSequence(self, key: cmds.SearchSequence) -> _Node:
         seqset = key.seqset

@@ -59,7 +59,7 @@ from gximap.session.base import (
 )
 from gximap.session.searching import in_ascending, resolve_uids, saved_uids
 from gximap.session.selected import FlagsShown, flag_atoms
-from midb import preview
+from midb import objectids, preview
 from midb.errors import MidbError, NoSuchBody
 from midb.lru import BoundedCache
 from midb.messages import (
@@ -82,9 +82,10 @@ _BATCH = 256  # index records read per store call
 RECORD_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 COLUMN_BATCH = 4096  # records per batch (and output chunk) for UID/FLAGS/MODSEQ-only FETCH
 # FETCH of only these items takes the listing path (_ListingColumnsFetch): the record's own
-# fields, and items kept per body (ENVELOPE, BODYSTRUCTURE, BODY, PREVIEW and
-# BODY[...HEADER.FIELDS ...] sections, see _cached_item).
-LISTING_ITEMS = RECORD_ITEMS | {"RFC822.SIZE", "INTERNALDATE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "PREVIEW"}
+# fields (EMAILID is the body id), and items kept per body (ENVELOPE, BODYSTRUCTURE, BODY,
+# PREVIEW, THREADID and BODY[...HEADER.FIELDS ...] sections, see _cached_item).
+LISTING_ITEMS = RECORD_ITEMS | {"RFC822.SIZE", "INTERNALDATE", "EMAILID", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                                "PREVIEW", "THREADID"}
 # Records per batch (and output chunk) on the listing path: its responses carry header fields or
 # structures, a few hundred bytes each.
 LISTING_BATCH = 256
@@ -368,6 +369,8 @@ class _Renderer:
             return lambda msg, out: out.append(self.modseq(msg.meta))
         if name == "SAVEDATE":
             return lambda msg, out: out.append(self.savedate(msg.meta))
+        if name == "EMAILID":
+            return lambda msg, out: out.append(_email_id_item(msg.meta.blob))
         cached = _cached_item(att, self.style)
         if cached is not None and cached[0] is _STRUCTURES:
             style = self.style
@@ -375,6 +378,8 @@ class _Renderer:
         if cached is not None and cached[0] is _PREVIEWS:
             utf8 = self.style[0]
             return lambda msg, out: out.append(_preview_item(msg, utf8))
+        if cached is not None and cached[0] is _THREAD_IDS:
+            return lambda msg, out: out.append(_thread_id_item(msg))
         if cached is not None:
             return functools.partial(_header_fields_piece, att, att.response_label())
         if name in ("BINARY", "BINARY.SIZE"):
@@ -403,6 +408,8 @@ def _cached_item(att: FetchAtt, style: tuple[bool, bool]) -> tuple[BoundedCache[
         return _STRUCTURES, name, style
     if name == "PREVIEW":
         return _PREVIEWS, name, style[0]
+    if name == "THREADID":
+        return _THREAD_IDS, name, None
     if name == "BODY" and att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
         return _HEADER_FIELDS, att.response_label(), att.partial
     return None
@@ -446,6 +453,30 @@ def _preview_item(msg: _Message, utf8: bool) -> bytes:
     if rendered is None:
         rendered = b"PREVIEW " + encode.string(preview.preview(msg.read, msg.digest), utf8)
         _PREVIEWS.put(key, rendered)
+    return rendered
+
+
+def _email_id_item(blob: str) -> bytes:
+    """``EMAILID (M...)`` (RFC 8474 section 5.1; midb.objectids)."""
+    return b"EMAILID (%s)" % objectids.email_id(blob).encode("ascii")
+
+
+# Rendered THREADID items (RFC 8474) of recently fetched bodies, by (body id, "THREADID", None):
+# made from the body's digest, which a client listing a folder with its threads would otherwise
+# have read again each time. About 30 bytes each.
+THREAD_ID_CACHE_ENTRIES = 4096
+_THREAD_IDS: BoundedCache[tuple[str, str, None], bytes] = BoundedCache(THREAD_ID_CACHE_ENTRIES)
+
+
+def _thread_id_item(msg: _Message) -> bytes:
+    """``THREADID (T...)``: never NIL, every message belongs to a thread (midb.objectids)."""
+    key = (msg.meta.blob, "THREADID", None)
+    rendered = _THREAD_IDS.get(key)
+    if rendered is None:
+        digest = msg.digest
+        thread = objectids.thread_id(msg.meta.blob, digest.message_id, digest.in_reply_to, digest.references)
+        rendered = b"THREADID (%s)" % thread.encode("ascii")
+        _THREAD_IDS.put(key, rendered)
     return rendered
 
 
@@ -693,6 +724,8 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
                 columns.append(record_sizes(records))
             elif name == "INTERNALDATE":
                 columns.append(list(map(encode.internaldate, *record_internaldates(records))))
+            elif name == "EMAILID":
+                columns.append(list(map(_email_id_item, record_blobs(records))))
             else:
                 columns.append(self.record_column(name, found))
         return self.format_batch(columns), len(uids)

@@ -18,6 +18,7 @@ from gximap.imap.codes import Code
 from gximap.session import capabilities, condstore, listing
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, coalesced, command
 from midb import errors as midb_errors
+from midb import objectids
 
 DELIMITER = b'"/"'
 CRLF = b"\r\n"
@@ -63,6 +64,11 @@ def existing_folder(session: Any, name: str, *, counters_only: bool = False) -> 
     return folder
 
 
+def mailbox_id_code(account_id: int, folder_id: int) -> bytes:
+    """``MAILBOXID (F...)``: the response code of SELECT and CREATE, and STATUS's item (RFC 8474)."""
+    return b"MAILBOXID (%s)" % objectids.mailbox_id(account_id, folder_id).encode("ascii")
+
+
 # -- CREATE / DELETE / RENAME ------------------------------------------------------------------
 
 
@@ -78,9 +84,11 @@ def create(session: Any, cmd: cmds.Create) -> Done:
         if len(cmd.use) > 1 or cmd.use[0] not in listing.CREATABLE_SPECIAL_USE:
             raise CommandFailed(Code.NO_USEATTR, code=b"USEATTR")
         special_use = cmd.use[0]
-    session.store.create_folder(session.user, name, special_use=special_use,
-                                mailbox_quota_default=session.settings.default_mailbox_quota)
-    return Done(Code.OK_CREATE)
+    store = session.store
+    created = store.create_folder(session.user, name, special_use=special_use,
+                                  mailbox_quota_default=session.settings.default_mailbox_quota)
+    # RFC 8474 section 4.1: the new mailbox's MAILBOXID in the tagged OK.
+    return Done(Code.OK_CREATE, code=mailbox_id_code(store.account_id(session.user), created.id))
 
 
 @command(cmds.Delete, states=AUTHENTICATED)
@@ -269,10 +277,12 @@ def deleted_storage(session: Any, folder: Any) -> int:
 
 
 def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
-    """``* STATUS name (item value ...)`` in the order the client asked. Items the server does
-    not offer (MAILBOXID without OBJECTID) are left out rather than invented."""
+    """``* STATUS name (item value ...)`` in the order the client asked."""
     values: list[bytes] = []
     for item in items:
+        if item == "MAILBOXID":
+            values.append(mailbox_id_code(session.store.account_id(session.user), folder.id))
+            continue
         if item == "MESSAGES":
             value = folder.messages
         elif item == "RECENT":

@@ -15,7 +15,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session import condstore, listing
 from gximap.session.base import AUTHENTICATED, SELECTED, Await, CommandFailed, Done, NeedLine, command
-from gximap.session.commands.mailbox import attribute_list, store_name, wire_name
+from gximap.session.commands.mailbox import attribute_list, mailbox_id_code, store_name, wire_name
 from gximap.session.pieces import in_pieces
 from gximap.session.selected import SelectedMailbox
 
@@ -75,6 +75,7 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
     # HIGHESTMODSEQ on every successful SELECT/EXAMINE, CONDSTORE-aware client or not. Every midb
     # mailbox keeps them, so never NOMODSEQ. Placed after UIDNEXT, as in the RFC's and Dovecot's.
     yield _info(session, b"HIGHESTMODSEQ %d" % view.modseq, Code.INFO_HIGHESTMODSEQ)
+    yield _info(session, mailbox_id_code(view.account_id, view.folder_id), Code.INFO_MAILBOXID)  # RFC 8474 4.1
     if session.rev2:
         # RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate attributes.
         attributes = listing.folder_attributes(folder, store.has_children(session.user, folder.name))

@@ -1,0 +1,150 @@
+"""OBJECTID (RFC 8474) conversations: MAILBOXID on CREATE, SELECT and STATUS; FETCH EMAILID and
+THREADID; SEARCH EMAILID and THREADID (midb.objectids)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+
+from midb import objectids
+
+FIRST = b"From: bob@example.org\r\nSubject: plans\r\nMessage-ID: <start@example.org>\r\n\r\nShall we?\r\n"
+REPLY = (b"From: alice@example.org\r\nSubject: Re: plans\r\nMessage-ID: <reply@example.org>\r\n"
+         b"In-Reply-To: <start@example.org>\r\nReferences: <start@example.org>\r\n\r\nYes.\r\n")
+REPLY_TO_REPLY = (b"From: bob@example.org\r\nSubject: Re: plans\r\nMessage-ID: <again@example.org>\r\n"
+                  b"In-Reply-To: <reply@example.org>\r\n"
+                  b"References: <start@example.org>\r\n <reply@example.org>\r\n\r\nGood.\r\n")
+OTHER = b"From: carol@example.org\r\nSubject: other\r\nMessage-ID: <other@example.org>\r\n\r\nHello.\r\n"
+NO_IDS = b"From: dave@example.org\r\nSubject: bare\r\n\r\nNo ids at all.\r\n"
+_ID = rb"\(([A-Za-z0-9_-]{1,255})\)"
+
+
+@pytest.fixture()
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        conversation.login()
+        for data in (FIRST, REPLY, REPLY_TO_REPLY, OTHER, NO_IDS):
+            conversation.add_message(data=data)
+        conversation.select()
+        yield conversation
+
+
+def _ids(lines: list[bytes], item: bytes) -> list[str]:
+    """The ids of ``item`` in each untagged response, in order."""
+    found = [re.search(item + rb" " + _ID, line) for line in lines if line.startswith(b"* ")]
+    return [match.group(1).decode() for match in found if match is not None]
+
+
+def _code(line: bytes) -> str:
+    match = re.search(rb"\[MAILBOXID " + _ID + rb"\]", line)
+    assert match is not None, line
+    return match.group(1).decode()
+
+
+def test_objectid_is_advertised(conv: Conversation) -> None:
+    assert "OBJECTID" in conv.capabilities()
+
+
+def test_create_select_and_status_give_the_same_mailboxid_and_rename_keeps_it(conv: Conversation) -> None:
+    created = _code(conv.command("CREATE Projects")[-1])
+    assert objectids.is_objectid(created) and created.startswith("F")
+    selected = [line for line in conv.command("SELECT Projects") if b"MAILBOXID" in line]
+    assert len(selected) == 1 and selected[0].startswith(b"* OK [MAILBOXID") and _code(selected[0]) == created
+    (status, _ok) = conv.command("STATUS Projects (MESSAGES MAILBOXID UIDNEXT)")
+    assert re.fullmatch(rb"\* STATUS Projects \(MESSAGES 0 MAILBOXID \(" + created.encode() + rb"\) UIDNEXT 1\)",
+                        status), status
+    conv.command("UNSELECT")
+    conv.command("RENAME Projects Closed")
+    (status, _ok) = conv.command("STATUS Closed (MAILBOXID)")
+    assert status == b"* STATUS Closed (MAILBOXID (" + created.encode() + b"))"
+    # A folder deleted and created again under its name is another mailbox.
+    conv.command("DELETE Closed")
+    again = _code(conv.command("CREATE Closed")[-1])
+    assert again != created
+    inbox = _ids(conv.command("STATUS INBOX (MAILBOXID)"), b"MAILBOXID")
+    assert len(inbox) == 1 and inbox[0] not in (created, again)
+
+
+def test_list_status_reports_mailboxid(conv: Conversation) -> None:
+    created = _code(conv.command("CREATE Lists")[-1])
+    lines = conv.command('LIST "" "Lists" RETURN (STATUS (MAILBOXID))')
+    assert any(line == b"* STATUS Lists (MAILBOXID (" + created.encode() + b"))" for line in lines), lines
+
+
+def test_the_inbox_rename_moves_the_mail_to_a_new_mailbox(conv: Conversation) -> None:
+    (inbox_status, _ok) = conv.command("STATUS INBOX (MAILBOXID)")
+    emails = _ids(conv.command("FETCH 1:* EMAILID"), b"EMAILID")
+    conv.command("UNSELECT")
+    conv.command("RENAME INBOX Old")
+    assert conv.command("STATUS INBOX (MAILBOXID)")[0] == inbox_status
+    old = _ids(conv.command("STATUS Old (MAILBOXID)"), b"MAILBOXID")
+    assert old and old[0] not in inbox_status.decode()
+    conv.select("Old")
+    assert _ids(conv.command("FETCH 1:* EMAILID"), b"EMAILID") == emails  # section 5.1: the messages keep theirs
+
+
+def test_emailid_is_the_same_after_copy_and_move_and_differs_between_messages(conv: Conversation) -> None:
+    emails = _ids(conv.command("FETCH 1:* EMAILID"), b"EMAILID")
+    assert len(emails) == 5 and len(set(emails)) == 5
+    assert all(objectids.is_objectid(email) and email.startswith("M") for email in emails)
+    conv.command("CREATE Saved")
+    conv.command("COPY 1 Saved")
+    conv.command("MOVE 2 Saved")
+    conv.select("Saved")
+    assert _ids(conv.command("FETCH 1:* EMAILID"), b"EMAILID") == emails[:2]
+    # The listing path (record items only and items kept per body) and the general path agree.
+    listed = conv.command("UID FETCH 1:* (UID FLAGS EMAILID THREADID)")
+    general = conv.command("UID FETCH 1:* (EMAILID THREADID BODY.PEEK[HEADER]<0.1>)")
+    assert _ids(listed, b"EMAILID") == _ids(general, b"EMAILID") == emails[:2]
+    assert _ids(listed, b"THREADID") == _ids(general, b"THREADID")
+
+
+def test_threadid_groups_a_conversation(conv: Conversation) -> None:
+    lines = conv.command("FETCH 1:* THREADID")
+    threads = _ids(lines, b"THREADID")
+    assert len(threads) == 5 and all(thread.startswith("T") for thread in threads)
+    assert threads[0] == threads[1] == threads[2]   # the first message and both replies
+    assert len({threads[0], threads[3], threads[4]}) == 3
+    # Asked again: from what was kept, the same.
+    assert _ids(conv.command("FETCH 1:* (UID THREADID)"), b"THREADID") == threads
+
+
+def test_search_by_emailid_and_threadid(conv: Conversation) -> None:
+    emails = _ids(conv.command("FETCH 1:* EMAILID"), b"EMAILID")
+    threads = _ids(conv.command("FETCH 1:* THREADID"), b"THREADID")
+    conv.script(f"""
+        C: a1 SEARCH EMAILID {emails[3]}
+        S: * SEARCH 4
+        S: a1 OK SEARCH completed
+        C: a2 UID SEARCH THREADID {threads[0]}
+        S: * SEARCH 1 2 3
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH THREADID {threads[0]} NOT EMAILID {emails[1]}
+        S: * SEARCH 1 3
+        S: a3 OK SEARCH completed
+        C: a4 SEARCH EMAILID "{emails[4]}"
+        S: * SEARCH 5
+        S: a4 OK SEARCH completed
+        C: a5 SEARCH OR EMAILID M0 THREADID Tnothing
+        S: * SEARCH
+        S: a5 OK SEARCH completed
+        C: a6 SEARCH EMAILID M$x
+        S: a6 BAD {{*}}
+        C: a7 SEARCH THREADID
+        S: a7 BAD {{*}}
+    """)
+
+
+def test_fetch_of_object_ids_does_not_set_seen(conv: Conversation) -> None:
+    conv.script("""
+        C: a1 FETCH 1 (EMAILID THREADID)
+        S: * 1 FETCH (EMAILID ({*}) THREADID ({*}))
+        S: a1 OK FETCH completed
+        C: a2 FETCH 1 FLAGS
+        S: * 1 FETCH (FLAGS (\\Recent))
+        S: a2 OK FETCH completed
+    """)
