@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from midb import spans
-from midb.expiry import SPECIAL_USES
+from midb.expiry import SPECIAL_USES, parse_folder_periods
 
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
 Section = Literal["gromox", "imap"]
@@ -234,6 +234,14 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_autologout_time", "timespan", "30 minutes",
        "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",
        "imap", minimum=1),
+    _d("imap_autoexpunge_folders", "str", "",
+       "Expiry periods of folders by name, as Dovecot's per-mailbox autoexpunge: NAME=SPAN entries "
+       "separated by commas, e.g. Spam=30d, Lists/*=90d (* matches any characters, % any but the "
+       "hierarchy separator /; a name cannot hold a comma or =). A folder whose name matches takes "
+       "the first matching entry's period instead of its special use's (imap_autoexpunge_junk, "
+       "imap_autoexpunge_trash); 0 keeps its mail. Applied when they are: at login, LMTP delivery "
+       "and midb expire.",
+       "imap", reloadable=True),
     _d("imap_autoexpunge_junk", "timespan", "0",
        "Messages that have been in an account's Junk folder (special use \\Junk) this long are "
        "expunged, whatever their flags, when the account logs in or receives mail over LMTP (at "
@@ -519,10 +527,13 @@ def parse_size(text: str) -> int:
 
 
 def autoexpunge_periods(cfg: Any) -> tuple[tuple[str, float], ...]:
-    """(special use, seconds) of the folders imap_autoexpunge_* expire (midb.expiry), for the
-    IMAP sessions and the LMTP deliveries alike."""
+    """(special use or name pattern, seconds) of the folders imap_autoexpunge_* expire
+    (midb.expiry), for the IMAP sessions and the LMTP deliveries alike: the name patterns of
+    imap_autoexpunge_folders first, in their order and with their 0s (which exempt a folder),
+    then the special uses with a period above 0."""
     periods = ((use, float(getattr(cfg, f"imap_autoexpunge_{suffix}"))) for suffix, use in SPECIAL_USES.items())
-    return tuple((use, seconds) for use, seconds in periods if seconds > 0)
+    return (*parse_folder_periods(cfg.imap_autoexpunge_folders or ""),
+            *((use, seconds) for use, seconds in periods if seconds > 0))
 
 
 def parse_timespan(text: str) -> float:
@@ -633,9 +644,16 @@ def _check_filter_command(text: str) -> None:
         raise ValueSyntaxError(str(exc)) from None
 
 
-# Value checks of the LMTP / auth socket directives (beyond their kind).
+def _check_folder_periods(text: str) -> None:
+    try:
+        parse_folder_periods(text)
+    except ValueError as exc:
+        raise ValueSyntaxError(str(exc)) from None
+
+
+# Value checks of the LMTP / auth socket directives and others (beyond their kind).
 _MTA_CHECKS = {"unix_socket_mode": _check_socket_mode, "lmtp_spam_header": _check_spam_header,
-               "imap_filter_command": _check_filter_command}
+               "imap_filter_command": _check_filter_command, "imap_autoexpunge_folders": _check_folder_periods}
 
 
 def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -29,7 +29,7 @@ def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: s
     by_use = dict(periods)
     if not throttle.due(account):
         return
-    if not by_use:   # the settings hold the periods above 0 only (gximap.config.autoexpunge_periods)
+    if not any(seconds > 0 for seconds in by_use.values()):   # only exemptions (a name's 0), or none
         # The server expires nothing: only an account with periods of its own has work, and
         # whether it has is read here, once an hour at most, rather than queued for the thread.
         try:

@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, NoReturn
 
 from midb.errors import MidbError, NoSuchAccount
-from midb.expiry import SPECIAL_USES
+from midb.expiry import SPECIAL_USES, parse_folder_periods
 from midb.shards import MAX_COUNT, check_count
 from midb.spans import parse_timespan
 
@@ -54,7 +54,7 @@ _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(?:i?b)?", re.
 _SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "midb_shard_num",
                          "default_lang", "data_file_path", "auth_backend", "auth_passwd_file",
-                         "imap_autoexpunge_trash", "imap_autoexpunge_junk"})
+                         "imap_autoexpunge_trash", "imap_autoexpunge_junk", "imap_autoexpunge_folders"})
 # midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
 DEFAULT_SHARDS = 16
 
@@ -128,6 +128,7 @@ class Settings:
     # Special use -> (value, "file:line"): gximap's imap_autoexpunge_* (midb.expiry), what 'midb
     # expire' does; parsed by that command only, so that a bad value stops no other.
     autoexpunge: dict[str, tuple[str, str]] = field(default_factory=dict)
+    autoexpunge_folders: tuple[str, str] = ("", "")   # imap_autoexpunge_folders: (value, "file:line")
 
 
 def load_settings(config: str | None, store_dir: str | None) -> Settings:
@@ -157,7 +158,9 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
                 settings.auth_backend = value.lower()
             elif key == "auth_passwd_file" and value:
                 settings.auth_passwd_file = value
-            elif key.startswith("imap_autoexpunge_"):
+            elif key == "imap_autoexpunge_folders":
+                settings.autoexpunge_folders = (value, where)
+            elif key.startswith("imap_autoexpunge_") and key.removeprefix("imap_autoexpunge_") in SPECIAL_USES:
                 settings.autoexpunge[SPECIAL_USES[key.removeprefix("imap_autoexpunge_")]] = (value, where)
     if store_dir is not None:
         if settings.run_dir is not None and os.path.realpath(store_dir) != os.path.realpath(settings.midb_path):
@@ -721,25 +724,39 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _folder_periods(text: str, where: str) -> tuple[tuple[str, float], ...]:
+    try:
+        return parse_folder_periods(text)
+    except ValueError as exc:
+        raise CliError(f"{where}: {exc}") from None
+
+
 def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     from midb.expiry import expire_account
 
-    periods = {use: _span(value, where) for use, (value, where) in settings.autoexpunge.items()}
+    by_use = {use: _span(value, where) for use, (value, where) in settings.autoexpunge.items()}
     for suffix, use in SPECIAL_USES.items():
         given = getattr(args, suffix)
         if given is not None:
-            periods[use] = _span(given, f"--{suffix}")
-    periods = {use: seconds for use, seconds in periods.items() if seconds > 0}
+            by_use[use] = _span(given, f"--{suffix}")
+    # Name patterns first, in order (the first match wins): --folder's, then the configuration's.
+    by_name = [pair for entry in args.folder for pair in _folder_periods(entry, "--folder")]
+    by_name += _folder_periods(*settings.autoexpunge_folders)
+    periods: dict[str, float] = {}
+    for name, seconds in by_name:
+        periods.setdefault(name, seconds)   # a name given twice: the first is the one that matches
+    periods.update((use, seconds) for use, seconds in by_use.items() if seconds > 0)
     if args.dry_run:
         settings.readonly = True  # writes nothing, upgrades no older index
     store = open_store(settings)
     failed = 0
     try:
         known = store.list_accounts()
-        if not periods and not any(seconds > 0 for account in known for _use, seconds in account.autoexpunge):
-            raise CliError("no period to expire by: set imap_autoexpunge_trash or imap_autoexpunge_junk "
-                           "in the configuration, give --trash or --junk, or give accounts periods "
-                           "of their own ('midb user expire')")
+        if (not any(seconds > 0 for seconds in periods.values())
+                and not any(seconds > 0 for account in known for _use, seconds in account.autoexpunge)):
+            raise CliError("no period to expire by: set imap_autoexpunge_trash, imap_autoexpunge_junk "
+                           "or imap_autoexpunge_folders in the configuration, give --trash, --junk "
+                           "or --folder, or give accounts periods of their own ('midb user expire')")
         accounts = args.accounts or [account.name for account in known]
         verb = "would be expunged from" if args.dry_run else "expunged from"
         total = 0
@@ -904,6 +921,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(f"--{suffix}", metavar="SPAN",
                          help=f"period of the {suffix.capitalize()} folder, e.g. 30d (0: kept); default: "
                               f"imap_autoexpunge_{suffix}")
+    sub.add_argument("--folder", metavar="NAME=SPAN", action="append", default=[],
+                     help="period of the folders of that name (* and %% as in LIST), before "
+                          "imap_autoexpunge_folders' entries and any special use's; repeatable")
     sub.add_argument("--dry-run", action="store_true",
                      help="say what would be expunged, and expunge nothing (the store is not written)")
     sub = leaf(commands, "verify", cmd_verify, "check the store's consistency (exit 1 if problems remain)",

@@ -10,10 +10,16 @@ gximap.expiring), ``midb expire`` for every account (from cron).
 An account may have periods of its own (``midb user expire``, the account record's
 ``autoexpunge``), as Dovecot takes them from its userdb: each replaces the server's for its
 special use, 0 keeping that folder's mail for good.
+
+Folders may also be given periods by name (imap_autoexpunge_folders, ``midb expire --folder``),
+as Dovecot's per-mailbox ``autoexpunge`` does: ``Spam=30d, Lists/*=90d``. In a mapping of
+periods, a key starting with a backslash is a special use, any other a name pattern; a folder
+matched by a pattern (the first, in order) takes its period, 0 included, before its special use's.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from midb.errors import NoSuchAccount
+from midb.spans import parse_timespan
 
-__all__ = ["Expired", "ExpiryThrottle", "account_periods", "expire_account"]
+__all__ = ["Expired", "ExpiryThrottle", "account_periods", "expire_account", "folder_matcher",
+           "parse_folder_periods"]
 
 # The special uses an expiry period may be set for, by the name of their directive's suffix.
 SPECIAL_USES = {"trash": "\\Trash", "junk": "\\Junk"}
@@ -36,33 +44,71 @@ class Expired:
     uids: list[int]
 
 
+def parse_folder_periods(text: str) -> tuple[tuple[str, float], ...]:
+    """``NAME=SPAN`` entries separated by commas (imap_autoexpunge_folders, ``Spam=30d,
+    Lists/*=90d``) as (name pattern, seconds) pairs in their order; ValueError naming the entry
+    that does not read. A name may hold spaces (trimmed at its ends), not a comma or "=";
+    "*" matches any characters, "%" any but the hierarchy separator "/", as in LIST."""
+    pairs: list[tuple[str, float]] = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        name, equals, span = entry.partition("=")
+        name = name.strip()
+        if not equals or not name or name.startswith("\\") or "=" in span:
+            raise ValueError(f"{entry.strip()!r} is not NAME=SPAN (e.g. Spam=30d)")
+        try:
+            seconds = parse_timespan(span.strip())
+        except ValueError as exc:
+            raise ValueError(f"{entry.strip()!r}: {exc}") from None
+        if 0 < seconds < 1:
+            raise ValueError(f"{entry.strip()!r}: a period under a second (0 keeps the folder's mail)")
+        pairs.append((name, seconds))
+    return tuple(pairs)
+
+
+def folder_matcher(pattern: str) -> Callable[[str], bool]:
+    """Whether a folder's name matches a name pattern of parse_folder_periods; INBOX (the first
+    component) in any case, as IMAP names it."""
+    head, slash, rest = pattern.partition("/")
+    if head.upper() == "INBOX":
+        pattern = "INBOX" + slash + rest
+    parts = (".*" if char == "*" else "[^/]*" if char == "%" else re.escape(char) for char in pattern)
+    compiled = re.compile("".join(parts) + r"\Z", re.DOTALL)
+    return lambda name: compiled.match(name) is not None
+
+
 def account_periods(store: Any, account: str, periods: Mapping[str, float]) -> dict[str, float]:
-    """The periods that apply to ``account`` (special use -> seconds, each above 0): the
-    server's ``periods``, with the account's own in their place."""
+    """The periods that apply to ``account``: the server's ``periods`` (special use or name
+    pattern -> seconds), with the account's own special-use periods in their place. Special
+    uses keep a period above 0 only; a name pattern keeps its 0, which exempts its folders."""
     own = store.get_account(account)
     if own is None:
         raise NoSuchAccount(f"no such account {account!r}")
     merged = dict(periods)
     merged.update(own.autoexpunge)
-    return {use: seconds for use, seconds in merged.items() if seconds > 0}
+    return {key: seconds for key, seconds in merged.items() if seconds > 0 or not key.startswith("\\")}
 
 
 def expire_account(store: Any, account: str, periods: Mapping[str, float], *, now: float | None = None,
                    stop: Callable[[], bool] = lambda: False, dry_run: bool = False) -> list[Expired]:
-    """Expunge from each folder of ``account`` whose special use has a period (``periods``, the
-    server's: special use -> seconds, 0 or absent: kept; with the account's own in their place,
-    account_periods) the messages saved into it more than that long ago, a batch per
+    """Expunge from each folder of ``account`` whose name or special use has a period
+    (``periods``, the server's: special use or name pattern -> seconds, 0 or absent: kept; with
+    the account's own in their place, account_periods) the messages saved into it more than that long ago, a batch per
     transaction. ``stop`` is asked between batches (a server shutting down). With ``dry_run``,
     what would go, and nothing written."""
     from midb.store import EXPIRE_BATCH  # not at import: the midb tool reads SPECIAL_USES first
 
     periods = account_periods(store, account, periods)
-    if not periods:
+    if not any(seconds > 0 for seconds in periods.values()):
         return []
+    by_name = [(folder_matcher(key), seconds) for key, seconds in periods.items() if not key.startswith("\\")]
     moment = time.time() if now is None else now
     done: list[Expired] = []
     for folder in store.list_folders(account):
-        period = periods.get(folder.special_use or "", 0)
+        period = next((seconds for matches, seconds in by_name if matches(folder.name)), None)
+        if period is None:
+            period = periods.get(folder.special_use or "", 0)
         if period <= 0 or not folder.messages:
             continue
         cutoff = int(moment - period)

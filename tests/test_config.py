@@ -468,8 +468,19 @@ def test_reloadable_set() -> None:
         "imap_metadata_admin", "imap_metadata_max_entries", "imap_metadata_max_size",
         "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "imap_sort_cache_size",
         "imap_default_mailbox_quota", "imap_default_annotation_quota", "imap_autoexpunge_trash",
-        "imap_autoexpunge_junk",
+        "imap_autoexpunge_junk", "imap_autoexpunge_folders",
     }
+
+
+def test_autoexpunge_periods_by_name_come_before_the_special_uses(tmp_path: Path) -> None:
+    path = write(tmp_path, "imap_autoexpunge_junk = 7d\nimap_autoexpunge_folders = Spam=30d, Lists/*=0\n")
+    assert config.autoexpunge_periods(load_config([path], required=True)) == (
+        ("Spam", 30 * 86400.0), ("Lists/*", 0.0), ("\\Junk", 7 * 86400.0))
+    bad = write(tmp_path, "context_num = 10\nimap_autoexpunge_folders = Spam=30d, Lists\n")
+    with pytest.raises(ConfigError) as info:
+        load_config([bad], required=True)
+    assert (info.value.file, info.value.line) == (bad, 2)
+    assert "imap_autoexpunge_folders" in str(info.value) and "'Lists' is not NAME=SPAN" in str(info.value)
 
 
 @pytest.mark.parametrize("section", ["imap", "gromox"])

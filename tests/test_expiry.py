@@ -14,7 +14,7 @@ from test_midb_cli import Midb, fails, ok
 
 from midb import savedates
 from midb.errors import InvalidArgument
-from midb.expiry import ExpiryThrottle, account_periods, expire_account
+from midb.expiry import ExpiryThrottle, account_periods, expire_account, folder_matcher, parse_folder_periods
 from midb.store import Store
 
 DAY = 86400
@@ -77,6 +77,45 @@ def test_an_accounts_own_periods_take_the_place_of_the_servers(tmp_path: Path,
                 store.update_account("alice", autoexpunge=wrong)
 
 
+def test_folder_periods_read_as_dovecots_per_mailbox_autoexpunge() -> None:
+    assert parse_folder_periods(" Spam=30d, Lists/*=90d ,Old Stuff = 2week,Keep=0,") == (
+        ("Spam", 30 * DAY), ("Lists/*", 90 * DAY), ("Old Stuff", 14 * DAY), ("Keep", 0))
+    assert parse_folder_periods("") == ()
+    for wrong in ("Spam", "=30d", "Spam=soon", "Spam=30d=1", "\\Junk=1d", "Spam=0.5s"):
+        with pytest.raises(ValueError, match="Spam|Junk|NAME=SPAN|30d"):
+            parse_folder_periods(wrong)
+    lists = folder_matcher("Lists/*")
+    assert lists("Lists/a") and lists("Lists/a/b") and not lists("Lists") and not lists("Listsx/a")
+    top = folder_matcher("Lists/%")
+    assert top("Lists/a") and not top("Lists/a/b")
+    assert folder_matcher("inbox/Old")("INBOX/Old") and not folder_matcher("spam")("Spam")
+    assert folder_matcher("a.b(c)")("a.b(c)") and not folder_matcher("a.b")("axb")
+
+
+def test_a_folder_matched_by_name_takes_that_period_before_its_special_uses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "store", fsync=False) as store:
+        store.create_account("alice")
+        for name in ("Spam", "Lists/a", "Lists/b/deep"):
+            store.create_folder("alice", name)
+        spam = _saved_days_ago(monkeypatch, store, "Spam", 40)
+        _saved_days_ago(monkeypatch, store, "Spam", 10)
+        lists = [_saved_days_ago(monkeypatch, store, name, 100) for name in ("Lists/a", "Lists/b/deep")]
+        _saved_days_ago(monkeypatch, store, "Junk", 400)   # exempt by name, whatever its \Junk period
+        trash = _saved_days_ago(monkeypatch, store, "Trash", 40)
+        periods = {"Spam": 30 * DAY, "Junk": 0, "Lists/*": 90 * DAY, "Lists/b/%": DAY, "\\Junk": DAY,
+                   "\\Trash": 30 * DAY}
+        done = expire_account(store, "alice", periods)
+        assert {item.folder: item.uids for item in done} == {
+            "Spam": spam, "Lists/a": lists[0], "Lists/b/deep": lists[1], "Trash": trash}
+        assert len(store.uids("alice", folder_id(store, "Junk"))) == 1
+        # Exemptions alone are no work; an account's own special-use periods leave names alone.
+        assert expire_account(store, "alice", {"Junk": 0}) == []
+        store.update_account("alice", autoexpunge={"\\Junk": DAY})
+        assert account_periods(store, "alice", {"Junk": 0}) == {"Junk": 0, "\\Junk": DAY}
+        assert expire_account(store, "alice", {"Junk": 0}) == []
+
+
 def test_expire_account_goes_in_batches_and_stops_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import midb.store as store_module
 
@@ -132,6 +171,16 @@ def test_logging_in_expires_the_account_once_an_hour(conv: Conversation, monkeyp
     other = conv.second_session()
     other.login()
     assert len(conv.store.uids("alice", conv.folder("Trash").id)) == 2
+
+
+def test_a_login_expires_folders_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Conversation(tmp_path, autoexpunge=(("Spam", 30 * DAY), ("Trash", 0), ("\\Trash", DAY))) as conv:
+        conv.store.create_folder("alice", "Spam")
+        _saved_days_ago(monkeypatch, conv.store, "Spam", 31, 2)
+        kept = _saved_days_ago(monkeypatch, conv.store, "Trash", 31)
+        conv.login()
+        assert conv.store.uids("alice", conv.folder("Spam").id) == []
+        assert conv.store.uids("alice", conv.folder("Trash").id) == kept
 
 
 def test_a_session_with_trash_selected_is_told_of_the_expunges(conv: Conversation,
@@ -219,8 +268,19 @@ def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, mon
     assert result.returncode == 1 and "midb: error: nosuch: " in result.stderr
     assert result.stdout == "0 messages expunged in all\n"
     fails(midb("expire", "--read-only"), "'expire' changes the store: not with --read-only")
+    # Folders by name: --folder first, then imap_autoexpunge_folders, before the special uses.
+    with midb.open() as store:
+        store.create_folder("bob", "Spam")
+        _saved_days_ago(monkeypatch, store, "Spam", 3, 2, account="bob")
+        _saved_days_ago(monkeypatch, store, "Junk", 3, 1, account="bob")
+    assert ok(midb("expire", "bob", "--folder", "Spam=1d, Junk=0", "--junk", "1d", "--dry-run")) == (
+        "bob: 2 messages would be expunged from Spam\n")
+    midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_folders = Spam=1d, Junk=2d\n")
+    assert ok(midb("expire", "bob", "--folder", "Spam=5d")) == "bob: 1 messages expunged from Junk\n"
+    assert ok(midb("expire", "bob")) == "bob: 2 messages expunged from Spam\n"
+    fails(midb("expire", "--folder", "Spam"), "--folder: 'Spam' is not NAME=SPAN")
     midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7 fortnights\n")
-    fails(midb("expire"), "imap.cfg:7: '7 fortnights': unknown time unit 'fortnights'")
+    fails(midb("expire"), "imap.cfg:8: '7 fortnights': unknown time unit 'fortnights'")
     assert "messages" in ok(midb("stats"))  # a bad period stops 'expire' alone
 
 
