@@ -64,6 +64,7 @@ MAX_PARTS = 5000  # parts in one message before the remainder goes opaque
 _MAX_DECODED_HEADER = 64 * 1024  # a decoded search/sort header value is cut here (SEARCH needs no more)
 _MAX_REFERENCES = 1000
 _REFERENCES_WINDOW = 1 << 20  # bytes of a References field searched for those, from its end
+_FIRST_ID_MAX = 998  # octets of the first id kept before that window (a line's most, RFC 5322)
 MAX_HEADER_FIELDS = 10000  # header fields recorded per header block (memory bound)
 
 # (name, adl, mailbox, host) as RFC 3501 ENVELOPE addresses: raw bytes, None for NIL.
@@ -865,14 +866,23 @@ def _first_msg_id(value: bytes | None) -> str | None:
 
 
 def _msg_ids(value: bytes | None) -> tuple[str, ...]:
-    """The last _MAX_REFERENCES msg-ids of ``value``, read from its last _REFERENCES_WINDOW bytes:
-    a References field of millions of ids (a message can carry one within its size limit) would
-    otherwise cost seconds and ten times its size in memory. A cut id at the window's start has
-    lost its "<" and matches nothing."""
+    """The msg-ids of ``value``, at most _MAX_REFERENCES: of a longer list the first (the
+    thread's first message, which midb.objectids names a thread by) and the last ones, read from
+    the last _REFERENCES_WINDOW bytes: a References field of millions of ids (a message can
+    carry one within its size limit) would otherwise cost seconds and ten times its size in
+    memory. A cut id at the window's start has lost its "<" and matches nothing."""
     if value is None:
         return ()
-    found = [raw for raw in _MSG_ID.findall(value, max(0, len(value) - _REFERENCES_WINDOW)) if raw]
-    return tuple(_text_of_raw_header(raw) for raw in found[-_MAX_REFERENCES:])
+    window_start = max(0, len(value) - _REFERENCES_WINDOW)
+    found = [raw for raw in _MSG_ID.findall(value, window_start) if raw]
+    if len(found) <= _MAX_REFERENCES and window_start == 0:
+        return tuple(map(_text_of_raw_header, found))
+    first = _MSG_ID.search(value)
+    head = ([first.group(1)] if first is not None and 0 < len(first.group(1)) <= _FIRST_ID_MAX
+            and first.start() < window_start else [])
+    if not head and found:   # the first id is in the window: it is found[0]
+        head, found = found[:1], found[1:]
+    return tuple(map(_text_of_raw_header, head + found[-(_MAX_REFERENCES - len(head)):]))
 
 
 def _first_mailbox(addresses: tuple[Address, ...] | None) -> Address | None:

@@ -3,11 +3,14 @@
 A client caches what it fetched under these ids, so that a folder renamed or a message moved is
 not fetched again. Each is derived from what midb already keeps, so none costs a write:
 
-* MAILBOXID ``F<account id>-<folder id>`` (hexadecimal): both ids are drawn from counters and
-  never reused, so a folder deleted and created again under its name, or an account deleted and
-  created again, gets a new MAILBOXID; a RENAME keeps the folder's id, hence its MAILBOXID. The
-  INBOX rename leaves INBOX (and its id) in place and moves the mail into a new folder, which
-  gets a new one, as RFC 8474 section 4.2 asks.
+* MAILBOXID ``F<account id>-<folder id>-<UIDVALIDITY>`` (hexadecimal): the ids are drawn from
+  counters and never reused, so a folder deleted and created again under its name, or an
+  account deleted and created again, gets a new MAILBOXID; a RENAME keeps the folder's id and
+  UIDVALIDITY, hence its MAILBOXID. The UIDVALIDITY covers what reuses an id: `midb import`
+  giving an empty folder its exported UIDVALIDITY, `midb verify --repair` bringing back a lost
+  folder under its id, a store restored from a backup drawing ids its successor had drawn
+  already (UIDVALIDITYs go by the clock). The INBOX rename leaves INBOX (and its id) in place
+  and moves the mail into a new folder, which gets a new one (RFC 8474 section 4).
 * EMAILID ``M<body id>``: a message's body id (128 random bits) names bytes that never change.
   COPY and MOVE within an account share the source's body, so the copy has the source's EMAILID
   (section 5.1). The same content stored twice (two APPENDs) gets two bodies and two EMAILIDs,
@@ -33,14 +36,15 @@ THREAD_PREFIX = "T"
 # RFC 8474 section 7: objectid = 1*255(ALPHA / DIGIT / "_" / "-").
 OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}\Z")
 _BLOB_ID = re.compile(r"[0-9a-f]{32}\Z")   # midb.shards.new_blob_id
+_THREAD_ID = re.compile(THREAD_PREFIX + r"[0-9a-f]{16}\Z")
 
 
 def is_objectid(text: str) -> bool:
     return OBJECTID.match(text) is not None
 
 
-def mailbox_id(account_id: int, folder_id: int) -> str:
-    return f"{MAILBOX_PREFIX}{account_id:x}-{folder_id:x}"
+def mailbox_id(account_id: int, folder_id: int, uidvalidity: int) -> str:
+    return f"{MAILBOX_PREFIX}{account_id:x}-{folder_id:x}-{uidvalidity:x}"
 
 
 def email_id(blob: str) -> str:
@@ -53,6 +57,11 @@ def blob_of_email_id(objectid: str) -> str | None:
     if not objectid.startswith(EMAIL_PREFIX) or _BLOB_ID.match(blob) is None:
         return None
     return blob
+
+
+def is_thread_id(objectid: str) -> bool:
+    """Whether ``objectid`` has the form of a THREADID of thread_id (others match no message)."""
+    return _THREAD_ID.match(objectid) is not None
 
 
 def thread_root(message_id: str | None, in_reply_to: str | None, references: tuple[str, ...]) -> str | None:

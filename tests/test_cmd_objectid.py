@@ -139,6 +139,28 @@ def test_search_by_emailid_and_threadid(conv: Conversation) -> None:
     """)
 
 
+def test_a_deep_thread_has_one_threadid(conv: Conversation) -> None:
+    """A reply deep in a thread carries more References than the digest keeps: the first (the
+    thread's start) is kept, so the reply's THREADID is its thread's (review60)."""
+    references = b"<start@example.org> " + b" ".join(b"<r%d@example.org>" % number for number in range(1200))
+    conv.add_message(data=b"Subject: Re: plans\r\nMessage-ID: <deep@example.org>\r\nReferences: "
+                     + references + b"\r\n\r\nDeep.\r\n")
+    conv.command("NOOP")
+    threads = _ids(conv.command("FETCH 1:* THREADID"), b"THREADID")
+    assert threads[5] == threads[0]
+
+
+def test_an_import_into_an_empty_folder_gives_it_a_new_mailboxid(conv: Conversation) -> None:
+    """midb import sets an empty folder's UIDVALIDITY to the exported one: the folder is not
+    the mailbox a client saw, and its MAILBOXID says so (review60)."""
+    before = _code(conv.command("CREATE Restored")[-1])
+    folder = conv.folder("Restored")
+    conv.store.set_uidvalidity("alice", folder.id, 1234)
+    (status, _ok) = conv.command("STATUS Restored (MAILBOXID UIDVALIDITY)")
+    after = re.search(rb"MAILBOXID " + _ID, status)
+    assert after is not None and after.group(1).decode() not in (before, "") and b"UIDVALIDITY 1234" in status
+
+
 def test_fetch_of_object_ids_does_not_set_seen(conv: Conversation) -> None:
     conv.script("""
         C: a1 FETCH 1 (EMAILID THREADID)

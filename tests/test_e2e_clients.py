@@ -97,7 +97,7 @@ def test_imaplib_full_session(server: GximapProcess) -> None:
         typ, data = client._simple_command("MOVE", "1", "Work")  # noqa: SLF001 - imaplib has no move()
         assert typ == "OK"
         typ, data = client.status("Work/2026", "(MESSAGES UIDNEXT UNSEEN MAILBOXID)")
-        assert b"MESSAGES 1" in data[0] and re.search(rb"MAILBOXID \(F[0-9a-f]+-[0-9a-f]+\)", data[0])
+        assert b"MESSAGES 1" in data[0] and re.search(rb"MAILBOXID \(F[0-9a-f]+-[0-9a-f]+-[0-9a-f]+\)", data[0])
         client.close()
         assert client.delete("Work/2026")[0] == "OK"
     finally:

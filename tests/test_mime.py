@@ -492,13 +492,16 @@ def test_sort_and_thread_keys():
     assert digest(b"Date: 1 Jan 1970 00:00:00 -0100\r\n\r\n").date == 3600
 
 
-def test_references_keep_the_last_ids_of_a_huge_field():
-    """A References field of 400,000 ids: the last 1,000 are kept, read from the field's end."""
+def test_references_keep_the_first_and_the_last_ids_of_a_huge_field():
+    """A References field of 400,000 ids: the first (the thread's start, midb.objectids) and the
+    last 999 are kept, these read from the field's end."""
     ids = [b"<id%d@example.org>" % n for n in range(400_000)]
     d = digest(b"References: " + b" <>\r\n ".join(ids) + b"\r\n\r\nbody\r\n")
     assert len(d.references) == 1000
-    assert d.references[0] == "id399000@example.org" and d.references[-1] == "id399999@example.org"
-    # An id cut by the window's start is not taken for a whole one.
+    assert d.references[:2] == ("id0@example.org", "id399001@example.org")
+    assert d.references[-1] == "id399999@example.org"
+    # An id cut by the window's start is not taken for a whole one, nor a first id longer than
+    # a line may be.
     tail = b"<" + b"x" * (1 << 20) + b"@example.org> <last@example.org>"
     assert digest(b"References: " + tail + b"\r\n\r\n").references == ("last@example.org",)
 

@@ -10,16 +10,18 @@ BLOB = "0123456789abcdef0123456789abcdef"
 
 
 def test_every_id_is_an_objectid() -> None:
-    for value in (objectids.mailbox_id(0, 1), objectids.mailbox_id(2**32 - 1, 2**32 - 1),
+    for value in (objectids.mailbox_id(0, 1, 1), objectids.mailbox_id(2**32 - 1, 2**32 - 1, 2**32 - 1),
                   objectids.email_id(BLOB), objectids.thread_id(BLOB, None, None, ())):
         assert objectids.is_objectid(value) and value[0].isalpha(), value
     assert not objectids.is_objectid("") and not objectids.is_objectid("a b")
 
 
-def test_mailbox_ids_differ_by_account_and_folder() -> None:
-    ids = {objectids.mailbox_id(account, folder) for account in (1, 2, 17) for folder in (1, 2, 17)}
-    assert len(ids) == 9
-    assert objectids.mailbox_id(1, 17) != objectids.mailbox_id(17, 1)
+def test_mailbox_ids_differ_by_account_folder_and_uidvalidity() -> None:
+    ids = {objectids.mailbox_id(account, folder, validity)
+           for account in (1, 2, 17) for folder in (1, 2, 17) for validity in (1, 2, 17)}
+    assert len(ids) == 27
+    assert objectids.mailbox_id(1, 17, 2) != objectids.mailbox_id(17, 1, 2)
+    assert objectids.mailbox_id(10, 11, 12) == "Fa-b-c"
 
 
 def test_an_emailid_names_its_body_and_nothing_else() -> None:
@@ -42,6 +44,30 @@ def test_the_thread_root_is_the_first_reference_else_the_parent_else_the_message
     alone = objectids.thread_id(BLOB, None, None, ())
     assert alone != objectids.thread_id("f" * 32, None, None, ())
     assert alone != objectids.thread_id("0" * 32, BLOB, None, ())
+
+
+def test_thread_ids_are_pinned() -> None:
+    """A THREADID given out must never change (RFC 8474 section 5.2): these values are what
+    every release gives, whatever changes in how they are computed."""
+    assert objectids.thread_id("0" * 32, "start@example.org", None, ()) == "T3baa21798263acc3"
+    assert objectids.thread_id(BLOB, None, None, ()) == "Tccaaace47f009353"
+    assert objectids.is_thread_id("T3baa21798263acc3")
+    assert not objectids.is_thread_id("T3BAA21798263ACC3") and not objectids.is_thread_id("Tnothing")
+    parsed = digest(b"Message-ID: <r@x>\r\nReferences: <start@example.org> <m@x>\r\n\r\nx\r\n")
+    assert objectids.thread_id("1" * 32, parsed.message_id, parsed.in_reply_to, parsed.references) == (
+        "T3baa21798263acc3")
+
+
+def test_a_deep_thread_keeps_its_first_message() -> None:
+    """A References list longer than the digest keeps (1,000 ids) or than the bytes it reads
+    (1 MiB) still names the thread's first message."""
+    many = b" ".join(b"<r%d@x>" % number for number in range(1500))
+    parsed = digest(b"Message-ID: <m@x>\r\nReferences: <root@x> " + many + b"\r\n\r\nx\r\n")
+    assert len(parsed.references) == 1000
+    assert parsed.references[0] == "root@x" and parsed.references[-1] == "r1499@x"
+    huge = b"<root@x> <" + b"y" * (1 << 20) + b"> <last@x>"
+    parsed = digest(b"References: " + huge + b"\r\n\r\nx\r\n")
+    assert parsed.references == ("root@x", "last@x")
 
 
 def test_thread_ids_from_parsed_messages() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from gximap.imap import encode
 
@@ -302,7 +302,7 @@ class SearchModSeq(SearchKey):
 class SearchObjectId(SearchKey):
     """EMAILID objectid / THREADID objectid (RFC 8474 section 6): the messages with that id."""
 
-    kind: str  # "EMAILID" or "THREADID"
+    kind: Literal["EMAILID", "THREADID"]
     objectid: str
 
 

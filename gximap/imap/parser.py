@@ -603,7 +603,7 @@ def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
         objectid = r.astring("object id")
         if not _OBJECTID.match(objectid):
             raise r.error("Invalid object id")
-        return SearchObjectId(name, objectid.decode("ascii"))
+        return SearchObjectId("EMAILID" if name == "EMAILID" else "THREADID", objectid.decode("ascii"))
     if name == "MODSEQ":
         r.sp()
         entry_name = entry_type = None

@@ -417,6 +417,9 @@ class _Compiler:
             blob = objectids.blob_of_email_id(wanted)   # None: no message has that id
             return _record_node(lambda meta: meta.blob == blob)
 
+        if not objectids.is_thread_id(wanted):
+            return _record_node(lambda meta: False)   # no message has it: no summary read
+
         def thread_test(msg: _Message) -> bool:
             summary = msg.summary
             return objectids.thread_id(msg.meta.blob, summary.message_id, summary.in_reply_to,

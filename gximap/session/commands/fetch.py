@@ -61,6 +61,7 @@ from gximap.session.searching import in_ascending, resolve_uids, saved_uids
 from gximap.session.selected import FlagsShown, flag_atoms
 from midb import objectids, preview
 from midb.errors import MidbError, NoSuchBody
+from midb.keys import blob_key
 from midb.lru import BoundedCache
 from midb.messages import (
     FlagColumns,
@@ -73,6 +74,7 @@ from midb.messages import (
 )
 from midb.mime import Digest
 from midb.store import INLINE_MAX
+from midb.summary import sort_record
 from midb.tombstones import Vanished
 
 SEEN = "\\Seen"
@@ -462,19 +464,22 @@ def _email_id_item(blob: str) -> bytes:
 
 
 # Rendered THREADID items (RFC 8474) of recently fetched bodies, by (body id, "THREADID", None):
-# made from the body's digest, which a client listing a folder with its threads would otherwise
-# have read again each time. About 30 bytes each.
+# made from the front of the body's summary (its message ids), which a client listing a folder
+# with its threads would otherwise have read again each time. About 30 bytes each.
 THREAD_ID_CACHE_ENTRIES = 4096
 _THREAD_IDS: BoundedCache[tuple[str, str, None], bytes] = BoundedCache(THREAD_ID_CACHE_ENTRIES)
 
 
 def _thread_id_item(msg: _Message) -> bytes:
     """``THREADID (T...)``: never NIL, every message belongs to a thread (midb.objectids)."""
-    key = (msg.meta.blob, "THREADID", None)
+    blob = msg.meta.blob
+    key = (blob, "THREADID", None)
     rendered = _THREAD_IDS.get(key)
     if rendered is None:
-        digest = msg.digest
-        thread = objectids.thread_id(msg.meta.blob, digest.message_id, digest.in_reply_to, digest.references)
+        (record,) = msg.store.summary_fields_by_key([blob_key(blob)], sort_record)
+        if record is None:
+            raise NoSuchBody(blob)
+        thread = objectids.thread_id(blob, record.message_id, record.in_reply_to, record.references)
         rendered = b"THREADID (%s)" % thread.encode("ascii")
         _THREAD_IDS.put(key, rendered)
     return rendered

@@ -64,9 +64,9 @@ def existing_folder(session: Any, name: str, *, counters_only: bool = False) -> 
     return folder
 
 
-def mailbox_id_code(account_id: int, folder_id: int) -> bytes:
+def mailbox_id_code(account_id: int, folder_id: int, uidvalidity: int) -> bytes:
     """``MAILBOXID (F...)``: the response code of SELECT and CREATE, and STATUS's item (RFC 8474)."""
-    return b"MAILBOXID (%s)" % objectids.mailbox_id(account_id, folder_id).encode("ascii")
+    return b"MAILBOXID (%s)" % objectids.mailbox_id(account_id, folder_id, uidvalidity).encode("ascii")
 
 
 # -- CREATE / DELETE / RENAME ------------------------------------------------------------------
@@ -88,7 +88,7 @@ def create(session: Any, cmd: cmds.Create) -> Done:
     created = store.create_folder(session.user, name, special_use=special_use,
                                   mailbox_quota_default=session.settings.default_mailbox_quota)
     # RFC 8474 section 4.1: the new mailbox's MAILBOXID in the tagged OK.
-    return Done(Code.OK_CREATE, code=mailbox_id_code(store.account_id(session.user), created.id))
+    return Done(Code.OK_CREATE, code=mailbox_id_code(store.account_id(session.user), created.id, created.uidvalidity))
 
 
 @command(cmds.Delete, states=AUTHENTICATED)
@@ -281,7 +281,7 @@ def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
     values: list[bytes] = []
     for item in items:
         if item == "MAILBOXID":
-            values.append(mailbox_id_code(session.store.account_id(session.user), folder.id))
+            values.append(mailbox_id_code(session.store.account_id(session.user), folder.id, folder.uidvalidity))
             continue
         if item == "MESSAGES":
             value = folder.messages

@@ -75,7 +75,8 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
     # HIGHESTMODSEQ on every successful SELECT/EXAMINE, CONDSTORE-aware client or not. Every midb
     # mailbox keeps them, so never NOMODSEQ. Placed after UIDNEXT, as in the RFC's and Dovecot's.
     yield _info(session, b"HIGHESTMODSEQ %d" % view.modseq, Code.INFO_HIGHESTMODSEQ)
-    yield _info(session, mailbox_id_code(view.account_id, view.folder_id), Code.INFO_MAILBOXID)  # RFC 8474 4.1
+    yield _info(session, mailbox_id_code(view.account_id, view.folder_id, view.uidvalidity),
+                Code.INFO_MAILBOXID)   # RFC 8474 section 4.2
     if session.rev2:
         # RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate attributes.
         attributes = listing.folder_attributes(folder, store.has_children(session.user, folder.name))
