@@ -26,10 +26,10 @@ def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: s
     """Have ``account``'s folders with a period expired (``periods``: the server's, (special
     use, seconds) as the settings hold them; the account's own take their place), unless the
     throttle says it was done lately or the server is stopping."""
-    by_use = dict(periods)
+    server_periods = dict(periods)
     if not throttle.due(account):
         return
-    if not any(seconds > 0 for seconds in by_use.values()):   # only exemptions (a name's 0), or none
+    if not any(seconds > 0 for seconds in server_periods.values()):   # only exemptions (a name's 0), or none
         # The server expires nothing: only an account with periods of its own has work, and
         # whether it has is read here, once an hour at most, rather than queued for the thread.
         try:
@@ -41,7 +41,7 @@ def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: s
         if own is None or not any(seconds > 0 for _use, seconds in own.autoexpunge):
             return
     try:
-        pieces.EXPIRY_WRITERS.get().submit(_expire, store, throttle, account, by_use, log)
+        pieces.EXPIRY_WRITERS.get().submit(_expire, store, throttle, account, server_periods, log)
     except (PoolClosed, RuntimeError):  # the server is stopping: the next login's or delivery's turn
         throttle.forget(account)
 

@@ -94,9 +94,9 @@ def expire_account(store: Any, account: str, periods: Mapping[str, float], *, no
                    stop: Callable[[], bool] = lambda: False, dry_run: bool = False) -> list[Expired]:
     """Expunge from each folder of ``account`` whose name or special use has a period
     (``periods``, the server's: special use or name pattern -> seconds, 0 or absent: kept; with
-    the account's own in their place, account_periods) the messages saved into it more than that long ago, a batch per
-    transaction. ``stop`` is asked between batches (a server shutting down). With ``dry_run``,
-    what would go, and nothing written."""
+    the account's own in their place, account_periods) the messages saved into it more than
+    that long ago, a batch per transaction. ``stop`` is asked between batches (a server
+    shutting down). With ``dry_run``, what would go, and nothing written."""
     from midb.store import EXPIRE_BATCH  # not at import: the midb tool reads SPECIAL_USES first
 
     periods = account_periods(store, account, periods)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Protocol
 
 MAILBOX_PREFIX = "F"
 EMAIL_PREFIX = "M"
@@ -70,6 +71,22 @@ def thread_root(message_id: str | None, in_reply_to: str | None, references: tup
     if references:
         return references[0]
     return in_reply_to or message_id or None
+
+
+class MessageIds(Protocol):
+    """What a THREADID is made of: midb.summary's Summary and SortRecord both carry it."""
+
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def in_reply_to(self) -> str | None: ...
+    @property
+    def references(self) -> tuple[str, ...]: ...
+
+
+def thread_id_of(blob: str, ids: MessageIds) -> str:
+    """thread_id of a body from its summary (or the summary's sort record)."""
+    return thread_id(blob, ids.message_id, ids.in_reply_to, ids.references)
 
 
 def thread_id(blob: str, message_id: str | None, in_reply_to: str | None, references: tuple[str, ...]) -> str:

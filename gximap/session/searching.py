@@ -420,12 +420,7 @@ class _Compiler:
         if not objectids.is_thread_id(wanted):
             return _record_node(lambda meta: False)   # no message has it: no summary read
 
-        def thread_test(msg: _Message) -> bool:
-            summary = msg.summary
-            return objectids.thread_id(msg.meta.blob, summary.message_id, summary.in_reply_to,
-                                       summary.references) == wanted
-
-        return _Node(COST_DIGEST, None, thread_test)
+        return _Node(COST_DIGEST, None, lambda msg: objectids.thread_id_of(msg.meta.blob, msg.summary) == wanted)
 
     def _SearchSequence(self, key: cmds.SearchSequence) -> _Node:
         seqset = key.seqset

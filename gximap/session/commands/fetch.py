@@ -479,8 +479,7 @@ def _thread_id_item(msg: _Message) -> bytes:
         (record,) = msg.store.summary_fields_by_key([blob_key(blob)], sort_record)
         if record is None:
             raise NoSuchBody(blob)
-        thread = objectids.thread_id(blob, record.message_id, record.in_reply_to, record.references)
-        rendered = b"THREADID (%s)" % thread.encode("ascii")
+        rendered = b"THREADID (%s)" % objectids.thread_id_of(blob, record).encode("ascii")
         _THREAD_IDS.put(key, rendered)
     return rendered
 
