@@ -322,8 +322,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Maximum length of a command line, literals excluded.",
        "imap", minimum=1024),
     _d("imap_max_literal_size", "size", "64M",
-       "Maximum size of the literals of one APPEND (the message); also the APPENDLIMIT advertised to "
-       "clients. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
+       "Maximum size of the literals of one APPEND (the messages) or REPLACE; also the APPENDLIMIT "
+       "advertised to clients. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
        "imap", minimum=1024),
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command.",

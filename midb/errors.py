@@ -58,6 +58,11 @@ class TooManyKeywords(KeywordSetsExhausted):
     message without its filter's keywords)."""
 
 
+class MessageGone(MidbError):
+    """The message an operation names is no longer in its folder (expunged meanwhile): REPLACE's
+    message to replace. Nothing was written."""
+
+
 class NoSuchBody(MidbError):
     """The body file or body id does not exist."""
 

@@ -56,6 +56,7 @@ from midb.errors import (
     InvalidFlag,
     InvalidName,
     KeywordSetsExhausted,
+    MessageGone,
     MidbError,
     NoSuchAccount,
     NoSuchBody,
@@ -1343,6 +1344,18 @@ class Store(MetadataMixin):
         assert floor is not None
         return uidvalidity, uids, floor
 
+    def replace(self, account: str, folder_id: int, data: MessageData, *, replacing: tuple[int, int],
+                flags: Iterable[str] = (), internaldate: int | None = None, tzoffset: int = 0,
+                claim: bool = False) -> tuple[int, int, int | None, int]:
+        """RFC 8508 REPLACE: store one message in ``folder_id`` and expunge the message
+        ``replacing`` = (folder id, UID) of the same account in ONE transaction, so that either
+        both happen or neither. The quota is checked for the net change (a draft saved again
+        near the limit fits). With ``claim``, as append_claiming, for a session that has
+        ``folder_id`` selected read-write. -> (uidvalidity, new UID, the previous recent_floor
+        with ``claim`` else None, the expunged message's tombstone MODSEQ). Raises MessageGone,
+        storing nothing, when that message is no longer there."""
+        return self._replace(account, folder_id, (data, flags, internaldate, tzoffset), replacing, claim=claim)
+
     def append_batch(self, items: Iterable[tuple[str, int, bytes, Iterable[str]]]
                      ) -> list[tuple[int, int] | MidbError]:
         """Append one message to each of several folders, of one account or several, in ONE write
@@ -1425,7 +1438,10 @@ class Store(MetadataMixin):
 
     def _prepare_append(self, items: Sequence[AppendItem],
                         now: int) -> tuple[list[tuple[bytes, FlagSet, int, int]], int]:
-        """Validated (data, flags, internaldate, tzoffset) items and their total size."""
+        """Validated (data, flags, internaldate, tzoffset) items and their total size; a read-only
+        store refuses here, before anything else is looked at."""
+        if self.readonly:
+            raise ReadOnlyStore("store opened read-only")
         prepared: list[tuple[bytes, FlagSet, int, int]] = []
         for item in items:
             try:
@@ -1450,41 +1466,101 @@ class Store(MetadataMixin):
         return prepared, sum(len(entry[0]) for entry in prepared)
 
     def _refuse_early(self, account: str, folder_id: int, total: int, count: int,
-                      explicit_uid: int | None) -> None:
-        """Refuse before any body is written (the write transaction checks again)."""
+                      explicit_uid: int | None, replacing: tuple[int, int] | None = None) -> None:
+        """Refuse before any body is written (the write transaction checks again). The message
+        ``replacing`` names (REPLACE) must still be there; see _check_replace_quota."""
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            self._check_quota(txn, dbs, account_id, total, count)
+            if replacing is None:
+                self._check_quota(txn, dbs, account_id, total, count)
+            else:
+                _old_folder, old = self._replaced_record(txn, dbs, account_id, replacing)
+                self._check_replace_quota(txn, dbs, account_id, total, old)
             _check_uid_room(record, explicit_uid, count)
+
+    def _check_replace_quota(self, txn: Any, dbs: Databases, account_id: int, size: int, old: bytes) -> None:
+        """A REPLACE exchanges one message for another: only a growth is checked against the
+        quota (RFC 9208 refuses what would take usage past a limit; an account already over it
+        may still save a smaller draft)."""
+        growth = size - unpack_record(old)[3]
+        if growth > 0:
+            self._check_quota(txn, dbs, account_id, growth, 0)
+
+    def _replaced_record(self, txn: Any, dbs: Databases, account_id: int, replacing: tuple[int, int]
+                         ) -> tuple[FolderRecord, bytes]:
+        """(folder record, message record) of the message a REPLACE expunges; MessageGone if it is not there."""
+        folder_id, uid = replacing
+        record = self._folder(txn, dbs, account_id, folder_id)
+        raw = txn.get(message_key(account_id, record.id, uid), db=dbs.messages)
+        if raw is None:
+            raise MessageGone(f"message {uid} is no longer in the folder")
+        return record, raw
 
     def _append(self, account: str, folder_id: int,
                 items: Sequence[AppendItem],
                 explicit_uid: int | None, *, claim: bool = False) -> tuple[int, list[int], int | None]:
-        if self.readonly:
-            raise ReadOnlyStore("store opened read-only")
         if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
             raise InvalidArgument(f"invalid UID {explicit_uid!r}")
         prepared, total = self._prepare_append(items, int(time.time()))
         self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
+
+        def make_job(blobs: list[str], digests: list[tuple[bytes, bytes] | None], inline: list[bool]
+                     ) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int], int | None]]:
+            return self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
+                                    claim=claim)
+
+        result, blobs = self._commit_new_bodies(account, prepared, make_job)
+        if self._parser is not None:
+            self._parser.stored(blobs, [(account, folder_id, uid) for uid in result[1]])
+        return result
+
+    def _replace(self, account: str, folder_id: int, item: AppendItem, replacing: tuple[int, int], *,
+                 claim: bool) -> tuple[int, int, int | None, int]:
+        """See replace(): the append job, preceded in its transaction by the old message's removal."""
+        prepared, total = self._prepare_append([item], int(time.time()))
+        self._refuse_early(account, folder_id, total, 1, None, replacing)
+
+        def make_job(blobs: list[str], digests: list[tuple[bytes, bytes] | None], inline: list[bool]
+                     ) -> Callable[[Any, Databases, WriteEffects], tuple[int, int, int | None, int]]:
+            append_job = self._append_job(account, folder_id, prepared, blobs, digests, total, None, inline,
+                                          claim=claim, check_quota=False)
+
+            def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, int, int | None, int]:
+                account_id = self._account_id(txn, dbs, account)
+                old_folder, old = self._replaced_record(txn, dbs, account_id, replacing)
+                self._check_replace_quota(txn, dbs, account_id, total, old)
+                tombstone = self._remove(txn, dbs, effects, account_id, old_folder, [(replacing[1], old)])[0]
+                uidvalidity, uids, floor = append_job(txn, dbs, effects)   # reads the folder anew
+                return uidvalidity, uids[0], floor, tombstone
+
+            return job
+
+        result, blobs = self._commit_new_bodies(account, prepared, make_job)
+        if self._parser is not None:
+            self._parser.stored(blobs, [(account, folder_id, result[1])])
+        return result
+
+    def _commit_new_bodies(self, account: str, prepared: list[tuple[bytes, FlagSet, int, int]],
+                           make_job: Callable[[list[str], list[tuple[bytes, bytes] | None], list[bool]],
+                                              Callable[[Any, Databases, WriteEffects], T]]) -> tuple[T, list[str]]:
+        """Write and sync the bodies of ``prepared``, then commit the job ``make_job`` makes for
+        them (durably); a failed commit removes the bodies again. -> (the job's result, body ids)."""
         shard = self._home_index(account)
         shared = self._live_shards()[shard]
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
         with shared.arrival():
             blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared], shard, shared)
-            job = self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
-                                   claim=claim)
+            job = make_job(blobs, digests, inline)
             try:
                 result, effects = shared.write(job, durable=self.fsync)
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
         self._after_commit(effects, shared)
-        if self._parser is not None:
-            self._parser.stored(blobs, [(account, folder_id, uid) for uid in result[1]])
-        return result
+        return result, blobs
 
     def _store_bodies(self, datas: list[bytes], shard: int, shared: SharedEnv
                       ) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
@@ -1530,11 +1606,12 @@ class Store(MetadataMixin):
 
     def _append_job(self, account: str, folder_id: int, prepared: list[tuple[bytes, FlagSet, int, int]],
                     blobs: list[str], digests: list[tuple[bytes, bytes] | None], total: int,
-                    explicit_uid: int | None, inline: list[bool], *, claim: bool = False
+                    explicit_uid: int | None, inline: list[bool], *, claim: bool = False, check_quota: bool = True
                     ) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int], int | None]]:
         """The write job indexing bodies already stored under `blobs` (or, where `inline` says so,
         storing them in the index). With `claim`, it also raises recent_floor to the last new UID
-        and returns the floor it found (see append_claiming); otherwise None in its place."""
+        and returns the floor it found (see append_claiming); otherwise None in its place. Without
+        `check_quota` the caller has checked the quota (REPLACE's net change)."""
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, list[int], int | None]:
             # The files must still be there: a sweep of orphans (midb.orphans) removes unreferenced
             # files old enough under this same write lock, so one that took ours is found here, and
@@ -1545,7 +1622,8 @@ class Store(MetadataMixin):
                     raise MidbError(f"body {blob} was removed before its commit")
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            self._check_quota(txn, dbs, account_id, total, len(prepared))
+            if check_quota:
+                self._check_quota(txn, dbs, account_id, total, len(prepared))
             _check_uid_room(record, explicit_uid, len(prepared))
             if explicit_uid is not None:
                 record.uidnext = explicit_uid

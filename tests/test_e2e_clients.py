@@ -104,6 +104,28 @@ def test_imaplib_full_session(server: GximapProcess) -> None:
         client.logout()
 
 
+def test_imaplib_replace_saves_a_draft_again(server: GximapProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 8508 REPLACE as a mail client saving a draft: the new version in, the old one out."""
+    monkeypatch.setitem(imaplib.Commands, "REPLACE", ("SELECTED",))   # imaplib knows no REPLACE
+    client = _login(server)
+    try:
+        typ, data = client.capability()
+        assert typ == "OK" and b"REPLACE" in cast(bytes, data[0]).split()
+        client.append("Drafts", "(\\Draft)", None, _message(1))
+        assert client.select("Drafts") == ("OK", [b"1"])
+        client.literal = _message(2)  # type: ignore[assignment]  # imaplib sends bytes; typeshed says str
+        typ, data = client._simple_command("REPLACE", "1", "Drafts", "(\\Draft \\Seen)")  # noqa: SLF001
+        assert typ == "OK", data
+        typ, appenduid = client.response("APPENDUID")
+        assert appenduid and re.fullmatch(rb"\d+ 2", cast(bytes, appenduid[0])), appenduid
+        typ, data = client.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and isinstance(data[0], tuple)
+        assert data[0][0].startswith(b"1 (UID 2 FLAGS (\\Draft \\Seen") and b"from Bob #2" in data[0][1]
+        assert len([item for item in data if isinstance(item, tuple)]) == 1
+    finally:
+        client.logout()
+
+
 def test_imaplib_idle_sees_other_session_append(server: GximapProcess) -> None:
     watcher = _login(server)
     writer = _login(server)

@@ -365,3 +365,33 @@ def test_invalid_limits() -> None:
         Framer(0, 10)
     with pytest.raises(ValueError):
         Framer(100, -1)
+
+
+@pytest.mark.parametrize(("line", "name"), [
+    (b"a REPLACE 4 Drafts {2000}\r\n", b"REPLACE"),
+    (b"a uid replace 4 Drafts {2000}\r\n", b"UID REPLACE"),
+    (b"a APPEND Drafts {2000}\r\n", b"APPEND"),
+])
+def test_a_message_literal_is_bounded_by_the_literal_limit_not_the_command_one(line: bytes, name: bytes) -> None:
+    """APPEND's and REPLACE's (also UID REPLACE's) message may be as large as max_literal; the
+    literal of any other command only max_command_literal. The command is named in both words."""
+    framer = Framer(8192, 4096, max_command_literal=1000)
+    framer.feed(line)
+    event = framer.next_event()
+    assert isinstance(event, NeedContinuation) and event.command == name and event.size == 2000
+    framer = Framer(8192, 4096, max_command_literal=1000)
+    framer.feed(b"a UID SEARCH TEXT {2000}\r\n")
+    error = framer.next_event()
+    assert isinstance(error, FrameError) and error.kind is FrameErrorKind.LITERAL_TOO_BIG
+    assert error.command == b"UID SEARCH"
+
+
+def test_uid_alone_or_with_an_overlong_word_is_named_uid() -> None:
+    framer = Framer(8192, 4096)
+    framer.feed(b"a UID {5}\r\n")
+    event = framer.next_event()
+    assert isinstance(event, NeedContinuation) and event.command == b"UID"
+    framer = Framer(8192, 4096)
+    framer.feed(b"a UID " + b"X" * 40 + b" {5}\r\n")
+    event = framer.next_event()
+    assert isinstance(event, NeedContinuation) and event.command == b"UID"

@@ -10,7 +10,14 @@ import pytest
 
 from gximap.imap import commands as c
 from gximap.imap.framing import CommandFrame, Framer, Literal, NeedContinuation
-from gximap.imap.parser import ParseError, append_destination, parse_command, parse_sequence_set
+from gximap.imap.parser import (
+    ParseError,
+    append_destination,
+    is_command_name,
+    parse_command,
+    parse_sequence_set,
+    replace_target,
+)
 
 
 def frame(data: bytes) -> CommandFrame:
@@ -426,6 +433,66 @@ def test_multiappend_rfc3502_example() -> None:
 )
 def test_append_errors(line: bytes) -> None:
     bad(line)
+
+
+# -- REPLACE (RFC 8508) -------------------------------------------------------------------------
+
+
+def test_replace_rfc8508_forms() -> None:
+    message = b"Subject: draft\r\n\r\nv2\r\n"
+    command = parse_as(c.Replace, b"A003 REPLACE 4 Drafts (\\Seen \\Draft) {%d}\r\n%s" % (len(message), message))
+    assert command == c.Replace(b"A003", False, 4, mbox("Drafts"),
+                                c.AppendMessage(("\\Seen", "\\Draft"), None, message))
+    command = parse_as(c.Replace, b'a UID REPLACE 2000 "Other Drafts" "07-Jul-1996 02:44:25 +0130" {1+}\r\nx')
+    assert command.uid and command.number == 2000 and command.mailbox == mbox("Other Drafts")
+    assert command.message.date == (calendar.timegm((1996, 7, 7, 1, 14, 25)), 90)
+    command = parse_as(c.Replace, b"a replace * INBOX ~{3+}\r\n\x00\x01\x02")
+    assert command.number is None and command.message == c.AppendMessage((), None, b"\x00\x01\x02", True)
+    command = parse_as(c.Replace, b"a UID REPLACE * INBOX UTF8 (~{4+}\r\nab\xc3\xa9)")
+    assert command.uid and command.number is None and command.message.utf8
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"a REPLACE 1 Drafts",
+        b"a REPLACE 0 Drafts {1+}\r\nx",
+        b"a REPLACE 4294967296 Drafts {1+}\r\nx",
+        b"a REPLACE 1:2 Drafts {1+}\r\nx",
+        b"a REPLACE $ Drafts {1+}\r\nx",
+        b"a REPLACE Drafts {1+}\r\nx",
+        b"a REPLACE 1 Drafts {1+}\r\nx {1+}\r\ny",  # one message only, unlike MULTIAPPEND
+        b"a REPLACE 1 Drafts (\\Recent) {1+}\r\nx",
+        b'a REPLACE 1 Drafts "not a literal"',
+        b"a UID REPLACE 1 Drafts CATENATE (TEXT {1+}\r\nx)",
+    ],
+)
+def test_replace_errors(line: bytes) -> None:
+    bad(line)
+
+
+@pytest.mark.parametrize(("head", "uid", "found"), [
+    (b"a REPLACE 4 Drafts ", False, (4, "Drafts")),
+    (b'a REPLACE * "Old Drafts" (\\Seen) ', False, (None, "Old Drafts")),
+    (b"a UID REPLACE 77 Drafts ", True, (77, "Drafts")),
+    (b"a uid replace 77 Drafts UTF8 (", True, (77, "Drafts")),
+    (b"a UID REPLACE 77 Drafts ", False, None),
+    (b"a REPLACE 4 Drafts ", True, None),
+    (b"a REPLACE 4 ", False, None),  # the name is the literal
+    (b"a REPLACE 0 Drafts ", False, None),
+    (b"a APPEND Drafts ", False, None),
+])
+def test_replace_target_reads_what_comes_before_the_message(head: bytes, uid: bool,
+                                                            found: tuple[int | None, str] | None) -> None:
+    result = replace_target(head, uid=uid)
+    assert (None if result is None else (result[0], result[1].name)) == found
+
+
+def test_command_names_as_the_framer_reports_them() -> None:
+    assert is_command_name(b"APPEND") and is_command_name(b"REPLACE") and is_command_name(b"UID")
+    assert is_command_name(b"UID REPLACE") and is_command_name(b"UID FETCH")
+    assert not is_command_name(b"UID APPEND") and not is_command_name(b"UID BOGUS")
+    assert not is_command_name(b"BOGUS")
 
 
 # -- selected state -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ SEED_COMMANDS = [
     b"b3 SETMETADATA INBOX (/private/comment {4+}\r\nab\r\n /shared/x NIL)\r\n",
     b"b4 ID (\"name\" \"x\" \"version\" NIL)\r\n",
     b"b5 CREATE foo (USE (\\Sent))\r\n",
+    b"b6 UID REPLACE * Drafts (\\Draft) \" 7-Jul-1996 02:44:25 -0700\" {3+}\r\nabc\r\n",
     b"b6 STATUS \"a b\" (MESSAGES UIDNEXT SIZE)\r\n",
     b"b7 SETQUOTA \"\" (STORAGE 512)\r\n",
     b"b8 ENABLE QRESYNC UTF8=ACCEPT\r\n",
@@ -59,7 +60,7 @@ TOKENS = [
 COMMAND_NAMES = [
     b"CAPABILITY", b"NOOP", b"LOGOUT", b"STARTTLS", b"LOGIN", b"AUTHENTICATE", b"ID", b"ENABLE",
     b"SELECT", b"EXAMINE", b"CREATE", b"DELETE", b"RENAME", b"SUBSCRIBE", b"UNSUBSCRIBE", b"LIST",
-    b"XLIST", b"LSUB", b"NAMESPACE", b"STATUS", b"APPEND", b"IDLE", b"CHECK", b"CLOSE", b"UNSELECT",
+    b"XLIST", b"LSUB", b"NAMESPACE", b"STATUS", b"APPEND", b"REPLACE", b"IDLE", b"CHECK", b"CLOSE", b"UNSELECT",
     b"EXPUNGE", b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD", b"COMPRESS",
     b"GETQUOTA", b"GETQUOTAROOT", b"SETQUOTA", b"GETMETADATA", b"SETMETADATA", b"UNAUTHENTICATE",
     b"UID FETCH", b"UID SEARCH", b"UID STORE", b"UID SORT", b"UID THREAD", b"UID EXPUNGE",

@@ -86,6 +86,8 @@ SEEDS = [
     b"e5 SUBSCRIBE \"&AOk-t&AOk-\"\r\n",
     b"e6 AUTHENTICATE LOGIN\r\n",
     b"e7 APPEND INBOX ~{5+}\r\nab\x00cd\r\n",
+    b"e8 REPLACE 1 INBOX (\\Draft) {24+}\r\nSubject: again\r\n\r\nbody\r\n\r\n",
+    b"e9 UID REPLACE * Drafts {24}\r\nSubject: synch\r\n\r\nbody\r\n\r\n",
 ]
 
 TOKENS = [

@@ -22,6 +22,7 @@ from midb.errors import (
     InvalidArgument,
     InvalidFlag,
     InvalidName,
+    MessageGone,
     MidbError,
     NoSuchAccount,
     NoSuchBody,
@@ -563,6 +564,86 @@ def test_move(store: Store, alice: Account) -> None:
     _, pairs = store.move("alice", trash.id, [1], trash.id)
     assert pairs == [(1, 3)]
     assert store.uids("alice", trash.id) == [2, 3]
+    assert_consistent(store)
+
+
+def test_replace_stores_the_new_message_and_expunges_the_old_in_one_change(store: Store, alice: Account) -> None:
+    drafts = folder(store, "Drafts")
+    inbox = folder(store, "INBOX")
+    uids = [store.append("alice", drafts.id, MSG + bytes([65 + n]))[1] for n in range(2)]
+    mark = folder(store, "Drafts").highestmodseq
+    uidvalidity, new_uid, floor, tombstone = store.replace(
+        "alice", drafts.id, MSG + b"v2", replacing=(drafts.id, uids[0]), flags=["\\Seen"], internaldate=1000)
+    assert (uidvalidity, new_uid, floor) == (drafts.uidvalidity, 3, None)
+    assert tombstone == mark + 1   # the expunge comes first in the transaction
+    assert store.uids("alice", drafts.id) == [uids[1], 3]
+    metas, vanished = store.changes_since("alice", drafts.id, mark)
+    assert [(meta.uid, meta.modseq, meta.flags, meta.internaldate) for meta in metas] == [(3, mark + 2, ("\\Seen",), 1000)]
+    assert vanished == [uids[0]]
+    assert store.read_bodies([metas[0].blob]) == [MSG + b"v2"]
+    # Into another folder, claiming \Recent there as append_claiming does.
+    uidvalidity, new_uid, floor, _tombstone = store.replace(
+        "alice", inbox.id, MSG + b"v3", replacing=(drafts.id, 3), claim=True)
+    assert (uidvalidity, new_uid, floor) == (inbox.uidvalidity, 1, 0)
+    assert store.uids("alice", drafts.id) == [uids[1]] and store.uids("alice", inbox.id) == [1]
+    assert store.recent_floor("alice", inbox.id) == 1
+    store.wait_for_removals()
+    assert len(body_files(store)) == 2   # the replaced messages' bodies are gone
+    assert_consistent(store)
+
+
+def test_replace_of_a_message_no_longer_there_stores_nothing(store: Store, alice: Account) -> None:
+    drafts = folder(store, "Drafts")
+    uid = store.append("alice", drafts.id, MSG)[1]
+    store.remove_messages("alice", drafts.id, [uid])
+    before = folder(store, "Drafts")
+    with pytest.raises(MessageGone):
+        store.replace("alice", drafts.id, MSG + b"v2", replacing=(drafts.id, uid))
+    with pytest.raises(MessageGone):
+        store.replace("alice", drafts.id, MSG + b"v2", replacing=(drafts.id, 99))
+    after = folder(store, "Drafts")
+    assert (after.uidnext, after.highestmodseq, after.messages) == (before.uidnext, before.highestmodseq, 0)
+    store.wait_for_removals()
+    assert body_files(store) == []
+    assert_consistent(store)
+
+
+def test_replace_that_fails_after_the_expunge_keeps_the_old_message(store: Store, alice: Account,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of a failed transaction is kept: the old message stays and the new body is removed."""
+    drafts = folder(store, "Drafts")
+    uid = store.append("alice", drafts.id, MSG)[1]
+    blobs = body_files(store)
+
+    def fail() -> int:
+        raise MidbError("simulated failure inside the write")
+
+    monkeypatch.setattr("midb.store.savedates.now", fail)   # first called after the expunge
+    with pytest.raises(MidbError, match="simulated"):
+        store.replace("alice", drafts.id, MSG + b"v2", replacing=(drafts.id, uid))
+    monkeypatch.undo()
+    assert store.uids("alice", drafts.id) == [uid]
+    store.wait_for_removals()
+    assert body_files(store) == blobs
+    assert_consistent(store)
+
+
+def test_replace_is_refused_by_the_quota_only_for_what_it_adds(store: Store, alice: Account) -> None:
+    drafts = folder(store, "Drafts")
+    uid = store.append("alice", drafts.id, MSG + b"12345")[1]
+    used_bytes, used_messages = store.usage("alice")
+    store.update_account("alice", quota_bytes=used_bytes, quota_messages=used_messages)
+    with pytest.raises(OverQuota):
+        store.append("alice", drafts.id, MSG)
+    _v, uid, _f, _t = store.replace("alice", drafts.id, MSG + b"54321", replacing=(drafts.id, uid))
+    _v, uid, _f, _t = store.replace("alice", drafts.id, MSG, replacing=(drafts.id, uid))
+    store.update_account("alice", quota_bytes=len(MSG) - 1)   # now over the limit: still no growth allowed,
+    _v, uid, _f, _t = store.replace("alice", drafts.id, MSG[:-1], replacing=(drafts.id, uid))  # shrinking is
+    with pytest.raises(OverQuota) as refused:
+        store.replace("alice", drafts.id, MSG + b"more", replacing=(drafts.id, uid))
+    assert refused.value.resource == "STORAGE"
+    assert store.uids("alice", drafts.id) == [uid]
+    assert store.usage("alice") == (len(MSG) - 1, 1)
     assert_consistent(store)
 
 

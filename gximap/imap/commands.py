@@ -504,6 +504,17 @@ class Append(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Replace(Command):
+    """RFC 8508: APPEND ``message`` to ``mailbox`` and expunge the selected mailbox's message
+    ``number`` (a UID with ``uid``; None for ``*``, the last one), as one change."""
+    uid: bool
+    number: int | None
+    mailbox: MailboxName
+    message: AppendMessage
+    NAME: ClassVar[str] = "REPLACE"
+
+
+@dataclass(frozen=True, slots=True)
 class Idle(Command):
     NAME: ClassVar[str] = "IDLE"
 

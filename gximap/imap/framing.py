@@ -25,7 +25,7 @@ Limits and resynchronisation:
   is reported as soon as it is known to be too long, and the rest of it is discarded as it
   arrives; framing resumes after its line end.
 * The literals of one command may not together exceed ``max_literal``, or the smaller
-  ``max_command_literal`` for any command but APPEND and SETMETADATA.  A synchronising literal
+  ``max_command_literal`` for any command but APPEND, REPLACE and SETMETADATA.  A synchronising literal
   over the limit is refused before the client sends it, so the framer only drops the command's
   pieces.  A non-synchronising one (``{n+}``) is already on its way: RFC 7888 section 4 leaves a
   server that will not accept it the choice of reading and discarding its octets or closing the
@@ -155,26 +155,42 @@ def extract_tag(line: bytes) -> bytes | None:
     return candidate if _TAG_RE.match(candidate) else None
 
 
-# Commands whose literals max_command_literal does not bound: APPEND's message, and SETMETADATA's
-# values, which RFC 5464 wants refused one by one with NO [METADATA MAXSIZE n], not BAD.
-_LARGE_LITERAL_COMMANDS = frozenset({b"APPEND", b"SETMETADATA"})
+# Commands whose literals max_command_literal does not bound: APPEND's and REPLACE's message, and
+# SETMETADATA's values, which RFC 5464 wants refused one by one with NO [METADATA MAXSIZE n], not BAD.
+_LARGE_LITERAL_COMMANDS = frozenset({b"APPEND", b"REPLACE", b"UID REPLACE", b"SETMETADATA"})
+# The commands whose literal is a message: one over the literal limit gets NO [TOOBIG].
+MESSAGE_COMMANDS = frozenset({b"APPEND", b"REPLACE", b"UID REPLACE"})
 
 
 def _command_name(line: bytes) -> bytes | None:
-    """The upper-cased command name after a valid tag. The name is looked for past the tag's
-    window too: a tag of nearly _PREVIEW_TAG_SCAN octets must not cut a valid name short (the
-    session refuses a literal of a command it does not know)."""
+    """The upper-cased command name after a valid tag; for a UID command, both words ("UID
+    REPLACE"). The name is looked for past the tag's window too: a tag of nearly
+    _PREVIEW_TAG_SCAN octets must not cut a valid name short (the session refuses a literal of a
+    command it does not know)."""
     tag_end = line.find(b" ", 0, _PREVIEW_TAG_SCAN)
     if tag_end < 0 or not _TAG_RE.match(line[:tag_end]):
         return None
-    stop = tag_end + 1 + _LONGEST_COMMAND_NAME + 1
-    name_end = line.find(b" ", tag_end + 1, stop)
-    if name_end < 0 and len(line) > stop:
-        return None  # a word longer than any command's name: not one, and not to be shown cut
-    name = line[tag_end + 1:name_end if name_end >= 0 else stop]
-    if not _COMMAND_NAME_RE.match(name):
+    name, name_end = _word_at(line, tag_end + 1)
+    if name is None:
         return None
-    return name.upper()
+    if name == b"UID" and name_end >= 0:
+        sub, _sub_end = _word_at(line, name_end + 1)
+        if sub is not None:
+            return b"UID " + sub
+    return name
+
+
+def _word_at(line: bytes, start: int) -> tuple[bytes | None, int]:
+    """(the upper-cased command-name word at ``start`` or None, the index of the space after
+    it or -1)."""
+    stop = start + _LONGEST_COMMAND_NAME + 1
+    end = line.find(b" ", start, stop)
+    if end < 0 and len(line) > stop:
+        return None, -1  # a word longer than any command's name: not one, and not to be shown cut
+    word = line[start:end if end >= 0 else stop]
+    if not _COMMAND_NAME_RE.match(word):
+        return None, -1
+    return word.upper(), end
 
 
 def _literal_marker(line: bytes) -> tuple[int, int, bool, bool] | None:

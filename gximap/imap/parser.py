@@ -7,7 +7,7 @@ MULTIAPPEND (3502), BINARY (3516), ESEARCH (4731), SEARCHRES (5182), SORT/THREAD
 ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), LIST-EXTENDED (5258),
 LIST-STATUS (5819), SPECIAL-USE/CREATE-SPECIAL-USE (6154), COMPRESS (4978), QUOTA (9208),
 METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), PREVIEW (8970), SASL-IR (4959),
-UNAUTHENTICATE (8437), OBJECTID (8474) and XLIST.
+UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508) and XLIST.
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
 ``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` for those two codes).  Recursion is
@@ -67,6 +67,7 @@ from gximap.imap.commands import (
     Noop,
     QResyncParams,
     Rename,
+    Replace,
     Search,
     SearchAge,
     SearchAll,
@@ -1080,30 +1081,48 @@ def _append(r: _Reader) -> Command:
     while True:
         r.sp()
         r.count()
-        flags: tuple[str, ...] = ()
-        date = None
-        if r.peek() == 0x28:
-            flags = r.flag_list()
-            r.sp()
-        if r.peek() == 0x22:
-            date = r.date_time()
-            r.sp()
-        utf8 = False
-        if r.peek_word() == "UTF8":
-            # RFC 6855 section 4: append-data =/ "UTF8" SP "(" literal8 ")"
-            r.word()
-            r.sp()
-            r.expect(b"(")
-            item = r.literal(allow_binary=True)
-            r.expect(b")", "')'")
-            utf8 = True
-        elif r.at_literal():
-            item = r.literal(allow_binary=True)
-        else:
-            raise r.error("Expected message literal")
-        messages.append(AppendMessage(flags, date, item.data, item.binary, utf8))
+        messages.append(_append_message(r))
         if r.at_end():
             return Append(r.tag, mailbox, tuple(messages))
+
+
+def _append_message(r: _Reader) -> AppendMessage:
+    """RFC 4466 append-message: ``[flag-list SP] [date-time SP] append-data``."""
+    flags: tuple[str, ...] = ()
+    date = None
+    if r.peek() == 0x28:
+        flags = r.flag_list()
+        r.sp()
+    if r.peek() == 0x22:
+        date = r.date_time()
+        r.sp()
+    utf8 = False
+    if r.peek_word() == "UTF8":
+        # RFC 6855 section 4: append-data =/ "UTF8" SP "(" literal8 ")"
+        r.word()
+        r.sp()
+        r.expect(b"(")
+        item = r.literal(allow_binary=True)
+        r.expect(b")", "')'")
+        utf8 = True
+    elif r.at_literal():
+        item = r.literal(allow_binary=True)
+    else:
+        raise r.error("Expected message literal")
+    return AppendMessage(flags, date, item.data, item.binary, utf8)
+
+
+def _replace(uid: bool) -> Callable[[_Reader], Command]:
+    """RFC 8508: ``REPLACE seq-number SP mailbox SP append-message`` (one message only)."""
+    def parse(r: _Reader) -> Command:
+        r.sp()
+        number = None if r.accept(b"*") else r.nz_number(what="UID" if uid else "message number")
+        r.sp()
+        mailbox = r.mailbox()
+        r.sp()
+        return Replace(r.tag, uid, number, mailbox, _append_message(r))
+
+    return parse
 
 
 def _expunge(uid: bool) -> Callable[[_Reader], Command]:
@@ -1387,6 +1406,7 @@ _COMMANDS: dict[str, Callable[[_Reader], Command]] = {
     "NAMESPACE": _no_args(Namespace),
     "STATUS": _status,
     "APPEND": _append,
+    "REPLACE": _replace(False),
     "IDLE": _no_args(Idle),
     "CHECK": _no_args(Check),
     "CLOSE": _no_args(Close),
@@ -1414,15 +1434,20 @@ _UID_COMMANDS: dict[str, Callable[[_Reader], Command]] = {
     "STORE": _store(True),
     "SEARCH": _search(True),
     "EXPUNGE": _expunge(True),
+    "REPLACE": _replace(True),
     "SORT": _sort(True),
     "THREAD": _thread(True),
 }
 
 
 def is_command_name(name: bytes) -> bool:
-    """Whether ``name`` (as the framer reports a command's first word) names a command this
-    parser knows: a synchronising literal of any other is refused before the client sends it."""
-    return name.decode("ascii", "replace").upper() in _COMMANDS or name.upper() == b"UID"
+    """Whether ``name`` (as the framer reports a command's name: "UID FETCH" for a UID command)
+    names a command this parser knows: a synchronising literal of any other is refused before
+    the client sends it."""
+    upper = name.decode("ascii", "replace").upper()
+    if upper.startswith("UID "):
+        return upper[4:] in _UID_COMMANDS
+    return upper in _COMMANDS or upper == "UID"
 
 
 def parse_command(
@@ -1475,6 +1500,17 @@ def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None
     (``NeedContinuation.head``: ``a APPEND Sent (\\Seen) ``), so that the session can answer
     before the upload. None when the name is itself that literal, or when the head is not
     well-formed as far as it goes: parse_command gives the answer once the command is whole."""
+    found = _message_head(head, utf8, uid=False, name=b"APPEND")
+    return None if found is None else found[1]
+
+
+def replace_target(head: bytes, *, uid: bool, utf8: bool = False) -> tuple[int | None, MailboxName] | None:
+    """(message number or UID, None for "*"; mailbox) of a REPLACE (``uid``: UID REPLACE) in
+    ``head``, as append_destination for APPEND."""
+    return _message_head(head, utf8, uid=uid, name=b"REPLACE")
+
+
+def _message_head(head: bytes, utf8: bool, *, uid: bool, name: bytes) -> tuple[int | None, MailboxName] | None:
     tag = extract_tag(head)
     if tag is None:
         return None
@@ -1482,13 +1518,22 @@ def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None
     try:
         r.expect(tag)
         r.sp()
-        name = r.match(_WORD)
-        if name is None or name.upper() != b"APPEND":
+        if uid:
+            word = r.match(_WORD)
+            if word is None or word.upper() != b"UID":
+                return None
+            r.sp()
+        word = r.match(_WORD)
+        if word is None or word.upper() != name:
             return None
+        number = None
+        if name == b"REPLACE":
+            r.sp()
+            number = None if r.accept(b"*") else r.nz_number()
         r.sp()
         if r.at_end():
             return None
         mailbox = r.mailbox()
-        return mailbox if r.peek() == 0x20 else None
+        return (number, mailbox) if r.peek() == 0x20 else None
     except ParseError:
         return None

@@ -32,6 +32,7 @@ AUTHENTICATED_EXTENSIONS = (
     "PREVIEW",  # RFC 8970: FETCH PREVIEW (midb.preview)
     "OBJECTID",  # RFC 8474: MAILBOXID, EMAILID, THREADID (midb.objectids)
     "MULTIAPPEND",
+    "REPLACE",  # RFC 8508: REPLACE, UID REPLACE (gximap/session/commands/replace.py)
     "BINARY",
     "UNAUTHENTICATE",
     "CONDSTORE",  # RFC 7162, gximap/session/condstore.py

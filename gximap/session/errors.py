@@ -34,6 +34,8 @@ def done_for_store_error(exc: BaseException) -> Done | None:
         return Done(code, status="NO", code=b"OVERQUOTA")
     if isinstance(exc, midb_errors.TooBig):
         return Done(Code.NO_MESSAGE_TOO_BIG, status="NO", code=b"TOOBIG")
+    if isinstance(exc, midb_errors.MessageGone):
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
     if isinstance(exc, midb_errors.ReadOnlyStore):
         return Done(Code.NO_READ_ONLY, status="NO", code=b"NOPERM")
     if isinstance(exc, midb_errors.StoreBusy | midb_errors.NoSuchBody):

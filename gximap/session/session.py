@@ -26,7 +26,14 @@ from gximap.expiring import expire_in_background
 from gximap.imap import parser
 from gximap.imap.codes import Code
 from gximap.imap.commands import Command
-from gximap.imap.framing import CommandFrame, FrameError, FrameErrorKind, Framer, NeedContinuation
+from gximap.imap.framing import (
+    MESSAGE_COMMANDS,
+    CommandFrame,
+    FrameError,
+    FrameErrorKind,
+    Framer,
+    NeedContinuation,
+)
 from gximap.net.handler import (
     INPUT_HIGH_WATER,
     ConnectionInfo,
@@ -50,6 +57,7 @@ from gximap.session.base import (
 
 # Importing the command modules registers their handlers.
 from gximap.session.commands import load_all as _load_commands
+from gximap.session.commands import replace as replace_commands
 from gximap.session.context import ServerContext
 from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.selected import SelectedMailbox
@@ -421,24 +429,49 @@ class ImapSession:
             self._out.append(event.tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
             self._count_bad()
             return
+        # Refused before the upload, as the command would be refused after it: the
+        # continuation request exists so that a server can reject a command before its
+        # literal (RFC 3501 7.5). Dovecot does the same for APPEND.
+        refusal: tuple[bytes, str, str] | None = None
         if event.command == b"APPEND" and self.state is not State.NOT_AUTHENTICATED:
-            # Refused before the upload, as the command would be refused after it: the
-            # continuation request exists so that a server can reject a command before its
-            # literal (RFC 3501 7.5). Dovecot does the same. The mailbox comes first, as in the
-            # command: a client told TRYCREATE creates it and sends the message again.
-            refusal: tuple[bytes, str] | None = None
+            # The mailbox comes first, as in the command: a client told TRYCREATE creates it
+            # and sends the message again.
             if self._append_to_missing_mailbox(event):
-                refusal = b"NO [TRYCREATE] " + self.text(Code.NO_MAILBOX_NOT_FOUND), "no such mailbox"
+                refusal = b"NO [TRYCREATE] " + self.text(Code.NO_MAILBOX_NOT_FOUND), "no such mailbox", "NO"
             elif (resource := self._append_over_quota(event)) is not None:
-                refusal = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA), f"over quota: {resource}"
-            if refusal is not None:
-                line, reason = refusal
-                unwaited = self.framer.reject_literal()
-                self._out.append(event.tag + b" " + line + b"\r\n")
-                self._log_refused_literal(event.tag, event.command, event.size, True, reason, "NO",
-                                          unwaited=unwaited)
-                return
+                refusal = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
+        elif event.command in (b"REPLACE", b"UID REPLACE") and self.state is State.SELECTED:
+            refusal = self._replace_refusal(event)
+        if refusal is not None:
+            line, reason, status = refusal
+            unwaited = self.framer.reject_literal()
+            self._out.append(event.tag + b" " + line + b"\r\n")
+            self._log_refused_literal(event.tag, event.command, event.size, True, reason, status,
+                                      unwaited=unwaited)
+            if status == "BAD":
+                self._count_bad()
+            return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
+
+    def _replace_refusal(self, event: NeedContinuation) -> tuple[bytes, str, str] | None:
+        """(line, reason for the log, status) refusing a REPLACE before its message literal is
+        sent, when what it named before the literal already decides (see
+        gximap.session.commands.replace), or None. Only the command's first literal is judged."""
+        if event.literals != 1:
+            return None
+        found = parser.replace_target(event.head, uid=event.command == b"UID REPLACE", utf8=self.utf8)
+        if found is None:
+            return None
+        number, mailbox = found
+        try:
+            done = replace_commands.refusal(self, event.command == b"UID REPLACE", number, mailbox.name)
+        except midb_errors.MidbError:
+            return None   # the command meets the error itself
+        if done is None:
+            return None
+        code = b"[" + done.code + b"] " if done.code else b""
+        text = self.text(done.text, *done.args)
+        return done.status.encode() + b" " + code + text, text.decode("utf-8", "replace"), done.status
 
     def _append_to_missing_mailbox(self, event: NeedContinuation) -> bool:
         """Whether the APPEND's first literal is asked for with a mailbox name, before it, that
@@ -482,7 +515,7 @@ class ImapSession:
 
     def _frame_error(self, event: FrameError) -> None:
         tag = event.tag
-        if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command == b"APPEND"
+        if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in MESSAGE_COMMANDS
                 and self.state is not State.NOT_AUTHENTICATED):
             line = b"NO [TOOBIG] " + self.text(Code.NO_MESSAGE_TOO_BIG)
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:

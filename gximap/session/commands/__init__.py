@@ -15,6 +15,7 @@ MODULES = (
     "store",  # STORE, UID STORE
     "copy_move",  # COPY MOVE and UID forms
     "append",  # APPEND (MULTIAPPEND)
+    "replace",  # REPLACE, UID REPLACE (RFC 8508)
     "expunge",  # EXPUNGE, UID EXPUNGE
     "sort",  # SORT, UID SORT (RFC 5256, RFC 5957, ESORT RFC 5267)
     "thread",  # THREAD, UID THREAD (RFC 5256)

@@ -15,6 +15,7 @@ tagged OK.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -29,26 +30,33 @@ def _local_offset_minutes(moment: float) -> int:
     return (time.localtime(moment).tm_gmtoff or 0) // 60
 
 
+def refuse_utf8_unless_enabled(session: Any, messages: Iterable[cmds.AppendMessage]) -> None:
+    """RFC 6855 section 4: the UTF8 data item is a BAD command until ENABLE UTF8=ACCEPT."""
+    if "UTF8=ACCEPT" not in session.enabled and any(message.utf8 for message in messages):
+        raise CommandFailed(Code.BAD_NOT_ENABLED, "UTF8=ACCEPT", status="BAD")
+
+
+def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[str, ...], int, int]:
+    """(data, flags, internaldate, tzoffset) of an append-message, as the store takes it."""
+    if not message.data:
+        raise CommandFailed(Code.NO_APPEND_INVALID, status="NO")  # nothing to store
+    if message.date is None:
+        internaldate, tzoffset = int(now), _local_offset_minutes(now)
+    else:
+        internaldate, tzoffset = message.date
+    data = message.data if message.binary else normalize_crlf(message.data)
+    return data, message.flags, internaldate, tzoffset
+
+
 @command(cmds.Append, states=AUTHENTICATED)
 def append(session: Any, cmd: cmds.Append) -> Done:
-    if "UTF8=ACCEPT" not in session.enabled and any(message.utf8 for message in cmd.messages):
-        # RFC 6855 section 4: the UTF8 data item is a BAD command until ENABLE UTF8=ACCEPT.
-        raise CommandFailed(Code.BAD_NOT_ENABLED, "UTF8=ACCEPT", status="BAD")
+    refuse_utf8_unless_enabled(session, cmd.messages)
     store = session.store
     folder = store.get_folder(session.user, cmd.mailbox.name)
     if folder is None:
         raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
     now = time.time()
-    items: list[tuple[bytes, tuple[str, ...], int, int]] = []
-    for message in cmd.messages:
-        if not message.data:
-            raise CommandFailed(Code.NO_APPEND_INVALID, status="NO")  # nothing to store
-        if message.date is None:
-            internaldate, tzoffset = int(now), _local_offset_minutes(now)
-        else:
-            internaldate, tzoffset = message.date
-        data = message.data if message.binary else normalize_crlf(message.data)
-        items.append((data, message.flags, internaldate, tzoffset))
+    items = [store_item(message, now) for message in cmd.messages]
     view = session.selected
     if view is not None and view.folder_id == folder.id and not view.readonly:
         # Into the selected folder: claim \Recent in the same transaction (one durable commit).
