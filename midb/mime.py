@@ -730,6 +730,17 @@ def _local_and_domain(tokens: list[tuple[int, bytes]]) -> tuple[bytes, bytes, by
     return local, domain, comment
 
 
+def _is_bare_phrase(tokens: list[tuple[int, bytes]]) -> bool:
+    """Whether an address's tokens, with no angle brackets, are words with no "@": several words
+    (a local part is one dot-atom or quoted string), or one quoted string holding a space."""
+    if any(kind == 4 and text == b"@" for kind, text in tokens):
+        return False
+    words = [(kind, text) for kind, text in tokens if kind in (0, 1)]
+    if len(words) > 1:
+        return True
+    return len(words) == 1 and words[0][0] == 1 and any(c in _WSP for c in words[0][1])
+
+
 def parse_address_list(value: bytes | None) -> tuple[Address, ...] | None:
     """An address-list header value -> ENVELOPE addresses (None when there is no address).
     Display names keep RFC 2047 encoded words (IMAP wants them undecoded); a comment stands in
@@ -774,8 +785,13 @@ def parse_address_list(value: bytes | None) -> tuple[Address, ...] | None:
                 i += 1
             continue
         if phrase and any(kind != 2 for kind, _ in phrase):
-            local, domain, comment = _local_and_domain(phrase)
-            result.append((comment or None, None, local or _MISSING_MAILBOX, domain or _MISSING_DOMAIN))
+            if _is_bare_phrase(phrase):
+                # "Cc: invalid address without at": a name without its address, as Dovecot reads
+                # it, not the words run together into a mailbox name that is nowhere in the message.
+                result.append((_join_words(phrase), None, _MISSING_MAILBOX, _MISSING_DOMAIN))
+            else:
+                local, domain, comment = _local_and_domain(phrase)
+                result.append((comment or None, None, local or _MISSING_MAILBOX, domain or _MISSING_DOMAIN))
         if stop == b";" and in_group:
             result.append((None, None, None, None))
             in_group = False

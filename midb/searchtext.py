@@ -27,9 +27,10 @@ from midb.mime import (
     without_line_breaks,
 )
 
-__all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "HeaderValues", "ascii_body", "body_text", "ascii_needle", "fold", "has_ascii_folding",
-           "header_values", "html_to_text", "leaf_plan", "matches", "planned_ascii_body", "raw_header_lacks",
-           "scan_needle", "PLAN_DECODE", "PLAN_NO_TEXT", "PLAN_RAW", "PLAN_VERSION"]
+__all__ = ["MAX_BODY_TEXT", "MAX_PART_BYTES", "HeaderValues", "ascii_body", "body_text", "ascii_needle", "fold",
+           "has_ascii_folding", "header_values", "html_to_text", "leaf_plan", "matches", "part_headers_text",
+           "planned_ascii_body", "raw_header_lacks", "scan_needle", "PLAN_DECODE", "PLAN_NO_TEXT", "PLAN_RAW",
+           "PLAN_VERSION"]
 
 MAX_BODY_TEXT = 2 * 1024 * 1024  # characters of body text kept for one message
 MAX_PART_BYTES = 8 * 1024 * 1024  # encoded bytes of one part looked at
@@ -200,6 +201,36 @@ def body_text(data: bytes, digest: Digest | Part) -> str:
             text = _part_text(data, part)
             chunks.append(text)
             total += len(text) + 1
+    return "\n".join(chunks)[:MAX_BODY_TEXT]
+
+
+def part_headers_text(data: bytes, digest: Digest) -> str:
+    """The MIME header fields of the message's body parts (RFC 9051 section 6.4.4: SEARCH TEXT
+    looks at "the header (including MIME header fields)"), as "Name: decoded value" lines, each
+    part's Content-Type and Content-Disposition parameters also as their decoded values (RFC 2231
+    continuations and charsets undone: an attachment is found by its file name). The top-level
+    header is not repeated, nor the header of an embedded message (body_text has it); the
+    MIME fields of the parts inside that message are. Bounded as body_text is."""
+    chunks: list[str] = []
+    total = 0
+    visited = 0
+    stack: list[tuple[Part, bool]] = [(digest.root, False)]
+    while stack and total < MAX_BODY_TEXT and visited < _MAX_PARTS_VISITED:
+        part, listed = stack.pop()
+        visited += 1
+        if listed:
+            text = _header_text(data, part)
+            values = [value for _name, value in part.params]
+            if part.disposition:
+                values += [value for _name, value in part.disposition[1]]
+            if values:
+                text += "\n" + " ".join(value.decode("utf-8", "replace") for value in values)
+            chunks.append(text)
+            total += len(text) + 1
+        if part.children is not None:
+            stack.extend((child, True) for child in reversed(part.children))
+        elif part.message is not None:
+            stack.append((part.message[1], False))
     return "\n".join(chunks)[:MAX_BODY_TEXT]
 
 

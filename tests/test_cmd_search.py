@@ -481,3 +481,34 @@ def test_a_search_waits_for_a_slot_without_holding_its_worker(
     out, _pauses = drive(session)
     assert out == b"* SEARCH 2\r\ns1 OK SEARCH completed\r\n"
     assert slots.claim("alice").done()  # the search gave its slot back
+
+
+def test_text_looks_at_the_mime_header_fields_of_the_parts(conv: Conversation) -> None:
+    """RFC 9051 section 6.4.4: TEXT matches "the header (including MIME header fields) or body";
+    an attachment is found by its description and its file name, decoded. BODY stays the text."""
+    attached = (b"From: a@example.org\r\nSubject: report\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+                b"--b\r\nContent-Type: application/pdf\r\nContent-Description: quarterly figures\r\n"
+                b"Content-Disposition: attachment; filename*=utf-8''Bilanz%20M%C3%A4rz.pdf\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n")
+    conv.add_message(data=attached)
+    conv.add_message(data=_message(b"b@example.org", b"quarterly figures", b"inline"))
+    conv.add_message(data=_message(b"c@example.org", b"other"))
+    conv.select()
+    conv.script("""
+        C: a1 SEARCH TEXT "quarterly figures"
+        S: * SEARCH 1 2
+        S: a1 OK SEARCH completed
+        C: a2 SEARCH BODY "quarterly figures"
+        S: * SEARCH
+        S: a2 OK SEARCH completed
+        C: a3 SEARCH TEXT application/pdf
+        S: * SEARCH 1
+        S: a3 OK SEARCH completed
+        C: a4 SEARCH CHARSET UTF-8 TEXT "bilanz märz"
+        S: * SEARCH 1
+        S: a4 OK SEARCH completed
+        C: a5 SEARCH TEXT JVBERi0
+        S: * SEARCH
+        S: a5 OK SEARCH completed
+    """)

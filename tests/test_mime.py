@@ -378,6 +378,12 @@ def test_envelope_raw_values_and_defaults():
         (b"c@x.test (Carol)\t,\r\n d@x.test", ((b"Carol", None, b"c", b"x.test"), (None, None, b"d", b"x.test"))),
         (b"e@x.test (unclosed", ((b"unclosed", None, b"e", b"x.test"),)),
         (b"f@x.test (Na\\)me \\\\ x)", ((b"Na)me \\ x", None, b"f", b"x.test"),)),
+        # Words without "@" (no local part is several words): a name without its address, as
+        # Dovecot has it, not the words run together into a mailbox name (diff61 G3).
+        (b"invalid address without at, john.smith", ((b"invalid address without at", None, b"MISSING_MAILBOX",
+                                                       b"MISSING_DOMAIN"), (None, None, b"john.smith", b"MISSING_DOMAIN"))),
+        (b"\"Name only\", \"a b\"@x.test", ((b"Name only", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"),
+                                              (None, None, b"a b", b"x.test"))),
     ],
 )
 def test_address_parsing(value: bytes, expected):

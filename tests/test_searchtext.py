@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midb.mime import digest
-from midb.searchtext import MAX_BODY_TEXT, body_text, fold, header_values, matches
+from midb.searchtext import MAX_BODY_TEXT, body_text, fold, header_values, matches, part_headers_text
 
 DATA = Path(__file__).parent / "data" / "mime"
 
@@ -89,6 +89,35 @@ def test_body_text_includes_embedded_messages_and_skips_attachments():
     assert "JVBERi0" not in text and "Reporting-MTA" not in text
 
 
+MIME_FIELDS = (
+    b"From: a@example.org\r\nSubject: files\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n"
+    b"--outer\r\nContent-Type: text/plain\r\n\r\nsee the files\r\n"
+    b"--outer\r\nContent-Type: application/x-stuff; name=\"=?UTF-8?Q?r=C3=A9sum=C3=A9.pdf?=\"\r\n"
+    b"Content-Description: described here\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''na%C3%AFve%20plan.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n"
+    b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n"
+    b"--inner\r\nContent-Type: text/plain; x-inner-param=deep\r\n\r\ninner text\r\n--inner--\r\n"
+    b"--outer--\r\n"
+)
+
+
+def test_part_headers_text_has_the_mime_fields_of_every_part_decoded():
+    """RFC 9051 section 6.4.4: TEXT looks at the MIME header fields too (not the top-level header
+    again, nor the embedded message's header, which body_text has)."""
+    text = part_headers_text(MIME_FIELDS, digest(MIME_FIELDS))
+    assert "Content-Description: described here" in text
+    assert "application/x-stuff" in text
+    assert "r\u00e9sum\u00e9.pdf" in text   # an encoded word, decoded
+    assert "na\u00efve plan.pdf" in text   # an RFC 2231 value, decoded
+    assert "x-inner-param: deep" not in text and "deep" in text   # the parts inside an embedded message
+    assert "Subject:" not in text and "MIME-Version" not in text
+    single = b"Subject: one part\r\nContent-Type: text/plain; name=x.txt\r\n\r\nbody\r\n"
+    assert part_headers_text(single, digest(single)) == ""
+
+
 def test_body_text_of_odd_messages():
     data = load("bare_lf.eml")
     assert body_text(data, digest(data)) == "line one\nline two\nsoftbreak"
@@ -125,5 +154,6 @@ def test_matches_is_case_insensitive_substring():
 def test_fuzz_search_text_never_raises(data: bytes, needle: str):
     d = digest(data)
     assert isinstance(body_text(data, d), str)
+    assert isinstance(part_headers_text(data, d), str)
     for value in header_values(data, d, "subject"):
         matches(value, needle)

@@ -225,6 +225,17 @@ class _Message:
             self._folded["body"] = text
         return needle in text
 
+    def part_headers_contain(self, needle: str) -> bool:
+        """Whether the folded MIME header fields of the body parts (searchtext.part_headers_text)
+        contain ``needle``: TEXT's third half. A single-part message has none but its header's."""
+        if self.summary.leaf is not None:
+            return False
+        text = self._folded.get("parts")
+        if text is None:
+            text = searchtext.fold(searchtext.part_headers_text(self.data, self.digest))
+            self._folded["parts"] = text
+        return needle in text
+
     def folded_header(self) -> str:
         text = self._folded.get("header")
         if text is None:
@@ -485,7 +496,9 @@ class _Compiler:
         scan_needle = searchtext.scan_needle(needle)
 
         def text_test(msg: _Message) -> bool:
-            return msg.header_contains(needle, scan_needle) or msg.body_contains(needle, ascii_needle)
+            # RFC 9051 section 6.4.4: "the header (including MIME header fields) or body".
+            return (msg.header_contains(needle, scan_needle) or msg.body_contains(needle, ascii_needle)
+                    or msg.part_headers_contain(needle))
 
         return _Node(COST_BODY, None, text_test)
 
