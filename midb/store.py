@@ -546,14 +546,16 @@ class Store(MetadataMixin):
 
     def _quota_exceeded(self, txn: Any, dbs: Databases, account_id: int, size: int, messages: int) -> str | None:
         """The resource ("MESSAGE" or "STORAGE") that ``messages`` more messages of ``size``
-        octets would take past its limit, or None."""
+        octets would take past its limit, or None. Only a resource that grows is checked (RFC
+        9208 refuses what would take usage past a limit): a REPLACE that adds octets but no
+        message is not refused because an account is over its message limit already."""
         account = self._account(txn, dbs, account_id)
         if not account.quota_bytes and not account.quota_messages:
             return None
         used_bytes, used_messages = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
-        if account.quota_messages and used_messages + messages > account.quota_messages:
+        if account.quota_messages and messages > 0 and used_messages + messages > account.quota_messages:
             return "MESSAGE"
-        if account.quota_bytes and used_bytes + size > account.quota_bytes:
+        if account.quota_bytes and size > 0 and used_bytes + size > account.quota_bytes:
             return "STORAGE"
         return None
 

@@ -205,3 +205,18 @@ def test_append_to_a_missing_mailbox_over_quota_says_trycreate(conv: Conversatio
     conv.add_message()
     assert conv.send(b"a1 APPEND Outbox {5}\r\n") == [b"a1 NO [TRYCREATE] Mailbox does not exist"]
     assert conv.send(b"a2 APPEND INBOX {5}\r\n") == [b"a2 NO [OVERQUOTA] Over quota"]
+
+
+def test_target_deleted_meanwhile_is_trycreate(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mailbox deleted by another session between its lookup and the write: NO [TRYCREATE],
+    as if it had been missing from the start (the client may create it and append again)."""
+    conv.command("CREATE Versions")
+    store = conv.store
+    original = store.append
+
+    def delete_first(*args: object, **kwargs: object) -> object:
+        store.delete_folder("alice", "Versions")
+        return original(*args, **kwargs)   # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "append", delete_first)
+    assert conv.send(b"a1 APPEND Versions {5+}\r\nhello\r\n") == [b"a1 NO [TRYCREATE] Mailbox does not exist"]

@@ -124,6 +124,7 @@ def test_examined_mailbox_and_no_mailbox_selected(conv: Conversation) -> None:
     message = draft(7)
     assert conv.send(b"a2 REPLACE 1 Drafts {%d+}\r\n%s\r\n" % (len(message), message)) == [
         b"a2 BAD No mailbox selected"]
+    assert conv.send(b"a4 UID REPLACE 1 Drafts {30}\r\n") == [b"a4 BAD No mailbox selected"]   # no upload
     conv.select("Trash")   # empty: there is no last message either
     assert conv.send(b"a3 REPLACE * Drafts {30}\r\n") == [b"a3 BAD Invalid message sequence number"]
     assert [uid for uid, _subject in subjects(conv)] == [1, 2, 3]
@@ -137,19 +138,20 @@ def test_too_big_is_refused_before_the_literal(conv: Conversation) -> None:
 
 
 def test_message_expunged_by_another_session(conv: Conversation) -> None:
-    """Expunged and not yet announced to this session: NO [EXPUNGEISSUED], before the upload; the
-    expunge is announced with the NO. Nothing is stored."""
+    """Expunged and not yet announced to this session: NO [EXPUNGEISSUED], before the upload
+    when the session has heard of the expunge, else from the store; the expunge is announced
+    with the NO either way. Nothing is stored."""
     conv.select("Drafts")
     folder = conv.folder("Drafts")
     conv.store.remove_messages("alice", folder.id, [2])
     conv.command("FETCH 1 UID")   # learns of it, but FETCH may not announce it: pending
-    assert conv.send(b"a1 REPLACE 2 Drafts {30}\r\n") == [b"a1 NO [EXPUNGEISSUED] Some of the requested messages"
-                                                          b" no longer exist"]
+    # The refusal before the literal brings the expunge with it, as a NO after one would.
+    assert conv.send(b"a1 REPLACE 2 Drafts {30}\r\n") == [
+        b"* 2 EXPUNGE", b"a1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"]
     conv.store.remove_messages("alice", folder.id, [3])   # now between the check and the write
     message = draft(8)
     lines = conv.send(b"a2 UID REPLACE 3 Drafts {%d+}\r\n%s\r\n" % (len(message), message))
-    assert lines == [b"* 3 EXPUNGE", b"* 2 EXPUNGE",
-                     b"a2 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"]
+    assert lines == [b"* 2 EXPUNGE", b"a2 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"]
     assert subjects(conv) == [(1, b"Subject: draft 1")]
     assert conv.folder("Drafts").uidnext == 4
 
@@ -168,6 +170,38 @@ def test_quota_counts_what_the_replacement_adds(conv: Conversation) -> None:
     assert lines == [b"+ Ready for literal data"]   # the net change is known only to the store
     assert conv.send(bigger + b"\r\n") == [b"a3 NO [OVERQUOTA] Over quota"]
     assert [uid for uid, _subject in subjects(conv)] == [2, 3, 4]
+
+
+def test_over_the_message_limit_a_draft_may_still_grow(conv: Conversation) -> None:
+    """A replacement adds no message: an account already over its message limit (lowered by its
+    administrator) still saves a bigger draft, where APPEND is refused."""
+    conv.select("Drafts")
+    conv.store.update_account("alice", quota_messages=1)
+    bigger = draft(1) + b"with more text\r\n"
+    assert conv.send(b"a1 APPEND Drafts {%d+}\r\n%s\r\n" % (len(bigger), bigger)) == [
+        b"a1 NO [OVERQUOTA] Over quota"]
+    lines = conv.send(b"a2 REPLACE 1 Drafts {%d+}\r\n%s\r\n" % (len(bigger), bigger))
+    assert lines[-1] == b"a2 OK REPLACE completed"
+    assert [uid for uid, _subject in subjects(conv)] == [2, 3, 4]
+
+
+def test_target_deleted_meanwhile_is_trycreate(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target mailbox deleted by another session between its lookup and the write: NO
+    [TRYCREATE], as if it had been missing from the start; nothing is stored or expunged."""
+    conv.command("CREATE Versions")
+    conv.select("Drafts")
+    store = conv.store
+    original = store.replace
+
+    def delete_first(*args: object, **kwargs: object) -> object:
+        store.delete_folder("alice", "Versions")
+        return original(*args, **kwargs)   # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "replace", delete_first)
+    message = draft(9)
+    assert conv.send(b"a1 REPLACE 1 Versions {%d+}\r\n%s\r\n" % (len(message), message)) == [
+        b"a1 NO [TRYCREATE] Mailbox does not exist"]
+    assert [uid for uid, _subject in subjects(conv)] == [1, 2, 3]
 
 
 def test_utf8_message_needs_utf8_accept(conv: Conversation) -> None:

@@ -4,8 +4,8 @@ The fast paths (gximap.session.searching over midb.summary / midb.searchtext): l
 of MessageMeta, encoded summaries ruled out by ``may_contain`` without decoding, the body plan
 stored in the summary and the lowered-bytes scan of plain ASCII bodies, the byte test that rules
 a header out for TEXT, bodies read ahead by a worker thread. The reference here recomputes every
-message's text from its full MIME digest (midb.mime.digest, searchtext.body_text) and compares it
-the slow, obvious way: case-folded substring.
+message's text from its full MIME digest (midb.mime.digest, searchtext.body_text and, for TEXT,
+part_headers_text) and compares it the slow, obvious way: case-folded substring.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def reference(data: bytes, where: str, needle: str) -> bool:
         return folded in searchtext.body_text(data, digest).casefold()
     if where == "TEXT":
         return folded in _reference_header_text(data, digest).casefold() \
-            or folded in searchtext.body_text(data, digest).casefold()
+            or folded in searchtext.body_text(data, digest).casefold() \
+            or folded in searchtext.part_headers_text(data, digest).casefold()
     return folded in getattr(digest, where.lower().replace("from", "from_")).casefold()
 
 

@@ -644,6 +644,13 @@ def test_replace_is_refused_by_the_quota_only_for_what_it_adds(store: Store, ali
     assert refused.value.resource == "STORAGE"
     assert store.uids("alice", drafts.id) == [uid]
     assert store.usage("alice") == (len(MSG) - 1, 1)
+    # Over the message limit (lowered below the count): a replacement adds no message, so it may grow.
+    store.update_account("alice", quota_bytes=0, quota_messages=0)
+    store.append("alice", drafts.id, MSG)
+    store.update_account("alice", quota_messages=1)
+    _v, uid, _f, _t = store.replace("alice", drafts.id, MSG + b"grown", replacing=(drafts.id, uid))
+    with pytest.raises(OverQuota):
+        store.append("alice", drafts.id, MSG)
     assert_consistent(store)
 
 

@@ -440,11 +440,20 @@ class ImapSession:
                 refusal = b"NO [TRYCREATE] " + self.text(Code.NO_MAILBOX_NOT_FOUND), "no such mailbox", "NO"
             elif (resource := self._append_over_quota(event)) is not None:
                 refusal = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
-        elif event.command in (b"REPLACE", b"UID REPLACE") and self.state is State.SELECTED:
-            refusal = self._replace_refusal(event)
+        elif event.command in (b"REPLACE", b"UID REPLACE"):
+            if self.state is State.SELECTED:
+                refusal = self._replace_refusal(event)
+            else:   # certain to be refused: not worth an upload of up to imap_max_literal_size
+                text = self.text(_wrong_state(self.state, frozenset({State.SELECTED})))
+                refusal = b"BAD " + text, text.decode("utf-8", "replace"), "BAD"
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
+            if status == "NO" and self.selected is not None:
+                # As before any tagged NO: the updates first, an EXPUNGEISSUED's expunge among
+                # them (the client learns why, rather than retrying the same refusal).
+                self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
+                self._out.extend(condstore.announce_highestmodseq(self, None))
             self._out.append(event.tag + b" " + line + b"\r\n")
             self._log_refused_literal(event.tag, event.command, event.size, True, reason, status,
                                       unwaited=unwaited)

@@ -22,6 +22,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from midb.errors import NoSuchFolder
 from midb.mime import normalize_crlf
 
 
@@ -48,6 +49,14 @@ def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[st
     return data, message.flags, internaldate, tzoffset
 
 
+def raise_trycreate_if_gone(session: Any, mailbox: str) -> None:
+    """After the store's NoSuchFolder: NO [TRYCREATE] when the target mailbox is the one gone
+    (deleted by another session since it was looked up), so that the client may create it and
+    try again, as when it was missing from the start."""
+    if session.store.get_folder(session.user, mailbox) is None:
+        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE") from None
+
+
 @command(cmds.Append, states=AUTHENTICATED)
 def append(session: Any, cmd: cmds.Append) -> Done:
     refuse_utf8_unless_enabled(session, cmd.messages)
@@ -58,15 +67,19 @@ def append(session: Any, cmd: cmds.Append) -> Done:
     now = time.time()
     items = [store_item(message, now) for message in cmd.messages]
     view = session.selected
-    if view is not None and view.folder_id == folder.id and not view.readonly:
-        # Into the selected folder: claim \Recent in the same transaction (one durable commit).
-        uidvalidity, uids, floor = store.append_claiming(session.user, folder.id, items)
-        view.note_claim(floor, uids[-1])
-    elif len(items) == 1:
-        data, flags, internaldate, tzoffset = items[0]
-        uidvalidity, uid = store.append(session.user, folder.id, data, flags=flags,
-                                        internaldate=internaldate, tzoffset=tzoffset)
-        uids = [uid]
-    else:
-        uidvalidity, uids = store.append_many(session.user, folder.id, items)
+    try:
+        if view is not None and view.folder_id == folder.id and not view.readonly:
+            # Into the selected folder: claim \Recent in the same transaction (one durable commit).
+            uidvalidity, uids, floor = store.append_claiming(session.user, folder.id, items)
+            view.note_claim(floor, uids[-1])
+        elif len(items) == 1:
+            data, flags, internaldate, tzoffset = items[0]
+            uidvalidity, uid = store.append(session.user, folder.id, data, flags=flags,
+                                            internaldate=internaldate, tzoffset=tzoffset)
+            uids = [uid]
+        else:
+            uidvalidity, uids = store.append_many(session.user, folder.id, items)
+    except NoSuchFolder:
+        raise_trycreate_if_gone(session, cmd.mailbox.name)
+        raise
     return Done(Code.OK_APPEND, code=b"APPENDUID %d %s" % (uidvalidity, encode.sequence_set(uids)))

@@ -15,9 +15,12 @@ message's ``EXISTS`` in the update before the tagged OK.
 Refusals: a message number beyond the count is BAD, as for any command; a UID not in the
 selected mailbox is NO (there is nothing to replace); one another session expunged and this one
 was not told of yet is ``NO [EXPUNGEISSUED]``; a mailbox opened by EXAMINE is NO, since the old
-message cannot be expunged; a missing target is ``NO [TRYCREATE]``. These are also checked when
-the client announces its message as a synchronising literal (``refusal``), so that it is not
-sent for nothing; a message too big is refused there with ``NO [TOOBIG]`` as APPEND's is.
+message cannot be expunged; a missing target is ``NO [TRYCREATE]`` (also when another session
+deletes it meanwhile). These are also checked when the client announces its message as a
+synchronising literal (``refusal``, as far as the text before the literal names them), so that
+it is not sent for nothing; there an EXPUNGEISSUED comes only for an expunge this session has
+heard of, with the pending updates before it, and a REPLACE with no mailbox selected and a
+message too big (``NO [TOOBIG]``, as APPEND's) are refused too.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session.base import SELECTED, CommandFailed, Done, command
-from gximap.session.commands.append import refuse_utf8_unless_enabled, store_item
-from midb.errors import MessageGone
+from gximap.session.commands.append import raise_trycreate_if_gone, refuse_utf8_unless_enabled, store_item
+from midb.errors import MessageGone, NoSuchFolder
 
 
 def _replaced_uid(session: Any, uid: bool, number: int | None) -> int:
@@ -88,6 +91,9 @@ def replace(session: Any, cmd: cmds.Replace) -> Generator[bytes, Any, Done]:
     except MessageGone:
         # Expunged by another session since the last update: this one hears of it before the NO.
         raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED") from None
+    except NoSuchFolder:
+        raise_trycreate_if_gone(session, cmd.mailbox.name)
+        raise
     if into_view and floor is not None:
         view.note_claim(floor, new_uid)
     view.note_own_changes_of([(old_uid, tombstone)])
