@@ -206,6 +206,18 @@ class Conversation:
         assert info is not None, f"no folder {name!r} for {user}"
         return info
 
+    def delete_folder_before(self, monkeypatch: Any, method: str, mailbox: str, user: str = "alice") -> None:
+        """Make the store's ``method`` delete ``mailbox`` first: another session's DELETE between
+        a command's lookup of a mailbox and its write."""
+        store = self.store
+        original = getattr(store, method)
+
+        def delete_first(*args: Any, **kwargs: Any) -> Any:
+            store.delete_folder(user, mailbox)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, method, delete_first)
+
     def add_message(self, mailbox: str = "INBOX", data: bytes | None = None, *, flags: Iterable[str] = (),
                     user: str = "alice", internaldate: int | None = None) -> int:
         """Store a message directly (as another client or LMTP would); returns its UID."""

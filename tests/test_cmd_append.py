@@ -211,12 +211,5 @@ def test_target_deleted_meanwhile_is_trycreate(conv: Conversation, monkeypatch: 
     """The mailbox deleted by another session between its lookup and the write: NO [TRYCREATE],
     as if it had been missing from the start (the client may create it and append again)."""
     conv.command("CREATE Versions")
-    store = conv.store
-    original = store.append
-
-    def delete_first(*args: object, **kwargs: object) -> object:
-        store.delete_folder("alice", "Versions")
-        return original(*args, **kwargs)   # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "append", delete_first)
+    conv.delete_folder_before(monkeypatch, "append", "Versions")
     assert conv.send(b"a1 APPEND Versions {5+}\r\nhello\r\n") == [b"a1 NO [TRYCREATE] Mailbox does not exist"]

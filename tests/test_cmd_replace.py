@@ -190,14 +190,7 @@ def test_target_deleted_meanwhile_is_trycreate(conv: Conversation, monkeypatch: 
     [TRYCREATE], as if it had been missing from the start; nothing is stored or expunged."""
     conv.command("CREATE Versions")
     conv.select("Drafts")
-    store = conv.store
-    original = store.replace
-
-    def delete_first(*args: object, **kwargs: object) -> object:
-        store.delete_folder("alice", "Versions")
-        return original(*args, **kwargs)   # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "replace", delete_first)
+    conv.delete_folder_before(monkeypatch, "replace", "Versions")
     message = draft(9)
     assert conv.send(b"a1 REPLACE 1 Versions {%d+}\r\n%s\r\n" % (len(message), message)) == [
         b"a1 NO [TRYCREATE] Mailbox does not exist"]
