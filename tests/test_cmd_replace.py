@@ -92,7 +92,7 @@ def test_another_session_sees_one_expunge_and_one_arrival(conv: Conversation) ->
 
 
 @pytest.mark.parametrize(("command", "answer"), [
-    (b"UID REPLACE 7 Drafts", b"NO No message with that UID in the selected mailbox"),
+    (b"UID REPLACE 7 Drafts", b"NO [NONEXISTENT] No message with that UID in the selected mailbox"),
     (b"REPLACE 4 Drafts", b"BAD Invalid message sequence number"),
     (b"REPLACE 1 Nonexistent", b"NO [TRYCREATE] Mailbox does not exist"),
 ])
@@ -105,7 +105,7 @@ def test_refusals_come_before_the_message_is_sent(conv: Conversation, command: b
 
 
 @pytest.mark.parametrize(("command", "answer"), [
-    (b"UID REPLACE 7 Drafts", b"NO No message with that UID in the selected mailbox"),
+    (b"UID REPLACE 7 Drafts", b"NO [NONEXISTENT] No message with that UID in the selected mailbox"),
     (b"REPLACE 4 Drafts", b"BAD Invalid message sequence number"),
     (b"REPLACE 1 Nonexistent", b"NO [TRYCREATE] Mailbox does not exist"),
     (b"REPLACE 1 {7+}\r\nNowhere", b"NO [TRYCREATE] Mailbox does not exist"),  # a name as a literal

@@ -13,9 +13,9 @@ untagged OK, since the tagged line may carry QRESYNC's ``[HIGHESTMODSEQ n]``), t
 message's ``EXISTS`` in the update before the tagged OK.
 
 Refusals: a message number beyond the count is BAD, as for any command; a UID not in the
-selected mailbox is NO (there is nothing to replace); one another session expunged and this one
-was not told of yet is ``NO [EXPUNGEISSUED]``; a mailbox opened by EXAMINE is NO, since the old
-message cannot be expunged; a missing target is ``NO [TRYCREATE]`` (also when another session
+selected mailbox is ``NO [NONEXISTENT]`` (there is nothing to replace); one another session
+expunged and this one was not told of yet is ``NO [EXPUNGEISSUED]``; a mailbox opened by EXAMINE
+is NO, since the old message cannot be expunged; a missing target is ``NO [TRYCREATE]`` (also when another session
 deletes it meanwhile). These are also checked when the client announces its message as a
 synchronising literal (``refusal``, as far as the text before the literal names them), so that
 it is not sent for nothing; there an EXPUNGEISSUED comes only for an expunge this session has
@@ -46,7 +46,7 @@ def _replaced_uid(session: Any, uid: bool, number: int | None) -> int:
         old_uid = view.uid_at(exists)
     elif uid:
         if view.msn_of(number) is None:
-            raise CommandFailed(Code.NO_REPLACE_NO_SUCH_UID, status="NO")
+            raise CommandFailed(Code.NO_REPLACE_NO_SUCH_UID, status="NO", code=b"NONEXISTENT")
         old_uid = number
     else:
         if number > exists:
