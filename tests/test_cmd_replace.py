@@ -208,3 +208,15 @@ def test_utf8_message_needs_utf8_accept(conv: Conversation) -> None:
     assert conv.send(command.replace(b"a1", b"a2", 1))[-1] == b"a2 OK REPLACE completed"
     meta = conv.store.messages("alice", conv.folder("Drafts").id)[-1]
     assert meta.uid == 4 and conv.store.read_bodies([meta.blob]) == [message]
+
+
+def test_selected_mailbox_deleted_before_an_early_refusal(conv: Conversation) -> None:
+    """A refusal before the literal brings the updates, as any NO does: here that the selected
+    mailbox is gone, which ends the connection after the NO (as after any command)."""
+    conv.command("CREATE Scratch")
+    conv.add_message("Scratch", draft(1))
+    conv.select("Scratch")
+    conv.store.delete_folder("alice", "Scratch")
+    assert conv.send(b"a1 REPLACE 1 Nowhere {30}\r\n") == [
+        b"a1 NO [TRYCREATE] Mailbox does not exist", b"* BYE Selected mailbox was deleted, closing connection"]
+    assert conv.closed

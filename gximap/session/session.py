@@ -459,6 +459,8 @@ class ImapSession:
                                       unwaited=unwaited)
             if status == "BAD":
                 self._count_bad()
+            elif self._selected_gone:
+                self._goodbye(Code.BYE_MAILBOX_DELETED)   # as after any command (_finish)
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 

@@ -7,20 +7,20 @@ without its replacement durable, and a refused replacement (quota, a mailbox mis
 message expunged meanwhile) leaves the old one in place. The quota is checked for the net
 change, so an account at its limit can still save a draft again.
 
-Responses, in this order (RFC 8508 section 3.4): ``* OK [APPENDUID v uid]`` (UIDPLUS: in an
-untagged OK, since the tagged line may carry QRESYNC's ``[HIGHESTMODSEQ n]``), the old message's
-``EXPUNGE`` (``VANISHED`` with QRESYNC), then, when the target is the selected mailbox, the new
-message's ``EXISTS`` in the update before the tagged OK.
+Responses, in this order: ``* OK [APPENDUID v uid]`` (UIDPLUS: in an untagged OK, since the
+tagged line may carry QRESYNC's ``[HIGHESTMODSEQ n]``), the old message's ``EXPUNGE``
+(``VANISHED`` with QRESYNC), then, when the target is the selected mailbox, the new message's
+``EXISTS`` in the update before the tagged OK.
 
 Refusals: a message number beyond the count is BAD, as for any command; a UID not in the
 selected mailbox is ``NO [NONEXISTENT]`` (there is nothing to replace); one another session
 expunged and this one was not told of yet is ``NO [EXPUNGEISSUED]``; a mailbox opened by EXAMINE
-is NO, since the old message cannot be expunged; a missing target is ``NO [TRYCREATE]`` (also when another session
-deletes it meanwhile). These are also checked when the client announces its message as a
-synchronising literal (``refusal``, as far as the text before the literal names them), so that
-it is not sent for nothing; there an EXPUNGEISSUED comes only for an expunge this session has
-heard of, with the pending updates before it, and a REPLACE with no mailbox selected and a
-message too big (``NO [TOOBIG]``, as APPEND's) are refused too.
+is NO, since the old message cannot be expunged; a missing target is ``NO [TRYCREATE]`` (also
+when another session deletes it meanwhile). These are also checked when the client announces its
+message as a synchronising literal (``refusal``, as far as the text before the literal names
+them), so that it is not sent for nothing; there an EXPUNGEISSUED comes only for an expunge this
+session has heard of, with the pending updates before it, and a REPLACE with no mailbox selected
+and a message too big (``NO [TOOBIG]``, as APPEND's) are refused too.
 """
 
 from __future__ import annotations
