@@ -26,9 +26,9 @@ def expire_in_background(store: Any, throttle: expiry.ExpiryThrottle, account: s
     """Have ``account``'s folders with a period expired (``periods``: the server's, (special
     use, seconds) as the settings hold them; the account's own take their place), unless the
     throttle says it was done lately or the server is stopping."""
-    server_periods = dict(periods)
     if not throttle.due(account):
-        return
+        return   # the usual case at a login or delivery: nothing more is done for it
+    server_periods = dict(periods)
     if not any(seconds > 0 for seconds in server_periods.values()):   # only exemptions (a name's 0), or none
         # The server expires nothing: only an account with periods of its own has work, and
         # whether it has is read here, once an hour at most, rather than queued for the thread.
