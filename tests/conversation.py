@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from gximap.auth.service import AuthService
-from gximap.imap.codes import ResponseCodes
+from gximap.imap.codes import RESPONSE_CODE_EXEMPT, ResponseCodes
 from gximap.net.handler import ConnectionInfo, FileRegion, TransportAction
 from gximap.session import pieces
 from gximap.session.context import ServerContext, Settings
@@ -110,6 +110,8 @@ _HASH_CACHE: dict[str, str] = {}
 _PORTS = itertools.count(40000)
 _CODES: ResponseCodes | None = None
 _LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\Z")
+# A NO or BAD without a response code (the brief: bad input gets a clear answer, with a code).
+_UNCODED_REFUSAL = re.compile(rb"\S+ (?:NO|BAD) (?!\[)")
 _PLACEHOLDER = re.compile(r"\{(n|\*|sp)(?::([A-Za-z_][A-Za-z0-9_]*))?\}|\{=([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -143,6 +145,16 @@ def split_responses(data: bytes) -> list[bytes]:
         out.append(data[start:end])
         start = pos = end + 2
     return out
+
+
+def check_refusals_coded(output: bytes) -> None:
+    """Every NO and BAD in a complete server output carries a response code, but the one
+    codes.RESPONSE_CODE_EXEMPT allows (AUTHENTICATE cancelled by the client)."""
+    codes = response_codes()
+    exempt = {codes.plain_bytes(code) for code in RESPONSE_CODE_EXEMPT}
+    for line in split_responses(output) if output.endswith(b"\r\n") else ():
+        if _UNCODED_REFUSAL.match(line) and line.split(b" ", 2)[2] not in exempt:
+            raise AssertionError(f"a refusal without a response code: {line!r}")
 
 
 class _Step:
@@ -358,6 +370,8 @@ class Conversation:
         out = b"".join(chunks)
         if out:
             self.transcript.append(("S", out))
+            if not self.session.compressed:
+                check_refusals_coded(out)
         self._raw_pending += out
         return out
 

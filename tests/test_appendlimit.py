@@ -58,7 +58,7 @@ def test_oversized_append_is_refused_before_the_literal(conv):
     # No "+" continuation: the client learns at once and never sends the octets.
     assert conv.send(b"a1 APPEND INBOX (\\Seen) {4097}\r\n") == [b"a1 NO [TOOBIG] Message too big"]
     # "UID APPEND" is no command: its literal is one of a command that is not APPEND
-    assert conv.send(b"a2 UID APPEND INBOX {99999}\r\n") == [b"a2 BAD Literal too big"]
+    assert conv.send(b"a2 UID APPEND INBOX {99999}\r\n") == [b"a2 BAD [TOOBIG] Literal too big"]
     conv.script("""
         C: a3 APPEND INBOX {5}
         S: + Ready for literal data

@@ -87,7 +87,7 @@ def test_logout_closes_after_the_tagged_reply(conv):
 def test_id_is_unknown_unless_enabled(conv):
     conv.script("""
         C: a1 ID NIL
-        S: a1 BAD Unknown command
+        S: a1 BAD [CLIENTBUG] Unknown command
     """)
 
 
@@ -116,13 +116,13 @@ def test_id_reports_the_configured_version(tmp_path):
 def test_enable_only_in_authenticated_state(conv):
     conv.script("""
         C: a1 ENABLE IMAP4rev2
-        S: a1 BAD Log in first
+        S: a1 BAD [CLIENTBUG] Log in first
     """)
     conv.login()
     conv.select()
     conv.script("""
         C: a2 ENABLE IMAP4rev2
-        S: a2 BAD Command not valid in this state
+        S: a2 BAD [CLIENTBUG] Command not valid in this state
     """)
     assert not conv.session.rev2
 

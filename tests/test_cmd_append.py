@@ -130,7 +130,7 @@ def test_append_errors(conv: Conversation) -> None:
         S: a1 NO [TRYCREATE] Mailbox does not exist
         C: a2 APPEND saved-messages {0+}
         C:
-        S: a2 NO Invalid message
+        S: a2 NO [CANNOT] Invalid message
         C: a3 APPEND saved-messages (\Recent) {5+}
         C: hello
         S: a3 BAD {*}
@@ -143,7 +143,7 @@ def test_append_needs_authentication(tmp_path: Path) -> None:
         conv.script(r"""
             C: a1 APPEND INBOX {5+}
             C: hello
-            S: a1 BAD Log in first
+            S: a1 BAD [CLIENTBUG] Log in first
         """)
 
 
@@ -189,7 +189,7 @@ def test_append_to_a_missing_mailbox_is_refused_before_the_upload(conv: Conversa
     (created,) = conv.send(b"a5 CREATE Entw&APw-rfe\r\n")
     assert created.startswith(b"a5 OK [MAILBOXID (F") and created.endswith(b")] CREATE completed")
     assert conv.send(b'a6 APPEND "Entw&APw-rfe" UTF8 (~{5}\r\n') == [b"+ Ready for literal data"]
-    assert conv.send(b"hello)\r\n") == [b"a6 BAD UTF8=ACCEPT must be enabled first"]
+    assert conv.send(b"hello)\r\n") == [b"a6 BAD [CLIENTBUG] UTF8=ACCEPT must be enabled first"]
     assert conv.send(b'a7 APPEND "Entw&APw-rfe" {5}\r\n') == [b"+ Ready for literal data"]
     assert conv.send(b"hello\r\n")[-1].startswith(b"a7 OK [APPENDUID ")
     # A name sent as the literal itself is looked up when the command is whole.

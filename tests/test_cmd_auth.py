@@ -60,9 +60,9 @@ def test_login_twice_is_refused(conv):
     conv.login()
     conv.script("""
         C: a1 LOGIN bob secret
-        S: a1 BAD Already authenticated
+        S: a1 BAD [CLIENTBUG] Already authenticated
         C: a2 AUTHENTICATE PLAIN
-        S: a2 BAD Already authenticated
+        S: a2 BAD [CLIENTBUG] Already authenticated
     """)
     assert conv.session.user == "alice"
 
@@ -152,7 +152,7 @@ def test_authenticate_bad_base64(conv):
         C: a1 AUTHENTICATE PLAIN
         S: +{sp}
         C: not*base64!
-        S: a1 BAD Invalid base64 data
+        S: a1 BAD [CLIENTBUG] Invalid base64 data
     """)
     assert conv.send(b"a2 AUTHENTICATE PLAIN =x=\r\n")[0].startswith(b"a2 BAD ")
 
@@ -197,7 +197,7 @@ def test_authzid_equal_to_authcid_is_plain_login(conv):
 def test_authenticate_login_is_off_by_default(conv):
     conv.script("""
         C: a1 AUTHENTICATE LOGIN
-        S: a1 NO Unsupported authentication mechanism
+        S: a1 NO [CANNOT] Unsupported authentication mechanism
     """)
 
 
@@ -227,7 +227,7 @@ def test_authenticate_login_with_initial_response(tmp_path):
 def test_unknown_mechanism_is_refused_with_no(conv):
     conv.script("""
         C: a1 AUTHENTICATE CRAM-MD5
-        S: a1 NO Unsupported authentication mechanism
+        S: a1 NO [CANNOT] Unsupported authentication mechanism
     """)
     assert conv.session.auth_failures == 0
 
@@ -317,18 +317,18 @@ def test_starttls_refusals(tmp_path):
     with Conversation(tmp_path, tls=False, starttls=False, insecure_auth=True) as conv:
         conv.script("""
             C: a1 STARTTLS
-            S: a1 NO TLS not available
+            S: a1 NO [CANNOT] TLS not available
         """)
     with Conversation(tmp_path / "tls", tls=True, starttls=True) as conv:
         conv.script("""
             C: a1 STARTTLS
-            S: a1 BAD TLS already active
+            S: a1 BAD [CLIENTBUG] TLS already active
         """)
     with Conversation(tmp_path / "auth", tls=False, starttls=True, insecure_auth=True) as conv:
         conv.login()
         conv.script("""
             C: a1 STARTTLS
-            S: a1 BAD Already authenticated
+            S: a1 BAD [CLIENTBUG] Already authenticated
         """)
         assert conv.actions == []
 
@@ -344,7 +344,7 @@ def test_unauthenticate_returns_to_the_initial_state(conv):
         C: a1 UNAUTHENTICATE
         S: a1 OK UNAUTHENTICATE completed
         C: a2 SELECT INBOX
-        S: a2 BAD Log in first
+        S: a2 BAD [CLIENTBUG] Log in first
         C: a3 CAPABILITY
         S: * CAPABILITY IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ENABLE AUTH=PLAIN
         S: a3 OK CAPABILITY completed
@@ -364,4 +364,4 @@ def test_unauthenticate_does_not_expunge(conv):
 
 
 def test_unauthenticate_needs_authentication(conv):
-    assert conv.send(b"a1 UNAUTHENTICATE\r\n") == [b"a1 BAD Log in first"]
+    assert conv.send(b"a1 UNAUTHENTICATE\r\n") == [b"a1 BAD [CLIENTBUG] Log in first"]

@@ -78,7 +78,7 @@ def test_copy_errors(conv: Conversation) -> None:
         C: a1 COPY 1 Nonexistent
         S: a1 NO [TRYCREATE] Mailbox does not exist
         C: a2 COPY 5 Trash
-        S: a2 BAD Invalid message sequence number
+        S: a2 BAD [CLIENTBUG] Invalid message sequence number
         C: a3 COPY 1 Trash
         S: a3 OK [COPYUID {trash} 1 1] COPY completed
     """)
@@ -150,7 +150,7 @@ def test_move_needs_a_writable_mailbox(conv: Conversation) -> None:
     conv.select(examine=True)
     conv.script("""
         C: a1 MOVE 1 Trash
-        S: a1 NO Mailbox is read-only
+        S: a1 NO [READ-ONLY] Mailbox is read-only
     """)
 
 

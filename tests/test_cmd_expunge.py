@@ -87,9 +87,9 @@ def test_read_only_mailbox(conv: Conversation) -> None:
     conv.select(examine=True)
     conv.script("""
         C: a1 EXPUNGE
-        S: a1 NO Mailbox is read-only
+        S: a1 NO [READ-ONLY] Mailbox is read-only
         C: a2 UID EXPUNGE 1
-        S: a2 NO Mailbox is read-only
+        S: a2 NO [READ-ONLY] Mailbox is read-only
     """)
     assert conv.folder("INBOX").messages == 2
 
@@ -113,7 +113,7 @@ def test_unannounced_deleted_message_is_kept(conv: Conversation) -> None:
 def test_expunge_requires_selected_state(conv: Conversation) -> None:
     conv.script("""
         C: a1 EXPUNGE
-        S: a1 BAD No mailbox selected
+        S: a1 BAD [CLIENTBUG] No mailbox selected
         C: a2 UID EXPUNGE 1
-        S: a2 BAD No mailbox selected
+        S: a2 BAD [CLIENTBUG] No mailbox selected
     """)

@@ -396,9 +396,9 @@ def test_sequence_errors_and_empty_uid_ranges(conv: Conversation) -> None:
     conv.select()
     conv.script(r"""
         C: a1 FETCH 3 FLAGS
-        S: a1 BAD Invalid message sequence number
+        S: a1 BAD [CLIENTBUG] Invalid message sequence number
         C: a2 FETCH 1:5 FLAGS
-        S: a2 BAD Invalid message sequence number
+        S: a2 BAD [CLIENTBUG] Invalid message sequence number
         C: a3 UID FETCH 100:200 FLAGS
         S: a3 OK FETCH completed
         C: a4 UID FETCH 100:* FLAGS
@@ -420,7 +420,7 @@ def test_fetch_in_empty_mailbox(conv: Conversation) -> None:
         C: a1 FETCH 1:* FLAGS
         S: a1 OK FETCH completed
         C: a2 FETCH 1 FLAGS
-        S: a2 BAD Invalid message sequence number
+        S: a2 BAD [CLIENTBUG] Invalid message sequence number
         C: a3 UID FETCH 1:* FLAGS
         S: a3 OK FETCH completed
     """)
@@ -429,7 +429,7 @@ def test_fetch_in_empty_mailbox(conv: Conversation) -> None:
 def test_fetch_requires_selected_state(conv: Conversation) -> None:
     conv.script(r"""
         C: a1 FETCH 1 FLAGS
-        S: a1 BAD No mailbox selected
+        S: a1 BAD [CLIENTBUG] No mailbox selected
     """)
 
 

@@ -175,7 +175,7 @@ def test_delete_the_selected_mailbox(conv):
         S: * OK [CLOSED] Previous mailbox closed
         S: a1 OK DELETE completed
         C: a2 FETCH 1 FLAGS
-        S: a2 BAD No mailbox selected
+        S: a2 BAD [CLIENTBUG] No mailbox selected
         C: a3 NOOP
         S: a3 OK NOOP completed
     """)

@@ -93,7 +93,7 @@ def test_another_session_sees_one_expunge_and_one_arrival(conv: Conversation) ->
 
 @pytest.mark.parametrize(("command", "answer"), [
     (b"UID REPLACE 7 Drafts", b"NO [NONEXISTENT] No message with that UID in the selected mailbox"),
-    (b"REPLACE 4 Drafts", b"BAD Invalid message sequence number"),
+    (b"REPLACE 4 Drafts", b"BAD [CLIENTBUG] Invalid message sequence number"),
     (b"REPLACE 1 Nonexistent", b"NO [TRYCREATE] Mailbox does not exist"),
 ])
 def test_refusals_come_before_the_message_is_sent(conv: Conversation, command: bytes, answer: bytes) -> None:
@@ -106,7 +106,7 @@ def test_refusals_come_before_the_message_is_sent(conv: Conversation, command: b
 
 @pytest.mark.parametrize(("command", "answer"), [
     (b"UID REPLACE 7 Drafts", b"NO [NONEXISTENT] No message with that UID in the selected mailbox"),
-    (b"REPLACE 4 Drafts", b"BAD Invalid message sequence number"),
+    (b"REPLACE 4 Drafts", b"BAD [CLIENTBUG] Invalid message sequence number"),
     (b"REPLACE 1 Nonexistent", b"NO [TRYCREATE] Mailbox does not exist"),
     (b"REPLACE 1 {7+}\r\nNowhere", b"NO [TRYCREATE] Mailbox does not exist"),  # a name as a literal
 ])
@@ -119,21 +119,21 @@ def test_refusals_of_a_message_sent_ahead(conv: Conversation, command: bytes, an
 
 def test_examined_mailbox_and_no_mailbox_selected(conv: Conversation) -> None:
     conv.select("Drafts", examine=True)
-    assert conv.send(b"a1 REPLACE 1 Drafts {30}\r\n") == [b"a1 NO Mailbox is read-only"]
+    assert conv.send(b"a1 REPLACE 1 Drafts {30}\r\n") == [b"a1 NO [READ-ONLY] Mailbox is read-only"]
     conv.command("UNSELECT")
     message = draft(7)
     assert conv.send(b"a2 REPLACE 1 Drafts {%d+}\r\n%s\r\n" % (len(message), message)) == [
-        b"a2 BAD No mailbox selected"]
-    assert conv.send(b"a4 UID REPLACE 1 Drafts {30}\r\n") == [b"a4 BAD No mailbox selected"]   # no upload
+        b"a2 BAD [CLIENTBUG] No mailbox selected"]
+    assert conv.send(b"a4 UID REPLACE 1 Drafts {30}\r\n") == [b"a4 BAD [CLIENTBUG] No mailbox selected"]   # no upload
     conv.select("Trash")   # empty: there is no last message either
-    assert conv.send(b"a3 REPLACE * Drafts {30}\r\n") == [b"a3 BAD Invalid message sequence number"]
+    assert conv.send(b"a3 REPLACE * Drafts {30}\r\n") == [b"a3 BAD [CLIENTBUG] Invalid message sequence number"]
     assert [uid for uid, _subject in subjects(conv)] == [1, 2, 3]
 
 
 def test_too_big_is_refused_before_the_literal(conv: Conversation) -> None:
     conv.select("Drafts")
     assert conv.send(b"a1 UID REPLACE 1 Drafts {4097}\r\n") == [b"a1 NO [TOOBIG] Message too big"]
-    assert conv.send(b"a2 REPLACE 1 Drafts {0+}\r\n\r\n") == [b"a2 NO Invalid message"]
+    assert conv.send(b"a2 REPLACE 1 Drafts {0+}\r\n\r\n") == [b"a2 NO [CANNOT] Invalid message"]
     assert [uid for uid, _subject in subjects(conv)] == [1, 2, 3]
 
 
@@ -201,7 +201,7 @@ def test_utf8_message_needs_utf8_accept(conv: Conversation) -> None:
     conv.select("Drafts")
     message = "Subject: Entwürfe\r\n\r\nx\r\n".encode()
     command = b"a1 REPLACE 1 Drafts UTF8 (~{%d+}\r\n%s)\r\n" % (len(message), message)
-    assert conv.send(command) == [b"a1 BAD UTF8=ACCEPT must be enabled first"]
+    assert conv.send(command) == [b"a1 BAD [CLIENTBUG] UTF8=ACCEPT must be enabled first"]
     conv.command("UNSELECT")
     conv.command("ENABLE UTF8=ACCEPT")
     conv.select("Drafts")

@@ -260,7 +260,7 @@ def test_search_errors(conv: Conversation) -> None:
 def test_search_requires_selected_state(conv: Conversation) -> None:
     conv.script("""
         C: a1 SEARCH ALL
-        S: a1 BAD No mailbox selected
+        S: a1 BAD [CLIENTBUG] No mailbox selected
     """)
 
 

@@ -139,7 +139,7 @@ def test_failed_select_leaves_the_authenticated_state(conv):
         S: * OK [CLOSED] Previous mailbox closed
         S: a1 NO [NONEXISTENT] Mailbox does not exist
         C: a2 CHECK
-        S: a2 BAD No mailbox selected
+        S: a2 BAD [CLIENTBUG] No mailbox selected
     """)
     assert conv.session.state is State.AUTHENTICATED and conv.session.selected is None
 
@@ -149,7 +149,7 @@ def test_select_bad_names_and_parameters(conv):
         C: a1 SELECT "a//b"
         S: a1 NO [NONEXISTENT] Mailbox does not exist
         C: a2 SELECT INBOX (QRESYNC (1 1))
-        S: a2 BAD QRESYNC must be enabled first
+        S: a2 BAD [CLIENTBUG] QRESYNC must be enabled first
         C: a3 SELECT INBOX (CONDSTORE)
         S: * FLAGS ({*})
         S: * OK [PERMANENTFLAGS ({*})] Flags permitted
@@ -210,7 +210,7 @@ def test_unselect_does_not_expunge(conv):
         C: a1 UNSELECT
         S: a1 OK UNSELECT completed
         C: a2 UNSELECT
-        S: a2 BAD No mailbox selected
+        S: a2 BAD [CLIENTBUG] No mailbox selected
     """)
     assert conv.folder("INBOX").messages == 1
 
@@ -230,7 +230,7 @@ def test_idle_needs_done(conv):
         C: a1 IDLE
         S: + idling
         C: a2 NOOP
-        S: a1 BAD Expected DONE
+        S: a1 BAD [CLIENTBUG] Expected DONE
         C: a3 NOOP
         S: a3 OK NOOP completed
     """)
@@ -238,7 +238,7 @@ def test_idle_needs_done(conv):
 
 def test_idle_needs_authentication(tmp_path):
     with Conversation(tmp_path) as conv:
-        assert conv.send(b"a1 IDLE\r\n") == [b"a1 BAD Log in first"]
+        assert conv.send(b"a1 IDLE\r\n") == [b"a1 BAD [CLIENTBUG] Log in first"]
 
 
 def test_idle_sees_another_sessions_changes(conv):

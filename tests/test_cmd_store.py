@@ -127,13 +127,13 @@ def test_errors(conv: Conversation) -> None:
     conv.select(examine=True)
     conv.script(r"""
         C: a1 STORE 1 +FLAGS (\Seen)
-        S: a1 NO Cannot modify flags in a read-only mailbox
+        S: a1 NO [READ-ONLY] Cannot modify flags in a read-only mailbox
         C: a2 STORE 2 +FLAGS (\Seen)
-        S: a2 BAD Invalid message sequence number
+        S: a2 BAD [CLIENTBUG] Invalid message sequence number
         C: a3 STORE 1 +FLAGS (\Recent)
         S: a3 BAD {*}
         C: a4 STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\Seen)
-        S: a4 NO Cannot modify flags in a read-only mailbox
+        S: a4 NO [READ-ONLY] Cannot modify flags in a read-only mailbox
         C: a5 STORE 1 +FLAGS (\Bogus)
         S: a5 BAD {*}
     """)

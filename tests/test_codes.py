@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from gximap.imap.codes import CODE_FILE_NAME, SHIPPED_CODE_FILE, Code, ResponseCodes, parse_code_file
+from gximap.imap.codes import (
+    CODE_FILE_NAME,
+    DEFAULT_RESPONSE_CODES,
+    RESPONSE_CODE_EXEMPT,
+    SHIPPED_CODE_FILE,
+    Code,
+    ResponseCodes,
+    completion,
+    parse_code_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +49,31 @@ def test_numbering_scheme(shipped: ResponseCodes) -> None:
             assert kind == 4, code
         else:
             assert kind == 1, code
+
+
+# resp-text-code's atom, then an optional argument (RFC 9051 section 9); no "]" inside.
+_RESPONSE_CODE = re.compile(rb"[A-Z][A-Z0-9-]*(?: [^\]\r\n]+)?\Z")
+
+
+def test_every_refusal_text_has_a_response_code() -> None:
+    """A NO or BAD always carries a code (the brief: bad input gets a clear answer): each of
+    their texts has a default, but the client's own AUTHENTICATE cancellation."""
+    refusals = {code for code in Code if code.name.startswith(("NO_", "BAD_"))}
+    assert refusals - set(DEFAULT_RESPONSE_CODES) == set(RESPONSE_CODE_EXEMPT)
+    assert set(DEFAULT_RESPONSE_CODES) <= refusals, "defaults for texts that are no refusal"
+    for code, response_code in DEFAULT_RESPONSE_CODES.items():
+        assert _RESPONSE_CODE.match(response_code), code
+
+
+def test_completion_takes_the_default_only_for_a_refusal_without_a_code() -> None:
+    assert completion(b"NO", None, b"Mailbox does not exist", Code.NO_MAILBOX_NOT_FOUND) == (
+        b"NO [NONEXISTENT] Mailbox does not exist")
+    assert completion(b"NO", b"TRYCREATE", b"Mailbox does not exist", Code.NO_MAILBOX_NOT_FOUND) == (
+        b"NO [TRYCREATE] Mailbox does not exist")
+    assert completion(b"BAD", None, b"Parse error: x", Code.BAD_PARSE) == b"BAD [CLIENTBUG] Parse error: x"
+    assert completion(b"BAD", None, b"Authentication cancelled", Code.BAD_AUTH_CANCELLED) == (
+        b"BAD Authentication cancelled")
+    assert completion(b"OK", None, b"Completed", Code.OK_COMPLETED) == b"OK Completed"
 
 
 def test_texts(shipped: ResponseCodes) -> None:

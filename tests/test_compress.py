@@ -52,7 +52,7 @@ def test_unknown_algorithm_is_bad(conv):
     conv.login()
     conv.script("""
         C: a1 COMPRESS LZ4
-        S: a1 BAD Unknown compression algorithm
+        S: a1 BAD [CLIENTBUG] Unknown compression algorithm
         C: a2 COMPRESS deflate
         S: a2 OK DEFLATE active
     """)
@@ -62,7 +62,7 @@ def test_unknown_algorithm_is_bad(conv):
 def test_not_valid_before_authentication(conv):
     conv.script("""
         C: a1 COMPRESS DEFLATE
-        S: a1 BAD Log in first
+        S: a1 BAD [CLIENTBUG] Log in first
     """)
     assert conv.actions == []
 

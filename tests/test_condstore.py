@@ -411,7 +411,7 @@ def test_store_unchangedsince_errors(conv: Conversation) -> None:
     conv.select(examine=True)
     conv.script("""
         C: a1 STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)
-        S: a1 NO Cannot modify flags in a read-only mailbox
+        S: a1 NO [READ-ONLY] Cannot modify flags in a read-only mailbox
         C: a2 STORE 1 (UNCHANGEDSINCE -1) +FLAGS (\\Seen)
         S: a2 BAD {*}
         C: a3 STORE 1 (UNCHANGEDSINCE) +FLAGS (\\Seen)

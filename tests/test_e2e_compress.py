@@ -134,7 +134,7 @@ def test_second_compress_is_refused_on_the_wire(server):
         client.send(b"a1 COMPRESS DEFLATE\r\n")
         assert client.read_until(b"a1 ") == b"a1 NO [COMPRESSIONACTIVE] Compression already active\r\n"
         client.send(b"a2 COMPRESS ZSTD\r\n")
-        assert client.read_until(b"a2 ") == b"a2 BAD Unknown compression algorithm\r\n"
+        assert client.read_until(b"a2 ") == b"a2 BAD [CLIENTBUG] Unknown compression algorithm\r\n"
         client.command("a3", b"NOOP")
     finally:
         client.sock.close()

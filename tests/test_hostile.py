@@ -21,10 +21,10 @@ from e2e import GximapProcess, LineClient
 def test_overlong_lines_are_refused_and_never_buffered(tmp_path: Path) -> None:
     with Conversation(tmp_path, max_line=1024) as conv:
         conv.login()
-        assert conv.send(b"a1 NOOP " + b"x" * 3000 + b"\r\n") == [b"a1 BAD Line too long"]
+        assert conv.send(b"a1 NOOP " + b"x" * 3000 + b"\r\n") == [b"a1 BAD [TOOBIG] Line too long"]
         assert conv.send(b"a2 NOOP\r\n") == [b"a2 OK NOOP completed"]
         # A "line" that never ends: refused at once, and what follows is dropped, not stored.
-        assert conv.send(b"a3 LOGIN " + b"y" * 5000) == [b"a3 BAD Line too long"]
+        assert conv.send(b"a3 LOGIN " + b"y" * 5000) == [b"a3 BAD [TOOBIG] Line too long"]
         for _ in range(20):
             assert conv.send(b"z" * 50_000) == []
             assert conv.session.framer.buffered <= 1024
@@ -32,7 +32,7 @@ def test_overlong_lines_are_refused_and_never_buffered(tmp_path: Path) -> None:
         # Limits apply to handler-requested lines too (an AUTHENTICATE response).
         conv.send(b"a5 UNAUTHENTICATE\r\n")
         assert conv.send(b"a6 AUTHENTICATE PLAIN\r\n") == [b"+ "]
-        assert conv.send(b"q" * 5000 + b"\r\n") == [b"a6 BAD Line too long"]
+        assert conv.send(b"q" * 5000 + b"\r\n") == [b"a6 BAD [TOOBIG] Line too long"]
         assert conv.send(b"a7 NOOP\r\n") == [b"a7 OK NOOP completed"]
 
 
@@ -50,7 +50,7 @@ def test_literal_size_limit(tmp_path: Path) -> None:
         assert inbox is not None and inbox.messages == 0
         assert conv.session.framer.buffered == 0
         # Other commands: BAD.
-        assert conv.send(b"b5 CREATE {3000}\r\n") == [b"b5 BAD Literal too big"]
+        assert conv.send(b"b5 CREATE {3000}\r\n") == [b"b5 BAD [TOOBIG] Literal too big"]
         # Within the limit everything works, and APPENDLIMIT advertises the limit.
         lines = conv.send(b"b6 APPEND INBOX {13+}\r\nFrom: x\r\n\r\nhi\r\n")
         assert lines[-1].startswith(b"b6 OK [APPENDUID ")
@@ -63,12 +63,12 @@ def test_nesting_argument_count_and_sequence_set_limits(tmp_path: Path) -> None:
         conv.add_message()
         conv.select()
         assert conv.send(b"c1 SEARCH " + b"(" * 10 + b"ALL" + b")" * 10 + b"\r\n") == [
-            b"c1 BAD Parse error: Search criteria nested too deeply"]
+            b"c1 BAD [CLIENTBUG] Parse error: Search criteria nested too deeply"]
         assert conv.send(b"c2 SEARCH " + b"NOT " * 50 + b"ALL\r\n")[-1].startswith(b"c2 BAD")
         assert conv.send(b"c3 SEARCH ((ALL))\r\n")[-1] == b"c3 OK SEARCH completed"
-        assert conv.send(b"c4 SEARCH " + b"ALL " * 30 + b"\r\n") == [b"c4 BAD Parse error: Too many arguments"]
+        assert conv.send(b"c4 SEARCH " + b"ALL " * 30 + b"\r\n") == [b"c4 BAD [CLIENTBUG] Parse error: Too many arguments"]
         flags = b" ".join(b"k%d" % index for index in range(30))
-        assert conv.send(b"c5 STORE 1 +FLAGS (" + flags + b")\r\n") == [b"c5 BAD Parse error: Too many arguments"]
+        assert conv.send(b"c5 STORE 1 +FLAGS (" + flags + b")\r\n") == [b"c5 BAD [CLIENTBUG] Parse error: Too many arguments"]
         # Sequence sets are kept as ranges, never expanded, and their element count is capped.
         huge = b",".join([b"1"] * 70_000)
         assert conv.send(b"c6 FETCH " + huge + b" FLAGS\r\n")[-1].startswith(b"c6 BAD")
@@ -82,20 +82,20 @@ def test_a_run_of_bad_commands_disconnects(tmp_path: Path) -> None:
     with Conversation(tmp_path, max_bad_commands=4) as conv:
         conv.script("""
             C: d1 FROB
-            S: d1 BAD Parse error: Unknown command
+            S: d1 BAD [CLIENTBUG] Parse error: Unknown command
             C: d2 SELECT INBOX
-            S: d2 BAD Log in first
+            S: d2 BAD [CLIENTBUG] Log in first
             # A command that works ends the run.
             C: d3 NOOP
             S: d3 OK NOOP completed
             C: garbage
-            S: garbage BAD Parse error: {*}
+            S: garbage BAD [CLIENTBUG] Parse error: {*}
             C: )
-            S: * BAD Missing or invalid tag
+            S: * BAD [CLIENTBUG] Missing or invalid tag
             C: d4 LOGIN
-            S: d4 BAD Parse error: {*}
+            S: d4 BAD [CLIENTBUG] Parse error: {*}
             C: d5 FETCH 1 (
-            S: d5 BAD Parse error: {*}
+            S: d5 BAD [CLIENTBUG] Parse error: {*}
             S: * BYE Too many invalid commands
         """)
         assert conv.closed
@@ -186,7 +186,7 @@ def test_starttls_injection_is_not_executed(open_server: GximapProcess) -> None:
     capability = client.command("d", "CAPABILITY")
     assert capability[-1].startswith(b"d OK") and all(not line.startswith((b"b ", b"c ")) for line in capability)
     assert b"AUTH=PLAIN" in capability[0]  # still not authenticated
-    assert client.command("e", "SELECT INBOX")[-1] == b"e BAD Log in first"
+    assert client.command("e", "SELECT INBOX")[-1] == b"e BAD [CLIENTBUG] Log in first"
     assert client.command("f", f"LOGIN alice {PASSWORD}")[-1].startswith(b"f OK")
     client.close()
     time.sleep(0.2)
@@ -227,7 +227,7 @@ def test_overlong_line_over_a_real_socket(open_server: GximapProcess) -> None:
     client.send(b"g1 NOOP ")
     for _ in range(64):  # 4 MiB without a line end, against imap_max_line_length = 4K
         client.send(b"x" * 65536)
-    assert client.readline() == b"g1 BAD Line too long"
+    assert client.readline() == b"g1 BAD [TOOBIG] Line too long"
     client.send(b"\r\ng2 NOOP\r\n")
     assert client.until_tagged(b"g2")[-1] == b"g2 OK NOOP completed"
     client.close()

@@ -371,7 +371,7 @@ def test_errors(conv):
         C: d SETMETADATA INBOX (/private/a* "x")
         S: d BAD {*}
         C: e SETMETADATA INBOX (/private "x")
-        S: e BAD Invalid metadata entry name
+        S: e BAD [CLIENTBUG] Invalid metadata entry name
         C: f GETMETADATA (DEPTH 2) INBOX /private
         S: f BAD {*}
         C: g GETMETADATA (MAXSIZE 1 MAXSIZE 2) INBOX /private
@@ -380,12 +380,12 @@ def test_errors(conv):
         S: h BAD {*}
     """)
     lines = conv.send(b"i GETMETADATA INBOX {11+}\r\n/private/\xc3\xbc\r\n")
-    assert lines == [b"i BAD Invalid metadata entry name"]
+    assert lines == [b"i BAD [CLIENTBUG] Invalid metadata entry name"]
 
 
 def test_not_before_login(tmp_path):
     with Conversation(tmp_path) as conv:
-        assert conv.send(b'a GETMETADATA "" /shared/comment\r\n') == [b"a BAD Log in first"]
+        assert conv.send(b'a GETMETADATA "" /shared/comment\r\n') == [b"a BAD [CLIENTBUG] Log in first"]
 
 
 def test_annotations_follow_renames_and_go_with_deletes(conv):

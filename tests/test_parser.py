@@ -816,7 +816,7 @@ def test_fetch_object_ids() -> None:
 def test_search_charset() -> None:
     error = bad(b"A285 SEARCH CHARSET WHATEVER TEXT x")
     assert error.code == "BADCHARSET"
-    assert error.response_code == b"[BADCHARSET (UTF-8 US-ASCII)]"
+    assert error.response_code == b"BADCHARSET (UTF-8 US-ASCII)"
     assert bad(b"a SORT (DATE) KOI8-R ALL").code == "BADCHARSET"
     assert bad(b"a NOOP x").response_code is None
     assert parse_as(c.Search, b'a SEARCH CHARSET "us-ascii" ALL').charset == "US-ASCII"

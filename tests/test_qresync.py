@@ -84,9 +84,9 @@ def test_qresync_parameters_need_enable(conv: Conversation) -> None:
     conv.select()
     conv.script(f"""
         C: a1 SELECT INBOX (QRESYNC ({uidvalidity(conv)} 1))
-        S: a1 BAD QRESYNC must be enabled first
+        S: a1 BAD [CLIENTBUG] QRESYNC must be enabled first
         C: a2 UID FETCH 1:* FLAGS (CHANGEDSINCE 1 VANISHED)
-        S: a2 BAD QRESYNC must be enabled first
+        S: a2 BAD [CLIENTBUG] QRESYNC must be enabled first
     """)
     assert conv.session.selected is not None  # a BAD SELECT changes nothing
 
@@ -105,7 +105,7 @@ def test_vanished_modifier_syntax_errors(conv: Conversation) -> None:
         C: a4 SELECT INBOX (QRESYNC (1 1 1:*))
         S: a4 BAD {*}
         C: a5 SELECT INBOX (QRESYNC (1 1 1:5 (1:3 1:2)))
-        S: a5 BAD QRESYNC message sequence match data does not pair up
+        S: a5 BAD [CLIENTBUG] QRESYNC message sequence match data does not pair up
     """)
     assert conv.session.selected is not None
 

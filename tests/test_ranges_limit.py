@@ -32,11 +32,11 @@ def test_a_sequence_set_over_the_limit_gets_bad_and_the_session_continues(tmp_pa
             S: * 1 FETCH (FLAGS (\\Seen \\Recent))
             S: r1 OK FETCH completed
             C: r2 FETCH {over_limit} (FLAGS)
-            S: r2 BAD Parse error: Too many sequence set elements
+            S: r2 BAD [CLIENTBUG] Parse error: Too many sequence set elements
             C: r3 UID STORE {over_limit} +FLAGS (\\Flagged)
-            S: r3 BAD Parse error: Too many sequence set elements
+            S: r3 BAD [CLIENTBUG] Parse error: Too many sequence set elements
             C: r4 SEARCH {over_limit}
-            S: r4 BAD Parse error: Too many sequence set elements
+            S: r4 BAD [CLIENTBUG] Parse error: Too many sequence set elements
             C: r5 NOOP
             S: r5 OK NOOP completed
             C: r6 UID SEARCH {at_limit}
@@ -57,7 +57,7 @@ def test_the_limit_can_be_raised_above_the_default(tmp_path: Path) -> None:
         assert conv.send(b"r1 FETCH " + sequence_set(count) + b" (UID)\r\n") == [
             b"* 1 FETCH (UID 1)", b"r1 OK FETCH completed"]
         assert conv.send(b"r2 FETCH " + sequence_set(count + 1) + b" (UID)\r\n") == [
-            b"r2 BAD Parse error: Too many sequence set elements"]
+            b"r2 BAD [CLIENTBUG] Parse error: Too many sequence set elements"]
 
 
 def test_directive_default_minimum_and_settings() -> None:

@@ -65,22 +65,22 @@ def test_non_synchronising_literal_needs_no_continuation(conv):
 def test_missing_tag_and_garbage(conv):
     conv.script("""
         C: * NOOP
-        S: * BAD Missing or invalid tag
+        S: * BAD [CLIENTBUG] Missing or invalid tag
         C: a1 FROBNICATE
         S: a1 BAD {*}
         C: a2 NOOP extra
-        S: a2 BAD Parse error: {*}
+        S: a2 BAD [CLIENTBUG] Parse error: {*}
     """)
 
 
 def test_command_in_wrong_state_is_bad(conv):
     conv.script("""
         C: a1 SELECT INBOX
-        S: a1 BAD Log in first
+        S: a1 BAD [CLIENTBUG] Log in first
         C: a2 LIST "" *
-        S: a2 BAD Log in first
+        S: a2 BAD [CLIENTBUG] Log in first
         C: a3 CLOSE
-        S: a3 BAD Log in first
+        S: a3 BAD [CLIENTBUG] Log in first
     """)
 
 
@@ -88,7 +88,7 @@ def test_overlong_line_is_refused_and_the_session_goes_on(tmp_path):
     with Conversation(tmp_path, max_line=100) as conv:
         conv.script(f"""
             C: a1 NOOP {"x" * 150}
-            S: a1 BAD Line too long
+            S: a1 BAD [TOOBIG] Line too long
             C: a2 NOOP
             S: a2 OK NOOP completed
         """)
@@ -113,7 +113,7 @@ def test_untagged_literal_announcements_count_as_bad_commands(tmp_path):
     """``{1}`` with no tag cannot be answered with a continuation; each is one more bad command."""
     with Conversation(tmp_path, max_bad_commands=3) as conv:
         out = conv.send(b"{1}\r\n{1}\r\n{1}\r\n")
-        assert out == [b"* BAD Missing or invalid tag"] * 3 + [b"* BYE Too many invalid commands"]
+        assert out == [b"* BAD [CLIENTBUG] Missing or invalid tag"] * 3 + [b"* BYE Too many invalid commands"]
         assert conv.closed
 
 
@@ -121,10 +121,10 @@ def test_a_literal_of_an_unknown_command_is_refused_before_it_is_sent(conv):
     """No ``+`` for a command that will fail whatever follows: the client does not send the
     literal (up to imap_max_literal_size octets), and the session goes on."""
     conv.login()
-    assert conv.send(b"a1 FROBNICATE {600000}\r\n") == [b"a1 BAD Unknown command"]
-    assert conv.send(b"a2 {5}\r\n") == [b"a2 BAD Unknown command"]
+    assert conv.send(b"a1 FROBNICATE {600000}\r\n") == [b"a1 BAD [CLIENTBUG] Unknown command"]
+    assert conv.send(b"a2 {5}\r\n") == [b"a2 BAD [CLIENTBUG] Unknown command"]
     assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
-    assert conv.send(b"a5 " + b"X" * 40 + b" {5}\r\n") == [b"a5 BAD Unknown command"]
+    assert conv.send(b"a5 " + b"X" * 40 + b" {5}\r\n") == [b"a5 BAD [CLIENTBUG] Unknown command"]
     long_tag = b"T" * 125  # the name lies past the first 128 octets: still found
     assert conv.send(long_tag + b" APPEND INBOX {5}\r\n")[0].startswith(b"+ ")
     assert conv.send(b"hello\r\n")[-1].startswith(long_tag + b" OK [APPENDUID ")
@@ -137,8 +137,8 @@ def test_literals_of_commands_but_append_have_a_smaller_bound(conv):
     values (RFC 5464 wants a value over its limit refused with NO [METADATA MAXSIZE])."""
     conv.login()
     conv.select()
-    assert conv.send(b"a1 SEARCH TEXT {1048577}\r\n") == [b"a1 BAD Literal too big"]
-    assert conv.send(b"a2 UID SEARCH TEXT {1048577}\r\n") == [b"a2 BAD Literal too big"]
+    assert conv.send(b"a1 SEARCH TEXT {1048577}\r\n") == [b"a1 BAD [TOOBIG] Literal too big"]
+    assert conv.send(b"a2 UID SEARCH TEXT {1048577}\r\n") == [b"a2 BAD [TOOBIG] Literal too big"]
     assert conv.send(b"a3 SEARCH TEXT {1048576}\r\n")[0].startswith(b"+ ")
     assert conv.send(b"x" * 1_048_576 + b"\r\n") == [b"* SEARCH", b"a3 OK SEARCH completed"]
     assert conv.send(b"a4 APPEND INBOX {3000000}\r\n")[0].startswith(b"+ ")

@@ -334,7 +334,7 @@ def test_charset_must_be_utf8_after_enable_utf8_accept(conv: Conversation) -> No
     conv.select()
     conv.script("""
         C: u1 SORT (SUBJECT) US-ASCII ALL
-        S: u1 BAD Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
+        S: u1 BAD [BADCHARSET (UTF-8)] Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
         C: u2 SORT (SUBJECT) UTF-8 SUBJECT "x"
         S: * SORT 1
         S: u2 OK SORT completed

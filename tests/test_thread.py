@@ -288,7 +288,7 @@ def test_errors(conv: Conversation) -> None:
     conv.select()
     conv.script("""
         C: e5 THREAD REFERENCES US-ASCII ALL
-        S: e5 BAD Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
+        S: e5 BAD [BADCHARSET (UTF-8)] Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
     """)
 
 

@@ -122,12 +122,12 @@ def test_imap4rev2_also_means_utf8_mailbox_names(conv: Conversation) -> None:
 
 
 def test_append_utf8_data_item_needs_enable(conv: Conversation) -> None:
-    assert utf8_append(conv, "a1") == [b"a1 BAD UTF8=ACCEPT must be enabled first"]
+    assert utf8_append(conv, "a1") == [b"a1 BAD [CLIENTBUG] UTF8=ACCEPT must be enabled first"]
     # MULTIAPPEND: one UTF8 item makes the whole command BAD; nothing is stored.
     plain = b"Subject: plain\r\n\r\nx\r\n"
     lines = conv.send(b"a2 APPEND INBOX {%d+}\r\n" % len(plain) + plain
                       + b" UTF8 (~{%d+}\r\n" % len(UTF8_MESSAGE) + UTF8_MESSAGE + b")\r\n")
-    assert lines == [b"a2 BAD UTF8=ACCEPT must be enabled first"]
+    assert lines == [b"a2 BAD [CLIENTBUG] UTF8=ACCEPT must be enabled first"]
     assert conv.store.messages("alice", conv.folder("INBOX").id) == []
     conv.command("ENABLE UTF8=ACCEPT")
     lines = utf8_append(conv, "a3", "\"Entwürfe\"".encode())
@@ -175,9 +175,9 @@ def test_search_charset_rules(conv: Conversation) -> None:
     conv.select()
     conv.script("""
         C: s2 SEARCH CHARSET UTF-8 SUBJECT "Grüße"
-        S: s2 BAD CHARSET is not allowed after ENABLE UTF8=ACCEPT
+        S: s2 BAD [CLIENTBUG] CHARSET is not allowed after ENABLE UTF8=ACCEPT
         C: s3 SEARCH CHARSET US-ASCII ALL
-        S: s3 BAD CHARSET is not allowed after ENABLE UTF8=ACCEPT
+        S: s3 BAD [CLIENTBUG] CHARSET is not allowed after ENABLE UTF8=ACCEPT
         C: s4 SEARCH SUBJECT "grüße"
         S: * SEARCH 1
         S: s4 OK SEARCH completed
@@ -185,5 +185,5 @@ def test_search_charset_rules(conv: Conversation) -> None:
         S: * SORT 1
         S: s5 OK SORT completed
         C: s6 THREAD ORDEREDSUBJECT US-ASCII ALL
-        S: s6 BAD Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
+        S: s6 BAD [BADCHARSET (UTF-8)] Only the UTF-8 charset is allowed after ENABLE UTF8=ACCEPT
     """)

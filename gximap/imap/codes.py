@@ -13,6 +13,8 @@ import os
 import re
 from pathlib import Path
 
+from gximap.imap.parser import BADCHARSET_CODE
+
 log = logging.getLogger(__name__)
 
 CODE_FILE_NAME = "imap_code.txt"
@@ -188,6 +190,102 @@ class Code(enum.IntEnum):
     BAD_EXPECTED_DONE = 42201
     BAD_COMPRESS_ALGORITHM = 43401
     BAD_METADATA_ENTRY = 43801
+
+
+# The response code a tagged NO or BAD carries when the command names none: with it a client
+# can act on a refusal without reading its text, which operators may reword or translate. The
+# codes are RFC 5530's and those of the extensions (BADCHARSET, TOOBIG, USEATTR, METADATA ...).
+# A command that knows better passes its own (TRYCREATE, APPENDUID, a METADATA argument ...).
+# Every NO and BAD text has an entry but those in RESPONSE_CODE_EXEMPT (a test checks it).
+DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
+    Code.NO_MAILBOX_NOT_FOUND: b"NONEXISTENT",
+    Code.NO_MAILBOX_EXISTS: b"ALREADYEXISTS",
+    Code.NO_PERMISSION: b"NOPERM",
+    Code.NO_OVER_QUOTA: b"OVERQUOTA",
+    Code.NO_MESSAGE_TOO_BIG: b"TOOBIG",
+    Code.NO_TRY_AGAIN: b"UNAVAILABLE",
+    Code.NO_SERVER_ERROR: b"SERVERBUG",
+    Code.NO_INVALID_MAILBOX_NAME: b"CANNOT",
+    # Refused because the mailbox was opened with EXAMINE: the state READ-ONLY describes.
+    Code.NO_READ_ONLY: b"READ-ONLY",
+    Code.NO_EXPUNGE_ISSUED: b"EXPUNGEISSUED",
+    Code.NO_NOT_SELECTABLE: b"CANNOT",
+    Code.NO_LIMIT: b"LIMIT",
+    Code.NO_NOT_SUPPORTED: b"CANNOT",
+    Code.NO_BAD_CHARSET: BADCHARSET_CODE,
+    Code.NO_IN_USE: b"INUSE",
+    Code.NO_MESSAGE_UNREADABLE: b"SERVERBUG",
+    Code.NO_UNKNOWN_CTE: b"UNKNOWN-CTE",
+    Code.NO_UNAVAILABLE: b"UNAVAILABLE",
+    Code.NO_MAILBOX_QUOTA: b"OVERQUOTA",
+    Code.NO_ANNOTATION_QUOTA: b"OVERQUOTA",
+    Code.NO_SUBSCRIPTION_LIMIT: b"LIMIT",
+    Code.NO_TLS_UNAVAILABLE: b"CANNOT",
+    Code.NO_AUTH_FAILED: b"AUTHENTICATIONFAILED",
+    Code.NO_AUTH_MECHANISM: b"CANNOT",
+    # The same code as a wrong password: a refusal must not tell a guesser it is blocked.
+    Code.NO_AUTH_BLOCKED: b"AUTHENTICATIONFAILED",
+    Code.NO_PLAINTEXT_DISALLOWED: b"PRIVACYREQUIRED",
+    Code.NO_ACCOUNT_DISABLED: b"CONTACTADMIN",
+    Code.NO_AUTHZ_FAILED: b"AUTHORIZATIONFAILED",
+    Code.NO_AUTH_UNAVAILABLE: b"UNAVAILABLE",
+    Code.NO_AUTH_ABORTED: b"AUTHENTICATIONFAILED",
+    Code.NO_USEATTR: b"USEATTR",
+    Code.NO_CREATE_INBOX: b"ALREADYEXISTS",
+    Code.NO_DELETE_INBOX: b"CANNOT",
+    Code.NO_HAS_CHILDREN: b"HASCHILDREN",
+    Code.NO_RENAME_INTO_SELF: b"CANNOT",
+    Code.NO_RENAME_TO_INBOX: b"ALREADYEXISTS",
+    Code.NO_APPEND_REJECTED: b"CANNOT",
+    Code.NO_APPEND_INVALID: b"CANNOT",
+    Code.NO_SEARCH_FAILED: b"SERVERBUG",
+    Code.NO_STORE_READ_ONLY: b"READ-ONLY",
+    Code.NO_COMPRESSION_ACTIVE: b"COMPRESSIONACTIVE",
+    Code.NO_QUOTA_ROOT_UNKNOWN: b"NONEXISTENT",
+    Code.NO_SETQUOTA_DENIED: b"NOPERM",
+    Code.NO_QUOTA_RESOURCE: b"CANNOT",
+    Code.NO_QUOTA_LIMIT: b"LIMIT",
+    Code.NO_METADATA_MAXSIZE: b"METADATA MAXSIZE",
+    Code.NO_METADATA_TOOMANY: b"METADATA TOOMANY",
+    Code.NO_METADATA_NOPRIVATE: b"METADATA NOPRIVATE",
+    Code.NO_METADATA_READ_ONLY: b"NOPERM",
+    Code.NO_REPLACE_NO_SUCH_UID: b"NONEXISTENT",
+    # A BAD is a command the client should not have sent as it did (RFC 5530 CLIENTBUG), or one
+    # larger than the server takes (TOOBIG, as RFC 7888 section 4 has for LITERAL-).
+    Code.BAD_PARSE: b"CLIENTBUG",
+    Code.BAD_UNKNOWN_COMMAND: b"CLIENTBUG",
+    Code.BAD_WRONG_STATE: b"CLIENTBUG",
+    Code.BAD_LINE_TOO_LONG: b"TOOBIG",
+    Code.BAD_LITERAL_TOO_BIG: b"TOOBIG",
+    Code.BAD_LITERAL_MINUS: b"TOOBIG",
+    Code.BAD_TAG: b"CLIENTBUG",
+    Code.BAD_NOT_SELECTED: b"CLIENTBUG",
+    Code.BAD_SEQUENCE_NUMBER: b"CLIENTBUG",
+    Code.BAD_NOT_ENABLED: b"CLIENTBUG",
+    Code.BAD_ALREADY_AUTHENTICATED: b"CLIENTBUG",
+    Code.BAD_NO_SAVED_RESULT: b"CLIENTBUG",
+    Code.BAD_CHARSET_WITH_UTF8: b"CLIENTBUG",
+    Code.BAD_CHARSET_NOT_UTF8: b"BADCHARSET (UTF-8)",
+    Code.BAD_NOT_AUTHENTICATED: b"CLIENTBUG",
+    Code.BAD_TLS_ACTIVE: b"CLIENTBUG",
+    Code.BAD_AUTH_BASE64: b"CLIENTBUG",
+    Code.BAD_AUTH_TOO_LONG: b"TOOBIG",
+    Code.BAD_QRESYNC_SEQ_MATCH: b"CLIENTBUG",
+    Code.BAD_EXPECTED_DONE: b"CLIENTBUG",
+    Code.BAD_COMPRESS_ALGORITHM: b"CLIENTBUG",
+    Code.BAD_METADATA_ENTRY: b"CLIENTBUG",
+}
+# A client's "*" ending its AUTHENTICATE exchange is answered BAD (RFC 9051 section 6.2.2) but
+# is neither a fault nor a refusal: no code describes it.
+RESPONSE_CODE_EXEMPT = frozenset({Code.BAD_AUTH_CANCELLED})
+
+
+def completion(status: bytes, code: bytes | None, text: bytes, default_for: Code) -> bytes:
+    """``STATUS [code] text`` of a tagged or untagged completion; a NO or BAD without a code of
+    its own takes the usual one of its text (DEFAULT_RESPONSE_CODES)."""
+    if code is None and status != b"OK":
+        code = DEFAULT_RESPONSE_CODES.get(default_for)
+    return status + b" [" + code + b"] " + text if code else status + b" " + text
 
 
 # Gromox's own imap_code.txt (seven-digit codes, each text led by its status word) mapped onto

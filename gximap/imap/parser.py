@@ -108,6 +108,8 @@ MAX_NUMBER = 0xFFFFFFFF  # number / nz-number: unsigned 32 bits
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # number64 / mod-sequence-value: 63 bits
 DEFAULT_MAX_RANGES = 65536  # sequence-set elements per set (the imap_max_ranges default)
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
+# The answer to a charset not among them (RFC 3501 section 7.1), for SEARCH and SORT alike.
+BADCHARSET_CODE = b"BADCHARSET (" + " ".join(SUPPORTED_CHARSETS).encode("ascii") + b")"
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
@@ -166,13 +168,13 @@ class ParseError(Exception):
 
     @property
     def response_code(self) -> bytes | None:
-        """The bracketed code for the answer, with its argument where the RFC defines one:
-        ``[BADCHARSET (UTF-8 US-ASCII)]`` (RFC 3501 section 7.1; the answer is then NO)."""
+        """The code for the answer, with its argument where the RFC defines one:
+        ``BADCHARSET (UTF-8 US-ASCII)`` (RFC 3501 section 7.1; the answer is then NO)."""
         if self.code is None:
             return None
         if self.code == "BADCHARSET":
-            return b"[BADCHARSET (" + " ".join(SUPPORTED_CHARSETS).encode("ascii") + b")]"
-        return b"[" + self.code.encode("ascii") + b"]"
+            return BADCHARSET_CODE
+        return self.code.encode("ascii")
 
 
 # -- the reader ---------------------------------------------------------------------------------

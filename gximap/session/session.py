@@ -24,7 +24,7 @@ from typing import Any
 from gximap import log as gxlog
 from gximap.expiring import expire_in_background
 from gximap.imap import parser
-from gximap.imap.codes import Code
+from gximap.imap.codes import Code, completion
 from gximap.imap.commands import Command
 from gximap.imap.framing import (
     MESSAGE_COMMANDS,
@@ -184,6 +184,11 @@ class ImapSession:
     def untagged(self, data: bytes) -> bytes:
         return b"* " + data + b"\r\n"
 
+    def status_line(self, status: bytes, text: Code, *args: str, code: bytes | None = None) -> bytes:
+        """``STATUS [code] text`` (no tag, no CRLF); a NO or BAD given no code gets its text's
+        usual one (codes.DEFAULT_RESPONSE_CODES)."""
+        return completion(status, code, self.text(text, *args), text)
+
     @property
     def file_output(self) -> bool:
         """Large body ranges go out as FileRegions (sendfile(2)): the pool takes them and the
@@ -233,7 +238,7 @@ class ImapSession:
                 if line is None:
                     return False
                 if isinstance(line, FrameError):
-                    self._abort_running(b"BAD", self.text(Code.BAD_LINE_TOO_LONG))
+                    self._abort_running(self.status_line(b"BAD", Code.BAD_LINE_TOO_LONG))
                     continue
                 running.line = line
                 return True
@@ -418,7 +423,7 @@ class ImapSession:
     def _continuation(self, event: NeedContinuation) -> None:
         if event.tag is None:
             self.framer.reject_literal(discard_sent=False)
-            self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
+            self._out.append(b"* " + self.status_line(b"BAD", Code.BAD_TAG) + b"\r\n")
             self._count_bad()  # as any other untagged garbage: imap_max_bad_commands ends it
             return
         if event.command is None or not parser.is_command_name(event.command):
@@ -426,7 +431,7 @@ class ImapSession:
             # imap_max_literal_size octets first. Nor are octets sent ahead discarded: the
             # line is garbage, and so is what follows as far as we know.
             self.framer.reject_literal(discard_sent=False)
-            self._out.append(event.tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
+            self._out.append(event.tag + b" " + self.status_line(b"BAD", Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
             self._count_bad()
             return
         # Refused before the upload, as the command would be refused after it: the
@@ -437,15 +442,17 @@ class ImapSession:
             # The mailbox comes first, as in the command: a client told TRYCREATE creates it
             # and sends the message again.
             if self._append_to_missing_mailbox(event):
-                refusal = b"NO [TRYCREATE] " + self.text(Code.NO_MAILBOX_NOT_FOUND), "no such mailbox", "NO"
+                refusal = (self.status_line(b"NO", Code.NO_MAILBOX_NOT_FOUND, code=b"TRYCREATE"),
+                           "no such mailbox", "NO")
             elif (resource := self._append_over_quota(event)) is not None:
-                refusal = b"NO [OVERQUOTA] " + self.text(Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
+                refusal = self.status_line(b"NO", Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
         elif event.command in (b"REPLACE", b"UID REPLACE"):
             if self.state is State.SELECTED:
                 refusal = self._replace_refusal(event)
             else:   # certain to be refused: not worth an upload of up to imap_max_literal_size
-                text = self.text(_wrong_state(self.state, frozenset({State.SELECTED})))
-                refusal = b"BAD " + text, text.decode("utf-8", "replace"), "BAD"
+                wrong_state = _wrong_state(self.state, frozenset({State.SELECTED}))
+                refusal = (self.status_line(b"BAD", wrong_state),
+                           self.text(wrong_state).decode("utf-8", "replace"), "BAD")
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
@@ -480,9 +487,8 @@ class ImapSession:
             return None   # the command meets the error itself
         if done is None:
             return None
-        code = b"[" + done.code + b"] " if done.code else b""
-        text = self.text(done.text, *done.args)
-        return done.status.encode() + b" " + code + text, text.decode("utf-8", "replace"), done.status
+        line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
+        return line, self.text(done.text, *done.args).decode("utf-8", "replace"), done.status
 
     def _append_to_missing_mailbox(self, event: NeedContinuation) -> bool:
         """Whether the APPEND's first literal is asked for with a mailbox name, before it, that
@@ -528,13 +534,13 @@ class ImapSession:
         tag = event.tag
         if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in MESSAGE_COMMANDS
                 and self.state is not State.NOT_AUTHENTICATED):
-            line = b"NO [TOOBIG] " + self.text(Code.NO_MESSAGE_TOO_BIG)
+            line = self.status_line(b"NO", Code.NO_MESSAGE_TOO_BIG)
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:
-            line = b"BAD " + self.text(Code.BAD_LINE_TOO_LONG)
+            line = self.status_line(b"BAD", Code.BAD_LINE_TOO_LONG)
         elif event.kind is FrameErrorKind.LITERAL_MINUS:
-            line = b"BAD " + self.text(Code.BAD_LITERAL_MINUS)
+            line = self.status_line(b"BAD", Code.BAD_LITERAL_MINUS)
         else:
-            line = b"BAD " + self.text(Code.BAD_LITERAL_TOO_BIG)
+            line = self.status_line(b"BAD", Code.BAD_LITERAL_TOO_BIG)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
         self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text,
                                   line.split(b" ", 1)[0].decode(), unwaited=event.unwaited)
@@ -559,7 +565,7 @@ class ImapSession:
     def _execute(self, frame: CommandFrame) -> None:
         tag = frame.tag
         if tag is None:
-            self._out.append(b"* BAD " + self.text(Code.BAD_TAG) + b"\r\n")
+            self._out.append(b"* " + self.status_line(b"BAD", Code.BAD_TAG) + b"\r\n")
             self._count_bad()
             return
         settings = self.settings
@@ -567,25 +573,26 @@ class ImapSession:
             cmd = parser.parse_command(frame, utf8=self.utf8, max_nesting=settings.max_nesting,
                                        max_args=settings.max_args, max_ranges=settings.max_ranges)
         except parser.ParseError as exc:
-            code = exc.response_code + b" " if exc.response_code else b""
             # An unsupported charset and an impossible mailbox name are well-formed requests
             # the server refuses: NO, which does not count towards imap_max_bad_commands.
             refused = exc.code in ("BADCHARSET", "CANNOT")
-            status = b"NO " if refused else b"BAD "
-            self._out.append(tag + b" " + status + code + self.text(Code.BAD_PARSE, str(exc.text)) + b"\r\n")
+            status = b"NO" if refused else b"BAD"
+            self._out.append(tag + b" " + self.status_line(status, Code.BAD_PARSE, str(exc.text),
+                                                           code=exc.response_code) + b"\r\n")
             if exc.empties_saved_result and self.selected is not None:
                 self.saved_search = []
-            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), status.decode().strip())
+            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), status.decode())
             if not refused:
                 self._count_bad()
             return
         registration = REGISTRY.lookup(cmd)
         if registration is None:
-            self._out.append(tag + b" BAD " + self.text(Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
+            self._out.append(tag + b" " + self.status_line(b"BAD", Code.BAD_UNKNOWN_COMMAND) + b"\r\n")
             self._count_bad()
             return
         if self.state not in registration.states:
-            self._out.append(tag + b" BAD " + self.text(_wrong_state(self.state, registration.states)) + b"\r\n")
+            self._out.append(tag + b" " + self.status_line(b"BAD", _wrong_state(self.state, registration.states))
+                             + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
@@ -664,11 +671,11 @@ class ImapSession:
             self._selected_gone = True
             return []
 
-    def _abort_running(self, status: bytes, text: bytes) -> None:
+    def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None
         if running is not None:
             running.gen.close()
-            self._out.append(running.tag + b" " + status + b" " + text + b"\r\n")
+            self._out.append(running.tag + b" " + line + b"\r\n")
 
     def _finish(self, running: _Running, done: Done | None) -> None:
         self._running = None
@@ -689,9 +696,8 @@ class ImapSession:
                                                  allow_expunge=running.expunge_ok and done.expunge_ok))
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._out.extend(condstore.announce_highestmodseq(self, done))
-        code = b"[" + done.code + b"] " if done.code else b""
-        text = self.text(done.text, *done.args)
-        self._out.append(running.tag + b" " + done.status.encode() + b" " + code + text + b"\r\n")
+        line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
+        self._out.append(running.tag + b" " + line + b"\r\n")
         if gxlog.logs_command(done.status):
             frame = running.frame
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview() if frame else b"", done.status)
