@@ -5,9 +5,13 @@ The writer prints a line only after the store call returned (= acknowledged):
     C <uid> <sha256>         copy into Archive acknowledged (Archive uid)
     D <uid>                  about to flag \\Deleted and expunge this INBOX uid (intent, not yet done)
     X <uid>                  expunge acknowledged
+    R <uid> <sha256>         about to REPLACE this INBOX uid by a message of that digest (intent)
+    P <uid> <new uid>        that replacement acknowledged
 After each kill the test reopens the store and checks: every acknowledged append/copy not expunged (nor
 about to be) is present and byte-identical, every acknowledged expunge is gone, verify() reports no
 error (orphan files from an interrupted write are allowed: they are reported as "orphan:").
+A replacement cut short is all or nothing: either the old message is there and the new one is
+not, or the new one is there (once) and the old one is gone.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ WRITER = textwrap.dedent("""
     live = store.uids("crash", inbox)
     print("READY", flush=True)
     while True:
-        roll = rng.random()
+        # Every third round replaces only: a kill then most likely lands inside a replacement.
+        roll = 0.76 if int(sys.argv[2]) % 3 == 2 else rng.random()
         if roll < 0.55 or len(live) < 3:
             size = rng.choice([40, 300, 2000, 9000, 150000])
             data = rng.randbytes(size)
@@ -55,6 +60,14 @@ WRITER = textwrap.dedent("""
         elif roll < 0.75:
             chosen = rng.sample(live, min(len(live), rng.randint(1, 5)))
             store.store_flags("crash", inbox, chosen, rng.choice(["add", "remove"]), ["\\\\Flagged", "$x"])
+        elif roll < 0.78:
+            old = rng.choice(live)
+            data = rng.randbytes(rng.choice([60, 3000, 70000]))
+            print("R", old, hashlib.sha256(data).hexdigest(), flush=True)
+            _, new, _, _ = store.replace("crash", inbox, data, replacing=(inbox, old))
+            live.remove(old)
+            live.append(new)
+            print("P", old, new, flush=True)
         elif roll < 0.85:
             uid = rng.choice(live)
             _, pairs = store.copy("crash", inbox, [uid], archive)
@@ -87,6 +100,8 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path: Path) -> None:
     started = time.monotonic()
     total_lines = 0
     orphans_seen = 0
+    replacements = 0
+    replacements_cut = 0
     for round_number in range(ROUNDS):
         # bufsize=0: readline() must not pull lines past READY into a buffer communicate() ignores.
         process = subprocess.Popen([sys.executable, str(script), path, str(round_number), REPO],
@@ -102,6 +117,7 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path: Path) -> None:
         assert process.returncode == -signal.SIGKILL, errors.decode(errors="replace")
         complete = output.decode().split("\n")[:-1]   # a torn last line was never acknowledged
         total_lines += len(complete)
+        pending_replacement: tuple[int, str] | None = None   # the round's last replacement if cut short
         for line in complete:
             kind, uid_text, *rest = line.split()
             uid = int(uid_text)
@@ -113,6 +129,15 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path: Path) -> None:
                 doomed.add(uid)
             elif kind == "X":
                 expunged.add(uid)
+            elif kind == "R":
+                doomed.add(uid)
+                pending_replacement = (uid, rest[0])
+            elif kind == "P":
+                assert pending_replacement is not None and pending_replacement[0] == uid
+                expunged.add(uid)
+                acknowledged[int(rest[0])] = pending_replacement[1]
+                replacements += 1
+                pending_replacement = None
 
         with Store(path, fsync=True) as store:
             inbox = store.get_folder("crash", "INBOX")
@@ -128,6 +153,15 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path: Path) -> None:
                 assert len(body) == present[uid].size
             for uid in expunged:
                 assert uid not in present, f"round {round_number}: expunged uid {uid} came back"
+            if pending_replacement is not None:
+                old, digest = pending_replacement
+                replacements_cut += 1
+                new_copies = [uid for uid, meta in present.items()
+                              if hashlib.sha256(store.read_body(meta.blob)).hexdigest() == digest]
+                if old in present:
+                    assert new_copies == [], f"round {round_number}: uid {old} replaced but kept"
+                else:
+                    assert len(new_copies) == 1, f"round {round_number}: uid {old} gone, {new_copies} stored"
             archived = {meta.uid: meta for meta in store.messages("crash", archive.id)}
             for uid, digest in copies.items():
                 assert hashlib.sha256(store.read_body(archived[uid].blob)).hexdigest() == digest
@@ -140,5 +174,7 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path: Path) -> None:
                 store.verify(repair=True)
     elapsed = time.monotonic() - started
     print(f"{ROUNDS} kills, {total_lines} acknowledged operations, {len(acknowledged)} appends, "
+          f"{replacements} replacements ({replacements_cut} cut short), "
           f"{orphans_seen} orphan reports, {elapsed:.1f} s")
     assert len(acknowledged) > ROUNDS      # the writer really ran between the kills
+    assert replacements > 0 and replacements_cut > 0   # the replace-only rounds are killed inside one
