@@ -55,6 +55,21 @@ def wait_for_port(port: int, deadline: float, proc: subprocess.Popen | None = No
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return sorted(found)
+
+
 class GximapProcess:
     def __init__(self, directory: Path, *, accounts: dict[str, str] | None = None, tls: bool = True,
                  extra: dict[str, str] | None = None) -> None:

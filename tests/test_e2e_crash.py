@@ -9,8 +9,10 @@ its commit. The kill is SIGKILL, not a power cut: midb_fsync stays off, as in th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import imaplib
+import os
 import random
 import re
 import signal
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import DATA_DIR, GximapProcess, free_port
+from e2e import DATA_DIR, GximapProcess, child_pids, free_port
 
 from midb.store import Store
 
@@ -100,10 +102,27 @@ def _stored_by_token(path: Path) -> tuple[dict[str, list[tuple[int, bytes]]], li
     return stored, problems
 
 
-def test_sigkill_loses_no_acknowledged_delivery_or_append(tmp_path: Path) -> None:
+def _kill_all(server: GximapProcess) -> None:
+    """SIGKILL the serving processes and the master at once; wait until every one is gone
+    (a child the master forked meanwhile ends on its parent's death)."""
+    assert server.proc is not None
+    children = child_pids(server.proc.pid)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.signal(signal.SIGKILL)
+    assert server.proc.wait(10) == -signal.SIGKILL
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_loses_no_acknowledged_delivery_or_append(tmp_path: Path, processes: int) -> None:
     lmtp_port = free_port()
     server = GximapProcess(tmp_path, tls=False, extra={"lmtp_listen": f"127.0.0.1:{lmtp_port}",
-                                                     "delivery_map": "email_localpart"})
+                                                     "delivery_map": "email_localpart",
+                                                     "imap_process_num": str(processes)})
     acked = _Acknowledged()
     rng = random.Random(20261126)
     for round_number in range(ROUNDS):
@@ -118,8 +137,7 @@ def test_sigkill_loses_no_acknowledged_delivery_or_append(tmp_path: Path) -> Non
             worker.start()
         try:
             time.sleep(rng.uniform(0.8, 1.6))
-            server.signal(signal.SIGKILL)
-            assert server.proc is not None and server.proc.wait(10) == -signal.SIGKILL
+            _kill_all(server)
         finally:
             stop.set()
             for worker in workers:

@@ -12,24 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e import AuthSocketClient, GximapProcess, LineClient, free_port
+from e2e import AuthSocketClient, GximapProcess, LineClient, child_pids, free_port
 from net_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def _title(pid: int) -> str:
@@ -69,7 +55,7 @@ def _admitted_only_by(server: GximapProcess, client: LineClient, pid: int) -> bo
 
 def _serving(server: GximapProcess) -> list[int]:
     assert server.proc is not None
-    return [pid for pid in _children(server.proc.pid) if _title(pid).startswith("gximap: process ")]
+    return [pid for pid in child_pids(server.proc.pid) if _title(pid).startswith("gximap: process ")]
 
 
 @pytest.fixture
