@@ -325,6 +325,24 @@ def test_subscribe_and_lsub(conv):
     """)
 
 
+def test_lsub_names_an_unsubscribed_parent_only_where_a_percent_stops(conv):
+    """RFC 3501 6.3.9: the parent of a subscribed name comes back (\\Noselect) because the
+    pattern's "%" matched it and stopped at the delimiter; a pattern naming it outright, or
+    with "*", does not bring it (Dovecot the same)."""
+    rfc5258_account(conv)
+    conv.script("""
+        C: a1 LSUB "" Fruit
+        S: a1 OK LSUB completed
+        C: a2 LSUB "" Fr*
+        S: * LSUB () "/" Fruit/Banana
+        S: * LSUB (\\Noselect) "/" Fruit/Peach
+        S: a2 OK LSUB completed
+        C: a3 LSUB "" Fr%
+        S: * LSUB (\\Noselect) "/" Fruit
+        S: a3 OK LSUB completed
+    """)
+
+
 def test_subscribe_needs_an_existing_mailbox_unsubscribe_does_not(conv):
     conv.script("""
         C: a1 SUBSCRIBE Nowhere
@@ -614,6 +632,34 @@ def test_status_recent_is_claimed_by_a_select(conv):
         S: * STATUS INBOX (RECENT 0 MESSAGES 1)
         S: a1 OK STATUS completed
     """)
+
+
+def test_status_recent_of_the_selected_mailbox_counts_what_this_session_sees_as_recent(conv):
+    """RFC 3501 6.3.10: RECENT is the number of messages with \\Recent, which in the selected
+    mailbox are those this session claimed (a read-write SELECT) or was told of first."""
+    conv.add_message()
+    conv.add_message()
+    assert b"* 2 RECENT" in conv.select()
+    conv.script("""
+        C: a2 STATUS INBOX (RECENT MESSAGES)
+        S: * STATUS INBOX (RECENT 2 MESSAGES 2)
+        S: a2 OK STATUS completed
+    """)
+    conv.add_message()   # not announced yet: nobody's, so \\Recent for everyone's STATUS
+    examiner = conv.second_session()
+    examiner.login()
+    examiner.select(examine=True)   # told of it first, without claiming it: counted once
+    assert b"* STATUS INBOX (RECENT 1)" in examiner.command("STATUS INBOX (RECENT)")
+    conv.script("""
+        C: a3 STATUS INBOX (RECENT)
+        S: * STATUS INBOX (RECENT 3)
+        S: * 3 EXISTS
+        S: * 3 RECENT
+        S: a3 OK STATUS completed
+    """)
+    other = conv.second_session()
+    other.login()
+    assert b"* STATUS INBOX (RECENT 0)" in other.command("STATUS INBOX (RECENT)")
 
 
 def test_status_on_the_selected_mailbox_is_allowed(conv):

@@ -144,6 +144,26 @@ def test_failed_select_leaves_the_authenticated_state(conv):
     assert conv.session.state is State.AUTHENTICATED and conv.session.selected is None
 
 
+def test_select_of_an_impossible_name_also_leaves_the_authenticated_state(conv):
+    """Refused while the command is read (NO [CANNOT]): still a SELECT that failed. A BAD is
+    no SELECT at all and leaves the mailbox selected."""
+    conv.select()
+    conv.script("""
+        C: a1 EXAMINE "&AOQ"
+        S: * OK [CLOSED] Previous mailbox closed
+        S: a1 NO [CANNOT] Parse error: Mailbox name is not valid modified UTF-7
+        C: a2 CHECK
+        S: a2 BAD [CLIENTBUG] No mailbox selected
+    """)
+    conv.select()
+    conv.script("""
+        C: a3 SELECT
+        S: a3 BAD [CLIENTBUG] {*}
+        C: a4 CHECK
+        S: a4 OK CHECK completed
+    """)
+
+
 def test_select_bad_names_and_parameters(conv):
     conv.script("""
         C: a1 SELECT "a//b"

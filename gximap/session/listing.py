@@ -235,15 +235,20 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
 
 def lsub_mailboxes(folder_names: Iterable[str], subscriptions: Iterable[str], pattern: str) -> list[ListEntry]:
     """RFC 3501 6.3.9. A subscribed name that does not exist is not selectable: ``\\Noselect``.
-    When a pattern (typically ending in ``%``) matches the unsubscribed parent of a subscribed
-    name that it does not match itself, the parent is returned with ``\\Noselect``."""
+    When a pattern ending in ``%`` matches the unsubscribed parent of a subscribed name that it
+    does not match itself (the ``%`` stopped at the delimiter), the parent is returned with
+    ``\\Noselect``. Without that ``%`` it is not: ``LSUB "" foo`` with only foo/bar subscribed
+    answers nothing, as Dovecot does."""
     matches = _matcher([pattern])
     existing = set(folder_names)
     subscribed = set(subscriptions)
+    truncating = pattern.endswith("%")
     out: dict[str, tuple[str, ...]] = {}
     for name in subscribed:
         if matches(name):
             out[name] = () if name in existing else ("\\Noselect",)
+            continue
+        if not truncating:
             continue
         for parent in ancestors(name):
             if parent not in subscribed and parent not in out and matches(parent):

@@ -577,6 +577,11 @@ class ImapSession:
             # the server refuses: NO, which does not count towards imap_max_bad_commands.
             refused = exc.code in ("BADCHARSET", "CANNOT")
             status = b"NO" if refused else b"BAD"
+            if refused and self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
+                # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
+                # handler's own refusals do (gximap.session.commands.select).
+                self.select(None)
+                self._out.append(b"* OK [CLOSED] " + self.text(Code.INFO_CLOSED) + b"\r\n")
             self._out.append(tag + b" " + self.status_line(status, Code.BAD_PARSE, str(exc.text),
                                                            code=exc.response_code) + b"\r\n")
             if exc.empties_saved_result and self.selected is not None:

@@ -254,12 +254,26 @@ def namespace(session: Any, cmd: cmds.Namespace) -> Generator[bytes, Any, Done]:
 
 
 def recent_count(session: Any, folder: Any) -> int:
-    """Messages above the folder's \\Recent floor: no session has claimed them yet."""
+    """Messages above the folder's \\Recent floor (no session has claimed them yet) and, in the
+    selected mailbox, those this session sees as \\Recent (it claimed them, or was told of them
+    first): the number its FETCH FLAGS shows, as SELECT's RECENT did."""
+    view = session.selected
+    own = view.recent if view is not None and view.folder_id == folder.id else None
     floor = folder.recent_floor
-    if folder.messages == 0 or floor >= folder.uidnext - 1:
+    if folder.messages == 0 or (not own and floor >= folder.uidnext - 1):
         return 0
     uids = session.store.uids(session.user, folder.id)
-    return len(uids) - bisect.bisect_right(uids, floor)
+    unclaimed = len(uids) - bisect.bisect_right(uids, floor)
+    if not own:
+        return unclaimed
+    # Read-only, the session's own may lie above the floor too: counted once. Those another
+    # session expunged meanwhile are not counted.
+    return unclaimed + sum(1 for uid in own if uid <= floor and _holds(uids, uid))
+
+
+def _holds(uids: list[int], uid: int) -> bool:
+    at = bisect.bisect_left(uids, uid)
+    return at < len(uids) and uids[at] == uid
 
 
 def kib(octets: int) -> int:
