@@ -1632,6 +1632,7 @@ class Store(MetadataMixin):
             delta = indexes.IndexDelta(txn, dbs)
             put_body_record = bodyrecords.put
             saved = savedates.pack(savedates.now())
+            spellings = _KeywordSpellings(txn, dbs, account_id, record.id)
             uids = []
             for (data, flagset, internaldate, tzoffset), blob, digest, kept in zip(prepared, blobs, digests,
                                                                                 inline, strict=True):
@@ -1640,7 +1641,7 @@ class Store(MetadataMixin):
                 modseq = record.next_modseq()
                 blob_raw = bytes.fromhex(blob)
                 size = len(data)
-                tail = flagset.encode()
+                tail = spellings.tail(flagset)
                 key = message_key(account_id, record.id, uid)
                 txn.put(key, pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail), db=dbs.messages)
                 delta.added(account_id, record.id, uid, tail, modseq)
@@ -1844,20 +1845,26 @@ class Store(MetadataMixin):
             return out
 
     def keywords(self, account: str, folder_id: int) -> list[str]:
-        """The keywords some message of the folder carries, sorted, each spelling as stored (a
-        keyword spelled differently by different messages appears in each spelling)."""
+        """The keywords some message of the folder carries, sorted, each once: a keyword is
+        stored in the folder's spelling (_KeywordSpellings), but messages stored before that
+        rule may carry others, of which the first in sorted order stands for all."""
         shared = self._home(account)
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
             if shared.indexed:
-                return indexes.folder_keywords(txn, dbs, account_id, record.id)
-            spellings: set[bytes] = set()
-            for tail in {bytes(raw[FIXED_SIZE:]) for _key, raw in
-                         self._message_range(txn, dbs, account_id, record, values=True)}:
-                spellings.update(indexes.keywords_of(tail))
-            return sorted(keyword.decode("ascii") for keyword in spellings)
+                names = indexes.folder_keywords(txn, dbs, account_id, record.id)
+            else:
+                spellings: set[bytes] = set()
+                for tail in {bytes(raw[FIXED_SIZE:]) for _key, raw in
+                             self._message_range(txn, dbs, account_id, record, values=True)}:
+                    spellings.update(indexes.keywords_of(tail))
+                names = sorted(keyword.decode("ascii") for keyword in spellings)
+        once: dict[str, str] = {}
+        for name in names:
+            once.setdefault(name.lower(), name)
+        return list(once.values())
 
     def store_flags(self, account: str, folder_id: int, uids: Iterable[int], mode: str,
                     flags: Iterable[str], *, unchanged_since: int | None = None
@@ -1876,6 +1883,8 @@ class Store(MetadataMixin):
             changed: list[MessageMeta] = []
             failed: list[int] = []
             delta = indexes.IndexDelta(txn, dbs)
+            if mode != "remove":
+                _KeywordSpellings(txn, dbs, account_id, record.id).respell(given)
             for uid in wanted:
                 key = message_key(account_id, record.id, uid)
                 raw = txn.get(key, db=dbs.messages)
@@ -1950,11 +1959,14 @@ class Store(MetadataMixin):
                             for uid, _raw in found]
             if move:
                 self._unlist(txn, dbs, delta, src_account_id, src, found)
+            spellings = None if same_folder else _KeywordSpellings(txn, dbs, dst_account_id, dst.id)
             for (uid, raw), sort_entry in zip(found, sort_entries, strict=True):
                 new_uid = dst.uidnext
                 dst.uidnext += 1
                 modseq = dst.next_modseq()
                 _old, _date, _tz, size, blob_raw, tail = unpack_record(raw)
+                if spellings is not None and len(tail) > 1:
+                    tail = spellings.tail(FlagSet.decode(tail))
                 new_key = message_key(dst_account_id, dst.id, new_uid)
                 txn.put(new_key, with_modseq_and_flags(raw, modseq, tail), db=dbs.messages)
                 if sort_entry is not None:
@@ -2834,6 +2846,41 @@ class Store(MetadataMixin):
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+
+class _KeywordSpellings:
+    """Keywords are case-insensitive (RFC 3501 section 9): one that a folder's messages carry
+    already is stored in the folder's spelling, so that FLAGS and FETCH show one keyword once,
+    whichever spelling a client sends ($Forwarded, $forwarded), as Dovecot does. The first
+    spelling a folder is given stays; read in the write transaction when first needed, and
+    kept up to date with the keywords the same job adds."""
+
+    __slots__ = ("_txn", "_dbs", "_account_id", "_folder_id", "_known")
+
+    def __init__(self, txn: Any, dbs: Databases, account_id: int, folder_id: int) -> None:
+        self._txn = txn
+        self._dbs = dbs
+        self._account_id = account_id
+        self._folder_id = folder_id
+        self._known: dict[str, str] | None = None
+
+    def respell(self, flags: FlagSet) -> None:
+        if not flags.keywords:
+            return
+        known = self._known
+        if known is None:
+            known = self._known = {}
+            # Sorted: where a folder carries several spellings already, the same one wins always.
+            for name in indexes.folder_keywords(self._txn, self._dbs, self._account_id, self._folder_id):
+                known.setdefault(name.lower(), name)
+        keywords = flags.keywords
+        for lowered, keyword in keywords.items():
+            keywords[lowered] = known.setdefault(lowered, keyword)
+
+    def tail(self, flags: FlagSet) -> bytes:
+        """The record tail of ``flags``, its keywords in the folder's spelling."""
+        self.respell(flags)
+        return flags.encode()
+
 
 def _apply_flags(old_tail: bytes, mode: str, given: FlagSet) -> bytes:
     if mode == "set":

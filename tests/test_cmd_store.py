@@ -67,6 +67,22 @@ def test_replace_remove_and_keywords(conv: Conversation) -> None:
     """)
 
 
+def test_one_keyword_in_any_spelling_is_one_flag(conv: Conversation) -> None:
+    """Keywords are case-insensitive: however a client spells one, FLAGS names it once and
+    every message shows the mailbox's spelling (Dovecot the same)."""
+    assert conv.send(b"a1 APPEND INBOX ($Forwarded) {7+}\r\nHello\r\n\r\n")[-1].startswith(b"a1 OK")
+    assert conv.send(b"a2 APPEND INBOX ($forwarded) {7+}\r\nHello\r\n\r\n")[-1].startswith(b"a2 OK")
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)" in conv.select()
+    conv.script(r"""
+        C: a3 STORE 1:2 +FLAGS ($FORWARDED NewOne)
+        S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded NewOne)
+        S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Forwarded NewOne \*)] Flags permitted
+        S: * 1 FETCH (FLAGS ($Forwarded NewOne \Recent))
+        S: * 2 FETCH (FLAGS ($Forwarded NewOne \Recent))
+        S: a3 OK STORE completed
+    """)
+
+
 def test_unchanged_messages_are_reported_too(conv: Conversation) -> None:
     seed(conv, ("\\Seen",), ())
     conv.select()

@@ -480,7 +480,7 @@ def test_store_flags_modes_and_modseq(store: Store, alice: Account) -> None:
     changed, _ = store.store_flags("alice", inbox, uids[:1], "remove", ["$LABEL1", "\\seen", "Absent"])
     assert changed[0].flags == ("Todo",)
     changed, _ = store.store_flags("alice", inbox, uids[1:2], "set", ["\\Flagged", "$label1"])
-    assert changed[0].flags == ("\\Flagged", "$label1")                     # set replaces the spelling too
+    assert changed[0].flags == ("\\Flagged", "$Label1")                     # set too: the folder's spelling
     changed, _ = store.store_flags("alice", inbox, uids[2:], "set", [])
     assert changed[0].flags == ()
     with pytest.raises(InvalidArgument):
@@ -490,6 +490,44 @@ def test_store_flags_modes_and_modseq(store: Store, alice: Account) -> None:
     with pytest.raises(NoSuchFolder):
         store.store_flags("alice", 999, uids, "add", ["\\Seen"])
     assert_consistent(store)
+
+
+def test_a_keyword_is_stored_in_the_folders_spelling(store: Store, alice: Account) -> None:
+    """Keywords are case-insensitive: whatever spelling a client sends, a folder keeps the one
+    it was first given, by APPEND, STORE, COPY and MOVE alike (one keyword in FLAGS, not one
+    per spelling); a folder of its own starts with the spelling it is given."""
+    inbox = inbox_id(store)
+    other = store.create_folder("alice", "Other").id
+    first = store.append("alice", inbox, MSG, flags=["$Forwarded"])[1]
+    second, third = store.append_many("alice", inbox, [(MSG, ["$forwarded", "NEW"], None, 0),
+                                                       (MSG, ["$FORWARDED", "new"], None, 0)])[1]
+    fourth = store.append("alice", inbox, MSG)[1]
+    store.store_flags("alice", inbox, [fourth], "add", ["$fOrWaRdEd"])
+    metas = store.get_messages("alice", inbox, [first, second, third, fourth])
+    assert [meta.flags for meta in metas] == [("$Forwarded",), ("$Forwarded", "NEW"), ("$Forwarded", "NEW"),
+                                              ("$Forwarded",)]
+    assert store.keywords("alice", inbox) == ["$Forwarded", "NEW"]
+    store.append("alice", other, MSG, flags=["$FORWARDED"])
+    _, pairs = store.copy("alice", inbox, [second], other)
+    moved = store.move("alice", inbox, [third], other)[1]
+    copied = store.get_messages("alice", other, [pairs[0][1], moved[0][1]])
+    assert [meta.flags for meta in copied] == [("$FORWARDED", "NEW"), ("$FORWARDED", "NEW")]
+    assert store.keywords("alice", other) == ["$FORWARDED", "NEW"]
+    assert_consistent(store)
+
+
+def test_keywords_lists_a_keyword_once_whatever_its_spellings(store: Store, alice: Account,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages stored before the folder's spelling rule may carry several: FLAGS lists one,
+    and a new message takes the one listed."""
+    inbox = inbox_id(store)
+    with monkeypatch.context() as old_store:   # each message kept as it was sent
+        old_store.setattr("midb.store._KeywordSpellings.respell", lambda self, flags: None)
+        for spelling in ("$label", "$Label", "Other"):
+            store.append("alice", inbox, MSG, flags=[spelling])
+    assert store.keywords("alice", inbox) == ["$Label", "Other"]
+    uid = store.append("alice", inbox, MSG, flags=["$LABEL"])[1]
+    assert store.get_messages("alice", inbox, [uid])[0].flags == ("$Label",)
 
 
 def test_unchanged_since(store: Store, alice: Account) -> None:

@@ -18,7 +18,8 @@ Decisions where the RFCs leave room:
 
 * ``\\Recent`` in STORE or APPEND flag lists is rejected (RFC 3501 section 2.3.2: it cannot be
   altered by the client), as are unknown system flags (``\\Foo``) and ``\\*`` (only ever legal in
-  a server's PERMANENTFLAGS).  Keywords are kept exactly as sent.
+  a server's PERMANENTFLAGS).  Keywords are passed on as sent; the store keeps each in its
+  folder's first spelling (they are case-insensitive).
 * Quoted strings may hold UTF-8 (RFC 9051 allows it; RFC 3501 clients send it anyway).  Mailbox
   names are decoded as modified UTF-7 unless ``utf8`` (IMAP4rev2 or UTF8=ACCEPT enabled), in
   which case they are UTF-8 and ``&`` is an ordinary character (RFC 6855 section 3).
