@@ -506,6 +506,11 @@ class Daemon:
         self.cfg = cfg
         return cfg
 
+    def _flush_auth_cache(self) -> None:
+        if self.ctx is not None:
+            flushed = self.ctx.auth.flush_cache()
+            self.log.info("reload: authentication cache emptied (%d entries)", flushed)
+
     def _reopen_log(self, cfg: Config) -> None:
         try:
             gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
@@ -513,9 +518,12 @@ class Daemon:
             self.log.error("reload: %s", exc)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the reloadable directives; sessions stay connected."""
+        """SIGHUP: re-read the reloadable directives; sessions stay connected. The
+        authentication cache is emptied whether the files read or not: it is the operator's
+        way to make every user verify again, which a typo elsewhere must not cancel."""
         cfg = self._reload_config()
         if cfg is None:
+            self._flush_auth_cache()
             return
         gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
         gxlog.set_io_debug(bool(cfg.io_debug))
@@ -524,7 +532,7 @@ class Daemon:
                                     proxy_trust=list(cfg.imap_haproxy_trust))
         if self.ctx is not None:
             self.ctx.reload(settings_from_config(cfg))
-            self.ctx.auth.flush_cache()  # the operator's way to make every user verify again
+        self._flush_auth_cache()
         if self.mta is not None:
             self.mta.reload(cfg)
         self.log.log(gxlog.NOTICE, "configuration reloaded")

@@ -22,9 +22,12 @@ from gximap import log as gxlog
 from gximap.config import (
     DIRECTIVES,
     SECTIONS,
+    ValueSyntaxError,
     lookup,
     parse_size,
     parse_timespan,
+    parse_value,
+    reloadable_directives,
     render_man_directives,
     splice_man_directives,
 )
@@ -257,6 +260,46 @@ def test_readme_operator_topics() -> None:
     troubleshooting = readme_section("Troubleshooting")
     for needle in ("imap_cmd_debug", "io_debug", "midb verify"):
         assert needle in troubleshooting, needle
+
+
+def test_readme_names_every_directive_sighup_reloads() -> None:
+    configuration = readme_section("Configuration")
+    reloaded = configuration.split("SIGHUP re-reads", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`([a-z0-9_]+)`", reloaded))
+    assert named == set(reloadable_directives())
+
+
+def test_readme_config_examples_read_as_configuration() -> None:
+    """Each ``key = value`` block of the README parses as written (no comment after a value)."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in text(README).splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    checked = 0
+    for block in blocks:
+        lines = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not lines or not all(re.fullmatch(r"[a-z0-9_]+ = .*", line) for line in lines):
+            continue
+        names = [line.split(" = ", 1)[0] for line in lines]
+        if not all(lookup(name) is not None for name in names):
+            continue
+        for line in lines:
+            name, value = line.split(" = ", 1)
+            directive = lookup(name)
+            assert directive is not None
+            try:
+                parse_value(directive, value)
+            except ValueSyntaxError as exc:
+                pytest.fail(f"README: {line!r}: {exc}")
+            checked += 1
+    assert checked >= 2
 
 
 def midb_command_lines() -> list[tuple[str, bool]]:
