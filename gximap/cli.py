@@ -53,15 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = gxconfig.load_config(paths, required=bool(config_path))
         gxconfig.check_consistency(cfg)
+        gxconfig.check_host(cfg)
     except gxconfig.ConfigError as exc:
         _report_error(str(exc))
         return 2
     try:
         gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
-    except gxlog.LogSetupError as exc:
-        _report_error(str(exc))
+    except gxlog.LogSetupError as exc:   # what check_host cannot see (a file not writable)
+        _report_error(str(gxconfig.error_at(cfg, "imap_log_file", str(exc))))
         return 2
     log = gxlog.get_logger()
+    if not paths:
+        log.log(gxlog.NOTICE, "no configuration file: neither %s exists; running on the defaults",
+                " nor ".join(gxconfig.default_candidates()))
     for warning in cfg.warnings:
         log.warning("%s", warning)
     tuned = allocator.tune(os.environ)  # before the first thread and the first fork
@@ -85,6 +89,8 @@ def _report_error(text: str) -> None:
 
 class SignalLatch:
     """Turns SIGTERM/SIGINT/SIGHUP into flags the main thread acts on (never work in a handler).
+    SIGUSR1 and SIGUSR2 are noted and ignored: by default they would end the process without a
+    word, and some logrotate recipes send SIGUSR1 to have logs reopened (SIGHUP does that).
 
     The handlers only set a flag and poke a pipe: a handler that took a lock (``Event.set()``)
     could deadlock the main thread it interrupts (see gximap.net.wakeup).
@@ -96,11 +102,19 @@ class SignalLatch:
         self.wake = WakePipe()
         self.stop = False
         self.reload = False
+        self.ignored: int | None = None
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        signal.signal(signal.SIGUSR1, self._on_ignored)
+        signal.signal(signal.SIGUSR2, self._on_ignored)
+
+    def take_ignored(self) -> str | None:
+        """The name of a signal ignored since the last call, if any."""
+        signum, self.ignored = self.ignored, None
+        return signal.Signals(signum).name if signum is not None else None
 
     def wait(self, timeout: float) -> None:
         """Sleep until a signal arrives or ``timeout`` passes; the flags say which signal."""
@@ -112,6 +126,10 @@ class SignalLatch:
 
     def _on_reload(self, signum: int, frame: object) -> None:
         self.reload = True
+        self.wake.poke()
+
+    def _on_ignored(self, signum: int, frame: object) -> None:
+        self.ignored = signum
         self.wake.poke()
 
 

@@ -286,17 +286,18 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=0.001, reloadable=True),
     _d("imap_force_tls", "bool", "false",
        "Require TLS (implicit or STARTTLS) before login.",
-       "imap"),
+       "imap", aliases=("imap_force_starttls",)),
     _d("imap_listen_addr", "str", "::",
        "Address of the listeners when imap_listen/imap_listen_tls are empty (older directive); :: and * "
        "listen on every IPv4 and IPv6 address.",
        "imap"),
     _d("imap_listen_port", "int", "143",
-       "Plain IMAP port when imap_listen is empty (older directive).",
-       "imap", minimum=0, maximum=65535),
+       "Plain IMAP port when imap_listen is empty (older directive); 0: no plain listener.",
+       "imap", aliases=("listen_port",), minimum=0, maximum=65535),
     _d("imap_listen_tls_port", "int", None,
-       "Implicit-TLS (IMAPS) port when imap_listen_tls is empty (older directive).",
-       "imap", minimum=0, maximum=65535, unset_means="no IMAPS listener"),
+       "Implicit-TLS (IMAPS) port when imap_listen_tls is empty (older directive); 0: none, as "
+       "in Gromox, where 0 is its default.",
+       "imap", aliases=("listen_ssl_port",), minimum=0, maximum=65535, unset_means="no IMAPS listener"),
     _d("imap_log_file", "str", "-",
        "Log target: - for stderr, syslog for syslog(3) (facility mail), otherwise a file to append to.",
        "imap", reloadable=True),
@@ -365,7 +366,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=0, maximum=4096 * _MB, reloadable=True),
     _d("imap_support_tls", "bool", "false",
        "Offer TLS: implicit-TLS listeners and the STARTTLS command.",
-       "imap"),
+       "imap", aliases=("imap_support_starttls",)),
     _d("imap_process_num", "int", "1",
        "Serving processes sharing the listening sockets (whichever is free first accepts), so that "
        "Python uses more than one core; 0 means two per CPU (at most 32). context_num and imap_thread_init_num are totals, shared out "
@@ -433,7 +434,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Directory for midb's runtime files (change notification sockets, and the map beside each of the accounts its process watches).",
        "imap", unset_means="midb_path/run"),
     _d("running_identity", "str", "gromox",
-       "Unprivileged user to switch to after binding the listeners; empty means do not switch.",
+       "Unprivileged user to switch to after binding the listeners (user or user:group, names or "
+       "numbers; the group defaults to the user's); empty means do not switch. A user or group that "
+       "does not exist stops the start.",
        "imap"),
     _d("sasl_login", "bool", "no",
        "Offer the obsolete SASL LOGIN mechanism for old clients.",
@@ -836,8 +839,11 @@ def default_paths(config_dir: str = "/etc/gromox") -> list[str]:
     gromox.cfg (shared by all Gromox daemons) comes first so that the daemon's own imap.cfg
     overrides it where both set a directive.
     """
-    candidates = [os.path.join(config_dir, "gromox.cfg"), os.path.join(config_dir, "imap.cfg")]
-    return [path for path in candidates if os.path.isfile(path)]
+    return [path for path in default_candidates(config_dir) if os.path.isfile(path)]
+
+
+def default_candidates(config_dir: str = "/etc/gromox") -> list[str]:
+    return [os.path.join(config_dir, "gromox.cfg"), os.path.join(config_dir, "imap.cfg")]
 
 
 def _read_lines(path: str) -> list[str]:
@@ -925,7 +931,7 @@ def error_at(cfg: Config, name: str, why: str) -> ConfigError:
 
 def tls_configured(cfg: Config) -> bool:
     """TLS is offered in some form (STARTTLS or an implicit-TLS listener)."""
-    return bool(cfg.imap_support_tls or cfg.imap_listen_tls or cfg.imap_listen_tls_port is not None)
+    return bool(cfg.imap_support_tls or cfg.imap_listen_tls or cfg.imap_listen_tls_port)
 
 
 def insecure_auth_allowed(cfg: Config) -> bool:
@@ -941,7 +947,11 @@ def log_level(cfg: Config) -> int:
 
 
 def check_consistency(cfg: Config) -> None:
-    """Reject combinations of directives that cannot work together."""
+    """Reject combinations of directives that cannot work together, and a host_id that is no
+    host name (it goes into the greeting and into LMTP's 220 and LHLO replies, which carry a
+    domain)."""
+    if cfg.host_id and not _HOSTNAME_RE.fullmatch(str(cfg.host_id)):
+        raise error_at(cfg, "host_id", f"{cfg.host_id!r} is not a host name")
     if cfg.auth_backend == "passwd-file" and not cfg.auth_passwd_file:
         raise error_at(cfg, "auth_backend", "passwd-file needs auth_passwd_file")
     if cfg.imap_support_tls:
@@ -957,6 +967,27 @@ def check_consistency(cfg: Config) -> None:
         raise error_at(cfg, "tls_max_proto", f"is below tls_min_proto {cfg.tls_min_proto}")
     _check_proxy_link(cfg)
     listen_addresses(cfg)
+
+
+def check_host(cfg: Config) -> None:
+    """What the configuration names on this host: the users and groups of running_identity
+    and unix_socket_owner, and the log target's directory (or syslog socket). At start-up
+    and by ``check``, so that a typo is a configuration error (exit status 2, which the
+    systemd unit does not retry), located at its line, not a start that fails in a loop."""
+    from gximap import log as gxlog
+    from gximap.net.privileges import PrivilegeError, resolve_identity
+
+    for name in ("running_identity", "unix_socket_owner"):
+        identity = str(cfg[name] or "").strip()
+        if identity:
+            try:
+                resolve_identity(identity)
+            except PrivilegeError as exc:
+                raise error_at(cfg, name, str(exc)) from None
+    try:
+        gxlog.check_target(str(cfg.imap_log_file))
+    except gxlog.LogSetupError as exc:
+        raise error_at(cfg, "imap_log_file", str(exc)) from None
 
 
 def _check_proxy_link(cfg: Config) -> None:
@@ -1056,9 +1087,11 @@ def listen_addresses(cfg: Config) -> tuple[list[Address], list[Address]]:
                 raise error_at(cfg, name, str(exc)) from None
         return result
 
-    plain = parse_all("imap_listen") or [(legacy_host, int(cfg.imap_listen_port))]
+    # Port 0 of the older directives turns the listener off, as in Gromox (its files carry
+    # imap_listen_tls_port = 0); in imap_listen it asks for an ephemeral port.
+    plain = parse_all("imap_listen") or ([(legacy_host, int(cfg.imap_listen_port))] if cfg.imap_listen_port else [])
     tls = parse_all("imap_listen_tls")
-    if not tls and cfg.imap_listen_tls_port is not None:
+    if not tls and cfg.imap_listen_tls_port:
         tls = [(legacy_host, int(cfg.imap_listen_tls_port))]
     seen: set[Address] = set()
     for name, addresses in (("imap_listen", plain), ("imap_listen_tls", tls)):
@@ -1290,11 +1323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_help())
         return 0
     if len(args) >= 2 and args[0] == "check":
+        # What gximap checks before it starts, with its exit status for a bad file (2).
         try:
             config = load_config(args[1:], required=True)
+            check_consistency(config)
+            check_host(config)
         except ConfigError as exc:
             sys.stderr.write(f"{exc}\n")
-            return 1
+            return 2
         for warning in config.warnings:
             sys.stderr.write(f"{warning}\n")
         return 0

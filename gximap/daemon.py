@@ -173,6 +173,9 @@ class Daemon:
                 adopted = [adopt_listener(fd, tls=name in ("imaps", "imap-tls", "tls")) for fd, name in activated]
                 return [adopted] * count
             plain, tls = gxconfig.listen_addresses(self.cfg)
+            if not plain and not tls:
+                raise StartupError(str(gxconfig.error_at(self.cfg, "imap_listen_port",
+                                                         "0 turns the plain listener off, and no other is set")))
             specs = [ListenerSpec(host, port, tls=False) for host, port in plain]
             specs += [ListenerSpec(host, port, tls=True) for host, port in tls]
             return bind_listener_sets(specs, count)
@@ -311,6 +314,7 @@ class Daemon:
         sd_notify("READY=1")
 
         def take_reload() -> bool:
+            self._note_ignored_signal(latch)
             if not latch.reload or latch.stop:
                 return False
             latch.reload = False
@@ -421,6 +425,7 @@ class Daemon:
         try:
             while not latch.stop:
                 latch.wait(1.0)
+                self._note_ignored_signal(latch)
                 if latch.reload and not latch.stop:
                     latch.reload = False
                     self.reload()
@@ -505,6 +510,11 @@ class Daemon:
                 self.log.warning("reload: %s", exposed)
         self.cfg = cfg
         return cfg
+
+    def _note_ignored_signal(self, latch: SignalLatch) -> None:
+        name = latch.take_ignored()
+        if name is not None:
+            self.log.warning("%s ignored: SIGHUP reopens the log and reloads the configuration", name)
 
     def _flush_auth_cache(self) -> None:
         if self.ctx is not None:

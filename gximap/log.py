@@ -219,27 +219,37 @@ def _open_target(target: str) -> logging.Handler:
         journal = stderr_is_journal()
         handler.setFormatter(_Formatter(with_time=not journal, journal=journal))
         return handler
+    check_target(target)
     if target == "syslog":
-        # SysLogHandler silently tolerates a missing socket (and retries per record); say so at once.
-        if not os.path.exists(SYSLOG_SOCKET):
-            raise LogSetupError(f"syslog: {SYSLOG_SOCKET} does not exist (is a syslog daemon running?)")
         try:
             handler = _SyslogHandler(address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL)
         except OSError as exc:
             raise LogSetupError(f"syslog: cannot connect to {SYSLOG_SOCKET}: {exc.strerror or exc}") from None
         handler.setFormatter(_Formatter(with_time=False))
         return handler
-    if not target or "\0" in target:
-        raise LogSetupError(f"invalid log file name {target!r}")
-    directory = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(directory):
-        raise LogSetupError(f"{target}: log directory {directory} does not exist")
     try:
         handler = logging.FileHandler(target, mode="a", encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
         raise LogSetupError(f"{target}: cannot open log file: {exc.strerror or exc}") from None
     handler.setFormatter(_Formatter(with_time=True))
     return handler
+
+
+def check_target(target: str) -> None:
+    """Raise LogSetupError where setup_logging would for ``target``, without opening it (for a
+    configuration check before start-up)."""
+    if target == "-":
+        return
+    if target == "syslog":
+        # SysLogHandler silently tolerates a missing socket (and retries per record); say so at once.
+        if not os.path.exists(SYSLOG_SOCKET):
+            raise LogSetupError(f"syslog: {SYSLOG_SOCKET} does not exist (is a syslog daemon running?)")
+        return
+    if not target or "\0" in target:
+        raise LogSetupError(f"invalid log file name {target!r}")
+    directory = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(directory):
+        raise LogSetupError(f"{target}: log directory {directory} does not exist")
 
 
 def setup_logging(target: str, level: int) -> None:

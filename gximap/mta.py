@@ -24,16 +24,15 @@ their files.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 from collections.abc import Sequence
 from typing import Any
 
 from gximap import config as gxconfig
 from gximap.config import Config
 from gximap.net.listener import BoundListener, ListenerError, ListenerSpec, adopt_listener, bind_listeners
+from gximap.net.privileges import PrivilegeError, resolve_identity
 from midb.expiry import ExpiryThrottle
 
 __all__ = ["MTA_SOCKET_NAMES", "MtaConfigError", "MtaServices"]
@@ -51,18 +50,11 @@ class MtaConfigError(Exception):
 
 
 def _owner_ids(text: str) -> tuple[int, int]:
-    user_name, _, group_name = text.strip().partition(":")
     try:
-        user = pwd.getpwuid(int(user_name)) if (user_name.isascii() and user_name.isdigit()) else pwd.getpwnam(user_name)
-    except (KeyError, OverflowError):
-        raise MtaConfigError(f"no such user {user_name!r}") from None
-    if not group_name:
-        return user.pw_uid, user.pw_gid
-    try:
-        group = grp.getgrgid(int(group_name)) if (group_name.isascii() and group_name.isdigit()) else grp.getgrnam(group_name)
-    except (KeyError, OverflowError):
-        raise MtaConfigError(f"no such group {group_name!r}") from None
-    return user.pw_uid, group.gr_gid
+        user, gid, _ = resolve_identity(text)
+    except PrivilegeError as exc:
+        raise MtaConfigError(str(exc)) from None
+    return user.pw_uid, gid
 
 
 def lmtp_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.session.LmtpSettings

@@ -14,6 +14,7 @@ from gximap.config import (
     DIRECTIVES,
     ConfigError,
     ValueSyntaxError,
+    check_consistency,
     config_from_text,
     defaults,
     insecure_auth_allowed,
@@ -27,6 +28,7 @@ from gximap.config import (
     parse_timespan,
     render_help,
     render_sample,
+    tls_configured,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +162,27 @@ def test_alias(tmp_path: Path) -> None:
     assert cfg.is_set("imap_fd_limit")
     both = load_config([write(tmp_path, "imap_fd_limit = 100\ndaemons_fd_limit = 200\n")], required=True)
     assert both.imap_fd_limit == 200
+
+
+def test_host_id_must_be_a_host_name() -> None:
+    check_consistency(config_from_text("host_id = mx1.example.org\n"))
+    check_consistency(config_from_text("host_id = localhost\n"))
+    for bad in ("bad host! [x]", "a_b.example", "-x.example", "x" * 64 + ".example"):
+        with pytest.raises(ConfigError) as info:
+            check_consistency(config_from_text(f"context_num = 5\nhost_id = {bad}\n", "t.cfg"))
+        assert str(info.value) == f"t.cfg:2: host_id: {bad!r} is not a host name"
+
+
+def test_gromox_older_names_are_aliases(tmp_path: Path) -> None:
+    """Gromox's install guide still writes these (renamed in Gromox; kept there as aliases):
+    ignored with a warning, imap_force_starttls would leave a migrated server without TLS."""
+    text = ("listen_port = 1143\nlisten_ssl_port = 1993\nimap_support_starttls = true\n"
+            "imap_certificate_path = c.pem\nimap_private_key_path = k.pem\nimap_force_starttls = true\n")
+    cfg = load_config([write(tmp_path, text)], required=True)
+    assert cfg.warnings == []
+    assert (cfg.imap_listen_port, cfg.imap_listen_tls_port) == (1143, 1993)
+    assert cfg.imap_support_tls is True and cfg.imap_force_tls is True
+    assert listen_addresses(cfg) == ([("::", 1143)], [("::", 1993)])
 
 
 def test_unknown_directive_warns(tmp_path: Path) -> None:
@@ -392,6 +415,17 @@ def test_listen_legacy_directives() -> None:
     assert listen_addresses(cfg) == ([("192.0.2.1", 1143)], [("192.0.2.1", 1993)])
 
 
+def test_port_0_of_the_older_directives_turns_the_listener_off() -> None:
+    """As in Gromox, whose files carry imap_listen_tls_port = 0 (its default): no IMAPS listener,
+    and none needs TLS configured; imap_listen_port = 0 likewise has no plain listener."""
+    cfg = config_from_text("imap_listen_addr = 192.0.2.1\nimap_listen_port = 1143\nimap_listen_tls_port = 0\n")
+    assert listen_addresses(cfg) == ([("192.0.2.1", 1143)], [])
+    assert not tls_configured(cfg)
+    cfg = config_from_text("imap_listen_port = 0\nimap_support_tls = yes\nimap_certificate_path = c\n"
+                           "imap_private_key_path = k\nimap_listen_tls_port = 993\n")
+    assert listen_addresses(cfg) == ([], [("::", 993)])
+
+
 def test_listen_lists() -> None:
     cfg = config_from_text("imap_listen = 127.0.0.1:143 [::1]:143  *:1143\nimap_support_tls = yes\n"
                            "imap_certificate_path = c\nimap_private_key_path = k\n"
@@ -539,9 +573,28 @@ def test_cli_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert config.main(["sample", "bogus"]) == 2
     assert capsys.readouterr().err.startswith("usage: python -m gximap.config ")
     bad = write(tmp_path, "context_num = x\n")
-    assert config.main(["check", bad]) == 1
+    assert config.main(["check", bad]) == 2   # gximap's status for a bad file
     assert capsys.readouterr().err == f"{bad}:1: context_num: 'x' is not an integer\n"
-    assert config.main(["check", write(tmp_path, "context_num = 3\n", "good.cfg")]) == 0
+    assert config.main(["check", write(tmp_path, "context_num = 3\nrunning_identity =\n", "good.cfg")]) == 0
+
+
+def test_check_finds_what_gximap_refuses_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``check`` runs what gximap checks before it starts: the combinations, the users and
+    groups named, the log target; each error at its file and line, exit status 2."""
+    cases = [
+        ("running_identity = no-such-user-gximap\n", "running_identity: no such user 'no-such-user-gximap'"),
+        ("running_identity = root:no-such-group-gximap\n", "running_identity: no such group 'no-such-group-gximap'"),
+        ("running_identity =\nunix_socket_owner = no-such-user-gximap\n",
+         "unix_socket_owner: no such user 'no-such-user-gximap'"),
+        (f"running_identity =\nimap_log_file = {tmp_path}/missing/imap.log\n",
+         f"imap_log_file: {tmp_path}/missing/imap.log: log directory {tmp_path}/missing does not exist"),
+        ("running_identity =\nimap_listen_tls = 127.0.0.1:993\n", "imap_listen_tls: needs imap_support_tls = yes"),
+    ]
+    for number, (text, why) in enumerate(cases):
+        path = write(tmp_path, text, f"case{number}.cfg")
+        assert config.main(["check", path]) == 2, text
+        line = text.count("\n", 0, text.index(why.split(":", 1)[0])) + 1
+        assert capsys.readouterr().err == f"{path}:{line}: {why}\n"
 
 
 def test_open_proxy_warning() -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import DATA_DIR, GximapProcess, insecure_client_tls
+from e2e import DATA_DIR, GximapProcess, free_port, insecure_client_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +57,20 @@ def test_bad_config_names_file_line_and_directive(tmp_path: Path) -> None:
                          timeout=30)
     assert out.returncode != 0
     assert f"{cfg}:2: context_num:" in out.stderr
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ("running_identity = no-such-user-gximap", "running_identity: no such user 'no-such-user-gximap'"),
+    ("imap_log_file = /nonexistent-gximap/imap.log", "imap_log_file: /nonexistent-gximap/imap.log: log directory"),
+])
+def test_what_the_host_lacks_is_a_located_configuration_error(tmp_path: Path, line: str, why: str) -> None:
+    """Exit status 2 (the unit does not restart it in a loop), FILE:LINE: directive: why."""
+    cfg = tmp_path / "imap.cfg"
+    cfg.write_text(f"imap_listen = 127.0.0.1:{free_port()}\nrunning_identity =\n{line}\n")
+    out = subprocess.run([sys.executable, "-m", "gximap", "-c", str(cfg)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2
+    assert f"{cfg}:3: {why}" in out.stderr
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
@@ -134,6 +148,22 @@ def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProces
     client.logout()
     time.sleep(0.2)
     assert server.log().count("NOOP") == before  # imap_cmd_debug is now off
+
+
+def test_sigusr1_and_sigusr2_are_ignored_with_a_warning(server: GximapProcess) -> None:
+    """By default they end a process silently; logrotate recipes for other daemons send USR1."""
+    client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    client.login("alice", "secret")
+    for signum, name in ((signal.SIGUSR1, "SIGUSR1"), (signal.SIGUSR2, "SIGUSR2")):
+        server.signal(signum)
+        expected = f"{name} ignored: SIGHUP reopens the log and reloads the configuration"
+        deadline = time.monotonic() + 10
+        while expected not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert expected in server.log()
+    assert client.noop()[0] == "OK"
+    client.logout()
+    assert server.proc is not None and server.proc.poll() is None
 
 
 def test_what_a_reload_says_goes_to_the_reopened_log(server: GximapProcess) -> None:

@@ -72,30 +72,39 @@ def _kernel_ceiling() -> int:
         return _NR_OPEN_FALLBACK
 
 
+def resolve_identity(identity: str) -> tuple[pwd.struct_passwd, int, bool]:
+    """``user`` or ``user:group`` (names or numeric ids) -> (the user, the group id: the named
+    group's or the user's own, whether a group was named). PrivilegeError names what is
+    missing. Shared by running_identity and unix_socket_owner, and checked at start-up."""
+    user_name, _, group_name = identity.strip().partition(":")
+    user_name, group_name = user_name.strip(), group_name.strip()
+    if not user_name:
+        raise PrivilegeError(f"{identity!r} names no user")
+    try:
+        user = pwd.getpwuid(int(user_name)) if user_name.isascii() and user_name.isdigit() else pwd.getpwnam(user_name)
+    except (KeyError, OverflowError):
+        raise PrivilegeError(f"no such user '{user_name}'") from None
+    if not group_name:
+        return user, user.pw_gid, False
+    try:
+        group = grp.getgrgid(int(group_name)) if group_name.isascii() and group_name.isdigit() else grp.getgrnam(group_name)
+    except (KeyError, OverflowError):
+        raise PrivilegeError(f"no such group '{group_name}'") from None
+    return user, group.gr_gid, True
+
+
 def drop_privileges(identity: str, *, dumpable: bool = False) -> None:
     """Become ``identity`` ("user" or "user:group"; names or numeric ids). Empty: no change."""
     identity = identity.strip()
     if not identity:
         return
-    user_name, _, group_name = identity.partition(":")
-    user_name, group_name = user_name.strip(), group_name.strip()
-    if not user_name:
-        raise PrivilegeError(f"running_identity: {identity!r} names no user")
     try:
-        user = pwd.getpwuid(int(user_name)) if user_name.isascii() and user_name.isdigit() else pwd.getpwnam(user_name)
-    except (KeyError, OverflowError):
-        raise PrivilegeError(f"running_identity: no such user '{user_name}'") from None
-    if group_name:
-        try:
-            group = grp.getgrgid(int(group_name)) if group_name.isascii() and group_name.isdigit() else grp.getgrnam(group_name)
-        except (KeyError, OverflowError):
-            raise PrivilegeError(f"running_identity: no such group '{group_name}'") from None
-        gid = group.gr_gid
-    else:
-        gid = user.pw_gid
+        user, gid, group_named = resolve_identity(identity)
+    except PrivilegeError as exc:
+        raise PrivilegeError(f"running_identity: {exc}") from None
 
     if os.geteuid() != 0:
-        if os.geteuid() == user.pw_uid and (not group_name or os.getegid() == gid):
+        if os.geteuid() == user.pw_uid and (not group_named or os.getegid() == gid):
             return
         log.warning(
             "running_identity %s ignored: not running as root, staying uid %d gid %d",
