@@ -11,6 +11,9 @@ Syntax (as in Gromox's config_file and gromox(7) "Duration specifications"):
 * durations: a sum of number+unit quanta such as ``1d1h1min1s``, ``3.5 hours`` or ``3h 30min``;
   a bare number is seconds.
 
+The value syntax itself is midb.cfgvalues', shared with the ``midb`` tool (which reads the midb
+directives of the same file and never imports gximap), so that both take the same values.
+
 :data:`DIRECTIVES` is the single source of truth: parsing, validation, ``gximap --help``, the sample
 configuration files in etc/gromox/ and the directive sections of gximap(8gx) are all derived from it
 (``python -m gximap.config sample imap`` regenerates a sample, ``... man imap`` a man page section).
@@ -18,26 +21,25 @@ configuration files in etc/gromox/ and the directive sections of gximap(8gx) are
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import math
 import os
 import re
 import socket
 import sys
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
-from midb import spans
+from midb import cfgvalues
 from midb.expiry import SPECIAL_USES, parse_folder_periods
 
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
 Section = Literal["gromox", "imap"]
 Value = bool | int | float | str | tuple[str, ...] | None
 Address = tuple[str, int]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 SECTIONS: tuple[Section, ...] = ("gromox", "imap")
 SECTION_FILES: dict[str, str] = {"gromox": "/etc/gromox/gromox.cfg", "imap": "/etc/gromox/imap.cfg"}
@@ -493,40 +495,26 @@ class ValueSyntaxError(ValueError):
 # Value syntax
 # ----------------------------------------------------------------------------------------------------
 
-_TRUE = frozenset({"yes", "on", "true", "1"})
-_FALSE = frozenset({"no", "off", "false", "0"})
+def _value_syntax(parse: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Parse with midb.cfgvalues, the value syntax shared with the midb tool: its ValueError
+    becomes a ValueSyntaxError with the same message."""
+    try:
+        return parse(*args, **kwargs)
+    except ValueError as exc:
+        raise ValueSyntaxError(str(exc)) from None
 
 
 def parse_bool(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ValueSyntaxError(f"{text!r} is not a boolean (yes/no, on/off, true/false, 1/0)")
-
-
-_INT_RE = re.compile(r"[+-]?[0-9]+")
+    return _value_syntax(cfgvalues.parse_bool, text)
 
 
 def parse_int(text: str) -> int:
-    word = text.strip()
-    if not _INT_RE.fullmatch(word):
-        raise ValueSyntaxError(f"{text!r} is not an integer")
-    return int(word)
-
-
-_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)b?", re.IGNORECASE)
-_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    return _value_syntax(cfgvalues.parse_int, text)
 
 
 def parse_size(text: str) -> int:
     """``64K`` → 65536, ``1.5M`` → 1572864, ``8GB`` → 8589934592 (fractions of a byte truncated)."""
-    match = _SIZE_RE.fullmatch(text.strip())
-    if match is None:
-        raise ValueSyntaxError(f"{text!r} is not a size (a number with optional k/M/G/T suffix)")
-    number = Decimal(match.group(1))  # exact, so 1.1M is not off by a float rounding
-    return int(number * _SIZE_FACTORS[match.group(2).lower()])
+    return _value_syntax(cfgvalues.parse_size, text)
 
 
 def autoexpunge_periods(cfg: Any) -> tuple[tuple[str, float], ...]:
@@ -541,27 +529,17 @@ def autoexpunge_periods(cfg: Any) -> tuple[tuple[str, float], ...]:
 
 def parse_timespan(text: str) -> float:
     """``1d1h1min1s`` → 90061.0, ``3.5 hours`` → 12600.0, ``3h 30min`` → 12600.0, ``90`` → 90.0."""
-    try:
-        return spans.parse_timespan(text)
-    except ValueError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    return _value_syntax(cfgvalues.parse_timespan, text)
 
 
 def _parse_list(text: str) -> tuple[str, ...]:
     return tuple(item for item in re.split(r"[\s,]+", text.strip()) if item)
 
 
-def _check_range(directive: Directive, number: float, shown: str) -> None:
-    if directive.minimum is not None and number < directive.minimum:
-        raise ValueSyntaxError(f"{shown} is below the minimum {_format_bound(directive, directive.minimum)}")
-    if directive.maximum is not None and number > directive.maximum:
-        raise ValueSyntaxError(f"{shown} is above the maximum {_format_bound(directive, directive.maximum)}")
-
-
 def parse_value(directive: Directive, text: str) -> Value:
     """Convert the text of a directive to its typed value, or raise ValueSyntaxError."""
     text = text.strip()
-    if directive.kind in ("str",):
+    if directive.kind == "str":
         if directive.name in _TABLE_DIRECTIVES:
             _check_table(text)
         elif directive.name in _MTA_CHECKS:
@@ -576,41 +554,9 @@ def parse_value(directive: Directive, text: str) -> Value:
             for item in items:
                 parse_socket_address(item)
         return items
-    if text == "":
-        if directive.default is None:
-            return None  # an explicit empty value leaves an optional directive unset
-        raise ValueSyntaxError("empty value")
-    if directive.kind == "path":
-        if "\0" in text:
-            raise ValueSyntaxError("a path cannot contain NUL")
-        return text
-    if directive.kind == "bool":
-        return parse_bool(text)
-    if directive.kind == "enum":
-        word = text.lower()
-        if word not in directive.choices and {"yes", "no"} <= set(directive.choices):
-            # A boolean with an extra value (insecure_auth = auto): every boolean spelling works.
-            with contextlib.suppress(ValueSyntaxError):
-                word = "yes" if parse_bool(text) else "no"
-        if word not in directive.choices:
-            raise ValueSyntaxError(f"{text!r} is not one of {', '.join(directive.choices)}")
-        # Enums of numbers (imap_accept_haproxy) read naturally as numbers: cfg.imap_accept_haproxy == 2.
-        return int(word) if all(c.isdigit() for c in directive.choices) else word
-    if directive.kind == "int":
-        number = parse_int(text)
-        _check_range(directive, number, text)
-        return number
-    if directive.kind == "size":
-        size = parse_size(text)
-        _check_range(directive, size, text)
-        return size
-    if directive.kind == "timespan":
-        seconds = parse_timespan(text)
-        if not math.isfinite(seconds):
-            raise ValueSyntaxError(f"{text!r} is out of range")
-        _check_range(directive, seconds, text)
-        return seconds
-    raise AssertionError(f"unhandled kind {directive.kind}")  # the table is checked by the tests
+    # An explicit empty value leaves an optional directive (one without a default) unset.
+    return _value_syntax(cfgvalues.parse_value, directive.kind, text, minimum=directive.minimum,
+                         maximum=directive.maximum, choices=directive.choices, optional=directive.default is None)
 
 
 def _check_table(text: str) -> None:
@@ -1140,18 +1086,8 @@ def trusted_proxy_networks(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddre
 # ----------------------------------------------------------------------------------------------------
 
 
-def _format_number(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else repr(number)
-
-
 def _format_bound(directive: Directive, bound: float) -> str:
-    if directive.kind == "timespan":
-        return f"{_format_number(bound)}s"
-    if directive.kind == "size" and bound >= 1024 and float(bound).is_integer():
-        for suffix, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-            if bound % factor == 0:
-                return f"{int(bound) // factor}{suffix}"
-    return _format_number(bound)
+    return cfgvalues.format_bound(directive.kind, bound)
 
 
 def describe_kind(directive: Directive) -> str:

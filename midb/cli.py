@@ -2,7 +2,9 @@
 
 Settings come from a gximap configuration file (``-c FILE``, default /etc/gromox/imap.cfg when it
 exists), of which only the midb-related directives are read here, with a small key=value reader
-of its own: midb never imports gximap. ``--store DIR`` overrides ``midb_path``.
+of its own: midb never imports gximap. Their values are parsed by midb.cfgvalues, as gximap's
+own reader parses them, so both accept and refuse the same values with the same messages.
+``--store DIR`` overrides ``midb_path``.
 
 Every error a user can cause ends with ``midb: error: ...`` on stderr and exit status 1;
 passwords are read from a terminal prompt or from stdin, never from the command line.
@@ -20,13 +22,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, NoReturn
 
+from midb import cfgvalues
+from midb.cfgvalues import Scalar, Syntax, parse_timespan
 from midb.errors import MidbError, NoSuchAccount
 from midb.expiry import SPECIAL_USES, parse_folder_periods
-from midb.shards import MAX_COUNT, check_count
-from midb.spans import parse_timespan
+from midb.shards import MAX_COUNT
 
 if TYPE_CHECKING:
     from midb.accounts import Account
@@ -48,30 +50,40 @@ class CliError(Exception):
 # configuration
 
 
-_TRUE = frozenset({"yes", "on", "true", "1"})
-_FALSE = frozenset({"no", "off", "false", "0"})
-_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-_SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "midb_shard_num",
                          "default_lang", "data_file_path", "auth_backend", "auth_passwd_file",
                          "imap_autoexpunge_trash", "imap_autoexpunge_junk", "imap_autoexpunge_folders"})
 # midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
 DEFAULT_SHARDS = 16
+# The typed directives midb reads, with the kind and bounds gximap.config.DIRECTIVES gives them
+# (tests/test_midb_cli.py checks that the two agree); optional: an empty value leaves it unset.
+SYNTAX: dict[str, Syntax] = {
+    "midb_path": Syntax("path"),
+    "midb_run_dir": Syntax("path", optional=True),
+    "midb_fsync": Syntax("bool"),
+    "midb_map_size": Syntax("size", minimum=1 << 20),
+    "midb_shard_num": Syntax("int", minimum=1, maximum=MAX_COUNT),
+    "auth_backend": Syntax("enum", choices=("midb", "passwd-file")),
+    "auth_passwd_file": Syntax("path", optional=True),
+    "imap_autoexpunge_trash": Syntax("timespan", minimum=0),
+    "imap_autoexpunge_junk": Syntax("timespan", minimum=0),
+}
+# Directive -> the Settings field it sets.
+_FIELDS = {"midb_path": "midb_path", "midb_run_dir": "run_dir", "midb_fsync": "fsync", "midb_map_size": "map_size",
+           "midb_shard_num": "shards", "auth_backend": "auth_backend", "auth_passwd_file": "auth_passwd_file"}
+_IEC_SUFFIX_RE = re.compile(r"(?<=[kmgt])i(?=b$)", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
-    """``64K`` -> 65536, ``1.5G`` -> 1610612736 (powers of 1024; ``unlimited`` -> 0)."""
+    """A size given as a command-line option (quotas): the configuration's syntax (``64K``,
+    ``1.5G``), plus ``unlimited`` or ``none`` -> 0 and the ``KiB``/``GiB`` midb writes sizes with."""
     word = text.strip()
     if word.lower() in ("unlimited", "none"):
         return 0
-    match = _SIZE_RE.fullmatch(word)
-    if match is None:
-        raise CliError(f"{text!r} is not a size (a number with optional K/M/G/T suffix)")
     try:
-        number = Decimal(match[1])
-    except InvalidOperation as exc:
-        raise CliError(f"{text!r} is not a size") from exc
-    return int(number * _SIZE_FACTORS[match[2].lower()])
+        return cfgvalues.parse_size(_IEC_SUFFIX_RE.sub("", word))
+    except ValueError:
+        raise CliError(f"{text!r} is not a size (a number with optional K/M/G/T suffix, or unlimited)") from None
 
 
 def _span(text: str, where: str) -> float:
@@ -81,13 +93,13 @@ def _span(text: str, where: str) -> float:
         raise CliError(f"{where}: {exc}") from None
 
 
-def parse_bool(text: str, where: str) -> bool:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise CliError(f"{where}: {text!r} is not a boolean (yes/no, on/off, true/false, 1/0)")
+def config_value(key: str, value: str, where: str) -> Scalar:
+    """A directive's typed value as gximap reads it; errors as gximap words them,
+    ``FILE:LINE: directive: why``."""
+    try:
+        return SYNTAX[key].parse(value)
+    except ValueError as exc:
+        raise CliError(f"{where}: {key}: {exc}") from None
 
 
 def read_config(path: str) -> dict[str, tuple[str, str]]:
@@ -97,8 +109,8 @@ def read_config(path: str) -> dict[str, tuple[str, str]]:
     key -> (value, "file:line") so that errors can name where a bad value came from.
     """
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+            lines = fh.read().split("\n")   # as gximap numbers lines: at \n only (\r is stripped)
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
     values: dict[str, tuple[str, str]] = {}
@@ -137,27 +149,12 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
     if path is not None:
         values = read_config(path)
         for key, (value, where) in values.items():
-            if key == "midb_path" and value:
-                settings.midb_path = value
-            elif key == "midb_fsync":
-                settings.fsync = parse_bool(value, where)
-            elif key == "midb_map_size":
-                try:
-                    settings.map_size = parse_size(value)
-                except CliError as exc:
-                    raise CliError(f"{where}: {exc}") from None
-            elif key == "midb_run_dir" and value:
-                settings.run_dir = value
-            elif key == "midb_shard_num":
-                settings.shards = _parse_shards(value, where)
-            elif key == "default_lang" and value:
+            if key in _FIELDS:
+                setattr(settings, _FIELDS[key], config_value(key, value, where))
+            elif key == "default_lang" and value:   # empty: English folder names, as "en"
                 settings.default_lang = value
             elif key == "data_file_path" and value:
                 settings.data_path = [p for p in value.split(":") if p]
-            elif key == "auth_backend" and value:
-                settings.auth_backend = value.lower()
-            elif key == "auth_passwd_file" and value:
-                settings.auth_passwd_file = value
             elif key == "imap_autoexpunge_folders":
                 settings.autoexpunge_folders = (value, where)
             elif key.startswith("imap_autoexpunge_") and key.removeprefix("imap_autoexpunge_") in SPECIAL_USES:
@@ -192,13 +189,6 @@ def open_store(settings: Settings, *, create: bool = False) -> Store:
             raise CliError(f"{exc}: the store is on a read-only file system; commands that only read "
                            f"work with --read-only") from None
         raise
-
-
-def _parse_shards(value: str, where: str) -> int:
-    try:
-        return check_count(int(value.strip()))
-    except ValueError:
-        raise CliError(f"{where}: midb_shard_num must be an integer from 1 to {MAX_COUNT}, not {value!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +234,7 @@ def _expiry_text(account: Account, settings: Settings) -> str:
         else:
             value, where = settings.autoexpunge.get(use, ("0", ""))
             try:
-                seconds = parse_timespan(value)
+                seconds = float(SYNTAX[f"imap_autoexpunge_{suffix}"].parse(value) or 0)
             except ValueError:
                 seconds, origin = 0, f"imap_autoexpunge_{suffix} unreadable at {where}"
             else:
@@ -734,14 +724,19 @@ def _folder_periods(text: str, where: str) -> tuple[tuple[str, float], ...]:
 def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     from midb.expiry import expire_account
 
-    by_use = {use: _span(value, where) for use, (value, where) in settings.autoexpunge.items()}
+    by_use: dict[str, float] = {}
+    for suffix, use in SPECIAL_USES.items():
+        if use in settings.autoexpunge:
+            value, where = settings.autoexpunge[use]
+            by_use[use] = float(config_value(f"imap_autoexpunge_{suffix}", value, where) or 0)
     for suffix, use in SPECIAL_USES.items():
         given = getattr(args, suffix)
         if given is not None:
             by_use[use] = _span(given, f"--{suffix}")
     # Name patterns first, in order (the first match wins): --folder's, then the configuration's.
     by_name = [pair for entry in args.folder for pair in _folder_periods(entry, "--folder")]
-    by_name += _folder_periods(*settings.autoexpunge_folders)
+    folders, where = settings.autoexpunge_folders
+    by_name += _folder_periods(folders, f"{where}: imap_autoexpunge_folders")
     periods: dict[str, float] = {}
     for name, seconds in by_name:
         periods.setdefault(name, seconds)   # a name given twice: the first is the one that matches

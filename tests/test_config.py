@@ -245,6 +245,11 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     ("insecure_auth = maybe", "insecure_auth", "not one of auto, yes, no"),
     ("imap_haproxy_trust = 10.0.0.0/8 bogus", "imap_haproxy_trust", "not an IP address"),
     ("context_num =", "context_num", "empty value"),
+    ("midb_map_size = 8GiB", "midb_map_size", "'8GiB' is not a size (a number with optional k/M/G/T suffix)"),
+    ("midb_map_size = 512K", "midb_map_size", "512K is below the minimum 1M"),
+    ("midb_path =", "midb_path", "empty value"),
+    ("midb_fsync = maybe", "midb_fsync", "'maybe' is not a boolean (yes/no, on/off, true/false, 1/0)"),
+    ("midb_shard_num = 1_6", "midb_shard_num", "'1_6' is not an integer"),
     ("context_num 200", "context_num", "expected 'key = value'"),
     ("imap listen = 1", "imap listen", "invalid directive name"),
 ])

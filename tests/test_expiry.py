@@ -280,7 +280,7 @@ def test_midb_expire_takes_the_configured_periods_or_its_options(midb: Midb, mon
     assert ok(midb("expire", "bob")) == "bob: 2 messages expunged from Spam\n"
     fails(midb("expire", "--folder", "Spam"), "--folder: 'Spam' is not NAME=SPAN")
     midb.config.write_text(midb.config.read_text() + "imap_autoexpunge_junk = 7 fortnights\n")
-    fails(midb("expire"), "imap.cfg:8: '7 fortnights': unknown time unit 'fortnights'")
+    fails(midb("expire"), "imap.cfg:8: imap_autoexpunge_junk: '7 fortnights': unknown time unit 'fortnights'")
     assert "messages" in ok(midb("stats"))  # a bad period stops 'expire' alone
 
 

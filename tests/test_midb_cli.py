@@ -12,8 +12,9 @@ import lmdb
 import pytest
 from store_helpers import downgrade_to_schema_3, store_with_alice
 
+from gximap import config as gxconfig
 from midb.authdb import MidbAuth
-from midb.cli import build_parser, load_settings, main, parse_size
+from midb.cli import SYNTAX, CliError, build_parser, load_settings, main, parse_size
 from midb.store import Store
 
 SHA512_CRYPT = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
@@ -108,12 +109,62 @@ def test_no_option_takes_a_password_value() -> None:
 
 
 def test_parse_size() -> None:
+    """Sizes given as options (quotas): the configuration's syntax, plus 'unlimited' and the
+    KiB/MiB/GiB midb writes sizes with (user list, user quota)."""
     assert parse_size("1.5G") == 1610612736
     assert parse_size("512k") == 524288
     assert parse_size("10MB") == 10485760
     assert parse_size("2MiB") == 2097152
+    assert parse_size("2.5 MiB") == 2621440
     assert parse_size("0") == 0
     assert parse_size("unlimited") == 0
+    for bad in ("12Q", "iB", "1 2", "-1", "5iB", ""):
+        with pytest.raises(CliError, match="is not a size"):
+            parse_size(bad)
+
+
+def test_directive_syntax_is_gximaps() -> None:
+    """midb's table of the directives it reads gives each the kind and bounds gximap's has."""
+    for name, syntax in SYNTAX.items():
+        directive = gxconfig.lookup(name)
+        assert directive is not None, name
+        assert (syntax.kind, syntax.minimum, syntax.maximum, syntax.choices, syntax.optional) == (
+            directive.kind, directive.minimum, directive.maximum, directive.choices, directive.default is None), name
+
+
+@pytest.mark.parametrize("line", [
+    "midb_map_size = 8GiB", "midb_map_size = unlimited", "midb_map_size = 512K", "midb_map_size =",
+    "midb_fsync = maybe", "midb_fsync =", "midb_path =", "midb_path = /a\x00b",
+    "midb_shard_num = 0", "midb_shard_num = 300", "midb_shard_num = 1_6", "midb_shard_num = sixteen",
+    "midb_shard_num =", "auth_backend = ldap", "auth_backend =",
+])
+def test_config_errors_are_gximaps(tmp_path: Path, line: str) -> None:
+    """A value gximap refuses, midb refuses with the same FILE:LINE: directive: why."""
+    path = tmp_path / "imap.cfg"
+    path.write_text(f"# header\n{line}\n")
+    with pytest.raises(gxconfig.ConfigError) as refused:
+        gxconfig.load_config([str(path)], required=True)
+    with pytest.raises(CliError) as also_refused:
+        load_settings(str(path), None)
+    assert str(also_refused.value) == str(refused.value)
+    assert str(refused.value).startswith(f"{path}:2: {line.split()[0]}: ")
+
+
+@pytest.mark.parametrize("line", [
+    "midb_map_size = 8GB", "midb_map_size = 1.5 g", "midb_fsync = OFF", "midb_fsync = 1", "midb_shard_num = +3",
+    "midb_run_dir =", "midb_run_dir = /run/x", "auth_passwd_file =", "auth_backend = MIDB",
+    "MIDB_PATH = /srv/midb",
+])
+def test_config_values_are_gximaps(tmp_path: Path, line: str) -> None:
+    """A value gximap takes, midb takes as the same setting (an empty optional one: unset)."""
+    path = tmp_path / "imap.cfg"
+    path.write_text(line + "\n")
+    key = line.split()[0].lower()
+    expected = gxconfig.load_config([str(path)], required=True)._values[key]   # as set, not derived
+    settings = load_settings(str(path), None)
+    field = {"midb_path": "midb_path", "midb_run_dir": "run_dir", "midb_fsync": "fsync", "midb_map_size": "map_size",
+             "midb_shard_num": "shards", "auth_backend": "auth_backend", "auth_passwd_file": "auth_passwd_file"}[key]
+    assert getattr(settings, field) == expected
 
 
 # ---- subprocess ----------------------------------------------------------------------------
@@ -138,7 +189,17 @@ def test_missing_store_and_config(midb: Midb, tmp_path: Path) -> None:
     fails(midb("user", "list"), f"no midb store at {midb.store}")
     fails(midb("-c", str(tmp_path / "missing.cfg"), "stats"), "cannot read")
     midb.config.write_text("midb_fsync = sometimes\n")
-    fails(midb("stats"), f"{midb.config}:1: 'sometimes' is not a boolean")
+    fails(midb("stats"), f"{midb.config}:1: midb_fsync: 'sometimes' is not a boolean")
+
+
+def test_config_values_refused_as_gximap_refuses_them(midb: Midb) -> None:
+    midb.config.write_text("midb_fsync = no\nmidb_map_size = 8GiB\n")
+    fails(midb("stats"), f"{midb.config}:2: midb_map_size: '8GiB' is not a size (a number with optional "
+                         f"k/M/G/T suffix)")
+    midb.config.write_text("midb_fsync = maybe\n")
+    fails(midb("stats"), f"{midb.config}:1: midb_fsync: 'maybe' is not a boolean (yes/no, on/off, true/false, 1/0)")
+    midb.config.write_text("midb_fsync = no\n\nmidb_path =\n")   # not ignored: gximap refuses it too
+    fails(midb("user", "list", store=False), f"{midb.config}:3: midb_path: empty value")
 
 
 def test_another_store_does_not_take_the_configured_run_dir(tmp_path: Path) -> None:
@@ -164,7 +225,7 @@ def test_config_supplies_midb_path(midb: Midb, tmp_path: Path) -> None:
 def test_config_sets_the_shard_count_of_a_new_store(midb: Midb) -> None:
     midb.config.write_text("midb_fsync = no\nmidb_shard_num = 300\n")
     fails(midb("user", "add", "zed", "--password-stdin", stdin="pw\n"),
-          f"{midb.config}:2: midb_shard_num must be an integer from 1 to 256, not '300'")
+          f"{midb.config}:2: midb_shard_num: 300 is above the maximum 256")
     midb.config.write_text("midb_fsync = no\nmidb_shard_num = 3\n")
     ok(midb("user", "add", "zed", "--password-stdin", stdin="pw\n"))
     assert [path.name for path in sorted(midb.store.glob("index*"))] == ["index", "index.1", "index.2"]

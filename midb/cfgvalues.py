@@ -1,0 +1,142 @@
+"""The value syntax of Gromox-style configuration directives (booleans, integers, sizes, time
+spans, paths, enumerations), shared by gximap's configuration (gximap.config) and the ``midb``
+tool, which reads the midb directives of the same file and never imports gximap.
+
+Errors are ValueError with a message saying what is wrong with the value; the caller adds the
+file, line and directive (``FILE:LINE: directive: why``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from midb.spans import parse_timespan
+
+__all__ = ["Kind", "Scalar", "Syntax", "check_range", "format_bound", "parse_bool", "parse_int", "parse_size",
+           "parse_timespan", "parse_value"]
+
+# The kinds parsed here; gximap's "str" and "list" directives take their text as it is.
+Kind = Literal["bool", "int", "size", "timespan", "enum", "path"]
+Scalar = bool | int | float | str | None
+
+_TRUE = frozenset({"yes", "on", "true", "1"})
+_FALSE = frozenset({"no", "off", "false", "0"})
+
+
+def parse_bool(text: str) -> bool:
+    """yes/no, on/off, true/false, 1/0, in any case."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (yes/no, on/off, true/false, 1/0)")
+
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int:
+    """A decimal integer with an optional sign (ASCII digits only: no ``1_000``, no ``0x10``)."""
+    word = text.strip()
+    if not _INT_RE.fullmatch(word):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(word)
+
+
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)b?", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``64K`` → 65536, ``1.5M`` → 1572864, ``8GB`` → 8589934592 (powers of 1024, fractions of a
+    byte truncated); not ``8GiB``, which Gromox does not take either."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (a number with optional k/M/G/T suffix)")
+    number = Decimal(match.group(1))  # exact, so 1.1M is not off by a float rounding
+    return int(number * _SIZE_FACTORS[match.group(2).lower()])
+
+
+def _format_number(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+def format_bound(kind: str, bound: float) -> str:
+    """A minimum or maximum as the directive's kind writes it: ``1M``, ``3600s``, ``256``."""
+    if kind == "timespan":
+        return f"{_format_number(bound)}s"
+    if kind == "size" and bound >= 1024 and float(bound).is_integer():
+        for suffix, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+            if bound % factor == 0:
+                return f"{int(bound) // factor}{suffix}"
+    return _format_number(bound)
+
+
+def check_range(kind: str, number: float, shown: str, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{shown} is below the minimum {format_bound(kind, minimum)}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{shown} is above the maximum {format_bound(kind, maximum)}")
+
+
+def parse_value(kind: Kind, text: str, *, minimum: float | None = None, maximum: float | None = None,
+                choices: tuple[str, ...] = (), optional: bool = False) -> Scalar:
+    """The typed value of a directive's text. An empty value is an error, unless ``optional``
+    (a directive without a default): then it leaves the directive unset (None)."""
+    text = text.strip()
+    if text == "":
+        if optional:
+            return None
+        raise ValueError("empty value")
+    if kind == "path":
+        if "\0" in text:
+            raise ValueError("a path cannot contain NUL")
+        return text
+    if kind == "bool":
+        return parse_bool(text)
+    if kind == "enum":
+        word = text.lower()
+        if word not in choices and {"yes", "no"} <= set(choices):
+            # A boolean with an extra value (insecure_auth = auto): every boolean spelling works.
+            with contextlib.suppress(ValueError):
+                word = "yes" if parse_bool(text) else "no"
+        if word not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        # Enums of numbers (imap_accept_haproxy) read naturally as numbers.
+        return int(word) if all(c.isdigit() for c in choices) else word
+    if kind == "int":
+        number = parse_int(text)
+        check_range(kind, number, text, minimum, maximum)
+        return number
+    if kind == "size":
+        size = parse_size(text)
+        check_range(kind, size, text, minimum, maximum)
+        return size
+    if kind == "timespan":
+        seconds = parse_timespan(text)
+        if not math.isfinite(seconds):
+            raise ValueError(f"{text!r} is out of range")
+        check_range(kind, seconds, text, minimum, maximum)
+        return seconds
+    raise AssertionError(f"unhandled kind {kind}")
+
+
+@dataclass(frozen=True, slots=True)
+class Syntax:
+    """A directive's kind and bounds, for readers that do not have gximap's directive table."""
+
+    kind: Kind
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+
+    def parse(self, text: str) -> Scalar:
+        return parse_value(self.kind, text, minimum=self.minimum, maximum=self.maximum,
+                           choices=self.choices, optional=self.optional)
