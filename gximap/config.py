@@ -912,7 +912,10 @@ def check_consistency(cfg: Config) -> None:
             str(cfg.tls_min_proto)):
         raise error_at(cfg, "tls_max_proto", f"is below tls_min_proto {cfg.tls_min_proto}")
     _check_proxy_link(cfg)
-    listen_addresses(cfg)
+    plain, tls = listen_addresses(cfg)
+    # Under socket activation (LISTEN_FDS) systemd passes the sockets and the directives are not used.
+    if not plain and not tls and not os.environ.get("LISTEN_FDS"):
+        raise error_at(cfg, "imap_listen_port", "0 turns the plain listener off, and no other is set")
 
 
 def check_host(cfg: Config) -> None:

@@ -172,10 +172,7 @@ class Daemon:
                 # systemd passes one socket per address; the processes share it.
                 adopted = [adopt_listener(fd, tls=name in ("imaps", "imap-tls", "tls")) for fd, name in activated]
                 return [adopted] * count
-            plain, tls = gxconfig.listen_addresses(self.cfg)
-            if not plain and not tls:
-                raise StartupError(str(gxconfig.error_at(self.cfg, "imap_listen_port",
-                                                         "0 turns the plain listener off, and no other is set")))
+            plain, tls = gxconfig.listen_addresses(self.cfg)   # not empty: check_consistency
             specs = [ListenerSpec(host, port, tls=False) for host, port in plain]
             specs += [ListenerSpec(host, port, tls=True) for host, port in tls]
             return bind_listener_sets(specs, count)

@@ -1750,6 +1750,27 @@ class Store(MetadataMixin):
             keys = self._message_range(txn, dbs, account_id, record, values=False)
         return uids_from_keys(keys)
 
+    def count_above(self, account: str, folder_id: int, uid: int) -> int:
+        """How many messages of the folder have a UID above ``uid``: one cursor pass over those
+        keys only (STATUS RECENT counts the messages above the \\Recent floor, usually few)."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if uid >= record.uidnext - 1:
+                return 0
+            prefix = folder_key(account_id, record.id)
+            cursor = txn.cursor(dbs.messages)
+            if not cursor.set_range(message_key(account_id, record.id, max(uid + 1, 1))):
+                return 0
+            count = 0
+            for key in cursor.iternext(keys=True, values=False):
+                if key[:8] != prefix:
+                    break
+                count += 1
+            return count
+
     def get_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[MessageMeta]:
         """The existing messages among `uids`, in UID order."""
         wanted = _uid_list(uids)

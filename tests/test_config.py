@@ -429,6 +429,9 @@ def test_port_0_of_the_older_directives_turns_the_listener_off() -> None:
     cfg = config_from_text("imap_listen_port = 0\nimap_support_tls = yes\nimap_certificate_path = c\n"
                            "imap_private_key_path = k\nimap_listen_tls_port = 993\n")
     assert listen_addresses(cfg) == ([], [("::", 993)])
+    with pytest.raises(ConfigError) as info:   # no listener left at all: a configuration error
+        check_consistency(config_from_text("context_num = 5\nimap_listen_port = 0\n", "t.cfg"))
+    assert str(info.value) == "t.cfg:2: imap_listen_port: 0 turns the plain listener off, and no other is set"
 
 
 def test_listen_lists() -> None:

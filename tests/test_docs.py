@@ -87,6 +87,14 @@ def test_mandoc_lint_clean(page: Path) -> None:
     assert result.returncode < 3  # 3 and above: errors
 
 
+@pytest.mark.parametrize("page", MAN_PAGES, ids=lambda path: path.name)
+def test_no_request_run_into_text(page: Path) -> None:
+    """A request such as .PP glued to the end of a text line is printed, not obeyed (mandoc -Tlint
+    does not see it)."""
+    assert [line for line in text(page).splitlines()
+            if re.search(r"\S\.(?:PP|TP|IP|SH|SS|EX|EE|br)\s*$", line)] == []
+
+
 @pytest.mark.parametrize("page", [CFG_PAGE, OVERVIEW_PAGE], ids=lambda path: path.name)
 def test_source_lines_short(page: Path) -> None:
     assert [line for line in text(page).splitlines()

@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import smtplib
+import socket
 import threading
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ class _Acknowledged:
         self.lock = threading.Lock()
         self.digests: dict[str, tuple[str, int]] = {}      # token -> sha256 and length as sent
         self.appended_uids: dict[str, int] = {}
+        self.faults: list[str] = []   # what a client thread saw that is not the kill
 
     def add(self, token: str, message: bytes, uid: int | None = None) -> None:
         with self.lock:
@@ -81,8 +83,13 @@ def _append(port: int, round_number: int, worker: int, stop: threading.Event, ac
             status, answer = client.append("INBOX", None, None, message)
             if status == "OK":
                 found = _APPENDUID.search(answer[0])
-                assert found is not None, answer
+                if found is None:
+                    acked.faults.append(f"APPEND OK without APPENDUID: {answer!r}")
+                    return
                 acked.add(token, message, int(found.group(1)))
+            else:
+                acked.faults.append(f"APPEND refused: {status} {answer!r}")
+                return
     except (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error, EOFError):
         pass
 
@@ -100,6 +107,16 @@ def _stored_by_token(path: Path) -> tuple[dict[str, list[tuple[int, bytes]]], li
             stored.setdefault(found.group(1).decode(), []).append((meta.uid, body))
         problems = [problem for problem in store.verify() if not problem.startswith("orphan:")]
     return stored, problems
+
+
+def _wait_for_lmtp(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            if sock.recv(4) == b"220 ":
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"no LMTP greeting on 127.0.0.1:{port}")
 
 
 def _kill_all(server: GximapProcess) -> None:
@@ -127,6 +144,7 @@ def test_sigkill_loses_no_acknowledged_delivery_or_append(tmp_path: Path, proces
     rng = random.Random(20261126)
     for round_number in range(ROUNDS):
         server.start()
+        _wait_for_lmtp(lmtp_port)   # bound after the IMAP port
         stop = threading.Event()
         workers = [threading.Thread(target=_deliver, args=(lmtp_port, round_number, n, stop, acked))
                    for n in range(2)]
@@ -143,7 +161,11 @@ def test_sigkill_loses_no_acknowledged_delivery_or_append(tmp_path: Path, proces
             for worker in workers:
                 worker.join(15)
             server.stop()
+        assert acked.faults == []
         assert len(acked.digests) > before, f"round {round_number}: nothing was acknowledged\n{server.log()}"
+        for kind in ("lmtp", "imap"):   # both kinds of client were at work
+            assert any(token.startswith(kind) and token.split("-")[1] == str(round_number)
+                       for token in acked.digests), f"round {round_number}: no {kind} message acknowledged"
         stored, problems = _stored_by_token(server.midb)
         assert problems == [], f"round {round_number}: {problems}"
         for token, (digest, length) in acked.digests.items():

@@ -516,6 +516,16 @@ def test_a_keyword_is_stored_in_the_folders_spelling(store: Store, alice: Accoun
     assert_consistent(store)
 
 
+def test_count_above(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    other = store.create_folder("alice", "Other").id
+    store.append("alice", other, MSG)   # the next folder's keys do not count
+    uids = [store.append("alice", inbox, MSG)[1] for _ in range(5)]
+    store.store_flags("alice", inbox, [uids[3]], "add", ["\\Deleted"])
+    store.expunge("alice", inbox, [uids[3]])
+    assert [store.count_above("alice", inbox, uid) for uid in (0, 1, 3, 4, 5, 99)] == [4, 3, 1, 1, 0, 0]
+
+
 def test_keywords_lists_a_keyword_once_whatever_its_spellings(store: Store, alice: Account,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Messages stored before the folder's spelling rule may carry several: FLAGS lists one,

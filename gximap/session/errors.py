@@ -22,7 +22,7 @@ def done_for_store_error(exc: BaseException) -> Done | None:
     if isinstance(exc, midb_errors.FolderExists):
         return Done(Code.NO_MAILBOX_EXISTS, status="NO", code=b"ALREADYEXISTS")
     if isinstance(exc, midb_errors.HasChildren):
-        return Done(Code.NO_HAS_CHILDREN, status="NO", code=b"INUSE")
+        return Done(Code.NO_HAS_CHILDREN, status="NO", code=b"HASCHILDREN")   # RFC 9051 section 7.1
     if isinstance(exc, midb_errors.InvalidName):
         return Done(Code.NO_INVALID_MAILBOX_NAME, status="NO", code=b"CANNOT")
     if isinstance(exc, midb_errors.KeywordSetsExhausted):

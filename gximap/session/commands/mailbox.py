@@ -7,7 +7,6 @@ empty components, "." / "..", control characters...), which the session maps to 
 
 from __future__ import annotations
 
-import bisect
 import functools
 from collections.abc import Generator
 from typing import Any
@@ -256,24 +255,15 @@ def namespace(session: Any, cmd: cmds.Namespace) -> Generator[bytes, Any, Done]:
 def recent_count(session: Any, folder: Any) -> int:
     """Messages above the folder's \\Recent floor (no session has claimed them yet) and, in the
     selected mailbox, those this session sees as \\Recent (it claimed them, or was told of them
-    first): the number its FETCH FLAGS shows, as SELECT's RECENT did."""
-    view = session.selected
-    own = view.recent if view is not None and view.folder_id == folder.id else None
+    first): the number its FETCH FLAGS shows, as SELECT's RECENT did. Only the keys above the
+    floor are read; the session's own come from its view (read-only, some of them may lie above
+    the floor too: counted once)."""
     floor = folder.recent_floor
-    if folder.messages == 0 or (not own and floor >= folder.uidnext - 1):
-        return 0
-    uids = session.store.uids(session.user, folder.id)
-    unclaimed = len(uids) - bisect.bisect_right(uids, floor)
-    if not own:
+    unclaimed = session.store.count_above(session.user, folder.id, floor) if folder.messages else 0
+    view = session.selected
+    if view is None or view.folder_id != folder.id or not view.recent:
         return unclaimed
-    # Read-only, the session's own may lie above the floor too: counted once. Those another
-    # session expunged meanwhile are not counted.
-    return unclaimed + sum(1 for uid in own if uid <= floor and _holds(uids, uid))
-
-
-def _holds(uids: list[int], uid: int) -> bool:
-    at = bisect.bisect_left(uids, uid)
-    return at < len(uids) and uids[at] == uid
+    return unclaimed + sum(1 for uid in view.recent if uid <= floor)
 
 
 def kib(octets: int) -> int:
