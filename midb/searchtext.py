@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 
 from midb.mime import (
     Digest,
@@ -173,6 +174,22 @@ def _header_text(data: bytes, part: Part) -> str:
     return "\n".join(lines)
 
 
+def _entities(root: Part, *, part_headers: bool) -> Iterator[tuple[Part, bool]]:
+    """The entities under ``root``, depth first in order (at most _MAX_PARTS_VISITED), each with
+    whether its header is wanted: body_text wants an embedded message's header, and
+    part_headers_text (``part_headers``) the MIME header of each part of a multipart."""
+    stack: list[tuple[Part, bool]] = [(root, False)]
+    visited = 0
+    while stack and visited < _MAX_PARTS_VISITED:
+        part, wanted = stack.pop()
+        visited += 1
+        yield part, wanted
+        if part.children is not None:
+            stack.extend((child, part_headers) for child in reversed(part.children))
+        elif part.message is not None:
+            stack.append((part.message[1], not part_headers))
+
+
 def body_text(data: bytes, digest: Digest | Part) -> str:
     """The readable text of the message body: every text/* part decoded (transfer encoding,
     charset; HTML stripped of markup), plus the headers and text of embedded messages, joined by
@@ -181,23 +198,16 @@ def body_text(data: bytes, digest: Digest | Part) -> str:
     carries it: midb.summary)."""
     chunks: list[str] = []
     total = 0
-    visited = 0
     root = digest if isinstance(digest, Part) else digest.root
-    stack: list[tuple[Part, bool]] = [(root, False)]
-    while stack and total < MAX_BODY_TEXT and visited < _MAX_PARTS_VISITED:
-        part, with_header = stack.pop()
-        visited += 1
+    for part, with_header in _entities(root, part_headers=False):
+        if total >= MAX_BODY_TEXT:
+            break
         if with_header:
             text = _header_text(data, part)
             chunks.append(text)
             total += len(text) + 1
-        if part.children is not None:
-            stack.extend((child, False) for child in reversed(part.children))
-        elif part.message is not None:
-            stack.append((part.message[1], True))
-        elif part.type.lower() == b"text" and part.body_end > part.body_start:
-            if not _is_body_text(part):
-                continue  # attached source files, calendars etc. are not the message's text
+        if part.children is None and part.message is None and _is_body_text(part):
+            # (attached source files, calendars etc. are not the message's text)
             text = _part_text(data, part)
             chunks.append(text)
             total += len(text) + 1
@@ -213,11 +223,9 @@ def part_headers_text(data: bytes, digest: Digest) -> str:
     MIME fields of the parts inside that message are. Bounded as body_text is."""
     chunks: list[str] = []
     total = 0
-    visited = 0
-    stack: list[tuple[Part, bool]] = [(digest.root, False)]
-    while stack and total < MAX_BODY_TEXT and visited < _MAX_PARTS_VISITED:
-        part, listed = stack.pop()
-        visited += 1
+    for part, listed in _entities(digest.root, part_headers=True):
+        if total >= MAX_BODY_TEXT:
+            break
         if listed:
             text = _header_text(data, part)
             values = [value for _name, value in part.params]
@@ -227,10 +235,6 @@ def part_headers_text(data: bytes, digest: Digest) -> str:
                 text += "\n" + " ".join(value.decode("utf-8", "replace") for value in values)
             chunks.append(text)
             total += len(text) + 1
-        if part.children is not None:
-            stack.extend((child, True) for child in reversed(part.children))
-        elif part.message is not None:
-            stack.append((part.message[1], False))
     return "\n".join(chunks)[:MAX_BODY_TEXT]
 
 

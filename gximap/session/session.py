@@ -451,8 +451,8 @@ class ImapSession:
                 refusal = self._replace_refusal(event)
             else:   # certain to be refused: not worth an upload of up to imap_max_literal_size
                 wrong_state = _wrong_state(self.state, frozenset({State.SELECTED}))
-                refusal = (self.status_line(b"BAD", wrong_state),
-                           self.text(wrong_state).decode("utf-8", "replace"), "BAD")
+                text = self.text(wrong_state)
+                refusal = completion(b"BAD", None, text, wrong_state), text.decode("utf-8", "replace"), "BAD"
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
@@ -487,8 +487,8 @@ class ImapSession:
             return None   # the command meets the error itself
         if done is None:
             return None
-        line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
-        return line, self.text(done.text, *done.args).decode("utf-8", "replace"), done.status
+        text = self.text(done.text, *done.args)
+        return completion(done.status.encode(), done.code, text, done.text), text.decode("utf-8", "replace"), done.status
 
     def _append_to_missing_mailbox(self, event: NeedContinuation) -> bool:
         """Whether the APPEND's first literal is asked for with a mailbox name, before it, that
