@@ -299,7 +299,8 @@ class Daemon:
 
         # A process stops in about 3 s (sessions get BYE), LMTP connections finishing a delivery
         # in SHUTDOWN_WAIT; beyond that it is hung and gets SIGKILL.
-        supervisor = Supervisor(count, serve, stop_grace=SHUTDOWN_WAIT + 10.0, on_change=self._master_title)
+        supervisor = Supervisor(count, serve, stop_grace=SHUTDOWN_WAIT + 10.0, on_change=self._master_title,
+                                on_exit=siblings.announce_gone)
         latch.install()  # before the fork: a SIGTERM during start-up stops the processes started
         try:
             supervisor.start()

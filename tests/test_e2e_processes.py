@@ -257,9 +257,9 @@ def test_every_context_is_used_before_a_connection_is_refused(tmp_path: Path) ->
     clients log in: a session that has not would be displaced by the newcomer instead.)"""
     proc = GximapProcess(tmp_path, tls=False, extra={"imap_process_num": "2", "context_num": "6"}).start()
     try:
-        # The steady state: both processes serving (start() returns once one greets). A client
-        # once got its connection closed without a word here, the second process perhaps not
-        # yet up (session 62, not reproduced; see its closing note).
+        # The steady state: both processes serving (start() returns once one greets). Before,
+        # a process still starting could be passed a connection and close it without a word
+        # (ConnectionHandoff now offers only to siblings that said hello; test_prefork).
         assert wait_until(lambda: len(_serving(proc)) == 2, timeout=10.0)
         clients = []
         for _ in range(6):

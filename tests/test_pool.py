@@ -205,6 +205,11 @@ def _sibling_servers(*recorders: Recorder, context_nums: Sequence[int] = ()) -> 
                handoff=ConnectionHandoff(channels[index], ledgers[index]), **settings)
         for index, recorder in enumerate(recorders)
     ]
+    for channel in channels:  # as gximap.daemon does: every component registered, then hello
+        channel.say_hello()
+    others = len(servers) - 1
+    assert wait_until(lambda: all(server._handoff is not None and len(server._handoff.siblings_up()) == others
+                                  for server in servers))
     for server in servers:
         server.start()
     try:

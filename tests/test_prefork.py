@@ -160,6 +160,9 @@ def _three_processes_handing_off() -> tuple[SiblingChannel, list[SiblingChannel]
         channel.attach(index)
     ledgers = [AddressLedger(channel) for channel in channels]
     handoffs = [ConnectionHandoff(channel, ledger) for channel, ledger in zip(channels, ledgers, strict=True)]
+    for channel in channels:
+        channel.say_hello()
+    assert wait_until(lambda: all(len(handoff.siblings_up()) == 2 for handoff in handoffs))
     return parent, channels, ledgers, handoffs
 
 
@@ -273,6 +276,97 @@ def test_handoffs_count_against_a_siblings_room_until_it_says_it_took_them() -> 
         assert wait_until(lambda: handoffs[0].untaken(2) == 0)
 
 
+def test_a_connection_is_passed_only_to_a_sibling_that_is_up() -> None:
+    """A process still starting (no hello yet) or dead (the parent said "gone") is not offered
+    a connection: its client would wait for the restart, or, before, lost it without a word
+    (a clean-clone failure of test_every_context_is_used_before_a_connection_is_refused)."""
+    parent = SiblingChannel.create(2)
+    first = SiblingChannel(parent._pairs, parent.secret)
+    first.attach(0)
+    handoff = ConnectionHandoff(first, AddressLedger(first))
+    first.say_hello()  # nobody hears it: process 2 is not attached yet
+    second: SiblingChannel | None = None
+    ours, theirs = socket.socketpair()
+    try:
+        assert handoff.offer(theirs, 0, capacity=5) is None  # process 2 has not said hello
+        second = SiblingChannel(parent._pairs, parent.secret)
+        second.attach(1)
+        adopted: list[bytes] = []
+
+        def adopt(sock: socket.socket, _listener: int, _visited: frozenset[int], taken: Callable[[], None]) -> None:
+            adopted.append(sock.recv(8))
+            taken()
+
+        second_handoff = ConnectionHandoff(second, AddressLedger(second))
+        second_handoff.adopt_with(adopt)
+        second.say_hello()
+        assert wait_until(lambda: handoff.siblings_up() == {1})
+        assert wait_until(lambda: second_handoff.siblings_up() == {0})  # process 1 answered "up"
+        assert handoff.offer(theirs, 0, capacity=5) == 1
+        ours.sendall(b"hi")
+        assert wait_until(lambda: adopted == [b"hi"])
+        parent.announce_gone(1)  # process 2 died: the parent says so
+        assert wait_until(lambda: handoff.siblings_up() == set())
+        assert handoff.offer(theirs, 0, capacity=5) is None
+    finally:
+        ours.close()
+        theirs.close()
+        first.close()
+        if second is not None:
+            second.close()
+        parent.close_sockets()
+
+
+def test_a_connection_passed_to_a_process_that_died_is_taken_up_by_its_successor() -> None:
+    """Passed in the moment before the parent's "gone" arrived: the successor greets it once
+    it is up, instead of closing it with the rest of its predecessor's queue."""
+    parent, channels, _ledgers, handoffs = _three_processes_handing_off()
+    reborn: SiblingChannel | None = None
+    ours, theirs = socket.socketpair()
+    try:
+        channels[2].close()  # process 3 dies; its siblings do not know yet
+        assert handoffs[0].offer(theirs, 4, capacity=5, visited=frozenset({1})) == 2
+        theirs.close()
+        reborn = SiblingChannel(parent._pairs, parent.secret)
+        reborn.attach(2)
+        adopted: list[tuple[int, frozenset[int], bytes]] = []
+
+        def adopt(sock: socket.socket, listener: int, visited: frozenset[int], taken: Callable[[], None]) -> None:
+            with sock:
+                adopted.append((listener, visited, sock.recv(8)))
+            taken()
+
+        ConnectionHandoff(reborn, AddressLedger(reborn)).adopt_with(adopt)
+        ours.sendall(b"late")
+        time.sleep(0.1)
+        assert adopted == []  # not before the successor is ready
+        reborn.say_hello()
+        assert wait_until(lambda: adopted == [(4, frozenset({0, 1}), b"late")])
+    finally:
+        ours.close()
+        theirs.close()
+        for channel in channels[:2]:
+            channel.close()
+        if reborn is not None:
+            reborn.close()
+        parent.close_sockets()
+
+
+def test_a_dead_siblings_connections_stop_counting_when_the_parent_says_it_is_gone() -> None:
+    parent, first, second = sibling_processes()
+    try:
+        one = AddressLedger(first)
+        two = AddressLedger(second)
+        assert one.acquire("192.0.2.1", 0)
+        assert wait_until(lambda: two.count("192.0.2.1") == 1)
+        first.close()
+        parent.announce_gone(0)
+        assert wait_until(lambda: two.count("192.0.2.1") == 0)
+    finally:
+        second.close()
+        parent.close_sockets()
+
+
 def test_unlimited_ledger_still_counts() -> None:
     ledger = AddressLedger()
     for _ in range(5):
@@ -382,7 +476,8 @@ def _serve_ready_then_wait(index: int, ready: Callable[[], None]) -> int:
 
 
 def test_supervisor_starts_restarts_and_stops_processes() -> None:
-    supervisor = Supervisor(2, _serve_ready_then_wait, stop_grace=5.0)
+    exits: list[int] = []
+    supervisor = Supervisor(2, _serve_ready_then_wait, stop_grace=5.0, on_exit=exits.append)
     supervisor.start()
     try:
         first = supervisor.pids
@@ -394,9 +489,11 @@ def test_supervisor_starts_restarts_and_stops_processes() -> None:
                              lambda: False, lambda timeout: time.sleep(0.05))
         assert len(supervisor.pids) == 2
         assert supervisor.pids[0] != first[0] and supervisor.pids[1] == first[1]
+        assert exits == [0]  # its siblings are told (SiblingChannel.announce_gone)
     finally:
         supervisor.stop()
     assert supervisor.pids == []
+    assert exits == [0]  # a stop is no death
 
 
 def test_a_process_that_fails_at_start_up_fails_the_start() -> None:

@@ -100,16 +100,19 @@ class Supervisor:
     """Forks ``count`` processes that each run ``serve(index, ready)`` and supervises them.
 
     ``serve`` returns an exit status; it must call ``ready()`` once it accepts connections.
+    ``on_exit(index)`` is called when process ``index`` died while serving (before its restart).
     """
 
     def __init__(self, count: int, serve: Callable[[int, Callable[[], None]], int], *,
-                 stop_grace: float = 10.0, on_change: Callable[[Supervisor], None] | None = None) -> None:
+                 stop_grace: float = 10.0, on_change: Callable[[Supervisor], None] | None = None,
+                 on_exit: Callable[[int], None] | None = None) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
         self.count = count
         self._serve = serve
         self._stop_grace = stop_grace
         self._on_change = on_change
+        self._on_exit = on_exit
         self.children = [_Child(index) for index in range(count)]
         self._ready_read, self._ready_write = os.pipe()
         os.set_blocking(self._ready_read, False)
@@ -224,6 +227,8 @@ class Supervisor:
                 log.error("process %d/%d (pid %d) ended: %s; restarting in %.0f s",
                           child.index + 1, self.count, pid,
                           describe_status(status), child.restart_at - now)
+                if self._on_exit is not None:
+                    self._on_exit(child.index)
                 self._changed()
             for child in self.children:
                 if not child.pid and child.restart_at is not None and now >= child.restart_at and not should_stop():

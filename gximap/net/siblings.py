@@ -22,7 +22,9 @@ run on the channel's receiving thread. A message to one sibling may carry file d
 to a sibling with room (ConnectionHandoff). A process that starts (or restarts) sends "hello"; the
 others then forget what they knew of its predecessor and send it their own state, so it does not
 start blind. State messages are idempotent ("this is my count", "blocked until"), so siblings
-that receive them too are not misled.
+that receive them too are not misled. When a process dies, the parent says "gone" on its behalf
+(announce_gone): its siblings stop counting on it (its connections, its room for a passed
+connection) at once instead of when its successor says hello, 1-30 s later.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ class SiblingChannel:
         self._handlers: dict[str, Handler] = {}
         self._fd_handlers: dict[str, FdHandler] = {}
         self._hello_handlers: list[Handler] = []
+        self._gone_handlers: list[Handler] = []
+        # Descriptors queued for this process's predecessor (connections a sibling passed to it
+        # just before it died): taken up once this process is ready (say_hello), not dropped.
+        self._inherited: list[tuple[bytes, list[int]]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
         self._dropped = 0
@@ -99,6 +105,7 @@ class SiblingChannel:
             raise ValueError(f"no process {index} in a channel of {len(self._pairs)}")
         self.index = index
         self._handlers["hello"] = self._on_hello
+        self._handlers["gone"] = self._on_gone
         self._discard_queued()
         self._stop_read, self._stop_write = os.pipe()
         self._thread = threading.Thread(target=self._receive_loop, name="gximap-siblings", daemon=True)
@@ -108,24 +115,54 @@ class SiblingChannel:
         """Drop what was sent to this process's predecessor and never read (it died, or this is
         a restart): a count it would have taken back later (an address's "+1" whose "-1" was
         dropped, its queue being full) would otherwise stay for good. Siblings send their state
-        again when this process says hello; connections passed to the predecessor are closed,
-        as its siblings take them for gone then too."""
+        again when this process says hello. Descriptors are kept for say_hello: a connection
+        passed to the predecessor in the moment before its siblings learnt it was gone has a
+        client waiting for its greeting, which this process can give."""
         receiving = self._pairs[self.index][1]
         receiving.setblocking(False)
         discarded = 0
         while True:
             try:
-                _data, fds, _flags, _address = socket.recv_fds(receiving, _MAX_MESSAGE, _MAX_FDS)
+                data, fds, _flags, _address = socket.recv_fds(receiving, _MAX_MESSAGE, _MAX_FDS)
             except OSError:   # BlockingIOError: nothing (more) queued
                 break
-            _close_fds(fds)
-            discarded += 1
+            if fds:
+                self._inherited.append((data, fds))
+            else:
+                discarded += 1
         if discarded:
             log.debug("process %d: %d messages to its predecessor discarded", self.index + 1, discarded)
 
     def say_hello(self) -> None:
-        """Announce this process to its siblings, once every component has registered."""
+        """Announce this process to its siblings, once every component has registered; then
+        take up the descriptors passed to its predecessor (_discard_queued)."""
         self.send("hello")
+        inherited, self._inherited = self._inherited, []
+        for data, fds in inherited:
+            self._dispatch(data, fds)
+
+    def announce_gone(self, index: int) -> None:
+        """In the parent: tell the other processes that process ``index`` died. Said in its
+        name, as if it had said it itself; never waits (a full queue drops it, and the
+        successor's hello still comes)."""
+        data = self._encode_as(index, "gone", {})
+        if data is None:
+            return
+        for other, (sending, _receiving) in enumerate(self._pairs):
+            if other == index:
+                continue
+            try:
+                sending.send(data, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                log.debug("cannot tell process %d that process %d is gone: %s", other + 1, index + 1, exc)
+
+    def on_gone(self, handler: Handler) -> None:
+        """Call ``handler(sender_index, message)`` when a sibling dies (announce_gone)."""
+        self._gone_handlers.append(handler)
+
+    def _on_gone(self, sender: int, message: dict[str, Any]) -> None:
+        for handler in self._gone_handlers:
+            handler(sender, message)
 
     def on_hello(self, handler: Handler) -> None:
         """Call ``handler(sender_index, message)`` when a sibling (re)starts."""
@@ -195,7 +232,11 @@ class SiblingChannel:
 
     def _encode(self, kind: str, fields: dict[str, Any]) -> bytes | None:
         """The datagram of a message; None (logged) when it would be too long."""
-        data = json.dumps({"from": self.index, "kind": kind, **fields}, separators=(",", ":")).encode()
+        return self._encode_as(self.index, kind, fields)
+
+    @staticmethod
+    def _encode_as(sender: int, kind: str, fields: dict[str, Any]) -> bytes | None:
+        data = json.dumps({"from": sender, "kind": kind, **fields}, separators=(",", ":")).encode()
         if len(data) > _MAX_MESSAGE:
             log.debug("sibling message too long, not sent: %s", kind)
             return None
@@ -204,6 +245,9 @@ class SiblingChannel:
     def close(self) -> None:
         """Stop receiving (the sockets stay open: the parent owns them)."""
         self._closed = True
+        inherited, self._inherited = self._inherited, []
+        for _data, fds in inherited:
+            _close_fds(fds)
         if self._thread is not None:
             os.write(self._stop_write, b"x")
             self._thread.join(5.0)
@@ -306,6 +350,7 @@ class AddressLedger:
             channel.on(self._kind, self._on_sibling_change)
             channel.on(f"{self._kind}-state", self._on_sibling_state)
             channel.on_hello(self._on_sibling_hello)
+            channel.on_gone(self._on_sibling_gone)
 
     def acquire(self, key: str, limit: int) -> bool:
         """Count a connection from ``key``; False (and nothing counted) when ``limit`` (> 0) is
@@ -367,6 +412,10 @@ class AddressLedger:
                 else:
                     mine.pop(str(key), None)
 
+    def _on_sibling_gone(self, sender: int, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._siblings.pop(sender, None)  # its connections went with it
+
     def _on_sibling_hello(self, sender: int, message: dict[str, Any]) -> None:
         assert self._channel is not None
         with self._lock:
@@ -400,7 +449,10 @@ class ConnectionHandoff:
     it took: the ledger learns of a passed connection only once the sibling admitted it, so a
     burst passed on within that time would otherwise all go to the same sibling, past its room.
     The sibling says "taken" after admitting (its ledger message goes first, on the same queue),
-    so the two counts never hold the same connection twice for long."""
+    so the two counts never hold the same connection twice for long.
+    Only a sibling known to be up is offered one: it said hello (and so has its handoff
+    registered), or answered ours with "up", and no "gone" came since. A connection passed to
+    a process still starting, or dead and not yet restarted, would wait seconds for it."""
 
     def __init__(self, channel: SiblingChannel, ledger: AddressLedger, *, name: str = "imap") -> None:
         self._channel = channel
@@ -410,9 +462,12 @@ class ConnectionHandoff:
         self._lock = threading.Lock()
         self._untaken: dict[int, deque[float]] = {}  # sibling -> when each unconfirmed pass was sent
         self._turn = 0  # offers so far: siblings equally loaded take turns
+        self._up: set[int] = set()  # siblings ready to take a connection (see the class docstring)
         channel.on_fds(self._kind, self._on_connection)
         channel.on(f"{self._kind}-taken", self._on_taken)
+        channel.on(f"{self._kind}-up", self._on_sibling_up)
         channel.on_hello(self._on_sibling_hello)
+        channel.on_gone(self._on_sibling_gone)
 
     def adopt_with(self, adopter: Adopter) -> None:
         """``adopter(sock, listener_index, visited, taken)`` takes each connection a sibling
@@ -427,9 +482,10 @@ class ConnectionHandoff:
         in ``visited`` (processes it was passed through); the sibling's index, or None (no
         sibling with room, or it could not be reached). The caller closes its own ``sock``
         either way once it is passed."""
-        loads = {index: load for index, load in self._ledger.sibling_loads().items() if index not in visited}
         now = time.monotonic()
         with self._lock:
+            loads = {index: load for index, load in self._ledger.sibling_loads().items()
+                     if index not in visited and index in self._up}
             for index in loads:
                 loads[index] += self._untaken_locked(index, now)
         # Among equal loads the turn rotates: every sibling full, a process passing connections
@@ -476,6 +532,22 @@ class ConnectionHandoff:
     def _on_sibling_hello(self, sender: int, message: dict[str, Any]) -> None:
         with self._lock:
             self._untaken.pop(sender, None)  # its predecessor's connections went with it
+            self._up.add(sender)
+        self._channel.send_to(sender, f"{self._kind}-up")  # the newcomer learns that this one is up
+
+    def _on_sibling_up(self, sender: int, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._up.add(sender)
+
+    def _on_sibling_gone(self, sender: int, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._up.discard(sender)
+            self._untaken.pop(sender, None)
+
+    def siblings_up(self) -> set[int]:
+        """The siblings that can be offered a connection now."""
+        with self._lock:
+            return set(self._up)
 
     def _on_connection(self, sender: int, message: dict[str, Any], fds: list[int]) -> None:
         def taken() -> None:
