@@ -236,6 +236,12 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_autologout_time", "timespan", "30 minutes",
        "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",
        "imap", minimum=1),
+    _d("imap_idle_notify_interval", "timespan", "2min",
+       "How often a session in IDLE that has had nothing to report is sent \"* OK Still here\", as "
+       "Dovecot does: NAT gateways and firewalls that drop a quiet connection (some mobile networks "
+       "after a few minutes) keep it, and the client sees that the server is alive. The session is "
+       "still logged out after imap_autologout_time without a word from the client. 0 sends none.",
+       "imap", minimum=0),
     _d("imap_autoexpunge_folders", "str", "",
        "Expiry periods of folders by name, as Dovecot's per-mailbox autoexpunge: NAME=SPAN entries "
        "separated by commas, e.g. Spam=30d, Lists/*=90d (* matches any characters, % any but the "

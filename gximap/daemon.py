@@ -54,6 +54,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         conn_timeout=float(cfg.imap_conn_timeout),
         login_timeout=float(cfg.imap_login_timeout),
         autologout=float(cfg.imap_autologout_time),
+        idle_notify_interval=float(cfg.imap_idle_notify_interval),
         default_lang=str(cfg.default_lang),
         version=__version__,
         quota_admins=tuple(cfg.imap_quota_admins),

@@ -34,18 +34,29 @@ def _dummy_hash() -> str:
     return hash_password("timing-equaliser")
 
 
+class AccountDisabled(Exception):
+    """The password is right, but the account may not log in (``midb user disable``, a
+    passwd-file ``nologin``). Only then is the client told why (IMAP ``[CONTACTADMIN]``): a
+    wrong password gets the same answer whether the account is disabled or not."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"account {account} is disabled")
+        self.account = account
+
+
 @runtime_checkable
 class AuthBackend(Protocol):
     def authenticate(self, user: str, password: str) -> str | None:
-        """Canonical account name when ``password`` is right for ``user``, else None."""
+        """Canonical account name when ``password`` is right for ``user``, else None;
+        AccountDisabled when it is right but the account may not log in."""
 
     def exists(self, user: str) -> bool:
         """Whether the backend knows ``user`` (for lookups such as impersonation targets)."""
 
     def failure_reason(self, user: str) -> str:
-        """Why ``authenticate`` refused ``user``, for the administrator's log (never the client,
-        which is told the same for every failure): "unknown user", "account disabled", "no
-        password set" or "bad password"."""
+        """Why ``authenticate`` returned None for ``user``, for the administrator's log (never
+        the client, which is told the same for each of these): "unknown user", "no password
+        set" or "bad password", the latter two with " (account disabled)" where it is."""
 
 
 @runtime_checkable
@@ -78,11 +89,13 @@ class MidbAuth:
 
     def authenticate(self, user: str, password: str) -> str | None:
         account = self._account(user)
-        if account is None or account.disabled or not account.password_hash:
+        if account is None or not account.password_hash:
             verify_password(password, _dummy_hash())
             return None
         if not verify_password(password, account.password_hash):
             return None
+        if account.disabled:
+            raise AccountDisabled(account.name)
         if self._upgrade_hashes and needs_rehash(account.password_hash):
             self._upgrade(account.name, password)
         return account.name
@@ -108,9 +121,12 @@ class MidbAuth:
         account = self._account(user)
         if account is None:
             return "unknown user"
-        if account.disabled:
-            return "account disabled"
-        return "bad password" if account.password_hash else "no password set"
+        return _failure(bool(account.password_hash), account.disabled)
+
+
+def _failure(has_password: bool, disabled: bool) -> str:
+    reason = "bad password" if has_password else "no password set"
+    return f"{reason} (account disabled)" if disabled else reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +222,11 @@ class PasswdFileAuth:
             return None
         if not verify_password(password, entry.password, default_scheme=self._default_scheme):
             return None
-        return entry.user if self._may_log_in(entry) else None
+        if "nopassword" in entry.extra:  # passwordless logins are not offered: no account state to tell
+            return None
+        if not self._may_log_in(entry):
+            raise AccountDisabled(entry.user)
+        return entry.user
 
     def _may_log_in(self, entry: PasswdEntry) -> bool:
         if "nologin" in entry.extra or "nopassword" in entry.extra:
@@ -230,9 +250,7 @@ class PasswdFileAuth:
         entry = self.lookup(user)
         if entry is None:
             return "unknown user"
-        if not self._may_log_in(entry):
-            return "account disabled"
-        return "bad password" if entry.password else "no password set"
+        return _failure(bool(entry.password), not self._may_log_in(entry))
 
     def exists(self, user: str) -> bool:
         return self.lookup(user) is not None

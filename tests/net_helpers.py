@@ -181,10 +181,11 @@ class LineHandler:
     def idle_timeout(self) -> float:
         return self.recorder.idle_timeout
 
-    def timed_out(self) -> None:
+    def timed_out(self) -> bool:
         self.recorder.record("timed_out", self.info.peer_host)
         self.output.append(b"* BYE idle timeout\r\n")
         self.output.append(TransportAction.CLOSE)
+        return True
 
     def wakeup(self) -> None:
         self.recorder.record("wakeup")

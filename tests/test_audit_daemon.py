@@ -125,6 +125,33 @@ def test_force_tls_advertises_logindisabled_and_refuses_authentication_before_tl
 
 
 @pytest.mark.e2e
+def test_idle_keepalive_through_the_real_daemon(tmp_path: Path) -> None:
+    """The pool keeps a connection whose handler answered the idle timer with a keepalive, and
+    runs the timer again: two "* OK Still here" a second apart, then the autologout."""
+    proc = GximapProcess(tmp_path, tls=False,
+                         extra={"imap_idle_notify_interval": "1s", "imap_autologout_time": "4s"}).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as client:
+            assert _read_line(client).startswith(b"* OK")
+            assert _command(client, "u1", "LOGIN alice secret")[-1].startswith(b"u1 OK")
+            assert _command(client, "u2", "SELECT INBOX")[-1].startswith(b"u2 OK")
+            client.sendall(b"u3 IDLE\r\n")
+            assert _read_line(client).startswith(b"+ ")
+            started = time.monotonic()
+            assert _read_line(client) == b"* OK Still here\r\n"
+            assert _read_line(client) == b"* OK Still here\r\n"
+            assert 1.5 < time.monotonic() - started < 4.0
+            client.sendall(b"DONE\r\n")
+            assert _read_line(client).startswith(b"u3 OK")
+            # Not in IDLE: no keepalive, the autologout 4 s after the last command.
+            started = time.monotonic()
+            assert _read_line(client, timeout=8).startswith(b"* BYE")
+            assert 3.0 < time.monotonic() - started < 7.0
+    finally:
+        proc.stop()
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_conn_timeout_and_autologout_through_the_real_daemon(tmp_path: Path) -> None:
     proc = GximapProcess(tmp_path, tls=False,

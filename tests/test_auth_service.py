@@ -345,19 +345,48 @@ def test_impersonation_needs_store_ownership(store: Store, caplog: pytest.LogCap
     assert login(auth, "carol!bob").ok and not login(auth, "bob!carol").ok
 
 
-def test_impersonation_failures_count_towards_throttling(tmp_path: Path) -> None:
+def test_impersonation_refusals_say_why_close_the_connection_and_block_nobody(tmp_path: Path) -> None:
+    """The password was right: the client is told it may not act as that mailbox (RFC 5530
+    AUTHORIZATIONFAILED), and no one is blocked for it (no guess); the connection still ends
+    after imap_auth_times refusals. A wrong password gets the usual answer and counts."""
     with Conversation(tmp_path, auth_times=3, ip_times=0, users=("alice", "bob")) as conv:
         conv.script(f"""
             C: a1 LOGIN bob!alice {PASSWORD}
-            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
-            C: a2 LOGIN bob!alice {PASSWORD}
+            S: a1 NO [AUTHORIZATIONFAILED] Not authorized to access that mailbox
+            C: a2 LOGIN bob!alice wrong
             S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
             C: a3 LOGIN bob!alice {PASSWORD}
-            S: a3 NO [AUTHENTICATIONFAILED] Authentication failed
+            S: a3 NO [AUTHORIZATIONFAILED] Not authorized to access that mailbox
+            S: * BYE Too many failed logins, closing connection
+        """)
+        assert conv.ctx.auth.user_block_remaining("bob") == 0
+        assert conv.ctx.auth.user_block_remaining("alice") == 0
+    with Conversation(tmp_path / "guesses", auth_times=2, ip_times=0, users=("alice", "bob")) as conv:
+        conv.script("""
+            C: a1 LOGIN bob!alice wrong
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a2 LOGIN bob!alice wrong
+            S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
             S: * BYE Too many failed logins, closing connection
         """)
         assert conv.ctx.auth.user_block_remaining("bob") > 0  # the actor is blocked
-        assert conv.ctx.auth.user_block_remaining("alice") == 0
+
+
+def test_a_disabled_account_is_told_only_with_the_right_password(tmp_path: Path) -> None:
+    with Conversation(tmp_path, auth_times=5, ip_times=0, users=("alice",)) as conv:
+        conv.store.update_account("alice", disabled=True)
+        conv.script(f"""
+            C: a1 LOGIN alice wrong
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a2 LOGIN alice {PASSWORD}
+            S: a2 NO [CONTACTADMIN] Account disabled; contact your administrator
+        """)
+        assert conv.session.password_failures == 1  # the right password was no guess
+        conv.store.update_account("alice", disabled=False)
+        conv.script(f"""
+            C: a3 LOGIN alice {PASSWORD}
+            S: a3 OK [CAPABILITY {{*}}] Logged in
+        """)
 
 
 def _plain(authzid: str, authcid: str, password: str) -> str:
@@ -384,7 +413,7 @@ def test_impersonation_through_sessions_login_and_sasl_plain(tmp_path: Path) -> 
         denied = conv.second_session()
         denied.script(f"""
             C: p3 AUTHENTICATE PLAIN {_plain("alice", "bob", PASSWORD)}
-            S: p3 NO [AUTHENTICATIONFAILED] Authentication failed
+            S: p3 NO [AUTHORIZATIONFAILED] Not authorized to access that mailbox
         """)
         assert denied.session.user is None
 

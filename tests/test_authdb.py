@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from midb.authdb import (
+    AccountDisabled,
     AuthBackend,
     MidbAuth,
     PasswdFileAuth,
@@ -66,7 +67,9 @@ def test_passwd_file_authenticate(tmp_path: Path) -> None:
     assert backend.authenticate("alice@example.org", "wrong") is None
     assert backend.authenticate("bob", "bobpw") == "bob"
     assert backend.authenticate("nobody", "x") is None
-    assert backend.authenticate("nol", "x") is None
+    with pytest.raises(AccountDisabled):  # the right password: the client may be told
+        backend.authenticate("nol", "x")
+    assert backend.authenticate("nol", "wrong") is None
     assert backend.authenticate("nopw", "x") is None
     assert backend.authenticate("empty", "") is None
     assert backend.exists("BOB") and not backend.exists("nobody")
@@ -130,9 +133,11 @@ def test_passwd_file_respects_disabled_midb_account(tmp_path: Path, store: Store
     assert backend.authenticate("gina", "pw") == "gina"  # unknown to midb: fine, caller creates it
     ensure_account(store, "gina")
     store.update_account("gina", disabled=True)
-    assert backend.authenticate("gina", "pw") is None
+    with pytest.raises(AccountDisabled):
+        backend.authenticate("gina", "pw")
+    assert backend.authenticate("gina", "wrong") is None
     # Why, for the log: each failure named as the administrator would act on it.
-    assert backend.failure_reason("gina") == "account disabled"
+    assert backend.failure_reason("gina") == "bad password (account disabled)"
     assert backend.failure_reason("nobody") == "unknown user"
     store.update_account("gina", disabled=False)
     assert backend.failure_reason("gina") == "bad password"
@@ -151,8 +156,10 @@ def test_midb_auth(store: Store) -> None:
     assert backend.authenticate("bad\x00name", "pw") is None
     assert backend.exists("henry") and not backend.exists("nobody")
     store.update_account("henry", disabled=True)
-    assert backend.authenticate("henry", "pw") is None
-    assert backend.failure_reason("henry") == "account disabled"
+    with pytest.raises(AccountDisabled):
+        backend.authenticate("henry", "pw")
+    assert backend.authenticate("henry", "nope") is None
+    assert backend.failure_reason("henry") == "bad password (account disabled)"
     store.update_account("henry", disabled=False)
     assert backend.authenticate("henry", "pw") == "henry"
     assert backend.failure_reason("henry") == "bad password"

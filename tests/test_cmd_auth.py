@@ -170,7 +170,7 @@ def test_authenticate_plain_impersonation_needs_ownership(conv):
     message = b64(b"bob\0alice\0secret")
     conv.script(f"""
         C: a1 AUTHENTICATE PLAIN {message}
-        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+        S: a1 NO [AUTHORIZATIONFAILED] Not authorized to access that mailbox
     """)
     conv.store.grant_owner("bob", "alice")
     conv.script(f"""

@@ -115,7 +115,7 @@ def test_list_pattern_with_an_incomplete_mutf7_sequence_matches_rather_than_fail
         C: a4 LSUB "" "Caf&AO*"
         S: a4 OK LSUB completed
         C: a5 CREATE "Caf&AO"
-        S: a5 NO [CANNOT] Parse error: Mailbox name is not valid modified UTF-7
+        S: a5 NO [CANNOT] Invalid mailbox name
     """)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conversation import Conversation
 
@@ -151,7 +153,7 @@ def test_select_of_an_impossible_name_also_leaves_the_authenticated_state(conv):
     conv.script("""
         C: a1 EXAMINE "&AOQ"
         S: * OK [CLOSED] Previous mailbox closed
-        S: a1 NO [CANNOT] Parse error: Mailbox name is not valid modified UTF-7
+        S: a1 NO [CANNOT] Invalid mailbox name
         C: a2 CHECK
         S: a2 BAD [CLIENTBUG] No mailbox selected
     """)
@@ -243,6 +245,59 @@ def test_idle_done(conv):
         C: done
         S: a1 OK IDLE terminated
     """)
+
+
+def test_idle_keepalive_then_autologout(tmp_path):
+    """A quiet IDLE gets "* OK Still here" every imap_idle_notify_interval (as Dovecot's), so
+    NAT gateways keep the connection; imap_autologout_time still counts from the client's last
+    word. Outside IDLE the timer is the autologout."""
+    with Conversation(tmp_path, autologout=1800.0, idle_notify_interval=120.0) as conv:
+        conv.login()
+        assert conv.session.idle_timeout() == 1800.0
+        conv.select()
+        conv.script("""
+            C: a1 IDLE
+            S: + idling
+        """)
+        session = conv.session
+        assert session.idle_timeout() == pytest.approx(120.0)
+        session.last_activity -= 130.0  # the client has been quiet past the interval
+        conv.script("""
+            T:
+            S: * OK Still here
+        """)
+        # The next one an interval after this one: the pool adds the limit to the last input.
+        assert session.last_activity + session.idle_timeout() == pytest.approx(time.monotonic() + 120.0, abs=1.0)
+        conv.script("""
+            T:
+            S: * OK Still here
+            C: DONE
+            S: a1 OK IDLE terminated
+            C: a2 IDLE
+            S: + idling
+        """)
+        session.last_activity -= 1800.0
+        assert session.idle_timeout() == 1800.0  # the autologout comes first
+        conv.script("""
+            T:
+            S: * BYE Autologout; idle for too long
+        """)
+        assert conv.closed
+
+
+def test_idle_keepalive_can_be_turned_off(tmp_path):
+    with Conversation(tmp_path, autologout=1800.0, idle_notify_interval=0.0) as conv:
+        conv.login()
+        conv.select()
+        conv.script("""
+            C: a1 IDLE
+            S: + idling
+        """)
+        assert conv.session.idle_timeout() == 1800.0
+        conv.script("""
+            T:
+            S: * BYE Autologout; idle for too long
+        """)
 
 
 def test_idle_needs_done(conv):

@@ -13,7 +13,7 @@ import pytest
 from store_helpers import downgrade_to_schema_3, store_with_alice
 
 from gximap import config as gxconfig
-from midb.authdb import MidbAuth
+from midb.authdb import AccountDisabled, MidbAuth
 from midb.cli import SYNTAX, CliError, build_parser, load_settings, main, parse_size
 from midb.store import Store
 
@@ -281,7 +281,8 @@ def test_user_lifecycle(midb: Midb) -> None:
         assert account is not None and account.disabled and account.lang == "fr"
         assert account.quota_bytes == 2621440 and account.quota_messages == 0
         assert (account.quota_mailboxes, account.quota_annotation_bytes) == (50, 4 << 20)
-        assert MidbAuth(store).authenticate("alice@example.org", "second secret") is None  # disabled
+        with pytest.raises(AccountDisabled):
+            MidbAuth(store).authenticate("alice@example.org", "second secret")
     finally:
         store.close()
     ok(midb("user", "enable", "alice@example.org"))

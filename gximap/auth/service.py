@@ -30,7 +30,11 @@ across them. Times are CLOCK_MONOTONIC readings, the same clock in every process
 Impersonation: ``actor!mailbox`` (or SASL PLAIN with authzid = mailbox) authenticates the actor
 with its own password; access is granted when mailbox == actor (after mapping) or the actor's
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
-fails and counts.
+fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZATIONFAILED]``).
+
+Refusals after a right password (the account disabled, impersonation not granted) say why, as
+Dovecot's do; they are no guess and count toward no block (AuthResult.guess). A wrong password
+gets the same answer whatever the account's state, so nothing is told without the password.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
 from gximap.net.proxy import address_key
-from midb.authdb import AuthBackend, StampedAuthBackend
+from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
 # user names cannot grow memory without limit. Beyond them, expired entries are swept and then
@@ -65,6 +69,16 @@ class AuthResult:
     actor: str | None = None  # who authenticated, when different from ``user``
     reason: str = ""
     blocked: bool = False  # refused because the user or the address is blocked
+    # The password was right, but the account may not log in (AccountDisabled), or may not act
+    # as the mailbox it named (actor!mailbox, an authzid): the client is told so
+    # ([CONTACTADMIN], [AUTHORIZATIONFAILED]), and it was no guess.
+    disabled: bool = False
+    unauthorized: bool = False
+
+    @property
+    def guess(self) -> bool:
+        """A failure that may be someone guessing passwords: counted toward blocking the user."""
+        return not (self.ok or self.blocked or self.disabled or self.unauthorized)
 
 
 def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
@@ -272,7 +286,11 @@ class AuthService:
             identity = self.auth_map.map(actor)
         except UnmappedName:
             return self._fail(rhost, client, login, mech, "unknown user name")
-        verified = self._verify(identity, password)
+        try:
+            verified = self._verify(identity, password)
+        except AccountDisabled:
+            gxlog.auth_failure(rhost, login, mech, "account disabled")
+            return AuthResult(False, reason="account disabled", disabled=True)
         if verified is None:
             return self._fail(rhost, client, login, mech, self.backend.failure_reason(identity))
         try:
@@ -291,7 +309,8 @@ class AuthService:
                 return self._fail(rhost, client, login, mech, "invalid account name")
         if target != own_account:
             if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
-                return self._fail(rhost, client, login, mech, "no store ownership")
+                gxlog.auth_failure(rhost, login, mech, "no store ownership")
+                return AuthResult(False, reason="no store ownership", unauthorized=True)
         elif self.store.get_account(own_account) is None:
             return self._fail(rhost, client, login, mech, "no such mailbox")
         actor_account = own_account if target != own_account else None

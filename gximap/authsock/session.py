@@ -173,8 +173,9 @@ class AuthSocketSession:
             return self.ctx.settings.handshake_timeout
         return 0.0  # a finished handshake: the MTA keeps the connection for later requests
 
-    def timed_out(self) -> None:
+    def timed_out(self) -> bool:
         self._drop("no handshake in time")
+        return True
 
     def wakeup(self) -> None:
         """Nothing in the store concerns this protocol."""
@@ -281,9 +282,15 @@ class AuthSocketSession:
             self.ctx.note_success(address, login)
             self._out.append(AuthServerProtocol.ok(request.id, user=self._reported_user(login, authzid)))
             return
-        if not result.blocked:
+        if result.guess:
             self.ctx.note_failure(address, login, rhost)
-        self._fail(request.id)
+        # The password was right: say what stands in the way, as Dovecot's auth service does.
+        if result.disabled:
+            self._fail(request.id, reason="Account disabled", code="user_disabled")
+        elif result.unauthorized:
+            self._fail(request.id, reason="Not authorized to act as that user", code="authz_fail")
+        else:
+            self._fail(request.id)
 
     def _reported_user(self, login: str, authzid: str | None) -> str:
         """The name the MTA logs and checks sender addresses against (smtpd_sender_login_maps): the

@@ -186,9 +186,10 @@ class LmtpSession:
     def idle_timeout(self) -> float:
         return self.settings.conn_timeout
 
-    def timed_out(self) -> None:
+    def timed_out(self) -> bool:
         self._abandon("idle time-out")
         self.proto.goodbye(Reply(421, "4.4.2", f"{self.settings.host_id} Error: timeout exceeded"))
+        return True
 
     def wakeup(self) -> None:
         """A copy was stored: process() sends the replies that are due."""

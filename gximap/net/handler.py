@@ -130,10 +130,12 @@ class ProtocolHandler(Protocol):
 
     def idle_timeout(self) -> float:
         """Seconds of client inactivity allowed in the current state (e.g. imap_conn_timeout
-        before login, imap_autologout_time after)."""
+        before login, imap_autologout_time after), counted from the client's last input."""
 
-    def timed_out(self) -> None:
-        """The idle timeout expired: queue a goodbye (e.g. ``* BYE``) and TransportAction.CLOSE."""
+    def timed_out(self) -> bool:
+        """The idle timeout expired: queue a goodbye (e.g. ``* BYE``) and TransportAction.CLOSE,
+        and return True; or answer the silence otherwise (IMAP IDLE's keepalive) and return
+        False: the connection stays, and the pool asks idle_timeout() again."""
 
     def wakeup(self) -> None:
         """A waker fired (store change): queue whatever untagged responses are now due."""

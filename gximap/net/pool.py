@@ -45,7 +45,8 @@ How it runs:
   free, up to max(thread_init_num, ceil(context_num / thread_charge_num)); extra workers exit after
   ``worker_idle_timeout`` seconds without work.
 - Timers (poller, at least once a second and at the earliest deadline): no client input for
-  handler.idle_timeout() seconds (0 = no limit) -> handler.timed_out(), flush, close; output that made no
+  handler.idle_timeout() seconds (0 = no limit) -> handler.timed_out(), flush, close (unless the
+  handler answered with a keepalive and keeps the connection); output that made no
   progress for ``conn_timeout`` seconds -> closed at once; PROXY header (min(conn_timeout, 5 s))
   and TLS handshakes (conn_timeout) have deadlines too. The time a client spends receiving output
   the socket could not take at once counts as activity.
@@ -1245,9 +1246,11 @@ class Server:
         if conn.timeout_due:
             conn.timeout_due = False
             if not conn.closing:
-                conn.closing = True
-                log.info("%s: idle timeout, closing", conn.rhost)
-                handler.timed_out()
+                if handler.timed_out():
+                    conn.closing = True
+                    log.info("%s: idle timeout, closing", conn.rhost)
+                else:  # a keepalive: the timer runs again, by the handler's next idle_timeout()
+                    conn.idle_fired = False
         if conn.wakeup_due and not conn.closing:
             conn.wakeup_due = False
             handler.wakeup()

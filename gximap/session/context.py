@@ -37,6 +37,7 @@ class Settings:
     conn_timeout: float = 180.0
     login_timeout: float = 180.0  # from connecting to logging in, whatever the client sends; 0: none
     autologout: float = 1800.0
+    idle_notify_interval: float = 120.0  # "* OK Still here" in IDLE after that much silence; 0: never
     default_lang: str = "en"
     version: str = ""
     quota_admins: tuple[str, ...] = ()  # accounts that may use SETQUOTA (RFC 9208)

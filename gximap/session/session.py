@@ -144,6 +144,7 @@ class ImapSession:
         self._bad_streak = 0
         self._watch: Any = None
         self.last_activity = self.connected_at = time.monotonic()
+        self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
 
     # -- properties handlers use --------------------------------------------------------------
 
@@ -289,7 +290,17 @@ class ImapSession:
             # completes, would bring the goodbye forward). inf - x stays inf: no deadline.
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
+        interval = self.settings.idle_notify_interval
+        if interval > 0 and self._idling():
+            # The next keepalive is due one interval after the last input or the last keepalive,
+            # whichever came later; the pool counts from the last input.
+            due = max(self.last_activity, self._last_keepalive) + interval - self.last_activity
+            return min(self.settings.autologout, due)
         return self.settings.autologout
+
+    def _idling(self) -> bool:
+        running = self._running
+        return running is not None and running.waiting is not None and running.waiting.idle
 
     def hard_deadline(self) -> float:
         """Before login: LOGIN_GRACE after the login deadline, the pool closes the connection
@@ -305,18 +316,24 @@ class ImapSession:
         login_timeout = self.settings.login_timeout
         return self.connected_at + login_timeout if login_timeout > 0 else math.inf
 
-    def timed_out(self) -> None:
+    def timed_out(self) -> bool:
+        now = time.monotonic()
         if self.state is State.NOT_AUTHENTICATED:
             # The pool's timer may fire a little before the deadline it was given (its clock is
             # read between slices): a margin keeps the goodbye's reason right.
-            late = time.monotonic() >= self._login_deadline() - 0.5
+            late = now >= self._login_deadline() - 0.5
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
-            return
+            return True
+        if (self.settings.idle_notify_interval > 0 and self._idling()
+                and now - self.last_activity < self.settings.autologout - 0.5):
+            self._last_keepalive = now
+            self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
+            return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
+        return True
 
     def wakeup(self) -> None:
-        running = self._running
-        if running is not None and running.waiting is not None and running.waiting.idle and self.selected:
+        if self._idling() and self.selected:
             self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
             self._out.extend(condstore.announce_highestmodseq(self, None))
             if self._selected_gone:
@@ -381,8 +398,7 @@ class ImapSession:
         # worker hand-off and a recv) after every write it makes itself. No race: IDLE sets
         # ``waiting`` before its first sync, and this callback runs after the commit, so a change
         # this check misses is one that sync sees.
-        running = self._running
-        if running is None or running.waiting is None or not running.waiting.idle:
+        if not self._idling():
             return
         selected = self.selected
         if selected is not None and folder_id == selected.folder_id:
@@ -582,8 +598,12 @@ class ImapSession:
                 # handler's own refusals do (gximap.session.commands.select).
                 self.select(None)
                 self._out.append(b"* OK [CLOSED] " + self.text(Code.INFO_CLOSED) + b"\r\n")
-            self._out.append(tag + b" " + self.status_line(status, Code.BAD_PARSE, str(exc.text),
-                                                           code=exc.response_code) + b"\r\n")
+            if refused:  # the operator's text for what is no parse error
+                text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
+                line = self.status_line(status, text, code=exc.response_code)
+            else:
+                line = self.status_line(status, Code.BAD_PARSE, str(exc.text), code=exc.response_code)
+            self._out.append(tag + b" " + line + b"\r\n")
             if exc.empties_saved_result and self.selected is not None:
                 self.saved_search = []
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), status.decode())

@@ -5,7 +5,9 @@ failures, the user name is blocked for ``block_interval_auths`` (AuthService.blo
 command fails and the connection is closed with ``* BYE``. A blocked user name is refused before
 any password check, on every connection, with the same ``[AUTHENTICATIONFAILED]`` code as a wrong
 password (RFC 5530): the code does not tell an attacker which of the two happened, only the text
-does (for the human behind a legitimate client that keeps failing).
+does (for the human behind a legitimate client that keeps failing). After a right password the
+answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account,
+``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as (gximap.auth.service).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
 from gximap.session import capabilities
 from gximap.session.base import ANY_STATE, AUTHENTICATED, Await, CommandFailed, Done, NeedLine, State, command
+from gximap.session.errors import log_store_trouble
+from midb.errors import MidbError
 
 # SASL LOGIN's challenges, "Username:" and "Password:" in base64 (draft-murchison-sasl-login).
 _LOGIN_USERNAME_PROMPT = b"+ VXNlcm5hbWU6\r\n"
@@ -66,25 +70,38 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
     if login is None or password is None:
         # Not valid UTF-8: no account can match; treat it like a wrong password.
         login, password, authzid = "", "", None
-    result = yield Await(auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host,
-                                     mech=mech, authzid=authzid))
+    try:
+        result = yield Await(auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host,
+                                         mech=mech, authzid=authzid))
+    except MidbError as exc:  # the store cannot be read now (e.g. StoreBusy): no verdict on the password
+        log_store_trouble(session, "login", exc)
+        return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", code=b"UNAVAILABLE", sync=False)
     if result.ok:
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
         return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
     session.auth_failures += 1
-    if not result.blocked:
+    if result.guess:
         session.password_failures += 1
-    text = Code.NO_AUTH_BLOCKED if result.blocked else Code.NO_AUTH_FAILED
+    text, code = _REFUSALS.get((result.blocked, result.disabled, result.unauthorized),
+                               (Code.NO_AUTH_FAILED, b"AUTHENTICATIONFAILED"))
     if auth.auth_times > 0 and session.auth_failures >= auth.auth_times:
         # Only attempts whose password was checked block the user (as on the auth socket): one
         # refused because its address or its user is blocked already is no guess, and counting it
         # let a blocked address lock anyone out, or keep a user's block re-armed, for free.
         if login and session.password_failures >= auth.auth_times:
             auth.block_user(login.partition("!")[0], session.rhost)
-        return Done(text, status="NO", code=b"AUTHENTICATIONFAILED", sync=False,
-                    goodbye=Code.BYE_TOO_MANY_FAILURES)
-    return Done(text, status="NO", code=b"AUTHENTICATIONFAILED", sync=False)
+        return Done(text, status="NO", code=code, sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
+    return Done(text, status="NO", code=code, sync=False)
+
+
+# A refused login's text and response code by (blocked, disabled, unauthorized); any other
+# refusal is a wrong password or an unknown user, which are told apart to nobody.
+_REFUSALS = {
+    (True, False, False): (Code.NO_AUTH_BLOCKED, b"AUTHENTICATIONFAILED"),
+    (False, True, False): (Code.NO_ACCOUNT_DISABLED, b"CONTACTADMIN"),
+    (False, False, True): (Code.NO_AUTHZ_FAILED, b"AUTHORIZATIONFAILED"),
+}
 
 
 @command(cmds.Login, states=ANY_STATE)
