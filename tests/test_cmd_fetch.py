@@ -262,6 +262,14 @@ def test_partial_fetches(conv: Conversation) -> None:
         S: * 1 FETCH (BODY[]<40> {3}
         S: hel FLAGS (\Seen \Recent))
         S: a3 OK FETCH completed
+        C: a4 FETCH 1 (BODY.PEEK[]<0.9223372036854775807> BINARY.PEEK[1]<4294967296.1>)
+        S: * 1 FETCH (BODY[]<0> {47}
+        S: From: bob@example.org
+        S: Subject: test
+        S:
+        S: hello
+        S:  BINARY[1]<4294967296> "")
+        S: a4 OK FETCH completed
     """)
 
 

@@ -512,3 +512,17 @@ def test_text_looks_at_the_mime_header_fields_of_the_parts(conv: Conversation) -
         S: * SEARCH
         S: a5 OK SEARCH completed
     """)
+
+
+def test_thunderbirds_any_of_search_with_many_terms(conv):
+    """(OR (OR (OR a b) c) d ...), as Thunderbird's search dialog and filters send it: answered
+    at any number of terms, not only up to imap_max_nesting / 2 (diff63)."""
+    for number in (3, 17, 40):
+        conv.add_message(data=b"From: a@example.org\r\nSubject: t%d\r\n\r\nhi\r\n" % number)
+    conv.add_message(data=b"From: a@example.org\r\nSubject: other\r\n\r\nhi\r\n")
+    conv.select()
+    tree = b'HEADER SUBJECT "t0"'
+    for number in range(1, 41):
+        tree = b'(OR ' + tree + b' HEADER SUBJECT "t%d")' % number
+    lines = conv.send(b"s1 UID SEARCH UNDELETED " + tree + b"\r\n")
+    assert lines == [b"* SEARCH 1 2 3", b"s1 OK SEARCH completed"]

@@ -62,7 +62,7 @@ def test_nesting_argument_count_and_sequence_set_limits(tmp_path: Path) -> None:
         conv.login()
         conv.add_message()
         conv.select()
-        assert conv.send(b"c1 SEARCH " + b"(" * 10 + b"ALL" + b")" * 10 + b"\r\n") == [
+        assert conv.send(b"c1 SEARCH " + b"NOT (" * 10 + b"ALL" + b")" * 10 + b"\r\n") == [
             b"c1 BAD [CLIENTBUG] Parse error: Search criteria nested too deeply"]
         assert conv.send(b"c2 SEARCH " + b"NOT " * 50 + b"ALL\r\n")[-1].startswith(b"c2 BAD")
         assert conv.send(b"c3 SEARCH ((ALL))\r\n")[-1] == b"c3 OK SEARCH completed"

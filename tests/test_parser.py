@@ -391,6 +391,10 @@ def test_append_variants() -> None:
     command = parse_as(c.Append, b'a APPEND INBOX "7-Jul-1996 02:44:25 +0000" {1+}\r\nx')
     date = command.messages[0].date
     assert date is not None and date[1] == 0
+    # A leap second is the second before it (datetime knows no :60); elsewhere :60 is no time.
+    command = parse_as(c.Append, b'a APPEND INBOX "31-Dec-2016 23:59:60 +0000" {1+}\r\nx')
+    assert command.messages[0].date == (calendar.timegm((2016, 12, 31, 23, 59, 59)), 0)
+    bad(b'a APPEND INBOX "31-Dec-2016 23:58:60 +0000" {1+}\r\nx')
     command = parse_as(c.Append, b"a APPEND INBOX (\\seen \\FLAGGED $Forwarded seen) ~{3+}\r\n\x00\x01\x02")
     assert command.messages == (
         c.AppendMessage(("\\Seen", "\\Flagged", "$Forwarded", "seen"), None, b"\x00\x01\x02", True),
@@ -771,11 +775,28 @@ def test_long_or_chain_is_not_nesting() -> None:
 
 
 def test_search_nesting_limit_is_a_parse_error() -> None:
-    assert "nested" in bad(b"a SEARCH " + b"(" * 20 + b"SEEN" + b")" * 20).text
-    bad(b"a SEARCH " + b"NOT (" * 10 + b"SEEN" + b")" * 10)
-    bad(b"a SEARCH " + b"(" * 100_000 + b"SEEN" + b")" * 100_000)
-    parse(b"a SEARCH " + b"(" * 10 + b"SEEN" + b")" * 10)
-    parse(b"a SEARCH " + b"(" * 20 + b"SEEN" + b")" * 20, max_nesting=32)
+    assert "nested" in bad(b"a SEARCH " + b"NOT (" * 20 + b"SEEN" + b")" * 20).text
+    bad(b"a SEARCH " + b"(SEEN " * 20 + b"SEEN" + b")" * 20)  # groups of two keys nest for real
+    bad(b"a SEARCH " + b"(" * 100_000 + b"SEEN" + b")" * 100_000)  # the parser's own stack is bounded
+    parse(b"a SEARCH " + b"NOT (" * 10 + b"SEEN" + b")" * 10)
+    parse(b"a SEARCH " + b"NOT (" * 20 + b"SEEN" + b")" * 20, max_nesting=32)
+
+
+def test_thunderbirds_any_of_search_folds_into_one_or() -> None:
+    """Thunderbird writes "match any of N" as (OR (OR (OR a b) c) d): N-1 levels as written,
+    one OR once folded; as Dovecot, it is answered at any N (diff63: 9 terms got BAD)."""
+    terms = [b'HEADER SUBJECT "t%d"' % number for number in range(40)]
+    tree = terms[0]
+    for term in terms[1:]:
+        tree = b"(OR " + tree + b" " + term + b")"
+    criteria = parse_as(c.Search, b"a UID SEARCH UNDELETED " + tree).criteria
+    assert isinstance(criteria, c.SearchAnd) and len(criteria.keys) == 2
+    folded = criteria.keys[1]
+    assert isinstance(folded, c.SearchOr) and len(folded.keys) == 40
+    assert all(not isinstance(key, c.SearchOr) for key in folded.keys)
+    # And groups of one key, however many parentheses: one level.
+    assert parse_as(c.Search, b"a SEARCH " + b"(" * 100 + b"SEEN" + b")" * 100).criteria == \
+        parse_as(c.Search, b"a SEARCH SEEN").criteria
 
 
 def test_search_return_options() -> None:

@@ -458,9 +458,12 @@ class _Reader:
             raise self.error("Invalid time zone in date-time")
         if sign == b"-":
             zone = -zone
+        # A leap second (:60, which RFC 5322 dates may carry and migration tools copy) counts
+        # as :59: datetime has no second 60, and refusing the message would lose it.
+        seconds = min(int(second), 59) if int(hour) == 23 and int(minute) == 59 else int(second)
         try:
             moment = datetime.datetime(
-                int(year), month, int(day.strip() or b"0"), int(hour), int(minute), int(second),
+                int(year), month, int(day.strip() or b"0"), int(hour), int(minute), seconds,
                 tzinfo=datetime.timezone(datetime.timedelta(minutes=zone)),
             )
             return int(moment.timestamp()), zone
@@ -547,12 +550,20 @@ _OBJECTID = re.compile(rb"[A-Za-z0-9_-]{1,255}\Z")  # RFC 8474 section 7
 class _Pending:
     """An unfinished node on the search parser's explicit stack."""
 
-    __slots__ = ("kind", "keys", "need")
+    __slots__ = ("kind", "keys", "depths", "need")
 
     def __init__(self, kind: str, need: int = 0) -> None:
         self.kind = kind  # "TOP", "GROUP", "OR" or "NOT"
         self.keys: list[SearchKey] = []
+        self.depths: list[int] = []  # the depth of each of ``keys`` (a key alone: 1)
         self.need = need  # OR: operands still to collect before it is complete
+
+
+# The parser's own stack may hold this many times imap_max_nesting entries: the limit bounds
+# the depth of the criteria once groups of one key and ORs inside ORs are folded, and
+# Thunderbird writes "any of N" as (OR (OR (OR a b) c) d): two entries per term while it is
+# read, one level once folded. Memory stays bounded (and the line length bounds it anyway).
+_SEARCH_STACK_FACTOR = 64
 
 
 def _search_string(r: _Reader, charset: str | None) -> str:
@@ -626,24 +637,44 @@ def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
     raise r.error(f"Unknown search key {name}")
 
 
-def _deliver(r: _Reader, stack: list[_Pending], node: SearchKey) -> None:
-    """Hand a finished node to the pending node above it, completing NOT/OR nodes upwards."""
+def _deliver(r: _Reader, stack: list[_Pending], node: SearchKey, depth: int = 1) -> None:
+    """Hand a finished node (``depth`` levels deep) to the pending node above it, completing
+    NOT/OR nodes upwards. An OR among an OR's operands is folded into it (OR is associative),
+    so the tree evaluated is no deeper than the criteria's real nesting, which max_nesting
+    bounds (the evaluation recurses)."""
     while True:
+        if depth > r.max_nesting:
+            raise r.error("Search criteria nested too deeply")
         top = stack[-1]
         if top.kind == "NOT":
             stack.pop()
             node = SearchNot(node)
+            depth += 1
             continue
         top.keys.append(node)
+        top.depths.append(depth)
         if top.kind == "OR" and len(top.keys) == top.need:
             stack.pop()
-            node = SearchOr(tuple(top.keys))
+            node, depth = _folded_or(top)
             continue
         return
 
 
+def _folded_or(pending: _Pending) -> tuple[SearchOr, int]:
+    operands: list[SearchKey] = []
+    deepest = 0
+    for key, depth in zip(pending.keys, pending.depths, strict=True):
+        if isinstance(key, SearchOr):
+            operands.extend(key.keys)
+            deepest = max(deepest, depth - 1)
+        else:
+            operands.append(key)
+            deepest = max(deepest, depth)
+    return SearchOr(tuple(operands)), deepest + 1
+
+
 def _push(r: _Reader, stack: list[_Pending], pending: _Pending) -> None:
-    if len(stack) >= r.max_nesting:
+    if len(stack) >= r.max_nesting * _SEARCH_STACK_FACTOR:
         raise r.error("Search criteria nested too deeply")
     stack.append(pending)
 
@@ -651,9 +682,9 @@ def _push(r: _Reader, stack: list[_Pending], pending: _Pending) -> None:
 def parse_search_program(r: _Reader, charset: str | None) -> SearchKey:
     """``search-key *(SP search-key)`` up to the end of the command, iteratively.
 
-    OR chains are flattened into one n-ary SearchOr (OR is associative), double negations
-    cancel, and a group of one key is that key; the nesting limit counts what remains:
-    parentheses, NOT and OR nodes that are not directly inside another OR."""
+    OR chains are flattened into one n-ary SearchOr (OR is associative), also through
+    parentheses (Thunderbird's ``(OR (OR a b) c)``), double negations cancel, and a group of
+    one key is that key; the nesting limit (max_nesting) counts the levels of what remains."""
     stack = [_Pending("TOP")]
     while True:
         if r.accept(b"("):
@@ -690,7 +721,10 @@ def parse_search_program(r: _Reader, charset: str | None) -> SearchKey:
             if group.kind != "GROUP":
                 raise r.error("Unbalanced parenthesis in search")
             stack.pop()
-            _deliver(r, stack, group.keys[0] if len(group.keys) == 1 else SearchAnd(tuple(group.keys)))
+            if len(group.keys) == 1:  # a group of one key is that key
+                _deliver(r, stack, group.keys[0], group.depths[0])
+            else:
+                _deliver(r, stack, SearchAnd(tuple(group.keys)), max(group.depths) + 1)
         if r.at_end():
             if len(stack) != 1:
                 raise r.error("Incomplete search criteria")
@@ -791,9 +825,10 @@ def _fetch_att(r: _Reader) -> FetchAtt:
         section = _section(r, binary=base != "BODY")
         partial = None
         if base != "BINARY.SIZE" and r.accept(b"<"):
-            offset = r.number(what="partial offset")
+            # number64 (RFC 9051); taken under IMAP4rev1 too, where a 32-bit client never sends more.
+            offset = r.number(MAX_NUMBER64, "partial offset")
             r.expect(b".", "'.' in partial")
-            count = r.nz_number(what="partial length")
+            count = r.nz_number(MAX_NUMBER64, "partial length")
             r.expect(b">", "'>'")
             partial = (offset, count)
         return FetchAtt(base, section, partial, peek)
