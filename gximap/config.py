@@ -335,7 +335,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "advertised to clients. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
        "imap", minimum=1024),
     _d("imap_max_nesting", "int", "16",
-       "Maximum nesting depth of parenthesized lists in a command.",
+       "Maximum nesting depth of parenthesized lists in a command. In SEARCH criteria it counts "
+       "the levels that remain once a group of one key is taken as that key and an OR inside an OR "
+       "is folded into it: Thunderbird's (OR (OR (OR a b) c) d) is one level, at any length.",
        "imap", minimum=1),
     _d("imap_max_ranges", "int", "65536",
        "Maximum number of elements (numbers and ranges) in one sequence set; longer sets get BAD.",
