@@ -52,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = [config_path] if config_path else gxconfig.default_paths()
     try:
         cfg = gxconfig.load_config(paths, required=bool(config_path))
-        gxconfig.check_consistency(cfg)
         gxconfig.check_host(cfg)
     except gxconfig.ConfigError as exc:
         _report_error(str(exc))

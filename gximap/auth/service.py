@@ -68,17 +68,22 @@ class AuthResult:
     user: str | None = None  # the storage account the session runs as
     actor: str | None = None  # who authenticated, when different from ``user``
     reason: str = ""
-    blocked: bool = False  # refused because the user or the address is blocked
-    # The password was right, but the account may not log in (AccountDisabled), or may not act
-    # as the mailbox it named (actor!mailbox, an authzid): the client is told so
-    # ([CONTACTADMIN], [AUTHORIZATIONFAILED]), and it was no guess.
-    disabled: bool = False
-    unauthorized: bool = False
+    # Why a refusal was no guess, if it was none: BLOCKED (the user or the address is blocked
+    # already); DISABLED or UNAUTHORIZED (the password was right, but the account may not log
+    # in, or may not act as the mailbox it named: the client is told so).
+    refusal: str = ""
+
+    @property
+    def blocked(self) -> bool:
+        return self.refusal == BLOCKED
 
     @property
     def guess(self) -> bool:
         """A failure that may be someone guessing passwords: counted toward blocking the user."""
-        return not (self.ok or self.blocked or self.disabled or self.unauthorized)
+        return not (self.ok or self.refusal)
+
+
+BLOCKED, DISABLED, UNAUTHORIZED = "blocked", "disabled", "unauthorized"  # AuthResult.refusal
 
 
 def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
@@ -277,11 +282,9 @@ class AuthService:
         if not actor or not mailbox:
             return self._fail(rhost, client, login, mech, "empty user name")
         if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
-            gxlog.auth_failure(rhost, login, mech, "user blocked")
-            return AuthResult(False, reason="user blocked", blocked=True)
+            return _refuse(rhost, login, mech, "user blocked", BLOCKED)
         if self._address_blocked(client):
-            gxlog.auth_failure(rhost, login, mech, "address blocked")
-            return AuthResult(False, reason="address blocked", blocked=True)
+            return _refuse(rhost, login, mech, "address blocked", BLOCKED)
         try:
             identity = self.auth_map.map(actor)
         except UnmappedName:
@@ -289,8 +292,7 @@ class AuthService:
         try:
             verified = self._verify(identity, password)
         except AccountDisabled:
-            gxlog.auth_failure(rhost, login, mech, "account disabled")
-            return AuthResult(False, reason="account disabled", disabled=True)
+            return _refuse(rhost, login, mech, "account disabled", DISABLED)
         if verified is None:
             return self._fail(rhost, client, login, mech, self.backend.failure_reason(identity))
         try:
@@ -309,8 +311,7 @@ class AuthService:
                 return self._fail(rhost, client, login, mech, "invalid account name")
         if target != own_account:
             if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
-                gxlog.auth_failure(rhost, login, mech, "no store ownership")
-                return AuthResult(False, reason="no store ownership", unauthorized=True)
+                return _refuse(rhost, login, mech, "no store ownership", UNAUTHORIZED)
         elif self.store.get_account(own_account) is None:
             return self._fail(rhost, client, login, mech, "no such mailbox")
         actor_account = own_account if target != own_account else None
@@ -341,6 +342,12 @@ class AuthService:
         gxlog.auth_failure(rhost, login, mech, reason)
         self._note_address_failure(client, rhost)
         return AuthResult(False, reason=reason)
+
+
+def _refuse(rhost: str, login: str, mech: str, reason: str, refusal: str) -> AuthResult:
+    """A refusal that is no guess (AuthResult.refusal): logged, not counted."""
+    gxlog.auth_failure(rhost, login, mech, reason)
+    return AuthResult(False, reason=reason, refusal=refusal)
 
 
 def _seconds(value: float) -> str:

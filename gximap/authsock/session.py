@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gximap.auth.maps import UnmappedName
-from gximap.auth.service import address_key, split_identity
+from gximap.auth.service import DISABLED, UNAUTHORIZED, address_key, split_identity
 from gximap.authsock.protocol import (
     MAJOR_VERSION,
     AuthProtocolError,
@@ -61,6 +61,11 @@ MAX_IGNORED = 32  # unknown commands tolerated per connection
 MAX_TRACKED_FAILURES = 65536
 _USERNAME_PROMPT = "VXNlcm5hbWU6"  # base64 "Username:"
 _PASSWORD_PROMPT = "UGFzc3dvcmQ6"  # base64 "Password:"
+# What a refusal after a right password says (AuthResult.refusal), as Dovecot's auth service does.
+_REFUSAL_PARAMS = {
+    DISABLED: {"reason": "Account disabled", "code": "user_disabled"},
+    UNAUTHORIZED: {"reason": "Not authorized to act as that user", "code": "authz_fail"},
+}
 PLAINTEXT_DISALLOWED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 
 
@@ -284,13 +289,7 @@ class AuthSocketSession:
             return
         if result.guess:
             self.ctx.note_failure(address, login, rhost)
-        # The password was right: say what stands in the way, as Dovecot's auth service does.
-        if result.disabled:
-            self._fail(request.id, reason="Account disabled", code="user_disabled")
-        elif result.unauthorized:
-            self._fail(request.id, reason="Not authorized to act as that user", code="authz_fail")
-        else:
-            self._fail(request.id)
+        self._fail(request.id, **_REFUSAL_PARAMS.get(result.refusal, {}))  # said only after a right password
 
     def _reported_user(self, login: str, authzid: str | None) -> str:
         """The name the MTA logs and checks sender addresses against (smtpd_sender_login_maps): the

@@ -104,6 +104,7 @@ from gximap.imap.commands import (
     normalize_inbox,
 )
 from gximap.imap.framing import CommandFrame, Literal, extract_tag
+from midb.objectids import is_objectid
 
 MAX_NUMBER = 0xFFFFFFFF  # number / nz-number: unsigned 32 bits
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # number64 / mod-sequence-value: 63 bits
@@ -544,7 +545,6 @@ _DATE_SEARCH_KEYS = {
     "SAVEDBEFORE": ("SAVED", "BEFORE"), "SAVEDON": ("SAVED", "ON"), "SAVEDSINCE": ("SAVED", "SINCE"),
 }
 _MODSEQ_ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
-_OBJECTID = re.compile(rb"[A-Za-z0-9_-]{1,255}\Z")  # RFC 8474 section 7
 
 
 class _Pending:
@@ -616,7 +616,7 @@ def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
         # RFC 8474 section 6 sends the id as an atom; a quoted one is taken too.
         r.sp()
         objectid = r.astring("object id")
-        if not _OBJECTID.match(objectid):
+        if not is_objectid(objectid.decode("ascii", "replace")):  # RFC 8474 section 7
             raise r.error("Invalid object id")
         return SearchObjectId("EMAILID" if name == "EMAILID" else "THREADID", objectid.decode("ascii"))
     if name == "MODSEQ":

@@ -30,6 +30,7 @@ connection) at once instead of when its successor says hello, 1-30 s later.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -69,8 +70,8 @@ class SiblingChannel:
         self.index = -1      # this process's index once attached; -1 in the parent
         self._handlers: dict[str, Handler] = {}
         self._fd_handlers: dict[str, FdHandler] = {}
-        self._hello_handlers: list[Handler] = []
-        self._gone_handlers: list[Handler] = []
+        # Kinds every component may want ("hello": a sibling (re)started; "gone": it died).
+        self._fanned: dict[str, list[Handler]] = {"hello": [], "gone": []}
         # Descriptors queued for this process's predecessor (connections a sibling passed to it
         # just before it died): taken up once this process is ready (say_hello), not dropped.
         self._inherited: list[tuple[bytes, list[int]]] = []
@@ -104,8 +105,8 @@ class SiblingChannel:
         if not 0 <= index < len(self._pairs):
             raise ValueError(f"no process {index} in a channel of {len(self._pairs)}")
         self.index = index
-        self._handlers["hello"] = self._on_hello
-        self._handlers["gone"] = self._on_gone
+        for kind, handlers in self._fanned.items():
+            self._handlers[kind] = functools.partial(_fan_out, handlers)
         self._discard_queued()
         self._stop_read, self._stop_write = os.pipe()
         self._thread = threading.Thread(target=self._receive_loop, name="gximap-siblings", daemon=True)
@@ -158,19 +159,11 @@ class SiblingChannel:
 
     def on_gone(self, handler: Handler) -> None:
         """Call ``handler(sender_index, message)`` when a sibling dies (announce_gone)."""
-        self._gone_handlers.append(handler)
-
-    def _on_gone(self, sender: int, message: dict[str, Any]) -> None:
-        for handler in self._gone_handlers:
-            handler(sender, message)
+        self._fanned["gone"].append(handler)
 
     def on_hello(self, handler: Handler) -> None:
         """Call ``handler(sender_index, message)`` when a sibling (re)starts."""
-        self._hello_handlers.append(handler)
-
-    def _on_hello(self, sender: int, message: dict[str, Any]) -> None:
-        for handler in self._hello_handlers:
-            handler(sender, message)
+        self._fanned["hello"].append(handler)
 
     def on(self, kind: str, handler: Handler) -> None:
         """Call ``handler(sender_index, message)`` for every message of ``kind`` from a sibling."""
@@ -304,6 +297,11 @@ class SiblingChannel:
                 handler(sender, message)
         except Exception:
             log.error("sibling message %s failed", kind, exc_info=True)
+
+
+def _fan_out(handlers: list[Handler], sender: int, message: dict[str, Any]) -> None:
+    for handler in handlers:
+        handler(sender, message)
 
 
 def _send_waiting(sock: socket.socket, data: bytes) -> None:
@@ -482,10 +480,10 @@ class ConnectionHandoff:
         in ``visited`` (processes it was passed through); the sibling's index, or None (no
         sibling with room, or it could not be reached). The caller closes its own ``sock``
         either way once it is passed."""
+        loads = self._ledger.sibling_loads()  # its own lock, not taken under this one
         now = time.monotonic()
         with self._lock:
-            loads = {index: load for index, load in self._ledger.sibling_loads().items()
-                     if index not in visited and index in self._up}
+            loads = {index: load for index, load in loads.items() if index not in visited and index in self._up}
             for index in loads:
                 loads[index] += self._untaken_locked(index, now)
         # Among equal loads the turn rotates: every sibling full, a process passing connections

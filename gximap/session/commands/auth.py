@@ -17,6 +17,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from gximap.auth.service import BLOCKED, DISABLED, UNAUTHORIZED
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -75,7 +76,7 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
                                          mech=mech, authzid=authzid))
     except MidbError as exc:  # the store cannot be read now (e.g. StoreBusy): no verdict on the password
         log_store_trouble(session, "login", exc)
-        return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", code=b"UNAVAILABLE", sync=False)
+        return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", sync=False)  # [UNAVAILABLE] by default
     if result.ok:
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
@@ -83,25 +84,22 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
     session.auth_failures += 1
     if result.guess:
         session.password_failures += 1
-    text, code = _REFUSALS.get((result.blocked, result.disabled, result.unauthorized),
-                               (Code.NO_AUTH_FAILED, b"AUTHENTICATIONFAILED"))
+    text = _REFUSAL_TEXTS.get(result.refusal, Code.NO_AUTH_FAILED)
     if auth.auth_times > 0 and session.auth_failures >= auth.auth_times:
         # Only attempts whose password was checked block the user (as on the auth socket): one
         # refused because its address or its user is blocked already is no guess, and counting it
         # let a blocked address lock anyone out, or keep a user's block re-armed, for free.
         if login and session.password_failures >= auth.auth_times:
             auth.block_user(login.partition("!")[0], session.rhost)
-        return Done(text, status="NO", code=code, sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
-    return Done(text, status="NO", code=code, sync=False)
+        return Done(text, status="NO", sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
+    return Done(text, status="NO", sync=False)
 
 
-# A refused login's text and response code by (blocked, disabled, unauthorized); any other
-# refusal is a wrong password or an unknown user, which are told apart to nobody.
-_REFUSALS = {
-    (True, False, False): (Code.NO_AUTH_BLOCKED, b"AUTHENTICATIONFAILED"),
-    (False, True, False): (Code.NO_ACCOUNT_DISABLED, b"CONTACTADMIN"),
-    (False, False, True): (Code.NO_AUTHZ_FAILED, b"AUTHORIZATIONFAILED"),
-}
+# A refused login's text by AuthResult.refusal (each with its response code by default:
+# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED]); any other refusal is a wrong
+# password or an unknown user, which are told apart to nobody.
+_REFUSAL_TEXTS = {BLOCKED: Code.NO_AUTH_BLOCKED, DISABLED: Code.NO_ACCOUNT_DISABLED,
+                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED}
 
 
 @command(cmds.Login, states=ANY_STATE)

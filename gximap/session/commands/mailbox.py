@@ -259,7 +259,9 @@ def recent_count(session: Any, folder: Any) -> int:
     floor are read; the session's own come from its view (read-only, some of them may lie above
     the floor too: counted once)."""
     floor = folder.recent_floor
-    unclaimed = session.store.count_above(session.user, folder.id, floor) if folder.messages else 0
+    # Nothing above the floor (the usual case): no store read.
+    unclaimed = (session.store.count_above(session.user, folder.id, floor)
+                 if folder.messages and floor < folder.uidnext - 1 else 0)
     view = session.selected
     if view is None or view.folder_id != folder.id or not view.recent:
         return unclaimed

@@ -33,7 +33,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.commands.append import raise_trycreate_if_gone, refuse_utf8_unless_enabled, store_item
-from midb.errors import MessageGone, NoSuchFolder
+from midb.errors import NoSuchFolder
 
 
 def _replaced_uid(session: Any, uid: bool, number: int | None) -> int:
@@ -88,10 +88,7 @@ def replace(session: Any, cmd: cmds.Replace) -> Generator[bytes, Any, Done]:
         uidvalidity, new_uid, floor, tombstone = session.store.replace(
             session.user, target.id, data, replacing=(view.folder_id, old_uid), flags=flags,
             internaldate=internaldate, tzoffset=tzoffset, claim=into_view)
-    except MessageGone:
-        # Expunged by another session since the last update: this one hears of it before the NO.
-        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED") from None
-    except NoSuchFolder:
+    except NoSuchFolder:  # (MessageGone, the old one expunged elsewhere: NO [EXPUNGEISSUED] by errors.py)
         raise_trycreate_if_gone(session, cmd.mailbox.name)
         raise
     if into_view and floor is not None:
