@@ -845,11 +845,12 @@ def _parse_lines(lines: Iterable[str], filename: str, values: dict[str, Value], 
         origins[directive.name] = (filename, number)
 
 
-def load_config(paths: Sequence[str | os.PathLike[str]], *, required: bool) -> Config:
+def load_config(paths: Sequence[str | os.PathLike[str]], *, required: bool,
+                sockets_inherited: bool | None = None) -> Config:
     """Read configuration files in order (a later value wins) on top of the defaults.
 
     A missing file is skipped unless ``required``. Raises ConfigError for unreadable files, syntax
-    errors, bad values and inconsistent combinations.
+    errors, bad values and inconsistent combinations (``sockets_inherited``: check_consistency).
     """
     values, texts = _default_state()
     origins: dict[str, tuple[str, int]] = {}
@@ -860,7 +861,7 @@ def load_config(paths: Sequence[str | os.PathLike[str]], *, required: bool) -> C
             continue
         _parse_lines(_read_lines(path), path, values, texts, origins, warnings)
     config = Config(values, texts, origins, warnings)
-    check_consistency(config)
+    check_consistency(config, sockets_inherited=sockets_inherited)
     return config
 
 
@@ -900,10 +901,12 @@ def log_level(cfg: Config) -> int:
     return 6 if cfg.debug else int(cfg.imap_log_level)
 
 
-def check_consistency(cfg: Config) -> None:
+def check_consistency(cfg: Config, *, sockets_inherited: bool | None = None) -> None:
     """Reject combinations of directives that cannot work together, and a host_id that is no
     host name (it goes into the greeting and into LMTP's 220 and LHLO replies, which carry a
-    domain)."""
+    domain). ``sockets_inherited``: whether systemd passes the IMAP listeners (then the listen
+    directives are not used); None: as this process's environment says, which holds only until
+    the daemon takes the sockets (a reload says what it knows)."""
     if cfg.host_id and not _HOSTNAME_RE.fullmatch(str(cfg.host_id)):
         raise error_at(cfg, "host_id", f"{cfg.host_id!r} is not a host name")
     if cfg.auth_backend == "passwd-file" and not cfg.auth_passwd_file:
@@ -921,9 +924,17 @@ def check_consistency(cfg: Config) -> None:
         raise error_at(cfg, "tls_max_proto", f"is below tls_min_proto {cfg.tls_min_proto}")
     _check_proxy_link(cfg)
     plain, tls = listen_addresses(cfg)
-    # Under socket activation (LISTEN_FDS) systemd passes the sockets and the directives are not used.
-    if not plain and not tls and not os.environ.get("LISTEN_FDS"):
+    if not plain and not tls and not (imap_sockets_inherited() if sockets_inherited is None else sockets_inherited):
         raise error_at(cfg, "imap_listen_port", "0 turns the plain listener off, and no other is set")
+
+
+def imap_sockets_inherited() -> bool:
+    """Whether systemd socket activation passes this process IMAP listeners (LMTP and auth
+    sockets alone do not count: gximap binds its IMAP listeners itself then)."""
+    from gximap.mta import MTA_SOCKET_NAMES
+    from gximap.net.listener import systemd_listen_fds
+
+    return any(name not in MTA_SOCKET_NAMES for _fd, name in systemd_listen_fds(unset_environment=False))
 
 
 def check_host(cfg: Config) -> None:
@@ -1273,7 +1284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What gximap checks before it starts, with its exit status for a bad file (2).
         try:
             config = load_config(args[1:], required=True)
-            check_consistency(config)
             check_host(config)
         except ConfigError as exc:
             sys.stderr.write(f"{exc}\n")

@@ -147,6 +147,7 @@ class Daemon:
         self.ctx = None
         self.mta: MtaServices | None = None  # LMTP and the auth socket
         self._mta_activated: list[tuple[int, str]] = []
+        self._imap_activated = False  # systemd passed the IMAP listeners (socket activation)
         self._listening: list[tuple[str, int]] = []  # the IMAP sockets' (host, port), for warnings
         self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
         self._proxy_ssl_context: ssl.SSLContext | None = None
@@ -167,6 +168,7 @@ class Daemon:
         activated = systemd_listen_fds()
         self._mta_activated = [(fd, name) for fd, name in activated if name in MTA_SOCKET_NAMES]
         activated = [(fd, name) for fd, name in activated if name not in MTA_SOCKET_NAMES]
+        self._imap_activated = bool(activated)
         try:
             if activated:
                 # Socket activation: names from the .socket unit say which sockets are implicit TLS.
@@ -494,7 +496,9 @@ class Daemon:
         log is reopened first, so that what the reload says goes to the new file, not to the one
         logrotate has just moved away (it sends the SIGHUP for that)."""
         try:
-            fresh = gxconfig.load_config(self.config_paths, required=True)
+            # The listeners are not reloaded; systemd's, if it passed them, are still in use
+            # (their environment variables are gone by now).
+            fresh = gxconfig.load_config(self.config_paths, required=True, sockets_inherited=self._imap_activated)
         except gxconfig.ConfigError as exc:
             self._reopen_log(self.cfg)
             self.log.error("reload failed, keeping the running configuration: %s", exc)

@@ -19,7 +19,6 @@ matched by a pattern (the first, in order) takes its period, 0 included, before 
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from midb.errors import NoSuchAccount
+from midb.patterns import compile_pattern
 from midb.spans import parse_timespan
 
 __all__ = ["Expired", "ExpiryThrottle", "account_periods", "expire_account", "folder_matcher",
@@ -46,8 +46,9 @@ class Expired:
 
 def parse_folder_periods(text: str) -> tuple[tuple[str, float], ...]:
     """``NAME=SPAN`` entries separated by commas (imap_autoexpunge_folders, ``Spam=30d,
-    Lists/*=90d``) as (name pattern, seconds) pairs in their order; ValueError naming the entry
-    that does not read. A name may hold spaces (trimmed at its ends), not a comma or "=";
+    Lists/*=90d``) as (name pattern, seconds) pairs in their order, a name given again left out
+    (the first matching entry wins, here and in every dict made of them); ValueError naming the
+    entry that does not read. A name may hold spaces (trimmed at its ends), not a comma or "=";
     "*" matches any characters, "%" any but the hierarchy separator "/", as in LIST."""
     pairs: list[tuple[str, float]] = []
     for entry in text.split(","):
@@ -63,19 +64,14 @@ def parse_folder_periods(text: str) -> tuple[tuple[str, float], ...]:
             raise ValueError(f"{entry.strip()!r}: {exc}") from None
         if 0 < seconds < 1:
             raise ValueError(f"{entry.strip()!r}: a period under a second (0 keeps the folder's mail)")
-        pairs.append((name, seconds))
+        if all(name != named for named, _seconds in pairs):  # the first entry of a name is the one that matches
+            pairs.append((name, seconds))
     return tuple(pairs)
 
 
-def folder_matcher(pattern: str) -> Callable[[str], bool]:
-    """Whether a folder's name matches a name pattern of parse_folder_periods; INBOX (the first
-    component) in any case, as IMAP names it."""
-    head, slash, rest = pattern.partition("/")
-    if head.upper() == "INBOX":
-        pattern = "INBOX" + slash + rest
-    parts = (".*" if char == "*" else "[^/]*" if char == "%" else re.escape(char) for char in pattern)
-    compiled = re.compile("".join(parts) + r"\Z", re.DOTALL)
-    return lambda name: compiled.match(name) is not None
+# Whether a folder's name matches a name pattern of parse_folder_periods: as LIST matches
+# (INBOX in any case), without a regular expression's backtracking.
+folder_matcher = compile_pattern
 
 
 def account_periods(store: Any, account: str, periods: Mapping[str, float]) -> dict[str, float]:

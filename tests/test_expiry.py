@@ -92,6 +92,15 @@ def test_folder_periods_read_as_dovecots_per_mailbox_autoexpunge() -> None:
     assert folder_matcher("a.b(c)")("a.b(c)") and not folder_matcher("a.b")("axb")
 
 
+def test_a_name_given_twice_keeps_its_first_period_and_patterns_never_backtrack() -> None:
+    """The daemon made a dict of the pairs (the last won), the midb tool took the first
+    (review63): one rule now, in the parser. A pattern of many wildcards answers at once (a
+    regular expression took minutes, holding the interpreter lock)."""
+    assert parse_folder_periods("Spam=30d, Lists/*=90d, Spam=0") == (("Spam", 30 * DAY), ("Lists/*", 90 * DAY))
+    assert not folder_matcher("*a" * 12 + "b")("a" * 40)
+    assert folder_matcher("*a" * 12)("a" * 40)
+
+
 def test_a_folder_matched_by_name_takes_that_period_before_its_special_uses(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store(tmp_path / "store", fsync=False) as store:

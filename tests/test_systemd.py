@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -333,6 +334,34 @@ def test_socket_activation_serves_inherited_sockets(tmp_path: Path,
     finally:
         plain.close()
         implicit.close()
+        status = gx.stop()
+    assert status == 0, gx.output() + gx.log()
+
+
+@pytest.mark.e2e
+def test_socket_activation_with_the_listen_directives_off_survives_a_reload(
+        tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    """imap_listen_port = 0 is no error when systemd passes the listeners, at start-up and on
+    every reload: the daemon has taken them (and their environment) by then (review63)."""
+    gx = GximapProcess(tmp_path, accounts={"alice": "secret"}, tls=False, extra={"imap_listen": "", "imap_listen_port": "0"})
+    plain = listening_socket()
+    notify, notify_path = notify_socket
+    try:
+        start_activated(gx, notify_path, [plain], ["imap"])
+        port = plain.getsockname()[1]
+        plain.close()
+        wait_for_notification(notify, b"READY=1", gx.proc)
+        assert gx.proc is not None
+        gx.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while "configuration reloaded" not in gx.log() and "reload failed" not in gx.log():
+            assert time.monotonic() < deadline, gx.log()
+            time.sleep(0.05)
+        assert "reload failed" not in gx.log()
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            login_session(client)
+    finally:
+        plain.close()
         status = gx.stop()
     assert status == 0, gx.output() + gx.log()
 

@@ -9,12 +9,15 @@ ancestors always exist; only subscriptions can name mailboxes that do not exist.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-SEPARATOR = "/"
-INBOX = "INBOX"
+from midb.folders import INBOX, SEPARATOR
+from midb.patterns import collapse_wildcards, compile_pattern, inbox_normalized, nfa_matcher
+
+# compile_pattern, INBOX and SEPARATOR are used through this module too (midb.patterns has the
+# matching: midb's expiry periods name folders the same way).
+__all__ = ["INBOX", "SEPARATOR", "canonical_pattern", "compile_pattern", "literal_prefix"]
 
 # RFC 6154 attributes that name a real folder. \All and \Flagged describe virtual mailboxes that
 # collect messages from elsewhere: a plain folder must not claim them.
@@ -40,84 +43,6 @@ def canonical_pattern(reference: str, pattern: str) -> str:
     return reference + pattern
 
 
-def _inbox_normalized(pattern: str) -> str:
-    """Matching is case-sensitive except for the INBOX component (RFC 3501 5.1), which the
-    parser and the store normalise to upper case; a pattern whose first component is a spelling
-    of INBOX is normalised the same way."""
-    head, sep, rest = pattern.partition(SEPARATOR)
-    if head.upper() == INBOX:
-        return INBOX + sep + rest
-    return pattern
-
-
-_WILDCARD_RUN = re.compile(r"[*%]{2,}")
-
-
-def _collapse_wildcards(pattern: str) -> str:
-    """A run of wildcards matches what its widest member does: ``*`` if it holds one, else ``%``."""
-    return _WILDCARD_RUN.sub(lambda run: "*" if "*" in run.group() else "%", pattern)
-
-
-def compile_pattern(pattern: str) -> Callable[[str], bool]:
-    """Whether a name matches the LIST pattern: ``*`` matches anything, ``%`` anything but the
-    hierarchy separator (see _inbox_normalized for case).
-
-    Why not a regular expression: ``re`` backtracks, so a pattern of many wildcards takes time
-    exponential in their number (``"*" * 40 + "x"`` took seconds, 5,000 of them forever), inside
-    one C call that holds the interpreter lock: every session of the process stopped, and
-    SIGTERM with them. The general case here is a bit-parallel NFA (_nfa), linear in the name's
-    length and in Python bytecode, which yields the lock as usual; the patterns clients send
-    ("*", "%", "Archive/%", an exact name) take the short paths."""
-    pattern = _collapse_wildcards(_inbox_normalized(pattern))
-    cut = min((index for index in (pattern.find("*"), pattern.find("%")) if index >= 0), default=-1)
-    if cut < 0:
-        return pattern.__eq__
-    head, rest = pattern[:cut], pattern[cut:]
-    if rest == "*":
-        return lambda name: name.startswith(head)
-    if rest == "%":
-        return lambda name: name.startswith(head) and SEPARATOR not in name[cut:]
-    return _nfa([pattern])
-
-
-def _nfa(patterns: list[str]) -> Callable[[str], bool]:
-    """Whether a name matches any of ``patterns`` (collapsed, see _collapse_wildcards), as one
-    bit-parallel NFA: bit base+i is set when the first i characters of the pattern placed at
-    ``base`` match the name read so far. Each pattern has its positions and one more for its
-    accepting state, so a shift never carries one pattern's state into the next's: the
-    accepting bit is neither a literal nor a wildcard, so it never moves on."""
-    literals: dict[str, int] = {}
-    star = percent = start = accept = 0
-    base = 0
-    for pattern in patterns:
-        for position, char in enumerate(pattern, start=base):
-            bit = 1 << position
-            if char == "*":
-                star |= bit
-            elif char == "%":
-                percent |= bit
-            else:
-                literals[char] = literals.get(char, 0) | bit
-        start |= 1 << base
-        accept |= 1 << (base + len(pattern))
-        base += len(pattern) + 1
-    wild = star | percent
-    # A wildcard may match nothing: a state on one also stands on the next position. One shift
-    # covers it, as no two wildcards are adjacent after _collapse_wildcards.
-    start |= (start & wild) << 1
-
-    def matches(name: str) -> bool:
-        states = start
-        for char in name:
-            states = ((states & literals.get(char, 0)) << 1) | (states & (star if char == SEPARATOR else wild))
-            states |= (states & wild) << 1
-            if not states:
-                return False
-        return bool(states & accept)
-
-    return matches
-
-
 def literal_prefix(patterns: Iterable[str]) -> str:
     """What every name the patterns can match starts with: the text before the first wildcard,
     common to all of them. The store reads only the folders and subscriptions in that range
@@ -127,7 +52,7 @@ def literal_prefix(patterns: Iterable[str]) -> str:
     matching parents that LSUB and RECURSIVEMATCH add for a name, start with the same text."""
     prefixes = []
     for pattern in patterns:
-        pattern = _inbox_normalized(pattern)
+        pattern = inbox_normalized(pattern)
         cut = min((index for index in (pattern.find("*"), pattern.find("%")) if index >= 0), default=len(pattern))
         prefixes.append(pattern[:cut])
     return os.path.commonprefix(prefixes) if prefixes else ""
@@ -136,7 +61,7 @@ def literal_prefix(patterns: Iterable[str]) -> str:
 def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
     """Whether a name matches any of the patterns. It runs once per folder: several patterns
     (LIST-EXTENDED) become one set of exact names and one NFA, not a matcher each."""
-    unique = list(dict.fromkeys(_collapse_wildcards(_inbox_normalized(pattern)) for pattern in patterns))
+    unique = list(dict.fromkeys(collapse_wildcards(inbox_normalized(pattern)) for pattern in patterns))
     if not unique:
         return lambda name: False
     if len(unique) == 1:
@@ -147,7 +72,7 @@ def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
         return exact.__contains__
     if "*" in wildcards:
         return lambda name: True
-    nfa = _nfa(wildcards)
+    nfa = nfa_matcher(wildcards)
     return lambda name: name in exact or nfa(name)
 
 
