@@ -245,6 +245,22 @@ class Conversation:
         self._peers.append(other)
         return other
 
+    def twin(self) -> Conversation:
+        """A second session showing what this one shows, for tests comparing two code paths on
+        identical views: the same user, extensions ENABLEd and mailbox selected, and the same
+        messages \\Recent (RFC 3501 gives \\Recent to one session; the twin is given a copy).
+        Make it while this session has no update pending; then send both the same commands."""
+        assert self.session.user is not None and self.session.selected is not None
+        other = self.second_session()
+        other.login(self.session.user)
+        if self.session.enabled:
+            other.command("ENABLE " + " ".join(sorted(self.session.enabled)))
+        view = self.session.selected
+        other.select(view.name, examine=view.readonly)
+        assert other.session.selected is not None
+        other.session.selected.recent = set(view.recent)
+        return other
+
     def close(self) -> None:
         for peer in self._peers:
             peer.close()

@@ -399,10 +399,10 @@ def test_search_all_is_the_view_whatever_happened_since_it_last_caught_up(conv: 
     conv.add_message()                                   # 5 arrives, not announced
     conv.store.store_flags("alice", folder, [2], "add", ["\\Deleted"])
     conv.store.expunge("alice", folder)                  # 2 leaves: as many messages as the view has
-    answer = conv.command("UID SEARCH ALL")
+    answer = conv.command("SEARCH ALL")   # SEARCH may not announce the expunge (UID SEARCH may)
     assert answer[:2] == [b"* SEARCH 1 3 4", b"* 5 EXISTS"] and len(key_reads) == 1
     # The view now holds 1-5, 2 not yet announced as expunged: the counts differ.
-    assert conv.command("UID SORT (ARRIVAL) UTF-8 ALL")[0] == b"* SORT 1 3 4 5"
+    assert conv.command("SORT (ARRIVAL) UTF-8 ALL")[0] == b"* SORT 1 3 4 5"
     assert len(key_reads) == 2
     assert b"* 2 EXPUNGE" in conv.command("NOOP")
     assert conv.command("UID THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (1 (3)(4)(5))"

@@ -39,14 +39,17 @@ def _sets(rng: random.Random, top: int) -> list[str]:
     return sets
 
 
-def _both(conv: Conversation, monkeypatch: pytest.MonkeyPatch, command: str) -> tuple[list[bytes], list[bytes]]:
-    """(column path, general path) responses to the same command (tagged line without the tag)."""
-    tag = conv.next_tag()
-    fast = conv.send(f"{tag} {command}\r\n".encode())
+def _both(fast_session: Conversation, slow_session: Conversation, monkeypatch: pytest.MonkeyPatch,
+          command: str) -> tuple[list[bytes], list[bytes]]:
+    """(column path, general path) responses to the same command, sent to two twin sessions
+    (tagged line without the tag). Twins, because a UID FETCH announces pending expunges after its
+    answer: a second run in the same session would see another view."""
+    tag = fast_session.next_tag()
+    fast = fast_session.send(f"{tag} {command}\r\n".encode())
     with monkeypatch.context() as patch:
         patch.setattr(fetch_command, "RECORD_ITEMS", frozenset())  # every FETCH takes the general path
-        tag2 = conv.next_tag()
-        slow = conv.send(f"{tag2} {command}\r\n".encode())
+        tag2 = slow_session.next_tag()
+        slow = slow_session.send(f"{tag2} {command}\r\n".encode())
     assert fast[-1].startswith(tag.encode()) and slow[-1].startswith(tag2.encode())
     return fast[:-1] + [fast[-1][len(tag):]], slow[:-1] + [slow[-1][len(tag2):]]
 
@@ -76,14 +79,18 @@ def test_column_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mon
         for _ in range(3):
             conv.add_message(data=MSG, flags=rng.choice(FLAG_SETS))
         conv.command("NOOP")
+        twin = conv.twin()
         uids = conv.store.uids("alice", folder)
         conv.store.store_flags("alice", folder, rng.sample(uids, 8), "add", ["$Changed"])
-        pending = rng.sample(uids, 2)
-        conv.store.store_flags("alice", folder, pending, "add", ["\\Deleted"])
-        conv.store.expunge("alice", folder, pending)
-        conv.command("SEARCH RETURN (SAVE) FLAGGED")
+        for session in (conv, twin):
+            session.command("SEARCH RETURN (SAVE) FLAGGED")
+        ghosts = iter(rng.sample(uids, len(ITEM_LISTS)))
         top = uids[-1]
         for items in ITEM_LISTS:
+            # an expunge by another session, pending in both views until the first UID FETCH
+            ghost = next(ghosts)
+            conv.store.store_flags("alice", folder, [ghost], "add", ["\\Deleted"])
+            conv.store.expunge("alice", folder, [ghost])
             for prefix in ("FETCH", "UID FETCH"):
                 limit = len(uids) if prefix == "FETCH" else top
                 for seqset in [*_sets(rng, limit), "$"]:
@@ -91,7 +98,7 @@ def test_column_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mon
                         continue  # message numbers beyond EXISTS are BAD, on both paths alike
                     for modifier in ("", f" (CHANGEDSINCE {base_modseq})", f" (CHANGEDSINCE {base_modseq + 9})"):
                         command = f"{prefix} {seqset} {items}{modifier}"
-                        fast, slow = _both(conv, monkeypatch, command)
+                        fast, slow = _both(conv, twin, monkeypatch, command)
                         assert fast == slow, command
 
 
@@ -115,7 +122,7 @@ def test_column_path_marks_recent_in_every_batch(tmp_path: Path, monkeypatch: py
         conv.store.expunge("alice", folder, [33, 40])
         conv.select()       # 31..55 but 33 and 40 are \\Recent here
         for command in ("UID FETCH 1:* (UID FLAGS)", "FETCH 1:* FLAGS", "UID FETCH 28:45 FLAGS", "FETCH 31:* (FLAGS UID)"):
-            fast, slow = _both(conv, monkeypatch, command)
+            fast, slow = _both(conv, conv, monkeypatch, command)  # nothing pending: one session
             assert fast == slow, command
         lines = conv.command("UID FETCH 1:* (UID FLAGS)")
         recent = [int(line.split(b"UID ")[1].split(b" ")[0]) for line in lines if b"\\Recent" in line]
@@ -242,20 +249,30 @@ def test_listing_path_equals_general_path(tmp_path: Path, monkeypatch: pytest.Mo
         conv.command("EXAMINE INBOX" if seed == 3 else "SELECT INBOX")
         conv.add_message(data=_listing_message(rng, 99), flags=())
         conv.command("NOOP")
+        # Three twin sessions (listing path, general path, listing path warm): a UID FETCH
+        # announces pending expunges after its answer, so each run needs a session of its own.
+        general, warm = conv.twin(), conv.twin()
         uids = conv.store.uids("alice", folder)
-        pending = rng.sample(uids, 2)   # expunged by another session, not yet announced here
-        conv.store.store_flags("alice", folder, pending, "add", ["\\Deleted"])
-        conv.store.expunge("alice", folder, pending)
+        ghosts = iter(rng.sample(uids, len(LISTING_ITEM_LISTS)))
         for items in LISTING_ITEM_LISTS:
+            # expunged by another session, not yet announced here: pending until the UID FETCH
+            pending = [next(ghosts)]
+            conv.store.store_flags("alice", folder, pending, "add", ["\\Deleted"])
+            conv.store.expunge("alice", folder, pending)
+            view = conv.session.selected
+            assert view is not None
+            exists = len(view.runs) - 1   # after the UID FETCH
             for command in (f"FETCH 1:* {items}", f"UID FETCH {uids[3]}:{uids[-5]},{uids[-1]} {items}",
-                            f"FETCH {len(uids) - 2}:* {items}"):
+                            f"FETCH {exists - 2}:* {items}"):
                 listing = conv.send(f"{conv.next_tag()} {command}\r\n".encode())
                 with monkeypatch.context() as patch:
                     patch.setattr(fetch_command, "LISTING_ITEMS", frozenset())   # the general path
-                    general = conv.send(f"{conv.next_tag()} {command}\r\n".encode())
-                warm = conv.send(f"{conv.next_tag()} {command}\r\n".encode())
-                assert listing[:-1] == general[:-1] == warm[:-1], command
-                assert listing[-1].split(b" ", 1)[1] == general[-1].split(b" ", 1)[1] == warm[-1].split(b" ", 1)[1]
+                    general_lines = general.send(f"{general.next_tag()} {command}\r\n".encode())
+                warm_lines = warm.send(f"{warm.next_tag()} {command}\r\n".encode())
+                assert listing[:-1] == general_lines[:-1] == warm_lines[:-1], command
+                assert (listing[-1].split(b" ", 1)[1] == general_lines[-1].split(b" ", 1)[1]
+                        == warm_lines[-1].split(b" ", 1)[1])
+                assert listing[-1].split(b" ")[1] != b"BAD", command
 
 
 @pytest.mark.usefixtures("empty_caches")

@@ -259,10 +259,10 @@ def test_vanished_earlier_leaves_out_expunges_the_view_still_shows(conv: Convers
     expunge(conv, [uids[1]])
     conv.script(f"""
         C: a1 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
-        S: a1 OK FETCH completed
-        C: a2 NOOP
         S: * VANISHED 2
-        S: a2 OK [HIGHESTMODSEQ {highest(conv)}] NOOP completed
+        S: a1 OK [HIGHESTMODSEQ {highest(conv)}] FETCH completed
+        C: a2 NOOP
+        S: a2 OK NOOP completed
         C: a3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
         S: * VANISHED (EARLIER) 2
         S: a3 OK FETCH completed

@@ -75,7 +75,8 @@ class Done:
     status: str = "OK"
     code: bytes | None = None  # response code, e.g. b"READ-WRITE", b"APPENDUID 38505 3955"
     # Pending EXPUNGE/EXISTS/FETCH updates may be sent before the tagged line. FETCH, STORE and
-    # SEARCH forbid EXPUNGE (RFC 3501 section 7.4.1); ``expunge_ok`` says which case applies.
+    # SEARCH forbid EXPUNGE (RFC 3501 section 7.4.1; their UID forms allow it); ``expunge_ok``
+    # says which case applies.
     sync: bool = True
     expunge_ok: bool = True
     after: TransportAction | None = None  # applied once the tagged line has been sent

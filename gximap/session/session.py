@@ -622,7 +622,11 @@ class ImapSession:
             self._count_bad()
             return
         self._bad_streak = 0
-        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), registration.expunge_ok, frame)
+        # UID FETCH/STORE/SEARCH/SORT/THREAD name messages by UID, so they may be followed by
+        # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
+        # learns of other sessions' expunges without a NOOP.
+        expunge_ok = registration.expunge_ok or bool(getattr(cmd, "uid", False))
+        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame)
 
     def _drive(self, handler: Any, cmd: Command) -> Generator[Any, Any, Done]:
         result = handler(self, cmd)

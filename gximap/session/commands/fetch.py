@@ -12,7 +12,7 @@ Messages another session expunged that this session has not been told about yet 
 4.1): the records are gone, so they get no FETCH response. FETCH still answers the others and then
 completes with ``NO [EXPUNGEISSUED]``, as Dovecot does (RFC 2180 section 4.1.2), so the client knows
 to NOOP and learn of the EXPUNGE. UID FETCH completes with OK: a UID that no longer exists is
-ignored without an error (RFC 9051 section 6.4.9). A message still in the folder whose body file
+ignored without an error (RFC 9051 section 6.4.9), and the EXPUNGE follows its answer. A message still in the folder whose body file
 is gone (lost: a disk fault, a file deleted by hand) is left out too, logged as an error, and the
 FETCH completes with ``NO [SERVERBUG]``: no NOOP would explain it to the client.
 
