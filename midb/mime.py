@@ -1188,6 +1188,57 @@ def _decode_base64_run(run: bytes) -> bytes:
         return b""
 
 
+# The header field that marks a part as binary, as a first cheap test (see binary_parts_as_base64).
+_BINARY_CTE_HINT = re.compile(rb"content-transfer-encoding[ \t]*:[^\n]*binary", re.IGNORECASE)
+_BASE64_LINE = 57   # input bytes per base64 line: 76 characters, RFC 2045 section 6.8
+
+
+def binary_parts_as_base64(data: bytes) -> bytes:
+    """``data`` with each leaf part whose Content-Transfer-Encoding is ``binary`` re-encoded as
+    base64 (76-character CRLF lines) and its field rewritten to ``base64``; multipart and message
+    parts keep theirs (RFC 2045 section 6.4 allows no other encoding for them) and their parts
+    are looked into. For messages APPENDed as literal8 (RFC 3516 section 4.4), as Dovecot does:
+    a binary part may hold NUL octets and lines of any length, which a BODY[] literal cannot
+    carry; base64 brings them through BODY[] unchanged, and BINARY[] still gives the octets.
+    Returns ``data`` itself when no part is binary."""
+    if _BINARY_CTE_HINT.search(data) is None:
+        return data
+    data = bytes(data)
+    root, _ = _parse_part(data, 0, len(data), 0, _Budget(), False)
+    binary_parts: list[Part] = []
+    pending = [root]
+    while pending:
+        part = pending.pop()
+        if part.children is not None:
+            pending.extend(part.children)
+        elif part.message is not None:
+            pending.append(part.message[1])
+        elif part.encoding is not None and part.encoding.lower() == b"binary" and part.type.lower() != b"message":
+            binary_parts.append(part)
+    if not binary_parts:
+        return data
+    pieces: list[bytes] = []
+    done = 0
+    for part in sorted(binary_parts, key=lambda part: part.header_start):
+        fields, _ = parse_header_block(data, part.header_start, part.body_start)
+        # the first Content-Transfer-Encoding field, which Part.encoding was read from
+        field = next((field for field in fields if field[0] == b"content-transfer-encoding"), None)
+        if field is None:
+            continue
+        _name, field_start, _value_start, field_end = field
+        line_break = b"\r\n" if data[field_end - 2 : field_end] == b"\r\n" else b"\n"
+        body = data[part.body_start : part.body_end]
+        lines = [base64.b64encode(body[at : at + _BASE64_LINE]) for at in range(0, len(body), _BASE64_LINE)]
+        encoded = b"\r\n".join(lines)
+        if lines and part.body_end == len(data):
+            encoded += b"\r\n"   # the message ends with its last line's break
+        pieces += [data[done:field_start], b"Content-Transfer-Encoding: base64", line_break,
+                   data[field_end : part.body_start], encoded]
+        done = part.body_end
+    pieces.append(data[done:])
+    return b"".join(pieces)
+
+
 # ---------------------------------------------------------------------------------------------
 # Serialisation
 

@@ -3,6 +3,7 @@ literal8 RFC 3516, LITERAL+)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,8 +150,8 @@ def test_append_needs_authentication(tmp_path: Path) -> None:
 
 def test_literal8_data_is_stored_as_is(conv: Conversation) -> None:
     """literal8 data may be binary, where an LF octet is data: kept exactly (RFC 3516), bare LF
-    included."""
-    data = b"Subject: binary\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\n\x02\xff\r\n"
+    included, when no part says it is binary."""
+    data = b"Subject: binary\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\x00\x01\n\x02\xff\r\n"
     lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(data), data))
     assert lines[-1].startswith(b"a1 OK [APPENDUID ")
     conv.select("saved-messages")
@@ -159,6 +160,34 @@ def test_literal8_data_is_stored_as_is(conv: Conversation) -> None:
         % (len(data), len(data), data),
         b"a2 OK FETCH completed",
     ]
+
+
+def test_literal8_binary_parts_are_stored_as_base64(conv: Conversation) -> None:
+    """A part marked Content-Transfer-Encoding: binary in a literal8 APPEND is stored base64, as
+    Dovecot stores it: BODY[] then carries its NUL octets and its long lines unchanged, BINARY[]
+    gives the octets back. Multipart and message/rfc822 parts keep their encoding (RFC 2045
+    section 6.4); binary parts inside them are converted."""
+    octets = bytes(range(256)) * 3
+    inner = (b"Subject: inner\r\nContent-Type: application/octet-stream\r\n"
+             b"Content-Transfer-Encoding: Binary\r\n\r\n\x00inner\x00")
+    data = (b"Subject: binary parts\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+            b"Content-Transfer-Encoding: binary\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nplain text\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            + octets + b"\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            + inner + b"\r\n--b--\r\n")
+    lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(data), data))
+    assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+    conv.select("saved-messages")
+    encoded = base64.encodebytes(octets).replace(b"\n", b"\r\n")[:-2]
+    assert conv.command("FETCH 1 BODY.PEEK[2]")[0] == b"* 1 FETCH (BODY[2] {%d}\r\n%s)" % (len(encoded), encoded)
+    assert conv.command("FETCH 1 BINARY.PEEK[2]")[0] == b"* 1 FETCH (BINARY[2] ~{%d}\r\n%s)" % (len(octets), octets)
+    assert conv.command("FETCH 1 BODY.PEEK[3.1]")[0] == b"* 1 FETCH (BODY[3.1] {12}\r\nAGlubmVyAA==)"
+    assert conv.command("FETCH 1 BINARY.PEEK[3.1]")[0] == b"* 1 FETCH (BINARY[3.1] ~{7}\r\n\x00inner\x00)"
+    structure = conv.command("FETCH 1 BODYSTRUCTURE")[0]
+    assert b'"application" "octet-stream" NIL NIL NIL "base64" %d' % len(encoded) in structure
+    assert b'"message" "rfc822" NIL NIL NIL "binary"' in structure
+    assert b"Content-Transfer-Encoding: binary\r\n" in conv.command("FETCH 1 BODY.PEEK[HEADER]")[0]   # multipart
 
 
 def test_bare_lf_is_stored_as_crlf(conv: Conversation) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import marshal
 import time
 from pathlib import Path
@@ -712,3 +713,63 @@ def test_normalize_crlf_leaves_no_bare_lf_and_changes_nothing_else(data: bytes) 
     assert out.replace(b"\r\n", b"\n") == data.replace(b"\r\n", b"\n")  # only CRs before LF added
     if data.count(b"\n") == data.count(b"\r\n"):
         assert out == data
+
+
+# -- binary parts re-encoded for literal8 APPEND ---------------------------------------------------
+
+
+def test_binary_parts_as_base64_leaves_other_messages_alone() -> None:
+    for data in (b"Subject: x\r\n\r\nplain\x00text\r\n",
+                 b"Content-Transfer-Encoding: 8bit\r\n\r\nbinary is only a word here\r\n",
+                 b"Content-Type: multipart/mixed; boundary=b\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                 b"--b\r\n\r\ntext\r\n--b--\r\n"):
+        assert mime.binary_parts_as_base64(data) is data
+
+
+def test_binary_parts_as_base64_converts_leaves_and_keeps_the_rest() -> None:
+    octets = bytes(range(256))
+    data = (b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+            b"content-transfer-encoding : BINARY (raw)\nContent-Type: image/png\n\n" + octets
+            + b"\n--b\nContent-Type: text/plain\n\nkept\n--b--\n")
+    converted = mime.binary_parts_as_base64(data)
+    encoded = base64.encodebytes(octets).replace(b"\n", b"\r\n")[:-2]
+    assert converted == (b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+                         b"Content-Transfer-Encoding: base64\nContent-Type: image/png\n\n" + encoded
+                         + b"\n--b\nContent-Type: text/plain\n\nkept\n--b--\n")
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    children = mime.digest(converted).root.children
+    assert children is not None
+    part = children[0]
+    assert part.encoding == b"base64"
+    assert mime.decode_transfer_encoding(converted[part.body_start:part.body_end], part.encoding) == octets
+
+
+def test_binary_parts_as_base64_of_a_whole_message_ends_with_a_line_break() -> None:
+    data = b"Content-Transfer-Encoding: binary\r\n\r\n\x00\xff"
+    assert mime.binary_parts_as_base64(data) == b"Content-Transfer-Encoding: base64\r\n\r\nAP8=\r\n"
+    empty = b"Content-Transfer-Encoding: binary\r\n\r\n"
+    assert mime.binary_parts_as_base64(empty) == b"Content-Transfer-Encoding: base64\r\n\r\n"
+
+
+def test_binary_parts_as_base64_keeps_message_parts_and_converts_inside() -> None:
+    data = (b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            b"Subject: inner\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00")
+    assert mime.binary_parts_as_base64(data) == (
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        b"Subject: inner\r\nContent-Transfer-Encoding: base64\r\n\r\nAA==\r\n")
+
+
+@given(st.binary(max_size=300), st.sampled_from([b"", b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"]))
+@settings(max_examples=200, deadline=None)
+def test_binary_parts_as_base64_never_raises_and_keeps_the_octets(body: bytes, prefix: bytes) -> None:
+    data = prefix + b"Content-Transfer-Encoding: binary\r\n\r\n" + body
+    converted = mime.binary_parts_as_base64(data)
+    part = mime.digest(converted).root
+    while part.children:
+        part = part.children[0]
+    assert b"\x00" not in converted[part.body_start:]
+    original = mime.digest(data).root
+    while original.children:
+        original = original.children[0]
+    assert mime.decode_transfer_encoding(converted[part.body_start:part.body_end], part.encoding) == (
+        data[original.body_start:original.body_end])

@@ -3,8 +3,9 @@
 Several messages in one APPEND are stored all or nothing, in one store transaction. A message
 sent as a plain literal is stored with its bare LF line ends made CRLF (``midb.mime.normalize_crlf``,
 as Dovecot serves such a message); anything else is kept as received. Data sent as literal8
-(RFC 3516, also inside UTF8 of RFC 6855) is kept exactly: it may be binary, where an LF octet is
-data. A message too big for the configured limit never gets here: the session refuses its literal
+(RFC 3516, also inside UTF8 of RFC 6855) keeps its line ends (an LF octet may be data), but its
+binary parts are stored base64-encoded (``midb.mime.binary_parts_as_base64``), as Dovecot stores
+them: a BODY[] literal could not carry their NUL octets, and BINARY[] gives the octets back. A message too big for the configured limit never gets here: the session refuses its literal
 with NO [TOOBIG] while framing (the limit applies to the literal as sent). A synchronising literal
 that the account's quota cannot take is refused the same way, with NO [OVERQUOTA] instead of "+",
 and so is one for a mailbox, named before it, that does not exist: NO [TRYCREATE].
@@ -23,7 +24,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
 from midb.errors import NoSuchFolder
-from midb.mime import normalize_crlf
+from midb.mime import binary_parts_as_base64, normalize_crlf
 
 
 def _local_offset_minutes(moment: float) -> int:
@@ -45,7 +46,7 @@ def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[st
         internaldate, tzoffset = int(now), _local_offset_minutes(now)
     else:
         internaldate, tzoffset = message.date
-    data = message.data if message.binary else normalize_crlf(message.data)
+    data = binary_parts_as_base64(message.data) if message.binary else normalize_crlf(message.data)
     return data, message.flags, internaldate, tzoffset
 
 
