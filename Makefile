@@ -121,7 +121,7 @@ install:
 	install -m 0644 data/imap_code.txt data/folder_lang.txt '$(DESTDIR)$(PREFIX)/share/gromox/imap/'
 	install -d '$(DESTDIR)$(PREFIX)/lib/systemd/system'
 	for unit in $(GX_UNITS); do \
-	  sed 's|^ExecStart=/usr/sbin/gximap|ExecStart=$(PREFIX)/sbin/gximap|' "systemd/$$unit" \
+	  sed 's|^\(Exec[A-Za-z]*\)=/usr/sbin/gximap|\1=$(PREFIX)/sbin/gximap|' "systemd/$$unit" \
 	    > '$(DESTDIR)$(PREFIX)/lib/systemd/system/'"$$unit" || exit 1; \
 	  chmod 0644 '$(DESTDIR)$(PREFIX)/lib/systemd/system/'"$$unit"; \
 	done

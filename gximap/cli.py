@@ -1,4 +1,4 @@
-"""``gximap [-c FILE] [--version] [-?|--help]``: start-up order, signals, reload.
+"""``gximap [-c FILE] [--check] [--version] [-?|--help]``: start-up order, signals, reload.
 
 Start-up follows Gromox: read config → bind listeners → raise the fd limit → drop to
 ``running_identity`` → load TLS material → open the store → serve. Binding first lets an
@@ -21,8 +21,10 @@ from gximap import log as gxlog
 
 
 def _parse_args(argv: Sequence[str]) -> tuple[str | None, str | None]:
-    """(action, config path). action: "help", "version", or None to run; errors raise SystemExit."""
+    """(action, config path). action: "help", "version", "check", or None to run; errors raise
+    SystemExit."""
     config_path: str | None = None
+    action: str | None = None
     args = list(argv)
     while args:
         arg = args.pop(0)
@@ -30,7 +32,9 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, str | None]:
             return "help", None
         if arg == "--version":
             return "version", None
-        if arg == "-c":
+        if arg in ("--check", "-t"):
+            action = "check"
+        elif arg == "-c":
             if not args:
                 raise SystemExit("gximap: option -c needs a file name")
             config_path = args.pop(0)
@@ -38,7 +42,7 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, str | None]:
             config_path = arg[2:]
         else:
             raise SystemExit(f"gximap: unknown argument {arg!r} (try --help)")
-    return None, config_path
+    return action, config_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,11 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     paths = [config_path] if config_path else gxconfig.default_paths()
     try:
-        cfg = gxconfig.load_config(paths, required=bool(config_path))
+        # --check runs apart from the daemon (before a reload's SIGHUP), so it cannot see
+        # whether systemd passes the daemon its listeners; _check says so when none is set.
+        cfg = gxconfig.load_config(paths, required=bool(config_path),
+                                   sockets_inherited=True if action == "check" else None)
         gxconfig.check_host(cfg)
     except gxconfig.ConfigError as exc:
         _report_error(str(exc))
         return 2
+    if action == "check":
+        return _check(cfg, paths)
     try:
         gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
     except gxlog.LogSetupError as exc:   # what check_host cannot see (a file not writable)
@@ -79,6 +88,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if str(cfg.imap_log_file) != "-":  # (on standard error the log line says it already)
             _report_error(str(exc))
         return 1
+
+
+def _check(cfg: gxconfig.Config, paths: Sequence[str]) -> int:
+    """``gximap --check``: the checks of a start that need no listener and no store (see
+    Daemon.check); what is wrong on standard error, exit status 2 (as a start would give for a
+    configuration error), 0 when a start would get past them."""
+    gxlog.setup_logging("-", 3)  # warnings and up: the data files' warnings, not into the daemon's log
+    for warning in cfg.warnings:
+        print(f"gximap: {warning}", file=sys.stderr)
+    if not any(gxconfig.listen_addresses(cfg)):
+        print("gximap: no IMAP listener is configured: a start needs systemd to pass them (gximap.socket)",
+              file=sys.stderr)
+    from gximap.daemon import Daemon, StartupError
+
+    try:
+        Daemon(cfg, paths).check()
+    except StartupError as exc:
+        _report_error(str(exc))
+        return 2
+    print(f"gximap: configuration good: {', '.join(paths) or 'the defaults (no file)'}")
+    return 0
 
 
 def _report_error(text: str) -> None:

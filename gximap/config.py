@@ -1181,12 +1181,14 @@ def render_sample(section: str) -> str:
 def render_help(program: str = "gximap") -> str:
     """The text of ``gximap --help``."""
     lines = [
-        f"Usage: {program} [-c config] [--version] [-?|--help]",
+        f"Usage: {program} [-c config] [-t|--check] [--version] [-?|--help]",
         "Gromox-style IMAP server backed by midb.",
         "",
         "Options:",
         "  -c config     Read configuration directives (of both gromox.cfg and imap.cfg) from this",
         "                file. Without -c: /etc/gromox/gromox.cfg, then /etc/gromox/imap.cfg, if present.",
+        "  -t, --check   Check the configuration, TLS material and data files as a start would,",
+        "                without listening or opening the store; exit 0 if good, 2 if not.",
         "  --version     Output version information and exit.",
         "  -?, --help    Display this option summary and exit.",
     ]

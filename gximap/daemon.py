@@ -242,6 +242,38 @@ class Daemon:
         except (OSError, MidbError) as exc:
             raise StartupError(f"midb_path {cfg.midb_path}: cannot open the store: {exc}") from None
 
+    def check(self) -> None:
+        """``gximap --check``: what a start would refuse beyond the files' syntax, without
+        binding a listener or opening the store, so that it may run beside the serving daemon
+        (gximap.service runs it before the SIGHUP of a reload): the LMTP and auth socket
+        settings, the name maps, the TLS material (read as running_identity when started as
+        root, as a start reads it) and the data files (imap_code.txt, folder_lang.txt; what they
+        lack is logged, as at a start). Raises StartupError."""
+        from gximap.auth.maps import MapSyntaxError, name_map_from_config
+        from gximap.imap.codes import ResponseCodes
+        from gximap.mta import MtaConfigError, MtaServices
+        from gximap.net.privileges import PrivilegeError, drop_privileges
+        from midb.folderlang import FolderLanguages
+
+        cfg = self.cfg
+        try:
+            MtaServices(cfg)
+        except MtaConfigError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            name_map_from_config(cfg, "auth_map")
+            name_map_from_config(cfg, "storage_map")
+        except MapSyntaxError as exc:
+            raise StartupError(f"name mapping: {exc}") from None
+        try:
+            drop_privileges(str(cfg.running_identity or ""))
+        except PrivilegeError as exc:
+            raise StartupError(str(exc)) from None
+        self._tls_context()
+        self._proxy_tls_context()
+        ResponseCodes.load(str(cfg.data_file_path))
+        FolderLanguages.load(data_path(cfg))
+
     def run(self) -> int:
         from gximap.imap.codes import ResponseCodes
         from gximap.mta import MtaConfigError, MtaServices

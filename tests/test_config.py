@@ -566,7 +566,7 @@ def test_dev_config() -> None:
 
 def test_help_lists_everything() -> None:
     text = render_help()
-    assert text.startswith("Usage: gximap [-c config] [--version] [-?|--help]\n")
+    assert text.startswith("Usage: gximap [-c config] [-t|--check] [--version] [-?|--help]\n")
     for directive in DIRECTIVES:
         assert f"  {directive.name} = " in text
         for alias in directive.aliases:

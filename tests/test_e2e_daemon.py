@@ -79,6 +79,54 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     assert out.returncode != 0 and "nope.cfg" in out.stderr
 
 
+def _check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gximap", "-c", str(config), "--check"], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
+    """``gximap --check`` (gximap.service runs it before a reload's SIGHUP) binds nothing and
+    opens no store: it passes while the daemon holds the listeners, and the daemon serves on."""
+    proc = GximapProcess(tmp_path).start()
+    try:
+        out = _check(proc.config_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"gximap: configuration good: {proc.config_path}\n"
+        with imaplib.IMAP4("127.0.0.1", proc.port, timeout=10) as client:
+            assert client.noop()[0] == "OK"
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"context_num": "many"}, ": context_num:"),                         # what a start checks first
+    ({"imap_certificate_path": "{dir}/nope.pem"}, "nope.pem does not exist"),     # TLS material
+    ({"imap_private_key_path": "{dir}/imap.cfg"}, "imap.cfg"),                   # not a key
+    ({"lmtp_listen": "127.0.0.1:none"}, "lmtp_listen"),                          # the MTA services
+])
+def test_check_refuses_what_a_start_would_refuse(tmp_path: Path, changes: dict[str, str], why: str) -> None:
+    proc = GximapProcess(tmp_path)
+    proc.write_config(**{name: value.format(dir=tmp_path) for name, value in changes.items()})
+    out = _check(proc.config_path)
+    assert out.returncode == 2 and why in out.stderr and "configuration good" not in out.stdout
+    start = subprocess.run([sys.executable, "-m", "gximap", "-c", str(proc.config_path)], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert start.returncode != 0 and why in start.stderr
+
+
+def test_check_without_listeners_notes_socket_activation_and_touches_no_store(tmp_path: Path) -> None:
+    """The check cannot see whether systemd passes the daemon its listeners: with none
+    configured it passes and says a start needs them. It opens no store (none is created)."""
+    config = tmp_path / "imap.cfg"
+    config.write_text(f"running_identity =\nimap_listen_port = 0\nimap_log_file = -\nmidb_path = {tmp_path}/midb\n")
+    out = _check(config)
+    assert out.returncode == 0 and "no IMAP listener is configured" in out.stderr
+    assert not (tmp_path / "midb").exists()
+    start = subprocess.run([sys.executable, "-m", "gximap", "-c", str(config)], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+    assert start.returncode == 2 and "imap_listen_port" in start.stderr
+
+
 def test_unknown_running_identity_refuses_to_start_as_root(tmp_path: Path) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root")

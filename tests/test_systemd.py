@@ -77,7 +77,8 @@ def test_service_settings() -> None:
 
     assert one("Type") == "notify"
     assert one("ExecStart") == "/usr/sbin/gximap"
-    assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
+    # the files are checked before the SIGHUP: a broken one fails `systemctl reload`
+    assert values(SERVICE, "Service", "ExecReload") == ["/usr/sbin/gximap --check", "/bin/kill -HUP $MAINPID"]
     assert one("Restart") == "on-failure"
     assert one("RestartPreventExitStatus") == "2"  # gximap's exit status for configuration errors
     for key, expected in (("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("PrivateTmp", "yes"),
@@ -156,6 +157,7 @@ def test_units_pass_systemd_analyze_verify(installed_prefix: Path, tmp_path: Pat
     unit_dir = installed_prefix / "lib" / "systemd" / "system"
     service = (unit_dir / "gximap.service").read_text()
     assert f"\nExecStart={installed_prefix}/sbin/gximap\n" in service
+    assert f"\nExecReload={installed_prefix}/sbin/gximap --check\n" in service
     # Documentation=man:... is checked by running man(1): point it at the installed pages.
     env = dict(os.environ, MANPATH=str(installed_prefix / "share" / "man"))
     result = subprocess.run([tool, "verify", *(str(unit_dir / unit) for unit in UNITS)],
