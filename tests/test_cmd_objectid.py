@@ -4,13 +4,16 @@ THREADID; SEARCH EMAILID and THREADID (midb.objectids)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conversation import Conversation
 
+from gximap.session.commands import fetch as fetch_command
 from midb import objectids
+from midb.keys import blob_key
+from midb.lru import BoundedCache
 
 FIRST = b"From: bob@example.org\r\nSubject: plans\r\nMessage-ID: <start@example.org>\r\n\r\nShall we?\r\n"
 REPLY = (b"From: alice@example.org\r\nSubject: Re: plans\r\nMessage-ID: <reply@example.org>\r\n"
@@ -170,3 +173,88 @@ def test_fetch_of_object_ids_does_not_set_seen(conv: Conversation) -> None:
         S: * 1 FETCH (FLAGS (\\Recent))
         S: a2 OK FETCH completed
     """)
+
+
+# -- how much the OBJECTID reads cost ---------------------------------------------------------
+
+
+def _threaded_messages(count: int) -> list[bytes]:
+    """``count`` messages in threads of three (a start, a reply, a reply to the reply), and one
+    without any id every fifth."""
+    messages = []
+    for number in range(count):
+        start = number - number % 3
+        head = f"From: bob@example.org\r\nSubject: n{number}\r\n"
+        if number % 5 != 4:
+            head += f"Message-ID: <m{number}@example.org>\r\n"
+            if number != start:
+                head += f"In-Reply-To: <m{number - 1}@example.org>\r\nReferences: <m{start}@example.org>\r\n"
+        messages.append((head + "\r\nbody\r\n").encode())
+    return messages
+
+
+def _fill(conv: Conversation, count: int) -> list[str]:
+    """Add ``count`` _threaded_messages to the selected INBOX; the THREADID of each of its
+    messages, made from its summary as midb.objectids defines it."""
+    folder = conv.folder("INBOX").id
+    conv.store.append_many("alice", folder, [(data, (), None, 0) for data in _threaded_messages(count)])
+    conv.command("NOOP")
+    return [objectids.thread_id_of(meta.blob, conv.store.summary(meta.blob))
+            for meta in conv.store.messages("alice", folder)]
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> list[int]:
+    """Replace ``target.name`` with a wrapper recording, per call, its first argument's length
+    (or 1 when that has none)."""
+    real = getattr(target, name)
+    calls: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        first = args[0] if args else None
+        calls.append(len(first) if isinstance(first, list) else 1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("items", ["(UID THREADID)", "(THREADID BODY.PEEK[HEADER])"], ids=["listing", "general"])
+def test_a_cold_fetch_of_threadids_reads_the_summaries_of_a_batch_at_once(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, items: str) -> None:
+    """FETCH THREADID with nothing cached reads the summaries' fronts of a batch of messages in
+    one store call, on the listing path (record fields and items kept per body) and on the
+    general one (here, for the whole header), not one call per message; the items are the
+    same bytes."""
+    expected = _fill(conv, 40)
+    monkeypatch.setattr(fetch_command, "_THREAD_IDS", BoundedCache(4096))   # cold
+    monkeypatch.setattr(fetch_command, "LISTING_BATCH", 16)
+    monkeypatch.setattr(fetch_command, "_BATCH", 16)
+    calls = _counting(monkeypatch, conv.store, "summary_fields_by_key")
+    lines = conv.command(f"FETCH 1:* {items}")
+    assert _ids(lines, b"THREADID") == expected and lines[-1].endswith(b"OK FETCH completed")
+    assert calls == [16, 16, 13]   # 45 messages
+    calls.clear()
+    assert _ids(conv.command(f"FETCH 1:* {items}"), b"THREADID") == expected   # warm: nothing read
+    assert calls == []
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["listing", "general"])
+def test_a_fetch_of_threadids_leaves_out_a_message_whose_body_went(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, general: bool) -> None:
+    """A message expunged by another session before its summary is read, in a batch read at
+    once: it gets no response and FETCH ends NO [EXPUNGEISSUED]; the others are answered."""
+    monkeypatch.setattr(fetch_command, "_THREAD_IDS", BoundedCache(4096))
+    folder = conv.folder("INBOX").id
+    gone = blob_key(conv.store.get_messages("alice", folder, [4])[0].blob)
+    real = conv.store.summary_fields_by_key
+
+    def read(keys: list[bytes], read: Callable[[bytes], object]) -> list[object]:
+        if gone in keys and conv.store.get_messages("alice", folder, [4]):
+            conv.store.remove_messages("alice", folder, [4])   # another session's expunge
+        return [None if key == gone else record for key, record in zip(keys, real(keys, read), strict=True)]
+
+    monkeypatch.setattr(conv.store, "summary_fields_by_key", read)
+    items = "(THREADID BODY.PEEK[HEADER])" if general else "(UID THREADID)"
+    lines = conv.send(f"{conv.next_tag()} FETCH 1:* {items}\r\n".encode())
+    assert [line.split(b" FETCH")[0] for line in lines[:-1]] == [b"* 1", b"* 2", b"* 3", b"* 5"]
+    assert b"NO [EXPUNGEISSUED]" in lines[-1]
