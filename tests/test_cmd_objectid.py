@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conversation import Conversation
 
+from gximap.session import searching
 from gximap.session.commands import fetch as fetch_command
 from midb import objectids
 from midb.keys import blob_key
@@ -258,3 +259,36 @@ def test_a_fetch_of_threadids_leaves_out_a_message_whose_body_went(
     lines = conv.send(f"{conv.next_tag()} FETCH 1:* {items}\r\n".encode())
     assert [line.split(b" FETCH")[0] for line in lines[:-1]] == [b"* 1", b"* 2", b"* 3", b"* 5"]
     assert b"NO [EXPUNGEISSUED]" in lines[-1]
+
+
+def test_search_threadid_decodes_the_front_of_each_summary_only(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEARCH THREADID reads each message's thread from the front of its summary
+    (midb.summary.sort_record), never decoding a whole summary; with another key that decodes
+    the summary, from that."""
+    expected = _fill(conv, 25)
+    decoded = _counting(monkeypatch, searching, "decode_summary")
+    wanted = expected[6]
+    matching = " ".join(str(number) for number, thread in enumerate(expected, 1) if thread == wanted)
+    assert matching.count(" ") >= 1
+    assert conv.command(f"SEARCH THREADID {wanted}")[0] == f"* SEARCH {matching}".encode()
+    assert decoded == []
+    # SUBJECT decodes each summary (n1 matches n1 and n10..n19): THREADID then reads that.
+    subject = " ".join(str(number) for number, thread in enumerate(expected, 1)
+                       if thread == expected[15] and number >= 6)
+    assert conv.command(f"SEARCH SUBJECT n1 THREADID {expected[15]}")[0] == f"* SEARCH {subject}".encode()
+    assert decoded
+
+
+def test_search_threadid_of_a_damaged_summary_falls_back_on_the_digest(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary whose front cannot be read: the message's THREADID comes from its summary
+    rebuilt from the digest, as before."""
+    threads = _ids(conv.command("FETCH 1:* THREADID"), b"THREADID")
+    real = conv.store.search_summaries
+
+    def damaged(keys: list[bytes]) -> list[bytes | None]:
+        return [None if encoded is None else encoded[:30] for encoded in real(keys)]
+
+    monkeypatch.setattr(conv.store, "search_summaries", damaged)
+    assert conv.command(f"UID SEARCH THREADID {threads[0]}")[0] == b"* SEARCH 1 2 3"
