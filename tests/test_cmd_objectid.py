@@ -292,3 +292,25 @@ def test_search_threadid_of_a_damaged_summary_falls_back_on_the_digest(
 
     monkeypatch.setattr(conv.store, "search_summaries", damaged)
     assert conv.command(f"UID SEARCH THREADID {threads[0]}")[0] == b"* SEARCH 1 2 3"
+
+
+def test_list_status_looks_the_account_id_up_once(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIST-STATUS with MAILBOXID over many folders reads the account id once, not once per
+    folder; without MAILBOXID not at all. Each MAILBOXID is the one STATUS gives."""
+    conv.command("UNSELECT")
+    names = [f"Box{number}" for number in range(8)]
+    for name in names:
+        conv.command(f"CREATE {name}")
+    listed = [line.rsplit(b" ", 1)[1].decode() for line in conv.command('LIST "" "*"')[:-1]]
+    assert set(names) < set(listed)
+    single = {name: conv.command(f"STATUS {name} (MESSAGES MAILBOXID)")[0] for name in listed}
+    calls = _counting(monkeypatch, conv.store, "account_id")
+    lines = conv.command('LIST "" "*" RETURN (STATUS (MESSAGES MAILBOXID))')
+    assert calls == [1]
+    assert [line for line in lines if line.startswith(b"* STATUS")] == [single[name] for name in listed]
+    calls.clear()
+    conv.command('LIST "" "*" RETURN (STATUS (MESSAGES))')
+    conv.command('LIST "" "Nothing*" RETURN (STATUS (MAILBOXID))')
+    assert calls == []
+    conv.command("STATUS Box3 (MAILBOXID UIDNEXT)")
+    assert calls == [1]
