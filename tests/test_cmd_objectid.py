@@ -4,13 +4,17 @@ THREADID; SEARCH EMAILID and THREADID (midb.objectids)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conversation import Conversation
 
+from gximap.session import searching
+from gximap.session.commands import fetch as fetch_command
 from midb import objectids
+from midb.keys import blob_key
+from midb.lru import BoundedCache
 
 FIRST = b"From: bob@example.org\r\nSubject: plans\r\nMessage-ID: <start@example.org>\r\n\r\nShall we?\r\n"
 REPLY = (b"From: alice@example.org\r\nSubject: Re: plans\r\nMessage-ID: <reply@example.org>\r\n"
@@ -170,3 +174,143 @@ def test_fetch_of_object_ids_does_not_set_seen(conv: Conversation) -> None:
         S: * 1 FETCH (FLAGS (\\Recent))
         S: a2 OK FETCH completed
     """)
+
+
+# -- how much the OBJECTID reads cost ---------------------------------------------------------
+
+
+def _threaded_messages(count: int) -> list[bytes]:
+    """``count`` messages in threads of three (a start, a reply, a reply to the reply), and one
+    without any id every fifth."""
+    messages = []
+    for number in range(count):
+        start = number - number % 3
+        head = f"From: bob@example.org\r\nSubject: n{number}\r\n"
+        if number % 5 != 4:
+            head += f"Message-ID: <m{number}@example.org>\r\n"
+            if number != start:
+                head += f"In-Reply-To: <m{number - 1}@example.org>\r\nReferences: <m{start}@example.org>\r\n"
+        messages.append((head + "\r\nbody\r\n").encode())
+    return messages
+
+
+def _fill(conv: Conversation, count: int) -> list[str]:
+    """Add ``count`` _threaded_messages to the selected INBOX; the THREADID of each of its
+    messages, made from its summary as midb.objectids defines it."""
+    folder = conv.folder("INBOX").id
+    conv.store.append_many("alice", folder, [(data, (), None, 0) for data in _threaded_messages(count)])
+    conv.command("NOOP")
+    return [objectids.thread_id_of(meta.blob, conv.store.summary(meta.blob))
+            for meta in conv.store.messages("alice", folder)]
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> list[int]:
+    """Replace ``target.name`` with a wrapper recording, per call, its first argument's length
+    (or 1 when that has none)."""
+    real = getattr(target, name)
+    calls: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        first = args[0] if args else None
+        calls.append(len(first) if isinstance(first, list) else 1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("items", ["(UID THREADID)", "(THREADID BODY.PEEK[HEADER])"], ids=["listing", "general"])
+def test_a_cold_fetch_of_threadids_reads_the_summaries_of_a_batch_at_once(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, items: str) -> None:
+    """FETCH THREADID with nothing cached reads the summaries' fronts of a batch of messages in
+    one store call, on the listing path (record fields and items kept per body) and on the
+    general one (here, for the whole header), not one call per message; the items are the
+    same bytes."""
+    expected = _fill(conv, 40)
+    monkeypatch.setattr(fetch_command, "_THREAD_IDS", BoundedCache(4096))   # cold
+    monkeypatch.setattr(fetch_command, "LISTING_BATCH", 16)
+    monkeypatch.setattr(fetch_command, "_BATCH", 16)
+    calls = _counting(monkeypatch, conv.store, "summary_fields_by_key")
+    lines = conv.command(f"FETCH 1:* {items}")
+    assert _ids(lines, b"THREADID") == expected and lines[-1].endswith(b"OK FETCH completed")
+    assert calls == [16, 16, 13]   # 45 messages
+    calls.clear()
+    assert _ids(conv.command(f"FETCH 1:* {items}"), b"THREADID") == expected   # warm: nothing read
+    assert calls == []
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["listing", "general"])
+def test_a_fetch_of_threadids_leaves_out_a_message_whose_body_went(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, general: bool) -> None:
+    """A message expunged by another session before its summary is read, in a batch read at
+    once: it gets no response and FETCH ends NO [EXPUNGEISSUED]; the others are answered."""
+    monkeypatch.setattr(fetch_command, "_THREAD_IDS", BoundedCache(4096))
+    folder = conv.folder("INBOX").id
+    gone = blob_key(conv.store.get_messages("alice", folder, [4])[0].blob)
+    real = conv.store.summary_fields_by_key
+
+    def read(keys: list[bytes], read: Callable[[bytes], object]) -> list[object]:
+        if gone in keys and conv.store.get_messages("alice", folder, [4]):
+            conv.store.remove_messages("alice", folder, [4])   # another session's expunge
+        return [None if key == gone else record for key, record in zip(keys, real(keys, read), strict=True)]
+
+    monkeypatch.setattr(conv.store, "summary_fields_by_key", read)
+    items = "(THREADID BODY.PEEK[HEADER])" if general else "(UID THREADID)"
+    lines = conv.send(f"{conv.next_tag()} FETCH 1:* {items}\r\n".encode())
+    assert [line.split(b" FETCH")[0] for line in lines[:-1]] == [b"* 1", b"* 2", b"* 3", b"* 5"]
+    assert b"NO [EXPUNGEISSUED]" in lines[-1]
+
+
+def test_search_threadid_decodes_the_front_of_each_summary_only(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEARCH THREADID reads each message's thread from the front of its summary
+    (midb.summary.sort_record), never decoding a whole summary; with another key that decodes
+    the summary, from that."""
+    expected = _fill(conv, 25)
+    decoded = _counting(monkeypatch, searching, "decode_summary")
+    wanted = expected[6]
+    matching = " ".join(str(number) for number, thread in enumerate(expected, 1) if thread == wanted)
+    assert matching.count(" ") >= 1
+    assert conv.command(f"SEARCH THREADID {wanted}")[0] == f"* SEARCH {matching}".encode()
+    assert decoded == []
+    # SUBJECT decodes each summary (n1 matches n1 and n10..n19): THREADID then reads that.
+    subject = " ".join(str(number) for number, thread in enumerate(expected, 1)
+                       if thread == expected[15] and number >= 6)
+    assert conv.command(f"SEARCH SUBJECT n1 THREADID {expected[15]}")[0] == f"* SEARCH {subject}".encode()
+    assert decoded
+
+
+def test_search_threadid_of_a_damaged_summary_falls_back_on_the_digest(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary whose front cannot be read: the message's THREADID comes from its summary
+    rebuilt from the digest, as before."""
+    threads = _ids(conv.command("FETCH 1:* THREADID"), b"THREADID")
+    real = conv.store.search_summaries
+
+    def damaged(keys: list[bytes]) -> list[bytes | None]:
+        return [None if encoded is None else encoded[:30] for encoded in real(keys)]
+
+    monkeypatch.setattr(conv.store, "search_summaries", damaged)
+    assert conv.command(f"UID SEARCH THREADID {threads[0]}")[0] == b"* SEARCH 1 2 3"
+
+
+def test_list_status_looks_the_account_id_up_once(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIST-STATUS with MAILBOXID over many folders reads the account id once, not once per
+    folder; without MAILBOXID not at all. Each MAILBOXID is the one STATUS gives."""
+    conv.command("UNSELECT")
+    names = [f"Box{number}" for number in range(8)]
+    for name in names:
+        conv.command(f"CREATE {name}")
+    listed = [line.rsplit(b" ", 1)[1].decode() for line in conv.command('LIST "" "*"')[:-1]]
+    assert set(names) < set(listed)
+    single = {name: conv.command(f"STATUS {name} (MESSAGES MAILBOXID)")[0] for name in listed}
+    calls = _counting(monkeypatch, conv.store, "account_id")
+    lines = conv.command('LIST "" "*" RETURN (STATUS (MESSAGES MAILBOXID))')
+    assert calls == [1]
+    assert [line for line in lines if line.startswith(b"* STATUS")] == [single[name] for name in listed]
+    calls.clear()
+    conv.command('LIST "" "*" RETURN (STATUS (MESSAGES))')
+    conv.command('LIST "" "Nothing*" RETURN (STATUS (MAILBOXID))')
+    assert calls == []
+    conv.command("STATUS Box3 (MAILBOXID UIDNEXT)")
+    assert calls == [1]

@@ -188,6 +188,7 @@ LISTING_ITEM_LISTS = [
     "(BODYSTRUCTURE UID MODSEQ)",
     "(BODY BODY.PEEK[HEADER.FIELDS.NOT (Received Subject)]<5.40>)",
     "(BODY.PEEK[1.HEADER.FIELDS (Subject)] BODY.PEEK[HEADER.FIELDS (X-Nothing)] INTERNALDATE)",
+    "(THREADID RFC822.SIZE EMAILID)",
     "ALL", "FULL", "FAST",
 ]
 
@@ -212,6 +213,7 @@ def empty_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-body caches of the test's own, so that its first listing finds nothing cached."""
     monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
     monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
+    monkeypatch.setattr(fetch_command, "_THREAD_IDS", BoundedCache(4096))
 
 
 def _selected_listing_folder(conv: Conversation, seed: int, count: int) -> int:

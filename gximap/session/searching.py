@@ -37,7 +37,7 @@ from midb import objectids, searchtext
 from midb.blobs import ProcessPool
 from midb.errors import NoSuchBody
 from midb.mime import Digest, DigestFormatError, decode_header_value, parse_header_block, unfold
-from midb.summary import Summary, body_plan, decode_summary, may_contain
+from midb.summary import SortRecord, Summary, body_plan, decode_summary, may_contain, sort_record
 
 __all__ = [
     "SearchUnsupported",
@@ -120,14 +120,15 @@ class _Message:
     The summary may come encoded: it is decoded only when a test needs more than its body plan
     or than ``may_contain`` tells."""
 
-    __slots__ = ("meta", "_store", "_summary", "_encoded", "_digest", "_header", "_data", "_folded", "_fields",
-                 "_field_lookups")
+    __slots__ = ("meta", "_store", "_summary", "_encoded", "_sort_record", "_digest", "_header", "_data", "_folded",
+                 "_fields", "_field_lookups")
 
     def __init__(self, store: Any, meta: Any, summary: Summary | None = None, encoded: bytes | None = None) -> None:
         self.meta = meta
         self._store = store
         self._summary = summary
         self._encoded = encoded
+        self._sort_record: SortRecord | None = None
         self._digest: Digest | None = None
         self._header: bytes | None = None
         self._data: bytes | None = None
@@ -146,6 +147,19 @@ class _Message:
             else:
                 self._summary = self._store.summary(self.meta.blob)
         return self._summary
+
+    @property
+    def message_ids(self) -> objectids.MessageIds:
+        """What THREADID is made of: the summary when decoded already, else its front alone
+        (midb.summary.sort_record), a fraction of the cost of decoding the whole."""
+        if self._summary is not None:
+            return self._summary
+        if self._sort_record is None and self._encoded is not None:
+            with contextlib.suppress(DigestFormatError):
+                self._sort_record = sort_record(self._encoded)
+        if self._sort_record is None:
+            return self.summary   # none read, or damaged: the summary (rebuilt from the digest)
+        return self._sort_record
 
     def summary_may_contain(self, needle: bytes) -> bool:
         """False when no header value of the summary can contain the folded ASCII ``needle``,
@@ -421,8 +435,8 @@ class _Compiler:
 
     def _SearchObjectId(self, key: cmds.SearchObjectId) -> _Node:
         """RFC 8474 section 6. EMAILID is the body id the record names; THREADID is computed
-        from the message's summary (its Message-ID, In-Reply-To and References), as FETCH
-        THREADID does."""
+        from the front of the message's summary (its Message-ID, In-Reply-To and References),
+        as FETCH THREADID does."""
         wanted = key.objectid
         if key.kind == "EMAILID":
             blob = objectids.blob_of_email_id(wanted)   # None: no message has that id
@@ -431,7 +445,7 @@ class _Compiler:
         if not objectids.is_thread_id(wanted):
             return _record_node(lambda meta: False)   # no message has it: no summary read
 
-        return _Node(COST_DIGEST, None, lambda msg: objectids.thread_id_of(msg.meta.blob, msg.summary) == wanted)
+        return _Node(COST_DIGEST, None, lambda msg: objectids.thread_id_of(msg.meta.blob, msg.message_ids) == wanted)
 
     def _SearchSequence(self, key: cmds.SearchSequence) -> _Node:
         seqset = key.seqset

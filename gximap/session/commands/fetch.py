@@ -301,6 +301,8 @@ class _Renderer:
         self.wants_modseq = "MODSEQ" in names
         self.wants_savedate = "SAVEDATE" in names
         self.save_dates: dict[int, int] = {}  # of the batch being rendered (note_batch)
+        self.wants_thread_ids = "THREADID" in names
+        self.thread_ids: dict[str, bytes] = {}  # body id -> THREADID item, of that batch too
         self.condstore = condstore.enabled(session)
         self.top_modseq = 0  # the highest MODSEQ sent
         self._flag_items: dict[tuple[tuple[str, ...], bool], bytes] = {}
@@ -308,11 +310,15 @@ class _Renderer:
         self.steps = [self._step(att) for att in self.items]
 
     def note_batch(self, metas: list[Any]) -> None:
-        """Read what the batch's messages need besides their records: their save dates, in one
-        store read rather than one per message."""
+        """Read what the batch's messages need besides their records: their save dates and
+        THREADIDs, in one store read each rather than one per message."""
         if self.wants_savedate and metas:
             view = self.session.selected
             self.save_dates = self.store.save_dates(view.account, view.folder_id, [meta.uid for meta in metas])
+        if self.wants_thread_ids and metas:
+            blobs = [meta.blob for meta in metas]
+            self.thread_ids = {blob: item for blob, item in zip(blobs, _thread_id_items(self.store, blobs), strict=True)
+                               if item is not None}
 
     def savedate(self, meta: Any) -> bytes:
         """RFC 8514: NIL for a message saved before its store kept save dates (midb.savedates)."""
@@ -381,7 +387,8 @@ class _Renderer:
             utf8 = self.style[0]
             return lambda msg, out: out.append(_preview_item(msg, utf8))
         if cached is not None and cached[0] is _THREAD_IDS:
-            return lambda msg, out: out.append(_thread_id_item(msg))
+            # Made for the batch by note_batch; a body gone since then is looked for again.
+            return lambda msg, out: out.append(self.thread_ids.get(msg.meta.blob) or _thread_id_item(msg))
         if cached is not None:
             return functools.partial(_header_fields_piece, att, att.response_label())
         if name in ("BINARY", "BINARY.SIZE"):
@@ -472,15 +479,25 @@ _THREAD_IDS: BoundedCache[tuple[str, str, None], bytes] = BoundedCache(THREAD_ID
 
 def _thread_id_item(msg: _Message) -> bytes:
     """``THREADID (T...)``: never NIL, every message belongs to a thread (midb.objectids)."""
-    blob = msg.meta.blob
-    key = (blob, "THREADID", None)
-    rendered = _THREAD_IDS.get(key)
+    (rendered,) = _thread_id_items(msg.store, [msg.meta.blob])
     if rendered is None:
-        (record,) = msg.store.summary_fields_by_key([blob_key(blob)], sort_record)
-        if record is None:
-            raise NoSuchBody(blob)
-        rendered = b"THREADID (%s)" % objectids.thread_id_of(blob, record).encode("ascii")
-        _THREAD_IDS.put(key, rendered)
+        raise NoSuchBody(msg.meta.blob)
+    return rendered
+
+
+def _thread_id_items(store: Any, blobs: list[str]) -> list[bytes | None]:
+    """_thread_id_item of several bodies, None for one that is gone: those not cached made from
+    one read of their summaries' fronts (a store call per batch, not per message)."""
+    keys = [(blob, "THREADID", None) for blob in blobs]
+    rendered = _THREAD_IDS.get_many(keys)
+    missing = [index for index, item in enumerate(rendered) if item is None]
+    if missing:
+        records = store.summary_fields_by_key([blob_key(blobs[index]) for index in missing], sort_record)
+        for index, record in zip(missing, records, strict=True):
+            if record is not None:
+                item = b"THREADID (%s)" % objectids.thread_id_of(blobs[index], record).encode("ascii")
+                _THREAD_IDS.put(keys[index], item)
+                rendered[index] = item
     return rendered
 
 
@@ -741,6 +758,11 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
         step (which caches it) with the batch's ``made`` message. Messages whose body is gone
         are added to ``lost``."""
         cache, first, second, step = item
+        if cache is _THREAD_IDS:
+            # All made from one read of the batch's summaries, not by the step one at a time.
+            values = _thread_id_items(self.store, blobs)
+            lost.update(index for index, value in enumerate(values) if value is None)
+            return values
         values = cache.get_many(list(zip(blobs, itertools.repeat(first), itertools.repeat(second))))
         if None in values:
             for index, value in enumerate(values):

@@ -209,9 +209,11 @@ def list_command(session: Any, cmd: cmds.List) -> Generator[bytes, Any, Done]:
     if status_items:
         # RFC 5819: a STATUS response follows the LIST response of every listed mailbox that
         # can be selected (none for \NonExistent names).
+        account_id = (status_account_id(session, status_items)
+                      if any(entry.folder is not None for entry in entries) else None)
         lines = [response for entry, line in zip(entries, lines, strict=True)
                  for response in ((line,) if entry.folder is None else
-                                  (line, status_response(session, entry.folder.record, status_items)))]
+                                  (line, status_response(session, entry.folder.record, status_items, account_id)))]
     yield from coalesced(lines)
     return Done(Code.OK_LIST)
 
@@ -282,12 +284,20 @@ def deleted_storage(session: Any, folder: Any) -> int:
     return kib(sum(meta.size for meta in metas if "\\Deleted" in meta.flags))
 
 
-def status_response(session: Any, folder: Any, items: tuple[str, ...]) -> bytes:
-    """``* STATUS name (item value ...)`` in the order the client asked."""
+def status_account_id(session: Any, items: tuple[str, ...]) -> int | None:
+    """The account id status_response needs for MAILBOXID, None without that item: read once
+    per command, not once per folder of a LIST-STATUS."""
+    return session.store.account_id(session.user) if "MAILBOXID" in items else None
+
+
+def status_response(session: Any, folder: Any, items: tuple[str, ...], account_id: int | None) -> bytes:
+    """``* STATUS name (item value ...)`` in the order the client asked; ``account_id`` from
+    status_account_id."""
     values: list[bytes] = []
     for item in items:
         if item == "MAILBOXID":
-            values.append(mailbox_id_code(session.store.account_id(session.user), folder.id, folder.uidvalidity))
+            assert account_id is not None
+            values.append(mailbox_id_code(account_id, folder.id, folder.uidvalidity))
             continue
         if item == "MESSAGES":
             value = folder.messages
@@ -322,5 +332,5 @@ def status(session: Any, cmd: cmds.Status) -> Generator[bytes, Any, Done]:
     folder = existing_folder(session, store_name(cmd.mailbox), counters_only=True)
     if "HIGHESTMODSEQ" in cmd.items:
         yield from condstore.enable(session)  # a CONDSTORE enabling command (RFC 7162 section 3.1)
-    yield status_response(session, folder, cmd.items)
+    yield status_response(session, folder, cmd.items, status_account_id(session, cmd.items))
     return Done(Code.OK_STATUS)
