@@ -106,7 +106,7 @@ def test_renders_with_man() -> None:
     plain = re.sub(r".\x08", "", result.stdout)
     assert "CONFIGURATION DIRECTIVES (imap.cfg)" in plain
     assert "imap_thread_charge_num" in plain
-    assert "gximap [-c config] [--version] [-?|--help]" in plain
+    assert "gximap [-c config] [-t|--check] [--version] [-?|--help]" in plain
 
 
 def test_update_man_splices(tmp_path: Path) -> None:
