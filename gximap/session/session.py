@@ -391,6 +391,13 @@ class ImapSession:
         if mailbox is not None:
             self._watch = self.store.watch(self.user, self._store_changed)
 
+    def close_announced(self) -> bytes:
+        """Close the selected mailbox; return the untagged ``* OK [CLOSED]`` that tells the client
+        (RFC 7162 section 3.2.11, RFC 9051 section 7.1). One builder for every command that closes
+        it as a side effect: SELECT/EXAMINE (even one that fails), DELETE of the selected mailbox."""
+        self.select(None)
+        return b"* OK [CLOSED] " + self.text(Code.INFO_CLOSED) + b"\r\n"
+
     def _store_changed(self, account: str, folder_id: int, modseq: int) -> None:
         # Only IDLE reports changes between commands (wakeup()); otherwise the next command's
         # sync does. Waking a session that is not in IDLE would cost a whole empty slice (a
@@ -585,8 +592,7 @@ class ImapSession:
             if refused and self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
                 # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
                 # handler's own refusals do (gximap.session.commands.select).
-                self.select(None)
-                self._out.append(b"* OK [CLOSED] " + self.text(Code.INFO_CLOSED) + b"\r\n")
+                self._out.append(self.close_announced())
             if refused:  # the operator's text for what is no parse error
                 text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
                 line = self.status_line(status, text, code=exc.response_code)
