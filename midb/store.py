@@ -1760,16 +1760,8 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             if uid >= record.uidnext - 1:
                 return 0
-            prefix = folder_key(account_id, record.id)
-            cursor = txn.cursor(dbs.messages)
-            if not cursor.set_range(message_key(account_id, record.id, max(uid + 1, 1))):
-                return 0
-            count = 0
-            for key in cursor.iternext(keys=True, values=False):
-                if key[:8] != prefix:
-                    break
-                count += 1
-            return count
+            return quotas.count_prefix(txn, dbs.messages, folder_key(account_id, record.id),
+                                       message_key(account_id, record.id, max(uid + 1, 1)))
 
     def get_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[MessageMeta]:
         """The existing messages among `uids`, in UID order."""
