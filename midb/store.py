@@ -1873,11 +1873,8 @@ class Store(MetadataMixin):
                 for tail in {bytes(raw[FIXED_SIZE:]) for _key, raw in
                              self._message_range(txn, dbs, account_id, record, values=True)}:
                     spellings.update(indexes.keywords_of(tail))
-                names = sorted(keyword.decode("ascii") for keyword in spellings)
-        once: dict[str, str] = {}
-        for name in names:
-            once.setdefault(name.lower(), name)
-        return list(once.values())
+                names = [keyword.decode("ascii") for keyword in spellings]
+        return list(indexes.keyword_spellings(names).values())
 
     def store_flags(self, account: str, folder_id: int, uids: Iterable[int], mode: str,
                     flags: Iterable[str], *, unchanged_since: int | None = None
@@ -2881,10 +2878,8 @@ class _KeywordSpellings:
             return
         known = self._known
         if known is None:
-            known = self._known = {}
-            # Sorted: where a folder carries several spellings already, the same one wins always.
-            for name in indexes.folder_keywords(self._txn, self._dbs, self._account_id, self._folder_id):
-                known.setdefault(name.lower(), name)
+            known = self._known = indexes.keyword_spellings(
+                indexes.folder_keywords(self._txn, self._dbs, self._account_id, self._folder_id))
         keywords = flags.keywords
         for lowered, keyword in keywords.items():
             keywords[lowered] = known.setdefault(lowered, keyword)
