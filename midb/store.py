@@ -1975,8 +1975,8 @@ class Store(MetadataMixin):
                 dst.uidnext += 1
                 modseq = dst.next_modseq()
                 _old, _date, _tz, size, blob_raw, tail = unpack_record(raw)
-                if spellings is not None and len(tail) > 1:
-                    tail = spellings.tail(FlagSet.decode(tail))
+                if spellings is not None:
+                    tail = spellings.retail(tail)
                 new_key = message_key(dst_account_id, dst.id, new_uid)
                 txn.put(new_key, with_modseq_and_flags(raw, modseq, tail), db=dbs.messages)
                 if sort_entry is not None:
@@ -2864,7 +2864,7 @@ class _KeywordSpellings:
     spelling a folder is given stays; read in the write transaction when first needed, and
     kept up to date with the keywords the same job adds."""
 
-    __slots__ = ("_txn", "_dbs", "_account_id", "_folder_id", "_known")
+    __slots__ = ("_txn", "_dbs", "_account_id", "_folder_id", "_known", "_retailed")
 
     def __init__(self, txn: Any, dbs: Databases, account_id: int, folder_id: int) -> None:
         self._txn = txn
@@ -2872,6 +2872,7 @@ class _KeywordSpellings:
         self._account_id = account_id
         self._folder_id = folder_id
         self._known: dict[str, str] | None = None
+        self._retailed: dict[bytes, bytes] = {}   # retail's answers
 
     def respell(self, flags: FlagSet) -> None:
         if not flags.keywords:
@@ -2888,6 +2889,18 @@ class _KeywordSpellings:
         """The record tail of ``flags``, its keywords in the folder's spelling."""
         self.respell(flags)
         return flags.encode()
+
+    def retail(self, tail: bytes) -> bytes:
+        """A stored record tail (COPY, MOVE) in this folder's spelling. The messages copied
+        together share a few flag sets, so each distinct tail is decoded and respelt once per
+        job, not once per message; the answer cannot go stale, since a spelling once chosen
+        (respell's setdefault) stays for the job."""
+        if len(tail) <= 1:
+            return tail   # no keywords
+        done = self._retailed.get(tail)
+        if done is None:
+            done = self._retailed[tail] = self.tail(FlagSet.decode(tail))
+        return done
 
 
 def _apply_flags(old_tail: bytes, mode: str, given: FlagSet) -> bytes:
