@@ -507,8 +507,9 @@ class ValueSyntaxError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 
 def _value_syntax(parse: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Parse with midb.cfgvalues, the value syntax shared with the midb tool: its ValueError
-    becomes a ValueSyntaxError with the same message."""
+    """Parse with ``parse`` (midb.cfgvalues', the value syntax shared with the midb tool, or a
+    value check that raises ValueError): its ValueError becomes a ValueSyntaxError with the same
+    message."""
     try:
         return parse(*args, **kwargs)
     except ValueError as exc:
@@ -587,10 +588,7 @@ def _check_socket_mode(text: str) -> None:
 def _check_spam_header(text: str) -> None:
     from gximap.lmtp.delivery import parse_spam_header
 
-    try:
-        parse_spam_header(text)
-    except ValueError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    _value_syntax(parse_spam_header, text)
 
 
 def _check_filter_command(text: str) -> None:
@@ -605,10 +603,7 @@ def _check_filter_command(text: str) -> None:
 
 
 def _check_folder_periods(text: str) -> None:
-    try:
-        parse_folder_periods(text)
-    except ValueError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    _value_syntax(parse_folder_periods, text)   # midb's own parser: midb expire reads the same text
 
 
 # Value checks of the LMTP / auth socket directives and others (beyond their kind).
