@@ -80,6 +80,15 @@ def _d(name: str, kind: Kind, default: str | None, doc: str, section: Section, *
                      unset_means=unset_means)
 
 
+def _midb(name: str, default: str | None, doc: str, *, reloadable: bool = False,
+          unset_means: str = "") -> Directive:
+    """An imap.cfg directive the midb tool reads too: its kind and bounds come from the table
+    midb parses it with (midb.cfgvalues.MIDB_SYNTAX), so that the two cannot disagree."""
+    syntax = cfgvalues.MIDB_SYNTAX[name]
+    return _d(name, syntax.kind, default, doc, "imap", choices=syntax.choices, minimum=syntax.minimum,
+              maximum=syntax.maximum, reloadable=reloadable, unset_means=unset_means)
+
+
 _MB = 1024 * 1024
 # Values of the *_map_normalize directives (gximap.auth.normalize.NORMALIZERS).
 _NORMALIZATIONS = ("auto", "precis_casefold_email", "precis_casefold", "precis_email", "precis", "casefold",
@@ -163,12 +172,10 @@ DIRECTIVES: tuple[Directive, ...] = (
        "process between its sessions (Postfix: up to default_process_limit, 100), so this must be "
        "at least the MTA's process limit; an idle connection costs no thread.",
        "imap", minimum=1),
-    _d("auth_backend", "enum", "midb",
-       "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file).",
-       "imap", choices=("midb", "passwd-file")),
-    _d("auth_passwd_file", "path", None,
-       "Password file of 'user:hash' lines, used when auth_backend = passwd-file.",
-       "imap"),
+    _midb("auth_backend", "midb",
+          "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file)."),
+    _midb("auth_passwd_file", None,
+          "Password file of 'user:hash' lines, used when auth_backend = passwd-file."),
     _d("block_interval_auths", "timespan", "1 minute",
        "How long a user is blocked from logging in after imap_auth_times failed logins on one connection.",
        "imap", minimum=0),
@@ -250,18 +257,18 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap_autoexpunge_trash); 0 keeps its mail. Applied when they are: at login, LMTP delivery "
        "and midb expire.",
        "imap", reloadable=True),
-    _d("imap_autoexpunge_junk", "timespan", "0",
-       "Messages that have been in an account's Junk folder (special use \\Junk) this long are "
-       "expunged, whatever their flags, when the account logs in or receives mail over LMTP (at "
-       "most once an hour per account; midb expire does it for every account, from cron). The "
-       "time counts from when a message came into the folder (its save date, RFC 8514), not from "
-       "when it was received. 0: never. An account's own period (midb user expire) takes its "
-       "place.",
-       "imap", minimum=0, reloadable=True),
-    _d("imap_autoexpunge_trash", "timespan", "0",
-       "As imap_autoexpunge_junk, for the Trash folder (special use \\Trash): e.g. 30d to keep "
-       "deleted mail a month. 0: never.",
-       "imap", minimum=0, reloadable=True),
+    _midb("imap_autoexpunge_junk", "0",
+          "Messages that have been in an account's Junk folder (special use \\Junk) this long are "
+          "expunged, whatever their flags, when the account logs in or receives mail over LMTP (at "
+          "most once an hour per account; midb expire does it for every account, from cron). The "
+          "time counts from when a message came into the folder (its save date, RFC 8514), not from "
+          "when it was received. 0: never. An account's own period (midb user expire) takes its "
+          "place.",
+          reloadable=True),
+    _midb("imap_autoexpunge_trash", "0",
+          "As imap_autoexpunge_junk, for the Trash folder (special use \\Trash): e.g. 30d to keep "
+          "deleted mail a month. 0: never.",
+          reloadable=True),
     _d("imap_certificate_passwd", "str", None,
        "Password to unlock the TLS private key.",
        "imap"),
@@ -419,30 +426,26 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Header marking mail the MTA classified as spam, as 'Name: value' (case-insensitive); such "
        "mail goes to the \\Junk folder, unfiltered. Empty: no quarantine.",
        "imap", reloadable=True),
-    _d("midb_fsync", "bool", "yes",
-       "fsync message bodies and the index before a change that adds or removes mail is acknowledged "
-       "(flag changes are synced with the next such change).",
-       "imap"),
-    _d("midb_map_size", "size", "8G",
-       "Maximum size of the midb LMDB index (its memory map).",
-       "imap", minimum=_MB),
+    _midb("midb_fsync", "yes",
+          "fsync message bodies and the index before a change that adds or removes mail is acknowledged "
+          "(flag changes are synced with the next such change)."),
+    _midb("midb_map_size", "8G",
+          "Maximum size of the midb LMDB index (its memory map)."),
     _d("midb_parse_delay", "timespan", "2s",
        "How long after a message is stored its MIME structure is parsed (for ENVELOPE, BODYSTRUCTURE "
        "and header SEARCH), by a background thread; a message expunged before then is never parsed, "
        "and one read before then is parsed by its first reader. 0 parses inside the APPEND or "
        "delivery itself.",
        "imap", minimum=0, maximum=3600),
-    _d("midb_path", "path", "/var/lib/gromox/midb",
-       "Directory of the midb message store (LMDB index and message bodies).",
-       "imap"),
-    _d("midb_shard_num", "int", "16",
-       "Number of LMDB environments a new midb store splits its index into, accounts spread over "
-       "them by name. Commits of accounts in different shards run in parallel. Fixed when the "
-       "store is created (recorded in it); a store created before shards existed keeps one.",
-       "imap", minimum=1, maximum=256),
-    _d("midb_run_dir", "path", None,
-       "Directory for midb's runtime files (change notification sockets, and the map beside each of the accounts its process watches).",
-       "imap", unset_means="midb_path/run"),
+    _midb("midb_path", "/var/lib/gromox/midb",
+          "Directory of the midb message store (LMDB index and message bodies)."),
+    _midb("midb_shard_num", "16",
+          "Number of LMDB environments a new midb store splits its index into, accounts spread over "
+          "them by name. Commits of accounts in different shards run in parallel. Fixed when the "
+          "store is created (recorded in it); a store created before shards existed keeps one."),
+    _midb("midb_run_dir", None,
+          "Directory for midb's runtime files (change notification sockets, and the map beside each of the accounts its process watches).",
+          unset_means="midb_path/run"),
     _d("running_identity", "str", "gromox",
        "Unprivileged user to switch to after binding the listeners (user or user:group, names or "
        "numbers; the group defaults to the user's); empty means do not switch. A user or group that "
@@ -504,8 +507,9 @@ class ValueSyntaxError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 
 def _value_syntax(parse: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """Parse with midb.cfgvalues, the value syntax shared with the midb tool: its ValueError
-    becomes a ValueSyntaxError with the same message."""
+    """Parse with ``parse`` (midb.cfgvalues', the value syntax shared with the midb tool, or a
+    value check that raises ValueError): its ValueError becomes a ValueSyntaxError with the same
+    message."""
     try:
         return parse(*args, **kwargs)
     except ValueError as exc:
@@ -584,10 +588,7 @@ def _check_socket_mode(text: str) -> None:
 def _check_spam_header(text: str) -> None:
     from gximap.lmtp.delivery import parse_spam_header
 
-    try:
-        parse_spam_header(text)
-    except ValueError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    _value_syntax(parse_spam_header, text)
 
 
 def _check_filter_command(text: str) -> None:
@@ -602,10 +603,7 @@ def _check_filter_command(text: str) -> None:
 
 
 def _check_folder_periods(text: str) -> None:
-    try:
-        parse_folder_periods(text)
-    except ValueError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    _value_syntax(parse_folder_periods, text)   # midb's own parser: midb expire reads the same text
 
 
 # Value checks of the LMTP / auth socket directives and others (beyond their kind).

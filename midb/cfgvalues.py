@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from midb.expiry import SPECIAL_USES
+from midb.shards import MAX_COUNT
 from midb.spans import parse_timespan
 
-__all__ = ["Kind", "Scalar", "Syntax", "check_range", "format_bound", "parse_bool", "parse_int", "parse_size",
-           "parse_timespan", "parse_value"]
+__all__ = ["MIDB_SYNTAX", "Kind", "Scalar", "Syntax", "check_range", "format_bound", "parse_bool", "parse_int",
+           "parse_size", "parse_timespan", "parse_value"]
 
 # The kinds parsed here; gximap's "str" and "list" directives take their text as it is.
 Kind = Literal["bool", "int", "size", "timespan", "enum", "path"]
@@ -140,3 +142,18 @@ class Syntax:
     def parse(self, text: str) -> Scalar:
         return parse_value(self.kind, text, minimum=self.minimum, maximum=self.maximum,
                            choices=self.choices, optional=self.optional)
+
+
+# The typed directives the midb tool reads from gximap's configuration (midb.cli), with their
+# kind and bounds: gximap.config's DIRECTIVES takes them from here, so that both refuse the same
+# values. optional: an empty value leaves it unset (gximap: a directive without a default).
+MIDB_SYNTAX: dict[str, Syntax] = {
+    "midb_path": Syntax("path"),
+    "midb_run_dir": Syntax("path", optional=True),
+    "midb_fsync": Syntax("bool"),
+    "midb_map_size": Syntax("size", minimum=1 << 20),
+    "midb_shard_num": Syntax("int", minimum=1, maximum=MAX_COUNT),
+    "auth_backend": Syntax("enum", choices=("midb", "passwd-file")),
+    "auth_passwd_file": Syntax("path", optional=True),
+    **{f"imap_autoexpunge_{suffix}": Syntax("timespan", minimum=0) for suffix in SPECIAL_USES},
+}

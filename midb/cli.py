@@ -28,7 +28,6 @@ from midb import cfgvalues
 from midb.cfgvalues import Scalar, Syntax, parse_timespan
 from midb.errors import MidbError, NoSuchAccount
 from midb.expiry import SPECIAL_USES, parse_folder_periods
-from midb.shards import MAX_COUNT
 
 if TYPE_CHECKING:
     from midb.accounts import Account
@@ -50,24 +49,13 @@ class CliError(Exception):
 # configuration
 
 
-_DIRECTIVES = frozenset({"midb_path", "midb_fsync", "midb_map_size", "midb_run_dir", "midb_shard_num",
-                         "default_lang", "data_file_path", "auth_backend", "auth_passwd_file",
-                         "imap_autoexpunge_trash", "imap_autoexpunge_junk", "imap_autoexpunge_folders"})
 # midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
 DEFAULT_SHARDS = 16
-# The typed directives midb reads, with the kind and bounds gximap.config.DIRECTIVES gives them
-# (tests/test_midb_cli.py checks that the two agree); optional: an empty value leaves it unset.
-SYNTAX: dict[str, Syntax] = {
-    "midb_path": Syntax("path"),
-    "midb_run_dir": Syntax("path", optional=True),
-    "midb_fsync": Syntax("bool"),
-    "midb_map_size": Syntax("size", minimum=1 << 20),
-    "midb_shard_num": Syntax("int", minimum=1, maximum=MAX_COUNT),
-    "auth_backend": Syntax("enum", choices=("midb", "passwd-file")),
-    "auth_passwd_file": Syntax("path", optional=True),
-    "imap_autoexpunge_trash": Syntax("timespan", minimum=0),
-    "imap_autoexpunge_junk": Syntax("timespan", minimum=0),
-}
+# The typed directives midb reads, with the kind and bounds gximap.config.DIRECTIVES takes from
+# the same table (tests/test_midb_cli.py checks that optional matches gximap's defaults).
+SYNTAX: dict[str, Syntax] = cfgvalues.MIDB_SYNTAX
+# Every directive midb reads: the typed ones and those load_settings takes as text.
+_DIRECTIVES = frozenset(SYNTAX) | {"default_lang", "data_file_path", "imap_autoexpunge_folders"}
 # Directive -> the Settings field it sets.
 _FIELDS = {"midb_path": "midb_path", "midb_run_dir": "run_dir", "midb_fsync": "fsync", "midb_map_size": "map_size",
            "midb_shard_num": "shards", "auth_backend": "auth_backend", "auth_passwd_file": "auth_passwd_file"}

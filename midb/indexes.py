@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from midb import columns
@@ -44,6 +44,7 @@ __all__ = [
     "flag_kinds",
     "folder_keywords",
     "keyword_key",
+    "keyword_spellings",
     "keywords_of",
     "rebuild",
     "stored_entries",
@@ -195,6 +196,17 @@ def folder_keywords(txn: Any, dbs: Any, account_id: int, folder_id: int) -> list
             break
         names.append(bytes(key[8:]).decode("ascii"))
     return sorted(names)
+
+
+def keyword_spellings(names: Iterable[str]) -> dict[str, str]:
+    """Lower-cased keyword -> the spelling that stands for it, given the spellings a folder's
+    messages carry: the first in sorted order. New writes keep to one spelling per folder
+    (Store's _KeywordSpellings), but messages stored before that rule may carry several; the
+    same one must win wherever the rule is applied (FLAGS lists, respelling on write)."""
+    chosen: dict[str, str] = {}
+    for name in sorted(names):
+        chosen.setdefault(name.lower(), name)
+    return chosen
 
 
 def expected_entries(message_items: Iterator[tuple[bytes, bytes]]) -> tuple[set[bytes], dict[bytes, int]]:

@@ -47,11 +47,12 @@ def effective_limit(own: int, default: int) -> int:
     return own or default
 
 
-def count_prefix(txn: Any, db: Any, prefix: bytes) -> int:
-    """How many keys of ``db`` start with ``prefix`` (one cursor pass, no list built)."""
+def count_prefix(txn: Any, db: Any, prefix: bytes, start: bytes | None = None) -> int:
+    """How many keys of ``db`` start with ``prefix`` (one cursor pass, no list built); with
+    ``start`` (a key of that prefix), only those from ``start`` on."""
     cursor = txn.cursor(db)
     count = 0
-    if not cursor.set_range(prefix):
+    if not cursor.set_range(prefix if start is None else start):
         return 0
     size = len(prefix)
     for key in cursor.iternext(values=False):

@@ -1760,16 +1760,8 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             if uid >= record.uidnext - 1:
                 return 0
-            prefix = folder_key(account_id, record.id)
-            cursor = txn.cursor(dbs.messages)
-            if not cursor.set_range(message_key(account_id, record.id, max(uid + 1, 1))):
-                return 0
-            count = 0
-            for key in cursor.iternext(keys=True, values=False):
-                if key[:8] != prefix:
-                    break
-                count += 1
-            return count
+            return quotas.count_prefix(txn, dbs.messages, folder_key(account_id, record.id),
+                                       message_key(account_id, record.id, max(uid + 1, 1)))
 
     def get_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[MessageMeta]:
         """The existing messages among `uids`, in UID order."""
@@ -1881,11 +1873,8 @@ class Store(MetadataMixin):
                 for tail in {bytes(raw[FIXED_SIZE:]) for _key, raw in
                              self._message_range(txn, dbs, account_id, record, values=True)}:
                     spellings.update(indexes.keywords_of(tail))
-                names = sorted(keyword.decode("ascii") for keyword in spellings)
-        once: dict[str, str] = {}
-        for name in names:
-            once.setdefault(name.lower(), name)
-        return list(once.values())
+                names = [keyword.decode("ascii") for keyword in spellings]
+        return list(indexes.keyword_spellings(names).values())
 
     def store_flags(self, account: str, folder_id: int, uids: Iterable[int], mode: str,
                     flags: Iterable[str], *, unchanged_since: int | None = None
@@ -1986,8 +1975,8 @@ class Store(MetadataMixin):
                 dst.uidnext += 1
                 modseq = dst.next_modseq()
                 _old, _date, _tz, size, blob_raw, tail = unpack_record(raw)
-                if spellings is not None and len(tail) > 1:
-                    tail = spellings.tail(FlagSet.decode(tail))
+                if spellings is not None:
+                    tail = spellings.retail(tail)
                 new_key = message_key(dst_account_id, dst.id, new_uid)
                 txn.put(new_key, with_modseq_and_flags(raw, modseq, tail), db=dbs.messages)
                 if sort_entry is not None:
@@ -2875,7 +2864,7 @@ class _KeywordSpellings:
     spelling a folder is given stays; read in the write transaction when first needed, and
     kept up to date with the keywords the same job adds."""
 
-    __slots__ = ("_txn", "_dbs", "_account_id", "_folder_id", "_known")
+    __slots__ = ("_txn", "_dbs", "_account_id", "_folder_id", "_known", "_retailed")
 
     def __init__(self, txn: Any, dbs: Databases, account_id: int, folder_id: int) -> None:
         self._txn = txn
@@ -2883,16 +2872,15 @@ class _KeywordSpellings:
         self._account_id = account_id
         self._folder_id = folder_id
         self._known: dict[str, str] | None = None
+        self._retailed: dict[bytes, bytes] = {}   # retail's answers
 
     def respell(self, flags: FlagSet) -> None:
         if not flags.keywords:
             return
         known = self._known
         if known is None:
-            known = self._known = {}
-            # Sorted: where a folder carries several spellings already, the same one wins always.
-            for name in indexes.folder_keywords(self._txn, self._dbs, self._account_id, self._folder_id):
-                known.setdefault(name.lower(), name)
+            known = self._known = indexes.keyword_spellings(
+                indexes.folder_keywords(self._txn, self._dbs, self._account_id, self._folder_id))
         keywords = flags.keywords
         for lowered, keyword in keywords.items():
             keywords[lowered] = known.setdefault(lowered, keyword)
@@ -2901,6 +2889,18 @@ class _KeywordSpellings:
         """The record tail of ``flags``, its keywords in the folder's spelling."""
         self.respell(flags)
         return flags.encode()
+
+    def retail(self, tail: bytes) -> bytes:
+        """A stored record tail (COPY, MOVE) in this folder's spelling. The messages copied
+        together share a few flag sets, so each distinct tail is decoded and respelt once per
+        job, not once per message; the answer cannot go stale, since a spelling once chosen
+        (respell's setdefault) stays for the job."""
+        if len(tail) <= 1:
+            return tail   # no keywords
+        done = self._retailed.get(tail)
+        if done is None:
+            done = self._retailed[tail] = self.tail(FlagSet.decode(tail))
+        return done
 
 
 def _apply_flags(old_tail: bytes, mode: str, given: FlagSet) -> bytes:

@@ -13,6 +13,7 @@ import pytest
 from store_helpers import body_files
 
 from midb import bodyrecords, maintenance, mime
+from midb import store as midb_store
 from midb.accounts import normalize_account_name
 from midb.blobs import pack_blob_record
 from midb.errors import (
@@ -513,6 +514,35 @@ def test_a_keyword_is_stored_in_the_folders_spelling(store: Store, alice: Accoun
     copied = store.get_messages("alice", other, [pairs[0][1], moved[0][1]])
     assert [meta.flags for meta in copied] == [("$FORWARDED", "NEW"), ("$FORWARDED", "NEW")]
     assert store.keywords("alice", other) == ["$FORWARDED", "NEW"]
+    assert_consistent(store)
+
+
+def test_copy_and_move_respell_each_distinct_flag_set_once(store: Store, alice: Account,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY or MOVE piece respells the keywords of each distinct flag set it carries once,
+    not once per message; the copies still take the destination's spelling."""
+    inbox = inbox_id(store)
+    other = store.create_folder("alice", "Other").id
+    store.append("alice", other, MSG, flags=["$LABEL"])
+    flag_sets = [["\\Seen", "$label"], ["$label", "todo"], ["\\Seen"], []] * 3
+    uids = [store.append("alice", inbox, MSG, flags=flags)[1] for flags in flag_sets]
+    calls: list[tuple[str, ...]] = []
+    respell = midb_store._KeywordSpellings.respell
+
+    def counted(self: Any, flags: Any) -> None:
+        calls.append(tuple(flags.keywords.values()))
+        respell(self, flags)
+
+    monkeypatch.setattr("midb.store._KeywordSpellings.respell", counted)
+    _, pairs = store.copy("alice", inbox, uids, other)
+    assert sorted(calls) == [("$label",), ("$label", "todo")]
+    copies = store.get_messages("alice", other, [new for _old, new in pairs])
+    assert [meta.flags for meta in copies] == [("\\Seen", "$LABEL"), ("$LABEL", "todo"), ("\\Seen",), ()] * 3
+    calls.clear()
+    _, pairs = store.move("alice", inbox, uids, other)
+    assert sorted(calls) == [("$label",), ("$label", "todo")]
+    moved = store.get_messages("alice", other, [new for _old, new in pairs])
+    assert [meta.flags for meta in moved] == [meta.flags for meta in copies]
     assert_consistent(store)
 
 

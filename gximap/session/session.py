@@ -17,7 +17,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from typing import Any
 
@@ -334,8 +334,7 @@ class ImapSession:
 
     def wakeup(self) -> None:
         if self._idling() and self.selected:
-            self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
-            self._out.extend(condstore.announce_highestmodseq(self, None))
+            self._send_updates(self.selected)
             if self._selected_gone:
                 self._goodbye(Code.BYE_MAILBOX_DELETED)
 
@@ -391,6 +390,13 @@ class ImapSession:
         self.state = State.SELECTED if mailbox is not None else State.AUTHENTICATED
         if mailbox is not None:
             self._watch = self.store.watch(self.user, self._store_changed)
+
+    def close_announced(self) -> bytes:
+        """Close the selected mailbox; return the untagged ``* OK [CLOSED]`` that tells the client
+        (RFC 7162 section 3.2.11, RFC 9051 section 7.1). One builder for every command that closes
+        it as a side effect: SELECT/EXAMINE (even one that fails), DELETE of the selected mailbox."""
+        self.select(None)
+        return b"* OK [CLOSED] " + self.text(Code.INFO_CLOSED) + b"\r\n"
 
     def _store_changed(self, account: str, folder_id: int, modseq: int) -> None:
         # Only IDLE reports changes between commands (wakeup()); otherwise the next command's
@@ -475,15 +481,9 @@ class ImapSession:
             if status == "NO" and self.selected is not None:
                 # As before any tagged NO: the updates first, an EXPUNGEISSUED's expunge among
                 # them (the client learns why, rather than retrying the same refusal).
-                self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
-                self._out.extend(condstore.announce_highestmodseq(self, None))
-            self._out.append(event.tag + b" " + line + b"\r\n")
-            self._log_refused_literal(event.tag, event.command, event.size, True, reason, status,
-                                      unwaited=unwaited)
-            if status == "BAD":
-                self._count_bad()
-            elif self._selected_gone:
-                self._goodbye(Code.BYE_MAILBOX_DELETED)   # as after any command (_finish)
+                self._send_updates(self.selected)
+            self._answer(event.tag, line, status,
+                         lambda: _refused_preview(event.tag, event.command, event.size, True, reason, unwaited=unwaited))
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
@@ -564,14 +564,10 @@ class ImapSession:
 
     def _log_refused_literal(self, tag: bytes | None, command: bytes | None, size: int | None,
                              synchronizing: bool, reason: str, status: str, *, unwaited: bool = False) -> None:
-        """imap_cmd_debug: a command refused while framing, as far as it was read (the rest is
-        never kept), with why; ``unwaited``: the client sent the literal without waiting for "+"."""
-        preview = b" ".join(part for part in (tag, command) if part)
-        if size is not None:
-            preview += b" {%d%s}" % (size, b"" if synchronizing else b"+")
-        if unwaited:
-            reason += "; its octets came without waiting for the continuation and are discarded"
-        gxlog.log_command(self.id, self.rhost, self.user, preview + b" (" + reason.encode() + b")", status)
+        """imap_cmd_debug: a command refused while framing (see _refused_preview)."""
+        if gxlog.logs_command(status):
+            gxlog.log_command(self.id, self.rhost, self.user,
+                              _refused_preview(tag, command, size, synchronizing, reason, unwaited=unwaited), status)
 
     def _count_bad(self) -> None:
         self._bad_streak += 1
@@ -596,8 +592,7 @@ class ImapSession:
             if refused and self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
                 # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
                 # handler's own refusals do (gximap.session.commands.select).
-                self.select(None)
-                self._out.append(b"* OK [CLOSED] " + self.text(Code.INFO_CLOSED) + b"\r\n")
+                self._out.append(self.close_announced())
             if refused:  # the operator's text for what is no parse error
                 text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
                 line = self.status_line(status, text, code=exc.response_code)
@@ -679,8 +674,7 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
-                self._out.extend(self._sync_selected(self.selected, allow_expunge=True))
-                self._out.extend(condstore.announce_highestmodseq(self, None))
+                self._send_updates(self.selected)
                 if self._selected_gone:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
         else:
@@ -721,25 +715,51 @@ class ImapSession:
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
         if done.sync and self.selected is not None and done.status != "BAD":
-            self._out.extend(self._sync_selected(self.selected,
-                                                 allow_expunge=running.expunge_ok and done.expunge_ok))
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
-            self._out.extend(condstore.announce_highestmodseq(self, done))
+            self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
-        self._out.append(running.tag + b" " + line + b"\r\n")
-        if gxlog.logs_command(done.status):
-            frame = running.frame
-            gxlog.log_command(self.id, self.rhost, self.user, frame.preview() if frame else b"", done.status)
-        if done.status == "BAD":
+        frame = running.frame
+        self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
+                     after=done.after, goodbye=done.goodbye)
+
+    def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
+                after: TransportAction | None = None, goodbye: Code | None = None) -> None:
+        """Send a command's tagged ``line`` and do what follows any answer: imap_cmd_debug's line
+        (``preview`` is only made when it is logged), imap_max_bad_commands, then the transport
+        action or goodbye the command asked for, or the one a deleted selected mailbox calls for.
+        One place for both ends of a command: its handler's (_finish) and a refusal before its
+        literal (_continuation)."""
+        self._out.append(tag + b" " + line + b"\r\n")
+        if gxlog.logs_command(status):
+            gxlog.log_command(self.id, self.rhost, self.user, preview(), status)
+        if status == "BAD":
             self._count_bad()
-        if done.after is not None:
-            self._out.append(done.after)
-            if done.after is TransportAction.CLOSE:
+        if after is not None:
+            self._out.append(after)
+            if after is TransportAction.CLOSE:
                 self._closing = True
-        elif done.goodbye is not None:
-            self._goodbye(done.goodbye)
+        elif goodbye is not None:
+            self._goodbye(goodbye)
         elif self._selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
+
+    def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None) -> None:
+        """Queue ``selected``'s pending updates, then the HIGHESTMODSEQ a QRESYNC client needs
+        (condstore.announce_highestmodseq: ``done`` is the answer they precede, None for a push)."""
+        self._out.extend(self._sync_selected(selected, allow_expunge=allow_expunge))
+        self._out.extend(condstore.announce_highestmodseq(self, done))
+
+
+def _refused_preview(tag: bytes | None, command: bytes | None, size: int | None, synchronizing: bool,
+                     reason: str, *, unwaited: bool = False) -> bytes:
+    """imap_cmd_debug's line for a command refused while framing, as far as it was read (the
+    rest is never kept), with why; ``unwaited``: the client sent the literal without waiting for "+"."""
+    preview = b" ".join(part for part in (tag, command) if part)
+    if size is not None:
+        preview += b" {%d%s}" % (size, b"" if synchronizing else b"+")
+    if unwaited:
+        reason += "; its octets came without waiting for the continuation and are discarded"
+    return preview + b" (" + reason.encode() + b")"
 
 
 def _wrong_state(state: State, allowed: frozenset[State]) -> Code:

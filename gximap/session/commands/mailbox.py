@@ -106,8 +106,7 @@ def delete(session: Any, cmd: cmds.Delete) -> Generator[bytes, Any, Done]:
     if selected is not None and selected.folder_id == folder.id:
         # The client deleted what it had selected: the session is back in the authenticated
         # state, and says so the way RFC 7162 / RFC 9051 announce a closed mailbox.
-        session.select(None)
-        yield b"* OK [CLOSED] " + session.text(Code.INFO_CLOSED) + CRLF
+        yield session.close_announced()
     return Done(Code.OK_DELETE)
 
 

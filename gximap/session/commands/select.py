@@ -50,8 +50,7 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
     # or not the client enabled it (an IMAP4rev1 client ignores a code it does not know), as
     # Dovecot does.
     if session.selected is not None:
-        session.select(None)
-        yield _info(session, b"CLOSED", Code.INFO_CLOSED)
+        yield session.close_announced()
     if cmd.condstore:
         condstore.enable(session)  # no mailbox is selected now: nothing to announce
     store = session.store
