@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from midb import cfgvalues
+from midb.cfgvalues import ConfigError, directive_lines, read_config_lines
 from midb.expiry import SPECIAL_USES, parse_folder_periods
 
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
@@ -45,7 +46,7 @@ SECTIONS: tuple[Section, ...] = ("gromox", "imap")
 SECTION_FILES: dict[str, str] = {"gromox": "/etc/gromox/gromox.cfg", "imap": "/etc/gromox/imap.cfg"}
 # gromox.cfg is shared by every Gromox daemon, so directives meant for the others are expected there.
 SHARED_CONFIG_NAMES = frozenset({"gromox.cfg"})
-_FILE_DIRECTIVE = "(file)"  # the directive slot of a ConfigError that concerns a whole file
+_FILE_DIRECTIVE = cfgvalues.FILE_DIRECTIVE
 _DEFAULTS_ORIGIN = "<defaults>"
 
 
@@ -473,7 +474,6 @@ DIRECTIVES: tuple[Directive, ...] = (
 
 _BY_NAME: dict[str, Directive] = {d.name: d for d in DIRECTIVES}
 _ALIASES: dict[str, str] = {alias: d.name for d in DIRECTIVES for alias in d.aliases}
-_DIRECTIVE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
 
 
 def lookup(name: str) -> Directive | None:
@@ -485,17 +485,6 @@ def lookup(name: str) -> Directive | None:
 def reloadable_directives() -> tuple[str, ...]:
     """Names of the directives applied again on SIGHUP."""
     return tuple(d.name for d in DIRECTIVES if d.reloadable)
-
-
-class ConfigError(Exception):
-    """A configuration problem, located as ``FILE:LINE: directive: why`` (line 0: the whole file)."""
-
-    def __init__(self, file: str, line: int, directive: str, why: str) -> None:
-        super().__init__(f"{file}:{line}: {directive}: {why}")
-        self.file = file
-        self.line = line
-        self.directive = directive
-        self.why = why
 
 
 class ValueSyntaxError(ValueError):
@@ -798,38 +787,11 @@ def default_candidates(config_dir: str = "/etc/gromox") -> list[str]:
     return [os.path.join(config_dir, "gromox.cfg"), os.path.join(config_dir, "imap.cfg")]
 
 
-def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ConfigError(path, 0, _FILE_DIRECTIVE, f"cannot read: {exc.strerror or exc}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    lines: list[str] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(path, number, _FILE_DIRECTIVE, "not valid UTF-8") from None
-    return lines
-
-
 def _parse_lines(lines: Iterable[str], filename: str, values: dict[str, Value], texts: dict[str, str],
                 origins: dict[str, tuple[str, int]], warnings: list[str]) -> None:
     """Apply the ``key = value`` lines of one file on top of the given state."""
     shared = os.path.basename(filename) in SHARED_CONFIG_NAMES
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, equals, text = line.partition("=")
-        key = key.strip().lower()
-        if not equals:
-            shown = line.split()[0][:64]
-            raise ConfigError(filename, number, shown, "expected 'key = value'")
-        if not key or not _DIRECTIVE_NAME_RE.fullmatch(key):
-            raise ConfigError(filename, number, key[:64] or "(empty)", "invalid directive name")
+    for number, key, text in directive_lines(lines, filename):
         directive = lookup(key)
         if directive is None:
             if not shared:
@@ -857,7 +819,7 @@ def load_config(paths: Sequence[str | os.PathLike[str]], *, required: bool,
         path = os.fspath(entry)
         if not required and not os.path.lexists(path):
             continue
-        _parse_lines(_read_lines(path), path, values, texts, origins, warnings)
+        _parse_lines(read_config_lines(path), path, values, texts, origins, warnings)
     config = Config(values, texts, origins, warnings)
     check_consistency(config, sockets_inherited=sockets_inherited)
     return config

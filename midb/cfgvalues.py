@@ -3,7 +3,9 @@ spans, paths, enumerations), shared by gximap's configuration (gximap.config) an
 tool, which reads the midb directives of the same file and never imports gximap.
 
 Errors are ValueError with a message saying what is wrong with the value; the caller adds the
-file, line and directive (``FILE:LINE: directive: why``).
+file, line and directive (``FILE:LINE: directive: why``). The file syntax itself (``key = value``
+lines, comments, UTF-8) is read here too (read_config_lines, directive_lines), so that the tool
+refuses a malformed line where gximap would, with the same ConfigError.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -19,8 +22,9 @@ from midb.expiry import SPECIAL_USES
 from midb.shards import MAX_COUNT
 from midb.spans import parse_timespan
 
-__all__ = ["MIDB_SYNTAX", "Kind", "Scalar", "Syntax", "check_range", "format_bound", "parse_bool", "parse_int",
-           "parse_size", "parse_timespan", "parse_value"]
+__all__ = ["FILE_DIRECTIVE", "MIDB_SYNTAX", "ConfigError", "Kind", "Scalar", "Syntax", "check_range",
+           "directive_lines", "format_bound", "parse_bool", "parse_int", "parse_size", "parse_timespan",
+           "parse_value", "read_config_lines"]
 
 # The kinds parsed here; gximap's "str" and "list" directives take their text as it is.
 Kind = Literal["bool", "int", "size", "timespan", "enum", "path"]
@@ -157,3 +161,57 @@ MIDB_SYNTAX: dict[str, Syntax] = {
     "auth_passwd_file": Syntax("path", optional=True),
     **{f"imap_autoexpunge_{suffix}": Syntax("timespan", minimum=0) for suffix in SPECIAL_USES},
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# The file syntax
+
+FILE_DIRECTIVE = "(file)"  # the directive slot of a ConfigError that concerns a whole file
+_DIRECTIVE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
+
+
+class ConfigError(Exception):
+    """A configuration problem, located as ``FILE:LINE: directive: why`` (line 0: the whole file)."""
+
+    def __init__(self, file: str, line: int, directive: str, why: str) -> None:
+        super().__init__(f"{file}:{line}: {directive}: {why}")
+        self.file = file
+        self.line = line
+        self.directive = directive
+        self.why = why
+
+
+def read_config_lines(path: str) -> list[str]:
+    """The lines of a configuration file (split at LF only, as line numbers count them; a UTF-8
+    byte order mark dropped). Raises ConfigError for a file that cannot be read or is not UTF-8."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(path, 0, FILE_DIRECTIVE, f"cannot read: {exc.strerror or exc}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines: list[str] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(path, number, FILE_DIRECTIVE, "not valid UTF-8") from None
+    return lines
+
+
+def directive_lines(lines: Iterable[str], filename: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, lower-cased key, value text) of each ``key = value`` line; blank lines and
+    ``#`` comments skipped. Raises ConfigError for a line without ``=`` or with an impossible
+    directive name."""
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, text = line.partition("=")
+        key = key.strip().lower()
+        if not equals:
+            raise ConfigError(filename, number, line.split()[0][:64], "expected 'key = value'")
+        if not key or not _DIRECTIVE_NAME_RE.fullmatch(key):
+            raise ConfigError(filename, number, key[:64] or "(empty)", "invalid directive name")
+        yield number, key, text

@@ -1,9 +1,10 @@
 """``midb``: administer the midb store (accounts, ownership, imports, verification, backups).
 
-Settings come from a gximap configuration file (``-c FILE``, default /etc/gromox/imap.cfg when it
-exists), of which only the midb-related directives are read here, with a small key=value reader
-of its own: midb never imports gximap. Their values are parsed by midb.cfgvalues, as gximap's
-own reader parses them, so both accept and refuse the same values with the same messages.
+Settings come from the gximap configuration (``-c FILE``; by default /etc/gromox/gromox.cfg, then
+/etc/gromox/imap.cfg, those that exist, as gximap reads them), of which only the midb-related
+directives are used: midb never imports gximap. The files and the values are read by
+midb.cfgvalues, as gximap's own reader reads them, so both accept and refuse the same lines and
+values with the same messages.
 ``--store DIR`` overrides ``midb_path``.
 
 Every error a user can cause ends with ``midb: error: ...`` on stderr and exit status 1;
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from midb.exporter import ExportReport
     from midb.store import Store
 
-DEFAULT_CONFIG = "/etc/gromox/imap.cfg"
+# gximap's defaults, in its order: a directive in imap.cfg overrides the same one in gromox.cfg
+DEFAULT_CONFIGS = ("/etc/gromox/gromox.cfg", "/etc/gromox/imap.cfg")
 DEFAULT_MIDB_PATH = "/var/lib/gromox/midb"
 DEFAULT_MAP_SIZE = 8 << 30
 
@@ -90,26 +92,19 @@ def config_value(key: str, value: str, where: str) -> Scalar:
         raise CliError(f"{where}: {key}: {exc}") from None
 
 
-def read_config(path: str) -> dict[str, tuple[str, str]]:
-    """The midb-related directives of a Gromox-style ``key = value`` file.
-
-    Keys are case-insensitive, ``#`` starts a comment line, a later line wins. Returns
-    key -> (value, "file:line") so that errors can name where a bad value came from.
-    """
-    try:
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-            lines = fh.read().split("\n")   # as gximap numbers lines: at \n only (\r is stripped)
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+def read_config(paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The midb-related directives of Gromox-style ``key = value`` files, read in order (a later
+    line wins), each file as gximap reads it (midb.cfgvalues.directive_lines): a line gximap
+    refuses is refused here too. Returns key -> (value, "file:line") so that errors can name
+    where a bad value came from."""
     values: dict[str, tuple[str, str]] = {}
-    for lineno, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, sep, value = stripped.partition("=")
-        key = key.strip().lower()
-        if sep and key in _DIRECTIVES:
-            values[key] = (value.strip(), f"{path}:{lineno}")
+    for path in paths:
+        try:
+            for number, key, text in cfgvalues.directive_lines(cfgvalues.read_config_lines(path), path):
+                if key in _DIRECTIVES:
+                    values[key] = (text.strip(), f"{path}:{number}")
+        except cfgvalues.ConfigError as exc:
+            raise CliError(str(exc)) from None
     return values
 
 
@@ -133,9 +128,9 @@ class Settings:
 
 def load_settings(config: str | None, store_dir: str | None) -> Settings:
     settings = Settings()
-    path = config if config is not None else (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
-    if path is not None:
-        values = read_config(path)
+    paths = [config] if config is not None else [path for path in DEFAULT_CONFIGS if os.path.isfile(path)]
+    if paths:
+        values = read_config(paths)
         for key, (value, where) in values.items():
             if key in _FIELDS:
                 setattr(settings, _FIELDS[key], config_value(key, value, where))
@@ -778,7 +773,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help=f"gximap configuration file to take midb settings from "
-                             f"(default: {DEFAULT_CONFIG} if it exists)")
+                             f"(default: {' then '.join(DEFAULT_CONFIGS)}, those that exist)")
     parser.add_argument("--store", metavar="DIR", default=default,
                         help="midb store directory (overrides midb_path)")
     parser.add_argument("--read-only", action="store_true", default=False if default is None else default,

@@ -137,6 +137,7 @@ def test_directive_syntax_is_gximaps() -> None:
     "midb_fsync = maybe", "midb_fsync =", "midb_path =", "midb_path = /a\x00b",
     "midb_shard_num = 0", "midb_shard_num = 300", "midb_shard_num = 1_6", "midb_shard_num = sixteen",
     "midb_shard_num =", "auth_backend = ldap", "auth_backend =",
+    "midb_path /srv/midb", "midb$path = /srv/midb", "nonsense_without_equals",
 ])
 def test_config_errors_are_gximaps(tmp_path: Path, line: str) -> None:
     """A value gximap refuses, midb refuses with the same FILE:LINE: directive: why."""
@@ -200,6 +201,32 @@ def test_config_values_refused_as_gximap_refuses_them(midb: Midb) -> None:
     fails(midb("stats"), f"{midb.config}:1: midb_fsync: 'maybe' is not a boolean (yes/no, on/off, true/false, 1/0)")
     midb.config.write_text("midb_fsync = no\n\nmidb_path =\n")   # not ignored: gximap refuses it too
     fails(midb("user", "list", store=False), f"{midb.config}:3: midb_path: empty value")
+
+
+def test_a_file_gximap_cannot_read_midb_refuses_alike(tmp_path: Path) -> None:
+    path = tmp_path / "imap.cfg"
+    path.write_bytes(b"midb_fsync = no\n# caf\xe9\n")
+    with pytest.raises(gxconfig.ConfigError) as refused:
+        gxconfig.load_config([str(path)], required=True)
+    with pytest.raises(CliError) as also_refused:
+        load_settings(str(path), None)
+    assert str(also_refused.value) == str(refused.value) == f"{path}:2: (file): not valid UTF-8"
+
+
+def test_without_c_the_files_gximap_reads_in_its_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without -c, midb reads gromox.cfg then imap.cfg, as gximap does: a store set in gromox.cfg
+    is the one both use, and imap.cfg overrides it."""
+    shared, own = tmp_path / "gromox.cfg", tmp_path / "imap.cfg"
+    monkeypatch.setattr("midb.cli.DEFAULT_CONFIGS", (str(shared), str(own)))
+    shared.write_text(f"midb_path = {tmp_path / 'shared'}\nmidb_fsync = no\n")
+    assert load_settings(None, None).midb_path == str(tmp_path / "shared")
+    own.write_text(f"midb_path = {tmp_path / 'own'}\n")
+    settings = load_settings(None, None)
+    assert (settings.midb_path, settings.fsync) == (str(tmp_path / "own"), False)
+    assert settings.midb_path == str(gxconfig.load_config([str(shared), str(own)], required=True).midb_path)
+    shared.unlink()
+    own.unlink()
+    assert load_settings(None, None).midb_path == "/var/lib/gromox/midb"
 
 
 def test_another_store_does_not_take_the_configured_run_dir(tmp_path: Path) -> None:
