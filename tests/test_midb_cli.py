@@ -132,6 +132,16 @@ def test_directive_syntax_is_gximaps() -> None:
             directive.kind, directive.minimum, directive.maximum, directive.choices, directive.default is None), name
 
 
+def _refused_alike(path: Path) -> str:
+    """What gximap says of the file ``path``; midb says the same."""
+    with pytest.raises(gxconfig.ConfigError) as refused:
+        gxconfig.load_config([str(path)], required=True)
+    with pytest.raises(CliError) as also_refused:
+        load_settings(str(path), None)
+    assert str(also_refused.value) == str(refused.value)
+    return str(refused.value)
+
+
 @pytest.mark.parametrize("line", [
     "midb_map_size = 8GiB", "midb_map_size = unlimited", "midb_map_size = 512K", "midb_map_size =",
     "midb_fsync = maybe", "midb_fsync =", "midb_path =", "midb_path = /a\x00b",
@@ -143,12 +153,7 @@ def test_config_errors_are_gximaps(tmp_path: Path, line: str) -> None:
     """A value gximap refuses, midb refuses with the same FILE:LINE: directive: why."""
     path = tmp_path / "imap.cfg"
     path.write_text(f"# header\n{line}\n")
-    with pytest.raises(gxconfig.ConfigError) as refused:
-        gxconfig.load_config([str(path)], required=True)
-    with pytest.raises(CliError) as also_refused:
-        load_settings(str(path), None)
-    assert str(also_refused.value) == str(refused.value)
-    assert str(refused.value).startswith(f"{path}:2: {line.split()[0]}: ")
+    assert _refused_alike(path).startswith(f"{path}:2: {line.split()[0]}: ")
 
 
 @pytest.mark.parametrize("line", [
@@ -206,11 +211,7 @@ def test_config_values_refused_as_gximap_refuses_them(midb: Midb) -> None:
 def test_a_file_gximap_cannot_read_midb_refuses_alike(tmp_path: Path) -> None:
     path = tmp_path / "imap.cfg"
     path.write_bytes(b"midb_fsync = no\n# caf\xe9\n")
-    with pytest.raises(gxconfig.ConfigError) as refused:
-        gxconfig.load_config([str(path)], required=True)
-    with pytest.raises(CliError) as also_refused:
-        load_settings(str(path), None)
-    assert str(also_refused.value) == str(refused.value) == f"{path}:2: (file): not valid UTF-8"
+    assert _refused_alike(path) == f"{path}:2: (file): not valid UTF-8"
 
 
 def test_without_c_the_files_gximap_reads_in_its_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
