@@ -1,4 +1,4 @@
-"""``gximap [-c FILE] [--check] [--version] [-?|--help]``: start-up order, signals, reload.
+"""``gximap [-c FILE] [-t|--check] [--version] [-?|--help]``: start-up order, signals, reload.
 
 Start-up follows Gromox: read config → bind listeners → raise the fd limit → drop to
 ``running_identity`` → load TLS material → open the store → serve. Binding first lets an
