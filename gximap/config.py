@@ -43,10 +43,9 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 SECTIONS: tuple[Section, ...] = ("gromox", "imap")
-SECTION_FILES: dict[str, str] = {"gromox": "/etc/gromox/gromox.cfg", "imap": "/etc/gromox/imap.cfg"}
+SECTION_FILES: dict[str, str] = dict(zip(SECTIONS, cfgvalues.DEFAULT_CONFIG_FILES, strict=True))
 # gromox.cfg is shared by every Gromox daemon, so directives meant for the others are expected there.
 SHARED_CONFIG_NAMES = frozenset({"gromox.cfg"})
-_FILE_DIRECTIVE = cfgvalues.FILE_DIRECTIVE
 _DEFAULTS_ORIGIN = "<defaults>"
 
 
@@ -561,12 +560,9 @@ def parse_value(directive: Directive, text: str) -> Value:
 
 
 def _check_table(text: str) -> None:
-    from gximap.auth.maps import MapSyntaxError, parse_table_spec
+    from gximap.auth.maps import parse_table_spec
 
-    try:
-        parse_table_spec(text)
-    except MapSyntaxError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    _value_syntax(parse_table_spec, text)
 
 
 def _check_socket_mode(text: str) -> None:
@@ -583,12 +579,9 @@ def _check_spam_header(text: str) -> None:
 def _check_filter_command(text: str) -> None:
     if not text:
         return
-    from gximap.filters import FilterCommand, FilterSyntaxError
+    from gximap.filters import FilterCommand
 
-    try:
-        FilterCommand.parse(text)
-    except FilterSyntaxError as exc:
-        raise ValueSyntaxError(str(exc)) from None
+    _value_syntax(FilterCommand.parse, text)
 
 
 def _check_folder_periods(text: str) -> None:
@@ -784,7 +777,7 @@ def default_paths(config_dir: str = "/etc/gromox") -> list[str]:
 
 
 def default_candidates(config_dir: str = "/etc/gromox") -> list[str]:
-    return [os.path.join(config_dir, "gromox.cfg"), os.path.join(config_dir, "imap.cfg")]
+    return [os.path.join(config_dir, os.path.basename(path)) for path in cfgvalues.DEFAULT_CONFIG_FILES]
 
 
 def _parse_lines(lines: Iterable[str], filename: str, values: dict[str, Value], texts: dict[str, str],

@@ -249,43 +249,52 @@ class Daemon:
         settings, the name maps, the TLS material (read as running_identity when started as
         root, as a start reads it) and the data files (imap_code.txt, folder_lang.txt; what they
         lack is logged, as at a start). Raises StartupError."""
-        from gximap.auth.maps import MapSyntaxError, name_map_from_config
         from gximap.imap.codes import ResponseCodes
-        from gximap.mta import MtaConfigError, MtaServices
-        from gximap.net.privileges import PrivilegeError, drop_privileges
         from midb.folderlang import FolderLanguages
 
-        cfg = self.cfg
-        try:
-            MtaServices(cfg)
-        except MtaConfigError as exc:
-            raise StartupError(str(exc)) from None
-        try:
-            name_map_from_config(cfg, "auth_map")
-            name_map_from_config(cfg, "storage_map")
-        except MapSyntaxError as exc:
-            raise StartupError(f"name mapping: {exc}") from None
-        try:
-            drop_privileges(str(cfg.running_identity or ""))
-        except PrivilegeError as exc:
-            raise StartupError(str(exc)) from None
+        self._mta_services()
+        self._name_maps()
+        self._drop_privileges()
         self._tls_context()
         self._proxy_tls_context()
-        ResponseCodes.load(str(cfg.data_file_path))
-        FolderLanguages.load(data_path(cfg))
+        ResponseCodes.load(str(self.cfg.data_file_path))
+        FolderLanguages.load(data_path(self.cfg))
+
+    # Start-up steps that check as they go, shared by run() and check(): each raises StartupError.
+
+    def _mta_services(self) -> MtaServices:
+        from gximap.mta import MtaConfigError, MtaServices
+
+        try:
+            return MtaServices(self.cfg)
+        except MtaConfigError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _name_maps(self):  # noqa: ANN202
+        """(auth_map, storage_map)."""
+        from gximap.auth.maps import MapSyntaxError, name_map_from_config
+
+        try:
+            return name_map_from_config(self.cfg, "auth_map"), name_map_from_config(self.cfg, "storage_map")
+        except MapSyntaxError as exc:
+            raise StartupError(f"name mapping: {exc}") from None
+
+    def _drop_privileges(self) -> None:
+        from gximap.net.privileges import PrivilegeError, drop_privileges
+
+        try:
+            drop_privileges(str(self.cfg.running_identity or ""))
+        except PrivilegeError as exc:
+            raise StartupError(str(exc)) from None
 
     def run(self) -> int:
         from gximap.imap.codes import ResponseCodes
-        from gximap.mta import MtaConfigError, MtaServices
         from gximap.net.listener import ListenerError
-        from gximap.net.privileges import PrivilegeError, drop_privileges, raise_fd_limit
+        from gximap.net.privileges import raise_fd_limit
 
         cfg = self.cfg
         count = process_count(cfg)
-        try:
-            self.mta = mta = MtaServices(cfg)
-        except MtaConfigError as exc:
-            raise StartupError(str(exc)) from None
+        self.mta = mta = self._mta_services()
         listener_sets = self._bind(count)
         self._listening = [(listener.host, listener.port) for listener in listener_sets[0] if not listener.unix]
         exposed = gxconfig.open_proxy_warning(cfg, self._listening)
@@ -297,10 +306,7 @@ class Daemon:
             raise StartupError(str(exc)) from None
         raise_fd_limit(int(cfg.imap_fd_limit))
         preload_modules()
-        try:
-            drop_privileges(str(cfg.running_identity or ""))
-        except PrivilegeError as exc:
-            raise StartupError(str(exc)) from None
+        self._drop_privileges()
         ssl_context = self._tls_context()
         self._proxy_ssl_context = self._proxy_tls_context()  # inherited by the serving processes
         if any(listener.tls for listener in listener_sets[0]) and ssl_context is None:
@@ -483,18 +489,13 @@ class Daemon:
 
     def _make_context(self, store, codes):  # noqa: ANN001, ANN202
         from gximap.auth.cache import CredentialCache
-        from gximap.auth.maps import MapSyntaxError, name_map_from_config
         from gximap.auth.service import AuthService
         from gximap.session.context import ServerContext
         from midb.authdb import make_backend
 
         cfg = self.cfg
         backend = make_backend(str(cfg.auth_backend), store, str(cfg.auth_passwd_file or "") or None)
-        try:
-            auth_map = name_map_from_config(cfg, "auth_map")
-            storage_map = name_map_from_config(cfg, "storage_map")
-        except MapSyntaxError as exc:
-            raise StartupError(f"name mapping: {exc}") from None
+        auth_map, storage_map = self._name_maps()
         auth = AuthService(
             store,
             backend,

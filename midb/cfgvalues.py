@@ -22,7 +22,7 @@ from midb.expiry import SPECIAL_USES
 from midb.shards import MAX_COUNT
 from midb.spans import parse_timespan
 
-__all__ = ["FILE_DIRECTIVE", "MIDB_SYNTAX", "ConfigError", "Kind", "Scalar", "Syntax", "check_range",
+__all__ = ["DEFAULT_CONFIG_FILES", "FILE_DIRECTIVE", "MIDB_SYNTAX", "ConfigError", "Kind", "Scalar", "Syntax",
            "directive_lines", "format_bound", "parse_bool", "parse_int", "parse_size", "parse_timespan",
            "parse_value", "read_config_lines"]
 
@@ -84,7 +84,7 @@ def format_bound(kind: str, bound: float) -> str:
     return _format_number(bound)
 
 
-def check_range(kind: str, number: float, shown: str, minimum: float | None, maximum: float | None) -> None:
+def _check_range(kind: str, number: float, shown: str, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and number < minimum:
         raise ValueError(f"{shown} is below the minimum {format_bound(kind, minimum)}")
     if maximum is not None and number > maximum:
@@ -118,17 +118,17 @@ def parse_value(kind: Kind, text: str, *, minimum: float | None = None, maximum:
         return int(word) if all(c.isdigit() for c in choices) else word
     if kind == "int":
         number = parse_int(text)
-        check_range(kind, number, text, minimum, maximum)
+        _check_range(kind, number, text, minimum, maximum)
         return number
     if kind == "size":
         size = parse_size(text)
-        check_range(kind, size, text, minimum, maximum)
+        _check_range(kind, size, text, minimum, maximum)
         return size
     if kind == "timespan":
         seconds = parse_timespan(text)
         if not math.isfinite(seconds):
             raise ValueError(f"{text!r} is out of range")
-        check_range(kind, seconds, text, minimum, maximum)
+        _check_range(kind, seconds, text, minimum, maximum)
         return seconds
     raise AssertionError(f"unhandled kind {kind}")
 
@@ -167,6 +167,9 @@ MIDB_SYNTAX: dict[str, Syntax] = {
 # The file syntax
 
 FILE_DIRECTIVE = "(file)"  # the directive slot of a ConfigError that concerns a whole file
+# The files read without -c, those that exist, in this order: a directive in imap.cfg overrides
+# the same one in gromox.cfg (shared by every Gromox daemon).
+DEFAULT_CONFIG_FILES = ("/etc/gromox/gromox.cfg", "/etc/gromox/imap.cfg")
 _DIRECTIVE_NAME_RE = re.compile(r"[a-z0-9_.-]+")
 
 

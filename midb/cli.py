@@ -35,8 +35,7 @@ if TYPE_CHECKING:
     from midb.exporter import ExportReport
     from midb.store import Store
 
-# gximap's defaults, in its order: a directive in imap.cfg overrides the same one in gromox.cfg
-DEFAULT_CONFIGS = ("/etc/gromox/gromox.cfg", "/etc/gromox/imap.cfg")
+DEFAULT_CONFIGS = cfgvalues.DEFAULT_CONFIG_FILES   # gximap's, in its order
 DEFAULT_MIDB_PATH = "/var/lib/gromox/midb"
 DEFAULT_MAP_SIZE = 8 << 30
 

@@ -1190,7 +1190,6 @@ def _decode_base64_run(run: bytes) -> bytes:
 
 # The header field that marks a part as binary, as a first cheap test (see binary_parts_as_base64).
 _BINARY_CTE_HINT = re.compile(rb"content-transfer-encoding[ \t]*:[^\n]*binary", re.IGNORECASE)
-_BASE64_LINE = 57   # input bytes per base64 line: 76 characters, RFC 2045 section 6.8
 
 
 def binary_parts_as_base64(data: bytes) -> bytes:
@@ -1227,11 +1226,10 @@ def binary_parts_as_base64(data: bytes) -> bytes:
             continue
         _name, field_start, _value_start, field_end = field
         line_break = b"\r\n" if data[field_end - 2 : field_end] == b"\r\n" else b"\n"
-        body = data[part.body_start : part.body_end]
-        lines = [base64.b64encode(body[at : at + _BASE64_LINE]) for at in range(0, len(body), _BASE64_LINE)]
-        encoded = b"\r\n".join(lines)
-        if lines and part.body_end == len(data):
-            encoded += b"\r\n"   # the message ends with its last line's break
+        # 76-character lines (RFC 2045 section 6.8), each ending with a line break
+        encoded = base64.encodebytes(data[part.body_start : part.body_end]).replace(b"\n", b"\r\n")
+        if part.body_end != len(data):
+            encoded = encoded[:-2]   # the line break before the next delimiter is the delimiter's
         pieces += [data[done:field_start], b"Content-Transfer-Encoding: base64", line_break,
                    data[field_end : part.body_start], encoded]
         done = part.body_end
