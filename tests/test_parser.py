@@ -395,6 +395,12 @@ def test_append_variants() -> None:
     command = parse_as(c.Append, b'a APPEND INBOX "31-Dec-2016 23:59:60 +0000" {1+}\r\nx')
     assert command.messages[0].date == (calendar.timegm((2016, 12, 31, 23, 59, 59)), 0)
     bad(b'a APPEND INBOX "31-Dec-2016 23:58:60 +0000" {1+}\r\nx')
+    # 23:59 UTC in another zone is a leap second too; 23:59 local time elsewhere is none
+    command = parse_as(c.Append, b'a APPEND INBOX "01-Jan-2017 08:59:60 +0900" {1+}\r\nx')
+    assert command.messages[0].date == (calendar.timegm((2016, 12, 31, 23, 59, 59)), 540)
+    command = parse_as(c.Append, b'a APPEND INBOX "31-Dec-2016 18:59:60 -0500" {1+}\r\nx')
+    assert command.messages[0].date == (calendar.timegm((2016, 12, 31, 23, 59, 59)), -300)
+    bad(b'a APPEND INBOX "31-Dec-2016 23:59:60 +0100" {1+}\r\nx')
     command = parse_as(c.Append, b"a APPEND INBOX (\\seen \\FLAGGED $Forwarded seen) ~{3+}\r\n\x00\x01\x02")
     assert command.messages == (
         c.AppendMessage(("\\Seen", "\\Flagged", "$Forwarded", "seen"), None, b"\x00\x01\x02", True),

@@ -460,8 +460,10 @@ class _Reader:
         if sign == b"-":
             zone = -zone
         # A leap second (:60, which RFC 5322 dates may carry and migration tools copy) counts
-        # as :59: datetime has no second 60, and refusing the message would lose it.
-        seconds = min(int(second), 59) if int(hour) == 23 and int(minute) == 59 else int(second)
+        # as :59: datetime has no second 60, and refusing the message would lose it. It is one
+        # at 23:59 UTC, whatever the local time the zone makes of it.
+        leap = (int(hour) * 60 + int(minute) - zone) % (24 * 60) == 24 * 60 - 1
+        seconds = min(int(second), 59) if leap else int(second)
         try:
             moment = datetime.datetime(
                 int(year), month, int(day.strip() or b"0"), int(hour), int(minute), seconds,
