@@ -617,10 +617,10 @@ def _search_atom_key(r: _Reader, name: str, charset: str | None) -> SearchKey:
     if name in ("EMAILID", "THREADID"):
         # RFC 8474 section 6 sends the id as an atom; a quoted one is taken too.
         r.sp()
-        objectid = r.astring("object id")
-        if not is_objectid(objectid.decode("ascii", "replace")):  # RFC 8474 section 7
+        objectid = r.astring("object id").decode("ascii", "replace")
+        if not is_objectid(objectid):  # RFC 8474 section 7: ASCII letters, digits, "-" and "_"
             raise r.error("Invalid object id")
-        return SearchObjectId("EMAILID" if name == "EMAILID" else "THREADID", objectid.decode("ascii"))
+        return SearchObjectId("EMAILID" if name == "EMAILID" else "THREADID", objectid)
     if name == "MODSEQ":
         r.sp()
         entry_name = entry_type = None

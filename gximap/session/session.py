@@ -294,7 +294,7 @@ class ImapSession:
         if interval > 0 and self._idling():
             # The next keepalive is due one interval after the last input or the last keepalive,
             # whichever came later; the pool counts from the last input.
-            due = max(self.last_activity, self._last_keepalive) + interval - self.last_activity
+            due = interval + max(0.0, self._last_keepalive - self.last_activity)
             return min(self.settings.autologout, due)
         return self.settings.autologout
 
@@ -334,9 +334,13 @@ class ImapSession:
 
     def wakeup(self) -> None:
         if self._idling() and self.selected:
-            self._send_updates(self.selected)
-            if self._selected_gone:
-                self._goodbye(Code.BYE_MAILBOX_DELETED)
+            self._push_idle_updates(self.selected)
+
+    def _push_idle_updates(self, selected: SelectedMailbox) -> None:
+        """IDLE: what changed, now; the goodbye if the mailbox is gone."""
+        self._send_updates(selected)
+        if self._selected_gone:
+            self._goodbye(Code.BYE_MAILBOX_DELETED)
 
     def shutdown(self) -> None:
         self._goodbye(Code.BYE_SHUTDOWN)
@@ -548,18 +552,20 @@ class ImapSession:
 
     def _frame_error(self, event: FrameError) -> None:
         tag = event.tag
+        status = "BAD"
         if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in MESSAGE_COMMANDS
                 and self.state is not State.NOT_AUTHENTICATED):
-            line = self.status_line(b"NO", Code.NO_MESSAGE_TOO_BIG)
+            status, code = "NO", Code.NO_MESSAGE_TOO_BIG
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:
-            line = self.status_line(b"BAD", Code.BAD_LINE_TOO_LONG)
+            code = Code.BAD_LINE_TOO_LONG
         elif event.kind is FrameErrorKind.LITERAL_MINUS:
-            line = self.status_line(b"BAD", Code.BAD_LITERAL_MINUS)
+            code = Code.BAD_LITERAL_MINUS
         else:
-            line = self.status_line(b"BAD", Code.BAD_LITERAL_TOO_BIG)
+            code = Code.BAD_LITERAL_TOO_BIG
+        line = self.status_line(status.encode(), code)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
-        self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text,
-                                  line.split(b" ", 1)[0].decode(), unwaited=event.unwaited)
+        self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text, status,
+                                  unwaited=event.unwaited)
         self._count_bad()
 
     def _log_refused_literal(self, tag: bytes | None, command: bytes | None, size: int | None,
@@ -674,9 +680,7 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
-                self._send_updates(self.selected)
-                if self._selected_gone:
-                    self._goodbye(Code.BYE_MAILBOX_DELETED)
+                self._push_idle_updates(self.selected)
         else:
             self._out.append(item)
         return True
