@@ -115,3 +115,16 @@ def test_undecodable_compressed_input_ends_the_session_with_a_bye(conv):
     assert conv.send(b"i IDLE\r\n") == [b"+ idling"]
     assert conv.undecodable_input() == [b"* BYE Invalid compressed data, closing connection"]
     assert conv.actions == [TransportAction.COMPRESS, TransportAction.CLOSE] and conv.closed
+
+
+def test_compress_that_finds_the_selected_mailbox_deleted_says_goodbye_compressed(conv):
+    """COMPRESS's own sync may find the selected mailbox deleted by another session: the tagged
+    OK goes out as usual, the stream switches, and the goodbye follows through the DEFLATE
+    stream (as after any other command), not at the client's next command."""
+    conv.login()
+    conv.command("CREATE Box")
+    conv.select("Box")
+    conv.store.delete_folder("alice", "Box")
+    assert conv.send(b"a1 COMPRESS DEFLATE\r\n") == [
+        b"a1 OK DEFLATE active", b"* BYE Selected mailbox was deleted, closing connection"]
+    assert conv.actions == [TransportAction.COMPRESS, TransportAction.CLOSE] and conv.closed

@@ -742,7 +742,9 @@ class ImapSession:
             self._out.append(after)
             if after is TransportAction.CLOSE:
                 self._closing = True
-        elif goodbye is not None:
+                return
+        # After COMPRESS the goodbye goes out through the DEFLATE stream, as any later output.
+        if goodbye is not None:
             self._goodbye(goodbye)
         elif self._selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
