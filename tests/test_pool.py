@@ -1498,3 +1498,47 @@ def test_io_errors_raises_lost_connections_to_notice(server_ssl: ssl.SSLContext,
         assert wait_until(lambda: any("TLS handshake failed" in record.getMessage() for record in caplog.records))
     lost = [record for record in caplog.records if "TLS handshake failed" in record.getMessage()]
     assert lost and all(record.levelno == level for record in lost)
+
+
+class _ChoosableConnection:
+    """What Server._make_room reads of a connection that has not logged in (no handler yet),
+    on a real descriptor for its poll(2) look."""
+
+    def __init__(self, sock: socket.socket, last_activity: float) -> None:
+        self.fd = sock.fileno()
+        self.phase = pool_module._Phase.ACTIVE
+        self.handler = None
+        self.awaiting = None
+        self.running = self.queued = self.closed = self.closing = False
+        self.spoke = True
+        self.peer_host = "127.0.0.1"
+        self.last_activity = last_activity
+
+
+def test_a_displaced_connection_whose_close_is_under_way_is_counted_once() -> None:
+    """A connection chosen to make room, its close under way, is in both _displacing and
+    _releasing: its context is the room for one arrival, not for two. A second arrival gets
+    another connection chosen at once, not only once the first close is done."""
+    server = Server([], Recorder().factory, context_num=2, thread_init_num=1, thread_charge_num=1,
+                    conn_timeout=5.0, ssl_context=None, busy_response=b"")
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        closing, waiting = (_ChoosableConnection(pair[0], float(n)) for n, pair in enumerate(pairs))
+        chosen: list[Any] = []
+
+        def displace_parked(conn: Any) -> bool:
+            chosen.append(conn)
+            return True
+
+        server._displace_parked = displace_parked  # type: ignore[method-assign]
+        server._conns = {closing, waiting}  # type: ignore[arg-type]
+        server._prelogin = {waiting: None}  # type: ignore[dict-item]
+        server._displacing = {closing}  # type: ignore[arg-type]
+        server._releasing = {closing}  # type: ignore[arg-type]
+        server._waiting.extend([object(), object()])  # type: ignore[list-item]
+        server._make_room()
+        assert chosen == [waiting]
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()

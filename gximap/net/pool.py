@@ -1789,7 +1789,10 @@ class Server:
             if stuck:  # nor one whose client has hung up: its worker closes it at the end of its input
                 _unread, hung_up = _input_state(stuck)
                 stuck = [conn for conn in stuck if conn.fd not in hung_up]
-            wanted = len(self._waiting) - len(self._displacing) - free
+            # One chosen whose close is under way is counted in ``free`` already (once: its
+            # context is room for one arrival).
+            provided = len(self._displacing - self._releasing)
+            wanted = len(self._waiting) - provided - free
             if wanted <= 0 and not stuck:
                 return
             window = self._displaceable_locked(max(wanted, _DISPLACE_WINDOW))
