@@ -1877,10 +1877,12 @@ class Store(MetadataMixin):
         return list(indexes.keyword_spellings(names).values())
 
     def store_flags(self, account: str, folder_id: int, uids: Iterable[int], mode: str,
-                    flags: Iterable[str], *, unchanged_since: int | None = None
-                    ) -> tuple[list[MessageMeta], list[int]]:
+                    flags: Iterable[str], *, unchanged_since: int | None = None,
+                    prior: dict[int, int] | None = None) -> tuple[list[MessageMeta], list[int]]:
         """mode "set" / "add" / "remove"; -> (changed messages with their new modseq,
-        UIDs that failed UNCHANGEDSINCE). One modseq bump per changed message."""
+        UIDs that failed UNCHANGEDSINCE). One modseq bump per changed message. ``prior``, when
+        given, gets each changed message's MODSEQ before this change (uid -> modseq), read in the
+        same transaction: whether the change overwrote one its caller has not seen."""
         if mode not in STORE_MODES:
             raise InvalidArgument(f"invalid STORE mode {mode!r}")
         given = parse_flags(flags)
@@ -1892,6 +1894,8 @@ class Store(MetadataMixin):
             record = self._folder(txn, dbs, account_id, folder_id)
             changed: list[MessageMeta] = []
             failed: list[int] = []
+            if prior is not None:
+                prior.clear()  # (a job run again after a failed attempt starts afresh)
             delta = indexes.IndexDelta(txn, dbs)
             if mode != "remove":
                 _KeywordSpellings(txn, dbs, account_id, record.id).respell(given)
@@ -1920,6 +1924,8 @@ class Store(MetadataMixin):
                 record.unseen += new_unseen - old_unseen
                 record.deleted += new_deleted - old_deleted
                 changed.append(meta_from_record(uid, new_raw))
+                if prior is not None:
+                    prior[uid] = old_modseq
             if changed:
                 delta.apply()
                 self._put_folder(txn, dbs, account_id, record)

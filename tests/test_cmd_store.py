@@ -116,6 +116,58 @@ def test_silent_and_uid_store(conv: Conversation) -> None:
     """)
 
 
+def test_silent_store_reports_flags_another_session_changed_meanwhile(conv: Conversation) -> None:
+    """RFC 3501 6.4.6: whatever .SILENT says, a change from elsewhere is reported. A .SILENT
+    STORE on a message another session changed since this one last heard shows its FLAGS;
+    a message this session already knew is still answered silently. Otherwise the other
+    change, overwritten by this one's MODSEQ, would never be reported."""
+    uids = seed(conv, (), ())
+    conv.select()
+    other = conv.second_session()
+    other.login()
+    other.select()
+    other.command("STORE 1 +FLAGS (\\Flagged)")
+    conv.script(r"""
+        C: a1 STORE 1:2 +FLAGS.SILENT (\Seen)
+        S: * 1 FETCH (FLAGS (\Flagged \Seen))
+        S: a1 OK STORE completed
+        C: a2 NOOP
+        S: a2 OK NOOP completed
+    """)
+    other.command("STORE 2 +FLAGS (\\Answered)")
+    conv.script(rf"""
+        C: a3 UID STORE {uids[1]} -FLAGS.SILENT (\Seen)
+        S: * 2 FETCH (UID {uids[1]} FLAGS (\Answered))
+        S: a3 OK STORE completed
+    """)
+
+
+def test_silent_store_of_a_condstore_client_reports_flags_another_session_changed(tmp_path: Path) -> None:
+    """The same for a QRESYNC client, with and without UNCHANGEDSINCE: its cache is marked up
+    to date at the MODSEQ given, so a FETCH without FLAGS would leave it wrong for good (RFC
+    7162 3.2: the client must not lose changes)."""
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        uids = seed(conv, (), (), ())
+        conv.command("ENABLE QRESYNC")
+        conv.select()
+        other = conv.second_session()
+        other.login()
+        other.select()
+        other.command("STORE 1:2 +FLAGS (\\Flagged)")
+        lines = conv.send(b"a1 UID STORE %d +FLAGS.SILENT (\\Seen)\r\n" % uids[0])
+        assert lines[0].startswith(b"* 1 FETCH (UID %d FLAGS (\\Flagged \\Seen) MODSEQ (" % uids[0])
+        assert lines[1].startswith(b"* 2 FETCH (UID %d FLAGS (\\Flagged) MODSEQ (" % uids[1])  # the update
+        assert lines[-1] == b"a1 OK STORE completed"
+        # Message 2: left as it is by this STORE (already \Flagged), changed elsewhere meanwhile.
+        other.command("STORE 2 +FLAGS (\\Answered)")
+        lines = conv.send(b"a2 STORE 2:3 (UNCHANGEDSINCE 100) +FLAGS.SILENT (\\Flagged)\r\n")
+        assert lines[0].startswith(b"* 2 FETCH (UID %d FLAGS (\\Answered \\Flagged) MODSEQ (" % uids[1])
+        assert lines[1].startswith(b"* 3 FETCH (UID %d MODSEQ (" % uids[2])
+        assert lines[-1] == b"a2 OK STORE completed"
+        assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+
+
 def test_recent_in_rev1_not_in_rev2(tmp_path: Path) -> None:
     with Conversation(tmp_path) as conv:
         conv.login()

@@ -493,6 +493,19 @@ def test_store_flags_modes_and_modseq(store: Store, alice: Account) -> None:
     assert_consistent(store)
 
 
+def test_store_flags_tells_the_modseq_each_change_replaced(store: Store, alice: Account) -> None:
+    inbox = inbox_id(store)
+    uids = [store.append("alice", inbox, MSG)[1] for _ in range(2)]
+    first, _ = store.store_flags("alice", inbox, uids[:1], "add", ["\\Flagged"])
+    before = {meta.uid: meta.modseq for meta in store.get_messages("alice", inbox, uids)}
+    prior = {99: 1}   # filled afresh
+    changed, _ = store.store_flags("alice", inbox, uids, "add", ["\\Flagged"], prior=prior)
+    assert [meta.uid for meta in changed] == uids[1:]
+    assert prior == {uids[1]: before[uids[1]]}   # only what changed
+    store.store_flags("alice", inbox, uids, "add", ["\\Seen"], prior=prior)
+    assert prior == {uids[0]: first[0].modseq, uids[1]: changed[0].modseq}
+
+
 def test_a_keyword_is_stored_in_the_folders_spelling(store: Store, alice: Account) -> None:
     """Keywords are case-insensitive: whatever spelling a client sends, a folder keeps the one
     it was first given, by APPEND, STORE, COPY and MOVE alike (one keyword in FLAGS, not one

@@ -642,6 +642,11 @@ class SelectedMailbox:
         for meta in metas:
             self._own_changes[meta.uid] = meta.modseq
 
+    def knows_change(self, uid: int, modseq: int) -> bool:
+        """Has the client been told of the change that gave message ``uid`` this MODSEQ (or made
+        it itself)? Not when it is newer than this view's last sync and not this session's."""
+        return modseq <= self.modseq or self._own_changes.get(uid) == modseq
+
     def note_own_changes_of(self, changes: Iterable[tuple[int, int]]) -> None:
         """(uid, MODSEQ) pairs of changes this session reports itself: its EXPUNGE's tombstones."""
         self._own_changes.update(changes)

@@ -4,7 +4,8 @@ with CONDSTORE's UNCHANGEDSINCE modifier (RFC 7162 section 3.1.3).
 The new flags of every message named are reported in untagged FETCH responses (with the UID for
 UID STORE, and for IMAP4rev2 clients always, as the sync does) unless .SILENT was given. Either
 way the view records the changes as its own, so the update sent after the command does not repeat
-them. Messages expunged by another session and not yet announced are left out; STORE without .SILENT then
+them; so a .SILENT STORE does report the FLAGS of a message another session had changed since the
+client last heard (store_flags' ``prior`` MODSEQs tell), or that change would never reach it. Messages expunged by another session and not yet announced are left out; STORE without .SILENT then
 completes with ``NO [EXPUNGEISSUED]`` as FETCH does (RFC 2180 section 4.2), UID STORE with OK (a
 UID that no longer exists is no error).
 
@@ -56,23 +57,29 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
     modified: list[int] = []   # UIDs refused by UNCHANGEDSINCE or gone, in the order named
     gone: list[int] = []       # named messages no longer there
 
-    def write(piece: Sequence[int]) -> tuple[list[Any], list[int]]:
-        return backend.store_flags(view.account, view.folder_id, piece, _MODES[cmd.mode], cmd.flags,
-                                   unchanged_since=since)
+    def write(piece: Sequence[int]) -> tuple[list[Any], list[int], dict[int, int]]:
+        prior: dict[int, int] = {}
+        changed, failed = backend.store_flags(view.account, view.folder_id, piece, _MODES[cmd.mode], cmd.flags,
+                                              unchanged_since=since, prior=prior if cmd.silent else None)
+        return changed, failed, prior
 
     # Keywords the client was not told of: a new FLAGS goes before the first piece's responses
     # (also for .SILENT: the client learns of the keyword either way).
     unannounced = cmd.mode != "-" and not view.announced_keywords.issuperset(
         flag for flag in cmd.flags if not flag.startswith("\\"))
 
-    def report(piece: Sequence[int], outcome: tuple[list[Any], list[int]]) -> Iterator[bytes]:
+    def report(piece: Sequence[int], outcome: tuple[list[Any], list[int], dict[int, int]]) -> Iterator[bytes]:
         nonlocal unannounced
-        changed, failed = outcome
+        changed, failed, prior = outcome
+        # .SILENT: a message whose flags another session changed since the client last heard
+        # gets its FLAGS all the same (RFC 3501 6.4.6); once noted as this session's own
+        # change, the other one would never be reported.
+        untold = {uid for uid, modseq in prior.items() if not view.knows_change(uid, modseq)}
         view.note_own_changes(changed)
         if unannounced and changed:
             unannounced = False
             yield from view.keywords_update()
-        if quiet:
+        if quiet and not untold:
             return
         current = {meta.uid: meta for meta in changed}
         changed_uids = set(current)
@@ -82,6 +89,8 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
             unchanged = [uid for uid in piece if uid not in current]
             if unchanged:
                 shown = backend.get_messages(view.account, view.folder_id, unchanged)
+                if cmd.silent:
+                    untold.update(meta.uid for meta in shown if not view.knows_change(meta.uid, meta.modseq))
                 view.note_own_changes(meta for meta in shown if meta.modseq > view.modseq)
                 for meta in shown:
                     current[meta.uid] = meta
@@ -96,12 +105,12 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
             if uid in failed_uids:
                 modified.append(uid)
             msn = view.msn_of(uid)
-            if msn is None:
+            if msn is None or quiet and uid not in untold:
                 continue
             items: list[bytes] = []
             if with_uid:
                 items.append(b"UID %d" % uid)
-            if not cmd.silent or uid in failed_uids:
+            if not cmd.silent or uid in failed_uids or uid in untold:
                 items.append(b"FLAGS " + flag_atoms(meta.flags, show_recent and uid in recent))
             elif since is None and uid not in changed_uids:
                 continue  # .SILENT, nothing changed: nothing to tell
