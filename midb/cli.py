@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from midb import cfgvalues
 from midb.cfgvalues import Scalar, Syntax, parse_timespan
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from midb.store import Store
 
 DEFAULT_CONFIGS = cfgvalues.DEFAULT_CONFIG_FILES   # gximap's, in its order
-DEFAULT_MIDB_PATH = "/var/lib/gromox/midb"
-DEFAULT_MAP_SIZE = 8 << 30
 
 log = logging.getLogger("midb")
 
@@ -50,10 +48,8 @@ class CliError(Exception):
 # configuration
 
 
-# midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
-DEFAULT_SHARDS = 16
-# The typed directives midb reads, with the kind and bounds gximap.config.DIRECTIVES takes from
-# the same table (tests/test_midb_cli.py checks that optional matches gximap's defaults).
+# The typed directives midb reads, with the kind, default and bounds gximap.config.DIRECTIVES
+# takes from the same table.
 SYNTAX: dict[str, Syntax] = cfgvalues.MIDB_SYNTAX
 # Every directive midb reads: the typed ones and those load_settings takes as text.
 _DIRECTIVES = frozenset(SYNTAX) | {"default_lang", "data_file_path", "imap_autoexpunge_folders"}
@@ -107,17 +103,24 @@ def read_config(paths: Sequence[str]) -> dict[str, tuple[str, str]]:
     return values
 
 
+def _default(key: str) -> Any:
+    """A directive's value when the configuration does not set it: gximap's default, from the
+    table both take it from (midb.cfgvalues.MIDB_SYNTAX)."""
+    return SYNTAX[key].default_value()
+
+
 @dataclass(slots=True)
 class Settings:
-    midb_path: str = DEFAULT_MIDB_PATH
-    fsync: bool = True
-    map_size: int = DEFAULT_MAP_SIZE
-    shards: int = DEFAULT_SHARDS
-    run_dir: str | None = None
+    # The directives' values (_FIELDS), gximap's defaults until the configuration sets them.
+    midb_path: str = _default("midb_path")
+    fsync: bool = _default("midb_fsync")
+    map_size: int = _default("midb_map_size")
+    shards: int = _default("midb_shard_num")
+    run_dir: str | None = _default("midb_run_dir")
     default_lang: str = "en"
     data_path: list[str] | None = None
-    auth_backend: str = "midb"
-    auth_passwd_file: str | None = None
+    auth_backend: str = _default("auth_backend")
+    auth_passwd_file: str | None = _default("auth_passwd_file")
     readonly: bool = False
     # Special use -> (value, "file:line"): gximap's imap_autoexpunge_* (midb.expiry), what 'midb
     # expire' does; parsed by that command only, so that a bad value stops no other.
