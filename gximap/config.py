@@ -33,7 +33,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from midb import cfgvalues
 from midb.cfgvalues import ConfigError, directive_lines, read_config_lines
-from midb.expiry import SPECIAL_USES, parse_folder_periods
+from midb.expiry import PERIOD_DIRECTIVES, parse_folder_periods
 
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
 Section = Literal["gromox", "imap"]
@@ -521,7 +521,7 @@ def autoexpunge_periods(cfg: Any) -> tuple[tuple[str, float], ...]:
     (midb.expiry), for the IMAP sessions and the LMTP deliveries alike: the name patterns of
     imap_autoexpunge_folders first, in their order and with their 0s (which exempt a folder),
     then the special uses with a period above 0."""
-    periods = ((use, float(getattr(cfg, f"imap_autoexpunge_{suffix}"))) for suffix, use in SPECIAL_USES.items())
+    periods = ((use, float(cfg[directive])) for use, directive in PERIOD_DIRECTIVES.items())
     return (*parse_folder_periods(cfg.imap_autoexpunge_folders or ""),
             *((use, seconds) for use, seconds in periods if seconds > 0))
 

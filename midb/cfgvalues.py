@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from midb.expiry import SPECIAL_USES
+from midb.expiry import PERIOD_DIRECTIVES
 from midb.shards import MAX_COUNT
 from midb.spans import parse_timespan
 
@@ -169,7 +169,7 @@ MIDB_SYNTAX: dict[str, Syntax] = {
     "midb_shard_num": Syntax("int", "16", minimum=1, maximum=MAX_COUNT),
     "auth_backend": Syntax("enum", "midb", choices=("midb", "passwd-file")),
     "auth_passwd_file": Syntax("path", None),
-    **{f"imap_autoexpunge_{suffix}": Syntax("timespan", "0", minimum=0) for suffix in SPECIAL_USES},
+    **{directive: Syntax("timespan", "0", minimum=0) for directive in PERIOD_DIRECTIVES.values()},
 }
 
 
