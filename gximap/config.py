@@ -889,11 +889,13 @@ def imap_sockets_inherited() -> bool:
     return any(name not in MTA_SOCKET_NAMES for _fd, name in systemd_listen_fds(unset_environment=False))
 
 
-def check_host(cfg: Config) -> None:
+def check_host(cfg: Config, *, log_target: bool = True) -> None:
     """What the configuration names on this host: the users and groups of running_identity
     and unix_socket_owner, and the log target's directory (or syslog socket). At start-up
     and by ``check``, so that a typo is a configuration error (exit status 2, which the
-    systemd unit does not retry), located at its line, not a start that fails in a loop."""
+    systemd unit does not retry), located at its line, not a start that fails in a loop.
+    Without ``log_target`` the log target is left to the caller: a start opens it at once
+    (gximap.log.setup_logging), which checks the same and says it in the same words."""
     from gximap import log as gxlog
     from gximap.net.privileges import PrivilegeError, resolve_identity
 
@@ -904,6 +906,8 @@ def check_host(cfg: Config) -> None:
                 resolve_identity(identity)
             except PrivilegeError as exc:
                 raise error_at(cfg, name, str(exc)) from None
+    if not log_target:
+        return
     try:
         gxlog.check_target(str(cfg.imap_log_file))
     except gxlog.LogSetupError as exc:
