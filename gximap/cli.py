@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # whether systemd passes the daemon its listeners; _check says so when none is set.
         cfg = gxconfig.load_config(paths, required=bool(config_path),
                                    sockets_inherited=True if action == "check" else None)
-        gxconfig.check_host(cfg)
+        # The log target: --check looks at it here, a start by opening it (setup_logging, below).
+        gxconfig.check_host(cfg, log_target=action == "check")
     except gxconfig.ConfigError as exc:
         _report_error(str(exc))
         return 2
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(cfg, paths)
     try:
         gxlog.setup_logging(str(cfg.imap_log_file), gxconfig.log_level(cfg))
-    except gxlog.LogSetupError as exc:   # what check_host cannot see (a file not writable)
+    except gxlog.LogSetupError as exc:   # as check_host words it, and what it cannot see (a file not writable)
         _report_error(str(gxconfig.error_at(cfg, "imap_log_file", str(exc))))
         return 2
     log = gxlog.get_logger()

@@ -33,7 +33,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from midb import cfgvalues
 from midb.cfgvalues import ConfigError, directive_lines, read_config_lines
-from midb.expiry import SPECIAL_USES, parse_folder_periods
+from midb.expiry import PERIOD_DIRECTIVES, parse_folder_periods
 
 Kind = Literal["bool", "int", "size", "timespan", "str", "list", "enum", "path"]
 Section = Literal["gromox", "imap"]
@@ -80,12 +80,11 @@ def _d(name: str, kind: Kind, default: str | None, doc: str, section: Section, *
                      unset_means=unset_means)
 
 
-def _midb(name: str, default: str | None, doc: str, *, reloadable: bool = False,
-          unset_means: str = "") -> Directive:
-    """An imap.cfg directive the midb tool reads too: its kind and bounds come from the table
-    midb parses it with (midb.cfgvalues.MIDB_SYNTAX), so that the two cannot disagree."""
+def _midb(name: str, doc: str, *, reloadable: bool = False, unset_means: str = "") -> Directive:
+    """An imap.cfg directive the midb tool reads too: its kind, default and bounds come from the
+    table midb parses it with (midb.cfgvalues.MIDB_SYNTAX), so that the two cannot disagree."""
     syntax = cfgvalues.MIDB_SYNTAX[name]
-    return _d(name, syntax.kind, default, doc, "imap", choices=syntax.choices, minimum=syntax.minimum,
+    return _d(name, syntax.kind, syntax.default, doc, "imap", choices=syntax.choices, minimum=syntax.minimum,
               maximum=syntax.maximum, reloadable=reloadable, unset_means=unset_means)
 
 
@@ -172,9 +171,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "process between its sessions (Postfix: up to default_process_limit, 100), so this must be "
        "at least the MTA's process limit; an idle connection costs no thread.",
        "imap", minimum=1),
-    _midb("auth_backend", "midb",
+    _midb("auth_backend",
           "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file)."),
-    _midb("auth_passwd_file", None,
+    _midb("auth_passwd_file",
           "Password file of 'user:hash' lines, used when auth_backend = passwd-file."),
     _d("block_interval_auths", "timespan", "1 minute",
        "How long a user is blocked from logging in after imap_auth_times failed logins on one connection.",
@@ -257,7 +256,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap_autoexpunge_trash); 0 keeps its mail. Applied when they are: at login, LMTP delivery "
        "and midb expire.",
        "imap", reloadable=True),
-    _midb("imap_autoexpunge_junk", "0",
+    _midb("imap_autoexpunge_junk",
           "Messages that have been in an account's Junk folder (special use \\Junk) this long are "
           "expunged, whatever their flags, when the account logs in or receives mail over LMTP (at "
           "most once an hour per account; midb expire does it for every account, from cron). The "
@@ -265,7 +264,7 @@ DIRECTIVES: tuple[Directive, ...] = (
           "when it was received. 0: never. An account's own period (midb user expire) takes its "
           "place.",
           reloadable=True),
-    _midb("imap_autoexpunge_trash", "0",
+    _midb("imap_autoexpunge_trash",
           "As imap_autoexpunge_junk, for the Trash folder (special use \\Trash): e.g. 30d to keep "
           "deleted mail a month. 0: never.",
           reloadable=True),
@@ -426,10 +425,10 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Header marking mail the MTA classified as spam, as 'Name: value' (case-insensitive); such "
        "mail goes to the \\Junk folder, unfiltered. Empty: no quarantine.",
        "imap", reloadable=True),
-    _midb("midb_fsync", "yes",
+    _midb("midb_fsync",
           "fsync message bodies and the index before a change that adds or removes mail is acknowledged "
           "(flag changes are synced with the next such change)."),
-    _midb("midb_map_size", "8G",
+    _midb("midb_map_size",
           "Maximum size of the midb LMDB index (its memory map)."),
     _d("midb_parse_delay", "timespan", "2s",
        "How long after a message is stored its MIME structure is parsed (for ENVELOPE, BODYSTRUCTURE "
@@ -437,13 +436,13 @@ DIRECTIVES: tuple[Directive, ...] = (
        "and one read before then is parsed by its first reader. 0 parses inside the APPEND or "
        "delivery itself.",
        "imap", minimum=0, maximum=3600),
-    _midb("midb_path", "/var/lib/gromox/midb",
+    _midb("midb_path",
           "Directory of the midb message store (LMDB index and message bodies)."),
-    _midb("midb_shard_num", "16",
+    _midb("midb_shard_num",
           "Number of LMDB environments a new midb store splits its index into, accounts spread over "
           "them by name. Commits of accounts in different shards run in parallel. Fixed when the "
           "store is created (recorded in it); a store created before shards existed keeps one."),
-    _midb("midb_run_dir", None,
+    _midb("midb_run_dir",
           "Directory for midb's runtime files (change notification sockets, and the map beside each of the accounts its process watches).",
           unset_means="midb_path/run"),
     _d("running_identity", "str", "gromox",
@@ -522,7 +521,7 @@ def autoexpunge_periods(cfg: Any) -> tuple[tuple[str, float], ...]:
     (midb.expiry), for the IMAP sessions and the LMTP deliveries alike: the name patterns of
     imap_autoexpunge_folders first, in their order and with their 0s (which exempt a folder),
     then the special uses with a period above 0."""
-    periods = ((use, float(getattr(cfg, f"imap_autoexpunge_{suffix}"))) for suffix, use in SPECIAL_USES.items())
+    periods = ((use, float(cfg[directive])) for use, directive in PERIOD_DIRECTIVES.items())
     return (*parse_folder_periods(cfg.imap_autoexpunge_folders or ""),
             *((use, seconds) for use, seconds in periods if seconds > 0))
 
@@ -890,11 +889,13 @@ def imap_sockets_inherited() -> bool:
     return any(name not in MTA_SOCKET_NAMES for _fd, name in systemd_listen_fds(unset_environment=False))
 
 
-def check_host(cfg: Config) -> None:
+def check_host(cfg: Config, *, log_target: bool = True) -> None:
     """What the configuration names on this host: the users and groups of running_identity
     and unix_socket_owner, and the log target's directory (or syslog socket). At start-up
     and by ``check``, so that a typo is a configuration error (exit status 2, which the
-    systemd unit does not retry), located at its line, not a start that fails in a loop."""
+    systemd unit does not retry), located at its line, not a start that fails in a loop.
+    Without ``log_target`` the log target is left to the caller: a start opens it at once
+    (gximap.log.setup_logging), which checks the same and says it in the same words."""
     from gximap import log as gxlog
     from gximap.net.privileges import PrivilegeError, resolve_identity
 
@@ -905,6 +906,8 @@ def check_host(cfg: Config) -> None:
                 resolve_identity(identity)
             except PrivilegeError as exc:
                 raise error_at(cfg, name, str(exc)) from None
+    if not log_target:
+        return
     try:
         gxlog.check_target(str(cfg.imap_log_file))
     except gxlog.LogSetupError as exc:

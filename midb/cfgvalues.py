@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from midb.expiry import SPECIAL_USES
+from midb.expiry import PERIOD_DIRECTIVES
 from midb.shards import MAX_COUNT
 from midb.spans import parse_timespan
 
@@ -135,31 +135,41 @@ def parse_value(kind: Kind, text: str, *, minimum: float | None = None, maximum:
 
 @dataclass(frozen=True, slots=True)
 class Syntax:
-    """A directive's kind and bounds, for readers that do not have gximap's directive table."""
+    """A directive's kind, default and bounds, for readers that do not have gximap's directive
+    table. ``default`` is the text as a configuration file would write it (``8G``), or None for a
+    directive that is unset unless given: an optional one, whose empty value leaves it unset."""
 
     kind: Kind
+    default: str | None
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
-    optional: bool = False
+
+    @property
+    def optional(self) -> bool:
+        return self.default is None
 
     def parse(self, text: str) -> Scalar:
         return parse_value(self.kind, text, minimum=self.minimum, maximum=self.maximum,
                            choices=self.choices, optional=self.optional)
 
+    def default_value(self) -> Scalar:
+        """The value of the directive when no configuration file sets it (None: unset)."""
+        return None if self.default is None else self.parse(self.default)
+
 
 # The typed directives the midb tool reads from gximap's configuration (midb.cli), with their
-# kind and bounds: gximap.config's DIRECTIVES takes them from here, so that both refuse the same
-# values. optional: an empty value leaves it unset (gximap: a directive without a default).
+# kind, default and bounds: gximap.config's DIRECTIVES takes them from here, so that both take the
+# same values and default to the same ones.
 MIDB_SYNTAX: dict[str, Syntax] = {
-    "midb_path": Syntax("path"),
-    "midb_run_dir": Syntax("path", optional=True),
-    "midb_fsync": Syntax("bool"),
-    "midb_map_size": Syntax("size", minimum=1 << 20),
-    "midb_shard_num": Syntax("int", minimum=1, maximum=MAX_COUNT),
-    "auth_backend": Syntax("enum", choices=("midb", "passwd-file")),
-    "auth_passwd_file": Syntax("path", optional=True),
-    **{f"imap_autoexpunge_{suffix}": Syntax("timespan", minimum=0) for suffix in SPECIAL_USES},
+    "midb_path": Syntax("path", "/var/lib/gromox/midb"),
+    "midb_run_dir": Syntax("path", None),   # unset: midb_path/run
+    "midb_fsync": Syntax("bool", "yes"),
+    "midb_map_size": Syntax("size", "8G", minimum=1 << 20),
+    "midb_shard_num": Syntax("int", "16", minimum=1, maximum=MAX_COUNT),
+    "auth_backend": Syntax("enum", "midb", choices=("midb", "passwd-file")),
+    "auth_passwd_file": Syntax("path", None),
+    **{directive: Syntax("timespan", "0", minimum=0) for directive in PERIOD_DIRECTIVES.values()},
 }
 
 

@@ -23,12 +23,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from midb import cfgvalues
 from midb.cfgvalues import Scalar, Syntax, parse_timespan
 from midb.errors import MidbError, NoSuchAccount
-from midb.expiry import SPECIAL_USES, parse_folder_periods
+from midb.expiry import PERIOD_DIRECTIVES, SPECIAL_USES, parse_folder_periods
 
 if TYPE_CHECKING:
     from midb.accounts import Account
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from midb.store import Store
 
 DEFAULT_CONFIGS = cfgvalues.DEFAULT_CONFIG_FILES   # gximap's, in its order
-DEFAULT_MIDB_PATH = "/var/lib/gromox/midb"
-DEFAULT_MAP_SIZE = 8 << 30
 
 log = logging.getLogger("midb")
 
@@ -50,10 +48,8 @@ class CliError(Exception):
 # configuration
 
 
-# midb_shard_num when the configuration does not set it (as in gximap's imap.cfg).
-DEFAULT_SHARDS = 16
-# The typed directives midb reads, with the kind and bounds gximap.config.DIRECTIVES takes from
-# the same table (tests/test_midb_cli.py checks that optional matches gximap's defaults).
+# The typed directives midb reads, with the kind, default and bounds gximap.config.DIRECTIVES
+# takes from the same table.
 SYNTAX: dict[str, Syntax] = cfgvalues.MIDB_SYNTAX
 # Every directive midb reads: the typed ones and those load_settings takes as text.
 _DIRECTIVES = frozenset(SYNTAX) | {"default_lang", "data_file_path", "imap_autoexpunge_folders"}
@@ -107,20 +103,27 @@ def read_config(paths: Sequence[str]) -> dict[str, tuple[str, str]]:
     return values
 
 
+def _default(key: str) -> Any:
+    """A directive's value when the configuration does not set it: gximap's default, from the
+    table both take it from (midb.cfgvalues.MIDB_SYNTAX)."""
+    return SYNTAX[key].default_value()
+
+
 @dataclass(slots=True)
 class Settings:
-    midb_path: str = DEFAULT_MIDB_PATH
-    fsync: bool = True
-    map_size: int = DEFAULT_MAP_SIZE
-    shards: int = DEFAULT_SHARDS
-    run_dir: str | None = None
+    # The directives' values (_FIELDS), gximap's defaults until the configuration sets them.
+    midb_path: str = _default("midb_path")
+    fsync: bool = _default("midb_fsync")
+    map_size: int = _default("midb_map_size")
+    shards: int = _default("midb_shard_num")
+    run_dir: str | None = _default("midb_run_dir")
     default_lang: str = "en"
     data_path: list[str] | None = None
-    auth_backend: str = "midb"
-    auth_passwd_file: str | None = None
+    auth_backend: str = _default("auth_backend")
+    auth_passwd_file: str | None = _default("auth_passwd_file")
     readonly: bool = False
-    # Special use -> (value, "file:line"): gximap's imap_autoexpunge_* (midb.expiry), what 'midb
-    # expire' does; parsed by that command only, so that a bad value stops no other.
+    # Special use -> (value, "file:line") of its imap_autoexpunge_* (midb.expiry.PERIOD_DIRECTIVES),
+    # what 'midb expire' does; parsed by that command only, so that a bad value stops no other.
     autoexpunge: dict[str, tuple[str, str]] = field(default_factory=dict)
     autoexpunge_folders: tuple[str, str] = ("", "")   # imap_autoexpunge_folders: (value, "file:line")
 
@@ -139,8 +142,8 @@ def load_settings(config: str | None, store_dir: str | None) -> Settings:
                 settings.data_path = [p for p in value.split(":") if p]
             elif key == "imap_autoexpunge_folders":
                 settings.autoexpunge_folders = (value, where)
-            elif key.startswith("imap_autoexpunge_") and key.removeprefix("imap_autoexpunge_") in SPECIAL_USES:
-                settings.autoexpunge[SPECIAL_USES[key.removeprefix("imap_autoexpunge_")]] = (value, where)
+        settings.autoexpunge = {use: values[directive] for use, directive in PERIOD_DIRECTIVES.items()
+                                if directive in values}
     if store_dir is not None:
         if settings.run_dir is not None and os.path.realpath(store_dir) != os.path.realpath(settings.midb_path):
             # Another store (a backup, say): midb_run_dir belongs to the configured one, whose
@@ -214,13 +217,14 @@ def _expiry_text(account: Account, settings: Settings) -> str:
         if use in own:
             seconds, origin = own[use], "its own"
         else:
+            directive = PERIOD_DIRECTIVES[use]
             value, where = settings.autoexpunge.get(use, ("0", ""))
             try:
-                seconds = float(SYNTAX[f"imap_autoexpunge_{suffix}"].parse(value) or 0)
+                seconds = float(SYNTAX[directive].parse(value) or 0)
             except ValueError:
-                seconds, origin = 0, f"imap_autoexpunge_{suffix} unreadable at {where}"
+                seconds, origin = 0, f"{directive} unreadable at {where}"
             else:
-                origin = f"imap_autoexpunge_{suffix}"
+                origin = directive
         period = _span_text(seconds) if seconds > 0 else "never"
         parts.append(f"{suffix.capitalize()} {period} ({origin})")
     return ", ".join(parts)
@@ -707,10 +711,8 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     from midb.expiry import expire_account
 
     by_use: dict[str, float] = {}
-    for suffix, use in SPECIAL_USES.items():
-        if use in settings.autoexpunge:
-            value, where = settings.autoexpunge[use]
-            by_use[use] = float(config_value(f"imap_autoexpunge_{suffix}", value, where) or 0)
+    for use, (value, where) in settings.autoexpunge.items():
+        by_use[use] = float(config_value(PERIOD_DIRECTIVES[use], value, where) or 0)
     for suffix, use in SPECIAL_USES.items():
         given = getattr(args, suffix)
         if given is not None:
@@ -836,10 +838,10 @@ def build_parser() -> argparse.ArgumentParser:
                "imap_autoexpunge_trash/junk)",
                writes=lambda args: any(getattr(args, suffix) is not None for suffix in SPECIAL_USES))
     sub.add_argument("name", metavar="NAME")
-    for suffix in SPECIAL_USES:
+    for suffix, use in SPECIAL_USES.items():
         sub.add_argument(f"--{suffix}", metavar="SPAN",
                          help=f"the account's period of its {suffix.capitalize()} folder, e.g. 14d "
-                              f"(0: never; 'default': imap_autoexpunge_{suffix})")
+                              f"(0: never; 'default': {PERIOD_DIRECTIVES[use]})")
     sub = leaf(user, "disable", cmd_user_disable, "suspend an account: refuse its logins and new mail (its mail is kept)")
     sub.add_argument("name", metavar="NAME")
     sub = leaf(user, "enable", cmd_user_enable, "allow logins to a disabled account again")
@@ -894,10 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
                "imap_autoexpunge_trash/junk, or --trash/--junk), for ACCOUNTs or every account",
                writes=lambda args: not args.dry_run)
     sub.add_argument("accounts", metavar="ACCOUNT", nargs="*")
-    for suffix in SPECIAL_USES:
+    for suffix, use in SPECIAL_USES.items():
         sub.add_argument(f"--{suffix}", metavar="SPAN",
                          help=f"period of the {suffix.capitalize()} folder, e.g. 30d (0: kept); default: "
-                              f"imap_autoexpunge_{suffix}")
+                              f"{PERIOD_DIRECTIVES[use]}")
     sub.add_argument("--folder", metavar="NAME=SPAN", action="append", default=[],
                      help="period of the folders of that name (* and %% as in LIST), before "
                           "imap_autoexpunge_folders' entries and any special use's; repeatable")

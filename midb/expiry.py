@@ -29,11 +29,14 @@ from midb.errors import NoSuchAccount
 from midb.patterns import compile_pattern
 from midb.spans import parse_timespan
 
-__all__ = ["Expired", "ExpiryThrottle", "account_periods", "expire_account", "folder_matcher",
+__all__ = ["PERIOD_DIRECTIVES", "SPECIAL_USES", "Expired", "ExpiryThrottle", "account_periods", "expire_account", "folder_matcher",
            "parse_folder_periods"]
 
 # The special uses an expiry period may be set for, by the name of their directive's suffix.
 SPECIAL_USES = {"trash": "\\Trash", "junk": "\\Junk"}
+# The directive of gximap's configuration setting each one's period (imap_autoexpunge_trash, read
+# by gximap and by midb's tool alike), by special use.
+PERIOD_DIRECTIVES = {use: f"imap_autoexpunge_{suffix}" for suffix, use in SPECIAL_USES.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,7 @@ def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
     ({"imap_certificate_path": "{dir}/nope.pem"}, "nope.pem does not exist"),     # TLS material
     ({"imap_private_key_path": "{dir}/imap.cfg"}, "imap.cfg"),                   # not a key
     ({"lmtp_listen": "127.0.0.1:none"}, "lmtp_listen"),                          # the MTA services
+    ({"imap_log_file": "{dir}/missing/imap.log"}, "/missing/imap.log: log directory"),    # the log target
 ])
 def test_check_refuses_what_a_start_would_refuse(tmp_path: Path, changes: dict[str, str], why: str) -> None:
     proc = GximapProcess(tmp_path)

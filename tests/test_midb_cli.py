@@ -14,7 +14,7 @@ from store_helpers import downgrade_to_schema_3, store_with_alice
 
 from gximap import config as gxconfig
 from midb.authdb import AccountDisabled, MidbAuth
-from midb.cli import SYNTAX, CliError, build_parser, load_settings, main, parse_size
+from midb.cli import _FIELDS, SYNTAX, CliError, build_parser, load_settings, main, parse_size
 from midb.store import Store
 
 SHA512_CRYPT = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
@@ -130,6 +130,16 @@ def test_directive_syntax_is_gximaps() -> None:
         assert directive is not None, name
         assert (syntax.kind, syntax.minimum, syntax.maximum, syntax.choices, syntax.optional) == (
             directive.kind, directive.minimum, directive.maximum, directive.choices, directive.default is None), name
+
+
+def test_defaults_are_gximaps(tmp_path: Path) -> None:
+    """A directive the configuration leaves out: midb takes the default gximap takes."""
+    path = tmp_path / "imap.cfg"
+    path.write_text("# nothing midb reads\n")
+    unset = gxconfig.load_config([str(path)], required=True)._values   # as set, not derived
+    settings = load_settings(str(path), None)
+    for key, field in _FIELDS.items():
+        assert getattr(settings, field) == unset[key], key
 
 
 def _refused_alike(path: Path) -> str:
