@@ -18,6 +18,7 @@ from gximap.imap.codes import (
     completion,
     parse_code_file,
 )
+from gximap.imap.parser import ParseError
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,13 @@ def test_completion_takes_the_default_only_for_a_refusal_without_a_code() -> Non
     assert completion(b"BAD", None, b"Authentication cancelled", Code.BAD_AUTH_CANCELLED) == (
         b"BAD Authentication cancelled")
     assert completion(b"OK", None, b"NOOP completed", Code.OK_NOOP) == b"OK NOOP completed"
+
+
+def test_the_parsers_refusals_name_their_texts_usual_codes() -> None:
+    """The session answers the two parse errors that are refusals (NO) with their texts' usual
+    codes, passing none of its own: those must be the codes the parser names."""
+    assert ParseError(b"a", "x", "BADCHARSET").response_code == DEFAULT_RESPONSE_CODES[Code.NO_BAD_CHARSET]
+    assert ParseError(b"a", "x", "CANNOT").response_code == DEFAULT_RESPONSE_CODES[Code.NO_INVALID_MAILBOX_NAME]
 
 
 def test_texts(shipped: ResponseCodes) -> None:

@@ -18,30 +18,30 @@ _OVER_QUOTA_CODES = {quotas.MAILBOX: Code.NO_MAILBOX_QUOTA, quotas.ANNOTATION_ST
 def done_for_store_error(exc: BaseException) -> Done | None:
     """The tagged NO for a store error, or None when ``exc`` is not one (a server bug)."""
     if isinstance(exc, midb_errors.NoSuchFolder):
-        return Done(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"NONEXISTENT")
+        return Done(Code.NO_MAILBOX_NOT_FOUND, status="NO")
     if isinstance(exc, midb_errors.FolderExists):
-        return Done(Code.NO_MAILBOX_EXISTS, status="NO", code=b"ALREADYEXISTS")
+        return Done(Code.NO_MAILBOX_EXISTS, status="NO")
     if isinstance(exc, midb_errors.HasChildren):
-        return Done(Code.NO_HAS_CHILDREN, status="NO", code=b"HASCHILDREN")   # RFC 9051 section 7.1
+        return Done(Code.NO_HAS_CHILDREN, status="NO")   # RFC 9051 section 7.1
     if isinstance(exc, midb_errors.InvalidName):
-        return Done(Code.NO_INVALID_MAILBOX_NAME, status="NO", code=b"CANNOT")
+        return Done(Code.NO_INVALID_MAILBOX_NAME, status="NO")
     if isinstance(exc, midb_errors.KeywordSetsExhausted):
-        return Done(Code.NO_LIMIT, (str(exc),), status="NO", code=b"LIMIT")
+        return Done(Code.NO_LIMIT, (str(exc),), status="NO")
     if isinstance(exc, midb_errors.InvalidArgument):
-        return Done(Code.BAD_PARSE, (str(exc),), status="BAD", code=b"CLIENTBUG")
+        return Done(Code.BAD_PARSE, (str(exc),), status="BAD")
     if isinstance(exc, midb_errors.OverQuota):
         code = _OVER_QUOTA_CODES.get(exc.resource, Code.NO_OVER_QUOTA)
-        return Done(code, status="NO", code=b"OVERQUOTA")
+        return Done(code, status="NO")
     if isinstance(exc, midb_errors.TooBig):
-        return Done(Code.NO_MESSAGE_TOO_BIG, status="NO", code=b"TOOBIG")
+        return Done(Code.NO_MESSAGE_TOO_BIG, status="NO")
     if isinstance(exc, midb_errors.MessageGone):
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     if isinstance(exc, midb_errors.ReadOnlyStore):
         return Done(Code.NO_READ_ONLY, status="NO", code=b"NOPERM")
     if isinstance(exc, midb_errors.StoreBusy | midb_errors.NoSuchBody):
         return Done(Code.NO_TRY_AGAIN, (str(exc),), status="NO", code=b"UNAVAILABLE")
     if isinstance(exc, midb_errors.NoSuchAccount):
-        return Done(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"NONEXISTENT")
+        return Done(Code.NO_MAILBOX_NOT_FOUND, status="NO")
     if isinstance(exc, midb_errors.MidbError):
         return Done(Code.NO_TRY_AGAIN, (str(exc),), status="NO", code=b"UNAVAILABLE")
     return None

@@ -601,7 +601,7 @@ class ImapSession:
                 self._out.append(self.close_announced())
             if refused:  # the operator's text for what is no parse error
                 text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
-                line = self.status_line(status, text, code=exc.response_code)
+                line = self.status_line(status, text)   # its usual code: exc.response_code
             else:
                 line = self.status_line(status, Code.BAD_PARSE, str(exc.text), code=exc.response_code)
             self._out.append(tag + b" " + line + b"\r\n")
@@ -657,7 +657,7 @@ class ImapSession:
             done = done_for_store_error(exc)
             if done is None:
                 self.ctx.log.exception("session %s: %s failed", self.id, running.name)
-                done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
+                done = Done(Code.NO_SERVER_ERROR, status="NO")
             else:
                 log_store_trouble(self, running.name, exc)
             self._finish(running, done)
@@ -717,7 +717,7 @@ class ImapSession:
             self._out.append(TransportAction.CLOSE)
             return
         if done is None:
-            done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
+            done = Done(Code.NO_SERVER_ERROR, status="NO")
         if done.sync and self.selected is not None and done.status != "BAD":
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)

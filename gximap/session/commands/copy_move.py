@@ -103,7 +103,7 @@ def _prepare(session: Any, cmd: cmds.Copy | cmds.Move) -> tuple[list[int], Any]:
     if target is None:
         raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
     if view.pending_expunge and not view.pending_expunge.isdisjoint(uids):
-        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO")
     return uids, target
 
 
@@ -129,7 +129,7 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
         raise
     if not copied.pairs:
         # Everything named was expunged between the last sync and the copy.
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     return Done(Code.OK_COPY, code=_copyuid(copied.uidvalidity, copied.pairs))
 
 
@@ -155,7 +155,7 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
             raise
         log_store_trouble(session, "MOVE", exc)
     if not moved.pairs:
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     yield b"* OK [" + _copyuid(moved.uidvalidity, moved.pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
     yield from view.expunge_responses([source for source, _ in moved.pairs])
     view.force_highestmodseq = True

@@ -46,14 +46,14 @@ def _replaced_uid(session: Any, uid: bool, number: int | None) -> int:
         old_uid = view.uid_at(exists)
     elif uid:
         if view.msn_of(number) is None:
-            raise CommandFailed(Code.NO_REPLACE_NO_SUCH_UID, status="NO", code=b"NONEXISTENT")
+            raise CommandFailed(Code.NO_REPLACE_NO_SUCH_UID, status="NO")
         old_uid = number
     else:
         if number > exists:
             raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")
         old_uid = view.uid_at(number)
     if old_uid in view.pending_expunge:
-        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO")
     return old_uid
 
 
