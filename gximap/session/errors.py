@@ -1,4 +1,4 @@
-"""Map midb's errors onto IMAP completions (RFC 5530 response codes)."""
+"""Map midb's errors onto IMAP completions (RFC 5530 response codes); the TRYCREATE lookup."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from gximap.imap.codes import Code
 from gximap.log import escape_text
-from gximap.session.base import Done
+from gximap.session.base import CommandFailed, Done
 from midb import errors as midb_errors
 from midb import quotas
+from midb.folders import FolderInfo
 
 # The resources a user can do something about besides deleting mail get their own text.
 _OVER_QUOTA_CODES = {quotas.MAILBOX: Code.NO_MAILBOX_QUOTA, quotas.ANNOTATION_STORAGE: Code.NO_ANNOTATION_QUOTA}
@@ -45,6 +46,17 @@ def done_for_store_error(exc: BaseException) -> Done | None:
     if isinstance(exc, midb_errors.MidbError):
         return Done(Code.NO_TRY_AGAIN, (str(exc),), status="NO", code=b"UNAVAILABLE")
     return None
+
+
+def trycreate_folder(session: Any, mailbox: str) -> FolderInfo:
+    """The folder named ``mailbox``, the target of an APPEND, COPY, MOVE or REPLACE; when there
+    is none, CommandFailed with NO [TRYCREATE], which tells the client to create it and try
+    again (RFC 3501 section 6.3.11)."""
+    folder = session.store.get_folder(session.user, mailbox)
+    if folder is None:
+        # from None: after the store's NoSuchFolder (raise_trycreate_if_gone) this is the whole answer
+        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"TRYCREATE") from None
+    return folder
 
 
 def log_store_trouble(session: Any, command: str, exc: BaseException) -> None:
