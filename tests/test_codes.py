@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,14 @@ def test_the_parsers_refusals_name_their_texts_usual_codes() -> None:
     codes, passing none of its own: those must be the codes the parser names."""
     assert ParseError(b"a", "x", "BADCHARSET").response_code == DEFAULT_RESPONSE_CODES[Code.NO_BAD_CHARSET]
     assert ParseError(b"a", "x", "CANNOT").response_code == DEFAULT_RESPONSE_CODES[Code.NO_INVALID_MAILBOX_NAME]
+
+
+def test_the_table_does_not_import_the_parser() -> None:
+    """The table takes the BADCHARSET code from gximap.imap.commands, where the parser takes it
+    too: it does not depend on the parser."""
+    probe = "import sys, gximap.imap.codes; print('gximap.imap.parser' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 def test_texts(shipped: ResponseCodes) -> None:
