@@ -130,6 +130,11 @@ def test_examined_mailbox_and_no_mailbox_selected(conv: Conversation) -> None:
     assert [uid for uid, _subject in subjects(conv)] == [1, 2, 3]
 
 
+def test_not_logged_in_is_refused_before_the_literal(tmp_path: Path) -> None:
+    with Conversation(tmp_path) as unauthenticated:
+        assert unauthenticated.send(b"a1 REPLACE 1 Drafts {30}\r\n") == [b"a1 BAD [CLIENTBUG] Log in first"]
+
+
 def test_too_big_is_refused_before_the_literal(conv: Conversation) -> None:
     conv.select("Drafts")
     assert conv.send(b"a1 UID REPLACE 1 Drafts {4097}\r\n") == [b"a1 NO [TOOBIG] Message too big"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from gximap.imap.codes import (
     completion,
     parse_code_file,
 )
+from gximap.imap.parser import ParseError
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,21 @@ def test_completion_takes_the_default_only_for_a_refusal_without_a_code() -> Non
     assert completion(b"BAD", None, b"Authentication cancelled", Code.BAD_AUTH_CANCELLED) == (
         b"BAD Authentication cancelled")
     assert completion(b"OK", None, b"NOOP completed", Code.OK_NOOP) == b"OK NOOP completed"
+
+
+def test_the_parsers_refusals_name_their_texts_usual_codes() -> None:
+    """The session answers the two parse errors that are refusals (NO) with their texts' usual
+    codes, passing none of its own: those must be the codes the parser names."""
+    assert ParseError(b"a", "x", "BADCHARSET").response_code == DEFAULT_RESPONSE_CODES[Code.NO_BAD_CHARSET]
+    assert ParseError(b"a", "x", "CANNOT").response_code == DEFAULT_RESPONSE_CODES[Code.NO_INVALID_MAILBOX_NAME]
+
+
+def test_the_table_does_not_import_the_parser() -> None:
+    """The table takes the BADCHARSET code from gximap.imap.commands, where the parser takes it
+    too: it does not depend on the parser."""
+    probe = "import sys, gximap.imap.codes; print('gximap.imap.parser' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 def test_texts(shipped: ResponseCodes) -> None:

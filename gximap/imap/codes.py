@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from gximap.imap.parser import BADCHARSET_CODE
+from gximap.imap.commands import BADCHARSET_CODE
 
 log = logging.getLogger(__name__)
 

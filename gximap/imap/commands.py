@@ -21,6 +21,12 @@ INBOX = "INBOX"
 # RFC 3501 section 2.3.2 system flags, canonical spelling (\Recent is server-managed).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
+# The charsets SEARCH, SORT and THREAD take (their ``charset``), and the response code that
+# answers any other (RFC 3501 section 7.1). Here rather than in the parser, which refuses the
+# others, so that gximap.imap.codes (NO_BAD_CHARSET's usual code) need not import it.
+SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
+BADCHARSET_CODE = b"BADCHARSET (" + " ".join(SUPPORTED_CHARSETS).encode("ascii") + b")"
+
 
 # -- mailbox names ------------------------------------------------------------------------------
 

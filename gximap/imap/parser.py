@@ -37,6 +37,8 @@ from collections.abc import Callable
 
 from gximap.imap import mutf7
 from gximap.imap.commands import (
+    BADCHARSET_CODE,
+    SUPPORTED_CHARSETS,
     SYSTEM_FLAGS,
     Append,
     AppendMessage,
@@ -109,9 +111,6 @@ from midb.objectids import is_objectid
 MAX_NUMBER = 0xFFFFFFFF  # number / nz-number: unsigned 32 bits
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # number64 / mod-sequence-value: 63 bits
 DEFAULT_MAX_RANGES = 65536  # sequence-set elements per set (the imap_max_ranges default)
-SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
-# The answer to a charset not among them (RFC 3501 section 7.1), for SEARCH and SORT alike.
-BADCHARSET_CODE = b"BADCHARSET (" + " ".join(SUPPORTED_CHARSETS).encode("ascii") + b")"
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",

@@ -13,6 +13,7 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -45,6 +46,7 @@ from gximap.net.handler import (
 from gximap.session import capabilities, condstore
 from gximap.session.base import (
     REGISTRY,
+    SELECTED,
     Await,
     CommandFailed,
     Done,
@@ -473,12 +475,7 @@ class ImapSession:
             elif (resource := self._append_over_quota(event)) is not None:
                 refusal = self.status_line(b"NO", Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
         elif event.command in (b"REPLACE", b"UID REPLACE"):
-            if self.state is State.SELECTED:
-                refusal = self._replace_refusal(event)
-            else:   # certain to be refused: not worth an upload of up to imap_max_literal_size
-                wrong_state = _wrong_state(self.state, frozenset({State.SELECTED}))
-                text = self.text(wrong_state)
-                refusal = completion(b"BAD", None, text, wrong_state), text.decode("utf-8", "replace"), "BAD"
+            refusal = self._replace_refusal(event)
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
@@ -493,18 +490,18 @@ class ImapSession:
 
     def _replace_refusal(self, event: NeedContinuation) -> tuple[bytes, str, str] | None:
         """(line, reason for the log, status) refusing a REPLACE before its message literal is
-        sent, when what it named before the literal already decides (see
-        gximap.session.commands.replace), or None. Only the command's first literal is judged."""
-        if event.literals != 1:
-            return None
-        found = parser.replace_target(event.head, uid=event.command == b"UID REPLACE", utf8=self.utf8)
-        if found is None:
-            return None
-        number, mailbox = found
-        try:
-            done = replace_commands.refusal(self, event.command == b"UID REPLACE", number, mailbox.name)
-        except midb_errors.MidbError:
-            return None   # the command meets the error itself
+        sent, or None: with no mailbox selected (certain to be refused: not worth an upload of up
+        to imap_max_literal_size), or when what it named before the literal already decides (see
+        gximap.session.commands.replace). Only the command's first literal is judged."""
+        uid = event.command == b"UID REPLACE"
+        done: Done | None = None
+        if self.state is not State.SELECTED:
+            done = Done(_wrong_state(self.state, SELECTED), status="BAD")
+        elif (event.literals == 1
+              and (found := parser.replace_target(event.head, uid=uid, utf8=self.utf8)) is not None):
+            number, mailbox = found
+            with contextlib.suppress(midb_errors.MidbError):   # the command meets the error itself
+                done = replace_commands.refusal(self, uid, number, mailbox.name)
         if done is None:
             return None
         text = self.text(done.text, *done.args)
@@ -594,15 +591,16 @@ class ImapSession:
             # An unsupported charset and an impossible mailbox name are well-formed requests
             # the server refuses: NO, which does not count towards imap_max_bad_commands.
             refused = exc.code in ("BADCHARSET", "CANNOT")
-            status = b"NO" if refused else b"BAD"
-            if refused and self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
-                # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
-                # handler's own refusals do (gximap.session.commands.select).
-                self._out.append(self.close_announced())
             if refused:  # the operator's text for what is no parse error
+                status = b"NO"
+                if self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
+                    # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
+                    # handler's own refusals do (gximap.session.commands.select).
+                    self._out.append(self.close_announced())
                 text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
-                line = self.status_line(status, text, code=exc.response_code)
+                line = self.status_line(status, text)   # its usual code: exc.response_code
             else:
+                status = b"BAD"
                 line = self.status_line(status, Code.BAD_PARSE, str(exc.text), code=exc.response_code)
             self._out.append(tag + b" " + line + b"\r\n")
             if exc.empties_saved_result and self.selected is not None:
@@ -657,7 +655,7 @@ class ImapSession:
             done = done_for_store_error(exc)
             if done is None:
                 self.ctx.log.exception("session %s: %s failed", self.id, running.name)
-                done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
+                done = Done(Code.NO_SERVER_ERROR, status="NO")
             else:
                 log_store_trouble(self, running.name, exc)
             self._finish(running, done)
@@ -717,7 +715,7 @@ class ImapSession:
             self._out.append(TransportAction.CLOSE)
             return
         if done is None:
-            done = Done(Code.NO_SERVER_ERROR, status="NO", code=b"SERVERBUG")
+            done = Done(Code.NO_SERVER_ERROR, status="NO")
         if done.sync and self.selected is not None and done.status != "BAD":
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)

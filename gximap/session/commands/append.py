@@ -23,6 +23,7 @@ from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from gximap.session.errors import trycreate_folder
 from midb.errors import NoSuchFolder
 from midb.mime import binary_parts_as_base64, normalize_crlf
 
@@ -54,17 +55,14 @@ def raise_trycreate_if_gone(session: Any, mailbox: str) -> None:
     """After the store's NoSuchFolder: NO [TRYCREATE] when the target mailbox is the one gone
     (deleted by another session since it was looked up), so that the client may create it and
     try again, as when it was missing from the start."""
-    if session.store.get_folder(session.user, mailbox) is None:
-        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE") from None
+    trycreate_folder(session, mailbox)
 
 
 @command(cmds.Append, states=AUTHENTICATED)
 def append(session: Any, cmd: cmds.Append) -> Done:
     refuse_utf8_unless_enabled(session, cmd.messages)
     store = session.store
-    folder = store.get_folder(session.user, cmd.mailbox.name)
-    if folder is None:
-        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
+    folder = trycreate_folder(session, cmd.mailbox.name)
     now = time.time()
     items = [store_item(message, now) for message in cmd.messages]
     view = session.selected

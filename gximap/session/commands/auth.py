@@ -53,7 +53,7 @@ def _require_not_authenticated(session: Any) -> None:
 
 def _require_privacy(session: Any) -> None:
     if not capabilities.plaintext_auth_allowed(session):
-        raise CommandFailed(Code.NO_PLAINTEXT_DISALLOWED, code=b"PRIVACYREQUIRED")
+        raise CommandFailed(Code.NO_PLAINTEXT_DISALLOWED)
 
 
 def _decode_text(data: bytes) -> str | None:

@@ -27,6 +27,6 @@ def compress(session: Any, cmd: cmds.Compress) -> Done:
     if cmd.algorithm not in ALGORITHMS:
         raise CommandFailed(Code.BAD_COMPRESS_ALGORITHM, status="BAD")
     if session.compressed:
-        raise CommandFailed(Code.NO_COMPRESSION_ACTIVE, code=b"COMPRESSIONACTIVE")
+        raise CommandFailed(Code.NO_COMPRESSION_ACTIVE)
     session.block_input()
     return Done(Code.OK_COMPRESS, after=TransportAction.COMPRESS)

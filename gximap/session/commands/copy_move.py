@@ -30,7 +30,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import pieces
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
-from gximap.session.errors import done_for_store_error, log_store_trouble
+from gximap.session.errors import done_for_store_error, log_store_trouble, trycreate_folder
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
 from midb.blobs import PoolClosed
@@ -99,11 +99,9 @@ def _prepare(session: Any, cmd: cmds.Copy | cmds.Move) -> tuple[list[int], Any]:
     """The source UIDs and the destination folder; raises CommandFailed for the refusals."""
     view = session.selected
     uids = resolve_uids(session, cmd.seqset, cmd.uid)
-    target = session.store.get_folder(session.user, cmd.mailbox.name)
-    if target is None:
-        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
+    target = trycreate_folder(session, cmd.mailbox.name)
     if view.pending_expunge and not view.pending_expunge.isdisjoint(uids):
-        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO")
     return uids, target
 
 
@@ -129,7 +127,7 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
         raise
     if not copied.pairs:
         # Everything named was expunged between the last sync and the copy.
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     return Done(Code.OK_COPY, code=_copyuid(copied.uidvalidity, copied.pairs))
 
 
@@ -155,7 +153,7 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
             raise
         log_store_trouble(session, "MOVE", exc)
     if not moved.pairs:
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     yield b"* OK [" + _copyuid(moved.uidvalidity, moved.pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
     yield from view.expunge_responses([source for source, _ in moved.pairs])
     view.force_highestmodseq = True

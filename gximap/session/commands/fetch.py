@@ -927,7 +927,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
         if shown is not None:
             view.note_flags_shown(shown)
         if missing and not cmd.uid:
-            return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+            return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
         return Done(Code.OK_FETCH)
     # Whole responses of messages without a streamed body, waiting to go out together
     # (COALESCE_BYTES); a list and a count kept in locals, as this loop runs once per message.
@@ -960,7 +960,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                 except fetchmime.UnknownCTE:
                     if gathered:  # what was rendered before still goes out, as it would unbatched
                         yield b"".join(gathered)
-                    raise CommandFailed(Code.NO_UNKNOWN_CTE, code=b"UNKNOWN-CTE") from None
+                    raise CommandFailed(Code.NO_UNKNOWN_CTE) from None
                 if _BodyStream not in map(type, pieces):  # all bytes (a map in C, not a generator)
                     response = b"* %d FETCH (%b)\r\n" % (msn, b" ".join(pieces))  # type: ignore[arg-type]
                     gathered.append(response)
@@ -989,13 +989,13 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     if shown is not None:
         view.note_flags_shown(shown)
     if missing and not cmd.uid:
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     return Done(Code.OK_FETCH)
 
 
 # A message still in the folder whose body file is gone: not an expunge the client could learn
 # of with a NOOP (EXPUNGEISSUED), but the store failing one of its own invariants (RFC 5530).
-_LOST_BODIES = Done(Code.NO_MESSAGE_UNREADABLE, status="NO", code=b"SERVERBUG")
+_LOST_BODIES = Done(Code.NO_MESSAGE_UNREADABLE, status="NO")
 
 
 def _bodies_lost(session: Any, uids: list[int], blobs: list[str]) -> bool:

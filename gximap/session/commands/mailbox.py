@@ -39,7 +39,7 @@ def new_mailbox_name(mailbox: cmds.MailboxName) -> str:
     mailbox called "a*" could never be listed on its own (Dovecot and Cyrus refuse them too)."""
     name = store_name(mailbox)
     if "%" in name or "*" in name:
-        raise CommandFailed(Code.NO_INVALID_MAILBOX_NAME, code=b"CANNOT")
+        raise CommandFailed(Code.NO_INVALID_MAILBOX_NAME)
     return name
 
 
@@ -59,7 +59,7 @@ def existing_folder(session: Any, name: str, *, counters_only: bool = False) -> 
     store = session.store
     folder = (store.folder_counters if counters_only else store.get_folder)(session.user, name)
     if folder is None:
-        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"NONEXISTENT")
+        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND)
     return folder
 
 
@@ -75,13 +75,13 @@ def mailbox_id_code(account_id: int, folder_id: int, uidvalidity: int) -> bytes:
 def create(session: Any, cmd: cmds.Create) -> Done:
     name = new_mailbox_name(cmd.mailbox)
     if name == listing.INBOX:
-        raise CommandFailed(Code.NO_CREATE_INBOX, code=b"ALREADYEXISTS")
+        raise CommandFailed(Code.NO_CREATE_INBOX)
     special_use = None
     if cmd.use:
         # RFC 6154 section 3: an attribute the server cannot honour fails with USEATTR. midb
         # keeps one special use per folder, and \All / \Flagged are virtual collections.
         if len(cmd.use) > 1 or cmd.use[0] not in listing.CREATABLE_SPECIAL_USE:
-            raise CommandFailed(Code.NO_USEATTR, code=b"USEATTR")
+            raise CommandFailed(Code.NO_USEATTR)
         special_use = cmd.use[0]
     store = session.store
     created = store.create_folder(session.user, name, special_use=special_use,
@@ -94,14 +94,14 @@ def create(session: Any, cmd: cmds.Create) -> Done:
 def delete(session: Any, cmd: cmds.Delete) -> Generator[bytes, Any, Done]:
     name = store_name(cmd.mailbox)
     if name == listing.INBOX:
-        raise CommandFailed(Code.NO_DELETE_INBOX, code=b"CANNOT")
+        raise CommandFailed(Code.NO_DELETE_INBOX)
     folder = existing_folder(session, name)
     try:
         session.store.delete_folder(session.user, name)
     except midb_errors.HasChildren:
         # midb has no \Noselect placeholders, so a parent cannot lose its messages and stay;
         # RFC 9051 section 7.1 names this case.
-        raise CommandFailed(Code.NO_HAS_CHILDREN, code=b"HASCHILDREN") from None
+        raise CommandFailed(Code.NO_HAS_CHILDREN) from None
     selected = session.selected
     if selected is not None and selected.folder_id == folder.id:
         # The client deleted what it had selected: the session is back in the authenticated
@@ -115,9 +115,9 @@ def rename(session: Any, cmd: cmds.Rename) -> Done:
     old = store_name(cmd.old)
     new = new_mailbox_name(cmd.new)
     if new == listing.INBOX:
-        raise CommandFailed(Code.NO_RENAME_TO_INBOX, code=b"ALREADYEXISTS")
+        raise CommandFailed(Code.NO_RENAME_TO_INBOX)
     if new.startswith(old + listing.SEPARATOR):
-        raise CommandFailed(Code.NO_RENAME_INTO_SELF, code=b"CANNOT")
+        raise CommandFailed(Code.NO_RENAME_INTO_SELF)
     settings = session.settings
     session.store.rename_folder(session.user, old, new, mailbox_quota_default=settings.default_mailbox_quota,
                                 annotation_quota_default=settings.default_annotation_quota)
@@ -146,7 +146,7 @@ def subscribe(session: Any, cmd: cmds.Subscribe) -> Done:
                                      mailbox_quota_default=session.settings.default_mailbox_quota)
     except midb_errors.OverQuota:
         # Subscriptions outlive their mailboxes, so they are bounded apart (as many as mailboxes).
-        raise CommandFailed(Code.NO_SUBSCRIPTION_LIMIT, code=b"LIMIT") from None
+        raise CommandFailed(Code.NO_SUBSCRIPTION_LIMIT) from None
     return Done(Code.OK_SUBSCRIBE)
 
 

@@ -128,7 +128,7 @@ def setmetadata(session: Any, cmd: cmds.SetMetadata) -> Done:
     if folder_id == midb_metadata.SERVER:
         for entry, _ in changes:
             if entry.startswith(SHARED_PREFIX):
-                raise CommandFailed(Code.NO_METADATA_READ_ONLY, entry, code=b"NOPERM")
+                raise CommandFailed(Code.NO_METADATA_READ_ONLY, entry)
     try:
         session.store.set_metadata(session.user, folder_id, changes, max_entries=settings.metadata_max_entries,
                                    max_value_size=settings.metadata_max_size,
@@ -136,5 +136,5 @@ def setmetadata(session: Any, cmd: cmds.SetMetadata) -> Done:
     except midb_errors.MetadataTooBig as exc:
         raise CommandFailed(Code.NO_METADATA_MAXSIZE, code=b"METADATA MAXSIZE %d" % exc.limit) from None
     except midb_errors.MetadataTooMany:
-        raise CommandFailed(Code.NO_METADATA_TOOMANY, code=b"METADATA TOOMANY") from None
+        raise CommandFailed(Code.NO_METADATA_TOOMANY) from None
     return Done(Code.OK_SETMETADATA)

@@ -86,7 +86,7 @@ def quota_response(resources: list[tuple[str, int, int]]) -> bytes:
 
 def _require_root(root: str) -> None:
     if root != ROOT:
-        raise CommandFailed(Code.NO_QUOTA_ROOT_UNKNOWN, code=b"NONEXISTENT")
+        raise CommandFailed(Code.NO_QUOTA_ROOT_UNKNOWN)
 
 
 @command(cmds.GetQuota, states=AUTHENTICATED)
@@ -94,7 +94,7 @@ def getquota(session: Any, cmd: cmds.GetQuota) -> Generator[bytes, Any, Done]:
     _require_root(cmd.root)
     resources = quota_resources(session)
     if not resources:
-        raise CommandFailed(Code.NO_QUOTA_ROOT_UNKNOWN, code=b"NONEXISTENT")
+        raise CommandFailed(Code.NO_QUOTA_ROOT_UNKNOWN)
     yield quota_response(resources)
     return Done(Code.OK_GETQUOTA)
 
@@ -113,15 +113,15 @@ def getquotaroot(session: Any, cmd: cmds.GetQuotaRoot) -> Generator[bytes, Any, 
 @command(cmds.SetQuota, states=AUTHENTICATED)
 def setquota(session: Any, cmd: cmds.SetQuota) -> Generator[bytes, Any, Done]:
     if not capabilities.may_set_quota(session):
-        raise CommandFailed(Code.NO_SETQUOTA_DENIED, code=b"NOPERM")
+        raise CommandFailed(Code.NO_SETQUOTA_DENIED)
     _require_root(cmd.root)
     limits = dict.fromkeys(RESOURCES, 0)  # what the command leaves out loses its (own) limit
     for resource, limit in cmd.limits:
         if resource not in RESOURCES:
-            raise CommandFailed(Code.NO_QUOTA_RESOURCE, resource, code=b"CANNOT")
+            raise CommandFailed(Code.NO_QUOTA_RESOURCE, resource)
         # midb has no "nothing allowed" limit (0 means unlimited); 1 is the smallest one.
         if not 1 <= limit <= _MAX_LIMIT[resource]:
-            raise CommandFailed(Code.NO_QUOTA_LIMIT, resource, code=b"LIMIT")
+            raise CommandFailed(Code.NO_QUOTA_LIMIT, resource)
         limits[resource] = limit
     session.store.update_account(session.user, quota_bytes=limits["STORAGE"] * 1024,
                                  quota_messages=limits["MESSAGE"], quota_mailboxes=limits[quotas.MAILBOX],

@@ -33,6 +33,7 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session.base import SELECTED, CommandFailed, Done, command
 from gximap.session.commands.append import raise_trycreate_if_gone, refuse_utf8_unless_enabled, store_item
+from gximap.session.errors import trycreate_folder
 from midb.errors import NoSuchFolder
 
 
@@ -46,14 +47,14 @@ def _replaced_uid(session: Any, uid: bool, number: int | None) -> int:
         old_uid = view.uid_at(exists)
     elif uid:
         if view.msn_of(number) is None:
-            raise CommandFailed(Code.NO_REPLACE_NO_SUCH_UID, status="NO", code=b"NONEXISTENT")
+            raise CommandFailed(Code.NO_REPLACE_NO_SUCH_UID, status="NO")
         old_uid = number
     else:
         if number > exists:
             raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")
         old_uid = view.uid_at(number)
     if old_uid in view.pending_expunge:
-        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        raise CommandFailed(Code.NO_EXPUNGE_ISSUED, status="NO")
     return old_uid
 
 
@@ -62,10 +63,7 @@ def _prepare(session: Any, uid: bool, number: int | None, mailbox: str) -> tuple
     if session.selected.readonly:
         raise CommandFailed(Code.NO_READ_ONLY, status="NO")   # the old message cannot be expunged
     old_uid = _replaced_uid(session, uid, number)
-    target = session.store.get_folder(session.user, mailbox)
-    if target is None:
-        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, status="NO", code=b"TRYCREATE")
-    return old_uid, target
+    return old_uid, trycreate_folder(session, mailbox)
 
 
 def refusal(session: Any, uid: bool, number: int | None, mailbox: str) -> Done | None:

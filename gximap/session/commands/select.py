@@ -57,7 +57,7 @@ def select(session: Any, cmd: cmds.Select) -> Generator[bytes, Any, Done]:
     name = store_name(cmd.mailbox)
     found = store.get_folder(session.user, name)
     if found is None:
-        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND, code=b"NONEXISTENT")
+        raise CommandFailed(Code.NO_MAILBOX_NOT_FOUND)
     view = SelectedMailbox(store, session.user, found, readonly=cmd.examine, session=session)
     folder = view.open()
     keywords, first_unseen_uid = mailbox_keywords(session, view)

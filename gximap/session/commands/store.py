@@ -134,5 +134,5 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
     if cmd.silent:
         return Done(Code.OK_STORE)
     if gone and not cmd.uid:
-        return Done(Code.NO_EXPUNGE_ISSUED, status="NO", code=b"EXPUNGEISSUED")
+        return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     return Done(Code.OK_STORE)
