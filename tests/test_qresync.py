@@ -297,6 +297,37 @@ def test_uid_fetch_vanished_rfc_example(conv: Conversation) -> None:
     """)
 
 
+def test_uid_fetch_vanished_star_reaches_past_the_last_message(tmp_path: Path) -> None:
+    """``UID FETCH n:* ... (CHANGEDSINCE m VANISHED)`` in a new session: the UIDs expunged above
+    the last message it sees are in the set too (a client resynchronising after "delete all"
+    elsewhere), and in a mailbox left empty ``1:*`` is every UID, not 1."""
+    with Conversation(tmp_path) as conv:
+        conv.login()
+        uids = seed(conv, 4)
+        conv.select()
+        mark = highest(conv)
+        flag(conv, uids[2:], "\\Deleted")
+        conv.command("EXPUNGE")
+        fresh = conv.second_session()
+        fresh.login()
+        fresh.command("ENABLE QRESYNC")
+        fresh.select()
+        fresh.script(f"""
+            C: A1 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
+            S: * VANISHED (EARLIER) {uids[2]}:{uids[3]}
+            S: A1 OK FETCH completed
+        """)
+        flag(conv, uids[:2], "\\Deleted")
+        conv.command("EXPUNGE")
+        fresh.command("UNSELECT")
+        fresh.select()
+        fresh.script(f"""
+            C: A2 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED)
+            S: * VANISHED (EARLIER) {uids[0]}:{uids[3]}
+            S: A2 OK FETCH completed
+        """)
+
+
 # -- VANISHED instead of EXPUNGE, HIGHESTMODSEQ after changes ------------------------------------
 
 

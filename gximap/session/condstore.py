@@ -265,8 +265,9 @@ def vanished_earlier(session: Any, seqset: SequenceSet, since: int) -> bytes | N
     if seqset.saved:
         candidates = [(uid, uid) for uid in sorted(set(session.saved_search or ()))]
     else:
-        top = max(view.uid_max, view.runs[-1] if view.runs else 0)
-        candidates = seqset.resolve(top, clip=False)
+        # "*" reaches past the last message the view shows: the UIDs expunged above it (all
+        # below UIDNEXT) are in ``1:*`` too, and in an empty mailbox "*" is no UID at all.
+        candidates = seqset.resolve(MAX_UID, clip=False)
     vanished = session.store.vanished_since(view.account, view.folder_id, since)
     gone = _vanished_earlier_set(view, vanished, candidates)
     if not gone:
