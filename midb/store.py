@@ -148,6 +148,9 @@ T = TypeVar("T")
 MessageData = bytes | bytearray | memoryview
 # (data, flags, internaldate or None for now, tzoffset): one message of an append.
 AppendItem = tuple[MessageData, Iterable[str], int | None, int]
+# An append item validated (Store._prepare_append): data, the record tail of its flags (keywords
+# not yet in the folder's spelling), internaldate, tzoffset.
+_Prepared = tuple[bytes, bytes, int, int]
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
@@ -194,6 +197,13 @@ def _retired_key(account_name: str, uidvalidity: int) -> bytes:
     return _RETIRED + account_name.encode("utf-8") + b"\0" + pack_u32(uidvalidity)
 # Decoded MIME digests kept per Store (see Store.digest): a few KiB each.
 DIGEST_CACHE_ENTRIES = 1024
+
+
+def _flags_tail(flags: Iterable[str]) -> bytes:
+    """The record tail of flags given for a new message, checked (parse_flags, the keyword bound)."""
+    flag_set = parse_flags(flags)
+    _check_keyword_count(len(flag_set.keywords))
+    return flag_set.encode()
 
 
 class ViewChanges(NamedTuple):
@@ -1370,7 +1380,7 @@ class Store(MetadataMixin):
             raise ReadOnlyStore("store opened read-only")
         now = int(time.time())
         outcomes: list[Any] = []
-        live: list[tuple[int, str, int, list[tuple[bytes, FlagSet, int, int]], int]] = []
+        live: list[tuple[int, str, int, list[_Prepared], int]] = []
         for item in items:
             try:
                 account, folder_id, data, flags = item
@@ -1438,13 +1448,15 @@ class Store(MetadataMixin):
             raise unexpected
         return outcomes
 
-    def _prepare_append(self, items: Sequence[AppendItem],
-                        now: int) -> tuple[list[tuple[bytes, FlagSet, int, int]], int]:
-        """Validated (data, flags, internaldate, tzoffset) items and their total size; a read-only
-        store refuses here, before anything else is looked at."""
+    def _prepare_append(self, items: Sequence[AppendItem], now: int,
+                        tail_of: Callable[[Iterable[str]], bytes] = _flags_tail) -> tuple[list[_Prepared], int]:
+        """Validated (data, flags' record tail, internaldate, tzoffset) items and their total
+        size; a read-only store refuses here, before anything else is looked at. ``tail_of``
+        makes the tail of an item's flags (a copy across shards passes one that remembers each
+        distinct set: see _transfer_across)."""
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
-        prepared: list[tuple[bytes, FlagSet, int, int]] = []
+        prepared: list[_Prepared] = []
         for item in items:
             try:
                 data, flags, internaldate, tzoffset = item
@@ -1462,9 +1474,7 @@ class Store(MetadataMixin):
                 raise InvalidArgument(f"invalid internaldate {internaldate!r}")
             if not isinstance(tzoffset, int) or not -MAX_TZOFFSET <= tzoffset <= MAX_TZOFFSET:
                 raise InvalidArgument(f"invalid tzoffset {tzoffset!r}")
-            flag_set = parse_flags(flags)
-            _check_keyword_count(len(flag_set.keywords))
-            prepared.append((data, flag_set, internaldate, tzoffset))
+            prepared.append((data, tail_of(flags), internaldate, tzoffset))
         return prepared, sum(len(entry[0]) for entry in prepared)
 
     def _refuse_early(self, account: str, folder_id: int, total: int, count: int,
@@ -1503,10 +1513,11 @@ class Store(MetadataMixin):
 
     def _append(self, account: str, folder_id: int,
                 items: Sequence[AppendItem],
-                explicit_uid: int | None, *, claim: bool = False) -> tuple[int, list[int], int | None]:
+                explicit_uid: int | None, *, claim: bool = False,
+                tail_of: Callable[[Iterable[str]], bytes] = _flags_tail) -> tuple[int, list[int], int | None]:
         if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
             raise InvalidArgument(f"invalid UID {explicit_uid!r}")
-        prepared, total = self._prepare_append(items, int(time.time()))
+        prepared, total = self._prepare_append(items, int(time.time()), tail_of)
         self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
 
         def make_job(blobs: list[str], digests: list[tuple[bytes, bytes] | None], inline: list[bool]
@@ -1545,7 +1556,7 @@ class Store(MetadataMixin):
             self._parser.stored(blobs, [(account, folder_id, result[1])])
         return result
 
-    def _commit_new_bodies(self, account: str, prepared: list[tuple[bytes, FlagSet, int, int]],
+    def _commit_new_bodies(self, account: str, prepared: list[_Prepared],
                            make_job: Callable[[list[str], list[tuple[bytes, bytes] | None], list[bool]],
                                               Callable[[Any, Databases, WriteEffects], T]]) -> tuple[T, list[str]]:
         """Write and sync the bodies of ``prepared``, then commit the job ``make_job`` makes for
@@ -1606,7 +1617,7 @@ class Store(MetadataMixin):
         used = (info["last_pgno"] + 1) * environment.stat()["psize"]
         return used < info["map_size"] * INLINE_MAP_SHARE
 
-    def _append_job(self, account: str, folder_id: int, prepared: list[tuple[bytes, FlagSet, int, int]],
+    def _append_job(self, account: str, folder_id: int, prepared: list[_Prepared],
                     blobs: list[str], digests: list[tuple[bytes, bytes] | None], total: int,
                     explicit_uid: int | None, inline: list[bool], *, claim: bool = False, check_quota: bool = True
                     ) -> Callable[[Any, Databases, WriteEffects], tuple[int, list[int], int | None]]:
@@ -1634,14 +1645,14 @@ class Store(MetadataMixin):
             saved = savedates.pack(savedates.now())
             spellings = _KeywordSpellings(txn, dbs, account_id, record.id)
             uids = []
-            for (data, flagset, internaldate, tzoffset), blob, digest, kept in zip(prepared, blobs, digests,
-                                                                                inline, strict=True):
+            for (data, given_tail, internaldate, tzoffset), blob, digest, kept in zip(prepared, blobs, digests,
+                                                                                   inline, strict=True):
                 uid = record.uidnext
                 record.uidnext += 1
                 modseq = record.next_modseq()
                 blob_raw = bytes.fromhex(blob)
                 size = len(data)
-                tail = spellings.tail(flagset)
+                tail = spellings.retail(given_tail)   # respelt once per distinct flag set
                 key = message_key(account_id, record.id, uid)
                 txn.put(key, pack_record(modseq, internaldate, tzoffset, size, blob_raw, tail), db=dbs.messages)
                 delta.added(account_id, record.id, uid, tail, modseq)
@@ -1654,7 +1665,7 @@ class Store(MetadataMixin):
                     put_body_record(txn, dbs, bodyrecords.SUMMARY, blob_raw, digest[1])
                     with contextlib.suppress(mime.DigestFormatError):   # then derived when first sorted
                         txn.put(key, sortindex.entry_of_summary(digest[1], internaldate), db=dbs.sort_records)
-                unseen, deleted = counter_deltas(flagset.bits)
+                unseen, deleted = counter_deltas(tail[0])
                 record.messages += 1
                 record.unseen += unseen
                 record.deleted += deleted
@@ -2021,7 +2032,8 @@ class Store(MetadataMixin):
         """COPY / MOVE into an account of another shard. The two shards commit separately: the
         copies are appended to the destination first (new bodies there, since a body belongs to
         one shard), then, for a move, the originals are removed. A crash in between leaves the
-        messages in both places, never in neither."""
+        messages in both places, never in neither. As within a shard, each distinct flag set is
+        parsed and respelt once, not once per message (messages copied together share a few)."""
         found = self.get_messages(account, src_folder_id, wanted)
         datas = self.read_bodies([meta.blob for meta in found])
         metas = [meta for meta, data in zip(found, datas, strict=True) if data is not None]   # None: expunged meanwhile
@@ -2032,7 +2044,10 @@ class Store(MetadataMixin):
             return info.uidvalidity, []
         items = [(data, meta.flags, meta.internaldate, meta.tzoffset)
                  for meta, data in zip(found, datas, strict=True) if data is not None]
-        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
+        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None,
+                                                     # the flags are a MessageMeta's tuples
+                                                     tail_of=cast(Callable[[Iterable[str]], bytes],
+                                                                  functools.cache(_flags_tail)))
         if move:
             self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
         return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
@@ -2897,10 +2912,10 @@ class _KeywordSpellings:
         return flags.encode()
 
     def retail(self, tail: bytes) -> bytes:
-        """A stored record tail (COPY, MOVE) in this folder's spelling. The messages copied
-        together share a few flag sets, so each distinct tail is decoded and respelt once per
-        job, not once per message; the answer cannot go stale, since a spelling once chosen
-        (respell's setdefault) stays for the job."""
+        """A record tail (of a message copied, moved or appended) in this folder's spelling. The
+        messages of one job share a few flag sets, so each distinct tail is decoded and respelt
+        once per job, not once per message; the answer cannot go stale, since a spelling once
+        chosen (respell's setdefault) stays for the job."""
         if len(tail) <= 1:
             return tail   # no keywords
         done = self._retailed.get(tail)

@@ -239,6 +239,24 @@ def test_a_cold_fetch_of_threadids_reads_the_summaries_of_a_batch_at_once(
     assert calls == []
 
 
+def test_a_batch_filler_caches_what_it_makes_and_leaves_a_gone_body_out() -> None:
+    """_CachedItem.batch: what is cached is not made again; the rest is made by one call of the
+    filler, cached, and None for a body the filler did not find (not cached either)."""
+    cache: BoundedCache[tuple[str, str, None], bytes] = BoundedCache(16)
+    cache.put(("b1", "X", None), b"X cached")
+    asked: list[list[str]] = []
+
+    def make(_store: object, blobs: list[str]) -> list[bytes | None]:
+        asked.append(blobs)
+        return [None if blob == "gone" else b"X " + blob.encode() for blob in blobs]
+
+    item = fetch_command._CachedItem(cache, "X", None, make)
+    assert item.batch(None, ["b1", "b2", "gone", "b3"]) == [b"X cached", b"X b2", None, b"X b3"]
+    assert asked == [["b2", "gone", "b3"]]
+    assert item.batch(None, ["b3", "b2", "b1"]) == [b"X b3", b"X b2", b"X cached"] and len(asked) == 1
+    assert item.batch(None, ["gone"]) == [None] and asked[-1] == ["gone"]
+
+
 @pytest.mark.parametrize("general", [False, True], ids=["listing", "general"])
 def test_a_fetch_of_threadids_leaves_out_a_message_whose_body_went(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch, general: bool) -> None:

@@ -454,7 +454,7 @@ def in_flight(store: Store, data: bytes = MSG) -> tuple[str, object]:
     """A delivery stopped between its body file and its commit: (body id, its write job)."""
     inbox = folder_id(store)
     blobs, digests, inline = store._store_bodies([data], 0, store._env)
-    prepared = [(data, parse_flags(()), int(time.time()), 0)]
+    prepared = [(data, parse_flags(()).encode(), int(time.time()), 0)]
     return blobs[0], store._append_job("alice", inbox, prepared, blobs, digests, len(data), None, inline)
 
 

@@ -189,6 +189,7 @@ LISTING_ITEM_LISTS = [
     "(BODY BODY.PEEK[HEADER.FIELDS.NOT (Received Subject)]<5.40>)",
     "(BODY.PEEK[1.HEADER.FIELDS (Subject)] BODY.PEEK[HEADER.FIELDS (X-Nothing)] INTERNALDATE)",
     "(THREADID RFC822.SIZE EMAILID)",
+    "(UID PREVIEW FLAGS)",
     "ALL", "FULL", "FAST",
 ]
 
@@ -214,6 +215,7 @@ def empty_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch_command, "_HEADER_FIELDS", BoundedCache(4096))
     monkeypatch.setattr(fetch_command, "_STRUCTURES", BoundedCache(4096))
     monkeypatch.setattr(fetch_command, "_THREAD_IDS", BoundedCache(4096))
+    monkeypatch.setattr(fetch_command, "_PREVIEWS", BoundedCache(4096))
 
 
 def _selected_listing_folder(conv: Conversation, seed: int, count: int) -> int:

@@ -13,6 +13,7 @@ import pytest
 
 from midb import bodyrecords, shards
 from midb import env as midb_env
+from midb import store as store_module
 from midb.accounts import encode_usage
 from midb.env import SHARD_COUNT_KEY
 from midb.errors import InvalidArgument, MidbError, NoSuchAccount
@@ -200,6 +201,46 @@ def test_copy_and_move_into_an_account_of_another_shard(store: Store) -> None:
     store.copy(ALICE, source, [second], inbox(store, CAROL), dst_account=CAROL)
     assert store.messages(CAROL, inbox(store, CAROL))[0].blob == store.messages(ALICE, source)[0].blob
     assert store.verify() == []
+
+
+def test_a_copy_across_shards_parses_and_respells_each_distinct_flag_set_once(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages copied or moved to another shard share a few flag sets: each distinct one is
+    parsed and put in the destination's keyword spelling once, as within a shard, not once per
+    message; the copies carry the same flags as copies made within a shard."""
+    source = inbox(store, ALICE)
+    flag_sets = [("\\Seen",), ("\\Flagged", "$Work"), ("$Work", "Later")]
+    uids = [store.append(ALICE, source, MSG + b"%d" % number, flags=flag_sets[number % 3])[1]
+            for number in range(12)]
+    for account in (BOB, CAROL):   # the destinations already spell the keyword their way
+        store.append(account, inbox(store, account), MSG, flags=["$work"])
+    store.copy(ALICE, source, uids, inbox(store, CAROL), dst_account=CAROL)   # within ALICE's shard
+    parsed = counted(monkeypatch, store_module, "parse_flags")
+    respelt = counted(monkeypatch, store_module._KeywordSpellings, "respell")
+    _, pairs = store.copy(ALICE, source, uids[:6], inbox(store, BOB), dst_account=BOB)
+    assert len(pairs) == 6 and (len(parsed), len(respelt)) == (3, 2)
+    parsed.clear()
+    respelt.clear()
+    _, pairs = store.move(ALICE, source, uids[6:], inbox(store, BOB), dst_account=BOB)
+    assert len(pairs) == 6 and (len(parsed), len(respelt)) == (3, 2)
+    across = [meta.flags for meta in store.messages(BOB, inbox(store, BOB))]
+    within = [meta.flags for meta in store.messages(CAROL, inbox(store, CAROL))]
+    stored = [("\\Seen",), ("\\Flagged", "$work"), ("$work", "Later")]
+    assert across == within == [("$work",)] + [stored[number % 3] for number in range(12)]
+    assert store.verify() == []
+
+
+def counted(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> list[None]:
+    """Replace ``target.name`` with a wrapper that notes each call."""
+    real = getattr(target, name)
+    calls: list[None] = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, counting)
+    return calls
 
 
 def test_delivery_to_accounts_of_several_shards(store: Store) -> None:

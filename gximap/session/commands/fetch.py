@@ -38,7 +38,7 @@ import itertools
 import mmap
 import os
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime
@@ -301,8 +301,8 @@ class _Renderer:
         self.wants_modseq = "MODSEQ" in names
         self.wants_savedate = "SAVEDATE" in names
         self.save_dates: dict[int, int] = {}  # of the batch being rendered (note_batch)
-        self.wants_thread_ids = "THREADID" in names
-        self.thread_ids: dict[str, bytes] = {}  # body id -> THREADID item, of that batch too
+        # Items made for a batch by their filler (_CachedItem.make): body id -> item, of that batch too.
+        self.batch_filled: dict[_CachedItem, dict[str, bytes]] = {}
         self.condstore = condstore.enabled(session)
         self.top_modseq = 0  # the highest MODSEQ sent
         self._flag_items: dict[tuple[tuple[str, ...], bool], bytes] = {}
@@ -310,15 +310,19 @@ class _Renderer:
         self.steps = [self._step(att) for att in self.items]
 
     def note_batch(self, metas: list[Any]) -> None:
-        """Read what the batch's messages need besides their records: their save dates and
-        THREADIDs, in one store read each rather than one per message."""
-        if self.wants_savedate and metas:
+        """Read what the batch's messages need besides their records: their save dates and the
+        items a batch filler makes (THREADID), in one store read each rather than one per message."""
+        if not metas:
+            return
+        if self.wants_savedate:
             view = self.session.selected
             self.save_dates = self.store.save_dates(view.account, view.folder_id, [meta.uid for meta in metas])
-        if self.wants_thread_ids and metas:
+        if self.batch_filled:
             blobs = [meta.blob for meta in metas]
-            self.thread_ids = {blob: item for blob, item in zip(blobs, _thread_id_items(self.store, blobs), strict=True)
-                               if item is not None}
+            for cached, filled in self.batch_filled.items():
+                filled.clear()
+                filled.update((blob, item) for blob, item in zip(blobs, cached.batch(self.store, blobs), strict=True)
+                              if item is not None)
 
     def savedate(self, meta: Any) -> bytes:
         """RFC 8514: NIL for a message saved before its store kept save dates (midb.savedates)."""
@@ -380,15 +384,16 @@ class _Renderer:
         if name == "EMAILID":
             return lambda msg, out: out.append(_email_id_item(msg.meta.blob))
         cached = _cached_item(att, self.style)
-        if cached is not None and cached[0] is _STRUCTURES:
+        if cached is not None and cached.make is not None:
+            # Made for the batch by note_batch; a body gone since then is looked for again.
+            filled = self.batch_filled.setdefault(cached, {})
+            return lambda msg, out: out.append(filled.get(msg.meta.blob) or cached.one(msg))
+        if cached is not None and cached.cache is _STRUCTURES:
             style = self.style
             return lambda msg, out: out.append(_structure(name, msg, style))
-        if cached is not None and cached[0] is _PREVIEWS:
+        if cached is not None and cached.cache is _PREVIEWS:
             utf8 = self.style[0]
             return lambda msg, out: out.append(_preview_item(msg, utf8))
-        if cached is not None and cached[0] is _THREAD_IDS:
-            # Made for the batch by note_batch; a body gone since then is looked for again.
-            return lambda msg, out: out.append(self.thread_ids.get(msg.meta.blob) or _thread_id_item(msg))
         if cached is not None:
             return functools.partial(_header_fields_piece, att, att.response_label())
         if name in ("BINARY", "BINARY.SIZE"):
@@ -408,19 +413,59 @@ _HEADER_FIELDS: BoundedCache[tuple[str, bytes, tuple[int, int] | None], bytes] =
     HEADER_FIELDS_CACHE_ENTRIES)
 
 
-def _cached_item(att: FetchAtt, style: tuple[bool, bool]) -> tuple[BoundedCache[Any, bytes], Any, Any] | None:
-    """For an item that is the same for a body whoever asks: the cache that keeps it rendered,
-    and what its key holds after the body id (``_structure`` and ``_header_fields_piece`` make
-    these keys; the listing path looks a batch of them up at once). None for other items."""
+class _CachedItem(NamedTuple):
+    """An item that is the same for a body whoever asks: the cache that keeps it rendered, and
+    what its key holds after the body id (``_structure`` and ``_header_fields_piece`` make these
+    keys; the listing path looks a batch of them up at once).
+
+    ``make``, the batch filler, is for an item made from a store read rather than from the
+    message's digest: it makes the items of several bodies with one store call (None for a body
+    that is gone), so that a batch of messages costs one read, not one per message. Without it
+    the general path's step makes the item, one message at a time."""
+
+    cache: BoundedCache[Any, bytes]
+    first: Any
+    second: Any
+    make: Callable[[Any, list[str]], list[bytes | None]] | None = None
+
+    def keys(self, blobs: list[str]) -> list[tuple[str, Any, Any]]:
+        """The cache keys of the item for ``blobs``."""
+        return list(zip(blobs, itertools.repeat(self.first), itertools.repeat(self.second)))
+
+    def batch(self, store: Any, blobs: list[str]) -> list[bytes | None]:
+        """The items of ``blobs`` (the bodies of a batch), None for one that is gone: from the
+        cache, those not cached made by ``make`` in one store call, and cached."""
+        assert self.make is not None
+        keys = self.keys(blobs)
+        values = self.cache.get_many(keys)
+        missing = [index for index, value in enumerate(values) if value is None]
+        if missing:
+            made = self.make(store, [blobs[index] for index in missing])
+            for index, item in zip(missing, made, strict=True):
+                if item is not None:
+                    self.cache.put(keys[index], item)
+                    values[index] = item
+        return values
+
+    def one(self, msg: _Message) -> bytes:
+        """The item of one message, as ``batch`` makes it; NoSuchBody if its body is gone."""
+        (item,) = self.batch(msg.store, [msg.meta.blob])
+        if item is None:
+            raise NoSuchBody(msg.meta.blob)
+        return item
+
+
+def _cached_item(att: FetchAtt, style: tuple[bool, bool]) -> _CachedItem | None:
+    """The _CachedItem of an item that is the same for a body whoever asks; None for other items."""
     name = att.name
     if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and att.section is None):
-        return _STRUCTURES, name, style
+        return _CachedItem(_STRUCTURES, name, style)
     if name == "PREVIEW":
-        return _PREVIEWS, name, style[0]
+        return _CachedItem(_PREVIEWS, name, style[0])
     if name == "THREADID":
-        return _THREAD_IDS, name, None
+        return _CachedItem(_THREAD_IDS, name, None, _thread_id_items)
     if name == "BODY" and att.section is not None and (att.section.text or "").upper().startswith("HEADER.FIELDS"):
-        return _HEADER_FIELDS, att.response_label(), att.partial
+        return _CachedItem(_HEADER_FIELDS, att.response_label(), att.partial)
     return None
 
 
@@ -477,28 +522,13 @@ THREAD_ID_CACHE_ENTRIES = 4096
 _THREAD_IDS: BoundedCache[tuple[str, str, None], bytes] = BoundedCache(THREAD_ID_CACHE_ENTRIES)
 
 
-def _thread_id_item(msg: _Message) -> bytes:
-    """``THREADID (T...)``: never NIL, every message belongs to a thread (midb.objectids)."""
-    (rendered,) = _thread_id_items(msg.store, [msg.meta.blob])
-    if rendered is None:
-        raise NoSuchBody(msg.meta.blob)
-    return rendered
-
-
 def _thread_id_items(store: Any, blobs: list[str]) -> list[bytes | None]:
-    """_thread_id_item of several bodies, None for one that is gone: those not cached made from
-    one read of their summaries' fronts (a store call per batch, not per message)."""
-    keys = [(blob, "THREADID", None) for blob in blobs]
-    rendered = _THREAD_IDS.get_many(keys)
-    missing = [index for index, item in enumerate(rendered) if item is None]
-    if missing:
-        records = store.summary_fields_by_key([blob_key(blobs[index]) for index in missing], sort_record)
-        for index, record in zip(missing, records, strict=True):
-            if record is not None:
-                item = b"THREADID (%s)" % objectids.thread_id_of(blobs[index], record).encode("ascii")
-                _THREAD_IDS.put(keys[index], item)
-                rendered[index] = item
-    return rendered
+    """THREADID's batch filler (_CachedItem.make): ``THREADID (T...)`` of each body, None for
+    one that is gone, from one read of their summaries' fronts. Never NIL: every message belongs
+    to a thread (midb.objectids)."""
+    records = store.summary_fields_by_key([blob_key(blob) for blob in blobs], sort_record)
+    return [None if record is None else b"THREADID (%s)" % objectids.thread_id_of(blob, record).encode("ascii")
+            for blob, record in zip(blobs, records, strict=True)]
 
 
 def _structure(name: str, msg: _Message, style: tuple[bool, bool]) -> bytes:
@@ -693,12 +723,12 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
         self.with_modseq = "MODSEQ" in names
         atts: list[FetchAtt | None] = [None] * (len(names) - len(renderer.items)) + list(renderer.items)
         steps: list[Any] = [None] * (len(names) - len(renderer.steps)) + list(renderer.steps)
-        # Position in names -> (cache, key after the body id, the general path's step).
-        self.cached: dict[int, tuple[BoundedCache[Any, bytes], Any, Any, Callable[[_Message, list[Piece]], None]]] = {}
+        # Position in names -> (the item's _CachedItem, the general path's step).
+        self.cached: dict[int, tuple[_CachedItem, Callable[[_Message, list[Piece]], None]]] = {}
         for index, att in enumerate(atts):
             item = None if att is None else _cached_item(att, renderer.style)
             if item is not None:
-                self.cached[index] = (*item, steps[index])
+                self.cached[index] = (item, steps[index])
 
     @staticmethod
     def handles(renderer: _Renderer) -> bool:
@@ -724,8 +754,8 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
             blobs = record_blobs(records)
             lost: set[int] = set()
             made: dict[int, _Message] = {}  # messages with an item not cached: its digest read once
-            for index, item in self.cached.items():
-                cached[index] = self._cached_column(item, uids, records, blobs, made, lost)
+            for index, (item, step) in self.cached.items():
+                cached[index] = self._cached_column(item, step, uids, records, blobs, made, lost)
             if lost:
                 gone = sorted(lost)
                 self.lost_bodies |= _bodies_lost(self.session, [uids[index] for index in gone],
@@ -751,19 +781,18 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
                 columns.append(self.record_column(name, found))
         return self.format_batch(columns), len(uids)
 
-    def _cached_column(self, item: tuple[BoundedCache[Any, bytes], Any, Any, Callable[[_Message, list[Piece]], None]],
+    def _cached_column(self, item: _CachedItem, step: Callable[[_Message, list[Piece]], None],
                        uids: list[int], records: list[bytes], blobs: list[str], made: dict[int, _Message],
                        lost: set[int]) -> list[Any]:
-        """One item kept per body, for a batch: from its cache, else made by the general path's
-        step (which caches it) with the batch's ``made`` message. Messages whose body is gone
-        are added to ``lost``."""
-        cache, first, second, step = item
-        if cache is _THREAD_IDS:
-            # All made from one read of the batch's summaries, not by the step one at a time.
-            values = _thread_id_items(self.store, blobs)
+        """One item kept per body, for a batch: from its cache, else made by its batch filler for
+        the batch at once, or by the general path's step (which caches it) with the batch's
+        ``made`` message. Messages whose body is gone are added to ``lost``."""
+        values: list[Any]
+        if item.make is not None:
+            values = item.batch(self.store, blobs)
             lost.update(index for index, value in enumerate(values) if value is None)
             return values
-        values = cache.get_many(list(zip(blobs, itertools.repeat(first), itertools.repeat(second))))
+        values = item.cache.get_many(item.keys(blobs))
         if None in values:
             for index, value in enumerate(values):
                 if value is not None or index in lost:
