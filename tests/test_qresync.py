@@ -79,6 +79,16 @@ def test_enable_qresync_implies_condstore(conv: Conversation) -> None:
     assert conv.session.qresync_enabled and condstore.enabled(conv.session)
 
 
+def test_enable_lists_the_condstore_its_qresync_enabled(conv: Conversation) -> None:
+    """ENABLE QRESYNC CONDSTORE enables both, and says so: CONDSTORE was not on before this
+    command (a client reading the ENABLED list must not conclude it is unavailable)."""
+    conv.script("""
+        C: A01 ENABLE QRESYNC CONDSTORE qresync
+        S: * ENABLED QRESYNC CONDSTORE
+        S: A01 OK ENABLE completed
+    """)
+
+
 def test_qresync_parameters_need_enable(conv: Conversation) -> None:
     seed(conv, 2)
     conv.select()

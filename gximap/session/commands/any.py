@@ -64,16 +64,20 @@ def enable(session: Any, cmd: cmds.Enable) -> Generator[bytes, Any, Done]:
     ENABLED response lists what this command newly enabled; unknown names are ignored."""
     if session.state is not State.AUTHENTICATED:
         raise CommandFailed(Code.BAD_WRONG_STATE, status="BAD")
+    before = frozenset(session.enabled)
     newly: list[str] = []
     for name in cmd.capabilities:
         key = name.upper()
-        if key not in _ENABLE_SPELLING or key in session.enabled:
+        spelling = _ENABLE_SPELLING.get(key)
+        if spelling is None or key in before or spelling in newly:
             continue
         if key == "IMAP4REV2" and not session.settings.rfc9051:
             continue
         session.enabled.add(key)
         if key == "QRESYNC":
-            session.enabled.add("CONDSTORE")  # RFC 7162 section 3.2.3: QRESYNC implies CONDSTORE
-        newly.append(_ENABLE_SPELLING[key])
+            # RFC 7162 section 3.2.3: QRESYNC implies CONDSTORE, which ``ENABLE QRESYNC
+            # CONDSTORE`` then lists too: this command enabled it.
+            session.enabled.add("CONDSTORE")
+        newly.append(spelling)
     yield b"* ENABLED" + b"".join(b" " + name.encode("ascii") for name in newly) + b"\r\n"
     return Done(Code.OK_ENABLE)
