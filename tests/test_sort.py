@@ -303,6 +303,31 @@ def test_modseq_criterion_adds_the_highest_modseq(conv: Conversation) -> None:
     """)
 
 
+def test_esort_min_max_carry_the_modseq_of_what_they_return(conv: Conversation) -> None:
+    """RFC 7162 section 3.1.10, as for SEARCH: with only MIN and/or MAX returned, the MODSEQ is
+    the highest of those messages (first and last in sort order), not of every match."""
+    five_messages(conv)
+    conv.select()
+    conv.command("STORE 3 +FLAGS.SILENT (\\Flagged)")   # the highest MODSEQ, in the middle
+    modseq = {meta.uid: meta.modseq for meta in conv.store.messages("alice", conv.folder("INBOX").id)}
+    assert max(modseq, key=modseq.__getitem__) == 3
+    conv.script(f"""
+        C: q1 SORT RETURN (MIN) (ARRIVAL) UTF-8 MODSEQ 1
+        S: * OK [HIGHESTMODSEQ {modseq[3]}] Highest modification sequence
+        S: * ESEARCH (TAG "q1") MIN 2 MODSEQ {modseq[2]}
+        S: q1 OK SORT completed
+        C: q2 SORT RETURN (MAX) (ARRIVAL) UTF-8 MODSEQ 1
+        S: * ESEARCH (TAG "q2") MAX 1 MODSEQ {modseq[1]}
+        S: q2 OK SORT completed
+        C: q3 SORT RETURN (MIN MAX) (REVERSE ARRIVAL) UTF-8 MODSEQ 1
+        S: * ESEARCH (TAG "q3") MIN 1 MAX 2 MODSEQ {max(modseq[1], modseq[2])}
+        S: q3 OK SORT completed
+        C: q4 SORT RETURN (MIN COUNT) (ARRIVAL) UTF-8 MODSEQ 1
+        S: * ESEARCH (TAG "q4") MIN 2 COUNT 5 MODSEQ {modseq[3]}
+        S: q4 OK SORT completed
+    """)
+
+
 # -- errors, states, UTF8=ACCEPT ------------------------------------------------------------------
 
 

@@ -131,13 +131,18 @@ def search_modseq(session: Any, matched: list[int], options: tuple[str, ...] | N
     None when nothing is returned (no MODSEQ is given then)."""
     if not matched:
         return None
-    chosen = matched
-    if options:
-        returned = {option for option in options if option != "SAVE"}
-        if returned and returned <= {"MIN", "MAX"}:
-            chosen = sorted({matched[0] if option == "MIN" else matched[-1] for option in returned})
-    modseq = highest_modseq(session, chosen)
+    chosen = only_extremes(options, matched[0], matched[-1])
+    modseq = highest_modseq(session, sorted(chosen) if chosen is not None else matched)
     return modseq or None
+
+
+def only_extremes(options: tuple[str, ...] | None, first: int, last: int) -> set[int] | None:
+    """RFC 7162 section 3.1.10: with only MIN and/or MAX returned, the MODSEQ is that of the
+    messages returned, ``first`` (MIN) and/or ``last`` (MAX): their set; None when more is."""
+    returned = {option for option in options or () if option != "SAVE"}
+    if not returned or not returned <= {"MIN", "MAX"}:
+        return None
+    return {first if option == "MIN" else last for option in returned}
 
 
 # -- QRESYNC ------------------------------------------------------------------------------------

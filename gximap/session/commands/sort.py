@@ -190,6 +190,9 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
                                       whole_folder=isinstance(cmd.search, cmds.SearchAll))
         yield from pause_if_over(slicer)
         uids = [matched[index] for index in order]
+        if uses_modseq and uids and (chosen := condstore.only_extremes(options, uids[0], uids[-1])) is not None:
+            # ESORT MIN/MAX only: the MODSEQ of those, first and last in sort order.
+            modseq = max(meta.modseq for meta in records if meta.uid in chosen)
     except CommandFailed as failed:
         if save and failed.done.status == "NO":
             session.saved_search = []
