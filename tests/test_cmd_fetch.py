@@ -585,6 +585,31 @@ def test_responses_gathered_before_a_failing_message_are_still_sent(conv: Conver
     """)
 
 
+def test_a_fetch_failing_part_way_leaves_what_it_did_not_answer_unread(conv: Conversation) -> None:
+    """FETCH BINARY[] sets \\Seen for a batch before rendering it. When a message of the batch
+    fails (NO [UNKNOWN-CTE]), it and those after it were never answered: they stay unread, as
+    the client believes; those answered before keep \\Seen and said so."""
+    conv.add_message(data=SIMPLE)
+    conv.add_message(data=(MIME_DATA / "unknown_cte.eml").read_bytes())
+    conv.add_message(data=SIMPLE)
+    conv.store.claim_recent_range("alice", conv.folder("INBOX").id)
+    conv.select()
+    conv.script(r"""
+        C: a1 FETCH 1:3 (BINARY[1])
+        S: * 1 FETCH (BINARY[1] {7}
+        S: hello
+        S:  FLAGS (\Seen))
+        S: a1 NO [UNKNOWN-CTE] Unknown content transfer encoding
+        C: a2 NOOP
+        S: a2 OK NOOP completed
+        C: a3 FETCH 1:3 (FLAGS)
+        S: * 1 FETCH (FLAGS (\Seen))
+        S: * 2 FETCH (FLAGS ())
+        S: * 3 FETCH (FLAGS ())
+        S: a3 OK FETCH completed
+    """)
+
+
 def test_message_numbers_of_a_batch(conv: Conversation) -> None:
     """A batch's message numbers: a range for a contiguous stretch of the view (FETCH 1:*),
     looked up one by one around a hole, and None for a record the view does not hold (the

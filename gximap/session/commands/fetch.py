@@ -976,7 +976,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                     updated = {meta.uid: meta for meta in changed}
                     seen_changed = set(updated)
                     metas = [updated.get(meta.uid, meta) for meta in metas]
-            for msn, meta in zip(_message_numbers(view, metas), metas, strict=True):
+            for position, (msn, meta) in enumerate(zip(_message_numbers(view, metas), metas, strict=True)):
                 if msn is None:
                     continue
                 try:
@@ -989,6 +989,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                 except fetchmime.UnknownCTE:
                     if gathered:  # what was rendered before still goes out, as it would unbatched
                         yield b"".join(gathered)
+                    _unmark_unanswered(session, [later.uid for later in metas[position:] if later.uid in seen_changed])
                     raise CommandFailed(Code.NO_UNKNOWN_CTE) from None
                 if _BodyStream not in map(type, pieces):  # all bytes (a map in C, not a generator)
                     response = b"* %d FETCH (%b)\r\n" % (msn, b" ".join(pieces))  # type: ignore[arg-type]
@@ -1020,6 +1021,17 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     if missing and not cmd.uid:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     return Done(Code.OK_FETCH)
+
+
+def _unmark_unanswered(session: Any, uids: list[int]) -> None:
+    """A FETCH that fails part-way (NO [UNKNOWN-CTE]) set \\Seen for its whole batch before
+    rendering it: the messages it never answered are not read, and the client was never told
+    they were, so their \\Seen goes again (noted as this session's own: the client's flags are
+    right as they are)."""
+    if uids:
+        view = session.selected
+        reverted, _failed = session.store.store_flags(view.account, view.folder_id, uids, "remove", (SEEN,))
+        view.note_own_changes(reverted)
 
 
 # A message still in the folder whose body file is gone: not an expunge the client could learn
