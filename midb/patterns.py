@@ -15,7 +15,7 @@ def inbox_normalized(pattern: str) -> str:
     parser and the store normalise to upper case; a pattern whose first component is a spelling
     of INBOX is normalised the same way."""
     head, sep, rest = pattern.partition(SEPARATOR)
-    if head.upper() == INBOX:
+    if head.isascii() and head.upper() == INBOX:  # ASCII case: the dotless "\u0131nbox" is not INBOX
         return INBOX + sep + rest
     return pattern
 

@@ -430,6 +430,25 @@ def test_list_inbox_is_case_insensitive(conv):
     """)
 
 
+def test_inbox_is_case_insensitive_in_ascii_only(conv):
+    """RFC 3501 5.1: "ınbox" (a dotless i: "ınbox".upper() == "INBOX" in Python) is a folder of
+    its own, not INBOX, to CREATE, LIST and SELECT alike."""
+    conv.add_message()
+    conv.script("""
+        C: a1 CREATE &ATE-nbox
+        S: a1 OK [MAILBOXID ({*})] CREATE completed
+        C: a2 LIST "" &ATE-nbox
+        S: * LIST (\\HasNoChildren) "/" &ATE-nbox
+        S: a2 OK LIST completed
+        C: a3 STATUS &ATE-nbox (MESSAGES)
+        S: * STATUS &ATE-nbox (MESSAGES 0)
+        S: a3 OK STATUS completed
+        C: a4 STATUS INBOX (MESSAGES)
+        S: * STATUS INBOX (MESSAGES 1)
+        S: a4 OK STATUS completed
+    """)
+
+
 def test_list_other_names_are_case_sensitive(conv):
     conv.script("""
         C: a1 LIST "" sent

@@ -47,7 +47,8 @@ def normalize_inbox(name: str) -> str:
     """RFC 3501 section 5.1: INBOX is case-insensitive.  Like the store, also normalise INBOX as
     the first hierarchy component ("inbox/Sub" is "INBOX/Sub")."""
     head, sep, rest = name.partition(HIERARCHY_SEPARATOR)
-    if len(head) == 5 and head.upper() == INBOX and head != INBOX:
+    # ASCII case only: "\u0131nbox".upper() is "INBOX" too (the dotless i), and is not INBOX.
+    if len(head) == 5 and head.isascii() and head.upper() == INBOX and head != INBOX:
         return INBOX + sep + rest
     return name
 
