@@ -205,6 +205,17 @@ def _normalized_name(name: str) -> str:
     return name
 
 
+# RFC 6855 section 3 (for names a folder is given, not for those looked up: a store may hold a
+# name from before this check): no C1 control, no line or paragraph separator.
+_UNFIT_FOR_A_NEW_NAME = re.compile("[\x80-\x9f\u2028\u2029]")
+
+
+def check_new_name(name: str) -> None:
+    """A normalised name a folder is about to be given (create, rename): InvalidName if unfit."""
+    if _UNFIT_FOR_A_NEW_NAME.search(name) is not None:
+        raise InvalidName("control character or line separator in folder name")
+
+
 def parent_names(name: str) -> list[str]:
     """Ancestors of a normalised name, outermost first: "a/b/c" -> ["a", "a/b"]."""
     parts = name.split(SEPARATOR)

@@ -77,6 +77,7 @@ from midb.folders import (
     FolderInfo,
     FolderRecord,
     FolderRename,
+    check_new_name,
     folder_entries_of,
     normalize_name,
     parent_names,
@@ -1007,6 +1008,7 @@ class Store(MetadataMixin):
         """Create a folder and its missing parents; FolderExists / InvalidName. With
         ``mailbox_quota_default`` the account's mailbox quota is enforced (OverQuota, midb.quotas)."""
         name = normalize_name(name)
+        check_new_name(name)
         special = special_use_code(special_use)
         if uidvalidity is not None:
             _check_uidvalidity(uidvalidity)
@@ -1134,11 +1136,13 @@ class Store(MetadataMixin):
         also copies INBOX's annotations."""
         old = normalize_name(old)
         new = normalize_name(new)
+        check_new_name(new)
         if new == INBOX:
             raise FolderExists("INBOX exists")
         if old == new:
             raise FolderExists(f"folder {new} exists")
-        if new.startswith(old + SEPARATOR):
+        # (INBOX stays where it is: its messages may move to a folder beneath it.)
+        if old != INBOX and new.startswith(old + SEPARATOR):
             raise InvalidName("cannot rename a folder into its own subtree")
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> FolderInfo:
             account_id = self._account_id(txn, dbs, account)

@@ -258,6 +258,47 @@ def test_rename_inbox_moves_messages_and_keeps_inbox(conv):
     assert "INBOX/Keep" in names(conv)
 
 
+def test_rename_inbox_beneath_itself(conv):
+    """RFC 3501 6.3.5: INBOX stays where it is, so its messages may go to a new name beneath it
+    (INBOX/old, the Courier habit); its other inferiors are unaffected. Any other mailbox still
+    cannot be renamed into its own subtree."""
+    conv.command("CREATE INBOX/Keep")
+    conv.add_message()
+    conv.script("""
+        C: a1 RENAME INBOX INBOX/old
+        S: a1 OK RENAME completed
+        C: a2 STATUS INBOX (MESSAGES)
+        S: * STATUS INBOX (MESSAGES 0)
+        S: a2 OK STATUS completed
+        C: a3 STATUS INBOX/old (MESSAGES)
+        S: * STATUS INBOX/old (MESSAGES 1)
+        S: a3 OK STATUS completed
+        C: a4 RENAME INBOX/Keep INBOX/Keep/Deeper
+        S: a4 NO [CANNOT] Cannot rename a mailbox into itself
+    """)
+    assert {"INBOX/Keep", "INBOX/old"} <= set(names(conv))
+
+
+def test_a_new_name_with_a_c1_control_or_line_separator_is_refused(conv):
+    """RFC 6855 section 3: mailbox names carry no C1 control (U+0080-U+009F) and no line or
+    paragraph separator (U+2028, U+2029); in modified UTF-7 as in UTF-8, for CREATE and the
+    new name of RENAME."""
+    conv.command("CREATE Plain")
+    conv.script("""
+        C: a1 CREATE "a&AIU-b"
+        S: a1 NO [CANNOT] Invalid mailbox name
+        C: a2 CREATE "a&ICg-b"
+        S: a2 NO [CANNOT] Invalid mailbox name
+        C: a3 RENAME Plain "a&ICk-b"
+        S: a3 NO [CANNOT] Invalid mailbox name
+        C: a4 CREATE "caf&AOk-"
+        S: a4 OK [MAILBOXID ({*})] CREATE completed
+    """)
+    conv.command("ENABLE UTF8=ACCEPT")
+    assert conv.send('b1 CREATE "x\u0085y"\r\n'.encode())[-1] == b"b1 NO [CANNOT] Invalid mailbox name"
+    assert conv.send('b2 CREATE "x\u2029y"\r\n'.encode())[-1] == b"b2 NO [CANNOT] Invalid mailbox name"
+
+
 def test_rename_the_selected_mailbox(conv):
     conv.command("CREATE Box")
     conv.add_message("Box")

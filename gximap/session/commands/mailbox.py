@@ -116,7 +116,7 @@ def rename(session: Any, cmd: cmds.Rename) -> Done:
     new = new_mailbox_name(cmd.new)
     if new == listing.INBOX:
         raise CommandFailed(Code.NO_RENAME_TO_INBOX)
-    if new.startswith(old + listing.SEPARATOR):
+    if old != listing.INBOX and new.startswith(old + listing.SEPARATOR):  # (INBOX's mail may go beneath it)
         raise CommandFailed(Code.NO_RENAME_INTO_SELF)
     settings = session.settings
     session.store.rename_folder(session.user, old, new, mailbox_quota_default=settings.default_mailbox_quota,
