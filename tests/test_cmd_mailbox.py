@@ -543,16 +543,25 @@ def test_rfc5258_subscribed_with_percent_needs_recursivematch(conv):
 
 
 def test_rfc5258_recursivematch_with_star(conv):
+    """RFC 5258 3.5: "servers SHOULD suppress redundant CHILDINFO responses": with "*" every
+    subscribed child is returned itself, so no parent comes with CHILDINFO (nor is Fruit,
+    which is not subscribed, listed at all); the answer is that of LIST (SUBSCRIBED) "" *."""
     rfc5258_account(conv)
     conv.script("""
         C: A07 LIST (SUBSCRIBED RECURSIVEMATCH) "" *
         S: * LIST (\\Subscribed \\HasNoChildren) "/" INBOX
-        S: * LIST (\\HasChildren) "/" Fruit ("CHILDINFO" ("SUBSCRIBED"))
         S: * LIST (\\Subscribed \\HasNoChildren) "/" Fruit/Banana
         S: * LIST (\\Subscribed \\NonExistent) "/" Fruit/Peach
-        S: * LIST (\\Subscribed \\HasChildren) "/" Vegetable ("CHILDINFO" ("SUBSCRIBED"))
+        S: * LIST (\\Subscribed \\HasChildren) "/" Vegetable
         S: * LIST (\\Subscribed \\HasNoChildren) "/" Vegetable/Broccoli
         S: A07 OK LIST completed
+        C: A08 LIST (SUBSCRIBED RECURSIVEMATCH) "" "Vegetable*"
+        S: * LIST (\\Subscribed \\HasChildren) "/" Vegetable
+        S: * LIST (\\Subscribed \\HasNoChildren) "/" Vegetable/Broccoli
+        S: A08 OK LIST completed
+        C: A09 LIST (SUBSCRIBED RECURSIVEMATCH) "" "Fruit"
+        S: * LIST (\\HasChildren) "/" Fruit ("CHILDINFO" ("SUBSCRIBED"))
+        S: A09 OK LIST completed
     """)
 
 

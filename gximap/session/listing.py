@@ -135,10 +135,13 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
         selected = {name for name in candidates if meets_criteria(name)}
     else:  # a plain LIST: every existing folder (the common case, spared a call per folder)
         selected = set(by_name)
+    returned = set(filter(matches, selected))
     with_childinfo: set[str] = set()
     if recursive_match:
-        with_childinfo = {parent for name in selected for parent in ancestors(name) if matches(parent)}
-    listed = set(filter(matches, selected)) | with_childinfo
+        # RFC 5258 3.5: CHILDINFO only for a child that meets the criteria and is not returned
+        # itself (with "*" every one is: no CHILDINFO, and no parent listed for it).
+        with_childinfo = {parent for name in selected - returned for parent in ancestors(name) if matches(parent)}
+    listed = returned | with_childinfo
     entries: list[ListEntry] = []
     append = entries.append
     make = tuple.__new__  # ListEntry's own __new__ is a Python function; this loop runs per folder
