@@ -6,9 +6,12 @@ OK first, then the EXPUNGE (or, with QRESYNC, VANISHED) responses for the moved 
 tagged OK (RFC 6851 section 4.3), which with QRESYNC carries the source's new ``[HIGHESTMODSEQ n]``
 as EXPUNGE's does (RFC 7162 section 3.2.7). A missing destination is ``NO [TRYCREATE]``.
 
-If the set names messages another session expunged and this one has not been told about yet, the
-command fails with ``NO [EXPUNGEISSUED]`` and copies nothing (RFC 2180 section 4.4.1, Dovecot's
-choice): a partial copy would leave the client unsure what arrived.
+If the set names messages this session knows another one expunged (read at its last update
+check, not yet announced to the client), the command fails with ``NO [EXPUNGEISSUED]`` and copies
+nothing (RFC 2180 section 4.4.1, Dovecot's choice): a partial copy would leave the client unsure
+what arrived. A message expunged since that check is simply not found by the store: the command
+copies the rest, its EXPUNGE goes out before the tagged OK, and COPYUID names exactly what was
+copied, so the client still knows what arrived.
 
 Many messages are copied or moved in pieces, one write transaction each, so that one user's
 ``MOVE 1:* Trash`` of a large folder does not hold the shard's write lock and a worker for
