@@ -24,8 +24,13 @@ THREAD algorithm takes of a message, thread_values): the date (the sent date, el
 date: RFC 5256 section 2.2), the base subject, whether the message is a reply or forward, its
 Message-ID and its parent ids (References, else In-Reply-To: RFC 5256 step 1). The sort part
 (sort_texts): the first From/To/Cc mailboxes and the display names (RFC 5957). Texts compared as
-strings are in their i;ascii-casemap form (RFC 4790: ASCII letters upper-cased). A THREAD decodes
-the first part alone, a SORT (DATE) nothing (the date stands in the fixed head too).
+strings are in their i;unicode-casemap form (RFC 5051, which RFC 5256 section 7 requires: each
+character titlecased, then decomposed), so that comparing them compares the collation's UTF-8
+octets. A THREAD decodes the first part alone, a SORT (DATE) nothing (the date stands in the
+fixed head too).
+
+ENTRY_VERSION 1 held the texts in their i;ascii-casemap form: such an entry reads as missing
+(derived again from the summary), and the upgrade to schema 10 rewrites them all (midb.env).
 
 A folder's first THREAD or SORT reads every entry: ``folder_values`` takes the folder's range
 and ``read_all`` decodes it with no Python code run per entry for the thread part and the date.
@@ -38,6 +43,7 @@ import contextlib
 import itertools
 import marshal
 import struct
+import unicodedata
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -67,7 +73,7 @@ __all__ = [
     "thread_values",
 ]
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
 _HEAD = struct.Struct(">BqI")
 _head = _HEAD.unpack_from
 _THREAD_START = _HEAD.size
@@ -76,7 +82,6 @@ SORT_TEXT_FIELDS = ("from", "to", "cc", "display_from", "display_to")
 _THREAD_COUNT = len(THREAD_FIELDS)
 _TEXT_COUNT = len(SORT_TEXT_FIELDS)
 _loads = marshal.loads
-_ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
 _VERSION_BYTE = bytes((ENTRY_VERSION,))
 T = TypeVar("T")
 
@@ -86,8 +91,20 @@ class EntryError(ValueError):
 
 
 def casemap(text: str) -> str:
-    """The i;ascii-casemap form of ``text`` (RFC 4790): ASCII letters upper-cased, the rest kept."""
-    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
+    """The titlecased canonicalized form of ``text`` by i;unicode-casemap (RFC 5051): each
+    character replaced by its (simple) titlecase mapping, then by its full decomposition (the
+    compatibility ones included: NFKD). ASCII text is upper-cased, which is the same."""
+    if text.isascii():
+        return text.upper()
+    # Each character titlecased by C code: str.title() titlecases a character that follows an
+    # uncased one (NUL). A character whose full titlecase is several (ß, ﬁ: SpecialCasing.txt)
+    # has no simple one in UnicodeData.txt, which RFC 5051 takes: it stays as it is.
+    spaced = "\x00".join(text).title()
+    if len(spaced) == 2 * len(text) - 1:
+        titled = spaced[::2]
+    else:
+        titled = "".join(char if len(title := char.title()) != 1 else title for char in text)
+    return unicodedata.normalize("NFKD", titled)
 
 
 def entry_of_record(record: SortRecord, internaldate: int) -> bytes:

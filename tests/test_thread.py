@@ -121,6 +121,21 @@ def test_orderedsubject_shapes(conv: Conversation) -> None:
     assert thread(conv, "ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (3 5)(6)(7 (1)(4)(2))"
 
 
+def test_orderedsubject_groups_subjects_by_unicode_casemap(conv: Conversation) -> None:
+    """RFC 5256 section 7: subjects match by i;unicode-casemap, so Ärger and ärger are one
+    subject (and Éclair and éclair another), apart from Arger and Eclair."""
+    add(conv,
+        message("Ärger", day=1),       # 1
+        message("Zebra", day=2),       # 2
+        message("Re: ärger", day=3),   # 3
+        message("Arger", day=4),       # 4
+        message("Éclair", day=5),      # 5
+        message("éclair", day=6),      # 6
+        message("Eclair", day=7))      # 7
+    conv.select()
+    assert thread(conv, "ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (1 3)(2)(4)(5 6)(7)"
+
+
 # -- REFERENCES: missing parents, loops, duplicates ---------------------------------------------------------
 
 
@@ -211,6 +226,7 @@ def test_message_without_references_loses_a_guessed_parent(conv: Conversation) -
     (["Re: hello", "Fwd: hello", "hello (fwd)"], b"((1)(2)(3))"),  # all replies: a dummy
     (["", ""], b"(1)(2)"),                                # empty subjects never merge
     (["[list] news", "Re: [list] News", "other"], b"(1 2)(3)"),
+    (["Ärger", "Re: ärger", "Arger"], b"(1 2)(3)"),       # i;unicode-casemap: Ä and ä match, not A
 ])
 def test_subject_merging(conv: Conversation, subjects: list[str], expected: bytes) -> None:
     for index, subject in enumerate(subjects):
