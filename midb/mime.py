@@ -872,13 +872,11 @@ _MSG_ID = re.compile(rb"<([^<>\s]*)>")
 
 
 def _first_msg_id(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    match = _MSG_ID.search(value)
-    if match is not None and match.group(1):
-        return _text_of_raw_header(match.group(1))
-    stripped = value.strip()
-    return _text_of_raw_header(stripped.split()[0]) if stripped and b"<" not in stripped else None
+    """The first msg-id of ``value``, without its angle brackets; None when it has none: free
+    text ("Your message of Mon, 1 Jan 2008", an In-Reply-To some mailers write) names no
+    message, and RFC 5256 gives such a message no Message ID or parent."""
+    match = _MSG_ID.search(value) if value is not None else None
+    return _text_of_raw_header(match.group(1)) if match is not None and match.group(1) else None
 
 
 def _msg_ids(value: bytes | None) -> tuple[str, ...]:

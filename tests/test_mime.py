@@ -391,6 +391,19 @@ def test_address_parsing(value: bytes, expected):
     assert parse_address_list(value) == expected
 
 
+@pytest.mark.parametrize(("field", "expected"), [
+    (b"<a@x>", "a@x"),
+    (b"Your message of Mon, 1 Jan 2008", None),   # free text: no msg-id (it took "Your")
+    (b"a@x", None),                                # no angle brackets: no msg-id either
+    (b"your note <a@x> of Tue", "a@x"),
+    (b"", None),
+])
+def test_a_msg_id_is_in_angle_brackets(field: bytes, expected: str | None):
+    d = digest(b"Message-ID: " + field + b"\r\nIn-Reply-To: " + field + b"\r\n\r\nx\r\n")
+    assert d.message_id == d.in_reply_to == expected
+    assert d.envelope.in_reply_to == field   # ENVELOPE keeps the field as it is
+
+
 def test_first_header_occurrence_wins_and_folding_is_removed():
     d = digest(b"Subject: first\r\n part\r\nSubject: second\r\nMessage-ID:\r\n\t<id@x>\r\n\r\n")
     assert d.envelope.subject == b"first part"

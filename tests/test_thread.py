@@ -195,6 +195,19 @@ def test_in_reply_to_is_used_without_references(conv: Conversation) -> None:
     assert thread(conv) == b"* THREAD (1 (3)(4))(2 5)"
 
 
+@pytest.mark.parametrize(("messages", "expected"), [
+    # An In-Reply-To without a valid Message ID gives no references (step 1): its first word
+    # is no id, so these three do not share a parent "Your".
+    ([message("alpha", day=1, message_id="a1@x", in_reply_to="Your message of Mon, 1 Jan 2008"),
+      message("beta", day=2, message_id="b1@x", in_reply_to="Your note of Tue"),
+      message("gamma", day=3, message_id="c1@x", in_reply_to="Your")], b"(1)(2)(3)"),
+], ids=["free-text-in-reply-to"])
+def test_message_ids_as_rfc5256_reads_them(conv: Conversation, messages: list[bytes], expected: bytes) -> None:
+    add(conv, *messages)
+    conv.select()
+    assert thread(conv) == b"* THREAD " + expected
+
+
 def test_own_references_replace_a_parent_guessed_from_others(conv: Conversation) -> None:
     """Step 1.B: message 3's container got a parent from message 2's References; its own
     References (a missing message) override that link."""
