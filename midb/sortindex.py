@@ -22,15 +22,17 @@ An entry is ``>BqI`` (ENTRY_VERSION, the date, the length of the thread part) fo
 marshalled tuples of the values SORT and THREAD compare, ready to use. The thread part (what a
 THREAD algorithm takes of a message, thread_values): the date (the sent date, else the internal
 date: RFC 5256 section 2.2), the base subject, whether the message is a reply or forward, its
-Message-ID and its parent ids (References, else In-Reply-To: RFC 5256 step 1). The sort part
+Message-ID and its parent ids (References, else In-Reply-To: RFC 5256 step 1), their quoting
+undone (midb.mime.normalize_msg_id: "a"@b is a@b, as RFC 5256 requires). The sort part
 (sort_texts): the first From/To/Cc mailboxes and the display names (RFC 5957). Texts compared as
 strings are in their i;unicode-casemap form (RFC 5051, which RFC 5256 section 7 requires: each
 character titlecased, then decomposed), so that comparing them compares the collation's UTF-8
 octets. A THREAD decodes the first part alone, a SORT (DATE) nothing (the date stands in the
 fixed head too).
 
-ENTRY_VERSION 1 held the texts in their i;ascii-casemap form: such an entry reads as missing
-(derived again from the summary), and the upgrade to schema 10 rewrites them all (midb.env).
+ENTRY_VERSION 1 held the texts in their i;ascii-casemap form and the ids as written: such an
+entry reads as missing (derived again from the summary), and the upgrade to schema 10 rewrites
+them all (midb.env).
 
 A folder's first THREAD or SORT reads every entry: ``folder_values`` takes the folder's range
 and ``read_all`` decodes it with no Python code run per entry for the thread part and the date.
@@ -51,7 +53,7 @@ from typing import Any, TypeVar
 from midb import bodyrecords
 from midb.keys import message_key
 from midb.messages import BLOB_SLICE, split_pairs, unpack_record
-from midb.mime import DigestFormatError
+from midb.mime import DigestFormatError, normalize_msg_id, normalize_msg_ids
 from midb.summary import SortRecord, sort_record
 
 __all__ = [
@@ -113,7 +115,9 @@ def entry_of_record(record: SortRecord, internaldate: int) -> bytes:
     references = record.references
     if not references and record.in_reply_to:
         references = tuple(record.in_reply_to.split())
-    thread = marshal.dumps((date, casemap(record.base_subject), record.reply, record.message_id or None, references))
+    message_id = normalize_msg_id(record.message_id) if record.message_id else None
+    thread = marshal.dumps((date, casemap(record.base_subject), record.reply, message_id,
+                            normalize_msg_ids(references)))
     texts = marshal.dumps((casemap(record.sort_from), casemap(record.sort_to), casemap(record.sort_cc),
                            casemap(record.display_from), casemap(record.display_to)))
     return _HEAD.pack(ENTRY_VERSION, date, len(thread)) + thread + texts

@@ -105,6 +105,9 @@ def test_an_entry_follows_the_sort_record() -> None:
     # References win over In-Reply-To; without either, no parents.
     with_both = record._replace(references=("r1@x", "r2@x"))
     assert sortindex.thread_values(sortindex.entry_of_record(with_both, 1))[4] == ("r1@x", "r2@x")
+    # Ids compare with their quoting undone (RFC 5256): summaries keep them as written.
+    quoted = record._replace(message_id='"q2"@example.org', references=(), in_reply_to='"q\\1"@example.org')
+    assert sortindex.thread_values(sortindex.entry_of_record(quoted, 1))[3:] == ("q2@example.org", ("q1@example.org",))
     alone = SortRecord(None, False, "", "", "", "", "", "", None, None, ())
     assert sortindex.thread_values(sortindex.entry_of_record(alone, 7)) == (7, "", False, None, ())
     assert sortindex.sort_texts(sortindex.entry_of_record(alone, 7)) == ("", "", "", "", "")

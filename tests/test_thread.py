@@ -201,7 +201,15 @@ def test_in_reply_to_is_used_without_references(conv: Conversation) -> None:
     ([message("alpha", day=1, message_id="a1@x", in_reply_to="Your message of Mon, 1 Jan 2008"),
       message("beta", day=2, message_id="b1@x", in_reply_to="Your note of Tue"),
       message("gamma", day=3, message_id="c1@x", in_reply_to="Your")], b"(1)(2)(3)"),
-], ids=["free-text-in-reply-to"])
+    # <"01KF8JCEOCBS0045PS"@xxx.yyy.com> and <01KF8JCEOCBS0045PS@xxx.yyy.com> are one Message
+    # ID, either way round; blanks just inside the angle brackets do not count.
+    ([message("one", day=1, message_id='"01KF8JCEOCBS0045PS"@xxx.yyy.com'),
+      message("two", day=2, message_id="r1@x", references="<01KF8JCEOCBS0045PS@xxx.yyy.com>"),
+      message("three", day=3, message_id="plain@x"),
+      message("four", day=4, message_id="r2@x", in_reply_to='<"pl\\ain"@x>'),
+      message("five", day=5, message_id=" spaced@x "),
+      message("six", day=6, message_id="r3@x", references="<\tspaced@x>")], b"(1 2)(3 4)(5 6)"),
+], ids=["free-text-in-reply-to", "quoted-and-spaced-ids"])
 def test_message_ids_as_rfc5256_reads_them(conv: Conversation, messages: list[bytes], expected: bytes) -> None:
     add(conv, *messages)
     conv.select()
