@@ -31,7 +31,7 @@ from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # Schema 1 lacked the flag indexes (midb.indexes), the summaries (midb.summary) and bodies kept in the
 # index; schema 2 kept the flag index as one key per message (flag_uids) where schema 3 keeps one
 # sorted list of fixed-size UIDs per folder and kind (flag_lists), read a page at a time; schemas
@@ -41,8 +41,9 @@ SCHEMA_VERSION = 9
 # store has one shard); schema 6 adds the flag column and the keyword sets it interns
 # (midb.columns); schema 7 the sort index (midb.sortindex); schema 8 interns keyword sets per
 # account instead of per shard (midb.columns); schema 9 keeps each message's save date as the
-# value of its modseqs entry (midb.savedates). Opening an older store for writing builds what it
-# lacks, in one transaction (a few seconds per 100,000 messages).
+# value of its modseqs entry (midb.savedates); schema 10 holds the sort index's texts in their
+# i;unicode-casemap form, not i;ascii-casemap (midb.sortindex.ENTRY_VERSION 2). Opening an older
+# store for writing builds what it lacks, in one transaction (a few seconds per 100,000 messages).
 OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).
@@ -415,11 +416,12 @@ class SharedEnv:
                     # every set afresh, per account (no process has cached an id yet).
                     txn.drop(self.dbs.keyword_sets, delete=False)
                     # The flag index, keyword counts and flag column, as this version keeps them
-                    # (schema 9 changed none of them: its upgrade touches no message).
+                    # (schemas 9 and 10 changed none of them).
                     indexes.rebuild(txn, self.dbs)
                 if version < 2:
                     summary.fill(txn, self.dbs)
-                if version < 7:
+                if version < 10:
+                    # Schema 7 added the sort index, schema 10 changed its collation.
                     written = sortindex.rebuild(txn, self.dbs)
                     log.info("%s: %d sort index entries written", self.index_dir, written)
                 if version < 9:

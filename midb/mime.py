@@ -53,6 +53,8 @@ __all__ = [
     "find_fields",
     "is_reply_or_forward",
     "normalize_crlf",
+    "normalize_msg_id",
+    "normalize_msg_ids",
     "parse_header_block",
     "unfold",
     "without_line_breaks",
@@ -157,9 +159,10 @@ class Digest(NamedTuple):
     sort_cc: str
     display_from: str  # RFC 5957 DISPLAYFROM/DISPLAYTO: decoded display name, else mailbox@host
     display_to: str
-    message_id: str | None  # msg-id without angle brackets
-    in_reply_to: str | None  # first msg-id of In-Reply-To, without angle brackets
-    references: tuple[str, ...]  # msg-ids of References, in order, without angle brackets
+    # msg-ids without angle brackets (and the blanks within them), quoting kept (normalize_msg_id)
+    message_id: str | None  # of Message-ID
+    in_reply_to: str | None  # the first of In-Reply-To
+    references: tuple[str, ...]  # of References, in order
     # Whether the message holds a NUL byte, which a literal may not carry (FETCH then sends 0x80
     # in its place, and cannot hand the file's bytes to the kernel as they are). None in digests
     # stored before this field existed: look at the bytes.
@@ -868,17 +871,37 @@ def _base_subject(subject: str) -> tuple[str, bool]:
         return text[start:end], marked
 
 
-_MSG_ID = re.compile(rb"<([^<>\s]*)>")
+# A msg-id: what stands between angle brackets, blanks around it left out (< a@b > is a@b). The
+# id itself begins with a non-blank, so a long run of blanks is scanned once, not tried two ways.
+_MSG_ID = re.compile(rb"<\s*([^<>\s]+)\s*>")
+_ID_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_ID_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def _unquoted(match: re.Match[str]) -> str:
+    return _ID_QUOTED_PAIR.sub(r"\1", match.group(1))
+
+
+def normalize_msg_id(msg_id: str) -> str:
+    """A msg-id as threading compares it: a quoted-string in it (the obsolete quoted id-left)
+    unquoted, quotes and backslashes gone, so that "01KF8JCEOCBS0045PS"@xxx.yyy.com and
+    01KF8JCEOCBS0045PS@xxx.yyy.com are one Message ID, as RFC 5256 requires. The digest keeps
+    ids as written; their users (midb.sortindex, midb.objectids) normalise them, which serves
+    bodies parsed before as well."""
+    return _ID_QUOTED_STRING.sub(_unquoted, msg_id) if '"' in msg_id else msg_id
+
+
+def normalize_msg_ids(msg_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """normalize_msg_id of each of ``msg_ids``; the tuple itself when none has a quote."""
+    return tuple(map(normalize_msg_id, msg_ids)) if '"' in "".join(msg_ids) else msg_ids
 
 
 def _first_msg_id(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    match = _MSG_ID.search(value)
-    if match is not None and match.group(1):
-        return _text_of_raw_header(match.group(1))
-    stripped = value.strip()
-    return _text_of_raw_header(stripped.split()[0]) if stripped and b"<" not in stripped else None
+    """The first msg-id of ``value``, without its angle brackets; None when it has none: free
+    text ("Your message of Mon, 1 Jan 2008", an In-Reply-To some mailers write) names no
+    message, and RFC 5256 gives such a message no Message ID or parent."""
+    match = _MSG_ID.search(value) if value is not None else None
+    return _text_of_raw_header(match.group(1)) if match is not None else None
 
 
 def _msg_ids(value: bytes | None) -> tuple[str, ...]:
@@ -890,11 +913,11 @@ def _msg_ids(value: bytes | None) -> tuple[str, ...]:
     if value is None:
         return ()
     window_start = max(0, len(value) - _REFERENCES_WINDOW)
-    found = [raw for raw in _MSG_ID.findall(value, window_start) if raw]
+    found = _MSG_ID.findall(value, window_start)
     if len(found) <= _MAX_REFERENCES and window_start == 0:
         return tuple(map(_text_of_raw_header, found))
     first = _MSG_ID.search(value)
-    head = ([first.group(1)] if first is not None and 0 < len(first.group(1)) <= _FIRST_ID_MAX
+    head = ([first.group(1)] if first is not None and len(first.group(1)) <= _FIRST_ID_MAX
             and first.start() < window_start else [])
     if not head and found:   # the first id is in the window: it is found[0]
         head, found = found[:1], found[1:]

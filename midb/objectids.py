@@ -31,6 +31,8 @@ import hashlib
 import re
 from typing import Protocol
 
+from midb.mime import normalize_msg_id
+
 MAILBOX_PREFIX = "F"
 EMAIL_PREFIX = "M"
 THREAD_PREFIX = "T"
@@ -66,11 +68,11 @@ def is_thread_id(objectid: str) -> bool:
 
 
 def thread_root(message_id: str | None, in_reply_to: str | None, references: tuple[str, ...]) -> str | None:
-    """The id of the message the conversation started with, as far as this message tells; None
-    when it names no message at all."""
-    if references:
-        return references[0]
-    return in_reply_to or message_id or None
+    """The id of the message the conversation started with, as far as this message tells
+    (normalised: a quoted id-left unquoted, as THREAD compares ids); None when it names no
+    message at all."""
+    root = references[0] if references else in_reply_to or message_id
+    return normalize_msg_id(root) if root else None
 
 
 class MessageIds(Protocol):

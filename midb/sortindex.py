@@ -22,10 +22,17 @@ An entry is ``>BqI`` (ENTRY_VERSION, the date, the length of the thread part) fo
 marshalled tuples of the values SORT and THREAD compare, ready to use. The thread part (what a
 THREAD algorithm takes of a message, thread_values): the date (the sent date, else the internal
 date: RFC 5256 section 2.2), the base subject, whether the message is a reply or forward, its
-Message-ID and its parent ids (References, else In-Reply-To: RFC 5256 step 1). The sort part
+Message-ID and its parent ids (References, else In-Reply-To: RFC 5256 step 1), their quoting
+undone (midb.mime.normalize_msg_id: "a"@b is a@b, as RFC 5256 requires). The sort part
 (sort_texts): the first From/To/Cc mailboxes and the display names (RFC 5957). Texts compared as
-strings are in their i;ascii-casemap form (RFC 4790: ASCII letters upper-cased). A THREAD decodes
-the first part alone, a SORT (DATE) nothing (the date stands in the fixed head too).
+strings are in their i;unicode-casemap form (RFC 5051, which RFC 5256 section 7 requires: each
+character titlecased, then decomposed), so that comparing them compares the collation's UTF-8
+octets. A THREAD decodes the first part alone, a SORT (DATE) nothing (the date stands in the
+fixed head too).
+
+ENTRY_VERSION 1 held the texts in their i;ascii-casemap form and the ids as written: such an
+entry reads as missing (derived again from the summary), and the upgrade to schema 10 rewrites
+them all (midb.env).
 
 A folder's first THREAD or SORT reads every entry: ``folder_values`` takes the folder's range
 and ``read_all`` decodes it with no Python code run per entry for the thread part and the date.
@@ -38,6 +45,7 @@ import contextlib
 import itertools
 import marshal
 import struct
+import unicodedata
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -45,7 +53,7 @@ from typing import Any, TypeVar
 from midb import bodyrecords
 from midb.keys import message_key
 from midb.messages import BLOB_SLICE, split_pairs, unpack_record
-from midb.mime import DigestFormatError
+from midb.mime import DigestFormatError, normalize_msg_id, normalize_msg_ids
 from midb.summary import SortRecord, sort_record
 
 __all__ = [
@@ -67,7 +75,7 @@ __all__ = [
     "thread_values",
 ]
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
 _HEAD = struct.Struct(">BqI")
 _head = _HEAD.unpack_from
 _THREAD_START = _HEAD.size
@@ -76,7 +84,6 @@ SORT_TEXT_FIELDS = ("from", "to", "cc", "display_from", "display_to")
 _THREAD_COUNT = len(THREAD_FIELDS)
 _TEXT_COUNT = len(SORT_TEXT_FIELDS)
 _loads = marshal.loads
-_ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
 _VERSION_BYTE = bytes((ENTRY_VERSION,))
 T = TypeVar("T")
 
@@ -86,8 +93,20 @@ class EntryError(ValueError):
 
 
 def casemap(text: str) -> str:
-    """The i;ascii-casemap form of ``text`` (RFC 4790): ASCII letters upper-cased, the rest kept."""
-    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
+    """The titlecased canonicalized form of ``text`` by i;unicode-casemap (RFC 5051): each
+    character replaced by its (simple) titlecase mapping, then by its full decomposition (the
+    compatibility ones included: NFKD). ASCII text is upper-cased, which is the same."""
+    if text.isascii():
+        return text.upper()
+    # Each character titlecased by C code: str.title() titlecases a character that follows an
+    # uncased one (NUL). A character whose full titlecase is several (ß, ﬁ: SpecialCasing.txt)
+    # has no simple one in UnicodeData.txt, which RFC 5051 takes: it stays as it is.
+    spaced = "\x00".join(text).title()
+    if len(spaced) == 2 * len(text) - 1:
+        titled = spaced[::2]
+    else:
+        titled = "".join(char if len(title := char.title()) != 1 else title for char in text)
+    return unicodedata.normalize("NFKD", titled)
 
 
 def entry_of_record(record: SortRecord, internaldate: int) -> bytes:
@@ -96,7 +115,9 @@ def entry_of_record(record: SortRecord, internaldate: int) -> bytes:
     references = record.references
     if not references and record.in_reply_to:
         references = tuple(record.in_reply_to.split())
-    thread = marshal.dumps((date, casemap(record.base_subject), record.reply, record.message_id or None, references))
+    message_id = normalize_msg_id(record.message_id) if record.message_id else None
+    thread = marshal.dumps((date, casemap(record.base_subject), record.reply, message_id,
+                            normalize_msg_ids(references)))
     texts = marshal.dumps((casemap(record.sort_from), casemap(record.sort_to), casemap(record.sort_cc),
                            casemap(record.display_from), casemap(record.display_to)))
     return _HEAD.pack(ENTRY_VERSION, date, len(thread)) + thread + texts

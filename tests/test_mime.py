@@ -391,6 +391,37 @@ def test_address_parsing(value: bytes, expected):
     assert parse_address_list(value) == expected
 
 
+@pytest.mark.parametrize(("field", "expected"), [
+    (b"<a@x>", "a@x"),
+    (b"Your message of Mon, 1 Jan 2008", None),   # free text: no msg-id (it took "Your")
+    (b"a@x", None),                                # no angle brackets: no msg-id either
+    (b"your note <a@x> of Tue", "a@x"),
+    (b"", None),
+])
+def test_a_msg_id_is_in_angle_brackets(field: bytes, expected: str | None):
+    d = digest(b"Message-ID: " + field + b"\r\nIn-Reply-To: " + field + b"\r\n\r\nx\r\n")
+    assert d.message_id == d.in_reply_to == expected
+    assert d.envelope.in_reply_to == field   # ENVELOPE keeps the field as it is
+
+
+def test_msg_ids_keep_their_quoting_and_lose_the_blanks_around_them():
+    d = digest(b'Message-ID: < "q1"@x >\r\nIn-Reply-To: <>, < a@x\t>\r\n'
+               b'References: <"q"@x> <  > < b@x >\r\n\r\nx\r\n')
+    assert (d.message_id, d.in_reply_to, d.references) == ('"q1"@x', "a@x", ('"q"@x', "b@x"))
+
+
+@pytest.mark.parametrize(("msg_id", "normal"), [
+    ("a@x", "a@x"),
+    ('"01KF8JCEOCBS0045PS"@xxx.yyy.com', "01KF8JCEOCBS0045PS@xxx.yyy.com"),   # RFC 5256's example
+    ('"a\\"b\\\\c"@x', 'a"b\\c@x'),      # quoted-pairs: the character they quote
+    ('"a"."b"@x', "a.b@x"),                 # each word of an obsolete local-part
+    ('"open@x', '"open@x'),                 # no closing quote: kept as it is
+])
+def test_normalize_msg_id(msg_id: str, normal: str):
+    assert mime.normalize_msg_id(msg_id) == normal
+    assert mime.normalize_msg_ids((msg_id, "b@x")) == (normal, "b@x")
+
+
 def test_first_header_occurrence_wins_and_folding_is_removed():
     d = digest(b"Subject: first\r\n part\r\nSubject: second\r\nMessage-ID:\r\n\t<id@x>\r\n\r\n")
     assert d.envelope.subject == b"first part"

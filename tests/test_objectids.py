@@ -80,6 +80,26 @@ def test_thread_ids_from_parsed_messages() -> None:
     assert len(ids) == 1
 
 
+def test_a_free_text_in_reply_to_names_no_thread() -> None:
+    """An In-Reply-To without a msg-id is no id (RFC 5256): each message is its own thread's
+    start, not one of a thread named after the text's first word."""
+    parsed = [digest(b"Message-ID: <%d@x>\r\nIn-Reply-To: %s\r\n\r\nx\r\n" % (number, text))
+              for number, text in enumerate((b"Your message of Mon, 1 Jan 2008", b"Your note of Tue"))]
+    assert [d.in_reply_to for d in parsed] == [None, None]
+    assert [objectids.thread_id_of(BLOB, d) for d in parsed] == [
+        objectids.thread_id(BLOB, f"{number}@x", None, ()) for number in range(2)]
+
+
+def test_a_quoted_message_id_is_the_same_id_unquoted() -> None:
+    """RFC 5256's quoted id-left names the same message: a reply's THREADID is the one of the
+    message it answers, however either writes the id."""
+    first = digest(b'Message-ID: <"01KF8JCEOCBS0045PS"@xxx.yyy.com>\r\n\r\nx\r\n')
+    reply = digest(b"Message-ID: <r@x>\r\nIn-Reply-To: <01KF8JCEOCBS0045PS@xxx.yyy.com>\r\n\r\ny\r\n")
+    spaced = digest(b'Message-ID: <r2@x>\r\nReferences: < "01KF8JCEOCBS0045PS"@xxx.yyy.com >\r\n\r\ny\r\n')
+    assert len({objectids.thread_id_of(BLOB, d) for d in (first, reply, spaced)}) == 1
+    assert objectids.thread_root(None, None, ('"a"@x',)) == "a@x"
+
+
 def test_a_copy_keeps_the_body_hence_its_emailid(store: Store) -> None:
     """COPY shares the source's body; the same bytes appended again get a body of their own."""
     store.create_account("alice")

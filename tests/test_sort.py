@@ -132,8 +132,8 @@ def five_messages(conv: Conversation) -> None:
     ("TO", "3 4 1 2 5"),
     ("CC", "1 5 3 4 2"),
     ("REVERSE CC", "2 4 3 1 5"),
-    # Display names (decoded), else mailbox@host; non-ASCII sorts after ASCII (octet order).
-    ("DISPLAYFROM", "4 2 3 1 5"),
+    # Display names (decoded), else mailbox@host; i;unicode-casemap: Émile sorts as E + accent.
+    ("DISPLAYFROM", "4 2 5 3 1"),
     ("DISPLAYTO", "3 4 1 2 5"),
     ("SUBJECT REVERSE DATE", "4 5 2 1 3"),
     ("SUBJECT ARRIVAL", "4 2 5 1 3"),
@@ -176,14 +176,18 @@ def test_ties_go_by_sequence_number_whatever_the_direction(conv: Conversation) -
         assert conv.command(f"SORT ({program}) UTF-8 ALL")[0] == b"* SORT 1 2 3 4"
 
 
-def test_ascii_casemap_collation(conv: Conversation) -> None:
-    """i;ascii-casemap: ASCII letters compare case-insensitively; other characters by their
-    UTF-8 octets, with no case folding (É and é differ; both after every ASCII letter)."""
-    for subject in (b"banana", b"=?utf-8?q?=C3=A9clair?=", b"Apple", b"=?utf-8?q?=C3=89clair?=", b"Zebra",
-                    b"apple"):
-        conv.add_message(data=message(subject=subject))
+def test_unicode_casemap_collation(conv: Conversation) -> None:
+    """i;unicode-casemap (RFC 5051, required by RFC 5256 section 7): each character titlecased
+    and decomposed, then the UTF-8 octets compare. Ärger and ärger are equal (A, COMBINING
+    DIAERESIS, RGER), after APPLE (P is below the combining mark) and before ECLAIR; Éclair
+    (E, COMBINING ACUTE) follows Eclair."""
+    for subject, name in ((b"=?utf-8?q?=C3=84rger?=", b"=?utf-8?q?=C3=96la?="), (b"Zebra", b"Zed"),
+                          (b"=?utf-8?q?=C3=A4rger?=", b"=?utf-8?q?=C3=B6la?="), (b"apple", b"Ola"),
+                          (b"=?utf-8?q?=C3=89clair?=", b"Oma"), (b"Eclair", b"Abe")):
+        conv.add_message(data=message(subject=subject, from_=name + b" <x@example.org>"))
     conv.select()
-    assert conv.command("SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 3 6 1 5 4 2"
+    assert conv.command("SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 4 1 3 6 5 2"
+    assert conv.command("SORT (DISPLAYFROM) UTF-8 ALL")[0] == b"* SORT 6 4 5 1 3 2"
 
 
 def test_base_subject_extraction_cases(conv: Conversation) -> None:

@@ -3,6 +3,7 @@ read in one pass, derived (and written back) where missing, checked by verify.""
 
 from __future__ import annotations
 
+import marshal
 import threading
 import time
 from collections.abc import Iterator
@@ -77,10 +78,24 @@ def test_an_entry_holds_the_values_ready_to_compare() -> None:
     assert sortindex.sort_texts(entry) == ("ANN", "BOB", "CARL", "ANN EXAMPLE", "BOB@EXAMPLE.ORG")
     assert sortindex.entry_date(entry) == date
     undated = expected_entry(UNDATED, 12345)
-    # No Date: the internal date (RFC 5256 section 2.2); non-ASCII letters are not case-mapped.
-    assert sortindex.thread_values(undated) == (12345, "éTé NOTES", False, None, ("a@x", "b@x"))
+    # No Date: the internal date (RFC 5256 section 2.2); texts by i;unicode-casemap (RFC 5051).
+    assert sortindex.thread_values(undated) == (12345, "E\u0301TE\u0301 NOTES", False, None, ("a@x", "b@x"))
     assert sortindex.entry_date(undated) == 12345
-    assert sortindex.casemap("Été ß abc") == "ÉTé ß ABC"
+
+
+@pytest.mark.parametrize(("text", "form"), [
+    ("abc [x] 1", "ABC [X] 1"),                   # ASCII: upper-cased
+    ("Été", "E\u0301TE\u0301"),                   # titlecased, then decomposed
+    ("e\u0301te\u0301", "E\u0301TE\u0301"),         # already decomposed: the same
+    ("Straße", "STRA\u00dfE"),                     # ß has no simple titlecase: it stays
+    ("\ufb01ne", "fiNE"),                          # nor has ﬁ; its decomposition is not titlecased
+    ("\u01c6ungla", "Dz\u030cUNGLA"),              # ǆ titlecases to ǅ, not to Ǆ
+    ("\u24d0\u2170", "AI"),                          # ⓐ and ⅰ: titlecased, then their compatibility decompositions
+    ("σς", "ΣΣ"),
+    ("日本", "日本"),
+])
+def test_texts_take_their_i_unicode_casemap_form(text: str, form: str) -> None:
+    assert sortindex.casemap(text) == form
 
 
 def test_an_entry_follows_the_sort_record() -> None:
@@ -90,6 +105,9 @@ def test_an_entry_follows_the_sort_record() -> None:
     # References win over In-Reply-To; without either, no parents.
     with_both = record._replace(references=("r1@x", "r2@x"))
     assert sortindex.thread_values(sortindex.entry_of_record(with_both, 1))[4] == ("r1@x", "r2@x")
+    # Ids compare with their quoting undone (RFC 5256): summaries keep them as written.
+    quoted = record._replace(message_id='"q2"@example.org', references=(), in_reply_to='"q\\1"@example.org')
+    assert sortindex.thread_values(sortindex.entry_of_record(quoted, 1))[3:] == ("q2@example.org", ("q1@example.org",))
     alone = SortRecord(None, False, "", "", "", "", "", "", None, None, ())
     assert sortindex.thread_values(sortindex.entry_of_record(alone, 7)) == (7, "", False, None, ())
     assert sortindex.sort_texts(sortindex.entry_of_record(alone, 7)) == ("", "", "", "", "")
@@ -346,6 +364,50 @@ def test_a_schema_6_store_is_read_without_the_index_and_upgraded_with_it(tmp_pat
         assert old._shared.dbs.sort_records is None
         assert all_values(old, folder) == whole
         assert old.verify() == []
+    with Store(path, fsync=False) as store:
+        with store._env.read() as txn:
+            assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")
+        assert stored_entries(store) == entries
+        assert all_values(store, folder) == whole
+
+
+ASCII_UPPER = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
+
+
+def downgrade_to_schema_9(path: Path) -> None:
+    """Make the sort index look as written by schema 9: version 1 entries, texts i;ascii-casemapped."""
+    environment = lmdb.open(str(path / "index"), max_dbs=32)
+    try:
+        with environment.begin(write=True) as txn:
+            db = environment.open_db(b"sort_records", txn=txn)
+            for key, entry in list(txn.cursor(db).iternext()):
+                date, subject, *ids = sortindex.thread_values(entry)
+                thread = marshal.dumps((date, subject.translate(ASCII_UPPER), *ids))
+                texts = marshal.dumps(tuple(text.translate(ASCII_UPPER) for text in sortindex.sort_texts(entry)))
+                txn.put(key, b"\x01" + entry[1:9] + len(thread).to_bytes(4, "big") + thread + texts, db=db)
+            txn.put(b"schema", (9).to_bytes(4, "big"), db=environment.open_db(b"meta", txn=txn))
+    finally:
+        environment.close()
+
+
+def test_a_schema_9_store_has_its_sort_index_rewritten_by_unicode_casemap(tmp_path: Path) -> None:
+    """Schema 9's entries held texts in their i;ascii-casemap form: a read-only open derives the
+    values from the summaries (the old entries read as missing), the upgrade rewrites them."""
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        folder = folder_id(store)
+        for subject in ("Ärger", "Zebra", "ärger", "apple"):
+            store.append("alice", folder, b"From: \xc3\x96la <o@x>\r\nSubject: " + subject.encode() + b"\r\n\r\nbody\r\n")
+        whole = all_values(store, folder)
+        texts = all_values(store, folder, sortindex.sort_texts)
+        entries = stored_entries(store)
+    assert [values[1] for values in whole.values()] == ["A\u0308RGER", "ZEBRA", "A\u0308RGER", "APPLE"]
+    downgrade_to_schema_9(path)
+    with Store(path, readonly=True) as old:
+        assert {uid: values[1] for uid, values in all_values(old, folder).items()} == {
+            uid: values[1] for uid, values in whole.items()}
+        assert stored_entries(old) != entries
+        assert all_values(old, folder, sortindex.sort_texts) == texts
     with Store(path, fsync=False) as store:
         with store._env.read() as txn:
             assert txn.get(b"schema", db=store._shared.dbs.meta) == midb_env.SCHEMA_VERSION.to_bytes(4, "big")

@@ -121,6 +121,21 @@ def test_orderedsubject_shapes(conv: Conversation) -> None:
     assert thread(conv, "ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (3 5)(6)(7 (1)(4)(2))"
 
 
+def test_orderedsubject_groups_subjects_by_unicode_casemap(conv: Conversation) -> None:
+    """RFC 5256 section 7: subjects match by i;unicode-casemap, so Ärger and ärger are one
+    subject (and Éclair and éclair another), apart from Arger and Eclair."""
+    add(conv,
+        message("Ärger", day=1),       # 1
+        message("Zebra", day=2),       # 2
+        message("Re: ärger", day=3),   # 3
+        message("Arger", day=4),       # 4
+        message("Éclair", day=5),      # 5
+        message("éclair", day=6),      # 6
+        message("Eclair", day=7))      # 7
+    conv.select()
+    assert thread(conv, "ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (1 3)(2)(4)(5 6)(7)"
+
+
 # -- REFERENCES: missing parents, loops, duplicates ---------------------------------------------------------
 
 
@@ -180,6 +195,27 @@ def test_in_reply_to_is_used_without_references(conv: Conversation) -> None:
     assert thread(conv) == b"* THREAD (1 (3)(4))(2 5)"
 
 
+@pytest.mark.parametrize(("messages", "expected"), [
+    # An In-Reply-To without a valid Message ID gives no references (step 1): its first word
+    # is no id, so these three do not share a parent "Your".
+    ([message("alpha", day=1, message_id="a1@x", in_reply_to="Your message of Mon, 1 Jan 2008"),
+      message("beta", day=2, message_id="b1@x", in_reply_to="Your note of Tue"),
+      message("gamma", day=3, message_id="c1@x", in_reply_to="Your")], b"(1)(2)(3)"),
+    # <"01KF8JCEOCBS0045PS"@xxx.yyy.com> and <01KF8JCEOCBS0045PS@xxx.yyy.com> are one Message
+    # ID, either way round; blanks just inside the angle brackets do not count.
+    ([message("one", day=1, message_id='"01KF8JCEOCBS0045PS"@xxx.yyy.com'),
+      message("two", day=2, message_id="r1@x", references="<01KF8JCEOCBS0045PS@xxx.yyy.com>"),
+      message("three", day=3, message_id="plain@x"),
+      message("four", day=4, message_id="r2@x", in_reply_to='<"pl\\ain"@x>'),
+      message("five", day=5, message_id=" spaced@x "),
+      message("six", day=6, message_id="r3@x", references="<\tspaced@x>")], b"(1 2)(3 4)(5 6)"),
+], ids=["free-text-in-reply-to", "quoted-and-spaced-ids"])
+def test_message_ids_as_rfc5256_reads_them(conv: Conversation, messages: list[bytes], expected: bytes) -> None:
+    add(conv, *messages)
+    conv.select()
+    assert thread(conv) == b"* THREAD " + expected
+
+
 def test_own_references_replace_a_parent_guessed_from_others(conv: Conversation) -> None:
     """Step 1.B: message 3's container got a parent from message 2's References; its own
     References (a missing message) override that link."""
@@ -211,6 +247,7 @@ def test_message_without_references_loses_a_guessed_parent(conv: Conversation) -
     (["Re: hello", "Fwd: hello", "hello (fwd)"], b"((1)(2)(3))"),  # all replies: a dummy
     (["", ""], b"(1)(2)"),                                # empty subjects never merge
     (["[list] news", "Re: [list] News", "other"], b"(1 2)(3)"),
+    (["Ärger", "Re: ärger", "Arger"], b"(1 2)(3)"),       # i;unicode-casemap: Ä and ä match, not A
 ])
 def test_subject_merging(conv: Conversation, subjects: list[str], expected: bytes) -> None:
     for index, subject in enumerate(subjects):

@@ -9,9 +9,11 @@ criterion's values by folder and UID (a message's values never change), so a web
 re-sorting a large folder on every page view reads each entry once. ARRIVAL and SIZE need only
 the index record.
 
-Strings compare with the i;ascii-casemap collation (RFC 4790): ASCII letters are upper-cased, then
-the UTF-8 octets compare (the order of Python's code point comparison). Ties, under every key, go
-by message sequence number (RFC 5256 section 3), which is the order records arrive in.
+Strings compare with the i;unicode-casemap collation (RFC 5051), as RFC 5256 section 7 requires:
+each character is titlecased and decomposed (midb.sortindex.casemap, when the entry is written),
+then the UTF-8 octets compare (the order of Python's code point comparison). THREAD's subjects
+match by the same form. Ties, under every key, go by message sequence number (RFC 5256 section
+3), which is the order records arrive in.
 
 The threading algorithms follow RFC 5256 section 3 step by step; every traversal is iterative, so a
 References chain of any length cannot exhaust the recursion limit. They build the threads as lists
@@ -69,7 +71,7 @@ def _text_value(field: str) -> Callable[[bytes], str]:
 THREAD_VALUES = "THREAD"  # the SortColumns criterion holding ThreadItem values
 
 # A criterion's value of a message, from its sort entry (midb.sortindex): texts are in their
-# i;ascii-casemap form there already.
+# i;unicode-casemap form there already.
 _ENTRY_VALUE: dict[str, Callable[[bytes], Any]] = {
     "DATE": entry_date,   # the internal date where Date: is missing or unusable (RFC 5256 section 2.2)
     "SUBJECT": _text_value("subject"),   # the base subject
