@@ -1452,15 +1452,14 @@ class Store(MetadataMixin):
             raise unexpected
         return outcomes
 
-    def _prepare_append(self, items: Sequence[AppendItem], now: int,
-                        tail_of: Callable[[Iterable[str]], bytes] = _flags_tail) -> tuple[list[_Prepared], int]:
+    def _prepare_append(self, items: Sequence[AppendItem], now: int) -> tuple[list[_Prepared], int]:
         """Validated (data, flags' record tail, internaldate, tzoffset) items and their total
-        size; a read-only store refuses here, before anything else is looked at. ``tail_of``
-        makes the tail of an item's flags (a copy across shards passes one that remembers each
-        distinct set: see _transfer_across)."""
+        size; a read-only store refuses here, before anything else is looked at. Flags given as
+        a tuple (a copy across shards passes its messages' own) are parsed once per distinct set."""
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
         prepared: list[_Prepared] = []
+        tails: dict[tuple[str, ...], bytes] = {}
         for item in items:
             try:
                 data, flags, internaldate, tzoffset = item
@@ -1478,7 +1477,13 @@ class Store(MetadataMixin):
                 raise InvalidArgument(f"invalid internaldate {internaldate!r}")
             if not isinstance(tzoffset, int) or not -MAX_TZOFFSET <= tzoffset <= MAX_TZOFFSET:
                 raise InvalidArgument(f"invalid tzoffset {tzoffset!r}")
-            prepared.append((data, tail_of(flags), internaldate, tzoffset))
+            if isinstance(flags, tuple):
+                tail = tails.get(flags)
+                if tail is None:
+                    tail = tails[flags] = _flags_tail(flags)
+            else:
+                tail = _flags_tail(flags)
+            prepared.append((data, tail, internaldate, tzoffset))
         return prepared, sum(len(entry[0]) for entry in prepared)
 
     def _refuse_early(self, account: str, folder_id: int, total: int, count: int,
@@ -1517,11 +1522,10 @@ class Store(MetadataMixin):
 
     def _append(self, account: str, folder_id: int,
                 items: Sequence[AppendItem],
-                explicit_uid: int | None, *, claim: bool = False,
-                tail_of: Callable[[Iterable[str]], bytes] = _flags_tail) -> tuple[int, list[int], int | None]:
+                explicit_uid: int | None, *, claim: bool = False) -> tuple[int, list[int], int | None]:
         if explicit_uid is not None and (not isinstance(explicit_uid, int) or not 0 < explicit_uid <= MAX_U32):
             raise InvalidArgument(f"invalid UID {explicit_uid!r}")
-        prepared, total = self._prepare_append(items, int(time.time()), tail_of)
+        prepared, total = self._prepare_append(items, int(time.time()))
         self._refuse_early(account, folder_id, total, len(prepared), explicit_uid)
 
         def make_job(blobs: list[str], digests: list[tuple[bytes, bytes] | None], inline: list[bool]
@@ -2048,10 +2052,7 @@ class Store(MetadataMixin):
             return info.uidvalidity, []
         items = [(data, meta.flags, meta.internaldate, meta.tzoffset)
                  for meta, data in zip(found, datas, strict=True) if data is not None]
-        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None,
-                                                     # the flags are a MessageMeta's tuples
-                                                     tail_of=cast(Callable[[Iterable[str]], bytes],
-                                                                  functools.cache(_flags_tail)))
+        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
         if move:
             self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
         return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
