@@ -409,6 +409,11 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Log connections lost to I/O errors (resets, broken pipes, TLS or DEFLATE failures) at notice level "
        "rather than debug, on IMAP, LMTP and the auth socket.",
        "imap"),
+    _d("lmtp_add_received_header", "bool", "yes",
+       "Begin each delivered copy, after Return-Path and Delivered-To, with a Received trace field "
+       "naming the MTA (its LHLO name and address), host_id, the delivery id and the recipient, as "
+       "RFC 5321 asks of the server that delivers a message (Dovecot's lmtp_add_received_header).",
+       "imap", reloadable=True),
     _d("lmtp_conn_timeout", "timespan", "5 minutes",
        "Idle time after which an LMTP connection is closed with a 421 reply.",
        "imap", minimum=1),

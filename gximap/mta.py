@@ -88,7 +88,8 @@ def delivery_settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.lmtp.de
     if command is not None and not os.access(command.program, os.X_OK):
         log.warning("imap_filter_command: %s is not an executable file (yet); deliveries go to INBOX "
                     "until it is", command.program)
-    return DeliverySettings(spam_header=spam, filter=command, autoexpunge=gxconfig.autoexpunge_periods(cfg))
+    return DeliverySettings(spam_header=spam, filter=command, autoexpunge=gxconfig.autoexpunge_periods(cfg),
+                            received_by=str(cfg.host_id) if cfg.lmtp_add_received_header else None)
 
 
 class MtaServices:

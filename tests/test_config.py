@@ -508,7 +508,7 @@ def test_reloadable_set() -> None:
         "imap_log_file", "imap_log_level", "debug", "imap_cmd_debug", "io_debug", "imap_accept_haproxy",
         "imap_haproxy_trust", "imap_rfc9051", "imap_quota_admins", "imap_metadata_comment",
         "imap_metadata_admin", "imap_metadata_max_entries", "imap_metadata_max_size",
-        "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "imap_sort_cache_size",
+        "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "lmtp_add_received_header", "imap_sort_cache_size",
         "imap_default_mailbox_quota", "imap_default_annotation_quota", "imap_autoexpunge_trash",
         "imap_autoexpunge_junk", "imap_autoexpunge_folders",
     }

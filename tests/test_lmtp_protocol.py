@@ -28,7 +28,7 @@ def make(**kwargs: int) -> LmtpProtocol:
     kwargs.setdefault("max_line_length", 1000)
     proto = LmtpProtocol(HOST, **kwargs)  # type: ignore[arg-type]  # mypy matches **dict[str, int] against host_id too
     proto.greet()
-    assert proto.data_to_send() == f"220 2.0.0 {HOST} LMTP gximap ready\r\n".encode()
+    assert proto.data_to_send() == f"220 {HOST} LMTP gximap ready\r\n".encode()
     return proto
 
 
@@ -233,6 +233,18 @@ def test_long_and_malformed_command_lines() -> None:
     proto.receive(b"z\r\nNOOP\r\n")
     assert proto.next_event() is None
     assert proto.data_to_send() == b"500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
+
+
+def test_a_line_of_the_longest_length_does_not_depend_on_where_a_read_ends() -> None:
+    """A line of exactly max_command_length octets (CRLF not counted) is accepted whether its
+    CRLF arrives with it or its LF arrives alone."""
+    line = b"NOOP " + b"x" * 95
+    assert drive(make(max_command_length=100), line + b"\r\n") == ["250 2.0.0 Ok"]
+    proto = make(max_command_length=100)
+    proto.receive(line + b"\r")
+    assert proto.next_event() is None and proto.data_to_send() == b""
+    assert drive(proto, b"\n") == ["250 2.0.0 Ok"]
+    assert drive(make(max_command_length=100), line + b"xx\r\n") == ["500 5.5.2 Error: line too long"]
 
 
 def test_goodbye_and_limits_on_construction() -> None:

@@ -5,6 +5,7 @@ on TCP and UNIX sockets with Python's LMTP client, and in the daemon (SIGHUP rel
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from net_helpers import TIMEOUT, wait_until
 from gximap.auth.maps import NameMap
 from gximap.filters import FilterCommand
 from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings, header_fields, unquote_address
-from gximap.lmtp.session import LmtpContext, LmtpSession, LmtpSettings
+from gximap.lmtp.session import SERIAL_COPY_SIZE, LmtpContext, LmtpSession, LmtpSettings
 from gximap.net.handler import INPUT_HIGH_WATER, ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
@@ -129,7 +130,7 @@ def expected_copy(rcpt: str, sender: str = "carol@example.org") -> bytes:
 
 def test_replies_in_order_and_headers_per_recipient(store: Store) -> None:
     client = Client(make_context(store))
-    assert client.greeting == ["220 2.0.0 mx.test.example LMTP gximap ready"]
+    assert client.greeting == ["220 mx.test.example LMTP gximap ready"]
     replies = client.transaction(["alice@test.example", "nobody@test.example", "Bob@Test.Example"])
     assert replies[0] == "250 2.1.0 Ok"
     assert replies[1:4] == ["250 2.1.5 Ok",
@@ -457,6 +458,138 @@ def test_idle_timeout(store: Store) -> None:
     assert client.session.idle_timeout() == 300.0
     client.session.timed_out()
     assert client._run() == ["421 4.4.2 mx.test.example Error: timeout exceeded"] and client.closed
+
+
+def test_the_idle_timer_waits_for_copies_being_stored(store: Store) -> None:
+    """The idle timer expiring while a slow disk or filter stores the copies is a keepalive: a
+    421 then would make the MTA retry recipients whose copies are stored meanwhile."""
+    gated = GatedStore(store)
+    client = Client(make_context(gated))
+    session = _storing_two_copies(client)
+    assert session.timed_out() is False and not client.closed
+    _let_the_copies_through(gated, session)
+    lines = b"".join(client._output()).decode().split("\r\n")[:-1]
+    assert [line[:10] for line in lines[-2:]] == ["250 2.0.0 "] * 2
+    assert session.timed_out() is True
+    assert client._run() == ["421 4.4.2 mx.test.example Error: timeout exceeded"] and client.closed
+
+
+def test_a_subject_the_email_package_cannot_decode_is_delivered(store: Store) -> None:
+    """A charset name that is not ASCII made email.header raise CharsetError, which escaped:
+    the connection dropped with no reply, and the MTA retried the message for days."""
+    wire = "Subject: =?ü?q?a?=\r\n\r\nbody\r\n.\r\n".encode()
+    replies = Client(make_context(store)).transaction(["alice@test.example", "bob@test.example"], wire=wire)
+    assert [line[:10] for line in replies[-2:]] == ["250 2.0.0 "] * 2
+    assert stored(store, "alice")[0][0].endswith("Subject: =?ü?q?a?=\r\n\r\nbody\r\n".encode())
+
+
+def test_a_message_that_cannot_be_prepared_gets_451_per_recipient(store: Store,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    ctx = make_context(store)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in prepare")
+
+    ctx.agent.prepare = broken  # type: ignore[method-assign]
+    client = Client(ctx)
+    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
+        replies = client.transaction(["alice@test.example", "bob@test.example"])
+    assert replies[-2:] == ["451 4.3.0 Internal error, try again later"] * 2
+    assert "a bug in prepare" in caplog.text
+    assert client.send(b"NOOP\r\n") == ["250 2.0.0 Ok"]  # the connection goes on
+
+
+def test_a_large_message_is_stored_one_copy_at_a_time(store: Store) -> None:
+    """Each copy holds the whole message: from SERIAL_COPY_SIZE on, the copies for several
+    recipients are made in turn, so that a message to N recipients is not in memory N times."""
+    for name in ("carol", "dave"):
+        store.create_account(name)
+    ctx = make_context(store)
+    ctx.settings = LmtpSettings(host_id="mx", max_message_size=4 << 20, delivery_threads=4)
+    deliver = ctx.agent.deliver
+    busy = [0]
+    most = [0]
+    lock = threading.Lock()
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        try:
+            time.sleep(0.02)  # time for the other delivery threads to overlap, were they used
+            return deliver(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    ctx.agent.deliver = counting  # type: ignore[method-assign]
+    recipients = [f"{name}@test.example" for name in ("alice", "bob", "carol", "dave")]
+    large = b"Subject: large\r\n\r\n" + b"x" * 78 + b"\r\n"
+    large *= SERIAL_COPY_SIZE // len(large) + 1
+    replies = Client(ctx).transaction(recipients, wire=large + b".\r\n")
+    assert [line[:10] for line in replies[-4:]] == ["250 2.0.0 "] * 4
+    assert most[0] == 1
+    assert all(len(stored(store, name)) == 1 for name in ("alice", "bob", "carol", "dave"))
+    most[0] = 0
+    replies = Client(ctx).transaction(recipients)  # small: in parallel, as before
+    assert [line[:10] for line in replies[-4:]] == ["250 2.0.0 "] * 4
+    assert most[0] > 1
+
+
+def test_a_large_message_s_copies_not_started_are_dropped_with_the_connection(store: Store) -> None:
+    gated = GatedStore(store)
+    ctx = make_context(gated)
+    ctx.settings = LmtpSettings(host_id="mx", max_message_size=4 << 20)
+    client = Client(ctx)
+    client.send(b"LHLO c\r\n")
+    session = client.session
+    large = b"Subject: large\r\n\r\n" + (b"x" * 78 + b"\r\n") * (SERIAL_COPY_SIZE // 80 + 1)
+    session.data_received(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\nRCPT TO:<bob@test.example>\r\n"
+                          b"DATA\r\n" + large + b".\r\n")
+    assert session.process(8) is False and session.delivering
+    time.sleep(0.05)  # alice's copy has started and waits at the gate
+    session.connection_lost()
+    gated.gate.set()
+    ctx.close()
+    assert len(stored(store, "alice")) == 1 and stored(store, "bob") == []
+
+
+def test_accounts_of_a_group_left_out_at_rcpt_are_logged(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    store.create_account("carol")
+    store.update_account("bob", quota_messages=1)
+    bob_inbox = store.get_folder("bob", "INBOX")
+    assert bob_inbox is not None
+    store.append("bob", bob_inbox.id, b"x\r\n")
+    store.update_account("carol", disabled=True)
+    client = Client(make_context(store, table="static team@test.example:alice,bob,carol"))
+    with caplog.at_level(logging.INFO, logger="gximap.lmtp"):
+        replies = client.transaction(["team@test.example"])
+    assert replies[-1].startswith("250 2.0.0 <team@test.example>")
+    assert "recipient <team@test.example>: account bob is at its quota; no copy for it" in caplog.text
+    assert "recipient <team@test.example>: account carol is disabled; no copy for it" in caplog.text
+
+
+def test_the_received_trace_field(store: Store) -> None:
+    """RFC 5321 4.4: the delivering server adds a Received field (lmtp_add_received_header)."""
+    ctx = make_context(store, received_by="mx.test.example")
+    client = Client(ctx)
+    replies = client.transaction(["alice@test.example"])
+    delivery_id = replies[-1].split()[3]
+    copy = stored(store, "alice")[0][0]
+    head, received, rest = copy.partition(b"Received: ")
+    assert head == b"Return-Path: <carol@example.org>\r\nDelivered-To: alice@test.example\r\n"
+    field, _, body = rest.partition(b"\r\n" + MESSAGE[:5])
+    lines = field.decode().split("\r\n")
+    assert lines[0] == "from client ([127.0.0.1])"
+    assert lines[1] == f"\tby mx.test.example with LMTP id {delivery_id}"
+    assert lines[2].startswith("\tfor <alice@test.example>; ")
+    email.utils.parsedate_to_datetime(lines[2].partition("; ")[2])  # an RFC 5322 date
+    assert MESSAGE[:5] + body == MESSAGE
+    # An LHLO name with controls or parentheses cannot break or forge the field.
+    client = Client(ctx)
+    client.send(b"LHLO a(b)\x01c\r\n")
+    client.send(b"MAIL FROM:<>\r\nRCPT TO:<bob@test.example>\r\nDATA\r\n" + WIRE)
+    assert stored(store, "bob")[0][0].split(b"\r\n")[2] == b"Received: from a?b??c ([127.0.0.1])"
 
 
 def test_selected_imap_session_is_woken_and_idle_gets_exists(tmp_path: Path) -> None:

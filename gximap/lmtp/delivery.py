@@ -10,8 +10,9 @@ Recipients: the address (a quoted local part unquoted) goes through ``delivery_m
 account: an address that maps to no existing account is refused at RCPT with ``550 5.1.1``, a
 disabled account with ``550 5.2.1``, an account already at its quota with ``552 5.2.2``.
 
-A recipient's copy is the message as received with ``Return-Path: <sender>`` and
-``Delivered-To: <recipient>`` prepended, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
+A recipient's copy is the message as received with ``Return-Path: <sender>``,
+``Delivered-To: <recipient>`` and (DeliverySettings.received_by) a ``Received`` trace field
+prepended, bare LF line ends made CRLF (``midb.mime.normalize_crlf``;
 an MTA passing LF-only mail on would otherwise store what IMAP clients misread). Recipients of
 one message with the same target (``DeliveryAgent.target``: the same address, ORCPT and
 accounts, as Dovecot tells duplicates) share the first one's copy and reply. A message
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import email.errors
 import email.header
+import email.utils
 import logging
 import re
 import time
@@ -63,6 +65,7 @@ __all__ = [
 log = logging.getLogger("gximap.lmtp")
 
 _FIELD_NAME = re.compile(rb"[\x21-\x7e]+").fullmatch  # printable ASCII, no space (RFC 5322 ftext)
+_TRACE_SAFE = re.compile(r"[^\x00-\x20\x7f-\x9f()\u2028\u2029]*").fullmatch
 MAX_HEADER_SCAN = 256 * 1024  # header fields beyond this are not looked at (spam flag, Subject)
 _JUNK = "\\Junk"
 _SPECIAL_USES = {use.lower(): use for use in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
@@ -136,7 +139,9 @@ def _decode_subject(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace")
     try:
         decoded = str(email.header.make_header(email.header.decode_header(text)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+    except (ValueError, LookupError, UnicodeError, email.errors.MessageError):
+        # MessageError covers HeaderParseError and CharsetError (=?ü?q?a?=): a Subject the
+        # email package cannot decode is logged and filtered as written, never a lost delivery.
         decoded = text
     return " ".join(decoded.split())
 
@@ -147,6 +152,9 @@ class DeliverySettings:
     filter: FilterCommand | None = None
     # (special use, seconds): imap_autoexpunge_*, run after a delivery too (gximap.expiring).
     autoexpunge: tuple[tuple[str, float], ...] = ()
+    # This host's name for the Received field each copy gets (lmtp_add_received_header); None:
+    # no Received field.
+    received_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,7 @@ class PreparedMessage:
     subject: str
     message_id: str
     settings: DeliverySettings
+    peer: str = ""  # the LMTP client's address, for the Received field; "" over a unix socket
 
 
 @dataclass(slots=True)
@@ -210,9 +219,13 @@ class DeliveryAgent:
                     continue
                 if account.disabled:
                     disabled += 1
+                    log.info("recipient <%s>: account %s is disabled; no copy for it", _printable(address),
+                             account.name)
                     continue
                 if _is_full(self.store, account):
                     full += 1
+                    log.info("recipient <%s>: account %s is at its quota; no copy for it",
+                             _printable(address), account.name)
                     continue
                 accounts.append(account.name)
         except (midb_errors.MidbError, OSError) as exc:
@@ -228,7 +241,7 @@ class DeliveryAgent:
 
     # -- after DATA -------------------------------------------------------------------------------
 
-    def prepare(self, envelope: Envelope, body: bytes) -> PreparedMessage:
+    def prepare(self, envelope: Envelope, body: bytes, *, peer: str = "") -> PreparedMessage:
         settings = self.settings
         body = normalize_crlf(body)
         fields = header_fields(body)
@@ -240,7 +253,7 @@ class DeliveryAgent:
         subject = next((_decode_subject(raw) for name, raw in fields if name == "subject"), "")
         message_id = next((raw.decode("utf-8", "replace").strip() for name, raw in fields
                            if name == "message-id"), "")
-        return PreparedMessage(envelope, body, spam, subject, message_id, settings)
+        return PreparedMessage(envelope, body, spam, subject, message_id, settings, peer)
 
     @staticmethod
     def target(prepared: PreparedMessage, recipient: Recipient) -> tuple[object, ...]:
@@ -258,7 +271,8 @@ class DeliveryAgent:
         """Store ``recipient``'s copy in each of its accounts; the LMTP reply for it."""
         envelope = prepared.envelope
         copy = (b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\nDelivered-To: "
-                + recipient.address.encode("utf-8") + b"\r\n" + prepared.body)
+                + recipient.address.encode("utf-8") + b"\r\n" + _received_field(prepared, recipient, delivery_id)
+                + prepared.body)
         started = time.monotonic()
         copies = [self._plan(prepared, recipient, account, copy, delivery_id) for account in recipient.accounts]
         self._store_copies(copies, copy, recipient, delivery_id)
@@ -437,6 +451,28 @@ class DeliveryAgent:
         if junk is None:
             return self._inbox(account)
         return junk.id, junk.name
+
+
+def _received_field(prepared: PreparedMessage, recipient: Recipient, delivery_id: str) -> bytes:
+    """The trace field RFC 5321 section 4.4 asks of the server that delivers a message, as
+    Dovecot's LMTP writes it: ``Received: from <LHLO name> ([<client address>])`` ``by <host>
+    with LMTP id <delivery id>`` ``for <recipient>; <date>``, folded before ``by`` and ``for``;
+    b"" when lmtp_add_received_header is off."""
+    received_by = prepared.settings.received_by
+    if received_by is None:
+        return b""
+    source = _trace_text(prepared.envelope.lhlo) or "unknown"
+    if prepared.peer:
+        source += f" ([{_trace_text(prepared.peer)}])"
+    date = email.utils.formatdate(localtime=True)
+    return (f"Received: from {source}\r\n\tby {_trace_text(received_by)} with LMTP id {delivery_id}\r\n"
+            f"\tfor <{_trace_text(recipient.address)}>; {date}\r\n").encode()
+
+
+def _trace_text(text: str) -> str:
+    """``text`` fit for a Received field: no control characters (a line break would end the
+    field and start one the client wrote), no blanks or parentheses (a comment's syntax)."""
+    return text if _TRACE_SAFE(text) else "".join(char if _TRACE_SAFE(char) else "?" for char in text)
 
 
 def _is_full(store: Any, account: Any) -> bool:

@@ -59,7 +59,7 @@ DEFAULT_MAX_ERRORS = 20
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One reply: code, enhanced status code (RFC 3463) and text."""
+    """One reply: code, enhanced status code (RFC 3463; "" for none, as in the greeting) and text."""
 
     code: int
     status: str
@@ -76,10 +76,13 @@ class Reply:
     def encode(self) -> bytes:
         text = _CONTROL_RE.sub("?", self.text)
         # Replies are ASCII (a folder or address with other characters is shown escaped).
-        return f"{self.code} {self.status} {text}\r\n".encode("ascii", "backslashreplace")
+        return f"{self._head()}{text}\r\n".encode("ascii", "backslashreplace")
+
+    def _head(self) -> str:
+        return f"{self.code} {self.status} " if self.status else f"{self.code} "
 
     def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
+        return self._head() + self.text
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -414,7 +417,9 @@ class LmtpProtocol:
         return bool(self._out)
 
     def greet(self) -> None:
-        self._send(Reply(220, "2.0.0", f"{self.host_id} LMTP {self.software} ready"))
+        # RFC 5321 4.2: the greeting's first word is the server's name; no enhanced status code
+        # (RFC 2034 gives greetings none), as Postfix and Dovecot greet.
+        self._send(Reply(220, "", f"{self.host_id} LMTP {self.software} ready"))
 
     def goodbye(self, reply: Reply) -> None:
         """Say ``reply`` (a 421) and close, whatever the state (time-out, shutdown)."""
@@ -487,7 +492,8 @@ class LmtpProtocol:
                 self._discarding = False
                 continue
             if newline < 0:
-                if len(self._in) > self.max_command_length:
+                # + 1: a line of the longest length may have arrived without its LF yet, but with its CR.
+                if len(self._in) > self.max_command_length + 1:
                     self._in.clear()
                     self._discarding = True
                     self._error(LINE_TOO_LONG)

@@ -22,6 +22,7 @@ Shutdown: copies already being stored are waited for (up to ``SHUTDOWN_WAIT``) a
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import itertools
 import logging
 import threading
@@ -38,6 +39,9 @@ __all__ = ["LmtpContext", "LmtpSession", "LmtpSettings"]
 log = logging.getLogger("gximap.lmtp")
 
 SHUTDOWN_WAIT = 10.0  # seconds a stopping server waits for copies already being stored
+# From this size on a message's copies are stored one at a time (see _store_in_turn).
+SERIAL_COPY_SIZE = 1024 * 1024
+INTERNAL_ERROR = Reply(451, "4.3.0", "Internal error, try again later")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,27 @@ def _stored_here(agent: DeliveryAgent, prepared: PreparedMessage, recipient: Rec
     return future
 
 
+def _ip_address(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return ""
+
+
+def _store_in_turn(agent: DeliveryAgent, prepared: PreparedMessage,
+                   copies: list[tuple[concurrent.futures.Future[Reply], Recipient]], delivery_id: str) -> None:
+    """agent.deliver() for each recipient in turn, its outcome in its future; a future
+    cancelled before its turn (the connection lost, a shutdown) is skipped, as the executor
+    skips a cancelled job."""
+    for future, recipient in copies:
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(agent.deliver(prepared, recipient, delivery_id=delivery_id))
+        except Exception as error:  # noqa: BLE001 - answered 451 by _collect_results
+            future.set_exception(error)
+
+
 class LmtpSession:
     """Implements :class:`gximap.net.handler.ProtocolHandler` for LMTP."""
 
@@ -127,6 +152,8 @@ class LmtpSession:
         self._accepted_for: Envelope | None = None
         self._close_sent = False
         self._messages = 0
+        # For the Received field: the MTA's IP address, none over a unix socket.
+        self._peer_address = _ip_address(conn.peer_host)
 
     # -- ProtocolHandler ------------------------------------------------------------------------
 
@@ -187,6 +214,10 @@ class LmtpSession:
         return self.settings.conn_timeout
 
     def timed_out(self) -> bool:
+        if self._delivery is not None:
+            # Not idle: waiting for copies being stored (a slow disk or filter). A 421 now would
+            # make the MTA retry recipients whose copies are stored meanwhile: duplicates.
+            return False
         self._abandon("idle time-out")
         self.proto.goodbye(Reply(421, "4.4.2", f"{self.settings.host_id} Error: timeout exceeded"))
         return True
@@ -238,7 +269,14 @@ class LmtpSession:
             return
         delivery_id = f"{self.id}.{self._messages}"
         agent = self.ctx.agent
-        prepared = agent.prepare(event.envelope, event.body)
+        try:
+            prepared = agent.prepare(event.envelope, event.body, peer=self._peer_address)
+        except Exception:  # noqa: BLE001 - a bug must cost a retry, not the connection or the mail
+            log.exception("%s: delivery %s: the message could not be prepared", self.id, delivery_id)
+            for _ in event.envelope.recipients:
+                self.proto.reply(INTERNAL_ERROR)
+            self.proto.message_done()
+            return
         delivery = self._delivery = _Delivery(event, prepared, delivery_id)
         recipients = event.envelope.recipients
         # One copy per target, not per RCPT: a broken or hostile MTA repeating a recipient must
@@ -258,6 +296,15 @@ class LmtpSession:
             # GIL hand-offs per message (there and back) and parallelise nothing.
             ((target, first),) = firsts.items()
             futures[target] = _stored_here(agent, prepared, first, delivery_id)
+        elif len(prepared.body) >= SERIAL_COPY_SIZE:
+            # Each copy holds the whole message: a large one's recipients are stored one after
+            # another by one delivery thread, so that it is in memory twice, not once per thread.
+            for target in firsts:
+                futures[target] = concurrent.futures.Future()
+            self.ctx.executor.submit(_store_in_turn, agent, prepared,
+                                     [(futures[target], first) for target, first in firsts.items()], delivery_id)
+            for future in futures.values():
+                future.add_done_callback(self._copy_done)
         else:
             executor = self.ctx.executor
             for target, first in firsts.items():
@@ -283,7 +330,7 @@ class LmtpSession:
                 if first:  # its duplicates get the same reply; one traceback is enough
                     log.exception("%s: delivery %s to <%s> failed", self.id, delivery.delivery_id,
                                   recipient.address)
-                reply = Reply(451, "4.3.0", "Internal error, try again later")
+                reply = INTERNAL_ERROR
             self.proto.reply(reply)
         if delivery.pending:
             return False
