@@ -333,6 +333,16 @@ def test_binary_and_8bit_values(conv):
     """)
 
 
+def test_8bit_values_that_are_not_utf8_go_as_literals_under_utf8_accept(conv):
+    # RFC 6855 / RFC 9051: after ENABLE UTF8=ACCEPT a quoted string may hold 8-bit octets only
+    # as valid UTF-8; a binary value without NUL is a literal, as it was before the ENABLE.
+    assert conv.send(b"a SETMETADATA INBOX (/private/vendor/test/bin {2+}\r\n\xff\xfe)\r\n") == [
+        b"a OK SETMETADATA completed"]
+    conv.command("ENABLE UTF8=ACCEPT")
+    assert conv.send(b"b GETMETADATA INBOX /private/vendor/test/bin\r\n") == [
+        b"* METADATA INBOX (/private/vendor/test/bin {2}\r\n\xff\xfe)", b"b OK GETMETADATA completed"]
+
+
 def test_server_entries(conv):
     conv.script("""
         C: a GETMETADATA "" (DEPTH infinity) /shared
