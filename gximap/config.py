@@ -338,7 +338,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=1024),
     _d("imap_max_literal_size", "size", "64M",
        "Maximum size of the literals of one APPEND (the messages) or REPLACE; also the APPENDLIMIT "
-       "advertised to clients. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
+       "advertised to clients. A message above it gets NO [TOOBIG]; a MULTIAPPEND whose messages "
+       "are each within it but together above gets NO [LIMIT], so that the client appends them one "
+       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
        "imap", minimum=1024),
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command. In SEARCH criteria it counts "

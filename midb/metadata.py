@@ -38,7 +38,9 @@ _SCOPES = ("/private", "/shared")
 def normalize_entry(entry: object, *, settable: bool = False) -> str:
     """The canonical (lower-case) form of an entry name; InvalidArgument when it is not one.
     ``settable``: the name must denote an annotation, not a bare scope."""
-    if not isinstance(entry, str):
+    # Non-ASCII is refused before lower(), which maps some of it onto ASCII (U+212A KELVIN
+    # SIGN is "k"): such a name would alias an ASCII one.
+    if not isinstance(entry, str) or not entry.isascii():
         raise InvalidArgument(f"invalid metadata entry {entry!r}")
     lowered = entry.lower()
     if len(lowered) > MAX_ENTRY_LENGTH or not _ENTRY.match(lowered):

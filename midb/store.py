@@ -125,6 +125,7 @@ from midb.messages import (
     metas_from_pairs,
     pack_record,
     parse_flags,
+    record_sizes,
     split_pairs,
     tail_keyword_count,
     uid_array_from_keys,
@@ -579,6 +580,25 @@ class Store(MetadataMixin):
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             return self._quota_exceeded(txn, dbs, self._account_id(txn, dbs, account), size, messages)
+
+    def copy_quota_exceeded(self, account: str, folder_id: int, uids: Iterable[int]) -> str | None:
+        """quota_exceeded for a copy of the messages ``uids`` of the folder into the same
+        account: the resource that their count and octets, taken together, would exceed, or
+        None. A COPY written in pieces asks it first, since each piece checks only itself: its
+        first pieces would take the room a delivery meanwhile is then refused, only to be
+        undone when a later piece meets the limit. Stale by the write, which checks each piece
+        again. An account without a quota costs no read of the messages."""
+        wanted = _uid_list(uids)
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            limits = self._account(txn, dbs, account_id)
+            if not limits.quota_bytes and not limits.quota_messages:
+                return None
+            record = self._folder(txn, dbs, account_id, folder_id)
+            records = [raw for _key, raw in self._records_of(txn, dbs, account_id, record.id, wanted)]
+            return self._quota_exceeded(txn, dbs, account_id, sum(record_sizes(records)), len(records))
 
     @staticmethod
     def _blob_incref(txn: Any, dbs: Databases, blob_raw: bytes, count: int) -> None:

@@ -68,9 +68,29 @@ def test_oversized_append_is_refused_before_the_literal(conv):
 
 
 def test_oversized_multiappend_is_refused_as_a_whole(conv):
+    # Each message within APPENDLIMIT, the two together above the limit on one command's
+    # literals: not TOOBIG (no message is too big), LIMIT with a text that says what to do.
     lines = conv.send(b"a1 APPEND INBOX {3000+}\r\n" + b"x" * 3000 + b" {2000}\r\n")
-    assert lines == [b"a1 NO [TOOBIG] Message too big"]
+    assert lines == [b"a1 NO [LIMIT] The messages of one command together exceed 4096 octets;"
+                     b" append them one at a time"]
     assert conv.folder("INBOX").messages == 0
+    # The same messages sent one APPEND at a time are taken.
+    assert conv.send(b"a2 APPEND INBOX {3000+}\r\n" + b"x" * 3000 + b"\r\n")[-1].startswith(b"a2 OK")
+    assert conv.send(b"a3 APPEND INBOX {2000+}\r\n" + b"y" * 2000 + b"\r\n")[-1].startswith(b"a3 OK")
+
+
+def test_a_multiappend_message_too_big_by_itself_is_toobig(conv):
+    # A second message over the limit by itself: TOOBIG, as for a single APPEND, with its
+    # octets (already on their way, {n+}) read and dropped and the stream kept in sync.
+    lines = conv.send(b"a1 APPEND INBOX {100+}\r\n" + b"x" * 100 + b" {4097+}\r\n" + b"y" * 4097
+                      + b"\r\na2 NOOP\r\n")
+    assert lines == [b"a1 NO [TOOBIG] Message too big", b"a2 OK NOOP completed"]
+    assert conv.folder("INBOX").messages == 0
+
+
+def test_literals_together_over_the_limit_of_another_command_stay_bad(conv):
+    lines = conv.send(b"a1 LOGIN {3000+}\r\n" + b"x" * 3000 + b" {2000}\r\n")
+    assert lines == [b"a1 BAD [TOOBIG] Literal too big"]
 
 
 def test_oversized_nonsynchronising_literal_is_skipped(conv):

@@ -26,6 +26,24 @@ def test_string_primitives() -> None:
     assert encode.literal(b"\x00", binary=True) == b"~{1}\r\n\x00"
 
 
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        ("Grüße".encode(), '"Grüße"'.encode()),             # valid UTF-8: quoted
+        (b"caf\xe9", b"{4}\r\ncaf\xe9"),                     # latin-1: not UTF-8
+        (b"\xff\xfe", b"{2}\r\n\xff\xfe"),                    # no UTF-8 at all
+        (b"\xc0\xaf", b"{2}\r\n\xc0\xaf"),                    # an overlong "/"
+        (b"\xed\xa0\x80", b"{3}\r\n\xed\xa0\x80"),              # a UTF-16 surrogate
+        ("a\r\nü".encode(), b"{5}\r\na\r\n" + "ü".encode()),   # valid, but CR LF
+    ],
+)
+def test_8bit_is_quoted_only_as_valid_utf8(value: bytes, wire: bytes) -> None:
+    # RFC 9051 / RFC 6855: once UTF-8 is enabled, a quoted string may hold 8-bit octets only
+    # as UTF-8 characters (QUOTED-CHAR =/ UTF8-2 / UTF8-3 / UTF8-4).
+    assert encode.string(value, utf8=True) == wire
+    assert encode.string(value) == encode.literal(value)   # without UTF-8, 8-bit is a literal
+
+
 def test_flag_list() -> None:
     assert encode.flag_list(["\\Seen", "$Label1"]) == b"(\\Seen $Label1)"
     assert encode.flag_list([]) == b"()"

@@ -166,8 +166,9 @@ def test_sync_literal_too_big_is_refused_before_any_byte() -> None:
     framer.feed(b"A3 APPEND INBOX {101}\r\n")
     error = framer.next_event()
     assert error == FrameError(
-        b"A3", FrameErrorKind.LITERAL_TOO_BIG, "Literal too big", b"APPEND", 101, True
+        b"A3", FrameErrorKind.LITERAL_TOO_BIG, "Literal too big", b"APPEND", 101, True, limit=100
     )
+    assert not error.too_big_together
     # The client waits for "+", gets the tagged NO [TOOBIG] instead and moves on.
     framer.feed(b"A4 NOOP\r\n")
     assert framer.next_event() == CommandFrame(b"A4", (b"A4 NOOP",))
@@ -248,6 +249,9 @@ def test_literal_budget_is_per_command() -> None:
     framer.feed(b"a LOGIN {6+}\r\nabcdef {6+}\r\n")
     error = framer.next_event()
     assert isinstance(error, FrameError) and error.kind is FrameErrorKind.LITERAL_TOO_BIG
+    # Each literal fits, the two together do not: the session can tell (a MULTIAPPEND's
+    # messages get NO [LIMIT], not NO [TOOBIG]).
+    assert error.too_big_together and (error.size, error.limit) == (6, 10)
     framer.feed(b"ghijkl\r\nb LOGIN {6+}\r\nabcdef {4+}\r\nghij\r\n")
     frame = framer.next_event()
     assert isinstance(frame, CommandFrame) and frame.tag == b"b"

@@ -71,7 +71,8 @@ def test_server_annotations_are_per_account(store):
 
 
 @pytest.mark.parametrize("entry", ["/private", "/shared", "private/x", "/other/x", "/private//x", "/private/x/",
-                                   "/private/*", "/private/%", "/private/\x01", "/private/ü", "/p" * 200, 7])
+                                   "/private/*", "/private/%", "/private/\x01", "/private/ü",
+                                   "/private/\u212a", "/p" * 200, 7])
 def test_invalid_entry_names(store, entry):
     with pytest.raises(errors.InvalidArgument):
         store.set_metadata("alice", SERVER, [(entry, b"v")])
@@ -333,6 +334,16 @@ def test_binary_and_8bit_values(conv):
     """)
 
 
+def test_8bit_values_that_are_not_utf8_go_as_literals_under_utf8_accept(conv):
+    # RFC 6855 / RFC 9051: after ENABLE UTF8=ACCEPT a quoted string may hold 8-bit octets only
+    # as valid UTF-8; a binary value without NUL is a literal, as it was before the ENABLE.
+    assert conv.send(b"a SETMETADATA INBOX (/private/vendor/test/bin {2+}\r\n\xff\xfe)\r\n") == [
+        b"a OK SETMETADATA completed"]
+    conv.command("ENABLE UTF8=ACCEPT")
+    assert conv.send(b"b GETMETADATA INBOX /private/vendor/test/bin\r\n") == [
+        b"* METADATA INBOX (/private/vendor/test/bin {2}\r\n\xff\xfe)", b"b OK GETMETADATA completed"]
+
+
 def test_server_entries(conv):
     conv.script("""
         C: a GETMETADATA "" (DEPTH infinity) /shared
@@ -380,7 +391,18 @@ def test_errors(conv):
         S: h BAD {*}
     """)
     lines = conv.send(b"i GETMETADATA INBOX {11+}\r\n/private/\xc3\xbc\r\n")
-    assert lines == [b"i BAD [CLIENTBUG] Invalid metadata entry name"]
+    assert lines == [b"i BAD [CLIENTBUG] Parse error: Invalid metadata entry name"]
+
+
+def test_a_non_ascii_entry_name_does_not_alias_an_ascii_one(conv):
+    # U+212A KELVIN SIGN lower-cases to ASCII "k": lowered before the check, the name was taken
+    # as /private/k. RFC 5464 section 3.2: no non-ASCII in entry names; invalid ones are BAD.
+    kelvin = "/private/\u212a".encode()
+    lines = conv.send(b'a SETMETADATA INBOX (%s "x")\r\n' % kelvin)
+    assert lines == [b"a BAD [CLIENTBUG] Parse error: Invalid metadata entry name"]
+    lines = conv.send(b'b GETMETADATA INBOX "%s"\r\n' % kelvin)
+    assert lines == [b"b BAD [CLIENTBUG] Parse error: Invalid metadata entry name"]
+    assert conv.store.get_metadata("alice", conv.folder("INBOX").id, ["/private/k"]) == {}
 
 
 def test_not_before_login(tmp_path):

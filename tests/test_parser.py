@@ -960,6 +960,8 @@ def test_metadata_rfc5464_examples() -> None:
         b"a GETMETADATA INBOX /private/*",
         b"a GETMETADATA INBOX /private//x",
         b"a GETMETADATA INBOX /private/x/",
+        'a GETMETADATA INBOX "/private/\u212a"'.encode(),   # KELVIN SIGN, whose lower() is "k"
+        'a SETMETADATA INBOX ("/private/\u212a" NIL)'.encode(),
         b"a GETMETADATA (DEPTH 2) INBOX /private/x",
         b"a GETMETADATA (MAXSIZE 1 MAXSIZE 2) INBOX /private/x",
         b"a GETMETADATA () INBOX /private/x",

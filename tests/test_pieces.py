@@ -340,6 +340,61 @@ def test_a_copy_failing_part_way_leaves_the_destination_as_it_was(
     assert conv.folder("Other").uidvalidity == other.uidvalidity
 
 
+def _deliver_after_each_piece(monkeypatch: pytest.MonkeyPatch, conv: Conversation) -> list[str]:
+    """Store.copy, after each piece it writes, delivers a message to the INBOX (as LMTP would
+    between two pieces of a COPY); the outcome of each delivery is listed."""
+    original = Store.copy
+    outcomes: list[str] = []
+
+    def copy_then_deliver(self: Store, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        try:
+            conv.add_message()
+            outcomes.append("delivered")
+        except midb_errors.OverQuota:
+            outcomes.append("refused")
+        return result
+
+    monkeypatch.setattr(Store, "copy", copy_then_deliver)
+    return outcomes
+
+
+@pytest.mark.parametrize("resource", ["MESSAGE", "STORAGE"])
+def test_a_copy_the_quota_cannot_take_as_a_whole_is_refused_before_any_piece(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, resource: str) -> None:
+    # Room for all but one of the copies: each piece alone fits, the set does not. Written
+    # piece by piece, the copies took the room of deliveries until a later piece was refused
+    # and all was undone; now nothing is written, and the account's room stays for mail.
+    used_bytes, used_messages = conv.store.usage("alice")
+    if resource == "MESSAGE":
+        conv.store.update_account("alice", quota_messages=2 * used_messages - 1)
+    else:
+        conv.store.update_account("alice", quota_bytes=2 * used_bytes - 1)
+    deliveries = _deliver_after_each_piece(monkeypatch, conv)
+    answer = conv.send(b"c1 COPY 1:* Other\r\n")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
+    assert deliveries == []   # no piece was written
+    assert _uids(conv, "Other") == []
+    assert conv.store.usage("alice") == (used_bytes, used_messages)
+    conv.add_message()   # the room the COPY could not use is there for mail
+
+
+def test_a_copy_the_quota_takes_exactly_is_written_and_each_piece_still_checks_itself(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    used_bytes, used_messages = conv.store.usage("alice")
+    conv.store.update_account("alice", quota_messages=2 * used_messages)
+    conv.command("COPY 1:* Other")   # (asserts the OK) the check ahead lets the exact fit pass
+    assert _uids(conv, "Other") == list(range(1, MESSAGES + 1))
+    # Room for exactly the set again: the check ahead passes, but a delivery after the first
+    # piece takes a place; the piece that then meets the limit is refused, the COPY undone.
+    conv.store.update_account("alice", quota_messages=3 * used_messages)
+    deliveries = _deliver_after_each_piece(monkeypatch, conv)
+    answer = conv.send(b"c1 COPY 1:* Other\r\n")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
+    assert deliveries[0] == "delivered"
+    assert _uids(conv, "Other") == list(range(1, MESSAGES + 1))   # the copies of the first COPY alone
+
+
 def test_a_copy_whose_client_leaves_part_way_is_undone(conv: Conversation, writers: StepWriters) -> None:
     writers.at_once = False
     session = conv.session

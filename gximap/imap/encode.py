@@ -19,7 +19,8 @@ from gximap.imap import mutf7
 
 # ATOM-CHAR: any CHAR except atom-specials: ( ) { SP CTL % * " \ ]
 _ATOM_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+\Z")
-# A quoted string may hold any TEXT-CHAR (no CR, LF, NUL); 8-bit only with UTF-8 enabled.
+# A quoted string may hold any TEXT-CHAR (no CR, LF, NUL); 8-bit only with UTF-8 enabled, and
+# then only as valid UTF-8 (RFC 9051 and RFC 6855: QUOTED-CHAR =/ UTF8-2 / UTF8-3 / UTF8-4).
 _QUOTABLE_7BIT = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*\Z")
 _QUOTABLE_8BIT = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\xff]*\Z")
 _QUOTED_MAX = 1024  # longer values go as literals: easier on clients' line buffers
@@ -44,9 +45,24 @@ def literal(value: bytes, *, binary: bool = False) -> bytes:
 
 
 def can_quote(value: bytes, utf8: bool = False) -> bool:
+    """Whether ``value`` may go as a quoted string: no CR, LF or NUL, not too long, and 8-bit
+    only when ``utf8`` (UTF8=ACCEPT or IMAP4rev2 in effect) and valid UTF-8. Anything else,
+    a binary METADATA value or a raw latin-1 header among them, must go as a literal."""
     if len(value) > _QUOTED_MAX:
         return False
-    return bool((_QUOTABLE_8BIT if utf8 else _QUOTABLE_7BIT).match(value))
+    if not utf8 or value.isascii():   # (isascii: one cheap scan, and the usual case)
+        return bool(_QUOTABLE_7BIT.match(value))
+    return bool(_QUOTABLE_8BIT.match(value)) and _is_utf8(value)
+
+
+def _is_utf8(value: bytes) -> bool:
+    """Valid UTF-8 as RFC 3629 defines it (Python's strict decoder: no overlong forms, no
+    surrogates, nothing above U+10FFFF), which is what RFC 9051's UTF8-2/3/4 allow."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def string(value: bytes | str, utf8: bool = False) -> bytes:

@@ -17,7 +17,9 @@ Events:
   the framer then expects the announced bytes.
 * :class:`FrameError` - line too long, literal too big, or a LITERAL- violation.  Reported before
   any byte of an oversized literal is read, with the tag and command name when the line has them,
-  so the session can answer ``NO [TOOBIG]`` (APPEND) or ``BAD``.
+  so the session can answer ``NO [TOOBIG]`` (APPEND) or ``BAD``; with the limit, so that it can
+  tell a literal too big by itself from one that only takes the command's literals together
+  past it (:attr:`FrameError.too_big_together`: a MULTIAPPEND of messages each within the limit).
 
 Limits and resynchronisation:
 
@@ -133,6 +135,14 @@ class FrameError:
     size: int | None = None  # the announced literal size for the literal errors
     synchronizing: bool = True  # for literal errors: False when the octets are being discarded
     unwaited: bool = False  # a synchronising literal's octets came without "+": being discarded
+    limit: int | None = None  # LITERAL_TOO_BIG: the bound on the command's literals together
+
+    @property
+    def too_big_together(self) -> bool:
+        """LITERAL_TOO_BIG for a literal within the limit by itself, refused because the
+        command's literals together exceed it (a MULTIAPPEND's messages, say)."""
+        return (self.kind is FrameErrorKind.LITERAL_TOO_BIG and self.size is not None
+                and self.limit is not None and self.size <= self.limit)
 
 
 FrameEvent = CommandFrame | NeedContinuation | FrameError
@@ -419,8 +429,9 @@ class Framer:
             unwaited = (synchronizing and self.buffered > 0 and extract_tag(first) is not None
                         and _command_name(first) is not None)
             error = self._error(
-                FrameErrorKind.LITERAL_TOO_BIG, "Literal too big", first, size=size,
-                synchronizing=synchronizing, unwaited=unwaited,
+                FrameErrorKind.LITERAL_TOO_BIG,
+                "Literal too big" if size > limit else "Literals too big together", first, size=size,
+                synchronizing=synchronizing, unwaited=unwaited, limit=limit,
             )
             self._reset_command()
             if not synchronizing or unwaited:
@@ -450,10 +461,11 @@ class Framer:
         size: int | None = None,
         synchronizing: bool = True,
         unwaited: bool = False,
+        limit: int | None = None,
     ) -> FrameError:
         return FrameError(
             extract_tag(first_line), kind, text, _command_name(first_line), size, synchronizing,
-            unwaited,
+            unwaited, limit,
         )
 
     def _take(self, count: int) -> bytes:

@@ -1353,7 +1353,11 @@ def _setquota(r: _Reader) -> Command:
 
 def _metadata_entry(r: _Reader) -> str:
     raw = r.astring("entry name")
-    entry = raw.decode("utf-8", "replace").lower()
+    # Non-ASCII is refused before lower(), which would map some of it onto ASCII (U+212A
+    # KELVIN SIGN is "k"): RFC 5464 section 3.2 allows no non-ASCII in an entry name.
+    if not raw.isascii():
+        raise r.error("Invalid metadata entry name")
+    entry = raw.decode("ascii").lower()
     if not _METADATA_ENTRY.match(entry):
         raise r.error("Invalid metadata entry name")
     return entry

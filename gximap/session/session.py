@@ -550,16 +550,21 @@ class ImapSession:
     def _frame_error(self, event: FrameError) -> None:
         tag = event.tag
         status = "BAD"
+        args: tuple[str, ...] = ()
         if (event.kind is FrameErrorKind.LITERAL_TOO_BIG and event.command in MESSAGE_COMMANDS
                 and self.state is not State.NOT_AUTHENTICATED):
             status, code = "NO", Code.NO_MESSAGE_TOO_BIG
+            if event.too_big_together:
+                # Each message within the limit APPENDLIMIT advertises, the command's literals
+                # together past it: [TOOBIG] would tell the client a message is too big.
+                code, args = Code.NO_MESSAGES_TOO_BIG_TOGETHER, (str(event.limit),)
         elif event.kind is FrameErrorKind.LINE_TOO_LONG:
             code = Code.BAD_LINE_TOO_LONG
         elif event.kind is FrameErrorKind.LITERAL_MINUS:
             code = Code.BAD_LITERAL_MINUS
         else:
             code = Code.BAD_LITERAL_TOO_BIG
-        line = self.status_line(status.encode(), code)
+        line = self.status_line(status.encode(), code, *args)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
         self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text, status,
                                   unwaited=event.unwaited)

@@ -15,15 +15,19 @@ copied, so the client still knows what arrived.
 
 Many messages are copied or moved in pieces, one write transaction each, so that one user's
 ``MOVE 1:* Trash`` of a large folder does not hold the shard's write lock and a worker for
-seconds. A COPY that fails after some pieces (or whose client leaves) removes the copies it made:
-the destination is left as it was, as RFC 3501 requires, although a session watching it may see
-them come and go. A crash in the middle leaves the copies made so far, which only duplicates
+seconds. Before its first piece, a COPY checks that the account's quota can take the whole set,
+and is refused NO [OVERQUOTA] with nothing written if not: the pieces, which check only
+themselves, would use up the quota for as long as the COPY ran, refusing deliveries meanwhile,
+only to be undone. A COPY that fails after some pieces (or whose client leaves) removes the
+copies it made: the destination is left as it was, as RFC 3501 requires, although a session
+watching it may see them come and go. A crash in the middle leaves the copies made so far, which only duplicates
 mail (every piece is durable: its new UIDs are seen by other sessions at once). A MOVE that
 fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -37,7 +41,7 @@ from gximap.session.errors import done_for_store_error, log_store_trouble, trycr
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
 from midb.blobs import PoolClosed
-from midb.errors import MidbError
+from midb.errors import MidbError, OverQuota
 
 
 def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> bytes:
@@ -50,17 +54,22 @@ def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> bytes:
 class _Transferred:
     """What the pieces of a COPY or MOVE did: the destination's UIDVALIDITY and the (source,
     destination) UID pairs, recorded by ``write`` as each piece commits (on a bulk-write thread,
-    while the session waits), so that a piece the client left during is known to the clean-up."""
+    while the session waits), so that a piece the client left during is known to the clean-up.
+    ``check_first``, if given, runs once before the first piece, on the same thread."""
 
     def __init__(self, transfer: Callable[..., tuple[int, list[tuple[int, int]]]], view: Any,
-                 target_id: int) -> None:
+                 target_id: int, *, check_first: Callable[[], None] | None = None) -> None:
         self._transfer = transfer   # Store.copy or Store.move
         self._view = view
         self._target_id = target_id
+        self._check_first = check_first
         self.uidvalidity = 0
         self.pairs: list[tuple[int, int]] = []
 
     def write(self, piece: Sequence[int]) -> None:
+        check, self._check_first = self._check_first, None
+        if check is not None:
+            check()
         # Every piece is durable, not only the last: the new UIDs are seen by other sessions at
         # once, and a crash that undid a piece would give them to other messages.
         view = self._view
@@ -94,6 +103,17 @@ def _hand_over_undo(session: Any, account: str, target_id: int, uids: list[int])
     return writers.submit(_undo_copies, session, account, target_id, uids)
 
 
+def _check_copy_quota(session: Any, view: Any, uids: list[int]) -> None:
+    """OverQuota when the account cannot take copies of all of ``uids``. A COPY written in
+    pieces checks its whole set first (RFC 9208 refuses what would take usage past a limit),
+    since each piece checks only itself: the first pieces would use up the quota, a delivery
+    meanwhile be refused (LMTP: a bounce), then a later piece fail and all be undone. Each piece
+    still checks itself: usage may grow between this read and its write."""
+    exceeded = session.store.copy_quota_exceeded(view.account, view.folder_id, uids)
+    if exceeded is not None:
+        raise OverQuota(exceeded)
+
+
 def _nothing_to_report(_piece: Sequence[int], _result: None) -> tuple[()]:
     return ()
 
@@ -114,7 +134,13 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     uids, target = _prepare(session, cmd)
     if not uids:
         return Done(Code.OK_COPY_NOTHING)
-    copied = _Transferred(session.store.copy, view, target.id)
+    # Up to FIRST_PIECE messages are one transaction, whose own check covers the whole set. The
+    # check of a larger set is a read of every record (about 50 ms for 100,000), made by the
+    # bulk-write thread before the first piece: off the worker, as the pieces are.
+    check_first = None
+    if len(uids) > pieces.FIRST_PIECE:
+        check_first = functools.partial(_check_copy_quota, session, view, uids)
+    copied = _Transferred(session.store.copy, view, target.id, check_first=check_first)
     try:
         yield from in_pieces(uids, copied.write, _nothing_to_report)
     except BaseException as failure:
