@@ -6,8 +6,10 @@ flags, keywords (``dovecot-keywords``, ``X-Keywords``) and internal dates (Maild
 mbox ``From_`` line). A client holding a cache for that UIDVALIDITY then sees the same mailbox and
 downloads nothing again.
 
-Re-running an import is safe: with UIDs kept, UIDs already present (or below the folder's UIDNEXT)
-are skipped; without UIDs, a message whose exact bytes are already in the folder is skipped.
+Re-running an import is safe: with UIDs kept, a message whose UID holds the same message here (or
+is below the folder's UIDNEXT) is skipped, and one whose UID another message took meanwhile (a
+delivery into a folder whose import was interrupted) is stored under a new UID; without UIDs, a
+message whose exact bytes are already in the folder is skipped.
 
 Bodies are stored with CRLF line endings by default (``normalize_crlf``): Maildir and mbox files
 usually hold bare LF, but IMAP serves messages with CRLF, and the size clients saw (Dovecot's
@@ -551,6 +553,7 @@ class FolderReport:
     uidvalidity: int = 0
     uids_kept: bool = False
     imported: int = 0
+    relocated: int = 0       # of those imported: under a new UID, another message held theirs here
     skipped: int = 0
     failed: int = 0
     complete: bool = True    # False when the import of this folder was stopped (quota)
@@ -558,7 +561,8 @@ class FolderReport:
 
     def summary(self) -> str:
         mode = f"UIDVALIDITY {self.uidvalidity} and UIDs kept" if self.uids_kept else "new UIDs"
-        text = (f"{self.folder}: {self.imported} imported, {self.skipped} skipped (already present)"
+        moved = f" ({self.relocated} under new UIDs: other mail held theirs)" if self.relocated else ""
+        text = (f"{self.folder}: {self.imported} imported{moved}, {self.skipped} skipped (already present)"
                 f"{f', {self.failed} failed' if self.failed else ''}; {mode}"
                 f"{' (folder created)' if self.created else ''}{'' if self.complete else '; STOPPED'}")
         return text
@@ -614,14 +618,17 @@ def _claim_uidvalidity(store: Store, account: str, folder: FolderInfo, source: S
     return folder
 
 
-def _existing_content(store: Store, account: str, folder_id: int) -> Callable[[bytes], bool]:
+def _existing_content(store: Store, account: str, folder_id: int,
+                      accounted: frozenset[int] = frozenset()) -> Callable[[bytes], bool]:
     """A checker consuming one already-stored copy of identical bytes (multiset semantics).
+    The messages of UIDs ``accounted`` are left out: other source messages are those copies.
 
     Bodies are hashed lazily, only for stored messages whose size equals an incoming one.
     """
     by_size: dict[int, list[str]] = {}
     for meta in store.messages(account, folder_id):
-        by_size.setdefault(meta.size, []).append(meta.blob)
+        if meta.uid not in accounted:
+            by_size.setdefault(meta.size, []).append(meta.blob)
     hashed: dict[int, Counter[bytes]] = {}
 
     def already_present(data: bytes) -> bool:
@@ -674,15 +681,20 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
             report.notes.append(f"HIGHESTMODSEQ {highestmodseq} not kept: {exc}")
 
     planned: list[tuple[SourceMessage, int | None]] = []
+    relocated: list[tuple[SourceMessage, int | None]] = []   # their UIDs hold other mail here
     if report.uids_kept:
         present = set(store.uids(account, folder.id))
+        held: list[tuple[int, SourceMessage]] = []
         for message in source.messages:
-            if message.uid is None or message.uid in present or message.uid < folder.uidnext:
+            if message.uid is not None and message.uid in present:
+                held.append((message.uid, message))
+            elif message.uid is None or message.uid < folder.uidnext:
                 report.skipped += 1
             else:
                 present.add(message.uid)
                 planned.append((message, message.uid))
         planned.sort(key=lambda item: item[1] or 0)
+        relocated = [(message, None) for message in _relocations(store, account, folder.id, held, report)]
         already_present = None
     else:
         planned = [(message, None) for message in source.messages]
@@ -704,7 +716,97 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
             report.notes.append(f"save dates not kept: {exc}")
     if report.uids_kept and nextuid and report.complete:
         _advance_uidnext(store, account, folder.id, nextuid, report)
+    if relocated and report.complete:
+        # Last, above every UID of the source (and its UIDNEXT): a new UID must not be one a
+        # source message after it keeps, nor one a client of the source saw expunged.
+        imported = report.imported
+        try:
+            _append_planned(store, account, folder, relocated, None, report)
+        except OverQuota as exc:
+            report.complete = False
+            report.notes.append(f"over quota, import stopped: {exc}")
+        report.relocated = report.imported - imported
     return report
+
+
+def _held_by_others(store: Store, account: str, folder_id: int, held: list[tuple[int, SourceMessage]],
+                    report: FolderReport) -> tuple[list[tuple[int, SourceMessage]], list[int]]:
+    """Of source messages (UID, message) whose UIDs the folder holds: (those whose UID holds
+    another message, the UIDs taken as holding their source message). A delivery into a folder whose import was interrupted
+    takes the UID the import was to give next, so a UID present is no proof of the message.
+
+    Same means the same size and SHA-256 of the bytes the import would store; the stored body is
+    read only when the sizes agree. A source message that cannot be read, or a stored body that
+    is lost, counts as the same: no copy is made of what cannot be compared (verify reports a lost
+    body)."""
+    others: list[tuple[int, SourceMessage]] = []
+    same: list[int] = []
+    pending: list[tuple[int, SourceMessage, bytes, str]] = []   # (UID, message, its digest, stored body)
+    pending_bytes = 0
+
+    def compare_pending() -> None:
+        nonlocal pending_bytes
+        bodies = store.read_bodies([blob for _, _, _, blob in pending])
+        for (uid, message, digest, _), body in zip(pending, bodies, strict=True):
+            if body is None or hashlib.sha256(body).digest() == digest:
+                same.append(uid)
+            else:
+                others.append((uid, message))
+        pending.clear()
+        pending_bytes = 0
+
+    for start in range(0, len(held), _BATCH_MESSAGES):
+        chunk = held[start:start + _BATCH_MESSAGES]
+        stored = {meta.uid: meta for meta in store.get_messages(account, folder_id, [uid for uid, _ in chunk])}
+        for uid, message in chunk:
+            meta = stored.get(uid)
+            if meta is None:   # expunged since store.uids(): gone like any UID below UIDNEXT
+                same.append(uid)
+                continue
+            try:
+                data = message.load()
+            except OSError as exc:
+                report.notes.append(f"{message.origin}: cannot read to compare with UID {uid} here, "
+                                    f"taken as already present: {exc.strerror or exc}")
+                same.append(uid)
+                continue
+            if len(data) != meta.size:
+                others.append((uid, message))
+                continue
+            pending.append((uid, message, hashlib.sha256(data).digest(), meta.blob))
+            pending_bytes += meta.size
+            if pending_bytes > _BATCH_BYTES:
+                compare_pending()
+        compare_pending()
+    return others, same
+
+
+def _relocations(store: Store, account: str, folder_id: int, held: list[tuple[int, SourceMessage]],
+                 report: FolderReport) -> list[SourceMessage]:
+    """The source messages (of ``held``, whose UIDs the folder holds) to store under new UIDs:
+    those whose UID holds another message, but for one whose bytes an earlier run already
+    stored so. Counts the others as skipped."""
+    others, same = _held_by_others(store, account, folder_id, held, report)
+    report.skipped += len(same)
+    if not others:
+        return []
+    # The messages that hold a source message under its UID are no copy of another one.
+    already_present = _existing_content(store, account, folder_id, frozenset(same))
+    relocated: list[SourceMessage] = []
+    for uid, message in others:   # few: read again rather than held in memory since the comparison
+        try:
+            data = message.load()
+        except OSError as exc:
+            report.failed += 1
+            report.notes.append(f"{message.origin}: cannot read: {exc.strerror or exc}")
+            continue
+        if already_present(data):
+            report.skipped += 1
+            continue
+        report.notes.append(f"{message.origin}: UID {uid} holds another message here; "
+                            f"it gets a new UID")
+        relocated.append(message)
+    return relocated
 
 
 _PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"

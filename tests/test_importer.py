@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_helpers import folder_state
@@ -447,6 +448,58 @@ def test_import_many_messages_in_batches(tmp_path: Path, store: Store) -> None:
     assert store.uids("gus", folder.id) == uids
     metas = store.messages("gus", folder.id)
     assert all(m.internaldate == 1000 + m.uid and m.flags == ("\\Seen",) for m in metas)
+
+
+class _Killed(Exception):
+    """Stands for the import process being killed between two batches."""
+
+
+def test_resumed_import_gives_a_uid_taken_meanwhile_a_new_one(tmp_path: Path, store: Store,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import keeping UIDs is killed after its first batch; a delivery takes the UIDNEXT, the
+    UID of the first source message not stored yet. The re-run must store that message under a
+    new UID (and say so), not skip it as present; a third run stores nothing again. The delivery
+    has the size of the source message it collides with: only the content tells them apart."""
+    box = make_maildir(tmp_path / "box")
+    lines = ["3 V4242 N9"]
+    for uid in range(1, 9):
+        name = f"{1000 + uid}.M{uid}.host"
+        write(box / "cur" / f"{name}:2,S", message(f"source {uid}"), 1000 + uid)
+        lines.append(f"{uid} :{name}")
+    (box / "dovecot-uidlist").write_text("\n".join(lines) + "\n")
+    store.create_account("ida")
+    monkeypatch.setattr("midb.importer._BATCH_MESSAGES", 3)
+    real_append_many = store.append_many
+    calls = 0
+
+    def killed_after_one_batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise _Killed
+        return real_append_many(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append_many", killed_after_one_batch)
+    with pytest.raises(_Killed):
+        import_maildir(store, "ida", "INBOX", box)
+    monkeypatch.setattr(store, "append_many", real_append_many)
+    inbox = store.get_folder("ida", "INBOX")
+    assert inbox is not None and store.uids("ida", inbox.id) == [1, 2, 3]
+    delivered = message("source X")   # the size of "source 4", other bytes
+    assert len(delivered) == len(message("source 4"))
+    assert store.append("ida", inbox.id, delivered)[1] == 4
+
+    report = import_maildir(store, "ida", "INBOX", box)
+    stored = {meta.uid: store.read_body(meta.blob) for meta in store.messages("ida", inbox.id)}
+    assert stored[4] == delivered
+    assert [uid for uid, body in stored.items() if body == message("source 4")] == [9]  # above N9
+    assert all(stored[uid] == message(f"source {uid}") for uid in (1, 2, 3, 5, 6, 7, 8))
+    assert "5 imported (1 under new UIDs: other mail held theirs), 3 skipped" in report.summary()
+    assert any("UID 4 holds another message here" in note for note in report.notes)
+
+    again = import_maildir(store, "ida", "INBOX", box)
+    assert (again.imported, again.relocated, again.skipped) == (0, 0, 8)
+    assert len(store.uids("ida", inbox.id)) == 9
 
 
 def test_import_stops_over_quota(tmp_path: Path, store: Store) -> None:
