@@ -157,12 +157,20 @@ _FROM_DATE = re.compile(
     re.IGNORECASE)
 
 
-def parse_from_line_date(line: bytes) -> tuple[int, int] | None:
+# A From_ line that separates messages: "From ", the sender (as Dovecot's mbox_from_parse reads
+# it: a quoted part with escapes, then no spaces), spaces, and the date right after them.
+_FROM_SEPARATOR = re.compile(rb'From (?:"(?:[^"\\\r\n]|\\.)*")?[^ \r\n]* +' + _FROM_DATE.pattern, re.IGNORECASE)
+
+
+def parse_from_line_date(line: bytes, *, strict: bool = False) -> tuple[int, int] | None:
     """(unix time, tz offset in minutes) of an mbox ``From_`` line's asctime date, if any.
 
-    The date is UTC unless a numeric zone follows the time or the year.
+    The date is UTC unless a numeric zone follows the time or the year. ``strict``: only in the
+    form a separator between messages has (what Dovecot's mbox_from_parse accepts), "From ", a
+    sender, spaces, then the date; a body line such as "From the desk of Bob, Tue Jan  2 10:00
+    2024" is not one.
     """
-    match = _FROM_DATE.search(line)
+    match = _FROM_SEPARATOR.match(line) if strict else _FROM_DATE.search(line)
     if match is None:
         return None
     month = _MONTHS[match[1][:3].lower()]
@@ -223,11 +231,83 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
                          dated[1] if dated else 0, uid)
 
 
+# Bounds on what is read to find a message's separator: a From_ line (Dovecot reads what fits
+# its buffer) and a header block holding Content-Length. Beyond them the separator is found by
+# scanning, as for a message without Content-Length.
+_FROM_LINE_MAX = 1024
+_HEADER_MAX = 1 << 20
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,18})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def _from_line_at(buf: bytes | mmap.mmap, offset: int) -> bool:
+    """Does a From_ line that separates messages (sender and date) start at ``offset``?"""
+    end = buf.find(b"\n", offset, offset + _FROM_LINE_MAX)
+    line = bytes(buf[offset:end if end >= 0 else offset + _FROM_LINE_MAX])
+    return parse_from_line_date(line, strict=True) is not None
+
+
+def _end_by_content_length(buf: bytes | mmap.mmap, start: int) -> tuple[int, int] | None:
+    """(message end, next From_ line) as the message's Content-Length header has them, when it
+    lands exactly on a From_ line (after the line end that belongs to the separator) or on the
+    end of the file (but for that line end); None without one that does. As in Dovecot
+    (istream-raw-mbox.c), this is how a body holding a line that looks like a From_ line is
+    read whole: mboxcl2 files do not quote those lines."""
+    blank = _BLANK_LINE.search(buf, start - 1, start + _HEADER_MAX)   # one pass, LF or CRLF
+    if blank is None:
+        return None
+    header = bytes(buf[start:blank.start() + 1])
+    if header.startswith(b"From ") or b"\nFrom " in header:   # no header line starts so: past the message
+        return None
+    length = _CONTENT_LENGTH.search(header)
+    if length is None:
+        return None
+    end = blank.end() + int(length[1])
+    size = len(buf)
+    if end == size:
+        return end, end
+    for line_end in (b"\n", b"\r\n"):
+        if buf[end:end + len(line_end)] != line_end:
+            continue
+        after = end + len(line_end)
+        if after == size:
+            return end, size
+        if buf[after:after + 5] == b"From " and _from_line_at(buf, after):
+            return end, after
+    return None
+
+
+def _end_by_scanning(buf: bytes | mmap.mmap, start: int) -> tuple[int, int]:
+    """(message end, next From_ line or the end of the file) for a message whose separator is
+    the first From_ line after an empty line that parses as one: a body line "From the desk of
+    Bob" after an empty line is body (Dovecot ends a message only at a From_ line with a sender
+    and a date). The empty line belongs to the separator, as a last empty line of the file does."""
+    size = len(buf)
+    hit = buf.find(b"\nFrom ", start - 1)
+    while hit >= 0:
+        if buf[hit - 1:hit] == b"\n":
+            end = hit
+        elif buf[hit - 2:hit] == b"\n\r":
+            end = hit - 1
+        else:
+            end = -1
+        if end >= 0 and _from_line_at(buf, hit + 1):
+            return end, hit + 1
+        hit = buf.find(b"\nFrom ", hit + 1)
+    end = size
+    if buf[end - 2:end] == b"\n\n":
+        end -= 1
+    elif buf[end - 4:end] == b"\r\n\r\n":
+        end -= 2
+    return end, size
+
+
 def _mbox_spans(buf: bytes | mmap.mmap) -> Iterator[tuple[int, int, int]]:
     """(From_ line start, message start, message end) for each message of an mbox buffer.
 
-    A From_ line counts only at the start of the buffer or after an empty line; the empty line
-    before it belongs to the mbox format, not to the message.
+    A message ends where its Content-Length says, if that is right (_end_by_content_length), or
+    else at the next From_ line after an empty line (_end_by_scanning); the empty line before it
+    belongs to the mbox format, not to the message. The first line need only start with "From ".
     """
     size = len(buf)
     if size == 0:
@@ -238,25 +318,9 @@ def _mbox_spans(buf: bytes | mmap.mmap) -> Iterator[tuple[int, int, int]]:
     while sep < size:
         line_end = buf.find(b"\n", sep)
         start = size if line_end < 0 else line_end + 1
-        hit = buf.find(b"\nFrom ", start - 1)
-        while hit >= 0:
-            if buf[hit - 1:hit] == b"\n":
-                end = hit
-                break
-            if buf[hit - 2:hit] == b"\n\r":
-                end = hit - 1
-                break
-            hit = buf.find(b"\nFrom ", hit + 1)
-        if hit < 0:
-            end = size
-            if buf[end - 2:end] == b"\n\n":
-                end -= 1
-            elif buf[end - 4:end] == b"\r\n\r\n":
-                end -= 2
-            yield sep, start, max(start, end)
-            return
+        end, following = _end_by_content_length(buf, start) or _end_by_scanning(buf, start)
         yield sep, start, max(start, end)
-        sep = hit + 1
+        sep = following
 
 
 @contextmanager

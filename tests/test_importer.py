@@ -198,6 +198,44 @@ def test_mbox_parsing_flags_dates_quoting(tmp_path: Path) -> None:
     assert all(b"Status:" not in body for body in bodies)
 
 
+def test_mbox_body_line_from_is_not_a_separator(tmp_path: Path) -> None:
+    """A message ends only at a From_ line with a sender and a date (as in Dovecot's
+    mbox_from_parse), and where a Content-Length says if it lands exactly on one or on the end
+    of the file: an mboxcl2 file quotes no From_ line in a body. A body line "From the desk of
+    Bob" after an empty line was taken as a separator and eaten, splitting the message."""
+    assert parse_from_line_date(b"From the desk of Bob, Tue Jan  2 10:00:00 2024") is not None  # a date in it
+    assert parse_from_line_date(b"From the desk of Bob, Tue Jan  2 10:00:00 2024", strict=True) is None
+    assert parse_from_line_date(b"From  Tue Jan  2 10:00:00 2024", strict=True) is not None   # empty sender
+    assert parse_from_line_date(b'From "a b"@example.org Tue Jan  2 10:00:00 2024\r', strict=True) is not None
+
+    def mbox_of(*messages: tuple[bytes, bytes, int | None]) -> bytes:   # (header, body, Content-Length)
+        parts = []
+        for number, (header, body, length) in enumerate(messages):
+            stated = b"" if length is None else b"Content-Length: %d\n" % length
+            parts.append(b"From m%d@example.org Tue Jan  2 00:00:%02d 2024\n" % (number, number)
+                         + header + stated + b"\n" + body + b"\n")
+        return b"".join(parts)
+
+    def bodies(data: bytes) -> list[bytes]:
+        with open_mbox(write(tmp_path / "box", data), crlf=False) as folder:
+            return [m.load() for m in folder.messages]
+
+    prose = b"Hi,\n\nFrom the desk of Bob: see below.\nbye\n"
+    assert bodies(mbox_of((b"Subject: one\n", prose, None), (b"Subject: two\n", b"second\n", None))) == [
+        b"Subject: one\n\n" + prose, b"Subject: two\n\nsecond\n"]
+    # A From_ line in an unquoted body: its Content-Length keeps it whole, at the end of the file too.
+    quoted = b"Forwarded:\n\nFrom bob@example.org Mon Jan  1 09:00:00 2024\nold text\n"
+    for stated in ((b"Subject: one\n", quoted, len(quoted)), (b"Subject: two\n", b"second\n", 7)):
+        assert bodies(mbox_of(stated, (b"Subject: three\n", quoted, len(quoted)))) == [
+            stated[0] + b"\n" + stated[1], b"Subject: three\n\n" + quoted]
+    crlf = mbox_of((b"Subject: one\n", quoted, len(quoted) + quoted.count(b"\n")),
+                   (b"Subject: two\n", b"x\n", 3)).replace(b"\n", b"\r\n")
+    assert bodies(crlf) == [b"Subject: one\r\n\r\n" + quoted.replace(b"\n", b"\r\n"), b"Subject: two\r\n\r\nx\r\n"]
+    # A Content-Length that lands elsewhere is not used: the messages end at their From_ lines.
+    for wrong in (len(quoted) - 1, len(quoted) + 1, 10**9):
+        assert len(bodies(mbox_of((b"Subject: one\n", quoted, wrong), (b"Subject: two\n", b"x\n", None)))) == 3
+
+
 def test_mbox_mboxo_and_raw_line_endings(tmp_path: Path) -> None:
     path = write(tmp_path / "box", MBOX)
     with open_mbox(path, variant="mboxo", crlf=False) as folder:
