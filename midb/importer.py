@@ -873,23 +873,37 @@ def _relocations(store: Store, account: str, folder_id: int, held: list[tuple[in
     return relocated
 
 
-_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
-                b"This UID was used and expunged before the mailbox was imported.\r\n")
+# What earlier releases stored to raise UIDNEXT: this message under the source's last UID,
+# expunged again in a second transaction. An import interrupted between the two left it in the
+# folder; a re-run removes it (_advance_uidnext).
+_OLD_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
+                    b"This UID was used and expunged before the mailbox was imported.\r\n")
 
 
 def _advance_uidnext(store: Store, account: str, folder_id: int, nextuid: int, report: FolderReport) -> None:
     """Raise the folder's UIDNEXT to the source's, so no new message reuses a UID a client may
-    have seen (messages expunged at the end of the source folder). The store only moves UIDNEXT
-    past messages, so the last used UID is taken by a placeholder and expunged again at once,
-    leaving a tombstone: exactly the state of the source (that UID was used and expunged)."""
-    current = store.folder_by_id(account, folder_id)
-    if current is None or current.uidnext >= nextuid:
+    have seen (messages expunged at the end of the source folder); the source's last UID is
+    recorded as expunged, as it was there (Store.raise_uidnext)."""
+    if nextuid <= 1:   # where every folder's UIDNEXT starts
         return
+    _remove_old_placeholder(store, account, folder_id, nextuid - 1, report)
     try:
-        _, uid = store.append(account, folder_id, _PLACEHOLDER, flags=("\\Deleted",), uid=nextuid - 1)
-        store.expunge(account, folder_id, [uid])
-    except MidbError as exc:  # e.g. a delivery took that UID meanwhile, or the quota is full
-        report.notes.append(f"UIDNEXT stays at {current.uidnext} (the source had {nextuid}): {exc}")
+        store.raise_uidnext(account, folder_id, nextuid)
+    except MidbError as exc:
+        report.notes.append(f"UIDNEXT not raised to the source's {nextuid}: {exc}")
+
+
+def _remove_old_placeholder(store: Store, account: str, folder_id: int, uid: int, report: FolderReport) -> None:
+    """Expunge the placeholder an interrupted import by an older midb left under ``uid`` (the
+    source's last UID, where it put it): known by that UID and its exact bytes, so no message of
+    the source or from elsewhere is taken for it."""
+    try:
+        found = store.get_messages(account, folder_id, [uid])
+        if found and found[0].size == len(_OLD_PLACEHOLDER) and store.read_body(found[0].blob) == _OLD_PLACEHOLDER:
+            store.remove_messages(account, folder_id, [uid])
+            report.notes.append(f"UID {uid}: the placeholder an interrupted import left is removed")
+    except MidbError as exc:
+        report.notes.append(f"UID {uid}: the placeholder an interrupted import left is not removed: {exc}")
 
 
 def _append_planned(store: Store, account: str, folder: FolderInfo,

@@ -461,6 +461,50 @@ def test_import_dovecot_mbox_keeps_uids(tmp_path: Path, store: Store) -> None:
     assert import_mbox(store, "emil", "Old", path).skipped == 2
 
 
+def test_import_raises_uidnext_without_a_placeholder(tmp_path: Path, store: Store,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """UIDNEXT goes up to the source's in one transaction (Store.raise_uidnext): no placeholder
+    message is stored and expunged in a second one, which an import killed in between left in the
+    user's folder for good (a re-run found UIDNEXT reached). Stands for that kill: any expunge."""
+    store.create_account("emil")
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise _Killed
+
+    monkeypatch.setattr(store, "expunge", killed)
+    monkeypatch.setattr(store, "remove_messages", killed)
+    report = import_mbox(store, "emil", "Old", write(tmp_path / "box", DOVECOT_MBOX))
+    assert report.imported == 2 and not report.notes
+    folder = store.get_folder("emil", "Old")
+    assert folder is not None and (folder.uidnext, folder.messages) == (13, 2)
+    assert store.vanished_since("emil", folder.id, 0) == [12]
+
+
+def test_import_removes_the_placeholder_an_older_interrupted_import_left(tmp_path: Path, store: Store) -> None:
+    """A folder as an import by an earlier release left it when killed between the placeholder's
+    append and its expunge: the re-run removes the placeholder (known by the source's last UID
+    and its exact bytes), and leaves a message that only looks like it."""
+    from midb.importer import _OLD_PLACEHOLDER
+
+    box = write(tmp_path / "box", DOVECOT_MBOX)
+    with open_mbox(box) as source:
+        kept = [(m.uid, m.load()) for m in source.messages]
+    store.create_account("emil")
+    folder = store.create_folder("emil", "Old", uidvalidity=1700000000)
+    for uid, body in kept:
+        store.append("emil", folder.id, body, uid=uid)
+    store.append("emil", folder.id, _OLD_PLACEHOLDER, flags=("\\Deleted",), uid=12)
+    again = import_mbox(store, "emil", "Old", box)
+    assert again.skipped == 2 and store.uids("emil", folder.id) == [7, 9]
+    assert any("placeholder an interrupted import left is removed" in note for note in again.notes)
+    assert store.vanished_since("emil", folder.id, 0) == [12]
+
+    lookalike = store.create_folder("emil", "Other", uidvalidity=1700000000)
+    store.append("emil", lookalike.id, _OLD_PLACEHOLDER + b"mine\r\n", uid=12)
+    import_mbox(store, "emil", "Other", box)
+    assert store.uids("emil", lookalike.id) == [12]   # below its UIDNEXT: 7 and 9 count as expunged there
+
+
 def test_import_out_of_order_x_uid_drops_uids(tmp_path: Path, store: Store) -> None:
     path = write(tmp_path / "box", DOVECOT_MBOX.replace(b"X-UID: 9", b"X-UID: 3"))
     store.create_account("fay")
