@@ -6,8 +6,10 @@ flags, keywords (``dovecot-keywords``, ``X-Keywords``) and internal dates (Maild
 mbox ``From_`` line). A client holding a cache for that UIDVALIDITY then sees the same mailbox and
 downloads nothing again.
 
-Re-running an import is safe: with UIDs kept, UIDs already present (or below the folder's UIDNEXT)
-are skipped; without UIDs, a message whose exact bytes are already in the folder is skipped.
+Re-running an import is safe: with UIDs kept, a message whose UID holds the same message here (or
+is below the folder's UIDNEXT) is skipped, and one whose UID another message took meanwhile (a
+delivery into a folder whose import was interrupted) is stored under a new UID; without UIDs, a
+message whose exact bytes are already in the folder is skipped.
 
 Bodies are stored with CRLF line endings by default (``normalize_crlf``): Maildir and mbox files
 usually hold bare LF, but IMAP serves messages with CRLF, and the size clients saw (Dovecot's
@@ -155,12 +157,20 @@ _FROM_DATE = re.compile(
     re.IGNORECASE)
 
 
-def parse_from_line_date(line: bytes) -> tuple[int, int] | None:
+# A From_ line that separates messages: "From ", the sender (as Dovecot's mbox_from_parse reads
+# it: a quoted part with escapes, then no spaces), spaces, and the date right after them.
+_FROM_SEPARATOR = re.compile(rb'From (?:"(?:[^"\\\r\n]|\\.)*")?[^ \r\n]* +' + _FROM_DATE.pattern, re.IGNORECASE)
+
+
+def parse_from_line_date(line: bytes, *, strict: bool = False) -> tuple[int, int] | None:
     """(unix time, tz offset in minutes) of an mbox ``From_`` line's asctime date, if any.
 
-    The date is UTC unless a numeric zone follows the time or the year.
+    The date is UTC unless a numeric zone follows the time or the year. ``strict``: only in the
+    form a separator between messages has (what Dovecot's mbox_from_parse accepts), "From ", a
+    sender, spaces, then the date; a body line such as "From the desk of Bob, Tue Jan  2 10:00
+    2024" is not one.
     """
-    match = _FROM_DATE.search(line)
+    match = _FROM_SEPARATOR.match(line) if strict else _FROM_DATE.search(line)
     if match is None:
         return None
     month = _MONTHS[match[1][:3].lower()]
@@ -221,11 +231,83 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
                          dated[1] if dated else 0, uid)
 
 
+# Bounds on what is read to find a message's separator: a From_ line (Dovecot reads what fits
+# its buffer) and a header block holding Content-Length. Beyond them the separator is found by
+# scanning, as for a message without Content-Length.
+_FROM_LINE_MAX = 1024
+_HEADER_MAX = 1 << 20
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,18})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def _from_line_at(buf: bytes | mmap.mmap, offset: int) -> bool:
+    """Does a From_ line that separates messages (sender and date) start at ``offset``?"""
+    end = buf.find(b"\n", offset, offset + _FROM_LINE_MAX)
+    line = bytes(buf[offset:end if end >= 0 else offset + _FROM_LINE_MAX])
+    return parse_from_line_date(line, strict=True) is not None
+
+
+def _end_by_content_length(buf: bytes | mmap.mmap, start: int) -> tuple[int, int] | None:
+    """(message end, next From_ line) as the message's Content-Length header has them, when it
+    lands exactly on a From_ line (after the line end that belongs to the separator) or on the
+    end of the file (but for that line end); None without one that does. As in Dovecot
+    (istream-raw-mbox.c), this is how a body holding a line that looks like a From_ line is
+    read whole: mboxcl2 files do not quote those lines."""
+    blank = _BLANK_LINE.search(buf, start - 1, start + _HEADER_MAX)   # one pass, LF or CRLF
+    if blank is None:
+        return None
+    header = bytes(buf[start:blank.start() + 1])
+    if header.startswith(b"From ") or b"\nFrom " in header:   # no header line starts so: past the message
+        return None
+    length = _CONTENT_LENGTH.search(header)
+    if length is None:
+        return None
+    end = blank.end() + int(length[1])
+    size = len(buf)
+    if end == size:
+        return end, end
+    for line_end in (b"\n", b"\r\n"):
+        if buf[end:end + len(line_end)] != line_end:
+            continue
+        after = end + len(line_end)
+        if after == size:
+            return end, size
+        if buf[after:after + 5] == b"From " and _from_line_at(buf, after):
+            return end, after
+    return None
+
+
+def _end_by_scanning(buf: bytes | mmap.mmap, start: int) -> tuple[int, int]:
+    """(message end, next From_ line or the end of the file) for a message whose separator is
+    the first From_ line after an empty line that parses as one: a body line "From the desk of
+    Bob" after an empty line is body (Dovecot ends a message only at a From_ line with a sender
+    and a date). The empty line belongs to the separator, as a last empty line of the file does."""
+    size = len(buf)
+    hit = buf.find(b"\nFrom ", start - 1)
+    while hit >= 0:
+        if buf[hit - 1:hit] == b"\n":
+            end = hit
+        elif buf[hit - 2:hit] == b"\n\r":
+            end = hit - 1
+        else:
+            end = -1
+        if end >= 0 and _from_line_at(buf, hit + 1):
+            return end, hit + 1
+        hit = buf.find(b"\nFrom ", hit + 1)
+    end = size
+    if buf[end - 2:end] == b"\n\n":
+        end -= 1
+    elif buf[end - 4:end] == b"\r\n\r\n":
+        end -= 2
+    return end, size
+
+
 def _mbox_spans(buf: bytes | mmap.mmap) -> Iterator[tuple[int, int, int]]:
     """(From_ line start, message start, message end) for each message of an mbox buffer.
 
-    A From_ line counts only at the start of the buffer or after an empty line; the empty line
-    before it belongs to the mbox format, not to the message.
+    A message ends where its Content-Length says, if that is right (_end_by_content_length), or
+    else at the next From_ line after an empty line (_end_by_scanning); the empty line before it
+    belongs to the mbox format, not to the message. The first line need only start with "From ".
     """
     size = len(buf)
     if size == 0:
@@ -236,25 +318,9 @@ def _mbox_spans(buf: bytes | mmap.mmap) -> Iterator[tuple[int, int, int]]:
     while sep < size:
         line_end = buf.find(b"\n", sep)
         start = size if line_end < 0 else line_end + 1
-        hit = buf.find(b"\nFrom ", start - 1)
-        while hit >= 0:
-            if buf[hit - 1:hit] == b"\n":
-                end = hit
-                break
-            if buf[hit - 2:hit] == b"\n\r":
-                end = hit - 1
-                break
-            hit = buf.find(b"\nFrom ", hit + 1)
-        if hit < 0:
-            end = size
-            if buf[end - 2:end] == b"\n\n":
-                end -= 1
-            elif buf[end - 4:end] == b"\r\n\r\n":
-                end -= 2
-            yield sep, start, max(start, end)
-            return
+        end, following = _end_by_content_length(buf, start) or _end_by_scanning(buf, start)
         yield sep, start, max(start, end)
-        sep = hit + 1
+        sep = following
 
 
 @contextmanager
@@ -551,6 +617,7 @@ class FolderReport:
     uidvalidity: int = 0
     uids_kept: bool = False
     imported: int = 0
+    relocated: int = 0       # of those imported: under a new UID, another message held theirs here
     skipped: int = 0
     failed: int = 0
     complete: bool = True    # False when the import of this folder was stopped (quota)
@@ -558,7 +625,8 @@ class FolderReport:
 
     def summary(self) -> str:
         mode = f"UIDVALIDITY {self.uidvalidity} and UIDs kept" if self.uids_kept else "new UIDs"
-        text = (f"{self.folder}: {self.imported} imported, {self.skipped} skipped (already present)"
+        moved = f" ({self.relocated} under new UIDs: other mail held theirs)" if self.relocated else ""
+        text = (f"{self.folder}: {self.imported} imported{moved}, {self.skipped} skipped (already present)"
                 f"{f', {self.failed} failed' if self.failed else ''}; {mode}"
                 f"{' (folder created)' if self.created else ''}{'' if self.complete else '; STOPPED'}")
         return text
@@ -614,14 +682,17 @@ def _claim_uidvalidity(store: Store, account: str, folder: FolderInfo, source: S
     return folder
 
 
-def _existing_content(store: Store, account: str, folder_id: int) -> Callable[[bytes], bool]:
+def _existing_content(store: Store, account: str, folder_id: int,
+                      accounted: frozenset[int] = frozenset()) -> Callable[[bytes], bool]:
     """A checker consuming one already-stored copy of identical bytes (multiset semantics).
+    The messages of UIDs ``accounted`` are left out: other source messages are those copies.
 
     Bodies are hashed lazily, only for stored messages whose size equals an incoming one.
     """
     by_size: dict[int, list[str]] = {}
     for meta in store.messages(account, folder_id):
-        by_size.setdefault(meta.size, []).append(meta.blob)
+        if meta.uid not in accounted:
+            by_size.setdefault(meta.size, []).append(meta.blob)
     hashed: dict[int, Counter[bytes]] = {}
 
     def already_present(data: bytes) -> bool:
@@ -674,15 +745,20 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
             report.notes.append(f"HIGHESTMODSEQ {highestmodseq} not kept: {exc}")
 
     planned: list[tuple[SourceMessage, int | None]] = []
+    relocated: list[tuple[SourceMessage, int | None]] = []   # their UIDs hold other mail here
     if report.uids_kept:
         present = set(store.uids(account, folder.id))
+        held: list[tuple[int, SourceMessage]] = []
         for message in source.messages:
-            if message.uid is None or message.uid in present or message.uid < folder.uidnext:
+            if message.uid is not None and message.uid in present:
+                held.append((message.uid, message))
+            elif message.uid is None or message.uid < folder.uidnext:
                 report.skipped += 1
             else:
                 present.add(message.uid)
                 planned.append((message, message.uid))
         planned.sort(key=lambda item: item[1] or 0)
+        relocated = [(message, None) for message in _relocations(store, account, folder.id, held, report)]
         already_present = None
     else:
         planned = [(message, None) for message in source.messages]
@@ -704,26 +780,130 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
             report.notes.append(f"save dates not kept: {exc}")
     if report.uids_kept and nextuid and report.complete:
         _advance_uidnext(store, account, folder.id, nextuid, report)
+    if relocated and report.complete:
+        # Last, above every UID of the source (and its UIDNEXT): a new UID must not be one a
+        # source message after it keeps, nor one a client of the source saw expunged.
+        imported = report.imported
+        try:
+            _append_planned(store, account, folder, relocated, None, report)
+        except OverQuota as exc:
+            report.complete = False
+            report.notes.append(f"over quota, import stopped: {exc}")
+        report.relocated = report.imported - imported
     return report
 
 
-_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
-                b"This UID was used and expunged before the mailbox was imported.\r\n")
+def _held_by_others(store: Store, account: str, folder_id: int, held: list[tuple[int, SourceMessage]],
+                    report: FolderReport) -> tuple[list[tuple[int, SourceMessage]], list[int]]:
+    """Of source messages (UID, message) whose UIDs the folder holds: (those whose UID holds
+    another message, the UIDs taken as holding their source message). A delivery into a folder whose import was interrupted
+    takes the UID the import was to give next, so a UID present is no proof of the message.
+
+    Same means the same size and SHA-256 of the bytes the import would store; the stored body is
+    read only when the sizes agree. A source message that cannot be read, or a stored body that
+    is lost, counts as the same: no copy is made of what cannot be compared (verify reports a lost
+    body)."""
+    others: list[tuple[int, SourceMessage]] = []
+    same: list[int] = []
+    pending: list[tuple[int, SourceMessage, bytes, str]] = []   # (UID, message, its digest, stored body)
+    pending_bytes = 0
+
+    def compare_pending() -> None:
+        nonlocal pending_bytes
+        bodies = store.read_bodies([blob for _, _, _, blob in pending])
+        for (uid, message, digest, _), body in zip(pending, bodies, strict=True):
+            if body is None or hashlib.sha256(body).digest() == digest:
+                same.append(uid)
+            else:
+                others.append((uid, message))
+        pending.clear()
+        pending_bytes = 0
+
+    for start in range(0, len(held), _BATCH_MESSAGES):
+        chunk = held[start:start + _BATCH_MESSAGES]
+        stored = {meta.uid: meta for meta in store.get_messages(account, folder_id, [uid for uid, _ in chunk])}
+        for uid, message in chunk:
+            meta = stored.get(uid)
+            if meta is None:   # expunged since store.uids(): gone like any UID below UIDNEXT
+                same.append(uid)
+                continue
+            try:
+                data = message.load()
+            except OSError as exc:
+                report.notes.append(f"{message.origin}: cannot read to compare with UID {uid} here, "
+                                    f"taken as already present: {exc.strerror or exc}")
+                same.append(uid)
+                continue
+            if len(data) != meta.size:
+                others.append((uid, message))
+                continue
+            pending.append((uid, message, hashlib.sha256(data).digest(), meta.blob))
+            pending_bytes += meta.size
+            if pending_bytes > _BATCH_BYTES:
+                compare_pending()
+        compare_pending()
+    return others, same
+
+
+def _relocations(store: Store, account: str, folder_id: int, held: list[tuple[int, SourceMessage]],
+                 report: FolderReport) -> list[SourceMessage]:
+    """The source messages (of ``held``, whose UIDs the folder holds) to store under new UIDs:
+    those whose UID holds another message, but for one whose bytes an earlier run already
+    stored so. Counts the others as skipped."""
+    others, same = _held_by_others(store, account, folder_id, held, report)
+    report.skipped += len(same)
+    if not others:
+        return []
+    # The messages that hold a source message under its UID are no copy of another one.
+    already_present = _existing_content(store, account, folder_id, frozenset(same))
+    relocated: list[SourceMessage] = []
+    for uid, message in others:   # few: read again rather than held in memory since the comparison
+        try:
+            data = message.load()
+        except OSError as exc:
+            report.failed += 1
+            report.notes.append(f"{message.origin}: cannot read: {exc.strerror or exc}")
+            continue
+        if already_present(data):
+            report.skipped += 1
+            continue
+        report.notes.append(f"{message.origin}: UID {uid} holds another message here; "
+                            f"it gets a new UID")
+        relocated.append(message)
+    return relocated
+
+
+# What earlier releases stored to raise UIDNEXT: this message under the source's last UID,
+# expunged again in a second transaction. An import interrupted between the two left it in the
+# folder; a re-run removes it (_advance_uidnext).
+_OLD_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
+                    b"This UID was used and expunged before the mailbox was imported.\r\n")
 
 
 def _advance_uidnext(store: Store, account: str, folder_id: int, nextuid: int, report: FolderReport) -> None:
     """Raise the folder's UIDNEXT to the source's, so no new message reuses a UID a client may
-    have seen (messages expunged at the end of the source folder). The store only moves UIDNEXT
-    past messages, so the last used UID is taken by a placeholder and expunged again at once,
-    leaving a tombstone: exactly the state of the source (that UID was used and expunged)."""
-    current = store.folder_by_id(account, folder_id)
-    if current is None or current.uidnext >= nextuid:
+    have seen (messages expunged at the end of the source folder); the source's last UID is
+    recorded as expunged, as it was there (Store.raise_uidnext)."""
+    if nextuid <= 1:   # where every folder's UIDNEXT starts
         return
+    _remove_old_placeholder(store, account, folder_id, nextuid - 1, report)
     try:
-        _, uid = store.append(account, folder_id, _PLACEHOLDER, flags=("\\Deleted",), uid=nextuid - 1)
-        store.expunge(account, folder_id, [uid])
-    except MidbError as exc:  # e.g. a delivery took that UID meanwhile, or the quota is full
-        report.notes.append(f"UIDNEXT stays at {current.uidnext} (the source had {nextuid}): {exc}")
+        store.raise_uidnext(account, folder_id, nextuid)
+    except MidbError as exc:
+        report.notes.append(f"UIDNEXT not raised to the source's {nextuid}: {exc}")
+
+
+def _remove_old_placeholder(store: Store, account: str, folder_id: int, uid: int, report: FolderReport) -> None:
+    """Expunge the placeholder an interrupted import by an older midb left under ``uid`` (the
+    source's last UID, where it put it): known by that UID and its exact bytes, so no message of
+    the source or from elsewhere is taken for it."""
+    try:
+        found = store.get_messages(account, folder_id, [uid])
+        if found and found[0].size == len(_OLD_PLACEHOLDER) and store.read_body(found[0].blob) == _OLD_PLACEHOLDER:
+            store.remove_messages(account, folder_id, [uid])
+            report.notes.append(f"UID {uid}: the placeholder an interrupted import left is removed")
+    except MidbError as exc:
+        report.notes.append(f"UID {uid}: the placeholder an interrupted import left is not removed: {exc}")
 
 
 def _append_planned(store: Store, account: str, folder: FolderInfo,

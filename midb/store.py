@@ -1117,6 +1117,28 @@ class Store(MetadataMixin):
 
         self._write(job, self._home(account))
 
+    def raise_uidnext(self, account: str, folder_id: int, uidnext: int) -> bool:
+        """For importers: the folder's UIDNEXT becomes at least ``uidnext`` (the source's), so no
+        new message reuses a UID a client of the source may have seen; -> whether it rose. As the
+        source had it, UID ``uidnext - 1`` was used and is gone: it gets a tombstone at a new
+        mod-sequence, so a QRESYNC client that held it is told it vanished. One transaction: an
+        interrupted import leaves the folder as it was or raised, nothing in between."""
+        if not isinstance(uidnext, int) or isinstance(uidnext, bool) or not 1 < uidnext <= MAX_U32:
+            raise InvalidArgument(f"uidnext must be an integer from 2 to {MAX_U32}")
+
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> bool:
+            account_id = self._account_id(txn, dbs, account)
+            record = self._folder(txn, dbs, account_id, folder_id)
+            if record.uidnext >= uidnext:   # checked here: a delivery may have got there first
+                return False
+            record.uidnext = uidnext
+            txn.put(change_key(account_id, record.id, record.next_modseq(), uidnext - 1), b"", db=dbs.tombstones)
+            self._put_folder(txn, dbs, account_id, record)
+            effects.changed(account_id, record.id, record.highestmodseq)
+            return True
+
+        return bool(self._write(job, self._home(account)))
+
     def delete_folder(self, account: str, name: str) -> None:
         """Delete a folder and its messages. INBOX: InvalidName; with children: HasChildren."""
         name = normalize_name(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_helpers import folder_state
@@ -195,6 +196,44 @@ def test_mbox_parsing_flags_dates_quoting(tmp_path: Path) -> None:
                          b"From inside without blank line before is body\r\n")
     assert bodies[2].endswith(b"\r\n\r\nlast body\r\n")
     assert all(b"Status:" not in body for body in bodies)
+
+
+def test_mbox_body_line_from_is_not_a_separator(tmp_path: Path) -> None:
+    """A message ends only at a From_ line with a sender and a date (as in Dovecot's
+    mbox_from_parse), and where a Content-Length says if it lands exactly on one or on the end
+    of the file: an mboxcl2 file quotes no From_ line in a body. A body line "From the desk of
+    Bob" after an empty line was taken as a separator and eaten, splitting the message."""
+    assert parse_from_line_date(b"From the desk of Bob, Tue Jan  2 10:00:00 2024") is not None  # a date in it
+    assert parse_from_line_date(b"From the desk of Bob, Tue Jan  2 10:00:00 2024", strict=True) is None
+    assert parse_from_line_date(b"From  Tue Jan  2 10:00:00 2024", strict=True) is not None   # empty sender
+    assert parse_from_line_date(b'From "a b"@example.org Tue Jan  2 10:00:00 2024\r', strict=True) is not None
+
+    def mbox_of(*messages: tuple[bytes, bytes, int | None]) -> bytes:   # (header, body, Content-Length)
+        parts = []
+        for number, (header, body, length) in enumerate(messages):
+            stated = b"" if length is None else b"Content-Length: %d\n" % length
+            parts.append(b"From m%d@example.org Tue Jan  2 00:00:%02d 2024\n" % (number, number)
+                         + header + stated + b"\n" + body + b"\n")
+        return b"".join(parts)
+
+    def bodies(data: bytes) -> list[bytes]:
+        with open_mbox(write(tmp_path / "box", data), crlf=False) as folder:
+            return [m.load() for m in folder.messages]
+
+    prose = b"Hi,\n\nFrom the desk of Bob: see below.\nbye\n"
+    assert bodies(mbox_of((b"Subject: one\n", prose, None), (b"Subject: two\n", b"second\n", None))) == [
+        b"Subject: one\n\n" + prose, b"Subject: two\n\nsecond\n"]
+    # A From_ line in an unquoted body: its Content-Length keeps it whole, at the end of the file too.
+    quoted = b"Forwarded:\n\nFrom bob@example.org Mon Jan  1 09:00:00 2024\nold text\n"
+    for stated in ((b"Subject: one\n", quoted, len(quoted)), (b"Subject: two\n", b"second\n", 7)):
+        assert bodies(mbox_of(stated, (b"Subject: three\n", quoted, len(quoted)))) == [
+            stated[0] + b"\n" + stated[1], b"Subject: three\n\n" + quoted]
+    crlf = mbox_of((b"Subject: one\n", quoted, len(quoted) + quoted.count(b"\n")),
+                   (b"Subject: two\n", b"x\n", 3)).replace(b"\n", b"\r\n")
+    assert bodies(crlf) == [b"Subject: one\r\n\r\n" + quoted.replace(b"\n", b"\r\n"), b"Subject: two\r\n\r\nx\r\n"]
+    # A Content-Length that lands elsewhere is not used: the messages end at their From_ lines.
+    for wrong in (len(quoted) - 1, len(quoted) + 1, 10**9):
+        assert len(bodies(mbox_of((b"Subject: one\n", quoted, wrong), (b"Subject: two\n", b"x\n", None)))) == 3
 
 
 def test_mbox_mboxo_and_raw_line_endings(tmp_path: Path) -> None:
@@ -422,6 +461,50 @@ def test_import_dovecot_mbox_keeps_uids(tmp_path: Path, store: Store) -> None:
     assert import_mbox(store, "emil", "Old", path).skipped == 2
 
 
+def test_import_raises_uidnext_without_a_placeholder(tmp_path: Path, store: Store,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """UIDNEXT goes up to the source's in one transaction (Store.raise_uidnext): no placeholder
+    message is stored and expunged in a second one, which an import killed in between left in the
+    user's folder for good (a re-run found UIDNEXT reached). Stands for that kill: any expunge."""
+    store.create_account("emil")
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise _Killed
+
+    monkeypatch.setattr(store, "expunge", killed)
+    monkeypatch.setattr(store, "remove_messages", killed)
+    report = import_mbox(store, "emil", "Old", write(tmp_path / "box", DOVECOT_MBOX))
+    assert report.imported == 2 and not report.notes
+    folder = store.get_folder("emil", "Old")
+    assert folder is not None and (folder.uidnext, folder.messages) == (13, 2)
+    assert store.vanished_since("emil", folder.id, 0) == [12]
+
+
+def test_import_removes_the_placeholder_an_older_interrupted_import_left(tmp_path: Path, store: Store) -> None:
+    """A folder as an import by an earlier release left it when killed between the placeholder's
+    append and its expunge: the re-run removes the placeholder (known by the source's last UID
+    and its exact bytes), and leaves a message that only looks like it."""
+    from midb.importer import _OLD_PLACEHOLDER
+
+    box = write(tmp_path / "box", DOVECOT_MBOX)
+    with open_mbox(box) as source:
+        kept = [(m.uid, m.load()) for m in source.messages]
+    store.create_account("emil")
+    folder = store.create_folder("emil", "Old", uidvalidity=1700000000)
+    for uid, body in kept:
+        store.append("emil", folder.id, body, uid=uid)
+    store.append("emil", folder.id, _OLD_PLACEHOLDER, flags=("\\Deleted",), uid=12)
+    again = import_mbox(store, "emil", "Old", box)
+    assert again.skipped == 2 and store.uids("emil", folder.id) == [7, 9]
+    assert any("placeholder an interrupted import left is removed" in note for note in again.notes)
+    assert store.vanished_since("emil", folder.id, 0) == [12]
+
+    lookalike = store.create_folder("emil", "Other", uidvalidity=1700000000)
+    store.append("emil", lookalike.id, _OLD_PLACEHOLDER + b"mine\r\n", uid=12)
+    import_mbox(store, "emil", "Other", box)
+    assert store.uids("emil", lookalike.id) == [12]   # below its UIDNEXT: 7 and 9 count as expunged there
+
+
 def test_import_out_of_order_x_uid_drops_uids(tmp_path: Path, store: Store) -> None:
     path = write(tmp_path / "box", DOVECOT_MBOX.replace(b"X-UID: 9", b"X-UID: 3"))
     store.create_account("fay")
@@ -447,6 +530,58 @@ def test_import_many_messages_in_batches(tmp_path: Path, store: Store) -> None:
     assert store.uids("gus", folder.id) == uids
     metas = store.messages("gus", folder.id)
     assert all(m.internaldate == 1000 + m.uid and m.flags == ("\\Seen",) for m in metas)
+
+
+class _Killed(Exception):
+    """Stands for the import process being killed between two batches."""
+
+
+def test_resumed_import_gives_a_uid_taken_meanwhile_a_new_one(tmp_path: Path, store: Store,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import keeping UIDs is killed after its first batch; a delivery takes the UIDNEXT, the
+    UID of the first source message not stored yet. The re-run must store that message under a
+    new UID (and say so), not skip it as present; a third run stores nothing again. The delivery
+    has the size of the source message it collides with: only the content tells them apart."""
+    box = make_maildir(tmp_path / "box")
+    lines = ["3 V4242 N9"]
+    for uid in range(1, 9):
+        name = f"{1000 + uid}.M{uid}.host"
+        write(box / "cur" / f"{name}:2,S", message(f"source {uid}"), 1000 + uid)
+        lines.append(f"{uid} :{name}")
+    (box / "dovecot-uidlist").write_text("\n".join(lines) + "\n")
+    store.create_account("ida")
+    monkeypatch.setattr("midb.importer._BATCH_MESSAGES", 3)
+    real_append_many = store.append_many
+    calls = 0
+
+    def killed_after_one_batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise _Killed
+        return real_append_many(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append_many", killed_after_one_batch)
+    with pytest.raises(_Killed):
+        import_maildir(store, "ida", "INBOX", box)
+    monkeypatch.setattr(store, "append_many", real_append_many)
+    inbox = store.get_folder("ida", "INBOX")
+    assert inbox is not None and store.uids("ida", inbox.id) == [1, 2, 3]
+    delivered = message("source X")   # the size of "source 4", other bytes
+    assert len(delivered) == len(message("source 4"))
+    assert store.append("ida", inbox.id, delivered)[1] == 4
+
+    report = import_maildir(store, "ida", "INBOX", box)
+    stored = {meta.uid: store.read_body(meta.blob) for meta in store.messages("ida", inbox.id)}
+    assert stored[4] == delivered
+    assert [uid for uid, body in stored.items() if body == message("source 4")] == [9]  # above N9
+    assert all(stored[uid] == message(f"source {uid}") for uid in (1, 2, 3, 5, 6, 7, 8))
+    assert "5 imported (1 under new UIDs: other mail held theirs), 3 skipped" in report.summary()
+    assert any("UID 4 holds another message here" in note for note in report.notes)
+
+    again = import_maildir(store, "ida", "INBOX", box)
+    assert (again.imported, again.relocated, again.skipped) == (0, 0, 8)
+    assert len(store.uids("ida", inbox.id)) == 9
 
 
 def test_import_stops_over_quota(tmp_path: Path, store: Store) -> None:

@@ -859,6 +859,28 @@ def test_uidvalidity_rules_and_explicit_uids(store: Store, alice: Account) -> No
     assert_consistent(store)
 
 
+def test_raise_uidnext_in_one_transaction_with_a_tombstone(store: Store, alice: Account) -> None:
+    """For importers: UIDNEXT rises to the source's, the source's last UID is recorded as
+    expunged at a new mod-sequence (QRESYNC clients that held it are told it vanished), and no
+    message is stored meanwhile; a UIDNEXT already there stays."""
+    imported = store.create_folder("alice", "Imported", uidvalidity=77)
+    assert store.append("alice", imported.id, MSG, uid=7) == (77, 7)
+    before = folder(store, "Imported")
+    assert store.raise_uidnext("alice", imported.id, 13) is True
+    after = folder(store, "Imported")
+    assert (after.uidnext, after.messages, after.highestmodseq) == (13, 1, before.highestmodseq + 1)
+    assert store.vanished_since("alice", imported.id, before.highestmodseq) == [12]
+    assert store.append("alice", imported.id, MSG) == (77, 13)
+    assert store.raise_uidnext("alice", imported.id, 10) is False   # never down
+    assert folder(store, "Imported").uidnext == 14
+    assert store.raise_uidnext("alice", imported.id, (1 << 32) - 1) is True   # UIDNEXT is a u32
+    assert folder(store, "Imported").uidnext == (1 << 32) - 1
+    for bad in (1, 1 << 32, True):
+        with pytest.raises(InvalidArgument):
+            store.raise_uidnext("alice", imported.id, bad)
+    assert_consistent(store)
+
+
 def test_append_validation(store: Store, alice: Account) -> None:
     inbox = inbox_id(store)
     with pytest.raises(InvalidArgument):
