@@ -2026,7 +2026,7 @@ class Store(MetadataMixin):
             total = sum(unpack_record(raw)[3] for _uid, raw in found)
             if not move or src_account_id != dst_account_id:
                 self._check_quota(txn, dbs, dst_account_id, total, len(found))
-            if dst.uidnext + len(found) - 1 > MAX_U32:
+            if not _uids_fit(dst.uidnext, len(found)):
                 raise MidbError("destination folder UID space exhausted")
             delta = indexes.IndexDelta(txn, dbs)
             pairs = []
@@ -3044,8 +3044,14 @@ def _check_uid_room(record: FolderRecord, explicit_uid: int | None, count: int) 
     if explicit_uid is not None and explicit_uid < record.uidnext:
         raise MidbError(f"UID {explicit_uid} is below UIDNEXT {record.uidnext}")
     first = record.uidnext if explicit_uid is None else explicit_uid
-    if first + count - 1 > MAX_U32:
+    if not _uids_fit(first, count):
         raise MidbError("folder UID space exhausted")
+
+
+def _uids_fit(first: int, count: int) -> bool:
+    """UIDs ``first`` .. ``first + count - 1`` fit, and so does the UIDNEXT after them (a 32-bit
+    nz-number, RFC 3501): the last UID a folder can hold is 2^32 - 2."""
+    return first + count <= MAX_U32
 
 
 def _check_uidvalidity(value: object) -> None:

@@ -859,6 +859,24 @@ def test_uidvalidity_rules_and_explicit_uids(store: Store, alice: Account) -> No
     assert_consistent(store)
 
 
+def test_the_last_uid_leaves_room_for_uidnext(store: Store, alice: Account) -> None:
+    """UIDNEXT is a 32-bit nz-number: the highest UID a folder can hold is 2^32 - 2. A message
+    given UID 2^32 - 1 raised struct.error, past the UID check, instead of a clean MidbError."""
+    imported = store.create_folder("alice", "Imported", uidvalidity=77)
+    with pytest.raises(MidbError, match="UID space exhausted"):
+        store.append("alice", imported.id, MSG, uid=0xFFFFFFFF)
+    assert store.append("alice", imported.id, MSG, uid=0xFFFFFFFE)[1] == 0xFFFFFFFE
+    assert folder(store, "Imported").uidnext == 0xFFFFFFFF
+    with pytest.raises(MidbError, match="UID space exhausted"):
+        store.append("alice", imported.id, MSG)
+    inbox = folder(store, "INBOX")
+    uid = store.append("alice", inbox.id, MSG)[1]
+    with pytest.raises(MidbError, match="UID space exhausted"):
+        store.copy("alice", inbox.id, [uid], imported.id)
+    assert len(list(store.messages("alice", imported.id))) == 1
+    assert_consistent(store)
+
+
 def test_raise_uidnext_in_one_transaction_with_a_tombstone(store: Store, alice: Account) -> None:
     """For importers: UIDNEXT rises to the source's, the source's last UID is recorded as
     expunged at a new mod-sequence (QRESYNC clients that held it are told it vanished), and no
