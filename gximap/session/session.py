@@ -295,10 +295,13 @@ class ImapSession:
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
         if interval > 0 and self._idling():
-            # The next keepalive is due one interval after the last input or the last keepalive,
-            # whichever came later; the pool counts from the last input.
-            due = interval + max(0.0, self._last_keepalive - self.last_activity)
-            return min(self.settings.autologout, due)
+            # The pool counts from the latest of the last input, the end of a push the client was
+            # slow to take, and the last keepalive: the next keepalive is one interval after
+            # that, whichever it is (computed from this session's own clock, it drifted by how
+            # late a blocked push ended, at every keepalive). The autologout counts from the last
+            # input: after a keepalive, what was left of it then.
+            since_input = max(0.0, self._last_keepalive - self.last_activity)
+            return min(self.settings.autologout - since_input, interval)
         return self.settings.autologout
 
     def _idling(self) -> bool:
