@@ -106,6 +106,26 @@ def test_compression_survives_unauthenticate(conv):
     assert conv.send(b"a1 COMPRESS DEFLATE\r\n") == [b"a1 NO [COMPRESSIONACTIVE] Compression already active"]
 
 
+def test_starttls_after_compress_and_unauthenticate_is_refused(tmp_path):
+    """UNAUTHENTICATE keeps the DEFLATE layer, and TLS cannot start beneath it: STARTTLS is not
+    offered again, and a client sending it anyway gets BAD, the session going on. It was
+    offered and answered OK, and the pool, asked for TLS under DEFLATE, dropped the connection."""
+    with Conversation(tmp_path, tls=False, starttls=True, insecure_auth=True) as conv:
+        assert "STARTTLS" in conv.capabilities()
+        conv.login()
+        conv.command("COMPRESS DEFLATE")
+        conv.command("UNAUTHENTICATE")
+        assert "STARTTLS" not in conv.capabilities()
+        conv.script("""
+            C: a1 STARTTLS
+            S: a1 BAD [CLIENTBUG] TLS cannot start once COMPRESS is active
+            C: a2 NOOP
+            S: a2 OK NOOP completed
+        """)
+        assert conv.actions == [TransportAction.COMPRESS]
+        conv.login()  # the session is usable as before
+
+
 def test_undecodable_compressed_input_ends_the_session_with_a_bye(conv):
     """The pool found the client's DEFLATE stream broken: the session says why, even in the
     middle of a command, and reads nothing more."""

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any, TypedDict
 
 import pytest
+from conversation import Conversation
 from net_helpers import (
     AsyncLoginLineHandler,
     CheckingLoginLineHandler,
@@ -48,6 +49,7 @@ from gximap.net.proxy import address_key
 from gximap.net.siblings import AddressLedger, ConnectionHandoff
 from gximap.net.tls import make_server_context
 from gximap.net.transport import InvalidDeflateInput, Transport
+from gximap.session import session as session_module
 
 GREETING = b"* OK test server ready\r\n"
 BUSY = b"* BYE Service not available\r\n"
@@ -1045,6 +1047,77 @@ def test_idle_timeout_says_goodbye_and_input_postpones_it() -> None:
         assert recorder.count("timed_out") == 1
         assert active.readline() == b"* BYE idle timeout\r\n"
         assert recorder.count("timed_out") == 2
+
+
+class _KeepingHandler(LineHandler):
+    """Answers every expiry of its idle timer with a keepalive (timed_out() False), as an
+    IMAP session in IDLE does, or an LMTP one while copies are being stored."""
+
+    def timed_out(self) -> bool:
+        self.recorder.record("timed_out")
+        return False
+
+
+def test_a_kept_connection_is_timed_again_an_idle_timeout_later() -> None:
+    """After a keepalive the timer counts from it. It counted from the last input, already an
+    idle timeout ago: the timer fired again at once, 13,000 times a second, a worker and the
+    poller spinning until the client spoke."""
+    recorder = Recorder(idle_timeout=0.1, handler_class=_KeepingHandler)
+    with running_server(recorder) as (_server, ports):
+        connect(ports["plain"])
+        time.sleep(0.6)
+        assert 2 <= recorder.count("timed_out") <= 8
+
+
+def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to_take(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IMAP session in IDLE served by the pool's own slices on a clock of the test's: after a
+    push whose write blocked and ended 50 s after the client's last input (which the pool
+    counts as activity), the keepalives still come every imap_idle_notify_interval, and the
+    autologout still 30 minutes after that input. The session reckoned the keepalive from its
+    own clock (the last input) while the pool added that to its own (the end of the write): every
+    keepalive came an interval and 50 s after the one before, too late for the NAT gateways the
+    keepalive is for."""
+    clock = SimpleNamespace(now=1000.0)
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now)
+    monkeypatch.setattr(pool_module, "time", fake_time)
+    monkeypatch.setattr(session_module, "time", fake_time)
+    server = Server([], Recorder().factory, context_num=2, thread_init_num=1, thread_charge_num=1,
+                    conn_timeout=600.0, ssl_context=None, busy_response=b"")
+    ours, client = socket.socketpair()
+    listener = socket.socket(socket.AF_UNIX)
+    with Conversation(tmp_path, autologout=1800.0, idle_notify_interval=120.0) as conv, ours, client, listener:
+        ours.setblocking(False)
+        client.settimeout(5.0)
+        conv.login()
+        conv.select()
+        assert conv.send(b"i1 IDLE\r\n") == [b"+ idling"]  # the client's last input, at 1000
+        conn = pool_module._Connection(ours, BoundListener(listener, tls=False), ("peer", 0), clock.now)
+        conn.handler = conv.session
+        conn.phase = pool_module._Phase.ACTIVE
+        conn.idle_limit = conv.session.idle_timeout()
+        # A push the socket could not take at once, taken by the client 50 s later.
+        conn.transport.write(b"* 1 EXISTS\r\n")
+        conn.write_blocked = True
+        clock.now += 50.0
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        assert conn.last_activity == 1050.0
+        assert client.recv(4096) == b"* 1 EXISTS\r\n"
+        stamps = []
+        for _ in range(20):  # bounded: the autologout ends it after 14
+            conn.waiting_input = True  # parked for reading, as after every PARK_READ
+            due, deadline = server._timer_state(conn, clock.now)
+            assert due is pool_module._Due.NOTHING
+            clock.now = deadline
+            outcome = server._serve(conn)
+            line = client.recv(4096)
+            if outcome is pool_module._Outcome.CLOSED:
+                assert line == b"* BYE Autologout; idle for too long\r\n"
+                break
+            assert outcome is pool_module._Outcome.PARK_READ and line == b"* OK Still here\r\n"
+            stamps.append(clock.now)
+        assert stamps == [1050.0 + 120.0 * n for n in range(1, 15)]
+        assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
 
 
 def test_stalled_writer_is_closed() -> None:

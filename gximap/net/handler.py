@@ -130,12 +130,14 @@ class ProtocolHandler(Protocol):
 
     def idle_timeout(self) -> float:
         """Seconds of client inactivity allowed in the current state (e.g. imap_conn_timeout
-        before login, imap_autologout_time after), counted from the client's last input."""
+        before login, imap_autologout_time after), counted from the latest of: the client's last
+        input, the end of output the client was slow to take (a write that blocked), and the
+        last timed_out() that returned False."""
 
     def timed_out(self) -> bool:
         """The idle timeout expired: queue a goodbye (e.g. ``* BYE``) and TransportAction.CLOSE,
         and return True; or answer the silence otherwise (IMAP IDLE's keepalive) and return
-        False: the connection stays, and the pool asks idle_timeout() again."""
+        False: the connection stays, and the pool asks idle_timeout() again, counting from now."""
 
     def wakeup(self) -> None:
         """A waker fired (store change): queue whatever untagged responses are now due."""

@@ -46,10 +46,10 @@ How it runs:
   ``worker_idle_timeout`` seconds without work.
 - Timers (poller, at least once a second and at the earliest deadline): no client input for
   handler.idle_timeout() seconds (0 = no limit) -> handler.timed_out(), flush, close (unless the
-  handler answered with a keepalive and keeps the connection); output that made no
-  progress for ``conn_timeout`` seconds -> closed at once; PROXY header (min(conn_timeout, 5 s))
-  and TLS handshakes (conn_timeout) have deadlines too. The time a client spends receiving output
-  the socket could not take at once counts as activity.
+  handler answered with a keepalive and keeps the connection: the timer then counts from the
+  keepalive); output that made no progress for ``conn_timeout`` seconds -> closed at once; PROXY
+  header (min(conn_timeout, 5 s)) and TLS handshakes (conn_timeout) have deadlines too. The time
+  a client spends receiving output the socket could not take at once counts as activity.
 - PROXY (see gximap.net.proxy): a trusted peer's header is read before anything else, even
   before the TLS handshake on implicit-TLS ports; an untrusted peer is served as itself and
   dropped if its first bytes are a PROXY header. With ``proxy_ssl_context`` a peer that must
@@ -1249,8 +1249,12 @@ class Server:
                 if handler.timed_out():
                     conn.closing = True
                     log.info("%s: idle timeout, closing", conn.rhost)
-                else:  # a keepalive: the timer runs again, by the handler's next idle_timeout()
+                else:
+                    # A keepalive: the timer runs again, by the handler's next idle_timeout(),
+                    # counted from now. The handler cannot see this base move when a blocked
+                    # write ends (_flush); a keepalive resets it to an instant both know.
                     conn.idle_fired = False
+                    conn.last_activity = time.monotonic()
         if conn.wakeup_due and not conn.closing:
             conn.wakeup_due = False
             handler.wakeup()

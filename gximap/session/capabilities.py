@@ -92,7 +92,8 @@ def capabilities(session: Any) -> list[str]:
         caps += ["SASL-IR", "LITERAL+", "ENABLE"]
         if settings.enable_id:
             caps.append("ID")
-        if session.conn.starttls_available and not session.tls:
+        # Not after COMPRESS and UNAUTHENTICATE: TLS cannot start beneath DEFLATE (commands.auth).
+        if session.conn.starttls_available and not session.tls and not session.compressed:
             caps.append("STARTTLS")
         if plaintext_auth_allowed(session):
             caps.append("AUTH=PLAIN")

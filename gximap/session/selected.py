@@ -19,7 +19,7 @@ import collections
 import threading
 import weakref
 from array import array
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from gximap.imap import encode
@@ -436,7 +436,7 @@ class LazyFlagUpdates(LazyLines):
                 rows = self._store.flag_rows(self._account, self._folder_id, [uid for uid, _msn in part])
             except (NoSuchFolder, NoSuchAccount):
                 self._next = len(numbered)  # gone: the next sync says so (other errors close the
-                return None  # connection, as a failing catch-up does: these changes are not lost)
+                return None  # connection: the view has caught up past these changes already)
             up_to = self._up_to
             found = {uid: (flags, modseq) for uid, flags, modseq in rows if modseq <= up_to}
             lines = []
@@ -534,12 +534,18 @@ class SelectedMailbox:
         used leaves it with the next update. (Dovecot keeps them; a client cycling through new
         keywords would then have every session of the folder sent an ever longer list with each,
         the square of their number in all: 58 MB for 3,000 to one IDLE session.)"""
+        if seen is not None and self._all_announced(seen):
+            return []
+        return self._keywords_update_for(self.store.keywords(self.account, self.folder_id))
+
+    def _all_announced(self, flags: Iterable[str]) -> bool:
+        """Are ``flags`` all system flags or keywords the last FLAGS told the client of?"""
         announced = self.announced_keywords
-        if seen is not None:
-            if all(flag in announced or flag.startswith("\\") for flag in seen):
-                return []
-        in_use = self.store.keywords(self.account, self.folder_id)
-        if announced.issuperset(in_use):
+        return all(flag in announced or flag.startswith("\\") for flag in flags)
+
+    def _keywords_update_for(self, in_use: Collection[str]) -> list[bytes]:
+        """keywords_update with the keywords in use (Store.keywords) read already."""
+        if self.announced_keywords.issuperset(in_use):
             return []
         lines = self.flags_lines(in_use)
         return lines[:1] if self.readonly else lines
@@ -724,18 +730,30 @@ class SelectedMailbox:
         if last > floor:
             self._claims.append((floor, last))
 
-    def _claim_recent_of(self, new: list[int]) -> None:
-        """Mark the newly seen UIDs (sorted) \\Recent where this session claims them: in the ranges
-        its own APPENDs claimed, and, for any beyond those, with a claim_recent_range transaction."""
-        claims, self._claims = self._claims, []
+    def _recent_of_new(self, new: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
+        """(the newly seen UIDs, sorted, that are \\Recent in this view; the claims of
+        note_claim to keep after them). A read-only view has those above the folder's recent
+        floor. A read-write one claims them: in the ranges its own APPENDs claimed, and, for any
+        beyond those, with a claim_recent_range transaction. The view itself is left as it is
+        (sync applies the answer), so that a store error here changes nothing."""
+        if self.readonly:
+            # RFC 3501 2.3.2: the first session told of a message sees \\Recent, read-only or not;
+            # only a read-write one takes it from the sessions after it.
+            floor = self.store.recent_floor(self.account, self.folder_id)
+            return new[bisect.bisect_right(new, floor):], self._claims
+        claims = self._claims
+        recent: list[int] = []
+        kept: list[tuple[int, int]] = []
         claimed_up_to = max((last for _floor, last in claims), default=0)
         if new[-1] > claimed_up_to:
             floor, claimed = self.store.claim_recent_range(self.account, self.folder_id)
             above = max(floor, claimed_up_to)
-            self.recent.update(new[bisect.bisect_right(new, above):])
-            self.note_claim(max(above, new[-1]), claimed)   # committed since ``new`` was read
+            recent.extend(new[bisect.bisect_right(new, above):])
+            if claimed > max(above, new[-1]):   # committed since ``new`` was read (note_claim)
+                kept.append((max(above, new[-1]), claimed))
         for floor, last in claims:
-            self.recent.update(uid for uid in new if floor < uid <= last)
+            recent.extend(uid for uid in new if floor < uid <= last)
+        return recent, kept
 
     def _numbers_if_present(self, changes: list[tuple[int, int]]) -> list[int | None]:
         """The message numbers of the UIDs of ``changes``, None for one not in the view (by the
@@ -749,9 +767,18 @@ class SelectedMailbox:
 
     def sync(self, *, allow_expunge: bool) -> list[bytes | LazyLines]:
         """Untagged responses that bring the client up to date with the store; the FETCH
-        responses of many flag changes come as one LazyFlagUpdates, made as they are sent."""
+        responses of many flag changes come as one LazyFlagUpdates, made as they are sent.
+
+        A store error (midb.errors.MidbError) leaves the view as it was, so that the next sync
+        reports all of this: every read of the store, and its one write (a \\Recent claim),
+        comes before the view changes."""
+        shown = self._flags_shown   # the FETCH's, for this sync only (_catch_up)
+        out = self._catch_up(shown, allow_expunge=allow_expunge)
+        self._flags_shown = None
+        return out
+
+    def _catch_up(self, shown: FlagsShown | None, *, allow_expunge: bool) -> list[bytes | LazyLines]:
         store = self.store
-        shown, self._flags_shown = self._flags_shown, None   # the FETCH's, for this sync only
         # HIGHESTMODSEQ is read before the changes: a change committed in between is reported
         # now and perhaps once more next time, never skipped. Every command ends here, so the
         # check reads one record by the ids kept since SELECT (no name lookups, no FolderInfo).
@@ -767,6 +794,13 @@ class SelectedMailbox:
                 return []
         changed, new, vanished, top_modseq, unread = store.view_changes_since(
             self.account, self.folder_id, self.modseq, self.uid_max, read_at_most=LAZY_UPDATES_FROM)
+        # The rest of the store's part comes before the view changes: the keywords in use when a
+        # FLAGS may be due (below: new messages, many changes, a keyword not announced; read for
+        # nothing when the changes that called for it are left out), the new messages' \\Recent.
+        in_use: list[str] | None = None
+        if new or unread or not all(self._all_announced(meta.flags) for meta in changed):
+            in_use = store.keywords(self.account, self.folder_id)
+        recent_new, claims = self._recent_of_new(new) if new else ([], self._claims)
         out: list[bytes | LazyLines] = []
         # Tombstones pruned past self.modseq (a session that slept through a bulk change):
         # every message the view holds is looked for instead (midb.tombstones).
@@ -804,20 +838,14 @@ class SelectedMailbox:
             # session's, between this session's write and its sync): it can never match again.
             self._own_changes = {uid: modseq for uid, modseq in self._own_changes.items()
                                  if modseq > self.modseq}
-        if new or unread_updates:
-            out.extend(self.keywords_update())  # the new messages' or many changes' keywords
-        elif updates:
-            out.extend(self.keywords_update(flag for meta in updates for flag in meta.flags))
+        if in_use is not None and (new or unread_updates or (
+                updates and not self._all_announced(flag for meta in updates for flag in meta.flags))):
+            out.extend(self._keywords_update_for(in_use))
         if new:
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]
-            if self.readonly:
-                # RFC 3501 2.3.2: the first session told of a message sees \Recent, read-only or
-                # not; only a read-write one takes it from the sessions after it.
-                floor = self.store.recent_floor(self.account, self.folder_id)
-                self.recent.update(new[bisect.bisect_right(new, floor):])
-            else:
-                self._claim_recent_of(new)
+            self.recent.update(recent_new)
+            self._claims = claims
             out.append(b"* %d EXISTS\r\n" % len(self.runs))
             if not self.session.rev2:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))

@@ -139,6 +139,7 @@ class ImapSession:
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
+        self._updates_missed = False  # the last catch-up with the selected mailbox failed
         # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
         # that waits for the response to be complete.
         self._inside_response = False
@@ -294,10 +295,13 @@ class ImapSession:
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
         if interval > 0 and self._idling():
-            # The next keepalive is due one interval after the last input or the last keepalive,
-            # whichever came later; the pool counts from the last input.
-            due = interval + max(0.0, self._last_keepalive - self.last_activity)
-            return min(self.settings.autologout, due)
+            # The pool counts from the latest of the last input, the end of a push the client was
+            # slow to take, and the last keepalive: the next keepalive is one interval after
+            # that, whichever it is (computed from this session's own clock, it drifted by how
+            # late a blocked push ended, at every keepalive). The autologout counts from the last
+            # input: after a keepalive, what was left of it then.
+            since_input = max(0.0, self._last_keepalive - self.last_activity)
+            return min(self.settings.autologout - since_input, interval)
         return self.settings.autologout
 
     def _idling(self) -> bool:
@@ -330,6 +334,10 @@ class ImapSession:
                 and now - self.last_activity < self.settings.autologout - 0.5):
             self._last_keepalive = now
             self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
+            if self._updates_missed and self.selected is not None:
+                # A push failed (the store was busy): the keepalive tries again, rather than
+                # leave the changes waiting for the next one or for DONE.
+                self._push_idle_updates(self.selected)
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
         return True
@@ -421,6 +429,7 @@ class ImapSession:
             self._watch.cancel()
             self._watch = None
         self.selected = None
+        self._updates_missed = False
 
     def block_input(self) -> None:
         """STARTTLS: forget what the client pipelined and read nothing until the transport changed."""
@@ -692,14 +701,31 @@ class ImapSession:
         """The pending updates of ``selected`` (self.selected, which the caller checked is set). If
         another session deleted the mailbox, it is closed here and the connection ends after the
         current response (BYE_MAILBOX_DELETED): IMAP has no way to tell a client that its selected
-        mailbox vanished."""
+        mailbox vanished.
+
+        Any other store error skips this catch-up: sync leaves the view as it was, so the next
+        one reports what this one missed. The client is warned with an untagged NO
+        [UNAVAILABLE], as Dovecot warns of a failed sync, and the command keeps its own answer:
+        its work is done (a tagged NO would have a STORE retried). This runs outside the
+        command's handler, where no error may escape: the pool would drop the connection."""
         try:
-            return selected.sync(allow_expunge=allow_expunge)
+            out = selected.sync(allow_expunge=allow_expunge)
         except (midb_errors.NoSuchFolder, midb_errors.NoSuchAccount):
             self._close_selected()
             self.state = State.AUTHENTICATED
             self._selected_gone = True
             return []
+        except midb_errors.MidbError as exc:
+            done = done_for_store_error(exc)
+            if done is not None and done.code == b"UNAVAILABLE":
+                log_store_trouble(self, "catching up with the selected mailbox", exc)
+            else:  # no refusal of the client's: a bug, or the store opened read-only
+                self.ctx.log.exception("session %s: catching up with the selected mailbox failed", self.id)
+            self._updates_missed = True
+            return [b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE")
+                    + b"\r\n"]
+        self._updates_missed = False
+        return out
 
     def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None

@@ -40,6 +40,11 @@ def starttls(session: Any, cmd: cmds.Starttls) -> Done:
         raise CommandFailed(Code.BAD_ALREADY_AUTHENTICATED, status="BAD")
     if not session.conn.starttls_available:
         raise CommandFailed(Code.NO_TLS_UNAVAILABLE)
+    if session.compressed:
+        # COMPRESS before UNAUTHENTICATE: the DEFLATE layer stays, and TLS would have to start
+        # beneath it (RFC 4978 section 3 puts TLS below COMPRESS), which the transport cannot.
+        # Not offered then (capabilities), so a client sending it anyway is at fault.
+        raise CommandFailed(Code.BAD_TLS_UNDER_COMPRESS, status="BAD")
     # CVE-2011-0411: whatever the client pipelined behind STARTTLS arrived in plaintext and must
     # not be executed after the handshake. The pool reads nothing until the handshake is done.
     session.block_input()
