@@ -454,6 +454,8 @@ def test_a_connection_that_never_spoke_goes_before_one_that_did() -> None:
         assert client.command("NOOP") == b"OK NOOP\r\n"
         time.sleep(0.05)
         squatter = connect(ports["plain"])
+        # Both parked: one still in its worker's slice would be busy, which makes room last.
+        assert wait_until(lambda: not any(pool_module._busy(conn) for conn in list(server._conns)))
         newcomer = Client("127.0.0.1", ports["plain"])
         assert newcomer.readline() == GREETING
         assert squatter.read_until_eof() == b"* BYE displaced\r\n"
