@@ -233,9 +233,19 @@ def test_refusals_that_keep_the_connection(store: Store) -> None:
     assert not client.closed
 
 
+def test_cont_for_a_request_not_pending_fails_and_keeps_the_connection(store: Store) -> None:
+    """As Dovecot does: a CONT may arrive after its request finished, was cancelled or expired."""
+    client = Client(make_ctx(store)).hello()
+    assert client.send("CONT\t9\tYQ==\n") == ["FAIL\t9\treason=Authentication request timed out"]
+    assert client.send("AUTH\t1\tPLAIN\tservice=smtp\nCANCEL\t1\nCONT\t1\tYQ==\n") == \
+        ["CONT\t1\t", "FAIL\t1\treason=Authentication request timed out"]
+    assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'secret')}\n") == \
+        ["OK\t2\tuser=alice"]
+    assert not client.closed
+
+
 @pytest.mark.parametrize("text", [
     "AUTH\t1\tPLAIN\tservice=smtp\nAUTH\t1\tPLAIN\tservice=smtp\n",  # duplicate id
-    "CONT\t9\tYQ==\n",  # unknown id
     "VERSION\t2\t0\n",
     "X\n" * 40,
 ])

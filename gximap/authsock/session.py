@@ -16,8 +16,10 @@ Plaintext mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbi
 without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its
 client), or the client is on the loopback interface or on the MTA's own address.
 
-The connection is dropped on a protocol error (malformed line, over-long line, unknown request
-id in CONT, too many unknown commands); an AUTH that cannot succeed gets FAIL. Until the client has
+The connection is dropped on a protocol error (malformed line, over-long line, a duplicate request
+id, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
+request that is not pending (finished, cancelled or timed out), as in Dovecot: an MTA's CONT may
+cross the request's expiry, which is no protocol error. Until the client has
 sent VERSION and CPID, the connection is subject to a time-out; after that an MTA may keep it open
 as long as it likes (Postfix does, between SMTP sessions).
 """
@@ -66,6 +68,8 @@ _REFUSAL_PARAMS = {
     DISABLED: {"reason": "Account disabled", "code": "user_disabled"},
     UNAUTHORIZED: {"reason": "Not authorized to act as that user", "code": "authz_fail"},
 }
+# Dovecot's answer to a CONT for a request it does not hold (auth_request_handler_auth_continue).
+REQUEST_TIMED_OUT = "Authentication request timed out"
 PLAINTEXT_DISALLOWED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 
 
@@ -233,7 +237,7 @@ class AuthSocketSession:
     def _continue(self, event: ContinueRequest) -> None:
         pending = self._pending.pop(event.id, None)
         if pending is None:
-            self._drop(f"CONT for unknown request id {event.id}")
+            self._out.append(AuthServerProtocol.fail(event.id, reason=REQUEST_TIMED_OUT))
             return
         data = _decode_base64(event.data)
         if data is None:
