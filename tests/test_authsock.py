@@ -200,7 +200,9 @@ def test_plain_with_and_without_initial_response(store: Store) -> None:
     assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('', 'Alice', 'wrong')}\n") == ["FAIL\t2"]
     assert client.send("AUTH\t3\tPLAIN\tservice=smtp\n") == ["CONT\t3\t"]
     assert client.send(f"CONT\t3\t{plain('alice', 'ALICE', 'secret')}\n") == ["OK\t3\tuser=alice"]
-    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=\n") == ["FAIL\t4"]  # empty message
+    # "resp=" is no initial response (Exim sends it so); "resp==" is an empty one, no PLAIN message.
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=\n") == ["CONT\t4\t"]
+    assert client.send("AUTH\t6\tPLAIN\tservice=smtp\tresp==\n") == ["FAIL\t6"]
     assert client.send("AUTH\t5\tPLAIN\tservice=smtp\tresp=!!!!\n") == \
         ["FAIL\t5\treason=Invalid base64 data in initial response"]
 
@@ -212,6 +214,17 @@ def test_login_mechanism_both_ways(store: Store) -> None:
     assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["OK\t1\tuser=bob"]
     assert client.send(f"AUTH\t2\tLOGIN\tservice=smtp\tresp={b64(b'bob')}\n") == ["CONT\t2\tUGFzc3dvcmQ6"]
     assert client.send("CONT\t2\t%%%\n") == ["FAIL\t2\treason=Invalid base64 data in continued response"]
+
+
+def test_exim_empty_resp_means_no_initial_response(store: Store) -> None:
+    """Exim's dovecot authenticator sends "resp=%s" always, empty when the SMTP client gave no
+    initial response; Dovecot then prompts as if resp= were absent."""
+    client = Client(make_ctx(store)).hello()
+    assert client.send("AUTH\t1\tLOGIN\tservice=smtp\trip=192.0.2.7\tnologin\tresp=\n") == ["CONT\t1\tVXNlcm5hbWU6"]
+    assert client.send(f"CONT\t1\t{b64(b'alice')}\n") == ["CONT\t1\tUGFzc3dvcmQ6"]
+    assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["OK\t1\tuser=alice"]
+    assert client.send("AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.7\tnologin\tresp=\n") == ["CONT\t2\t"]
+    assert client.send(f"CONT\t2\t{plain('', 'alice', 'secret')}\n") == ["OK\t2\tuser=alice"]
 
 
 def test_impersonation_needs_store_ownership(store: Store) -> None:

@@ -218,7 +218,9 @@ class AuthSocketSession:
             self._fail(request.id, reason=PLAINTEXT_DISALLOWED)
             return
         initial: bytes | None = None
-        if request.response is not None:
+        # An empty resp= is no initial response: Exim always sends "resp=%s", empty when the SMTP
+        # client gave none, and Dovecot allows it so. "resp==" is the empty response (RFC 4954).
+        if request.response:
             initial = _decode_base64(request.response)
             if initial is None:
                 self._fail(request.id, reason="Invalid base64 data in initial response")
