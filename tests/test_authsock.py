@@ -27,7 +27,13 @@ from gximap.authsock.protocol import (
     escape,
     unescape,
 )
-from gximap.authsock.session import AuthSocketContext, AuthSocketSession, AuthSocketSettings
+from gximap.authsock.session import (
+    MAX_PENDING,
+    PENDING_TIMEOUT,
+    AuthSocketContext,
+    AuthSocketSession,
+    AuthSocketSettings,
+)
 from gximap.net.handler import ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
@@ -44,6 +50,9 @@ def b64(data: bytes) -> str:
 def plain(authzid: str, user: str, password: str) -> str:
     """A SASL PLAIN message (RFC 4616), base64."""
     return b64(f"{authzid}\0{user}\0{password}".encode())
+
+
+USERNAME_PROMPT, PASSWORD_PROMPT = b64(b"Username:"), b64(b"Password:")  # SASL LOGIN's challenges
 
 
 # -- protocol ---------------------------------------------------------------------------------------
@@ -214,6 +223,47 @@ def test_login_mechanism_both_ways(store: Store) -> None:
     assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["OK\t1\tuser=bob"]
     assert client.send(f"AUTH\t2\tLOGIN\tservice=smtp\tresp={b64(b'bob')}\n") == ["CONT\t2\tUGFzc3dvcmQ6"]
     assert client.send("CONT\t2\t%%%\n") == ["FAIL\t2\treason=Invalid base64 data in continued response"]
+
+
+def test_abandoned_exchanges_give_way_to_new_ones(store: Store) -> None:
+    """Postfix never sends CANCEL: an SMTP client that aborts AUTH LOGIN leaves its request
+    pending on the smtpd's long-lived auth connection. Beyond MAX_PENDING the oldest gives way."""
+    client = Client(make_ctx(store, auth_times=1000)).hello()
+    for request_id in range(1, MAX_PENDING + 1):
+        assert client.send(f"AUTH\t{request_id}\tLOGIN\tservice=smtp\tnologin\trip=198.51.100.{request_id}\n") == \
+            [f"CONT\t{request_id}\t{USERNAME_PROMPT}"]
+    later = MAX_PENDING + 1
+    assert client.send(f"AUTH\t{later}\tLOGIN\tservice=smtp\tnologin\trip=203.0.113.5\n") == \
+        [f"CONT\t{later}\t{USERNAME_PROMPT}"]
+    assert client.send(f"CONT\t{later}\t{b64(b'alice')}\n") == [f"CONT\t{later}\t{PASSWORD_PROMPT}"]
+    assert client.send(f"CONT\t{later}\t{b64(b'secret')}\n") == [f"OK\t{later}\tuser=alice"]
+    assert client.send(f"CONT\t1\t{b64(b'bob')}\n") == ["FAIL\t1\treason=Authentication request timed out"]
+    assert client.send(f"CONT\t2\t{b64(b'bob')}\n") == [f"CONT\t2\t{PASSWORD_PROMPT}"]  # only the oldest went
+    assert not client.closed
+
+
+def test_unfinished_requests_expire(store: Store) -> None:
+    """PENDING_TIMEOUT after its AUTH (not after its last step) a request is gone."""
+    ctx = make_ctx(store)
+    now = [1000.0]
+    ctx.clock = lambda: now[0]
+    client = Client(ctx).hello()
+    assert client.send("AUTH\t1\tLOGIN\tservice=smtp\n") == [f"CONT\t1\t{USERNAME_PROMPT}"]
+    assert client.send("AUTH\t2\tPLAIN\tservice=smtp\n") == ["CONT\t2\t"]
+    now[0] += PENDING_TIMEOUT - 1
+    assert client.send(f"CONT\t1\t{b64(b'bob')}\n") == [f"CONT\t1\t{PASSWORD_PROMPT}"]
+    now[0] += 1
+    assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["FAIL\t1\treason=Authentication request timed out"]
+    assert client.send(f"CONT\t2\t{plain('', 'bob', 'secret')}\n") == \
+        ["FAIL\t2\treason=Authentication request timed out"]
+    assert client.send("AUTH\t3\tPLAIN\tservice=smtp\n") == ["CONT\t3\t"]
+    assert client.send(f"CONT\t3\t{plain('', 'bob', 'secret')}\n") == ["OK\t3\tuser=bob"]
+    # The id of an expired request is free again (no duplicate id that closes the connection).
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\n") == ["CONT\t4\t"]
+    now[0] += PENDING_TIMEOUT
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\n") == ["CONT\t4\t"]
+    assert client.send(f"CONT\t4\t{plain('', 'bob', 'secret')}\n") == ["OK\t4\tuser=bob"]
+    assert not client.closed
 
 
 def test_exim_empty_resp_means_no_initial_response(store: Store) -> None:

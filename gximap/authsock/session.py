@@ -3,7 +3,9 @@
 Mechanisms: PLAIN (RFC 4616, with an optional authorization identity for impersonation, as in
 IMAP) and LOGIN (the obsolete two-prompt mechanism every SMTP client still speaks). A request
 without an initial response gets a ``CONT`` with an empty challenge (PLAIN) or the "Username:" /
-"Password:" prompts (LOGIN).
+"Password:" prompts (LOGIN). Such an unfinished request expires PENDING_TIMEOUT after its AUTH, as
+in Dovecot, and at most MAX_PENDING are kept per connection (the oldest gives way): Postfix never
+cancels the exchange an SMTP client abandoned.
 
 The check is IMAP's: the same AuthService, so the same accounts, auth_map / storage_map and
 throttling. The client address for the per-address limits and the log is the request's ``rip=``
@@ -58,7 +60,13 @@ __all__ = ["AuthSocketContext", "AuthSocketSession", "AuthSocketSettings", "MECH
 log = logging.getLogger("gximap.auth")
 
 MECHANISMS: tuple[tuple[str, tuple[str, ...]], ...] = (("PLAIN", ("plaintext",)), ("LOGIN", ("plaintext",)))
-MAX_PENDING = 64  # unfinished multi-step requests per connection
+# Unfinished multi-step requests (a CONT awaited) per connection; when full, a new one takes the
+# place of the oldest. Postfix keeps one connection per smtpd process and never sends CANCEL: an
+# SMTP client that gives up mid-exchange leaves its request pending for good.
+MAX_PENDING = 64
+# ... and each expires this long after its AUTH, as in Dovecot (MASTER_AUTH_SERVER_TIMEOUT_SECS):
+# an SMTP client answers a challenge within seconds, and its MTA gives up well before this.
+PENDING_TIMEOUT = 150.0
 MAX_IGNORED = 32  # unknown commands tolerated per connection
 MAX_TRACKED_FAILURES = 65536
 _USERNAME_PROMPT = "VXNlcm5hbWU6"  # base64 "Username:"
@@ -123,6 +131,7 @@ class AuthSocketContext:
 class _Pending:
     request: AuthRequest
     step: str  # "plain", "login-user", "login-password"
+    started: float  # the context's clock at the AUTH: the request expires PENDING_TIMEOUT later
     username: str | None = None
 
 
@@ -202,7 +211,8 @@ class AuthSocketSession:
     # -- requests -------------------------------------------------------------------------------
 
     def _auth(self, request: AuthRequest) -> None:
-        if request.id in self._pending:
+        held = self._pending.pop(request.id, None)
+        if held is not None and not self._expired(held):  # an expired one is gone, as in Dovecot
             self._drop(f"duplicate request id {request.id}")
             return
         if not request.service:
@@ -225,20 +235,21 @@ class AuthSocketSession:
             if initial is None:
                 self._fail(request.id, reason="Invalid base64 data in initial response")
                 return
+        now = self.ctx.clock()
         if mechanism == "PLAIN":
             if initial is None:
-                self._challenge(_Pending(request, "plain"), "")
+                self._challenge(_Pending(request, "plain", now), "")
                 return
             self._plain(request, initial)
             return
         if initial is None:
-            self._challenge(_Pending(request, "login-user"), _USERNAME_PROMPT)
+            self._challenge(_Pending(request, "login-user", now), _USERNAME_PROMPT)
             return
-        self._challenge(_Pending(request, "login-password", _text(initial)), _PASSWORD_PROMPT)
+        self._challenge(_Pending(request, "login-password", now, _text(initial)), _PASSWORD_PROMPT)
 
     def _continue(self, event: ContinueRequest) -> None:
         pending = self._pending.pop(event.id, None)
-        if pending is None:
+        if pending is None or self._expired(pending):
             self._out.append(AuthServerProtocol.fail(event.id, reason=REQUEST_TIMED_OUT))
             return
         data = _decode_base64(event.data)
@@ -248,17 +259,27 @@ class AuthSocketSession:
         if pending.step == "plain":
             self._plain(pending.request, data)
         elif pending.step == "login-user":
-            self._challenge(_Pending(pending.request, "login-password", _text(data)), _PASSWORD_PROMPT)
+            self._challenge(_Pending(pending.request, "login-password", pending.started, _text(data)),
+                            _PASSWORD_PROMPT)
         else:
             self._attempt(pending.request, pending.username, _text(data), None)
 
     def _challenge(self, pending: _Pending, data: str) -> None:
-        request_id = pending.request.id
+        """Send a challenge and keep the request until its answer. Expired requests are
+        forgotten first; if the table is full still, the oldest request gives way (silently, as
+        Dovecot drops an expired one: a CONT for it is then answered REQUEST_TIMED_OUT)."""
+        for expired in [key for key, held in self._pending.items() if self._expired(held)]:
+            del self._pending[expired]
         if len(self._pending) >= MAX_PENDING:
-            self._fail(request_id, reason="Too many unfinished requests")
-            return
-        self._pending[request_id] = pending
-        self._out.append(AuthServerProtocol.cont(request_id, data))
+            oldest = min(self._pending.values(), key=lambda held: held.started)
+            del self._pending[oldest.request.id]
+            log.debug("auth socket connection %d: unfinished request %d dropped for request %d",
+                      self.cuid, oldest.request.id, pending.request.id)
+        self._pending[pending.request.id] = pending
+        self._out.append(AuthServerProtocol.cont(pending.request.id, data))
+
+    def _expired(self, pending: _Pending) -> bool:
+        return self.ctx.clock() - pending.started >= PENDING_TIMEOUT
 
     def _plain(self, request: AuthRequest, message: bytes) -> None:
         """RFC 4616: [authzid] NUL authcid NUL passwd."""
