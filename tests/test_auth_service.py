@@ -15,6 +15,7 @@ from conversation import PASSWORD, Conversation, password_hash
 from gximap.auth import service as service_module
 from gximap.auth.maps import NameMap
 from gximap.auth.service import AuthService, address_key, split_identity
+from midb import authdb
 from midb.authdb import MidbAuth, PasswdFileAuth
 from midb.store import Store
 
@@ -467,6 +468,30 @@ def test_passwd_file_backend_creates_the_mapped_storage_account(store: Store, tm
     result = login(auth, "dave@d.example")
     assert (result.ok, result.user) == (True, "dave@d.example")
     assert store.get_account("dave@d.example") is not None
+
+
+def test_a_name_the_map_lacks_costs_a_password_check_too(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A static or file auth_map lists the real users: a name it lacks must cost the check an
+    unknown user's password gets (against the dummy hash), or the answer time tells which names
+    exist."""
+    checked: list[str] = []
+    real_verify = authdb.verify_password
+
+    def recording_verify(password: str, stored: str | None, **kwargs: str | None) -> bool:
+        checked.append(stored or "")
+        return real_verify(password, stored, **kwargs)
+
+    monkeypatch.setattr(authdb, "verify_password", recording_verify)
+    auth = make_service(store, MidbAuth(store), auth_times=100, auth_map=NameMap.from_directives(
+        "static alice@example.org:alice nosuch@example.org:nosuch", "auto"))
+    dummy = authdb._dummy_hash()
+    for name, reason in (("mallory@example.org", "unknown user name"), ("nosuch@example.org", "unknown user")):
+        checked.clear()
+        assert login(auth, name, "wrong").reason == reason
+        assert checked == [dummy], name  # the same single check for a name unlisted and unknown
+    checked.clear()
+    assert login(auth, "alice@example.org", "wrong").reason == "bad password"
+    assert len(checked) == 1 and checked[0] != dummy
 
 
 def test_names_that_cannot_be_normalized_fail_like_passwords(store: Store) -> None:

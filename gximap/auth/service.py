@@ -20,7 +20,9 @@ happens only in :meth:`_verify`, after the block and address checks, so throttli
 
 Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
-Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265).
+Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265). A name auth_map has
+no mapping for costs a password check all the same (against a dummy hash, as an unknown user's
+does), so the answer time does not tell which names a static or file map lists.
 
 With several serving processes (imap_process_num), blocks and address failures are shared
 through the sibling channel (gximap.net.siblings): each process tells the others what it
@@ -51,7 +53,7 @@ from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
 from gximap.net.proxy import address_key
-from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend
+from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend, verify_dummy_password
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
 # user names cannot grow memory without limit. Beyond them, expired entries are swept and then
@@ -288,6 +290,10 @@ class AuthService:
         try:
             identity = self.auth_map.map(actor)
         except UnmappedName:
+            # Hashed all the same, as the backends hash the password of a user they do not know:
+            # an answer without that cost would tell which names auth_map (static, file, ...) lists.
+            with self._hash_slots:
+                verify_dummy_password(password)
             return self._fail(rhost, client, login, mech, "unknown user name")
         try:
             verified = self._verify(identity, password)
