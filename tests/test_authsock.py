@@ -348,7 +348,7 @@ def test_failures_per_address_block_the_user(store: Store, caplog: pytest.LogCap
         assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=203.0.113.50\tresp={good}\n") == ["FAIL\t3"]
     assert "rhost=[198.51.100.4]:0 user=alice SMTP/PLAIN rejected: bad password" in caplog.text
     assert "rhost=[198.51.100.4]:0 user=alice blocked for 60s: too many failed logins" in caplog.text
-    assert "rhost=[203.0.113.50]:0 user=alice SMTP/PLAIN rejected: user blocked" in caplog.text
+    assert "rhost=[203.0.113.50]:0 user=alice SMTP/PLAIN refused: user blocked" in caplog.text
 
 
 def test_success_resets_the_count(store: Store) -> None:

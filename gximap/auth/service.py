@@ -3,7 +3,8 @@
 Gromox semantics: failures are counted per connection by the session; when a connection reaches
 ``imap_auth_times`` the *username* is blocked for ``block_interval_auths``, and a blocked user is
 refused before any password check, on every connection (such a refusal, or one for a blocked
-address, does not count toward a block: it is no guess). Beyond Gromox, failures are also counted
+address, does not count toward a block: it is no guess; it is logged "refused", not "rejected",
+so fail2ban does not count it either). Beyond Gromox, failures are also counted
 per client address in a sliding window (``imap_auth_ip_times`` / ``imap_auth_ip_window``), so a
 password spray over many usernames from one address is refused too. IPv6 clients are counted per
 /64 network, the block an ISP hands one customer, so address rotation within it does not help.
@@ -35,7 +36,7 @@ storage account holds store ownership of the mailbox's (``midb owner grant``). O
 fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZATIONFAILED]``).
 
 Refusals after a right password (the account disabled, impersonation not granted) say why, as
-Dovecot's do; they are no guess and count toward no block (AuthResult.guess). A wrong password
+Dovecot's do; they are no guess and count toward no block (AuthResult.guess), nor for fail2ban. A wrong password
 gets the same answer whatever the account's state, so nothing is told without the password.
 """
 
@@ -351,8 +352,10 @@ class AuthService:
 
 
 def _refuse(rhost: str, login: str, mech: str, reason: str, refusal: str) -> AuthResult:
-    """A refusal that is no guess (AuthResult.refusal): logged, not counted."""
-    gxlog.auth_failure(rhost, login, mech, reason)
+    """A refusal that is no guess (AuthResult.refusal): logged as "refused", which fail2ban's
+    filter does not count either. Counting a blocked user's refusals there would let an attacker
+    who blocked a user have fail2ban ban the user's own address, as its clients keep trying."""
+    gxlog.auth_refusal(rhost, login, mech, reason)
     return AuthResult(False, reason=reason, refusal=refusal)
 
 
