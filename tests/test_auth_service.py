@@ -390,6 +390,43 @@ def test_a_disabled_account_is_told_only_with_the_right_password(tmp_path: Path)
         """)
 
 
+def test_a_right_password_without_a_mailbox_is_no_guess(store: Store, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A passwd-file user without a midb account (auto_create off), or a name storage_map has no
+    mapping for, gave the right password: refused without counting toward a block or the
+    address limit, and logged "refused" (fail2ban does not count it)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"dave:{password_hash(PASSWORD)}\n")
+    auth = make_service(store, PasswdFileAuth(passwd, store=store), auth_times=2, ip_times=2, auto_create=False)
+    unmapped = make_service(store, MidbAuth(store), auth_times=2, ip_times=2,
+                            storage_map=NameMap.from_directives("static bob:bob", "auto"))
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        results = [login(auth, "dave") for _ in range(3)] + [login(unmapped, "alice") for _ in range(3)]
+    assert [(result.ok, result.refusal, result.guess) for result in results] == [(False, "no mailbox", False)] * 6
+    assert [result.reason for result in results] == ["no such mailbox"] * 3 + ["no storage account"] * 3
+    for service in (auth, unmapped):
+        assert service._ip_failures == {} and service._blocked_users == {}
+    assert login(unmapped, "bob").ok  # the address was never blocked
+    messages = [record.getMessage() for record in caplog.records if record.name == "gximap.auth"]
+    assert messages[0] == f"rhost=[{ADDRESS}]:40000 user=dave LOGIN refused: no such mailbox"
+    assert messages[3] == f"rhost=[{ADDRESS}]:40000 user=alice LOGIN refused: no storage account"
+
+
+def test_a_right_password_without_a_mailbox_is_told_to_contact_the_administrator(tmp_path: Path) -> None:
+    """RFC 5530 [CONTACTADMIN]: the credentials are fine, only the administrator can help."""
+    with Conversation(tmp_path, auth_times=2, ip_times=0, users=("alice", "bob")) as conv:
+        conv.ctx.auth.storage_map = NameMap.from_directives("static bob:bob", "auto")
+        conv.script(f"""
+            C: a1 LOGIN alice wrong
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a2 LOGIN alice {PASSWORD}
+            S: a2 NO [CONTACTADMIN] No mailbox for this account; contact your administrator
+            S: * BYE Too many failed logins, closing connection
+        """)
+        assert conv.session.password_failures == 1  # the right password was no guess: nobody blocked
+        assert conv.ctx.auth.user_block_remaining("alice") == 0
+
+
 def _plain(authzid: str, authcid: str, password: str) -> str:
     return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
 

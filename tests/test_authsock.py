@@ -15,6 +15,7 @@ from conversation import DATA_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gximap.auth.maps import NameMap
 from gximap.auth.service import AuthService
 from gximap.authsock.protocol import (
     AuthProtocolError,
@@ -286,6 +287,18 @@ def test_impersonation_needs_store_ownership(store: Store) -> None:
         "FAIL\t2\treason=Not authorized to act as that user\tcode=authz_fail"]
     assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\tresp={plain('', 'alice!shared', 'secret')}\n") == \
         ["OK\t3\tuser=shared"]
+
+
+def test_a_right_password_without_a_mailbox_says_so_and_counts_nothing(store: Store) -> None:
+    ctx = make_ctx(store, auth_times=2, ip_times=2, storage_map=NameMap.from_directives("static bob:bob", "auto"))
+    client = Client(ctx).hello()
+    for request_id in (1, 2, 3):
+        assert client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\trip=192.0.2.7\t"
+                           f"resp={plain('', 'alice', 'secret')}\n") == \
+            [f"FAIL\t{request_id}\treason=No mailbox for this account"]
+    assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'bob', 'secret')}\n") == \
+        ["OK\t4\tuser=bob"]  # neither the address nor the name was blocked
+    assert ctx.auth.user_block_remaining("alice") == 0
 
 
 def test_refusals_that_keep_the_connection(store: Store) -> None:

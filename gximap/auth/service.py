@@ -35,9 +35,11 @@ with its own password; access is granted when mailbox == actor (after mapping) o
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
 fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZATIONFAILED]``).
 
-Refusals after a right password (the account disabled, impersonation not granted) say why, as
-Dovecot's do; they are no guess and count toward no block (AuthResult.guess), nor for fail2ban. A wrong password
-gets the same answer whatever the account's state, so nothing is told without the password.
+Refusals after a right password (the account disabled, impersonation not granted, no midb
+account for the user: storage_map has no mapping, or the account is missing and not
+auto_created) say why, as Dovecot's do; they are no guess and count toward no block
+(AuthResult.guess), nor for fail2ban. A wrong password gets the same answer whatever the
+account's state, so nothing is told without the password.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class AuthResult:
     actor: str | None = None  # who authenticated, when different from ``user``
     reason: str = ""
     # Why a refusal was no guess, if it was none: BLOCKED (the user or the address is blocked
-    # already); DISABLED or UNAUTHORIZED (the password was right, but the account may not log
-    # in, or may not act as the mailbox it named: the client is told so).
+    # already); DISABLED, UNAUTHORIZED or NO_MAILBOX (the password was right, but the account may
+    # not log in, may not act as the mailbox it named, or has no midb account to run as: the
+    # client is told so).
     refusal: str = ""
 
     @property
@@ -86,7 +89,7 @@ class AuthResult:
         return not (self.ok or self.refusal)
 
 
-BLOCKED, DISABLED, UNAUTHORIZED = "blocked", "disabled", "unauthorized"  # AuthResult.refusal
+BLOCKED, DISABLED, UNAUTHORIZED, NO_MAILBOX = "blocked", "disabled", "unauthorized", "no mailbox"  # AuthResult.refusal
 
 
 def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
@@ -306,7 +309,7 @@ class AuthService:
             own_account = self.storage_map.map(actor)
             target = self.storage_map.map(mailbox) if mailbox != actor else own_account
         except UnmappedName:
-            return self._fail(rhost, client, login, mech, "no storage account")
+            return _refuse(rhost, login, mech, "no storage account", NO_MAILBOX)
         own_account, target = own_account.lower(), target.lower()  # midb account names are lower case
         if self.auto_create and self.store.get_account(own_account) is None:
             from midb.authdb import ensure_account
@@ -315,12 +318,12 @@ class AuthService:
             try:
                 ensure_account(self.store, own_account)
             except InvalidName:
-                return self._fail(rhost, client, login, mech, "invalid account name")
+                return _refuse(rhost, login, mech, "invalid account name", NO_MAILBOX)
         if target != own_account:
             if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
                 return _refuse(rhost, login, mech, "no store ownership", UNAUTHORIZED)
         elif self.store.get_account(own_account) is None:
-            return self._fail(rhost, client, login, mech, "no such mailbox")
+            return _refuse(rhost, login, mech, "no such mailbox", NO_MAILBOX)
         actor_account = own_account if target != own_account else None
         gxlog.auth_success(rhost, target, mech, actor_account)
         return AuthResult(True, user=target, actor=actor_account)

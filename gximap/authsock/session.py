@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gximap.auth.maps import UnmappedName
-from gximap.auth.service import DISABLED, UNAUTHORIZED, address_key, split_identity
+from gximap.auth.service import DISABLED, NO_MAILBOX, UNAUTHORIZED, address_key, split_identity
 from gximap.authsock.protocol import (
     MAJOR_VERSION,
     AuthProtocolError,
@@ -75,6 +75,7 @@ _PASSWORD_PROMPT = "UGFzc3dvcmQ6"  # base64 "Password:"
 _REFUSAL_PARAMS = {
     DISABLED: {"reason": "Account disabled", "code": "user_disabled"},
     UNAUTHORIZED: {"reason": "Not authorized to act as that user", "code": "authz_fail"},
+    NO_MAILBOX: {"reason": "No mailbox for this account"},  # Dovecot has no code for it
 }
 # Dovecot's answer to a CONT for a request it does not hold (auth_request_handler_auth_continue).
 REQUEST_TIMED_OUT = "Authentication request timed out"

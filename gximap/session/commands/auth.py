@@ -6,8 +6,9 @@ command fails and the connection is closed with ``* BYE``. A blocked user name i
 any password check, on every connection, with the same ``[AUTHENTICATIONFAILED]`` code as a wrong
 password (RFC 5530): the code does not tell an attacker which of the two happened, only the text
 does (for the human behind a legitimate client that keeps failing). After a right password the
-answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account,
-``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as (gximap.auth.service).
+answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account or one without a
+midb mailbox, ``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as
+(gximap.auth.service).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from gximap.auth.service import BLOCKED, DISABLED, UNAUTHORIZED
+from gximap.auth.service import BLOCKED, DISABLED, NO_MAILBOX, UNAUTHORIZED
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -96,10 +97,10 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
 
 
 # A refused login's text by AuthResult.refusal (each with its response code by default:
-# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED]); any other refusal is a wrong
-# password or an unknown user, which are told apart to nobody.
+# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED], [CONTACTADMIN]); any other
+# refusal is a wrong password or an unknown user, which are told apart to nobody.
 _REFUSAL_TEXTS = {BLOCKED: Code.NO_AUTH_BLOCKED, DISABLED: Code.NO_ACCOUNT_DISABLED,
-                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED}
+                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED, NO_MAILBOX: Code.NO_ACCOUNT_MAILBOX_MISSING}
 
 
 @command(cmds.Login, states=ANY_STATE)
