@@ -301,6 +301,29 @@ def test_a_right_password_without_a_mailbox_says_so_and_counts_nothing(store: St
     assert ctx.auth.user_block_remaining("alice") == 0
 
 
+def test_the_log_names_the_user_of_undecodable_and_impersonating_requests(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes that are not UTF-8 fail the request; the log still names the user (those bytes
+    escaped), and an authorization identity is logged as authcid!authzid, like actor!mailbox."""
+    client = Client(make_ctx(store, auth_times=100)).hello()
+    latin1_password, latin1_authzid = b64(b"\0alice\0p\xe4ss"), b64(b"sh\xe4red\0alice\0secret")
+    latin1_user = b64(b"b\xf6b")
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={latin1_password}\n") == ["FAIL\t1"]
+        assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={latin1_authzid}\n") == ["FAIL\t2"]
+        assert client.send(f"AUTH\t3\tLOGIN\tservice=smtp\trip=192.0.2.7\tresp={latin1_user}\n") == \
+            [f"CONT\t3\t{PASSWORD_PROMPT}"]
+        assert client.send(f"CONT\t3\t{b64(b'secret')}\n") == ["FAIL\t3"]
+        assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('alice', 'bob', 'nope')}\n") == \
+            ["FAIL\t4"]
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
+        "rhost=[192.0.2.7]:0 user=alice SMTP/PLAIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.7]:0 user=alice!sh\\xe4red SMTP/PLAIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.7]:0 user=b\\xf6b SMTP/LOGIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.7]:0 user=bob!alice SMTP/PLAIN rejected: bad password",
+    ]
+
+
 def test_refusals_that_keep_the_connection(store: Store) -> None:
     client = Client(make_ctx(store)).hello()
     assert client.send("AUTH\t1\tCRAM-MD5\tservice=smtp\n") == ["FAIL\t1\treason=Unsupported authentication mechanism"]

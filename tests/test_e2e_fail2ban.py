@@ -138,6 +138,30 @@ def test_brute_force_logged_to_the_journal_is_caught_by_the_shipped_filter(tmp_p
     assert _matched(lines) == [f"{ATTACKER} alice"] * 3
 
 
+def test_failures_naming_odd_users_are_caught_by_the_shipped_filter(tmp_path: Path) -> None:
+    """A password or an authorization identity that is not UTF-8, and an impersonation through
+    SASL PLAIN's authorization identity: each is logged with the user's name (the bytes that are
+    not UTF-8 escaped; authcid!authzid) and counted by the filter."""
+    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
+                           extra={"imap_auth_times": "10", "imap_auth_ip_times": "0"})
+    server.start()
+    try:
+        client = Client(server.port, ATTACKER)
+        client.readline()
+        password = "pässwort".encode("latin-1")
+        client.send(b"a1 LOGIN alice {%d+}\r\n%s\r\n" % (len(password), password))
+        assert client.until_tagged(b"a1")[-1].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+        for tag, message in (("a2", b"sh\xe4red\0alice\0secret"), ("a3", b"bob\0alice\0guess")):
+            plain = base64.b64encode(message).decode()
+            assert client.command(tag, f"AUTHENTICATE PLAIN {plain}")[-1].startswith(f"{tag} NO".encode())
+        client.close()
+    finally:
+        server.stop()
+    assert re.findall(r"user=(\S+) (?:LOGIN|PLAIN) rejected: (.+)", server.log()) == [
+        ("alice", "invalid UTF-8"), ("alice!sh\\xe4red", "invalid UTF-8"), ("alice!bob", "bad password")]
+    assert _matched(server.log_path) == [f"{ATTACKER} alice", f"{ATTACKER} alice!sh\\xe4red", f"{ATTACKER} alice!bob"]
+
+
 def test_shipped_jail_is_a_valid_fail2ban_configuration(tmp_path: Path) -> None:
     if shutil.which("fail2ban-client") is None or not Path("/etc/fail2ban/jail.conf").is_file():
         pytest.skip("fail2ban-client or the Debian fail2ban configuration is missing")

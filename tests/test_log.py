@@ -247,12 +247,15 @@ def test_log_injection_escaped(logfile: Callable[..., list[tuple[int, str]]]) ->
                  "bad password")
     auth_failure("[192.0.2.7]:99", "tab\there\\back\u2028sep", "PLAIN", "bad\npassword")
     auth_success("[192.0.2.7]:99", "", "LOGIN", "evil actor")
+    # Bytes that were not UTF-8 (decoded with surrogateescape) are shown as the bytes they were.
+    auth_failure("[192.0.2.7]:99", b"b\xf6b\xff\n".decode("utf-8", "surrogateescape"), "LOGIN", "invalid UTF-8")
     entries = logfile()
     assert entries == [
         (4, "rhost=[192.0.2.7]:99 user=x\\x20LOGIN\\x20rejected:\\x20y\\nrhost=[198.51.100.1]:1"
             "\\x20user=z LOGIN rejected: bad password"),
         (4, "rhost=[192.0.2.7]:99 user=tab\\there\\\\back\\u2028sep PLAIN rejected: bad\\npassword"),
         (5, "rhost=[192.0.2.7]:99 user= LOGIN ok actor=evil\\x20actor"),
+        (4, "rhost=[192.0.2.7]:99 user=b\\xf6b\\xff\\n LOGIN rejected: invalid UTF-8"),
     ]
     # fail2ban sees exactly one address per line, the real one
     for _, message in entries:

@@ -44,6 +44,7 @@ account's state, so nothing is told without the password.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -65,6 +66,8 @@ MAX_TRACKED_ADDRESSES = 65536
 MAX_BLOCKED_USERS = 65536
 _SWEEP_EVERY = 4096  # bookkeeping updates between sweeps of expired entries
 _SWEEP_AT_BOUND_EVERY = 256  # ... and at most, while a table is at its bound
+# The surrogate escapes of bytes that were not UTF-8 (bytes.decode(..., "surrogateescape")).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,15 +285,19 @@ class AuthService:
                      authzid: str | None = None) -> AuthResult:
         """Check a login. ``rhost`` is for the log, ``address`` the client address limits count
         (the PROXY-protocol source when one is in use). Never raises for bad input; store and
-        backend failures (e.g. midb StoreBusy) propagate."""
+        backend failures (e.g. midb StoreBusy) propagate. Callers decode the client's bytes with
+        "surrogateescape": what is not UTF-8 is refused here, and logged as the bytes it was."""
         actor, mailbox = split_identity(login, authzid)
         client = address_key(address)
+        logged = f"{login}!{authzid}" if authzid else login  # the log names actor!mailbox either way
+        if _NOT_UTF8.search(logged) or _NOT_UTF8.search(password):
+            return self._fail(rhost, client, logged, mech, "invalid UTF-8")
         if not actor or not mailbox:
-            return self._fail(rhost, client, login, mech, "empty user name")
+            return self._fail(rhost, client, logged, mech, "empty user name")
         if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
-            return _refuse(rhost, login, mech, "user blocked", BLOCKED)
+            return _refuse(rhost, logged, mech, "user blocked", BLOCKED)
         if self._address_blocked(client):
-            return _refuse(rhost, login, mech, "address blocked", BLOCKED)
+            return _refuse(rhost, logged, mech, "address blocked", BLOCKED)
         try:
             identity = self.auth_map.map(actor)
         except UnmappedName:
@@ -298,18 +305,18 @@ class AuthService:
             # an answer without that cost would tell which names auth_map (static, file, ...) lists.
             with self._hash_slots:
                 verify_dummy_password(password)
-            return self._fail(rhost, client, login, mech, "unknown user name")
+            return self._fail(rhost, client, logged, mech, "unknown user name")
         try:
             verified = self._verify(identity, password)
         except AccountDisabled:
-            return _refuse(rhost, login, mech, "account disabled", DISABLED)
+            return _refuse(rhost, logged, mech, "account disabled", DISABLED)
         if verified is None:
-            return self._fail(rhost, client, login, mech, self.backend.failure_reason(identity))
+            return self._fail(rhost, client, logged, mech, self.backend.failure_reason(identity))
         try:
             own_account = self.storage_map.map(actor)
             target = self.storage_map.map(mailbox) if mailbox != actor else own_account
         except UnmappedName:
-            return _refuse(rhost, login, mech, "no storage account", NO_MAILBOX)
+            return _refuse(rhost, logged, mech, "no storage account", NO_MAILBOX)
         own_account, target = own_account.lower(), target.lower()  # midb account names are lower case
         if self.auto_create and self.store.get_account(own_account) is None:
             from midb.authdb import ensure_account
@@ -318,12 +325,12 @@ class AuthService:
             try:
                 ensure_account(self.store, own_account)
             except InvalidName:
-                return _refuse(rhost, login, mech, "invalid account name", NO_MAILBOX)
+                return _refuse(rhost, logged, mech, "invalid account name", NO_MAILBOX)
         if target != own_account:
             if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
-                return _refuse(rhost, login, mech, "no store ownership", UNAUTHORIZED)
+                return _refuse(rhost, logged, mech, "no store ownership", UNAUTHORIZED)
         elif self.store.get_account(own_account) is None:
-            return _refuse(rhost, login, mech, "no such mailbox", NO_MAILBOX)
+            return _refuse(rhost, logged, mech, "no such mailbox", NO_MAILBOX)
         actor_account = own_account if target != own_account else None
         gxlog.auth_success(rhost, target, mech, actor_account)
         return AuthResult(True, user=target, actor=actor_account)

@@ -133,7 +133,7 @@ class _Pending:
     request: AuthRequest
     step: str  # "plain", "login-user", "login-password"
     started: float  # the context's clock at the AUTH: the request expires PENDING_TIMEOUT later
-    username: str | None = None
+    username: str = ""  # the LOGIN mechanism's, once given
 
 
 class AuthSocketSession:
@@ -285,28 +285,19 @@ class AuthSocketSession:
     def _plain(self, request: AuthRequest, message: bytes) -> None:
         """RFC 4616: [authzid] NUL authcid NUL passwd."""
         parts = message.split(b"\0")
-        if len(parts) != 3:
-            self._attempt(request, None, None, None)
+        if len(parts) != 3:  # no PLAIN message: no user name
+            self._attempt(request, "", "", None)
             return
         authzid, authcid, password = (_text(part) for part in parts)
-        if authzid is None:
-            self._attempt(request, None, None, None)
-            return
         self._attempt(request, authcid, password, authzid if authzid and authzid != authcid else None)
 
-    def _attempt(self, request: AuthRequest, login: str | None, password: str | None,
-                 authzid: str | None) -> None:
+    def _attempt(self, request: AuthRequest, login: str, password: str, authzid: str | None) -> None:
         auth = self.ctx.auth
         rhost = self._rhost(request)
         address = self._address(request)
         mech = f"{request.service}/{request.mechanism}"
         try:
-            if login is None or password is None:  # not UTF-8, or no PLAIN message: no account matches
-                result = auth.authenticate("", "", rhost=rhost, address=address, mech=mech)
-                login = ""
-            else:
-                result = auth.authenticate(login, password, rhost=rhost, address=address, mech=mech,
-                                           authzid=authzid)
+            result = auth.authenticate(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid)
         except (MidbError, OSError) as exc:
             log.warning("auth socket: %s: cannot check the password now: %s", rhost, exc)
             self._fail(request.id, "temp", reason="Temporary authentication failure", code="temp_fail")
@@ -375,8 +366,7 @@ def _decode_base64(data: str) -> bytes | None:
         return None
 
 
-def _text(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+def _text(data: bytes) -> str:
+    """A client's SASL field as text; bytes that are not UTF-8 become surrogate escapes, which
+    AuthService refuses ("invalid UTF-8") and the log shows as the bytes they were."""
+    return data.decode("utf-8", "surrogateescape")

@@ -57,21 +57,17 @@ def _require_privacy(session: Any) -> None:
         raise CommandFailed(Code.NO_PLAINTEXT_DISALLOWED)
 
 
-def _decode_text(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+def _decode_text(data: bytes) -> str:
+    """A client's user name or password as text; bytes that are not UTF-8 become surrogate
+    escapes, which AuthService refuses ("invalid UTF-8") and the log shows as the bytes they were."""
+    return data.decode("utf-8", "surrogateescape")
 
 
-def _attempt(session: Any, login: str | None, password: str | None, mech: str,
+def _attempt(session: Any, login: str, password: str, mech: str,
              authzid: str | None = None) -> Generator[Await, Any, Done]:
     """Check the credentials; log in or count the failure (and maybe block and disconnect).
     The check runs on the auth service's hashing threads while the command is parked."""
     auth = session.ctx.auth
-    if login is None or password is None:
-        # Not valid UTF-8: no account can match; treat it like a wrong password.
-        login, password, authzid = "", "", None
     try:
         result = yield Await(auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host,
                                          mech=mech, authzid=authzid))
@@ -146,11 +142,9 @@ def _plain(session: Any, message: bytes) -> Generator[Await, Any, Done]:
     """RFC 4616: [authzid] NUL authcid NUL passwd. A non-empty authzid different from the
     authcid asks to act as that mailbox (impersonation, checked by AuthService)."""
     parts = message.split(b"\x00")
-    if len(parts) != 3:
-        return (yield from _attempt(session, None, None, "PLAIN"))
+    if len(parts) != 3:  # no PLAIN message: no user name
+        return (yield from _attempt(session, "", "", "PLAIN"))
     authzid, authcid, password = (_decode_text(part) for part in parts)
-    if authzid is None:
-        return (yield from _attempt(session, None, None, "PLAIN"))
     return (yield from _attempt(session, authcid, password, "PLAIN",
                                 authzid=authzid if authzid and authzid != authcid else None))
 
