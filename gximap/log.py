@@ -17,7 +17,12 @@ Authentication events use one stable format that fail2ban can match (see gximap(
 
     rhost=[203.0.113.5]:51234 user=alice LOGIN rejected: bad password
     rhost=[203.0.113.5]:51234 user=alice blocked for 60s: too many failed logins
+    rhost=[203.0.113.5]:51234 user=alice LOGIN refused: user blocked
     rhost=[203.0.113.5]:51234 user=alice LOGIN ok actor=bob
+
+"rejected" is a login that may be a password guess (fail2ban counts it); "refused" one turned
+away before its password was checked (a block) or despite a right password (e.g. a disabled
+account): it says nothing about the client, and the shipped filter does not count it.
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ def _escape_char(char: str) -> str:
         return "\\t"
     if code <= 0xFF:
         return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, decoded with "surrogateescape"
+        return f"\\x{code - 0xDC00:02x}"
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
@@ -302,6 +309,13 @@ def _seconds_text(seconds: float) -> str:
 def auth_failure(rhost: str, user: str, mech: str, reason: str) -> None:
     """``rhost=[203.0.113.5]:51234 user=alice LOGIN rejected: bad password`` at NOTICE."""
     _auth_logger.log(NOTICE, "rhost=%s user=%s %s rejected: %s", escape_token(rhost), escape_token(user),
+                     escape_token(mech.upper()), escape_text(reason))
+
+
+def auth_refusal(rhost: str, user: str, mech: str, reason: str) -> None:
+    """``rhost=[203.0.113.5]:51234 user=alice LOGIN refused: user blocked`` at NOTICE: a refusal
+    that is no password guess, which fail2ban's filter is not to count."""
+    _auth_logger.log(NOTICE, "rhost=%s user=%s %s refused: %s", escape_token(rhost), escape_token(user),
                      escape_token(mech.upper()), escape_text(reason))
 
 

@@ -34,6 +34,12 @@ def _dummy_hash() -> str:
     return hash_password("timing-equaliser")
 
 
+def verify_dummy_password(password: str) -> None:
+    """Spend on ``password`` what checking it against a stored hash costs, for a login that has
+    no account to check it against: its answer must take as long as a wrong password's."""
+    verify_password(password, _dummy_hash())
+
+
 class AccountDisabled(Exception):
     """The password is right, but the account may not log in (``midb user disable``, a
     passwd-file ``nologin``). Only then is the client told why (IMAP ``[CONTACTADMIN]``): a
@@ -90,7 +96,7 @@ class MidbAuth:
     def authenticate(self, user: str, password: str) -> str | None:
         account = self._account(user)
         if account is None or not account.password_hash:
-            verify_password(password, _dummy_hash())
+            verify_dummy_password(password)
             return None
         if not verify_password(password, account.password_hash):
             return None
@@ -218,7 +224,7 @@ class PasswdFileAuth:
     def authenticate(self, user: str, password: str) -> str | None:
         entry = self.lookup(user)
         if entry is None or not entry.password:
-            verify_password(password, _dummy_hash())
+            verify_dummy_password(password)
             return None
         if not verify_password(password, entry.password, default_scheme=self._default_scheme):
             return None

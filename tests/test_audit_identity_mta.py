@@ -85,11 +85,11 @@ def test_a_user_blocked_over_imap_is_refused_by_the_auth_socket_and_back(server:
         assert auth.plain(3, "bob@example.org", "guess2")[:2] == ["FAIL", "3"]
     finally:
         auth.close()
-    log = _wait_for_log(server, "user=alice@example.org SMTP/PLAIN rejected: user blocked")
+    log = _wait_for_log(server, "user=alice@example.org SMTP/PLAIN refused: user blocked")
     assert "user=alice@example.org blocked for 60s: too many failed logins" in log
 
     imap = ImapClient(server.port)
     refused = imap.command("c1", "LOGIN bob@example.org secret")[-1]
     assert refused == b"c1 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"
     imap.close()
-    _wait_for_log(server, "user=bob@example.org LOGIN rejected: user blocked")
+    _wait_for_log(server, "user=bob@example.org LOGIN refused: user blocked")

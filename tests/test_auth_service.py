@@ -15,6 +15,7 @@ from conversation import PASSWORD, Conversation, password_hash
 from gximap.auth import service as service_module
 from gximap.auth.maps import NameMap
 from gximap.auth.service import AuthService, address_key, split_identity
+from midb import authdb
 from midb.authdb import MidbAuth, PasswdFileAuth
 from midb.store import Store
 
@@ -210,7 +211,7 @@ def test_password_spray_from_one_address_is_refused(store: Store, caplog: pytest
     assert backend.calls == [f"user{index}" for index in range(5)]  # no hashing once refused
     messages = [record.getMessage() for record in caplog.records]
     assert f"rhost=[{ADDRESS}]:40000 address blocked for 300s: too many failed logins" in messages
-    assert messages[-1] == f"rhost=[{ADDRESS}]:40000 user=alice LOGIN rejected: address blocked"
+    assert messages[-1] == f"rhost=[{ADDRESS}]:40000 user=alice LOGIN refused: address blocked"
     # Other addresses are not affected; the same /64 is, and an IPv4-mapped spelling too.
     assert login(auth, "alice", address="198.51.100.7").ok
     assert login(auth, "alice", address=f"::ffff:{ADDRESS}").blocked
@@ -333,9 +334,9 @@ def test_impersonation_needs_store_ownership(store: Store, caplog: pytest.LogCap
     messages = [record.getMessage() for record in caplog.records if record.name == "gximap.auth"]
     assert messages == [
         f"rhost=[{ADDRESS}]:40000 user=shared LOGIN ok actor=bob",
-        f"rhost=[{ADDRESS}]:40000 user=bob!alice LOGIN rejected: no store ownership",
+        f"rhost=[{ADDRESS}]:40000 user=bob!alice LOGIN refused: no store ownership",
         f"rhost=[{ADDRESS}]:40000 user=bob!shared LOGIN rejected: bad password",
-        f"rhost=[{ADDRESS}]:40000 user=bob!nosuch LOGIN rejected: no store ownership",
+        f"rhost=[{ADDRESS}]:40000 user=bob!nosuch LOGIN refused: no store ownership",
         f"rhost=[{ADDRESS}]:40000 user=alice LOGIN ok",
     ]
     store.revoke_owner("shared", "bob")
@@ -387,6 +388,43 @@ def test_a_disabled_account_is_told_only_with_the_right_password(tmp_path: Path)
             C: a3 LOGIN alice {PASSWORD}
             S: a3 OK [CAPABILITY {{*}}] Logged in
         """)
+
+
+def test_a_right_password_without_a_mailbox_is_no_guess(store: Store, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A passwd-file user without a midb account (auto_create off), or a name storage_map has no
+    mapping for, gave the right password: refused without counting toward a block or the
+    address limit, and logged "refused" (fail2ban does not count it)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"dave:{password_hash(PASSWORD)}\n")
+    auth = make_service(store, PasswdFileAuth(passwd, store=store), auth_times=2, ip_times=2, auto_create=False)
+    unmapped = make_service(store, MidbAuth(store), auth_times=2, ip_times=2,
+                            storage_map=NameMap.from_directives("static bob:bob", "auto"))
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        results = [login(auth, "dave") for _ in range(3)] + [login(unmapped, "alice") for _ in range(3)]
+    assert [(result.ok, result.refusal, result.guess) for result in results] == [(False, "no mailbox", False)] * 6
+    assert [result.reason for result in results] == ["no such mailbox"] * 3 + ["no storage account"] * 3
+    for service in (auth, unmapped):
+        assert service._ip_failures == {} and service._blocked_users == {}
+    assert login(unmapped, "bob").ok  # the address was never blocked
+    messages = [record.getMessage() for record in caplog.records if record.name == "gximap.auth"]
+    assert messages[0] == f"rhost=[{ADDRESS}]:40000 user=dave LOGIN refused: no such mailbox"
+    assert messages[3] == f"rhost=[{ADDRESS}]:40000 user=alice LOGIN refused: no storage account"
+
+
+def test_a_right_password_without_a_mailbox_is_told_to_contact_the_administrator(tmp_path: Path) -> None:
+    """RFC 5530 [CONTACTADMIN]: the credentials are fine, only the administrator can help."""
+    with Conversation(tmp_path, auth_times=2, ip_times=0, users=("alice", "bob")) as conv:
+        conv.ctx.auth.storage_map = NameMap.from_directives("static bob:bob", "auto")
+        conv.script(f"""
+            C: a1 LOGIN alice wrong
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+            C: a2 LOGIN alice {PASSWORD}
+            S: a2 NO [CONTACTADMIN] No mailbox for this account; contact your administrator
+            S: * BYE Too many failed logins, closing connection
+        """)
+        assert conv.session.password_failures == 1  # the right password was no guess: nobody blocked
+        assert conv.ctx.auth.user_block_remaining("alice") == 0
 
 
 def _plain(authzid: str, authcid: str, password: str) -> str:
@@ -469,6 +507,30 @@ def test_passwd_file_backend_creates_the_mapped_storage_account(store: Store, tm
     assert store.get_account("dave@d.example") is not None
 
 
+def test_a_name_the_map_lacks_costs_a_password_check_too(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A static or file auth_map lists the real users: a name it lacks must cost the check an
+    unknown user's password gets (against the dummy hash), or the answer time tells which names
+    exist."""
+    checked: list[str] = []
+    real_verify = authdb.verify_password
+
+    def recording_verify(password: str, stored: str | None, **kwargs: str | None) -> bool:
+        checked.append(stored or "")
+        return real_verify(password, stored, **kwargs)
+
+    monkeypatch.setattr(authdb, "verify_password", recording_verify)
+    auth = make_service(store, MidbAuth(store), auth_times=100, auth_map=NameMap.from_directives(
+        "static alice@example.org:alice nosuch@example.org:nosuch", "auto"))
+    dummy = authdb._dummy_hash()
+    for name, reason in (("mallory@example.org", "unknown user name"), ("nosuch@example.org", "unknown user")):
+        checked.clear()
+        assert login(auth, name, "wrong").reason == reason
+        assert checked == [dummy], name  # the same single check for a name unlisted and unknown
+    checked.clear()
+    assert login(auth, "alice@example.org", "wrong").reason == "bad password"
+    assert len(checked) == 1 and checked[0] != dummy
+
+
 def test_names_that_cannot_be_normalized_fail_like_passwords(store: Store) -> None:
     backend = RecordingBackend()
     auth = make_service(store, backend, ip_times=10, clock=FakeClock())
@@ -488,5 +550,8 @@ def test_the_log_says_why_a_login_failed(store: Store, caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="gximap.auth"):
         results = [login(auth, "nosuch"), login(auth, "bob"), login(auth, "dora", ""), login(auth, "alice", "wrong")]
     assert [result.ok for result in results] == [False] * 4
-    reasons = [record.getMessage().split(" rejected: ")[1] for record in caplog.records if record.name == "gximap.auth"]
-    assert reasons == ["unknown user", "account disabled", "no password set", "bad password"]
+    reasons = [record.getMessage().split(" LOGIN ")[1] for record in caplog.records if record.name == "gximap.auth"]
+    # What may be a password guess is "rejected" (fail2ban counts it); the disabled account,
+    # named only after the right password, is "refused".
+    assert reasons == ["rejected: unknown user", "refused: account disabled", "rejected: no password set",
+                       "rejected: bad password"]

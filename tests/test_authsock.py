@@ -15,6 +15,7 @@ from conversation import DATA_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gximap.auth.maps import NameMap
 from gximap.auth.service import AuthService
 from gximap.authsock.protocol import (
     AuthProtocolError,
@@ -27,7 +28,13 @@ from gximap.authsock.protocol import (
     escape,
     unescape,
 )
-from gximap.authsock.session import AuthSocketContext, AuthSocketSession, AuthSocketSettings
+from gximap.authsock.session import (
+    MAX_PENDING,
+    PENDING_TIMEOUT,
+    AuthSocketContext,
+    AuthSocketSession,
+    AuthSocketSettings,
+)
 from gximap.net.handler import ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
@@ -44,6 +51,9 @@ def b64(data: bytes) -> str:
 def plain(authzid: str, user: str, password: str) -> str:
     """A SASL PLAIN message (RFC 4616), base64."""
     return b64(f"{authzid}\0{user}\0{password}".encode())
+
+
+USERNAME_PROMPT, PASSWORD_PROMPT = b64(b"Username:"), b64(b"Password:")  # SASL LOGIN's challenges
 
 
 # -- protocol ---------------------------------------------------------------------------------------
@@ -200,7 +210,9 @@ def test_plain_with_and_without_initial_response(store: Store) -> None:
     assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('', 'Alice', 'wrong')}\n") == ["FAIL\t2"]
     assert client.send("AUTH\t3\tPLAIN\tservice=smtp\n") == ["CONT\t3\t"]
     assert client.send(f"CONT\t3\t{plain('alice', 'ALICE', 'secret')}\n") == ["OK\t3\tuser=alice"]
-    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=\n") == ["FAIL\t4"]  # empty message
+    # "resp=" is no initial response (Exim sends it so); "resp==" is an empty one, no PLAIN message.
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=\n") == ["CONT\t4\t"]
+    assert client.send("AUTH\t6\tPLAIN\tservice=smtp\tresp==\n") == ["FAIL\t6"]
     assert client.send("AUTH\t5\tPLAIN\tservice=smtp\tresp=!!!!\n") == \
         ["FAIL\t5\treason=Invalid base64 data in initial response"]
 
@@ -214,6 +226,58 @@ def test_login_mechanism_both_ways(store: Store) -> None:
     assert client.send("CONT\t2\t%%%\n") == ["FAIL\t2\treason=Invalid base64 data in continued response"]
 
 
+def test_abandoned_exchanges_give_way_to_new_ones(store: Store) -> None:
+    """Postfix never sends CANCEL: an SMTP client that aborts AUTH LOGIN leaves its request
+    pending on the smtpd's long-lived auth connection. Beyond MAX_PENDING the oldest gives way."""
+    client = Client(make_ctx(store, auth_times=1000)).hello()
+    for request_id in range(1, MAX_PENDING + 1):
+        assert client.send(f"AUTH\t{request_id}\tLOGIN\tservice=smtp\tnologin\trip=198.51.100.{request_id}\n") == \
+            [f"CONT\t{request_id}\t{USERNAME_PROMPT}"]
+    later = MAX_PENDING + 1
+    assert client.send(f"AUTH\t{later}\tLOGIN\tservice=smtp\tnologin\trip=203.0.113.5\n") == \
+        [f"CONT\t{later}\t{USERNAME_PROMPT}"]
+    assert client.send(f"CONT\t{later}\t{b64(b'alice')}\n") == [f"CONT\t{later}\t{PASSWORD_PROMPT}"]
+    assert client.send(f"CONT\t{later}\t{b64(b'secret')}\n") == [f"OK\t{later}\tuser=alice"]
+    assert client.send(f"CONT\t1\t{b64(b'bob')}\n") == ["FAIL\t1\treason=Authentication request timed out"]
+    assert client.send(f"CONT\t2\t{b64(b'bob')}\n") == [f"CONT\t2\t{PASSWORD_PROMPT}"]  # only the oldest went
+    assert not client.closed
+
+
+def test_unfinished_requests_expire(store: Store) -> None:
+    """PENDING_TIMEOUT after its AUTH (not after its last step) a request is gone."""
+    ctx = make_ctx(store)
+    now = [1000.0]
+    ctx.clock = lambda: now[0]
+    client = Client(ctx).hello()
+    assert client.send("AUTH\t1\tLOGIN\tservice=smtp\n") == [f"CONT\t1\t{USERNAME_PROMPT}"]
+    assert client.send("AUTH\t2\tPLAIN\tservice=smtp\n") == ["CONT\t2\t"]
+    now[0] += PENDING_TIMEOUT - 1
+    assert client.send(f"CONT\t1\t{b64(b'bob')}\n") == [f"CONT\t1\t{PASSWORD_PROMPT}"]
+    now[0] += 1
+    assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["FAIL\t1\treason=Authentication request timed out"]
+    assert client.send(f"CONT\t2\t{plain('', 'bob', 'secret')}\n") == \
+        ["FAIL\t2\treason=Authentication request timed out"]
+    assert client.send("AUTH\t3\tPLAIN\tservice=smtp\n") == ["CONT\t3\t"]
+    assert client.send(f"CONT\t3\t{plain('', 'bob', 'secret')}\n") == ["OK\t3\tuser=bob"]
+    # The id of an expired request is free again (no duplicate id that closes the connection).
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\n") == ["CONT\t4\t"]
+    now[0] += PENDING_TIMEOUT
+    assert client.send("AUTH\t4\tPLAIN\tservice=smtp\n") == ["CONT\t4\t"]
+    assert client.send(f"CONT\t4\t{plain('', 'bob', 'secret')}\n") == ["OK\t4\tuser=bob"]
+    assert not client.closed
+
+
+def test_exim_empty_resp_means_no_initial_response(store: Store) -> None:
+    """Exim's dovecot authenticator sends "resp=%s" always, empty when the SMTP client gave no
+    initial response; Dovecot then prompts as if resp= were absent."""
+    client = Client(make_ctx(store)).hello()
+    assert client.send("AUTH\t1\tLOGIN\tservice=smtp\trip=192.0.2.7\tnologin\tresp=\n") == ["CONT\t1\tVXNlcm5hbWU6"]
+    assert client.send(f"CONT\t1\t{b64(b'alice')}\n") == ["CONT\t1\tUGFzc3dvcmQ6"]
+    assert client.send(f"CONT\t1\t{b64(b'secret')}\n") == ["OK\t1\tuser=alice"]
+    assert client.send("AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.7\tnologin\tresp=\n") == ["CONT\t2\t"]
+    assert client.send(f"CONT\t2\t{plain('', 'alice', 'secret')}\n") == ["OK\t2\tuser=alice"]
+
+
 def test_impersonation_needs_store_ownership(store: Store) -> None:
     client = Client(make_ctx(store)).hello()
     assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('shared', 'alice', 'secret')}\n") == \
@@ -225,6 +289,41 @@ def test_impersonation_needs_store_ownership(store: Store) -> None:
         ["OK\t3\tuser=shared"]
 
 
+def test_a_right_password_without_a_mailbox_says_so_and_counts_nothing(store: Store) -> None:
+    ctx = make_ctx(store, auth_times=2, ip_times=2, storage_map=NameMap.from_directives("static bob:bob", "auto"))
+    client = Client(ctx).hello()
+    for request_id in (1, 2, 3):
+        assert client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\trip=192.0.2.7\t"
+                           f"resp={plain('', 'alice', 'secret')}\n") == \
+            [f"FAIL\t{request_id}\treason=No mailbox for this account"]
+    assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'bob', 'secret')}\n") == \
+        ["OK\t4\tuser=bob"]  # neither the address nor the name was blocked
+    assert ctx.auth.user_block_remaining("alice") == 0
+
+
+def test_the_log_names_the_user_of_undecodable_and_impersonating_requests(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes that are not UTF-8 fail the request; the log still names the user (those bytes
+    escaped), and an authorization identity is logged as authcid!authzid, like actor!mailbox."""
+    client = Client(make_ctx(store, auth_times=100)).hello()
+    latin1_password, latin1_authzid = b64(b"\0alice\0p\xe4ss"), b64(b"sh\xe4red\0alice\0secret")
+    latin1_user = b64(b"b\xf6b")
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={latin1_password}\n") == ["FAIL\t1"]
+        assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={latin1_authzid}\n") == ["FAIL\t2"]
+        assert client.send(f"AUTH\t3\tLOGIN\tservice=smtp\trip=192.0.2.7\tresp={latin1_user}\n") == \
+            [f"CONT\t3\t{PASSWORD_PROMPT}"]
+        assert client.send(f"CONT\t3\t{b64(b'secret')}\n") == ["FAIL\t3"]
+        assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('alice', 'bob', 'nope')}\n") == \
+            ["FAIL\t4"]
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
+        "rhost=[192.0.2.7]:0 user=alice SMTP/PLAIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.7]:0 user=alice!sh\\xe4red SMTP/PLAIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.7]:0 user=b\\xf6b SMTP/LOGIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.7]:0 user=bob!alice SMTP/PLAIN rejected: bad password",
+    ]
+
+
 def test_refusals_that_keep_the_connection(store: Store) -> None:
     client = Client(make_ctx(store)).hello()
     assert client.send("AUTH\t1\tCRAM-MD5\tservice=smtp\n") == ["FAIL\t1\treason=Unsupported authentication mechanism"]
@@ -233,9 +332,19 @@ def test_refusals_that_keep_the_connection(store: Store) -> None:
     assert not client.closed
 
 
+def test_cont_for_a_request_not_pending_fails_and_keeps_the_connection(store: Store) -> None:
+    """As Dovecot does: a CONT may arrive after its request finished, was cancelled or expired."""
+    client = Client(make_ctx(store)).hello()
+    assert client.send("CONT\t9\tYQ==\n") == ["FAIL\t9\treason=Authentication request timed out"]
+    assert client.send("AUTH\t1\tPLAIN\tservice=smtp\nCANCEL\t1\nCONT\t1\tYQ==\n") == \
+        ["CONT\t1\t", "FAIL\t1\treason=Authentication request timed out"]
+    assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'secret')}\n") == \
+        ["OK\t2\tuser=alice"]
+    assert not client.closed
+
+
 @pytest.mark.parametrize("text", [
     "AUTH\t1\tPLAIN\tservice=smtp\nAUTH\t1\tPLAIN\tservice=smtp\n",  # duplicate id
-    "CONT\t9\tYQ==\n",  # unknown id
     "VERSION\t2\t0\n",
     "X\n" * 40,
 ])
@@ -275,7 +384,7 @@ def test_failures_per_address_block_the_user(store: Store, caplog: pytest.LogCap
         assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=203.0.113.50\tresp={good}\n") == ["FAIL\t3"]
     assert "rhost=[198.51.100.4]:0 user=alice SMTP/PLAIN rejected: bad password" in caplog.text
     assert "rhost=[198.51.100.4]:0 user=alice blocked for 60s: too many failed logins" in caplog.text
-    assert "rhost=[203.0.113.50]:0 user=alice SMTP/PLAIN rejected: user blocked" in caplog.text
+    assert "rhost=[203.0.113.50]:0 user=alice SMTP/PLAIN refused: user blocked" in caplog.text
 
 
 def test_success_resets_the_count(store: Store) -> None:

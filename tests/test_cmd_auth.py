@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import logging
+import re
 
 import pytest
 from conversation import Conversation
@@ -18,6 +20,12 @@ def b64(data: bytes) -> str:
 PLAIN_ALICE = b64(b"\0alice\0secret")
 PLAIN_ALICE_AS_ALICE = b64(b"alice\0alice\0secret")
 PLAIN_ALICE_WRONG = b64(b"\0alice\0nope")
+
+
+def _auth_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The authentication log lines, the client's port shown as {port}."""
+    return [re.sub(r"\]:\d+ ", "]:{port} ", record.getMessage())
+            for record in caplog.records if record.name == "gximap.auth"]
 
 
 @pytest.fixture
@@ -101,9 +109,19 @@ def test_tls_a_trusted_proxy_terminated_counts_as_tls(tmp_path):
         assert not conv.session.tls
 
 
-def test_login_with_non_utf8_password_fails_cleanly(conv):
-    lines = conv.send(b"a1 LOGIN alice {2+}\r\n\xff\xfe\r\n")
-    assert lines == [b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"]
+def test_login_with_non_utf8_password_fails_cleanly(conv, caplog):
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        lines = conv.send(b"a1 LOGIN alice {2+}\r\n\xff\xfe\r\n")
+        assert lines == [b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"]
+        latin1 = "pässwort".encode("latin-1")
+        conv.send(b"a2 LOGIN {6+}\r\nb\xf6b x\\ {%d+}\r\n%s\r\n" % (len(latin1), latin1))
+    # The log names the user (the bytes that are not UTF-8 escaped, as control characters are),
+    # and the line is one fail2ban counts: a password that cannot be right.
+    assert _auth_lines(caplog) == [
+        "rhost=[192.0.2.1]:{port} user=alice LOGIN rejected: invalid UTF-8",
+        "rhost=[192.0.2.1]:{port} user=b\\xf6b\\x20x\\\\ LOGIN rejected: invalid UTF-8",
+    ]
+    assert conv.session.password_failures == 2
 
 
 # -- AUTHENTICATE PLAIN ------------------------------------------------------------------------------
@@ -166,12 +184,28 @@ def test_authenticate_plain_malformed_message_fails(conv):
     """)
 
 
-def test_authenticate_plain_impersonation_needs_ownership(conv):
-    message = b64(b"bob\0alice\0secret")
-    conv.script(f"""
-        C: a1 AUTHENTICATE PLAIN {message}
-        S: a1 NO [AUTHORIZATIONFAILED] Not authorized to access that mailbox
-    """)
+def test_authenticate_plain_non_utf8_authzid_is_logged_with_the_user(conv, caplog):
+    message = b64(b"sh\xe4red\0alice\0secret")
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        conv.script(f"""
+            C: a1 AUTHENTICATE PLAIN {message}
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+        """)
+    assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice!sh\\xe4red PLAIN rejected: invalid UTF-8"]
+
+
+def test_authenticate_plain_impersonation_needs_ownership(conv, caplog):
+    message, wrong = b64(b"bob\0alice\0secret"), b64(b"bob\0alice\0wrong")
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        conv.script(f"""
+            C: a1 AUTHENTICATE PLAIN {message}
+            S: a1 NO [AUTHORIZATIONFAILED] Not authorized to access that mailbox
+            C: a0 AUTHENTICATE PLAIN {wrong}
+            S: a0 NO [AUTHENTICATIONFAILED] Authentication failed
+        """)
+    # Logged as actor!mailbox, the form LOGIN uses for the same request (gximap(7)).
+    assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice!bob PLAIN refused: no store ownership",
+                                   "rhost=[192.0.2.1]:{port} user=alice!bob PLAIN rejected: bad password"]
     conv.store.grant_owner("bob", "alice")
     conv.script(f"""
         C: a2 AUTHENTICATE PLAIN {message}

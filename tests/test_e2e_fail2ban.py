@@ -33,9 +33,13 @@ class Client(LineClient):
         super().__init__(port, source, timeout=TIMEOUT)
 
 
+VICTIM_RETRIES = 5  # the shipped jail's maxretry
+
+
 def _attack(server: GximapProcess) -> list[int]:
-    """Three bad passwords for alice from the attacker (then blocked: two more refusals), and a
-    good login for bob from another address; the attacker's source ports."""
+    """Three bad passwords for alice from the attacker (then blocked: two more refusals); alice's
+    own clients, from her address, refused with the right password while she is blocked; and a
+    good login for bob from that address. The attacker's source ports."""
     attacker_ports: list[int] = []
     try:
         attack = Client(server.port, ATTACKER)
@@ -54,6 +58,14 @@ def _attack(server: GximapProcess) -> list[int]:
         plain = base64.b64encode(b"\0alice\0qwerty").decode()
         assert again.command("b2", f"AUTHENTICATE PLAIN {plain}")[-1].startswith(b"b2 NO")
         again.close()
+        # alice's phone and mail client retry with her password meanwhile (as many times as the
+        # jail allows): refused, but it must not get her own address banned.
+        for number in range(VICTIM_RETRIES):
+            victim = Client(server.port, LEGITIMATE)
+            victim.readline()
+            assert victim.command(f"v{number}", "LOGIN alice secret")[-1] == \
+                f"v{number} NO [AUTHENTICATIONFAILED] Too many failed logins, try again later".encode()
+            victim.close()
 
         user = Client(server.port, LEGITIMATE)
         user.readline()
@@ -80,18 +92,23 @@ def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
     attacker_ports = _attack(server)
 
     log = server.log()
-    # The documented, stable lines are there, one per failed login and one for the block.
-    failures = re.findall(r"<4> rhost=\[127\.0\.0\.2\]:(\d+) user=alice (LOGIN|PLAIN) rejected: (.+)", log)
-    assert [reason for _port, _mech, reason in failures] == ["bad password"] * 3 + ["user blocked"] * 2
-    assert {int(port) for port, _mech, _reason in failures} == set(attacker_ports)
+    # The documented, stable lines are there, one per failed login and one for the block: the
+    # password guesses "rejected", the logins turned away unchecked during the block "refused".
+    lines = re.findall(r"<4> rhost=\[(127\.0\.0\.[23])\]:(\d+) user=alice (LOGIN|PLAIN) (rejected|refused): (.+)", log)
+    assert [(address, outcome, reason) for address, _port, _mech, outcome, reason in lines] == \
+        [(ATTACKER, "rejected", "bad password")] * 3 + [(ATTACKER, "refused", "user blocked")] * 2 + \
+        [(LEGITIMATE, "refused", "user blocked")] * VICTIM_RETRIES
+    assert {int(port) for address, port, *_rest in lines if address == ATTACKER} == set(attacker_ports)
     assert re.search(r"<4> rhost=\[127\.0\.0\.2\]:\d+ user=alice blocked for 60s: too many failed logins", log)
     assert re.search(r"<5> rhost=\[127\.0\.0\.3\]:\d+ user=bob LOGIN ok\n", log)
 
-    assert _matched(server.log_path) == [f"{ATTACKER} alice"] * 5
+    # Only the guesses count: the attacker is caught, alice's address (the attacker's lockout of
+    # her made her clients fail) is not.
+    assert _matched(server.log_path) == [f"{ATTACKER} alice"] * 3
     summary = subprocess.run(["fail2ban-regex", str(server.log_path), str(FILTER)],
                              capture_output=True, text=True, timeout=60)
     assert summary.returncode == 0, summary.stderr
-    assert re.search(r"Failregex: 5 total", summary.stdout), summary.stdout
+    assert re.search(r"Failregex: 3 total", summary.stdout), summary.stdout
     assert LEGITIMATE not in summary.stdout.split("Ignoreregex:")[0].split("Failregex:")[1]
 
 
@@ -111,13 +128,38 @@ def test_brute_force_logged_to_the_journal_is_caught_by_the_shipped_filter(tmp_p
     assert entries and all(entries), stream.read_text()  # every line is an entry with its priority
     messages = [(int(entry[1]), entry[2]) for entry in entries if entry]
     rejected = [text for priority, text in messages if " rejected: " in text]
-    assert len(rejected) == 5 and all(priority == 5 for priority, text in messages if " rejected: " in text)
+    assert len(rejected) == 3 and all(priority == 5 for priority, text in messages if " rejected: " in text)
     assert all(text.startswith("rhost=[127.0.0.2]:") for text in rejected)
+    assert sum(" refused: user blocked" in text for _priority, text in messages) == 2 + VICTIM_RETRIES
     assert not server.log_path.exists()
     lines = tmp_path / "as-fail2ban-reads-the-journal.log"
     lines.write_text("".join(f"2026-11-25 10:{number // 60:02d}:{number % 60:02d} mail.example.org gximap[{pid}]: "
                              f"{text}\n" for number, (_priority, text) in enumerate(messages[:3600])))
-    assert _matched(lines) == [f"{ATTACKER} alice"] * 5
+    assert _matched(lines) == [f"{ATTACKER} alice"] * 3
+
+
+def test_failures_naming_odd_users_are_caught_by_the_shipped_filter(tmp_path: Path) -> None:
+    """A password or an authorization identity that is not UTF-8, and an impersonation through
+    SASL PLAIN's authorization identity: each is logged with the user's name (the bytes that are
+    not UTF-8 escaped; authcid!authzid) and counted by the filter."""
+    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
+                           extra={"imap_auth_times": "10", "imap_auth_ip_times": "0"})
+    server.start()
+    try:
+        client = Client(server.port, ATTACKER)
+        client.readline()
+        password = "pässwort".encode("latin-1")
+        client.send(b"a1 LOGIN alice {%d+}\r\n%s\r\n" % (len(password), password))
+        assert client.until_tagged(b"a1")[-1].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+        for tag, message in (("a2", b"sh\xe4red\0alice\0secret"), ("a3", b"bob\0alice\0guess")):
+            plain = base64.b64encode(message).decode()
+            assert client.command(tag, f"AUTHENTICATE PLAIN {plain}")[-1].startswith(f"{tag} NO".encode())
+        client.close()
+    finally:
+        server.stop()
+    assert re.findall(r"user=(\S+) (?:LOGIN|PLAIN) rejected: (.+)", server.log()) == [
+        ("alice", "invalid UTF-8"), ("alice!sh\\xe4red", "invalid UTF-8"), ("alice!bob", "bad password")]
+    assert _matched(server.log_path) == [f"{ATTACKER} alice", f"{ATTACKER} alice!sh\\xe4red", f"{ATTACKER} alice!bob"]
 
 
 def test_shipped_jail_is_a_valid_fail2ban_configuration(tmp_path: Path) -> None:

@@ -217,7 +217,7 @@ def test_address_throttling_applies_to_the_original_address(proxied: tuple[Gxima
     _wait_for(lambda: "rhost=[127.0.0.7]" in gximap.log(), "the last login line")
     log = gximap.log()
     assert re.search(r"rhost=\[127\.0\.0\.5\]:\d+ address blocked for \d+s: too many failed logins", log)
-    assert re.search(r"rhost=\[127\.0\.0\.5\]:\d+ user=alice LOGIN rejected: address blocked", log)
+    assert re.search(r"rhost=\[127\.0\.0\.5\]:\d+ user=alice LOGIN refused: address blocked", log)
 
 
 def test_untrusted_direct_peer_with_a_proxy_header_is_refused(proxied: tuple[GximapProcess, Haproxy]) -> None:

@@ -17,6 +17,7 @@ from gximap.log import (
     LogSetupError,
     auth_block,
     auth_failure,
+    auth_refusal,
     auth_success,
     get_logger,
     io_trace,
@@ -220,12 +221,14 @@ def test_auth_lines_exact(logfile: Callable[..., list[tuple[int, str]]]) -> None
     auth_failure("[203.0.113.5]:51234", "alice", "login", "bad password")
     auth_block("[203.0.113.5]:51234", "alice", 60.0)
     auth_block("[2001:db8::1]:143", "bob", 1.5)
+    auth_refusal("[198.51.100.2]:143", "alice", "plain", "user blocked")
     auth_success("[203.0.113.5]:51234", "alice", "LOGIN", None)
     auth_success("[203.0.113.5]:51234", "shared@example.org", "plain", "bob")
     assert logfile() == [
         (4, "rhost=[203.0.113.5]:51234 user=alice LOGIN rejected: bad password"),
         (4, "rhost=[203.0.113.5]:51234 user=alice blocked for 60s: too many failed logins"),
         (4, "rhost=[2001:db8::1]:143 user=bob blocked for 1.5s: too many failed logins"),
+        (4, "rhost=[198.51.100.2]:143 user=alice PLAIN refused: user blocked"),  # fail2ban does not count it
         (5, "rhost=[203.0.113.5]:51234 user=alice LOGIN ok"),
         (5, "rhost=[203.0.113.5]:51234 user=shared@example.org PLAIN ok actor=bob"),
     ]
@@ -244,12 +247,15 @@ def test_log_injection_escaped(logfile: Callable[..., list[tuple[int, str]]]) ->
                  "bad password")
     auth_failure("[192.0.2.7]:99", "tab\there\\back\u2028sep", "PLAIN", "bad\npassword")
     auth_success("[192.0.2.7]:99", "", "LOGIN", "evil actor")
+    # Bytes that were not UTF-8 (decoded with surrogateescape) are shown as the bytes they were.
+    auth_failure("[192.0.2.7]:99", b"b\xf6b\xff\n".decode("utf-8", "surrogateescape"), "LOGIN", "invalid UTF-8")
     entries = logfile()
     assert entries == [
         (4, "rhost=[192.0.2.7]:99 user=x\\x20LOGIN\\x20rejected:\\x20y\\nrhost=[198.51.100.1]:1"
             "\\x20user=z LOGIN rejected: bad password"),
         (4, "rhost=[192.0.2.7]:99 user=tab\\there\\\\back\\u2028sep PLAIN rejected: bad\\npassword"),
         (5, "rhost=[192.0.2.7]:99 user= LOGIN ok actor=evil\\x20actor"),
+        (4, "rhost=[192.0.2.7]:99 user=b\\xf6b\\xff\\n LOGIN rejected: invalid UTF-8"),
     ]
     # fail2ban sees exactly one address per line, the real one
     for _, message in entries:

@@ -3,7 +3,8 @@
 Gromox semantics: failures are counted per connection by the session; when a connection reaches
 ``imap_auth_times`` the *username* is blocked for ``block_interval_auths``, and a blocked user is
 refused before any password check, on every connection (such a refusal, or one for a blocked
-address, does not count toward a block: it is no guess). Beyond Gromox, failures are also counted
+address, does not count toward a block: it is no guess; it is logged "refused", not "rejected",
+so fail2ban does not count it either). Beyond Gromox, failures are also counted
 per client address in a sliding window (``imap_auth_ip_times`` / ``imap_auth_ip_window``), so a
 password spray over many usernames from one address is refused too. IPv6 clients are counted per
 /64 network, the block an ISP hands one customer, so address rotation within it does not help.
@@ -20,7 +21,9 @@ happens only in :meth:`_verify`, after the block and address checks, so throttli
 
 Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
-Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265).
+Both default to "identity" after the "auto" normalization (PRECIS, RFC 8265). A name auth_map has
+no mapping for costs a password check all the same (against a dummy hash, as an unknown user's
+does), so the answer time does not tell which names a static or file map lists.
 
 With several serving processes (imap_process_num), blocks and address failures are shared
 through the sibling channel (gximap.net.siblings): each process tells the others what it
@@ -32,13 +35,16 @@ with its own password; access is granted when mailbox == actor (after mapping) o
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
 fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZATIONFAILED]``).
 
-Refusals after a right password (the account disabled, impersonation not granted) say why, as
-Dovecot's do; they are no guess and count toward no block (AuthResult.guess). A wrong password
-gets the same answer whatever the account's state, so nothing is told without the password.
+Refusals after a right password (the account disabled, impersonation not granted, no midb
+account for the user: storage_map has no mapping, or the account is missing and not
+auto_created) say why, as Dovecot's do; they are no guess and count toward no block
+(AuthResult.guess), nor for fail2ban. A wrong password gets the same answer whatever the
+account's state, so nothing is told without the password.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -51,7 +57,7 @@ from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
 from gximap.net.proxy import address_key
-from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend
+from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend, verify_dummy_password
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
 # user names cannot grow memory without limit. Beyond them, expired entries are swept and then
@@ -60,6 +66,8 @@ MAX_TRACKED_ADDRESSES = 65536
 MAX_BLOCKED_USERS = 65536
 _SWEEP_EVERY = 4096  # bookkeeping updates between sweeps of expired entries
 _SWEEP_AT_BOUND_EVERY = 256  # ... and at most, while a table is at its bound
+# The surrogate escapes of bytes that were not UTF-8 (bytes.decode(..., "surrogateescape")).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +77,9 @@ class AuthResult:
     actor: str | None = None  # who authenticated, when different from ``user``
     reason: str = ""
     # Why a refusal was no guess, if it was none: BLOCKED (the user or the address is blocked
-    # already); DISABLED or UNAUTHORIZED (the password was right, but the account may not log
-    # in, or may not act as the mailbox it named: the client is told so).
+    # already); DISABLED, UNAUTHORIZED or NO_MAILBOX (the password was right, but the account may
+    # not log in, may not act as the mailbox it named, or has no midb account to run as: the
+    # client is told so).
     refusal: str = ""
 
     @property
@@ -83,7 +92,7 @@ class AuthResult:
         return not (self.ok or self.refusal)
 
 
-BLOCKED, DISABLED, UNAUTHORIZED = "blocked", "disabled", "unauthorized"  # AuthResult.refusal
+BLOCKED, DISABLED, UNAUTHORIZED, NO_MAILBOX = "blocked", "disabled", "unauthorized", "no mailbox"  # AuthResult.refusal
 
 
 def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
@@ -276,30 +285,38 @@ class AuthService:
                      authzid: str | None = None) -> AuthResult:
         """Check a login. ``rhost`` is for the log, ``address`` the client address limits count
         (the PROXY-protocol source when one is in use). Never raises for bad input; store and
-        backend failures (e.g. midb StoreBusy) propagate."""
+        backend failures (e.g. midb StoreBusy) propagate. Callers decode the client's bytes with
+        "surrogateescape": what is not UTF-8 is refused here, and logged as the bytes it was."""
         actor, mailbox = split_identity(login, authzid)
         client = address_key(address)
+        logged = f"{login}!{authzid}" if authzid else login  # the log names actor!mailbox either way
+        if _NOT_UTF8.search(logged) or _NOT_UTF8.search(password):
+            return self._fail(rhost, client, logged, mech, "invalid UTF-8")
         if not actor or not mailbox:
-            return self._fail(rhost, client, login, mech, "empty user name")
+            return self._fail(rhost, client, logged, mech, "empty user name")
         if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
-            return _refuse(rhost, login, mech, "user blocked", BLOCKED)
+            return _refuse(rhost, logged, mech, "user blocked", BLOCKED)
         if self._address_blocked(client):
-            return _refuse(rhost, login, mech, "address blocked", BLOCKED)
+            return _refuse(rhost, logged, mech, "address blocked", BLOCKED)
         try:
             identity = self.auth_map.map(actor)
         except UnmappedName:
-            return self._fail(rhost, client, login, mech, "unknown user name")
+            # Hashed all the same, as the backends hash the password of a user they do not know:
+            # an answer without that cost would tell which names auth_map (static, file, ...) lists.
+            with self._hash_slots:
+                verify_dummy_password(password)
+            return self._fail(rhost, client, logged, mech, "unknown user name")
         try:
             verified = self._verify(identity, password)
         except AccountDisabled:
-            return _refuse(rhost, login, mech, "account disabled", DISABLED)
+            return _refuse(rhost, logged, mech, "account disabled", DISABLED)
         if verified is None:
-            return self._fail(rhost, client, login, mech, self.backend.failure_reason(identity))
+            return self._fail(rhost, client, logged, mech, self.backend.failure_reason(identity))
         try:
             own_account = self.storage_map.map(actor)
             target = self.storage_map.map(mailbox) if mailbox != actor else own_account
         except UnmappedName:
-            return self._fail(rhost, client, login, mech, "no storage account")
+            return _refuse(rhost, logged, mech, "no storage account", NO_MAILBOX)
         own_account, target = own_account.lower(), target.lower()  # midb account names are lower case
         if self.auto_create and self.store.get_account(own_account) is None:
             from midb.authdb import ensure_account
@@ -308,12 +325,12 @@ class AuthService:
             try:
                 ensure_account(self.store, own_account)
             except InvalidName:
-                return self._fail(rhost, client, login, mech, "invalid account name")
+                return _refuse(rhost, logged, mech, "invalid account name", NO_MAILBOX)
         if target != own_account:
             if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
-                return _refuse(rhost, login, mech, "no store ownership", UNAUTHORIZED)
+                return _refuse(rhost, logged, mech, "no store ownership", UNAUTHORIZED)
         elif self.store.get_account(own_account) is None:
-            return self._fail(rhost, client, login, mech, "no such mailbox")
+            return _refuse(rhost, logged, mech, "no such mailbox", NO_MAILBOX)
         actor_account = own_account if target != own_account else None
         gxlog.auth_success(rhost, target, mech, actor_account)
         return AuthResult(True, user=target, actor=actor_account)
@@ -345,8 +362,10 @@ class AuthService:
 
 
 def _refuse(rhost: str, login: str, mech: str, reason: str, refusal: str) -> AuthResult:
-    """A refusal that is no guess (AuthResult.refusal): logged, not counted."""
-    gxlog.auth_failure(rhost, login, mech, reason)
+    """A refusal that is no guess (AuthResult.refusal): logged as "refused", which fail2ban's
+    filter does not count either. Counting a blocked user's refusals there would let an attacker
+    who blocked a user have fail2ban ban the user's own address, as its clients keep trying."""
+    gxlog.auth_refusal(rhost, login, mech, reason)
     return AuthResult(False, reason=reason, refusal=refusal)
 
 

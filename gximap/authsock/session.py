@@ -3,7 +3,9 @@
 Mechanisms: PLAIN (RFC 4616, with an optional authorization identity for impersonation, as in
 IMAP) and LOGIN (the obsolete two-prompt mechanism every SMTP client still speaks). A request
 without an initial response gets a ``CONT`` with an empty challenge (PLAIN) or the "Username:" /
-"Password:" prompts (LOGIN).
+"Password:" prompts (LOGIN). Such an unfinished request expires PENDING_TIMEOUT after its AUTH, as
+in Dovecot, and at most MAX_PENDING are kept per connection (the oldest gives way): Postfix never
+cancels the exchange an SMTP client abandoned.
 
 The check is IMAP's: the same AuthService, so the same accounts, auth_map / storage_map and
 throttling. The client address for the per-address limits and the log is the request's ``rip=``
@@ -16,8 +18,10 @@ Plaintext mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbi
 without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its
 client), or the client is on the loopback interface or on the MTA's own address.
 
-The connection is dropped on a protocol error (malformed line, over-long line, unknown request
-id in CONT, too many unknown commands); an AUTH that cannot succeed gets FAIL. Until the client has
+The connection is dropped on a protocol error (malformed line, over-long line, a duplicate request
+id, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
+request that is not pending (finished, cancelled or timed out), as in Dovecot: an MTA's CONT may
+cross the request's expiry, which is no protocol error. Until the client has
 sent VERSION and CPID, the connection is subject to a time-out; after that an MTA may keep it open
 as long as it likes (Postfix does, between SMTP sessions).
 """
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gximap.auth.maps import UnmappedName
-from gximap.auth.service import DISABLED, UNAUTHORIZED, address_key, split_identity
+from gximap.auth.service import DISABLED, NO_MAILBOX, UNAUTHORIZED, address_key, split_identity
 from gximap.authsock.protocol import (
     MAJOR_VERSION,
     AuthProtocolError,
@@ -56,7 +60,13 @@ __all__ = ["AuthSocketContext", "AuthSocketSession", "AuthSocketSettings", "MECH
 log = logging.getLogger("gximap.auth")
 
 MECHANISMS: tuple[tuple[str, tuple[str, ...]], ...] = (("PLAIN", ("plaintext",)), ("LOGIN", ("plaintext",)))
-MAX_PENDING = 64  # unfinished multi-step requests per connection
+# Unfinished multi-step requests (a CONT awaited) per connection; when full, a new one takes the
+# place of the oldest. Postfix keeps one connection per smtpd process and never sends CANCEL: an
+# SMTP client that gives up mid-exchange leaves its request pending for good.
+MAX_PENDING = 64
+# ... and each expires this long after its AUTH, as in Dovecot (MASTER_AUTH_SERVER_TIMEOUT_SECS):
+# an SMTP client answers a challenge within seconds, and its MTA gives up well before this.
+PENDING_TIMEOUT = 150.0
 MAX_IGNORED = 32  # unknown commands tolerated per connection
 MAX_TRACKED_FAILURES = 65536
 _USERNAME_PROMPT = "VXNlcm5hbWU6"  # base64 "Username:"
@@ -65,7 +75,10 @@ _PASSWORD_PROMPT = "UGFzc3dvcmQ6"  # base64 "Password:"
 _REFUSAL_PARAMS = {
     DISABLED: {"reason": "Account disabled", "code": "user_disabled"},
     UNAUTHORIZED: {"reason": "Not authorized to act as that user", "code": "authz_fail"},
+    NO_MAILBOX: {"reason": "No mailbox for this account"},  # Dovecot has no code for it
 }
+# Dovecot's answer to a CONT for a request it does not hold (auth_request_handler_auth_continue).
+REQUEST_TIMED_OUT = "Authentication request timed out"
 PLAINTEXT_DISALLOWED = "Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 
 
@@ -119,7 +132,8 @@ class AuthSocketContext:
 class _Pending:
     request: AuthRequest
     step: str  # "plain", "login-user", "login-password"
-    username: str | None = None
+    started: float  # the context's clock at the AUTH: the request expires PENDING_TIMEOUT later
+    username: str = ""  # the LOGIN mechanism's, once given
 
 
 class AuthSocketSession:
@@ -198,7 +212,8 @@ class AuthSocketSession:
     # -- requests -------------------------------------------------------------------------------
 
     def _auth(self, request: AuthRequest) -> None:
-        if request.id in self._pending:
+        held = self._pending.pop(request.id, None)
+        if held is not None and not self._expired(held):  # an expired one is gone, as in Dovecot
             self._drop(f"duplicate request id {request.id}")
             return
         if not request.service:
@@ -214,26 +229,29 @@ class AuthSocketSession:
             self._fail(request.id, reason=PLAINTEXT_DISALLOWED)
             return
         initial: bytes | None = None
-        if request.response is not None:
+        # An empty resp= is no initial response: Exim always sends "resp=%s", empty when the SMTP
+        # client gave none, and Dovecot allows it so. "resp==" is the empty response (RFC 4954).
+        if request.response:
             initial = _decode_base64(request.response)
             if initial is None:
                 self._fail(request.id, reason="Invalid base64 data in initial response")
                 return
+        now = self.ctx.clock()
         if mechanism == "PLAIN":
             if initial is None:
-                self._challenge(_Pending(request, "plain"), "")
+                self._challenge(_Pending(request, "plain", now), "")
                 return
             self._plain(request, initial)
             return
         if initial is None:
-            self._challenge(_Pending(request, "login-user"), _USERNAME_PROMPT)
+            self._challenge(_Pending(request, "login-user", now), _USERNAME_PROMPT)
             return
-        self._challenge(_Pending(request, "login-password", _text(initial)), _PASSWORD_PROMPT)
+        self._challenge(_Pending(request, "login-password", now, _text(initial)), _PASSWORD_PROMPT)
 
     def _continue(self, event: ContinueRequest) -> None:
         pending = self._pending.pop(event.id, None)
-        if pending is None:
-            self._drop(f"CONT for unknown request id {event.id}")
+        if pending is None or self._expired(pending):
+            self._out.append(AuthServerProtocol.fail(event.id, reason=REQUEST_TIMED_OUT))
             return
         data = _decode_base64(event.data)
         if data is None:
@@ -242,43 +260,44 @@ class AuthSocketSession:
         if pending.step == "plain":
             self._plain(pending.request, data)
         elif pending.step == "login-user":
-            self._challenge(_Pending(pending.request, "login-password", _text(data)), _PASSWORD_PROMPT)
+            self._challenge(_Pending(pending.request, "login-password", pending.started, _text(data)),
+                            _PASSWORD_PROMPT)
         else:
             self._attempt(pending.request, pending.username, _text(data), None)
 
     def _challenge(self, pending: _Pending, data: str) -> None:
-        request_id = pending.request.id
+        """Send a challenge and keep the request until its answer. Expired requests are
+        forgotten first; if the table is full still, the oldest request gives way (silently, as
+        Dovecot drops an expired one: a CONT for it is then answered REQUEST_TIMED_OUT)."""
+        for expired in [key for key, held in self._pending.items() if self._expired(held)]:
+            del self._pending[expired]
         if len(self._pending) >= MAX_PENDING:
-            self._fail(request_id, reason="Too many unfinished requests")
-            return
-        self._pending[request_id] = pending
-        self._out.append(AuthServerProtocol.cont(request_id, data))
+            oldest = min(self._pending.values(), key=lambda held: held.started)
+            del self._pending[oldest.request.id]
+            log.debug("auth socket connection %d: unfinished request %d dropped for request %d",
+                      self.cuid, oldest.request.id, pending.request.id)
+        self._pending[pending.request.id] = pending
+        self._out.append(AuthServerProtocol.cont(pending.request.id, data))
+
+    def _expired(self, pending: _Pending) -> bool:
+        return self.ctx.clock() - pending.started >= PENDING_TIMEOUT
 
     def _plain(self, request: AuthRequest, message: bytes) -> None:
         """RFC 4616: [authzid] NUL authcid NUL passwd."""
         parts = message.split(b"\0")
-        if len(parts) != 3:
-            self._attempt(request, None, None, None)
+        if len(parts) != 3:  # no PLAIN message: no user name
+            self._attempt(request, "", "", None)
             return
         authzid, authcid, password = (_text(part) for part in parts)
-        if authzid is None:
-            self._attempt(request, None, None, None)
-            return
         self._attempt(request, authcid, password, authzid if authzid and authzid != authcid else None)
 
-    def _attempt(self, request: AuthRequest, login: str | None, password: str | None,
-                 authzid: str | None) -> None:
+    def _attempt(self, request: AuthRequest, login: str, password: str, authzid: str | None) -> None:
         auth = self.ctx.auth
         rhost = self._rhost(request)
         address = self._address(request)
         mech = f"{request.service}/{request.mechanism}"
         try:
-            if login is None or password is None:  # not UTF-8, or no PLAIN message: no account matches
-                result = auth.authenticate("", "", rhost=rhost, address=address, mech=mech)
-                login = ""
-            else:
-                result = auth.authenticate(login, password, rhost=rhost, address=address, mech=mech,
-                                           authzid=authzid)
+            result = auth.authenticate(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid)
         except (MidbError, OSError) as exc:
             log.warning("auth socket: %s: cannot check the password now: %s", rhost, exc)
             self._fail(request.id, "temp", reason="Temporary authentication failure", code="temp_fail")
@@ -347,8 +366,7 @@ def _decode_base64(data: str) -> bytes | None:
         return None
 
 
-def _text(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+def _text(data: bytes) -> str:
+    """A client's SASL field as text; bytes that are not UTF-8 become surrogate escapes, which
+    AuthService refuses ("invalid UTF-8") and the log shows as the bytes they were."""
+    return data.decode("utf-8", "surrogateescape")

@@ -6,8 +6,9 @@ command fails and the connection is closed with ``* BYE``. A blocked user name i
 any password check, on every connection, with the same ``[AUTHENTICATIONFAILED]`` code as a wrong
 password (RFC 5530): the code does not tell an attacker which of the two happened, only the text
 does (for the human behind a legitimate client that keeps failing). After a right password the
-answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account,
-``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as (gximap.auth.service).
+answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account or one without a
+midb mailbox, ``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as
+(gximap.auth.service).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from gximap.auth.service import BLOCKED, DISABLED, UNAUTHORIZED
+from gximap.auth.service import BLOCKED, DISABLED, NO_MAILBOX, UNAUTHORIZED
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -61,21 +62,17 @@ def _require_privacy(session: Any) -> None:
         raise CommandFailed(Code.NO_PLAINTEXT_DISALLOWED)
 
 
-def _decode_text(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+def _decode_text(data: bytes) -> str:
+    """A client's user name or password as text; bytes that are not UTF-8 become surrogate
+    escapes, which AuthService refuses ("invalid UTF-8") and the log shows as the bytes they were."""
+    return data.decode("utf-8", "surrogateescape")
 
 
-def _attempt(session: Any, login: str | None, password: str | None, mech: str,
+def _attempt(session: Any, login: str, password: str, mech: str,
              authzid: str | None = None) -> Generator[Await, Any, Done]:
     """Check the credentials; log in or count the failure (and maybe block and disconnect).
     The check runs on the auth service's hashing threads while the command is parked."""
     auth = session.ctx.auth
-    if login is None or password is None:
-        # Not valid UTF-8: no account can match; treat it like a wrong password.
-        login, password, authzid = "", "", None
     try:
         result = yield Await(auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host,
                                          mech=mech, authzid=authzid))
@@ -101,10 +98,10 @@ def _attempt(session: Any, login: str | None, password: str | None, mech: str,
 
 
 # A refused login's text by AuthResult.refusal (each with its response code by default:
-# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED]); any other refusal is a wrong
-# password or an unknown user, which are told apart to nobody.
+# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED], [CONTACTADMIN]); any other
+# refusal is a wrong password or an unknown user, which are told apart to nobody.
 _REFUSAL_TEXTS = {BLOCKED: Code.NO_AUTH_BLOCKED, DISABLED: Code.NO_ACCOUNT_DISABLED,
-                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED}
+                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED, NO_MAILBOX: Code.NO_ACCOUNT_MAILBOX_MISSING}
 
 
 @command(cmds.Login, states=ANY_STATE)
@@ -150,11 +147,9 @@ def _plain(session: Any, message: bytes) -> Generator[Await, Any, Done]:
     """RFC 4616: [authzid] NUL authcid NUL passwd. A non-empty authzid different from the
     authcid asks to act as that mailbox (impersonation, checked by AuthService)."""
     parts = message.split(b"\x00")
-    if len(parts) != 3:
-        return (yield from _attempt(session, None, None, "PLAIN"))
+    if len(parts) != 3:  # no PLAIN message: no user name
+        return (yield from _attempt(session, "", "", "PLAIN"))
     authzid, authcid, password = (_decode_text(part) for part in parts)
-    if authzid is None:
-        return (yield from _attempt(session, None, None, "PLAIN"))
     return (yield from _attempt(session, authcid, password, "PLAIN",
                                 authzid=authzid if authzid and authzid != authcid else None))
 
