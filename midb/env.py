@@ -48,6 +48,9 @@ OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).
 SHARD_COUNT_KEY = b"shards"
+# In the meta table of every shard: the id of the last transaction that only freed pages for a
+# write that found the map full (SharedEnv._make_room).
+_TURNOVER_KEY = b"turnover"
 
 DB_NAMES = (
     "meta",            # b"schema" -> u32 version
@@ -102,6 +105,29 @@ def set_blocking_hook(hook: Callable[[], contextlib.AbstractContextManager[None]
 
 def blocking() -> contextlib.AbstractContextManager[None]:
     return _blocking()
+
+# Writes that add data (an append or delivery, a COPY, a new folder or account, an annotation)
+# are refused with StoreFull once a shard's LMDB map has less than a reserve left, so that the
+# writes that remove mail always find pages: LMDB copies every page a write changes, a removal's
+# too, and frees the old pages only once a later commit has superseded it. At a full map not even
+# a STORE \Deleted could be written, and no mail deleted to make room. Measured on a folder of
+# 100,000 messages (96 MiB of index), the first piece of a bulk command (2,000 messages,
+# gximap.session.pieces) dirtied 5.7 MiB for a STORE and 12 MiB for an EXPUNGE with the messages
+# scattered over the folder (each touches a leaf of every table: its record, its body record,
+# its flag column entry...), far less for a range of neighbours; a larger store spreads them
+# further, up to about 6 pages a message. Hence 10 % of the map (820 MiB of the default 8 GiB,
+# room for the later, larger pieces too), at least 64 MiB, and at most half of a small map
+# (a map of a few MiB holds too few messages for a piece to need more). Writes derived from
+# mail already admitted (its parsed structure, its sort entry) are not refused: their size
+# follows what came in.
+GROWTH_RESERVE_SHARE = 0.1
+GROWTH_RESERVE_MIN = 64 << 20
+
+
+def growth_limit(map_size: int, page_size: int) -> int:
+    """Pages a map of ``map_size`` bytes may have in use before writes adding data are refused."""
+    reserve = min(map_size // 2, max(int(map_size * GROWTH_RESERVE_SHARE), GROWTH_RESERVE_MIN))
+    return (map_size - reserve) // page_size
 
 # A leader about to commit durably waits this long at most for writers that announced themselves
 # (arrival()) and are still writing their bodies, so that they share its sync instead of each
@@ -242,7 +268,7 @@ class _Waiter:
 
 
 class _Pending:
-    __slots__ = ("job", "durable", "effects", "result", "error", "done")
+    __slots__ = ("job", "durable", "effects", "result", "error", "done", "map_full")
 
     def __init__(self, job: WriteJob[Any], durable: bool) -> None:
         self.job = job
@@ -251,6 +277,15 @@ class _Pending:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.map_full = False   # failed for want of pages in the map: tried once more (_run_batch)
+
+    def again(self) -> None:
+        """Undo a failure, to run the job once more."""
+        self.effects = WriteEffects()
+        self.result = None
+        self.error = None
+        self.done = False
+        self.map_full = False
 
 
 def translate_lmdb_error(error: lmdb.Error) -> MidbError:
@@ -358,6 +393,10 @@ class SharedEnv:
         self._gathering = False   # a leader waits on _queue_cv for announced arrivals
         self._arriving = 0   # writers that announced a durable write (see arrival())
         self._announced = threading.local()   # .arrival: this thread's pending announcement
+        self._page_size: int = self.env.stat()["psize"]
+        # (last_txnid, pages in use) of the last count (room_to_grow): reused until a commit.
+        self._pages_counted: tuple[int, int] = (-1, 0)
+        self._growth_refused = False   # logged once each time growth starts or stops being refused
 
     def close(self) -> None:
         pages = getattr(getattr(self, "dbs", None), "pages", None)
@@ -430,6 +469,46 @@ class SharedEnv:
                 # A store older than schema 5 has one shard.
                 txn.put(SHARD_COUNT_KEY, (1).to_bytes(4, "big"), db=self.dbs.meta, overwrite=False)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
+
+    # ---- room in the map -----------------------------------------------------------------------
+
+    def room_to_grow(self) -> bool:
+        """Whether a write that adds data may go ahead: the map has more than its reserve left
+        (growth_limit). Cheap while the data file's high-water mark is below the limit (one
+        env.info(), about a microsecond). Above it, the pages of every database are counted
+        (about 30 µs), since pages freed by removals are used again before the file grows; the
+        count stands until the next commit of any process."""
+        info = self.env.info()
+        limit = growth_limit(info["map_size"], self._page_size)
+        if info["last_pgno"] + 1 < limit:
+            room = True
+        else:
+            counted_at, pages = self._pages_counted
+            if counted_at != info["last_txnid"]:
+                pages = self._pages_in_use()
+                self._pages_counted = (info["last_txnid"], pages)
+            room = pages < limit
+        if room == self._growth_refused:
+            self._growth_refused = not room
+            if room:
+                log.warning("%s: the LMDB map has room again: mail is accepted", self.index_dir)
+            else:
+                log.error("%s: the LMDB map is nearly full: mail is refused, the rest of the map is kept "
+                          "for deleting mail; raise midb_map_size", self.index_dir)
+        return room
+
+    def _pages_in_use(self) -> int:
+        """Pages of the map holding data: those of every database, their directory (the main
+        database) and the two meta pages; not those in LMDB's list of free pages."""
+        pages = 2
+        with self.read() as txn:
+            for name in DB_NAMES:
+                db = getattr(self.dbs, name)
+                if db is not None:
+                    stat = txn.stat(db)
+                    pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        stat = self.env.stat()
+        return pages + stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
 
     # ---- transactions -------------------------------------------------------------------------
 
@@ -601,6 +680,15 @@ class SharedEnv:
         try:
             with _blocking():
                 committed = self._commit_batch(txn, batch)
+                squeezed = [pending for pending in batch if pending.map_full]
+                if squeezed and self._make_room():
+                    for pending in squeezed:
+                        pending.again()
+                    retry = self._begin()
+                    if isinstance(retry, BaseException):
+                        self._fail(squeezed, retry)
+                    elif self._commit_batch(retry, squeezed):
+                        committed = True
                 if committed and any(p.durable for p in batch):
                     self.sync()
         finally:
@@ -649,14 +737,30 @@ class SharedEnv:
             return False
         return True
 
+    def _make_room(self) -> bool:
+        """After a write found the map full: make what room there is usable, and say whether the
+        write should be tried again (False: not even this fitted). LMDB reuses the pages a commit
+        frees only from the commit after the next one on (the commit before the last stays
+        readable, for a crash), so the pages a big removal freed are not there yet for a removal
+        right after it, and a retry that commits nothing in between never gets them: a change of
+        one key lets them go."""
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.put(_TURNOVER_KEY, txn.id().to_bytes(8, "big"), db=self.dbs.meta)
+        except lmdb.Error:
+            return False
+        return True
+
     @staticmethod
     def _fail(batch: list[_Pending], error: BaseException) -> None:
+        map_full = isinstance(error, lmdb.MapFullError) or isinstance(error.__cause__, lmdb.MapFullError)
         if isinstance(error, lmdb.Error):
             error = translate_lmdb_error(error)
         for pending in batch:
             pending.error = error
             pending.effects = WriteEffects()
             pending.done = True
+            pending.map_full = map_full
 
 
 # ---- process-wide registry ---------------------------------------------------------------------

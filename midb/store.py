@@ -64,6 +64,7 @@ from midb.errors import (
     OverQuota,
     ReadOnlyStore,
     StoreBusy,
+    StoreFull,
     TooBig,
     TooManyKeywords,
 )
@@ -416,6 +417,13 @@ class Store(MetadataMixin):
         self._after_commit(effects, shared)
         return result
 
+    @staticmethod
+    def _refuse_growth(shared: SharedEnv) -> None:
+        """StoreFull for a write that adds data to a shard whose map is nearly full: the rest
+        is kept for the writes that remove mail (midb.env.GROWTH_MAP_SHARE)."""
+        if not shared.room_to_grow():
+            raise StoreFull("message store is full (the rest of the LMDB map is kept for deleting mail)")
+
     def _after_commit(self, effects: WriteEffects, shared: SharedEnv) -> None:
         if effects.unlink:
             self._hand_over(effects.unlink, self._shards.index(shared))
@@ -645,6 +653,7 @@ class Store(MetadataMixin):
                 txn.put(name_key(account_id, folder_name), b"", db=dbs.subscriptions)
             return account
 
+        self._refuse_growth(home)
         return self._write(job, home)
 
     def get_account(self, name: str) -> Account | None:
@@ -1021,7 +1030,9 @@ class Store(MetadataMixin):
             effects.changed(account_id, record.id, record.highestmodseq)
             return self._info(txn, dbs, account_id, record)
 
-        return self._write(job, self._home(account))
+        home = self._home(account)
+        self._refuse_growth(home)
+        return self._write(job, home)
 
     def set_uidvalidity(self, account: str, folder_id: int, uidvalidity: int) -> None:
         """For importers: only while the folder has never held a message."""
@@ -1408,6 +1419,12 @@ class Store(MetadataMixin):
         finished: list[tuple[Any, BaseException | None, WriteEffects]] = [(None, None, WriteEffects())] * len(live)
         for shard, positions in by_shard.items():
             shared = self._live_shards()[shard]
+            try:
+                self._refuse_growth(shared)
+            except StoreFull as full:   # this shard's copies only; no body written for them
+                for position in positions:
+                    finished[position] = (None, full, WriteEffects())
+                continue
             with shared.arrival():
                 group_blobs, digests, inline = self._store_bodies([live[position][3][0][0] for position in positions],
                                                                   shard, shared)
@@ -1438,7 +1455,8 @@ class Store(MetadataMixin):
                     effects.changed(changed_account, changed_folder, modseq)
                 self._hand_over(job_effects.unlink, self._home_index(account))
                 continue
-            failed_blobs.append(blob)
+            if blob:   # empty for a copy refused before its body was written
+                failed_blobs.append(blob)
             if isinstance(error, MidbError):
                 outcomes[index] = error
             elif unexpected is None:
@@ -1571,6 +1589,7 @@ class Store(MetadataMixin):
         them (durably); a failed commit removes the bodies again. -> (the job's result, body ids)."""
         shard = self._home_index(account)
         shared = self._live_shards()[shard]
+        self._refuse_growth(shared)   # before any body file is written
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
         with shared.arrival():
             blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared], shard, shared)
@@ -2033,7 +2052,11 @@ class Store(MetadataMixin):
             effects.changed(dst_account_id, dst.id, dst.highestmodseq)
             return dst.uidvalidity, pairs
 
-        return self._write(job, self._home(account))
+        home = self._home(account)
+        if not move:
+            # A MOVE adds about what it removes, and is how most clients delete (into Trash).
+            self._refuse_growth(home)
+        return self._write(job, home)
 
     def _transfer_across(self, account: str, src_folder_id: int, wanted: list[int], dst_account: str,
                          dst_folder_id: int, *, move: bool) -> tuple[int, list[tuple[int, int]]]:

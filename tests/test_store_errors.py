@@ -4,12 +4,14 @@ and what the administrator reads in the log (gximap.session.errors)."""
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import conversation
 import lmdb
 import pytest
 from conversation import Conversation
@@ -17,6 +19,7 @@ from conversation import Conversation
 from gximap.session.errors import log_store_trouble
 from midb import errors
 from midb.env import translate_lmdb_error
+from midb.store import Store
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -70,3 +73,45 @@ def test_an_append_refused_for_a_full_disk_is_answered_and_logged(conv: Conversa
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert record.getMessage().endswith("user=alice APPEND failed: cannot store message body: No space left on device")
+
+
+def test_a_full_store_refuses_mail_but_lets_the_user_delete_some(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """At the map's reserve (midb.env.growth_limit) APPEND is refused as for a full disk, while
+    STORE \\Deleted, EXPUNGE and DELETE, which need pages of the map too, still work."""
+    monkeypatch.setattr(conversation, "Store", functools.partial(Store, map_size=1 << 20, inline_limit=0))
+    with Conversation(tmp_path) as conv:
+        store = conv.store
+        inbox = conv.folder("INBOX").id
+        old = store.create_folder("alice", "Old").id
+        with pytest.raises(errors.StoreFull):
+            for n in range(5000):   # the map holds about 500
+                store.append("alice", old if n % 2 else inbox, b"Subject: %d\r\n\r\n" % n + b"x" * 200)
+        messages = len(store.uids("alice", inbox))
+        conv.login()
+        caplog.set_level(logging.WARNING, logger="gximap")
+        data = b"Subject: x\r\n\r\ny\r\n"
+        assert conv.send(b"a1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data)) == [
+            b"a1 NO [UNAVAILABLE] Try again later: message store is full (the rest of the LMDB map is kept for "
+            b"deleting mail)"]
+        assert caplog.records[-1].levelno == logging.ERROR
+        assert conv.send(b"a2 SELECT INBOX\r\n")[-1].startswith(b"a2 OK")
+        assert conv.send(b"a3 STORE 1:* +FLAGS.SILENT (\\Deleted)\r\n") == [b"a3 OK STORE completed"]
+        out = conv.send(b"a4 EXPUNGE\r\n")
+        assert len(out) == messages + 1 and out[-1] == b"a4 OK EXPUNGE completed"
+        assert conv.send(b"a5 DELETE Old\r\n") == [b"a5 OK DELETE completed"]
+        assert conv.send(b"a6 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data))[-1].startswith(b"a6 OK")
+
+
+def test_an_expunge_refused_for_a_full_store_is_not_answered_ok(conv: Conversation,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    conv.add_message(flags=["\\Deleted"])
+    assert conv.send(b"a1 SELECT INBOX\r\n")[-1].startswith(b"a1 OK")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise errors.StoreFull("message store is full (LMDB map size reached)")
+
+    monkeypatch.setattr(conv.store, "expunge_tombstones", full)
+    for command in (b"a2 EXPUNGE", b"a3 UID EXPUNGE 1"):
+        assert conv.send(command + b"\r\n") == [
+            command[:3] + b"NO [UNAVAILABLE] Try again later: message store is full (LMDB map size reached)"]
