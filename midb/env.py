@@ -356,7 +356,7 @@ class SharedEnv:
                 mode=0o750,
             )
         try:
-            self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
+            self.clear_dead_readers()
             self.dbs = Databases()
             self.dbs.legacy_bodies = None
             self.dbs.pages = LeafPrefetcher(os.path.join(index_dir, "data.mdb"), self.env.stat()["psize"])
@@ -471,6 +471,19 @@ class SharedEnv:
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
 
     # ---- room in the map -----------------------------------------------------------------------
+
+    def clear_dead_readers(self) -> int:
+        """Free the reader slots of processes that died inside a read transaction (SIGKILL, the
+        OOM killer; a ``midb export`` or ``backup`` walking a big folder): LMDB keeps the
+        snapshot of such a slot readable, so no page freed after it is used again, and every
+        commit grows the data file by the pages it wrote, up to a full map. LMDB looks at its
+        slots only when asked: at each open, every READER_CHECK seconds of a serving process
+        (midb.orphans.OrphanSweeper) and when a write finds the map full. -> slots freed."""
+        cleared = self.env.reader_check()
+        if cleared:
+            log.warning("%s: freed %d LMDB reader slots of processes that died while reading",
+                        self.index_dir, cleared)
+        return cleared
 
     def room_to_grow(self) -> bool:
         """Whether a write that adds data may go ahead: the map has more than its reserve left
@@ -743,8 +756,9 @@ class SharedEnv:
         frees only from the commit after the next one on (the commit before the last stays
         readable, for a crash), so the pages a big removal freed are not there yet for a removal
         right after it, and a retry that commits nothing in between never gets them: a change of
-        one key lets them go."""
+        one key lets them go. A dead process's reader slot keeps pages too (clear_dead_readers)."""
         try:
+            self.clear_dead_readers()
             with self.env.begin(write=True) as txn:
                 txn.put(_TURNOVER_KEY, txn.id().to_bytes(8, "big"), db=self.dbs.meta)
         except lmdb.Error:
