@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from midb import bodyrecords, columns, indexes, removal, savedates, sortindex, summary
-from midb.errors import MidbError, StoreBusy, StoreFull
+from midb.errors import MidbError, NotDurable, StoreBusy, StoreFull
 from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
@@ -702,8 +702,8 @@ class SharedEnv:
                         self._fail(squeezed, retry)
                     elif self._commit_batch(retry, squeezed):
                         committed = True
-                if committed and any(p.durable for p in batch):
-                    self.sync()
+                if committed and any(p.durable for p in batch) and not self.sync():
+                    self._not_durable(batch)
         finally:
             for pending in batch:
                 if not pending.done:
@@ -714,14 +714,35 @@ class SharedEnv:
     def sync(self) -> bool:
         """Make every commit so far durable: the meta page of the commit just made (metasync is
         off), or everything when a Store that wants durability shares an env another Store
-        opened with sync off. The commit stands either way, so a failed flush is logged (False),
-        not reported as a failed write."""
+        opened with sync off. False (logged) if the flush failed: the commit stands in this
+        process's view, but a power failure may undo it (_not_durable)."""
         try:
             self.env.sync(True)
         except lmdb.Error as error:
             log.error("flushing %s failed: %s", self.index_dir, error)
             return False
         return True
+
+    def _not_durable(self, batch: list[_Pending]) -> None:
+        """The sync after a batch's commit failed. Its durable writers are told so (NotDurable),
+        not acknowledged: their commit may be undone by a power failure, and syncing again proves
+        nothing (the kernel may have dropped the pages it failed to write). No body file the batch
+        released goes to the remover either, durable writer's or not: after such an undo the index
+        would name it again. Their removal records, in the same commit, stay for the next open of
+        the store (Store._remove_recorded), which syncs before it removes anything; a commit
+        undone takes its records with it, and the bodies are referenced again."""
+        refused = 0
+        for pending in batch:
+            if pending.error is not None:
+                continue   # failed alone: nothing of it was committed
+            pending.effects.unlink.clear()
+            if pending.durable:
+                pending.error = NotDurable(
+                    "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes))
+                refused += 1
+        log.critical("%s: flushing the index after a commit failed: %d writes answered as failed, as a power "
+                     "failure may undo them (they stand until then); bodies they released are kept until the "
+                     "next start", self.index_dir, refused)
 
     def _commit_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> bool:
         try:

@@ -61,6 +61,7 @@ from midb.errors import (
     NoSuchAccount,
     NoSuchBody,
     NoSuchFolder,
+    NotDurable,
     OverQuota,
     ReadOnlyStore,
     StoreBusy,
@@ -413,7 +414,11 @@ class Store(MetadataMixin):
         become durable with the next sync of any write instead of paying one of their own."""
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
-        result, effects = shared.write(job, durable=self.fsync and durable)
+        try:
+            result, effects = shared.write(job, durable=self.fsync and durable)
+        except NotDurable as error:
+            self._publish(error.changes)   # it stands meanwhile: sessions must see it
+            raise
         self._after_commit(effects, shared)
         return result
 
@@ -427,9 +432,12 @@ class Store(MetadataMixin):
     def _after_commit(self, effects: WriteEffects, shared: SharedEnv) -> None:
         if effects.unlink:
             self._hand_over(effects.unlink, self._shards.index(shared))
-        if effects.changes:
+        self._publish(effects.changes)
+
+    def _publish(self, changes: dict[tuple[int, int], int]) -> None:
+        if changes:
             events.publish_all(self._shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
-                                        modseq in effects.changes.items()])
+                                              modseq in changes.items()])
 
     def _remove_recorded(self) -> None:
         """At open: take over the removals a process left recorded (it stopped or died first)."""
@@ -1452,13 +1460,13 @@ class Store(MetadataMixin):
         stored_places = []
         for (index, account, folder_id, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished,
                                                                                            strict=True):
+            for (changed_account, changed_folder), modseq in job_effects.changes.items():
+                effects.changed(changed_account, changed_folder, modseq)   # also a commit not durable
             if error is None:
                 uidvalidity, uids, _floor = result
                 outcomes[index] = (uidvalidity, uids[0])
                 stored_blobs.append(blob)
                 stored_places.append((account, folder_id, uids[0]))
-                for (changed_account, changed_folder), modseq in job_effects.changes.items():
-                    effects.changed(changed_account, changed_folder, modseq)
                 self._hand_over(job_effects.unlink, self._home_index(account))
                 continue
             if blob:   # empty for a copy refused before its body was written
@@ -1602,6 +1610,9 @@ class Store(MetadataMixin):
             job = make_job(blobs, digests, inline)
             try:
                 result, effects = shared.write(job, durable=self.fsync)
+            except NotDurable as error:
+                self._publish(error.changes)   # committed: its bodies are referenced, and kept
+                raise
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise

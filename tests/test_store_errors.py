@@ -10,15 +10,17 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import conversation
 import lmdb
 import pytest
 from conversation import Conversation
+from store_helpers import FailingSync
 
 from gximap.session.errors import log_store_trouble
 from midb import errors
-from midb.env import translate_lmdb_error
+from midb.env import WriteEffects, _Pending, translate_lmdb_error
 from midb.store import Store
 
 
@@ -115,3 +117,62 @@ def test_an_expunge_refused_for_a_full_store_is_not_answered_ok(conv: Conversati
     for command in (b"a2 EXPUNGE", b"a3 UID EXPUNGE 1"):
         assert conv.send(command + b"\r\n") == [
             command[:3] + b"NO [UNAVAILABLE] Try again later: message store is full (LMDB map size reached)"]
+
+
+def test_an_append_whose_sync_failed_is_not_acknowledged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """With metasync off, the sync after the commit is what puts the meta page making it current
+    on disk: when it fails, a power failure may undo the commit, so no UID is returned (APPEND OK,
+    LMTP 250 would promise the message). It stands meanwhile, and its body is kept."""
+    with Store(tmp_path / "s", fsync=True) as store:
+        store.create_account("alice")
+        inbox = store.get_folder("alice", "INBOX")
+        assert inbox is not None
+        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+        caplog.set_level(logging.ERROR, logger="midb")
+        with pytest.raises(errors.NotDurable, match="could not be flushed") as raised:
+            store.append("alice", inbox.id, b"Subject: x\r\n\r\nbody\r\n")
+        assert list(raised.value.changes) == [(store.account_id("alice"), inbox.id)]
+        (outcome,) = store.append_batch([("alice", inbox.id, b"Subject: y\r\n\r\nbody\r\n", ())])
+        assert isinstance(outcome, errors.NotDurable)
+        assert [record.levelno for record in caplog.records if "answered as failed" in record.getMessage()] == [
+            logging.CRITICAL] * 2
+        monkeypatch.undo()
+        metas = store.messages("alice", inbox.id)
+        assert len(metas) == 2 and all(store.read_body(meta.blob).startswith(b"Subject: ") for meta in metas)
+        assert store.verify() == []
+
+
+def test_a_failed_sync_fails_the_durable_writers_of_its_batch_only(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers of one group commit share its sync: each durable one is told its commit may be
+    lost; a flag change (never promised durable) stands answered; a job that failed keeps its
+    own error. None hands a body file to the remover."""
+    with Store(tmp_path / "s", fsync=True) as store:
+        shared = store._shared
+        released = bytes(16).hex()
+
+        def releases(txn: Any, dbs: Any, effects: WriteEffects) -> str:
+            effects.unlink.append(released)
+            effects.changed(1, 1, 7)
+            return "done"
+
+        def fails(txn: Any, dbs: Any, effects: WriteEffects) -> None:
+            raise errors.NoSuchFolder("gone")
+
+        batch = [_Pending(releases, True), _Pending(releases, False), _Pending(fails, True)]
+        monkeypatch.setattr(shared, "env", FailingSync(shared.env))
+        shared._run_batch(shared.env.begin(write=True), batch)
+        durable, flags, failed = batch
+        assert isinstance(durable.error, errors.NotDurable) and durable.error.changes == {(1, 1): 7}
+        assert flags.error is None and flags.result == "done"
+        assert isinstance(failed.error, errors.NoSuchFolder)
+        assert all(pending.done and pending.effects.unlink == [] for pending in batch)
+
+
+def test_an_append_whose_sync_failed_is_answered_no(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conv.store, "fsync", True)
+    monkeypatch.setattr(conv.store._shared, "env", FailingSync(conv.store._shared.env))
+    data = b"Subject: x\r\n\r\ny\r\n"
+    assert conv.send(b"a1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data)) == [
+        b"a1 NO [UNAVAILABLE] Try again later: the index could not be flushed to disk: the change may be lost"]
