@@ -288,7 +288,9 @@ class _Pending:
         self.map_full = False
 
 
-def translate_lmdb_error(error: lmdb.Error) -> MidbError:
+def translate_lmdb_error(error: lmdb.Error, index_dir: str | None = None) -> MidbError:
+    """midb's error for LMDB's; with ``index_dir``, an I/O error is told apart from a full file
+    system (see _SHORT_WRITE_ROOM)."""
     if isinstance(error, lmdb.MapFullError):
         return StoreFull("message store is full (LMDB map size reached)")
     if isinstance(error, lmdb.ReadersFullError):
@@ -299,12 +301,37 @@ def translate_lmdb_error(error: lmdb.Error) -> MidbError:
         return StoreBusy(str(error))
     if any(text in str(error) for text in _NO_ROOM_TEXTS):
         return StoreFull(f"no room left for the index: {error}")
+    if index_dir is not None and _IO_ERROR_TEXT in str(error):
+        free = _free_bytes(index_dir)
+        if free is not None and free < _SHORT_WRITE_ROOM:
+            return StoreFull(f"no room left for the index: {error} (its file system has {free} bytes free)")
+        if free is not None:
+            return MidbError(f"LMDB error: {error} (its file system has {free} bytes free)")
     return MidbError(f"LMDB error: {error}")
 
 
 # py-lmdb reports an errno from LMDB (a commit's write) as plain lmdb.Error, with its strerror()
 # text: that of the C library this process uses, so it is looked for as that library says it.
 _NO_ROOM_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+# LMDB reports a write the file system cut short as EIO, not ENOSPC (mdb_page_flush: "Use which
+# error code?"): a commit that fills the file system fails with ENOSPC if no byte of a write
+# fitted, with EIO if some did, and a store filling up shows both (tmpfs: ENOSPC for one APPEND,
+# EIO for the next). LMDB writes a commit's pages at most 64 at a time (MDB_COMMIT_PAGES, 256 KiB
+# of 4 KiB pages), so a write cut short for want of room leaves less than that free: an EIO with
+# less than this free for the index's owner is taken for a full file system. One with more is an
+# I/O error (or room freed since, which the same NO [UNAVAILABLE] answers alike); the message
+# says how much was free either way.
+_IO_ERROR_TEXT = os.strerror(errno.EIO)
+_SHORT_WRITE_ROOM = 1 << 20
+
+
+def _free_bytes(path: str) -> int | None:
+    """Bytes the file system holding ``path`` has free for an unprivileged writer (None: unknown)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 class _LmdbErrors:
@@ -786,11 +813,10 @@ class SharedEnv:
             return False
         return True
 
-    @staticmethod
-    def _fail(batch: list[_Pending], error: BaseException) -> None:
+    def _fail(self, batch: list[_Pending], error: BaseException) -> None:
         map_full = isinstance(error, lmdb.MapFullError) or isinstance(error.__cause__, lmdb.MapFullError)
         if isinstance(error, lmdb.Error):
-            error = translate_lmdb_error(error)
+            error = translate_lmdb_error(error, self.index_dir)
         for pending in batch:
             pending.error = error
             pending.effects = WriteEffects()

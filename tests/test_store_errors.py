@@ -35,6 +35,39 @@ def test_lmdb_errors_are_named_by_what_the_administrator_must_do(error: lmdb.Err
     assert type(translate_lmdb_error(error)) is kind
 
 
+@pytest.mark.parametrize(("free", "kind", "said"), [
+    (0, errors.StoreFull, "no room left for the index: mdb_txn_commit: {eio} (its file system has 0 bytes free)"),
+    (200 << 10, errors.StoreFull, "no room left for the index: mdb_txn_commit: {eio} (its file system has 204800 "
+                                  "bytes free)"),
+    (50 << 30, errors.MidbError, "LMDB error: mdb_txn_commit: {eio} (its file system has 53687091200 bytes free)"),
+])
+def test_an_io_error_of_a_commit_on_a_full_file_system_is_no_room(free: int, kind: type, said: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """LMDB reports a write the file system cut short as EIO: with next to nothing free (less
+    than one of its writes), that is a full file system; the free space is said either way."""
+    asked: list[str] = []
+
+    def statvfs(path: str) -> os.statvfs_result:
+        asked.append(path)
+        return os.statvfs_result((4096, 4096, 1 << 20, free // 4096, free // 4096, 0, 0, 0, 0, 255))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    error = translate_lmdb_error(lmdb.Error(f"mdb_txn_commit: {os.strerror(errno.EIO)}"), "/srv/midb/index")
+    assert type(error) is kind and str(error) == said.format(eio=os.strerror(errno.EIO))
+    assert asked == ["/srv/midb/index"]
+
+
+def test_a_commit_cut_short_by_a_full_file_system_is_reported_as_store_full(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "s", fsync=False) as store:
+        def short_write(txn: Any, dbs: Any, effects: Any) -> None:
+            raise lmdb.Error(f"mdb_txn_commit: {os.strerror(errno.EIO)}")
+
+        monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1 << 20, 0, 0, 0, 0, 0, 0, 255)))
+        with pytest.raises(errors.StoreFull, match="its file system has 0 bytes free"):
+            store._shared.write(short_write, durable=False)
+
+
 @pytest.mark.parametrize(("exc", "level"), [
     (errors.StoreFull("cannot store message body: No space left on device"), logging.ERROR),
     (errors.MidbError("LMDB error: mdb_txn_commit: Input/output error"), logging.ERROR),
