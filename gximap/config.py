@@ -436,7 +436,9 @@ DIRECTIVES: tuple[Directive, ...] = (
           "fsync message bodies and the index before a change that adds or removes mail is acknowledged "
           "(flag changes are synced with the next such change)."),
     _midb("midb_map_size",
-          "Maximum size of the midb LMDB index (its memory map)."),
+          "Maximum size of the midb LMDB index (its memory map), of each shard. Mail is refused "
+          "(NO [UNAVAILABLE], LMTP 451) once less than a tenth of it (at least 64M, at most half) is "
+          "left: that rest is kept for deleting mail, which needs room in the map too."),
     _d("midb_parse_delay", "timespan", "2s",
        "How long after a message is stored its MIME structure is parsed (for ENVELOPE, BODYSTRUCTURE "
        "and header SEARCH), by a background thread; a message expunged before then is never parsed, "

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from midb import bodyrecords, columns, indexes, removal, savedates, sortindex, summary
-from midb.errors import MidbError, StoreBusy, StoreFull
+from midb.errors import MidbError, NotDurable, StoreBusy, StoreFull
 from midb.prefetch import LeafPrefetcher
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).
 SHARD_COUNT_KEY = b"shards"
+# In the meta table of every shard: the id of the last transaction that only freed pages for a
+# write that found the map full (SharedEnv._make_room).
+_TURNOVER_KEY = b"turnover"
 
 DB_NAMES = (
     "meta",            # b"schema" -> u32 version
@@ -102,6 +105,29 @@ def set_blocking_hook(hook: Callable[[], contextlib.AbstractContextManager[None]
 
 def blocking() -> contextlib.AbstractContextManager[None]:
     return _blocking()
+
+# Writes that add data (an append or delivery, a COPY, a new folder or account, an annotation)
+# are refused with StoreFull once a shard's LMDB map has less than a reserve left, so that the
+# writes that remove mail always find pages: LMDB copies every page a write changes, a removal's
+# too, and frees the old pages only once a later commit has superseded it. At a full map not even
+# a STORE \Deleted could be written, and no mail deleted to make room. Measured on a folder of
+# 100,000 messages (96 MiB of index), the first piece of a bulk command (2,000 messages,
+# gximap.session.pieces) dirtied 5.7 MiB for a STORE and 12 MiB for an EXPUNGE with the messages
+# scattered over the folder (each touches a leaf of every table: its record, its body record,
+# its flag column entry...), far less for a range of neighbours; a larger store spreads them
+# further, up to about 6 pages a message. Hence 10 % of the map (820 MiB of the default 8 GiB,
+# room for the later, larger pieces too), at least 64 MiB, and at most half of a small map
+# (a map of a few MiB holds too few messages for a piece to need more). Writes derived from
+# mail already admitted (its parsed structure, its sort entry) are not refused: their size
+# follows what came in.
+GROWTH_RESERVE_SHARE = 0.1
+GROWTH_RESERVE_MIN = 64 << 20
+
+
+def growth_limit(map_size: int, page_size: int) -> int:
+    """Pages a map of ``map_size`` bytes may have in use before writes adding data are refused."""
+    reserve = min(map_size // 2, max(int(map_size * GROWTH_RESERVE_SHARE), GROWTH_RESERVE_MIN))
+    return (map_size - reserve) // page_size
 
 # A leader about to commit durably waits this long at most for writers that announced themselves
 # (arrival()) and are still writing their bodies, so that they share its sync instead of each
@@ -242,7 +268,7 @@ class _Waiter:
 
 
 class _Pending:
-    __slots__ = ("job", "durable", "effects", "result", "error", "done")
+    __slots__ = ("job", "durable", "effects", "result", "error", "done", "map_full")
 
     def __init__(self, job: WriteJob[Any], durable: bool) -> None:
         self.job = job
@@ -251,9 +277,20 @@ class _Pending:
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.map_full = False   # failed for want of pages in the map: tried once more (_run_batch)
+
+    def again(self) -> None:
+        """Undo a failure, to run the job once more."""
+        self.effects = WriteEffects()
+        self.result = None
+        self.error = None
+        self.done = False
+        self.map_full = False
 
 
-def translate_lmdb_error(error: lmdb.Error) -> MidbError:
+def translate_lmdb_error(error: lmdb.Error, index_dir: str | None = None) -> MidbError:
+    """midb's error for LMDB's; with ``index_dir``, an I/O error is told apart from a full file
+    system (see _SHORT_WRITE_ROOM)."""
     if isinstance(error, lmdb.MapFullError):
         return StoreFull("message store is full (LMDB map size reached)")
     if isinstance(error, lmdb.ReadersFullError):
@@ -264,12 +301,37 @@ def translate_lmdb_error(error: lmdb.Error) -> MidbError:
         return StoreBusy(str(error))
     if any(text in str(error) for text in _NO_ROOM_TEXTS):
         return StoreFull(f"no room left for the index: {error}")
+    if index_dir is not None and _IO_ERROR_TEXT in str(error):
+        free = _free_bytes(index_dir)
+        if free is not None and free < _SHORT_WRITE_ROOM:
+            return StoreFull(f"no room left for the index: {error} (its file system has {free} bytes free)")
+        if free is not None:
+            return MidbError(f"LMDB error: {error} (its file system has {free} bytes free)")
     return MidbError(f"LMDB error: {error}")
 
 
 # py-lmdb reports an errno from LMDB (a commit's write) as plain lmdb.Error, with its strerror()
 # text: that of the C library this process uses, so it is looked for as that library says it.
 _NO_ROOM_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+# LMDB reports a write the file system cut short as EIO, not ENOSPC (mdb_page_flush: "Use which
+# error code?"): a commit that fills the file system fails with ENOSPC if no byte of a write
+# fitted, with EIO if some did, and a store filling up shows both (tmpfs: ENOSPC for one APPEND,
+# EIO for the next). LMDB writes a commit's pages at most 64 at a time (MDB_COMMIT_PAGES, 256 KiB
+# of 4 KiB pages), so a write cut short for want of room leaves less than that free: an EIO with
+# less than this free for the index's owner is taken for a full file system. One with more is an
+# I/O error (or room freed since, which the same NO [UNAVAILABLE] answers alike); the message
+# says how much was free either way.
+_IO_ERROR_TEXT = os.strerror(errno.EIO)
+_SHORT_WRITE_ROOM = 1 << 20
+
+
+def _free_bytes(path: str) -> int | None:
+    """Bytes the file system holding ``path`` has free for an unprivileged writer (None: unknown)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 class _LmdbErrors:
@@ -321,7 +383,7 @@ class SharedEnv:
                 mode=0o750,
             )
         try:
-            self.env.reader_check()   # reclaim reader slots of processes that died (e.g. SIGKILL)
+            self.clear_dead_readers()
             self.dbs = Databases()
             self.dbs.legacy_bodies = None
             self.dbs.pages = LeafPrefetcher(os.path.join(index_dir, "data.mdb"), self.env.stat()["psize"])
@@ -358,6 +420,10 @@ class SharedEnv:
         self._gathering = False   # a leader waits on _queue_cv for announced arrivals
         self._arriving = 0   # writers that announced a durable write (see arrival())
         self._announced = threading.local()   # .arrival: this thread's pending announcement
+        self._page_size: int = self.env.stat()["psize"]
+        # (last_txnid, pages in use) of the last count (room_to_grow): reused until a commit.
+        self._pages_counted: tuple[int, int] = (-1, 0)
+        self._growth_refused = False   # logged once each time growth starts or stops being refused
 
     def close(self) -> None:
         pages = getattr(getattr(self, "dbs", None), "pages", None)
@@ -430,6 +496,59 @@ class SharedEnv:
                 # A store older than schema 5 has one shard.
                 txn.put(SHARD_COUNT_KEY, (1).to_bytes(4, "big"), db=self.dbs.meta, overwrite=False)
                 txn.put(b"schema", SCHEMA_VERSION.to_bytes(4, "big"), db=self.dbs.meta)
+
+    # ---- room in the map -----------------------------------------------------------------------
+
+    def clear_dead_readers(self) -> int:
+        """Free the reader slots of processes that died inside a read transaction (SIGKILL, the
+        OOM killer; a ``midb export`` or ``backup`` walking a big folder): LMDB keeps the
+        snapshot of such a slot readable, so no page freed after it is used again, and every
+        commit grows the data file by the pages it wrote, up to a full map. LMDB looks at its
+        slots only when asked: at each open, every READER_CHECK seconds of a serving process
+        (midb.orphans.OrphanSweeper) and when a write finds the map full. -> slots freed."""
+        cleared = self.env.reader_check()
+        if cleared:
+            log.warning("%s: freed %d LMDB reader slots of processes that died while reading",
+                        self.index_dir, cleared)
+        return cleared
+
+    def room_to_grow(self) -> bool:
+        """Whether a write that adds data may go ahead: the map has more than its reserve left
+        (growth_limit). Cheap while the data file's high-water mark is below the limit (one
+        env.info(), about a microsecond). Above it, the pages of every database are counted
+        (about 30 µs), since pages freed by removals are used again before the file grows; the
+        count stands until the next commit of any process."""
+        info = self.env.info()
+        limit = growth_limit(info["map_size"], self._page_size)
+        if info["last_pgno"] + 1 < limit:
+            room = True
+        else:
+            counted_at, pages = self._pages_counted
+            if counted_at != info["last_txnid"]:
+                pages = self._pages_in_use()
+                self._pages_counted = (info["last_txnid"], pages)
+            room = pages < limit
+        if room == self._growth_refused:
+            self._growth_refused = not room
+            if room:
+                log.warning("%s: the LMDB map has room again: mail is accepted", self.index_dir)
+            else:
+                log.error("%s: the LMDB map is nearly full: mail is refused, the rest of the map is kept "
+                          "for deleting mail; raise midb_map_size", self.index_dir)
+        return room
+
+    def _pages_in_use(self) -> int:
+        """Pages of the map holding data: those of every database, their directory (the main
+        database) and the two meta pages; not those in LMDB's list of free pages."""
+        pages = 2
+        with self.read() as txn:
+            for name in DB_NAMES:
+                db = getattr(self.dbs, name)
+                if db is not None:
+                    stat = txn.stat(db)
+                    pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        stat = self.env.stat()
+        return pages + stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
 
     # ---- transactions -------------------------------------------------------------------------
 
@@ -601,8 +720,17 @@ class SharedEnv:
         try:
             with _blocking():
                 committed = self._commit_batch(txn, batch)
-                if committed and any(p.durable for p in batch):
-                    self.sync()
+                squeezed = [pending for pending in batch if pending.map_full]
+                if squeezed and self._make_room():
+                    for pending in squeezed:
+                        pending.again()
+                    retry = self._begin()
+                    if isinstance(retry, BaseException):
+                        self._fail(squeezed, retry)
+                    elif self._commit_batch(retry, squeezed):
+                        committed = True
+                if committed and any(p.durable for p in batch) and not self.sync():
+                    self._not_durable(batch)
         finally:
             for pending in batch:
                 if not pending.done:
@@ -613,14 +741,35 @@ class SharedEnv:
     def sync(self) -> bool:
         """Make every commit so far durable: the meta page of the commit just made (metasync is
         off), or everything when a Store that wants durability shares an env another Store
-        opened with sync off. The commit stands either way, so a failed flush is logged (False),
-        not reported as a failed write."""
+        opened with sync off. False (logged) if the flush failed: the commit stands in this
+        process's view, but a power failure may undo it (_not_durable)."""
         try:
             self.env.sync(True)
         except lmdb.Error as error:
             log.error("flushing %s failed: %s", self.index_dir, error)
             return False
         return True
+
+    def _not_durable(self, batch: list[_Pending]) -> None:
+        """The sync after a batch's commit failed. Its durable writers are told so (NotDurable),
+        not acknowledged: their commit may be undone by a power failure, and syncing again proves
+        nothing (the kernel may have dropped the pages it failed to write). No body file the batch
+        released goes to the remover either, durable writer's or not: after such an undo the index
+        would name it again. Their removal records, in the same commit, stay for the next open of
+        the store (Store._remove_recorded), which syncs before it removes anything; a commit
+        undone takes its records with it, and the bodies are referenced again."""
+        refused = 0
+        for pending in batch:
+            if pending.error is not None:
+                continue   # failed alone: nothing of it was committed
+            pending.effects.unlink.clear()
+            if pending.durable:
+                pending.error = NotDurable(
+                    "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes))
+                refused += 1
+        log.critical("%s: flushing the index after a commit failed: %d writes answered as failed, as a power "
+                     "failure may undo them (they stand until then); bodies they released are kept until the "
+                     "next start", self.index_dir, refused)
 
     def _commit_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> bool:
         try:
@@ -649,14 +798,30 @@ class SharedEnv:
             return False
         return True
 
-    @staticmethod
-    def _fail(batch: list[_Pending], error: BaseException) -> None:
+    def _make_room(self) -> bool:
+        """After a write found the map full: make what room there is usable, and say whether the
+        write should be tried again (False: not even this fitted). LMDB reuses the pages a commit
+        frees only from the commit after the next one on (the commit before the last stays
+        readable, for a crash), so the pages a big removal freed are not there yet for a removal
+        right after it, and a retry that commits nothing in between never gets them: a change of
+        one key lets them go. A dead process's reader slot keeps pages too (clear_dead_readers)."""
+        try:
+            self.clear_dead_readers()
+            with self.env.begin(write=True) as txn:
+                txn.put(_TURNOVER_KEY, txn.id().to_bytes(8, "big"), db=self.dbs.meta)
+        except lmdb.Error:
+            return False
+        return True
+
+    def _fail(self, batch: list[_Pending], error: BaseException) -> None:
+        map_full = isinstance(error, lmdb.MapFullError) or isinstance(error.__cause__, lmdb.MapFullError)
         if isinstance(error, lmdb.Error):
-            error = translate_lmdb_error(error)
+            error = translate_lmdb_error(error, self.index_dir)
         for pending in batch:
             pending.error = error
             pending.effects = WriteEffects()
             pending.done = True
+            pending.map_full = map_full
 
 
 # ---- process-wide registry ---------------------------------------------------------------------

@@ -101,5 +101,17 @@ class StoreFull(StoreBusy):
     index has reached its map size. Temporary for the client (4xx); the administrator must act."""
 
 
+class NotDurable(MidbError):
+    """A write committed, but the sync that makes it durable failed (an I/O error flushing the
+    index): a power failure may undo it, so it is not acknowledged (NO [UNAVAILABLE], LMTP 451),
+    although it stands meanwhile. After a failed fsync the kernel may have dropped the pages it
+    could not write, so a later sync that succeeds would vouch for nothing. ``changes`` are the
+    folders the write changed, {(account id, folder id): highest MODSEQ written}, to announce."""
+
+    def __init__(self, message: str, changes: dict[tuple[int, int], int] | None = None) -> None:
+        super().__init__(message)
+        self.changes = changes or {}
+
+
 class ReadOnlyStore(MidbError):
     """A write was attempted on a Store opened with readonly=True."""

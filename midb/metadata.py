@@ -89,10 +89,11 @@ def _check_limit(name: str, value: object) -> int:
 
 class MetadataMixin:
     """The annotation methods of :class:`midb.store.Store` (which provides the helpers used here:
-    ``_home``, ``_write``, ``_account``, ``_account_id`` and ``_folder``)."""
+    ``_home``, ``_write``, ``_refuse_growth``, ``_account``, ``_account_id`` and ``_folder``)."""
 
     _home: Any
     _write: Any
+    _refuse_growth: Any
     _account: Any
     _account_id: Any
     _folder: Any
@@ -202,4 +203,7 @@ class MetadataMixin:
                 raise MetadataTooMany(f"more than {max_entries} annotations")
             quotas.check_growth(quotas.ANNOTATION_STORAGE, octets_before, octets, octet_limit)
 
-        self._write(job, self._home(account))
+        home = self._home(account)
+        if any(value is not None for value in wanted.values()):   # removing annotations always goes
+            self._refuse_growth(home)
+        self._write(job, home)

@@ -61,9 +61,11 @@ from midb.errors import (
     NoSuchAccount,
     NoSuchBody,
     NoSuchFolder,
+    NotDurable,
     OverQuota,
     ReadOnlyStore,
     StoreBusy,
+    StoreFull,
     TooBig,
     TooManyKeywords,
 )
@@ -413,16 +415,30 @@ class Store(MetadataMixin):
         become durable with the next sync of any write instead of paying one of their own."""
         if self.readonly:
             raise ReadOnlyStore("store opened read-only")
-        result, effects = shared.write(job, durable=self.fsync and durable)
+        try:
+            result, effects = shared.write(job, durable=self.fsync and durable)
+        except NotDurable as error:
+            self._publish(error.changes)   # it stands meanwhile: sessions must see it
+            raise
         self._after_commit(effects, shared)
         return result
+
+    @staticmethod
+    def _refuse_growth(shared: SharedEnv) -> None:
+        """StoreFull for a write that adds data to a shard whose map is nearly full: the rest
+        is kept for the writes that remove mail (midb.env.GROWTH_MAP_SHARE)."""
+        if not shared.room_to_grow():
+            raise StoreFull("message store is full (the rest of the LMDB map is kept for deleting mail)")
 
     def _after_commit(self, effects: WriteEffects, shared: SharedEnv) -> None:
         if effects.unlink:
             self._hand_over(effects.unlink, self._shards.index(shared))
-        if effects.changes:
+        self._publish(effects.changes)
+
+    def _publish(self, changes: dict[tuple[int, int], int]) -> None:
+        if changes:
             events.publish_all(self._shared, [(account_id, folder_id, modseq) for (account_id, folder_id),
-                                        modseq in effects.changes.items()])
+                                              modseq in changes.items()])
 
     def _remove_recorded(self) -> None:
         """At open: take over the removals a process left recorded (it stopped or died first)."""
@@ -463,6 +479,12 @@ class Store(MetadataMixin):
         shards = self._live_shards()
         for shard, blob_raws in by_shard.items():
             self._write(_forget_removals(blob_raws), shards[shard], durable=False)
+
+    def clear_dead_readers(self) -> int:
+        """Free the LMDB reader slots of dead processes in every shard (SharedEnv.clear_dead_readers);
+        -> slots freed."""
+        with lmdb_errors():
+            return sum(shared.clear_dead_readers() for shared in self._live_shards())
 
     def wait_for_removals(self, timeout: float = removal.CLOSE_WAIT) -> bool:
         """Wait until the body files released so far are removed (True), or ``timeout`` passed."""
@@ -665,6 +687,7 @@ class Store(MetadataMixin):
                 txn.put(name_key(account_id, folder_name), b"", db=dbs.subscriptions)
             return account
 
+        self._refuse_growth(home)
         return self._write(job, home)
 
     def get_account(self, name: str) -> Account | None:
@@ -1041,7 +1064,9 @@ class Store(MetadataMixin):
             effects.changed(account_id, record.id, record.highestmodseq)
             return self._info(txn, dbs, account_id, record)
 
-        return self._write(job, self._home(account))
+        home = self._home(account)
+        self._refuse_growth(home)
+        return self._write(job, home)
 
     def set_uidvalidity(self, account: str, folder_id: int, uidvalidity: int) -> None:
         """For importers: only while the folder has never held a message."""
@@ -1450,6 +1475,12 @@ class Store(MetadataMixin):
         finished: list[tuple[Any, BaseException | None, WriteEffects]] = [(None, None, WriteEffects())] * len(live)
         for shard, positions in by_shard.items():
             shared = self._live_shards()[shard]
+            try:
+                self._refuse_growth(shared)
+            except StoreFull as full:   # this shard's copies only; no body written for them
+                for position in positions:
+                    finished[position] = (None, full, WriteEffects())
+                continue
             with shared.arrival():
                 group_blobs, digests, inline = self._store_bodies([live[position][3][0][0] for position in positions],
                                                                   shard, shared)
@@ -1471,16 +1502,17 @@ class Store(MetadataMixin):
         stored_places = []
         for (index, account, folder_id, *_rest), blob, (result, error, job_effects) in zip(live, blobs, finished,
                                                                                            strict=True):
+            for (changed_account, changed_folder), modseq in job_effects.changes.items():
+                effects.changed(changed_account, changed_folder, modseq)   # also a commit not durable
             if error is None:
                 uidvalidity, uids, _floor = result
                 outcomes[index] = (uidvalidity, uids[0])
                 stored_blobs.append(blob)
                 stored_places.append((account, folder_id, uids[0]))
-                for (changed_account, changed_folder), modseq in job_effects.changes.items():
-                    effects.changed(changed_account, changed_folder, modseq)
                 self._hand_over(job_effects.unlink, self._home_index(account))
                 continue
-            failed_blobs.append(blob)
+            if blob:   # empty for a copy refused before its body was written
+                failed_blobs.append(blob)
             if isinstance(error, MidbError):
                 outcomes[index] = error
             elif unexpected is None:
@@ -1613,12 +1645,16 @@ class Store(MetadataMixin):
         them (durably); a failed commit removes the bodies again. -> (the job's result, body ids)."""
         shard = self._home_index(account)
         shared = self._live_shards()[shard]
+        self._refuse_growth(shared)   # before any body file is written
         # Announced while the bodies are written and synced: a concurrent commit waits for us.
         with shared.arrival():
             blobs, digests, inline = self._store_bodies([entry[0] for entry in prepared], shard, shared)
             job = make_job(blobs, digests, inline)
             try:
                 result, effects = shared.write(job, durable=self.fsync)
+            except NotDurable as error:
+                self._publish(error.changes)   # committed: its bodies are referenced, and kept
+                raise
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
@@ -2075,7 +2111,11 @@ class Store(MetadataMixin):
             effects.changed(dst_account_id, dst.id, dst.highestmodseq)
             return dst.uidvalidity, pairs
 
-        return self._write(job, self._home(account))
+        home = self._home(account)
+        if not move:
+            # A MOVE adds about what it removes, and is how most clients delete (into Trash).
+            self._refuse_growth(home)
+        return self._write(job, home)
 
     def _transfer_across(self, account: str, src_folder_id: int, wanted: list[int], dst_account: str,
                          dst_folder_id: int, *, move: bool) -> tuple[int, list[tuple[int, int]]]:

@@ -72,3 +72,17 @@ def folder_state(store: Store, account: str, name: str) -> dict[int, tuple[set[s
     assert folder is not None, name
     return {m.uid: (set(m.flags), m.internaldate, store.read_body(m.blob))
             for m in store.messages(account, folder.id)}
+
+
+class FailingSync:
+    """An LMDB environment whose flush fails, as fdatasync() does on an I/O error; the rest is the
+    environment's (put in place of a SharedEnv's ``env``)."""
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+
+    def sync(self, force: bool = False) -> None:
+        raise lmdb.Error("mdb_env_sync: Input/output error")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import pytest
 from conversation import DATA_DIR, Conversation
 from net_helpers import TIMEOUT, wait_until
+from store_helpers import FailingSync
 
 from gximap.auth.maps import NameMap
 from gximap.filters import FilterCommand
@@ -30,6 +31,7 @@ from gximap.net.handler import INPUT_HIGH_WATER, ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from midb import columns
+from midb.env import SharedEnv
 from midb.errors import StoreBusy
 from midb.store import Store
 
@@ -209,6 +211,32 @@ def test_temporary_store_trouble_gives_451_for_that_recipient_only(store: Store)
     assert replies[4] == "451 4.3.0 Temporary failure, try again later"
     assert replies[5].startswith("250 2.0.0 <bob@test.example>")
     assert stored(store, "alice") == [] and len(stored(store, "bob")) == 1
+
+
+def test_a_shard_at_its_map_reserve_defers_mail_with_451(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Mail is refused once an LMDB map has only its reserve left (kept for deleting mail,
+    midb.env.growth_limit): the MTA is told to retry, the administrator why."""
+    monkeypatch.setattr(SharedEnv, "room_to_grow", lambda _self: False)
+    client = Client(make_context(store))
+    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
+        replies = client.transaction(["alice@test.example", "bob@test.example"])
+    assert replies[4:6] == ["451 4.3.0 Temporary failure, try again later"] * 2
+    assert stored(store, "alice") == stored(store, "bob") == []
+    assert "store full, mail deferred: message store is full (the rest of the LMDB map is kept" in caplog.text
+    assert not [path for path in (Path(store.path) / "eml").rglob("*") if path.is_file()]   # no body written
+
+
+def test_a_delivery_whose_index_flush_failed_gets_451(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A commit whose sync failed may be undone by a power failure: 250 would promise the mail."""
+    monkeypatch.setattr(store, "fsync", True)
+    monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+    client = Client(make_context(store))
+    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
+        replies = client.transaction(["alice@test.example", "bob@test.example"])
+    assert replies[4:6] == ["451 4.3.0 Temporary failure, try again later"] * 2
+    assert "store error, mail deferred: the index could not be flushed to disk" in caplog.text
 
 
 def test_one_recipient_without_a_filter_is_stored_by_the_serving_thread(store: Store) -> None:

@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import lmdb
 import pytest
+from net_helpers import wait_until
 from store_helpers import folder_id, store_with_alice
 
 from midb import maintenance, orphans, removal
@@ -103,6 +105,85 @@ def test_a_process_that_dies_while_the_server_runs_is_swept_at_the_next_look(
         finally:
             sweeper.stop()
         assert len(markers(tmp_path / "store")) == 1
+
+
+HOLDS_A_READ = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from midb.store import Store
+
+    store = Store(sys.argv[1], fsync=False)
+    snapshot = store._shards[0].read()   # a long read, as of an export walking a big folder
+    print("READY", flush=True)
+    time.sleep(600)
+""")
+
+
+def reader_pids(store: Store) -> set[int]:
+    """The processes holding a reader slot of shard 0 (LMDB's table: pid, thread, txnid)."""
+    lines = store._shards[0].env.readers().splitlines()[1:]
+    return {int(line.split()[0]) for line in lines if line.split() and line.split()[0].isdigit()}
+
+
+def churn(store: Store, rounds: int) -> int:
+    """Pages the data file grows by over ``rounds`` appends and expunges of a small message."""
+    shared = store._shards[0]
+    before = shared.env.info()["last_pgno"]
+    inbox = folder_id(store)
+    for _ in range(rounds):
+        _, uid = store.append("alice", inbox, MSG + b"z" * 3000, flags=["\\Deleted"])
+        store.expunge("alice", inbox, [uid])
+    return int(shared.env.info()["last_pgno"] - before)
+
+
+def test_a_reader_that_died_is_let_go_while_the_server_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process killed inside a read transaction leaves its LMDB reader slot, and no page freed
+    after its snapshot is used again: without the sweeper's look, the index of a server that stays
+    up grows with every commit."""
+    monkeypatch.setattr(orphans, "READER_CHECK", 0.05)
+    path = tmp_path / "store"
+    with store_with_alice(path, inline_limit=16384) as store:
+        alone = churn(store, 200)
+        sweeper = OrphanSweeper(store)
+        assert not sweeper.start()
+        try:
+            reader = subprocess.Popen([sys.executable, "-c", HOLDS_A_READ, str(path), REPO], stdout=subprocess.PIPE)
+            try:
+                assert reader.stdout is not None and reader.stdout.readline() == b"READY\n"
+                assert reader.pid in reader_pids(store)
+            finally:
+                reader.kill()
+                reader.wait(30)
+            looks = sweeper.reader_checks
+            assert wait_until(lambda: sweeper.reader_checks >= looks + 2)   # one begun after the kill
+            assert reader.pid not in reader_pids(store)
+            assert churn(store, 200) <= max(10, 2 * alone)
+        finally:
+            sweeper.stop()
+
+
+def test_a_write_that_finds_the_map_full_lets_go_of_dead_readers(tmp_path: Path) -> None:
+    """Before a write is refused for a full map, the pages a dead reader held are freed, and the
+    write is tried once more (SharedEnv._make_room)."""
+    path = tmp_path / "store"
+    with store_with_alice(path) as store:
+        reader = subprocess.Popen([sys.executable, "-c", HOLDS_A_READ, str(path), REPO], stdout=subprocess.PIPE)
+        try:
+            assert reader.stdout is not None and reader.stdout.readline() == b"READY\n"
+        finally:
+            reader.kill()
+            reader.wait(30)
+        assert reader.pid in reader_pids(store)
+        tries: list[bool] = []
+
+        def job(txn: object, dbs: object, effects: object) -> str:
+            tries.append(reader.pid in reader_pids(store))
+            if len(tries) == 1:
+                raise lmdb.MapFullError("mdb_page_alloc: MDB_MAP_FULL")
+            return "written"
+
+        assert store._shards[0].write(job, durable=False)[0] == "written"
+        assert tries == [True, False]
 
 
 def test_a_durable_store_syncs_its_marker_into_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import body_files, folder_id, store_with_alice
+from store_helpers import FailingSync, body_files, folder_id, store_with_alice
 
 from midb import removal
 from midb import shards as shards_of
 from midb.env import SharedEnv
+from midb.errors import NotDurable
 from midb.removal import BodyRemover
 from midb.store import Store
 
@@ -263,6 +264,27 @@ def test_a_taken_over_record_is_made_durable_before_its_file_is_removed(
     with Store(path, fsync=False) as store:
         assert body_files(store) == [] and recorded(store) == []
     assert order[:2] == ["sync", "remove"]
+
+
+def test_an_expunge_whose_sync_failed_keeps_its_files_for_the_next_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its commit may be undone by a power failure (the meta page that makes it current is not on
+    disk), and the index would then name the body files again: they are not handed to the
+    remover. Their records stay, and the next open removes the files once its sync succeeds."""
+    path = tmp_path / "store"
+    with store_with_alice(path, fsync=True) as store:
+        inbox = folder_id(store)
+        uid = store.append("alice", inbox, MSG)[1]
+        (blob,) = body_files(store)
+        store.store_flags("alice", inbox, [uid], "add", ["\\Deleted"])
+        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+        with pytest.raises(NotDurable):
+            store.expunge("alice", inbox)
+        monkeypatch.undo()
+        assert store.uids("alice", inbox) == []   # it stands meanwhile
+        assert body_files(store) == [blob] and recorded(store) == [blob]
+    with Store(path, fsync=True) as store:
+        assert body_files(store) == [] and recorded(store) == []
 
 
 def test_a_damaged_record_is_reported_and_dropped_never_acted_on(tmp_path: Path) -> None:

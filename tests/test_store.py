@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 from store_helpers import body_files
 
-from midb import bodyrecords, maintenance, mime
+from midb import bodyrecords, env, maintenance, mime
 from midb import store as midb_store
 from midb.accounts import normalize_account_name
 from midb.blobs import pack_blob_record
@@ -31,6 +32,7 @@ from midb.errors import (
     OverQuota,
     ReadOnlyStore,
     StoreBusy,
+    StoreFull,
     TooBig,
 )
 from midb.folders import FolderRecord, normalize_name
@@ -1281,6 +1283,89 @@ def test_map_full_is_transient_and_clean(tmp_path: Path) -> None:
         stored = store.uids("alice", inbox)
         assert len(body_files(store)) == len(stored)      # the failed batch left no bodies behind
         assert store.verify() == []
+
+
+def test_a_full_map_keeps_room_for_removing_mail(tmp_path: Path) -> None:
+    """Appends stop at the map's reserve (midb.env.growth_limit), so that flagging, expunging and
+    deleting a folder, which copy the pages they change, still have room; then mail fits again."""
+    with Store(tmp_path / "s", fsync=False, map_size=1 << 20, inline_limit=0, shards=1) as store:
+        store.create_account("alice")
+        inbox = inbox_id(store)
+        old = store.create_folder("alice", "Old").id
+        with pytest.raises(StoreFull, match="kept for deleting mail"):
+            for n in range(5000):   # the map holds about 500
+                store.append("alice", old if n % 2 else inbox, MSG + b"x" * 200)
+        files = len(body_files(store))
+        assert files == len(store.uids("alice", inbox)) + len(store.uids("alice", old))  # none left by the refusal
+        shard = store._shards[0]
+        assert shard._pages_in_use() < env.growth_limit(shard.env.info()["map_size"], 4096) + 8
+        uids = store.uids("alice", inbox)
+        store.store_flags("alice", inbox, uids, "add", ["\\Deleted"])
+        assert store.expunge("alice", inbox) == uids
+        store.delete_folder("alice", "Old")   # with the pages the expunge freed (SharedEnv._make_room)
+        store.append("alice", inbox, MSG)
+        assert len(body_files(store)) == 1
+        assert store.verify() == []
+
+
+def test_a_write_that_finds_the_map_full_is_tried_again_after_a_commit(store: Store, alice: Account) -> None:
+    """LMDB reuses the pages a commit frees only after one more commit: a big removal right
+    after another one may find the map full though half of it is free. The leader then commits a
+    change of one key, and runs the write once more."""
+    shared = store._shards[0]
+    calls: list[int] = []
+
+    def job(txn: Any, dbs: Any, effects: Any) -> str:
+        calls.append(txn.id())
+        if len(calls) == 1:
+            raise lmdb.MapFullError("mdb_page_alloc: MDB_MAP_FULL")
+        return "written"
+
+    assert shared.write(job, durable=False)[0] == "written"
+    assert len(calls) == 2 and calls[1] == calls[0] + 1   # a commit between: the pages freed before go
+
+    def never_fits(txn: Any, dbs: Any, effects: Any) -> None:
+        calls.append(txn.id())
+        raise lmdb.MapFullError("mdb_page_alloc: MDB_MAP_FULL")
+
+    with pytest.raises(StoreFull):
+        shared.write(never_fits, durable=False)
+    assert len(calls) == 4   # once more, not for ever
+
+
+def test_only_writes_adding_data_are_refused_at_the_reserve(store: Store, alice: Account,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = inbox_id(store)
+    trash = folder(store, "Trash").id
+    _, first = store.append("alice", inbox, MSG)
+    _, second = store.append("alice", inbox, MSG)
+    store.set_metadata("alice", inbox, [("/private/comment", b"note")])
+    monkeypatch.setattr(env.SharedEnv, "room_to_grow", lambda _self: False)
+    refused: list[Any] = [
+        lambda: store.append("alice", inbox, MSG),
+        lambda: store.append_many("alice", inbox, [(MSG, (), None, 0)]),
+        lambda: store.replace("alice", inbox, MSG, replacing=(inbox, first)),
+        lambda: store.copy("alice", inbox, [first], trash),
+        lambda: store.create_folder("alice", "New"),
+        lambda: store.create_account("bob"),
+        lambda: store.set_metadata("alice", inbox, [("/private/comment", b"other")]),
+    ]
+    for write in refused:
+        with pytest.raises(StoreFull):
+            write()
+    (outcome,) = store.append_batch([("alice", inbox, MSG, ())])
+    assert isinstance(outcome, StoreFull)
+    assert store.uids("alice", inbox) == [first, second] and store.uids("alice", trash) == []
+    assert len(body_files(store)) == 2
+    # What removes or only changes mail goes on: flags, a MOVE (into Trash: how clients delete),
+    # an expunge, an annotation's removal, a folder's deletion.
+    store.set_metadata("alice", inbox, [("/private/comment", None)])
+    store.store_flags("alice", inbox, [first], "add", ["\\Seen"])
+    store.move("alice", inbox, [first], trash)
+    store.store_flags("alice", inbox, [second], "add", ["\\Deleted"])
+    assert store.expunge("alice", inbox) == [second]
+    store.delete_folder("alice", "Trash")
+    assert store.uids("alice", inbox) == []
 
 
 def test_store_survives_fork(store: Store, alice: Account) -> None:

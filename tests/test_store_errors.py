@@ -4,19 +4,24 @@ and what the administrator reads in the log (gximap.session.errors)."""
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import conversation
 import lmdb
 import pytest
 from conversation import Conversation
+from store_helpers import FailingSync
 
 from gximap.session.errors import log_store_trouble
 from midb import errors
-from midb.env import translate_lmdb_error
+from midb.env import WriteEffects, _Pending, translate_lmdb_error
+from midb.store import Store
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -28,6 +33,39 @@ from midb.env import translate_lmdb_error
 ])
 def test_lmdb_errors_are_named_by_what_the_administrator_must_do(error: lmdb.Error, kind: type) -> None:
     assert type(translate_lmdb_error(error)) is kind
+
+
+@pytest.mark.parametrize(("free", "kind", "said"), [
+    (0, errors.StoreFull, "no room left for the index: mdb_txn_commit: {eio} (its file system has 0 bytes free)"),
+    (200 << 10, errors.StoreFull, "no room left for the index: mdb_txn_commit: {eio} (its file system has 204800 "
+                                  "bytes free)"),
+    (50 << 30, errors.MidbError, "LMDB error: mdb_txn_commit: {eio} (its file system has 53687091200 bytes free)"),
+])
+def test_an_io_error_of_a_commit_on_a_full_file_system_is_no_room(free: int, kind: type, said: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """LMDB reports a write the file system cut short as EIO: with next to nothing free (less
+    than one of its writes), that is a full file system; the free space is said either way."""
+    asked: list[str] = []
+
+    def statvfs(path: str) -> os.statvfs_result:
+        asked.append(path)
+        return os.statvfs_result((4096, 4096, 1 << 20, free // 4096, free // 4096, 0, 0, 0, 0, 255))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    error = translate_lmdb_error(lmdb.Error(f"mdb_txn_commit: {os.strerror(errno.EIO)}"), "/srv/midb/index")
+    assert type(error) is kind and str(error) == said.format(eio=os.strerror(errno.EIO))
+    assert asked == ["/srv/midb/index"]
+
+
+def test_a_commit_cut_short_by_a_full_file_system_is_reported_as_store_full(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "s", fsync=False) as store:
+        def short_write(txn: Any, dbs: Any, effects: Any) -> None:
+            raise lmdb.Error(f"mdb_txn_commit: {os.strerror(errno.EIO)}")
+
+        monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1 << 20, 0, 0, 0, 0, 0, 0, 255)))
+        with pytest.raises(errors.StoreFull, match="its file system has 0 bytes free"):
+            store._shared.write(short_write, durable=False)
 
 
 @pytest.mark.parametrize(("exc", "level"), [
@@ -173,3 +211,104 @@ def test_a_failed_catch_up_after_a_fetch_still_leaves_out_what_the_fetch_showed(
                                                    b"f1 OK FETCH completed"]
     assert not fault.armed
     assert conv.send(b"n1 NOOP\r\n") == [b"n1 OK NOOP completed"]
+
+
+def test_a_full_store_refuses_mail_but_lets_the_user_delete_some(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """At the map's reserve (midb.env.growth_limit) APPEND is refused as for a full disk, while
+    STORE \\Deleted, EXPUNGE and DELETE, which need pages of the map too, still work."""
+    monkeypatch.setattr(conversation, "Store", functools.partial(Store, map_size=1 << 20, inline_limit=0))
+    with Conversation(tmp_path) as conv:
+        store = conv.store
+        inbox = conv.folder("INBOX").id
+        old = store.create_folder("alice", "Old").id
+        with pytest.raises(errors.StoreFull):
+            for n in range(5000):   # the map holds about 500
+                store.append("alice", old if n % 2 else inbox, b"Subject: %d\r\n\r\n" % n + b"x" * 200)
+        messages = len(store.uids("alice", inbox))
+        conv.login()
+        caplog.set_level(logging.WARNING, logger="gximap")
+        data = b"Subject: x\r\n\r\ny\r\n"
+        assert conv.send(b"a1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data)) == [
+            b"a1 NO [UNAVAILABLE] Try again later: message store is full (the rest of the LMDB map is kept for "
+            b"deleting mail)"]
+        assert caplog.records[-1].levelno == logging.ERROR
+        assert conv.send(b"a2 SELECT INBOX\r\n")[-1].startswith(b"a2 OK")
+        assert conv.send(b"a3 STORE 1:* +FLAGS.SILENT (\\Deleted)\r\n") == [b"a3 OK STORE completed"]
+        out = conv.send(b"a4 EXPUNGE\r\n")
+        assert len(out) == messages + 1 and out[-1] == b"a4 OK EXPUNGE completed"
+        assert conv.send(b"a5 DELETE Old\r\n") == [b"a5 OK DELETE completed"]
+        assert conv.send(b"a6 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data))[-1].startswith(b"a6 OK")
+
+
+def test_an_expunge_refused_for_a_full_store_is_not_answered_ok(conv: Conversation,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    conv.add_message(flags=["\\Deleted"])
+    assert conv.send(b"a1 SELECT INBOX\r\n")[-1].startswith(b"a1 OK")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise errors.StoreFull("message store is full (LMDB map size reached)")
+
+    monkeypatch.setattr(conv.store, "expunge_tombstones", full)
+    for command in (b"a2 EXPUNGE", b"a3 UID EXPUNGE 1"):
+        assert conv.send(command + b"\r\n") == [
+            command[:3] + b"NO [UNAVAILABLE] Try again later: message store is full (LMDB map size reached)"]
+
+
+def test_an_append_whose_sync_failed_is_not_acknowledged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """With metasync off, the sync after the commit is what puts the meta page making it current
+    on disk: when it fails, a power failure may undo the commit, so no UID is returned (APPEND OK,
+    LMTP 250 would promise the message). It stands meanwhile, and its body is kept."""
+    with Store(tmp_path / "s", fsync=True) as store:
+        store.create_account("alice")
+        inbox = store.get_folder("alice", "INBOX")
+        assert inbox is not None
+        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+        caplog.set_level(logging.ERROR, logger="midb")
+        with pytest.raises(errors.NotDurable, match="could not be flushed") as raised:
+            store.append("alice", inbox.id, b"Subject: x\r\n\r\nbody\r\n")
+        assert list(raised.value.changes) == [(store.account_id("alice"), inbox.id)]
+        (outcome,) = store.append_batch([("alice", inbox.id, b"Subject: y\r\n\r\nbody\r\n", ())])
+        assert isinstance(outcome, errors.NotDurable)
+        assert [record.levelno for record in caplog.records if "answered as failed" in record.getMessage()] == [
+            logging.CRITICAL] * 2
+        monkeypatch.undo()
+        metas = store.messages("alice", inbox.id)
+        assert len(metas) == 2 and all(store.read_body(meta.blob).startswith(b"Subject: ") for meta in metas)
+        assert store.verify() == []
+
+
+def test_a_failed_sync_fails_the_durable_writers_of_its_batch_only(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers of one group commit share its sync: each durable one is told its commit may be
+    lost; a flag change (never promised durable) stands answered; a job that failed keeps its
+    own error. None hands a body file to the remover."""
+    with Store(tmp_path / "s", fsync=True) as store:
+        shared = store._shared
+        released = bytes(16).hex()
+
+        def releases(txn: Any, dbs: Any, effects: WriteEffects) -> str:
+            effects.unlink.append(released)
+            effects.changed(1, 1, 7)
+            return "done"
+
+        def fails(txn: Any, dbs: Any, effects: WriteEffects) -> None:
+            raise errors.NoSuchFolder("gone")
+
+        batch = [_Pending(releases, True), _Pending(releases, False), _Pending(fails, True)]
+        monkeypatch.setattr(shared, "env", FailingSync(shared.env))
+        shared._run_batch(shared.env.begin(write=True), batch)
+        durable, flags, failed = batch
+        assert isinstance(durable.error, errors.NotDurable) and durable.error.changes == {(1, 1): 7}
+        assert flags.error is None and flags.result == "done"
+        assert isinstance(failed.error, errors.NoSuchFolder)
+        assert all(pending.done and pending.effects.unlink == [] for pending in batch)
+
+
+def test_an_append_whose_sync_failed_is_answered_no(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conv.store, "fsync", True)
+    monkeypatch.setattr(conv.store._shared, "env", FailingSync(conv.store._shared.env))
+    data = b"Subject: x\r\n\r\ny\r\n"
+    assert conv.send(b"a1 APPEND INBOX {%d+}\r\n%s\r\n" % (len(data), data)) == [
+        b"a1 NO [UNAVAILABLE] Try again later: the index could not be flushed to disk: the change may be lost"]
