@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from gximap.net.proxy import Network, parse_trust_entry
 from midb import cfgvalues
 from midb.cfgvalues import ConfigError, directive_lines, read_config_lines
 from midb.expiry import PERIOD_DIRECTIVES, parse_folder_periods
@@ -597,11 +598,13 @@ _MTA_CHECKS = {"unix_socket_mode": _check_socket_mode, "lmtp_spam_header": _chec
                "imap_filter_command": _check_filter_command, "imap_autoexpunge_folders": _check_folder_periods}
 
 
-def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _parse_network(text: str) -> Network:
+    # The pool's own parser (gximap.net.proxy), so that what passes here is what a start or a
+    # SIGHUP applies: a looser check once let "127.0.0.1]" through to a traceback.
     try:
-        return ipaddress.ip_network(text.strip("[]"), strict=False)
+        return parse_trust_entry(text)
     except ValueError as exc:
-        raise ValueSyntaxError(f"{text!r} is not an IP address or CIDR subnet") from exc
+        raise ValueSyntaxError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1059,7 +1062,7 @@ def _is_loopback(host: str) -> bool:
     return bool((mapped or address).is_loopback)
 
 
-def trusted_proxy_networks(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def trusted_proxy_networks(cfg: Config) -> tuple[Network, ...]:
     """imap_haproxy_trust as networks; empty means every peer may send a PROXY header."""
     return tuple(_parse_network(item) for item in cfg.imap_haproxy_trust)
 

@@ -566,19 +566,36 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the reloadable directives; sessions stay connected. The
         authentication cache is emptied whether the files read or not: it is the operator's
-        way to make every user verify again, which a typo elsewhere must not cancel."""
+        way to make every user verify again, which a typo elsewhere must not cancel. A
+        configuration that reads but cannot be applied is treated like one that does not read:
+        the running one stays (it was applied before, so it applies again), and the daemon
+        serves on; a reload must never end it."""
+        running = self.cfg
         cfg = self._reload_config()
         if cfg is None:
             self._flush_auth_cache()
             return
-        gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
-        gxlog.set_io_debug(bool(cfg.io_debug))
+        try:
+            self._apply(cfg)
+        except Exception:
+            self.log.exception("reload failed, keeping the running configuration")
+            self.cfg = running
+            self._reopen_log(running)
+            self._apply(running)
+            self._flush_auth_cache()
+            return
+        self._flush_auth_cache()
+        self.log.log(gxlog.NOTICE, "configuration reloaded")
+
+    def _apply(self, cfg: Config) -> None:
+        """Put the reloadable directives of ``cfg`` into effect. The step that can refuse a value
+        (the PROXY trust list) comes first, and changes nothing when it does."""
         if self.server is not None:
             self.server.reconfigure(proxy_mode=int(cfg.imap_accept_haproxy),
                                     proxy_trust=list(cfg.imap_haproxy_trust))
+        gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
+        gxlog.set_io_debug(bool(cfg.io_debug))
         if self.ctx is not None:
             self.ctx.reload(settings_from_config(cfg))
-        self._flush_auth_cache()
         if self.mta is not None:
             self.mta.reload(cfg)
-        self.log.log(gxlog.NOTICE, "configuration reloaded")

@@ -104,6 +104,8 @@ def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
     ({"imap_private_key_path": "{dir}/imap.cfg"}, "imap.cfg"),                   # not a key
     ({"lmtp_listen": "127.0.0.1:none"}, "lmtp_listen"),                          # the MTA services
     ({"imap_log_file": "{dir}/missing/imap.log"}, "/missing/imap.log: log directory"),    # the log target
+    ({"imap_accept_haproxy": "1", "imap_haproxy_trust": "127.0.0.1]"},                   # a bracket typo
+     "imap_haproxy_trust: '127.0.0.1]' is not an IP address"),
 ])
 def test_check_refuses_what_a_start_would_refuse(tmp_path: Path, changes: dict[str, str], why: str) -> None:
     proc = GximapProcess(tmp_path)
@@ -417,6 +419,44 @@ def test_open_proxy_warning_at_reload_names_the_sockets_in_use(tmp_path: Path, c
     with caplog.at_level("WARNING"):
         daemon._reload_config()
     assert not [r for r in caplog.records if "imap_haproxy_trust" in r.getMessage()]
+
+
+def test_a_reload_that_cannot_be_applied_keeps_the_running_configuration(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configuration that reads but that applying refuses (as a trust entry the check let
+    through once was) is treated like one that does not read: logged, the running one applied
+    again, the daemon serving on. The exception once escaped the serve loop and ended gximap."""
+    from gximap import log as gxlog
+    from gximap.config import load_config
+    from gximap.daemon import Daemon
+
+    monkeypatch.setattr(gxlog, "setup_logging", lambda target, level: None)  # keep the test's logging
+
+    class Pool:   # the part of gximap.net.pool.Server a reload calls
+        def __init__(self) -> None:
+            self.applied: list[list[str]] = []
+
+        def reconfigure(self, *, proxy_mode: int, proxy_trust: list[str]) -> None:
+            if proxy_trust == ["192.0.2.1"]:
+                raise ValueError("PROXY trust list: refused")
+            self.applied.append(proxy_trust)
+
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 1\nimap_haproxy_trust = 127.0.0.2\n")
+    daemon = Daemon(load_config([str(path)], required=True), [str(path)])
+    daemon.server = pool = Pool()  # type: ignore[assignment]
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 1\nimap_haproxy_trust = 192.0.2.1\n"
+                    "imap_cmd_debug = 2\n")
+    with caplog.at_level("INFO"):
+        daemon.reload()
+    assert daemon.cfg.imap_haproxy_trust == ("127.0.0.2",) and daemon.cfg.imap_cmd_debug == 0
+    assert pool.applied == [["127.0.0.2"]]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "reload failed, keeping the running configuration" in messages
+    assert "configuration reloaded" not in messages
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 1\nimap_haproxy_trust = 127.0.0.3\n")
+    daemon.reload()   # the next good file applies as usual
+    assert pool.applied[-1] == ["127.0.0.3"] and daemon.cfg.imap_haproxy_trust == ("127.0.0.3",)
 
 
 def test_a_client_trickling_bytes_is_cut_at_the_login_deadline(tmp_path: Path) -> None:
