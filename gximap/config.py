@@ -124,7 +124,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "PEM file with the private key of imap_haproxy_certificate_path.",
        "gromox"),
     _d("imap_haproxy_trust", "list", "",
-       "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer.",
+       "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer. "
+       "IPv4-mapped entries (::ffff:192.0.2.7, ::ffff:10.0.0.0/104) stand for their IPv4 addresses.",
        "gromox", reloadable=True, unset_means="any peer"),
     _d("imap_listen", "list", "",
        "Space-separated plain IMAP listen addresses (host:port, [v6]:port, *:port); *:port and "

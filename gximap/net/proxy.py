@@ -352,7 +352,7 @@ def normalize_host(host: str) -> str:
 
 def parse_trust_entry(entry: str) -> Network:
     """One address or CIDR subnet of a trust list (``192.0.2.7``, ``10.0.0.0/8``, ``::1``,
-    ``[fd00::]/8``); ValueError names the entry. The configuration check uses this too, so that
+    ``[fd00::]/8``), an IPv4-mapped one (``::ffff:192.0.2.7``) as IPv4; ValueError names the entry. The configuration check uses this too, so that
     an entry it lets through is one the pool can apply (a start or a reload never fails on it)."""
     candidate = entry.strip()
     if candidate.startswith("["):  # an IPv6 address in brackets, the prefix length after them
@@ -360,9 +360,15 @@ def parse_trust_entry(entry: str) -> Network:
         if close > 0:
             candidate = candidate[1:close] + candidate[close + 1 :]
     try:
-        return ipaddress.ip_network(candidate, strict=False)
+        network = ipaddress.ip_network(candidate, strict=False)
     except ValueError:
         raise ValueError(f"{entry!r} is not an IP address or CIDR subnet") from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        # Peers are compared as plain IPv4 (normalize_host): an IPv4-mapped entry, as ss shows
+        # a proxy on a dual-stack socket, would otherwise never match.
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def parse_trust_list(entries: Iterable[str]) -> tuple[Network, ...]:
