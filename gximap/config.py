@@ -333,7 +333,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Disconnect a client after this many consecutive BAD responses.",
        "imap", minimum=1),
     _d("imap_max_conn_per_ip", "int", "0",
-       "Maximum concurrent connections from one client address; 0 means unlimited.",
+       "Maximum concurrent connections from one client address (IPv6: per /64); 0 means unlimited.",
        "imap", minimum=0),
     _d("imap_max_line_length", "size", "64K",
        "Maximum length of a command line, literals excluded.",
