@@ -138,7 +138,9 @@ def data_path(cfg: Config) -> list[str]:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, config_paths: Sequence[str]) -> None:
+    def __init__(self, cfg: Config, config_paths: Sequence[str], *, latch: SignalLatch | None = None) -> None:
+        """``latch``: the one cli.main set to catch SIGHUP at the start, so that a reload asked
+        for while gximap starts is applied once it serves; None makes one when serving starts."""
         self.cfg = cfg
         self.config_paths = list(config_paths)
         self.log = gxlog.get_logger()
@@ -151,6 +153,7 @@ class Daemon:
         self._listening: list[tuple[str, int]] = []  # the IMAP sockets' (host, port), for warnings
         self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
         self._proxy_ssl_context: ssl.SSLContext | None = None
+        self._latch = latch
 
     # -- start-up, in Gromox's order -------------------------------------------------------------
 
@@ -330,7 +333,7 @@ class Daemon:
         self._open_store(take_over_removals=False).close()   # the serving processes take them over
         codes = ResponseCodes.load(str(cfg.data_file_path))  # read once; the processes inherit it
         siblings = SiblingChannel.create(count)
-        latch = SignalLatch()
+        latch = self._signal_latch()
 
         def serve(index: int, ready) -> int:  # noqa: ANN001
             return self._serve(listener_sets[index], ssl_context, index=index, count=count,
@@ -341,7 +344,7 @@ class Daemon:
         # A process stops in about 3 s (sessions get BYE), LMTP connections finishing a delivery
         # in SHUTDOWN_WAIT; beyond that it is hung and gets SIGKILL.
         supervisor = Supervisor(count, serve, stop_grace=SHUTDOWN_WAIT + 10.0, on_change=self._master_title,
-                                on_exit=siblings.announce_gone)
+                                on_exit=siblings.announce_gone, on_fork=self._new_process_latch)
         latch.install()  # before the fork: a SIGTERM during start-up stops the processes started
         try:
             supervisor.start()
@@ -371,6 +374,23 @@ class Daemon:
                 self.mta.close_listeners()
             siblings.close_sockets()
         return 0
+
+    def _signal_latch(self) -> SignalLatch:
+        """The latch the serve (or supervise) loop waits on: the one catching SIGHUP since the
+        start of this process, holding a reload asked for meanwhile."""
+        if self._latch is None:
+            self._latch = SignalLatch()
+        return self._latch
+
+    def _new_process_latch(self) -> None:
+        """First thing in a forked serving process (SIGHUP blocked until it returns): a latch of
+        its own that catches SIGHUP while the process starts, so that a reload forwarded to a
+        process being restarted neither ends it nor is lost. The parent's latch stays the
+        parent's: its pipe would wake the parent."""
+        if self._latch is not None:
+            self._latch.wake.close()  # this process's copies of the parent's descriptors
+        self._latch = SignalLatch()
+        self._latch.catch_reload()
 
     def _describe(self, listeners: list) -> str:
         """Where gximap serves, for the start-up log line."""
@@ -431,7 +451,7 @@ class Daemon:
             handoff=ConnectionHandoff(siblings, ledger) if siblings is not None else None,
             on_change=self._title,
         )
-        latch = SignalLatch()
+        latch = self._signal_latch()
         latch.install()
         if siblings is not None:
             # Every component has registered (AuthService.share_with, the Server's AddressLedger

@@ -201,6 +201,46 @@ def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProces
     assert server.log().count("NOOP") == before  # imap_cmd_debug is now off
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_sighups_while_starting_are_applied_once_serving(tmp_path: Path, processes: str) -> None:
+    """logrotate's `systemctl kill -s HUP gximap` (every process of the unit) or a reload can
+    come while gximap starts (opening the store, building the pool; longer with a big store),
+    and SIGHUP's default action ended it, or a serving process being started. SIGHUP is
+    latched from the top of main, and in a serving process from its fork on, and the reload is
+    applied once it serves. Here the whole process group gets SIGHUPs from the moment the
+    listener is bound (main has begun) until the first greeting."""
+    server = GximapProcess(tmp_path, tls=False, extra={"imap_process_num": processes})
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    server.proc = proc = subprocess.Popen(
+        [sys.executable, "-m", "gximap", "-c", str(server.config_path)], cwd=tmp_path, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sent = 0
+        deadline = time.monotonic() + 30
+        greeted = False
+        while not greeted and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=1) as sock:
+                    os.killpg(proc.pid, signal.SIGHUP)
+                    sent += 1
+                    sock.settimeout(0.02)
+                    with contextlib.suppress(TimeoutError):
+                        greeted = sock.recv(4) == b"* OK"
+            except ConnectionRefusedError:
+                time.sleep(0.01)
+        assert proc.poll() is None, f"gximap ended after {sent} SIGHUPs: status {proc.returncode}"
+        assert greeted and sent > 0
+        deadline = time.monotonic() + 10
+        while server.log().count("configuration reloaded") < int(processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.log().count("configuration reloaded") >= int(processes)  # none lost
+        with imaplib.IMAP4("127.0.0.1", server.port, timeout=10) as client:
+            assert client.noop()[0] == "OK"
+        assert proc.poll() is None
+    finally:
+        server.stop()
+
+
 def test_sigusr1_and_sigusr2_are_ignored_with_a_warning(server: GximapProcess) -> None:
     """By default they end a process silently; logrotate recipes for other daemons send USR1."""
     client = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
