@@ -900,7 +900,8 @@ def imap_sockets_inherited() -> bool:
 
 def check_host(cfg: Config, *, log_target: bool = True) -> None:
     """What the configuration names on this host: the users and groups of running_identity
-    and unix_socket_owner, and the log target's directory (or syslog socket). At start-up
+    and unix_socket_owner, and the log target (whether a file can be opened for appending,
+    or the syslog socket). At start-up
     and by ``check``, so that a typo is a configuration error (exit status 2, which the
     systemd unit does not retry), located at its line, not a start that fails in a loop.
     Without ``log_target`` the log target is left to the caller: a start opens it at once

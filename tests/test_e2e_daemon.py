@@ -104,6 +104,7 @@ def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
     ({"imap_private_key_path": "{dir}/imap.cfg"}, "imap.cfg"),                   # not a key
     ({"lmtp_listen": "127.0.0.1:none"}, "lmtp_listen"),                          # the MTA services
     ({"imap_log_file": "{dir}/missing/imap.log"}, "/missing/imap.log: log directory"),    # the log target
+    ({"imap_log_file": "{dir}"}, "cannot open log file: Is a directory"),
     ({"imap_accept_haproxy": "1", "imap_haproxy_trust": "127.0.0.1]"},                   # a bracket typo
      "imap_haproxy_trust: '127.0.0.1]' is not an IP address"),
 ])
