@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from gximap import __version__
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # for the hints only: the methods below import these where th
 
     from gximap.mta import MtaServices
     from gximap.net.pool import Server
+    from gximap.net.tls import TlsConfigError
 
 # Message bodies up to this size are kept in the midb index rather than in files of their own: a
 # delivery then costs one index commit instead of a file created, written, synced and renamed and
@@ -33,6 +34,20 @@ class StartupError(Exception):
 def _tls_protocols(cfg: Config) -> dict[str, str | None]:
     """tls_min_proto and tls_max_proto, as make_server_context takes them (every TLS context)."""
     return {"min_proto": str(cfg.tls_min_proto), "max_proto": str(cfg.tls_max_proto) if cfg.tls_max_proto else None}
+
+
+# The directives of the TLS material, by TlsConfigError.part: the IMAP listeners' (_tls_context)
+# and the proxy link's (_proxy_tls_context).
+_IMAP_TLS = {"certificate": "imap_certificate_path", "key": "imap_private_key_path",
+             "password": "imap_certificate_passwd"}
+_PROXY_LINK_TLS = {"certificate": "imap_haproxy_certificate_path", "key": "imap_haproxy_private_key_path",
+                   "password": "imap_haproxy_certificate_passwd", "ca": "imap_haproxy_ca_path"}
+
+
+def _tls_error(cfg: Config, exc: TlsConfigError, directives: Mapping[str, str]) -> StartupError:
+    """``exc`` located as every configuration error is (FILE:LINE: directive: why), at the
+    directive its ``part`` names; tls_min_proto and tls_max_proto name themselves."""
+    return StartupError(str(gxconfig.error_at(cfg, directives.get(exc.part, exc.part), str(exc))))
 
 
 def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.Settings
@@ -199,7 +214,7 @@ class Daemon:
                 **_tls_protocols(cfg),
             )
         except TlsConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise _tls_error(cfg, exc, _IMAP_TLS) from None
 
     def _proxy_tls_context(self):  # noqa: ANN202
         """The TLS link with the proxies (imap_haproxy_certificate_path), or None."""
@@ -215,13 +230,13 @@ class Daemon:
                 password=str(cfg.imap_haproxy_certificate_passwd) if cfg.imap_haproxy_certificate_passwd else None,
                 **_tls_protocols(cfg),
             )
-        except TlsConfigError as exc:  # the message names the certificate or key file
-            raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_certificate_path", str(exc)))) from None
+        except TlsConfigError as exc:
+            raise _tls_error(cfg, exc, _PROXY_LINK_TLS) from None
         if cfg.imap_haproxy_ca_path:
             try:
                 require_client_certificates(context, str(cfg.imap_haproxy_ca_path))
             except TlsConfigError as exc:
-                raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_ca_path", str(exc)))) from None
+                raise _tls_error(cfg, exc, _PROXY_LINK_TLS) from None
         return context
 
     def _open_store(self, *, take_over_removals: bool = True):  # noqa: ANN202

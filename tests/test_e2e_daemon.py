@@ -100,8 +100,9 @@ def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("changes", "why"), [
     ({"context_num": "many"}, ": context_num:"),                         # what a start checks first
-    ({"imap_certificate_path": "{dir}/nope.pem"}, "nope.pem does not exist"),     # TLS material
-    ({"imap_private_key_path": "{dir}/imap.cfg"}, "imap.cfg"),                   # not a key
+    ({"imap_certificate_path": "{dir}/nope.pem"},                                # TLS material
+     ": imap_certificate_path: TLS certificate file {dir}/nope.pem does not exist"),
+    ({"imap_private_key_path": "{dir}/imap.cfg"}, ": imap_private_key_path: TLS key file {dir}/imap.cfg"),
     ({"lmtp_listen": "127.0.0.1:none"}, "lmtp_listen"),                          # the MTA services
     ({"imap_log_file": "{dir}/missing/imap.log"}, "/missing/imap.log: log directory"),    # the log target
     ({"imap_log_file": "{dir}"}, "cannot open log file: Is a directory"),
@@ -111,6 +112,7 @@ def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
 def test_check_refuses_what_a_start_would_refuse(tmp_path: Path, changes: dict[str, str], why: str) -> None:
     proc = GximapProcess(tmp_path)
     proc.write_config(**{name: value.format(dir=tmp_path) for name, value in changes.items()})
+    why = why.format(dir=tmp_path)
     out = _check(proc.config_path)
     assert out.returncode == 2 and why in out.stderr and "configuration good" not in out.stdout
     start = subprocess.run([sys.executable, "-m", "gximap", "-c", str(proc.config_path)], capture_output=True,
