@@ -53,6 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if action == "version":
         print(f"gximap {__version__}")
         return 0
+    # SIGHUP's default action ends the process, and start-up takes a while (the store, the
+    # pool): from here on a reload (or logrotate's) asked for meanwhile is latched, and applied
+    # once gximap serves (Daemon._serve).
+    latch: SignalLatch | None = None
+    if action is None:
+        latch = SignalLatch()
+        latch.catch_reload()
     paths = [config_path] if config_path else gxconfig.default_paths()
     try:
         # --check runs apart from the daemon (before a reload's SIGHUP), so it cannot see
@@ -83,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gximap.daemon import Daemon, StartupError
 
     try:
-        return Daemon(cfg, paths).run()
+        return Daemon(cfg, paths, latch=latch).run()
     except StartupError as exc:
         log.critical("%s", exc)
         if str(cfg.imap_log_file) != "-":  # (on standard error the log line says it already)
@@ -133,6 +140,12 @@ class SignalLatch:
         self.stop = False
         self.reload = False
         self.ignored: int | None = None
+
+    def catch_reload(self) -> None:
+        """Latch SIGHUP only, until install(): from the start of the process, and of a serving
+        process right after its fork, where the default action would end a gximap still
+        starting (SIGTERM's default, ending it, is what a stop then wants)."""
+        signal.signal(signal.SIGHUP, self._on_reload)
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)

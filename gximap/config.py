@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from gximap.net.proxy import Network, parse_trust_entry
 from midb import cfgvalues
 from midb.cfgvalues import ConfigError, directive_lines, read_config_lines
 from midb.expiry import PERIOD_DIRECTIVES, parse_folder_periods
@@ -123,7 +124,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "PEM file with the private key of imap_haproxy_certificate_path.",
        "gromox"),
     _d("imap_haproxy_trust", "list", "",
-       "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer.",
+       "Addresses or CIDR subnets whose PROXY headers are trusted; empty trusts every peer. "
+       "IPv4-mapped entries (::ffff:192.0.2.7, ::ffff:10.0.0.0/104) stand for their IPv4 addresses.",
        "gromox", reloadable=True, unset_means="any peer"),
     _d("imap_listen", "list", "",
        "Space-separated plain IMAP listen addresses (host:port, [v6]:port, *:port); *:port and "
@@ -331,7 +333,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Disconnect a client after this many consecutive BAD responses.",
        "imap", minimum=1),
     _d("imap_max_conn_per_ip", "int", "0",
-       "Maximum concurrent connections from one client address; 0 means unlimited.",
+       "Maximum concurrent connections from one client address (IPv6: per /64); 0 means unlimited.",
        "imap", minimum=0),
     _d("imap_max_line_length", "size", "64K",
        "Maximum length of a command line, literals excluded.",
@@ -601,11 +603,13 @@ _MTA_CHECKS = {"unix_socket_mode": _check_socket_mode, "lmtp_spam_header": _chec
                "imap_filter_command": _check_filter_command, "imap_autoexpunge_folders": _check_folder_periods}
 
 
-def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _parse_network(text: str) -> Network:
+    # The pool's own parser (gximap.net.proxy), so that what passes here is what a start or a
+    # SIGHUP applies: a looser check once let "127.0.0.1]" through to a traceback.
     try:
-        return ipaddress.ip_network(text.strip("[]"), strict=False)
+        return parse_trust_entry(text)
     except ValueError as exc:
-        raise ValueSyntaxError(f"{text!r} is not an IP address or CIDR subnet") from exc
+        raise ValueSyntaxError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -900,7 +904,8 @@ def imap_sockets_inherited() -> bool:
 
 def check_host(cfg: Config, *, log_target: bool = True) -> None:
     """What the configuration names on this host: the users and groups of running_identity
-    and unix_socket_owner, and the log target's directory (or syslog socket). At start-up
+    and unix_socket_owner, and the log target (whether a file can be opened for appending,
+    or the syslog socket). At start-up
     and by ``check``, so that a typo is a configuration error (exit status 2, which the
     systemd unit does not retry), located at its line, not a start that fails in a loop.
     Without ``log_target`` the log target is left to the caller: a start opens it at once
@@ -1063,7 +1068,7 @@ def _is_loopback(host: str) -> bool:
     return bool((mapped or address).is_loopback)
 
 
-def trusted_proxy_networks(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def trusted_proxy_networks(cfg: Config) -> tuple[Network, ...]:
     """imap_haproxy_trust as networks; empty means every peer may send a PROXY header."""
     return tuple(_parse_network(item) for item in cfg.imap_haproxy_trust)
 

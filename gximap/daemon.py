@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from gximap import __version__
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # for the hints only: the methods below import these where th
 
     from gximap.mta import MtaServices
     from gximap.net.pool import Server
+    from gximap.net.tls import TlsConfigError
 
 # Message bodies up to this size are kept in the midb index rather than in files of their own: a
 # delivery then costs one index commit instead of a file created, written, synced and renamed and
@@ -33,6 +34,20 @@ class StartupError(Exception):
 def _tls_protocols(cfg: Config) -> dict[str, str | None]:
     """tls_min_proto and tls_max_proto, as make_server_context takes them (every TLS context)."""
     return {"min_proto": str(cfg.tls_min_proto), "max_proto": str(cfg.tls_max_proto) if cfg.tls_max_proto else None}
+
+
+# The directives of the TLS material, by TlsConfigError.part: the IMAP listeners' (_tls_context)
+# and the proxy link's (_proxy_tls_context).
+_IMAP_TLS = {"certificate": "imap_certificate_path", "key": "imap_private_key_path",
+             "password": "imap_certificate_passwd"}
+_PROXY_LINK_TLS = {"certificate": "imap_haproxy_certificate_path", "key": "imap_haproxy_private_key_path",
+                   "password": "imap_haproxy_certificate_passwd", "ca": "imap_haproxy_ca_path"}
+
+
+def _tls_error(cfg: Config, exc: TlsConfigError, directives: Mapping[str, str]) -> StartupError:
+    """``exc`` located as every configuration error is (FILE:LINE: directive: why), at the
+    directive its ``part`` names; tls_min_proto and tls_max_proto name themselves."""
+    return StartupError(str(gxconfig.error_at(cfg, directives.get(exc.part, exc.part), str(exc))))
 
 
 def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.Settings
@@ -138,7 +153,9 @@ def data_path(cfg: Config) -> list[str]:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, config_paths: Sequence[str]) -> None:
+    def __init__(self, cfg: Config, config_paths: Sequence[str], *, latch: SignalLatch | None = None) -> None:
+        """``latch``: the one cli.main set to catch SIGHUP at the start, so that a reload asked
+        for while gximap starts is applied once it serves; None makes one when serving starts."""
         self.cfg = cfg
         self.config_paths = list(config_paths)
         self.log = gxlog.get_logger()
@@ -151,6 +168,7 @@ class Daemon:
         self._listening: list[tuple[str, int]] = []  # the IMAP sockets' (host, port), for warnings
         self._process = (0, 1)  # (index, count) of this serving process (imap_process_num)
         self._proxy_ssl_context: ssl.SSLContext | None = None
+        self._latch = latch
 
     # -- start-up, in Gromox's order -------------------------------------------------------------
 
@@ -196,7 +214,7 @@ class Daemon:
                 **_tls_protocols(cfg),
             )
         except TlsConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise _tls_error(cfg, exc, _IMAP_TLS) from None
 
     def _proxy_tls_context(self):  # noqa: ANN202
         """The TLS link with the proxies (imap_haproxy_certificate_path), or None."""
@@ -212,13 +230,13 @@ class Daemon:
                 password=str(cfg.imap_haproxy_certificate_passwd) if cfg.imap_haproxy_certificate_passwd else None,
                 **_tls_protocols(cfg),
             )
-        except TlsConfigError as exc:  # the message names the certificate or key file
-            raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_certificate_path", str(exc)))) from None
+        except TlsConfigError as exc:
+            raise _tls_error(cfg, exc, _PROXY_LINK_TLS) from None
         if cfg.imap_haproxy_ca_path:
             try:
                 require_client_certificates(context, str(cfg.imap_haproxy_ca_path))
             except TlsConfigError as exc:
-                raise StartupError(str(gxconfig.error_at(cfg, "imap_haproxy_ca_path", str(exc)))) from None
+                raise _tls_error(cfg, exc, _PROXY_LINK_TLS) from None
         return context
 
     def _open_store(self, *, take_over_removals: bool = True):  # noqa: ANN202
@@ -330,7 +348,7 @@ class Daemon:
         self._open_store(take_over_removals=False).close()   # the serving processes take them over
         codes = ResponseCodes.load(str(cfg.data_file_path))  # read once; the processes inherit it
         siblings = SiblingChannel.create(count)
-        latch = SignalLatch()
+        latch = self._signal_latch()
 
         def serve(index: int, ready) -> int:  # noqa: ANN001
             return self._serve(listener_sets[index], ssl_context, index=index, count=count,
@@ -341,7 +359,7 @@ class Daemon:
         # A process stops in about 3 s (sessions get BYE), LMTP connections finishing a delivery
         # in SHUTDOWN_WAIT; beyond that it is hung and gets SIGKILL.
         supervisor = Supervisor(count, serve, stop_grace=SHUTDOWN_WAIT + 10.0, on_change=self._master_title,
-                                on_exit=siblings.announce_gone)
+                                on_exit=siblings.announce_gone, on_fork=self._new_process_latch)
         latch.install()  # before the fork: a SIGTERM during start-up stops the processes started
         try:
             supervisor.start()
@@ -371,6 +389,23 @@ class Daemon:
                 self.mta.close_listeners()
             siblings.close_sockets()
         return 0
+
+    def _signal_latch(self) -> SignalLatch:
+        """The latch the serve (or supervise) loop waits on: the one catching SIGHUP since the
+        start of this process, holding a reload asked for meanwhile."""
+        if self._latch is None:
+            self._latch = SignalLatch()
+        return self._latch
+
+    def _new_process_latch(self) -> None:
+        """First thing in a forked serving process (SIGHUP blocked until it returns): a latch of
+        its own that catches SIGHUP while the process starts, so that a reload forwarded to a
+        process being restarted neither ends it nor is lost. The parent's latch stays the
+        parent's: its pipe would wake the parent."""
+        if self._latch is not None:
+            self._latch.wake.close()  # this process's copies of the parent's descriptors
+        self._latch = SignalLatch()
+        self._latch.catch_reload()
 
     def _describe(self, listeners: list) -> str:
         """Where gximap serves, for the start-up log line."""
@@ -431,7 +466,7 @@ class Daemon:
             handoff=ConnectionHandoff(siblings, ledger) if siblings is not None else None,
             on_change=self._title,
         )
-        latch = SignalLatch()
+        latch = self._signal_latch()
         latch.install()
         if siblings is not None:
             # Every component has registered (AuthService.share_with, the Server's AddressLedger
@@ -566,19 +601,36 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the reloadable directives; sessions stay connected. The
         authentication cache is emptied whether the files read or not: it is the operator's
-        way to make every user verify again, which a typo elsewhere must not cancel."""
+        way to make every user verify again, which a typo elsewhere must not cancel. A
+        configuration that reads but cannot be applied is treated like one that does not read:
+        the running one stays (it was applied before, so it applies again), and the daemon
+        serves on; a reload must never end it."""
+        running = self.cfg
         cfg = self._reload_config()
         if cfg is None:
             self._flush_auth_cache()
             return
-        gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
-        gxlog.set_io_debug(bool(cfg.io_debug))
+        try:
+            self._apply(cfg)
+        except Exception:
+            self.log.exception("reload failed, keeping the running configuration")
+            self.cfg = running
+            self._reopen_log(running)
+            self._apply(running)
+            self._flush_auth_cache()
+            return
+        self._flush_auth_cache()
+        self.log.log(gxlog.NOTICE, "configuration reloaded")
+
+    def _apply(self, cfg: Config) -> None:
+        """Put the reloadable directives of ``cfg`` into effect. The step that can refuse a value
+        (the PROXY trust list) comes first, and changes nothing when it does."""
         if self.server is not None:
             self.server.reconfigure(proxy_mode=int(cfg.imap_accept_haproxy),
                                     proxy_trust=list(cfg.imap_haproxy_trust))
+        gxlog.set_cmd_debug(int(cfg.imap_cmd_debug))
+        gxlog.set_io_debug(bool(cfg.io_debug))
         if self.ctx is not None:
             self.ctx.reload(settings_from_config(cfg))
-        self._flush_auth_cache()
         if self.mta is not None:
             self.mta.reload(cfg)
-        self.log.log(gxlog.NOTICE, "configuration reloaded")

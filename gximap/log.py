@@ -27,6 +27,7 @@ account): it says nothing about the client, and the shipped filter does not coun
 
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import os
@@ -257,6 +258,18 @@ def check_target(target: str) -> None:
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
         raise LogSetupError(f"{target}: log directory {directory} does not exist")
+    # What opening the file for appending would refuse, in _open_target's words, without
+    # creating it (--check promises that a start gets past the log file).
+    refusal = None
+    if os.path.isdir(target):
+        refusal = errno.EISDIR
+    elif os.path.exists(target):
+        if not os.access(target, os.W_OK):
+            refusal = errno.EACCES
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        refusal = errno.EACCES   # the file would have to be created there
+    if refusal is not None:
+        raise LogSetupError(f"{target}: cannot open log file: {os.strerror(refusal)}")
 
 
 def setup_logging(target: str, level: int) -> None:

@@ -244,6 +244,8 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     ("debug = loud", "debug", "not a boolean"),
     ("insecure_auth = maybe", "insecure_auth", "not one of auto, yes, no"),
     ("imap_haproxy_trust = 10.0.0.0/8 bogus", "imap_haproxy_trust", "not an IP address"),
+    ("imap_haproxy_trust = 127.0.0.1]", "imap_haproxy_trust", "'127.0.0.1]' is not an IP address"),
+    ("imap_haproxy_trust = [::1", "imap_haproxy_trust", "'[::1' is not an IP address"),
     ("context_num =", "context_num", "empty value"),
     ("midb_map_size = 8GiB", "midb_map_size", "'8GiB' is not a size (a number with optional k/M/G/T suffix)"),
     ("midb_map_size = 512K", "midb_map_size", "512K is below the minimum 1M"),
@@ -472,6 +474,22 @@ def test_trusted_proxy_networks() -> None:
     cfg = config_from_text("imap_haproxy_trust = 127.0.0.1 ::1, 192.168.0.0/24\n")
     networks = config.trusted_proxy_networks(cfg)
     assert [str(n) for n in networks] == ["127.0.0.1/32", "::1/128", "192.168.0.0/24"]
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1]", "[::1", "::1]", "[::1]", "[[::1]]", "[fd00::]/8", "[fd00::/8]",
+                                   "[127.0.0.1]", "]::1[", "[::1]/", "[]", "10.0.0.0/8]"])
+def test_a_trust_entry_the_check_accepts_is_one_the_pool_applies(entry: str) -> None:
+    """The check and the pool parse the same way: a value that passes --check can be applied at
+    a start or a SIGHUP (a looser check let "127.0.0.1]" through to a traceback)."""
+    from gximap.net.proxy import ProxyPolicy
+
+    try:
+        cfg = config_from_text(f"imap_haproxy_trust = {entry}\n")
+    except ConfigError:
+        with pytest.raises(ValueError):
+            ProxyPolicy.create(1, [entry])
+        return
+    assert ProxyPolicy.create(1, cfg.imap_haproxy_trust).trust
 
 
 # --- the directive table and what is derived from it ---------------------------------------------

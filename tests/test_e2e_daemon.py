@@ -100,14 +100,19 @@ def test_check_passes_beside_the_running_daemon(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("changes", "why"), [
     ({"context_num": "many"}, ": context_num:"),                         # what a start checks first
-    ({"imap_certificate_path": "{dir}/nope.pem"}, "nope.pem does not exist"),     # TLS material
-    ({"imap_private_key_path": "{dir}/imap.cfg"}, "imap.cfg"),                   # not a key
+    ({"imap_certificate_path": "{dir}/nope.pem"},                                # TLS material
+     ": imap_certificate_path: TLS certificate file {dir}/nope.pem does not exist"),
+    ({"imap_private_key_path": "{dir}/imap.cfg"}, ": imap_private_key_path: TLS key file {dir}/imap.cfg"),
     ({"lmtp_listen": "127.0.0.1:none"}, "lmtp_listen"),                          # the MTA services
     ({"imap_log_file": "{dir}/missing/imap.log"}, "/missing/imap.log: log directory"),    # the log target
+    ({"imap_log_file": "{dir}"}, "cannot open log file: Is a directory"),
+    ({"imap_accept_haproxy": "1", "imap_haproxy_trust": "127.0.0.1]"},                   # a bracket typo
+     "imap_haproxy_trust: '127.0.0.1]' is not an IP address"),
 ])
 def test_check_refuses_what_a_start_would_refuse(tmp_path: Path, changes: dict[str, str], why: str) -> None:
     proc = GximapProcess(tmp_path)
     proc.write_config(**{name: value.format(dir=tmp_path) for name, value in changes.items()})
+    why = why.format(dir=tmp_path)
     out = _check(proc.config_path)
     assert out.returncode == 2 and why in out.stderr and "configuration good" not in out.stdout
     start = subprocess.run([sys.executable, "-m", "gximap", "-c", str(proc.config_path)], capture_output=True,
@@ -197,6 +202,46 @@ def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProces
     client.logout()
     time.sleep(0.2)
     assert server.log().count("NOOP") == before  # imap_cmd_debug is now off
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_sighups_while_starting_are_applied_once_serving(tmp_path: Path, processes: str) -> None:
+    """logrotate's `systemctl kill -s HUP gximap` (every process of the unit) or a reload can
+    come while gximap starts (opening the store, building the pool; longer with a big store),
+    and SIGHUP's default action ended it, or a serving process being started. SIGHUP is
+    latched from the top of main, and in a serving process from its fork on, and the reload is
+    applied once it serves. Here the whole process group gets SIGHUPs from the moment the
+    listener is bound (main has begun) until the first greeting."""
+    server = GximapProcess(tmp_path, tls=False, extra={"imap_process_num": processes})
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    server.proc = proc = subprocess.Popen(
+        [sys.executable, "-m", "gximap", "-c", str(server.config_path)], cwd=tmp_path, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sent = 0
+        deadline = time.monotonic() + 30
+        greeted = False
+        while not greeted and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=1) as sock:
+                    os.killpg(proc.pid, signal.SIGHUP)
+                    sent += 1
+                    sock.settimeout(0.02)
+                    with contextlib.suppress(TimeoutError):
+                        greeted = sock.recv(4) == b"* OK"
+            except ConnectionRefusedError:
+                time.sleep(0.01)
+        assert proc.poll() is None, f"gximap ended after {sent} SIGHUPs: status {proc.returncode}"
+        assert greeted and sent > 0
+        deadline = time.monotonic() + 10
+        while server.log().count("configuration reloaded") < int(processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.log().count("configuration reloaded") >= int(processes)  # none lost
+        with imaplib.IMAP4("127.0.0.1", server.port, timeout=10) as client:
+            assert client.noop()[0] == "OK"
+        assert proc.poll() is None
+    finally:
+        server.stop()
 
 
 def test_sigusr1_and_sigusr2_are_ignored_with_a_warning(server: GximapProcess) -> None:
@@ -417,6 +462,44 @@ def test_open_proxy_warning_at_reload_names_the_sockets_in_use(tmp_path: Path, c
     with caplog.at_level("WARNING"):
         daemon._reload_config()
     assert not [r for r in caplog.records if "imap_haproxy_trust" in r.getMessage()]
+
+
+def test_a_reload_that_cannot_be_applied_keeps_the_running_configuration(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configuration that reads but that applying refuses (as a trust entry the check let
+    through once was) is treated like one that does not read: logged, the running one applied
+    again, the daemon serving on. The exception once escaped the serve loop and ended gximap."""
+    from gximap import log as gxlog
+    from gximap.config import load_config
+    from gximap.daemon import Daemon
+
+    monkeypatch.setattr(gxlog, "setup_logging", lambda target, level: None)  # keep the test's logging
+
+    class Pool:   # the part of gximap.net.pool.Server a reload calls
+        def __init__(self) -> None:
+            self.applied: list[list[str]] = []
+
+        def reconfigure(self, *, proxy_mode: int, proxy_trust: list[str]) -> None:
+            if proxy_trust == ["192.0.2.1"]:
+                raise ValueError("PROXY trust list: refused")
+            self.applied.append(proxy_trust)
+
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 1\nimap_haproxy_trust = 127.0.0.2\n")
+    daemon = Daemon(load_config([str(path)], required=True), [str(path)])
+    daemon.server = pool = Pool()  # type: ignore[assignment]
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 1\nimap_haproxy_trust = 192.0.2.1\n"
+                    "imap_cmd_debug = 2\n")
+    with caplog.at_level("INFO"):
+        daemon.reload()
+    assert daemon.cfg.imap_haproxy_trust == ("127.0.0.2",) and daemon.cfg.imap_cmd_debug == 0
+    assert pool.applied == [["127.0.0.2"]]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "reload failed, keeping the running configuration" in messages
+    assert "configuration reloaded" not in messages
+    path.write_text("imap_listen = 127.0.0.1:1143\nimap_accept_haproxy = 1\nimap_haproxy_trust = 127.0.0.3\n")
+    daemon.reload()   # the next good file applies as usual
+    assert pool.applied[-1] == ["127.0.0.3"] and daemon.cfg.imap_haproxy_trust == ("127.0.0.3",)
 
 
 def test_a_client_trickling_bytes_is_cut_at_the_login_deadline(tmp_path: Path) -> None:

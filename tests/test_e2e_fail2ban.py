@@ -162,6 +162,32 @@ def test_failures_naming_odd_users_are_caught_by_the_shipped_filter(tmp_path: Pa
     assert _matched(server.log_path) == [f"{ATTACKER} alice", f"{ATTACKER} alice!sh\\xe4red", f"{ATTACKER} alice!bob"]
 
 
+def test_a_client_cannot_feed_the_shipped_filter_through_the_debug_log(tmp_path: Path) -> None:
+    """With imap_cmd_debug and io_debug on, the log carries what a client sends. A client that
+    sends a rejection line naming someone else's address must not get that address banned: a
+    regex that may match anywhere in a line does (the one gximap(8gx) once printed, below, to
+    show that the forgery is in the log); the shipped filter, anchored where the message
+    starts, does not. (gximap(8gx) now prints no regex: test_manpage.py.)"""
+    victim = "203.0.113.9"
+    server = GximapProcess(tmp_path, tls=False, extra={"io_debug": "yes", "imap_cmd_debug": "1"})
+    server.start()
+    try:
+        forger = Client(server.port, ATTACKER)
+        assert forger.readline().startswith(b"* OK")
+        for number in range(5):
+            forger.send(f"rhost=[{victim}]:{number} user=x LOGIN rejected: forged\r\n".encode())
+            assert forger.readline().startswith(b"rhost=")  # BAD, under the would-be tag
+        forger.close()
+    finally:
+        server.stop()
+    unanchored = r": (?:<\d> )?rhost=\[<HOST>\]:\d+ user=\S* \S+ rejected:"
+    naive = subprocess.run(["fail2ban-regex", "-o", "<ip>", str(server.log_path), unanchored],
+                           capture_output=True, text=True, timeout=60)
+    assert naive.returncode == 0, naive.stderr
+    assert naive.stdout.split().count(victim) >= 5
+    assert _matched(server.log_path) == []
+
+
 def test_shipped_jail_is_a_valid_fail2ban_configuration(tmp_path: Path) -> None:
     if shutil.which("fail2ban-client") is None or not Path("/etc/fail2ban/jail.conf").is_file():
         pytest.skip("fail2ban-client or the Debian fail2ban configuration is missing")

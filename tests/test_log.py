@@ -114,6 +114,31 @@ def test_failed_reconfigure_keeps_target(tmp_path: Path) -> None:
     assert "still here" in path.read_text()
 
 
+def test_check_target_refuses_what_opening_the_file_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--check (check_target) must refuse the log files a start cannot open, in the words the
+    start uses, and create none: a directory, a file not writable, a new file in a directory
+    not writable. It only looked at the directory: --check said "configuration good", the start
+    exited with status 2."""
+    from gximap.log import check_target
+
+    with pytest.raises(LogSetupError, match=r": cannot open log file: Is a directory$") as refused:
+        check_target(str(tmp_path))
+    with pytest.raises(LogSetupError) as opened:
+        setup_logging(str(tmp_path), 4)
+    assert str(opened.value) == str(refused.value)
+    existing, new = tmp_path / "imap.log", tmp_path / "new.log"
+    existing.write_text("")
+    check_target(str(existing))
+    check_target(str(new))
+    # os.access as a user who may not write there (the tests may run as root, who may).
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    for path in (existing, new):
+        with pytest.raises(LogSetupError, match=rf"^{path}: cannot open log file: Permission denied$"):
+            check_target(str(path))
+    monkeypatch.undo()
+    assert not new.exists()
+
+
 @pytest.mark.parametrize("level", [0, 7, True, "4"])
 def test_bad_level(level: object, tmp_path: Path) -> None:
     with pytest.raises(LogSetupError):

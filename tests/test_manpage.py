@@ -74,6 +74,17 @@ def test_content_essentials() -> None:
         assert option in synopsis
 
 
+def test_logging_leaves_the_fail2ban_regex_to_the_shipped_filter() -> None:
+    """The page once printed an unanchored failregex that text a client sends (logged under
+    imap_cmd_debug or io_debug) could match, banning any address it named. It prints none now:
+    it says why a filter must be anchored and names the shipped one, which
+    test_e2e_fail2ban.py runs against such forgeries."""
+    logging = page().split(".SH LOGGING\n", 1)[1].split("\n.SH ", 1)[0]
+    assert "failregex" not in logging and "<HOST>" not in logging
+    assert "must match \\fBrhost=\\fP only where the\nmessage starts" in logging
+    assert "\\fIetc/fail2ban/filter.d/gromox\\-imap.conf\\fP" in logging
+
+
 def test_source_lines_short() -> None:
     long_lines = [line for line in page().splitlines() if len(line.encode()) > 80
                   and not line.startswith('.\\"')]

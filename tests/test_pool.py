@@ -815,6 +815,23 @@ def test_max_connections_per_address() -> None:
         assert third.command("NOOP") == b"OK NOOP\r\n"
 
 
+def test_max_connections_per_address_counts_an_ipv6_client_by_its_64() -> None:
+    """One IPv6 subscriber is given a /64: its connections count together whichever of its
+    addresses they come from (proxy.address_key), as the login limits count them. The
+    addresses come in PROXY headers, so the host needs no IPv6 addresses."""
+    recorder = Recorder()
+    with running_server(recorder, proxy_mode=1, max_conn_per_ip=2) as (server, ports):
+        def proxied(source: str) -> Client:
+            client = Client("127.0.0.1", ports["plain"])
+            client.send(f"PROXY TCP6 {source} 2001:db8:ffff::1 40000 143\r\n".encode())
+            return client
+
+        first, second = proxied("2001:db8:1:2::1"), proxied("2001:db8:1:2:ffff::2")
+        assert first.readline() == GREETING and second.readline() == GREETING
+        assert proxied("2001:db8:1:2::3").read_until_eof() == BUSY
+        assert proxied("2001:db8:1:3::1").readline() == GREETING  # the next /64: someone else
+
+
 def test_workers_grow_to_maximum_and_shrink_back() -> None:
     recorder = Recorder()
     changes: list[int] = []

@@ -508,6 +508,34 @@ def test_a_process_that_fails_at_start_up_fails_the_start() -> None:
     assert supervisor.pids == []
 
 
+def test_a_sighup_before_a_new_process_has_a_handler_reaches_the_one_on_fork_installs() -> None:
+    """A reload forwarded to a process being (re)started must neither end it (SIGHUP's default
+    action) nor be lost: SIGHUP is blocked from before the fork until on_fork has installed the
+    process's handler. Here on_fork itself is sent one before it installs the handler; the
+    process must then see it, and later ones too, before serve sets anything."""
+    def on_fork() -> None:
+        os.kill(os.getpid(), signal.SIGHUP)   # in the window between the fork and the handler
+        signal.signal(signal.SIGHUP, lambda signum, frame: caught.append(signum))
+
+    def serve(index: int, ready: Callable[[], None]) -> int:
+        deadline = time.monotonic() + 5
+        while len(caught) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGHUP)
+        while len(caught) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 4 if len(caught) < 2 else _serve_ready_then_wait(index, ready)
+
+    caught: list[int] = []
+    supervisor = Supervisor(1, serve, stop_grace=5.0, on_fork=on_fork)
+    supervisor.start()   # StartFailed if the process died of the SIGHUP or did not see both
+    try:
+        assert len(supervisor.pids) == 1
+        assert signal.SIGHUP not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # the parent's mask is back
+    finally:
+        supervisor.stop()
+
+
 def test_describe_status() -> None:
     assert describe_status(3 << 8) == "exit status 3"
     assert describe_status(signal.SIGKILL) == "killed by SIGKILL"

@@ -293,6 +293,17 @@ def test_trust_list_and_mapped_addresses() -> None:
     assert normalize_host("2001:DB8:0::1") == "2001:db8::1"
 
 
+def test_mapped_trust_entries_match_the_peers_the_pool_passes() -> None:
+    """The pool hands the policy normalized peers (IPv4-mapped -> IPv4), so entries written as
+    IPv4-mapped (ss shows a proxy on a dual-stack socket so) must be taken as IPv4 to match."""
+    networks = parse_trust_list(["::ffff:127.0.0.1", "[::ffff:10.0.0.0]/104", "::ffff:0:0/96"])
+    assert [str(network) for network in networks] == ["127.0.0.1/32", "10.0.0.0/8", "0.0.0.0/0"]
+    policy = ProxyPolicy.create(1, ["::ffff:127.0.0.1"])
+    assert policy.expectation(normalize_host("::ffff:127.0.0.1")) is HeaderExpectation.REQUIRED
+    assert policy.expectation("127.0.0.2") is HeaderExpectation.REFUSED
+    assert parse_trust_list(["::ffff:0:0/95"])[0].version == 6  # beyond the mapped range: IPv6 as written
+
+
 def test_policy_expectations() -> None:
     assert ProxyPolicy.create(0, ["127.0.0.1"]).expectation("127.0.0.1") is HeaderExpectation.NONE
     policy = ProxyPolicy.create(1, ["10.0.0.0/8"])

@@ -354,5 +354,5 @@ def test_the_daemon_unlocks_an_encrypted_link_key(tmp_path: Path, certificates: 
             f"imap_haproxy_private_key_path = {encrypted}\n")
     context = Daemon(config_from_text(text + "imap_haproxy_certificate_passwd = s3cret\n", "g.cfg"), [])._proxy_tls_context()
     assert isinstance(context, ssl.SSLContext)
-    with pytest.raises(StartupError, match=r"g\.cfg:2: imap_haproxy_certificate_path: TLS key .*wrong password"):
+    with pytest.raises(StartupError, match=r"g\.cfg:4: imap_haproxy_certificate_passwd: TLS key .*wrong password"):
         Daemon(config_from_text(text + "imap_haproxy_certificate_passwd = nope\n", "g.cfg"), [])._proxy_tls_context()

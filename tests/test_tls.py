@@ -235,6 +235,40 @@ def test_certificate_validity_period(tmp_path: Path) -> None:
         make_server_context(cert_path, key_path)
 
 
+@pytest.mark.parametrize(("case", "at"), [
+    ("missing certificate", ":2: imap_certificate_path: TLS certificate file"),
+    ("expired certificate", ":2: imap_certificate_path: TLS certificate"),
+    ("not a key", ":3: imap_private_key_path: TLS key file"),
+    ("another certificate's key", ":3: imap_private_key_path: TLS key"),
+    ("no password", ":3: imap_private_key_path: TLS key"),
+    ("wrong password", ":4: imap_certificate_passwd: TLS key"),
+])
+def test_the_daemon_names_file_line_and_directive_of_the_tls_material_at_fault(
+        tmp_path: Path, case: str, at: str) -> None:
+    """As every configuration error does (FILE:LINE: directive: why); the main certificate's
+    were reported without them ("gximap: TLS certificate file X does not exist")."""
+    from gximap.config import config_from_text
+    from gximap.daemon import Daemon, StartupError
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(UTC)
+    certificate = (build_certificate(key, not_before=now - datetime.timedelta(days=9),
+                                     not_after=now - datetime.timedelta(days=1))
+                   if case == "expired certificate" else build_certificate(key))
+    other = ec.generate_private_key(ec.SECP256R1())
+    key_data = {"not a key": b"no key here\n", "another certificate's key": key_pem(other),
+                "no password": key_pem(key, b"s3cret"), "wrong password": key_pem(key, b"s3cret")}
+    cert_path, key_path = write_pair(tmp_path, pem(certificate), key_data.get(case, key_pem(key)))
+    if case == "missing certificate":
+        cert_path = str(tmp_path / "nope.pem")
+    password_line = "imap_certificate_passwd = guess\n" if case == "wrong password" else ""
+    text = (f"imap_support_tls = yes\nimap_certificate_path = {cert_path}\nimap_private_key_path = {key_path}\n"
+            f"{password_line}")
+    with pytest.raises(StartupError) as refused:
+        Daemon(config_from_text(text, "t.cfg"), [])._tls_context()
+    assert str(refused.value).startswith(f"t.cfg{at}"), str(refused.value)
+
+
 # -- generate_self_signed -----------------------------------------------------------------
 
 

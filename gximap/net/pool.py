@@ -73,7 +73,7 @@ How it runs:
   is passed to that has nothing to displace passes it on at once to one it has not been in;
   so it visits each process once at most, and is refused only where it arrived last.
 - Refusals: with ``context_num`` sessions open after that, or ``max_conn_per_ip`` from the client's address
-  (the PROXY address when there is one), ``busy_response`` is written best-effort and the
+  (the PROXY address when there is one; an IPv6 one by its /64, proxy.address_key), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
   would be garbage to the client).
 - ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
@@ -2045,8 +2045,10 @@ class Server:
         self._changed()
 
     def _count_address(self, conn: _Connection) -> bool:
-        """Count the connection against max_conn_per_ip. False: the address is over the limit."""
-        key = conn.peer_host
+        """Count the connection against max_conn_per_ip. False: the address is over the limit.
+        An IPv6 client counts by its /64 (address_key), as the login limits do: one subscriber
+        holds a whole /64, and could otherwise open a connection from each of its addresses."""
+        key = address_key(conn.peer_host)
         if not self._ledger.acquire(key, self._max_conn_per_ip):
             return False
         conn.ip_key = key

@@ -101,11 +101,15 @@ class Supervisor:
 
     ``serve`` returns an exit status; it must call ``ready()`` once it accepts connections.
     ``on_exit(index)`` is called when process ``index`` died while serving (before its restart).
+    ``on_fork()`` runs first in every new process, with SIGHUP blocked (and its action reset to
+    the default): it may install the process's own SIGHUP handler, which then receives a SIGHUP
+    sent meanwhile. Without it a SIGHUP has its default action until ``serve`` sets one.
     """
 
     def __init__(self, count: int, serve: Callable[[int, Callable[[], None]], int], *,
                  stop_grace: float = 10.0, on_change: Callable[[Supervisor], None] | None = None,
-                 on_exit: Callable[[int], None] | None = None) -> None:
+                 on_exit: Callable[[int], None] | None = None,
+                 on_fork: Callable[[], None] | None = None) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
         self.count = count
@@ -113,6 +117,7 @@ class Supervisor:
         self._stop_grace = stop_grace
         self._on_change = on_change
         self._on_exit = on_exit
+        self._on_fork = on_fork
         self.children = [_Child(index) for index in range(count)]
         self._ready_read, self._ready_write = os.pipe()
         os.set_blocking(self._ready_read, False)
@@ -129,12 +134,23 @@ class Supervisor:
             # A forked child would inherit locks held by threads that do not exist in it.
             log.warning("forking with %d threads running", threading.active_count())
         parent = os.getpid()
-        pid = os.fork()
+        # SIGHUP is blocked across the fork until the new process has its own handler (on_fork):
+        # one sent meanwhile (a reload forwarded to a process being restarted) then reaches that
+        # handler, instead of the parent's copied one or the default action, which ends it.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            pid = os.fork()
+        finally:
+            if os.getpid() == parent:
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         if pid == 0:
             status = 70  # EX_SOFTWARE unless serve() returns normally
             try:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(signum, signal.SIG_DFL)
+                if self._on_fork is not None:
+                    self._on_fork()
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
                 os.environ.pop("NOTIFY_SOCKET", None)  # only the parent talks to systemd
                 _die_with_parent(parent)
                 own_code_pages()

@@ -8,7 +8,7 @@ Public API:
     ProxyError                                               malformed / unexpected header
     looks_like_proxy_header(data) -> bool | None             sniffing for untrusted peers
     ProxyPolicy.create(mode, trust) / policy.expectation(peer_host) -> HeaderExpectation
-    parse_trust_list(entries) / peer_is_trusted(host, networks)
+    parse_trust_entry(entry) / parse_trust_list(entries) / peer_is_trusted(host, networks)
 
 Modes (``imap_accept_haproxy``): 0 = no header; 1 = v1 or v2, autodetected; 2 = v2 only (Gromox).
 The trust list holds addresses and CIDR subnets; an empty list trusts every peer (Gromox behaviour:
@@ -39,6 +39,7 @@ __all__ = [
     "address_key",
     "looks_like_proxy_header",
     "normalize_host",
+    "parse_trust_entry",
     "parse_trust_list",
     "peer_is_trusted",
 ]
@@ -349,22 +350,37 @@ def normalize_host(host: str) -> str:
     return str(address)
 
 
+def parse_trust_entry(entry: str) -> Network:
+    """One address or CIDR subnet of a trust list (``192.0.2.7``, ``10.0.0.0/8``, ``::1``,
+    ``[fd00::]/8``), an IPv4-mapped one (``::ffff:192.0.2.7``) as IPv4; ValueError names the entry. The configuration check uses this too, so that
+    an entry it lets through is one the pool can apply (a start or a reload never fails on it)."""
+    candidate = entry.strip()
+    if candidate.startswith("["):  # an IPv6 address in brackets, the prefix length after them
+        close = candidate.find("]")
+        if close > 0:
+            candidate = candidate[1:close] + candidate[close + 1 :]
+    try:
+        network = ipaddress.ip_network(candidate, strict=False)
+    except ValueError:
+        raise ValueError(f"{entry!r} is not an IP address or CIDR subnet") from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        # Peers are compared as plain IPv4 (normalize_host): an IPv4-mapped entry, as ss shows
+        # a proxy on a dual-stack socket, would otherwise never match.
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
 def parse_trust_list(entries: Iterable[str]) -> tuple[Network, ...]:
-    """Addresses and CIDR subnets (``192.0.2.7``, ``10.0.0.0/8``, ``::1``, ``[fd00::]/8``)."""
+    """The entries (see parse_trust_entry) as networks; blank entries are skipped."""
     networks: list[Network] = []
     for entry in entries:
-        text = entry.strip()
-        if not text:
+        if not entry.strip():
             continue
-        candidate = text
-        if candidate.startswith("["):
-            close = candidate.find("]")
-            if close > 0:
-                candidate = candidate[1:close] + candidate[close + 1 :]
         try:
-            networks.append(ipaddress.ip_network(candidate, strict=False))
-        except ValueError:
-            raise ValueError(f"PROXY trust list: {entry!r} is not an IP address or subnet") from None
+            networks.append(parse_trust_entry(entry))
+        except ValueError as exc:
+            raise ValueError(f"PROXY trust list: {exc}") from None
     return tuple(networks)
 
 
