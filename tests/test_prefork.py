@@ -16,7 +16,7 @@ import types
 from collections.abc import Callable, Iterator
 
 import pytest
-from net_helpers import TIMEOUT, sibling_processes, wait_until
+from net_helpers import TIMEOUT, sibling_channels, sibling_processes, wait_until
 
 from gximap.auth.service import AuthService
 from gximap.net import prefork, siblings
@@ -693,12 +693,62 @@ def test_imap_process_num_zero_means_two_per_usable_cpu_at_most_32(monkeypatch: 
 
     from gximap import daemon
 
-    def count(wanted: int, cpus: int) -> int:
+    def count(wanted: int, cpus: int, contexts: int = 200) -> int:
         monkeypatch.setattr(daemon.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
-        return daemon.process_count(SimpleNamespace(imap_process_num=wanted))  # type: ignore[arg-type]
+        config = SimpleNamespace(imap_process_num=wanted, context_num=contexts)
+        return daemon.process_count(config)  # type: ignore[arg-type]
 
     assert count(0, 1) == 2 and count(0, 2) == 4 and count(0, 16) == 32 and count(0, 64) == 32
     assert count(3, 64) == 3 and count(1, 8) == 1   # a number given is taken as it is
+    # ... up to context_num, the sessions they share: a process with none would serve no one.
+    assert count(8, 2, contexts=4) == 4 and count(0, 64, contexts=10) == 10 and count(1, 1, contexts=1) == 1
+
+
+def test_totals_are_shared_out_exactly() -> None:
+    """context_num, imap_thread_init_num and the MTA pools' context numbers are totals: the
+    shares add up to them (rounded up, 4 among 3 processes admitted 6, and 32 processes 32)."""
+    assert [siblings.share(4, 3, index) for index in range(3)] == [2, 1, 1]
+    assert [siblings.share(2, 4, index) for index in range(4)] == [1, 1, 0, 0]
+    for total in (1, 2, 5, 50, 200, 1024):
+        for count in (1, 2, 3, 7, 32):
+            parts = [siblings.share(total, count, index) for index in range(count)]
+            assert sum(parts) == total and max(parts) - min(parts) <= 1
+
+
+def test_a_sibling_with_a_larger_share_is_offered_a_connection_by_its_own_room() -> None:
+    """context_num = 4 among 3 processes: 2, 1 and 1. Process 2, full with its one session, has
+    a connection to pass on; process 1 holds one of its one (full), process 0 one of its two."""
+    parent, channels = sibling_channels(3)
+    try:
+        ledgers = [AddressLedger(channel) for channel in channels]
+        handoffs = [ConnectionHandoff(channel, ledger, contexts=4) for channel, ledger in zip(channels, ledgers, strict=True)]
+        for channel in channels:
+            channel.say_hello()
+        assert wait_until(lambda: all(len(handoff.siblings_up()) == 2 for handoff in handoffs))
+        adopted: list[int] = []
+        for index, handoff in enumerate(handoffs):
+            def adopt(sock: socket.socket, _listener: int, _visited: frozenset[int], taken: Callable[[], None],
+                      index: int = index) -> None:
+                adopted.append(index)
+                sock.close()
+                taken()
+
+            handoff.adopt_with(adopt)
+        for index in range(3):
+            assert ledgers[index].acquire(f"192.0.2.{index}", 0)
+        assert wait_until(lambda: ledgers[2].sibling_loads() == {0: 1, 1: 1})
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            assert handoffs[2].offer(theirs, 0, capacity=siblings.share(4, 3, 2)) == 0
+            assert wait_until(lambda: adopted == [0])
+            assert wait_until(lambda: handoffs[2].untaken(0) == 0 and ledgers[2].sibling_loads()[0] == 1)
+            assert ledgers[0].acquire("192.0.2.9", 0)   # process 0 took it: now all are full
+            assert wait_until(lambda: ledgers[2].sibling_loads()[0] == 2)
+            assert handoffs[2].offer(theirs, 0, capacity=siblings.share(4, 3, 2)) is None
+    finally:
+        for channel in channels:
+            channel.close()
+        parent.close_sockets()
 
 
 def test_own_code_pages_touches_module_and_class_level_functions(monkeypatch: pytest.MonkeyPatch) -> None:

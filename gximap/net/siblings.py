@@ -71,10 +71,14 @@ _RESYNC_GAP = 1.0
 _RESYNC_EVERY = 30.0
 
 
-def share(total: int, count: int) -> int:
-    """One process's part of a total (context_num, imap_thread_init_num, the MTA pools'
-    context numbers), rounded up."""
-    return max(1, -(-total // count))
+def share(total: int, count: int, index: int) -> int:
+    """Process ``index``'s part of a total shared out among ``count`` processes (context_num,
+    imap_thread_init_num, the MTA pools' context numbers): the parts add up to the total, the
+    first ``total % count`` processes taking one more. A part may be 0 when the total is
+    smaller than the count; the caller decides what that means (gximap.daemon.process_count
+    has no more processes than context_num; a process with no share of an MTA pool leaves its
+    listeners to the others)."""
+    return total // count + (1 if index < total % count else 0)
 
 
 class SiblingChannel:
@@ -649,9 +653,9 @@ class ConnectionHandoff:
     or holds it if it filled up meanwhile. It may pass it on in turn, but only to a process it
     has not been in (``visited``, sent along): no ping-pong, and with three or more processes
     the one that can make room for it is found even when another was asked first.
-    Which sibling has room comes from the AddressLedger's counts, each process's context share
-    being the same (share), plus the connections passed to it that it has not yet said
-    it took: the ledger learns of a passed connection only once the sibling admitted it, so a
+    Which sibling has room comes from the AddressLedger's counts against each process's context
+    share (share; they differ by one at most), plus the connections passed to it that it has not
+    yet said it took: the ledger learns of a passed connection only once the sibling admitted it, so a
     burst passed on within that time would otherwise all go to the same sibling, past its room.
     The sibling says "taken" after admitting (its ledger message goes first, on the same queue),
     so the two counts never hold the same connection twice for long.
@@ -659,9 +663,13 @@ class ConnectionHandoff:
     registered), or answered ours with "up", and no "gone" came since. A connection passed to
     a process still starting, or dead and not yet restarted, would wait seconds for it."""
 
-    def __init__(self, channel: SiblingChannel, ledger: AddressLedger, *, name: str = "imap") -> None:
+    def __init__(self, channel: SiblingChannel, ledger: AddressLedger, *, name: str = "imap",
+                 contexts: int | None = None) -> None:
         self._channel = channel
         self._ledger = ledger
+        # The total of contexts shared out among the processes (share), whose parts differ by
+        # one: a sibling's room is judged by its own part. None: every part taken as equal.
+        self._contexts = contexts
         self._kind = f"handoff-{name}"
         self._adopter: Adopter | None = None
         self._lock = threading.Lock()
@@ -683,10 +691,11 @@ class ConnectionHandoff:
 
     def offer(self, sock: socket.socket, listener_index: int, capacity: int, *,
               visited: frozenset[int] = frozenset()) -> int | None:
-        """Pass ``sock`` to the sibling holding the fewest of ``capacity`` connections, not one
-        in ``visited`` (processes it was passed through); the sibling's index, or None (no
-        sibling with room, or it could not be reached). The caller closes its own ``sock``
-        either way once it is passed."""
+        """Pass ``sock`` to the sibling with the most room, not one in ``visited`` (processes it
+        was passed through); the sibling's index, or None (no sibling with room, or it could not
+        be reached). ``capacity``: the connections this process takes (its share of contexts),
+        a sibling's being more or less by as much as its share is. The caller closes its own
+        ``sock`` either way once it is passed."""
         loads = self._ledger.sibling_loads()  # its own lock, not taken under this one
         now = time.monotonic()
         with self._lock:
@@ -699,13 +708,14 @@ class ConnectionHandoff:
         # process's own, so that two of them could always tie). It moves only when there is a
         # choice: an arrival first offered to a sibling with room (none) and then to a full one
         # moved it twice, so that with two siblings it always came back to the same one.
-        candidates = [index for index, load in loads.items() if load < capacity]
+        rooms = {index: capacity + self._share_over_own(index) - load for index, load in loads.items()}
+        candidates = [index for index, room in rooms.items() if room > 0]
         if not candidates:
             return None
         self._turn += 1
         place = {index: position for position, index in enumerate(sorted(loads))}
         turn, count = self._turn, max(len(place), 1)
-        for index in sorted(candidates, key=lambda index: (loads[index], (place[index] - turn) % count)):
+        for index in sorted(candidates, key=lambda index: (-rooms[index], (place[index] - turn) % count)):
             with self._lock:  # counted before it is sent: the sibling's "taken" may come back at once
                 self._untaken.setdefault(index, deque()).append(now)
             if self._channel.send_fds(index, self._kind, [sock.fileno()], listener=listener_index,
@@ -714,6 +724,13 @@ class ConnectionHandoff:
             with self._lock:
                 self._untaken[index].pop()
         return None
+
+    def _share_over_own(self, index: int) -> int:
+        """How many contexts more (or fewer) sibling ``index`` has than this process."""
+        channel = self._channel
+        if self._contexts is None or channel.index < 0:
+            return 0
+        return share(self._contexts, channel.count, index) - share(self._contexts, channel.count, channel.index)
 
     def untaken(self, index: int) -> int:
         """Connections passed to sibling ``index`` that it has not yet said it took."""
