@@ -389,9 +389,13 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", aliases=("imap_support_starttls",)),
     _d("imap_process_num", "int", "1",
        "Serving processes sharing the listening sockets (whichever is free first accepts), so that "
-       "Python uses more than one core; 0 means two per CPU (at most 32). context_num and imap_thread_init_num are totals, shared out "
-       "among them; a process whose share of context_num is taken leaves new connections to the others, and a "
-       "connection is refused only when all are full.",
+       "Python uses more than one core; 0 means two per CPU (at most 32). There are never more "
+       "processes than context_num. context_num, imap_thread_init_num, lmtp_context_num and "
+       "auth_context_num are totals, shared out among them as evenly as they go (context_num = 4 "
+       "with 3 processes: 2, 1 and 1); a process whose share of lmtp_context_num or auth_context_num "
+       "is 0 leaves those listeners to the others, and every process keeps at least one worker "
+       "thread. A process whose share of context_num is taken leaves new connections to the others, "
+       "and a connection is refused only when all are full.",
        "imap", minimum=0),
     _d("imap_thread_charge_num", "int", "40",
        "Sessions per worker thread; the thread maximum is context_num divided by this.",

@@ -128,15 +128,21 @@ AUTO_PROCESS_MAX = 32
 
 
 def process_count(cfg: Config) -> int:
-    """imap_process_num, with 0 meaning two per CPU this process may run on (at most 32)."""
+    """imap_process_num, with 0 meaning two per CPU this process may run on (at most 32); never
+    more than context_num, a total every process serves a share of: one with a share of 0
+    sessions would serve no one (siblings.share)."""
     wanted = int(cfg.imap_process_num)
-    if wanted > 0:
-        return wanted
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(AUTO_PROCESSES_PER_CPU * cpus, AUTO_PROCESS_MAX))
+    if wanted <= 0:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        wanted = max(1, min(AUTO_PROCESSES_PER_CPU * cpus, AUTO_PROCESS_MAX))
+    sessions = max(int(cfg.context_num), 1)
+    if wanted > sessions and int(cfg.imap_process_num) > 0:
+        gxlog.get_logger().warning("imap_process_num = %d is more than context_num = %d, the sessions "
+                                   "they share: %d processes", wanted, sessions, sessions)
+    return min(wanted, sessions)
 
 
 def set_title(title: str) -> None:
@@ -450,8 +456,8 @@ class Daemon:
         self.server = server = Server(
             listeners,
             lambda conn, waker: ImapSession(ctx, conn, waker),
-            context_num=share(int(cfg.context_num), count),
-            thread_init_num=share(int(cfg.imap_thread_init_num), count),
+            context_num=share(int(cfg.context_num), count, index),   # >= 1: process_count
+            thread_init_num=max(1, share(int(cfg.imap_thread_init_num), count, index)),
             thread_charge_num=int(cfg.imap_thread_charge_num),
             conn_timeout=float(cfg.imap_conn_timeout),
             ssl_context=ssl_context,
@@ -463,7 +469,8 @@ class Daemon:
             max_conn_per_ip=int(cfg.imap_max_conn_per_ip),
             address_ledger=ledger,
             shared_listeners=count > 1,
-            handoff=ConnectionHandoff(siblings, ledger) if siblings is not None else None,
+            handoff=(ConnectionHandoff(siblings, ledger, contexts=int(cfg.context_num))
+                     if siblings is not None else None),
             on_change=self._title,
         )
         latch = self._signal_latch()
@@ -476,7 +483,7 @@ class Daemon:
             siblings.say_hello()
         server.start()
         try:
-            mta.start(store, ctx.auth, processes=count, expiry=ctx.expiry)
+            mta.start(store, ctx.auth, processes=count, index=index, expiry=ctx.expiry)
         except MtaConfigError as exc:
             server.stop(grace=0.0)
             store.close()  # a clean stop: its marker goes, and the next start does not sweep
@@ -554,7 +561,7 @@ class Daemon:
             set_title(f"gximap: {stats.sessions}/{self.cfg.context_num} sessions")
         else:
             set_title(f"gximap: process {index + 1}/{count}: {stats.sessions}/"
-                      f"{share(int(self.cfg.context_num), count)} sessions")
+                      f"{share(int(self.cfg.context_num), count, index)} sessions")
 
     def _master_title(self, supervisor) -> None:  # noqa: ANN001
         set_title(f"gximap: master, {len(supervisor.pids)}/{supervisor.count} processes")

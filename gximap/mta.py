@@ -162,11 +162,14 @@ class MtaServices:
                 specs.append(ListenerSpec(address[0], address[1], False, kind))
         return specs
 
-    def start(self, store: Any, auth: Any, *, processes: int = 1, expiry: ExpiryThrottle | None = None) -> None:
+    def start(self, store: Any, auth: Any, *, processes: int = 1, index: int = 0,
+              expiry: ExpiryThrottle | None = None) -> None:
         """Create and start the pools (a no-op without listeners). With several serving
-        ``processes`` on the same listeners, each takes its share of the context numbers, and
-        one whose contexts are all taken stops accepting until one is free, so that a sibling
-        with room takes the connection instead of this one refusing it."""
+        ``processes`` on the same listeners, process ``index`` takes its share of the context
+        numbers (totals), and one whose contexts are all taken stops accepting until one is free,
+        so that a sibling with room takes the connection instead of this one refusing it. A
+        process whose share of a pool is 0 (fewer contexts than processes) runs no such pool:
+        its siblings serve those listeners."""
         from gximap.auth.maps import MapSyntaxError, name_map_from_config
         from gximap.authsock.session import AuthSocketContext, AuthSocketSession, AuthSocketSettings
         from gximap.lmtp.delivery import DeliveryAgent
@@ -175,7 +178,9 @@ class MtaServices:
         from gximap.net.siblings import share
 
         cfg = self.cfg
-        if self.lmtp_listeners:
+        lmtp_contexts = share(int(cfg.lmtp_context_num), processes, index)
+        auth_contexts = share(int(cfg.auth_context_num), processes, index)
+        if self.lmtp_listeners and lmtp_contexts:
             try:
                 delivery_map = name_map_from_config(cfg, "delivery_map")
             except MapSyntaxError as exc:
@@ -184,18 +189,18 @@ class MtaServices:
             lmtp_ctx = self._lmtp_ctx = LmtpContext(lmtp_settings_from_config(cfg), agent)
             self._lmtp_server = Server(
                 self.lmtp_listeners, lambda conn, waker: LmtpSession(lmtp_ctx, conn, waker),
-                context_num=share(int(cfg.lmtp_context_num), processes), thread_init_num=1,
+                context_num=lmtp_contexts, thread_init_num=1,
                 thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.lmtp_conn_timeout),
                 ssl_context=None, busy_response=_LMTP_BUSY, io_errors=bool(cfg.io_errors),
                 shared_listeners=processes > 1,
             )
             self.servers.append(self._lmtp_server)
-        if self.auth_listeners:
+        if self.auth_listeners and auth_contexts:
             auth_ctx = self._auth_ctx = AuthSocketContext(
                 auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg)))
             self.servers.append(Server(
                 self.auth_listeners, lambda conn, waker: AuthSocketSession(auth_ctx, conn, waker),
-                context_num=share(int(cfg.auth_context_num), processes), thread_init_num=1,
+                context_num=auth_contexts, thread_init_num=1,
                 thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.imap_conn_timeout),
                 ssl_context=None, busy_response=b"", io_errors=bool(cfg.io_errors),
                 shared_listeners=processes > 1,

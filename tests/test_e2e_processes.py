@@ -280,6 +280,39 @@ def test_every_context_is_used_before_a_connection_is_refused(tmp_path: Path) ->
         proc.stop()
 
 
+def test_context_num_and_auth_context_num_are_totals_with_three_processes(tmp_path: Path) -> None:
+    """4 sessions and 2 auth-socket connections among 3 processes: 4 and 2 in all, not each
+    process's part rounded up (2 and 1 each: 6 and 3)."""
+    auth_port = free_port()
+    proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret"}, extra={
+        "imap_process_num": "3", "context_num": "4", "auth_listen": f"127.0.0.1:{auth_port}",
+        "auth_context_num": "2"}).start()
+    clients: list[LineClient] = []
+    auth_clients: list[AuthSocketClient] = []
+    try:
+        assert wait_until(lambda: len(_serving(proc)) == 3, timeout=10.0)
+        # Each process has said hello (and so may be passed a connection): its pools are up.
+        assert wait_until(lambda: proc.log().count("pool started") >= 3 + 2, timeout=10.0)
+        for _ in range(4):
+            client = LineClient(proc.port)
+            assert client.readline().startswith(b"* OK")
+            client.send(b"l LOGIN alice secret\r\n")
+            assert client.readline().startswith(b"l OK")
+            clients.append(client)
+        extra = LineClient(proc.port)
+        assert extra.readline().startswith(b"* BYE")
+        extra.close()
+        assert all(_auth_handshake(auth_port, auth_clients) for _ in range(2))
+        assert not _auth_handshake(auth_port, auth_clients)   # the processes with a share are full
+        assert proc.log().count("pool started") == 3 + 2   # the third has no auth-socket pool
+    finally:
+        for client in clients:
+            client.close()
+        for auth_client in auth_clients:
+            auth_client.close()
+        proc.stop()
+
+
 def _greeted(port: int) -> bool:
     client = LineClient(port)
     try:

@@ -10,12 +10,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
 
 import pytest
-from net_helpers import sibling_processes, wait_until
+from net_helpers import TIMEOUT, sibling_channels, sibling_processes, wait_until
 
 from gximap.auth.service import AuthService
 from gximap.net import prefork, siblings
@@ -367,6 +368,132 @@ def test_a_dead_siblings_connections_stop_counting_when_the_parent_says_it_is_go
         parent.close_sockets()
 
 
+def _stop_reading(sender: SiblingChannel, receiver: SiblingChannel) -> threading.Event:
+    """Hold ``receiver``'s receiving thread (as a process stopped, or starved of CPU, is held)
+    until the returned event is set; returns once it is held."""
+    held, resume = threading.Event(), threading.Event()
+
+    def hold(_sender: int, _message: dict[str, object]) -> None:
+        held.set()
+        resume.wait(4 * TIMEOUT)
+
+    receiver.on("hold", hold)
+    sender.send("hold")
+    assert held.wait(TIMEOUT)
+    return resume
+
+
+def test_counts_dropped_while_a_sibling_stalled_are_replaced_once_it_reads_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sibling that does not read for a moment loses the messages sent meanwhile (its queue
+    is full). Counts applied as changes would then be wrong for good: here it would keep the
+    "+1"s that fitted in its queue and never see the "-1"s. After a drop it is sent a snapshot
+    that replaces what it held for the sender, tried again until it gets through."""
+    monkeypatch.setattr(siblings, "_SEND_TIMEOUT", 0.01)
+    monkeypatch.setattr(siblings, "_RESYNC_EVERY", 3600.0, raising=False)  # not the periodic one
+    parent, first, second = sibling_processes()
+    resume: threading.Event | None = None
+    try:
+        one, two = AddressLedger(first), AddressLedger(second)
+        resume = _stop_reading(first, second)
+        held = 0
+        while 1 not in first._stalled and held < 5000:  # a datagram queue holds a few hundred
+            assert one.acquire("192.0.2.1", 0)
+            held += 1
+        assert first._stalled == {1}
+        for _ in range(held):
+            one.release("192.0.2.1")  # dropped, all of them: the queue is full
+        assert one.acquire("192.0.2.2", 0)  # dropped too
+        resume.set()
+
+        # No other message need come: the snapshot is tried again until it gets through.
+        assert wait_until(lambda: two.count("192.0.2.1") == 0 and two.count("192.0.2.2") == 1)
+        assert two.sibling_loads() == {0: 1}
+        assert first._stalled == set()
+    finally:
+        if resume is not None:
+            resume.set()
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_a_count_lost_without_a_stall_is_replaced_by_the_periodic_snapshot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(siblings, "_RESYNC_EVERY", 0.2, raising=False)
+    parent, first, second = sibling_processes()
+    try:
+        one, two = AddressLedger(first), AddressLedger(second)
+        for key in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+            assert one.acquire(key, 0)
+        assert wait_until(lambda: two.count("192.0.2.1") == 2 and two.count("192.0.2.2") == 1)
+        # What two knows of them comes from a snapshot now, and one drops out of the next
+        # without a word on it: that must clear it as well.
+        assert wait_until(lambda: two._siblings[0].floor == 3 and not two._siblings[0].stamps)
+        first.send = lambda kind, **fields: None  # type: ignore[method-assign]  # the changes are lost
+        one.release("192.0.2.1")
+        one.release("192.0.2.2")
+        del first.send
+        assert wait_until(lambda: two.count("192.0.2.1") == 1 and two.count("192.0.2.2") == 0)
+        assert two.sibling_loads() == {0: 1}
+    finally:
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_a_count_sent_after_a_snapshot_that_holds_it_is_not_counted_twice() -> None:
+    """acquire counts a connection under the ledger's lock and tells the siblings after
+    releasing it: a snapshot taken in between (a sibling said hello) already holds the
+    connection, and the message that follows must not add it again."""
+    parent, first, second = sibling_processes()
+    try:
+        one, two = AddressLedger(first), AddressLedger(second)
+        noted = threading.Event()
+        second.on("mark", lambda _sender, _message: noted.set())
+        send = first.send
+        raced: list[str] = []
+
+        def snapshot_in_between(kind: str, **fields: object) -> None:
+            if kind == "conn-imap" and not raced:
+                raced.append(kind)
+                second.say_hello()
+                assert wait_until(lambda: two.count("192.0.2.1") == 1)  # from the snapshot
+            send(kind, **fields)
+
+        first.send = snapshot_in_between  # type: ignore[method-assign]
+        assert one.acquire("192.0.2.1", 0)
+        del first.send
+        first.send("mark")  # after the count's message on the same queue
+        assert noted.wait(TIMEOUT)
+        assert two.count("192.0.2.1") == 1
+    finally:
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_a_restarted_sibling_whose_hello_was_lost_replaces_its_predecessors_counts() -> None:
+    parent, first, second = sibling_processes()
+    reborn_channel: SiblingChannel | None = None
+    try:
+        one, two = AddressLedger(first), AddressLedger(second)
+        for _ in range(3):
+            assert one.acquire("192.0.2.1", 0)
+        assert wait_until(lambda: two.count("192.0.2.1") == 3)
+        first.close()  # process 1 dies; neither "gone" nor the successor's hello arrives
+        reborn_channel = SiblingChannel(parent._pairs, parent.secret)
+        reborn_channel.attach(0)
+        reborn = AddressLedger(reborn_channel)
+        assert reborn.acquire("192.0.2.1", 0)
+        assert wait_until(lambda: two.count("192.0.2.1") == 1)
+    finally:
+        if reborn_channel is not None:
+            reborn_channel.close()
+        second.close()
+        parent.close_sockets()
+
+
 def test_unlimited_ledger_still_counts() -> None:
     ledger = AddressLedger()
     for _ in range(5):
@@ -419,6 +546,52 @@ def test_auth_blocks_and_address_failures_are_shared() -> None:
             service.close()
         reborn_channel.close()
     finally:
+        second.close()
+        parent.close_sockets()
+
+
+def test_auth_state_lost_while_a_sibling_stalled_is_sent_again_and_no_failure_counts_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(siblings, "_SEND_TIMEOUT", 0.01)
+    parent, first, second = sibling_processes()
+    resume: threading.Event | None = None
+    services: list[AuthService] = []
+    try:
+        one = AuthService(None, _NoBackend(), ip_times=3, ip_window=600.0, block_interval=600.0)
+        two = AuthService(None, _NoBackend(), ip_times=3, ip_window=600.0, block_interval=600.0)
+        services += [one, two]
+        one.share_with(first)
+        two.share_with(second)
+        one._note_address_failure("192.0.2.9", "192.0.2.9")
+        assert wait_until(lambda: len(two._ip_failures.get("192.0.2.9", ())) == 1)
+        resume = _stop_reading(first, second)
+        for _ in range(5000):  # fill its queue
+            if 1 in first._stalled:
+                break
+            first.send("filler")
+        assert first._stalled == {1}
+        one.block_user("Alice", "192.0.2.9")  # both dropped
+        one._note_address_failure("192.0.2.9", "192.0.2.9")
+        resume.set()
+
+        assert wait_until(lambda: two.user_block_remaining("alice") > 500
+                          and len(two._ip_failures.get("192.0.2.9", ())) == 2)
+        # The whole state again, twice: the failures already told are not counted again, so
+        # two remain two, short of the three that block.
+        marked = threading.Event()
+        second.on("mark", lambda _sender, _message: marked.set())
+        for _ in range(2):
+            one._send_state(1)
+        first.send("mark")  # after the state, on the same queue
+        assert marked.wait(TIMEOUT)
+        assert len(two._ip_failures["192.0.2.9"]) == 2
+        assert not two._address_blocked("192.0.2.9")
+    finally:
+        if resume is not None:
+            resume.set()
+        for service in services:
+            service.close()
+        first.close()
         second.close()
         parent.close_sockets()
 
@@ -548,12 +721,62 @@ def test_imap_process_num_zero_means_two_per_usable_cpu_at_most_32(monkeypatch: 
 
     from gximap import daemon
 
-    def count(wanted: int, cpus: int) -> int:
+    def count(wanted: int, cpus: int, contexts: int = 200) -> int:
         monkeypatch.setattr(daemon.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
-        return daemon.process_count(SimpleNamespace(imap_process_num=wanted))  # type: ignore[arg-type]
+        config = SimpleNamespace(imap_process_num=wanted, context_num=contexts)
+        return daemon.process_count(config)  # type: ignore[arg-type]
 
     assert count(0, 1) == 2 and count(0, 2) == 4 and count(0, 16) == 32 and count(0, 64) == 32
     assert count(3, 64) == 3 and count(1, 8) == 1   # a number given is taken as it is
+    # ... up to context_num, the sessions they share: a process with none would serve no one.
+    assert count(8, 2, contexts=4) == 4 and count(0, 64, contexts=10) == 10 and count(1, 1, contexts=1) == 1
+
+
+def test_totals_are_shared_out_exactly() -> None:
+    """context_num, imap_thread_init_num and the MTA pools' context numbers are totals: the
+    shares add up to them (rounded up, 4 among 3 processes admitted 6, and 32 processes 32)."""
+    assert [siblings.share(4, 3, index) for index in range(3)] == [2, 1, 1]
+    assert [siblings.share(2, 4, index) for index in range(4)] == [1, 1, 0, 0]
+    for total in (1, 2, 5, 50, 200, 1024):
+        for count in (1, 2, 3, 7, 32):
+            parts = [siblings.share(total, count, index) for index in range(count)]
+            assert sum(parts) == total and max(parts) - min(parts) <= 1
+
+
+def test_a_sibling_with_a_larger_share_is_offered_a_connection_by_its_own_room() -> None:
+    """context_num = 4 among 3 processes: 2, 1 and 1. Process 2, full with its one session, has
+    a connection to pass on; process 1 holds one of its one (full), process 0 one of its two."""
+    parent, channels = sibling_channels(3)
+    try:
+        ledgers = [AddressLedger(channel) for channel in channels]
+        handoffs = [ConnectionHandoff(channel, ledger, contexts=4) for channel, ledger in zip(channels, ledgers, strict=True)]
+        for channel in channels:
+            channel.say_hello()
+        assert wait_until(lambda: all(len(handoff.siblings_up()) == 2 for handoff in handoffs))
+        adopted: list[int] = []
+        for index, handoff in enumerate(handoffs):
+            def adopt(sock: socket.socket, _listener: int, _visited: frozenset[int], taken: Callable[[], None],
+                      index: int = index) -> None:
+                adopted.append(index)
+                sock.close()
+                taken()
+
+            handoff.adopt_with(adopt)
+        for index in range(3):
+            assert ledgers[index].acquire(f"192.0.2.{index}", 0)
+        assert wait_until(lambda: ledgers[2].sibling_loads() == {0: 1, 1: 1})
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            assert handoffs[2].offer(theirs, 0, capacity=siblings.share(4, 3, 2)) == 0
+            assert wait_until(lambda: adopted == [0])
+            assert wait_until(lambda: handoffs[2].untaken(0) == 0 and ledgers[2].sibling_loads()[0] == 1)
+            assert ledgers[0].acquire("192.0.2.9", 0)   # process 0 took it: now all are full
+            assert wait_until(lambda: ledgers[2].sibling_loads()[0] == 2)
+            assert handoffs[2].offer(theirs, 0, capacity=siblings.share(4, 3, 2)) is None
+    finally:
+        for channel in channels:
+            channel.close()
+        parent.close_sockets()
 
 
 def test_own_code_pages_touches_module_and_class_level_functions(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,9 @@ With several serving processes (imap_process_num), blocks and address failures a
 through the sibling channel (gximap.net.siblings): each process tells the others what it
 records, so a user blocked in one process is blocked in all, and an address's failures add up
 across them. Times are CLOCK_MONOTONIC readings, the same clock in every process of the host.
+Both are merged, never added: a block keeps the later end, and an address's failures are a set
+of times. So the whole state can be sent again to a sibling that lost messages (it restarted,
+or its queue was full: SiblingChannel.on_resync) without a failure counting twice.
 
 Impersonation: ``actor!mailbox`` (or SASL PLAIN with authzid = mailbox) authenticates the actor
 with its own password; access is granted when mailbox == actor (after mapping) or the actor's
@@ -57,6 +60,7 @@ from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
 from gximap.net.proxy import address_key
+from gximap.net.siblings import chunks
 from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend, verify_dummy_password
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
@@ -144,39 +148,55 @@ class AuthService:
         self._siblings = channel
         channel.on("auth-block", self._on_sibling_block)
         channel.on("auth-fail", self._on_sibling_failures)
-        channel.on_hello(self._on_sibling_hello)
+        channel.on("auth-state", self._on_sibling_state)
+        # Not periodic: under attack the tables hold up to 2 x 65,536 entries, and what is
+        # lost expires by itself (block_interval_auths, imap_auth_ip_window).
+        channel.on_resync(self._send_state)
         if self.cache is not None:
             self.cache.share_with(channel)
 
     def _on_sibling_block(self, sender: int, message: dict[str, Any]) -> None:
-        key, until = str(message["key"]), float(message["until"])
         with self._lock:
-            if self._blocked_users.get(key, 0.0) < until:
-                self._blocked_users.pop(key, None)
-                self._blocked_users[key] = until
-                self._housekeeping_locked()
+            self._merge_block_locked(str(message["key"]), float(message["until"]))
 
     def _on_sibling_failures(self, sender: int, message: dict[str, Any]) -> None:
-        key = str(message["key"])
-        times = [float(when) for when in message["times"]]
         with self._lock:
-            failures = self._ip_failures.get(key)
-            if failures is None:
-                failures = self._ip_failures[key] = deque()
-            merged = sorted(set(failures).union(times))[-max(self.ip_times, 1):]
-            failures.clear()
-            failures.extend(merged)
+            self._merge_failures_locked(str(message["key"]), message["times"])
+
+    def _on_sibling_state(self, sender: int, message: dict[str, Any]) -> None:
+        with self._lock:
+            for key, until in message.get("blocks", []):
+                self._merge_block_locked(str(key), float(until))
+            for key, times in message.get("failures", []):
+                self._merge_failures_locked(str(key), times)
+
+    def _merge_block_locked(self, key: str, until: float) -> None:
+        if self._blocked_users.get(key, 0.0) < until:
+            self._blocked_users.pop(key, None)
+            self._blocked_users[key] = until
             self._housekeeping_locked()
 
-    def _on_sibling_hello(self, sender: int, message: dict[str, Any]) -> None:
-        """A sibling (re)started: send it the blocks and failures it would otherwise not know."""
+    def _merge_failures_locked(self, key: str, times: list[Any]) -> None:
+        """A set union: times already known (a failure told again) do not count twice."""
+        failures = self._ip_failures.get(key)
+        if failures is None:
+            failures = self._ip_failures[key] = deque()
+        merged = sorted(set(failures).union(float(when) for when in times))[-max(self.ip_times, 1):]
+        failures.clear()
+        failures.extend(merged)
+        self._housekeeping_locked()
+
+    def _send_state(self, index: int) -> None:
+        """Send sibling ``index`` the blocks and failures it may have missed (it restarted, or
+        messages to it were dropped): SiblingChannel.on_resync. Sent in parts; every part can
+        be applied alone."""
         with self._lock:
             blocks = list(self._blocked_users.items())
             failures = [(key, list(times)) for key, times in self._ip_failures.items() if times]
-        for key, until in blocks:
-            self._siblings.send("auth-block", key=key, until=until)
-        for key, times in failures:
-            self._siblings.send("auth-fail", key=key, times=times)
+        for field, items in (("blocks", blocks), ("failures", failures)):
+            for part in chunks(items):
+                if not self._siblings.send_state_to(index, "auth-state", **{field: part}):
+                    return  # its queue is full: the drop has all of it sent again later
 
     def submit(self, login: str, password: str, **kwargs: Any) -> Future[AuthResult]:
         """:meth:`authenticate` on the hashing executor; the caller awaits the future."""
