@@ -845,6 +845,16 @@ def _held_by_others(store: Store, account: str, folder_id: int, held: list[tuple
     return others, same
 
 
+def _load(message: SourceMessage, report: FolderReport) -> bytes | None:
+    """The message's bytes; None, counted as failed with a note, when they cannot be read."""
+    try:
+        return message.load()
+    except OSError as exc:
+        report.failed += 1
+        report.notes.append(f"{message.origin}: cannot read: {exc.strerror or exc}")
+        return None
+
+
 def _relocations(store: Store, account: str, folder_id: int, held: list[tuple[int, SourceMessage]],
                  report: FolderReport) -> list[SourceMessage]:
     """The source messages (of ``held``, whose UIDs the folder holds) to store under new UIDs:
@@ -858,11 +868,8 @@ def _relocations(store: Store, account: str, folder_id: int, held: list[tuple[in
     already_present = _existing_content(store, account, folder_id, frozenset(same))
     relocated: list[SourceMessage] = []
     for uid, message in others:   # few: read again rather than held in memory since the comparison
-        try:
-            data = message.load()
-        except OSError as exc:
-            report.failed += 1
-            report.notes.append(f"{message.origin}: cannot read: {exc.strerror or exc}")
+        data = _load(message, report)
+        if data is None:
             continue
         if already_present(data):
             report.skipped += 1
@@ -923,11 +930,8 @@ def _append_planned(store: Store, account: str, folder: FolderInfo,
             batch_bytes = 0
 
     for message, uid in planned:
-        try:
-            data = message.load()
-        except OSError as exc:
-            report.failed += 1
-            report.notes.append(f"{message.origin}: cannot read: {exc.strerror or exc}")
+        data = _load(message, report)
+        if data is None:
             continue
         if already_present is not None and already_present(data):
             report.skipped += 1

@@ -261,13 +261,7 @@ def test_every_context_is_used_before_a_connection_is_refused(tmp_path: Path) ->
         # a process still starting could be passed a connection and close it without a word
         # (ConnectionHandoff now offers only to siblings that said hello; test_prefork).
         assert wait_until(lambda: len(_serving(proc)) == 2, timeout=10.0)
-        clients = []
-        for _ in range(6):
-            client = LineClient(proc.port)
-            assert client.readline().startswith(b"* OK")
-            client.send(b"l LOGIN alice secret\r\n")
-            assert client.readline().startswith(b"l OK")
-            clients.append(client)
+        clients = _logged_in(proc, 6)
         extra = LineClient(proc.port)
         assert extra.readline().startswith(b"* BYE")
         extra.close()
@@ -278,6 +272,18 @@ def test_every_context_is_used_before_a_connection_is_refused(tmp_path: Path) ->
             client.close()
     finally:
         proc.stop()
+
+
+def _logged_in(proc: GximapProcess, count: int) -> list[LineClient]:
+    """``count`` sessions of alice, each greeted and logged in."""
+    clients = []
+    for _ in range(count):
+        client = LineClient(proc.port)
+        assert client.readline().startswith(b"* OK")
+        client.send(b"l LOGIN alice secret\r\n")
+        assert client.readline().startswith(b"l OK")
+        clients.append(client)
+    return clients
 
 
 def test_context_num_and_auth_context_num_are_totals_with_three_processes(tmp_path: Path) -> None:
@@ -293,12 +299,7 @@ def test_context_num_and_auth_context_num_are_totals_with_three_processes(tmp_pa
         assert wait_until(lambda: len(_serving(proc)) == 3, timeout=10.0)
         # Each process has said hello (and so may be passed a connection): its pools are up.
         assert wait_until(lambda: proc.log().count("pool started") >= 3 + 2, timeout=10.0)
-        for _ in range(4):
-            client = LineClient(proc.port)
-            assert client.readline().startswith(b"* OK")
-            client.send(b"l LOGIN alice secret\r\n")
-            assert client.readline().startswith(b"l OK")
-            clients.append(client)
+        clients += _logged_in(proc, 4)
         extra = LineClient(proc.port)
         assert extra.readline().startswith(b"* BYE")
         extra.close()

@@ -14,7 +14,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -261,14 +261,17 @@ def test_one_recipient_store_trouble_on_the_serving_thread_is_a_451(store: Store
     assert ctx._executor is None
 
 
+def _raising(message: str) -> Callable[..., Any]:
+    """A stand-in for a DeliveryAgent method with a bug."""
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(message)
+    return broken
+
+
 def test_one_recipient_with_a_bug_on_the_serving_thread_is_a_451(store: Store,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     ctx = make_context(store)
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug")
-
-    ctx.agent.deliver = broken  # type: ignore[method-assign]
+    ctx.agent.deliver = _raising("a bug")  # type: ignore[method-assign]
     client = Client(ctx)
     with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
         replies = client.transaction(["alice@test.example"])
@@ -514,11 +517,7 @@ def test_a_subject_the_email_package_cannot_decode_is_delivered(store: Store) ->
 def test_a_message_that_cannot_be_prepared_gets_451_per_recipient(store: Store,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     ctx = make_context(store)
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug in prepare")
-
-    ctx.agent.prepare = broken  # type: ignore[method-assign]
+    ctx.agent.prepare = _raising("a bug in prepare")  # type: ignore[method-assign]
     client = Client(ctx)
     with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
         replies = client.transaction(["alice@test.example", "bob@test.example"])
