@@ -230,6 +230,37 @@ def test_second_login_skips_the_hash(store: Store) -> None:
     assert auth.cache is not None and auth.cache.hits == 1
 
 
+def test_a_cache_hit_does_not_wait_for_the_hashing_threads(store: Store) -> None:
+    """The cache is looked up by submit() itself: a login it answers is done while every hashing
+    thread is busy and other checks wait in the queue (a flood of LOGINs once delayed such a login
+    by 11 s). A miss waits its turn, and is looked up again then."""
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldBackend(CountingBackend):
+        def authenticate(self, user: str, password: str) -> str | None:
+            if password == "held":
+                entered.set()
+                release.wait(10)
+            return super().authenticate(user, password)
+
+    backend = HeldBackend(MidbAuth(store))
+    auth = _service(store, backend, hash_concurrency=1, ip_times=0)
+    try:
+        assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+        busy = auth.submit("bob", "held", **LOGIN)
+        assert entered.wait(10)
+        queued = auth.submit("bob", PASSWORD, **LOGIN)
+        cached = auth.submit("alice", PASSWORD, **LOGIN)
+        assert cached.done() and cached.result().user == "alice"
+        assert not queued.done()
+        release.set()
+        assert not busy.result(10).ok and queued.result(10).ok
+        assert backend.checks == 3  # alice once, bob twice: the hit cost no check
+    finally:
+        release.set()
+        auth.close()
+
+
 def test_wrong_password_is_always_checked_in_full_and_never_cached(store: Store) -> None:
     backend = CountingBackend(MidbAuth(store))
     auth = _service(store, backend, auth_times=100, ip_times=0)

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import gc
 import socket
+import struct
 import threading
 import time
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import response_codes
+from net_helpers import wait_until
 
 from gximap.auth.service import AuthService
 from gximap.net.handler import INPUT_HIGH_WATER
@@ -34,8 +38,10 @@ class GatedBackend:
     def __init__(self) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.checked: list[tuple[str, str]] = []  # every check that ran
 
     def authenticate(self, user: str, password: str) -> str | None:
+        self.checked.append((user, password))
         self.entered.set()
         self.release.wait(TIMEOUT)
         return "alice" if (user, password) == ("alice", "secret") else None
@@ -79,6 +85,7 @@ def one_worker_server(tmp_path: Path) -> Iterator[tuple[int, GatedBackend]]:
     server.start()
     try:
         backend.sessions = sessions  # type: ignore[attr-defined]
+        backend.auth = auth  # type: ignore[attr-defined]
         yield listeners[0].port, backend
     finally:
         backend.release.set()
@@ -104,6 +111,43 @@ def test_pending_password_check_does_not_hold_the_worker(one_worker_server: tupl
         assert _line(first).startswith(b"a OK [CAPABILITY")
         first.sendall(b"c LOGOUT\r\n")
         assert _line(first).startswith(b"* BYE")
+
+
+def test_the_check_of_a_client_that_left_is_never_run(one_worker_server: tuple[int, GatedBackend],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sends LOGIN and resets the connection while its check waits in the queue:
+    the check is cancelled, never hashed. (It used to run after the client had gone; 200 such
+    connections, made in under a second, delayed a real client's login by 7 s.)"""
+    port, backend = one_worker_server
+    auth: AuthService = backend.auth  # type: ignore[attr-defined]
+    checks: list[Future[Any]] = []
+    submit = auth.submit
+
+    def recorded(*args: Any, **kwargs: Any) -> Future[Any]:
+        checks.append(submit(*args, **kwargs))
+        return checks[-1]
+
+    monkeypatch.setattr(auth, "submit", recorded)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as first:
+        assert _line(first).startswith(b"* OK")
+        first.sendall(b"a LOGIN alice secret\r\n")
+        assert backend.entered.wait(TIMEOUT)  # the only hashing thread is busy
+        gone = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        assert _line(gone).startswith(b"* OK")
+        gone.sendall(b"b LOGIN alice guess\r\n")
+        assert wait_until(lambda: len(checks) == 2, TIMEOUT)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()  # a reset: the pool ends the session at once
+        assert wait_until(checks[1].cancelled, TIMEOUT)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as third:
+            assert _line(third).startswith(b"* OK")
+            third.sendall(b"c LOGIN alice secret\r\n")
+            assert wait_until(lambda: len(checks) == 3, TIMEOUT)
+            backend.release.set()
+            assert _line(first).startswith(b"a OK [CAPABILITY")
+            # The single hashing thread takes the queue in order: the abandoned check came first.
+            assert _line(third).startswith(b"c OK [CAPABILITY")
+    assert backend.checked == [("alice", "secret"), ("alice", "secret")]
 
 
 def test_input_behind_a_pending_check_is_not_buffered_without_end(

@@ -314,6 +314,90 @@ def test_password_checks_run_side_by_side_up_to_the_bound(store: Store) -> None:
     assert results == [True, True, True] and not rendezvous.broken
 
 
+class GatedBackend(RecordingBackend):
+    """Holds the check of ``held`` until ``release`` is set: every hashing thread busy."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.held = held
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def authenticate(self, user: str, password: str) -> str | None:
+        if user == self.held:
+            self.entered.set()
+            self.release.wait(10)
+        return super().authenticate(user, password)
+
+
+def _submit(auth: AuthService, user: str, password: str = PASSWORD, address: str = ADDRESS):
+    return auth.submit(user, password, rhost=f"[{address}]:40000", address=address, mech="LOGIN")
+
+
+def test_refusals_that_need_no_hash_do_not_wait_for_the_hashing_threads(store: Store) -> None:
+    """A blocked user or address, or a name that is not UTF-8, is answered by submit() itself:
+    such an answer never waits in the queue behind other clients' password checks."""
+    backend = GatedBackend(held="bob")
+    auth = make_service(store, backend, hash_concurrency=1, ip_times=1, clock=FakeClock())
+    try:
+        busy = _submit(auth, "bob")
+        assert backend.entered.wait(10)
+        queued = _submit(auth, "carol", address="198.51.100.3")  # behind bob's check
+        auth.block_user("alice", RHOST)
+        auth._note_address_failure(address_key("198.51.100.9"), RHOST)
+        answers = [_submit(auth, "alice"), _submit(auth, "carol", address="198.51.100.9"),
+                   _submit(auth, "carol\udcff")]
+        assert all(answer.done() for answer in answers) and not queued.done()
+        assert [answer.result().reason for answer in answers] == ["user blocked", "address blocked", "invalid UTF-8"]
+        backend.release.set()
+        assert busy.result(10).ok and queued.result(10).ok
+        assert backend.calls == ["bob", "carol"]
+    finally:
+        backend.release.set()
+        auth.close()
+
+
+def test_a_check_queued_when_its_user_is_blocked_is_refused_unhashed(store: Store) -> None:
+    """A block that begins while a check waits its turn holds for that check (as it did when the
+    whole check ran on the hashing thread): a burst of queued guesses cannot outrun the block."""
+    backend = GatedBackend(held="bob")
+    auth = make_service(store, backend, hash_concurrency=1)
+    try:
+        busy = _submit(auth, "bob")
+        assert backend.entered.wait(10)
+        queued = _submit(auth, "alice", "guess")
+        auth.block_user("alice", RHOST)
+        backend.release.set()
+        assert busy.result(10).ok
+        assert queued.result(10).blocked
+        assert backend.calls == ["bob"]
+    finally:
+        backend.release.set()
+        auth.close()
+
+
+def test_a_cancelled_check_is_never_hashed(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """The session cancels the check of a client that left; one not begun is then dropped: it is
+    neither hashed, logged nor counted against the address."""
+    backend = GatedBackend(held="bob")
+    auth = make_service(store, backend, hash_concurrency=1, ip_times=5, clock=FakeClock())
+    try:
+        busy = _submit(auth, "bob")
+        assert backend.entered.wait(10)
+        abandoned = _submit(auth, "alice", "guess", address="198.51.100.4")
+        assert abandoned.cancel()
+        later = _submit(auth, "carol")  # behind the abandoned one: the single thread reached it first
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            backend.release.set()
+            assert busy.result(10).ok and later.result(10).ok
+        assert backend.calls == ["bob", "carol"]
+        assert not any("198.51.100.4" in record.getMessage() for record in caplog.records)
+        assert address_key("198.51.100.4") not in auth._ip_failures
+    finally:
+        backend.release.set()
+        auth.close()
+
+
 # -- impersonation -------------------------------------------------------------------------------------
 
 

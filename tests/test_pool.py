@@ -119,6 +119,77 @@ def test_admission_refuses_beyond_context_num() -> None:
         assert fourth.command("NOOP") == b"OK NOOP\r\n"
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refusals_of_one_kind_are_logged_once_per_interval_then_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """_BurstLog: the first line of a kind as it comes; the rest counted, told in one line once
+    the interval is over (or before the next line of that kind); kinds apart."""
+    clock = _Clock()
+    throttle = pool_module._BurstLog(logging.getLogger("gximap.net"), interval=10.0, clock=clock)
+
+    def refuse(kind: str, peer: int) -> None:
+        throttle.log(kind, logging.WARNING, f"connections refused: {kind}", "[192.0.2.%d] refused: %s", peer, kind)
+
+    def lines() -> list[str]:
+        logged = [record.getMessage() for record in caplog.records]
+        caplog.clear()
+        return logged
+
+    with caplog.at_level(logging.DEBUG, logger="gximap.net"):
+        for peer in range(1, 101):
+            refuse("full", peer)
+            clock.now += 0.05  # 100 refusals within 5 s
+        refuse("per address", 7)
+        assert lines() == ["[192.0.2.1] refused: full", "[192.0.2.7] refused: per address"]
+        throttle.flush()
+        assert lines() == []  # the interval is not over
+        clock.now = 5010.0
+        throttle.flush()
+        assert lines() == ["connections refused: full: 99 more in the last 10s, not logged one by one"]
+        assert throttle.next_due == float("inf")  # "per address" had nothing to count
+        refuse("full", 200)
+        refuse("full", 201)
+        clock.now = 5015.0
+        refuse("full", 202)  # within the new interval: counted
+        clock.now = 5020.5
+        refuse("full", 203)  # its interval over but not flushed: the count comes first
+        assert lines() == ["[192.0.2.200] refused: full",
+                           "connections refused: full: 2 more in the last 10s, not logged one by one",
+                           "[192.0.2.203] refused: full"]
+        refuse("full", 204)
+        throttle.flush(everything=True)  # the server stops
+        assert lines() == ["connections refused: full: 1 more in the last 10s, not logged one by one"]
+
+
+def test_a_connect_flood_against_a_full_server_writes_one_line_and_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    """Each refused connection wrote its own warning: 13,842 connects in 5 s, 13,842 lines."""
+    recorder = Recorder()
+    clock = _Clock()
+    with caplog.at_level(logging.INFO, logger="gximap.net"), \
+            running_server(recorder, context_num=1, thread_init_num=1, thread_charge_num=1) as (server, ports):
+        server._refusal_log.clock = clock
+        held = connect(ports["plain"])
+        refused = [Client("127.0.0.1", ports["plain"]) for _ in range(20)]
+        for client in refused:
+            assert client.read_until_eof() == BUSY
+        assert held.command("NOOP") == b"OK NOOP\r\n"
+
+        def warnings() -> list[str]:
+            return [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+
+        assert len(warnings()) == 1 and warnings()[0].endswith("refused: all 1 contexts in use")
+        clock.now += 10.0  # the poller, which ticks at least once a second, tells the count
+        assert wait_until(lambda: len(warnings()) == 2)
+        assert warnings()[1] == ("connections refused: all 1 contexts in use: 19 more in the last 10s, "
+                                 "not logged one by one")
+
+
 class _SharedSettings(TypedDict):
     """Keyword arguments of Server common to the servers on a shared listener."""
     thread_init_num: int

@@ -15,9 +15,21 @@ logins never occupies the pool's workers (other sessions keep being served) nor 
 hashlib's KDFs release the GIL, so the hashing threads really run beside the workers. Direct
 :meth:`authenticate` calls (the auth socket) share the same bound through a semaphore.
 
+What needs no hash is decided in :meth:`submit` itself, on the calling worker: a name that is not
+UTF-8 or empty, a blocked user or address, a credential-cache hit. Only the rest waits in the
+executor's queue, so none of these answers waits behind other clients' hashing (a flood of
+LOGINs delayed a login the cache would answer by 11 s). A check still queued is re-screened when
+its turn comes (a block may have begun meanwhile), and the caller cancels its future when its
+client leaves (IMAP's LOGIN does: gximap.session.commands.auth), so a check nobody waits for is
+never hashed. The queue is not bounded beyond that: each IMAP session has at most one check
+pending, so it holds at most one per context (``context_num``), and a check still queued at the
+session's login deadline is cancelled with the session. A fixed bound would answer NO to the
+burst of legitimate logins after a restart (the cache is empty then) that now merely wait, and
+under a flood it would give legitimate clients no service either, only a faster NO.
+
 A successful check is remembered for ``imap_auth_cache_ttl`` (gximap.auth.cache), so a client
-that logs in again with the same password is answered without hashing it again; a cache hit
-happens only in :meth:`_verify`, after the block and address checks, so throttling is unchanged.
+that logs in again with the same password is answered without hashing it again; the cache is
+looked up only after the block and address checks, so throttling is unchanged.
 
 Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
@@ -53,7 +65,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gximap import log as gxlog
@@ -198,9 +210,24 @@ class AuthService:
                 if not self._siblings.send_state_to(index, "auth-state", **{field: part}):
                     return  # its queue is full: the drop has all of it sent again later
 
-    def submit(self, login: str, password: str, **kwargs: Any) -> Future[AuthResult]:
-        """:meth:`authenticate` on the hashing executor; the caller awaits the future."""
-        return self._executor.submit(self.authenticate, login, password, **kwargs)
+    def submit(self, login: str, password: str, *, rhost: str, address: str, mech: str,
+               authzid: str | None = None) -> Future[AuthResult]:
+        """:meth:`authenticate`, with any password hashing on the hashing executor; the caller
+        awaits the future, and cancels it if it stops waiting (its client left): a check not
+        begun then never runs. What needs no hash (a blocked user or address, a cache hit, a
+        malformed name) is decided here, on the calling thread: the future is done at once."""
+        attempt = _Attempt.of(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid)
+        try:
+            decided = self._screen(attempt) or self._answer_from_cache(attempt)
+        except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as the executor's
+            failed: Future[AuthResult] = Future()
+            failed.set_exception(exc)
+            return failed
+        if decided is not None:
+            future: Future[AuthResult] = Future()
+            future.set_result(decided)
+            return future
+        return self._executor.submit(self._check, attempt)
 
     def close(self) -> None:
         """Stop the hashing threads (logins in flight are abandoned)."""
@@ -307,36 +334,66 @@ class AuthService:
         (the PROXY-protocol source when one is in use). Never raises for bad input; store and
         backend failures (e.g. midb StoreBusy) propagate. Callers decode the client's bytes with
         "surrogateescape": what is not UTF-8 is refused here, and logged as the bytes it was."""
-        actor, mailbox = split_identity(login, authzid)
-        client = address_key(address)
-        logged = f"{login}!{authzid}" if authzid else login  # the log names actor!mailbox either way
-        if _NOT_UTF8.search(logged) or _NOT_UTF8.search(password):
-            return self._fail(rhost, client, logged, mech, "invalid UTF-8")
-        if not actor or not mailbox:
-            return self._fail(rhost, client, logged, mech, "empty user name")
-        if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
-            return _refuse(rhost, logged, mech, "user blocked", BLOCKED)
-        if self._address_blocked(client):
-            return _refuse(rhost, logged, mech, "address blocked", BLOCKED)
+        return self._check(_Attempt.of(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid))
+
+    def _check(self, attempt: _Attempt) -> AuthResult:
+        """The whole check: screened, then verified from the cache or by hashing the password."""
+        screened = self._screen(attempt)
+        if screened is not None:
+            return screened
         try:
-            identity = self.auth_map.map(actor)
+            identity = self.auth_map.map(attempt.actor)
         except UnmappedName:
             # Hashed all the same, as the backends hash the password of a user they do not know:
             # an answer without that cost would tell which names auth_map (static, file, ...) lists.
             with self._hash_slots:
-                verify_dummy_password(password)
-            return self._fail(rhost, client, logged, mech, "unknown user name")
+                verify_dummy_password(attempt.password)
+            return self._fail(attempt, "unknown user name")
         try:
-            verified = self._verify(identity, password)
+            verified = self._verify(identity, attempt.password)
         except AccountDisabled:
-            return _refuse(rhost, logged, mech, "account disabled", DISABLED)
+            return _refuse(attempt, "account disabled", DISABLED)
         if verified is None:
-            return self._fail(rhost, client, logged, mech, self.backend.failure_reason(identity))
+            return self._fail(attempt, self.backend.failure_reason(identity))
+        return self._admit(attempt)
+
+    def _screen(self, attempt: _Attempt) -> AuthResult | None:
+        """The refusals that need no password check (logged and counted as such); None when the
+        password is to be checked. Cheap: no hashing, no store access."""
+        if _NOT_UTF8.search(attempt.logged) or _NOT_UTF8.search(attempt.password):
+            return self._fail(attempt, "invalid UTF-8")
+        actor, mailbox = attempt.actor, attempt.mailbox
+        if not actor or not mailbox:
+            return self._fail(attempt, "empty user name")
+        if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
+            return _refuse(attempt, "user blocked", BLOCKED)
+        if self._address_blocked(attempt.client):
+            return _refuse(attempt, "address blocked", BLOCKED)
+        return None
+
+    def _answer_from_cache(self, attempt: _Attempt) -> AuthResult | None:
+        """The verdict on a screened attempt whose password the credential cache vouches for;
+        None when only a full check can tell (a miss, no cache, a name auth_map lacks)."""
+        cache, stamped = self.cache, self._stamped_backend
+        if cache is None or stamped is None:
+            return None
+        try:
+            identity = self.auth_map.map(attempt.actor)
+        except UnmappedName:
+            return None  # the dummy hash of _check, so that the answer takes as long as a check
+        stamp = stamped.credential_stamp(identity)
+        if stamp is None or cache.lookup(identity, attempt.password, stamp) is None:
+            return None
+        return self._admit(attempt)
+
+    def _admit(self, attempt: _Attempt) -> AuthResult:
+        """After a right password: the storage account the session runs as, or why it may not."""
+        actor, mailbox = attempt.actor, attempt.mailbox
         try:
             own_account = self.storage_map.map(actor)
             target = self.storage_map.map(mailbox) if mailbox != actor else own_account
         except UnmappedName:
-            return _refuse(rhost, logged, mech, "no storage account", NO_MAILBOX)
+            return _refuse(attempt, "no storage account", NO_MAILBOX)
         own_account, target = own_account.lower(), target.lower()  # midb account names are lower case
         if self.auto_create and self.store.get_account(own_account) is None:
             from midb.authdb import ensure_account
@@ -345,14 +402,14 @@ class AuthService:
             try:
                 ensure_account(self.store, own_account)
             except InvalidName:
-                return _refuse(rhost, logged, mech, "invalid account name", NO_MAILBOX)
+                return _refuse(attempt, "invalid account name", NO_MAILBOX)
         if target != own_account:
             if self.store.get_account(target) is None or not self.store.is_owner(target, own_account):
-                return _refuse(rhost, logged, mech, "no store ownership", UNAUTHORIZED)
+                return _refuse(attempt, "no store ownership", UNAUTHORIZED)
         elif self.store.get_account(own_account) is None:
-            return _refuse(rhost, logged, mech, "no such mailbox", NO_MAILBOX)
+            return _refuse(attempt, "no such mailbox", NO_MAILBOX)
         actor_account = own_account if target != own_account else None
-        gxlog.auth_success(rhost, target, mech, actor_account)
+        gxlog.auth_success(attempt.rhost, target, attempt.mech, actor_account)
         return AuthResult(True, user=target, actor=actor_account)
 
     def _verify(self, identity: str, password: str) -> str | None:
@@ -375,17 +432,37 @@ class AuthService:
         """Forget every verified credential (SIGHUP); returns how many were cached."""
         return self.cache.flush() if self.cache is not None else 0
 
-    def _fail(self, rhost: str, client: str, login: str, mech: str, reason: str) -> AuthResult:
-        gxlog.auth_failure(rhost, login, mech, reason)
-        self._note_address_failure(client, rhost)
+    def _fail(self, attempt: _Attempt, reason: str) -> AuthResult:
+        gxlog.auth_failure(attempt.rhost, attempt.logged, attempt.mech, reason)
+        self._note_address_failure(attempt.client, attempt.rhost)
         return AuthResult(False, reason=reason)
 
 
-def _refuse(rhost: str, login: str, mech: str, reason: str, refusal: str) -> AuthResult:
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One login to check, as :meth:`AuthService.authenticate` was given it."""
+
+    password: str = field(repr=False)
+    rhost: str  # for the log
+    client: str  # address_key of the address the limits count
+    mech: str
+    actor: str
+    mailbox: str
+    logged: str  # the name the log shows: actor!mailbox either way
+
+    @classmethod
+    def of(cls, login: str, password: str, *, rhost: str, address: str, mech: str,
+           authzid: str | None) -> _Attempt:
+        actor, mailbox = split_identity(login, authzid)
+        return cls(password, rhost, address_key(address), mech, actor, mailbox,
+                   f"{login}!{authzid}" if authzid else login)
+
+
+def _refuse(attempt: _Attempt, reason: str, refusal: str) -> AuthResult:
     """A refusal that is no guess (AuthResult.refusal): logged as "refused", which fail2ban's
     filter does not count either. Counting a blocked user's refusals there would let an attacker
     who blocked a user have fail2ban ban the user's own address, as its clients keep trying."""
-    gxlog.auth_refusal(rhost, login, mech, reason)
+    gxlog.auth_refusal(attempt.rhost, attempt.logged, attempt.mech, reason)
     return AuthResult(False, reason=reason, refusal=refusal)
 
 

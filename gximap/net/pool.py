@@ -97,7 +97,11 @@ How it runs:
   by epoll while parked: a reset or a hang-up both ways closes the connection, and the handler's
   connection_lost() ends the command. An EOF alone is a half-close: the client may still read,
   and gets its answers (see _hang_up).
-Logging: logging.getLogger("gximap.net").
+Logging: logging.getLogger("gximap.net"). Refused and displaced connections are logged one line
+per kind per _REFUSAL_LOG_INTERVAL (_BurstLog): the first as it happens, then a count of the
+rest, so that a connect flood against a full server does not become a log flood (13,842 lines
+in 5 s, one per connect). Authentication lines (gximap.log) are never throttled: fail2ban counts
+them one by one.
 """
 
 from __future__ import annotations
@@ -187,6 +191,10 @@ _RECHOOSE_INTERVAL = 0.02
 # waiting that no sibling took (all of them full, or stuck): that one it accepts after all, to be
 # held and refused busy as usual.
 _SIBLING_GRACE = 0.05
+# Refusals (and displacements) of one kind are logged once per this many seconds, then counted:
+# a flood of connects against a full server wrote one line per connect (Dovecot's master warns
+# that process_limit is reached once per interval too).
+_REFUSAL_LOG_INTERVAL = 10.0
 
 
 # ConnectionInfo.peer_host of connections on UNIX-socket listeners (peer_port is 0); the peer's
@@ -341,11 +349,71 @@ def _not_logged_in(conn: _Connection) -> bool:
 
 
 class _Refused(Exception):
-    """The connection is refused (PROXY rules, per-address limit)."""
+    """The connection is refused (PROXY rules, per-address limit). ``kind``: the reason without
+    its details, which the log throttles by (_BurstLog)."""
 
-    def __init__(self, reason: str, *, busy: bool = False) -> None:
+    def __init__(self, reason: str, *, busy: bool = False, kind: str | None = None) -> None:
         super().__init__(reason)
         self.busy = busy
+        self.kind = reason if kind is None else kind
+
+
+@dataclass(slots=True)
+class _Burst:
+    end: float  # when the next line of this kind may be logged
+    level: int
+    summary: str  # what the count of the lines not logged is a count of
+    suppressed: int = 0
+
+
+class _BurstLog:
+    """At most one line per kind of event per ``interval`` seconds: the first of a burst is
+    logged as it comes, the others are counted, and one line tells the count once the interval
+    is over (flush(), which the poller calls; or before the next line of that kind). Thread-safe:
+    workers and the poller both refuse and displace connections."""
+
+    def __init__(self, logger: logging.Logger, interval: float = _REFUSAL_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self.interval = interval
+        self.clock = clock  # tests pass a fake one
+        self._lock = threading.Lock()
+        self._bursts: dict[str, _Burst] = {}
+        # The end of the first burst with lines to count; inf: none (read unlocked by the poller,
+        # which calls flush() while it is not).
+        self.next_due = math.inf
+
+    def log(self, kind: str, level: int, summary: str, message: str, *args: object) -> None:
+        now = self.clock()
+        with self._lock:
+            burst = self._bursts.get(kind)
+            if burst is not None and now < burst.end:
+                burst.suppressed += 1
+                self.next_due = min(self.next_due, burst.end)
+                return
+            self._bursts[kind] = _Burst(now + self.interval, level, summary)
+        if burst is not None:
+            self._summarize(burst)
+        self._logger.log(level, message, *args)
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Log the counts of the bursts whose interval is over (``everything``: of all of them,
+        as the server stops)."""
+        now = self.clock()
+        if not everything and now < self.next_due:
+            return
+        with self._lock:
+            over = [kind for kind, burst in self._bursts.items() if everything or burst.end <= now]
+            ended = [self._bursts.pop(kind) for kind in over]
+            self.next_due = min((burst.end for burst in self._bursts.values() if burst.suppressed),
+                                default=math.inf)
+        for burst in ended:
+            self._summarize(burst)
+
+    def _summarize(self, burst: _Burst) -> None:
+        if burst.suppressed:
+            self._logger.log(burst.level, "%s: %d more in the last %ss, not logged one by one",
+                             burst.summary, burst.suppressed, f"{self.interval:g}")
 
 
 @dataclass(slots=True)
@@ -537,6 +605,7 @@ class Server:
         self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
         self._proxy_ssl_context = proxy_ssl_context
         self._io_error_level = NOTICE if io_errors else logging.DEBUG
+        self._refusal_log = _BurstLog(log)
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
         # Connections per address; shared with sibling processes under imap_process_num.
         self._ledger = address_ledger if address_ledger is not None else AddressLedger()
@@ -695,6 +764,7 @@ class Server:
             for epoll in (self._epoll, self._conn_epoll):
                 if epoll is not None:
                     epoll.close()
+        self._refusal_log.flush(everything=True)
         log.debug("pool stopped")
         self._stopped.set()
 
@@ -1004,7 +1074,7 @@ class Server:
             self._close(conn, str(exc), graceful=False, level=self._io_error_level)
             outcome = _Outcome.CLOSED
         except _Refused as exc:
-            self._refuse(conn, str(exc), busy=exc.busy)
+            self._refuse(conn, str(exc), busy=exc.busy, kind=exc.kind)
             outcome = _Outcome.CLOSED
         except Exception:
             log.error("%s: connection failed in a handler", conn.rhost, exc_info=True)
@@ -1106,7 +1176,7 @@ class Server:
             try:
                 result = conn.decoder.feed(data)
             except ProxyError as exc:
-                raise _Refused(f"bad PROXY header: {exc}") from None
+                raise _Refused(f"bad PROXY header: {exc}", kind="bad PROXY header") from None
             if result is not None:
                 break
         conn.decoder = None
@@ -1597,6 +1667,8 @@ class Server:
                     self._admit_passed_in()
                 if self._waiting:
                     self._serve_arrivals(now)
+                if self._refusal_log.next_due < math.inf:
+                    self._refusal_log.flush()
                 if self._stepped_back:
                     self._review_step_back(now)
             except Exception:
@@ -1827,8 +1899,11 @@ class Server:
                 self._schedule(conn)
 
     def _note_displaced(self, conn: _Connection) -> None:
-        log.log(NOTICE, "%s: closed to make room for a new connection: all %d contexts in use, "
-                "and this one had not logged in", conn.rhost, self._context_num)
+        self._refusal_log.log(
+            "displaced", NOTICE,
+            f"connections closed to make room for new ones: all {self._context_num} contexts in use",
+            "%s: closed to make room for a new connection: all %d contexts in use, "
+            "and this one had not logged in", conn.rhost, self._context_num)
 
     def _displace_parked(self, conn: _Connection) -> bool:
         """The poller's own half of _make_room, for a connection parked waiting for input (no
@@ -2057,7 +2132,8 @@ class Server:
     def _refuse_socket(
         self, sock: socket.socket, listener: BoundListener, peer: tuple[str, int], reason: str
     ) -> None:
-        log.warning("connection from [%s]:%d refused: %s", peer[0], peer[1], reason)
+        self._refusal_log.log(reason, logging.WARNING, f"connections refused: {reason}",
+                              "connection from [%s]:%d refused: %s", peer[0], peer[1], reason)
         with contextlib.suppress(OSError):
             if not listener.tls and self._busy_response and not self._expects_link(listener, peer[0]):
                 sock.setblocking(False)
@@ -2070,9 +2146,10 @@ class Server:
         return (self._proxy_ssl_context is not None and not listener.unix
                 and self._proxy_policy.expectation(host) is HeaderExpectation.REQUIRED)
 
-    def _refuse(self, conn: _Connection, reason: str, *, busy: bool) -> None:
+    def _refuse(self, conn: _Connection, reason: str, *, busy: bool, kind: str) -> None:
         """Refuse a connection already in the registry (during its preamble)."""
-        log.warning("%s: connection refused: %s", conn.rhost, reason)
+        self._refusal_log.log(kind, logging.WARNING, f"connections refused: {kind}",
+                              "%s: connection refused: %s", conn.rhost, reason)
         if busy and not conn.listener.tls and self._busy_response and conn.handler is None:
             with contextlib.suppress(OSError, TransportError):
                 conn.transport.write(self._busy_response)

@@ -73,12 +73,18 @@ def _attempt(session: Any, login: str, password: str, mech: str,
     """Check the credentials; log in or count the failure (and maybe block and disconnect).
     The check runs on the auth service's hashing threads while the command is parked."""
     auth = session.ctx.auth
+    check = auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host, mech=mech,
+                        authzid=authzid)
     try:
-        result = yield Await(auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host,
-                                         mech=mech, authzid=authzid))
+        result = yield Await(check)
     except MidbError as exc:  # the store cannot be read now (e.g. StoreBusy): no verdict on the password
         log_store_trouble(session, "login", exc)
         return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", sync=False)  # [UNAVAILABLE] by default
+    finally:
+        # The generator closed here (GeneratorExit) means the client left: a check not begun is
+        # dropped, or abandoned LOGINs would each be hashed later, ahead of live clients' logins.
+        # Once the check is done this does nothing.
+        check.cancel()
     if result.ok:
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
