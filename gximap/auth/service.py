@@ -205,9 +205,9 @@ class AuthService:
         with self._lock:
             blocks = list(self._blocked_users.items())
             failures = [(key, list(times)) for key, times in self._ip_failures.items() if times]
-        for field, items in (("blocks", blocks), ("failures", failures)):
+        for kind, items in (("blocks", blocks), ("failures", failures)):
             for part in chunks(items):
-                if not self._siblings.send_state_to(index, "auth-state", **{field: part}):
+                if not self._siblings.send_state_to(index, "auth-state", **{kind: part}):
                     return  # its queue is full: the drop has all of it sent again later
 
     def submit(self, login: str, password: str, *, rhost: str, address: str, mech: str,
