@@ -280,7 +280,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Log IMAP commands and their result: 0 none, 1 failed commands (NO/BAD), 2 all commands.",
        "imap", minimum=0, maximum=2, reloadable=True),
     _d("imap_conn_timeout", "timespan", "3 minutes",
-       "Idle time after which an unauthenticated session, or a stalled write, is cut.",
+       "Idle time after which an unauthenticated session, or a stalled write, is cut. It also bounds "
+       "a TLS handshake (on the implicit-TLS port or after STARTTLS) and the wait for a PROXY header "
+       "(imap_accept_haproxy), the latter to 5 seconds at most (twice that over a TLS proxy link).",
        "imap", minimum=1),
     _d("imap_default_annotation_quota", "size", "1M",
        "ANNOTATION-STORAGE quota (RFC 9208) of an account without one of its own: the octets of "
