@@ -103,12 +103,20 @@ def _stored_here(agent: DeliveryAgent, prepared: PreparedMessage, recipient: Rec
     """agent.deliver() run by the calling thread, its outcome in a finished future (as a delivery
     thread's would be: _collect_results answers both alike)."""
     future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
-    future.set_running_or_notify_cancel()
+    _deliver_into(future, agent, prepared, recipient, delivery_id)
+    return future
+
+
+def _deliver_into(future: concurrent.futures.Future[Reply], agent: DeliveryAgent, prepared: PreparedMessage,
+                  recipient: Recipient, delivery_id: str) -> None:
+    """agent.deliver() with its outcome in ``future``, unless that was cancelled first (the
+    connection lost, a shutdown), as the executor skips a cancelled job."""
+    if not future.set_running_or_notify_cancel():
+        return
     try:
         future.set_result(agent.deliver(prepared, recipient, delivery_id=delivery_id))
     except Exception as error:  # noqa: BLE001 - answered 451 by _collect_results, as from a thread
         future.set_exception(error)
-    return future
 
 
 def _ip_address(host: str) -> str:
@@ -120,16 +128,9 @@ def _ip_address(host: str) -> str:
 
 def _store_in_turn(agent: DeliveryAgent, prepared: PreparedMessage,
                    copies: list[tuple[concurrent.futures.Future[Reply], Recipient]], delivery_id: str) -> None:
-    """agent.deliver() for each recipient in turn, its outcome in its future; a future
-    cancelled before its turn (the connection lost, a shutdown) is skipped, as the executor
-    skips a cancelled job."""
+    """_deliver_into for each recipient in turn."""
     for future, recipient in copies:
-        if not future.set_running_or_notify_cancel():
-            continue
-        try:
-            future.set_result(agent.deliver(prepared, recipient, delivery_id=delivery_id))
-        except Exception as error:  # noqa: BLE001 - answered 451 by _collect_results
-            future.set_exception(error)
+        _deliver_into(future, agent, prepared, recipient, delivery_id)
 
 
 class LmtpSession:
