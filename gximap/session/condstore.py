@@ -137,8 +137,9 @@ def search_modseq(session: Any, matched: list[int], options: tuple[str, ...] | N
 
 
 def only_extremes(options: tuple[str, ...] | None, first: int, last: int) -> set[int] | None:
-    """RFC 7162 section 3.1.10: with only MIN and/or MAX returned, the MODSEQ is that of the
-    messages returned, ``first`` (MIN) and/or ``last`` (MAX): their set; None when more is."""
+    """With only MIN and/or MAX returned, the messages returned, ``first`` (MIN) and/or ``last``
+    (MAX): their set; None when more is. The MODSEQ is theirs (RFC 7162 section 3.1.10), and
+    SAVE saves just them (RFC 5182 section 2.4)."""
     returned = {option for option in options or () if option != "SAVE"}
     if not returned or not returned <= {"MIN", "MAX"}:
         return None

@@ -527,15 +527,13 @@ class SelectedMailbox:
         return [b"* FLAGS " + encode.flag_list(flags) + b"\r\n",
                 b"* OK [PERMANENTFLAGS " + permanent + b"] " + session.text(text) + b"\r\n"]
 
-    def keywords_update(self, seen: Iterable[str] | None = None) -> list[bytes]:
+    def keywords_update(self) -> list[bytes]:
         """New ``* FLAGS`` (RFC 3501 7.2.6) when the folder's messages carry keywords the client
-        was not told of: seen in ``seen`` (flags at hand), or, with None, in the store's keyword
-        index (a few keys). The list is the keywords in use then, as at SELECT: one no longer
-        used leaves it with the next update. (Dovecot keeps them; a client cycling through new
-        keywords would then have every session of the folder sent an ever longer list with each,
-        the square of their number in all: 58 MB for 3,000 to one IDLE session.)"""
-        if seen is not None and self._all_announced(seen):
-            return []
+        was not told of, by the store's keyword index (a few keys). The list is the keywords in
+        use then, as at SELECT: one no longer used leaves it with the next update. (Dovecot keeps
+        them; a client cycling through new keywords would then have every session of the folder
+        sent an ever longer list with each, the square of their number in all: 58 MB for 3,000
+        to one IDLE session.)"""
         return self._keywords_update_for(self.store.keywords(self.account, self.folder_id))
 
     def _all_announced(self, flags: Iterable[str]) -> bool:

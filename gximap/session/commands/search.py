@@ -21,21 +21,12 @@ from gximap.imap.codes import Code
 from gximap.session import condstore, searching
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 
-# RFC 5182 section 2.4: SAVE combined with only MIN and/or MAX saves just those messages.
-_EXTREMES = frozenset({"MIN", "MAX"})
-
 
 def _saved_result(options: tuple[str, ...], matched: list[int]) -> list[int]:
-    """What ``$`` refers to after SEARCH RETURN (SAVE ...) (RFC 5182 section 2.4)."""
-    others = set(options) - {"SAVE"}
-    if not matched or not others or not others <= _EXTREMES:
-        return list(matched)
-    chosen = []
-    if "MIN" in others:
-        chosen.append(matched[0])
-    if "MAX" in others and matched[-1] not in chosen:
-        chosen.append(matched[-1])
-    return chosen
+    """What ``$`` refers to after SEARCH RETURN (SAVE ...): all matched, or with only MIN
+    and/or MAX just those (RFC 5182 section 2.4)."""
+    chosen = condstore.only_extremes(options, matched[0], matched[-1]) if matched else None
+    return list(matched) if chosen is None else sorted(chosen)
 
 
 def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: Sequence[int],

@@ -37,8 +37,6 @@ from gximap.session.base import (
 )
 from gximap.session.commands.search import esearch_response
 
-_EXTREMES = frozenset({"MIN", "MAX"})
-
 
 def check_charset(session: Any, charset: str) -> None:
     """RFC 6855 section 3 and erratum 4029: once UTF8=ACCEPT is enabled, SORT and THREAD must name
@@ -144,15 +142,10 @@ def sort_response(numbers: Sequence[int], modseq: int | None, chunk: int = 4096)
 def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]:
     """What ``$`` holds after SORT RETURN (SAVE ...): all sorted messages, or with only MIN/MAX
     the first/last in sort order (RFC 5182 section 2.4, RFC 5267 section 3.1); ascending UIDs."""
-    others = set(options) - {"SAVE"}
-    if not ordered_uids or not others or not others <= _EXTREMES:
-        return sorted(ordered_uids)
-    chosen = set()
-    if "MIN" in others:
-        chosen.add(ordered_uids[0])
-    if "MAX" in others:
-        chosen.add(ordered_uids[-1])
-    return sorted(chosen)
+    if not ordered_uids:
+        return []
+    chosen = condstore.only_extremes(options, ordered_uids[0], ordered_uids[-1])
+    return sorted(ordered_uids if chosen is None else chosen)
 
 
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
