@@ -426,7 +426,7 @@ class Store(MetadataMixin):
     @staticmethod
     def _refuse_growth(shared: SharedEnv) -> None:
         """StoreFull for a write that adds data to a shard whose map is nearly full: the rest
-        is kept for the writes that remove mail (midb.env.GROWTH_MAP_SHARE)."""
+        is kept for the writes that remove mail (midb.env.growth_limit)."""
         if not shared.room_to_grow():
             raise StoreFull("message store is full (the rest of the LMDB map is kept for deleting mail)")
 
