@@ -270,17 +270,19 @@ class _Waiter:
 class _Pending:
     __slots__ = ("job", "durable", "effects", "result", "error", "done", "map_full")
 
+    effects: WriteEffects
+    result: Any
+    error: BaseException | None
+    done: bool
+    map_full: bool   # failed for want of pages in the map: tried once more (_run_batch)
+
     def __init__(self, job: WriteJob[Any], durable: bool) -> None:
         self.job = job
         self.durable = durable
-        self.effects = WriteEffects()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.done = False
-        self.map_full = False   # failed for want of pages in the map: tried once more (_run_batch)
+        self.again()
 
     def again(self) -> None:
-        """Undo a failure, to run the job once more."""
+        """The state of a job not run yet: at the start, and to run it once more after a failure."""
         self.effects = WriteEffects()
         self.result = None
         self.error = None
