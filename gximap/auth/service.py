@@ -63,7 +63,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,11 +204,23 @@ class AuthService:
         be applied alone."""
         with self._lock:
             blocks = list(self._blocked_users.items())
-            failures = [(key, list(times)) for key, times in self._ip_failures.items() if times]
-        for kind, items in (("blocks", blocks), ("failures", failures)):
+            addresses = list(self._ip_failures)
+        for kind, items in (("blocks", blocks), ("failures", self._failure_times(addresses))):
             for part in chunks(items):
                 if not self._siblings.send_state_to(index, "auth-state", **{kind: part}):
                     return  # its queue is full: the drop has all of it sent again later
+
+    def _failure_times(self, addresses: list[str]) -> Iterator[tuple[str, list[float]]]:
+        """The failure times of each of ``addresses``, copied as its part is about to be sent,
+        under the lock one address at a time: copying all 65,536 at once held the lock that
+        every login takes for a tenth of a second or more, each _RESYNC_GAP while a sibling
+        did not read (and its state stopped at the first part)."""
+        for key in addresses:
+            with self._lock:
+                times = self._ip_failures.get(key)
+                copied = list(times) if times else None
+            if copied:
+                yield key, copied
 
     def submit(self, login: str, password: str, *, rhost: str, address: str, mech: str,
                authzid: str | None = None) -> Future[AuthResult]:

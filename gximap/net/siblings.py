@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 log = logging.getLogger("gximap.siblings")
@@ -436,11 +436,11 @@ def _close_fds(fds: list[int]) -> None:
             os.close(fd)
 
 
-def chunks(items: list[Any], budget: int = _STATE_BUDGET) -> list[list[Any]]:
+def chunks(items: Iterable[Any], budget: int = _STATE_BUDGET) -> Iterator[list[Any]]:
     """State sent in messages small enough for the datagram limit: ``items`` (JSON values) in
     runs of at most ``budget`` bytes of JSON each. An item longer than that alone is left out
-    (logged): it could not be sent at all."""
-    parts: list[list[Any]] = []
+    (logged): it could not be sent at all. Lazy: a sender that stops at a dropped part (its
+    sibling does not read, and is tried again each _RESYNC_GAP) has not sized the rest."""
     part: list[Any] = []
     used = 0
     for item in items:
@@ -449,13 +449,12 @@ def chunks(items: list[Any], budget: int = _STATE_BUDGET) -> list[list[Any]]:
             log.debug("sibling state item too long, not sent: %.60r", item)
             continue
         if used + size > budget:
-            parts.append(part)
+            yield part
             part, used = [], 0
         part.append(item)
         used += size
     if part:
-        parts.append(part)
-    return parts
+        yield part
 
 
 @dataclasses.dataclass
@@ -626,7 +625,7 @@ class AddressLedger:
             serial = self._serial
             self._snapshots += 1
             snapshot = self._snapshots
-        parts = chunks(items) or [[]]   # no connections: one empty part says so
+        parts = list(chunks(items)) or [[]]   # no connections: one empty part says so
         for number, part in enumerate(parts):
             if not self._channel.send_state_to(index, f"{self._kind}-state", epoch=self._epoch,
                                                snapshot=snapshot, serial=serial, part=number,
