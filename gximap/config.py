@@ -344,7 +344,11 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Maximum size of the literals of one APPEND (the messages) or REPLACE; also the APPENDLIMIT "
        "advertised to clients. A message above it gets NO [TOOBIG]; a MULTIAPPEND whose messages "
        "are each within it but together above gets NO [LIMIT], so that the client appends them one "
-       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
+       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB. A message of "
+       "1 MiB or more (and the rest of a MULTIAPPEND once its messages reach 1 MiB) waits in an "
+       "unnamed temporary file in midb_path while it arrives, not in memory, and is read back when "
+       "its command is complete; if that file cannot be written (the disk is full), the command "
+       "gets NO [UNAVAILABLE] and the log says why.",
        "imap", minimum=1024),
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command. In SEARCH criteria it counts "

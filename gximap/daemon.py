@@ -62,6 +62,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         sasl_login=bool(cfg.sasl_login),
         max_line=int(cfg.imap_max_line_length),
         max_literal=int(cfg.imap_max_literal_size),
+        literal_spool_dir=str(cfg.midb_path),
         max_nesting=int(cfg.imap_max_nesting),
         max_args=int(cfg.imap_max_args),
         max_ranges=int(cfg.imap_max_ranges),

@@ -242,3 +242,46 @@ def test_target_deleted_meanwhile_is_trycreate(conv: Conversation, monkeypatch: 
     conv.command("CREATE Versions")
     conv.delete_folder_before(monkeypatch, "append", "Versions")
     assert conv.send(b"a1 APPEND Versions {5+}\r\nhello\r\n") == [b"a1 NO [TRYCREATE] Mailbox does not exist"]
+
+
+def _large_message(size: int) -> bytes:
+    head = b"From: bob@example.org\r\nSubject: large\r\n\r\n"
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n"
+    body = (line * (size // len(line) + 1))[: size - len(head) - 2] + b"\r\n"
+    return head + body
+
+
+def test_a_large_literal_waits_in_a_temporary_file_not_in_memory(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    message = _large_message(3 << 20)
+    with Conversation(tmp_path, literal_spool_dir=str(spool_dir)) as conv:
+        conv.login()
+        assert conv.send(b"a1 APPEND INBOX {%d}\r\n" % len(message)) == [b"+ Ready for literal data"]
+        sent = 0
+        for piece in range(0, 2 << 20, 256 << 10):  # two thirds of it, as a slow client sends it
+            assert conv.send(message[piece : piece + (256 << 10)]) == []
+            sent = piece + (256 << 10)
+        # What arrived so far is in the file, not in the session's memory.
+        assert conv.session.framer.held_bytes < 256 << 10
+        lines = conv.send(message[sent:] + b"\r\n")
+        assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+        conv.select("INBOX")
+        stored = conv.send(b"a2 FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n")
+        assert stored[0].startswith(b"* 1 FETCH (RFC822.SIZE %d BODY[] {%d}\r\n" % (len(message), len(message)))
+        assert message in stored[0]
+        # The temporary file had no name (or was removed): nothing is left behind.
+        assert list(spool_dir.iterdir()) == []
+
+
+def test_a_spool_that_fails_refuses_the_append_and_the_session_goes_on(tmp_path: Path) -> None:
+    message = _large_message(2 << 20)
+    with Conversation(tmp_path, literal_spool_dir=str(tmp_path / "no such directory")) as conv:
+        conv.login()
+        assert conv.send(b"a1 APPEND INBOX {%d}\r\n" % len(message)) == [b"+ Ready for literal data"]
+        lines = conv.send(message + b"\r\n")
+        assert len(lines) == 1 and lines[0].startswith(b"a1 NO [UNAVAILABLE] ")
+        assert conv.folder("INBOX").messages == 0
+        # Not the client's fault: no BAD, and the connection serves the next command.
+        conv.command("NOOP")
+        assert conv.session._bad_streak == 0

@@ -8,6 +8,7 @@ Each client runs bounded in time, talks to 127.0.0.1 only, and is installed by `
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import imaplib
@@ -527,6 +528,22 @@ def test_fifty_pipelined_commands_in_one_packet(server: GximapProcess, use_tls: 
         client.sock.close()
 
 
+def _open_spool_files(server: GximapProcess) -> list[str]:
+    """The literal spool files open in any process (the serving one may be a child of
+    ``server.proc``): unnamed files in midb_path, which /proc shows as "DIR/#INODE (deleted)"
+    (O_TMPFILE) or "DIR/.spool-... (deleted)"."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for entry in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(entry)
+                    directory, _, name = target.rpartition("/")
+                    if directory == str(server.midb) and name.startswith(("#", ".spool-")):
+                        found.append(target)
+    return found
+
+
 @pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
 def test_fetch_of_a_20_mb_message_streams_intact(server: GximapProcess, use_tls: bool) -> None:
     text = b"".join(bytes([33 + (index % 90)]) for index in range(76))
@@ -535,8 +552,17 @@ def test_fetch_of_a_20_mb_message_streams_intact(server: GximapProcess, use_tls:
     client = _raw_connect(server, use_tls)
     try:
         client.sock.sendall(b"A APPEND INBOX {%d+}\r\n" % len(data))
-        client.sock.sendall(data + b"\r\n")
+        client.sock.sendall(data[: 10 << 20])
+        # The literal waits in an unnamed temporary file in midb_path (gximap.session.literalspool).
+        spool = _open_spool_files(server)
+        deadline = time.monotonic() + 10
+        while not spool and time.monotonic() < deadline:
+            time.sleep(0.05)
+            spool = _open_spool_files(server)
+        assert spool, "no spool file while the literal arrived"
+        client.sock.sendall(data[10 << 20 :] + b"\r\n")
         assert client.until(b"A")[-1][0].startswith(b"A OK [APPENDUID")
+        assert _open_spool_files(server) == [], "the temporary file outlived the command"
         assert client.command(b"S", b"EXAMINE INBOX")[-1][0].startswith(b"S OK")
         responses = client.command(b"F", b"FETCH 1 (RFC822.SIZE BODY.PEEK[])")
         assert responses[0][0].startswith(b"* 1 FETCH (RFC822.SIZE %d BODY[] {%d}" % (len(data), len(data)))

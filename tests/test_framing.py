@@ -399,3 +399,139 @@ def test_uid_alone_or_with_an_overlong_word_is_named_uid() -> None:
     framer.feed(b"a UID " + b"X" * 40 + b" {5}\r\n")
     event = framer.next_event()
     assert isinstance(event, NeedContinuation) and event.command == b"UID"
+
+
+class RecordingSpool:
+    """An in-memory LiteralSpool that records what the framer does with it."""
+
+    def __init__(self, fail_write_after: int | None = None, fail_read: bool = False) -> None:
+        self.data = bytearray()
+        self.writes = 0
+        self.reads = 0
+        self.closed = False
+        self.fail_write_after = fail_write_after
+        self.fail_read = fail_read
+
+    def write(self, data: memoryview) -> None:
+        if self.fail_write_after is not None and len(self.data) + len(data) > self.fail_write_after:
+            raise OSError(28, "No space left on device")
+        self.data += data
+        self.writes += 1
+
+    def read_all(self) -> bytes:
+        self.reads += 1
+        if self.fail_read:
+            raise OSError(5, "Input/output error")
+        return bytes(self.data)
+
+    def close(self) -> None:
+        assert not self.closed
+        self.closed = True
+
+
+def spooling_framer(threshold: int = 100, fail_write_after: int | None = None,
+                    fail_read: bool = False) -> tuple[Framer, list[RecordingSpool]]:
+    made: list[RecordingSpool] = []
+
+    def factory(_size: int) -> RecordingSpool:
+        made.append(RecordingSpool(fail_write_after, fail_read))
+        return made[-1]
+
+    return Framer(8192, 1 << 20, spool=factory, spool_threshold=threshold), made
+
+
+def test_a_large_literal_goes_to_the_spool_as_it_arrives() -> None:
+    framer, made = spooling_framer()
+    framer.feed(b"a APPEND INBOX {1000}\r\n")
+    assert isinstance(framer.next_event(), NeedContinuation)
+    message = bytes(range(256)) * 3 + b"x" * 232
+    for start in range(0, 1000, 300):
+        framer.feed(message[start : start + 300])
+        if start + 300 < 1000:
+            assert framer.next_event() is None
+            # The octets so far are in the spool, not in the framer.
+            assert framer.buffered == 0 and framer.held_bytes < 100
+            assert bytes(made[0].data) == message[: start + 300]
+    framer.feed(b" extra\r\na NOOP\r\n")
+    events = drain(framer)
+    assert events == [CommandFrame(b"a", (b"a APPEND INBOX ", Literal(message), b" extra")),
+                      CommandFrame(b"a", (b"a NOOP",))]
+    assert len(made) == 1 and made[0].closed and made[0].writes == 4
+
+
+def test_a_literal_below_the_threshold_stays_in_memory() -> None:
+    framer, made = spooling_framer(threshold=100)
+    framer.feed(b"a APPEND INBOX {99+}\r\n" + b"m" * 99 + b"\r\n")
+    assert drain(framer) == [CommandFrame(b"a", (b"a APPEND INBOX ", Literal(b"m" * 99, synchronizing=False), b""))]
+    assert made == []
+
+
+@pytest.mark.parametrize("fail", ["write", "read"])
+def test_a_failing_spool_refuses_the_command_and_framing_goes_on(fail: str) -> None:
+    framer, made = spooling_framer(fail_write_after=500 if fail == "write" else None, fail_read=fail == "read")
+    framer.feed(b"t1 APPEND INBOX {1000+}\r\n" + b"y" * 400)
+    assert framer.next_event() is None
+    framer.feed(b"y" * 400)
+    events = drain(framer)
+    if fail == "write":
+        [error], events = events, []
+        framer.feed(b"y" * 200 + b" {5+}\r\nzzzzz\r\nt2 NOOP\r\n")
+    else:
+        assert events == []
+        framer.feed(b"y" * 200 + b" {5+}\r\nzzzzz\r\nt2 NOOP\r\n")
+        error, *events = drain(framer)
+    assert isinstance(error, FrameError)
+    assert (error.kind, error.tag, error.command, error.size) == (
+        FrameErrorKind.LITERAL_UNSPOOLED, b"t1", b"APPEND", 1000)
+    assert "No space left" in error.text if fail == "write" else "Input/output" in error.text
+    # The rest of the literal and of the command (a further {5+} literal too) are discarded.
+    assert events + drain(framer) == [CommandFrame(b"t2", (b"t2 NOOP",))]
+    assert made[0].closed
+
+
+def test_an_abandoned_literal_closes_its_spool() -> None:
+    framer, made = spooling_framer()
+    framer.feed(b"a APPEND INBOX {1000}\r\n")
+    assert isinstance(framer.next_event(), NeedContinuation)
+    framer.feed(b"q" * 500)
+    assert framer.next_event() is None
+    framer.discard_buffer()  # the connection is lost (ImapSession.connection_lost)
+    assert made[0].closed
+    framer.feed(b"b NOOP\r\n")
+    assert drain(framer) == [CommandFrame(b"b", (b"b NOOP",))]
+
+
+def test_a_refused_synchronising_literal_never_opens_a_spool() -> None:
+    framer, made = spooling_framer()
+    framer.feed(b"a APPEND INBOX {1000}\r\n")
+    assert isinstance(framer.next_event(), NeedContinuation)
+    framer.reject_literal()
+    framer.feed(b"b NOOP\r\n")
+    assert drain(framer) == [CommandFrame(b"b", (b"b NOOP",))]
+    assert made == []
+
+
+def test_a_multiappend_holds_its_spooled_messages_on_disk_until_the_command_is_complete() -> None:
+    framer, made = spooling_framer()
+    first, second = b"1" * 500, b"2" * 700
+    framer.feed(b"a APPEND INBOX {500+}\r\n" + first + b" (\\Seen) {700}\r\n")
+    assert isinstance(framer.next_event(), NeedContinuation)
+    framer.feed(second[:300])
+    assert framer.next_event() is None
+    # The first message is complete, but neither is read back while the second arrives.
+    assert [spool.reads for spool in made] == [0, 0] and framer.held_bytes < 100
+    framer.feed(second[300:] + b"\r\n")
+    [frame] = drain(framer)
+    assert frame == CommandFrame(b"a", (b"a APPEND INBOX ", Literal(first, synchronizing=False), b" (\\Seen) ",
+                                        Literal(second), b""))
+    assert [(spool.reads, spool.closed) for spool in made] == [(1, True), (1, True)]
+
+
+def test_smaller_literals_are_spooled_once_the_command_holds_the_threshold_in_memory() -> None:
+    framer, made = spooling_framer(threshold=100)
+    framer.feed(b"a APPEND INBOX {60+}\r\n" + b"a" * 60 + b" {30+}\r\n" + b"b" * 30 + b" {20+}\r\n" + b"c" * 20
+                + b" {5+}\r\n" + b"d" * 5 + b"\r\n")
+    [frame] = drain(framer)
+    assert [len(part) for part in frame.parts if isinstance(part, Literal)] == [60, 30, 20, 5]
+    # 60 + 30 stay in memory; 20 more would make 110: that one goes to a spool; 5 more make 95.
+    assert [bytes(spool.data) for spool in made] == [b"c" * 20]

@@ -183,3 +183,50 @@ def test_seed_commands_are_valid() -> None:
     outcomes = run_stream(b"".join(SEED_COMMANDS), [4096], utf8=False, literal_minus=False)
     assert all(isinstance(outcome, Command) for outcome in outcomes), outcomes
     assert len(outcomes) == len(SEED_COMMANDS)
+
+
+class _MemorySpool:
+    def __init__(self, closed: list[bool]) -> None:
+        self.data = bytearray()
+        self.closed = closed
+        closed.append(False)
+        self.index = len(closed) - 1
+
+    def write(self, data: memoryview) -> None:
+        self.data += data
+
+    def read_all(self) -> bytes:
+        return bytes(self.data)
+
+    def close(self) -> None:
+        assert not self.closed[self.index], "a spool closed twice"
+        self.closed[self.index] = True
+
+
+def _events(stream: bytes, chunks: list[int], framer: Framer) -> list[object]:
+    events: list[object] = []
+    position = 0
+    sizes = iter(chunks)
+    while position < len(stream):
+        size = max(1, next(sizes, 64))
+        framer.feed(stream[position : position + size])
+        position += size
+        while (event := framer.next_event()) is not None:
+            events.append(event)
+            if isinstance(event, NeedContinuation) and event.size % 3 == 0:
+                framer.reject_literal()  # as the session does for some (over quota, no mailbox)
+    return events
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(SEED_COMMANDS), edit_lists), min_size=1, max_size=6),
+       chunkings, st.integers(1, 8))
+def test_spooling_literals_frames_exactly_as_holding_them(commands: list[tuple[bytes, list]], chunks: list[int],
+                                                          threshold: int) -> None:
+    """Spooling changes where a literal waits, never what is framed, and closes every spool."""
+    stream = b"".join(mutate(command, edits) for command, edits in commands)
+    closed: list[bool] = []
+    spooling = Framer(MAX_LINE, MAX_LITERAL, spool=lambda _size: _MemorySpool(closed), spool_threshold=threshold)
+    assert _events(stream, chunks, spooling) == _events(stream, chunks, Framer(MAX_LINE, MAX_LITERAL))
+    spooling.discard_buffer()  # the connection ends
+    assert all(closed)

@@ -44,6 +44,15 @@ Limits and resynchronisation:
 * Apart from bytes the client sent ahead of the command being framed (see :attr:`buffered`, which
   the caller can use for back-pressure), the framer holds at most ``max_line + max_literal`` bytes
   (transiently twice one literal while it is copied out of the receive buffer).
+* Spooling: given a ``spool`` factory, a literal of ``spool_threshold`` octets or more (or one that
+  would take the command's literals held in memory to that) is passed
+  to a :class:`LiteralSpool` (the server's is an unnamed temporary file) as its octets arrive, and
+  read back only when the whole command has arrived (all its literals, a MULTIAPPEND's too). A client that uploads a large message slowly then holds
+  no memory for it meanwhile; without this, every session could hold a literal of
+  ``max_literal`` octets for as long as its client cared to take. The framer does no I/O of its
+  own: the factory is the caller's. A spool that fails (``OSError``: the disk is full, say) ends
+  the command with :class:`FrameError` ``LITERAL_UNSPOOLED``; the literal's remaining octets and
+  the rest of the command are discarded, as for a refused ``{n+}`` literal.
 
 Lines are found with one linear scan (the search resumes where the previous one stopped), so a
 slowly dripped long line costs O(n), not O(n^2).  A bare LF is accepted as a line end, as most
@@ -54,8 +63,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 # RFC 7888 section 5: the largest non-synchronising literal a LITERAL- server must accept.
 LITERAL_MINUS_MAX = 4096
@@ -74,6 +84,7 @@ class FrameErrorKind(enum.Enum):
     LINE_TOO_LONG = "line-too-long"
     LITERAL_TOO_BIG = "literal-too-big"
     LITERAL_MINUS = "literal-minus"  # {n+} with n > 4096 while only LITERAL- is advertised
+    LITERAL_UNSPOOLED = "literal-unspooled"  # the spool holding an arriving literal failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,19 @@ class Literal:
 
     def __len__(self) -> int:
         return len(self.data)
+
+
+class LiteralSpool(Protocol):
+    """Where a large literal's octets go while they arrive (see the module docstring)."""
+
+    def write(self, data: memoryview) -> None:
+        """Keep ``data`` (all of it) after what was written before; may raise OSError."""
+
+    def read_all(self) -> bytes:
+        """Everything written, in order; may raise OSError."""
+
+    def close(self) -> None:
+        """Release the spool (called once, also when the literal is abandoned)."""
 
 
 # A command's pieces: line text first (and last), literals between; so never empty.
@@ -112,6 +136,25 @@ class CommandFrame:
             if len(out) >= limit:
                 return bytes(out[:limit]) + b"..."
         return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spooled:
+    """A complete literal of a command still being framed, waiting in its spool: read back
+    only when the command is complete, so that a command with several literals (MULTIAPPEND)
+    holds none of them in memory while a later one arrives."""
+
+    spool: LiteralSpool | None  # None: an empty literal (no octet ever came)
+    size: int
+    binary: bool
+    synchronizing: bool
+
+    def __len__(self) -> int:
+        return 0  # held on disk, not in memory (Framer.held_bytes)
+
+    def read_back(self) -> Literal:
+        data = self.spool.read_all() if self.spool is not None else b""
+        return Literal(data, self.binary, self.synchronizing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +274,8 @@ class Framer:
     """Incremental command framer.  See the module docstring for the protocol."""
 
     def __init__(self, max_line: int, max_literal: int, literal_minus: bool = False,
-                 max_command_literal: int | None = None) -> None:
+                 max_command_literal: int | None = None,
+                 spool: Callable[[int], LiteralSpool] | None = None, spool_threshold: int = 1 << 20) -> None:
         if max_line < 16:
             raise ValueError("max_line too small to hold a command")
         if max_literal < 0:
@@ -242,13 +286,20 @@ class Framer:
         # passwords) are held whole while it runs: a smaller bound of their own.
         self.max_command_literal = max_literal if max_command_literal is None else max_command_literal
         self.literal_minus = literal_minus
+        self._spool_factory = spool  # makes a spool for a literal of the given size
+        self.spool_threshold = spool_threshold
+        self._spool: LiteralSpool | None = None  # LITERAL: the spool of the literal arriving
+        self._spools: list[LiteralSpool] = []  # every spool of the command, closed with it
+        self._literal_spooled = False  # LITERAL: its octets go to a spool as they arrive
+        self._literal_size = 0  # LITERAL: its announced size
         self._buf = bytearray()
         self._pos = 0  # start of the unconsumed bytes in _buf
         self._scan = 0  # where the search for the next LF resumes (>= _pos)
         self._state = _State.LINE
-        self._pieces: list[bytes | Literal] = []
+        self._pieces: list[bytes | Literal | _Spooled] = []
         self._line_total = 0  # line text of the command so far (excluding CRLFs)
         self._literal_total = 0  # literal octets of the command so far
+        self._literal_in_memory = 0  # ... of them not spooled
         self._literal_count = 0  # literals of the command so far
         self._first_literal = 0  # the size of the command's first literal
         self._literal_need = 0  # LITERAL: octets still expected; SKIP_BYTES: octets to drop
@@ -329,11 +380,17 @@ class Framer:
                     return None
                 continue
             if state is _State.LITERAL:
-                if len(self._buf) - self._pos < self._literal_need:
-                    return None
-                self._pieces.append(
-                    Literal(self._take(self._literal_need), self._literal_binary, self._literal_sync)
-                )
+                literal: Literal | _Spooled
+                if self._literal_spooled:
+                    spooled = self._spool_arrived()
+                    if spooled is None or isinstance(spooled, FrameError):
+                        return spooled
+                    literal = spooled
+                else:
+                    if len(self._buf) - self._pos < self._literal_need:
+                        return None
+                    literal = Literal(self._take(self._literal_need), self._literal_binary, self._literal_sync)
+                self._pieces.append(literal)
                 self._state = _State.LINE
                 self._compact()  # do not keep a consumed multi-megabyte literal around
                 self._scan = self._pos
@@ -405,6 +462,8 @@ class Framer:
             return error
         if marker is None:
             self._pieces.append(line)
+            if self._spools:
+                return self._read_back(first)
             # A CommandParts: the pieces start (and, with this line, end) with line text.
             frame = CommandFrame(extract_tag(first), cast(CommandParts, tuple(self._pieces)))
             self._reset_command()
@@ -443,9 +502,15 @@ class Framer:
         if not self._literal_count:
             self._first_literal = size
         self._literal_count += 1
-        self._literal_need = size
+        self._literal_need = self._literal_size = size
         self._literal_binary = binary
         self._literal_sync = synchronizing
+        # Spooled: a literal of spool_threshold octets or more, and one that would take the
+        # command's literals held in memory past that (a MULTIAPPEND of many smaller messages).
+        self._literal_spooled = (self._spool_factory is not None
+                                 and self._literal_in_memory + size >= self.spool_threshold)
+        if not self._literal_spooled:
+            self._literal_in_memory += size
         self._state = _State.LITERAL
         if synchronizing:
             return NeedContinuation(extract_tag(first), size, _command_name(first), binary,
@@ -483,10 +548,71 @@ class Framer:
             self._scan -= pos
             self._pos = 0
 
+    def _spool_arrived(self) -> _Spooled | FrameError | None:
+        """LITERAL, spooled: pass the literal's octets received so far to its spool; the piece
+        standing for the literal once they are all there; a FrameError when the spool fails."""
+        available = min(len(self._buf) - self._pos, self._literal_need)
+        if available:
+            try:
+                if self._spool is None:
+                    assert self._spool_factory is not None  # _literal_spooled says so
+                    self._spool = self._spool_factory(self._literal_size)
+                    self._spools.append(self._spool)
+                start = self._pos
+                # Both views released even when write() raises (its traceback keeps the slice),
+                # or the receive buffer could not be resized.
+                with memoryview(self._buf) as view, view[start : start + available] as piece:
+                    self._spool.write(piece)
+            except OSError as exc:
+                return self._spool_failed(exc)
+            self._pos = start + available
+            self._literal_need -= available
+            self._compact()
+            self._scan = self._pos
+        if self._literal_need:
+            return None
+        spooled = _Spooled(self._spool, self._literal_size, self._literal_binary, self._literal_sync)
+        self._spool = None
+        self._literal_spooled = False
+        return spooled
+
+    def _read_back(self, first: bytes) -> CommandFrame | FrameError:
+        """The command complete: its spooled literals read back, the frame built."""
+        try:
+            parts = tuple(piece.read_back() if isinstance(piece, _Spooled) else piece for piece in self._pieces)
+        except OSError as exc:
+            return self._spool_failed(exc)
+        frame = CommandFrame(extract_tag(first), cast(CommandParts, parts))
+        self._reset_command()
+        return frame
+
+    def _spool_failed(self, exc: OSError) -> FrameError:
+        """The command is refused; the literal's octets still to come (if any) and the rest of
+        the command are discarded as they arrive."""
+        first = cast(bytes, self._pieces[0])  # the pieces start with line text
+        sizes = [piece.size for piece in self._pieces if isinstance(piece, _Spooled)]
+        size = self._literal_size if self._state is _State.LITERAL else max(sizes, default=None)
+        error = self._error(FrameErrorKind.LITERAL_UNSPOOLED, f"Cannot hold the literal: {exc.strerror or exc}",
+                            first, size=size, synchronizing=self._literal_sync)
+        in_literal, need = self._state is _State.LITERAL, self._literal_need
+        self._reset_command()
+        if in_literal:
+            self._start_bytes_skip(need)
+        return error
+
+    def _close_spools(self) -> None:
+        spools, self._spools = self._spools, []
+        self._spool = None
+        self._literal_spooled = False
+        for spool in spools:
+            spool.close()
+
     def _reset_command(self) -> None:
+        self._close_spools()
         self._pieces = []
         self._line_total = 0
         self._literal_total = 0
+        self._literal_in_memory = 0
         self._literal_count = 0
         self._first_literal = 0
         self._literal_need = 0

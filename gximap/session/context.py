@@ -30,6 +30,9 @@ class Settings:
     sasl_login: bool = False
     max_line: int = 64 * 1024
     max_literal: int = 64 * 1024 * 1024
+    # Where literals of SPOOL_THRESHOLD octets or more wait while they arrive (gximap.session.
+    # literalspool; the daemon gives midb_path); "": in memory.
+    literal_spool_dir: str = ""
     max_nesting: int = 16
     max_args: int = 4096
     max_ranges: int = 65536  # elements of one sequence set (imap_max_ranges)

@@ -62,6 +62,7 @@ from gximap.session.commands import load_all as _load_commands
 from gximap.session.commands import replace as replace_commands
 from gximap.session.context import ServerContext
 from gximap.session.errors import done_for_store_error, log_store_trouble
+from gximap.session.literalspool import SPOOL_THRESHOLD, file_spool_factory
 from gximap.session.selected import SelectedMailbox
 from midb import errors as midb_errors
 
@@ -132,8 +133,11 @@ class ImapSession:
         self.auth_failures = 0  # refused logins on this connection: imap_auth_times closes it
         self.password_failures = 0  # those of them whose password was checked: they block the user
         self.saved_search: list[int] | None = None  # SEARCHRES "$": UIDs
+        spool_dir = settings.literal_spool_dir
         self.framer = Framer(settings.max_line, settings.max_literal, literal_minus=False,
-                             max_command_literal=COMMAND_LITERAL_MAX)
+                             max_command_literal=COMMAND_LITERAL_MAX,
+                             spool=file_spool_factory(spool_dir) if spool_dir else None,
+                             spool_threshold=SPOOL_THRESHOLD)
         self._out: deque[OutputItem | LazyLines] = deque()
         self._running: _Running | None = None
         self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
@@ -571,13 +575,21 @@ class ImapSession:
             code = Code.BAD_LINE_TOO_LONG
         elif event.kind is FrameErrorKind.LITERAL_MINUS:
             code = Code.BAD_LITERAL_MINUS
+        elif event.kind is FrameErrorKind.LITERAL_UNSPOOLED:
+            # The server's trouble (its disk), not the client's: NO, and not counted as bad.
+            self.ctx.log.error("session %s: user=%s %s refused: %s (%s octets, spooled in %s)", self.id,
+                               gxlog.escape_text(self.user or "-"),
+                               (event.command or b"?").decode("ascii", "replace"), event.text, event.size,
+                               self.settings.literal_spool_dir)
+            status, code, args = "NO", Code.NO_TRY_AGAIN, (event.text,)
         else:
             code = Code.BAD_LITERAL_TOO_BIG
         line = self.status_line(status.encode(), code, *args)
         self._out.append((tag if tag else b"*") + b" " + line + b"\r\n")
         self._log_refused_literal(tag, event.command, event.size, event.synchronizing, event.text, status,
                                   unwaited=event.unwaited)
-        self._count_bad()
+        if event.kind is not FrameErrorKind.LITERAL_UNSPOOLED:
+            self._count_bad()
 
     def _log_refused_literal(self, tag: bytes | None, command: bytes | None, size: int | None,
                              synchronizing: bool, reason: str, status: str, *, unwaited: bool = False) -> None:
