@@ -90,6 +90,8 @@ def _midb(name: str, doc: str, *, reloadable: bool = False, unset_means: str = "
 
 
 _MB = 1024 * 1024
+# imap_max_literal_size is advertised as APPENDLIMIT=, an RFC 3501/9051 "number" (RFC 7889): 32-bit.
+_APPENDLIMIT_MAX = 2**32 - 1
 # Values of the *_map_normalize directives (gximap.auth.normalize.NORMALIZERS).
 _NORMALIZATIONS = ("auto", "precis_casefold_email", "precis_casefold", "precis_email", "precis", "casefold",
                    "noop")
@@ -344,8 +346,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Maximum size of the literals of one APPEND (the messages) or REPLACE; also the APPENDLIMIT "
        "advertised to clients. A message above it gets NO [TOOBIG]; a MULTIAPPEND whose messages "
        "are each within it but together above gets NO [LIMIT], so that the client appends them one "
-       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB.",
-       "imap", minimum=1024),
+       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB. The maximum, "
+       "4G less one octet, is the largest number APPENDLIMIT can carry (RFC 7889).",
+       "imap", minimum=1024, maximum=_APPENDLIMIT_MAX),
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command. In SEARCH criteria it counts "
        "the levels that remain once a group of one key is taken as that key and an OR inside an OR "

@@ -238,6 +238,8 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     ("imap_conn_timeout = soon", "imap_conn_timeout", "not a duration"),
     ("imap_conn_timeout = 0", "imap_conn_timeout", "below the minimum 1s"),
     ("imap_max_line_length = 12Q", "imap_max_line_length", "not a size"),
+    # APPENDLIMIT= carries it, and RFC 7889's number is 32-bit (RFC 9051 number).
+    ("imap_max_literal_size = 4G", "imap_max_literal_size", "4G is above the maximum 4294967295"),
     ("tls_min_proto = ssl3", "tls_min_proto", "not one of tls1.0, tls1.1, tls1.2, tls1.3"),
     ("imap_accept_haproxy = 3", "imap_accept_haproxy", "not one of 0, 1, 2"),
     ("tls_max_proto = tls1.1", "tls_max_proto", "is below tls_min_proto tls1.2"),
@@ -312,6 +314,15 @@ def test_defaults() -> None:
     assert cfg.imap_auth_ip_window == 300.0
     assert cfg.imap_listen == () and cfg.imap_haproxy_trust == ()
     assert not cfg.is_set("context_num")
+
+
+def test_max_literal_size_ends_at_the_largest_appendlimit() -> None:
+    """APPENDLIMIT= advertises imap_max_literal_size, and RFC 7889 writes it as an RFC 3501/9051
+    number (32-bit unsigned): the largest value that fits is taken, the next one refused."""
+    assert config_from_text("imap_max_literal_size = 4294967295\n").imap_max_literal_size == 2**32 - 1
+    with pytest.raises(ConfigError) as info:
+        config_from_text("imap_max_literal_size = 4294967296\n")
+    assert info.value.why == "4294967296 is above the maximum 4294967295"
 
 
 def test_derived_values_follow_settings() -> None:
