@@ -90,6 +90,8 @@ def _midb(name: str, doc: str, *, reloadable: bool = False, unset_means: str = "
 
 
 _MB = 1024 * 1024
+# imap_max_literal_size is advertised as APPENDLIMIT=, an RFC 3501/9051 "number" (RFC 7889): 32-bit.
+_APPENDLIMIT_MAX = 2**32 - 1
 # Values of the *_map_normalize directives (gximap.auth.normalize.NORMALIZERS).
 _NORMALIZATIONS = ("auto", "precis_casefold_email", "precis_casefold", "precis_email", "precis", "casefold",
                    "noop")
@@ -144,6 +146,17 @@ DIRECTIVES: tuple[Directive, ...] = (
        "authentication socket for MTAs (see AUTHENTICATION SOCKET). Ignored while systemd passes a "
        "socket named auth (gximap-auth.socket).",
        "gromox", unset_means="no authentication socket"),
+    _d("auth_listen_allow", "list", "127.0.0.0/8 ::1",
+       "Addresses or CIDR subnets of the peers that may connect to a TCP address of auth_listen (or "
+       "to a TCP socket systemd passes as auth). A connection from any other is closed as it is "
+       "accepted, unanswered, and logged as refused (one line per 10 seconds, then a count). The "
+       "default lets in the loopback interface only: list the MTA hosts. The socket believes the "
+       "client address (rip=) a peer sends for the per-address limits, the log and fail2ban, so a "
+       "peer let in can guess passwords and blame any address for it: 0.0.0.0/0 ::/0 lets in "
+       "every host that reaches the port. Empty lets in no TCP peer. A UNIX socket (unix:/path) "
+       "is not checked: its file's mode and owner (unix_socket_mode, unix_socket_owner) say who "
+       "may connect. IPv4-mapped entries stand for their IPv4 addresses.",
+       "gromox", reloadable=True, unset_means="no TCP peer"),
     # Name mapping (maddy's auth_map / storage_map / delivery_map), shared by the daemons that log
     # users in or deliver to them; the syntax is checked by gximap.auth.maps.parse_table_spec.
     _d("auth_map", "str", "identity",
@@ -344,12 +357,13 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Maximum size of the literals of one APPEND (the messages) or REPLACE; also the APPENDLIMIT "
        "advertised to clients. A message above it gets NO [TOOBIG]; a MULTIAPPEND whose messages "
        "are each within it but together above gets NO [LIMIT], so that the client appends them one "
-       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB. A message of "
+       "at a time. Other commands' literals (but SETMETADATA's) are held to 1 MiB. The maximum, "
+       "4G less one octet, is the largest number APPENDLIMIT can carry (RFC 7889). A message of "
        "1 MiB or more (and the rest of a MULTIAPPEND once its messages reach 1 MiB) waits in an "
        "unnamed temporary file in midb_path while it arrives, not in memory, and is read back when "
        "its command is complete; if that file cannot be written (the disk is full), the command "
        "gets NO [UNAVAILABLE] and the log says why.",
-       "imap", minimum=1024),
+       "imap", minimum=1024, maximum=_APPENDLIMIT_MAX),
     _d("imap_max_nesting", "int", "16",
        "Maximum nesting depth of parenthesized lists in a command. In SEARCH criteria it counts "
        "the levels that remain once a group of one key is taken as that key and an OR inside an OR "
@@ -567,7 +581,7 @@ def parse_value(directive: Directive, text: str) -> Value:
         return text
     if directive.kind == "list":
         items = _parse_list(text)
-        if directive.name == "imap_haproxy_trust":
+        if directive.name in ("imap_haproxy_trust", "auth_listen_allow"):
             for item in items:
                 _parse_network(item)
         elif directive.name in ("lmtp_listen", "auth_listen"):
@@ -898,6 +912,7 @@ def check_consistency(cfg: Config, *, sockets_inherited: bool | None = None) -> 
             str(cfg.tls_min_proto)):
         raise error_at(cfg, "tls_max_proto", f"is below tls_min_proto {cfg.tls_min_proto}")
     _check_proxy_link(cfg)
+    _check_auth_allow(cfg)
     plain, tls = listen_addresses(cfg)
     if not plain and not tls and not (imap_sockets_inherited() if sockets_inherited is None else sockets_inherited):
         raise error_at(cfg, "imap_listen_port", "0 turns the plain listener off, and no other is set")
@@ -951,6 +966,17 @@ def _check_proxy_link(cfg: Config) -> None:
         # Without PROXY no peer is a proxy, so the link would never be used: a setting that
         # silently does nothing is worse than a refusal.
         raise error_at(cfg, "imap_haproxy_certificate_path", "needs imap_accept_haproxy = 1 or 2")
+
+
+def _check_auth_allow(cfg: Config) -> None:
+    """An empty auth_listen_allow lets in no TCP peer: with a TCP auth_listen that is a socket
+    nobody can use, which a start should say rather than log a refusal per connect."""
+    if cfg.auth_listen_allow:
+        return
+    tcp = [item for item in cfg.auth_listen if not isinstance(parse_socket_address(item), str)]
+    if tcp:
+        raise error_at(cfg, "auth_listen_allow", f"is empty, so no peer may connect to {', '.join(tcp)} of "
+                                                 "auth_listen: list the MTA hosts")
 
 
 # ----------------------------------------------------------------------------------------------------

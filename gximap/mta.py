@@ -9,7 +9,10 @@ socket (``auth_listen``), run inside the gximap process.
 Each protocol has a connection pool of its own (gximap.net.pool.Server), not a share of IMAP's:
 its own ``*_context_num`` budget (an IMAP flood cannot starve mail delivery, nor the other way
 round), its own busy reply (``421`` for LMTP), no PROXY protocol and no per-address connection
-limit (the peer is the MTA). The pools are small: one permanent worker each, one more per
+limit (the peer is the MTA). The auth socket's TCP listeners serve only the peers
+``auth_listen_allow`` lists (loopback by default): it believes the client address (``rip=``) a
+peer sends, so a stranger let in could guess passwords and have the address limits count them
+against someone else. The pools are small: one permanent worker each, one more per
 ``_SESSIONS_PER_WORKER`` contexts, grown on demand like IMAP's. Message copies are written by
 separate delivery threads (gximap.lmtp.session), so a pool worker never waits for fsync.
 
@@ -110,6 +113,7 @@ class MtaServices:
         self._lmtp_ctx: Any = None
         self._auth_ctx: Any = None
         self._lmtp_server: Any = None
+        self._auth_server: Any = None
 
     @staticmethod
     def _socket_owner(cfg: Config) -> tuple[int, int] | None:
@@ -198,13 +202,15 @@ class MtaServices:
         if self.auth_listeners and auth_contexts:
             auth_ctx = self._auth_ctx = AuthSocketContext(
                 auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg)))
-            self.servers.append(Server(
+            self._auth_server = Server(
                 self.auth_listeners, lambda conn, waker: AuthSocketSession(auth_ctx, conn, waker),
                 context_num=auth_contexts, thread_init_num=1,
                 thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.imap_conn_timeout),
                 ssl_context=None, busy_response=b"", io_errors=bool(cfg.io_errors),
                 shared_listeners=processes > 1,
-            ))
+                peer_allow=list(cfg.auth_listen_allow), peer_allow_name="auth_listen_allow",
+            )
+            self.servers.append(self._auth_server)
         for server in self.servers:
             server.start()
 
@@ -216,7 +222,11 @@ class MtaServices:
     # -- run time ---------------------------------------------------------------------------------
 
     def reload(self, cfg: Config) -> None:
-        """SIGHUP: the filter command, its time-out and the spam header take effect at once."""
+        """SIGHUP: auth_listen_allow, the filter command, its time-out and the spam header take
+        effect at once."""
+        if self._auth_server is not None:
+            # The configuration check parsed the entries as the pool does: this cannot refuse.
+            self._auth_server.reconfigure(peer_allow=list(cfg.auth_listen_allow))
         try:
             settings = delivery_settings_from_config(cfg)
         except MtaConfigError as exc:

@@ -480,3 +480,46 @@ def test_any_input_gets_replies_or_a_disconnect_never_an_exception(store: Store,
         client._run()
         if client.closed:
             break
+
+
+def _first_bytes(family: socket.AddressFamily, address: str | tuple[str, int]) -> bytes:
+    """What the server sends a new connection until its handshake's DONE, or until it closes it."""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(address)
+        try:
+            return _read_until(sock, b"\nDONE\n")
+        except ConnectionResetError:
+            return b""
+
+
+def test_tcp_peers_outside_auth_listen_allow_are_closed_unheard(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A TCP auth_listen serves only the peers auth_listen_allow lists (an allowed peer's rip=
+    is believed, so a stranger could otherwise guess passwords and throttle others' addresses);
+    a UNIX socket is left to its file mode. Refusals are logged once per burst, and a reload
+    changes the list."""
+    from gximap.config import defaults
+    from gximap.mta import MtaServices
+
+    path = str(tmp_path / "auth")
+    cfg = defaults().replace(auth_listen=f"127.0.0.1:0 unix:{path}", auth_listen_allow="192.0.2.0/24 ::1",
+                             running_identity="", imap_listen="127.0.0.1:0")
+    mta = MtaServices(cfg)
+    mta.bind()
+    port = next(listener.port for listener in mta.auth_listeners if not listener.unix)
+    mta.start(store, make_ctx(store).auth)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="gximap.net"):
+            assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)) == b""
+            assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)) == b""
+            assert _first_bytes(socket.AF_UNIX, path).startswith(b"VERSION\t1\t")
+        refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+        assert len(refusals) == 1, refusals
+        assert refusals[0].startswith("connection from [127.0.0.1]:")
+        assert refusals[0].endswith("refused: address not in auth_listen_allow")
+
+        mta.reload(cfg.replace(auth_listen_allow="127.0.0.0/8"))
+        assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)).endswith(b"\nDONE\n")
+    finally:
+        mta.stop(grace=1.0)

@@ -238,6 +238,8 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     ("imap_conn_timeout = soon", "imap_conn_timeout", "not a duration"),
     ("imap_conn_timeout = 0", "imap_conn_timeout", "below the minimum 1s"),
     ("imap_max_line_length = 12Q", "imap_max_line_length", "not a size"),
+    # APPENDLIMIT= carries it, and RFC 7889's number is 32-bit (RFC 9051 number).
+    ("imap_max_literal_size = 4G", "imap_max_literal_size", "4G is above the maximum 4294967295"),
     ("tls_min_proto = ssl3", "tls_min_proto", "not one of tls1.0, tls1.1, tls1.2, tls1.3"),
     ("imap_accept_haproxy = 3", "imap_accept_haproxy", "not one of 0, 1, 2"),
     ("tls_max_proto = tls1.1", "tls_max_proto", "is below tls_min_proto tls1.2"),
@@ -246,6 +248,7 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     ("imap_haproxy_trust = 10.0.0.0/8 bogus", "imap_haproxy_trust", "not an IP address"),
     ("imap_haproxy_trust = 127.0.0.1]", "imap_haproxy_trust", "'127.0.0.1]' is not an IP address"),
     ("imap_haproxy_trust = [::1", "imap_haproxy_trust", "'[::1' is not an IP address"),
+    ("auth_listen_allow = 127.0.0.1 bogus", "auth_listen_allow", "'bogus' is not an IP address"),
     ("context_num =", "context_num", "empty value"),
     ("midb_map_size = 8GiB", "midb_map_size", "'8GiB' is not a size (a number with optional k/M/G/T suffix)"),
     ("midb_map_size = 512K", "midb_map_size", "512K is below the minimum 1M"),
@@ -312,6 +315,15 @@ def test_defaults() -> None:
     assert cfg.imap_auth_ip_window == 300.0
     assert cfg.imap_listen == () and cfg.imap_haproxy_trust == ()
     assert not cfg.is_set("context_num")
+
+
+def test_max_literal_size_ends_at_the_largest_appendlimit() -> None:
+    """APPENDLIMIT= advertises imap_max_literal_size, and RFC 7889 writes it as an RFC 3501/9051
+    number (32-bit unsigned): the largest value that fits is taken, the next one refused."""
+    assert config_from_text("imap_max_literal_size = 4294967295\n").imap_max_literal_size == 2**32 - 1
+    with pytest.raises(ConfigError) as info:
+        config_from_text("imap_max_literal_size = 4294967296\n")
+    assert info.value.why == "4294967296 is above the maximum 4294967295"
 
 
 def test_derived_values_follow_settings() -> None:
@@ -528,7 +540,7 @@ def test_reloadable_set() -> None:
         "imap_metadata_admin", "imap_metadata_max_entries", "imap_metadata_max_size",
         "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "lmtp_add_received_header", "imap_sort_cache_size",
         "imap_default_mailbox_quota", "imap_default_annotation_quota", "imap_autoexpunge_trash",
-        "imap_autoexpunge_junk", "imap_autoexpunge_folders",
+        "imap_autoexpunge_junk", "imap_autoexpunge_folders", "auth_listen_allow",
     }
 
 
@@ -638,3 +650,15 @@ def test_open_proxy_warning() -> None:
     wide = open_proxy_warning(everyone, [("127.0.0.1", 1143), ("192.0.2.7", 143)])
     assert wide is not None and "[192.0.2.7]:143" in wide and "127.0.0.1" not in wide
     assert "holds every address" in wide
+
+
+def test_auth_listen_allow_lets_in_loopback_and_must_let_in_someone_on_tcp() -> None:
+    assert defaults().auth_listen_allow == ("127.0.0.0/8", "::1")
+    assert config_from_text("auth_listen_allow = 192.0.2.0/24, [2001:db8::]/32\n").auth_listen_allow == (
+        "192.0.2.0/24", "[2001:db8::]/32")
+    # Empty lets in no TCP peer: fine for a UNIX socket (its file mode decides), an error for TCP.
+    assert config_from_text("auth_listen = unix:/run/gximap/auth\nauth_listen_allow =\n").auth_listen_allow == ()
+    with pytest.raises(ConfigError) as info:
+        config_from_text("auth_listen = unix:/run/gximap/auth 127.0.0.1:12345\nauth_listen_allow =\n")
+    assert (info.value.line, info.value.directive) == (2, "auth_listen_allow")
+    assert "127.0.0.1:12345" in info.value.why

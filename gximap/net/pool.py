@@ -10,10 +10,11 @@ Public API:
            conn_timeout, ssl_context, busy_response, proxy_mode=0, proxy_trust=(),
            proxy_ssl_context=None, io_errors=False, max_conn_per_ip=0, address_ledger=None,
            shared_listeners=False, worker_idle_timeout=60.0, slice_commands=8, slice_bytes=256 KiB,
-           on_change=None)
+           on_change=None, peer_allow=None, peer_allow_name="")
     .start()  .stop(grace=3.0)  .wait()  .stats() -> PoolStats
-    .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None)   None = unchanged; applies to
-                                                   connections accepted (or STARTTLS begun) afterwards
+    .reconfigure(proxy_mode=None, proxy_trust=None, ssl_context=None, peer_allow=None)
+                                                   None = unchanged; applies to connections
+                                                   accepted (or STARTTLS begun) afterwards
     PoolStats(sessions, workers, busy_workers, ready, max_workers)
 
 How it runs:
@@ -76,6 +77,10 @@ How it runs:
   (the PROXY address when there is one; an IPv6 one by its /64, proxy.address_key), ``busy_response`` is written best-effort and the
   connection closed. On implicit-TLS listeners the connection is just closed (plaintext there
   would be garbage to the client).
+- Peer allow list (``peer_allow``, networks; None lets in every peer): a TCP peer outside it is
+  closed as it is accepted, before it takes a context or is held for one, with nothing sent,
+  and logged as a refusal (``peer_allow_name`` names the list in that line: the directive).
+  UNIX-socket peers are not checked: the socket file's mode says who may connect.
 - ConnectionInfo.extra: "proxy_peer" ([addr]:port of the proxy) when the address came from a
   PROXY header; "client_tls_version" when a listed proxy's header says the client used TLS
   (ConnectionInfo.client_tls; the version as the proxy names it, or empty); "proxy_tls_version"
@@ -129,12 +134,15 @@ from gximap.net.handler import ConnectionInfo, HandlerFactory, ProtocolHandler, 
 from gximap.net.listener import BoundListener
 from gximap.net.proxy import (
     HeaderExpectation,
+    Network,
     ProxyDecoder,
     ProxyError,
     ProxyPolicy,
+    address_in,
     address_key,
     looks_like_proxy_header,
     normalize_host,
+    parse_trust_entry,
     parse_trust_list,
 )
 from gximap.net.siblings import AddressLedger, ConnectionHandoff
@@ -416,6 +424,11 @@ class _BurstLog:
                              burst.summary, burst.suppressed, f"{self.interval:g}")
 
 
+def _parse_peer_allow(entries: Iterable[str]) -> tuple[Network, ...]:
+    """The networks of a peer allow list (parse_trust_entry's syntax); empty lets in no TCP peer."""
+    return tuple(parse_trust_entry(entry) for entry in entries if entry.strip())
+
+
 @dataclass(slots=True)
 class _Arrival:
     """An accepted socket waiting for a free context."""
@@ -579,6 +592,8 @@ class Server:
         slice_commands: int = 8,
         slice_bytes: int = 256 * 1024,
         on_change: Callable[[PoolStats], None] | None = None,
+        peer_allow: Iterable[str] | None = None,
+        peer_allow_name: str = "",
     ) -> None:
         self._listeners = list(listeners)
         if context_num < 1:
@@ -604,6 +619,8 @@ class Server:
         self._busy_response = bytes(busy_response)
         self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
         self._proxy_ssl_context = proxy_ssl_context
+        self._peer_allow = None if peer_allow is None else _parse_peer_allow(peer_allow)
+        self._peer_refusal = f"address not in {peer_allow_name or 'the allowed networks'}"
         self._io_error_level = NOTICE if io_errors else logging.DEBUG
         self._refusal_log = _BurstLog(log)
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
@@ -714,15 +731,18 @@ class Server:
         proxy_mode: int | None = None,
         proxy_trust: Iterable[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        peer_allow: Iterable[str] | None = None,
     ) -> None:
         """Change run-time settings for connections accepted from now on. None = unchanged.
-        Raises ValueError (nothing changed) on a bad mode or trust entry."""
+        Raises ValueError (nothing changed) on a bad mode, trust or allow entry."""
         current = self._proxy_policy
         policy = ProxyPolicy(
             current.mode if proxy_mode is None else proxy_mode,
             current.trust if proxy_trust is None else parse_trust_list(proxy_trust),
         )
+        allow = self._peer_allow if peer_allow is None else _parse_peer_allow(peer_allow)
         self._proxy_policy = policy  # one reference swap: readers see the old or the new policy
+        self._peer_allow = allow  # the poller reads it at accept: one reference swap too
         if ssl_context is not None:
             self._ssl_context = ssl_context
         log.debug("pool reconfigured: proxy mode %d, %d trusted network(s)", policy.mode, len(policy.trust))
@@ -1711,6 +1731,12 @@ class Server:
                 peer = (UNIX_PEER_HOST, 0)  # the kernel names no address for a UNIX-socket client
             else:
                 peer = (normalize_host(str(address[0])), int(address[1]))
+                allow = self._peer_allow
+                if allow is not None and not address_in(peer[0], allow):
+                    # Before it takes a context, or is held for one: a stranger's connect loop
+                    # must not keep the allowed peers out.
+                    self._refuse_socket(sock, listener, peer, self._peer_refusal, busy=False)
+                    continue
                 # The transport already gathers a turn's output into few sends; Nagle would
                 # hold back the last small segment of a large response until the client's
                 # delayed ACK (up to 40 ms), e.g. after a FETCH 1:* or before a tagged OK.
@@ -2130,12 +2156,14 @@ class Server:
         return True
 
     def _refuse_socket(
-        self, sock: socket.socket, listener: BoundListener, peer: tuple[str, int], reason: str
+        self, sock: socket.socket, listener: BoundListener, peer: tuple[str, int], reason: str, *,
+        busy: bool = True,
     ) -> None:
+        """Log (throttled) and close; ``busy``: write ``busy_response`` first where it is understood."""
         self._refusal_log.log(reason, logging.WARNING, f"connections refused: {reason}",
                               "connection from [%s]:%d refused: %s", peer[0], peer[1], reason)
         with contextlib.suppress(OSError):
-            if not listener.tls and self._busy_response and not self._expects_link(listener, peer[0]):
+            if busy and not listener.tls and self._busy_response and not self._expects_link(listener, peer[0]):
                 sock.setblocking(False)
                 sock.send(self._busy_response)
         with contextlib.suppress(OSError):

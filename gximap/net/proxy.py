@@ -384,15 +384,19 @@ def parse_trust_list(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def peer_is_trusted(host: str, networks: tuple[Network, ...]) -> bool:
-    """Whether ``host`` may send PROXY headers. An empty trust list trusts every peer."""
-    if not networks:
-        return True
+def address_in(host: str, networks: tuple[Network, ...]) -> bool:
+    """Whether the address ``host`` (IPv4-mapped counts as IPv4) is in one of ``networks``; a
+    host that is no IP address is in none."""
     try:
         address = ipaddress.ip_address(normalize_host(host))
     except ValueError:
         return False
     return any(address.version == network.version and address in network for network in networks)
+
+
+def peer_is_trusted(host: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``host`` may send PROXY headers. An empty trust list trusts every peer."""
+    return not networks or address_in(host, networks)
 
 
 class HeaderExpectation(enum.Enum):
