@@ -100,6 +100,7 @@ class Server:
             "imap_log_level": "3",
             "running_identity": "",
             "context_num": str(sessions + 256),
+            "imap_max_conn_per_user_ip": "0",  # every session from loopback, to a few accounts
             "imap_fd_limit": "0",
             "insecure_auth": "yes",
             "auth_backend": "passwd-file",

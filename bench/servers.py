@@ -571,6 +571,10 @@ class GximapServer(BenchServer):
             "imap_fd_limit": "0",
             "insecure_auth": "yes",
         }
+        if _gximap_knows("imap_max_conn_per_user_ip"):
+            # The workloads log in to a few accounts from loopback (the idle one 1,000 sessions per
+            # mailbox): as Dovecot's mail_max_userip_connections below.
+            settings["imap_max_conn_per_user_ip"] = str(self.max_sessions + 100)
         if _gximap_knows("imap_process_num"):
             # gximap's automatic count (two per CPU), as Dovecot uses every core (its process per session).
             settings["imap_process_num"] = "0"

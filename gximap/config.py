@@ -350,6 +350,14 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("imap_max_conn_per_ip", "int", "0",
        "Maximum concurrent connections from one client address (IPv6: per /64); 0 means unlimited.",
        "imap", minimum=0),
+    _d("imap_max_conn_per_user_ip", "int", "10",
+       "Maximum logged-in sessions of one storage account from one client address (IPv6: per /64), "
+       "counted across all serving processes, as Dovecot's mail_max_userip_connections: one account "
+       "cannot take every context. A login past it is refused with NO [LIMIT] despite the right "
+       "password, logged as refused (not counted by fail2ban); an impersonation (actor!mailbox) "
+       "counts against the mailbox's account. A client that opens a connection per folder may need "
+       "more; 0 means unlimited.",
+       "imap", minimum=0),
     _d("imap_max_line_length", "size", "64K",
        "Maximum length of a command line, literals excluded.",
        "imap", minimum=1024),

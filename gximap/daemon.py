@@ -67,6 +67,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         max_args=int(cfg.imap_max_args),
         max_ranges=int(cfg.imap_max_ranges),
         max_bad_commands=int(cfg.imap_max_bad_commands),
+        max_conn_per_user_ip=int(cfg.imap_max_conn_per_user_ip),
         conn_timeout=float(cfg.imap_conn_timeout),
         login_timeout=float(cfg.imap_login_timeout),
         autologout=float(cfg.imap_autologout_time),
@@ -437,7 +438,7 @@ class Daemon:
             siblings.attach(index)
         self.store = store = self._open_store()
         try:
-            self.ctx = ctx = self._make_context(store, codes)
+            self.ctx = ctx = self._make_context(store, codes, siblings)
         except BaseException:
             store.close()  # a clean stop: its marker goes (midb.orphans)
             raise
@@ -478,9 +479,9 @@ class Daemon:
         latch.install()
         if siblings is not None:
             # Every component has registered (AuthService.share_with, the Server's AddressLedger
-            # and ConnectionHandoff), and no connection is accepted yet: a sibling drops what it
-            # knew of this process when the hello arrives, so the hello must come before any of
-            # our updates.
+            # and ConnectionHandoff, the context's UserSessions), and no connection is accepted
+            # yet: a sibling drops what it knew of this process when the hello arrives, so the
+            # hello must come before any of our updates.
             siblings.say_hello()
         server.start()
         try:
@@ -530,10 +531,11 @@ class Daemon:
             store.close()
         return 0
 
-    def _make_context(self, store, codes):  # noqa: ANN001, ANN202
+    def _make_context(self, store, codes, siblings=None):  # noqa: ANN001, ANN202
         from gximap.auth.cache import CredentialCache
         from gximap.auth.service import AuthService
         from gximap.session.context import ServerContext
+        from gximap.session.userlimit import UserSessions
         from midb.authdb import make_backend
 
         cfg = self.cfg
@@ -552,7 +554,8 @@ class Daemon:
             storage_map=storage_map,
             cache=CredentialCache(float(cfg.imap_auth_cache_ttl), int(cfg.imap_auth_cache_entries)),
         )
-        return ServerContext(settings_from_config(cfg), store, auth, codes)
+        # Its ledger registers with the siblings here, before the hello (_serve).
+        return ServerContext(settings_from_config(cfg), store, auth, codes, user_sessions=UserSessions(siblings))
 
     # -- run time ------------------------------------------------------------------------------
 

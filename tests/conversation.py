@@ -239,9 +239,9 @@ class Conversation:
                                               internaldate=internaldate)
         return uid
 
-    def second_session(self, *, tls: bool = True, starttls: bool = False) -> Conversation:
+    def second_session(self, *, tls: bool = True, starttls: bool = False, peer: str = "192.0.2.1") -> Conversation:
         """Another connection to the same server (same store, settings and authentication)."""
-        other = Conversation(tls=tls, starttls=starttls, users=(), context=self.ctx)
+        other = Conversation(tls=tls, starttls=starttls, users=(), peer=peer, context=self.ctx)
         self._peers.append(other)
         return other
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import PASSWORD, password_hash
@@ -18,7 +19,7 @@ from midb.authdb import MidbAuth, PasswdFileAuth
 from midb.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-LOGIN = {"rhost": "[192.0.2.7]:40000", "address": "192.0.2.7", "mech": "LOGIN"}
+LOGIN: dict[str, Any] = {"rhost": "[192.0.2.7]:40000", "address": "192.0.2.7", "mech": "LOGIN"}
 
 
 class FakeClock:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import re
+from pathlib import Path
 
 import pytest
 from conversation import Conversation
+from net_helpers import sibling_channels, wait_until
 
+from gximap import config as gxconfig
+from gximap.daemon import settings_from_config
 from gximap.net.handler import TransportAction
 from gximap.session.base import State
+from gximap.session.context import ServerContext
+from gximap.session.userlimit import UserSessions
 
 
 def b64(data: bytes) -> str:
@@ -365,6 +372,102 @@ def test_starttls_refusals(tmp_path):
             S: a1 BAD [CLIENTBUG] Already authenticated
         """)
         assert conv.actions == []
+
+
+# -- sessions per account and address (imap_max_conn_per_user_ip) ---------------------------------------
+
+LIMIT_REFUSAL = "NO [LIMIT] Too many sessions of this account from your address (at most {limit})"
+
+
+def test_an_account_holds_ten_sessions_from_one_address(conv: Conversation, caplog: pytest.LogCaptureFixture) -> None:
+    """Dovecot's mail_max_userip_connections: one account cannot take every context. The 11th
+    login of alice from one address is refused despite the right password; the client is told so
+    with [LIMIT], and the log says "refused" (fail2ban counts no right password)."""
+    tenth = [conv.second_session() for _ in range(9)]
+    for session in [conv, *tenth]:
+        session.login()
+    eleventh = conv.second_session()
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        eleventh.script(f"""
+            C: a1 LOGIN alice secret
+            S: a1 {LIMIT_REFUSAL.format(limit=10)}
+            C: a2 AUTHENTICATE PLAIN {PLAIN_ALICE}
+            S: a2 {LIMIT_REFUSAL.format(limit=10)}
+        """)
+    assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice LOGIN refused: too many sessions "
+                                   "from this address"] + ["rhost=[192.0.2.1]:{port} user=alice PLAIN refused: "
+                                                           "too many sessions from this address"]
+    assert eleventh.session.state is State.NOT_AUTHENTICATED and eleventh.session.user is None
+    assert eleventh.session.password_failures == 0  # no guess: never blocks alice
+    eleventh.login("bob")  # another account from the same address has its own count
+    conv.second_session(peer="192.0.2.2").login()  # alice from another address too
+    tenth[0].close()  # a session that ends frees its place
+    again = conv.second_session()
+    again.login()
+    assert not conv.second_session().send(b"a1 LOGIN alice secret\r\n")[-1].startswith(b"a1 OK")
+    tenth[1].command("UNAUTHENTICATE")  # so does one that logs out of the account
+    conv.second_session().login()
+
+
+def test_impersonation_counts_against_the_mailbox_account(tmp_path: Path) -> None:
+    with Conversation(tmp_path, users=("alice", "bob"), max_conn_per_user_ip=2) as conv:
+        conv.store.grant_owner("bob", "alice")
+        conv.login("bob")
+        conv.second_session().login("alice!bob")  # alice acting as bob: bob's second session
+        refused = conv.second_session()
+        as_bob = b64(b"bob\0alice\0secret")
+        assert refused.send(f"a1 AUTHENTICATE PLAIN {as_bob}\r\n".encode()) == [
+            f"a1 {LIMIT_REFUSAL.format(limit=2)}".encode()]
+        refused.login("alice")  # alice's own account is not full
+
+
+def test_no_limit_on_sessions_per_account_with_zero(tmp_path: Path) -> None:
+    with Conversation(tmp_path, max_conn_per_user_ip=0) as conv:
+        for _ in range(12):
+            conv.second_session().login()
+
+
+def test_sessions_per_account_are_counted_across_processes(tmp_path: Path) -> None:
+    """With imap_process_num > 1 each process tells the others what it holds (the sibling
+    address ledger), so the limit holds for the whole service."""
+    parent, (first, second) = sibling_channels(2)
+    conversations: list[Conversation] = []
+    try:
+        with Conversation(tmp_path, users=("alice", "bob")) as conv:
+            settings = dataclasses.replace(conv.ctx.settings, max_conn_per_user_ip=3)
+            one, two = (ServerContext(settings, conv.store, conv.ctx.auth, conv.ctx.codes,
+                                      user_sessions=UserSessions(channel)) for channel in (first, second))
+
+            def session(context: ServerContext) -> Conversation:
+                conversations.append(Conversation(users=(), context=context))
+                return conversations[-1]
+
+            session(one).login()
+            session(one).login()
+            held = session(two)
+            held.login()
+            assert wait_until(lambda: one.user_sessions.count("alice", "192.0.2.1") == 3)
+            assert session(one).send(b"a1 LOGIN alice secret\r\n") == [f"a1 {LIMIT_REFUSAL.format(limit=3)}".encode()]
+            held.close()  # the slot it freed in process 2 is free in process 1 too
+            assert wait_until(lambda: one.user_sessions.count("alice", "192.0.2.1") == 2)
+            session(one).login()
+    finally:
+        for conversation in conversations:
+            conversation.close()
+        first.close()
+        second.close()
+        parent.close_sockets()
+
+
+def test_sessions_per_account_limit_is_not_reloaded(tmp_path: Path) -> None:
+    """As the pool's other limits (context_num, imap_max_conn_per_ip): a SIGHUP names it as taking
+    effect after a restart, and the running value stays."""
+    running = gxconfig.load_config([], required=False)
+    changed = tmp_path / "imap.cfg"
+    changed.write_text("imap_max_conn_per_user_ip = 50\n")
+    cfg, needs_restart = running.reloaded(gxconfig.load_config([changed], required=True))
+    assert cfg.imap_max_conn_per_user_ip == 10 and "imap_max_conn_per_user_ip" in needs_restart
+    assert settings_from_config(cfg).max_conn_per_user_ip == 10
 
 
 # -- UNAUTHENTICATE ---------------------------------------------------------------------------------------

@@ -60,8 +60,10 @@ def _serving(server: GximapProcess) -> list[int]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[GximapProcess]:
+    # The tests log in to one account from loopback many times (imap_max_conn_per_user_ip: 0).
     proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"},
-                         extra={"imap_process_num": "2", "context_num": "60"}).start()
+                         extra={"imap_process_num": "2", "context_num": "60",
+                                "imap_max_conn_per_user_ip": "0"}).start()
     assert wait_until(lambda: len(_serving(proc)) == 2, timeout=10.0)
     yield proc
     proc.stop()
@@ -228,6 +230,38 @@ def test_max_conn_per_ip_counts_connections_in_every_process(tmp_path: Path) -> 
         assert other.readline().startswith(b"* OK")
         other.close()
         for client in clients:
+            client.close()
+    finally:
+        proc.stop()
+
+
+def test_sessions_per_account_and_address_count_in_every_process(tmp_path: Path) -> None:
+    """imap_max_conn_per_user_ip holds for the whole service: each process tells the others of
+    the sessions it holds (the context's UserSessions, registered before the hello)."""
+    proc = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret", "bob": "secret"}, extra={
+        "imap_process_num": "2", "imap_max_conn_per_user_ip": "3"}).start()
+    try:
+        held = [_login(proc.port, source="127.0.0.9") for _ in range(3)]
+
+        def refused() -> bool:
+            client = LineClient(proc.port, "127.0.0.9")
+            try:
+                assert client.readline().startswith(b"* OK")
+                reply = client.command("r", "LOGIN alice secret")[-1]
+            finally:
+                client.close()
+            assert reply.startswith((b"r OK", b"r NO [LIMIT] ")), reply
+            return reply.startswith(b"r NO")
+
+        # As for imap_max_conn_per_ip: a sibling hears of a session by a datagram, maybe late on
+        # a loaded machine; then fourth logins are refused wherever they land (one let in
+        # meanwhile is closed again at once).
+        assert wait_until(lambda: all(refused() for _ in range(6)), timeout=15.0)
+        assert "LOGIN refused: too many sessions from this address" in proc.log()
+        _login(proc.port, "bob", source="127.0.0.9").close()  # another account has its own count
+        held.pop().close()  # a session that ends frees its place in every process
+        assert wait_until(lambda: not refused(), timeout=15.0)
+        for client in held:
             client.close()
     finally:
         proc.stop()

@@ -52,7 +52,8 @@ fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZAT
 
 Refusals after a right password (the account disabled, impersonation not granted, no midb
 account for the user: storage_map has no mapping, or the account is missing and not
-auto_created) say why, as Dovecot's do; they are no guess and count toward no block
+auto_created; the caller's ``hold`` declining, an IMAP session over imap_max_conn_per_user_ip)
+say why, as Dovecot's do; they are no guess and count toward no block
 (AuthResult.guess), nor for fail2ban. A wrong password gets the same answer whatever the
 account's state, so nothing is told without the password.
 """
@@ -93,9 +94,9 @@ class AuthResult:
     actor: str | None = None  # who authenticated, when different from ``user``
     reason: str = ""
     # Why a refusal was no guess, if it was none: BLOCKED (the user or the address is blocked
-    # already); DISABLED, UNAUTHORIZED or NO_MAILBOX (the password was right, but the account may
-    # not log in, may not act as the mailbox it named, or has no midb account to run as: the
-    # client is told so).
+    # already); DISABLED, UNAUTHORIZED, NO_MAILBOX or LIMITED (the password was right, but the
+    # account may not log in, may not act as the mailbox it named, has no midb account to run
+    # as, or holds as many sessions from the address as it may: the client is told so).
     refusal: str = ""
 
     @property
@@ -109,6 +110,11 @@ class AuthResult:
 
 
 BLOCKED, DISABLED, UNAUTHORIZED, NO_MAILBOX = "blocked", "disabled", "unauthorized", "no mailbox"  # AuthResult.refusal
+LIMITED = "limited"  # AuthResult.refusal: the caller's ``hold`` said no (imap_max_conn_per_user_ip)
+
+# A login's last say after a right password (submit's ``hold``): given the storage account the
+# session would run as, False refuses the login (LIMITED). Called on whichever thread decides.
+Hold = Callable[[str], bool]
 
 
 def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
@@ -223,12 +229,16 @@ class AuthService:
                 yield key, copied
 
     def submit(self, login: str, password: str, *, rhost: str, address: str, mech: str,
-               authzid: str | None = None) -> Future[AuthResult]:
+               authzid: str | None = None, hold: Hold | None = None) -> Future[AuthResult]:
         """:meth:`authenticate`, with any password hashing on the hashing executor; the caller
         awaits the future, and cancels it if it stops waiting (its client left): a check not
         begun then never runs. What needs no hash (a blocked user or address, a cache hit, a
-        malformed name) is decided here, on the calling thread: the future is done at once."""
-        attempt = _Attempt.of(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid)
+        malformed name) is decided here, on the calling thread: the future is done at once.
+        ``hold``: the caller's last say once the password is right and the account known (an
+        IMAP session counts itself against imap_max_conn_per_user_ip), on the thread deciding;
+        a refusal is logged like the others after a right password."""
+        attempt = _Attempt.of(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid,
+                              hold=hold)
         try:
             decided = self._screen(attempt) or self._answer_from_cache(attempt)
         except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as the executor's
@@ -420,6 +430,9 @@ class AuthService:
                 return _refuse(attempt, "no store ownership", UNAUTHORIZED)
         elif self.store.get_account(own_account) is None:
             return _refuse(attempt, "no such mailbox", NO_MAILBOX)
+        # Last: nothing may refuse the login once the caller counted it.
+        if attempt.hold is not None and not attempt.hold(target):
+            return _refuse(attempt, "too many sessions from this address", LIMITED)
         actor_account = own_account if target != own_account else None
         gxlog.auth_success(attempt.rhost, target, attempt.mech, actor_account)
         return AuthResult(True, user=target, actor=actor_account)
@@ -461,13 +474,14 @@ class _Attempt:
     actor: str
     mailbox: str
     logged: str  # the name the log shows: actor!mailbox either way
+    hold: Hold | None = field(default=None, repr=False)  # submit's
 
     @classmethod
     def of(cls, login: str, password: str, *, rhost: str, address: str, mech: str,
-           authzid: str | None) -> _Attempt:
+           authzid: str | None, hold: Hold | None = None) -> _Attempt:
         actor, mailbox = split_identity(login, authzid)
         return cls(password, rhost, address_key(address), mech, actor, mailbox,
-                   f"{login}!{authzid}" if authzid else login)
+                   f"{login}!{authzid}" if authzid else login, hold)
 
 
 def _refuse(attempt: _Attempt, reason: str, refusal: str) -> AuthResult:

@@ -131,6 +131,7 @@ class Code(enum.IntEnum):
     NO_AUTHZ_FAILED = 30506
     NO_AUTH_UNAVAILABLE = 30507
     NO_ACCOUNT_MAILBOX_MISSING = 30508  # a right password, but no midb account to run the session as
+    NO_TOO_MANY_SESSIONS = 30509  # a right password, but imap_max_conn_per_user_ip sessions held
     NO_USEATTR = 31101
     NO_CREATE_INBOX = 31102
     NO_DELETE_INBOX = 31201
@@ -209,6 +210,9 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.NO_AUTHZ_FAILED: b"AUTHORIZATIONFAILED",
     Code.NO_ACCOUNT_MAILBOX_MISSING: b"CONTACTADMIN",  # RFC 5530: only the administrator can help
     Code.NO_AUTH_UNAVAILABLE: b"UNAVAILABLE",
+    # RFC 5530: an implementation limit (Dovecot says [UNAVAILABLE], which RFC 5530 gives to a
+    # subsystem that is down); not AUTHENTICATIONFAILED, so that clients ask for no password.
+    Code.NO_TOO_MANY_SESSIONS: b"LIMIT",
     Code.NO_USEATTR: b"USEATTR",
     Code.NO_CREATE_INBOX: b"ALREADYEXISTS",
     Code.NO_DELETE_INBOX: b"CANNOT",

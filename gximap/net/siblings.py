@@ -2,7 +2,8 @@
 
 Some state must be shared for a limit to mean the same with several processes as with one:
 which users are blocked after failed logins, the failures counted per client address, how
-many connections each client address holds (imap_max_conn_per_ip), and which passwords were
+many connections each client address holds (imap_max_conn_per_ip) and how many sessions each
+account holds from it (imap_max_conn_per_user_ip), and which passwords were
 verified lately (the credential cache, so that a client's next connection does not pay for the
 password hash again because it reached another process). Each process keeps that state in
 memory as before and tells its siblings every change it makes; they apply it to their own copy.
@@ -502,8 +503,10 @@ class _Reported:
 
 
 class AddressLedger:
-    """Connections per client address, for imap_max_conn_per_ip: this process's own and, with a
-    sibling channel, those the sibling processes reported (_Reported). Each change is sent to
+    """Connections per client address, for imap_max_conn_per_ip (or per other keys, in a ledger
+    of another ``name``: gximap.session.userlimit's, for imap_max_conn_per_user_ip): this
+    process's own and, with a sibling channel, those the sibling processes reported
+    (_Reported). Each change is sent to
     the siblings as the address's new count; a snapshot of all counts replaces the receiver's
     view of this process when a sibling (re)starts, after messages to it were dropped, and every
     _RESYNC_EVERY seconds (SiblingChannel.on_resync).

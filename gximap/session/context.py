@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gximap.imap.codes import ResponseCodes
 from gximap.session.sorting import SortColumns
+from gximap.session.userlimit import UserSessions
 from midb.expiry import ExpiryThrottle
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class Settings:
     max_args: int = 4096
     max_ranges: int = 65536  # elements of one sequence set (imap_max_ranges)
     max_bad_commands: int = 20
+    # Logged-in sessions of one account from one address (imap_max_conn_per_user_ip); 0: no limit.
+    max_conn_per_user_ip: int = 10
     conn_timeout: float = 180.0
     login_timeout: float = 180.0  # from connecting to logging in, whatever the client sends; 0: none
     autologout: float = 1800.0
@@ -68,6 +71,8 @@ class ServerContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gximap.imap"))
     sort_columns: SortColumns = field(default_factory=SortColumns)  # SORT / THREAD values by folder
     expiry: ExpiryThrottle = field(default_factory=ExpiryThrottle)  # accounts expired lately (autoexpunge)
+    # Logged-in sessions per account and address (imap_max_conn_per_user_ip), with the siblings'.
+    user_sessions: UserSessions = field(default_factory=UserSessions)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator
@@ -150,6 +151,12 @@ class ImapSession:
         self._goodbye_due: Code | None = None
         self._bad_streak = 0
         self._watch: Any = None
+        # The key this session is counted under in ctx.user_sessions while logged in
+        # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
+        # password, which may be while the connection is lost (_gone) on a worker.
+        self._user_slot: str | None = None
+        self._slot_lock = threading.Lock()
+        self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
         self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
 
@@ -380,6 +387,9 @@ class ImapSession:
 
     def connection_lost(self) -> None:
         self._closing = True
+        with self._slot_lock:
+            self._gone = True
+        self.release_user_slot()
         for item in self._out:  # never to be sent: their files are closed now, not by the GC
             if isinstance(item, FileRegion):
                 item.close()
@@ -392,6 +402,29 @@ class ImapSession:
             running.gen.close()
 
     # -- helpers for handlers -------------------------------------------------------------------
+
+    def hold_user_slot(self, account: str) -> bool:
+        """Count this session against imap_max_conn_per_user_ip as ``account``'s, from its client
+        address; False when the account holds that many already (AuthService.submit's ``hold``,
+        on whichever thread decides the login)."""
+        limit = self.settings.max_conn_per_user_ip
+        if limit <= 0:
+            return True
+        with self._slot_lock:
+            if self._gone:
+                return True  # its answer is never sent, so nothing to hold
+            key = self.ctx.user_sessions.hold(account, self.conn.peer_host, limit)
+            if key is None:
+                return False
+            self._user_slot = key
+        return True
+
+    def release_user_slot(self) -> None:
+        """The session ends or leaves the account (UNAUTHENTICATE): its place is free."""
+        with self._slot_lock:
+            key, self._user_slot = self._user_slot, None
+        if key is not None:
+            self.ctx.user_sessions.release(key)
 
     def login_completed(self, user: str, actor: str | None = None) -> None:
         self.user = user

@@ -8,7 +8,9 @@ password (RFC 5530): the code does not tell an attacker which of the two happene
 does (for the human behind a legitimate client that keeps failing). After a right password the
 answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account or one without a
 midb mailbox, ``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as
-(gximap.auth.service).
+(gximap.auth.service), ``[LIMIT]`` for an account that holds imap_max_conn_per_user_ip sessions
+from the client's address already (gximap.session.userlimit; counted from the login to the
+session's end or UNAUTHENTICATE).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from gximap.auth.service import BLOCKED, DISABLED, NO_MAILBOX, UNAUTHORIZED
+from gximap.auth.service import BLOCKED, DISABLED, LIMITED, NO_MAILBOX, UNAUTHORIZED
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -74,7 +76,7 @@ def _attempt(session: Any, login: str, password: str, mech: str,
     The check runs on the auth service's hashing threads while the command is parked."""
     auth = session.ctx.auth
     check = auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host, mech=mech,
-                        authzid=authzid)
+                        authzid=authzid, hold=session.hold_user_slot)
     try:
         result = yield Await(check)
     except MidbError as exc:  # the store cannot be read now (e.g. StoreBusy): no verdict on the password
@@ -93,21 +95,23 @@ def _attempt(session: Any, login: str, password: str, mech: str,
     if result.guess:
         session.password_failures += 1
     text = _REFUSAL_TEXTS.get(result.refusal, Code.NO_AUTH_FAILED)
+    args = (str(session.settings.max_conn_per_user_ip),) if result.refusal == LIMITED else ()
     if auth.auth_times > 0 and session.auth_failures >= auth.auth_times:
         # Only attempts whose password was checked block the user (as on the auth socket): one
         # refused because its address or its user is blocked already is no guess, and counting it
         # let a blocked address lock anyone out, or keep a user's block re-armed, for free.
         if login and session.password_failures >= auth.auth_times:
             auth.block_user(login.partition("!")[0], session.rhost)
-        return Done(text, status="NO", sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
-    return Done(text, status="NO", sync=False)
+        return Done(text, args, status="NO", sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
+    return Done(text, args, status="NO", sync=False)
 
 
 # A refused login's text by AuthResult.refusal (each with its response code by default:
-# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED], [CONTACTADMIN]); any other
-# refusal is a wrong password or an unknown user, which are told apart to nobody.
+# [AUTHENTICATIONFAILED], [CONTACTADMIN], [AUTHORIZATIONFAILED], [CONTACTADMIN], [LIMIT]); any
+# other refusal is a wrong password or an unknown user, which are told apart to nobody.
 _REFUSAL_TEXTS = {BLOCKED: Code.NO_AUTH_BLOCKED, DISABLED: Code.NO_ACCOUNT_DISABLED,
-                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED, NO_MAILBOX: Code.NO_ACCOUNT_MAILBOX_MISSING}
+                  UNAUTHORIZED: Code.NO_AUTHZ_FAILED, NO_MAILBOX: Code.NO_ACCOUNT_MAILBOX_MISSING,
+                  LIMITED: Code.NO_TOO_MANY_SESSIONS}
 
 
 @command(cmds.Login, states=ANY_STATE)
@@ -165,6 +169,7 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     """RFC 8437: back to the not-authenticated state as if the connection were new, except that
     TLS stays. The selected mailbox is closed without expunging, ENABLEd extensions end."""
     session.select(None)
+    session.release_user_slot()
     session.state = State.NOT_AUTHENTICATED
     session.user = None
     session.actor = None
