@@ -141,6 +141,16 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Space-separated LMTP delivery listen addresses: unix:/path or host:port (see LMTP DELIVERY). "
        "Ignored while systemd passes a socket named lmtp (gximap-lmtp.socket).",
        "gromox", unset_means="no LMTP service"),
+    _d("lmtp_listen_allow", "list", "127.0.0.0/8 ::1",
+       "Addresses or CIDR subnets of the peers that may connect to a TCP address of lmtp_listen (or "
+       "to a TCP socket systemd passes as lmtp). A connection from any other is closed as it is "
+       "accepted, unanswered, and logged as refused (one line per 10 seconds, then a count). The "
+       "default lets in the loopback interface only: list the MTA hosts. A peer let in may deliver "
+       "mail to every account, past the MTA's spam and virus checks: 0.0.0.0/0 ::/0 lets in every "
+       "host that reaches the port. Empty lets in no TCP peer. A UNIX socket (unix:/path) is not "
+       "checked: its file's mode and owner (unix_socket_mode, unix_socket_owner) say who may "
+       "connect. IPv4-mapped entries stand for their IPv4 addresses.",
+       "gromox", reloadable=True, unset_means="no TCP peer"),
     _d("auth_listen", "list", "",
        "Space-separated listen addresses (unix:/path or host:port) of the Dovecot-protocol "
        "authentication socket for MTAs (see AUTHENTICATION SOCKET). Ignored while systemd passes a "
@@ -589,7 +599,7 @@ def parse_value(directive: Directive, text: str) -> Value:
         return text
     if directive.kind == "list":
         items = _parse_list(text)
-        if directive.name in ("imap_haproxy_trust", "auth_listen_allow"):
+        if directive.name in ("imap_haproxy_trust", "auth_listen_allow", "lmtp_listen_allow"):
             for item in items:
                 _parse_network(item)
         elif directive.name in ("lmtp_listen", "auth_listen"):
@@ -977,14 +987,18 @@ def _check_proxy_link(cfg: Config) -> None:
 
 
 def _check_auth_allow(cfg: Config) -> None:
-    """An empty auth_listen_allow lets in no TCP peer: with a TCP auth_listen that is a socket
-    nobody can use, which a start should say rather than log a refusal per connect."""
-    if cfg.auth_listen_allow:
-        return
-    tcp = [item for item in cfg.auth_listen if not isinstance(parse_socket_address(item), str)]
-    if tcp:
-        raise error_at(cfg, "auth_listen_allow", f"is empty, so no peer may connect to {', '.join(tcp)} of "
-                                                 "auth_listen: list the MTA hosts")
+    """An empty auth_listen_allow (lmtp_listen_allow) lets in no TCP peer: with a TCP auth_listen
+    (lmtp_listen) that is a socket nobody can use, which a start should say rather than log a
+    refusal per connect."""
+    for listen, addresses, allowed in (("auth_listen", cfg.auth_listen, cfg.auth_listen_allow),
+                                       ("lmtp_listen", cfg.lmtp_listen, cfg.lmtp_listen_allow)):
+        allow = f"{listen}_allow"
+        if allowed:
+            continue
+        tcp = [item for item in addresses if not isinstance(parse_socket_address(item), str)]
+        if tcp:
+            raise error_at(cfg, allow, f"is empty, so no peer may connect to {', '.join(tcp)} of "
+                                       f"{listen}: list the MTA hosts")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ socket (``auth_listen``), run inside the gximap process.
 Each protocol has a connection pool of its own (gximap.net.pool.Server), not a share of IMAP's:
 its own ``*_context_num`` budget (an IMAP flood cannot starve mail delivery, nor the other way
 round), its own busy reply (``421`` for LMTP), no PROXY protocol and no per-address connection
-limit (the peer is the MTA). The auth socket's TCP listeners serve only the peers
-``auth_listen_allow`` lists (loopback by default): it believes the client address (``rip=``) a
-peer sends, so a stranger let in could guess passwords and have the address limits count them
-against someone else. The pools are small: one permanent worker each, one more per
+limit (the peer is the MTA). Their TCP listeners serve only the peers ``lmtp_listen_allow`` and
+``auth_listen_allow`` list (loopback by default): a stranger let in to LMTP could deliver to any
+account past the MTA's checks, and the auth socket believes the client address (``rip=``) a peer
+sends, so a stranger let in could guess passwords and have the address limits count them against
+someone else. The pools are small: one permanent worker each, one more per
 ``_SESSIONS_PER_WORKER`` contexts, grown on demand like IMAP's. Message copies are written by
 separate delivery threads (gximap.lmtp.session), so a pool worker never waits for fsync.
 
@@ -197,6 +198,7 @@ class MtaServices:
                 thread_charge_num=_SESSIONS_PER_WORKER, conn_timeout=float(cfg.lmtp_conn_timeout),
                 ssl_context=None, busy_response=_LMTP_BUSY, io_errors=bool(cfg.io_errors),
                 shared_listeners=processes > 1,
+                peer_allow=list(cfg.lmtp_listen_allow), peer_allow_name="lmtp_listen_allow",
             )
             self.servers.append(self._lmtp_server)
         if self.auth_listeners and auth_contexts:
@@ -222,11 +224,13 @@ class MtaServices:
     # -- run time ---------------------------------------------------------------------------------
 
     def reload(self, cfg: Config) -> None:
-        """SIGHUP: auth_listen_allow, the filter command, its time-out and the spam header take
+        """SIGHUP: lmtp_listen_allow, auth_listen_allow, the filter command, its time-out and the spam header take
         effect at once."""
+        # The configuration check parsed the entries as the pool does: these cannot refuse.
         if self._auth_server is not None:
-            # The configuration check parsed the entries as the pool does: this cannot refuse.
             self._auth_server.reconfigure(peer_allow=list(cfg.auth_listen_allow))
+        if self._lmtp_server is not None:
+            self._lmtp_server.reconfigure(peer_allow=list(cfg.lmtp_listen_allow))
         try:
             settings = delivery_settings_from_config(cfg)
         except MtaConfigError as exc:

@@ -523,3 +523,41 @@ def test_tcp_peers_outside_auth_listen_allow_are_closed_unheard(
         assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)).endswith(b"\nDONE\n")
     finally:
         mta.stop(grace=1.0)
+
+
+def test_tcp_peers_outside_lmtp_listen_allow_are_closed_unheard(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A TCP lmtp_listen serves only the peers lmtp_listen_allow lists (a peer let in delivers to
+    any account, past the MTA's checks); a UNIX socket is left to its file mode; a reload
+    changes the list."""
+    from gximap.config import defaults
+    from gximap.mta import MtaServices
+
+    path = str(tmp_path / "lmtp")
+    cfg = defaults().replace(lmtp_listen=f"127.0.0.1:0 unix:{path}", lmtp_listen_allow="192.0.2.0/24 ::1",
+                             running_identity="", imap_listen="127.0.0.1:0")
+    mta = MtaServices(cfg)
+    mta.bind()
+    port = next(listener.port for listener in mta.lmtp_listeners if not listener.unix)
+    mta.start(store, make_ctx(store).auth)
+
+    def greeting(family: socket.AddressFamily, address: str | tuple[str, int]) -> bytes:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(address)
+            try:
+                return _read_until(sock, b"\r\n")
+            except ConnectionResetError:
+                return b""
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="gximap.net"):
+            assert greeting(socket.AF_INET, ("127.0.0.1", port)) == b""
+            assert greeting(socket.AF_UNIX, path).startswith(b"220 ")
+        refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+        assert len(refusals) == 1 and refusals[0].endswith("refused: address not in lmtp_listen_allow"), refusals
+
+        mta.reload(cfg.replace(lmtp_listen_allow="127.0.0.0/8"))
+        assert greeting(socket.AF_INET, ("127.0.0.1", port)).startswith(b"220 ")
+    finally:
+        mta.stop(grace=1.0)

@@ -540,7 +540,7 @@ def test_reloadable_set() -> None:
         "imap_metadata_admin", "imap_metadata_max_entries", "imap_metadata_max_size",
         "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "lmtp_add_received_header", "imap_sort_cache_size",
         "imap_default_mailbox_quota", "imap_default_annotation_quota", "imap_autoexpunge_trash",
-        "imap_autoexpunge_junk", "imap_autoexpunge_folders", "auth_listen_allow",
+        "imap_autoexpunge_junk", "imap_autoexpunge_folders", "auth_listen_allow", "lmtp_listen_allow",
     }
 
 
@@ -650,6 +650,18 @@ def test_open_proxy_warning() -> None:
     wide = open_proxy_warning(everyone, [("127.0.0.1", 1143), ("192.0.2.7", 143)])
     assert wide is not None and "[192.0.2.7]:143" in wide and "127.0.0.1" not in wide
     assert "holds every address" in wide
+
+
+def test_lmtp_listen_allow_lets_in_loopback_and_must_let_in_someone_on_tcp() -> None:
+    assert defaults().lmtp_listen_allow == ("127.0.0.0/8", "::1")
+    assert config_from_text("lmtp_listen = unix:/run/gximap/lmtp\nlmtp_listen_allow =\n").lmtp_listen_allow == ()
+    with pytest.raises(ConfigError) as info:
+        config_from_text("lmtp_listen = 127.0.0.1:24\nlmtp_listen_allow =\n")
+    assert (info.value.line, info.value.directive) == (2, "lmtp_listen_allow")
+    assert "127.0.0.1:24" in info.value.why and "of lmtp_listen" in info.value.why
+    with pytest.raises(ConfigError) as info:
+        config_from_text("lmtp_listen_allow = 10.0.0.1 bogus\n")
+    assert info.value.directive == "lmtp_listen_allow" and "'bogus' is not an IP address" in info.value.why
 
 
 def test_auth_listen_allow_lets_in_loopback_and_must_let_in_someone_on_tcp() -> None:
