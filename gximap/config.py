@@ -201,7 +201,13 @@ DIRECTIVES: tuple[Directive, ...] = (
     _midb("auth_passwd_file",
           "Password file of 'user:hash' lines, used when auth_backend = passwd-file."),
     _d("block_interval_auths", "timespan", "1 minute",
-       "How long a user is blocked from logging in after imap_auth_times failed logins on one connection.",
+       "How long a user is blocked from logging in after imap_auth_times failed logins on one connection. "
+       "During the block, a login with the password imap_auth_cache_ttl keeps for the user (verified "
+       "before the block) still gets in, so that a stranger's guesses do not lock out the user's own "
+       "clients; every other login for that user is refused without a password check, as Gromox refuses "
+       "all of them (with imap_auth_cache_ttl = 0, so does gximap). With several processes "
+       "(imap_process_num) this holds where the serving process has the entry; one restarted since "
+       "starts without. An address blocked by imap_auth_ip_times is refused all the same.",
        "imap", minimum=0),
     _d("config_file_path", "str", "/etc/gromox/imap:/etc/gromox",
        "Colon-separated list of directories in which further configuration files are searched. Accepted "
@@ -247,7 +253,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", minimum=0),
     _d("imap_auth_cache_ttl", "timespan", "1 hour",
        "How long a verified password is remembered (as a keyed hash, in memory), so that logging in again "
-       "skips the password hash; a changed password or a disabled account is noticed at once; "
+       "skips the password hash; a changed password or a disabled account is noticed at once. Such a "
+       "password also lets its user in while the user is blocked (block_interval_auths). "
        "0 disables (see AUTHENTICATION, \"Authentication cache\").",
        "imap", minimum=0),
     _d("imap_auth_ip_times", "int", "30",
@@ -262,7 +269,9 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Failed logins allowed on one connection (counted per connection, as Gromox does) before its "
        "user is blocked for block_interval_auths and the connection closed. Only attempts whose password "
        "was checked count toward the block: one refused because its address or user is blocked already "
-       "does not. A client that reconnects for every guess is held back by imap_auth_ip_times instead.",
+       "does not. The block refuses the user's logins on every connection, except those with the "
+       "password imap_auth_cache_ttl keeps (see block_interval_auths). A client that reconnects for "
+       "every guess is held back by imap_auth_ip_times instead.",
        "imap", minimum=1),
     _d("imap_autologout_time", "timespan", "30 minutes",
        "Idle time after which an authenticated session is logged out (RFC 2060 asks for 30 min at least).",

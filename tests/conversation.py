@@ -37,7 +37,8 @@ Helpers: ``command("NOOP")`` (fresh tag, asserts OK), ``login()``, ``select()``,
 
 Constructor keywords besides the Settings fields: ``tls``, ``starttls`` (STARTTLS available),
 ``users`` (names whose password is ``secret``, or a {name: password} dict), ``auth_times``,
-``block_interval``, ``ip_times`` (AuthService throttling), ``peer`` (client address).
+``block_interval``, ``ip_times`` (AuthService throttling), ``auth_cache`` (its credential cache;
+none by default), ``peer`` (client address).
 Accounts are created directly in the store; password hashes are cached for the whole test run
 because scrypt is slow on purpose.
 """
@@ -55,6 +56,7 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
+from gximap.auth.cache import CredentialCache
 from gximap.auth.service import AuthService
 from gximap.imap.codes import RESPONSE_CODE_EXEMPT, ResponseCodes
 from gximap.net.handler import ConnectionInfo, FileRegion, TransportAction
@@ -171,7 +173,8 @@ class Conversation:
 
     def __init__(self, tmp_path: Path | str | None = None, *, tls: bool = True, starttls: bool = False,
                  users: Iterable[str] | dict[str, str] = ("alice",), auth_times: int = 10,
-                 block_interval: float = 60.0, ip_times: int = 0, peer: str = "192.0.2.1",
+                 block_interval: float = 60.0, ip_times: int = 0, auth_cache: CredentialCache | None = None,
+                 peer: str = "192.0.2.1",
                  context: ServerContext | None = None, file_regions: bool = False, client_tls: bool = False,
                  **settings: Any) -> None:
         if context is None:
@@ -179,7 +182,7 @@ class Conversation:
                 raise TypeError("Conversation needs tmp_path (or the context of another one)")
             store = Store(Path(tmp_path) / "midb", fsync=False, data_path=[str(DATA_DIR)])
             auth = AuthService(store, MidbAuth(store), auth_times=auth_times, block_interval=block_interval,
-                               ip_times=ip_times, executor=InlineExecutor())
+                               ip_times=ip_times, executor=InlineExecutor(), cache=auth_cache)
             context = ServerContext(Settings(**settings), store, auth, response_codes())
             self._owns_store = True
         else:

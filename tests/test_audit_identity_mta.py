@@ -93,3 +93,30 @@ def test_a_user_blocked_over_imap_is_refused_by_the_auth_socket_and_back(server:
     assert refused == b"c1 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"
     imap.close()
     _wait_for_log(server, "user=bob@example.org LOGIN refused: user blocked")
+
+
+def test_a_stranger_cannot_lock_out_a_user_whose_password_the_cache_holds(server: GximapProcess) -> None:
+    # alice's phone logs in: the default authentication cache (imap_auth_cache_ttl) holds her password.
+    imap = ImapClient(server.port)
+    assert imap.command("a1", "LOGIN alice@example.org secret")[-1].startswith(b"a1 OK")
+    imap.close()
+    # A stranger's two guesses block her name ...
+    imap = ImapClient(server.port)
+    assert imap.command("b1", "LOGIN alice@example.org guess1")[-1].startswith(b"b1 NO")
+    assert imap.command("b2", "LOGIN alice@example.org guess2")[-1].startswith(b"b2 NO")
+    assert imap.readline().startswith(b"* BYE")
+    imap.close()
+    _wait_for_log(server, "user=alice@example.org blocked for 60s: too many failed logins")
+    # ... but her clients, with the password the cache holds, still get in, over IMAP and SMTP AUTH,
+    imap = ImapClient(server.port)
+    assert imap.command("c1", "LOGIN alice@example.org secret")[-1].startswith(b"c1 OK")
+    imap.close()
+    auth = AuthSocketClient(server.auth_port)  # type: ignore[attr-defined]
+    try:
+        assert auth.plain(1, "alice@example.org", "secret")[:2] == ["OK", "1"]
+        # while another guess is refused as blocked, unchecked.
+        assert auth.plain(2, "alice@example.org", "guess3")[:2] == ["FAIL", "2"]
+    finally:
+        auth.close()
+    log = _wait_for_log(server, "user=alice@example.org SMTP/PLAIN refused: user blocked")
+    assert log.count("rejected: bad password") == 2  # the guess during the block was not checked

@@ -219,7 +219,7 @@ def store(tmp_path: Path):
 
 def _service(store: Store, backend: CountingBackend, cache: CredentialCache | None = None,
              **kwargs: object) -> AuthService:
-    return AuthService(store, backend, cache=cache or CredentialCache(3600, 100), **kwargs)  # type: ignore[arg-type]
+    return AuthService(store, backend, cache=cache if cache is not None else CredentialCache(3600, 100), **kwargs)  # type: ignore[arg-type]
 
 
 def test_second_login_skips_the_hash(store: Store) -> None:
@@ -293,13 +293,87 @@ def test_disabling_an_account_takes_effect_at_once(store: Store) -> None:
     assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
 
 
-def test_blocked_user_is_refused_before_the_cache(store: Store) -> None:
+def test_a_blocked_user_gets_in_with_the_password_the_cache_holds(store: Store) -> None:
+    """A stranger's failures block alice's name; her clients, which log in with the password
+    verified before the block, get in without a hash (lead's decision: the cache's entry passes a
+    user block). A guess during the block is refused as before: unhashed, no guess counted."""
     backend = CountingBackend(MidbAuth(store))
-    auth = _service(store, backend, auth_times=1, block_interval=60.0)
+    auth = _service(store, backend, auth_times=1, block_interval=60.0, ip_times=2)
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+    auth.block_user("alice", "[198.51.100.66]:50000")
+    result = auth.authenticate("alice", PASSWORD, **LOGIN)
+    assert result.ok and result.user == "alice"
+    guess = auth.authenticate("alice", "guess", **LOGIN)
+    assert (guess.ok, guess.blocked, guess.guess, guess.reason) == (False, True, False, "user blocked")
+    assert not auth.authenticate("Alice", "guess", **LOGIN).ok
+    assert backend.checks == 1  # the first login only: neither the hit nor the guesses were hashed
+    assert not auth._ip_failures  # the refused guesses counted toward no address block either
+    assert auth.user_block_remaining("alice") > 0  # the block stays for everyone else
+
+
+def test_the_cache_passes_a_blocked_mailbox_for_its_actor(store: Store) -> None:
+    """actor!mailbox is refused while either name is blocked; the actor's cached password passes
+    both, as it proves what the login checks (the actor's password); store ownership still holds."""
+    backend = CountingBackend(MidbAuth(store))
+    auth = _service(store, backend, ip_times=0)
+    store.grant_owner("bob", "alice")
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+    auth.block_user("bob", LOGIN["rhost"])
+    auth.block_user("alice", LOGIN["rhost"])
+    result = auth.authenticate("alice!bob", PASSWORD, **LOGIN)
+    assert result.ok and (result.user, result.actor) == ("bob", "alice")
+    assert auth.authenticate("bob", PASSWORD, **LOGIN).blocked  # bob's own password is not cached
+    assert backend.checks == 1
+
+
+def test_an_address_block_refuses_a_cache_hit(store: Store) -> None:
+    backend = CountingBackend(MidbAuth(store))
+    auth = _service(store, backend, ip_times=2, ip_window=300.0)
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+    for _ in range(2):
+        assert not auth.authenticate("bob", "guess", **LOGIN).ok
+    refused = auth.authenticate("alice", PASSWORD, **LOGIN)
+    assert (refused.ok, refused.blocked, refused.reason) == (False, True, "address blocked")
+    auth.block_user("alice", LOGIN["rhost"])  # blocked both ways: the address block still refuses
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).reason == "address blocked"
+    other = dict(LOGIN, rhost="[192.0.2.8]:40000", address="192.0.2.8")
+    assert auth.authenticate("alice", PASSWORD, **other).ok  # from elsewhere the hit passes
+    assert backend.checks == 3
+
+
+def test_a_blocked_user_without_a_usable_entry_is_refused_until_the_block_ends(store: Store) -> None:
+    """No entry passes a block when it has expired (imap_auth_cache_ttl after the check that made
+    it), nor after a password change (the stored credentials no longer match it): a full check
+    would be a guess, so the login is refused unhashed, as every login was during a block before."""
+    clock = FakeClock()
+    backend = CountingBackend(MidbAuth(store))
+    auth = _service(store, backend, CredentialCache(100, 10, clock=clock), ip_times=0, clock=clock,
+                    block_interval=300.0)
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+    assert auth.authenticate("bob", PASSWORD, **LOGIN).ok
+    auth.block_user("alice", LOGIN["rhost"])
+    auth.block_user("bob", LOGIN["rhost"])
+    store.update_account("bob", password_hash=password_hash("new password"))
+    assert auth.authenticate("bob", "new password", **LOGIN).blocked
+    assert auth.authenticate("bob", PASSWORD, **LOGIN).blocked
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+    clock.now += 100
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).blocked  # the entry expired
+    assert backend.checks == 2
+    clock.now += 200  # the blocks end: full checks again, which renew the entries
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
+    assert auth.authenticate("bob", "new password", **LOGIN).ok
+    assert backend.checks == 4
+
+
+def test_without_a_cache_a_block_refuses_the_right_password(store: Store) -> None:
+    """imap_auth_cache_ttl = 0: Gromox's block, which refuses everyone."""
+    backend = CountingBackend(MidbAuth(store))
+    auth = _service(store, backend, CredentialCache(0, 100), ip_times=0)
     assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
     auth.block_user("alice", LOGIN["rhost"])
-    result = auth.authenticate("alice", PASSWORD, **LOGIN)
-    assert not result.ok and result.blocked
+    assert auth.authenticate("alice", PASSWORD, **LOGIN).blocked
+    assert backend.checks == 1
 
 
 def test_impersonation_checks_ownership_on_a_cache_hit(store: Store) -> None:

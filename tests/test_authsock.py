@@ -15,6 +15,7 @@ from conversation import DATA_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap
 from gximap.auth.service import AuthService
 from gximap.authsock.protocol import (
@@ -385,6 +386,43 @@ def test_failures_per_address_block_the_user(store: Store, caplog: pytest.LogCap
     assert "rhost=[198.51.100.4]:0 user=alice SMTP/PLAIN rejected: bad password" in caplog.text
     assert "rhost=[198.51.100.4]:0 user=alice blocked for 60s: too many failed logins" in caplog.text
     assert "rhost=[203.0.113.50]:0 user=alice SMTP/PLAIN refused: user blocked" in caplog.text
+
+
+class StampedBackend(Backend):
+    """Backend with credential stamps, so that AuthService gives it the credential cache."""
+
+    def credential_stamp(self, user: str) -> str | None:
+        return "v1" if self.exists(user) else None
+
+
+def test_a_stranger_cannot_lock_out_a_user_whose_password_the_cache_holds(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """SMTP AUTH as IMAP: a stranger's failures block alice, whose MTA logins with the password the
+    credential cache holds go on succeeding, unhashed; the stranger's guesses are refused as blocked
+    and count for nothing; bob, blocked with no password cached, is refused with the right one."""
+    backend = StampedBackend()
+    auth = AuthService(store, backend, auth_times=3, ip_times=0, cache=CredentialCache(3600, 100))
+    ctx = AuthSocketContext(auth, AuthSocketSettings(insecure_auth=True))
+    client = Client(ctx).hello()
+    alice = f"AUTH\t{{}}\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'alice', 'secret')}\n"
+    assert client.send(alice.format(1)) == ["OK\t1\tuser=alice"]
+    for user in ("alice", "bob"):
+        for request_id in (1, 2, 3):
+            assert client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\trip=198.51.100.4\t"
+                               f"resp={plain('', user, 'nope')}\n") == [f"FAIL\t{request_id}"]
+    assert backend.calls == 7 and auth.user_block_remaining("alice") > 0
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert client.send(alice.format(2)) == ["OK\t2\tuser=alice"]
+        assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=198.51.100.4\t"
+                           f"resp={plain('', 'alice', 'guess')}\n") == ["FAIL\t3"]
+        assert client.send(f"AUTH\t4\tPLAIN\tservice=smtp\trip=192.0.2.7\t"
+                           f"resp={plain('', 'bob', 'secret')}\n") == ["FAIL\t4"]
+    assert backend.calls == 7  # none of them was hashed
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
+        "rhost=[192.0.2.7]:0 user=alice SMTP/PLAIN ok",
+        "rhost=[198.51.100.4]:0 user=alice SMTP/PLAIN refused: user blocked",
+        "rhost=[192.0.2.7]:0 user=bob SMTP/PLAIN refused: user blocked"]
+    assert not ctx._failures  # the refused guess began no new count toward a block
 
 
 def test_success_resets_the_count(store: Store) -> None:

@@ -13,6 +13,8 @@ from conversation import Conversation
 from net_helpers import sibling_channels, wait_until
 
 from gximap import config as gxconfig
+from gximap import log as gxlog
+from gximap.auth.cache import CredentialCache
 from gximap.daemon import settings_from_config
 from gximap.net.handler import TransportAction
 from gximap.session.base import State
@@ -331,6 +333,44 @@ def test_attempts_refused_without_a_password_check_never_block_the_user(tmp_path
         assert conv.ctx.auth.user_block_remaining("alice") == 0
         assert conv.ctx.auth.user_block_remaining("bob") == 0   # two guesses of three
         assert conv.session.password_failures == 2
+
+
+def test_a_stranger_cannot_lock_out_a_user_whose_password_the_cache_holds(tmp_path, caplog):
+    """A stranger's wrong passwords block alice's name. Her clients, logging in with the password
+    the credential cache holds (verified before the block), still get in, by LOGIN and by
+    AUTHENTICATE; the stranger's next guess is refused as blocked and counts as no guess; bob,
+    blocked too but with no password in the cache, is refused even with the right one."""
+    with Conversation(tmp_path, users=("alice", "bob"), auth_times=3,
+                      auth_cache=CredentialCache(3600, 100)) as conv:
+        conv.login("alice")  # alice's phone, before the attack
+        stranger = conv.second_session(peer="198.51.100.66")
+        for user in ("alice", "bob"):
+            stranger.script(f"""
+                C: a1 LOGIN {user} wrong1
+                S: a1 NO [AUTHENTICATIONFAILED] Authentication failed
+                C: a2 LOGIN {user} wrong2
+                S: a2 NO [AUTHENTICATIONFAILED] Authentication failed
+                C: a3 LOGIN {user} wrong3
+                S: a3 NO [AUTHENTICATIONFAILED] Authentication failed
+                S: * BYE Too many failed logins, closing connection
+            """)
+            assert stranger.closed
+            stranger = conv.second_session(peer="198.51.100.66")
+        assert conv.ctx.auth.user_block_remaining("alice") > 0
+        conv.second_session().login("alice")
+        plain = base64.b64encode(b"\0alice\0secret").decode()
+        conv.second_session().command(f"AUTHENTICATE PLAIN {plain}")
+        with caplog.at_level(gxlog.NOTICE, logger="gximap.auth"):
+            stranger.script("""
+                C: b1 LOGIN alice guess
+                S: b1 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later
+                C: b2 LOGIN bob secret
+                S: b2 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later
+            """)
+        assert stranger.session.password_failures == 0
+        assert [record.getMessage().split(" ", 1)[1] for record in caplog.records] == [
+            "user=alice LOGIN refused: user blocked", "user=bob LOGIN refused: user blocked"]
+        assert conv.ctx.auth.user_block_remaining("alice") > 0
 
 
 def test_blocking_expires(tmp_path):

@@ -21,6 +21,11 @@ stamp, so the next login misses and is checked against the backend. Only success
 a wrong password always costs the full hash, and a right one is never refused by a stale entry
 longer than the backend would refuse it. SIGHUP flushes the cache.
 
+An entry also lets its user in through a user block (block_interval_auths): a stranger's guesses
+can block the name, but not the clients that know the password (gximap.auth.service). While
+blocked, a password the cache does not hold is refused unhashed, so an entry that expired or no
+longer matches is only renewed after the block.
+
 Several serving processes (imap_process_num > 1) share what they verify: each entry is sent to
 the siblings (gximap.net.siblings), and the HMAC key is derived from the channel's secret, which
 the parent drew before forking, so an entry means the same in every process. Why: the processes

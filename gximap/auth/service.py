@@ -4,7 +4,15 @@ Gromox semantics: failures are counted per connection by the session; when a con
 ``imap_auth_times`` the *username* is blocked for ``block_interval_auths``, and a blocked user is
 refused before any password check, on every connection (such a refusal, or one for a blocked
 address, does not count toward a block: it is no guess; it is logged "refused", not "rejected",
-so fail2ban does not count it either). Beyond Gromox, failures are also counted
+so fail2ban does not count it either). One exception: a login whose password the credential cache
+holds (gximap.auth.cache: verified within ``imap_auth_cache_ttl``) passes a user block. Anyone
+can start a block by guessing, so without it a stranger could lock a user out; a guesser cannot
+hit the cache without the password, so guessing stays blocked, while the user's clients, which
+log in again with the right password, keep working. A miss (a wrong password, an entry expired
+or made before a password change, no cache) is refused unhashed as before. The cache is the
+process's: with several processes each has the entries it verified or its siblings sent it (a
+restarted process starts empty), and the pass holds where the entry is. An *address* block
+refuses everything, a cache hit included. Beyond Gromox, failures are also counted
 per client address in a sliding window (``imap_auth_ip_times`` / ``imap_auth_ip_window``), so a
 password spray over many usernames from one address is refused too. IPv6 clients are counted per
 /64 network, the block an ISP hands one customer, so address rotation within it does not help.
@@ -29,7 +37,8 @@ under a flood it would give legitimate clients no service either, only a faster 
 
 A successful check is remembered for ``imap_auth_cache_ttl`` (gximap.auth.cache), so a client
 that logs in again with the same password is answered without hashing it again; the cache is
-looked up only after the block and address checks, so throttling is unchanged.
+looked up after the address check; for a blocked user, a hit lets the login through (above) and
+a miss is refused unhashed, so a guess during a block costs nothing and counts for nothing.
 
 Name mapping (gximap.auth.maps): the login name goes through ``auth_map`` to the identity whose
 password the backend checks, and through ``storage_map`` to the midb account the session runs as.
@@ -380,22 +389,29 @@ class AuthService:
         return self._admit(attempt)
 
     def _screen(self, attempt: _Attempt) -> AuthResult | None:
-        """The refusals that need no password check (logged and counted as such); None when the
-        password is to be checked. Cheap: no hashing, no store access."""
+        """The answers that need no password hash: the refusals (logged and counted as such), and
+        a blocked user's login that the credential cache vouches for; None when the password is
+        to be checked. Cheap: no hashing; the store is read (the credential stamp) only for a
+        blocked user."""
         if _NOT_UTF8.search(attempt.logged) or _NOT_UTF8.search(attempt.password):
             return self._fail(attempt, "invalid UTF-8")
         actor, mailbox = attempt.actor, attempt.mailbox
         if not actor or not mailbox:
             return self._fail(attempt, "empty user name")
-        if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
-            return _refuse(attempt, "user blocked", BLOCKED)
+        # The address first: its block refuses everything, a password the cache holds included.
         if self._address_blocked(attempt.client):
             return _refuse(attempt, "address blocked", BLOCKED)
+        if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
+            # A user block stops guessing, which anyone can start; a password verified before it
+            # (the cache's entry) is no guess, so it passes: a stranger cannot lock the user's
+            # clients out. Anything else is refused unhashed, as Gromox refuses every login.
+            return self._answer_from_cache(attempt) or _refuse(attempt, "user blocked", BLOCKED)
         return None
 
     def _answer_from_cache(self, attempt: _Attempt) -> AuthResult | None:
-        """The verdict on a screened attempt whose password the credential cache vouches for;
-        None when only a full check can tell (a miss, no cache, a name auth_map lacks)."""
+        """The verdict on an attempt whose password the credential cache vouches for (one that
+        passed the screening, or a blocked user's: _screen); None when only a full check can tell
+        (a miss, no cache, a name auth_map lacks)."""
         cache, stamped = self.cache, self._stamped_backend
         if cache is None or stamped is None:
             return None

@@ -12,7 +12,8 @@ throttling. The client address for the per-address limits and the log is the req
 (the SMTP client; fail2ban then bans the right address), else the socket peer. Gromox counts
 failures per IMAP connection; here, where one MTA connection carries many SMTP clients, they are
 counted per (client address, user) instead, shared by all auth connections: at ``imap_auth_times``
-failures the user is blocked for ``block_interval_auths``, exactly as an IMAP connection would.
+failures the user is blocked for ``block_interval_auths``, exactly as an IMAP connection would;
+as over IMAP, a password the credential cache holds still gets through that block.
 
 Plaintext mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbids passwords
 without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its

@@ -5,7 +5,9 @@ failures, the user name is blocked for ``block_interval_auths`` (AuthService.blo
 command fails and the connection is closed with ``* BYE``. A blocked user name is refused before
 any password check, on every connection, with the same ``[AUTHENTICATIONFAILED]`` code as a wrong
 password (RFC 5530): the code does not tell an attacker which of the two happened, only the text
-does (for the human behind a legitimate client that keeps failing). After a right password the
+does (for the human behind a legitimate client that keeps failing). Only a password the
+credential cache holds gets through a user block (not an address block): the user's own clients,
+which a stranger's guesses would otherwise lock out (AuthService._screen). After a right password the
 answer says what stands in the way: ``[CONTACTADMIN]`` for a disabled account or one without a
 midb mailbox, ``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as
 (gximap.auth.service), ``[LIMIT]`` for an account that holds imap_max_conn_per_user_ip sessions
