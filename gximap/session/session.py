@@ -136,7 +136,7 @@ class ImapSession:
                              max_command_literal=COMMAND_LITERAL_MAX)
         self._out: deque[OutputItem | LazyLines] = deque()
         self._running: _Running | None = None
-        self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
+        self._input_blocked = False  # between STARTTLS/COMPRESS/its end and the transport change
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
         self._updates_missed = False  # the last catch-up with the selected mailbox failed
@@ -378,6 +378,8 @@ class ImapSession:
         self.tls = tls
         if action is TransportAction.COMPRESS:
             self.compressed = True
+        elif action is TransportAction.END_COMPRESS:
+            self.compressed = False
         self._input_blocked = False
 
     def connection_lost(self) -> None:
