@@ -57,7 +57,7 @@ class Recorder:
 
 class LineHandler:
     """One command per CRLF line: NOOP, ECHO text, PEER, SLOW seconds, BIG n, TRICKLE n seconds,
-    LAZY, WAIT, STARTTLS, COMPRESS, QUIT, BOOM (raises). BIG streams n bytes lazily, counting what
+    LAZY, WAIT, STARTTLS, COMPRESS, UNCOMPRESS, QUIT, BOOM (raises). BIG streams n bytes lazily, counting what
     was generated; TRICKLE streams n short lines, each taking that long to make (a FETCH whose
     every response needs a body read)."""
 
@@ -138,6 +138,10 @@ class LineHandler:
         elif command == "COMPRESS":
             self.output.append(b"OK DEFLATE active\r\n")
             self.output.append(TransportAction.COMPRESS)
+        elif command == "UNCOMPRESS":  # as IMAP's UNAUTHENTICATE under COMPRESS (RFC 8437 section 4.1)
+            self.output.append(b"OK uncompressed\r\n")
+            self.output.append(TransportAction.END_COMPRESS)
+            self.buffer.clear()  # decoded from the client's old DEFLATE stream
         elif command == "QUIT":
             self.output.append(b"* BYE bye\r\n")
             self.output.append(TransportAction.CLOSE)

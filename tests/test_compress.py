@@ -97,33 +97,40 @@ def test_bytes_pipelined_behind_compress_are_discarded(conv):
     assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
 
 
-def test_compression_survives_unauthenticate(conv):
+def test_unauthenticate_ends_compression(conv):
+    """RFC 8437 section 4.1: with COMPRESS active, the server ends its DEFLATE stream after the
+    CRLF of UNAUTHENTICATE's OK, and the client its own after the command's CRLF: what the
+    session decoded behind the command came through the old stream and is discarded, as behind
+    COMPRESS. After a new login COMPRESS is offered and works again. DEFLATE was kept, and a
+    second COMPRESS refused."""
     conv.login()
     conv.command("COMPRESS DEFLATE")
-    conv.command("UNAUTHENTICATE")
+    assert conv.send(b"u1 UNAUTHENTICATE\r\nu2 NOOP\r\n") == [b"u1 OK UNAUTHENTICATE completed"]
+    assert conv.actions == [TransportAction.COMPRESS, TransportAction.END_COMPRESS]
+    assert not conv.session.compressed
+    assert conv.send(b"u3 NOOP\r\n") == [b"u3 OK NOOP completed"]
     conv.login()
-    assert "COMPRESS=DEFLATE" not in conv.capabilities()
-    assert conv.send(b"a1 COMPRESS DEFLATE\r\n") == [b"a1 NO [COMPRESSIONACTIVE] Compression already active"]
+    assert "COMPRESS=DEFLATE" in conv.capabilities()
+    assert conv.send(b"c1 COMPRESS DEFLATE\r\n") == [b"c1 OK DEFLATE active"]
+    assert conv.actions == [TransportAction.COMPRESS, TransportAction.END_COMPRESS, TransportAction.COMPRESS]
 
 
-def test_starttls_after_compress_and_unauthenticate_is_refused(tmp_path):
-    """UNAUTHENTICATE keeps the DEFLATE layer, and TLS cannot start beneath it: STARTTLS is not
-    offered again, and a client sending it anyway gets BAD, the session going on. It was
-    offered and answered OK, and the pool, asked for TLS under DEFLATE, dropped the connection."""
+def test_unauthenticate_without_compression_changes_no_transport(conv):
+    conv.login()
+    conv.command("UNAUTHENTICATE")
+    assert conv.actions == []
+
+
+def test_starttls_after_compress_and_unauthenticate(tmp_path):
+    """UNAUTHENTICATE ends DEFLATE, so nothing stands in TLS's way: STARTTLS is offered again
+    and starts. It was refused (BAD), TLS being unable to start beneath DEFLATE."""
     with Conversation(tmp_path, tls=False, starttls=True, insecure_auth=True) as conv:
-        assert "STARTTLS" in conv.capabilities()
         conv.login()
         conv.command("COMPRESS DEFLATE")
         conv.command("UNAUTHENTICATE")
-        assert "STARTTLS" not in conv.capabilities()
-        conv.script("""
-            C: a1 STARTTLS
-            S: a1 BAD [CLIENTBUG] TLS cannot start once COMPRESS is active
-            C: a2 NOOP
-            S: a2 OK NOOP completed
-        """)
-        assert conv.actions == [TransportAction.COMPRESS]
-        conv.login()  # the session is usable as before
+        assert "STARTTLS" in conv.capabilities()
+        assert conv.send(b"a1 STARTTLS\r\n") == [b"a1 OK Begin TLS negotiation now"]
+        assert conv.actions == [TransportAction.COMPRESS, TransportAction.END_COMPRESS, TransportAction.STARTTLS]
 
 
 def test_undecodable_compressed_input_ends_the_session_with_a_bye(conv):

@@ -127,6 +127,30 @@ def test_raw_zlib_client(server):
         client.sock.close()
 
 
+def test_unauthenticate_ends_compression_on_the_wire(server):
+    """RFC 8437 section 4.1: the server's DEFLATE stream ends after the CRLF of UNAUTHENTICATE's
+    OK (its final block), the client's after the command; the next login is in plain text, and
+    COMPRESS may start again."""
+    client = _connect(server, tls=False)
+    try:
+        _login_and_compress(client)
+        client.send(b"u1 UNAUTHENTICATE\r\n")
+        assert client.read_until(b"u1 ") == b"u1 OK UNAUTHENTICATE completed\r\n"
+        inflate = client._inflate
+        assert inflate is not None
+        client.sock.settimeout(10)
+        while not inflate.eof:  # the final block, if it came apart from the answer
+            chunk = client.sock.recv(4096)
+            assert chunk, "connection closed inside the DEFLATE stream"
+            assert inflate.decompress(chunk) == b""
+        assert inflate.unused_data == b"" and client.pending == b""
+        client._deflate = client._inflate = None
+        _login_and_compress(client, "c2")
+        client.command("a1", b"NOOP")
+    finally:
+        client.sock.close()
+
+
 def test_second_compress_is_refused_on_the_wire(server):
     client = _connect(server, tls=False)
     try:

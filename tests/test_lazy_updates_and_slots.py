@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -91,27 +92,92 @@ def test_a_lazy_line_carries_no_modseq_above_an_expunge_not_yet_reported(
     assert any(line.startswith(b"* VANISHED (EARLIER) 5") for line in lines), (rest, lines)
 
 
-def test_a_transient_store_error_in_lazy_lines_ends_the_connection(
-        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The catch-up has moved the view's MODSEQ past the changes a LazyFlagUpdates reports: an
-    error other than the folder being gone (StoreBusy: reader table full, map resized) must not
-    drop them silently. It leaves next_output(), and the pool closes the connection, as a failing
-    catch-up always did: the client resynchronises."""
-    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
-    uids = _seed(conv, 3)
-    conv.select()
-    conv.store.store_flags("alice", _inbox(conv), uids, "add", ("\\Seen",))  # another session
+_BUSY = "too many concurrent readers"
+_DELAYED = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: " + _BUSY.encode()
+
+
+def _flag_rows_busy_at(conv: Conversation, monkeypatch: pytest.MonkeyPatch, call: int) -> list[int]:
+    """Make the store's flag_rows raise StoreBusy (reader table full) at its ``call``-th call
+    (counting from 1), once; the list returned holds the number of calls so far."""
     flag_rows = conv.store.flag_rows
-    failures = [StoreBusy("too many concurrent readers")]
+    calls = [0]
 
     def busy_once(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
+        calls[0] += 1
+        if calls[0] == call:
+            raise StoreBusy(_BUSY)
         return flag_rows(*args, **kwargs)
 
     monkeypatch.setattr(conv.store, "flag_rows", busy_once)
-    with pytest.raises(StoreBusy):
-        conv.command("NOOP")
+    return calls
+
+
+def test_a_store_error_in_lazy_lines_delays_the_rest_and_loses_nothing(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The catch-up has moved the view's MODSEQ past the changes a LazyFlagUpdates reports. A
+    store error while its lines are made (StoreBusy: reader table full, map resized) is met as
+    one of the catch-up itself: the client is warned with NO [UNAVAILABLE], the command keeps
+    its answer, and the next catch-up sends the lines not sent, numbered as the view is then.
+    The error left next_output() and the pool dropped the connection."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    monkeypatch.setattr(selected.LazyFlagUpdates, "PART", 2)
+    uids = _seed(conv, 5)
+    folder_id = _inbox(conv)
+    conv.select()
+    conv.store.store_flags("alice", folder_id, uids, "add", ("\\Seen",))  # another session
+    calls = _flag_rows_busy_at(conv, monkeypatch, 2)
+    caplog.set_level(logging.WARNING, logger="gximap")
+    assert conv.send(b"n1 NOOP\r\n") == [b"* 1 FETCH (FLAGS (\\Seen))", b"* 2 FETCH (FLAGS (\\Seen))", _DELAYED,
+                                         b"n1 OK NOOP completed"]
+    assert calls[0] == 2
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().endswith(f"user=alice catching up with the selected mailbox failed: {_BUSY}")
+    # Meanwhile another session expunges message 1 and message 4 (one not reported yet).
+    for uid in (uids[0], uids[3]):
+        conv.store.store_flags("alice", folder_id, [uid], "add", ("\\Deleted",))
+        conv.store.expunge("alice", folder_id, [uid])
+    assert conv.send(b"n2 NOOP\r\n") == [b"* 4 EXPUNGE", b"* 1 EXPUNGE", b"* 2 FETCH (FLAGS (\\Seen))",
+                                         b"* 3 FETCH (FLAGS (\\Seen))", b"n2 OK NOOP completed"]
+    assert conv.send(b"n3 NOOP\r\n") == [b"n3 OK NOOP completed"]
+
+
+def test_lazy_lines_sent_again_carry_their_modseq(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONDSTORE: the lines sent after the error are those the client would have had, MODSEQ
+    included; one changed again meanwhile gets its latest state once."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    monkeypatch.setattr(selected.LazyFlagUpdates, "PART", 2)
+    uids = _seed(conv, 4)
+    folder_id = _inbox(conv)
+    conv.command("SELECT INBOX (CONDSTORE)")
+    conv.store.store_flags("alice", folder_id, uids, "add", ("\\Seen",))
+    _flag_rows_busy_at(conv, monkeypatch, 1)
+    assert conv.send(b"n1 NOOP\r\n") == [_DELAYED, b"n1 OK NOOP completed"]
+    conv.store.store_flags("alice", folder_id, [uids[2]], "add", ("\\Flagged",))
+    modseqs = {meta.uid: meta.modseq for meta in conv.store.messages("alice", folder_id)}
+    lines = conv.send(b"n2 NOOP\r\n")
+    assert lines == [b"* 3 FETCH (UID 3 FLAGS (\\Flagged \\Seen) MODSEQ (%d))" % modseqs[3],
+                     *(b"* %d FETCH (UID %d FLAGS (\\Seen) MODSEQ (%d))" % (n, n, modseqs[n]) for n in (1, 2, 4)),
+                     b"n2 OK NOOP completed"], lines
+
+
+def test_an_idle_push_whose_lazy_lines_meet_a_store_error_is_made_again_by_the_keepalive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDLE: the lines a store error kept back go out with the next keepalive, as a failed push
+    is made again, not at DONE or with the next change only."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    monkeypatch.setattr(selected.LazyFlagUpdates, "PART", 2)
+    with Conversation(tmp_path, idle_notify_interval=120.0) as conv:
+        conv.login()
+        uids = _seed(conv, 3)
+        conv.select()
+        assert conv.send(b"i1 IDLE\r\n") == [b"+ idling"]
+        conv.store.store_flags("alice", _inbox(conv), uids, "add", ("\\Seen",))
+        _flag_rows_busy_at(conv, monkeypatch, 2)
+        assert conv.wake() == [b"* 1 FETCH (FLAGS (\\Seen))", b"* 2 FETCH (FLAGS (\\Seen))", _DELAYED]
+        assert conv.timeout() == [b"* OK Still here", b"* 3 FETCH (FLAGS (\\Seen))"]
+        assert conv.timeout() == [b"* OK Still here"]
+        assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
 
 
 # -- search slots ---------------------------------------------------------------------------------

@@ -1320,6 +1320,44 @@ def test_compress_over_tls(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContex
         assert recorder.details("transport_changed") == ["starttls tls=True", "compress tls=True"]
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize("client_ends", ["flushed", "finished"])
+def test_deflate_ends_both_ways_after_the_answer_that_asks_it(
+        server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, tls: bool, client_ends: str) -> None:
+    """TransportAction.END_COMPRESS (RFC 8437 section 4.1, UNAUTHENTICATE): the server's DEFLATE
+    stream ends right after the answer, in the same flush (its final block, no sync flush
+    before it), and what follows is plain. The client's input after the command is plain: it
+    may only have flushed its stream and wait for the answer, or end it (Z_FINISH) with plain
+    commands pipelined behind, which are then read from where its stream ended."""
+    recorder = Recorder()
+    with running_server(recorder, ssl_context=server_ssl) as (_server, ports):
+        client = _compressing_client(ports, client_ssl, tls)
+        deflate, inflate = client.deflate, client.inflate
+        client.deflate = client.inflate = None
+        if client_ends == "finished":
+            client.sock.sendall(deflate.compress(b"UNCOMPRESS\r\n") + deflate.flush(zlib.Z_FINISH)
+                                + b"ECHO plain\r\n")
+        else:
+            client.sock.sendall(deflate.compress(b"UNCOMPRESS\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+        wire = answer = b""
+        while not inflate.eof:
+            chunk = client.sock.recv(65536)
+            assert chunk, "connection closed inside the DEFLATE stream"
+            wire += chunk
+            answer += inflate.decompress(chunk)
+        assert answer == b"OK uncompressed\r\n"
+        assert b"\x00\x00\xff\xff" not in wire  # no sync flush: the answer and the end in one
+        client.buffer += inflate.unused_data
+        if client_ends == "flushed":
+            client.send(b"ECHO plain\r\n")
+        assert client.readline() == b"OK plain\r\n"
+        assert client.command("ECHO still plain") == b"OK still plain\r\n"
+        assert client.command("COMPRESS") == b"OK DEFLATE active\r\n"  # and may start again
+        client.start_compress()
+        assert client.command("ECHO compressed again") == b"OK compressed again\r\n"
+        assert recorder.details("transport_changed")[-2:] == [f"end-compress tls={tls}", f"compress tls={tls}"]
+
+
 def test_implicit_tls_listener(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext) -> None:
     recorder = Recorder()
     with running_server(recorder, tls_ports=True, ssl_context=server_ssl) as (_server, ports):
@@ -1579,6 +1617,11 @@ def test_corrupt_deflate_input_is_invalid_deflate_input(wire: bytes) -> None:
         transport = Transport(server_side)
         transport.start_compress()
         client_side.sendall(wire)
+        if not wire.startswith(b"\xff"):
+            # What came before the stream's end is read first: UNAUTHENTICATE, say, after which
+            # the pool would end DEFLATE (end_compress) and read on plain. Not ended, the rest
+            # is not DEFLATE data.
+            assert transport.read(4096) == b"a NOOP\r\n"
         with pytest.raises(InvalidDeflateInput, match="DEFLATE"):
             transport.read(4096)
         transport.write(b"* BYE still readable\r\n")

@@ -27,6 +27,7 @@ from typing import Protocol, final
 class TransportAction(enum.Enum):
     STARTTLS = "starttls"  # server-side TLS handshake on the plain socket, then continue
     COMPRESS = "compress"  # RFC 4978 DEFLATE both ways from here on
+    END_COMPRESS = "end-compress"  # DEFLATE ends both ways after what came before (RFC 8437 4.1)
     CLOSE = "close"  # flush, then close the connection
 
 

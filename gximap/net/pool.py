@@ -1392,6 +1392,11 @@ class Server:
                     break
                 if isinstance(item, TransportAction):
                     conn.pending_action = item
+                    if item is TransportAction.END_COMPRESS:
+                        # Now, before end_batch(): the stream's final block takes the place of
+                        # its sync flush, so that the answer and the end of the stream come
+                        # together (a client may stop inflating once it has the answer).
+                        transport.end_compress()
                     break
                 try:
                     transport.write(item)
@@ -1475,6 +1480,11 @@ class Server:
             transport.start_compress()
             log.debug("%s: DEFLATE compression active", conn.rhost)
             handler.transport_changed(TransportAction.COMPRESS, transport.tls)
+            return None
+        if action is TransportAction.END_COMPRESS:
+            # The transport ended DEFLATE as the action was taken (_serve_active), its answer out.
+            log.debug("%s: DEFLATE compression ended", conn.rhost)
+            handler.transport_changed(TransportAction.END_COMPRESS, transport.tls)
             return None
         if action is TransportAction.STARTTLS:
             ssl_context = self._ssl_context

@@ -24,7 +24,7 @@ Public API (used by gximap.net.pool):
     .start_tls(context) / .handshake() -> bool / .tls / .tls_established / .tls_version / .tls_cipher
     .start_link_tls(context) / .link_handshake() -> bool / .linked / .link_tls_version
                                    the proxy link, before any other layer (raw access reads inside it)
-    .start_compress() / .compressed
+    .start_compress() / .end_compress() / .compressed
     .close(graceful=True)
 Errors: OSError from the socket; TransportError when the peer breaks TLS or DEFLATE, raised as
 InvalidDeflateInput when only the client's DEFLATE stream is broken (what we send still decodes).
@@ -92,7 +92,7 @@ class Transport:
     # wait in it (an empty deque still holds a 64-slot block).
     __slots__ = ("_sock", "_raw_chunk", "_raw_pending", "_link", "_tls", "_tls_in", "_tls_out", "_handshake_done",
                  "_deflate", "_inflate", "_deflate_dirty", "_plain_pending", "_wire", "_wire_bytes",
-                 "_wire_regions", "_read_hit_limit", "at_eof", "bytes_sent", "bytes_received")
+                 "_wire_regions", "_read_hit_limit", "_plain_input", "at_eof", "bytes_sent", "bytes_received")
 
     def __init__(self, sock: socket.socket, *, raw_chunk: int = 64 * 1024) -> None:
         sock.setblocking(False)
@@ -112,6 +112,7 @@ class Transport:
         self._wire_bytes = 0
         self._wire_regions = 0  # FileRegions in self._wire (flush() sends them with sendfile(2))
         self._read_hit_limit = False
+        self._plain_input = b""  # input after the client's DEFLATE stream ended (end_compress)
         self.at_eof = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -162,7 +163,7 @@ class Transport:
     @property
     def input_backlog(self) -> bool:
         """More input may be decodable without the socket becoming readable again."""
-        if self._raw_pending or self._read_hit_limit:
+        if self._raw_pending or self._read_hit_limit or self._plain_input:
             return True
         if self._inflate is not None and self._inflate.unconsumed_tail:
             return True
@@ -323,6 +324,22 @@ class Transport:
         self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
         self._inflate = zlib.decompressobj(-15)
 
+    def end_compress(self) -> None:
+        """End DEFLATE both ways (RFC 8437 section 4.1, UNAUTHENTICATE): what was written is
+        compressed and the stream ended with its final block, in place of the sync flush that
+        would end the batch, so that the end comes in the same bytes as the answer before it;
+        from here on output is plain. The client ends its stream after its command: input from
+        there is plain, and what it sent behind the end of the stream (Z_FINISH) is read first.
+        Compressed input not inflated yet belongs to the old stream and is dropped."""
+        deflate, inflate = self._deflate, self._inflate
+        if deflate is None or inflate is None:
+            raise RuntimeError("DEFLATE is not active on this connection")
+        self._encode_plain_pending()
+        self._deflate = self._inflate = None
+        self._deflate_dirty = False
+        self._encode_lower(deflate.flush(zlib.Z_FINISH))
+        self._plain_input = inflate.unused_data if inflate.eof else b""
+
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, limit: int) -> bytes:
@@ -333,6 +350,10 @@ class Transport:
         """
         if limit <= 0:
             raise ValueError("read limit must be positive")
+        if self._plain_input:
+            data, self._plain_input = self._plain_input[:limit], self._plain_input[limit:]
+            self._read_hit_limit = False
+            return data
         if self._inflate is not None:
             data, self._read_hit_limit = self._read_inflated(limit)
         else:
@@ -380,25 +401,32 @@ class Transport:
         return bytes(out), len(out) >= limit
 
     def _read_inflated(self, limit: int) -> tuple[bytes, bool]:
-        assert self._inflate is not None
+        inflate = self._inflate
+        assert inflate is not None
+        if inflate.eof:
+            # The client ended its stream, and no end_compress() followed (no UNAUTHENTICATE,
+            # after which it may): anything more from it is not DEFLATE data.
+            if inflate.unused_data or self._read_decrypted(self._raw_chunk)[0]:
+                raise InvalidDeflateInput("data after the end of the client's DEFLATE stream")
+            return b"", False
         chunks: list[bytes] = []
         got = 0
         lower_backlog = False
         while got < limit:
-            compressed = self._inflate.unconsumed_tail
+            compressed = inflate.unconsumed_tail
             if not compressed:
                 compressed, lower_backlog = self._read_decrypted(self._raw_chunk)
                 if not compressed:
                     break
             try:
-                data = self._inflate.decompress(compressed, limit - got)
+                data = inflate.decompress(compressed, limit - got)
             except zlib.error as exc:
                 raise InvalidDeflateInput(f"invalid DEFLATE data from the client: {exc}") from exc
-            if self._inflate.eof and self._inflate.unused_data:
-                raise InvalidDeflateInput("data after the end of the client's DEFLATE stream")
             chunks.append(data)
             got += len(data)
-        backlog = got >= limit or lower_backlog or bool(self._inflate.unconsumed_tail)
+            if inflate.eof:
+                break  # what follows (unused_data) is plain, if end_compress() comes next
+        backlog = got >= limit or lower_backlog or bool(inflate.unconsumed_tail)
         return b"".join(chunks), backlog
 
     # -- writing -----------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def capabilities(session: Any) -> list[str]:
         caps += ["SASL-IR", "LITERAL+", "ENABLE"]
         if settings.enable_id:
             caps.append("ID")
-        # Not after COMPRESS and UNAUTHENTICATE: TLS cannot start beneath DEFLATE (commands.auth).
+        # Never beneath DEFLATE (commands.auth), which UNAUTHENTICATE ends (RFC 8437 section 4.1).
         if session.conn.starttls_available and not session.tls and not session.compressed:
             caps.append("STARTTLS")
         if plaintext_auth_allowed(session):

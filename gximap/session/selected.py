@@ -26,7 +26,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.imap.commands import SYSTEM_FLAGS, SequenceSet
 from gximap.session.base import LazyLines, Pause, TimeSlice, pause_if_over, run_unsliced
-from midb.errors import NoSuchAccount, NoSuchFolder
+from midb.errors import MidbError, NoSuchAccount, NoSuchFolder
 
 RECENT = "\\Recent"
 # UIDs are 32-bit: the run arrays hold 4 bytes per entry.
@@ -408,15 +408,21 @@ class LazyFlagUpdates(LazyLines):
     behind stay consistent with them. The flags are read when a line is made: a message changed
     again since (a MODSEQ above the view's at the catch-up) gets no line here, as one expunged
     meanwhile does not, and the next catch-up reports it. A line must not carry a MODSEQ above an
-    expunge the client has not been told of (RFC 7162 section 3.2.10.1)."""
+    expunge the client has not been told of (RFC 7162 section 3.2.10.1).
+
+    A store error while a part is read (StoreBusy, an LMDB error) leaves next_chunk() after
+    ``unsent`` was given the UIDs of that part and the rest: the view has caught up past these
+    changes, so it is told to send them at its next catch-up (SelectedMailbox.flags_unsent)."""
 
     __slots__ = ("_store", "_account", "_folder_id", "_numbered", "_recent", "_with_uid", "_condstore",
-                 "_up_to", "_next")
+                 "_up_to", "_next", "_unsent")
 
     PART = 512  # messages read and formatted per part (about 20 KiB of output)
 
     def __init__(self, store: Any, account: str, folder_id: int, numbered: list[tuple[int, int]],
-                 recent: frozenset[int], with_uid: bool, condstore: bool, up_to: int) -> None:
+                 recent: frozenset[int], with_uid: bool, condstore: bool, up_to: int,
+                 unsent: Callable[[list[int]], None]) -> None:
+        self._unsent = unsent
         self._store = store
         self._account = account
         self._folder_id = folder_id
@@ -430,13 +436,18 @@ class LazyFlagUpdates(LazyLines):
     def next_chunk(self) -> bytes | None:
         numbered = self._numbered
         while self._next < len(numbered):
-            part = numbered[self._next : self._next + self.PART]
+            start = self._next
+            part = numbered[start : start + self.PART]
             self._next += self.PART
             try:
                 rows = self._store.flag_rows(self._account, self._folder_id, [uid for uid, _msn in part])
             except (NoSuchFolder, NoSuchAccount):
-                self._next = len(numbered)  # gone: the next sync says so (other errors close the
-                return None  # connection: the view has caught up past these changes already)
+                self._next = len(numbered)  # gone: the next sync says so
+                return None
+            except MidbError:
+                self._next = len(numbered)
+                self._unsent([uid for uid, _msn in numbered[start:]])
+                raise
             up_to = self._up_to
             found = {uid: (flags, modseq) for uid, flags, modseq in rows if modseq <= up_to}
             lines = []
@@ -502,6 +513,9 @@ class SelectedMailbox:
         self.announced_keywords: frozenset[str] = frozenset()
         # The flags a FETCH just showed (note_flags_shown), for the sync after it.
         self._flags_shown: FlagsShown | None = None
+        # UIDs whose flag changes a LazyFlagUpdates did not send (a store error): the next
+        # catch-up sends their flags, as it had read those changes (flags_unsent).
+        self._unsent_flags: set[int] = set()
 
     @property
     def condstore(self) -> bool:
@@ -673,6 +687,11 @@ class SelectedMailbox:
         self.modseq = highestmodseq
         return True
 
+    def flags_unsent(self, uids: Iterable[int]) -> None:
+        """A LazyFlagUpdates of this view met a store error: the flag changes of ``uids`` were
+        not sent, though the view's MODSEQ is past them. The next catch-up sends them."""
+        self._unsent_flags.update(uids)
+
     def note_flags_shown(self, shown: FlagsShown) -> None:
         """A FETCH showed the flags of messages, as read after ``shown.snapshot``: the sync after
         it leaves out the changes it showed, which the client would otherwise get twice (a
@@ -783,7 +802,7 @@ class SelectedMailbox:
         highestmodseq = store.highestmodseq(self.account_id, self.folder_id)
         if highestmodseq is None:
             raise NoSuchFolder(self.name)
-        if not (allow_expunge and self.pending_expunge):   # no EXPUNGE to send: maybe nothing to do
+        if not (allow_expunge and self.pending_expunge) and not self._unsent_flags:  # maybe nothing to do
             if highestmodseq <= self.modseq:
                 return []
             if self._only_known_changes(highestmodseq):
@@ -830,6 +849,16 @@ class SelectedMailbox:
             top_modseq = highestmodseq
         if top_modseq > self.modseq:
             self.modseq = top_modseq
+        if self._unsent_flags:
+            # Changes read by an earlier catch-up whose lines a store error kept back: sent with
+            # those read now, once each. Their MODSEQ is read with their flags; the view's, their
+            # bound, is what note_fetch_modseq hears (at worst, a HIGHESTMODSEQ left untold).
+            sending = {uid for uid, _modseq in unread_updates}
+            sending.update(meta.uid for meta in updates)
+            unread_updates.extend((uid, self.modseq) for uid in self._unsent_flags
+                                  if uid not in sending and uid not in self.pending_expunge)
+            unread_updates.sort()
+            self._unsent_flags = set()
         if self._own_changes:
             # Every change up to self.modseq has now been read. A known change at or below it that
             # the read did not consume was overtaken by a later change of the same message (another
@@ -868,7 +897,7 @@ class SelectedMailbox:
                 self.note_fetch_modseq(highest)
             recent_updated = frozenset(uid for uid, _msn in numbered if uid in recent) if recent else frozenset()
             out.append(LazyFlagUpdates(self.store, self.account, self.folder_id, numbered, recent_updated, with_uid,
-                                       condstore, self.modseq))
+                                       condstore, self.modseq, self.flags_unsent))
         if not self.pending_expunge:
             self.full_modseq = self.modseq
         return out

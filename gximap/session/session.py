@@ -141,7 +141,7 @@ class ImapSession:
                              spool_threshold=SPOOL_THRESHOLD)
         self._out: deque[OutputItem | LazyLines] = deque()
         self._running: _Running | None = None
-        self._input_blocked = False  # between STARTTLS/COMPRESS and the transport change
+        self._input_blocked = False  # between STARTTLS/COMPRESS/its end and the transport change
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
         self._updates_missed = False  # the last catch-up with the selected mailbox failed
@@ -278,11 +278,17 @@ class ImapSession:
             if self._out:
                 item = self._out.popleft()
                 if isinstance(item, LazyLines):
-                    chunk = item.next_chunk()
-                    if chunk is None:
-                        continue
-                    self._out.appendleft(item)  # more may follow: it stays first in line
-                    item = chunk
+                    try:
+                        chunk = item.next_chunk()
+                    except midb_errors.MidbError as exc:
+                        # The lines kept back are the view's to send at its next catch-up (a
+                        # LazyFlagUpdates hands them back): as a catch-up that fails, a warning.
+                        item = self._updates_delayed(exc)
+                    else:
+                        if chunk is None:
+                            continue
+                        self._out.appendleft(item)  # more may follow: it stays first in line
+                        item = chunk
                 if isinstance(item, FileRegion):
                     gxlog.io_trace_file(self.id, len(item))
                 elif not isinstance(item, TransportAction):
@@ -383,6 +389,8 @@ class ImapSession:
         self.tls = tls
         if action is TransportAction.COMPRESS:
             self.compressed = True
+        elif action is TransportAction.END_COMPRESS:
+            self.compressed = False
         self._input_blocked = False
 
     def connection_lost(self) -> None:
@@ -761,16 +769,21 @@ class ImapSession:
             self._selected_gone = True
             return []
         except midb_errors.MidbError as exc:
-            done = done_for_store_error(exc)
-            if done is not None and done.code == b"UNAVAILABLE":
-                log_store_trouble(self, "catching up with the selected mailbox", exc)
-            else:  # no refusal of the client's: a bug, or the store opened read-only
-                self.ctx.log.exception("session %s: catching up with the selected mailbox failed", self.id)
-            self._updates_missed = True
-            return [b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE")
-                    + b"\r\n"]
+            return [self._updates_delayed(exc)]
         self._updates_missed = False
         return out
+
+    def _updates_delayed(self, exc: midb_errors.MidbError) -> bytes:
+        """A catch-up with the selected mailbox, or the making of the lines it left to be made
+        as they are sent, met a store error: log it, have a keepalive in IDLE try again, and
+        return the untagged NO [UNAVAILABLE] that warns the client."""
+        done = done_for_store_error(exc)
+        if done is not None and done.code == b"UNAVAILABLE":
+            log_store_trouble(self, "catching up with the selected mailbox", exc)
+        else:  # no refusal of the client's: a bug, or the store opened read-only
+            self.ctx.log.exception("session %s: catching up with the selected mailbox failed", self.id)
+        self._updates_missed = True
+        return b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE") + b"\r\n"
 
     def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None

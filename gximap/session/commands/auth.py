@@ -46,9 +46,9 @@ def starttls(session: Any, cmd: cmds.Starttls) -> Done:
     if not session.conn.starttls_available:
         raise CommandFailed(Code.NO_TLS_UNAVAILABLE)
     if session.compressed:
-        # COMPRESS before UNAUTHENTICATE: the DEFLATE layer stays, and TLS would have to start
-        # beneath it (RFC 4978 section 3 puts TLS below COMPRESS), which the transport cannot.
-        # Not offered then (capabilities), so a client sending it anyway is at fault.
+        # TLS cannot start beneath DEFLATE (RFC 4978 section 3 puts TLS below COMPRESS). Not
+        # reached as things are: COMPRESS needs a login, and UNAUTHENTICATE ends it (input is
+        # read again only once it has ended); kept so that the transport is never asked to.
         raise CommandFailed(Code.BAD_TLS_UNDER_COMPRESS, status="BAD")
     # CVE-2011-0411: whatever the client pipelined behind STARTTLS arrived in plaintext and must
     # not be executed after the handshake. The pool reads nothing until the handshake is done.
@@ -169,7 +169,9 @@ def _plain(session: Any, message: bytes) -> Generator[Await, Any, Done]:
 @command(cmds.Unauthenticate, states=AUTHENTICATED)
 def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     """RFC 8437: back to the not-authenticated state as if the connection were new, except that
-    TLS stays. The selected mailbox is closed without expunging, ENABLEd extensions end."""
+    TLS stays. The selected mailbox is closed without expunging, ENABLEd extensions end. COMPRESS
+    ends too (section 4.1): the server's DEFLATE stream after the CRLF of the OK, the client's
+    after the command's, so what was decoded behind the command is discarded, as behind COMPRESS."""
     session.select(None)
     session.release_user_slot()
     session.state = State.NOT_AUTHENTICATED
@@ -180,4 +182,7 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     session.saved_search = None
     session.auth_failures = session.password_failures = 0
     session.connected_at = time.monotonic()  # imap_login_timeout counts afresh, as on a new connection
+    if session.compressed:
+        session.block_input()
+        return Done(Code.OK_UNAUTHENTICATE, sync=False, after=TransportAction.END_COMPRESS)
     return Done(Code.OK_UNAUTHENTICATE, sync=False)
