@@ -889,8 +889,9 @@ _OLD_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
 
 def _advance_uidnext(store: Store, account: str, folder_id: int, nextuid: int, report: FolderReport) -> None:
     """Raise the folder's UIDNEXT to the source's, so no new message reuses a UID a client may
-    have seen (messages expunged at the end of the source folder); the source's last UID is
-    recorded as expunged, as it was there (Store.raise_uidnext)."""
+    have seen (messages expunged at the end of the source folder); the UIDs below it that are not
+    here (expunged at the source, or not imported) are reported to QRESYNC clients that
+    synchronised before as expunged, as they were there (Store.raise_uidnext)."""
     if nextuid <= 1:   # where every folder's UIDNEXT starts
         return
     _remove_old_placeholder(store, account, folder_id, nextuid - 1, report)
