@@ -200,6 +200,29 @@ def test_mbox_parsing_flags_dates_quoting(tmp_path: Path) -> None:
     assert all(b"Status:" not in body for body in bodies)
 
 
+def test_mbox_header_block_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message's header block is parsed when the mbox is read (flags, UID and date plan the
+    import); loading a message only cuts it out, so a header block quoted like a From_ line and
+    bookkeeping fields folded over lines come out as before, without a second parse."""
+    import midb.importer as importer
+
+    parsed: list[bytes] = []
+    real_header_fields = importer.header_fields
+
+    def counted(data: bytes, end: int) -> list[tuple[str, bytes, int, int]]:
+        parsed.append(data[:end])
+        return real_header_fields(data, end)
+
+    monkeypatch.setattr(importer, "header_fields", counted)
+    data = MBOX.replace(b"X-Keywords: $Label1 Work\n", b"X-Keywords: $Label1\n\tWork\n>From a quoted line\n")
+    with open_mbox(write(tmp_path / "box", data)) as folder:
+        assert len(parsed) == 3
+        bodies = [m.load() for m in folder.messages]
+    assert len(parsed) == 3
+    assert set(folder.messages[0].flags) == {"\\Seen", "\\Answered", "\\Flagged", "$Label1", "Work"}
+    assert bodies[0].startswith(b"From: alice@example.org\r\nSubject: first\r\nFrom a quoted line\r\n\r\n")
+
+
 def test_mbox_body_line_from_is_not_a_separator(tmp_path: Path) -> None:
     """A message ends only at a From_ line with a sender and a date (as in Dovecot's
     mbox_from_parse), and where a Content-Length says if it lands exactly on one or on the end
