@@ -41,10 +41,11 @@ from midb.mailfiles import (
     MBOX_X_STATUS_LETTERS,
     SAVE_DATES_FILE,
     SYSTEM_FLAGS,
+    cut_spans,
     decode_mutf7,
+    field_spans,
     header_block_end,
     header_fields,
-    strip_fields,
     tab_unescape,
     unlistescape,
 )
@@ -190,13 +191,25 @@ _MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _MBOXO_QUOTED = re.compile(rb"^>(From )", re.MULTILINE)
 
 
-def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf: bool,
-                  folder: SourceFolder) -> SourceMessage | None:
-    """Build one SourceMessage from the bytes between two From_ lines (None: UW-IMAP pseudo message)."""
+def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int, number: int,
+                  variant: str, crlf: bool, folder: SourceFolder) -> SourceMessage | None:
+    """The SourceMessage of the mbox message at ``buf[start:end]`` (None: UW-IMAP pseudo message).
+
+    Its header block is parsed now, once: flags, UID and date are needed to plan the import, and
+    the bookkeeping fields to drop are noted by their place. ``load`` cuts the message out of the
+    mapping again when the store asks for it (a large mbox is never held in memory), and only
+    unquotes, drops those fields and converts line ends: what it would parse is parsed already."""
+    head_end = buf.find(b"\n\n", start, end)
+    head_end = end if head_end < 0 else head_end + 2
+    crlf_head = buf.find(b"\r\n\r\n", start, head_end)
+    if crlf_head >= 0:
+        head_end = min(head_end, crlf_head + 4)
     quoted = _MBOXRD_QUOTED if variant == "mboxrd" else _MBOXO_QUOTED
-    data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
-    end = header_block_end(data)
-    fields = header_fields(data, end)
+    raw_head = bytes(buf[start:head_end])
+    head = quoted.sub(rb"\1", raw_head) if b"From " in raw_head else raw_head
+    # The head ends at the first empty line (or is the whole message), and unquoting works line
+    # by line: these fields and their offsets are those of the whole unquoted message.
+    fields = header_fields(head, header_block_end(head))
     values: dict[str, bytes] = {}
     for name, value, _, _ in fields:
         values.setdefault(name, value)
@@ -224,10 +237,15 @@ def _mbox_message(raw: bytes, from_line: bytes, number: int, variant: str, crlf:
     if (x_uid.isascii() and x_uid.isdigit()) and 0 < int(x_uid) <= _MAX_UID:
         uid = int(x_uid)
     dated = parse_from_line_date(from_line) or _date_header(fields)
-    body = strip_fields(data, fields, MBOX_HIDDEN_HEADERS)
-    if crlf:
-        body = normalize_crlf(body)
-    return SourceMessage(origin, lambda: body, tuple(flags), dated[0] if dated else None,
+    hidden = field_spans(fields, MBOX_HIDDEN_HEADERS)   # offsets only: kept for every message
+
+    def load() -> bytes:
+        raw = bytes(buf[start:end])
+        data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
+        data = cut_spans(data, hidden)
+        return normalize_crlf(data) if crlf else data
+
+    return SourceMessage(origin, load, tuple(flags), dated[0] if dated else None,
                          dated[1] if dated else 0, uid)
 
 
@@ -349,36 +367,13 @@ def open_mbox(path: str | os.PathLike[str], *, variant: str = "mboxrd",
             folder = SourceFolder(path, [])
             for number, (sep, start, end) in enumerate(_mbox_spans(buf), 1):
                 from_line = bytes(buf[sep:start])
-                message = _lazy_mbox_message(buf, from_line, start, end, number, variant, crlf, folder)
+                message = _mbox_message(buf, from_line, start, end, number, variant, crlf, folder)
                 if message is not None:
                     folder.messages.append(message)
             yield folder
         finally:
             if isinstance(buf, mmap.mmap):
                 buf.close()
-
-
-def _lazy_mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int, number: int,
-                       variant: str, crlf: bool, folder: SourceFolder) -> SourceMessage | None:
-    # Headers are parsed now (flags, UID, date are needed to plan the import); the body is cut out
-    # of the mapping again when the store asks for it, so a large mbox is never held in memory.
-    head_end = buf.find(b"\n\n", start, end)
-    head_end = end if head_end < 0 else head_end + 2
-    crlf_head = buf.find(b"\r\n\r\n", start, head_end)
-    if crlf_head >= 0:
-        head_end = min(head_end, crlf_head + 4)
-    planned = _mbox_message(bytes(buf[start:head_end]), from_line, number, variant, crlf, folder)
-    if planned is None:
-        return None
-
-    def load() -> bytes:
-        full = _mbox_message(bytes(buf[start:end]), from_line, number, variant, crlf,
-                             SourceFolder(folder.origin, []))
-        assert full is not None
-        return full.load()
-
-    planned.load = load
-    return planned
 
 
 # ---------------------------------------------------------------------------------------------
@@ -889,8 +884,9 @@ _OLD_PLACEHOLDER = (b"Subject: midb import placeholder\r\n\r\n"
 
 def _advance_uidnext(store: Store, account: str, folder_id: int, nextuid: int, report: FolderReport) -> None:
     """Raise the folder's UIDNEXT to the source's, so no new message reuses a UID a client may
-    have seen (messages expunged at the end of the source folder); the source's last UID is
-    recorded as expunged, as it was there (Store.raise_uidnext)."""
+    have seen (messages expunged at the end of the source folder); the UIDs below it that are not
+    here (expunged at the source, or not imported) are reported to QRESYNC clients that
+    synchronised before as expunged, as they were there (Store.raise_uidnext)."""
     if nextuid <= 1:   # where every folder's UIDNEXT starts
         return
     _remove_old_placeholder(store, account, folder_id, nextuid - 1, report)

@@ -15,9 +15,9 @@ import base64
 import binascii
 import re
 
-__all__ = ["EXPORT_INFO_FILE", "MAILDIR_LETTERS", "SAVE_DATES_FILE", "MBOX_HIDDEN_HEADERS", "MBOX_X_STATUS_LETTERS", "SYSTEM_FLAGS", "decode_mutf7",
-           "encode_mutf7", "header_block_end", "header_fields", "listescape", "strip_fields",
-           "tab_escape", "tab_unescape", "unlistescape"]
+__all__ = ["EXPORT_INFO_FILE", "MAILDIR_LETTERS", "SAVE_DATES_FILE", "MBOX_HIDDEN_HEADERS", "MBOX_X_STATUS_LETTERS", "SYSTEM_FLAGS", "cut_spans",
+           "decode_mutf7", "encode_mutf7", "field_spans", "header_block_end", "header_fields", "listescape",
+           "strip_fields", "tab_escape", "tab_unescape", "unlistescape"]
 
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
@@ -161,7 +161,16 @@ def header_fields(data: bytes, end: int) -> list[tuple[str, bytes, int, int]]:
 
 def strip_fields(data: bytes, fields: list[tuple[str, bytes, int, int]], names: frozenset[str]) -> bytes:
     """``data`` without the ``fields`` (as header_fields gives them) named in ``names``."""
-    spans = [(start, stop) for name, _, start, stop in fields if name in names]
+    return cut_spans(data, field_spans(fields, names))
+
+
+def field_spans(fields: list[tuple[str, bytes, int, int]], names: frozenset[str]) -> list[tuple[int, int]]:
+    """(start, stop) of each of the ``fields`` named in ``names``, for cut_spans."""
+    return [(start, stop) for name, _, start, stop in fields if name in names]
+
+
+def cut_spans(data: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """``data`` without the ascending, disjoint ``spans`` (start, stop)."""
     if not spans:
         return data
     parts, pos = [], 0

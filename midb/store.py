@@ -1143,24 +1143,32 @@ class Store(MetadataMixin):
         self._write(job, self._home(account))
 
     def raise_uidnext(self, account: str, folder_id: int, uidnext: int) -> bool:
-        """For importers: the folder's UIDNEXT becomes at least ``uidnext`` (the source's), so no
-        new message reuses a UID a client of the source may have seen; -> whether it rose. As the
-        source had it, UID ``uidnext - 1`` was used and is gone: it gets a tombstone at a new
-        mod-sequence, so a QRESYNC client that held it is told it vanished. One transaction: an
-        interrupted import leaves the folder as it was or raised, nothing in between."""
+        """For importers, once the source's messages are stored under their UIDs: the folder's
+        UIDNEXT becomes at least ``uidnext`` (the source's), so no new message reuses a UID a
+        client of the source may have seen; -> whether it rose. As the source had it, every UID
+        below ``uidnext`` not in the folder was used and is gone, but left no tombstone here: a
+        QRESYNC client that synchronised at a mod-sequence below the folder's HIGHESTMODSEQ
+        after this call is told of them as VANISHED (the superset of the tombstones' floor,
+        midb.tombstones). A raised UIDNEXT also gets a tombstone for ``uidnext - 1`` at a new
+        mod-sequence, so that a client at the HIGHESTMODSEQ before it is among those. One
+        transaction: an interrupted import leaves the folder as it was or raised, nothing in
+        between."""
         if not isinstance(uidnext, int) or isinstance(uidnext, bool) or not 1 < uidnext <= MAX_U32:
             raise InvalidArgument(f"uidnext must be an integer from 2 to {MAX_U32}")
 
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> bool:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            if record.uidnext >= uidnext:   # checked here: a delivery may have got there first
-                return False
-            record.uidnext = uidnext
-            txn.put(change_key(account_id, record.id, record.next_modseq(), uidnext - 1), b"", db=dbs.tombstones)
-            self._put_folder(txn, dbs, account_id, record)
-            effects.changed(account_id, record.id, record.highestmodseq)
-            return True
+            rose = record.uidnext < uidnext   # checked here: a delivery may have got there first
+            if rose:
+                record.uidnext = uidnext
+                txn.put(change_key(account_id, record.id, record.next_modseq(), uidnext - 1), b"",
+                        db=dbs.tombstones)
+                self._put_folder(txn, dbs, account_id, record)
+                effects.changed(account_id, record.id, record.highestmodseq)
+            # Also when UIDNEXT stayed: the source's last UID may be here, and its gaps not.
+            tombstones_of.raise_floor(txn, dbs.tombstones, account_id, record.id, record.highestmodseq, uidnext)
+            return rose
 
         return bool(self._write(job, self._home(account)))
 

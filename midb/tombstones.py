@@ -58,9 +58,9 @@ def unpack_floor(raw: bytes) -> tuple[int, int]:
 
 
 def raise_floor(txn: Any, db: Any, account_id: int, folder_id: int, floor: int, uidnext: int) -> None:
-    """Answer questions about changes after a modseq up to ``floor`` with the superset: a folder
-    restored from an older copy (midb.importer) cannot tell which of the UIDs below ``uidnext``
-    its clients saw went away, only that those not in it now did."""
+    """Answer questions about changes after a modseq below ``floor`` with the superset: a folder
+    imported with its UIDs, or restored from an older copy (midb.importer), cannot tell which of
+    the UIDs below ``uidnext`` its clients saw went away, only that those not in it now did."""
     old_floor, old_ceiling = read_floor(txn, db, account_id, folder_id)
     if floor > old_floor or uidnext > old_ceiling:
         txn.put(floor_key(account_id, folder_id), _FLOOR.pack(max(floor, old_floor), max(uidnext, old_ceiling)), db=db)

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conversation import Conversation
 from store_helpers import folder_state
 
 from midb.errors import NoSuchAccount
+from midb.exporter import export_maildir_tree
 from midb.importer import (
     ImportFailed,
     find_maildir_folders,
@@ -196,6 +198,29 @@ def test_mbox_parsing_flags_dates_quoting(tmp_path: Path) -> None:
                          b"From inside without blank line before is body\r\n")
     assert bodies[2].endswith(b"\r\n\r\nlast body\r\n")
     assert all(b"Status:" not in body for body in bodies)
+
+
+def test_mbox_header_block_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message's header block is parsed when the mbox is read (flags, UID and date plan the
+    import); loading a message only cuts it out, so a header block quoted like a From_ line and
+    bookkeeping fields folded over lines come out as before, without a second parse."""
+    import midb.importer as importer
+
+    parsed: list[bytes] = []
+    real_header_fields = importer.header_fields
+
+    def counted(data: bytes, end: int) -> list[tuple[str, bytes, int, int]]:
+        parsed.append(data[:end])
+        return real_header_fields(data, end)
+
+    monkeypatch.setattr(importer, "header_fields", counted)
+    data = MBOX.replace(b"X-Keywords: $Label1 Work\n", b"X-Keywords: $Label1\n\tWork\n>From a quoted line\n")
+    with open_mbox(write(tmp_path / "box", data)) as folder:
+        assert len(parsed) == 3
+        bodies = [m.load() for m in folder.messages]
+    assert len(parsed) == 3
+    assert set(folder.messages[0].flags) == {"\\Seen", "\\Answered", "\\Flagged", "$Label1", "Work"}
+    assert bodies[0].startswith(b"From: alice@example.org\r\nSubject: first\r\nFrom a quoted line\r\n\r\n")
 
 
 def test_mbox_body_line_from_is_not_a_separator(tmp_path: Path) -> None:
@@ -457,7 +482,7 @@ def test_import_dovecot_mbox_keeps_uids(tmp_path: Path, store: Store) -> None:
     assert sorted(folder_state(store, "emil", "Old")) == [7, 9]
     folder = store.get_folder("emil", "Old")
     assert folder is not None and folder.uidnext == 13 and folder.messages == 2  # placeholder expunged
-    assert store.vanished_since("emil", folder.id, 0) == [12]
+    assert list(store.vanished_since("emil", folder.id, 0).among(range(1, 14))) == [*range(1, 7), 8, *range(10, 13)]
     assert import_mbox(store, "emil", "Old", path).skipped == 2
 
 
@@ -477,7 +502,7 @@ def test_import_raises_uidnext_without_a_placeholder(tmp_path: Path, store: Stor
     assert report.imported == 2 and not report.notes
     folder = store.get_folder("emil", "Old")
     assert folder is not None and (folder.uidnext, folder.messages) == (13, 2)
-    assert store.vanished_since("emil", folder.id, 0) == [12]
+    assert list(store.vanished_since("emil", folder.id, 0).among(range(1, 14))) == [*range(1, 7), 8, *range(10, 13)]
 
 
 def test_import_removes_the_placeholder_an_older_interrupted_import_left(tmp_path: Path, store: Store) -> None:
@@ -497,7 +522,7 @@ def test_import_removes_the_placeholder_an_older_interrupted_import_left(tmp_pat
     again = import_mbox(store, "emil", "Old", box)
     assert again.skipped == 2 and store.uids("emil", folder.id) == [7, 9]
     assert any("placeholder an interrupted import left is removed" in note for note in again.notes)
-    assert store.vanished_since("emil", folder.id, 0) == [12]
+    assert list(store.vanished_since("emil", folder.id, 0).among(range(1, 14))) == [*range(1, 7), 8, *range(10, 13)]
 
     lookalike = store.create_folder("emil", "Other", uidvalidity=1700000000)
     store.append("emil", lookalike.id, _OLD_PLACEHOLDER + b"mine\r\n", uid=12)
@@ -623,3 +648,52 @@ def test_keywords_beyond_the_bound_are_trimmed_not_the_import(tmp_path: Path, st
     assert box is not None
     first, second = store.get_messages("fred", box.id, [1, 2])
     assert set(first.flags) == {f"K{n}" for n in range(128)} and second.flags == ()
+
+
+def _uid_fetch_vanished(conv: Conversation, since: int) -> list[bytes]:
+    lines = conv.command(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {since} VANISHED)")
+    return [line for line in lines if line.startswith(b"* VANISHED")]
+
+
+def test_qresync_client_of_the_source_is_told_of_the_uids_expunged_there(tmp_path: Path) -> None:
+    """A client synchronised with the old server holds UIDs 1 to 6; then 2, 3 (a gap) and 6 (the
+    last) are expunged there, and the mailbox is moved here keeping its UIDs. Its resync must name
+    every UID it holds that is gone (RFC 7162 section 3.2.5.1 / 3.2.6), not only the last one."""
+    old = Store(tmp_path / "old", fsync=False, map_size=256 << 20)
+    try:
+        old.create_account("alice")
+        inbox = old.get_folder("alice", "INBOX")
+        assert inbox is not None
+        for number in range(1, 7):
+            old.append("alice", inbox.id, message(f"m{number}"))
+        synced = old.get_folder("alice", "INBOX")   # what the client cached: UIDs 1:6 at this modseq
+        assert synced is not None
+        old.remove_messages("alice", inbox.id, [2, 3, 6])
+        export_maildir_tree(old, "alice", tmp_path / "export")
+    finally:
+        old.close()
+    with Conversation(tmp_path / "new") as conv:
+        report = import_maildir_tree(conv.store, "alice", tmp_path / "export")
+        assert report.folders[0].uids_kept and report.folders[0].imported == 3
+        conv.login()
+        conv.command("ENABLE QRESYNC")
+        conv.script(f"""
+            C: a1 SELECT INBOX (QRESYNC ({synced.uidvalidity} {synced.highestmodseq} 1:6))
+            S: * FLAGS ({{*}})
+            S: * OK [PERMANENTFLAGS ({{*}})] {{*}}
+            S: * 3 EXISTS
+            S: * 3 RECENT
+            S: * OK [UNSEEN 1] {{*}}
+            S: * OK [UIDVALIDITY {synced.uidvalidity}] {{*}}
+            S: * OK [UIDNEXT 7] {{*}}
+            S: * OK [HIGHESTMODSEQ {{n:top}}] {{*}}
+            S: * OK [MAILBOXID ({{*}})] {{*}}
+            S: * VANISHED (EARLIER) 2:3,6
+            S: * 1 FETCH (UID 1 {{*}}
+            S: * 2 FETCH (UID 4 {{*}}
+            S: * 3 FETCH (UID 5 {{*}}
+            S: a1 OK [READ-WRITE] {{*}}
+        """)
+        assert _uid_fetch_vanished(conv, synced.highestmodseq) == [b"* VANISHED (EARLIER) 2:3,6"]
+        # Synchronised here since: told of nothing more.
+        assert _uid_fetch_vanished(conv, int(conv.captured["top"])) == []

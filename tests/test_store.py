@@ -881,15 +881,24 @@ def test_the_last_uid_leaves_room_for_uidnext(store: Store, alice: Account) -> N
 
 def test_raise_uidnext_in_one_transaction_with_a_tombstone(store: Store, alice: Account) -> None:
     """For importers: UIDNEXT rises to the source's, the source's last UID is recorded as
-    expunged at a new mod-sequence (QRESYNC clients that held it are told it vanished), and no
-    message is stored meanwhile; a UIDNEXT already there stays."""
+    expunged at a new mod-sequence, and no message is stored meanwhile; a UIDNEXT already there
+    stays. A QRESYNC client that synchronised before is told of every UID below it that is not
+    here (the source's gaps left no tombstones); one that synchronised after, of none."""
     imported = store.create_folder("alice", "Imported", uidvalidity=77)
     assert store.append("alice", imported.id, MSG, uid=7) == (77, 7)
     before = folder(store, "Imported")
     assert store.raise_uidnext("alice", imported.id, 13) is True
     after = folder(store, "Imported")
     assert (after.uidnext, after.messages, after.highestmodseq) == (13, 1, before.highestmodseq + 1)
-    assert store.vanished_since("alice", imported.id, before.highestmodseq) == [12]
+    vanished = store.vanished_since("alice", imported.id, before.highestmodseq)
+    assert list(vanished.among(range(1, 14))) == [*range(1, 7), *range(8, 13)]
+    assert store.vanished_since("alice", imported.id, after.highestmodseq) == []
+    # The source's last UID already here: UIDNEXT stays, its gaps are still told.
+    other = store.create_folder("alice", "Other", uidvalidity=78)
+    for uid in (2, 5):
+        store.append("alice", other.id, MSG, uid=uid)
+    assert store.raise_uidnext("alice", other.id, 6) is False
+    assert list(store.vanished_since("alice", other.id, 1).among(range(1, 7))) == [1, 3, 4]
     assert store.append("alice", imported.id, MSG) == (77, 13)
     assert store.raise_uidnext("alice", imported.id, 10) is False   # never down
     assert folder(store, "Imported").uidnext == 14
