@@ -21,7 +21,9 @@ process's workers for the GIL for nothing (10-client mixed load, one session per
 commands per second without the datagrams). No change is lost to the filter: a watcher's bit is
 set before watch() returns, so before its session next reads the store; a publisher reads the
 bit after its commit. A publisher that saw the bit clear therefore committed before the watcher
-read the store, and that read sees the change.
+read the store, and that read sees the change. The same goes for a process that has just joined:
+it rewrites the join mark (JOINED) once its socket is bound, before watch() returns, and a
+publisher lists the directory again when the mark changed (Notifier._peers).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ INTEREST_SLOTS = 1 << 16   # bits of an interest map (8 KiB): account ids below 
 MAX_SUN_PATH = 100
 RECV_BUFFER = 1 << 20
 PEER_REFRESH = 1.0   # seconds a listing of the notify directory is trusted (see Notifier._peers)
+# The join mark: 8 bytes that a process rewrites (at random) each time it binds its socket, so that
+# a publisher knows, without a system call, whether its listing of the peers still holds.
+JOINED = "joined"
+JOINED_SIZE = 8
 
 
 class WatchHandle:
@@ -99,7 +105,9 @@ class Notifier:
         self._closing = False
         self._sender: socket.socket | None = None
         self._dir_fd: int | None = None
-        self._peer_cache: tuple[int, float, list[str]] | None = None   # (dir mtime, listed at, names)
+        # (dir mtime, listed at, names, the join mark read before the listing, or None)
+        self._peer_cache: tuple[int, float, list[str], bytes | None] | None = None
+        self._joined: mmap.mmap | None = None   # the join mark, mapped read-only (_join_mark)
         self._interest: _OwnInterest | None = None   # our interest map (see the module doc)
         self._slot_accounts: dict[int, int] = {}    # slot -> watched accounts in it
         # Peers' interest maps by socket name; None: the peer has none, so it gets every event.
@@ -233,29 +241,43 @@ class Notifier:
         stat (let alone a listing) per commit is a system call that gives up the GIL on the
         commit's path. The cache is kept current by
 
+        * the join mark (JOINED): a process that binds its socket rewrites it before its first
+          watch() returns, so before its session reads the store; a publisher reads it (through
+          a shared mapping: no system call) after its commit and lists the directory again when
+          it changed. A process that joined and read the store before a commit is therefore
+          always sent that commit's events. A hello alone did not ensure it: a peer whose
+          receiver thread had not yet read it (busy, or the hello dropped from its full queue)
+          trusted its old list for up to PEER_REFRESH, and a session of the newcomer in IDLE
+          never heard of the change;
         * hellos: a process that binds its socket sends HELLO to the sockets it finds, and each
-          receiver drops its cache (so while we have a receiver, the cache is trusted for
-          PEER_REFRESH seconds without any system call);
+          receiver drops its cache (sooner than PEER_REFRESH where the join mark is missing);
         * send errors: ECONNREFUSED/ENOENT drop that peer (_remove_stale);
-        * without a receiver (nobody here watches, so no hellos reach us): a stat per call, and a
-          new listing when the directory's mtime moved or PEER_REFRESH passed (a change within the
-          same coarse timestamp tick leaves the mtime as it was).
+        * without a join mark (no process could write one): while we have a receiver, hellos
+          alone; without one, a stat per call, and a new listing when the directory's mtime moved
+          or PEER_REFRESH passed (a change within the same coarse timestamp tick leaves the mtime
+          as it was).
         """
         now = time.monotonic()
+        mark = self._join_mark()   # before the listing: a join after it changes the mark
         cached = self._peer_cache
-        if cached is not None and now - cached[1] < PEER_REFRESH and self._receiver is not None:
-            return cached[2]
+        fresh = cached is not None and now - cached[1] < PEER_REFRESH
+        if cached is not None and fresh:
+            if mark is not None:
+                if cached[3] == mark:
+                    return cached[2]
+            elif self._receiver is not None:
+                return cached[2]
         try:
             stamp = os.stat(self.notify_dir).st_mtime_ns
         except OSError:
             return None
-        if cached is not None and cached[0] == stamp and now - cached[1] < PEER_REFRESH:
+        if cached is not None and fresh and mark is None and cached[0] == stamp:
             return cached[2]
         try:
             names = [name for name in os.listdir(self.notify_dir) if name.endswith(SOCKET_SUFFIX)]
         except OSError:
             return None
-        self._peer_cache = (stamp, now, names)
+        self._peer_cache = (stamp, now, names, mark)
         if self._peer_interest:
             listed = set(names)
             with self._peer_interest_lock:
@@ -289,6 +311,33 @@ class Notifier:
             self._peer_interest[name] = interest
             return interest
 
+    def _join_mark(self) -> bytes | None:
+        """The join mark's current value; None when there is none to read (no process has
+        written one yet, or it cannot be mapped). Mapped on first use, then read from memory."""
+        joined = self._joined
+        if joined is None:
+            with self._peer_interest_lock:
+                if self._joined is None:
+                    self._joined = _map_join_mark(self.notify_dir)
+                joined = self._joined
+            if joined is None:
+                return None
+        return joined[:JOINED_SIZE]
+
+    def _mark_join(self) -> None:
+        """Rewrite the join mark: we just bound our socket (see _peers). Caller holds self._lock."""
+        try:
+            fd = os.open(os.path.join(self.notify_dir, JOINED), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+            try:
+                if os.pwrite(fd, secrets.token_bytes(JOINED_SIZE), 0) != JOINED_SIZE:
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
+        except OSError as error:
+            # Peers then learn of us by our hello only: a change committed before one of them
+            # read it may be missed here until the next notification or the session's next command.
+            log.warning("cannot write the join mark in %s: %s", self.notify_dir, error)
+
     def _forget_peers(self) -> None:
         """A process joined (its HELLO arrived): list the directory again before the next send."""
         self._peer_cache = None
@@ -298,7 +347,7 @@ class Notifier:
         # ENOENT: it closed and removed its socket. Either way, no more sends to it.
         cached = self._peer_cache
         if cached is not None and name in cached[2]:
-            self._peer_cache = (cached[0], cached[1], [peer for peer in cached[2] if peer != name])
+            self._peer_cache = (cached[0], cached[1], [peer for peer in cached[2] if peer != name], cached[3])
         with self._peer_interest_lock:
             self._peer_interest.pop(name, None)
         _remove_files(self.notify_dir, name)
@@ -358,6 +407,7 @@ class Notifier:
         self._receiver = receiver
         self._receiver_name = name
         self._peer_cache = None
+        self._mark_join()   # bound, so a peer that lists the directory after reading the mark finds us
         self._greet_peers(receiver, name)
         self._thread = threading.Thread(target=self._receive_loop, args=(receiver,),
                                         name="midb-notify", daemon=True)
@@ -456,6 +506,9 @@ class Notifier:
             _remove_files(self.notify_dir, name)
         with self._peer_interest_lock:
             self._peer_interest.clear()
+            joined, self._joined = self._joined, None
+        if joined is not None:
+            joined.close()
         if self._sender is not None:
             self._sender.close()
             self._sender = None
@@ -484,6 +537,23 @@ class _OwnInterest:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _map_join_mark(notify_dir: str) -> mmap.mmap | None:
+    """The join mark of ``notify_dir`` mapped read-only, or None (missing, not yet written whole)."""
+    try:
+        fd = os.open(os.path.join(notify_dir, JOINED), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_size < JOINED_SIZE:
+            return None   # just created: tried again at the next call
+        return mmap.mmap(fd, JOINED_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    except (OSError, ValueError) as error:
+        log.debug("join mark in %s: %s", notify_dir, error)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _interest_name(socket_name: str) -> str:

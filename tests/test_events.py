@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from midb.errors import NoSuchAccount
-from midb.events import MAGIC, Notifier
+from midb.events import JOINED, MAGIC, Notifier
 from midb.store import Store
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -163,14 +163,14 @@ def test_socket_lifecycle(tmp_path: Path) -> None:
     notify_dir = os.path.join(store.run_dir, "notify")
     assert os.listdir(notify_dir) == []          # nothing bound until something watches
     handle = store.watch("alice", lambda *event: None)
-    name, interest = sorted(os.listdir(notify_dir))
+    name, interest = sorted(name for name in os.listdir(notify_dir) if name != JOINED)
     assert name.startswith(f"{os.getpid()}-") and name.endswith(".sock")
     assert interest == name.removesuffix(".sock") + ".want"   # which accounts this process watches
     thread = store._notifier._thread
     assert thread is not None and thread.is_alive()
     handle.cancel()
     store.close()
-    assert os.listdir(notify_dir) == []
+    assert os.listdir(notify_dir) == [JOINED]   # the directory's join mark, no process's
     assert not thread.is_alive()
 
 

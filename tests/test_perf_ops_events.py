@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
-from net_helpers import wait_until
+from net_helpers import TIMEOUT, wait_until
 
 from midb.events import HELLO, MAGIC, Notifier
 
@@ -112,4 +113,36 @@ def test_without_a_receiver_a_new_socket_is_seen_at_once(tmp_path: Path) -> None
         finally:
             newcomer.close()
     finally:
+        publisher.close()
+
+
+def test_a_newcomer_hears_of_a_commit_made_before_its_hello_was_read(tmp_path: Path) -> None:
+    """A process that starts watching (the first IDLE of a new or restarted serving process)
+    then reads the store must be sent every change committed after that read, even by a peer
+    that has not yet read its hello (its receiver thread busy, or the hello dropped from a full
+    queue): otherwise the peer's cached list, trusted for PEER_REFRESH, leaves it out, and the
+    session never hears of the change."""
+    publisher = Notifier(str(tmp_path))
+    poker = Notifier(str(tmp_path))                        # a third process, that only publishes
+    newcomer = Notifier(str(tmp_path))
+    busy, free = threading.Event(), threading.Event()
+
+    def slow_callback(account: str, folder_id: int, modseq: int) -> None:
+        if folder_id == 99:
+            busy.set()
+            free.wait(TIMEOUT)
+
+    try:
+        publisher.watch(1, "alice", slow_callback)
+        publisher.publish([(5, 1, 1)])                     # lists the directory: its cache is set
+        poker.publish([(1, 99, 1)])
+        assert busy.wait(TIMEOUT)                          # the publisher's receiver is held up
+        got: list[tuple[str, int, int]] = []
+        newcomer.watch(7, "bob", lambda *event: got.append(event))   # binds and greets
+        publisher.publish([(7, 2, 9)])                     # committed after the newcomer watched
+        assert wait_until(lambda: got == [("bob", 2, 9)], timeout=2.0)
+    finally:
+        free.set()
+        newcomer.close()
+        poker.close()
         publisher.close()

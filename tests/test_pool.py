@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 import pytest
 from conversation import Conversation
 from net_helpers import (
+    TIMEOUT,
     AsyncLoginLineHandler,
     CheckingLoginLineHandler,
     Client,
@@ -36,6 +37,7 @@ from net_helpers import (
 
 from gximap.log import NOTICE
 from gximap.net import pool as pool_module
+from gximap.net import siblings as siblings_module
 from gximap.net.listener import (
     BoundListener,
     ListenerError,
@@ -884,6 +886,46 @@ def test_max_connections_per_address() -> None:
         assert wait_until(lambda: server.stats().sessions == 0)
         third = connect(ports["plain"])
         assert third.command("NOOP") == b"OK NOOP\r\n"
+
+
+def test_a_sibling_slow_to_take_a_count_does_not_hold_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection's close tells the siblings its address's new count (AddressLedger), and that
+    send may wait for room in a sibling's queue (siblings._SEND_TIMEOUT). It must not wait
+    holding the pool's lock, which every admission, close and stats() takes."""
+    parent, channels = sibling_channels(2)
+    armed, sending, room = threading.Event(), threading.Event(), threading.Event()
+    send_waiting = siblings_module._send_waiting
+
+    def queue_full_once(sock: socket.socket, data: bytes) -> None:
+        if armed.is_set() and not sending.is_set():
+            sending.set()
+            room.wait(TIMEOUT)  # the sibling's queue is full until the test makes room
+        send_waiting(sock, data)
+
+    monkeypatch.setattr(siblings_module, "_send_waiting", queue_full_once)
+    try:
+        with running_server(Recorder(), address_ledger=AddressLedger(channels[0])) as (server, ports):
+            client = connect(ports["plain"])
+            armed.set()
+            client.close()
+            assert sending.wait(TIMEOUT)  # the close's "-1" waits for room
+            answered = threading.Event()
+
+            def ask() -> None:
+                server.stats()
+                answered.set()
+
+            threading.Thread(target=ask, daemon=True).start()
+            try:
+                assert answered.wait(2.0), "the pool's lock is held while a sibling's queue is full"
+            finally:
+                room.set()
+            assert wait_until(lambda: server.stats().sessions == 0)
+    finally:
+        room.set()
+        for channel in channels:
+            channel.close()
+        parent.close_sockets()
 
 
 def test_max_connections_per_address_counts_an_ipv6_client_by_its_64() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
+import logging
 import os
 import signal
 import socket
@@ -667,6 +669,58 @@ def test_supervisor_starts_restarts_and_stops_processes() -> None:
         supervisor.stop()
     assert supervisor.pids == []
     assert exits == [0]  # a stop is no death
+
+
+def test_a_process_that_cannot_be_forked_again_is_tried_again_later(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A fork that fails while a process that died is restarted (EAGAIN: the process or memory
+    limit reached) is logged and tried again after the restart delay, as a process that dies at
+    once is; it must not end the parent, which would take the healthy processes with it."""
+    supervisor = Supervisor(2, _serve_ready_then_wait, stop_grace=5.0)
+    supervisor.start()
+    try:
+        first = supervisor.pids
+        for child in supervisor.children:
+            child.delay = 0.05   # restarts without the default second's wait
+        fork = os.fork
+        failed: list[bool] = []
+
+        def fork_fails_once() -> int:
+            if not failed:
+                failed.append(True)
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            return fork()
+
+        monkeypatch.setattr(prefork.os, "fork", fork_fails_once)
+        os.kill(first[0], signal.SIGKILL)
+        rounds = iter(range(200))
+        with caplog.at_level(logging.ERROR, logger="gximap"):
+            supervisor.supervise(lambda: next(rounds) > 150 or (len(supervisor.pids) == 2
+                                                               and supervisor.pids[0] != first[0]),
+                                 lambda: False, lambda timeout: time.sleep(0.02))
+        assert failed
+        assert len(supervisor.pids) == 2 and supervisor.pids[0] != first[0] and supervisor.pids[1] == first[1]
+        assert any(record.getMessage().startswith("process 1/2 cannot be started: ")
+                   and "trying again in" in record.getMessage() for record in caplog.records)
+    finally:
+        supervisor.stop()
+
+
+def test_a_fork_that_fails_at_start_up_fails_the_start_and_stops_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    fork = os.fork
+    forks: list[bool] = []
+
+    def second_fork_fails() -> int:
+        forks.append(True)
+        if len(forks) == 2:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return fork()
+
+    monkeypatch.setattr(prefork.os, "fork", second_fork_fails)
+    supervisor = Supervisor(2, _serve_ready_then_wait, stop_grace=5.0)
+    with pytest.raises(StartFailed, match="cannot start process 2: .Errno 11. Resource temporarily unavailable"):
+        supervisor.start()
+    assert supervisor.pids == []   # the first one was stopped
 
 
 def test_a_process_that_fails_at_start_up_fails_the_start() -> None:

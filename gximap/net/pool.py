@@ -2211,6 +2211,7 @@ class Server:
                 del self._by_fd[conn.fd]
             if conn in self._conns:
                 self._releasing.add(conn)
+            ip_key, conn.ip_key = conn.ip_key, None  # released once, below
         try:
             conn.transport.close(graceful=graceful)
         except Exception:
@@ -2226,15 +2227,16 @@ class Server:
             conn.handler = None
             conn.input_paused = conn.awaiting = conn.hard_deadline_fn = None  # bound methods: they hold it too
             conn.displaceable = None
+        # The address's count goes first, outside the pool's lock: the ledger tells the sibling
+        # processes, and that send may wait for room in a slow sibling's queue.
+        if ip_key is not None:
+            self._ledger.release(ip_key)
         # The context is free only once the handler has let go of its resources.
         with self._lock:
             self._conns.discard(conn)
             self._releasing.discard(conn)
             self._prelogin.pop(conn, None)
             self._displacing.discard(conn)
-            if conn.ip_key is not None:
-                self._ledger.release(conn.ip_key)
-                conn.ip_key = None
             if not self._conns:
                 self._drained.set()
         if self._waiting:

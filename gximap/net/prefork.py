@@ -207,7 +207,11 @@ class Supervisor:
         """Fork every process and wait until all are ready; StartFailed if one exits first."""
         signal.signal(signal.SIGCHLD, lambda signum, frame: self._sigchld.poke())
         for child in self.children:
-            self._fork(child)
+            try:
+                self._fork(child)
+            except OSError as exc:
+                self.stop()   # the processes started so far
+                raise StartFailed(f"cannot start process {child.index + 1}: {exc}") from None
         deadline = time.monotonic() + READY_TIMEOUT
         while not all(child.ready for child in self.children):
             self._wait(0.2)
@@ -248,7 +252,17 @@ class Supervisor:
                 self._changed()
             for child in self.children:
                 if not child.pid and child.restart_at is not None and now >= child.restart_at and not should_stop():
-                    self._fork(child)
+                    try:
+                        self._fork(child)
+                    except OSError as exc:
+                        # EAGAIN or ENOMEM (the process or memory limit reached): tried again
+                        # later, as a process that dies at once is; raised, it would end the
+                        # parent and every healthy process with it.
+                        child.restart_at = now + child.delay
+                        log.error("process %d/%d cannot be started: %s; trying again in %.0f s",
+                                  child.index + 1, self.count, exc, child.delay)
+                        child.delay = min(child.delay * 2, MAX_RESTART_DELAY)
+                        continue
                     self._changed()
 
     def signal_all(self, signum: int) -> None:

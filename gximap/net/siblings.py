@@ -135,8 +135,9 @@ class SiblingChannel:
         if not 0 <= index < len(self._pairs):
             raise ValueError(f"no process {index} in a channel of {len(self._pairs)}")
         self.index = index
-        for kind, handlers in self._fanned.items():
-            self._handlers[kind] = functools.partial(_fan_out, handlers)
+        # Set before the receiving thread starts, so before any message is read. A "hello" is
+        # fanned out by _on_hello, which then has this process's state sent to the newcomer.
+        self._handlers["gone"] = functools.partial(_fan_out, self._fanned["gone"])
         self._handlers["hello"] = self._on_hello
         self._discard_queued()
         self._stop_read, self._stop_write = os.pipe()
