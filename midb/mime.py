@@ -716,8 +716,24 @@ _MISSING_DOMAIN = b"MISSING_DOMAIN"
 
 
 def _join_words(words: list[tuple[int, bytes]]) -> bytes | None:
-    """A phrase (display name or group name): words joined by one space, quoting removed."""
-    texts = [text for kind, text in words if kind in (0, 1, 3)]
+    """A phrase (display name or group name): words joined by one space, quoting removed. An
+    unquoted "@" (invalid, but broken mailers write `From: a@b.test <a@b.test>`) stays, joined to
+    the words beside it, so that the name reads as written, not as "a b.test"."""
+    texts: list[bytes] = []
+    glued = False  # the next word continues the last text (it follows an "@")
+    for kind, text in words:
+        if kind == 4 and text == b"@":
+            if texts:
+                texts[-1] += b"@"
+            else:
+                texts.append(b"@")
+            glued = True
+        elif kind in (0, 1, 3):
+            if glued:
+                texts[-1] += text
+            else:
+                texts.append(text)
+            glued = False
     return b" ".join(texts) if texts else None
 
 

@@ -385,6 +385,12 @@ def test_envelope_raw_values_and_defaults():
                                                        b"MISSING_DOMAIN"), (None, None, b"john.smith", b"MISSING_DOMAIN"))),
         (b"\"Name only\", \"a b\"@x.test", ((b"Name only", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"),
                                               (None, None, b"a b", b"x.test"))),
+        # An unquoted "@" in a display name (invalid, common from broken mailers) stays in the
+        # name, which reads as written; the address is the one in angle brackets.
+        (b"foo@bar.com <foo@bar.com>", ((b"foo@bar.com", None, b"foo", b"bar.com"),)),
+        (b"ceo@corp.test <x@evil.test>, b@y.test", ((b"ceo@corp.test", None, b"x", b"evil.test"),
+                                                     (None, None, b"b", b"y.test"))),
+        (b"Jo (work) @ corp.test <j@corp.test>", ((b"Jo@corp.test", None, b"j", b"corp.test"),)),
     ],
 )
 def test_address_parsing(value: bytes, expected):
