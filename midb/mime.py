@@ -889,7 +889,11 @@ def _base_subject(subject: str) -> tuple[str, bool]:
 
 # A msg-id: what stands between angle brackets, blanks around it left out (< a@b > is a@b). The
 # id itself begins with a non-blank, so a long run of blanks is scanned once, not tried two ways.
-_MSG_ID = re.compile(rb"<\s*([^<>\s]+)\s*>")
+# A quoted-string in it is taken whole, blanks and ">" included: the obsolete id-left is a
+# local-part (RFC 5322 3.6.4), so <"a b"@x> is an id. Nothing in an id, quoted or not, may be a
+# "<": an attempt from one "<" then stops at the next, and the field is scanned once (quoted
+# strings running over "<" let every attempt run to the end: 20 KB of '"\"<' took 13 s).
+_MSG_ID = re.compile(rb'<\s*((?:"(?:[^"\\<]|\\[^<])*"|[^<>\s"])+)\s*>')
 _ID_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _ID_QUOTED_PAIR = re.compile(r"\\(.)")
 

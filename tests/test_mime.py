@@ -416,6 +416,20 @@ def test_msg_ids_keep_their_quoting_and_lose_the_blanks_around_them():
     assert (d.message_id, d.in_reply_to, d.references) == ('"q1"@x', "a@x", ('"q"@x', "b@x"))
 
 
+def test_a_quoted_id_left_may_hold_blanks_and_brackets():
+    # RFC 5322 obs-id-left is a local-part, whose quoted-string may hold blanks (FWS) and any
+    # printable but an unescaped '"'; an unclosed quote makes no msg-id.
+    d = digest(b'Message-ID: <"a b"@x>\r\nIn-Reply-To: <"c\\" d"@x>\r\n'
+               b'References: <"e f"@x> <"g > h"@x> <i@x> <"open@x>\r\n\r\nx\r\n')
+    assert (d.message_id, d.in_reply_to) == ('"a b"@x', '"c\\" d"@x')
+    assert d.references == ('"e f"@x', '"g > h"@x', "i@x")
+    # no "<" inside an id, quoted or not: an attempt stops at the next "<", so a field of
+    # quoted strings and "<" is scanned once (run over the "<", 20 KB of them took 13 s)
+    hostile = b'"\\"<' * 250_000
+    d = digest(b"Message-ID: " + hostile + b"\r\nReferences: " + hostile + b"\r\n\r\nx\r\n")
+    assert (d.message_id, d.references) == (None, ())
+
+
 @pytest.mark.parametrize(("msg_id", "normal"), [
     ("a@x", "a@x"),
     ('"01KF8JCEOCBS0045PS"@xxx.yyy.com', "01KF8JCEOCBS0045PS@xxx.yyy.com"),   # RFC 5256's example
