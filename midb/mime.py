@@ -716,8 +716,24 @@ _MISSING_DOMAIN = b"MISSING_DOMAIN"
 
 
 def _join_words(words: list[tuple[int, bytes]]) -> bytes | None:
-    """A phrase (display name or group name): words joined by one space, quoting removed."""
-    texts = [text for kind, text in words if kind in (0, 1, 3)]
+    """A phrase (display name or group name): words joined by one space, quoting removed. An
+    unquoted "@" (invalid, but broken mailers write `From: a@b.test <a@b.test>`) stays, joined to
+    the words beside it, so that the name reads as written, not as "a b.test"."""
+    texts: list[bytes] = []
+    glued = False  # the next word continues the last text (it follows an "@")
+    for kind, text in words:
+        if kind == 4 and text == b"@":
+            if texts:
+                texts[-1] += b"@"
+            else:
+                texts.append(b"@")
+            glued = True
+        elif kind in (0, 1, 3):
+            if glued:
+                texts[-1] += text
+            else:
+                texts.append(text)
+            glued = False
     return b" ".join(texts) if texts else None
 
 
@@ -873,7 +889,11 @@ def _base_subject(subject: str) -> tuple[str, bool]:
 
 # A msg-id: what stands between angle brackets, blanks around it left out (< a@b > is a@b). The
 # id itself begins with a non-blank, so a long run of blanks is scanned once, not tried two ways.
-_MSG_ID = re.compile(rb"<\s*([^<>\s]+)\s*>")
+# A quoted-string in it is taken whole, blanks and ">" included: the obsolete id-left is a
+# local-part (RFC 5322 3.6.4), so <"a b"@x> is an id. Nothing in an id, quoted or not, may be a
+# "<": an attempt from one "<" then stops at the next, and the field is scanned once (quoted
+# strings running over "<" let every attempt run to the end: 20 KB of '"\"<' took 13 s).
+_MSG_ID = re.compile(rb'<\s*((?:"(?:[^"\\<]|\\[^<])*"|[^<>\s"])+)\s*>')
 _ID_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _ID_QUOTED_PAIR = re.compile(r"\\(.)")
 

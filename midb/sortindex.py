@@ -114,7 +114,8 @@ def entry_of_record(record: SortRecord, internaldate: int) -> bytes:
     date = record.date if record.date is not None else internaldate
     references = record.references
     if not references and record.in_reply_to:
-        references = tuple(record.in_reply_to.split())
+        # one msg-id, kept whole: a quoted id-left may hold blanks (<"a b"@x>)
+        references = (record.in_reply_to,)
     message_id = normalize_msg_id(record.message_id) if record.message_id else None
     thread = marshal.dumps((date, casemap(record.base_subject), record.reply, message_id,
                             normalize_msg_ids(references)))

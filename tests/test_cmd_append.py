@@ -148,16 +148,43 @@ def test_append_needs_authentication(tmp_path: Path) -> None:
         """)
 
 
-def test_literal8_data_is_stored_as_is(conv: Conversation) -> None:
-    """literal8 data may be binary, where an LF octet is data: kept exactly (RFC 3516), bare LF
-    included, when no part says it is binary."""
-    data = b"Subject: binary\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\x00\x01\n\x02\xff\r\n"
-    lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(data), data))
+def test_literal8_text_gets_crlf_line_ends(conv: Conversation) -> None:
+    """literal8 data outside parts declared binary is line-oriented (RFC 2045 section 2: 7bit and
+    8bit data hold CR and LF only as CRLF), so a bare LF there is a line end and is stored as
+    CRLF, as for a plain literal: BODY[], BINARY[] and RFC822.SIZE agree, as Dovecot serves it."""
+    sent = b"Subject: binary\nContent-Transfer-Encoding: 8bit\n\n\x00\x01\n\x02\xff\r\nlone\rcr\n"
+    stored = b"Subject: binary\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\x00\x01\r\n\x02\xff\r\nlone\rcr\r\n"
+    lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(sent), sent))
     assert lines[-1].startswith(b"a1 OK [APPENDUID ")
     conv.select("saved-messages")
+    text = stored[stored.index(b"\r\n\r\n") + 4:].replace(b"\x00", b"\x80")   # no NUL in a literal
     assert conv.send(b"a2 FETCH 1 (RFC822.SIZE BINARY.PEEK[] BODY.PEEK[TEXT])\r\n") == [
-        b"* 1 FETCH (RFC822.SIZE %d BINARY[] ~{%d}\r\n%s BODY[TEXT] {7}\r\n\x80\x01\n\x02\xff\r\n)"
-        % (len(data), len(data), data),
+        b"* 1 FETCH (RFC822.SIZE %d BINARY[] ~{%d}\r\n%s BODY[TEXT] {%d}\r\n%s)"
+        % (len(stored), len(stored), stored, len(text), text),
+        b"a2 OK FETCH completed",
+    ]
+
+
+def test_literal8_binary_part_octets_are_kept_and_the_rest_gets_crlf(conv: Conversation) -> None:
+    """A literal8 message with bare LF line ends and a binary part: the part's octets (LF, CR,
+    NUL among them) come back exactly from BINARY[2], as its base64 in BODY[2]; the header, the
+    text part and the delimiters get CRLF line ends; RFC822.SIZE is the size of BODY[]."""
+    octets = b"\x00a\nb\rc\r\nd\n\n" + bytes(range(256))
+    sent = (b"Subject: lf\nContent-Type: multipart/mixed; boundary=b\n\n"
+            b"--b\nContent-Type: text/plain\n\nline one\nline two\n"
+            b"--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: binary\n\n"
+            + octets + b"\n--b--\n")
+    lines = conv.send(b"a1 APPEND saved-messages ~{%d+}\r\n%s\r\n" % (len(sent), sent))
+    assert lines[-1].startswith(b"a1 OK [APPENDUID ")
+    conv.select("saved-messages")
+    encoded = base64.encodebytes(octets).replace(b"\n", b"\r\n")[:-2]
+    stored = (b"Subject: lf\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+              b"--b\r\nContent-Type: text/plain\r\n\r\nline one\r\nline two\r\n"
+              b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+              + encoded + b"\r\n--b--\r\n")
+    assert conv.send(b"a2 FETCH 1 (RFC822.SIZE BODY.PEEK[] BODY.PEEK[1] BINARY.PEEK[2])\r\n") == [
+        b"* 1 FETCH (RFC822.SIZE %d BODY[] {%d}\r\n%s BODY[1] {18}\r\nline one\r\nline two"
+        b" BINARY[2] ~{%d}\r\n%s)" % (len(stored), len(stored), stored, len(octets), octets),
         b"a2 OK FETCH completed",
     ]
 

@@ -209,7 +209,12 @@ def test_in_reply_to_is_used_without_references(conv: Conversation) -> None:
       message("four", day=4, message_id="r2@x", in_reply_to='<"pl\\ain"@x>'),
       message("five", day=5, message_id=" spaced@x "),
       message("six", day=6, message_id="r3@x", references="<\tspaced@x>")], b"(1 2)(3 4)(5 6)"),
-], ids=["free-text-in-reply-to", "quoted-and-spaced-ids"])
+    # A quoted id-left may hold blanks (RFC 5322 obs-id-left): <"a b"@x> is a Message ID.
+    ([message("one", day=1, message_id='"a b"@x'),
+      message("two", day=2, message_id="r1@x", in_reply_to='<"a b"@x>'),
+      message("three", day=3, message_id="r2@x", references='<"a b"@x> <r1@x>'),
+      message("four", day=4, message_id="r3@x", references='<"a\\ b"@x>')], b"(1 (2 3)(4))"),
+], ids=["free-text-in-reply-to", "quoted-and-spaced-ids", "quoted-id-with-blanks"])
 def test_message_ids_as_rfc5256_reads_them(conv: Conversation, messages: list[bytes], expected: bytes) -> None:
     add(conv, *messages)
     conv.select()

@@ -1,11 +1,12 @@
 """APPEND (RFC 3501 / RFC 9051 section 6.3.12), MULTIAPPEND (RFC 3502), APPENDUID (RFC 4315).
 
 Several messages in one APPEND are stored all or nothing, in one store transaction. A message
-sent as a plain literal is stored with its bare LF line ends made CRLF (``midb.mime.normalize_crlf``,
-as Dovecot serves such a message); anything else is kept as received. Data sent as literal8
-(RFC 3516, also inside UTF8 of RFC 6855) keeps its line ends (an LF octet may be data), but its
-binary parts are stored base64-encoded (``midb.mime.binary_parts_as_base64``), as Dovecot stores
-them: a BODY[] literal could not carry their NUL octets, and BINARY[] gives the octets back. A message too big for the configured limit never gets here: the session refuses its literal
+is stored with its bare LF line ends made CRLF (``midb.mime.normalize_crlf``, as Dovecot serves
+such a message); anything else is kept as received. Of data sent as literal8 (RFC 3516, also
+inside UTF8 of RFC 6855) the binary parts are first stored base64-encoded
+(``midb.mime.binary_parts_as_base64``), as Dovecot stores them: a BODY[] literal could not carry
+their NUL octets, BINARY[] gives the octets back, and being base64 they keep every octet through
+the line end change, which only meets line-oriented data. A message too big for the configured limit never gets here: the session refuses its literal
 with NO [TOOBIG] while framing (the limit applies to the literal as sent). A synchronising literal
 that the account's quota cannot take is refused the same way, with NO [OVERQUOTA] instead of "+",
 and so is one for a mailbox, named before it, that does not exist: NO [TRYCREATE].
@@ -47,7 +48,11 @@ def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[st
         internaldate, tzoffset = int(now), _local_offset_minutes(now)
     else:
         internaldate, tzoffset = message.date
-    data = binary_parts_as_base64(message.data) if message.binary else normalize_crlf(message.data)
+    # Binary parts first: base64 has CRLF line ends only, so normalize_crlf leaves their octets be.
+    # Outside them an LF octet is a line end (RFC 2045 section 2: 7bit, 8bit and the encodings
+    # hold CR and LF only as CRLF); a part beyond the MIME limits (midb.mime.MAX_PARTS) is no
+    # part to IMAP, only text of the part that holds it.
+    data = normalize_crlf(binary_parts_as_base64(message.data) if message.binary else message.data)
     return data, message.flags, internaldate, tzoffset
 
 
