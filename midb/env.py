@@ -426,6 +426,9 @@ class SharedEnv:
         # (last_txnid, pages in use) of the last count (room_to_grow): reused until a commit.
         self._pages_counted: tuple[int, int] = (-1, 0)
         self._growth_refused = False   # logged once each time growth starts or stops being refused
+        # Body files released by commits whose flush failed (_not_durable), kept until a later
+        # commit of this process is flushed: only the leader touches it.
+        self._withheld: list[str] = []
 
     def close(self) -> None:
         pages = getattr(getattr(self, "dbs", None), "pages", None)
@@ -731,8 +734,11 @@ class SharedEnv:
                         self._fail(squeezed, retry)
                     elif self._commit_batch(retry, squeezed):
                         committed = True
-                if committed and any(p.durable for p in batch) and not self.sync():
-                    self._not_durable(batch)
+                if committed and any(p.durable for p in batch):
+                    if self.sync():
+                        self._release_withheld(batch)
+                    else:
+                        self._not_durable(batch)
         finally:
             for pending in batch:
                 if not pending.done:
@@ -757,21 +763,37 @@ class SharedEnv:
         not acknowledged: their commit may be undone by a power failure, and syncing again proves
         nothing (the kernel may have dropped the pages it failed to write). No body file the batch
         released goes to the remover either, durable writer's or not: after such an undo the index
-        would name it again. Their removal records, in the same commit, stay for the next open of
-        the store (Store._remove_recorded), which syncs before it removes anything; a commit
-        undone takes its records with it, and the bodies are referenced again."""
+        would name it again. They are withheld until a later commit's sync succeeds
+        (_release_withheld); their removal records, in the same commit, keep them for the next
+        open of the store (Store._remove_recorded) if this process stops first. A commit undone
+        takes its records with it, and the bodies are referenced again."""
         refused = 0
         for pending in batch:
             if pending.error is not None:
                 continue   # failed alone: nothing of it was committed
+            if self.synced:   # else commits sync no data pages: no later flush vouches for this one
+                self._withheld.extend(pending.effects.unlink)
             pending.effects.unlink.clear()
             if pending.durable:
                 pending.error = NotDurable(
                     "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes))
                 refused += 1
         log.critical("%s: flushing the index after a commit failed: %d writes answered as failed, as a power "
-                     "failure may undo them (they stand until then); bodies they released are kept until the "
-                     "next start", self.index_dir, refused)
+                     "failure may undo them (they stand until then); bodies they released are kept until a "
+                     "later commit is flushed", self.index_dir, refused)
+
+    def _release_withheld(self, batch: list[_Pending]) -> None:
+        """A commit made after a failed flush is durable now, and with it every commit before it
+        (LMDB's data pages are synced by each commit; what a failed flush may lose is the meta
+        page that makes a commit current, and this commit wrote and flushed a newer one): the
+        bodies withheld (_not_durable) are no longer referenced on disk. They ride the effects of
+        a writer of this batch, whose Store hands them to its remover with its own."""
+        if not self._withheld:
+            return
+        carrier = next((pending for pending in batch if pending.error is None), None)
+        if carrier is not None:
+            carrier.effects.unlink.extend(self._withheld)
+            self._withheld = []
 
     def _commit_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> bool:
         try:

@@ -364,3 +364,29 @@ def test_records_are_forgotten_in_the_shard_they_were_written_in(tmp_path: Path)
             with shared.read() as txn:
                 assert removal.recorded(txn, shared.dbs) == []
         assert store.stats()["bodies_awaiting_removal"] == 0
+
+
+def test_bodies_kept_after_a_failed_sync_are_removed_after_a_later_commit_is_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-running process must not keep them until it restarts. A sync alone after the failure
+    vouches for nothing (the kernel may have dropped the pages it failed to write), but one that
+    follows a later commit makes that commit durable, and with it the release of the bodies:
+    then they go to the remover."""
+    path = tmp_path / "store"
+    with store_with_alice(path, fsync=True) as store:
+        inbox = folder_id(store)
+        uid = store.append("alice", inbox, MSG)[1]
+        (blob,) = body_files(store)
+        store.store_flags("alice", inbox, [uid], "add", ["\\Deleted"])
+        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+        with pytest.raises(NotDurable):
+            store.expunge("alice", inbox)
+        # The next durable commit's flush fails too: the body is still kept.
+        with pytest.raises(NotDurable):
+            store.append("alice", inbox, MSG + b"2")
+        monkeypatch.undo()
+        assert blob in body_files(store) and blob in recorded(store)
+        store.append("alice", inbox, MSG + b"3")   # committed and flushed
+        files = body_files(store)
+        assert blob not in files and len(files) == 2
+        assert recorded(store) == []
