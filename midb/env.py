@@ -776,7 +776,8 @@ class SharedEnv:
             pending.effects.unlink.clear()
             if pending.durable:
                 pending.error = NotDurable(
-                    "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes))
+                    "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes),
+                    pending.result)
                 refused += 1
         log.critical("%s: flushing the index after a commit failed: %d writes answered as failed, as a power "
                      "failure may undo them (they stand until then); bodies they released are kept until a "

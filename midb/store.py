@@ -2033,7 +2033,8 @@ class Store(MetadataMixin):
 
     def copy(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
              dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
-        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied."""
+        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied.
+        A NotDurable carries that result too: the copies stand, for a caller to remove (COPY)."""
         return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False)
 
     def move(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
@@ -2134,7 +2135,16 @@ class Store(MetadataMixin):
             return info.uidvalidity, []
         items = [(data, meta.flags, meta.internaldate, meta.tzoffset)
                  for meta, data in zip(found, datas, strict=True) if data is not None]
-        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
+        try:
+            uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
+        except NotDurable as error:
+            # The copies stand, unflushed: a COPY's result, for its caller to undo; a MOVE keeps
+            # its originals (a power failure could undo the copies alone), so it moved nothing.
+            result = None
+            if not move and error.result is not None:
+                uidvalidity, new_uids, _floor = error.result
+                result = (uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)])
+            raise NotDurable(str(error), error.changes, result) from error
         if move:
             self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
         return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
