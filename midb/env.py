@@ -129,6 +129,13 @@ def growth_limit(map_size: int, page_size: int) -> int:
     reserve = min(map_size // 2, max(int(map_size * GROWTH_RESERVE_SHARE), GROWTH_RESERVE_MIN))
     return (map_size - reserve) // page_size
 
+# Seconds between two looks, by a process's next write, for LMDB reader slots of processes that
+# died inside a read transaction (SharedEnv.clear_dead_readers). Until one is freed, no page freed
+# after its snapshot is used again: each commit grows the data file by all it wrote (1,000 APPEND
+# and EXPUNGE cycles: 137 MB), for hours in a ``midb import`` run while no server does this look
+# (midb.orphans.READER_CHECK). A look scans the reader table and tests a lock per process in it.
+READER_CHECK = 10.0
+
 # A leader about to commit durably waits this long at most for writers that announced themselves
 # (arrival()) and are still writing their bodies, so that they share its sync instead of each
 # paying for their own. Bodies are small and written in parallel: they arrive within a sync's time.
@@ -426,6 +433,7 @@ class SharedEnv:
         # (last_txnid, pages in use) of the last count (room_to_grow): reused until a commit.
         self._pages_counted: tuple[int, int] = (-1, 0)
         self._growth_refused = False   # logged once each time growth starts or stops being refused
+        self._readers_checked = time.monotonic()   # clear_dead_readers() just ran; then by a leader
         # Body files released by commits whose flush failed (_not_durable), kept until a later
         # commit of this process is flushed: only the leader touches it.
         self._withheld: list[str] = []
@@ -509,7 +517,8 @@ class SharedEnv:
         OOM killer; a ``midb export`` or ``backup`` walking a big folder): LMDB keeps the
         snapshot of such a slot readable, so no page freed after it is used again, and every
         commit grows the data file by the pages it wrote, up to a full map. LMDB looks at its
-        slots only when asked: at each open, every READER_CHECK seconds of a serving process
+        slots only when asked: at each open, before a write every READER_CHECK seconds
+        (_look_for_dead_readers), every midb.orphans.READER_CHECK seconds of a serving process
         (midb.orphans.OrphanSweeper) and when a write finds the map full. -> slots freed."""
         cleared = self.env.reader_check()
         if cleared:
@@ -666,6 +675,7 @@ class SharedEnv:
                         for pending in pendings:   # interrupted: our jobs were never started
                             self._queue.remove(pending)
                         raise
+            self._look_for_dead_readers()
             txn = self._begin()
             with self._queue_cv:
                 batch, self._queue = self._queue, []
@@ -686,6 +696,19 @@ class SharedEnv:
                 successor.wake.release()
             for rider in riders:
                 rider.wake.release()
+
+    def _look_for_dead_readers(self) -> None:
+        """Every READER_CHECK seconds, before a write: free the reader slots of dead processes, so
+        that a process that writes for long (the server, a ``midb import``) keeps reusing pages
+        whichever process died. Only a leader calls it, one at a time."""
+        now = time.monotonic()
+        if now - self._readers_checked < READER_CHECK:
+            return
+        self._readers_checked = now
+        try:
+            self.clear_dead_readers()
+        except lmdb.Error as error:   # the write goes on; the next look, or a full map, tries again
+            log.warning("%s: cannot look for LMDB readers of processes that died: %s", self.index_dir, error)
 
     def _begin(self) -> lmdb.Transaction[bytes] | BaseException:
         """The write transaction, or why there is none."""
