@@ -2126,6 +2126,11 @@ class Store(MetadataMixin):
         messages in both places, never in neither. As within a shard, each distinct flag set is
         parsed and respelt once, not once per message (messages copied together share a few)."""
         found = self.get_messages(account, src_folder_id, wanted)
+        if found:
+            # What the destination refuses from the records alone (its folder, quota and UIDs, its
+            # shard's room), before the bodies, megabytes each, are read; _append checks again.
+            self._refuse_early(dst_account, dst_folder_id, sum(meta.size for meta in found), len(found), None)
+            self._refuse_growth(self._home(dst_account))
         datas = self.read_bodies([meta.blob for meta in found])
         metas = [meta for meta, data in zip(found, datas, strict=True) if data is not None]   # None: expunged meanwhile
         if not metas:

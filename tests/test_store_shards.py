@@ -17,7 +17,7 @@ from midb import env as midb_env
 from midb import store as store_module
 from midb.accounts import encode_usage
 from midb.env import SHARD_COUNT_KEY
-from midb.errors import InvalidArgument, MidbError, NoSuchAccount, NotDurable
+from midb.errors import InvalidArgument, MidbError, NoSuchAccount, NotDurable, OverQuota, StoreFull
 from midb.keys import account_key, blob_key
 from midb.store import Store
 from midb.summary import Summary, sort_record, sort_record_of
@@ -224,6 +224,26 @@ def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
         store.move(ALICE, source, uids[:1], target, dst_account=BOB)
     assert moved.value.result is None
     assert store.uids(ALICE, source) == uids and len(store.uids(BOB, target)) == 4
+
+
+@pytest.mark.parametrize("refusal", ["full map", "quota"])
+def test_a_transfer_across_shards_the_destination_refuses_reads_no_body(
+        store: Store, monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
+    """A destination shard whose map is nearly full, or an account without room, refuses the
+    copies from the messages' records alone: their bodies (megabytes each) are not read first."""
+    source, target = inbox(store, ALICE), inbox(store, BOB)
+    uids = [store.append(ALICE, source, MSG + b"y" * 10_000)[1] for _number in range(3)]
+    if refusal == "full map":
+        bob_shard = store._shards[shards.of_name(BOB, SHARDS)]
+        monkeypatch.setattr(bob_shard, "room_to_grow", lambda: False)
+    else:
+        store.update_account(BOB, quota_bytes=20_000)
+    reads = counted(monkeypatch, store, "read_bodies")
+    for transfer in (store.copy, store.move):
+        with pytest.raises(StoreFull if refusal == "full map" else OverQuota):
+            transfer(ALICE, source, uids, target, dst_account=BOB)
+    assert reads == []
+    assert store.uids(BOB, target) == [] and store.uids(ALICE, source) == uids
 
 
 def test_a_copy_across_shards_parses_and_respells_each_distinct_flag_set_once(
