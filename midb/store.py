@@ -452,8 +452,15 @@ class Store(MetadataMixin):
             if not blob_raws:
                 continue
             # The records may be another process's commit whose meta page it has not synced yet
-            # (metasync is off): made durable here first, so that a power failure cannot bring
-            # back a message whose file this process removed. Unsynced, they wait for a later open.
+            # (metasync is off), or one whose sync failed: made durable here first, by a commit
+            # and its sync (removal.touch), so that a power failure cannot bring back a message
+            # whose file this process removed. Unsynced, they wait for a later open.
+            try:
+                self._write(removal.touch, shared, durable=False)
+            except MidbError as error:
+                log.warning("%s: cannot commit before removing the bodies of expunged messages: %s",
+                            shared.index_dir, error)
+                continue
             if not shared.sync():
                 continue
             if wrong:

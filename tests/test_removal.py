@@ -4,6 +4,7 @@ next store opened for writing takes over, and verify counts such files as awaiti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 from store_helpers import FailingSync, body_files, folder_id, store_with_alice
 
@@ -264,6 +266,28 @@ def test_a_taken_over_record_is_made_durable_before_its_file_is_removed(
     with Store(path, fsync=False) as store:
         assert body_files(store) == [] and recorded(store) == []
     assert order[:2] == ["sync", "remove"]
+
+
+def test_a_taken_over_record_is_flushed_after_a_commit_of_the_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a flush failed (in a process that then stopped), the kernel may have marked the pages
+    it could not write clean: a flush of no new commit writes nothing and vouches for nothing. The
+    open first commits, so that its flush writes a meta page newer than the records' commit."""
+    path = tmp_path / "store"
+    _expunged_without_removal(path)
+    with contextlib.closing(lmdb.open(str(path / "index"), readonly=True, max_dbs=64)) as index:
+        recorded_at = index.info()["last_txnid"]
+    flushed_at: list[int] = []
+    real_sync = SharedEnv.sync
+
+    def sync(self: SharedEnv) -> bool:
+        flushed_at.append(self.env.info()["last_txnid"])
+        return real_sync(self)
+
+    monkeypatch.setattr(SharedEnv, "sync", sync)
+    with Store(path, fsync=False) as store:
+        assert body_files(store) == [] and recorded(store) == [] and store.verify() == []
+    assert flushed_at and flushed_at[0] > recorded_at
 
 
 def test_an_expunge_whose_sync_failed_keeps_its_files_for_the_next_open(
