@@ -129,6 +129,13 @@ def growth_limit(map_size: int, page_size: int) -> int:
     reserve = min(map_size // 2, max(int(map_size * GROWTH_RESERVE_SHARE), GROWTH_RESERVE_MIN))
     return (map_size - reserve) // page_size
 
+# Seconds between two looks, by a process's next write, for LMDB reader slots of processes that
+# died inside a read transaction (SharedEnv.clear_dead_readers). Until one is freed, no page freed
+# after its snapshot is used again: each commit grows the data file by all it wrote (1,000 APPEND
+# and EXPUNGE cycles: 137 MB), for hours in a ``midb import`` run while no server does this look
+# (midb.orphans.READER_CHECK). A look scans the reader table and tests a lock per process in it.
+READER_CHECK = 10.0
+
 # A leader about to commit durably waits this long at most for writers that announced themselves
 # (arrival()) and are still writing their bodies, so that they share its sync instead of each
 # paying for their own. Bodies are small and written in parallel: they arrive within a sync's time.
@@ -426,6 +433,10 @@ class SharedEnv:
         # (last_txnid, pages in use) of the last count (room_to_grow): reused until a commit.
         self._pages_counted: tuple[int, int] = (-1, 0)
         self._growth_refused = False   # logged once each time growth starts or stops being refused
+        self._readers_checked = time.monotonic()   # clear_dead_readers() just ran; then by a leader
+        # Body files released by commits whose flush failed (_not_durable), kept until a later
+        # commit of this process is flushed: only the leader touches it.
+        self._withheld: list[str] = []
 
     def close(self) -> None:
         pages = getattr(getattr(self, "dbs", None), "pages", None)
@@ -506,7 +517,8 @@ class SharedEnv:
         OOM killer; a ``midb export`` or ``backup`` walking a big folder): LMDB keeps the
         snapshot of such a slot readable, so no page freed after it is used again, and every
         commit grows the data file by the pages it wrote, up to a full map. LMDB looks at its
-        slots only when asked: at each open, every READER_CHECK seconds of a serving process
+        slots only when asked: at each open, before a write every READER_CHECK seconds
+        (_look_for_dead_readers), every midb.orphans.READER_CHECK seconds of a serving process
         (midb.orphans.OrphanSweeper) and when a write finds the map full. -> slots freed."""
         cleared = self.env.reader_check()
         if cleared:
@@ -663,6 +675,7 @@ class SharedEnv:
                         for pending in pendings:   # interrupted: our jobs were never started
                             self._queue.remove(pending)
                         raise
+            self._look_for_dead_readers()
             txn = self._begin()
             with self._queue_cv:
                 batch, self._queue = self._queue, []
@@ -683,6 +696,19 @@ class SharedEnv:
                 successor.wake.release()
             for rider in riders:
                 rider.wake.release()
+
+    def _look_for_dead_readers(self) -> None:
+        """Every READER_CHECK seconds, before a write: free the reader slots of dead processes, so
+        that a process that writes for long (the server, a ``midb import``) keeps reusing pages
+        whichever process died. Only a leader calls it, one at a time."""
+        now = time.monotonic()
+        if now - self._readers_checked < READER_CHECK:
+            return
+        self._readers_checked = now
+        try:
+            self.clear_dead_readers()
+        except lmdb.Error as error:   # the write goes on; the next look, or a full map, tries again
+            log.warning("%s: cannot look for LMDB readers of processes that died: %s", self.index_dir, error)
 
     def _begin(self) -> lmdb.Transaction[bytes] | BaseException:
         """The write transaction, or why there is none."""
@@ -731,8 +757,11 @@ class SharedEnv:
                         self._fail(squeezed, retry)
                     elif self._commit_batch(retry, squeezed):
                         committed = True
-                if committed and any(p.durable for p in batch) and not self.sync():
-                    self._not_durable(batch)
+                if committed and any(p.durable for p in batch):
+                    if self.sync():
+                        self._release_withheld(batch)
+                    else:
+                        self._not_durable(batch)
         finally:
             for pending in batch:
                 if not pending.done:
@@ -757,21 +786,38 @@ class SharedEnv:
         not acknowledged: their commit may be undone by a power failure, and syncing again proves
         nothing (the kernel may have dropped the pages it failed to write). No body file the batch
         released goes to the remover either, durable writer's or not: after such an undo the index
-        would name it again. Their removal records, in the same commit, stay for the next open of
-        the store (Store._remove_recorded), which syncs before it removes anything; a commit
-        undone takes its records with it, and the bodies are referenced again."""
+        would name it again. They are withheld until a later commit's sync succeeds
+        (_release_withheld); their removal records, in the same commit, keep them for the next
+        open of the store (Store._remove_recorded) if this process stops first. A commit undone
+        takes its records with it, and the bodies are referenced again."""
         refused = 0
         for pending in batch:
             if pending.error is not None:
                 continue   # failed alone: nothing of it was committed
+            if self.synced:   # else commits sync no data pages: no later flush vouches for this one
+                self._withheld.extend(pending.effects.unlink)
             pending.effects.unlink.clear()
             if pending.durable:
                 pending.error = NotDurable(
-                    "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes))
+                    "the index could not be flushed to disk: the change may be lost", dict(pending.effects.changes),
+                    pending.result)
                 refused += 1
         log.critical("%s: flushing the index after a commit failed: %d writes answered as failed, as a power "
-                     "failure may undo them (they stand until then); bodies they released are kept until the "
-                     "next start", self.index_dir, refused)
+                     "failure may undo them (they stand until then); bodies they released are kept until a "
+                     "later commit is flushed", self.index_dir, refused)
+
+    def _release_withheld(self, batch: list[_Pending]) -> None:
+        """A commit made after a failed flush is durable now, and with it every commit before it
+        (LMDB's data pages are synced by each commit; what a failed flush may lose is the meta
+        page that makes a commit current, and this commit wrote and flushed a newer one): the
+        bodies withheld (_not_durable) are no longer referenced on disk. They ride the effects of
+        a writer of this batch, whose Store hands them to its remover with its own."""
+        if not self._withheld:
+            return
+        carrier = next((pending for pending in batch if pending.error is None), None)
+        if carrier is not None:
+            carrier.effects.unlink.extend(self._withheld)
+            self._withheld = []
 
     def _commit_batch(self, txn: lmdb.Transaction[bytes], batch: list[_Pending]) -> bool:
         try:

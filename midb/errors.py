@@ -6,6 +6,8 @@ front ends can map them to IMAP/LMTP replies without catching bare exceptions.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MidbError(Exception):
     """Base class of every error midb raises on purpose."""
@@ -106,11 +108,14 @@ class NotDurable(MidbError):
     index): a power failure may undo it, so it is not acknowledged (NO [UNAVAILABLE], LMTP 451),
     although it stands meanwhile. After a failed fsync the kernel may have dropped the pages it
     could not write, so a later sync that succeeds would vouch for nothing. ``changes`` are the
-    folders the write changed, {(account id, folder id): highest MODSEQ written}, to announce."""
+    folders the write changed, {(account id, folder id): highest MODSEQ written}, to announce;
+    ``result`` what the write returned, for a caller that undoes it (a failed COPY's copies)."""
 
-    def __init__(self, message: str, changes: dict[tuple[int, int], int] | None = None) -> None:
+    def __init__(self, message: str, changes: dict[tuple[int, int], int] | None = None,
+                 result: Any = None) -> None:
         super().__init__(message)
         self.changes = changes or {}
+        self.result = result
 
 
 class ReadOnlyStore(MidbError):

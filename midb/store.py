@@ -452,8 +452,15 @@ class Store(MetadataMixin):
             if not blob_raws:
                 continue
             # The records may be another process's commit whose meta page it has not synced yet
-            # (metasync is off): made durable here first, so that a power failure cannot bring
-            # back a message whose file this process removed. Unsynced, they wait for a later open.
+            # (metasync is off), or one whose sync failed: made durable here first, by a commit
+            # and its sync (removal.touch), so that a power failure cannot bring back a message
+            # whose file this process removed. Unsynced, they wait for a later open.
+            try:
+                self._write(removal.touch, shared, durable=False)
+            except MidbError as error:
+                log.warning("%s: cannot commit before removing the bodies of expunged messages: %s",
+                            shared.index_dir, error)
+                continue
             if not shared.sync():
                 continue
             if wrong:
@@ -2041,7 +2048,8 @@ class Store(MetadataMixin):
 
     def copy(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
              dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
-        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied."""
+        """-> (destination uidvalidity, [(src uid, dst uid), ...]); bodies are shared, not copied.
+        A NotDurable carries that result too: the copies stand, for a caller to remove (COPY)."""
         return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=False)
 
     def move(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
@@ -2133,6 +2141,11 @@ class Store(MetadataMixin):
         messages in both places, never in neither. As within a shard, each distinct flag set is
         parsed and respelt once, not once per message (messages copied together share a few)."""
         found = self.get_messages(account, src_folder_id, wanted)
+        if found:
+            # What the destination refuses from the records alone (its folder, quota and UIDs, its
+            # shard's room), before the bodies, megabytes each, are read; _append checks again.
+            self._refuse_early(dst_account, dst_folder_id, sum(meta.size for meta in found), len(found), None)
+            self._refuse_growth(self._home(dst_account))
         datas = self.read_bodies([meta.blob for meta in found])
         metas = [meta for meta, data in zip(found, datas, strict=True) if data is not None]   # None: expunged meanwhile
         if not metas:
@@ -2142,7 +2155,16 @@ class Store(MetadataMixin):
             return info.uidvalidity, []
         items = [(data, meta.flags, meta.internaldate, meta.tzoffset)
                  for meta, data in zip(found, datas, strict=True) if data is not None]
-        uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
+        try:
+            uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
+        except NotDurable as error:
+            # The copies stand, unflushed: a COPY's result, for its caller to undo; a MOVE keeps
+            # its originals (a power failure could undo the copies alone), so it moved nothing.
+            result = None
+            if not move and error.result is not None:
+                uidvalidity, new_uids, _floor = error.result
+                result = (uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)])
+            raise NotDurable(str(error), error.changes, result) from error
         if move:
             self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
         return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]

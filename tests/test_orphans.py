@@ -22,6 +22,7 @@ import pytest
 from net_helpers import wait_until
 from store_helpers import folder_id, store_with_alice
 
+from midb import env as midb_env
 from midb import maintenance, orphans, removal
 from midb.errors import MidbError
 from midb.messages import parse_flags
@@ -160,6 +161,36 @@ def test_a_reader_that_died_is_let_go_while_the_server_runs(tmp_path: Path, monk
             assert churn(store, 200) <= max(10, 2 * alone)
         finally:
             sweeper.stop()
+
+
+def test_a_store_without_a_sweeper_lets_go_of_dead_readers_as_it_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare Store (what the midb commands open: an import may write for hours) has no sweeper
+    thread: its writes look for dead readers themselves, every READER_CHECK seconds, so that its
+    index does not grow with every commit after a reader died."""
+    path = tmp_path / "store"
+    with store_with_alice(path, inline_limit=16384) as store:
+        shared = store._shards[0]
+        looks: list[int] = []
+        real_clear = shared.clear_dead_readers
+
+        def clear() -> int:
+            looks.append(1)
+            return real_clear()
+
+        monkeypatch.setattr(shared, "clear_dead_readers", clear)
+        alone = churn(store, 200)
+        assert looks == []   # not once per write: once per READER_CHECK seconds
+        reader = subprocess.Popen([sys.executable, "-c", HOLDS_A_READ, str(path), REPO], stdout=subprocess.PIPE)
+        try:
+            assert reader.stdout is not None and reader.stdout.readline() == b"READY\n"
+        finally:
+            reader.kill()
+            reader.wait(30)
+        assert reader.pid in reader_pids(store)
+        monkeypatch.setattr(midb_env, "READER_CHECK", 0.0, raising=False)   # the interval has passed
+        assert churn(store, 200) <= max(10, 2 * alone)
+        assert reader.pid not in reader_pids(store) and looks
 
 
 def test_a_write_that_finds_the_map_full_lets_go_of_dead_readers(tmp_path: Path) -> None:

@@ -9,10 +9,11 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conversation import Conversation, drive
+from store_helpers import FailingSync
 
 from gximap.session import pieces
 from gximap.session.base import Await
@@ -411,6 +412,55 @@ def test_a_copy_whose_client_leaves_part_way_is_undone(conv: Conversation, write
     assert len(_uids(conv, "Other")) == pieces.FIRST_PIECE
     writers.run_next()           # the removal of the first piece's copies
     assert _uids(conv, "Other") == [] and not writers.queue
+
+
+@pytest.mark.parametrize("mailboxes", [b"1:*", b"1:3"], ids=["in pieces", "one piece"])
+def test_a_copy_whose_flush_fails_part_way_leaves_the_destination_as_it_was(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, mailboxes: bytes) -> None:
+    """A piece whose commit stands but whose flush failed raises NotDurable (a power failure may
+    undo it): the COPY is answered NO, so its copies, that piece's too, are removed (RFC 3501
+    section 6.4.7), not left for the client to find after it was told nothing was copied."""
+    monkeypatch.setattr(conv.store, "fsync", True)   # durable writes: each is flushed after its commit
+    shared = conv.store._shared
+    original = Store.copy
+    calls = 0
+
+    def copy_with_a_failing_flush(self: Store, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls != 2 and mailboxes == b"1:*":
+            return original(self, *args, **kwargs)
+        environment = shared.env
+        shared.env = cast(Any, FailingSync(environment))
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            shared.env = environment
+
+    monkeypatch.setattr(Store, "copy", copy_with_a_failing_flush)
+    answer = conv.send(b"c1 COPY " + mailboxes + b" Other\r\n")
+    assert answer[-1].startswith(b"c1 NO [UNAVAILABLE]")
+    assert calls == (2 if mailboxes == b"1:*" else 1)
+    assert _uids(conv, "Other") == []
+    assert _uids(conv, "INBOX") == list(range(1, MESSAGES + 1))
+
+
+def test_the_removal_of_a_failed_copy_goes_on_past_a_piece_whose_flush_failed(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, write_calls: dict[str, list[list[int]]]) -> None:
+    """That removal stands (NotDurable: committed, not flushed), as the copies did: the next
+    pieces are removed too, rather than left for the client to find."""
+    _fail_on_call(monkeypatch, "copy", 3, midb_errors.OverQuota("STORAGE"))
+    original = Store.remove_messages
+
+    def removed_unflushed(self: Store, *args: Any, **kwargs: Any) -> Any:
+        original(self, *args, **kwargs)
+        raise midb_errors.NotDurable("the index could not be flushed to disk: the change may be lost")
+
+    monkeypatch.setattr(Store, "remove_messages", removed_unflushed)
+    answer = conv.send(b"c1 COPY 1:* Other\r\n")
+    assert answer[-1].startswith(b"c1 NO [OVERQUOTA]")
+    assert _uids(conv, "Other") == []
+    assert len(write_calls["remove_messages"]) > 1
 
 
 def _copy_failing_at_the_second_piece(conv: Conversation, monkeypatch: pytest.MonkeyPatch,

@@ -4,6 +4,7 @@ next store opened for writing takes over, and verify counts such files as awaiti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 from store_helpers import FailingSync, body_files, folder_id, store_with_alice
 
@@ -266,6 +268,28 @@ def test_a_taken_over_record_is_made_durable_before_its_file_is_removed(
     assert order[:2] == ["sync", "remove"]
 
 
+def test_a_taken_over_record_is_flushed_after_a_commit_of_the_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a flush failed (in a process that then stopped), the kernel may have marked the pages
+    it could not write clean: a flush of no new commit writes nothing and vouches for nothing. The
+    open first commits, so that its flush writes a meta page newer than the records' commit."""
+    path = tmp_path / "store"
+    _expunged_without_removal(path)
+    with contextlib.closing(lmdb.open(str(path / "index"), readonly=True, max_dbs=64)) as index:
+        recorded_at = index.info()["last_txnid"]
+    flushed_at: list[int] = []
+    real_sync = SharedEnv.sync
+
+    def sync(self: SharedEnv) -> bool:
+        flushed_at.append(self.env.info()["last_txnid"])
+        return real_sync(self)
+
+    monkeypatch.setattr(SharedEnv, "sync", sync)
+    with Store(path, fsync=False) as store:
+        assert body_files(store) == [] and recorded(store) == [] and store.verify() == []
+    assert flushed_at and flushed_at[0] > recorded_at
+
+
 def test_an_expunge_whose_sync_failed_keeps_its_files_for_the_next_open(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its commit may be undone by a power failure (the meta page that makes it current is not on
@@ -364,3 +388,29 @@ def test_records_are_forgotten_in_the_shard_they_were_written_in(tmp_path: Path)
             with shared.read() as txn:
                 assert removal.recorded(txn, shared.dbs) == []
         assert store.stats()["bodies_awaiting_removal"] == 0
+
+
+def test_bodies_kept_after_a_failed_sync_are_removed_after_a_later_commit_is_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-running process must not keep them until it restarts. A sync alone after the failure
+    vouches for nothing (the kernel may have dropped the pages it failed to write), but one that
+    follows a later commit makes that commit durable, and with it the release of the bodies:
+    then they go to the remover."""
+    path = tmp_path / "store"
+    with store_with_alice(path, fsync=True) as store:
+        inbox = folder_id(store)
+        uid = store.append("alice", inbox, MSG)[1]
+        (blob,) = body_files(store)
+        store.store_flags("alice", inbox, [uid], "add", ["\\Deleted"])
+        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+        with pytest.raises(NotDurable):
+            store.expunge("alice", inbox)
+        # The next durable commit's flush fails too: the body is still kept.
+        with pytest.raises(NotDurable):
+            store.append("alice", inbox, MSG + b"2")
+        monkeypatch.undo()
+        assert blob in body_files(store) and blob in recorded(store)
+        store.append("alice", inbox, MSG + b"3")   # committed and flushed
+        files = body_files(store)
+        assert blob not in files and len(files) == 2
+        assert recorded(store) == []

@@ -10,13 +10,14 @@ from typing import cast
 
 import lmdb
 import pytest
+from store_helpers import FailingSync
 
 from midb import bodyrecords, shards
 from midb import env as midb_env
 from midb import store as store_module
 from midb.accounts import encode_usage
 from midb.env import SHARD_COUNT_KEY
-from midb.errors import InvalidArgument, MidbError, NoSuchAccount
+from midb.errors import InvalidArgument, MidbError, NoSuchAccount, NotDurable, OverQuota, StoreFull
 from midb.keys import account_key, blob_key
 from midb.store import Store
 from midb.summary import Summary, sort_record, sort_record_of
@@ -201,6 +202,48 @@ def test_copy_and_move_into_an_account_of_another_shard(store: Store) -> None:
     store.copy(ALICE, source, [second], inbox(store, CAROL), dst_account=CAROL)
     assert store.messages(CAROL, inbox(store, CAROL))[0].blob == store.messages(ALICE, source)[0].blob
     assert store.verify() == []
+
+
+def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copies' commit stands when its flush fails: a COPY's NotDurable carries what copy()
+    returns, for its caller to remove them (an IMAP COPY that fails copies nothing); a MOVE
+    keeps its originals (a power failure could undo the copies alone) and reports nothing moved."""
+    source, target = inbox(store, ALICE), inbox(store, BOB)
+    uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(3)]
+    monkeypatch.setattr(store, "fsync", True)   # durable writes, flushed after their commit
+    bob_shard = store._shards[shards.of_name(BOB, SHARDS)]
+    monkeypatch.setattr(bob_shard, "env", FailingSync(bob_shard.env))
+    with pytest.raises(NotDurable) as copied:
+        store.copy(ALICE, source, uids, target, dst_account=BOB)
+    assert copied.value.result is not None
+    uidvalidity, pairs = copied.value.result
+    assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    assert pairs == list(zip(uids, store.uids(BOB, target), strict=True))
+    with pytest.raises(NotDurable) as moved:
+        store.move(ALICE, source, uids[:1], target, dst_account=BOB)
+    assert moved.value.result is None
+    assert store.uids(ALICE, source) == uids and len(store.uids(BOB, target)) == 4
+
+
+@pytest.mark.parametrize("refusal", ["full map", "quota"])
+def test_a_transfer_across_shards_the_destination_refuses_reads_no_body(
+        store: Store, monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
+    """A destination shard whose map is nearly full, or an account without room, refuses the
+    copies from the messages' records alone: their bodies (megabytes each) are not read first."""
+    source, target = inbox(store, ALICE), inbox(store, BOB)
+    uids = [store.append(ALICE, source, MSG + b"y" * 10_000)[1] for _number in range(3)]
+    if refusal == "full map":
+        bob_shard = store._shards[shards.of_name(BOB, SHARDS)]
+        monkeypatch.setattr(bob_shard, "room_to_grow", lambda: False)
+    else:
+        store.update_account(BOB, quota_bytes=20_000)
+    reads = counted(monkeypatch, store, "read_bodies")
+    for transfer in (store.copy, store.move):
+        with pytest.raises(StoreFull if refusal == "full map" else OverQuota):
+            transfer(ALICE, source, uids, target, dst_account=BOB)
+    assert reads == []
+    assert store.uids(BOB, target) == [] and store.uids(ALICE, source) == uids
 
 
 def test_a_copy_across_shards_parses_and_respells_each_distinct_flag_set_once(

@@ -19,7 +19,8 @@ seconds. Before its first piece, a COPY checks that the account's quota can take
 and is refused NO [OVERQUOTA] with nothing written if not: the pieces, which check only
 themselves, would use up the quota for as long as the COPY ran, refusing deliveries meanwhile,
 only to be undone. A COPY that fails after some pieces (or whose client leaves) removes the
-copies it made: the destination is left as it was, as RFC 3501 requires, although a session
+copies it made, those of a piece whose commit stands but whose flush failed (NotDurable) too:
+the destination is left as it was, as RFC 3501 requires, although a session
 watching it may see them come and go. A crash in the middle leaves the copies made so far, which only duplicates
 mail (every piece is durable: its new UIDs are seen by other sessions at once). A MOVE that
 fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
@@ -27,6 +28,7 @@ fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
@@ -41,7 +43,7 @@ from gximap.session.errors import done_for_store_error, log_store_trouble, trycr
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
 from midb.blobs import PoolClosed
-from midb.errors import MidbError, OverQuota
+from midb.errors import MidbError, NotDurable, OverQuota
 
 
 def _copyuid(uidvalidity: int, pairs: list[tuple[int, int]]) -> bytes:
@@ -55,14 +57,18 @@ class _Transferred:
     """What the pieces of a COPY or MOVE did: the destination's UIDVALIDITY and the (source,
     destination) UID pairs, recorded by ``write`` as each piece commits (on a bulk-write thread,
     while the session waits), so that a piece the client left during is known to the clean-up.
-    ``check_first``, if given, runs once before the first piece, on the same thread."""
+    ``check_first``, if given, runs once before the first piece, on the same thread. With
+    ``unflushed``, a piece whose commit stands but whose flush failed (NotDurable) is recorded
+    too, for a COPY to remove with the others."""
 
     def __init__(self, transfer: Callable[..., tuple[int, list[tuple[int, int]]]], view: Any,
-                 target_id: int, *, check_first: Callable[[], None] | None = None) -> None:
+                 target_id: int, *, check_first: Callable[[], None] | None = None,
+                 unflushed: bool = False) -> None:
         self._transfer = transfer   # Store.copy or Store.move
         self._view = view
         self._target_id = target_id
         self._check_first = check_first
+        self._unflushed = unflushed
         self.uidvalidity = 0
         self.pairs: list[tuple[int, int]] = []
 
@@ -73,17 +79,26 @@ class _Transferred:
         # Every piece is durable, not only the last: the new UIDs are seen by other sessions at
         # once, and a crash that undid a piece would give them to other messages.
         view = self._view
-        self.uidvalidity, pairs = self._transfer(view.account, view.folder_id, piece, self._target_id)
+        try:
+            self.uidvalidity, pairs = self._transfer(view.account, view.folder_id, piece, self._target_id)
+        except NotDurable as error:
+            # Committed, but its flush failed: it stands, and is the caller's to undo with the rest.
+            if self._unflushed and error.result is not None:
+                self.uidvalidity, pairs = error.result
+                self.pairs.extend(pairs)
+            raise
         self.pairs.extend(pairs)
 
 
 def _undo_copies(session: Any, account: str, target_id: int, uids: list[int]) -> None:
     """Remove the copies a failed COPY made, a piece per transaction as they were made; run by
     BULK_WRITERS (see copy()). One that cannot be removed (the destination deleted meanwhile, the
-    store failing) is logged and left: the COPY's own error is the answer."""
+    store failing) is logged and left: the COPY's own error is the answer. A removal whose flush
+    failed (NotDurable) stands as the COPY did, so the rest are removed all the same."""
     try:
         for start in range(0, len(uids), pieces.FIRST_PIECE):
-            session.store.remove_messages(account, target_id, uids[start:start + pieces.FIRST_PIECE])
+            with contextlib.suppress(NotDurable):
+                session.store.remove_messages(account, target_id, uids[start:start + pieces.FIRST_PIECE])
     except MidbError as error:
         session.ctx.log.warning("session %s: the copies of a failed COPY were not all removed: %s",
                                 session.id, error)
@@ -140,7 +155,7 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     check_first = None
     if len(uids) > pieces.FIRST_PIECE:
         check_first = functools.partial(_check_copy_quota, session, view, uids)
-    copied = _Transferred(session.store.copy, view, target.id, check_first=check_first)
+    copied = _Transferred(session.store.copy, view, target.id, check_first=check_first, unflushed=True)
     try:
         yield from in_pieces(uids, copied.write, _nothing_to_report)
     except BaseException as failure:
