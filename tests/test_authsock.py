@@ -520,82 +520,53 @@ def test_any_input_gets_replies_or_a_disconnect_never_an_exception(store: Store,
             break
 
 
-def _first_bytes(family: socket.AddressFamily, address: str | tuple[str, int]) -> bytes:
-    """What the server sends a new connection until its handshake's DONE, or until it closes it."""
+def _first_bytes(family: socket.AddressFamily, address: str | tuple[str, int], until: bytes = b"\nDONE\n") -> bytes:
+    """What the server sends a new connection until ``until`` (the auth handshake's DONE), or
+    until it closes it."""
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         sock.connect(address)
         try:
-            return _read_until(sock, b"\nDONE\n")
+            return _read_until(sock, until)
         except ConnectionResetError:
             return b""
 
 
-def test_tcp_peers_outside_auth_listen_allow_are_closed_unheard(
-        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A TCP auth_listen serves only the peers auth_listen_allow lists (an allowed peer's rip=
-    is believed, so a stranger could otherwise guess passwords and throttle others' addresses);
-    a UNIX socket is left to its file mode. Refusals are logged once per burst, and a reload
-    changes the list."""
+@pytest.mark.parametrize(("service", "until", "hello"), [
+    ("auth", b"\nDONE\n", b"VERSION\t1\t"),
+    ("lmtp", b"\r\n", b"220 "),
+])
+def test_tcp_peers_outside_the_allow_list_are_closed_unheard(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, service: str, until: bytes,
+        hello: bytes) -> None:
+    """A TCP auth_listen (lmtp_listen) serves only the peers auth_listen_allow
+    (lmtp_listen_allow) lists: an allowed auth peer's rip= is believed, so a stranger could
+    otherwise guess passwords and throttle others' addresses, and an LMTP peer delivers to any
+    account past the MTA's checks. A UNIX socket is left to its file mode. Refusals are logged
+    once per burst, and a reload changes the list."""
     from gximap.config import defaults
     from gximap.mta import MtaServices
 
-    path = str(tmp_path / "auth")
-    cfg = defaults().replace(auth_listen=f"127.0.0.1:0 unix:{path}", auth_listen_allow="192.0.2.0/24 ::1",
+    listen, allow = f"{service}_listen", f"{service}_listen_allow"
+    path = str(tmp_path / service)
+    cfg = defaults().replace(**{listen: f"127.0.0.1:0 unix:{path}", allow: "192.0.2.0/24 ::1"},
                              running_identity="", imap_listen="127.0.0.1:0")
     mta = MtaServices(cfg)
     mta.bind()
-    port = next(listener.port for listener in mta.auth_listeners if not listener.unix)
+    listeners = mta.auth_listeners if service == "auth" else mta.lmtp_listeners
+    port = next(listener.port for listener in listeners if not listener.unix)
     mta.start(store, make_ctx(store).auth)
     try:
         with caplog.at_level(logging.DEBUG, logger="gximap.net"):
-            assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)) == b""
-            assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)) == b""
-            assert _first_bytes(socket.AF_UNIX, path).startswith(b"VERSION\t1\t")
+            assert _first_bytes(socket.AF_INET, ("127.0.0.1", port), until) == b""
+            assert _first_bytes(socket.AF_INET, ("127.0.0.1", port), until) == b""
+            assert _first_bytes(socket.AF_UNIX, path, until).startswith(hello)
         refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
         assert len(refusals) == 1, refusals
         assert refusals[0].startswith("connection from [127.0.0.1]:")
-        assert refusals[0].endswith("refused: address not in auth_listen_allow")
+        assert refusals[0].endswith(f"refused: address not in {allow}")
 
-        mta.reload(cfg.replace(auth_listen_allow="127.0.0.0/8"))
-        assert _first_bytes(socket.AF_INET, ("127.0.0.1", port)).endswith(b"\nDONE\n")
-    finally:
-        mta.stop(grace=1.0)
-
-
-def test_tcp_peers_outside_lmtp_listen_allow_are_closed_unheard(
-        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A TCP lmtp_listen serves only the peers lmtp_listen_allow lists (a peer let in delivers to
-    any account, past the MTA's checks); a UNIX socket is left to its file mode; a reload
-    changes the list."""
-    from gximap.config import defaults
-    from gximap.mta import MtaServices
-
-    path = str(tmp_path / "lmtp")
-    cfg = defaults().replace(lmtp_listen=f"127.0.0.1:0 unix:{path}", lmtp_listen_allow="192.0.2.0/24 ::1",
-                             running_identity="", imap_listen="127.0.0.1:0")
-    mta = MtaServices(cfg)
-    mta.bind()
-    port = next(listener.port for listener in mta.lmtp_listeners if not listener.unix)
-    mta.start(store, make_ctx(store).auth)
-
-    def greeting(family: socket.AddressFamily, address: str | tuple[str, int]) -> bytes:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(address)
-            try:
-                return _read_until(sock, b"\r\n")
-            except ConnectionResetError:
-                return b""
-
-    try:
-        with caplog.at_level(logging.DEBUG, logger="gximap.net"):
-            assert greeting(socket.AF_INET, ("127.0.0.1", port)) == b""
-            assert greeting(socket.AF_UNIX, path).startswith(b"220 ")
-        refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
-        assert len(refusals) == 1 and refusals[0].endswith("refused: address not in lmtp_listen_allow"), refusals
-
-        mta.reload(cfg.replace(lmtp_listen_allow="127.0.0.0/8"))
-        assert greeting(socket.AF_INET, ("127.0.0.1", port)).startswith(b"220 ")
+        mta.reload(cfg.replace(**{allow: "127.0.0.0/8"}))
+        assert _first_bytes(socket.AF_INET, ("127.0.0.1", port), until).startswith(hello)
     finally:
         mta.stop(grace=1.0)

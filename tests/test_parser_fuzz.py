@@ -7,13 +7,22 @@ GXIMAP_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/test_parser_fuzz.py   (the `ma
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gximap.imap.commands import Command, Noop
-from gximap.imap.framing import CommandFrame, CommandParts, FrameError, Framer, Literal, NeedContinuation
+from gximap.imap.framing import (
+    CommandFrame,
+    CommandParts,
+    FrameError,
+    FrameEvent,
+    Framer,
+    Literal,
+    NeedContinuation,
+)
 from gximap.imap.parser import ParseError, parse_command
 
 EXAMPLES = int(os.environ.get("GXIMAP_FUZZ_EXAMPLES", "300"))
@@ -67,10 +76,9 @@ COMMAND_NAMES = [
 ]
 
 
-def run_stream(stream: bytes, chunks: list[int], utf8: bool, literal_minus: bool) -> list[object]:
-    """Feed ``stream`` in chunks of the given sizes; parse every frame.  Returns the outcomes."""
-    framer = Framer(MAX_LINE, MAX_LITERAL, literal_minus=literal_minus)
-    outcomes: list[object] = []
+def fed_events(stream: bytes, chunks: list[int], framer: Framer) -> Iterator[tuple[FrameEvent, int]]:
+    """Feed ``stream`` in chunks of the given sizes; yield each event with the size of the chunk
+    fed last."""
     position = 0
     sizes = iter(chunks)
     while position < len(stream):
@@ -78,18 +86,26 @@ def run_stream(stream: bytes, chunks: list[int], utf8: bool, literal_minus: bool
         framer.feed(stream[position : position + size])
         position += size
         while (event := framer.next_event()) is not None:
-            if isinstance(event, CommandFrame):
-                try:
-                    outcomes.append(parse_command(event, utf8=utf8, max_nesting=8, max_args=64))
-                except ParseError as error:
-                    assert not error.internal, f"parser bug: {error.__cause__!r}"
-                    outcomes.append(error)
-            elif isinstance(event, FrameError):
-                outcomes.append(event)
-            else:
-                assert isinstance(event, NeedContinuation)
-            # Bounded memory: a partial line or literal, plus the pieces already framed.
-            assert framer.held_bytes <= MAX_LINE + MAX_LITERAL + size
+            yield event, size
+
+
+def run_stream(stream: bytes, chunks: list[int], utf8: bool, literal_minus: bool) -> list[object]:
+    """Feed ``stream`` in chunks of the given sizes; parse every frame.  Returns the outcomes."""
+    framer = Framer(MAX_LINE, MAX_LITERAL, literal_minus=literal_minus)
+    outcomes: list[object] = []
+    for event, size in fed_events(stream, chunks, framer):
+        if isinstance(event, CommandFrame):
+            try:
+                outcomes.append(parse_command(event, utf8=utf8, max_nesting=8, max_args=64))
+            except ParseError as error:
+                assert not error.internal, f"parser bug: {error.__cause__!r}"
+                outcomes.append(error)
+        elif isinstance(event, FrameError):
+            outcomes.append(event)
+        else:
+            assert isinstance(event, NeedContinuation)
+        # Bounded memory: a partial line or literal, plus the pieces already framed.
+        assert framer.held_bytes <= MAX_LINE + MAX_LITERAL + size
     return outcomes
 
 
@@ -205,16 +221,10 @@ class _MemorySpool:
 
 def _events(stream: bytes, chunks: list[int], framer: Framer) -> list[object]:
     events: list[object] = []
-    position = 0
-    sizes = iter(chunks)
-    while position < len(stream):
-        size = max(1, next(sizes, 64))
-        framer.feed(stream[position : position + size])
-        position += size
-        while (event := framer.next_event()) is not None:
-            events.append(event)
-            if isinstance(event, NeedContinuation) and event.size % 3 == 0:
-                framer.reject_literal()  # as the session does for some (over quota, no mailbox)
+    for event, _size in fed_events(stream, chunks, framer):
+        events.append(event)
+        if isinstance(event, NeedContinuation) and event.size % 3 == 0:
+            framer.reject_literal()  # as the session does for some (over quota, no mailbox)
     return events
 
 
