@@ -54,6 +54,14 @@ class _Child:
     delay: float = RESTART_DELAY
     restart_at: float | None = None
 
+    def restart_later(self, now: float) -> float:
+        """Start it again ``delay`` seconds after ``now``, and wait twice as long the next time
+        (up to MAX_RESTART_DELAY), should it die quickly again; -> the seconds until then."""
+        wait = self.delay
+        self.restart_at = now + wait
+        self.delay = min(wait * 2, MAX_RESTART_DELAY)
+        return wait
+
 
 # The packages whose code own_code_pages copies into a new serving process.
 OWN_PACKAGES = ("gximap", "midb")
@@ -242,11 +250,9 @@ class Supervisor:
                 lived = now - child.started
                 if lived >= STABLE_AFTER:
                     child.delay = RESTART_DELAY
-                child.restart_at = now + child.delay
-                child.delay = min(child.delay * 2, MAX_RESTART_DELAY)  # if it dies quickly again
+                wait_for = child.restart_later(now)
                 log.error("process %d/%d (pid %d) ended: %s; restarting in %.0f s",
-                          child.index + 1, self.count, pid,
-                          describe_status(status), child.restart_at - now)
+                          child.index + 1, self.count, pid, describe_status(status), wait_for)
                 if self._on_exit is not None:
                     self._on_exit(child.index)
                 self._changed()
@@ -258,10 +264,8 @@ class Supervisor:
                         # EAGAIN or ENOMEM (the process or memory limit reached): tried again
                         # later, as a process that dies at once is; raised, it would end the
                         # parent and every healthy process with it.
-                        child.restart_at = now + child.delay
                         log.error("process %d/%d cannot be started: %s; trying again in %.0f s",
-                                  child.index + 1, self.count, exc, child.delay)
-                        child.delay = min(child.delay * 2, MAX_RESTART_DELAY)
+                                  child.index + 1, self.count, exc, child.restart_later(now))
                         continue
                     self._changed()
 
