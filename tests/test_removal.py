@@ -290,6 +290,19 @@ def test_a_taken_over_record_is_flushed_after_a_commit_of_the_open(
     assert flushed_at and flushed_at[0] > recorded_at
 
 
+def _expunged_unflushed(store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """A message of alice's INBOX expunged by a commit whose flush failed; flushes keep failing
+    until ``monkeypatch.undo()``. -> (the folder's id, the id of the message's body)."""
+    inbox = folder_id(store)
+    uid = store.append("alice", inbox, MSG)[1]
+    (blob,) = body_files(store)
+    store.store_flags("alice", inbox, [uid], "add", ["\\Deleted"])
+    monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+    with pytest.raises(NotDurable):
+        store.expunge("alice", inbox)
+    return inbox, blob
+
+
 def test_an_expunge_whose_sync_failed_keeps_its_files_for_the_next_open(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its commit may be undone by a power failure (the meta page that makes it current is not on
@@ -297,13 +310,7 @@ def test_an_expunge_whose_sync_failed_keeps_its_files_for_the_next_open(
     remover. Their records stay, and the next open removes the files once its sync succeeds."""
     path = tmp_path / "store"
     with store_with_alice(path, fsync=True) as store:
-        inbox = folder_id(store)
-        uid = store.append("alice", inbox, MSG)[1]
-        (blob,) = body_files(store)
-        store.store_flags("alice", inbox, [uid], "add", ["\\Deleted"])
-        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
-        with pytest.raises(NotDurable):
-            store.expunge("alice", inbox)
+        inbox, blob = _expunged_unflushed(store, monkeypatch)
         monkeypatch.undo()
         assert store.uids("alice", inbox) == []   # it stands meanwhile
         assert body_files(store) == [blob] and recorded(store) == [blob]
@@ -398,13 +405,7 @@ def test_bodies_kept_after_a_failed_sync_are_removed_after_a_later_commit_is_syn
     then they go to the remover."""
     path = tmp_path / "store"
     with store_with_alice(path, fsync=True) as store:
-        inbox = folder_id(store)
-        uid = store.append("alice", inbox, MSG)[1]
-        (blob,) = body_files(store)
-        store.store_flags("alice", inbox, [uid], "add", ["\\Deleted"])
-        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
-        with pytest.raises(NotDurable):
-            store.expunge("alice", inbox)
+        inbox, blob = _expunged_unflushed(store, monkeypatch)
         # The next durable commit's flush fails too: the body is still kept.
         with pytest.raises(NotDurable):
             store.append("alice", inbox, MSG + b"2")
