@@ -126,6 +126,17 @@ def reader_pids(store: Store) -> set[int]:
     return {int(line.split()[0]) for line in lines if line.split() and line.split()[0].isdigit()}
 
 
+def dead_reader(path: Path) -> int:
+    """The pid of a process killed while it held a read transaction of the store at ``path``."""
+    reader = subprocess.Popen([sys.executable, "-c", HOLDS_A_READ, str(path), REPO], stdout=subprocess.PIPE)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == b"READY\n"
+    finally:
+        reader.kill()
+        reader.wait(30)
+    return reader.pid
+
+
 def churn(store: Store, rounds: int) -> int:
     """Pages the data file grows by over ``rounds`` appends and expunges of a small message."""
     shared = store._shards[0]
@@ -181,16 +192,11 @@ def test_a_store_without_a_sweeper_lets_go_of_dead_readers_as_it_writes(
         monkeypatch.setattr(shared, "clear_dead_readers", clear)
         alone = churn(store, 200)
         assert looks == []   # not once per write: once per READER_CHECK seconds
-        reader = subprocess.Popen([sys.executable, "-c", HOLDS_A_READ, str(path), REPO], stdout=subprocess.PIPE)
-        try:
-            assert reader.stdout is not None and reader.stdout.readline() == b"READY\n"
-        finally:
-            reader.kill()
-            reader.wait(30)
-        assert reader.pid in reader_pids(store)
+        reader = dead_reader(path)
+        assert reader in reader_pids(store)
         monkeypatch.setattr(midb_env, "READER_CHECK", 0.0, raising=False)   # the interval has passed
         assert churn(store, 200) <= max(10, 2 * alone)
-        assert reader.pid not in reader_pids(store) and looks
+        assert reader not in reader_pids(store) and looks
 
 
 def test_a_write_that_finds_the_map_full_lets_go_of_dead_readers(tmp_path: Path) -> None:
@@ -198,17 +204,12 @@ def test_a_write_that_finds_the_map_full_lets_go_of_dead_readers(tmp_path: Path)
     write is tried once more (SharedEnv._make_room)."""
     path = tmp_path / "store"
     with store_with_alice(path) as store:
-        reader = subprocess.Popen([sys.executable, "-c", HOLDS_A_READ, str(path), REPO], stdout=subprocess.PIPE)
-        try:
-            assert reader.stdout is not None and reader.stdout.readline() == b"READY\n"
-        finally:
-            reader.kill()
-            reader.wait(30)
-        assert reader.pid in reader_pids(store)
+        reader = dead_reader(path)
+        assert reader in reader_pids(store)
         tries: list[bool] = []
 
         def job(txn: object, dbs: object, effects: object) -> str:
-            tries.append(reader.pid in reader_pids(store))
+            tries.append(reader in reader_pids(store))
             if len(tries) == 1:
                 raise lmdb.MapFullError("mdb_page_alloc: MDB_MAP_FULL")
             return "written"
