@@ -199,13 +199,9 @@ def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int
     the bookkeeping fields to drop are noted by their place. ``load`` cuts the message out of the
     mapping again when the store asks for it (a large mbox is never held in memory), and only
     unquotes, drops those fields and converts line ends: what it would parse is parsed already."""
-    head_end = buf.find(b"\n\n", start, end)
-    head_end = end if head_end < 0 else head_end + 2
-    crlf_head = buf.find(b"\r\n\r\n", start, head_end)
-    if crlf_head >= 0:
-        head_end = min(head_end, crlf_head + 4)
+    blank = _BLANK_LINE.search(buf, start, end)   # the first empty line, LF or CRLF
     quoted = _MBOXRD_QUOTED if variant == "mboxrd" else _MBOXO_QUOTED
-    raw_head = bytes(buf[start:head_end])
+    raw_head = bytes(buf[start:blank.end() if blank else end])
     head = quoted.sub(rb"\1", raw_head) if b"From " in raw_head else raw_head
     # The head ends at the first empty line (or is the whole message), and unquoting works line
     # by line: these fields and their offsets are those of the whole unquoted message.
