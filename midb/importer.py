@@ -191,6 +191,11 @@ _MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _MBOXO_QUOTED = re.compile(rb"^>(From )", re.MULTILINE)
 
 
+def _unquoted(data: bytes, quoted: re.Pattern[bytes]) -> bytes:
+    """``data`` with the From_ lines ``quoted`` finds (mboxrd or mboxo) unquoted."""
+    return quoted.sub(rb"\1", data) if b"From " in data else data
+
+
 def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int, number: int,
                   variant: str, crlf: bool, folder: SourceFolder) -> SourceMessage | None:
     """The SourceMessage of the mbox message at ``buf[start:end]`` (None: UW-IMAP pseudo message).
@@ -202,7 +207,7 @@ def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int
     blank = _BLANK_LINE.search(buf, start, end)   # the first empty line, LF or CRLF
     quoted = _MBOXRD_QUOTED if variant == "mboxrd" else _MBOXO_QUOTED
     raw_head = bytes(buf[start:blank.end() if blank else end])
-    head = quoted.sub(rb"\1", raw_head) if b"From " in raw_head else raw_head
+    head = _unquoted(raw_head, quoted)
     # The head ends at the first empty line (or is the whole message), and unquoting works line
     # by line: these fields and their offsets are those of the whole unquoted message.
     fields = header_fields(head, header_block_end(head))
@@ -236,9 +241,7 @@ def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int
     hidden = field_spans(fields, MBOX_HIDDEN_HEADERS)   # offsets only: kept for every message
 
     def load() -> bytes:
-        raw = bytes(buf[start:end])
-        data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
-        data = cut_spans(data, hidden)
+        data = cut_spans(_unquoted(bytes(buf[start:end]), quoted), hidden)
         return normalize_crlf(data) if crlf else data
 
     return SourceMessage(origin, load, tuple(flags), dated[0] if dated else None,
