@@ -191,6 +191,11 @@ _MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _MBOXO_QUOTED = re.compile(rb"^>(From )", re.MULTILINE)
 
 
+def _unquoted(data: bytes, quoted: re.Pattern[bytes]) -> bytes:
+    """``data`` with the From_ lines ``quoted`` finds (mboxrd or mboxo) unquoted."""
+    return quoted.sub(rb"\1", data) if b"From " in data else data
+
+
 def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int, number: int,
                   variant: str, crlf: bool, folder: SourceFolder) -> SourceMessage | None:
     """The SourceMessage of the mbox message at ``buf[start:end]`` (None: UW-IMAP pseudo message).
@@ -199,14 +204,10 @@ def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int
     the bookkeeping fields to drop are noted by their place. ``load`` cuts the message out of the
     mapping again when the store asks for it (a large mbox is never held in memory), and only
     unquotes, drops those fields and converts line ends: what it would parse is parsed already."""
-    head_end = buf.find(b"\n\n", start, end)
-    head_end = end if head_end < 0 else head_end + 2
-    crlf_head = buf.find(b"\r\n\r\n", start, head_end)
-    if crlf_head >= 0:
-        head_end = min(head_end, crlf_head + 4)
+    blank = _BLANK_LINE.search(buf, start, end)   # the first empty line, LF or CRLF
     quoted = _MBOXRD_QUOTED if variant == "mboxrd" else _MBOXO_QUOTED
-    raw_head = bytes(buf[start:head_end])
-    head = quoted.sub(rb"\1", raw_head) if b"From " in raw_head else raw_head
+    raw_head = bytes(buf[start:blank.end() if blank else end])
+    head = _unquoted(raw_head, quoted)
     # The head ends at the first empty line (or is the whole message), and unquoting works line
     # by line: these fields and their offsets are those of the whole unquoted message.
     fields = header_fields(head, header_block_end(head))
@@ -240,9 +241,7 @@ def _mbox_message(buf: bytes | mmap.mmap, from_line: bytes, start: int, end: int
     hidden = field_spans(fields, MBOX_HIDDEN_HEADERS)   # offsets only: kept for every message
 
     def load() -> bytes:
-        raw = bytes(buf[start:end])
-        data = quoted.sub(rb"\1", raw) if b"From " in raw else raw
-        data = cut_spans(data, hidden)
+        data = cut_spans(_unquoted(bytes(buf[start:end]), quoted), hidden)
         return normalize_crlf(data) if crlf else data
 
     return SourceMessage(origin, load, tuple(flags), dated[0] if dated else None,

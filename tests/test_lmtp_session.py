@@ -14,7 +14,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -261,20 +261,24 @@ def test_one_recipient_store_trouble_on_the_serving_thread_is_a_451(store: Store
     assert ctx._executor is None
 
 
-def _raising(message: str) -> Callable[..., Any]:
-    """A stand-in for a DeliveryAgent method with a bug."""
+def _transaction_with_a_bug(store: Store, caplog: pytest.LogCaptureFixture, method: str,
+                            recipients: list[str]) -> tuple[Client, list[str]]:
+    """A client whose DeliveryAgent ``method`` has a bug (it raises "a bug in <method>"), and its
+    replies to one transaction for ``recipients``, with the errors logged into ``caplog``."""
+    ctx = make_context(store)
+
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(message)
-    return broken
+        raise RuntimeError(f"a bug in {method}")
+
+    setattr(ctx.agent, method, broken)
+    client = Client(ctx)
+    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
+        return client, client.transaction(recipients)
 
 
 def test_one_recipient_with_a_bug_on_the_serving_thread_is_a_451(store: Store,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    ctx = make_context(store)
-    ctx.agent.deliver = _raising("a bug")  # type: ignore[method-assign]
-    client = Client(ctx)
-    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
-        replies = client.transaction(["alice@test.example"])
+    client, replies = _transaction_with_a_bug(store, caplog, "deliver", ["alice@test.example"])
     assert replies[-1] == "451 4.3.0 Internal error, try again later"
     assert "a bug" in caplog.text
     again = client.send(b"MAIL FROM:<>\r\nRCPT TO:<bob@test.example>\r\nDATA\r\n" + WIRE)
@@ -516,11 +520,7 @@ def test_a_subject_the_email_package_cannot_decode_is_delivered(store: Store) ->
 
 def test_a_message_that_cannot_be_prepared_gets_451_per_recipient(store: Store,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    ctx = make_context(store)
-    ctx.agent.prepare = _raising("a bug in prepare")  # type: ignore[method-assign]
-    client = Client(ctx)
-    with caplog.at_level(logging.ERROR, logger="gximap.lmtp"):
-        replies = client.transaction(["alice@test.example", "bob@test.example"])
+    client, replies = _transaction_with_a_bug(store, caplog, "prepare", ["alice@test.example", "bob@test.example"])
     assert replies[-2:] == ["451 4.3.0 Internal error, try again later"] * 2
     assert "a bug in prepare" in caplog.text
     assert client.send(b"NOOP\r\n") == ["250 2.0.0 Ok"]  # the connection goes on
