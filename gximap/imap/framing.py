@@ -462,12 +462,7 @@ class Framer:
             return error
         if marker is None:
             self._pieces.append(line)
-            if self._spools:
-                return self._read_back(first)
-            # A CommandParts: the pieces start (and, with this line, end) with line text.
-            frame = CommandFrame(extract_tag(first), cast(CommandParts, tuple(self._pieces)))
-            self._reset_command()
-            return frame
+            return self._complete(first)
         start, size, synchronizing, binary = marker
         if not synchronizing and self.literal_minus and size > LITERAL_MINUS_MAX:
             error = self._error(
@@ -576,13 +571,16 @@ class Framer:
         self._literal_spooled = False
         return spooled
 
-    def _read_back(self, first: bytes) -> CommandFrame | FrameError:
-        """The command complete: its spooled literals read back, the frame built."""
-        try:
-            parts = tuple(piece.read_back() if isinstance(piece, _Spooled) else piece for piece in self._pieces)
-        except OSError as exc:
-            return self._spool_failed(exc)
-        frame = CommandFrame(extract_tag(first), cast(CommandParts, parts))
+    def _complete(self, first: bytes) -> CommandFrame | FrameError:
+        """The command complete: its spooled literals (if any) read back, the frame built."""
+        pieces: list[bytes | Literal | _Spooled] | list[bytes | Literal] = self._pieces
+        if self._spools:
+            try:
+                pieces = [piece.read_back() if isinstance(piece, _Spooled) else piece for piece in pieces]
+            except OSError as exc:
+                return self._spool_failed(exc)
+        # A CommandParts: the pieces start (and, with the last line, end) with line text.
+        frame = CommandFrame(extract_tag(first), cast(CommandParts, tuple(pieces)))
         self._reset_command()
         return frame
 

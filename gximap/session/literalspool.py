@@ -41,11 +41,10 @@ class FileSpool:
 
     def read_all(self) -> bytes:
         fd = self._file.fileno()
-        data = os.pread(fd, self._size, 0)
-        if len(data) == self._size:
-            return data
-        parts = [data]  # a short read: a file system that reads in pieces
-        done = len(data)
+        # Nearly always one pread; more if the file system reads in pieces. Joining one part
+        # returns it as it is, without a copy.
+        parts: list[bytes] = []
+        done = 0
         while done < self._size:
             part = os.pread(fd, self._size - done, done)
             if not part:
