@@ -939,7 +939,7 @@ def check_consistency(cfg: Config, *, sockets_inherited: bool | None = None) -> 
             str(cfg.tls_min_proto)):
         raise error_at(cfg, "tls_max_proto", f"is below tls_min_proto {cfg.tls_min_proto}")
     _check_proxy_link(cfg)
-    _check_auth_allow(cfg)
+    _check_listen_allow(cfg)
     plain, tls = listen_addresses(cfg)
     if not plain and not tls and not (imap_sockets_inherited() if sockets_inherited is None else sockets_inherited):
         raise error_at(cfg, "imap_listen_port", "0 turns the plain listener off, and no other is set")
@@ -995,16 +995,15 @@ def _check_proxy_link(cfg: Config) -> None:
         raise error_at(cfg, "imap_haproxy_certificate_path", "needs imap_accept_haproxy = 1 or 2")
 
 
-def _check_auth_allow(cfg: Config) -> None:
+def _check_listen_allow(cfg: Config) -> None:
     """An empty auth_listen_allow (lmtp_listen_allow) lets in no TCP peer: with a TCP auth_listen
     (lmtp_listen) that is a socket nobody can use, which a start should say rather than log a
     refusal per connect."""
-    for listen, addresses, allowed in (("auth_listen", cfg.auth_listen, cfg.auth_listen_allow),
-                                       ("lmtp_listen", cfg.lmtp_listen, cfg.lmtp_listen_allow)):
+    for listen in ("auth_listen", "lmtp_listen"):
         allow = f"{listen}_allow"
-        if allowed:
+        if cfg[allow]:
             continue
-        tcp = [item for item in addresses if not isinstance(parse_socket_address(item), str)]
+        tcp = [item for item in getattr(cfg, listen) if not isinstance(parse_socket_address(item), str)]
         if tcp:
             raise error_at(cfg, allow, f"is empty, so no peer may connect to {', '.join(tcp)} of "
                                        f"{listen}: list the MTA hosts")

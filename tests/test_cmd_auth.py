@@ -358,8 +358,7 @@ def test_a_stranger_cannot_lock_out_a_user_whose_password_the_cache_holds(tmp_pa
             stranger = conv.second_session(peer="198.51.100.66")
         assert conv.ctx.auth.user_block_remaining("alice") > 0
         conv.second_session().login("alice")
-        plain = base64.b64encode(b"\0alice\0secret").decode()
-        conv.second_session().command(f"AUTHENTICATE PLAIN {plain}")
+        conv.second_session().command(f"AUTHENTICATE PLAIN {PLAIN_ALICE}")
         with caplog.at_level(gxlog.NOTICE, logger="gximap.auth"):
             stranger.script("""
                 C: b1 LOGIN alice guess

@@ -9,6 +9,7 @@ Public API:
     looks_like_proxy_header(data) -> bool | None             sniffing for untrusted peers
     ProxyPolicy.create(mode, trust) / policy.expectation(peer_host) -> HeaderExpectation
     parse_trust_entry(entry) / parse_trust_list(entries) / peer_is_trusted(host, networks)
+    address_in(host, networks) -> bool                       an empty list holds none (peer allow lists)
 
 Modes (``imap_accept_haproxy``): 0 = no header; 1 = v1 or v2, autodetected; 2 = v2 only (Gromox).
 The trust list holds addresses and CIDR subnets; an empty list trusts every peer (Gromox behaviour:
@@ -36,6 +37,7 @@ __all__ = [
     "ProxyError",
     "ProxyPolicy",
     "ProxyResult",
+    "address_in",
     "address_key",
     "looks_like_proxy_header",
     "normalize_host",
