@@ -144,17 +144,13 @@ class _Spooled:
     only when the command is complete, so that a command with several literals (MULTIAPPEND)
     holds none of them in memory while a later one arrives."""
 
-    spool: LiteralSpool | None  # None: an empty literal (no octet ever came)
+    spool: LiteralSpool
     size: int
     binary: bool
     synchronizing: bool
 
-    def __len__(self) -> int:
-        return 0  # held on disk, not in memory (Framer.held_bytes)
-
     def read_back(self) -> Literal:
-        data = self.spool.read_all() if self.spool is not None else b""
-        return Literal(data, self.binary, self.synchronizing)
+        return Literal(self.spool.read_all(), self.binary, self.synchronizing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +326,7 @@ class Framer:
     @property
     def held_bytes(self) -> int:
         """Everything the framer holds: buffered input plus the pieces of the pending command."""
-        pieces = sum(len(piece) for piece in self._pieces)
+        pieces = sum(len(piece) for piece in self._pieces if not isinstance(piece, _Spooled))  # on disk
         return len(self._buf) - self._pos + pieces
 
     @property
@@ -502,7 +498,9 @@ class Framer:
         self._literal_sync = synchronizing
         # Spooled: a literal of spool_threshold octets or more, and one that would take the
         # command's literals held in memory past that (a MULTIAPPEND of many smaller messages).
-        self._literal_spooled = (self._spool_factory is not None
+        # (Never an empty one: a spool opens with the first octet, so a spooled literal always
+        # has one, and a command with spooled literals has spools: _complete relies on it.)
+        self._literal_spooled = (self._spool_factory is not None and size > 0
                                  and self._literal_in_memory + size >= self.spool_threshold)
         if not self._literal_spooled:
             self._literal_in_memory += size
@@ -566,6 +564,7 @@ class Framer:
             self._scan = self._pos
         if self._literal_need:
             return None
+        assert self._spool is not None  # a spooled literal is never empty: its first octet opened it
         spooled = _Spooled(self._spool, self._literal_size, self._literal_binary, self._literal_sync)
         self._spool = None
         self._literal_spooled = False

@@ -134,7 +134,6 @@ from gximap.net.handler import ConnectionInfo, HandlerFactory, ProtocolHandler, 
 from gximap.net.listener import BoundListener
 from gximap.net.proxy import (
     HeaderExpectation,
-    Network,
     ProxyDecoder,
     ProxyError,
     ProxyPolicy,
@@ -142,7 +141,6 @@ from gximap.net.proxy import (
     address_key,
     looks_like_proxy_header,
     normalize_host,
-    parse_trust_entry,
     parse_trust_list,
 )
 from gximap.net.siblings import AddressLedger, ConnectionHandoff
@@ -424,11 +422,6 @@ class _BurstLog:
                              burst.summary, burst.suppressed, f"{self.interval:g}")
 
 
-def _parse_peer_allow(entries: Iterable[str]) -> tuple[Network, ...]:
-    """The networks of a peer allow list (parse_trust_entry's syntax); empty lets in no TCP peer."""
-    return tuple(parse_trust_entry(entry) for entry in entries if entry.strip())
-
-
 @dataclass(slots=True)
 class _Arrival:
     """An accepted socket waiting for a free context."""
@@ -619,8 +612,10 @@ class Server:
         self._busy_response = bytes(busy_response)
         self._proxy_policy = ProxyPolicy.create(proxy_mode, proxy_trust)
         self._proxy_ssl_context = proxy_ssl_context
-        self._peer_allow = None if peer_allow is None else _parse_peer_allow(peer_allow)
-        self._peer_refusal = f"address not in {peer_allow_name or 'the allowed networks'}"
+        # Empty lets in no TCP peer.
+        self._peer_allow_name = peer_allow_name or "the allowed networks"
+        self._peer_allow = None if peer_allow is None else parse_trust_list(peer_allow, self._peer_allow_name)
+        self._peer_refusal = f"address not in {self._peer_allow_name}"
         self._io_error_level = NOTICE if io_errors else logging.DEBUG
         self._refusal_log = _BurstLog(log)
         self._max_conn_per_ip = max(max_conn_per_ip, 0)
@@ -740,7 +735,7 @@ class Server:
             current.mode if proxy_mode is None else proxy_mode,
             current.trust if proxy_trust is None else parse_trust_list(proxy_trust),
         )
-        allow = self._peer_allow if peer_allow is None else _parse_peer_allow(peer_allow)
+        allow = self._peer_allow if peer_allow is None else parse_trust_list(peer_allow, self._peer_allow_name)
         self._proxy_policy = policy  # one reference swap: readers see the old or the new policy
         self._peer_allow = allow  # the poller reads it at accept: one reference swap too
         if ssl_context is not None:

@@ -373,8 +373,9 @@ def parse_trust_entry(entry: str) -> Network:
     return network
 
 
-def parse_trust_list(entries: Iterable[str]) -> tuple[Network, ...]:
-    """The entries (see parse_trust_entry) as networks; blank entries are skipped."""
+def parse_trust_list(entries: Iterable[str], label: str = "PROXY trust list") -> tuple[Network, ...]:
+    """The entries (see parse_trust_entry) as networks; blank entries are skipped. ``label``
+    names the list in an error (also used for the MTA sockets' peer allow lists)."""
     networks: list[Network] = []
     for entry in entries:
         if not entry.strip():
@@ -382,7 +383,7 @@ def parse_trust_list(entries: Iterable[str]) -> tuple[Network, ...]:
         try:
             networks.append(parse_trust_entry(entry))
         except ValueError as exc:
-            raise ValueError(f"PROXY trust list: {exc}") from None
+            raise ValueError(f"{label}: {exc}") from None
     return tuple(networks)
 
 
