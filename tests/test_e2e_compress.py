@@ -127,17 +127,20 @@ def test_raw_zlib_client(server):
         client.sock.close()
 
 
-def test_unauthenticate_ends_compression_on_the_wire(server):
+@pytest.mark.parametrize("client_ends", ["never", "late", "garbage"])
+def test_unauthenticate_ends_compression_on_the_wire(server, client_ends):
     """RFC 8437 section 4.1: the server's DEFLATE stream ends after the CRLF of UNAUTHENTICATE's
     OK (its final block), the client's after the command; the next login is in plain text, and
-    COMPRESS may start again."""
+    COMPRESS may start again. A client that ends its stream (zlib's Z_FINISH) only once it has
+    the answer sends that end in front of its first plain command, which is read as such;
+    bytes that are no such end stay plain input."""
     client = _connect(server, tls=False)
     try:
         _login_and_compress(client)
         client.send(b"u1 UNAUTHENTICATE\r\n")
         assert client.read_until(b"u1 ") == b"u1 OK UNAUTHENTICATE completed\r\n"
-        inflate = client._inflate
-        assert inflate is not None
+        inflate, deflate = client._inflate, client._deflate
+        assert inflate is not None and deflate is not None
         client.sock.settimeout(10)
         while not inflate.eof:  # the final block, if it came apart from the answer
             chunk = client.sock.recv(4096)
@@ -145,6 +148,13 @@ def test_unauthenticate_ends_compression_on_the_wire(server):
             assert inflate.decompress(chunk) == b""
         assert inflate.unused_data == b"" and client.pending == b""
         client._deflate = client._inflate = None
+        if client_ends == "late":
+            client.sock.sendall(deflate.flush(zlib.Z_FINISH))
+            caps = client.command("a1", b"CAPABILITY")
+            assert b"IMAP4rev1" in caps and b"COMPRESS=DEFLATE" not in caps
+        elif client_ends == "garbage":  # not the end of a DEFLATE stream: plain, and no command
+            client.send(b"\xff\xfe garbage\r\n")
+            assert client.read_until(b"BAD") == b"* BAD [CLIENTBUG] Missing or invalid tag\r\n"
         _login_and_compress(client, "c2")
         client.command("a1", b"NOOP")
     finally:

@@ -1363,14 +1363,15 @@ def test_compress_over_tls(server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContex
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-@pytest.mark.parametrize("client_ends", ["flushed", "finished"])
+@pytest.mark.parametrize("client_ends", ["flushed", "finished", "late"])
 def test_deflate_ends_both_ways_after_the_answer_that_asks_it(
         server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, tls: bool, client_ends: str) -> None:
     """TransportAction.END_COMPRESS (RFC 8437 section 4.1, UNAUTHENTICATE): the server's DEFLATE
     stream ends right after the answer, in the same flush (its final block, no sync flush
     before it), and what follows is plain. The client's input after the command is plain: it
     may only have flushed its stream and wait for the answer, or end it (Z_FINISH) with plain
-    commands pipelined behind, which are then read from where its stream ended."""
+    commands pipelined behind, which are then read from where its stream ended, or end it once
+    it has the answer, in front of its next plain command."""
     recorder = Recorder()
     with running_server(recorder, ssl_context=server_ssl) as (_server, ports):
         client = _compressing_client(ports, client_ssl, tls)
@@ -1390,7 +1391,9 @@ def test_deflate_ends_both_ways_after_the_answer_that_asks_it(
         assert answer == b"OK uncompressed\r\n"
         assert b"\x00\x00\xff\xff" not in wire  # no sync flush: the answer and the end in one
         client.buffer += inflate.unused_data
-        if client_ends == "flushed":
+        if client_ends == "late":
+            client.sock.sendall(deflate.flush(zlib.Z_FINISH))
+        if client_ends != "finished":
             client.send(b"ECHO plain\r\n")
         assert client.readline() == b"OK plain\r\n"
         assert client.command("ECHO still plain") == b"OK still plain\r\n"
@@ -1670,6 +1673,48 @@ def test_corrupt_deflate_input_is_invalid_deflate_input(wire: bytes) -> None:
         transport.end_batch()
         assert transport.flush()
         assert zlib.decompressobj(-15).decompress(client_side.recv(4096)) == b"* BYE still readable\r\n"
+    finally:
+        server_side.close()
+        client_side.close()
+
+
+_ZLIB_FINISH = b"\x03\x00"  # zlib's Z_FINISH behind a sync flush: an empty fixed-Huffman final block
+_STORED_FINISH = b"\x01\x00\x00\xff\xff"  # an empty stored final block, as other deflaters end
+# Plain text that could be the start of a dynamic-Huffman block: it neither fails nor ends the stream.
+_UNDECIDED = b"LQ_xgSp0 Rj.0YjUawo.68P1cr[HVFb N4s_.Vtw9382dffx1kVZQ2tqMnMcLRkBOzZU3G"
+
+
+@pytest.mark.parametrize("steps", [
+    [(b"a1 CAPABILITY\r\n", b"a1 CAPABILITY\r\n")],
+    [(_ZLIB_FINISH, b""), (b"a1 CAPABILITY\r\n", b"a1 CAPABILITY\r\n")],
+    [(_ZLIB_FINISH + b"a1 CAPABILITY\r\n", b"a1 CAPABILITY\r\n")],
+    [(_ZLIB_FINISH[:1], b""), (_ZLIB_FINISH[1:] + b"a1 CAPABILITY\r\n", b"a1 CAPABILITY\r\n")],
+    [(_STORED_FINISH[:2], b""), (_STORED_FINISH[2:], b""), (b"a1 CAPABILITY\r\n", b"a1 CAPABILITY\r\n")],
+    [(b"\xff\xfe garbage\r\n", b"\xff\xfe garbage\r\n"), (b"a1 CAPABILITY\r\n", b"a1 CAPABILITY\r\n")],
+    [(_UNDECIDED[:40], b""), (_UNDECIDED[40:50] + b"\r\n", _UNDECIDED[:50] + b"\r\n")],
+    [(_UNDECIDED[:40], b""), (_UNDECIDED[40:], _UNDECIDED), (b"\r\n", b"\r\n")],
+], ids=["no-final-block", "late-final-block", "final-block-with-the-command", "final-block-split",
+        "stored-final-block-split", "garbage", "plain-line-held-to-its-end", "held-at-most-64-bytes"])
+def test_client_stream_ended_after_end_compress(steps: list[tuple[bytes, bytes]]) -> None:
+    """After end_compress() (UNAUTHENTICATE) a client may end its DEFLATE stream only once it
+    has the answer, in front of its next plain command: bytes that end the stream cleanly are
+    taken as that end, and what follows them is plain. Anything else is plain as it came, held
+    back only while it could still be such an end, and never past a line's end or 64 bytes."""
+    server_side, client_side = socket.socketpair()
+    try:
+        transport = Transport(server_side)
+        transport.start_compress()
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        client_side.sendall(deflate.compress(b"u1 UNAUTHENTICATE\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+        assert transport.read(4096) == b"u1 UNAUTHENTICATE\r\n"
+        assert deflate.flush(zlib.Z_FINISH) == _ZLIB_FINISH  # what this client would end with
+        transport.end_compress()
+        for sent, plain in steps:
+            client_side.sendall(sent)
+            assert transport.read(4096) == plain
+            assert not transport.input_backlog
+        client_side.shutdown(socket.SHUT_WR)
+        assert transport.read(4096) == b"" and transport.at_eof
     finally:
         server_side.close()
         client_side.close()

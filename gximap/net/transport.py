@@ -52,6 +52,9 @@ _COALESCE_LIMIT = 16 * 1024
 _MAX_IOVECS = 512  # stays well under IOV_MAX (1024 on Linux)
 _REGION_READ = 256 * 1024  # a FileRegion under TLS or DEFLATE is read and encoded this much at a time
 _CLOSE_DRAIN_ROUNDS = 4
+# After UNAUTHENTICATE ended DEFLATE, at most this many bytes are held back to learn whether they
+# end the client's stream (a late final block, Z_FINISH, is 2 to 5 bytes) or are plain input.
+_LATE_END_LIMIT = 64
 
 
 class TransportError(Exception):
@@ -92,7 +95,8 @@ class Transport:
     # wait in it (an empty deque still holds a 64-slot block).
     __slots__ = ("_sock", "_raw_chunk", "_raw_pending", "_link", "_tls", "_tls_in", "_tls_out", "_handshake_done",
                  "_deflate", "_inflate", "_deflate_dirty", "_plain_pending", "_wire", "_wire_bytes",
-                 "_wire_regions", "_read_hit_limit", "_plain_input", "at_eof", "bytes_sent", "bytes_received")
+                 "_wire_regions", "_read_hit_limit", "_plain_input", "_late_inflate", "_late_input", "at_eof",
+                 "bytes_sent", "bytes_received")
 
     def __init__(self, sock: socket.socket, *, raw_chunk: int = 64 * 1024) -> None:
         sock.setblocking(False)
@@ -113,6 +117,10 @@ class Transport:
         self._wire_regions = 0  # FileRegions in self._wire (flush() sends them with sendfile(2))
         self._read_hit_limit = False
         self._plain_input = b""  # input after the client's DEFLATE stream ended (end_compress)
+        # The client's stream, not ended at end_compress(): the first bytes after it may still end
+        # it (_read_late_end), held in _late_input until that is known.
+        self._late_inflate: zlib._Decompress | None = None
+        self._late_input = b""
         self.at_eof = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -180,7 +188,7 @@ class Transport:
     def ends_without_input(self) -> bool:
         """The client has closed its side having sent nothing more: no input buffered here and
         nothing but the end of stream in the kernel (a peek, so the stream is left as it is)."""
-        if self.at_eof or self.input_backlog:
+        if self.at_eof or self.input_backlog or self._late_input:
             return False  # read already (a worker's to finish), or input to decode first
         try:
             return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
@@ -330,7 +338,10 @@ class Transport:
         would end the batch, so that the end comes in the same bytes as the answer before it;
         from here on output is plain. The client ends its stream after its command: input from
         there is plain, and what it sent behind the end of the stream (Z_FINISH) is read first.
-        Compressed input not inflated yet belongs to the old stream and is dropped."""
+        A client that ends its stream only once it has the answer sends that end (a final block
+        with nothing in it) in front of its next plain command: while its stream has not ended,
+        the first bytes read are checked for it (_read_late_end). Compressed input not inflated
+        yet belongs to the old stream and is dropped."""
         deflate, inflate = self._deflate, self._inflate
         if deflate is None or inflate is None:
             raise RuntimeError("DEFLATE is not active on this connection")
@@ -338,7 +349,11 @@ class Transport:
         self._deflate = self._inflate = None
         self._deflate_dirty = False
         self._encode_lower(deflate.flush(zlib.Z_FINISH))
-        self._plain_input = inflate.unused_data if inflate.eof else b""
+        if inflate.eof:
+            self._plain_input = inflate.unused_data
+        else:
+            self._plain_input = b""
+            self._late_inflate = inflate if not inflate.unconsumed_tail else None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -356,6 +371,10 @@ class Transport:
             return data
         if self._inflate is not None:
             data, self._read_hit_limit = self._read_inflated(limit)
+        elif self._late_inflate is not None:
+            if self._read_late_end():
+                return self.read(limit)  # decided: what is plain now waits in _plain_input
+            data, self._read_hit_limit = b"", False
         else:
             data, self._read_hit_limit = self._read_decrypted(limit)
         return data
@@ -399,6 +418,35 @@ class Transport:
                 raise TransportError(f"TLS error: {exc.reason or exc}") from exc
         self._pull_tls_output()  # a read may produce protocol output (e.g. a TLS 1.3 KeyUpdate)
         return bytes(out), len(out) >= limit
+
+    def _read_late_end(self) -> bool:
+        """After end_compress(), with the client's stream not ended: True once it is known
+        whether the first bytes that came end that stream cleanly (they inflate to nothing and
+        reach its end; what follows the end is plain) or are plain input themselves (anything
+        else: undecodable, decoding to data, or a line's end or _LATE_END_LIMIT bytes without an
+        end). False while they could still be the start of a final block: they are held."""
+        inflate = self._late_inflate
+        assert inflate is not None
+        more = self._read_decrypted(self._raw_chunk)[0]
+        if not more and not self.at_eof:
+            return False
+        held = self._late_input + more
+        probe = inflate.copy()  # all the held bytes again, from where the stream stood
+        try:
+            ended = not probe.decompress(held, 1) and probe.eof
+        except zlib.error:
+            ended = False
+        if ended:
+            held = probe.unused_data
+        elif not (self.at_eof or b"\n" in held or len(held) >= _LATE_END_LIMIT):
+            # Undecided: the start of a final block, or of a plain line (a whole line always
+            # decides: a complete command is never held back).
+            self._late_input = held
+            return False
+        self._late_inflate = None
+        self._late_input = b""
+        self._plain_input = held
+        return True
 
     def _read_inflated(self, limit: int) -> tuple[bytes, bool]:
         inflate = self._inflate
