@@ -1519,14 +1519,17 @@ class Store(MetadataMixin):
                                                                                            strict=True):
             for (changed_account, changed_folder), modseq in job_effects.changes.items():
                 effects.changed(changed_account, changed_folder, modseq)   # also a commit not durable
-            if error is None:
+            if error is None or isinstance(error, NotDurable):
+                # Committed. A NotDurable one (its flush failed) is answered as failed, but it
+                # stands: its body is referenced, kept, and parsed ahead as any.
                 uidvalidity, uids, _floor = result
-                outcomes[index] = (uidvalidity, uids[0])
                 stored_blobs.append(blob)
                 stored_places.append((account, folder_id, uids[0]))
                 self._hand_over(job_effects.unlink, self._home_index(account))
-                continue
-            if blob:   # empty for a copy refused before its body was written
+                if error is None:
+                    outcomes[index] = (uidvalidity, uids[0])
+                    continue
+            elif blob:   # empty for a copy refused before its body was written
                 failed_blobs.append(blob)
             if isinstance(error, MidbError):
                 outcomes[index] = error
@@ -1535,8 +1538,7 @@ class Store(MetadataMixin):
         if failed_blobs:
             self._discard_unreferenced(failed_blobs)
         self._after_commit(effects, self._shared)   # no unlinks: handed over per shard above
-        if self._parser is not None:
-            self._parser.stored(stored_blobs, stored_places)
+        self._parse_later(stored_blobs, stored_places)
         if unexpected is not None:
             raise unexpected
         return outcomes
@@ -1622,10 +1624,8 @@ class Store(MetadataMixin):
             return self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
                                     claim=claim)
 
-        result, blobs = self._commit_new_bodies(account, prepared, make_job)
-        if self._parser is not None:
-            self._parser.stored(blobs, [(account, folder_id, uid) for uid in result[1]])
-        return result
+        return self._commit_new_bodies(account, prepared, make_job,
+                                       lambda result: [(account, folder_id, uid) for uid in result[1]])
 
     def _replace(self, account: str, folder_id: int, item: AppendItem, replacing: tuple[int, int], *,
                  claim: bool) -> tuple[int, int, int | None, int]:
@@ -1648,16 +1648,15 @@ class Store(MetadataMixin):
 
             return job
 
-        result, blobs = self._commit_new_bodies(account, prepared, make_job)
-        if self._parser is not None:
-            self._parser.stored(blobs, [(account, folder_id, result[1])])
-        return result
+        return self._commit_new_bodies(account, prepared, make_job, lambda result: [(account, folder_id, result[1])])
 
     def _commit_new_bodies(self, account: str, prepared: list[_Prepared],
                            make_job: Callable[[list[str], list[tuple[bytes, bytes] | None], list[bool]],
-                                              Callable[[Any, Databases, WriteEffects], T]]) -> tuple[T, list[str]]:
+                                              Callable[[Any, Databases, WriteEffects], T]],
+                           places: Callable[[T], Sequence[object]]) -> T:
         """Write and sync the bodies of ``prepared``, then commit the job ``make_job`` makes for
-        them (durably); a failed commit removes the bodies again. -> (the job's result, body ids)."""
+        them (durably); a failed commit removes the bodies again. The bodies committed go to the
+        deferred parser, with ``places(the job's result)``: where each was stored. -> the job's result."""
         shard = self._home_index(account)
         shared = self._live_shards()[shard]
         self._refuse_growth(shared)   # before any body file is written
@@ -1669,12 +1668,21 @@ class Store(MetadataMixin):
                 result, effects = shared.write(job, durable=self.fsync)
             except NotDurable as error:
                 self._publish(error.changes)   # committed: its bodies are referenced, and kept
+                # The messages stand although the client is told NO: they are parsed ahead as any.
+                self._parse_later(blobs, places(error.result))
                 raise
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
         self._after_commit(effects, shared)
-        return result, blobs
+        self._parse_later(blobs, places(result))
+        return result
+
+    def _parse_later(self, blobs: list[str], places: Sequence[object]) -> None:
+        """Committed bodies stored without their digest: to the deferred parser (midb.deferred),
+        which parses them after midb_parse_delay and writes each message's sort entry at its place."""
+        if self._parser is not None:
+            self._parser.stored(blobs, places)
 
     def _store_bodies(self, datas: list[bytes], shard: int, shared: SharedEnv
                       ) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
