@@ -1519,14 +1519,17 @@ class Store(MetadataMixin):
                                                                                            strict=True):
             for (changed_account, changed_folder), modseq in job_effects.changes.items():
                 effects.changed(changed_account, changed_folder, modseq)   # also a commit not durable
-            if error is None:
+            if error is None or isinstance(error, NotDurable):
+                # Committed. A NotDurable one (its flush failed) is answered as failed, but it
+                # stands: its body is referenced, kept, and parsed ahead as any.
                 uidvalidity, uids, _floor = result
-                outcomes[index] = (uidvalidity, uids[0])
                 stored_blobs.append(blob)
                 stored_places.append((account, folder_id, uids[0]))
                 self._hand_over(job_effects.unlink, self._home_index(account))
-                continue
-            if blob:   # empty for a copy refused before its body was written
+                if error is None:
+                    outcomes[index] = (uidvalidity, uids[0])
+                    continue
+            elif blob:   # empty for a copy refused before its body was written
                 failed_blobs.append(blob)
             if isinstance(error, MidbError):
                 outcomes[index] = error
@@ -1535,8 +1538,7 @@ class Store(MetadataMixin):
         if failed_blobs:
             self._discard_unreferenced(failed_blobs)
         self._after_commit(effects, self._shared)   # no unlinks: handed over per shard above
-        if self._parser is not None:
-            self._parser.stored(stored_blobs, stored_places)
+        self._parse_later(stored_blobs, stored_places)
         if unexpected is not None:
             raise unexpected
         return outcomes
@@ -1622,10 +1624,8 @@ class Store(MetadataMixin):
             return self._append_job(account, folder_id, prepared, blobs, digests, total, explicit_uid, inline,
                                     claim=claim)
 
-        result, blobs = self._commit_new_bodies(account, prepared, make_job)
-        if self._parser is not None:
-            self._parser.stored(blobs, [(account, folder_id, uid) for uid in result[1]])
-        return result
+        return self._commit_new_bodies(account, prepared, make_job,
+                                       lambda result: [(account, folder_id, uid) for uid in result[1]])
 
     def _replace(self, account: str, folder_id: int, item: AppendItem, replacing: tuple[int, int], *,
                  claim: bool) -> tuple[int, int, int | None, int]:
@@ -1648,16 +1648,15 @@ class Store(MetadataMixin):
 
             return job
 
-        result, blobs = self._commit_new_bodies(account, prepared, make_job)
-        if self._parser is not None:
-            self._parser.stored(blobs, [(account, folder_id, result[1])])
-        return result
+        return self._commit_new_bodies(account, prepared, make_job, lambda result: [(account, folder_id, result[1])])
 
     def _commit_new_bodies(self, account: str, prepared: list[_Prepared],
                            make_job: Callable[[list[str], list[tuple[bytes, bytes] | None], list[bool]],
-                                              Callable[[Any, Databases, WriteEffects], T]]) -> tuple[T, list[str]]:
+                                              Callable[[Any, Databases, WriteEffects], T]],
+                           places: Callable[[T], Sequence[object]]) -> T:
         """Write and sync the bodies of ``prepared``, then commit the job ``make_job`` makes for
-        them (durably); a failed commit removes the bodies again. -> (the job's result, body ids)."""
+        them (durably); a failed commit removes the bodies again. The bodies committed go to the
+        deferred parser, with ``places(the job's result)``: where each was stored. -> the job's result."""
         shard = self._home_index(account)
         shared = self._live_shards()[shard]
         self._refuse_growth(shared)   # before any body file is written
@@ -1669,12 +1668,21 @@ class Store(MetadataMixin):
                 result, effects = shared.write(job, durable=self.fsync)
             except NotDurable as error:
                 self._publish(error.changes)   # committed: its bodies are referenced, and kept
+                # The messages stand although the client is told NO: they are parsed ahead as any.
+                self._parse_later(blobs, places(error.result))
                 raise
             except BaseException:
                 self._discard_unreferenced(blobs)
                 raise
         self._after_commit(effects, shared)
-        return result, blobs
+        self._parse_later(blobs, places(result))
+        return result
+
+    def _parse_later(self, blobs: list[str], places: Sequence[object]) -> None:
+        """Committed bodies stored without their digest: to the deferred parser (midb.deferred),
+        which parses them after midb_parse_delay and writes each message's sort entry at its place."""
+        if self._parser is not None:
+            self._parser.stored(blobs, places)
 
     def _store_bodies(self, datas: list[bytes], shard: int, shared: SharedEnv
                       ) -> tuple[list[str], list[tuple[bytes, bytes] | None], list[bool]]:
@@ -2054,7 +2062,8 @@ class Store(MetadataMixin):
 
     def move(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int, *,
              dst_account: str | None = None) -> tuple[int, list[tuple[int, int]]]:
-        """copy + expunge from the source in ONE transaction."""
+        """copy + expunge from the source in ONE transaction (into an account of another shard,
+        two: see _transfer_across). A NotDurable carries the result when the move stands."""
         return self._transfer(account, src_folder_id, uids, dst_folder_id, dst_account, move=True)
 
     def _transfer(self, account: str, src_folder_id: int, uids: Iterable[int], dst_folder_id: int,
@@ -2138,8 +2147,11 @@ class Store(MetadataMixin):
         """COPY / MOVE into an account of another shard. The two shards commit separately: the
         copies are appended to the destination first (new bodies there, since a body belongs to
         one shard), then, for a move, the originals are removed. A crash in between leaves the
-        messages in both places, never in neither. As within a shard, each distinct flag set is
-        parsed and respelt once, not once per message (messages copied together share a few)."""
+        messages in both places, never in neither; a move whose removal of the originals fails
+        (or whose copies' flush fails) removes its copies again before it raises (RFC 6851
+        section 3.3: a failed MOVE leaves no message in both mailboxes). As within a shard, each
+        distinct flag set is parsed and respelt once, not once per message (messages copied
+        together share a few)."""
         found = self.get_messages(account, src_folder_id, wanted)
         if found:
             # What the destination refuses from the records alone (its folder, quota and UIDs, its
@@ -2159,15 +2171,55 @@ class Store(MetadataMixin):
             uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
         except NotDurable as error:
             # The copies stand, unflushed: a COPY's result, for its caller to undo; a MOVE keeps
-            # its originals (a power failure could undo the copies alone), so it moved nothing.
+            # its originals (a power failure could undo the copies alone) and removes the copies
+            # again, so it moved nothing.
             result = None
-            if not move and error.result is not None:
+            if error.result is not None:
                 uidvalidity, new_uids, _floor = error.result
-                result = (uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)])
+                copied = [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
+                if move:
+                    self._undo_move_copies(account, src_folder_id, dst_account, dst_folder_id, copied)
+                else:
+                    result = (uidvalidity, copied)
             raise NotDurable(str(error), error.changes, result) from error
+        pairs = [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
         if move:
-            self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
-        return uidvalidity, [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
+            try:
+                self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
+            except NotDurable as error:
+                # The originals' removal stands, unflushed: moved, as a MOVE within a shard whose
+                # flush failed, and the result says so (a power failure may bring the originals
+                # back: then the messages are in both mailboxes, never in neither).
+                raise NotDurable(str(error), error.changes, (uidvalidity, pairs)) from error
+            except BaseException:
+                # The originals stay (the source shard's commit failed, the folder or account is
+                # gone...): the copies go again, and the caller's failure means nothing moved.
+                self._undo_move_copies(account, src_folder_id, dst_account, dst_folder_id, pairs)
+                raise
+        return uidvalidity, pairs
+
+    def _undo_move_copies(self, account: str, src_folder_id: int, dst_account: str, dst_folder_id: int,
+                          pairs: list[tuple[int, int]]) -> None:
+        """Remove the copies (source UID, copy's UID) a MOVE across shards made, for its originals
+        were not removed: a failed MOVE must not leave messages in both mailboxes (RFC 6851
+        section 3.3). Only the copies whose original is still there: an original expunged
+        meanwhile (or with its folder or account) leaves its copy as the message's only one.
+        Nothing is removed when that cannot be read, and a copy that cannot be removed stays;
+        either is logged: the message is then in both mailboxes, never in neither. A removal
+        whose flush fails stands (NotDurable is not raised: the MOVE's own failure is the answer)."""
+        try:
+            try:
+                standing = {meta.uid for meta in self.get_messages(account, src_folder_id,
+                                                                   [old for old, _new in pairs])}
+            except (NoSuchAccount, NoSuchFolder):
+                standing = set()
+            copies = [new for old, new in pairs if old in standing]
+            if copies:
+                with contextlib.suppress(NotDurable):
+                    self.remove_messages(dst_account, dst_folder_id, copies)
+        except MidbError as error:
+            log.error("a failed move from %s folder %d left copies of its messages in %s folder %d: %s",
+                      account, src_folder_id, dst_account, dst_folder_id, error)
 
     def remove_messages(self, account: str, folder_id: int, uids: Iterable[int]) -> list[int]:
         """Expunge the messages ``uids`` whatever their flags (a tombstone each, as EXPUNGE): the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from store_helpers import FailingSync
 from gximap.session.errors import log_store_trouble
 from midb import errors
 from midb.env import WriteEffects, _Pending, translate_lmdb_error
+from midb.keys import message_key
 from midb.store import Store
 
 
@@ -276,6 +278,38 @@ def test_an_append_whose_sync_failed_is_not_acknowledged(tmp_path: Path, monkeyp
         monkeypatch.undo()
         metas = store.messages("alice", inbox.id)
         assert len(metas) == 2 and all(store.read_body(meta.blob).startswith(b"Subject: ") for meta in metas)
+        assert store.verify() == []
+
+
+def test_messages_whose_sync_failed_are_still_parsed_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An APPEND, REPLACE or delivery whose flush failed is answered NO, but its message stands:
+    the deferred parser (midb.deferred) is told of it as of any stored message, so that its
+    digest, summary and sort entry are written ahead instead of by its first reader."""
+    with Store(tmp_path / "s", fsync=True, parse_delay=3600) as store:   # the parser's thread never gets there
+        store.create_account("alice")
+        inbox = store.get_folder("alice", "INBOX")
+        assert inbox is not None and store._parser is not None
+        _validity, draft = store.append("alice", inbox.id, b"Subject: draft\r\n\r\nv1\r\n")
+        store._parser.take_due(math.inf)   # (the draft's own parse: not what is looked at)
+        monkeypatch.setattr(store._shared, "env", FailingSync(store._shared.env))
+        with pytest.raises(errors.NotDurable):
+            store.append("alice", inbox.id, b"Subject: a\r\n\r\nbody\r\n")
+        with pytest.raises(errors.NotDurable):
+            store.replace("alice", inbox.id, b"Subject: draft\r\n\r\nv2\r\n", replacing=(inbox.id, draft))
+        (outcome,) = store.append_batch([("alice", inbox.id, b"Subject: b\r\n\r\nbody\r\n", ())])
+        assert isinstance(outcome, errors.NotDurable)
+        monkeypatch.undo()
+        metas = store.messages("alice", inbox.id)
+        assert [meta.uid for meta in metas] == [2, 3, 4]   # all three stand
+        due = store._parser.take_due(math.inf)
+        assert sorted(blob for blob, _digest in due) == sorted(meta.blob for meta in metas)
+        store.store_parsed(due)   # what the parser's thread does with them
+        assert all(store.known_digest(meta.blob) is not None for meta in metas)
+        shared = store._shared
+        with shared.read() as txn:
+            account_id = store._account_id(txn, shared.dbs, "alice")
+            assert all(txn.get(message_key(account_id, inbox.id, meta.uid), db=shared.dbs.sort_records)
+                       for meta in metas)   # each message's place was passed on with its body
         assert store.verify() == []
 
 

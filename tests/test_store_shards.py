@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -208,7 +208,8 @@ def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The copies' commit stands when its flush fails: a COPY's NotDurable carries what copy()
     returns, for its caller to remove them (an IMAP COPY that fails copies nothing); a MOVE
-    keeps its originals (a power failure could undo the copies alone) and reports nothing moved."""
+    keeps its originals (a power failure could undo the copies alone), removes its copies
+    again and reports nothing moved."""
     source, target = inbox(store, ALICE), inbox(store, BOB)
     uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(3)]
     monkeypatch.setattr(store, "fsync", True)   # durable writes, flushed after their commit
@@ -223,7 +224,77 @@ def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
     with pytest.raises(NotDurable) as moved:
         store.move(ALICE, source, uids[:1], target, dst_account=BOB)
     assert moved.value.result is None
-    assert store.uids(ALICE, source) == uids and len(store.uids(BOB, target)) == 4
+    # The move's copy is removed again: the message is in the source alone (RFC 6851 section 3.3).
+    assert store.uids(ALICE, source) == uids and store.uids(BOB, target) == [pair[1] for pair in pairs]
+
+
+def fail_removal(monkeypatch: pytest.MonkeyPatch, store: Store, *, expunged_first: Iterable[int] = (),
+                 copies_too: bool = False) -> None:
+    """The removal of the originals of a move from ALICE fails, as a commit of her shard that
+    meets an I/O error, after another session expunged ``expunged_first`` of them; with
+    ``copies_too``, the removal of the copies from BOB's shard fails as well."""
+    remove = store.remove_messages
+
+    def failing(account: str, folder_id: int, uids: Iterable[int]) -> list[int]:
+        if account == ALICE:
+            remove(account, folder_id, expunged_first)
+            raise MidbError("mdb_txn_commit: Input/output error")
+        if copies_too:
+            raise MidbError("mdb_txn_commit: No space left on device")
+        return remove(account, folder_id, uids)
+
+    monkeypatch.setattr(store, "remove_messages", failing)
+
+
+def test_a_move_across_shards_whose_originals_stay_removes_its_copies(
+        store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The copies are made in the destination's shard, then the originals removed in the
+    source's: when that removal fails, the copies are removed again and the error raised, so the
+    caller's NO leaves no message in both mailboxes (RFC 6851 section 3.3). An original expunged
+    meanwhile keeps its copy, the message's only one."""
+    source, target = inbox(store, ALICE), inbox(store, BOB)
+    uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(3)]
+    usage = store.usage(BOB)
+    fail_removal(monkeypatch, store)
+    with pytest.raises(MidbError, match="Input/output error"):
+        store.move(ALICE, source, uids[:2], target, dst_account=BOB)
+    assert store.uids(ALICE, source) == uids and store.uids(BOB, target) == []
+    assert store.usage(BOB) == usage
+    monkeypatch.undo()
+    fail_removal(monkeypatch, store, expunged_first=[uids[0]])
+    with pytest.raises(MidbError, match="Input/output error"):
+        store.move(ALICE, source, uids, target, dst_account=BOB)
+    assert store.uids(ALICE, source) == uids[1:]
+    (kept,) = store.messages(BOB, target)
+    assert store.read_body(kept.blob) == MSG + b"0"
+    # A copy that cannot be removed stays (in both mailboxes, never in neither), logged; the
+    # error raised is the move's own.
+    monkeypatch.undo()
+    fail_removal(monkeypatch, store, copies_too=True)
+    with pytest.raises(MidbError, match="Input/output error"):
+        store.move(ALICE, source, uids[1:2], target, dst_account=BOB)
+    assert store.uids(ALICE, source) == uids[1:] and len(store.uids(BOB, target)) == 2
+    assert "a failed move from" in caplog.text and "No space left on device" in caplog.text
+    monkeypatch.undo()
+    assert store.verify() == []
+
+
+def test_a_move_across_shards_whose_removal_is_not_flushed_has_moved(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The originals' removal stands when its flush fails: the NotDurable carries what move()
+    returns, as a move within a shard whose flush failed, and the copies stay."""
+    source, target = inbox(store, ALICE), inbox(store, BOB)
+    uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(2)]
+    monkeypatch.setattr(store, "fsync", True)
+    alice_shard = store._shards[shards.of_name(ALICE, SHARDS)]
+    monkeypatch.setattr(alice_shard, "env", FailingSync(alice_shard.env))
+    with pytest.raises(NotDurable) as moved:
+        store.move(ALICE, source, uids, target, dst_account=BOB)
+    assert moved.value.result is not None
+    uidvalidity, pairs = moved.value.result
+    assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    assert pairs == list(zip(uids, store.uids(BOB, target), strict=True)) and len(pairs) == 2
+    assert store.uids(ALICE, source) == []
 
 
 @pytest.mark.parametrize("refusal", ["full map", "quota"])
