@@ -774,3 +774,42 @@ def test_a_body_lost_from_the_store_is_a_serverbug_and_logged(conv: Conversation
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     assert len(errors) == 4
     assert all(f"user=alice folder=INBOX uid={lost}: message body {meta.blob} is missing" in text for text in errors)
+
+
+def test_partial_fetch_modifier(conv: Conversation) -> None:
+    """RFC 9394 section 3.3: FETCH (PARTIAL m:n) answers the messages at those positions among
+    the ones the set names (UID order, negative positions from the last), whatever the items
+    (the column, listing and general paths); a page past the end answers nothing."""
+    uids = [conv.add_message(flags=("\\Seen",) if number % 2 else ()) for number in range(1, 11)]
+    conv.store.claim_recent_range("alice", conv.folder("INBOX").id)
+    conv.select()
+    conv.command("UID STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    conv.command("UID EXPUNGE 1:2")  # UIDs 3..10 are messages 1..8
+    assert uids == list(range(1, 11))
+    conv.script("""
+        C: 10 UID FETCH 4:9 (UID FLAGS) (PARTIAL -1:-3)
+        S: * 5 FETCH (UID 7 FLAGS (\\Seen))
+        S: * 6 FETCH (UID 8 FLAGS ())
+        S: * 7 FETCH (UID 9 FLAGS (\\Seen))
+        S: 10 OK FETCH completed
+        C: 11 UID FETCH 1:* (FLAGS) (PARTIAL 1:2)
+        S: * 1 FETCH (UID 3 FLAGS (\\Seen))
+        S: * 2 FETCH (UID 4 FLAGS ())
+        S: 11 OK FETCH completed
+        C: 12 FETCH 2:* (RFC822.SIZE) (PARTIAL 3:2)
+        S: * 3 FETCH (RFC822.SIZE 47)
+        S: * 4 FETCH (RFC822.SIZE 47)
+        S: 12 OK FETCH completed
+        C: 13 UID FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE) (PARTIAL -2:-1)
+        S: * 7 FETCH (UID 9 FLAGS (\\Seen) INTERNALDATE "{*}" RFC822.SIZE 47)
+        S: * 8 FETCH (UID 10 FLAGS () INTERNALDATE "{*}" RFC822.SIZE 47)
+        S: 13 OK FETCH completed
+        C: 14 UID FETCH 1:* (FLAGS) (PARTIAL 9:20)
+        S: 14 OK FETCH completed
+        C: 15 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)]) (PARTIAL -1:-1)
+        S: * 8 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {17}
+        S: Subject: test
+        S:
+        S: )
+        S: 15 OK FETCH completed
+    """)

@@ -526,3 +526,190 @@ def test_thunderbirds_any_of_search_with_many_terms(conv):
         tree = b'(OR ' + tree + b' HEADER SUBJECT "t%d")' % number
     lines = conv.send(b"s1 UID SEARCH UNDELETED " + tree + b"\r\n")
     assert lines == [b"* SEARCH 1 2 3", b"s1 OK SEARCH completed"]
+
+
+# -- PARTIAL (RFC 9394) -------------------------------------------------------------------------
+
+
+def partial_mailbox(conv: Conversation) -> None:
+    """UIDs 3..32 as messages 1..30 (1 and 2 expunged), 7 and 8 \\Deleted: UNDELETED matches
+    28 messages, UIDs 3:6 and 9:32 (message numbers 1:4 and 7:30); the k-th match from the
+    fifth on is UID k+4, message k+2."""
+    for uid in range(1, 33):
+        conv.add_message(data=_message(b"a@example.com", b"message %d" % uid),
+                         flags=("\\Deleted",) if uid in (7, 8) else (), internaldate=FEB_1994 + uid)
+    conv.store.claim_recent_range("alice", conv.folder("INBOX").id)
+    conv.select()
+    conv.command("UID STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    conv.command("UID EXPUNGE 1:2")
+
+
+def test_partial_search_pages(conv: Conversation) -> None:
+    """RFC 9394 section 3.1: positions in the whole result (mailbox order) from 1, or from the
+    end with "-"; the answer repeats the range as sent; a page past the end is short, one wholly
+    past it NIL; 500:400 is 400:500; COUNT, MIN and MAX are of the whole result."""
+    partial_mailbox(conv)
+    assert "PARTIAL" in conv.capabilities()
+    conv.script("""
+        C: A01 UID SEARCH RETURN (PARTIAL 1:5) UNDELETED
+        S: * ESEARCH (TAG "A01") UID PARTIAL (1:5 3:6,9)
+        S: A01 OK SEARCH completed
+        C: A02 SEARCH RETURN (PARTIAL 1:5) UNDELETED
+        S: * ESEARCH (TAG "A02") PARTIAL (1:5 1:4,7)
+        S: A02 OK SEARCH completed
+        C: A03 UID SEARCH RETURN (PARTIAL 25:40) UNDELETED
+        S: * ESEARCH (TAG "A03") UID PARTIAL (25:40 29:32)
+        S: A03 OK SEARCH completed
+        C: A04 UID SEARCH RETURN (PARTIAL 29:40) UNDELETED
+        S: * ESEARCH (TAG "A04") UID PARTIAL (29:40 NIL)
+        S: A04 OK SEARCH completed
+        C: A05 UID SEARCH RETURN (PARTIAL -1:-3) UNDELETED UNKEYWORD $Junk
+        S: * ESEARCH (TAG "A05") UID PARTIAL (-1:-3 30:32)
+        S: A05 OK SEARCH completed
+        C: A06 SEARCH RETURN (PARTIAL -3:-1) UNDELETED
+        S: * ESEARCH (TAG "A06") PARTIAL (-3:-1 28:30)
+        S: A06 OK SEARCH completed
+        C: A07 UID SEARCH RETURN (PARTIAL -27:-40) UNDELETED
+        S: * ESEARCH (TAG "A07") UID PARTIAL (-27:-40 3:4)
+        S: A07 OK SEARCH completed
+        C: A08 UID SEARCH RETURN (PARTIAL -29:-40) UNDELETED
+        S: * ESEARCH (TAG "A08") UID PARTIAL (-29:-40 NIL)
+        S: A08 OK SEARCH completed
+        C: A09 UID SEARCH RETURN (PARTIAL 10:6) UNDELETED
+        S: * ESEARCH (TAG "A09") UID PARTIAL (10:6 10:14)
+        S: A09 OK SEARCH completed
+        C: A10 UID SEARCH RETURN (MIN MAX COUNT PARTIAL 2:3) UNDELETED
+        S: * ESEARCH (TAG "A10") UID MIN 3 MAX 32 COUNT 28 PARTIAL (2:3 4:5)
+        S: A10 OK SEARCH completed
+        C: A11 SEARCH RETURN (partial -2:-1 min max count) UNDELETED
+        S: * ESEARCH (TAG "A11") MIN 1 MAX 30 COUNT 28 PARTIAL (-2:-1 29:30)
+        S: A11 OK SEARCH completed
+        C: A12 UID SEARCH RETURN (PARTIAL 1:10 COUNT MIN) KEYWORD nothing
+        S: * ESEARCH (TAG "A12") UID COUNT 0 PARTIAL (1:10 NIL)
+        S: A12 OK SEARCH completed
+        C: A13 UID SEARCH RETURN (PARTIAL 1:4294967295) UID 30:*
+        S: * ESEARCH (TAG "A13") UID PARTIAL (1:4294967295 30:32)
+        S: A13 OK SEARCH completed
+        C: A14 SEARCH RETURN (MIN MAX PARTIAL -1:-1) UID 12
+        S: * ESEARCH (TAG "A14") MIN 10 MAX 10 PARTIAL (-1:-1 10)
+        S: A14 OK SEARCH completed
+    """)
+
+
+def test_partial_bad_ranges(conv: Conversation) -> None:
+    """RFC 9394 section 4: no 0, no "*", no mixed signs, 32-bit numbers; one PARTIAL or one ALL
+    (section 3.1). A tagged BAD that says what is wrong; the session goes on."""
+    partial_mailbox(conv)
+    conv.script("""
+        C: B01 UID SEARCH RETURN (PARTIAL 0:5) ALL
+        S: B01 BAD {*}must not be zero{*}
+        C: B02 UID SEARCH RETURN (PARTIAL -1:5) ALL
+        S: B02 BAD {*}mixes positive and negative{*}
+        C: B03 UID SEARCH RETURN (PARTIAL 1:4294967296) ALL
+        S: B03 BAD {*}too large{*}
+        C: B04 UID SEARCH RETURN (PARTIAL 1:*) ALL
+        S: B04 BAD {*}Expected PARTIAL range{*}
+        C: B05 UID SEARCH RETURN (PARTIAL 1:5 ALL) ALL
+        S: B05 BAD {*}PARTIAL and ALL{*}
+        C: B06 UID SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:9) ALL
+        S: B06 BAD {*}twice{*}
+        C: B07 UID SORT RETURN (PARTIAL 1:0) (ARRIVAL) UTF-8 ALL
+        S: B07 BAD {*}must not be zero{*}
+        C: B08 UID FETCH 1:* (FLAGS) (PARTIAL -0:-1)
+        S: B08 BAD {*}must not be zero{*}
+        C: B09 UID FETCH 1:* (FLAGS) (PARTIAL)
+        S: B09 BAD {*}Expected PARTIAL range{*}
+        C: B10 UID SEARCH RETURN (PARTIAL 1:2) UID 3:*
+        S: * ESEARCH (TAG "B10") UID PARTIAL (1:2 3:4)
+        S: B10 OK SEARCH completed
+    """)
+
+
+def test_partial_with_save(conv: Conversation) -> None:
+    """RFC 9394 section 3.2 (table 1): SAVE still returns the PARTIAL page; "$" holds the page,
+    with MIN and/or MAX those too, with COUNT the whole result; an empty page saves nothing."""
+    partial_mailbox(conv)
+    conv.script("""
+        C: S01 UID SEARCH RETURN (SAVE PARTIAL 1:5) UNDELETED
+        S: * ESEARCH (TAG "S01") UID PARTIAL (1:5 3:6,9)
+        S: S01 OK SEARCH completed
+        C: S02 UID SEARCH UID $
+        S: * SEARCH 3 4 5 6 9
+        S: S02 OK SEARCH completed
+        C: S03 UID SEARCH RETURN (SAVE MIN PARTIAL 2:3 MAX) UNDELETED
+        S: * ESEARCH (TAG "S03") UID MIN 3 MAX 32 PARTIAL (2:3 4:5)
+        S: S03 OK SEARCH completed
+        C: S04 UID SEARCH UID $
+        S: * SEARCH 3 4 5 32
+        S: S04 OK SEARCH completed
+        C: S05 SEARCH RETURN (SAVE PARTIAL -1:-1 MAX) UNDELETED
+        S: * ESEARCH (TAG "S05") MAX 30 PARTIAL (-1:-1 30)
+        S: S05 OK SEARCH completed
+        C: S06 UID SEARCH UID $
+        S: * SEARCH 32
+        S: S06 OK SEARCH completed
+        C: S07 UID SEARCH RETURN (SAVE COUNT PARTIAL 1:1) UNDELETED
+        S: * ESEARCH (TAG "S07") UID COUNT 28 PARTIAL (1:1 3)
+        S: S07 OK SEARCH completed
+        C: S08 UID SEARCH RETURN (COUNT) UID $
+        S: * ESEARCH (TAG "S08") UID COUNT 28
+        S: S08 OK SEARCH completed
+        C: S09 UID SEARCH RETURN (SAVE PARTIAL 100:200) UNDELETED
+        S: * ESEARCH (TAG "S09") UID PARTIAL (100:200 NIL)
+        S: S09 OK SEARCH completed
+        C: S10 UID SEARCH UID $
+        S: * SEARCH
+        S: S10 OK SEARCH completed
+    """)
+
+
+def test_partial_with_modseq(conv: Conversation) -> None:
+    """RFC 7162 section 3.1.10 with RFC 9394: the MODSEQ is the highest of the messages
+    returned, the page's (not the whole result's), none for an empty page."""
+    partial_mailbox(conv)
+    folder = conv.folder("INBOX")
+    conv.store.store_flags("alice", folder.id, [3], "add", ["\\Seen"])  # 3 changes last
+    conv.command("NOOP")
+    modseqs = {meta.uid: meta.modseq for meta in conv.store.messages("alice", folder.id)}
+    assert modseqs[3] > max(modseqs[uid] for uid in range(4, 33))
+    conv.script(f"""
+        C: M01 UID SEARCH RETURN (PARTIAL -1:-2) MODSEQ 1
+        S: * OK [HIGHESTMODSEQ {{n}}] {{*}}
+        S: * ESEARCH (TAG "M01") UID PARTIAL (-1:-2 31:32) MODSEQ {max(modseqs[31], modseqs[32])}
+        S: M01 OK SEARCH completed
+        C: M02 UID SEARCH RETURN (PARTIAL 1:2) MODSEQ 1
+        S: * ESEARCH (TAG "M02") UID PARTIAL (1:2 3:4) MODSEQ {modseqs[3]}
+        S: M02 OK SEARCH completed
+        C: M03 UID SEARCH RETURN (COUNT PARTIAL -1:-1) MODSEQ 1
+        S: * ESEARCH (TAG "M03") UID COUNT 30 PARTIAL (-1:-1 32) MODSEQ {modseqs[3]}
+        S: M03 OK SEARCH completed
+        C: M04 UID SEARCH RETURN (PARTIAL 40:50) MODSEQ 1
+        S: * ESEARCH (TAG "M04") UID PARTIAL (40:50 NIL)
+        S: M04 OK SEARCH completed
+    """)
+
+
+def test_partial_esort(conv: Conversation) -> None:
+    """ESORT with PARTIAL (RFC 9394 section 3.1 over RFC 5267): the positions are in sort order,
+    the set keeps that order; SAVE saves the page."""
+    partial_mailbox(conv)
+    conv.script("""
+        C: E01 UID SORT RETURN (PARTIAL 1:3) (REVERSE ARRIVAL) UTF-8 UNDELETED
+        S: * ESEARCH (TAG "E01") UID PARTIAL (1:3 32,31,30)
+        S: E01 OK SORT completed
+        C: E02 SORT RETURN (COUNT PARTIAL -2:-1) (REVERSE ARRIVAL) UTF-8 UNDELETED
+        S: * ESEARCH (TAG "E02") COUNT 28 PARTIAL (-2:-1 2,1)
+        S: E02 OK SORT completed
+        C: E03 SORT RETURN (MIN MAX PARTIAL 4:6) (ARRIVAL) UTF-8 UNDELETED
+        S: * ESEARCH (TAG "E03") MIN 1 MAX 30 PARTIAL (4:6 4,7:8)
+        S: E03 OK SORT completed
+        C: E04 UID SORT RETURN (SAVE PARTIAL 2:3 MIN) (REVERSE ARRIVAL) UTF-8 UNDELETED
+        S: * ESEARCH (TAG "E04") UID MIN 32 PARTIAL (2:3 31,30)
+        S: E04 OK SORT completed
+        C: E05 UID SEARCH UID $
+        S: * SEARCH 30 31 32
+        S: E05 OK SEARCH completed
+        C: E06 UID SORT RETURN (PARTIAL 1:5) (ARRIVAL) UTF-8 KEYWORD nothing
+        S: * ESEARCH (TAG "E06") UID PARTIAL (1:5 NIL)
+        S: E06 OK SORT completed
+    """)

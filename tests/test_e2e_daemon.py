@@ -662,3 +662,23 @@ def test_imap_autoexpunge_trash_expires_at_login(tmp_path: Path, monkeypatch: py
         assert "autoexpunge: alice: 1 messages removed from Trash" in proc.log()
     finally:
         proc.stop()
+
+
+def test_partial_paging_with_imaplib(server: GximapProcess) -> None:
+    """RFC 9394 against the daemon: PARTIAL is advertised, a UID SEARCH page comes as ESEARCH
+    PARTIAL, and UID FETCH (PARTIAL) answers just the page."""
+    assert server.tls_port is not None
+    with imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=insecure_client_tls(), timeout=10) as client:
+        assert client.login("alice", "secret")[0] == "OK"
+        assert b"PARTIAL" in client.capability()[1][0].split()
+        client.create("Paged")
+        for number in range(5):
+            message = b"From: a@example.com\r\nSubject: page %d\r\n\r\nbody\r\n" % number
+            assert client.append("Paged", "", None, message)[0] == "OK"
+        assert client.select("Paged")[0] == "OK"
+        assert client.uid("SEARCH", "RETURN (PARTIAL -1:-2) ALL")[0] == "OK"
+        assert client.response("ESEARCH")[1][-1].endswith(b"UID PARTIAL (-1:-2 4:5)")
+        typ, data = client.uid("FETCH", "1:* (UID) (PARTIAL 2:3)")
+        assert typ == "OK"
+        assert [item for item in data if item] == [b"2 (UID 2)", b"3 (UID 3)"]
+        client.logout()

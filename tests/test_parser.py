@@ -813,8 +813,50 @@ def test_search_return_options() -> None:
         "ALL", "MAX"
     )
     assert parse_as(c.Search, b"a SEARCH SEEN").return_opts is None
-    bad(b"a SEARCH RETURN (PARTIAL 1:5) SEEN")
+    bad(b"a SEARCH RETURN (PARTIAL) SEEN")
     bad(b"a SEARCH RETURN SEEN")
+
+
+def test_partial_ranges() -> None:
+    """RFC 9394 section 4: partial-range-first / partial-range-last, in SEARCH and SORT RETURN
+    options and as a FETCH modifier; kept as sent (the ESEARCH answer repeats it)."""
+    search = parse_as(c.Search, b"A01 UID SEARCH RETURN (PARTIAL 1:500) UNDELETED")
+    assert search.return_opts == ("PARTIAL",) and search.partial == c.PartialRange(1, 500)
+    search = parse_as(c.Search, b"A04 UID SEARCH RETURN (PARTIAL -1:-100) UNDELETED UNKEYWORD $Junk")
+    assert search.partial == c.PartialRange(-1, -100) and bytes(search.partial) == b"-1:-100"
+    search = parse_as(c.Search, b"a SEARCH RETURN (min partial 500:400 count save) ALL")
+    assert search.return_opts == ("MIN", "PARTIAL", "COUNT", "SAVE")
+    assert search.partial == c.PartialRange(500, 400)
+    assert parse_as(c.Search, b"a SEARCH SEEN").partial is None
+    assert parse_as(c.Search, b"a SEARCH RETURN (PARTIAL 1:4294967295) SEEN").partial == c.PartialRange(1, 4294967295)
+    sort = parse_as(c.Sort, b"a UID SORT RETURN (PARTIAL -5:-1 COUNT) (DATE) UTF-8 ALL")
+    assert sort.return_opts == ("PARTIAL", "COUNT") and sort.partial == c.PartialRange(-5, -1)
+    fetch = parse_as(c.Fetch, b"10 UID FETCH 25900:26600 (UID FLAGS) (PARTIAL -1:-3)")
+    assert fetch.partial == c.PartialRange(-1, -3) and fetch.changedsince is None
+    fetch = parse_as(c.Fetch, b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 5 PARTIAL 1:30 VANISHED)")
+    assert (fetch.partial, fetch.changedsince, fetch.vanished) == (c.PartialRange(1, 30), 5, True)
+    assert parse_as(c.Fetch, b"a FETCH 1:* FLAGS (PARTIAL 2:3)").partial == c.PartialRange(2, 3)
+    assert parse_as(c.Fetch, b"a FETCH 1:* FLAGS").partial is None
+    for data, text in [
+        (b"a SEARCH RETURN (PARTIAL 0:5) ALL", "must not be zero"),
+        (b"a SEARCH RETURN (PARTIAL -0:-5) ALL", "must not be zero"),
+        (b"a SEARCH RETURN (PARTIAL 1:*) ALL", "Expected PARTIAL range"),
+        (b"a SEARCH RETURN (PARTIAL -1:5) ALL", "mixes positive and negative"),
+        (b"a SEARCH RETURN (PARTIAL 1:-5) ALL", "mixes positive and negative"),
+        (b"a SEARCH RETURN (PARTIAL 5) ALL", "Expected PARTIAL range"),
+        (b'a SEARCH RETURN (PARTIAL "1:5") ALL', "Expected PARTIAL range"),
+        (b"a SEARCH RETURN (PARTIAL 1:4294967296) ALL", "too large"),
+        (b"a SEARCH RETURN (PARTIAL 1:99999999999999999999999) ALL", "too large"),
+        (b"a SEARCH RETURN (PARTIAL 1:5 ALL) ALL", "PARTIAL and ALL"),
+        (b"a SEARCH RETURN (ALL PARTIAL 1:5) ALL", "PARTIAL and ALL"),
+        (b"a SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:9) ALL", "twice"),
+        (b"a SEARCH RETURN (PARTIAL 1:5,7) ALL", ""),
+        (b"a SORT RETURN (PARTIAL 0:1) (DATE) UTF-8 ALL", "must not be zero"),
+        (b"a UID FETCH 1:* FLAGS (PARTIAL)", "Expected PARTIAL range"),
+        (b"a UID FETCH 1:* FLAGS (PARTIAL 1:5 PARTIAL 1:2)", "Duplicate PARTIAL"),
+        (b"a UID FETCH 1:* FLAGS (PARTIAL -1:0)", "mixes positive and negative"),
+    ]:
+        assert text in bad(data).text, data
 
 
 def test_search_modseq_with_entry() -> None:

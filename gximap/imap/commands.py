@@ -11,9 +11,11 @@ from __future__ import annotations
 import bisect
 import datetime
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 from gximap.imap import encode
+
+_T = TypeVar("_T")
 
 HIERARCHY_SEPARATOR = "/"
 INBOX = "INBOX"
@@ -133,6 +135,33 @@ class SequenceSet:
             else:
                 out.append(first + b":" + (b"*" if end is None else str(end).encode()))
         return b",".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class PartialRange:
+    """RFC 9394 partial-range: positions ``start:end`` in a result (SEARCH, SORT) or in the
+    messages a FETCH names, counted from 1 in order; negative positions count from the end (-1
+    is the last). Kept as sent, which the ESEARCH PARTIAL answer repeats; both ends have the same
+    sign and neither is 0 (the parser sees to it), and 500:400 is the same as 400:500."""
+
+    start: int
+    end: int
+
+    def __bytes__(self) -> bytes:
+        return b"%d:%d" % (self.start, self.end)
+
+    def indexes(self, count: int) -> tuple[int, int]:
+        """The slice ``[low:high]`` of a result of ``count`` items that the range takes (empty,
+        low >= high, when it takes none): only those items need any further work."""
+        low, high = sorted((abs(self.start), abs(self.end)))
+        if self.start > 0:
+            return min(low - 1, count), min(high, count)
+        return max(count - high, 0), max(count - low + 1, 0)
+
+    def select(self, items: list[_T]) -> list[_T]:
+        """The items at the range's positions, in their order."""
+        low, high = self.indexes(len(items))
+        return items[low:high]
 
 
 class ResolvedSet:
@@ -571,6 +600,7 @@ class Fetch(Command):
     items: tuple[FetchAtt, ...]  # macros expanded; UID FETCH does not add UID here
     changedsince: int | None = None
     vanished: bool = False
+    partial: PartialRange | None = None  # RFC 9394 section 3.3: only these of the messages named
     NAME: ClassVar[str] = "FETCH"
 
 
@@ -590,7 +620,8 @@ class Search(Command):
     uid: bool
     charset: str | None  # "UTF-8" or "US-ASCII" as given (upper-cased), None when absent
     criteria: SearchKey
-    return_opts: tuple[str, ...] | None = None  # ESEARCH (RFC 4731): MIN MAX ALL COUNT SAVE
+    return_opts: tuple[str, ...] | None = None  # ESEARCH (RFC 4731): MIN MAX ALL COUNT SAVE PARTIAL
+    partial: PartialRange | None = None  # RETURN (PARTIAL range), RFC 9394; "PARTIAL" in return_opts
     NAME: ClassVar[str] = "SEARCH"
 
 
@@ -601,6 +632,7 @@ class Sort(Command):
     charset: str
     search: SearchKey
     return_opts: tuple[str, ...] | None = None  # ESORT (RFC 5267)
+    partial: PartialRange | None = None  # RETURN (PARTIAL range), positions in sort order (RFC 9394)
     NAME: ClassVar[str] = "SORT"
 
 

@@ -4,7 +4,7 @@
 Covers IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051) plus LITERAL+/- (7888), UIDPLUS (4315),
 MOVE (6851), ID (2971), ENABLE (5161), IDLE (2177), NAMESPACE (2342), UNSELECT (3691),
 MULTIAPPEND (3502), BINARY (3516), ESEARCH (4731), SEARCHRES (5182), SORT/THREAD (5256),
-ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), LIST-EXTENDED (5258),
+ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), PARTIAL (9394), LIST-EXTENDED (5258),
 LIST-STATUS (5819), SPECIAL-USE/CREATE-SPECIAL-USE (6154), COMPRESS (4978), QUOTA (9208),
 METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), PREVIEW (8970), SASL-IR (4959),
 UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508) and XLIST.
@@ -68,6 +68,7 @@ from gximap.imap.commands import (
     Move,
     Namespace,
     Noop,
+    PartialRange,
     QResyncParams,
     Rename,
     Replace,
@@ -119,7 +120,7 @@ STATUS_ITEMS = frozenset(
 SPECIAL_USE_ATTRS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 LIST_SELECT_OPTS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-SEARCH_RETURN_OPTS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+SEARCH_RETURN_OPTS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"})
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
                        "DISPLAYTO"})
 THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
@@ -138,6 +139,7 @@ _QUOTED = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
 _QUOTED_ESCAPE = re.compile(rb'\\(["\\])')
 _DIGITS = re.compile(rb"[0-9]+")
 _SEQSET = re.compile(rb"[0-9*:,$]+")
+_PARTIAL_RANGE = re.compile(rb"(-?)([0-9]+):(-?)([0-9]+)")
 _WORD = re.compile(rb"[A-Za-z][A-Za-z0-9.\-]*")
 # A well-formed non-empty list of words, e.g. STATUS's items, in one match (_Reader.word_list).
 _WORD_LIST = re.compile(rb"\(([A-Za-z][A-Za-z0-9.\-]*(?: [A-Za-z][A-Za-z0-9.\-]*)*)\)")
@@ -743,14 +745,50 @@ def _search_charset(r: _Reader, return_opts: tuple[str, ...] | None = None) -> s
     return charset
 
 
-def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[str, ...]:
-    """``RETURN (opt ...)`` after the keyword; an empty list means ALL (RFC 4731 section 3.1)."""
+def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...], PartialRange | None]:
+    """``RETURN (opt ...)`` after the keyword; an empty list means ALL (RFC 4731 section 3.1).
+    PARTIAL takes a range (RFC 9394 section 3.1), and a command has one PARTIAL or one ALL at
+    most: both, or PARTIAL twice, is BAD."""
     r.sp()
-    options = r.word_list("return option")
-    for option in options:
-        if option not in allowed:
-            raise r.error(f"Unknown return option {option}")
-    return tuple(dict.fromkeys(options)) or ("ALL",)
+    partial: PartialRange | None = None
+
+    def option() -> str:
+        nonlocal partial
+        name = r.word("return option")
+        if name not in allowed:
+            raise r.error(f"Unknown return option {name}")
+        if name == "PARTIAL":
+            if partial is not None:
+                raise r.error("PARTIAL given twice")
+            partial = _partial_range(r)
+        return name
+
+    options = tuple(dict.fromkeys(r.paren_list(option))) or ("ALL",)
+    if partial is not None and "ALL" in options:
+        raise r.error("PARTIAL and ALL cannot be combined")
+    return options, partial
+
+
+def _partial_range(r: _Reader) -> PartialRange:
+    """RFC 9394 section 4: partial-range-first (``nz-number ":" nz-number``) or
+    partial-range-last (``"-" nz-number ":" "-" nz-number``), after the space that follows
+    PARTIAL; no ``*``, no 0, no mixed signs."""
+    found = _PARTIAL_RANGE.match(r.buf, r.pos) if r.accept(b" ") else None
+    if found is None:
+        raise r.error("Expected PARTIAL range m:n or -m:-n")
+    r.pos = found.end()
+    first_sign, first, second_sign, second = found.groups()
+    if first_sign != second_sign:
+        raise r.error("PARTIAL range mixes positive and negative positions")
+    values = []
+    for digits in (first, second):
+        significant = digits.lstrip(b"0")
+        if not significant:
+            raise r.error("PARTIAL range position must not be zero")
+        if len(significant) > 10 or int(significant) > MAX_NUMBER:
+            raise r.error("PARTIAL range position too large")
+        values.append(-int(significant) if first_sign else int(significant))
+    return PartialRange(values[0], values[1])
 
 
 # -- FETCH --------------------------------------------------------------------------------------
@@ -1192,6 +1230,7 @@ def _fetch(uid: bool) -> Callable[[_Reader], Command]:
         items = _fetch_items(r)
         changedsince = None
         vanished = False
+        partial = None
         if r.accept(b" "):
             r.expect(b"(")
             seen: set[str] = set()
@@ -1205,6 +1244,8 @@ def _fetch(uid: bool) -> Callable[[_Reader], Command]:
                     changedsince = _mod_sequence_value(r)
                 elif modifier == "VANISHED":
                     vanished = True
+                elif modifier == "PARTIAL":  # RFC 9394 section 3.3
+                    partial = _partial_range(r)
                 else:
                     raise r.error(f"Unknown fetch modifier {modifier}")
                 if r.accept(b")"):
@@ -1215,7 +1256,7 @@ def _fetch(uid: bool) -> Callable[[_Reader], Command]:
                 raise r.error("VANISHED requires UID FETCH")
             if vanished and changedsince is None:
                 raise r.error("VANISHED requires CHANGEDSINCE")
-        return Fetch(r.tag, uid, seqset, items, changedsince, vanished)
+        return Fetch(r.tag, uid, seqset, items, changedsince, vanished, partial)
 
     return parse
 
@@ -1261,10 +1302,10 @@ def _store(uid: bool) -> Callable[[_Reader], Command]:
 def _search(uid: bool) -> Callable[[_Reader], Command]:
     def parse(r: _Reader) -> Command:
         r.sp()
-        return_opts = None
+        return_opts = partial = None
         if r.peek_word() == "RETURN":
             r.word()
-            return_opts = _return_options(r, SEARCH_RETURN_OPTS)
+            return_opts, partial = _return_options(r, SEARCH_RETURN_OPTS)
             r.sp()
         charset = None
         if r.peek_word() == "CHARSET":
@@ -1273,7 +1314,7 @@ def _search(uid: bool) -> Callable[[_Reader], Command]:
             charset = _search_charset(r, return_opts)
             r.sp()
         criteria = parse_search_program(r, charset)
-        return Search(r.tag, uid, charset, criteria, return_opts)
+        return Search(r.tag, uid, charset, criteria, return_opts, partial)
 
     return parse
 
@@ -1293,17 +1334,17 @@ def _sort_criterion(r: _Reader) -> SortCriterion:
 def _sort(uid: bool) -> Callable[[_Reader], Command]:
     def parse(r: _Reader) -> Command:
         r.sp()
-        return_opts = None
+        return_opts = partial = None
         if r.peek_word() == "RETURN":
             r.word()
-            return_opts = _return_options(r, SEARCH_RETURN_OPTS)
+            return_opts, partial = _return_options(r, SEARCH_RETURN_OPTS)
             r.sp()
         criteria = r.paren_list(lambda: _sort_criterion(r), allow_empty=False)
         r.sp()
         charset = _search_charset(r, return_opts)
         r.sp()
         search = parse_search_program(r, charset)
-        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts)
+        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts, partial)
 
     return parse
 

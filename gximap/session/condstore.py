@@ -125,25 +125,43 @@ def highest_modseq(session: Any, uids: list[int]) -> int:
                default=0)
 
 
-def search_modseq(session: Any, matched: list[int], options: tuple[str, ...] | None) -> int | None:
+def search_modseq(session: Any, matched: list[int], options: tuple[str, ...] | None,
+                  partial: cmds.PartialRange | None = None) -> int | None:
     """The MODSEQ for a SEARCH result that used the MODSEQ criterion (RFC 7162 sections 3.1.6 and
-    3.1.10): the highest of the messages returned; with only MIN and/or MAX, of those returned.
-    None when nothing is returned (no MODSEQ is given then)."""
+    3.1.10): the highest of the messages returned (see returned_uids). None when nothing is
+    returned (no MODSEQ is given then)."""
     if not matched:
         return None
-    chosen = only_extremes(options, matched[0], matched[-1])
-    modseq = highest_modseq(session, sorted(chosen) if chosen is not None else matched)
-    return modseq or None
-
-
-def only_extremes(options: tuple[str, ...] | None, first: int, last: int) -> set[int] | None:
-    """With only MIN and/or MAX returned, the messages returned, ``first`` (MIN) and/or ``last``
-    (MAX): their set; None when more is. The MODSEQ is theirs (RFC 7162 section 3.1.10), and
-    SAVE saves just them (RFC 5182 section 2.4)."""
-    returned = {option for option in options or () if option != "SAVE"}
-    if not returned or not returned <= {"MIN", "MAX"}:
+    chosen = returned_uids(options, partial, matched)
+    if chosen == []:  # an empty PARTIAL page, alone
         return None
-    return {first if option == "MIN" else last for option in returned}
+    return highest_modseq(session, matched if chosen is None else chosen) or None
+
+
+def returned_uids(options: tuple[str, ...] | None, partial: cmds.PartialRange | None,
+                  ordered: list[int]) -> list[int] | None:
+    """The messages of a non-empty result ``ordered`` (UIDs in the answer's order: ascending for
+    SEARCH, sort order for ESORT) that the ESEARCH answer returns, ascending; None when that is
+    all of them. The MODSEQ is theirs (RFC 7162 section 3.1.10), and SAVE saves them:
+
+    * with only MIN and/or MAX, the first and/or last (RFC 5182 section 2.4);
+    * with PARTIAL, the messages at its positions, and the MIN and/or MAX ones if asked for; but
+      all with COUNT (RFC 9394 section 3.2, its table 1).
+    """
+    returned = {option for option in options or () if option != "SAVE"}
+    if partial is None:
+        if not returned or not returned <= {"MIN", "MAX"}:
+            return None
+        chosen: set[int] = set()
+    elif "COUNT" in returned:
+        return None
+    else:
+        chosen = set(partial.select(ordered))
+    if "MIN" in returned:
+        chosen.add(ordered[0])
+    if "MAX" in returned:
+        chosen.add(ordered[-1])
+    return sorted(chosen)
 
 
 # -- QRESYNC ------------------------------------------------------------------------------------

@@ -28,6 +28,13 @@ requested set is a membership test, never a list of the folder's UIDs) and
 adds MODSEQ to each response; UID FETCH's VANISHED modifier (QRESYNC only) first reports the UIDs of
 the set expunged since then as ``* VANISHED (EARLIER)``. Once CONDSTORE-aware, a response that
 reports flags changed by an implicit \\Seen also carries the UID and the new MODSEQ.
+
+The PARTIAL modifier (RFC 9394 section 3.3) answers only the messages at its positions among
+those the FETCH would answer, in UID order (negative positions count from the last): of the
+messages the set names, or with CHANGEDSINCE of those changed since (the page of the changes, so
+that a client can walk them page by page). The other messages are never read. VANISHED (EARLIER)
+still reports the whole set's expunged UIDs: they are no FETCH results, and RFC 9394 does not
+page them.
 """
 
 from __future__ import annotations
@@ -645,6 +652,7 @@ class _RecordColumnsFetch:
         view = session.selected
         found, vanished = session.store.changed_columns(view.account, view.folder_id, since)
         keep = [index for index, uid in enumerate(found.uids) if uid in requested]
+        keep = requested.take_page(keep, [found.uids[index] for index in keep])
         if len(keep) != len(found.uids):
             found = FlagColumns([found.uids[i] for i in keep], [found.tails[i] for i in keep],
                                 [found.modseqs[i] for i in keep])
@@ -819,6 +827,8 @@ class _Requested:
         self.view = view
         self.saved: frozenset[int] | None = None
         self.by_uid = cmd.uid
+        self.partial = cmd.partial
+        self.page: frozenset[int] = frozenset()  # with PARTIAL, the UIDs answered
         seqset = cmd.seqset
         if seqset.saved:
             self.saved = frozenset(saved_uids(session))
@@ -838,6 +848,19 @@ class _Requested:
             return uid in self.saved
         return (uid if self.by_uid else position + 1) in self.ranges
 
+    def take_page(self, items: list[Any], uids: list[int]) -> list[Any]:
+        """With PARTIAL, the page of ``items`` (those of the requested messages changed, whose
+        UIDs are ``uids``, ascending); noted for shown()."""
+        if self.partial is None:
+            return items
+        low, high = self.partial.indexes(len(items))
+        self.page = frozenset(uids[low:high])
+        return items[low:high]
+
+    def shown(self, uid: int) -> bool:
+        """Was the message answered (FlagsShown): one requested, in the PARTIAL page if any."""
+        return uid in self.page if self.partial is not None else uid in self
+
     def any_gone(self, vanished: Vanished) -> bool:
         """Is a requested message expunged (by another session, not yet reported)? When the
         tombstones were pruned past the modseq asked about, the view's messages are looked for
@@ -850,7 +873,8 @@ def _changed_since(session: Any, requested: _Requested, since: int) -> tuple[lis
     a requested message is gone from the store), from midb's modseq index."""
     view = session.selected
     changed, vanished = session.store.changes_since(view.account, view.folder_id, since)
-    return [meta for meta in changed if meta.uid in requested], requested.any_gone(vanished)
+    metas = [meta for meta in changed if meta.uid in requested]
+    return requested.take_page(metas, [meta.uid for meta in metas]), requested.any_gone(vanished)
 
 
 def _record_batches(session: Any, uids: list[int] | _Requested, since: int | None
@@ -885,7 +909,7 @@ def _flags_shown(session: Any, cmd: cmds.Fetch, uids: list[int] | _Requested,
     if isinstance(uids, _Requested):
         if not uids.by_uid and uids.saved is None:
             return None
-        contains = uids.__contains__
+        contains = uids.shown
     else:
         contains = functools.partial(in_ascending, uids)
     return FlagsShown(contains, snapshot, cmd.changedsince)
@@ -909,6 +933,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     uids: list[int] | _Requested
     if cmd.changedsince is None:
         uids = resolve_uids(session, cmd.seqset, cmd.uid)
+        if cmd.partial is not None:
+            uids = cmd.partial.select(uids)  # RFC 9394 section 3.3: positions in the set named
     else:
         if not cmd.uid and not cmd.seqset.saved and not view.valid_msn_set(cmd.seqset):
             raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")  # as resolve_uids

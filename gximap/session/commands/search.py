@@ -1,5 +1,5 @@
-"""SEARCH and UID SEARCH (RFC 3501 / RFC 9051 section 6.4.4), ESEARCH result options (RFC 4731)
-and the saved result ``$`` (SEARCHRES, RFC 5182).
+"""SEARCH and UID SEARCH (RFC 3501 / RFC 9051 section 6.4.4), ESEARCH result options (RFC 4731),
+the saved result ``$`` (SEARCHRES, RFC 5182) and paged results (PARTIAL, RFC 9394).
 
 The evaluation itself is gximap.session.searching; this module chooses the response form:
 ``* SEARCH n...`` for IMAP4rev1 clients without RETURN options, ``* ESEARCH (TAG "t") ...``
@@ -8,11 +8,17 @@ when RETURN options were given or IMAP4rev2 is enabled.
 The MODSEQ criterion (CONDSTORE, RFC 7162 section 3.1.5) makes the connection CONDSTORE-aware and
 adds the highest MODSEQ of the messages returned: ``* SEARCH 2 5 (MODSEQ 917)``, or ``MODSEQ 917``
 at the end of an ESEARCH response (section 3.1.10; with only MIN/MAX, of those messages).
+
+RETURN (PARTIAL m:n) answers ``PARTIAL (m:n set)`` with the results at positions m to n of the
+whole result (negative positions count from its end), or ``PARTIAL (m:n NIL)`` when there are
+none there. The search itself is the same (COUNT, MIN and MAX are of the whole result), but only
+the page's messages (and MIN/MAX) are turned into message numbers. What ``$`` and the MODSEQ
+cover then: condstore.returned_uids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -22,32 +28,36 @@ from gximap.session import condstore, searching
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 
 
-def _saved_result(options: tuple[str, ...], matched: list[int]) -> list[int]:
-    """What ``$`` refers to after SEARCH RETURN (SAVE ...): all matched, or with only MIN
-    and/or MAX just those (RFC 5182 section 2.4)."""
-    chosen = condstore.only_extremes(options, matched[0], matched[-1]) if matched else None
-    return list(matched) if chosen is None else sorted(chosen)
+def _saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, matched: list[int]) -> list[int]:
+    """What ``$`` refers to after SEARCH RETURN (SAVE ...): all matched, or just the messages
+    returned (condstore.returned_uids: RFC 5182 section 2.4, RFC 9394 section 3.2)."""
+    chosen = condstore.returned_uids(options, partial, matched) if matched else None
+    return list(matched) if chosen is None else chosen
 
 
-def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], numbers: Sequence[int],
-                     modseq: int | None = None, *,
-                     all_set: Callable[[Sequence[int]], bytes] = encode.sequence_set) -> bytes:
-    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set [MODSEQ m]``: items with no value
-    (MIN, MAX, ALL of an empty result) are left out; COUNT is always given when asked for (RFC
-    4731); MODSEQ when ``modseq`` is given (RFC 7162 section 3.1.10). ``all_set`` encodes ALL
-    (ESORT keeps the sort order, and takes MIN/MAX as the first and last in that order)."""
+def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], count: int,
+                     ends: tuple[int, int] | None, modseq: int | None = None, *, all_set: bytes = b"",
+                     partial: tuple[cmds.PartialRange, bytes] | None = None) -> bytes:
+    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set PARTIAL (r set) [MODSEQ m]`` for a
+    result of ``count`` messages whose first and last are ``ends`` (MIN and MAX; for ESORT the
+    first and last in sort order). Items with no value (MIN, MAX, ALL of an empty result) are
+    left out; COUNT is always given when asked for (RFC 4731), PARTIAL too, with NIL for an empty
+    page (RFC 9394 section 3.1); MODSEQ when ``modseq`` is given (RFC 7162 section 3.1.10).
+    ``all_set`` and ``partial``'s set are encoded by the caller (ESORT keeps the sort order)."""
     out = [b"* ESEARCH (TAG " + encode.string(tag) + b")"]
     if uid:
         out.append(b"UID")
-    if numbers:
+    if ends is not None:
         if "MIN" in options:
-            out.append(b"MIN %d" % numbers[0])
+            out.append(b"MIN %d" % ends[0])
         if "MAX" in options:
-            out.append(b"MAX %d" % numbers[-1])
+            out.append(b"MAX %d" % ends[1])
     if "COUNT" in options:
-        out.append(b"COUNT %d" % len(numbers))
-    if "ALL" in options and numbers:
-        out.append(b"ALL " + all_set(numbers))
+        out.append(b"COUNT %d" % count)
+    if "ALL" in options and all_set:
+        out.append(b"ALL " + all_set)
+    if partial is not None:
+        out.append(b"PARTIAL (%b %b)" % (bytes(partial[0]), partial[1] or b"NIL"))
     if modseq is not None:
         out.append(b"MODSEQ %d" % modseq)
     return b" ".join(out) + b"\r\n"
@@ -85,15 +95,43 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
         raise
     if save:
         assert options is not None
-        session.saved_search = _saved_result(options, matched)
+        session.saved_search = _saved_result(options, cmd.partial, matched)
+    if cmd.partial is not None:
+        assert options is not None
+        yield (yield from _partial_response(session, cmd, options, matched, with_modseq, slicer))
+        return Done(Code.OK_SEARCH)
     numbers = matched if cmd.uid else (yield from view.message_numbers_sliced(matched, slicer))
     if options is None:
         modseq = condstore.search_modseq(session, matched, None) if with_modseq else None
         if session.rev2:
-            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), numbers, modseq)
+            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), len(numbers), _ends(numbers), modseq,
+                                   all_set=encode.sequence_set(numbers))
         else:
             yield search_response(numbers, modseq)
     elif set(options) != {"SAVE"}:  # SAVE alone suppresses the result (RFC 5182 section 2.1)
         modseq = condstore.search_modseq(session, matched, options) if with_modseq else None
-        yield esearch_response(cmd.tag, cmd.uid, options, numbers, modseq)
+        all_set = encode.sequence_set(numbers) if "ALL" in options else b""
+        yield esearch_response(cmd.tag, cmd.uid, options, len(numbers), _ends(numbers), modseq, all_set=all_set)
     return Done(Code.OK_SEARCH)
+
+
+def _ends(numbers: Sequence[int]) -> tuple[int, int] | None:
+    return (numbers[0], numbers[-1]) if numbers else None
+
+
+def _partial_response(session: Any, cmd: cmds.Search, options: tuple[str, ...], matched: list[int],
+                      with_modseq: bool, slicer: TimeSlice) -> Generator[Pause, Any, bytes]:
+    """The ESEARCH answer to RETURN (PARTIAL ...): only the page and the first and last match
+    become message numbers, not the whole result (RFC 9394 section 3.1)."""
+    assert cmd.partial is not None
+    page = cmd.partial.select(matched)
+    ends = (matched[0], matched[-1]) if matched else None
+    if not cmd.uid:
+        view = session.selected
+        page = list((yield from view.message_numbers_sliced(page, slicer)))
+        if ends is not None:
+            first, last = view.message_numbers([ends[0], ends[1]])
+            ends = (first, last)
+    modseq = condstore.search_modseq(session, matched, options, cmd.partial) if with_modseq else None
+    return esearch_response(cmd.tag, cmd.uid, options, len(matched), ends, modseq,
+                            partial=(cmd.partial, encode.sequence_set(page)))

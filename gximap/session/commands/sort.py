@@ -7,7 +7,8 @@ Without RETURN options the answer is ``* SORT n...``; with them (ESORT) it is an
 response whose MIN and MAX are the first and last message in sort order and whose ALL lists the
 messages in sort order (RFC 5267 section 3.1). SAVE (RFC 5182) stores the sorted messages as ``$``.
 When the search program uses MODSEQ, the highest mod-sequence of the result is added (RFC 7162
-section 3.1.5).
+section 3.1.5). RETURN (PARTIAL m:n) takes the positions in sort order (RFC 9394 section 3.1):
+the whole result is sorted, but only the page becomes message numbers and a set.
 
 The search, the reads of the values, the sorts and an ESORT's ALL set run in slices of one
 TimeSlice (gximap.session.base), pausing between messages or pieces of a few thousand of them.
@@ -139,13 +140,28 @@ def sort_response(numbers: Sequence[int], modseq: int | None, chunk: int = 4096)
     yield (b" (MODSEQ %d)" % modseq if modseq is not None else b"") + b"\r\n"
 
 
-def saved_result(options: tuple[str, ...], ordered_uids: list[int]) -> list[int]:
-    """What ``$`` holds after SORT RETURN (SAVE ...): all sorted messages, or with only MIN/MAX
-    the first/last in sort order (RFC 5182 section 2.4, RFC 5267 section 3.1); ascending UIDs."""
+def _message_numbers_in_order(view: Any, uids: list[int], slicer: TimeSlice | None) -> Generator[Pause, Any, list[int]]:
+    """The message numbers of ``uids`` (the view's, in any order), in that order; PAUSE between
+    pieces when ``slicer``'s time is up."""
+    numbers: list[int] = []
+    position = view.runs.position
+    for start in range(0, len(uids), _NUMBERS_PER_LOOK):
+        yield from pause_if_over(slicer)
+        for uid in uids[start : start + _NUMBERS_PER_LOOK]:
+            index = position(uid)
+            assert index is not None  # the search's messages are the view's
+            numbers.append(index + 1)
+    return numbers
+
+
+def saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, ordered_uids: list[int]) -> list[int]:
+    """What ``$`` holds after SORT RETURN (SAVE ...): all sorted messages, or just those returned
+    (with only MIN/MAX the first/last in sort order, with PARTIAL its page: see
+    condstore.returned_uids); ascending UIDs."""
     if not ordered_uids:
         return []
-    chosen = condstore.only_extremes(options, ordered_uids[0], ordered_uids[-1])
-    return sorted(ordered_uids if chosen is None else chosen)
+    chosen = condstore.returned_uids(options, partial, ordered_uids)
+    return sorted(ordered_uids) if chosen is None else chosen
 
 
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
@@ -183,9 +199,10 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
                                       whole_folder=isinstance(cmd.search, cmds.SearchAll))
         yield from pause_if_over(slicer)
         uids = [matched[index] for index in order]
-        if uses_modseq and uids and (chosen := condstore.only_extremes(options, uids[0], uids[-1])) is not None:
-            # ESORT MIN/MAX only: the MODSEQ of those, first and last in sort order.
-            modseq = max(meta.modseq for meta in records if meta.uid in chosen)
+        if uses_modseq and uids and (chosen := condstore.returned_uids(options, cmd.partial, uids)) is not None:
+            # ESORT MIN/MAX only, or PARTIAL: the MODSEQ of the messages returned.
+            wanted = set(chosen)
+            modseq = max((meta.modseq for meta in records if meta.uid in wanted), default=None)
     except CommandFailed as failed:
         if save and failed.done.status == "NO":
             session.saved_search = []
@@ -196,10 +213,23 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
         raise
     if save:
         assert options is not None
-        session.saved_search = saved_result(options, uids)
+        session.saved_search = saved_result(options, cmd.partial, uids)
     lines = []
     if uses_modseq:
         lines.extend(condstore.enable(session))  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
+    if options is not None and cmd.partial is not None:
+        # Only the page (and the first and last, for MIN and MAX) become message numbers.
+        page = cmd.partial.select(uids)
+        ends = (uids[0], uids[-1]) if uids else None
+        if not cmd.uid:
+            page = yield from _message_numbers_in_order(view, page, slicer)
+            if ends is not None:
+                first, last = yield from _message_numbers_in_order(view, list(ends), None)
+                ends = (first, last)
+        partial_set = yield from ordered_sequence_set(page, slicer)
+        lines.append(esearch_response(cmd.tag, cmd.uid, options, len(uids), ends, modseq,
+                                      partial=(cmd.partial, partial_set)))
+        return lines
     if cmd.uid:
         numbers: Sequence[int] = uids
     else:
@@ -209,5 +239,6 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
         lines.extend(sort_response(numbers, modseq))
     elif set(options) != {"SAVE"}:
         ordered = (yield from ordered_sequence_set(numbers, slicer)) if "ALL" in options else b""
-        lines.append(esearch_response(cmd.tag, cmd.uid, options, numbers, modseq, all_set=lambda _numbers: ordered))
+        ends = (numbers[0], numbers[-1]) if numbers else None
+        lines.append(esearch_response(cmd.tag, cmd.uid, options, len(numbers), ends, modseq, all_set=ordered))
     return lines
