@@ -89,6 +89,22 @@ def _midb(name: str, doc: str, *, reloadable: bool = False, unset_means: str = "
               maximum=syntax.maximum, reloadable=reloadable, unset_means=unset_means)
 
 
+def _listen_allow(name: str, risk: str) -> Directive:
+    """The peer allow list ``<service>_listen_allow`` of a TCP ``<service>_listen`` (lmtp, auth):
+    the same check and wording for both, but for ``risk``, what a peer let in can do."""
+    listen = name.removesuffix("_allow")
+    service = listen.removesuffix("_listen")
+    return _d(name, "list", "127.0.0.0/8 ::1",
+              f"Addresses or CIDR subnets of the peers that may connect to a TCP address of {listen} (or "
+              f"to a TCP socket systemd passes as {service}). A connection from any other is closed as it is "
+              "accepted, unanswered, and logged as refused (one line per 10 seconds, then a count). The "
+              f"default lets in the loopback interface only: list the MTA hosts. {risk}: 0.0.0.0/0 ::/0 "
+              "lets in every host that reaches the port. Empty lets in no TCP peer. A UNIX socket "
+              "(unix:/path) is not checked: its file's mode and owner (unix_socket_mode, "
+              "unix_socket_owner) say who may connect. IPv4-mapped entries stand for their IPv4 addresses.",
+              "gromox", reloadable=True, unset_means="no TCP peer")
+
+
 _MB = 1024 * 1024
 # imap_max_literal_size is advertised as APPENDLIMIT=, an RFC 3501/9051 "number" (RFC 7889): 32-bit.
 _APPENDLIMIT_MAX = 2**32 - 1
@@ -141,32 +157,16 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Space-separated LMTP delivery listen addresses: unix:/path or host:port (see LMTP DELIVERY). "
        "Ignored while systemd passes a socket named lmtp (gximap-lmtp.socket).",
        "gromox", unset_means="no LMTP service"),
-    _d("lmtp_listen_allow", "list", "127.0.0.0/8 ::1",
-       "Addresses or CIDR subnets of the peers that may connect to a TCP address of lmtp_listen (or "
-       "to a TCP socket systemd passes as lmtp). A connection from any other is closed as it is "
-       "accepted, unanswered, and logged as refused (one line per 10 seconds, then a count). The "
-       "default lets in the loopback interface only: list the MTA hosts. A peer let in may deliver "
-       "mail to every account, past the MTA's spam and virus checks: 0.0.0.0/0 ::/0 lets in every "
-       "host that reaches the port. Empty lets in no TCP peer. A UNIX socket (unix:/path) is not "
-       "checked: its file's mode and owner (unix_socket_mode, unix_socket_owner) say who may "
-       "connect. IPv4-mapped entries stand for their IPv4 addresses.",
-       "gromox", reloadable=True, unset_means="no TCP peer"),
+    _listen_allow("lmtp_listen_allow",
+                  "A peer let in may deliver mail to every account, past the MTA's spam and virus checks"),
     _d("auth_listen", "list", "",
        "Space-separated listen addresses (unix:/path or host:port) of the Dovecot-protocol "
        "authentication socket for MTAs (see AUTHENTICATION SOCKET). Ignored while systemd passes a "
        "socket named auth (gximap-auth.socket).",
        "gromox", unset_means="no authentication socket"),
-    _d("auth_listen_allow", "list", "127.0.0.0/8 ::1",
-       "Addresses or CIDR subnets of the peers that may connect to a TCP address of auth_listen (or "
-       "to a TCP socket systemd passes as auth). A connection from any other is closed as it is "
-       "accepted, unanswered, and logged as refused (one line per 10 seconds, then a count). The "
-       "default lets in the loopback interface only: list the MTA hosts. The socket believes the "
-       "client address (rip=) a peer sends for the per-address limits, the log and fail2ban, so a "
-       "peer let in can guess passwords and blame any address for it: 0.0.0.0/0 ::/0 lets in "
-       "every host that reaches the port. Empty lets in no TCP peer. A UNIX socket (unix:/path) "
-       "is not checked: its file's mode and owner (unix_socket_mode, unix_socket_owner) say who "
-       "may connect. IPv4-mapped entries stand for their IPv4 addresses.",
-       "gromox", reloadable=True, unset_means="no TCP peer"),
+    _listen_allow("auth_listen_allow",
+                  "The socket believes the client address (rip=) a peer sends for the per-address limits, "
+                  "the log and fail2ban, so a peer let in can guess passwords and blame any address for it"),
     # Name mapping (maddy's auth_map / storage_map / delivery_map), shared by the daemons that log
     # users in or deliver to them; the syntax is checked by gximap.auth.maps.parse_table_spec.
     _d("auth_map", "str", "identity",

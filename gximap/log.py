@@ -19,10 +19,12 @@ Authentication events use one stable format that fail2ban can match (see gximap(
     rhost=[203.0.113.5]:51234 user=alice blocked for 60s: too many failed logins
     rhost=[203.0.113.5]:51234 user=alice LOGIN refused: user blocked
     rhost=[203.0.113.5]:51234 user=alice LOGIN ok actor=bob
+    rhost=[203.0.113.5]:51234 user=alice LOGIN ok (user blocked; password matched the cache)
 
 "rejected" is a login that may be a password guess (fail2ban counts it); "refused" one turned
 away before its password was checked (a block) or despite a right password (e.g. a disabled
-account): it says nothing about the client, and the shipped filter does not count it.
+account): it says nothing about the client, and the shipped filter does not count it. An "ok"
+may end in a note in parentheses on how it got in (through a user block: gximap.auth.service).
 """
 
 from __future__ import annotations
@@ -338,11 +340,13 @@ def auth_block(rhost: str, user: str, seconds: float) -> None:
                      escape_token(rhost), escape_token(user), _seconds_text(seconds))
 
 
-def auth_success(rhost: str, user: str, mech: str, actor: str | None = None) -> None:
-    """``rhost=[203.0.113.5]:51234 user=alice LOGIN ok`` (`` actor=bob`` when impersonating) at INFO."""
+def auth_success(rhost: str, user: str, mech: str, actor: str | None = None, note: str = "") -> None:
+    """``rhost=[203.0.113.5]:51234 user=alice LOGIN ok`` (`` actor=bob`` when impersonating, then
+    `` (note)`` when there is one) at INFO."""
     actor_part = f" actor={escape_token(actor)}" if actor is not None else ""
-    _auth_logger.info("rhost=%s user=%s %s ok%s", escape_token(rhost), escape_token(user),
-                      escape_token(mech.upper()), actor_part)
+    note_part = f" ({escape_text(note)})" if note else ""
+    _auth_logger.info("rhost=%s user=%s %s ok%s%s", escape_token(rhost), escape_token(user),
+                      escape_token(mech.upper()), actor_part, note_part)
 
 
 # ----------------------------------------------------------------------------------------------------

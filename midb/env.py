@@ -132,8 +132,10 @@ def growth_limit(map_size: int, page_size: int) -> int:
 # Seconds between two looks, by a process's next write, for LMDB reader slots of processes that
 # died inside a read transaction (SharedEnv.clear_dead_readers). Until one is freed, no page freed
 # after its snapshot is used again: each commit grows the data file by all it wrote (1,000 APPEND
-# and EXPUNGE cycles: 137 MB), for hours in a ``midb import`` run while no server does this look
-# (midb.orphans.READER_CHECK). A look scans the reader table and tests a lock per process in it.
+# and EXPUNGE cycles: 137 MB). Only commits grow it, so the look is made by every process that
+# writes (a serving process, a ``midb import``), and by none that only reads: such a process is
+# hurt only by a full reader table, and every open of the index by any process empties that of
+# dead slots. A look scans the reader table and tests a lock per process in it.
 READER_CHECK = 10.0
 
 # A leader about to commit durably waits this long at most for writers that announced themselves
@@ -518,8 +520,7 @@ class SharedEnv:
         snapshot of such a slot readable, so no page freed after it is used again, and every
         commit grows the data file by the pages it wrote, up to a full map. LMDB looks at its
         slots only when asked: at each open, before a write every READER_CHECK seconds
-        (_look_for_dead_readers), every midb.orphans.READER_CHECK seconds of a serving process
-        (midb.orphans.OrphanSweeper) and when a write finds the map full. -> slots freed."""
+        (_look_for_dead_readers) and when a write finds the map full. -> slots freed."""
         cleared = self.env.reader_check()
         if cleared:
             log.warning("%s: freed %d LMDB reader slots of processes that died while reading",

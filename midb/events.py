@@ -63,6 +63,10 @@ PEER_REFRESH = 1.0   # seconds a listing of the notify directory is trusted (see
 # a publisher knows, without a system call, whether its listing of the peers still holds.
 JOINED = "joined"
 JOINED_SIZE = 8
+# Seconds after which a directory's mtime cannot be given again to a later change in it, whatever
+# the filesystem's timestamp granularity (1 or 2 s on some) and the lag of the kernel's coarse
+# clock: a miss of the join mark seen under an older mtime holds while the mtime stays.
+MTIME_SETTLED = 3.0
 
 
 class WatchHandle:
@@ -108,6 +112,7 @@ class Notifier:
         # (dir mtime, listed at, names, the join mark read before the listing, or None)
         self._peer_cache: tuple[int, float, list[str], bytes | None] | None = None
         self._joined: mmap.mmap | None = None   # the join mark, mapped read-only (_join_mark)
+        self._joined_missing: int | None = None   # the notify dir's mtime when the mark was not there
         self._interest: _OwnInterest | None = None   # our interest map (see the module doc)
         self._slot_accounts: dict[int, int] = {}    # slot -> watched accounts in it
         # Peers' interest maps by socket name; None: the peer has none, so it gets every event.
@@ -252,27 +257,30 @@ class Notifier:
         * hellos: a process that binds its socket sends HELLO to the sockets it finds, and each
           receiver drops its cache (sooner than PEER_REFRESH where the join mark is missing);
         * send errors: ECONNREFUSED/ENOENT drop that peer (_remove_stale);
-        * without a join mark (no process could write one): while we have a receiver, hellos
-          alone; without one, a stat per call, and a new listing when the directory's mtime moved
-          or PEER_REFRESH passed (a change within the same coarse timestamp tick leaves the mtime
-          as it was).
+        * without a join mark (no process has joined yet, or none could write one): a stat per
+          call, which also tells when the mark may have been made since it was found missing
+          (_join_mark); then while we have a receiver, hellos alone; without one, a new listing
+          when the directory's mtime moved or PEER_REFRESH passed (a change within the same
+          coarse timestamp tick leaves the mtime as it was).
         """
         now = time.monotonic()
         mark = self._join_mark()   # before the listing: a join after it changes the mark
         cached = self._peer_cache
         fresh = cached is not None and now - cached[1] < PEER_REFRESH
-        if cached is not None and fresh:
-            if mark is not None:
-                if cached[3] == mark:
-                    return cached[2]
-            elif self._receiver is not None:
-                return cached[2]
+        if cached is not None and fresh and mark is not None and cached[3] == mark:
+            return cached[2]
         try:
             stamp = os.stat(self.notify_dir).st_mtime_ns
         except OSError:
             return None
-        if cached is not None and fresh and mark is None and cached[0] == stamp:
-            return cached[2]
+        if mark is None:
+            mark = self._join_mark(stamp)
+        if cached is not None and fresh:
+            if mark is not None:
+                if cached[3] == mark:
+                    return cached[2]
+            elif self._receiver is not None or cached[0] == stamp:
+                return cached[2]
         try:
             names = [name for name in os.listdir(self.notify_dir) if name.endswith(SOCKET_SUFFIX)]
         except OSError:
@@ -311,14 +319,25 @@ class Notifier:
             self._peer_interest[name] = interest
             return interest
 
-    def _join_mark(self) -> bytes | None:
+    def _join_mark(self, stamp: int | None = None) -> bytes | None:
         """The join mark's current value; None when there is none to read (no process has
-        written one yet, or it cannot be mapped). Mapped on first use, then read from memory."""
+        written one yet, or it cannot be mapped). Once mapped, read from memory. Mapping is
+        tried only with ``stamp``, the notify directory's mtime just read (_peers stats it
+        anyway while there is no mark): a mark found missing is not looked for again, an open
+        per commit, until the directory changed, as making the mark changes it. Trusted only
+        for an mtime MTIME_SETTLED old, which no later change can share."""
         joined = self._joined
         if joined is None:
+            if stamp is None:
+                return None
             with self._peer_interest_lock:
-                if self._joined is None:
-                    self._joined = _map_join_mark(self.notify_dir)
+                if self._joined is None and stamp != self._joined_missing:
+                    self._joined_missing = None
+                    try:
+                        self._joined = _map_join_mark(self.notify_dir)
+                    except FileNotFoundError:
+                        if time.time_ns() - stamp > MTIME_SETTLED * 1e9:
+                            self._joined_missing = stamp
                 joined = self._joined
             if joined is None:
                 return None
@@ -540,9 +559,12 @@ class _OwnInterest:
 
 
 def _map_join_mark(notify_dir: str) -> mmap.mmap | None:
-    """The join mark of ``notify_dir`` mapped read-only, or None (missing, not yet written whole)."""
+    """The join mark of ``notify_dir`` mapped read-only, or None (not yet written whole, not
+    readable); FileNotFoundError: there is none."""
     try:
         fd = os.open(os.path.join(notify_dir, JOINED), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
     except OSError:
         return None
     try:

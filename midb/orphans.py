@@ -30,9 +30,11 @@ Without a stale marker there is no sweep: a start after a clean stop costs a dir
 and so does the look every RECHECK seconds, for a ``midb`` command killed while the server runs
 (a process of the server killed is replaced, and its replacement claims at its start).
 
-The same thread frees, every READER_CHECK seconds, the LMDB reader slots of processes that died
-inside a read transaction (a ``midb export`` killed): LMDB itself looks at them only when an
-environment is opened, and until then no page freed after such a reader's snapshot is used again.
+The LMDB reader slots of processes that died inside a read transaction (a ``midb export``
+killed) are not this thread's: every process frees them as it opens the index, and every process
+that writes before its writes (midb.env.READER_CHECK), which is where a kept snapshot costs (each
+commit growing the index). A process that only reads is not hurt by them until the reader table
+(1,024 slots per shard) is full, and any open by another process empties it of the dead again.
 """
 
 from __future__ import annotations
@@ -62,12 +64,6 @@ NOTICE = 25          # gximap's notice level (midb does not import gximap): show
 SWEEP_PASSES = 2     # a second walk for orphans too young at the first one
 STOP_WAIT = 5.0      # what stop() waits at most for the thread
 RECHECK = 600.0      # seconds between two looks for markers of processes that died meanwhile
-# Seconds between two looks, by the same thread, for LMDB reader slots of processes that died
-# inside a read transaction (Store.clear_dead_readers). While such a slot stays, each commit grows
-# the index by the pages it wrote: 1,000 APPEND and EXPUNGE cycles grew it by 137 MB, so that
-# RECHECK's ten minutes of a busy server could fill much of a map. A look costs a scan of the
-# reader table and a lock test per process holding a slot: microseconds.
-READER_CHECK = 10.0
 
 
 def markers_dir(store_path: str) -> str:
@@ -244,8 +240,7 @@ def _older_than(path: str, when: float) -> bool:
 class OrphanSweeper:
     """The sweeps of one process: start() once it serves, stop() before the store closes. At the
     start, and every RECHECK seconds after (a ``midb`` command killed while the server runs), it
-    claims the markers of dead processes and sweeps if it took any. Between sweeps it also frees,
-    every READER_CHECK seconds, the LMDB reader slots dead processes left."""
+    claims the markers of dead processes and sweeps if it took any."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -253,7 +248,6 @@ class OrphanSweeper:
         self._thread: threading.Thread | None = None
         self.result: maintenance.SweepResult | None = None   # of the last sweep that finished
         self.attempts = 0                                    # sweeps begun and ended, for tests
-        self.reader_checks = 0                               # looks for dead readers, for tests
         self._ended = threading.Condition()
         self._kept: list[tuple[str, int]] = []   # markers swept for and not removable: locked
 
@@ -306,25 +300,13 @@ class OrphanSweeper:
                     with self._ended:
                         self.attempts += 1
                         self._ended.notify_all()
-            next_claim = time.monotonic() + RECHECK
-            while (wait := next_claim - time.monotonic()) > 0:
-                if self._stop.wait(min(wait, READER_CHECK)):
-                    return
-                self._clear_dead_readers()
+            if self._stop.wait(RECHECK):
+                return
             try:
                 claim = self._claim()
             except Exception:
                 log.exception("cannot look for processes that stopped uncleanly")
                 claim = Claim([], time.time())
-
-    def _clear_dead_readers(self) -> None:
-        try:
-            self.store.clear_dead_readers()
-        except Exception:
-            log.exception("cannot look for LMDB readers of processes that died")
-        with self._ended:
-            self.reader_checks += 1
-            self._ended.notify_all()
 
     def _sweep(self, claim: Claim) -> None:
         done = False

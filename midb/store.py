@@ -487,12 +487,6 @@ class Store(MetadataMixin):
         for shard, blob_raws in by_shard.items():
             self._write(_forget_removals(blob_raws), shards[shard], durable=False)
 
-    def clear_dead_readers(self) -> int:
-        """Free the LMDB reader slots of dead processes in every shard (SharedEnv.clear_dead_readers);
-        -> slots freed."""
-        with lmdb_errors():
-            return sum(shared.clear_dead_readers() for shared in self._live_shards())
-
     def wait_for_removals(self, timeout: float = removal.CLOSE_WAIT) -> bool:
         """Wait until the body files released so far are removed (True), or ``timeout`` passed."""
         return self._remover is None or self._remover.wait(timeout)

@@ -3,6 +3,7 @@ they were verified against changes (password, disabled flag, passwd-file line)."
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -293,16 +294,22 @@ def test_disabling_an_account_takes_effect_at_once(store: Store) -> None:
     assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
 
 
-def test_a_blocked_user_gets_in_with_the_password_the_cache_holds(store: Store) -> None:
+def test_a_blocked_user_gets_in_with_the_password_the_cache_holds(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
     """A stranger's failures block alice's name; her clients, which log in with the password
     verified before the block, get in without a hash (lead's decision: the cache's entry passes a
-    user block). A guess during the block is refused as before: unhashed, no guess counted."""
+    user block), logged so that a sysadmin tells it from a plain login. A guess during the block
+    is refused as before: unhashed, no guess counted."""
     backend = CountingBackend(MidbAuth(store))
     auth = _service(store, backend, auth_times=1, block_interval=60.0, ip_times=2)
     assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
     auth.block_user("alice", "[198.51.100.66]:50000")
-    result = auth.authenticate("alice", PASSWORD, **LOGIN)
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        result = auth.authenticate("alice", PASSWORD, **LOGIN)
+        assert auth.authenticate("alice", PASSWORD, **LOGIN).ok
     assert result.ok and result.user == "alice"
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == \
+        [f"rhost={LOGIN['rhost']} user=alice LOGIN ok (user blocked; password matched the cache)"] * 2
     guess = auth.authenticate("alice", "guess", **LOGIN)
     assert (guess.ok, guess.blocked, guess.guess, guess.reason) == (False, True, False, "user blocked")
     assert not auth.authenticate("Alice", "guess", **LOGIN).ok

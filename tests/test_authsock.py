@@ -419,7 +419,7 @@ def test_a_stranger_cannot_lock_out_a_user_whose_password_the_cache_holds(
                            f"resp={plain('', 'bob', 'secret')}\n") == ["FAIL\t4"]
     assert backend.calls == 7  # none of them was hashed
     assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
-        "rhost=[192.0.2.7]:0 user=alice SMTP/PLAIN ok",
+        "rhost=[192.0.2.7]:0 user=alice SMTP/PLAIN ok (user blocked; password matched the cache)",
         "rhost=[198.51.100.4]:0 user=alice SMTP/PLAIN refused: user blocked",
         "rhost=[192.0.2.7]:0 user=bob SMTP/PLAIN refused: user blocked"]
     assert not ctx._failures  # the refused guess began no new count toward a block

@@ -112,6 +112,34 @@ def test_brute_force_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
     assert LEGITIMATE not in summary.stdout.split("Ignoreregex:")[0].split("Failregex:")[1]
 
 
+def test_a_login_through_a_user_block_is_told_apart_and_not_counted(tmp_path: Path) -> None:
+    """alice's client logged in before an attacker got her blocked; its next login, with the
+    password the credential cache holds, gets through the block. The log says so (a sysadmin
+    sees that someone else was failing as alice), and the shipped filter does not count it."""
+    server = GximapProcess(tmp_path, tls=False, accounts={"alice": "secret"},
+                           extra={"imap_auth_times": "3", "imap_auth_ip_times": "0"})
+    server.start()
+    try:
+        for round_ in ("before", "during"):
+            client = Client(server.port, LEGITIMATE)
+            client.readline()
+            assert client.command("c1", "LOGIN alice secret")[-1].startswith(b"c1 OK"), round_
+            client.command("c2", "LOGOUT")
+            client.close()
+            if round_ == "before":
+                attack = Client(server.port, ATTACKER)
+                attack.readline()
+                for number in (1, 2, 3):
+                    assert attack.command(f"a{number}", "LOGIN alice guess")[-1].startswith(f"a{number} NO".encode())
+                assert attack.readline().startswith(b"* BYE")
+                attack.close()
+    finally:
+        server.stop()
+    oks = re.findall(r"<5> rhost=\[127\.0\.0\.3\]:\d+ user=alice LOGIN ok(.*)\n", server.log())
+    assert oks == ["", " (user blocked; password matched the cache)"]
+    assert _matched(server.log_path) == [f"{ATTACKER} alice"] * 3
+
+
 def test_brute_force_logged_to_the_journal_is_caught_by_the_shipped_filter(tmp_path: Path) -> None:
     """imap_log_file = - under systemd: standard error is the journal's stream (JOURNAL_STREAM).
     Each line must carry its syslog priority as "<P>" for journald, and the shipped filter must

@@ -249,6 +249,8 @@ def test_auth_lines_exact(logfile: Callable[..., list[tuple[int, str]]]) -> None
     auth_refusal("[198.51.100.2]:143", "alice", "plain", "user blocked")
     auth_success("[203.0.113.5]:51234", "alice", "LOGIN", None)
     auth_success("[203.0.113.5]:51234", "shared@example.org", "plain", "bob")
+    auth_success("[203.0.113.5]:51234", "alice", "LOGIN", None, "user blocked; password matched the cache")
+    auth_success("[203.0.113.5]:51234", "shared", "LOGIN", "bob", "user blocked; password matched the cache")
     assert logfile() == [
         (4, "rhost=[203.0.113.5]:51234 user=alice LOGIN rejected: bad password"),
         (4, "rhost=[203.0.113.5]:51234 user=alice blocked for 60s: too many failed logins"),
@@ -256,6 +258,9 @@ def test_auth_lines_exact(logfile: Callable[..., list[tuple[int, str]]]) -> None
         (4, "rhost=[198.51.100.2]:143 user=alice PLAIN refused: user blocked"),  # fail2ban does not count it
         (5, "rhost=[203.0.113.5]:51234 user=alice LOGIN ok"),
         (5, "rhost=[203.0.113.5]:51234 user=shared@example.org PLAIN ok actor=bob"),
+        # a login a user block let in: told apart, and still no "rejected" for fail2ban
+        (5, "rhost=[203.0.113.5]:51234 user=alice LOGIN ok (user blocked; password matched the cache)"),
+        (5, "rhost=[203.0.113.5]:51234 user=shared LOGIN ok actor=bob (user blocked; password matched the cache)"),
     ]
 
 

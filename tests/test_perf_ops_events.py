@@ -8,10 +8,12 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from net_helpers import TIMEOUT, wait_until
 
-from midb.events import HELLO, MAGIC, Notifier
+from midb.events import HELLO, JOINED, MAGIC, Notifier
 
 
 def bound_socket(notifier: Notifier, name: str) -> socket.socket:
@@ -145,4 +147,62 @@ def test_a_newcomer_hears_of_a_commit_made_before_its_hello_was_read(tmp_path: P
         free.set()
         newcomer.close()
         poker.close()
+        publisher.close()
+
+
+def join_mark_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, every open() of a join mark, recorded."""
+    real_open = os.open
+    looks: list[str] = []
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if os.path.basename(os.fsdecode(path)) == JOINED:
+            looks.append(os.fsdecode(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    return looks
+
+
+def test_a_missing_join_mark_is_not_looked_for_at_every_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until a process joins, there is no join mark to map: a publisher looks for it again only
+    once the notify directory changed (making the mark changes it), not with an open() per
+    commit; and a process that then joins is still sent the next commit's events."""
+    publisher = Notifier(str(tmp_path))
+    newcomer = Notifier(str(tmp_path))
+    try:
+        os.makedirs(publisher.notify_dir, exist_ok=True)
+        settled = time.time() - 60                        # a directory nobody joined for a while
+        os.utime(publisher.notify_dir, (settled, settled))
+        looks = join_mark_opens(monkeypatch)
+        for modseq in range(1, 101):
+            publisher.publish([(1, 1, modseq)])
+        assert len(looks) == 1
+        got: list[tuple[str, int, int]] = []
+        newcomer.watch(7, "bob", lambda *event: got.append(event))   # writes the mark
+        publisher.publish([(7, 2, 9)])
+        assert wait_until(lambda: got == [("bob", 2, 9)])
+        assert publisher._join_mark() is not None          # mapped: read from memory from now on
+        looked = len(looks)
+        for modseq in range(10, 110):
+            publisher.publish([(7, 2, modseq)])
+        assert len(looks) == looked
+    finally:
+        newcomer.close()
+        publisher.close()
+
+
+def test_a_join_mark_missing_under_a_fresh_mtime_is_looked_for_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory changed within the last seconds may change again without its mtime moving (a
+    coarse timestamp): a miss seen then is not trusted, the next commit looks again."""
+    publisher = Notifier(str(tmp_path))
+    try:
+        os.makedirs(publisher.notify_dir, exist_ok=True)   # its mtime: now
+        looks = join_mark_opens(monkeypatch)
+        publisher.publish([(1, 1, 1)])
+        publisher.publish([(1, 1, 2)])
+        assert len(looks) == 2
+    finally:
         publisher.close()

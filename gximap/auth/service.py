@@ -119,6 +119,9 @@ class AuthResult:
 
 
 BLOCKED, DISABLED, UNAUTHORIZED, NO_MAILBOX = "blocked", "disabled", "unauthorized", "no mailbox"  # AuthResult.refusal
+# The note of a login that a user block let in (_screen): a sysadmin tells it from a plain "ok",
+# as the block says someone else was failing as this user.
+THROUGH_BLOCK = "user blocked; password matched the cache"
 LIMITED = "limited"  # AuthResult.refusal: the caller's ``hold`` said no (imap_max_conn_per_user_ip)
 
 # A login's last say after a right password (submit's ``hold``): given the storage account the
@@ -405,13 +408,13 @@ class AuthService:
             # A user block stops guessing, which anyone can start; a password verified before it
             # (the cache's entry) is no guess, so it passes: a stranger cannot lock the user's
             # clients out. Anything else is refused unhashed, as Gromox refuses every login.
-            return self._answer_from_cache(attempt) or _refuse(attempt, "user blocked", BLOCKED)
+            return self._answer_from_cache(attempt, THROUGH_BLOCK) or _refuse(attempt, "user blocked", BLOCKED)
         return None
 
-    def _answer_from_cache(self, attempt: _Attempt) -> AuthResult | None:
+    def _answer_from_cache(self, attempt: _Attempt, note: str = "") -> AuthResult | None:
         """The verdict on an attempt whose password the credential cache vouches for (one that
         passed the screening, or a blocked user's: _screen); None when only a full check can tell
-        (a miss, no cache, a name auth_map lacks)."""
+        (a miss, no cache, a name auth_map lacks). ``note``: for the log line of a success."""
         cache, stamped = self.cache, self._stamped_backend
         if cache is None or stamped is None:
             return None
@@ -422,10 +425,11 @@ class AuthService:
         stamp = stamped.credential_stamp(identity)
         if stamp is None or cache.lookup(identity, attempt.password, stamp) is None:
             return None
-        return self._admit(attempt)
+        return self._admit(attempt, note)
 
-    def _admit(self, attempt: _Attempt) -> AuthResult:
-        """After a right password: the storage account the session runs as, or why it may not."""
+    def _admit(self, attempt: _Attempt, note: str = "") -> AuthResult:
+        """After a right password: the storage account the session runs as, or why it may not.
+        ``note``: how it got in, for the log line of a success."""
         actor, mailbox = attempt.actor, attempt.mailbox
         try:
             own_account = self.storage_map.map(actor)
@@ -450,7 +454,7 @@ class AuthService:
         if attempt.hold is not None and not attempt.hold(target):
             return _refuse(attempt, "too many sessions from this address", LIMITED)
         actor_account = own_account if target != own_account else None
-        gxlog.auth_success(attempt.rhost, target, attempt.mech, actor_account)
+        gxlog.auth_success(attempt.rhost, target, attempt.mech, actor_account, note)
         return AuthResult(True, user=target, actor=actor_account)
 
     def _verify(self, identity: str, password: str) -> str | None:
