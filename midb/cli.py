@@ -585,7 +585,8 @@ def cmd_import_mbox(args: argparse.Namespace, settings: Settings) -> int:
     try:
         account = _account_or_fail(store, args.account)
         report = import_mbox(store, account, args.folder, args.file,
-                             variant="mboxo" if args.mboxo else "mboxrd", crlf=not args.keep_line_endings)
+                             variant="mboxo" if args.mboxo else "mboxrd", crlf=not args.keep_line_endings,
+                             highestmodseq=args.highestmodseq)
     finally:
         store.close()
     _print_folder_report(report)
@@ -599,10 +600,12 @@ def cmd_import_maildir(args: argparse.Namespace, settings: Settings) -> int:
     try:
         account = _account_or_fail(store, args.account)
         if args.into is not None:
-            folder_report = import_maildir(store, account, args.into, args.dir, crlf=not args.keep_line_endings)
+            folder_report = import_maildir(store, account, args.into, args.dir, crlf=not args.keep_line_endings,
+                                           highestmodseq=args.highestmodseq)
             _print_folder_report(folder_report)
             return 0 if folder_report.complete and not folder_report.failed else 1
-        report = import_maildir_tree(store, account, args.dir, crlf=not args.keep_line_endings)
+        report = import_maildir_tree(store, account, args.dir, crlf=not args.keep_line_endings,
+                                     highestmodseq=args.highestmodseq)
     finally:
         store.close()
     for folder_report in report.folders:
@@ -867,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the file is mboxo: unquote only '>From ' (default: mboxrd, '>>From ' too)")
     sub.add_argument("--keep-line-endings", action="store_true",
                      help="store bodies as found instead of converting bare LF to CRLF")
+    _highestmodseq_option(sub)
     sub = leaf(imports, "maildir", cmd_import_maildir,
                "import a (Dovecot) Maildir++ tree: root = INBOX, .Sub.Folder = Sub/Folder")
     sub.add_argument("account", metavar="ACCOUNT")
@@ -875,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="import DIR as a single Maildir into FOLDER, ignoring subfolders")
     sub.add_argument("--keep-line-endings", action="store_true",
                      help="store bodies as found instead of converting bare LF to CRLF")
+    _highestmodseq_option(sub)
 
     exports = group("export", "export mail to a Maildir++ tree or an mbox file",
                     "Export mail, with UIDs, flags, keywords and dates, in the formats 'midb import' "
@@ -924,6 +929,27 @@ def _password_options(parser: argparse.ArgumentParser, *, allow_none: bool) -> N
     if allow_none:
         group.add_argument("--no-password", action="store_true",
                            help="no password: logins only through another auth_backend")
+
+
+def _highestmodseq_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--highestmodseq", metavar="N", type=_modseq, default=None,
+                        help="the source's HIGHESTMODSEQ, which Dovecot keeps in its index, not in "
+                             "the mail files (doveadm mailbox status -u USER highestmodseq '*'; give the "
+                             "largest over the folders): folders whose UIDs are kept get mod-sequences "
+                             "above it instead of above 2^32; either way CONDSTORE and QRESYNC clients "
+                             "of the source fetch every message's flags once")
+
+
+def _modseq(text: str) -> int:
+    from midb.importer import MAX_GIVEN_MODSEQ
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 < value <= MAX_GIVEN_MODSEQ:
+        raise argparse.ArgumentTypeError(f"{text!r} is not from 1 to {MAX_GIVEN_MODSEQ}")
+    return value
 
 
 def _non_negative(text: str) -> int:

@@ -65,6 +65,19 @@ _BATCH_BYTES = 32 << 20
 
 _MAX_UID = 0xFFFFFFFF
 
+# The HIGHESTMODSEQ a folder whose UIDs are kept starts from when its source does not record its
+# own: Dovecot keeps it in its index, not in dovecot-uidlist or in mbox headers. A client that
+# synchronised there with CONDSTORE or QRESYNC holds one of Dovecot's mod-sequences, which count
+# the changes made to that one mailbox (about one per delivery or flag change): no mailbox
+# reaches 2**32 of them. Above it, every message stored and every UID reported expunged is a
+# change since what such a client holds, so its resync fetches all flags once instead of being
+# told of nothing because its mod-sequence is past the folder's (RFC 7162 section 3.1.6 has a
+# mod-sequence never go back within a UIDVALIDITY).
+UNKNOWN_SOURCE_MODSEQ_FLOOR = 1 << 32
+# The largest HIGHESTMODSEQ a caller may give: the folder's later changes still have 2**62
+# mod-sequences before RFC 7162's limit of 2**63 - 1.
+MAX_GIVEN_MODSEQ = 1 << 62
+
 
 class ImportFailed(MidbError):
     """The source cannot be imported (unreadable, not an mbox/Maildir, quota exhausted, ...)."""
@@ -616,9 +629,16 @@ class FolderReport:
     failed: int = 0
     complete: bool = True    # False when the import of this folder was stopped (quota)
     notes: list[str] = field(default_factory=list)
+    # What the folder's HIGHESTMODSEQ was raised to for a source that does not record its own
+    # (UNKNOWN_SOURCE_MODSEQ_FLOOR, or the caller's value); 0 when it was not.
+    modseq_floor: int = 0
+    modseq_given: bool = False
 
     def summary(self) -> str:
         mode = f"UIDVALIDITY {self.uidvalidity} and UIDs kept" if self.uids_kept else "new UIDs"
+        if self.modseq_floor:
+            why = "as given" if self.modseq_given else "the source's is not known"
+            mode += f", HIGHESTMODSEQ raised to {self.modseq_floor} ({why})"
         moved = f" ({self.relocated} under new UIDs: other mail held theirs)" if self.relocated else ""
         text = (f"{self.folder}: {self.imported} imported{moved}, {self.skipped} skipped (already present)"
                 f"{f', {self.failed} failed' if self.failed else ''}; {mode}"
@@ -710,12 +730,27 @@ def _existing_content(store: Store, account: str, folder_id: int,
     return already_present
 
 
-def _import_into(store: Store, account: str, name: str, source: SourceFolder) -> FolderReport:
+def _check_modseq(highestmodseq: int | None) -> None:
+    if highestmodseq is not None and not (isinstance(highestmodseq, int) and not isinstance(highestmodseq, bool)
+                                          and 0 < highestmodseq <= MAX_GIVEN_MODSEQ):
+        raise ValueError(f"highestmodseq must be from 1 to {MAX_GIVEN_MODSEQ}")
+
+
+def _import_into(store: Store, account: str, name: str, source: SourceFolder,
+                 given_modseq: int | None = None) -> FolderReport:
+    """Import ``source`` into folder ``name``. ``given_modseq``: a HIGHESTMODSEQ the source had
+    (read by the admin), the floor of the folder's when its UIDs are kept, in place of
+    UNKNOWN_SOURCE_MODSEQ_FLOOR for a source that does not record its own."""
     report = FolderReport(source.origin, name, notes=list(source.notes))
     folder = _get_or_create(store, account, name, source.uidvalidity, report)
     folder = _claim_uidvalidity(store, account, folder, source, report)
     report.folder, report.uidvalidity = folder.name, folder.uidvalidity
     nextuid, highestmodseq = source.nextuid, source.highestmodseq
+    floor = 0
+    if report.uids_kept and (highestmodseq is None or given_modseq is not None):
+        # Clients may hold a mod-sequence of the source's for these UIDs that is not known here.
+        floor = given_modseq if given_modseq is not None else UNKNOWN_SOURCE_MODSEQ_FLOOR
+        highestmodseq = max(highestmodseq or 0, floor)
     retired = store.retired_folder(account, folder.uidvalidity) if report.uids_kept else None
     if retired is not None and (retired[0] > (nextuid or 0) or retired[1] > (highestmodseq or 0)):
         # The folder was deleted here after this copy of it was made (a restore from an older
@@ -734,9 +769,12 @@ def _import_into(store: Store, account: str, name: str, source: SourceFolder) ->
         # of every message it may have missed (RFC 7162 section 3.1.6: a mod-sequence never
         # goes back within a UIDVALIDITY).
         try:
-            store.raise_highestmodseq(account, folder.id, highestmodseq)
+            rose = store.raise_highestmodseq(account, folder.id, highestmodseq)
         except MidbError as exc:
             report.notes.append(f"HIGHESTMODSEQ {highestmodseq} not kept: {exc}")
+        else:
+            if rose and highestmodseq == floor:
+                report.modseq_floor, report.modseq_given = floor, given_modseq is not None
 
     planned: list[tuple[SourceMessage, int | None]] = []
     relocated: list[tuple[SourceMessage, int | None]] = []   # their UIDs hold other mail here
@@ -1010,8 +1048,11 @@ def _increasing_uids(source: SourceFolder) -> bool:
 
 
 def import_mbox(store: Store, account: str, folder: str, path: str | os.PathLike[str], *,
-                variant: str = "mboxrd", crlf: bool = True) -> FolderReport:
-    """Import one mbox file into ``folder`` (created if missing) of ``account``."""
+                variant: str = "mboxrd", crlf: bool = True, highestmodseq: int | None = None) -> FolderReport:
+    """Import one mbox file into ``folder`` (created if missing) of ``account``. ``highestmodseq``:
+    the HIGHESTMODSEQ the source mailbox had (Dovecot's, which the file does not hold), a floor of
+    the folder's when its UIDs are kept; without it, UNKNOWN_SOURCE_MODSEQ_FLOOR."""
+    _check_modseq(highestmodseq)
     account = require_account(store, account)
     with open_mbox(path, variant=variant, crlf=crlf) as source:
         if source.uidvalidity is not None and not _increasing_uids(source):
@@ -1020,22 +1061,23 @@ def import_mbox(store: Store, account: str, folder: str, path: str | os.PathLike
         if source.uidvalidity is None:
             for message in source.messages:
                 message.uid = None
-        return _import_into(store, account, folder, source)
+        return _import_into(store, account, folder, source, highestmodseq)
 
 
 def import_maildir(store: Store, account: str, folder: str, path: str | os.PathLike[str], *,
-                   crlf: bool = True) -> FolderReport:
+                   crlf: bool = True, highestmodseq: int | None = None) -> FolderReport:
     """Import a single Maildir (no subfolders) into ``folder`` of ``account``. A folder of a
     midb export (the tree's root, or a ``.Name`` directory in it) is taken as import_maildir_tree
     takes it: refused when the export did not finish, bodies byte for byte, its HIGHESTMODSEQ
-    kept with its UIDs."""
+    kept with its UIDs. ``highestmodseq`` as for import_mbox."""
+    _check_modseq(highestmodseq)
     account = require_account(store, account)
     path = os.fspath(path)
     exported, name = _export_of(path)
     source = scan_maildir(path, crlf=crlf and exported is None)
     if exported is not None and name is not None:
         _adopt_export_info(source, exported.get(name))
-    return _import_into(store, account, folder, source)
+    return _import_into(store, account, folder, source, highestmodseq)
 
 
 def _export_of(path: str) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
@@ -1132,7 +1174,7 @@ def read_dovecot_subscriptions(root: str) -> list[list[str]]:
 
 
 def import_maildir_tree(store: Store, account: str, root: str | os.PathLike[str], *,
-                        crlf: bool = True) -> ImportReport:
+                        crlf: bool = True, highestmodseq: int | None = None) -> ImportReport:
     """Import a whole (Dovecot) Maildir++ tree: root = INBOX, ``.A.B`` = ``A/B``.
 
     Dovecot's usual special folders (Sent, Drafts, Trash, Junk/Spam, Archive and common
@@ -1144,7 +1186,11 @@ def import_maildir_tree(store: Store, account: str, root: str | os.PathLike[str]
     A tree written by midb.exporter (EXPORT_INFO_FILE) says which folder had which special use
     (no names are guessed then) and its HIGHESTMODSEQ; its bodies are what a store held, and
     are stored byte for byte whatever ``crlf`` says. One whose export did not finish is refused.
+
+    ``highestmodseq`` as for import_mbox, for every folder: Dovecot gives one per folder, and the
+    largest of them is the one safe for all.
     """
+    _check_modseq(highestmodseq)
     account = require_account(store, account)
     root = os.fspath(root)
     report = ImportReport()
@@ -1159,7 +1205,7 @@ def import_maildir_tree(store: Store, account: str, root: str | os.PathLike[str]
             source = scan_maildir(directory, crlf=crlf)
             if exported is not None:
                 _adopt_export_info(source, exported.get(SEPARATOR.join(components)))
-            folder_report = _import_into(store, account, target, source)
+            folder_report = _import_into(store, account, target, source, highestmodseq)
         except (ImportFailed, MidbError, OSError) as exc:
             report.problems.append(f"{directory}: {exc}")
             continue

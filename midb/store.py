@@ -1127,21 +1127,23 @@ class Store(MetadataMixin):
 
         self._write(job, self._home(account))
 
-    def raise_highestmodseq(self, account: str, folder_id: int, modseq: int) -> None:
+    def raise_highestmodseq(self, account: str, folder_id: int, modseq: int) -> bool:
         """For importers: the folder's HIGHESTMODSEQ becomes at least ``modseq`` (the source's),
-        so later changes get mod-sequences above those clients already hold."""
+        so later changes get mod-sequences above those clients already hold; -> whether it rose."""
         if not isinstance(modseq, int) or isinstance(modseq, bool) or not 0 < modseq < 1 << 63:
             raise InvalidArgument("modseq must be a positive 63-bit integer")
 
-        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> bool:
             account_id = self._account_id(txn, dbs, account)
             record = self._folder(txn, dbs, account_id, folder_id)
-            if record.highestmodseq < modseq:
-                record.highestmodseq = modseq
-                self._put_folder(txn, dbs, account_id, record)
-                effects.changed(account_id, record.id, record.highestmodseq)
+            if record.highestmodseq >= modseq:
+                return False
+            record.highestmodseq = modseq
+            self._put_folder(txn, dbs, account_id, record)
+            effects.changed(account_id, record.id, record.highestmodseq)
+            return True
 
-        self._write(job, self._home(account))
+        return bool(self._write(job, self._home(account)))
 
     def raise_uidnext(self, account: str, folder_id: int, uidnext: int) -> bool:
         """For importers, once the source's messages are stored under their UIDs: the folder's

@@ -14,6 +14,7 @@ from store_helpers import folder_state
 from midb.errors import NoSuchAccount
 from midb.exporter import export_maildir_tree
 from midb.importer import (
+    UNKNOWN_SOURCE_MODSEQ_FLOOR,
     ImportFailed,
     find_maildir_folders,
     import_maildir,
@@ -675,6 +676,7 @@ def test_qresync_client_of_the_source_is_told_of_the_uids_expunged_there(tmp_pat
     with Conversation(tmp_path / "new") as conv:
         report = import_maildir_tree(conv.store, "alice", tmp_path / "export")
         assert report.folders[0].uids_kept and report.folders[0].imported == 3
+        assert report.folders[0].modseq_floor == 0   # the export's own HIGHESTMODSEQ, no floor
         conv.login()
         conv.command("ENABLE QRESYNC")
         conv.script(f"""
@@ -697,3 +699,70 @@ def test_qresync_client_of_the_source_is_told_of_the_uids_expunged_there(tmp_pat
         assert _uid_fetch_vanished(conv, synced.highestmodseq) == [b"* VANISHED (EARLIER) 2:3,6"]
         # Synchronised here since: told of nothing more.
         assert _uid_fetch_vanished(conv, int(conv.captured["top"])) == []
+
+
+def test_condstore_client_of_dovecot_is_told_of_every_message_and_gap(tmp_path: Path) -> None:
+    """dovecot-uidlist holds UIDs but not Dovecot's HIGHESTMODSEQ: a client that synchronised
+    there holds a mod-sequence of that server's, here 5000. The import starts the folder above any
+    such mod-sequence (UNKNOWN_SOURCE_MODSEQ_FLOOR), so the client's resync names every message's
+    flags and every UID expunged there, instead of nothing because 5000 is past HIGHESTMODSEQ."""
+    make_dovecot_maildir(tmp_path / "Maildir")
+    with Conversation(tmp_path / "new") as conv:
+        report = import_maildir_tree(conv.store, "alice", tmp_path / "Maildir")
+        inbox = report.folders[0]
+        assert inbox.folder == "INBOX" and inbox.uids_kept and inbox.imported == 5
+        assert inbox.modseq_floor == UNKNOWN_SOURCE_MODSEQ_FLOOR == 1 << 32
+        assert "HIGHESTMODSEQ raised to 4294967296 (the source's is not known)" in inbox.summary()
+        conv.login()
+        conv.command("ENABLE QRESYNC")
+        conv.script("""
+            C: a1 SELECT INBOX (QRESYNC (1234567 5000 1:20))
+            S: * FLAGS ({*})
+            S: * OK [PERMANENTFLAGS ({*})] {*}
+            S: * 5 EXISTS
+            S: * 5 RECENT
+            S: * OK [UNSEEN 3] {*}
+            S: * OK [UIDVALIDITY 1234567] {*}
+            S: * OK [UIDNEXT 21] {*}
+            S: * OK [HIGHESTMODSEQ {n:top}] {*}
+            S: * OK [MAILBOXID ({*})] {*}
+            S: * VANISHED (EARLIER) 1:2,4,8:19
+            S: * 1 FETCH (UID 3 FLAGS (\\Seen $Forwarded \\Recent) MODSEQ ({n}))
+            S: * 2 FETCH (UID 5 FLAGS (\\Answered \\Flagged \\Seen Work \\Recent) MODSEQ ({n}))
+            S: * 3 FETCH (UID 6 FLAGS (\\Deleted \\Recent) MODSEQ ({n}))
+            S: * 4 FETCH (UID 7 FLAGS (\\Recent) MODSEQ ({n}))
+            S: * 5 FETCH (UID 20 FLAGS (\\Recent) MODSEQ ({n}))
+            S: a1 OK [READ-WRITE] {*}
+        """)
+        assert int(conv.captured["top"]) > UNKNOWN_SOURCE_MODSEQ_FLOOR
+        changed = [line for line in conv.command("FETCH 1:* (FLAGS) (CHANGEDSINCE 5000)") if line.startswith(b"* ") and b" FETCH (" in line]
+        assert len(changed) == 5
+        assert _uid_fetch_vanished(conv, 5000) == [b"* VANISHED (EARLIER) 1:2,4,8:19"]
+        assert _uid_fetch_vanished(conv, int(conv.captured["top"])) == []
+
+        again = import_maildir_tree(conv.store, "alice", tmp_path / "Maildir")
+        assert again.folders[0].skipped == 5 and again.folders[0].modseq_floor == 0   # raised already
+
+
+def test_highestmodseq_given_for_a_source_that_does_not_record_it(tmp_path: Path, store: Store) -> None:
+    """The HIGHESTMODSEQ an admin read from Dovecot (doveadm mailbox status) replaces the floor:
+    the folder starts there, not at 2**32."""
+    store.create_account("emil")
+    report = import_mbox(store, "emil", "Old", write(tmp_path / "box", DOVECOT_MBOX), highestmodseq=5000)
+    assert report.uids_kept and report.modseq_floor == 5000
+    assert "HIGHESTMODSEQ raised to 5000 (as given)" in report.summary()
+    folder = store.get_folder("emil", "Old")
+    assert folder is not None and 5000 < folder.highestmodseq < 5010
+    assert [meta.modseq > 5000 for meta in store.messages("emil", folder.id)] == [True, True]
+    assert list(store.vanished_since("emil", folder.id, 4999).among(range(1, 14))) == [*range(1, 7), 8, *range(10, 13)]
+
+    # New UIDs (the folder holds other mail): clients download the messages anew, no floor.
+    other = store.create_folder("emil", "Busy")
+    store.append("emil", other.id, message("already here"))
+    busy = import_mbox(store, "emil", "Busy", write(tmp_path / "box", DOVECOT_MBOX), highestmodseq=5000)
+    assert not busy.uids_kept and busy.modseq_floor == 0 and "HIGHESTMODSEQ" not in busy.summary()
+    again = store.get_folder("emil", "Busy")
+    assert again is not None and again.highestmodseq < 5000
+    for wrong in (0, (1 << 62) + 1):
+        with pytest.raises(ValueError, match="highestmodseq must be from 1 to"):
+            import_maildir_tree(store, "emil", tmp_path, highestmodseq=wrong)

@@ -406,12 +406,36 @@ def _dovecot_maildir(root: Path) -> None:
     (root / ".Projects.2024" / "new" / "1700000004.M4.host").write_bytes(b"Subject: p\r\n\r\np\r\n")
 
 
+def test_import_highestmodseq_given(midb: Midb, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--highestmodseq: the value Dovecot reported, in place of the 2**32 floor, for every folder
+    whose UIDs are kept."""
+    args = build_parser().parse_args(["import", "mbox", "jo", "Old", "f", "--highestmodseq", "5000"])
+    assert args.highestmodseq == 5000
+    for wrong in ("0", "-3", "x", str((1 << 62) + 1)):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["import", "maildir", "jo", "d", "--highestmodseq", wrong])
+        assert exited.value.code == 1
+        assert "midb: error: argument --highestmodseq: " in capsys.readouterr().err
+    ok(midb("user", "add", "jo", "--password-stdin", stdin="pw\n"))
+    maildir = tmp_path / "Maildir"
+    _dovecot_maildir(maildir)
+    out = ok(midb("import", "maildir", "jo", str(maildir), "--highestmodseq", "5000"))
+    assert "UIDVALIDITY 99 and UIDs kept, HIGHESTMODSEQ raised to 5000 (as given)" in out
+    store = midb.open()
+    try:
+        inbox = store.get_folder("jo", "INBOX")
+        assert inbox is not None and 5000 < inbox.highestmodseq < 5010
+    finally:
+        store.close()
+
+
 def test_import_verify_backup_stats(midb: Midb, tmp_path: Path) -> None:
     ok(midb("user", "add", "jo", "--password-stdin", stdin="pw\n"))
     maildir = tmp_path / "Maildir"
     _dovecot_maildir(maildir)
     out = ok(midb("import", "maildir", "jo", str(maildir)))
-    assert "INBOX: 2 imported, 0 skipped (already present); UIDVALIDITY 99 and UIDs kept" in out
+    assert ("INBOX: 2 imported, 0 skipped (already present); UIDVALIDITY 99 and UIDs kept, "
+            "HIGHESTMODSEQ raised to 4294967296 (the source's is not known)") in out
     assert "Projects/2024: 1 imported" in out and "(folder created)" in out
     assert "total: 4 imported, 0 skipped, 0 failed, 3 folders" in out
     again = ok(midb("import", "maildir", "jo", str(maildir)))
@@ -429,7 +453,7 @@ def test_import_verify_backup_stats(midb: Midb, tmp_path: Path) -> None:
     store = midb.open()
     try:
         inbox = store.get_folder("jo", "INBOX")
-        assert inbox is not None and inbox.uidvalidity == 99
+        assert inbox is not None and inbox.uidvalidity == 99 and inbox.highestmodseq > 1 << 32
         metas = store.messages("jo", inbox.id)
         assert [(m.uid, m.flags) for m in metas] == [(4, ("\\Seen",)), (8, ("\\Answered", "\\Flagged", "Important"))]
         sent = store.get_folder("jo", "Sent")
