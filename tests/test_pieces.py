@@ -15,6 +15,7 @@ import pytest
 from conversation import Conversation, drive
 from store_helpers import FailingSync
 
+from gximap.imap.codes import Code
 from gximap.session import pieces
 from gximap.session.base import Await
 from midb import errors as midb_errors
@@ -548,6 +549,55 @@ def test_a_move_failing_part_way_reports_what_it_moved_then_no(
     assert _uids(conv, "INBOX") == left
     # Every message is in exactly one of the two mailboxes.
     assert len(_uids(conv, "INBOX")) + len(moved) == MESSAGES
+
+
+def _flush_fails_at_move(conv: Conversation, monkeypatch: pytest.MonkeyPatch, number: int) -> list[int]:
+    """Store.move's ``number``-th call (1-based) commits but its flush fails (NotDurable); the
+    calls made are counted in the list returned (its length)."""
+    monkeypatch.setattr(conv.store, "fsync", True)   # durable writes: each is flushed after its commit
+    shared = conv.store._shared
+    original = Store.move
+    calls: list[int] = []
+
+    def move_with_a_failing_flush(self: Store, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) != number:
+            return original(self, *args, **kwargs)
+        environment = shared.env
+        shared.env = cast(Any, FailingSync(environment))
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            shared.env = environment
+
+    monkeypatch.setattr(Store, "move", move_with_a_failing_flush)
+    return calls
+
+
+@pytest.mark.parametrize(("mailboxes", "failing"), [(b"1:*", 2), (b"1:3", 1)], ids=["in pieces", "one piece"])
+def test_a_move_whose_flush_fails_reports_the_messages_it_moved_then_no(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, mailboxes: bytes, failing: int) -> None:
+    """A piece whose commit stands but whose flush failed (NotDurable) has moved its messages: a
+    power failure may undo that, but until then they are in the target only. The client is told
+    so (COPYUID and EXPUNGE for them, as for the pieces before), then NO [UNAVAILABLE] (RFC 6851
+    section 3.3: a NO does not say nothing moved), so that its picture is the store's."""
+    calls = _flush_fails_at_move(conv, monkeypatch, failing)
+    answer = conv.send(b"m1 UID MOVE " + mailboxes + b" Other\r\n")
+    assert len(calls) == failing   # no piece after the one that failed
+    # Not "try again later": the messages reported moved are moved, but not safely on disk.
+    assert answer[-1] == b"m1 NO [UNAVAILABLE] " + conv.session.text(Code.NO_MOVE_NOT_DURABLE)
+    moved = _uids(conv, "Other")
+    # That piece stands: all three, or the first piece and more (the second's size varies).
+    assert len(moved) == 3 if failing == 1 else len(moved) > pieces.FIRST_PIECE
+    found = re.search(rb"^\* OK \[COPYUID \d+ (\S+) (\S+)\]", answer[0])
+    assert found is not None and _sequence(found.group(2)) == moved
+    sources = _sequence(found.group(1))
+    left = [uid for uid in range(1, MESSAGES + 1) if uid not in sources]
+    assert _applied(list(range(1, MESSAGES + 1)), answer[1:-1]) == left
+    assert _uids(conv, "INBOX") == left
+    assert len(left) + len(moved) == MESSAGES   # each message in exactly one of the two mailboxes
+    # Nothing is announced again: the session's picture already is the store's.
+    assert not any(b"EXPUNGE" in line for line in conv.command("NOOP"))
 
 
 def test_expunge_in_pieces_keeps_every_number_valid(

@@ -140,6 +140,7 @@ class Code(enum.IntEnum):
     NO_RENAME_TO_INBOX = 31302
     NO_APPEND_INVALID = 32102
     NO_STORE_READ_ONLY = 32901
+    NO_MOVE_NOT_DURABLE = 33101  # moved as reported, but the index flush failed
     NO_COMPRESSION_ACTIVE = 33401
     NO_QUOTA_ROOT_UNKNOWN = 33501
     NO_SETQUOTA_DENIED = 33701
@@ -221,6 +222,8 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.NO_RENAME_TO_INBOX: b"ALREADYEXISTS",
     Code.NO_APPEND_INVALID: b"CANNOT",
     Code.NO_STORE_READ_ONLY: b"READ-ONLY",
+    # The disk failed a flush: the subsystem RFC 5530's UNAVAILABLE names, though the move stands.
+    Code.NO_MOVE_NOT_DURABLE: b"UNAVAILABLE",
     Code.NO_COMPRESSION_ACTIVE: b"COMPRESSIONACTIVE",
     Code.NO_QUOTA_ROOT_UNKNOWN: b"NONEXISTENT",
     Code.NO_SETQUOTA_DENIED: b"NOPERM",

@@ -24,6 +24,15 @@ the destination is left as it was, as RFC 3501 requires, although a session
 watching it may see them come and go. A crash in the middle leaves the copies made so far, which only duplicates
 mail (every piece is durable: its new UIDs are seen by other sessions at once). A MOVE that
 fails part-way reports what it moved, then NO (RFC 6851 section 3.3).
+
+A MOVE piece whose commit stands but whose flush failed (NotDurable) counts as moved: its
+messages are reported (COPYUID, EXPUNGE) with the pieces before it, then NO [UNAVAILABLE] says
+that the move is not safely on disk. It is not undone as a COPY's copies are: RFC 3501 wants a
+failed COPY to leave the destination as it was, but RFC 6851 section 3.3 lets a MOVE answered NO
+have moved messages, provided each is in one mailbox, which one transaction per piece ensures
+(a power failure brings back all of a piece's originals or none). Moving them back would give
+them new UIDs in the source (UIDs only grow), a second write on a disk that has just failed,
+as unsure; the client would still have to learn of both moves.
 """
 
 from __future__ import annotations
@@ -57,18 +66,17 @@ class _Transferred:
     """What the pieces of a COPY or MOVE did: the destination's UIDVALIDITY and the (source,
     destination) UID pairs, recorded by ``write`` as each piece commits (on a bulk-write thread,
     while the session waits), so that a piece the client left during is known to the clean-up.
-    ``check_first``, if given, runs once before the first piece, on the same thread. With
-    ``unflushed``, a piece whose commit stands but whose flush failed (NotDurable) is recorded
-    too, for a COPY to remove with the others."""
+    ``check_first``, if given, runs once before the first piece, on the same thread. A piece
+    whose commit stands but whose flush failed (NotDurable) is recorded too, ``unflushed`` set:
+    a COPY removes its copies with the others, a MOVE reports its messages moved."""
 
     def __init__(self, transfer: Callable[..., tuple[int, list[tuple[int, int]]]], view: Any,
-                 target_id: int, *, check_first: Callable[[], None] | None = None,
-                 unflushed: bool = False) -> None:
+                 target_id: int, *, check_first: Callable[[], None] | None = None) -> None:
         self._transfer = transfer   # Store.copy or Store.move
         self._view = view
         self._target_id = target_id
         self._check_first = check_first
-        self._unflushed = unflushed
+        self.unflushed = False
         self.uidvalidity = 0
         self.pairs: list[tuple[int, int]] = []
 
@@ -82,10 +90,11 @@ class _Transferred:
         try:
             self.uidvalidity, pairs = self._transfer(view.account, view.folder_id, piece, self._target_id)
         except NotDurable as error:
-            # Committed, but its flush failed: it stands, and is the caller's to undo with the rest.
-            if self._unflushed and error.result is not None:
+            # Committed, but its flush failed: it stands (a COPY's to undo, a MOVE's to report).
+            if error.result is not None:
                 self.uidvalidity, pairs = error.result
                 self.pairs.extend(pairs)
+                self.unflushed = bool(pairs)
             raise
         self.pairs.extend(pairs)
 
@@ -155,7 +164,7 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     check_first = None
     if len(uids) > pieces.FIRST_PIECE:
         check_first = functools.partial(_check_copy_quota, session, view, uids)
-    copied = _Transferred(session.store.copy, view, target.id, check_first=check_first, unflushed=True)
+    copied = _Transferred(session.store.copy, view, target.id, check_first=check_first)
     try:
         yield from in_pieces(uids, copied.write, _nothing_to_report)
     except BaseException as failure:
@@ -187,7 +196,8 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
 
     # Each piece moves its messages in one transaction; a failure leaves the pieces before it
     # moved, and they are reported before the NO, as RFC 6851 section 3.3 allows (every message
-    # is in exactly one of the two mailboxes). A client gone meanwhile is told nothing.
+    # is in exactly one of the two mailboxes). So is a piece whose flush failed (see the module's
+    # text), the NO then saying so. A client gone meanwhile is told nothing.
     failure: Done | None = None
     try:
         yield from in_pieces(uids, moved.write, _nothing_to_report)
@@ -196,6 +206,8 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
         if failure is None or not moved.pairs:
             raise
         log_store_trouble(session, "MOVE", exc)
+        if moved.unflushed:
+            failure = Done(Code.NO_MOVE_NOT_DURABLE, status="NO")
     if not moved.pairs:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
     yield b"* OK [" + _copyuid(moved.uidvalidity, moved.pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
