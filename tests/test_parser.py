@@ -837,6 +837,7 @@ def test_partial_ranges() -> None:
     assert (fetch.partial, fetch.changedsince, fetch.vanished) == (c.PartialRange(1, 30), 5, True)
     assert parse_as(c.Fetch, b"a FETCH 1:* FLAGS (PARTIAL 2:3)").partial == c.PartialRange(2, 3)
     assert parse_as(c.Fetch, b"a FETCH 1:* FLAGS").partial is None
+    assert parse_as(c.Search, b"a SEARCH RETURN (MIN MIN) ALL").return_opts == ("MIN",)  # not ALL: kept
     for data, text in [
         (b"a SEARCH RETURN (PARTIAL 0:5) ALL", "must not be zero"),
         (b"a SEARCH RETURN (PARTIAL -0:-5) ALL", "must not be zero"),
@@ -854,7 +855,14 @@ def test_partial_ranges() -> None:
         (b"a SORT RETURN (PARTIAL 0:1) (DATE) UTF-8 ALL", "must not be zero"),
         (b"a UID FETCH 1:* FLAGS (PARTIAL)", "Expected PARTIAL range"),
         (b"a UID FETCH 1:* FLAGS (PARTIAL 1:5 PARTIAL 1:2)", "Duplicate PARTIAL"),
-        (b"a UID FETCH 1:* FLAGS (PARTIAL -1:0)", "mixes positive and negative"),
+        (b"a UID FETCH 1:* FLAGS (PARTIAL -1:0)", "must not be zero"),
+        # nz-number = digit-nz *DIGIT (RFC 9394 section 4), as in a sequence set
+        (b"a SEARCH RETURN (PARTIAL 01:5) ALL", "must not start with 0"),
+        (b"a UID FETCH 1:* FLAGS (PARTIAL -1:-007)", "must not start with 0"),
+        # RFC 9394 section 3.1: one PARTIAL, one ALL, or neither
+        (b"a SEARCH RETURN (ALL ALL) ALL", "ALL given twice"),
+        (b"a SEARCH RETURN (ALL MIN ALL) ALL", "ALL given twice"),
+        (b"a SORT RETURN (ALL ALL) (DATE) UTF-8 ALL", "ALL given twice"),
     ]:
         assert text in bad(data).text, data
 

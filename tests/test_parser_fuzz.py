@@ -7,13 +7,14 @@ GXIMAP_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/test_parser_fuzz.py   (the `ma
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from typing import cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gximap.imap.commands import Command, Noop
+from gximap.imap.commands import Command, Fetch, Noop, PartialRange, Search, Sort
 from gximap.imap.framing import (
     CommandFrame,
     CommandParts,
@@ -55,6 +56,9 @@ SEED_COMMANDS = [
     b"c1 RENAME {3+}\r\nold new\r\n",
     b"c2 COPY 2:4 MEETING\r\n",
     b"c3 IDLE\r\n",
+    b"c4 UID SEARCH RETURN (MIN PARTIAL -1:-100 COUNT SAVE) UNDELETED UNKEYWORD $Junk\r\n",
+    b"c5 SORT RETURN (PARTIAL 500:401) (REVERSE ARRIVAL) UTF-8 ALL\r\n",
+    b"c6 UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 7 PARTIAL 1:4294967295 VANISHED)\r\n",
 ]
 
 TOKENS = [
@@ -65,6 +69,7 @@ TOKENS = [
     b"CHANGEDSINCE", b"VANISHED", b"QRESYNC", b"CONDSTORE", b"STATUS", b"USE", b"\\Seen", b"\\Recent",
     b"\\*", b"&AOk-", b"&", b"1-Feb-1994", b"\"17-Jul-1996 02:44:25 -0700\"", b"INBOX", b"\xc3\xa9",
     b"\x00", b"\r", b"=", b"AGFsaWNlAHB3", b"MAXSIZE", b"DEPTH", b"/private/x", b"+", b"-",
+    b"PARTIAL", b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"01", b"4294967295", b"COUNT", b"SAVE", b"MIN",
 ]
 COMMAND_NAMES = [
     b"CAPABILITY", b"NOOP", b"LOGOUT", b"STARTTLS", b"LOGIN", b"AUTHENTICATE", b"ID", b"ENABLE",
@@ -192,6 +197,81 @@ def test_hand_built_frames(name: bytes, pairs: list[tuple[bytes, Literal]], tail
         assert not error.internal, f"parser bug: {error.__cause__!r}"
     else:
         assert isinstance(result, Command)
+
+
+# -- PARTIAL (RFC 9394) ranges, valid and broken, where the grammar takes one -------------------
+
+_PARTIAL_GRAMMAR = re.compile(rb"(-?)([1-9][0-9]*):(-?)([1-9][0-9]*)")
+PARTIAL_PLACES = [  # each valid with a valid range in place of %b
+    b"t SEARCH RETURN (PARTIAL %b) ALL",
+    b"t UID SEARCH RETURN (COUNT PARTIAL %b MIN SAVE) UNDELETED",
+    b"t UID SORT RETURN (PARTIAL %b) (DATE) UTF-8 ALL",
+    b"t SORT RETURN (MAX PARTIAL %b) (SUBJECT) US-ASCII SEEN",
+    b"t UID FETCH 1:* (FLAGS) (PARTIAL %b)",
+    b"t UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 PARTIAL %b VANISHED)",
+    b"t FETCH 2:* UID (PARTIAL %b CHANGEDSINCE 5)",
+]
+partial_numbers = st.one_of(
+    st.integers(0, 12).map(str), st.integers(2**32 - 3, 2**32 + 2).map(str),
+    st.sampled_from(["00", "01", "007", "*", "", "$", "99999999999999999999", "1.5", "1e3"]),
+)
+partial_texts = st.one_of(
+    st.builds(lambda sign, a, b: f"{sign}{a}:{sign}{b}", st.sampled_from(["", "-"]),  # valid ones
+              st.integers(1, 0xFFFFFFFF), st.integers(1, 0xFFFFFFFF)),
+    st.builds(lambda s1, n1, s2, n2: f"{s1}{n1}:{s2}{n2}", st.sampled_from(["", "-", "+", "--"]), partial_numbers,
+              st.sampled_from(["", "-", "+"]), partial_numbers),
+    partial_numbers,  # a single number
+    st.builds(lambda a, b, tail: f"{a}:{b}{tail}", st.integers(1, 9), st.integers(1, 9),
+              st.sampled_from([",7", ":3", " 4", "", ")", "(", '"'])),
+    st.builds(lambda a, b: f'"{a}:{b}"', st.integers(1, 9), st.integers(1, 9)),  # quoted
+).map(str.encode)
+
+
+def partial_oracle(text: bytes) -> PartialRange | None:
+    """The range RFC 9394 section 4 reads from ``text`` (partial-range-first / -last, nz-numbers
+    of 32 bits, one sign for both), or None when the grammar does not take it."""
+    found = _PARTIAL_GRAMMAR.fullmatch(text)
+    if found is None or found[1] != found[3]:
+        return None
+    first, second = int(found[2]), int(found[4])
+    if max(first, second) > 0xFFFFFFFF:
+        return None
+    sign = -1 if found[1] else 1
+    return PartialRange(sign * first, sign * second)
+
+
+@FUZZ
+@given(st.sampled_from(PARTIAL_PLACES), partial_texts, st.booleans())
+def test_partial_ranges_parse_exactly_as_the_grammar(place: bytes, text: bytes, lower: bool) -> None:
+    """A PARTIAL range in each place the grammar takes one: the command parses, with that range,
+    exactly when RFC 9394's ABNF takes it; else a ParseError (a tagged BAD), never another error."""
+    line = place % text
+    if lower:
+        line = line.replace(b"PARTIAL", b"partial")  # keywords are case-insensitive
+    expected = partial_oracle(text)
+    (outcome,) = run_stream(line + b"\r\n", [4096], utf8=False, literal_minus=False)
+    if expected is None:
+        assert isinstance(outcome, ParseError), (line, outcome)
+        return
+    assert isinstance(outcome, (Search, Sort, Fetch)), (line, outcome)
+    assert outcome.partial == expected and bytes(outcome.partial) == text, (line, outcome)
+
+
+@FUZZ
+@given(st.integers(0, 40), st.integers(1, 60), st.integers(1, 60), st.booleans())
+def test_partial_range_selects_the_positions(count: int, first: int, second: int, from_last: bool) -> None:
+    """PartialRange.select against a plain reading of RFC 9394 section 3.1: positions 1..count
+    in order (or -1 the last, -2 the one before), either end first, those that exist."""
+    items = list(range(100, 100 + count))
+    sign = -1 if from_last else 1
+    partial = PartialRange(sign * first, sign * second)
+    low, high = sorted((first, second))
+    wanted = set(range(low, high + 1))
+    if from_last:
+        expected = [item for index, item in enumerate(items) if count - index in wanted]
+    else:
+        expected = [item for index, item in enumerate(items) if index + 1 in wanted]
+    assert partial.select(items) == expected
 
 
 def test_seed_commands_are_valid() -> None:

@@ -567,8 +567,9 @@ def test_modseq_zero_resyncs_everything(conv: Conversation) -> None:
 
 
 def test_partial_with_changedsince_and_vanished(conv: Conversation) -> None:
-    """RFC 9394 sections 3.3 and 3.4 with RFC 7162: PARTIAL pages the messages CHANGEDSINCE
-    answers (the changed ones of the set, in UID order), in either order of the modifiers;
+    """RFC 9394 sections 3.3 and 3.4 with RFC 7162: PARTIAL takes the messages at its positions
+    among those the set names, and CHANGEDSINCE answers the changed ones of them, in either order
+    of the modifiers (the flag changes of the newest n messages, not a page of the changes);
     VANISHED (EARLIER) still reports the set's expunged UIDs (no FETCH results). The flags of
     changed messages outside the page are still reported by the update that ends the command."""
     uids = seed(conv, 8)
@@ -577,30 +578,36 @@ def test_partial_with_changedsince_and_vanished(conv: Conversation) -> None:
     mark = highest(conv)
     expunge(conv, [uids[1]])
     conv.command("NOOP")  # the expunge is known
+    # Messages now: 1:uids[0] 2:uids[2] 3:uids[3] 4:uids[4] 5:uids[5] 6:uids[6] 7:uids[7].
     flag(conv, [uids[2], uids[4], uids[6], uids[7]], "$Page")
     conv.command("NOOP")
     conv.script(f"""
-        C: p1 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED PARTIAL 1:2)
+        C: p1 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} VANISHED PARTIAL 1:3)
         S: * VANISHED (EARLIER) {uids[1]}
         S: * 2 FETCH (UID {uids[2]} MODSEQ ({modseq_of(conv, uids[2])}) FLAGS ($Page))
-        S: * 4 FETCH (UID {uids[4]} MODSEQ ({modseq_of(conv, uids[4])}) FLAGS ($Page))
         S: p1 OK FETCH completed
-        C: p2 UID FETCH 1:* (FLAGS) (PARTIAL -1:-1 CHANGEDSINCE {mark})
+        C: p2 UID FETCH 1:* (FLAGS) (PARTIAL -1:-3 CHANGEDSINCE {mark})
+        S: * 6 FETCH (UID {uids[6]} MODSEQ ({modseq_of(conv, uids[6])}) FLAGS ($Page))
         S: * 7 FETCH (UID {uids[7]} MODSEQ ({modseq_of(conv, uids[7])}) FLAGS ($Page))
         S: p2 OK FETCH completed
         C: p3 FETCH 1:6 (FLAGS) (CHANGEDSINCE {mark} PARTIAL -1:-2)
-        S: * 4 FETCH (MODSEQ ({modseq_of(conv, uids[4])}) FLAGS ($Page))
         S: * 6 FETCH (MODSEQ ({modseq_of(conv, uids[6])}) FLAGS ($Page))
         S: p3 OK FETCH completed
-        C: p4 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest(conv)} PARTIAL 1:10)
+        C: p4 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {mark} PARTIAL 5:5)
         S: p4 OK FETCH completed
+        C: p5 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest(conv)} PARTIAL 1:10)
+        S: p5 OK FETCH completed
     """)
-    # Another session changes three messages; a page of one shows one of them, and the update
-    # that ends the command still tells of the other two.
+    # Not only FLAGS: the responses built message by message take the same messages.
+    lines = conv.send(f"p5b UID FETCH 1:* (FLAGS RFC822.SIZE) (PARTIAL -1:-3 CHANGEDSINCE {mark})\r\n".encode())
+    assert lines[-1] == b"p5b OK FETCH completed"
+    assert [line.split(b" ")[1] for line in lines[:-1]] == [b"6", b"7"], lines
+    # Another session changes three messages; a page of two holding one of them shows it, and
+    # the update that ends the command still tells of the other two.
     flag(conv, [uids[0], uids[3], uids[5]], "$Later")
     since = modseq_of(conv, uids[7])
-    lines = conv.send(f"p5 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {since} PARTIAL 2:2)\r\n".encode())
-    assert lines[-1] == b"p5 OK FETCH completed"
+    lines = conv.send(f"p6 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {since} PARTIAL 2:3)\r\n".encode())
+    assert lines[-1] == b"p6 OK FETCH completed"
     shown = sorted(line for line in lines[:-1] if b"FETCH" in line)
     assert len(shown) == 3, lines
     assert [line.split(b" ")[1] for line in shown] == [b"1", b"3", b"5"]

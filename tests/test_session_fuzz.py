@@ -21,6 +21,7 @@ import pytest
 from conversation import PASSWORD, Conversation, InlineExecutor, split_responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_parser_fuzz import PARTIAL_PLACES, partial_oracle, partial_texts
 
 from gximap.auth.service import AuthService
 from gximap.session.context import ServerContext, Settings
@@ -88,6 +89,10 @@ SEEDS = [
     b"e7 APPEND INBOX ~{5+}\r\nab\x00cd\r\n",
     b"e8 REPLACE 1 INBOX (\\Draft) {24+}\r\nSubject: again\r\n\r\nbody\r\n\r\n",
     b"e9 UID REPLACE * Drafts {24}\r\nSubject: synch\r\n\r\nbody\r\n\r\n",
+    b"f1 UID SEARCH RETURN (MIN PARTIAL -1:-2 COUNT SAVE) UNDELETED\r\n",
+    b"f2 SORT RETURN (PARTIAL 3:1) (REVERSE ARRIVAL) UTF-8 ALL\r\n",
+    b"f3 UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 1 PARTIAL -1:-1 VANISHED)\r\n",
+    b"f4 FETCH 1:* (BODY.PEEK[HEADER] PREVIEW) (PARTIAL 2:9)\r\n",
 ]
 
 TOKENS = [
@@ -96,6 +101,7 @@ TOKENS = [
     b"NOT", b"OR", b"ALL", b"UID", b"FLAGS", b"BODY[", b"BODY.PEEK[", b"HEADER.FIELDS (", b"RETURN",
     b"\\Seen", b"&AOk-", b"&", b"INBOX", b"\xc3\xa9", b"\x00", b"\r", b"\n", b"\r\n", b"DONE\r\n",
     b"*\r\n", b"+", b"-", b"=", b"AGFsaWNlAHNlY3JldA==", b"../", b"/", b"x" * 300,
+    b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"4294967295", b"(PARTIAL 1:2)",
 ]
 
 # Escapes from any state a stream may leave the session in: the rest of an announced literal
@@ -216,6 +222,50 @@ def drive(ctx: ServerContext, stream: bytes, chunks: list[int], tls: bool) -> No
                 f"the session stopped answering: {conv.transcript[-4:]!r}"
         if conv.closed:  # a clean disconnect: the server said goodbye
             assert any(line.startswith(b"* BYE ") for line in lines[-3:]), lines[-3:]
+    finally:
+        conv.close()
+
+
+def _numbers(sequence_set: bytes) -> list[int]:
+    """The numbers of an answered sequence set (``NIL``: none), in the order written."""
+    if sequence_set == b"NIL":
+        return []
+    numbers: list[int] = []
+    for piece in sequence_set.split(b","):
+        low, _, high = piece.partition(b":")
+        first, last = int(low), int(high or low)
+        step = 1 if last >= first else -1
+        numbers.extend(range(first, last + step, step))
+    return numbers
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(PARTIAL_PLACES), partial_texts), min_size=1, max_size=6), cuts)
+def test_partial_commands(context: ServerContext, commands: list[tuple[bytes, bytes]], chunks: list[int]) -> None:
+    """PARTIAL (RFC 9394) in SEARCH, SORT and FETCH with ranges valid and broken: a broken one is
+    answered BAD, a valid one OK, and a UID SEARCH's page is the one at the range's positions."""
+    conv = Conversation(users=(), context=context, tls=True)
+    try:
+        check_lines(conv._feed(b"p1 LOGIN alice " + PASSWORD.encode() + b"\r\np2 ENABLE QRESYNC\r\np3 SELECT INBOX\r\n"))
+        matched = _numbers(b",".join(check_lines(conv._feed(b"p4 UID SEARCH ALL\r\n"))[0].split(b" ")[2:]) or b"NIL")
+        for index, (place, text) in enumerate(commands):
+            tag = b"q%d" % index
+            stream = tag + (place % text)[1:] + b"\r\n"
+            cut = chunks[index] if index < len(chunks) else len(stream)
+            lines = check_lines(conv._feed(stream[:cut]) + conv._feed(stream[cut:]))
+            expected = partial_oracle(text)
+            status = lines[-1].split(b" ")[:2]
+            assert status == [tag, b"BAD" if expected is None else b"OK"], (stream, lines)
+            if expected is None or not place.startswith(b"t UID SEARCH"):
+                continue
+            (answer,) = [line for line in lines if line.startswith(b"* ESEARCH")]
+            page = re.search(rb" PARTIAL \(([-0-9:]+) ([0-9:,]+|NIL)\)", answer)
+            assert page is not None and page[1] == text, answer
+            low, high = sorted((abs(expected.start), abs(expected.end)))
+            positions = range(low, high + 1)
+            count = len(matched)
+            wanted = [uid for at, uid in enumerate(matched, 1) if (at if expected.start > 0 else count - at + 1) in positions]
+            assert _numbers(page[2]) == wanted, (answer, matched)
     finally:
         conv.close()
 

@@ -763,7 +763,10 @@ def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...
             partial = _partial_range(r)
         return name
 
-    options = tuple(dict.fromkeys(r.paren_list(option))) or ("ALL",)
+    listed = r.paren_list(option)
+    if listed.count("ALL") > 1:  # RFC 9394 section 3.1: one PARTIAL, one ALL, or neither
+        raise r.error("ALL given twice")
+    options = tuple(dict.fromkeys(listed)) or ("ALL",)
     if partial is not None and "ALL" in options:
         raise r.error("PARTIAL and ALL cannot be combined")
     return options, partial
@@ -778,16 +781,16 @@ def _partial_range(r: _Reader) -> PartialRange:
         raise r.error("Expected PARTIAL range m:n or -m:-n")
     r.pos = found.end()
     first_sign, first, second_sign, second = found.groups()
+    for digits in (first, second):
+        if not digits.strip(b"0"):
+            raise r.error("PARTIAL range position must not be zero")
+        if digits.startswith(b"0"):  # nz-number = digit-nz *DIGIT, as in a sequence set
+            raise r.error("PARTIAL range position must not start with 0")
+        if len(digits) > 10 or int(digits) > MAX_NUMBER:
+            raise r.error("PARTIAL range position too large")
     if first_sign != second_sign:
         raise r.error("PARTIAL range mixes positive and negative positions")
-    values = []
-    for digits in (first, second):
-        significant = digits.lstrip(b"0")
-        if not significant:
-            raise r.error("PARTIAL range position must not be zero")
-        if len(significant) > 10 or int(significant) > MAX_NUMBER:
-            raise r.error("PARTIAL range position too large")
-        values.append(-int(significant) if first_sign else int(significant))
+    values = [-int(digits) if first_sign else int(digits) for digits in (first, second)]
     return PartialRange(values[0], values[1])
 
 

@@ -30,11 +30,11 @@ the set expunged since then as ``* VANISHED (EARLIER)``. Once CONDSTORE-aware, a
 reports flags changed by an implicit \\Seen also carries the UID and the new MODSEQ.
 
 The PARTIAL modifier (RFC 9394 section 3.3) answers only the messages at its positions among
-those the FETCH would answer, in UID order (negative positions count from the last): of the
-messages the set names, or with CHANGEDSINCE of those changed since (the page of the changes, so
-that a client can walk them page by page). The other messages are never read. VANISHED (EARLIER)
-still reports the whole set's expunged UIDs: they are no FETCH results, and RFC 9394 does not
-page them.
+those the set names, in UID order (negative positions count from the last). With CHANGEDSINCE
+the two filter the set each on its own, in either order (section 3.4): of the messages at those
+positions, the changed ones, so ``UID FETCH 1:* (FLAGS) (PARTIAL -1:-300 CHANGEDSINCE m)`` is the
+flag changes of the newest 300. The other messages are never read. VANISHED (EARLIER) still
+reports the whole set's expunged UIDs: they are no FETCH results, and RFC 9394 does not page them.
 """
 
 from __future__ import annotations
@@ -652,7 +652,6 @@ class _RecordColumnsFetch:
         view = session.selected
         found, vanished = session.store.changed_columns(view.account, view.folder_id, since)
         keep = [index for index, uid in enumerate(found.uids) if uid in requested]
-        keep = requested.take_page(keep, [found.uids[index] for index in keep])
         if len(keep) != len(found.uids):
             found = FlagColumns([found.uids[i] for i in keep], [found.tails[i] for i in keep],
                                 [found.modseqs[i] for i in keep])
@@ -827,8 +826,12 @@ class _Requested:
         self.view = view
         self.saved: frozenset[int] | None = None
         self.by_uid = cmd.uid
-        self.partial = cmd.partial
-        self.page: frozenset[int] = frozenset()  # with PARTIAL, the UIDs answered
+        # With PARTIAL, the messages at its positions among those the set names: CHANGEDSINCE
+        # then answers the changed ones of them (RFC 9394 sections 3.3 and 3.4: two filters of
+        # the set, in either order), so this lists the set's UIDs, the page kept.
+        self.page: frozenset[int] | None = None
+        if cmd.partial is not None:
+            self.page = frozenset(cmd.partial.select(resolve_uids(session, cmd.seqset, cmd.uid)))
         seqset = cmd.seqset
         if seqset.saved:
             self.saved = frozenset(saved_uids(session))
@@ -844,22 +847,11 @@ class _Requested:
         position = self.view.runs.position(uid)
         if position is None:
             return False
+        if self.page is not None:
+            return uid in self.page
         if self.saved is not None:
             return uid in self.saved
         return (uid if self.by_uid else position + 1) in self.ranges
-
-    def take_page(self, items: list[Any], uids: list[int]) -> list[Any]:
-        """With PARTIAL, the page of ``items`` (those of the requested messages changed, whose
-        UIDs are ``uids``, ascending); noted for shown()."""
-        if self.partial is None:
-            return items
-        low, high = self.partial.indexes(len(items))
-        self.page = frozenset(uids[low:high])
-        return items[low:high]
-
-    def shown(self, uid: int) -> bool:
-        """Was the message answered (FlagsShown): one requested, in the PARTIAL page if any."""
-        return uid in self.page if self.partial is not None else uid in self
 
     def any_gone(self, vanished: Vanished) -> bool:
         """Is a requested message expunged (by another session, not yet reported)? When the
@@ -873,8 +865,7 @@ def _changed_since(session: Any, requested: _Requested, since: int) -> tuple[lis
     a requested message is gone from the store), from midb's modseq index."""
     view = session.selected
     changed, vanished = session.store.changes_since(view.account, view.folder_id, since)
-    metas = [meta for meta in changed if meta.uid in requested]
-    return requested.take_page(metas, [meta.uid for meta in metas]), requested.any_gone(vanished)
+    return [meta for meta in changed if meta.uid in requested], requested.any_gone(vanished)
 
 
 def _record_batches(session: Any, uids: list[int] | _Requested, since: int | None
@@ -909,7 +900,7 @@ def _flags_shown(session: Any, cmd: cmds.Fetch, uids: list[int] | _Requested,
     if isinstance(uids, _Requested):
         if not uids.by_uid and uids.saved is None:
             return None
-        contains = uids.shown
+        contains = uids.__contains__
     else:
         contains = functools.partial(in_ascending, uids)
     return FlagsShown(contains, snapshot, cmd.changedsince)
