@@ -141,7 +141,7 @@ def _stored_by_token(path: Path) -> tuple[dict[str, list[tuple[int, bytes]]], li
     return stored, problems
 
 
-def _wait_for_lmtp(port: int, timeout: float = 20.0) -> None:
+def _wait_for_lmtp(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
