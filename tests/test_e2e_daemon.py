@@ -24,7 +24,7 @@ from e2e import DATA_DIR, GximapProcess, free_port, insecure_client_tls
 pytestmark = pytest.mark.e2e
 
 
-def _read_line(sock: socket.socket, timeout: float = 5.0) -> bytes:
+def _read_line(sock: socket.socket, timeout: float = 30.0) -> bytes:
     sock.settimeout(timeout)
     data = b""
     while not data.endswith(b"\r\n"):
@@ -168,7 +168,7 @@ def test_process_title_shows_sessions(server: GximapProcess) -> None:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     try:
         assert _read_line(sock).startswith(b"* OK")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while title() != "gximap: 1/50 sessions" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert title() == "gximap: 1/50 sessions"
@@ -200,7 +200,7 @@ def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProces
     before = server.log().count("NOOP")
     assert client.noop()[0] == "OK"  # the session survived the reload
     client.logout()
-    time.sleep(0.2)
+    # No wait needed: a command's imap_cmd_debug line is written before its answer is queued.
     assert server.log().count("NOOP") == before  # imap_cmd_debug is now off
 
 
@@ -380,7 +380,7 @@ def test_starttls_command_in_the_same_segment_as_the_client_finished(server: Gxi
         tls.write(b"c CAPABILITY\r\n")
         sock.sendall(outgoing.read())  # Finished and the command in one send
         received = b""
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while b"c OK" not in received and time.monotonic() < deadline:
             try:
                 received += tls.read(4096)
@@ -515,7 +515,7 @@ def test_a_client_trickling_bytes_is_cut_at_the_login_deadline(tmp_path: Path) -
             started = time.monotonic()
             sock.settimeout(0.2)
             received = b""
-            while time.monotonic() - started < 8 and b"\r\n" not in received:
+            while time.monotonic() - started < 30 and b"\r\n" not in received:
                 with contextlib.suppress(OSError):
                     sock.sendall(b"a")
                 try:
