@@ -127,11 +127,13 @@ class GximapProcess:
         finally:
             store.close()
 
-    def start(self, timeout: float = 20.0, *, journal: Path | None = None,
+    def start(self, timeout: float = 60.0, *, journal: Path | None = None,
               wrap: Callable[[list[str]], list[str]] | None = None) -> GximapProcess:
         """Start the server. With ``journal``, its standard output and error go to that file,
         named in JOURNAL_STREAM as systemd names the journal's stream (what journald would read).
-        ``wrap`` turns the command line into the one run (e.g. inside a mount namespace)."""
+        ``wrap`` turns the command line into the one run (e.g. inside a mount namespace).
+        ``timeout`` is only a bound: a start takes 0.8 s of CPU, 2-3 s at a load average of 16 on
+        two cores and over 20 s at 25 (the interpreter and its imports starved)."""
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("JOURNAL_STREAM", None)

@@ -135,7 +135,7 @@ def test_imaplib_idle_sees_other_session_append(server: GximapProcess) -> None:
         watcher.send(tag + b" IDLE\r\n")
         assert watcher.readline().startswith(b"+")
         writer.append("INBOX", None, None, MESSAGE)
-        watcher.sock.settimeout(5)
+        watcher.sock.settimeout(30)
         line = watcher.readline()
         assert re.match(rb"\* 1 EXISTS", line), line
         watcher.send(b"DONE\r\n")
