@@ -511,7 +511,9 @@ class Notifier:
             try:
                 waker = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 try:
-                    waker.sendto(STOP, self._address(name))
+                    # Never blocking: the receiver may have left on seeing _closing with its queue
+                    # full (peers kept sending), and a blocking send would then wait forever.
+                    waker.sendto(STOP, socket.MSG_DONTWAIT, self._address(name))
                 finally:
                     waker.close()
             except OSError:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from midb.errors import NoSuchAccount
-from midb.events import JOINED, MAGIC, Notifier
+from midb.events import JOINED, MAGIC, STOP, Notifier
 from midb.store import Store
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -172,6 +172,33 @@ def test_socket_lifecycle(tmp_path: Path) -> None:
     store.close()
     assert os.listdir(notify_dir) == [JOINED]   # the directory's join mark, no process's
     assert not thread.is_alive()
+
+
+def test_close_with_a_full_queue_and_no_receiver_left_returns(tmp_path: Path) -> None:
+    """The receiver thread leaves as soon as it sees the notifier closing, possibly with its
+    queue still full of a busy peer's datagrams: close() must not then wait for room for its
+    STOP forever (a process's shutdown hung so)."""
+    receiver = Notifier(str(tmp_path))
+    sender = Notifier(str(tmp_path))     # stands for a busy peer process
+    try:
+        receiver.watch(7, "alice", lambda *event: None)
+        (name,) = [name for name in os.listdir(receiver.notify_dir) if name.endswith(".sock")]
+        thread = receiver._thread
+        assert thread is not None
+        stop = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        stop.sendto(STOP, receiver._address(name))    # the receiver thread leaves ...
+        stop.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        for modseq in range(1, 200):                      # ... and its queue fills
+            sender.publish([(7, 1, modseq)])
+        closer = threading.Thread(target=receiver.close, daemon=True)
+        closer.start()
+        closer.join(timeout=10)
+        assert not closer.is_alive()
+        assert [name for name in os.listdir(receiver.notify_dir) if name.endswith(".sock")] == []
+    finally:
+        sender.close()
 
 
 def test_long_run_dir_and_garbage(tmp_path: Path) -> None:
