@@ -421,27 +421,10 @@ def test_a_copy_whose_flush_fails_part_way_leaves_the_destination_as_it_was(
     """A piece whose commit stands but whose flush failed raises NotDurable (a power failure may
     undo it): the COPY is answered NO, so its copies, that piece's too, are removed (RFC 3501
     section 6.4.7), not left for the client to find after it was told nothing was copied."""
-    monkeypatch.setattr(conv.store, "fsync", True)   # durable writes: each is flushed after its commit
-    shared = conv.store._shared
-    original = Store.copy
-    calls = 0
-
-    def copy_with_a_failing_flush(self: Store, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls != 2 and mailboxes == b"1:*":
-            return original(self, *args, **kwargs)
-        environment = shared.env
-        shared.env = cast(Any, FailingSync(environment))
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            shared.env = environment
-
-    monkeypatch.setattr(Store, "copy", copy_with_a_failing_flush)
+    calls = _flush_fails_at(conv, monkeypatch, "copy", 2 if mailboxes == b"1:*" else 1)
     answer = conv.send(b"c1 COPY " + mailboxes + b" Other\r\n")
     assert answer[-1].startswith(b"c1 NO [UNAVAILABLE]")
-    assert calls == (2 if mailboxes == b"1:*" else 1)
+    assert len(calls) == (2 if mailboxes == b"1:*" else 1)
     assert _uids(conv, "Other") == []
     assert _uids(conv, "INBOX") == list(range(1, MESSAGES + 1))
 
@@ -551,15 +534,16 @@ def test_a_move_failing_part_way_reports_what_it_moved_then_no(
     assert len(_uids(conv, "INBOX")) + len(moved) == MESSAGES
 
 
-def _flush_fails_at_move(conv: Conversation, monkeypatch: pytest.MonkeyPatch, number: int) -> list[int]:
-    """Store.move's ``number``-th call (1-based) commits but its flush fails (NotDurable); the
-    calls made are counted in the list returned (its length)."""
+def _flush_fails_at(conv: Conversation, monkeypatch: pytest.MonkeyPatch, method: str,
+                    number: int) -> list[int]:
+    """Store.``method``'s ``number``-th call (1-based) commits but its flush fails (NotDurable);
+    the calls made are counted in the list returned (its length)."""
     monkeypatch.setattr(conv.store, "fsync", True)   # durable writes: each is flushed after its commit
     shared = conv.store._shared
-    original = Store.move
+    original = getattr(Store, method)
     calls: list[int] = []
 
-    def move_with_a_failing_flush(self: Store, *args: Any, **kwargs: Any) -> Any:
+    def with_a_failing_flush(self: Store, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) != number:
             return original(self, *args, **kwargs)
@@ -570,7 +554,7 @@ def _flush_fails_at_move(conv: Conversation, monkeypatch: pytest.MonkeyPatch, nu
         finally:
             shared.env = environment
 
-    monkeypatch.setattr(Store, "move", move_with_a_failing_flush)
+    monkeypatch.setattr(Store, method, with_a_failing_flush)
     return calls
 
 
@@ -581,7 +565,7 @@ def test_a_move_whose_flush_fails_reports_the_messages_it_moved_then_no(
     power failure may undo that, but until then they are in the target only. The client is told
     so (COPYUID and EXPUNGE for them, as for the pieces before), then NO [UNAVAILABLE] (RFC 6851
     section 3.3: a NO does not say nothing moved), so that its picture is the store's."""
-    calls = _flush_fails_at_move(conv, monkeypatch, failing)
+    calls = _flush_fails_at(conv, monkeypatch, "move", failing)
     answer = conv.send(b"m1 UID MOVE " + mailboxes + b" Other\r\n")
     assert len(calls) == failing   # no piece after the one that failed
     # Not "try again later": the messages reported moved are moved, but not safely on disk.
