@@ -204,6 +204,23 @@ def test_copy_and_move_into_an_account_of_another_shard(store: Store) -> None:
     assert store.verify() == []
 
 
+def flushes_fail(monkeypatch: pytest.MonkeyPatch, store: Store, account: str) -> None:
+    """From now on writes are durable (flushed after their commit), and the flushes of the shard
+    ``account`` lives in fail, as fdatasync() on an I/O error."""
+    monkeypatch.setattr(store, "fsync", True)
+    shard = store._shards[shards.of_name(account, SHARDS)]
+    monkeypatch.setattr(shard, "env", FailingSync(shard.env))
+
+
+def pairs_into_bobs_inbox(store: Store, error: NotDurable) -> list[tuple[int, int]]:
+    """The (source UID, copy's UID) pairs a transfer into BOB's INBOX whose flush failed carries,
+    under that folder's UIDVALIDITY, as copy() and move() return them."""
+    assert error.result is not None
+    uidvalidity, pairs = error.result
+    assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    return pairs
+
+
 def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The copies' commit stands when its flush fails: a COPY's NotDurable carries what copy()
@@ -212,14 +229,10 @@ def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
     again and reports nothing moved."""
     source, target = inbox(store, ALICE), inbox(store, BOB)
     uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(3)]
-    monkeypatch.setattr(store, "fsync", True)   # durable writes, flushed after their commit
-    bob_shard = store._shards[shards.of_name(BOB, SHARDS)]
-    monkeypatch.setattr(bob_shard, "env", FailingSync(bob_shard.env))
+    flushes_fail(monkeypatch, store, BOB)
     with pytest.raises(NotDurable) as copied:
         store.copy(ALICE, source, uids, target, dst_account=BOB)
-    assert copied.value.result is not None
-    uidvalidity, pairs = copied.value.result
-    assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    pairs = pairs_into_bobs_inbox(store, copied.value)
     assert pairs == list(zip(uids, store.uids(BOB, target), strict=True))
     with pytest.raises(NotDurable) as moved:
         store.move(ALICE, source, uids[:1], target, dst_account=BOB)
@@ -285,14 +298,10 @@ def test_a_move_across_shards_whose_removal_is_not_flushed_has_moved(
     returns, as a move within a shard whose flush failed, and the copies stay."""
     source, target = inbox(store, ALICE), inbox(store, BOB)
     uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(2)]
-    monkeypatch.setattr(store, "fsync", True)
-    alice_shard = store._shards[shards.of_name(ALICE, SHARDS)]
-    monkeypatch.setattr(alice_shard, "env", FailingSync(alice_shard.env))
+    flushes_fail(monkeypatch, store, ALICE)
     with pytest.raises(NotDurable) as moved:
         store.move(ALICE, source, uids, target, dst_account=BOB)
-    assert moved.value.result is not None
-    uidvalidity, pairs = moved.value.result
-    assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    pairs = pairs_into_bobs_inbox(store, moved.value)
     assert pairs == list(zip(uids, store.uids(BOB, target), strict=True)) and len(pairs) == 2
     assert store.uids(ALICE, source) == []
 
