@@ -365,16 +365,15 @@ class Transport:
         """
         if limit <= 0:
             raise ValueError("read limit must be positive")
-        if self._plain_input:
+        if self._late_inflate is not None and not self._read_late_end():
+            self._read_hit_limit = False
+            return b""  # held: they may still end the client's stream
+        if self._plain_input:  # what _read_late_end() or end_compress() found to be plain, first
             data, self._plain_input = self._plain_input[:limit], self._plain_input[limit:]
             self._read_hit_limit = False
             return data
         if self._inflate is not None:
             data, self._read_hit_limit = self._read_inflated(limit)
-        elif self._late_inflate is not None:
-            if self._read_late_end():
-                return self.read(limit)  # decided: what is plain now waits in _plain_input
-            data, self._read_hit_limit = b"", False
         else:
             data, self._read_hit_limit = self._read_decrypted(limit)
         return data
