@@ -14,6 +14,7 @@ import zlib
 
 import pytest
 from e2e import DATA_DIR, GximapProcess
+from net_helpers import wait_until
 
 from midb.store import Store
 
@@ -237,14 +238,9 @@ def test_compression_is_logged(server):
         client.command("zz10", b"NOOP")
     finally:
         client.sock.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        log = server.log()
-        if "OK: zz9 COMPRESS DEFLATE" in log and "DEFLATE compression active" in log:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"no COMPRESS in the log:\n{server.log()[-3000:]}")
+    logged = ("OK: zz9 COMPRESS DEFLATE", "DEFLATE compression active")
+    assert wait_until(lambda: all(text in server.log() for text in logged), timeout=30), \
+        f"no COMPRESS in the log:\n{server.log()[-3000:]}"
 
 
 # -- mutt, a real client ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from e2e import DATA_DIR, GximapProcess, child_pids, free_port
+from net_helpers import wait_until
 
 from midb.store import Store
 
@@ -39,12 +40,11 @@ class _Acknowledged:
     """What the server acknowledged, by token (each message carries a unique one)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Condition()
+        self.lock = threading.Lock()
         self.digests: dict[str, tuple[str, int]] = {}      # token -> sha256 and length as sent
         self.appended_uids: dict[str, int] = {}
         self.faults: list[str] = []   # what a client thread saw that is not the kill
         self.counts: collections.Counter[tuple[str, int]] = collections.Counter()   # (kind, round)
-        self.ended: collections.Counter[int] = collections.Counter()   # client threads returned, by round
 
     def add(self, token: str, message: bytes, uid: int | None = None) -> None:
         with self.lock:
@@ -53,28 +53,18 @@ class _Acknowledged:
                 self.appended_uids[token] = uid
             kind, round_number = token.split("-")[:2]
             self.counts[kind.rstrip("0123456789"), int(round_number)] += 1
-            self.lock.notify_all()
-
-    def fault(self, text: str) -> None:
-        with self.lock:
-            self.faults.append(text)
-            self.lock.notify_all()
-
-    def end(self, round_number: int) -> None:
-        with self.lock:
-            self.ended[round_number] += 1
-            self.lock.notify_all()
 
     def _reached(self, round_number: int, wanted: dict[str, int]) -> bool:
-        return all(self.counts[kind, round_number] >= count for kind, count in wanted.items())
+        with self.lock:
+            return all(self.counts[kind, round_number] >= count for kind, count in wanted.items())
 
-    def wait_for(self, round_number: int, wanted: dict[str, int], clients: int, timeout: float) -> bool:
+    def wait_for(self, round_number: int, wanted: dict[str, int], clients: list[threading.Thread],
+                 timeout: float) -> bool:
         """Wait until this round has ``wanted[kind]`` acknowledgements of each kind. False when a
         client saw a fault or all ``clients`` ended first, or ``timeout`` passed."""
-        with self.lock:
-            self.lock.wait_for(lambda: bool(self.faults) or self.ended[round_number] >= clients
-                               or self._reached(round_number, wanted), timeout)
-            return not self.faults and self._reached(round_number, wanted)
+        wait_until(lambda: bool(self.faults) or not any(client.is_alive() for client in clients)
+                   or self._reached(round_number, wanted), timeout=timeout)
+        return not self.faults and self._reached(round_number, wanted)
 
 
 def _message(kind: str, round_number: int, serial: int, rng: random.Random) -> tuple[str, bytes]:
@@ -97,8 +87,6 @@ def _deliver(port: int, round_number: int, worker: int, stop: threading.Event, a
                     acked.add(token, message)
     except (OSError, smtplib.SMTPException):
         pass   # the server was killed under it: what was not acknowledged may be lost
-    finally:
-        acked.end(round_number)
 
 
 def _append(port: int, round_number: int, worker: int, stop: threading.Event, acked: _Acknowledged) -> None:
@@ -114,16 +102,14 @@ def _append(port: int, round_number: int, worker: int, stop: threading.Event, ac
             if status == "OK":
                 found = _APPENDUID.search(answer[0])
                 if found is None:
-                    acked.fault(f"APPEND OK without APPENDUID: {answer!r}")
+                    acked.faults.append(f"APPEND OK without APPENDUID: {answer!r}")
                     return
                 acked.add(token, message, int(found.group(1)))
             else:
-                acked.fault(f"APPEND refused: {status} {answer!r}")
+                acked.faults.append(f"APPEND refused: {status} {answer!r}")
                 return
     except (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error, EOFError):
         pass
-    finally:
-        acked.end(round_number)
 
 
 def _stored_by_token(path: Path) -> tuple[dict[str, list[tuple[int, bytes]]], list[str]]:
@@ -161,9 +147,7 @@ def _kill_all(server: GximapProcess) -> None:
             os.kill(pid, signal.SIGKILL)
     server.signal(signal.SIGKILL)
     assert server.proc.wait(10) == -signal.SIGKILL
-    deadline = time.monotonic() + 15
-    while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children), timeout=15, interval=0.02)
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -188,7 +172,7 @@ def test_sigkill_loses_no_acknowledged_delivery_or_append(tmp_path: Path, proces
         for worker in workers:
             worker.start()
         try:
-            reached = acked.wait_for(round_number, wanted, len(workers), KILL_WAIT)
+            reached = acked.wait_for(round_number, wanted, workers, KILL_WAIT)
             _kill_all(server)
         finally:
             stop.set()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from e2e import DATA_DIR, GximapProcess, free_port, insecure_client_tls
+from net_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -168,9 +169,7 @@ def test_process_title_shows_sessions(server: GximapProcess) -> None:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     try:
         assert _read_line(sock).startswith(b"* OK")
-        deadline = time.monotonic() + 30
-        while title() != "gximap: 1/50 sessions" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: title() == "gximap: 1/50 sessions", timeout=30)
         assert title() == "gximap: 1/50 sessions"
     finally:
         sock.close()
@@ -193,9 +192,7 @@ def test_sighup_reloads_log_level_without_dropping_sessions(server: GximapProces
     client.login("alice", "secret")
     server.write_config(imap_log_level="4", imap_cmd_debug="0")
     server.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "configuration reloaded" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "configuration reloaded" in server.log(), timeout=10)
     assert "configuration reloaded" in server.log()
     before = server.log().count("NOOP")
     assert client.noop()[0] == "OK"  # the session survived the reload
@@ -233,9 +230,7 @@ def test_sighups_while_starting_are_applied_once_serving(tmp_path: Path, process
                 time.sleep(0.01)
         assert proc.poll() is None, f"gximap ended after {sent} SIGHUPs: status {proc.returncode}"
         assert greeted and sent > 0
-        deadline = time.monotonic() + 10
-        while server.log().count("configuration reloaded") < int(processes) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: server.log().count("configuration reloaded") >= int(processes), timeout=10)
         assert server.log().count("configuration reloaded") >= int(processes)  # none lost
         with imaplib.IMAP4("127.0.0.1", server.port, timeout=10) as client:
             assert client.noop()[0] == "OK"
@@ -251,9 +246,7 @@ def test_sigusr1_and_sigusr2_are_ignored_with_a_warning(server: GximapProcess) -
     for signum, name in ((signal.SIGUSR1, "SIGUSR1"), (signal.SIGUSR2, "SIGUSR2")):
         server.signal(signum)
         expected = f"{name} ignored: SIGHUP reopens the log and reloads the configuration"
-        deadline = time.monotonic() + 10
-        while expected not in server.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: expected in server.log(), timeout=10)  # noqa: B023 (called at once)
         assert expected in server.log()
     assert client.noop()[0] == "OK"
     client.logout()
@@ -275,9 +268,7 @@ def test_what_a_reload_says_goes_to_the_reopened_log(server: GximapProcess) -> N
         # lines): the operator's way to make every user verify again, which a broken file must
         # not cancel.
         flushed = "reload: authentication cache emptied"
-        deadline = time.monotonic() + 10
-        while not (expected in server.log() and flushed in server.log()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: expected in server.log() and flushed in server.log(), timeout=10)  # noqa: B023
         assert expected in server.log() and expected not in rotated.read_text()
         assert flushed in server.log()
         rotated.unlink()
@@ -597,9 +588,7 @@ def _body_files(midb: Path) -> int:
 
 
 def _wait_for_body_files(midb: Path, count: int, timeout: float = 15.0) -> int:
-    deadline = time.monotonic() + timeout
-    while _body_files(midb) != count and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: _body_files(midb) == count, timeout=timeout)
     return _body_files(midb)
 
 
@@ -669,17 +658,14 @@ def test_imap_autoexpunge_trash_expires_at_login(tmp_path: Path, monkeypatch: py
     try:
         with imaplib.IMAP4("127.0.0.1", proc.port, timeout=10) as client:
             client.login("alice", "secret")
-            deadline = time.monotonic() + 10
-            while b"MESSAGES 1)" not in client.status("Trash", "(MESSAGES)")[1][0] and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: b"MESSAGES 1)" in client.status("Trash", "(MESSAGES)")[1][0], timeout=10, interval=0.05)
             assert client.status("Trash", "(MESSAGES)")[1][0].endswith(b"(MESSAGES 1)")
             client.select("Trash")
             fetched = client.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")[1][0]
             assert isinstance(fetched, tuple) and fetched[1].strip() == b"Subject: new"
             client.logout()
-        deadline = time.monotonic() + 10  # logged after the commit, by the expiry's own thread
-        while "autoexpunge: alice: 1 messages removed from Trash" not in proc.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Logged after the commit, by the expiry's own thread.
+        wait_until(lambda: "autoexpunge: alice: 1 messages removed from Trash" in proc.log(), timeout=10)
         assert "autoexpunge: alice: 1 messages removed from Trash" in proc.log()
     finally:
         proc.stop()

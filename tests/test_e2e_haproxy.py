@@ -14,11 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from e2e import GximapProcess, LineClient, free_port
+from net_helpers import wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,12 +44,7 @@ class Client(LineClient):
 
 
 def _wait_for(predicate, what: str, timeout: float = TIMEOUT) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    assert wait_until(predicate, timeout, interval=0.05), f"timed out waiting for {what}"
 
 
 def _listening(port: int) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from e2e import GximapProcess
+from net_helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -554,12 +555,8 @@ def test_fetch_of_a_20_mb_message_streams_intact(server: GximapProcess, use_tls:
         client.sock.sendall(b"A APPEND INBOX {%d+}\r\n" % len(data))
         client.sock.sendall(data[: 10 << 20])
         # The literal waits in an unnamed temporary file in midb_path (gximap.session.literalspool).
-        spool = _open_spool_files(server)
-        deadline = time.monotonic() + 10
-        while not spool and time.monotonic() < deadline:
-            time.sleep(0.05)
-            spool = _open_spool_files(server)
-        assert spool, "no spool file while the literal arrived"
+        assert wait_until(lambda: bool(_open_spool_files(server)), timeout=10, interval=0.05), \
+            "no spool file while the literal arrived"
         client.sock.sendall(data[10 << 20 :] + b"\r\n")
         assert client.until(b"A")[-1][0].startswith(b"A OK [APPENDUID")
         assert _open_spool_files(server) == [], "the temporary file outlived the command"
