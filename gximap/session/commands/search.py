@@ -28,11 +28,12 @@ from gximap.session import condstore, searching
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 
 
-def _saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, matched: list[int]) -> list[int]:
-    """What ``$`` refers to after SEARCH RETURN (SAVE ...): all matched, or just the messages
-    returned (condstore.returned_uids: RFC 5182 section 2.4, RFC 9394 section 3.2)."""
-    chosen = condstore.returned_uids(options, partial, matched) if matched else None
-    return list(matched) if chosen is None else chosen
+def saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, ordered: list[int]) -> list[int]:
+    """What ``$`` refers to after SEARCH or SORT RETURN (SAVE ...), of a result ``ordered`` (UIDs
+    in the answer's order): all of it, or just the messages returned (condstore.returned_uids:
+    RFC 5182 section 2.4, RFC 5267 section 3.1, RFC 9394 section 3.2); ascending UIDs."""
+    chosen = condstore.returned_uids(options, partial, ordered) if ordered else None
+    return sorted(ordered) if chosen is None else chosen
 
 
 def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], count: int,
@@ -95,7 +96,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
         raise
     if save:
         assert options is not None
-        session.saved_search = _saved_result(options, cmd.partial, matched)
+        session.saved_search = saved_result(options, cmd.partial, matched)
     if cmd.partial is not None:
         assert options is not None
         yield (yield from _partial_response(session, cmd, options, matched, with_modseq, slicer))

@@ -36,7 +36,7 @@ from gximap.session.base import (
     command,
     pause_if_over,
 )
-from gximap.session.commands.search import esearch_response
+from gximap.session.commands.search import esearch_response, saved_result
 
 
 def check_charset(session: Any, charset: str) -> None:
@@ -152,16 +152,6 @@ def _message_numbers_in_order(view: Any, uids: list[int], slicer: TimeSlice | No
             assert index is not None  # the search's messages are the view's
             numbers.append(index + 1)
     return numbers
-
-
-def saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, ordered_uids: list[int]) -> list[int]:
-    """What ``$`` holds after SORT RETURN (SAVE ...): all sorted messages, or just those returned
-    (with only MIN/MAX the first/last in sort order, with PARTIAL its page: see
-    condstore.returned_uids); ascending UIDs."""
-    if not ordered_uids:
-        return []
-    chosen = condstore.returned_uids(options, partial, ordered_uids)
-    return sorted(ordered_uids) if chosen is None else chosen
 
 
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
