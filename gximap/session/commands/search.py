@@ -105,18 +105,19 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     if options is None:
         modseq = condstore.search_modseq(session, matched, None) if with_modseq else None
         if session.rev2:
-            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), len(numbers), _ends(numbers), modseq,
+            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), len(numbers), result_ends(numbers), modseq,
                                    all_set=encode.sequence_set(numbers))
         else:
             yield search_response(numbers, modseq)
     elif set(options) != {"SAVE"}:  # SAVE alone suppresses the result (RFC 5182 section 2.1)
         modseq = condstore.search_modseq(session, matched, options) if with_modseq else None
         all_set = encode.sequence_set(numbers) if "ALL" in options else b""
-        yield esearch_response(cmd.tag, cmd.uid, options, len(numbers), _ends(numbers), modseq, all_set=all_set)
+        yield esearch_response(cmd.tag, cmd.uid, options, len(numbers), result_ends(numbers), modseq, all_set=all_set)
     return Done(Code.OK_SEARCH)
 
 
-def _ends(numbers: Sequence[int]) -> tuple[int, int] | None:
+def result_ends(numbers: Sequence[int]) -> tuple[int, int] | None:
+    """The first and last of a result (esearch_response's ``ends``), None for an empty one."""
     return (numbers[0], numbers[-1]) if numbers else None
 
 
@@ -126,7 +127,7 @@ def _partial_response(session: Any, cmd: cmds.Search, options: tuple[str, ...], 
     become message numbers, not the whole result (RFC 9394 section 3.1)."""
     assert cmd.partial is not None
     page = cmd.partial.select(matched)
-    ends = (matched[0], matched[-1]) if matched else None
+    ends = result_ends(matched)
     if not cmd.uid:
         view = session.selected
         page = list((yield from view.message_numbers_sliced(page, slicer)))
