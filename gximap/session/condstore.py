@@ -47,6 +47,7 @@ __all__ = [
     "highest_modseq",
     "highestmodseq_line",
     "qresync_responses",
+    "returned_uids",
     "search_modseq",
     "uses_modseq",
     "vanished_earlier",
