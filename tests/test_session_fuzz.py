@@ -21,7 +21,7 @@ import pytest
 from conversation import PASSWORD, Conversation, InlineExecutor, split_responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_parser_fuzz import PARTIAL_PLACES, partial_oracle, partial_texts
+from test_parser_fuzz import PARTIAL_PLACES, partial_oracle, partial_texts, plain_page
 
 from gximap.auth.service import AuthService
 from gximap.session.context import ServerContext, Settings
@@ -261,11 +261,7 @@ def test_partial_commands(context: ServerContext, commands: list[tuple[bytes, by
             (answer,) = [line for line in lines if line.startswith(b"* ESEARCH")]
             page = re.search(rb" PARTIAL \(([-0-9:]+) ([0-9:,]+|NIL)\)", answer)
             assert page is not None and page[1] == text, answer
-            low, high = sorted((abs(expected.start), abs(expected.end)))
-            positions = range(low, high + 1)
-            count = len(matched)
-            wanted = [uid for at, uid in enumerate(matched, 1) if (at if expected.start > 0 else count - at + 1) in positions]
-            assert _numbers(page[2]) == wanted, (answer, matched)
+            assert _numbers(page[2]) == plain_page(expected, matched), (answer, matched)
     finally:
         conv.close()
 

@@ -150,18 +150,13 @@ class PartialRange:
     def __bytes__(self) -> bytes:
         return b"%d:%d" % (self.start, self.end)
 
-    def indexes(self, count: int) -> tuple[int, int]:
-        """The slice ``[low:high]`` of a result of ``count`` items that the range takes (empty,
-        low >= high, when it takes none): only those items need any further work."""
+    def select(self, items: list[_T]) -> list[_T]:
+        """The items at the range's positions, in their order (none past either end)."""
         low, high = sorted((abs(self.start), abs(self.end)))
         if self.start > 0:
-            return min(low - 1, count), min(high, count)
-        return max(count - high, 0), max(count - low + 1, 0)
-
-    def select(self, items: list[_T]) -> list[_T]:
-        """The items at the range's positions, in their order."""
-        low, high = self.indexes(len(items))
-        return items[low:high]
+            return items[low - 1 : high]
+        count = len(items)
+        return items[max(count - high, 0) : max(count - low + 1, 0)]
 
 
 class ResolvedSet:

@@ -47,6 +47,7 @@ __all__ = [
     "highest_modseq",
     "highestmodseq_line",
     "qresync_responses",
+    "returned_uids",
     "search_modseq",
     "uses_modseq",
     "vanished_earlier",
@@ -129,12 +130,10 @@ def search_modseq(session: Any, matched: list[int], options: tuple[str, ...] | N
                   partial: cmds.PartialRange | None = None) -> int | None:
     """The MODSEQ for a SEARCH result that used the MODSEQ criterion (RFC 7162 sections 3.1.6 and
     3.1.10): the highest of the messages returned (see returned_uids). None when nothing is
-    returned (no MODSEQ is given then)."""
+    returned, an empty PARTIAL page alone too (highest_modseq of none is 0): no MODSEQ then."""
     if not matched:
         return None
     chosen = returned_uids(options, partial, matched)
-    if chosen == []:  # an empty PARTIAL page, alone
-        return None
     return highest_modseq(session, matched if chosen is None else chosen) or None
 
 

@@ -28,11 +28,12 @@ from gximap.session import condstore, searching
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 
 
-def _saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, matched: list[int]) -> list[int]:
-    """What ``$`` refers to after SEARCH RETURN (SAVE ...): all matched, or just the messages
-    returned (condstore.returned_uids: RFC 5182 section 2.4, RFC 9394 section 3.2)."""
-    chosen = condstore.returned_uids(options, partial, matched) if matched else None
-    return list(matched) if chosen is None else chosen
+def saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, ordered: list[int]) -> list[int]:
+    """What ``$`` refers to after SEARCH or SORT RETURN (SAVE ...), of a result ``ordered`` (UIDs
+    in the answer's order): all of it, or just the messages returned (condstore.returned_uids:
+    RFC 5182 section 2.4, RFC 5267 section 3.1, RFC 9394 section 3.2); ascending UIDs."""
+    chosen = condstore.returned_uids(options, partial, ordered) if ordered else None
+    return sorted(ordered) if chosen is None else chosen
 
 
 def esearch_response(tag: bytes, uid: bool, options: tuple[str, ...], count: int,
@@ -95,7 +96,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
         raise
     if save:
         assert options is not None
-        session.saved_search = _saved_result(options, cmd.partial, matched)
+        session.saved_search = saved_result(options, cmd.partial, matched)
     if cmd.partial is not None:
         assert options is not None
         yield (yield from _partial_response(session, cmd, options, matched, with_modseq, slicer))
@@ -104,18 +105,19 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     if options is None:
         modseq = condstore.search_modseq(session, matched, None) if with_modseq else None
         if session.rev2:
-            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), len(numbers), _ends(numbers), modseq,
+            yield esearch_response(cmd.tag, cmd.uid, ("ALL",), len(numbers), result_ends(numbers), modseq,
                                    all_set=encode.sequence_set(numbers))
         else:
             yield search_response(numbers, modseq)
     elif set(options) != {"SAVE"}:  # SAVE alone suppresses the result (RFC 5182 section 2.1)
         modseq = condstore.search_modseq(session, matched, options) if with_modseq else None
         all_set = encode.sequence_set(numbers) if "ALL" in options else b""
-        yield esearch_response(cmd.tag, cmd.uid, options, len(numbers), _ends(numbers), modseq, all_set=all_set)
+        yield esearch_response(cmd.tag, cmd.uid, options, len(numbers), result_ends(numbers), modseq, all_set=all_set)
     return Done(Code.OK_SEARCH)
 
 
-def _ends(numbers: Sequence[int]) -> tuple[int, int] | None:
+def result_ends(numbers: Sequence[int]) -> tuple[int, int] | None:
+    """The first and last of a result (esearch_response's ``ends``), None for an empty one."""
     return (numbers[0], numbers[-1]) if numbers else None
 
 
@@ -125,7 +127,7 @@ def _partial_response(session: Any, cmd: cmds.Search, options: tuple[str, ...], 
     become message numbers, not the whole result (RFC 9394 section 3.1)."""
     assert cmd.partial is not None
     page = cmd.partial.select(matched)
-    ends = (matched[0], matched[-1]) if matched else None
+    ends = result_ends(matched)
     if not cmd.uid:
         view = session.selected
         page = list((yield from view.message_numbers_sliced(page, slicer)))

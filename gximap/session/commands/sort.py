@@ -36,7 +36,7 @@ from gximap.session.base import (
     command,
     pause_if_over,
 )
-from gximap.session.commands.search import esearch_response
+from gximap.session.commands.search import esearch_response, result_ends, saved_result
 
 
 def check_charset(session: Any, charset: str) -> None:
@@ -154,16 +154,6 @@ def _message_numbers_in_order(view: Any, uids: list[int], slicer: TimeSlice | No
     return numbers
 
 
-def saved_result(options: tuple[str, ...], partial: cmds.PartialRange | None, ordered_uids: list[int]) -> list[int]:
-    """What ``$`` holds after SORT RETURN (SAVE ...): all sorted messages, or just those returned
-    (with only MIN/MAX the first/last in sort order, with PARTIAL its page: see
-    condstore.returned_uids); ascending UIDs."""
-    if not ordered_uids:
-        return []
-    chosen = condstore.returned_uids(options, partial, ordered_uids)
-    return sorted(ordered_uids) if chosen is None else chosen
-
-
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
 def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await | ResponseMark, Any, Done]:
     check_charset(session, cmd.charset)
@@ -220,7 +210,7 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
     if options is not None and cmd.partial is not None:
         # Only the page (and the first and last, for MIN and MAX) become message numbers.
         page = cmd.partial.select(uids)
-        ends = (uids[0], uids[-1]) if uids else None
+        ends = result_ends(uids)
         if not cmd.uid:
             page = yield from _message_numbers_in_order(view, page, slicer)
             if ends is not None:
@@ -239,6 +229,6 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
         lines.extend(sort_response(numbers, modseq))
     elif set(options) != {"SAVE"}:
         ordered = (yield from ordered_sequence_set(numbers, slicer)) if "ALL" in options else b""
-        ends = (numbers[0], numbers[-1]) if numbers else None
+        ends = result_ends(numbers)
         lines.append(esearch_response(cmd.tag, cmd.uid, options, len(numbers), ends, modseq, all_set=ordered))
     return lines
