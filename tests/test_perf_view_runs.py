@@ -90,7 +90,7 @@ partial_ranges = st.builds(lambda first, second, from_last: PartialRange(first *
                            st.integers(1, 70), st.integers(1, 70), st.booleans())
 
 
-def _plain_set(uids: list[int], ranges: list[tuple[int | None, int | None]], by_uid: bool) -> list[int]:
+def plain_set(uids: list[int], ranges: list[tuple[int | None, int | None]], by_uid: bool) -> list[int]:
     """The UIDs a sequence set names, read plainly: each UID (or message number) tested against
     each range, "*" the highest; by UID, "n:*" names the highest even when n is above it (RFC
     3501 section 6.4.8)."""
@@ -116,7 +116,7 @@ def test_the_page_of_a_set_is_found_from_its_ranges(uids: list[int], ranges: lis
                   for pair in ranges]
     runs = UidRuns.from_sorted(uids)
     seqset = SequenceSet(tuple(ranges))
-    named = _plain_set(uids, ranges, by_uid)
+    named = plain_set(uids, ranges, by_uid)
     assert [uid for start, stop in set_positions(runs, seqset, by_uid) for uid in runs.slice_list(start, stop)] == named
     assert page_of_set(runs, seqset, by_uid, partial) == plain_page(partial, named)
 
