@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import calendar
+import random
+import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +12,10 @@ from typing import Any, cast
 
 import pytest
 from conversation import Conversation
+from test_parser_fuzz import plain_page
+from test_perf_view_runs import plain_set
 
+from gximap.imap.commands import PartialRange
 from gximap.net.handler import FileRegion, TransportAction
 from gximap.session.commands import fetch
 from gximap.session.commands.fetch import COALESCE_BYTES
@@ -813,3 +818,58 @@ def test_partial_fetch_modifier(conv: Conversation) -> None:
         S: )
         S: 15 OK FETCH completed
     """)
+
+
+def _random_set(rng: random.Random, top: int) -> list[tuple[int | None, int | None]]:
+    """A few ranges up to ``top``: "*" at either end, reversed (4:2), overlapping, single."""
+    ranges: list[tuple[int | None, int | None]] = []
+    for _ in range(rng.randint(1, 4)):
+        start = rng.randint(1, top)
+        end = start if rng.random() < 0.2 else rng.randint(1, top)
+        shape = rng.random()
+        ranges.append((start, None) if shape < 0.15 else (None, start) if shape < 0.2 else (start, end))
+    return ranges
+
+
+def _set_text(ranges: list[tuple[int | None, int | None]]) -> str:
+    return ",".join(f"{'*' if start is None else start}:{'*' if end is None else end}" for start, end in ranges)
+
+
+def test_partial_fetch_pages_match_a_plain_reading(conv: Conversation) -> None:
+    """RFC 9394 sections 3.3 and 3.4 on random sets (by UID and by message number, "*", reversed
+    and overlapping ranges, UIDs not in the mailbox or above its highest) and pages (from either
+    end, past the end), alone and with CHANGEDSINCE, on each FETCH path: the messages answered
+    are the plain page of the plainly listed set, then those of them changed since, in order."""
+    for number in range(1, 41):
+        conv.add_message(flags=("\\Seen",) if number % 3 else ())
+    folder = conv.folder("INBOX").id
+    gone = [3, 4, 10, 17, 18, 19, 29, 40]
+    conv.store.store_flags("alice", folder, gone, "add", ["\\Deleted"])
+    conv.store.expunge("alice", folder, gone)
+    for uids in ([5, 6, 7], [12, 30, 31, 32, 33], [1, 38], [21]):  # a few MODSEQs apart
+        conv.store.store_flags("alice", folder, uids, "add", ["\\Flagged"])
+    conv.select()
+    listing = b"\n".join(conv.command("UID FETCH 1:* (MODSEQ)"))
+    modseqs = {int(uid): int(modseq)
+               for uid, modseq in re.findall(rb"^\* \d+ FETCH \(UID (\d+) MODSEQ \((\d+)\)\)$", listing, re.MULTILINE)}
+    uids = sorted(modseqs)
+    assert len(uids) == 32 and max(uids) == 39
+    since_choices = [None, 0, *sorted(set(modseqs.values()))]
+    items = ("(UID FLAGS)", "(UID RFC822.SIZE INTERNALDATE)", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    rng = random.Random(9394)
+    for _ in range(150):
+        by_uid = rng.random() < 0.6
+        ranges = _random_set(rng, 45 if by_uid else len(uids))
+        first, second = rng.randint(1, 36), rng.randint(1, 36)
+        partial = PartialRange(first, second) if rng.random() < 0.5 else PartialRange(-first, -second)
+        since = rng.choice(since_choices)
+        modifiers = f"PARTIAL {bytes(partial).decode()}" + ("" if since is None else f" CHANGEDSINCE {since}")
+        command = f"{'UID ' if by_uid else ''}FETCH {_set_text(ranges)} {rng.choice(items)} ({modifiers})"
+        expected = plain_page(partial, plain_set(uids, ranges, by_uid))
+        if since is not None:  # RFC 9394 section 3.4: the page of the set, then the changed ones
+            expected = [uid for uid in expected if modseqs[uid] > since]
+        lines = conv.command(command)
+        assert lines[-1].split(b" ")[1] == b"OK", (command, lines[-1])
+        answered = [(int(msn), int(uid)) for msn, uid in re.findall(rb"^\* (\d+) FETCH \(UID (\d+)", b"\n".join(lines),
+                                                                     re.MULTILINE)]
+        assert answered == [(uids.index(uid) + 1, uid) for uid in expected], command

@@ -12,8 +12,10 @@ import pytest
 from conversation import Conversation
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_parser_fuzz import plain_page
 
-from gximap.session.selected import SHARED_VIEWS, SelectedMailbox, UidRuns
+from gximap.imap.commands import PartialRange, SequenceSet
+from gximap.session.selected import SHARED_VIEWS, SelectedMailbox, UidRuns, page_of_set, set_positions
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -72,6 +74,72 @@ def test_span_and_positions(uids: list[int], data: st.DataObject) -> None:
     assert list(positions) == [uids.index(uid) + 1 for uid in subset]
     with pytest.raises(ValueError):
         runs.positions_of([0, 1000])
+
+
+# UIDs 1..150 with holes; sequence-set ranges over them, mostly short so that a set is several
+# spans: either end "*" (None), reversed (4:2), overlapping others, naming UIDs absent from the
+# list or above its highest.
+page_uid_lists = st.builds(lambda top, holes: [uid for uid in range(1, top + 1) if uid not in holes],
+                           st.integers(0, 150), st.sets(st.integers(1, 150), max_size=40))
+set_ranges = st.lists(st.builds(lambda start, width, star: (None, start) if star == 1 else (start, None) if star == 2
+                                else (start, max(start + width, 1)),
+                                st.integers(1, 160), st.integers(-6, 12), st.integers(0, 12)),
+                      min_size=1, max_size=8)
+partial_ranges = st.builds(lambda first, second, from_last: PartialRange(first * (-1 if from_last else 1),
+                                                                         second * (-1 if from_last else 1)),
+                           st.integers(1, 70), st.integers(1, 70), st.booleans())
+
+
+def plain_set(uids: list[int], ranges: list[tuple[int | None, int | None]], by_uid: bool) -> list[int]:
+    """The UIDs a sequence set names, read plainly: each UID (or message number) tested against
+    each range, "*" the highest; by UID, "n:*" names the highest even when n is above it (RFC
+    3501 section 6.4.8)."""
+    if not uids:
+        return []
+    highest = uids[-1] if by_uid else len(uids)
+    bounds = [sorted((highest if start is None else start, highest if end is None else end)) for start, end in ranges]
+    named = [uid for number, uid in enumerate(uids, 1)
+             if any(low <= (uid if by_uid else number) <= high for low, high in bounds)]
+    if by_uid and not named and any(None in pair for pair in ranges):
+        named = [highest]
+    return named
+
+
+@settings(max_examples=400, deadline=None)
+@given(page_uid_lists, set_ranges, partial_ranges, st.booleans())
+def test_the_page_of_a_set_is_found_from_its_ranges(uids: list[int], ranges: list[tuple[int | None, int | None]],
+                                                    partial: PartialRange, by_uid: bool) -> None:
+    """RFC 9394 section 3.3's FETCH page, worked out from the set's ranges (page_of_set), is the
+    plain page of the plainly listed set; and the set, listed from its positions, is the plain set."""
+    if not by_uid:  # message numbers beyond the count are BAD before this is asked
+        ranges = [tuple(None if end is None else min(end, max(len(uids), 1)) for end in pair)  # type: ignore[misc]
+                  for pair in ranges]
+    runs = UidRuns.from_sorted(uids)
+    seqset = SequenceSet(tuple(ranges))
+    named = plain_set(uids, ranges, by_uid)
+    assert [uid for start, stop in set_positions(runs, seqset, by_uid) for uid in runs.slice_list(start, stop)] == named
+    assert page_of_set(runs, seqset, by_uid, partial) == plain_page(partial, named)
+
+
+def test_a_page_of_a_large_set_lists_only_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UID FETCH 1:* (PARTIAL -1:-50) of 300,000 messages in 100,000 runs builds the 50 UIDs,
+    never the set: slice_list is asked for the page's positions only."""
+    uids = [uid for uid in range(1, 400_001) if uid % 4]
+    runs = UidRuns.from_sorted(uids)
+    asked: list[tuple[int, int]] = []
+    slice_list = UidRuns.slice_list
+
+    def counted(self: UidRuns, start: int, stop: int) -> list[int]:
+        asked.append((start, stop))
+        return slice_list(self, start, stop)
+
+    monkeypatch.setattr(UidRuns, "slice_list", counted)
+    every = SequenceSet(((1, None),))
+    assert page_of_set(runs, every, True, PartialRange(-1, -50)) == uids[-50:]
+    assert asked == [(len(runs) - 50, len(runs))]
+    asked.clear()
+    assert page_of_set(runs, SequenceSet(((9, 9), (100, 3), (1000, None))), True, PartialRange(2, 4)) == [5, 6, 7]
+    assert sum(stop - start for start, stop in asked) == 3
 
 
 @settings(max_examples=200, deadline=None)

@@ -1252,6 +1252,85 @@ def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to
         assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
 
 
+@contextlib.contextmanager
+def _served_session(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, clock: SimpleNamespace
+                    ) -> Iterator[tuple[Server, pool_module._Connection, socket.socket, Conversation]]:
+    """A logged-in IMAP session (imap_autologout_time 60 s) with INBOX selected, served by the
+    pool's own slices over a socket pair, on the test's clock (``clock.now``)."""
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now)
+    monkeypatch.setattr(pool_module, "time", fake_time)
+    monkeypatch.setattr(session_module, "time", fake_time)
+    server = Server([], Recorder().factory, context_num=2, thread_init_num=1, thread_charge_num=1,
+                    conn_timeout=600.0, ssl_context=None, busy_response=b"")
+    ours, client = socket.socketpair()
+    listener = socket.socket(socket.AF_UNIX)
+    with Conversation(tmp_path, autologout=60.0) as conv, ours, client, listener:
+        ours.setblocking(False)
+        client.settimeout(5.0)
+        conv.login()
+        conv.select()
+        conn = pool_module._Connection(ours, BoundListener(listener, tls=False), ("peer", 0), clock.now)
+        conn.handler = conv.session  # and its optional hooks, as the pool looks them up at its start
+        conn.idle_since = conv.session.idle_since
+        conn.hard_deadline_fn = conv.session.hard_deadline
+        conn.phase = pool_module._Phase.ACTIVE
+        conn.idle_limit = conv.session.idle_timeout()
+        yield server, conn, client, conv
+
+
+def _parked(server: Server, conn: pool_module._Connection, at: float) -> pool_module._Due:
+    """What the idle timer says at ``at`` of the connection parked for reading, as after every
+    PARK_READ."""
+    conn.waiting_input = True
+    return server._timer_state(conn, at)[0]
+
+
+def test_input_still_being_decoded_postpones_the_autologout(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes from the client are activity even before they decode to anything: here the start
+    of a DEFLATE block (as a TLS record's first segments, or a long literal sent slowly), which
+    the inflater holds. The timer counted from the last decoded input only, and logged the client
+    out while its bytes were still arriving; a client that then says nothing more still is."""
+    clock = SimpleNamespace(now=1000.0)
+    with _served_session(tmp_path, monkeypatch, clock) as (server, conn, client, _conv):
+        conn.transport.start_compress()
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        line = compressor.compress(b"a1 NOOP\r\n" + b"x" * 5000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        client.sendall(line[:2])  # a dynamic block's header, cut short: it inflates to nothing yet
+        clock.now = 1050.0
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        assert _parked(server, conn, 1100.0) is pool_module._Due.NOTHING  # 60 s after the bytes, not the login
+        assert _parked(server, conn, 1110.0) is pool_module._Due.IDLE
+        clock.now = 1110.0
+        conn.timeout_due = True
+        assert server._serve(conn) is pool_module._Outcome.CLOSED
+        assert zlib.decompressobj(-15).decompress(client.recv(4096)) == b"* BYE Autologout; idle for too long\r\n"
+
+
+def test_a_long_command_is_not_counted_as_idle_time(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timer counts from the end of the last command as well as from the client's input: a
+    command that ran longer than the autologout (a SEARCH of a huge folder) was answered and then
+    the client, which had had no chance to speak, was logged out at once."""
+    clock = SimpleNamespace(now=1000.0)
+    with _served_session(tmp_path, monkeypatch, clock) as (server, conn, client, conv):
+        highestmodseq = conv.store.highestmodseq
+
+        def slow_highestmodseq(*args: Any) -> Any:
+            clock.now = 1100.0  # the command's store reads take 100 s
+            return highestmodseq(*args)
+
+        monkeypatch.setattr(conv.store, "highestmodseq", slow_highestmodseq)
+        client.sendall(b"a1 NOOP\r\n")
+        outcomes = [server._serve(conn)]
+        while outcomes[-1] is pool_module._Outcome.REQUEUE and len(outcomes) < 4:  # a slice out of time
+            outcomes.append(server._serve(conn))
+        assert outcomes[-1] is pool_module._Outcome.PARK_READ
+        assert client.recv(4096).endswith(b"a1 OK NOOP completed\r\n")
+        finished = clock.now
+        assert finished == 1100.0
+        assert _parked(server, conn, finished + 59.0) is pool_module._Due.NOTHING
+        assert _parked(server, conn, finished + 60.0) is pool_module._Due.IDLE
+
+
 def test_stalled_writer_is_closed() -> None:
     recorder = Recorder()
     with running_server(recorder, conn_timeout=0.4) as (server, ports):

@@ -150,13 +150,18 @@ class PartialRange:
     def __bytes__(self) -> bytes:
         return b"%d:%d" % (self.start, self.end)
 
-    def select(self, items: list[_T]) -> list[_T]:
-        """The items at the range's positions, in their order (none past either end)."""
+    def bounds(self, count: int) -> tuple[int, int]:
+        """The 0-based slice [start, stop) of the range's positions among ``count`` items
+        (clipped to them: empty, start == stop, when the range is past either end)."""
         low, high = sorted((abs(self.start), abs(self.end)))
         if self.start > 0:
-            return items[low - 1 : high]
-        count = len(items)
-        return items[max(count - high, 0) : max(count - low + 1, 0)]
+            return min(low - 1, count), min(high, count)
+        return max(count - high, 0), max(count - low + 1, 0)
+
+    def select(self, items: list[_T]) -> list[_T]:
+        """The items at the range's positions, in their order (none past either end)."""
+        start, stop = self.bounds(len(items))
+        return items[start:stop]
 
 
 class ResolvedSet:

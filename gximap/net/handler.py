@@ -131,9 +131,10 @@ class ProtocolHandler(Protocol):
 
     def idle_timeout(self) -> float:
         """Seconds of client inactivity allowed in the current state (e.g. imap_conn_timeout
-        before login, imap_autologout_time after), counted from the latest of: the client's last
-        input, the end of output the client was slow to take (a write that blocked), and the
-        last timed_out() that returned False."""
+        before login, imap_autologout_time after), counted from the latest of: the last bytes
+        from the client (decoded or not yet: part of a TLS record or DEFLATE block), the end of
+        output the client was slow to take (a write that blocked), the last timed_out() that
+        returned False, and idle_since() if the handler has it."""
 
     def timed_out(self) -> bool:
         """The idle timeout expired: queue a goodbye (e.g. ``* BYE``) and TransportAction.CLOSE,
@@ -171,6 +172,10 @@ class ProtocolHandler(Protocol):
     # A time.monotonic() instant past which the pool closes the connection outright, whatever it
     # is doing: writing to a client that reads slowly, parked, or reading (math.inf: none). Read
     # after every slice. The handler's own goodbye (idle_timeout) should come first.
+    #   def idle_since(self) -> float
+    # A time.monotonic() instant the idle timer counts from at the earliest, read after every
+    # slice: the end of the handler's last piece of work (IMAP: its last command's answer), so
+    # that a command running longer than idle_timeout() is not idle time of the client's.
     #   def displaceable(self) -> bool
     # True while the client has not logged in. With every context taken, the pool closes the
     # longest silent of the oldest such connections to make room for a new one; it asks from the poller thread (a

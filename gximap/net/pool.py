@@ -45,10 +45,11 @@ How it runs:
 - Workers: ``thread_init_num`` stay; one more is started whenever work is queued and no worker is
   free, up to max(thread_init_num, ceil(context_num / thread_charge_num)); extra workers exit after
   ``worker_idle_timeout`` seconds without work.
-- Timers (poller, at least once a second and at the earliest deadline): no client input for
-  handler.idle_timeout() seconds (0 = no limit) -> handler.timed_out(), flush, close (unless the
-  handler answered with a keepalive and keeps the connection: the timer then counts from the
-  keepalive); output that made no progress for ``conn_timeout`` seconds -> closed at once; PROXY
+- Timers (poller, at least once a second and at the earliest deadline): no bytes from the client
+  (decoded or not yet: part of a TLS record counts) for handler.idle_timeout() seconds (0 = no
+  limit), counted from handler.idle_since() when that is later (the end of the last command) ->
+  handler.timed_out(), flush, close (unless the handler answered with a keepalive and keeps the
+  connection: the timer then counts from the keepalive); output that made no progress for ``conn_timeout`` seconds -> closed at once; PROXY
   header (min(conn_timeout, 5 s)) and TLS handshakes (conn_timeout) have deadlines too. The time
   a client spends receiving output the socket could not take at once counts as activity.
 - PROXY (see gximap.net.proxy): a trusted peer's header is read before anything else, even
@@ -489,7 +490,7 @@ class _Connection:
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
         "write_blocked", "last_activity", "last_progress", "idle_limit", "input_paused", "hard_deadline",
-        "hard_deadline_fn", "awaiting", "hangup_check", "displaceable", "displace_due", "spoke",
+        "hard_deadline_fn", "idle_since", "awaiting", "hangup_check", "displaceable", "displace_due", "spoke",
     )  # fmt: skip
 
     def __init__(
@@ -528,6 +529,8 @@ class _Connection:
         # connection is closed whatever it is doing (writing, parked, reading).
         self.hard_deadline_fn: Callable[[], float] | None = None
         self.hard_deadline = math.inf
+        # The handler's idle_since(), if it has one: the idle timer counts from it at the earliest.
+        self.idle_since: Callable[[], float] | None = None
         # The handler's displaceable(), if it has one: True while the client has not logged in.
         self.displaceable: Callable[[], bool] | None = None
         self.displace_due = False  # chosen to make room for an arrival (Server._make_room)
@@ -1296,6 +1299,7 @@ class Server:
         conn.input_paused = getattr(handler, "input_paused", None)
         conn.awaiting = getattr(handler, "awaiting", None)
         conn.hard_deadline_fn = getattr(handler, "hard_deadline", None)
+        conn.idle_since = getattr(handler, "idle_since", None)
         # Before the handler: the poller, seeing a handler, asks displaceable (_not_logged_in).
         conn.displaceable = getattr(handler, "displaceable", None)
         conn.handler = handler
@@ -1346,14 +1350,18 @@ class Server:
         more = False
         paused = conn.input_paused is not None and conn.input_paused()
         if not conn.closing and not conn.handler_behind and not conn.eof and not paused:
+            received = transport.bytes_received
             try:
                 data = self._io(transport.read, self._slice_bytes)
             except InvalidDeflateInput as exc:
                 data = b""
                 self._goodbye_to_undecodable_input(conn, str(exc))
-            if data:
+            if data or transport.bytes_received != received:
+                # Bytes from the client are activity even when they decode to nothing yet (part
+                # of a TLS record, a DEFLATE block's start): a long literal sent slowly is not idle.
                 conn.last_activity = time.monotonic()
                 conn.idle_fired = False
+            if data:
                 conn.spoke = True
                 if conn.sniff_input:
                     data = self._sniff_input(conn, data)
@@ -1412,6 +1420,9 @@ class Server:
                 # there would hold its search slot while the connection waits for the client.
                 break
         if not conn.closing:
+            if conn.idle_since is not None:
+                # A command that ran long (IMAP: its answer) is not time the client was idle.
+                conn.last_activity = max(conn.last_activity, conn.idle_since())
             conn.idle_limit = float(handler.idle_timeout())
             if conn.hard_deadline_fn is not None:
                 conn.hard_deadline = conn.hard_deadline_fn()
@@ -2220,7 +2231,7 @@ class Server:
             # The handler holds the waker, which holds the connection: without this the cycle
             # (and whatever input the handler still buffers) waits for a full garbage collection.
             conn.handler = None
-            conn.input_paused = conn.awaiting = conn.hard_deadline_fn = None  # bound methods: they hold it too
+            conn.input_paused = conn.awaiting = conn.hard_deadline_fn = conn.idle_since = None  # bound methods: they hold it too
             conn.displaceable = None
         # The address's count goes first, outside the pool's lock: the ledger tells the sibling
         # processes, and that send may wait for room in a slow sibling's queue.

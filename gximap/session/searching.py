@@ -41,6 +41,7 @@ from midb.summary import SortRecord, Summary, body_plan, decode_summary, may_con
 
 __all__ = [
     "SearchUnsupported",
+    "resolve_page",
     "resolve_uids",
     "saved_uids",
     "search",
@@ -101,6 +102,17 @@ def resolve_uids(session: Any, seqset: SequenceSet, uid: bool) -> list[int]:
     if not uid and not view.valid_msn_set(seqset):
         raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")
     return view.resolve(seqset, uid)
+
+
+def resolve_page(session: Any, seqset: SequenceSet, uid: bool, partial: cmds.PartialRange) -> list[int]:
+    """``partial.select(resolve_uids(session, seqset, uid))``, the same BAD included, without
+    listing a large set: only the page's UIDs are built (SelectedMailbox.resolve_page)."""
+    if seqset.saved:
+        return partial.select(saved_uids(session))  # a list already: the saved result
+    view = session.selected
+    if not uid and not view.valid_msn_set(seqset):
+        raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")
+    return view.resolve_page(seqset, uid, partial)
 
 
 def _msn_ranges_as_uid_ranges(view: Any, seqset: SequenceSet) -> list[tuple[int, int]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.imap.commands import SYSTEM_FLAGS, SequenceSet
+from gximap.imap.commands import SYSTEM_FLAGS, PartialRange, SequenceSet
 from gximap.session.base import LazyLines, Pause, TimeSlice, pause_if_over, run_unsliced
 from midb.errors import MidbError, NoSuchAccount, NoSuchFolder
 
@@ -262,6 +262,49 @@ class UidRuns(Sequence[int]):
             if kept_from <= last:
                 ranges.append((kept_from, last))
         return UidRuns.from_ranges(ranges), positions
+
+
+def set_positions(runs: UidRuns, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
+    """The positions [start, stop) in ``runs`` of the UIDs a sequence set (``$`` substituted)
+    names, ascending and disjoint, none empty: O(ranges x log runs), whatever the set's size.
+    Message numbers beyond the count are left out (the caller has answered BAD for them)."""
+    count = len(runs)
+    if not count:
+        return []
+    spans: list[tuple[int, int]] = []
+    if uid:
+        highest = runs[-1]
+        # SequenceSet.resolve gives sorted, merged ranges, so the spans are disjoint: no UID twice.
+        # "n:*" with n above the highest UID is (highest, n) there, so it names the highest, as
+        # RFC 3501 section 6.4.8 wants.
+        for low, high in seqset.resolve(highest, clip=False):
+            if low <= highest:
+                start, stop = runs.span(low, min(high, highest))
+                if start < stop:
+                    spans.append((start, stop))
+    else:
+        spans.extend((low - 1, high) for low, high in seqset.resolve(count))
+    return spans
+
+
+def page_of_set(runs: UidRuns, seqset: SequenceSet, uid: bool, partial: PartialRange) -> list[int]:
+    """The UIDs at ``partial``'s positions (RFC 9394 section 3.3) among those ``seqset`` names,
+    ascending. The set's size is the sum of its spans' lengths, and only the page's UIDs are
+    listed: UID FETCH 1:* (PARTIAL -1:-50) of 100,000 messages builds 50, not 100,000."""
+    spans = set_positions(runs, seqset, uid)
+    first, stop = partial.bounds(sum(end - start for start, end in spans))
+    page: list[int] = []
+    before = 0  # positions in the set before the current span
+    for start, end in spans:
+        if before >= stop:
+            break
+        length = end - start
+        low = max(first - before, 0)
+        high = min(stop - before, length)
+        if low < high:
+            page.extend(runs.slice_list(start + low, start + high))
+        before += length
+    return page
 
 
 _LINEAR_RUN_SCAN = 64  # below this many UIDs, run boundaries are found by a plain scan
@@ -633,21 +676,15 @@ class SelectedMailbox:
 
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[int]:
         """The UIDs of the view named by a sequence set, ascending. ``$`` must be substituted."""
-        uids = self.runs
-        if not uids:
-            return []
+        runs = self.runs
         out: list[int] = []
-        if uid:
-            highest = uids[-1]
-            for low, high in seqset.resolve(highest, clip=False):
-                out.extend(uids.slice_list(*uids.span(low, min(high, highest))))
-            # RFC 3501 section 6.4.8: "n:*" names the highest UID even when n is above it.
-            if not out and seqset.uses_star():
-                out.append(highest)
-        else:
-            for low, high in seqset.resolve(len(uids)):
-                out.extend(uids.slice_list(low - 1, high))
-        return out  # SequenceSet.resolve gives sorted, merged ranges: no duplicates
+        for start, stop in set_positions(runs, seqset, uid):
+            out.extend(runs.slice_list(start, stop))
+        return out
+
+    def resolve_page(self, seqset: SequenceSet, uid: bool, partial: PartialRange) -> list[int]:
+        """``partial.select(self.resolve(seqset, uid))`` without listing the set: see page_of_set."""
+        return page_of_set(self.runs, seqset, uid, partial)
 
     def valid_msn_set(self, seqset: SequenceSet) -> bool:
         """RFC 9051 section 6.4.5: message numbers beyond the count are an error (BAD)."""

@@ -304,7 +304,7 @@ class ImapSession:
 
     def idle_timeout(self) -> float:
         if self.state is State.NOT_AUTHENTICATED:
-            # The pool counts from the last input; a client trickling a byte at a time would never
+            # The pool counts from the last input (or answer: idle_since); a client trickling a byte at a time would never
             # be idle that long, so the time left before the login deadline caps it, reckoned from
             # that same last input (not from now: a slice run later, e.g. when a password check
             # completes, would bring the goodbye forward). inf - x stays inf: no deadline.
@@ -316,10 +316,15 @@ class ImapSession:
             # slow to take, and the last keepalive: the next keepalive is one interval after
             # that, whichever it is (computed from this session's own clock, it drifted by how
             # late a blocked push ended, at every keepalive). The autologout counts from the last
-            # input: after a keepalive, what was left of it then.
+            # input (or answer): after a keepalive, what was left of it then.
             since_input = max(0.0, self._last_keepalive - self.last_activity)
             return min(self.settings.autologout - since_input, interval)
         return self.settings.autologout
+
+    def idle_since(self) -> float:
+        """The pool's idle timer counts from this at the earliest: the last input, or the last
+        command's answer (_answer), whichever is later."""
+        return self.last_activity
 
     def _idling(self) -> bool:
         running = self._running
@@ -821,6 +826,8 @@ class ImapSession:
         One place for both ends of a command: its handler's (_finish) and a refusal before its
         literal (_continuation)."""
         self._out.append(tag + b" " + line + b"\r\n")
+        # The client's idle time starts again here (idle_since): a command that ran long was not it.
+        self.last_activity = max(self.last_activity, time.monotonic())
         if gxlog.logs_command(status):
             gxlog.log_command(self.id, self.rhost, self.user, preview(), status)
         if status == "BAD":

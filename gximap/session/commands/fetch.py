@@ -64,7 +64,7 @@ from gximap.session.base import (
     ResponseMark,
     command,
 )
-from gximap.session.searching import in_ascending, resolve_uids, saved_uids
+from gximap.session.searching import in_ascending, resolve_page, resolve_uids, saved_uids
 from gximap.session.selected import FlagsShown, flag_atoms
 from midb import objectids, preview
 from midb.errors import MidbError, NoSuchBody
@@ -828,10 +828,10 @@ class _Requested:
         self.by_uid = cmd.uid
         # With PARTIAL, the messages at its positions among those the set names: CHANGEDSINCE
         # then answers the changed ones of them (RFC 9394 sections 3.3 and 3.4: two filters of
-        # the set, in either order), so this lists the set's UIDs, the page kept.
+        # the set, in either order), so this holds the page's UIDs (only they are listed).
         self.page: frozenset[int] | None = None
         if cmd.partial is not None:
-            self.page = frozenset(cmd.partial.select(resolve_uids(session, cmd.seqset, cmd.uid)))
+            self.page = frozenset(resolve_page(session, cmd.seqset, cmd.uid, cmd.partial))
         seqset = cmd.seqset
         if seqset.saved:
             self.saved = frozenset(saved_uids(session))
@@ -923,9 +923,10 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     view = session.selected
     uids: list[int] | _Requested
     if cmd.changedsince is None:
-        uids = resolve_uids(session, cmd.seqset, cmd.uid)
-        if cmd.partial is not None:
-            uids = cmd.partial.select(uids)  # RFC 9394 section 3.3: positions in the set named
+        if cmd.partial is None:
+            uids = resolve_uids(session, cmd.seqset, cmd.uid)
+        else:  # RFC 9394 section 3.3: positions in the set named, found without listing it
+            uids = resolve_page(session, cmd.seqset, cmd.uid, cmd.partial)
     else:
         if not cmd.uid and not cmd.seqset.saved and not view.valid_msn_set(cmd.seqset):
             raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")  # as resolve_uids
