@@ -1270,9 +1270,7 @@ def _served_session(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, clock: Simpl
         conv.login()
         conv.select()
         conn = pool_module._Connection(ours, BoundListener(listener, tls=False), ("peer", 0), clock.now)
-        conn.handler = conv.session  # and its optional hooks, as the pool looks them up at its start
-        conn.idle_since = conv.session.idle_since
-        conn.hard_deadline_fn = conv.session.hard_deadline
+        pool_module._attach_handler(conn, conv.session)  # and its optional hooks, as at its start
         conn.phase = pool_module._Phase.ACTIVE
         conn.idle_limit = conv.session.idle_timeout()
         yield server, conn, client, conv

@@ -564,6 +564,17 @@ class _Connection:
         return f"[{self.peer_host}]:{self.peer_port}"
 
 
+def _attach_handler(conn: _Connection, handler: ProtocolHandler) -> None:
+    """Give ``conn`` its handler and the handler's optional hooks (ProtocolHandler's comments)."""
+    conn.input_paused = getattr(handler, "input_paused", None)
+    conn.awaiting = getattr(handler, "awaiting", None)
+    conn.hard_deadline_fn = getattr(handler, "hard_deadline", None)
+    conn.idle_since = getattr(handler, "idle_since", None)
+    # Before the handler: the poller, seeing a handler, asks displaceable (_not_logged_in).
+    conn.displaceable = getattr(handler, "displaceable", None)
+    conn.handler = handler
+
+
 class Server:
     def __init__(
         self,
@@ -1296,18 +1307,12 @@ class Server:
             file_regions=not conn.transport.linked,  # sendfile(2) cannot go through the proxy link's TLS
         )
         handler = self._factory(info, self._make_waker(conn))
-        conn.input_paused = getattr(handler, "input_paused", None)
-        conn.awaiting = getattr(handler, "awaiting", None)
-        conn.hard_deadline_fn = getattr(handler, "hard_deadline", None)
-        conn.idle_since = getattr(handler, "idle_since", None)
-        # Before the handler: the poller, seeing a handler, asks displaceable (_not_logged_in).
-        conn.displaceable = getattr(handler, "displaceable", None)
-        conn.handler = handler
+        _attach_handler(conn, handler)
         if conn.hard_deadline_fn is not None:
             conn.hard_deadline = conn.hard_deadline_fn()
         conn.phase = _Phase.ACTIVE
         conn.last_activity = time.monotonic()
-        conn.handler.start()
+        handler.start()
         log.debug("%s: session started on %s listener %s", conn.rhost, conn.listener.kind, conn.local_port)
         return None
 
