@@ -7,7 +7,7 @@ MULTIAPPEND (3502), BINARY (3516), ESEARCH (4731), SEARCHRES (5182), SORT/THREAD
 ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), PARTIAL (9394), LIST-EXTENDED (5258),
 LIST-STATUS (5819), SPECIAL-USE/CREATE-SPECIAL-USE (6154), COMPRESS (4978), QUOTA (9208),
 METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), PREVIEW (8970), SASL-IR (4959),
-UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508) and XLIST.
+UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508), CATENATE (4469) and XLIST.
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
 ``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` for those two codes).  Recursion is
@@ -44,6 +44,9 @@ from gximap.imap.commands import (
     AppendMessage,
     Authenticate,
     Capability,
+    CatenatePart,
+    CatenateText,
+    CatenateUrl,
     Check,
     Close,
     Command,
@@ -1177,19 +1180,53 @@ def _append_message(r: _Reader) -> AppendMessage:
         date = r.date_time()
         r.sp()
     utf8 = False
-    if r.peek_word() == "UTF8":
+    word = r.peek_word()
+    if word == "UTF8":
         # RFC 6855 section 4: append-data =/ "UTF8" SP "(" literal8 ")"
+        item = _utf8_literal(r)
+        utf8 = True
+    elif word == "CATENATE":
+        # RFC 4469 section 5: append-data =/ "CATENATE" SP "(" cat-part *(SP cat-part) ")"
         r.word()
         r.sp()
-        r.expect(b"(")
-        item = r.literal(allow_binary=True)
-        r.expect(b")", "')'")
-        utf8 = True
+        parts: list[CatenatePart] = r.paren_list(lambda: _cat_part(r), allow_empty=False)
+        return AppendMessage(flags, date, b"", any(isinstance(part, CatenateText) and part.binary for part in parts),
+                             any(isinstance(part, CatenateText) and part.utf8 for part in parts), tuple(parts))
     elif r.at_literal():
         item = r.literal(allow_binary=True)
     else:
         raise r.error("Expected message literal")
     return AppendMessage(flags, date, item.data, item.binary, utf8)
+
+
+def _utf8_literal(r: _Reader) -> Literal:
+    """``"UTF8" SP "(" literal8 ")"`` (RFC 6855 section 4), its literal."""
+    r.word()
+    r.sp()
+    r.expect(b"(")
+    item = r.literal(allow_binary=True)
+    r.expect(b")", "')'")
+    return item
+
+
+def _cat_part(r: _Reader) -> CatenatePart:
+    """RFC 4469 section 5: ``cat-part = text-literal / url``, ``text-literal = "TEXT" SP
+    literal``, ``url = "URL" SP astring``; and RFC 6855 section 4's ``cat-part =/ "UTF8" SP "("
+    literal8 ")"``. TEXT takes a literal, not a literal8: the grammar allows none (RFC 3516
+    extends APPEND's message only), so binary data comes in UTF8 (literal8) or not at all."""
+    word = r.peek_word()
+    if word == "TEXT":
+        r.word()
+        r.sp()
+        return CatenateText(r.literal().data)
+    if word == "URL":
+        r.word()
+        r.sp()
+        return CatenateUrl(r.astring("URL"))
+    if word == "UTF8":
+        item = _utf8_literal(r)
+        return CatenateText(item.data, utf8=True, binary=item.binary)
+    raise r.error("Expected CATENATE part (TEXT, URL or UTF8)")
 
 
 def _replace(uid: bool) -> Callable[[_Reader], Command]:
@@ -1580,6 +1617,19 @@ def parse_command(
         error = ParseError(tag, "Invalid arguments")
         error.internal = True
         raise error from exc
+
+
+def parse_section_spec(text: bytes, *, max_nesting: int = 16) -> Section:
+    """A section-spec as in BODY[...] (``1.MIME``, ``HEADER.FIELDS (TO)``, ``2.TEXT``), given
+    without its brackets: the decoded ``;SECTION=`` of an IMAP URL (RFC 5092 section 5:
+    enc-section is a %-encoded section-spec). Raises ParseError when it is none."""
+    tag = b"*"
+    r = _Reader(CommandFrame(tag, (text + b"]",)), tag, False, max_nesting, 64, 1)
+    if not text:
+        raise r.error("Empty section")
+    section = _section(r, False)
+    r.end()
+    return section
 
 
 def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None:
