@@ -1632,6 +1632,66 @@ def parse_section_spec(text: bytes, *, max_nesting: int = 16) -> Section:
     return section
 
 
+# A token of APPEND's line text for AppendTally: a quoted string (a date-time, a URL), a
+# parenthesis, or a run of anything else.
+_TALLY_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[()]|[^ ()"]+')
+
+
+class AppendTally:
+    """What an APPEND's literals announced so far amount to, as the session must know before it
+    asks for the next one (RFC 3501 section 7.5: a refusal before the upload): the octets of
+    message text and the number of messages. Fed the pieces of
+    :class:`~gximap.imap.framing.NeedContinuation` in order (line text; an int for a literal's
+    size). Both are lower bounds of what the command stores, so a quota the tally exceeds is one
+    the command would exceed: a literal naming the mailbox or a CATENATE URL is no message text,
+    a CATENATE message counts once however many TEXT parts it has (RFC 4469), and text the
+    tally cannot place counts for nothing. Parsing proper is parse_command's, once the command
+    is whole."""
+
+    __slots__ = ("octets", "messages", "_skip", "_literals", "_catenate_next", "_depth", "_last")
+
+    def __init__(self) -> None:
+        self.octets = 0
+        self.messages = 0
+        self._skip = 3  # the tag, APPEND and the mailbox name come first
+        self._literals = 0
+        self._catenate_next = False  # the last token was CATENATE: "(" opens its parts
+        self._depth = 0  # inside a CATENATE list: parentheses open
+        self._last = b""  # the last token, upper-cased
+
+    def feed(self, piece: bytes | int) -> None:
+        if isinstance(piece, int):
+            self._literal(piece)
+            return
+        for token in _TALLY_TOKEN.findall(piece):
+            if self._skip:
+                self._skip -= 1
+                continue
+            if self._depth:
+                self._depth += 1 if token == b"(" else -1 if token == b")" else 0
+            elif token == b"(" and self._catenate_next:
+                self._depth = 1
+                self.messages += 1
+            self._catenate_next = not self._depth and token.upper() == b"CATENATE"
+            self._last = token.upper()
+
+    def _literal(self, size: int) -> None:
+        self._literals += 1
+        if self._skip:
+            # The mailbox name as a literal ("a APPEND {5}"): no message text.
+            self._skip = 0 if self._skip == 1 else self._skip
+            self._last = b""
+            return
+        if self._depth:
+            if self._last != b"URL":   # a TEXT or UTF8 part of the message counted at its "("
+                self.octets += size
+        else:
+            self.octets += size
+            self.messages += 1
+        self._last = b""
+        self._catenate_next = False
+
+
 def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None:
     """The mailbox an APPEND names in ``head``, its text before the first literal
     (``NeedContinuation.head``: ``a APPEND Sent (\\Seen) ``), so that the session can answer
