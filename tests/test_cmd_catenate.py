@@ -121,6 +121,7 @@ def test_url_to_another_mailbox_with_an_international_name(conv: Conversation) -
     (b"/INBOX", b"URL names no message (;UID= missing)"),
     (b"/INBOX/;UID=999", b"no message with that UID"),
     (b"/Nowhere/;UID={uid}", b"no such mailbox"),
+    (b"/No%20where/;UID={uid}", b"no such mailbox"),  # echoed as sent
     (b"/INBOX/;UID={uid}/;SECTION=7", b"no such section in the message"),
     (b"/INBOX/;UID={uid}/;SECTION=1.HEADER", b"no such section in the message"),
     (b"/INBOX/;UID={uid}/;SECTION=1.BOGUS", b"invalid ;SECTION= in URL: Invalid section text"),

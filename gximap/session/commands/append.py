@@ -19,8 +19,8 @@ is put together before anything is stored, every message of the command first, s
 stays all or nothing. A URL's octets are BODY[section] as FETCH would send them (with
 ``;PARTIAL=`` cut from that), read only after its size is known to fit: a message put together
 beyond the APPEND limit is refused NO [TOOBIG], and the messages of one command together beyond
-the literal limit (what plain messages are held to while framing) NO [LIMIT], so the parts held
-in memory never exceed what one APPEND's literals may. A URL that cannot be resolved (another
+the literal limit (what plain messages are held to while framing) NO [LIMIT], so the octets put
+together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
 user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY that does not match, a
 section the message does not have) is NO [BADURL url] (RFC 4469 section 5).
 """
@@ -44,7 +44,7 @@ from midb.mime import binary_parts_as_base64, normalize_crlf
 
 # RFC 4469 section 5 (erratum 2002): url-resp-text is any TEXT-CHAR but "]"; a URL is echoed in
 # [BADURL ...] with other octets %-escaped, and cut to a length a response line can carry.
-_NOT_URL_RESP_TEXT = re.compile(rb"[^\x01-\x09\x0b\x0c\x0e-\x5c\x5e-\xfe]|%")
+_NOT_URL_RESP_TEXT = re.compile(rb"[^\x01-\x09\x0b\x0c\x0e-\x5c\x5e-\xfe]")
 _BADURL_ECHO_MAX = 1024
 
 
