@@ -249,3 +249,35 @@ SyncState *
     finally:
         client.logout()
     assert os.path.isdir(local / "Projects")
+
+
+def test_imaplib_catenate_forwards_a_part(server: GximapProcess) -> None:
+    """RFC 4469 CATENATE over a real connection: a new message made of the client's text and a
+    part of a message already on the server (imaplib has no CATENATE: the command is sent raw,
+    its literals non-synchronising, and the answer read with imaplib's own response reader)."""
+    client = _login(server)
+    try:
+        typ, data = client.capability()
+        assert typ == "OK" and b"CATENATE" in cast(bytes, data[0]).split()
+        typ, data = client.append("INBOX", None, None, _message(1))
+        assert typ == "OK", data
+        typ, data = client.status("INBOX", "(UIDVALIDITY)")
+        uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", cast(bytes, data[0])).group(1))  # type: ignore[union-attr]
+        head = b"From: alice@example.org\r\nSubject: Fwd\r\n\r\n"
+
+        def catenate(url: bytes) -> tuple[str, list[Any]]:
+            tag = client._new_tag()  # noqa: SLF001 - registers the tag for _get_tagged_response
+            client.send(tag + b' APPEND Drafts CATENATE (TEXT {%d+}\r\n%s URL "%s" TEXT {2+}\r\n\r\n)\r\n'
+                        % (len(head), head, url))
+            return client._get_tagged_response(tag)  # type: ignore[no-any-return]  # noqa: SLF001
+
+        typ, data = catenate(b"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=TEXT" % uidvalidity)
+        assert typ == "OK" and re.match(rb"\[APPENDUID \d+ 1\]", cast(bytes, data[0])), data
+        typ, data = catenate(b"/INBOX;UIDVALIDITY=%d/;UID=1" % (uidvalidity + 1))
+        assert typ == "NO" and cast(bytes, data[0]).startswith(b"[BADURL /INBOX;UIDVALIDITY="), data
+        assert client.select("Drafts") == ("OK", [b"1"])
+        typ, data = client.fetch("1", "(BODY.PEEK[])")
+        body = _message(1)
+        assert typ == "OK" and data[0][1] == head + body[body.index(b"\r\n\r\n") + 4:] + b"\r\n"  # type: ignore[index]
+    finally:
+        client.logout()

@@ -62,11 +62,13 @@ def test_empty_lines_between_commands_are_ignored() -> None:
 def test_synchronizing_literal_needs_continuation() -> None:
     framer = Framer(8192, 1024)
     framer.feed(b"A001 LOGIN {11}\r\n")
-    assert framer.next_event() == NeedContinuation(b"A001", 11, b"LOGIN", False, 11, 1, 11, b"A001 LOGIN ")
+    assert framer.next_event() == NeedContinuation(b"A001", 11, b"LOGIN", False, 11, 1, 11, b"A001 LOGIN ",
+                                                   (b"A001 LOGIN ",), True)
     assert framer.next_event() is None
     assert framer.in_command
     framer.feed(b"FRED FOOBAR {7}\r\n")
-    assert framer.next_event() == NeedContinuation(b"A001", 7, b"LOGIN", False, 18, 2, 11, b"A001 LOGIN ")
+    assert framer.next_event() == NeedContinuation(b"A001", 7, b"LOGIN", False, 18, 2, 11, b"A001 LOGIN ",
+                                                   (b" ",), False)
     framer.feed(b"fat man\r\n")
     frame = framer.next_event()
     assert frame == CommandFrame(
@@ -96,7 +98,8 @@ def test_literal_may_hold_crlf_and_braces() -> None:
 def test_literal8() -> None:
     framer = Framer(8192, 1024)
     framer.feed(b"a APPEND INBOX ~{3}\r\n")
-    assert framer.next_event() == NeedContinuation(b"a", 3, b"APPEND", True, 3, 1, 3, b"a APPEND INBOX ")
+    assert framer.next_event() == NeedContinuation(b"a", 3, b"APPEND", True, 3, 1, 3, b"a APPEND INBOX ",
+                                                   (b"a APPEND INBOX ",), True)
     framer.feed(b"\x00\x01\x02\r\n")
     assert framer.next_event() == CommandFrame(
         b"a", (b"a APPEND INBOX ", Literal(b"\x00\x01\x02", binary=True), b"")

@@ -11,10 +11,12 @@ import pytest
 from gximap.imap import commands as c
 from gximap.imap.framing import CommandFrame, Framer, Literal, NeedContinuation
 from gximap.imap.parser import (
+    AppendTally,
     ParseError,
     append_destination,
     is_command_name,
     parse_command,
+    parse_section_spec,
     parse_sequence_set,
     replace_target,
 )
@@ -438,11 +440,102 @@ def test_multiappend_rfc3502_example() -> None:
         b"a APPEND INBOX {1+}\r\nx extra",
         b"a APPEND INBOX {1+}\r\n\x00",
         b"a APPEND INBOX UTF8 {1+}\r\nx",
-        b"a APPEND INBOX CATENATE (TEXT {1+}\r\nx)",
     ],
 )
 def test_append_errors(line: bytes) -> None:
     bad(line)
+
+
+# -- CATENATE (RFC 4469) ------------------------------------------------------------------------
+
+
+def test_catenate_rfc4469_example() -> None:
+    # RFC 4469 appendix A, first message (shortened TEXT parts)
+    head = b"Subject: Re: xyz\r\n\r\n--abc\r\n"
+    command = parse_as(c.Append, b'A003 APPEND Drafts (\\Seen \\Draft $MDNSent) CATENATE (TEXT {%d+}\r\n%s'
+                       b' URL "/Drafts;UIDVALIDITY=385759045/;UID=20/;section=1.5.9" TEXT {9}\r\n--abc--\r\n)'
+                       % (len(head), head))
+    (message,) = command.messages
+    assert message.flags == ("\\Seen", "\\Draft", "$MDNSent") and message.data == b""
+    assert message.catenate == (c.CatenateText(head),
+                                c.CatenateUrl(b"/Drafts;UIDVALIDITY=385759045/;UID=20/;section=1.5.9"),
+                                c.CatenateText(b"--abc--\r\n"))
+
+
+def test_catenate_forms() -> None:
+    # A URL as an atom and as a literal (astring), a date, UTF8 (literal8) parts (RFC 6855
+    # section 4), and MULTIAPPEND mixing plain and CATENATE messages.
+    command = parse_as(c.Append, b'a APPEND INBOX "07-Feb-1994 21:52:25 -0800" catenate (url /INBOX/;UID=1'
+                       b" URL {13+}\r\n/INBOX/;UID=2 UTF8 (~{3+}\r\n\x00\xc3\xa9)) {1+}\r\nx"
+                       b" CATENATE (TEXT {2+}\r\nhi)")
+    first, second, third = command.messages
+    assert first.date is not None and first.utf8 and first.binary
+    assert first.catenate == (c.CatenateUrl(b"/INBOX/;UID=1"), c.CatenateUrl(b"/INBOX/;UID=2"),
+                              c.CatenateText(b"\x00\xc3\xa9", utf8=True, binary=True))
+    assert second == c.AppendMessage((), None, b"x")
+    assert third.catenate == (c.CatenateText(b"hi"),) and not third.utf8
+    replace = parse_as(c.Replace, b"a UID REPLACE 1 Drafts CATENATE (TEXT {1+}\r\nx)")
+    assert replace.message.catenate == (c.CatenateText(b"x"),)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"a APPEND INBOX CATENATE ()",  # cat-part *(SP cat-part): one at least
+        b"a APPEND INBOX CATENATE",
+        b"a APPEND INBOX CATENATE (TEXT {1+}\r\nx",  # unclosed
+        b"a APPEND INBOX CATENATE TEXT {1+}\r\nx",
+        b"a APPEND INBOX CATENATE (BODY {1+}\r\nx)",  # unknown part type
+        b'a APPEND INBOX CATENATE (TEXT "quoted")',  # TEXT takes a literal only
+        b"a APPEND INBOX CATENATE (TEXT ~{1+}\r\nx)",  # ... not a literal8 (RFC 4469 section 5)
+        b"a APPEND INBOX CATENATE (TEXT {1+}\r\n\x00)",
+        b"a APPEND INBOX CATENATE (URL)",
+        b"a APPEND INBOX CATENATE (URL (x))",
+        b"a APPEND INBOX CATENATE (CATENATE (TEXT {1+}\r\nx))",  # no nesting
+        b"a APPEND INBOX CATENATE ((TEXT {1+}\r\nx))",
+        b"a APPEND INBOX CATENATE (TEXT {1+}\r\nx  TEXT {1+}\r\ny)",
+        b"a APPEND INBOX CATENATE (UTF8 {1+}\r\nx)",
+        b"a APPEND INBOX CATENATE (TEXT {1+}\r\nx) extra",
+        b"a APPEND INBOX CATENATE (URL /a/;UID=1) (\\Seen)",  # flags without a message
+    ],
+)
+def test_catenate_errors(line: bytes) -> None:
+    bad(line)
+
+
+@pytest.mark.parametrize(("text", "section"), [
+    (b"1.MIME", c.Section((1,), "MIME")),
+    (b"HEADER", c.Section((), "HEADER")),
+    (b"2.3.text", c.Section((2, 3), "TEXT")),
+    (b"1.2", c.Section((1, 2))),
+    (b"HEADER.FIELDS (To Subject)", c.Section((), "HEADER.FIELDS", ("To", "Subject"))),
+])
+def test_parse_section_spec(text: bytes, section: c.Section) -> None:
+    assert parse_section_spec(text) == section
+
+
+@pytest.mark.parametrize("text", [b"", b"MIME", b"1.FOO", b"0", b"1.", b"1]", b"HEADER.FIELDS ()", b"1 2"])
+def test_parse_section_spec_errors(text: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_section_spec(text)
+
+
+@pytest.mark.parametrize(("pieces", "octets", "messages"), [
+    ((b"a APPEND INBOX ", 10), 10, 1),
+    ((b"a APPEND ", 5, b" (\\Seen) ", 10), 10, 1),  # the name as a literal is no message text
+    ((b"a APPEND INBOX ", 10, b" ", 20), 30, 2),  # MULTIAPPEND
+    ((b"a APPEND INBOX UTF8 (", 7), 7, 1),
+    ((b"a APPEND INBOX CATENATE (TEXT ", 10, b" URL ", 30, b" TEXT ", 5), 15, 1),
+    ((b'a APPEND INBOX CATENATE (URL "/x/;UID=1" UTF8 (', 4, b") TEXT ", 6), 10, 1),
+    ((b"a APPEND INBOX CATENATE (TEXT ", 10, b") CATENATE (TEXT ", 3, b") ", 8), 21, 3),
+    ((b'a APPEND CATENATE (\\Seen) ', 9), 9, 1),  # a mailbox named CATENATE
+    ((b'a APPEND INBOX "07-Feb-1994 21:52:25 -0800" CATENATE (TEXT ', 2), 2, 1),
+])
+def test_append_tally(pieces: tuple[bytes | int, ...], octets: int, messages: int) -> None:
+    tally = AppendTally()
+    for piece in pieces:
+        tally.feed(piece)
+    assert (tally.octets, tally.messages) == (octets, messages)
 
 
 # -- REPLACE (RFC 8508) -------------------------------------------------------------------------
@@ -474,7 +567,7 @@ def test_replace_rfc8508_forms() -> None:
         b"a REPLACE 1 Drafts {1+}\r\nx {1+}\r\ny",  # one message only, unlike MULTIAPPEND
         b"a REPLACE 1 Drafts (\\Recent) {1+}\r\nx",
         b'a REPLACE 1 Drafts "not a literal"',
-        b"a UID REPLACE 1 Drafts CATENATE (TEXT {1+}\r\nx)",
+        b"a UID REPLACE 1 Drafts CATENATE ()",
     ],
 )
 def test_replace_errors(line: bytes) -> None:

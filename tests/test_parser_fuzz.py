@@ -14,6 +14,7 @@ from typing import cast
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gximap.imap import imapurl
 from gximap.imap.commands import Command, Fetch, Noop, PartialRange, Search, Sort
 from gximap.imap.framing import (
     CommandFrame,
@@ -24,7 +25,7 @@ from gximap.imap.framing import (
     Literal,
     NeedContinuation,
 )
-from gximap.imap.parser import ParseError, parse_command
+from gximap.imap.parser import AppendTally, ParseError, parse_command
 
 EXAMPLES = int(os.environ.get("GXIMAP_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -49,6 +50,8 @@ SEED_COMMANDS = [
     b"b4 ID (\"name\" \"x\" \"version\" NIL)\r\n",
     b"b5 CREATE foo (USE (\\Sent))\r\n",
     b"b6 UID REPLACE * Drafts (\\Draft) \" 7-Jul-1996 02:44:25 -0700\" {3+}\r\nabc\r\n",
+    b"d1 APPEND Drafts (\\Seen) CATENATE (TEXT {3+}\r\nabc URL \"/INBOX;UIDVALIDITY=1/;UID=5/;SECTION=1.MIME\""
+    b" URL {13+}\r\n/INBOX/;UID=5 UTF8 (~{1+}\r\n\x00)) {2+}\r\nxy\r\n",
     b"b6 STATUS \"a b\" (MESSAGES UIDNEXT SIZE)\r\n",
     b"b7 SETQUOTA \"\" (STORAGE 512)\r\n",
     b"b8 ENABLE QRESYNC UTF8=ACCEPT\r\n",
@@ -321,3 +324,35 @@ def test_spooling_literals_frames_exactly_as_holding_them(commands: list[tuple[b
     assert _events(stream, chunks, spooling) == _events(stream, chunks, Framer(MAX_LINE, MAX_LITERAL))
     spooling.discard_buffer()  # the connection ends
     assert all(closed)
+
+
+url_texts = st.one_of(
+    st.binary(max_size=120),
+    st.lists(st.sampled_from([b"imap://", b"alice", b";AUTH=*", b"@", b"host", b":143", b"/", b"INBOX",
+                              b"&AOk-", b"%C3%A9", b"%", b"%2", b";UIDVALIDITY=", b";UID=", b"/;UID=",
+                              b"/;SECTION=", b"/;PARTIAL=", b";URLAUTH=", b"1", b"0", b".", b"MIME",
+                              b"HEADER.FIELDS%20(To)", b"]", b"?"]), max_size=14).map(b"".join),
+)
+
+
+@FUZZ
+@given(url_texts)
+def test_imap_urls_parse_or_refuse(url: bytes) -> None:
+    """Any URL a client sends either names a message part or is refused with UrlError."""
+    try:
+        found = imapurl.parse(url)
+    except imapurl.UrlError as error:
+        assert str(error)
+        return
+    assert found.uid >= 1 and found.mailbox
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.binary(max_size=40), st.integers(0, 1000)), max_size=12))
+def test_append_tally_is_a_lower_bound(pieces: list[bytes | int]) -> None:
+    """Whatever an APPEND's pieces are, the tally counts no more octets than its literals hold."""
+    tally = AppendTally()
+    for piece in [b"a APPEND INBOX ", *pieces]:
+        tally.feed(piece)
+    assert 0 <= tally.octets <= sum(piece for piece in pieces if isinstance(piece, int))
+    assert 0 <= tally.messages

@@ -139,6 +139,7 @@ class Code(enum.IntEnum):
     NO_RENAME_INTO_SELF = 31301
     NO_RENAME_TO_INBOX = 31302
     NO_APPEND_INVALID = 32102
+    NO_BAD_URL = 32103  # a CATENATE URL that cannot be resolved (RFC 4469: [BADURL url])
     NO_STORE_READ_ONLY = 32901
     NO_MOVE_NOT_DURABLE = 33101  # moved as reported, but the index flush failed
     NO_COMPRESSION_ACTIVE = 33401
@@ -221,6 +222,7 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.NO_RENAME_INTO_SELF: b"CANNOT",
     Code.NO_RENAME_TO_INBOX: b"ALREADYEXISTS",
     Code.NO_APPEND_INVALID: b"CANNOT",
+    Code.NO_BAD_URL: b"BADURL",  # always sent with its URL (RFC 4469 section 5)
     Code.NO_STORE_READ_ONLY: b"READ-ONLY",
     # The disk failed a flush: the subsystem RFC 5530's UNAVAILABLE names, though the move stands.
     Code.NO_MOVE_NOT_DURABLE: b"UNAVAILABLE",

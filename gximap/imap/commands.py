@@ -370,12 +370,36 @@ class SortCriterion:
 
 
 @dataclass(frozen=True, slots=True)
+class CatenateText:
+    """A CATENATE part sent by the client (RFC 4469 section 5: ``TEXT literal``), or, with
+    ``utf8``, RFC 6855 section 4's ``UTF8 (literal8)`` cat-part."""
+
+    data: bytes
+    utf8: bool = False
+    binary: bool = False  # a literal8 (only inside UTF8): may hold NUL octets
+
+
+@dataclass(frozen=True, slots=True)
+class CatenateUrl:
+    """A CATENATE part naming data on the server (RFC 4469 section 5: ``URL astring``): an IMAP
+    URL (RFC 5092), as sent; resolved by the session."""
+
+    url: bytes
+
+
+CatenatePart = CatenateText | CatenateUrl
+
+
+@dataclass(frozen=True, slots=True)
 class AppendMessage:
     flags: tuple[str, ...]
     date: tuple[int, int] | None  # (unix seconds, zone offset in minutes east of UTC)
     data: bytes
     binary: bool = False  # sent as literal8 (RFC 3516): may hold NUL octets
     utf8: bool = False  # sent as UTF8 (literal8) (RFC 6855): headers may hold raw UTF-8
+    # RFC 4469 CATENATE: the parts the message is made of (``data`` is empty until the session
+    # has put them together); None for a message sent as one literal.
+    catenate: tuple[CatenatePart, ...] | None = None
 
 
 # -- commands -----------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ __all__ = [
     "envelope",
     "locate",
     "section",
+    "section_exists",
     "section_range",
 ]
 
@@ -287,6 +288,12 @@ def _target(d: Digest, part: tuple[int, ...], spec: str | None) -> tuple[Part | 
     if entity.message is None:
         return None, spec  # HEADER/TEXT of something that is not a message/rfc822 part
     return entity.message[1], spec
+
+
+def section_exists(d: Digest, part: tuple[int, ...], spec: str | None) -> bool:
+    """Whether BODY[section] names something in the message: where FETCH answers a section that
+    does not exist with an empty string, a CATENATE URL naming one cannot be resolved."""
+    return _target(d, tuple(part), spec)[0] is not None
 
 
 def _clip(start: int, length: int, partial: tuple[int, int] | None) -> tuple[int, int]:

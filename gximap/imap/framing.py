@@ -163,6 +163,13 @@ class NeedContinuation:
     literals: int = 1  # the command's literals so far, this one included
     first_literal_size: int = 0  # the size of the command's first literal
     head: bytes = b""  # the command's text before its first literal ("a APPEND " for a literal name)
+    # The command's pieces since the previous NeedContinuation of the same command (all of them
+    # for its first): line text, and the size of each literal between; the last is the line text
+    # announcing this literal (whose size is ``size``). With ``fresh``, the first report of the
+    # command. So a session can follow a command's literals in O(1) per piece
+    # (gximap.imap.parser.AppendTally) without the framer knowing its grammar.
+    pieces: tuple[bytes | int, ...] = ()
+    fresh: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +305,7 @@ class Framer:
         self._literal_in_memory = 0  # ... of them not spooled
         self._literal_count = 0  # literals of the command so far
         self._first_literal = 0  # the size of the command's first literal
+        self._reported = 0  # the pieces up to here were passed on in a NeedContinuation
         self._literal_need = 0  # LITERAL: octets still expected; SKIP_BYTES: octets to drop
         self._literal_binary = False
         self._literal_sync = True
@@ -506,9 +514,13 @@ class Framer:
             self._literal_in_memory += size
         self._state = _State.LITERAL
         if synchronizing:
+            fresh = self._reported == 0
+            pieces = tuple(piece if isinstance(piece, bytes) else len(piece) if isinstance(piece, Literal)
+                           else piece.size for piece in self._pieces[self._reported:])
+            self._reported = len(self._pieces) + 1  # this literal's size is the event's own
             return NeedContinuation(extract_tag(first), size, _command_name(first), binary,
                                     self._literal_total, self._literal_count, self._first_literal,
-                                    cast(bytes, self._pieces[0]))
+                                    cast(bytes, self._pieces[0]), pieces, fresh)
         return _AGAIN
 
     def _error(
@@ -612,6 +624,7 @@ class Framer:
         self._literal_in_memory = 0
         self._literal_count = 0
         self._first_literal = 0
+        self._reported = 0
         self._literal_need = 0
 
     def _start_line_skip(self, seen: bytes, *, honour_literals: bool) -> None:

@@ -7,7 +7,7 @@ MULTIAPPEND (3502), BINARY (3516), ESEARCH (4731), SEARCHRES (5182), SORT/THREAD
 ESORT (5267), DISPLAYFROM/TO (5957), CONDSTORE/QRESYNC (7162), PARTIAL (9394), LIST-EXTENDED (5258),
 LIST-STATUS (5819), SPECIAL-USE/CREATE-SPECIAL-USE (6154), COMPRESS (4978), QUOTA (9208),
 METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), PREVIEW (8970), SASL-IR (4959),
-UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508) and XLIST.
+UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508), CATENATE (4469) and XLIST.
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
 ``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` for those two codes).  Recursion is
@@ -44,6 +44,9 @@ from gximap.imap.commands import (
     AppendMessage,
     Authenticate,
     Capability,
+    CatenatePart,
+    CatenateText,
+    CatenateUrl,
     Check,
     Close,
     Command,
@@ -1177,19 +1180,53 @@ def _append_message(r: _Reader) -> AppendMessage:
         date = r.date_time()
         r.sp()
     utf8 = False
-    if r.peek_word() == "UTF8":
+    word = r.peek_word()
+    if word == "UTF8":
         # RFC 6855 section 4: append-data =/ "UTF8" SP "(" literal8 ")"
+        item = _utf8_literal(r)
+        utf8 = True
+    elif word == "CATENATE":
+        # RFC 4469 section 5: append-data =/ "CATENATE" SP "(" cat-part *(SP cat-part) ")"
         r.word()
         r.sp()
-        r.expect(b"(")
-        item = r.literal(allow_binary=True)
-        r.expect(b")", "')'")
-        utf8 = True
+        parts: list[CatenatePart] = r.paren_list(lambda: _cat_part(r), allow_empty=False)
+        return AppendMessage(flags, date, b"", any(isinstance(part, CatenateText) and part.binary for part in parts),
+                             any(isinstance(part, CatenateText) and part.utf8 for part in parts), tuple(parts))
     elif r.at_literal():
         item = r.literal(allow_binary=True)
     else:
         raise r.error("Expected message literal")
     return AppendMessage(flags, date, item.data, item.binary, utf8)
+
+
+def _utf8_literal(r: _Reader) -> Literal:
+    """``"UTF8" SP "(" literal8 ")"`` (RFC 6855 section 4), its literal."""
+    r.word()
+    r.sp()
+    r.expect(b"(")
+    item = r.literal(allow_binary=True)
+    r.expect(b")", "')'")
+    return item
+
+
+def _cat_part(r: _Reader) -> CatenatePart:
+    """RFC 4469 section 5: ``cat-part = text-literal / url``, ``text-literal = "TEXT" SP
+    literal``, ``url = "URL" SP astring``; and RFC 6855 section 4's ``cat-part =/ "UTF8" SP "("
+    literal8 ")"``. TEXT takes a literal, not a literal8: the grammar allows none (RFC 3516
+    extends APPEND's message only), so binary data comes in UTF8 (literal8) or not at all."""
+    word = r.peek_word()
+    if word == "TEXT":
+        r.word()
+        r.sp()
+        return CatenateText(r.literal().data)
+    if word == "URL":
+        r.word()
+        r.sp()
+        return CatenateUrl(r.astring("URL"))
+    if word == "UTF8":
+        item = _utf8_literal(r)
+        return CatenateText(item.data, utf8=True, binary=item.binary)
+    raise r.error("Expected CATENATE part (TEXT, URL or UTF8)")
 
 
 def _replace(uid: bool) -> Callable[[_Reader], Command]:
@@ -1580,6 +1617,79 @@ def parse_command(
         error = ParseError(tag, "Invalid arguments")
         error.internal = True
         raise error from exc
+
+
+def parse_section_spec(text: bytes, *, max_nesting: int = 16) -> Section:
+    """A section-spec as in BODY[...] (``1.MIME``, ``HEADER.FIELDS (TO)``, ``2.TEXT``), given
+    without its brackets: the decoded ``;SECTION=`` of an IMAP URL (RFC 5092 section 5:
+    enc-section is a %-encoded section-spec). Raises ParseError when it is none."""
+    tag = b"*"
+    r = _Reader(CommandFrame(tag, (text + b"]",)), tag, False, max_nesting, 64, 1)
+    if not text:
+        raise r.error("Empty section")
+    section = _section(r, False)
+    r.end()
+    return section
+
+
+# A token of APPEND's line text for AppendTally: a quoted string (a date-time, a URL), a
+# parenthesis, or a run of anything else.
+_TALLY_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[()]|[^ ()"]+')
+
+
+class AppendTally:
+    """What an APPEND's literals announced so far amount to, as the session must know before it
+    asks for the next one (RFC 3501 section 7.5: a refusal before the upload): the octets of
+    message text and the number of messages. Fed the pieces of
+    :class:`~gximap.imap.framing.NeedContinuation` in order (line text; an int for a literal's
+    size). Both are lower bounds of what the command stores, so a quota the tally exceeds is one
+    the command would exceed: a literal naming the mailbox or a CATENATE URL is no message text,
+    a CATENATE message counts once however many TEXT parts it has (RFC 4469), and text the
+    tally cannot place counts for nothing. Parsing proper is parse_command's, once the command
+    is whole."""
+
+    __slots__ = ("octets", "messages", "_skip", "_literals", "_catenate_next", "_depth", "_last")
+
+    def __init__(self) -> None:
+        self.octets = 0
+        self.messages = 0
+        self._skip = 3  # the tag, APPEND and the mailbox name come first
+        self._literals = 0
+        self._catenate_next = False  # the last token was CATENATE: "(" opens its parts
+        self._depth = 0  # inside a CATENATE list: parentheses open
+        self._last = b""  # the last token, upper-cased
+
+    def feed(self, piece: bytes | int) -> None:
+        if isinstance(piece, int):
+            self._literal(piece)
+            return
+        for token in _TALLY_TOKEN.findall(piece):
+            if self._skip:
+                self._skip -= 1
+                continue
+            if self._depth:
+                self._depth += 1 if token == b"(" else -1 if token == b")" else 0
+            elif token == b"(" and self._catenate_next:
+                self._depth = 1
+                self.messages += 1
+            self._catenate_next = not self._depth and token.upper() == b"CATENATE"
+            self._last = token.upper()
+
+    def _literal(self, size: int) -> None:
+        self._literals += 1
+        if self._skip:
+            # The mailbox name as a literal ("a APPEND {5}"): no message text.
+            self._skip = 0 if self._skip == 1 else self._skip
+            self._last = b""
+            return
+        if self._depth:
+            if self._last != b"URL":   # a TEXT or UTF8 part of the message counted at its "("
+                self.octets += size
+        else:
+            self.octets += size
+            self.messages += 1
+        self._last = b""
+        self._catenate_next = False
 
 
 def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None:

@@ -34,6 +34,7 @@ AUTHENTICATED_EXTENSIONS = (
     "OBJECTID",  # RFC 8474: MAILBOXID, EMAILID, THREADID (midb.objectids)
     "MULTIAPPEND",
     "REPLACE",  # RFC 8508: REPLACE, UID REPLACE (gximap/session/commands/replace.py)
+    "CATENATE",  # RFC 4469: APPEND/REPLACE ... CATENATE (TEXT/URL), gximap/session/commands/append.py
     "BINARY",
     "UNAUTHENTICATE",
     "CONDSTORE",  # RFC 7162, gximap/session/condstore.py

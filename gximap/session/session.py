@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import threading
 import time
 from collections import deque
@@ -78,10 +77,6 @@ PREAUTH_MAX_LITERAL = 8192
 # and passwords are small, and the command holds them whole while it runs (with COMPRESS, 64 MB
 # of SEARCH literal were 58 KB on the wire).
 COMMAND_LITERAL_MAX = 1 << 20
-
-# The text of an APPEND before its first literal when that literal is the mailbox name
-# ("a1 APPEND {5}"): anything after the name (flags, a date) would stand between them.
-_APPEND_NAME_LITERAL = re.compile(rb"\S+ APPEND ", re.IGNORECASE)
 
 # After imap_login_timeout, the time a session still waiting for its output to drain (or for its
 # password check) has to say goodbye before the pool closes it (ImapSession.hard_deadline); at
@@ -150,6 +145,7 @@ class ImapSession:
         self._inside_response = False
         self._goodbye_due: Code | None = None
         self._bad_streak = 0
+        self._append_tally: parser.AppendTally | None = None  # the APPEND being framed (_append_over_quota)
         self._watch: Any = None
         # The key this session is counted under in ctx.user_sessions while logged in
         # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
@@ -587,14 +583,18 @@ class ImapSession:
         store's answer to come. A mailbox named before the literal was found first
         (_append_to_missing_mailbox); one named by a literal may be missing too, and then gets
         OVERQUOTA rather than TRYCREATE. That literal (the command's first, right after
-        "APPEND") is not message octets, and is not checked. A store that cannot be read says
-        nothing: the command then meets the error itself."""
-        octets, messages = event.command_octets, event.literals
-        if _APPEND_NAME_LITERAL.fullmatch(event.head):
-            octets -= event.first_literal_size
-            messages -= 1
-            if not messages:
-                return None
+        "APPEND") is not message octets, and is not checked; nor is a CATENATE URL sent as a
+        literal, and a CATENATE message's TEXT parts are one message (parser.AppendTally). A
+        store that cannot be read says nothing: the command then meets the error itself."""
+        tally = self._append_tally
+        if event.fresh or tally is None:
+            tally = self._append_tally = parser.AppendTally()
+        for piece in event.pieces:
+            tally.feed(piece)
+        tally.feed(event.size)
+        octets, messages = tally.octets, tally.messages
+        if not messages:
+            return None
         try:
             return self.store.quota_exceeded(self.user, octets, messages)
         except midb_errors.MidbError:

@@ -12,21 +12,40 @@ that the account's quota cannot take is refused the same way, with NO [OVERQUOTA
 and so is one for a mailbox, named before it, that does not exist: NO [TRYCREATE].
 An APPEND to the selected mailbox is announced (EXISTS) by the update the session sends before the
 tagged OK.
+
+CATENATE (RFC 4469): a message given as parts (TEXT literals, UTF8 literal8s under UTF8=ACCEPT,
+and URLs naming a message or a section of one in the user's own mailboxes, gximap.imap.imapurl)
+is put together before anything is stored, every message of the command first, so the APPEND
+stays all or nothing. A URL's octets are BODY[section] as FETCH would send them (with
+``;PARTIAL=`` cut from that), read only after its size is known to fit: a message put together
+beyond the APPEND limit is refused NO [TOOBIG], and the messages of one command together beyond
+the literal limit (what plain messages are held to while framing) NO [LIMIT], so the octets put
+together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
+user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY that does not match, a
+section the message does not have) is NO [BADURL url] (RFC 4469 section 5).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from gximap.imap import commands as cmds
-from gximap.imap import encode
+from gximap.imap import encode, fetchmime, imapurl
 from gximap.imap.codes import Code
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
+from gximap.session.capabilities import append_limit
 from gximap.session.errors import trycreate_folder
-from midb.errors import NoSuchFolder
+from midb.errors import NoSuchBody, NoSuchFolder
 from midb.mime import binary_parts_as_base64, normalize_crlf
+
+# RFC 4469 section 5 (erratum 2002): url-resp-text is any TEXT-CHAR but "]"; a URL is echoed in
+# [BADURL ...] with other octets %-escaped, and cut to a length a response line can carry.
+_NOT_URL_RESP_TEXT = re.compile(rb"[^\x01-\x09\x0b\x0c\x0e-\x5c\x5e-\xfe]")
+_BADURL_ECHO_MAX = 1024
 
 
 def _local_offset_minutes(moment: float) -> int:
@@ -56,6 +75,121 @@ def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[st
     return data, message.flags, internaldate, tzoffset
 
 
+def catenated(session: Any, messages: Iterable[cmds.AppendMessage]) -> list[cmds.AppendMessage]:
+    """``messages`` with those sent as CATENATE parts put together (see the module docstring);
+    CommandFailed with NO [BADURL], [TOOBIG] or [LIMIT] when one cannot be."""
+    message_limit = append_limit(session)
+    command_limit = session.settings.max_literal
+    command_room = command_limit
+    out: list[cmds.AppendMessage] = []
+    for message in messages:
+        if message.catenate is not None:
+            room = min(message_limit, command_room)
+            try:
+                data = _put_together(session, message.catenate, room)
+            except _TooBig:
+                if room == message_limit:
+                    raise CommandFailed(Code.NO_MESSAGE_TOO_BIG) from None
+                # Within what is left of the command's bound, not necessarily beyond the message
+                # limit: as the framer answers a MULTIAPPEND's literals too big together.
+                raise CommandFailed(Code.NO_MESSAGES_TOO_BIG_TOGETHER, str(command_limit)) from None
+            message = dataclasses.replace(message, data=data, catenate=None)
+        command_room -= len(message.data)
+        out.append(message)
+    return out
+
+
+class _TooBig(Exception):
+    """A CATENATE message would exceed the room it has (raised before its octets are read)."""
+
+
+def _put_together(session: Any, parts: tuple[cmds.CatenatePart, ...], room: int) -> bytes:
+    """The octets of one CATENATE message; _TooBig when they would be more than ``room``."""
+    chunks: list[bytes] = []
+    size = 0
+    for part in parts:
+        if isinstance(part, cmds.CatenateText):
+            data = part.data
+            if len(data) > room - size:
+                raise _TooBig()
+        else:
+            data = _url_octets(session, part.url, room - size)
+        chunks.append(data)
+        size += len(data)
+    return b"".join(chunks)
+
+
+def _bad_url(url: bytes, reason: str) -> CommandFailed:
+    echo = _NOT_URL_RESP_TEXT.sub(lambda found: b"%%%02X" % found.group()[0], url)[:_BADURL_ECHO_MAX] or b"%20"
+    return CommandFailed(Code.NO_BAD_URL, reason, code=b"BADURL " + echo)
+
+
+def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
+    """BODY[section] (cut by ;PARTIAL=) of the message ``raw`` names; _TooBig beyond ``room``."""
+    try:
+        url = imapurl.parse(raw)
+    except imapurl.UrlError as exc:
+        raise _bad_url(raw, str(exc)) from None
+    user = session.user
+    if url.host is not None:
+        # imap://user@host/...: this server, and the session's user (RFC 5092 section 3.2: a URL
+        # without a user names anonymous access, which is someone else too).
+        if url.user is None or url.user.casefold() != user.casefold():
+            raise _bad_url(raw, "URL names another user")
+        if url.host != session.settings.host_id.lower():
+            raise _bad_url(raw, "URL names another server")
+    store = session.store
+    folder = store.get_folder(user, url.mailbox)
+    if folder is None and url.mutf7_name is not None:
+        folder = store.get_folder(user, url.mutf7_name)
+    if folder is None:
+        raise _bad_url(raw, "no such mailbox")
+    if url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity:
+        raise _bad_url(raw, "UIDVALIDITY does not match")
+    found = store.get_messages(user, folder.id, [url.uid])
+    if not found:
+        raise _bad_url(raw, "no message with that UID")
+    try:
+        return _section_octets(store, found[0], url, room)
+    except imapurl.UrlError as exc:
+        raise _bad_url(raw, str(exc)) from None
+    except NoSuchBody:  # expunged since it was looked up
+        raise _bad_url(raw, "no message with that UID") from None
+
+
+def _section_octets(store: Any, meta: Any, url: imapurl.ImapUrl, room: int) -> bytes:
+    """BODY[section]<partial> of ``meta`` (UrlError for a section it does not have), its size
+    checked against ``room`` before a byte of it is read."""
+    section = url.section
+
+    def read(offset: int, length: int) -> bytes:
+        return store.read_body(meta.blob, offset, length)
+
+    built: bytes | None = None
+    if section is None:
+        offset, length = 0, meta.size
+    else:
+        digest = store.digest(meta.blob)
+        if not fetchmime.section_exists(digest, section.part, section.text):
+            raise imapurl.UrlError("no such section in the message")
+        span = fetchmime.section_range(digest, section.part, section.text)
+        if span is None:  # HEADER.FIELDS (.NOT): built from the header, at most its size
+            built = fetchmime.header_fields_section(read, digest, section.part, section.text,
+                                                    section.fields, None)
+            offset, length = 0, len(built)
+        else:
+            offset, length = span
+    if url.partial is not None:
+        start, count = url.partial
+        start = min(start, length)
+        offset, length = offset + start, length - start if count is None else min(count, length - start)
+    if length > room:
+        raise _TooBig()
+    if built is not None:
+        return built[offset : offset + length]
+    return read(offset, length) if length > 0 else b""
+
+
 def raise_trycreate_if_gone(session: Any, mailbox: str) -> None:
     """After the store's NoSuchFolder: NO [TRYCREATE] when the target mailbox is the one gone
     (deleted by another session since it was looked up), so that the client may create it and
@@ -68,8 +202,9 @@ def append(session: Any, cmd: cmds.Append) -> Done:
     refuse_utf8_unless_enabled(session, cmd.messages)
     store = session.store
     folder = trycreate_folder(session, cmd.mailbox.name)
+    messages = catenated(session, cmd.messages)
     now = time.time()
-    items = [store_item(message, now) for message in cmd.messages]
+    items = [store_item(message, now) for message in messages]
     view = session.selected
     try:
         if view is not None and view.folder_id == folder.id and not view.readonly:

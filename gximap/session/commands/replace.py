@@ -32,7 +32,12 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.session.base import SELECTED, CommandFailed, Done, command
-from gximap.session.commands.append import raise_trycreate_if_gone, refuse_utf8_unless_enabled, store_item
+from gximap.session.commands.append import (
+    catenated,
+    raise_trycreate_if_gone,
+    refuse_utf8_unless_enabled,
+    store_item,
+)
 from gximap.session.errors import trycreate_folder
 from midb.errors import NoSuchFolder
 
@@ -80,7 +85,8 @@ def replace(session: Any, cmd: cmds.Replace) -> Generator[bytes, Any, Done]:
     refuse_utf8_unless_enabled(session, (cmd.message,))
     view = session.selected
     old_uid, target = _prepare(session, cmd.uid, cmd.number, cmd.mailbox.name)
-    data, flags, internaldate, tzoffset = store_item(cmd.message, time.time())
+    (message,) = catenated(session, (cmd.message,))   # RFC 8508 section 3: CATENATE too
+    data, flags, internaldate, tzoffset = store_item(message, time.time())
     into_view = target.id == view.folder_id
     try:
         uidvalidity, new_uid, floor, tombstone = session.store.replace(
