@@ -147,6 +147,52 @@ def test_imaplib_idle_sees_other_session_append(server: GximapProcess) -> None:
         watcher.logout()
 
 
+def test_imaplib_uidonly(server: GximapProcess) -> None:
+    """RFC 9586 with a real client: after ENABLE UIDONLY, message numbers are BAD [UIDREQUIRED],
+    UID FETCH answers UIDFETCH responses (literals included), expunges come as VANISHED, and
+    another session's flag change reaches an IDLE client as UIDFETCH."""
+    client = _login(server)
+    other = _login(server)
+    try:
+        assert b"UIDONLY" in cast(bytes, client.capability()[1][0]).split()
+        for number in (1, 2, 3):
+            client.append("INBOX", None, None, _message(number))
+        typ, data = client.enable("UIDONLY")
+        assert typ == "OK" and client.response("ENABLED")[1] == [b"UIDONLY"]
+        assert client.select("INBOX") == ("OK", [b"3"])
+        with pytest.raises(imaplib.IMAP4.error, match="UIDREQUIRED"):
+            client.fetch("1", "(FLAGS)")
+        with pytest.raises(imaplib.IMAP4.error, match="UIDREQUIRED"):
+            client.search(None, "ALL")
+        typ, data = client.uid("FETCH", "2:3", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK"
+        typ, answers = client.response("UIDFETCH")
+        bodies = [item for item in answers if isinstance(item, tuple)]
+        assert [item[0].split(b" ")[0] for item in bodies] == [b"2", b"3"], answers
+        assert b"from Bob #3" in bodies[1][1]
+        assert client.uid("STORE", "1", "+FLAGS", "(\\Deleted)")[0] == "OK"
+        client.response("UIDFETCH")   # the STORE's answer, taken off
+        typ, data = client.expunge()
+        assert typ == "OK" and client.response("VANISHED")[1] == [b"1"]
+        assert client.response("EXPUNGE")[1] == [None]
+
+        other.select("INBOX")
+        tag = client._new_tag()  # noqa: SLF001 - imaplib lacks IDLE before 3.14
+        client.send(tag + b" IDLE\r\n")
+        assert client.readline().startswith(b"+")
+        assert other.uid("STORE", "2", "+FLAGS", "(\\Flagged)")[0] == "OK"
+        client.sock.settimeout(30)
+        line = client.readline()
+        assert line == b"* 2 UIDFETCH (FLAGS (\\Flagged \\Recent))\r\n", line   # IMAP4rev1 shows \\Recent
+        client.send(b"DONE\r\n")
+        while not (line := client.readline()).startswith(tag):
+            pass
+        assert b"OK" in line
+    finally:
+        other.logout()
+        client.logout()
+
+
 def _curl(server: GximapProcess, *args: str) -> subprocess.CompletedProcess:
     if not shutil.which("curl"):
         pytest.fail("curl is not installed: `make test` installs it")

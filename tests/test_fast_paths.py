@@ -198,6 +198,7 @@ def test_read_bodies_in_order_with_gone_ones(tmp_path: Path) -> None:
 class _Session:
     enabled: set[str] = set()
     qresync_enabled = False
+    uidonly = False
     rev2 = False
 
 

@@ -181,6 +181,7 @@ class _Session:
     def __init__(self) -> None:
         self.enabled: set[str] = set()
         self.qresync_enabled = False
+        self.uidonly = False
         self.rev2 = False
 
 

@@ -76,6 +76,7 @@ class StubSession:
         self.saved_search: list[int] | None = None
         self.rev2 = False
         self.qresync_enabled = False
+        self.uidonly = False
 
 
 def criteria(text: str) -> SearchKey:

@@ -93,6 +93,8 @@ SEEDS = [
     b"f2 SORT RETURN (PARTIAL 3:1) (REVERSE ARRIVAL) UTF-8 ALL\r\n",
     b"f3 UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 1 PARTIAL -1:-1 VANISHED)\r\n",
     b"f4 FETCH 1:* (BODY.PEEK[HEADER] PREVIEW) (PARTIAL 2:9)\r\n",
+    b"f5 ENABLE UIDONLY CONDSTORE\r\n",
+    b"f6 UID SEARCH OR 1:2 UID $\r\n",
 ]
 
 TOKENS = [
@@ -189,8 +191,9 @@ def _discarding(framer: object) -> int:
     return int(getattr(framer, "_literal_need", 0)) if getattr(state, "name", "") == "SKIP_BYTES" else 0
 
 
-def drive(ctx: ServerContext, stream: bytes, chunks: list[int], tls: bool) -> None:
-    """Feed ``stream`` in chunks to a new connection; check every invariant on the way."""
+def drive(ctx: ServerContext, stream: bytes, chunks: list[int], tls: bool) -> list[bytes]:
+    """Feed ``stream`` in chunks to a new connection; check every invariant on the way. Returns
+    the server's responses."""
     conv = Conversation(users=(), context=ctx, tls=tls, starttls=not tls)
     session = conv.session
     lines = check_lines(b"".join(data for who, data in conv.transcript if who == "S"))
@@ -209,7 +212,7 @@ def drive(ctx: ServerContext, stream: bytes, chunks: list[int], tls: bool) -> No
             # to send all of it before its next command counts. Send it when that is reasonable.
             discarding = _discarding(session.framer)
             if discarding > 4 * 1024 * 1024:
-                return
+                return lines
             while discarding > 0 and not conv.closed:
                 lines += check_lines(conv._feed(b"d" * min(discarding, 1 << 20)))
                 discarding = _discarding(session.framer)
@@ -224,6 +227,7 @@ def drive(ctx: ServerContext, stream: bytes, chunks: list[int], tls: bool) -> No
             assert any(line.startswith(b"* BYE ") for line in lines[-3:]), lines[-3:]
     finally:
         conv.close()
+    return lines
 
 
 def _numbers(sequence_set: bytes) -> list[int]:
@@ -276,6 +280,23 @@ PREFIXES = [b"", b"p1 LOGIN alice secret\r\n", b"p1 LOGIN alice secret\r\np2 SEL
 def test_fuzzed_command_streams(context: ServerContext, prefix: bytes, stream: list[bytes], chunks: list[int],
                                 tls: bool) -> None:
     drive(context, prefix + b"".join(stream), chunks, tls)
+
+
+UIDONLY_PREFIX = b"p1 LOGIN alice secret\r\np2 ENABLE UIDONLY\r\np3 SELECT INBOX\r\n"
+_NUMBERED_RESPONSE = re.compile(rb"\* [0-9]+ (FETCH|EXPUNGE)\b")
+
+
+@FUZZ
+@given(streams, cuts)
+def test_uidonly_streams_send_no_message_numbers(context: ServerContext, stream: list[bytes],
+                                                 chunks: list[int]) -> None:
+    """After ENABLE UIDONLY (RFC 9586) no FETCH or EXPUNGE response names a message number,
+    whatever the stream does, unless it ends the session's ENABLEs (UNAUTHENTICATE)."""
+    joined = b"".join(stream)
+    lines = drive(context, UIDONLY_PREFIX + joined, chunks, True)
+    if b"UNAUTH" not in joined.upper():
+        numbered = [line[:120] for line in lines if _NUMBERED_RESPONSE.match(line)]
+        assert not numbered, numbered
 
 
 @FUZZ

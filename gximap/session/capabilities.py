@@ -39,6 +39,7 @@ AUTHENTICATED_EXTENSIONS = (
     "UNAUTHENTICATE",
     "CONDSTORE",  # RFC 7162, gximap/session/condstore.py
     "QRESYNC",
+    "UIDONLY",  # RFC 9586: gximap/session/uidonly.py
     "SORT",
     "SORT=DISPLAY",
     "ESORT",

@@ -31,7 +31,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.imap.commands import ResolvedSet, SearchKey, SequenceSet
 from gximap.session.base import CommandFailed, Done
-from gximap.session.selected import flag_atoms
+from gximap.session.selected import fetch_line, flag_atoms
 from midb.tombstones import Vanished
 
 CONDSTORE = "CONDSTORE"
@@ -245,8 +245,9 @@ def _not_in_view(view: Any, uids: Iterable[int]) -> list[int]:
 def qresync_responses(session: Any, view: Any, params: cmds.QResyncParams) -> Iterator[bytes]:
     """SELECT/EXAMINE (QRESYNC ...) (RFC 7162 section 3.2.5), after the usual responses:
     ``* VANISHED (EARLIER)`` for the known UIDs expunged since the client's modseq (from the
-    tombstones), then ``* n FETCH (UID FLAGS MODSEQ)`` for the known messages changed since. A
-    different UIDVALIDITY means the client's cache is useless: nothing is reported."""
+    tombstones), then ``* n FETCH (UID FLAGS MODSEQ)`` for the known messages changed since (with
+    UIDONLY ``* uid UIDFETCH (FLAGS MODSEQ)``). A different UIDVALIDITY means the client's cache
+    is useless: nothing is reported."""
     numbers_floor = 0
     if params.seq_match is not None:
         numbers_floor = _seq_match_floor(view, *params.seq_match)
@@ -262,6 +263,7 @@ def qresync_responses(session: Any, view: Any, params: cmds.QResyncParams) -> It
     if gone:
         yield b"* VANISHED (EARLIER) " + gone + CRLF
     show_recent = not session.rev2
+    uidonly = session.uidonly
     recent = view.recent
     newer = []
     top = 0
@@ -276,7 +278,8 @@ def qresync_responses(session: Any, view: Any, params: cmds.QResyncParams) -> It
             newer.append(meta)  # the update would report it again
         top = max(top, meta.modseq)
         flags = flag_atoms(meta.flags, show_recent and uid in recent)
-        yield b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (msn, uid, flags, meta.modseq)
+        items = b"FLAGS %s MODSEQ (%d)" % (flags, meta.modseq)
+        yield fetch_line(msn, uid, items if uidonly else b"UID %d " % uid + items, uidonly)
     view.note_own_changes(newer)
     view.note_fetch_modseq(top)
 

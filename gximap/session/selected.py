@@ -430,15 +430,23 @@ _NUMBERS_PER_LOOK = 8192
 LAZY_UPDATES_FROM = 1000
 
 
+def fetch_line(msn: int, uid: int, items: bytes, uidonly: bool) -> bytes:
+    """``* msn FETCH (items)``; after ENABLE UIDONLY ``* uid UIDFETCH (items)`` (RFC 9586
+    section 3.3), whose items need not repeat the UID."""
+    if uidonly:
+        return b"* %d UIDFETCH (%s)\r\n" % (uid, items)
+    return b"* %d FETCH (%s)\r\n" % (msn, items)
+
+
 def flag_update(msn: int, uid: int, flags: Iterable[str], modseq: int, recent: bool, with_uid: bool,
-                condstore: bool) -> bytes:
+                condstore: bool, uidonly: bool = False) -> bytes:
     """``* msn FETCH ([UID u ]FLAGS (...)[ MODSEQ (m)])``: another session changed the flags."""
     items = b"FLAGS " + flag_atoms(flags, recent)
-    if with_uid:
+    if with_uid and not uidonly:
         items = b"UID %d " % uid + items
     if condstore:
         items += b" MODSEQ (%d)" % modseq
-    return b"* %d FETCH (%s)\r\n" % (msn, items)
+    return fetch_line(msn, uid, items, uidonly)
 
 
 class LazyFlagUpdates(LazyLines):
@@ -458,13 +466,13 @@ class LazyFlagUpdates(LazyLines):
     changes, so it is told to send them at its next catch-up (SelectedMailbox.flags_unsent)."""
 
     __slots__ = ("_store", "_account", "_folder_id", "_numbered", "_recent", "_with_uid", "_condstore",
-                 "_up_to", "_next", "_unsent")
+                 "_uidonly", "_up_to", "_next", "_unsent")
 
     PART = 512  # messages read and formatted per part (about 20 KiB of output)
 
     def __init__(self, store: Any, account: str, folder_id: int, numbered: list[tuple[int, int]],
                  recent: frozenset[int], with_uid: bool, condstore: bool, up_to: int,
-                 unsent: Callable[[list[int]], None]) -> None:
+                 unsent: Callable[[list[int]], None], uidonly: bool = False) -> None:
         self._unsent = unsent
         self._store = store
         self._account = account
@@ -473,6 +481,7 @@ class LazyFlagUpdates(LazyLines):
         self._recent = recent
         self._with_uid = with_uid
         self._condstore = condstore
+        self._uidonly = uidonly
         self._up_to = up_to  # the view's MODSEQ after the catch-up that read these changes
         self._next = 0
 
@@ -498,7 +507,7 @@ class LazyFlagUpdates(LazyLines):
                 state = found.get(uid)
                 if state is not None:
                     lines.append(flag_update(msn, uid, state[0], state[1], uid in self._recent, self._with_uid,
-                                             self._condstore))
+                                             self._condstore, self._uidonly))
             if lines:
                 return b"".join(lines)
         return None
@@ -773,7 +782,9 @@ class SelectedMailbox:
         return [position + 1 for position in reversed(positions)]
 
     def expunge_responses(self, uids: Iterable[int]) -> list[bytes]:
-        if self.session.qresync_enabled:
+        """EXPUNGE responses for ``uids`` leaving the view; VANISHED with QRESYNC (RFC 7162
+        section 3.2.10) and with UIDONLY (RFC 9586 section 3), which sends no message number."""
+        if self.session.qresync_enabled or self.session.uidonly:
             gone = [uid for uid in sorted(set(uids)) if self.msn_of(uid) is not None]
             self.remove_expunged(gone)
             return [b"* VANISHED " + encode.sequence_set(gone) + b"\r\n"] if gone else []
@@ -915,6 +926,7 @@ class SelectedMailbox:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         condstore = self.condstore
         with_uid = condstore or self.session.rev2
+        uidonly = self.session.uidonly
         recent = self.recent if not self.session.rev2 else frozenset()
         for meta in updates:
             msn = self.msn_of(meta.uid)
@@ -922,7 +934,8 @@ class SelectedMailbox:
                 continue
             if condstore:
                 self.note_fetch_modseq(meta.modseq)
-            out.append(flag_update(msn, meta.uid, meta.flags, meta.modseq, meta.uid in recent, with_uid, condstore))
+            out.append(flag_update(msn, meta.uid, meta.flags, meta.modseq, meta.uid in recent, with_uid, condstore,
+                                   uidonly))
         if unread_updates:
             numbered = []
             highest = 0
@@ -934,7 +947,7 @@ class SelectedMailbox:
                 self.note_fetch_modseq(highest)
             recent_updated = frozenset(uid for uid, _msn in numbered if uid in recent) if recent else frozenset()
             out.append(LazyFlagUpdates(self.store, self.account, self.folder_id, numbered, recent_updated, with_uid,
-                                       condstore, self.modseq, self.flags_unsent))
+                                       condstore, self.modseq, self.flags_unsent, uidonly))
         if not self.pending_expunge:
             self.full_modseq = self.modseq
         return out

@@ -43,7 +43,7 @@ from gximap.net.handler import (
     TransportAction,
     Waker,
 )
-from gximap.session import capabilities, condstore
+from gximap.session import capabilities, condstore, uidonly
 from gximap.session.base import (
     REGISTRY,
     SELECTED,
@@ -177,6 +177,11 @@ class ImapSession:
     @property
     def qresync_enabled(self) -> bool:
         return "QRESYNC" in self.enabled
+
+    @property
+    def uidonly(self) -> bool:
+        """RFC 9586: messages are named by UID only, in requests and responses."""
+        return uidonly.UIDONLY in self.enabled
 
     @property
     def utf8(self) -> bool:
@@ -552,6 +557,8 @@ class ImapSession:
         done: Done | None = None
         if self.state is not State.SELECTED:
             done = Done(_wrong_state(self.state, SELECTED), status="BAD")
+        elif not uid and self.uidonly:
+            done = Done(Code.BAD_UIDREQUIRED, status="BAD")   # RFC 9586 section 3, as _execute
         elif (event.literals == 1
               and (found := parser.replace_target(event.head, uid=uid, utf8=self.utf8)) is not None):
             number, mailbox = found
@@ -689,6 +696,12 @@ class ImapSession:
         if self.state not in registration.states:
             self._out.append(tag + b" " + self.status_line(b"BAD", _wrong_state(self.state, registration.states))
                              + b"\r\n")
+            gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
+            self._count_bad()
+            return
+        if self.uidonly and uidonly.uses_message_numbers(cmd):
+            # RFC 9586 section 3: refused as BAD [UIDREQUIRED] before the command does anything.
+            self._out.append(tag + b" " + self.status_line(b"BAD", Code.BAD_UIDREQUIRED) + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return

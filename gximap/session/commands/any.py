@@ -17,7 +17,7 @@ from gximap.session.base import ANY_STATE, AUTHENTICATED, CommandFailed, Done, S
 
 # What ENABLE accepts (upper-cased as the parser delivers them) -> the spelling we answer with.
 _ENABLE_SPELLING = {"IMAP4REV2": "IMAP4rev2", "UTF8=ACCEPT": "UTF8=ACCEPT", "CONDSTORE": "CONDSTORE",
-                    "QRESYNC": "QRESYNC"}
+                    "QRESYNC": "QRESYNC", "UIDONLY": "UIDONLY"}
 
 SERVER_NAME = "gximap"
 

@@ -294,9 +294,11 @@ class _Renderer:
         # What ENVELOPE and BODY(STRUCTURE) depend on besides the body: UTF8=ACCEPT (strings
         # sent as UTF-8) and IMAP4rev2 (message/global described as a message).
         self.style: tuple[bool, bool] = (session.utf8, session.rev2)
-        self.uid = cmd.uid
-        # UID FETCH always reports the UID, first (RFC 3501 section 6.4.8).
-        self.items = [att for att in cmd.items if not (cmd.uid and att.name == "UID")]
+        # UID FETCH always reports the UID, first (RFC 3501 section 6.4.8); with UIDONLY the
+        # UIDFETCH response leads with it instead (RFC 9586 section 3.3), and a UID item is
+        # there only when asked for.
+        self.uid = cmd.uid and not session.uidonly
+        self.items = [att for att in cmd.items if not (self.uid and att.name == "UID")]
         names = {att.name for att in cmd.items}
         if cmd.changedsince is not None and "MODSEQ" not in names:
             # CHANGEDSINCE implies MODSEQ (RFC 7162 section 3.1.4.1): placed after the UID.
@@ -552,11 +554,13 @@ def _structure(name: str, msg: _Message, style: tuple[bool, bool]) -> bytes:
     return rendered
 
 
-def _emit(msn: int, pieces: list[Piece], file_output: bool) -> Iterator[bytes | FileRegion | ResponseMark]:
+def _emit(number: int, pieces: list[Piece], file_output: bool, label: bytes = b"FETCH",
+          ) -> Iterator[bytes | FileRegion | ResponseMark]:
     """The response for one message: small pieces joined, large bodies streamed (``file_output``:
-    handed to the pool as FileRegions where they can be), bracketed as one response."""
+    handed to the pool as FileRegions where they can be), bracketed as one response. ``number``
+    is the message number, or the UID with ``label`` UIDFETCH (_response_label)."""
     yield RESPONSE_OPENS
-    buffer = [b"* %d FETCH (" % msn]
+    buffer = [b"* %d %b (" % (number, label)]
     first = True
     for piece in pieces:
         if isinstance(piece, _BodyStream):
@@ -620,9 +624,11 @@ class _RecordColumnsFetch:
     ``UID FETCH 1:* (UID FLAGS)`` on 100,000 messages cheap. The output is byte for byte the
     general path's (tests/test_perf_view_fetch.py compares them)."""
 
-    def __init__(self, names: list[str], *, recent: set[int], show_recent: bool) -> None:
+    def __init__(self, names: list[str], *, recent: set[int], show_recent: bool, uidonly: bool = False) -> None:
         self.names = names
-        self.format = b"* %d FETCH (" + b" ".join(_COLUMN_TEMPLATES.get(name, b"%b") for name in names) + b")\r\n"
+        self.uidonly = uidonly  # responses are UIDFETCH, numbered by UID (_response_label)
+        self.format = (b"* %d " + _response_label(uidonly) + b" ("
+                       + b" ".join(_COLUMN_TEMPLATES.get(name, b"%b") for name in names) + b")\r\n")
         # Ascending, so that a batch finds its own \Recent UIDs by bisection: usually a few
         # newest messages, but every message of a folder on its first SELECT after an import.
         self.recent = sorted(recent) if show_recent else []
@@ -663,8 +669,12 @@ class _RecordColumnsFetch:
 
     def render(self, view: Any, found: FlagColumns) -> bytes:
         """The responses for one batch of columns (every UID in the view), as one chunk."""
-        return self.format_batch([view.runs.positions_of(found.uids, base=1),
+        return self.format_batch([self.numbers(view, found.uids),
                                   *(self.record_column(name, found) for name in self.names)])
+
+    def numbers(self, view: Any, uids: list[int]) -> Sequence[int]:
+        """What leads each response of a batch: the message numbers, or with UIDONLY the UIDs."""
+        return uids if self.uidonly else view.runs.positions_of(uids, base=1)
 
     def record_column(self, name: str, found: FlagColumns) -> list[Any]:
         """The values of a record item (UID, FLAGS or MODSEQ) for a batch."""
@@ -678,7 +688,7 @@ class _RecordColumnsFetch:
             self.top_modseq = max(self.top_modseq, max(found.modseqs))
         return found.modseqs
 
-    def format_batch(self, columns: list[list[Any]]) -> bytes:
+    def format_batch(self, columns: list[Sequence[Any]]) -> bytes:
         """The responses of a batch: the message numbers, then a column per item."""
         count = len(columns[0])
         width = len(columns)
@@ -723,7 +733,8 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
     flags change) or have CHANGEDSINCE (their set is a membership test)."""
 
     def __init__(self, renderer: _Renderer, names: list[str]) -> None:
-        super().__init__(names, recent=renderer.recent, show_recent=renderer.show_recent)
+        super().__init__(names, recent=renderer.recent, show_recent=renderer.show_recent,
+                         uidonly=renderer.session.uidonly)
         self.store = renderer.store
         self.session = renderer.session
         self.lost_bodies = False  # a message still stored whose body file is gone (_bodies_lost)
@@ -774,7 +785,7 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
         if not uids:
             return b"", 0
         found = flag_columns_of_records(uids, records, with_modseq=self.with_modseq)
-        columns: list[list[Any]] = [view.runs.positions_of(uids, base=1)]
+        columns: list[Sequence[Any]] = [self.numbers(view, uids)]
         for index, name in enumerate(self.names):
             if index in cached:
                 columns.append(cached[index])
@@ -908,11 +919,21 @@ def _flags_shown(session: Any, cmd: cmds.Fetch, uids: list[int] | _Requested,
 
 def _message_numbers(view: Any, metas: list[Any]) -> Sequence[int | None]:
     """The message numbers of a batch's records (ascending UIDs): a range when they are a
-    contiguous stretch of the view, as in FETCH 1:*, rather than a lookup per message."""
+    contiguous stretch of the view, as in FETCH 1:*, rather than a lookup per message. None for
+    a message not in the view. With UIDONLY, what leads the responses: the UIDs."""
+    uids = [meta.uid for meta in metas]
     try:
-        return view.runs.positions_of([meta.uid for meta in metas], base=1)
+        numbers: Sequence[int | None] = view.runs.positions_of(uids, base=1)
     except ValueError:  # not all in the view: each looked up (None for one that is not)
-        return [view.msn_of(meta.uid) for meta in metas]
+        numbers = [view.msn_of(uid) for uid in uids]
+    if view.session.uidonly:
+        return [None if number is None else uid for uid, number in zip(uids, numbers, strict=True)]
+    return numbers
+
+
+def _response_label(uidonly: bool) -> bytes:
+    """RFC 9586 section 3.3: after ENABLE UIDONLY every FETCH response is a UIDFETCH response."""
+    return b"UIDFETCH" if uidonly else b"FETCH"
 
 
 @command(cmds.Fetch, states=SELECTED, expunge_ok=False)
@@ -957,7 +978,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     rows: _RecordColumnsFetch | None = None
     if not mark_seen and RECORD_ITEMS.issuperset(names):
         # UID / FLAGS / MODSEQ only (a client resynchronising): rendered column-wise.
-        rows = _RecordColumnsFetch(names, recent=view.recent, show_recent=renderer.show_recent)
+        rows = _RecordColumnsFetch(names, recent=view.recent, show_recent=renderer.show_recent,
+                                   uidonly=session.uidonly)
     elif not mark_seen and isinstance(uids, list) and _ListingColumnsFetch.handles(renderer):
         rows = _ListingColumnsFetch(renderer, names)  # what a client lists a folder with
     if rows is not None:
@@ -981,6 +1003,8 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     gathered: list[bytes] = []
     gathered_size = 0
     render = renderer.render
+    label = _response_label(session.uidonly)
+    response_format = b"* %d " + label + b" (%b)\r\n"
     try:
         for metas, gone in _record_batches(session, uids, cmd.changedsince):
             missing = missing or gone
@@ -1010,7 +1034,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                     _unmark_unanswered(session, [later.uid for later in metas[position:] if later.uid in seen_changed])
                     raise CommandFailed(Code.NO_UNKNOWN_CTE) from None
                 if _BodyStream not in map(type, pieces):  # all bytes (a map in C, not a generator)
-                    response = b"* %d FETCH (%b)\r\n" % (msn, b" ".join(pieces))  # type: ignore[arg-type]
+                    response = response_format % (msn, b" ".join(pieces))  # type: ignore[arg-type]
                     gathered.append(response)
                     gathered_size += len(response)
                     if gathered_size >= COALESCE_BYTES:
@@ -1023,7 +1047,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
                     gathered = []
                     gathered_size = 0
                 try:
-                    yield from _emit(msn, pieces, session.file_output)
+                    yield from _emit(msn, pieces, session.file_output, label)
                 finally:
                     _close_streams(pieces)
             if gathered:  # before the next batch's store calls

@@ -27,10 +27,12 @@ def mailbox_keywords(session: Any, view: SelectedMailbox) -> tuple[list[str], in
     """(keywords in use, UID of the first unseen message or None).
 
     Both come from midb's flag indexes (a few keys, whatever the folder's size). The first-unseen
-    UID is only looked for when the client speaks IMAP4rev1 (rev2 dropped [UNSEEN])."""
+    UID is only looked for when the client speaks IMAP4rev1 (rev2 dropped [UNSEEN]) and has not
+    enabled UIDONLY ([UNSEEN n] is a message number, which RFC 9586 section 3 rules out)."""
     store = session.store
     keywords = store.keywords(view.account, view.folder_id)
-    first_unseen = None if session.rev2 else store.first_unseen(view.account, view.folder_id)
+    wanted = not session.rev2 and not session.uidonly
+    first_unseen = store.first_unseen(view.account, view.folder_id) if wanted else None
     return keywords, first_unseen
 
 

@@ -32,7 +32,7 @@ from gximap.session import condstore
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, command
 from gximap.session.pieces import in_pieces
 from gximap.session.searching import resolve_uids
-from gximap.session.selected import flag_atoms
+from gximap.session.selected import fetch_line, flag_atoms
 
 _MODES = {"": "set", "+": "add", "-": "remove"}
 
@@ -51,7 +51,8 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
     backend = session.store
     aware = condstore.enabled(session)
     quiet = cmd.silent and since is None and not aware   # nothing to report at all
-    with_uid = cmd.uid or session.rev2 or aware
+    uidonly = session.uidonly
+    with_uid = (cmd.uid or session.rev2 or aware) and not uidonly   # UIDFETCH leads with the UID
     show_recent = not session.rev2
     recent = view.recent
     modified: list[int] = []   # UIDs refused by UNCHANGEDSINCE or gone, in the order named
@@ -117,7 +118,7 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
             if aware:
                 items.append(b"MODSEQ (%d)" % meta.modseq)
                 top_modseq = max(top_modseq, meta.modseq)
-            yield b"* %d FETCH (%s)\r\n" % (msn, b" ".join(items))
+            yield fetch_line(msn, uid, b" ".join(items), uidonly)
         view.note_fetch_modseq(top_modseq)
 
     # A STORE of many messages is written in pieces (gximap.session.pieces), each piece's FETCH
