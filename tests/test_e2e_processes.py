@@ -463,7 +463,8 @@ def test_imaplib_client_uses_notify(server: GximapProcess) -> None:
 
     def heard() -> bool:
         watcher.noop()
-        statuses.extend(watcher.untagged_responses.pop("STATUS", []))
+        statuses.extend(status for status in watcher.untagged_responses.pop("STATUS", [])
+                        if isinstance(status, bytes))
         return any(status.startswith(b"Lists (MESSAGES 1 UIDNEXT 2 ") for status in statuses) and \
             b"1" in watcher.untagged_responses.get("EXISTS", [])
 
