@@ -52,6 +52,16 @@ STOP = b"MDBX"
 HELLO = b"MDBH"                        # "I have just bound my socket": receivers refresh their peer list
 EVENT = struct.Struct(">IIQ")          # account id, folder id, highest modseq
 MAX_EVENTS_PER_DATAGRAM = 256
+# An event whose modseq field has this bit set is a notice, not a message change: it names what
+# else changed in the account (the low bits), for IMAP NOTIFY (RFC 5465). Folder ids start at 1,
+# so folder id 0 stands for the account as a whole. Watchers that only follow messages skip them.
+NOTICE = 1 << 63
+NOTICE_SUBSCRIPTIONS = NOTICE | 1   # folder id 0: the account's subscriptions changed
+NOTICE_METADATA = NOTICE | 2        # the folder's annotations changed (folder id 0: the server's)
+
+
+def is_notice(modseq: int) -> bool:
+    return bool(modseq & NOTICE)
 SOCKET_SUFFIX = ".sock"
 INTEREST_SUFFIX = ".want"
 INTEREST_SLOTS = 1 << 16   # bits of an interest map (8 KiB): account ids below this never share a slot

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from midb import quotas
+from midb import events, quotas
 from midb.env import Databases, WriteEffects, lmdb_errors
 from midb.errors import InvalidArgument, MetadataTooBig, MetadataTooMany, NoSuchFolder
 from midb.keys import MAX_U32, folder_key, prefix_items
@@ -202,6 +202,7 @@ class MetadataMixin:
             if max_entries and count > max_entries and count > before:
                 raise MetadataTooMany(f"more than {max_entries} annotations")
             quotas.check_growth(quotas.ANNOTATION_STORAGE, octets_before, octets, octet_limit)
+            effects.changed(account_id, folder_id, events.NOTICE_METADATA)
 
         home = self._home(account)
         if any(value is not None for value in wanted.values()):   # removing annotations always goes

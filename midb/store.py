@@ -1358,9 +1358,10 @@ class Store(MetadataMixin):
                     before = quotas.count_prefix(txn, dbs.subscriptions, account_key(account_id))
                     quotas.check_growth(quotas.MAILBOX, before, before + 1, limit)
             if subscribed:
-                txn.put(key, b"", db=dbs.subscriptions)
-            else:
-                txn.delete(key, db=dbs.subscriptions)
+                if txn.replace(key, b"", db=dbs.subscriptions) is None:
+                    effects.changed(account_id, 0, events.NOTICE_SUBSCRIPTIONS)
+            elif txn.delete(key, db=dbs.subscriptions):
+                effects.changed(account_id, 0, events.NOTICE_SUBSCRIPTIONS)
 
         self._write(job, self._home(account), durable=False)
 

@@ -417,3 +417,65 @@ def test_the_process_restarted_after_a_kill_sweeps_orphan_body_files_and_a_clean
         assert server.log().count("stopped uncleanly: sweeping") == 1   # after the kill only
     finally:
         server.stop()
+
+
+def test_notify_sessions_in_both_processes_hear_of_mail_to_another_mailbox(server: GximapProcess) -> None:
+    """RFC 5465: MessageNew of a mailbox that is not selected reaches NOTIFY sessions in every
+    process as an unsolicited STATUS, between commands (no IDLE, no NOOP)."""
+    writer = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    writer.login("bob", "secret")
+    assert writer.create("Lists")[0] == "OK"
+    watchers = []
+    for number in range(6):
+        client = _login(server.port, "bob")
+        assert client.command(f"n{number}", "NOTIFY SET (personal (MessageNew MessageExpunge))")[-1].startswith(
+            f"n{number} OK".encode())
+        watchers.append(client)
+    assert len({pid for client in watchers for pid in _admitted_by(server, client)}) == 2
+    assert writer.append("Lists", None, None, b"Subject: hello\r\n\r\nbody\r\n")[0] == "OK"
+    writer.logout()
+    for client in watchers:
+        line = client.readline()
+        assert line.startswith(b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 "), line
+        client.close()
+
+
+def test_imaplib_client_uses_notify(server: GximapProcess) -> None:
+    """A real client: NOTIFY SET STATUS through imaplib, a change by another connection, and the
+    STATUS and EXISTS responses it collects at its next command."""
+    watcher = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    watcher.login("alice", "secret")
+    typ, caps = watcher.capability()
+    assert typ == "OK" and b"NOTIFY" in caps[0].split()
+    watcher.create("Lists")
+    watcher.select("INBOX")
+    typ, _data = watcher.xatom("NOTIFY", "SET STATUS (selected (MessageNew MessageExpunge))"
+                                         " (subtree Lists (MessageNew MessageExpunge))")
+    assert typ == "OK"
+    assert watcher.untagged_responses.pop("STATUS", None) == [b"Lists (MESSAGES 0 UIDNEXT 1 UIDVALIDITY "
+                                                              + _uidvalidity(watcher, "Lists") + b" UNSEEN 0)"]
+    writer = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
+    writer.login("alice", "secret")
+    assert writer.append("Lists", None, None, b"Subject: one\r\n\r\nbody\r\n")[0] == "OK"
+    assert writer.append("INBOX", None, None, b"Subject: two\r\n\r\nbody\r\n")[0] == "OK"
+    writer.logout()
+    statuses: list[bytes] = []
+
+    def heard() -> bool:
+        watcher.noop()
+        statuses.extend(status for status in watcher.untagged_responses.pop("STATUS", [])
+                        if isinstance(status, bytes))
+        return any(status.startswith(b"Lists (MESSAGES 1 UIDNEXT 2 ") for status in statuses) and \
+            b"1" in watcher.untagged_responses.get("EXISTS", [])
+
+    assert wait_until(heard, timeout=10.0)
+    assert watcher.xatom("NOTIFY", "NONE")[0] == "OK"
+    watcher.logout()
+
+
+def _uidvalidity(client: imaplib.IMAP4, mailbox: str) -> bytes:
+    typ, data = client.status(mailbox, "(UIDVALIDITY)")
+    assert typ == "OK"
+    first = data[0]
+    assert isinstance(first, bytes)
+    return first.rsplit(b" ", 1)[1].rstrip(b")")

@@ -62,6 +62,9 @@ SEED_COMMANDS = [
     b"c4 UID SEARCH RETURN (MIN PARTIAL -1:-100 COUNT SAVE) UNDELETED UNKEYWORD $Junk\r\n",
     b"c5 SORT RETURN (PARTIAL 500:401) (REVERSE ARRIVAL) UTF-8 ALL\r\n",
     b"c6 UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 7 PARTIAL 1:4294967295 VANISHED)\r\n",
+    b"c7 NOTIFY SET STATUS (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge))"
+    b" (subtree (Lists {3+}\r\na b) (MessageNew MessageExpunge FlagChange)) (personal NONE)\r\n",
+    b"c8 NOTIFY NONE\r\n",
 ]
 
 TOKENS = [
@@ -73,6 +76,8 @@ TOKENS = [
     b"\\*", b"&AOk-", b"&", b"1-Feb-1994", b"\"17-Jul-1996 02:44:25 -0700\"", b"INBOX", b"\xc3\xa9",
     b"\x00", b"\r", b"=", b"AGFsaWNlAHB3", b"MAXSIZE", b"DEPTH", b"/private/x", b"+", b"-",
     b"PARTIAL", b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"01", b"4294967295", b"COUNT", b"SAVE", b"MIN",
+    b"SET", b"NONE", b"selected-delayed", b"inboxes", b"subtree", b"mailboxes", b"MessageNew",
+    b"MessageExpunge", b"FlagChange", b"MailboxName", b"SubscriptionChange", b"AnnotationChange",
 ]
 COMMAND_NAMES = [
     b"CAPABILITY", b"NOOP", b"LOGOUT", b"STARTTLS", b"LOGIN", b"AUTHENTICATE", b"ID", b"ENABLE",
@@ -80,7 +85,7 @@ COMMAND_NAMES = [
     b"XLIST", b"LSUB", b"NAMESPACE", b"STATUS", b"APPEND", b"REPLACE", b"IDLE", b"CHECK", b"CLOSE", b"UNSELECT",
     b"EXPUNGE", b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD", b"COMPRESS",
     b"GETQUOTA", b"GETQUOTAROOT", b"SETQUOTA", b"GETMETADATA", b"SETMETADATA", b"UNAUTHENTICATE",
-    b"UID FETCH", b"UID SEARCH", b"UID STORE", b"UID SORT", b"UID THREAD", b"UID EXPUNGE",
+    b"NOTIFY", b"UID FETCH", b"UID SEARCH", b"UID STORE", b"UID SORT", b"UID THREAD", b"UID EXPUNGE",
 ]
 
 

@@ -60,6 +60,11 @@ SEEDS = [
     b"b5 APPEND INBOX (\\Flagged) {24+}\r\nSubject: fuzz\r\n\r\nbody\r\n\r\n",
     b"b6 APPEND INBOX {24}\r\nSubject: sync\r\n\r\nbody\r\n\r\n",
     b"b7 CREATE Fuzz/Child\r\n",
+    b"n1 NOTIFY SET STATUS (selected (MessageNew (UID FLAGS BODY.PEEK[HEADER]) MessageExpunge FlagChange))"
+    b" (personal (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange))\r\n",
+    b"n2 NOTIFY SET (selected-delayed (MessageNew MessageExpunge)) (subtree Fuzz (MessageNew MessageExpunge))\r\n",
+    b"n3 NOTIFY NONE\r\n",
+    b"n4 NOTIFY SET (inboxes (AnnotationChange MessageNew MessageExpunge))\r\n",
     b"b8 RENAME Fuzz Fuzzed\r\n",
     b"b9 DELETE Fuzzed/Child\r\n",
     b"c1 LIST \"\" \"*\" RETURN (SPECIAL-USE CHILDREN STATUS (MESSAGES UNSEEN))\r\n",

@@ -59,6 +59,7 @@ class Code(enum.IntEnum):
     INFO_MAILBOXID = 10214  # RFC 8474: the selected mailbox's MAILBOXID
     INFO_REPLACEMENT_STORED = 10215  # RFC 8508: the untagged OK carrying REPLACE's APPENDUID
     INFO_UPDATES_DELAYED = 10216  # untagged NO [UNAVAILABLE]: a catch-up with the mailbox failed
+    INFO_NOTIFICATION_OVERFLOW = 10217  # RFC 5465 section 5.8: * OK [NOTIFICATIONOVERFLOW]
     # 2xxxx tagged OK
     OK_CAPABILITY = 20100
     OK_NOOP = 20200
@@ -103,6 +104,7 @@ class Code(enum.IntEnum):
     OK_SETMETADATA = 23900
     OK_UNAUTHENTICATE = 24000
     OK_REPLACE = 24100
+    OK_NOTIFY = 24200
     # 3xxxx tagged NO
     NO_MAILBOX_NOT_FOUND = 30001
     NO_MAILBOX_EXISTS = 30002
@@ -151,6 +153,7 @@ class Code(enum.IntEnum):
     NO_METADATA_TOOMANY = 33902
     NO_METADATA_READ_ONLY = 33904
     NO_REPLACE_NO_SUCH_UID = 34101
+    NO_NOTIFY_BAD_EVENT = 34201  # RFC 5465 section 5: NO [BADEVENT (supported events)]
     # 4xxxx tagged BAD
     BAD_PARSE = 40001
     BAD_UNKNOWN_COMMAND = 40002
@@ -236,6 +239,7 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.NO_METADATA_TOOMANY: b"METADATA TOOMANY",
     Code.NO_METADATA_READ_ONLY: b"NOPERM",
     Code.NO_REPLACE_NO_SUCH_UID: b"NONEXISTENT",
+    Code.NO_NOTIFY_BAD_EVENT: b"BADEVENT",
     # A BAD is a command the client should not have sent as it did (RFC 5530 CLIENTBUG), or one
     # larger than the server takes (TOOBIG, as RFC 7888 section 4 has for LITERAL-).
     Code.BAD_PARSE: b"CLIENTBUG",

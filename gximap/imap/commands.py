@@ -710,4 +710,32 @@ class SetMetadata(Command):
     NAME: ClassVar[str] = "SETMETADATA"
 
 
+# RFC 5465 section 5: the events NOTIFY knows, in their canonical spelling (matched case-insensitively).
+NOTIFY_MESSAGE_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange")
+NOTIFY_EVENTS = NOTIFY_MESSAGE_EVENTS + ("MailboxName", "SubscriptionChange", "MailboxMetadataChange",
+                                         "ServerMetadataChange")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """One event group of NOTIFY SET (RFC 5465 section 8): which mailboxes, which events.
+
+    ``kind`` is the filter, lower-cased: selected, selected-delayed, inboxes, personal,
+    subscribed, subtree or mailboxes (these two with ``mailboxes``). ``events`` are canonical
+    names (NOTIFY_EVENTS) or, for an event this server does not know, the atom as sent; empty for
+    NONE. ``fetch_atts``: MessageNew's fetch attributes, only given for the selected mailbox."""
+
+    kind: str
+    mailboxes: tuple[MailboxName, ...] = ()
+    events: tuple[str, ...] = ()
+    fetch_atts: tuple[FetchAtt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Notify(Command):
+    groups: tuple[NotifyGroup, ...] | None  # None: NOTIFY NONE
+    status: bool = False  # NOTIFY SET STATUS
+    NAME: ClassVar[str] = "NOTIFY"
+
+
 UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "STORE", "SEARCH", "EXPUNGE", "SORT", "THREAD"})

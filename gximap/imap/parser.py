@@ -38,6 +38,8 @@ from collections.abc import Callable
 from gximap.imap import mutf7
 from gximap.imap.commands import (
     BADCHARSET_CODE,
+    NOTIFY_EVENTS,
+    NOTIFY_MESSAGE_EVENTS,
     SUPPORTED_CHARSETS,
     SYSTEM_FLAGS,
     Append,
@@ -71,6 +73,8 @@ from gximap.imap.commands import (
     Move,
     Namespace,
     Noop,
+    Notify,
+    NotifyGroup,
     PartialRange,
     QResyncParams,
     Rename,
@@ -1491,6 +1495,84 @@ def _getmetadata(r: _Reader) -> Command:
     return GetMetadata(r.tag, mailbox, tuple(dict.fromkeys(entries)), maxsize, depth)
 
 
+# RFC 5465 section 8: the mailbox filters, lower-cased; the first two name the selected mailbox.
+NOTIFY_SELECTED_FILTERS = ("selected", "selected-delayed")
+NOTIFY_FILTERS = NOTIFY_SELECTED_FILTERS + ("inboxes", "personal", "subscribed", "subtree", "mailboxes")
+_NOTIFY_EVENT_NAMES = {name.upper(): name for name in NOTIFY_EVENTS}
+
+
+def _notify(r: _Reader) -> Command:
+    """RFC 5465 section 8: ``NOTIFY NONE`` / ``NOTIFY SET [STATUS] event-group *(SP event-group)``.
+    What the RFC makes a BAD besides the grammar is refused here too: MessageNew without
+    MessageExpunge or the reverse, FlagChange or AnnotationChange without them (section 5),
+    more than one selected filter and other than message events for it (section 6), fetch
+    attributes for other mailboxes than the selected (section 5.2). Events the grammar allows
+    as ``event-ext`` are kept as sent: the command answers them with NO [BADEVENT]."""
+    r.sp()
+    verb = r.word("SET or NONE")
+    if verb == "NONE":
+        return Notify(r.tag, None)
+    if verb != "SET":
+        raise r.error("Expected SET or NONE")
+    r.sp()
+    status = False
+    if r.peek_word() == "STATUS":
+        r.word()
+        status = True
+        r.sp()
+    groups = [_notify_group(r)]
+    while r.accept(b" "):
+        r.count()
+        groups.append(_notify_group(r))
+    selected = [group for group in groups if group.kind in NOTIFY_SELECTED_FILTERS]
+    if len(selected) > 1:
+        raise r.error("Only one SELECTED or SELECTED-DELAYED filter is allowed")
+    return Notify(r.tag, tuple(groups), status)
+
+
+def _notify_group(r: _Reader) -> NotifyGroup:
+    r.expect(b"(")
+    kind = r.atom("mailbox filter").decode("ascii").lower()
+    if kind not in NOTIFY_FILTERS:
+        raise r.error(f"Unknown mailbox filter {kind}")
+    mailboxes: list[MailboxName] = []
+    if kind in ("subtree", "mailboxes"):
+        r.sp()
+        if r.peek() == 0x28:
+            mailboxes = r.paren_list(r.mailbox, allow_empty=False)
+        else:
+            mailboxes = [r.mailbox()]
+    r.sp()
+    events: list[str] = []
+    fetch_atts: tuple[FetchAtt, ...] = ()
+    if r.peek() == 0x28:
+        r.expect(b"(")
+        while True:
+            r.count()
+            raw = r.atom("event").decode("ascii")
+            event = _NOTIFY_EVENT_NAMES.get(raw.upper(), raw)
+            if event == "MessageNew" and r.buf.startswith(b" (", r.pos):
+                r.sp()
+                fetch_atts = tuple(r.paren_list(lambda: _fetch_att(r), allow_empty=False))
+                if kind not in NOTIFY_SELECTED_FILTERS:
+                    raise r.error("MessageNew fetch attributes are for the selected mailbox only")
+            events.append(event)
+            if r.accept(b")"):
+                break
+            r.sp()
+    elif r.word("events") != "NONE":
+        raise r.error("Expected an event list or NONE")
+    r.expect(b")", "')'")
+    present = set(events)
+    if ("MessageNew" in present) != ("MessageExpunge" in present):
+        raise r.error("MessageNew and MessageExpunge go together")
+    if present & {"FlagChange", "AnnotationChange"} and "MessageNew" not in present:
+        raise r.error("FlagChange and AnnotationChange need MessageNew and MessageExpunge")
+    if kind in NOTIFY_SELECTED_FILTERS and not present <= set(NOTIFY_MESSAGE_EVENTS):
+        raise r.error("Only message events apply to the selected mailbox")
+    return NotifyGroup(kind, tuple(mailboxes), tuple(dict.fromkeys(events)), fetch_atts)
+
+
 def _setmetadata(r: _Reader) -> Command:
     r.sp()
     mailbox = r.mailbox()
@@ -1549,6 +1631,7 @@ _COMMANDS: dict[str, Callable[[_Reader], Command]] = {
     "SETQUOTA": _setquota,
     "GETMETADATA": _getmetadata,
     "SETMETADATA": _setmetadata,
+    "NOTIFY": _notify,
 }
 
 _UID_COMMANDS: dict[str, Callable[[_Reader], Command]] = {

@@ -53,6 +53,7 @@ AUTHENTICATED_EXTENSIONS = (
     "QUOTA=RES-ANNOTATION-STORAGE",
     "METADATA",
     "METADATA-SERVER",
+    "NOTIFY",  # RFC 5465: gximap/session/notify.py
 )
 
 

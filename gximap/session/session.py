@@ -24,6 +24,7 @@ from typing import Any
 
 from gximap import log as gxlog
 from gximap.expiring import expire_in_background
+from gximap.imap import commands as cmds
 from gximap.imap import parser
 from gximap.imap.codes import Code, completion
 from gximap.imap.commands import Command
@@ -44,6 +45,7 @@ from gximap.net.handler import (
     Waker,
 )
 from gximap.session import capabilities, condstore, uidonly
+from gximap.session import notify as notify_commands
 from gximap.session.base import (
     REGISTRY,
     SELECTED,
@@ -65,6 +67,7 @@ from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.literalspool import SPOOL_THRESHOLD, file_spool_factory
 from gximap.session.selected import SelectedMailbox
 from midb import errors as midb_errors
+from midb import events as midb_events
 
 _load_commands()
 
@@ -87,7 +90,8 @@ LOGIN_GRACE = 10.0
 class _Running:
     """The command currently producing output."""
 
-    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame")
+    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame", "silent",
+                 "resume")
 
     def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool,
                  frame: CommandFrame | None = None) -> None:
@@ -100,6 +104,10 @@ class _Running:
         self.line: bytes | None = None  # the line to send into the generator next
         self.expunge_ok = expunge_ok
         self.future: Future[Any] | None = None  # the handler awaits work done off the workers
+        # NOTIFY's FETCH of new messages (MessageNew's fetch-att): untagged output only, and then
+        # the command it interrupted (an IDLE, or none) runs on.
+        self.silent = False
+        self.resume: _Running | None = None
 
     @property
     def parked(self) -> bool:
@@ -147,6 +155,7 @@ class ImapSession:
         self._bad_streak = 0
         self._append_tally: parser.AppendTally | None = None  # the APPEND being framed (_append_over_quota)
         self._watch: Any = None
+        self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
         # The key this session is counted under in ctx.user_sessions while logged in
         # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
         # password, which may be while the connection is lost (_gone) on a worker.
@@ -360,14 +369,29 @@ class ImapSession:
             if self._updates_missed and self.selected is not None:
                 # A push failed (the store was busy): the keepalive tries again, rather than
                 # leave the changes waiting for the next one or for DONE.
-                self._push_idle_updates(self.selected)
+                self._idle_push(self.selected)
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
         return True
 
     def wakeup(self) -> None:
-        if self._idling() and self.selected:
-            self._push_idle_updates(self.selected)
+        if self.notify is None:
+            if self._idling() and self.selected:
+                self._push_idle_updates(self.selected)
+            return
+        # RFC 5465 section 3: with NOTIFY the server reports changes at any time. Output goes out
+        # between responses only: between commands or in IDLE now, else before the running
+        # command's tagged answer (_finish).
+        if self._running is None or self._idling():
+            self._push_notifications()
+
+    def _idle_push(self, selected: SelectedMailbox) -> None:
+        """IDLE started, or a keepalive retries a failed push: the selected mailbox's updates, or
+        with NOTIFY what it asks for (RFC 5465 section 4: NOTIFY decides what IDLE reports)."""
+        if self.notify is None:
+            self._push_idle_updates(selected)
+        else:
+            self._push_notifications()
 
     def _push_idle_updates(self, selected: SelectedMailbox) -> None:
         """IDLE: what changed, now; the goodbye if the mailbox is gone."""
@@ -411,6 +435,7 @@ class ImapSession:
         self.framer.discard_buffer()  # up to a literal's worth of input, freed now
         gxlog.io_trace_end(self.id)
         self._close_selected()
+        self.set_notify(None)
         running, self._running = self._running, None
         if running is not None:
             running.gen.close()
@@ -469,11 +494,89 @@ class ImapSession:
         # worker hand-off and a recv) after every write it makes itself. No race: IDLE sets
         # ``waiting`` before its first sync, and this callback runs after the commit, so a change
         # this check misses is one that sync sees.
-        if not self._idling():
-            return
+        if not self._idling() or self.notify is not None or midb_events.is_notice(modseq):
+            return   # (with NOTIFY, its own watch wakes the session: _notify_heard)
         selected = self.selected
         if selected is not None and folder_id == selected.folder_id:
             self.waker()
+
+    def set_notify(self, state: notify_commands.NotifyState | None) -> None:
+        """Replace the NOTIFY settings (None: back to no NOTIFY, as at UNAUTHENTICATE). The watch
+        comes before the snapshot: a change in between is then both in it and reported as
+        pending, and a report compares it with itself (nothing), never misses it."""
+        old, self.notify = self.notify, state
+        if old is not None:
+            old.cancel()
+        if state is not None and state.active and self.user is not None:
+            state.watch = self.store.watch(self.user, self._notify_heard)
+            state.take_snapshot(self)
+
+    def _notify_heard(self, account: str, folder_id: int, modseq: int) -> None:
+        # Any thread: note the change, and have the pool run wakeup() on our worker.
+        state = self.notify
+        if state is not None and state.heard(folder_id, modseq):
+            self.waker()
+
+    def _push_notifications(self, *, at_command_end: bool = False) -> None:
+        """What NOTIFY asks to report now. The selected mailbox's updates come as its filter says
+        (a command's end sends them anyway: _finish): SELECTED with expunges, SELECTED-DELAYED
+        without (RFC 5465 section 6: they wait for a command that allows them), and only when
+        messages came or went unless FlagChange was asked for. Then the other mailboxes'. A
+        client that does not read its output gets nothing more until it does (OUTPUT_BACKLOG):
+        the changes wait, bounded (notify.MAX_PENDING, then NOTIFICATIONOVERFLOW)."""
+        state = self.notify
+        if state is None or not state.active or self._closing:
+            return
+        if not at_command_end and len(self._out) > notify_commands.OUTPUT_BACKLOG:
+            return
+        selected = self.selected
+        group = state.selected_group
+        if selected is not None and group is not None and not at_command_end:
+            if "FlagChange" in group.events or self._messages_moved(selected):
+                before = selected.uid_max
+                self._send_updates(selected, allow_expunge=group.kind == "selected")
+                if self._selected_gone:
+                    self._goodbye(Code.BYE_MAILBOX_DELETED)
+                    return
+                self._fetch_new_messages(before)
+        try:
+            lines = state.report(self)
+        except midb_errors.MidbError as exc:
+            self._out.append(self._updates_delayed(exc))
+            return
+        if lines is None:
+            # RFC 5465 section 5.8: say so, and behave as after NOTIFY NONE.
+            self._out.append(b"* OK [NOTIFICATIONOVERFLOW] " + self.text(Code.INFO_NOTIFICATION_OVERFLOW) + b"\r\n")
+            self.set_notify(notify_commands.NotifyState(()))
+            return
+        self._out.extend(lines)
+
+    def _messages_moved(self, selected: SelectedMailbox) -> bool:
+        """Whether messages came to or left the selected mailbox since its view was last brought
+        up to date (its record's counters; flag changes alone do not count)."""
+        try:
+            folder = self.store.folder_counters(self.user, selected.name)
+        except midb_errors.MidbError:
+            return True   # the push meets the error and warns
+        return folder is None or folder.uidnext - 1 > selected.uid_max or folder.messages != selected.exists
+
+    def _fetch_new_messages(self, before: int) -> None:
+        """RFC 5465 section 5.2: MessageNew's fetch attributes, as FETCH responses for the messages
+        above UID ``before`` that the last update announced; they run as a UID FETCH of their own
+        that sends no tagged answer, and then the interrupted command (IDLE, or none) goes on."""
+        state = self.notify
+        selected = self.selected
+        group = state.selected_group if state is not None else None
+        if group is None or not group.fetch_atts or selected is None or selected.uid_max <= before:
+            return
+        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), group.fetch_atts)
+        registration = REGISTRY.lookup(cmd)
+        if registration is None:
+            return
+        fetching = _Running(cmd, b"*", self._drive(registration.handler, cmd), False)
+        fetching.silent = True
+        fetching.resume = self._running
+        self._running = fetching
 
     def _close_selected(self) -> None:
         if self._watch is not None:
@@ -763,7 +866,9 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
-                self._push_idle_updates(self.selected)
+                self._idle_push(self.selected)
+            elif item.idle and self.notify is not None:
+                self._push_notifications()
         else:
             self._out.append(item)
         return True
@@ -810,7 +915,7 @@ class ImapSession:
             self._out.append(running.tag + b" " + line + b"\r\n")
 
     def _finish(self, running: _Running, done: Done | None) -> None:
-        self._running = None
+        self._running = running.resume if running.silent else None
         if self._inside_response:
             # The command failed with part of a response out (a body file unreadable half-way):
             # no answer can follow it that the client would read as one, so the connection ends.
@@ -821,15 +926,22 @@ class ImapSession:
             self._closing = True
             self._out.append(TransportAction.CLOSE)
             return
+        if running.silent:
+            return   # NOTIFY's FETCH of new messages: no tagged answer (_fetch_new_messages)
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO")
+        announced = self.selected.uid_max if self.selected is not None else None
         if done.sync and self.selected is not None and done.status != "BAD":
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)
+        if self.notify is not None:
+            self._push_notifications(at_command_end=True)
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
         frame = running.frame
         self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
                      after=done.after, goodbye=done.goodbye)
+        if announced is not None and self.notify is not None and not self._closing:
+            self._fetch_new_messages(announced)
 
     def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
                 after: TransportAction | None = None, goodbye: Code | None = None) -> None:

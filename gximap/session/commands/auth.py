@@ -173,6 +173,7 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     ends too (section 4.1): the server's DEFLATE stream after the CRLF of the OK, the client's
     after the command's, so what was decoded behind the command is discarded, as behind COMPRESS."""
     session.select(None)
+    session.set_notify(None)  # RFC 5465: NOTIFY belongs to the login it was given in
     session.release_user_slot()
     session.state = State.NOT_AUTHENTICATED
     session.user = None

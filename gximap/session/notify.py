@@ -1,0 +1,332 @@
+"""RFC 5465 NOTIFY: which changes of the account a session reports unasked, and the NOTIFY command.
+
+The session watches its account (midb.events: every commit names the folders it changed, and
+midb's notices name subscription and annotation changes). A watch callback only records which
+folders changed (any thread; a set bounded by the account's folders); the session turns them into
+responses on its own worker, between commands, during IDLE, or before a command's tagged answer
+(ImapSession._push_notifications). For the other mailboxes it compares each changed folder with
+what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
+
+* MessageNew / MessageExpunge / FlagChange: ``* STATUS name (MESSAGES UIDNEXT UIDVALIDITY UNSEEN
+  [HIGHESTMODSEQ])`` when its counters moved (HIGHESTMODSEQ once CONDSTORE is enabled);
+* MailboxName: ``* LIST`` of a new mailbox, ``(\\NonExistent)`` for a deleted one, and the new name
+  with RFC 5258's ``("OLDNAME" (old))`` for a renamed one (RFC 5465 section 5.4);
+* SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5);
+* MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
+  whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
+
+The selected mailbox's message events are its usual updates (gximap.session.selected), pushed as
+the SELECTED or SELECTED-DELAYED filter asks. AnnotationChange (RFC 5257 message annotations,
+which gximap does not have) and unknown events are declined with NO [BADEVENT] (section 5).
+
+Bound: at most MAX_PENDING folders (and notices) may wait to be reported. A burst beyond it, or a
+client that does not read its notifications while they pile up, ends in ``* OK
+[NOTIFICATIONOVERFLOW]`` and NOTIFY NONE (section 5.8): the client then re-reads what it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Generator, Iterable
+from typing import Any, NamedTuple
+
+from gximap.imap import commands as cmds
+from gximap.imap.codes import Code
+from gximap.session import condstore, listing
+from gximap.session.base import AUTHENTICATED, CommandFailed, Done, coalesced, command
+from gximap.session.commands.mailbox import DELIMITER, status_response, wire_name
+from midb import events
+from midb.metadata import SERVER
+
+# Folders (and notices) whose changes may wait to be reported; one more is an overflow.
+MAX_PENDING = 1000
+# Output items already queued for the client beyond which no more notifications are made: a client
+# that does not read lets its changes pile up in the pending set instead, towards MAX_PENDING.
+OUTPUT_BACKLOG = 256
+
+SELECTED_FILTERS = ("selected", "selected-delayed")
+MESSAGE_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange")
+SUPPORTED_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange",
+                    "MailboxMetadataChange", "ServerMetadataChange")
+BADEVENT_CODE = b"BADEVENT (" + " ".join(SUPPORTED_EVENTS).encode("ascii") + b")"
+STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+METADATA_ROOTS = ("/private", "/shared")
+
+
+class _Seen(NamedTuple):
+    """What was last reported (or known at NOTIFY SET) of a folder."""
+
+    name: str
+    messages: int
+    uidnext: int
+    uidvalidity: int
+    unseen: int
+    highestmodseq: int
+
+
+def _seen(folder: Any) -> _Seen:
+    return _Seen(folder.name, folder.messages, folder.uidnext, folder.uidvalidity, folder.unseen,
+                 folder.highestmodseq)
+
+
+class NotifyState:
+    """One session's NOTIFY SET (or NONE: no groups)."""
+
+    def __init__(self, groups: tuple[cmds.NotifyGroup, ...]) -> None:
+        self.groups = groups
+        self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
+        self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
+        self._lock = threading.Lock()
+        self._dirty: set[int] = set()      # folder ids changed since the last report
+        self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
+        self._overflow = False
+        self.folders: dict[int, _Seen] = {}
+        self.subscriptions: set[str] = set()
+        self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
+        self._names_now: set[str] = set()   # the account's folder names, during a report
+        self.watch: Any = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.groups)
+
+    def events_wanted(self) -> set[str]:
+        return {event for group in self.groups for event in group.events}
+
+    def cancel(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+
+    # -- which mailboxes and events ------------------------------------------------------------
+
+    def _filter_matches(self, group: cmds.NotifyGroup, name: str) -> bool:
+        kind = group.kind
+        if kind == "personal":
+            return True   # the one personal namespace holds every mailbox of the account
+        if kind == "inboxes":
+            # RFC 5465 section 6: the mailboxes mail is delivered to. gximap delivers to INBOX
+            # only (filters that file mail elsewhere are the MDA's, unknown here).
+            return name == listing.INBOX
+        if kind == "subscribed":
+            return name in self.subscriptions
+        if kind == "subtree":
+            return any(name == mailbox.name or name.startswith(mailbox.name + listing.SEPARATOR)
+                       for mailbox in group.mailboxes)
+        if kind == "mailboxes":
+            return any(name == mailbox.name for mailbox in group.mailboxes)
+        return False
+
+    def wants(self, name: str, event: str, *, selected: bool = False) -> bool:
+        """Whether ``event`` of mailbox ``name`` is to be reported. The selected mailbox's message
+        events belong to the SELECTED filter alone; otherwise the first group whose filter names
+        the mailbox and that lists the event (or NONE) decides (RFC 5465 section 6)."""
+        if selected and event in cmds.NOTIFY_MESSAGE_EVENTS:
+            group = self.selected_group
+            return group is not None and event in group.events
+        for group in self._others:
+            if not self._filter_matches(group, name):
+                continue
+            if not group.events:
+                return False   # NONE: nothing of these mailboxes
+            if event in group.events:
+                return True
+        return False
+
+    # -- hearing of changes (any thread) -------------------------------------------------------
+
+    def heard(self, folder_id: int, modseq: int) -> bool:
+        """A commit changed ``folder_id``: note it; False when nothing is to be reported."""
+        if not self.groups:
+            return False
+        with self._lock:
+            if self._overflow:
+                return False
+            if events.is_notice(modseq):
+                self._notices.add((folder_id, modseq))
+            else:
+                self._dirty.add(folder_id)
+            if len(self._dirty) + len(self._notices) > MAX_PENDING:
+                self._overflow = True
+        return True
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._dirty or self._notices or self._overflow)
+
+    # -- snapshot ------------------------------------------------------------------------------
+
+    def take_snapshot(self, session: Any) -> None:
+        """What the account holds now: the base later changes are compared with."""
+        store = session.store
+        user = session.user
+        entries = store.folder_entries(user, records=True)
+        self.folders = {entry.id: _seen(entry.record) for entry in entries if entry.record is not None}
+        self.subscriptions = set(store.subscriptions(user))
+        wanted = self.events_wanted()
+        if "MailboxMetadataChange" in wanted:
+            for folder_id, seen in self.folders.items():
+                if self.wants(seen.name, "MailboxMetadataChange"):
+                    self.metadata[folder_id] = _metadata_digests(store, user, folder_id)
+        if "ServerMetadataChange" in wanted:
+            self.metadata[SERVER] = _metadata_digests(store, user, SERVER)
+
+    # -- reporting (the session's worker) ------------------------------------------------------
+
+    def report(self, session: Any) -> list[bytes] | None:
+        """The responses for what changed since the last report; None on overflow (the caller
+        turns NOTIFY off and says so)."""
+        with self._lock:
+            if self._overflow:
+                self._dirty.clear()
+                self._notices.clear()
+                return None
+            dirty, self._dirty = self._dirty, set()
+            notices, self._notices = self._notices, set()
+        try:
+            # Every changed folder is read first: a LIST's \HasChildren is then told from the names
+            # after the whole change (a renamed parent's children renamed too).
+            store = session.store
+            found = {folder_id: store.folder_by_id(session.user, folder_id) if folder_id else None
+                     for folder_id in sorted(dirty)}
+        except Exception:
+            with self._lock:
+                self._dirty |= dirty
+                self._notices |= notices
+            raise
+        names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
+        names.update(folder.name for folder in found.values() if folder is not None)
+        self._names_now = names
+        out: list[bytes] = []
+        if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices):
+            out.extend(self._subscription_changes(session))
+        for folder_id, folder in found.items():
+            out.extend(self._folder_changes(session, folder_id, folder))
+        for folder_id in sorted(folder for folder, notice in notices if notice == events.NOTICE_METADATA):
+            out.extend(self._metadata_changes(session, folder_id))
+        return out
+
+    def _subscription_changes(self, session: Any) -> list[bytes]:
+        now = set(session.store.subscriptions(session.user))
+        before, self.subscriptions = self.subscriptions, now
+        out = []
+        for name in sorted(now ^ before):
+            if self.wants(name, "SubscriptionChange"):
+                attributes = b"(\\Subscribed)" if name in now else b"()"
+                out.append(b"* LIST %b %b %b\r\n" % (attributes, DELIMITER, wire_name(session, name)))
+        return out
+
+    def _children_attribute(self, name: str) -> bytes:
+        prefix = name + listing.SEPARATOR
+        has = any(known.startswith(prefix) for known in self._names_now)
+        return (listing.HAS_CHILDREN if has else listing.HAS_NO_CHILDREN).encode("ascii")
+
+    def _folder_changes(self, session: Any, folder_id: int, folder: Any) -> list[bytes]:
+        """The responses for one changed folder (``folder``: as it is now, None when gone)."""
+        store = session.store
+        old = self.folders.get(folder_id)
+        out: list[bytes] = []
+        if folder is None:
+            if old is not None:
+                del self.folders[folder_id]
+                self.metadata.pop(folder_id, None)
+                if self.wants(old.name, "MailboxName"):
+                    out.append(b"* LIST (\\NonExistent) %b %b\r\n" % (DELIMITER, wire_name(session, old.name)))
+            return out
+        seen = self.folders[folder_id] = _seen(folder)
+        if old is None or old.name != folder.name:
+            # Parents a CREATE or RENAME made on the way are new mailboxes too (their commits
+            # name only the folder asked for).
+            for parent in listing.ancestors(folder.name):
+                if not any(known.name == parent for known in self.folders.values()):
+                    made = store.get_folder(session.user, parent)
+                    if made is not None and made.id not in self.folders:
+                        self.folders[made.id] = _seen(made)
+                        self._names_now.add(parent)
+                        if self.wants(parent, "MailboxName"):
+                            out.append(self._list_line(session, parent))
+            if self.wants(folder.name, "MailboxName") or (old is not None and self.wants(old.name, "MailboxName")):
+                # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
+                oldname = b"" if old is None else b' ("OLDNAME" (%b))' % wire_name(session, old.name)
+                out.append(self._list_line(session, folder.name, oldname))
+            if old is None:
+                return out
+        selected = session.selected
+        if selected is not None and selected.folder_id == folder_id:
+            return out   # its message events are the selected mailbox's updates
+        counts_moved = (old.messages, old.uidnext, old.uidvalidity) != (seen.messages, seen.uidnext, seen.uidvalidity)
+        flags_moved = (old.unseen, old.highestmodseq) != (seen.unseen, seen.highestmodseq)
+        if ((counts_moved and (self.wants(folder.name, "MessageNew") or self.wants(folder.name, "MessageExpunge")))
+                or (flags_moved and self.wants(folder.name, "FlagChange"))):
+            out.append(status_line(session, folder))
+        return out
+
+    def _list_line(self, session: Any, name: str, extra: bytes = b"") -> bytes:
+        return b"* LIST (%b) %b %b%b\r\n" % (self._children_attribute(name), DELIMITER, wire_name(session, name), extra)
+
+    def _metadata_changes(self, session: Any, folder_id: int) -> list[bytes]:
+        if folder_id == SERVER:
+            if not self.wants_server_metadata():
+                return []
+            name = ""
+        else:
+            seen = self.folders.get(folder_id)
+            if seen is None or not self.wants(seen.name, "MailboxMetadataChange"):
+                return []
+            name = seen.name
+        before = self.metadata.get(folder_id, {})
+        now = _metadata_digests(session.store, session.user, folder_id)
+        self.metadata[folder_id] = now
+        changed = sorted(entry for entry in before.keys() | now.keys() if before.get(entry) != now.get(entry))
+        if not changed:
+            return []
+        mailbox = wire_name(session, name) if name else b'""'
+        return [b"* METADATA %b %b\r\n" % (mailbox, b" ".join(entry.encode("ascii") for entry in changed))]
+
+    def wants_server_metadata(self) -> bool:
+        # RFC 5465 section 5.7: an event of the server, not of a mailbox: any group may ask.
+        return any("ServerMetadataChange" in group.events for group in self._others)
+
+
+def status_line(session: Any, folder: Any) -> bytes:
+    items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if condstore.enabled(session) else ())
+    return status_response(session, folder, items, None)
+
+
+def _metadata_digests(store: Any, user: str, folder_id: int) -> dict[str, bytes]:
+    """The folder's (or with SERVER the account's) annotations as entry -> digest of the value:
+    what a change is found by, without holding the values (up to the annotation quota)."""
+    found = store.get_metadata(user, folder_id, METADATA_ROOTS, depth="infinity")
+    return {entry: hashlib.blake2b(value, digest_size=16).digest() for entry, value in found.items()}
+
+
+def _unsupported(groups: Iterable[cmds.NotifyGroup]) -> list[str]:
+    return sorted({event for group in groups for event in group.events if event not in SUPPORTED_EVENTS})
+
+
+@command(cmds.Notify, states=AUTHENTICATED)
+def notify(session: Any, cmd: cmds.Notify) -> Generator[bytes, Any, Done]:
+    """RFC 5465 section 3. NOTIFY NONE: no notifications at all, IDLE's included (section 4);
+    NOTIFY SET replaces what was set before, and with STATUS first reports every mailbox its
+    message events cover (but the selected one)."""
+    if cmd.groups is None:
+        session.set_notify(NotifyState(()))
+        return Done(Code.OK_NOTIFY)
+    if _unsupported(cmd.groups):
+        # Section 5: NO [BADEVENT (the events this server supports)]; what was set stays.
+        raise CommandFailed(Code.NO_NOTIFY_BAD_EVENT, status="NO", code=BADEVENT_CODE)
+    state = NotifyState(cmd.groups)
+    session.set_notify(state)
+    if cmd.status:
+        selected = session.selected
+        lines = []
+        for folder_id, seen in sorted(state.folders.items(), key=lambda item: item[1].name):
+            if selected is not None and selected.folder_id == folder_id:
+                continue
+            if any(state.wants(seen.name, event) for event in MESSAGE_EVENTS):
+                folder = session.store.folder_counters(session.user, seen.name)
+                if folder is not None:
+                    lines.append(status_line(session, folder))
+        yield from coalesced(lines)
+    return Done(Code.OK_NOTIFY)

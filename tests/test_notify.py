@@ -1,0 +1,259 @@
+"""RFC 5465 NOTIFY: two sessions of one user; what one changes reaches the other unasked, as the
+other's NOTIFY SET says. Parser forms (valid and broken), each filter and event, NOTIFY NONE,
+SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conversation import Conversation
+from test_parser import parse
+
+from gximap.imap import commands as c
+from gximap.imap.parser import ParseError
+from gximap.session import notify
+
+ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> Iterator[tuple[Conversation, Conversation]]:
+    with Conversation(tmp_path) as first:
+        first.add_message(data=b"Subject: one\r\n\r\nbody\r\n")
+        first.store.create_folder("alice", "Lists/a")
+        second = first.second_session()
+        first.login()
+        second.login()
+        yield first, second
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def test_parse_notify_none_and_set() -> None:
+    assert parse(b"a NOTIFY NONE\r\n") == c.Notify(b"a", None)
+    cmd = parse(b"b notify set status (selected (MessageNew (uid body.peek[header.fields (from)]) messageexpunge))"
+                b" (subtree (Lists \"a b\") (MessageNew MessageExpunge FlagChange)) (mailboxes INBOX NONE)\r\n")
+    assert isinstance(cmd, c.Notify) and cmd.status
+    assert cmd.groups is not None
+    selected, subtree, mailboxes = cmd.groups
+    assert selected.kind == "selected" and selected.events == ("MessageNew", "MessageExpunge")
+    assert [att.name for att in selected.fetch_atts] == ["UID", "BODY"]
+    assert subtree.kind == "subtree" and [m.name for m in subtree.mailboxes] == ["Lists", "a b"]
+    assert subtree.events == ("MessageNew", "MessageExpunge", "FlagChange")
+    assert mailboxes.events == () and [m.name for m in mailboxes.mailboxes] == ["INBOX"]
+
+
+def test_parse_keeps_unknown_events_for_badevent() -> None:
+    cmd = parse(b"a NOTIFY SET (personal (MailboxName XFoo))\r\n")
+    assert isinstance(cmd, c.Notify) and cmd.groups is not None
+    assert cmd.groups[0].events == ("MailboxName", "XFoo")
+
+
+@pytest.mark.parametrize("line", [
+    b"a NOTIFY\r\n",
+    b"a NOTIFY SET\r\n",
+    b"a NOTIFY CLEAR\r\n",
+    b"a NOTIFY NONE (personal NONE)\r\n",
+    b"a NOTIFY SET (bogus NONE)\r\n",
+    b"a NOTIFY SET (personal)\r\n",
+    b"a NOTIFY SET (personal ())\r\n",
+    b"a NOTIFY SET (subtree (MessageNew MessageExpunge))\r\n",
+    b"a NOTIFY SET (personal (MessageNew))\r\n",               # section 5: MessageNew needs MessageExpunge
+    b"a NOTIFY SET (personal (MessageExpunge))\r\n",
+    b"a NOTIFY SET (personal (FlagChange))\r\n",                 # FlagChange needs both
+    b"a NOTIFY SET (selected (MailboxName))\r\n",                # section 6: message events only
+    b"a NOTIFY SET (selected NONE) (selected-delayed NONE)\r\n",  # one selected filter
+    b"a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))\r\n",  # fetch-att: selected only
+    b"a NOTIFY SET (selected (MessageNew (BOGUS) MessageExpunge))\r\n",
+])
+def test_parse_refuses_broken_forms(line: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse(line)
+
+
+# -- conversations -----------------------------------------------------------------------------
+
+
+def test_capability_is_advertised(pair: tuple[Conversation, Conversation]) -> None:
+    assert "NOTIFY" in pair[0].capabilities()
+
+
+def test_set_status_reports_every_mailbox_but_the_selected(pair: tuple[Conversation, Conversation]) -> None:
+    a, _b = pair
+    a.select()
+    lines = a.command("NOTIFY SET STATUS (selected (MessageNew MessageExpunge)) (subtree Lists (MessageNew MessageExpunge))")
+    assert [line.split(b" (")[0] for line in lines[:-1]] == [b"* STATUS Lists", b"* STATUS Lists/a"]
+    assert lines[0] == b"* STATUS Lists (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % a.folder("Lists").uidvalidity
+
+
+def test_message_new_in_another_mailbox_is_a_status(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    b.command("SELECT Lists/a")
+    b.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")
+    uidvalidity = a.folder("Lists/a").uidvalidity
+    assert a.wake() == [b"* STATUS Lists/a (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    # A flag change was not asked for: nothing.
+    b.command("STORE 1 +FLAGS (\\Seen)")
+    assert a.wake(require=False) == []
+    b.command("STORE 1 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    assert a.wake() == [b"* STATUS Lists/a (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % uidvalidity]
+
+
+def test_flag_change_with_condstore_has_highestmodseq(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("ENABLE CONDSTORE")
+    a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge FlagChange))")
+    b.select()
+    b.command("STORE 1 +FLAGS (\\Seen)")
+    inbox = a.folder("INBOX")
+    assert a.wake() == [b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0 HIGHESTMODSEQ %d)"
+                        % (inbox.uidvalidity, inbox.highestmodseq)]
+
+
+def test_inboxes_and_mailboxes_filters_name_only_their_mailboxes(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge)) (mailboxes Lists (MessageNew MessageExpunge))")
+    b.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")
+    assert a.wake(require=False) == []
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    b.command("APPEND INBOX {12+}\r\nSubject: z\r\n")
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS INBOX"]
+
+
+def test_subscribed_filter_follows_subscriptions(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (subscribed (MessageNew MessageExpunge SubscriptionChange))")
+    b.command("APPEND Lists {12+}\r\nSubject: x\r\n")
+    assert a.wake(require=False) == []
+    b.command("SUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST (\\Subscribed) "/" Lists']
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    b.command("UNSUBSCRIBE Lists")
+    assert a.wake() == []   # no longer subscribed: not in the filter any more
+
+
+def test_mailbox_name_create_rename_delete(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("CREATE foo/bar")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" foo', b'* LIST (\\HasNoChildren) "/" foo/bar']
+    b.command("RENAME foo baz")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" baz ("OLDNAME" (foo))',
+                        b'* LIST (\\HasNoChildren) "/" baz/bar ("OLDNAME" (foo/bar))']
+    b.command("DELETE baz/bar")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" baz/bar']
+
+
+def test_none_group_excludes_mailboxes_from_later_groups(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (subtree Lists NONE) (personal (MailboxName))")
+    b.command("CREATE Lists/b")
+    assert a.wake(require=False) == []
+    b.command("CREATE Other")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Other']
+
+
+def test_metadata_changes(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxMetadataChange ServerMetadataChange))")
+    b.command('SETMETADATA Lists (/private/comment "hi")')
+    assert a.wake() == [b"* METADATA Lists /private/comment"]
+    b.command('SETMETADATA "" (/private/comment "server")')
+    assert a.wake() == [b'* METADATA "" /private/comment']
+
+
+def test_selected_pushes_between_commands_with_fetch_atts(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge))")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT",
+                        b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {12}\r\nSubject: x\r\n)"]
+    b.select()
+    b.command("STORE 2 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    assert a.wake() == [b"* 2 EXPUNGE"]
+
+
+def test_selected_delayed_holds_expunges_for_a_command_that_allows_them(
+        pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected-delayed (MessageNew MessageExpunge))")
+    b.select()
+    b.command("STORE 1 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    assert a.wake() == []
+    a.script("""
+        C: f1 FETCH 1 UID
+        S: f1 NO [EXPUNGEISSUED] Some of the requested messages no longer exist
+        C: n1 NOOP
+        S: * 1 EXPUNGE
+        S: n1 OK NOOP completed
+    """)
+
+
+def test_notify_none_silences_idle(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.select()
+    a.command("NOTIFY NONE")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake(require=False) == []
+    a.script("""
+        C: DONE
+        S: * 2 EXISTS
+        S: * 2 RECENT
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_idle_reports_other_mailboxes(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    b.command("APPEND Lists {12+}\r\nSubject: x\r\n")
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    a.script("""
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_unsupported_event_is_badevent_and_keeps_the_settings(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge AnnotationChange))\r\n")
+    assert lines == [b"n1 NO [" + notify.BADEVENT_CODE + b"] Event not supported"]
+    b.command("CREATE fresh")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" fresh']
+
+
+def test_overflow_turns_notify_off(pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = pair
+    monkeypatch.setattr(notify, "MAX_PENDING", 3)
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    for number in range(5):
+        b.command(f"CREATE burst{number}")
+    assert a.wake() == [b"* OK [NOTIFICATIONOVERFLOW] Too many notifications: NOTIFY is off, check your mailboxes"]
+    b.command("CREATE after")
+    assert a.wake(require=False) == []
+    assert a.session.notify is not None and not a.session.notify.active
+
+
+def test_notify_is_valid_only_after_login(tmp_path: Path) -> None:
+    with Conversation(tmp_path) as conv:
+        assert conv.send(b"n1 NOTIFY NONE\r\n")[0].startswith(b"n1 BAD")
