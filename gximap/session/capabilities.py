@@ -53,6 +53,7 @@ AUTHENTICATED_EXTENSIONS = (
     "QUOTA=RES-ANNOTATION-STORAGE",
     "METADATA",
     "METADATA-SERVER",
+    "INPROGRESS",  # RFC 9585: untagged OK [INPROGRESS ...] during long commands (gximap/session/progress.py)
 )
 
 

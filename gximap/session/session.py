@@ -43,7 +43,7 @@ from gximap.net.handler import (
     TransportAction,
     Waker,
 )
-from gximap.session import capabilities, condstore, uidonly
+from gximap.session import capabilities, condstore, progress, uidonly
 from gximap.session.base import (
     REGISTRY,
     SELECTED,
@@ -87,10 +87,11 @@ LOGIN_GRACE = 10.0
 class _Running:
     """The command currently producing output."""
 
-    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame")
+    __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame",
+                 "progress_timer", "pause_due")
 
     def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool,
-                 frame: CommandFrame | None = None) -> None:
+                 frame: CommandFrame | None = None, *, progress_timer: progress.Timer | None = None) -> None:
         self.command = command
         self.tag = tag
         self.frame = frame  # for the imap_cmd_debug line; its preview is made only when logged
@@ -100,6 +101,10 @@ class _Running:
         self.line: bytes | None = None  # the line to send into the generator next
         self.expunge_ok = expunge_ok
         self.future: Future[Any] | None = None  # the handler awaits work done off the workers
+        # When its next INPROGRESS line is due (None: it sends none), and a PAUSE put off until
+        # the line that came with it is out (next_output).
+        self.progress_timer = progress_timer
+        self.pause_due = False
 
     @property
     def parked(self) -> bool:
@@ -155,6 +160,8 @@ class ImapSession:
         self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
         self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
+        # How far the running command has got (RFC 9585 INPROGRESS): a new one per command.
+        self.progress = progress.Progress()
 
     # -- properties handlers use --------------------------------------------------------------
 
@@ -297,6 +304,9 @@ class ImapSession:
                 return item
             running = self._running
             if running is None or running.parked:
+                return None
+            if running.pause_due:  # its INPROGRESS line is out: now the pause
+                running.pause_due = False
                 return None
             if not self._step(running):
                 # The handler paused (PAUSE): process() still reports more, so the pool serves
@@ -710,7 +720,11 @@ class ImapSession:
         # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
         # learns of other sessions' expunges without a NOOP.
         expunge_ok = registration.expunge_ok or bool(getattr(cmd, "uid", False))
-        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame)
+        self.progress = progress.Progress()
+        # No INPROGRESS before login: INPROGRESS is advertised to authenticated sessions only.
+        timer = None if self.state is State.NOT_AUTHENTICATED else progress.Timer()
+        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame,
+                                 progress_timer=timer)
 
     def _drive(self, handler: Any, cmd: Command) -> Generator[Any, Any, Done]:
         result = handler(self, cmd)
@@ -752,20 +766,38 @@ class ImapSession:
                 self._say_goodbye(due)
             return True
         if isinstance(item, Pause):
+            if self._progress_queued(running):
+                # The line goes out now (the pool writes what next_output() returns and flushes
+                # it before the next slice), the pause right after it.
+                running.pause_due = True
+                return True
             return False
         if isinstance(item, Await):
             running.future = item.future
+            # Before the wait: queued, the line goes out while the command is parked.
+            self._progress_queued(running)
             if not item.future.done():
                 # From the executor thread when the work is done (at once if it just finished):
                 # the pool runs this connection again and next_output() resumes the handler.
                 item.future.add_done_callback(lambda _future: self.waker())
         elif isinstance(item, NeedLine):
+            running.progress_timer = None  # waits for the client: its time is not the command's
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
                 self._push_idle_updates(self.selected)
         else:
             self._out.append(item)
+            self._progress_queued(running)
+        return True
+
+    def _progress_queued(self, running: _Running) -> bool:
+        """Queue the running command's INPROGRESS line (RFC 9585) if one is due: only between
+        whole responses, never inside one sent in several items (a FETCH body's literal)."""
+        timer = running.progress_timer
+        if timer is None or self._inside_response or not timer.due():
+            return False
+        self._out.append(progress.line(running.tag, self.progress, self.text(Code.INFO_IN_PROGRESS)))
         return True
 
     def _sync_selected(self, selected: SelectedMailbox, *, allow_expunge: bool) -> list[bytes | LazyLines]:
