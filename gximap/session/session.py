@@ -761,9 +761,12 @@ class ImapSession:
             return True
         if isinstance(item, ResponseMark):
             self._inside_response = item.opens
-            if not item.opens and self._goodbye_due is not None:
-                due, self._goodbye_due = self._goodbye_due, None
-                self._say_goodbye(due)
+            if not item.opens:
+                if self._goodbye_due is not None:
+                    due, self._goodbye_due = self._goodbye_due, None
+                    self._say_goodbye(due)
+                else:  # a FETCH of bodies sends nothing but such responses
+                    self._progress_queued(running)
             return True
         if isinstance(item, Pause):
             if self._progress_queued(running):
