@@ -173,9 +173,18 @@ def test_fetch_of_streamed_bodies_puts_lines_only_between_responses(tmp_path: ob
     # Bodies above the inline limit go out as a literal's header, chunks and a closing
     # parenthesis (RESPONSE_OPENS ... RESPONSE_CLOSES): the lines come after a CLOSES only.
     monkeypatch.setattr(fetch_command, "_BATCH", 4)
+    monkeypatch.setattr(fetch_command, "_INLINE_LIMIT", 1024)
+    streamed: list[int] = []
+    original = fetch_command._BodyStream.chunks
+
+    def chunks(stream: fetch_command._BodyStream) -> Iterator[bytes]:
+        streamed.append(1)
+        return original(stream)
+
+    monkeypatch.setattr(fetch_command._BodyStream, "chunks", chunks)
     conversation = Conversation(tmp_path)
     try:
-        big = b"From: bob@example.org\r\nSubject: big\r\n\r\n" + b"x" * 200_000 + b"\r\n"
+        big = b"From: bob@example.org\r\nSubject: big\r\n\r\n" + b"x" * 5000 + b"\r\n"
         for _ in range(12):
             conversation.add_message(data=big)
         conversation.login()
@@ -188,6 +197,7 @@ def test_fetch_of_streamed_bodies_puts_lines_only_between_responses(tmp_path: ob
         assert len(fetches) == 12
         assert all(response.endswith(b"x" * 100 + b"\r\n)") for response in fetches)
         assert output.count(b"INPROGRESS") == len(found)
+        assert len(streamed) == 12   # every body went out in pieces
     finally:
         conversation.close()
 
