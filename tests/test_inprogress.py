@@ -50,6 +50,11 @@ def conv(tmp_path: object) -> Iterator[Conversation]:
 
 
 @pytest.fixture
+def progress_lines_off() -> None:
+    """Overrides conftest's: here the lines are what is tested (their clock is replaced)."""
+
+
+@pytest.fixture
 def stepping(monkeypatch: pytest.MonkeyPatch) -> SteppingClock:
     clock = SteppingClock()
     monkeypatch.setattr(progress, "clock", clock)
