@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conversation import Conversation, split_responses
@@ -39,7 +40,7 @@ def _message(number: int) -> bytes:
 
 
 @pytest.fixture
-def conv(tmp_path: object) -> Iterator[Conversation]:
+def conv(tmp_path: Path) -> Iterator[Conversation]:
     conversation = Conversation(tmp_path)
     for number in range(1, MESSAGES + 1):
         conversation.add_message(data=_message(number))
@@ -124,7 +125,7 @@ def test_the_first_line_waits_then_one_per_interval(monkeypatch: pytest.MonkeyPa
     assert timer.due()
 
 
-def test_advertised_once_logged_in(tmp_path: object) -> None:
+def test_advertised_once_logged_in(tmp_path: Path) -> None:
     conversation = Conversation(tmp_path)
     try:
         assert "INPROGRESS" not in conversation.capabilities()
@@ -173,7 +174,7 @@ def test_fetch_of_every_body_sends_lines_between_whole_responses(conv: Conversat
 
 
 @pytest.mark.usefixtures("stepping")
-def test_fetch_of_streamed_bodies_puts_lines_only_between_responses(tmp_path: object,
+def test_fetch_of_streamed_bodies_puts_lines_only_between_responses(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # Bodies above the inline limit go out as a literal's header, chunks and a closing
     # parenthesis (RESPONSE_OPENS ... RESPONSE_CLOSES): the lines come after a CLOSES only.
@@ -251,7 +252,8 @@ def test_the_line_is_handed_out_and_the_pause_kept_before_the_command_goes_on(co
         if item is None:
             assert session.process(16), "the command ended without an INPROGRESS line"
             continue
-        sent.append(bytes(item))
+        assert isinstance(item, bytes), item
+        sent.append(item)
         if b"INPROGRESS" in item:
             break
     assert not any(chunk.startswith(b"s3 ") for chunk in sent)
