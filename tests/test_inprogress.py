@@ -222,6 +222,22 @@ def test_store_over_many_pieces_counts_the_messages_written(conv: Conversation,
     assert len(fetches) == MESSAGES and all(b"\\Flagged" in response for response in fetches)
 
 
+@pytest.mark.parametrize("command", ["COPY 1:* Archive", "MOVE 1:* Archive", "EXPUNGE"])
+@pytest.mark.usefixtures("stepping")
+def test_copy_move_and_expunge_in_pieces_count_too(conv: Conversation, monkeypatch: pytest.MonkeyPatch,
+                                                   command: str) -> None:
+    conv.command("STORE 1:* +FLAGS.SILENT (\\Deleted)")   # one piece: no pieces patched yet
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 10)
+    monkeypatch.setattr(pieces, "MIN_PIECE", 10)
+    monkeypatch.setattr(pieces, "MAX_PIECE", 10)
+    lines = conv.send(b"m1 " + command.encode() + b"\r\n")
+    counts = _counted(_progress(lines, "m1"), MESSAGES)
+    assert counts and all(count % 10 == 0 for count in counts)
+    if command != "COPY 1:* Archive":
+        assert sum(response.endswith(b" EXPUNGE") for response in lines) == MESSAGES
+    assert conv.command("STATUS INBOX (MESSAGES)")[0].endswith(b"(MESSAGES %d)" % (MESSAGES if command.startswith("COPY") else 0))
+
+
 @pytest.mark.usefixtures("stepping")
 def test_a_quick_command_sends_none(conv: Conversation) -> None:
     for tag, text in (("q1", "NOOP"), ("q2", "FETCH 1 (FLAGS)"), ("q3", "SEARCH SUBJECT message")):
