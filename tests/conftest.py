@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gximap.session import progress
 from midb.env import SharedEnv
 from midb.store import Store
+
+
+@pytest.fixture(autouse=True)
+def progress_lines_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No INPROGRESS lines (gximap.session.progress) in sessions run in the test process: they
+    come after FIRST_AFTER seconds of wall-clock time, so a command slowed down by a loaded
+    machine would add one to a transcript. tests/test_inprogress.py overrides this fixture."""
+    monkeypatch.setattr(progress, "FIRST_AFTER", math.inf)
 
 
 @pytest.fixture

@@ -60,6 +60,7 @@ class Code(enum.IntEnum):
     INFO_REPLACEMENT_STORED = 10215  # RFC 8508: the untagged OK carrying REPLACE's APPENDUID
     INFO_UPDATES_DELAYED = 10216  # untagged NO [UNAVAILABLE]: a catch-up with the mailbox failed
     INFO_NOTIFICATION_OVERFLOW = 10217  # RFC 5465 section 5.8: * OK [NOTIFICATIONOVERFLOW]
+    INFO_IN_PROGRESS = 10218  # RFC 9585: the untagged OK [INPROGRESS ...] of a long command
     # 2xxxx tagged OK
     OK_CAPABILITY = 20100
     OK_NOOP = 20200

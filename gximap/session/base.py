@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
 from gximap.session.collector import collector_paused
+from gximap.session.progress import Progress
 
 if TYPE_CHECKING:
     from gximap.imap.commands import Command
@@ -154,10 +155,13 @@ class TimeSlice:
     started or last paused; ``yield from pause()`` then yields PAUSE and starts the next slice.
     Code that may run outside a command (tests, tools) takes ``None`` for "never pause"."""
 
-    __slots__ = ("seconds", "_end", "_collector", "holds_slot")
+    __slots__ = ("seconds", "_end", "_collector", "holds_slot", "progress")
 
-    def __init__(self, seconds: float | None = None) -> None:
+    def __init__(self, seconds: float | None = None, progress: Progress | None = None) -> None:
         self.seconds = SLICE_SECONDS if seconds is None else seconds
+        # Where the computation notes how far it has got (the command's session.progress, for
+        # RFC 9585's INPROGRESS), if anywhere.
+        self.progress = progress
         self._end = time.monotonic() + self.seconds
         # The computation holds a search slot (gximap.session.searching.command_slot): the
         # search within it claims none of its own.
@@ -168,6 +172,14 @@ class TimeSlice:
 
     def over(self) -> bool:
         return time.monotonic() >= self._end
+
+    def note_progress(self, count: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress.note(count, total)
+
+    def forget_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.forget()
 
     def pause(self) -> Generator[Pause, Any, None]:
         yield from self._step_aside(PAUSE)

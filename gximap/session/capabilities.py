@@ -54,6 +54,7 @@ AUTHENTICATED_EXTENSIONS = (
     "METADATA",
     "METADATA-SERVER",
     "NOTIFY",  # RFC 5465: gximap/session/notify.py
+    "INPROGRESS",  # RFC 9585: untagged OK [INPROGRESS ...] during long commands (gximap/session/progress.py)
 )
 
 

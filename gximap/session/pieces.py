@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from gximap.session.base import Await
+from gximap.session.progress import Progress
 from midb.blobs import ProcessPool
 
 T = TypeVar("T")
@@ -60,11 +61,13 @@ EXPIRY_WRITERS = ProcessPool(1, "autoexpunge")
 
 
 def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
-              report: Callable[[Sequence[T], R], Iterable[bytes]]) -> Generator[bytes | Await, Any, None]:
+              report: Callable[[Sequence[T], R], Iterable[bytes]], *,
+              progress: Progress | None = None) -> Generator[bytes | Await, Any, None]:
     """``write(piece)`` for consecutive pieces of ``items`` (each its own durable write
     transaction), then ``report(piece, result)`` on the session's worker for the lines to send.
     Pieces after the first are written by BULK_WRITERS while the session awaits them, and sized
-    to take about PIECE_SECONDS.
+    to take about PIECE_SECONDS. ``progress`` (the command's, for INPROGRESS) is given the items
+    written so far of them all.
 
     ``write`` must touch the store only (it runs on another thread); session state belongs in
     ``report``. Once this generator is closed or fails, no ``write`` runs any more: one in
@@ -79,6 +82,8 @@ def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
     start = 0
     while start < total:
         piece = items[start:start + size]
+        if progress is not None:
+            progress.note(start, total)
         start += len(piece)
         future = BULK_WRITERS.get().submit(_timed, write, piece)
         try:

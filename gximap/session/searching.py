@@ -980,24 +980,34 @@ def _evaluate(store: Any, nodes: list[_Node], records: list[Any],
     on_body = [node.message for node in nodes if node.cost == COST_BODY]
     matched: list[Any] = []
     pending: tuple[list[_Message], Future[list[bytes | None]]] | None = None
+    # INPROGRESS (gximap.session.progress): the messages every test has run on, of those to test.
+    total = len(records)
+    if slicer is not None:
+        slicer.note_progress(0, total)
     try:
         for start, end in _batches(records):
             survivors = yield from _pass_before_body(store, records[start:end], keys[start:end], on_summary,
                                                      on_header, slicer)
             if not on_body:
                 matched.extend(msg.meta for _, msg in survivors)
+                if slicer is not None:
+                    slicer.note_progress(end, total)
                 continue
             future = _READ_AHEAD.get().submit(store.search_bodies, [keys[start + index] for index, _ in survivors],
                                               [msg.meta.size for _, msg in survivors]) if survivors else None
             previous, pending = pending, ([msg for _, msg in survivors], future) if future is not None else None
             if previous is not None:  # closed in there, ``pending`` names the read to cancel
                 matched.extend((yield from _pass_on_body(*previous, on_body, slicer)))
+            if slicer is not None:  # the bodies of this batch are still to be tested
+                slicer.note_progress(start, total)
         if pending is not None:
             matched.extend((yield from _pass_on_body(*pending, on_body, slicer)))
             pending = None
     finally:
         if pending is not None:
             pending[1].cancel()  # the search ended early (the client left): no read for nothing
+        if slicer is not None:  # what the command does next is not counted in these messages
+            slicer.forget_progress()
     return matched
 
 

@@ -44,7 +44,7 @@ from gximap.net.handler import (
     TransportAction,
     Waker,
 )
-from gximap.session import capabilities, condstore, uidonly
+from gximap.session import capabilities, condstore, progress, uidonly
 from gximap.session import notify as notify_commands
 from gximap.session.base import (
     REGISTRY,
@@ -91,10 +91,10 @@ class _Running:
     """The command currently producing output."""
 
     __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame", "silent",
-                 "resume")
+                 "resume", "progress_timer", "pause_due")
 
     def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool,
-                 frame: CommandFrame | None = None) -> None:
+                 frame: CommandFrame | None = None, *, progress_timer: progress.Timer | None = None) -> None:
         self.command = command
         self.tag = tag
         self.frame = frame  # for the imap_cmd_debug line; its preview is made only when logged
@@ -108,6 +108,10 @@ class _Running:
         # the command it interrupted (an IDLE, or none) runs on.
         self.silent = False
         self.resume: _Running | None = None
+        # When its next INPROGRESS line is due (None: it sends none), and a PAUSE put off until
+        # the line that came with it is out (next_output).
+        self.progress_timer = progress_timer
+        self.pause_due = False
 
     @property
     def parked(self) -> bool:
@@ -164,6 +168,8 @@ class ImapSession:
         self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
         self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
+        # How far the running command has got (RFC 9585 INPROGRESS): a new one per command.
+        self.progress = progress.Progress()
 
     # -- properties handlers use --------------------------------------------------------------
 
@@ -306,6 +312,9 @@ class ImapSession:
                 return item
             running = self._running
             if running is None or running.parked:
+                return None
+            if running.pause_due:  # its INPROGRESS line is out: now the pause
+                running.pause_due = False
                 return None
             if not self._step(running):
                 # The handler paused (PAUSE): process() still reports more, so the pool serves
@@ -813,7 +822,11 @@ class ImapSession:
         # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
         # learns of other sessions' expunges without a NOOP.
         expunge_ok = registration.expunge_ok or bool(getattr(cmd, "uid", False))
-        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame)
+        self.progress = progress.Progress()
+        # No INPROGRESS before login: INPROGRESS is advertised to authenticated sessions only.
+        timer = None if self.state is State.NOT_AUTHENTICATED else progress.Timer()
+        self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame,
+                                 progress_timer=timer)
 
     def _drive(self, handler: Any, cmd: Command) -> Generator[Any, Any, Done]:
         result = handler(self, cmd)
@@ -850,19 +863,30 @@ class ImapSession:
             return True
         if isinstance(item, ResponseMark):
             self._inside_response = item.opens
-            if not item.opens and self._goodbye_due is not None:
-                due, self._goodbye_due = self._goodbye_due, None
-                self._say_goodbye(due)
+            if not item.opens:
+                if self._goodbye_due is not None:
+                    due, self._goodbye_due = self._goodbye_due, None
+                    self._say_goodbye(due)
+                else:  # a FETCH of bodies sends nothing but such responses
+                    self._progress_queued(running)
             return True
         if isinstance(item, Pause):
+            if self._progress_queued(running):
+                # The line goes out now (the pool writes what next_output() returns and flushes
+                # it before the next slice), the pause right after it.
+                running.pause_due = True
+                return True
             return False
         if isinstance(item, Await):
             running.future = item.future
+            # Before the wait: queued, the line goes out while the command is parked.
+            self._progress_queued(running)
             if not item.future.done():
                 # From the executor thread when the work is done (at once if it just finished):
                 # the pool runs this connection again and next_output() resumes the handler.
                 item.future.add_done_callback(lambda _future: self.waker())
         elif isinstance(item, NeedLine):
+            running.progress_timer = None  # waits for the client: its time is not the command's
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle and self.selected is not None:
@@ -871,6 +895,16 @@ class ImapSession:
                 self._push_notifications()
         else:
             self._out.append(item)
+            self._progress_queued(running)
+        return True
+
+    def _progress_queued(self, running: _Running) -> bool:
+        """Queue the running command's INPROGRESS line (RFC 9585) if one is due: only between
+        whole responses, never inside one sent in several items (a FETCH body's literal)."""
+        timer = running.progress_timer
+        if timer is None or self._inside_response or not timer.due():
+            return False
+        self._out.append(progress.line(running.tag, self.progress, self.text(Code.INFO_IN_PROGRESS)))
         return True
 
     def _sync_selected(self, selected: SelectedMailbox, *, allow_expunge: bool) -> list[bytes | LazyLines]:

@@ -166,7 +166,7 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
         check_first = functools.partial(_check_copy_quota, session, view, uids)
     copied = _Transferred(session.store.copy, view, target.id, check_first=check_first)
     try:
-        yield from in_pieces(uids, copied.write, _nothing_to_report)
+        yield from in_pieces(uids, copied.write, _nothing_to_report, progress=session.progress)
     except BaseException as failure:
         # A COPY that fails leaves the destination as it was (RFC 3501 section 6.4.7), also when
         # the client left while it ran (GeneratorExit): the pieces already committed are removed,
@@ -200,7 +200,7 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
     # text), the NO then saying so. A client gone meanwhile is told nothing.
     failure: Done | None = None
     try:
-        yield from in_pieces(uids, moved.write, _nothing_to_report)
+        yield from in_pieces(uids, moved.write, _nothing_to_report, progress=session.progress)
     except Exception as exc:  # noqa: BLE001 - a store error after some pieces: report those first
         failure = done_for_store_error(exc)
         if failure is None or not moved.pairs:

@@ -50,7 +50,7 @@ def expunge(session: Any, cmd: cmds.Expunge) -> Generator[bytes | Await, Any, Do
         return view.expunge_responses(expunged)
 
     store = session.store
-    yield from in_pieces(deleted_among(session, wanted), write, report)
+    yield from in_pieces(deleted_among(session, wanted), write, report, progress=session.progress)
     if expunged_any:
         view.force_highestmodseq = True
     return Done(Code.OK_EXPUNGE)

@@ -647,6 +647,7 @@ class _RecordColumnsFetch:
                                                     every_existing=len(uids) == view.exists)
         found_count = 0
         for found in batches:
+            session.progress.note(found_count, len(uids))  # INPROGRESS: the messages answered so far
             found_count += len(found.uids)
             if found.uids:
                 yield self.render(view, found)
@@ -759,6 +760,7 @@ class _ListingColumnsFetch(_RecordColumnsFetch):
         view = session.selected
         found_count = 0
         for found, records in session.store.record_batches(view.account, view.folder_id, uids, LISTING_BATCH):
+            session.progress.note(found_count, len(uids))  # INPROGRESS: the messages answered so far
             chunk, count = self.render_records(view, found, records)
             found_count += count
             if count:
@@ -1005,8 +1007,14 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     render = renderer.render
     label = _response_label(session.uidonly)
     response_format = b"* %d " + label + b" (%b)\r\n"
+    # INPROGRESS: the messages answered so far of those named (not counted for CHANGEDSINCE,
+    # whose set is not listed).
+    answered = 0
+    named = len(uids) if isinstance(uids, list) else None
     try:
         for metas, gone in _record_batches(session, uids, cmd.changedsince):
+            session.progress.note(answered, named)
+            answered += len(metas)
             missing = missing or gone
             renderer.note_batch(metas)
             seen_changed: set[int] = set()

@@ -84,7 +84,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     with_modseq = condstore.uses_modseq(cmd.criteria)
     if with_modseq:
         yield from condstore.enable(session)
-    slicer = TimeSlice()
+    slicer = TimeSlice(progress=session.progress)
     try:
         matched = yield from searching.search_sliced(session, cmd.criteria, slicer)
     except searching.SearchUnsupported:

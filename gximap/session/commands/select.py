@@ -110,7 +110,8 @@ def close(session: Any, cmd: cmds.Close) -> Generator[bytes | Await, Any, Done]:
         def report(_piece: Sequence[int], _expunged: list[int]) -> tuple[()]:
             return ()   # CLOSE expunges silently
 
-        yield from in_pieces(store.deleted_uids(view.account, view.folder_id), write, report)
+        deleted = store.deleted_uids(view.account, view.folder_id)
+        yield from in_pieces(deleted, write, report, progress=session.progress)
     session.select(None)
     return Done(Code.OK_CLOSE, sync=False)
 

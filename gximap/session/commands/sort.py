@@ -157,7 +157,7 @@ def _message_numbers_in_order(view: Any, uids: list[int], slicer: TimeSlice | No
 @command(cmds.Sort, states=SELECTED, expunge_ok=False)
 def sort(session: Any, cmd: cmds.Sort) -> Generator[bytes | Pause | Await | ResponseMark, Any, Done]:
     check_charset(session, cmd.charset)
-    slicer = TimeSlice()  # one clock for the search, the values' reads and the sorts
+    slicer = TimeSlice(progress=session.progress)  # one clock for the search, the values' reads and the sorts
     with searching.command_slot(session, slicer) as slot:
         yield from slot.wait()
         lines = yield from _sorted_lines(session, cmd, slicer)

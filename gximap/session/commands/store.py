@@ -124,7 +124,7 @@ def store(session: Any, cmd: cmds.Store) -> Generator[bytes | Await, Any, Done]:
     # A STORE of many messages is written in pieces (gximap.session.pieces), each piece's FETCH
     # responses sent after its commit; a failure leaves the pieces before it done, as a STORE
     # interrupted by a disconnect would.
-    yield from in_pieces(uids, write, report)
+    yield from in_pieces(uids, write, report, progress=session.progress)
     if quiet:
         return Done(Code.OK_STORE)
     if since is not None:

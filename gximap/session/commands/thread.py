@@ -58,7 +58,8 @@ def thread_items(session: Any, uids: list[int], uid: bool, slicer: TimeSlice | N
 @command(cmds.Thread, states=SELECTED, expunge_ok=False)
 def thread(session: Any, cmd: cmds.Thread) -> Generator[bytes | Pause | Await | ResponseMark, Any, Done]:
     check_charset(session, cmd.charset)
-    slicer = TimeSlice()  # one clock for the search, the values' reads, the threading and the rendering
+    # One clock for the search, the values' reads, the threading and the rendering.
+    slicer = TimeSlice(progress=session.progress)
     uids = None
     kept_as = None
     if isinstance(cmd.search, cmds.SearchAll):
