@@ -312,19 +312,19 @@ class PasswdFileAuth:
 
     def scram_keys(self, user: str) -> ScramKeys | None:
         entry = self.lookup(user)
-        if entry is None or not entry.password:
+        # nopassword: refused as a wrong password is, as ``authenticate`` does.
+        if entry is None or not entry.password or "nopassword" in entry.extra:
             return None
         credential = scram_credential_of(entry.password)
         if credential is None:
             return None
-        may_log_in = "nopassword" not in entry.extra and self._may_log_in(entry)
-        return ScramKeys(entry.user, credential, may_log_in, entry.password)
+        return ScramKeys(entry.user, credential, self._may_log_in(entry), entry.password)
 
     def scram_failure_reason(self, user: str) -> str:
         entry = self.lookup(user)
         if entry is None:
             return "unknown user"
-        if not entry.password:
+        if not entry.password or "nopassword" in entry.extra:
             return _failure(False, not self._may_log_in(entry))
         return "passwd-file entry is not a {SCRAM-SHA-256} hash"
 
