@@ -79,6 +79,14 @@ def _printable_nonce(nonce: str) -> bool:
     return 0 < len(nonce) <= MAX_NONCE_LENGTH and all("!" <= char <= "~" and char != "," for char in nonce)
 
 
+def _check_extensions(fields: list[str]) -> None:
+    """extensions = attr-val *("," attr-val), attr-val = ALPHA "=" value: none is known, so
+    they are ignored (RFC 5802 section 5.1), but each must be one."""
+    for extension in fields:
+        if len(extension) < 2 or not (extension[0].isascii() and extension[0].isalpha()) or extension[1] != "=":
+            raise ScramError("malformed extension")
+
+
 def parse_client_first(message: str) -> ClientFirst:
     """client-first-message = gs2-header client-first-message-bare (RFC 5802 section 7)."""
     flag, sep, rest = message.partition(",")
@@ -107,6 +115,7 @@ def parse_client_first(message: str) -> ClientFirst:
         raise ScramError("empty user name")
     if not _printable_nonce(nonce):
         raise ScramError("bad client nonce")
+    _check_extensions(fields[2:])
     return ClientFirst(f"{flag},{authzid_field},", authzid, username, nonce, bare)
 
 
@@ -125,6 +134,7 @@ def parse_client_final(message: str) -> ClientFinal:
         raise ScramError("bad base64 in c= or p=") from None
     if len(proof) != KEY_BYTES:
         raise ScramError("proof of the wrong length")
+    _check_extensions(fields[2:])
     return ClientFinal(binding, fields[1][2:], proof, without_proof)
 
 
