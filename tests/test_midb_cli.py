@@ -592,8 +592,9 @@ def test_scram_keys_are_set_with_the_password_and_counted(midb: Midb) -> None:
     assert result.stderr == "1 of 3 accounts with a password lack SCRAM-SHA-256 keys\n"
     store = midb.open()
     try:
-        keys = store.get_account("alice").scram_sha256
-        assert keys is not None and MidbAuth(store).scram_keys("alice").credential.matches("pencil")
+        account, found = store.get_account("alice"), MidbAuth(store).scram_keys("alice")
+        assert account is not None and account.scram_sha256 is not None
+        assert found is not None and found.credential.matches("pencil")
     finally:
         store.close()
     ok(midb("user", "passwd", "alice", "--hash-stdin", stdin=SHA512_CRYPT + "\n"))  # the old keys go
