@@ -418,3 +418,16 @@ def test_capability_follows_the_directive_and_the_plaintext_rule(tmp_path):
     with Conversation(tmp_path / "insecure", tls=False, insecure_auth=True, sasl_scram=True) as conv:
         assert "AUTH=SCRAM-SHA-256" in conv.capabilities()
         assert _exchange(conv, ScramClient("alice", PASSWORD))[0].startswith(b"a1 OK ")
+
+
+def test_a_name_that_is_not_utf8_fails_cleanly(conv, caplog):
+    client = ScramClient("alice", PASSWORD)
+    client.bare = "n=b\udcf6b,r=abc"  # sent as the byte 0xf6
+    first = b"n,," + client.bare.encode("utf-8", "surrogateescape")
+    line = conv.send(f"a1 AUTHENTICATE SCRAM-SHA-256 {b64(first)}\r\n".encode())[0]
+    assert line.startswith(b"+ ")
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert conv.send(b64(b"c=biws,r=abc,p=" + base64.b64encode(bytes(32))).encode() + b"\r\n") == [
+            b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"]
+    # Screened first, as for PLAIN: the line names the bytes and counts for fail2ban.
+    assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=b\\xf6b SCRAM-SHA-256 rejected: invalid UTF-8"]
