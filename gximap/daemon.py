@@ -60,6 +60,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         force_tls=bool(cfg.imap_force_tls),
         insecure_auth=gxconfig.insecure_auth_allowed(cfg),
         sasl_login=bool(cfg.sasl_login),
+        sasl_scram=bool(cfg.imap_sasl_scram),
         max_line=int(cfg.imap_max_line_length),
         max_literal=int(cfg.imap_max_literal_size),
         literal_spool_dir=str(cfg.midb_path),

@@ -2,8 +2,9 @@
 
 Account record (value of the account id in the `accounts` database): a marshal'ed tuple
 (name, password_hash, lang, quota_bytes, quota_messages, disabled, created, quota_mailboxes,
-quota_annotation_bytes, autoexpunge); records written before the last three existed have seven
-or nine fields and read as 0 and () (none of the account's own). Usage counters live apart in
+quota_annotation_bytes, autoexpunge, scram_sha256); records written before the last four existed
+have seven, nine or ten fields and read as 0, () (none of the account's own) and None (no SCRAM
+keys). Usage counters live apart in
 the `usage` database (account id -> >QQ bytes, messages) so hot paths never rewrite the account
 record; the mailbox count and the annotation octets are counted when asked (midb.quotas).
 """
@@ -41,6 +42,9 @@ class Account:
     # The account's own expiry periods, ((special use, seconds), ...) sorted by use: they take the
     # place of the server's imap_autoexpunge_* for that use; 0 = never (midb.expiry).
     autoexpunge: tuple[tuple[str, int], ...] = ()
+    # SCRAM-SHA-256 keys derived from the password, in Dovecot's form (midb.scram): set with
+    # the password, dropped when a password is set without them.
+    scram_sha256: str | None = None
 
 
 def normalize_account_name(name: object) -> str:
@@ -76,6 +80,9 @@ def encode_account(account: Account) -> bytes:
               account.quota_messages, account.disabled, account.created)
     # Seven fields while the newer settings are unset: the records stay readable by the release
     # before them (which unpacks seven), for as long as no account is given such a setting.
+    if account.scram_sha256 is not None:  # the release before SCRAM reads the first ten
+        return marshal.dumps((*fields, account.quota_mailboxes, account.quota_annotation_bytes,
+                              account.autoexpunge, account.scram_sha256))
     if account.autoexpunge:
         return marshal.dumps((*fields, account.quota_mailboxes, account.quota_annotation_bytes,
                               account.autoexpunge))
@@ -89,10 +96,12 @@ def decode_account(account_id: int, raw: bytes) -> Account:
     name, password_hash, lang, quota_bytes, quota_messages, disabled, created = fields[:7]
     quota_mailboxes, quota_annotation_bytes = fields[7:9] if len(fields) >= 9 else (0, 0)
     autoexpunge = tuple(tuple(pair) for pair in fields[9]) if len(fields) >= 10 else ()
+    scram_sha256 = fields[10] if len(fields) >= 11 else None
     return Account(id=account_id, name=name, password_hash=password_hash, lang=lang,
                    quota_bytes=quota_bytes, quota_messages=quota_messages, disabled=disabled,
                    created=created, quota_mailboxes=quota_mailboxes,
-                   quota_annotation_bytes=quota_annotation_bytes, autoexpunge=autoexpunge)
+                   quota_annotation_bytes=quota_annotation_bytes, autoexpunge=autoexpunge,
+                   scram_sha256=scram_sha256)
 
 
 def encode_usage(size: int, messages: int) -> bytes:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from midb.errors import AccountExists, InvalidName
 from midb.filewatch import ReloadingFile
-from midb.passwords import hash_password, needs_rehash, verify_password
+from midb.passwords import hash_password, needs_rehash, scram_credential_of, verify_password
+from midb.scram import ScramCredential, derive, parse_credential
 
 if TYPE_CHECKING:
     from midb.store import Account, Store
@@ -75,11 +76,43 @@ class StampedAuthBackend(AuthBackend, Protocol):
         hash, a disabled flag), for gximap.auth.cache; None when ``user`` cannot log in now."""
 
 
+@dataclass(frozen=True, slots=True)
+class ScramKeys:
+    """A user's SCRAM-SHA-256 credential as a backend keeps it, read before the exchange."""
+
+    account: str  # the canonical account name, as ``authenticate`` returns it
+    credential: ScramCredential = field(repr=False)
+    may_log_in: bool  # False: a right proof is told "account disabled" (AccountDisabled's case)
+    stamp: str = field(repr=False)  # credential_stamp's text when read, with the keys
+
+
+@runtime_checkable
+class ScramAuthBackend(AuthBackend, Protocol):
+    """A backend that can serve SASL SCRAM-SHA-256 (both here are)."""
+
+    def scram_keys(self, user: str) -> ScramKeys | None:
+        """The user's SCRAM keys; None when the user is unknown, has no password or no keys."""
+
+    def scram_failure_reason(self, user: str) -> str:
+        """Why ``scram_keys`` gave None, for the administrator's log ("unknown user", ...)."""
+
+
+def account_scram_credential(account: Account) -> ScramCredential | None:
+    """A midb account's SCRAM keys: its own, else its password hash when that is a Dovecot
+    ``{SCRAM-SHA-256}`` entry (imported as it was); None without a password."""
+    if not account.password_hash:
+        return None
+    if account.scram_sha256:
+        return parse_credential(account.scram_sha256)
+    return scram_credential_of(account.password_hash)
+
+
 class MidbAuth:
     """Passwords from the midb account table; disabled accounts never authenticate.
 
     On a successful login with a hash that is weaker than the current default (an imported
-    Dovecot hash, or an older scrypt cost), the password is re-hashed and stored.
+    Dovecot hash, or an older scrypt cost), the password is re-hashed and stored, with its
+    SCRAM keys; an account without SCRAM keys (set before they existed) gets them likewise.
     Store errors other than an invalid name (e.g. StoreBusy) propagate to the caller.
     """
 
@@ -102,17 +135,42 @@ class MidbAuth:
             return None
         if account.disabled:
             raise AccountDisabled(account.name)
-        if self._upgrade_hashes and needs_rehash(account.password_hash):
-            self._upgrade(account.name, password)
+        if self._upgrade_hashes:
+            if needs_rehash(account.password_hash):
+                self._upgrade(account.name, password, rehash=True)
+            elif account_scram_credential(account) is None:
+                self._upgrade(account.name, password, rehash=False)
         return account.name
 
-    def _upgrade(self, name: str, password: str) -> None:
+    def _upgrade(self, name: str, password: str, *, rehash: bool) -> None:
         from midb.errors import MidbError
 
         try:
-            self._store.update_account(name, password_hash=hash_password(password))
+            scram = derive(password).text()
+            if rehash:
+                self._store.update_account(name, password_hash=hash_password(password), scram_sha256=scram)
+            else:
+                self._store.update_account(name, scram_sha256=scram)
         except (MidbError, ValueError) as exc:  # a failed upgrade must not fail the login
             log.warning("could not upgrade password hash of %s: %s", name, exc)
+
+    def scram_keys(self, user: str) -> ScramKeys | None:
+        account = self._account(user)
+        if account is None or not account.password_hash:
+            return None
+        credential = account_scram_credential(account)
+        if credential is None:
+            return None
+        return ScramKeys(account.name, credential, not account.disabled,
+                         f"{account.password_hash}\n{credential.text()}")
+
+    def scram_failure_reason(self, user: str) -> str:
+        account = self._account(user)
+        if account is None:
+            return "unknown user"
+        if not account.password_hash:
+            return _failure(False, account.disabled)
+        return "no SCRAM keys (log in once with LOGIN or PLAIN, or set the password again)"
 
     def exists(self, user: str) -> bool:
         return self._account(user) is not None
@@ -251,6 +309,24 @@ class PasswdFileAuth:
         if entry is None or not entry.password or not self._may_log_in(entry):
             return None
         return entry.password
+
+    def scram_keys(self, user: str) -> ScramKeys | None:
+        entry = self.lookup(user)
+        # nopassword: refused as a wrong password is, as ``authenticate`` does.
+        if entry is None or not entry.password or "nopassword" in entry.extra:
+            return None
+        credential = scram_credential_of(entry.password)
+        if credential is None:
+            return None
+        return ScramKeys(entry.user, credential, self._may_log_in(entry), entry.password)
+
+    def scram_failure_reason(self, user: str) -> str:
+        entry = self.lookup(user)
+        if entry is None:
+            return "unknown user"
+        if not entry.password or "nopassword" in entry.extra:
+            return _failure(False, not self._may_log_in(entry))
+        return "passwd-file entry is not a {SCRAM-SHA-256} hash"
 
     def failure_reason(self, user: str) -> str:
         entry = self.lookup(user)

@@ -248,6 +248,35 @@ def _scheme_of(password_hash: str | None) -> str:
     return f"set ({(scheme or 'unknown').lower()})"
 
 
+def _scram_text(account: Account) -> str:
+    from midb.authdb import account_scram_credential
+
+    credential = account_scram_credential(account)
+    if credential is not None:
+        return f"SCRAM-SHA-256 keys ({credential.iterations} iterations)"
+    if not account.password_hash:
+        return "none (no password)"
+    return "none: derived at the next LOGIN or PLAIN login, or when the password is set"
+
+
+def cmd_user_scram(args: argparse.Namespace, settings: Settings) -> int:
+    """The accounts with a password but no SCRAM-SHA-256 keys: they cannot log in with SCRAM
+    (imap_sasl_scram) until they log in once otherwise or their password is set again."""
+    from midb.authdb import account_scram_credential
+
+    store = open_store(settings)
+    try:
+        accounts = [account for account in store.list_accounts() if account.password_hash]
+    finally:
+        store.close()
+    lacking = [account.name for account in accounts if account_scram_credential(account) is None]
+    for name in lacking:
+        print(name)
+    # The count apart from the list, which scripts read: "midb user scram | wc -l".
+    print(f"{len(lacking)} of {len(accounts)} accounts with a password lack SCRAM-SHA-256 keys", file=sys.stderr)
+    return 0
+
+
 def read_new_password(from_stdin: bool) -> str:
     """The new password: first line of stdin, or typed twice at a terminal prompt."""
     if from_stdin:
@@ -285,16 +314,18 @@ def read_existing_hash() -> str:
     return stored
 
 
-def new_password_hash(args: argparse.Namespace) -> str | None:
-    """The hash to store for ``user add``/``user passwd``, from whichever source the options chose."""
-    from midb.passwords import hash_password
+def new_password_credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The hash and the SCRAM-SHA-256 keys to store for ``user add``/``user passwd``, from
+    whichever source the options chose. An existing hash comes without keys (a Dovecot
+    {SCRAM-SHA-256} hash is keys itself; the others get them at the account's next login)."""
+    from midb.passwords import password_credentials
 
     if getattr(args, "no_password", False):
-        return None
+        return None, None
     if args.hash_stdin:
-        return read_existing_hash()
+        return read_existing_hash(), None
     try:
-        return hash_password(read_new_password(args.password_stdin))
+        return password_credentials(read_new_password(args.password_stdin))
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
@@ -327,8 +358,8 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if store.get_account(args.name) is not None:  # say so before asking for a password
             raise CliError(f"account {args.name.lower()} exists")
-        password_hash = new_password_hash(args)
-        account = store.create_account(args.name, password_hash=password_hash, lang=args.lang)
+        password_hash, scram = new_password_credentials(args)
+        account = store.create_account(args.name, password_hash=password_hash, lang=args.lang, scram_sha256=scram)
         if quota_bytes is not None or args.quota_messages is not None:
             changes: dict[str, int] = {}
             if quota_bytes is not None:
@@ -349,7 +380,8 @@ def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     try:
         name = _account_or_fail(store, args.name)
-        store.update_account(name, password_hash=new_password_hash(args))
+        password_hash, scram = new_password_credentials(args)
+        store.update_account(name, password_hash=password_hash, scram_sha256=scram)
     finally:
         store.close()
     print(f"password of {name} changed")
@@ -414,6 +446,7 @@ def cmd_user_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"language:  {account.lang or f'{settings.default_lang} (default_lang)'}")
     print(f"disabled:  {'yes' if account.disabled else 'no'}")
     print(f"password:  {_scheme_of(account.password_hash)}")
+    print(f"scram:     {_scram_text(account)}")
     print(f"quota:     {_quota_text(account)}")
     print(f"expiry:    {_expiry_text(account, settings)}")
     print(f"usage:     {messages} messages, {human_size(size)} ({size} bytes), {len(folders)} mailboxes, "
@@ -821,6 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = leaf(user, "show", cmd_user_show, "show an account: folders, usage, quota, owners, language",
                writes=False)
     sub.add_argument("name", metavar="NAME")
+    leaf(user, "scram", cmd_user_scram, "list the accounts with a password but no SCRAM-SHA-256 keys",
+         writes=False)
     sub = leaf(user, "lang", cmd_user_lang, "set an account's language ('default' to follow default_lang)")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("lang", metavar="LANG")

@@ -16,6 +16,8 @@ Hashes imported from Dovecot carry a ``{SCHEME}`` prefix (optionally ``{SCHEME.b
 (``$1$``, ``$5$``, ``$6$``, ``$2y$``, ``$y$``) is checked with the standard library's ``crypt``
 module (libxcrypt), present up to Python 3.12; without it those schemes are reported as
 unsupported. Argon2 (``$argon2i$``/``$argon2id$``) uses the ``cryptography`` package.
+``{SCRAM-SHA-256}`` (Dovecot's SCRAM keys, midb.scram) is checked by deriving the keys from the
+password with the entry's salt and iterations; such an entry is also a SCRAM credential itself.
 
 Verification never raises for malformed or unknown input: it logs a warning and returns False.
 """
@@ -32,6 +34,10 @@ import re
 import warnings
 from collections.abc import Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from midb.scram import ScramCredential
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +107,15 @@ def hash_password(password: str) -> str:
     key = _scrypt(secret, salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P, SCRYPT_KEY_BYTES)
     return (f"{NATIVE_PREFIX}ln={SCRYPT_LOG2_N},r={SCRYPT_R},p={SCRYPT_P}"
             f"${_b64encode(salt)}${_b64encode(key)}")
+
+
+def password_credentials(password: str) -> tuple[str, str]:
+    """What to store when a password is set: its scrypt hash and its SCRAM-SHA-256 keys (in
+    Dovecot's form, midb.scram), for Account.password_hash and Account.scram_sha256. Raises
+    ValueError when the password cannot be encoded as UTF-8 (lone surrogates)."""
+    from midb.scram import derive
+
+    return hash_password(password), derive(password).text()
 
 
 def _scrypt(secret: bytes, salt: bytes, log2_n: int, r: int, p: int, dklen: int) -> bytes:
@@ -274,6 +289,16 @@ def _argon2_check(secret: bytes, raw: bytes) -> bool:
     return hmac.compare_digest(computed, key)
 
 
+def _scram_check(secret: bytes, raw: bytes) -> bool:
+    # Dovecot: iterations,base64(salt),base64(StoredKey),base64(ServerKey) (midb.scram).
+    from midb.scram import parse_credential
+
+    credential = parse_credential(raw.decode("utf-8", "replace"))
+    if credential is None:
+        raise _Unsupported("malformed SCRAM-SHA-256 entry or iterations out of range")
+    return credential.matches(secret.decode("utf-8"))
+
+
 # name -> (default encoding, raw length for fixed-size schemes or 0, checker)
 _SCHEMES: dict[str, tuple[str, int, Callable[[bytes, bytes], bool]]] = {
     "PLAIN": (_ENC_NONE, 0, _plain_check),
@@ -298,6 +323,7 @@ _SCHEMES: dict[str, tuple[str, int, Callable[[bytes, bytes], bool]]] = {
     "PBKDF2": (_ENC_NONE, 0, _pbkdf2_check),
     "ARGON2I": (_ENC_NONE, 0, _argon2_check),
     "ARGON2ID": (_ENC_NONE, 0, _argon2_check),
+    "SCRAM-SHA-256": (_ENC_NONE, 0, _scram_check),
 }
 
 SUPPORTED_SCHEMES: tuple[str, ...] = tuple(sorted(_SCHEMES))
@@ -338,9 +364,24 @@ def is_supported_hash(stored: str, *, default_scheme: str | None = None) -> bool
     if scheme == "SCRYPT":
         return _parse_native(rest) is not None
     name, _, suffix = scheme.partition(".")
+    if name == "SCRAM-SHA-256":
+        return not suffix and scram_credential_of(stored) is not None
     if name not in _SCHEMES or suffix not in ("", "B64", "BASE64", "HEX"):
         return False
     return _crypt is not None or name not in _CRYPT_SCHEMES and not (name == "MD5" and rest.startswith("$1$"))
+
+
+def scram_credential_of(stored: str | None) -> ScramCredential | None:
+    """The SCRAM-SHA-256 keys a stored hash is, when it is a Dovecot ``{SCRAM-SHA-256}`` entry
+    (which both checks a password and serves SCRAM logins); else None."""
+    if not stored:
+        return None
+    scheme, rest = split_scheme(stored)
+    if scheme != "SCRAM-SHA-256":
+        return None
+    from midb.scram import parse_credential
+
+    return parse_credential(rest)
 
 
 def verify_password(password: str, stored: str | None, *, default_scheme: str | None = None) -> bool:

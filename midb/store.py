@@ -653,10 +653,12 @@ class Store(MetadataMixin):
     # ---- accounts -----------------------------------------------------------------------------------
 
     def create_account(self, name: str, *, password_hash: str | None = None,
-                       lang: str | None = None) -> Account:
-        """Create an account with INBOX and the special-use folders named for its language."""
+                       lang: str | None = None, scram_sha256: str | None = None) -> Account:
+        """Create an account with INBOX and the special-use folders named for its language.
+        ``scram_sha256``: SCRAM keys of the same password (midb.passwords.password_credentials)."""
         account_name = normalize_account_name(name)
         _check_password_hash(password_hash)
+        _check_scram(scram_sha256)
         _check_lang(lang)
         folder_names = self._langs.names(lang or self.default_lang)
         created = int(time.time())
@@ -672,7 +674,8 @@ class Store(MetadataMixin):
             except ValueError:
                 raise MidbError("identifier space exhausted") from None
             account = Account(id=account_id, name=account_name, password_hash=password_hash, lang=lang,
-                              quota_bytes=0, quota_messages=0, disabled=False, created=created)
+                              quota_bytes=0, quota_messages=0, disabled=False, created=created,
+                              scram_sha256=scram_sha256)
             txn.put(account_key(account_id), encode_account(account), db=dbs.accounts)
             txn.put(name_bytes, pack_u32(account_id), db=dbs.account_names)
             txn.put(account_key(account_id), encode_usage(0, 0), db=dbs.usage)
@@ -743,8 +746,10 @@ class Store(MetadataMixin):
     def update_account(self, name: str, *, password_hash: Any = _UNSET, lang: Any = _UNSET,
                        quota_bytes: Any = _UNSET, quota_messages: Any = _UNSET,
                        quota_mailboxes: Any = _UNSET, quota_annotation_bytes: Any = _UNSET,
-                       disabled: Any = _UNSET, autoexpunge: Any = _UNSET) -> Account:
-        """Change only the fields given. Quota fields: 0 = none (the account's own, for
+                       disabled: Any = _UNSET, autoexpunge: Any = _UNSET,
+                       scram_sha256: Any = _UNSET) -> Account:
+        """Change only the fields given. A new ``password_hash`` without ``scram_sha256`` drops
+        the SCRAM keys: they were the old password's (midb.scram). Quota fields: 0 = none (the account's own, for
         quota_mailboxes and quota_annotation_bytes: the server's default then applies).
         ``autoexpunge``: the account's own expiry periods, {special use: seconds} (0 = never),
         replacing those it had; the uses it leaves out follow the server's (midb.expiry)."""
@@ -752,6 +757,10 @@ class Store(MetadataMixin):
         if password_hash is not _UNSET:
             _check_password_hash(password_hash)
             changes["password_hash"] = password_hash
+            changes["scram_sha256"] = None
+        if scram_sha256 is not _UNSET:
+            _check_scram(scram_sha256)
+            changes["scram_sha256"] = scram_sha256
         if lang is not _UNSET:
             _check_lang(lang)
             changes["lang"] = lang
@@ -3181,6 +3190,13 @@ def _check_uidvalidity(value: object) -> None:
 def _check_password_hash(value: object) -> None:
     if value is not None and (not isinstance(value, str) or len(value) > MAX_PASSWORD_HASH_LENGTH):
         raise InvalidArgument("password_hash must be a str (or None)")
+
+
+def _check_scram(value: object) -> None:
+    from midb.scram import parse_credential
+
+    if value is not None and (not isinstance(value, str) or parse_credential(value) is None):
+        raise InvalidArgument("scram_sha256 must be SCRAM-SHA-256 keys in Dovecot's form (or None)")
 
 
 def _check_keyword_count(count: int, before: int = 0) -> None:

@@ -109,6 +109,7 @@ PASSWORD = "secret"
 MAX_ROUNDS = 100_000  # bound on process()/next_output() rounds per step: a runaway loop fails
 
 _HASH_CACHE: dict[str, str] = {}
+_SCRAM_CACHE: dict[str, str] = {}
 _PORTS = itertools.count(40000)
 _CODES: ResponseCodes | None = None
 _LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\Z")
@@ -123,6 +124,15 @@ def password_hash(password: str) -> str:
 
         _HASH_CACHE[password] = hash_password(password)
     return _HASH_CACHE[password]
+
+
+def scram_keys(password: str) -> str:
+    """SCRAM-SHA-256 keys of ``password`` at the lowest iteration count (tests log in often)."""
+    if password not in _SCRAM_CACHE:
+        from midb.scram import MIN_ITERATIONS, derive
+
+        _SCRAM_CACHE[password] = derive(password, iterations=MIN_ITERATIONS).text()
+    return _SCRAM_CACHE[password]
 
 
 def response_codes() -> ResponseCodes:
@@ -214,7 +224,8 @@ class Conversation:
 
     def add_user(self, name: str, password: str = PASSWORD) -> None:
         if self.store.get_account(name) is None:
-            self.store.create_account(name, password_hash=password_hash(password))
+            # With its SCRAM keys, as a password set now gets them (a first login would derive them).
+            self.store.create_account(name, password_hash=password_hash(password), scram_sha256=scram_keys(password))
 
     def folder(self, name: str, user: str = "alice") -> Any:
         info = self.store.get_folder(user, name)

@@ -83,7 +83,7 @@ def test_command_set() -> None:
     assert set(LEAVES) == {
         ("user", "add"), ("user", "passwd"), ("user", "del"), ("user", "list"), ("user", "show"),
         ("user", "lang"), ("user", "quota"), ("user", "expire"), ("user", "disable"), ("user", "enable"),
-        ("owner", "grant"), ("owner", "revoke"), ("owner", "list"),
+        ("user", "scram"), ("owner", "grant"), ("owner", "revoke"), ("owner", "list"),
         ("import", "mbox"), ("import", "maildir"), ("export", "mbox"), ("export", "maildir"),
         ("expire",), ("verify",), ("backup",), ("stats",)}
 
@@ -571,3 +571,32 @@ def test_a_backup_on_read_only_media_is_read_with_read_only(midb: Midb, tmp_path
     assert "store is consistent" in result.stdout and b"Subject: kept" in (tmp_path / "out.mbox").read_bytes()
     assert "read-only file system; commands that only read work with --read-only" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_scram_keys_are_set_with_the_password_and_counted(midb: Midb) -> None:
+    """A typed password gets SCRAM-SHA-256 keys; an imported hash none (but a Dovecot
+    {SCRAM-SHA-256} one, which is keys itself); ``user scram`` lists who lacks them."""
+    from midb.scram import derive
+
+    ok(midb("user", "add", "alice", "--password-stdin", stdin="pencil\n"))
+    ok(midb("user", "add", "bob", "--hash-stdin", stdin=SHA512_CRYPT + "\n"))
+    dovecot = "{SCRAM-SHA-256}" + derive("pencil", iterations=4096).text()
+    ok(midb("user", "add", "carol", "--hash-stdin", stdin=dovecot + "\n"))
+    ok(midb("user", "add", "dave", "--no-password"))
+    assert "scram:     SCRAM-SHA-256 keys (100000 iterations)" in ok(midb("user", "show", "alice"))
+    assert "scram:     SCRAM-SHA-256 keys (4096 iterations)" in ok(midb("user", "show", "carol"))
+    assert "scram:     none: derived at the next LOGIN or PLAIN login" in ok(midb("user", "show", "bob"))
+    assert "scram:     none (no password)" in ok(midb("user", "show", "dave"))
+    result = midb("user", "scram", "--read-only")
+    assert ok(result) == "bob\n"
+    assert result.stderr == "1 of 3 accounts with a password lack SCRAM-SHA-256 keys\n"
+    store = midb.open()
+    try:
+        account, found = store.get_account("alice"), MidbAuth(store).scram_keys("alice")
+        assert account is not None and account.scram_sha256 is not None
+        assert found is not None and found.credential.matches("pencil")
+    finally:
+        store.close()
+    ok(midb("user", "passwd", "alice", "--hash-stdin", stdin=SHA512_CRYPT + "\n"))  # the old keys go
+    ok(midb("user", "passwd", "bob", "--password-stdin", stdin="new one\n"))
+    assert ok(midb("user", "scram")) == "alice\n"

@@ -81,9 +81,18 @@ from typing import Any
 from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap, UnmappedName
+from gximap.auth.scram import DecoySalts
 from gximap.net.proxy import address_key
 from gximap.net.siblings import chunks
-from midb.authdb import AccountDisabled, AuthBackend, StampedAuthBackend, verify_dummy_password
+from midb.authdb import (
+    AccountDisabled,
+    AuthBackend,
+    ScramAuthBackend,
+    ScramKeys,
+    StampedAuthBackend,
+    verify_dummy_password,
+)
+from midb.scram import ScramCredential
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
 # user names cannot grow memory without limit. Beyond them, expired entries are swept and then
@@ -129,6 +138,21 @@ LIMITED = "limited"  # AuthResult.refusal: the caller's ``hold`` said no (imap_m
 Hold = Callable[[str], bool]
 
 
+@dataclass(frozen=True, slots=True)
+class ScramLookup:
+    """The keys a SCRAM exchange checks the client's proof against (AuthService.submit_scram_lookup)."""
+
+    identity: str  # whose keys: auth_map's identity, or the name as given when it maps to none
+    credential: ScramCredential = field(repr=False)  # the real keys, or a decoy's (gximap.auth.scram)
+    keys: ScramKeys | None = field(default=None, repr=False)  # None: a decoy, no proof can match
+    reason: str = ""  # why there are no keys, for the log line of the failure
+
+
+# The credential cache's name for a user's SCRAM entries, apart from its password entry (one per
+# name): a NUL is in no login name (PLAIN splits on it, LOGIN strings cannot hold it).
+_SCRAM_CACHE_PREFIX = "\x00scram\x00"
+
+
 def split_identity(login: str, authzid: str | None = None) -> tuple[str, str]:
     """(actor, mailbox) from ``actor!mailbox`` or a SASL authorization identity."""
     if authzid:
@@ -171,6 +195,8 @@ class AuthService:
         self._stamped_backend = backend if isinstance(backend, StampedAuthBackend) else None
         self.cache = (cache if cache is not None and cache.enabled and self._stamped_backend is not None
                       else None)
+        self._scram_backend = backend if isinstance(backend, ScramAuthBackend) else None
+        self.decoys = DecoySalts()
 
     def share_with(self, channel: Any) -> None:
         """Share blocks, address failures and verified credentials with sibling processes
@@ -182,6 +208,7 @@ class AuthService:
         # Not periodic: under attack the tables hold up to 2 x 65,536 entries, and what is
         # lost expires by itself (block_interval_auths, imap_auth_ip_window).
         channel.on_resync(self._send_state)
+        self.decoys.share_secret(channel.secret)
         if self.cache is not None:
             self.cache.share_with(channel)
 
@@ -262,6 +289,82 @@ class AuthService:
             future.set_result(decided)
             return future
         return self._executor.submit(self._check, attempt)
+
+    # -- SCRAM (gximap.auth.scram) ------------------------------------------------------------------
+
+    def submit_scram_lookup(self, login: str, authzid: str | None = None) -> Future[ScramLookup]:
+        """The keys a SCRAM-SHA-256 proof is to be checked against, read on the hashing executor
+        (a store read, kept off the workers as password checks are); the caller cancels the
+        future if its client leaves. A name with no keys (unknown, not mapped, keys not derived
+        yet, a passwd-file entry of another scheme) gets a decoy's, whose proof fails in
+        :meth:`scram_result` as a wrong password does."""
+        actor, _ = split_identity(login, authzid)
+        return self._executor.submit(self._scram_lookup, actor)
+
+    def _scram_lookup(self, actor: str) -> ScramLookup:
+        try:
+            identity = self.auth_map.map(actor)
+        except UnmappedName:
+            name = actor.lower()
+            return ScramLookup(name, self.decoys.credential(name), reason="unknown user name")
+        backend = self._scram_backend
+        keys = backend.scram_keys(identity) if backend is not None else None
+        if keys is None:
+            reason = (backend.scram_failure_reason(identity) if backend is not None
+                      else "the auth backend has no SCRAM keys")
+            return ScramLookup(identity, self.decoys.credential(identity), reason=reason)
+        return ScramLookup(identity, keys.credential, keys)
+
+    def scram_result(self, login: str, lookup: ScramLookup, client_key: bytes | None, *, rhost: str,
+                     address: str, mech: str, authzid: str | None = None, hold: Hold | None = None,
+                     reason: str = "") -> Future[AuthResult]:
+        """The verdict on a SCRAM exchange whose proof gave ``client_key`` (None: wrong, or the
+        client-final message was refused for ``reason``), as :meth:`submit` gives a password's:
+        the same screening, blocks, counting and log lines (``mech`` SCRAM-SHA-256), and a
+        right proof passes a user block only when the credential cache holds it. No hashing:
+        decided on the calling thread, the future is done."""
+        attempt = _Attempt.of(login, "", rhost=rhost, address=address, mech=mech, authzid=authzid, hold=hold)
+        future: Future[AuthResult] = Future()
+        try:
+            future.set_result(self._scram_verdict(attempt, lookup, client_key, reason))
+        except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as submit's
+            future.set_exception(exc)
+        return future
+
+    def malformed(self, *, rhost: str, address: str, mech: str, reason: str) -> Future[AuthResult]:
+        """A failed login whose SASL message named nobody (a malformed one, ``reason``): logged
+        and counted as a failure, as a PLAIN message without its NULs is."""
+        future: Future[AuthResult] = Future()
+        future.set_result(self._fail(_Attempt.of("", "", rhost=rhost, address=address, mech=mech, authzid=None),
+                                     reason))
+        return future
+
+    def _scram_verdict(self, attempt: _Attempt, lookup: ScramLookup, client_key: bytes | None,
+                       reason: str) -> AuthResult:
+        screened = self._screen(attempt, scram=(lookup, client_key))
+        if screened is not None:
+            return screened
+        keys = lookup.keys
+        if keys is None:
+            return self._fail(attempt, lookup.reason)
+        if client_key is None:
+            return self._fail(attempt, reason or self.backend.failure_reason(lookup.identity))
+        if not keys.may_log_in:
+            return _refuse(attempt, "account disabled", DISABLED)
+        if self.cache is not None:
+            self.cache.remember(_SCRAM_CACHE_PREFIX + lookup.identity, client_key.hex(), keys.stamp, keys.account)
+        return self._admit(attempt)
+
+    def _scram_from_cache(self, attempt: _Attempt, lookup: ScramLookup, client_key: bytes | None,
+                          note: str) -> AuthResult | None:
+        """As :meth:`_answer_from_cache`, for a SCRAM proof: its ClientKey verified lately
+        against the same keys (the proof is right then; a wrong one recovers another key)."""
+        keys, cache = lookup.keys, self.cache
+        if cache is None or keys is None or client_key is None or not keys.may_log_in:
+            return None
+        if cache.lookup(_SCRAM_CACHE_PREFIX + lookup.identity, client_key.hex(), keys.stamp) is None:
+            return None
+        return self._admit(attempt, note)
 
     def close(self) -> None:
         """Stop the hashing threads (logins in flight are abandoned)."""
@@ -391,11 +494,13 @@ class AuthService:
             return self._fail(attempt, self.backend.failure_reason(identity))
         return self._admit(attempt)
 
-    def _screen(self, attempt: _Attempt) -> AuthResult | None:
+    def _screen(self, attempt: _Attempt,
+                scram: tuple[ScramLookup, bytes | None] | None = None) -> AuthResult | None:
         """The answers that need no password hash: the refusals (logged and counted as such), and
         a blocked user's login that the credential cache vouches for; None when the password is
         to be checked. Cheap: no hashing; the store is read (the credential stamp) only for a
-        blocked user."""
+        blocked user. ``scram``: the exchange's keys and the ClientKey its proof gave, for a
+        SCRAM login, which the cache vouches for by those (_scram_from_cache)."""
         if _NOT_UTF8.search(attempt.logged) or _NOT_UTF8.search(attempt.password):
             return self._fail(attempt, "invalid UTF-8")
         actor, mailbox = attempt.actor, attempt.mailbox
@@ -408,7 +513,9 @@ class AuthService:
             # A user block stops guessing, which anyone can start; a password verified before it
             # (the cache's entry) is no guess, so it passes: a stranger cannot lock the user's
             # clients out. Anything else is refused unhashed, as Gromox refuses every login.
-            return self._answer_from_cache(attempt, THROUGH_BLOCK) or _refuse(attempt, "user blocked", BLOCKED)
+            passed = (self._answer_from_cache(attempt, THROUGH_BLOCK) if scram is None
+                      else self._scram_from_cache(attempt, *scram, THROUGH_BLOCK))
+            return passed or _refuse(attempt, "user blocked", BLOCKED)
         return None
 
     def _answer_from_cache(self, attempt: _Attempt, note: str = "") -> AuthResult | None:

@@ -101,6 +101,10 @@ def capabilities(session: Any) -> list[str]:
         if session.conn.starttls_available and not session.tls and not session.compressed:
             caps.append("STARTTLS")
         if plaintext_auth_allowed(session):
+            # SCRAM under the same rule as PLAIN: without TLS the session after it can be read
+            # and taken over (gximap.session.commands.auth). No -PLUS: no channel binding.
+            if settings.sasl_scram:
+                caps.append("AUTH=SCRAM-SHA-256")
             caps.append("AUTH=PLAIN")
             if settings.sasl_login:
                 caps.append("AUTH=LOGIN")

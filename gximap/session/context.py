@@ -29,6 +29,7 @@ class Settings:
     force_tls: bool = False
     insecure_auth: bool = False  # plaintext authentication allowed without TLS
     sasl_login: bool = False
+    sasl_scram: bool = False  # AUTHENTICATE SCRAM-SHA-256 (imap_sasl_scram)
     max_line: int = 64 * 1024
     max_literal: int = 64 * 1024 * 1024
     # Where literals of SPOOL_THRESHOLD octets or more wait while they arrive (gximap.session.

@@ -1,4 +1,5 @@
-"""Getting in and out: STARTTLS, LOGIN, AUTHENTICATE (PLAIN, LOGIN) and UNAUTHENTICATE (RFC 8437).
+"""Getting in and out: STARTTLS, LOGIN, AUTHENTICATE (PLAIN, LOGIN, SCRAM-SHA-256) and
+UNAUTHENTICATE (RFC 8437).
 
 Failed logins are counted per connection (Gromox): when a connection reaches ``imap_auth_times``
 failures, the user name is blocked for ``block_interval_auths`` (AuthService.block_user), the
@@ -13,16 +14,24 @@ midb mailbox, ``[AUTHORIZATIONFAILED]`` for a mailbox the user may not act as
 (gximap.auth.service), ``[LIMIT]`` for an account that holds imap_max_conn_per_user_ip sessions
 from the client's address already (gximap.session.userlimit; counted from the login to the
 session's end or UNAUTHENTICATE).
+
+SCRAM-SHA-256 (imap_sasl_scram; gximap.auth.scram) is offered under the same rule as PLAIN
+(plaintext_auth_allowed): the password never crosses the wire, but without TLS the session that
+follows can be read and taken over, and the first message shows the user name to anyone
+listening. Its outcome is AuthService's, as a password's: a wrong proof is a wrong password.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import time
 from collections.abc import Generator
+from concurrent.futures import Future
 from typing import Any
 
-from gximap.auth.service import BLOCKED, DISABLED, LIMITED, NO_MAILBOX, UNAUTHORIZED
+from gximap.auth import scram
+from gximap.auth.service import BLOCKED, DISABLED, LIMITED, NO_MAILBOX, UNAUTHORIZED, AuthResult, ScramLookup
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -73,12 +82,22 @@ def _decode_text(data: bytes) -> str:
 
 
 def _attempt(session: Any, login: str, password: str, mech: str,
-             authzid: str | None = None) -> Generator[Await, Any, Done]:
+             authzid: str | None = None) -> Generator[Await | NeedLine, Any, Done]:
     """Check the credentials; log in or count the failure (and maybe block and disconnect).
     The check runs on the auth service's hashing threads while the command is parked."""
     auth = session.ctx.auth
     check = auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host, mech=mech,
                         authzid=authzid, hold=session.hold_user_slot)
+    return (yield from _settle(session, check, login))
+
+
+def _settle(session: Any, check: Future[AuthResult], login: str,
+            server_final: bytes | None = None) -> Generator[Await | NeedLine, Any, Done]:
+    """Await a login's verdict (``check``, AuthService's); log in or count the failure.
+    ``server_final``: SASL data the client is sent with a success (SCRAM's v=), as a last
+    challenge it answers with an empty response (RFC 4422 section 5: IMAP's tagged OK carries
+    no data)."""
+    auth = session.ctx.auth
     try:
         result = yield Await(check)
     except MidbError as exc:  # the store cannot be read now (e.g. StoreBusy): no verdict on the password
@@ -90,6 +109,12 @@ def _attempt(session: Any, login: str, password: str, mech: str,
         # Once the check is done this does nothing.
         check.cancel()
     if result.ok:
+        if server_final is not None:
+            try:
+                _sasl_response((yield NeedLine(b"+ " + base64.b64encode(server_final) + b"\r\n", sensitive=True)))
+            except CommandFailed:  # "*": the client gave up after all; the place it held is free
+                session.release_user_slot()
+                raise
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
         return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
@@ -117,7 +142,7 @@ _REFUSAL_TEXTS = {BLOCKED: Code.NO_AUTH_BLOCKED, DISABLED: Code.NO_ACCOUNT_DISAB
 
 
 @command(cmds.Login, states=ANY_STATE)
-def login(session: Any, cmd: cmds.Login) -> Generator[Await, Any, Done]:
+def login(session: Any, cmd: cmds.Login) -> Generator[Await | NeedLine, Any, Done]:
     _require_not_authenticated(session)
     _require_privacy(session)
     return (yield from _attempt(session, _decode_text(cmd.user), _decode_text(cmd.password), "LOGIN"))
@@ -151,11 +176,14 @@ def authenticate(session: Any, cmd: cmds.Authenticate) -> Generator[NeedLine | A
             user = _sasl_response((yield NeedLine(_LOGIN_USERNAME_PROMPT, sensitive=True)))
         password = _sasl_response((yield NeedLine(_LOGIN_PASSWORD_PROMPT, sensitive=True)))
         return (yield from _attempt(session, _decode_text(user), _decode_text(password), "LOGIN"))
+    if mechanism == scram.MECHANISM and session.settings.sasl_scram:
+        _require_privacy(session)
+        return (yield from _scram(session, cmd.initial))
     # RFC 3501 6.2.2: an unsupported mechanism is rejected with a tagged NO.
     raise CommandFailed(Code.NO_AUTH_MECHANISM)
 
 
-def _plain(session: Any, message: bytes) -> Generator[Await, Any, Done]:
+def _plain(session: Any, message: bytes) -> Generator[Await | NeedLine, Any, Done]:
     """RFC 4616: [authzid] NUL authcid NUL passwd. A non-empty authzid different from the
     authcid asks to act as that mailbox (impersonation, checked by AuthService)."""
     parts = message.split(b"\x00")
@@ -164,6 +192,70 @@ def _plain(session: Any, message: bytes) -> Generator[Await, Any, Done]:
     authzid, authcid, password = (_decode_text(part) for part in parts)
     return (yield from _attempt(session, authcid, password, "PLAIN",
                                 authzid=authzid if authzid and authzid != authcid else None))
+
+
+def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, Any, Done]:
+    """RFC 5802 section 3: client-first, server-first (nonce, salt, iterations), client-final
+    with the proof, server-final v=. A message that breaks the grammar fails the login as a
+    PLAIN message without its NULs does (NO [AUTHENTICATIONFAILED], counted); ``*`` cancels."""
+    data = initial
+    if data is None:
+        data = _sasl_response((yield NeedLine(_EMPTY_CHALLENGE, sensitive=True)))
+    try:
+        first = scram.parse_client_first(_decode_text(data))
+    except scram.ScramError as exc:
+        return (yield from _scram_refused(session, "", None, f"SCRAM client-first: {exc}"))
+    authzid = first.authzid if first.authzid and first.authzid != first.username else None
+    auth = session.ctx.auth
+    lookup_future = auth.submit_scram_lookup(first.username, authzid)
+    try:
+        lookup = yield Await(lookup_future)
+    except MidbError as exc:
+        log_store_trouble(session, "login", exc)
+        return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", sync=False)
+    finally:
+        lookup_future.cancel()  # the client left before the lookup ran: it never runs
+    nonce = scram.server_nonce(first.nonce)
+    server_first = scram.server_first(nonce, lookup.credential)
+    challenge = b"+ " + base64.b64encode(server_first.encode("ascii")) + b"\r\n"
+    response = _sasl_response((yield NeedLine(challenge, sensitive=True)))
+    client_key: bytes | None = None
+    reason = ""
+    try:
+        final = scram.parse_client_final(_decode_text(response))
+    except scram.ScramError as exc:
+        reason = f"SCRAM client-final: {exc}"
+    else:
+        # RFC 5802 section 5.1: c= repeats the gs2 header (no channel binding data: not -PLUS);
+        # r= is the nonce the server sent, client's and server's parts both.
+        if final.channel_binding != first.gs2_header.encode("utf-8", "surrogateescape"):
+            reason = "SCRAM client-final: channel binding does not match the gs2 header"
+        elif final.nonce != nonce:
+            reason = "SCRAM client-final: nonce does not match"
+        else:
+            message = scram.auth_message(first, server_first, final)
+            client_key = scram.verify_proof(lookup.credential, message, final.proof)
+            if client_key is not None:
+                check = auth.scram_result(first.username, lookup, client_key, rhost=session.rhost,
+                                          address=session.conn.peer_host, mech=scram.MECHANISM,
+                                          authzid=authzid, hold=session.hold_user_slot)
+                proof = scram.server_final(lookup.credential, message).encode("ascii")
+                return (yield from _settle(session, check, first.username, server_final=proof))
+    return (yield from _scram_refused(session, first.username, authzid, reason, lookup))
+
+
+def _scram_refused(session: Any, login: str, authzid: str | None, reason: str,
+                   lookup: ScramLookup | None = None) -> Generator[Await | NeedLine, Any, Done]:
+    """A SCRAM exchange that ends without a right proof: a failed login like a wrong password."""
+    auth = session.ctx.auth
+    if lookup is None:  # the client-first message was refused: no name, no keys
+        check = auth.malformed(rhost=session.rhost, address=session.conn.peer_host, mech=scram.MECHANISM,
+                               reason=reason)
+    else:
+        check = auth.scram_result(login, lookup, None, rhost=session.rhost, address=session.conn.peer_host,
+                                  mech=scram.MECHANISM, authzid=authzid, hold=session.hold_user_slot,
+                                  reason=reason)
+    return (yield from _settle(session, check, login))
 
 
 @command(cmds.Unauthenticate, states=AUTHENTICATED)

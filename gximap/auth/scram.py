@@ -1,0 +1,187 @@
+"""The server side of SASL SCRAM-SHA-256 (RFC 5802, RFC 7677): message parsing and the proof
+check, sans-IO. The IMAP exchange is gximap.session.commands.auth's; the keys come from the
+auth backend (midb.authdb ScramKeys), the maths from midb.scram.
+
+What is offered: SCRAM-SHA-256 without channel binding. No -PLUS mechanism is advertised, so a
+client's gs2 flag "y" (it could bind, but believes the server cannot) is accepted, and "p="
+(binding asked for) is refused (RFC 5802 section 6). The "m=" extension, which no RFC defines,
+is refused as section 5.1 requires. Names are decoded from saslname ("=2C" is ",", "=3D" is "=",
+any other "=" is refused: section 5.1) and go through the same mapping and normalization as a
+PLAIN login's (gximap.auth.maps); the password is the client's business.
+
+An unknown user (or one without SCRAM keys) gets keys made up on the spot: a salt that is the
+same for the same name every time (an HMAC of the name under a per-process secret) and the
+default iteration count, so that the server-first message does not tell names apart; the proof
+then fails as a wrong password does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from midb.scram import DEFAULT_ITERATIONS, KEY_BYTES, ScramCredential, hmac_sha256, stored_key_of
+
+MECHANISM = "SCRAM-SHA-256"
+_NONCE_BYTES = 18  # 24 characters of base64: 144 bits from the server, beside the client's
+MAX_NONCE_LENGTH = 512  # a client's nonce, far beyond any client's (they send 24 to 32 characters)
+
+
+class ScramError(ValueError):
+    """A message that breaks RFC 5802's grammar or rules; the text is for the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFirst:
+    gs2_header: str  # "n,," / "y,," / "n,a=...," as sent: the client-final's c= repeats it
+    authzid: str  # "" when none
+    username: str
+    nonce: str
+    bare: str  # client-first-message-bare, part of the AuthMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFinal:
+    channel_binding: bytes  # c=, decoded
+    nonce: str
+    proof: bytes
+    without_proof: str  # client-final-message-without-proof, part of the AuthMessage
+
+
+def decode_saslname(value: str) -> str:
+    """RFC 5802 section 5.1: "=2C" and "=3D" stand for "," and "="; any other "=" is refused."""
+    if "=" not in value:
+        return value
+    parts = value.split("=")
+    out = [parts[0]]
+    for part in parts[1:]:
+        escape, rest = part[:2], part[2:]
+        if escape == "2C":
+            out.append("," + rest)
+        elif escape == "3D":
+            out.append("=" + rest)
+        else:
+            raise ScramError("'=' not followed by 2C or 3D in a name")
+    return "".join(out)
+
+
+def encode_saslname(value: str) -> str:
+    """The client side of :func:`decode_saslname` (tests, and any client written here)."""
+    return value.replace("=", "=3D").replace(",", "=2C")
+
+
+def _printable_nonce(nonce: str) -> bool:
+    # printable = %x21-2B / %x2D-7E (RFC 5802 section 7): visible ASCII but ","
+    return 0 < len(nonce) <= MAX_NONCE_LENGTH and all("!" <= char <= "~" and char != "," for char in nonce)
+
+
+def _check_extensions(fields: list[str]) -> None:
+    """extensions = attr-val *("," attr-val), attr-val = ALPHA "=" value: none is known, so
+    they are ignored (RFC 5802 section 5.1), but each must be one."""
+    for extension in fields:
+        if len(extension) < 2 or not (extension[0].isascii() and extension[0].isalpha()) or extension[1] != "=":
+            raise ScramError("malformed extension")
+
+
+def parse_client_first(message: str) -> ClientFirst:
+    """client-first-message = gs2-header client-first-message-bare (RFC 5802 section 7)."""
+    flag, sep, rest = message.partition(",")
+    if not sep:
+        raise ScramError("no gs2 header")
+    if flag.startswith("p="):
+        raise ScramError("channel binding asked for (no -PLUS mechanism is offered)")
+    if flag not in ("n", "y"):
+        raise ScramError("bad gs2 channel binding flag")
+    authzid_field, sep, bare = rest.partition(",")
+    if not sep:
+        raise ScramError("no gs2 header")
+    authzid = ""
+    if authzid_field:
+        if not authzid_field.startswith("a=") or len(authzid_field) == 2:
+            raise ScramError("bad authzid in the gs2 header")
+        authzid = decode_saslname(authzid_field[2:])
+    fields = bare.split(",")
+    if fields[0].startswith("m="):
+        raise ScramError("mandatory extension not supported")
+    if len(fields) < 2 or not fields[0].startswith("n=") or not fields[1].startswith("r="):
+        raise ScramError("client-first-message lacks n= or r=")
+    username = decode_saslname(fields[0][2:])
+    nonce = fields[1][2:]
+    if not username:
+        raise ScramError("empty user name")
+    if not _printable_nonce(nonce):
+        raise ScramError("bad client nonce")
+    _check_extensions(fields[2:])
+    return ClientFirst(f"{flag},{authzid_field},", authzid, username, nonce, bare)
+
+
+def parse_client_final(message: str) -> ClientFinal:
+    """client-final-message = channel-binding "," nonce ["," extensions] "," proof."""
+    without_proof, sep, proof_field = message.rpartition(",")
+    if not sep or not proof_field.startswith("p="):
+        raise ScramError("client-final-message lacks p=")
+    fields = without_proof.split(",")
+    if len(fields) < 2 or not fields[0].startswith("c=") or not fields[1].startswith("r="):
+        raise ScramError("client-final-message lacks c= or r=")
+    try:
+        binding = base64.b64decode(fields[0][2:], validate=True)
+        proof = base64.b64decode(proof_field[2:], validate=True)
+    except (binascii.Error, ValueError):
+        raise ScramError("bad base64 in c= or p=") from None
+    if len(proof) != KEY_BYTES:
+        raise ScramError("proof of the wrong length")
+    _check_extensions(fields[2:])
+    return ClientFinal(binding, fields[1][2:], proof, without_proof)
+
+
+def server_nonce(client_nonce: str) -> str:
+    """The combined nonce: the client's, then ours from ``secrets`` (base64 has no ",")."""
+    return client_nonce + base64.b64encode(secrets.token_bytes(_NONCE_BYTES)).decode("ascii")
+
+
+def server_first(nonce: str, credential: ScramCredential) -> str:
+    salt = base64.b64encode(credential.salt).decode("ascii")
+    return f"r={nonce},s={salt},i={credential.iterations}"
+
+
+def auth_message(first: ClientFirst, server_first_message: str, final: ClientFinal) -> bytes:
+    """RFC 5802 section 3: client-first-message-bare + "," + server-first-message + "," +
+    client-final-message-without-proof."""
+    return ",".join((first.bare, server_first_message, final.without_proof)).encode("utf-8", "surrogateescape")
+
+
+def verify_proof(credential: ScramCredential, message: bytes, proof: bytes) -> bytes | None:
+    """The ClientKey when the proof is right (RFC 5802 section 3: ClientKey = ClientProof XOR
+    HMAC(StoredKey, AuthMessage), and H(ClientKey) must be StoredKey); else None. The same work
+    whether it is right or not."""
+    signature = hmac_sha256(credential.stored_key, message)
+    key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+    return key if hmac.compare_digest(stored_key_of(key), credential.stored_key) else None
+
+
+def server_final(credential: ScramCredential, message: bytes) -> str:
+    """v=ServerSignature: the client's proof that the server holds the keys."""
+    return "v=" + base64.b64encode(hmac_sha256(credential.server_key, message)).decode("ascii")
+
+
+class DecoySalts:
+    """Made-up keys for names without SCRAM keys: the salt an HMAC of the name under a secret
+    drawn when the process starts, so asking twice gives the same answer, as for a real user."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+
+    def share_secret(self, channel_secret: bytes) -> None:
+        """Use a secret derived from the sibling channel's (gximap.net.siblings), which every
+        serving process shares: a client's next connection may reach another process, and a
+        different salt there would tell the name apart from a real user's."""
+        self._secret = hmac.new(channel_secret, b"gximap scram decoy salts", hashlib.sha256).digest()
+
+    def credential(self, name: str) -> ScramCredential:
+        salt = hmac.new(self._secret, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
+        # Random keys: no proof can match them (a SHA-256 preimage would be needed).
+        return ScramCredential(DEFAULT_ITERATIONS, salt, secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))

@@ -1,0 +1,94 @@
+"""AUTHENTICATE SCRAM-SHA-256 against the real gximap process, with Python's imaplib as the client
+(its authenticate() drives any SASL mechanism; the SCRAM side is tests/scram_client.py, written
+from RFC 5802). curl here has no SASL library that speaks SCRAM (curl -V lists no gsasl), and no
+other client on this machine does. The failures' log lines are read by the shipped fail2ban filter."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from e2e import GximapProcess, insecure_client_tls
+from scram_client import ScramClient
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "gromox-imap.conf"
+
+
+def _mechanism(client: ScramClient) -> Callable[[bytes], bytes | None]:
+    """imaplib's authobject: called with each decoded challenge, returns the response."""
+    steps = iter(("first", "final", "done"))
+
+    def answer(challenge: bytes) -> bytes | None:
+        step = next(steps)
+        if step == "first":
+            return client.first()
+        if step == "final":
+            return client.final(challenge)
+        return b"" if client.check_server_final(challenge) else None  # None: imaplib sends "*"
+    return answer
+
+
+def _connect(server: GximapProcess) -> imaplib.IMAP4_SSL:
+    assert server.tls_port is not None
+    return imaplib.IMAP4_SSL("127.0.0.1", server.tls_port, ssl_context=insecure_client_tls(), timeout=15)
+
+
+def test_imaplib_logs_in_with_scram_once_a_login_derived_the_keys(tmp_path: Path) -> None:
+    server = GximapProcess(tmp_path, accounts={"alice": "secret"},
+                           extra={"imap_sasl_scram": "yes", "imap_auth_times": "2", "imap_auth_ip_times": "0"})
+    server.start()
+    try:
+        client = _connect(server)
+        assert "AUTH=SCRAM-SHA-256" in client.capabilities
+        # The account was made with a password hash only: no keys yet, so SCRAM fails as a wrong
+        # password would ...
+        with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED"):
+            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+        # ... until a LOGIN with the password derives them.
+        assert client.login("alice", "secret")[0] == "OK"
+        client.logout()
+
+        client = _connect(server)
+        typ, _ = client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+        assert typ == "OK" and client.state == "AUTH"
+        assert client.select("INBOX")[0] == "OK"
+        client.logout()
+
+        client = _connect(server)
+        with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED"):
+            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "guess")))
+        client.logout()
+    finally:
+        server.stop()
+    log = server.log()
+    outcomes = re.findall(r"user=alice (LOGIN|SCRAM-SHA-256) (ok|rejected: [^\n]*)", log)
+    assert outcomes == [("SCRAM-SHA-256", "rejected: no SCRAM keys (log in once with LOGIN or PLAIN, "
+                                          "or set the password again)"),
+                        ("LOGIN", "ok"), ("SCRAM-SHA-256", "ok"), ("SCRAM-SHA-256", "rejected: bad password")]
+    if shutil.which("fail2ban-regex") is not None:
+        # A wrong proof is a failure fail2ban counts, as a wrong password is.
+        result = subprocess.run(["fail2ban-regex", "-o", "<ip> <F-USER>", str(server.log_path), str(FILTER)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert [line for line in result.stdout.split("\n") if line] == ["127.0.0.1 alice"] * 2
+
+
+def test_scram_is_not_offered_unless_configured(tmp_path: Path) -> None:
+    server = GximapProcess(tmp_path, accounts={"alice": "secret"})
+    server.start()
+    try:
+        client = _connect(server)
+        assert "AUTH=SCRAM-SHA-256" not in client.capabilities and "AUTH=PLAIN" in client.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match=r"CANNOT"):
+            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+        client.logout()
+    finally:
+        server.stop()
