@@ -208,6 +208,13 @@ class Databases:
     word_tails: columns.WordTails
 
 
+_NOTICE_BIT = 1 << 63   # midb.events.NOTICE (that module imports this one)
+
+
+def _announce_rank(modseq: int) -> tuple[bool, int]:
+    return (not modseq & _NOTICE_BIT, modseq)
+
+
 class WriteEffects:
     """What a write job wants done after its transaction commits (never before)."""
 
@@ -218,8 +225,12 @@ class WriteEffects:
         self.unlink: list[str] = []                      # body ids whose refcount reached 0
 
     def changed(self, account_id: int, folder_id: int, modseq: int) -> None:
+        """Announce a folder's new highest modseq, or a notice (midb.events.NOTICE, for NOTIFY).
+        One value per folder goes out: a message change outranks a notice, since the sessions
+        that follow messages skip notices and must not miss a change."""
         key = (account_id, folder_id)
-        if self.changes.get(key, -1) < modseq:
+        old = self.changes.get(key)
+        if old is None or _announce_rank(modseq) > _announce_rank(old):
             self.changes[key] = modseq
 
     def unlink_blob(self, txn: Any, dbs: Databases, blob_raw: bytes) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from midb import events
+from midb.env import WriteEffects
 from midb.errors import NoSuchAccount
 from midb.events import JOINED, MAGIC, STOP, Notifier
 from midb.store import Store
@@ -234,3 +236,18 @@ def test_many_events_split_into_datagrams(tmp_path: Path) -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+def test_a_message_change_outranks_a_notice_of_the_same_folder() -> None:
+    """One value per folder is announced: a job that both changed a folder's messages and
+    noted a NOTIFY notice for it announces the modseq, which the selected-mailbox watchers need
+    (they skip notices); two notices keep the higher, two modseqs the higher."""
+    effects = WriteEffects()
+    effects.changed(1, 5, events.NOTICE_METADATA)
+    effects.changed(1, 5, 42)
+    effects.changed(1, 5, events.NOTICE_METADATA)
+    effects.changed(1, 0, events.NOTICE_SUBSCRIPTIONS)
+    effects.changed(1, 0, events.NOTICE_METADATA)
+    effects.changed(2, 7, 9)
+    effects.changed(2, 7, 8)
+    assert effects.changes == {(1, 5): 42, (1, 0): events.NOTICE_METADATA, (2, 7): 9}
