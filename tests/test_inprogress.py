@@ -107,7 +107,9 @@ def test_the_line_says_what_is_known() -> None:
     assert line(b"a1", done, b"x") == b'* OK [INPROGRESS ("a1" NIL NIL)] x\r\n'
     done.note(3, 10)
     done.forget()
-    assert line(b"a]1", done, b"x") == b'* OK [INPROGRESS ("a]1" NIL NIL)] x\r\n'
+    # RFC 9585 section 4: a tag holding "]" (valid in a tag, resp-specials) is sent as NIL.
+    assert line(b"a]1", done, b"x") == b'* OK [INPROGRESS (NIL NIL NIL)] x\r\n'
+    assert line(b"a[1", done, b"x") == b'* OK [INPROGRESS ("a[1" NIL NIL)] x\r\n'
 
 
 def test_the_first_line_waits_then_one_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,6 +115,24 @@ def test_flag_change_with_condstore_has_highestmodseq(pair: tuple[Conversation, 
                         % (inbox.uidvalidity, inbox.highestmodseq)]
 
 
+def test_flag_change_that_moves_only_the_modseq_needs_condstore(pair: tuple[Conversation, Conversation]) -> None:
+    """A flag change UNSEEN does not show is told by HIGHESTMODSEQ, which is sent only once
+    CONDSTORE is enabled: before, its STATUS would repeat what the client knows (Dovecot sends
+    none either). NOTIFY SET STATUS with FlagChange has HIGHESTMODSEQ anyway (section 3.1)."""
+    a, b = pair
+    inbox = a.folder("INBOX")
+    assert a.command("NOTIFY SET STATUS (inboxes (MessageNew MessageExpunge FlagChange))")[:-1] == [
+        b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1 HIGHESTMODSEQ %d)"
+        % (inbox.uidvalidity, inbox.highestmodseq)]
+    b.select()
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    assert a.wake(require=False) == []
+    a.command("ENABLE CONDSTORE")
+    b.command("STORE 1 -FLAGS (\\Flagged)")
+    assert a.wake() == [b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1 HIGHESTMODSEQ %d)"
+                        % (inbox.uidvalidity, a.folder("INBOX").highestmodseq)]
+
+
 def test_inboxes_and_mailboxes_filters_name_only_their_mailboxes(pair: tuple[Conversation, Conversation]) -> None:
     a, b = pair
     a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge)) (mailboxes Lists (MessageNew MessageExpunge))")

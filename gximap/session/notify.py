@@ -8,7 +8,8 @@ responses on its own worker, between commands, during IDLE, or before a command'
 what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
 
 * MessageNew / MessageExpunge / FlagChange: ``* STATUS name (MESSAGES UIDNEXT UIDVALIDITY UNSEEN
-  [HIGHESTMODSEQ])`` when its counters moved (HIGHESTMODSEQ once CONDSTORE is enabled);
+  [HIGHESTMODSEQ])`` when its counters moved (HIGHESTMODSEQ once CONDSTORE is enabled; in NOTIFY
+  SET STATUS's first report also for a mailbox whose events include FlagChange);
 * MailboxName: ``* LIST`` of a new mailbox, ``(\\NonExistent)`` for a deleted one, and the new name
   with RFC 5258's ``("OLDNAME" (old))`` for a renamed one (RFC 5465 section 5.4);
 * SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5);
@@ -256,7 +257,10 @@ class NotifyState:
         if selected is not None and selected.folder_id == folder_id:
             return out   # its message events are the selected mailbox's updates
         counts_moved = (old.messages, old.uidnext, old.uidvalidity) != (seen.messages, seen.uidnext, seen.uidvalidity)
-        flags_moved = (old.unseen, old.highestmodseq) != (seen.unseen, seen.highestmodseq)
+        # A flag change shows in UNSEEN, and in HIGHESTMODSEQ only when that is sent (CONDSTORE
+        # enabled): a STATUS for a modseq alone would say nothing new (Dovecot sends none either).
+        flags_moved = old.unseen != seen.unseen or (
+            old.highestmodseq != seen.highestmodseq and condstore.enabled(session))
         if ((counts_moved and (self.wants(folder.name, "MessageNew") or self.wants(folder.name, "MessageExpunge")))
                 or (flags_moved and self.wants(folder.name, "FlagChange"))):
             out.append(status_line(session, folder))
@@ -289,8 +293,11 @@ class NotifyState:
         return any("ServerMetadataChange" in group.events for group in self._others)
 
 
-def status_line(session: Any, folder: Any) -> bytes:
-    items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if condstore.enabled(session) else ())
+def status_line(session: Any, folder: Any, *, highestmodseq: bool = False) -> bytes:
+    """``* STATUS``, with HIGHESTMODSEQ once CONDSTORE is enabled (RFC 5465 sections 5.1-5.3) or
+    when ``highestmodseq`` asks for it."""
+    with_modseq = highestmodseq or condstore.enabled(session)
+    items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if with_modseq else ())
     return status_response(session, folder, items, None)
 
 
@@ -327,6 +334,8 @@ def notify(session: Any, cmd: cmds.Notify) -> Generator[bytes, Any, Done]:
             if any(state.wants(seen.name, event) for event in MESSAGE_EVENTS):
                 folder = session.store.folder_counters(session.user, seen.name)
                 if folder is not None:
-                    lines.append(status_line(session, folder))
+                    # Section 3.1: with FlagChange the STATUS has UIDVALIDITY and HIGHESTMODSEQ,
+                    # CONDSTORE enabled or not (as Dovecot and imaptest's notify script have it).
+                    lines.append(status_line(session, folder, highestmodseq=state.wants(seen.name, "FlagChange")))
         yield from coalesced(lines)
     return Done(Code.OK_NOTIFY)

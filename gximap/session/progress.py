@@ -74,12 +74,16 @@ class Timer:
 
 def line(tag: bytes, progress: Progress, text: bytes) -> bytes:
     """``* OK [INPROGRESS ("tag" count total)] text`` CRLF, the tag quoted as RFC 9585's syntax
-    has it. The count goes only when it is known and below a known total, or with no total known; the
+    has it, or NIL when it holds a "]" (section 4: "If the tag is not available or if it contains
+    the "]" character, it MUST be set to NIL", as a "]" could end the response code for a client).
+    The count goes only when it is known and below a known total, or with no total known; the
     total only with a count below it and above zero: anything else is ``NIL`` (a count that
-    reached its total while the command still works would read as done)."""
+    reached its total while the command still works would read as done; section 4: GOAL "MUST
+    be greater than PROGRESS")."""
+    tag_field = b"NIL" if b"]" in tag else quoted(tag)
     count, total = progress.count, progress.total
     if count is None or count < 0 or total is not None and not 0 <= count < total:
         count = total = None
     state = b"NIL" if count is None else b"%d" % count
     goal = b"NIL" if total is None else b"%d" % total
-    return b"* OK [INPROGRESS (%b %b %b)] %b\r\n" % (quoted(tag), state, goal, text)
+    return b"* OK [INPROGRESS (%b %b %b)] %b\r\n" % (tag_field, state, goal, text)
