@@ -748,10 +748,13 @@ def test_postfix_style_client_over_unix_and_tcp(store: Store, tmp_path: Path) ->
 @given(chunks=st.lists(st.one_of(
     st.binary(max_size=60),
     st.sampled_from([b"VERSION\t1\t1\n", b"CPID\t1\n", b"AUTH\t1\tPLAIN\tservice=smtp\n", b"CONT\t1\tAA==\n",
-                     b"AUTH\t2\tLOGIN\tservice=imap\tresp=YQ==\n", b"CANCEL\t2\n", b"\t\t\n", b"\x01\n"])),
+                     b"AUTH\t2\tLOGIN\tservice=imap\tresp=YQ==\n", b"CANCEL\t2\n", b"\t\t\n", b"\x01\n",
+                     b"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\n", b"CONT\t3\tbiwsbj1hbGljZSxyPWFiYw==\n",
+                     b"AUTH\t4\tSCRAM-SHA-256\tservice=smtp\tresp=biwsbj1hbGljZSxyPWFiYw==\n",
+                     b"CONT\t4\tYz1iaXdzLHI9YWJjLHA9QUFBQQ==\n", b"CONT\t4\t\n"])),
     max_size=20))
 def test_any_input_gets_replies_or_a_disconnect_never_an_exception(store: Store, chunks: list[bytes]) -> None:
-    client = Client(make_ctx(store))
+    client = Client(scram_ctx(store))
     for chunk in chunks:
         client.session.data_received(chunk)
         client._run()
