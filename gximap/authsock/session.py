@@ -4,9 +4,9 @@ Mechanisms: PLAIN (RFC 4616, with an optional authorization identity for imperso
 IMAP), LOGIN (the obsolete two-prompt mechanism every SMTP client still speaks) and, with
 ``imap_sasl_scram``, SCRAM-SHA-256 (RFC 5802, RFC 7677; gximap.auth.scram, as IMAP's AUTHENTICATE
 has it). A request without an initial response gets a ``CONT`` with an empty challenge (PLAIN,
-SCRAM) or the "Username:" / "Password:" prompts (LOGIN). Such an unfinished request expires PENDING_TIMEOUT after its AUTH, as
-in Dovecot, and at most MAX_PENDING are kept per connection (the oldest gives way): Postfix never
-cancels the exchange an SMTP client abandoned.
+SCRAM) or the "Username:" / "Password:" prompts (LOGIN). Such an unfinished request expires
+PENDING_TIMEOUT after its AUTH, as in Dovecot, and at most MAX_PENDING are kept per connection (the
+oldest gives way): Postfix never cancels the exchange an SMTP client abandoned.
 
 The check is IMAP's: the same AuthService, so the same accounts, auth_map / storage_map and
 throttling. The client address for the per-address limits and the log is the request's ``rip=``
