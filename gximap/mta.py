@@ -28,6 +28,7 @@ their files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -203,7 +204,8 @@ class MtaServices:
             self.servers.append(self._lmtp_server)
         if self.auth_listeners and auth_contexts:
             auth_ctx = self._auth_ctx = AuthSocketContext(
-                auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg)))
+                auth, AuthSocketSettings(insecure_auth=gxconfig.insecure_auth_allowed(cfg),
+                                         sasl_scram=bool(cfg.imap_sasl_scram)))
             self._auth_server = Server(
                 self.auth_listeners, lambda conn, waker: AuthSocketSession(auth_ctx, conn, waker),
                 context_num=auth_contexts, thread_init_num=1,
@@ -224,11 +226,15 @@ class MtaServices:
     # -- run time ---------------------------------------------------------------------------------
 
     def reload(self, cfg: Config) -> None:
-        """SIGHUP: lmtp_listen_allow, auth_listen_allow, the filter command, its time-out and the spam header take
+        """SIGHUP: lmtp_listen_allow, auth_listen_allow, imap_sasl_scram (for the auth socket's
+        next handshakes and AUTHs), the filter command, its time-out and the spam header take
         effect at once."""
         # The configuration check parsed the entries as the pool does: these cannot refuse.
         if self._auth_server is not None:
             self._auth_server.reconfigure(peer_allow=list(cfg.auth_listen_allow))
+        if self._auth_ctx is not None:
+            self._auth_ctx.settings = dataclasses.replace(self._auth_ctx.settings,
+                                                          sasl_scram=bool(cfg.imap_sasl_scram))
         if self._lmtp_server is not None:
             self._lmtp_server.reconfigure(peer_allow=list(cfg.lmtp_listen_allow))
         try:

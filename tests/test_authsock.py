@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 from conversation import DATA_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scram_client import ScramClient
 
 from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap
@@ -39,6 +41,8 @@ from gximap.authsock.session import (
 from gximap.net.handler import ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
+from midb import scram as scram_keys
+from midb.authdb import ScramKeys
 from midb.errors import StoreBusy
 from midb.store import Store
 
@@ -454,6 +458,241 @@ def test_store_trouble_is_a_temporary_failure(store: Store) -> None:
         ["FAIL\t1\ttemp\treason=Temporary authentication failure\tcode=temp_fail"]
 
 
+# -- SCRAM-SHA-256 ------------------------------------------------------------------------------
+
+SCRAM_ITERATIONS = 4096  # RFC 7677's minimum: the tests' clients derive keys fast
+
+
+class ScramBackend(Backend):
+    """Backend with SCRAM keys for alice, bob and shared (PASSWORD), as midb keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys = {name: scram_keys.derive(PASSWORD, iterations=SCRAM_ITERATIONS) for name in ("alice", "bob", "shared")}
+        self.disabled: set[str] = set()
+
+    def scram_keys(self, user: str) -> ScramKeys | None:
+        if self.busy:
+            raise StoreBusy("lock timeout")
+        credential = self.keys.get(user)
+        if credential is None:
+            return None
+        return ScramKeys(user, credential, user not in self.disabled, "v1")
+
+    def scram_failure_reason(self, user: str) -> str:
+        return "unknown user" if user not in self.keys else "no SCRAM keys"
+
+
+def scram_ctx(store: Store, *, scram: bool = True, insecure: bool = True,
+              **auth_kwargs: object) -> AuthSocketContext:
+    auth_kwargs.setdefault("auth_times", 3)
+    auth_kwargs.setdefault("ip_times", 0)
+    auth = AuthService(store, ScramBackend(), **auth_kwargs)  # type: ignore[arg-type]
+    return AuthSocketContext(auth, AuthSocketSettings(insecure_auth=insecure, sasl_scram=scram))
+
+
+def scram_exchange(client: Client, request_id: int, scram: ScramClient, params: str = "rip=192.0.2.7",
+                   *, initial: bool = True) -> list[str]:
+    """AUTH and the client-final message, as Postfix passes an SMTP client's: the last reply."""
+    if initial:
+        reply = client.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\t{params}\tresp={b64(scram.first())}\n")
+    else:
+        assert client.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\t{params}\n") == \
+            [f"CONT\t{request_id}\t"]
+        reply = client.send(f"CONT\t{request_id}\t{b64(scram.first())}\n")
+    assert len(reply) == 1 and reply[0].startswith(f"CONT\t{request_id}\t"), reply
+    server_first = base64.b64decode(reply[0].split("\t")[2])
+    return client.send(f"CONT\t{request_id}\t{b64(scram.final(server_first))}\n")
+
+
+def test_scram_is_offered_with_mutual_auth_only_when_enabled(store: Store) -> None:
+    assert "MECH\tSCRAM-SHA-256\tmutual-auth" not in Client(scram_ctx(store, scram=False)).handshake
+    client = Client(scram_ctx(store))
+    assert client.handshake[1:4] == ["MECH\tPLAIN\tplaintext", "MECH\tLOGIN\tplaintext",
+                                     "MECH\tSCRAM-SHA-256\tmutual-auth"]
+    off = Client(scram_ctx(store, scram=False)).hello()
+    assert off.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tresp={b64(ScramClient('alice', 'secret').first())}\n") == \
+        ["FAIL\t1\treason=Unsupported authentication mechanism"]
+
+
+def test_scram_exchange_ends_with_the_server_final_in_a_cont(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """As Dovecot without final-resp-ok (Postfix, Exim): the server's proof in a CONT, which the
+    SMTP client answers empty, then the OK. With and without an initial response."""
+    client = Client(scram_ctx(store)).hello()
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        for request_id, initial in ((1, True), (2, False)):
+            scram = ScramClient("alice", PASSWORD)
+            reply = scram_exchange(client, request_id, scram, initial=initial)
+            assert len(reply) == 1 and reply[0].startswith(f"CONT\t{request_id}\t")
+            assert scram.check_server_final(base64.b64decode(reply[0].split("\t")[2]))
+            assert client.send(f"CONT\t{request_id}\t\n") == [f"OK\t{request_id}\tuser=alice"]
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == \
+        ["rhost=[192.0.2.7]:0 user=alice SMTP/SCRAM-SHA-256 ok"] * 2
+    assert not client.closed
+
+
+def test_scram_final_response_in_the_ok_with_final_resp_ok(store: Store) -> None:
+    client = Client(scram_ctx(store)).hello()
+    scram = ScramClient("alice", PASSWORD)
+    reply = scram_exchange(client, 1, scram, "rip=192.0.2.7\tfinal-resp-ok")
+    fields = reply[0].split("\t")
+    assert fields[:3] == ["OK", "1", "user=alice"] and len(reply) == 1
+    assert fields[3].startswith("resp=") and scram.check_server_final(base64.b64decode(fields[3][5:]))
+
+
+def test_scram_impersonation_and_refusals_after_a_right_proof(store: Store) -> None:
+    ctx = scram_ctx(store)
+    client = Client(ctx).hello()
+    reply = scram_exchange(client, 1, ScramClient("alice", PASSWORD, authzid="shared"))
+    assert client.send("CONT\t1\t\n") == ["OK\t1\tuser=shared"] and reply[0].startswith("CONT\t1\t")
+    assert scram_exchange(client, 2, ScramClient("bob", PASSWORD, authzid="shared")) == [
+        "FAIL\t2\treason=Not authorized to act as that user\tcode=authz_fail"]
+    ctx.auth.backend.disabled.add("bob")
+    assert scram_exchange(client, 3, ScramClient("bob", PASSWORD)) == [
+        "FAIL\t3\treason=Account disabled\tcode=user_disabled"]
+
+
+def test_scram_wrong_proof_and_unknown_user_fail_alike_and_count(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong proof is a wrong password: counted per (rip, user) as PLAIN's, blocking the user at
+    imap_auth_times. An unknown user gets made-up keys: a server-first like a real user's, the
+    same salt each time, and the proof fails."""
+    ctx = scram_ctx(store, auth_times=2)
+    client = Client(ctx).hello()
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert scram_exchange(client, 1, ScramClient("alice", "guess"), "rip=198.51.100.4") == ["FAIL\t1"]
+        salts = []
+        for request_id in (2, 3):
+            reply = client.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\trip=198.51.100.4\t"
+                                f"resp={b64(ScramClient('nobody', PASSWORD).first())}\n")
+            server_first = base64.b64decode(reply[0].split("\t")[2]).decode()
+            assert re.fullmatch(r"r=fyko\+d2lbbFgONRv9qkxdawL[A-Za-z0-9+/]{24},s=[A-Za-z0-9+/]{22}==,i=\d+", server_first)
+            salts.append(server_first.split(",")[1])
+            client.send(f"CANCEL\t{request_id}\n")
+        assert salts[0] == salts[1]
+        assert scram_exchange(client, 4, ScramClient("nobody", PASSWORD), "rip=198.51.100.4") == ["FAIL\t4"]
+        assert scram_exchange(client, 5, ScramClient("alice", "guess"), "rip=198.51.100.4") == ["FAIL\t5"]
+        # alice is blocked now: even the right proof is refused, unchecked.
+        assert scram_exchange(client, 6, ScramClient("alice", PASSWORD), "rip=192.0.2.7") == ["FAIL\t6"]
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
+        "rhost=[198.51.100.4]:0 user=alice SMTP/SCRAM-SHA-256 rejected: bad password",
+        "rhost=[198.51.100.4]:0 user=nobody SMTP/SCRAM-SHA-256 rejected: unknown user",
+        "rhost=[198.51.100.4]:0 user=alice SMTP/SCRAM-SHA-256 rejected: bad password",
+        "rhost=[198.51.100.4]:0 user=alice blocked for 60s: too many failed logins",
+        "rhost=[192.0.2.7]:0 user=alice SMTP/SCRAM-SHA-256 refused: user blocked",
+    ]
+    assert not client.closed
+
+
+def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
+    ctx = scram_ctx(store)
+    now = [1000.0]
+    ctx.clock = lambda: now[0]
+    client = Client(ctx).hello()
+    scram = ScramClient("alice", PASSWORD)
+    reply = client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tresp={b64(scram.first())}\n")
+    final = scram.final(base64.b64decode(reply[0].split("\t")[2]))
+    assert client.send("CANCEL\t1\n") == []
+    assert client.send(f"CONT\t1\t{b64(final)}\n") == ["FAIL\t1\treason=Authentication request timed out"]
+    # Cancelled after the right proof, before the empty answer to the server's: no OK ever.
+    scram = ScramClient("alice", PASSWORD)
+    assert scram_exchange(client, 2, scram)[0].startswith("CONT\t2\t")
+    assert client.send("CANCEL\t2\nCONT\t2\t\n") == ["FAIL\t2\treason=Authentication request timed out"]
+    # The exchange expires PENDING_TIMEOUT after its AUTH, whatever step it is at.
+    scram = ScramClient("alice", PASSWORD)
+    reply = client.send(f"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\tresp={b64(scram.first())}\n")
+    now[0] += PENDING_TIMEOUT
+    assert client.send(f"CONT\t3\t{b64(scram.final(base64.b64decode(reply[0].split(chr(9))[2])))}\n") == \
+        ["FAIL\t3\treason=Authentication request timed out"]
+    assert not client.closed
+
+
+@pytest.mark.parametrize(("first", "final", "reason"), [
+    (b"", None, "SCRAM client-first: no gs2 header"),  # resp== : an empty initial response
+    (b"p=tls-unique,,n=alice,r=abc", None, "SCRAM client-first: channel binding asked for (no -PLUS mechanism is offered)"),
+    (b"n,,n=alice", None, "SCRAM client-first: client-first-message lacks n= or r="),
+    (b"n,,n=al=ice,r=abc", None, "SCRAM client-first: '=' not followed by 2C or 3D in a name"),
+    (None, b"c=biws,r=x,p=AAAA", "SCRAM client-final: proof of the wrong length"),
+    (None, b"garbage", "SCRAM client-final: client-final-message lacks p="),
+])
+def test_scram_malformed_messages_fail_and_count(store: Store, caplog: pytest.LogCaptureFixture,
+                                                 first: bytes | None, final: bytes | None, reason: str) -> None:
+    client = Client(scram_ctx(store)).hello()
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        if first is not None:
+            assert client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.7\t"
+                               f"resp={b64(first) or '='}\n") == ["FAIL\t1"]
+        else:
+            reply = client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.7\t"
+                                f"resp={b64(ScramClient('alice', PASSWORD).first())}\n")
+            assert reply[0].startswith("CONT\t1\t")
+            assert client.send(f"CONT\t1\t{b64(final or b'')}\n") == ["FAIL\t1"]
+    user = "" if first is not None else "alice"
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
+        f"rhost=[192.0.2.7]:0 user={user} SMTP/SCRAM-SHA-256 rejected: {reason}"]
+    # Bad base64 mid-exchange fails the request as for PLAIN; the connection stays.
+    reply = client.send(f"AUTH\t2\tSCRAM-SHA-256\tservice=smtp\tresp={b64(ScramClient('alice', PASSWORD).first())}\n")
+    assert client.send("CONT\t2\t%%%\n") == ["FAIL\t2\treason=Invalid base64 data in continued response"]
+    assert not client.closed and reply[0].startswith("CONT\t2\t")
+
+
+def test_scram_follows_the_plaintext_policy_as_imap(store: Store) -> None:
+    """As IMAP offers SCRAM only where PLAIN is: without insecure_auth, only a request marked
+    secured (or a local client's) may use it."""
+    client = Client(scram_ctx(store, insecure=False)).hello()
+    first = b64(ScramClient("alice", PASSWORD).first())
+    assert client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.7\tlip=192.0.2.1\tresp={first}\n") == \
+        ["FAIL\t1\treason=Plaintext authentication disallowed on non-secure (SSL/TLS) connections."]
+    reply = scram_exchange(client, 2, ScramClient("alice", PASSWORD), "rip=192.0.2.7\tsecured\tvalid-client-cert\tnologin")
+    assert reply[0].startswith("CONT\t2\t") and client.send("CONT\t2\t\n") == ["OK\t2\tuser=alice"]
+
+
+def test_scram_store_trouble_is_a_temporary_failure(store: Store) -> None:
+    ctx = scram_ctx(store)
+    client = Client(ctx).hello()
+    ctx.auth.backend.busy = True
+    assert client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tresp={b64(ScramClient('alice', PASSWORD).first())}\n") \
+        == ["FAIL\t1\ttemp\treason=Temporary authentication failure\tcode=temp_fail"]
+
+
+def test_scram_passes_a_user_block_only_with_a_proof_the_cache_holds(store: Store) -> None:
+    """As IMAP: a stranger's failures block alice; her client's proof, verified before the
+    block and so in the credential cache, still gets in; bob's right proof, never cached, not."""
+    class StampedScramBackend(ScramBackend):
+        def credential_stamp(self, user: str) -> str | None:
+            return "v1" if self.exists(user) else None
+
+    auth = AuthService(store, StampedScramBackend(), auth_times=2, ip_times=0, cache=CredentialCache(3600, 100))
+    client = Client(AuthSocketContext(auth, AuthSocketSettings(insecure_auth=True, sasl_scram=True))).hello()
+    assert scram_exchange(client, 1, ScramClient("alice", PASSWORD))[0].startswith("CONT\t1\t")
+    assert client.send("CONT\t1\t\n") == ["OK\t1\tuser=alice"]
+    for user in ("alice", "bob"):
+        for request_id in (2, 3):
+            assert scram_exchange(client, request_id, ScramClient(user, "guess"), "rip=198.51.100.4") == \
+                [f"FAIL\t{request_id}"]
+    assert auth.user_block_remaining("alice") > 0 and auth.user_block_remaining("bob") > 0
+    assert scram_exchange(client, 4, ScramClient("alice", PASSWORD))[0].startswith("CONT\t4\t")
+    assert client.send("CONT\t4\t\n") == ["OK\t4\tuser=alice"]
+    assert scram_exchange(client, 5, ScramClient("bob", PASSWORD)) == ["FAIL\t5"]
+
+
+def test_reload_turns_scram_on_for_the_next_handshakes(store: Store, tmp_path: Path) -> None:
+    from gximap.config import defaults
+    from gximap.mta import MtaServices
+
+    path = str(tmp_path / "auth")
+    cfg = defaults().replace(auth_listen=f"unix:{path}", running_identity="", imap_listen="127.0.0.1:0")
+    mta = MtaServices(cfg)
+    mta.bind()
+    mta.start(store, scram_ctx(store).auth)
+    try:
+        assert b"SCRAM-SHA-256" not in _first_bytes(socket.AF_UNIX, path)
+        mta.reload(cfg.replace(imap_sasl_scram=True))
+        assert b"\nMECH\tSCRAM-SHA-256\tmutual-auth\n" in _first_bytes(socket.AF_UNIX, path)
+    finally:
+        mta.stop(grace=1.0)
+
+
 # -- over the pool ------------------------------------------------------------------------------
 
 
@@ -509,10 +748,13 @@ def test_postfix_style_client_over_unix_and_tcp(store: Store, tmp_path: Path) ->
 @given(chunks=st.lists(st.one_of(
     st.binary(max_size=60),
     st.sampled_from([b"VERSION\t1\t1\n", b"CPID\t1\n", b"AUTH\t1\tPLAIN\tservice=smtp\n", b"CONT\t1\tAA==\n",
-                     b"AUTH\t2\tLOGIN\tservice=imap\tresp=YQ==\n", b"CANCEL\t2\n", b"\t\t\n", b"\x01\n"])),
+                     b"AUTH\t2\tLOGIN\tservice=imap\tresp=YQ==\n", b"CANCEL\t2\n", b"\t\t\n", b"\x01\n",
+                     b"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\n", b"CONT\t3\tbiwsbj1hbGljZSxyPWFiYw==\n",
+                     b"AUTH\t4\tSCRAM-SHA-256\tservice=smtp\tresp=biwsbj1hbGljZSxyPWFiYw==\n",
+                     b"CONT\t4\tYz1iaXdzLHI9YWJjLHA9QUFBQQ==\n", b"CONT\t4\t\n"])),
     max_size=20))
 def test_any_input_gets_replies_or_a_disconnect_never_an_exception(store: Store, chunks: list[bytes]) -> None:
-    client = Client(make_ctx(store))
+    client = Client(scram_ctx(store))
     for chunk in chunks:
         client.session.data_received(chunk)
         client._run()

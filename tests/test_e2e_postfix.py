@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from e2e import DATA_DIR, GximapProcess, free_port
+from scram_client import ScramClient
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
@@ -219,6 +220,7 @@ def stack() -> Iterator[Stack]:
             "midb_fsync": "yes",
             "lmtp_spam_header": "X-Spam: Yes",
             "imap_filter_command": f"{filter_script} {{account_name}} {{sender}} {{subject}} {{source_ip}}",
+            "imap_sasl_scram": "yes",
         })
         _create_folder(gximap, "bob", "Lists")
         gximap.start()
@@ -382,6 +384,44 @@ def test_submission_auth_delivery_bounce_and_idle(stack: Stack) -> None:
     assert "user=alice SMTP/PLAIN ok" in log and "user=bob SMTP/LOGIN ok" in log
     assert re.search(r"lmtp: id=\S+ from=<alice@test\.example> to=<bob@test\.example> account=bob "
                      r"folder=INBOX uid=1 ", log), stack.logs()
+
+
+def _scram_authobject(client: ScramClient) -> Callable[..., str]:
+    """smtplib's authobject for SMTP.auth(): called with None for the initial response, then with
+    each decoded 334 challenge; returns the response as text, which smtplib encodes."""
+    def answer(challenge: bytes | None = None) -> str:
+        if challenge is None:
+            return client.first().decode()
+        if not client.final_without_proof:
+            return client.final(challenge).decode()
+        return "" if client.check_server_final(challenge) else "*"  # "*": the server's proof is wrong
+    return answer
+
+
+def test_submission_auth_with_scram_through_the_auth_socket(stack: Stack) -> None:
+    """SMTP AUTH SCRAM-SHA-256 from smtplib, Postfix relaying it to the auth socket: the
+    server-final message comes back as a 334 (a CONT to Postfix), its empty answer gets the 235."""
+    postfix, gximap = stack.postfix, stack.gximap
+    with smtplib.SMTP("127.0.0.1", postfix.submission_port, timeout=DEADLINE) as smtp:
+        smtp.ehlo("client.test.example")
+        assert "SCRAM-SHA-256" in smtp.esmtp_features.get("auth", "").upper().split(), stack.logs()
+        smtp.login("bob", "hunter2")  # PLAIN: derives bob's SCRAM keys (the account has a hash only)
+    with smtplib.SMTP("127.0.0.1", postfix.submission_port, timeout=DEADLINE) as smtp:
+        smtp.ehlo("client.test.example")
+        client = ScramClient("bob", "hunter2")
+        code, _ = smtp.auth("SCRAM-SHA-256", _scram_authobject(client))
+        assert code == 235 and client.server_signature, stack.logs()
+        assert smtp.sendmail("bob@test.example", ["bob@test.example"],
+                             b"Subject: scram\r\nMessage-ID: <scram-1@test.example>\r\n\r\nsent after SCRAM\r\n") == {}
+    with smtplib.SMTP("127.0.0.1", postfix.submission_port, timeout=DEADLINE) as smtp:
+        smtp.ehlo("client.test.example")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failure:
+            smtp.auth("SCRAM-SHA-256", _scram_authobject(ScramClient("bob", "wrong")))
+        assert failure.value.smtp_code == 535
+    _wait_for_message(stack, "bob", "hunter2", b"Message-ID: <scram-1@test.example>")
+    log = gximap.log()
+    assert "user=bob SMTP/SCRAM-SHA-256 ok" in log
+    assert "user=bob SMTP/SCRAM-SHA-256 rejected: bad password" in log
 
 
 def test_filter_and_quarantine_through_postfix(stack: Stack) -> None:

@@ -1,19 +1,24 @@
 """AUTHENTICATE SCRAM-SHA-256 against the real gximap process, with Python's imaplib as the client
 (its authenticate() drives any SASL mechanism; the SCRAM side is tests/scram_client.py, written
 from RFC 5802). curl here has no SASL library that speaks SCRAM (curl -V lists no gsasl), and no
-other client on this machine does. The failures' log lines are read by the shipped fail2ban filter."""
+other client on this machine does. The failures' log lines are read by the shipped fail2ban filter.
+The auth socket (auth_listen) offers SCRAM too: spoken here over its UNIX socket as Postfix's
+xsasl_dovecot_server.c speaks it, with the same client."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from e2e import GximapProcess, insecure_client_tls
+from net_helpers import wait_until
 from scram_client import ScramClient
 
 pytestmark = pytest.mark.e2e
@@ -92,3 +97,70 @@ def test_scram_is_not_offered_unless_configured(tmp_path: Path) -> None:
         client.logout()
     finally:
         server.stop()
+
+
+class _UnixAuthClient:
+    """Dovecot's auth protocol over the UNIX socket, as Postfix's smtpd speaks it: its handshake
+    first, AUTH with nologin, lip=, rip= (no final-resp-ok), CONT for each SMTP client response."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(15)
+        self.sock.connect(path)
+        self.reader = self.sock.makefile("rb")
+        self.sock.sendall(b"VERSION\t1\t0\nCPID\t4242\n")
+        self.handshake: list[str] = []
+        while not self.handshake or self.handshake[-1] not in ("DONE", ""):
+            self.handshake.append(self.reader.readline().decode().rstrip("\n"))
+
+    def send(self, line: str) -> list[str]:
+        self.sock.sendall(line.encode() + b"\n")
+        return self.reader.readline().decode().rstrip("\n").split("\t")
+
+    def scram(self, request_id: int, client: ScramClient) -> list[str]:
+        """The whole exchange; the last reply (OK, FAIL)."""
+        reply = self.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\tnologin\tlip=127.0.0.1\t"
+                          f"rip=127.0.0.1\tresp={base64.b64encode(client.first()).decode()}")
+        assert reply[:2] == ["CONT", str(request_id)], reply
+        reply = self.send(f"CONT\t{request_id}\t{base64.b64encode(client.final(base64.b64decode(reply[2]))).decode()}")
+        if reply[0] != "CONT":
+            return reply
+        assert client.check_server_final(base64.b64decode(reply[2])), reply  # the server proved it holds the keys
+        return self.send(f"CONT\t{request_id}\t")
+
+    def plain(self, request_id: int, user: str, password: str) -> list[str]:
+        response = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        return self.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=127.0.0.1\t"
+                         f"resp={response}")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def test_auth_socket_serves_scram_over_its_unix_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "auth-client")
+    server = GximapProcess(tmp_path, accounts={"alice": "secret"}, tls=False, extra={
+        "imap_sasl_scram": "yes", "auth_listen": f"unix:{path}", "imap_auth_times": "5", "imap_auth_ip_times": "0"})
+    server.start()
+    try:
+        assert wait_until(lambda: Path(path).exists())
+        auth = _UnixAuthClient(path)
+        try:
+            assert "MECH\tSCRAM-SHA-256\tmutual-auth" in auth.handshake
+            # No keys yet (the account has a password hash only): a failure like a wrong password ...
+            assert auth.scram(1, ScramClient("alice", "secret"))[:2] == ["FAIL", "1"]
+            # ... until a password login derives them (a PLAIN one here, through the same socket).
+            assert auth.plain(2, "alice", "secret") == ["OK", "2", "user=alice"]
+            assert auth.scram(3, ScramClient("alice", "secret")) == ["OK", "3", "user=alice"]
+            assert auth.scram(4, ScramClient("alice", "guess"))[:2] == ["FAIL", "4"]
+            assert auth.scram(5, ScramClient("nobody", "secret"))[:2] == ["FAIL", "5"]
+        finally:
+            auth.close()
+    finally:
+        server.stop()
+    outcomes = re.findall(r"user=(\w+) SMTP/(PLAIN|SCRAM-SHA-256) (ok|rejected: [^\n]*)", server.log())
+    assert [(user, mech, outcome.split(" (")[0]) for user, mech, outcome in outcomes] == [
+        ("alice", "SCRAM-SHA-256", "rejected: no SCRAM keys"), ("alice", "PLAIN", "ok"),
+        ("alice", "SCRAM-SHA-256", "ok"), ("alice", "SCRAM-SHA-256", "rejected: bad password"),
+        ("nobody", "SCRAM-SHA-256", "rejected: unknown user")]

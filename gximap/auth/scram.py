@@ -185,3 +185,71 @@ class DecoySalts:
         salt = hmac.new(self._secret, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
         # Random keys: no proof can match them (a SHA-256 preimage would be needed).
         return ScramCredential(DEFAULT_ITERATIONS, salt, secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))
+
+
+def _text(data: bytes) -> str:
+    """A client's message as text; bytes that are not UTF-8 become surrogate escapes, which
+    AuthService refuses in a name ("invalid UTF-8") and the log shows as the bytes they were."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class ScramOutcome:
+    """What the client-final message proved: ``client_key`` when the proof is right (the caller
+    has AuthService decide, and sends ``server_final`` with a success), else None and ``reason``."""
+
+    client_key: bytes | None
+    reason: str = ""
+    server_final: bytes = b""  # the server-final message (v=...), when the proof is right
+
+
+class ScramServer:
+    """One SCRAM-SHA-256 exchange, server side, sans-IO (RFC 5802 section 3): the client-first
+    message makes it (ScramError when it breaks the grammar), :meth:`server_first` answers it with
+    the keys the caller looked up (AuthService.submit_scram_lookup), and :meth:`finish` checks the
+    client-final message. The transport (IMAP's continuation lines, the auth socket's CONT) and
+    the verdict (AuthService.scram_result) are the caller's."""
+
+    def __init__(self, client_first: bytes) -> None:
+        self.first = parse_client_first(_text(client_first))
+        self._credential: ScramCredential | None = None
+        self._nonce = ""
+        self._server_first = ""
+
+    @property
+    def username(self) -> str:
+        return self.first.username
+
+    @property
+    def authzid(self) -> str | None:
+        """The authorization identity, when it names another mailbox than the user's own."""
+        authzid = self.first.authzid
+        return authzid if authzid and authzid != self.first.username else None
+
+    def server_first(self, credential: ScramCredential) -> bytes:
+        """The server-first message: the combined nonce, the salt and the iteration count."""
+        self._credential = credential
+        self._nonce = server_nonce(self.first.nonce)
+        self._server_first = server_first(self._nonce, credential)
+        return self._server_first.encode("ascii")
+
+    def finish(self, client_final: bytes) -> ScramOutcome:
+        """Check the client-final message against the keys :meth:`server_first` was given."""
+        credential = self._credential
+        if credential is None:
+            raise RuntimeError("SCRAM client-final checked before the server-first message was made")
+        try:
+            final = parse_client_final(_text(client_final))
+        except ScramError as exc:
+            return ScramOutcome(None, f"SCRAM client-final: {exc}")
+        # RFC 5802 section 5.1: c= repeats the gs2 header (no channel binding data: not -PLUS);
+        # r= is the nonce the server sent, client's and server's parts both.
+        if final.channel_binding != self.first.gs2_header.encode("utf-8", "surrogateescape"):
+            return ScramOutcome(None, "SCRAM client-final: channel binding does not match the gs2 header")
+        if final.nonce != self._nonce:
+            return ScramOutcome(None, "SCRAM client-final: nonce does not match")
+        message = auth_message(self.first, self._server_first, final)
+        client_key = verify_proof(credential, message, final.proof)
+        if client_key is None:
+            return ScramOutcome(None)
+        return ScramOutcome(client_key, server_final=server_final(credential, message).encode("ascii"))

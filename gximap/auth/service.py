@@ -1,4 +1,4 @@
-"""Authentication for IMAP (and later LMTP's and the auth socket's) logins.
+"""Authentication for IMAP logins and the auth socket's (gximap.authsock).
 
 Gromox semantics: failures are counted per connection by the session; when a connection reaches
 ``imap_auth_times`` the *username* is blocked for ``block_interval_auths``, and a blocked user is
@@ -300,6 +300,12 @@ class AuthService:
         :meth:`scram_result` as a wrong password does."""
         actor, _ = split_identity(login, authzid)
         return self._executor.submit(self._scram_lookup, actor)
+
+    def scram_lookup(self, login: str, authzid: str | None = None) -> ScramLookup:
+        """:meth:`submit_scram_lookup` on the calling thread, for the auth socket, whose checks run
+        on its pool's workers (as its :meth:`authenticate` calls do). Store trouble propagates."""
+        actor, _ = split_identity(login, authzid)
+        return self._scram_lookup(actor)
 
     def _scram_lookup(self, actor: str) -> ScramLookup:
         try:

@@ -2,11 +2,11 @@
 
 The wire: LF-terminated lines of TAB-separated fields. The server greets first, without waiting::
 
-    S: VERSION 1 2 / MECH PLAIN plaintext / MECH LOGIN plaintext / SPID <pid> / CUID <n> /
-       COOKIE <32 hex digits> / DONE
+    S: VERSION 1 2 / MECH PLAIN plaintext / MECH LOGIN plaintext / [MECH SCRAM-SHA-256 mutual-auth] /
+       SPID <pid> / CUID <n> / COOKIE <32 hex digits> / DONE
     C: VERSION 1 <minor> / CPID <pid>
-    C: AUTH <id> <mech> service=smtp [lip=…] [rip=…] [secured] [nologin] [resp=<base64>]
-    S: OK <id> user=<name>  |  FAIL <id> [reason=<text>] [temp]  |  CONT <id> <base64>
+    C: AUTH <id> <mech> service=smtp [lip=…] [rip=…] [secured] [nologin] [final-resp-ok] [resp=<base64>]
+    S: OK <id> user=<name> [resp=<base64>]  |  FAIL <id> [reason=<text>] [temp]  |  CONT <id> <base64>
     C: CONT <id> <base64>   (answers a server CONT)      C: CANCEL <id>   (gives up a request)
 
 Optional parameters are ``name=value`` or bare booleans; unknown ones are ignored, as the

@@ -1,11 +1,12 @@
 """One connection to the authentication socket: the ProtocolHandler that answers an MTA's AUTH requests.
 
 Mechanisms: PLAIN (RFC 4616, with an optional authorization identity for impersonation, as in
-IMAP) and LOGIN (the obsolete two-prompt mechanism every SMTP client still speaks). A request
-without an initial response gets a ``CONT`` with an empty challenge (PLAIN) or the "Username:" /
-"Password:" prompts (LOGIN). Such an unfinished request expires PENDING_TIMEOUT after its AUTH, as
-in Dovecot, and at most MAX_PENDING are kept per connection (the oldest gives way): Postfix never
-cancels the exchange an SMTP client abandoned.
+IMAP), LOGIN (the obsolete two-prompt mechanism every SMTP client still speaks) and, with
+``imap_sasl_scram``, SCRAM-SHA-256 (RFC 5802, RFC 7677; gximap.auth.scram, as IMAP's AUTHENTICATE
+has it). A request without an initial response gets a ``CONT`` with an empty challenge (PLAIN,
+SCRAM) or the "Username:" / "Password:" prompts (LOGIN). Such an unfinished request expires
+PENDING_TIMEOUT after its AUTH, as in Dovecot, and at most MAX_PENDING are kept per connection (the
+oldest gives way): Postfix never cancels the exchange an SMTP client abandoned.
 
 The check is IMAP's: the same AuthService, so the same accounts, auth_map / storage_map and
 throttling. The client address for the per-address limits and the log is the request's ``rip=``
@@ -15,9 +16,22 @@ counted per (client address, user) instead, shared by all auth connections: at `
 failures the user is blocked for ``block_interval_auths``, exactly as an IMAP connection would;
 as over IMAP, a password the credential cache holds still gets through that block.
 
-Plaintext mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbids passwords
+SCRAM, as in Dovecot's mech-scram.c: the client-first message (initial response or answer to an
+empty CONT) gets the server-first message in a CONT; the client-final message, its proof checked,
+gets the server-final message (v=, the server's proof). That last data cannot travel in the OK, as
+Dovecot's protocol allows only when the request says ``final-resp-ok`` (Postfix and Exim do not,
+and Postfix reads nothing but user= from an OK): it goes in one more CONT, which the MTA passes to
+the SMTP client as a 334 challenge, and the client's empty answer gets the OK, as Dovecot does
+(auth_request_success_continue). The verdict is AuthService's (scram_lookup, scram_result): the
+same blocks, counts and log lines as a password's, made-up keys for an unknown user, a wrong proof
+a wrong password. The MECH line says ``mutual-auth``, Dovecot's flag for SCRAM.
+
+Password mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbids passwords
 without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its
-client), or the client is on the loopback interface or on the MTA's own address.
+client), or the client is on the loopback interface or on the MTA's own address. SCRAM follows it
+too, as IMAP offers it only where PLAIN is: the password is safe, but the SMTP session that follows
+is not, and the user name is in the clear. ``valid-client-cert`` and ``nologin`` change nothing
+(no certificate logins; no login is ever made here but the check).
 
 The connection is dropped on a protocol error (malformed line, over-long line, a duplicate request
 id, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
@@ -29,6 +43,7 @@ as long as it likes (Postfix does, between SMTP sessions).
 
 from __future__ import annotations
 
+import base64
 import binascii
 import ipaddress
 import itertools
@@ -38,11 +53,21 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from gximap.auth import scram
 from gximap.auth.maps import UnmappedName
-from gximap.auth.service import DISABLED, NO_MAILBOX, UNAUTHORIZED, address_key, split_identity
+from gximap.auth.service import (
+    DISABLED,
+    NO_MAILBOX,
+    UNAUTHORIZED,
+    AuthResult,
+    ScramLookup,
+    address_key,
+    split_identity,
+)
 from gximap.authsock.protocol import (
     MAJOR_VERSION,
     AuthProtocolError,
@@ -56,11 +81,15 @@ from gximap.authsock.protocol import (
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
 from midb.errors import MidbError
 
-__all__ = ["AuthSocketContext", "AuthSocketSession", "AuthSocketSettings", "MECHANISMS"]
+__all__ = ["AuthSocketContext", "AuthSocketSession", "AuthSocketSettings", "MECHANISMS", "SCRAM_MECHANISM",
+           "mechanisms"]
 
 log = logging.getLogger("gximap.auth")
 
 MECHANISMS: tuple[tuple[str, tuple[str, ...]], ...] = (("PLAIN", ("plaintext",)), ("LOGIN", ("plaintext",)))
+# Dovecot's flags for SCRAM (mech-scram.c: MECH_SEC_MUTUAL_AUTH): Postfix offers it unless
+# smtpd_sasl_security_options asks for what it lacks; "plaintext" would hide it under noplaintext.
+SCRAM_MECHANISM: tuple[str, tuple[str, ...]] = (scram.MECHANISM, ("mutual-auth",))
 # Unfinished multi-step requests (a CONT awaited) per connection; when full, a new one takes the
 # place of the oldest. Postfix keeps one connection per smtpd process and never sends CANCEL: an
 # SMTP client that gives up mid-exchange leaves its request pending for good.
@@ -87,6 +116,12 @@ PLAINTEXT_DISALLOWED = "Plaintext authentication disallowed on non-secure (SSL/T
 class AuthSocketSettings:
     insecure_auth: bool = False  # plaintext mechanisms allowed for requests not marked secured
     handshake_timeout: float = 30.0  # seconds until the client has sent VERSION and CPID
+    sasl_scram: bool = False  # SCRAM-SHA-256 offered (imap_sasl_scram)
+
+
+def mechanisms(settings: AuthSocketSettings) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The MECH lines of the handshake: name and Dovecot's security flags."""
+    return MECHANISMS + ((SCRAM_MECHANISM,) if settings.sasl_scram else ())
 
 
 @dataclass
@@ -132,9 +167,12 @@ class AuthSocketContext:
 @dataclass(slots=True)
 class _Pending:
     request: AuthRequest
-    step: str  # "plain", "login-user", "login-password"
+    # "plain", "login-user", "login-password", "scram-first", "scram-final", "scram-done"
+    step: str
     started: float  # the context's clock at the AUTH: the request expires PENDING_TIMEOUT later
-    username: str = ""  # the LOGIN mechanism's, once given
+    username: str = ""  # the LOGIN mechanism's, once given; SCRAM's reported user, once admitted
+    exchange: scram.ScramServer | None = None  # SCRAM's, from the client-first message on
+    lookup: ScramLookup | None = None  # the keys SCRAM's proof is checked against
 
 
 class AuthSocketSession:
@@ -153,8 +191,8 @@ class AuthSocketSession:
 
     def start(self) -> None:
         log.debug("auth socket connection %d from %s", self.cuid, self.conn.rhost)
-        self._out.append(AuthServerProtocol.handshake(MECHANISMS, spid=os.getpid(), cuid=self.cuid,
-                                                      cookie=secrets.token_hex(16)))
+        self._out.append(AuthServerProtocol.handshake(mechanisms(self.ctx.settings), spid=os.getpid(),
+                                                      cuid=self.cuid, cookie=secrets.token_hex(16)))
 
     def data_received(self, data: bytes) -> None:
         if not self._closing:
@@ -221,11 +259,11 @@ class AuthSocketSession:
             self._fail(request.id, reason="Missing service parameter")
             return
         mechanism = request.mechanism
-        if mechanism not in ("PLAIN", "LOGIN"):
+        if mechanism not in ("PLAIN", "LOGIN") and not (mechanism == scram.MECHANISM and self.ctx.settings.sasl_scram):
             self._fail(request.id, reason="Unsupported authentication mechanism")
             return
         if not self._plaintext_allowed(request):
-            log.info("auth socket: %s %s refused: plaintext on a connection not marked secured",
+            log.info("auth socket: %s %s refused: password mechanism on a connection not marked secured",
                      self._rhost(request), mechanism)
             self._fail(request.id, reason=PLAINTEXT_DISALLOWED)
             return
@@ -238,6 +276,12 @@ class AuthSocketSession:
                 self._fail(request.id, reason="Invalid base64 data in initial response")
                 return
         now = self.ctx.clock()
+        if mechanism == scram.MECHANISM:
+            if initial is None:
+                self._challenge(_Pending(request, "scram-first", now), "")
+                return
+            self._scram_first(_Pending(request, "scram-first", now), initial)
+            return
         if mechanism == "PLAIN":
             if initial is None:
                 self._challenge(_Pending(request, "plain", now), "")
@@ -260,6 +304,14 @@ class AuthSocketSession:
             return
         if pending.step == "plain":
             self._plain(pending.request, data)
+        elif pending.step == "scram-first":
+            self._scram_first(pending, data)
+        elif pending.step == "scram-final":
+            self._scram_final(pending, data)
+        elif pending.step == "scram-done":
+            # RFC 4422 section 5: the answer to additional data with success is empty; Dovecot
+            # does not look at it either (auth_request_continue of a successful request).
+            self._out.append(AuthServerProtocol.ok(pending.request.id, user=pending.username))
         elif pending.step == "login-user":
             self._challenge(_Pending(pending.request, "login-password", pending.started, _text(data)),
                             _PASSWORD_PROMPT)
@@ -293,23 +345,80 @@ class AuthSocketSession:
         self._attempt(request, authcid, password, authzid if authzid and authzid != authcid else None)
 
     def _attempt(self, request: AuthRequest, login: str, password: str, authzid: str | None) -> None:
-        auth = self.ctx.auth
-        rhost = self._rhost(request)
-        address = self._address(request)
-        mech = f"{request.service}/{request.mechanism}"
         try:
-            result = auth.authenticate(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid)
+            result = self.ctx.auth.authenticate(login, password, rhost=self._rhost(request),
+                                                address=self._address(request), mech=self._mech(request),
+                                                authzid=authzid)
         except (MidbError, OSError) as exc:
-            log.warning("auth socket: %s: cannot check the password now: %s", rhost, exc)
-            self._fail(request.id, "temp", reason="Temporary authentication failure", code="temp_fail")
+            self._temporary_failure(request, exc)
             return
-        if result.ok:
-            self.ctx.note_success(address, login)
-            self._out.append(AuthServerProtocol.ok(request.id, user=self._reported_user(login, authzid)))
+        self._conclude(request, login, authzid, result)
+
+    def _conclude(self, request: AuthRequest, login: str, authzid: str | None, result: AuthResult,
+                  server_final: bytes | None = None, started: float = 0.0) -> None:
+        """Answer a request AuthService has decided; count its failure or clear its count.
+        ``server_final``: SCRAM's data for the client with a success (see the module's doc), in a
+        CONT whose answer is awaited until PENDING_TIMEOUT after ``started``, the AUTH's time."""
+        address = self._address(request)
+        if not result.ok:
+            if result.guess:
+                self.ctx.note_failure(address, login, self._rhost(request))
+            self._fail(request.id, **_REFUSAL_PARAMS.get(result.refusal, {}))  # said only after a right password
             return
-        if result.guess:
-            self.ctx.note_failure(address, login, rhost)
-        self._fail(request.id, **_REFUSAL_PARAMS.get(result.refusal, {}))  # said only after a right password
+        self.ctx.note_success(address, login)
+        user = self._reported_user(login, authzid)
+        if server_final is None:
+            self._out.append(AuthServerProtocol.ok(request.id, user=user))
+        elif request.flag("final-resp-ok"):
+            self._out.append(AuthServerProtocol.ok(request.id, user=user, resp=_encode_base64(server_final)))
+        else:
+            self._challenge(_Pending(request, "scram-done", started, user), _encode_base64(server_final))
+
+    def _scram_first(self, pending: _Pending, message: bytes) -> None:
+        """The client-first message: answered with the server-first, keys looked up for the user
+        (made-up ones for a name without any: the exchange goes on, and its proof fails)."""
+        request, auth = pending.request, self.ctx.auth
+        try:
+            exchange = scram.ScramServer(message)
+        except scram.ScramError as exc:  # no name to count against: a failure as PLAIN without NULs
+            self._settle(request, "", None, auth.malformed(rhost=self._rhost(request), address=self._address(request),
+                                                           mech=self._mech(request),
+                                                           reason=f"SCRAM client-first: {exc}"))
+            return
+        try:
+            lookup = auth.scram_lookup(exchange.username, exchange.authzid)
+        except (MidbError, OSError) as exc:
+            self._temporary_failure(request, exc)
+            return
+        challenge = _encode_base64(exchange.server_first(lookup.credential))
+        self._challenge(_Pending(request, "scram-final", pending.started, exchange=exchange, lookup=lookup),
+                        challenge)
+
+    def _scram_final(self, pending: _Pending, message: bytes) -> None:
+        """The client-final message: its proof checked, the verdict AuthService's."""
+        request, exchange, lookup = pending.request, pending.exchange, pending.lookup
+        assert exchange is not None and lookup is not None  # the scram-final step holds both
+        outcome = exchange.finish(message)
+        verdict = self.ctx.auth.scram_result(exchange.username, lookup, outcome.client_key,
+                                             rhost=self._rhost(request), address=self._address(request),
+                                             mech=self._mech(request), authzid=exchange.authzid,
+                                             reason=outcome.reason)
+        self._settle(request, exchange.username, exchange.authzid, verdict,
+                     outcome.server_final if outcome.client_key is not None else None, pending.started)
+
+    def _settle(self, request: AuthRequest, login: str, authzid: str | None, verdict: Future[AuthResult],
+                server_final: bytes | None = None, started: float = 0.0) -> None:
+        """Conclude with a verdict AuthService gave as a future already done (SCRAM's)."""
+        try:
+            result = verdict.result()
+        except (MidbError, OSError) as exc:
+            self._temporary_failure(request, exc)
+            return
+        self._conclude(request, login, authzid, result, server_final, started)
+
+    def _temporary_failure(self, request: AuthRequest, exc: Exception) -> None:
+        log.warning("auth socket: %s: cannot check the password now: %s", self._rhost(request), exc)
+        self._fail(request.id, "temp", reason="Temporary authentication failure", code="temp_fail")
 
     def _reported_user(self, login: str, authzid: str | None) -> str:
         """The name the MTA logs and checks sender addresses against (smtpd_sender_login_maps): the
@@ -339,6 +448,10 @@ class AuthSocketSession:
         except ValueError:
             return False
 
+    @staticmethod
+    def _mech(request: AuthRequest) -> str:
+        return f"{request.service}/{request.mechanism}"
+
     def _address(self, request: AuthRequest) -> str:
         return request.params.get("rip") or self.conn.peer_host
 
@@ -365,6 +478,10 @@ def _decode_base64(data: str) -> bytes | None:
         return binascii.a2b_base64(data.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         return None
+
+
+def _encode_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _text(data: bytes) -> str:

@@ -196,18 +196,18 @@ def _plain(session: Any, message: bytes) -> Generator[Await | NeedLine, Any, Don
 
 def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, Any, Done]:
     """RFC 5802 section 3: client-first, server-first (nonce, salt, iterations), client-final
-    with the proof, server-final v=. A message that breaks the grammar fails the login as a
-    PLAIN message without its NULs does (NO [AUTHENTICATIONFAILED], counted); ``*`` cancels."""
+    with the proof, server-final v= (the steps are gximap.auth.scram.ScramServer's). A message
+    that breaks the grammar fails the login as a PLAIN message without its NULs does
+    (NO [AUTHENTICATIONFAILED], counted); ``*`` cancels."""
     data = initial
     if data is None:
         data = _sasl_response((yield NeedLine(_EMPTY_CHALLENGE, sensitive=True)))
     try:
-        first = scram.parse_client_first(_decode_text(data))
+        exchange = scram.ScramServer(data)
     except scram.ScramError as exc:
         return (yield from _scram_refused(session, "", None, f"SCRAM client-first: {exc}"))
-    authzid = first.authzid if first.authzid and first.authzid != first.username else None
     auth = session.ctx.auth
-    lookup_future = auth.submit_scram_lookup(first.username, authzid)
+    lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid)
     try:
         lookup = yield Await(lookup_future)
     except MidbError as exc:
@@ -215,33 +215,14 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
         return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", sync=False)
     finally:
         lookup_future.cancel()  # the client left before the lookup ran: it never runs
-    nonce = scram.server_nonce(first.nonce)
-    server_first = scram.server_first(nonce, lookup.credential)
-    challenge = b"+ " + base64.b64encode(server_first.encode("ascii")) + b"\r\n"
-    response = _sasl_response((yield NeedLine(challenge, sensitive=True)))
-    client_key: bytes | None = None
-    reason = ""
-    try:
-        final = scram.parse_client_final(_decode_text(response))
-    except scram.ScramError as exc:
-        reason = f"SCRAM client-final: {exc}"
-    else:
-        # RFC 5802 section 5.1: c= repeats the gs2 header (no channel binding data: not -PLUS);
-        # r= is the nonce the server sent, client's and server's parts both.
-        if final.channel_binding != first.gs2_header.encode("utf-8", "surrogateescape"):
-            reason = "SCRAM client-final: channel binding does not match the gs2 header"
-        elif final.nonce != nonce:
-            reason = "SCRAM client-final: nonce does not match"
-        else:
-            message = scram.auth_message(first, server_first, final)
-            client_key = scram.verify_proof(lookup.credential, message, final.proof)
-            if client_key is not None:
-                check = auth.scram_result(first.username, lookup, client_key, rhost=session.rhost,
-                                          address=session.conn.peer_host, mech=scram.MECHANISM,
-                                          authzid=authzid, hold=session.hold_user_slot)
-                proof = scram.server_final(lookup.credential, message).encode("ascii")
-                return (yield from _settle(session, check, first.username, server_final=proof))
-    return (yield from _scram_refused(session, first.username, authzid, reason, lookup))
+    challenge = b"+ " + base64.b64encode(exchange.server_first(lookup.credential)) + b"\r\n"
+    outcome = exchange.finish(_sasl_response((yield NeedLine(challenge, sensitive=True))))
+    if outcome.client_key is not None:
+        check = auth.scram_result(exchange.username, lookup, outcome.client_key, rhost=session.rhost,
+                                  address=session.conn.peer_host, mech=scram.MECHANISM,
+                                  authzid=exchange.authzid, hold=session.hold_user_slot)
+        return (yield from _settle(session, check, exchange.username, server_final=outcome.server_final))
+    return (yield from _scram_refused(session, exchange.username, exchange.authzid, outcome.reason, lookup))
 
 
 def _scram_refused(session: Any, login: str, authzid: str | None, reason: str,
