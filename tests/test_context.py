@@ -412,12 +412,14 @@ def test_leaving_the_mailbox_ends_the_contexts(pair: tuple[Conversation, Convers
 
 def test_unauthenticate_ends_the_contexts(conv: Conversation) -> None:
     conv.command("SEARCH RETURN (UPDATE) FLAGGED")
-    assert conv.session.selected.contexts
+    view = conv.session.selected
+    assert view is not None and view.contexts
     conv.command("UNAUTHENTICATE")
     assert conv.session.selected is None
     conv.login()
     conv.select()
-    assert not conv.session.selected.contexts
+    view = conv.session.selected
+    assert view is not None and not view.contexts
 
 
 def test_message_numbers_mean_the_messages_named_then(pair: tuple[Conversation, Conversation]) -> None:

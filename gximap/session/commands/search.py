@@ -112,8 +112,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
         assert options is not None
         session.saved_search = saved_result(options, cmd.partial, matched)
     if live is not None:
-        for line in searchcontext.start(session, cmd.tag, cmd.uid, live, matched):
-            yield line
+        yield from searchcontext.start(session, cmd.tag, cmd.uid, live, matched)
     if cmd.partial is not None:
         assert options is not None
         yield (yield from _partial_response(session, cmd, options, matched, with_modseq, slicer))
