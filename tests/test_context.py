@@ -367,13 +367,21 @@ def test_beyond_the_bound_the_search_is_answered_but_not_updated(conv: Conversat
 def test_too_many_members_is_noupdate(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(searchcontext, "MAX_MEMBERS", 5)
     conv.script(r"""
-        C: a1 UID SEARCH RETURN (UPDATE) ALL
-        S: * NO [NOUPDATE "a1"] {*}
+        C: a1 UID SEARCH RETURN (UPDATE) 1:3
         S: * ESEARCH (TAG "a1") UID
         S: a1 OK {*}
-        C: a2 UID SEARCH RETURN (UPDATE) 1:5
+        C: a2 UID SEARCH RETURN (UPDATE) 4:6
+        S: * NO [NOUPDATE "a2"] {*}
         S: * ESEARCH (TAG "a2") UID
         S: a2 OK {*}
+        C: a3 UID SEARCH RETURN (UPDATE) 4:5
+        S: * ESEARCH (TAG "a3") UID
+        S: a3 OK {*}
+        C: a4 CANCELUPDATE "a1" "a3"
+        S: a4 OK {*}
+        C: a5 UID SEARCH RETURN (UPDATE) ALL
+        S: * ESEARCH (TAG "a5") UID
+        S: a5 OK {*}
     """)
 
 
@@ -470,6 +478,26 @@ def test_flag_changes_are_not_searched_again_when_the_program_reads_no_flags(
     # Only the arrived message is looked at: a UID set of it, and the program.
     assert len(searched) == 1 and isinstance(searched[0], cmds.SearchAnd)
     assert searched[0].keys[0] == cmds.SearchSequence(cmds.SequenceSet(((7, 7),)), uid=True)
+
+
+def test_partial_and_min_with_update_answer_as_without_and_update_all(conv: Conversation) -> None:
+    """RFC 5267 sections 4.3 and 4.4: UPDATE has no interaction with the other options. The
+    page and MIN are answered (and saved) as without it; the updates cover the whole result."""
+    conv.script(r"""
+        C: a1 UID SEARCH RETURN (UPDATE PARTIAL 1:1) NOT SEEN
+        S: * ESEARCH (TAG "a1") UID PARTIAL (1:1 1)
+        S: a1 OK {*}
+        C: a2 UID SEARCH RETURN (SAVE MIN UPDATE) NOT FLAGGED
+        S: * ESEARCH (TAG "a2") UID MIN 1
+        S: a2 OK {*}
+        C: a3 UID SEARCH $
+        S: * SEARCH 1
+        S: a3 OK {*}
+        C: a4 STORE 4:5 +FLAGS.SILENT (\Seen \Flagged)
+        S: * ESEARCH (TAG "a1") UID REMOVEFROM (0 4:5)
+        S: * ESEARCH (TAG "a2") UID REMOVEFROM (0 4:5)
+        S: a4 OK {*}
+    """)
 
 
 # -- UIDONLY ----------------------------------------------------------------------------------

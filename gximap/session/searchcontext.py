@@ -27,8 +27,9 @@ looked at again, not as time passes. UPDATE has no interaction with the other re
 (section 4.3): only ADDTO and REMOVEFROM are sent, never a new MIN, MAX, COUNT or PARTIAL.
 
 Bounds: MAX_CONTEXTS live contexts per session and MAX_MEMBERS results among them, counted when a
-context is made; beyond either the search is answered as usual and an untagged ``NO [NOUPDATE
-"t"]`` says that it will not be updated (section 4.3.1; the RFC asks for at least one). A SEARCH
+context is made (the first context is always kept: section 4.3.1 asks for at least one); beyond
+either the search is answered as usual and an untagged ``NO [NOUPDATE "t"]`` says that it will
+not be updated. A SEARCH
 context keeps its result as a UID array (4 bytes a message); a SORT context also keeps each
 member's sort key (its values under the sort criteria, which never change for a message), so
 that a position is one bisection.
@@ -260,9 +261,10 @@ class SearchContexts:
         return tag in self.live
 
     def room_for(self, members: int) -> bool:
-        """May a context of ``members`` results be added (MAX_CONTEXTS, MAX_MEMBERS)?"""
+        """May a context of ``members`` results be added (MAX_CONTEXTS, MAX_MEMBERS)? The first
+        always may: RFC 5267 section 4.3.1 asks for at least one per client."""
         held = sum(len(context) for context in self.live.values())
-        return len(self.live) < MAX_CONTEXTS and held + members <= MAX_MEMBERS
+        return not self.live or (len(self.live) < MAX_CONTEXTS and held + members <= MAX_MEMBERS)
 
     def add(self, context: LiveSearch) -> None:
         self.live[context.tag] = context
