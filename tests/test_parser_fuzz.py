@@ -65,6 +65,9 @@ SEED_COMMANDS = [
     b"c7 NOTIFY SET STATUS (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge))"
     b" (subtree (Lists {3+}\r\na b) (MessageNew MessageExpunge FlagChange)) (personal NONE)\r\n",
     b"c8 NOTIFY NONE\r\n",
+    b"c9 UID SEARCH RETURN (UPDATE CONTEXT COUNT PARTIAL 1:10) OR SEEN SUBJECT {3+}\r\nabc\r\n",
+    b"d2 SORT RETURN (CONTEXT UPDATE ALL) (REVERSE SUBJECT) UTF-8 UNSEEN\r\n",
+    b"d3 CANCELUPDATE \"c9\" \"d2\"\r\n",
 ]
 
 TOKENS = [
@@ -77,7 +80,7 @@ TOKENS = [
     b"\x00", b"\r", b"=", b"AGFsaWNlAHB3", b"MAXSIZE", b"DEPTH", b"/private/x", b"+", b"-",
     b"PARTIAL", b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"01", b"4294967295", b"COUNT", b"SAVE", b"MIN",
     b"SET", b"NONE", b"selected-delayed", b"inboxes", b"subtree", b"mailboxes", b"MessageNew",
-    b"MessageExpunge", b"FlagChange", b"MailboxName", b"SubscriptionChange", b"AnnotationChange",
+    b"UPDATE", b"CONTEXT", b"MessageExpunge", b"FlagChange", b"MailboxName", b"SubscriptionChange", b"AnnotationChange",
 ]
 COMMAND_NAMES = [
     b"CAPABILITY", b"NOOP", b"LOGOUT", b"STARTTLS", b"LOGIN", b"AUTHENTICATE", b"ID", b"ENABLE",
@@ -85,7 +88,7 @@ COMMAND_NAMES = [
     b"XLIST", b"LSUB", b"NAMESPACE", b"STATUS", b"APPEND", b"REPLACE", b"IDLE", b"CHECK", b"CLOSE", b"UNSELECT",
     b"EXPUNGE", b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD", b"COMPRESS",
     b"GETQUOTA", b"GETQUOTAROOT", b"SETQUOTA", b"GETMETADATA", b"SETMETADATA", b"UNAUTHENTICATE",
-    b"NOTIFY", b"UID FETCH", b"UID SEARCH", b"UID STORE", b"UID SORT", b"UID THREAD", b"UID EXPUNGE",
+    b"NOTIFY", b"CANCELUPDATE", b"UID FETCH", b"UID SEARCH", b"UID STORE", b"UID SORT", b"UID THREAD", b"UID EXPUNGE",
 ]
 
 

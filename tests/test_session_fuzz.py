@@ -100,6 +100,11 @@ SEEDS = [
     b"f4 FETCH 1:* (BODY.PEEK[HEADER] PREVIEW) (PARTIAL 2:9)\r\n",
     b"f5 ENABLE UIDONLY CONDSTORE\r\n",
     b"f6 UID SEARCH OR 1:2 UID $\r\n",
+    b"g1 SEARCH RETURN (UPDATE COUNT) OR SEEN FLAGGED\r\n",
+    b"g2 UID SORT RETURN (UPDATE CONTEXT PARTIAL 1:3) (REVERSE SUBJECT) UTF-8 1:4 UNDELETED\r\n",
+    b"g3 UID SEARCH RETURN (SAVE UPDATE) $ BODY body\r\n",
+    b"g4 CANCELUPDATE \"g1\" \"g2\"\r\n",
+    b"g5 CANCELUPDATE \"g3\"\r\n",
 ]
 
 TOKENS = [
@@ -108,7 +113,7 @@ TOKENS = [
     b"NOT", b"OR", b"ALL", b"UID", b"FLAGS", b"BODY[", b"BODY.PEEK[", b"HEADER.FIELDS (", b"RETURN",
     b"\\Seen", b"&AOk-", b"&", b"INBOX", b"\xc3\xa9", b"\x00", b"\r", b"\n", b"\r\n", b"DONE\r\n",
     b"*\r\n", b"+", b"-", b"=", b"AGFsaWNlAHNlY3JldA==", b"../", b"/", b"x" * 300,
-    b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"4294967295", b"(PARTIAL 1:2)",
+    b"UPDATE", b"CANCELUPDATE \"g1\"", b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"4294967295", b"(PARTIAL 1:2)",
 ]
 
 # Escapes from any state a stream may leave the session in: the rest of an announced literal

@@ -61,6 +61,7 @@ class Code(enum.IntEnum):
     INFO_UPDATES_DELAYED = 10216  # untagged NO [UNAVAILABLE]: a catch-up with the mailbox failed
     INFO_NOTIFICATION_OVERFLOW = 10217  # RFC 5465 section 5.8: * OK [NOTIFICATIONOVERFLOW]
     INFO_IN_PROGRESS = 10218  # RFC 9585: the untagged OK [INPROGRESS ...] of a long command
+    INFO_NOUPDATE = 10219  # RFC 5267 section 4.3.1: * NO [NOUPDATE "tag"], too many live searches
     # 2xxxx tagged OK
     OK_CAPABILITY = 20100
     OK_NOOP = 20200
@@ -106,6 +107,7 @@ class Code(enum.IntEnum):
     OK_UNAUTHENTICATE = 24000
     OK_REPLACE = 24100
     OK_NOTIFY = 24200
+    OK_CANCELUPDATE = 24300
     # 3xxxx tagged NO
     NO_MAILBOX_NOT_FOUND = 30001
     NO_MAILBOX_EXISTS = 30002
@@ -171,6 +173,7 @@ class Code(enum.IntEnum):
     BAD_CHARSET_NOT_UTF8 = 40014  # RFC 6855 erratum 4029: SORT/THREAD charset after it
     BAD_NOT_AUTHENTICATED = 40015
     BAD_UIDREQUIRED = 40016  # RFC 9586 section 3: a message number after ENABLE UIDONLY
+    BAD_UPDATE_TAG_IN_USE = 40017  # RFC 5267 section 4.3: UPDATE with the tag of a live search
     BAD_TLS_ACTIVE = 40401
     BAD_TLS_UNDER_COMPRESS = 40402  # STARTTLS with COMPRESS active (not reached: UNAUTHENTICATE ends it)
     BAD_AUTH_CANCELLED = 40501
@@ -179,6 +182,7 @@ class Code(enum.IntEnum):
     BAD_EXPECTED_DONE = 42201
     BAD_COMPRESS_ALGORITHM = 43401
     BAD_METADATA_ENTRY = 43801
+    BAD_UNKNOWN_UPDATE = 44301  # CANCELUPDATE of a tag no live search has (as Dovecot: BAD)
 
 
 # The response code a tagged NO or BAD carries when the command names none: with it a client
@@ -265,6 +269,8 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.BAD_EXPECTED_DONE: b"CLIENTBUG",
     Code.BAD_COMPRESS_ALGORITHM: b"CLIENTBUG",
     Code.BAD_METADATA_ENTRY: b"CLIENTBUG",
+    Code.BAD_UPDATE_TAG_IN_USE: b"CLIENTBUG",
+    Code.BAD_UNKNOWN_UPDATE: b"CLIENTBUG",
 }
 # A client's "*" ending its AUTHENTICATE exchange is answered BAD (RFC 9051 section 6.2.2) but
 # is neither a fault nor a refusal: no code describes it.

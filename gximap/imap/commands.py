@@ -595,6 +595,14 @@ class Unselect(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class CancelUpdate(Command):
+    """RFC 5267 section 4.3.5: stop the updates of the searches these tags started."""
+
+    tags: tuple[bytes, ...]
+    NAME: ClassVar[str] = "CANCELUPDATE"
+
+
+@dataclass(frozen=True, slots=True)
 class Expunge(Command):
     uid: bool = False
     seqset: SequenceSet | None = None  # UID EXPUNGE (RFC 4315) only
@@ -644,7 +652,7 @@ class Search(Command):
     uid: bool
     charset: str | None  # "UTF-8" or "US-ASCII" as given (upper-cased), None when absent
     criteria: SearchKey
-    return_opts: tuple[str, ...] | None = None  # ESEARCH (RFC 4731): MIN MAX ALL COUNT SAVE PARTIAL
+    return_opts: tuple[str, ...] | None = None  # ESEARCH (RFC 4731): MIN MAX ALL COUNT SAVE PARTIAL UPDATE
     partial: PartialRange | None = None  # RETURN (PARTIAL range), RFC 9394; "PARTIAL" in return_opts
     NAME: ClassVar[str] = "SEARCH"
 

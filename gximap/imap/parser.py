@@ -45,6 +45,7 @@ from gximap.imap.commands import (
     Append,
     AppendMessage,
     Authenticate,
+    CancelUpdate,
     Capability,
     CatenatePart,
     CatenateText,
@@ -127,7 +128,8 @@ STATUS_ITEMS = frozenset(
 SPECIAL_USE_ATTRS = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 LIST_SELECT_OPTS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-SEARCH_RETURN_OPTS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"})
+# UPDATE and CONTEXT: RFC 5267 section 4 (CONTEXT=SEARCH, CONTEXT=SORT).
+SEARCH_RETURN_OPTS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"})
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
                        "DISPLAYTO"})
 THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
@@ -755,7 +757,9 @@ def _search_charset(r: _Reader, return_opts: tuple[str, ...] | None = None) -> s
 def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...], PartialRange | None]:
     """``RETURN (opt ...)`` after the keyword; an empty list means ALL (RFC 4731 section 3.1).
     PARTIAL takes a range (RFC 9394 section 3.1), and a command has one PARTIAL or one ALL at
-    most: both, or PARTIAL twice, is BAD."""
+    most: both, or PARTIAL twice, is BAD. CONTEXT is a hint (RFC 5267 section 4.2) that is
+    dropped here: ``RETURN (CONTEXT)`` is ALL; UPDATE is kept and, as at Dovecot, is not ALL
+    (``RETURN (UPDATE)`` answers an ESEARCH without result items); given twice it is BAD."""
     r.sp()
     partial: PartialRange | None = None
 
@@ -773,7 +777,9 @@ def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...
     listed = r.paren_list(option)
     if listed.count("ALL") > 1:  # RFC 9394 section 3.1: one PARTIAL, one ALL, or neither
         raise r.error("ALL given twice")
-    options = tuple(dict.fromkeys(listed)) or ("ALL",)
+    if listed.count("UPDATE") > 1:
+        raise r.error("UPDATE given twice")
+    options = tuple(name for name in dict.fromkeys(listed) if name != "CONTEXT") or ("ALL",)
     if partial is not None and "ALL" in options:
         raise r.error("PARTIAL and ALL cannot be combined")
     return options, partial
@@ -1408,6 +1414,16 @@ def _thread(uid: bool) -> Callable[[_Reader], Command]:
     return parse
 
 
+def _cancelupdate(r: _Reader) -> Command:
+    """RFC 5267 section 4.3.5: ``CANCELUPDATE 1*(SP quoted)``, the tags of updating searches."""
+    r.sp()
+    tags = [r.quoted()]
+    while not r.at_end():
+        r.sp()
+        tags.append(r.quoted())
+    return CancelUpdate(r.tag, tuple(dict.fromkeys(tags)))
+
+
 def _compress(r: _Reader) -> Command:
     r.sp()
     return Compress(r.tag, r.atom("algorithm").decode("ascii").upper())
@@ -1632,6 +1648,7 @@ _COMMANDS: dict[str, Callable[[_Reader], Command]] = {
     "GETMETADATA": _getmetadata,
     "SETMETADATA": _setmetadata,
     "NOTIFY": _notify,
+    "CANCELUPDATE": _cancelupdate,
 }
 
 _UID_COMMANDS: dict[str, Callable[[_Reader], Command]] = {

@@ -43,6 +43,8 @@ AUTHENTICATED_EXTENSIONS = (
     "SORT",
     "SORT=DISPLAY",
     "ESORT",
+    "CONTEXT=SEARCH",  # RFC 5267 section 4: RETURN (UPDATE), CANCELUPDATE (gximap/session/searchcontext.py)
+    "CONTEXT=SORT",
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
     "UTF8=ACCEPT",  # RFC 6855; never UTF8=ONLY: mailboxes and strings still work without UTF-8

@@ -147,7 +147,8 @@ def returned_uids(options: tuple[str, ...] | None, partial: cmds.PartialRange | 
     * with PARTIAL, the messages at its positions, and the MIN and/or MAX ones if asked for; but
       all with COUNT (RFC 9394 section 3.2, its table 1).
     """
-    returned = {option for option in options or () if option != "SAVE"}
+    # UPDATE returns nothing now (RFC 5267 section 4.3: no interaction with the other options).
+    returned = {option for option in options or () if option not in ("SAVE", "UPDATE")}
     if partial is None:
         if not returned or not returned <= {"MIN", "MAX"}:
             return None

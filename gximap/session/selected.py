@@ -26,6 +26,7 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.imap.commands import SYSTEM_FLAGS, PartialRange, SequenceSet
 from gximap.session.base import LazyLines, Pause, TimeSlice, pause_if_over, run_unsliced
+from gximap.session.searchcontext import SearchContexts
 from midb.errors import MidbError, NoSuchAccount, NoSuchFolder
 
 RECENT = "\\Recent"
@@ -568,6 +569,8 @@ class SelectedMailbox:
         # UIDs whose flag changes a LazyFlagUpdates did not send (a store error): the next
         # catch-up sends their flags, as it had read those changes (flags_unsent).
         self._unsent_flags: set[int] = set()
+        # SEARCH/SORT RETURN (UPDATE) results kept live while this view lasts (RFC 5267 section 4).
+        self.contexts = SearchContexts()
 
     @property
     def condstore(self) -> bool:
@@ -702,9 +705,12 @@ class SelectedMailbox:
     # -- updates -------------------------------------------------------------------------------
 
     def note_own_changes(self, metas: Iterable[Any]) -> None:
-        """This session's STORE already reported these flag changes (or was .SILENT)."""
+        """This session's STORE already reported these flag changes (or was .SILENT). Live
+        searches look at the messages again all the same (gximap.session.searchcontext)."""
         for meta in metas:
             self._own_changes[meta.uid] = meta.modseq
+            if self.contexts:
+                self.contexts.changed.add(meta.uid)
 
     def knows_change(self, uid: int, modseq: int) -> bool:
         """Has the client been told of the change that gave message ``uid`` this MODSEQ (or made
@@ -784,11 +790,14 @@ class SelectedMailbox:
     def expunge_responses(self, uids: Iterable[int]) -> list[bytes]:
         """EXPUNGE responses for ``uids`` leaving the view; VANISHED with QRESYNC (RFC 7162
         section 3.2.10) and with UIDONLY (RFC 9586 section 3), which sends no message number."""
+        gone = [uid for uid in sorted(set(uids)) if self.msn_of(uid) is not None]
+        # Live searches' REMOVEFROM first, while the message numbers are still valid (RFC 5267
+        # section 4.3.4).
+        removals = self.contexts.removal_lines(self, gone)
         if self.session.qresync_enabled or self.session.uidonly:
-            gone = [uid for uid in sorted(set(uids)) if self.msn_of(uid) is not None]
             self.remove_expunged(gone)
-            return [b"* VANISHED " + encode.sequence_set(gone) + b"\r\n"] if gone else []
-        return [b"* %d EXPUNGE\r\n" % number for number in self.remove_expunged(uids)]
+            return [*removals, b"* VANISHED " + encode.sequence_set(gone) + b"\r\n"] if gone else removals
+        return [*removals, *(b"* %d EXPUNGE\r\n" % number for number in self.remove_expunged(gone))]
 
     def note_claim(self, floor: int, last: int) -> None:
         """This session's APPEND claimed \\Recent for the UIDs floor+1..last (Store.append_claiming)."""
@@ -840,6 +849,10 @@ class SelectedMailbox:
         shown = self._flags_shown   # the FETCH's, for this sync only (_catch_up)
         out = self._catch_up(shown, allow_expunge=allow_expunge)
         self._flags_shown = None
+        if self.contexts:
+            # After EXISTS (RFC 5267 section 4.3.3); ADDTO/REMOVEFROM of flag changes move no
+            # message number, so they may come during any command (section 4.3.2).
+            out.extend(self.contexts.update_lines(self.session, self))
         return out
 
     def _catch_up(self, shown: FlagsShown | None, *, allow_expunge: bool) -> list[bytes | LazyLines]:
@@ -866,6 +879,10 @@ class SelectedMailbox:
         if new or unread or not all(self._all_announced(meta.flags) for meta in changed):
             in_use = store.keywords(self.account, self.folder_id)
         recent_new, claims = self._recent_of_new(new) if new else ([], self._claims)
+        if self.contexts:   # what live searches look at again (gximap.session.searchcontext)
+            self.contexts.note_changed(meta.uid for meta in changed)
+            self.contexts.note_changed(uid for uid, _modseq in unread)
+            self.contexts.note_arrived(new)
         out: list[bytes | LazyLines] = []
         # Tombstones pruned past self.modseq (a session that slept through a bulk change):
         # every message the view holds is looked for instead (midb.tombstones).

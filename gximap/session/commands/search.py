@@ -24,7 +24,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
-from gximap.session import condstore, searching
+from gximap.session import condstore, searchcontext, searching
 from gximap.session.base import SELECTED, Await, CommandFailed, Done, Pause, TimeSlice, command
 
 
@@ -73,6 +73,17 @@ def search_response(numbers: list[int], modseq: int | None = None) -> bytes:
     return b"* SEARCH" + (b" %d" * len(numbers)) % tuple(numbers) + suffix + b"\r\n"
 
 
+@command(cmds.CancelUpdate, states=SELECTED)
+def cancel_update(session: Any, cmd: cmds.CancelUpdate) -> Done:
+    """RFC 5267 section 4.3.5: no more updates of the searches these tags started. A tag that
+    names none is BAD (as at Dovecot), and then none is cancelled."""
+    contexts = session.selected.contexts
+    if any(tag not in contexts for tag in cmd.tags):
+        raise CommandFailed(Code.BAD_UNKNOWN_UPDATE, status="BAD")
+    contexts.cancel(cmd.tags)
+    return Done(Code.OK_CANCELUPDATE)
+
+
 @command(cmds.Search, states=SELECTED, expunge_ok=False)
 def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, Any, Done]:
     if cmd.charset is not None and "UTF8=ACCEPT" in session.enabled:
@@ -81,6 +92,9 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     view = session.selected
     options = cmd.return_opts
     save = options is not None and "SAVE" in options
+    searchcontext.refuse_reused_tag(session, cmd.tag, options)
+    # RETURN (UPDATE): the program as it reads now ("$" before this SAVE), kept live below.
+    live = searchcontext.fixed_criteria(session, cmd.criteria) if options and "UPDATE" in options else None
     with_modseq = condstore.uses_modseq(cmd.criteria)
     if with_modseq:
         yield from condstore.enable(session)
@@ -97,6 +111,8 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     if save:
         assert options is not None
         session.saved_search = saved_result(options, cmd.partial, matched)
+    if live is not None:
+        yield from searchcontext.start(session, cmd.tag, cmd.uid, live, matched)
     if cmd.partial is not None:
         assert options is not None
         yield (yield from _partial_response(session, cmd, options, matched, with_modseq, slicer))

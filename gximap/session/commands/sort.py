@@ -21,7 +21,7 @@ from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
-from gximap.session import condstore, searching, sorting
+from gximap.session import condstore, searchcontext, searching, sorting
 from gximap.session.base import (
     RESPONSE_CLOSES,
     RESPONSE_OPENS,
@@ -174,6 +174,9 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
     view = session.selected
     options = cmd.return_opts
     save = options is not None and "SAVE" in options
+    searchcontext.refuse_reused_tag(session, cmd.tag, options)
+    # RETURN (UPDATE): the program as it reads now ("$" before this SAVE), kept live below.
+    live = searchcontext.fixed_criteria(session, cmd.search) if options and "UPDATE" in options else None
     uses_modseq = condstore.uses_modseq(cmd.search)
     modseq = None
     try:
@@ -205,6 +208,8 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
         assert options is not None
         session.saved_search = saved_result(options, cmd.partial, uids)
     lines = []
+    if live is not None:   # (the values read for the sort are in the process's columns now)
+        lines.extend(searchcontext.start(session, cmd.tag, cmd.uid, live, matched, cmd.criteria))
     if uses_modseq:
         lines.extend(condstore.enable(session))  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
     if options is not None and cmd.partial is not None:

@@ -1,0 +1,404 @@
+"""Live search results: SEARCH and SORT RETURN (UPDATE ...), CONTEXT=SEARCH and CONTEXT=SORT
+(RFC 5267 section 4).
+
+A SEARCH or SORT with the UPDATE return option leaves a context behind, named by the command's
+tag, that lives while the mailbox stays selected (it belongs to the SelectedMailbox, so SELECT,
+EXAMINE, CLOSE, UNSELECT and UNAUTHENTICATE end it with the view) or until CANCELUPDATE names
+it (section 4.3.5). Whenever the view catches up with the store (the sync after every command, in
+IDLE, NOTIFY's pushes: SelectedMailbox.sync) the messages that arrived, and for a search program
+that reads flags or MODSEQ those whose flags changed, are searched again, those alone: a message
+that enters the result is sent as ``* ESEARCH (TAG "t") [UID] ADDTO (pos set)``, one that leaves
+as ``REMOVEFROM (pos set)``. An expunged member is removed when the view removes it, in a
+REMOVEFROM sent before the EXPUNGE or VANISHED (section 4.3.4: its message number is still
+valid then); an ADDTO of arrived messages comes after EXISTS (section 4.3.3).
+
+Positions (section 4.3.2): a SEARCH context sends position 0 and its set in mailbox order
+(section 4.3.3 allows 0 for SEARCH, and recommends mailbox order); a SORT context sends each
+message's position in sort order, as section 4.3.3's examples do, a run of adjacent positions
+as one pair. Additions are listed at their final positions, lowest first, so that a client
+inserting them in turn ends with the server's order; removals at their positions before any
+removal, highest first, so that each position is still right when the client applies it.
+
+What the search program means is fixed when the command runs: message-number sets, ``$`` and
+``*`` in UID sets are turned into the UIDs they named then (RFC 5267 section 4.3 evaluates the
+program "as if it were reissued", which for a message-number set would make expunges move the
+set; gximap keeps the messages the client named). OLDER/YOUNGER are evaluated when a message is
+looked at again, not as time passes. UPDATE has no interaction with the other return options
+(section 4.3): only ADDTO and REMOVEFROM are sent, never a new MIN, MAX, COUNT or PARTIAL.
+
+Bounds: MAX_CONTEXTS live contexts per session and MAX_MEMBERS results among them, counted when a
+context is made (the first context is always kept: section 4.3.1 asks for at least one); beyond
+either the search is answered as usual and an untagged ``NO [NOUPDATE "t"]`` says that it will
+not be updated. A SEARCH
+context keeps its result as a UID array (4 bytes a message); a SORT context also keeps each
+member's sort key (its values under the sort criteria, which never change for a message), so
+that a position is one bisection.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gximap.imap import commands as cmds
+from gximap.imap import encode
+from gximap.session import searching
+from gximap.session.base import run_unsliced
+from midb.errors import MidbError
+
+# RFC 5267 section 4.3.1: at least one; a webmail with a few live views per connection fits.
+MAX_CONTEXTS = 5
+# Members of the results of a session's contexts together, checked when one is made: about
+# 1 MB of UIDs for SEARCH contexts, some 20 MB of sort keys at most for SORT contexts.
+MAX_MEMBERS = 200_000
+
+_UID_ARRAY = next(code for code in "IL" if array(code).itemsize == 4)
+
+
+class _Descending:
+    """A sort value compared the other way round (a REVERSE criterion)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Descending) -> bool:
+        return bool(other.value < self.value)
+
+    def __gt__(self, other: _Descending) -> bool:
+        return bool(other.value > self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and bool(self.value == other.value)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def sort_key(values: Sequence[Any], criteria: Sequence[cmds.SortCriterion], uid: int) -> tuple[Any, ...]:
+    """A message's place in a SORT: its values (REVERSE ones turned round), then its UID, so
+    that equal messages keep message-number order whatever REVERSE says (RFC 5256)."""
+    parts: list[Any] = [_Descending(value) if criterion.reverse else value
+                        for value, criterion in zip(values, criteria, strict=True)]
+    parts.append(uid)
+    return tuple(parts)
+
+
+def depends_on_changes(key: cmds.SearchKey) -> bool:
+    """Whether a message's result can change after it arrived: flags (keywords too) and MODSEQ
+    change; the headers, body, size, dates and object ids of a message never do."""
+    stack = [key]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cmds.SearchFlag | cmds.SearchModSeq):
+            return True
+        if isinstance(node, cmds.SearchAnd | cmds.SearchOr):
+            stack.extend(node.keys)
+        elif isinstance(node, cmds.SearchNot):
+            stack.append(node.key)
+    return False
+
+
+def _uid_set(uids: Iterable[int]) -> cmds.SequenceSet:
+    """The UIDs (ascending) as a UID sequence set of ranges."""
+    ranges: list[tuple[int | None, int | None]] = []
+    start = previous = -2
+    for uid in uids:
+        if uid != previous + 1:
+            if previous >= 0:
+                ranges.append((start, previous))
+            start = uid
+        previous = uid
+    if previous >= 0:
+        ranges.append((start, previous))
+    return cmds.SequenceSet(tuple(ranges))
+
+
+def fixed_criteria(session: Any, key: cmds.SearchKey) -> cmds.SearchKey:
+    """``key`` with every set that would mean other messages later (message numbers, ``$``,
+    ``*``) replaced by the UIDs it names now."""
+    view = session.selected
+    if isinstance(key, cmds.SearchSequence):
+        seqset = key.seqset
+        if seqset.saved or not key.uid:
+            # (BAD for message numbers beyond the count, as the search itself answers)
+            return cmds.SearchSequence(_uid_set(searching.resolve_uids(session, seqset, key.uid)), uid=True)
+        if seqset.uses_star():
+            highest = view.uids[-1] if len(view.uids) else 0
+            ranges = seqset.resolve(highest, clip=False) if highest else []
+            return cmds.SearchSequence(cmds.SequenceSet(tuple(ranges)), uid=True)
+        return key
+    if isinstance(key, cmds.SearchAnd):
+        return cmds.SearchAnd(tuple(fixed_criteria(session, child) for child in key.keys))
+    if isinstance(key, cmds.SearchOr):
+        return cmds.SearchOr(tuple(fixed_criteria(session, child) for child in key.keys))
+    if isinstance(key, cmds.SearchNot):
+        return cmds.SearchNot(fixed_criteria(session, key.key))
+    return key
+
+
+class LiveSearch:
+    """One context: the tag that names it, its search program, and its result (ascending UIDs;
+    for SORT also each member's sort key, and the keys in sort order)."""
+
+    __slots__ = ("tag", "uid", "criteria", "sort", "flag_dependent", "members", "keys", "ordered")
+
+    def __init__(self, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
+                 sort: tuple[cmds.SortCriterion, ...] | None = None,
+                 keys: dict[int, tuple[Any, ...]] | None = None) -> None:
+        self.tag = tag
+        self.uid = uid
+        self.criteria = criteria
+        self.sort = sort
+        self.flag_dependent = depends_on_changes(criteria)
+        self.members = array(_UID_ARRAY, members)
+        self.keys = keys   # SORT: UID -> sort_key
+        self.ordered: list[tuple[Any, ...]] = sorted(keys.values()) if keys is not None else []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def contains(self, uid: int) -> bool:
+        members = self.members
+        index = bisect.bisect_left(members, uid)
+        return index < len(members) and members[index] == uid
+
+    def remove(self, gone: Iterable[int]) -> list[tuple[int, int]]:
+        """Drop the members ``gone``; (position, UID) of each, positions as they were before
+        (0 for a SEARCH context), in the order REMOVEFROM lists them (module docstring)."""
+        leaving = sorted(uid for uid in set(gone) if self.contains(uid))
+        if not leaving:
+            return []
+        dropped = set(leaving)
+        self.members = array(_UID_ARRAY, (uid for uid in self.members if uid not in dropped)) \
+            if len(leaving) > 8 else self._without_each(leaving)
+        if self.keys is None:
+            return [(0, uid) for uid in leaving]
+        positions = []
+        for uid in leaving:
+            key = self.keys.pop(uid)
+            positions.append((bisect.bisect_left(self.ordered, key), uid))
+        positions.sort(reverse=True)
+        for index, _uid in positions:   # highest first: each index is still right
+            del self.ordered[index]
+        return [(index + 1, uid) for index, uid in positions]
+
+    def _without_each(self, leaving: list[int]) -> array:
+        members = self.members
+        for uid in leaving:
+            del members[bisect.bisect_left(members, uid)]
+        return members
+
+    def add(self, arriving: Iterable[int], keys: dict[int, tuple[Any, ...]] | None) -> list[tuple[int, int]]:
+        """Add the messages ``arriving`` (not members); (position, UID) of each in the order
+        ADDTO lists them: final positions, lowest first (0 for a SEARCH context)."""
+        entering = sorted(uid for uid in set(arriving) if not self.contains(uid))
+        if self.keys is not None:
+            assert keys is not None
+            entering = [uid for uid in entering if uid in keys]  # a message whose body is gone is left out
+        if not entering:
+            return []
+        for uid in entering:
+            bisect.insort(self.members, uid)
+        if self.keys is None or keys is None:
+            return [(0, uid) for uid in entering]
+        for uid in entering:
+            self.keys[uid] = keys[uid]
+            bisect.insort(self.ordered, keys[uid])
+        placed = sorted((bisect.bisect_left(self.ordered, keys[uid]) + 1, uid) for uid in entering)
+        return placed
+
+
+def _pairs(placed: list[tuple[int, int]], number: Any, descending: bool) -> bytes:
+    """``pos set pos set ...`` for (position, UID) items as LiveSearch.add or remove gives them.
+    ``number`` turns a UID into what the context reports (itself, or its message number). All
+    of a SEARCH context's go in one pair at position 0, in mailbox order; a SORT context's
+    adjacent positions share one pair, in sort order: ascending additions extend a pair at its
+    end, descending removals at its start."""
+    if placed[0][0] == 0:
+        return b"0 " + encode.sequence_set(sorted(number(uid) for _position, uid in placed))
+    groups: list[tuple[int, list[int]]] = []
+    for position, uid in placed:
+        if groups and not descending and groups[-1][0] + len(groups[-1][1]) == position:
+            groups[-1][1].append(number(uid))
+        elif groups and descending and groups[-1][0] - 1 == position:
+            groups[-1] = (position, [number(uid), *groups[-1][1]])
+        else:
+            groups.append((position, [number(uid)]))
+    return b" ".join(b"%d %s" % (position, _ordered_set(items)) for position, items in groups)
+
+
+def _ordered_set(numbers: list[int]) -> bytes:
+    """A sequence set that keeps the order given: only ascending runs become ranges (RFC 5267
+    section 3.2)."""
+    out: list[bytes] = []
+    start = previous = numbers[0]
+    for value in numbers[1:]:
+        if value != previous + 1:
+            out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+            start = value
+        previous = value
+    out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
+    return b",".join(out)
+
+
+class SearchContexts:
+    """The live contexts of one selected mailbox, and the messages to look at again at the next
+    catch-up (``arrived``: new to the view; ``changed``: flags or MODSEQ changed)."""
+
+    def __init__(self) -> None:
+        self.live: dict[bytes, LiveSearch] = {}
+        self.arrived: set[int] = set()
+        self.changed: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.live)
+
+    def __contains__(self, tag: bytes) -> bool:
+        return tag in self.live
+
+    def room_for(self, members: int) -> bool:
+        """May a context of ``members`` results be added (MAX_CONTEXTS, MAX_MEMBERS)? The first
+        always may: RFC 5267 section 4.3.1 asks for at least one per client."""
+        held = sum(len(context) for context in self.live.values())
+        return not self.live or (len(self.live) < MAX_CONTEXTS and held + members <= MAX_MEMBERS)
+
+    def add(self, context: LiveSearch) -> None:
+        self.live[context.tag] = context
+
+    def cancel(self, tags: Iterable[bytes]) -> None:
+        for tag in tags:
+            self.live.pop(tag, None)
+        if not self.live:
+            self.arrived.clear()
+            self.changed.clear()
+
+    def note_changed(self, uids: Iterable[int]) -> None:
+        if self.live:
+            self.changed.update(uids)
+
+    def note_arrived(self, uids: Iterable[int]) -> None:
+        if self.live:
+            self.arrived.update(uids)
+
+    def removal_lines(self, view: Any, gone: Sequence[int]) -> list[bytes]:
+        """REMOVEFROM for members among ``gone``, expunged and still in the view (their message
+        numbers are still valid: sent before the EXPUNGE, RFC 5267 section 4.3.4)."""
+        if not self.live:
+            return []
+        self.arrived.difference_update(gone)
+        self.changed.difference_update(gone)
+        lines = []
+        for context in self.live.values():
+            removed = context.remove(gone)
+            if removed:
+                lines.append(_response(context, view, b"REMOVEFROM", removed, descending=True))
+        return lines
+
+    def update_lines(self, session: Any, view: Any) -> list[bytes]:
+        """ADDTO and REMOVEFROM for the messages noted since the last catch-up, looked at again
+        (only those). A store error keeps them noted for the next catch-up and sends nothing."""
+        if not self.live or not (self.arrived or self.changed):
+            return []
+        arrived = {uid for uid in self.arrived if view.msn_of(uid) is not None and uid not in view.pending_expunge}
+        changed = {uid for uid in self.changed if view.msn_of(uid) is not None and uid not in view.pending_expunge}
+        try:
+            found = [(context, self._looked_at(session, context, arrived, changed)) for context in self.live.values()]
+            keys = self._sort_keys(session, found)
+        except MidbError:
+            return []   # noted still: the next catch-up tries again
+        self.arrived.clear()
+        self.changed.clear()
+        lines = []
+        for context, (looked_at, matching) in found:
+            removed = context.remove(uid for uid in looked_at if uid not in matching)
+            added = context.add(matching, keys.get(context.tag))
+            items = []
+            if removed:
+                items.append(b"REMOVEFROM (" + _pairs(removed, _numbering(context, view), True) + b")")
+            if added:
+                items.append(b"ADDTO (" + _pairs(added, _numbering(context, view), False) + b")")
+            if items:
+                lines.append(_head(context) + b" ".join(items) + b"\r\n")
+        return lines
+
+    @staticmethod
+    def _looked_at(session: Any, context: LiveSearch, arrived: set[int],
+                   changed: set[int]) -> tuple[list[int], set[int]]:
+        """(the messages the context looks at again, those of them its program matches)."""
+        uids = sorted(arrived | changed if context.flag_dependent else arrived)
+        if not uids:
+            return [], set()
+        program = cmds.SearchAnd((cmds.SearchSequence(_uid_set(uids), uid=True), context.criteria))
+        return uids, set(searching.search(session, program))
+
+    @staticmethod
+    def _sort_keys(session: Any, found: list[tuple[LiveSearch, tuple[list[int], set[int]]]]
+                   ) -> dict[bytes, dict[int, tuple[Any, ...]]]:
+        """The sort keys of the messages entering SORT contexts, by context tag."""
+        keys: dict[bytes, dict[int, tuple[Any, ...]]] = {}
+        for context, (_looked_at, matching) in found:
+            if context.sort is None:
+                continue
+            entering = sorted(uid for uid in matching if not context.contains(uid))
+            keys[context.tag] = member_keys(session, context.sort, entering) if entering else {}
+        return keys
+
+
+def member_keys(session: Any, criteria: tuple[cmds.SortCriterion, ...], uids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """UID -> sort_key of the selected folder's messages ``uids`` (ascending); a message whose
+    body is gone is left out, as SORT leaves it out."""
+    from gximap.session.commands.sort import folder_values  # (the commands import this module's users)
+
+    columns = [run_unsliced(folder_values(session, criterion.key, uids, None, whole_folder=False))
+               for criterion in criteria]
+    keys = {}
+    for index, uid in enumerate(uids):
+        values = [column[index] for column in columns]
+        if None not in values:
+            keys[uid] = sort_key(values, criteria, uid)
+    return keys
+
+
+def _numbering(context: LiveSearch, view: Any) -> Any:
+    if context.uid:
+        return lambda uid: uid
+    return view.msn_of
+
+
+def _head(context: LiveSearch) -> bytes:
+    return b"* ESEARCH (TAG " + encode.string(context.tag) + b")" + (b" UID " if context.uid else b" ")
+
+
+def _response(context: LiveSearch, view: Any, item: bytes, placed: list[tuple[int, int]], *, descending: bool) -> bytes:
+    return _head(context) + item + b" (" + _pairs(placed, _numbering(context, view), descending) + b")\r\n"
+
+
+def refuse_reused_tag(session: Any, tag: bytes, options: tuple[str, ...] | None) -> None:
+    """RFC 5267 section 4.3: UPDATE with the tag of a live search is BAD."""
+    from gximap.imap.codes import Code
+    from gximap.session.base import CommandFailed
+
+    if options is not None and "UPDATE" in options and tag in session.selected.contexts:
+        raise CommandFailed(Code.BAD_UPDATE_TAG_IN_USE, status="BAD")
+
+
+def start(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
+          sort: tuple[cmds.SortCriterion, ...] | None = None) -> list[bytes]:
+    """Keep the result ``members`` (ascending UIDs) of a SEARCH or SORT RETURN (UPDATE) live
+    (``criteria`` made with fixed_criteria before the search ran); or, beyond the bounds, the
+    untagged ``NO [NOUPDATE "tag"]`` that says it is not (RFC 5267 section 4.3.1)."""
+    from gximap.imap.codes import Code
+
+    contexts = session.selected.contexts
+    if not contexts.room_for(len(members)):
+        code = b"NOUPDATE " + encode.string(tag)
+        return [b"* " + session.status_line(b"NO", Code.INFO_NOUPDATE, code=code) + b"\r\n"]
+    keys = member_keys(session, sort, list(members)) if sort is not None else None
+    if keys is not None:
+        members = [uid for uid in members if uid in keys]
+    contexts.add(LiveSearch(tag, uid, criteria, members, sort, keys))
+    return []
