@@ -691,7 +691,7 @@ def test_partial_with_modseq(conv: Conversation) -> None:
 
 def test_partial_imaptest_scripts(conv: Conversation) -> None:
     """imaptest's search-partial and sort-partial (RFC 5267 PARTIAL, there under CONTEXT=SEARCH
-    and CONTEXT=SORT, which gximap does not advertise: imaptest skips them) on five messages.
+    and CONTEXT=SORT; RFC 9394's PARTIAL here) on five messages.
     The answers match but for two spellings RFC 9394 allows: the range is repeated as sent
     (4:2, where Dovecot writes 2:4: "500:400 is the same as 400:500"), and an ESORT set in sort
     order writes a descending run as single numbers (Dovecot: 3:4 for 4,3). sort-partial writes
