@@ -21,10 +21,10 @@ The comparison is stricter than imaptest's: the untagged responses of a command 
 the expected ones (imaptest allows extra ones), written in gximap's case.
 
 Differences, each kept on purpose (noted at the step too):
-* SORT by ARRIVAL: messages whose order the scripts' REVERSE ARRIVAL steps decide get distinct
-  internal dates here. Where imaptest appends them with equal dates, Dovecot breaks the tie by
-  arrival order even under REVERSE; RFC 5256 section 3 breaks any remaining tie by sequence
-  number, which REVERSE does not turn.
+* SORT by ARRIVAL: where a script's REVERSE ARRIVAL step needs messages in reverse order of
+  arrival (sort-addresses, sort-size), they get distinct internal dates here. With equal ones,
+  RFC 5256 section 3 orders them by sequence number, which REVERSE does not turn; the scripts'
+  mbox files, not in the reference store, may hold equal dates that Dovecot orders otherwise.
 * search-header's ``SEARCH SUBJECT ""`` is only checked to succeed, as the script says (the RFC
   leaves its result open).
 """
