@@ -45,8 +45,8 @@ from conversation import Conversation
 from test_imaptest_ports import MAILBOX, lit, ok
 
 SEP = "/"
-# Our stand-ins for imaptest's default.mbox (four messages without header fields): plain text
-# messages, each with a different body and INTERNALDATE (COPY must keep the date).
+# Our stand-ins for imaptest's default.mbox (four messages without header fields; copy appends a
+# fifth): plain text messages, each with a different body and INTERNALDATE (COPY keeps the date).
 MESSAGES = [
     (f"From: imaptest@example.com\nSubject: message {number}\n\nbody {number}\n",
      f'"{20 + number:02d}-Feb-2008 17:06:23 +0000"')
@@ -258,6 +258,7 @@ class Relative:
                 self.expunged.append(current.pop(seq - 1))
             for seq, items in fetches([line]):
                 self.fetched[current[seq - 1]] = items
+
 
 # -- copy ----------------------------------------------------------------------------------------
 
