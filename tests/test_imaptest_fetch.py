@@ -269,3 +269,222 @@ def test_fetch_body(conv: Conversation) -> None:
     assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (DATE)]") == {
         "BODY[HEADER.FIELDS.NOT (DATE)]": b"From: Anna Test <anna@example.net>\r\nSubject: s1\r\n\r\n"}
     assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER.FIELDS (XYZ)]") == {"BODY[HEADER.FIELDS (XYZ)]": b"\r\n"}
+
+
+# -- fetch-body-mime -----------------------------------------------------------------------------
+
+# As imaptest's fetch-body-mime.mbox: multipart/mixed whose boundary parameter is a quoted string
+# folded onto a second line, a prologue, a text part of a private subtype with a charset, and a
+# message/rfc822 whose message is multipart/alternative (a prologue ending right at the first
+# delimiter, HTML and plain text parts, an epilogue), then the outer epilogue.
+MIME_MESSAGE = """From: root@example.org
+Date: Fri, 06 Jan 2006 11:12:13 +0100
+Mime-Version: 1.0
+Content-Type: multipart/mixed; boundary="abc
+ def"
+
+Outer prologue text
+
+--abc def
+Content-Type: text/x-custom; charset=us-ascii
+
+howdy
+
+--abc def
+Content-Type: message/rfc822
+
+From: inner@example.org
+Date: Sat, 07 Jan 2006 12:13:14 +0100
+Subject: inner
+Content-Type: multipart/alternative; boundary="in1"
+
+Inner prologue
+--in1
+Content-Type: text/html
+
+<b>Greetings</b>
+
+--in1
+Content-Type: text/plain
+
+More greetings
+
+--in1--
+Inner epilogue
+
+--abc def--
+Outer epilogue
+
+"""
+
+
+def between(data: bytes, start: bytes, end: bytes) -> bytes:
+    """``data`` from the first ``start`` up to and including the ``end`` that follows it."""
+    first = data.index(start)
+    return data[first:data.index(end, first) + len(end)]
+
+
+def mime_sections() -> list[tuple[str, bytes]]:
+    """(section, expected octets) of MIME_MESSAGE, in fetch-body-mime's order."""
+    whole = crlf(MIME_MESSAGE)
+    inner = between(whole, b"From: inner", b"Inner epilogue\r\n")
+    inner_header = between(whole, b"From: inner", b"\r\n\r\n")
+    return [
+        ("", whole),
+        ("TEXT", between(whole, b"Outer prologue", b"Outer epilogue\r\n\r\n")),
+        ("1", b"howdy\r\n"),
+        ("1.MIME", b"Content-Type: text/x-custom; charset=us-ascii\r\n\r\n"),
+        ("2", inner),
+        ("2.MIME", b"Content-Type: message/rfc822\r\n\r\n"),
+        ("2.HEADER", inner_header),
+        ("2.HEADER.FIELDS (FROM SUBJECT X-FOO)", b"From: inner@example.org\r\nSubject: inner\r\n\r\n"),
+        ("2.HEADER.FIELDS.NOT (FROM SUBJECT X-FOO)",
+         b"Date: Sat, 07 Jan 2006 12:13:14 +0100\r\nContent-Type: multipart/alternative; boundary=\"in1\"\r\n\r\n"),
+        ("2.TEXT", inner[len(inner_header):]),
+        ("2.1.MIME", b"Content-Type: text/html\r\n\r\n"),
+        ("2.1", b"<b>Greetings</b>\r\n"),
+        ("2.2.MIME", b"Content-Type: text/plain\r\n\r\n"),
+        ("2.2", b"More greetings\r\n"),
+    ]
+
+
+def test_fetch_body_mime(conv: Conversation) -> None:
+    """imaptest src/tests/fetch-body-mime (its own mbox: one MIME message)."""
+    selected_with(conv, MIME_MESSAGE)
+    for name, expected in mime_sections():
+        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: expected}, name
+
+
+# -- fetch-body-message-rfc822, -mime, -x2 -------------------------------------------------------
+
+# As fetch-body-message-rfc822.mbox: a message whose whole body is a message/rfc822.
+RFC822_MESSAGE = """From: outer@example.org
+Date: Sun, 08 Jan 2006 13:14:15 +0100
+Mime-Version: 1.0
+Content-Type: message/rfc822
+
+From: inner@example.org
+Date: Mon, 09 Jan 2006 14:15:16 +0100
+Subject: inner
+
+Greetings
+"""
+
+
+def test_fetch_body_message_rfc822(conv: Conversation) -> None:
+    """imaptest src/tests/fetch-body-message-rfc822 (its own mbox)."""
+    selected_with(conv, RFC822_MESSAGE)
+    whole = crlf(RFC822_MESSAGE)
+    inner = between(whole, b"From: inner", b"Greetings\r\n")
+    expected = [
+        ("", whole),
+        ("TEXT", inner),
+        ("1", inner),  # part 1 of a message that is not multipart: its body, the whole message
+        ("1.HEADER", between(whole, b"From: inner", b"\r\n\r\n")),
+        ("1.HEADER.FIELDS (FROM SUBJECT X-FOO)", b"From: inner@example.org\r\nSubject: inner\r\n\r\n"),
+        ("1.HEADER.FIELDS.NOT (FROM SUBJECT X-FOO)", b"Date: Mon, 09 Jan 2006 14:15:16 +0100\r\n\r\n"),
+        ("1.TEXT", b"Greetings\r\n"),
+    ]
+    for name, octets in expected:
+        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
+
+
+# As fetch-body-message-rfc822-mime.mbox: message/rfc822 holding a multipart/digest whose
+# delimiter lines carry trailing white space, whose first part has no MIME header at all (so it
+# is message/rfc822 by the digest's default) and whose second has one field of its own.
+RFC822_DIGEST_MESSAGE = """From: outer@example.org
+Date: Sun, 08 Jan 2006 13:14:15 +0100
+Mime-Version: 1.0
+Content-Type: message/rfc822
+
+From: inner@example.org
+Date: Mon, 09 Jan 2006 14:15:16 +0100
+Subject: inner
+Content-Type: multipart/digest; boundary="dig"
+
+before the parts
+
+--dig\x20
+
+From: d1@example.com
+Subject: d1
+
+d1 text
+
+--dig\x20
+X-Part: second
+
+From: d2@example.com
+Subject: d2
+
+d2 text
+
+--dig--
+
+after the parts
+"""
+
+
+def test_fetch_body_message_rfc822_mime(conv: Conversation) -> None:
+    """imaptest src/tests/fetch-body-message-rfc822-mime (its own mbox)."""
+    selected_with(conv, RFC822_DIGEST_MESSAGE)
+    whole = crlf(RFC822_DIGEST_MESSAGE)
+    inner = between(whole, b"From: inner", b"after the parts\r\n")
+    inner_header = between(whole, b"From: inner", b"\r\n\r\n")
+    expected = [
+        ("", whole),
+        ("TEXT", inner),
+        ("1", inner),
+        ("1.HEADER", inner_header),
+        ("1.TEXT", inner[len(inner_header):]),
+        ("1.1", b"From: d1@example.com\r\nSubject: d1\r\n\r\nd1 text\r\n"),
+        ("1.1.MIME", b"\r\n"),
+        ("1.1.HEADER", b"From: d1@example.com\r\nSubject: d1\r\n\r\n"),
+        ("1.1.TEXT", b"d1 text\r\n"),
+        ("1.2", b"From: d2@example.com\r\nSubject: d2\r\n\r\nd2 text\r\n"),
+        ("1.2.MIME", b"X-Part: second\r\n\r\n"),
+        ("1.2.HEADER", b"From: d2@example.com\r\nSubject: d2\r\n\r\n"),
+        ("1.2.TEXT", b"d2 text\r\n"),
+    ]
+    for name, octets in expected:
+        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
+
+
+# As fetch-body-message-rfc822-x2.mbox: a message/rfc822 whose message is a message/rfc822 too.
+RFC822_TWICE_MESSAGE = """From: outer@example.org
+Date: Sun, 08 Jan 2006 13:14:15 +0100
+Mime-Version: 1.0
+Content-Type: message/rfc822
+
+From: middle@example.org
+Date: Mon, 09 Jan 2006 14:15:16 +0100
+Mime-Version: 1.0
+Content-Type: message/rfc822
+
+From: inner@example.org
+Date: Tue, 10 Jan 2006 15:16:17 +0100
+Subject: inner
+
+Greetings
+"""
+
+
+def test_fetch_body_message_rfc822_x2(conv: Conversation) -> None:
+    """imaptest src/tests/fetch-body-message-rfc822-x2 (its own mbox)."""
+    selected_with(conv, RFC822_TWICE_MESSAGE)
+    whole = crlf(RFC822_TWICE_MESSAGE)
+    middle = between(whole, b"From: middle", b"Greetings\r\n")
+    inner = between(whole, b"From: inner", b"Greetings\r\n")
+    expected = [
+        ("", whole),
+        ("TEXT", middle),
+        ("1", middle),
+        ("1.1", inner),
+        ("1.HEADER", between(whole, b"From: middle", b"\r\n\r\n")),
+        ("1.TEXT", inner),
+        ("1.1.1", b"Greetings\r\n"),
+        ("1.1.HEADER", between(whole, b"From: inner", b"\r\n\r\n")),
+        ("1.1.TEXT", b"Greetings\r\n"),
+    ]
+    for name, octets in expected:
+        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
