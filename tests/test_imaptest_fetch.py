@@ -488,3 +488,102 @@ def test_fetch_body_message_rfc822_x2(conv: Conversation) -> None:
     ]
     for name, octets in expected:
         assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
+
+
+# -- fetch-bodystructure -------------------------------------------------------------------------
+
+# As fetch-bodystructure.mbox: multipart/mixed with a folded quoted boundary and one text part of
+# a private subtype written in mixed case, with a charset.
+BODYSTRUCTURE_MESSAGE = """From: root@example.org
+Date: Fri, 06 Jan 2006 11:12:13 +0100
+Mime-Version: 1.0
+Content-Type: multipart/mixed; boundary="abc
+ def"
+
+--abc def
+Content-Type: text/x-CUSTOM; charset=us-ascii
+
+howdy
+
+--abc def--
+"""
+
+
+def test_fetch_bodystructure(conv: Conversation) -> None:
+    """imaptest src/tests/fetch-bodystructure (its own mbox). imaptest compares the strings
+    without regard to case (see the module docstring), so does this."""
+    selected_with(conv, BODYSTRUCTURE_MESSAGE)
+    lines = ok(conv, b"FETCH 1:* BODY")
+    assert len(lines) == 1, lines
+    assert caseless(fetched(lines, 1)["BODY"]) == caseless(
+        [[b"TEXT", b"X-CUSTOM", [b"CHARSET", b"us-ascii"], None, None, b"7BIT", "7", "1"], b"MIXED"])
+
+
+# -- fetch-envelope ------------------------------------------------------------------------------
+
+ENVELOPE_DATE = "Wed, 11 Jan 2006 16:17:18 +0100"
+
+# As fetch-envelope.mbox: every envelope field; two minimal messages (Date and a bare From);
+# From with the name in a comment and To of two groups; empty Sender and Reply-To; a source route.
+ENVELOPE_MESSAGES = (
+    f"""Message-ID: <m1@example.org>
+In-Reply-To: <parent@example.org>
+Date: {ENVELOPE_DATE}
+Subject: all the fields
+From: Frieda From <frieda@from.example>
+To: Toni To <toni@to.example>
+Cc: Cilla Cc <cilla@cc.example>
+Bcc: Bodo Bcc <bodo@bcc.example>
+Sender: Sina Sender <sina@sender.example>
+Reply-To: Rene Reply <rene@reply.example>
+
+text
+""",
+    f"Date: {ENVELOPE_DATE}\nFrom: someone@host\n\ntext\n",
+    f"Date: {ENVELOPE_DATE}\nFrom: someone@host\n\ntext\n",
+    f"""Date: {ENVELOPE_DATE}
+From: someone@host (Some One)
+To: team: t1@one.example, t2@two.example;, crew: c1@three.example;
+
+text
+""",
+    f"Date: {ENVELOPE_DATE}\nFrom: someone@host (Some One)\nSender: \nReply-To: \n\ntext\n",
+    f"Date: {ENVELOPE_DATE}\nFrom: <@relay:someone@host>\n\ntext\n",
+)
+
+
+def test_fetch_envelope(conv: Conversation) -> None:
+    """imaptest src/tests/fetch-envelope (its own mbox): date, subject, from, sender, reply-to,
+    to, cc, bcc, in-reply-to, message-id."""
+    selected_with(conv, *ENVELOPE_MESSAGES)
+    lines = ok(conv, b"FETCH 1:* ENVELOPE")
+    date = ENVELOPE_DATE.encode()
+
+    def address(name: bytes | None, route: bytes | None, mailbox: bytes | None, host: bytes | None) -> list[Any]:
+        return [name, route, mailbox, host]
+
+    bare = [address(None, None, b"someone", b"host")]
+    named = [address(b"Some One", None, b"someone", b"host")]
+    expected = {
+        1: [date, b"all the fields", [address(b"Frieda From", None, b"frieda", b"from.example")],
+            [address(b"Sina Sender", None, b"sina", b"sender.example")],
+            [address(b"Rene Reply", None, b"rene", b"reply.example")],
+            [address(b"Toni To", None, b"toni", b"to.example")],
+            [address(b"Cilla Cc", None, b"cilla", b"cc.example")],
+            [address(b"Bodo Bcc", None, b"bodo", b"bcc.example")],
+            b"<parent@example.org>", b"<m1@example.org>"],
+        # Sender and Reply-To absent: the From address (RFC 3501 section 7.4.2).
+        2: [date, None, bare, bare, bare, None, None, None, None, None],
+        3: [date, None, bare, bare, bare, None, None, None, None, None],
+        # A group is its start (host NIL, mailbox the name), its members, its end (all NIL).
+        4: [date, None, named, named, named,
+            [address(None, None, b"team", None), address(None, None, b"t1", b"one.example"),
+             address(None, None, b"t2", b"two.example"), address(None, None, None, None),
+             address(None, None, b"crew", None), address(None, None, b"c1", b"three.example"),
+             address(None, None, None, None)],
+            None, None, None, None],
+        # Sender and Reply-To present but empty: the From address too.
+        5: [date, None, named, named, named, None, None, None, None, None],
+        6: [date, None] + [[address(None, b"@relay", b"someone", b"host")]] * 3 + [None] * 5,
+    }
+    assert {seq: fetched(lines, seq)["ENVELOPE"] for seq in range(1, 7)} == expected
