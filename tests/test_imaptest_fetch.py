@@ -708,3 +708,66 @@ def test_fetch_binary_mime_qp(conv: Conversation) -> None:
     assert fetch(conv, b"FETCH 1 (BINARY.PEEK[1]<15.10>)") == {"BINARY[1]<15>": b"ea\tsky\r\nse"}
     bad(conv, b"FETCH 1 (BINARY.PEEK[1]<40>)")  # no length: see the module docstring
     assert fetch(conv, b"FETCH 1 (BINARY.PEEK[1]<40.100>)") == {"BINARY[1]<40>": QP_DECODED[40:]}
+
+
+# -- append --------------------------------------------------------------------------------------
+
+
+def recent_count(*views: dict[str, Any]) -> int:
+    return sum("\\recent" in {flag.lower() for flag in view["FLAGS"]} for view in views)
+
+
+def test_append(conv: Conversation) -> None:
+    """imaptest src/tests/append (connections: 3; state: created). Two connections have the
+    mailbox selected, the third does not: \\Recent goes to one of the two, never to both (imaptest
+    catches a duplicate with its model of the mailbox, here it is counted), and STATUS from the
+    third counts none."""
+    first = conv
+    second, third = first.second_session(), first.second_session()
+    second.login()
+    third.login()
+    box = MAILBOX.encode()
+    ok(first, b"CREATE " + box)
+    ok(first, b"SELECT " + box)
+    ok(second, b"SELECT " + box)
+
+    assert b"* 1 EXISTS" in ok(first, b"APPEND " + box + b" (\\Seen \\Flagged) " + lit("From: a@example.org\n\none\n"))
+    assert b"* 1 EXISTS" in ok(second, b"NOOP")
+    assert ok(third, b"STATUS " + box + b" (MESSAGES UNSEEN RECENT)") == [
+        b"* STATUS " + box + b" (MESSAGES 1 UNSEEN 0 RECENT 0)"]
+    in_first, in_second = fetch(first, b"FETCH 1 (UID FLAGS)"), fetch(second, b"FETCH 1 (UID FLAGS)")
+    uid1 = in_first["UID"]
+    assert in_second["UID"] == uid1
+    assert flags(in_first["FLAGS"]) == flags(in_second["FLAGS"]) == {"\\seen", "\\flagged"}
+    assert recent_count(in_first, in_second) == 1
+
+    # imaptest's bare "append" appends its next message to the test mailbox, without flags.
+    assert b"* 2 EXISTS" in ok(second, b"APPEND " + box + b" " + lit("From: b@example.org\n\ntwo\n"))
+    assert b"* 2 EXISTS" in ok(first, b"NOOP")
+    assert ok(third, b"STATUS " + box + b" (MESSAGES UNSEEN RECENT)") == [
+        b"* STATUS " + box + b" (MESSAGES 2 UNSEEN 1 RECENT 0)"]
+    in_first, in_second = fetch(first, b"FETCH 2 (UID FLAGS)", 2), fetch(second, b"FETCH 2 (UID FLAGS)", 2)
+    assert in_first["UID"] == in_second["UID"] != uid1
+    assert flags(in_first["FLAGS"]) == flags(in_second["FLAGS"]) == set()
+    assert recent_count(in_first, in_second) == 1
+
+    ok(third, b"APPEND " + box + b" " + lit("From: c@example.org\n\nthree\n"))
+    assert ok(third, b"STATUS " + box + b" (MESSAGES UNSEEN)") == [b"* STATUS " + box + b" (MESSAGES 3 UNSEEN 2)"]
+    assert b"* 3 EXISTS" in ok(second, b"NOOP")
+    assert b"* 3 EXISTS" in ok(first, b"NOOP")
+    in_first, in_second = fetch(first, b"FETCH 3 (UID FLAGS)", 3), fetch(second, b"FETCH 3 (UID FLAGS)", 3)
+    assert in_first["UID"] == in_second["UID"]
+    assert recent_count(in_first, in_second) == 1
+
+
+# -- nil -----------------------------------------------------------------------------------------
+
+
+def test_nil(conv: Conversation) -> None:
+    """imaptest src/tests/nil (the default mailbox): NIL where a string is expected is the
+    string "NIL" (an atom is an astring), so it searches for that text, and LIST "" NIL is fine."""
+    selected_with(conv, "From: nil@example.org\nSubject: about NIL\n\nthe word nil in the body\n",
+                  "From: other@example.org\nSubject: other\n\nnothing here\n")
+    assert ok(conv, b"SEARCH SUBJECT NIL") == [b"* SEARCH 1"]
+    assert ok(conv, b"SEARCH BODY nil") == [b"* SEARCH 1"]
+    ok(conv, b'LIST "" NIL')
