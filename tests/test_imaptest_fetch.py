@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 from conversation import Conversation
-from test_imaptest_ports import MAILBOX, lit, no, ok, text
+from test_imaptest_ports import MAILBOX, lit, ok, text
 
 # -- reading responses ---------------------------------------------------------------------------
 
@@ -183,36 +183,36 @@ def uids(lines: list[bytes]) -> dict[int, int]:
 def test_fetch(conv: Conversation) -> None:
     """imaptest src/tests/fetch (messages: 3)."""
     selected_with(conv, *DEFAULT_MESSAGES[:3])
-    everything = uids(ok(conv, b"FETCH 1:3 UID"))
+    everything = uids(ok(conv, b"fetch 1:3 uid"))
     assert sorted(everything) == [1, 2, 3]
     uid1, uid2, uid3 = everything[1], everything[2], everything[3]
-    assert uids(ok(conv, b"FETCH 3:1 UID")) == everything
-    assert uids(ok(conv, b"FETCH 1,* UID")) == {1: uid1, 3: uid3}
-    assert uids(ok(conv, b"FETCH * UID")) == {3: uid3}
-    assert uids(ok(conv, b"FETCH *:1 UID")) == everything
+    assert uids(ok(conv, b"fetch 3:1 uid")) == everything
+    assert uids(ok(conv, b"fetch 1,* uid")) == {1: uid1, 3: uid3}
+    assert uids(ok(conv, b"fetch * uid")) == {3: uid3}
+    assert uids(ok(conv, b"fetch *:1 uid")) == everything
     # imaptest counts on a fresh mailbox's UIDs being 1, 2, 3: 4:* is 3:4, the last message.
     assert (uid1, uid2, uid3) == (1, 2, 3)
-    assert uids(ok(conv, b"UID FETCH 4:* UID")) == {3: uid3}
+    assert uids(ok(conv, b"uid fetch 4:* uid")) == {3: uid3}
 
     # Break the seq = UID map.
-    ok(conv, b"STORE 2 FLAGS \\Deleted")
-    assert b"* 2 EXPUNGE" in ok(conv, b"EXPUNGE")
-    assert uids(ok(conv, b"UID FETCH 4:* UID")) == {2: uid3}
-    assert uids(ok(conv, b"UID FETCH 1:* UID")) == {1: uid1, 2: uid3}
-    assert uids(ok(conv, b"UID FETCH 2 UID")) == {}  # "! 1 fetch (uid $uid1)", "! 2 fetch (uid $uid3)"
-    assert uids(ok(conv, b"UID FETCH 1,* UID")) == {1: uid1, 2: uid3}
+    ok(conv, b"store 2 flags \\deleted")
+    assert b"* 2 EXPUNGE" in ok(conv, b"expunge")
+    assert uids(ok(conv, b"uid fetch 4:* uid")) == {2: uid3}
+    assert uids(ok(conv, b"uid fetch 1:* uid")) == {1: uid1, 2: uid3}
+    assert uids(ok(conv, b"uid fetch 2 uid")) == {}  # "! 1 fetch (uid $uid1)", "! 2 fetch (uid $uid3)"
+    assert uids(ok(conv, b"uid fetch 1,* uid")) == {1: uid1, 2: uid3}
 
     # The macros.
-    full = fetch(conv, b"FETCH 1 FULL")
+    full = fetch(conv, b"fetch 1 full")
     assert set(full) == {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"}
     assert flags(full["FLAGS"]) == set()
     intdate1, size1 = full["INTERNALDATE"], full["RFC822.SIZE"]
     assert isinstance(intdate1, bytes) and int(size1) == len(crlf(DEFAULT_MESSAGES[0]))
     assert isinstance(full["ENVELOPE"], list) and isinstance(full["BODY"], list)
-    all_ = fetch(conv, b"FETCH 1 ALL")
+    all_ = fetch(conv, b"fetch 1 all")
     assert set(all_) == {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"}
     assert (flags(all_["FLAGS"]), all_["INTERNALDATE"], all_["RFC822.SIZE"]) == (set(), intdate1, size1)
-    fast = fetch(conv, b"FETCH 1 FAST")
+    fast = fetch(conv, b"fetch 1 fast")
     assert set(fast) == {"FLAGS", "INTERNALDATE", "RFC822.SIZE"}
     assert (flags(fast["FLAGS"]), fast["INTERNALDATE"], fast["RFC822.SIZE"]) == (set(), intdate1, size1)
 
@@ -226,49 +226,49 @@ def test_fetch_body(conv: Conversation) -> None:
     one, two, three, four = (crlf(message) for message in DEFAULT_MESSAGES)
 
     # Header and body fetches.
-    hdr1 = fetch(conv, b"FETCH 1 RFC822.HEADER")["RFC822.HEADER"]
+    hdr1 = fetch(conv, b"fetch 1 rfc822.header")["RFC822.HEADER"]
     assert hdr1 == one[:one.index(b"\r\n\r\n") + 4]
-    assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER]") == {"BODY[HEADER]": hdr1}
+    assert fetch(conv, b"fetch 1 body.peek[header]") == {"BODY[HEADER]": hdr1}
 
-    items = fetch(conv, b"FETCH 1 (FLAGS BODY.PEEK[TEXT])")
+    items = fetch(conv, b"fetch 1 (flags body.peek[text])")
     assert flags(items["FLAGS"]) == set() and items["BODY[TEXT]"] == b"text1\r\n\r\n"
-    items = fetch(conv, b"FETCH 1 RFC822.TEXT")
+    items = fetch(conv, b"fetch 1 rfc822.text")
     assert items["RFC822.TEXT"] == b"text1\r\n\r\n" and flags(items["FLAGS"]) == {"\\seen"}
 
-    items = fetch(conv, b"FETCH 2 (FLAGS BODY.PEEK[])", 2)
+    items = fetch(conv, b"fetch 2 (flags body.peek[])", 2)
     assert flags(items["FLAGS"]) == set()
     full2 = items["BODY[]"]
     assert full2 == two
-    items = fetch(conv, b"FETCH 2 RFC822", 2)
+    items = fetch(conv, b"fetch 2 rfc822", 2)
     assert items["RFC822"] == full2 and flags(items["FLAGS"]) == {"\\seen"}
 
-    items = fetch(conv, b"FETCH 3 (BODY[])", 3)
+    items = fetch(conv, b"fetch 3 (body[])", 3)
     assert items["BODY[]"] == three and flags(items["FLAGS"]) == {"\\seen"}
-    items = fetch(conv, b"FETCH 4 (BODY[HEADER])", 4)
+    items = fetch(conv, b"fetch 4 (body[header])", 4)
     assert items["BODY[HEADER]"] == four[:four.index(b"\r\n\r\n") + 4] and flags(items["FLAGS"]) == {"\\seen"}
 
     # Partial fetches: message 2's text is "text22" CRLF CRLF, message 3's "text33" CRLF CRLF;
     # the ranges that end or start inside a CRLF get the half they cover.
-    assert fetch(conv, b"FETCH 2 BODY.PEEK[TEXT]<0.3>", 2) == {"BODY[TEXT]<0>": b"tex"}
-    assert fetch(conv, b"FETCH 2 BODY.PEEK[TEXT]<3.3>", 2) == {"BODY[TEXT]<3>": b"t22"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<0.1>", 3) == {"BODY[TEXT]<0>": b"t"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<5.1>", 3) == {"BODY[TEXT]<5>": b"3"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<5.2>", 3) == {"BODY[TEXT]<5>": b"3\r"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<5.3>", 3) == {"BODY[TEXT]<5>": b"3\r\n"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<6.1>", 3) == {"BODY[TEXT]<6>": b"\r"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<6.2>", 3) == {"BODY[TEXT]<6>": b"\r\n"}
-    assert fetch(conv, b"FETCH 3 BODY.PEEK[TEXT]<7.1>", 3) == {"BODY[TEXT]<7>": b"\n"}
+    assert fetch(conv, b"fetch 2 body.peek[text]<0.3>", 2) == {"BODY[TEXT]<0>": b"tex"}
+    assert fetch(conv, b"fetch 2 body.peek[text]<3.3>", 2) == {"BODY[TEXT]<3>": b"t22"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<0.1>", 3) == {"BODY[TEXT]<0>": b"t"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<5.1>", 3) == {"BODY[TEXT]<5>": b"3"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<5.2>", 3) == {"BODY[TEXT]<5>": b"3\r"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<5.3>", 3) == {"BODY[TEXT]<5>": b"3\r\n"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<6.1>", 3) == {"BODY[TEXT]<6>": b"\r"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<6.2>", 3) == {"BODY[TEXT]<6>": b"\r\n"}
+    assert fetch(conv, b"fetch 3 body.peek[text]<7.1>", 3) == {"BODY[TEXT]<7>": b"\n"}
 
     # Header fields.
     from_field = b"From: Anna Test <anna@example.net>\r\n\r\n"
-    assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM)]") == {"BODY[HEADER.FIELDS (FROM)]": from_field}
-    assert fetch(conv, b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (FROM)])") == {"BODY[HEADER.FIELDS (FROM)]": from_field}
-    assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)]") == {
+    assert fetch(conv, b"fetch 1 body.peek[header.fields (from)]") == {"BODY[HEADER.FIELDS (FROM)]": from_field}
+    assert fetch(conv, b"fetch 1 (body.peek[header.fields (from)])") == {"BODY[HEADER.FIELDS (FROM)]": from_field}
+    assert fetch(conv, b"fetch 1 body.peek[header.fields (from subject)]") == {
         "BODY[HEADER.FIELDS (FROM SUBJECT)]": b"From: Anna Test <anna@example.net>\r\nSubject: s1\r\n\r\n"}
     # imaptest: the answer must not be the whole header (Date included); here exactly the rest.
-    assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (DATE)]") == {
+    assert fetch(conv, b"fetch 1 body.peek[header.fields.not (date)]") == {
         "BODY[HEADER.FIELDS.NOT (DATE)]": b"From: Anna Test <anna@example.net>\r\nSubject: s1\r\n\r\n"}
-    assert fetch(conv, b"FETCH 1 BODY.PEEK[HEADER.FIELDS (XYZ)]") == {"BODY[HEADER.FIELDS (XYZ)]": b"\r\n"}
+    assert fetch(conv, b"fetch 1 body.peek[header.fields (xyz)]") == {"BODY[HEADER.FIELDS (XYZ)]": b"\r\n"}
 
 
 # -- fetch-body-mime -----------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def test_fetch_body_mime(conv: Conversation) -> None:
     """imaptest src/tests/fetch-body-mime (its own mbox: one MIME message)."""
     selected_with(conv, MIME_MESSAGE)
     for name, expected in mime_sections():
-        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: expected}, name
+        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": expected}, name
 
 
 # -- fetch-body-message-rfc822, -mime, -x2 -------------------------------------------------------
@@ -386,7 +386,7 @@ def test_fetch_body_message_rfc822(conv: Conversation) -> None:
         ("1.TEXT", b"Greetings\r\n"),
     ]
     for name, octets in expected:
-        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
+        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
 
 
 # As fetch-body-message-rfc822-mime.mbox: message/rfc822 holding a multipart/digest whose
@@ -447,7 +447,7 @@ def test_fetch_body_message_rfc822_mime(conv: Conversation) -> None:
         ("1.2.TEXT", b"d2 text\r\n"),
     ]
     for name, octets in expected:
-        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
+        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
 
 
 # As fetch-body-message-rfc822-x2.mbox: a message/rfc822 whose message is a message/rfc822 too.
@@ -487,7 +487,7 @@ def test_fetch_body_message_rfc822_x2(conv: Conversation) -> None:
         ("1.1.TEXT", b"Greetings\r\n"),
     ]
     for name, octets in expected:
-        assert fetch(conv, b"FETCH 1 (BODY.PEEK[%s])" % name.encode()) == {"BODY[%s]" % name: octets}, name
+        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
 
 
 # -- fetch-bodystructure -------------------------------------------------------------------------
@@ -611,14 +611,14 @@ def test_fetch_binary_mime(conv: Conversation) -> None:
     assert "BINARY" in conv.capabilities()
     selected_with(conv, MIME_MESSAGE)
     for name, expected in mime_sections():
-        command = b"FETCH 1 (BINARY.PEEK[%s])" % name.encode()
-        size_command = b"FETCH 1 (BINARY.SIZE[%s])" % name.encode()
+        command = b"fetch 1 (binary.peek[%s])" % name.lower().encode()
+        size_command = b"fetch 1 (binary.size[%s])" % name.lower().encode()
         if name and not name.replace(".", "").isdigit():
             bad(conv, command)
             bad(conv, size_command)
             continue
-        assert fetch(conv, command) == {"BINARY[%s]" % name: expected}, name
-        assert fetch(conv, size_command) == {"BINARY.SIZE[%s]" % name: str(len(expected))}, name
+        assert fetch(conv, command) == {f"BINARY[{name}]": expected}, name
+        assert fetch(conv, size_command) == {f"BINARY.SIZE[{name}]": str(len(expected))}, name
 
 
 # -- fetch-binary-mime-base64 --------------------------------------------------------------------
@@ -771,3 +771,38 @@ def test_nil(conv: Conversation) -> None:
     assert ok(conv, b"SEARCH SUBJECT NIL") == [b"* SEARCH 1"]
     assert ok(conv, b"SEARCH BODY nil") == [b"* SEARCH 1"]
     ok(conv, b'LIST "" NIL')
+
+
+# -- append-binary -------------------------------------------------------------------------------
+
+
+def test_append_binary(conv: Conversation) -> None:
+    """imaptest src/tests/append-binary (capabilities: BINARY; state: created). The script could
+    not be read (see the module docstring); this follows RFC 3516 section 4.4: an APPEND of a
+    literal8 (LITERAL+ and synchronising) whose part declared binary holds NUL, CR and LF octets,
+    then BINARY and BINARY.SIZE give the octets back, and BODY does so without a NUL (a literal may
+    not carry one, RFC 3501 section 4.3)."""
+    assert "BINARY" in conv.capabilities()
+    box = MAILBOX.encode()
+    ok(conv, b"CREATE " + box)
+    octets = b"\x00zero\x00\r\nline\nend\r\x00"
+    header = text("From: bin@example.org\nMime-Version: 1.0\nContent-Type: application/octet-stream\n"
+                  "Content-Transfer-Encoding: binary\n\n")
+    single = header + octets
+    ok(conv, b"APPEND %s ~{%d+}\r\n%s" % (box, len(single), single))
+    multipart = text("From: bin@example.org\nMime-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"x\"\n\n"
+                     "--x\nContent-Type: text/plain\n\nsome text\n--x\nContent-Type: application/octet-stream\n"
+                     "Content-Transfer-Encoding: binary\n\n") + octets + text("\n--x--\n")
+    tag = conv.next_tag().encode()
+    assert conv.send(tag + b" APPEND %s ~{%d}\r\n" % (box, len(multipart))) == [b"+ Ready for literal data"]
+    assert conv.send(multipart + b"\r\n")[-1].startswith(tag + b" OK ")
+    ok(conv, b"SELECT " + box)
+
+    assert fetch(conv, b"FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])") == {"BINARY.SIZE[1]": str(len(octets)), "BINARY[1]": octets}
+    assert fetch(conv, b"FETCH 2 (BINARY.SIZE[2] BINARY.PEEK[2] BINARY.PEEK[1])", 2) == {
+        "BINARY.SIZE[2]": str(len(octets)), "BINARY[2]": octets, "BINARY[1]": b"some text"}
+    for seq, part in ((1, b"1"), (2, b"2")):
+        lines = ok(conv, b"FETCH %d (BODY.PEEK[%s])" % (seq, part))
+        assert b"\x00" not in b"".join(lines)
+        # gximap keeps a binary part base64-encoded (see gximap/session/commands/append.py).
+        assert base64.b64decode(fetched(lines, seq)[f"BODY[{part.decode()}]"]) == octets
