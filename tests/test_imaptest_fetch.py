@@ -20,8 +20,11 @@ Differences, each kept on purpose (noted at the step too):
   does too.
 * fetch-binary-mime-base64's last step asks for ``BINARY.PEEK[5]<15>``, a partial without a
   length, which Dovecot takes as "to the end"; RFC 3501 / RFC 9051's grammar (section-partial,
-  ``"<" number "." nz-number ">"``) has no such form, and gximap answers it BAD [PARSE]. The port
-  checks that, and the same range with an explicit length.
+  ``"<" number "." nz-number ">"``) has no such form, and gximap answers it BAD [CLIENTBUG]. The
+  port checks that, and the same range with an explicit length (fetch-binary-mime-qp's ``<40>``
+  likewise).
+* fetch-binary-mime asks BINARY for sections that are not part numbers (TEXT, MIME, HEADER...);
+  RFC 3516 gives BINARY part numbers only, and gximap answers those BAD (checked instead).
 * append-binary: the script is stored as binary data (it holds NUL octets) that could not be
   read here; its port follows the script's name and RFC 3516 (an APPEND of a literal8 whose
   binary part holds NULs, then BINARY, BINARY.SIZE and BODY of it), not its exact steps.
@@ -607,7 +610,8 @@ def test_fetch_binary_mime(conv: Conversation) -> None:
     The script also asks for BINARY[TEXT], [1.MIME], [2.HEADER], [2.HEADER.FIELDS ...],
     [2.TEXT], [2.1.MIME] and [2.2.MIME], which Dovecot answers like BODY[]. RFC 3516 section 6
     (and RFC 9051 section 9) give BINARY only part numbers (``section-binary = "[" [section-part]
-    "]"``), and gximap answers them BAD: those steps check that."""
+    "]"``), and gximap answers them BAD: those steps check that. Each section's BINARY.PEEK comes
+    before its BINARY.SIZE here, where the script takes some of the pairs the other way round."""
     assert "BINARY" in conv.capabilities()
     selected_with(conv, MIME_MESSAGE)
     for name, expected in mime_sections():
