@@ -28,10 +28,10 @@ Differences, each kept on purpose (noted at the step too):
 * append-binary: the script is stored as binary data (it holds NUL octets) that could not be
   read here; its port follows the script's name and RFC 3516 (an APPEND of a literal8 whose
   binary part holds NULs, then BINARY, BINARY.SIZE and BODY of it), not its exact steps.
-* append: imaptest's third connection sees nothing of the mailbox (it is not selected there);
-  a Conversation per connection stands in for imaptest's three.
-* fetch-envelope: imaptest's mbox dates are kept as written (a Date header is not checked
-  against its weekday).
+* fetch-binary-mime-base64 and -qp: their .mbox files were not stored where this was written;
+  the parts are inferred from the scripts' answers (sizes, decoded text, partial ranges).
+* Stricter than imaptest: where it only says a response must not come (fetch-body's
+  HEADER.FIELDS.NOT, fetch's UID FETCH of an expunged UID) the exact answer is checked.
 """
 
 from __future__ import annotations
