@@ -58,8 +58,11 @@ def test_credential_text_is_dovecots_and_parses_back():
     assert keys.parse_credential("{SCRAM-SHA-256}" + text) == credential
     assert keys.parse_credential("{SCRAM-SHA-1}" + text) is None
     for broken in ("4095," + text.split(",", 1)[1], "x," + text.split(",", 1)[1], text + ",x",
-                   text.replace(stored, "AAAA"), "", "4096,,,", "99999999999," + text.split(",", 1)[1]):
+                   text.replace(stored, "AAAA"), "", "4096,,,", "99999999999," + text.split(",", 1)[1],
+                   "\u0664\u0660\u0669\u0666," + text.split(",", 1)[1],  # Arabic-Indic digits: not Dovecot's
+                   "\u00b2," + text.split(",", 1)[1]):  # a digit to str.isdigit, none to int()
         assert keys.parse_credential(broken) is None, broken
+    assert not verify_password("pencil", "{SCRAM-SHA-256}\u00b2," + text.split(",", 1)[1])  # no ValueError
     assert credential.matches("pencil") and not credential.matches("Pencil")
 
 
