@@ -83,7 +83,9 @@ class ScramKeys:
     account: str  # the canonical account name, as ``authenticate`` returns it
     credential: ScramCredential = field(repr=False)
     may_log_in: bool  # False: a right proof is told "account disabled" (AccountDisabled's case)
-    stamp: str = field(repr=False)  # credential_stamp's text when read, with the keys
+    # Read with the keys, as credential_stamp is for a password: text that changes whenever the
+    # password or these keys do (the credential cache's stamp for the SCRAM entry).
+    stamp: str = field(repr=False)
 
 
 @runtime_checkable
