@@ -83,7 +83,9 @@ class ScramKeys:
     account: str  # the canonical account name, as ``authenticate`` returns it
     credential: ScramCredential = field(repr=False)
     may_log_in: bool  # False: a right proof is told "account disabled" (AccountDisabled's case)
-    stamp: str = field(repr=False)  # credential_stamp's text when read, with the keys
+    # Read with the keys, as credential_stamp is for a password: text that changes whenever the
+    # password or these keys do (the credential cache's stamp for the SCRAM entry).
+    stamp: str = field(repr=False)
 
 
 @runtime_checkable
@@ -137,20 +139,24 @@ class MidbAuth:
             raise AccountDisabled(account.name)
         if self._upgrade_hashes:
             if needs_rehash(account.password_hash):
-                self._upgrade(account.name, password, rehash=True)
+                self._upgrade(account, password, rehash=True)
             elif account_scram_credential(account) is None:
-                self._upgrade(account.name, password, rehash=False)
+                self._upgrade(account, password, rehash=False)
         return account.name
 
-    def _upgrade(self, name: str, password: str, *, rehash: bool) -> None:
+    def _upgrade(self, account: Account, password: str, *, rehash: bool) -> None:
+        """Store what ``password``, just verified against ``account``'s hash, derives; unless
+        the password was set anew meanwhile (if_password_hash): its keys must stay."""
         from midb.errors import MidbError
 
+        name, verified = account.name, account.password_hash
         try:
             scram = derive(password).text()
             if rehash:
-                self._store.update_account(name, password_hash=hash_password(password), scram_sha256=scram)
+                self._store.update_account(name, password_hash=hash_password(password), scram_sha256=scram,
+                                           if_password_hash=verified)
             else:
-                self._store.update_account(name, scram_sha256=scram)
+                self._store.update_account(name, scram_sha256=scram, if_password_hash=verified)
         except (MidbError, ValueError) as exc:  # a failed upgrade must not fail the login
             log.warning("could not upgrade password hash of %s: %s", name, exc)
 

@@ -59,9 +59,6 @@ NOTICE = 1 << 63
 NOTICE_SUBSCRIPTIONS = NOTICE | 1   # folder id 0: the account's subscriptions changed
 NOTICE_METADATA = NOTICE | 2        # the folder's annotations changed (folder id 0: the server's)
 
-
-def is_notice(modseq: int) -> bool:
-    return bool(modseq & NOTICE)
 SOCKET_SUFFIX = ".sock"
 INTEREST_SUFFIX = ".want"
 INTEREST_SLOTS = 1 << 16   # bits of an interest map (8 KiB): account ids below this never share a slot
@@ -77,6 +74,11 @@ JOINED_SIZE = 8
 # the filesystem's timestamp granularity (1 or 2 s on some) and the lag of the kernel's coarse
 # clock: a miss of the join mark seen under an older mtime holds while the mtime stays.
 MTIME_SETTLED = 3.0
+
+
+def is_notice(modseq: int) -> bool:
+    """Whether an event's modseq field is a notice (NOTICE), not a folder's highest modseq."""
+    return bool(modseq & NOTICE)
 
 
 class WatchHandle:

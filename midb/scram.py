@@ -159,7 +159,9 @@ def parse_credential(text: str) -> ScramCredential | None:
         if not sep or scheme.upper() != SCHEME:
             return None
     parts = text.strip().split(",")
-    if len(parts) != 4 or not parts[0].isdigit() or len(parts[0]) > 9:
+    # ASCII digits only: str.isdigit() takes "\u00b2" too, which int() refuses (a ValueError where
+    # verify_password promises none), and other scripts' digits, which Dovecot does not write.
+    if len(parts) != 4 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 9:
         return None
     iterations = int(parts[0])
     if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:

@@ -747,12 +747,15 @@ class Store(MetadataMixin):
                        quota_bytes: Any = _UNSET, quota_messages: Any = _UNSET,
                        quota_mailboxes: Any = _UNSET, quota_annotation_bytes: Any = _UNSET,
                        disabled: Any = _UNSET, autoexpunge: Any = _UNSET,
-                       scram_sha256: Any = _UNSET) -> Account:
+                       scram_sha256: Any = _UNSET, if_password_hash: Any = _UNSET) -> Account:
         """Change only the fields given. A new ``password_hash`` without ``scram_sha256`` drops
         the SCRAM keys: they were the old password's (midb.scram). Quota fields: 0 = none (the account's own, for
         quota_mailboxes and quota_annotation_bytes: the server's default then applies).
         ``autoexpunge``: the account's own expiry periods, {special use: seconds} (0 = never),
-        replacing those it had; the uses it leaves out follow the server's (midb.expiry)."""
+        replacing those it had; the uses it leaves out follow the server's (midb.expiry).
+        ``if_password_hash``: change nothing (the account is returned as it is) unless the stored
+        hash is still this one, checked in the write: a login's upgrade, derived from the password
+        it checked, must not replace a password set meanwhile (midb.authdb.MidbAuth)."""
         changes: dict[str, Any] = {}
         if password_hash is not _UNSET:
             _check_password_hash(password_hash)
@@ -781,6 +784,8 @@ class Store(MetadataMixin):
         def job(txn: Any, dbs: Databases, effects: WriteEffects) -> Account:
             account_id = self._account_id(txn, dbs, name)
             account = self._account(txn, dbs, account_id)
+            if if_password_hash is not _UNSET and account.password_hash != if_password_hash:
+                return account
             values = {field: getattr(account, field) for field in Account.__dataclass_fields__}
             values.update(changes)
             updated = Account(**values)

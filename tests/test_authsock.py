@@ -617,7 +617,8 @@ def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
 ])
 def test_scram_malformed_messages_fail_and_count(store: Store, caplog: pytest.LogCaptureFixture,
                                                  first: bytes | None, final: bytes | None, reason: str) -> None:
-    client = Client(scram_ctx(store)).hello()
+    ctx = scram_ctx(store)
+    client = Client(ctx).hello()
     with caplog.at_level(logging.INFO, logger="gximap.auth"):
         if first is not None:
             assert client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.7\t"
@@ -630,6 +631,8 @@ def test_scram_malformed_messages_fail_and_count(store: Store, caplog: pytest.Lo
     user = "" if first is not None else "alice"
     assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
         f"rhost=[192.0.2.7]:0 user={user} SMTP/SCRAM-SHA-256 rejected: {reason}"]
+    # Counted toward imap_auth_times as a wrong password is (a nameless one under the name "").
+    assert [(key, count) for key, (count, _since) in ctx._failures.items()] == [(("192.0.2.7", user), 1)]
     # Bad base64 mid-exchange fails the request as for PLAIN; the connection stays.
     reply = client.send(f"AUTH\t2\tSCRAM-SHA-256\tservice=smtp\tresp={b64(ScramClient('alice', PASSWORD).first())}\n")
     assert client.send("CONT\t2\t%%%\n") == ["FAIL\t2\treason=Invalid base64 data in continued response"]

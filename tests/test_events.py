@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from midb import events
+from midb import env, events
 from midb.env import WriteEffects
 from midb.errors import NoSuchAccount
 from midb.events import JOINED, MAGIC, STOP, Notifier
@@ -251,3 +251,4 @@ def test_a_message_change_outranks_a_notice_of_the_same_folder() -> None:
     effects.changed(2, 7, 9)
     effects.changed(2, 7, 8)
     assert effects.changes == {(1, 5): 42, (1, 0): events.NOTICE_METADATA, (2, 7): 9}
+    assert env._NOTICE_BIT == events.NOTICE  # midb.env repeats the bit: it cannot import events

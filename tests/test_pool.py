@@ -1201,6 +1201,32 @@ def test_a_kept_connection_is_timed_again_an_idle_timeout_later() -> None:
         assert 2 <= recorder.count("timed_out") <= 8
 
 
+@contextlib.contextmanager
+def _served_session(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, clock: SimpleNamespace,
+                    **settings: Any) -> Iterator[tuple[Server, pool_module._Connection, socket.socket, Conversation]]:
+    """A logged-in IMAP session (imap_autologout_time 60 s unless ``settings``, Conversation's,
+    say otherwise) with INBOX selected, served by the pool's own slices over a socket pair, on
+    the test's clock (``clock.now``)."""
+    settings.setdefault("autologout", 60.0)
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now)
+    monkeypatch.setattr(pool_module, "time", fake_time)
+    monkeypatch.setattr(session_module, "time", fake_time)
+    server = Server([], Recorder().factory, context_num=2, thread_init_num=1, thread_charge_num=1,
+                    conn_timeout=600.0, ssl_context=None, busy_response=b"")
+    ours, client = socket.socketpair()
+    listener = socket.socket(socket.AF_UNIX)
+    with Conversation(tmp_path, **settings) as conv, ours, client, listener:
+        ours.setblocking(False)
+        client.settimeout(5.0)
+        conv.login()
+        conv.select()
+        conn = pool_module._Connection(ours, BoundListener(listener, tls=False), ("peer", 0), clock.now)
+        pool_module._attach_handler(conn, conv.session)  # and its optional hooks, as at its start
+        conn.phase = pool_module._Phase.ACTIVE
+        conn.idle_limit = conv.session.idle_timeout()
+        yield server, conn, client, conv
+
+
 def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to_take(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """An IMAP session in IDLE served by the pool's own slices on a clock of the test's: after a
@@ -1211,22 +1237,9 @@ def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to
     keepalive came an interval and 50 s after the one before, too late for the NAT gateways the
     keepalive is for."""
     clock = SimpleNamespace(now=1000.0)
-    fake_time = SimpleNamespace(monotonic=lambda: clock.now)
-    monkeypatch.setattr(pool_module, "time", fake_time)
-    monkeypatch.setattr(session_module, "time", fake_time)
-    server = Server([], Recorder().factory, context_num=2, thread_init_num=1, thread_charge_num=1,
-                    conn_timeout=600.0, ssl_context=None, busy_response=b"")
-    ours, client = socket.socketpair()
-    listener = socket.socket(socket.AF_UNIX)
-    with Conversation(tmp_path, autologout=1800.0, idle_notify_interval=120.0) as conv, ours, client, listener:
-        ours.setblocking(False)
-        client.settimeout(5.0)
-        conv.login()
-        conv.select()
+    with _served_session(tmp_path, monkeypatch, clock, autologout=1800.0,
+                         idle_notify_interval=120.0) as (server, conn, client, conv):
         assert conv.send(b"i1 IDLE\r\n") == [b"+ idling"]  # the client's last input, at 1000
-        conn = pool_module._Connection(ours, BoundListener(listener, tls=False), ("peer", 0), clock.now)
-        conn.handler = conv.session
-        conn.phase = pool_module._Phase.ACTIVE
         conn.idle_limit = conv.session.idle_timeout()
         # A push the socket could not take at once, taken by the client 50 s later.
         conn.transport.write(b"* 1 EXISTS\r\n")
@@ -1250,30 +1263,6 @@ def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to
             stamps.append(clock.now)
         assert stamps == [1050.0 + 120.0 * n for n in range(1, 15)]
         assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
-
-
-@contextlib.contextmanager
-def _served_session(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, clock: SimpleNamespace
-                    ) -> Iterator[tuple[Server, pool_module._Connection, socket.socket, Conversation]]:
-    """A logged-in IMAP session (imap_autologout_time 60 s) with INBOX selected, served by the
-    pool's own slices over a socket pair, on the test's clock (``clock.now``)."""
-    fake_time = SimpleNamespace(monotonic=lambda: clock.now)
-    monkeypatch.setattr(pool_module, "time", fake_time)
-    monkeypatch.setattr(session_module, "time", fake_time)
-    server = Server([], Recorder().factory, context_num=2, thread_init_num=1, thread_charge_num=1,
-                    conn_timeout=600.0, ssl_context=None, busy_response=b"")
-    ours, client = socket.socketpair()
-    listener = socket.socket(socket.AF_UNIX)
-    with Conversation(tmp_path, autologout=60.0) as conv, ours, client, listener:
-        ours.setblocking(False)
-        client.settimeout(5.0)
-        conv.login()
-        conv.select()
-        conn = pool_module._Connection(ours, BoundListener(listener, tls=False), ("peer", 0), clock.now)
-        pool_module._attach_handler(conn, conv.session)  # and its optional hooks, as at its start
-        conn.phase = pool_module._Phase.ACTIVE
-        conn.idle_limit = conv.session.idle_timeout()
-        yield server, conn, client, conv
 
 
 def _parked(server: Server, conn: pool_module._Connection, at: float) -> pool_module._Due:

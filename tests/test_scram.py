@@ -58,8 +58,11 @@ def test_credential_text_is_dovecots_and_parses_back():
     assert keys.parse_credential("{SCRAM-SHA-256}" + text) == credential
     assert keys.parse_credential("{SCRAM-SHA-1}" + text) is None
     for broken in ("4095," + text.split(",", 1)[1], "x," + text.split(",", 1)[1], text + ",x",
-                   text.replace(stored, "AAAA"), "", "4096,,,", "99999999999," + text.split(",", 1)[1]):
+                   text.replace(stored, "AAAA"), "", "4096,,,", "99999999999," + text.split(",", 1)[1],
+                   "\u0664\u0660\u0669\u0666," + text.split(",", 1)[1],  # Arabic-Indic digits: not Dovecot's
+                   "\u00b2," + text.split(",", 1)[1]):  # a digit to str.isdigit, none to int()
         assert keys.parse_credential(broken) is None, broken
+    assert not verify_password("pencil", "{SCRAM-SHA-256}\u00b2," + text.split(",", 1)[1])  # no ValueError
     assert credential.matches("pencil") and not credential.matches("Pencil")
 
 
@@ -178,6 +181,33 @@ def test_new_password_drops_the_old_keys_and_login_derives_new_ones(tmp_path):
         assert account.password_hash.startswith("$scrypt$") and keys.parse_credential(account.scram_sha256)
         store.update_account("alice", disabled=True)
         assert not MidbAuth(store).scram_keys("alice").may_log_in
+
+
+@pytest.mark.parametrize("stored", ["{PLAIN}old", "scrypt"])
+def test_a_login_never_stores_the_old_passwords_keys_over_a_new_one(tmp_path, monkeypatch, stored):
+    """A login's upgrade (new SCRAM keys, and a rehash for a weak scheme) is derived from the
+    password it checked; a password set meanwhile (midb user passwd) must stay, with its keys.
+    Written unconditionally, the old password's keys (and hash) replaced the new password's, and
+    whoever knew the old one kept logging in with it."""
+    from midb import authdb
+    from midb.passwords import hash_password, password_credentials
+
+    with Conversation(tmp_path) as conv:
+        store = conv.store
+        store.update_account("alice", password_hash=stored if stored != "scrypt" else hash_password("old"))
+        derive = authdb.derive
+
+        def password_set_meanwhile(password, **kwargs):
+            new_hash, new_keys = password_credentials("new")
+            store.update_account("alice", password_hash=new_hash, scram_sha256=new_keys)
+            return derive(password, **kwargs)
+
+        monkeypatch.setattr(authdb, "derive", password_set_meanwhile)
+        assert MidbAuth(store).authenticate("alice", "old") == "alice"  # right when it was checked
+        account = store.get_account("alice")
+        assert verify_password("new", account.password_hash) and not verify_password("old", account.password_hash)
+        credential = keys.parse_credential(account.scram_sha256)
+        assert credential.matches("new") and not credential.matches("old")
 
 
 def test_store_refuses_malformed_keys(tmp_path):
