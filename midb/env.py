@@ -48,6 +48,9 @@ OLDEST_SCHEMA = 1
 # In the meta table of shard 0: the number of shards (u32). Absent in a store just created: the
 # Store that created it records its choice (Store.__init__).
 SHARD_COUNT_KEY = b"shards"
+# In the meta table of shard 0: 32 random bytes drawn once (Store.site_secret), the root of
+# secrets that must stay the same across restarts and processes.
+SITE_SECRET_KEY = b"site-secret"
 # In the meta table of every shard: the id of the last transaction that only freed pages for a
 # write that found the map full (SharedEnv._make_room).
 _TURNOVER_KEY = b"turnover"

@@ -9,10 +9,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
+import hashlib
+import hmac
 import itertools
 import logging
 import operator
 import os
+import secrets
 import struct
 import time
 from array import array
@@ -46,7 +49,16 @@ from midb.accounts import (
 )
 from midb.blobs import BlobFiles, pack_blob_record, unpack_blob_record
 from midb.deferred import DeferredParser
-from midb.env import SHARD_COUNT_KEY, Databases, SharedEnv, WriteEffects, acquire, lmdb_errors, release
+from midb.env import (
+    SHARD_COUNT_KEY,
+    SITE_SECRET_KEY,
+    Databases,
+    SharedEnv,
+    WriteEffects,
+    acquire,
+    lmdb_errors,
+    release,
+)
 from midb.errors import (
     AccountExists,
     FolderExists,
@@ -373,6 +385,25 @@ class Store(MetadataMixin):
         if not 1 <= count <= shards_of.MAX_COUNT:
             raise MidbError(f"{self.path}: unusable shard count {count}")
         return count
+
+    def site_secret(self, purpose: bytes) -> bytes | None:
+        """A secret for ``purpose`` that is the same in every process and after every restart
+        of this store (an HMAC of ``purpose`` under 32 random bytes drawn the first time and
+        kept in shard 0's meta table); None from a read-only store that has none yet."""
+        first = self._shards[0]
+        with lmdb_errors():
+            with first.read() as txn:
+                raw = txn.get(SITE_SECRET_KEY, db=first.dbs.meta)
+        if raw is None:
+            if self.readonly:
+                return None
+
+            def draw(txn: Any, dbs: Databases, effects: WriteEffects) -> bytes:
+                txn.put(SITE_SECRET_KEY, secrets.token_bytes(32), db=dbs.meta, overwrite=False)  # first one wins
+                return bytes(txn.get(SITE_SECRET_KEY, db=dbs.meta))
+
+            raw = self._write(draw, first)
+        return hmac.new(bytes(raw), purpose, hashlib.sha256).digest()
 
     @property
     def shard_count(self) -> int:

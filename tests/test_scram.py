@@ -144,6 +144,41 @@ def test_decoy_salts_are_stable_per_name_and_secret():
     assert scram.DecoySalts(b"j" * 32).credential("nobody").salt != decoys.credential("nobody").salt
 
 
+def test_decoy_salts_outlive_a_restart(tmp_path):
+    """A real user's salt never changes, so neither may a decoy's: the secret is the store's
+    (Store.site_secret), the same for a new AuthService on the same store (a restart, another
+    serving process), and not the one drawn when the process started."""
+    from gximap.auth.service import AuthService
+    from midb.store import Store
+
+    def salt_after_start() -> bytes:
+        store = Store(tmp_path / "midb", fsync=False)
+        try:
+            service = AuthService(store, MidbAuth(store))
+            try:
+                return service.scram_lookup("nobody").credential.salt
+            finally:
+                service.close()
+        finally:
+            store.close()
+
+    first = salt_after_start()
+    assert salt_after_start() == first
+    store = Store(tmp_path / "midb", fsync=False)
+    try:
+        assert store.site_secret(b"one") == store.site_secret(b"one") != store.site_secret(b"two")
+    finally:
+        store.close()
+    readonly = Store(tmp_path / "fresh", fsync=False)
+    readonly.close()
+    readonly = Store(tmp_path / "fresh", fsync=False, readonly=True)
+    try:
+        assert readonly.site_secret(b"one") is None  # none drawn yet, and none may be written
+        assert scram.DecoySalts(source=lambda: None).credential("x").salt  # falls back to the start's
+    finally:
+        readonly.close()
+
+
 # -- stored keys (midb) -------------------------------------------------------------------------------
 
 

@@ -21,10 +21,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from midb.scram import DEFAULT_ITERATIONS, KEY_BYTES, ScramCredential, hmac_sha256, stored_key_of
+
+log = logging.getLogger(__name__)
 
 MECHANISM = "SCRAM-SHA-256"
 _NONCE_BYTES = 18  # 24 characters of base64: 144 bits from the server, beside the client's
@@ -169,11 +173,16 @@ def server_final(credential: ScramCredential, message: bytes) -> str:
 
 
 class DecoySalts:
-    """Made-up keys for names without SCRAM keys: the salt an HMAC of the name under a secret
-    drawn when the process starts, so asking twice gives the same answer, as for a real user."""
+    """Made-up keys for names without SCRAM keys: the salt an HMAC of the name under a secret,
+    so asking twice gives the same answer, as for a real user. The secret should outlive the
+    process: a real user's salt never changes, so a decoy's that changed at a restart would tell
+    the name apart. ``source`` gives such a secret (the store's site secret), asked at the first
+    use (after the serving processes have forked) and kept; without one (None, or it fails), the
+    secret drawn at start, or the one the serving processes share (share_secret)."""
 
-    def __init__(self, secret: bytes | None = None) -> None:
+    def __init__(self, secret: bytes | None = None, *, source: Callable[[], bytes | None] | None = None) -> None:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self._source = source
 
     def share_secret(self, channel_secret: bytes) -> None:
         """Use a secret derived from the sibling channel's (gximap.net.siblings), which every
@@ -181,8 +190,21 @@ class DecoySalts:
         different salt there would tell the name apart from a real user's."""
         self._secret = hmac.new(channel_secret, b"gximap scram decoy salts", hashlib.sha256).digest()
 
+    def _current_secret(self) -> bytes:
+        source, self._source = self._source, None
+        if source is not None:
+            try:
+                lasting = source()
+            except Exception as exc:  # a store that cannot be written now: the start's secret
+                log.warning("SCRAM decoy salts: no lasting secret (%s); they change at a restart", exc)
+            else:
+                if lasting is not None:
+                    self._secret = lasting
+        return self._secret
+
     def credential(self, name: str) -> ScramCredential:
-        salt = hmac.new(self._secret, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
+        secret = self._current_secret() if self._source is not None else self._secret
+        salt = hmac.new(secret, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
         # Random keys: no proof can match them (a SHA-256 preimage would be needed).
         return ScramCredential(DEFAULT_ITERATIONS, salt, secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))
 

@@ -196,7 +196,9 @@ class AuthService:
         self.cache = (cache if cache is not None and cache.enabled and self._stamped_backend is not None
                       else None)
         self._scram_backend = backend if isinstance(backend, ScramAuthBackend) else None
-        self.decoys = DecoySalts()
+        site_secret = getattr(store, "site_secret", None)
+        self.decoys = DecoySalts(source=None if site_secret is None else
+                                 lambda: site_secret(b"gximap scram decoy salts"))
 
     def share_with(self, channel: Any) -> None:
         """Share blocks, address failures and verified credentials with sibling processes
