@@ -659,12 +659,13 @@ def test_append(conv: Conversation) -> None:
 
 def test_nil(conv: Conversation) -> None:
     """imaptest src/tests/nil (the default mailbox): NIL where a string is expected is the
-    string "NIL" (an atom is an astring), so it searches for that text, and LIST "" NIL is fine."""
+    string "NIL" (an atom is an astring), so it searches for that text, and LIST "" NIL is fine
+    (the pattern "NIL": no such mailbox, nothing listed)."""
     fill(conv, ["From: nil@example.org\nSubject: about NIL\n\nthe word nil in the body\n",
                 "From: other@example.org\nSubject: other\n\nnothing here\n"])
     assert ok(conv, b"SEARCH SUBJECT NIL") == [b"* SEARCH 1"]
     assert ok(conv, b"SEARCH BODY nil") == [b"* SEARCH 1"]
-    ok(conv, b'LIST "" NIL')
+    assert ok(conv, b'LIST "" NIL') == []
 
 
 # -- append-binary -------------------------------------------------------------------------------

@@ -150,8 +150,8 @@ def test_catenate_multiappend(conv: Conversation) -> None:
 
     def append_selected(messages: bytes) -> None:
         # Into the selected mailbox: the EXISTS it causes is not compared (see the module
-        # docstring).
-        without_exists(ok(conv, append + messages))
+        # docstring), and nothing else may come.
+        assert without_exists(ok(conv, append + messages)) == []
 
     append_selected(b"CATENATE (" + url("{box}/;uid={uid}/;section=header") + b" TEXT " + lit("body1")
                     + b") CATENATE (" + url("{box}/;uid={uid2}/;section=header") + b" TEXT " + lit("body2") + b")")
