@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -126,22 +127,28 @@ def test_imaplib_replace_saves_a_draft_again(server: GximapProcess, monkeypatch:
         client.logout()
 
 
+def _line_in_idle(client: imaplib.IMAP4, cause: Callable[[], tuple[str, Any]]) -> bytes:
+    """The first line ``client`` is sent in IDLE after ``cause`` (another session's command, which
+    must succeed); then IDLE ended with DONE and its tagged OK."""
+    tag = client._new_tag()  # noqa: SLF001 - imaplib lacks IDLE before 3.14
+    client.send(tag + b" IDLE\r\n")
+    assert client.readline().startswith(b"+")
+    typ, data = cause()
+    assert typ == "OK", data
+    client.sock.settimeout(30)
+    line = client.readline()
+    client.send(b"DONE\r\n")
+    assert client._get_tagged_response(tag)[0] == "OK"  # noqa: SLF001 - the tag _new_tag registered
+    return cast(bytes, line)
+
+
 def test_imaplib_idle_sees_other_session_append(server: GximapProcess) -> None:
     watcher = _login(server)
     writer = _login(server)
     try:
         watcher.select("INBOX")
-        tag = watcher._new_tag()  # noqa: SLF001 - imaplib lacks IDLE before 3.14
-        watcher.send(tag + b" IDLE\r\n")
-        assert watcher.readline().startswith(b"+")
-        writer.append("INBOX", None, None, MESSAGE)
-        watcher.sock.settimeout(30)
-        line = watcher.readline()
+        line = _line_in_idle(watcher, lambda: writer.append("INBOX", None, None, MESSAGE))
         assert re.match(rb"\* 1 EXISTS", line), line
-        watcher.send(b"DONE\r\n")
-        while not (line := watcher.readline()).startswith(tag):
-            pass
-        assert b"OK" in line
     finally:
         writer.logout()
         watcher.logout()
@@ -171,23 +178,14 @@ def test_imaplib_uidonly(server: GximapProcess) -> None:
         assert [item[0].split(b" ")[0] for item in bodies] == [b"2", b"3"], answers
         assert b"from Bob #3" in bodies[1][1]
         assert client.uid("STORE", "1", "+FLAGS", "(\\Deleted)")[0] == "OK"
-        client.response("UIDFETCH")   # the STORE's answer, taken off
+        assert client.response("UIDFETCH")[1] == [b"1 (FLAGS (\\Deleted \\Recent))"]   # the STORE's answer
         typ, data = client.expunge()
         assert typ == "OK" and client.response("VANISHED")[1] == [b"1"]
         assert client.response("EXPUNGE")[1] == [None]
 
         other.select("INBOX")
-        tag = client._new_tag()  # noqa: SLF001 - imaplib lacks IDLE before 3.14
-        client.send(tag + b" IDLE\r\n")
-        assert client.readline().startswith(b"+")
-        assert other.uid("STORE", "2", "+FLAGS", "(\\Flagged)")[0] == "OK"
-        client.sock.settimeout(30)
-        line = client.readline()
+        line = _line_in_idle(client, lambda: other.uid("STORE", "2", "+FLAGS", "(\\Flagged)"))
         assert line == b"* 2 UIDFETCH (FLAGS (\\Flagged \\Recent))\r\n", line   # IMAP4rev1 shows \\Recent
-        client.send(b"DONE\r\n")
-        while not (line := client.readline()).startswith(tag):
-            pass
-        assert b"OK" in line
     finally:
         other.logout()
         client.logout()

@@ -76,6 +76,28 @@ def _login(port: int, user: str = "alice", source: str = "127.0.0.1") -> LineCli
     return client
 
 
+def _login_in(server: GximapProcess, serving: int, stopped: int, user: str = "alice") -> LineClient:
+    """A client logged in to the serving process ``serving``. Both processes accept on the same
+    socket and which is free first depends on scheduling, so its sibling ``stopped`` is stopped
+    (SIGSTOP) meanwhile: ``serving`` must take the connection. Which process took it is read
+    from the log."""
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        # kill() returns before the stop takes effect; a thread not yet stopped could still
+        # accept the next connection and leave it without a greeting.
+        assert wait_until(functools.partial(_all_threads_stopped, stopped), timeout=10.0)
+        client = _login(server.port, user)
+        try:
+            assert wait_until(functools.partial(_admitted_only_by, server, client, serving), timeout=10.0), \
+                (serving, _admitted_by(server, client), [_title(pid) for pid in _serving(server)])
+        except BaseException:
+            client.close()
+            raise
+        return client
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+
+
 def test_parent_and_two_serving_processes_share_the_connections(server: GximapProcess) -> None:
     # The parent retitles itself after its children are running, and they title themselves: the
     # children's titles can appear first.
@@ -91,25 +113,13 @@ def test_parent_and_two_serving_processes_share_the_connections(server: GximapPr
         return [int(_title(pid).rsplit(":", 1)[1].split("/")[0]) for pid in children]
 
     try:
-        # Both processes accept on the same socket; whichever is free first takes a connection.
-        # Which one that is depends on scheduling, so each is made the only one free in turn:
-        # with its sibling stopped, it must take the next connection. Which process took it is
-        # read from the log, not from a rise in its session count: that count also holds
+        # Each process is made the only one free in turn (_login_in). Which process took a
+        # connection is read from the log, not from a rise in its session count: that count also holds
         # connections that are not this test's, such as GximapProcess.start's readiness probes
         # (two of them when the start-up is slow), and on a loaded machine the close of one can
         # come after the count was read (flake57).
         for stopped, serving in ((children[0], children[1]), (children[1], children[0])):
-            os.kill(stopped, signal.SIGSTOP)
-            try:
-                # kill() returns before the stop takes effect; a thread not yet stopped could
-                # still accept the next connection and leave it without a greeting.
-                assert wait_until(functools.partial(_all_threads_stopped, stopped), timeout=10.0)
-                client = _login(server.port)
-                clients.append(client)
-                assert wait_until(functools.partial(_admitted_only_by, server, client, serving), timeout=10.0), \
-                    (serving, _admitted_by(server, client), [_title(pid) for pid in children])
-            finally:
-                os.kill(stopped, signal.SIGCONT)
+            clients.append(_login_in(server, serving, stopped))
         clients += [_login(server.port) for _ in range(22)]
         # The session counts in the titles: every connection, in whichever process took it.
         assert wait_until(lambda: sum(sessions()) == 24, timeout=10.0), [_title(pid) for pid in children]
@@ -425,19 +435,24 @@ def test_notify_sessions_in_both_processes_hear_of_mail_to_another_mailbox(serve
     writer = imaplib.IMAP4("127.0.0.1", server.port, timeout=10)
     writer.login("bob", "secret")
     assert writer.create("Lists")[0] == "OK"
-    watchers = []
-    for number in range(6):
-        client = _login(server.port, "bob")
-        assert client.command(f"n{number}", "NOTIFY SET (personal (MessageNew MessageExpunge))")[-1].startswith(
-            f"n{number} OK".encode())
-        watchers.append(client)
-    assert len({pid for client in watchers for pid in _admitted_by(server, client)}) == 2
-    assert writer.append("Lists", None, None, b"Subject: hello\r\n\r\nbody\r\n")[0] == "OK"
-    writer.logout()
-    for client in watchers:
-        line = client.readline()
-        assert line.startswith(b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 "), line
-        client.close()
+    first, second = _serving(server)
+    # Three watchers in each process: which process takes a connection is left to neither
+    # scheduling nor chance (_login_in).
+    watchers = [_login_in(server, serving, stopped, "bob")
+                for serving, stopped in [(first, second), (second, first)] * 3]
+    try:
+        for number, client in enumerate(watchers):
+            assert client.command(f"n{number}", "NOTIFY SET (personal (MessageNew MessageExpunge))")[-1].startswith(
+                f"n{number} OK".encode())
+        assert len({pid for client in watchers for pid in _admitted_by(server, client)}) == 2
+        assert writer.append("Lists", None, None, b"Subject: hello\r\n\r\nbody\r\n")[0] == "OK"
+        writer.logout()
+        for client in watchers:
+            line = client.readline()
+            assert line.startswith(b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 "), line
+    finally:
+        for client in watchers:
+            client.close()
 
 
 def test_imaplib_client_uses_notify(server: GximapProcess) -> None:
@@ -447,8 +462,8 @@ def test_imaplib_client_uses_notify(server: GximapProcess) -> None:
     watcher.login("alice", "secret")
     typ, caps = watcher.capability()
     assert typ == "OK" and b"NOTIFY" in caps[0].split()
-    watcher.create("Lists")
-    watcher.select("INBOX")
+    assert watcher.create("Lists")[0] == "OK"
+    assert watcher.select("INBOX")[0] == "OK"
     typ, _data = watcher.xatom("NOTIFY", "SET STATUS (selected (MessageNew MessageExpunge))"
                                          " (subtree Lists (MessageNew MessageExpunge))")
     assert typ == "OK"

@@ -2,7 +2,7 @@
 fetch-body-mime, fetch-body-message-rfc822, fetch-body-message-rfc822-mime,
 fetch-body-message-rfc822-x2, fetch-bodystructure, fetch-envelope, fetch-binary-mime,
 fetch-binary-mime-base64, fetch-binary-mime-qp, append, append-binary and nil (repository
-dovecot/imaptest, src/tests/). How the scripts read is in tests/test_imaptest_ports.py's docstring.
+dovecot/imaptest, src/tests/). How the scripts read is in tests/imaptest_steps.py.
 
 The messages are our own, written to the structure of each script's .mbox (the same kinds of
 parts, headers and boundaries, different words), and every expected value is worked out from
@@ -12,7 +12,7 @@ How a step's expectations are matched, as imaptest matches them (test-parser.c):
 an expected ``* n FETCH (...)`` may come in any order and among others, in any FETCH response
 for that message (so a ``\\Seen`` the server sends along with BODY[] counts as the script's
 separate ``* n FETCH (FLAGS (\\Seen))``); a FLAGS list is compared as a set that ignores
-``\\Recent``. :func:`fetched` parses the responses to do that.
+``\\Recent``. :func:`imaptest_steps.fetched` parses the responses to do that.
 
 Differences, each kept on purpose (noted at the step too):
 * fetch-bodystructure: imaptest compares BODY's strings without regard to case (its script
@@ -43,98 +43,26 @@ from typing import Any
 
 import pytest
 from conversation import Conversation
-from test_imaptest_ports import MAILBOX, lit, ok, text
+from imaptest_steps import MAILBOX, bad, caseless, fetched, fill, lit, ok, text, uids
 
 # -- reading responses ---------------------------------------------------------------------------
 
 
-class Atom(str):
-    """An atom of a response (a number, a flag, a FETCH item name); strings are ``bytes``."""
-
-
-def parse_response(line: bytes) -> list[Any]:
-    """The tokens of one logical response line: ``Atom``, ``bytes`` (quoted string or literal,
-    literal8 too), ``None`` (NIL) and nested lists. A bracketed section (``BODY[HEADER.FIELDS
-    (FROM)]<0>``) stays one atom."""
-    pos = 0
-
-    def parse_list(closing: int | None) -> list[Any]:
-        nonlocal pos
-        out: list[Any] = []
-        while pos < len(line):
-            char = line[pos]
-            if char == 0x20:
-                pos += 1
-            elif char == 0x29:  # ")"
-                assert closing == 0x29, line
-                pos += 1
-                return out
-            elif char == 0x28:  # "("
-                pos += 1
-                out.append(parse_list(0x29))
-            elif char == 0x22:  # quoted string
-                end = pos + 1
-                value = bytearray()
-                while line[end] != 0x22:
-                    if line[end] == 0x5C:
-                        end += 1
-                    value.append(line[end])
-                    end += 1
-                out.append(bytes(value))
-                pos = end + 1
-            elif char == 0x7B or line.startswith(b"~{", pos):  # literal, literal8
-                start = line.index(b"{", pos) + 1
-                close = line.index(b"}", start)
-                size = int(line[start:close].rstrip(b"+"))
-                data_start = close + 3  # "}" CRLF
-                out.append(line[data_start:data_start + size])
-                pos = data_start + size
-            else:
-                end = pos
-                depth = 0
-                while end < len(line) and (depth or line[end] not in b" ()"):
-                    depth += {0x5B: 1, 0x5D: -1}.get(line[end], 0)
-                    end += 1
-                word = line[pos:end].decode()
-                out.append(None if word.upper() == "NIL" else Atom(word))
-                pos = end
-        assert closing is None, f"unclosed list in {line!r}"
-        return out
-
-    return parse_list(None)
-
-
-def fetched(lines: list[bytes], seq: int) -> dict[str, Any]:
-    """The items of every ``* seq FETCH`` response among ``lines``, keyed by upper-case name."""
-    items: dict[str, Any] = {}
-    for line in lines:
-        tokens = parse_response(line)
-        if len(tokens) == 4 and tokens[:2] == ["*", str(seq)] and tokens[2].upper() == "FETCH":
-            pairs = tokens[3]
-            for name, value in zip(pairs[::2], pairs[1::2], strict=True):
-                items[name.upper()] = value
-    return items
-
-
-def flags(value: list[Atom]) -> set[str]:
+def flags(value: list[str]) -> set[str]:
     """A FLAGS list as imaptest compares it: any order, case-insensitive, ``\\Recent`` ignored."""
     return {flag.lower() for flag in value} - {"\\recent"}
-
-
-def caseless(value: Any) -> Any:
-    """A parsed value with its atoms and strings folded to lower case."""
-    if isinstance(value, list):
-        return [caseless(item) for item in value]
-    if isinstance(value, bytes):
-        return value.lower()
-    if isinstance(value, str):
-        return value.lower()
-    return value
 
 
 def fetch(conv: Conversation, command: bytes, seq: int = 1) -> dict[str, Any]:
     """``ok fetch ...`` and the items sent for message ``seq``."""
     return fetched(ok(conv, command), seq)
+
+
+def check_sections(conv: Conversation, sections: list[tuple[str, bytes]]) -> None:
+    """For each (section, octets) in order: ``ok fetch 1 (body.peek[section])`` and
+    ``* 1 fetch (body[section] {{{octets}}})``, nothing else."""
+    for name, octets in sections:
+        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -145,19 +73,6 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
     with Conversation(tmp_path) as conversation:
         conversation.login()
         yield conversation
-
-
-def selected_with(conv: Conversation, *messages: str) -> None:
-    """imaptest's default start: the test mailbox made anew, the messages of the script's mbox
-    appended (as imaptest appends them: LF line ends, which the server makes CRLF), selected."""
-    ok(conv, b"CREATE " + MAILBOX.encode())
-    for message in messages:
-        ok(conv, b"APPEND " + MAILBOX.encode() + b" " + lit(message))
-    ok(conv, b"SELECT " + MAILBOX.encode())
-
-
-def crlf(script_text: str) -> bytes:
-    return text(script_text)
 
 
 # Our default mailbox (imaptest's default.mbox has four short messages, each with From, Date
@@ -173,19 +88,9 @@ DEFAULT_MESSAGES = (
 # -- fetch ---------------------------------------------------------------------------------------
 
 
-def uids(lines: list[bytes]) -> dict[int, int]:
-    """{seq: UID} of the FETCH responses among ``lines``."""
-    out: dict[int, int] = {}
-    for line in lines:
-        tokens = parse_response(line)
-        if len(tokens) == 4 and tokens[0] == "*" and tokens[2].upper() == "FETCH":
-            out[int(tokens[1])] = int(fetched([line], int(tokens[1]))["UID"])
-    return out
-
-
 def test_fetch(conv: Conversation) -> None:
     """imaptest src/tests/fetch (messages: 3)."""
-    selected_with(conv, *DEFAULT_MESSAGES[:3])
+    fill(conv, DEFAULT_MESSAGES[:3])
     everything = uids(ok(conv, b"fetch 1:3 uid"))
     assert sorted(everything) == [1, 2, 3]
     uid1, uid2, uid3 = everything[1], everything[2], everything[3]
@@ -210,7 +115,7 @@ def test_fetch(conv: Conversation) -> None:
     assert set(full) == {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"}
     assert flags(full["FLAGS"]) == set()
     intdate1, size1 = full["INTERNALDATE"], full["RFC822.SIZE"]
-    assert isinstance(intdate1, bytes) and int(size1) == len(crlf(DEFAULT_MESSAGES[0]))
+    assert isinstance(intdate1, bytes) and int(size1) == len(text(DEFAULT_MESSAGES[0]))
     assert isinstance(full["ENVELOPE"], list) and isinstance(full["BODY"], list)
     all_ = fetch(conv, b"fetch 1 all")
     assert set(all_) == {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"}
@@ -225,8 +130,8 @@ def test_fetch(conv: Conversation) -> None:
 
 def test_fetch_body(conv: Conversation) -> None:
     """imaptest src/tests/fetch-body (the default mailbox: four messages)."""
-    selected_with(conv, *DEFAULT_MESSAGES)
-    one, two, three, four = (crlf(message) for message in DEFAULT_MESSAGES)
+    fill(conv, DEFAULT_MESSAGES)
+    one, two, three, four = (text(message) for message in DEFAULT_MESSAGES)
 
     # Header and body fetches.
     hdr1 = fetch(conv, b"fetch 1 rfc822.header")["RFC822.HEADER"]
@@ -329,7 +234,7 @@ def between(data: bytes, start: bytes, end: bytes) -> bytes:
 
 def mime_sections() -> list[tuple[str, bytes]]:
     """(section, expected octets) of MIME_MESSAGE, in fetch-body-mime's order."""
-    whole = crlf(MIME_MESSAGE)
+    whole = text(MIME_MESSAGE)
     inner = between(whole, b"From: inner", b"Inner epilogue\r\n")
     inner_header = between(whole, b"From: inner", b"\r\n\r\n")
     return [
@@ -353,9 +258,8 @@ def mime_sections() -> list[tuple[str, bytes]]:
 
 def test_fetch_body_mime(conv: Conversation) -> None:
     """imaptest src/tests/fetch-body-mime (its own mbox: one MIME message)."""
-    selected_with(conv, MIME_MESSAGE)
-    for name, expected in mime_sections():
-        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": expected}, name
+    fill(conv, [MIME_MESSAGE])
+    check_sections(conv, mime_sections())
 
 
 # -- fetch-body-message-rfc822, -mime, -x2 -------------------------------------------------------
@@ -376,10 +280,10 @@ Greetings
 
 def test_fetch_body_message_rfc822(conv: Conversation) -> None:
     """imaptest src/tests/fetch-body-message-rfc822 (its own mbox)."""
-    selected_with(conv, RFC822_MESSAGE)
-    whole = crlf(RFC822_MESSAGE)
+    fill(conv, [RFC822_MESSAGE])
+    whole = text(RFC822_MESSAGE)
     inner = between(whole, b"From: inner", b"Greetings\r\n")
-    expected = [
+    check_sections(conv, [
         ("", whole),
         ("TEXT", inner),
         ("1", inner),  # part 1 of a message that is not multipart: its body, the whole message
@@ -387,9 +291,7 @@ def test_fetch_body_message_rfc822(conv: Conversation) -> None:
         ("1.HEADER.FIELDS (FROM SUBJECT X-FOO)", b"From: inner@example.org\r\nSubject: inner\r\n\r\n"),
         ("1.HEADER.FIELDS.NOT (FROM SUBJECT X-FOO)", b"Date: Mon, 09 Jan 2006 14:15:16 +0100\r\n\r\n"),
         ("1.TEXT", b"Greetings\r\n"),
-    ]
-    for name, octets in expected:
-        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
+    ])
 
 
 # As fetch-body-message-rfc822-mime.mbox: message/rfc822 holding a multipart/digest whose
@@ -430,11 +332,11 @@ after the parts
 
 def test_fetch_body_message_rfc822_mime(conv: Conversation) -> None:
     """imaptest src/tests/fetch-body-message-rfc822-mime (its own mbox)."""
-    selected_with(conv, RFC822_DIGEST_MESSAGE)
-    whole = crlf(RFC822_DIGEST_MESSAGE)
+    fill(conv, [RFC822_DIGEST_MESSAGE])
+    whole = text(RFC822_DIGEST_MESSAGE)
     inner = between(whole, b"From: inner", b"after the parts\r\n")
     inner_header = between(whole, b"From: inner", b"\r\n\r\n")
-    expected = [
+    check_sections(conv, [
         ("", whole),
         ("TEXT", inner),
         ("1", inner),
@@ -448,9 +350,7 @@ def test_fetch_body_message_rfc822_mime(conv: Conversation) -> None:
         ("1.2.MIME", b"X-Part: second\r\n\r\n"),
         ("1.2.HEADER", b"From: d2@example.com\r\nSubject: d2\r\n\r\n"),
         ("1.2.TEXT", b"d2 text\r\n"),
-    ]
-    for name, octets in expected:
-        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
+    ])
 
 
 # As fetch-body-message-rfc822-x2.mbox: a message/rfc822 whose message is a message/rfc822 too.
@@ -474,11 +374,11 @@ Greetings
 
 def test_fetch_body_message_rfc822_x2(conv: Conversation) -> None:
     """imaptest src/tests/fetch-body-message-rfc822-x2 (its own mbox)."""
-    selected_with(conv, RFC822_TWICE_MESSAGE)
-    whole = crlf(RFC822_TWICE_MESSAGE)
+    fill(conv, [RFC822_TWICE_MESSAGE])
+    whole = text(RFC822_TWICE_MESSAGE)
     middle = between(whole, b"From: middle", b"Greetings\r\n")
     inner = between(whole, b"From: inner", b"Greetings\r\n")
-    expected = [
+    check_sections(conv, [
         ("", whole),
         ("TEXT", middle),
         ("1", middle),
@@ -488,9 +388,7 @@ def test_fetch_body_message_rfc822_x2(conv: Conversation) -> None:
         ("1.1.1", b"Greetings\r\n"),
         ("1.1.HEADER", between(whole, b"From: inner", b"\r\n\r\n")),
         ("1.1.TEXT", b"Greetings\r\n"),
-    ]
-    for name, octets in expected:
-        assert fetch(conv, b"fetch 1 (body.peek[%s])" % name.lower().encode()) == {f"BODY[{name}]": octets}, name
+    ])
 
 
 # -- fetch-bodystructure -------------------------------------------------------------------------
@@ -515,7 +413,7 @@ howdy
 def test_fetch_bodystructure(conv: Conversation) -> None:
     """imaptest src/tests/fetch-bodystructure (its own mbox). imaptest compares the strings
     without regard to case (see the module docstring), so does this."""
-    selected_with(conv, BODYSTRUCTURE_MESSAGE)
+    fill(conv, [BODYSTRUCTURE_MESSAGE])
     lines = ok(conv, b"FETCH 1:* BODY")
     assert len(lines) == 1, lines
     assert caseless(fetched(lines, 1)["BODY"]) == caseless(
@@ -558,7 +456,7 @@ text
 def test_fetch_envelope(conv: Conversation) -> None:
     """imaptest src/tests/fetch-envelope (its own mbox): date, subject, from, sender, reply-to,
     to, cc, bcc, in-reply-to, message-id."""
-    selected_with(conv, *ENVELOPE_MESSAGES)
+    fill(conv, ENVELOPE_MESSAGES)
     lines = ok(conv, b"FETCH 1:* ENVELOPE")
     date = ENVELOPE_DATE.encode()
 
@@ -595,14 +493,6 @@ def test_fetch_envelope(conv: Conversation) -> None:
 # -- fetch-binary-mime ---------------------------------------------------------------------------
 
 
-def bad(conv: Conversation, command: bytes) -> bytes:
-    """A command gximap refuses as a protocol error: tagged BAD with a response code."""
-    tag = conv.next_tag().encode()
-    lines = conv.send(tag + b" " + command + b"\r\n")
-    assert lines and lines[-1].startswith(tag + b" BAD ["), (command, lines)
-    return lines[-1]
-
-
 def test_fetch_binary_mime(conv: Conversation) -> None:
     """imaptest src/tests/fetch-binary-mime (capabilities: BINARY; fetch-body-mime's message):
     BINARY[] where nothing needs decoding is BODY[]'s octets, and BINARY.SIZE their count.
@@ -613,7 +503,7 @@ def test_fetch_binary_mime(conv: Conversation) -> None:
     "]"``), and gximap answers them BAD: those steps check that. Each section's BINARY.PEEK comes
     before its BINARY.SIZE here, where the script takes some of the pairs the other way round."""
     assert "BINARY" in conv.capabilities()
-    selected_with(conv, MIME_MESSAGE)
+    fill(conv, [MIME_MESSAGE])
     for name, expected in mime_sections():
         command = b"fetch 1 (binary.peek[%s])" % name.lower().encode()
         size_command = b"fetch 1 (binary.size[%s])" % name.lower().encode()
@@ -651,7 +541,7 @@ def base64_message() -> str:
 
 def test_fetch_binary_mime_base64(conv: Conversation) -> None:
     """imaptest src/tests/fetch-binary-mime-base64 (capabilities: BINARY; its own mbox)."""
-    selected_with(conv, base64_message())
+    fill(conv, [base64_message()])
     one, two, three, four, five = BASE64_TEXTS
     assert fetch(conv, b"FETCH 1 (BINARY.SIZE[1] BINARY.SIZE[5])") == {"BINARY.SIZE[1]": "11", "BINARY.SIZE[5]": "30"}
     assert fetch(conv, b"FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[2] BINARY.PEEK[3] BINARY.PEEK[4] BINARY.PEEK[5])") == {
@@ -703,7 +593,7 @@ QP_DECODED = b"morning\r\nsun\r\nsea\tsky\r\nsea\t \tx\r\nsea sky\r\nsea s\r\nse
 
 def test_fetch_binary_mime_qp(conv: Conversation) -> None:
     """imaptest src/tests/fetch-binary-mime-qp (capabilities: BINARY; its own mbox)."""
-    selected_with(conv, QP_MESSAGE)
+    fill(conv, [QP_MESSAGE])
     assert fetch(conv, b"FETCH 1 (BINARY.SIZE[1])") == {"BINARY.SIZE[1]": str(len(QP_DECODED))}
     assert fetch(conv, b"FETCH 1 (BINARY.PEEK[1])") == {"BINARY[1]": QP_DECODED}
     assert fetch(conv, b"FETCH 1 (BINARY.PEEK[1]<0.10>)") == {"BINARY[1]<0>": b"morning\r\ns"}
@@ -769,12 +659,13 @@ def test_append(conv: Conversation) -> None:
 
 def test_nil(conv: Conversation) -> None:
     """imaptest src/tests/nil (the default mailbox): NIL where a string is expected is the
-    string "NIL" (an atom is an astring), so it searches for that text, and LIST "" NIL is fine."""
-    selected_with(conv, "From: nil@example.org\nSubject: about NIL\n\nthe word nil in the body\n",
-                  "From: other@example.org\nSubject: other\n\nnothing here\n")
+    string "NIL" (an atom is an astring), so it searches for that text, and LIST "" NIL is fine
+    (the pattern "NIL": no such mailbox, nothing listed)."""
+    fill(conv, ["From: nil@example.org\nSubject: about NIL\n\nthe word nil in the body\n",
+                "From: other@example.org\nSubject: other\n\nnothing here\n"])
     assert ok(conv, b"SEARCH SUBJECT NIL") == [b"* SEARCH 1"]
     assert ok(conv, b"SEARCH BODY nil") == [b"* SEARCH 1"]
-    ok(conv, b'LIST "" NIL')
+    assert ok(conv, b'LIST "" NIL') == []
 
 
 # -- append-binary -------------------------------------------------------------------------------

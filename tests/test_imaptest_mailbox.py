@@ -1,6 +1,6 @@
 """Dovecot imaptest's mailbox scripts ported to conversations: copy, move, expunge, expunge2,
 list, listext, select, store, subscribe and pipeline-connections (repository dovecot/imaptest,
-src/tests/). How a script reads and becomes steps is in tests/test_imaptest_ports.py; each test
+src/tests/). How a script reads and becomes steps is in tests/imaptest_steps.py; each test
 here names its script, and its steps follow the script's in the same order with the same checks.
 
 What else matters for these scripts (imaptest's test-exec.c and test-parser.c):
@@ -36,24 +36,35 @@ Dovecot keeps such messages readable (RFC 2180 section 4.1.1); gximap answers ``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
-from test_imaptest_ports import MAILBOX, lit, ok
+from imaptest_steps import (
+    MAILBOX,
+    append,
+    as_text,
+    bad,
+    caseless,
+    fetches,
+    fill,
+    ok,
+    parse_response,
+    run,
+    uids,
+)
 
 SEP = "/"
 # Our stand-ins for imaptest's default.mbox (four messages without header fields; copy appends a
 # fifth): plain text messages, each with a different body and INTERNALDATE (COPY keeps the date).
 MESSAGES = [
     (f"From: imaptest@example.com\nSubject: message {number}\n\nbody {number}\n",
-     f'"{20 + number:02d}-Feb-2008 17:06:23 +0000"')
+     f"{20 + number:02d}-Feb-2008 17:06:23 +0000")
     for number in range(1, 6)
 ]
 DEFAULT_MESSAGES = 4
-ATOM_OR_STRING = re.compile(rb'\(|\)|"(?:[^"\\]|\\.)*"|\{(\d+)\+?\}\r\n|[^\s()"]+')
 
 
 @pytest.fixture()
@@ -71,43 +82,8 @@ Arg = str | None | list["Arg"]
 def parse(line: bytes) -> list[Arg]:
     """A response as imaptest compares it: atoms and strings alike as text, NIL as None, lists
     as lists."""
-    stack: list[list[Arg]] = [[]]
-    pos = 0
-    while pos < len(line):
-        if line[pos:pos + 1] == b" ":
-            pos += 1
-            continue
-        match = ATOM_OR_STRING.match(line, pos)
-        assert match is not None, (line, pos)
-        token = match.group(0)
-        pos = match.end()
-        if token == b"(":
-            stack.append([])
-        elif token == b")":
-            done = stack.pop()
-            stack[-1].append(done)
-        elif match.group(1) is not None:
-            size = int(match.group(1))
-            stack[-1].append(line[pos:pos + size].decode("utf-8", "surrogateescape"))
-            pos += size
-        elif token.startswith(b'"'):
-            stack[-1].append(re.sub(r"\\(.)", r"\1", token[1:-1].decode()))
-        else:
-            stack[-1].append(None if token.upper() == b"NIL" else token.decode())
-    assert len(stack) == 1, line
-    return stack[0]
-
-
-def fetches(lines: Iterable[bytes]) -> list[tuple[int, dict[str, Arg]]]:
-    """The ``* n FETCH (...)`` responses among ``lines``: (n, items by upper-case name)."""
-    found = []
-    for line in lines:
-        args = parse(line)
-        if len(args) == 4 and args[0] == "*" and str(args[2]).upper() == "FETCH":
-            items = args[3]
-            assert isinstance(items, list)
-            found.append((int(str(args[1])), {str(items[i]).upper(): items[i + 1] for i in range(0, len(items), 2)}))
-    return found
+    parsed: list[Arg] = as_text(parse_response(line))
+    return parsed
 
 
 def assert_flags(actual: Arg, *expected: str) -> None:
@@ -119,7 +95,7 @@ def assert_flags(actual: Arg, *expected: str) -> None:
     assert want <= have and have - want <= {"\\recent"}, (actual, expected)
 
 
-def fetched(lines: Iterable[bytes], seq: int) -> dict[str, Arg]:
+def fetched_once(lines: Iterable[bytes], seq: int) -> dict[str, Any]:
     """The items of the one ``* seq FETCH`` among ``lines`` (imaptest: it must come)."""
     items = [found for number, found in fetches(lines) if number == seq]
     assert len(items) == 1, (seq, list(lines))
@@ -165,7 +141,7 @@ class Listing:
         assert {attribute.lower() for attribute in attributes} <= have, (name, have)
         assert not have & {attribute.lower() for attribute in banned}, (name, have)
         if extended is not None:
-            assert _upper(items) == [_upper(extended)], (name, items)
+            assert caseless(items) == [caseless(extended)], (name, items)
 
     def lacks(self, name: str, *attributes: str, extended: Arg = None) -> None:
         """``! list (attributes) sep name [(extended)]``: no response for ``name`` that would match."""
@@ -174,14 +150,8 @@ class Listing:
         have, _separator, items = self.boxes[name]
         matches = {attribute.lower() for attribute in attributes} <= have
         if extended is not None:
-            matches = matches and _upper(items) == [_upper(extended)]
+            matches = matches and caseless(items) == [caseless(extended)]
         assert not matches, (name, have, items)
-
-
-def _upper(value: Arg) -> Arg:
-    if isinstance(value, list):
-        return [_upper(item) for item in value]
-    return value.upper() if isinstance(value, str) else value
 
 
 # -- driving -------------------------------------------------------------------------------------
@@ -189,31 +159,14 @@ def _upper(value: Arg) -> Arg:
 
 def any_reply(conv: Conversation, command: bytes) -> list[bytes]:
     """A command whose tagged reply the script accepts whatever it is (``""``)."""
-    tag = conv.next_tag().encode()
-    lines = conv.send(tag + b" " + command + b"\r\n")
-    assert lines and lines[-1].startswith(tag + b" "), (command, lines)
-    return lines[:-1]
-
-
-def bad(conv: Conversation, command: bytes) -> bytes:
-    tag = conv.next_tag().encode()
-    lines = conv.send(tag + b" " + command + b"\r\n")
-    assert lines and lines[-1].startswith(tag + b" BAD ["), (command, lines)
-    return lines[-1]
+    return run(conv, command)[0]
 
 
 def ok_code(conv: Conversation, command: bytes, code: bytes) -> list[bytes]:
     """``ok [code]`` after the command: the tagged OK with that response code."""
-    tag = conv.next_tag().encode()
-    lines = conv.send(tag + b" " + command + b"\r\n")
-    assert lines and lines[-1].upper().startswith(tag.upper() + b" OK [" + code.upper() + b"]"), (command, lines)
-    return lines[:-1]
-
-
-def append(conv: Conversation, index: int, mailbox: str = MAILBOX) -> None:
-    """imaptest's bare ``append``: the next message of the mbox, no flags."""
-    message, internaldate = MESSAGES[index]
-    ok(conv, b"append " + mailbox.encode() + b" " + internaldate.encode() + b" " + lit(message))
+    responses, reply = run(conv, command)
+    assert reply.upper().startswith(b"OK [" + code.upper() + b"]"), (command, responses, reply)
+    return responses
 
 
 def connection(conv: Conversation) -> Conversation:
@@ -226,17 +179,11 @@ def connection(conv: Conversation) -> Conversation:
 def selected(conv: Conversation, connections: int) -> list[Conversation]:
     """The default start: the test mailbox made, DEFAULT_MESSAGES appended, selected by every
     connection (the first one first: it has the messages \\Recent)."""
-    ok(conv, b"create " + MAILBOX.encode())
-    for index in range(DEFAULT_MESSAGES):
-        append(conv, index)
-    sessions = [conv] + [connection(conv) for _ in range(connections - 1)]
-    for session in sessions:
+    fill(conv, MESSAGES[:DEFAULT_MESSAGES])
+    others = [connection(conv) for _ in range(connections - 1)]
+    for session in others:
         ok(session, b"select " + MAILBOX.encode())
-    return sessions
-
-
-def uids(lines: Iterable[bytes]) -> dict[int, int]:
-    return {seq: int(str(items["UID"])) for seq, items in fetches(lines) if "UID" in items}
+    return [conv, *others]
 
 
 def expunged(lines: Iterable[bytes]) -> list[int]:
@@ -252,7 +199,7 @@ class Relative:
     def __init__(self, lines: Iterable[bytes], count: int) -> None:
         current = list(range(1, count + 1))  # the first number of the message now at each place
         self.expunged: list[int] = []
-        self.fetched: dict[int, dict[str, Arg]] = {}
+        self.fetched: dict[int, dict[str, Any]] = {}
         for line in lines:
             for seq in expunged([line]):
                 self.expunged.append(current.pop(seq - 1))
@@ -270,7 +217,7 @@ def test_copy(conv: Conversation) -> None:
     conn2 = connection(conv)
     ok(conv, b"select " + box)
     for index in range(5):
-        append(conv, index)
+        append(conv, MESSAGES[index])
     ok(conv, b"check")
 
     any_reply(conn2, b"delete " + box2)
@@ -282,7 +229,7 @@ def test_copy(conv: Conversation) -> None:
     ok(conv, b"store 5 flags (\\flagged $keyword1 $keyword2)")
 
     lines = ok(conv, b"fetch 1:5 (internaldate)")
-    date = {seq: fetched(lines, seq)["INTERNALDATE"] for seq in (1, 2, 4, 5)}
+    date = {seq: fetched_once(lines, seq)["INTERNALDATE"] for seq in (1, 2, 4, 5)}
     ok(conv, b"copy 1:2,4 " + box2)
 
     lines = ok(conn2, b"noop")
@@ -291,7 +238,7 @@ def test_copy(conv: Conversation) -> None:
     lines = ok(conn2, b"fetch 1:3 (flags internaldate)")
     for seq, source, flags in ((1, 1, ("\\recent", "\\seen")), (2, 2, ("\\recent", "\\draft", "\\flagged")),
                                (3, 4, ("\\recent",))):
-        items = fetched(lines, seq)
+        items = fetched_once(lines, seq)
         assert_flags(items["FLAGS"], *flags)
         assert items["INTERNALDATE"] == date[source]
 
@@ -302,7 +249,7 @@ def test_copy(conv: Conversation) -> None:
     lines = ok(conn2, b"noop")
     assert untagged(lines, "4", "EXISTS") and untagged(lines, "4", "RECENT"), lines
 
-    items = fetched(ok(conn2, b"fetch 4 (flags internaldate)"), 4)
+    items = fetched_once(ok(conn2, b"fetch 4 (flags internaldate)"), 4)
     assert_flags(items["FLAGS"], "\\recent", "\\flagged", "$keyword1", "$keyword2")
     assert items["INTERNALDATE"] == date[5]
 
@@ -327,7 +274,7 @@ def test_move(conv: Conversation) -> None:
     box, box2 = MAILBOX.encode(), (MAILBOX + "2").encode()
     ok(conv, b"create " + box)
     for index in range(3):
-        append(conv, index)
+        append(conv, MESSAGES[index])
     ok(conv, b"create " + box2)
 
     lines = ok(conv, b"select " + box2)
@@ -365,7 +312,7 @@ def test_expunge(conv: Conversation) -> None:
     """imaptest src/tests/expunge (connections: 2; the test mailbox selected, four messages)."""
     conn1, conn2 = selected(conv, 2)
     ((seq, uid),) = uids(ok(conn1, b"fetch * uid")).items()  # $seq, $uid
-    assert_flags(fetched(ok(conn1, b"store %d flags \\deleted" % seq), seq)["FLAGS"], "\\deleted", "\\recent")
+    assert_flags(fetched_once(ok(conn1, b"store %d flags \\deleted" % seq), seq)["FLAGS"], "\\deleted", "\\recent")
     assert expunged(ok(conn1, b"expunge")) == [seq]
 
     # Difference: imaptest expects ``* $seq FETCH (UID $uid)`` and OK here, the other connection
@@ -574,8 +521,8 @@ def test_select(conv: Conversation) -> None:
     box = MAILBOX.encode()
     any_reply(conv, b"delete " + box)
     any_reply(conv, b"create " + box)
-    append(conv, 0)
-    append(conv, 1)
+    append(conv, MESSAGES[0])
+    append(conv, MESSAGES[1])
 
     def opened(lines: list[bytes]) -> tuple[str, str]:
         assert untagged(lines, "2", "EXISTS") and untagged(lines, "2", "RECENT"), lines
@@ -590,14 +537,14 @@ def test_select(conv: Conversation) -> None:
     for item, value in (("messages", "2"), ("recent", "2"), ("uidnext", uidnext), ("uidvalidity", uidvalidity),
                         ("unseen", "2")):
         (status,) = untagged(ok(conv, b"status %s (%s)" % (box, item.encode())), "STATUS")
-        assert status[2] == MAILBOX and _upper(status[3]) == [item.upper(), value], status
+        assert status[2] == MAILBOX and caseless(status[3]) == [item, value], status
 
     # then try read-write
     assert opened(ok_code(conv, b"select " + box, b"READ-WRITE")) == (uidvalidity, uidnext)
     ok(conv, b"close")
 
     (status,) = untagged(ok(conv, b"status %s (recent)" % box), "STATUS")
-    assert _upper(status[3]) == ["RECENT", "0"], status
+    assert caseless(status[3]) == ["recent", "0"], status
 
 
 # -- store ---------------------------------------------------------------------------------------
@@ -610,19 +557,19 @@ def test_store(conv: Conversation) -> None:
     # simple tests
     lines = ok(conn1, b"store 1:3 flags (\\seen)")
     for seq in (1, 2, 3):
-        assert_flags(fetched(lines, seq)["FLAGS"], "\\seen")
+        assert_flags(fetched_once(lines, seq)["FLAGS"], "\\seen")
 
     lines = ok(conn2, b"check")
     for seq in (1, 2, 3):
-        assert_flags(fetched(lines, seq)["FLAGS"], "\\seen")
+        assert_flags(fetched_once(lines, seq)["FLAGS"], "\\seen")
 
     ok(conn1, b"store 4 -flags \\seen")
-    assert_flags(fetched(ok(conn1, b"store 3 flags (\\draft)"), 3)["FLAGS"], "\\draft")
+    assert_flags(fetched_once(ok(conn1, b"store 3 flags (\\draft)"), 3)["FLAGS"], "\\draft")
 
     # keywords
     lines = ok(conn1, b"store 2,4 +flags ($hello $world)")
-    assert_flags(fetched(lines, 2)["FLAGS"], "\\seen", "$hello", "$world")
-    assert_flags(fetched(lines, 4)["FLAGS"], "$hello", "$world")
+    assert_flags(fetched_once(lines, 2)["FLAGS"], "\\seen", "$hello", "$world")
+    assert_flags(fetched_once(lines, 4)["FLAGS"], "$hello", "$world")
 
     # check that two sessions don't overwrite each others' changes
     ok(conn1, b"store 1 +flags (\\draft)")
@@ -630,8 +577,8 @@ def test_store(conv: Conversation) -> None:
     ok(conn1, b"check")
     ok(conn2, b"check")
 
-    assert_flags(fetched(ok(conn1, b"fetch 1 flags"), 1)["FLAGS"], "\\draft")
-    assert_flags(fetched(ok(conn2, b"fetch 1 flags"), 1)["FLAGS"], "\\draft")
+    assert_flags(fetched_once(ok(conn1, b"fetch 1 flags"), 1)["FLAGS"], "\\draft")
+    assert_flags(fetched_once(ok(conn2, b"fetch 1 flags"), 1)["FLAGS"], "\\draft")
 
 
 # -- subscribe -----------------------------------------------------------------------------------

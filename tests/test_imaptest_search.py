@@ -3,7 +3,7 @@
 search-flags, search-header, search-intdate, search-sets, search-size, esearch, esearch-condstore,
 esort, sort-addresses, sort-arrival, sort-date, sort-display-from, sort-display-to, sort-size,
 sort-subject, thread, thread2, thread4, thread6, thread7, thread-orderedsubject and
-thread-orderedsubject2. How the scripts read is in tests/test_imaptest_ports.py.
+thread-orderedsubject2. How the scripts read is in tests/imaptest_steps.py.
 
 Each script runs, as in imaptest, against a mailbox made anew, filled by APPEND with the messages
 of its mbox file (the internal date from the mbox's ``From_`` line) and selected. The messages
@@ -32,14 +32,12 @@ Differences, each kept on purpose (noted at the step too):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conversation import Conversation
-from test_imaptest_ports import MAILBOX, lit, ok
-
-Message = tuple[str, str | None]  # (message text with LF newlines, internal date or None)
+from imaptest_steps import MAILBOX, fill, ok
 
 
 @pytest.fixture()
@@ -47,16 +45,6 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
     with Conversation(tmp_path) as conversation:
         conversation.login()
         yield conversation
-
-
-def fill(conv: Conversation, messages: Sequence[str | Message]) -> None:
-    """imaptest's start state: ``$mailbox`` made anew, the messages APPENDed, then SELECTed."""
-    ok(conv, b"CREATE " + MAILBOX.encode())
-    for message in messages:
-        body, date = (message, None) if isinstance(message, str) else message
-        when = b"" if date is None else b'"' + date.encode() + b'" '
-        ok(conv, b"APPEND " + MAILBOX.encode() + b" " + when + lit(body))
-    ok(conv, b"SELECT " + MAILBOX.encode())
 
 
 def expect(conv: Conversation, command: str, *untagged: str) -> list[bytes]:

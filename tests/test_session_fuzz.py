@@ -304,6 +304,9 @@ def test_uidonly_streams_send_no_message_numbers(context: ServerContext, stream:
     whatever the stream does, unless it ends the session's ENABLEs (UNAUTHENTICATE)."""
     joined = b"".join(stream)
     lines = drive(context, UIDONLY_PREFIX + joined, chunks, True)
+    # The prefix's answers come first: UIDONLY is on and INBOX selected, or the check says nothing.
+    for tag in (b"p2 ", b"p3 "):
+        assert next(line for line in lines if line.startswith(tag)).startswith(tag + b"OK "), lines[:8]
     if b"UNAUTH" not in joined.upper():
         numbered = [line[:120] for line in lines if _NUMBERED_RESPONSE.match(line)]
         assert not numbered, numbered

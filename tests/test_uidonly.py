@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conversation import Conversation
+from test_qresync import seed
 
 from gximap.imap import commands as cmds
 from gximap.session import selected, uidonly
@@ -21,13 +22,6 @@ def conv(tmp_path: Path) -> Iterator[Conversation]:
     with Conversation(tmp_path) as conversation:
         conversation.login()
         yield conversation
-
-
-def seed(conv: Conversation, count: int, mailbox: str = "INBOX") -> list[int]:
-    """``count`` messages, already seen by another session (no \\Recent)."""
-    uids = [conv.add_message(mailbox) for _ in range(count)]
-    conv.store.claim_recent_range("alice", conv.folder(mailbox).id)
-    return uids
 
 
 def enable(conv: Conversation, *also: str) -> None:
