@@ -157,6 +157,17 @@ def test_expunged_uid_is_badurl(conv: Conversation) -> None:
     assert lines[-1] == b"a1 NO [BADURL /INBOX/;UID=%d] Cannot use the URL: no message with that UID" % uid
 
 
+def test_url_mailbox_deleted_meanwhile_is_badurl(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another session deletes the mailbox the URL names between its lookup and the read of the
+    # message: the URL cannot be resolved (not NO [NONEXISTENT], which would be about Drafts).
+    conv.command("CREATE Source")
+    uid = conv.add_message("Source", ORIGINAL)
+    conv.delete_folder_before(monkeypatch, "get_messages", "Source")
+    lines = conv.send(b"a1 APPEND Drafts CATENATE (URL /Source/;UID=%d)\r\n" % uid)
+    assert lines == [b"a1 NO [BADURL /Source/;UID=%d] Cannot use the URL: no such mailbox" % uid]
+    assert conv.folder("Drafts").messages == 0
+
+
 def test_multiappend_mixes_plain_and_catenate_all_or_nothing(conv: Conversation) -> None:
     uid = conv.add_message("INBOX", ORIGINAL)
     drafts = conv.folder("Drafts")

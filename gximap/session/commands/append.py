@@ -146,7 +146,10 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
         raise _bad_url(raw, "no such mailbox")
     if url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity:
         raise _bad_url(raw, "UIDVALIDITY does not match")
-    found = store.get_messages(user, folder.id, [url.uid])
+    try:
+        found = store.get_messages(user, folder.id, [url.uid])
+    except NoSuchFolder:  # deleted since it was looked up: NO [NONEXISTENT] would name the target
+        raise _bad_url(raw, "no such mailbox") from None
     if not found:
         raise _bad_url(raw, "no message with that UID")
     try:
