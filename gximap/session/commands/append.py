@@ -120,6 +120,8 @@ def _put_together(session: Any, parts: tuple[cmds.CatenatePart, ...], room: int)
 
 
 def _bad_url(url: bytes, reason: str) -> CommandFailed:
+    """NO [BADURL url]: the URL as sent, escaped and cut (_NOT_URL_RESP_TEXT); an empty one as
+    "%20", since url-resp-text has one octet at least."""
     echo = _NOT_URL_RESP_TEXT.sub(lambda found: b"%%%02X" % found.group()[0], url)[:_BADURL_ECHO_MAX] or b"%20"
     return CommandFailed(Code.NO_BAD_URL, reason, code=b"BADURL " + echo)
 
