@@ -157,6 +157,17 @@ def test_expunged_uid_is_badurl(conv: Conversation) -> None:
     assert lines[-1] == b"a1 NO [BADURL /INBOX/;UID=%d] Cannot use the URL: no message with that UID" % uid
 
 
+def test_url_mailbox_deleted_meanwhile_is_badurl(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another session deletes the mailbox the URL names between its lookup and the read of the
+    # message: the URL cannot be resolved (not NO [NONEXISTENT], which would be about Drafts).
+    conv.command("CREATE Source")
+    uid = conv.add_message("Source", ORIGINAL)
+    conv.delete_folder_before(monkeypatch, "get_messages", "Source")
+    lines = conv.send(b"a1 APPEND Drafts CATENATE (URL /Source/;UID=%d)\r\n" % uid)
+    assert lines == [b"a1 NO [BADURL /Source/;UID=%d] Cannot use the URL: no such mailbox" % uid]
+    assert conv.folder("Drafts").messages == 0
+
+
 def test_multiappend_mixes_plain_and_catenate_all_or_nothing(conv: Conversation) -> None:
     uid = conv.add_message("INBOX", ORIGINAL)
     drafts = conv.folder("Drafts")
@@ -175,7 +186,8 @@ def test_multiappend_mixes_plain_and_catenate_all_or_nothing(conv: Conversation)
 def test_too_big(tmp_path: Path) -> None:
     with Conversation(tmp_path, max_literal=1000) as conv:
         conv.login()
-        uid = conv.add_message("INBOX", b"Subject: big\r\n\r\n" + b"x" * 600 + b"\r\n")
+        big = b"Subject: big\r\n\r\n" + b"x" * 600 + b"\r\n"
+        uid = conv.add_message("INBOX", big)
         lines = conv.send(b"a1 APPEND INBOX CATENATE (URL /INBOX/;UID=%d URL /INBOX/;UID=%d)\r\n" % (uid, uid))
         assert lines == [b"a1 NO [TOOBIG] Message too big"]
         # Each message within the limit, together beyond it: as a MULTIAPPEND's literals.
@@ -189,7 +201,8 @@ def test_too_big(tmp_path: Path) -> None:
         assert conv.folder("INBOX").messages == 1
         lines = conv.send(b"a4 APPEND INBOX CATENATE (URL /INBOX/;UID=%d/;PARTIAL=0.300 URL /INBOX/;UID=%d)\r\n"
                           % (uid, uid))
-        assert lines[-1].startswith(b"a4 OK [APPENDUID "), lines
+        assert appended(lines[-1], conv.folder("INBOX").uidvalidity, str(uid + 1)), lines
+        assert stored(conv, "INBOX", uid + 1) == big[:300] + big
 
 
 def test_quota_checked_before_each_text_literal(conv: Conversation) -> None:

@@ -424,6 +424,14 @@ def test_sequence_errors_and_empty_uid_ranges(conv: Conversation) -> None:
         S: * OK [HIGHESTMODSEQ {n}] Highest modification sequence
         S: * 1 FETCH (UID 1 MODSEQ ({n}))
         S: a6 OK FETCH completed
+        C: a7 FETCH 1:5 (UID) (CHANGEDSINCE 1)
+        S: a7 BAD [CLIENTBUG] Invalid message sequence number
+        C: a8 FETCH 1:5 (UID) (PARTIAL 1:2)
+        S: a8 BAD [CLIENTBUG] Invalid message sequence number
+        C: a9 UID FETCH 1:5 (UID) (PARTIAL 1:2)
+        S: * 1 FETCH (UID 1)
+        S: * 2 FETCH (UID 2)
+        S: a9 OK FETCH completed
     """)
 
 

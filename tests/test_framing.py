@@ -538,3 +538,22 @@ def test_smaller_literals_are_spooled_once_the_command_holds_the_threshold_in_me
     assert [len(part) for part in frame.parts if isinstance(part, Literal)] == [60, 30, 20, 5]
     # 60 + 30 stay in memory; 20 more would make 110: that one goes to a spool; 5 more make 95.
     assert [bytes(spool.data) for spool in made] == [b"c" * 20]
+
+
+def test_continuations_carry_the_pieces_since_the_last_one() -> None:
+    """NeedContinuation.pieces: the line text and literal sizes since the command's previous
+    continuation (a spooled literal's too), ending with the text announcing the literal asked
+    for; ``fresh`` on the command's first."""
+    framer, made = spooling_framer(threshold=100)
+    framer.feed(b"a APPEND INBOX {3+}\r\nabc {150+}\r\n" + b"x" * 150 + b" CATENATE (TEXT {4}\r\n")
+    assert framer.next_event() == NeedContinuation(b"a", 4, b"APPEND", False, 157, 3, 3, b"a APPEND INBOX ",
+                                                   (b"a APPEND INBOX ", 3, b" ", 150, b" CATENATE (TEXT "), True)
+    assert [bytes(spool.data) for spool in made] == [b"x" * 150]
+    framer.feed(b"abcd URL {5+}\r\n/x/;1 TEXT {1}\r\n")
+    assert framer.next_event() == NeedContinuation(b"a", 1, b"APPEND", False, 163, 5, 3, b"a APPEND INBOX ",
+                                                   (b" URL ", 5, b" TEXT "), False)
+    framer.feed(b"z)\r\n")
+    assert isinstance(framer.next_event(), CommandFrame)
+    framer.feed(b"b APPEND INBOX {1}\r\n")  # the next command starts afresh
+    assert framer.next_event() == NeedContinuation(b"b", 1, b"APPEND", False, 1, 1, 1, b"b APPEND INBOX ",
+                                                   (b"b APPEND INBOX ",), True)

@@ -1122,6 +1122,9 @@ def test_max_args() -> None:
     parse(b"a FETCH 1 (" + items + b")", max_args=60)
     assert "Too many" in bad(b"a FETCH 1 (" + items + b")", max_args=10).text
     bad(b"a SEARCH " + b" ".join([b"SEEN"] * 50), max_args=10)
+    tags = b" ".join(b'"t%d"' % number for number in range(50))
+    assert len(parse_as(c.CancelUpdate, b"a CANCELUPDATE " + tags, max_args=60).tags) == 50
+    assert "Too many" in bad(b"a CANCELUPDATE " + tags, max_args=10).text
 
 
 def test_max_ranges() -> None:

@@ -355,12 +355,23 @@ def test_imap_urls_parse_or_refuse(url: bytes) -> None:
     assert found.uid >= 1 and found.mailbox
 
 
+# APPEND line text the tally reads: random octets, or its words and parentheses in any order.
+append_texts = st.one_of(
+    st.binary(max_size=40),
+    st.lists(st.sampled_from([b" ", b"(", b")", b"CATENATE", b"catenate", b"URL", b"TEXT", b"UTF8", b'"',
+                              b'"a b"', b"\\Seen"]), max_size=10).map(b"".join),
+)
+
+
 @FUZZ
-@given(st.lists(st.one_of(st.binary(max_size=40), st.integers(0, 1000)), max_size=12))
+@given(st.lists(st.one_of(append_texts, st.integers(0, 1000)), max_size=12))
 def test_append_tally_is_a_lower_bound(pieces: list[bytes | int]) -> None:
-    """Whatever an APPEND's pieces are, the tally counts no more octets than its literals hold."""
+    """Whatever an APPEND's pieces are, the tally counts no more octets than its literals hold,
+    and no more messages than literals and CATENATE lists (a word and its "(" are in one piece:
+    a literal ends a piece)."""
     tally = AppendTally()
     for piece in [b"a APPEND INBOX ", *pieces]:
         tally.feed(piece)
     assert 0 <= tally.octets <= sum(piece for piece in pieces if isinstance(piece, int))
-    assert 0 <= tally.messages
+    lists = sum(piece.upper().count(b"CATENATE") for piece in pieces if isinstance(piece, bytes))
+    assert 0 <= tally.messages <= sum(1 for piece in pieces if isinstance(piece, int)) + lists

@@ -93,16 +93,13 @@ partial_ranges = st.builds(lambda first, second, from_last: PartialRange(first *
 def plain_set(uids: list[int], ranges: list[tuple[int | None, int | None]], by_uid: bool) -> list[int]:
     """The UIDs a sequence set names, read plainly: each UID (or message number) tested against
     each range, "*" the highest; by UID, "n:*" names the highest even when n is above it (RFC
-    3501 section 6.4.8)."""
+    3501 section 6.4.8: the range is read as "highest:n")."""
     if not uids:
         return []
     highest = uids[-1] if by_uid else len(uids)
     bounds = [sorted((highest if start is None else start, highest if end is None else end)) for start, end in ranges]
-    named = [uid for number, uid in enumerate(uids, 1)
-             if any(low <= (uid if by_uid else number) <= high for low, high in bounds)]
-    if by_uid and not named and any(None in pair for pair in ranges):
-        named = [highest]
-    return named
+    return [uid for number, uid in enumerate(uids, 1)
+            if any(low <= (uid if by_uid else number) <= high for low, high in bounds)]
 
 
 @settings(max_examples=400, deadline=None)

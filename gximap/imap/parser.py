@@ -1416,12 +1416,13 @@ def _thread(uid: bool) -> Callable[[_Reader], Command]:
 
 def _cancelupdate(r: _Reader) -> Command:
     """RFC 5267 section 4.3.5: ``CANCELUPDATE 1*(SP quoted)``, the tags of updating searches."""
-    r.sp()
-    tags = [r.quoted()]
-    while not r.at_end():
+    tags: list[bytes] = []
+    while True:
         r.sp()
+        r.count()
         tags.append(r.quoted())
-    return CancelUpdate(r.tag, tuple(dict.fromkeys(tags)))
+        if r.at_end():
+            return CancelUpdate(r.tag, tuple(dict.fromkeys(tags)))
 
 
 def _compress(r: _Reader) -> Command:

@@ -41,6 +41,7 @@ from midb.summary import SortRecord, Summary, body_plan, decode_summary, may_con
 
 __all__ = [
     "SearchUnsupported",
+    "refuse_numbers_beyond_count",
     "resolve_page",
     "resolve_uids",
     "saved_uids",
@@ -96,12 +97,10 @@ def resolve_uids(session: Any, seqset: SequenceSet, uid: bool) -> list[int]:
     ``$`` stands for the saved search result whatever the command's UID-ness (RFC 5182 section
     2.1). Message numbers beyond the message count are an error (RFC 9051 section 6.4.5 and
     following): BAD. UIDs that name nothing are simply no messages."""
-    view = session.selected
     if seqset.saved:
         return saved_uids(session)
-    if not uid and not view.valid_msn_set(seqset):
-        raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")
-    return view.resolve(seqset, uid)
+    refuse_numbers_beyond_count(session, seqset, uid)
+    return session.selected.resolve(seqset, uid)
 
 
 def resolve_page(session: Any, seqset: SequenceSet, uid: bool, partial: cmds.PartialRange) -> list[int]:
@@ -109,10 +108,15 @@ def resolve_page(session: Any, seqset: SequenceSet, uid: bool, partial: cmds.Par
     listing a large set: only the page's UIDs are built (SelectedMailbox.resolve_page)."""
     if seqset.saved:
         return partial.select(saved_uids(session))  # a list already: the saved result
-    view = session.selected
-    if not uid and not view.valid_msn_set(seqset):
+    refuse_numbers_beyond_count(session, seqset, uid)
+    return session.selected.resolve_page(seqset, uid, partial)
+
+
+def refuse_numbers_beyond_count(session: Any, seqset: SequenceSet, uid: bool) -> None:
+    """BAD for a message-number set naming numbers beyond the message count (resolve_uids);
+    a UID set and ``$`` pass."""
+    if not uid and not seqset.saved and not session.selected.valid_msn_set(seqset):
         raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")
-    return view.resolve_page(seqset, uid, partial)
 
 
 def _msn_ranges_as_uid_ranges(view: Any, seqset: SequenceSet) -> list[tuple[int, int]]:

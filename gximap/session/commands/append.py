@@ -120,6 +120,8 @@ def _put_together(session: Any, parts: tuple[cmds.CatenatePart, ...], room: int)
 
 
 def _bad_url(url: bytes, reason: str) -> CommandFailed:
+    """NO [BADURL url]: the URL as sent, escaped and cut (_NOT_URL_RESP_TEXT); an empty one as
+    "%20", since url-resp-text has one octet at least."""
     echo = _NOT_URL_RESP_TEXT.sub(lambda found: b"%%%02X" % found.group()[0], url)[:_BADURL_ECHO_MAX] or b"%20"
     return CommandFailed(Code.NO_BAD_URL, reason, code=b"BADURL " + echo)
 
@@ -146,7 +148,10 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
         raise _bad_url(raw, "no such mailbox")
     if url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity:
         raise _bad_url(raw, "UIDVALIDITY does not match")
-    found = store.get_messages(user, folder.id, [url.uid])
+    try:
+        found = store.get_messages(user, folder.id, [url.uid])
+    except NoSuchFolder:  # deleted since it was looked up: NO [NONEXISTENT] would name the target
+        raise _bad_url(raw, "no such mailbox") from None
     if not found:
         raise _bad_url(raw, "no message with that UID")
     try:

@@ -64,7 +64,13 @@ from gximap.session.base import (
     ResponseMark,
     command,
 )
-from gximap.session.searching import in_ascending, resolve_page, resolve_uids, saved_uids
+from gximap.session.searching import (
+    in_ascending,
+    refuse_numbers_beyond_count,
+    resolve_page,
+    resolve_uids,
+    saved_uids,
+)
 from gximap.session.selected import FlagsShown, flag_atoms
 from midb import objectids, preview
 from midb.errors import MidbError, NoSuchBody
@@ -951,8 +957,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
         else:  # RFC 9394 section 3.3: positions in the set named, found without listing it
             uids = resolve_page(session, cmd.seqset, cmd.uid, cmd.partial)
     else:
-        if not cmd.uid and not cmd.seqset.saved and not view.valid_msn_set(cmd.seqset):
-            raise CommandFailed(Code.BAD_SEQUENCE_NUMBER, status="BAD")  # as resolve_uids
+        refuse_numbers_beyond_count(session, cmd.seqset, cmd.uid)  # as resolve_uids
         uids = _Requested(session, cmd)
     if cmd.changedsince is not None or any(att.name == "MODSEQ" for att in cmd.items):
         yield from condstore.enable(session)
