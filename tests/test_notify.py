@@ -275,3 +275,45 @@ def test_overflow_turns_notify_off(pair: tuple[Conversation, Conversation], monk
 def test_notify_is_valid_only_after_login(tmp_path: Path) -> None:
     with Conversation(tmp_path) as conv:
         assert conv.send(b"n1 NOTIFY NONE\r\n")[0].startswith(b"n1 BAD")
+
+
+def test_a_change_heard_while_new_messages_are_fetched_is_pushed_after(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """The pool's wakeup() during the FETCH of MessageNew's attributes (which interrupts the IDLE)
+    cannot push then; the change is pushed once that FETCH is done, not left for the next one."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge)) (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    a.session.wakeup()   # the pool's: the new message's FETCH is made, not run yet
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2)",
+                        b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    assert a.wake(require=False) == []
+
+
+def test_a_change_heard_behind_unread_output_is_pushed_once_it_is_read(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond OUTPUT_BACKLOG queued items wakeup() makes no notification; the change is pushed
+    once the client has taken what was queued, not left waiting for another change."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    monkeypatch.setattr(notify, "OUTPUT_BACKLOG", 0)
+    a.session.timed_out()   # a keepalive the client has not read yet
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.wake() == [b"* OK Still here",
+                        b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    a.script("""
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)

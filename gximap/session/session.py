@@ -160,6 +160,9 @@ class ImapSession:
         self._append_tally: parser.AppendTally | None = None  # the APPEND being framed (_append_over_quota)
         self._watch: Any = None
         self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
+        # A NOTIFY push that could not be made when the change was heard (the output backlog, or
+        # the FETCH of new messages running): next_output() makes it once it can.
+        self._notify_owed = False
         # The key this session is counted under in ctx.user_sessions while logged in
         # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
         # password, which may be while the connection is lost (_gone) on a worker.
@@ -312,6 +315,10 @@ class ImapSession:
                 return item
             running = self._running
             if running is None or running.parked:
+                if self._notify_owed and (running is None or self._idling()):
+                    self._notify_owed = False
+                    self._push_notifications()
+                    continue
                 return None
             if running.pause_due:  # its INPROGRESS line is out: now the pause
                 running.pause_due = False
@@ -390,9 +397,12 @@ class ImapSession:
             return
         # RFC 5465 section 3: with NOTIFY the server reports changes at any time. Output goes out
         # between responses only: between commands or in IDLE now, else before the running
-        # command's tagged answer (_finish).
+        # command's tagged answer (_finish), or after NOTIFY's own FETCH of new messages
+        # (next_output).
         if self._running is None or self._idling():
             self._push_notifications()
+        else:
+            self._notify_owed = True
 
     def _idle_push(self, selected: SelectedMailbox) -> None:
         """IDLE started, or a keepalive retries a failed push: the selected mailbox's updates, or
@@ -532,11 +542,15 @@ class ImapSession:
         without (RFC 5465 section 6: they wait for a command that allows them), and only when
         messages came or went unless FlagChange was asked for. Then the other mailboxes'. A
         client that does not read its output gets nothing more until it does (OUTPUT_BACKLOG):
-        the changes wait, bounded (notify.MAX_PENDING, then NOTIFICATIONOVERFLOW)."""
+        the changes wait, bounded (notify.MAX_PENDING, then NOTIFICATIONOVERFLOW), and are
+        pushed once it has read what was queued (next_output)."""
         state = self.notify
         if state is None or not state.active or self._closing:
             return
-        if not at_command_end and len(self._out) > notify_commands.OUTPUT_BACKLOG:
+        if at_command_end:
+            self._notify_owed = False   # this push makes it
+        elif len(self._out) > notify_commands.OUTPUT_BACKLOG:
+            self._notify_owed = True
             return
         selected = self.selected
         group = state.selected_group
