@@ -14,6 +14,7 @@ from test_parser import parse
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
 from gximap.session import notify
+from midb.errors import StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
 
@@ -317,3 +318,28 @@ def test_a_change_heard_behind_unread_output_is_pushed_once_it_is_read(
         C: DONE
         S: i1 OK IDLE terminated
     """)
+
+
+def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mailbox selected: a report that met a busy store warns, and IDLE's keepalive tries
+    again (as it does for the selected mailbox's updates), rather than wait for another change."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    folder_by_id = a.store.folder_by_id
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, "folder_by_id", busy)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
+                        b"too many concurrent readers"]
+    monkeypatch.setattr(a.store, "folder_by_id", folder_by_id)
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.timeout() == [b"* OK Still here",
+                           b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]

@@ -382,10 +382,10 @@ class ImapSession:
                 and now - self.last_activity < self.settings.autologout - 0.5):
             self._last_keepalive = now
             self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if self._updates_missed and self.selected is not None:
+            if self._updates_missed:
                 # A push failed (the store was busy): the keepalive tries again, rather than
                 # leave the changes waiting for the next one or for DONE.
-                self._idle_push(self.selected)
+                self._idle_push()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
         return True
@@ -404,13 +404,13 @@ class ImapSession:
         else:
             self._notify_owed = True
 
-    def _idle_push(self, selected: SelectedMailbox) -> None:
-        """IDLE started, or a keepalive retries a failed push: the selected mailbox's updates, or
-        with NOTIFY what it asks for (RFC 5465 section 4: NOTIFY decides what IDLE reports)."""
-        if self.notify is None:
-            self._push_idle_updates(selected)
-        else:
+    def _idle_push(self) -> None:
+        """IDLE started, or a keepalive retries a failed push: with NOTIFY what it asks for (RFC
+        5465 section 4: NOTIFY decides what IDLE reports), else the selected mailbox's updates."""
+        if self.notify is not None:
             self._push_notifications()
+        elif self.selected is not None:
+            self._push_idle_updates(self.selected)
 
     def _push_idle_updates(self, selected: SelectedMailbox) -> None:
         """IDLE: what changed, now; the goodbye if the mailbox is gone."""
@@ -565,7 +565,7 @@ class ImapSession:
         try:
             lines = state.report(self)
         except midb_errors.MidbError as exc:
-            self._out.append(self._updates_delayed(exc))
+            self._out.append(self._updates_delayed(exc, "reporting changes to NOTIFY"))
             return
         if lines is None:
             # RFC 5465 section 5.8: say so, and behave as after NOTIFY NONE.
@@ -903,10 +903,8 @@ class ImapSession:
             running.progress_timer = None  # waits for the client: its time is not the command's
             running.waiting = item
             self._out.append(item.prompt)
-            if item.idle and self.selected is not None:
-                self._idle_push(self.selected)
-            elif item.idle and self.notify is not None:
-                self._push_notifications()
+            if item.idle:
+                self._idle_push()
         else:
             self._out.append(item)
             self._progress_queued(running)
@@ -944,15 +942,16 @@ class ImapSession:
         self._updates_missed = False
         return out
 
-    def _updates_delayed(self, exc: midb_errors.MidbError) -> bytes:
-        """A catch-up with the selected mailbox, or the making of the lines it left to be made
-        as they are sent, met a store error: log it, have a keepalive in IDLE try again, and
-        return the untagged NO [UNAVAILABLE] that warns the client."""
+    def _updates_delayed(self, exc: midb_errors.MidbError, doing: str = "catching up with the selected mailbox") -> bytes:
+        """A catch-up with the selected mailbox, the making of the lines it left to be made as
+        they are sent, or a NOTIFY report (``doing``, for the log) met a store error: log it,
+        have a keepalive in IDLE try again, and return the untagged NO [UNAVAILABLE] that warns
+        the client."""
         done = done_for_store_error(exc)
         if done is not None and done.code == b"UNAVAILABLE":
-            log_store_trouble(self, "catching up with the selected mailbox", exc)
+            log_store_trouble(self, doing, exc)
         else:  # no refusal of the client's: a bug, or the store opened read-only
-            self.ctx.log.exception("session %s: catching up with the selected mailbox failed", self.id)
+            self.ctx.log.exception("session %s: %s failed", self.id, doing)
         self._updates_missed = True
         return b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE") + b"\r\n"
 
