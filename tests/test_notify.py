@@ -343,3 +343,24 @@ def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
     uidvalidity = a.folder("Lists").uidvalidity
     assert a.timeout() == [b"* OK Still here",
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+
+
+def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot NOTIFY SET compares later changes with could not be read: the command fails
+    and what was set before stays, rather than a NOTIFY that reports every mailbox as new."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    folder_entries = a.store.folder_entries
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, "folder_entries", busy)
+    lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
+    assert len(lines) == 1 and lines[0].startswith(b"n1 NO [UNAVAILABLE]"), lines
+    monkeypatch.setattr(a.store, "folder_entries", folder_entries)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert a.wake(require=False) == []   # no STATUS: MessageNew was not set
+    b.command("CREATE fresh")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" fresh']

@@ -14,6 +14,7 @@ connection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -520,20 +521,27 @@ class ImapSession:
             self.waker()
 
     def set_notify(self, state: notify_commands.NotifyState | None) -> None:
-        """Replace the NOTIFY settings (None: back to no NOTIFY, as at UNAUTHENTICATE). The watch
-        comes before the snapshot: a change in between is then both in it and reported as
-        pending, and a report compares it with itself (nothing), never misses it."""
+        """Replace the NOTIFY settings (None: back to no NOTIFY, as at UNAUTHENTICATE). The new
+        settings' watch comes before their snapshot: a change in between is then both in it and
+        noted as pending, and a report compares it with itself (nothing), never misses it. A
+        snapshot that meets a store error leaves the settings as they were, and the error to the
+        NOTIFY command."""
+        if state is not None and state.active and self.user is not None:
+            state.watch = self.store.watch(self.user, functools.partial(self._notify_heard, state))
+            try:
+                state.take_snapshot(self)
+            except BaseException:
+                state.cancel()
+                raise
         old, self.notify = self.notify, state
         if old is not None:
             old.cancel()
-        if state is not None and state.active and self.user is not None:
-            state.watch = self.store.watch(self.user, self._notify_heard)
-            state.take_snapshot(self)
 
-    def _notify_heard(self, account: str, folder_id: int, modseq: int) -> None:
-        # Any thread: note the change, and have the pool run wakeup() on our worker.
-        state = self.notify
-        if state is not None and state.heard(folder_id, modseq):
+    def _notify_heard(self, state: notify_commands.NotifyState, account: str, folder_id: int, modseq: int) -> None:
+        # Any thread: note the change in the settings watching for it, and if they are the
+        # session's, have the pool run wakeup() on our worker. (Heard before they became the
+        # session's, the NOTIFY command's own end reports it: _finish.)
+        if state.heard(folder_id, modseq) and state is self.notify:
             self.waker()
 
     def _push_notifications(self, *, at_command_end: bool = False) -> None:
