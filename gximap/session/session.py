@@ -172,7 +172,7 @@ class ImapSession:
         self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
         self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
-        # How far the running command has got (RFC 9585 INPROGRESS): a new one per command.
+        # How far the running command has got (RFC 9585 INPROGRESS): cleared for each command.
         self.progress = progress.Progress()
 
     # -- properties handlers use --------------------------------------------------------------
@@ -833,7 +833,7 @@ class ImapSession:
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
-        if self.uidonly and uidonly.uses_message_numbers(cmd):
+        if uidonly.UIDONLY in self.enabled and uidonly.uses_message_numbers(cmd):   # (self.uidonly, less a call)
             # RFC 9586 section 3: refused as BAD [UIDREQUIRED] before the command does anything.
             self._out.append(tag + b" " + self.status_line(b"BAD", Code.BAD_UIDREQUIRED) + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
@@ -844,7 +844,8 @@ class ImapSession:
         # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
         # learns of other sessions' expunges without a NOOP.
         expunge_ok = registration.expunge_ok or bool(getattr(cmd, "uid", False))
-        self.progress = progress.Progress()
+        counted = self.progress   # cleared for this command (as Progress.forget(), less a call)
+        counted.count = counted.total = None
         # No INPROGRESS before login: INPROGRESS is advertised to authenticated sessions only.
         timer = None if self.state is State.NOT_AUTHENTICATED else progress.Timer()
         self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame,
@@ -985,7 +986,8 @@ class ImapSession:
             return   # NOTIFY's FETCH of new messages: no tagged answer (_fetch_new_messages)
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO")
-        announced = self.selected.uid_max if self.selected is not None else None
+        # NOTIFY: the messages the updates below announce get MessageNew's FETCH after the answer.
+        announced = self.selected.uid_max if self.selected is not None and self.notify is not None else None
         if done.sync and self.selected is not None and done.status != "BAD":
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)
@@ -995,7 +997,7 @@ class ImapSession:
         frame = running.frame
         self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
                      after=done.after, goodbye=done.goodbye)
-        if announced is not None and self.notify is not None and not self._closing:
+        if announced is not None and not self._closing:
             self._fetch_new_messages(announced)
 
     def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
@@ -1007,7 +1009,9 @@ class ImapSession:
         literal (_continuation)."""
         self._out.append(tag + b" " + line + b"\r\n")
         # The client's idle time starts again here (idle_since): a command that ran long was not it.
-        self.last_activity = max(self.last_activity, time.monotonic())
+        now = time.monotonic()
+        if now > self.last_activity:
+            self.last_activity = now
         if gxlog.logs_command(status):
             gxlog.log_command(self.id, self.rhost, self.user, preview(), status)
         if status == "BAD":
