@@ -364,3 +364,25 @@ def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
     assert a.wake(require=False) == []   # no STATUS: MessageNew was not set
     b.command("CREATE fresh")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" fresh']
+
+
+def test_selected_push_with_uidonly_and_a_live_search(pair: tuple[Conversation, Conversation]) -> None:
+    """NOTIFY's push between commands under UIDONLY, with a live UID SEARCH (CONTEXT=SEARCH):
+    EXISTS, the search's ADDTO after it, then MessageNew's FETCH as UIDFETCH; an expunge as the
+    search's REMOVEFROM before VANISHED, never a message number."""
+    a, b = pair
+    a.command("ENABLE UIDONLY")
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (FLAGS) MessageExpunge))")
+    a.script("""
+        C: s1 UID SEARCH RETURN (UPDATE) UNSEEN
+        S: * ESEARCH (TAG "s1") UID
+        S: s1 OK SEARCH completed
+    """)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b'* ESEARCH (TAG "s1") UID ADDTO (0 2)',
+                        b"* 2 UIDFETCH (FLAGS (\\Recent))"]
+    b.select()
+    b.command("STORE 2 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    assert a.wake() == [b'* ESEARCH (TAG "s1") UID REMOVEFROM (0 2)', b"* VANISHED 2"]
