@@ -331,10 +331,11 @@ class ImapSession:
 
     def idle_timeout(self) -> float:
         if self.state is State.NOT_AUTHENTICATED:
-            # The pool counts from the last input (or answer: idle_since); a client trickling a byte at a time would never
-            # be idle that long, so the time left before the login deadline caps it, reckoned from
-            # that same last input (not from now: a slice run later, e.g. when a password check
-            # completes, would bring the goodbye forward). inf - x stays inf: no deadline.
+            # The pool counts from the last input (or answer: idle_since); a client trickling a
+            # byte at a time would never be idle that long, so the time left before the login
+            # deadline caps it, reckoned from that same last input (not from now: a slice run
+            # later, e.g. when a password check completes, would bring the goodbye forward).
+            # inf - x stays inf: no deadline.
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
