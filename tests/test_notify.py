@@ -386,3 +386,19 @@ def test_selected_push_with_uidonly_and_a_live_search(pair: tuple[Conversation, 
     b.command("STORE 2 +FLAGS (\\Deleted)")
     b.command("EXPUNGE")
     assert a.wake() == [b'* ESEARCH (TAG "s1") UID REMOVEFROM (0 2)', b"* VANISHED 2"]
+
+
+def test_new_messages_announced_by_a_refusal_before_a_literal_get_their_fetch(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """An APPEND refused before its literal (TRYCREATE) sends the selected mailbox's updates as
+    any tagged NO does; a message they announce gets MessageNew's FETCH as after a command
+    (the pool had not run wakeup() for it yet: the next push finds nothing new to fetch)."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge))")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    lines = a.send(b"p1 APPEND nosuch {12}\r\n")
+    assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert lines[2].startswith(b"p1 NO [TRYCREATE]")
+    assert lines[3:] == [b"* 2 FETCH (UID 2)"]
+    assert a.wake() == []

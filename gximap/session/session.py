@@ -674,12 +674,16 @@ class ImapSession:
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
+            announced = None
             if status == "NO" and self.selected is not None:
                 # As before any tagged NO: the updates first, an EXPUNGEISSUED's expunge among
                 # them (the client learns why, rather than retrying the same refusal).
+                if self.notify is not None:
+                    announced = self.selected.uid_max
                 self._send_updates(self.selected)
             self._answer(event.tag, line, status,
-                         lambda: _refused_preview(event.tag, event.command, event.size, True, reason, unwaited=unwaited))
+                         lambda: _refused_preview(event.tag, event.command, event.size, True, reason, unwaited=unwaited),
+                         announced=announced)
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
@@ -997,17 +1001,17 @@ class ImapSession:
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
         frame = running.frame
         self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
-                     after=done.after, goodbye=done.goodbye)
-        if announced is not None and not self._closing:
-            self._fetch_new_messages(announced)
+                     after=done.after, goodbye=done.goodbye, announced=announced)
 
     def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
-                after: TransportAction | None = None, goodbye: Code | None = None) -> None:
+                after: TransportAction | None = None, goodbye: Code | None = None,
+                announced: int | None = None) -> None:
         """Send a command's tagged ``line`` and do what follows any answer: imap_cmd_debug's line
         (``preview`` is only made when it is logged), imap_max_bad_commands, then the transport
-        action or goodbye the command asked for, or the one a deleted selected mailbox calls for.
-        One place for both ends of a command: its handler's (_finish) and a refusal before its
-        literal (_continuation)."""
+        action or goodbye the command asked for, or the one a deleted selected mailbox calls for;
+        or else, with NOTIFY, MessageNew's FETCH of the messages above UID ``announced`` that the
+        updates before the answer announced. One place for both ends of a command: its
+        handler's (_finish) and a refusal before its literal (_continuation)."""
         self._out.append(tag + b" " + line + b"\r\n")
         # The client's idle time starts again here (idle_since): a command that ran long was not it.
         now = time.monotonic()
@@ -1027,6 +1031,8 @@ class ImapSession:
             self._goodbye(goodbye)
         elif self._selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
+        elif announced is not None and not self._closing:
+            self._fetch_new_messages(announced)
 
     def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None) -> None:
         """Queue ``selected``'s pending updates, then the HIGHESTMODSEQ a QRESYNC client needs
