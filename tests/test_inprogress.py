@@ -175,6 +175,27 @@ def test_fetch_of_every_body_sends_lines_between_whole_responses(conv: Conversat
     assert all(response in fetches or PROGRESS_LINE.match(response) for response in lines[:-1])
 
 
+def test_notify_fetch_of_new_messages_sends_no_line(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY's FETCH of MessageNew's attributes is no command of the client's: no INPROGRESS
+    line, whatever it takes (it has no tag to name), where the same FETCH as a command sends them
+    (test_fetch_of_every_body_sends_lines_between_whole_responses)."""
+    monkeypatch.setattr(progress, "clock", SteppingClock(5.0))
+    monkeypatch.setattr(fetch_command, "_BATCH", 8)
+    conv.command("NOTIFY SET (selected (MessageNew (BODY.PEEK[]) MessageExpunge))")
+    with conv.second_session() as other:
+        other.login()
+        for number in range(MESSAGES + 1, 2 * MESSAGES + 1):
+            data = _message(number).decode()
+            other.command(f"APPEND INBOX {{{len(data)}+}}\r\n{data}")
+    lines = conv.wake()
+    assert lines[:2] == [b"* %d EXISTS" % (2 * MESSAGES), b"* %d RECENT" % (2 * MESSAGES)]
+    fetches = lines[2:]
+    assert len(fetches) == MESSAGES
+    for number, response in enumerate(fetches, start=MESSAGES + 1):
+        assert response.startswith(b"* %d FETCH (UID %d BODY[] {" % (number, number))
+        assert response.endswith(b"in it\r\n)")
+
+
 @pytest.mark.usefixtures("stepping")
 def test_fetch_of_streamed_bodies_puts_lines_only_between_responses(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from test_parser import parse
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
 from gximap.session import notify
+from midb.errors import StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
 
@@ -275,3 +276,129 @@ def test_overflow_turns_notify_off(pair: tuple[Conversation, Conversation], monk
 def test_notify_is_valid_only_after_login(tmp_path: Path) -> None:
     with Conversation(tmp_path) as conv:
         assert conv.send(b"n1 NOTIFY NONE\r\n")[0].startswith(b"n1 BAD")
+
+
+def test_a_change_heard_while_new_messages_are_fetched_is_pushed_after(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """The pool's wakeup() during the FETCH of MessageNew's attributes (which interrupts the IDLE)
+    cannot push then; the change is pushed once that FETCH is done, not left for the next one."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge)) (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    a.session.wakeup()   # the pool's: the new message's FETCH is made, not run yet
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2)",
+                        b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    assert a.wake(require=False) == []
+
+
+def test_a_change_heard_behind_unread_output_is_pushed_once_it_is_read(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond OUTPUT_BACKLOG queued items wakeup() makes no notification; the change is pushed
+    once the client has taken what was queued, not left waiting for another change."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    monkeypatch.setattr(notify, "OUTPUT_BACKLOG", 0)
+    a.session.timed_out()   # a keepalive the client has not read yet
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.wake() == [b"* OK Still here",
+                        b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    a.script("""
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mailbox selected: a report that met a busy store warns, and IDLE's keepalive tries
+    again (as it does for the selected mailbox's updates), rather than wait for another change."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    folder_by_id = a.store.folder_by_id
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, "folder_by_id", busy)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
+                        b"too many concurrent readers"]
+    monkeypatch.setattr(a.store, "folder_by_id", folder_by_id)
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.timeout() == [b"* OK Still here",
+                           b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+
+
+def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot NOTIFY SET compares later changes with could not be read: the command fails
+    and what was set before stays, rather than a NOTIFY that reports every mailbox as new."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    folder_entries = a.store.folder_entries
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, "folder_entries", busy)
+    lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
+    assert len(lines) == 1 and lines[0].startswith(b"n1 NO [UNAVAILABLE]"), lines
+    monkeypatch.setattr(a.store, "folder_entries", folder_entries)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert a.wake(require=False) == []   # no STATUS: MessageNew was not set
+    b.command("CREATE fresh")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" fresh']
+
+
+def test_selected_push_with_uidonly_and_a_live_search(pair: tuple[Conversation, Conversation]) -> None:
+    """NOTIFY's push between commands under UIDONLY, with a live UID SEARCH (CONTEXT=SEARCH):
+    EXISTS, the search's ADDTO after it, then MessageNew's FETCH as UIDFETCH; an expunge as the
+    search's REMOVEFROM before VANISHED, never a message number."""
+    a, b = pair
+    a.command("ENABLE UIDONLY")
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (FLAGS) MessageExpunge))")
+    a.script("""
+        C: s1 UID SEARCH RETURN (UPDATE) UNSEEN
+        S: * ESEARCH (TAG "s1") UID
+        S: s1 OK SEARCH completed
+    """)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b'* ESEARCH (TAG "s1") UID ADDTO (0 2)',
+                        b"* 2 UIDFETCH (FLAGS (\\Recent))"]
+    b.select()
+    b.command("STORE 2 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    assert a.wake() == [b'* ESEARCH (TAG "s1") UID REMOVEFROM (0 2)', b"* VANISHED 2"]
+
+
+def test_new_messages_announced_by_a_refusal_before_a_literal_get_their_fetch(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """An APPEND refused before its literal (TRYCREATE) sends the selected mailbox's updates as
+    any tagged NO does; a message they announce gets MessageNew's FETCH as after a command
+    (the pool had not run wakeup() for it yet: the next push finds nothing new to fetch)."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge))")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    lines = a.send(b"p1 APPEND nosuch {12}\r\n")
+    assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert lines[2].startswith(b"p1 NO [TRYCREATE]")
+    assert lines[3:] == [b"* 2 FETCH (UID 2)"]
+    assert a.wake() == []

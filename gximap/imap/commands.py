@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
 
@@ -348,6 +349,19 @@ class SearchAge(SearchKey):
 
     older: bool
     seconds: int
+
+
+def search_nodes(key: SearchKey) -> Iterator[SearchKey]:
+    """``key`` and every key within it (under AND, OR and NOT), for a question about the whole
+    search program: does it read MODSEQ, flags, message numbers?"""
+    stack = [key]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, SearchAnd | SearchOr):
+            stack.extend(node.keys)
+        elif isinstance(node, SearchNot):
+            stack.append(node.key)
 
 
 # -- other parameters -------------------------------------------------------------------------

@@ -99,16 +99,7 @@ def announce_highestmodseq(session: Any, done: Done | None) -> list[bytes]:
 
 def uses_modseq(key: SearchKey) -> bool:
     """Does a search program contain the MODSEQ criterion anywhere (RFC 7162 section 3.1.5)?"""
-    stack = [key]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cmds.SearchModSeq):
-            return True
-        if isinstance(node, cmds.SearchAnd | cmds.SearchOr):
-            stack.extend(node.keys)
-        elif isinstance(node, cmds.SearchNot):
-            stack.append(node.key)
-    return False
+    return any(isinstance(node, cmds.SearchModSeq) for node in cmds.search_nodes(key))
 
 
 def highest_modseq(session: Any, uids: list[int]) -> int:

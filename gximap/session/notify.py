@@ -119,13 +119,11 @@ class NotifyState:
             return any(name == mailbox.name for mailbox in group.mailboxes)
         return False
 
-    def wants(self, name: str, event: str, *, selected: bool = False) -> bool:
-        """Whether ``event`` of mailbox ``name`` is to be reported. The selected mailbox's message
-        events belong to the SELECTED filter alone; otherwise the first group whose filter names
-        the mailbox and that lists the event (or NONE) decides (RFC 5465 section 6)."""
-        if selected and event in cmds.NOTIFY_MESSAGE_EVENTS:
-            group = self.selected_group
-            return group is not None and event in group.events
+    def wants(self, name: str, event: str) -> bool:
+        """Whether ``event`` of mailbox ``name``, not the selected one's message events (those
+        are the SELECTED filter's: ImapSession._push_notifications), is to be reported: the first
+        group whose filter names the mailbox and that lists the event (or NONE) decides (RFC 5465
+        section 6)."""
         for group in self._others:
             if not self._filter_matches(group, name):
                 continue
@@ -151,10 +149,6 @@ class NotifyState:
             if len(self._dirty) + len(self._notices) > MAX_PENDING:
                 self._overflow = True
         return True
-
-    def pending(self) -> bool:
-        with self._lock:
-            return bool(self._dirty or self._notices or self._overflow)
 
     # -- snapshot ------------------------------------------------------------------------------
 

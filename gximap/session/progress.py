@@ -2,7 +2,7 @@
 total)] text`` lines tell the client that the server is still at it, and how far it has got.
 
 A command's handler (or the search, FETCH or bulk write it runs) notes its progress in the
-session's :class:`Progress` (``session.progress``, a new one per command): ``count`` of ``total``
+session's :class:`Progress` (``session.progress``, cleared for each command): ``count`` of ``total``
 units, messages searched of those to search, fetched or written of the set. The session sends a
 line between whole responses only (gximap.session.session ``_step``: after an item of output, a
 PAUSE or before an Await, never between RESPONSE_OPENS and RESPONSE_CLOSES), once the command has

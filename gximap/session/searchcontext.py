@@ -44,8 +44,9 @@ from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode
+from gximap.imap.codes import Code
 from gximap.session import searching
-from gximap.session.base import run_unsliced
+from gximap.session.base import CommandFailed, run_unsliced
 from midb.errors import MidbError
 
 # RFC 5267 section 4.3.1: at least one; a webmail with a few live views per connection fits.
@@ -90,16 +91,7 @@ def sort_key(values: Sequence[Any], criteria: Sequence[cmds.SortCriterion], uid:
 def depends_on_changes(key: cmds.SearchKey) -> bool:
     """Whether a message's result can change after it arrived: flags (keywords too) and MODSEQ
     change; the headers, body, size, dates and object ids of a message never do."""
-    stack = [key]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cmds.SearchFlag | cmds.SearchModSeq):
-            return True
-        if isinstance(node, cmds.SearchAnd | cmds.SearchOr):
-            stack.extend(node.keys)
-        elif isinstance(node, cmds.SearchNot):
-            stack.append(node.key)
-    return False
+    return any(isinstance(node, cmds.SearchFlag | cmds.SearchModSeq) for node in cmds.search_nodes(key))
 
 
 def _uid_set(uids: Iterable[int]) -> cmds.SequenceSet:
@@ -218,6 +210,8 @@ def _pairs(placed: list[tuple[int, int]], number: Any, descending: bool) -> byte
     of a SEARCH context's go in one pair at position 0, in mailbox order; a SORT context's
     adjacent positions share one pair, in sort order: ascending additions extend a pair at its
     end, descending removals at its start."""
+    from gximap.session.commands.sort import ordered_sequence_set  # (the commands import this module's users)
+
     if placed[0][0] == 0:
         return b"0 " + encode.sequence_set(sorted(number(uid) for _position, uid in placed))
     groups: list[tuple[int, list[int]]] = []
@@ -228,21 +222,9 @@ def _pairs(placed: list[tuple[int, int]], number: Any, descending: bool) -> byte
             groups[-1] = (position, [number(uid), *groups[-1][1]])
         else:
             groups.append((position, [number(uid)]))
-    return b" ".join(b"%d %s" % (position, _ordered_set(items)) for position, items in groups)
-
-
-def _ordered_set(numbers: list[int]) -> bytes:
-    """A sequence set that keeps the order given: only ascending runs become ranges (RFC 5267
-    section 3.2)."""
-    out: list[bytes] = []
-    start = previous = numbers[0]
-    for value in numbers[1:]:
-        if value != previous + 1:
-            out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
-            start = value
-        previous = value
-    out.append(b"%d" % start if start == previous else b"%d:%d" % (start, previous))
-    return b",".join(out)
+    # Each set keeps the order given: only ascending runs become ranges (RFC 5267 section 3.2).
+    return b" ".join(b"%d %s" % (position, run_unsliced(ordered_sequence_set(items, None)))
+                     for position, items in groups)
 
 
 class SearchContexts:
@@ -379,9 +361,6 @@ def _response(context: LiveSearch, view: Any, item: bytes, placed: list[tuple[in
 
 def refuse_reused_tag(session: Any, tag: bytes, options: tuple[str, ...] | None) -> None:
     """RFC 5267 section 4.3: UPDATE with the tag of a live search is BAD."""
-    from gximap.imap.codes import Code
-    from gximap.session.base import CommandFailed
-
     if options is not None and "UPDATE" in options and tag in session.selected.contexts:
         raise CommandFailed(Code.BAD_UPDATE_TAG_IN_USE, status="BAD")
 
@@ -391,8 +370,6 @@ def start(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members
     """Keep the result ``members`` (ascending UIDs) of a SEARCH or SORT RETURN (UPDATE) live
     (``criteria`` made with fixed_criteria before the search ran); or, beyond the bounds, the
     untagged ``NO [NOUPDATE "tag"]`` that says it is not (RFC 5267 section 4.3.1)."""
-    from gximap.imap.codes import Code
-
     contexts = session.selected.contexts
     if not contexts.room_for(len(members)):
         code = b"NOUPDATE " + encode.string(tag)

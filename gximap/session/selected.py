@@ -707,10 +707,12 @@ class SelectedMailbox:
     def note_own_changes(self, metas: Iterable[Any]) -> None:
         """This session's STORE already reported these flag changes (or was .SILENT). Live
         searches look at the messages again all the same (gximap.session.searchcontext)."""
+        own = self._own_changes
+        changed = self.contexts.changed if self.contexts.live else None
         for meta in metas:
-            self._own_changes[meta.uid] = meta.modseq
-            if self.contexts:
-                self.contexts.changed.add(meta.uid)
+            own[meta.uid] = meta.modseq
+            if changed is not None:
+                changed.add(meta.uid)
 
     def knows_change(self, uid: int, modseq: int) -> bool:
         """Has the client been told of the change that gave message ``uid`` this MODSEQ (or made
@@ -790,11 +792,14 @@ class SelectedMailbox:
     def expunge_responses(self, uids: Iterable[int]) -> list[bytes]:
         """EXPUNGE responses for ``uids`` leaving the view; VANISHED with QRESYNC (RFC 7162
         section 3.2.10) and with UIDONLY (RFC 9586 section 3), which sends no message number."""
+        vanished = self.session.qresync_enabled or self.session.uidonly
+        if not vanished and not self.contexts.live:
+            return [b"* %d EXPUNGE\r\n" % number for number in self.remove_expunged(uids)]
         gone = [uid for uid in sorted(set(uids)) if self.msn_of(uid) is not None]
         # Live searches' REMOVEFROM first, while the message numbers are still valid (RFC 5267
         # section 4.3.4).
         removals = self.contexts.removal_lines(self, gone)
-        if self.session.qresync_enabled or self.session.uidonly:
+        if vanished:
             self.remove_expunged(gone)
             return [*removals, b"* VANISHED " + encode.sequence_set(gone) + b"\r\n"] if gone else removals
         return [*removals, *(b"* %d EXPUNGE\r\n" % number for number in self.remove_expunged(gone))]
@@ -849,7 +854,7 @@ class SelectedMailbox:
         shown = self._flags_shown   # the FETCH's, for this sync only (_catch_up)
         out = self._catch_up(shown, allow_expunge=allow_expunge)
         self._flags_shown = None
-        if self.contexts:
+        if self.contexts.live:
             # After EXISTS (RFC 5267 section 4.3.3); ADDTO/REMOVEFROM of flag changes move no
             # message number, so they may come during any command (section 4.3.2).
             out.extend(self.contexts.update_lines(self.session, self))
@@ -879,7 +884,7 @@ class SelectedMailbox:
         if new or unread or not all(self._all_announced(meta.flags) for meta in changed):
             in_use = store.keywords(self.account, self.folder_id)
         recent_new, claims = self._recent_of_new(new) if new else ([], self._claims)
-        if self.contexts:   # what live searches look at again (gximap.session.searchcontext)
+        if self.contexts.live:   # what live searches look at again (gximap.session.searchcontext)
             self.contexts.note_changed(meta.uid for meta in changed)
             self.contexts.note_changed(uid for uid, _modseq in unread)
             self.contexts.note_arrived(new)

@@ -14,6 +14,7 @@ connection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -160,6 +161,9 @@ class ImapSession:
         self._append_tally: parser.AppendTally | None = None  # the APPEND being framed (_append_over_quota)
         self._watch: Any = None
         self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
+        # A NOTIFY push that could not be made when the change was heard (the output backlog, or
+        # the FETCH of new messages running): next_output() makes it once it can.
+        self._notify_owed = False
         # The key this session is counted under in ctx.user_sessions while logged in
         # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
         # password, which may be while the connection is lost (_gone) on a worker.
@@ -168,7 +172,7 @@ class ImapSession:
         self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
         self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
-        # How far the running command has got (RFC 9585 INPROGRESS): a new one per command.
+        # How far the running command has got (RFC 9585 INPROGRESS): cleared for each command.
         self.progress = progress.Progress()
 
     # -- properties handlers use --------------------------------------------------------------
@@ -312,6 +316,10 @@ class ImapSession:
                 return item
             running = self._running
             if running is None or running.parked:
+                if self._notify_owed and (running is None or self._idling()):
+                    self._notify_owed = False
+                    self._push_notifications()
+                    continue
                 return None
             if running.pause_due:  # its INPROGRESS line is out: now the pause
                 running.pause_due = False
@@ -323,10 +331,11 @@ class ImapSession:
 
     def idle_timeout(self) -> float:
         if self.state is State.NOT_AUTHENTICATED:
-            # The pool counts from the last input (or answer: idle_since); a client trickling a byte at a time would never
-            # be idle that long, so the time left before the login deadline caps it, reckoned from
-            # that same last input (not from now: a slice run later, e.g. when a password check
-            # completes, would bring the goodbye forward). inf - x stays inf: no deadline.
+            # The pool counts from the last input (or answer: idle_since); a client trickling a
+            # byte at a time would never be idle that long, so the time left before the login
+            # deadline caps it, reckoned from that same last input (not from now: a slice run
+            # later, e.g. when a password check completes, would bring the goodbye forward).
+            # inf - x stays inf: no deadline.
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
@@ -375,10 +384,10 @@ class ImapSession:
                 and now - self.last_activity < self.settings.autologout - 0.5):
             self._last_keepalive = now
             self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if self._updates_missed and self.selected is not None:
+            if self._updates_missed:
                 # A push failed (the store was busy): the keepalive tries again, rather than
                 # leave the changes waiting for the next one or for DONE.
-                self._idle_push(self.selected)
+                self._idle_push()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
         return True
@@ -390,17 +399,20 @@ class ImapSession:
             return
         # RFC 5465 section 3: with NOTIFY the server reports changes at any time. Output goes out
         # between responses only: between commands or in IDLE now, else before the running
-        # command's tagged answer (_finish).
+        # command's tagged answer (_finish), or after NOTIFY's own FETCH of new messages
+        # (next_output).
         if self._running is None or self._idling():
             self._push_notifications()
-
-    def _idle_push(self, selected: SelectedMailbox) -> None:
-        """IDLE started, or a keepalive retries a failed push: the selected mailbox's updates, or
-        with NOTIFY what it asks for (RFC 5465 section 4: NOTIFY decides what IDLE reports)."""
-        if self.notify is None:
-            self._push_idle_updates(selected)
         else:
+            self._notify_owed = True
+
+    def _idle_push(self) -> None:
+        """IDLE started, or a keepalive retries a failed push: with NOTIFY what it asks for (RFC
+        5465 section 4: NOTIFY decides what IDLE reports), else the selected mailbox's updates."""
+        if self.notify is not None:
             self._push_notifications()
+        elif self.selected is not None:
+            self._push_idle_updates(self.selected)
 
     def _push_idle_updates(self, selected: SelectedMailbox) -> None:
         """IDLE: what changed, now; the goodbye if the mailbox is gone."""
@@ -510,20 +522,27 @@ class ImapSession:
             self.waker()
 
     def set_notify(self, state: notify_commands.NotifyState | None) -> None:
-        """Replace the NOTIFY settings (None: back to no NOTIFY, as at UNAUTHENTICATE). The watch
-        comes before the snapshot: a change in between is then both in it and reported as
-        pending, and a report compares it with itself (nothing), never misses it."""
+        """Replace the NOTIFY settings (None: back to no NOTIFY, as at UNAUTHENTICATE). The new
+        settings' watch comes before their snapshot: a change in between is then both in it and
+        noted as pending, and a report compares it with itself (nothing), never misses it. A
+        snapshot that meets a store error leaves the settings as they were, and the error to the
+        NOTIFY command."""
+        if state is not None and state.active and self.user is not None:
+            state.watch = self.store.watch(self.user, functools.partial(self._notify_heard, state))
+            try:
+                state.take_snapshot(self)
+            except BaseException:
+                state.cancel()
+                raise
         old, self.notify = self.notify, state
         if old is not None:
             old.cancel()
-        if state is not None and state.active and self.user is not None:
-            state.watch = self.store.watch(self.user, self._notify_heard)
-            state.take_snapshot(self)
 
-    def _notify_heard(self, account: str, folder_id: int, modseq: int) -> None:
-        # Any thread: note the change, and have the pool run wakeup() on our worker.
-        state = self.notify
-        if state is not None and state.heard(folder_id, modseq):
+    def _notify_heard(self, state: notify_commands.NotifyState, account: str, folder_id: int, modseq: int) -> None:
+        # Any thread: note the change in the settings watching for it, and if they are the
+        # session's, have the pool run wakeup() on our worker. (Heard before they became the
+        # session's, the NOTIFY command's own end reports it: _finish.)
+        if state.heard(folder_id, modseq) and state is self.notify:
             self.waker()
 
     def _push_notifications(self, *, at_command_end: bool = False) -> None:
@@ -532,11 +551,15 @@ class ImapSession:
         without (RFC 5465 section 6: they wait for a command that allows them), and only when
         messages came or went unless FlagChange was asked for. Then the other mailboxes'. A
         client that does not read its output gets nothing more until it does (OUTPUT_BACKLOG):
-        the changes wait, bounded (notify.MAX_PENDING, then NOTIFICATIONOVERFLOW)."""
+        the changes wait, bounded (notify.MAX_PENDING, then NOTIFICATIONOVERFLOW), and are
+        pushed once it has read what was queued (next_output)."""
         state = self.notify
         if state is None or not state.active or self._closing:
             return
-        if not at_command_end and len(self._out) > notify_commands.OUTPUT_BACKLOG:
+        if at_command_end:
+            self._notify_owed = False   # this push makes it
+        elif len(self._out) > notify_commands.OUTPUT_BACKLOG:
+            self._notify_owed = True
             return
         selected = self.selected
         group = state.selected_group
@@ -551,7 +574,7 @@ class ImapSession:
         try:
             lines = state.report(self)
         except midb_errors.MidbError as exc:
-            self._out.append(self._updates_delayed(exc))
+            self._out.append(self._updates_delayed(exc, "reporting changes to NOTIFY"))
             return
         if lines is None:
             # RFC 5465 section 5.8: say so, and behave as after NOTIFY NONE.
@@ -651,12 +674,16 @@ class ImapSession:
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
+            announced = None
             if status == "NO" and self.selected is not None:
                 # As before any tagged NO: the updates first, an EXPUNGEISSUED's expunge among
                 # them (the client learns why, rather than retrying the same refusal).
+                if self.notify is not None:
+                    announced = self.selected.uid_max
                 self._send_updates(self.selected)
             self._answer(event.tag, line, status,
-                         lambda: _refused_preview(event.tag, event.command, event.size, True, reason, unwaited=unwaited))
+                         lambda: _refused_preview(event.tag, event.command, event.size, True, reason, unwaited=unwaited),
+                         announced=announced)
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
@@ -811,7 +838,7 @@ class ImapSession:
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
-        if self.uidonly and uidonly.uses_message_numbers(cmd):
+        if uidonly.UIDONLY in self.enabled and uidonly.uses_message_numbers(cmd):   # (self.uidonly, less a call)
             # RFC 9586 section 3: refused as BAD [UIDREQUIRED] before the command does anything.
             self._out.append(tag + b" " + self.status_line(b"BAD", Code.BAD_UIDREQUIRED) + b"\r\n")
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
@@ -822,7 +849,8 @@ class ImapSession:
         # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
         # learns of other sessions' expunges without a NOOP.
         expunge_ok = registration.expunge_ok or bool(getattr(cmd, "uid", False))
-        self.progress = progress.Progress()
+        counted = self.progress   # cleared for this command (as Progress.forget(), less a call)
+        counted.count = counted.total = None
         # No INPROGRESS before login: INPROGRESS is advertised to authenticated sessions only.
         timer = None if self.state is State.NOT_AUTHENTICATED else progress.Timer()
         self._running = _Running(cmd, tag, self._drive(registration.handler, cmd), expunge_ok, frame,
@@ -889,10 +917,8 @@ class ImapSession:
             running.progress_timer = None  # waits for the client: its time is not the command's
             running.waiting = item
             self._out.append(item.prompt)
-            if item.idle and self.selected is not None:
-                self._idle_push(self.selected)
-            elif item.idle and self.notify is not None:
-                self._push_notifications()
+            if item.idle:
+                self._idle_push()
         else:
             self._out.append(item)
             self._progress_queued(running)
@@ -930,15 +956,16 @@ class ImapSession:
         self._updates_missed = False
         return out
 
-    def _updates_delayed(self, exc: midb_errors.MidbError) -> bytes:
-        """A catch-up with the selected mailbox, or the making of the lines it left to be made
-        as they are sent, met a store error: log it, have a keepalive in IDLE try again, and
-        return the untagged NO [UNAVAILABLE] that warns the client."""
+    def _updates_delayed(self, exc: midb_errors.MidbError, doing: str = "catching up with the selected mailbox") -> bytes:
+        """A catch-up with the selected mailbox, the making of the lines it left to be made as
+        they are sent, or a NOTIFY report (``doing``, for the log) met a store error: log it,
+        have a keepalive in IDLE try again, and return the untagged NO [UNAVAILABLE] that warns
+        the client."""
         done = done_for_store_error(exc)
         if done is not None and done.code == b"UNAVAILABLE":
-            log_store_trouble(self, "catching up with the selected mailbox", exc)
+            log_store_trouble(self, doing, exc)
         else:  # no refusal of the client's: a bug, or the store opened read-only
-            self.ctx.log.exception("session %s: catching up with the selected mailbox failed", self.id)
+            self.ctx.log.exception("session %s: %s failed", self.id, doing)
         self._updates_missed = True
         return b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE") + b"\r\n"
 
@@ -964,7 +991,8 @@ class ImapSession:
             return   # NOTIFY's FETCH of new messages: no tagged answer (_fetch_new_messages)
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO")
-        announced = self.selected.uid_max if self.selected is not None else None
+        # NOTIFY: the messages the updates below announce get MessageNew's FETCH after the answer.
+        announced = self.selected.uid_max if self.selected is not None and self.notify is not None else None
         if done.sync and self.selected is not None and done.status != "BAD":
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
             self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)
@@ -973,20 +1001,22 @@ class ImapSession:
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
         frame = running.frame
         self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
-                     after=done.after, goodbye=done.goodbye)
-        if announced is not None and self.notify is not None and not self._closing:
-            self._fetch_new_messages(announced)
+                     after=done.after, goodbye=done.goodbye, announced=announced)
 
     def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
-                after: TransportAction | None = None, goodbye: Code | None = None) -> None:
+                after: TransportAction | None = None, goodbye: Code | None = None,
+                announced: int | None = None) -> None:
         """Send a command's tagged ``line`` and do what follows any answer: imap_cmd_debug's line
         (``preview`` is only made when it is logged), imap_max_bad_commands, then the transport
-        action or goodbye the command asked for, or the one a deleted selected mailbox calls for.
-        One place for both ends of a command: its handler's (_finish) and a refusal before its
-        literal (_continuation)."""
+        action or goodbye the command asked for, or the one a deleted selected mailbox calls for;
+        or else, with NOTIFY, MessageNew's FETCH of the messages above UID ``announced`` that the
+        updates before the answer announced. One place for both ends of a command: its
+        handler's (_finish) and a refusal before its literal (_continuation)."""
         self._out.append(tag + b" " + line + b"\r\n")
         # The client's idle time starts again here (idle_since): a command that ran long was not it.
-        self.last_activity = max(self.last_activity, time.monotonic())
+        now = time.monotonic()
+        if now > self.last_activity:
+            self.last_activity = now
         if gxlog.logs_command(status):
             gxlog.log_command(self.id, self.rhost, self.user, preview(), status)
         if status == "BAD":
@@ -1001,6 +1031,8 @@ class ImapSession:
             self._goodbye(goodbye)
         elif self._selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
+        elif announced is not None and not self._closing:
+            self._fetch_new_messages(announced)
 
     def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None) -> None:
         """Queue ``selected``'s pending updates, then the HIGHESTMODSEQ a QRESYNC client needs

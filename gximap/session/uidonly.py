@@ -38,14 +38,5 @@ def uses_message_numbers(cmd: cmds.Command) -> bool:
 
 def search_uses_numbers(key: cmds.SearchKey) -> bool:
     """Does a search program contain a message-number set (not ``UID set``, not ``$``)?"""
-    stack = [key]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cmds.SearchSequence):
-            if not node.uid and not node.seqset.saved:
-                return True
-        elif isinstance(node, cmds.SearchAnd | cmds.SearchOr):
-            stack.extend(node.keys)
-        elif isinstance(node, cmds.SearchNot):
-            stack.append(node.key)
-    return False
+    return any(isinstance(node, cmds.SearchSequence) and not node.uid and not node.seqset.saved
+               for node in cmds.search_nodes(key))
