@@ -12,7 +12,6 @@ import imaplib
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,20 +23,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
 FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "gromox-imap.conf"
-
-
-def _mechanism(client: ScramClient) -> Callable[[bytes], bytes | None]:
-    """imaplib's authobject: called with each decoded challenge, returns the response."""
-    steps = iter(("first", "final", "done"))
-
-    def answer(challenge: bytes) -> bytes | None:
-        step = next(steps)
-        if step == "first":
-            return client.first()
-        if step == "final":
-            return client.final(challenge)
-        return b"" if client.check_server_final(challenge) else None  # None: imaplib sends "*"
-    return answer
 
 
 def _connect(server: GximapProcess) -> imaplib.IMAP4_SSL:
@@ -55,20 +40,20 @@ def test_imaplib_logs_in_with_scram_once_a_login_derived_the_keys(tmp_path: Path
         # The account was made with a password hash only: no keys yet, so SCRAM fails as a wrong
         # password would ...
         with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED"):
-            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+            client.authenticate("SCRAM-SHA-256", ScramClient("alice", "secret").respond)
         # ... until a LOGIN with the password derives them.
         assert client.login("alice", "secret")[0] == "OK"
         client.logout()
 
         client = _connect(server)
-        typ, _ = client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+        typ, _ = client.authenticate("SCRAM-SHA-256", ScramClient("alice", "secret").respond)
         assert typ == "OK" and client.state == "AUTH"
         assert client.select("INBOX")[0] == "OK"
         client.logout()
 
         client = _connect(server)
         with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED"):
-            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "guess")))
+            client.authenticate("SCRAM-SHA-256", ScramClient("alice", "guess").respond)
         client.logout()
     finally:
         server.stop()
@@ -92,7 +77,7 @@ def test_scram_is_not_offered_unless_configured(tmp_path: Path) -> None:
         client = _connect(server)
         assert "AUTH=SCRAM-SHA-256" not in client.capabilities and "AUTH=PLAIN" in client.capabilities
         with pytest.raises(imaplib.IMAP4.error, match=r"CANNOT"):
-            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+            client.authenticate("SCRAM-SHA-256", ScramClient("alice", "secret").respond)
         client.logout()
     finally:
         server.stop()
