@@ -248,26 +248,39 @@ class LineClient:
 
 
 class AuthSocketClient:
-    """The client side of Dovecot's auth protocol, as Postfix speaks it."""
+    """The client side of Dovecot's auth protocol, as Postfix speaks it, over TCP (``address`` a
+    loopback port) or a UNIX socket (``address`` its path)."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+    def __init__(self, address: int | str) -> None:
+        if isinstance(address, int):
+            self.sock = socket.create_connection(("127.0.0.1", address), timeout=10.0)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(10.0)
+            try:
+                self.sock.connect(address)
+            except OSError:
+                self.sock.close()
+                raise
         self.reader = self.sock.makefile("rb")
         self.sock.sendall(b"VERSION\t1\t2\nCPID\t4242\n")
-        handshake = []
+        self.handshake: list[bytes] = []
         for _ in range(50):
             line = self.reader.readline().rstrip(b"\n")
-            handshake.append(line)
+            self.handshake.append(line)
             if line == b"DONE" or not line:
                 break
-        assert handshake[0].startswith(b"VERSION\t1\t") and handshake[-1] == b"DONE", handshake
-        assert b"MECH\tPLAIN" in b"\n".join(handshake)
+        assert self.handshake[0].startswith(b"VERSION\t1\t") and self.handshake[-1] == b"DONE", self.handshake
+        assert b"MECH\tPLAIN" in b"\n".join(self.handshake)
+
+    def send(self, line: str) -> list[str]:
+        """One request line (without its LF); the reply's fields."""
+        self.sock.sendall(line.encode() + b"\n")
+        return self.reader.readline().decode().rstrip("\n").split("\t")
 
     def plain(self, request_id: int, authcid: str, password: str, rip: str = "127.0.0.1") -> list[str]:
         response = base64.b64encode(b"\0" + authcid.encode() + b"\0" + password.encode()).decode()
-        self.sock.sendall(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tsecured\trip={rip}\t"
-                          f"resp={response}\n".encode())
-        return self.reader.readline().decode().rstrip("\n").split("\t")
+        return self.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tsecured\trip={rip}\tresp={response}")
 
     def close(self) -> None:
         self.reader.close()

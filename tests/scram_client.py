@@ -22,6 +22,7 @@ class ScramClient:
         self.bare = f"n={_escape(username)},r={nonce}"
         self.server_signature = b""
         self.final_without_proof = ""
+        self._answered = 0   # challenges answered by respond()
 
     def first(self) -> bytes:
         return (self.gs2_header + self.bare).encode("utf-8")
@@ -45,6 +46,18 @@ class ScramClient:
 
     def check_server_final(self, message: bytes) -> bool:
         return message == b"v=" + base64.b64encode(self.server_signature)
+
+    def respond(self, challenge: bytes) -> bytes | None:
+        """The answer to the server's next challenge, as a client library's SASL callback gives it
+        (imaplib's authobject; smtplib's with text): the client-first message (its challenge
+        empty), the client-final message, then an empty answer to a server-final message whose
+        proof is right, or None (abort the exchange) to one whose proof is wrong."""
+        step, self._answered = self._answered, self._answered + 1
+        if step == 0:
+            return self.first()
+        if step == 1:
+            return self.final(challenge)
+        return b"" if self.check_server_final(challenge) else None
 
 
 def b64(data: bytes) -> str:

@@ -390,11 +390,8 @@ def _scram_authobject(client: ScramClient) -> Callable[..., str]:
     """smtplib's authobject for SMTP.auth(): called with None for the initial response, then with
     each decoded 334 challenge; returns the response as text, which smtplib encodes."""
     def answer(challenge: bytes | None = None) -> str:
-        if challenge is None:
-            return client.first().decode()
-        if not client.final_without_proof:
-            return client.final(challenge).decode()
-        return "" if client.check_server_final(challenge) else "*"  # "*": the server's proof is wrong
+        response = client.respond(challenge or b"")
+        return "*" if response is None else response.decode()   # "*": the server's proof is wrong
     return answer
 
 

@@ -11,34 +11,18 @@ import base64
 import imaplib
 import re
 import shutil
-import socket
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e import GximapProcess, insecure_client_tls
+from e2e import AuthSocketClient, GximapProcess, insecure_client_tls
 from net_helpers import wait_until
-from scram_client import ScramClient
+from scram_client import ScramClient, b64
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
 FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "gromox-imap.conf"
-
-
-def _mechanism(client: ScramClient) -> Callable[[bytes], bytes | None]:
-    """imaplib's authobject: called with each decoded challenge, returns the response."""
-    steps = iter(("first", "final", "done"))
-
-    def answer(challenge: bytes) -> bytes | None:
-        step = next(steps)
-        if step == "first":
-            return client.first()
-        if step == "final":
-            return client.final(challenge)
-        return b"" if client.check_server_final(challenge) else None  # None: imaplib sends "*"
-    return answer
 
 
 def _connect(server: GximapProcess) -> imaplib.IMAP4_SSL:
@@ -56,20 +40,20 @@ def test_imaplib_logs_in_with_scram_once_a_login_derived_the_keys(tmp_path: Path
         # The account was made with a password hash only: no keys yet, so SCRAM fails as a wrong
         # password would ...
         with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED"):
-            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+            client.authenticate("SCRAM-SHA-256", ScramClient("alice", "secret").respond)
         # ... until a LOGIN with the password derives them.
         assert client.login("alice", "secret")[0] == "OK"
         client.logout()
 
         client = _connect(server)
-        typ, _ = client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+        typ, _ = client.authenticate("SCRAM-SHA-256", ScramClient("alice", "secret").respond)
         assert typ == "OK" and client.state == "AUTH"
         assert client.select("INBOX")[0] == "OK"
         client.logout()
 
         client = _connect(server)
         with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED"):
-            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "guess")))
+            client.authenticate("SCRAM-SHA-256", ScramClient("alice", "guess").respond)
         client.logout()
     finally:
         server.stop()
@@ -93,49 +77,24 @@ def test_scram_is_not_offered_unless_configured(tmp_path: Path) -> None:
         client = _connect(server)
         assert "AUTH=SCRAM-SHA-256" not in client.capabilities and "AUTH=PLAIN" in client.capabilities
         with pytest.raises(imaplib.IMAP4.error, match=r"CANNOT"):
-            client.authenticate("SCRAM-SHA-256", _mechanism(ScramClient("alice", "secret")))
+            client.authenticate("SCRAM-SHA-256", ScramClient("alice", "secret").respond)
         client.logout()
     finally:
         server.stop()
 
 
-class _UnixAuthClient:
-    """Dovecot's auth protocol over the UNIX socket, as Postfix's smtpd speaks it: its handshake
-    first, AUTH with nologin, lip=, rip= (no final-resp-ok), CONT for each SMTP client response."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(15)
-        self.sock.connect(path)
-        self.reader = self.sock.makefile("rb")
-        self.sock.sendall(b"VERSION\t1\t0\nCPID\t4242\n")
-        self.handshake: list[str] = []
-        while not self.handshake or self.handshake[-1] not in ("DONE", ""):
-            self.handshake.append(self.reader.readline().decode().rstrip("\n"))
-
-    def send(self, line: str) -> list[str]:
-        self.sock.sendall(line.encode() + b"\n")
-        return self.reader.readline().decode().rstrip("\n").split("\t")
-
-    def scram(self, request_id: int, client: ScramClient) -> list[str]:
-        """The whole exchange; the last reply (OK, FAIL)."""
-        reply = self.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\tnologin\tlip=127.0.0.1\t"
-                          f"rip=127.0.0.1\tresp={base64.b64encode(client.first()).decode()}")
-        assert reply[:2] == ["CONT", str(request_id)], reply
-        reply = self.send(f"CONT\t{request_id}\t{base64.b64encode(client.final(base64.b64decode(reply[2]))).decode()}")
-        if reply[0] != "CONT":
-            return reply
-        assert client.check_server_final(base64.b64decode(reply[2])), reply  # the server proved it holds the keys
-        return self.send(f"CONT\t{request_id}\t")
-
-    def plain(self, request_id: int, user: str, password: str) -> list[str]:
-        response = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        return self.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=127.0.0.1\t"
-                         f"resp={response}")
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
+def _scram_over_auth_socket(auth: AuthSocketClient, request_id: int, client: ScramClient) -> list[str]:
+    """The whole SCRAM exchange as Postfix's smtpd relays it (xsasl_dovecot_server.c: AUTH with
+    nologin, lip=, rip=, no final-resp-ok; CONT for each SMTP client response); the last reply (OK,
+    FAIL)."""
+    reply = auth.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\tnologin\tlip=127.0.0.1\t"
+                      f"rip=127.0.0.1\tresp={b64(client.first())}")
+    assert reply[:2] == ["CONT", str(request_id)], reply
+    reply = auth.send(f"CONT\t{request_id}\t{b64(client.final(base64.b64decode(reply[2])))}")
+    if reply[0] != "CONT":
+        return reply
+    assert client.check_server_final(base64.b64decode(reply[2])), reply  # the server proved it holds the keys
+    return auth.send(f"CONT\t{request_id}\t")
 
 
 def test_auth_socket_serves_scram_over_its_unix_socket(tmp_path: Path) -> None:
@@ -145,16 +104,16 @@ def test_auth_socket_serves_scram_over_its_unix_socket(tmp_path: Path) -> None:
     server.start()
     try:
         assert wait_until(lambda: Path(path).exists())
-        auth = _UnixAuthClient(path)
+        auth = AuthSocketClient(path)
         try:
-            assert "MECH\tSCRAM-SHA-256\tmutual-auth" in auth.handshake
+            assert b"MECH\tSCRAM-SHA-256\tmutual-auth" in auth.handshake
             # No keys yet (the account has a password hash only): a failure like a wrong password ...
-            assert auth.scram(1, ScramClient("alice", "secret"))[:2] == ["FAIL", "1"]
+            assert _scram_over_auth_socket(auth, 1, ScramClient("alice", "secret"))[:2] == ["FAIL", "1"]
             # ... until a password login derives them (a PLAIN one here, through the same socket).
             assert auth.plain(2, "alice", "secret") == ["OK", "2", "user=alice"]
-            assert auth.scram(3, ScramClient("alice", "secret")) == ["OK", "3", "user=alice"]
-            assert auth.scram(4, ScramClient("alice", "guess"))[:2] == ["FAIL", "4"]
-            assert auth.scram(5, ScramClient("nobody", "secret"))[:2] == ["FAIL", "5"]
+            assert _scram_over_auth_socket(auth, 3, ScramClient("alice", "secret")) == ["OK", "3", "user=alice"]
+            assert _scram_over_auth_socket(auth, 4, ScramClient("alice", "guess"))[:2] == ["FAIL", "4"]
+            assert _scram_over_auth_socket(auth, 5, ScramClient("nobody", "secret"))[:2] == ["FAIL", "5"]
         finally:
             auth.close()
     finally:

@@ -39,10 +39,6 @@ def without_exists(lines: list[bytes]) -> list[bytes]:
     return [line for line in lines if not line.endswith(b" EXISTS") and not line.endswith(b" RECENT")]
 
 
-def count(conv: Conversation, mailbox: str) -> int:
-    return conv.folder(mailbox).messages
-
-
 # -- catenate ------------------------------------------------------------------------------------
 
 
@@ -100,7 +96,7 @@ def test_catenate(conv: Conversation) -> None:
     for parts in refused:
         line = no(conv, to2 + parts, b"BADURL ")
         assert b";UIDVALIDITY=12345/" in line.upper(), line
-    assert count(conv, box2) == 7
+    assert conv.folder(box2).messages == 7
 
     ok(conv, b"SELECT " + box2.encode())
     assert ok(conv, b"FETCH 1:* BODY.PEEK[]") == [
@@ -184,7 +180,7 @@ def test_catenate_multiappend(conv: Conversation) -> None:
        + lit("hello") + b")", b"BADURL ")
     no(conv, append + flags + b"CATENATE (" + wrong + b") CATENATE (TEXT " + lit("hello") + b")", b"BADURL ")
     no(conv, append + flags + b"CATENATE (" + wrong + b") " + lit("hello"), b"BADURL ")
-    assert count(conv, box) == 10
+    assert conv.folder(box).messages == 10
     assert ok(conv, b"NOOP") == []
 
 

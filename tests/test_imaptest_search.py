@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 from conversation import Conversation
-from imaptest_steps import MAILBOX, fill, ok
+from imaptest_steps import MAILBOX, fetches, fill, ok, uids
 
 
 @pytest.fixture()
@@ -74,6 +74,13 @@ def esearch(conv: Conversation, command: str, result: str = "") -> None:
     lines = conv.send(f"{tag} {command}\r\n".encode())
     expected = f'* ESEARCH (TAG "{tag}")' + (" " + result if result else "")
     assert lines[:-1] == [expected.encode()] and lines[-1].startswith(f"{tag} OK ".encode()), (command, lines)
+
+
+def sizes(conv: Conversation) -> list[int]:
+    """The RFC822.SIZE of every message, in sequence order."""
+    found = fetches(ok(conv, b"FETCH 1:* RFC822.SIZE"))
+    assert [seq for seq, _items in found] == list(range(1, len(found) + 1)), found
+    return [int(items["RFC822.SIZE"]) for _seq, items in found]
 
 
 def expunge(conv: Conversation, seq: int) -> None:
@@ -358,11 +365,8 @@ def test_search_size(conv: Conversation) -> None:
         "Subject: s\n\nabcdefgh\n",
         "Subject: s\n\nabcdefg\n\n",
     ])
-    lines = ok(conv, b"FETCH 1:4 RFC822.SIZE")
-    sizes = [int(m.group(1)) for m in map(re.compile(rb"\* \d+ FETCH \(RFC822\.SIZE (\d+)\)").fullmatch, lines) if m]
-    assert len(sizes) == 4, lines
-    size = sizes[2]  # $size, message 3's
-    assert sizes[3] == size + 1
+    _size1, _size2, size, size4 = sizes(conv)  # $size: message 3's
+    assert size4 == size + 1
     search(conv, f"SMALLER {size}", 1, 2)
     search(conv, f"LARGER {size}", 4)
     search(conv, f"NOT SMALLER {size}", 3, 4)
@@ -392,9 +396,9 @@ def test_esearch(conv: Conversation) -> None:
     esearch(conv, "SEARCH RETURN (MAX) ALL", "MAX 6")
     esearch(conv, "SEARCH RETURN (COUNT) ALL", "COUNT 6")
     # UID SEARCH ALL
-    lines = ok(conv, b"FETCH 1:* UID")
-    assert [line.split()[1] for line in lines] == [b"%d" % n for n in range(1, 7)], lines
-    uid1, uid2, uid3, uid4, uid5, uid6 = (int(line.rstrip(b")").split()[-1]) for line in lines)
+    uid = uids(ok(conv, b"FETCH 1:* UID"))
+    assert list(uid) == list(range(1, 7)), uid
+    uid1, uid2, uid3, uid4, uid5, uid6 = uid.values()
     esearch(conv, "UID SEARCH RETURN (ALL) ALL", f"UID ALL {uid1}:{uid3},{uid4}:{uid6}")
     esearch(conv, "UID SEARCH RETURN () ALL", f"UID ALL {uid1}:{uid3},{uid4}:{uid6}")
     esearch(conv, "UID SEARCH RETURN (MIN) ALL", f"UID MIN {uid1}")
@@ -513,8 +517,8 @@ def test_sort_date(conv: Conversation) -> None:
         ("Date: sometime in January\n\n" + "6" * 20 + "\n", "02-Jan-2007 12:00:00 +0200"),
         ("Date: Mon, 1 Jan 2007 14:00:00 +0200\n\n77\n", "01-Feb-2008 00:00:00 +0000"),
     ])
-    sizes = [int(line.rstrip(b")").split()[-1]) for line in ok(conv, b"FETCH 1:* RFC822.SIZE")]
-    assert sizes[6] > sizes[2] and sizes[5] > sizes[3] > sizes[1], sizes  # what REVERSE SIZE orders
+    size = sizes(conv)
+    assert size[6] > size[2] and size[5] > size[3] > size[1], size  # what REVERSE SIZE orders
     sort(conv, "DATE", 1, 3, 7, 5, 2, 4, 6)
     sort(conv, "REVERSE DATE", 2, 4, 6, 5, 3, 7, 1)
     sort(conv, "DATE REVERSE SIZE", 1, 7, 3, 5, 6, 4, 2)
