@@ -90,6 +90,18 @@ def test_set_status_reports_every_mailbox_but_the_selected(pair: tuple[Conversat
     assert lines[0] == b"* STATUS Lists (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % a.folder("Lists").uidvalidity
 
 
+def test_set_status_reports_the_snapshot(pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY SET STATUS says the counters of the snapshot later changes are compared with (one
+    read of the account's folders), not a read of each mailbox again."""
+    a, _b = pair
+    monkeypatch.setattr(a.store, "folder_counters", lambda *args: pytest.fail("a mailbox read again"))
+    lines = a.command("NOTIFY SET STATUS (subtree (INBOX Lists) (MessageNew MessageExpunge))")
+    assert lines[:-1] == [
+        b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % a.folder("INBOX").uidvalidity,
+        b"* STATUS Lists (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % a.folder("Lists").uidvalidity,
+        b"* STATUS Lists/a (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % a.folder("Lists/a").uidvalidity]
+
+
 def test_message_new_in_another_mailbox_is_a_status(pair: tuple[Conversation, Conversation]) -> None:
     a, b = pair
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")

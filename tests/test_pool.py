@@ -612,9 +612,10 @@ def test_the_displacement_order_rule_by_rule() -> None:
     password check in flight, not being served or queued) unless hung up, hung up, the address's share, never
     spoke (unread input counts as spoken), silent longest."""
     def conn(fd: int, *, awaiting: bool = False, running: bool = False, queued: bool = False,
-             spoke: bool = False, last_activity: float = 0.0) -> Any:
+             spoke: bool = False, last_activity: float = 0.0, answered: float | None = None) -> Any:
         return SimpleNamespace(fd=fd, awaiting=lambda: awaiting, running=running, queued=queued,
-                               spoke=spoke, last_activity=last_activity)
+                               spoke=spoke, last_activity=last_activity,
+                               idle_since=None if answered is None else lambda: answered)
 
     holding = {"flood": 5, "office": 2, "home": 1}
 
@@ -634,6 +635,9 @@ def test_the_displacement_order_rule_by_rule() -> None:
     assert first((conn(1, spoke=True), "office"), (conn(2), None)) == 1  # a PROXY header unread: no share
     assert first((conn(1), "home"), (conn(2), "home"), unread=frozenset({1})) == 2
     assert first((conn(1, spoke=True, last_activity=5.0), "home"),
+                 (conn(2, spoke=True, last_activity=3.0), "home")) == 2
+    # Silent since its last command's answer (the handler's idle_since), as the idle timer counts.
+    assert first((conn(1, spoke=True, last_activity=1.0, answered=5.0), "home"),
                  (conn(2, spoke=True, last_activity=3.0), "home")) == 2
 
 
@@ -1874,7 +1878,7 @@ class _ChoosableConnection:
         self.fd = sock.fileno()
         self.phase = pool_module._Phase.ACTIVE
         self.handler = None
-        self.awaiting = None
+        self.awaiting = self.idle_since = None
         self.running = self.queued = self.closed = self.closing = False
         self.spoke = True
         self.peer_host = "127.0.0.1"

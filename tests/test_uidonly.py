@@ -32,6 +32,15 @@ def enable(conv: Conversation, *also: str) -> None:
     """.replace(" \n", "\n"))
 
 
+def in_another_session(conv: Conversation, *commands: str) -> None:
+    """``commands`` from another session of the same user, with INBOX selected."""
+    with conv.second_session() as other:
+        other.login()
+        other.select()
+        for command in commands:
+            other.command(command)
+
+
 def flags_of(conv: Conversation, uid: int, mailbox: str = "INBOX") -> tuple[str, ...]:
     (meta,) = conv.store.get_messages("alice", conv.folder(mailbox).id, [uid])
     return tuple(meta.flags)
@@ -272,10 +281,7 @@ def test_another_sessions_flag_changes_are_uidfetch(conv: Conversation) -> None:
     uids = seed(conv, 3)
     enable(conv, "IMAP4rev2")
     conv.select()
-    with conv.second_session() as other:
-        other.login()
-        other.select()
-        other.command(f"UID STORE {uids[1]} +FLAGS (\\Flagged $Work)")
+    in_another_session(conv, f"UID STORE {uids[1]} +FLAGS (\\Flagged $Work)")
     conv.script(f"""
         C: a1 NOOP
         S: * FLAGS ({{*}}$Work)
@@ -291,10 +297,7 @@ def test_many_flag_changes_are_uidfetch(conv: Conversation, monkeypatch: pytest.
     uids = seed(conv, 3)
     enable(conv, "CONDSTORE")
     conv.select()
-    with conv.second_session() as other:
-        other.login()
-        other.select()
-        other.command("UID STORE 1:* +FLAGS (\\Seen)")
+    in_another_session(conv, "UID STORE 1:* +FLAGS (\\Seen)")
     conv.script(f"""
         C: a1 NOOP
         S: * {uids[0]} UIDFETCH (FLAGS (\\Seen) MODSEQ ({{n}}))
@@ -312,12 +315,9 @@ def test_idle_pushes_uidfetch_and_vanished(conv: Conversation) -> None:
         C: a1 IDLE
         S: + idling
     """)
-    with conv.second_session() as other:
-        other.login()
-        other.select()
-        other.command(f"UID STORE {uids[0]} +FLAGS (\\Answered)")
-        other.command(f"UID STORE {uids[2]} +FLAGS (\\Deleted)")
-        other.command("UID EXPUNGE 1:*")
+    in_another_session(conv, f"UID STORE {uids[0]} +FLAGS (\\Answered)",
+                       f"UID STORE {uids[2]} +FLAGS (\\Deleted)",
+                       "UID EXPUNGE 1:*")
     conv.script(f"""
         W:
         S: * VANISHED {uids[2]}
@@ -364,11 +364,7 @@ def test_expunges_are_vanished(conv: Conversation) -> None:
         S: * 1 RECENT
         S: a7 OK NOOP completed
     """)
-    with conv.second_session() as other:
-        other.login()
-        other.select()
-        other.command(f"UID STORE {uid} +FLAGS (\\Deleted)")
-        other.command("EXPUNGE")
+    in_another_session(conv, f"UID STORE {uid} +FLAGS (\\Deleted)", "EXPUNGE")
     conv.script(f"""
         C: a8 NOOP
         S: * VANISHED {uid}

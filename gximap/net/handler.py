@@ -173,9 +173,11 @@ class ProtocolHandler(Protocol):
     # is doing: writing to a client that reads slowly, parked, or reading (math.inf: none). Read
     # after every slice. The handler's own goodbye (idle_timeout) should come first.
     #   def idle_since(self) -> float
-    # A time.monotonic() instant the idle timer counts from at the earliest, read after every
-    # slice: the end of the handler's last piece of work (IMAP: its last command's answer), so
-    # that a command running longer than idle_timeout() is not idle time of the client's.
+    # A time.monotonic() instant the idle timer counts from at the earliest: the end of the
+    # handler's last piece of work (IMAP: its last command's answer), so that a command running
+    # longer than idle_timeout() is not idle time of the client's. Asked (from the poller thread
+    # too: a plain read of the handler's state) only once the timer counted from the client's
+    # last bytes has run out, and when choosing a connection to displace.
     #   def displaceable(self) -> bool
     # True while the client has not logged in. With every context taken, the pool closes the
     # longest silent of the oldest such connections to make room for a new one; it asks from the poller thread (a

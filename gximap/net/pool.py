@@ -307,7 +307,15 @@ def _displacement_order(conn: _Connection, share: str | None, holding: Mapping[s
     longest" was the only rule, most after their CAPABILITY (review56, probe56)."""
     hung_up = conn.fd in gone
     return (_busy(conn) and not hung_up, not hung_up, -holding[share] if share is not None else 0,
-            conn.spoke or conn.fd in unread, conn.last_activity)
+            conn.spoke or conn.fd in unread, _idle_base(conn))
+
+
+def _idle_base(conn: _Connection) -> float:
+    """When the client fell silent, as the idle timer counts it: its last bytes (or a keepalive,
+    or the end of a write that blocked), or the handler's idle_since() when that is later (IMAP:
+    the last command's answer)."""
+    idle_since = conn.idle_since
+    return conn.last_activity if idle_since is None else max(conn.last_activity, idle_since())
 
 
 def _busy(conn: _Connection) -> bool:
@@ -1425,9 +1433,6 @@ class Server:
                 # there would hold its search slot while the connection waits for the client.
                 break
         if not conn.closing:
-            if conn.idle_since is not None:
-                # A command that ran long (IMAP: its answer) is not time the client was idle.
-                conn.last_activity = max(conn.last_activity, conn.idle_since())
             conn.idle_limit = float(handler.idle_timeout())
             if conn.hard_deadline_fn is not None:
                 conn.hard_deadline = conn.hard_deadline_fn()
@@ -1620,6 +1625,10 @@ class Server:
             return (_Due.KILL if now >= deadline else _Due.NOTHING), min(deadline, hard)
         if conn.waiting_input and conn.idle_limit > 0 and not conn.idle_fired and not conn.closing:
             deadline = conn.last_activity + conn.idle_limit
+            if now >= deadline:
+                # Asked only now: idle_since() can only put the deadline later, and asking after
+                # every slice cost each command a call for the rare one that outlasts the timer.
+                deadline = _idle_base(conn) + conn.idle_limit
             return (_Due.IDLE if now >= deadline else _Due.NOTHING), min(deadline, hard)
         return _Due.NOTHING, hard
 

@@ -326,10 +326,10 @@ def notify(session: Any, cmd: cmds.Notify) -> Generator[bytes, Any, Done]:
             if selected is not None and selected.folder_id == folder_id:
                 continue
             if any(state.wants(seen.name, event) for event in MESSAGE_EVENTS):
-                folder = session.store.folder_counters(session.user, seen.name)
-                if folder is not None:
-                    # Section 3.1: with FlagChange the STATUS has UIDVALIDITY and HIGHESTMODSEQ,
-                    # CONDSTORE enabled or not (as Dovecot and imaptest's notify script have it).
-                    lines.append(status_line(session, folder, highestmodseq=state.wants(seen.name, "FlagChange")))
+                # The counters of the snapshot just taken (a _Seen holds what STATUS says): a
+                # change since is pending, and reported against them. Section 3.1: with
+                # FlagChange the STATUS has UIDVALIDITY and HIGHESTMODSEQ, CONDSTORE enabled or
+                # not (as Dovecot and imaptest's notify script have it).
+                lines.append(status_line(session, seen, highestmodseq=state.wants(seen.name, "FlagChange")))
         yield from coalesced(lines)
     return Done(Code.OK_NOTIFY)
