@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -75,12 +75,14 @@ def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[st
     return data, message.flags, internaldate, tzoffset
 
 
-def catenated(session: Any, messages: Iterable[cmds.AppendMessage]) -> list[cmds.AppendMessage]:
+def catenated(session: Any, messages: Sequence[cmds.AppendMessage]) -> list[cmds.AppendMessage]:
     """``messages`` with those sent as CATENATE parts put together (see the module docstring);
     CommandFailed with NO [BADURL], [TOOBIG] or [LIMIT] when one cannot be."""
     message_limit = append_limit(session)
     command_limit = session.settings.max_literal
-    command_room = command_limit
+    # What the plain messages leave, wherever they stand in the command (the framer held them
+    # to the limit together already).
+    command_room = command_limit - sum(len(message.data) for message in messages if message.catenate is None)
     out: list[cmds.AppendMessage] = []
     for message in messages:
         if message.catenate is not None:
@@ -94,7 +96,7 @@ def catenated(session: Any, messages: Iterable[cmds.AppendMessage]) -> list[cmds
                 # limit: as the framer answers a MULTIAPPEND's literals too big together.
                 raise CommandFailed(Code.NO_MESSAGES_TOO_BIG_TOGETHER, str(command_limit)) from None
             message = dataclasses.replace(message, data=data, catenate=None)
-        command_room -= len(message.data)
+            command_room -= len(data)
         out.append(message)
     return out
 
