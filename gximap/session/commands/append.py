@@ -17,10 +17,11 @@ CATENATE (RFC 4469): a message given as parts (TEXT literals, UTF8 literal8s und
 and URLs naming a message or a section of one in the user's own mailboxes, gximap.imap.imapurl)
 is put together before anything is stored, every message of the command first, so the APPEND
 stays all or nothing. A URL's octets are BODY[section] as FETCH would send them (with
-``;PARTIAL=`` cut from that), read only after its size is known to fit: a message put together
-beyond the APPEND limit is refused NO [TOOBIG], and the messages of one command together beyond
-the literal limit (what plain messages are held to while framing) NO [LIMIT], so the octets put
-together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
+``;PARTIAL=`` cut from that), read only after their size is known to fit (HEADER.FIELDS is
+built from the header it reads first): a message put together beyond the APPEND limit is
+refused NO [TOOBIG], and the messages of one command together (plain ones included, wherever
+they stand) beyond the literal limit (what plain messages are held to while framing) NO
+[LIMIT], so the octets put together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
 user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY that does not match, a
 section the message does not have) is NO [BADURL url] (RFC 4469 section 5).
 """
@@ -166,7 +167,8 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
 
 def _section_octets(store: Any, meta: Any, url: imapurl.ImapUrl, room: int) -> bytes:
     """BODY[section]<partial> of ``meta`` (UrlError for a section it does not have), its size
-    checked against ``room`` before a byte of it is read."""
+    checked against ``room`` before a byte of it is read (HEADER.FIELDS: once it is built from
+    the header, which is read for it)."""
     section = url.section
 
     def read(offset: int, length: int) -> bytes:
