@@ -205,6 +205,21 @@ def test_too_big(tmp_path: Path) -> None:
         assert stored(conv, "INBOX", uid + 1) == big[:300] + big
 
 
+def test_limit_together_holds_whatever_the_order(tmp_path: Path) -> None:
+    # A plain message and a CATENATE one within the limit each, beyond it together: refused
+    # whether the plain one comes first or last.
+    with Conversation(tmp_path, max_literal=1000) as conv:
+        conv.login()
+        uid = conv.add_message("INBOX", b"Subject: big\r\n\r\n" + b"x" * 600 + b"\r\n")
+        plain = literal(b"Subject: plain\r\n\r\n" + b"y" * 500)
+        refusal = b"NO [LIMIT] The messages of one command together exceed 1000 octets; append them one at a time"
+        lines = conv.send(b"a1 APPEND INBOX %s CATENATE (URL /INBOX/;UID=%d)\r\n" % (plain, uid))
+        assert lines == [b"a1 " + refusal]
+        lines = conv.send(b"a2 APPEND INBOX CATENATE (URL /INBOX/;UID=%d) %s\r\n" % (uid, plain))
+        assert lines == [b"a2 " + refusal]
+        assert conv.folder("INBOX").messages == 1
+
+
 def test_quota_checked_before_each_text_literal(conv: Conversation) -> None:
     conv.store.update_account("alice", quota_messages=2)
     conv.add_message()

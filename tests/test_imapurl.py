@@ -30,16 +30,41 @@ def test_parse(url: bytes, parsed: ImapUrl) -> None:
     assert parse(url) == parsed
 
 
-@pytest.mark.parametrize("url", [
-    b"", b"INBOX/;UID=1", b";UID=1", b"//host/INBOX/;UID=1", b"imap://host", b"imap://host/INBOX",
-    b"http://host/INBOX/;UID=1", b"/INBOX", b"/;UID=1", b"/INBOX/;UID=0", b"/INBOX/;UID=x",
-    b"/INBOX/;UID=4294967296", b"/INBOX;UIDVALIDITY=0/;UID=1", b"/INBOX/;UIDVALIDITY=1/;UID=1",
-    b"/INBOX;UID=1", b"/INBOX/;UID=1/;UID=2", b"/INBOX/;UID=1/;SECTION=", b"/INBOX/;UID=1/;SECTION=MIME",
-    b"/INBOX/;UID=1/;PARTIAL=1.0", b"/INBOX/;UID=1/;PARTIAL=-1", b"/INBOX/;UID=1/;PARTIAL=1/;SECTION=1",
-    b"/INBOX/;UID=1;URLAUTH=anonymous:internal:00", b"/INBOX;EXPIRE=2024-01-01T00:00:00Z/;UID=1",
-    b"/INBOX/;UID=1/;FOO=1", b"/INBOX?SUBJECT%20x", b"/INBOX/;UID=1#x", b"/IN BOX/;UID=1",
-    b"/IN\xc3\xa9/;UID=1", b"/a%2g/;UID=1", b"/%00/;UID=1", b"/%FF/;UID=1", b"/" + b"a" * 9000 + b"/;UID=1",
+@pytest.mark.parametrize(("url", "reason"), [
+    (b"", "empty URL"),
+    (b"INBOX/;UID=1", "relative URL"),
+    (b";UID=1", "relative URL"),
+    (b"//host/INBOX/;UID=1", "network-path URL without the imap scheme"),
+    (b"imap://host", "URL names a server, not a message"),
+    (b"imap://host/INBOX", "URL names no message (;UID= missing)"),
+    (b"http://host/INBOX/;UID=1", "relative URL"),
+    (b"/INBOX", "URL names no message (;UID= missing)"),
+    (b"/;UID=1", "URL names no mailbox"),
+    (b"/INBOX/;UID=0", "invalid ;UID= in URL"),
+    (b"/INBOX/;UID=x", "invalid ;UID= in URL"),
+    (b"/INBOX/;UID=4294967296", "invalid ;UID= in URL"),
+    (b"/INBOX;UIDVALIDITY=0/;UID=1", "invalid ;UIDVALIDITY= in URL"),
+    (b"/INBOX/;UIDVALIDITY=1/;UID=1", "unexpected ;UIDVALIDITY= in URL"),
+    (b"/INBOX;UID=1", "unexpected ;UID= in URL"),
+    (b"/INBOX/;UID=1/;UID=2", ";UID= given twice"),
+    (b"/INBOX/;UID=1/;SECTION=", "invalid ;SECTION= in URL: Empty section"),
+    (b"/INBOX/;UID=1/;SECTION=MIME", "invalid ;SECTION= in URL: MIME requires a part number"),
+    (b"/INBOX/;UID=1/;PARTIAL=1.0", "invalid ;PARTIAL= in URL"),
+    (b"/INBOX/;UID=1/;PARTIAL=-1", "invalid ;PARTIAL= in URL"),
+    (b"/INBOX/;UID=1/;PARTIAL=1/;SECTION=1", "URL parameters out of order"),
+    (b"/INBOX/;UID=1;URLAUTH=anonymous:internal:00", "URLAUTH is not supported"),
+    (b"/INBOX;EXPIRE=2024-01-01T00:00:00Z/;UID=1", "URLAUTH is not supported"),
+    (b"/INBOX/;UID=1/;FOO=1", "unexpected ;FOO= in URL"),
+    (b"/INBOX?SUBJECT%20x", "URL names a search or fragment, not a message part"),
+    (b"/INBOX/;UID=1#x", "URL names a search or fragment, not a message part"),
+    (b"/IN BOX/;UID=1", "space or control character in URL"),
+    (b"/IN\xc3\xa9/;UID=1", "8-bit octets in URL"),
+    (b"/a%2g/;UID=1", "incomplete %-escape"),
+    (b"/%00/;UID=1", "NUL in mailbox name"),
+    (b"/%FF/;UID=1", "mailbox name in URL is neither UTF-8 nor modified UTF-7"),
+    (b"/" + b"a" * 9000 + b"/;UID=1", "URL too long"),
 ])
-def test_refused(url: bytes) -> None:
-    with pytest.raises(UrlError):
+def test_refused(url: bytes, reason: str) -> None:
+    with pytest.raises(UrlError) as refused:
         parse(url)
+    assert str(refused.value).startswith(reason)

@@ -14,15 +14,16 @@ kind, and URLAUTH (``;EXPIRE=``, ``;URLAUTH=``, RFC 4467) are refused: there is 
 the first, and gximap does not do the second.
 
 Decoding (RFC 5092 section 3.1 and section 9): every component is %-decoded as octets; the
-mailbox name is then UTF-8. A name that is not, or one that is valid modified UTF-7 with shift
-sequences (what RFC 2192 clients sent), is also offered as modified UTF-7 (:attr:`ImapUrl.mutf7_name`),
-for the session to try when the UTF-8 reading names no mailbox. ``;SECTION=`` is a section-spec,
+mailbox name is then UTF-8. One that is also valid modified UTF-7 with shift sequences (what
+RFC 2192 clients sent) is offered read that way too (:attr:`ImapUrl.mutf7_name`), for the
+session to try when the UTF-8 reading names no mailbox. ``;SECTION=`` is a section-spec,
 read as BODY[...] reads it (gximap.imap.parser.parse_section_spec); ``;PARTIAL=`` an offset and
 an optional length.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -151,24 +152,21 @@ def _message_part(path: str, user: str | None, host: str | None) -> ImapUrl:
 
 
 def _mailbox(raw: str) -> tuple[str, str | None]:
-    """(the name as UTF-8, or as modified UTF-7 when it is no UTF-8; the modified UTF-7 reading
-    when it differs). RFC 5092 section 3.1 (via RFC 3501's mailbox naming): the octets of the
-    name are UTF-8 in a URL; RFC 2192, which it replaces, had modified UTF-7 there."""
+    """(the name as UTF-8, its modified UTF-7 reading when that is another). RFC 5092 section
+    3.1 (via RFC 3501's mailbox naming): the octets of the name are UTF-8 in a URL; RFC 2192,
+    which it replaces, had modified UTF-7 there."""
     octets = unquote_to_bytes(raw)
     if b"\x00" in octets:
         raise UrlError("NUL in mailbox name")
-    mutf7_name: str | None = None
-    if b"&" in octets:
-        try:
-            mutf7_name = normalize_inbox(mutf7.decode(octets))
-        except ValueError:
-            mutf7_name = None
     try:
         name = normalize_inbox(octets.decode("utf-8"))
     except UnicodeDecodeError:
-        if mutf7_name is None:
-            raise UrlError("mailbox name in URL is neither UTF-8 nor modified UTF-7") from None
-        return mutf7_name, None
+        # Modified UTF-7 is ASCII, which is UTF-8: octets that are no UTF-8 are neither.
+        raise UrlError("mailbox name in URL is neither UTF-8 nor modified UTF-7") from None
+    mutf7_name: str | None = None
+    if b"&" in octets:
+        with contextlib.suppress(ValueError):
+            mutf7_name = normalize_inbox(mutf7.decode(octets))
     return name, (mutf7_name if mutf7_name != name else None)
 
 

@@ -1749,13 +1749,12 @@ class AppendTally:
     tally cannot place counts for nothing. Parsing proper is parse_command's, once the command
     is whole."""
 
-    __slots__ = ("octets", "messages", "_skip", "_literals", "_catenate_next", "_depth", "_last")
+    __slots__ = ("octets", "messages", "_skip", "_catenate_next", "_depth", "_last")
 
     def __init__(self) -> None:
         self.octets = 0
         self.messages = 0
         self._skip = 3  # the tag, APPEND and the mailbox name come first
-        self._literals = 0
         self._catenate_next = False  # the last token was CATENATE: "(" opens its parts
         self._depth = 0  # inside a CATENATE list: parentheses open
         self._last = b""  # the last token, upper-cased
@@ -1777,7 +1776,6 @@ class AppendTally:
             self._last = token.upper()
 
     def _literal(self, size: int) -> None:
-        self._literals += 1
         if self._skip:
             # The mailbox name as a literal ("a APPEND {5}"): no message text.
             self._skip = 0 if self._skip == 1 else self._skip

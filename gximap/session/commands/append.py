@@ -17,10 +17,11 @@ CATENATE (RFC 4469): a message given as parts (TEXT literals, UTF8 literal8s und
 and URLs naming a message or a section of one in the user's own mailboxes, gximap.imap.imapurl)
 is put together before anything is stored, every message of the command first, so the APPEND
 stays all or nothing. A URL's octets are BODY[section] as FETCH would send them (with
-``;PARTIAL=`` cut from that), read only after its size is known to fit: a message put together
-beyond the APPEND limit is refused NO [TOOBIG], and the messages of one command together beyond
-the literal limit (what plain messages are held to while framing) NO [LIMIT], so the octets put
-together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
+``;PARTIAL=`` cut from that), read only after their size is known to fit (HEADER.FIELDS is
+built from the header it reads first): a message put together beyond the APPEND limit is
+refused NO [TOOBIG], and the messages of one command together (plain ones included, wherever
+they stand) beyond the literal limit (what plain messages are held to while framing) NO
+[LIMIT], so the octets put together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
 user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY that does not match, a
 section the message does not have) is NO [BADURL url] (RFC 4469 section 5).
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
@@ -75,12 +76,14 @@ def store_item(message: cmds.AppendMessage, now: float) -> tuple[bytes, tuple[st
     return data, message.flags, internaldate, tzoffset
 
 
-def catenated(session: Any, messages: Iterable[cmds.AppendMessage]) -> list[cmds.AppendMessage]:
+def catenated(session: Any, messages: Sequence[cmds.AppendMessage]) -> list[cmds.AppendMessage]:
     """``messages`` with those sent as CATENATE parts put together (see the module docstring);
     CommandFailed with NO [BADURL], [TOOBIG] or [LIMIT] when one cannot be."""
     message_limit = append_limit(session)
     command_limit = session.settings.max_literal
-    command_room = command_limit
+    # What the plain messages leave, wherever they stand in the command (the framer held them
+    # to the limit together already).
+    command_room = command_limit - sum(len(message.data) for message in messages if message.catenate is None)
     out: list[cmds.AppendMessage] = []
     for message in messages:
         if message.catenate is not None:
@@ -94,7 +97,7 @@ def catenated(session: Any, messages: Iterable[cmds.AppendMessage]) -> list[cmds
                 # limit: as the framer answers a MULTIAPPEND's literals too big together.
                 raise CommandFailed(Code.NO_MESSAGES_TOO_BIG_TOGETHER, str(command_limit)) from None
             message = dataclasses.replace(message, data=data, catenate=None)
-        command_room -= len(message.data)
+            command_room -= len(data)
         out.append(message)
     return out
 
@@ -164,7 +167,8 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
 
 def _section_octets(store: Any, meta: Any, url: imapurl.ImapUrl, room: int) -> bytes:
     """BODY[section]<partial> of ``meta`` (UrlError for a section it does not have), its size
-    checked against ``room`` before a byte of it is read."""
+    checked against ``room`` before a byte of it is read (HEADER.FIELDS: once it is built from
+    the header, which is read for it)."""
     section = url.section
 
     def read(offset: int, length: int) -> bytes:
