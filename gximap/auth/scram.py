@@ -222,7 +222,7 @@ class ScramOutcome:
 
     client_key: bytes | None
     reason: str = ""
-    server_final: bytes = b""  # the server-final message (v=...), when the proof is right
+    server_final: bytes | None = None  # the server-final message (v=...), when the proof is right
 
 
 class ScramServer:

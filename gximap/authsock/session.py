@@ -403,8 +403,7 @@ class AuthSocketSession:
                                              rhost=self._rhost(request), address=self._address(request),
                                              mech=self._mech(request), authzid=exchange.authzid,
                                              reason=outcome.reason)
-        self._settle(request, exchange.username, exchange.authzid, verdict,
-                     outcome.server_final if outcome.client_key is not None else None, pending.started)
+        self._settle(request, exchange.username, exchange.authzid, verdict, outcome.server_final, pending.started)
 
     def _settle(self, request: AuthRequest, login: str, authzid: str | None, verdict: Future[AuthResult],
                 server_final: bytes | None = None, started: float = 0.0) -> None:
