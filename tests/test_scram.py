@@ -174,7 +174,17 @@ def test_decoy_salts_outlive_a_restart(tmp_path):
     readonly = Store(tmp_path / "fresh", fsync=False, readonly=True)
     try:
         assert readonly.site_secret(b"one") is None  # none drawn yet, and none may be written
-        assert scram.DecoySalts(source=lambda: None).credential("x").salt  # falls back to the start's
+        # Without a lasting secret (none, or the store fails), the one given at start, asked once.
+        asked = []
+
+        def failing() -> bytes | None:
+            asked.append(1)
+            raise OSError("read-only file system")
+
+        started = scram.DecoySalts(b"k" * 32).credential("x").salt
+        assert scram.DecoySalts(b"k" * 32, source=lambda: None).credential("x").salt == started
+        decoys = scram.DecoySalts(b"k" * 32, source=failing)
+        assert decoys.credential("x").salt == decoys.credential("x").salt == started and asked == [1]
     finally:
         readonly.close()
 

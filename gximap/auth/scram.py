@@ -10,9 +10,9 @@ any other "=" is refused: section 5.1) and go through the same mapping and norma
 PLAIN login's (gximap.auth.maps); the password is the client's business.
 
 An unknown user (or one without SCRAM keys) gets keys made up on the spot: a salt that is the
-same for the same name every time (an HMAC of the name under a per-process secret) and the
-default iteration count, so that the server-first message does not tell names apart; the proof
-then fails as a wrong password does.
+same for the same name every time, in every process and after a restart (an HMAC of the name
+under the store's site secret: DecoySalts) and the default iteration count, so that the
+server-first message does not tell names apart; the proof then fails as a wrong password does.
 """
 
 from __future__ import annotations
@@ -203,8 +203,7 @@ class DecoySalts:
         return self._secret
 
     def credential(self, name: str) -> ScramCredential:
-        secret = self._current_secret() if self._source is not None else self._secret
-        salt = hmac.new(secret, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
+        salt = hmac.new(self._current_secret(), name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
         # Random keys: no proof can match them (a SHA-256 preimage would be needed).
         return ScramCredential(DEFAULT_ITERATIONS, salt, secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))
 
