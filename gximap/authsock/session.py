@@ -259,7 +259,7 @@ class AuthSocketSession:
             self._fail(request.id, reason="Missing service parameter")
             return
         mechanism = request.mechanism
-        if mechanism not in ("PLAIN", "LOGIN") and not (mechanism == scram.MECHANISM and self.ctx.settings.sasl_scram):
+        if mechanism not in (name for name, _flags in mechanisms(self.ctx.settings)):  # those the handshake offers
             self._fail(request.id, reason="Unsupported authentication mechanism")
             return
         if not self._plaintext_allowed(request):
@@ -277,10 +277,11 @@ class AuthSocketSession:
                 return
         now = self.ctx.clock()
         if mechanism == scram.MECHANISM:
+            pending = _Pending(request, "scram-first", now)
             if initial is None:
-                self._challenge(_Pending(request, "scram-first", now), "")
-                return
-            self._scram_first(_Pending(request, "scram-first", now), initial)
+                self._challenge(pending, "")
+            else:
+                self._scram_first(pending, initial)
             return
         if mechanism == "PLAIN":
             if initial is None:
