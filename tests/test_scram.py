@@ -189,6 +189,37 @@ def test_decoy_salts_outlive_a_restart(tmp_path):
         readonly.close()
 
 
+def test_decoy_salts_wait_for_the_lasting_secret_being_read():
+    """Lookups run on several threads: one that comes while the first use still reads the
+    lasting secret waits for it. It took the start's secret, and that name's salt changed
+    between two attempts, as no real user's does."""
+    import threading
+
+    reading, go = threading.Event(), threading.Event()
+
+    def slow_source() -> bytes:
+        reading.set()
+        go.wait()
+        return b"L" * 32
+
+    decoys = scram.DecoySalts(b"k" * 32, source=slow_source)
+    salts: dict[str, bytes] = {}
+
+    def look(key: str) -> None:
+        salts[key] = decoys.credential("nobody").salt
+
+    first = threading.Thread(target=look, args=("first",))
+    first.start()
+    assert reading.wait(10)
+    second = threading.Thread(target=look, args=("second",))
+    second.start()
+    second.join(1)  # unblocked, it would be done by now
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert salts["first"] == salts["second"] == scram.DecoySalts(b"L" * 32).credential("nobody").salt
+
+
 # -- stored keys (midb) -------------------------------------------------------------------------------
 
 

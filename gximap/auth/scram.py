@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -183,6 +184,7 @@ class DecoySalts:
     def __init__(self, secret: bytes | None = None, *, source: Callable[[], bytes | None] | None = None) -> None:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._source = source
+        self._asking = threading.Lock()  # the lookups of other threads wait for the source's answer
 
     def share_secret(self, channel_secret: bytes) -> None:
         """Use a secret derived from the sibling channel's (gximap.net.siblings), which every
@@ -191,16 +193,20 @@ class DecoySalts:
         self._secret = hmac.new(channel_secret, b"gximap scram decoy salts", hashlib.sha256).digest()
 
     def _current_secret(self) -> bytes:
-        source, self._source = self._source, None
-        if source is not None:
-            try:
-                lasting = source()
-            except Exception as exc:  # a store that cannot be written now: the start's secret
-                log.warning("SCRAM decoy salts: no lasting secret (%s); they change at a restart", exc)
-            else:
-                if lasting is not None:
-                    self._secret = lasting
-        return self._secret
+        if self._source is None:
+            return self._secret
+        with self._asking:
+            source = self._source
+            if source is not None:
+                try:
+                    lasting = source()
+                except Exception as exc:  # a store that cannot be written now: the start's secret
+                    log.warning("SCRAM decoy salts: no lasting secret (%s); they change at a restart", exc)
+                else:
+                    if lasting is not None:
+                        self._secret = lasting
+                self._source = None  # after the secret: a thread that sees None reads the one kept
+            return self._secret
 
     def credential(self, name: str) -> ScramCredential:
         salt = hmac.new(self._current_secret(), name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
