@@ -426,11 +426,12 @@ DIRECTIVES: tuple[Directive, ...] = (
        "imap", reloadable=True),
     _d("imap_sasl_scram", "bool", "no",
        "Offer SASL SCRAM-SHA-256 (RFC 7677) over IMAP and on the auth socket (auth_listen): the client "
-       "proves it knows the password without sending it. Offered where PLAIN is (under TLS, or as insecure_auth allows), as the session that follows is no "
-       "better protected. A client that picks it for an account without SCRAM keys cannot fall back to "
-       "PLAIN, so turn it on once accounts have keys: they are derived whenever a password is set and "
-       "at an account's next LOGIN or PLAIN login; 'midb user scram' tells which accounts lack them. "
-       "With auth_backend passwd-file only {SCRAM-SHA-256} entries can use it.",
+       "proves it knows the password without sending it. Offered where PLAIN is (under TLS, or as "
+       "insecure_auth allows), as the session that follows is no better protected. A client that "
+       "picks it for an account without SCRAM keys cannot fall back to PLAIN, so turn it on once "
+       "accounts have keys: they are derived whenever a password is set and at an account's next "
+       "LOGIN or PLAIN login; 'midb user scram' tells which accounts lack them. With auth_backend "
+       "passwd-file only {SCRAM-SHA-256} entries can use it.",
        "imap", reloadable=True),
     _d("imap_sort_cache_size", "size", "64M",
        "Memory each serving process may use to keep what SORT and THREAD read of a folder's messages "

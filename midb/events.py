@@ -286,13 +286,9 @@ class Notifier:
         except OSError:
             return None
         if mark is None:
-            mark = self._join_mark(stamp)
-        if cached is not None and fresh:
-            if mark is not None:
-                if cached[3] == mark:
-                    return cached[2]
-            elif self._receiver is not None or cached[0] == stamp:
-                return cached[2]
+            mark = self._join_mark(stamp)   # a mark just found is newer than the cache: list again
+        if cached is not None and fresh and mark is None and (self._receiver is not None or cached[0] == stamp):
+            return cached[2]
         try:
             names = [name for name in os.listdir(self.notify_dir) if name.endswith(SOCKET_SUFFIX)]
         except OSError:

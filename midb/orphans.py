@@ -32,8 +32,8 @@ and so does the look every RECHECK seconds, for a ``midb`` command killed while 
 
 The LMDB reader slots of processes that died inside a read transaction (a ``midb export``
 killed) are not this thread's: every process frees them as it opens the index, and every process
-that writes before its writes (midb.env.READER_CHECK), which is where a kept snapshot costs (each
-commit growing the index). A process that only reads is not hurt by them until the reader table
+that writes does so before its writes (midb.env.READER_CHECK), which is where a kept snapshot
+costs (each commit growing the index). A process that only reads is not hurt by them until the reader table
 (1,024 slots per shard) is full, and any open by another process empties it of the dead again.
 """
 

@@ -2209,6 +2209,7 @@ class Store(MetadataMixin):
             return info.uidvalidity, []
         items = [(data, meta.flags, meta.internaldate, meta.tzoffset)
                  for meta, data in zip(found, datas, strict=True) if data is not None]
+        originals = [meta.uid for meta in metas]
         try:
             uidvalidity, new_uids, _floor = self._append(dst_account, dst_folder_id, items, None)
         except NotDurable as error:
@@ -2218,16 +2219,16 @@ class Store(MetadataMixin):
             result = None
             if error.result is not None:
                 uidvalidity, new_uids, _floor = error.result
-                copied = [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
+                copied = list(zip(originals, new_uids, strict=True))
                 if move:
                     self._undo_move_copies(account, src_folder_id, dst_account, dst_folder_id, copied)
                 else:
                     result = (uidvalidity, copied)
             raise NotDurable(str(error), error.changes, result) from error
-        pairs = [(meta.uid, new_uid) for meta, new_uid in zip(metas, new_uids, strict=True)]
+        pairs = list(zip(originals, new_uids, strict=True))
         if move:
             try:
-                self.remove_messages(account, src_folder_id, [meta.uid for meta in metas])
+                self.remove_messages(account, src_folder_id, originals)
             except NotDurable as error:
                 # The originals' removal stands, unflushed: moved, as a MOVE within a shard whose
                 # flush failed, and the result says so (a power failure may bring the originals

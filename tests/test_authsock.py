@@ -158,11 +158,26 @@ def store(tmp_path: Path):
     store.close()
 
 
-def make_ctx(store: Store, *, insecure: bool = True, **auth_kwargs: object) -> AuthSocketContext:
+def make_ctx(store: Store, *, insecure: bool = True, backend: Backend | None = None, scram: bool = False,
+             **auth_kwargs: object) -> AuthSocketContext:
     auth_kwargs.setdefault("auth_times", 3)
     auth_kwargs.setdefault("ip_times", 0)
-    auth = AuthService(store, Backend(), **auth_kwargs)  # type: ignore[arg-type]
-    return AuthSocketContext(auth, AuthSocketSettings(insecure_auth=insecure))
+    auth = AuthService(store, backend if backend is not None else Backend(), **auth_kwargs)  # type: ignore[arg-type]
+    return AuthSocketContext(auth, AuthSocketSettings(insecure_auth=insecure, sasl_scram=scram))
+
+
+def fake_clock(ctx: AuthSocketContext) -> list[float]:
+    """Give ``ctx`` a clock the test moves on: the list's only item, in seconds."""
+    now = [1000.0]
+    ctx.clock = lambda: now[0]
+    return now
+
+
+def cont_data(reply: list[str]) -> bytes:
+    """The decoded data of the one reply, a CONT."""
+    (line,) = reply
+    assert line.startswith("CONT\t"), reply
+    return base64.b64decode(line.split("\t")[2])
 
 
 class Client:
@@ -251,8 +266,7 @@ def test_abandoned_exchanges_give_way_to_new_ones(store: Store) -> None:
 def test_unfinished_requests_expire(store: Store) -> None:
     """PENDING_TIMEOUT after its AUTH (not after its last step) a request is gone."""
     ctx = make_ctx(store)
-    now = [1000.0]
-    ctx.clock = lambda: now[0]
+    now = fake_clock(ctx)
     client = Client(ctx).hello()
     assert client.send("AUTH\t1\tLOGIN\tservice=smtp\n") == [f"CONT\t1\t{USERNAME_PROMPT}"]
     assert client.send("AUTH\t2\tPLAIN\tservice=smtp\n") == ["CONT\t2\t"]
@@ -485,10 +499,7 @@ class ScramBackend(Backend):
 
 def scram_ctx(store: Store, *, scram: bool = True, insecure: bool = True,
               **auth_kwargs: object) -> AuthSocketContext:
-    auth_kwargs.setdefault("auth_times", 3)
-    auth_kwargs.setdefault("ip_times", 0)
-    auth = AuthService(store, ScramBackend(), **auth_kwargs)  # type: ignore[arg-type]
-    return AuthSocketContext(auth, AuthSocketSettings(insecure_auth=insecure, sasl_scram=scram))
+    return make_ctx(store, insecure=insecure, backend=ScramBackend(), scram=scram, **auth_kwargs)
 
 
 def scram_exchange(client: Client, request_id: int, scram: ScramClient, params: str = "rip=192.0.2.7",
@@ -500,9 +511,8 @@ def scram_exchange(client: Client, request_id: int, scram: ScramClient, params: 
         assert client.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\t{params}\n") == \
             [f"CONT\t{request_id}\t"]
         reply = client.send(f"CONT\t{request_id}\t{b64(scram.first())}\n")
-    assert len(reply) == 1 and reply[0].startswith(f"CONT\t{request_id}\t"), reply
-    server_first = base64.b64decode(reply[0].split("\t")[2])
-    return client.send(f"CONT\t{request_id}\t{b64(scram.final(server_first))}\n")
+    assert reply[0].startswith(f"CONT\t{request_id}\t"), reply
+    return client.send(f"CONT\t{request_id}\t{b64(scram.final(cont_data(reply)))}\n")
 
 
 def test_scram_is_offered_with_mutual_auth_only_when_enabled(store: Store) -> None:
@@ -523,8 +533,8 @@ def test_scram_exchange_ends_with_the_server_final_in_a_cont(store: Store, caplo
         for request_id, initial in ((1, True), (2, False)):
             scram = ScramClient("alice", PASSWORD)
             reply = scram_exchange(client, request_id, scram, initial=initial)
-            assert len(reply) == 1 and reply[0].startswith(f"CONT\t{request_id}\t")
-            assert scram.check_server_final(base64.b64decode(reply[0].split("\t")[2]))
+            assert reply[0].startswith(f"CONT\t{request_id}\t")
+            assert scram.check_server_final(cont_data(reply))
             assert client.send(f"CONT\t{request_id}\t\n") == [f"OK\t{request_id}\tuser=alice"]
     assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == \
         ["rhost=[192.0.2.7]:0 user=alice SMTP/SCRAM-SHA-256 ok"] * 2
@@ -565,7 +575,7 @@ def test_scram_wrong_proof_and_unknown_user_fail_alike_and_count(
         for request_id in (2, 3):
             reply = client.send(f"AUTH\t{request_id}\tSCRAM-SHA-256\tservice=smtp\trip=198.51.100.4\t"
                                 f"resp={b64(ScramClient('nobody', PASSWORD).first())}\n")
-            server_first = base64.b64decode(reply[0].split("\t")[2]).decode()
+            server_first = cont_data(reply).decode()
             assert re.fullmatch(r"r=fyko\+d2lbbFgONRv9qkxdawL[A-Za-z0-9+/]{24},s=[A-Za-z0-9+/]{22}==,i=\d+", server_first)
             salts.append(server_first.split(",")[1])
             client.send(f"CANCEL\t{request_id}\n")
@@ -586,12 +596,11 @@ def test_scram_wrong_proof_and_unknown_user_fail_alike_and_count(
 
 def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
     ctx = scram_ctx(store)
-    now = [1000.0]
-    ctx.clock = lambda: now[0]
+    now = fake_clock(ctx)
     client = Client(ctx).hello()
     scram = ScramClient("alice", PASSWORD)
     reply = client.send(f"AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tresp={b64(scram.first())}\n")
-    final = scram.final(base64.b64decode(reply[0].split("\t")[2]))
+    final = scram.final(cont_data(reply))
     assert client.send("CANCEL\t1\n") == []
     assert client.send(f"CONT\t1\t{b64(final)}\n") == ["FAIL\t1\treason=Authentication request timed out"]
     # Cancelled after the right proof, before the empty answer to the server's: no OK ever.
@@ -602,7 +611,7 @@ def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
     scram = ScramClient("alice", PASSWORD)
     reply = client.send(f"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\tresp={b64(scram.first())}\n")
     now[0] += PENDING_TIMEOUT
-    assert client.send(f"CONT\t3\t{b64(scram.final(base64.b64decode(reply[0].split(chr(9))[2])))}\n") == \
+    assert client.send(f"CONT\t3\t{b64(scram.final(cont_data(reply)))}\n") == \
         ["FAIL\t3\treason=Authentication request timed out"]
     assert not client.closed
 

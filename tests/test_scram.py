@@ -174,9 +174,50 @@ def test_decoy_salts_outlive_a_restart(tmp_path):
     readonly = Store(tmp_path / "fresh", fsync=False, readonly=True)
     try:
         assert readonly.site_secret(b"one") is None  # none drawn yet, and none may be written
-        assert scram.DecoySalts(source=lambda: None).credential("x").salt  # falls back to the start's
+        # Without a lasting secret (none, or the store fails), the one given at start, asked once.
+        asked = []
+
+        def failing() -> bytes | None:
+            asked.append(1)
+            raise OSError("read-only file system")
+
+        started = scram.DecoySalts(b"k" * 32).credential("x").salt
+        assert scram.DecoySalts(b"k" * 32, source=lambda: None).credential("x").salt == started
+        decoys = scram.DecoySalts(b"k" * 32, source=failing)
+        assert decoys.credential("x").salt == decoys.credential("x").salt == started and asked == [1]
     finally:
         readonly.close()
+
+
+def test_decoy_salts_wait_for_the_lasting_secret_being_read():
+    """Lookups run on several threads: one that comes while the first use still reads the
+    lasting secret waits for it. It took the start's secret, and that name's salt changed
+    between two attempts, as no real user's does."""
+    import threading
+
+    reading, go = threading.Event(), threading.Event()
+
+    def slow_source() -> bytes:
+        reading.set()
+        go.wait()
+        return b"L" * 32
+
+    decoys = scram.DecoySalts(b"k" * 32, source=slow_source)
+    salts: dict[str, bytes] = {}
+
+    def look(key: str) -> None:
+        salts[key] = decoys.credential("nobody").salt
+
+    first = threading.Thread(target=look, args=("first",))
+    first.start()
+    assert reading.wait(10)
+    second = threading.Thread(target=look, args=("second",))
+    second.start()
+    second.join(1)  # unblocked, it would be done by now
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert salts["first"] == salts["second"] == scram.DecoySalts(b"L" * 32).credential("nobody").salt
 
 
 # -- stored keys (midb) -------------------------------------------------------------------------------

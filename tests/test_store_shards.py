@@ -212,12 +212,21 @@ def flushes_fail(monkeypatch: pytest.MonkeyPatch, store: Store, account: str) ->
     monkeypatch.setattr(shard, "env", FailingSync(shard.env))
 
 
-def pairs_into_bobs_inbox(store: Store, error: NotDurable) -> list[tuple[int, int]]:
+def alices_messages(store: Store, count: int) -> tuple[int, int, list[int]]:
+    """``count`` messages appended to ALICE's INBOX, to be moved or copied to BOB's, of another
+    shard: (ALICE's INBOX, BOB's INBOX, the messages' UIDs)."""
+    source = inbox(store, ALICE)
+    return source, inbox(store, BOB), [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(count)]
+
+
+def pairs_into_bobs_inbox(store: Store, error: NotDurable, originals: list[int]) -> list[tuple[int, int]]:
     """The (source UID, copy's UID) pairs a transfer into BOB's INBOX whose flush failed carries,
-    under that folder's UIDVALIDITY, as copy() and move() return them."""
+    under that folder's UIDVALIDITY, as copy() and move() return them: ``originals``, each with
+    its copy there."""
     assert error.result is not None
     uidvalidity, pairs = error.result
     assert uidvalidity == store.get_folder(BOB, "INBOX").uidvalidity   # type: ignore[union-attr]
+    assert pairs == list(zip(originals, store.uids(BOB, inbox(store, BOB)), strict=True))
     return pairs
 
 
@@ -227,13 +236,11 @@ def test_a_transfer_across_shards_whose_flush_fails_says_what_stands(
     returns, for its caller to remove them (an IMAP COPY that fails copies nothing); a MOVE
     keeps its originals (a power failure could undo the copies alone), removes its copies
     again and reports nothing moved."""
-    source, target = inbox(store, ALICE), inbox(store, BOB)
-    uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(3)]
+    source, target, uids = alices_messages(store, 3)
     flushes_fail(monkeypatch, store, BOB)
     with pytest.raises(NotDurable) as copied:
         store.copy(ALICE, source, uids, target, dst_account=BOB)
-    pairs = pairs_into_bobs_inbox(store, copied.value)
-    assert pairs == list(zip(uids, store.uids(BOB, target), strict=True))
+    pairs = pairs_into_bobs_inbox(store, copied.value, uids)
     with pytest.raises(NotDurable) as moved:
         store.move(ALICE, source, uids[:1], target, dst_account=BOB)
     assert moved.value.result is None
@@ -265,8 +272,7 @@ def test_a_move_across_shards_whose_originals_stay_removes_its_copies(
     source's: when that removal fails, the copies are removed again and the error raised, so the
     caller's NO leaves no message in both mailboxes (RFC 6851 section 3.3). An original expunged
     meanwhile keeps its copy, the message's only one."""
-    source, target = inbox(store, ALICE), inbox(store, BOB)
-    uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(3)]
+    source, target, uids = alices_messages(store, 3)
     usage = store.usage(BOB)
     fail_removal(monkeypatch, store)
     with pytest.raises(MidbError, match="Input/output error"):
@@ -296,13 +302,11 @@ def test_a_move_across_shards_whose_removal_is_not_flushed_has_moved(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The originals' removal stands when its flush fails: the NotDurable carries what move()
     returns, as a move within a shard whose flush failed, and the copies stay."""
-    source, target = inbox(store, ALICE), inbox(store, BOB)
-    uids = [store.append(ALICE, source, MSG + b"%d" % number)[1] for number in range(2)]
+    source, target, uids = alices_messages(store, 2)
     flushes_fail(monkeypatch, store, ALICE)
     with pytest.raises(NotDurable) as moved:
         store.move(ALICE, source, uids, target, dst_account=BOB)
-    pairs = pairs_into_bobs_inbox(store, moved.value)
-    assert pairs == list(zip(uids, store.uids(BOB, target), strict=True)) and len(pairs) == 2
+    assert len(pairs_into_bobs_inbox(store, moved.value, uids)) == 2
     assert store.uids(ALICE, source) == []
 
 

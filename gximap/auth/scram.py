@@ -10,9 +10,9 @@ any other "=" is refused: section 5.1) and go through the same mapping and norma
 PLAIN login's (gximap.auth.maps); the password is the client's business.
 
 An unknown user (or one without SCRAM keys) gets keys made up on the spot: a salt that is the
-same for the same name every time (an HMAC of the name under a per-process secret) and the
-default iteration count, so that the server-first message does not tell names apart; the proof
-then fails as a wrong password does.
+same for the same name every time, in every process and after a restart (an HMAC of the name
+under the store's site secret: DecoySalts) and the default iteration count, so that the
+server-first message does not tell names apart; the proof then fails as a wrong password does.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -183,6 +184,7 @@ class DecoySalts:
     def __init__(self, secret: bytes | None = None, *, source: Callable[[], bytes | None] | None = None) -> None:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._source = source
+        self._asking = threading.Lock()  # the lookups of other threads wait for the source's answer
 
     def share_secret(self, channel_secret: bytes) -> None:
         """Use a secret derived from the sibling channel's (gximap.net.siblings), which every
@@ -191,20 +193,23 @@ class DecoySalts:
         self._secret = hmac.new(channel_secret, b"gximap scram decoy salts", hashlib.sha256).digest()
 
     def _current_secret(self) -> bytes:
-        source, self._source = self._source, None
-        if source is not None:
-            try:
-                lasting = source()
-            except Exception as exc:  # a store that cannot be written now: the start's secret
-                log.warning("SCRAM decoy salts: no lasting secret (%s); they change at a restart", exc)
-            else:
-                if lasting is not None:
-                    self._secret = lasting
-        return self._secret
+        if self._source is None:
+            return self._secret
+        with self._asking:
+            source = self._source
+            if source is not None:
+                try:
+                    lasting = source()
+                except Exception as exc:  # a store that cannot be written now: the start's secret
+                    log.warning("SCRAM decoy salts: no lasting secret (%s); they change at a restart", exc)
+                else:
+                    if lasting is not None:
+                        self._secret = lasting
+                self._source = None  # after the secret: a thread that sees None reads the one kept
+            return self._secret
 
     def credential(self, name: str) -> ScramCredential:
-        secret = self._current_secret() if self._source is not None else self._secret
-        salt = hmac.new(secret, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
+        salt = hmac.new(self._current_secret(), name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
         # Random keys: no proof can match them (a SHA-256 preimage would be needed).
         return ScramCredential(DEFAULT_ITERATIONS, salt, secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))
 
@@ -222,7 +227,7 @@ class ScramOutcome:
 
     client_key: bytes | None
     reason: str = ""
-    server_final: bytes = b""  # the server-final message (v=...), when the proof is right
+    server_final: bytes | None = None  # the server-final message (v=...), when the proof is right
 
 
 class ScramServer:

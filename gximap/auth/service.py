@@ -300,16 +300,12 @@ class AuthService:
         future if its client leaves. A name with no keys (unknown, not mapped, keys not derived
         yet, a passwd-file entry of another scheme) gets a decoy's, whose proof fails in
         :meth:`scram_result` as a wrong password does."""
-        actor, _ = split_identity(login, authzid)
-        return self._executor.submit(self._scram_lookup, actor)
+        return self._executor.submit(self.scram_lookup, login, authzid)
 
     def scram_lookup(self, login: str, authzid: str | None = None) -> ScramLookup:
         """:meth:`submit_scram_lookup` on the calling thread, for the auth socket, whose checks run
         on its pool's workers (as its :meth:`authenticate` calls do). Store trouble propagates."""
         actor, _ = split_identity(login, authzid)
-        return self._scram_lookup(actor)
-
-    def _scram_lookup(self, actor: str) -> ScramLookup:
         try:
             identity = self.auth_map.map(actor)
         except UnmappedName:

@@ -259,7 +259,7 @@ class AuthSocketSession:
             self._fail(request.id, reason="Missing service parameter")
             return
         mechanism = request.mechanism
-        if mechanism not in ("PLAIN", "LOGIN") and not (mechanism == scram.MECHANISM and self.ctx.settings.sasl_scram):
+        if mechanism not in (name for name, _flags in mechanisms(self.ctx.settings)):  # those the handshake offers
             self._fail(request.id, reason="Unsupported authentication mechanism")
             return
         if not self._plaintext_allowed(request):
@@ -277,10 +277,11 @@ class AuthSocketSession:
                 return
         now = self.ctx.clock()
         if mechanism == scram.MECHANISM:
+            pending = _Pending(request, "scram-first", now)
             if initial is None:
-                self._challenge(_Pending(request, "scram-first", now), "")
-                return
-            self._scram_first(_Pending(request, "scram-first", now), initial)
+                self._challenge(pending, "")
+            else:
+                self._scram_first(pending, initial)
             return
         if mechanism == "PLAIN":
             if initial is None:
@@ -403,8 +404,7 @@ class AuthSocketSession:
                                              rhost=self._rhost(request), address=self._address(request),
                                              mech=self._mech(request), authzid=exchange.authzid,
                                              reason=outcome.reason)
-        self._settle(request, exchange.username, exchange.authzid, verdict,
-                     outcome.server_final if outcome.client_key is not None else None, pending.started)
+        self._settle(request, exchange.username, exchange.authzid, verdict, outcome.server_final, pending.started)
 
     def _settle(self, request: AuthRequest, login: str, authzid: str | None, verdict: Future[AuthResult],
                 server_final: bytes | None = None, started: float = 0.0) -> None:

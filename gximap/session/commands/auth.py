@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from gximap.auth import scram
-from gximap.auth.service import BLOCKED, DISABLED, LIMITED, NO_MAILBOX, UNAUTHORIZED, AuthResult, ScramLookup
+from gximap.auth.service import BLOCKED, DISABLED, LIMITED, NO_MAILBOX, UNAUTHORIZED, AuthResult
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -202,11 +202,13 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
     data = initial
     if data is None:
         data = _sasl_response((yield NeedLine(_EMPTY_CHALLENGE, sensitive=True)))
+    auth = session.ctx.auth
     try:
         exchange = scram.ScramServer(data)
-    except scram.ScramError as exc:
-        return (yield from _scram_refused(session, "", None, f"SCRAM client-first: {exc}"))
-    auth = session.ctx.auth
+    except scram.ScramError as exc:  # no name to count against
+        check = auth.malformed(rhost=session.rhost, address=session.conn.peer_host, mech=scram.MECHANISM,
+                               reason=f"SCRAM client-first: {exc}")
+        return (yield from _settle(session, check, ""))
     lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid)
     try:
         lookup = yield Await(lookup_future)
@@ -217,26 +219,11 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
         lookup_future.cancel()  # the client left before the lookup ran: it never runs
     challenge = b"+ " + base64.b64encode(exchange.server_first(lookup.credential)) + b"\r\n"
     outcome = exchange.finish(_sasl_response((yield NeedLine(challenge, sensitive=True))))
-    if outcome.client_key is not None:
-        check = auth.scram_result(exchange.username, lookup, outcome.client_key, rhost=session.rhost,
-                                  address=session.conn.peer_host, mech=scram.MECHANISM,
-                                  authzid=exchange.authzid, hold=session.hold_user_slot)
-        return (yield from _settle(session, check, exchange.username, server_final=outcome.server_final))
-    return (yield from _scram_refused(session, exchange.username, exchange.authzid, outcome.reason, lookup))
-
-
-def _scram_refused(session: Any, login: str, authzid: str | None, reason: str,
-                   lookup: ScramLookup | None = None) -> Generator[Await | NeedLine, Any, Done]:
-    """A SCRAM exchange that ends without a right proof: a failed login like a wrong password."""
-    auth = session.ctx.auth
-    if lookup is None:  # the client-first message was refused: no name, no keys
-        check = auth.malformed(rhost=session.rhost, address=session.conn.peer_host, mech=scram.MECHANISM,
-                               reason=reason)
-    else:
-        check = auth.scram_result(login, lookup, None, rhost=session.rhost, address=session.conn.peer_host,
-                                  mech=scram.MECHANISM, authzid=authzid, hold=session.hold_user_slot,
-                                  reason=reason)
-    return (yield from _settle(session, check, login))
+    # A wrong proof (client_key None) is a wrong password: failed and counted as one.
+    check = auth.scram_result(exchange.username, lookup, outcome.client_key, rhost=session.rhost,
+                              address=session.conn.peer_host, mech=scram.MECHANISM, authzid=exchange.authzid,
+                              hold=session.hold_user_slot, reason=outcome.reason)
+    return (yield from _settle(session, check, exchange.username, server_final=outcome.server_final))
 
 
 @command(cmds.Unauthenticate, states=AUTHENTICATED)
