@@ -440,6 +440,38 @@ def test_a_long_search_pauses_and_keeps_pipelined_commands_in_order(
                    b"n1 OK NOOP completed\r\n")
 
 
+def test_record_filters_pause_between_chunks_and_answer_as_in_one_piece(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keys a message's index record answers (flags, dates, sizes, UIDs) filter the records a
+    chunk at a time (searching._prefiltered), with PAUSE between chunks once the slice is over,
+    as the tests per message pause: the answers are those of a search in one piece."""
+    rfc3501_mailbox(conv)
+    conv.select()
+    commands = [b'SEARCH FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"',   # records, then the summaries
+                b"UID SEARCH OR FLAGGED BEFORE 1-Jan-2000 NOT SEEN",    # records only (MessageMeta)
+                b"SEARCH LARGER 70 UID 10:600",                         # records only (light rows)
+                b"SEARCH UNFLAGGED"]
+
+    def answers(slice_seconds: float, chunk: int) -> list[tuple[bytes, int]]:
+        monkeypatch.setattr(base, "SLICE_SECONDS", slice_seconds)
+        monkeypatch.setattr(searching, "_FILTER_CHUNK", chunk)
+        found = []
+        for number, command in enumerate(commands):
+            conv.session.data_received(b"p%d %s\r\n" % (number, command))
+            found.append(drive(conv.session))
+        return found
+
+    whole = answers(3600.0, 10**9)
+    sliced = answers(0.0, 50)
+    assert [out for out, _pauses in sliced] == [out for out, _pauses in whole]
+    assert whole[0][0] == b"* SEARCH 2 84 882\r\np0 OK SEARCH completed\r\n"
+    assert whole[3][0].count(b" ") == 2 + 877 + 2   # every message but the five flagged
+    assert [pauses for _out, pauses in whole] == [0, 0, 0, 0]
+    # A chunk of 50 records a pause: the whole folder, or the UIDs 10:600 the third reads.
+    assert all(pauses >= 591 // 50 for _out, pauses in sliced)
+    assert sliced[1][1] >= 882 // 50 and sliced[3][1] >= 882 // 50
+
+
 def test_a_client_leaving_during_a_paused_search_turns_the_collector_on_again(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "SLICE_SECONDS", 0.0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
@@ -463,13 +464,13 @@ def test_flag_changes_are_not_searched_again_when_the_program_reads_no_flags(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     conv.command("SEARCH RETURN (UPDATE) BODY body")
     searched: list[cmds.SearchKey] = []
-    original = searchcontext.searching.search
+    original = searchcontext.searching.search_sliced   # what the live searches run, in slices
 
-    def counting(session: object, key: cmds.SearchKey, **kwargs: object) -> list[int]:
+    def counting(session: object, key: cmds.SearchKey, slicer: object, **kwargs: object) -> Any:
         searched.append(key)
-        return original(session, key, **kwargs)  # type: ignore[arg-type]
+        return original(session, key, slicer, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(searchcontext.searching, "search", counting)
+    monkeypatch.setattr(searchcontext.searching, "search_sliced", counting)
     conv.command("STORE 1:6 +FLAGS.SILENT (\\Seen)")
     assert searched == []
     conv.add_message(data=b"Subject: more\r\n\r\nbody again\r\n")

@@ -157,6 +157,35 @@ def test_sort_counts_its_search_then_goes_on_without_a_count(conv: Conversation)
     assert [response for response in lines[:-1] if not PROGRESS_LINE.match(response)][0].startswith(b"* SORT ")
 
 
+@pytest.mark.usefixtures("stepping", "sliced")
+def test_record_filters_count_the_records_looked_at(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search of keys the index record answers (no message read) counts the records its
+    filters have looked at, of all the folder's, as it goes from chunk to chunk."""
+    monkeypatch.setattr(searching, "_FILTER_CHUNK", 2)   # a look at the clock every two records
+    lines = conv.send(b"r1 SEARCH UNFLAGGED LARGER 10\r\n")
+    found = _progress(lines, "r1")
+    counts = _counted(found, MESSAGES)
+    assert len(set(counts)) >= 2
+    answer = b"* SEARCH " + b" ".join(b"%d" % n for n in range(1, MESSAGES + 1))
+    assert [response for response in lines[:-1] if not PROGRESS_LINE.match(response)] == [answer]
+
+
+@pytest.mark.usefixtures("stepping", "sliced")
+def test_live_searches_at_a_command_end_count_under_its_tag(conv: Conversation) -> None:
+    """CONTEXT=SEARCH: the messages a command's catch-up brought are searched again before its
+    tagged answer, as part of it: the lines go on under its tag, counting those messages."""
+    conv.command("SEARCH RETURN (UPDATE) BODY needle")
+    for number in range(MESSAGES + 1, 2 * MESSAGES + 1):
+        conv.add_message(data=_message(number))
+    lines = conv.send(b"n1 NOOP\r\n")
+    found = _progress(lines, "n1")
+    assert len(set(_counted(found, MESSAGES))) >= 2
+    added = b",".join(b"%d" % n for n in range(MESSAGES + 3, 2 * MESSAGES + 1, 3))
+    assert [response for response in lines[:-1] if not PROGRESS_LINE.match(response)] == [
+        b"* %d EXISTS" % (2 * MESSAGES), b"* %d RECENT" % (2 * MESSAGES),
+        b'* ESEARCH (TAG "x3") ADDTO (0 ' + added + b")"]
+
+
 def test_fetch_of_every_body_sends_lines_between_whole_responses(conv: Conversation,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # A batch's responses go out together, a read of the clock each: five seconds a read.

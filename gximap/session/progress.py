@@ -3,7 +3,9 @@ total)] text`` lines tell the client that the server is still at it, and how far
 
 A command's handler (or the search, FETCH or bulk write it runs) notes its progress in the
 session's :class:`Progress` (``session.progress``, cleared for each command): ``count`` of ``total``
-units, messages searched of those to search, fetched or written of the set. The session sends a
+units, messages searched of those to search (records looked at of the folder's, first, for the
+keys a record answers), fetched or written of the set. The live searches a command's catch-up
+brings up to date (gximap.session.searchcontext) count under its tag, before its answer. The session sends a
 line between whole responses only (gximap.session.session ``_step``: after an item of output, a
 PAUSE or before an Await, never between RESPONSE_OPENS and RESPONSE_CLOSES), once the command has
 run FIRST_AFTER seconds and then at most every INTERVAL seconds. What a command does not count

@@ -12,6 +12,15 @@ as ``REMOVEFROM (pos set)``. An expunged member is removed when the view removes
 REMOVEFROM sent before the EXPUNGE or VANISHED (section 4.3.4: its message number is still
 valid then); an ADDTO of arrived messages comes after EXISTS (section 4.3.3).
 
+The search again runs in slices, as a SEARCH does (:meth:`SearchContexts.update_lines_sliced`: a
+PAUSE once a slice is over, an Await for a search slot), so that a large delivery and a live
+``BODY`` search do not hold a worker for the whole of it. The session runs it right after the
+catch-up's other lines, as work of its own that nothing else overtakes: before the command's
+tagged answer, or, in IDLE or a NOTIFY push, before IDLE reads the client's DONE
+(gximap.session.session ``ImapSession._recheck_live_searches``). No other catch-up runs in the
+meantime, so the view, and with it the message numbers the lines give, stays as the catch-up
+left it.
+
 Positions (section 4.3.2): a SEARCH context sends position 0 and its set in mailbox order
 (section 4.3.3 allows 0 for SEARCH, and recommends mailbox order); a SORT context sends each
 message's position in sort order, as section 4.3.3's examples do, a run of adjacent positions
@@ -39,14 +48,14 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import searching
-from gximap.session.base import CommandFailed, run_unsliced
+from gximap.session.base import Await, CommandFailed, Pause, TimeSlice, pause_if_over, run_unsliced
 from midb.errors import MidbError
 
 # RFC 5267 section 4.3.1: at least one; a webmail with a few live views per connection fits.
@@ -193,13 +202,22 @@ class LiveSearch:
             entering = [uid for uid in entering if uid in keys]  # a message whose body is gone is left out
         if not entering:
             return []
-        for uid in entering:
-            bisect.insort(self.members, uid)
+        # Many at once (a large delivery) are merged in: an insertion each moves the members after it.
+        many = len(entering) > 8
+        if many:
+            self.members = array(_UID_ARRAY, sorted((*self.members, *entering)))
+        else:
+            for uid in entering:
+                bisect.insort(self.members, uid)
         if self.keys is None or keys is None:
             return [(0, uid) for uid in entering]
         for uid in entering:
             self.keys[uid] = keys[uid]
-            bisect.insort(self.ordered, keys[uid])
+        if many:
+            self.ordered = sorted((*self.ordered, *(keys[uid] for uid in entering)))
+        else:
+            for uid in entering:
+                bisect.insort(self.ordered, keys[uid])
         placed = sorted((bisect.bisect_left(self.ordered, keys[uid]) + 1, uid) for uid in entering)
         return placed
 
@@ -280,22 +298,33 @@ class SearchContexts:
                 lines.append(_response(context, view, b"REMOVEFROM", removed, descending=True))
         return lines
 
-    def update_lines(self, session: Any, view: Any) -> list[bytes]:
+    def recheck_due(self) -> bool:
+        """Whether messages were noted that live searches are to look at again."""
+        return bool(self.live) and bool(self.arrived or self.changed)
+
+    def update_lines_sliced(self, session: Any, view: Any,
+                            slicer: TimeSlice | None) -> Generator[Pause | Await, Any, list[bytes] | None]:
         """ADDTO and REMOVEFROM for the messages noted since the last catch-up, looked at again
-        (only those). A store error keeps them noted for the next catch-up and sends nothing."""
-        if not self.live or not (self.arrived or self.changed):
+        (only those), in slices (see the module docstring). The view must not catch up again
+        before this ends. A store error keeps them noted for the next catch-up and sends
+        nothing: None."""
+        if not self.recheck_due():
             return []
-        arrived = {uid for uid in self.arrived if view.msn_of(uid) is not None and uid not in view.pending_expunge}
-        changed = {uid for uid in self.changed if view.msn_of(uid) is not None and uid not in view.pending_expunge}
+        noted_arrived, noted_changed = set(self.arrived), set(self.changed)
+        arrived = {uid for uid in noted_arrived if view.msn_of(uid) is not None and uid not in view.pending_expunge}
+        changed = {uid for uid in noted_changed if view.msn_of(uid) is not None and uid not in view.pending_expunge}
         try:
-            found = [(context, self._looked_at(session, context, arrived, changed)) for context in self.live.values()]
-            keys = self._sort_keys(session, found)
+            found = []
+            for context in list(self.live.values()):
+                found.append((context, (yield from self._looked_at(session, context, arrived, changed, slicer))))
+            keys = yield from self._sort_keys(session, found, slicer)
         except MidbError:
-            return []   # noted still: the next catch-up tries again
-        self.arrived.clear()
-        self.changed.clear()
+            return None   # noted still: the next catch-up tries again
+        self.arrived -= noted_arrived
+        self.changed -= noted_changed
         lines = []
         for context, (looked_at, matching) in found:
+            yield from pause_if_over(slicer)
             removed = context.remove(uid for uid in looked_at if uid not in matching)
             added = context.add(matching, keys.get(context.tag))
             items = []
@@ -308,35 +337,44 @@ class SearchContexts:
         return lines
 
     @staticmethod
-    def _looked_at(session: Any, context: LiveSearch, arrived: set[int],
-                   changed: set[int]) -> tuple[list[int], set[int]]:
+    def _looked_at(session: Any, context: LiveSearch, arrived: set[int], changed: set[int],
+                   slicer: TimeSlice | None) -> Generator[Pause | Await, Any, tuple[list[int], set[int]]]:
         """(the messages the context looks at again, those of them its program matches)."""
         uids = sorted(arrived | changed if context.flag_dependent else arrived)
         if not uids:
             return [], set()
         program = cmds.SearchAnd((cmds.SearchSequence(_uid_set(uids), uid=True), context.criteria))
-        return uids, set(searching.search(session, program))
+        return uids, set((yield from searching.search_sliced(session, program, slicer)))
 
     @staticmethod
-    def _sort_keys(session: Any, found: list[tuple[LiveSearch, tuple[list[int], set[int]]]]
-                   ) -> dict[bytes, dict[int, tuple[Any, ...]]]:
+    def _sort_keys(session: Any, found: list[tuple[LiveSearch, tuple[list[int], set[int]]]],
+                   slicer: TimeSlice | None) -> Generator[Pause | Await, Any, dict[bytes, dict[int, tuple[Any, ...]]]]:
         """The sort keys of the messages entering SORT contexts, by context tag."""
         keys: dict[bytes, dict[int, tuple[Any, ...]]] = {}
         for context, (_looked_at, matching) in found:
             if context.sort is None:
                 continue
             entering = sorted(uid for uid in matching if not context.contains(uid))
-            keys[context.tag] = member_keys(session, context.sort, entering) if entering else {}
+            keys[context.tag] = (yield from member_keys_sliced(session, context.sort, entering, slicer)) \
+                if entering else {}
         return keys
 
 
 def member_keys(session: Any, criteria: tuple[cmds.SortCriterion, ...], uids: list[int]) -> dict[int, tuple[Any, ...]]:
     """UID -> sort_key of the selected folder's messages ``uids`` (ascending); a message whose
     body is gone is left out, as SORT leaves it out."""
+    return run_unsliced(member_keys_sliced(session, criteria, uids, None))
+
+
+def member_keys_sliced(session: Any, criteria: tuple[cmds.SortCriterion, ...], uids: list[int],
+                       slicer: TimeSlice | None) -> Generator[Pause | Await, Any, dict[int, tuple[Any, ...]]]:
+    """:func:`member_keys`, the values read with PAUSE between reads once ``slicer``'s time is
+    up (gximap.session.commands.sort.folder_values)."""
     from gximap.session.commands.sort import folder_values  # (the commands import this module's users)
 
-    columns = [run_unsliced(folder_values(session, criterion.key, uids, None, whole_folder=False))
-               for criterion in criteria]
+    columns = []
+    for criterion in criteria:
+        columns.append((yield from folder_values(session, criterion.key, uids, slicer, whole_folder=False)))
     keys = {}
     for index, uid in enumerate(uids):
         values = [column[index] for column in columns]

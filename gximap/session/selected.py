@@ -850,14 +850,13 @@ class SelectedMailbox:
 
         A store error (midb.errors.MidbError) leaves the view as it was, so that the next sync
         reports all of this: every read of the store, and its one write (a \\Recent claim),
-        comes before the view changes."""
+        comes before the view changes.
+
+        Live searches (``contexts``) only note here what they are to look at again: the session
+        has them do so after these lines, in slices (``contexts.update_lines_sliced``)."""
         shown = self._flags_shown   # the FETCH's, for this sync only (_catch_up)
         out = self._catch_up(shown, allow_expunge=allow_expunge)
         self._flags_shown = None
-        if self.contexts.live:
-            # After EXISTS (RFC 5267 section 4.3.3); ADDTO/REMOVEFROM of flag changes move no
-            # message number, so they may come during any command (section 4.3.2).
-            out.extend(self.contexts.update_lines(self.session, self))
         return out
 
     def _catch_up(self, shown: FlagsShown | None, *, allow_expunge: bool) -> list[bytes | LazyLines]:

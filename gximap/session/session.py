@@ -58,6 +58,7 @@ from gximap.session.base import (
     Pause,
     ResponseMark,
     State,
+    TimeSlice,
 )
 
 # Importing the command modules registers their handlers.
@@ -92,9 +93,9 @@ class _Running:
     """The command currently producing output."""
 
     __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame", "silent",
-                 "resume", "progress_timer", "pause_due")
+                 "resume", "then", "progress_timer", "pause_due")
 
-    def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done], expunge_ok: bool,
+    def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done | None], expunge_ok: bool,
                  frame: CommandFrame | None = None, *, progress_timer: progress.Timer | None = None) -> None:
         self.command = command
         self.tag = tag
@@ -105,10 +106,12 @@ class _Running:
         self.line: bytes | None = None  # the line to send into the generator next
         self.expunge_ok = expunge_ok
         self.future: Future[Any] | None = None  # the handler awaits work done off the workers
-        # NOTIFY's FETCH of new messages (MessageNew's fetch-att): untagged output only, and then
-        # the command it interrupted (an IDLE, or none) runs on.
+        # Work of the session's own (NOTIFY's FETCH of new messages, MessageNew's fetch-att; live
+        # searches looking at messages again): untagged output only, then ``then`` (if any) and
+        # the command it interrupted (an IDLE, or none) runs on. See _run_before_resuming.
         self.silent = False
         self.resume: _Running | None = None
+        self.then: Callable[[], None] | None = None
         # When its next INPROGRESS line is due (None: it sends none), and a PAUSE put off until
         # the line that came with it is out (next_output).
         self.progress_timer = progress_timer
@@ -458,8 +461,9 @@ class ImapSession:
         self._close_selected()
         self.set_notify(None)
         running, self._running = self._running, None
-        if running is not None:
+        while running is not None:   # the session's own work first, then what it interrupted
             running.gen.close()
+            running = running.resume
 
     # -- helpers for handlers -------------------------------------------------------------------
 
@@ -605,10 +609,22 @@ class ImapSession:
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
-        fetching = _Running(cmd, b"*", self._drive(registration.handler, cmd), False)
-        fetching.silent = True
-        fetching.resume = self._running
-        self._running = fetching
+        self._run_before_resuming(_Running(cmd, b"*", self._drive(registration.handler, cmd), False))
+
+    def _run_before_resuming(self, work: _Running) -> None:
+        """Run ``work`` (the session's own: no tagged answer) before the running command goes on
+        or the next one starts, after any such work queued before it: its output comes in that
+        order."""
+        work.silent = True
+        before: _Running | None = None
+        after = self._running
+        while after is not None and after.silent:
+            before, after = after, after.resume
+        work.resume = after
+        if before is None:
+            self._running = work
+        else:
+            before.resume = work
 
     def _close_selected(self) -> None:
         if self._watch is not None:
@@ -675,15 +691,22 @@ class ImapSession:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
             announced = None
+            if status == "NO" and self.selected is not None and self.notify is not None:
+                announced = self.selected.uid_max
+            tag = event.tag
+
+            def answer() -> None:
+                self._answer(tag, line, status,
+                             lambda: _refused_preview(event.tag, event.command, event.size, True, reason,
+                                                      unwaited=unwaited),
+                             announced=announced)
+
             if status == "NO" and self.selected is not None:
                 # As before any tagged NO: the updates first, an EXPUNGEISSUED's expunge among
                 # them (the client learns why, rather than retrying the same refusal).
-                if self.notify is not None:
-                    announced = self.selected.uid_max
-                self._send_updates(self.selected)
-            self._answer(event.tag, line, status,
-                         lambda: _refused_preview(event.tag, event.command, event.size, True, reason, unwaited=unwaited),
-                         announced=announced)
+                self._send_updates(self.selected, then=answer)
+            else:
+                answer()
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
@@ -988,20 +1011,30 @@ class ImapSession:
             self._out.append(TransportAction.CLOSE)
             return
         if running.silent:
-            return   # NOTIFY's FETCH of new messages: no tagged answer (_fetch_new_messages)
+            # The session's own work (_run_before_resuming): no tagged answer of its own.
+            if running.then is not None:
+                running.then()
+            return
         if done is None:
             done = Done(Code.NO_SERVER_ERROR, status="NO")
         # NOTIFY: the messages the updates below announce get MessageNew's FETCH after the answer.
         announced = self.selected.uid_max if self.selected is not None and self.notify is not None else None
+        answered = done
+
+        def answer() -> None:
+            if self.notify is not None:
+                self._push_notifications(at_command_end=True)
+            line = self.status_line(answered.status.encode(), answered.text, *answered.args, code=answered.code)
+            frame = running.frame
+            self._answer(running.tag, line, answered.status, frame.preview if frame else lambda: b"",
+                         after=answered.after, goodbye=answered.goodbye, announced=announced)
+
         if done.sync and self.selected is not None and done.status != "BAD":
             # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
-            self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done)
-        if self.notify is not None:
-            self._push_notifications(at_command_end=True)
-        line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
-        frame = running.frame
-        self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
-                     after=done.after, goodbye=done.goodbye, announced=announced)
+            self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done,
+                               then=answer, command=running)
+        else:
+            answer()
 
     def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
                 after: TransportAction | None = None, goodbye: Code | None = None,
@@ -1034,11 +1067,55 @@ class ImapSession:
         elif announced is not None and not self._closing:
             self._fetch_new_messages(announced)
 
-    def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None) -> None:
+    def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None,
+                      then: Callable[[], None] | None = None, command: _Running | None = None) -> None:
         """Queue ``selected``'s pending updates, then the HIGHESTMODSEQ a QRESYNC client needs
-        (condstore.announce_highestmodseq: ``done`` is the answer they precede, None for a push)."""
+        (condstore.announce_highestmodseq: ``done`` is the answer they precede, None for a push),
+        then what its live searches have to say; ``then`` once all that is out (what follows
+        the updates: the tagged answer). ``command``: the one the updates end, whose INPROGRESS
+        lines go on while the live searches work."""
         self._out.extend(self._sync_selected(selected, allow_expunge=allow_expunge))
         self._out.extend(condstore.announce_highestmodseq(self, done))
+        # After a catch-up that failed, nothing new is in the view: the next one has them look.
+        if self.selected is selected and not self._updates_missed and selected.contexts.recheck_due():
+            self._recheck_live_searches(selected, then, command)
+        elif then is not None:
+            then()
+
+    def _recheck_live_searches(self, selected: SelectedMailbox, then: Callable[[], None] | None,
+                               command: _Running | None) -> None:
+        """Have the live searches of ``selected`` look at the messages the catch-up noted, as the
+        session's own work (_run_before_resuming), in slices that give the worker back as a
+        SEARCH does (gximap.session.searchcontext), then ``then``. Nothing else runs meanwhile:
+        no command starts, an IDLE reads no DONE, a NOTIFY push waits (wakeup); so no catch-up
+        moves the view under it. Within a command its INPROGRESS lines go on, under its tag."""
+        timer = command.progress_timer if command is not None else None
+        slicer = TimeSlice(progress=self.progress if timer is not None else None)
+        if timer is not None:
+            self.progress.forget()   # the command's own count is done with
+
+        looked = False
+
+        def steps() -> Generator[Any, Any, None]:
+            nonlocal looked
+            lines = yield from selected.contexts.update_lines_sliced(self, selected, slicer)
+            looked = lines is not None   # None: a store error, the messages are still noted
+            yield from lines or ()
+
+        def after() -> None:
+            if then is not None:
+                then()
+            # In IDLE without NOTIFY a change is only heard while the session idles
+            # (_store_changed): one that came while the searches worked is looked for now. Not
+            # after a failure, which the same catch-up would only meet again (and again).
+            if (looked and self.notify is None and self.selected is selected and not self._closing
+                    and self._idling()):
+                self._push_idle_updates(selected)
+
+        work = _Running(None, command.tag if command is not None else b"*", steps(), False, progress_timer=timer)
+        work.name = "live search update"
+        work.then = after
+        self._run_before_resuming(work)
 
 
 def _refused_preview(tag: bytes | None, command: bytes | None, size: int | None, synchronizing: bool,

@@ -1,0 +1,307 @@
+"""Live searches (CONTEXT=SEARCH/SORT, gximap.session.searchcontext) look at the messages a
+catch-up noted in slices, as a SEARCH does: the session's own work, run before the command's
+tagged answer or before IDLE goes on, giving the worker back (PAUSE) once a slice is over and
+waiting for a search slot without one (Await). Sliced (every look at the clock pauses, the
+record filters a chunk of two records) or in one piece, the lines are the same, in the same
+place."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation import Conversation, drive
+
+from gximap.session import base, searching
+from midb.errors import StoreBusy
+
+FIRST = 12       # messages in the folder when the live searches start
+ARRIVING = 40    # delivered at once while they are live
+DATE = 1_700_000_000
+
+
+def _message(number: int) -> bytes:
+    body = b"a marker here" if number % 3 == 0 else b"plain text"
+    return b"From: bob@example.org\r\nSubject: s%03d\r\n\r\n%s %d\r\n" % (number, body, number)
+
+
+def _pieces(monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> None:
+    monkeypatch.setattr(base, "SLICE_SECONDS", 0.0 if sliced else 3600.0)
+    monkeypatch.setattr(searching, "_FILTER_CHUNK", 2 if sliced else 10**9)
+
+
+@pytest.fixture
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with Conversation(tmp_path) as conversation:
+        for number in range(1, FIRST + 1):
+            conversation.add_message(data=_message(number))
+        conversation.login()
+        conversation.select()
+        yield conversation
+
+
+def _start_live_searches(conv: Conversation) -> None:
+    """x3: a SEARCH that reads bodies; x4: a SORT of one, positions in REVERSE SUBJECT order;
+    x5: a SEARCH of flags (the record filters alone)."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    conv.command("UID SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 BODY marker")
+    conv.command("SEARCH RETURN (UPDATE) FLAGGED")
+
+
+def _deliver(conv: Conversation) -> None:
+    """ARRIVING new messages, every fourth flagged, and two old ones flagged: another client's."""
+    folder = conv.folder("INBOX").id
+    conv.store.append_many("alice", folder, [
+        (_message(number), ("\\Flagged",) if number % 4 == 0 else (), DATE, 0)
+        for number in range(FIRST + 1, FIRST + ARRIVING + 1)])
+    conv.store.store_flags("alice", folder, [2, 4], "add", ["\\Flagged"])
+
+
+def _expected_updates() -> list[bytes]:
+    last = FIRST + ARRIVING
+    markers = [number for number in range(FIRST + 1, last + 1) if number % 3 == 0]
+    flagged = [2, 4, *(number for number in range(FIRST + 1, last + 1) if number % 4 == 0)]
+    return [
+        b'* ESEARCH (TAG "x3") ADDTO (0 ' + b",".join(b"%d" % n for n in markers) + b")",
+        # s051 ... s015 all come before s012 in REVERSE SUBJECT order: positions 1 on, highest first.
+        b'* ESEARCH (TAG "x4") UID ADDTO (1 ' + b",".join(b"%d" % n for n in reversed(markers)) + b")",
+        b'* ESEARCH (TAG "x5") ADDTO (0 ' + b",".join(b"%d" % n for n in flagged) + b")",
+    ]
+
+
+def _noop_after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> tuple[bytes, int]:
+    with Conversation(path) as conv:
+        for number in range(1, FIRST + 1):
+            conv.add_message(data=_message(number))
+        conv.login()
+        conv.select()
+        _start_live_searches(conv)
+        _deliver(conv)
+        _pieces(monkeypatch, sliced=sliced)
+        conv.session.data_received(b"n1 NOOP\r\nn2 NOOP\r\n")
+        return drive(conv.session)
+
+
+def test_at_a_command_end_the_work_is_split_and_the_lines_come_before_the_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, whole_pauses = _noop_after_delivery(tmp_path / "whole", monkeypatch, sliced=False)
+    sliced, sliced_pauses = _noop_after_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
+    assert sliced == whole
+    assert whole_pauses == 0
+    # Two of the searches test the body of each arrived message, pausing before each.
+    assert sliced_pauses >= 2 * ARRIVING
+    total = FIRST + ARRIVING
+    assert whole.split(b"\r\n") == [
+        b"* %d EXISTS" % total, b"* %d RECENT" % total,
+        b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))",
+        *_expected_updates(),
+        b"n1 OK NOOP completed", b"n2 OK NOOP completed", b""]
+
+
+def _idle(conv: Conversation) -> None:
+    conv.session.data_received(b"i1 IDLE\r\n")
+    out, _pauses = drive(conv.session)
+    assert out == b"+ idling\r\n"
+
+
+def _run_rounds(session: Any, rounds: int) -> list[bytes]:
+    """What the pool would send over ``rounds`` slices of the session."""
+    out = []
+    for _ in range(rounds):
+        session.process(16)
+        while (item := session.next_output()) is not None:
+            out.append(bytes(item))
+    return out
+
+
+def _catch_up_lines() -> list[bytes]:
+    total = FIRST + ARRIVING
+    return [b"* %d EXISTS" % total, b"* %d RECENT" % total,
+            b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))"]
+
+
+def _idle_wake_after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> tuple[bytes, int]:
+    with Conversation(path) as conv:
+        for number in range(1, FIRST + 1):
+            conv.add_message(data=_message(number))
+        conv.login()
+        conv.select()
+        _start_live_searches(conv)
+        _idle(conv)
+        _deliver(conv)
+        assert conv.wakes
+        _pieces(monkeypatch, sliced=sliced)
+        conv.session.wakeup()
+        return drive(conv.session)
+
+
+def test_in_idle_the_work_is_split_and_the_lines_are_those_of_one_piece(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, whole_pauses = _idle_wake_after_delivery(tmp_path / "whole", monkeypatch, sliced=False)
+    sliced, sliced_pauses = _idle_wake_after_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
+    assert sliced == whole
+    assert whole_pauses == 0
+    assert sliced_pauses >= 2 * ARRIVING
+    assert whole.split(b"\r\n") == [*_catch_up_lines(), *_expected_updates(), b""]
+
+
+def test_in_idle_a_delivery_and_done_wait_for_the_searches(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In IDLE the searches work before IDLE goes on. A delivery while they work wakes nothing
+    (the session does not idle then): it is looked for once they are done, and reported then,
+    without a wake. A DONE sent while they work is read after them."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _idle(conv)
+    _deliver(conv)
+    assert conv.wakes
+    conv.wakes = 0
+    _pieces(monkeypatch, sliced=True)
+    session = conv.session
+    session.wakeup()
+    first = b"".join(_run_rounds(session, 3))
+    assert first.split(b"\r\n") == [*_catch_up_lines(), b""]   # the searches are still at work
+    late_number = FIRST + ARRIVING + 2
+    assert late_number % 3 == 0   # a message with the marker
+    late = conv.add_message(data=_message(late_number))
+    assert conv.wakes == 0
+    rest, pauses = drive(session)
+    assert pauses >= ARRIVING
+    total = FIRST + ARRIVING + 1
+    assert rest.split(b"\r\n") == [_expected_updates()[0],
+                                    b"* %d EXISTS" % total, b"* %d RECENT" % total,
+                                    b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b""]
+    # Idling again: the next delivery wakes the session; DONE comes while its searches work.
+    later = [conv.add_message(data=_message(number)) for number in range(late_number + 1, late_number + 10)]
+    assert conv.wakes
+    session.wakeup()
+    first = b"".join(_run_rounds(session, 3))
+    assert first == b"* %d EXISTS\r\n* %d RECENT\r\n" % (total + 9, total + 9)
+    session.data_received(b"DONE\r\n")
+    rest, _pauses = drive(session)
+    markers = [uid for uid, number in zip(later, range(late_number + 1, late_number + 10), strict=True)
+               if number % 3 == 0]
+    assert rest.split(b"\r\n") == [b'* ESEARCH (TAG "x3") ADDTO (0 ' + b",".join(b"%d" % n for n in markers) + b")",
+                                    b"i1 OK IDLE terminated", b""]
+
+
+def test_in_a_paused_search_no_catch_up_moves_the_view(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NOTIFY-less wake, a keepalive or the next command cannot catch up while the searches
+    are at work: the message numbers their lines give are those of the view they looked at.
+    Here an expunge by another client comes while the ADDTO of a message-number context is
+    being made: the EXPUNGE is sent after it, by the next command."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _deliver(conv)
+    _pieces(monkeypatch, sliced=True)
+    session = conv.session
+    session.data_received(b"n1 NOOP\r\nn2 NOOP\r\n")
+    first = _run_rounds(session, 3)
+    assert not any(b"n1 OK" in chunk for chunk in first)
+    folder = conv.folder("INBOX").id
+    conv.store.store_flags("alice", folder, [3], "add", ["\\Deleted"])
+    conv.store.expunge("alice", folder)
+    session.wakeup()   # as the pool would, were the session woken: nothing while searching
+    rest, _pauses = drive(session)
+    lines = (b"".join(first) + rest).split(b"\r\n")
+    markers_update = _expected_updates()[0]
+    at = lines.index(markers_update)
+    assert lines[at + 1:] == [b"n1 OK NOOP completed",
+                              b'* ESEARCH (TAG "x3") REMOVEFROM (0 3)', b"* 3 EXPUNGE",
+                              b"n2 OK NOOP completed", b""]
+
+
+def test_the_searches_wait_for_a_search_slot_without_a_worker_and_give_it_back(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = searching._SearchSlots(total=1, per_account=1)
+    monkeypatch.setattr(searching, "_SLOTS", slots)
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _deliver(conv)
+    assert slots.claim("someone else").done()
+    _pieces(monkeypatch, sliced=True)
+    session = conv.session
+    session.data_received(b"n1 NOOP\r\n")
+    out = _run_rounds(session, 1)
+    assert b"".join(out).endswith(b"* 4 FETCH (FLAGS (\\Flagged \\Recent))\r\n")   # the catch-up's lines
+    assert not session.process(16)   # parked on the slot: nothing to do until it comes
+    wakes = conv.wakes
+    slots.release("someone else")
+    assert conv.wakes == wakes + 1
+    rest, pauses = drive(session)
+    assert pauses >= ARRIVING
+    assert rest == _expected_updates()[0] + b"\r\nn1 OK NOOP completed\r\n"
+    assert slots.claim("alice").done()   # given back
+
+
+def test_a_client_leaving_while_the_searches_pause_leaves_no_slot_taken(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = searching._SearchSlots(total=1, per_account=1)
+    monkeypatch.setattr(searching, "_SLOTS", slots)
+    monkeypatch.setattr(searching, "_PAUSE_FROM", 0)   # the collector is paused for any folder
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _idle(conv)
+    _deliver(conv)
+    _pieces(monkeypatch, sliced=True)
+    session = conv.session
+    session.wakeup()
+    _run_rounds(session, 3)
+    waiting = slots.claim("bob")
+    assert not waiting.done()   # the searches of the IDLE session hold the one slot
+    assert gc.isenabled()       # between slices the collector runs with the other sessions
+    session.connection_lost()
+    conv.closed = True
+    assert waiting.done()
+    assert gc.isenabled()
+
+
+def test_a_store_error_keeps_the_messages_noted_for_the_next_catch_up(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _deliver(conv)
+    store = conv.store
+    original = store.search_summaries
+    failures: list[int] = []
+
+    def busy_once(keys: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise StoreBusy("busy")
+        return original(keys)
+
+    monkeypatch.setattr(store, "search_summaries", busy_once)
+    lines = conv.command("NOOP")
+    assert failures and not any(b"ESEARCH" in line for line in lines)
+    assert conv.command("NOOP") == [_expected_updates()[0], b"x5 OK NOOP completed"]
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_with_notify_the_updates_come_before_messagenew_fetches(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, sliced: bool) -> None:
+    """A NOTIFY push: the catch-up, what the live searches have to say about it, then the FETCH
+    of MessageNew's attributes for the new messages (all of it the session's own work, in the
+    order it was queued), sliced or not. A change heard meanwhile is pushed once that is done."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    conv.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge))")
+    _pieces(monkeypatch, sliced=sliced)
+    arrived = [conv.add_message(data=_message(number)) for number in range(FIRST + 1, FIRST + 7)]
+    assert conv.wakes
+    conv.wakes = 0
+    session = conv.session
+    session.wakeup()
+    first = b"".join(_run_rounds(session, 2))
+    total = FIRST + len(arrived)
+    if sliced:   # the searches are at work: what is heard now is pushed after them
+        assert first == b"* %d EXISTS\r\n* %d RECENT\r\n" % (total, total)
+    late = conv.add_message(data=_message(FIRST + 9))
+    assert conv.wakes
+    session.wakeup()
+    rest, pauses = drive(session)
+    assert (pauses > 0) == sliced
+    lines = (first + rest).split(b"\r\n")
+    assert lines[:2 + 1 + len(arrived)] == [
+        b"* %d EXISTS" % total, b"* %d RECENT" % total,
+        b'* ESEARCH (TAG "x3") ADDTO (0 %d,%d)' % (arrived[2], arrived[5]),
+        *(b"* %d FETCH (UID %d)" % (uid, uid) for uid in arrived)]
+    assert lines[2 + 1 + len(arrived):] == [
+        b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
+        b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]
