@@ -414,3 +414,21 @@ def test_new_messages_announced_by_a_refusal_before_a_literal_get_their_fetch(
     assert lines[2].startswith(b"p1 NO [TRYCREATE]")
     assert lines[3:] == [b"* 2 FETCH (UID 2)"]
     assert a.wake() == []
+
+
+def test_parents_made_on_the_way_are_listed_whatever_became_of_the_child(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """CREATE a/b/c makes a and a/b as well: each is a new mailbox (RFC 5465 section 5.4) even when
+    the child was renamed or deleted before the report (the parents' own events tell of them)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("CREATE p/q/r")
+    b.command("RENAME p/q/r s")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" p', b'* LIST (\\HasNoChildren) "/" p/q',
+                        b'* LIST (\\HasNoChildren) "/" s']
+    b.command("CREATE x/y/z")
+    b.command("DELETE x/y/z")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" x', b'* LIST (\\HasNoChildren) "/" x/y']
+    b.command("RENAME s m/n/s")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" m', b'* LIST (\\HasChildren) "/" m/n',
+                        b'* LIST (\\HasNoChildren) "/" m/n/s ("OLDNAME" (s))']

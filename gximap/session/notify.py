@@ -184,7 +184,7 @@ class NotifyState:
             # after the whole change (a renamed parent's children renamed too).
             store = session.store
             found = {folder_id: store.folder_by_id(session.user, folder_id) if folder_id else None
-                     for folder_id in sorted(dirty)}
+                     for folder_id in dirty}
         except Exception:
             with self._lock:
                 self._dirty |= dirty
@@ -196,11 +196,18 @@ class NotifyState:
         out: list[bytes] = []
         if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices):
             out.extend(self._subscription_changes(session))
-        for folder_id, folder in found.items():
+        # In name order: parents a CREATE or RENAME made come before the folder beneath them.
+        for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item)):
             out.extend(self._folder_changes(session, folder_id, folder))
         for folder_id in sorted(folder for folder, notice in notices if notice == events.NOTICE_METADATA):
             out.extend(self._metadata_changes(session, folder_id))
         return out
+
+    def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
+        if folder is not None:
+            return folder.name, folder_id
+        old = self.folders.get(folder_id)
+        return (old.name if old is not None else ""), folder_id
 
     def _subscription_changes(self, session: Any) -> list[bytes]:
         now = set(session.store.subscriptions(session.user))
@@ -219,7 +226,6 @@ class NotifyState:
 
     def _folder_changes(self, session: Any, folder_id: int, folder: Any) -> list[bytes]:
         """The responses for one changed folder (``folder``: as it is now, None when gone)."""
-        store = session.store
         old = self.folders.get(folder_id)
         out: list[bytes] = []
         if folder is None:
@@ -231,16 +237,8 @@ class NotifyState:
             return out
         seen = self.folders[folder_id] = _seen(folder)
         if old is None or old.name != folder.name:
-            # Parents a CREATE or RENAME made on the way are new mailboxes too (their commits
-            # name only the folder asked for).
-            for parent in listing.ancestors(folder.name):
-                if not any(known.name == parent for known in self.folders.values()):
-                    made = store.get_folder(session.user, parent)
-                    if made is not None and made.id not in self.folders:
-                        self.folders[made.id] = _seen(made)
-                        self._names_now.add(parent)
-                        if self.wants(parent, "MailboxName"):
-                            out.append(self._list_line(session, parent))
+            # (Parents a CREATE or RENAME made on the way have events of their own: midb
+            # announces every folder a commit makes. report's name order puts them first.)
             if self.wants(folder.name, "MailboxName") or (old is not None and self.wants(old.name, "MailboxName")):
                 # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
                 oldname = b"" if old is None else b' ("OLDNAME" (%b))' % wire_name(session, old.name)
