@@ -416,6 +416,36 @@ def test_new_messages_announced_by_a_refusal_before_a_literal_get_their_fetch(
     assert a.wake() == []
 
 
+def test_subscription_of_a_name_without_a_mailbox_says_nonexistent(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 5465 section 5.5 with RFC 5258 section 3: a subscribed name with no mailbox is
+    ``\\Subscribed \\NonExistent``, as LIST (SUBSCRIBED) has it; its unsubscription ``\\NonExistent``.
+    (SUBSCRIBE itself refuses a name that does not exist: the mailbox went before the report, or
+    another tool subscribed the name.)"""
+    a, b = pair
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    b.command("SUBSCRIBE Lists/a")
+    b.command("DELETE Lists/a")   # its subscription stays (RFC 3501 section 6.3.6)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Lists/a']
+    b.command("UNSUBSCRIBE Lists/a")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a']
+    a.store.set_subscribed("alice", "ghost", True)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" ghost']
+    b.command("SUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST (\\Subscribed) "/" Lists']
+    b.command("UNSUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST () "/" Lists']
+
+
+def test_own_subscription_change_of_a_deleted_mailbox_says_nonexistent(pair: tuple[Conversation, Conversation]) -> None:
+    """The session that unsubscribes hears of it too (before its tagged OK), in the same words."""
+    a, b = pair
+    a.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    b.command("DELETE Lists/a")
+    assert a.wake(require=False) == []
+    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == [b'* LIST (\\NonExistent) "/" Lists/a']
+
+
 def test_parents_made_on_the_way_are_listed_whatever_became_of_the_child(
         pair: tuple[Conversation, Conversation]) -> None:
     """CREATE a/b/c makes a and a/b as well: each is a new mailbox (RFC 5465 section 5.4) even when

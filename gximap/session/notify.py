@@ -12,7 +12,8 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   SET STATUS's first report also for a mailbox whose events include FlagChange);
 * MailboxName: ``* LIST`` of a new mailbox, ``(\\NonExistent)`` for a deleted one, and the new name
   with RFC 5258's ``("OLDNAME" (old))`` for a renamed one (RFC 5465 section 5.4);
-* SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5);
+* SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5), with
+  ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
@@ -215,8 +216,13 @@ class NotifyState:
         out = []
         for name in sorted(now ^ before):
             if self.wants(name, "SubscriptionChange"):
-                attributes = b"(\\Subscribed)" if name in now else b"()"
-                out.append(b"* LIST %b %b %b\r\n" % (attributes, DELIMITER, wire_name(session, name)))
+                # RFC 5258 section 3: a subscribed name without a mailbox is \NonExistent, in the
+                # attributes LIST (SUBSCRIBED) gives it (gximap.session.listing).
+                attributes = [listing.SUBSCRIBED] if name in now else []
+                if name not in self._names_now:
+                    attributes.append(listing.NONEXISTENT)
+                out.append(b"* LIST (%b) %b %b\r\n" % (" ".join(attributes).encode("ascii"), DELIMITER,
+                                                        wire_name(session, name)))
         return out
 
     def _children_attribute(self, name: str) -> bytes:
