@@ -53,6 +53,18 @@ def test_parse_keeps_unknown_events_for_badevent() -> None:
     assert cmd.groups[0].events == ("MailboxName", "XFoo")
 
 
+def test_message_new_items_are_the_forms_that_leave_seen_alone() -> None:
+    cmd = parse(b"a NOTIFY SET (selected (MessageNew (UID BODY[] BODY.PEEK[] RFC822 RFC822.TEXT BINARY[1]"
+                b" BODY.PEEK[HEADER] RFC822.HEADER) MessageExpunge))\r\n")
+    assert isinstance(cmd, c.Notify) and cmd.groups is not None
+    assert [att.sets_seen for att in cmd.groups[0].fetch_atts].count(True) == 4
+    items = notify.message_new_items(cmd.groups[0].fetch_atts)
+    assert [att.response_label() for att in items] == [b"UID", b"BODY[]", b"RFC822", b"RFC822.TEXT", b"BINARY[1]",
+                                                        b"BODY[HEADER]", b"RFC822.HEADER"]
+    assert not any(att.sets_seen for att in items)
+    assert notify.NotifyState(cmd.groups).message_new_items == items
+
+
 @pytest.mark.parametrize("line", [
     b"a NOTIFY\r\n",
     b"a NOTIFY SET\r\n",
@@ -444,6 +456,38 @@ def test_own_subscription_change_of_a_deleted_mailbox_says_nonexistent(pair: tup
     b.command("DELETE Lists/a")
     assert a.wake(require=False) == []
     assert a.command("UNSUBSCRIBE Lists/a")[:-1] == [b'* LIST (\\NonExistent) "/" Lists/a']
+
+
+@pytest.mark.parametrize("item", ["BODY[]", "BODY[TEXT]", "BINARY[1]", "RFC822", "RFC822.TEXT"])
+def test_message_new_fetch_attributes_never_set_seen(pair: tuple[Conversation, Conversation], item: str) -> None:
+    """RFC 5465 section 5.2 asks the client not to use fetch attributes that set \\Seen and leaves
+    the server's part open: gximap reports them as their .PEEK forms, since a notification the
+    client did not ask for at that moment must not change the mailbox (and other clients' view)."""
+    a, b = pair
+    a.select()
+    a.command(f"NOTIFY SET (selected (MessageNew (UID {item}) MessageExpunge))")
+    b.command("APPEND INBOX {18+}\r\nSubject: x\r\n\r\nhi\r\n")
+    lines = a.wake()
+    assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert len(lines) == 3 and lines[2].startswith(b"* 2 FETCH (UID 2 ") and b"FLAGS" not in lines[2], lines
+    inbox = a.folder("INBOX")
+    assert "\\Seen" not in a.store.get_messages("alice", inbox.id, [2])[0].flags
+    assert inbox.unseen == 2
+
+
+def test_message_new_body_is_reported_as_asked(pair: tuple[Conversation, Conversation]) -> None:
+    """BODY[] and BODY.PEEK[] both asked for: one BODY[] item (as FETCH merges them), \\Seen unset."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID BODY[] BODY.PEEK[]) MessageExpunge))")
+    b.command("APPEND INBOX {18+}\r\nSubject: x\r\n\r\nhi\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT",
+                        b"* 2 FETCH (UID 2 BODY[] {18}\r\nSubject: x\r\n\r\nhi\r\n)"]
+    a.script("""
+        C: f1 UID FETCH 2 FLAGS
+        S: * 2 FETCH (UID 2 FLAGS (\\Recent))
+        S: f1 OK FETCH completed
+    """)
 
 
 def test_parents_made_on_the_way_are_listed_whatever_became_of_the_child(

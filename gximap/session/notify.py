@@ -18,8 +18,10 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
 The selected mailbox's message events are its usual updates (gximap.session.selected), pushed as
-the SELECTED or SELECTED-DELAYED filter asks. AnnotationChange (RFC 5257 message annotations,
-which gximap does not have) and unknown events are declined with NO [BADEVENT] (section 5).
+the SELECTED or SELECTED-DELAYED filter asks, with MessageNew's fetch attributes in the forms
+that leave \\Seen alone (message_new_items).
+AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
+are declined with NO [BADEVENT] (section 5).
 
 Bound: at most MAX_PENDING folders (and notices) may wait to be reported. A burst beyond it, or a
 client that does not read its notifications while they pile up, ends in ``* OK
@@ -28,6 +30,7 @@ client that does not read its notifications while they pile up, ends in ``* OK
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Generator, Iterable
@@ -56,6 +59,22 @@ STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 METADATA_ROOTS = ("/private", "/shared")
 
 
+def message_new_items(fetch_atts: Iterable[cmds.FetchAtt]) -> tuple[cmds.FetchAtt, ...]:
+    """MessageNew's fetch attributes as they are fetched: the forms that set \\Seen as their
+    .PEEK forms, and one item per response label (BODY[] with BODY.PEEK[] is one, as in FETCH).
+
+    RFC 5465 section 5.2: "The client SHOULD NOT use FETCH attributes that implicitly set the
+    \\seen flag, or that presuppose the existence of a given bodypart." What a server does with
+    one it is sent anyway is left open; here a notification, which the client did not ask for at
+    that moment, never changes the mailbox (nor what other sessions see as unread)."""
+    by_label: dict[bytes, cmds.FetchAtt] = {}
+    for att in fetch_atts:
+        if att.sets_seen:
+            att = dataclasses.replace(att, peek=True)
+        by_label.setdefault(att.response_label(), att)
+    return tuple(by_label.values())
+
+
 class _Seen(NamedTuple):
     """What was last reported (or known at NOTIFY SET) of a folder."""
 
@@ -78,6 +97,7 @@ class NotifyState:
     def __init__(self, groups: tuple[cmds.NotifyGroup, ...]) -> None:
         self.groups = groups
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
+        self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
         self._lock = threading.Lock()
         self._dirty: set[int] = set()      # folder ids changed since the last report

@@ -598,10 +598,10 @@ class ImapSession:
         that sends no tagged answer, and then the interrupted command (IDLE, or none) goes on."""
         state = self.notify
         selected = self.selected
-        group = state.selected_group if state is not None else None
-        if group is None or not group.fetch_atts or selected is None or selected.uid_max <= before:
+        items = state.message_new_items if state is not None else ()
+        if not items or selected is None or selected.uid_max <= before:
             return
-        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), group.fetch_atts)
+        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), items)
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
