@@ -4,7 +4,7 @@ SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -506,3 +506,110 @@ def test_parents_made_on_the_way_are_listed_whatever_became_of_the_child(
     b.command("RENAME s m/n/s")
     assert a.wake() == [b'* LIST (\\HasChildren) "/" m', b'* LIST (\\HasChildren) "/" m/n',
                         b'* LIST (\\HasNoChildren) "/" m/n/s ("OLDNAME" (s))']
+
+
+class _ReadCounter:
+    """Counts the store's reads of folder records and counters (by method and folder)."""
+
+    METHODS = ("folder_by_id", "folder_counters", "get_folder")
+
+    def __init__(self, store: object, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads: list[tuple[str, object]] = []
+        for method in self.METHODS:
+            monkeypatch.setattr(store, method, self._counting(method, getattr(store, method)))
+
+    def _counting(self, method: str, real: Callable[..., object]) -> Callable[..., object]:
+        def read(*args: object, **kwargs: object) -> object:
+            self.reads.append((method, args[1]))
+            return real(*args, **kwargs)
+
+        return read
+
+
+def test_selected_mailbox_updates_read_no_folder_counters(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The selected mailbox's new messages, flag changes and expunges are its view's updates: no
+    read of its folder record and counters (those are for the STATUS of another mailbox)."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge))")
+    b.select()
+    inbox = a.folder("INBOX").id
+    counter = _ReadCounter(a.store, monkeypatch)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    counter.reads.clear()   # b's own
+    assert a.wake() == [b"* 2 EXISTS", b"* 1 RECENT", b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+    assert counter.reads == []
+    b.command("STORE 2 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    counter.reads.clear()
+    assert a.wake() == [b"* 2 EXPUNGE"]
+    assert counter.reads == []
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")   # another mailbox: its counters, for its STATUS
+    counter.reads.clear()
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    assert [method for method, _folder in counter.reads] == ["folder_by_id"]
+    assert inbox not in [folder for _method, folder in counter.reads]
+
+
+def test_selected_filter_without_flag_change_reads_counters_only_when_its_mailbox_changed(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without FlagChange a flag change alone is not pushed: the selected mailbox's counters tell
+    whether messages came or went. They are read when that mailbox changed, not at every change of
+    the account."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))")
+    b.select()
+    counter = _ReadCounter(a.store, monkeypatch)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    counter.reads.clear()
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    assert [method for method, _folder in counter.reads] == ["folder_by_id"]
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    counter.reads.clear()
+    assert a.wake() == []   # held for the next command
+    assert [method for method, _name in counter.reads] == ["folder_counters"]
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    counter.reads.clear()
+    assert a.wake() == [b"* 2 EXISTS", b"* 1 RECENT", b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+    assert [method for method, _name in counter.reads] == ["folder_counters"]
+
+
+def test_selected_updates_that_met_a_store_error_are_pushed_at_the_keepalive(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push of the selected mailbox's updates that met a busy store warns; IDLE's keepalive
+    tries again, though no further change of that mailbox was heard."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    highestmodseq = a.store.highestmodseq
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, "highestmodseq", busy)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
+                        b"too many concurrent readers"]
+    monkeypatch.setattr(a.store, "highestmodseq", highestmodseq)
+    assert a.timeout() == [b"* OK Still here", b"* 2 EXISTS", b"* 2 RECENT"]
+    a.script("""
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_a_rename_of_the_selected_mailbox_is_listed(pair: tuple[Conversation, Conversation]) -> None:
+    """With MailboxName the selected mailbox is read at its changes after all: its name may be
+    what changed (RFC 5465 section 5.4)."""
+    a, b = pair
+    a.select("Lists/a")
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MailboxName))")
+    b.command("RENAME Lists/a Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']

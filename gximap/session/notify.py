@@ -19,7 +19,7 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
 
 The selected mailbox's message events are its usual updates (gximap.session.selected), pushed as
 the SELECTED or SELECTED-DELAYED filter asks, with MessageNew's fetch attributes in the forms
-that leave \\Seen alone (message_new_items).
+that leave \\Seen alone (message_new_items); its folder counters are not read for them.
 AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
 are declined with NO [BADEVENT] (section 5).
 
@@ -57,6 +57,17 @@ SUPPORTED_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName",
 BADEVENT_CODE = b"BADEVENT (" + " ".join(SUPPORTED_EVENTS).encode("ascii") + b")"
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 METADATA_ROOTS = ("/private", "/shared")
+# The events whose responses depend on the names of the account's mailboxes as they are now (a
+# LIST's name and \\HasChildren, \\NonExistent; the mailbox a METADATA names): with one of them
+# set, every changed folder is read, the selected one too (it may have been renamed or deleted).
+NAME_EVENTS = frozenset({"MailboxName", "SubscriptionChange", "MailboxMetadataChange"})
+
+
+class Pending(NamedTuple):
+    """The changes heard since the last report: folder ids, and (folder id, notice) pairs."""
+
+    folders: set[int]
+    notices: set[tuple[int, int]]
 
 
 def message_new_items(fetch_atts: Iterable[cmds.FetchAtt]) -> tuple[cmds.FetchAtt, ...]:
@@ -99,6 +110,7 @@ class NotifyState:
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
         self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
+        self._names_matter = bool(NAME_EVENTS & self.events_wanted())
         self._lock = threading.Lock()
         self._dirty: set[int] = set()      # folder ids changed since the last report
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
@@ -190,16 +202,28 @@ class NotifyState:
 
     # -- reporting (the session's worker) ------------------------------------------------------
 
-    def report(self, session: Any) -> list[bytes] | None:
-        """The responses for what changed since the last report; None on overflow (the caller
-        turns NOTIFY off and says so)."""
+    def take_pending(self) -> Pending | None:
+        """The changes heard since the last report, now the caller's to report; None on overflow
+        (the caller turns NOTIFY off and says so)."""
         with self._lock:
             if self._overflow:
                 self._dirty.clear()
                 self._notices.clear()
                 return None
-            dirty, self._dirty = self._dirty, set()
-            notices, self._notices = self._notices, set()
+            pending = Pending(self._dirty, self._notices)
+            self._dirty, self._notices = set(), set()
+        return pending
+
+    def report(self, session: Any, pending: Pending) -> list[bytes]:
+        """The responses for ``pending`` (take_pending's), but the selected mailbox's message
+        events (its view's updates). A store error leaves the changes pending, for the next try."""
+        dirty, notices = pending
+        selected = session.selected
+        if selected is not None and not self._names_matter:
+            # Its counters are for a STATUS, which the selected mailbox never gets: not read. (Its
+            # snapshot stays: once the mailbox is left, its next change is compared with that, and
+            # its STATUS may repeat what the client saw while the mailbox was selected.)
+            dirty = dirty - {selected.folder_id}
         try:
             # Every changed folder is read first: a LIST's \HasChildren is then told from the names
             # after the whole change (a renamed parent's children renamed too).
@@ -208,7 +232,7 @@ class NotifyState:
                      for folder_id in dirty}
         except Exception:
             with self._lock:
-                self._dirty |= dirty
+                self._dirty |= pending.folders
                 self._notices |= notices
             raise
         names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
@@ -273,7 +297,7 @@ class NotifyState:
                 return out
         selected = session.selected
         if selected is not None and selected.folder_id == folder_id:
-            return out   # its message events are the selected mailbox's updates
+            return out   # its message events are the selected mailbox's updates (read for NAME_EVENTS)
         counts_moved = (old.messages, old.uidnext, old.uidvalidity) != (seen.messages, seen.uidnext, seen.uidvalidity)
         # A flag change shows in UNSEEN, and in HIGHESTMODSEQ only when that is sent (CONDSTORE
         # enabled): a STATUS for a modseq alone would say nothing new (Dovecot sends none either).
