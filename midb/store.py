@@ -710,7 +710,7 @@ class Store(MetadataMixin):
             txn.put(account_key(account_id), encode_account(account), db=dbs.accounts)
             txn.put(name_bytes, pack_u32(account_id), db=dbs.account_names)
             txn.put(account_key(account_id), encode_usage(0, 0), db=dbs.usage)
-            self._create_folder_tx(txn, dbs, account_id, INBOX, 0, None)
+            self._create_folder_tx(txn, dbs, effects, account_id, INBOX, 0, None)
             txn.put(name_key(account_id, INBOX), b"", db=dbs.subscriptions)
             for special in SPECIAL_FOLDERS:
                 folder_name = folder_names[special]
@@ -718,7 +718,7 @@ class Store(MetadataMixin):
                     folder_name = special[1:]   # a translation collided with another folder name
                     if self._folder_id(txn, dbs, account_id, folder_name) is not None:
                         continue
-                self._create_folder_tx(txn, dbs, account_id, folder_name, special_use_code(special), None)
+                self._create_folder_tx(txn, dbs, effects, account_id, folder_name, special_use_code(special), None)
                 txn.put(name_key(account_id, folder_name), b"", db=dbs.subscriptions)
             return account
 
@@ -1062,21 +1062,26 @@ class Store(MetadataMixin):
             raw = txn.get(folder_key(account_id, folder_id), db=shared.dbs.folders)
             return None if raw is None else record_highestmodseq(raw)
 
-    def _create_folder_tx(self, txn: Any, dbs: Databases, account_id: int, name: str, special: int,
-                          uidvalidity: int | None) -> FolderRecord:
-        """Create `name` (normalised) and any missing parents; FolderExists if it exists."""
+    def _create_folder_tx(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int, name: str,
+                          special: int, uidvalidity: int | None) -> FolderRecord:
+        """Create `name` (normalised) and any missing parents (announced); FolderExists if it
+        exists. The caller announces `name` itself, once its record is final."""
         if self._folder_id(txn, dbs, account_id, name) is not None:
             raise FolderExists(f"folder {name} exists")
-        parent_id = self._ensure_parents(txn, dbs, account_id, name)
+        parent_id = self._ensure_parents(txn, dbs, effects, account_id, name)
         return self._insert_folder(txn, dbs, account_id, name, parent_id, special, uidvalidity)
 
-    def _ensure_parents(self, txn: Any, dbs: Databases, account_id: int, name: str) -> int:
-        """Create the missing ancestors of ``name``; the id of its parent (0 at the top)."""
+    def _ensure_parents(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int, name: str) -> int:
+        """Create the missing ancestors of ``name``; the id of its parent (0 at the top). Each one
+        made is announced: a watcher (IMAP NOTIFY's MailboxName) learns of every new folder from
+        the commit's events, whatever became of ``name`` by the time it looks."""
         parent_id = 0
         for ancestor in parent_names(name):
             existing = self._folder_id(txn, dbs, account_id, ancestor)
             if existing is None:
-                existing = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None).id
+                made = self._insert_folder(txn, dbs, account_id, ancestor, parent_id, 0, None)
+                effects.changed(account_id, made.id, made.highestmodseq)
+                existing = made.id
             parent_id = existing
         return parent_id
 
@@ -1106,7 +1111,7 @@ class Store(MetadataMixin):
             account_id = self._account_id(txn, dbs, account)
             if self._folder_id(txn, dbs, account_id, name) is None:   # FolderExists comes first
                 self._check_new_folders(txn, dbs, account_id, [*parent_names(name), name], mailbox_quota_default)
-            record = self._create_folder_tx(txn, dbs, account_id, name, special, uidvalidity)
+            record = self._create_folder_tx(txn, dbs, effects, account_id, name, special, uidvalidity)
             effects.changed(account_id, record.id, record.highestmodseq)
             return self._info(txn, dbs, account_id, record)
 
@@ -1292,7 +1297,7 @@ class Store(MetadataMixin):
             raise FolderExists(f"folder {new} exists")
         if old == INBOX:
             return self._rename_inbox(txn, dbs, effects, account_id, old_id, new)
-        parent_id = self._ensure_parents(txn, dbs, account_id, new)
+        parent_id = self._ensure_parents(txn, dbs, effects, account_id, new)
         moves = [(old, new, old_id)]
         for key, raw_id in prefix_items(txn, dbs.folder_names, name_key(account_id, old + SEPARATOR)):
             child = bytes(key[4:]).decode("utf-8")
@@ -1352,7 +1357,7 @@ class Store(MetadataMixin):
     def _rename_inbox(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int,
                       inbox_id: int, new: str) -> FolderInfo:
         inbox = self._folder(txn, dbs, account_id, inbox_id)
-        target = self._create_folder_tx(txn, dbs, account_id, new, 0, None)
+        target = self._create_folder_tx(txn, dbs, effects, account_id, new, 0, None)
         copy_folder_entries(txn, dbs, account_id, inbox_id, target.id)
         prefix = folder_key(account_id, inbox_id)
         items = prefix_items(txn, dbs.messages, prefix)

@@ -448,6 +448,32 @@ def test_notify_sessions_in_both_processes_hear_of_mail_to_another_mailbox(serve
             client.close()
 
 
+def test_notify_sessions_in_another_process_hear_of_every_mailbox_a_create_made(server: GximapProcess) -> None:
+    """RFC 5465 section 5.4 across processes: CREATE p/q/r in one process makes p and p/q too, and
+    a MailboxName watcher in the other lists each of them, even when the child was renamed before
+    that process heard of any of it (it was stopped meanwhile: the events wait in its socket)."""
+    first, second = _serving(server)
+    watcher = _login_in(server, first, second, "bob")
+    writer = _login_in(server, second, first, "bob")
+    try:
+        assert watcher.command("n1", "NOTIFY SET (personal (MailboxName))")[-1].startswith(b"n1 OK")
+        os.kill(first, signal.SIGSTOP)
+        try:
+            assert wait_until(functools.partial(_all_threads_stopped, first), timeout=10.0)
+            assert writer.command("c1", "CREATE p/q/r")[-1].startswith(b"c1 OK")
+            assert writer.command("r1", "RENAME p/q/r s")[-1].startswith(b"r1 OK")
+        finally:
+            os.kill(first, signal.SIGCONT)
+        assert [watcher.readline() for _ in range(3)] == [
+            b'* LIST (\\HasChildren) "/" p', b'* LIST (\\HasNoChildren) "/" p/q', b'* LIST (\\HasNoChildren) "/" s']
+        assert writer.command("c2", "CREATE x/y")[-1].startswith(b"c2 OK")
+        assert [watcher.readline() for _ in range(2)] == [
+            b'* LIST (\\HasChildren) "/" x', b'* LIST (\\HasNoChildren) "/" x/y']
+    finally:
+        watcher.close()
+        writer.close()
+
+
 def test_imaplib_client_uses_notify(server: GximapProcess) -> None:
     """A real client: NOTIFY SET STATUS through imaplib, a change by another connection, and the
     STATUS and EXISTS responses it collects at its next command."""

@@ -252,3 +252,23 @@ def test_a_message_change_outranks_a_notice_of_the_same_folder() -> None:
     effects.changed(2, 7, 8)
     assert effects.changes == {(1, 5): 42, (1, 0): events.NOTICE_METADATA, (2, 7): 9}
     assert env._NOTICE_BIT == events.NOTICE  # midb.env repeats the bit: it cannot import events
+
+
+def test_create_and_rename_announce_every_folder_they_make(store: Store) -> None:
+    """A CREATE or RENAME that makes missing parents on the way announces each of them, not only
+    the folder named: NOTIFY's MailboxName learns of every new mailbox from the events alone, in
+    this process and in the others (where the child may be renamed or gone by the time it looks)."""
+    seen: list[tuple[str, int, int]] = []
+    store.watch("alice", lambda *event: seen.append(event))
+    made = store.create_folder("alice", "a/b/c")
+    assert sorted(event[1] for event in seen) == sorted(
+        folder.id for folder in (store.get_folder("alice", "a"), store.get_folder("alice", "a/b"), made)
+        if folder is not None)
+    seen.clear()
+    store.rename_folder("alice", "a/b/c", "x/y/c")
+    ids = {name: folder.id for name in ("x", "x/y", "x/y/c") if (folder := store.get_folder("alice", name))}
+    assert sorted(event[1] for event in seen) == sorted(ids.values())
+    seen.clear()
+    store.rename_folder("alice", "INBOX", "p/q")   # INBOX's messages move to a new folder
+    ids = {name: folder.id for name in ("INBOX", "p", "p/q") if (folder := store.get_folder("alice", name))}
+    assert sorted(event[1] for event in seen) == sorted(ids.values())

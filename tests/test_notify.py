@@ -4,7 +4,7 @@ SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,18 @@ def test_parse_keeps_unknown_events_for_badevent() -> None:
     cmd = parse(b"a NOTIFY SET (personal (MailboxName XFoo))\r\n")
     assert isinstance(cmd, c.Notify) and cmd.groups is not None
     assert cmd.groups[0].events == ("MailboxName", "XFoo")
+
+
+def test_message_new_items_are_the_forms_that_leave_seen_alone() -> None:
+    cmd = parse(b"a NOTIFY SET (selected (MessageNew (UID BODY[] BODY.PEEK[] RFC822 RFC822.TEXT BINARY[1]"
+                b" BODY.PEEK[HEADER] RFC822.HEADER) MessageExpunge))\r\n")
+    assert isinstance(cmd, c.Notify) and cmd.groups is not None
+    assert [att.sets_seen for att in cmd.groups[0].fetch_atts].count(True) == 4
+    items = notify.message_new_items(cmd.groups[0].fetch_atts)
+    assert [att.response_label() for att in items] == [b"UID", b"BODY[]", b"RFC822", b"RFC822.TEXT", b"BINARY[1]",
+                                                        b"BODY[HEADER]", b"RFC822.HEADER"]
+    assert not any(att.sets_seen for att in items)
+    assert notify.NotifyState(cmd.groups).message_new_items == items
 
 
 @pytest.mark.parametrize("line", [
@@ -414,3 +426,190 @@ def test_new_messages_announced_by_a_refusal_before_a_literal_get_their_fetch(
     assert lines[2].startswith(b"p1 NO [TRYCREATE]")
     assert lines[3:] == [b"* 2 FETCH (UID 2)"]
     assert a.wake() == []
+
+
+def test_subscription_of_a_name_without_a_mailbox_says_nonexistent(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 5465 section 5.5 with RFC 5258 section 3: a subscribed name with no mailbox is
+    ``\\Subscribed \\NonExistent``, as LIST (SUBSCRIBED) has it; its unsubscription ``\\NonExistent``.
+    (SUBSCRIBE itself refuses a name that does not exist: the mailbox went before the report, or
+    another tool subscribed the name.)"""
+    a, b = pair
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    b.command("SUBSCRIBE Lists/a")
+    b.command("DELETE Lists/a")   # its subscription stays (RFC 3501 section 6.3.6)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Lists/a']
+    b.command("UNSUBSCRIBE Lists/a")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a']
+    a.store.set_subscribed("alice", "ghost", True)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" ghost']
+    b.command("SUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST (\\Subscribed) "/" Lists']
+    b.command("UNSUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST () "/" Lists']
+
+
+def test_own_subscription_change_of_a_deleted_mailbox_says_nonexistent(pair: tuple[Conversation, Conversation]) -> None:
+    """The session that unsubscribes hears of it too (before its tagged OK), in the same words."""
+    a, b = pair
+    a.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    b.command("DELETE Lists/a")
+    assert a.wake(require=False) == []
+    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == [b'* LIST (\\NonExistent) "/" Lists/a']
+
+
+@pytest.mark.parametrize("item", ["BODY[]", "BODY[TEXT]", "BINARY[1]", "RFC822", "RFC822.TEXT"])
+def test_message_new_fetch_attributes_never_set_seen(pair: tuple[Conversation, Conversation], item: str) -> None:
+    """RFC 5465 section 5.2 asks the client not to use fetch attributes that set \\Seen and leaves
+    the server's part open: gximap reports them as their .PEEK forms, since a notification the
+    client did not ask for at that moment must not change the mailbox (and other clients' view)."""
+    a, b = pair
+    a.select()
+    a.command(f"NOTIFY SET (selected (MessageNew (UID {item}) MessageExpunge))")
+    b.command("APPEND INBOX {18+}\r\nSubject: x\r\n\r\nhi\r\n")
+    lines = a.wake()
+    assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert len(lines) == 3 and lines[2].startswith(b"* 2 FETCH (UID 2 ") and b"FLAGS" not in lines[2], lines
+    inbox = a.folder("INBOX")
+    assert "\\Seen" not in a.store.get_messages("alice", inbox.id, [2])[0].flags
+    assert inbox.unseen == 2
+
+
+def test_message_new_body_is_reported_as_asked(pair: tuple[Conversation, Conversation]) -> None:
+    """BODY[] and BODY.PEEK[] both asked for: one BODY[] item (as FETCH merges them), \\Seen unset."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID BODY[] BODY.PEEK[]) MessageExpunge))")
+    b.command("APPEND INBOX {18+}\r\nSubject: x\r\n\r\nhi\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT",
+                        b"* 2 FETCH (UID 2 BODY[] {18}\r\nSubject: x\r\n\r\nhi\r\n)"]
+    a.script("""
+        C: f1 UID FETCH 2 FLAGS
+        S: * 2 FETCH (UID 2 FLAGS (\\Recent))
+        S: f1 OK FETCH completed
+    """)
+
+
+def test_parents_made_on_the_way_are_listed_whatever_became_of_the_child(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """CREATE a/b/c makes a and a/b as well: each is a new mailbox (RFC 5465 section 5.4) even when
+    the child was renamed or deleted before the report (the parents' own events tell of them)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("CREATE p/q/r")
+    b.command("RENAME p/q/r s")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" p', b'* LIST (\\HasNoChildren) "/" p/q',
+                        b'* LIST (\\HasNoChildren) "/" s']
+    b.command("CREATE x/y/z")
+    b.command("DELETE x/y/z")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" x', b'* LIST (\\HasNoChildren) "/" x/y']
+    b.command("RENAME s m/n/s")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" m', b'* LIST (\\HasChildren) "/" m/n',
+                        b'* LIST (\\HasNoChildren) "/" m/n/s ("OLDNAME" (s))']
+
+
+class _ReadCounter:
+    """Counts the store's reads of folder records and counters (by method and folder)."""
+
+    METHODS = ("folder_by_id", "folder_counters", "get_folder")
+
+    def __init__(self, store: object, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads: list[tuple[str, object]] = []
+        for method in self.METHODS:
+            monkeypatch.setattr(store, method, self._counting(method, getattr(store, method)))
+
+    def _counting(self, method: str, real: Callable[..., object]) -> Callable[..., object]:
+        def read(*args: object, **kwargs: object) -> object:
+            self.reads.append((method, args[1]))
+            return real(*args, **kwargs)
+
+        return read
+
+
+def test_selected_mailbox_updates_read_no_folder_counters(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The selected mailbox's new messages, flag changes and expunges are its view's updates: no
+    read of its folder record and counters (those are for the STATUS of another mailbox)."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge))")
+    b.select()
+    inbox = a.folder("INBOX").id
+    counter = _ReadCounter(a.store, monkeypatch)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    counter.reads.clear()   # b's own
+    assert a.wake() == [b"* 2 EXISTS", b"* 1 RECENT", b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+    assert counter.reads == []
+    b.command("STORE 2 +FLAGS (\\Deleted)")
+    b.command("EXPUNGE")
+    counter.reads.clear()
+    assert a.wake() == [b"* 2 EXPUNGE"]
+    assert counter.reads == []
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")   # another mailbox: its counters, for its STATUS
+    counter.reads.clear()
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    assert [method for method, _folder in counter.reads] == ["folder_by_id"]
+    assert inbox not in [folder for _method, folder in counter.reads]
+
+
+def test_selected_filter_without_flag_change_reads_counters_only_when_its_mailbox_changed(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without FlagChange a flag change alone is not pushed: the selected mailbox's counters tell
+    whether messages came or went. They are read when that mailbox changed, not at every change of
+    the account."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))")
+    b.select()
+    counter = _ReadCounter(a.store, monkeypatch)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    counter.reads.clear()
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    assert [method for method, _folder in counter.reads] == ["folder_by_id"]
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    counter.reads.clear()
+    assert a.wake() == []   # held for the next command
+    assert [method for method, _name in counter.reads] == ["folder_counters"]
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    counter.reads.clear()
+    assert a.wake() == [b"* 2 EXISTS", b"* 1 RECENT", b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+    assert [method for method, _name in counter.reads] == ["folder_counters"]
+
+
+def test_selected_updates_that_met_a_store_error_are_pushed_at_the_keepalive(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push of the selected mailbox's updates that met a busy store warns; IDLE's keepalive
+    tries again, though no further change of that mailbox was heard."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    highestmodseq = a.store.highestmodseq
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, "highestmodseq", busy)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
+                        b"too many concurrent readers"]
+    monkeypatch.setattr(a.store, "highestmodseq", highestmodseq)
+    assert a.timeout() == [b"* OK Still here", b"* 2 EXISTS", b"* 2 RECENT"]
+    a.script("""
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_a_rename_of_the_selected_mailbox_is_listed(pair: tuple[Conversation, Conversation]) -> None:
+    """With MailboxName the selected mailbox is read at its changes after all: its name may be
+    what changed (RFC 5465 section 5.4)."""
+    a, b = pair
+    a.select("Lists/a")
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MailboxName))")
+    b.command("RENAME Lists/a Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']

@@ -220,10 +220,14 @@ class FetchAtt:
 
     @property
     def sets_seen(self) -> bool:
-        """Fetching this item sets \\Seen (RFC 3501 section 6.4.5; RFC 3516 for BINARY)."""
+        """Fetching this item sets \\Seen (RFC 3501 section 6.4.5; RFC 3516 for BINARY). ``peek``
+        spares RFC822 and RFC822.TEXT too: the client cannot ask for that (they have no .PEEK
+        form), NOTIFY's MessageNew does (gximap.session.notify.message_new_items)."""
+        if self.peek:
+            return False
         if self.name in ("RFC822", "RFC822.TEXT"):
             return True
-        return self.name in ("BODY", "BINARY") and self.section is not None and not self.peek
+        return self.name in ("BODY", "BINARY") and self.section is not None
 
     def response_label(self) -> bytes:
         """The item name as it must appear in the FETCH response, e.g. ``BODY[1.HEADER]<0>``

@@ -99,9 +99,10 @@ def _parents_with_children(names: Iterable[str]) -> set[str]:
 
 HAS_CHILDREN = "\\HasChildren"
 HAS_NO_CHILDREN = "\\HasNoChildren"
-_SUBSCRIBED = "\\Subscribed"
-_NONEXISTENT = ("\\NonExistent",)
-_NONEXISTENT_SUBSCRIBED = (_SUBSCRIBED, "\\NonExistent")
+SUBSCRIBED = "\\Subscribed"
+NONEXISTENT = "\\NonExistent"
+_NONEXISTENT = (NONEXISTENT,)
+_NONEXISTENT_SUBSCRIBED = (SUBSCRIBED, NONEXISTENT)
 
 
 def children_attribute(name: str, has_children: set[str]) -> str:
@@ -154,7 +155,7 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
             children = HAS_CHILDREN if name in has_children else HAS_NO_CHILDREN
             special = folder.special_use
             if show_subscribed and name in subscribed:
-                attributes = (_SUBSCRIBED, special, children) if special is not None else (_SUBSCRIBED, children)
+                attributes = (SUBSCRIBED, special, children) if special is not None else (SUBSCRIBED, children)
             else:
                 attributes = (special, children) if special is not None else (children,)
         append(make(ListEntry, (name, attributes, folder, name in with_childinfo)))

@@ -12,13 +12,16 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   SET STATUS's first report also for a mailbox whose events include FlagChange);
 * MailboxName: ``* LIST`` of a new mailbox, ``(\\NonExistent)`` for a deleted one, and the new name
   with RFC 5258's ``("OLDNAME" (old))`` for a renamed one (RFC 5465 section 5.4);
-* SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5);
+* SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5), with
+  ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
 The selected mailbox's message events are its usual updates (gximap.session.selected), pushed as
-the SELECTED or SELECTED-DELAYED filter asks. AnnotationChange (RFC 5257 message annotations,
-which gximap does not have) and unknown events are declined with NO [BADEVENT] (section 5).
+the SELECTED or SELECTED-DELAYED filter asks, with MessageNew's fetch attributes in the forms
+that leave \\Seen alone (message_new_items); its folder counters are not read for them.
+AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
+are declined with NO [BADEVENT] (section 5).
 
 Bound: at most MAX_PENDING folders (and notices) may wait to be reported. A burst beyond it, or a
 client that does not read its notifications while they pile up, ends in ``* OK
@@ -27,6 +30,7 @@ client that does not read its notifications while they pile up, ends in ``* OK
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Generator, Iterable
@@ -53,6 +57,33 @@ SUPPORTED_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName",
 BADEVENT_CODE = b"BADEVENT (" + " ".join(SUPPORTED_EVENTS).encode("ascii") + b")"
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 METADATA_ROOTS = ("/private", "/shared")
+# The events whose responses depend on the names of the account's mailboxes as they are now (a
+# LIST's name and \\HasChildren, \\NonExistent; the mailbox a METADATA names): with one of them
+# set, every changed folder is read, the selected one too (it may have been renamed or deleted).
+NAME_EVENTS = frozenset({"MailboxName", "SubscriptionChange", "MailboxMetadataChange"})
+
+
+class Pending(NamedTuple):
+    """The changes heard since the last report: folder ids, and (folder id, notice) pairs."""
+
+    folders: set[int]
+    notices: set[tuple[int, int]]
+
+
+def message_new_items(fetch_atts: Iterable[cmds.FetchAtt]) -> tuple[cmds.FetchAtt, ...]:
+    """MessageNew's fetch attributes as they are fetched: the forms that set \\Seen as their
+    .PEEK forms, and one item per response label (BODY[] with BODY.PEEK[] is one, as in FETCH).
+
+    RFC 5465 section 5.2: "The client SHOULD NOT use FETCH attributes that implicitly set the
+    \\seen flag, or that presuppose the existence of a given bodypart." What a server does with
+    one it is sent anyway is left open; here a notification, which the client did not ask for at
+    that moment, never changes the mailbox (nor what other sessions see as unread)."""
+    by_label: dict[bytes, cmds.FetchAtt] = {}
+    for att in fetch_atts:
+        if att.sets_seen:
+            att = dataclasses.replace(att, peek=True)
+        by_label.setdefault(att.response_label(), att)
+    return tuple(by_label.values())
 
 
 class _Seen(NamedTuple):
@@ -77,7 +108,9 @@ class NotifyState:
     def __init__(self, groups: tuple[cmds.NotifyGroup, ...]) -> None:
         self.groups = groups
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
+        self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
+        self._names_matter = bool(NAME_EVENTS & self.events_wanted())
         self._lock = threading.Lock()
         self._dirty: set[int] = set()      # folder ids changed since the last report
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
@@ -169,25 +202,37 @@ class NotifyState:
 
     # -- reporting (the session's worker) ------------------------------------------------------
 
-    def report(self, session: Any) -> list[bytes] | None:
-        """The responses for what changed since the last report; None on overflow (the caller
-        turns NOTIFY off and says so)."""
+    def take_pending(self) -> Pending | None:
+        """The changes heard since the last report, now the caller's to report; None on overflow
+        (the caller turns NOTIFY off and says so)."""
         with self._lock:
             if self._overflow:
                 self._dirty.clear()
                 self._notices.clear()
                 return None
-            dirty, self._dirty = self._dirty, set()
-            notices, self._notices = self._notices, set()
+            pending = Pending(self._dirty, self._notices)
+            self._dirty, self._notices = set(), set()
+        return pending
+
+    def report(self, session: Any, pending: Pending) -> list[bytes]:
+        """The responses for ``pending`` (take_pending's), but the selected mailbox's message
+        events (its view's updates). A store error leaves the changes pending, for the next try."""
+        dirty, notices = pending
+        selected = session.selected
+        if selected is not None and not self._names_matter:
+            # Its counters are for a STATUS, which the selected mailbox never gets: not read. (Its
+            # snapshot stays: once the mailbox is left, its next change is compared with that, and
+            # its STATUS may repeat what the client saw while the mailbox was selected.)
+            dirty = dirty - {selected.folder_id}
         try:
             # Every changed folder is read first: a LIST's \HasChildren is then told from the names
             # after the whole change (a renamed parent's children renamed too).
             store = session.store
             found = {folder_id: store.folder_by_id(session.user, folder_id) if folder_id else None
-                     for folder_id in sorted(dirty)}
+                     for folder_id in dirty}
         except Exception:
             with self._lock:
-                self._dirty |= dirty
+                self._dirty |= pending.folders
                 self._notices |= notices
             raise
         names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
@@ -196,11 +241,18 @@ class NotifyState:
         out: list[bytes] = []
         if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices):
             out.extend(self._subscription_changes(session))
-        for folder_id, folder in found.items():
+        # In name order: parents a CREATE or RENAME made come before the folder beneath them.
+        for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item)):
             out.extend(self._folder_changes(session, folder_id, folder))
         for folder_id in sorted(folder for folder, notice in notices if notice == events.NOTICE_METADATA):
             out.extend(self._metadata_changes(session, folder_id))
         return out
+
+    def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
+        if folder is not None:
+            return folder.name, folder_id
+        old = self.folders.get(folder_id)
+        return (old.name if old is not None else ""), folder_id
 
     def _subscription_changes(self, session: Any) -> list[bytes]:
         now = set(session.store.subscriptions(session.user))
@@ -208,8 +260,13 @@ class NotifyState:
         out = []
         for name in sorted(now ^ before):
             if self.wants(name, "SubscriptionChange"):
-                attributes = b"(\\Subscribed)" if name in now else b"()"
-                out.append(b"* LIST %b %b %b\r\n" % (attributes, DELIMITER, wire_name(session, name)))
+                # RFC 5258 section 3: a subscribed name without a mailbox is \NonExistent, in the
+                # attributes LIST (SUBSCRIBED) gives it (gximap.session.listing).
+                attributes = [listing.SUBSCRIBED] if name in now else []
+                if name not in self._names_now:
+                    attributes.append(listing.NONEXISTENT)
+                out.append(b"* LIST (%b) %b %b\r\n" % (" ".join(attributes).encode("ascii"), DELIMITER,
+                                                        wire_name(session, name)))
         return out
 
     def _children_attribute(self, name: str) -> bytes:
@@ -219,7 +276,6 @@ class NotifyState:
 
     def _folder_changes(self, session: Any, folder_id: int, folder: Any) -> list[bytes]:
         """The responses for one changed folder (``folder``: as it is now, None when gone)."""
-        store = session.store
         old = self.folders.get(folder_id)
         out: list[bytes] = []
         if folder is None:
@@ -231,16 +287,8 @@ class NotifyState:
             return out
         seen = self.folders[folder_id] = _seen(folder)
         if old is None or old.name != folder.name:
-            # Parents a CREATE or RENAME made on the way are new mailboxes too (their commits
-            # name only the folder asked for).
-            for parent in listing.ancestors(folder.name):
-                if not any(known.name == parent for known in self.folders.values()):
-                    made = store.get_folder(session.user, parent)
-                    if made is not None and made.id not in self.folders:
-                        self.folders[made.id] = _seen(made)
-                        self._names_now.add(parent)
-                        if self.wants(parent, "MailboxName"):
-                            out.append(self._list_line(session, parent))
+            # (Parents a CREATE or RENAME made on the way have events of their own: midb
+            # announces every folder a commit makes. report's name order puts them first.)
             if self.wants(folder.name, "MailboxName") or (old is not None and self.wants(old.name, "MailboxName")):
                 # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
                 oldname = b"" if old is None else b' ("OLDNAME" (%b))' % wire_name(session, old.name)
@@ -249,7 +297,7 @@ class NotifyState:
                 return out
         selected = session.selected
         if selected is not None and selected.folder_id == folder_id:
-            return out   # its message events are the selected mailbox's updates
+            return out   # its message events are the selected mailbox's updates (read for NAME_EVENTS)
         counts_moved = (old.messages, old.uidnext, old.uidvalidity) != (seen.messages, seen.uidnext, seen.uidvalidity)
         # A flag change shows in UNSEEN, and in HIGHESTMODSEQ only when that is sent (CONDSTORE
         # enabled): a STATUS for a modseq alone would say nothing new (Dovecot sends none either).

@@ -565,9 +565,13 @@ class ImapSession:
         elif len(self._out) > notify_commands.OUTPUT_BACKLOG:
             self._notify_owed = True
             return
+        pending = state.take_pending()
         selected = self.selected
         group = state.selected_group
-        if selected is not None and group is not None and not at_command_end:
+        # The selected mailbox's updates when it changed (or a push that met a store error owes
+        # them; after an overflow nobody knows): a change elsewhere reads nothing of it.
+        if (selected is not None and group is not None and not at_command_end
+                and (pending is None or selected.folder_id in pending.folders or self._updates_missed)):
             if "FlagChange" in group.events or self._messages_moved(selected):
                 before = selected.uid_max
                 self._send_updates(selected, allow_expunge=group.kind == "selected")
@@ -575,21 +579,22 @@ class ImapSession:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
                     return
                 self._fetch_new_messages(before)
-        try:
-            lines = state.report(self)
-        except midb_errors.MidbError as exc:
-            self._out.append(self._updates_delayed(exc, "reporting changes to NOTIFY"))
-            return
-        if lines is None:
+        if pending is None:
             # RFC 5465 section 5.8: say so, and behave as after NOTIFY NONE.
             self._out.append(b"* OK [NOTIFICATIONOVERFLOW] " + self.text(Code.INFO_NOTIFICATION_OVERFLOW) + b"\r\n")
             self.set_notify(notify_commands.NotifyState(()))
+            return
+        try:
+            lines = state.report(self, pending)
+        except midb_errors.MidbError as exc:
+            self._out.append(self._updates_delayed(exc, "reporting changes to NOTIFY"))
             return
         self._out.extend(lines)
 
     def _messages_moved(self, selected: SelectedMailbox) -> bool:
         """Whether messages came to or left the selected mailbox since its view was last brought
-        up to date (its record's counters; flag changes alone do not count)."""
+        up to date (its record's counters; flag changes alone do not count). Read only when that
+        mailbox changed, and the SELECTED filter has no FlagChange (which pushes any change)."""
         try:
             folder = self.store.folder_counters(self.user, selected.name)
         except midb_errors.MidbError:
@@ -602,10 +607,10 @@ class ImapSession:
         that sends no tagged answer, and then the interrupted command (IDLE, or none) goes on."""
         state = self.notify
         selected = self.selected
-        group = state.selected_group if state is not None else None
-        if group is None or not group.fetch_atts or selected is None or selected.uid_max <= before:
+        items = state.message_new_items if state is not None else ()
+        if not items or selected is None or selected.uid_max <= before:
             return
-        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), group.fetch_atts)
+        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), items)
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
