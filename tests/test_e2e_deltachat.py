@@ -7,7 +7,7 @@ port (certificate checks off for the test's self-signed certificate), SMTP on Po
 submission port, which asks gximap's auth socket and delivers to its LMTP socket; everything on
 127.0.0.1. Delta Chat then does its IMAP side itself: LOGIN, COMPRESS, GETQUOTAROOT, GETMETADATA,
 SELECT, UID FETCH of headers then BODY.PEEK[], IDLE, UID STORE of \\Seen or \\Deleted and CLOSE.
-This core (2.x) keeps to INBOX: it neither creates nor moves mail to a DeltaChat folder any more.
+This core (2.65) keeps to INBOX: it no longer creates a DeltaChat folder or moves mail there.
 Alice keeps her mail on the server (bcc_self, as with a second device) and only marks it \\Seen;
 Bob, a single device, deletes what he has downloaded. Every wait is bounded and the rpc server
 is stopped at the end, whatever happens.
