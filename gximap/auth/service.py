@@ -88,6 +88,7 @@ from midb.authdb import (
     AccountDisabled,
     AuthBackend,
     ScramAuthBackend,
+    ScramCensusBackend,
     ScramKeys,
     StampedAuthBackend,
     verify_dummy_password,
@@ -198,7 +199,9 @@ class AuthService:
         self._scram_backend = backend if isinstance(backend, ScramAuthBackend) else None
         site_secret = getattr(store, "site_secret", None)
         self.decoys = DecoySalts(source=None if site_secret is None else
-                                 lambda: site_secret(b"gximap scram decoy salts"))
+                                 lambda: site_secret(b"gximap scram decoy salts"),
+                                 population=(backend.scram_iteration_counts
+                                             if isinstance(backend, ScramCensusBackend) else None))
 
     def share_with(self, channel: Any) -> None:
         """Share blocks, address failures and verified credentials with sibling processes
