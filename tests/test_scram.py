@@ -610,6 +610,63 @@ def test_a_right_proof_the_cache_holds_passes_a_user_block(tmp_path):
         assert third.send(b"c2 LOGIN alice secret\r\n")[0].startswith(b"c2 NO [AUTHENTICATIONFAILED] Too many")
 
 
+def _count_key_reads(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names whose SCRAM keys the backend is asked for from now on."""
+    backend = conv.ctx.auth.backend
+    assert isinstance(backend, MidbAuth)
+    asked: list[str] = []
+    original = backend.scram_keys
+
+    def scram_keys(user: str):
+        asked.append(user)
+        return original(user)
+
+    monkeypatch.setattr(backend, "scram_keys", scram_keys)
+    return asked
+
+
+def test_a_blocked_user_is_refused_at_the_client_first_its_keys_unread(tmp_path, caplog, monkeypatch):
+    """Without a credential cache no proof gets through a user block, so the exchange is refused
+    at its first message, as PLAIN is at its one: the same answer and log line, no keys read."""
+    with Conversation(tmp_path, users=("alice",), sasl_scram=True) as conv:
+        asked = _count_key_reads(conv, monkeypatch)
+        conv.ctx.auth.block_user("alice", "test")
+        blocked = b"NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            assert conv.send(b"a1 LOGIN alice secret\r\n") == [b"a1 " + blocked]
+            assert conv.send(f"a2 AUTHENTICATE SCRAM-SHA-256 {b64(ScramClient('alice', PASSWORD).first())}\r\n"
+                             .encode()) == [b"a2 " + blocked]
+            assert conv.send(b"a3 AUTHENTICATE SCRAM-SHA-256\r\n") == [b"+ "]
+            assert conv.send(b64(ScramClient("ALICE", PASSWORD).first()).encode() + b"\r\n") == [b"a3 " + blocked]
+        assert asked == []
+        assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice LOGIN refused: user blocked",
+                                       "rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 refused: user blocked",
+                                       "rhost=[192.0.2.1]:{port} user=ALICE SCRAM-SHA-256 refused: user blocked"]
+        assert conv.session.auth_failures == 3 and conv.session.password_failures == 0  # no guesses
+        assert _exchange(conv, ScramClient("nobody", PASSWORD), tag="a4")[0].startswith(b"a4 NO ")
+        assert asked == ["nobody"]  # others go on
+
+
+def test_a_blocked_address_is_refused_at_the_client_first_even_with_a_cache(tmp_path, caplog, monkeypatch):
+    """An address block refuses everything, a proof the cache holds included (as a password):
+    at the client-first, no keys read. A user block with a cache goes on to the keys, which a
+    proof the cache holds must be checked against (test_a_right_proof_the_cache_holds_passes_a_user_block)."""
+    from gximap.auth.cache import CredentialCache
+
+    with Conversation(tmp_path, users=("alice",), ip_times=2, sasl_scram=True,
+                      auth_cache=CredentialCache(300, 100)) as conv:
+        assert _exchange(conv, ScramClient("alice", PASSWORD))[0].startswith(b"a1 OK ")
+        conv.command("UNAUTHENTICATE")
+        for tag in ("a2", "a3"):
+            assert conv.send(f"{tag} LOGIN alice wrong\r\n".encode())[0].startswith(f"{tag} NO ".encode())
+        asked = _count_key_reads(conv, monkeypatch)
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            assert _exchange(conv, ScramClient("alice", PASSWORD), tag="a4") == [
+                b"a4 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"]
+        assert asked == []
+        assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 refused: address blocked"]
+
+
 def test_disabled_account_is_told_only_after_a_right_proof(conv):
     conv.store.update_account("alice", disabled=True)
     assert _exchange(conv, ScramClient("alice", "wrong"))[0].startswith(b"a1 NO [AUTHENTICATIONFAILED]")

@@ -297,6 +297,33 @@ class AuthService:
 
     # -- SCRAM (gximap.auth.scram) ------------------------------------------------------------------
 
+    def scram_refusal(self, login: str, *, rhost: str, address: str, mech: str,
+                      authzid: str | None = None) -> AuthResult | None:
+        """The refusal of a SCRAM exchange at its client-first message, before the user's keys
+        are read: a blocked address, or a blocked user when no proof could pass the block (there
+        is no credential cache); None when the exchange goes on. Its answer and log line are
+        those PLAIN gets for a blocked login at its one message, the first that names the user:
+        a block that PLAIN tells for any password, SCRAM tells at the client-first; an unknown
+        name is refused alike. (RFC 5802 section 5.1 lets the server end a failed exchange
+        without the server-final message; a malformed client-first is failed here as well.)
+
+        A user block with a credential cache goes on to the keys, as PLAIN goes on to the
+        credential stamp: a proof the cache holds passes the block (_screen), as a password the
+        cache holds does, so that a stranger's guesses do not lock a user's SCRAM clients out.
+        That proof must be checked against the real keys, so they are read; made-up keys for a
+        blocked user would not do either: the salt they say changes from the real one when the
+        user is blocked, which tells a real name from an unknown one. Whether the cache holds
+        an entry for the name must not decide it either (a stranger would learn the user logged
+        in lately). So the keys are read for every blocked user while there is a cache."""
+        attempt = _Attempt.of(login, "", rhost=rhost, address=address, mech=mech, authzid=authzid)
+        if _NOT_UTF8.search(attempt.logged) or not attempt.actor or not attempt.mailbox:
+            return None  # failed when the exchange ends, in _screen's order (its line names the bytes)
+        if self._address_blocked(attempt.client):
+            return _refuse(attempt, "address blocked", BLOCKED)
+        if self.cache is None and self._user_blocked(attempt):
+            return _refuse(attempt, "user blocked", BLOCKED)
+        return None
+
     def submit_scram_lookup(self, login: str, authzid: str | None = None) -> Future[ScramLookup]:
         """The keys a SCRAM-SHA-256 proof is to be checked against, read on the hashing executor
         (a store read, kept off the workers as password checks are); the caller cancels the
@@ -510,13 +537,12 @@ class AuthService:
         SCRAM login, which the cache vouches for by those (_scram_from_cache)."""
         if _NOT_UTF8.search(attempt.logged) or _NOT_UTF8.search(attempt.password):
             return self._fail(attempt, "invalid UTF-8")
-        actor, mailbox = attempt.actor, attempt.mailbox
-        if not actor or not mailbox:
+        if not attempt.actor or not attempt.mailbox:
             return self._fail(attempt, "empty user name")
         # The address first: its block refuses everything, a password the cache holds included.
         if self._address_blocked(attempt.client):
             return _refuse(attempt, "address blocked", BLOCKED)
-        if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
+        if self._user_blocked(attempt):
             # A user block stops guessing, which anyone can start; a password verified before it
             # (the cache's entry) is no guess, so it passes: a stranger cannot lock the user's
             # clients out. Anything else is refused unhashed, as Gromox refuses every login.
@@ -524,6 +550,10 @@ class AuthService:
                       else self._scram_from_cache(attempt, *scram, THROUGH_BLOCK))
             return passed or _refuse(attempt, "user blocked", BLOCKED)
         return None
+
+    def _user_blocked(self, attempt: _Attempt) -> bool:
+        actor, mailbox = attempt.actor, attempt.mailbox
+        return self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0)
 
     def _answer_from_cache(self, attempt: _Attempt, note: str = "") -> AuthResult | None:
         """The verdict on an attempt whose password the credential cache vouches for (one that

@@ -386,6 +386,13 @@ class AuthSocketSession:
                                                            mech=self._mech(request),
                                                            reason=f"SCRAM client-first: {exc}"))
             return
+        # A blocked address (or user, where no proof could pass the block) is refused here, its
+        # keys never read, as PLAIN is at its one message (AuthService.scram_refusal).
+        refusal = auth.scram_refusal(exchange.username, rhost=self._rhost(request), address=self._address(request),
+                                     mech=self._mech(request), authzid=exchange.authzid)
+        if refusal is not None:
+            self._conclude(request, exchange.username, exchange.authzid, refusal)
+            return
         try:
             lookup = auth.scram_lookup(exchange.username, exchange.authzid)
         except (MidbError, OSError) as exc:

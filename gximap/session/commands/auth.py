@@ -209,6 +209,14 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
         check = auth.malformed(rhost=session.rhost, address=session.conn.peer_host, mech=scram.MECHANISM,
                                reason=f"SCRAM client-first: {exc}")
         return (yield from _settle(session, check, ""))
+    # A blocked address (or user, where no proof could pass the block) is refused here, its keys
+    # never read, as PLAIN is at its one message (AuthService.scram_refusal).
+    refusal = auth.scram_refusal(exchange.username, rhost=session.rhost, address=session.conn.peer_host,
+                                 mech=scram.MECHANISM, authzid=exchange.authzid)
+    if refusal is not None:
+        refused: Future[AuthResult] = Future()
+        refused.set_result(refusal)
+        return (yield from _settle(session, refused, exchange.username))
     lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid)
     try:
         lookup = yield Await(lookup_future)
