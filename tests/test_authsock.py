@@ -537,6 +537,8 @@ def test_scram_exchange_ends_with_the_server_final_in_a_cont(store: Store, caplo
             reply = scram_exchange(client, request_id, scram, initial=initial)
             assert reply[0].startswith(f"CONT\t{request_id}\t")
             assert scram.check_server_final(cont_data(reply))
+            # Logged in only at the client's answer (the earlier request's line alone so far).
+            assert [record.name for record in caplog.records].count("gximap.auth") == request_id - 1
             assert client.send(f"CONT\t{request_id}\t\n") == [f"OK\t{request_id}\tuser=alice"]
     assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == \
         ["rhost=[192.0.2.7]:0 user=alice SMTP/SCRAM-SHA-256 ok"] * 2
@@ -600,7 +602,7 @@ def test_scram_wrong_proof_and_unknown_user_fail_alike_and_count(
     assert not client.closed
 
 
-def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
+def test_scram_cancel_and_expiry_mid_exchange(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     ctx = scram_ctx(store)
     now = fake_clock(ctx)
     client = Client(ctx).hello()
@@ -609,10 +611,19 @@ def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
     final = scram.final(cont_data(reply))
     assert client.send("CANCEL\t1\n") == []
     assert client.send(f"CONT\t1\t{b64(final)}\n") == ["FAIL\t1\treason=Authentication request timed out"]
-    # Cancelled after the right proof, before the empty answer to the server's: no OK ever.
+    # Cancelled after the right proof, before the empty answer to the server's: no OK ever, and
+    # none logged; counted as a cancel is anywhere else, for nothing (alice's failure stays).
+    assert scram_exchange(client, 4, ScramClient("alice", "guess"))[0] == "FAIL\t4"
     scram = ScramClient("alice", PASSWORD)
-    assert scram_exchange(client, 2, scram)[0].startswith("CONT\t2\t")
-    assert client.send("CANCEL\t2\nCONT\t2\t\n") == ["FAIL\t2\treason=Authentication request timed out"]
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert scram_exchange(client, 2, scram)[0].startswith("CONT\t2\t")
+        assert client.send("CANCEL\t2\nCONT\t2\t\n") == ["FAIL\t2\treason=Authentication request timed out"]
+        # ... and one left to expire there likewise.
+        assert scram_exchange(client, 5, ScramClient("alice", PASSWORD))[0].startswith("CONT\t5\t")
+        now[0] += PENDING_TIMEOUT
+        assert client.send("CONT\t5\t\n") == ["FAIL\t5\treason=Authentication request timed out"]
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == []
+    assert [(key, count) for key, (count, _since) in ctx._failures.items()] == [(("192.0.2.7", "alice"), 1)]
     # The exchange expires PENDING_TIMEOUT after its AUTH, whatever step it is at.
     scram = ScramClient("alice", PASSWORD)
     reply = client.send(f"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\tresp={b64(scram.first())}\n")

@@ -11,6 +11,7 @@ import pytest
 from conversation import PASSWORD, Conversation
 from scram_client import ScramClient, b64, unb64
 
+from gximap import log as gxlog
 from gximap.auth import scram
 from gximap.session.base import State
 from midb import scram as keys
@@ -417,8 +418,12 @@ def _exchange(conv: Conversation, client: ScramClient, *, initial: bool = False,
 
 
 def test_full_exchange_logs_in(conv, caplog):
+    client = ScramClient("alice", PASSWORD)
     with caplog.at_level(logging.INFO, logger="gximap.auth"):
-        lines = _exchange(conv, ScramClient("alice", PASSWORD))
+        server_first = conv.send(f"a1 AUTHENTICATE SCRAM-SHA-256 {b64(client.first())}\r\n".encode())[0]
+        assert client.check_server_final(unb64(conv.send(b64(client.final(unb64(server_first))).encode() + b"\r\n")[0]))
+        assert _auth_lines(caplog) == []  # not logged in until the client answers the server's proof
+        lines = conv.send(b"\r\n")
     assert lines[0].startswith(b"a1 OK [CAPABILITY IMAP4rev1 ") and lines[0].endswith(b"] Logged in")
     assert conv.session.state is State.AUTHENTICATED and conv.session.user == "alice"
     assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 ok"]
@@ -503,19 +508,30 @@ def test_account_without_keys_fails_like_a_wrong_password(conv, caplog):
 
 
 @pytest.mark.parametrize("step", ["before client-first", "at server-first", "at server-final"])
-def test_cancel_at_each_step(conv, step):
+def test_cancel_at_each_step(conv, step, caplog):
     """"*" cancels wherever the server waits (BAD, as for PLAIN); after the server-final too,
-    where the login was decided: it does not happen, and its place is free again."""
+    where the login was decided: it does not happen, and its place is free again. Logged as
+    any cancel is (the BAD, for imap_cmd_debug), never as a login: the right proof's "ok" line
+    waited for the client's answer, and a cancel counts as no failed login."""
     client = ScramClient("alice", PASSWORD)
-    assert conv.send(b"a1 AUTHENTICATE SCRAM-SHA-256\r\n") == [b"+ "]
-    if step != "before client-first":
-        server_first = conv.send(b64(client.first()).encode() + b"\r\n")[0]
-        if step == "at server-final":
-            assert conv.send(b64(client.final(unb64(server_first))).encode() + b"\r\n")[0].startswith(b"+ ")
-    assert conv.send(b"*\r\n") == [b"a1 BAD Authentication cancelled"]
+    with caplog.at_level(logging.DEBUG):
+        gxlog.set_cmd_debug(1)
+        try:
+            assert conv.send(b"a1 AUTHENTICATE SCRAM-SHA-256\r\n") == [b"+ "]
+            if step != "before client-first":
+                server_first = conv.send(b64(client.first()).encode() + b"\r\n")[0]
+                if step == "at server-final":
+                    assert conv.send(b64(client.final(unb64(server_first))).encode() + b"\r\n")[0].startswith(b"+ ")
+            assert conv.send(b"*\r\n") == [b"a1 BAD Authentication cancelled"]
+        finally:
+            gxlog.set_cmd_debug(0)
     assert conv.session.state is State.NOT_AUTHENTICATED
     assert conv.session.auth_failures == 0
     assert conv.ctx.user_sessions.count("alice", "192.0.2.1") == 0
+    assert _auth_lines(caplog) == []
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.cmd"] == [
+        f"cmd conn={conv.session.id} rhost=[192.0.2.1]:{conv.session.conn.peer_port} user=- BAD: "
+        "a1 AUTHENTICATE SCRAM-SHA-256"]
 
 
 @pytest.mark.parametrize("message", [b"n,,n=alice", b"p=tls-unique,,n=alice,r=abc", b"n,,m=x,n=alice,r=abc",

@@ -117,6 +117,14 @@ class AuthResult:
     # account may not log in, may not act as the mailbox it named, has no midb account to run
     # as, or holds as many sessions from the address as it may: the client is told so).
     refusal: str = ""
+    # A success whose log line waits for the login's end (log_success): a SCRAM login's, which
+    # the client may still cancel after the verdict (AuthService.scram_result).
+    success_log: SuccessLog | None = field(default=None, repr=False, compare=False)
+
+    def log_success(self) -> None:
+        """The login is done: log the success that waited for it (none for any other result)."""
+        if self.success_log is not None:
+            self.success_log.write()
 
     @property
     def blocked(self) -> bool:
@@ -126,6 +134,20 @@ class AuthResult:
     def guess(self) -> bool:
         """A failure that may be someone guessing passwords: counted toward blocking the user."""
         return not (self.ok or self.refusal)
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessLog:
+    """The ``ok`` line of a login (gximap.log.auth_success), to be written when it is done."""
+
+    rhost: str
+    user: str
+    mech: str
+    actor: str | None
+    note: str
+
+    def write(self) -> None:
+        gxlog.auth_success(self.rhost, self.user, self.mech, self.actor, self.note)
 
 
 BLOCKED, DISABLED, UNAUTHORIZED, NO_MAILBOX = "blocked", "disabled", "unauthorized", "no mailbox"  # AuthResult.refusal
@@ -356,7 +378,10 @@ class AuthService:
         client-final message was refused for ``reason``), as :meth:`submit` gives a password's:
         the same screening, blocks, counting and log lines (``mech`` SCRAM-SHA-256), and a
         right proof passes a user block only when the credential cache holds it. No hashing:
-        decided on the calling thread, the future is done."""
+        decided on the calling thread, the future is done. A success is not logged yet: the
+        client answers the server-final message first, and may cancel there (RFC 5802 section
+        3: it checks the server's signature); the caller logs it once the login is done
+        (AuthResult.log_success)."""
         attempt = _Attempt.of(login, "", rhost=rhost, address=address, mech=mech, authzid=authzid, hold=hold)
         future: Future[AuthResult] = Future()
         try:
@@ -387,7 +412,7 @@ class AuthService:
             return _refuse(attempt, "account disabled", DISABLED)
         if self.cache is not None:
             self.cache.remember(_SCRAM_CACHE_PREFIX + lookup.identity, client_key.hex(), keys.stamp, keys.account)
-        return self._admit(attempt)
+        return self._admit(attempt, log_now=False)
 
     def _scram_from_cache(self, attempt: _Attempt, lookup: ScramLookup, client_key: bytes | None,
                           note: str) -> AuthResult | None:
@@ -398,7 +423,7 @@ class AuthService:
             return None
         if cache.lookup(_SCRAM_CACHE_PREFIX + lookup.identity, client_key.hex(), keys.stamp) is None:
             return None
-        return self._admit(attempt, note)
+        return self._admit(attempt, note, log_now=False)
 
     def close(self) -> None:
         """Stop the hashing threads (logins in flight are abandoned)."""
@@ -571,9 +596,10 @@ class AuthService:
             return None
         return self._admit(attempt, note)
 
-    def _admit(self, attempt: _Attempt, note: str = "") -> AuthResult:
+    def _admit(self, attempt: _Attempt, note: str = "", *, log_now: bool = True) -> AuthResult:
         """After a right password: the storage account the session runs as, or why it may not.
-        ``note``: how it got in, for the log line of a success."""
+        ``note``: how it got in, for the log line of a success; written now, or with
+        ``log_now`` False by the caller once the login is done (AuthResult.log_success)."""
         actor, mailbox = attempt.actor, attempt.mailbox
         try:
             own_account = self.storage_map.map(actor)
@@ -598,8 +624,11 @@ class AuthService:
         if attempt.hold is not None and not attempt.hold(target):
             return _refuse(attempt, "too many sessions from this address", LIMITED)
         actor_account = own_account if target != own_account else None
-        gxlog.auth_success(attempt.rhost, target, attempt.mech, actor_account, note)
-        return AuthResult(True, user=target, actor=actor_account)
+        success_log = SuccessLog(attempt.rhost, target, attempt.mech, actor_account, note)
+        if log_now:
+            success_log.write()
+            return AuthResult(True, user=target, actor=actor_account)
+        return AuthResult(True, user=target, actor=actor_account, success_log=success_log)
 
     def _verify(self, identity: str, password: str) -> str | None:
         """The backend's account name when ``password`` is right, from the credential cache when

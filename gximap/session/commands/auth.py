@@ -96,7 +96,8 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
     """Await a login's verdict (``check``, AuthService's); log in or count the failure.
     ``server_final``: SASL data the client is sent with a success (SCRAM's v=), as a last
     challenge it answers with an empty response (RFC 4422 section 5: IMAP's tagged OK carries
-    no data)."""
+    no data). Such a success is logged only then (AuthResult.log_success): a client that
+    cancels there instead, or leaves, has not logged in."""
     auth = session.ctx.auth
     try:
         result = yield Await(check)
@@ -113,8 +114,11 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
             try:
                 _sasl_response((yield NeedLine(b"+ " + base64.b64encode(server_final) + b"\r\n", sensitive=True)))
             except CommandFailed:  # "*": the client gave up after all; the place it held is free
+                # A cancel as at any other step (the BAD, imap_cmd_debug's line, counted as a BAD
+                # command, no failed login); its "ok" line is never written.
                 session.release_user_slot()
                 raise
+        result.log_success()
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
         return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
