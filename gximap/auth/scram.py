@@ -245,7 +245,7 @@ class DecoySalts:
             except Exception as exc:  # noqa: BLE001 - a store that cannot be read or written now
                 # One warning for a run of failures: the retries come every few seconds.
                 (log.debug if self._source_failing else log.warning)(
-                    "SCRAM decoy salts: no lasting secret (%s); the start's secret until it is had "
+                    "SCRAM decoy salts: no lasting secret (%s); the process's own until it is had "
                     "(asked again in %ss)", exc, SECRET_RETRY_INTERVAL)
                 self._source_failing = True
                 lasting = None

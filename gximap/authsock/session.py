@@ -22,9 +22,10 @@ gets the server-final message (v=, the server's proof). That last data cannot tr
 Dovecot's protocol allows only when the request says ``final-resp-ok`` (Postfix and Exim do not,
 and Postfix reads nothing but user= from an OK): it goes in one more CONT, which the MTA passes to
 the SMTP client as a 334 challenge, and the client's empty answer gets the OK, as Dovecot does
-(auth_request_success_continue). The verdict is AuthService's (scram_lookup, scram_result): the
-same blocks, counts and log lines as a password's, made-up keys for an unknown user, a wrong proof
-a wrong password. The MECH line says ``mutual-auth``, Dovecot's flag for SCRAM.
+(auth_request_success_continue), and only then is the login done (logged, its failures' count
+cleared). The verdict is AuthService's (scram_refusal, scram_lookup, scram_result): the same
+blocks, counts and log lines as a password's, made-up keys for an unknown user, a wrong proof a
+wrong password. The MECH line says ``mutual-auth``, Dovecot's flag for SCRAM.
 
 Password mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbids passwords
 without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its

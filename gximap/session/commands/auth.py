@@ -18,7 +18,10 @@ session's end or UNAUTHENTICATE).
 SCRAM-SHA-256 (imap_sasl_scram; gximap.auth.scram) is offered under the same rule as PLAIN
 (plaintext_auth_allowed): the password never crosses the wire, but without TLS the session that
 follows can be read and taken over, and the first message shows the user name to anyone
-listening. Its outcome is AuthService's, as a password's: a wrong proof is a wrong password.
+listening. Its outcome is AuthService's, as a password's: a wrong proof is a wrong password. A
+blocked address (or a blocked user, where no proof could pass the block) is refused at the
+client-first, as PLAIN at its message (AuthService.scram_refusal); a success is logged once the
+client has answered the server-final message.
 """
 
 from __future__ import annotations
