@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -99,6 +100,16 @@ class ScramAuthBackend(AuthBackend, Protocol):
         """Why ``scram_keys`` gave None, for the administrator's log ("unknown user", ...)."""
 
 
+@runtime_checkable
+class ScramCensusBackend(ScramAuthBackend, Protocol):
+    """A SCRAM backend that can count its users' keys by iteration count (both here can), so
+    that unknown users are answered with counts spread like the real ones
+    (gximap.auth.scram.DecoySalts)."""
+
+    def scram_iteration_counts(self) -> dict[int, int]:
+        """Iteration count -> how many users have SCRAM keys with it (those scram_keys serves)."""
+
+
 def account_scram_credential(account: Account) -> ScramCredential | None:
     """A midb account's SCRAM keys: its own, else its password hash when that is a Dovecot
     ``{SCRAM-SHA-256}`` entry (imported as it was); None without a password."""
@@ -169,6 +180,15 @@ class MidbAuth:
             return None
         return ScramKeys(account.name, credential, not account.disabled,
                          f"{account.password_hash}\n{credential.text()}")
+
+    def scram_iteration_counts(self) -> dict[int, int]:
+        """A census of every account's keys (reads the whole account table: taken rarely)."""
+        counts: Counter[int] = Counter()
+        for account in self._store.list_accounts():
+            credential = account_scram_credential(account)
+            if credential is not None:
+                counts[credential.iterations] += 1
+        return dict(counts)
 
     def scram_failure_reason(self, user: str) -> str:
         account = self._account(user)
@@ -325,6 +345,15 @@ class PasswdFileAuth:
         if credential is None:
             return None
         return ScramKeys(entry.user, credential, self._may_log_in(entry), entry.password)
+
+    def scram_iteration_counts(self) -> dict[int, int]:
+        counts: Counter[int] = Counter()
+        for entry in self._reload_if_changed().values():
+            if entry.password and "nopassword" not in entry.extra:
+                credential = scram_credential_of(entry.password)
+                if credential is not None:
+                    counts[credential.iterations] += 1
+        return dict(counts)
 
     def scram_failure_reason(self, user: str) -> str:
         entry = self.lookup(user)

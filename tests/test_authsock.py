@@ -484,8 +484,10 @@ class ScramBackend(Backend):
         super().__init__()
         self.keys = {name: scram_keys.derive(PASSWORD, iterations=SCRAM_ITERATIONS) for name in ("alice", "bob", "shared")}
         self.disabled: set[str] = set()
+        self.key_reads: list[str] = []
 
     def scram_keys(self, user: str) -> ScramKeys | None:
+        self.key_reads.append(user)
         if self.busy:
             raise StoreBusy("lock timeout")
         credential = self.keys.get(user)
@@ -535,6 +537,8 @@ def test_scram_exchange_ends_with_the_server_final_in_a_cont(store: Store, caplo
             reply = scram_exchange(client, request_id, scram, initial=initial)
             assert reply[0].startswith(f"CONT\t{request_id}\t")
             assert scram.check_server_final(cont_data(reply))
+            # Logged in only at the client's answer (the earlier request's line alone so far).
+            assert [record.name for record in caplog.records].count("gximap.auth") == request_id - 1
             assert client.send(f"CONT\t{request_id}\t\n") == [f"OK\t{request_id}\tuser=alice"]
     assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == \
         ["rhost=[192.0.2.7]:0 user=alice SMTP/SCRAM-SHA-256 ok"] * 2
@@ -582,8 +586,12 @@ def test_scram_wrong_proof_and_unknown_user_fail_alike_and_count(
         assert salts[0] == salts[1]
         assert scram_exchange(client, 4, ScramClient("nobody", PASSWORD), "rip=198.51.100.4") == ["FAIL\t4"]
         assert scram_exchange(client, 5, ScramClient("alice", "guess"), "rip=198.51.100.4") == ["FAIL\t5"]
-        # alice is blocked now: even the right proof is refused, unchecked.
-        assert scram_exchange(client, 6, ScramClient("alice", PASSWORD), "rip=192.0.2.7") == ["FAIL\t6"]
+        # alice is blocked now: refused at the client-first, as PLAIN at its message, her keys unread
+        # (no credential cache here: no proof could pass the block).
+        ctx.auth.backend.key_reads.clear()
+        assert client.send(f"AUTH\t6\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.7\t"
+                           f"resp={b64(ScramClient('alice', PASSWORD).first())}\n") == ["FAIL\t6"]
+        assert ctx.auth.backend.key_reads == []
     assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
         "rhost=[198.51.100.4]:0 user=alice SMTP/SCRAM-SHA-256 rejected: bad password",
         "rhost=[198.51.100.4]:0 user=nobody SMTP/SCRAM-SHA-256 rejected: unknown user",
@@ -594,7 +602,7 @@ def test_scram_wrong_proof_and_unknown_user_fail_alike_and_count(
     assert not client.closed
 
 
-def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
+def test_scram_cancel_and_expiry_mid_exchange(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     ctx = scram_ctx(store)
     now = fake_clock(ctx)
     client = Client(ctx).hello()
@@ -603,10 +611,19 @@ def test_scram_cancel_and_expiry_mid_exchange(store: Store) -> None:
     final = scram.final(cont_data(reply))
     assert client.send("CANCEL\t1\n") == []
     assert client.send(f"CONT\t1\t{b64(final)}\n") == ["FAIL\t1\treason=Authentication request timed out"]
-    # Cancelled after the right proof, before the empty answer to the server's: no OK ever.
+    # Cancelled after the right proof, before the empty answer to the server's: no OK ever, and
+    # none logged; counted as a cancel is anywhere else, for nothing (alice's failure stays).
+    assert scram_exchange(client, 4, ScramClient("alice", "guess"))[0] == "FAIL\t4"
     scram = ScramClient("alice", PASSWORD)
-    assert scram_exchange(client, 2, scram)[0].startswith("CONT\t2\t")
-    assert client.send("CANCEL\t2\nCONT\t2\t\n") == ["FAIL\t2\treason=Authentication request timed out"]
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert scram_exchange(client, 2, scram)[0].startswith("CONT\t2\t")
+        assert client.send("CANCEL\t2\nCONT\t2\t\n") == ["FAIL\t2\treason=Authentication request timed out"]
+        # ... and one left to expire there likewise.
+        assert scram_exchange(client, 5, ScramClient("alice", PASSWORD))[0].startswith("CONT\t5\t")
+        now[0] += PENDING_TIMEOUT
+        assert client.send("CONT\t5\t\n") == ["FAIL\t5\treason=Authentication request timed out"]
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == []
+    assert [(key, count) for key, (count, _since) in ctx._failures.items()] == [(("192.0.2.7", "alice"), 1)]
     # The exchange expires PENDING_TIMEOUT after its AUTH, whatever step it is at.
     scram = ScramClient("alice", PASSWORD)
     reply = client.send(f"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\tresp={b64(scram.first())}\n")
@@ -686,6 +703,26 @@ def test_scram_passes_a_user_block_only_with_a_proof_the_cache_holds(store: Stor
     assert scram_exchange(client, 4, ScramClient("alice", PASSWORD))[0].startswith("CONT\t4\t")
     assert client.send("CONT\t4\t\n") == ["OK\t4\tuser=alice"]
     assert scram_exchange(client, 5, ScramClient("bob", PASSWORD)) == ["FAIL\t5"]
+
+
+def test_scram_from_a_blocked_address_is_refused_at_the_client_first(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """As PLAIN from a blocked address: refused at the first message that names the user, its keys
+    never read, logged "refused"; a client at another address goes on."""
+    ctx = scram_ctx(store, auth_times=10, ip_times=2)
+    client = Client(ctx).hello()
+    for request_id in (1, 2):
+        assert scram_exchange(client, request_id, ScramClient("bob", "guess"), "rip=198.51.100.4") == \
+            [f"FAIL\t{request_id}"]
+    ctx.auth.backend.key_reads.clear()
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert client.send(f"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\trip=198.51.100.4\t"
+                           f"resp={b64(ScramClient('alice', PASSWORD).first())}\n") == ["FAIL\t3"]
+    assert ctx.auth.backend.key_reads == []
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.auth"] == [
+        "rhost=[198.51.100.4]:0 user=alice SMTP/SCRAM-SHA-256 refused: address blocked"]
+    assert scram_exchange(client, 4, ScramClient("alice", PASSWORD))[0].startswith("CONT\t4\t")
+    assert client.send("CONT\t4\t\n") == ["OK\t4\tuser=alice"]
 
 
 def test_reload_turns_scram_on_for_the_next_handshakes(store: Store, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from conversation import PASSWORD, Conversation
 from scram_client import ScramClient, b64, unb64
 
+from gximap import log as gxlog
 from gximap.auth import scram
 from gximap.session.base import State
 from midb import scram as keys
@@ -174,19 +175,44 @@ def test_decoy_salts_outlive_a_restart(tmp_path):
     readonly = Store(tmp_path / "fresh", fsync=False, readonly=True)
     try:
         assert readonly.site_secret(b"one") is None  # none drawn yet, and none may be written
-        # Without a lasting secret (none, or the store fails), the one given at start, asked once.
-        asked = []
-
-        def failing() -> bytes | None:
-            asked.append(1)
-            raise OSError("read-only file system")
-
         started = scram.DecoySalts(b"k" * 32).credential("x").salt
         assert scram.DecoySalts(b"k" * 32, source=lambda: None).credential("x").salt == started
-        decoys = scram.DecoySalts(b"k" * 32, source=failing)
-        assert decoys.credential("x").salt == decoys.credential("x").salt == started and asked == [1]
     finally:
         readonly.close()
+
+
+def test_decoy_salts_ask_for_the_lasting_secret_again_after_a_failure(caplog):
+    """A store that cannot give the secret once (busy, its disk full) must not leave the salts to
+    the start's secret for good: it is asked again at a use SECRET_RETRY_INTERVAL later (not at
+    each one before), the start's secret serving the uses between; once had, it is kept."""
+    now = [100.0]
+    answers: list[bytes | Exception | None] = [OSError("lock timeout"), None, b"L" * 32]
+    asked = []
+
+    def source() -> bytes | None:
+        asked.append(now[0])
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    started = scram.DecoySalts(b"k" * 32).credential("x").salt
+    lasting = scram.DecoySalts(b"L" * 32).credential("x").salt
+    decoys = scram.DecoySalts(b"k" * 32, source=source, clock=lambda: now[0])
+    with caplog.at_level(logging.DEBUG, logger="gximap.auth.scram"):
+        assert decoys.credential("x").salt == decoys.credential("x").salt == started and asked == [100.0]
+        now[0] += scram.SECRET_RETRY_INTERVAL - 0.5
+        assert decoys.credential("x").salt == started and asked == [100.0]  # not yet
+        now[0] += 0.5
+        assert decoys.credential("x").salt == started and len(asked) == 2  # asked: a read-only store's None
+        now[0] += scram.SECRET_RETRY_INTERVAL
+        assert decoys.credential("x").salt == lasting and len(asked) == 3
+        now[0] += 1000
+        assert decoys.credential("x").salt == lasting and len(asked) == 3  # kept, never asked again
+        decoys.share_secret(b"c" * 32)  # the siblings' secret is the fallback only
+        assert decoys.credential("x").salt == lasting
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "lock timeout" in warnings[0]
 
 
 def test_decoy_salts_wait_for_the_lasting_secret_being_read():
@@ -218,6 +244,65 @@ def test_decoy_salts_wait_for_the_lasting_secret_being_read():
     first.join(10)
     second.join(10)
     assert salts["first"] == salts["second"] == scram.DecoySalts(b"L" * 32).credential("nobody").salt
+
+
+def test_decoy_iterations_are_drawn_like_the_real_users():
+    """Keys imported from Dovecot keep its 4096 iterations until a password login (never, for a
+    client that speaks only SCRAM, or a passwd-file's): a decoy that always said 100,000 told
+    every such name from an unknown one. Each name draws a count with the census's odds, the
+    same at every ask; as low counts become fewer, the names that move go up, as real keys do."""
+    names = [f"user{number}" for number in range(2000)]
+    census = {4096: 3, keys.DEFAULT_ITERATIONS: 1}
+    now = [0.0]
+    counted = []
+
+    def population() -> dict[int, int]:
+        counted.append(now[0])
+        return dict(census)
+
+    decoys = scram.DecoySalts(b"k" * 32, population=population, clock=lambda: now[0])
+    drawn = {name: decoys.credential(name).iterations for name in names}
+    assert set(drawn.values()) == {4096, keys.DEFAULT_ITERATIONS}
+    assert 0.70 < sum(count == 4096 for count in drawn.values()) / len(names) < 0.80
+    assert all(decoys.credential(name).iterations == count for name, count in drawn.items())
+    assert counted == [0.0]  # one census, used until CENSUS_INTERVAL is over
+    census.update({4096: 1, keys.DEFAULT_ITERATIONS: 3})
+    now[0] += scram.CENSUS_INTERVAL
+    after = {name: decoys.credential(name).iterations for name in names}
+    assert counted == [0.0, scram.CENSUS_INTERVAL]
+    assert 0.20 < sum(count == 4096 for count in after.values()) / len(names) < 0.30
+    assert all(after[name] == keys.DEFAULT_ITERATIONS for name, count in drawn.items()
+               if count == keys.DEFAULT_ITERATIONS)  # none went down
+    # Another process (the same secret, the same census) answers the same.
+    assert scram.DecoySalts(b"k" * 32, population=lambda: dict(census)).credential("user7").iterations == \
+        after["user7"]
+    # No census (another backend), an empty one, or one that fails: the default count.
+    assert scram.DecoySalts(b"k" * 32).credential("user7").iterations == keys.DEFAULT_ITERATIONS
+    assert scram.DecoySalts(b"k" * 32, population=dict).credential("user7").iterations == keys.DEFAULT_ITERATIONS
+
+    def failing() -> dict[int, int]:
+        raise OSError("lock timeout")
+
+    assert scram.DecoySalts(b"k" * 32, population=failing).credential("x").iterations == keys.DEFAULT_ITERATIONS
+
+
+def test_backends_count_their_keys_by_iterations(tmp_path):
+    from midb.passwords import hash_password
+    from midb.store import Store
+
+    store = Store(tmp_path / "midb", fsync=False)
+    try:
+        store.create_account("alice", password_hash=hash_password("a"), scram_sha256=keys.derive("a").text())
+        store.create_account("bob", password_hash="{SCRAM-SHA-256}" + keys.derive("b", iterations=4096).text())
+        store.create_account("carol", password_hash=hash_password("c"))  # no keys yet
+        store.create_account("dave")  # no password
+        assert MidbAuth(store).scram_iteration_counts() == {keys.DEFAULT_ITERATIONS: 1, 4096: 1}
+    finally:
+        store.close()
+    entry = "{SCRAM-SHA-256}" + keys.derive("pencil", iterations=4096).text()
+    path = tmp_path / "passwd"
+    path.write_text(f"carol:{entry}\ndave:{{PLAIN}}pencil\nerin:{entry}::::::nopassword\nfrank:{entry}\n")
+    assert PasswdFileAuth(path).scram_iteration_counts() == {4096: 2}
 
 
 # -- stored keys (midb) -------------------------------------------------------------------------------
@@ -333,8 +418,12 @@ def _exchange(conv: Conversation, client: ScramClient, *, initial: bool = False,
 
 
 def test_full_exchange_logs_in(conv, caplog):
+    client = ScramClient("alice", PASSWORD)
     with caplog.at_level(logging.INFO, logger="gximap.auth"):
-        lines = _exchange(conv, ScramClient("alice", PASSWORD))
+        server_first = conv.send(f"a1 AUTHENTICATE SCRAM-SHA-256 {b64(client.first())}\r\n".encode())[0]
+        assert client.check_server_final(unb64(conv.send(b64(client.final(unb64(server_first))).encode() + b"\r\n")[0]))
+        assert _auth_lines(caplog) == []  # not logged in until the client answers the server's proof
+        lines = conv.send(b"\r\n")
     assert lines[0].startswith(b"a1 OK [CAPABILITY IMAP4rev1 ") and lines[0].endswith(b"] Logged in")
     assert conv.session.state is State.AUTHENTICATED and conv.session.user == "alice"
     assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 ok"]
@@ -383,6 +472,31 @@ def test_unknown_user_cannot_be_told_apart(tmp_path, caplog):
                                        "rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 rejected: bad password"]
 
 
+def test_unknown_users_answer_the_iteration_count_the_real_ones_have(conv):
+    """Every account here has keys of 4096 iterations (as a Dovecot import would): an unknown
+    name says 4096 too, where it said 100,000 and so told every real name apart."""
+    assert {_server_first(conv, name, f"a{number}")["i"] for number, name in enumerate(
+        ("alice", "bob", "nobody", "nobody2", "carol"))} == {"4096"}
+
+
+def test_imported_low_iteration_keys_are_derived_anew_at_the_next_password_login(conv):
+    """A Dovecot {SCRAM-SHA-256} hash serves SCRAM with its own count (4096) until the account's
+    next LOGIN or PLAIN login, which knows the password: its keys are then derived at 100,000."""
+    conv.store.update_account("alice", password_hash="{SCRAM-SHA-256}" + keys.derive(PASSWORD, iterations=4096).text())
+    assert _server_first(conv, "alice", "a1")["i"] == "4096"
+    assert _exchange(conv, ScramClient("alice", PASSWORD), tag="a2")[0].startswith(b"a2 OK ")
+    conv.command("UNAUTHENTICATE")
+    assert _server_first(conv, "alice", "a3")["i"] == "4096"  # a SCRAM login cannot: no password
+    assert conv.send(b"a4 AUTHENTICATE PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()) + b"\r\n")[0] \
+        .startswith(b"a4 OK ")
+    conv.command("UNAUTHENTICATE")
+    assert _server_first(conv, "alice", "a5")["i"] == str(keys.DEFAULT_ITERATIONS)
+    account = conv.store.get_account("alice")
+    assert account.password_hash.startswith("$scrypt$")
+    assert keys.parse_credential(account.scram_sha256).iterations == keys.DEFAULT_ITERATIONS
+    assert _exchange(conv, ScramClient("alice", PASSWORD), tag="a6")[0].startswith(b"a6 OK ")
+
+
 def test_account_without_keys_fails_like_a_wrong_password(conv, caplog):
     conv.store.update_account("bob", scram_sha256=None)
     with caplog.at_level(logging.INFO, logger="gximap.auth"):
@@ -394,19 +508,30 @@ def test_account_without_keys_fails_like_a_wrong_password(conv, caplog):
 
 
 @pytest.mark.parametrize("step", ["before client-first", "at server-first", "at server-final"])
-def test_cancel_at_each_step(conv, step):
+def test_cancel_at_each_step(conv, step, caplog):
     """"*" cancels wherever the server waits (BAD, as for PLAIN); after the server-final too,
-    where the login was decided: it does not happen, and its place is free again."""
+    where the login was decided: it does not happen, and its place is free again. Logged as
+    any cancel is (the BAD, for imap_cmd_debug), never as a login: the right proof's "ok" line
+    waited for the client's answer, and a cancel counts as no failed login."""
     client = ScramClient("alice", PASSWORD)
-    assert conv.send(b"a1 AUTHENTICATE SCRAM-SHA-256\r\n") == [b"+ "]
-    if step != "before client-first":
-        server_first = conv.send(b64(client.first()).encode() + b"\r\n")[0]
-        if step == "at server-final":
-            assert conv.send(b64(client.final(unb64(server_first))).encode() + b"\r\n")[0].startswith(b"+ ")
-    assert conv.send(b"*\r\n") == [b"a1 BAD Authentication cancelled"]
+    with caplog.at_level(logging.DEBUG):
+        gxlog.set_cmd_debug(1)
+        try:
+            assert conv.send(b"a1 AUTHENTICATE SCRAM-SHA-256\r\n") == [b"+ "]
+            if step != "before client-first":
+                server_first = conv.send(b64(client.first()).encode() + b"\r\n")[0]
+                if step == "at server-final":
+                    assert conv.send(b64(client.final(unb64(server_first))).encode() + b"\r\n")[0].startswith(b"+ ")
+            assert conv.send(b"*\r\n") == [b"a1 BAD Authentication cancelled"]
+        finally:
+            gxlog.set_cmd_debug(0)
     assert conv.session.state is State.NOT_AUTHENTICATED
     assert conv.session.auth_failures == 0
     assert conv.ctx.user_sessions.count("alice", "192.0.2.1") == 0
+    assert _auth_lines(caplog) == []
+    assert [record.getMessage() for record in caplog.records if record.name == "gximap.cmd"] == [
+        f"cmd conn={conv.session.id} rhost=[192.0.2.1]:{conv.session.conn.peer_port} user=- BAD: "
+        "a1 AUTHENTICATE SCRAM-SHA-256"]
 
 
 @pytest.mark.parametrize("message", [b"n,,n=alice", b"p=tls-unique,,n=alice,r=abc", b"n,,m=x,n=alice,r=abc",
@@ -499,6 +624,63 @@ def test_a_right_proof_the_cache_holds_passes_a_user_block(tmp_path):
             b"c1 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"]
         # A PLAIN password the cache does not hold stays refused: the SCRAM entry is its own.
         assert third.send(b"c2 LOGIN alice secret\r\n")[0].startswith(b"c2 NO [AUTHENTICATIONFAILED] Too many")
+
+
+def _count_key_reads(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names whose SCRAM keys the backend is asked for from now on."""
+    backend = conv.ctx.auth.backend
+    assert isinstance(backend, MidbAuth)
+    asked: list[str] = []
+    original = backend.scram_keys
+
+    def scram_keys(user: str):
+        asked.append(user)
+        return original(user)
+
+    monkeypatch.setattr(backend, "scram_keys", scram_keys)
+    return asked
+
+
+def test_a_blocked_user_is_refused_at_the_client_first_its_keys_unread(tmp_path, caplog, monkeypatch):
+    """Without a credential cache no proof gets through a user block, so the exchange is refused
+    at its first message, as PLAIN is at its one: the same answer and log line, no keys read."""
+    with Conversation(tmp_path, users=("alice",), sasl_scram=True) as conv:
+        asked = _count_key_reads(conv, monkeypatch)
+        conv.ctx.auth.block_user("alice", "test")
+        blocked = b"NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            assert conv.send(b"a1 LOGIN alice secret\r\n") == [b"a1 " + blocked]
+            assert conv.send(f"a2 AUTHENTICATE SCRAM-SHA-256 {b64(ScramClient('alice', PASSWORD).first())}\r\n"
+                             .encode()) == [b"a2 " + blocked]
+            assert conv.send(b"a3 AUTHENTICATE SCRAM-SHA-256\r\n") == [b"+ "]
+            assert conv.send(b64(ScramClient("ALICE", PASSWORD).first()).encode() + b"\r\n") == [b"a3 " + blocked]
+        assert asked == []
+        assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice LOGIN refused: user blocked",
+                                       "rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 refused: user blocked",
+                                       "rhost=[192.0.2.1]:{port} user=ALICE SCRAM-SHA-256 refused: user blocked"]
+        assert conv.session.auth_failures == 3 and conv.session.password_failures == 0  # no guesses
+        assert _exchange(conv, ScramClient("nobody", PASSWORD), tag="a4")[0].startswith(b"a4 NO ")
+        assert asked == ["nobody"]  # others go on
+
+
+def test_a_blocked_address_is_refused_at_the_client_first_even_with_a_cache(tmp_path, caplog, monkeypatch):
+    """An address block refuses everything, a proof the cache holds included (as a password):
+    at the client-first, no keys read. A user block with a cache goes on to the keys, which a
+    proof the cache holds must be checked against (test_a_right_proof_the_cache_holds_passes_a_user_block)."""
+    from gximap.auth.cache import CredentialCache
+
+    with Conversation(tmp_path, users=("alice",), ip_times=2, sasl_scram=True,
+                      auth_cache=CredentialCache(300, 100)) as conv:
+        assert _exchange(conv, ScramClient("alice", PASSWORD))[0].startswith(b"a1 OK ")
+        conv.command("UNAUTHENTICATE")
+        for tag in ("a2", "a3"):
+            assert conv.send(f"{tag} LOGIN alice wrong\r\n".encode())[0].startswith(f"{tag} NO ".encode())
+        asked = _count_key_reads(conv, monkeypatch)
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            assert _exchange(conv, ScramClient("alice", PASSWORD), tag="a4") == [
+                b"a4 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"]
+        assert asked == []
+        assert _auth_lines(caplog) == ["rhost=[192.0.2.1]:{port} user=alice SCRAM-SHA-256 refused: address blocked"]
 
 
 def test_disabled_account_is_told_only_after_a_right_proof(conv):

@@ -11,8 +11,9 @@ PLAIN login's (gximap.auth.maps); the password is the client's business.
 
 An unknown user (or one without SCRAM keys) gets keys made up on the spot: a salt that is the
 same for the same name every time, in every process and after a restart (an HMAC of the name
-under the store's site secret: DecoySalts) and the default iteration count, so that the
-server-first message does not tell names apart; the proof then fails as a wrong password does.
+under the store's site secret: DecoySalts) and an iteration count drawn as the real users' are
+spread (DecoySalts), so that the server-first message does not tell names apart; the proof then
+fails as a wrong password does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import hmac
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from midb.scram import DEFAULT_ITERATIONS, KEY_BYTES, ScramCredential, hmac_sha256, stored_key_of
@@ -173,45 +175,142 @@ def server_final(credential: ScramCredential, message: bytes) -> str:
     return "v=" + base64.b64encode(hmac_sha256(credential.server_key, message)).decode("ascii")
 
 
+# After the lasting secret could not be had (the store failed, or a read-only one has none yet),
+# it is asked again at the first use this many seconds later; the uses between take the fallback.
+SECRET_RETRY_INTERVAL = 5.0
+# How long a census of the stored keys' iteration counts is used before it is taken again.
+CENSUS_INTERVAL = 600.0
+_DRAW_BITS = 64
+
+
 class DecoySalts:
     """Made-up keys for names without SCRAM keys: the salt an HMAC of the name under a secret,
     so asking twice gives the same answer, as for a real user. The secret should outlive the
     process: a real user's salt never changes, so a decoy's that changed at a restart would tell
     the name apart. ``source`` gives such a secret (the store's site secret), asked at the first
-    use (after the serving processes have forked) and kept; without one (None, or it fails), the
-    secret drawn at start, or the one the serving processes share (share_secret)."""
+    use (after the serving processes have forked) and kept once had. Without it (None, or the
+    source fails) the fallback serves that one exchange: the secret drawn at start, or the one
+    the serving processes share (share_secret); the source is asked again at a use
+    SECRET_RETRY_INTERVAL later, so a store that failed once does not leave the salts to change
+    at every restart for good.
 
-    def __init__(self, secret: bytes | None = None, *, source: Callable[[], bytes | None] | None = None) -> None:
-        self._secret = secret if secret is not None else secrets.token_bytes(32)
+    The iteration count: a real user answers with the count its keys were derived with, which
+    is DEFAULT_ITERATIONS for keys midb made, but whatever the source's was for keys imported
+    from Dovecot ({SCRAM-SHA-256}, 4096 by its default), or taken from a passwd-file. Those keep
+    their count until a password login derives new ones (midb.authdb.MidbAuth), which a client
+    that only speaks SCRAM never makes, and never for a passwd-file (the administrator's). A
+    decoy that always said DEFAULT_ITERATIONS would tell every such name from an unknown one
+    (with a passwd-file of Dovecot hashes, every name). So ``population`` (the backend's census:
+    iteration count -> accounts with such keys) is drawn from: each name gets a count with the
+    population's odds, from an HMAC of the name (the same at every ask), the counts taken in
+    ascending order, so that as imported accounts' keys are derived anew the decoys that move
+    go up, as those accounts do. The census is taken at the first use and again
+    CENSUS_INTERVAL later; without one (no census, an empty one) DEFAULT_ITERATIONS."""
+
+    def __init__(self, secret: bytes | None = None, *, source: Callable[[], bytes | None] | None = None,
+                 population: Callable[[], Mapping[int, int]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._fallback = secret if secret is not None else secrets.token_bytes(32)
+        self._lasting: bytes | None = None
         self._source = source
+        self._clock = clock
+        self._ask_after = 0.0  # the clock reading before which the source is not asked again
+        self._source_failing = False  # the last ask failed: a warning was logged for it
         self._asking = threading.Lock()  # the lookups of other threads wait for the source's answer
+        self._population = population
+        self._census: tuple[tuple[int, int], ...] | None = None  # (iterations, accounts), ascending
+        self._census_due = 0.0
+        self._counting = threading.Lock()
 
     def share_secret(self, channel_secret: bytes) -> None:
         """Use a secret derived from the sibling channel's (gximap.net.siblings), which every
-        serving process shares: a client's next connection may reach another process, and a
-        different salt there would tell the name apart from a real user's."""
-        self._secret = hmac.new(channel_secret, b"gximap scram decoy salts", hashlib.sha256).digest()
+        serving process shares, as the fallback: a client's next connection may reach another
+        process, and a different salt there would tell the name apart from a real user's."""
+        self._fallback = hmac.new(channel_secret, b"gximap scram decoy salts", hashlib.sha256).digest()
 
     def _current_secret(self) -> bytes:
+        lasting = self._lasting
+        if lasting is not None:
+            return lasting
         if self._source is None:
-            return self._secret
+            return self._fallback
         with self._asking:
-            source = self._source
-            if source is not None:
-                try:
-                    lasting = source()
-                except Exception as exc:  # a store that cannot be written now: the start's secret
-                    log.warning("SCRAM decoy salts: no lasting secret (%s); they change at a restart", exc)
-                else:
-                    if lasting is not None:
-                        self._secret = lasting
-                self._source = None  # after the secret: a thread that sees None reads the one kept
-            return self._secret
+            if self._lasting is not None:  # read by the thread this one waited for
+                return self._lasting
+            now = self._clock()
+            if now < self._ask_after:
+                return self._fallback
+            try:
+                lasting = self._source()
+            except Exception as exc:  # noqa: BLE001 - a store that cannot be read or written now
+                # One warning for a run of failures: the retries come every few seconds.
+                (log.debug if self._source_failing else log.warning)(
+                    "SCRAM decoy salts: no lasting secret (%s); the process's own until it is had "
+                    "(asked again in %ss)", exc, SECRET_RETRY_INTERVAL)
+                self._source_failing = True
+                lasting = None
+            if lasting is None:  # failed, or a read-only store that has none yet
+                self._ask_after = now + SECRET_RETRY_INTERVAL
+                return self._fallback
+            if self._source_failing:
+                log.info("SCRAM decoy salts: the lasting secret is read now")
+            self._lasting = lasting
+            return lasting
+
+    def _current_census(self) -> tuple[tuple[int, int], ...]:
+        population = self._population
+        if population is None:
+            return ()
+        census = self._census
+        if census is not None and self._clock() < self._census_due:
+            return census
+        # The first census is waited for (a name's count must not change between two asks); a
+        # later one is taken by one thread while the others use the one they have.
+        if census is None:
+            self._counting.acquire()
+        elif not self._counting.acquire(blocking=False):
+            return census
+        try:
+            if self._census is not None and self._census is not census:  # taken while this one waited
+                return self._census
+            now = self._clock()
+            try:
+                counts = population()
+            except Exception as exc:  # noqa: BLE001 - store trouble: the census in hand, asked again soon
+                log.warning("SCRAM decoy salts: no census of the stored keys' iteration counts (%s)", exc)
+                self._census_due = now + SECRET_RETRY_INTERVAL
+                self._census = census or ()
+                return self._census
+            self._census = tuple(sorted((iterations, accounts) for iterations, accounts in counts.items()
+                                        if accounts > 0))
+            self._census_due = now + CENSUS_INTERVAL
+            return self._census
+        finally:
+            self._counting.release()
+
+    def _iterations(self, secret: bytes, name: bytes) -> int:
+        """The name's iteration count, drawn with the population's odds (class doc)."""
+        census = self._current_census()
+        total = sum(accounts for _iterations, accounts in census)
+        if not total:
+            return DEFAULT_ITERATIONS
+        draw = int.from_bytes(hmac.new(secret, b"iterations\0" + name, hashlib.sha256).digest()[:_DRAW_BITS // 8],
+                              "big")
+        # The count whose share of the population holds draw / 2**64 (compared without division).
+        reached = 0
+        for iterations, accounts in census:
+            reached += accounts
+            if draw * total < reached << _DRAW_BITS:
+                return iterations
+        return census[-1][0]
 
     def credential(self, name: str) -> ScramCredential:
-        salt = hmac.new(self._current_secret(), name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:16]
+        secret = self._current_secret()
+        encoded = name.encode("utf-8", "surrogatepass")
+        salt = hmac.new(secret, encoded, hashlib.sha256).digest()[:16]
         # Random keys: no proof can match them (a SHA-256 preimage would be needed).
-        return ScramCredential(DEFAULT_ITERATIONS, salt, secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))
+        return ScramCredential(self._iterations(secret, encoded), salt, secrets.token_bytes(KEY_BYTES),
+                               secrets.token_bytes(KEY_BYTES))
 
 
 def _text(data: bytes) -> str:

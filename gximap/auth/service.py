@@ -88,6 +88,7 @@ from midb.authdb import (
     AccountDisabled,
     AuthBackend,
     ScramAuthBackend,
+    ScramCensusBackend,
     ScramKeys,
     StampedAuthBackend,
     verify_dummy_password,
@@ -116,6 +117,14 @@ class AuthResult:
     # account may not log in, may not act as the mailbox it named, has no midb account to run
     # as, or holds as many sessions from the address as it may: the client is told so).
     refusal: str = ""
+    # A success whose log line waits for the login's end (log_success): a SCRAM login's, which
+    # the client may still cancel after the verdict (AuthService.scram_result).
+    success_log: SuccessLog | None = field(default=None, repr=False, compare=False)
+
+    def log_success(self) -> None:
+        """The login is done: log the success that waited for it (none for any other result)."""
+        if self.success_log is not None:
+            self.success_log.write()
 
     @property
     def blocked(self) -> bool:
@@ -125,6 +134,20 @@ class AuthResult:
     def guess(self) -> bool:
         """A failure that may be someone guessing passwords: counted toward blocking the user."""
         return not (self.ok or self.refusal)
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessLog:
+    """The ``ok`` line of a login (gximap.log.auth_success), to be written when it is done."""
+
+    rhost: str
+    user: str
+    mech: str
+    actor: str | None
+    note: str
+
+    def write(self) -> None:
+        gxlog.auth_success(self.rhost, self.user, self.mech, self.actor, self.note)
 
 
 BLOCKED, DISABLED, UNAUTHORIZED, NO_MAILBOX = "blocked", "disabled", "unauthorized", "no mailbox"  # AuthResult.refusal
@@ -198,7 +221,9 @@ class AuthService:
         self._scram_backend = backend if isinstance(backend, ScramAuthBackend) else None
         site_secret = getattr(store, "site_secret", None)
         self.decoys = DecoySalts(source=None if site_secret is None else
-                                 lambda: site_secret(b"gximap scram decoy salts"))
+                                 lambda: site_secret(b"gximap scram decoy salts"),
+                                 population=(backend.scram_iteration_counts
+                                             if isinstance(backend, ScramCensusBackend) else None))
 
     def share_with(self, channel: Any) -> None:
         """Share blocks, address failures and verified credentials with sibling processes
@@ -294,6 +319,33 @@ class AuthService:
 
     # -- SCRAM (gximap.auth.scram) ------------------------------------------------------------------
 
+    def scram_refusal(self, login: str, *, rhost: str, address: str, mech: str,
+                      authzid: str | None = None) -> AuthResult | None:
+        """The refusal of a SCRAM exchange at its client-first message, before the user's keys
+        are read: a blocked address, or a blocked user when no proof could pass the block (there
+        is no credential cache); None when the exchange goes on. Its answer and log line are
+        those PLAIN gets for a blocked login at its one message, the first that names the user:
+        a block that PLAIN tells for any password, SCRAM tells at the client-first; an unknown
+        name is refused alike. (RFC 5802 section 5.1 lets the server end a failed exchange
+        without the server-final message; a malformed client-first is failed here as well.)
+
+        A user block with a credential cache goes on to the keys, as PLAIN goes on to the
+        credential stamp: a proof the cache holds passes the block (_screen), as a password the
+        cache holds does, so that a stranger's guesses do not lock a user's SCRAM clients out.
+        That proof must be checked against the real keys, so they are read; made-up keys for a
+        blocked user would not do either: the salt they say changes from the real one when the
+        user is blocked, which tells a real name from an unknown one. Whether the cache holds
+        an entry for the name must not decide it either (a stranger would learn the user logged
+        in lately). So the keys are read for every blocked user while there is a cache."""
+        attempt = _Attempt.of(login, "", rhost=rhost, address=address, mech=mech, authzid=authzid)
+        if _NOT_UTF8.search(attempt.logged) or not attempt.actor or not attempt.mailbox:
+            return None  # failed when the exchange ends, in _screen's order (its line names the bytes)
+        if self._address_blocked(attempt.client):
+            return _refuse(attempt, "address blocked", BLOCKED)
+        if self.cache is None and self._user_blocked(attempt):
+            return _refuse(attempt, "user blocked", BLOCKED)
+        return None
+
     def submit_scram_lookup(self, login: str, authzid: str | None = None) -> Future[ScramLookup]:
         """The keys a SCRAM-SHA-256 proof is to be checked against, read on the hashing executor
         (a store read, kept off the workers as password checks are); the caller cancels the
@@ -326,7 +378,10 @@ class AuthService:
         client-final message was refused for ``reason``), as :meth:`submit` gives a password's:
         the same screening, blocks, counting and log lines (``mech`` SCRAM-SHA-256), and a
         right proof passes a user block only when the credential cache holds it. No hashing:
-        decided on the calling thread, the future is done."""
+        decided on the calling thread, the future is done. A success is not logged yet: the
+        client answers the server-final message first, and may cancel there (RFC 5802 section
+        3: it checks the server's signature); the caller logs it once the login is done
+        (AuthResult.log_success)."""
         attempt = _Attempt.of(login, "", rhost=rhost, address=address, mech=mech, authzid=authzid, hold=hold)
         future: Future[AuthResult] = Future()
         try:
@@ -357,7 +412,7 @@ class AuthService:
             return _refuse(attempt, "account disabled", DISABLED)
         if self.cache is not None:
             self.cache.remember(_SCRAM_CACHE_PREFIX + lookup.identity, client_key.hex(), keys.stamp, keys.account)
-        return self._admit(attempt)
+        return self._admit(attempt, log_now=False)
 
     def _scram_from_cache(self, attempt: _Attempt, lookup: ScramLookup, client_key: bytes | None,
                           note: str) -> AuthResult | None:
@@ -368,7 +423,7 @@ class AuthService:
             return None
         if cache.lookup(_SCRAM_CACHE_PREFIX + lookup.identity, client_key.hex(), keys.stamp) is None:
             return None
-        return self._admit(attempt, note)
+        return self._admit(attempt, note, log_now=False)
 
     def close(self) -> None:
         """Stop the hashing threads (logins in flight are abandoned)."""
@@ -507,13 +562,12 @@ class AuthService:
         SCRAM login, which the cache vouches for by those (_scram_from_cache)."""
         if _NOT_UTF8.search(attempt.logged) or _NOT_UTF8.search(attempt.password):
             return self._fail(attempt, "invalid UTF-8")
-        actor, mailbox = attempt.actor, attempt.mailbox
-        if not actor or not mailbox:
+        if not attempt.actor or not attempt.mailbox:
             return self._fail(attempt, "empty user name")
         # The address first: its block refuses everything, a password the cache holds included.
         if self._address_blocked(attempt.client):
             return _refuse(attempt, "address blocked", BLOCKED)
-        if self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0):
+        if self._user_blocked(attempt):
             # A user block stops guessing, which anyone can start; a password verified before it
             # (the cache's entry) is no guess, so it passes: a stranger cannot lock the user's
             # clients out. Anything else is refused unhashed, as Gromox refuses every login.
@@ -521,6 +575,10 @@ class AuthService:
                       else self._scram_from_cache(attempt, *scram, THROUGH_BLOCK))
             return passed or _refuse(attempt, "user blocked", BLOCKED)
         return None
+
+    def _user_blocked(self, attempt: _Attempt) -> bool:
+        actor, mailbox = attempt.actor, attempt.mailbox
+        return self.user_block_remaining(actor) > 0 or (mailbox != actor and self.user_block_remaining(mailbox) > 0)
 
     def _answer_from_cache(self, attempt: _Attempt, note: str = "") -> AuthResult | None:
         """The verdict on an attempt whose password the credential cache vouches for (one that
@@ -538,9 +596,10 @@ class AuthService:
             return None
         return self._admit(attempt, note)
 
-    def _admit(self, attempt: _Attempt, note: str = "") -> AuthResult:
+    def _admit(self, attempt: _Attempt, note: str = "", *, log_now: bool = True) -> AuthResult:
         """After a right password: the storage account the session runs as, or why it may not.
-        ``note``: how it got in, for the log line of a success."""
+        ``note``: how it got in, for the log line of a success; written now, or with
+        ``log_now`` False by the caller once the login is done (AuthResult.log_success)."""
         actor, mailbox = attempt.actor, attempt.mailbox
         try:
             own_account = self.storage_map.map(actor)
@@ -565,8 +624,11 @@ class AuthService:
         if attempt.hold is not None and not attempt.hold(target):
             return _refuse(attempt, "too many sessions from this address", LIMITED)
         actor_account = own_account if target != own_account else None
-        gxlog.auth_success(attempt.rhost, target, attempt.mech, actor_account, note)
-        return AuthResult(True, user=target, actor=actor_account)
+        success_log = SuccessLog(attempt.rhost, target, attempt.mech, actor_account, note)
+        if log_now:
+            success_log.write()
+            return AuthResult(True, user=target, actor=actor_account)
+        return AuthResult(True, user=target, actor=actor_account, success_log=success_log)
 
     def _verify(self, identity: str, password: str) -> str | None:
         """The backend's account name when ``password`` is right, from the credential cache when

@@ -22,9 +22,10 @@ gets the server-final message (v=, the server's proof). That last data cannot tr
 Dovecot's protocol allows only when the request says ``final-resp-ok`` (Postfix and Exim do not,
 and Postfix reads nothing but user= from an OK): it goes in one more CONT, which the MTA passes to
 the SMTP client as a 334 challenge, and the client's empty answer gets the OK, as Dovecot does
-(auth_request_success_continue). The verdict is AuthService's (scram_lookup, scram_result): the
-same blocks, counts and log lines as a password's, made-up keys for an unknown user, a wrong proof
-a wrong password. The MECH line says ``mutual-auth``, Dovecot's flag for SCRAM.
+(auth_request_success_continue), and only then is the login done (logged, its failures' count
+cleared). The verdict is AuthService's (scram_refusal, scram_lookup, scram_result): the same
+blocks, counts and log lines as a password's, made-up keys for an unknown user, a wrong proof a
+wrong password. The MECH line says ``mutual-auth``, Dovecot's flag for SCRAM.
 
 Password mechanisms follow ``insecure_auth`` like IMAP logins do: when it forbids passwords
 without TLS, a request counts as secure only if the MTA marks it ``secured`` (TLS with its
@@ -173,6 +174,8 @@ class _Pending:
     username: str = ""  # the LOGIN mechanism's, once given; SCRAM's reported user, once admitted
     exchange: scram.ScramServer | None = None  # SCRAM's, from the client-first message on
     lookup: ScramLookup | None = None  # the keys SCRAM's proof is checked against
+    admitted: AuthResult | None = None  # SCRAM's success, done at the answer to the server-final
+    login: str = ""  # ... and the name it was counted under (note_success)
 
 
 class AuthSocketSession:
@@ -312,7 +315,8 @@ class AuthSocketSession:
         elif pending.step == "scram-done":
             # RFC 4422 section 5: the answer to additional data with success is empty; Dovecot
             # does not look at it either (auth_request_continue of a successful request).
-            self._out.append(AuthServerProtocol.ok(pending.request.id, user=pending.username))
+            assert pending.admitted is not None  # the scram-done step holds the success
+            self._succeed(pending.request, pending.login, pending.username, pending.admitted)
         elif pending.step == "login-user":
             self._challenge(_Pending(pending.request, "login-password", pending.started, _text(data)),
                             _PASSWORD_PROMPT)
@@ -360,20 +364,28 @@ class AuthSocketSession:
         """Answer a request AuthService has decided; count its failure or clear its count.
         ``server_final``: SCRAM's data for the client with a success (see the module's doc), in a
         CONT whose answer is awaited until PENDING_TIMEOUT after ``started``, the AUTH's time."""
-        address = self._address(request)
         if not result.ok:
             if result.guess:
-                self.ctx.note_failure(address, login, self._rhost(request))
+                self.ctx.note_failure(self._address(request), login, self._rhost(request))
             self._fail(request.id, **_REFUSAL_PARAMS.get(result.refusal, {}))  # said only after a right password
             return
-        self.ctx.note_success(address, login)
         user = self._reported_user(login, authzid)
         if server_final is None:
-            self._out.append(AuthServerProtocol.ok(request.id, user=user))
+            self._succeed(request, login, user, result)
         elif request.flag("final-resp-ok"):
-            self._out.append(AuthServerProtocol.ok(request.id, user=user, resp=_encode_base64(server_final)))
+            self._succeed(request, login, user, result, resp=_encode_base64(server_final))
         else:
-            self._challenge(_Pending(request, "scram-done", started, user), _encode_base64(server_final))
+            # Done only at the client's answer: a CANCEL (or the request's expiry) there ends it as
+            # at any other step, nothing logged or counted, and the "ok" line never written.
+            self._challenge(_Pending(request, "scram-done", started, user, admitted=result, login=login),
+                            _encode_base64(server_final))
+
+    def _succeed(self, request: AuthRequest, login: str, user: str, result: AuthResult, **params: str) -> None:
+        """The OK of a login that is done: its success logged (SCRAM's waited for this), the
+        count of its failures cleared."""
+        result.log_success()
+        self.ctx.note_success(self._address(request), login)
+        self._out.append(AuthServerProtocol.ok(request.id, user=user, **params))
 
     def _scram_first(self, pending: _Pending, message: bytes) -> None:
         """The client-first message: answered with the server-first, keys looked up for the user
@@ -385,6 +397,13 @@ class AuthSocketSession:
             self._settle(request, "", None, auth.malformed(rhost=self._rhost(request), address=self._address(request),
                                                            mech=self._mech(request),
                                                            reason=f"SCRAM client-first: {exc}"))
+            return
+        # A blocked address (or user, where no proof could pass the block) is refused here, its
+        # keys never read, as PLAIN is at its one message (AuthService.scram_refusal).
+        refusal = auth.scram_refusal(exchange.username, rhost=self._rhost(request), address=self._address(request),
+                                     mech=self._mech(request), authzid=exchange.authzid)
+        if refusal is not None:
+            self._conclude(request, exchange.username, exchange.authzid, refusal)
             return
         try:
             lookup = auth.scram_lookup(exchange.username, exchange.authzid)

@@ -18,7 +18,10 @@ session's end or UNAUTHENTICATE).
 SCRAM-SHA-256 (imap_sasl_scram; gximap.auth.scram) is offered under the same rule as PLAIN
 (plaintext_auth_allowed): the password never crosses the wire, but without TLS the session that
 follows can be read and taken over, and the first message shows the user name to anyone
-listening. Its outcome is AuthService's, as a password's: a wrong proof is a wrong password.
+listening. Its outcome is AuthService's, as a password's: a wrong proof is a wrong password. A
+blocked address (or a blocked user, where no proof could pass the block) is refused at the
+client-first, as PLAIN at its message (AuthService.scram_refusal); a success is logged once the
+client has answered the server-final message.
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
     """Await a login's verdict (``check``, AuthService's); log in or count the failure.
     ``server_final``: SASL data the client is sent with a success (SCRAM's v=), as a last
     challenge it answers with an empty response (RFC 4422 section 5: IMAP's tagged OK carries
-    no data)."""
+    no data). Such a success is logged only then (AuthResult.log_success): a client that
+    cancels there instead, or leaves, has not logged in."""
     auth = session.ctx.auth
     try:
         result = yield Await(check)
@@ -113,8 +117,11 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
             try:
                 _sasl_response((yield NeedLine(b"+ " + base64.b64encode(server_final) + b"\r\n", sensitive=True)))
             except CommandFailed:  # "*": the client gave up after all; the place it held is free
+                # A cancel as at any other step (the BAD, imap_cmd_debug's line, counted as a BAD
+                # command, no failed login); its "ok" line is never written.
                 session.release_user_slot()
                 raise
+        result.log_success()
         session.login_completed(result.user, result.actor)
         caps = " ".join(session.capability_list()).encode("ascii")
         return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
@@ -209,6 +216,14 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
         check = auth.malformed(rhost=session.rhost, address=session.conn.peer_host, mech=scram.MECHANISM,
                                reason=f"SCRAM client-first: {exc}")
         return (yield from _settle(session, check, ""))
+    # A blocked address (or user, where no proof could pass the block) is refused here, its keys
+    # never read, as PLAIN is at its one message (AuthService.scram_refusal).
+    refusal = auth.scram_refusal(exchange.username, rhost=session.rhost, address=session.conn.peer_host,
+                                 mech=scram.MECHANISM, authzid=exchange.authzid)
+    if refusal is not None:
+        refused: Future[AuthResult] = Future()
+        refused.set_result(refusal)
+        return (yield from _settle(session, refused, exchange.username))
     lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid)
     try:
         lookup = yield Await(lookup_future)
