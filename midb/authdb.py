@@ -336,23 +336,27 @@ class PasswdFileAuth:
             return None
         return entry.password
 
-    def scram_keys(self, user: str) -> ScramKeys | None:
-        entry = self.lookup(user)
-        # nopassword: refused as a wrong password is, as ``authenticate`` does.
+    @staticmethod
+    def _scram_credential(entry: PasswdEntry | None) -> ScramCredential | None:
+        """The keys ``entry`` serves SCRAM with (its {SCRAM-SHA-256} hash), for scram_keys and
+        its census alike. nopassword: none, refused as a wrong password is, as ``authenticate`` does."""
         if entry is None or not entry.password or "nopassword" in entry.extra:
             return None
-        credential = scram_credential_of(entry.password)
-        if credential is None:
+        return scram_credential_of(entry.password)
+
+    def scram_keys(self, user: str) -> ScramKeys | None:
+        entry = self.lookup(user)
+        credential = self._scram_credential(entry)
+        if entry is None or credential is None:
             return None
         return ScramKeys(entry.user, credential, self._may_log_in(entry), entry.password)
 
     def scram_iteration_counts(self) -> dict[int, int]:
         counts: Counter[int] = Counter()
         for entry in self._reload_if_changed().values():
-            if entry.password and "nopassword" not in entry.extra:
-                credential = scram_credential_of(entry.password)
-                if credential is not None:
-                    counts[credential.iterations] += 1
+            credential = self._scram_credential(entry)
+            if credential is not None:
+                counts[credential.iterations] += 1
         return dict(counts)
 
     def scram_failure_reason(self, user: str) -> str:

@@ -479,6 +479,34 @@ def test_unknown_users_answer_the_iteration_count_the_real_ones_have(conv):
         ("alice", "bob", "nobody", "nobody2", "carol"))} == {"4096"}
 
 
+def test_the_iteration_census_is_taken_only_for_a_made_up_answer(tmp_path, monkeypatch):
+    """The census reads the whole account table (MidbAuth.scram_iteration_counts): it is taken
+    only when a name without keys is answered, and then kept (CENSUS_INTERVAL); never for a real
+    user's exchange or a password login, nor while SCRAM is not offered."""
+    taken: list[str] = []
+    census = MidbAuth.scram_iteration_counts
+
+    def counting(self: MidbAuth) -> dict[int, int]:
+        taken.append("census")
+        return census(self)
+
+    monkeypatch.setattr(MidbAuth, "scram_iteration_counts", counting)
+    with Conversation(tmp_path / "off", users=("alice",)) as conv:
+        assert conv.send(f"a1 AUTHENTICATE SCRAM-SHA-256 {b64(ScramClient('nobody', PASSWORD).first())}\r\n"
+                         .encode())[0].startswith(b"a1 NO ")
+    assert taken == []
+    with Conversation(tmp_path / "on", users=("alice", "bob"), sasl_scram=True) as conv:
+        assert _exchange(conv, ScramClient("alice", PASSWORD))[0].startswith(b"a1 OK ")
+        conv.command("UNAUTHENTICATE")
+        assert conv.send(b"a2 LOGIN alice wrong\r\n")[0].startswith(b"a2 NO ")
+        assert _server_first(conv, "alice", "a3")["i"] == "4096"
+        assert taken == []
+        conv.store.update_account("bob", scram_sha256=None)
+        answered = {_server_first(conv, name, tag)["i"] for name, tag in (("nobody", "a4"), ("bob", "a5"),
+                                                                            ("nobody2", "a6"))}
+        assert answered == {"4096"} and taken == ["census"]  # one census, for the first made-up answer
+
+
 def test_imported_low_iteration_keys_are_derived_anew_at_the_next_password_login(conv):
     """A Dovecot {SCRAM-SHA-256} hash serves SCRAM with its own count (4096) until the account's
     next LOGIN or PLAIN login, which knows the password: its keys are then derived at 100,000."""
