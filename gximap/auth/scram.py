@@ -204,8 +204,9 @@ class DecoySalts:
     iteration count -> accounts with such keys) is drawn from: each name gets a count with the
     population's odds, from an HMAC of the name (the same at every ask), the counts taken in
     ascending order, so that as imported accounts' keys are derived anew the decoys that move
-    go up, as those accounts do. The census is taken at the first use and again
-    CENSUS_INTERVAL later; without one (no census, an empty one) DEFAULT_ITERATIONS."""
+    go up, as those accounts do. The census is taken at the process's first SCRAM lookup, of any
+    name (keep_census_current), and again in the background CENSUS_INTERVAL later; without one
+    (no census, an empty one) DEFAULT_ITERATIONS."""
 
     def __init__(self, secret: bytes | None = None, *, source: Callable[[], bytes | None] | None = None,
                  population: Callable[[], Mapping[int, int]] | None = None,
@@ -220,7 +221,8 @@ class DecoySalts:
         self._population = population
         self._census: tuple[tuple[int, int], ...] | None = None  # (iterations, accounts), ascending
         self._census_due = 0.0
-        self._counting = threading.Lock()
+        self._counting = threading.Lock()  # held while a census is taken
+        self._census_thread: threading.Thread | None = None
 
     def share_secret(self, channel_secret: bytes) -> None:
         """Use a secret derived from the sibling channel's (gximap.net.siblings), which every
@@ -257,36 +259,59 @@ class DecoySalts:
             self._lasting = lasting
             return lasting
 
+    def keep_census_current(self) -> None:
+        """Called at every SCRAM lookup, a real user's too: the first census of the process is
+        waited for here, whoever asks, and a later one is taken in the background. A census
+        taken only when a made-up answer was due, and waited for, made that answer slower
+        (about 1 s per 100,000 accounts) than a real user's: a timing oracle for names."""
+        if self._population is not None:
+            self._current_census()
+
+    def census_settled(self, timeout: float = 30.0) -> None:
+        """Wait for a census being taken in the background (for tests and orderly shutdown)."""
+        thread = self._census_thread
+        if thread is not None:
+            thread.join(timeout)
+
     def _current_census(self) -> tuple[tuple[int, int], ...]:
-        population = self._population
-        if population is None:
+        if self._population is None:
             return ()
         census = self._census
-        if census is not None and self._clock() < self._census_due:
+        if census is not None:
+            # Due again: one background thread takes it while every lookup uses the one in hand.
+            if self._clock() >= self._census_due and self._counting.acquire(blocking=False):
+                thread = threading.Thread(target=self._retake_census, name="scram-census", daemon=True)
+                self._census_thread = thread
+                thread.start()
             return census
-        # The first census is waited for (a name's count must not change between two asks); a
-        # later one is taken by one thread while the others use the one they have.
-        if census is None:
-            self._counting.acquire()
-        elif not self._counting.acquire(blocking=False):
-            return census
-        try:
-            if self._census is not None and self._census is not census:  # taken while this one waited
-                return self._census
-            now = self._clock()
-            try:
-                counts = population()
-            except Exception as exc:  # noqa: BLE001 - store trouble: the census in hand, asked again soon
-                log.warning("SCRAM decoy salts: no census of the stored keys' iteration counts (%s)", exc)
-                self._census_due = now + SECRET_RETRY_INTERVAL
-                self._census = census or ()
-                return self._census
-            self._census = tuple(sorted((iterations, accounts) for iterations, accounts in counts.items()
-                                        if accounts > 0))
-            self._census_due = now + CENSUS_INTERVAL
+        # The first census is waited for: a name's count must not change between two asks.
+        with self._counting:
+            if self._census is None:
+                self._take_census(())
+            assert self._census is not None
             return self._census
+
+    def _retake_census(self) -> None:
+        try:
+            self._take_census(self._census or ())
         finally:
             self._counting.release()
+
+    def _take_census(self, in_hand: tuple[tuple[int, int], ...]) -> None:
+        """A census from the population (the caller holds ``_counting``); on store trouble the one
+        in hand is kept and asked again SECRET_RETRY_INTERVAL later."""
+        assert self._population is not None
+        now = self._clock()
+        try:
+            counts = self._population()
+        except Exception as exc:  # noqa: BLE001 - store trouble: the census in hand, asked again soon
+            log.warning("SCRAM decoy salts: no census of the stored keys' iteration counts (%s)", exc)
+            self._census_due = now + SECRET_RETRY_INTERVAL
+            self._census = in_hand
+            return
+        self._census = tuple(sorted((iterations, accounts) for iterations, accounts in counts.items()
+                                    if accounts > 0))
+        self._census_due = now + CENSUS_INTERVAL
 
     def _iterations(self, secret: bytes, name: bytes) -> int:
         """The name's iteration count, drawn with the population's odds (class doc)."""

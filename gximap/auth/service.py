@@ -358,6 +358,7 @@ class AuthService:
         """:meth:`submit_scram_lookup` on the calling thread, for the auth socket, whose checks run
         on its pool's workers (as its :meth:`authenticate` calls do). Store trouble propagates."""
         actor, _ = split_identity(login, authzid)
+        self.decoys.keep_census_current()  # for every name alike: no lookup may wait for it alone
         try:
             identity = self.auth_map.map(actor)
         except UnmappedName:
