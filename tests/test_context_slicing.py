@@ -7,6 +7,7 @@ place."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,20 @@ def _pieces(monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> None:
     monkeypatch.setattr(searching, "_FILTER_CHUNK", 2 if sliced else 10**9)
 
 
-@pytest.fixture
-def conv(tmp_path: Path) -> Iterator[Conversation]:
-    with Conversation(tmp_path) as conversation:
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Conversation]:
+    """A session with the INBOX of FIRST messages selected."""
+    with Conversation(path) as conversation:
         for number in range(1, FIRST + 1):
             conversation.add_message(data=_message(number))
         conversation.login()
         conversation.select()
+        yield conversation
+
+
+@pytest.fixture
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with _opened(tmp_path) as conversation:
         yield conversation
 
 
@@ -72,33 +80,10 @@ def _expected_updates() -> list[bytes]:
     ]
 
 
-def _noop_after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> tuple[bytes, int]:
-    with Conversation(path) as conv:
-        for number in range(1, FIRST + 1):
-            conv.add_message(data=_message(number))
-        conv.login()
-        conv.select()
-        _start_live_searches(conv)
-        _deliver(conv)
-        _pieces(monkeypatch, sliced=sliced)
-        conv.session.data_received(b"n1 NOOP\r\nn2 NOOP\r\n")
-        return drive(conv.session)
-
-
-def test_at_a_command_end_the_work_is_split_and_the_lines_come_before_the_answer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole, whole_pauses = _noop_after_delivery(tmp_path / "whole", monkeypatch, sliced=False)
-    sliced, sliced_pauses = _noop_after_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
-    assert sliced == whole
-    assert whole_pauses == 0
-    # Two of the searches test the body of each arrived message, pausing before each.
-    assert sliced_pauses >= 2 * ARRIVING
+def _catch_up_lines() -> list[bytes]:
     total = FIRST + ARRIVING
-    assert whole.split(b"\r\n") == [
-        b"* %d EXISTS" % total, b"* %d RECENT" % total,
-        b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))",
-        *_expected_updates(),
-        b"n1 OK NOOP completed", b"n2 OK NOOP completed", b""]
+    return [b"* %d EXISTS" % total, b"* %d RECENT" % total,
+            b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))"]
 
 
 def _idle(conv: Conversation) -> None:
@@ -117,35 +102,36 @@ def _run_rounds(session: Any, rounds: int) -> list[bytes]:
     return out
 
 
-def _catch_up_lines() -> list[bytes]:
-    total = FIRST + ARRIVING
-    return [b"* %d EXISTS" % total, b"* %d RECENT" % total,
-            b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))"]
-
-
-def _idle_wake_after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> tuple[bytes, int]:
-    with Conversation(path) as conv:
-        for number in range(1, FIRST + 1):
-            conv.add_message(data=_message(number))
-        conv.login()
-        conv.select()
+def _after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool, idle: bool) -> tuple[bytes, int]:
+    """(output, pauses) once ARRIVING messages came to the live searches: in IDLE, from the wake
+    the delivery brings; else from two NOOPs."""
+    with _opened(path) as conv:
         _start_live_searches(conv)
-        _idle(conv)
+        if idle:
+            _idle(conv)
         _deliver(conv)
-        assert conv.wakes
         _pieces(monkeypatch, sliced=sliced)
-        conv.session.wakeup()
+        if idle:
+            assert conv.wakes
+            conv.session.wakeup()
+        else:
+            conv.session.data_received(b"n1 NOOP\r\nn2 NOOP\r\n")
         return drive(conv.session)
 
 
-def test_in_idle_the_work_is_split_and_the_lines_are_those_of_one_piece(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole, whole_pauses = _idle_wake_after_delivery(tmp_path / "whole", monkeypatch, sliced=False)
-    sliced, sliced_pauses = _idle_wake_after_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
+@pytest.mark.parametrize(("idle", "answers"), [
+    (False, [b"n1 OK NOOP completed", b"n2 OK NOOP completed"]),   # the lines before the first answer
+    (True, []),
+])
+def test_the_work_is_split_and_the_lines_are_those_of_one_piece(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, idle: bool, answers: list[bytes]) -> None:
+    whole, whole_pauses = _after_delivery(tmp_path / "whole", monkeypatch, sliced=False, idle=idle)
+    sliced, sliced_pauses = _after_delivery(tmp_path / "sliced", monkeypatch, sliced=True, idle=idle)
     assert sliced == whole
     assert whole_pauses == 0
+    # Two of the searches test the body of each arrived message, pausing before each.
     assert sliced_pauses >= 2 * ARRIVING
-    assert whole.split(b"\r\n") == [*_catch_up_lines(), *_expected_updates(), b""]
+    assert whole.split(b"\r\n") == [*_catch_up_lines(), *_expected_updates(), *answers, b""]
 
 
 def test_in_idle_a_delivery_and_done_wait_for_the_searches(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
