@@ -291,3 +291,19 @@ def test_with_notify_the_updates_come_before_messagenew_fetches(
     assert lines[2 + 1 + len(arrived):] == [
         b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
         b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_a_refusal_before_the_literal_comes_after_the_searches(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, sliced: bool) -> None:
+    """An APPEND refused before its literal (no such mailbox) is a tagged NO as any other: the
+    catch-up, what the live searches say of it (their work sliced or not), then the refusal."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _deliver(conv)
+    _pieces(monkeypatch, sliced=sliced)
+    conv.session.data_received(b"a1 APPEND Nowhere {5}\r\n")
+    out, pauses = drive(conv.session)
+    assert (pauses > 0) == sliced
+    assert out.split(b"\r\n") == [*_catch_up_lines(), _expected_updates()[0],
+                                  b"a1 NO [TRYCREATE] Mailbox does not exist", b""]
+    assert conv.command("NOOP") == [b"x4 OK NOOP completed"]   # nothing left noted
