@@ -307,3 +307,28 @@ def test_a_refusal_before_the_literal_comes_after_the_searches(
     assert out.split(b"\r\n") == [*_catch_up_lines(), _expected_updates()[0],
                                   b"a1 NO [TRYCREATE] Mailbox does not exist", b""]
     assert conv.command("NOOP") == [b"x4 OK NOOP completed"]   # nothing left noted
+
+
+def test_with_notify_a_delivery_while_a_commands_searches_work_is_pushed_after_its_answer(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY: a message delivered while the live searches look at a command's catch-up (before
+    its answer) came after that catch-up: it is pushed after the answer, as one delivered then
+    would be (the report at a command's end leaves the selected mailbox to its catch-up)."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    conv.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge))")
+    arrived = [conv.add_message(data=_message(number)) for number in range(FIRST + 1, FIRST + 7)]
+    _pieces(monkeypatch, sliced=True)
+    session = conv.session
+    session.data_received(b"n1 NOOP\r\n")   # before the pool ran the wake of that delivery
+    first = b"".join(_run_rounds(session, 2))
+    total = FIRST + len(arrived)
+    assert first == b"* %d EXISTS\r\n* %d RECENT\r\n" % (total, total)   # the searches are at work
+    late = conv.add_message(data=_message(FIRST + 9))
+    session.wakeup()
+    rest, _pauses = drive(session)
+    assert (first + rest).split(b"\r\n")[2:] == [
+        b'* ESEARCH (TAG "x3") ADDTO (0 %d,%d)' % (arrived[2], arrived[5]),
+        b"n1 OK NOOP completed",
+        *(b"* %d FETCH (UID %d)" % (uid, uid) for uid in arrived),
+        b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
+        b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]

@@ -405,8 +405,8 @@ class ImapSession:
             return
         # RFC 5465 section 3: with NOTIFY the server reports changes at any time. Output goes out
         # between responses only: between commands or in IDLE now, else before the running
-        # command's tagged answer (_finish), or after NOTIFY's own FETCH of new messages
-        # (next_output).
+        # command's tagged answer (_finish; after it when its live searches looked again first),
+        # or after the session's own work, NOTIFY's FETCH of new messages (next_output).
         if self._running is None or self._idling():
             self._push_notifications()
         else:
@@ -1026,6 +1026,11 @@ class ImapSession:
             if running.answers is None:
                 return
             running, done, announced = running.answers
+            if self.notify is not None:
+                # NOTIFY: what was heard while the live searches looked is pushed after the
+                # answer, as any push: a change of the selected mailbox among it came after the
+                # command's catch-up, and a push at a command's end sends that mailbox nothing.
+                self._notify_owed = True
         else:
             if done is None:
                 done = Done(Code.NO_SERVER_ERROR, status="NO")
@@ -1040,8 +1045,8 @@ class ImapSession:
                     # done (a closure made here for every command cost a call more).
                     recheck.answers = (running, done, announced)
                     return
-        if self.notify is not None:
-            self._push_notifications(at_command_end=True)
+            if self.notify is not None:
+                self._push_notifications(at_command_end=True)
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
         frame = running.frame
         self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
