@@ -7,6 +7,7 @@ place."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,20 @@ def _pieces(monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> None:
     monkeypatch.setattr(searching, "_FILTER_CHUNK", 2 if sliced else 10**9)
 
 
-@pytest.fixture
-def conv(tmp_path: Path) -> Iterator[Conversation]:
-    with Conversation(tmp_path) as conversation:
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Conversation]:
+    """A session with the INBOX of FIRST messages selected."""
+    with Conversation(path) as conversation:
         for number in range(1, FIRST + 1):
             conversation.add_message(data=_message(number))
         conversation.login()
         conversation.select()
+        yield conversation
+
+
+@pytest.fixture
+def conv(tmp_path: Path) -> Iterator[Conversation]:
+    with _opened(tmp_path) as conversation:
         yield conversation
 
 
@@ -72,33 +80,10 @@ def _expected_updates() -> list[bytes]:
     ]
 
 
-def _noop_after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> tuple[bytes, int]:
-    with Conversation(path) as conv:
-        for number in range(1, FIRST + 1):
-            conv.add_message(data=_message(number))
-        conv.login()
-        conv.select()
-        _start_live_searches(conv)
-        _deliver(conv)
-        _pieces(monkeypatch, sliced=sliced)
-        conv.session.data_received(b"n1 NOOP\r\nn2 NOOP\r\n")
-        return drive(conv.session)
-
-
-def test_at_a_command_end_the_work_is_split_and_the_lines_come_before_the_answer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole, whole_pauses = _noop_after_delivery(tmp_path / "whole", monkeypatch, sliced=False)
-    sliced, sliced_pauses = _noop_after_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
-    assert sliced == whole
-    assert whole_pauses == 0
-    # Two of the searches test the body of each arrived message, pausing before each.
-    assert sliced_pauses >= 2 * ARRIVING
+def _catch_up_lines() -> list[bytes]:
     total = FIRST + ARRIVING
-    assert whole.split(b"\r\n") == [
-        b"* %d EXISTS" % total, b"* %d RECENT" % total,
-        b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))",
-        *_expected_updates(),
-        b"n1 OK NOOP completed", b"n2 OK NOOP completed", b""]
+    return [b"* %d EXISTS" % total, b"* %d RECENT" % total,
+            b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))"]
 
 
 def _idle(conv: Conversation) -> None:
@@ -117,35 +102,36 @@ def _run_rounds(session: Any, rounds: int) -> list[bytes]:
     return out
 
 
-def _catch_up_lines() -> list[bytes]:
-    total = FIRST + ARRIVING
-    return [b"* %d EXISTS" % total, b"* %d RECENT" % total,
-            b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"* 4 FETCH (FLAGS (\\Flagged \\Recent))"]
-
-
-def _idle_wake_after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> tuple[bytes, int]:
-    with Conversation(path) as conv:
-        for number in range(1, FIRST + 1):
-            conv.add_message(data=_message(number))
-        conv.login()
-        conv.select()
+def _after_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *, sliced: bool, idle: bool) -> tuple[bytes, int]:
+    """(output, pauses) once ARRIVING messages came to the live searches: in IDLE, from the wake
+    the delivery brings; else from two NOOPs."""
+    with _opened(path) as conv:
         _start_live_searches(conv)
-        _idle(conv)
+        if idle:
+            _idle(conv)
         _deliver(conv)
-        assert conv.wakes
         _pieces(monkeypatch, sliced=sliced)
-        conv.session.wakeup()
+        if idle:
+            assert conv.wakes
+            conv.session.wakeup()
+        else:
+            conv.session.data_received(b"n1 NOOP\r\nn2 NOOP\r\n")
         return drive(conv.session)
 
 
-def test_in_idle_the_work_is_split_and_the_lines_are_those_of_one_piece(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole, whole_pauses = _idle_wake_after_delivery(tmp_path / "whole", monkeypatch, sliced=False)
-    sliced, sliced_pauses = _idle_wake_after_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
+@pytest.mark.parametrize(("idle", "answers"), [
+    (False, [b"n1 OK NOOP completed", b"n2 OK NOOP completed"]),   # the lines before the first answer
+    (True, []),
+])
+def test_the_work_is_split_and_the_lines_are_those_of_one_piece(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, idle: bool, answers: list[bytes]) -> None:
+    whole, whole_pauses = _after_delivery(tmp_path / "whole", monkeypatch, sliced=False, idle=idle)
+    sliced, sliced_pauses = _after_delivery(tmp_path / "sliced", monkeypatch, sliced=True, idle=idle)
     assert sliced == whole
     assert whole_pauses == 0
+    # Two of the searches test the body of each arrived message, pausing before each.
     assert sliced_pauses >= 2 * ARRIVING
-    assert whole.split(b"\r\n") == [*_catch_up_lines(), *_expected_updates(), b""]
+    assert whole.split(b"\r\n") == [*_catch_up_lines(), *_expected_updates(), *answers, b""]
 
 
 def test_in_idle_a_delivery_and_done_wait_for_the_searches(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,8 +255,8 @@ def test_a_store_error_keeps_the_messages_noted_for_the_next_catch_up(
         return original(keys)
 
     monkeypatch.setattr(store, "search_summaries", busy_once)
-    lines = conv.command("NOOP")
-    assert failures and not any(b"ESEARCH" in line for line in lines)
+    assert conv.command("NOOP") == [*_catch_up_lines(), b"x4 OK NOOP completed"]   # no ESEARCH, no warning
+    assert failures
     assert conv.command("NOOP") == [_expected_updates()[0], b"x5 OK NOOP completed"]
 
 
@@ -303,5 +289,46 @@ def test_with_notify_the_updates_come_before_messagenew_fetches(
         b'* ESEARCH (TAG "x3") ADDTO (0 %d,%d)' % (arrived[2], arrived[5]),
         *(b"* %d FETCH (UID %d)" % (uid, uid) for uid in arrived)]
     assert lines[2 + 1 + len(arrived):] == [
+        b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
+        b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_a_refusal_before_the_literal_comes_after_the_searches(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, sliced: bool) -> None:
+    """An APPEND refused before its literal (no such mailbox) is a tagged NO as any other: the
+    catch-up, what the live searches say of it (their work sliced or not), then the refusal."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _deliver(conv)
+    _pieces(monkeypatch, sliced=sliced)
+    conv.session.data_received(b"a1 APPEND Nowhere {5}\r\n")
+    out, pauses = drive(conv.session)
+    assert (pauses > 0) == sliced
+    assert out.split(b"\r\n") == [*_catch_up_lines(), _expected_updates()[0],
+                                  b"a1 NO [TRYCREATE] Mailbox does not exist", b""]
+    assert conv.command("NOOP") == [b"x4 OK NOOP completed"]   # nothing left noted
+
+
+def test_with_notify_a_delivery_while_a_commands_searches_work_is_pushed_after_its_answer(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY: a message delivered while the live searches look at a command's catch-up (before
+    its answer) came after that catch-up: it is pushed after the answer, as one delivered then
+    would be (the report at a command's end leaves the selected mailbox to its catch-up)."""
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    conv.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge))")
+    arrived = [conv.add_message(data=_message(number)) for number in range(FIRST + 1, FIRST + 7)]
+    _pieces(monkeypatch, sliced=True)
+    session = conv.session
+    session.data_received(b"n1 NOOP\r\n")   # before the pool ran the wake of that delivery
+    first = b"".join(_run_rounds(session, 2))
+    total = FIRST + len(arrived)
+    assert first == b"* %d EXISTS\r\n* %d RECENT\r\n" % (total, total)   # the searches are at work
+    late = conv.add_message(data=_message(FIRST + 9))
+    session.wakeup()
+    rest, _pauses = drive(session)
+    assert (first + rest).split(b"\r\n")[2:] == [
+        b'* ESEARCH (TAG "x3") ADDTO (0 %d,%d)' % (arrived[2], arrived[5]),
+        b"n1 OK NOOP completed",
+        *(b"* %d FETCH (UID %d)" % (uid, uid) for uid in arrived),
         b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
         b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]

@@ -5,12 +5,12 @@ A command's handler (or the search, FETCH or bulk write it runs) notes its progr
 session's :class:`Progress` (``session.progress``, cleared for each command): ``count`` of ``total``
 units, messages searched of those to search (records looked at of the folder's, first, for the
 keys a record answers), fetched or written of the set. The live searches a command's catch-up
-brings up to date (gximap.session.searchcontext) count under its tag, before its answer. The session sends a
-line between whole responses only (gximap.session.session ``_step``: after an item of output, a
-PAUSE or before an Await, never between RESPONSE_OPENS and RESPONSE_CLOSES), once the command has
-run FIRST_AFTER seconds and then at most every INTERVAL seconds. What a command does not count
-goes as ``NIL NIL``: the line still says the server is alive (RFC 9585 section 4: "or simply to
-prevent the client from timing out").
+brings up to date (gximap.session.searchcontext) count under its tag, before its answer. The
+session sends a line between whole responses only (gximap.session.session ``_step``: after an
+item of output, a PAUSE or before an Await, never between RESPONSE_OPENS and RESPONSE_CLOSES),
+once the command has run FIRST_AFTER seconds and then at most every INTERVAL seconds. What a
+command does not count goes as ``NIL NIL``: the line still says the server is alive (RFC 9585
+section 4: "or simply to prevent the client from timing out").
 
 A command that waits for the client (AUTHENTICATE, IDLE) sends none: the time is the client's.
 Neither does one parked on work off the workers (a search waiting for its slot, a piece of a bulk

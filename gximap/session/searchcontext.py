@@ -66,6 +66,11 @@ MAX_MEMBERS = 200_000
 
 _UID_ARRAY = next(code for code in "IL" if array(code).itemsize == 4)
 
+# Up to this many members enter or leave a result one at a time (a bisection and a move of the
+# members after it each); more at once (a large delivery, a bulk flag change) are merged in or
+# filtered out in one pass.
+_ONE_BY_ONE = 8
+
 
 class _Descending:
     """A sort value compared the other way round (a REVERSE criterion)."""
@@ -175,7 +180,7 @@ class LiveSearch:
             return []
         dropped = set(leaving)
         self.members = array(_UID_ARRAY, (uid for uid in self.members if uid not in dropped)) \
-            if len(leaving) > 8 else self._without_each(leaving)
+            if len(leaving) > _ONE_BY_ONE else self._without_each(leaving)
         if self.keys is None:
             return [(0, uid) for uid in leaving]
         positions = []
@@ -202,8 +207,7 @@ class LiveSearch:
             entering = [uid for uid in entering if uid in keys]  # a message whose body is gone is left out
         if not entering:
             return []
-        # Many at once (a large delivery) are merged in: an insertion each moves the members after it.
-        many = len(entering) > 8
+        many = len(entering) > _ONE_BY_ONE
         if many:
             self.members = array(_UID_ARRAY, sorted((*self.members, *entering)))
         else:

@@ -93,7 +93,7 @@ class _Running:
     """The command currently producing output."""
 
     __slots__ = ("command", "tag", "gen", "waiting", "line", "expunge_ok", "name", "future", "frame", "silent",
-                 "resume", "then", "progress_timer", "pause_due")
+                 "resume", "then", "answers", "progress_timer", "pause_due")
 
     def __init__(self, command: Command | None, tag: bytes, gen: Generator[Any, Any, Done | None], expunge_ok: bool,
                  frame: CommandFrame | None = None, *, progress_timer: progress.Timer | None = None) -> None:
@@ -107,11 +107,14 @@ class _Running:
         self.expunge_ok = expunge_ok
         self.future: Future[Any] | None = None  # the handler awaits work done off the workers
         # Work of the session's own (NOTIFY's FETCH of new messages, MessageNew's fetch-att; live
-        # searches looking at messages again): untagged output only, then ``then`` (if any) and
-        # the command it interrupted (an IDLE, or none) runs on. See _run_before_resuming.
+        # searches looking at messages again): untagged output only, then ``then`` (if any), the
+        # tagged answer of the command whose end it came at (``answers``: the command, its Done
+        # and the UID its updates were announced above; _finish) and the command it interrupted
+        # (an IDLE, or none) runs on. See _run_before_resuming.
         self.silent = False
         self.resume: _Running | None = None
         self.then: Callable[[], None] | None = None
+        self.answers: tuple[_Running, Done, int | None] | None = None
         # When its next INPROGRESS line is due (None: it sends none), and a PAUSE put off until
         # the line that came with it is out (next_output).
         self.progress_timer = progress_timer
@@ -402,8 +405,8 @@ class ImapSession:
             return
         # RFC 5465 section 3: with NOTIFY the server reports changes at any time. Output goes out
         # between responses only: between commands or in IDLE now, else before the running
-        # command's tagged answer (_finish), or after NOTIFY's own FETCH of new messages
-        # (next_output).
+        # command's tagged answer (_finish; after it when its live searches looked again first),
+        # or after the session's own work, NOTIFY's FETCH of new messages (next_output).
         if self._running is None or self._idling():
             self._push_notifications()
         else:
@@ -1016,30 +1019,38 @@ class ImapSession:
             self._out.append(TransportAction.CLOSE)
             return
         if running.silent:
-            # The session's own work (_run_before_resuming): no tagged answer of its own.
+            # The session's own work (_run_before_resuming): no tagged answer of its own, but
+            # that of the command whose end it came at, if any (below).
             if running.then is not None:
                 running.then()
-            return
-        if done is None:
-            done = Done(Code.NO_SERVER_ERROR, status="NO")
-        # NOTIFY: the messages the updates below announce get MessageNew's FETCH after the answer.
-        announced = self.selected.uid_max if self.selected is not None and self.notify is not None else None
-        answered = done
-
-        def answer() -> None:
+            if running.answers is None:
+                return
+            running, done, announced = running.answers
+            if self.notify is not None:
+                # NOTIFY: what was heard while the live searches looked is pushed after the
+                # answer, as any push: a change of the selected mailbox among it came after the
+                # command's catch-up, and a push at a command's end sends that mailbox nothing.
+                self._notify_owed = True
+        else:
+            if done is None:
+                done = Done(Code.NO_SERVER_ERROR, status="NO")
+            # NOTIFY: the messages the updates below announce get MessageNew's FETCH after the answer.
+            announced = self.selected.uid_max if self.selected is not None and self.notify is not None else None
+            if done.sync and self.selected is not None and done.status != "BAD":
+                # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
+                recheck = self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok,
+                                             done=done, command=running)
+                if recheck is not None:
+                    # What the live searches have to say comes first: the answer once they are
+                    # done (a closure made here for every command cost a call more).
+                    recheck.answers = (running, done, announced)
+                    return
             if self.notify is not None:
                 self._push_notifications(at_command_end=True)
-            line = self.status_line(answered.status.encode(), answered.text, *answered.args, code=answered.code)
-            frame = running.frame
-            self._answer(running.tag, line, answered.status, frame.preview if frame else lambda: b"",
-                         after=answered.after, goodbye=answered.goodbye, announced=announced)
-
-        if done.sync and self.selected is not None and done.status != "BAD":
-            # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
-            self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok, done=done,
-                               then=answer, command=running)
-        else:
-            answer()
+        line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
+        frame = running.frame
+        self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
+                     after=done.after, goodbye=done.goodbye, announced=announced)
 
     def _answer(self, tag: bytes, line: bytes, status: str, preview: Callable[[], bytes], *,
                 after: TransportAction | None = None, goodbye: Code | None = None,
@@ -1073,22 +1084,26 @@ class ImapSession:
             self._fetch_new_messages(announced)
 
     def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None,
-                      then: Callable[[], None] | None = None, command: _Running | None = None) -> None:
+                      then: Callable[[], None] | None = None, command: _Running | None = None) -> _Running | None:
         """Queue ``selected``'s pending updates, then the HIGHESTMODSEQ a QRESYNC client needs
         (condstore.announce_highestmodseq: ``done`` is the answer they precede, None for a push),
         then what its live searches have to say; ``then`` once all that is out (what follows
-        the updates: the tagged answer). ``command``: the one the updates end, whose INPROGRESS
-        lines go on while the live searches work."""
+        the updates: a tagged answer). ``command``: the one the updates end, whose INPROGRESS
+        lines go on while the live searches work. Returns that work of the live searches when it
+        is queued (_recheck_live_searches), else None (``then`` has run)."""
         self._out.extend(self._sync_selected(selected, allow_expunge=allow_expunge))
         self._out.extend(condstore.announce_highestmodseq(self, done))
         # After a catch-up that failed, nothing new is in the view: the next one has them look.
-        if self.selected is selected and not self._updates_missed and selected.contexts.recheck_due():
-            self._recheck_live_searches(selected, then, command)
-        elif then is not None:
+        contexts = selected.contexts   # (contexts.recheck_due(), less a call on every command's path)
+        if (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
+                and not self._updates_missed):
+            return self._recheck_live_searches(selected, then, command)
+        if then is not None:
             then()
+        return None
 
     def _recheck_live_searches(self, selected: SelectedMailbox, then: Callable[[], None] | None,
-                               command: _Running | None) -> None:
+                               command: _Running | None) -> _Running:
         """Have the live searches of ``selected`` look at the messages the catch-up noted, as the
         session's own work (_run_before_resuming), in slices that give the worker back as a
         SEARCH does (gximap.session.searchcontext), then ``then``. Nothing else runs meanwhile:
@@ -1121,6 +1136,7 @@ class ImapSession:
         work.name = "live search update"
         work.then = after
         self._run_before_resuming(work)
+        return work
 
 
 def _refused_preview(tag: bytes | None, command: bytes | None, size: int | None, synchronizing: bool,
