@@ -613,3 +613,33 @@ def test_a_rename_of_the_selected_mailbox_is_listed(pair: tuple[Conversation, Co
     a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MailboxName))")
     b.command("RENAME Lists/a Lists/b")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
+
+
+@pytest.mark.parametrize("method", ["subscriptions", "get_metadata"])
+def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """A subscription or annotation change whose report met a busy store is not lost: the
+    warning says it comes later, and IDLE's keepalive reports it (with the mailbox change heard
+    in the same report)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge SubscriptionChange MailboxMetadataChange))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    real = getattr(a.store, method)
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(a.store, method, busy)
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    b.command("SUBSCRIBE Lists/a")
+    b.command('SETMETADATA Lists (/private/comment "hi")')
+    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
+                        b"too many concurrent readers"]
+    monkeypatch.setattr(a.store, method, real)
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed) "/" Lists/a',
+                           b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
+                           b"* METADATA Lists /private/comment"]
