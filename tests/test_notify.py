@@ -4,6 +4,7 @@ SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +29,21 @@ def pair(tmp_path: Path) -> Iterator[tuple[Conversation, Conversation]]:
         first.login()
         second.login()
         yield first, second
+
+
+BUSY_WARNING = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: too many concurrent readers"
+
+
+@contextlib.contextmanager
+def _busy(store: object, method: str) -> Iterator[None]:
+    """Within the block the store's ``method`` fails as a store with too many readers does."""
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, method, busy)
+        yield
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -345,7 +361,7 @@ def test_a_change_heard_behind_unread_output_is_pushed_once_it_is_read(
 
 
 def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation]) -> None:
     """No mailbox selected: a report that met a busy store warns, and IDLE's keepalive tries
     again (as it does for the selected mailbox's updates), rather than wait for another change."""
     a, b = pair
@@ -354,36 +370,23 @@ def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
         C: i1 IDLE
         S: + idling
     """)
-    folder_by_id = a.store.folder_by_id
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, "folder_by_id", busy)
-    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
-    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
-                        b"too many concurrent readers"]
-    monkeypatch.setattr(a.store, "folder_by_id", folder_by_id)
+    with _busy(a.store, "folder_by_id"):
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        assert a.wake() == [BUSY_WARNING]
     uidvalidity = a.folder("Lists").uidvalidity
     assert a.timeout() == [b"* OK Still here",
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
 
 
 def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation]) -> None:
     """The snapshot NOTIFY SET compares later changes with could not be read: the command fails
     and what was set before stays, rather than a NOTIFY that reports every mailbox as new."""
     a, b = pair
     a.command("NOTIFY SET (personal (MailboxName))")
-    folder_entries = a.store.folder_entries
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, "folder_entries", busy)
-    lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
+    with _busy(a.store, "folder_entries"):
+        lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
     assert len(lines) == 1 and lines[0].startswith(b"n1 NO [UNAVAILABLE]"), lines
-    monkeypatch.setattr(a.store, "folder_entries", folder_entries)
     b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
     assert a.wake(require=False) == []   # no STATUS: MessageNew was not set
     b.command("CREATE fresh")
@@ -578,7 +581,7 @@ def test_selected_filter_without_flag_change_reads_counters_only_when_its_mailbo
 
 
 def test_selected_updates_that_met_a_store_error_are_pushed_at_the_keepalive(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation]) -> None:
     """A push of the selected mailbox's updates that met a busy store warns; IDLE's keepalive
     tries again, though no further change of that mailbox was heard."""
     a, b = pair
@@ -588,16 +591,9 @@ def test_selected_updates_that_met_a_store_error_are_pushed_at_the_keepalive(
         C: i1 IDLE
         S: + idling
     """)
-    highestmodseq = a.store.highestmodseq
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, "highestmodseq", busy)
-    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
-    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
-                        b"too many concurrent readers"]
-    monkeypatch.setattr(a.store, "highestmodseq", highestmodseq)
+    with _busy(a.store, "highestmodseq"):
+        b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        assert a.wake() == [BUSY_WARNING]
     assert a.timeout() == [b"* OK Still here", b"* 2 EXISTS", b"* 2 RECENT"]
     a.script("""
         C: DONE
@@ -617,7 +613,7 @@ def test_a_rename_of_the_selected_mailbox_is_listed(pair: tuple[Conversation, Co
 
 @pytest.mark.parametrize("method", ["subscriptions", "get_metadata"])
 def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+        pair: tuple[Conversation, Conversation], method: str) -> None:
     """A subscription or annotation change whose report met a busy store is not lost: the
     warning says it comes later, and IDLE's keepalive reports it (with the mailbox change heard
     in the same report)."""
@@ -627,18 +623,11 @@ def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
         C: i1 IDLE
         S: + idling
     """)
-    real = getattr(a.store, method)
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, method, busy)
-    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
-    b.command("SUBSCRIBE Lists/a")
-    b.command('SETMETADATA Lists (/private/comment "hi")')
-    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
-                        b"too many concurrent readers"]
-    monkeypatch.setattr(a.store, method, real)
+    with _busy(a.store, method):
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        b.command("SUBSCRIBE Lists/a")
+        b.command('SETMETADATA Lists (/private/comment "hi")')
+        assert a.wake() == [BUSY_WARNING]
     uidvalidity = a.folder("Lists").uidvalidity
     assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed) "/" Lists/a',
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
