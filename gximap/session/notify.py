@@ -118,7 +118,7 @@ class NotifyState:
         self.folders: dict[int, _Seen] = {}
         self.subscriptions: set[str] = set()
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
-        self._names_now: set[str] = set()   # the account's folder names, during a report
+        self._names_now: set[str] = set()   # the account's folder names, during a report (NAME_EVENTS)
         self.watch: Any = None
 
     @property
@@ -225,6 +225,8 @@ class NotifyState:
             # snapshot stays: once the mailbox is left, its next change is compared with that, and
             # its STATUS may repeat what the client saw while the mailbox was selected.)
             dirty = dirty - {selected.folder_id}
+        if not dirty and not notices:
+            return []   # (every command's end with NOTIFY set comes here)
         store, user = session.store, session.user
         try:
             # Every changed folder is read first: a LIST's \HasChildren is then told from the names
@@ -239,9 +241,10 @@ class NotifyState:
                 self._dirty |= pending.folders
                 self._notices |= notices
             raise
-        names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
-        names.update(folder.name for folder in found.values() if folder is not None)
-        self._names_now = names
+        if self._names_matter:   # (the names of every folder: for no other event)
+            names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
+            names.update(folder.name for folder in found.values() if folder is not None)
+            self._names_now = names
         out: list[bytes] = []
         if subscriptions is not None:
             out.extend(self._subscription_changes(session, subscriptions))
