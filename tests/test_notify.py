@@ -472,7 +472,9 @@ def test_message_new_fetch_attributes_never_set_seen(pair: tuple[Conversation, C
     b.command("APPEND INBOX {18+}\r\nSubject: x\r\n\r\nhi\r\n")
     lines = a.wake()
     assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"]
-    assert len(lines) == 3 and lines[2].startswith(b"* 2 FETCH (UID 2 ") and b"FLAGS" not in lines[2], lines
+    # The item as asked (no .PEEK in a response label), and no FLAGS: \Seen was not set.
+    assert len(lines) == 3 and lines[2].startswith(b"* 2 FETCH (UID 2 %b " % item.encode()), lines
+    assert b"FLAGS" not in lines[2], lines
     inbox = a.folder("INBOX")
     assert "\\Seen" not in a.store.get_messages("alice", inbox.id, [2])[0].flags
     assert inbox.unseen == 2
