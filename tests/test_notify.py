@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
@@ -14,7 +15,7 @@ from test_parser import parse
 
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
-from gximap.session import notify
+from gximap.session import condstore, notify
 from midb.errors import StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
@@ -634,3 +635,66 @@ def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
     assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed) "/" Lists/a',
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
                            b"* METADATA Lists /private/comment"]
+
+
+def test_a_change_heard_after_a_commands_catch_up_is_pushed_after_its_answer(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message that comes after the catch-up before a command's tagged answer (during a live
+    search's re-check, or a moment later) is not in that answer's updates: it is pushed after
+    the answer, not left for the next command (nor missed by an IDLE that follows)."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    announce = condstore.announce_highestmodseq
+    arrivals = [b"Subject: x\r\n\r\nhi\r\n"]
+
+    def announce_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        lines = announce(*args, **kwargs)
+        if arrivals:
+            a.add_message(data=arrivals.pop())   # as LMTP would, after the catch-up
+        return lines
+
+    monkeypatch.setattr(condstore, "announce_highestmodseq", announce_then_deliver)
+    assert a.send(b"n1 NOOP\r\n") == [b"n1 OK NOOP completed", b"* 2 EXISTS", b"* 2 RECENT"]
+    assert a.wake() == []   # (the waker fired for it: nothing more to say)
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_a_change_heard_during_a_command_answered_bad_is_pushed_after_the_answer(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """A BAD answer carries no updates: a change of the selected mailbox heard during the command
+    (its waker fired, the pool had not run wakeup() yet) is pushed after it, not forgotten."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    a.add_message()
+    lines = a.send(b"b1 LOGIN alice secret\r\n")
+    assert len(lines) == 3 and lines[0].startswith(b"b1 BAD "), lines
+    assert lines[1:] == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert a.wake() == []
+
+
+def test_a_flag_change_held_for_the_next_command_is_not_looked_at_again(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without FlagChange, a flag change of the selected mailbox waits for the next command once
+    its counters said no message came or went: a later change of another mailbox does not read
+    them again."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))")
+    b.select()
+    counter = _ReadCounter(a.store, monkeypatch)
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    counter.reads.clear()
+    assert a.wake() == []
+    assert [method for method, _name in counter.reads] == ["folder_counters"]
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    counter.reads.clear()
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    assert [method for method, _folder in counter.reads] == ["folder_by_id"]
+    assert a.command("NOOP")[:-1] == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
