@@ -698,3 +698,27 @@ def test_a_flag_change_held_for_the_next_command_is_not_looked_at_again(
     assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
     assert [method for method, _folder in counter.reads] == ["folder_by_id"]
     assert a.command("NOOP")[:-1] == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+
+
+def test_a_parent_reported_before_its_new_childs_event_has_children(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """CREATE p/q announces p and p/q in one commit, one event each: the pool may serve the
+    session between the two (its waker fired at the first). p is listed with \\HasChildren all
+    the same: p/q exists by then, heard of or not (RFC 5258 section 4)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    reports: list[list[bytes]] = []
+
+    def heard_then_served(folder_id: int, modseq: int) -> bool:
+        noted = heard(folder_id, modseq)
+        if not reports:
+            reports.append(a.wake(require=False))   # (the waker is called once this returns)
+        return noted
+
+    monkeypatch.setattr(state, "heard", heard_then_served)
+    b.command("CREATE p/q")
+    reports.append(a.wake())
+    assert reports == [[b'* LIST (\\HasChildren) "/" p'], [b'* LIST (\\HasNoChildren) "/" p/q']]

@@ -110,7 +110,10 @@ class NotifyState:
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
         self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
-        self._names_matter = bool(NAME_EVENTS & self.events_wanted())
+        wanted = self.events_wanted()
+        self._names_matter = bool(NAME_EVENTS & wanted)
+        self._lists_mailboxes = "MailboxName" in wanted
+        self._lists_subscriptions = "SubscriptionChange" in wanted
         self._lock = threading.Lock()
         self._dirty: set[int] = set()      # folder ids changed since the last report
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
@@ -118,7 +121,7 @@ class NotifyState:
         self.folders: dict[int, _Seen] = {}
         self.subscriptions: set[str] = set()
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
-        self._names_now: set[str] = set()   # the account's folder names, during a report (NAME_EVENTS)
+        self._names_now: set[str] = set()   # the account's folder names, during a report that lists names
         self.watch: Any = None
 
     @property
@@ -229,11 +232,15 @@ class NotifyState:
             return []   # (every command's end with NOTIFY set comes here)
         store, user = session.store, session.user
         try:
-            # Every changed folder is read first: a LIST's \HasChildren is then told from the names
-            # after the whole change (a renamed parent's children renamed too).
             found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in dirty}
             subscriptions = (set(store.subscriptions(user))
                              if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices) else None)
+            # The names a LIST of a new or renamed mailbox (\HasChildren) or of a subscription
+            # (\NonExistent) is told from: the store's, as the folders heard of may be fewer (a
+            # child the same commit made: each folder has an event of its own, and the pool may
+            # serve the session between two).
+            lists_names = (subscriptions is not None and self._lists_subscriptions) or self._new_names(found)
+            names_now = set(store.folder_names(user)) if lists_names else None
             annotated = [(folder_id, name, _metadata_digests(store, user, folder_id))
                          for folder_id, name in self._annotated(notices, found)]
         except Exception:
@@ -241,10 +248,7 @@ class NotifyState:
                 self._dirty |= pending.folders
                 self._notices |= notices
             raise
-        if self._names_matter:   # (the names of every folder: for no other event)
-            names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
-            names.update(folder.name for folder in found.values() if folder is not None)
-            self._names_now = names
+        self._names_now = names_now or set()
         out: list[bytes] = []
         if subscriptions is not None:
             out.extend(self._subscription_changes(session, subscriptions))
@@ -254,6 +258,17 @@ class NotifyState:
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         return out
+
+    def _new_names(self, found: dict[int, Any]) -> bool:
+        """Whether ``found`` holds a mailbox MailboxName may list: one not known before, or renamed."""
+        if not self._lists_mailboxes:
+            return False
+        for folder_id, folder in found.items():
+            if folder is not None:
+                old = self.folders.get(folder_id)
+                if old is None or old.name != folder.name:
+                    return True
+        return False
 
     def _annotated(self, notices: set[tuple[int, int]], found: dict[int, Any]) -> list[tuple[int, str]]:
         """The folders (SERVER: the account) whose annotation changes in ``notices`` are to be
