@@ -1065,7 +1065,8 @@ class Store(MetadataMixin):
     def _create_folder_tx(self, txn: Any, dbs: Databases, effects: WriteEffects, account_id: int, name: str,
                           special: int, uidvalidity: int | None) -> FolderRecord:
         """Create `name` (normalised) and any missing parents (announced); FolderExists if it
-        exists. The caller announces `name` itself, once its record is final."""
+        exists. The caller announces `name` itself, once its record is final (create_account
+        need not: no one can watch an account before it exists, Store.watch)."""
         if self._folder_id(txn, dbs, account_id, name) is not None:
             raise FolderExists(f"folder {name} exists")
         parent_id = self._ensure_parents(txn, dbs, effects, account_id, name)

@@ -4,8 +4,10 @@ SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
@@ -13,7 +15,7 @@ from test_parser import parse
 
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
-from gximap.session import notify
+from gximap.session import condstore, notify
 from midb.errors import StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
@@ -28,6 +30,21 @@ def pair(tmp_path: Path) -> Iterator[tuple[Conversation, Conversation]]:
         first.login()
         second.login()
         yield first, second
+
+
+BUSY_WARNING = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: too many concurrent readers"
+
+
+@contextlib.contextmanager
+def _busy(store: object, method: str) -> Iterator[None]:
+    """Within the block the store's ``method`` fails as a store with too many readers does."""
+
+    def busy(*args: object, **kwargs: object) -> object:
+        raise StoreBusy("too many concurrent readers")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, method, busy)
+        yield
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -345,7 +362,7 @@ def test_a_change_heard_behind_unread_output_is_pushed_once_it_is_read(
 
 
 def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation]) -> None:
     """No mailbox selected: a report that met a busy store warns, and IDLE's keepalive tries
     again (as it does for the selected mailbox's updates), rather than wait for another change."""
     a, b = pair
@@ -354,36 +371,23 @@ def test_a_report_that_met_a_store_error_is_tried_again_at_the_keepalive(
         C: i1 IDLE
         S: + idling
     """)
-    folder_by_id = a.store.folder_by_id
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, "folder_by_id", busy)
-    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
-    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
-                        b"too many concurrent readers"]
-    monkeypatch.setattr(a.store, "folder_by_id", folder_by_id)
+    with _busy(a.store, "folder_by_id"):
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        assert a.wake() == [BUSY_WARNING]
     uidvalidity = a.folder("Lists").uidvalidity
     assert a.timeout() == [b"* OK Still here",
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
 
 
 def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation]) -> None:
     """The snapshot NOTIFY SET compares later changes with could not be read: the command fails
     and what was set before stays, rather than a NOTIFY that reports every mailbox as new."""
     a, b = pair
     a.command("NOTIFY SET (personal (MailboxName))")
-    folder_entries = a.store.folder_entries
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, "folder_entries", busy)
-    lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
+    with _busy(a.store, "folder_entries"):
+        lines = a.send(b"n1 NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))\r\n")
     assert len(lines) == 1 and lines[0].startswith(b"n1 NO [UNAVAILABLE]"), lines
-    monkeypatch.setattr(a.store, "folder_entries", folder_entries)
     b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
     assert a.wake(require=False) == []   # no STATUS: MessageNew was not set
     b.command("CREATE fresh")
@@ -469,7 +473,9 @@ def test_message_new_fetch_attributes_never_set_seen(pair: tuple[Conversation, C
     b.command("APPEND INBOX {18+}\r\nSubject: x\r\n\r\nhi\r\n")
     lines = a.wake()
     assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"]
-    assert len(lines) == 3 and lines[2].startswith(b"* 2 FETCH (UID 2 ") and b"FLAGS" not in lines[2], lines
+    # The item as asked (no .PEEK in a response label), and no FLAGS: \Seen was not set.
+    assert len(lines) == 3 and lines[2].startswith(b"* 2 FETCH (UID 2 %b " % item.encode()), lines
+    assert b"FLAGS" not in lines[2], lines
     inbox = a.folder("INBOX")
     assert "\\Seen" not in a.store.get_messages("alice", inbox.id, [2])[0].flags
     assert inbox.unseen == 2
@@ -578,7 +584,7 @@ def test_selected_filter_without_flag_change_reads_counters_only_when_its_mailbo
 
 
 def test_selected_updates_that_met_a_store_error_are_pushed_at_the_keepalive(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation]) -> None:
     """A push of the selected mailbox's updates that met a busy store warns; IDLE's keepalive
     tries again, though no further change of that mailbox was heard."""
     a, b = pair
@@ -588,16 +594,9 @@ def test_selected_updates_that_met_a_store_error_are_pushed_at_the_keepalive(
         C: i1 IDLE
         S: + idling
     """)
-    highestmodseq = a.store.highestmodseq
-
-    def busy(*args: object, **kwargs: object) -> object:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(a.store, "highestmodseq", busy)
-    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
-    assert a.wake() == [b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: "
-                        b"too many concurrent readers"]
-    monkeypatch.setattr(a.store, "highestmodseq", highestmodseq)
+    with _busy(a.store, "highestmodseq"):
+        b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        assert a.wake() == [BUSY_WARNING]
     assert a.timeout() == [b"* OK Still here", b"* 2 EXISTS", b"* 2 RECENT"]
     a.script("""
         C: DONE
@@ -613,3 +612,113 @@ def test_a_rename_of_the_selected_mailbox_is_listed(pair: tuple[Conversation, Co
     a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MailboxName))")
     b.command("RENAME Lists/a Lists/b")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
+
+
+@pytest.mark.parametrize("method", ["subscriptions", "get_metadata"])
+def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
+        pair: tuple[Conversation, Conversation], method: str) -> None:
+    """A subscription or annotation change whose report met a busy store is not lost: the
+    warning says it comes later, and IDLE's keepalive reports it (with the mailbox change heard
+    in the same report)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge SubscriptionChange MailboxMetadataChange))")
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+    """)
+    with _busy(a.store, method):
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        b.command("SUBSCRIBE Lists/a")
+        b.command('SETMETADATA Lists (/private/comment "hi")')
+        assert a.wake() == [BUSY_WARNING]
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed) "/" Lists/a',
+                           b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
+                           b"* METADATA Lists /private/comment"]
+
+
+def test_a_change_heard_after_a_commands_catch_up_is_pushed_after_its_answer(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message that comes after the catch-up before a command's tagged answer (during a live
+    search's re-check, or a moment later) is not in that answer's updates: it is pushed after
+    the answer, not left for the next command (nor missed by an IDLE that follows)."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    announce = condstore.announce_highestmodseq
+    arrivals = [b"Subject: x\r\n\r\nhi\r\n"]
+
+    def announce_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        lines = announce(*args, **kwargs)
+        if arrivals:
+            a.add_message(data=arrivals.pop())   # as LMTP would, after the catch-up
+        return lines
+
+    monkeypatch.setattr(condstore, "announce_highestmodseq", announce_then_deliver)
+    assert a.send(b"n1 NOOP\r\n") == [b"n1 OK NOOP completed", b"* 2 EXISTS", b"* 2 RECENT"]
+    assert a.wake() == []   # (the waker fired for it: nothing more to say)
+    a.script("""
+        C: i1 IDLE
+        S: + idling
+        C: DONE
+        S: i1 OK IDLE terminated
+    """)
+
+
+def test_a_change_heard_during_a_command_answered_bad_is_pushed_after_the_answer(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """A BAD answer carries no updates: a change of the selected mailbox heard during the command
+    (its waker fired, the pool had not run wakeup() yet) is pushed after it, not forgotten."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    a.add_message()
+    lines = a.send(b"b1 LOGIN alice secret\r\n")
+    assert len(lines) == 3 and lines[0].startswith(b"b1 BAD "), lines
+    assert lines[1:] == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert a.wake() == []
+
+
+def test_a_flag_change_held_for_the_next_command_is_not_looked_at_again(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without FlagChange, a flag change of the selected mailbox waits for the next command once
+    its counters said no message came or went: a later change of another mailbox does not read
+    them again."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))")
+    b.select()
+    counter = _ReadCounter(a.store, monkeypatch)
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    counter.reads.clear()
+    assert a.wake() == []
+    assert [method for method, _name in counter.reads] == ["folder_counters"]
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    counter.reads.clear()
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+    assert [method for method, _folder in counter.reads] == ["folder_by_id"]
+    assert a.command("NOOP")[:-1] == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+
+
+def test_a_parent_reported_before_its_new_childs_event_has_children(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """CREATE p/q announces p and p/q in one commit, one event each: the pool may serve the
+    session between the two (its waker fired at the first). p is listed with \\HasChildren all
+    the same: p/q exists by then, heard of or not (RFC 5258 section 4)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    reports: list[list[bytes]] = []
+
+    def heard_then_served(folder_id: int, modseq: int) -> bool:
+        noted = heard(folder_id, modseq)
+        if not reports:
+            reports.append(a.wake(require=False))   # (the waker is called once this returns)
+        return noted
+
+    monkeypatch.setattr(state, "heard", heard_then_served)
+    b.command("CREATE p/q")
+    reports.append(a.wake())
+    assert reports == [[b'* LIST (\\HasChildren) "/" p'], [b'* LIST (\\HasNoChildren) "/" p/q']]

@@ -110,7 +110,10 @@ class NotifyState:
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
         self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
-        self._names_matter = bool(NAME_EVENTS & self.events_wanted())
+        wanted = self.events_wanted()
+        self._names_matter = bool(NAME_EVENTS & wanted)
+        self._lists_mailboxes = "MailboxName" in wanted
+        self._lists_subscriptions = "SubscriptionChange" in wanted
         self._lock = threading.Lock()
         self._dirty: set[int] = set()      # folder ids changed since the last report
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
@@ -118,7 +121,7 @@ class NotifyState:
         self.folders: dict[int, _Seen] = {}
         self.subscriptions: set[str] = set()
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
-        self._names_now: set[str] = set()   # the account's folder names, during a report
+        self._names_now: set[str] = set()   # the account's folder names, during a report that lists names
         self.watch: Any = None
 
     @property
@@ -216,7 +219,8 @@ class NotifyState:
 
     def report(self, session: Any, pending: Pending) -> list[bytes]:
         """The responses for ``pending`` (take_pending's), but the selected mailbox's message
-        events (its view's updates). A store error leaves the changes pending, for the next try."""
+        events (its view's updates). Every read comes before anything is reported or noted as
+        reported: a store error leaves the changes pending, for the next try."""
         dirty, notices = pending
         selected = session.selected
         if selected is not None and not self._names_matter:
@@ -224,28 +228,60 @@ class NotifyState:
             # snapshot stays: once the mailbox is left, its next change is compared with that, and
             # its STATUS may repeat what the client saw while the mailbox was selected.)
             dirty = dirty - {selected.folder_id}
+        if not dirty and not notices:
+            return []   # (every command's end with NOTIFY set comes here)
+        store, user = session.store, session.user
         try:
-            # Every changed folder is read first: a LIST's \HasChildren is then told from the names
-            # after the whole change (a renamed parent's children renamed too).
-            store = session.store
-            found = {folder_id: store.folder_by_id(session.user, folder_id) if folder_id else None
-                     for folder_id in dirty}
+            found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in dirty}
+            subscriptions = (set(store.subscriptions(user))
+                             if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices) else None)
+            # The names a LIST of a new or renamed mailbox (\HasChildren) or of a subscription
+            # (\NonExistent) is told from: the store's, as the folders heard of may be fewer (a
+            # child the same commit made: each folder has an event of its own, and the pool may
+            # serve the session between two).
+            lists_names = (subscriptions is not None and self._lists_subscriptions) or self._new_names(found)
+            names_now = set(store.folder_names(user)) if lists_names else None
+            annotated = [(folder_id, name, _metadata_digests(store, user, folder_id))
+                         for folder_id, name in self._annotated(notices, found)]
         except Exception:
             with self._lock:
                 self._dirty |= pending.folders
                 self._notices |= notices
             raise
-        names = {seen.name for folder_id, seen in self.folders.items() if folder_id not in found}
-        names.update(folder.name for folder in found.values() if folder is not None)
-        self._names_now = names
+        self._names_now = names_now or set()
         out: list[bytes] = []
-        if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices):
-            out.extend(self._subscription_changes(session))
+        if subscriptions is not None:
+            out.extend(self._subscription_changes(session, subscriptions))
         # In name order: parents a CREATE or RENAME made come before the folder beneath them.
         for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item)):
             out.extend(self._folder_changes(session, folder_id, folder))
+        for folder_id, name, digests in annotated:
+            out.extend(self._metadata_changes(session, folder_id, name, digests))
+        return out
+
+    def _new_names(self, found: dict[int, Any]) -> bool:
+        """Whether ``found`` holds a mailbox MailboxName may list: one not known before, or renamed."""
+        if not self._lists_mailboxes:
+            return False
+        for folder_id, folder in found.items():
+            if folder is not None:
+                old = self.folders.get(folder_id)
+                if old is None or old.name != folder.name:
+                    return True
+        return False
+
+    def _annotated(self, notices: set[tuple[int, int]], found: dict[int, Any]) -> list[tuple[int, str]]:
+        """The folders (SERVER: the account) whose annotation changes in ``notices`` are to be
+        reported, in folder id order, each with its name after the changes ``found`` holds."""
+        out = []
         for folder_id in sorted(folder for folder, notice in notices if notice == events.NOTICE_METADATA):
-            out.extend(self._metadata_changes(session, folder_id))
+            if folder_id == SERVER:
+                if self.wants_server_metadata():
+                    out.append((SERVER, ""))
+                continue
+            folder = found[folder_id] if folder_id in found else self.folders.get(folder_id)
+            if folder is not None and self.wants(folder.name, "MailboxMetadataChange"):
+                out.append((folder_id, folder.name))
         return out
 
     def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
@@ -254,8 +290,8 @@ class NotifyState:
         old = self.folders.get(folder_id)
         return (old.name if old is not None else ""), folder_id
 
-    def _subscription_changes(self, session: Any) -> list[bytes]:
-        now = set(session.store.subscriptions(session.user))
+    def _subscription_changes(self, session: Any, now: set[str]) -> list[bytes]:
+        """``now``: the subscriptions as read for this report."""
         before, self.subscriptions = self.subscriptions, now
         out = []
         for name in sorted(now ^ before):
@@ -311,18 +347,10 @@ class NotifyState:
     def _list_line(self, session: Any, name: str, extra: bytes = b"") -> bytes:
         return b"* LIST (%b) %b %b%b\r\n" % (self._children_attribute(name), DELIMITER, wire_name(session, name), extra)
 
-    def _metadata_changes(self, session: Any, folder_id: int) -> list[bytes]:
-        if folder_id == SERVER:
-            if not self.wants_server_metadata():
-                return []
-            name = ""
-        else:
-            seen = self.folders.get(folder_id)
-            if seen is None or not self.wants(seen.name, "MailboxMetadataChange"):
-                return []
-            name = seen.name
+    def _metadata_changes(self, session: Any, folder_id: int, name: str, now: dict[str, bytes]) -> list[bytes]:
+        """``now``: the digests of the annotations of folder ``name`` (SERVER: the account's, "")
+        as read for this report."""
         before = self.metadata.get(folder_id, {})
-        now = _metadata_digests(session.store, session.user, folder_id)
         self.metadata[folder_id] = now
         changed = sorted(entry for entry in before.keys() | now.keys() if before.get(entry) != now.get(entry))
         if not changed:

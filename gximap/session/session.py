@@ -170,6 +170,9 @@ class ImapSession:
         # A NOTIFY push that could not be made when the change was heard (the output backlog, or
         # the FETCH of new messages running): next_output() makes it once it can.
         self._notify_owed = False
+        # NOTIFY heard of a change of the selected mailbox since its last catch-up (_send_updates):
+        # a push is due for it, whether or not a report took it from the pending changes since.
+        self._selected_changed = False
         # The key this session is counted under in ctx.user_sessions while logged in
         # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
         # password, which may be while the connection is lost (_gone) on a worker.
@@ -550,6 +553,9 @@ class ImapSession:
         # session's, have the pool run wakeup() on our worker. (Heard before they became the
         # session's, the NOTIFY command's own end reports it: _finish.)
         if state.heard(folder_id, modseq) and state is self.notify:
+            selected = self.selected
+            if selected is not None and folder_id == selected.folder_id and not midb_events.is_notice(modseq):
+                self._selected_changed = True   # (before the waker: the push it brings looks)
             self.waker()
 
     def _push_notifications(self, *, at_command_end: bool = False) -> None:
@@ -564,7 +570,11 @@ class ImapSession:
         if state is None or not state.active or self._closing:
             return
         if at_command_end:
-            self._notify_owed = False   # this push makes it
+            # This push makes the one owed, but the selected mailbox's updates: those the command's
+            # catch-up sent, and a change heard since (while live searches looked) or during a
+            # command that makes none (BAD) is pushed after the answer.
+            self._notify_owed = (self._selected_changed and self.selected is not None
+                                 and state.selected_group is not None)
         elif len(self._out) > notify_commands.OUTPUT_BACKLOG:
             self._notify_owed = True
             return
@@ -574,7 +584,8 @@ class ImapSession:
         # The selected mailbox's updates when it changed (or a push that met a store error owes
         # them; after an overflow nobody knows): a change elsewhere reads nothing of it.
         if (selected is not None and group is not None and not at_command_end
-                and (pending is None or selected.folder_id in pending.folders or self._updates_missed)):
+                and (pending is None or self._selected_changed or self._updates_missed)):
+            self._selected_changed = False   # (before the reads: a change from now on is heard again)
             if "FlagChange" in group.events or self._messages_moved(selected):
                 before = selected.uid_max
                 self._send_updates(selected, allow_expunge=group.kind == "selected")
@@ -1026,11 +1037,6 @@ class ImapSession:
             if running.answers is None:
                 return
             running, done, announced = running.answers
-            if self.notify is not None:
-                # NOTIFY: what was heard while the live searches looked is pushed after the
-                # answer, as any push: a change of the selected mailbox among it came after the
-                # command's catch-up, and a push at a command's end sends that mailbox nothing.
-                self._notify_owed = True
         else:
             if done is None:
                 done = Done(Code.NO_SERVER_ERROR, status="NO")
@@ -1045,8 +1051,10 @@ class ImapSession:
                     # done (a closure made here for every command cost a call more).
                     recheck.answers = (running, done, announced)
                     return
-            if self.notify is not None:
-                self._push_notifications(at_command_end=True)
+        if self.notify is not None:
+            # (A change of the selected mailbox heard after its catch-up, while live searches
+            # looked, say, is pushed after the answer: _selected_changed.)
+            self._push_notifications(at_command_end=True)
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
         frame = running.frame
         self._answer(running.tag, line, done.status, frame.preview if frame else lambda: b"",
@@ -1091,6 +1099,7 @@ class ImapSession:
         the updates: a tagged answer). ``command``: the one the updates end, whose INPROGRESS
         lines go on while the live searches work. Returns that work of the live searches when it
         is queued (_recheck_live_searches), else None (``then`` has run)."""
+        self._selected_changed = False   # (before the catch-up: a change it misses is heard again)
         self._out.extend(self._sync_selected(selected, allow_expunge=allow_expunge))
         self._out.extend(condstore.announce_highestmodseq(self, done))
         # After a catch-up that failed, nothing new is in the view: the next one has them look.
