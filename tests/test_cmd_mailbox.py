@@ -622,6 +622,22 @@ def test_rfc5819_list_status(conv):
     """)
 
 
+def test_rfc5819_no_status_for_a_parent_listed_for_its_children(conv):
+    """RFC 5819 section 2: STATUS for each mailbox "matching the list pattern and selection
+    options"; its example A02: a parent listed only for CHILDINFO gets none. Vegetable, subscribed
+    itself, gets one, its CHILDINFO notwithstanding."""
+    rfc5258_account(conv)
+    conv.script("""
+        C: A02 LIST (SUBSCRIBED RECURSIVEMATCH) "" % RETURN (STATUS (MESSAGES))
+        S: * LIST (\\Subscribed \\HasNoChildren) "/" INBOX
+        S: * STATUS INBOX (MESSAGES 0)
+        S: * LIST (\\HasChildren) "/" Fruit ("CHILDINFO" ("SUBSCRIBED"))
+        S: * LIST (\\Subscribed \\HasChildren) "/" Vegetable ("CHILDINFO" ("SUBSCRIBED"))
+        S: * STATUS Vegetable (MESSAGES 0)
+        S: A02 OK LIST completed
+    """)
+
+
 def test_list_status_skips_nonexistent_names(conv):
     rfc5258_account(conv)
     conv.script("""

@@ -95,6 +95,33 @@ def test_within_older_and_younger_count_seconds_back_from_now(conv: Conversation
     assert conv.send(b"w5 SEARCH YOUNGER 0\r\n")[-1].startswith(b"w5 BAD")
 
 
+def test_within_the_target_time_itself_is_both_older_and_younger(conv: Conversation,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 5032 section 2: OLDER matches an INTERNALDATE "less recent than or equal to the
+    target time", YOUNGER one "more recent than or equal to" it: a message dated exactly the
+    interval back matches both."""
+    now = 1_700_000_000
+    monkeypatch.setattr(searching.time, "time", lambda: float(now))
+    folder = conv.folder("INBOX")
+    conv.store.append_many("alice", folder.id, [
+        (_message(b"a@example.com", b"one second too old"), (), now - 3601, 0),
+        (_message(b"a@example.com", b"exactly an hour old"), (), now - 3600, 0),
+        (_message(b"a@example.com", b"one second too young"), (), now - 3599, 0),
+    ])
+    conv.select()
+    conv.script("""
+        C: w1 SEARCH YOUNGER 3600
+        S: * SEARCH 2 3
+        S: w1 OK SEARCH completed
+        C: w2 SEARCH OLDER 3600
+        S: * SEARCH 1 2
+        S: w2 OK SEARCH completed
+        C: w3 SEARCH OLDER 3600 YOUNGER 3600
+        S: * SEARCH 2
+        S: w3 OK SEARCH completed
+    """)
+
+
 def test_rfc4731_esearch_examples(conv: Conversation) -> None:
     rfc3501_mailbox(conv)
     conv.select()

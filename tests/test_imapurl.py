@@ -25,6 +25,13 @@ from gximap.imap.imapurl import ImapUrl, UrlError, parse
     (b"/A%26B/;UID=2", ImapUrl(None, None, "A&B", None, None, 2, None, None)),
     (b"/INBOX/;UID=1/;SECTION=HEADER.FIELDS%20(To%20Cc)",
      ImapUrl(None, None, "INBOX", None, None, 1, Section((), "HEADER.FIELDS", ("To", "Cc")), None)),
+    # RFC 5092 section 7 (RFC 3986 section 5.2.4): dot-segments are removed; %2E is no dot
+    (b"/Trash/../INBOX/;UID=1", ImapUrl(None, None, "INBOX", None, None, 1, None, None)),
+    (b"/./a/./b/;UID=1/./;SECTION=1", ImapUrl(None, None, "a/b", None, None, 1, Section((1,)), None)),
+    (b"/../INBOX/;UID=1", ImapUrl(None, None, "INBOX", None, None, 1, None, None)),
+    (b"imap://fred@host/x/y/../../Sent/;UID=4", ImapUrl("fred", "host", "Sent", None, None, 4, None, None)),
+    (b"/a/%2E%2E/;UID=1", ImapUrl(None, None, "a/..", None, None, 1, None, None)),
+    (b"/..;UIDVALIDITY=385759045/;UID=20", ImapUrl(None, None, "..", None, 385759045, 20, None, None)),
 ])
 def test_parse(url: bytes, parsed: ImapUrl) -> None:
     assert parse(url) == parsed
@@ -47,6 +54,7 @@ def test_parse(url: bytes, parsed: ImapUrl) -> None:
     (b"/INBOX/;UIDVALIDITY=1/;UID=1", "unexpected ;UIDVALIDITY= in URL"),
     (b"/INBOX;UID=1", "unexpected ;UID= in URL"),
     (b"/INBOX/;UID=1/;UID=2", ";UID= given twice"),
+    (b"/foo/;UID=20/..", "URL names no message (;UID= missing)"),  # RFC 5092 section 9.1: </foo>
     (b"/INBOX/;UID=1/;SECTION=", "invalid ;SECTION= in URL: Empty section"),
     (b"/INBOX/;UID=1/;SECTION=MIME", "invalid ;SECTION= in URL: MIME requires a part number"),
     (b"/INBOX/;UID=1/;PARTIAL=1.0", "invalid ;PARTIAL= in URL"),

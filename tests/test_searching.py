@@ -218,9 +218,11 @@ def test_sent_dates(mailbox: Any, text: str, expected: list[int]) -> None:
 def test_older_younger(mailbox: Any) -> None:
     session, _counting, uids = mailbox
     now = utc(2022, 1, 5, 12)
-    assert run(session, "YOUNGER 86400", now=now) == [uids[2], uids[3]]  # 4 is dated later
+    # 2 is dated exactly a day back: RFC 5032 section 2 has both keys match the target time.
+    assert run(session, "YOUNGER 86400", now=now) == [uids[1], uids[2], uids[3]]  # 4 is dated later
     assert run(session, "OLDER 86400", now=now) == [uids[0], uids[1]]
-    assert run(session, "OLDER 1 YOUNGER 172800", now=now) == [uids[1], uids[2]]
+    assert run(session, "OLDER 1 YOUNGER 172800", now=now) == [uids[0], uids[1], uids[2]]  # 1: two days back
+    assert run(session, "OLDER 1 YOUNGER 172799", now=now) == [uids[1], uids[2]]
 
 
 def test_recent_new_old(mailbox: Any) -> None:

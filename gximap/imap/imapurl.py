@@ -8,10 +8,11 @@ up. Accepted forms:
 * ``/mailbox...`` (iabsolute-path, relative to the server and user of the session: RFC 4469's
   examples use this form).
 
-Both must name a message: ``mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s][/;PARTIAL=o[.l]]``
-(imessagepart). A URL naming a mailbox or a search (imessagelist), a relative path of another
-kind, and URLAUTH (``;EXPIRE=``, ``;URLAUTH=``, RFC 4467) are refused: there is no base URL for
-the first, and gximap does not do the second.
+Both must name a message (imessagepart) once their dot-segments are resolved (RFC 5092 section
+7, RFC 3986 section 5.2.4): ``mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s][/;PARTIAL=o[.l]]``.
+A URL naming a mailbox or a search (imessagelist), a relative path of another kind, and URLAUTH
+(``;EXPIRE=``, ``;URLAUTH=``, RFC 4467) are refused: there is no base URL for the first (and
+RFC 5092 section 7.2 forbids accepting a relative-path one), and gximap does not do the second.
 
 Decoding (RFC 5092 section 3.1 and section 9): every component is %-decoded as octets; the
 mailbox name is then UTF-8. One that is also valid modified UTF-7 with shift sequences (what
@@ -92,7 +93,27 @@ def parse(url: bytes) -> ImapUrl:
         path = text[1:]
     else:
         raise UrlError("relative URL (give an absolute path: /mailbox;UIDVALIDITY=n/;UID=n)")
-    return _message_part(path, user, host)
+    return _message_part(_without_dot_segments(path), user, host)
+
+
+def _without_dot_segments(path: str) -> str:
+    """``path`` (after its leading "/") with the dot-segments resolved as RFC 3986 section 5.2.4
+    does, which RFC 5092 section 7 applies to IMAP URLs: ``/Trash/../INBOX/;UID=1`` names
+    INBOX. A segment is a dot-segment only when it is "." or ".." exactly: ``..;UIDVALIDITY=1``
+    is not (RFC 5092 section 9.1), nor ``%2E%2E``, which a mailbox so named is written as."""
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return path
+    kept: list[str] = []
+    for index, segment in enumerate(segments):
+        if segment in (".", ".."):
+            if segment == ".." and kept:
+                kept.pop()
+            if index == len(segments) - 1:
+                kept.append("")  # "a/b/.." is "a/": the path still ends in a slash
+        else:
+            kept.append(segment)
+    return "/".join(kept)
 
 
 def _server(server: str) -> tuple[str | None, str]:

@@ -34,6 +34,9 @@ class ListEntry(NamedTuple):
     attributes: tuple[str, ...]
     folder: Any | None  # midb FolderEntry; None for a name that does not exist
     childinfo: bool = False  # RECURSIVEMATCH: some descendant meets the selection criteria
+    # Whether the name meets the selection criteria itself: False for a parent listed only for
+    # its CHILDINFO, which gets no STATUS (RFC 5819 section 2 and its example A02).
+    meets_criteria: bool = True
 
 
 def canonical_pattern(reference: str, pattern: str) -> str:
@@ -158,7 +161,7 @@ def list_mailboxes(folders: Sequence[Any], subscriptions: Iterable[str], pattern
                 attributes = (SUBSCRIBED, special, children) if special is not None else (SUBSCRIBED, children)
             else:
                 attributes = (special, children) if special is not None else (children,)
-        append(make(ListEntry, (name, attributes, folder, name in with_childinfo)))
+        append(make(ListEntry, (name, attributes, folder, name in with_childinfo, name in returned)))
     return entries
 
 
@@ -183,7 +186,7 @@ def lsub_mailboxes(folder_names: Iterable[str], subscriptions: Iterable[str], pa
             if parent not in subscribed and parent not in out and matches(parent):
                 out[parent] = ("\\Noselect",)
     make = tuple.__new__  # as in list_mailboxes
-    return [make(ListEntry, (name, out[name], None, False)) for name in _listing_order(out)]
+    return [make(ListEntry, (name, out[name], None, False, True)) for name in _listing_order(out)]
 
 
 def xlist_mailboxes(folders: Sequence[Any], pattern: str) -> list[ListEntry]:

@@ -440,9 +440,11 @@ class _Compiler:
     def _SearchAge(self, key: cmds.SearchAge) -> _Node:
         self.reads_meta = True
         limit = int(self.now) - key.seconds
+        # RFC 5032 section 2: the target time itself is both "less recent than or equal to"
+        # (OLDER) and "more recent than or equal to" (YOUNGER).
         if key.older:
             return _record_node(lambda meta: meta.internaldate <= limit)
-        return _record_node(lambda meta: meta.internaldate > limit)
+        return _record_node(lambda meta: meta.internaldate >= limit)
 
     def _SearchModSeq(self, key: cmds.SearchModSeq) -> _Node:
         # The per-message MODSEQ stands for every metadata entry (RFC 7162 section 3.1.5 allows it).

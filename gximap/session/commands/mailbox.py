@@ -166,7 +166,7 @@ def _list_lines(session: Any, verb: bytes, entries: list[listing.ListEntry]) -> 
     mailbox_name = encode.mailbox_name
     return [b"* %b %b %b %b%b\r\n" % (verb, attribute_list(attributes), DELIMITER, mailbox_name(name, utf8),
                                       CHILDINFO_SUBSCRIBED if childinfo else b"")
-            for name, attributes, _folder, childinfo in entries]
+            for name, attributes, _folder, childinfo, _meets_criteria in entries]
 
 
 def _hierarchy_root(verb: bytes) -> bytes:
@@ -206,12 +206,13 @@ def list_command(session: Any, cmd: cmds.List) -> Generator[bytes, Any, Done]:
         yield from condstore.enable(session)  # a CONDSTORE enabling command (RFC 7162 section 3.1)
     lines = _list_lines(session, b"LIST", entries)
     if status_items:
-        # RFC 5819: a STATUS response follows the LIST response of every listed mailbox that
-        # can be selected (none for \NonExistent names).
+        # RFC 5819 section 2: a STATUS response follows the LIST response of every listed mailbox
+        # that can be selected and meets the selection criteria: none for \NonExistent names, nor
+        # for a parent listed only for its CHILDINFO (the RFC's example A02).
         account_id = (status_account_id(session, status_items)
                       if any(entry.folder is not None for entry in entries) else None)
         lines = [response for entry, line in zip(entries, lines, strict=True)
-                 for response in ((line,) if entry.folder is None else
+                 for response in ((line,) if entry.folder is None or not entry.meets_criteria else
                                   (line, status_response(session, entry.folder.record, status_items, account_id)))]
     yield from coalesced(lines)
     return Done(Code.OK_LIST)
