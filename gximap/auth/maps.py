@@ -446,7 +446,8 @@ class NameMap:
             raise UnmappedName(name, str(exc)) from None
 
     def map(self, name: str) -> str:
-        """The mapped name; UnmappedName when it cannot be normalized or has no mapping."""
+        """The mapped name; UnmappedName when it cannot be normalized or has no mapping;
+        midb.errors.FileUnavailable when a ``file`` table cannot be read (no verdict)."""
         key = self.normalize(name)
         value = self.table.lookup(key)
         if not value:

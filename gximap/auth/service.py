@@ -59,6 +59,11 @@ with its own password; access is granted when mailbox == actor (after mapping) o
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
 fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZATIONFAILED]``).
 
+A passwd-file or map file that cannot be read (midb.errors.FileUnavailable, midb.filewatch) is
+no verdict: the check raises it, as store trouble, after logging the attempt as "unavailable"
+(gximap.log.auth_unavailable), which counts toward no block and which fail2ban's filter skips;
+the caller answers with a temporary failure (IMAP NO [UNAVAILABLE], auth socket FAIL temp).
+
 Refusals after a right password (the account disabled, impersonation not granted, no midb
 account for the user: storage_map has no mapping, or the account is missing and not
 auto_created; the caller's ``hold`` declining, an IMAP session over imap_max_conn_per_user_ip)
