@@ -91,14 +91,12 @@ class ReloadingFile(Generic[T]):
     def current(self) -> T:
         """The contents; FileUnavailable while the file cannot be read (or is missing, unless
         that is the empty value)."""
-        try:
-            seen: os.stat_result | OSError = os.stat(self.path)
-        except OSError as exc:
-            seen = exc
-        signature = _signature(seen)
+        seen = self._stat()
         state = self._state
-        if self._stale(state, signature):
+        if self._stale(state, _signature(seen)):
             with self._lock:
+                seen = self._stat()  # again: a thread that held the lock may have read a newer file
+                signature = _signature(seen)
                 state = self._state
                 if self._stale(state, signature):
                     state = self._read(seen, signature)
@@ -106,6 +104,12 @@ class ReloadingFile(Generic[T]):
         if state.failure is not None:
             raise FileUnavailable(self.what, self.path, state.failure)
         return state.contents
+
+    def _stat(self) -> os.stat_result | OSError:
+        try:
+            return os.stat(self.path)
+        except OSError as exc:
+            return exc
 
     def _stale(self, state: _State[T], signature: tuple[object, ...]) -> bool:
         return state.signature != signature or (state.failure is not None and self._clock() >= state.retry_at)
