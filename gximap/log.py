@@ -18,12 +18,14 @@ Authentication events use one stable format that fail2ban can match (see gximap(
     rhost=[203.0.113.5]:51234 user=alice LOGIN rejected: bad password
     rhost=[203.0.113.5]:51234 user=alice blocked for 60s: too many failed logins
     rhost=[203.0.113.5]:51234 user=alice LOGIN refused: user blocked
+    rhost=[203.0.113.5]:51234 user=alice LOGIN unavailable: passwd-file /etc/dovecot/users cannot be read
     rhost=[203.0.113.5]:51234 user=alice LOGIN ok actor=bob
     rhost=[203.0.113.5]:51234 user=alice LOGIN ok (user blocked; password matched the cache)
 
 "rejected" is a login that may be a password guess (fail2ban counts it); "refused" one turned
 away before its password was checked (a block) or despite a right password (e.g. a disabled
-account): it says nothing about the client, and the shipped filter does not count it. An "ok"
+account): it says nothing about the client, and the shipped filter does not count it; nor does it
+count "unavailable", a login that could not be checked (a file it needs cannot be read). An "ok"
 may end in a note in parentheses on how it got in (through a user block: gximap.auth.service).
 """
 
@@ -331,6 +333,14 @@ def auth_refusal(rhost: str, user: str, mech: str, reason: str) -> None:
     """``rhost=[203.0.113.5]:51234 user=alice LOGIN refused: user blocked`` at NOTICE: a refusal
     that is no password guess, which fail2ban's filter is not to count."""
     _auth_logger.log(NOTICE, "rhost=%s user=%s %s refused: %s", escape_token(rhost), escape_token(user),
+                     escape_token(mech.upper()), escape_text(reason))
+
+
+def auth_unavailable(rhost: str, user: str, mech: str, reason: str) -> None:
+    """``rhost=[203.0.113.5]:51234 user=alice LOGIN unavailable: passwd-file /etc/dovecot/users
+    cannot be read`` at NOTICE: a login that could not be checked, told to try again later; no
+    guess, which fail2ban's filter is not to count."""
+    _auth_logger.log(NOTICE, "rhost=%s user=%s %s unavailable: %s", escape_token(rhost), escape_token(user),
                      escape_token(mech.upper()), escape_text(reason))
 
 

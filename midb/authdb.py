@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from midb.errors import AccountExists, InvalidName
+from midb.errors import AccountExists, FileUnavailable, InvalidName
 from midb.filewatch import ReloadingFile
 from midb.passwords import hash_password, needs_rehash, scram_credential_of, verify_password
 from midb.scram import ScramCredential, derive, parse_credential
@@ -273,6 +273,10 @@ class PasswdFileAuth:
     is CRYPT). Entries with an empty password, ``nologin`` or ``nopassword`` never authenticate:
     passwordless logins are not offered. When a store is given, a midb account that is disabled
     refuses the login too, so ``midb user disable`` works whatever the backend.
+
+    While the file is missing or cannot be read, every method that looks a user up raises
+    midb.errors.FileUnavailable (midb.filewatch), which callers answer as a temporary failure:
+    no user is then "unknown", and no login a wrong password.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, store: Store | None = None,
@@ -280,22 +284,25 @@ class PasswdFileAuth:
         self.path = os.fspath(path)
         self._store = store
         self._default_scheme = default_scheme
+        # A missing file is no "no users" either. Dovecot answers "unknown user" for one (made
+        # for paths with %d, one file per domain, where no file means no such domain); gximap's
+        # path is fixed, so a missing file is a broken deployment: a wrong path, an unmounted
+        # file system, a file removed before its replacement was written. Every user "unknown"
+        # would count each login as a guess and have fail2ban ban the users' addresses. So every
+        # lookup fails as a temporary error then (FileUnavailable), as for an unreadable file.
         self._file: ReloadingFile[dict[str, PasswdEntry]] = ReloadingFile(
-            self.path, self._load, {}, log=log,
-            missing_message="passwd-file %s is missing or unreadable; no user can log in")
-        self._file.current()
+            self.path, self._parse, {}, what="passwd-file", log=log)
+        try:
+            self._file.current()  # read now, so that a file that cannot be read is logged at start
+        except FileUnavailable:
+            pass
 
     def _reload_if_changed(self) -> dict[str, PasswdEntry]:
+        """The entries; FileUnavailable while the file is missing or cannot be read."""
         return self._file.current()
 
-    def _load(self) -> dict[str, PasswdEntry]:
-        try:
-            with open(self.path, encoding="utf-8", errors="surrogateescape") as fh:
-                text = fh.read()
-        except OSError as exc:
-            log.error("passwd-file %s unreadable: %s", self.path, exc)
-            return {}
-        entries = parse_passwd_file(text, self.path)
+    def _parse(self, data: bytes) -> dict[str, PasswdEntry]:
+        entries = parse_passwd_file(data.decode("utf-8", "surrogateescape"), self.path)
         for entry in entries.values():
             if "nopassword" in entry.extra:
                 log.warning("%s: user %s has nopassword; passwordless logins are refused",

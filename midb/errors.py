@@ -120,3 +120,18 @@ class NotDurable(MidbError):
 
 class ReadOnlyStore(MidbError):
     """A write was attempted on a Store opened with readonly=True."""
+
+
+class FileUnavailable(MidbError):
+    """A file a lookup depends on (the passwd-file, a name-map ``file`` table) cannot be read now,
+    or not as a whole (EACCES, EIO, a directory in its place, over its size bound): no answer can
+    be given from it, so the caller answers with a temporary failure (IMAP NO [UNAVAILABLE], auth
+    socket FAIL temp, LMTP 451), never with "unknown user". Its reader (midb.filewatch) logged the
+    cause, errno and all, when the file became so; the message names only the file, for the
+    per-login lines."""
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        super().__init__(f"{what} {path} cannot be read")
+        self.what = what
+        self.path = path
+        self.reason = reason  # "Permission denied (EACCES)", "larger than 67108864 bytes", ...

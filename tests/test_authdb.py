@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -18,11 +19,17 @@ from midb.authdb import (
     make_backend,
     parse_passwd_file,
 )
+from midb.errors import FileUnavailable
+from midb.filewatch import RETRY_INTERVAL, ReloadingFile
 from midb.passwords import crypt_available, hash_password, needs_rehash
+from midb.scram import derive
 from midb.store import Store
 
 SHA512_CRYPT = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
                 "iBFdcbYEdFCoEOfaS35inz1")
+
+
+SCRAM_ENTRY = "{SCRAM-SHA-256}" + derive("pw", iterations=4096).text()  # a Dovecot entry scram_keys serves
 
 
 def write_passwd(path: Path, text: str) -> None:
@@ -104,16 +111,131 @@ def test_passwd_file_reloads_on_change(tmp_path: Path) -> None:
     assert not backend.exists("dave")
 
 
-def test_passwd_file_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def _file_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_passwd_file_missing_is_a_temporary_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A missing passwd-file is a broken deployment, not "no users": every lookup fails with
+    FileUnavailable (a temporary failure to the client), logged once with its errno."""
     path = tmp_path / "passwd"
-    with caplog.at_level(logging.ERROR, "midb.authdb"):
-        backend = PasswdFileAuth(path)
-        assert backend.authenticate("x", "y") is None
-    assert "missing or unreadable" in caplog.text
-    write_passwd(path, "x:{PLAIN}y\n")
-    assert backend.authenticate("x", "y") == "x"
-    path.unlink()
-    assert backend.authenticate("x", "y") is None
+    with caplog.at_level(logging.WARNING, "midb.authdb"):
+        backend = PasswdFileAuth(path)  # no exception at start: the daemon starts, logins fail
+        for _ in range(3):
+            with pytest.raises(FileUnavailable) as caught:
+                backend.authenticate("x", "y")
+        assert str(caught.value) == f"passwd-file {path} cannot be read"  # no errno per login
+        assert caught.value.reason == "No such file or directory (ENOENT)"
+        assert _file_errors(caplog) == [
+            f"passwd-file {path} cannot be read: No such file or directory (ENOENT); "
+            "lookups in it fail as a temporary error until it can"]
+        caplog.clear()
+        write_passwd(path, "x:{PLAIN}y\n")
+        assert backend.authenticate("x", "y") == "x"
+        assert _file_errors(caplog) == [f"passwd-file {path} can be read again"]
+        path.unlink()
+        with pytest.raises(FileUnavailable):
+            backend.authenticate("x", "y")
+
+
+def _deny_reading(monkeypatch: pytest.MonkeyPatch, path: Path, error: int = errno.EACCES) -> None:
+    """open() of ``path`` fails with ``error``, as it does for a process that may not read it
+    (the tests run as root, whom a chmod does not stop)."""
+    real_open = os.open
+
+    def failing_open(name: str | os.PathLike[str], flags: int, *args: object, **kwargs: object) -> int:
+        if os.fspath(name) == os.fspath(path):
+            raise OSError(error, os.strerror(error), os.fspath(name))
+        return real_open(name, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", failing_open)
+
+
+def test_unreadable_passwd_file_fails_every_lookup_and_serves_no_old_entries(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EACCES after a good read: no user is "unknown", none gets in with the old entries (the
+    edit that broke the file may be the one revoking them); each method that looks a user up
+    raises. The error is logged once, not per lookup; the file is read again once it changes."""
+    path = tmp_path / "passwd"
+    write_passwd(path, f"dave:{{PLAIN}}old\nerin:{SCRAM_ENTRY}\n")
+    backend = PasswdFileAuth(path)
+    assert backend.authenticate("dave", "old") == "dave"
+    assert backend.scram_keys("erin") is not None
+    with caplog.at_level(logging.WARNING, "midb.authdb"):
+        _deny_reading(monkeypatch, path)
+        os.chmod(path, 0o000)  # what the administrator did; it changes the ctime, so it is seen
+        for _ in range(3):
+            for lookup in (lambda: backend.authenticate("dave", "old"), lambda: backend.authenticate("nobody", "x"),
+                           lambda: backend.exists("dave"), lambda: backend.credential_stamp("dave"),
+                           lambda: backend.failure_reason("dave"), lambda: backend.scram_keys("erin"),
+                           lambda: backend.scram_failure_reason("erin"), backend.scram_iteration_counts):
+                with pytest.raises(FileUnavailable) as caught:
+                    lookup()
+        assert caught.value.reason == "Permission denied (EACCES)"
+        assert _file_errors(caplog) == [
+            f"passwd-file {path} cannot be read: Permission denied (EACCES); "
+            "lookups in it fail as a temporary error until it can"]
+        caplog.clear()
+        monkeypatch.undo()
+        os.chmod(path, 0o644)
+        assert backend.authenticate("dave", "old") == "dave"
+        assert _file_errors(caplog) == [f"passwd-file {path} can be read again"]
+
+
+def test_a_directory_in_place_of_the_passwd_file_is_unavailable(tmp_path: Path) -> None:
+    """EISDIR, which even root gets (the e2e test's way to make the file unreadable)."""
+    path = tmp_path / "passwd"
+    path.mkdir()
+    backend = PasswdFileAuth(path)
+    with pytest.raises(FileUnavailable) as caught:
+        backend.authenticate("x", "y")
+    assert caught.value.reason == "Is a directory (EISDIR)"
+
+
+def test_a_fifo_in_place_of_the_passwd_file_is_unavailable_not_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    os.mkfifo(path)
+    with pytest.raises(FileUnavailable) as caught:
+        PasswdFileAuth(path).exists("x")  # no writer: an open() without O_NONBLOCK would hang here
+    assert caught.value.reason == "not a regular file"
+
+
+def test_an_io_error_is_tried_again_without_a_change_to_the_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EIO may pass with nothing about the file changing: it is tried again every
+    RETRY_INTERVAL (here a fake clock), not at every lookup, and logged once."""
+    path = tmp_path / "passwd"
+    write_passwd(path, "dave:{PLAIN}pw\n")
+    now = [100.0]
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(name: str | os.PathLike[str], flags: int, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(name))
+        if failing[0]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(name))
+        return real_open(name, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    failing = [True]
+    monkeypatch.setattr(os, "open", counting_open)
+    with caplog.at_level(logging.WARNING, "midb.authdb"):
+        table = ReloadingFile(str(path), lambda data: data, b"", what="passwd-file",
+                              log=logging.getLogger("midb.authdb"), clock=lambda: now[0])
+        for _ in range(5):
+            with pytest.raises(FileUnavailable):
+                table.current()
+        assert len(opened) == 1
+        now[0] += RETRY_INTERVAL
+        with pytest.raises(FileUnavailable):
+            table.current()
+        assert len(opened) == 2
+        assert len(_file_errors(caplog)) == 1  # the same error again is no change of state
+        failing[0] = False
+        with pytest.raises(FileUnavailable):
+            table.current()  # not due yet
+        now[0] += RETRY_INTERVAL
+        assert table.current() == b"dave:{PLAIN}pw\n"
+    assert _file_errors(caplog)[1:] == [f"passwd-file {path} can be read again"]
 
 
 def test_passwd_file_invalid_utf8_line_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -42,7 +42,7 @@ from gximap.net.handler import ConnectionInfo, TransportAction
 from gximap.net.listener import ListenerSpec, bind_listeners
 from gximap.net.pool import Server
 from midb import scram as scram_keys
-from midb.authdb import ScramKeys
+from midb.authdb import PasswdFileAuth, ScramKeys
 from midb.errors import StoreBusy
 from midb.store import Store
 
@@ -470,6 +470,46 @@ def test_store_trouble_is_a_temporary_failure(store: Store) -> None:
     client = Client(ctx).hello()
     assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'secret')}\n") == \
         ["FAIL\t1\ttemp\treason=Temporary authentication failure\tcode=temp_fail"]
+
+
+def test_unreadable_passwd_file_is_a_temporary_failure_not_a_guess(store: Store, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """As Dovecot answers a passdb's internal error: FAIL with ``temp`` (Postfix then says 454
+    4.7.0 and the SMTP client tries later), for PLAIN, LOGIN and SCRAM alike, for a known and an
+    unknown name; no failure is counted (no block at imap_auth_times) and no "rejected" line
+    written for fail2ban; the file's error is logged once, not per request."""
+    path = tmp_path / "users"
+    path.write_text("alice:{SCRAM-SHA-256}" + scram_keys.derive(PASSWORD, iterations=SCRAM_ITERATIONS).text() + "\n")
+    ctx = make_ctx(store, backend=PasswdFileAuth(path, store=store), scram=True,  # type: ignore[arg-type]
+                   auth_times=2, ip_times=2)
+    client = Client(ctx).hello()
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'alice', PASSWORD)}\n") == \
+        ["OK\t1\tuser=alice"]
+    path.unlink()
+    path.mkdir()  # EISDIR: unreadable even for root, whom a chmod 000 does not stop
+    temp_fail = "FAIL\t{}\ttemp\treason=Temporary authentication failure\tcode=temp_fail"
+    with caplog.at_level(logging.INFO):
+        for request_id, user in ((2, "alice"), (3, "alice"), (4, "nobody")):
+            assert client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\trip=192.0.2.7\t"
+                               f"resp={plain('', user, PASSWORD)}\n") == [temp_fail.format(request_id)]
+        assert client.send(f"AUTH\t5\tLOGIN\tservice=smtp\trip=192.0.2.7\tresp={b64(b'alice')}\n") == \
+            [f"CONT\t5\t{PASSWORD_PROMPT}"]
+        assert client.send(f"CONT\t5\t{b64(PASSWORD.encode())}\n") == [temp_fail.format(5)]
+        reply = client.send(f"AUTH\t6\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.7\t"
+                            f"resp={b64(ScramClient('alice', PASSWORD).first())}\n")
+        assert reply == [temp_fail.format(6)]
+    assert not client.closed and ctx._failures == {}
+    assert ctx.auth.user_block_remaining("alice") == 0
+    lines = [record.getMessage() for record in caplog.records if record.name == "gximap.auth"]
+    assert [re.sub(r"user=\S+ ", "user=U ", line) for line in lines] == \
+        [f"rhost=[192.0.2.7]:0 user=U SMTP/{mech} unavailable: passwd-file {path} cannot be read"
+         for mech in ("PLAIN", "PLAIN", "PLAIN", "LOGIN", "SCRAM-SHA-256")]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == \
+        [f"passwd-file {path} cannot be read: Is a directory (EISDIR); lookups in it fail as a temporary error until it can"]
+    path.rmdir()
+    path.write_text(f"alice:{{PLAIN}}{PASSWORD}\n")
+    assert client.send(f"AUTH\t7\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'alice', PASSWORD)}\n") == \
+        ["OK\t7\tuser=alice"]
 
 
 # -- SCRAM-SHA-256 ------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
@@ -541,3 +544,121 @@ def test_unauthenticate_does_not_expunge(conv):
 
 def test_unauthenticate_needs_authentication(conv):
     assert conv.send(b"a1 UNAUTHENTICATE\r\n") == [b"a1 BAD [CLIENTBUG] Log in first"]
+
+
+# -- a passwd-file or map file that cannot be read ------------------------------------------------
+
+UNAVAILABLE = "NO [UNAVAILABLE] Authentication service temporarily unavailable"
+
+
+@contextlib.contextmanager
+def _passwd_file_server(tmp_path: Path, **auth_options: Any) -> Iterator[tuple[Conversation, Path]]:
+    """A server checking logins against a passwd-file (alice: {SCRAM-SHA-256} of "secret", which
+    PLAIN is checked against too) and blocking early: at 2 failures a user, at 3 an address."""
+    from conversation import DATA_DIR, InlineExecutor, response_codes
+
+    from gximap.auth.service import AuthService
+    from gximap.session.context import Settings
+    from midb.authdb import PasswdFileAuth
+    from midb.scram import derive
+    from midb.store import Store
+
+    path = tmp_path / "users"
+    path.write_text("alice:{SCRAM-SHA-256}" + derive("secret", iterations=4096).text() + "\n")
+    store = Store(tmp_path / "midb", fsync=False, data_path=[str(DATA_DIR)])
+    try:
+        auth = AuthService(store, PasswdFileAuth(path, store=store), auth_times=2, ip_times=3, auto_create=True,
+                           executor=InlineExecutor(), **auth_options)
+        context = ServerContext(Settings(sasl_scram=True), store, auth, response_codes())
+        with Conversation(users=(), context=context) as conv:
+            yield conv, path
+    finally:
+        store.close()
+
+
+def _make_unreadable(path: Path) -> None:
+    """A directory in the file's place: open() and read() fail (EISDIR) even for root, whom a
+    chmod 000 would not stop."""
+    path.unlink()
+    path.mkdir()
+
+
+def _scram_first(conv: Conversation, tag: str) -> list[bytes]:
+    from scram_client import ScramClient
+
+    return conv.send(f"{tag} AUTHENTICATE SCRAM-SHA-256 {b64(ScramClient('alice', 'secret').first())}\r\n".encode())
+
+
+def test_unreadable_passwd_file_answers_unavailable_and_counts_no_failure(tmp_path, caplog):
+    """LOGIN, PLAIN and SCRAM get NO [UNAVAILABLE] (RFC 5530: the subsystem is down, try again
+    later), not [AUTHENTICATIONFAILED]; no failure is counted (no BYE, no user or address
+    block), and the log has an "unavailable" line per login, none that fail2ban counts."""
+    with _passwd_file_server(tmp_path) as (conv, path):
+        conv.login()  # read once: the entries are not served once the file cannot be read
+        conv.command("UNAUTHENTICATE")
+        _make_unreadable(path)
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            for number in (1, 2):  # twice each: past imap_auth_times and imap_auth_ip_times
+                assert conv.send(f"a{number} LOGIN alice secret\r\n".encode()) == [f"a{number} {UNAVAILABLE}".encode()]
+                assert conv.send(f"b{number} AUTHENTICATE PLAIN {PLAIN_ALICE}\r\n".encode()) == \
+                    [f"b{number} {UNAVAILABLE}".encode()]
+                assert _scram_first(conv, f"c{number}") == [f"c{number} {UNAVAILABLE}".encode()]
+            assert conv.send(b"d1 LOGIN nobody secret\r\n") == [f"d1 {UNAVAILABLE}".encode()]  # no "unknown user"
+        assert not conv.closed and conv.session.state is State.NOT_AUTHENTICATED
+        assert conv.session.auth_failures == conv.session.password_failures == 0
+        assert conv.ctx.auth.user_block_remaining("alice") == 0
+        unavailable = f"unavailable: passwd-file {path} cannot be read"
+        assert _auth_lines(caplog) == [
+            f"rhost=[192.0.2.1]:{{port}} user=alice {mech} {unavailable}"
+            for mech in ("LOGIN", "PLAIN", "SCRAM-SHA-256") * 2] + [
+            f"rhost=[192.0.2.1]:{{port}} user=nobody LOGIN {unavailable}"]
+        # The file's error was logged once (midb.filewatch), with its errno; no line per login.
+        errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+        assert errors == [f"passwd-file {path} cannot be read: Is a directory (EISDIR); "
+                          "lookups in it fail as a temporary error until it can"]
+        path.rmdir()
+        path.write_text("alice:{PLAIN}secret\n")
+        conv.script("""
+            C: e1 LOGIN alice secret
+            S: e1 OK [CAPABILITY {*}] Logged in
+        """)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_blocked_user_while_the_passwd_file_cannot_be_read(tmp_path, cached):
+    """Without a credential cache a block is told as ever (its refusal reads no file). With one,
+    the password the cache holds is not let in on its word, blocked or not: the stamp that says
+    it is still current comes from the file, so the login is unavailable."""
+    options = {"cache": CredentialCache(300, 100)} if cached else {}
+    with _passwd_file_server(tmp_path, **options) as (conv, path):
+        conv.login()
+        conv.command("UNAUTHENTICATE")
+        _make_unreadable(path)
+        assert conv.send(b"a1 LOGIN alice secret\r\n") == [f"a1 {UNAVAILABLE}".encode()]
+        conv.ctx.auth.block_user("alice", "test")
+        assert conv.send(b"a2 LOGIN alice secret\r\n") == (
+            [f"a2 {UNAVAILABLE}".encode()] if cached
+            else [b"a2 NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"])
+
+
+def test_unreadable_auth_map_file_answers_unavailable(tmp_path, caplog):
+    """The same for a name-map ``file`` table: not "unknown user name" for every login."""
+    from gximap.auth.maps import FileTable, NameMap
+
+    map_path = tmp_path / "auth_map"
+    map_path.write_text("alice@example.org: alice\n")
+    with Conversation(tmp_path, users=("alice",), auth_times=1) as conv:
+        conv.ctx.auth.auth_map = conv.ctx.auth.storage_map = NameMap(FileTable(map_path))
+        conv.script("""
+            C: a1 LOGIN alice@example.org secret
+            S: a1 OK [CAPABILITY {*}] Logged in
+        """)
+        conv.command("UNAUTHENTICATE")
+        _make_unreadable(map_path)
+        with caplog.at_level(logging.INFO, logger="gximap.auth"):
+            assert conv.send(b"a2 LOGIN alice@example.org secret\r\n") == [f"a2 {UNAVAILABLE}".encode()]
+            assert conv.send(b"a3 LOGIN alice@example.org wrong\r\n") == [f"a3 {UNAVAILABLE}".encode()]
+        assert not conv.closed and conv.session.auth_failures == 0
+        assert [line for line in _auth_lines(caplog) if " rejected: " in line] == []
+        assert f"rhost=[192.0.2.1]:{{port}} user=alice@example.org LOGIN unavailable: map file {map_path} " \
+               "cannot be read" in _auth_lines(caplog)

@@ -189,6 +189,24 @@ def test_disabled_account_is_refused(store: Store) -> None:
     assert replies[2].startswith("503 5.5.1")  # DATA without a valid recipient
 
 
+def test_unreadable_delivery_map_file_defers_with_451_not_550(store: Store, tmp_path: Path) -> None:
+    """A delivery_map ``file`` table that cannot be read says nothing about the address: the MTA
+    keeps the mail and tries again (451), where "User unknown" (550) would bounce it. A missing
+    file still maps no names (documented): that is the 550."""
+    path = tmp_path / "delivery_map"
+    path.write_text("alice@test.example: alice\n")
+    ctx = make_context(store, table=f"file {path}")
+    assert Client(ctx).transaction(["alice@test.example"])[1].startswith("250 ")
+    path.unlink()
+    path.mkdir()  # EISDIR, for root too
+    replies = Client(ctx).transaction(["alice@test.example"])
+    assert replies[1] == "451 4.3.0 Temporary failure, try again later"
+    assert replies[2].startswith("503 5.5.1")  # DATA without a valid recipient
+    path.rmdir()
+    assert Client(ctx).transaction(["alice@test.example"])[1] == \
+        "550 5.1.1 <alice@test.example>: Recipient address rejected: User unknown"
+
+
 class BusyStore:
     """The store, except that appends fail as when the LMDB map is full or a lock times out."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gximap import config
+from gximap.auth import maps
 from gximap.auth.maps import (
     EmailLocalpartTable,
     EmailWithDomainTable,
@@ -29,6 +30,7 @@ from gximap.auth.maps import (
     quote_local_part,
 )
 from gximap.auth.normalize import get_normalizer
+from midb.errors import FileUnavailable
 
 # -- table kinds -------------------------------------------------------------------------------------
 
@@ -158,17 +160,40 @@ def test_file_table_missing_unreadable_and_undecodable(tmp_path: Path, caplog: p
         path.write_bytes(b"a: x\n\xff\xfe: y\nb: z\n")
         assert table.lookup("a") == "x" and table.lookup("b") == "z"
         # Unreadable (here: a directory in its place, which even root cannot read as a file):
-        # the previous contents stay in use, and the error is logged once, not at every lookup.
+        # every lookup fails as a temporary error, the previous contents unused (they may be what
+        # the edit meant to remove), and the error is logged once, not at every lookup.
         caplog.clear()
         path.unlink()
         path.mkdir()
         for _ in range(5):
-            assert table.lookup("a") == "x"
-        assert len([record for record in caplog.records if "unreadable" in record.getMessage()]) == 1
+            with pytest.raises(FileUnavailable):
+                table.lookup("a")
+            with pytest.raises(FileUnavailable):
+                NameMap(table).map("a")  # not UnmappedName: the caller answers "try again later"
+        assert [record.getMessage() for record in caplog.records] == [
+            f"map file {path} cannot be read: Is a directory (EISDIR); "
+            "lookups in it fail as a temporary error until it can"]
         path.rmdir()
-        assert table.lookup("a") is None  # missing now
+        assert table.lookup("a") is None  # missing now: maps no names, as documented
         path.write_text("c: w\n")
         assert table.lookup("c") == "w"
+
+
+def test_file_table_over_its_size_bound_is_unavailable(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that cannot be used as a whole is no empty table either."""
+    monkeypatch.setattr(maps, "_MAX_FILE_BYTES", 16)
+    path = tmp_path / "map.txt"
+    path.write_text("a: x\nb: y\nc: z\nd: w\n")
+    with caplog.at_level(logging.ERROR, logger="gximap.auth"):
+        table = FileTable(path)
+        with pytest.raises(FileUnavailable) as caught:
+            table.lookup_multi("a")
+    assert caught.value.reason == "larger than 16 bytes"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"map file {path} cannot be read: larger than 16 bytes; lookups in it fail as a temporary error until it can"]
+    path.write_text("a: x\n")
+    assert table.lookup("a") == "x"
 
 
 def test_file_table_is_safe_under_concurrent_reloads(tmp_path: Path) -> None:

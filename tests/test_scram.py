@@ -157,7 +157,7 @@ def test_decoy_salts_outlive_a_restart(tmp_path):
         try:
             service = AuthService(store, MidbAuth(store))
             try:
-                return service.scram_lookup("nobody").credential.salt
+                return service.scram_lookup("nobody", rhost="[192.0.2.1]:1", mech="SCRAM-SHA-256").credential.salt
             finally:
                 service.close()
         finally:

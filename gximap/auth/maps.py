@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gximap.auth.normalize import NormalizeError, Normalizer, get_normalizer, split_address
+from midb.errors import FileUnavailable
 from midb.filewatch import ReloadingFile
 
 __all__ = [
@@ -225,32 +226,30 @@ class FileTable:
     """``key: value`` lines of a file, re-read whenever the file changes (its mtime, ctime, size
     or inode: a rewrite, a rename over it, or a chmod that makes it readable).
 
-    A missing file maps nothing; a file that cannot be read keeps the previous contents in use.
-    Either is logged once per change, not once per login. Lookups from many threads are safe: a
-    reload swaps the whole dictionary.
+    A missing file maps nothing (as documented). A file that exists but cannot be read, or is
+    larger than _MAX_FILE_BYTES, makes every lookup raise midb.errors.FileUnavailable, which
+    callers answer as a temporary failure (a login NO [UNAVAILABLE], a recipient LMTP 451), not
+    as a name without a mapping; the previous contents are not used meanwhile (midb.filewatch
+    says why). Either is logged once per change, not once per login. Lookups from many threads
+    are safe: a reload swaps the whole dictionary.
     """
 
     def __init__(self, path: str | os.PathLike[str], key_normalizer: Normalizer | None = None) -> None:
         self.path = os.fspath(path)
         self._key_normalizer = key_normalizer
         self._file: ReloadingFile[dict[str, list[str]]] = ReloadingFile(
-            self.path, self._load, {}, missing_message="map file %s is missing; it maps no names", log=log,
+            self.path, self._parse, {}, what="map file", log=log, max_bytes=_MAX_FILE_BYTES,
+            missing_message="map file %s is missing; it maps no names",
             on_loaded=lambda loaded: log.info("map file %s loaded: %d entries", self.path, len(loaded)))
-        self._file.current()
+        try:
+            self._file.current()  # read now, so that a file that cannot be read is logged at start
+        except FileUnavailable:
+            pass
 
     def _current(self) -> dict[str, list[str]]:
         return self._file.current()
 
-    def _load(self) -> dict[str, list[str]] | None:
-        try:
-            with open(self.path, "rb") as handle:
-                data = handle.read(_MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            log.error("map file %s unreadable: %s", self.path, exc.strerror or exc)
-            return None
-        if len(data) > _MAX_FILE_BYTES:
-            log.error("map file %s is larger than %d bytes; not loaded", self.path, _MAX_FILE_BYTES)
-            return None
+    def _parse(self, data: bytes) -> dict[str, list[str]]:
         lines: list[str] = []
         for number, raw in enumerate(data.split(b"\n"), start=1):
             try:
@@ -447,7 +446,8 @@ class NameMap:
             raise UnmappedName(name, str(exc)) from None
 
     def map(self, name: str) -> str:
-        """The mapped name; UnmappedName when it cannot be normalized or has no mapping."""
+        """The mapped name; UnmappedName when it cannot be normalized or has no mapping;
+        midb.errors.FileUnavailable when a ``file`` table cannot be read (no verdict)."""
         key = self.normalize(name)
         value = self.table.lookup(key)
         if not value:

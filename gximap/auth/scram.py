@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from midb.errors import FileUnavailable
 from midb.scram import DEFAULT_ITERATIONS, KEY_BYTES, ScramCredential, hmac_sha256, stored_key_of
 
 log = logging.getLogger(__name__)
@@ -305,7 +306,9 @@ class DecoySalts:
         try:
             counts = self._population()
         except Exception as exc:  # noqa: BLE001 - store trouble: the census in hand, asked again soon
-            log.warning("SCRAM decoy salts: no census of the stored keys' iteration counts (%s)", exc)
+            # A passwd-file that cannot be read was logged by its reader, once: not again each retry.
+            log.log(logging.DEBUG if isinstance(exc, FileUnavailable) else logging.WARNING,
+                    "SCRAM decoy salts: no census of the stored keys' iteration counts (%s)", exc)
             self._census_due = now + SECRET_RETRY_INTERVAL
             self._census = in_hand
             return

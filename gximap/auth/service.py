@@ -59,6 +59,11 @@ with its own password; access is granted when mailbox == actor (after mapping) o
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
 fails, and the client is told it may not act as that mailbox (IMAP ``[AUTHORIZATIONFAILED]``).
 
+A passwd-file or map file that cannot be read (midb.errors.FileUnavailable, midb.filewatch) is
+no verdict: the check raises it, as store trouble, after logging the attempt as "unavailable"
+(gximap.log.auth_unavailable), which counts toward no block and which fail2ban's filter skips;
+the caller answers with a temporary failure (IMAP NO [UNAVAILABLE], auth socket FAIL temp).
+
 Refusals after a right password (the account disabled, impersonation not granted, no midb
 account for the user: storage_map has no mapping, or the account is missing and not
 auto_created; the caller's ``hold`` declining, an IMAP session over imap_max_conn_per_user_ip)
@@ -93,6 +98,7 @@ from midb.authdb import (
     StampedAuthBackend,
     verify_dummy_password,
 )
+from midb.errors import FileUnavailable
 from midb.scram import ScramCredential
 
 # Bounds on the bookkeeping, so that an attack from very many addresses or against very many
@@ -308,6 +314,8 @@ class AuthService:
         try:
             decided = self._screen(attempt) or self._answer_from_cache(attempt)
         except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as the executor's
+            if isinstance(exc, FileUnavailable):
+                _log_unavailable(attempt, exc)
             failed: Future[AuthResult] = Future()
             failed.set_exception(exc)
             return failed
@@ -346,17 +354,27 @@ class AuthService:
             return _refuse(attempt, "user blocked", BLOCKED)
         return None
 
-    def submit_scram_lookup(self, login: str, authzid: str | None = None) -> Future[ScramLookup]:
+    def submit_scram_lookup(self, login: str, authzid: str | None = None, *, rhost: str,
+                            mech: str) -> Future[ScramLookup]:
         """The keys a SCRAM-SHA-256 proof is to be checked against, read on the hashing executor
         (a store read, kept off the workers as password checks are); the caller cancels the
         future if its client leaves. A name with no keys (unknown, not mapped, keys not derived
         yet, a passwd-file entry of another scheme) gets a decoy's, whose proof fails in
         :meth:`scram_result` as a wrong password does."""
-        return self._executor.submit(self.scram_lookup, login, authzid)
+        return self._executor.submit(self.scram_lookup, login, authzid, rhost=rhost, mech=mech)
 
-    def scram_lookup(self, login: str, authzid: str | None = None) -> ScramLookup:
+    def scram_lookup(self, login: str, authzid: str | None = None, *, rhost: str, mech: str) -> ScramLookup:
         """:meth:`submit_scram_lookup` on the calling thread, for the auth socket, whose checks run
-        on its pool's workers (as its :meth:`authenticate` calls do). Store trouble propagates."""
+        on its pool's workers (as its :meth:`authenticate` calls do). Store trouble propagates;
+        a file that cannot be read (FileUnavailable) is logged with ``rhost`` and ``mech`` first,
+        as :meth:`authenticate` logs it."""
+        try:
+            return self._scram_lookup(login, authzid)
+        except FileUnavailable as exc:
+            _log_unavailable(_Attempt.of(login, "", rhost=rhost, address="", mech=mech, authzid=authzid), exc)
+            raise
+
+    def _scram_lookup(self, login: str, authzid: str | None) -> ScramLookup:
         actor, _ = split_identity(login, authzid)
         self.decoys.keep_census_current()  # for every name alike: no lookup may wait for it alone
         try:
@@ -388,6 +406,8 @@ class AuthService:
         try:
             future.set_result(self._scram_verdict(attempt, lookup, client_key, reason))
         except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as submit's
+            if isinstance(exc, FileUnavailable):
+                _log_unavailable(attempt, exc)
             future.set_exception(exc)
         return future
 
@@ -438,6 +458,10 @@ class AuthService:
         try:
             return self.auth_map.map(username)
         except UnmappedName:
+            return username.lower()
+        except FileUnavailable:
+            # auth_map's file cannot be read: the login this is for fails as a temporary error at
+            # its own lookup (no block counts for it); a failure counted before still blocks.
             return username.lower()
 
     def user_block_remaining(self, username: str) -> float:
@@ -529,12 +553,22 @@ class AuthService:
                      authzid: str | None = None) -> AuthResult:
         """Check a login. ``rhost`` is for the log, ``address`` the client address limits count
         (the PROXY-protocol source when one is in use). Never raises for bad input; store and
-        backend failures (e.g. midb StoreBusy) propagate. Callers decode the client's bytes with
+        backend failures (e.g. midb StoreBusy, a passwd-file or map file that cannot be read:
+        FileUnavailable, logged here as the attempt's "unavailable" line) propagate. Callers decode the client's bytes with
         "surrogateescape": what is not UTF-8 is refused here, and logged as the bytes it was."""
         return self._check(_Attempt.of(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid))
 
     def _check(self, attempt: _Attempt) -> AuthResult:
-        """The whole check: screened, then verified from the cache or by hashing the password."""
+        """The whole check: screened, then verified from the cache or by hashing the password.
+        A file it needs that cannot be read (FileUnavailable) is logged for the attempt and
+        propagates: the caller answers with a temporary failure."""
+        try:
+            return self._verdict(attempt)
+        except FileUnavailable as exc:
+            _log_unavailable(attempt, exc)
+            raise
+
+    def _verdict(self, attempt: _Attempt) -> AuthResult:
         screened = self._screen(attempt)
         if screened is not None:
             return screened
@@ -684,6 +718,12 @@ def _refuse(attempt: _Attempt, reason: str, refusal: str) -> AuthResult:
     who blocked a user have fail2ban ban the user's own address, as its clients keep trying."""
     gxlog.auth_refusal(attempt.rhost, attempt.logged, attempt.mech, reason)
     return AuthResult(False, reason=reason, refusal=refusal)
+
+
+def _log_unavailable(attempt: _Attempt, exc: FileUnavailable) -> None:
+    """A login that could not be checked: logged as "unavailable", no guess (fail2ban's filter
+    does not count it, nor does any block). The file's errno was logged once, when it began."""
+    gxlog.auth_unavailable(attempt.rhost, attempt.logged, attempt.mech, str(exc))
 
 
 def _seconds(value: float) -> str:

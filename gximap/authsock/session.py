@@ -80,7 +80,7 @@ from gximap.authsock.protocol import (
     ContinueRequest,
 )
 from gximap.net.handler import ConnectionInfo, OutputItem, TransportAction, Waker
-from midb.errors import MidbError
+from midb.errors import FileUnavailable, MidbError
 
 __all__ = ["AuthSocketContext", "AuthSocketSession", "AuthSocketSettings", "MECHANISMS", "SCRAM_MECHANISM",
            "mechanisms"]
@@ -406,7 +406,8 @@ class AuthSocketSession:
             self._conclude(request, exchange.username, exchange.authzid, refusal)
             return
         try:
-            lookup = auth.scram_lookup(exchange.username, exchange.authzid)
+            lookup = auth.scram_lookup(exchange.username, exchange.authzid, rhost=self._rhost(request),
+                                       mech=self._mech(request))
         except (MidbError, OSError) as exc:
             self._temporary_failure(request, exc)
             return
@@ -436,7 +437,10 @@ class AuthSocketSession:
         self._conclude(request, login, authzid, result, server_final, started)
 
     def _temporary_failure(self, request: AuthRequest, exc: Exception) -> None:
-        log.warning("auth socket: %s: cannot check the password now: %s", self._rhost(request), exc)
+        """FAIL with ``temp``, Dovecot's answer to an internal error (a passdb lookup that failed):
+        the MTA tells its client to try again later (Postfix: 454 4.7.0) and counts no failure."""
+        if not isinstance(exc, FileUnavailable):  # that one: logged once by its reader, per login by AuthService
+            log.warning("auth socket: %s: cannot check the password now: %s", self._rhost(request), exc)
         self._fail(request.id, "temp", reason="Temporary authentication failure", code="temp_fail")
 
     def _reported_user(self, login: str, authzid: str | None) -> str:

@@ -209,6 +209,11 @@ class DeliveryAgent:
             names = self.delivery_map.map_all(unquote_address(address))
         except LookupError:
             return (), Reply(550, USER_UNKNOWN, f"<{address}>: Recipient address rejected: User unknown")
+        except midb_errors.FileUnavailable as exc:
+            # delivery_map's file cannot be read (its reader logged why, once): no verdict on the
+            # address, so the MTA keeps the mail and tries again; a 550 would bounce it.
+            log.info("recipient <%s>: deferred: %s", _printable(address), exc)
+            return (), TEMPFAIL
         accounts: list[str] = []
         disabled = full = 0
         try:

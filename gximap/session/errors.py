@@ -67,6 +67,10 @@ def log_store_trouble(session: Any, command: str, exc: BaseException) -> None:
     done = done_for_store_error(exc)
     if done is None or done.code != b"UNAVAILABLE":  # the client's doing, or a bug (logged apart)
         return
+    if isinstance(exc, midb_errors.FileUnavailable):
+        # Its reader logged the error (errno and all) when the file became so, and AuthService
+        # logs each login it fails ("unavailable"): an error line per login would flood the log.
+        return
     level = logging.WARNING if type(exc) is midb_errors.StoreBusy else logging.ERROR
     session.ctx.log.log(level, "session %s: user=%s %s failed: %s", session.id,
                         escape_text(session.user or "-"), command, escape_text(str(exc)))

@@ -104,7 +104,9 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
     auth = session.ctx.auth
     try:
         result = yield Await(check)
-    except MidbError as exc:  # the store cannot be read now (e.g. StoreBusy): no verdict on the password
+    except MidbError as exc:
+        # The store, or the passwd-file or a map file (FileUnavailable), cannot be read now
+        # (e.g. StoreBusy, EACCES): no verdict on the password, no failed login counted.
         log_store_trouble(session, "login", exc)
         return Done(Code.NO_AUTH_UNAVAILABLE, status="NO", sync=False)  # [UNAVAILABLE] by default
     finally:
@@ -224,7 +226,8 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
         refused: Future[AuthResult] = Future()
         refused.set_result(refusal)
         return (yield from _settle(session, refused, exchange.username))
-    lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid)
+    lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid, rhost=session.rhost,
+                                             mech=scram.MECHANISM)
     try:
         lookup = yield Await(lookup_future)
     except MidbError as exc:
