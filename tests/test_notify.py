@@ -722,3 +722,10 @@ def test_a_parent_reported_before_its_new_childs_event_has_children(
     b.command("CREATE p/q")
     reports.append(a.wake())
     assert reports == [[b'* LIST (\\HasChildren) "/" p'], [b'* LIST (\\HasNoChildren) "/" p/q']]
+
+
+def test_an_unknown_event_for_the_selected_mailbox_is_badevent(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 3.1: an unsupported event is NO [BADEVENT], not BAD, whatever its filter."""
+    a, _b = pair
+    lines = a.send(b"n1 NOTIFY SET (selected (MessageNew MessageExpunge XFoo))\r\n")
+    assert lines == [b"n1 NO [" + notify.BADEVENT_CODE + b"] Event not supported"]
