@@ -5,7 +5,9 @@ SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from test_parser import parse
 
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
-from gximap.session import condstore, notify
+from gximap.session import condstore, notify, pieces
 from midb.errors import StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
@@ -192,7 +194,7 @@ def test_subscribed_filter_follows_subscriptions(pair: tuple[Conversation, Conve
     b.command("APPEND Lists {12+}\r\nSubject: x\r\n")
     assert a.wake(require=False) == []
     b.command("SUBSCRIBE Lists")
-    assert a.wake() == [b'* LIST (\\Subscribed) "/" Lists']
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasChildren) "/" Lists']
     b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
     assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
     b.command("UNSUBSCRIBE Lists")
@@ -204,11 +206,10 @@ def test_mailbox_name_create_rename_delete(pair: tuple[Conversation, Conversatio
     a.command("NOTIFY SET (personal (MailboxName))")
     b.command("CREATE foo/bar")
     assert a.wake() == [b'* LIST (\\HasChildren) "/" foo', b'* LIST (\\HasNoChildren) "/" foo/bar']
-    b.command("RENAME foo baz")
-    assert a.wake() == [b'* LIST (\\HasChildren) "/" baz ("OLDNAME" (foo))',
-                        b'* LIST (\\HasNoChildren) "/" baz/bar ("OLDNAME" (foo/bar))']
-    b.command("DELETE baz/bar")
-    assert a.wake() == [b'* LIST (\\NonExistent) "/" baz/bar']
+    b.command("RENAME foo baz")   # section 5.4: "No additional MailboxName events are sent for children"
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" baz ("OLDNAME" (foo))']
+    b.command("DELETE baz/bar")   # its parent is affected too
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" baz/bar', b'* LIST (\\HasNoChildren) "/" baz']
 
 
 def test_none_group_excludes_mailboxes_from_later_groups(pair: tuple[Conversation, Conversation]) -> None:
@@ -447,19 +448,22 @@ def test_subscription_of_a_name_without_a_mailbox_says_nonexistent(pair: tuple[C
     a.store.set_subscribed("alice", "ghost", True)
     assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" ghost']
     b.command("SUBSCRIBE Lists")
-    assert a.wake() == [b'* LIST (\\Subscribed) "/" Lists']
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists']
     b.command("UNSUBSCRIBE Lists")
-    assert a.wake() == [b'* LIST () "/" Lists']
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists']
 
 
-def test_own_subscription_change_of_a_deleted_mailbox_says_nonexistent(pair: tuple[Conversation, Conversation]) -> None:
-    """The session that unsubscribes hears of it too (before its tagged OK), in the same words."""
+def test_own_subscription_change_of_a_deleted_mailbox_is_not_reported(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 5465 section 5: the session that unsubscribes is not told of it; another that
+    subscribes the name again is told, in the words LIST (SUBSCRIBED) has."""
     a, b = pair
     a.command("SUBSCRIBE Lists/a")
     a.command("NOTIFY SET (personal (SubscriptionChange))")
     b.command("DELETE Lists/a")
     assert a.wake(require=False) == []
-    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == [b'* LIST (\\NonExistent) "/" Lists/a']
+    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == []
+    a.store.set_subscribed("alice", "Lists/a", True)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Lists/a']
 
 
 @pytest.mark.parametrize("item", ["BODY[]", "BODY[TEXT]", "BINARY[1]", "RFC822", "RFC822.TEXT"])
@@ -545,7 +549,7 @@ def test_selected_mailbox_updates_read_no_folder_counters(
     b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
     b.command("STORE 1 +FLAGS (\\Flagged)")
     counter.reads.clear()   # b's own
-    assert a.wake() == [b"* 2 EXISTS", b"* 1 RECENT", b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"]
+    assert a.wake() == [b"* 2 EXISTS", b"* 1 RECENT", b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"]
     assert counter.reads == []
     b.command("STORE 2 +FLAGS (\\Deleted)")
     b.command("EXPUNGE")
@@ -632,7 +636,7 @@ def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
         b.command('SETMETADATA Lists (/private/comment "hi")')
         assert a.wake() == [BUSY_WARNING]
     uidvalidity = a.folder("Lists").uidvalidity
-    assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed) "/" Lists/a',
+    assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a',
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
                            b"* METADATA Lists /private/comment"]
 
@@ -651,7 +655,8 @@ def test_a_change_heard_after_a_commands_catch_up_is_pushed_after_its_answer(
     def announce_then_deliver(*args: Any, **kwargs: Any) -> Any:
         lines = announce(*args, **kwargs)
         if arrivals:
-            a.add_message(data=arrivals.pop())   # as LMTP would, after the catch-up
+            data = arrivals.pop()
+            _elsewhere(lambda: a.add_message(data=data))   # as LMTP would, after the catch-up
         return lines
 
     monkeypatch.setattr(condstore, "announce_highestmodseq", announce_then_deliver)
@@ -712,8 +717,8 @@ def test_a_parent_reported_before_its_new_childs_event_has_children(
     heard = state.heard
     reports: list[list[bytes]] = []
 
-    def heard_then_served(folder_id: int, modseq: int) -> bool:
-        noted = heard(folder_id, modseq)
+    def heard_then_served(folder_id: int, modseq: int, own: bool = False) -> bool:
+        noted = heard(folder_id, modseq, own)
         if not reports:
             reports.append(a.wake(require=False))   # (the waker is called once this returns)
         return noted
@@ -722,3 +727,321 @@ def test_a_parent_reported_before_its_new_childs_event_has_children(
     b.command("CREATE p/q")
     reports.append(a.wake())
     assert reports == [[b'* LIST (\\HasChildren) "/" p'], [b'* LIST (\\HasNoChildren) "/" p/q']]
+
+
+# -- RFC 5465 section 5: what the client did itself is not reported to it ----------------------
+
+
+def _elsewhere(work: Callable[[], object]) -> None:
+    """Run ``work`` on a thread of its own, as another session's worker or LMTP would commit."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
+def test_own_mailbox_name_changes_are_not_reported(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5: the client's own CREATE, RENAME and DELETE get no LIST; another session's do,
+    also of the mailboxes this one made (compared with them as they were after its commands)."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    assert a.command("CREATE mine/sub")[:-1] == []
+    assert a.command("RENAME mine ours")[:-1] == []
+    assert a.command("DELETE ours/sub")[:-1] == []
+    assert a.wake(require=False) == []
+    b.command("CREATE ours/theirs")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" ours/theirs', b'* LIST (\\HasChildren) "/" ours']
+    b.command("RENAME ours/theirs ours/renamed")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" ours/renamed ("OLDNAME" (ours/theirs))']
+
+
+def test_own_subscription_changes_are_not_reported(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    assert a.command("SUBSCRIBE Lists")[:-1] == []
+    assert a.wake(require=False) == []
+    b.command("SUBSCRIBE Lists/a")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a']
+    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == []
+    assert a.wake(require=False) == []
+    b.command("UNSUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists']
+
+
+def test_own_annotations_are_not_reported(pair: tuple[Conversation, Conversation]) -> None:
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxMetadataChange ServerMetadataChange))")
+    assert a.command('SETMETADATA Lists (/private/comment "mine")')[:-1] == []
+    assert a.command('SETMETADATA "" (/private/comment "mine")')[:-1] == []
+    assert a.wake(require=False) == []
+    b.command('SETMETADATA Lists (/private/other "theirs")')
+    assert a.wake() == [b"* METADATA Lists /private/other"]
+    assert a.command('SETMETADATA Lists (/private/other NIL)')[:-1] == []
+    b.command('SETMETADATA "" (/private/comment "theirs")')
+    assert a.wake() == [b'* METADATA "" /private/comment']
+
+
+def test_own_messages_in_another_mailbox_are_not_reported(pair: tuple[Conversation, Conversation]) -> None:
+    """The client's APPEND, COPY and MOVE into a mailbox it watches give no STATUS; another
+    session's next change there does, with the counters as they are then."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge FlagChange))")
+    assert a.command("APPEND Lists {12+}\r\nSubject: x\r\n")[:-1] == []
+    assert a.command("COPY 1 Lists")[:-1] == []
+    lines = a.command("MOVE 1 Lists")
+    assert [line.split(b" [")[0] for line in lines[:-1]] == [b"* OK", b"* 1 EXPUNGE"]
+    assert a.wake(require=False) == []
+    b.select("Lists")
+    b.command("STORE 1 +FLAGS (\\Seen)")
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.wake() == [b"* STATUS Lists (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 2)" % uidvalidity]
+
+
+def test_own_and_another_sessions_change_in_one_window_are_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery committed while the client's own APPEND runs is reported with it (the STATUS
+    says both)."""
+    a, _b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    append = a.store.append
+
+    def append_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: append("alice", a.folder("Lists").id, b"Subject: y\r\n\r\n"))
+        return result
+
+    monkeypatch.setattr(a.store, "append", append_then_deliver)
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.command("APPEND Lists {12+}\r\nSubject: x\r\n")[:-1] == [
+        b"* STATUS Lists (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % uidvalidity]
+
+
+def test_own_and_another_sessions_names_in_one_window_are_told_apart(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's CREATE and SUBSCRIBE committed while the client's own run are reported;
+    the client's own are not."""
+    a, _b = pair
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    create, subscribe = a.store.create_folder, a.store.set_subscribed
+
+    def create_then_theirs(*args: Any, **kwargs: Any) -> Any:
+        made = create(*args, **kwargs)
+        _elsewhere(lambda: create("alice", "theirs"))
+        return made
+
+    def subscribe_then_theirs(*args: Any, **kwargs: Any) -> None:
+        subscribe(*args, **kwargs)
+        _elsewhere(lambda: subscribe("alice", "Lists/a", True))
+
+    monkeypatch.setattr(a.store, "create_folder", create_then_theirs)
+    monkeypatch.setattr(a.store, "set_subscribed", subscribe_then_theirs)
+    assert a.command("CREATE mine")[:-1] == [b'* LIST (\\HasNoChildren) "/" theirs']
+    assert a.command("SUBSCRIBE mine")[:-1] == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a']
+    assert a.wake() == []
+
+
+def test_a_change_heard_after_the_clients_own_is_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's delivery committed before the client's own APPEND to the same mailbox,
+    whose notification arrives only after the APPEND was answered (a datagram from another
+    process, late): the counters the APPEND's end took in already held it, so it is reported
+    all the same (a STATUS of the mailbox as it is), not compared away."""
+    a, _b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    _elsewhere(lambda: a.add_message("Lists"))
+    assert held
+    assert a.command("APPEND Lists {12+}\r\nSubject: x\r\n")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.wake() == [b"* STATUS Lists (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % uidvalidity]
+    # A later change is compared with that as usual: a flag change alone says nothing here.
+    _elsewhere(lambda: a.store.store_flags("alice", a.folder("Lists").id, [1], "add", ["\\Flagged"]))
+    assert a.wake() == []
+
+
+class _ThreadWriters:
+    """Stands in for pieces.BULK_WRITERS: each piece is written by a thread of its own (with
+    the context of its own, as a pool's thread has), the future done when submit() returns."""
+
+    def get(self) -> _ThreadWriters:
+        return self
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(function(*args))
+            except BaseException as error:  # noqa: BLE001 - handed to the awaiting session
+                future.set_exception(error)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return future
+
+
+def test_own_bulk_copy_written_off_the_worker_is_not_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY written in pieces by BULK_WRITERS' threads is the client's own all the same."""
+    a, _b = pair
+    monkeypatch.setattr(pieces, "BULK_WRITERS", _ThreadWriters())
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 2)
+    for _ in range(5):
+        a.add_message()
+    a.select()
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    assert a.command("COPY 1:* Lists")[:-1] == []
+    assert a.wake(require=False) == []
+
+
+def test_own_new_messages_in_the_selected_mailbox_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.2: no MessageNew FETCH for what the client's own APPEND, COPY, MOVE or REPLACE
+    put into the selected mailbox (its EXISTS goes all the same); another session's new message
+    announced by the same update gets its FETCH."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID) MessageExpunge))")
+    lines = a.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"] and len(lines) == 3
+    lines = a.command("COPY 1 INBOX")
+    assert lines[:2] == [b"* 3 EXISTS", b"* 3 RECENT"] and len(lines) == 3
+    lines = a.command("MOVE 1 INBOX")
+    assert [line.split(b" [")[0] for line in lines[:-1]] == [b"* OK", b"* 1 EXPUNGE", b"* 3 EXISTS", b"* 3 RECENT"]
+    lines = a.send(b"r1 UID REPLACE 4 INBOX {12+}\r\nSubject: r\r\n\r\n")
+    assert [line.split(b" [")[0] for line in lines[:-1]] == [b"* OK", b"* 3 EXPUNGE", b"* 3 EXISTS", b"* 3 RECENT"]
+    assert lines[-1].startswith(b"r1 OK"), lines
+    b.command("APPEND INBOX {12+}\r\nSubject: y\r\n")
+    lines = a.send(b"p1 APPEND INBOX {12+}\r\nSubject: z\r\n\r\n")
+    assert lines[:2] == [b"* 5 EXISTS", b"* 5 RECENT"] and lines[2].startswith(b"p1 OK"), lines
+    assert lines[3:] == [b"* 4 FETCH (UID 6)"]   # b's, after the answer; not a's own (UID 7)
+    assert a.wake(require=False) == []
+
+
+def test_flag_change_of_the_selected_mailbox_says_the_uid(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.1: the FETCH of a flag change (FlagChange for the selected mailbox) has UID and
+    FLAGS; with a live search its FETCH comes before the ESEARCH."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))")
+    a.script("""
+        C: s1 SEARCH RETURN (UPDATE) FLAGGED
+        S: * ESEARCH (TAG "s1")
+        S: s1 OK SEARCH completed
+    """)
+    b.select()
+    b.command("STORE 1 +FLAGS (\\Flagged)")
+    assert a.wake() == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))", b'* ESEARCH (TAG "s1") ADDTO (0 1)']
+
+
+def test_notify_set_returns_the_selected_mailboxs_changes(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 3.1: a successful NOTIFY SET is an implicit NOOP."""
+    a, b = pair
+    a.select()
+    b.command("APPEND INBOX {12+}\r\nSubject: y\r\n")
+    assert a.command("NOTIFY SET (personal (MailboxName))")[:-1] == [b"* 2 EXISTS", b"* 2 RECENT"]
+
+
+# -- RFC 5465 sections 5.4, 5.5, 6.4: the LIST responses ---------------------------------------
+
+
+def test_create_and_delete_list_the_direct_parent(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.4: a created or deleted mailbox's direct parent is affected too (its
+    \\HasChildren); once told, it is not listed again while that stays as it was."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("CREATE Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b', b'* LIST (\\HasChildren) "/" Lists']
+    b.command("DELETE Lists/b")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/b']
+    b.command("DELETE Lists/a")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
+
+
+def test_rename_lists_the_renamed_mailbox_only(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.4: "When a mailbox is renamed, its children are renamed too. No additional
+    MailboxName events are sent for children in this case." A watcher of the child alone hears
+    of it, since the parent's LIST was not sent to it."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists Other")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Other ("OLDNAME" (Lists))']
+    b.command("APPEND Other/a {12+}\r\nSubject: y\r\n")
+    assert a.wake(require=False) == []
+    a.command("NOTIFY SET (mailboxes (Other/a Third/a) (MailboxName))")
+    b.command("RENAME Other Third")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/a ("OLDNAME" (Other/a))']
+
+
+def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
+    its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (MailboxName)) (subscribed (MessageNew MessageExpunge))")
+    b.command("RENAME Lists/a Lists/c")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))']
+    b.command("APPEND Lists/c {12+}\r\nSubject: y\r\n")
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists/c"]
+
+
+def test_list_responses_carry_every_attribute(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.5: "all mailbox attributes MUST be accurately computed" (children, special
+    use), as in LIST; the same in MailboxName's LIST."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("CREATE Notes (USE (\\Archive))")
+    assert a.wake() == [b'* LIST (\\Archive \\HasNoChildren) "/" Notes']
+    b.command("SUBSCRIBE Notes")
+    assert a.wake() == [b'* LIST (\\Subscribed \\Archive \\HasNoChildren) "/" Notes']
+    b.command("CREATE Sent/old")   # (Sent: made and subscribed with the account)
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Sent/old', b'* LIST (\\Subscribed \\Sent \\HasChildren) "/" Sent']
+    b.command("SUBSCRIBE Lists")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasChildren) "/" Lists']
+
+
+def test_a_new_mailbox_its_filter_covers_gets_a_status(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 5.1: "the server MUST notify the client about mailbox UIDVALIDITY changes": a
+    mailbox made anew (or renamed) under a name the message events cover gets its STATUS."""
+    a, b = pair
+    a.command("NOTIFY SET (mailboxes Fresh (MessageNew MessageExpunge FlagChange))")
+    b.command("CREATE Fresh")
+    first = a.folder("Fresh").uidvalidity
+    assert a.wake() == [b"* STATUS Fresh (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % first]
+    b.command("DELETE Fresh")
+    assert a.wake(require=False) == []
+    b.command("RENAME Lists/a Fresh")
+    moved = a.folder("Fresh").uidvalidity
+    assert moved != first
+    assert a.wake() == [b"* STATUS Fresh (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % moved]
+
+
+def test_an_unknown_event_for_the_selected_mailbox_is_badevent(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 3.1: an unsupported event is NO [BADEVENT], not BAD, whatever its filter."""
+    a, _b = pair
+    lines = a.send(b"n1 NOTIFY SET (selected (MessageNew MessageExpunge XFoo))\r\n")
+    assert lines == [b"n1 NO [" + notify.BADEVENT_CODE + b"] Event not supported"]

@@ -1522,7 +1522,8 @@ def _notify(r: _Reader) -> Command:
     """RFC 5465 section 8: ``NOTIFY NONE`` / ``NOTIFY SET [STATUS] event-group *(SP event-group)``.
     What the RFC makes a BAD besides the grammar is refused here too: MessageNew without
     MessageExpunge or the reverse, FlagChange or AnnotationChange without them (section 5),
-    more than one selected filter and other than message events for it (section 6), fetch
+    more than one selected filter and an event for it that is known not to be a message event
+    (section 6), fetch
     attributes for other mailboxes than the selected (section 5.2). Events the grammar allows
     as ``event-ext`` are kept as sent: the command answers them with NO [BADEVENT]."""
     r.sp()
@@ -1585,7 +1586,9 @@ def _notify_group(r: _Reader) -> NotifyGroup:
         raise r.error("MessageNew and MessageExpunge go together")
     if present & {"FlagChange", "AnnotationChange"} and "MessageNew" not in present:
         raise r.error("FlagChange and AnnotationChange need MessageNew and MessageExpunge")
-    if kind in NOTIFY_SELECTED_FILTERS and not present <= set(NOTIFY_MESSAGE_EVENTS):
+    # (An event this server does not know may be a message event: the command answers it with
+    # NO [BADEVENT], RFC 5465 section 3.1's answer to an unsupported one, whatever the filter.)
+    if kind in NOTIFY_SELECTED_FILTERS and present & (set(NOTIFY_EVENTS) - set(NOTIFY_MESSAGE_EVENTS)):
         raise r.error("Only message events apply to the selected mailbox")
     return NotifyGroup(kind, tuple(mailboxes), tuple(dict.fromkeys(events)), fetch_atts)
 

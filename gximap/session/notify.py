@@ -10,16 +10,37 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
 * MessageNew / MessageExpunge / FlagChange: ``* STATUS name (MESSAGES UIDNEXT UIDVALIDITY UNSEEN
   [HIGHESTMODSEQ])`` when its counters moved (HIGHESTMODSEQ once CONDSTORE is enabled; in NOTIFY
   SET STATUS's first report also for a mailbox whose events include FlagChange);
-* MailboxName: ``* LIST`` of a new mailbox, ``(\\NonExistent)`` for a deleted one, and the new name
-  with RFC 5258's ``("OLDNAME" (old))`` for a renamed one (RFC 5465 section 5.4);
-* SubscriptionChange: ``* LIST (\\Subscribed)`` or ``()`` for the name (section 5.5), with
+  A mailbox new to them (made, or renamed into them) gets its STATUS too: a name whose mailbox was
+  made anew has a new UIDVALIDITY, which section 5.1 wants told;
+* MailboxName: ``* LIST`` of a new mailbox and of its direct parent, ``(\\NonExistent)`` for a
+  deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
+  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4);
+* SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
   ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
+A LIST has the attributes LIST would give the name (section 5.5): ``\\Subscribed`` when it is
+subscribed (RENAME moves a subscription: section 5.4), ``\\NonExistent`` or the special use, and
+``\\HasChildren`` or ``\\HasNoChildren``.
+
 The selected mailbox's message events are its usual updates (gximap.session.selected), pushed as
 the SELECTED or SELECTED-DELAYED filter asks, with MessageNew's fetch attributes in the forms
-that leave \\Seen alone (message_new_items); its folder counters are not read for them.
+that leave \\Seen alone (message_new_items); its folder counters are not read for them. A flag
+change's FETCH then says the UID (section 5.1); the messages the client put there itself get no
+MessageNew FETCH (section 5.2: SelectedMailbox.note_own_arrivals).
+
+What the client did itself is not reported to it (section 5: "The server SHOULD omit notifying
+the client if the event is caused by this client"). A commit made while the session's command
+runs (AUTHOR: set by ImapSession._step, carried to the threads that write a command's pieces)
+is heard as its own: the folder's snapshot takes in its state unreported (``_absorb``). That
+state may hold another session's change committed meanwhile whose event comes later (a datagram
+from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
+another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
+its change may be among what was taken in. Subscriptions and annotations have no modseq: the
+client's own SUBSCRIBE, UNSUBSCRIBE and SETMETADATA say what they changed (own_subscription,
+own_metadata), which the base a report compares with takes in; a report after them then finds
+nothing of theirs, and anything else that changed.
 AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
 are declined with NO [BADEVENT] (section 5).
 
@@ -30,6 +51,7 @@ client that does not read its notifications while they pile up, ends in ``* OK
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import threading
@@ -42,7 +64,9 @@ from gximap.session import condstore, listing
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, coalesced, command
 from gximap.session.commands.mailbox import DELIMITER, status_response, wire_name
 from midb import events
-from midb.metadata import SERVER
+from midb.errors import MidbError
+from midb.folders import normalize_name
+from midb.metadata import SERVER, normalize_entry
 
 # Folders (and notices) whose changes may wait to be reported; one more is an overflow.
 MAX_PENDING = 1000
@@ -63,11 +87,19 @@ METADATA_ROOTS = ("/private", "/shared")
 NAME_EVENTS = frozenset({"MailboxName", "SubscriptionChange", "MailboxMetadataChange"})
 
 
-class Pending(NamedTuple):
-    """The changes heard since the last report: folder ids, and (folder id, notice) pairs."""
+# The session whose command commits now (ImapSession._step; gximap.session.pieces carries it to the
+# threads that write a command's pieces): the commits it makes are that client's own (section 5).
+AUTHOR: contextvars.ContextVar[Any] = contextvars.ContextVar("gximap_notify_author", default=None)
 
-    folders: set[int]
+
+class Pending(NamedTuple):
+    """The changes heard since the last report: the folders others changed (folder id -> the
+    lowest modseq their events gave), (folder id, notice) pairs, and the folders the client's own
+    commits changed."""
+
+    folders: dict[int, int]
     notices: set[tuple[int, int]]
+    own: set[int]
 
 
 def message_new_items(fetch_atts: Iterable[cmds.FetchAtt]) -> tuple[cmds.FetchAtt, ...]:
@@ -114,14 +146,30 @@ class NotifyState:
         self._names_matter = bool(NAME_EVENTS & wanted)
         self._lists_mailboxes = "MailboxName" in wanted
         self._lists_subscriptions = "SubscriptionChange" in wanted
+        # Section 5.1: the FETCH of a flag change of the selected mailbox says the UID.
+        self.flags_with_uid = self.selected_group is not None and "FlagChange" in self.selected_group.events
         self._lock = threading.Lock()
-        self._dirty: set[int] = set()      # folder ids changed since the last report
+        self._dirty: dict[int, int] = {}   # folder id -> lowest modseq of others' changes since the last report
+        self._own: set[int] = set()        # folder ids the client's own commits changed likewise
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
         self._overflow = False
         self.folders: dict[int, _Seen] = {}
-        self.subscriptions: set[str] = set()
+        # Folder id -> the HIGHESTMODSEQ at which the client's own change was taken in unreported
+        # (_absorb): another's event at or below it may be of a change taken in with it.
+        self._quiet: dict[int, int] = {}
+        self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
+        self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
-        self._names_now: set[str] = set()   # the account's folder names, during a report that lists names
+        # During a report that lists names: the account's folders (name -> special use) and the
+        # names with children.
+        self._names_now: dict[str, str | None] = {}
+        self._parents_now: set[str] = set()
+        # The attributes each name was last listed with: a parent whose LIST would say the same is
+        # not listed again (a folder's own LIST has just told its \HasChildren, say).
+        self._listed: dict[str, bytes] = {}
+        # During a report: the names listed in it, and the parents its creations and deletions affect.
+        self._listed_now: set[str] = set()
+        self._parents_affected: set[str] = set()
         self.watch: Any = None
 
     @property
@@ -138,7 +186,7 @@ class NotifyState:
 
     # -- which mailboxes and events ------------------------------------------------------------
 
-    def _filter_matches(self, group: cmds.NotifyGroup, name: str) -> bool:
+    def _filter_matches(self, group: cmds.NotifyGroup, name: str, subscribed: set[str]) -> bool:
         kind = group.kind
         if kind == "personal":
             return True   # the one personal namespace holds every mailbox of the account
@@ -147,7 +195,7 @@ class NotifyState:
             # only (filters that file mail elsewhere are the MDA's, unknown here).
             return name == listing.INBOX
         if kind == "subscribed":
-            return name in self.subscriptions
+            return name in subscribed
         if kind == "subtree":
             return any(name == mailbox.name or name.startswith(mailbox.name + listing.SEPARATOR)
                        for mailbox in group.mailboxes)
@@ -155,13 +203,16 @@ class NotifyState:
             return any(name == mailbox.name for mailbox in group.mailboxes)
         return False
 
-    def wants(self, name: str, event: str) -> bool:
+    def wants(self, name: str, event: str, subscribed: set[str] | None = None) -> bool:
         """Whether ``event`` of mailbox ``name``, not the selected one's message events (those
         are the SELECTED filter's: ImapSession._push_notifications), is to be reported: the first
         group whose filter names the mailbox and that lists the event (or NONE) decides (RFC 5465
-        section 6)."""
+        section 6). ``subscribed``: the subscriptions the subscribed filter goes by, if not
+        those read last."""
+        if subscribed is None:
+            subscribed = self.subscribed
         for group in self._others:
-            if not self._filter_matches(group, name):
+            if not self._filter_matches(group, name, subscribed):
                 continue
             if not group.events:
                 return False   # NONE: nothing of these mailboxes
@@ -171,20 +222,63 @@ class NotifyState:
 
     # -- hearing of changes (any thread) -------------------------------------------------------
 
-    def heard(self, folder_id: int, modseq: int) -> bool:
-        """A commit changed ``folder_id``: note it; False when nothing is to be reported."""
+    def heard(self, folder_id: int, modseq: int, own: bool = False) -> bool:
+        """A commit changed ``folder_id``; ``own``: the client's own command made it. Note it;
+        False when there is nothing to push now (an own change is taken in at its command's
+        end). A notice is noted whoever made it: a report compares what it names with what the
+        client knows, its own changes included (own_subscription, own_metadata)."""
         if not self.groups:
             return False
+        notice = events.is_notice(modseq)
         with self._lock:
             if self._overflow:
                 return False
-            if events.is_notice(modseq):
+            if notice:
                 self._notices.add((folder_id, modseq))
+            elif own:
+                self._own.add(folder_id)
             else:
-                self._dirty.add(folder_id)
-            if len(self._dirty) + len(self._notices) > MAX_PENDING:
+                lowest = self._dirty.get(folder_id)
+                if lowest is None or modseq < lowest:
+                    self._dirty[folder_id] = modseq
+            if len(self._dirty) + len(self._own) + len(self._notices) > MAX_PENDING:
                 self._overflow = True
-        return True
+        return notice or not own
+
+    # -- the client's own changes (its command's handler, on the session's worker) -------------
+
+    def own_subscription(self, name: str, subscribed: bool) -> None:
+        """The client's SUBSCRIBE or UNSUBSCRIBE of ``name`` succeeded: it knows."""
+        try:
+            name = normalize_name(name)   # as the store keeps it
+        except MidbError:
+            return
+        for names in (self.subscriptions, self.subscribed):
+            if subscribed:
+                names.add(name)
+            else:
+                names.discard(name)
+
+    def own_metadata(self, folder_id: int, changes: Iterable[tuple[str, bytes | None]]) -> None:
+        """The client's SETMETADATA of ``folder_id`` (SERVER: the server's) succeeded: it knows
+        the values it set (and that those it set to NIL are gone)."""
+        if folder_id == SERVER:
+            if not self.wants_server_metadata():
+                return
+        else:
+            seen = self.folders.get(folder_id)
+            if seen is None or not self.wants(seen.name, "MailboxMetadataChange"):
+                return
+        digests = self.metadata.setdefault(folder_id, {})
+        for entry, value in changes:
+            try:
+                name = normalize_entry(entry, settable=True)   # as the store keeps it
+            except MidbError:
+                continue
+            if value is None:
+                digests.pop(name, None)
+            else:
+                digests[name] = _digest(bytes(value))
 
     # -- snapshot ------------------------------------------------------------------------------
 
@@ -195,6 +289,7 @@ class NotifyState:
         entries = store.folder_entries(user, records=True)
         self.folders = {entry.id: _seen(entry.record) for entry in entries if entry.record is not None}
         self.subscriptions = set(store.subscriptions(user))
+        self.subscribed = set(self.subscriptions)
         wanted = self.events_wanted()
         if "MailboxMetadataChange" in wanted:
             for folder_id, seen in self.folders.items():
@@ -211,63 +306,106 @@ class NotifyState:
         with self._lock:
             if self._overflow:
                 self._dirty.clear()
+                self._own.clear()
                 self._notices.clear()
                 return None
-            pending = Pending(self._dirty, self._notices)
-            self._dirty, self._notices = set(), set()
+            pending = Pending(self._dirty, self._notices, self._own)
+            self._dirty, self._notices, self._own = {}, set(), set()
         return pending
+
+    def _restore(self, pending: Pending) -> None:
+        """A report met a store error: its changes wait for the next one."""
+        with self._lock:
+            for folder_id, modseq in pending.folders.items():
+                lowest = self._dirty.get(folder_id)
+                if lowest is None or modseq < lowest:
+                    self._dirty[folder_id] = modseq
+            self._own |= pending.own
+            self._notices |= pending.notices
 
     def report(self, session: Any, pending: Pending) -> list[bytes]:
         """The responses for ``pending`` (take_pending's), but the selected mailbox's message
         events (its view's updates). Every read comes before anything is reported or noted as
         reported: a store error leaves the changes pending, for the next try."""
-        dirty, notices = pending
+        dirty, notices, own = pending
+        looked = dirty.keys() | own
         selected = session.selected
         if selected is not None and not self._names_matter:
             # Its counters are for a STATUS, which the selected mailbox never gets: not read. (Its
             # snapshot stays: once the mailbox is left, its next change is compared with that, and
             # its STATUS may repeat what the client saw while the mailbox was selected.)
-            dirty = dirty - {selected.folder_id}
-        if not dirty and not notices:
+            looked.discard(selected.folder_id)
+        if not looked and not notices:
             return []   # (every command's end with NOTIFY set comes here)
         store, user = session.store, session.user
         try:
-            found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in dirty}
-            subscriptions = (set(store.subscriptions(user))
-                             if any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices) else None)
-            # The names a LIST of a new or renamed mailbox (\HasChildren) or of a subscription
-            # (\NonExistent) is told from: the store's, as the folders heard of may be fewer (a
+            found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in looked}
+            subscription_notice = any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices)
+            # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
-            # serve the session between two).
-            lists_names = (subscriptions is not None and self._lists_subscriptions) or self._new_names(found)
-            names_now = set(store.folder_names(user)) if lists_names else None
+            # serve the session between two). Subscriptions are read for a LIST's \Subscribed,
+            # and after a RENAME (which moves them) for the subscribed filter.
+            lists_names = (subscription_notice and self._lists_subscriptions) or self._lists_folders(found, dirty)
+            renamed = any(folder is not None and (old := self.folders.get(folder_id)) is not None
+                          and old.name != folder.name for folder_id, folder in found.items())
+            subscribed = set(store.subscriptions(user)) if subscription_notice or lists_names or renamed else None
+            names_now = ({entry.name: entry.special_use for entry in store.folder_entries(user)}
+                         if lists_names else None)
             annotated = [(folder_id, name, _metadata_digests(store, user, folder_id))
                          for folder_id, name in self._annotated(notices, found)]
         except Exception:
-            with self._lock:
-                self._dirty |= pending.folders
-                self._notices |= notices
+            self._restore(pending)
             raise
-        self._names_now = names_now or set()
-        out: list[bytes] = []
-        if subscriptions is not None:
-            out.extend(self._subscription_changes(session, subscriptions))
+        subscribed_before = self.subscribed
+        if subscribed is not None:
+            self.subscribed = subscribed
+        self._names_now = names_now or {}
+        self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
+        self._listed_now, self._parents_affected = set(), set()
+        folder_lines: list[bytes] = []
         # In name order: parents a CREATE or RENAME made come before the folder beneath them.
         for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item)):
-            out.extend(self._folder_changes(session, folder_id, folder))
+            if folder_id in dirty:
+                folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
+                                                         subscribed_before, found))
+            else:
+                self._absorb(folder_id, folder)
+        for parent in sorted(self._parents_affected - self._listed_now):
+            # Section 5.4: "the mailbox itself and its direct parent (whether it is an existing
+            # mailbox or not) are considered to be affected".
+            if self.wants(parent, "MailboxName"):
+                attributes = self._attributes(parent)
+                if self._listed.get(parent) != attributes:
+                    folder_lines.append(self._list_line(session, parent, attributes))
+        out: list[bytes] = []
+        if subscription_notice:
+            # (Compared after the folders: a RENAME's move of a subscription is its LIST's
+            # \Subscribed, not a change of subscriptions.)
+            out.extend(self._subscription_changes(session))
+        out.extend(folder_lines)
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
+        self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
         return out
 
-    def _new_names(self, found: dict[int, Any]) -> bool:
-        """Whether ``found`` holds a mailbox MailboxName may list: one not known before, or renamed."""
+    def _lists_folders(self, found: dict[int, Any], dirty: dict[int, int]) -> bool:
+        """Whether MailboxName may list a mailbox of ``found`` that another session changed: one
+        new, renamed or gone (or its parent), or one whose quiet state its change may be in."""
         if not self._lists_mailboxes:
             return False
         for folder_id, folder in found.items():
-            if folder is not None:
-                old = self.folders.get(folder_id)
-                if old is None or old.name != folder.name:
+            lowest = dirty.get(folder_id)
+            if lowest is None:
+                continue
+            old = self.folders.get(folder_id)
+            if folder is None or old is None:
+                if folder is not None or old is not None:
                     return True
+            elif old.name != folder.name:
+                return True
+            quiet = self._quiet.get(folder_id)
+            if quiet is not None and lowest <= quiet:
+                return True
         return False
 
     def _annotated(self, notices: set[tuple[int, int]], found: dict[int, Any]) -> list[tuple[int, str]]:
@@ -290,62 +428,150 @@ class NotifyState:
         old = self.folders.get(folder_id)
         return (old.name if old is not None else ""), folder_id
 
-    def _subscription_changes(self, session: Any, now: set[str]) -> list[bytes]:
-        """``now``: the subscriptions as read for this report."""
-        before, self.subscriptions = self.subscriptions, now
+    def _subscription_changes(self, session: Any) -> list[bytes]:
+        """The subscriptions as read for this report (``subscribed``) against those the client
+        knows."""
+        before, self.subscriptions = self.subscriptions, set(self.subscribed)
         out = []
-        for name in sorted(now ^ before):
+        for name in sorted(self.subscriptions ^ before):
             if self.wants(name, "SubscriptionChange"):
                 # RFC 5258 section 3: a subscribed name without a mailbox is \NonExistent, in the
                 # attributes LIST (SUBSCRIBED) gives it (gximap.session.listing).
-                attributes = [listing.SUBSCRIBED] if name in now else []
-                if name not in self._names_now:
-                    attributes.append(listing.NONEXISTENT)
-                out.append(b"* LIST (%b) %b %b\r\n" % (" ".join(attributes).encode("ascii"), DELIMITER,
-                                                        wire_name(session, name)))
+                out.append(self._list_line(session, name, self._attributes(name)))
         return out
 
-    def _children_attribute(self, name: str) -> bytes:
-        prefix = name + listing.SEPARATOR
-        has = any(known.startswith(prefix) for known in self._names_now)
-        return (listing.HAS_CHILDREN if has else listing.HAS_NO_CHILDREN).encode("ascii")
+    def _attributes(self, name: str) -> bytes:
+        """The attributes LIST (RETURN (SUBSCRIBED)) gives ``name`` now (section 5.5: "all mailbox
+        attributes MUST be accurately computed"), from what this report read."""
+        attributes = [listing.SUBSCRIBED] if name in self.subscribed else []
+        if name not in self._names_now:
+            attributes.append(listing.NONEXISTENT)
+        else:
+            special = self._names_now[name]
+            if special is not None:
+                attributes.append(special)
+            attributes.append(listing.HAS_CHILDREN if name in self._parents_now else listing.HAS_NO_CHILDREN)
+        return " ".join(attributes).encode("ascii")
 
-    def _folder_changes(self, session: Any, folder_id: int, folder: Any) -> list[bytes]:
-        """The responses for one changed folder (``folder``: as it is now, None when gone)."""
+    def _list_line(self, session: Any, name: str, attributes: bytes, extra: bytes = b"") -> bytes:
+        self._listed_now.add(name)
+        if name in self._names_now:
+            self._listed[name] = attributes
+        else:
+            self._listed.pop(name, None)   # (so that the names kept are the account's, at most)
+        return b"* LIST (%b) %b %b%b\r\n" % (attributes, DELIMITER, wire_name(session, name), extra)
+
+    def _affects_parent(self, name: str) -> None:
+        parent = name.rpartition(listing.SEPARATOR)[0]
+        if parent:
+            self._parents_affected.add(parent)
+
+    def _renamed(self, old: str, new: str, children: dict[int, Any] | None) -> None:
+        """A mailbox was renamed from ``old`` to ``new``: its subscription moved with it (midb
+        moves it). With ``children`` (the folders this report read) the snapshot's names of the
+        mailboxes below it move too, so that they get no LIST of their own (section 5.4), but
+        those ``children`` holds under another name (moved elsewhere since: their LIST tells)."""
+        self._move_subscription(old, new)
+        self._listed.pop(old, None)
+        if children is None:
+            return
+        prefix = old + listing.SEPARATOR
+        for folder_id, seen in list(self.folders.items()):
+            if seen.name.startswith(prefix):
+                moved = new + seen.name[len(old):]
+                now = children.get(folder_id)
+                if now is not None and now.name != moved:
+                    continue
+                self.folders[folder_id] = seen._replace(name=moved)
+                self._move_subscription(seen.name, moved)
+                self._listed.pop(seen.name, None)
+
+    def _move_subscription(self, old: str, new: str) -> None:
+        if old in self.subscriptions:
+            self.subscriptions.discard(old)
+            self.subscriptions.add(new)
+
+    def _absorb(self, folder_id: int, folder: Any) -> None:
+        """Take in a folder only the client's own commits changed, unreported: it knows (section
+        5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring)."""
         old = self.folders.get(folder_id)
+        if folder is None:
+            self._quiet.pop(folder_id, None)
+            if old is not None:
+                del self.folders[folder_id]
+                self.metadata.pop(folder_id, None)
+                self._forget_listed(old.name)
+            return
+        self.folders[folder_id] = _seen(folder)
+        self._quiet[folder_id] = folder.highestmodseq
+        if old is None:
+            self._forget_listed(folder.name)
+        elif old.name != folder.name:
+            self._renamed(old.name, folder.name, {})
+            self._forget_listed(old.name)
+            self._forget_listed(folder.name)
+
+    def _forget_listed(self, name: str) -> None:
+        """What was listed of ``name`` and its parent may no longer hold (the client's own
+        change): their next LIST is sent whatever it says."""
+        self._listed.pop(name, None)
+        self._listed.pop(name.rpartition(listing.SEPARATOR)[0], None)
+
+    def _folder_changes(self, session: Any, folder_id: int, folder: Any, lowest: int,
+                        subscribed_before: set[str], found: dict[int, Any]) -> list[bytes]:
+        """The responses for one folder another session changed (``folder``: as it is now, None
+        when gone; ``lowest``: the lowest modseq its events gave; ``found``: the folders this
+        report read)."""
+        old = self.folders.get(folder_id)
+        quiet = self._quiet.get(folder_id)
+        # Its state after the client's own change was taken in unreported: this change may be in
+        # it (committed before that read, heard after), so the folder is reported as it is.
+        forced = quiet is not None and lowest <= quiet
+        if forced or folder is None:
+            self._quiet.pop(folder_id, None)
         out: list[bytes] = []
         if folder is None:
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
                 if self.wants(old.name, "MailboxName"):
-                    out.append(b"* LIST (\\NonExistent) %b %b\r\n" % (DELIMITER, wire_name(session, old.name)))
+                    out.append(self._list_line(session, old.name, self._attributes(old.name)))
+                self._affects_parent(old.name)
             return out
         seen = self.folders[folder_id] = _seen(folder)
         if old is None or old.name != folder.name:
             # (Parents a CREATE or RENAME made on the way have events of their own: midb
             # announces every folder a commit makes. report's name order puts them first.)
+            listed = False
             if self.wants(folder.name, "MailboxName") or (old is not None and self.wants(old.name, "MailboxName")):
                 # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
                 oldname = b"" if old is None else b' ("OLDNAME" (%b))' % wire_name(session, old.name)
-                out.append(self._list_line(session, folder.name, oldname))
+                out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
+                listed = True
             if old is None:
-                return out
+                self._affects_parent(folder.name)
+            else:
+                self._renamed(old.name, folder.name, found if listed else None)
+        elif forced and self.wants(folder.name, "MailboxName"):
+            out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
         selected = session.selected
         if selected is not None and selected.folder_id == folder_id:
             return out   # its message events are the selected mailbox's updates (read for NAME_EVENTS)
+        if not self.wants(folder.name, "MessageNew"):   # (MessageExpunge and FlagChange come with it)
+            return out
+        if old is None or not self.wants(old.name, "MessageNew", subscribed_before):
+            # New to the message events (made, or renamed into them): its STATUS, whose
+            # UIDVALIDITY is new for a name made anew (section 5.1).
+            out.append(status_line(session, folder))
+            return out
         counts_moved = (old.messages, old.uidnext, old.uidvalidity) != (seen.messages, seen.uidnext, seen.uidvalidity)
         # A flag change shows in UNSEEN, and in HIGHESTMODSEQ only when that is sent (CONDSTORE
         # enabled): a STATUS for a modseq alone would say nothing new (Dovecot sends none either).
         flags_moved = old.unseen != seen.unseen or (
             old.highestmodseq != seen.highestmodseq and condstore.enabled(session))
-        if ((counts_moved and (self.wants(folder.name, "MessageNew") or self.wants(folder.name, "MessageExpunge")))
-                or (flags_moved and self.wants(folder.name, "FlagChange"))):
+        if forced or counts_moved or (flags_moved and self.wants(folder.name, "FlagChange")):
             out.append(status_line(session, folder))
         return out
-
-    def _list_line(self, session: Any, name: str, extra: bytes = b"") -> bytes:
-        return b"* LIST (%b) %b %b%b\r\n" % (self._children_attribute(name), DELIMITER, wire_name(session, name), extra)
 
     def _metadata_changes(self, session: Any, folder_id: int, name: str, now: dict[str, bytes]) -> list[bytes]:
         """``now``: the digests of the annotations of folder ``name`` (SERVER: the account's, "")
@@ -375,7 +601,11 @@ def _metadata_digests(store: Any, user: str, folder_id: int) -> dict[str, bytes]
     """The folder's (or with SERVER the account's) annotations as entry -> digest of the value:
     what a change is found by, without holding the values (up to the annotation quota)."""
     found = store.get_metadata(user, folder_id, METADATA_ROOTS, depth="infinity")
-    return {entry: hashlib.blake2b(value, digest_size=16).digest() for entry, value in found.items()}
+    return {entry: _digest(value) for entry, value in found.items()}
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=16).digest()
 
 
 def _unsupported(groups: Iterable[cmds.NotifyGroup]) -> list[str]:

@@ -27,6 +27,7 @@ moved or untouched); COPY removes the copies it made when a later piece fails (R
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future
@@ -85,7 +86,9 @@ def in_pieces(items: Sequence[T], write: Callable[[Sequence[T]], R],
         if progress is not None:
             progress.note(start, total)
         start += len(piece)
-        future = BULK_WRITERS.get().submit(_timed, write, piece)
+        # In the session's context: what the piece commits is its client's own (RFC 5465
+        # section 5, gximap.session.notify.AUTHOR).
+        future = BULK_WRITERS.get().submit(contextvars.copy_context().run, _timed, write, piece)
         try:
             result, took = yield Await(future)
         except BaseException:

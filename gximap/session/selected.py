@@ -431,6 +431,20 @@ _NUMBERS_PER_LOOK = 8192
 LAZY_UPDATES_FROM = 1000
 
 
+def uid_ranges_without(low: int, high: int, gone: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The UIDs ``low``..``high`` as ranges, less the ranges ``gone`` (sorted, disjoint)."""
+    out = []
+    for start, end in sorted(gone):
+        if end < low or start > high:
+            continue
+        if start > low:
+            out.append((low, start - 1))
+        low = max(low, end + 1)
+    if low <= high:
+        out.append((low, high))
+    return out
+
+
 def fetch_line(msn: int, uid: int, items: bytes, uidonly: bool) -> bytes:
     """``* msn FETCH (items)``; after ENABLE UIDONLY ``* uid UIDFETCH (items)`` (RFC 9586
     section 3.3), whose items need not repeat the UID."""
@@ -571,6 +585,9 @@ class SelectedMailbox:
         self._unsent_flags: set[int] = set()
         # SEARCH/SORT RETURN (UPDATE) results kept live while this view lasts (RFC 5267 section 4).
         self.contexts = SearchContexts()
+        # UID ranges this session's own APPEND, COPY, MOVE and REPLACE put here, while NOTIFY asks
+        # for MessageNew's FETCH (note_own_arrivals): they get none.
+        self._own_arrivals: list[tuple[int, int]] = []
 
     @property
     def condstore(self) -> bool:
@@ -804,6 +821,30 @@ class SelectedMailbox:
             return [*removals, b"* VANISHED " + encode.sequence_set(gone) + b"\r\n"] if gone else removals
         return [*removals, *(b"* %d EXPUNGE\r\n" % number for number in self.remove_expunged(gone))]
 
+    def note_own_arrivals(self, uids: Iterable[int]) -> None:
+        """This session's command put messages with ``uids`` into this mailbox: NOTIFY's
+        MessageNew sends no FETCH for them (RFC 5465 section 5.2). Kept only while that FETCH is
+        asked for, and until take_own_arrivals(), after the update that announces them."""
+        state = self.session.notify
+        if state is None or not state.message_new_items:
+            return
+        arrivals = self._own_arrivals
+        for uid in sorted(uids):
+            if arrivals and arrivals[-1][1] + 1 == uid:
+                arrivals[-1] = (arrivals[-1][0], uid)
+            else:
+                arrivals.append((uid, uid))
+
+    def take_own_arrivals(self) -> list[tuple[int, int]]:
+        """The ranges note_own_arrivals() kept that the view has announced (those above
+        ``uid_max``, not announced yet, stay: a catch-up that failed)."""
+        arrivals = self._own_arrivals
+        if not arrivals:
+            return arrivals
+        top = self.uid_max
+        self._own_arrivals = [(max(low, top + 1), high) for low, high in arrivals if high > top]
+        return [(low, min(high, top)) for low, high in arrivals if low <= top]
+
     def note_claim(self, floor: int, last: int) -> None:
         """This session's APPEND claimed \\Recent for the UIDs floor+1..last (Store.append_claiming)."""
         if last > floor:
@@ -946,7 +987,8 @@ class SelectedMailbox:
             if not self.session.rev2:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         condstore = self.condstore
-        with_uid = condstore or self.session.rev2
+        notify = self.session.notify   # (RFC 5465 section 5.1: FlagChange's FETCH has the UID)
+        with_uid = condstore or self.session.rev2 or (notify is not None and notify.flags_with_uid)
         uidonly = self.session.uidonly
         recent = self.recent if not self.session.rev2 else frozenset()
         for meta in updates:

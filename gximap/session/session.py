@@ -67,7 +67,7 @@ from gximap.session.commands import replace as replace_commands
 from gximap.session.context import ServerContext
 from gximap.session.errors import done_for_store_error, log_store_trouble
 from gximap.session.literalspool import SPOOL_THRESHOLD, file_spool_factory
-from gximap.session.selected import SelectedMailbox
+from gximap.session.selected import SelectedMailbox, uid_ranges_without
 from midb import errors as midb_errors
 from midb import events as midb_events
 
@@ -551,8 +551,11 @@ class ImapSession:
     def _notify_heard(self, state: notify_commands.NotifyState, account: str, folder_id: int, modseq: int) -> None:
         # Any thread: note the change in the settings watching for it, and if they are the
         # session's, have the pool run wakeup() on our worker. (Heard before they became the
-        # session's, the NOTIFY command's own end reports it: _finish.)
-        if state.heard(folder_id, modseq) and state is self.notify:
+        # session's, the NOTIFY command's own end reports it: _finish.) A change this session's
+        # command made (committed on its worker, or a thread working for it: AUTHOR) is taken in
+        # at that command's end: no wakeup.
+        own = notify_commands.AUTHOR.get() is self
+        if state.heard(folder_id, modseq, own) and state is self.notify:
             selected = self.selected
             if selected is not None and folder_id == selected.folder_id and not midb_events.is_notice(modseq):
                 self._selected_changed = True   # (before the waker: the push it brings looks)
@@ -621,10 +624,18 @@ class ImapSession:
         that sends no tagged answer, and then the interrupted command (IDLE, or none) goes on."""
         state = self.notify
         selected = self.selected
-        items = state.message_new_items if state is not None else ()
-        if not items or selected is None or selected.uid_max <= before:
+        if selected is None:
             return
-        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), items)
+        # Section 5.2: "A FETCH response SHOULD NOT be generated for a new message created by the
+        # client on this particular connection" (its APPEND, COPY, MOVE or REPLACE into this mailbox).
+        own = selected.take_own_arrivals()
+        items = state.message_new_items if state is not None else ()
+        if not items or selected.uid_max <= before:
+            return
+        ranges = uid_ranges_without(before + 1, selected.uid_max, own)
+        if not ranges:
+            return
+        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(tuple(ranges)), items)
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
@@ -906,6 +917,17 @@ class ImapSession:
 
     def _step(self, running: _Running) -> bool:
         """Advance the running command by one item of output; False when the handler paused."""
+        if self.notify is not None:
+            # RFC 5465 section 5: what the command commits meanwhile is this client's own.
+            author = notify_commands.AUTHOR.set(self)
+            try:
+                return self._advance(running)
+            finally:
+                notify_commands.AUTHOR.reset(author)
+        return self._advance(running)
+
+    def _advance(self, running: _Running) -> bool:
+        """_step's work."""
         try:
             if running.future is not None:
                 future, running.future = running.future, None

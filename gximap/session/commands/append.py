@@ -230,4 +230,6 @@ def append(session: Any, cmd: cmds.Append) -> Done:
     except NoSuchFolder:
         raise_trycreate_if_gone(session, cmd.mailbox.name)
         raise
+    if view is not None and view.folder_id == folder.id:
+        view.note_own_arrivals(uids)
     return Done(Code.OK_APPEND, code=b"APPENDUID %d %s" % (uidvalidity, encode.sequence_set(uids)))

@@ -38,6 +38,7 @@ as unsure; the client would still have to learn of both moves.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
@@ -124,7 +125,8 @@ def _hand_over_undo(session: Any, account: str, target_id: int, uids: list[int])
         session.ctx.log.warning("session %s: the server stopped; the %d copies of an interrupted COPY"
                                 " were left in place", session.id, len(uids))
         return None
-    return writers.submit(_undo_copies, session, account, target_id, uids)
+    # In the session's context: the removals are its client's own (gximap.session.notify.AUTHOR).
+    return writers.submit(contextvars.copy_context().run, _undo_copies, session, account, target_id, uids)
 
 
 def _check_copy_quota(session: Any, view: Any, uids: list[int]) -> None:
@@ -181,6 +183,8 @@ def copy(session: Any, cmd: cmds.Copy) -> Generator[bytes | Await, Any, Done]:
     if not copied.pairs:
         # Everything named was expunged between the last sync and the copy.
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
+    if target.id == view.folder_id:
+        view.note_own_arrivals(new for _old, new in copied.pairs)
     return Done(Code.OK_COPY, code=_copyuid(copied.uidvalidity, copied.pairs))
 
 
@@ -210,6 +214,8 @@ def move(session: Any, cmd: cmds.Move) -> Generator[bytes | Await, Any, Done]:
             failure = Done(Code.NO_MOVE_NOT_DURABLE, status="NO")
     if not moved.pairs:
         return Done(Code.NO_EXPUNGE_ISSUED, status="NO")
+    if target.id == view.folder_id:
+        view.note_own_arrivals(new for _old, new in moved.pairs)
     yield b"* OK [" + _copyuid(moved.uidvalidity, moved.pairs) + b"] " + session.text(Code.INFO_MOVED) + b"\r\n"
     yield from view.expunge_responses([source for source, _ in moved.pairs])
     view.force_highestmodseq = True

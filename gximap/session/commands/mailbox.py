@@ -147,13 +147,18 @@ def subscribe(session: Any, cmd: cmds.Subscribe) -> Done:
     except midb_errors.OverQuota:
         # Subscriptions outlive their mailboxes, so they are bounded apart (as many as mailboxes).
         raise CommandFailed(Code.NO_SUBSCRIPTION_LIMIT) from None
+    if session.notify is not None:
+        session.notify.own_subscription(name, True)   # RFC 5465 section 5: not reported back
     return Done(Code.OK_SUBSCRIBE)
 
 
 @command(cmds.Unsubscribe, states=AUTHENTICATED)
 def unsubscribe(session: Any, cmd: cmds.Unsubscribe) -> Done:
     # Unsubscribing a name that is not subscribed changes nothing and is not an error.
-    session.store.set_subscribed(session.user, store_name(cmd.mailbox), False)
+    name = store_name(cmd.mailbox)
+    session.store.set_subscribed(session.user, name, False)
+    if session.notify is not None:
+        session.notify.own_subscription(name, False)   # RFC 5465 section 5: not reported back
     return Done(Code.OK_UNSUBSCRIBE)
 
 

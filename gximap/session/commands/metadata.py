@@ -137,4 +137,6 @@ def setmetadata(session: Any, cmd: cmds.SetMetadata) -> Done:
         raise CommandFailed(Code.NO_METADATA_MAXSIZE, code=b"METADATA MAXSIZE %d" % exc.limit) from None
     except midb_errors.MetadataTooMany:
         raise CommandFailed(Code.NO_METADATA_TOOMANY) from None
+    if session.notify is not None:
+        session.notify.own_metadata(folder_id, changes)   # RFC 5465 section 5: not reported back
     return Done(Code.OK_SETMETADATA)

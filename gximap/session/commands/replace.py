@@ -95,8 +95,10 @@ def replace(session: Any, cmd: cmds.Replace) -> Generator[bytes, Any, Done]:
     except NoSuchFolder:  # (MessageGone, the old one expunged elsewhere: NO [EXPUNGEISSUED] by errors.py)
         raise_trycreate_if_gone(session, cmd.mailbox.name)
         raise
-    if into_view and floor is not None:
-        view.note_claim(floor, new_uid)
+    if into_view:
+        if floor is not None:
+            view.note_claim(floor, new_uid)
+        view.note_own_arrivals((new_uid,))
     view.note_own_changes_of([(old_uid, tombstone)])
     appenduid = b"* OK [APPENDUID %d %d] " % (uidvalidity, new_uid)
     yield appenduid + session.text(Code.INFO_REPLACEMENT_STORED) + b"\r\n"
