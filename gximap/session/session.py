@@ -915,19 +915,16 @@ class ImapSession:
             return result
         return (yield from result)
 
-    def _step(self, running: _Running) -> bool:
+    def _step(self, running: _Running, as_author: bool = False) -> bool:
         """Advance the running command by one item of output; False when the handler paused."""
-        if self.notify is not None:
-            # RFC 5465 section 5: what the command commits meanwhile is this client's own.
+        if self.notify is not None and not as_author:
+            # RFC 5465 section 5: what the command commits meanwhile is this client's own. (The
+            # step itself again, not a helper: a session without NOTIFY makes no call more.)
             author = notify_commands.AUTHOR.set(self)
             try:
-                return self._advance(running)
+                return self._step(running, True)
             finally:
                 notify_commands.AUTHOR.reset(author)
-        return self._advance(running)
-
-    def _advance(self, running: _Running) -> bool:
-        """_step's work."""
         try:
             if running.future is not None:
                 future, running.future = running.future, None
