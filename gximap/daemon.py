@@ -84,6 +84,7 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         default_mailbox_quota=int(cfg.imap_default_mailbox_quota),
         default_annotation_quota=int(cfg.imap_default_annotation_quota),
         autoexpunge=gxconfig.autoexpunge_periods(cfg),
+        delivery_filters=bool(str(cfg.imap_filter_command or "").strip()),
     )
 
 

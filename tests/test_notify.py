@@ -15,6 +15,8 @@ import pytest
 from conversation import Conversation
 from test_parser import parse
 
+from gximap import config
+from gximap.daemon import settings_from_config
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
 from gximap.session import condstore, notify, pieces
@@ -186,6 +188,27 @@ def test_inboxes_and_mailboxes_filters_name_only_their_mailboxes(pair: tuple[Con
     assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
     b.command("APPEND INBOX {12+}\r\nSubject: z\r\n")
     assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS INBOX"]
+
+
+def test_inboxes_is_personal_when_a_delivery_filter_may_file_mail_anywhere(tmp_path: Path) -> None:
+    """RFC 5465 section 6.3: INBOXES are the mailboxes mail is delivered to, and a server that
+    cannot tell "MUST treat inboxes as personal". With imap_filter_command a filter may file a
+    delivery into any folder."""
+    path = tmp_path / "imap.cfg"
+    path.write_text("imap_filter_command = /usr/local/bin/file-it {account_name}\n")
+    assert settings_from_config(config.load_config([str(path)], required=True)).delivery_filters
+    path.write_text("")
+    assert not settings_from_config(config.load_config([str(path)], required=True)).delivery_filters
+    with Conversation(tmp_path / "server", delivery_filters=True) as a:
+        a.store.create_folder("alice", "Lists")
+        b = a.second_session()
+        a.login()
+        b.login()
+        a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge))")
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
+        b.command("APPEND INBOX {12+}\r\nSubject: z\r\n")
+        assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS INBOX"]
 
 
 def test_subscribed_filter_follows_subscriptions(pair: tuple[Conversation, Conversation]) -> None:

@@ -137,8 +137,9 @@ def _seen(folder: Any) -> _Seen:
 class NotifyState:
     """One session's NOTIFY SET (or NONE: no groups)."""
 
-    def __init__(self, groups: tuple[cmds.NotifyGroup, ...]) -> None:
+    def __init__(self, groups: tuple[cmds.NotifyGroup, ...], *, inboxes_are_personal: bool = False) -> None:
         self.groups = groups
+        self._inboxes_are_personal = inboxes_are_personal
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
         self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
@@ -191,9 +192,10 @@ class NotifyState:
         if kind == "personal":
             return True   # the one personal namespace holds every mailbox of the account
         if kind == "inboxes":
-            # RFC 5465 section 6: the mailboxes mail is delivered to. gximap delivers to INBOX
-            # only (filters that file mail elsewhere are the MDA's, unknown here).
-            return name == listing.INBOX
+            # RFC 5465 section 6.3: the mailboxes mail is delivered to. gximap's LMTP delivers to
+            # INBOX, unless a delivery filter (imap_filter_command) files it elsewhere: then any
+            # folder may be one, and a server that cannot tell "MUST treat inboxes as personal".
+            return self._inboxes_are_personal or name == listing.INBOX
         if kind == "subscribed":
             return name in subscribed
         if kind == "subtree":
@@ -623,7 +625,7 @@ def notify(session: Any, cmd: cmds.Notify) -> Generator[bytes, Any, Done]:
     if _unsupported(cmd.groups):
         # Section 5: NO [BADEVENT (the events this server supports)]; what was set stays.
         raise CommandFailed(Code.NO_NOTIFY_BAD_EVENT, status="NO", code=BADEVENT_CODE)
-    state = NotifyState(cmd.groups)
+    state = NotifyState(cmd.groups, inboxes_are_personal=session.settings.delivery_filters)
     session.set_notify(state)
     if cmd.status:
         selected = session.selected
