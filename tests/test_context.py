@@ -27,11 +27,13 @@ from typing import Any
 
 import pytest
 from conversation import Conversation
+from test_parser import bad, parse_as
 
 from gximap.imap import commands as cmds
 from gximap.imap.framing import CommandFrame, Framer
 from gximap.imap.parser import ParseError, parse_command
 from gximap.session import searchcontext
+from midb.errors import StoreBusy
 
 
 def parse(line: bytes) -> cmds.Command:
@@ -88,6 +90,43 @@ def test_return_update_and_context_parse() -> None:
 def test_bad_forms_are_refused(line: bytes) -> None:
     with pytest.raises(ParseError):
         parse(line)
+
+
+def test_update_fetch_attributes_parse() -> None:
+    """RFC 5465 section 8: ``modifier-update = "UPDATE" [ "(" fetch-att *(SP fetch-att) ")" ]``,
+    kept as sent (the context fetches their .PEEK forms)."""
+    search = parse_as(cmds.Search, b'a00 SEARCH RETURN (COUNT UPDATE (UID BODY[HEADER.FIELDS (TO FROM SUBJECT)]))'
+                                   b' FROM "boss"')
+    assert search.return_opts == ("COUNT", "UPDATE")
+    headers = cmds.Section((), "HEADER.FIELDS", ("TO", "FROM", "SUBJECT"))
+    assert search.update_atts == (cmds.FetchAtt("UID"), cmds.FetchAtt("BODY", headers))
+    sort = parse_as(cmds.Sort, b"a uid sort return (update (flags binary.peek[1]<0.10>) all) (DATE) UTF-8 ALL")
+    assert sort.return_opts == ("UPDATE", "ALL")
+    assert sort.update_atts == (cmds.FetchAtt("FLAGS"), cmds.FetchAtt("BINARY", cmds.Section((1,)), (0, 10), True))
+    assert parse_as(cmds.Search, b"a SEARCH RETURN (UPDATE) ALL").update_atts == ()
+    assert parse_as(cmds.Search, b"a SEARCH ALL").update_atts == ()
+    # As many as the command's argument budget allows, as in FETCH.
+    many = b" ".join([b"UID"] * 50)
+    assert len(parse_as(cmds.Search, b"a SEARCH RETURN (UPDATE (" + many + b")) ALL", max_args=60).update_atts) == 50
+    assert "Too many" in bad(b"a SEARCH RETURN (UPDATE (" + many + b")) ALL", max_args=40).text
+
+
+@pytest.mark.parametrize("line", [
+    b"a SEARCH RETURN (UPDATE ()) ALL",             # fetch-att *(SP fetch-att): one at least
+    b"a SEARCH RETURN (UPDATE (ALL)) ALL",          # a fetch-att, not FETCH's macros
+    b"a SEARCH RETURN (UPDATE (FAST)) ALL",
+    b"a SEARCH RETURN (UPDATE (BOGUS)) ALL",
+    b"a SEARCH RETURN (UPDATE (BODY[1.FOO])) ALL",
+    b"a SEARCH RETURN (UPDATE(UID)) ALL",
+    b"a SEARCH RETURN (UPDATE (UID) (FLAGS)) ALL",
+    b"a SEARCH RETURN (UPDATE (UID) UPDATE) ALL",
+    b"a SEARCH RETURN (UPDATE (UID FLAGS) ALL",
+    b"a SEARCH RETURN (UPDATE  (UID)) ALL",
+    b"a SEARCH RETURN (MIN (UID)) ALL",             # only UPDATE takes a list
+    b"a SORT RETURN (UPDATE (UID) (DATE) UTF-8 ALL",
+])
+def test_update_fetch_attributes_bad_forms(line: bytes) -> None:
+    bad(line)
 
 
 def test_cancelupdate_parses_its_tags() -> None:
@@ -527,4 +566,207 @@ def test_uidonly_takes_uid_search_update(pair: tuple[Conversation, Conversation]
         S: * 3 UIDFETCH (FLAGS (\Seen))
         S: * ESEARCH (TAG "a2") UID ADDTO (0 3)
         S: a3 OK {*}
+    """)
+
+
+# -- RFC 5465 section 7: RETURN (UPDATE (fetch-att ...)) ---------------------------------------
+
+
+def test_section_7_example_fetches_a_new_member_between_exists_and_addto(conv: Conversation) -> None:
+    """Section 7's example: the FETCH of what UPDATE asked for comes after the EXISTS and before
+    the ADDTO ("the EXISTS response MUST precede any FETCH responses, and together they MUST
+    precede the ESEARCH response"); a new message that does not match gets none. BODY[...] is
+    fetched as BODY.PEEK[...]: the unsolicited response leaves \\Seen alone."""
+    conv.script("""
+        C: a00 SEARCH RETURN (COUNT UPDATE (UID BODY[HEADER.FIELDS (TO FROM SUBJECT)])) FROM "boss"
+        S: * ESEARCH (TAG "a00") COUNT 0
+        S: a00 OK {*}
+    """)
+    conv.add_message(data=b"Subject: Re: good morning\r\nFrom: myboss@example.org\r\nTo: bob@example.org\r\n\r\nhi\r\n")
+    conv.add_message(data=b"From: other@example.org\r\nSubject: x\r\n\r\nnot the boss\r\n")
+    lines = conv.command("NOOP")
+    assert lines[:-1] == [
+        b"* 8 EXISTS", b"* 8 RECENT",
+        b"* 7 FETCH (UID 7 BODY[HEADER.FIELDS (TO FROM SUBJECT)] {76}\r\n"
+        b"Subject: Re: good morning\r\nFrom: myboss@example.org\r\nTo: bob@example.org\r\n\r\n)",
+        b'* ESEARCH (TAG "a00") ADDTO (0 7)']
+    conv.script(r"""
+        C: f1 FETCH 7 FLAGS
+        S: * 7 FETCH (FLAGS (\Recent))
+        S: f1 OK {*}
+    """)
+
+
+def test_members_by_a_flag_change_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:
+    """Section 7: "No untagged FETCH response SHOULD be returned if a message becomes a member of
+    UPDATE SEARCH due to flag or annotation changes": only the flag update and the ADDTO. A new
+    message that arrives flagged is fetched; one that arrives unflagged and is flagged later
+    (an entry by a flag change) is not."""
+    a, b = pair
+    a.script("""
+        C: a1 UID SEARCH RETURN (UPDATE (UID FLAGS)) FLAGGED
+        S: * ESEARCH (TAG "a1") UID
+        S: a1 OK {*}
+    """)
+    b.command("STORE 2 +FLAGS (\\Flagged)")
+    a.add_message(data=b"Subject: flagged\r\n\r\nnew\r\n", flags=("\\Flagged",))
+    a.add_message(data=b"Subject: plain\r\n\r\nnew\r\n")
+    a.script(r"""
+        C: a2 NOOP
+        S: * 8 EXISTS
+        S: * 8 RECENT
+        S: * 2 FETCH (FLAGS (\Flagged \Recent))
+        S: * 7 FETCH (UID 7 FLAGS (\Flagged \Recent))
+        S: * ESEARCH (TAG "a1") UID ADDTO (0 2,7)
+        S: a2 OK {*}
+    """)
+    b.command("NOOP")
+    b.command("UID STORE 8 +FLAGS (\\Flagged)")
+    a.script(r"""
+        C: a3 NOOP
+        S: * 8 FETCH (FLAGS (\Flagged \Recent))
+        S: * ESEARCH (TAG "a1") UID ADDTO (0 8)
+        S: a3 OK {*}
+    """)
+
+
+def test_sort_context_fetches_its_new_members_before_the_addto(pair: tuple[Conversation, Conversation]) -> None:
+    """CONTEXT=SORT as CONTEXT=SEARCH: FETCH responses in UID order, then the ADDTO in sort
+    order; a message that arrives into two contexts gets one FETCH with both lists (the first
+    of each label), one that arrives into one of them that one's."""
+    a, b = pair
+    a.script("""
+        C: a1 SORT RETURN (UPDATE (UID RFC822.SIZE)) (REVERSE SUBJECT) UTF-8 SUBJECT news
+        S: * ESEARCH (TAG "a1")
+        S: a1 OK {*}
+        C: a2 SEARCH RETURN (UPDATE (UID BODY.PEEK[TEXT])) BODY wanted
+        S: * ESEARCH (TAG "a2")
+        S: a2 OK {*}
+    """)
+    a.add_message(data=b"Subject: news a\r\n\r\nwanted\r\n")
+    a.add_message(data=b"Subject: news b\r\n\r\nother\r\n")
+    a.add_message(data=b"Subject: plain c\r\n\r\nwanted\r\n")
+    lines = a.command("NOOP")
+    assert lines[:-1] == [
+        b"* 9 EXISTS", b"* 9 RECENT",
+        b"* 7 FETCH (UID 7 RFC822.SIZE 27 BODY[TEXT] {8}\r\nwanted\r\n)",
+        b"* 8 FETCH (UID 8 RFC822.SIZE 26)",
+        b"* 9 FETCH (UID 9 BODY[TEXT] {8}\r\nwanted\r\n)",
+        b'* ESEARCH (TAG "a1") ADDTO (1 8,7)',   # REVERSE SUBJECT: "news b", then "news a"
+        b'* ESEARCH (TAG "a2") ADDTO (0 7,9)']
+
+
+def test_uidonly_gets_uidfetch_before_the_addto(pair: tuple[Conversation, Conversation]) -> None:
+    b, _ = pair
+    a = b.second_session()
+    a.login()
+    a.command("ENABLE UIDONLY")
+    a.select()
+    a.script(r"""
+        C: a1 UID SEARCH RETURN (UPDATE (UID FLAGS)) UNSEEN
+        S: * ESEARCH (TAG "a1") UID
+        S: a1 OK {*}
+    """)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    a.script(r"""
+        C: a2 NOOP
+        S: * 7 EXISTS
+        S: * 0 RECENT
+        S: * 7 UIDFETCH (UID 7 FLAGS ())
+        S: * ESEARCH (TAG "a1") UID ADDTO (0 7)
+        S: a2 OK {*}
+    """)
+
+
+def test_combined_with_notify_message_new(conv: Conversation) -> None:
+    """RFC 5465 section 5.2: with NOTIFY's MessageNew attributes too, a message both ask for gets
+    one FETCH with both lists and no duplicate data, in section 7's place (before the ADDTO:
+    searchcontext and ImapSession._fetch_entering say why); a new message only MessageNew asks
+    for keeps section 5.2's (after the ADDTO). Pushed, and at a command's end, where MessageNew's
+    FETCH follows the tagged answer."""
+    a = conv
+    a.command("NOTIFY SET (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge))")
+    a.script("""
+        C: a1 SEARCH RETURN (UPDATE (FLAGS UID)) SUBJECT news
+        S: * ESEARCH (TAG "a1")
+        S: a1 OK {*}
+    """)
+    a.add_message(data=b"Subject: news\r\n\r\n")
+    a.add_message(data=b"Subject: other\r\n\r\n")
+    assert a.wake() == [
+        b"* 8 EXISTS", b"* 8 RECENT",
+        b"* 7 FETCH (UID 7 FLAGS (\\Recent) BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: news\r\n\r\n)",
+        b'* ESEARCH (TAG "a1") ADDTO (0 7)',
+        b"* 8 FETCH (UID 8 BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: other\r\n\r\n)"]
+    # At a command's end the catch-up comes before the tagged answer, MessageNew's own FETCH after it.
+    a.add_message(data=b"Subject: other\r\n\r\n")
+    a.add_message(data=b"Subject: news\r\n\r\n")
+    lines = a.send(b"n2 NOOP\r\n")
+    assert lines == [
+        b"* 10 EXISTS", b"* 10 RECENT",
+        b"* 10 FETCH (UID 10 FLAGS (\\Recent) BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: news\r\n\r\n)",
+        b'* ESEARCH (TAG "a1") ADDTO (0 10)',
+        b"n2 OK NOOP completed",
+        b"* 9 FETCH (UID 9 BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: other\r\n\r\n)"]
+    assert a.wake(require=False) == []
+
+
+def test_idle_fetches_new_members_before_the_addto(conv: Conversation) -> None:
+    """IDLE without NOTIFY: the update it pushes has the FETCH in the same place."""
+    conv.script("""
+        C: a1 SEARCH RETURN (UPDATE (UID ENVELOPE)) SUBJECT late
+        S: * ESEARCH (TAG "a1")
+        S: a1 OK {*}
+        C: a2 IDLE
+        S: + idling
+    """)
+    conv.add_message(data=b"Subject: late\r\n\r\nunseen\r\n")
+    conv.script("""
+        W:
+        S: * 7 EXISTS
+        S: * {n} RECENT
+        S: * 7 FETCH (UID 7 ENVELOPE (NIL "late" NIL NIL NIL NIL NIL NIL NIL NIL))
+        S: * ESEARCH (TAG "a1") ADDTO (0 7)
+        C: DONE
+        S: a2 OK {*}
+    """)
+
+
+def test_own_new_member_is_fetched_without_message_new_attributes(conv: Conversation) -> None:
+    """The client's own APPEND into a live result: its ADDTO, and the FETCH the UPDATE asked for
+    (section 7 excepts no message), but not MessageNew's attributes (section 5.2: none for what
+    the client made itself)."""
+    conv.command("NOTIFY SET (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge))")
+    conv.script("""
+        C: a1 SEARCH RETURN (UPDATE (FLAGS)) SUBJECT news
+        S: * ESEARCH (TAG "a1")
+        S: a1 OK {*}
+    """)
+    lines = conv.send(b"p1 APPEND INBOX {18+}\r\nSubject: news\r\n\r\n\r\n")
+    assert lines[:4] == [b"* 7 EXISTS", b"* 7 RECENT", b"* 7 FETCH (UID 7 FLAGS (\\Recent))",
+                         b'* ESEARCH (TAG "a1") ADDTO (0 7)'], lines
+    assert len(lines) == 5 and lines[4].startswith(b"p1 OK"), lines
+
+
+def test_a_fetch_that_meets_a_store_error_leaves_the_addto(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FETCH of a new member fails (the store busy): the result holds the message all the
+    same, so its ADDTO still goes out."""
+    conv.script("""
+        C: a1 SEARCH RETURN (UPDATE (UID BODY.PEEK[TEXT])) SUBJECT news
+        S: * ESEARCH (TAG "a1")
+        S: a1 OK {*}
+    """)
+    conv.add_message(data=b"Subject: news\r\n\r\nhi\r\n")
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(conv.store, "get_messages", busy)
+    conv.script("""
+        C: a2 NOOP
+        S: * 7 EXISTS
+        S: * 7 RECENT
+        S: * ESEARCH (TAG "a1") ADDTO (0 7)
+        S: a2 OK {*}
     """)

@@ -105,6 +105,9 @@ SEEDS = [
     b"g3 UID SEARCH RETURN (SAVE UPDATE) $ BODY body\r\n",
     b"g4 CANCELUPDATE \"g1\" \"g2\"\r\n",
     b"g5 CANCELUPDATE \"g3\"\r\n",
+    b"g6 UID SEARCH RETURN (UPDATE (UID FLAGS BODY.PEEK[TEXT]<0.5>)) BODY body\r\n",
+    b"g7 SORT RETURN (UPDATE (ENVELOPE RFC822) MIN) (SUBJECT) UTF-8 ALL\r\n",
+    b"g8 APPEND INBOX {24+}\r\nSubject: again\r\n\r\nbody\r\n\r\n",
 ]
 
 TOKENS = [
@@ -113,7 +116,7 @@ TOKENS = [
     b"NOT", b"OR", b"ALL", b"UID", b"FLAGS", b"BODY[", b"BODY.PEEK[", b"HEADER.FIELDS (", b"RETURN",
     b"\\Seen", b"&AOk-", b"&", b"INBOX", b"\xc3\xa9", b"\x00", b"\r", b"\n", b"\r\n", b"DONE\r\n",
     b"*\r\n", b"+", b"-", b"=", b"AGFsaWNlAHNlY3JldA==", b"../", b"/", b"x" * 300,
-    b"UPDATE", b"CANCELUPDATE \"g1\"", b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"4294967295", b"(PARTIAL 1:2)",
+    b"UPDATE", b"UPDATE (UID", b"CANCELUPDATE \"g1\"", b"PARTIAL ", b"-1:-5", b"5:1", b"-0", b"4294967295", b"(PARTIAL 1:2)",
 ]
 
 # Escapes from any state a stream may leave the session in: the rest of an announced literal

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import bisect
 import datetime
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal, TypeVar
 
 from gximap.imap import encode
@@ -222,7 +222,7 @@ class FetchAtt:
     def sets_seen(self) -> bool:
         """Fetching this item sets \\Seen (RFC 3501 section 6.4.5; RFC 3516 for BINARY). ``peek``
         spares RFC822 and RFC822.TEXT too: the client cannot ask for that (they have no .PEEK
-        form), NOTIFY's MessageNew does (gximap.session.notify.message_new_items)."""
+        form), peek_forms does (NOTIFY's MessageNew, a live search's UPDATE (...))."""
         if self.peek:
             return False
         if self.name in ("RFC822", "RFC822.TEXT"):
@@ -238,6 +238,21 @@ class FetchAtt:
         if self.partial is not None:
             label += b"<%d>" % self.partial[0]
         return label
+
+
+def peek_forms(atts: Iterable[FetchAtt]) -> tuple[FetchAtt, ...]:
+    """Fetch attributes as fetched for a response the client gets unasked (NOTIFY's MessageNew,
+    RFC 5465 section 5.2; a live search's ``UPDATE (...)``, section 7): those that set \\Seen as
+    their .PEEK forms, and one item per response label, the first (BODY[] with BODY.PEEK[] is
+    one, as in FETCH). Section 5.2 asks the client not to use attributes that set \\Seen and
+    leaves the server's part open; here a response the client did not ask for at that moment
+    never changes the mailbox (nor what other sessions see as unread)."""
+    by_label: dict[bytes, FetchAtt] = {}
+    for att in atts:
+        if att.sets_seen:
+            att = replace(att, peek=True)
+        by_label.setdefault(att.response_label(), att)
+    return tuple(by_label.values())
 
 
 # -- SEARCH -------------------------------------------------------------------------------------
@@ -672,6 +687,9 @@ class Search(Command):
     criteria: SearchKey
     return_opts: tuple[str, ...] | None = None  # ESEARCH (RFC 4731): MIN MAX ALL COUNT SAVE PARTIAL UPDATE
     partial: PartialRange | None = None  # RETURN (PARTIAL range), RFC 9394; "PARTIAL" in return_opts
+    # RETURN (UPDATE (fetch-att ...)), RFC 5465 section 7: fetched for messages that arrive into
+    # the live result; as sent (the context fetches their .PEEK forms: peek_forms).
+    update_atts: tuple[FetchAtt, ...] = ()
     NAME: ClassVar[str] = "SEARCH"
 
 
@@ -683,6 +701,7 @@ class Sort(Command):
     search: SearchKey
     return_opts: tuple[str, ...] | None = None  # ESORT (RFC 5267)
     partial: PartialRange | None = None  # RETURN (PARTIAL range), positions in sort order (RFC 9394)
+    update_atts: tuple[FetchAtt, ...] = ()  # RETURN (UPDATE (fetch-att ...)), as Search's
     NAME: ClassVar[str] = "SORT"
 
 

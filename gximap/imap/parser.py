@@ -754,17 +754,22 @@ def _search_charset(r: _Reader, return_opts: tuple[str, ...] | None = None) -> s
     return charset
 
 
-def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...], PartialRange | None]:
+def _return_options(r: _Reader, allowed: frozenset[str]
+                    ) -> tuple[tuple[str, ...], PartialRange | None, tuple[FetchAtt, ...]]:
     """``RETURN (opt ...)`` after the keyword; an empty list means ALL (RFC 4731 section 3.1).
     PARTIAL takes a range (RFC 9394 section 3.1), and a command has one PARTIAL or one ALL at
     most: both, or PARTIAL twice, is BAD. CONTEXT is a hint (RFC 5267 section 4.2) that is
     dropped here: ``RETURN (CONTEXT)`` is ALL; UPDATE is kept and, as at Dovecot, is not ALL
-    (``RETURN (UPDATE)`` answers an ESEARCH without result items); given twice it is BAD."""
+    (``RETURN (UPDATE)`` answers an ESEARCH without result items); given twice it is BAD.
+    UPDATE may carry fetch attributes, RFC 5465 section 8's ``modifier-update = "UPDATE" [ "("
+    fetch-att *(SP fetch-att) ")" ]`` (NOTIFY is always advertised): returned third, as sent
+    (no macros, not empty; each counts towards the command's arguments, as in FETCH)."""
     r.sp()
     partial: PartialRange | None = None
+    update_atts: tuple[FetchAtt, ...] = ()
 
     def option() -> str:
-        nonlocal partial
+        nonlocal partial, update_atts
         name = r.word("return option")
         if name not in allowed:
             raise r.error(f"Unknown return option {name}")
@@ -772,6 +777,9 @@ def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...
             if partial is not None:
                 raise r.error("PARTIAL given twice")
             partial = _partial_range(r)
+        elif name == "UPDATE" and r.buf.startswith(b" (", r.pos):
+            r.sp()
+            update_atts = tuple(r.paren_list(lambda: _fetch_att(r), allow_empty=False))
         return name
 
     listed = r.paren_list(option)
@@ -782,7 +790,7 @@ def _return_options(r: _Reader, allowed: frozenset[str]) -> tuple[tuple[str, ...
     options = tuple(name for name in dict.fromkeys(listed) if name != "CONTEXT") or ("ALL",)
     if partial is not None and "ALL" in options:
         raise r.error("PARTIAL and ALL cannot be combined")
-    return options, partial
+    return options, partial, update_atts
 
 
 def _partial_range(r: _Reader) -> PartialRange:
@@ -1353,9 +1361,10 @@ def _search(uid: bool) -> Callable[[_Reader], Command]:
     def parse(r: _Reader) -> Command:
         r.sp()
         return_opts = partial = None
+        update_atts: tuple[FetchAtt, ...] = ()
         if r.peek_word() == "RETURN":
             r.word()
-            return_opts, partial = _return_options(r, SEARCH_RETURN_OPTS)
+            return_opts, partial, update_atts = _return_options(r, SEARCH_RETURN_OPTS)
             r.sp()
         charset = None
         if r.peek_word() == "CHARSET":
@@ -1364,7 +1373,7 @@ def _search(uid: bool) -> Callable[[_Reader], Command]:
             charset = _search_charset(r, return_opts)
             r.sp()
         criteria = parse_search_program(r, charset)
-        return Search(r.tag, uid, charset, criteria, return_opts, partial)
+        return Search(r.tag, uid, charset, criteria, return_opts, partial, update_atts)
 
     return parse
 
@@ -1385,16 +1394,17 @@ def _sort(uid: bool) -> Callable[[_Reader], Command]:
     def parse(r: _Reader) -> Command:
         r.sp()
         return_opts = partial = None
+        update_atts: tuple[FetchAtt, ...] = ()
         if r.peek_word() == "RETURN":
             r.word()
-            return_opts, partial = _return_options(r, SEARCH_RETURN_OPTS)
+            return_opts, partial, update_atts = _return_options(r, SEARCH_RETURN_OPTS)
             r.sp()
         criteria = r.paren_list(lambda: _sort_criterion(r), allow_empty=False)
         r.sp()
         charset = _search_charset(r, return_opts)
         r.sp()
         search = parse_search_program(r, charset)
-        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts, partial)
+        return Sort(r.tag, uid, tuple(criteria), charset, search, return_opts, partial, update_atts)
 
     return parse
 

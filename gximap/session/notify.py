@@ -28,7 +28,9 @@ The selected mailbox's message events are its usual updates (gximap.session.sele
 the SELECTED or SELECTED-DELAYED filter asks, with MessageNew's fetch attributes in the forms
 that leave \\Seen alone (message_new_items); its folder counters are not read for them. A flag
 change's FETCH then says the UID (section 5.1); the messages the client put there itself get no
-MessageNew FETCH (section 5.2: SelectedMailbox.note_own_arrivals).
+MessageNew FETCH (section 5.2: SelectedMailbox.note_own_arrivals). A new message that a live
+search's ``RETURN (UPDATE (fetch-att ...))`` fetches too gets both lists in that one FETCH
+(section 7; ImapSession._fetch_entering).
 
 What the client did itself is not reported to it (section 5: "The server SHOULD omit notifying
 the client if the event is caused by this client"). A commit made while the session's command
@@ -52,7 +54,6 @@ client that does not read its notifications while they pile up, ends in ``* OK
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import hashlib
 import threading
 from collections.abc import Generator, Iterable
@@ -103,19 +104,10 @@ class Pending(NamedTuple):
 
 
 def message_new_items(fetch_atts: Iterable[cmds.FetchAtt]) -> tuple[cmds.FetchAtt, ...]:
-    """MessageNew's fetch attributes as they are fetched: the forms that set \\Seen as their
-    .PEEK forms, and one item per response label (BODY[] with BODY.PEEK[] is one, as in FETCH).
-
-    RFC 5465 section 5.2: "The client SHOULD NOT use FETCH attributes that implicitly set the
-    \\seen flag, or that presuppose the existence of a given bodypart." What a server does with
-    one it is sent anyway is left open; here a notification, which the client did not ask for at
-    that moment, never changes the mailbox (nor what other sessions see as unread)."""
-    by_label: dict[bytes, cmds.FetchAtt] = {}
-    for att in fetch_atts:
-        if att.sets_seen:
-            att = dataclasses.replace(att, peek=True)
-        by_label.setdefault(att.response_label(), att)
-    return tuple(by_label.values())
+    """MessageNew's fetch attributes as they are fetched: cmds.peek_forms (.PEEK forms, one item
+    per response label). RFC 5465 section 5.2: "The client SHOULD NOT use FETCH attributes that
+    implicitly set the \\seen flag"; a notification never changes the mailbox."""
+    return cmds.peek_forms(fetch_atts)
 
 
 class _Seen(NamedTuple):

@@ -35,6 +35,16 @@ set; gximap keeps the messages the client named). OLDER/YOUNGER are evaluated wh
 looked at again, not as time passes. UPDATE has no interaction with the other return options
 (section 4.3): only ADDTO and REMOVEFROM are sent, never a new MIN, MAX, COUNT or PARTIAL.
 
+Fetch attributes (RFC 5465 section 7, NOTIFY being advertised): ``RETURN (UPDATE (fetch-att
+...))`` asks for them for each message that arrives into the result, a new message of the
+mailbox; one that enters by a flag or MODSEQ change gets none ("No untagged FETCH response
+SHOULD be returned if a message becomes a member of UPDATE SEARCH due to flag or annotation
+changes"). The re-check hands them back with its lines (:class:`Updates`): the session fetches
+them (their .PEEK forms: an unsolicited response never sets \\Seen), after the EXISTS and before
+the ESEARCH, as section 7 orders ("the EXISTS response MUST precede any FETCH responses, and
+together they MUST precede the ESEARCH response"), combined with NOTIFY's MessageNew attributes
+for a message both ask for (ImapSession._fetch_entering).
+
 Bounds: MAX_CONTEXTS live contexts per session and MAX_MEMBERS results among them, counted when a
 context is made (the first context is always kept: section 4.3.1 asks for at least one); beyond
 either the search is answered as usual and an untagged ``NO [NOUPDATE "t"]`` says that it will
@@ -49,7 +59,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Generator, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from gximap.imap import commands as cmds
 from gximap.imap import encode
@@ -108,9 +118,9 @@ def depends_on_changes(key: cmds.SearchKey) -> bool:
     return any(isinstance(node, cmds.SearchFlag | cmds.SearchModSeq) for node in cmds.search_nodes(key))
 
 
-def _uid_set(uids: Iterable[int]) -> cmds.SequenceSet:
-    """The UIDs (ascending) as a UID sequence set of ranges."""
-    ranges: list[tuple[int | None, int | None]] = []
+def uid_runs(uids: Iterable[int]) -> list[tuple[int, int]]:
+    """The UIDs (ascending) as (first, last) runs."""
+    ranges: list[tuple[int, int]] = []
     start = previous = -2
     for uid in uids:
         if uid != previous + 1:
@@ -120,7 +130,12 @@ def _uid_set(uids: Iterable[int]) -> cmds.SequenceSet:
         previous = uid
     if previous >= 0:
         ranges.append((start, previous))
-    return cmds.SequenceSet(tuple(ranges))
+    return ranges
+
+
+def uid_set(uids: Iterable[int]) -> cmds.SequenceSet:
+    """The UIDs (ascending) as a UID sequence set of ranges."""
+    return cmds.SequenceSet(tuple(uid_runs(uids)))
 
 
 def fixed_criteria(session: Any, key: cmds.SearchKey) -> cmds.SearchKey:
@@ -131,7 +146,7 @@ def fixed_criteria(session: Any, key: cmds.SearchKey) -> cmds.SearchKey:
         seqset = key.seqset
         if seqset.saved or not key.uid:
             # (BAD for message numbers beyond the count, as the search itself answers)
-            return cmds.SearchSequence(_uid_set(searching.resolve_uids(session, seqset, key.uid)), uid=True)
+            return cmds.SearchSequence(uid_set(searching.resolve_uids(session, seqset, key.uid)), uid=True)
         if seqset.uses_star():
             highest = view.uids[-1] if len(view.uids) else 0
             ranges = seqset.resolve(highest, clip=False) if highest else []
@@ -148,17 +163,20 @@ def fixed_criteria(session: Any, key: cmds.SearchKey) -> cmds.SearchKey:
 
 class LiveSearch:
     """One context: the tag that names it, its search program, and its result (ascending UIDs;
-    for SORT also each member's sort key, and the keys in sort order)."""
+    for SORT also each member's sort key, and the keys in sort order); ``fetch_atts``: what
+    UPDATE asked to fetch of the messages that arrive into it (.PEEK forms; RFC 5465 section 7)."""
 
-    __slots__ = ("tag", "uid", "criteria", "sort", "flag_dependent", "members", "keys", "ordered")
+    __slots__ = ("tag", "uid", "criteria", "sort", "fetch_atts", "flag_dependent", "members", "keys", "ordered")
 
     def __init__(self, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
                  sort: tuple[cmds.SortCriterion, ...] | None = None,
-                 keys: dict[int, tuple[Any, ...]] | None = None) -> None:
+                 keys: dict[int, tuple[Any, ...]] | None = None,
+                 fetch_atts: tuple[cmds.FetchAtt, ...] = ()) -> None:
         self.tag = tag
         self.uid = uid
         self.criteria = criteria
         self.sort = sort
+        self.fetch_atts = cmds.peek_forms(fetch_atts)
         self.flag_dependent = depends_on_changes(criteria)
         self.members = array(_UID_ARRAY, members)
         self.keys = keys   # SORT: UID -> sort_key
@@ -249,6 +267,16 @@ def _pairs(placed: list[tuple[int, int]], number: Any, descending: bool) -> byte
                      for position, items in groups)
 
 
+class Updates(NamedTuple):
+    """What a re-check of the live searches has to say: ``fetches``, the messages that arrived
+    into results whose UPDATE asked for fetch attributes, as (attributes, ascending UIDs) groups,
+    the group of the lowest UID first (a message in several such results: their attributes
+    together); then ``lines``, the ADDTO and REMOVEFROM responses."""
+
+    fetches: list[tuple[tuple[cmds.FetchAtt, ...], list[int]]]
+    lines: list[bytes]
+
+
 class SearchContexts:
     """The live contexts of one selected mailbox, and the messages to look at again at the next
     catch-up (``arrived``: new to the view; ``changed``: flags or MODSEQ changed)."""
@@ -307,13 +335,14 @@ class SearchContexts:
         return bool(self.live) and bool(self.arrived or self.changed)
 
     def update_lines_sliced(self, session: Any, view: Any,
-                            slicer: TimeSlice | None) -> Generator[Pause | Await, Any, list[bytes] | None]:
+                            slicer: TimeSlice | None) -> Generator[Pause | Await, Any, Updates | None]:
         """ADDTO and REMOVEFROM for the messages noted since the last catch-up, looked at again
-        (only those), in slices (see the module docstring). The view must not catch up again
-        before this ends. A store error keeps them noted for the next catch-up and sends
-        nothing: None."""
+        (only those), in slices (see the module docstring), and what is to be fetched of those
+        that arrived into results (Updates). The view must not catch up again before this ends,
+        nor until those fetches are made (their message numbers are the view's now). A store
+        error keeps them noted for the next catch-up and sends nothing: None."""
         if not self.recheck_due():
-            return []
+            return Updates([], [])
         noted_arrived, noted_changed = set(self.arrived), set(self.changed)
         arrived = {uid for uid in noted_arrived if view.msn_of(uid) is not None and uid not in view.pending_expunge}
         changed = {uid for uid in noted_changed if view.msn_of(uid) is not None and uid not in view.pending_expunge}
@@ -327,10 +356,16 @@ class SearchContexts:
         self.arrived -= noted_arrived
         self.changed -= noted_changed
         lines = []
-        for context, (looked_at, matching) in found:
+        # UID -> the contexts (their indexes) it arrived into that fetch attributes on entry.
+        entered: dict[int, list[int]] = {}
+        for index, (context, (looked_at, matching)) in enumerate(found):
             yield from pause_if_over(slicer)
             removed = context.remove(uid for uid in looked_at if uid not in matching)
             added = context.add(matching, keys.get(context.tag))
+            if context.fetch_atts:
+                for _position, uid in added:
+                    if uid in arrived:   # not a flag change's entry (RFC 5465 section 7)
+                        entered.setdefault(uid, []).append(index)
             items = []
             if removed:
                 items.append(b"REMOVEFROM (" + _pairs(removed, _numbering(context, view), True) + b")")
@@ -338,7 +373,7 @@ class SearchContexts:
                 items.append(b"ADDTO (" + _pairs(added, _numbering(context, view), False) + b")")
             if items:
                 lines.append(_head(context) + b" ".join(items) + b"\r\n")
-        return lines
+        return Updates(_fetch_groups(entered, [context for context, _found in found]), lines)
 
     @staticmethod
     def _looked_at(session: Any, context: LiveSearch, arrived: set[int], changed: set[int],
@@ -347,7 +382,7 @@ class SearchContexts:
         uids = sorted(arrived | changed if context.flag_dependent else arrived)
         if not uids:
             return [], set()
-        program = cmds.SearchAnd((cmds.SearchSequence(_uid_set(uids), uid=True), context.criteria))
+        program = cmds.SearchAnd((cmds.SearchSequence(uid_set(uids), uid=True), context.criteria))
         return uids, set((yield from searching.search_sliced(session, program, slicer)))
 
     @staticmethod
@@ -362,6 +397,20 @@ class SearchContexts:
             keys[context.tag] = (yield from member_keys_sliced(session, context.sort, entering, slicer)) \
                 if entering else {}
         return keys
+
+
+def _fetch_groups(entered: dict[int, list[int]],
+                  contexts: list[LiveSearch]) -> list[tuple[tuple[cmds.FetchAtt, ...], list[int]]]:
+    """Updates.fetches from UID -> the indexes in ``contexts`` of the results it arrived into:
+    one group per set of results, with their attributes together (the first of each label)."""
+    by_contexts: dict[tuple[int, ...], list[int]] = {}
+    for uid in sorted(entered):
+        by_contexts.setdefault(tuple(entered[uid]), []).append(uid)
+    groups = []
+    for indexes, uids in by_contexts.items():   # (in the order of their lowest UIDs)
+        atts = cmds.peek_forms(att for index in indexes for att in contexts[index].fetch_atts)
+        groups.append((atts, uids))
+    return groups
 
 
 def member_keys(session: Any, criteria: tuple[cmds.SortCriterion, ...], uids: list[int]) -> dict[int, tuple[Any, ...]]:
@@ -408,10 +457,12 @@ def refuse_reused_tag(session: Any, tag: bytes, options: tuple[str, ...] | None)
 
 
 def start(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
-          sort: tuple[cmds.SortCriterion, ...] | None = None) -> list[bytes]:
+          sort: tuple[cmds.SortCriterion, ...] | None = None,
+          fetch_atts: tuple[cmds.FetchAtt, ...] = ()) -> list[bytes]:
     """Keep the result ``members`` (ascending UIDs) of a SEARCH or SORT RETURN (UPDATE) live
-    (``criteria`` made with fixed_criteria before the search ran); or, beyond the bounds, the
-    untagged ``NO [NOUPDATE "tag"]`` that says it is not (RFC 5267 section 4.3.1)."""
+    (``criteria`` made with fixed_criteria before the search ran; ``fetch_atts``: UPDATE's, RFC
+    5465 section 7); or, beyond the bounds, the untagged ``NO [NOUPDATE "tag"]`` that says it is
+    not (RFC 5267 section 4.3.1)."""
     contexts = session.selected.contexts
     if not contexts.room_for(len(members)):
         code = b"NOUPDATE " + encode.string(tag)
@@ -419,5 +470,5 @@ def start(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members
     keys = member_keys(session, sort, list(members)) if sort is not None else None
     if keys is not None:
         members = [uid for uid in members if uid in keys]
-    contexts.add(LiveSearch(tag, uid, criteria, members, sort, keys))
+    contexts.add(LiveSearch(tag, uid, criteria, members, sort, keys, fetch_atts))
     return []

@@ -588,6 +588,9 @@ class SelectedMailbox:
         # UID ranges this session's own APPEND, COPY, MOVE and REPLACE put here, while NOTIFY asks
         # for MessageNew's FETCH (note_own_arrivals): they get none.
         self._own_arrivals: list[tuple[int, int]] = []
+        # UID ranges whose MessageNew attributes went out with a live search's UPDATE (...)
+        # FETCH (note_fetched_on_entry): MessageNew's own FETCH leaves them out.
+        self._fetched_on_entry: list[tuple[int, int]] = []
 
     @property
     def condstore(self) -> bool:
@@ -844,6 +847,20 @@ class SelectedMailbox:
         top = self.uid_max
         self._own_arrivals = [(max(low, top + 1), high) for low, high in arrivals if high > top]
         return [(low, min(high, top)) for low, high in arrivals if low <= top]
+
+    def is_own_arrival(self, uid: int) -> bool:
+        """Whether note_own_arrivals() keeps ``uid`` (one this session put here), not taken yet."""
+        return any(low <= uid <= high for low, high in self._own_arrivals)
+
+    def note_fetched_on_entry(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """The FETCH of the messages that arrived into live searches had NOTIFY MessageNew's
+        attributes too for these UID ranges (RFC 5465 section 5.2: combined into one FETCH):
+        take_fetched_on_entry() hands them to MessageNew's FETCH, which leaves them out."""
+        self._fetched_on_entry.extend(ranges)
+
+    def take_fetched_on_entry(self) -> list[tuple[int, int]]:
+        fetched, self._fetched_on_entry = self._fetched_on_entry, []
+        return fetched
 
     def note_claim(self, floor: int, last: int) -> None:
         """This session's APPEND claimed \\Recent for the UIDs floor+1..last (Store.append_claiming)."""

@@ -45,7 +45,7 @@ from gximap.net.handler import (
     TransportAction,
     Waker,
 )
-from gximap.session import capabilities, condstore, progress, uidonly
+from gximap.session import capabilities, condstore, progress, searchcontext, uidonly
 from gximap.session import notify as notify_commands
 from gximap.session.base import (
     REGISTRY,
@@ -590,12 +590,13 @@ class ImapSession:
                 and (pending is None or self._selected_changed or self._updates_missed)):
             self._selected_changed = False   # (before the reads: a change from now on is heard again)
             if "FlagChange" in group.events or self._messages_moved(selected):
-                before = selected.uid_max
-                self._send_updates(selected, allow_expunge=group.kind == "selected")
+                # MessageNew's FETCH once the live searches have looked (then): a message that
+                # arrived into one that fetches on entry has had its attributes (_fetch_entering).
+                self._send_updates(selected, allow_expunge=group.kind == "selected",
+                                   then=functools.partial(self._fetch_new_messages, selected.uid_max))
                 if self._selected_gone:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
                     return
-                self._fetch_new_messages(before)
         if pending is None:
             # RFC 5465 section 5.8: say so, and behave as after NOTIFY NONE.
             self._out.append(b"* OK [NOTIFICATIONOVERFLOW] " + self.text(Code.INFO_NOTIFICATION_OVERFLOW) + b"\r\n")
@@ -629,10 +630,12 @@ class ImapSession:
         # Section 5.2: "A FETCH response SHOULD NOT be generated for a new message created by the
         # client on this particular connection" (its APPEND, COPY, MOVE or REPLACE into this mailbox).
         own = selected.take_own_arrivals()
+        # Those whose attributes went out with a live search's FETCH (section 5.2: combined).
+        fetched = selected.take_fetched_on_entry()
         items = state.message_new_items if state is not None else ()
         if not items or selected.uid_max <= before:
             return
-        ranges = uid_ranges_without(before + 1, selected.uid_max, own)
+        ranges = uid_ranges_without(before + 1, selected.uid_max, own + fetched)
         if not ranges:
             return
         cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(tuple(ranges)), items)
@@ -1119,24 +1122,27 @@ class ImapSession:
         lines go on while the live searches work. Returns that work of the live searches when it
         is queued (_recheck_live_searches), else None (``then`` has run)."""
         self._selected_changed = False   # (before the catch-up: a change it misses is heard again)
+        announced_above = selected.uid_max   # (the messages above it are those this catch-up announces)
         self._out.extend(self._sync_selected(selected, allow_expunge=allow_expunge))
         self._out.extend(condstore.announce_highestmodseq(self, done))
         # After a catch-up that failed, nothing new is in the view: the next one has them look.
         contexts = selected.contexts   # (contexts.recheck_due(), less a call on every command's path)
         if (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
                 and not self._updates_missed):
-            return self._recheck_live_searches(selected, then, command)
+            return self._recheck_live_searches(selected, then, command, announced_above)
         if then is not None:
             then()
         return None
 
     def _recheck_live_searches(self, selected: SelectedMailbox, then: Callable[[], None] | None,
-                               command: _Running | None) -> _Running:
+                               command: _Running | None, announced_above: int) -> _Running:
         """Have the live searches of ``selected`` look at the messages the catch-up noted, as the
         session's own work (_run_before_resuming), in slices that give the worker back as a
-        SEARCH does (gximap.session.searchcontext), then ``then``. Nothing else runs meanwhile:
-        no command starts, an IDLE reads no DONE, a NOTIFY push waits (wakeup); so no catch-up
-        moves the view under it. Within a command its INPROGRESS lines go on, under its tag."""
+        SEARCH does (gximap.session.searchcontext), fetch what their UPDATE (...) asks of those
+        that arrived into them (_fetch_entering; ``announced_above``: the catch-up announced the
+        messages above this UID), then ``then``. Nothing else runs meanwhile: no command starts,
+        an IDLE reads no DONE, a NOTIFY push waits (wakeup); so no catch-up moves the view under
+        it. Within a command its INPROGRESS lines go on, under its tag."""
         timer = command.progress_timer if command is not None else None
         slicer = TimeSlice(progress=self.progress if timer is not None else None)
         if timer is not None:
@@ -1146,9 +1152,13 @@ class ImapSession:
 
         def steps() -> Generator[Any, Any, None]:
             nonlocal looked
-            lines = yield from selected.contexts.update_lines_sliced(self, selected, slicer)
-            looked = lines is not None   # None: a store error, the messages are still noted
-            yield from lines or ()
+            updates = yield from selected.contexts.update_lines_sliced(self, selected, slicer)
+            looked = updates is not None   # None: a store error, the messages are still noted
+            if updates is None:
+                return
+            if updates.fetches:
+                yield from self._fetch_entering(selected, updates.fetches, announced_above)
+            yield from updates.lines
 
         def after() -> None:
             if then is not None:
@@ -1165,6 +1175,56 @@ class ImapSession:
         work.then = after
         self._run_before_resuming(work)
         return work
+
+    def _fetch_entering(self, selected: SelectedMailbox, fetches: list[tuple[tuple[cmds.FetchAtt, ...], list[int]]],
+                        announced_above: int) -> Generator[Any, Any, None]:
+        """RFC 5465 section 7: the FETCH responses of the messages that arrived into live searches
+        whose UPDATE asked for fetch attributes (searchcontext.Updates.fetches; .PEEK forms), each
+        group run as a UID FETCH (as MessageNew's: the UID comes first; UIDFETCH under UIDONLY)
+        whose answer is dropped, so that its bodies go out as any FETCH's, a response at a time
+        as the client takes them. The caller sends them after the catch-up's EXISTS and before
+        the ESEARCH ADDTO: "the EXISTS response MUST precede any FETCH responses, and together
+        they MUST precede the ESEARCH response".
+
+        A message NOTIFY's MessageNew is also to fetch (announced by this catch-up, above
+        ``announced_above``, and not the client's own) gets both lists in this one FETCH (section
+        5.2: "These attributes SHOULD be combined into a single FETCH response. The server SHOULD
+        avoid sending duplicate data"), and MessageNew's own FETCH leaves it out
+        (SelectedMailbox.note_fetched_on_entry). Section 5.2 wants MessageNew's FETCH after the
+        ADDTO, section 7 this one before it; one response cannot do both. The combined one keeps
+        section 7's place: it is the rule written for these attributes (its example fetches them
+        so that the client has the message when the ADDTO places it), and the EXISTS that
+        MessageNew's FETCH must follow is out already. Other new messages' MessageNew FETCH
+        stays after the ADDTO."""
+        state = self.notify
+        message_new = state.message_new_items if state is not None else ()
+        parts: list[tuple[tuple[cmds.FetchAtt, ...], list[int]]] = []
+        for atts, uids in fetches:
+            alone: list[int] = []
+            combined: list[int] = []
+            for uid in uids:
+                both = message_new and uid > announced_above and not selected.is_own_arrival(uid)
+                (combined if both else alone).append(uid)
+            if alone:
+                parts.append((atts, alone))
+            if combined:
+                parts.append((cmds.peek_forms((*atts, *message_new)), combined))
+                selected.note_fetched_on_entry(searchcontext.uid_runs(combined))
+        parts.sort(key=lambda part: part[1][0])
+        for atts, uids in parts:
+            cmd = cmds.Fetch(b"*", True, searchcontext.uid_set(uids), atts)
+            registration = REGISTRY.lookup(cmd)
+            if registration is None or self.selected is not selected:
+                return
+            try:
+                yield from self._drive(registration.handler, cmd)
+            except (CommandFailed, midb_errors.MidbError) as exc:
+                if self._inside_response:
+                    raise   # part of a response is out: the connection ends (_finish)
+                # (NO [UNKNOWN-CTE] of one message, a store error: what went out before stays
+                # out, and the ESEARCH follows all the same, as the results hold the messages.)
+                if isinstance(exc, midb_errors.MidbError):
+                    log_store_trouble(self, "live search FETCH", exc)
 
 
 def _refused_preview(tag: bytes | None, command: bytes | None, size: int | None, synchronizing: bool,
