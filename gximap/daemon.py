@@ -465,7 +465,7 @@ class Daemon:
             thread_charge_num=int(cfg.imap_thread_charge_num),
             conn_timeout=float(cfg.imap_conn_timeout),
             ssl_context=ssl_context,
-            busy_response=b"* BYE " + codes.text(Code.BYE_SERVER_BUSY, cfg.host_id).encode() + b"\r\n",
+            busy_response=b"* BYE " + codes.ascii.text(Code.BYE_SERVER_BUSY, cfg.host_id).encode() + b"\r\n",
             proxy_mode=int(cfg.imap_accept_haproxy),
             proxy_trust=list(cfg.imap_haproxy_trust),
             proxy_ssl_context=self._proxy_ssl_context,

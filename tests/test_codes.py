@@ -129,6 +129,20 @@ def test_placeholder_filling_is_safe(shipped: ResponseCodes) -> None:
     assert shipped.text(Code.NO_LIMIT, 95) == "Limit exceeded: 95"
 
 
+def test_ascii_table_folds_translations_and_arguments(shipped: ResponseCodes) -> None:
+    # RFC 3501 section 9: response text is 7-bit (IMAP4rev1 sessions get ``ascii``).
+    table = ResponseCodes({int(Code.OK_STATUS): "Fertig ✓ für Müller", int(Code.BAD_PARSE): "Fehler: <>",
+                           1: "\u0301"})
+    assert table.text(Code.OK_STATUS) == "Fertig ✓ für Müller"
+    assert table.ascii.text(Code.OK_STATUS) == "Fertig ? fur Muller"
+    assert table.ascii.plain_bytes(Code.OK_STATUS) == b"Fertig ? fur Muller"
+    assert table.ascii.text(Code.BAD_PARSE, "Größe") == "Fehler: Gro?e"
+    assert table.ascii.text(1) == "Response 1"   # nothing left once folded: never empty
+    assert table.ascii.ascii is table.ascii
+    assert shipped.ascii.text(Code.BAD_PARSE, "café") == "Parse error: cafe"
+    assert shipped.text(Code.BAD_PARSE, "café") == "Parse error: café"
+
+
 def test_unknown_code_never_raises(shipped: ResponseCodes) -> None:
     assert shipped.text(99999) == "Response 99999"
     assert shipped.text(12345, "detail") == "Response 12345 detail"

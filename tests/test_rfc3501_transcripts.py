@@ -28,6 +28,7 @@ from collections.abc import Iterable
 import pytest
 from conversation import Conversation
 
+from gximap.imap.codes import ResponseCodes
 from gximap.session.base import State
 
 SEEN = "\\Seen"
@@ -783,6 +784,36 @@ def test_7_1_3_bad_command_line_too_long(tmp_path):
         lines = conv.send(b"A1 NOOP " + b"x" * 2000 + b"\r\nA2 NOOP\r\n")
         assert lines[0].startswith(b"A1 BAD ")
         assert lines[1].startswith(b"A2 OK ")
+
+
+def test_9_response_text_is_7bit_until_imap4rev2(conv, tmp_path):
+    # RFC 3501 section 9: text = 1*TEXT-CHAR, a CHAR being 7-bit; RFC 9051 allows UTF-8 text
+    # only after ENABLE IMAP4rev2. A translated imap_code.txt must not put 8-bit octets on an
+    # IMAP4rev1 client's response lines: its letters go as their ASCII base letters, others as "?".
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "imap_code.txt").write_text("10001\t<host_id> Grüß Gott\n20200\tNOOP erledigt ✓\n"
+                                         "40001\tSyntaxfehler: <>\n", encoding="utf-8")
+    conv.ctx.codes = ResponseCodes.load(str(texts))
+    client = conv.second_session()
+    assert client.greeting()[0].endswith(b"] localhost Gru? Gott")
+    client.login()
+    client.script("""
+        C: a1 NOOP
+        S: a1 OK NOOP erledigt ?
+        C: a2 FETCH
+        S: a2 BAD [CLIENTBUG] Syntaxfehler: {*}
+        C: a3 ENABLE UTF8=ACCEPT
+        S: * ENABLED UTF8=ACCEPT
+        S: a3 OK {*}
+        C: a4 NOOP
+        S: a4 OK NOOP erledigt ?
+        C: a5 ENABLE IMAP4rev2
+        S: * ENABLED IMAP4rev2
+        S: a5 OK {*}
+        C: a6 NOOP
+        S: a6 OK NOOP erledigt ✓
+    """)
 
 
 def test_7_1_5_bye_autologout(conv):

@@ -11,6 +11,7 @@ import enum
 import logging
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 from gximap.imap.commands import BADCHARSET_CODE
@@ -380,17 +381,35 @@ def _sanitize(text: str) -> str:
     return _UNSAFE.sub(" ", text)
 
 
+def ascii_fold(text: str) -> str:
+    """``text`` in US-ASCII: a letter with diacritics as its base letter, any other non-ASCII
+    character as "?" (a translated text's words stay readable to an IMAP4rev1 client)."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(char if char.isascii() else "?" for char in decomposed if not unicodedata.combining(char))
+
+
 class ResponseCodes:
-    """The loaded table.  ``text()`` never raises: an unknown code gives a generic text."""
+    """The loaded table.  ``text()`` never raises: an unknown code gives a generic text.
+
+    ``ascii`` is the same table for a session that may only be sent US-ASCII text: RFC 3501's
+    ``text`` is 7-bit (section 9, TEXT-CHAR), and RFC 9051 allows UTF-8 in it only after ENABLE
+    IMAP4rev2. A translated imap_code.txt, or a placeholder's value, is folded (ascii_fold)."""
 
     def __init__(self, table: dict[int, str] | None = None, *, source: str | None = None,
-                 warnings: list[str] | None = None) -> None:
+                 warnings: list[str] | None = None, ascii_only: bool = False) -> None:
         self._table = {code: _sanitize(text) for code, text in (table or {}).items()}
+        self._ascii_only = ascii_only
+        if ascii_only:
+            self._table = {code: ascii_fold(text) for code, text in self._table.items()}
         # Texts without arguments, encoded: every tagged response carries one (the table is
         # fixed once loaded; a reload builds a new ResponseCodes).
         self._plain: dict[int, bytes] = {}
         self.source = source
         self.warnings = list(warnings or [])
+        self.ascii: ResponseCodes = self if ascii_only else ResponseCodes(
+            self._table, source=source, warnings=self.warnings, ascii_only=True)
 
     @classmethod
     def load(cls, data_file_path: str | None = None) -> ResponseCodes:
@@ -461,6 +480,8 @@ class ResponseCodes:
             return _sanitize(str(next(values, "")))
 
         result = _PLACEHOLDER.sub(fill, template).strip()
+        if self._ascii_only and not result.isascii():
+            result = ascii_fold(result).strip()
         if not result:
             return f"Response {int(code)}"
         if result.startswith("["):

@@ -196,7 +196,10 @@ class ImapSession:
 
     @property
     def codes(self):  # noqa: ANN201
-        return self.ctx.codes
+        # Human-readable text is US-ASCII until the client enables IMAP4rev2 (RFC 3501 section 9,
+        # RFC 9051 section 9): a translated imap_code.txt goes folded (ResponseCodes.ascii).
+        codes = self.ctx.codes
+        return codes if "IMAP4REV2" in self.enabled else codes.ascii
 
     @property
     def rev2(self) -> bool:
