@@ -180,6 +180,7 @@ class _Session:
         self.qresync_enabled = False
         self.uidonly = False
         self.rev2 = False
+        self.notify = None
 
 
 def _expunge(conv: Conversation, uids: list[int]) -> None:
