@@ -200,6 +200,7 @@ class _Session:
     qresync_enabled = False
     uidonly = False
     rev2 = False
+    notify = None
 
 
 @pytest.mark.parametrize("seed", range(4))
