@@ -543,12 +543,18 @@ def test_partial_and_min_with_update_answer_as_without_and_update_all(conv: Conv
 # -- UIDONLY ----------------------------------------------------------------------------------
 
 
+def _uidonly_watcher(other: Conversation) -> Conversation:
+    """A second session of ``other``'s account with UIDONLY enabled and INBOX selected."""
+    session = other.second_session()
+    session.login()
+    session.command("ENABLE UIDONLY")
+    session.select()
+    return session
+
+
 def test_uidonly_takes_uid_search_update(pair: tuple[Conversation, Conversation]) -> None:
     b, _ = pair
-    a = b.second_session()
-    a.login()
-    a.command("ENABLE UIDONLY")
-    a.select()
+    a = _uidonly_watcher(b)
     a.script(r"""
         C: a1 SEARCH RETURN (UPDATE) SEEN
         S: a1 BAD [UIDREQUIRED] {*}
@@ -658,10 +664,7 @@ def test_sort_context_fetches_its_new_members_before_the_addto(pair: tuple[Conve
 
 def test_uidonly_gets_uidfetch_before_the_addto(pair: tuple[Conversation, Conversation]) -> None:
     b, _ = pair
-    a = b.second_session()
-    a.login()
-    a.command("ENABLE UIDONLY")
-    a.select()
+    a = _uidonly_watcher(b)
     a.script(r"""
         C: a1 UID SEARCH RETURN (UPDATE (UID FLAGS)) UNSEEN
         S: * ESEARCH (TAG "a1") UID
