@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import stat
 import threading
@@ -32,9 +33,11 @@ from midb.errors import FileUnavailable
 
 T = TypeVar("T")
 
-# While the file is unusable and its stat has not changed, it is tried again at most this often:
-# an EIO or a security policy may pass without the file changing (a chmod, chown or ACL change
-# does change its ctime, and is seen at the next lookup). Between tries, lookups fail at once.
+# While the file cannot be read and its stat has not changed, it is tried again at most this
+# often: an EIO or a security policy may pass without the file changing (a chmod, chown or ACL
+# change does change its ctime, and is seen at the next lookup). Between tries, lookups fail at
+# once. A file unusable as a whole (not a regular file, too large) is not tried again until its
+# stat changes: its mode and size, in the signature, are what made it so.
 RETRY_INTERVAL = 1.0
 
 _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
@@ -50,7 +53,7 @@ class _State(Generic[T]):
     contents: T
     failure: str | None = None  # why the file cannot be used now: lookups raise FileUnavailable
     missing: bool = False  # the file is missing and the reader takes that as the empty value
-    retry_at: float = 0.0  # the clock reading from which an unusable file is tried again
+    retry_at: float = 0.0  # the clock reading from which an unusable file is tried again (inf: not by time)
 
 
 def _signature(result: os.stat_result | OSError) -> tuple[object, ...]:
@@ -137,7 +140,7 @@ class ReloadingFile(Generic[T]):
             return _State(signature, self._empty, failure=describe_os_error(exc),
                           retry_at=self._clock() + RETRY_INTERVAL)
         except _Unusable as exc:
-            return _State(signature, self._empty, failure=str(exc), retry_at=self._clock() + RETRY_INTERVAL)
+            return _State(signature, self._empty, failure=str(exc), retry_at=math.inf)
         return _State(signature, self._parse(data))
 
     def _settle(self, state: _State[T]) -> None:

@@ -238,6 +238,35 @@ def test_an_io_error_is_tried_again_without_a_change_to_the_file(
     assert _file_errors(caplog)[1:] == [f"passwd-file {path} can be read again"]
 
 
+def test_a_file_over_its_size_bound_is_not_read_again_until_it_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too large (or not a regular file) is what the file's stat says: unlike an EIO, time
+    changes nothing, so a file that stays so is not read again every RETRY_INTERVAL (a map file
+    over 64 MiB would be read whole each second while lookups come); a change to it is."""
+    path = tmp_path / "map"
+    path.write_bytes(b"a: x\nb: y\n")
+    now = [100.0]
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(name: str | os.PathLike[str], flags: int, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(name))
+        return real_open(name, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting_open)
+    table = ReloadingFile(str(path), lambda data: data, b"", what="map file", max_bytes=4,
+                          log=logging.getLogger("gximap.auth"), clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(FileUnavailable) as caught:
+            table.current()
+        now[0] += RETRY_INTERVAL
+    assert caught.value.reason == "larger than 4 bytes"
+    assert len(opened) == 1
+    path.write_bytes(b"a: x")
+    assert table.current() == b"a: x"
+    assert len(opened) == 2
+
+
 def test_passwd_file_invalid_utf8_line_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "passwd"
     path.write_bytes(b"good:{PLAIN}pw\nbad\xff:{PLAIN}pw\n")

@@ -802,7 +802,7 @@ def test_9_response_text_is_7bit_until_imap4rev2(conv, tmp_path):
         C: a1 NOOP
         S: a1 OK NOOP erledigt ?
         C: a2 FETCH
-        S: a2 BAD [CLIENTBUG] Syntaxfehler: {*}
+        S: a2 BAD [CLIENTBUG] Syntaxfehler: Missing argument
         C: a3 ENABLE UTF8=ACCEPT
         S: * ENABLED UTF8=ACCEPT
         S: a3 OK {*}

@@ -455,7 +455,8 @@ class NameMap:
         return value
 
     def map_all(self, name: str) -> list[str]:
-        """Every mapped name (delivery to several mailboxes); UnmappedName when there is none."""
+        """Every mapped name (delivery to several mailboxes); UnmappedName when there is none;
+        midb.errors.FileUnavailable when a ``file`` table cannot be read (no verdict), as :meth:`map`."""
         key = self.normalize(name)
         values = self.table.lookup_multi(key)
         if not values:

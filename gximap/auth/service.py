@@ -461,7 +461,8 @@ class AuthService:
             return username.lower()
         except FileUnavailable:
             # auth_map's file cannot be read: the login this is for fails as a temporary error at
-            # its own lookup (no block counts for it); a failure counted before still blocks.
+            # its own lookup (no block counts for it). Meanwhile a block kept under the name as
+            # given still holds; one kept under the identity the file maps it to is not seen.
             return username.lower()
 
     def user_block_remaining(self, username: str) -> float:
