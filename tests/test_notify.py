@@ -211,6 +211,29 @@ def test_inboxes_is_personal_when_a_delivery_filter_may_file_mail_anywhere(tmp_p
         assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS INBOX"]
 
 
+def test_inboxes_is_personal_when_spam_is_quarantined(tmp_path: Path) -> None:
+    """lmtp_spam_header has LMTP deliver spam into the \\Junk folder: that is a mailbox mail is
+    delivered to too (RFC 5465 section 6.3), so INBOXES is PERSONAL then, as with a filter."""
+    from gximap.auth.maps import NameMap
+    from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings, parse_spam_header
+    from gximap.lmtp.protocol import Envelope, Recipient
+
+    path = tmp_path / "imap.cfg"
+    path.write_text("lmtp_spam_header = X-Spam: Yes\n")
+    settings = settings_from_config(config.load_config([str(path)], required=True))
+    with Conversation(tmp_path / "server", delivery_filters=settings.delivery_filters) as a:
+        a.login()
+        a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge))")
+        agent = DeliveryAgent(a.store, NameMap.from_directives("email_localpart", "auto"),
+                              DeliverySettings(spam_header=parse_spam_header("X-Spam: Yes")))
+        envelope = Envelope(sender="carol@example.org")
+        recipient = Recipient("alice@test.example", None, ("alice",))
+        envelope.recipients.append(recipient)
+        prepared = agent.prepare(envelope, b"X-Spam: yes\r\nSubject: buy\r\n\r\nnow\r\n")
+        assert agent.deliver(prepared, recipient, delivery_id="T.1").code == 250
+        assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Junk"]
+
+
 def test_subscribed_filter_follows_subscriptions(pair: tuple[Conversation, Conversation]) -> None:
     a, b = pair
     a.command("NOTIFY SET (subscribed (MessageNew MessageExpunge SubscriptionChange))")
