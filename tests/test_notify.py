@@ -20,7 +20,7 @@ from gximap.daemon import settings_from_config
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
 from gximap.session import condstore, notify, pieces
-from midb.errors import StoreBusy
+from midb.errors import OverQuota, StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
 
@@ -963,6 +963,36 @@ def test_own_bulk_copy_written_off_the_worker_is_not_reported(
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
     assert a.command("COPY 1:* Lists")[:-1] == []
     assert a.wake(require=False) == []
+
+
+def test_own_failed_bulk_copy_undone_off_the_worker_is_not_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY whose second piece fails has the copies of the first removed by BULK_WRITERS too
+    (copy_move._hand_over_undo): that removal is the client's own as well. Another session's
+    next change there gets a STATUS with the counters as they are."""
+    a, b = pair
+    monkeypatch.setattr(pieces, "BULK_WRITERS", _ThreadWriters())
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 2)
+    for _ in range(5):
+        a.add_message()
+    a.select()
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    copy, calls = a.store.copy, []
+
+    def second_piece_over_quota(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 2:
+            raise OverQuota("STORAGE")
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(a.store, "copy", second_piece_over_quota)
+    lines = a.send(b"c1 COPY 1:* Lists\r\n")
+    assert len(lines) == 1 and lines[0].startswith(b"c1 NO [OVERQUOTA]"), lines
+    lists = a.folder("Lists")
+    assert (lists.messages, lists.uidnext) == (0, 3)   # the first piece's two copies, removed
+    assert a.wake(require=False) == []
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert a.wake() == [b"* STATUS Lists (MESSAGES 1 UIDNEXT 4 UIDVALIDITY %d UNSEEN 1)" % lists.uidvalidity]
 
 
 def test_own_new_messages_in_the_selected_mailbox_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:
