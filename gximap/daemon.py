@@ -84,7 +84,8 @@ def settings_from_config(cfg: Config):  # noqa: ANN201 - gximap.session.context.
         default_mailbox_quota=int(cfg.imap_default_mailbox_quota),
         default_annotation_quota=int(cfg.imap_default_annotation_quota),
         autoexpunge=gxconfig.autoexpunge_periods(cfg),
-        delivery_filters=bool(str(cfg.imap_filter_command or "").strip()),
+        # NOTIFY's INBOXES (RFC 5465 section 6.3): a filter may file mail anywhere, the quarantine into \\Junk.
+        delivery_filters=any(str(value or "").strip() for value in (cfg.imap_filter_command, cfg.lmtp_spam_header)),
     )
 
 

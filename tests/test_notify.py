@@ -20,7 +20,7 @@ from gximap.daemon import settings_from_config
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
 from gximap.session import condstore, notify, pieces
-from midb.errors import StoreBusy
+from midb.errors import OverQuota, StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
 
@@ -209,6 +209,29 @@ def test_inboxes_is_personal_when_a_delivery_filter_may_file_mail_anywhere(tmp_p
         assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists"]
         b.command("APPEND INBOX {12+}\r\nSubject: z\r\n")
         assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS INBOX"]
+
+
+def test_inboxes_is_personal_when_spam_is_quarantined(tmp_path: Path) -> None:
+    """lmtp_spam_header has LMTP deliver spam into the \\Junk folder: that is a mailbox mail is
+    delivered to too (RFC 5465 section 6.3), so INBOXES is PERSONAL then, as with a filter."""
+    from gximap.auth.maps import NameMap
+    from gximap.lmtp.delivery import DeliveryAgent, DeliverySettings, parse_spam_header
+    from gximap.lmtp.protocol import Envelope, Recipient
+
+    path = tmp_path / "imap.cfg"
+    path.write_text("lmtp_spam_header = X-Spam: Yes\n")
+    settings = settings_from_config(config.load_config([str(path)], required=True))
+    with Conversation(tmp_path / "server", delivery_filters=settings.delivery_filters) as a:
+        a.login()
+        a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge))")
+        agent = DeliveryAgent(a.store, NameMap.from_directives("email_localpart", "auto"),
+                              DeliverySettings(spam_header=parse_spam_header("X-Spam: Yes")))
+        envelope = Envelope(sender="carol@example.org")
+        recipient = Recipient("alice@test.example", None, ("alice",))
+        envelope.recipients.append(recipient)
+        prepared = agent.prepare(envelope, b"X-Spam: yes\r\nSubject: buy\r\n\r\nnow\r\n")
+        assert agent.deliver(prepared, recipient, delivery_id="T.1").code == 250
+        assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Junk"]
 
 
 def test_subscribed_filter_follows_subscriptions(pair: tuple[Conversation, Conversation]) -> None:
@@ -940,6 +963,36 @@ def test_own_bulk_copy_written_off_the_worker_is_not_reported(
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
     assert a.command("COPY 1:* Lists")[:-1] == []
     assert a.wake(require=False) == []
+
+
+def test_own_failed_bulk_copy_undone_off_the_worker_is_not_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY whose second piece fails has the copies of the first removed by BULK_WRITERS too
+    (copy_move._hand_over_undo): that removal is the client's own as well. Another session's
+    next change there gets a STATUS with the counters as they are."""
+    a, b = pair
+    monkeypatch.setattr(pieces, "BULK_WRITERS", _ThreadWriters())
+    monkeypatch.setattr(pieces, "FIRST_PIECE", 2)
+    for _ in range(5):
+        a.add_message()
+    a.select()
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    copy, calls = a.store.copy, []
+
+    def second_piece_over_quota(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 2:
+            raise OverQuota("STORAGE")
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(a.store, "copy", second_piece_over_quota)
+    lines = a.send(b"c1 COPY 1:* Lists\r\n")
+    assert len(lines) == 1 and lines[0].startswith(b"c1 NO [OVERQUOTA]"), lines
+    lists = a.folder("Lists")
+    assert (lists.messages, lists.uidnext) == (0, 3)   # the first piece's two copies, removed
+    assert a.wake(require=False) == []
+    b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+    assert a.wake() == [b"* STATUS Lists (MESSAGES 1 UIDNEXT 4 UIDVALIDITY %d UNSEEN 1)" % lists.uidvalidity]
 
 
 def test_own_new_messages_in_the_selected_mailbox_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:

@@ -1533,9 +1533,8 @@ def _notify(r: _Reader) -> Command:
     What the RFC makes a BAD besides the grammar is refused here too: MessageNew without
     MessageExpunge or the reverse, FlagChange or AnnotationChange without them (section 5),
     more than one selected filter and an event for it that is known not to be a message event
-    (section 6), fetch
-    attributes for other mailboxes than the selected (section 5.2). Events the grammar allows
-    as ``event-ext`` are kept as sent: the command answers them with NO [BADEVENT]."""
+    (section 6), fetch attributes for other mailboxes than the selected (section 5.2). Events the
+    grammar allows as ``event-ext`` are kept as sent: the command answers them with NO [BADEVENT]."""
     r.sp()
     verb = r.word("SET or NONE")
     if verb == "NONE":

@@ -59,8 +59,8 @@ class Settings:
     # its account logs in or receives mail (imap_autoexpunge_trash, imap_autoexpunge_junk;
     # gximap.expiring).
     autoexpunge: tuple[tuple[str, float], ...] = ()
-    # imap_filter_command is set: deliveries may be filed into any folder, so NOTIFY's INBOXES
-    # filter cannot be told from PERSONAL (RFC 5465 section 6.3).
+    # imap_filter_command or lmtp_spam_header is set: deliveries may be filed into any folder, or
+    # quarantined into \\Junk, so NOTIFY's INBOXES filter is PERSONAL (RFC 5465 section 6.3).
     delivery_filters: bool = False
 
 

@@ -322,6 +322,8 @@ class NotifyState:
         events (its view's updates). Every read comes before anything is reported or noted as
         reported: a store error leaves the changes pending, for the next try."""
         dirty, notices, own = pending
+        if not dirty and not notices and not own:
+            return []   # (every command's end with NOTIFY set comes here)
         looked = dirty.keys() | own
         selected = session.selected
         if selected is not None and not self._names_matter:
@@ -329,8 +331,8 @@ class NotifyState:
             # snapshot stays: once the mailbox is left, its next change is compared with that, and
             # its STATUS may repeat what the client saw while the mailbox was selected.)
             looked.discard(selected.folder_id)
-        if not looked and not notices:
-            return []   # (every command's end with NOTIFY set comes here)
+            if not looked and not notices:
+                return []
         store, user = session.store, session.user
         try:
             found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in looked}

@@ -628,16 +628,16 @@ class ImapSession:
         that sends no tagged answer, and then the interrupted command (IDLE, or none) goes on."""
         state = self.notify
         selected = self.selected
-        if selected is None:
+        items = state.message_new_items if state is not None else ()
+        if not items or selected is None or selected.uid_max <= before:
+            # (Nothing new: what the takes below hand over is noted only while there are items,
+            # of messages not announced yet, and waits for the update that announces them.)
             return
         # Section 5.2: "A FETCH response SHOULD NOT be generated for a new message created by the
         # client on this particular connection" (its APPEND, COPY, MOVE or REPLACE into this mailbox).
         own = selected.take_own_arrivals()
         # Those whose attributes went out with a live search's FETCH (section 5.2: combined).
         fetched = selected.take_fetched_on_entry()
-        items = state.message_new_items if state is not None else ()
-        if not items or selected.uid_max <= before:
-            return
         ranges = uid_ranges_without(before + 1, selected.uid_max, own + fetched)
         if not ranges:
             return
