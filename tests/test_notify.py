@@ -414,3 +414,16 @@ def test_new_messages_announced_by_a_refusal_before_a_literal_get_their_fetch(
     assert lines[2].startswith(b"p1 NO [TRYCREATE]")
     assert lines[3:] == [b"* 2 FETCH (UID 2)"]
     assert a.wake() == []
+
+
+def test_message_new_fetch_carries_modseq_once_condstore_aware(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 7162 section 3.1: once the client is CONDSTORE-aware every unsolicited FETCH carries
+    UID and MODSEQ; MessageNew's FETCH is the server's own (no FETCH of the client's asked for
+    it), so it does too."""
+    a, b = pair
+    a.command("ENABLE CONDSTORE")
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (FLAGS) MessageExpunge))")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    modseq = a.store.get_folder("alice", "INBOX").highestmodseq
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2 FLAGS (\\Recent) MODSEQ (%d))" % modseq]

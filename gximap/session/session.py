@@ -605,7 +605,12 @@ class ImapSession:
         group = state.selected_group if state is not None else None
         if group is None or not group.fetch_atts or selected is None or selected.uid_max <= before:
             return
-        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), group.fetch_atts)
+        atts = group.fetch_atts
+        if condstore.enabled(self) and not any(att.name == "MODSEQ" for att in atts):
+            # RFC 7162 section 3.1: a CONDSTORE-aware client gets UID and MODSEQ in every
+            # unsolicited FETCH; this one answers no FETCH of its own.
+            atts = (*atts, cmds.FetchAtt("MODSEQ"))
+        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(((before + 1, selected.uid_max),)), atts)
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
