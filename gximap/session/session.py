@@ -614,7 +614,16 @@ class ImapSession:
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
-        self._run_before_resuming(_Running(cmd, b"*", self._drive(registration.handler, cmd), False))
+        work = _Running(cmd, b"*", self._drive(registration.handler, cmd), False)
+        work.then = self._announce_after_fetching_new
+        self._run_before_resuming(work)
+
+    def _announce_after_fetching_new(self) -> None:
+        """After MessageNew's FETCH: no catch-up follows it, so a MODSEQ it gave above the
+        catch-up's, while a change below that is still unreported, needs a QRESYNC client told
+        the HIGHESTMODSEQ it may trust (SelectedMailbox.highestmodseq_report)."""
+        if self.selected is not None and not self._closing:
+            self._out.extend(condstore.announce_highestmodseq(self, None))
 
     def _run_before_resuming(self, work: _Running) -> None:
         """Run ``work`` (the session's own: no tagged answer) before the running command goes on
