@@ -885,24 +885,54 @@ class SessionsModel(RuleBasedStateMachine):
             view.run(f'APPEND "{folder}" ({" ".join(sorted(flags))})', literal=message(subject, 0, body))
 
     @rule(index=st.integers(0, 2), pick=picks, use_uid=st.booleans(), silent=st.booleans(),
-          mode=st.sampled_from(("+", "-", "")), flags=st.sets(st.sampled_from(FLAGS), min_size=1, max_size=2))
+          mode=st.sampled_from(("+", "-", "")), flags=st.sets(st.sampled_from(FLAGS), min_size=1, max_size=2),
+          unchanged=st.sampled_from((None, None, "known", "zero")))
     @step
     def store_flags(self, index: int, pick: list[int], use_uid: bool, silent: bool, mode: str,
-                    flags: set[str]) -> None:
+                    flags: set[str], unchanged: str | None) -> None:
         view = self.view(index)
         view.end_idle()
         named = self.message_set(view, pick, use_uid)
         if named is None:
             return
         command = "UID STORE" if use_uid or view.uidonly else "STORE"
+        modifier = ""
+        if unchanged is not None and view.condstore:
+            # RFC 7162 section 3.1.3: the MODSEQ the client knows (a message changed since is
+            # refused, OK [MODIFIED]), or 0 (every one refused).
+            known = [slot.modseq or 0 for slot in self.chosen(view, pick)]
+            modifier = f" (UNCHANGEDSINCE {min(known) if unchanged == 'known' else 0})"
         if silent:
-            # The client records its own change: the server does not echo it (RFC 3501 6.4.6).
+            # The client records its own change: the server does not echo it (RFC 3501 6.4.6);
+            # one it refused (UNCHANGEDSINCE) or another session's change it overwrote comes as a
+            # FETCH of the flags after this.
             change = flag_set(" ".join(flags))
             for slot in self.chosen(view, pick):
                 if slot.flags is not None and (slot.uid is not None or not (use_uid or view.uidonly)):
                     slot.flags = slot.flags | change if mode == "+" else (
                         slot.flags - change if mode == "-" else change)
-        view.run(f"{command} {named} {mode}FLAGS{'.SILENT' if silent else ''} ({' '.join(sorted(flags))})",
+        view.run(f"{command} {named}{modifier} {mode}FLAGS{'.SILENT' if silent else ''} ({' '.join(sorted(flags))})",
+                 allow=("EXPUNGEISSUED",))
+
+    @rule(index=st.integers(0, 2), pick=picks, use_uid=st.booleans(), to_other=st.booleans(),
+          subject=st.integers(0, 5), body=st.integers(0, 3), flags=st.sets(st.sampled_from(FLAGS), max_size=2))
+    @step
+    def replace(self, index: int, pick: list[int], use_uid: bool, to_other: bool, subject: int, body: int,
+                flags: set[str]) -> None:
+        """REPLACE (RFC 8508): the new version saved, the old one expunged, in one step."""
+        view = self.view(index)
+        view.end_idle()
+        slots = self.chosen(view, pick[:1])
+        target = FOLDERS[1] if to_other else FOLDERS[0]
+        if not slots or folder_info(self.store, target).messages >= MAX_MESSAGES:
+            return
+        if use_uid or view.uidonly:
+            if slots[0].uid is None:
+                return
+            verb, number = "UID REPLACE", slots[0].uid
+        else:
+            verb, number = "REPLACE", view.slots.index(slots[0]) + 1
+        view.run(f'{verb} {number} "{target}" ({" ".join(sorted(flags))})', literal=message(subject, 2, body),
                  allow=("EXPUNGEISSUED",))
 
     @rule(index=st.integers(0, 2), pick=picks, use_uid=st.booleans())
