@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
@@ -446,7 +447,7 @@ def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmods
     pushed = a.folder("INBOX").highestmodseq
     read_columns = store.flag_column_batches
 
-    def others_change_first(*args: object, **kwargs: object) -> object:
+    def others_change_first(*args: Any, **kwargs: Any) -> Any:
         monkeypatch.setattr(store, "flag_column_batches", read_columns)
         store.store_flags("alice", inbox, [1], "add", ["\\Flagged"])   # not reported yet
         store.store_flags("alice", inbox, [2], "add", ["\\Seen"])      # the FETCH shows it
