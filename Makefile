@@ -53,6 +53,8 @@ test: deps lint
 
 fuzz: deps
 	GXIMAP_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q tests/test_parser_fuzz.py tests/test_session_fuzz.py -p no:randomly
+	# A stateful run is a whole sequence of sessions' commands: fewer of them (some 20 minutes).
+	GXIMAP_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/test_session_model.py -p no:randomly
 
 # Side-by-side benchmark against Dovecot and pymap. `python -m bench` installs what is missing
 # first: dovecot-imapd + dovecot-lmtpd with apt-get (as root, or sudo), pymap from PyPI into its own

@@ -1121,3 +1121,45 @@ def test_an_unknown_event_for_the_selected_mailbox_is_badevent(pair: tuple[Conve
     a, _b = pair
     lines = a.send(b"n1 NOTIFY SET (selected (MessageNew MessageExpunge XFoo))\r\n")
     assert lines == [b"n1 NO [" + notify.BADEVENT_CODE + b"] Event not supported"]
+def test_message_new_fetch_carries_modseq_once_condstore_aware(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 7162 section 3.1: once the client is CONDSTORE-aware every unsolicited FETCH carries
+    UID and MODSEQ; MessageNew's FETCH is the server's own (no FETCH of the client's asked for
+    it), so it does too."""
+    a, b = pair
+    a.command("ENABLE CONDSTORE")
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (FLAGS) MessageExpunge))")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    modseq = a.folder("INBOX").highestmodseq
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2 FLAGS (\\Recent) MODSEQ (%d))" % modseq]
+
+
+def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmodseq(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """MessageNew's FETCH runs after the push's catch-up, with no catch-up after it: a change
+    committed in between shows in its MODSEQ while an earlier one (another message's flags) is
+    still to be reported. A QRESYNC client resynchronising from that MODSEQ would never learn
+    of the earlier change, so it is told the HIGHESTMODSEQ of the catch-up (RFC 7162 section
+    3.2.10, erratum 1810's rule for expunges, which holds for any change not yet reported)."""
+    a, b = pair
+    a.command("ENABLE QRESYNC")
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge FlagChange))")
+    store = a.store
+    inbox = a.folder("INBOX").id
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    pushed = a.folder("INBOX").highestmodseq
+    read_columns = store.flag_column_batches
+
+    def others_change_first(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(store, "flag_column_batches", read_columns)
+        store.store_flags("alice", inbox, [1], "add", ["\\Flagged"])   # not reported yet
+        store.store_flags("alice", inbox, [2], "add", ["\\Seen"])      # the FETCH shows it
+        return read_columns(*args, **kwargs)
+
+    monkeypatch.setattr(store, "flag_column_batches", others_change_first)
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % pushed,
+                        b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (%d))" % (pushed + 2),
+                        b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % pushed]
+    assert a.wake() == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (pushed + 1),
+                        b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (%d))" % (pushed + 2)]

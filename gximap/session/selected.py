@@ -781,14 +781,18 @@ class SelectedMailbox:
     def highestmodseq_report(self) -> int | None:
         """The HIGHESTMODSEQ a QRESYNC client must be told after the latest sync, or None.
 
-        With expunges still unreported, a MODSEQ above ``full_modseq`` given in a FETCH response
-        would let the client skip them on its next resynchronisation: it is told the lower,
-        safe value. Otherwise it is told a new HIGHESTMODSEQ no MODSEQ conveyed (after VANISHED,
-        EXISTS or an own expunge), and always when ``force_highestmodseq`` asks for it."""
+        A MODSEQ above ``full_modseq`` given in a FETCH response would let the client skip, on
+        its next resynchronisation, the changes below it not reported yet: expunges held back
+        (RFC 3501 section 7.4.1), or changes committed after the catch-up when no catch-up
+        followed the FETCH (NOTIFY's MessageNew FETCH): it is told the lower, safe value (RFC
+        7162 section 3.2.10 with erratum 1810). Otherwise it is told a new HIGHESTMODSEQ no
+        MODSEQ conveyed (after VANISHED, EXISTS or an own expunge), and always when
+        ``force_highestmodseq`` asks for it."""
         report = None
-        if self.pending_expunge:
-            if self._fetch_modseq > self.full_modseq:
-                report = self.full_modseq
+        if self._fetch_modseq > self.full_modseq:
+            report = self.full_modseq
+        elif self.pending_expunge:
+            pass
         elif self.force_highestmodseq or (self.modseq > self._reported_full and self.modseq > self._fetch_modseq):
             report = self.modseq
         self._reported_full = self.full_modseq

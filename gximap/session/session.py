@@ -641,11 +641,24 @@ class ImapSession:
         ranges = uid_ranges_without(before + 1, selected.uid_max, own + fetched)
         if not ranges:
             return
+        if condstore.enabled(self) and not any(att.name == "MODSEQ" for att in items):
+            # RFC 7162 section 3.1: a CONDSTORE-aware client gets UID and MODSEQ in every
+            # unsolicited FETCH; this one answers no FETCH of its own.
+            items = (*items, cmds.FetchAtt("MODSEQ"))
         cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(tuple(ranges)), items)
         registration = REGISTRY.lookup(cmd)
         if registration is None:
             return
-        self._run_before_resuming(_Running(cmd, b"*", self._drive(registration.handler, cmd), False))
+        work = _Running(cmd, b"*", self._drive(registration.handler, cmd), False)
+        work.then = self._announce_after_fetching_new
+        self._run_before_resuming(work)
+
+    def _announce_after_fetching_new(self) -> None:
+        """After MessageNew's FETCH: no catch-up follows it, so a MODSEQ it gave above the
+        catch-up's, while a change below that is still unreported, needs a QRESYNC client told
+        the HIGHESTMODSEQ it may trust (SelectedMailbox.highestmodseq_report)."""
+        if self.selected is not None and not self._closing:
+            self._out.extend(condstore.announce_highestmodseq(self, None))
 
     def _run_before_resuming(self, work: _Running) -> None:
         """Run ``work`` (the session's own: no tagged answer) before the running command goes on
@@ -1214,7 +1227,10 @@ class ImapSession:
                 parts.append((cmds.peek_forms((*atts, *message_new)), combined))
                 selected.note_fetched_on_entry(searchcontext.uid_runs(combined))
         parts.sort(key=lambda part: part[1][0])
+        modseq_due = condstore.enabled(self)
         for atts, uids in parts:
+            if modseq_due and not any(att.name == "MODSEQ" for att in atts):
+                atts = (*atts, cmds.FetchAtt("MODSEQ"))   # RFC 7162 section 3.1, as _fetch_new_messages
             cmd = cmds.Fetch(b"*", True, searchcontext.uid_set(uids), atts)
             registration = REGISTRY.lookup(cmd)
             if registration is None or self.selected is not selected:
