@@ -603,6 +603,27 @@ def test_section_7_example_fetches_a_new_member_between_exists_and_addto(conv: C
     """)
 
 
+def test_section_7_fetch_carries_modseq_once_condstore_is_on(conv: Conversation) -> None:
+    """RFC 7162 section 3.1: once CONDSTORE is enabled, every unsolicited FETCH carries UID and
+    MODSEQ, the one section 7 sends for a new member too."""
+    conv.command("UNSELECT")
+    conv.script("""
+        C: e1 ENABLE CONDSTORE
+        S: * ENABLED CONDSTORE
+        S: e1 OK {*}
+    """)
+    conv.select()
+    conv.script("""
+        C: a1 UID SEARCH RETURN (UPDATE (FLAGS)) SUBJECT wanted
+        S: * ESEARCH (TAG "a1") UID
+        S: a1 OK {*}
+    """)
+    conv.add_message(data=b"Subject: wanted\r\n\r\nhi\r\n")
+    lines = conv.command("NOOP")
+    assert lines[:-1] == [b"* 7 EXISTS", b"* 1 RECENT", b"* 7 FETCH (UID 7 FLAGS (\\Recent) MODSEQ (8))",
+                          b'* ESEARCH (TAG "a1") UID ADDTO (0 7)'], lines
+
+
 def test_members_by_a_flag_change_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:
     """Section 7: "No untagged FETCH response SHOULD be returned if a message becomes a member of
     UPDATE SEARCH due to flag or annotation changes": only the flag update and the ADDTO. A new
