@@ -1151,10 +1151,17 @@ def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmods
     pushed = a.folder("INBOX").highestmodseq
     read_columns = store.flag_column_batches
 
+    def another_session(uid: int, flag: str) -> None:
+        # Its commit runs on its own thread: inside this session's step it would count as the
+        # client's own change (notify.AUTHOR), which NOTIFY does not report (RFC 5465 section 5).
+        writer = threading.Thread(target=store.store_flags, args=("alice", inbox, [uid], "add", [flag]))
+        writer.start()
+        writer.join(30)
+
     def others_change_first(*args: Any, **kwargs: Any) -> Any:
         monkeypatch.setattr(store, "flag_column_batches", read_columns)
-        store.store_flags("alice", inbox, [1], "add", ["\\Flagged"])   # not reported yet
-        store.store_flags("alice", inbox, [2], "add", ["\\Seen"])      # the FETCH shows it
+        another_session(1, "\\Flagged")   # not reported yet
+        another_session(2, "\\Seen")      # the FETCH shows it
         return read_columns(*args, **kwargs)
 
     monkeypatch.setattr(store, "flag_column_batches", others_change_first)
