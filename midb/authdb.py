@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -120,6 +121,12 @@ def account_scram_credential(account: Account) -> ScramCredential | None:
     return scram_credential_of(account.password_hash)
 
 
+def _iteration_census(credentials: Iterable[ScramCredential | None]) -> dict[int, int]:
+    """Iteration count -> how many of ``credentials`` have it (None: no keys, not counted);
+    ScramCensusBackend.scram_iteration_counts of both backends."""
+    return dict(Counter(credential.iterations for credential in credentials if credential is not None))
+
+
 class MidbAuth:
     """Passwords from the midb account table; disabled accounts never authenticate.
 
@@ -183,12 +190,7 @@ class MidbAuth:
 
     def scram_iteration_counts(self) -> dict[int, int]:
         """A census of every account's keys (reads the whole account table: taken rarely)."""
-        counts: Counter[int] = Counter()
-        for account in self._store.list_accounts():
-            credential = account_scram_credential(account)
-            if credential is not None:
-                counts[credential.iterations] += 1
-        return dict(counts)
+        return _iteration_census(account_scram_credential(account) for account in self._store.list_accounts())
 
     def scram_failure_reason(self, user: str) -> str:
         account = self._account(user)
@@ -359,12 +361,7 @@ class PasswdFileAuth:
         return ScramKeys(entry.user, credential, self._may_log_in(entry), entry.password)
 
     def scram_iteration_counts(self) -> dict[int, int]:
-        counts: Counter[int] = Counter()
-        for entry in self._reload_if_changed().values():
-            credential = self._scram_credential(entry)
-            if credential is not None:
-                counts[credential.iterations] += 1
-        return dict(counts)
+        return _iteration_census(self._scram_credential(entry) for entry in self._reload_if_changed().values())
 
     def scram_failure_reason(self, user: str) -> str:
         entry = self.lookup(user)
