@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from midb.errors import AccountExists, FileUnavailable, InvalidName
+from midb.errors import AccountExists, InvalidName
 from midb.filewatch import ReloadingFile
 from midb.passwords import hash_password, needs_rehash, scram_credential_of, verify_password
 from midb.scram import ScramCredential, derive, parse_credential
@@ -294,10 +294,7 @@ class PasswdFileAuth:
         # lookup fails as a temporary error then (FileUnavailable), as for an unreadable file.
         self._file: ReloadingFile[dict[str, PasswdEntry]] = ReloadingFile(
             self.path, self._parse, {}, what="passwd-file", log=log)
-        try:
-            self._file.current()  # read now, so that a file that cannot be read is logged at start
-        except FileUnavailable:
-            pass
+        self._file.read_at_start()
 
     def _reload_if_changed(self) -> dict[str, PasswdEntry]:
         """The entries; FileUnavailable while the file is missing or cannot be read."""
