@@ -12,10 +12,11 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from midb.errors import AccountExists, FileUnavailable, InvalidName
+from midb.errors import AccountExists, InvalidName
 from midb.filewatch import ReloadingFile
 from midb.passwords import hash_password, needs_rehash, scram_credential_of, verify_password
 from midb.scram import ScramCredential, derive, parse_credential
@@ -120,6 +121,12 @@ def account_scram_credential(account: Account) -> ScramCredential | None:
     return scram_credential_of(account.password_hash)
 
 
+def _iteration_census(credentials: Iterable[ScramCredential | None]) -> dict[int, int]:
+    """Iteration count -> how many of ``credentials`` have it (None: no keys, not counted);
+    ScramCensusBackend.scram_iteration_counts of both backends."""
+    return dict(Counter(credential.iterations for credential in credentials if credential is not None))
+
+
 class MidbAuth:
     """Passwords from the midb account table; disabled accounts never authenticate.
 
@@ -183,12 +190,7 @@ class MidbAuth:
 
     def scram_iteration_counts(self) -> dict[int, int]:
         """A census of every account's keys (reads the whole account table: taken rarely)."""
-        counts: Counter[int] = Counter()
-        for account in self._store.list_accounts():
-            credential = account_scram_credential(account)
-            if credential is not None:
-                counts[credential.iterations] += 1
-        return dict(counts)
+        return _iteration_census(account_scram_credential(account) for account in self._store.list_accounts())
 
     def scram_failure_reason(self, user: str) -> str:
         account = self._account(user)
@@ -292,10 +294,7 @@ class PasswdFileAuth:
         # lookup fails as a temporary error then (FileUnavailable), as for an unreadable file.
         self._file: ReloadingFile[dict[str, PasswdEntry]] = ReloadingFile(
             self.path, self._parse, {}, what="passwd-file", log=log)
-        try:
-            self._file.current()  # read now, so that a file that cannot be read is logged at start
-        except FileUnavailable:
-            pass
+        self._file.read_at_start()
 
     def _reload_if_changed(self) -> dict[str, PasswdEntry]:
         """The entries; FileUnavailable while the file is missing or cannot be read."""
@@ -359,12 +358,7 @@ class PasswdFileAuth:
         return ScramKeys(entry.user, credential, self._may_log_in(entry), entry.password)
 
     def scram_iteration_counts(self) -> dict[int, int]:
-        counts: Counter[int] = Counter()
-        for entry in self._reload_if_changed().values():
-            credential = self._scram_credential(entry)
-            if credential is not None:
-                counts[credential.iterations] += 1
-        return dict(counts)
+        return _iteration_census(self._scram_credential(entry) for entry in self._reload_if_changed().values())
 
     def scram_failure_reason(self, user: str) -> str:
         entry = self.lookup(user)

@@ -18,6 +18,7 @@ later, counts toward no login block, and shows at once.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -107,6 +108,12 @@ class ReloadingFile(Generic[T]):
         if state.failure is not None:
             raise FileUnavailable(self.what, self.path, state.failure)
         return state.contents
+
+    def read_at_start(self) -> None:
+        """Read the file now, so that one that cannot be read is logged at start, not at the
+        first lookup; raises nothing (the daemon starts, the lookups fail)."""
+        with contextlib.suppress(FileUnavailable):
+            self.current()
 
     def _stat(self) -> os.stat_result | OSError:
         try:

@@ -119,16 +119,17 @@ def test_passwd_file_missing_is_a_temporary_failure(tmp_path: Path, caplog: pyte
     """A missing passwd-file is a broken deployment, not "no users": every lookup fails with
     FileUnavailable (a temporary failure to the client), logged once with its errno."""
     path = tmp_path / "passwd"
+    unreadable = [f"passwd-file {path} cannot be read: No such file or directory (ENOENT); "
+                  "lookups in it fail as a temporary error until it can"]
     with caplog.at_level(logging.WARNING, "midb.authdb"):
         backend = PasswdFileAuth(path)  # no exception at start: the daemon starts, logins fail
+        assert _file_errors(caplog) == unreadable  # logged at start, before any login
         for _ in range(3):
             with pytest.raises(FileUnavailable) as caught:
                 backend.authenticate("x", "y")
         assert str(caught.value) == f"passwd-file {path} cannot be read"  # no errno per login
         assert caught.value.reason == "No such file or directory (ENOENT)"
-        assert _file_errors(caplog) == [
-            f"passwd-file {path} cannot be read: No such file or directory (ENOENT); "
-            "lookups in it fail as a temporary error until it can"]
+        assert _file_errors(caplog) == unreadable
         caplog.clear()
         write_passwd(path, "x:{PLAIN}y\n")
         assert backend.authenticate("x", "y") == "x"

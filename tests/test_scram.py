@@ -289,6 +289,33 @@ def test_decoy_iterations_are_drawn_like_the_real_users():
     assert scram.DecoySalts(b"k" * 32, population=failing).credential("x").iterations == keys.DEFAULT_ITERATIONS
 
 
+def test_a_census_that_fails_again_keeps_the_one_in_hand():
+    """Store trouble when the census is due again: the one in hand stays (no name's count
+    moves), and it is asked again SECRET_RETRY_INTERVAL later, not CENSUS_INTERVAL."""
+    now = [0.0]
+    answers: list[dict[int, int] | None] = [{4096: 1}, None, {keys.DEFAULT_ITERATIONS: 1}]
+    asked: list[float] = []
+
+    def population() -> dict[int, int]:
+        asked.append(now[0])
+        answer = answers.pop(0)
+        if answer is None:
+            raise OSError("lock timeout")
+        return answer
+
+    decoys = scram.DecoySalts(b"k" * 32, population=population, clock=lambda: now[0])
+    assert decoys.credential("x").iterations == 4096
+    now[0] = scram.CENSUS_INTERVAL
+    decoys.keep_census_current()
+    decoys.census_settled()
+    assert decoys.credential("x").iterations == 4096  # the failed retake kept the census in hand
+    now[0] += scram.SECRET_RETRY_INTERVAL
+    decoys.keep_census_current()
+    decoys.census_settled()
+    assert decoys.credential("x").iterations == keys.DEFAULT_ITERATIONS
+    assert asked == [0.0, scram.CENSUS_INTERVAL, scram.CENSUS_INTERVAL + scram.SECRET_RETRY_INTERVAL]
+
+
 def test_backends_count_their_keys_by_iterations(tmp_path):
     from midb.passwords import hash_password
     from midb.store import Store

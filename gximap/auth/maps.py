@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gximap.auth.normalize import NormalizeError, Normalizer, get_normalizer, split_address
-from midb.errors import FileUnavailable
 from midb.filewatch import ReloadingFile
 
 __all__ = [
@@ -241,10 +240,7 @@ class FileTable:
             self.path, self._parse, {}, what="map file", log=log, max_bytes=_MAX_FILE_BYTES,
             missing_message="map file %s is missing; it maps no names",
             on_loaded=lambda loaded: log.info("map file %s loaded: %d entries", self.path, len(loaded)))
-        try:
-            self._file.current()  # read now, so that a file that cannot be read is logged at start
-        except FileUnavailable:
-            pass
+        self._file.read_at_start()
 
     def _current(self) -> dict[str, list[str]]:
         return self._file.current()

@@ -265,11 +265,11 @@ class DecoySalts:
         waited for here, whoever asks, and a later one is taken in the background. A census
         taken only when a made-up answer was due, and waited for, made that answer slower
         (about 1 s per 100,000 accounts) than a real user's: a timing oracle for names."""
-        if self._population is not None:
-            self._current_census()
+        self._current_census()
 
     def census_settled(self, timeout: float = 30.0) -> None:
-        """Wait for a census being taken in the background (for tests and orderly shutdown)."""
+        """Wait for a census being taken in the background (for tests: the thread is a daemon,
+        which nothing waits for at shutdown)."""
         thread = self._census_thread
         if thread is not None:
             thread.join(timeout)
@@ -288,19 +288,19 @@ class DecoySalts:
         # The first census is waited for: a name's count must not change between two asks.
         with self._counting:
             if self._census is None:
-                self._take_census(())
+                self._take_census()
             assert self._census is not None
             return self._census
 
     def _retake_census(self) -> None:
         try:
-            self._take_census(self._census or ())
+            self._take_census()
         finally:
             self._counting.release()
 
-    def _take_census(self, in_hand: tuple[tuple[int, int], ...]) -> None:
+    def _take_census(self) -> None:
         """A census from the population (the caller holds ``_counting``); on store trouble the one
-        in hand is kept and asked again SECRET_RETRY_INTERVAL later."""
+        in hand (none at first: an empty one) is kept and asked again SECRET_RETRY_INTERVAL later."""
         assert self._population is not None
         now = self._clock()
         try:
@@ -310,7 +310,8 @@ class DecoySalts:
             log.log(logging.DEBUG if isinstance(exc, FileUnavailable) else logging.WARNING,
                     "SCRAM decoy salts: no census of the stored keys' iteration counts (%s)", exc)
             self._census_due = now + SECRET_RETRY_INTERVAL
-            self._census = in_hand
+            if self._census is None:
+                self._census = ()
             return
         self._census = tuple(sorted((iterations, accounts) for iterations, accounts in counts.items()
                                     if accounts > 0))

@@ -78,7 +78,8 @@ class RecipientMap(Protocol):
     """gximap.auth.maps.NameMap: the delivery_map / delivery_map_normalize pair."""
 
     def map_all(self, name: str) -> list[str]:
-        """Every account the name maps to; raises UnmappedName (a LookupError) when none."""
+        """Every account the name maps to; raises UnmappedName (a LookupError) when none, and
+        midb.errors.FileUnavailable when a ``file`` table cannot be read (no verdict: 451)."""
 
 
 def parse_spam_header(text: str) -> tuple[str, str] | None:
