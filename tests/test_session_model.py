@@ -349,7 +349,6 @@ class ClientView:
         self.note_highestmodseq(line)
         if self.starting is not None:
             self.fail("a SEARCH/SORT RETURN (UPDATE) without its ESEARCH")
-        self.starting = None
         if self.selecting is not None:
             self.selected(match.group(2) == "OK")
 
@@ -496,7 +495,6 @@ class ClientView:
         if live is None:
             state = "cancelled" if tag in self.cancelled else "unknown"
             self.fail(f"ESEARCH for the {state} live search {tag!r}")
-            return
         if uid != live.uid:
             self.fail(f"ESEARCH UID-ness differs from live search {tag!r}")
         for name, value in items:
