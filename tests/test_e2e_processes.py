@@ -40,6 +40,19 @@ def _all_threads_stopped(pid: int) -> bool:
     return bool(states) and all(state in ("T", "t") for state in states)
 
 
+@contextlib.contextmanager
+def _stopped(pid: int) -> Iterator[None]:
+    """Within the block the serving process ``pid`` is stopped (SIGSTOP), every thread of it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # kill() returns before the stop takes effect; a thread not yet stopped could still
+        # accept the next connection and leave it without a greeting.
+        assert wait_until(functools.partial(_all_threads_stopped, pid), timeout=10.0)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def _admitted_by(server: GximapProcess, client: LineClient) -> list[int]:
     """The processes whose log lines say they admitted ``client``'s connection (each line names
     the process that wrote it: gximap[pid])."""
@@ -80,11 +93,7 @@ def _login_in(server: GximapProcess, serving: int, stopped: int, user: str = "al
     socket and which is free first depends on scheduling, so its sibling ``stopped`` is stopped
     (SIGSTOP) meanwhile: ``serving`` must take the connection. Which process took it is read
     from the log."""
-    os.kill(stopped, signal.SIGSTOP)
-    try:
-        # kill() returns before the stop takes effect; a thread not yet stopped could still
-        # accept the next connection and leave it without a greeting.
-        assert wait_until(functools.partial(_all_threads_stopped, stopped), timeout=10.0)
+    with _stopped(stopped):
         client = _login(server.port, user)
         try:
             assert wait_until(functools.partial(_admitted_only_by, server, client, serving), timeout=10.0), \
@@ -93,8 +102,6 @@ def _login_in(server: GximapProcess, serving: int, stopped: int, user: str = "al
             client.close()
             raise
         return client
-    finally:
-        os.kill(stopped, signal.SIGCONT)
 
 
 def test_parent_and_two_serving_processes_share_the_connections(server: GximapProcess) -> None:
@@ -188,12 +195,8 @@ def test_a_user_blocked_in_one_process_is_blocked_in_all(tmp_path: Path) -> None
         # until it refuses alice, so that both are known to have it before the spread below.
         assert wait_until(lambda: len(_serving(proc)) == 2, timeout=10.0)
         for stopped in _serving(proc):
-            os.kill(stopped, signal.SIGSTOP)
-            try:
-                assert wait_until(functools.partial(_all_threads_stopped, stopped), timeout=10.0)
+            with _stopped(stopped):
                 assert wait_until(functools.partial(_login_refused, proc.port), timeout=10.0)
-            finally:
-                os.kill(stopped, signal.SIGCONT)
         refused = 0
         for _ in range(12):  # spread over both processes: none may let alice in
             client = LineClient(proc.port)
@@ -457,13 +460,9 @@ def test_notify_sessions_in_another_process_hear_of_every_mailbox_a_create_made(
     writer = _login_in(server, second, first, "bob")
     try:
         assert watcher.command("n1", "NOTIFY SET (personal (MailboxName))")[-1].startswith(b"n1 OK")
-        os.kill(first, signal.SIGSTOP)
-        try:
-            assert wait_until(functools.partial(_all_threads_stopped, first), timeout=10.0)
+        with _stopped(first):
             assert writer.command("c1", "CREATE p/q/r")[-1].startswith(b"c1 OK")
             assert writer.command("r1", "RENAME p/q/r s")[-1].startswith(b"r1 OK")
-        finally:
-            os.kill(first, signal.SIGCONT)
         assert [watcher.readline() for _ in range(3)] == [
             b'* LIST (\\HasChildren) "/" p', b'* LIST (\\HasNoChildren) "/" p/q', b'* LIST (\\HasNoChildren) "/" s']
         assert writer.command("c2", "CREATE x/y")[-1].startswith(b"c2 OK")

@@ -51,6 +51,25 @@ def _busy(store: object, method: str) -> Iterator[None]:
         yield
 
 
+def _elsewhere(work: Callable[[], object]) -> None:
+    """Run ``work`` on a thread of its own, as another session's worker or LMTP would commit:
+    inside the session's step its change would count as the client's own (notify.AUTHOR), which
+    NOTIFY does not report (RFC 5465 section 5)."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -778,23 +797,6 @@ def test_a_parent_reported_before_its_new_childs_event_has_children(
 # -- RFC 5465 section 5: what the client did itself is not reported to it ----------------------
 
 
-def _elsewhere(work: Callable[[], object]) -> None:
-    """Run ``work`` on a thread of its own, as another session's worker or LMTP would commit."""
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            work()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
-            failures.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failures:
-        raise failures[0]
-
-
 def test_own_mailbox_name_changes_are_not_reported(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5: the client's own CREATE, RENAME and DELETE get no LIST; another session's do,
     also of the mailboxes this one made (compared with them as they were after its commands)."""
@@ -938,16 +940,10 @@ class _ThreadWriters:
 
     def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(function(*args))
-            except BaseException as error:  # noqa: BLE001 - handed to the awaiting session
-                future.set_exception(error)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
+        try:
+            _elsewhere(lambda: future.set_result(function(*args)))
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting session
+            future.set_exception(error)
         return future
 
 
@@ -1121,6 +1117,8 @@ def test_an_unknown_event_for_the_selected_mailbox_is_badevent(pair: tuple[Conve
     a, _b = pair
     lines = a.send(b"n1 NOTIFY SET (selected (MessageNew MessageExpunge XFoo))\r\n")
     assert lines == [b"n1 NO [" + notify.BADEVENT_CODE + b"] Event not supported"]
+
+
 def test_message_new_fetch_carries_modseq_once_condstore_aware(pair: tuple[Conversation, Conversation]) -> None:
     """RFC 7162 section 3.1: once the client is CONDSTORE-aware every unsolicited FETCH carries
     UID and MODSEQ; MessageNew's FETCH is the server's own (no FETCH of the client's asked for
@@ -1151,17 +1149,10 @@ def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmods
     pushed = a.folder("INBOX").highestmodseq
     read_columns = store.flag_column_batches
 
-    def another_session(uid: int, flag: str) -> None:
-        # Its commit runs on its own thread: inside this session's step it would count as the
-        # client's own change (notify.AUTHOR), which NOTIFY does not report (RFC 5465 section 5).
-        writer = threading.Thread(target=store.store_flags, args=("alice", inbox, [uid], "add", [flag]))
-        writer.start()
-        writer.join(30)
-
     def others_change_first(*args: Any, **kwargs: Any) -> Any:
         monkeypatch.setattr(store, "flag_column_batches", read_columns)
-        another_session(1, "\\Flagged")   # not reported yet
-        another_session(2, "\\Seen")      # the FETCH shows it
+        _elsewhere(lambda: store.store_flags("alice", inbox, [1], "add", ["\\Flagged"]))   # not reported yet
+        _elsewhere(lambda: store.store_flags("alice", inbox, [2], "add", ["\\Seen"]))      # the FETCH shows it
         return read_columns(*args, **kwargs)
 
     monkeypatch.setattr(store, "flag_column_batches", others_change_first)

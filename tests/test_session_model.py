@@ -349,7 +349,6 @@ class ClientView:
         self.note_highestmodseq(line)
         if self.starting is not None:
             self.fail("a SEARCH/SORT RETURN (UPDATE) without its ESEARCH")
-        self.starting = None
         if self.selecting is not None:
             self.selected(match.group(2) == "OK")
 
@@ -496,7 +495,6 @@ class ClientView:
         if live is None:
             state = "cancelled" if tag in self.cancelled else "unknown"
             self.fail(f"ESEARCH for the {state} live search {tag!r}")
-            return
         if uid != live.uid:
             self.fail(f"ESEARCH UID-ness differs from live search {tag!r}")
         for name, value in items:
@@ -846,6 +844,16 @@ class SessionsModel(RuleBasedStateMachine):
             return sequence_set(uids) if uids else None
         return sequence_set([view.slots.index(slot) + 1 for slot in slots]) if slots else None
 
+    def picked(self, index: int, pick: list[int], use_uid: bool) -> tuple[ClientView, str, str] | None:
+        """Session ``index``'s client out of IDLE (``pick`` names messages of the list IDLE's
+        end left), the prefix of a command naming messages ("UID " by UID, as always under
+        UIDONLY) and the set naming the picked ones; None when there is nothing to name."""
+        view = self.view(index)
+        view.end_idle()
+        by_uid = use_uid or view.uidonly
+        named = self.message_set(view, pick, by_uid)
+        return None if named is None else (view, "UID " if by_uid else "", named)
+
     @invariant()
     def no_errors_logged(self) -> None:
         self.settled = not self.errors.records
@@ -918,12 +926,10 @@ class SessionsModel(RuleBasedStateMachine):
     @step
     def store_flags(self, index: int, pick: list[int], use_uid: bool, silent: bool, mode: str,
                     flags: set[str], unchanged: str | None) -> None:
-        view = self.view(index)
-        view.end_idle()
-        named = self.message_set(view, pick, use_uid)
-        if named is None:
+        picked = self.picked(index, pick, use_uid)
+        if picked is None:
             return
-        command = "UID STORE" if use_uid or view.uidonly else "STORE"
+        view, uid_prefix, named = picked
         modifier = ""
         if unchanged is not None and view.condstore:
             # RFC 7162 section 3.1.3: the MODSEQ the client knows (a message changed since is
@@ -936,11 +942,11 @@ class SessionsModel(RuleBasedStateMachine):
             # FETCH of the flags after this.
             change = flag_set(" ".join(flags))
             for slot in self.chosen(view, pick):
-                if slot.flags is not None and (slot.uid is not None or not (use_uid or view.uidonly)):
+                if slot.flags is not None and (slot.uid is not None or not uid_prefix):
                     slot.flags = slot.flags | change if mode == "+" else (
                         slot.flags - change if mode == "-" else change)
-        view.run(f"{command} {named}{modifier} {mode}FLAGS{'.SILENT' if silent else ''} ({' '.join(sorted(flags))})",
-                 allow=("EXPUNGEISSUED",))
+        view.run(f"{uid_prefix}STORE {named}{modifier} {mode}FLAGS{'.SILENT' if silent else ''}"
+                 f" ({' '.join(sorted(flags))})", allow=("EXPUNGEISSUED",))
 
     @rule(index=st.integers(0, 2), pick=picks, use_uid=st.booleans(), to_other=st.booleans(),
           subject=st.integers(0, 5), body=st.integers(0, 3), flags=st.sets(st.sampled_from(FLAGS), max_size=2))
@@ -975,28 +981,24 @@ class SessionsModel(RuleBasedStateMachine):
     @rule(index=st.integers(0, 2), pick=picks, use_uid=st.booleans(), move=st.booleans())
     @step
     def copy_or_move(self, index: int, pick: list[int], use_uid: bool, move: bool) -> None:
-        view = self.view(index)
-        view.end_idle()
+        picked = self.picked(index, pick, use_uid)
+        if picked is None:
+            return
+        view, uid_prefix, named = picked
         target = FOLDERS[1] if view.folder == FOLDERS[0] else FOLDERS[0]
         if folder_info(self.store, target).messages >= MAX_MESSAGES:
             return
-        named = self.message_set(view, pick, use_uid)
-        if named is None:
-            return
-        verb = ("UID " if use_uid or view.uidonly else "") + ("MOVE" if move else "COPY")
         view.wrote_into(target)
-        view.run(f'{verb} {named} "{target}"', allow=("EXPUNGEISSUED",))
+        view.run(f'{uid_prefix}{"MOVE" if move else "COPY"} {named} "{target}"', allow=("EXPUNGEISSUED",))
 
     @rule(index=st.integers(0, 2), pick=picks, use_uid=st.booleans())
     @step
     def fetch_flags(self, index: int, pick: list[int], use_uid: bool) -> None:
-        view = self.view(index)
-        view.end_idle()
-        named = self.message_set(view, pick, use_uid)
-        if named is None:
+        picked = self.picked(index, pick, use_uid)
+        if picked is None:
             return
-        verb = "UID FETCH" if use_uid or view.uidonly else "FETCH"
-        view.run(f"{verb} {named} (FLAGS)", allow=("EXPUNGEISSUED",))
+        view, uid_prefix, named = picked
+        view.run(f"{uid_prefix}FETCH {named} (FLAGS)", allow=("EXPUNGEISSUED",))
 
     @rule(index=st.integers(0, 2))
     @step
