@@ -79,7 +79,7 @@ def test_message_new_items_are_the_forms_that_leave_seen_alone() -> None:
                 b" BODY.PEEK[HEADER] RFC822.HEADER) MessageExpunge))\r\n")
     assert isinstance(cmd, c.Notify) and cmd.groups is not None
     assert [att.sets_seen for att in cmd.groups[0].fetch_atts].count(True) == 4
-    items = notify.message_new_items(cmd.groups[0].fetch_atts)
+    items = c.peek_forms(cmd.groups[0].fetch_atts)
     assert [att.response_label() for att in items] == [b"UID", b"BODY[]", b"RFC822", b"RFC822.TEXT", b"BINARY[1]",
                                                         b"BODY[HEADER]", b"RFC822.HEADER"]
     assert not any(att.sets_seen for att in items)
