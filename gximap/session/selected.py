@@ -432,7 +432,8 @@ LAZY_UPDATES_FROM = 1000
 
 
 def uid_ranges_without(low: int, high: int, gone: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The UIDs ``low``..``high`` as ranges, less the ranges ``gone`` (sorted, disjoint)."""
+    """The UIDs ``low``..``high`` as ascending ranges, less the inclusive ranges ``gone`` (in
+    any order, overlapping or not: NOTIFY's MessageNew leaves out two lists of them)."""
     out = []
     for start, end in sorted(gone):
         if end < low or start > high:
