@@ -20,6 +20,7 @@ from gximap.daemon import settings_from_config
 from gximap.imap import commands as c
 from gximap.imap.parser import ParseError
 from gximap.session import condstore, notify, pieces
+from gximap.session.selected import uid_ranges_without
 from midb.errors import OverQuota, StoreBusy
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
@@ -98,11 +99,20 @@ def test_message_new_items_are_the_forms_that_leave_seen_alone() -> None:
                 b" BODY.PEEK[HEADER] RFC822.HEADER) MessageExpunge))\r\n")
     assert isinstance(cmd, c.Notify) and cmd.groups is not None
     assert [att.sets_seen for att in cmd.groups[0].fetch_atts].count(True) == 4
-    items = notify.message_new_items(cmd.groups[0].fetch_atts)
+    items = c.peek_forms(cmd.groups[0].fetch_atts)
     assert [att.response_label() for att in items] == [b"UID", b"BODY[]", b"RFC822", b"RFC822.TEXT", b"BINARY[1]",
                                                         b"BODY[HEADER]", b"RFC822.HEADER"]
     assert not any(att.sets_seen for att in items)
     assert notify.NotifyState(cmd.groups).message_new_items == items
+
+
+def test_message_new_leaves_out_ranges_in_any_order() -> None:
+    """MessageNew's FETCH leaves out the client's own arrivals and those fetched on entry: two
+    lists of ranges, unsorted together, that may overlap or reach beyond the new UIDs."""
+    assert uid_ranges_without(5, 20, [(12, 13), (4, 6), (12, 12), (15, 30)]) == [(7, 11), (14, 14)]
+    assert uid_ranges_without(5, 20, []) == [(5, 20)]
+    assert uid_ranges_without(5, 20, [(1, 4), (21, 22)]) == [(5, 20)]
+    assert uid_ranges_without(5, 20, [(5, 20)]) == []
 
 
 @pytest.mark.parametrize("line", [

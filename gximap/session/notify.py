@@ -26,7 +26,7 @@ subscribed (RENAME moves a subscription: section 5.4), ``\\NonExistent`` or the 
 
 The selected mailbox's message events are its usual updates (gximap.session.selected), pushed as
 the SELECTED or SELECTED-DELAYED filter asks, with MessageNew's fetch attributes in the forms
-that leave \\Seen alone (message_new_items); its folder counters are not read for them. A flag
+that leave \\Seen alone (cmds.peek_forms); its folder counters are not read for them. A flag
 change's FETCH then says the UID (section 5.1); the messages the client put there itself get no
 MessageNew FETCH (section 5.2: SelectedMailbox.note_own_arrivals). A new message that a live
 search's ``RETURN (UPDATE (fetch-att ...))`` fetches too gets both lists in that one FETCH
@@ -103,13 +103,6 @@ class Pending(NamedTuple):
     own: set[int]
 
 
-def message_new_items(fetch_atts: Iterable[cmds.FetchAtt]) -> tuple[cmds.FetchAtt, ...]:
-    """MessageNew's fetch attributes as they are fetched: cmds.peek_forms (.PEEK forms, one item
-    per response label). RFC 5465 section 5.2: "The client SHOULD NOT use FETCH attributes that
-    implicitly set the \\seen flag"; a notification never changes the mailbox."""
-    return cmds.peek_forms(fetch_atts)
-
-
 class _Seen(NamedTuple):
     """What was last reported (or known at NOTIFY SET) of a folder."""
 
@@ -133,7 +126,10 @@ class NotifyState:
         self.groups = groups
         self._inboxes_are_personal = inboxes_are_personal
         self.selected_group = next((group for group in groups if group.kind in SELECTED_FILTERS), None)
-        self.message_new_items = message_new_items(self.selected_group.fetch_atts if self.selected_group else ())
+        # MessageNew's fetch attributes as they are fetched: their .PEEK forms, one item per
+        # response label. Section 5.2: "The client SHOULD NOT use FETCH attributes that
+        # implicitly set the \seen flag"; a notification never changes the mailbox.
+        self.message_new_items = cmds.peek_forms(self.selected_group.fetch_atts if self.selected_group else ())
         self._others = [group for group in groups if group.kind not in SELECTED_FILTERS]
         wanted = self.events_wanted()
         self._names_matter = bool(NAME_EVENTS & wanted)

@@ -432,7 +432,8 @@ LAZY_UPDATES_FROM = 1000
 
 
 def uid_ranges_without(low: int, high: int, gone: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The UIDs ``low``..``high`` as ranges, less the ranges ``gone`` (sorted, disjoint)."""
+    """The UIDs ``low``..``high`` as ascending ranges, less the inclusive ranges ``gone`` (in
+    any order, overlapping or not: NOTIFY's MessageNew leaves out two lists of them)."""
     out = []
     for start, end in sorted(gone):
         if end < low or start > high:
@@ -785,15 +786,14 @@ class SelectedMailbox:
         its next resynchronisation, the changes below it not reported yet: expunges held back
         (RFC 3501 section 7.4.1), or changes committed after the catch-up when no catch-up
         followed the FETCH (NOTIFY's MessageNew FETCH): it is told the lower, safe value (RFC
-        7162 section 3.2.10 with erratum 1810). Otherwise it is told a new HIGHESTMODSEQ no
-        MODSEQ conveyed (after VANISHED, EXISTS or an own expunge), and always when
-        ``force_highestmodseq`` asks for it."""
+        7162 section 3.2.10 with erratum 1810). Otherwise, while no expunge is held back, it is
+        told a new HIGHESTMODSEQ no MODSEQ conveyed (after VANISHED, EXISTS or an own expunge),
+        and always when ``force_highestmodseq`` asks for it."""
         report = None
         if self._fetch_modseq > self.full_modseq:
             report = self.full_modseq
-        elif self.pending_expunge:
-            pass
-        elif self.force_highestmodseq or (self.modseq > self._reported_full and self.modseq > self._fetch_modseq):
+        elif not self.pending_expunge and (
+                self.force_highestmodseq or (self.modseq > self._reported_full and self.modseq > self._fetch_modseq)):
             report = self.modseq
         self._reported_full = self.full_modseq
         self._fetch_modseq = 0

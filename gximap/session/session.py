@@ -641,17 +641,26 @@ class ImapSession:
         ranges = uid_ranges_without(before + 1, selected.uid_max, own + fetched)
         if not ranges:
             return
-        if condstore.enabled(self) and not any(att.name == "MODSEQ" for att in items):
-            # RFC 7162 section 3.1: a CONDSTORE-aware client gets UID and MODSEQ in every
-            # unsolicited FETCH; this one answers no FETCH of its own.
-            items = (*items, cmds.FetchAtt("MODSEQ"))
-        cmd = cmds.Fetch(b"*", True, cmds.SequenceSet(tuple(ranges)), items)
-        registration = REGISTRY.lookup(cmd)
-        if registration is None:
+        fetch = self._unsolicited_fetch(cmds.SequenceSet(tuple(ranges)), items)
+        if fetch is None:
             return
-        work = _Running(cmd, b"*", self._drive(registration.handler, cmd), False)
+        cmd, steps = fetch
+        work = _Running(cmd, b"*", steps, False)
         work.then = self._announce_after_fetching_new
         self._run_before_resuming(work)
+
+    def _unsolicited_fetch(self, uids: cmds.SequenceSet, atts: tuple[cmds.FetchAtt, ...]
+                           ) -> tuple[cmds.Fetch, Generator[Any, Any, Done]] | None:
+        """A UID FETCH of ``atts`` the client did not ask for (NOTIFY's MessageNew, a live search's
+        UPDATE (...)) and its steps. RFC 7162 section 3.1: a CONDSTORE-aware client gets UID and
+        MODSEQ in every unsolicited FETCH; this one answers no FETCH of its own."""
+        if condstore.enabled(self) and not any(att.name == "MODSEQ" for att in atts):
+            atts = (*atts, cmds.FetchAtt("MODSEQ"))
+        cmd = cmds.Fetch(b"*", True, uids, atts)
+        registration = REGISTRY.lookup(cmd)
+        if registration is None:
+            return None
+        return cmd, self._drive(registration.handler, cmd)
 
     def _announce_after_fetching_new(self) -> None:
         """After MessageNew's FETCH: no catch-up follows it, so a MODSEQ it gave above the
@@ -1227,16 +1236,12 @@ class ImapSession:
                 parts.append((cmds.peek_forms((*atts, *message_new)), combined))
                 selected.note_fetched_on_entry(searchcontext.uid_runs(combined))
         parts.sort(key=lambda part: part[1][0])
-        modseq_due = condstore.enabled(self)
         for atts, uids in parts:
-            if modseq_due and not any(att.name == "MODSEQ" for att in atts):
-                atts = (*atts, cmds.FetchAtt("MODSEQ"))   # RFC 7162 section 3.1, as _fetch_new_messages
-            cmd = cmds.Fetch(b"*", True, searchcontext.uid_set(uids), atts)
-            registration = REGISTRY.lookup(cmd)
-            if registration is None or self.selected is not selected:
+            fetch = self._unsolicited_fetch(searchcontext.uid_set(uids), atts)
+            if fetch is None or self.selected is not selected:
                 return
             try:
-                yield from self._drive(registration.handler, cmd)
+                yield from fetch[1]
             except (CommandFailed, midb_errors.MidbError) as exc:
                 if self._inside_response:
                     raise   # part of a response is out: the connection ends (_finish)

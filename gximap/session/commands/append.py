@@ -21,9 +21,10 @@ stays all or nothing. A URL's octets are BODY[section] as FETCH would send them 
 built from the header it reads first): a message put together beyond the APPEND limit is
 refused NO [TOOBIG], and the messages of one command together (plain ones included, wherever
 they stand) beyond the literal limit (what plain messages are held to while framing) NO
-[LIMIT], so the octets put together never exceed what one APPEND's literals may. A URL that cannot be resolved (another
-user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY that does not match, a
-section the message does not have) is NO [BADURL url] (RFC 4469 section 5).
+[LIMIT], so the octets put together never exceed what one APPEND's literals may. A URL that
+cannot be resolved (another user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY
+that does not match, a section the message does not have) is NO [BADURL url] (RFC 4469 section
+5).
 """
 
 from __future__ import annotations
