@@ -296,6 +296,26 @@ def test_context_num_admission(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_the_busy_bye_of_a_translated_code_file_is_seven_bit(tmp_path: Path) -> None:
+    """The daemon's busy BYE goes to a client nothing is known of yet (no ENABLE IMAP4rev2), so a
+    translated text in imap_code.txt is folded to US-ASCII for it, as RFC 3501's resp-text requires."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "imap_code.txt").write_text("10004 <host_id> Serveur occupé, réessayez plus tard\n", encoding="utf-8")
+    proc = GximapProcess(tmp_path, tls=False, extra={"context_num": "1", "host_id": "mx1.example.org",
+                                                     "data_file_path": f"{data}:{DATA_DIR}"}).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as first:
+            assert _read_line(first).startswith(b"* OK")
+            first.sendall(b"l LOGIN alice secret\r\n")
+            assert _read_line(first).startswith(b"l OK")
+            with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as second:
+                assert _read_line(second) == b"* BYE mx1.example.org Serveur occupe, reessayez plus tard\r\n"
+                assert second.recv(100) == b""
+    finally:
+        proc.stop()
+
+
 def test_idle_connections_that_never_log_in_cannot_lock_a_user_out(tmp_path: Path) -> None:
     """All contexts held by connections that never log in (until imap_login_timeout, 3 min
     here): a client arriving displaces the oldest of them, as Dovecot does, and logs in."""
