@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -142,6 +142,9 @@ class ImapSession:
         self.compressed = False  # RFC 4978 DEFLATE is active on the connection
         self.user: str | None = None  # the storage account the session works on
         self.actor: str | None = None  # who authenticated, when impersonating (actor!mailbox)
+        # The names, casefolded, that an IMAP URL's user may give for this login (CATENATE:
+        # gximap.session.commands.append): the storage account and the names the client logged in as.
+        self.url_users: frozenset[str] = frozenset()
         self.selected: SelectedMailbox | None = None
         self.enabled: set[str] = set()  # ENABLEd extensions: IMAP4REV2, UTF8=ACCEPT, ...
         self.client_id: dict[str, str | None] | None = None
@@ -512,9 +515,12 @@ class ImapSession:
         if key is not None:
             self.ctx.user_sessions.release(key)
 
-    def login_completed(self, user: str, actor: str | None = None) -> None:
+    def login_completed(self, user: str, actor: str | None = None, names: Iterable[str] = ()) -> None:
+        """Logged in as the storage account ``user`` (``actor``: who authenticated, when
+        impersonating); ``names``: those the client logged in as, which its URLs may give."""
         self.user = user
         self.actor = actor
+        self.url_users = frozenset(name.casefold() for name in (user, *names))
         self.state = State.AUTHENTICATED
         # The account's Trash and Junk lose what has been there longer than their periods, in the
         # background; a session with such a folder selected is told as of any other's expunges.
