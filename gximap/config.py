@@ -199,7 +199,9 @@ DIRECTIVES: tuple[Directive, ...] = (
     _midb("auth_backend",
           "Where passwords are checked: the midb account store, or a passwd-style file (auth_passwd_file)."),
     _midb("auth_passwd_file",
-          "Password file of 'user:hash' lines, used when auth_backend = passwd-file."),
+          "Password file of 'user:hash' lines (Dovecot's passwd-file), used when auth_backend = "
+          "passwd-file; read again whenever it changes. While it is missing, cannot be read or is larger "
+          "than 64 MiB, every login is answered NO [UNAVAILABLE] (try again later) and counts as no failure."),
     _d("block_interval_auths", "timespan", "1 minute",
        "How long a user is blocked from logging in after imap_auth_times failed logins on one connection. "
        "During the block, a login with the password imap_auth_cache_ttl keeps for the user (verified "

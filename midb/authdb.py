@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+# A passwd-file line is about 150 bytes: 64 MiB is over 400,000 users, beyond what anyone keeps
+# in one. A larger file (a log or a dump named by mistake, a runaway writer) would be read whole
+# into memory, at every change; it is unavailable instead, as an unreadable one is.
+MAX_PASSWD_FILE_BYTES = 64 * 1024 * 1024
 
 
 
@@ -276,9 +280,10 @@ class PasswdFileAuth:
     passwordless logins are not offered. When a store is given, a midb account that is disabled
     refuses the login too, so ``midb user disable`` works whatever the backend.
 
-    While the file is missing or cannot be read, every method that looks a user up raises
-    midb.errors.FileUnavailable (midb.filewatch), which callers answer as a temporary failure:
-    no user is then "unknown", and no login a wrong password.
+    While the file is missing, cannot be read or is larger than MAX_PASSWD_FILE_BYTES, every
+    method that looks a user up raises midb.errors.FileUnavailable (midb.filewatch), which
+    callers answer as a temporary failure: no user is then "unknown", and no login a wrong
+    password.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, store: Store | None = None,
@@ -293,7 +298,7 @@ class PasswdFileAuth:
         # would count each login as a guess and have fail2ban ban the users' addresses. So every
         # lookup fails as a temporary error then (FileUnavailable), as for an unreadable file.
         self._file: ReloadingFile[dict[str, PasswdEntry]] = ReloadingFile(
-            self.path, self._parse, {}, what="passwd-file", log=log)
+            self.path, self._parse, {}, what="passwd-file", log=log, max_bytes=MAX_PASSWD_FILE_BYTES)
         self._file.read_at_start()
 
     def _reload_if_changed(self) -> dict[str, PasswdEntry]:

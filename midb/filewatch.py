@@ -138,6 +138,9 @@ class ReloadingFile(Generic[T]):
                 if not stat.S_ISREG(st.st_mode):
                     raise _Unusable("not a regular file")
                 limit = self._max_bytes
+                if limit is not None and st.st_size > limit:  # known unread: no allocation of its size
+                    raise _Unusable(f"larger than {limit} bytes")
+                # limit + 1 all the same: the file may grow between the fstat and the read.
                 data = handle.read() if limit is None else handle.read(limit + 1)
                 if limit is not None and len(data) > limit:
                     raise _Unusable(f"larger than {limit} bytes")

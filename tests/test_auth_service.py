@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -13,13 +14,17 @@ import pytest
 from conversation import PASSWORD, Conversation, password_hash
 
 from gximap.auth import service as service_module
+from gximap.auth.cache import CredentialCache
 from gximap.auth.maps import NameMap
 from gximap.auth.service import AuthService, address_key, split_identity
 from midb import authdb
 from midb.authdb import MidbAuth, PasswdFileAuth
+from midb.errors import FileUnavailable
+from midb.scram import derive
 from midb.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
+FAIL2BAN_FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "gromox-imap.conf"
 RHOST = "[203.0.113.5]:51234"
 ADDRESS = "203.0.113.5"
 
@@ -639,3 +644,39 @@ def test_the_log_says_why_a_login_failed(store: Store, caplog: pytest.LogCapture
     # named only after the right password, is "refused".
     assert reasons == ["rejected: unknown user", "refused: account disabled", "rejected: no password set",
                        "rejected: bad password"]
+
+
+def test_every_step_that_meets_an_unreadable_passwd_file_logs_one_unavailable_line(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each step of a check that may read the passwd-file (submit's screening with the
+    credential cache, the check itself as the auth socket runs it, a SCRAM lookup and a SCRAM
+    verdict) logs the attempt it could not check in one shape: the "unavailable" line, which
+    the shipped fail2ban filter does not match. The failure propagates (no verdict)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"dave:{{SCRAM-SHA-256}}{derive('pw', iterations=4096).text()}\n")
+    auth = make_service(store, PasswdFileAuth(passwd, store=store), auto_create=True,
+                        cache=CredentialCache(3600.0, 100))
+    lookup = auth.scram_lookup("dave", rhost=RHOST, mech="SCRAM-SHA-256")
+    assert lookup.keys is not None
+    passwd.unlink()
+    passwd.mkdir()  # EISDIR, which even root gets
+    steps = [
+        lambda: auth.submit("dave", "pw", rhost=RHOST, address=ADDRESS, mech="LOGIN").result(),
+        lambda: auth.authenticate("dave", "pw", rhost=RHOST, address=ADDRESS, mech="PLAIN", authzid="shared"),
+        lambda: auth.scram_lookup("dave", rhost=RHOST, mech="SCRAM-SHA-256"),
+        lambda: auth.scram_result("dave", lookup, None, rhost=RHOST, address=ADDRESS,
+                                  mech="SCRAM-SHA-256").result(),
+    ]
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        for step in steps:
+            with pytest.raises(FileUnavailable):
+                step()
+    lines = [record.getMessage() for record in caplog.records if record.name == "gximap.auth"]
+    assert lines == [f"rhost={RHOST} user={user} {mech} unavailable: passwd-file {passwd} cannot be read"
+                     for user, mech in (("dave", "LOGIN"), ("dave!shared", "PLAIN"), ("dave", "SCRAM-SHA-256"),
+                                        ("dave", "SCRAM-SHA-256"))]
+    failregex = re.search(r"^failregex = (.+)$", FAIL2BAN_FILTER.read_text(), re.M)
+    assert failregex is not None
+    fail2ban = re.compile(failregex.group(1).replace("<F-USER>", "").replace("</F-USER>", ""))
+    assert not any(fail2ban.search(line.split(" ", 1)[1]) for line in lines)  # what follows rhost=[...]:port
+    assert auth.user_block_remaining("dave") == 0 and not auth._ip_failures

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 from pathlib import Path
 
 import pytest
 
+from midb import filewatch
 from midb.authdb import (
+    MAX_PASSWD_FILE_BYTES,
     AccountDisabled,
     AuthBackend,
     MidbAuth,
@@ -199,6 +202,48 @@ def test_a_fifo_in_place_of_the_passwd_file_is_unavailable_not_waited_for(tmp_pa
     with pytest.raises(FileUnavailable) as caught:
         PasswdFileAuth(path).exists("x")  # no writer: an open() without O_NONBLOCK would hang here
     assert caught.value.reason == "not a regular file"
+
+
+def test_a_passwd_file_over_its_size_bound_is_unavailable_and_not_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file larger than MAX_PASSWD_FILE_BYTES (a log named by mistake, a runaway writer) is
+    not read into memory: every lookup fails as a temporary error, logged once, as for an
+    unreadable file; once it is cut to size it serves again. (Sparse: no disk is spent.)"""
+    path = tmp_path / "passwd"
+    write_passwd(path, "dave:{PLAIN}pw\n")
+    os.truncate(path, MAX_PASSWD_FILE_BYTES + 1)
+    reads: list[int] = []
+
+    class CountingHandle(io.FileIO):
+        def read(self, size: int | None = -1) -> bytes:
+            reads.append(-1 if size is None else size)
+            return super().read(size)
+
+    monkeypatch.setattr(filewatch, "open", lambda fd, mode: CountingHandle(fd, "rb"), raising=False)
+    too_large = [f"passwd-file {path} cannot be read: larger than {MAX_PASSWD_FILE_BYTES} bytes; "
+                 "lookups in it fail as a temporary error until it can"]
+    with caplog.at_level(logging.WARNING, "midb.authdb"):
+        backend = PasswdFileAuth(path)
+        assert _file_errors(caplog) == too_large  # at start, before any login
+        for lookup in (lambda: backend.authenticate("dave", "pw"), lambda: backend.exists("dave"),
+                       lambda: backend.credential_stamp("dave"), lambda: backend.scram_keys("dave")):
+            with pytest.raises(FileUnavailable) as caught:
+                lookup()
+            assert caught.value.reason == f"larger than {MAX_PASSWD_FILE_BYTES} bytes"
+        assert _file_errors(caplog) == too_large
+        assert reads == []  # its size said so: no read of it at all
+        caplog.clear()
+        os.truncate(path, len("dave:{PLAIN}pw\n"))
+        assert backend.authenticate("dave", "pw") == "dave"
+        assert _file_errors(caplog) == [f"passwd-file {path} can be read again"]
+
+
+def test_the_documented_passwd_file_bound_is_the_one_applied() -> None:
+    """auth_passwd_file's text (gximap.cfg(5), the sample config) names the bound in MiB."""
+    from gximap.config import DIRECTIVES
+
+    doc = next(directive.doc for directive in DIRECTIVES if directive.name == "auth_passwd_file")
+    assert MAX_PASSWD_FILE_BYTES % (1 << 20) == 0 and f"larger than {MAX_PASSWD_FILE_BYTES >> 20} MiB" in doc
 
 
 def test_an_io_error_is_tried_again_without_a_change_to_the_file(

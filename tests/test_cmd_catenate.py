@@ -3,11 +3,15 @@ literals and IMAP URLs (RFC 5092) naming the user's own messages and sections.""
 
 from __future__ import annotations
 
+import base64
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conversation import Conversation
+from conversation import PASSWORD, Conversation
+
+from gximap.auth.maps import NameMap
 
 # A multipart message: part 1 text/plain, part 2 a message/rfc822 holding a plain message.
 ORIGINAL = (
@@ -114,6 +118,78 @@ def test_url_to_another_mailbox_with_an_international_name(conv: Conversation) -
                       b" URL /&AMk-t&AOk-/;UID=%d/;SECTION=1)\r\n" % (uid, uid))
     assert appended(lines[-1], conv.folder("Drafts").uidvalidity, "1"), lines
     assert stored(conv, "Drafts", 1) == b"first partfirst part"
+
+
+def _catenated(conv: Conversation, url: bytes) -> bytes:
+    """The tagged answer to an APPEND to Drafts of a TEXT part and ``url``."""
+    return conv.send(b'a1 APPEND Drafts CATENATE (TEXT {2+}\r\nhi URL "%s")\r\n' % url)[-1]
+
+
+def test_the_url_user_may_be_the_login_name_or_the_storage_name(tmp_path: Path) -> None:
+    """With auth_map and storage_map dropping the domain, the session runs as the account
+    "alice": the URLs a client makes of its own messages name the user it logged in as
+    (RFC 5092 section 3.2), which got NO [BADURL] when only the storage name was taken. Either
+    is taken, in any case; a name of another user is not."""
+    with Conversation(tmp_path) as conv:
+        maps = NameMap.from_directives("email_localpart_optional", "auto")
+        conv.ctx.auth.auth_map = conv.ctx.auth.storage_map = maps
+        conv.login("alice@example.org")
+        assert conv.session.user == "alice"
+        uid = conv.add_message("INBOX", ORIGINAL)
+        for user in (b"alice%40example.org", b"ALICE%40Example.ORG", b"alice", b"Alice"):
+            answer = _catenated(conv, b"imap://%s@localhost/INBOX/;UID=%d" % (user, uid))
+            assert answer.startswith(b"a1 OK [APPENDUID "), (user, answer)
+        for user in (b"bob%40example.org", b"alice%40other.example", b"bob"):
+            url = b"imap://%s@localhost/INBOX/;UID=%d" % (user, uid)
+            assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another user" % url
+
+
+def test_impersonating_the_url_user_is_the_mailbox_not_the_actor(tmp_path: Path) -> None:
+    """Logged in as bob!shared, the session shows shared's mailboxes: a URL's user may be
+    "bob!shared" (what the client logged in as) or "shared" (whose mailboxes these are, as
+    PLAIN's authorization identity would be); not "bob", whose URLs name bob's own mailboxes,
+    another INBOX than the one this session would read."""
+    with Conversation(tmp_path, users=("bob", "shared")) as conv:
+        conv.store.grant_owner("shared", "bob")
+        conv.login("bob!shared")
+        assert (conv.session.user, conv.session.actor) == ("shared", "bob")
+        uid = conv.add_message("INBOX", ORIGINAL, user="shared")
+        for user in (b"bob!shared", b"bob%21shared", b"shared"):
+            answer = _catenated(conv, b"imap://%s@localhost/INBOX/;UID=%d" % (user, uid))
+            assert answer.startswith(b"a1 OK [APPENDUID "), (user, answer)
+        url = b"imap://bob@localhost/INBOX/;UID=%d" % uid
+        assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another user" % url
+
+
+def test_the_url_user_after_sasl_plain_with_an_authorization_identity(tmp_path: Path) -> None:
+    """AUTHENTICATE PLAIN with authzid "shared", authcid "bob": the authorization identity is
+    the URL user (RFC 5092 section 6.1.2 matches "user+" against it), the authcid is not."""
+    with Conversation(tmp_path, users=("bob", "shared")) as conv:
+        conv.store.grant_owner("shared", "bob")
+        conv.command("AUTHENTICATE PLAIN " + base64.b64encode(b"shared\x00bob\x00" + PASSWORD.encode()).decode())
+        uid = conv.add_message("INBOX", ORIGINAL, user="shared")
+        assert _catenated(conv, b"imap://shared@localhost/INBOX/;UID=%d" % uid).startswith(b"a1 OK [APPENDUID ")
+        url = b"imap://bob@localhost/INBOX/;UID=%d" % uid
+        assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another user" % url
+
+
+def test_the_url_host_may_be_any_name_this_server_is_known_by(tmp_path: Path) -> None:
+    """host_id, the machine's host name, localhost and the address the client connected to
+    (Conversation's connection is to 192.0.2.254, an IPv4-mapped form of it too) are this
+    server; another name or address, the loopback address included (which names the client's
+    own machine when it is not this one), is another server."""
+    with Conversation(tmp_path, host_id="mail.example.org") as conv:
+        conv.login()
+        uid = conv.add_message("INBOX", ORIGINAL)
+        for host in (b"mail.example.org", b"MAIL.Example.Org:143", b"localhost", socket.gethostname().encode(),
+                     b"192.0.2.254", b"[::ffff:192.0.2.254]"):
+            answer = _catenated(conv, b"imap://alice@%s/INBOX/;UID=%d" % (host, uid))
+            assert answer.startswith(b"a1 OK [APPENDUID "), (host, answer)
+        for host in (b"example.org", b"mail.example.org.evil.example", b"192.0.2.1", b"127.0.0.1", b"[::1]",
+                     b"[192.0.2.254]"):
+            url = b"imap://alice@%s/INBOX/;UID=%d" % (host, uid)
+            echo = url.replace(b"]", b"%5D")  # url-resp-text has no "]" (RFC 4469 section 5)
+            assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another server" % echo
 
 
 @pytest.mark.parametrize(("url", "reason"), [

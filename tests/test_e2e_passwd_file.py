@@ -1,6 +1,7 @@
 """The real gximap with auth_backend = passwd-file, the file unreadable to the running identity
-(the permission mistake after a privilege drop): imaplib's logins get NO [UNAVAILABLE], none is
-counted or logged as a failure fail2ban would count, and they succeed once the file is readable."""
+(the permission mistake after a privilege drop) or larger than its bound (a log named by
+mistake): imaplib's logins get NO [UNAVAILABLE], none is counted or logged as a failure fail2ban
+would count, and they succeed once the file is readable."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from e2e import GximapProcess
 
+from midb.authdb import MAX_PASSWD_FILE_BYTES
 from midb.scram import derive
 
 pytestmark = pytest.mark.e2e
@@ -94,3 +96,31 @@ def test_a_passwd_file_the_running_identity_cannot_read_is_a_temporary_failure(b
         result = subprocess.run(["fail2ban-regex", str(proc.log_path), str(FILTER)], capture_output=True,
                                 text=True, timeout=60, check=False)
         assert re.search(r"^Failregex: 0 total", result.stdout, re.M), result.stdout
+
+
+def test_a_passwd_file_over_its_size_bound_is_a_temporary_failure(base: Path) -> None:
+    """A passwd-file over MAX_PASSWD_FILE_BYTES (sparse here: no disk spent) is not read: every
+    login is NO [UNAVAILABLE], counted toward no block, the error logged once; once the file is
+    cut to size (a change, so it is looked at again) the login succeeds."""
+    passwd = base / "users"
+    line = "alice:{SCRAM-SHA-256}" + derive("secret", iterations=4096).text() + "\n"
+    passwd.write_text(line)
+    os.truncate(passwd, MAX_PASSWD_FILE_BYTES + 1)
+    proc = GximapProcess(base, tls=False, accounts={},
+                         extra={"auth_backend": "passwd-file", "auth_passwd_file": str(passwd),
+                                "imap_auth_times": "2", "imap_auth_ip_times": "3"})
+    proc.start()
+    try:
+        for user, password in (("alice", "secret"), ("alice", "wrong"), ("alice", "secret"), ("nobody", "x")):
+            assert _login(proc.port, user, password) == \
+                "NO [UNAVAILABLE] Authentication service temporarily unavailable"
+        os.truncate(passwd, len(line))
+        assert _login(proc.port, "alice", "secret").startswith("OK ")
+    finally:
+        proc.stop()
+    log = proc.log()
+    assert " rejected: " not in log and "blocked" not in log
+    assert len(re.findall(r"user=\S+ LOGIN unavailable: passwd-file \S+ cannot be read", log)) == 4
+    assert len(re.findall(rf"passwd-file {re.escape(str(passwd))} cannot be read: larger than "
+                          rf"{MAX_PASSWD_FILE_BYTES} bytes", log)) == 1
+    assert f"passwd-file {passwd} can be read again" in log

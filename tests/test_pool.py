@@ -51,6 +51,7 @@ from gximap.net.proxy import address_key
 from gximap.net.siblings import AddressLedger, ConnectionHandoff
 from gximap.net.tls import make_server_context
 from gximap.net.transport import InvalidDeflateInput, Transport
+from gximap.session import searching
 from gximap.session import session as session_module
 
 GREETING = b"* OK test server ready\r\n"
@@ -1267,6 +1268,58 @@ def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to
             stamps.append(clock.now)
         assert stamps == [1050.0 + 120.0 * n for n in range(1, 15)]
         assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
+
+
+@pytest.mark.parametrize("slot_comes", [True, False])
+def test_idle_keepalives_go_on_while_the_sessions_own_work_waits_in_idle(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, slot_comes: bool) -> None:
+    """In IDLE, a delivery has the live searches look at the new message as the session's own
+    work, which waits for a search slot (another session holds the only one). The client is in
+    IDLE all the while: it gets its keepalives every imap_idle_notify_interval, and the
+    autologout 30 minutes after its last input, as in any IDLE. While that work waited the
+    session did not count as idling: the pool timed it by imap_autologout_time, no keepalive
+    came, and the timer's expiry logged it out (after 30 minutes of waiting, as such work ends
+    long before). Once the slot comes, the work ends and IDLE reads the client's DONE."""
+    slots = searching._SearchSlots(total=1, per_account=1)
+    monkeypatch.setattr(searching, "_SLOTS", slots)
+    clock = SimpleNamespace(now=1000.0)
+    with _served_session(tmp_path, monkeypatch, clock, autologout=1800.0,
+                         idle_notify_interval=120.0) as (server, conn, client, conv):
+        assert conv.send(b"s1 SEARCH RETURN (UPDATE) BODY marker\r\n") == [
+            b'* ESEARCH (TAG "s1")', b"s1 OK SEARCH completed"]
+        assert conv.send(b"i1 IDLE\r\n") == [b"+ idling"]  # the client's last input, at 1000
+        assert slots.claim("someone else").done()
+        conv.add_message(data=b"Subject: a\r\n\r\nmarker\r\n")
+        assert conv.wakes
+        conn.wakeup_due = True  # what the waker does in the pool
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        assert client.recv(4096) == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+        assert conv.session.awaiting()  # the live search waits for the slot
+        stamps = []
+        for _ in range(2 if slot_comes else 20):  # bounded: the autologout ends it after 14
+            conn.waiting_input = True  # parked for reading, as after every PARK_READ
+            due, deadline = server._timer_state(conn, clock.now)
+            assert due is pool_module._Due.NOTHING
+            clock.now = deadline
+            outcome = server._serve(conn)
+            line = client.recv(4096)
+            if outcome is pool_module._Outcome.CLOSED:
+                assert line == b"* BYE Autologout; idle for too long\r\n"
+                break
+            assert outcome is pool_module._Outcome.PARK_READ and line == b"* OK Still here\r\n"
+            stamps.append(clock.now)
+        if not slot_comes:
+            assert stamps == [1000.0 + 120.0 * n for n in range(1, 15)]
+            assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
+            return
+        assert stamps == [1120.0, 1240.0]
+        slots.release("someone else")  # granted: the waker schedules the connection
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        assert client.recv(4096) == b'* ESEARCH (TAG "s1") ADDTO (0 1)\r\n'
+        client.sendall(b"DONE\r\n")
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        assert client.recv(4096) == b"i1 OK IDLE terminated\r\n"
+    assert slots.claim("alice").done()  # the search gave its slot back
 
 
 def _parked(server: Server, conn: pool_module._Connection, at: float) -> pool_module._Due:

@@ -74,6 +74,7 @@ account's state, so nothing is told without the password.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -312,18 +313,17 @@ class AuthService:
         attempt = _Attempt.of(login, password, rhost=rhost, address=address, mech=mech, authzid=authzid,
                               hold=hold)
         try:
-            decided = self._screen(attempt) or self._answer_from_cache(attempt)
+            with _unavailable_logged(attempt):
+                decided = self._screen(attempt) or self._answer_from_cache(attempt)
         except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as the executor's
-            if isinstance(exc, FileUnavailable):
-                _log_unavailable(attempt, exc)
             failed: Future[AuthResult] = Future()
             failed.set_exception(exc)
             return failed
-        if decided is not None:
-            future: Future[AuthResult] = Future()
-            future.set_result(decided)
-            return future
-        return self._executor.submit(self._check, attempt)
+        if decided is None:
+            return self._executor.submit(self._check, attempt)
+        future: Future[AuthResult] = Future()
+        future.set_result(decided)
+        return future
 
     # -- SCRAM (gximap.auth.scram) ------------------------------------------------------------------
 
@@ -368,11 +368,8 @@ class AuthService:
         on its pool's workers (as its :meth:`authenticate` calls do). Store trouble propagates;
         a file that cannot be read (FileUnavailable) is logged with ``rhost`` and ``mech`` first,
         as :meth:`authenticate` logs it."""
-        try:
+        with _unavailable_logged(_Attempt.of(login, "", rhost=rhost, address="", mech=mech, authzid=authzid)):
             return self._scram_lookup(login, authzid)
-        except FileUnavailable as exc:
-            _log_unavailable(_Attempt.of(login, "", rhost=rhost, address="", mech=mech, authzid=authzid), exc)
-            raise
 
     def _scram_lookup(self, login: str, authzid: str | None) -> ScramLookup:
         actor, _ = split_identity(login, authzid)
@@ -404,11 +401,12 @@ class AuthService:
         attempt = _Attempt.of(login, "", rhost=rhost, address=address, mech=mech, authzid=authzid, hold=hold)
         future: Future[AuthResult] = Future()
         try:
-            future.set_result(self._scram_verdict(attempt, lookup, client_key, reason))
+            with _unavailable_logged(attempt):
+                verdict = self._scram_verdict(attempt, lookup, client_key, reason)
         except Exception as exc:  # noqa: BLE001 - store trouble (StoreBusy): raised by the future, as submit's
-            if isinstance(exc, FileUnavailable):
-                _log_unavailable(attempt, exc)
             future.set_exception(exc)
+            return future
+        future.set_result(verdict)
         return future
 
     def malformed(self, *, rhost: str, address: str, mech: str, reason: str) -> Future[AuthResult]:
@@ -563,11 +561,8 @@ class AuthService:
         """The whole check: screened, then verified from the cache or by hashing the password.
         A file it needs that cannot be read (FileUnavailable) is logged for the attempt and
         propagates: the caller answers with a temporary failure."""
-        try:
+        with _unavailable_logged(attempt):
             return self._verdict(attempt)
-        except FileUnavailable as exc:
-            _log_unavailable(attempt, exc)
-            raise
 
     def _verdict(self, attempt: _Attempt) -> AuthResult:
         screened = self._screen(attempt)
@@ -721,10 +716,19 @@ def _refuse(attempt: _Attempt, reason: str, refusal: str) -> AuthResult:
     return AuthResult(False, reason=reason, refusal=refusal)
 
 
-def _log_unavailable(attempt: _Attempt, exc: FileUnavailable) -> None:
-    """A login that could not be checked: logged as "unavailable", no guess (fail2ban's filter
-    does not count it, nor does any block). The file's errno was logged once, when it began."""
-    gxlog.auth_unavailable(attempt.rhost, attempt.logged, attempt.mech, str(exc))
+@contextlib.contextmanager
+def _unavailable_logged(attempt: _Attempt) -> Iterator[None]:
+    """Around every step of a check that may need a file that cannot be read (the password
+    check on the executor or the auth socket's worker, submit's screening, a SCRAM lookup or
+    verdict): such a FileUnavailable is logged for ``attempt`` as "unavailable", one line of one
+    shape whichever step met it, and propagates (the caller answers "try again later"). No
+    guess: fail2ban's filter does not count the line, nor does any block. The file's errno was
+    logged once, by its reader, when it began."""
+    try:
+        yield
+    except FileUnavailable as exc:
+        gxlog.auth_unavailable(attempt.rhost, attempt.logged, attempt.mech, str(exc))
+        raise
 
 
 def _seconds(value: float) -> str:

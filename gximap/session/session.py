@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -142,6 +142,9 @@ class ImapSession:
         self.compressed = False  # RFC 4978 DEFLATE is active on the connection
         self.user: str | None = None  # the storage account the session works on
         self.actor: str | None = None  # who authenticated, when impersonating (actor!mailbox)
+        # The names, casefolded, that an IMAP URL's user may give for this login (CATENATE:
+        # gximap.session.commands.append): the storage account and the names the client logged in as.
+        self.url_users: frozenset[str] = frozenset()
         self.selected: SelectedMailbox | None = None
         self.enabled: set[str] = set()  # ENABLEd extensions: IMAP4REV2, UTF8=ACCEPT, ...
         self.client_id: dict[str, str | None] | None = None
@@ -351,7 +354,7 @@ class ImapSession:
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
-        if interval > 0 and self._idling():
+        if interval > 0 and self._in_idle():
             # The pool counts from the latest of the last input, the end of a push the client was
             # slow to take, and the last keepalive: the next keepalive is one interval after
             # that, whichever it is (computed from this session's own clock, it drifted by how
@@ -367,7 +370,18 @@ class ImapSession:
         return self.last_activity
 
     def _idling(self) -> bool:
+        """IDLE runs now: it waits for the client's DONE (no work of the session's own before it)."""
         running = self._running
+        return running is not None and running.waiting is not None and running.waiting.idle
+
+    def _in_idle(self) -> bool:
+        """The client is in IDLE: it runs, or the session's own work (_run_before_resuming: the
+        live searches looking at a delivery, NOTIFY's FETCH of new messages) runs before IDLE
+        goes on. For the timers: that work may wait (for a search slot), and the client, which
+        only waits for its DONE to be read, is to get its keepalives meanwhile."""
+        running = self._running
+        while running is not None and running.silent:
+            running = running.resume
         return running is not None and running.waiting is not None and running.waiting.idle
 
     def hard_deadline(self) -> float:
@@ -392,13 +406,15 @@ class ImapSession:
             late = now >= self._login_deadline() - 0.5
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return True
-        if (self.settings.idle_notify_interval > 0 and self._idling()
+        if (self.settings.idle_notify_interval > 0 and self._in_idle()
                 and now - self.last_activity < self.settings.autologout - 0.5):
             self._last_keepalive = now
-            self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if self._updates_missed:
+            if not self._inside_response:  # own work parked inside a response: nothing goes between its parts
+                self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
+            if self._updates_missed and self._idling():
                 # A push failed (the store was busy): the keepalive tries again, rather than
-                # leave the changes waiting for the next one or for DONE.
+                # leave the changes waiting for the next one or for DONE. (Not while the
+                # session's own work runs: no catch-up may move the view under it.)
                 self._idle_push()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
@@ -499,9 +515,12 @@ class ImapSession:
         if key is not None:
             self.ctx.user_sessions.release(key)
 
-    def login_completed(self, user: str, actor: str | None = None) -> None:
+    def login_completed(self, user: str, actor: str | None = None, names: Iterable[str] = ()) -> None:
+        """Logged in as the storage account ``user`` (``actor``: who authenticated, when
+        impersonating); ``names``: those the client logged in as, which its URLs may give."""
         self.user = user
         self.actor = actor
+        self.url_users = frozenset(name.casefold() for name in (user, *names))
         self.state = State.AUTHENTICATED
         # The account's Trash and Junk lose what has been there longer than their periods, in the
         # background; a session with such a folder selected is told as of any other's expunges.

@@ -25,12 +25,22 @@ they stand) beyond the literal limit (what plain messages are held to while fram
 cannot be resolved (another user or server, URLAUTH, no such mailbox or message, a UIDVALIDITY
 that does not match, a section the message does not have) is NO [BADURL url] (RFC 4469 section
 5).
+
+An ``imap://user@host/...`` URL is the session's own when its user is the storage account or a
+name the client logged in as (the login as given: with auth_map/storage_map that drop the
+domain, ``alice@example.org`` as well as ``alice``; impersonating, ``bob!shared`` and ``shared``
+but not ``bob``, whose URLs name bob's own mailboxes: commands.auth._url_users), and its host
+names this server: host_id, the machine's host name, ``localhost`` or the address the client
+connected to (_names_this_server). Anything else may name another server's message, which this
+one must not serve in its place.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -38,6 +48,7 @@ from typing import Any
 from gximap.imap import commands as cmds
 from gximap.imap import encode, fetchmime, imapurl
 from gximap.imap.codes import Code
+from gximap.net.proxy import normalize_host
 from gximap.session.base import AUTHENTICATED, CommandFailed, Done, command
 from gximap.session.capabilities import append_limit
 from gximap.session.errors import trycreate_folder
@@ -140,9 +151,9 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
     if url.host is not None:
         # imap://user@host/...: this server, and the session's user (RFC 5092 section 3.2: a URL
         # without a user names anonymous access, which is someone else too).
-        if url.user is None or url.user.casefold() != user.casefold():
+        if url.user is None or url.user.casefold() not in session.url_users:
             raise _bad_url(raw, "URL names another user")
-        if url.host != session.settings.host_id.lower():
+        if not _names_this_server(session, url.host):
             raise _bad_url(raw, "URL names another server")
     store = session.store
     folder = store.get_folder(user, url.mailbox)
@@ -164,6 +175,25 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
         raise _bad_url(raw, str(exc)) from None
     except NoSuchBody:  # expunged since it was looked up
         raise _bad_url(raw, "no message with that UID") from None
+
+
+def _names_this_server(session: Any, host: str) -> bool:
+    """Whether a URL's host (lower case; an IPv6 address in brackets) is a name this server is
+    known by without asking anyone: host_id, the machine's host name, ``localhost``, or the
+    address the client connected to (the PROXY header's destination behind a proxy: what the
+    client reached this server by). No DNS lookup: a name that only resolves here is refused,
+    which costs a client nothing it could not say with one of these or a relative URL."""
+    if host in (session.settings.host_id.lower(), "localhost", socket.gethostname().lower()):
+        return True
+    # RFC 3986 section 3.2.2: an IPv6 address in brackets, an IPv4 one without.
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return False  # a name, and none of the above (the local address is an address, or a socket path)
+    if bracketed != (address.version == 6):
+        return False
+    return normalize_host(str(address)) == session.conn.local_host
 
 
 def _section_octets(store: Any, meta: Any, url: imapurl.ImapUrl, room: int) -> bytes:

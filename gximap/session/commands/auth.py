@@ -34,7 +34,15 @@ from concurrent.futures import Future
 from typing import Any
 
 from gximap.auth import scram
-from gximap.auth.service import BLOCKED, DISABLED, LIMITED, NO_MAILBOX, UNAUTHORIZED, AuthResult
+from gximap.auth.service import (
+    BLOCKED,
+    DISABLED,
+    LIMITED,
+    NO_MAILBOX,
+    UNAUTHORIZED,
+    AuthResult,
+    split_identity,
+)
 from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
@@ -91,16 +99,17 @@ def _attempt(session: Any, login: str, password: str, mech: str,
     auth = session.ctx.auth
     check = auth.submit(login, password, rhost=session.rhost, address=session.conn.peer_host, mech=mech,
                         authzid=authzid, hold=session.hold_user_slot)
-    return (yield from _settle(session, check, login))
+    return (yield from _settle(session, check, login, authzid))
 
 
-def _settle(session: Any, check: Future[AuthResult], login: str,
+def _settle(session: Any, check: Future[AuthResult], login: str, authzid: str | None = None,
             server_final: bytes | None = None) -> Generator[Await | NeedLine, Any, Done]:
     """Await a login's verdict (``check``, AuthService's); log in or count the failure.
-    ``server_final``: SASL data the client is sent with a success (SCRAM's v=), as a last
-    challenge it answers with an empty response (RFC 4422 section 5: IMAP's tagged OK carries
-    no data). Such a success is logged only then (AuthResult.log_success): a client that
-    cancels there instead, or leaves, has not logged in."""
+    ``login`` and ``authzid``: the names the client gave (for the block, and the names its
+    IMAP URLs may give: _url_users). ``server_final``: SASL data the client is sent with a
+    success (SCRAM's v=), as a last challenge it answers with an empty response (RFC 4422
+    section 5: IMAP's tagged OK carries no data). Such a success is logged only then
+    (AuthResult.log_success): a client that cancels there instead, or leaves, has not logged in."""
     auth = session.ctx.auth
     try:
         result = yield Await(check)
@@ -124,7 +133,7 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
                 session.release_user_slot()
                 raise
         result.log_success()
-        session.login_completed(result.user, result.actor)
+        session.login_completed(result.user, result.actor, _url_users(login, authzid))
         caps = " ".join(session.capability_list()).encode("ascii")
         return Done(Code.OK_LOGGED_IN, code=b"CAPABILITY " + caps, sync=False)
     session.auth_failures += 1
@@ -140,6 +149,20 @@ def _settle(session: Any, check: Future[AuthResult], login: str,
             auth.block_user(login.partition("!")[0], session.rhost)
         return Done(text, args, status="NO", sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
     return Done(text, args, status="NO", sync=False)
+
+
+def _url_users(login: str, authzid: str | None) -> tuple[str, ...]:
+    """The names the client logged in as, which the user of its IMAP URLs may give besides the
+    storage account (CATENATE, RFC 5092 section 3.3: the user a URL is resolved by logging in
+    as): the login as given and, impersonating, the mailbox it acts as (``shared`` of
+    ``bob!shared``, PLAIN's authorization identity: RFC 5092 section 6.1.2 matches "user+"
+    against that identity). Never the actor alone: a URL of bob's names bob's own mailboxes,
+    which a session working on shared's does not show (a URL of its INBOX would name another
+    message there)."""
+    if authzid:
+        return (authzid,)
+    _actor, mailbox = split_identity(login)
+    return (login, mailbox) if mailbox != login else (login,)
 
 
 # A refused login's text by AuthResult.refusal (each with its response code by default:
@@ -225,7 +248,7 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
     if refusal is not None:
         refused: Future[AuthResult] = Future()
         refused.set_result(refusal)
-        return (yield from _settle(session, refused, exchange.username))
+        return (yield from _settle(session, refused, exchange.username, exchange.authzid))
     lookup_future = auth.submit_scram_lookup(exchange.username, exchange.authzid, rhost=session.rhost,
                                              mech=scram.MECHANISM)
     try:
@@ -241,7 +264,8 @@ def _scram(session: Any, initial: bytes | None) -> Generator[NeedLine | Await, A
     check = auth.scram_result(exchange.username, lookup, outcome.client_key, rhost=session.rhost,
                               address=session.conn.peer_host, mech=scram.MECHANISM, authzid=exchange.authzid,
                               hold=session.hold_user_slot, reason=outcome.reason)
-    return (yield from _settle(session, check, exchange.username, server_final=outcome.server_final))
+    return (yield from _settle(session, check, exchange.username, exchange.authzid,
+                               server_final=outcome.server_final))
 
 
 @command(cmds.Unauthenticate, states=AUTHENTICATED)
@@ -256,6 +280,7 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     session.state = State.NOT_AUTHENTICATED
     session.user = None
     session.actor = None
+    session.url_users = frozenset()
     session.enabled.clear()
     session.client_id = None
     session.saved_search = None
