@@ -664,3 +664,45 @@ def test_close_without_qresync_sends_no_highestmodseq(conv: Conversation) -> Non
         C: a1 CLOSE
         S: a1 OK CLOSE completed
     """)
+
+
+def test_no_vanished_during_a_uid_search_by_message_numbers(conv: Conversation) -> None:
+    """RFC 7162 section 3.2.10 (RFC 5162 section 3.6): VANISHED MUST NOT be sent during a UID
+    SEARCH whose criteria hold message numbers (nor a UID SORT or UID THREAD: the same search
+    program); by UIDs alone it may be, as during any other UID command."""
+    uids = seed(conv, 5)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    expunge(conv, [uids[0]])
+    conv.script("""
+        C: a1 UID SEARCH 2:3
+        S: * SEARCH 2 3
+        S: a1 OK SEARCH completed
+        C: a2 UID SORT (ARRIVAL) UTF-8 OR 4 DELETED
+        S: * SORT 4
+        S: a2 OK SORT completed
+        C: a3 UID THREAD ORDEREDSUBJECT UTF-8 NOT 1:3
+        S: * THREAD (4 5)
+        S: a3 OK THREAD completed
+        C: a4 UID SEARCH UID 2:3
+        S: * SEARCH 2 3
+        S: * VANISHED 1
+        S: a4 OK [HIGHESTMODSEQ {*}] SEARCH completed
+    """)
+
+
+def test_no_expunge_during_a_uid_search_by_message_numbers(conv: Conversation) -> None:
+    """The same for EXPUNGE responses without QRESYNC: the client maps the numbers of its search
+    to UIDs, and an expunge held back until the next command can confuse nobody."""
+    uids = seed(conv, 3)
+    conv.select()
+    expunge(conv, [uids[0]])
+    conv.script("""
+        C: a1 UID SEARCH 2
+        S: * SEARCH 2
+        S: a1 OK SEARCH completed
+        C: a2 UID SEARCH ALL
+        S: * SEARCH 2 3
+        S: * 1 EXPUNGE
+        S: a2 OK SEARCH completed
+    """)
