@@ -612,3 +612,97 @@ def test_partial_with_changedsince_and_vanished(conv: Conversation) -> None:
     assert len(shown) == 3, lines
     assert [line.split(b" ")[1] for line in shown] == [b"1", b"3", b"5"]
     assert sum(f"UID {uids[3]} ".encode() in line for line in shown) == 1
+
+
+def test_close_that_expunges_sends_highestmodseq(conv: Conversation) -> None:
+    """RFC 7162 section 3.2.8 (RFC 5162 section 3.4): a CLOSE that removed messages gives the
+    updated HIGHESTMODSEQ in its tagged OK (no VANISHED); one that removed none, none."""
+    seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.command("STORE 2:3 +FLAGS.SILENT (\\Deleted)")
+    conv.script(f"""
+        C: a1 CLOSE
+        S: a1 OK [HIGHESTMODSEQ {highest(conv) + 2}] CLOSE completed
+    """)
+    assert conv.folder("INBOX").messages == 2
+    conv.select()
+    conv.script("""
+        C: a2 CLOSE
+        S: a2 OK CLOSE completed
+    """)
+
+
+def test_close_highestmodseq_skips_no_change_the_client_was_not_told(conv: Conversation) -> None:
+    """A change by another session that the CLOSE's client never saw (CLOSE sends no untagged
+    responses) is not jumped over: the tagged OK gives the HIGHESTMODSEQ the client was last
+    told everything up to, and a QRESYNC from it reports the change."""
+    uids = seed(conv, 3)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    safe = highest(conv)   # the client's own STORE is the last change it knows of
+    flag(conv, [uids[2]], "\\Flagged")
+    conv.script(f"""
+        C: a1 CLOSE
+        S: a1 OK [HIGHESTMODSEQ {safe}] CLOSE completed
+    """)
+    conv.script(f"""
+        C: a2 SELECT INBOX (QRESYNC ({uidvalidity(conv)} {safe}))
+        {select_lines(conv, 2, 4)}
+        S: * VANISHED (EARLIER) 1
+        S: * 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ ({modseq_of(conv, 3)}))
+        S: a2 OK [READ-WRITE] SELECT completed
+    """)
+
+
+def test_close_without_qresync_sends_no_highestmodseq(conv: Conversation) -> None:
+    seed(conv, 2)
+    conv.select()
+    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    conv.script("""
+        C: a1 CLOSE
+        S: a1 OK CLOSE completed
+    """)
+
+
+def test_no_vanished_during_a_uid_search_by_message_numbers(conv: Conversation) -> None:
+    """RFC 7162 section 3.2.10 (RFC 5162 section 3.6): VANISHED MUST NOT be sent during a UID
+    SEARCH whose criteria hold message numbers (nor a UID SORT or UID THREAD: the same search
+    program); by UIDs alone it may be, as during any other UID command."""
+    uids = seed(conv, 5)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    expunge(conv, [uids[0]])
+    conv.script("""
+        C: a1 UID SEARCH 2:3
+        S: * SEARCH 2 3
+        S: a1 OK SEARCH completed
+        C: a2 UID SORT (ARRIVAL) UTF-8 OR 4 DELETED
+        S: * SORT 4
+        S: a2 OK SORT completed
+        C: a3 UID THREAD ORDEREDSUBJECT UTF-8 NOT 1:3
+        S: * THREAD (4 5)
+        S: a3 OK THREAD completed
+        C: a4 UID SEARCH UID 2:3
+        S: * SEARCH 2 3
+        S: * VANISHED 1
+        S: a4 OK [HIGHESTMODSEQ {*}] SEARCH completed
+    """)
+
+
+def test_no_expunge_during_a_uid_search_by_message_numbers(conv: Conversation) -> None:
+    """The same for EXPUNGE responses without QRESYNC: the client maps the numbers of its search
+    to UIDs, and an expunge held back until the next command can confuse nobody."""
+    uids = seed(conv, 3)
+    conv.select()
+    expunge(conv, [uids[0]])
+    conv.script("""
+        C: a1 UID SEARCH 2
+        S: * SEARCH 2
+        S: a1 OK SEARCH completed
+        C: a2 UID SEARCH ALL
+        S: * SEARCH 2 3
+        S: * 1 EXPUNGE
+        S: a2 OK SEARCH completed
+    """)

@@ -800,6 +800,18 @@ class SelectedMailbox:
         self.force_highestmodseq = False
         return report
 
+    def highestmodseq_at_close(self) -> int:
+        """The HIGHESTMODSEQ for the tagged OK of a CLOSE that expunged (its tombstones noted
+        with note_own_changes_of; RFC 7162 section 3.2.8). CLOSE sends no untagged responses, so
+        the store's HIGHESTMODSEQ is given only when every change up to it is one the client
+        knows (its own, the CLOSE's expunges among them); else the last value it was told
+        everything up to (``full_modseq``): lower, but a QRESYNC from it misses nothing."""
+        if not self.pending_expunge:
+            highestmodseq = self.store.highestmodseq(self.account_id, self.folder_id)
+            if highestmodseq is not None and self._only_known_changes(highestmodseq):
+                return self.modseq
+        return self.full_modseq
+
     def remove_expunged(self, uids: Iterable[int]) -> list[int]:
         """Drop UIDs from the view; return their message numbers, highest first (safe to send
         in that order as EXPUNGE responses)."""

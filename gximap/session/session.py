@@ -947,8 +947,11 @@ class ImapSession:
         self._bad_streak = 0
         # UID FETCH/STORE/SEARCH/SORT/THREAD name messages by UID, so they may be followed by
         # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
-        # learns of other sessions' expunges without a NOOP.
-        expunge_ok = registration.expunge_ok or bool(getattr(cmd, "uid", False))
+        # learns of other sessions' expunges without a NOOP. Not a UID SEARCH (SORT, THREAD) whose
+        # criteria hold message numbers: RFC 7162 section 3.2.10 forbids VANISHED there, and
+        # Dovecot holds EXPUNGE back too (the client maps the numbers it searched by).
+        expunge_ok = registration.expunge_ok or (bool(getattr(cmd, "uid", False))
+                                                 and not uidonly.uses_message_numbers(cmd))
         counted = self.progress   # cleared for this command (as Progress.forget(), less a call)
         counted.count = counted.total = None
         # No INPROGRESS before login: INPROGRESS is advertised to authenticated sessions only.

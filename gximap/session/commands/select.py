@@ -99,21 +99,32 @@ def check(session: Any, cmd: cmds.Check) -> Done:
 @command(cmds.Close, states=SELECTED)
 def close(session: Any, cmd: cmds.Close) -> Generator[bytes | Await, Any, Done]:
     """Expunge \\Deleted messages silently (unless read-only), in pieces as EXPUNGE does
-    (gximap.session.pieces), then leave the mailbox."""
+    (gximap.session.pieces), then leave the mailbox. With QRESYNC, a CLOSE that removed messages
+    gives the new HIGHESTMODSEQ in its tagged OK (RFC 7162 section 3.2.8, RFC 5162 section 3.4),
+    as EXPUNGE does: the highest the client may resynchronise from without missing a change
+    (SelectedMailbox.highestmodseq_at_close)."""
     view = session.selected
+    highestmodseq = None
     if not view.readonly:
         store = session.store
+        expunged_any = False
 
-        def write(piece: Sequence[int]) -> list[int]:
-            return store.expunge(view.account, view.folder_id, piece)
+        def write(piece: Sequence[int]) -> list[tuple[int, int]]:
+            return store.expunge_tombstones(view.account, view.folder_id, piece)
 
-        def report(_piece: Sequence[int], _expunged: list[int]) -> tuple[()]:
+        def report(_piece: Sequence[int], tombstones: list[tuple[int, int]]) -> tuple[()]:
+            nonlocal expunged_any
+            view.note_own_changes_of(tombstones)
+            expunged_any = expunged_any or bool(tombstones)
             return ()   # CLOSE expunges silently
 
         deleted = store.deleted_uids(view.account, view.folder_id)
         yield from in_pieces(deleted, write, report, progress=session.progress)
+        if expunged_any and session.qresync_enabled:
+            highestmodseq = view.highestmodseq_at_close()
     session.select(None)
-    return Done(Code.OK_CLOSE, sync=False)
+    return Done(Code.OK_CLOSE, sync=False,
+                code=None if highestmodseq is None else b"HIGHESTMODSEQ %d" % highestmodseq)
 
 
 @command(cmds.Unselect, states=SELECTED)
