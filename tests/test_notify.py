@@ -1171,3 +1171,66 @@ def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmods
                         b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % pushed]
     assert a.wake() == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (pushed + 1),
                         b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (%d))" % (pushed + 2)]
+
+
+# -- the client's own changes never overflow it (section 5 before section 5.8) -----------------
+
+
+def _tree(conv: Conversation, top: str, children: int) -> None:
+    """``top`` and ``children`` mailboxes beneath it, made straight in the store."""
+    conv.store.create_folder("alice", top)
+    for number in range(children):
+        conv.store.create_folder("alice", f"{top}/c{number}")
+
+
+def test_own_rename_of_a_big_tree_does_not_overflow(pair: tuple[Conversation, Conversation]) -> None:
+    """A RENAME moves every mailbox of the tree, and midb announces each: more than MAX_PENDING
+    of them, all the client's own, are not reported (section 5), so they cannot overflow it."""
+    a, b = pair
+    _tree(a, "big", notify.MAX_PENDING + 1)
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    assert a.command("RENAME big huge")[:-1] == []
+    assert a.wake(require=False) == []
+    state = a.session.notify
+    assert state is not None and state.active
+    b.command("CREATE huge/c0/theirs")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" huge/c0/theirs',
+                        b"* STATUS huge/c0/theirs (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)"
+                        % a.folder("huge/c0/theirs").uidvalidity, b'* LIST (\\HasChildren) "/" huge/c0']
+
+
+def test_own_deletes_of_a_big_tree_do_not_overflow(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELETE takes one mailbox (a mailbox with children is refused): a tree goes with one DELETE
+    a mailbox, each taken in at its command's end, however many, in one pipelined burst too."""
+    a, b = pair
+    monkeypatch.setattr(notify, "MAX_PENDING", 3)
+    _tree(a, "big", 5)
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    burst = b"".join(b"d%d DELETE big/c%d\r\n" % (number, number) for number in range(5)) + b"d9 DELETE big\r\n"
+    lines = a.send(burst)
+    assert [line.split(b" ")[1] for line in lines] == [b"OK"] * 6, lines
+    assert a.wake(require=False) == []
+    b.command("CREATE big")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" big',
+                        b"* STATUS big (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % a.folder("big").uidvalidity]
+
+
+def test_another_sessions_rename_of_a_big_tree_is_one_clean_overflow(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """Another session's RENAME of more than MAX_PENDING mailboxes may overflow the watcher
+    (section 5.8): one NOTIFICATIONOVERFLOW, then NOTIFY NONE; the session goes on, and a new
+    NOTIFY SET reports from the names as they are now."""
+    a, b = pair
+    _tree(a, "big", notify.MAX_PENDING + 1)
+    a.select()
+    a.command(f"NOTIFY SET (selected (MessageNew MessageExpunge)) (personal {ALL_OTHER})")
+    b.command("RENAME big huge")
+    assert a.wake() == [b"* OK [NOTIFICATIONOVERFLOW] Too many notifications: NOTIFY is off, check your mailboxes"]
+    assert a.wake(require=False) == []
+    state = a.session.notify
+    assert state is not None and not state.active
+    assert a.command("NOOP")[:-1] == []
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    b.command("RENAME huge/c0 huge/d0")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" huge/d0 ("OLDNAME" (huge/c0))']

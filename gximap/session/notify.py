@@ -46,9 +46,11 @@ nothing of theirs, and anything else that changed.
 AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
 are declined with NO [BADEVENT] (section 5).
 
-Bound: at most MAX_PENDING folders (and notices) may wait to be reported. A burst beyond it, or a
-client that does not read its notifications while they pile up, ends in ``* OK
-[NOTIFICATIONOVERFLOW]`` and NOTIFY NONE (section 5.8): the client then re-reads what it needs.
+Bound: at most MAX_PENDING folders (and notices) others changed may wait to be reported. A burst
+beyond it (another session's RENAME of a tree that big: an event per mailbox), or a client that
+does not read its notifications while they pile up, ends in ``* OK [NOTIFICATIONOVERFLOW]`` and
+NOTIFY NONE (section 5.8): the client then re-reads what it needs. The folders the client's own
+commands changed do not count: nothing of theirs is reported, however many.
 """
 
 from __future__ import annotations
@@ -231,7 +233,11 @@ class NotifyState:
                 lowest = self._dirty.get(folder_id)
                 if lowest is None or modseq < lowest:
                     self._dirty[folder_id] = modseq
-            if len(self._dirty) + len(self._own) + len(self._notices) > MAX_PENDING:
+            # The client's own changes are not reported (section 5), so they never overflow it
+            # (section 5.8 is for notifications it would get): a RENAME of a tree of more than
+            # MAX_PENDING mailboxes has an event for each. Their set needs no bound of its own:
+            # it names the account's folders at most, and is taken in at the command's end.
+            if len(self._dirty) + len(self._notices) > MAX_PENDING:
                 self._overflow = True
         return notice or not own
 
