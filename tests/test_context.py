@@ -104,6 +104,12 @@ def test_update_fetch_attributes_parse() -> None:
     assert sort.return_opts == ("UPDATE", "ALL")
     assert sort.update_atts == (cmds.FetchAtt("FLAGS"), cmds.FetchAtt("BINARY", cmds.Section((1,)), (0, 10), True))
     assert parse_as(cmds.Search, b"a SEARCH RETURN (UPDATE) ALL").update_atts == ()
+    # The ABNF's spelling, without the space its examples have: taken too.
+    tight = parse_as(cmds.Search, b"a SEARCH RETURN (COUNT UPDATE(UID FLAGS)) ALL")
+    assert tight.return_opts == ("COUNT", "UPDATE")
+    assert tight.update_atts == (cmds.FetchAtt("UID"), cmds.FetchAtt("FLAGS"))
+    tight_sort = parse_as(cmds.Sort, b"a SORT RETURN (UPDATE(UID) ALL) (DATE) UTF-8 ALL")
+    assert tight_sort.return_opts == ("UPDATE", "ALL") and tight_sort.update_atts == (cmds.FetchAtt("UID"),)
     assert parse_as(cmds.Search, b"a SEARCH ALL").update_atts == ()
     # As many as the command's argument budget allows, as in FETCH.
     many = b" ".join([b"UID"] * 50)
@@ -117,8 +123,9 @@ def test_update_fetch_attributes_parse() -> None:
     b"a SEARCH RETURN (UPDATE (FAST)) ALL",
     b"a SEARCH RETURN (UPDATE (BOGUS)) ALL",
     b"a SEARCH RETURN (UPDATE (BODY[1.FOO])) ALL",
-    b"a SEARCH RETURN (UPDATE(UID)) ALL",
     b"a SEARCH RETURN (UPDATE (UID) (FLAGS)) ALL",
+    b"a SEARCH RETURN (UPDATE(UID)(FLAGS)) ALL",
+    b"a SEARCH RETURN (UPDATE() ALL) ALL",
     b"a SEARCH RETURN (UPDATE (UID) UPDATE) ALL",
     b"a SEARCH RETURN (UPDATE (UID FLAGS) ALL",
     b"a SEARCH RETURN (UPDATE  (UID)) ALL",

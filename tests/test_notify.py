@@ -88,6 +88,17 @@ def test_parse_notify_none_and_set() -> None:
     assert mailboxes.events == () and [m.name for m in mailboxes.mailboxes] == ["INBOX"]
 
 
+def test_parse_takes_message_new_attributes_with_or_without_a_space() -> None:
+    """Section 8's message-event has a space before MessageNew's list, as the examples of
+    section 3.1 do; without one (as the ABNF writes UPDATE's list) it is taken too."""
+    spaced, tight = (parse(b"a NOTIFY SET (selected (MessageNew%s(UID FLAGS) MessageExpunge))\r\n" % space)
+                     for space in (b" ", b""))
+    assert isinstance(spaced, c.Notify) and isinstance(tight, c.Notify)
+    assert spaced == tight and tight.groups is not None
+    assert tight.groups[0].events == ("MessageNew", "MessageExpunge")
+    assert tight.groups[0].fetch_atts == (c.FetchAtt("UID"), c.FetchAtt("FLAGS"))
+
+
 def test_parse_keeps_unknown_events_for_badevent() -> None:
     cmd = parse(b"a NOTIFY SET (personal (MailboxName XFoo))\r\n")
     assert isinstance(cmd, c.Notify) and cmd.groups is not None
@@ -131,6 +142,10 @@ def test_message_new_leaves_out_ranges_in_any_order() -> None:
     b"a NOTIFY SET (selected NONE) (selected-delayed NONE)\r\n",  # one selected filter
     b"a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))\r\n",  # fetch-att: selected only
     b"a NOTIFY SET (selected (MessageNew (BOGUS) MessageExpunge))\r\n",
+    b"a NOTIFY SET (selected (MessageNew  (UID) MessageExpunge))\r\n",   # one space at most
+    b"a NOTIFY SET (selected (MessageNew() MessageExpunge))\r\n",
+    b"a NOTIFY SET (personal (MessageNew(UID) MessageExpunge))\r\n",     # fetch-att: selected only
+    b"a NOTIFY SET (selected (MessageExpunge(UID) MessageNew))\r\n",     # MessageNew's alone
 ])
 def test_parse_refuses_broken_forms(line: bytes) -> None:
     with pytest.raises(ParseError):
