@@ -32,7 +32,7 @@ from test_parser import bad, parse_as
 from gximap.imap import commands as cmds
 from gximap.imap.framing import CommandFrame, Framer
 from gximap.imap.parser import ParseError, parse_command
-from gximap.session import searchcontext
+from gximap.session import condstore, searchcontext
 from midb.errors import StoreBusy
 
 
@@ -629,6 +629,35 @@ def test_section_7_fetch_carries_modseq_once_condstore_is_on(conv: Conversation)
     lines = conv.command("NOOP")
     assert lines[:-1] == [b"* 7 EXISTS", b"* 1 RECENT", b"* 7 FETCH (UID 7 FLAGS (\\Recent) MODSEQ (8))",
                           b'* ESEARCH (TAG "a1") UID ADDTO (0 7)'], lines
+
+
+def test_update_naming_modseq_enables_condstore_with_the_search(conv: Conversation) -> None:
+    """RFC 7162 section 3.1: a command that names the MODSEQ fetch-att enables CONDSTORE, as FETCH
+    MODSEQ does; RETURN (UPDATE (MODSEQ)) names it, so the SEARCH tells the HIGHESTMODSEQ then,
+    not at the first unsolicited FETCH (between its EXISTS and the FETCH)."""
+    highest = conv.folder("INBOX").highestmodseq
+    conv.script(f"""
+        C: a1 UID SEARCH RETURN (UPDATE (UID MODSEQ)) SUBJECT wanted
+        S: * OK [HIGHESTMODSEQ {highest}] {{*}}
+        S: * ESEARCH (TAG "a1") UID
+        S: a1 OK {{*}}
+    """)
+    assert condstore.enabled(conv.session)
+    conv.add_message(data=b"Subject: wanted\r\n\r\nhi\r\n")
+    lines = conv.command("NOOP")
+    assert lines[:-1] == [b"* 7 EXISTS", b"* 7 RECENT", b"* 7 FETCH (UID 7 MODSEQ (%d))" % (highest + 1),
+                          b'* ESEARCH (TAG "a1") UID ADDTO (0 7)'], lines
+
+
+def test_sort_update_naming_modseq_enables_condstore_with_the_sort(conv: Conversation) -> None:
+    highest = conv.folder("INBOX").highestmodseq
+    conv.script(f"""
+        C: s1 UID SORT RETURN (UPDATE(MODSEQ)) (ARRIVAL) UTF-8 SUBJECT wanted
+        S: * OK [HIGHESTMODSEQ {highest}] {{*}}
+        S: * ESEARCH (TAG "s1") UID
+        S: s1 OK {{*}}
+    """)
+    assert condstore.enabled(conv.session)
 
 
 def test_members_by_a_flag_change_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:

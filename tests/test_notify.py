@@ -1157,6 +1157,32 @@ def test_message_new_fetch_carries_modseq_once_condstore_aware(pair: tuple[Conve
     assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2 FLAGS (\\Recent) MODSEQ (%d))" % modseq]
 
 
+def test_message_new_naming_modseq_enables_condstore_with_notify(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 7162 section 3.1: a command that names the MODSEQ fetch-att enables CONDSTORE (as FETCH
+    MODSEQ does); NOTIFY SET with MessageNew (MODSEQ) names it, so NOTIFY tells the selected
+    mailbox's HIGHESTMODSEQ, and its STATUS responses have theirs, not the first push, between
+    an EXISTS and its FETCH."""
+    a, b = pair
+    a.select()
+    highest = a.folder("INBOX").highestmodseq
+    lists = a.folder("Lists")
+    assert a.command("NOTIFY SET STATUS (selected (MessageNew (UID MODSEQ) MessageExpunge))"
+                     " (mailboxes Lists (MessageNew MessageExpunge))")[:-1] == [
+        b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % highest,
+        b"* STATUS Lists (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0 HIGHESTMODSEQ %d)"
+        % (lists.uidvalidity, lists.highestmodseq)]
+    assert condstore.enabled(a.session)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2 MODSEQ (%d))" % a.folder("INBOX").highestmodseq]
+
+
+def test_notify_refused_does_not_enable_condstore(pair: tuple[Conversation, Conversation]) -> None:
+    a, _b = pair
+    lines = a.send(b"n1 NOTIFY SET (selected (MessageNew (MODSEQ) MessageExpunge AnnotationChange))\r\n")
+    assert lines[-1].startswith(b"n1 NO [BADEVENT")
+    assert not condstore.enabled(a.session)
+
+
 def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmodseq(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """MessageNew's FETCH runs after the push's catch-up, with no catch-up after it: a change

@@ -623,6 +623,11 @@ def notify(session: Any, cmd: cmds.Notify) -> Generator[bytes, Any, Done]:
         raise CommandFailed(Code.NO_NOTIFY_BAD_EVENT, status="NO", code=BADEVENT_CODE)
     state = NotifyState(cmd.groups, inboxes_are_personal=session.settings.delivery_filters)
     session.set_notify(state)
+    if condstore.names_modseq(state.message_new_items):
+        # RFC 7162 section 3.1: naming the MODSEQ fetch-att enables CONDSTORE, now (the
+        # HIGHESTMODSEQ of the selected mailbox comes with this command, and the STATUS below
+        # have theirs), not at the first MessageNew FETCH, between its EXISTS and itself.
+        yield from condstore.enable(session)
     if cmd.status:
         selected = session.selected
         lines = []
