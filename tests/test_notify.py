@@ -956,6 +956,131 @@ def test_a_change_heard_after_the_clients_own_is_reported(
     assert a.wake() == []
 
 
+def test_a_rename_after_the_clients_own_change_repeats_no_status(pair: tuple[Conversation, Conversation]) -> None:
+    """Another session's RENAME of a mailbox the client has just changed itself: its event has the
+    mailbox's HIGHESTMODSEQ, which the client's own APPEND gave it, so it is no message change
+    (no other commit has that modseq) and the counters the APPEND's end took in are still the
+    client's: the LIST with OLDNAME, no STATUS repeating them."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
+    b.command("RENAME Lists/a Lists/c")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))']
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    assert a.command("APPEND Lists/c {12+}\r\nSubject: y\r\n")[:-1] == []
+    b.command("RENAME Lists/c Lists/d")
+    assert a.wake() == []
+    # The next change of another session is compared with what the client knows, as usual.
+    b.command("APPEND Lists/d {12+}\r\nSubject: z\r\n")
+    uidvalidity = a.folder("Lists/d").uidvalidity
+    assert a.wake() == [b"* STATUS Lists/d (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 3)" % uidvalidity]
+
+
+def test_a_late_change_at_the_modseq_taken_in_is_still_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counters the client's own change took in may hold another session's change whose
+    notification comes later; when that change, not the client's, gave the HIGHESTMODSEQ taken
+    in, an event at that modseq may be it: reported (a STATUS of the mailbox as it is), be it
+    the change's own late event or another session's RENAME heard first."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    lists = a.folder("Lists/a")
+    append = a.store.append
+
+    def append_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: append("alice", lists.id, b"Subject: y\r\n\r\n"))   # the last modseq: theirs
+        return result
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    monkeypatch.setattr(a.store, "append", append_then_deliver)
+    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    b.command("RENAME Lists/a Lists/c")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))',
+                        b"* STATUS Lists/c (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % lists.uidvalidity]
+    assert held
+    for folder_id, modseq in held:   # (the delivery's own event, late: told already)
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == []
+
+
+def test_a_late_change_before_the_clients_own_rename_of_inbox_is_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """RENAME INBOX of an empty INBOX announces INBOX at the HIGHESTMODSEQ it had, which another
+    session's expunge may have given: its late event at that modseq is reported all the same."""
+    a, b = pair
+    a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    _elsewhere(lambda: a.store.remove_messages("alice", a.folder("INBOX").id, [1]))   # one commit
+    assert len(held) == 1
+    assert a.command("RENAME INBOX Old")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    inbox = a.folder("INBOX")
+    assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity]
+
+
+def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's RENAME committed after the client's own APPEND but before its end read the
+    mailbox: the new name is taken in, unreported, and the RENAME's late event (at the APPEND's
+    modseq) lists the mailbox as it is."""
+    a, _b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    append, rename = a.store.append, a.store.rename_folder
+
+    def append_then_rename(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: rename("alice", "Lists/a", "Lists/c"))
+        return result
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    monkeypatch.setattr(a.store, "append", append_then_rename)
+    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    assert len(held) == 1
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    uidvalidity = a.folder("Lists/c").uidvalidity
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c',
+                        b"* STATUS Lists/c (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+
+
 class _ThreadWriters:
     """Stands in for pieces.BULK_WRITERS: each piece is written by a thread of its own (with
     the context of its own, as a pool's thread has), the future done when submit() returns."""

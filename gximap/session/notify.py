@@ -39,7 +39,9 @@ is heard as its own: the folder's snapshot takes in its state unreported (``_abs
 state may hold another session's change committed meanwhile whose event comes later (a datagram
 from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
 another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
-its change may be among what was taken in. Subscriptions and annotations have no modseq: the
+its change may be among what was taken in; but for one at that very modseq when the client's own
+commit gave it (no other commit has it: that event is a RENAME's, after the read, which repeats
+the modseq and changes no counter). Subscriptions and annotations have no modseq: the
 client's own SUBSCRIBE, UNSUBSCRIBE and SETMETADATA say what they changed (own_subscription,
 own_metadata), which the base a report compares with takes in; a report after them then finds
 nothing of theirs, and anything else that changed.
@@ -98,11 +100,11 @@ AUTHOR: contextvars.ContextVar[Any] = contextvars.ContextVar("gximap_notify_auth
 class Pending(NamedTuple):
     """The changes heard since the last report: the folders others changed (folder id -> the
     lowest modseq their events gave), (folder id, notice) pairs, and the folders the client's own
-    commits changed."""
+    commits changed (folder id -> the highest modseq their events gave)."""
 
     folders: dict[int, int]
     notices: set[tuple[int, int]]
-    own: set[int]
+    own: dict[int, int]
 
 
 class _Seen(NamedTuple):
@@ -141,13 +143,17 @@ class NotifyState:
         self.flags_with_uid = self.selected_group is not None and "FlagChange" in self.selected_group.events
         self._lock = threading.Lock()
         self._dirty: dict[int, int] = {}   # folder id -> lowest modseq of others' changes since the last report
-        self._own: set[int] = set()        # folder ids the client's own commits changed likewise
+        self._own: dict[int, int] = {}     # folder id -> highest modseq of the client's own changes likewise
+        self._own_renamed = False          # the client's RENAME is among them (own_rename)
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
         self._overflow = False
         self.folders: dict[int, _Seen] = {}
         # Folder id -> the HIGHESTMODSEQ at which the client's own change was taken in unreported
         # (_absorb): another's event at or below it may be of a change taken in with it.
         self._quiet: dict[int, int] = {}
+        # The quiet folders whose HIGHESTMODSEQ taken in the client's own commit gave: no commit of
+        # another session has that modseq (see _may_be_taken_in).
+        self._quiet_own: set[int] = set()
         self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
         self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
@@ -228,7 +234,8 @@ class NotifyState:
             if notice:
                 self._notices.add((folder_id, modseq))
             elif own:
-                self._own.add(folder_id)
+                if modseq > self._own.get(folder_id, 0):
+                    self._own[folder_id] = modseq
             else:
                 lowest = self._dirty.get(folder_id)
                 if lowest is None or modseq < lowest:
@@ -254,6 +261,12 @@ class NotifyState:
                 names.add(name)
             else:
                 names.discard(name)
+
+    def own_rename(self) -> None:
+        """The client's RENAME succeeded. Its events repeat each folder's HIGHESTMODSEQ (a rename
+        changes no message), which another session's commit may have given: they say nothing
+        of who made that modseq (_may_be_taken_in)."""
+        self._own_renamed = True
 
     def own_metadata(self, folder_id: int, changes: Iterable[tuple[str, bytes | None]]) -> None:
         """The client's SETMETADATA of ``folder_id`` (SERVER: the server's) succeeded: it knows
@@ -306,7 +319,7 @@ class NotifyState:
                 self._notices.clear()
                 return None
             pending = Pending(self._dirty, self._notices, self._own)
-            self._dirty, self._notices, self._own = {}, set(), set()
+            self._dirty, self._notices, self._own = {}, set(), {}
         return pending
 
     def _restore(self, pending: Pending) -> None:
@@ -316,7 +329,9 @@ class NotifyState:
                 lowest = self._dirty.get(folder_id)
                 if lowest is None or modseq < lowest:
                     self._dirty[folder_id] = modseq
-            self._own |= pending.own
+            for folder_id, modseq in pending.own.items():
+                if modseq > self._own.get(folder_id, 0):
+                    self._own[folder_id] = modseq
             self._notices |= pending.notices
 
     def report(self, session: Any, pending: Pending) -> list[bytes]:
@@ -326,7 +341,7 @@ class NotifyState:
         dirty, notices, own = pending
         if not dirty and not notices and not own:
             return []   # (every command's end with NOTIFY set comes here)
-        looked = dirty.keys() | own
+        looked = dirty.keys() | own.keys()
         selected = session.selected
         if selected is not None and not self._names_matter:
             # Its counters are for a STATUS, which the selected mailbox never gets: not read. (Its
@@ -354,6 +369,15 @@ class NotifyState:
         except Exception:
             self._restore(pending)
             raise
+        # The folders whose HIGHESTMODSEQ as read the client's own commit gave: its highest own
+        # event has it (a message change's event has the modseq its commit gave, and no two
+        # commits give the same), and no rename may have repeated it (own_rename; another
+        # session's, committed before the read, shows as a new name).
+        own_last = set() if self._own_renamed else {
+            folder_id for folder_id, modseq in own.items()
+            if (folder := found.get(folder_id)) is not None and folder.highestmodseq == modseq
+            and (old := self.folders.get(folder_id)) is not None and old.name == folder.name}
+        self._own_renamed = False
         subscribed_before = self.subscribed
         if subscribed is not None:
             self.subscribed = subscribed
@@ -367,7 +391,7 @@ class NotifyState:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
             else:
-                self._absorb(folder_id, folder)
+                self._absorb(folder_id, folder, folder_id in own_last)
         for parent in sorted(self._parents_affected - self._listed_now):
             # Section 5.4: "the mailbox itself and its direct parent (whether it is an existing
             # mailbox or not) are considered to be affected".
@@ -401,10 +425,22 @@ class NotifyState:
                     return True
             elif old.name != folder.name:
                 return True
-            quiet = self._quiet.get(folder_id)
-            if quiet is not None and lowest <= quiet:
+            if self._may_be_taken_in(folder_id, lowest):
                 return True
         return False
+
+    def _may_be_taken_in(self, folder_id: int, lowest: int) -> bool:
+        """Whether the changes of another session heard of a quiet folder, ``lowest`` the lowest
+        modseq their events gave, may be in the state the client's own change took in
+        unreported (committed before that read, heard after): then the folder is reported as it
+        is. One at the modseq taken in may be, unless the client's own commit gave that modseq
+        (``_quiet_own``): an event of another's with it is then no message change (one that
+        repeats the HIGHESTMODSEQ: a RENAME, committed after the read since the name taken in
+        was the one known), and the counters taken in are still what the client knows."""
+        quiet = self._quiet.get(folder_id)
+        if quiet is None:
+            return False
+        return lowest < quiet or (lowest == quiet and folder_id not in self._quiet_own)
 
     def _annotated(self, notices: set[tuple[int, int]], found: dict[int, Any]) -> list[tuple[int, str]]:
         """The folders (SERVER: the account) whose annotation changes in ``notices`` are to be
@@ -489,12 +525,14 @@ class NotifyState:
             self.subscriptions.discard(old)
             self.subscriptions.add(new)
 
-    def _absorb(self, folder_id: int, folder: Any) -> None:
+    def _absorb(self, folder_id: int, folder: Any, own_last: bool) -> None:
         """Take in a folder only the client's own commits changed, unreported: it knows (section
-        5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring)."""
+        5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring); ``own_last``:
+        the client's own commit gave that modseq."""
         old = self.folders.get(folder_id)
         if folder is None:
             self._quiet.pop(folder_id, None)
+            self._quiet_own.discard(folder_id)
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
@@ -502,6 +540,10 @@ class NotifyState:
             return
         self.folders[folder_id] = _seen(folder)
         self._quiet[folder_id] = folder.highestmodseq
+        if own_last:
+            self._quiet_own.add(folder_id)
+        else:
+            self._quiet_own.discard(folder_id)
         if old is None:
             self._forget_listed(folder.name)
         elif old.name != folder.name:
@@ -521,12 +563,12 @@ class NotifyState:
         when gone; ``lowest``: the lowest modseq its events gave; ``found``: the folders this
         report read)."""
         old = self.folders.get(folder_id)
-        quiet = self._quiet.get(folder_id)
         # Its state after the client's own change was taken in unreported: this change may be in
         # it (committed before that read, heard after), so the folder is reported as it is.
-        forced = quiet is not None and lowest <= quiet
+        forced = self._may_be_taken_in(folder_id, lowest)
         if forced or folder is None:
             self._quiet.pop(folder_id, None)
+            self._quiet_own.discard(folder_id)
         out: list[bytes] = []
         if folder is None:
             if old is not None:
