@@ -1231,6 +1231,60 @@ def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversat
     assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists/c"]
 
 
+def test_rename_inbox_is_told_as_a_rename_of_inbox(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 3501 section 6.3.5: RENAME INBOX moves INBOX's messages into a new mailbox and leaves
+    INBOX, empty. RFC 5465 section 5.4: the new name gets its LIST with OLDNAME, "When INBOX is
+    renamed, a new INBOX is assumed to be created. No MailboxName event is sent for INBOX in this
+    case": INBOX gets no LIST, but its STATUS (its messages left), and the new mailbox (a new
+    UIDVALIDITY) and the parent made on the way their own, as any new mailbox."""
+    a, b = pair
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    b.command("RENAME INBOX Old/Inbox")
+    inbox, old, moved = a.folder("INBOX"), a.folder("Old"), a.folder("Old/Inbox")
+    assert a.wake() == [
+        b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity,
+        b'* LIST (\\HasChildren) "/" Old',
+        b"* STATUS Old (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % old.uidvalidity,
+        b'* LIST (\\HasNoChildren) "/" Old/Inbox ("OLDNAME" (INBOX))',
+        b"* STATUS Old/Inbox (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
+    # A watcher of INBOX's name hears of it as of any rename of a mailbox it names.
+    a.command("NOTIFY SET (mailboxes INBOX (MailboxName))")
+    b.command("RENAME INBOX Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (INBOX))']
+    # The client's own RENAME INBOX is not reported to it (section 5).
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    assert a.command("RENAME INBOX Lists/c")[:-1] == []
+    assert a.wake(require=False) == []
+
+
+def test_rename_inbox_heard_before_its_folders_events_is_told_whole(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool may serve the session between the events of one commit: a report of the RENAME
+    INBOX notice alone reads the new mailbox for it; its own event, later, repeats nothing."""
+    a, b = pair
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def notices_only(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if notify.events.is_notice(modseq):
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))
+        return False
+
+    monkeypatch.setattr(state, "heard", notices_only)
+    b.command("RENAME INBOX Moved")
+    moved = a.folder("Moved")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Moved ("OLDNAME" (INBOX))',
+                        b"* STATUS Moved (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
+    monkeypatch.setattr(state, "heard", heard)
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % a.folder("INBOX").uidvalidity]
+
+
 def test_list_responses_carry_every_attribute(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.5: "all mailbox attributes MUST be accurately computed" (children, special
     use), as in LIST; the same in MailboxName's LIST."""

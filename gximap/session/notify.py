@@ -14,7 +14,10 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   made anew has a new UIDVALIDITY, which section 5.1 wants told;
 * MailboxName: ``* LIST`` of a new mailbox and of its direct parent, ``(\\NonExistent)`` for a
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
-  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4);
+  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4). RENAME INBOX
+  moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb names in a notice:
+  that mailbox gets ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be
+  created"), but its STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
   ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
@@ -161,6 +164,8 @@ class NotifyState:
         # names with children.
         self._names_now: dict[str, str | None] = {}
         self._parents_now: set[str] = set()
+        # During a report: the new folders INBOX's messages moved into (RENAME INBOX).
+        self._from_inbox_now: set[int] = set()
         # The attributes each name was last listed with: a parent whose LIST would say the same is
         # not listed again (a folder's own LIST has just told its \HasChildren, say).
         self._listed: dict[str, bytes] = {}
@@ -224,10 +229,13 @@ class NotifyState:
         """A commit changed ``folder_id``; ``own``: the client's own command made it. Note it;
         False when there is nothing to push now (an own change is taken in at its command's
         end). A notice is noted whoever made it: a report compares what it names with what the
-        client knows, its own changes included (own_subscription, own_metadata)."""
+        client knows, its own changes included (own_subscription, own_metadata); but the
+        client's own RENAME INBOX's, whose new mailbox is taken in as any it made."""
         if not self.groups:
             return False
         notice = events.is_notice(modseq)
+        if notice and own and events.inbox_renamed_to(modseq) is not None:
+            return False
         with self._lock:
             if self._overflow:
                 return False
@@ -341,6 +349,12 @@ class NotifyState:
         dirty, notices, own = pending
         if not dirty and not notices and not own:
             return []   # (every command's end with NOTIFY set comes here)
+        from_inbox = {folder_id for _account, notice in notices
+                      if (folder_id := events.inbox_renamed_to(notice)) is not None}
+        if from_inbox:
+            # The folders INBOX's messages moved into are read for the notice, their own events
+            # heard or not (the pool may serve the session between the two).
+            dirty = {**dict.fromkeys(from_inbox, 0), **dirty}
         looked = dirty.keys() | own.keys()
         selected = session.selected
         if selected is not None and not self._names_matter:
@@ -382,6 +396,7 @@ class NotifyState:
         if subscribed is not None:
             self.subscribed = subscribed
         self._names_now = names_now or {}
+        self._from_inbox_now = from_inbox
         self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
@@ -408,6 +423,7 @@ class NotifyState:
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
+        self._from_inbox_now = set()
         return out
 
     def _lists_folders(self, found: dict[int, Any], dirty: dict[int, int]) -> bool:
@@ -579,19 +595,25 @@ class NotifyState:
                 self._affects_parent(old.name)
             return out
         seen = self.folders[folder_id] = _seen(folder)
+        # RENAME INBOX: the new mailbox INBOX's messages moved into. Section 5.4: "When INBOX is
+        # renamed, a new INBOX is assumed to be created. No MailboxName event is sent for INBOX
+        # in this case": the new mailbox is told as INBOX renamed, with OLDNAME; INBOX keeps its
+        # children and subscription (RFC 3501 section 6.3.5), and its STATUS tells it is empty.
+        from_inbox = listing.INBOX if old is None and folder_id in self._from_inbox_now else None
         if old is None or old.name != folder.name:
             # (Parents a CREATE or RENAME made on the way have events of their own: midb
             # announces every folder a commit makes. report's name order puts them first.)
             listed = False
-            if self.wants(folder.name, "MailboxName") or (old is not None and self.wants(old.name, "MailboxName")):
+            old_name = old.name if old is not None else from_inbox
+            if self.wants(folder.name, "MailboxName") or (old_name is not None and self.wants(old_name, "MailboxName")):
                 # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
-                oldname = b"" if old is None else b' ("OLDNAME" (%b))' % wire_name(session, old.name)
+                oldname = b"" if old_name is None else b' ("OLDNAME" (%b))' % wire_name(session, old_name)
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
                 listed = True
-            if old is None:
-                self._affects_parent(folder.name)
-            else:
+            if old is not None:
                 self._renamed(old.name, folder.name, found if listed else None)
+            elif from_inbox is None:
+                self._affects_parent(folder.name)
         elif forced and self.wants(folder.name, "MailboxName"):
             out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
         selected = session.selected
