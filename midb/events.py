@@ -58,6 +58,12 @@ MAX_EVENTS_PER_DATAGRAM = 256
 NOTICE = 1 << 63
 NOTICE_SUBSCRIPTIONS = NOTICE | 1   # folder id 0: the account's subscriptions changed
 NOTICE_METADATA = NOTICE | 2        # the folder's annotations changed (folder id 0: the server's)
+# Folder id 0: RENAME INBOX moved INBOX's messages into a new folder (RFC 3501 section 6.3.5), whose
+# id is the low 32 bits. That folder is new to the store but INBOX renamed to the client, which
+# NOTIFY says with OLDNAME (RFC 5465 section 5.4). (Account-wide like NOTICE_SUBSCRIPTIONS, whose
+# place it would take in a commit that had both: no RENAME INBOX changes a subscription.)
+NOTICE_INBOX_RENAMED = NOTICE | (1 << 32)
+_FOLDER_ID_BITS = (1 << 32) - 1
 
 SOCKET_SUFFIX = ".sock"
 INTEREST_SUFFIX = ".want"
@@ -79,6 +85,18 @@ MTIME_SETTLED = 3.0
 def is_notice(modseq: int) -> bool:
     """Whether an event's modseq field is a notice (NOTICE), not a folder's highest modseq."""
     return bool(modseq & NOTICE)
+
+
+def inbox_renamed_notice(folder_id: int) -> int:
+    """The notice that INBOX's messages moved into folder ``folder_id`` (NOTICE_INBOX_RENAMED)."""
+    return NOTICE_INBOX_RENAMED | folder_id
+
+
+def inbox_renamed_to(modseq: int) -> int | None:
+    """The folder a NOTICE_INBOX_RENAMED names; None for any other event."""
+    if modseq & ~_FOLDER_ID_BITS == NOTICE_INBOX_RENAMED:
+        return modseq & _FOLDER_ID_BITS
+    return None
 
 
 class WatchHandle:

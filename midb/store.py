@@ -1359,6 +1359,8 @@ class Store(MetadataMixin):
                       inbox_id: int, new: str) -> FolderInfo:
         inbox = self._folder(txn, dbs, account_id, inbox_id)
         target = self._create_folder_tx(txn, dbs, effects, account_id, new, 0, None)
+        # Before INBOX's and the new folder's events (a watcher that hears it first reads that folder).
+        effects.changed(account_id, 0, events.inbox_renamed_notice(target.id))
         copy_folder_entries(txn, dbs, account_id, inbox_id, target.id)
         prefix = folder_key(account_id, inbox_id)
         items = prefix_items(txn, dbs.messages, prefix)

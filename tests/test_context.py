@@ -32,7 +32,7 @@ from test_parser import bad, parse_as
 from gximap.imap import commands as cmds
 from gximap.imap.framing import CommandFrame, Framer
 from gximap.imap.parser import ParseError, parse_command
-from gximap.session import searchcontext
+from gximap.session import condstore, searchcontext
 from midb.errors import StoreBusy
 
 
@@ -104,6 +104,12 @@ def test_update_fetch_attributes_parse() -> None:
     assert sort.return_opts == ("UPDATE", "ALL")
     assert sort.update_atts == (cmds.FetchAtt("FLAGS"), cmds.FetchAtt("BINARY", cmds.Section((1,)), (0, 10), True))
     assert parse_as(cmds.Search, b"a SEARCH RETURN (UPDATE) ALL").update_atts == ()
+    # The ABNF's spelling, without the space its examples have: taken too.
+    tight = parse_as(cmds.Search, b"a SEARCH RETURN (COUNT UPDATE(UID FLAGS)) ALL")
+    assert tight.return_opts == ("COUNT", "UPDATE")
+    assert tight.update_atts == (cmds.FetchAtt("UID"), cmds.FetchAtt("FLAGS"))
+    tight_sort = parse_as(cmds.Sort, b"a SORT RETURN (UPDATE(UID) ALL) (DATE) UTF-8 ALL")
+    assert tight_sort.return_opts == ("UPDATE", "ALL") and tight_sort.update_atts == (cmds.FetchAtt("UID"),)
     assert parse_as(cmds.Search, b"a SEARCH ALL").update_atts == ()
     # As many as the command's argument budget allows, as in FETCH.
     many = b" ".join([b"UID"] * 50)
@@ -117,8 +123,9 @@ def test_update_fetch_attributes_parse() -> None:
     b"a SEARCH RETURN (UPDATE (FAST)) ALL",
     b"a SEARCH RETURN (UPDATE (BOGUS)) ALL",
     b"a SEARCH RETURN (UPDATE (BODY[1.FOO])) ALL",
-    b"a SEARCH RETURN (UPDATE(UID)) ALL",
     b"a SEARCH RETURN (UPDATE (UID) (FLAGS)) ALL",
+    b"a SEARCH RETURN (UPDATE(UID)(FLAGS)) ALL",
+    b"a SEARCH RETURN (UPDATE() ALL) ALL",
     b"a SEARCH RETURN (UPDATE (UID) UPDATE) ALL",
     b"a SEARCH RETURN (UPDATE (UID FLAGS) ALL",
     b"a SEARCH RETURN (UPDATE  (UID)) ALL",
@@ -622,6 +629,35 @@ def test_section_7_fetch_carries_modseq_once_condstore_is_on(conv: Conversation)
     lines = conv.command("NOOP")
     assert lines[:-1] == [b"* 7 EXISTS", b"* 1 RECENT", b"* 7 FETCH (UID 7 FLAGS (\\Recent) MODSEQ (8))",
                           b'* ESEARCH (TAG "a1") UID ADDTO (0 7)'], lines
+
+
+def test_update_naming_modseq_enables_condstore_with_the_search(conv: Conversation) -> None:
+    """RFC 7162 section 3.1: a command that names the MODSEQ fetch-att enables CONDSTORE, as FETCH
+    MODSEQ does; RETURN (UPDATE (MODSEQ)) names it, so the SEARCH tells the HIGHESTMODSEQ then,
+    not at the first unsolicited FETCH (between its EXISTS and the FETCH)."""
+    highest = conv.folder("INBOX").highestmodseq
+    conv.script(f"""
+        C: a1 UID SEARCH RETURN (UPDATE (UID MODSEQ)) SUBJECT wanted
+        S: * OK [HIGHESTMODSEQ {highest}] {{*}}
+        S: * ESEARCH (TAG "a1") UID
+        S: a1 OK {{*}}
+    """)
+    assert condstore.enabled(conv.session)
+    conv.add_message(data=b"Subject: wanted\r\n\r\nhi\r\n")
+    lines = conv.command("NOOP")
+    assert lines[:-1] == [b"* 7 EXISTS", b"* 7 RECENT", b"* 7 FETCH (UID 7 MODSEQ (%d))" % (highest + 1),
+                          b'* ESEARCH (TAG "a1") UID ADDTO (0 7)'], lines
+
+
+def test_sort_update_naming_modseq_enables_condstore_with_the_sort(conv: Conversation) -> None:
+    highest = conv.folder("INBOX").highestmodseq
+    conv.script(f"""
+        C: s1 UID SORT RETURN (UPDATE(MODSEQ)) (ARRIVAL) UTF-8 SUBJECT wanted
+        S: * OK [HIGHESTMODSEQ {highest}] {{*}}
+        S: * ESEARCH (TAG "s1") UID
+        S: s1 OK {{*}}
+    """)
+    assert condstore.enabled(conv.session)
 
 
 def test_members_by_a_flag_change_get_no_fetch(pair: tuple[Conversation, Conversation]) -> None:

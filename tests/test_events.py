@@ -273,4 +273,21 @@ def test_create_and_rename_announce_every_folder_they_make(store: Store) -> None
     assert sorted(event[1] for event in seen) == ids("x", "x/y", "x/y/c")
     seen.clear()
     store.rename_folder("alice", "INBOX", "p/q")   # INBOX's messages move to a new folder
-    assert sorted(event[1] for event in seen) == ids("INBOX", "p", "p/q")
+    assert sorted(event[1] for event in seen if not events.is_notice(event[2])) == ids("INBOX", "p", "p/q")
+
+
+def test_rename_inbox_names_the_folder_inboxs_messages_moved_into(store: Store) -> None:
+    """RENAME INBOX makes a new folder (RFC 3501 section 6.3.5); a notice names it, before the
+    folders' events, so that NOTIFY can tell it as INBOX renamed (RFC 5465 section 5.4). Other
+    events name no such folder."""
+    seen: list[tuple[str, int, int]] = []
+    store.watch("alice", lambda *event: seen.append(event))
+    store.rename_folder("alice", "INBOX", "Old")
+    moved = store.get_folder("alice", "Old")
+    assert moved is not None
+    notices = [(folder_id, modseq) for _account, folder_id, modseq in seen if events.is_notice(modseq)]
+    assert notices == [(0, events.inbox_renamed_notice(moved.id))]
+    assert events.inbox_renamed_to(notices[0][1]) == moved.id
+    assert seen.index(("alice", 0, notices[0][1])) < min(index for index, event in enumerate(seen) if event[1])
+    for other in (events.NOTICE_SUBSCRIPTIONS, events.NOTICE_METADATA, 7, (1 << 32) | 7):
+        assert events.inbox_renamed_to(other) is None

@@ -88,6 +88,17 @@ def test_parse_notify_none_and_set() -> None:
     assert mailboxes.events == () and [m.name for m in mailboxes.mailboxes] == ["INBOX"]
 
 
+def test_parse_takes_message_new_attributes_with_or_without_a_space() -> None:
+    """Section 8's message-event has a space before MessageNew's list, as the examples of
+    section 3.1 do; without one (as the ABNF writes UPDATE's list) it is taken too."""
+    spaced, tight = (parse(b"a NOTIFY SET (selected (MessageNew%s(UID FLAGS) MessageExpunge))\r\n" % space)
+                     for space in (b" ", b""))
+    assert isinstance(spaced, c.Notify) and isinstance(tight, c.Notify)
+    assert spaced == tight and tight.groups is not None
+    assert tight.groups[0].events == ("MessageNew", "MessageExpunge")
+    assert tight.groups[0].fetch_atts == (c.FetchAtt("UID"), c.FetchAtt("FLAGS"))
+
+
 def test_parse_keeps_unknown_events_for_badevent() -> None:
     cmd = parse(b"a NOTIFY SET (personal (MailboxName XFoo))\r\n")
     assert isinstance(cmd, c.Notify) and cmd.groups is not None
@@ -131,6 +142,10 @@ def test_message_new_leaves_out_ranges_in_any_order() -> None:
     b"a NOTIFY SET (selected NONE) (selected-delayed NONE)\r\n",  # one selected filter
     b"a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))\r\n",  # fetch-att: selected only
     b"a NOTIFY SET (selected (MessageNew (BOGUS) MessageExpunge))\r\n",
+    b"a NOTIFY SET (selected (MessageNew  (UID) MessageExpunge))\r\n",   # one space at most
+    b"a NOTIFY SET (selected (MessageNew() MessageExpunge))\r\n",
+    b"a NOTIFY SET (personal (MessageNew(UID) MessageExpunge))\r\n",     # fetch-att: selected only
+    b"a NOTIFY SET (selected (MessageExpunge(UID) MessageNew))\r\n",     # MessageNew's alone
 ])
 def test_parse_refuses_broken_forms(line: bytes) -> None:
     with pytest.raises(ParseError):
@@ -941,6 +956,131 @@ def test_a_change_heard_after_the_clients_own_is_reported(
     assert a.wake() == []
 
 
+def test_a_rename_after_the_clients_own_change_repeats_no_status(pair: tuple[Conversation, Conversation]) -> None:
+    """Another session's RENAME of a mailbox the client has just changed itself: its event has the
+    mailbox's HIGHESTMODSEQ, which the client's own APPEND gave it, so it is no message change
+    (no other commit has that modseq) and the counters the APPEND's end took in are still the
+    client's: the LIST with OLDNAME, no STATUS repeating them."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
+    b.command("RENAME Lists/a Lists/c")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))']
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    assert a.command("APPEND Lists/c {12+}\r\nSubject: y\r\n")[:-1] == []
+    b.command("RENAME Lists/c Lists/d")
+    assert a.wake() == []
+    # The next change of another session is compared with what the client knows, as usual.
+    b.command("APPEND Lists/d {12+}\r\nSubject: z\r\n")
+    uidvalidity = a.folder("Lists/d").uidvalidity
+    assert a.wake() == [b"* STATUS Lists/d (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 3)" % uidvalidity]
+
+
+def test_a_late_change_at_the_modseq_taken_in_is_still_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counters the client's own change took in may hold another session's change whose
+    notification comes later; when that change, not the client's, gave the HIGHESTMODSEQ taken
+    in, an event at that modseq may be it: reported (a STATUS of the mailbox as it is), be it
+    the change's own late event or another session's RENAME heard first."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    lists = a.folder("Lists/a")
+    append = a.store.append
+
+    def append_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: append("alice", lists.id, b"Subject: y\r\n\r\n"))   # the last modseq: theirs
+        return result
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    monkeypatch.setattr(a.store, "append", append_then_deliver)
+    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    b.command("RENAME Lists/a Lists/c")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))',
+                        b"* STATUS Lists/c (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % lists.uidvalidity]
+    assert held
+    for folder_id, modseq in held:   # (the delivery's own event, late: told already)
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == []
+
+
+def test_a_late_change_before_the_clients_own_rename_of_inbox_is_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """RENAME INBOX of an empty INBOX announces INBOX at the HIGHESTMODSEQ it had, which another
+    session's expunge may have given: its late event at that modseq is reported all the same."""
+    a, b = pair
+    a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    _elsewhere(lambda: a.store.remove_messages("alice", a.folder("INBOX").id, [1]))   # one commit
+    assert len(held) == 1
+    assert a.command("RENAME INBOX Old")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    inbox = a.folder("INBOX")
+    assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity]
+
+
+def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's RENAME committed after the client's own APPEND but before its end read the
+    mailbox: the new name is taken in, unreported, and the RENAME's late event (at the APPEND's
+    modseq) lists the mailbox as it is."""
+    a, _b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    append, rename = a.store.append, a.store.rename_folder
+
+    def append_then_rename(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: rename("alice", "Lists/a", "Lists/c"))
+        return result
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    monkeypatch.setattr(a.store, "append", append_then_rename)
+    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    assert len(held) == 1
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    uidvalidity = a.folder("Lists/c").uidvalidity
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c',
+                        b"* STATUS Lists/c (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+
+
 class _ThreadWriters:
     """Stands in for pieces.BULK_WRITERS: each piece is written by a thread of its own (with
     the context of its own, as a pool's thread has), the future done when submit() returns."""
@@ -1091,6 +1231,60 @@ def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversat
     assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS Lists/c"]
 
 
+def test_rename_inbox_is_told_as_a_rename_of_inbox(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 3501 section 6.3.5: RENAME INBOX moves INBOX's messages into a new mailbox and leaves
+    INBOX, empty. RFC 5465 section 5.4: the new name gets its LIST with OLDNAME, "When INBOX is
+    renamed, a new INBOX is assumed to be created. No MailboxName event is sent for INBOX in this
+    case": INBOX gets no LIST, but its STATUS (its messages left), and the new mailbox (a new
+    UIDVALIDITY) and the parent made on the way their own, as any new mailbox."""
+    a, b = pair
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    b.command("RENAME INBOX Old/Inbox")
+    inbox, old, moved = a.folder("INBOX"), a.folder("Old"), a.folder("Old/Inbox")
+    assert a.wake() == [
+        b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity,
+        b'* LIST (\\HasChildren) "/" Old',
+        b"* STATUS Old (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % old.uidvalidity,
+        b'* LIST (\\HasNoChildren) "/" Old/Inbox ("OLDNAME" (INBOX))',
+        b"* STATUS Old/Inbox (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
+    # A watcher of INBOX's name hears of it as of any rename of a mailbox it names.
+    a.command("NOTIFY SET (mailboxes INBOX (MailboxName))")
+    b.command("RENAME INBOX Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (INBOX))']
+    # The client's own RENAME INBOX is not reported to it (section 5).
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    assert a.command("RENAME INBOX Lists/c")[:-1] == []
+    assert a.wake(require=False) == []
+
+
+def test_rename_inbox_heard_before_its_folders_events_is_told_whole(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool may serve the session between the events of one commit: a report of the RENAME
+    INBOX notice alone reads the new mailbox for it; its own event, later, repeats nothing."""
+    a, b = pair
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def notices_only(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if notify.events.is_notice(modseq):
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))
+        return False
+
+    monkeypatch.setattr(state, "heard", notices_only)
+    b.command("RENAME INBOX Moved")
+    moved = a.folder("Moved")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Moved ("OLDNAME" (INBOX))',
+                        b"* STATUS Moved (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
+    monkeypatch.setattr(state, "heard", heard)
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % a.folder("INBOX").uidvalidity]
+
+
 def test_list_responses_carry_every_attribute(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.5: "all mailbox attributes MUST be accurately computed" (children, special
     use), as in LIST; the same in MailboxName's LIST."""
@@ -1142,6 +1336,32 @@ def test_message_new_fetch_carries_modseq_once_condstore_aware(pair: tuple[Conve
     assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2 FLAGS (\\Recent) MODSEQ (%d))" % modseq]
 
 
+def test_message_new_naming_modseq_enables_condstore_with_notify(pair: tuple[Conversation, Conversation]) -> None:
+    """RFC 7162 section 3.1: a command that names the MODSEQ fetch-att enables CONDSTORE (as FETCH
+    MODSEQ does); NOTIFY SET with MessageNew (MODSEQ) names it, so NOTIFY tells the selected
+    mailbox's HIGHESTMODSEQ, and its STATUS responses have theirs, not the first push, between
+    an EXISTS and its FETCH."""
+    a, b = pair
+    a.select()
+    highest = a.folder("INBOX").highestmodseq
+    lists = a.folder("Lists")
+    assert a.command("NOTIFY SET STATUS (selected (MessageNew (UID MODSEQ) MessageExpunge))"
+                     " (mailboxes Lists (MessageNew MessageExpunge))")[:-1] == [
+        b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % highest,
+        b"* STATUS Lists (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0 HIGHESTMODSEQ %d)"
+        % (lists.uidvalidity, lists.highestmodseq)]
+    assert condstore.enabled(a.session)
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    assert a.wake() == [b"* 2 EXISTS", b"* 2 RECENT", b"* 2 FETCH (UID 2 MODSEQ (%d))" % a.folder("INBOX").highestmodseq]
+
+
+def test_notify_refused_does_not_enable_condstore(pair: tuple[Conversation, Conversation]) -> None:
+    a, _b = pair
+    lines = a.send(b"n1 NOTIFY SET (selected (MessageNew (MODSEQ) MessageExpunge AnnotationChange))\r\n")
+    assert lines[-1].startswith(b"n1 NO [BADEVENT")
+    assert not condstore.enabled(a.session)
+
+
 def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmodseq(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """MessageNew's FETCH runs after the push's catch-up, with no catch-up after it: a change
@@ -1171,3 +1391,66 @@ def test_message_new_fetch_beyond_the_catch_up_is_followed_by_a_safe_highestmods
                         b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % pushed]
     assert a.wake() == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (pushed + 1),
                         b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (%d))" % (pushed + 2)]
+
+
+# -- the client's own changes never overflow it (section 5 before section 5.8) -----------------
+
+
+def _tree(conv: Conversation, top: str, children: int) -> None:
+    """``top`` and ``children`` mailboxes beneath it, made straight in the store."""
+    conv.store.create_folder("alice", top)
+    for number in range(children):
+        conv.store.create_folder("alice", f"{top}/c{number}")
+
+
+def test_own_rename_of_a_big_tree_does_not_overflow(pair: tuple[Conversation, Conversation]) -> None:
+    """A RENAME moves every mailbox of the tree, and midb announces each: more than MAX_PENDING
+    of them, all the client's own, are not reported (section 5), so they cannot overflow it."""
+    a, b = pair
+    _tree(a, "big", notify.MAX_PENDING + 1)
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    assert a.command("RENAME big huge")[:-1] == []
+    assert a.wake(require=False) == []
+    state = a.session.notify
+    assert state is not None and state.active
+    b.command("CREATE huge/c0/theirs")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" huge/c0/theirs',
+                        b"* STATUS huge/c0/theirs (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)"
+                        % a.folder("huge/c0/theirs").uidvalidity, b'* LIST (\\HasChildren) "/" huge/c0']
+
+
+def test_own_deletes_of_a_big_tree_do_not_overflow(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELETE takes one mailbox (a mailbox with children is refused): a tree goes with one DELETE
+    a mailbox, each taken in at its command's end, however many, in one pipelined burst too."""
+    a, b = pair
+    monkeypatch.setattr(notify, "MAX_PENDING", 3)
+    _tree(a, "big", 5)
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    burst = b"".join(b"d%d DELETE big/c%d\r\n" % (number, number) for number in range(5)) + b"d9 DELETE big\r\n"
+    lines = a.send(burst)
+    assert [line.split(b" ")[1] for line in lines] == [b"OK"] * 6, lines
+    assert a.wake(require=False) == []
+    b.command("CREATE big")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" big',
+                        b"* STATUS big (MESSAGES 0 UIDNEXT 1 UIDVALIDITY %d UNSEEN 0)" % a.folder("big").uidvalidity]
+
+
+def test_another_sessions_rename_of_a_big_tree_is_one_clean_overflow(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """Another session's RENAME of more than MAX_PENDING mailboxes may overflow the watcher
+    (section 5.8): one NOTIFICATIONOVERFLOW, then NOTIFY NONE; the session goes on, and a new
+    NOTIFY SET reports from the names as they are now."""
+    a, b = pair
+    _tree(a, "big", notify.MAX_PENDING + 1)
+    a.select()
+    a.command(f"NOTIFY SET (selected (MessageNew MessageExpunge)) (personal {ALL_OTHER})")
+    b.command("RENAME big huge")
+    assert a.wake() == [b"* OK [NOTIFICATIONOVERFLOW] Too many notifications: NOTIFY is off, check your mailboxes"]
+    assert a.wake(require=False) == []
+    state = a.session.notify
+    assert state is not None and not state.active
+    assert a.command("NOOP")[:-1] == []
+    a.command(f"NOTIFY SET (personal {ALL_OTHER})")
+    b.command("RENAME huge/c0 huge/d0")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" huge/d0 ("OLDNAME" (huge/c0))']

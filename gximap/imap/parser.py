@@ -762,8 +762,9 @@ def _return_options(r: _Reader, allowed: frozenset[str]
     dropped here: ``RETURN (CONTEXT)`` is ALL; UPDATE is kept and, as at Dovecot, is not ALL
     (``RETURN (UPDATE)`` answers an ESEARCH without result items); given twice it is BAD.
     UPDATE may carry fetch attributes, RFC 5465 section 8's ``modifier-update = "UPDATE" [ "("
-    fetch-att *(SP fetch-att) ")" ]`` (NOTIFY is always advertised): returned third, as sent
-    (no macros, not empty; each counts towards the command's arguments, as in FETCH)."""
+    fetch-att *(SP fetch-att) ")" ]`` (NOTIFY is always advertised), with or without a space
+    before them (_fetch_att_list): returned third, as sent (no macros, not empty; each counts
+    towards the command's arguments, as in FETCH)."""
     r.sp()
     partial: PartialRange | None = None
     update_atts: tuple[FetchAtt, ...] = ()
@@ -777,9 +778,8 @@ def _return_options(r: _Reader, allowed: frozenset[str]
             if partial is not None:
                 raise r.error("PARTIAL given twice")
             partial = _partial_range(r)
-        elif name == "UPDATE" and r.buf.startswith(b" (", r.pos):
-            r.sp()
-            update_atts = tuple(r.paren_list(lambda: _fetch_att(r), allow_empty=False))
+        elif name == "UPDATE":
+            update_atts = _fetch_att_list(r) or ()
         return name
 
     listed = r.paren_list(option)
@@ -791,6 +791,19 @@ def _return_options(r: _Reader, allowed: frozenset[str]
     if partial is not None and "ALL" in options:
         raise r.error("PARTIAL and ALL cannot be combined")
     return options, partial, update_atts
+
+
+def _fetch_att_list(r: _Reader) -> tuple[FetchAtt, ...] | None:
+    """The ``"(" fetch-att *(SP fetch-att) ")"`` that may follow UPDATE or MessageNew (RFC 5465
+    section 8), None when none does. Its ABNF puts a space before the list of MessageNew and none
+    before UPDATE's, while the RFC's own examples (sections 3.1 and 7) write both with one, as
+    RFC 4466's ``search-return-opt`` has it: either spelling is taken, for both (one space at
+    most: ``UPDATE  (UID)`` stays BAD)."""
+    if r.buf.startswith(b" (", r.pos):
+        r.pos += 1
+    elif r.peek() != 0x28:
+        return None
+    return tuple(r.paren_list(lambda: _fetch_att(r), allow_empty=False))
 
 
 def _partial_range(r: _Reader) -> PartialRange:
@@ -1578,9 +1591,9 @@ def _notify_group(r: _Reader) -> NotifyGroup:
             r.count()
             raw = r.atom("event").decode("ascii")
             event = _NOTIFY_EVENT_NAMES.get(raw.upper(), raw)
-            if event == "MessageNew" and r.buf.startswith(b" (", r.pos):
-                r.sp()
-                fetch_atts = tuple(r.paren_list(lambda: _fetch_att(r), allow_empty=False))
+            listed = _fetch_att_list(r) if event == "MessageNew" else None
+            if listed is not None:
+                fetch_atts = listed
                 if kind not in NOTIFY_SELECTED_FILTERS:
                     raise r.error("MessageNew fetch attributes are for the selected mailbox only")
             events.append(event)

@@ -6,7 +6,9 @@ NOMODSEQ response code (RFC 7162 section 3.1.2.2) is never sent.
 
 CONDSTORE-awareness (section 3.1) is a property of the connection: it starts with the first
 "CONDSTORE enabling command" (ENABLE CONDSTORE or QRESYNC, SELECT/EXAMINE (CONDSTORE), STATUS
-HIGHESTMODSEQ, FETCH MODSEQ or CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ) and lasts
+HIGHESTMODSEQ, FETCH MODSEQ or CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ; and what names
+the MODSEQ fetch-att for later: NOTIFY SET's MessageNew (MODSEQ), SEARCH/SORT RETURN (UPDATE
+(MODSEQ)), RFC 5465 sections 5.2 and 7) and lasts
 until the connection ends (or UNAUTHENTICATE, which forgets everything ENABLEd). It is recorded
 as "CONDSTORE" in ``session.enabled``; QRESYNC implies it. From then on unsolicited FETCH
 responses carry UID and MODSEQ. SELECT/EXAMINE report ``[HIGHESTMODSEQ]`` to every client, aware
@@ -46,6 +48,7 @@ __all__ = [
     "enabled",
     "highest_modseq",
     "highestmodseq_line",
+    "names_modseq",
     "qresync_responses",
     "returned_uids",
     "search_modseq",
@@ -60,6 +63,14 @@ __all__ = [
 def enabled(session: Any) -> bool:
     """Has this connection issued a CONDSTORE enabling command (QRESYNC included)?"""
     return CONDSTORE in session.enabled or QRESYNC in session.enabled
+
+
+def names_modseq(atts: Iterable[cmds.FetchAtt]) -> bool:
+    """Do these fetch attributes name MODSEQ? A command that does is a CONDSTORE enabling one
+    (section 3.1), whether it fetches now (FETCH) or later: RFC 5465's MessageNew (NOTIFY SET)
+    and RETURN (UPDATE (...)) (SEARCH, SORT), whose FETCH would else enable it in the middle
+    of an unsolicited update."""
+    return any(att.name == "MODSEQ" for att in atts)
 
 
 def highestmodseq_line(session: Any, modseq: int) -> bytes:

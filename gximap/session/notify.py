@@ -14,7 +14,10 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   made anew has a new UIDVALIDITY, which section 5.1 wants told;
 * MailboxName: ``* LIST`` of a new mailbox and of its direct parent, ``(\\NonExistent)`` for a
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
-  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4);
+  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4). RENAME INBOX
+  moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb names in a notice:
+  that mailbox gets ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be
+  created"), but its STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
   ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
@@ -39,16 +42,20 @@ is heard as its own: the folder's snapshot takes in its state unreported (``_abs
 state may hold another session's change committed meanwhile whose event comes later (a datagram
 from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
 another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
-its change may be among what was taken in. Subscriptions and annotations have no modseq: the
+its change may be among what was taken in; but for one at that very modseq when the client's own
+commit gave it (no other commit has it: that event is a RENAME's, after the read, which repeats
+the modseq and changes no counter). Subscriptions and annotations have no modseq: the
 client's own SUBSCRIBE, UNSUBSCRIBE and SETMETADATA say what they changed (own_subscription,
 own_metadata), which the base a report compares with takes in; a report after them then finds
 nothing of theirs, and anything else that changed.
 AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
 are declined with NO [BADEVENT] (section 5).
 
-Bound: at most MAX_PENDING folders (and notices) may wait to be reported. A burst beyond it, or a
-client that does not read its notifications while they pile up, ends in ``* OK
-[NOTIFICATIONOVERFLOW]`` and NOTIFY NONE (section 5.8): the client then re-reads what it needs.
+Bound: at most MAX_PENDING folders (and notices) others changed may wait to be reported. A burst
+beyond it (another session's RENAME of a tree that big: an event per mailbox), or a client that
+does not read its notifications while they pile up, ends in ``* OK [NOTIFICATIONOVERFLOW]`` and
+NOTIFY NONE (section 5.8): the client then re-reads what it needs. The folders the client's own
+commands changed do not count: nothing of theirs is reported, however many.
 """
 
 from __future__ import annotations
@@ -96,11 +103,11 @@ AUTHOR: contextvars.ContextVar[Any] = contextvars.ContextVar("gximap_notify_auth
 class Pending(NamedTuple):
     """The changes heard since the last report: the folders others changed (folder id -> the
     lowest modseq their events gave), (folder id, notice) pairs, and the folders the client's own
-    commits changed."""
+    commits changed (folder id -> the highest modseq their events gave)."""
 
     folders: dict[int, int]
     notices: set[tuple[int, int]]
-    own: set[int]
+    own: dict[int, int]
 
 
 class _Seen(NamedTuple):
@@ -139,13 +146,17 @@ class NotifyState:
         self.flags_with_uid = self.selected_group is not None and "FlagChange" in self.selected_group.events
         self._lock = threading.Lock()
         self._dirty: dict[int, int] = {}   # folder id -> lowest modseq of others' changes since the last report
-        self._own: set[int] = set()        # folder ids the client's own commits changed likewise
+        self._own: dict[int, int] = {}     # folder id -> highest modseq of the client's own changes likewise
+        self._own_renamed = False          # the client's RENAME is among them (own_rename)
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
         self._overflow = False
         self.folders: dict[int, _Seen] = {}
         # Folder id -> the HIGHESTMODSEQ at which the client's own change was taken in unreported
         # (_absorb): another's event at or below it may be of a change taken in with it.
         self._quiet: dict[int, int] = {}
+        # The quiet folders whose HIGHESTMODSEQ taken in the client's own commit gave: no commit of
+        # another session has that modseq (see _may_be_taken_in).
+        self._quiet_own: set[int] = set()
         self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
         self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
@@ -153,6 +164,8 @@ class NotifyState:
         # names with children.
         self._names_now: dict[str, str | None] = {}
         self._parents_now: set[str] = set()
+        # During a report: the new folders INBOX's messages moved into (RENAME INBOX).
+        self._from_inbox_now: set[int] = set()
         # The attributes each name was last listed with: a parent whose LIST would say the same is
         # not listed again (a folder's own LIST has just told its \HasChildren, say).
         self._listed: dict[str, bytes] = {}
@@ -216,22 +229,30 @@ class NotifyState:
         """A commit changed ``folder_id``; ``own``: the client's own command made it. Note it;
         False when there is nothing to push now (an own change is taken in at its command's
         end). A notice is noted whoever made it: a report compares what it names with what the
-        client knows, its own changes included (own_subscription, own_metadata)."""
+        client knows, its own changes included (own_subscription, own_metadata); but the
+        client's own RENAME INBOX's, whose new mailbox is taken in as any it made."""
         if not self.groups:
             return False
         notice = events.is_notice(modseq)
+        if notice and own and events.inbox_renamed_to(modseq) is not None:
+            return False
         with self._lock:
             if self._overflow:
                 return False
             if notice:
                 self._notices.add((folder_id, modseq))
             elif own:
-                self._own.add(folder_id)
+                if modseq > self._own.get(folder_id, 0):
+                    self._own[folder_id] = modseq
             else:
                 lowest = self._dirty.get(folder_id)
                 if lowest is None or modseq < lowest:
                     self._dirty[folder_id] = modseq
-            if len(self._dirty) + len(self._own) + len(self._notices) > MAX_PENDING:
+            # The client's own changes are not reported (section 5), so they never overflow it
+            # (section 5.8 is for notifications it would get): a RENAME of a tree of more than
+            # MAX_PENDING mailboxes has an event for each. Their set needs no bound of its own:
+            # it names the account's folders at most, and is taken in at the command's end.
+            if len(self._dirty) + len(self._notices) > MAX_PENDING:
                 self._overflow = True
         return notice or not own
 
@@ -248,6 +269,12 @@ class NotifyState:
                 names.add(name)
             else:
                 names.discard(name)
+
+    def own_rename(self) -> None:
+        """The client's RENAME succeeded. Its events repeat each folder's HIGHESTMODSEQ (a rename
+        changes no message), which another session's commit may have given: they say nothing
+        of who made that modseq (_may_be_taken_in)."""
+        self._own_renamed = True
 
     def own_metadata(self, folder_id: int, changes: Iterable[tuple[str, bytes | None]]) -> None:
         """The client's SETMETADATA of ``folder_id`` (SERVER: the server's) succeeded: it knows
@@ -300,7 +327,7 @@ class NotifyState:
                 self._notices.clear()
                 return None
             pending = Pending(self._dirty, self._notices, self._own)
-            self._dirty, self._notices, self._own = {}, set(), set()
+            self._dirty, self._notices, self._own = {}, set(), {}
         return pending
 
     def _restore(self, pending: Pending) -> None:
@@ -310,7 +337,9 @@ class NotifyState:
                 lowest = self._dirty.get(folder_id)
                 if lowest is None or modseq < lowest:
                     self._dirty[folder_id] = modseq
-            self._own |= pending.own
+            for folder_id, modseq in pending.own.items():
+                if modseq > self._own.get(folder_id, 0):
+                    self._own[folder_id] = modseq
             self._notices |= pending.notices
 
     def report(self, session: Any, pending: Pending) -> list[bytes]:
@@ -320,7 +349,13 @@ class NotifyState:
         dirty, notices, own = pending
         if not dirty and not notices and not own:
             return []   # (every command's end with NOTIFY set comes here)
-        looked = dirty.keys() | own
+        from_inbox = {folder_id for _account, notice in notices
+                      if (folder_id := events.inbox_renamed_to(notice)) is not None}
+        if from_inbox:
+            # The folders INBOX's messages moved into are read for the notice, their own events
+            # heard or not (the pool may serve the session between the two).
+            dirty = {**dict.fromkeys(from_inbox, 0), **dirty}
+        looked = dirty.keys() | own.keys()
         selected = session.selected
         if selected is not None and not self._names_matter:
             # Its counters are for a STATUS, which the selected mailbox never gets: not read. (Its
@@ -348,10 +383,20 @@ class NotifyState:
         except Exception:
             self._restore(pending)
             raise
+        # The folders whose HIGHESTMODSEQ as read the client's own commit gave: its highest own
+        # event has it (a message change's event has the modseq its commit gave, and no two
+        # commits give the same), and no rename may have repeated it (own_rename; another
+        # session's, committed before the read, shows as a new name).
+        own_last = set() if self._own_renamed else {
+            folder_id for folder_id, modseq in own.items()
+            if (folder := found.get(folder_id)) is not None and folder.highestmodseq == modseq
+            and (old := self.folders.get(folder_id)) is not None and old.name == folder.name}
+        self._own_renamed = False
         subscribed_before = self.subscribed
         if subscribed is not None:
             self.subscribed = subscribed
         self._names_now = names_now or {}
+        self._from_inbox_now = from_inbox
         self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
@@ -361,7 +406,7 @@ class NotifyState:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
             else:
-                self._absorb(folder_id, folder)
+                self._absorb(folder_id, folder, folder_id in own_last)
         for parent in sorted(self._parents_affected - self._listed_now):
             # Section 5.4: "the mailbox itself and its direct parent (whether it is an existing
             # mailbox or not) are considered to be affected".
@@ -378,6 +423,7 @@ class NotifyState:
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
+        self._from_inbox_now = set()
         return out
 
     def _lists_folders(self, found: dict[int, Any], dirty: dict[int, int]) -> bool:
@@ -395,10 +441,22 @@ class NotifyState:
                     return True
             elif old.name != folder.name:
                 return True
-            quiet = self._quiet.get(folder_id)
-            if quiet is not None and lowest <= quiet:
+            if self._may_be_taken_in(folder_id, lowest):
                 return True
         return False
+
+    def _may_be_taken_in(self, folder_id: int, lowest: int) -> bool:
+        """Whether the changes of another session heard of a quiet folder, ``lowest`` the lowest
+        modseq their events gave, may be in the state the client's own change took in
+        unreported (committed before that read, heard after): then the folder is reported as it
+        is. One at the modseq taken in may be, unless the client's own commit gave that modseq
+        (``_quiet_own``): an event of another's with it is then no message change (one that
+        repeats the HIGHESTMODSEQ: a RENAME, committed after the read since the name taken in
+        was the one known), and the counters taken in are still what the client knows."""
+        quiet = self._quiet.get(folder_id)
+        if quiet is None:
+            return False
+        return lowest < quiet or (lowest == quiet and folder_id not in self._quiet_own)
 
     def _annotated(self, notices: set[tuple[int, int]], found: dict[int, Any]) -> list[tuple[int, str]]:
         """The folders (SERVER: the account) whose annotation changes in ``notices`` are to be
@@ -483,12 +541,14 @@ class NotifyState:
             self.subscriptions.discard(old)
             self.subscriptions.add(new)
 
-    def _absorb(self, folder_id: int, folder: Any) -> None:
+    def _absorb(self, folder_id: int, folder: Any, own_last: bool) -> None:
         """Take in a folder only the client's own commits changed, unreported: it knows (section
-        5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring)."""
+        5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring); ``own_last``:
+        the client's own commit gave that modseq."""
         old = self.folders.get(folder_id)
         if folder is None:
             self._quiet.pop(folder_id, None)
+            self._quiet_own.discard(folder_id)
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
@@ -496,6 +556,10 @@ class NotifyState:
             return
         self.folders[folder_id] = _seen(folder)
         self._quiet[folder_id] = folder.highestmodseq
+        if own_last:
+            self._quiet_own.add(folder_id)
+        else:
+            self._quiet_own.discard(folder_id)
         if old is None:
             self._forget_listed(folder.name)
         elif old.name != folder.name:
@@ -515,12 +579,12 @@ class NotifyState:
         when gone; ``lowest``: the lowest modseq its events gave; ``found``: the folders this
         report read)."""
         old = self.folders.get(folder_id)
-        quiet = self._quiet.get(folder_id)
         # Its state after the client's own change was taken in unreported: this change may be in
         # it (committed before that read, heard after), so the folder is reported as it is.
-        forced = quiet is not None and lowest <= quiet
+        forced = self._may_be_taken_in(folder_id, lowest)
         if forced or folder is None:
             self._quiet.pop(folder_id, None)
+            self._quiet_own.discard(folder_id)
         out: list[bytes] = []
         if folder is None:
             if old is not None:
@@ -531,19 +595,25 @@ class NotifyState:
                 self._affects_parent(old.name)
             return out
         seen = self.folders[folder_id] = _seen(folder)
+        # RENAME INBOX: the new mailbox INBOX's messages moved into. Section 5.4: "When INBOX is
+        # renamed, a new INBOX is assumed to be created. No MailboxName event is sent for INBOX
+        # in this case": the new mailbox is told as INBOX renamed, with OLDNAME; INBOX keeps its
+        # children and subscription (RFC 3501 section 6.3.5), and its STATUS tells it is empty.
+        from_inbox = listing.INBOX if old is None and folder_id in self._from_inbox_now else None
         if old is None or old.name != folder.name:
             # (Parents a CREATE or RENAME made on the way have events of their own: midb
             # announces every folder a commit makes. report's name order puts them first.)
             listed = False
-            if self.wants(folder.name, "MailboxName") or (old is not None and self.wants(old.name, "MailboxName")):
+            old_name = old.name if old is not None else from_inbox
+            if self.wants(folder.name, "MailboxName") or (old_name is not None and self.wants(old_name, "MailboxName")):
                 # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
-                oldname = b"" if old is None else b' ("OLDNAME" (%b))' % wire_name(session, old.name)
+                oldname = b"" if old_name is None else b' ("OLDNAME" (%b))' % wire_name(session, old_name)
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
                 listed = True
-            if old is None:
-                self._affects_parent(folder.name)
-            else:
+            if old is not None:
                 self._renamed(old.name, folder.name, found if listed else None)
+            elif from_inbox is None:
+                self._affects_parent(folder.name)
         elif forced and self.wants(folder.name, "MailboxName"):
             out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
         selected = session.selected
@@ -617,6 +687,11 @@ def notify(session: Any, cmd: cmds.Notify) -> Generator[bytes, Any, Done]:
         raise CommandFailed(Code.NO_NOTIFY_BAD_EVENT, status="NO", code=BADEVENT_CODE)
     state = NotifyState(cmd.groups, inboxes_are_personal=session.settings.delivery_filters)
     session.set_notify(state)
+    if condstore.names_modseq(state.message_new_items):
+        # RFC 7162 section 3.1: naming the MODSEQ fetch-att enables CONDSTORE, now (the
+        # HIGHESTMODSEQ of the selected mailbox comes with this command, and the STATUS below
+        # have theirs), not at the first MessageNew FETCH, between its EXISTS and itself.
+        yield from condstore.enable(session)
     if cmd.status:
         selected = session.selected
         lines = []

@@ -96,7 +96,7 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
     # RETURN (UPDATE): the program as it reads now ("$" before this SAVE), kept live below.
     live = searchcontext.fixed_criteria(session, cmd.criteria) if options and "UPDATE" in options else None
     with_modseq = condstore.uses_modseq(cmd.criteria)
-    if with_modseq:
+    if with_modseq or (cmd.update_atts and condstore.names_modseq(cmd.update_atts)):
         yield from condstore.enable(session)
     slicer = TimeSlice(progress=session.progress)
     try:

@@ -210,8 +210,9 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
     lines = []
     if live is not None:   # (the values read for the sort are in the process's columns now)
         lines.extend(searchcontext.start(session, cmd.tag, cmd.uid, live, matched, cmd.criteria, cmd.update_atts))
-    if uses_modseq:
-        lines.extend(condstore.enable(session))  # a MODSEQ search enables CONDSTORE (RFC 7162 3.1)
+    if uses_modseq or (cmd.update_atts and condstore.names_modseq(cmd.update_atts)):
+        # A MODSEQ search, or UPDATE (MODSEQ), enables CONDSTORE (RFC 7162 section 3.1).
+        lines.extend(condstore.enable(session))
     if options is not None and cmd.partial is not None:
         # Only the page (and the first and last, for MIN and MAX) become message numbers.
         page = cmd.partial.select(uids)
