@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conversation import Conversation, drive
 
-from gximap.session import base, searching
+from gximap.session import base, searchcontext, searching, sorting
 from midb.errors import StoreBusy
 
 FIRST = 12       # messages in the folder when the live searches start
@@ -332,3 +332,79 @@ def test_with_notify_a_delivery_while_a_commands_searches_work_is_pushed_after_i
         *(b"* %d FETCH (UID %d)" % (uid, uid) for uid in arrived),
         b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
         b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]
+
+
+# -- a new SORT context's keys ------------------------------------------------------------------
+
+_SORT_CONTEXTS = [
+    "UID SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 ALL",
+    "SORT RETURN (UPDATE ALL) (FROM REVERSE ARRIVAL SIZE) UTF-8 BODY marker",
+    "UID SORT RETURN (UPDATE COUNT) (DATE REVERSE SUBJECT) UTF-8 NOT BODY marker",
+]
+
+
+def _sort_contexts_then_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                                 sliced: bool) -> tuple[bytes, list[int]]:
+    """The output of _SORT_CONTEXTS started, then of a NOOP after a delivery into them, their
+    work sliced or in one piece (the sort columns keep nothing: each context reads its keys
+    anew); and for each read of sort values, how many pauses came before it."""
+    with _opened(path) as conv:
+        conv.ctx.sort_columns.resize(0)
+        monkeypatch.setattr(base, "SLICE_SECONDS", 0.0 if sliced else 3600.0)
+        for module, name, size in ((sorting, "_UIDS_PER_READ", 3), (searchcontext, "_KEYS_PER_LOOK", 2),
+                                   (sorting, "_VALUES_PER_LOOK", 5)):
+            monkeypatch.setattr(module, name, size if sliced else 10**9)
+        reads: list[int] = []
+        original = conv.store.sort_values
+        pauses = 0
+
+        def counted(*args: Any) -> Any:
+            reads.append(pauses)
+            return original(*args)
+
+        monkeypatch.setattr(conv.store, "sort_values", counted)
+        out: list[bytes] = []
+        session: Any = conv.session
+        for tag, command in zip((b"s1", b"s2", b"s3", b"n1"), [*_SORT_CONTEXTS, "NOOP"], strict=True):
+            if command == "NOOP":
+                # Each context's keys in sort order, as sorting them one by one orders them.
+                assert conv.session.selected is not None
+                contexts = list(conv.session.selected.contexts.live.values())
+                assert len(contexts) == len(_SORT_CONTEXTS)
+                assert all(context.keys is not None and context.ordered == sorted(context.keys.values())
+                           for context in contexts)
+                _deliver(conv)
+            session.data_received(tag + b" " + command.encode() + b"\r\n")
+            for _ in range(10_000):
+                more = session.process(16)
+                produced = False
+                while (item := session.next_output()) is not None:
+                    out.append(bytes(item))
+                    produced = True
+                if not more:
+                    break
+                pauses += not produced
+        return b"".join(out), reads
+
+
+def test_a_sort_context_reads_its_keys_in_slices_and_keeps_the_one_piece_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SORT RETURN (UPDATE) reads its context's keys (again: the columns keep nothing) as it
+    read its values, a few messages per read with a PAUSE before each, and orders them in the
+    same slices; every answer, and the positions of the ADDTO after a delivery, are those of
+    the run in one piece."""
+    whole, whole_reads = _sort_contexts_then_delivery(tmp_path / "whole", monkeypatch, sliced=False)
+    sliced, sliced_reads = _sort_contexts_then_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
+    assert sliced == whole
+    assert set(whole_reads) == {0}
+    # SORT's reads, then its context's: each after a pause of its own.
+    assert len(sliced_reads) > 2 * len(_SORT_CONTEXTS) * (FIRST // 3)
+    assert len(set(sliced_reads)) == len(sliced_reads)
+    lines = whole.split(b"\r\n")
+    assert lines[:6] == [b'* ESEARCH (TAG "s1") UID', b"s1 OK SORT completed",
+                         b'* ESEARCH (TAG "s2") ALL 3,6,9,12', b"s2 OK SORT completed",
+                         b'* ESEARCH (TAG "s3") UID COUNT 8', b"s3 OK SORT completed"]
+    # s013 ... s052 all come before s012 in REVERSE SUBJECT order: positions 1 on, highest first.
+    assert b'* ESEARCH (TAG "s1") UID ADDTO (1 ' + b",".join(
+        b"%d" % n for n in range(FIRST + ARRIVING, FIRST, -1)) + b")" in lines
+    assert lines[-2:] == [b"n1 OK NOOP completed", b""]
