@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conversation import Conversation, drive
 
+from gximap.imap import encode
 from gximap.session import base, searchcontext, searching, sorting
 from midb.errors import StoreBusy
 
@@ -334,6 +335,38 @@ def test_with_notify_a_delivery_while_a_commands_searches_work_is_pushed_after_i
         b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]
 
 
+def _calls_after_pauses(monkeypatch: pytest.MonkeyPatch, store: Any, method: str,
+                        pauses: list[int]) -> list[tuple[int, list[int]]]:
+    """For each call of the store's ``method`` from now on: how many pauses came before it (as
+    _played counts them in ``pauses``), and the UIDs it was given (its third argument)."""
+    calls: list[tuple[int, list[int]]] = []
+    original = getattr(store, method)
+
+    def counted(*args: Any) -> Any:
+        calls.append((pauses[0], list(args[2]) if len(args) > 2 and args[2] is not None else []))
+        return original(*args)
+
+    monkeypatch.setattr(store, method, counted)
+    return calls
+
+
+def _played(session: Any, data: bytes, pauses: list[int]) -> bytes:
+    """What the pool would send once ``data`` came, until the session has nothing more to do;
+    each round that sends nothing while it has more counts in ``pauses[0]``."""
+    session.data_received(data)
+    out: list[bytes] = []
+    for _ in range(10_000):
+        more = session.process(16)
+        produced = False
+        while (item := session.next_output()) is not None:
+            out.append(bytes(item))
+            produced = True
+        if not more:
+            return b"".join(out)
+        pauses[0] += not produced
+    raise AssertionError("the session did not settle")
+
+
 # -- a new SORT context's keys ------------------------------------------------------------------
 
 _SORT_CONTEXTS = [
@@ -354,17 +387,9 @@ def _sort_contexts_then_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *,
         for module, name, size in ((sorting, "_UIDS_PER_READ", 3), (searchcontext, "_KEYS_PER_LOOK", 2),
                                    (sorting, "_VALUES_PER_LOOK", 5)):
             monkeypatch.setattr(module, name, size if sliced else 10**9)
-        reads: list[int] = []
-        original = conv.store.sort_values
-        pauses = 0
-
-        def counted(*args: Any) -> Any:
-            reads.append(pauses)
-            return original(*args)
-
-        monkeypatch.setattr(conv.store, "sort_values", counted)
+        pauses = [0]
+        reads = _calls_after_pauses(monkeypatch, conv.store, "sort_values", pauses)
         out: list[bytes] = []
-        session: Any = conv.session
         for tag, command in zip((b"s1", b"s2", b"s3", b"n1"), [*_SORT_CONTEXTS, "NOOP"], strict=True):
             if command == "NOOP":
                 # Each context's keys in sort order, as sorting them one by one orders them.
@@ -374,17 +399,8 @@ def _sort_contexts_then_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *,
                 assert all(context.keys is not None and context.ordered == sorted(context.keys.values())
                            for context in contexts)
                 _deliver(conv)
-            session.data_received(tag + b" " + command.encode() + b"\r\n")
-            for _ in range(10_000):
-                more = session.process(16)
-                produced = False
-                while (item := session.next_output()) is not None:
-                    out.append(bytes(item))
-                    produced = True
-                if not more:
-                    break
-                pauses += not produced
-        return b"".join(out), reads
+            out.append(_played(conv.session, tag + b" " + command.encode() + b"\r\n", pauses))
+        return b"".join(out), [paused for paused, _uids in reads]
 
 
 def test_a_sort_context_reads_its_keys_in_slices_and_keeps_the_one_piece_order(
@@ -408,3 +424,50 @@ def test_a_sort_context_reads_its_keys_in_slices_and_keeps_the_one_piece_order(
     assert b'* ESEARCH (TAG "s1") UID ADDTO (1 ' + b",".join(
         b"%d" % n for n in range(FIRST + ARRIVING, FIRST, -1)) + b")" in lines
     assert lines[-2:] == [b"n1 OK NOOP completed", b""]
+
+
+# -- the records a re-check reads ---------------------------------------------------------------
+
+def _after_bulk_change(path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                       sliced: bool) -> tuple[bytes, dict[str, list[tuple[int, list[int]]]]]:
+    """The NOOP after ARRIVING deliveries and a flag change of most of the folder, with a live
+    search of flags (its re-check reads records) and one of bodies (light rows), its work
+    sliced (three records per read) or in one piece; and each store read of records or rows,
+    with the pauses before it."""
+    with _opened(path) as conv:
+        conv.command("SEARCH RETURN (UPDATE) FLAGGED NOT BODY marker")
+        conv.command("UID SEARCH RETURN (UPDATE) BODY marker")
+        _deliver(conv)
+        folder = conv.folder("INBOX").id
+        conv.store.store_flags("alice", folder, list(range(1, FIRST + ARRIVING + 1, 2)), "add", ["\\Flagged"])
+        _pieces(monkeypatch, sliced=sliced)
+        monkeypatch.setattr(searching, "_RECORDS_PER_READ", 3 if sliced else 10**9)
+        pauses = [0]
+        reads = {method: _calls_after_pauses(monkeypatch, conv.store, method, pauses)
+                 for method in ("messages", "get_messages", "search_rows")}
+        return _played(conv.session, b"n1 NOOP\r\n", pauses), reads
+
+
+def test_a_recheck_reads_the_records_of_what_it_looks_at_in_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag change of most of the folder has a live search of flags look at most of it again:
+    it reads their records in pieces, a PAUSE before each (not the whole folder's in one read),
+    as it reads the rows of the many messages that arrived; the lines are those of one piece."""
+    whole, _reads = _after_bulk_change(tmp_path / "whole", monkeypatch, sliced=False)
+    sliced, reads = _after_bulk_change(tmp_path / "sliced", monkeypatch, sliced=True)
+    assert sliced == whole
+    assert not reads["messages"]
+    total = FIRST + ARRIVING
+    changed = {2, 4, *range(1, FIRST + 1, 2)}   # the old messages whose flags changed, and every new one
+    for method, looked_at in (("get_messages", sorted(changed.union(range(FIRST + 1, total + 1)))),
+                              ("search_rows", range(FIRST + 1, total + 1))):
+        calls = reads[method]
+        assert [uid for _paused, uids in calls for uid in uids] == list(looked_at), method
+        assert all(len(uids) <= 3 for _paused, uids in calls), method
+        assert len({paused for paused, _uids in calls}) == len(calls), method   # each after a pause of its own
+    flagged = sorted({2, 4, *range(1, total + 1, 2), *range(FIRST + 4, total + 1, 4)})
+    assert whole.split(b"\r\n")[-4:] == [
+        b'* ESEARCH (TAG "x3") ADDTO (0 ' + encode.sequence_set([n for n in flagged if n % 3]) + b")",
+        b'* ESEARCH (TAG "x4") UID ADDTO (0 ' + encode.sequence_set(
+            [n for n in range(FIRST + 1, total + 1) if n % 3 == 0]) + b")",
+        b"n1 OK NOOP completed", b""]

@@ -395,7 +395,8 @@ class SearchContexts:
         if not uids:
             return [], set()
         program = cmds.SearchAnd((cmds.SearchSequence(uid_set(uids), uid=True), context.criteria))
-        return uids, set((yield from searching.search_sliced(session, program, slicer)))
+        # Their records are read in pieces too, however many they are (search_sliced's read_named).
+        return uids, set((yield from searching.search_sliced(session, program, slicer, read_named=True)))
 
     @staticmethod
     def _sort_keys(session: Any, found: list[tuple[LiveSearch, tuple[list[int], set[int]]]],
