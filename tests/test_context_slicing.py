@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,9 @@ def _pieces(monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> None:
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[Conversation]:
-    """A session with the INBOX of FIRST messages selected."""
-    with Conversation(path) as conversation:
+def _opened(path: Path, **settings: Any) -> Iterator[Conversation]:
+    """A session with the INBOX of FIRST messages selected (``settings``: Conversation's)."""
+    with Conversation(path, **settings) as conversation:
         for number in range(1, FIRST + 1):
             conversation.add_message(data=_message(number))
         conversation.login()
@@ -259,6 +260,50 @@ def test_a_store_error_keeps_the_messages_noted_for_the_next_catch_up(
     assert conv.command("NOOP") == [*_catch_up_lines(), b"x4 OK NOOP completed"]   # no ESEARCH, no warning
     assert failures
     assert conv.command("NOOP") == [_expected_updates()[0], b"x5 OK NOOP completed"]
+
+
+def _busy_while_searching(monkeypatch: pytest.MonkeyPatch, conv: Conversation, failures: int,
+                          deliver_first: int | None = None) -> list[int]:
+    """Make the store's search_summaries (a live search of bodies reads them) raise StoreBusy
+    the next ``failures`` times it is called; at the first, message ``deliver_first`` is
+    delivered first, as if it came while the searches worked. The UIDs delivered so."""
+    store = conv.store
+    original = store.search_summaries
+    left = [failures]
+    delivered: list[int] = []
+
+    def busy(keys: Any) -> Any:
+        if not left[0]:
+            return original(keys)
+        left[0] -= 1
+        if deliver_first is not None and not delivered:
+            delivered.append(conv.add_message(data=_message(deliver_first)))
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(store, "search_summaries", busy)
+    return delivered
+
+
+def test_recheck_store_errors_are_logged_once_and_made_up_by_a_later_command(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A live search's re-check that meets a store error is logged as a session's other store
+    errors are (a StoreBusy at warning level), once for a run of failures: the next command's
+    re-check failing again adds no line; once one succeeds, the next failure is logged again."""
+    caplog.set_level(logging.WARNING, logger="gximap")
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    conv.add_message(data=_message(FIRST + 3))
+    _busy_while_searching(monkeypatch, conv, 2)
+    assert conv.command("NOOP") == [b"* 13 EXISTS", b"* 13 RECENT", b"x4 OK NOOP completed"]
+    line = f"session {conv.session.id}: user=alice live search update failed: too many concurrent readers"
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [(logging.WARNING, line)]
+    assert conv.command("NOOP") == [b"x5 OK NOOP completed"]   # failed again: noted still, not logged
+    assert len(caplog.records) == 1
+    assert conv.command("NOOP") == [b'* ESEARCH (TAG "x3") ADDTO (0 13)', b"x6 OK NOOP completed"]
+    conv.add_message(data=_message(FIRST + 6))
+    _busy_while_searching(monkeypatch, conv, 1)
+    assert conv.command("NOOP") == [b"* 14 EXISTS", b"* 14 RECENT", b"x7 OK NOOP completed"]
+    assert [record.getMessage() for record in caplog.records] == [line, line]
+    assert conv.command("NOOP") == [b'* ESEARCH (TAG "x3") ADDTO (0 14)', b"x8 OK NOOP completed"]
 
 
 @pytest.mark.parametrize("sliced", [False, True])

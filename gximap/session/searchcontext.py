@@ -75,7 +75,6 @@ from gximap.session.base import (
     pause_if_over,
     run_unsliced,
 )
-from midb.errors import MidbError
 
 # RFC 5267 section 4.3.1: at least one; a webmail with a few live views per connection fits.
 MAX_CONTEXTS = 5
@@ -297,6 +296,8 @@ class SearchContexts:
         self.live: dict[bytes, LiveSearch] = {}
         self.arrived: set[int] = set()
         self.changed: set[int] = set()
+        # The last re-check met a store error (logged then: not again until one succeeds).
+        self.failing = False
 
     def __bool__(self) -> bool:
         return bool(self.live)
@@ -347,24 +348,21 @@ class SearchContexts:
         return bool(self.live) and bool(self.arrived or self.changed)
 
     def update_lines_sliced(self, session: Any, view: Any,
-                            slicer: TimeSlice | None) -> Generator[Pause | Await, Any, Updates | None]:
+                            slicer: TimeSlice | None) -> Generator[Pause | Await, Any, Updates]:
         """ADDTO and REMOVEFROM for the messages noted since the last catch-up, looked at again
         (only those), in slices (see the module docstring), and what is to be fetched of those
         that arrived into results (Updates). The view must not catch up again before this ends,
         nor until those fetches are made (their message numbers are the view's now). A store
-        error keeps them noted for the next catch-up and sends nothing: None."""
+        error (raised) keeps them noted for the next catch-up."""
         if not self.recheck_due():
             return Updates([], [])
         noted_arrived, noted_changed = set(self.arrived), set(self.changed)
         arrived = {uid for uid in noted_arrived if view.msn_of(uid) is not None and uid not in view.pending_expunge}
         changed = {uid for uid in noted_changed if view.msn_of(uid) is not None and uid not in view.pending_expunge}
-        try:
-            found = []
-            for context in list(self.live.values()):
-                found.append((context, (yield from self._looked_at(session, context, arrived, changed, slicer))))
-            keys = yield from self._sort_keys(session, found, slicer)
-        except MidbError:
-            return None   # noted still: the next catch-up tries again
+        found = []
+        for context in list(self.live.values()):
+            found.append((context, (yield from self._looked_at(session, context, arrived, changed, slicer))))
+        keys = yield from self._sort_keys(session, found, slicer)
         self.arrived -= noted_arrived
         self.changed -= noted_changed
         lines = []

@@ -1177,10 +1177,19 @@ class ImapSession:
 
         def steps() -> Generator[Any, Any, None]:
             nonlocal looked
-            updates = yield from selected.contexts.update_lines_sliced(self, selected, slicer)
-            looked = updates is not None   # None: a store error, the messages are still noted
-            if updates is None:
+            contexts = selected.contexts
+            try:
+                updates = yield from contexts.update_lines_sliced(self, selected, slicer)
+            except midb_errors.MidbError as exc:
+                # The messages are still noted: the next catch-up has them looked at. The client
+                # is not warned (its view is up to date); the log hears of the first failure, not
+                # of each catch-up after it that fails again.
+                if not contexts.failing:
+                    contexts.failing = True
+                    log_store_trouble(self, "live search update", exc)
                 return
+            contexts.failing = False
+            looked = True
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
             yield from updates.lines
