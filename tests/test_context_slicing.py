@@ -19,6 +19,7 @@ from conversation import Conversation, drive
 
 from gximap.imap import encode
 from gximap.session import base, searchcontext, searching, sorting
+from gximap.session import session as session_module
 from midb.errors import StoreBusy
 
 FIRST = 12       # messages in the folder when the live searches start
@@ -282,6 +283,58 @@ def _busy_while_searching(monkeypatch: pytest.MonkeyPatch, conv: Conversation, f
 
     monkeypatch.setattr(store, "search_summaries", busy)
     return delivered
+
+
+@pytest.mark.parametrize("interval", [0.0, 120.0])
+def test_in_idle_a_recheck_that_meets_a_store_error_is_made_again_soon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
+    """IDLE without NOTIFY: a delivery's live-search re-check meets a store error (StoreBusy)
+    while another message arrives (which wakes nothing: the session is at work, not idling).
+    The session's idle timer comes back a second later, and that retry reports both: the
+    client does not wait for another change, for the next keepalive (none at all with
+    imap_idle_notify_interval 0) or for DONE."""
+    with _opened(tmp_path, idle_notify_interval=interval) as conv:
+        conv.command("SEARCH RETURN (UPDATE) BODY marker")
+        _idle(conv)
+        first = conv.add_message(data=_message(FIRST + 3))
+        delivered = _busy_while_searching(monkeypatch, conv, 1, deliver_first=FIRST + 6)
+        assert conv.wake() == [b"* 13 EXISTS", b"* 13 RECENT"]   # and no ESEARCH: the search failed
+        (late,) = delivered
+        assert conv.wakes == 0
+        assert 0 < conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+        keepalive = [b"* OK Still here"] if interval else []
+        assert conv.timeout() == [*keepalive, b"* 14 EXISTS", b"* 14 RECENT",
+                                  b'* ESEARCH (TAG "x3") ADDTO (0 %d:%d)' % (first, late)]
+        # Nothing owed any more: the timer is the keepalive's (or the autologout's) again.
+        assert conv.session.idle_timeout() == pytest.approx(interval or conv.session.settings.autologout, abs=1)
+        assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
+
+
+def test_a_recheck_failing_again_is_retried_later_and_logged_once(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store stays busy: each retry that fails waits twice as long for the next, and the
+    log has one line for the run of failures (a session's store errors' shape), not one per
+    retry; once a re-check succeeds, the next failure is logged again."""
+    caplog.set_level(logging.WARNING, logger="gximap")
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _idle(conv)
+    arrived = [conv.add_message(data=_message(FIRST + 3))]
+    _busy_while_searching(monkeypatch, conv, 3)
+    assert conv.wake() == [b"* 13 EXISTS", b"* 13 RECENT"]
+    waits = [conv.session.idle_timeout()]
+    for _ in range(2):
+        assert conv.timeout() == [b"* OK Still here"]   # retried: the search fails again
+        waits.append(conv.session.idle_timeout())
+    assert [round(wait) for wait in waits] == [1, 2, 4]
+    line = f"session {conv.session.id}: user=alice live search update failed: too many concurrent readers"
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [(logging.WARNING, line)]
+    assert conv.timeout() == [b"* OK Still here", b'* ESEARCH (TAG "x3") ADDTO (0 13)']
+    arrived.append(conv.add_message(data=_message(FIRST + 6)))
+    _busy_while_searching(monkeypatch, conv, 1)
+    assert conv.wake() == [b"* 14 EXISTS", b"* 14 RECENT"]
+    assert [record.getMessage() for record in caplog.records] == [line, line]
+    assert conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5   # a first failure again: 1 s
+    assert conv.timeout() == [b"* OK Still here", b'* ESEARCH (TAG "x3") ADDTO (0 14)']
 
 
 def test_recheck_store_errors_are_logged_once_and_made_up_by_a_later_command(

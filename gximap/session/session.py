@@ -88,6 +88,14 @@ COMMAND_LITERAL_MAX = 1 << 20
 # most the login timeout itself.
 LOGIN_GRACE = 10.0
 
+# In IDLE, a catch-up, push or live-search re-check that met a store error (the reader table
+# full, the map resized by another process: StoreBusy) is tried again this long after, then
+# after twice as long at each failure soon after the last retry, up to IDLE_RETRY_MAX
+# (_owe_updates): a change that came meanwhile is not left waiting for another one, or for
+# DONE, and a store that stays unavailable is asked about once a minute per session.
+IDLE_RETRY_FIRST = 1.0
+IDLE_RETRY_MAX = 60.0
+
 
 class _Running:
     """The command currently producing output."""
@@ -159,6 +167,9 @@ class ImapSession:
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
         self._updates_missed = False  # the last catch-up with the selected mailbox failed
+        # When IDLE tries that again (_owe_updates), and the wait before that try.
+        self._retry_at = -math.inf
+        self._retry_delay = IDLE_RETRY_FIRST
         # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
         # that waits for the response to be complete.
         self._inside_response = False
@@ -180,7 +191,9 @@ class ImapSession:
         self._slot_lock = threading.Lock()
         self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
-        self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
+        # When IDLE's last "* OK Still here" went out, or its last retry (timed_out): the pool's
+        # idle timer started again then.
+        self._last_keepalive = 0.0
         # How far the running command has got (RFC 9585 INPROGRESS): cleared for each command.
         self.progress = progress.Progress()
 
@@ -351,14 +364,19 @@ class ImapSession:
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
-        if interval > 0 and self._idling():
+        if (interval > 0 or self._updates_missed or self._last_keepalive > self.last_activity) and self._idling():
             # The pool counts from the latest of the last input, the end of a push the client was
-            # slow to take, and the last keepalive: the next keepalive is one interval after
-            # that, whichever it is (computed from this session's own clock, it drifted by how
-            # late a blocked push ended, at every keepalive). The autologout counts from the last
-            # input (or answer): after a keepalive, what was left of it then.
+            # slow to take, and the last keepalive or retry: the next keepalive is one interval
+            # after that, whichever it is (computed from this session's own clock, it drifted by
+            # how late a blocked push ended, at every keepalive). The autologout counts from the
+            # last input (or answer): after a keepalive or retry, what was left of it then.
             since_input = max(0.0, self._last_keepalive - self.last_activity)
-            return min(self.settings.autologout - since_input, interval)
+            left = self.settings.autologout - since_input
+            if interval > 0:
+                left = min(left, interval)
+            if self._updates_missed:   # the retry, sooner (_owe_updates)
+                left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
+            return left
         return self.settings.autologout
 
     def idle_since(self) -> float:
@@ -392,13 +410,17 @@ class ImapSession:
             late = now >= self._login_deadline() - 0.5
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return True
-        if (self.settings.idle_notify_interval > 0 and self._idling()
+        interval = self.settings.idle_notify_interval
+        retrying = self._updates_missed
+        if ((interval > 0 or retrying) and self._idling()
                 and now - self.last_activity < self.settings.autologout - 0.5):
+            # The keepalive (with a retry too: the next one is then an interval after it).
             self._last_keepalive = now
-            self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if self._updates_missed:
-                # A push failed (the store was busy): the keepalive tries again, rather than
-                # leave the changes waiting for the next one or for DONE.
+            if interval > 0:
+                self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
+            if retrying:
+                # A push or a live search's re-check failed (the store was busy): try again, rather
+                # than leave the changes waiting for the next one or for DONE (_owe_updates).
                 self._idle_push()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
@@ -1055,8 +1077,21 @@ class ImapSession:
             log_store_trouble(self, doing, exc)
         else:  # no refusal of the client's: a bug, or the store opened read-only
             self.ctx.log.exception("session %s: %s failed", self.id, doing)
-        self._updates_missed = True
+        self._owe_updates()
         return b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE") + b"\r\n"
+
+    def _owe_updates(self) -> None:
+        """A catch-up with the selected mailbox, a push or a live search's re-check met a store
+        error: the next catch-up makes up for it (the view, or what the live searches noted, is
+        as it was), and in IDLE, where nothing else may come for long, the pool's timer has it
+        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive: 1 s after
+        a first failure, twice as long after each failure within IDLE_RETRY_MAX of the last
+        retry (IDLE_RETRY_MAX at most), 1 s again after a re-check that made up for one."""
+        now = time.monotonic()
+        follows_retry = now - self._retry_at < IDLE_RETRY_MAX
+        self._retry_delay = min(2 * self._retry_delay, IDLE_RETRY_MAX) if follows_retry else IDLE_RETRY_FIRST
+        self._retry_at = now + self._retry_delay
+        self._updates_missed = True
 
     def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None
@@ -1181,14 +1216,18 @@ class ImapSession:
             try:
                 updates = yield from contexts.update_lines_sliced(self, selected, slicer)
             except midb_errors.MidbError as exc:
-                # The messages are still noted: the next catch-up has them looked at. The client
-                # is not warned (its view is up to date); the log hears of the first failure, not
-                # of each catch-up after it that fails again.
+                # The messages are still noted: the next catch-up has them looked at (in IDLE, a
+                # retry: _owe_updates). The client is not warned (its view is up to date); the
+                # log hears of the first failure, not of each retry that fails again.
                 if not contexts.failing:
                     contexts.failing = True
                     log_store_trouble(self, "live search update", exc)
+                if self.selected is selected:
+                    self._owe_updates()
                 return
-            contexts.failing = False
+            if contexts.failing:   # made up for: a failure from now on is a first one again
+                contexts.failing = False
+                self._retry_at = -math.inf
             looked = True
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
@@ -1199,7 +1238,8 @@ class ImapSession:
                 then()
             # In IDLE without NOTIFY a change is only heard while the session idles
             # (_store_changed): one that came while the searches worked is looked for now. Not
-            # after a failure, which the same catch-up would only meet again (and again).
+            # after a failure, which the same catch-up would only meet again (and again): the
+            # retry comes a little later (_owe_updates).
             if (looked and self.notify is None and self.selected is selected and not self._closing
                     and self._idling()):
                 self._push_idle_updates(selected)
