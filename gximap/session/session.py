@@ -167,7 +167,8 @@ class ImapSession:
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
         self._updates_missed = False  # the last catch-up with the selected mailbox failed
-        # When IDLE tries that again (_owe_updates), and the wait before that try.
+        # IDLE is to try that again at _retry_at (_owe_updates; the wait before it: _retry_delay).
+        self._retry_due = False
         self._retry_at = -math.inf
         self._retry_delay = IDLE_RETRY_FIRST
         # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
@@ -364,7 +365,7 @@ class ImapSession:
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
-        if (interval > 0 or self._updates_missed or self._last_keepalive > self.last_activity) and self._idling():
+        if (interval > 0 or self._retry_due or self._last_keepalive > self.last_activity) and self._idling():
             # The pool counts from the latest of the last input, the end of a push the client was
             # slow to take, and the last keepalive or retry: the next keepalive is one interval
             # after that, whichever it is (computed from this session's own clock, it drifted by
@@ -374,7 +375,7 @@ class ImapSession:
             left = self.settings.autologout - since_input
             if interval > 0:
                 left = min(left, interval)
-            if self._updates_missed:   # the retry, sooner (_owe_updates)
+            if self._retry_due:   # the retry, sooner (_owe_updates)
                 left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
             return left
         return self.settings.autologout
@@ -411,16 +412,18 @@ class ImapSession:
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return True
         interval = self.settings.idle_notify_interval
-        retrying = self._updates_missed
+        retrying = self._retry_due
         if ((interval > 0 or retrying) and self._idling()
                 and now - self.last_activity < self.settings.autologout - 0.5):
             # The keepalive (with a retry too: the next one is then an interval after it).
             self._last_keepalive = now
             if interval > 0:
                 self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if retrying:
+            if retrying or self._updates_missed:
                 # A push or a live search's re-check failed (the store was busy): try again, rather
-                # than leave the changes waiting for the next one or for DONE (_owe_updates).
+                # than leave the changes waiting for the next one or for DONE (_owe_updates; a
+                # failure again asks for the next retry).
+                self._retry_due = False
                 self._idle_push()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
@@ -1029,6 +1032,7 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle:
+                self._retry_due = False   # (this push is the retry)
                 self._idle_push()
         else:
             self._out.append(item)
@@ -1091,7 +1095,7 @@ class ImapSession:
         follows_retry = now - self._retry_at < IDLE_RETRY_MAX
         self._retry_delay = min(2 * self._retry_delay, IDLE_RETRY_MAX) if follows_retry else IDLE_RETRY_FIRST
         self._retry_at = now + self._retry_delay
-        self._updates_missed = True
+        self._updates_missed = self._retry_due = True
 
     def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None
