@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 from conversation import Conversation, drive
 
-from gximap.session import base, searching
+from gximap.imap import encode
+from gximap.session import base, searchcontext, searching, sorting
+from gximap.session import session as session_module
 from midb.errors import StoreBusy
 
 FIRST = 12       # messages in the folder when the live searches start
@@ -35,9 +38,9 @@ def _pieces(monkeypatch: pytest.MonkeyPatch, *, sliced: bool) -> None:
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[Conversation]:
-    """A session with the INBOX of FIRST messages selected."""
-    with Conversation(path) as conversation:
+def _opened(path: Path, **settings: Any) -> Iterator[Conversation]:
+    """A session with the INBOX of FIRST messages selected (``settings``: Conversation's)."""
+    with Conversation(path, **settings) as conversation:
         for number in range(1, FIRST + 1):
             conversation.add_message(data=_message(number))
         conversation.login()
@@ -260,6 +263,102 @@ def test_a_store_error_keeps_the_messages_noted_for_the_next_catch_up(
     assert conv.command("NOOP") == [_expected_updates()[0], b"x5 OK NOOP completed"]
 
 
+def _busy_while_searching(monkeypatch: pytest.MonkeyPatch, conv: Conversation, failures: int,
+                          deliver_first: int | None = None) -> list[int]:
+    """Make the store's search_summaries (a live search of bodies reads them) raise StoreBusy
+    the next ``failures`` times it is called; at the first, message ``deliver_first`` is
+    delivered first, as if it came while the searches worked. The UIDs delivered so."""
+    store = conv.store
+    original = store.search_summaries
+    left = [failures]
+    delivered: list[int] = []
+
+    def busy(keys: Any) -> Any:
+        if not left[0]:
+            return original(keys)
+        left[0] -= 1
+        if deliver_first is not None and not delivered:
+            delivered.append(conv.add_message(data=_message(deliver_first)))
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(store, "search_summaries", busy)
+    return delivered
+
+
+@pytest.mark.parametrize("interval", [0.0, 120.0])
+def test_in_idle_a_recheck_that_meets_a_store_error_is_made_again_soon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
+    """IDLE without NOTIFY: a delivery's live-search re-check meets a store error (StoreBusy)
+    while another message arrives (which wakes nothing: the session is at work, not idling).
+    The session's idle timer comes back a second later, and that retry reports both: the
+    client does not wait for another change, for the next keepalive (none at all with
+    imap_idle_notify_interval 0) or for DONE."""
+    with _opened(tmp_path, idle_notify_interval=interval) as conv:
+        conv.command("SEARCH RETURN (UPDATE) BODY marker")
+        _idle(conv)
+        first = conv.add_message(data=_message(FIRST + 3))
+        delivered = _busy_while_searching(monkeypatch, conv, 1, deliver_first=FIRST + 6)
+        assert conv.wake() == [b"* 13 EXISTS", b"* 13 RECENT"]   # and no ESEARCH: the search failed
+        (late,) = delivered
+        assert conv.wakes == 0
+        assert 0 < conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+        keepalive = [b"* OK Still here"] if interval else []
+        assert conv.timeout() == [*keepalive, b"* 14 EXISTS", b"* 14 RECENT",
+                                  b'* ESEARCH (TAG "x3") ADDTO (0 %d:%d)' % (first, late)]
+        # Nothing owed any more: the timer is the keepalive's (or the autologout's) again.
+        assert conv.session.idle_timeout() == pytest.approx(interval or conv.session.settings.autologout, abs=1)
+        assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
+
+
+def test_a_recheck_failing_again_is_retried_later_and_logged_once(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store stays busy: each retry that fails waits twice as long for the next, and the
+    log has one line for the run of failures (a session's store errors' shape), not one per
+    retry; once a re-check succeeds, the next failure is logged again."""
+    caplog.set_level(logging.WARNING, logger="gximap")
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    _idle(conv)
+    arrived = [conv.add_message(data=_message(FIRST + 3))]
+    _busy_while_searching(monkeypatch, conv, 3)
+    assert conv.wake() == [b"* 13 EXISTS", b"* 13 RECENT"]
+    waits = [conv.session.idle_timeout()]
+    for _ in range(2):
+        assert conv.timeout() == [b"* OK Still here"]   # retried: the search fails again
+        waits.append(conv.session.idle_timeout())
+    assert [round(wait) for wait in waits] == [1, 2, 4]
+    line = f"session {conv.session.id}: user=alice live search update failed: too many concurrent readers"
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [(logging.WARNING, line)]
+    assert conv.timeout() == [b"* OK Still here", b'* ESEARCH (TAG "x3") ADDTO (0 13)']
+    arrived.append(conv.add_message(data=_message(FIRST + 6)))
+    _busy_while_searching(monkeypatch, conv, 1)
+    assert conv.wake() == [b"* 14 EXISTS", b"* 14 RECENT"]
+    assert [record.getMessage() for record in caplog.records] == [line, line]
+    assert conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5   # a first failure again: 1 s
+    assert conv.timeout() == [b"* OK Still here", b'* ESEARCH (TAG "x3") ADDTO (0 14)']
+
+
+def test_recheck_store_errors_are_logged_once_and_made_up_by_a_later_command(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A live search's re-check that meets a store error is logged as a session's other store
+    errors are (a StoreBusy at warning level), once for a run of failures: the next command's
+    re-check failing again adds no line; once one succeeds, the next failure is logged again."""
+    caplog.set_level(logging.WARNING, logger="gximap")
+    conv.command("SEARCH RETURN (UPDATE) BODY marker")
+    conv.add_message(data=_message(FIRST + 3))
+    _busy_while_searching(monkeypatch, conv, 2)
+    assert conv.command("NOOP") == [b"* 13 EXISTS", b"* 13 RECENT", b"x4 OK NOOP completed"]
+    line = f"session {conv.session.id}: user=alice live search update failed: too many concurrent readers"
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [(logging.WARNING, line)]
+    assert conv.command("NOOP") == [b"x5 OK NOOP completed"]   # failed again: noted still, not logged
+    assert len(caplog.records) == 1
+    assert conv.command("NOOP") == [b'* ESEARCH (TAG "x3") ADDTO (0 13)', b"x6 OK NOOP completed"]
+    conv.add_message(data=_message(FIRST + 6))
+    _busy_while_searching(monkeypatch, conv, 1)
+    assert conv.command("NOOP") == [b"* 14 EXISTS", b"* 14 RECENT", b"x7 OK NOOP completed"]
+    assert [record.getMessage() for record in caplog.records] == [line, line]
+    assert conv.command("NOOP") == [b'* ESEARCH (TAG "x3") ADDTO (0 14)', b"x8 OK NOOP completed"]
+
+
 @pytest.mark.parametrize("sliced", [False, True])
 def test_with_notify_the_updates_come_before_messagenew_fetches(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch, sliced: bool) -> None:
@@ -332,3 +431,141 @@ def test_with_notify_a_delivery_while_a_commands_searches_work_is_pushed_after_i
         *(b"* %d FETCH (UID %d)" % (uid, uid) for uid in arrived),
         b"* %d EXISTS" % (total + 1), b"* %d RECENT" % (total + 1),
         b'* ESEARCH (TAG "x3") ADDTO (0 %d)' % late, b"* %d FETCH (UID %d)" % (late, late), b""]
+
+
+def _calls_after_pauses(monkeypatch: pytest.MonkeyPatch, store: Any, method: str,
+                        pauses: list[int]) -> list[tuple[int, list[int]]]:
+    """For each call of the store's ``method`` from now on: how many pauses came before it (as
+    _played counts them in ``pauses``), and the UIDs it was given (its third argument)."""
+    calls: list[tuple[int, list[int]]] = []
+    original = getattr(store, method)
+
+    def counted(*args: Any) -> Any:
+        calls.append((pauses[0], list(args[2]) if len(args) > 2 and args[2] is not None else []))
+        return original(*args)
+
+    monkeypatch.setattr(store, method, counted)
+    return calls
+
+
+def _played(session: Any, data: bytes, pauses: list[int]) -> bytes:
+    """What the pool would send once ``data`` came, until the session has nothing more to do;
+    each round that sends nothing while it has more counts in ``pauses[0]``."""
+    session.data_received(data)
+    out: list[bytes] = []
+    for _ in range(10_000):
+        more = session.process(16)
+        produced = False
+        while (item := session.next_output()) is not None:
+            out.append(bytes(item))
+            produced = True
+        if not more:
+            return b"".join(out)
+        pauses[0] += not produced
+    raise AssertionError("the session did not settle")
+
+
+# -- a new SORT context's keys ------------------------------------------------------------------
+
+_SORT_CONTEXTS = [
+    "UID SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 ALL",
+    "SORT RETURN (UPDATE ALL) (FROM REVERSE ARRIVAL SIZE) UTF-8 BODY marker",
+    "UID SORT RETURN (UPDATE COUNT) (DATE REVERSE SUBJECT) UTF-8 NOT BODY marker",
+]
+
+
+def _sort_contexts_then_delivery(path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                                 sliced: bool) -> tuple[bytes, list[int]]:
+    """The output of _SORT_CONTEXTS started, then of a NOOP after a delivery into them, their
+    work sliced or in one piece (the sort columns keep nothing: each context reads its keys
+    anew); and for each read of sort values, how many pauses came before it."""
+    with _opened(path) as conv:
+        conv.ctx.sort_columns.resize(0)
+        monkeypatch.setattr(base, "SLICE_SECONDS", 0.0 if sliced else 3600.0)
+        for module, name, size in ((sorting, "_UIDS_PER_READ", 3), (searchcontext, "_KEYS_PER_LOOK", 2),
+                                   (sorting, "_VALUES_PER_LOOK", 5)):
+            monkeypatch.setattr(module, name, size if sliced else 10**9)
+        pauses = [0]
+        reads = _calls_after_pauses(monkeypatch, conv.store, "sort_values", pauses)
+        out: list[bytes] = []
+        for tag, command in zip((b"s1", b"s2", b"s3", b"n1"), [*_SORT_CONTEXTS, "NOOP"], strict=True):
+            if command == "NOOP":
+                # Each context's keys in sort order, as sorting them one by one orders them.
+                assert conv.session.selected is not None
+                contexts = list(conv.session.selected.contexts.live.values())
+                assert len(contexts) == len(_SORT_CONTEXTS)
+                assert all(context.keys is not None and context.ordered == sorted(context.keys.values())
+                           for context in contexts)
+                _deliver(conv)
+            out.append(_played(conv.session, tag + b" " + command.encode() + b"\r\n", pauses))
+        return b"".join(out), [paused for paused, _uids in reads]
+
+
+def test_a_sort_context_reads_its_keys_in_slices_and_keeps_the_one_piece_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SORT RETURN (UPDATE) reads its context's keys (again: the columns keep nothing) as it
+    read its values, a few messages per read with a PAUSE before each, and orders them in the
+    same slices; every answer, and the positions of the ADDTO after a delivery, are those of
+    the run in one piece."""
+    whole, whole_reads = _sort_contexts_then_delivery(tmp_path / "whole", monkeypatch, sliced=False)
+    sliced, sliced_reads = _sort_contexts_then_delivery(tmp_path / "sliced", monkeypatch, sliced=True)
+    assert sliced == whole
+    assert set(whole_reads) == {0}
+    # SORT's reads, then its context's: each after a pause of its own.
+    assert len(sliced_reads) > 2 * len(_SORT_CONTEXTS) * (FIRST // 3)
+    assert len(set(sliced_reads)) == len(sliced_reads)
+    lines = whole.split(b"\r\n")
+    assert lines[:6] == [b'* ESEARCH (TAG "s1") UID', b"s1 OK SORT completed",
+                         b'* ESEARCH (TAG "s2") ALL 3,6,9,12', b"s2 OK SORT completed",
+                         b'* ESEARCH (TAG "s3") UID COUNT 8', b"s3 OK SORT completed"]
+    # s013 ... s052 all come before s012 in REVERSE SUBJECT order: positions 1 on, highest first.
+    assert b'* ESEARCH (TAG "s1") UID ADDTO (1 ' + b",".join(
+        b"%d" % n for n in range(FIRST + ARRIVING, FIRST, -1)) + b")" in lines
+    assert lines[-2:] == [b"n1 OK NOOP completed", b""]
+
+
+# -- the records a re-check reads ---------------------------------------------------------------
+
+def _after_bulk_change(path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                       sliced: bool) -> tuple[bytes, dict[str, list[tuple[int, list[int]]]]]:
+    """The NOOP after ARRIVING deliveries and a flag change of most of the folder, with a live
+    search of flags (its re-check reads records) and one of bodies (light rows), its work
+    sliced (three records per read) or in one piece; and each store read of records or rows,
+    with the pauses before it."""
+    with _opened(path) as conv:
+        conv.command("SEARCH RETURN (UPDATE) FLAGGED NOT BODY marker")
+        conv.command("UID SEARCH RETURN (UPDATE) BODY marker")
+        _deliver(conv)
+        folder = conv.folder("INBOX").id
+        conv.store.store_flags("alice", folder, list(range(1, FIRST + ARRIVING + 1, 2)), "add", ["\\Flagged"])
+        _pieces(monkeypatch, sliced=sliced)
+        monkeypatch.setattr(searching, "_RECORDS_PER_READ", 3 if sliced else 10**9)
+        pauses = [0]
+        reads = {method: _calls_after_pauses(monkeypatch, conv.store, method, pauses)
+                 for method in ("messages", "get_messages", "search_rows")}
+        return _played(conv.session, b"n1 NOOP\r\n", pauses), reads
+
+
+def test_a_recheck_reads_the_records_of_what_it_looks_at_in_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag change of most of the folder has a live search of flags look at most of it again:
+    it reads their records in pieces, a PAUSE before each (not the whole folder's in one read),
+    as it reads the rows of the many messages that arrived; the lines are those of one piece."""
+    whole, _reads = _after_bulk_change(tmp_path / "whole", monkeypatch, sliced=False)
+    sliced, reads = _after_bulk_change(tmp_path / "sliced", monkeypatch, sliced=True)
+    assert sliced == whole
+    assert not reads["messages"]
+    total = FIRST + ARRIVING
+    changed = {2, 4, *range(1, FIRST + 1, 2)}   # the old messages whose flags changed, and every new one
+    for method, looked_at in (("get_messages", sorted(changed.union(range(FIRST + 1, total + 1)))),
+                              ("search_rows", range(FIRST + 1, total + 1))):
+        calls = reads[method]
+        assert [uid for _paused, uids in calls for uid in uids] == list(looked_at), method
+        assert all(len(uids) <= 3 for _paused, uids in calls), method
+        assert len({paused for paused, _uids in calls}) == len(calls), method   # each after a pause of its own
+    flagged = sorted({2, 4, *range(1, total + 1, 2), *range(FIRST + 4, total + 1, 4)})
+    assert whole.split(b"\r\n")[-4:] == [
+        b'* ESEARCH (TAG "x3") ADDTO (0 ' + encode.sequence_set([n for n in flagged if n % 3]) + b")",
+        b'* ESEARCH (TAG "x4") UID ADDTO (0 ' + encode.sequence_set(
+            [n for n in range(FIRST + 1, total + 1) if n % 3 == 0]) + b")",
+        b"n1 OK NOOP completed", b""]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conversation import Conversation, split_responses
 
-from gximap.session import base, pieces, progress, searching
+from gximap.session import base, pieces, progress, searching, sorting
 from gximap.session.commands import fetch as fetch_command
 from gximap.session.progress import Progress, Timer, line
 
@@ -329,3 +329,16 @@ def test_the_line_is_handed_out_and_the_pause_kept_before_the_command_goes_on(co
     assert session.process(16)              # the command is still running
     rest = conv.send(b"")
     assert rest[-1].startswith(b"s3 OK")
+
+
+@pytest.mark.usefixtures("stepping", "sliced")
+def test_a_sort_context_reads_its_keys_under_the_sorts_tag(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SORT RETURN (UPDATE): the new context's keys are read (again here: the sort columns keep
+    nothing) in the SORT's slices, a few messages per read, and its lines go on meanwhile: as
+    many again as the SORT alone sends, all before its answer."""
+    conv.ctx.sort_columns.resize(0)
+    monkeypatch.setattr(sorting, "_UIDS_PER_READ", 2)
+    alone = _progress(conv.send(b"o1 SORT RETURN (COUNT) (SUBJECT) UTF-8 ALL\r\n"), "o1")
+    live = _progress(conv.send(b"o2 SORT RETURN (COUNT UPDATE) (SUBJECT) UTF-8 ALL\r\n"), "o2")
+    assert len(alone) >= 2
+    assert len(live) >= 2 * len(alone) - 1

@@ -19,6 +19,7 @@ import pytest
 from conversation import Conversation
 from store_helpers import FailingSync
 
+from gximap.session import session as session_module
 from gximap.session.errors import log_store_trouble
 from midb import errors
 from midb.env import WriteEffects, _Pending, translate_lmdb_error
@@ -173,19 +174,25 @@ def test_a_catch_up_that_meets_a_store_error_misses_nothing(conv: Conversation, 
                                          b"* 1 FETCH (FLAGS (\\Flagged \\Recent))", b"n2 OK NOOP completed"]
 
 
-def test_an_idle_push_that_meets_a_store_error_is_made_again_by_the_keepalive(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A push in IDLE that fails warns the client; the next keepalive makes it, rather than
-    leave it for another change or for DONE."""
-    with Conversation(tmp_path, idle_notify_interval=120.0) as conv:
+@pytest.mark.parametrize("interval", [0.0, 120.0])
+def test_an_idle_push_that_meets_a_store_error_is_made_again_a_second_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
+    """A push in IDLE that fails warns the client; the session's idle timer comes back a second
+    later (session.IDLE_RETRY_FIRST) and makes it, with a keepalive line where they are sent,
+    rather than leave it for another change, the next keepalive (none with 0) or DONE."""
+    with Conversation(tmp_path, idle_notify_interval=interval) as conv:
         conv.login()
         conv.select()
         assert conv.send(b"i1 IDLE\r\n") == [b"+ idling"]
         conv.add_message()
         _fail_once(monkeypatch, conv.store, "view_changes_since")
         assert conv.wake() == [_DELAYED]
-        assert conv.timeout() == [b"* OK Still here", b"* 1 EXISTS", b"* 1 RECENT"]
-        assert conv.timeout() == [b"* OK Still here"]
+        assert 0 < conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+        keepalive = [b"* OK Still here"] if interval else []
+        assert conv.timeout() == [*keepalive, b"* 1 EXISTS", b"* 1 RECENT"]
+        assert conv.session.idle_timeout() > 100   # the keepalive's timer, or the autologout's
+        if interval:
+            assert conv.timeout() == keepalive
         assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
 
 

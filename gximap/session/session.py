@@ -88,6 +88,14 @@ COMMAND_LITERAL_MAX = 1 << 20
 # most the login timeout itself.
 LOGIN_GRACE = 10.0
 
+# In IDLE, a catch-up, push or live-search re-check that met a store error (the reader table
+# full, the map resized by another process: StoreBusy) is tried again this long after, then
+# after twice as long at each failure soon after the last retry, up to IDLE_RETRY_MAX
+# (_owe_updates): a change that came meanwhile is not left waiting for another one, or for
+# DONE, and a store that stays unavailable is asked about once a minute per session.
+IDLE_RETRY_FIRST = 1.0
+IDLE_RETRY_MAX = 60.0
+
 
 class _Running:
     """The command currently producing output."""
@@ -162,6 +170,10 @@ class ImapSession:
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
         self._updates_missed = False  # the last catch-up with the selected mailbox failed
+        # IDLE is to try that again at _retry_at (_owe_updates; the wait before it: _retry_delay).
+        self._retry_due = False
+        self._retry_at = -math.inf
+        self._retry_delay = IDLE_RETRY_FIRST
         # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
         # that waits for the response to be complete.
         self._inside_response = False
@@ -183,7 +195,9 @@ class ImapSession:
         self._slot_lock = threading.Lock()
         self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
-        self._last_keepalive = 0.0  # when IDLE's last "* OK Still here" went out
+        # When IDLE's last "* OK Still here" went out, or its last retry (timed_out): the pool's
+        # idle timer started again then.
+        self._last_keepalive = 0.0
         # How far the running command has got (RFC 9585 INPROGRESS): cleared for each command.
         self.progress = progress.Progress()
 
@@ -354,14 +368,21 @@ class ImapSession:
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
-        if interval > 0 and self._in_idle():
+        if (interval > 0 or self._retry_due or self._last_keepalive > self.last_activity) and self._in_idle():
             # The pool counts from the latest of the last input, the end of a push the client was
-            # slow to take, and the last keepalive: the next keepalive is one interval after
-            # that, whichever it is (computed from this session's own clock, it drifted by how
-            # late a blocked push ended, at every keepalive). The autologout counts from the last
-            # input (or answer): after a keepalive, what was left of it then.
+            # slow to take, and the last keepalive or retry: the next keepalive is one interval
+            # after that, whichever it is (computed from this session's own clock, it drifted by
+            # how late a blocked push ended, at every keepalive). The autologout counts from the
+            # last input (or answer): after a keepalive or retry, what was left of it then.
             since_input = max(0.0, self._last_keepalive - self.last_activity)
-            return min(self.settings.autologout - since_input, interval)
+            left = self.settings.autologout - since_input
+            if interval > 0:
+                left = min(left, interval)
+            if self._retry_due and self._idling():   # the retry, sooner (_owe_updates); not while
+                # the session's own work runs before IDLE goes on (it may wait for a search slot,
+                # and no catch-up may move the view under it): the timer would fire again at once.
+                left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
+            return left
         return self.settings.autologout
 
     def idle_since(self) -> float:
@@ -406,15 +427,20 @@ class ImapSession:
             late = now >= self._login_deadline() - 0.5
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return True
-        if (self.settings.idle_notify_interval > 0 and self._in_idle()
+        interval = self.settings.idle_notify_interval
+        retrying = self._retry_due and self._idling()
+        if ((interval > 0 or retrying) and self._in_idle()
                 and now - self.last_activity < self.settings.autologout - 0.5):
+            # The keepalive (with a retry too: the next one is then an interval after it).
             self._last_keepalive = now
-            if not self._inside_response:  # own work parked inside a response: nothing goes between its parts
+            if interval > 0 and not self._inside_response:  # own work parked inside a response: nothing goes between its parts
                 self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if self._updates_missed and self._idling():
-                # A push failed (the store was busy): the keepalive tries again, rather than
-                # leave the changes waiting for the next one or for DONE. (Not while the
-                # session's own work runs: no catch-up may move the view under it.)
+            if (retrying or self._updates_missed) and self._idling():
+                # A push or a live search's re-check failed (the store was busy): try again, rather
+                # than leave the changes waiting for the next one or for DONE (_owe_updates; a
+                # failure again asks for the next retry). Not while the session's own work runs:
+                # no catch-up may move the view under it.
+                self._retry_due = False
                 self._idle_push()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
@@ -1029,6 +1055,7 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle:
+                self._retry_due = False   # (this push is the retry)
                 self._idle_push()
         else:
             self._out.append(item)
@@ -1077,8 +1104,21 @@ class ImapSession:
             log_store_trouble(self, doing, exc)
         else:  # no refusal of the client's: a bug, or the store opened read-only
             self.ctx.log.exception("session %s: %s failed", self.id, doing)
-        self._updates_missed = True
+        self._owe_updates()
         return b"* " + self.status_line(b"NO", Code.INFO_UPDATES_DELAYED, str(exc), code=b"UNAVAILABLE") + b"\r\n"
+
+    def _owe_updates(self) -> None:
+        """A catch-up with the selected mailbox, a push or a live search's re-check met a store
+        error: the next catch-up makes up for it (the view, or what the live searches noted, is
+        as it was), and in IDLE, where nothing else may come for long, the pool's timer has it
+        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive: 1 s after
+        a first failure, twice as long after each failure within IDLE_RETRY_MAX of the last
+        retry (IDLE_RETRY_MAX at most), 1 s again after a re-check that made up for one."""
+        now = time.monotonic()
+        follows_retry = now - self._retry_at < IDLE_RETRY_MAX
+        self._retry_delay = min(2 * self._retry_delay, IDLE_RETRY_MAX) if follows_retry else IDLE_RETRY_FIRST
+        self._retry_at = now + self._retry_delay
+        self._updates_missed = self._retry_due = True
 
     def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None
@@ -1199,10 +1239,23 @@ class ImapSession:
 
         def steps() -> Generator[Any, Any, None]:
             nonlocal looked
-            updates = yield from selected.contexts.update_lines_sliced(self, selected, slicer)
-            looked = updates is not None   # None: a store error, the messages are still noted
-            if updates is None:
+            contexts = selected.contexts
+            try:
+                updates = yield from contexts.update_lines_sliced(self, selected, slicer)
+            except midb_errors.MidbError as exc:
+                # The messages are still noted: the next catch-up has them looked at (in IDLE, a
+                # retry: _owe_updates). The client is not warned (its view is up to date); the
+                # log hears of the first failure, not of each retry that fails again.
+                if not contexts.failing:
+                    contexts.failing = True
+                    log_store_trouble(self, "live search update", exc)
+                if self.selected is selected:
+                    self._owe_updates()
                 return
+            if contexts.failing:   # made up for: a failure from now on is a first one again
+                contexts.failing = False
+                self._retry_at = -math.inf
+            looked = True
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
             yield from updates.lines
@@ -1212,7 +1265,8 @@ class ImapSession:
                 then()
             # In IDLE without NOTIFY a change is only heard while the session idles
             # (_store_changed): one that came while the searches worked is looked for now. Not
-            # after a failure, which the same catch-up would only meet again (and again).
+            # after a failure, which the same catch-up would only meet again (and again): the
+            # retry comes a little later (_owe_updates).
             if (looked and self.notify is None and self.selected is selected and not self._closing
                     and self._idling()):
                 self._push_idle_updates(selected)

@@ -209,7 +209,8 @@ def _sorted_lines(session: Any, cmd: cmds.Sort, slicer: TimeSlice) -> Generator[
         session.saved_search = saved_result(options, cmd.partial, uids)
     lines = []
     if live is not None:   # (the values read for the sort are in the process's columns now)
-        lines.extend(searchcontext.start(session, cmd.tag, cmd.uid, live, matched, cmd.criteria, cmd.update_atts))
+        lines.extend((yield from searchcontext.start_sliced(session, cmd.tag, cmd.uid, live, matched, slicer,
+                                                            cmd.criteria, cmd.update_atts)))
     if uses_modseq or (cmd.update_atts and condstore.names_modseq(cmd.update_atts)):
         # A MODSEQ search, or UPDATE (MODSEQ), enables CONDSTORE (RFC 7162 section 3.1).
         lines.extend(condstore.enable(session))
