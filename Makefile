@@ -12,7 +12,7 @@ DEV_CFG  := etc/gromox/dev.cfg
 # systemd (systemd-analyze) and logrotate: checks of the shipped units and logrotate snippet.
 # postfix: the MTA of the LMTP / auth socket end-to-end test (installed unconfigured: the test
 # runs a private instance with its own configuration directory).
-SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate offlineimap3 fetchmail getmail6 mutt postfix
+SYS_PKGS := libcap-dev gcc python3-dev isync curl mandoc man-db openssl haproxy fail2ban systemd logrotate offlineimap3 fetchmail getmail6 mutt imapfilter postfix
 PYTEST_ARGS ?=
 
 .PHONY: all run test deps sysdeps lint fuzz bench bench-store devstate clean distclean
