@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import threading
 import time
@@ -76,6 +77,25 @@ def test_a_thousand_delays_cost_one_thread() -> None:
     for future in futures:
         future.result(timeout=5)
     assert timer.pending() == 0
+
+
+def test_a_forked_child_starts_a_timer_thread_of_its_own() -> None:
+    """The serving processes fork after the daemon started: a timer thread the parent ran is not
+    in the child, whose delays must fire all the same (or its failed logins were never answered)."""
+    timer = DelayTimer(name="test-delay-fork")
+    timer.after(0.01).result(timeout=5)  # the parent's thread runs
+    parent_waits = timer.after(30)  # an entry of the parent's, forgotten in the child
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its delay fired, and only its own is pending
+        code = 1
+        try:
+            timer.after(0.05).result(timeout=5)
+            code = 0 if timer.pending() == 0 else 2
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent_waits.cancel()  # still pending in the parent
 
 
 # -- IMAP ---------------------------------------------------------------------------------------------
