@@ -259,6 +259,15 @@ DIRECTIVES: tuple[Directive, ...] = (
        "password also lets its user in while the user is blocked (block_interval_auths). "
        "0 disables (see AUTHENTICATION, \"Authentication cache\").",
        "imap", minimum=0),
+    _d("imap_auth_failure_delay", "timespan", "2 seconds",
+       "How long the answer to a failed login waits, as Dovecot's auth_failure_delay (whose default this "
+       "is): IMAP LOGIN and AUTHENTICATE, and FAIL on the authentication socket, alike for a wrong "
+       "password, an unknown or blocked user and a refusal after a right password, so that one "
+       "connection cannot try passwords as fast as they are checked and the answer's time tells "
+       "nothing. The log line (for fail2ban), the failure count and any block come at once; commands "
+       "the client sends meanwhile wait. A waiting connection holds no thread. A temporary failure "
+       "(NO [UNAVAILABLE]) and a cancelled exchange are answered at once. 0 answers at once.",
+       "imap", minimum=0, maximum=60, reloadable=True),
     _d("imap_auth_ip_times", "int", "30",
        "Failed logins allowed per client address (IPv6: per /64) within imap_auth_ip_window; 0 disables. "
        "Each serving process tracks at most 65,536 addresses and 65,536 blocked users; beyond that the "

@@ -556,6 +556,7 @@ class Daemon:
             auth_map=auth_map,
             storage_map=storage_map,
             cache=CredentialCache(float(cfg.imap_auth_cache_ttl), int(cfg.imap_auth_cache_entries)),
+            failure_delay=float(cfg.imap_auth_failure_delay),
         )
         # Its ledger registers with the siblings here, before the hello (_serve).
         return ServerContext(settings_from_config(cfg), store, auth, codes, user_sessions=UserSessions(siblings))
@@ -646,5 +647,6 @@ class Daemon:
         gxlog.set_io_debug(bool(cfg.io_debug))
         if self.ctx is not None:
             self.ctx.reload(settings_from_config(cfg))
+            self.ctx.auth.failure_delay = float(cfg.imap_auth_failure_delay)  # the auth socket's too
         if self.mta is not None:
             self.mta.reload(cfg)

@@ -38,7 +38,9 @@ Helpers: ``command("NOOP")`` (fresh tag, asserts OK), ``login()``, ``select()``,
 Constructor keywords besides the Settings fields: ``tls``, ``starttls`` (STARTTLS available),
 ``users`` (names whose password is ``secret``, or a {name: password} dict), ``auth_times``,
 ``block_interval``, ``ip_times`` (AuthService throttling), ``auth_cache`` (its credential cache;
-none by default), ``peer`` (client address).
+none by default), ``failure_delay`` (imap_auth_failure_delay; 0 by default, so failed logins are
+answered at once: with a delay, ``advance(seconds)`` moves the fake clock of ``delays``, and
+returns what the delays that ended answer), ``peer`` (client address).
 Accounts are created directly in the store; password hashes are cached for the whole test run
 because scrypt is slow on purpose.
 """
@@ -79,6 +81,33 @@ class InlineExecutor(Executor):
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting handler
             future.set_exception(exc)
         return future
+
+class ManualDelays:
+    """Stands in for gximap.auth.delay.DELAYS: its clock moves only when a test says
+    (advance()), so a failed login's delay (imap_auth_failure_delay) passes in no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[tuple[float, Future[None]]] = []
+
+    def after(self, seconds: float) -> Future[None]:
+        future: Future[None] = Future()
+        self._timers.append((self.now + seconds, future))
+        return future
+
+    def pending(self) -> int:
+        """Delays not over and not cancelled."""
+        return sum(1 for _due, future in self._timers if not future.cancelled())
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on; complete the delays that are over (their callbacks fire wakers)."""
+        self.now += seconds
+        due = sorted((item for item in self._timers if item[0] <= self.now), key=lambda item: item[0])
+        self._timers = [item for item in self._timers if item[0] > self.now]
+        for _due, future in due:
+            if future.set_running_or_notify_cancel():
+                future.set_result(None)
+
 
 class _InlineWriters:
     """Stands in for pieces.BULK_WRITERS: a bulk write runs in the session's own pass, as an
@@ -184,7 +213,7 @@ class Conversation:
     def __init__(self, tmp_path: Path | str | None = None, *, tls: bool = True, starttls: bool = False,
                  users: Iterable[str] | dict[str, str] = ("alice",), auth_times: int = 10,
                  block_interval: float = 60.0, ip_times: int = 0, auth_cache: CredentialCache | None = None,
-                 peer: str = "192.0.2.1",
+                 failure_delay: float = 0.0, peer: str = "192.0.2.1",
                  context: ServerContext | None = None, file_regions: bool = False, client_tls: bool = False,
                  **settings: Any) -> None:
         if context is None:
@@ -192,7 +221,8 @@ class Conversation:
                 raise TypeError("Conversation needs tmp_path (or the context of another one)")
             store = Store(Path(tmp_path) / "midb", fsync=False, data_path=[str(DATA_DIR)])
             auth = AuthService(store, MidbAuth(store), auth_times=auth_times, block_interval=block_interval,
-                               ip_times=ip_times, executor=InlineExecutor(), cache=auth_cache)
+                               ip_times=ip_times, executor=InlineExecutor(), cache=auth_cache,
+                               failure_delay=failure_delay, delays=ManualDelays())
             context = ServerContext(Settings(**settings), store, auth, response_codes())
             self._owns_store = True
         else:
@@ -318,6 +348,20 @@ class Conversation:
         self._raw_pending = b""
         self.session.wakeup()
         return self._collect(self._run())
+
+    def advance(self, seconds: float) -> list[bytes]:
+        """Time passes (``delays``' clock): what the delays that end answer, if their wakers fired."""
+        self.delays.advance(seconds)
+        if not self.wakes:
+            return []
+        return self.wake()
+
+    @property
+    def delays(self) -> ManualDelays:
+        """The fake clock of the server's delays (shared by its sessions)."""
+        delays = self.ctx.auth.delays
+        assert isinstance(delays, ManualDelays)
+        return delays
 
     def timeout(self) -> list[bytes]:
         self._raw_pending = b""

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conversation import DATA_DIR
+from conversation import DATA_DIR, ManualDelays
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scram_client import ScramClient
@@ -184,8 +184,9 @@ class Client:
     def __init__(self, ctx: AuthSocketContext, peer: str = "local") -> None:
         conn = ConnectionInfo(peer_host=peer, peer_port=0, local_host="/run/auth", local_port=0, tls=False,
                               starttls_available=False, listener="auth")
-        self.session = AuthSocketSession(ctx, conn, lambda: None)
+        self.session = AuthSocketSession(ctx, conn, self._waker)
         self.closed = False
+        self.wakes = 0  # waker calls not yet answered by wake()
         self.session.start()
         self.handshake = self._run()
 
@@ -204,6 +205,16 @@ class Client:
 
     def send(self, text: str) -> list[str]:
         self.session.data_received(text.encode())
+        return self._run()
+
+    def _waker(self) -> None:
+        self.wakes += 1
+
+    def wake(self) -> list[str]:
+        """The pool runs wakeup() because the waker fired."""
+        assert self.wakes, "the session's waker was not called"
+        self.wakes = 0
+        self.session.wakeup()
         return self._run()
 
     def hello(self) -> Client:
@@ -901,3 +912,92 @@ def test_tcp_peers_outside_the_allow_list_are_closed_unheard(
         assert _first_bytes(socket.AF_INET, ("127.0.0.1", port), until).startswith(hello)
     finally:
         mta.stop(grace=1.0)
+
+
+# -- imap_auth_failure_delay ------------------------------------------------------------------------
+
+
+def test_a_failure_is_answered_after_the_delay_and_other_requests_meanwhile(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    delays = ManualDelays()
+    ctx = make_ctx(store, failure_delay=2.0, delays=delays)
+    client = Client(ctx).hello()
+    bad, unknown, good = plain("", "alice", "nope"), plain("", "mallory", "secret"), plain("", "alice", "secret")
+    with caplog.at_level(logging.INFO, logger="gximap.auth"):
+        assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={bad}\n") == []
+        # Logged at once, for fail2ban; the MTA's other SMTP clients are served meanwhile.
+        assert "rhost=[192.0.2.7]:0 user=alice SMTP/PLAIN rejected: bad password" in caplog.text
+        assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.8\tresp={good}\n") == ["OK\t2\tuser=alice"]
+        assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={unknown}\n") == []
+    assert client.session.awaiting()  # an MTA that half-closes still gets the answers
+    delays.advance(1.9)
+    assert client.wakes == 0
+    delays.advance(0.1)
+    assert client.wake() == ["FAIL\t1", "FAIL\t3"]
+    assert not client.session.awaiting()
+
+
+def test_a_blocked_user_and_a_wrong_scram_proof_wait_too(store: Store) -> None:
+    delays = ManualDelays()
+    ctx = scram_ctx(store, auth_times=1, failure_delay=2.0, delays=delays)
+    client = Client(ctx).hello()
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={plain('', 'bob', 'nope')}\n") == []
+    assert ctx.auth.user_block_remaining("bob") > 0  # the block begins with the failure, not the answer
+    assert client.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=192.0.2.8\tresp={plain('', 'bob', 'secret')}\n") == []
+    scram = ScramClient("alice", "nope")
+    first = client.send(f"AUTH\t3\tSCRAM-SHA-256\tservice=smtp\trip=192.0.2.9\tresp={b64(scram.first())}\n")
+    assert client.send(f"CONT\t3\t{b64(scram.final(cont_data(first)))}\n") == []
+    delays.advance(2.0)
+    assert client.wake() == ["FAIL\t1", "FAIL\t2", "FAIL\t3"]
+
+
+def test_temporary_failures_and_refusals_of_the_protocol_are_answered_at_once(store: Store) -> None:
+    delays = ManualDelays()
+    ctx = make_ctx(store, failure_delay=2.0, delays=delays)
+    client = Client(ctx).hello()
+    assert client.send(f"AUTH\t1\tNTLM\tservice=smtp\tresp={plain('', 'alice', 'nope')}\n") == \
+        ["FAIL\t1\treason=Unsupported authentication mechanism"]
+    assert client.send("AUTH\t2\tPLAIN\tservice=smtp\tresp=!!\n") == \
+        ["FAIL\t2\treason=Invalid base64 data in initial response"]
+    ctx.auth.backend.busy = True
+    assert client.send(f"AUTH\t3\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'nope')}\n") == \
+        ["FAIL\t3\ttemp\treason=Temporary authentication failure\tcode=temp_fail"]
+    assert delays.pending() == 0
+
+
+def test_a_connection_lost_during_the_delay_cancels_its_timers(store: Store) -> None:
+    delays = ManualDelays()
+    client = Client(make_ctx(store, failure_delay=2.0, delays=delays)).hello()
+    for request_id in (1, 2):
+        client.send(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'nope')}\n")
+    assert delays.pending() == 2
+    client.session.connection_lost()
+    assert delays.pending() == 0
+
+
+def test_the_delay_over_the_pool_holds_no_worker(store: Store, tmp_path: Path) -> None:
+    """One worker thread, the real timer: while request 1's FAIL waits out its delay, request 2
+    on the same connection and a request on another connection are answered."""
+    path = str(tmp_path / "auth-client")
+    listeners = bind_listeners([ListenerSpec("", 0, False, "auth", path=path, mode=0o600)])
+    ctx = make_ctx(store, failure_delay=0.5)
+    server = Server(listeners, lambda conn, waker: AuthSocketSession(ctx, conn, waker), context_num=4,
+                    thread_init_num=1, thread_charge_num=4, conn_timeout=5.0, ssl_context=None, busy_response=b"")
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as first, socket.socket(socket.AF_UNIX) as second:
+            for sock in (first, second):
+                sock.settimeout(5)
+                sock.connect(path)
+                sock.sendall(b"VERSION\t1\t0\nCPID\t4242\n")
+                assert b"\nDONE\n" in _read_until(sock, b"\nDONE\n")
+            started = time.monotonic()
+            first.sendall(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'nope')}\n"
+                          f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'secret')}\n".encode())
+            assert _read_until(first, b"\n") == b"OK\t2\tuser=alice\n"
+            second.sendall(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('', 'bob', 'secret')}\n".encode())
+            assert _read_until(second, b"\n") == b"OK\t1\tuser=bob\n"
+            assert _read_until(first, b"\n") == b"FAIL\t1\n"
+            assert time.monotonic() - started >= 0.5
+    finally:
+        server.stop(grace=1.0)

@@ -541,7 +541,7 @@ def test_reloadable_set() -> None:
         "imap_filter_command", "imap_filter_timeout", "lmtp_spam_header", "lmtp_add_received_header", "imap_sort_cache_size",
         "imap_default_mailbox_quota", "imap_default_annotation_quota", "imap_autoexpunge_trash",
         "imap_autoexpunge_junk", "imap_autoexpunge_folders", "auth_listen_allow", "lmtp_listen_allow",
-        "imap_sasl_scram",
+        "imap_sasl_scram", "imap_auth_failure_delay",
     }
 
 

@@ -54,6 +54,10 @@ Both are merged, never added: a block keeps the later end, and an address's fail
 of times. So the whole state can be sent again to a sibling that lost messages (it restarted,
 or its queue was full: SiblingChannel.on_resync) without a failure counting twice.
 
+A failure's answer waits ``failure_delay`` (imap_auth_failure_delay) once it is decided, logged
+and counted: :meth:`failure_pause` gives the callers (the IMAP session, the auth socket) a future
+that one timer thread per process completes (gximap.auth.delay), which they await holding no thread.
+
 Impersonation: ``actor!mailbox`` (or SASL PLAIN with authzid = mailbox) authenticates the actor
 with its own password; access is granted when mailbox == actor (after mapping) or the actor's
 storage account holds store ownership of the mailbox's (``midb owner grant``). Otherwise the login
@@ -82,10 +86,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gximap import log as gxlog
 from gximap.auth.cache import CredentialCache
+from gximap.auth.delay import DELAYS
 from gximap.auth.maps import NameMap, UnmappedName
 from gximap.auth.scram import DecoySalts
 from gximap.net.proxy import address_key
@@ -178,6 +183,12 @@ class ScramLookup:
     reason: str = ""  # why there are no keys, for the log line of the failure
 
 
+class Delays(Protocol):
+    """What answers wait on (gximap.auth.delay.DelayTimer; tests pass one run by a fake clock)."""
+
+    def after(self, seconds: float) -> Future[None]: ...
+
+
 # The credential cache's name for a user's SCRAM entries, apart from its password entry (one per
 # name): a NUL is in no login name (PLAIN splits on it, LOGIN strings cannot hold it).
 _SCRAM_CACHE_PREFIX = "\x00scram\x00"
@@ -198,7 +209,8 @@ class AuthService:
                  ip_times: int = 30, ip_window: float = 300.0, hash_concurrency: int = 2,
                  auto_create: bool = False, auth_map: NameMap | None = None,
                  storage_map: NameMap | None = None, clock: Callable[[], float] = time.monotonic,
-                 executor: Executor | None = None, cache: CredentialCache | None = None) -> None:
+                 executor: Executor | None = None, cache: CredentialCache | None = None,
+                 failure_delay: float = 0.0, delays: Delays | None = None) -> None:
         self.store = store
         self.backend = backend
         self.auth_times = auth_times
@@ -206,6 +218,9 @@ class AuthService:
         self.ip_times = ip_times
         self.ip_window = ip_window
         self.auto_create = auto_create  # the backend vouches for users midb may not know yet
+        # Seconds a failed login's answer waits (imap_auth_failure_delay; 0: none); SIGHUP sets it.
+        self.failure_delay = failure_delay
+        self.delays: Delays = delays if delays is not None else DELAYS  # tests pass a fake clock's
         self.auth_map = auth_map if auth_map is not None else NameMap()
         self.storage_map = storage_map if storage_map is not None else NameMap()
         self._clock = clock  # monotonic seconds; tests pass a fake one
@@ -676,6 +691,16 @@ class AuthService:
         if verified is not None and cache is not None and stamp is not None:
             cache.remember(identity, password, stamp, verified)
         return verified
+
+    def failure_pause(self) -> Future[None] | None:
+        """The wait before a failed login is answered (imap_auth_failure_delay, Dovecot's
+        auth_failure_delay): a future the caller awaits without holding a thread, and cancels if
+        its client leaves; None when there is none. Every failure waits alike, a wrong password,
+        an unknown or blocked user, a refusal after a right password, so that the answer's time
+        tells nothing, and one connection cannot try passwords as fast as they hash. Asked once
+        the failure is decided, logged and counted: fail2ban and the blocks see it at once."""
+        delay = self.failure_delay
+        return self.delays.after(delay) if delay > 0 else None
 
     def flush_cache(self) -> int:
         """Forget every verified credential (SIGHUP); returns how many were cached."""

@@ -34,6 +34,12 @@ too, as IMAP offers it only where PLAIN is: the password is safe, but the SMTP s
 is not, and the user name is in the clear. ``valid-client-cert`` and ``nologin`` change nothing
 (no certificate logins; no login is ever made here but the check).
 
+A failed login's FAIL goes out imap_auth_failure_delay after the failure was decided (logged and
+counted at once), as Dovecot's auth_failure_delay holds it back: queued behind a timer's future
+(gximap.auth.delay), no thread waiting, the connection's other requests answered meanwhile. A
+temporary failure and the protocol's own refusals (no service, a mechanism not offered, bad base64)
+are answered at once: no password was found wrong.
+
 The connection is dropped on a protocol error (malformed line, over-long line, a duplicate request
 id, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
 request that is not pending (finished, cancelled or timed out), as in Dovecot: an MTA's CONT may
@@ -184,9 +190,12 @@ class AuthSocketSession:
     def __init__(self, ctx: AuthSocketContext, conn: ConnectionInfo, waker: Waker) -> None:
         self.ctx = ctx
         self.conn = conn
+        self.waker = waker
         self.cuid = ctx.next_cuid()
         self.proto = AuthServerProtocol()
         self._out: deque[OutputItem] = deque()
+        # FAILs of failed logins waiting out imap_auth_failure_delay, oldest first (_fail_delayed).
+        self._delayed: deque[tuple[Future[None], bytes]] = deque()
         self._pending: dict[int, _Pending] = {}
         self._closing = False
 
@@ -239,7 +248,16 @@ class AuthSocketSession:
         return True
 
     def wakeup(self) -> None:
-        """Nothing in the store concerns this protocol."""
+        """A failure's delay ended (nothing in the store concerns this protocol): its FAIL goes out."""
+        # Every one whose delay is over, not only the oldest: a SIGHUP may have changed the delay.
+        delayed = self._delayed
+        if any(pause.done() for pause, _line in delayed):
+            self._out.extend(line for pause, line in delayed if pause.done())
+            self._delayed = deque(item for item in delayed if not item[0].done())
+
+    def awaiting(self) -> bool:
+        """A FAIL waits out its delay: an MTA that half-closes meanwhile still gets it."""
+        return bool(self._delayed)
 
     def shutdown(self) -> None:
         self._drop("server shutdown", level=logging.DEBUG)
@@ -250,6 +268,12 @@ class AuthSocketSession:
     def connection_lost(self) -> None:
         self._closing = True
         self._pending.clear()
+        self._forget_delayed()
+
+    def _forget_delayed(self) -> None:
+        for pause, _line in self._delayed:
+            pause.cancel()  # its timer entry fires nothing
+        self._delayed.clear()
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -367,7 +391,7 @@ class AuthSocketSession:
         if not result.ok:
             if result.guess:
                 self.ctx.note_failure(self._address(request), login, self._rhost(request))
-            self._fail(request.id, **_REFUSAL_PARAMS.get(result.refusal, {}))  # said only after a right password
+            self._fail_delayed(request.id, **_REFUSAL_PARAMS.get(result.refusal, {}))  # said only after a right password
             return
         user = self._reported_user(login, authzid)
         if server_final is None:
@@ -458,6 +482,20 @@ class AuthSocketSession:
         self._pending.pop(request_id, None)
         self._out.append(AuthServerProtocol.fail(request_id, *flags, **params))
 
+    def _fail_delayed(self, request_id: int, **params: str) -> None:
+        """FAIL a failed login once imap_auth_failure_delay has passed, as Dovecot's auth service
+        delays it (auth_failure_delay): the failure is logged and counted already. The other
+        requests of the connection (an MTA's other SMTP clients) are answered meanwhile; the
+        timer's future fires the waker, and wakeup() sends the line. No thread waits."""
+        self._pending.pop(request_id, None)
+        line = AuthServerProtocol.fail(request_id, **params)
+        pause = self.ctx.auth.failure_pause()
+        if pause is None:
+            self._out.append(line)
+            return
+        self._delayed.append((pause, line))
+        pause.add_done_callback(lambda _pause: self.waker())
+
     def _plaintext_allowed(self, request: AuthRequest) -> bool:
         if self.ctx.settings.insecure_auth or request.flag("secured"):
             return True
@@ -491,6 +529,7 @@ class AuthSocketSession:
         log.log(level, "auth socket connection %d from %s closed: %s", self.cuid, self.conn.rhost, why)
         self._closing = True
         self._pending.clear()
+        self._forget_delayed()
         self._out.append(TransportAction.CLOSE)
 
 

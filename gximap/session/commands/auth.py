@@ -22,6 +22,13 @@ listening. Its outcome is AuthService's, as a password's: a wrong proof is a wro
 blocked address (or a blocked user, where no proof could pass the block) is refused at the
 client-first, as PLAIN at its message (AuthService.scram_refusal); a success is logged once the
 client has answered the server-final message.
+
+A failed login is answered imap_auth_failure_delay after its failure was decided (Dovecot's
+auth_failure_delay), whatever the failure: one connection cannot try passwords as fast as they
+hash, and the answer's time does not tell a wrong password from an unknown or blocked user. The
+log line fail2ban reads, the count and any block come at once; the command waits parked on a
+timer's future (gximap.auth.delay), holding no worker. A temporary failure ([UNAVAILABLE]) and a
+client's cancel are answered at once: neither is a failed login.
 """
 
 from __future__ import annotations
@@ -141,14 +148,30 @@ def _settle(session: Any, check: Future[AuthResult], login: str, authzid: str | 
         session.password_failures += 1
     text = _REFUSAL_TEXTS.get(result.refusal, Code.NO_AUTH_FAILED)
     args = (str(session.settings.max_conn_per_user_ip),) if result.refusal == LIMITED else ()
+    goodbye = None
     if auth.auth_times > 0 and session.auth_failures >= auth.auth_times:
         # Only attempts whose password was checked block the user (as on the auth socket): one
         # refused because its address or its user is blocked already is no guess, and counting it
         # let a blocked address lock anyone out, or keep a user's block re-armed, for free.
         if login and session.password_failures >= auth.auth_times:
             auth.block_user(login.partition("!")[0], session.rhost)
-        return Done(text, args, status="NO", sync=False, goodbye=Code.BYE_TOO_MANY_FAILURES)
-    return Done(text, args, status="NO", sync=False)
+        goodbye = Code.BYE_TOO_MANY_FAILURES
+    # Decided, logged, counted (and any block begun) already; only the answer waits.
+    yield from _failure_delay(auth)
+    return Done(text, args, status="NO", sync=False, goodbye=goodbye)
+
+
+def _failure_delay(auth: Any) -> Generator[Await, Any, None]:
+    """Wait imap_auth_failure_delay before a failed login's answer (AuthService.failure_pause),
+    parked without a worker: what the client pipelined behind the command waits too, as the
+    session runs no command while one is parked."""
+    pause = auth.failure_pause()
+    if pause is None:
+        return
+    try:
+        yield Await(pause)
+    finally:
+        pause.cancel()  # the client left during the delay: its timer entry fires nothing
 
 
 def _url_users(login: str, authzid: str | None) -> tuple[str, ...]:
