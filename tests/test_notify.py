@@ -476,6 +476,55 @@ def test_a_report_that_met_a_store_error_is_tried_again_a_second_later(
     assert a.session.idle_timeout() == pytest.approx(a.session.settings.idle_notify_interval, abs=1)
 
 
+def test_between_commands_a_report_that_met_a_store_error_is_tried_again_without_a_keepalive(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """Not in IDLE: RFC 5465 section 3 lets the server send at any time, so a report that met a
+    busy store is retried by the idle timer a second later (as in IDLE), with no keepalive line,
+    rather than wait for another change or the client's next command. Once it succeeds the timer
+    is the autologout's again."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    autologout = a.session.settings.autologout
+    assert a.session.idle_timeout() == autologout
+    with _busy(a.store, "folder_by_id"):
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        assert a.wake() == [BUSY_WARNING]
+    assert 0 < a.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.timeout() == [b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    assert a.session.idle_timeout() == pytest.approx(autologout, abs=1)
+    assert a.command("NOOP") == [b"x3 OK NOOP completed"]
+
+
+def test_between_commands_selected_updates_that_met_a_store_error_are_retried(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """The SELECTED filter's push between commands that met a busy store: the retry sends the
+    updates (no keepalive line), though no further change of the mailbox was heard."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))")
+    with _busy(a.store, "highestmodseq"):
+        b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        assert a.wake() == [BUSY_WARNING]
+    assert 0 < a.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+    assert a.timeout() == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert a.session.idle_timeout() == pytest.approx(a.session.settings.autologout, abs=1)
+
+
+def test_without_notify_a_failed_catch_up_between_commands_waits_for_the_next_command(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NOTIFY (or NOTIFY NONE): nothing may be sent between commands, so a catch-up that met a
+    store error sets no timer: the idle timer stays the autologout's, and its end logs out."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY NONE")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    with _busy(a.store, "highestmodseq"):
+        assert a.command("NOOP")[0] == BUSY_WARNING
+    assert a.session.idle_timeout() == a.session.settings.autologout
+    assert a.timeout()[0].startswith(b"* BYE")
+
+
 def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
         pair: tuple[Conversation, Conversation]) -> None:
     """The snapshot NOTIFY SET compares later changes with could not be read: the command fails

@@ -88,11 +88,11 @@ COMMAND_LITERAL_MAX = 1 << 20
 # most the login timeout itself.
 LOGIN_GRACE = 10.0
 
-# In IDLE, a catch-up, push or live-search re-check that met a store error (the reader table
-# full, the map resized by another process: StoreBusy) is tried again this long after, then
-# after twice as long at each failure soon after the last retry, up to IDLE_RETRY_MAX
-# (_owe_updates): a change that came meanwhile is not left waiting for another one, or for
-# DONE, and a store that stays unavailable is asked about once a minute per session.
+# In IDLE (and with NOTIFY between commands), a catch-up, push or live-search re-check that met a
+# store error (the reader table full, the map resized by another process: StoreBusy) is tried
+# again this long after, then after twice as long at each failure soon after the last retry, up
+# to IDLE_RETRY_MAX (_owe_updates): a change that came meanwhile is not left waiting for another
+# one, or for DONE, and a store that stays unavailable is asked about once a minute per session.
 IDLE_RETRY_FIRST = 1.0
 IDLE_RETRY_MAX = 60.0
 
@@ -383,6 +383,16 @@ class ImapSession:
                 # and no catch-up may move the view under it): the timer would fire again at once.
                 left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
             return left
+        notify = self.notify
+        if notify is not None and self._running is None and (
+                self._retry_due or self._last_keepalive > self.last_activity) and notify.active:
+            # NOTIFY between commands: RFC 5465 section 3 lets the server send at any time, so a
+            # push that met a store error is retried as in IDLE (timed_out), with no keepalive
+            # line; the autologout still counts from the last input (or answer).
+            left = self.settings.autologout - max(0.0, self._last_keepalive - self.last_activity)
+            if self._retry_due:
+                left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
+            return left
         return self.settings.autologout
 
     def idle_since(self) -> float:
@@ -442,6 +452,14 @@ class ImapSession:
                 # no catch-up may move the view under it.
                 self._retry_due = False
                 self._idle_push()
+            return False
+        if (self._retry_due and self.notify is not None and self._running is None and self.notify.active
+                and now - self.last_activity < self.settings.autologout - 0.5):
+            # NOTIFY between commands: the retry idle_timeout set the timer for, without a line
+            # of its own (none is owed: the client is not waiting for anything).
+            self._last_keepalive = now
+            self._retry_due = False
+            self._push_notifications()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
         return True
@@ -1111,7 +1129,8 @@ class ImapSession:
         """A catch-up with the selected mailbox, a push or a live search's re-check met a store
         error: the next catch-up makes up for it (the view, or what the live searches noted, is
         as it was), and in IDLE, where nothing else may come for long, the pool's timer has it
-        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive: 1 s after
+        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive (likewise
+        between commands with NOTIFY, which may send at any time, without a keepalive): 1 s after
         a first failure, twice as long after each failure within IDLE_RETRY_MAX of the last
         retry (IDLE_RETRY_MAX at most), 1 s again after a re-check that made up for one."""
         now = time.monotonic()
