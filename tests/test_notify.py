@@ -1274,6 +1274,69 @@ def test_rename_lists_the_renamed_mailbox_only(pair: tuple[Conversation, Convers
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/a ("OLDNAME" (Other/a))']
 
 
+def test_rename_lists_a_parent_whose_children_changed(pair: tuple[Conversation, Conversation]) -> None:
+    """A RENAME takes a child from one parent and gives it to another. Section 5.4 names the
+    parents affected only for CREATE and DELETE, but asks for \\HasChildren "as appropriate",
+    and section 5.5 for accurate attributes: the old parent that lost its last child is listed
+    with \\HasNoChildren, an existing new parent that got its first with \\HasChildren; a
+    parent whose attribute stayed is not listed, nor one the rename made (its own LIST tells)."""
+    a, b = pair
+    b.command("CREATE Third")
+    b.command("CREATE Lists/b")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists/b Lists/c")   # one parent, before and after
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/b))']
+    b.command("RENAME Lists/c Third/c")   # Lists keeps Lists/a; Third gets its first child
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/c ("OLDNAME" (Lists/c))',
+                        b'* LIST (\\HasChildren) "/" Third']
+    b.command("RENAME Lists/a Third/a")   # Lists loses its last child; Third had one
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/a ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasNoChildren) "/" Lists']
+    b.command("RENAME Third/a New/a")     # New is made on the way: listed as made, once
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" New',
+                        b'* LIST (\\HasNoChildren) "/" New/a ("OLDNAME" (Third/a))']
+    b.command("RENAME Third/c Lists/c")   # both parents change; Lists was told \\HasNoChildren
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Third/c))',
+                        b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Third']
+    a.command("NOTIFY SET (mailboxes (Lists Third) (MailboxName))")
+    b.command("RENAME Lists/c Third/c")   # the mailbox is not watched; its parents are
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists', b'* LIST (\\HasChildren) "/" Third']
+    b.command("RENAME INBOX Lists/Inbox")   # INBOX stays (no LIST); Lists gets its first child
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists']
+
+
+def test_a_child_heard_before_its_parents_rename_does_not_hide_the_new_parents_change(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """RENAME Top/x Other/x announces Top/x and Top/x/y, one event each, which may reach the
+    session in two reports, the child's first (its own LIST then). The parent's report still
+    lists Other, which got its first child, and Top, which lost its last: the child already
+    under its new name is no child Other had before."""
+    a, b = pair
+    b.command("CREATE Other")
+    b.command("CREATE Top/x/y")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold(folder_id: int, modseq: int, own: bool = False) -> bool:
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    child = a.folder("Top/x/y").id
+    monkeypatch.setattr(state, "heard", hold)
+    b.command("RENAME Top/x Other/x")
+    monkeypatch.setattr(state, "heard", heard)
+    assert {folder_id for folder_id, _modseq in held} == {child, a.folder("Other/x").id}
+    for folder_id, modseq in sorted(held, key=lambda event: event[0] != child):
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+        if folder_id == child:
+            assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Other/x/y ("OLDNAME" (Top/x/y))']
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Other/x ("OLDNAME" (Top/x))',
+                        b'* LIST (\\HasChildren) "/" Other', b'* LIST (\\HasNoChildren) "/" Top']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

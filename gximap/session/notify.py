@@ -14,7 +14,9 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   made anew has a new UIDVALIDITY, which section 5.1 wants told;
 * MailboxName: ``* LIST`` of a new mailbox and of its direct parent, ``(\\NonExistent)`` for a
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
-  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4). RENAME INBOX
+  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4), but a LIST of
+  the old parent that lost its last child and of the new one that got its first (their
+  \\HasChildren: _rename_affects_parents). RENAME INBOX
   moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb names in a notice:
   that mailbox gets ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be
   created"), but its STATUS;
@@ -516,6 +518,39 @@ class NotifyState:
         if parent:
             self._parents_affected.add(parent)
 
+    def _rename_affects_parents(self, folder_id: int, old: str, new: str, *, children_moved: bool) -> None:
+        """Section 5.4 makes the direct parent of a created or deleted mailbox affected (its
+        \\HasChildren), and asks for \\HasChildren or \\HasNoChildren "as appropriate"; section
+        5.5 for "all mailbox attributes ... accurately computed". A RENAME is not named there, but
+        it takes a child from one parent and gives it to another: a parent whose attribute it
+        changed is affected too, the old one when it lost its last child, the new one when it got
+        its first. Only a mailbox that was there before and is still there: a parent the rename
+        made, or that moved itself (a child heard before its parent's rename), has a LIST of its
+        own. ``children_moved``: the children of ``old`` moved with it (not so for RENAME INBOX,
+        whose children stay; INBOX gets no LIST then: section 5.4). Reads the snapshot as it was
+        before the rename but for ``folder_id``, the renamed mailbox, and the names as they are
+        now (``_names_now``)."""
+        old_parent = old.rpartition(listing.SEPARATOR)[0]
+        new_parent = new.rpartition(listing.SEPARATOR)[0]
+        if old_parent == new_parent:
+            return
+        if old_parent and old_parent in self._names_now and old_parent not in self._parents_now:
+            self._parents_affected.add(old_parent)
+        if not new_parent or new_parent not in self._names_now or (new_parent == listing.INBOX and not children_moved):
+            return
+        # The renamed mailbox's children are no children of the parent's, by either name (a
+        # child's own event may have been reported before the rename's).
+        prefix, moved = new_parent + listing.SEPARATOR, (old + listing.SEPARATOR, new + listing.SEPARATOR)
+        known = False
+        for known_id, seen in self.folders.items():
+            name = seen.name
+            if name == new_parent:
+                known = True
+            elif name.startswith(prefix) and known_id != folder_id and not (children_moved and name.startswith(moved)):
+                return   # it had a child before
+        if known:
+            self._parents_affected.add(new_parent)
+
     def _renamed(self, old: str, new: str, children: dict[int, Any] | None) -> None:
         """A mailbox was renamed from ``old`` to ``new``: its subscription moved with it (midb
         moves it). With ``children`` (the folders this report read) the snapshot's names of the
@@ -610,6 +645,9 @@ class NotifyState:
                 oldname = b"" if old_name is None else b' ("OLDNAME" (%b))' % wire_name(session, old_name)
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
                 listed = True
+            if old_name is not None:
+                # (Before _renamed: the snapshot still has the names the rename changed.)
+                self._rename_affects_parents(folder_id, old_name, folder.name, children_moved=old is not None)
             if old is not None:
                 self._renamed(old.name, folder.name, found if listed else None)
             elif from_inbox is None:
