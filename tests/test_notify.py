@@ -1099,12 +1099,18 @@ def test_a_late_change_before_the_clients_own_rename_of_inbox_is_reported(
     assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity]
 
 
+@pytest.mark.parametrize(("target", "parents"), [
+    ("Lists/c", []),
+    ("Other/c", [b'* LIST (\\HasNoChildren) "/" Lists', b'* LIST (\\HasChildren) "/" Other'])])
 def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, target: str,
+        parents: list[bytes]) -> None:
     """Another session's RENAME committed after the client's own APPEND but before its end read the
     mailbox: the new name is taken in, unreported, and the RENAME's late event (at the APPEND's
-    modseq) lists the mailbox as it is."""
+    modseq) lists the mailbox as it is, with the name the client knew as its OLDNAME (section
+    5.4), and the parents whose \\HasChildren it changed, as any rename of another's."""
     a, _b = pair
+    _b.command("CREATE Other")
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
     state = a.session.notify
     assert state is not None
@@ -1121,7 +1127,7 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
 
     def append_then_rename(*args: Any, **kwargs: Any) -> Any:
         result = append(*args, **kwargs)
-        _elsewhere(lambda: rename("alice", "Lists/a", "Lists/c"))
+        _elsewhere(lambda: rename("alice", "Lists/a", target))
         return result
 
     monkeypatch.setattr(state, "heard", hold_others)
@@ -1131,9 +1137,50 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
     assert len(held) == 1
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
-    uidvalidity = a.folder("Lists/c").uidvalidity
-    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c',
-                        b"* STATUS Lists/c (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    uidvalidity = a.folder(target).uidvalidity
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" %b ("OLDNAME" (Lists/a))' % target.encode(),
+                        b"* STATUS %b (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % (target.encode(), uidvalidity),
+                        *parents]
+    monkeypatch.setattr(a.store, "append", append)
+    _b.command(f"APPEND {target} {{12+}}\r\nSubject: y\r\n")   # (the name told is forgotten: a plain STATUS)
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS " + target.encode()]
+
+
+def test_a_rename_of_anothers_taken_in_with_the_clients_own_rename_says_the_clients_name(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client renames Lists/a to Lists/b; another session renames it on to Lists/c before the
+    RENAME's end reads it. The client's own rename is not reported; the other's, taken in with it,
+    is listed at its late event with OLDNAME Lists/b, the name the client gave it (its children
+    moved with it get no LIST)."""
+    a, _b = pair
+    a.store.create_folder("alice", "Lists/a/kid")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    rename = a.store.rename_folder
+
+    def rename_then_rename_on(*args: Any, **kwargs: Any) -> Any:
+        result = rename(*args, **kwargs)
+        _elsewhere(lambda: rename("alice", "Lists/b", "Lists/c"))
+        return result
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    monkeypatch.setattr(a.store, "rename_folder", rename_then_rename_on)
+    assert a.command("RENAME Lists/a Lists/b")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    assert len(held) == 2
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists/c ("OLDNAME" (Lists/b))']
 
 
 class _ThreadWriters:
