@@ -96,6 +96,11 @@ LOGIN_GRACE = 10.0
 IDLE_RETRY_FIRST = 1.0
 IDLE_RETRY_MAX = 60.0
 
+# The parse errors that are refusals of a valid command (NO), by their response code, with the
+# text each is answered with (whose usual code is that one).
+REFUSED_PARSES = {"BADCHARSET": Code.NO_BAD_CHARSET, "CANNOT": Code.NO_INVALID_MAILBOX_NAME,
+                  "LIMIT": Code.NO_APPEND_TOO_MANY}
+
 
 class _Running:
     """The command currently producing output."""
@@ -806,6 +811,11 @@ class ImapSession:
                            "no such mailbox", "NO")
             elif (resource := self._append_over_quota(event)) is not None:
                 refusal = self.status_line(b"NO", Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
+            elif (tally := self._append_tally) is not None and tally.messages > self.settings.max_args:
+                # A MULTIAPPEND the parser will refuse once it is whole (each message is one of
+                # its imap_max_args arguments): refused now, before any more is uploaded.
+                refusal = (self.status_line(b"NO", Code.NO_APPEND_TOO_MANY, str(self.settings.max_args)),
+                           "too many messages", "NO")
         elif event.command in (b"REPLACE", b"UID REPLACE"):
             refusal = self._replace_refusal(event)
         if refusal is not None:
@@ -950,17 +960,19 @@ class ImapSession:
             cmd = parser.parse_command(frame, utf8=self.utf8, max_nesting=settings.max_nesting,
                                        max_args=settings.max_args, max_ranges=settings.max_ranges)
         except parser.ParseError as exc:
-            # An unsupported charset and an impossible mailbox name are well-formed requests
-            # the server refuses: NO, which does not count towards imap_max_bad_commands.
-            refused = exc.code in ("BADCHARSET", "CANNOT")
-            if refused:  # the operator's text for what is no parse error
+            # An unsupported charset, an impossible mailbox name and a MULTIAPPEND beyond
+            # imap_max_args are well-formed requests the server refuses: NO, which does not count
+            # towards imap_max_bad_commands.
+            text = REFUSED_PARSES.get(exc.code) if exc.code is not None else None
+            refused = text is not None
+            if text is not None:  # the operator's text for what is no parse error
                 status = b"NO"
                 if self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
                     # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
                     # handler's own refusals do (gximap.session.commands.select).
                     self._out.append(self.close_announced())
-                text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
-                line = self.status_line(status, text)   # its usual code: exc.response_code
+                limit = (str(settings.max_args),) if text is Code.NO_APPEND_TOO_MANY else ()
+                line = self.status_line(status, text, *limit)   # its usual code: exc.response_code
             else:
                 status = b"BAD"
                 line = self.status_line(status, Code.BAD_PARSE, str(exc.text), code=exc.response_code)
