@@ -96,6 +96,40 @@ def test_multiappend_is_all_or_nothing(conv: Conversation) -> None:
     assert conv.folder("saved-messages").messages == 2
 
 
+TOO_MANY = b"NO [LIMIT] Too many messages or flags in one APPEND (at most 20 arguments); append them in several commands"
+
+
+def test_a_multiappend_beyond_max_args_is_refused_with_limit(tmp_path: Path) -> None:
+    """A MULTIAPPEND of more messages than imap_max_args is valid (RFC 3502 sets no bound): the
+    parser's budget refuses it as an implementation limit, NO [LIMIT] (RFC 5530; RFC 3502 section
+    6.3.11 answers with NO what the server does not append, BAD is for invalid arguments), not
+    BAD [CLIENTBUG], and appends nothing; so do a message's flags over the budget (RFC 5530's
+    example of LIMIT). Sent with synchronizing literals, the refusal comes before the literal
+    beyond the limit is uploaded. No NO counts towards imap_max_bad_commands; other commands
+    over the budget are still BAD (test_hostile)."""
+    message = b"Subject: m\r\n\r\nx\r\n"
+    with Conversation(tmp_path, max_args=20, max_bad_commands=2) as conv:
+        conv.login()
+        conv.command("CREATE box")
+        many = b"".join(b" {%d+}\r\n%s" % (len(message), message) for _ in range(21))
+        for tag in (b"m1", b"m2", b"m3"):
+            assert conv.send(tag + b" APPEND box" + many + b"\r\n") == [tag + b" " + TOO_MANY]
+        flags = b" ".join(b"k%d" % index for index in range(30))
+        assert conv.send(b"m4 APPEND box (%b) {%d+}\r\n%b\r\n" % (flags, len(message), message)) == [
+            b"m4 " + TOO_MANY]
+        assert conv.folder("box").messages == 0
+        # Synchronizing: 20 messages are asked for, the 21st refused before its upload.
+        assert conv.send(b"s1 APPEND box {%d}\r\n" % len(message)) == [b"+ Ready for literal data"]
+        for _ in range(19):
+            assert conv.send(message + b" {%d}\r\n" % len(message)) == [b"+ Ready for literal data"]
+        assert conv.send(message + b" {%d}\r\n" % len(message)) == [b"s1 " + TOO_MANY]
+        assert conv.folder("box").messages == 0
+        lines = conv.send(b"s2 APPEND box" + many[: -len(message) - 8] + b"\r\n")   # 20: taken
+        assert lines[-1].startswith(b"s2 OK [APPENDUID ") and conv.folder("box").messages == 20
+        assert conv.send(b"b1 SEARCH " + b"ALL " * 30 + b"\r\n") == [
+            b"b1 BAD [CLIENTBUG] Parse error: Too many arguments"]
+
+
 def test_internal_date_flags_and_keywords(conv: Conversation) -> None:
     data = b"Subject: dated\r\n\r\nx\r\n"
     lines = conv.send(b'a1 APPEND saved-messages (\\Flagged $Label) "01-Jan-2020 23:59:59 +0530" {%d+}\r\n%s\r\n'

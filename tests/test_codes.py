@@ -21,6 +21,7 @@ from gximap.imap.codes import (
     parse_code_file,
 )
 from gximap.imap.parser import ParseError
+from gximap.session.session import REFUSED_PARSES
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +91,13 @@ def test_completion_takes_the_default_only_for_a_refusal_without_a_code() -> Non
 
 
 def test_the_parsers_refusals_name_their_texts_usual_codes() -> None:
-    """The session answers the two parse errors that are refusals (NO) with their texts' usual
+    """The session answers the parse errors that are refusals (NO) with their texts' usual
     codes, passing none of its own: those must be the codes the parser names."""
     assert ParseError(b"a", "x", "BADCHARSET").response_code == DEFAULT_RESPONSE_CODES[Code.NO_BAD_CHARSET]
     assert ParseError(b"a", "x", "CANNOT").response_code == DEFAULT_RESPONSE_CODES[Code.NO_INVALID_MAILBOX_NAME]
+    assert ParseError(b"a", "x", "LIMIT").response_code == DEFAULT_RESPONSE_CODES[Code.NO_APPEND_TOO_MANY]
+    for code, text in REFUSED_PARSES.items():
+        assert ParseError(b"a", "x", code).response_code == DEFAULT_RESPONSE_CODES[text]
 
 
 def test_the_table_does_not_import_the_parser() -> None:

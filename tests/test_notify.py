@@ -476,6 +476,55 @@ def test_a_report_that_met_a_store_error_is_tried_again_a_second_later(
     assert a.session.idle_timeout() == pytest.approx(a.session.settings.idle_notify_interval, abs=1)
 
 
+def test_between_commands_a_report_that_met_a_store_error_is_tried_again_without_a_keepalive(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """Not in IDLE: RFC 5465 section 3 lets the server send at any time, so a report that met a
+    busy store is retried by the idle timer a second later (as in IDLE), with no keepalive line,
+    rather than wait for another change or the client's next command. Once it succeeds the timer
+    is the autologout's again."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
+    autologout = a.session.settings.autologout
+    assert a.session.idle_timeout() == autologout
+    with _busy(a.store, "folder_by_id"):
+        b.command("APPEND Lists {12+}\r\nSubject: y\r\n")
+        assert a.wake() == [BUSY_WARNING]
+    assert 0 < a.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+    uidvalidity = a.folder("Lists").uidvalidity
+    assert a.timeout() == [b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    assert a.session.idle_timeout() == pytest.approx(autologout, abs=1)
+    assert a.command("NOOP") == [b"x3 OK NOOP completed"]
+
+
+def test_between_commands_selected_updates_that_met_a_store_error_are_retried(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """The SELECTED filter's push between commands that met a busy store: the retry sends the
+    updates (no keepalive line), though no further change of the mailbox was heard."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))")
+    with _busy(a.store, "highestmodseq"):
+        b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        assert a.wake() == [BUSY_WARNING]
+    assert 0 < a.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+    assert a.timeout() == [b"* 2 EXISTS", b"* 2 RECENT"]
+    assert a.session.idle_timeout() == pytest.approx(a.session.settings.autologout, abs=1)
+
+
+def test_without_notify_a_failed_catch_up_between_commands_waits_for_the_next_command(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NOTIFY (or NOTIFY NONE): nothing may be sent between commands, so a catch-up that met a
+    store error sets no timer: the idle timer stays the autologout's, and its end logs out."""
+    a, b = pair
+    a.select()
+    a.command("NOTIFY NONE")
+    b.command("APPEND INBOX {12+}\r\nSubject: x\r\n")
+    with _busy(a.store, "highestmodseq"):
+        assert a.command("NOOP")[0] == BUSY_WARNING
+    assert a.session.idle_timeout() == a.session.settings.autologout
+    assert a.timeout()[0].startswith(b"* BYE")
+
+
 def test_notify_set_that_meets_a_store_error_leaves_the_settings_as_they_were(
         pair: tuple[Conversation, Conversation]) -> None:
     """The snapshot NOTIFY SET compares later changes with could not be read: the command fails
@@ -1050,12 +1099,18 @@ def test_a_late_change_before_the_clients_own_rename_of_inbox_is_reported(
     assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity]
 
 
+@pytest.mark.parametrize(("target", "parents"), [
+    ("Lists/c", []),
+    ("Other/c", [b'* LIST (\\HasNoChildren) "/" Lists', b'* LIST (\\HasChildren) "/" Other'])])
 def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
-        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, target: str,
+        parents: list[bytes]) -> None:
     """Another session's RENAME committed after the client's own APPEND but before its end read the
     mailbox: the new name is taken in, unreported, and the RENAME's late event (at the APPEND's
-    modseq) lists the mailbox as it is."""
+    modseq) lists the mailbox as it is, with the name the client knew as its OLDNAME (section
+    5.4), and the parents whose \\HasChildren it changed, as any rename of another's."""
     a, _b = pair
+    _b.command("CREATE Other")
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
     state = a.session.notify
     assert state is not None
@@ -1072,7 +1127,7 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
 
     def append_then_rename(*args: Any, **kwargs: Any) -> Any:
         result = append(*args, **kwargs)
-        _elsewhere(lambda: rename("alice", "Lists/a", "Lists/c"))
+        _elsewhere(lambda: rename("alice", "Lists/a", target))
         return result
 
     monkeypatch.setattr(state, "heard", hold_others)
@@ -1082,9 +1137,50 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
     assert len(held) == 1
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
-    uidvalidity = a.folder("Lists/c").uidvalidity
-    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c',
-                        b"* STATUS Lists/c (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity]
+    uidvalidity = a.folder(target).uidvalidity
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" %b ("OLDNAME" (Lists/a))' % target.encode(),
+                        b"* STATUS %b (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % (target.encode(), uidvalidity),
+                        *parents]
+    monkeypatch.setattr(a.store, "append", append)
+    _b.command(f"APPEND {target} {{12+}}\r\nSubject: y\r\n")   # (the name told is forgotten: a plain STATUS)
+    assert [line.split(b" (")[0] for line in a.wake()] == [b"* STATUS " + target.encode()]
+
+
+def test_a_rename_of_anothers_taken_in_with_the_clients_own_rename_says_the_clients_name(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client renames Lists/a to Lists/b; another session renames it on to Lists/c before the
+    RENAME's end reads it. The client's own rename is not reported; the other's, taken in with it,
+    is listed at its late event with OLDNAME Lists/b, the name the client gave it (its children
+    moved with it get no LIST)."""
+    a, _b = pair
+    a.store.create_folder("alice", "Lists/a/kid")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    rename = a.store.rename_folder
+
+    def rename_then_rename_on(*args: Any, **kwargs: Any) -> Any:
+        result = rename(*args, **kwargs)
+        _elsewhere(lambda: rename("alice", "Lists/b", "Lists/c"))
+        return result
+
+    monkeypatch.setattr(state, "heard", hold_others)
+    monkeypatch.setattr(a.store, "rename_folder", rename_then_rename_on)
+    assert a.command("RENAME Lists/a Lists/b")[:-1] == []
+    monkeypatch.setattr(state, "heard", heard)
+    assert len(held) == 2
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists/c ("OLDNAME" (Lists/b))']
 
 
 class _ThreadWriters:
@@ -1223,6 +1319,69 @@ def test_rename_lists_the_renamed_mailbox_only(pair: tuple[Conversation, Convers
     a.command("NOTIFY SET (mailboxes (Other/a Third/a) (MailboxName))")
     b.command("RENAME Other Third")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/a ("OLDNAME" (Other/a))']
+
+
+def test_rename_lists_a_parent_whose_children_changed(pair: tuple[Conversation, Conversation]) -> None:
+    """A RENAME takes a child from one parent and gives it to another. Section 5.4 names the
+    parents affected only for CREATE and DELETE, but asks for \\HasChildren "as appropriate",
+    and section 5.5 for accurate attributes: the old parent that lost its last child is listed
+    with \\HasNoChildren, an existing new parent that got its first with \\HasChildren; a
+    parent whose attribute stayed is not listed, nor one the rename made (its own LIST tells)."""
+    a, b = pair
+    b.command("CREATE Third")
+    b.command("CREATE Lists/b")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists/b Lists/c")   # one parent, before and after
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/b))']
+    b.command("RENAME Lists/c Third/c")   # Lists keeps Lists/a; Third gets its first child
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/c ("OLDNAME" (Lists/c))',
+                        b'* LIST (\\HasChildren) "/" Third']
+    b.command("RENAME Lists/a Third/a")   # Lists loses its last child; Third had one
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/a ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasNoChildren) "/" Lists']
+    b.command("RENAME Third/a New/a")     # New is made on the way: listed as made, once
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" New',
+                        b'* LIST (\\HasNoChildren) "/" New/a ("OLDNAME" (Third/a))']
+    b.command("RENAME Third/c Lists/c")   # both parents change; Lists was told \\HasNoChildren
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Third/c))',
+                        b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Third']
+    a.command("NOTIFY SET (mailboxes (Lists Third) (MailboxName))")
+    b.command("RENAME Lists/c Third/c")   # the mailbox is not watched; its parents are
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists', b'* LIST (\\HasChildren) "/" Third']
+    b.command("RENAME INBOX Lists/Inbox")   # INBOX stays (no LIST); Lists gets its first child
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists']
+
+
+def test_a_child_heard_before_its_parents_rename_does_not_hide_the_new_parents_change(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """RENAME Top/x Other/x announces Top/x and Top/x/y, one event each, which may reach the
+    session in two reports, the child's first (its own LIST then). The parent's report still
+    lists Other, which got its first child, and Top, which lost its last: the child already
+    under its new name is no child Other had before."""
+    a, b = pair
+    b.command("CREATE Other")
+    b.command("CREATE Top/x/y")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold(folder_id: int, modseq: int, own: bool = False) -> bool:
+        held.append((folder_id, modseq))   # (its datagram still on its way)
+        return False
+
+    child = a.folder("Top/x/y").id
+    monkeypatch.setattr(state, "heard", hold)
+    b.command("RENAME Top/x Other/x")
+    monkeypatch.setattr(state, "heard", heard)
+    assert {folder_id for folder_id, _modseq in held} == {child, a.folder("Other/x").id}
+    for folder_id, modseq in sorted(held, key=lambda event: event[0] != child):
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+        if folder_id == child:
+            assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Other/x/y ("OLDNAME" (Top/x/y))']
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Other/x ("OLDNAME" (Top/x))',
+                        b'* LIST (\\HasChildren) "/" Other', b'* LIST (\\HasNoChildren) "/" Top']
 
 
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:

@@ -1125,6 +1125,20 @@ def test_max_args() -> None:
     tags = b" ".join(b'"t%d"' % number for number in range(50))
     assert len(parse_as(c.CancelUpdate, b"a CANCELUPDATE " + tags, max_args=60).tags) == 50
     assert "Too many" in bad(b"a CANCELUPDATE " + tags, max_args=10).text
+    assert bad(b"a CANCELUPDATE " + tags, max_args=10).code is None   # BAD [CLIENTBUG]
+
+
+def test_an_append_beyond_max_args_is_a_limit() -> None:
+    """A MULTIAPPEND of more messages (or a message of more flags) than the argument budget is
+    valid: its ParseError names LIMIT (the session answers NO [LIMIT]); the same budget in other
+    commands names no code (BAD)."""
+    messages = b"".join([b" {3+}\r\nabc"] * 12)
+    assert len(parse_as(c.Append, b"a APPEND INBOX" + messages, max_args=13).messages) == 12
+    error = bad(b"a APPEND INBOX" + messages, max_args=10)
+    assert (error.text, error.code) == ("Too many arguments", "LIMIT")
+    flags = b" ".join(b"k%d" % number for number in range(12))
+    assert bad(b"a APPEND INBOX (" + flags + b") {3+}\r\nabc", max_args=10).code == "LIMIT"
+    assert bad(b"a STORE 1 FLAGS (" + flags + b")", max_args=10).code is None
 
 
 def test_max_ranges() -> None:

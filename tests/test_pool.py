@@ -1367,6 +1367,51 @@ def test_in_idle_a_push_that_met_a_store_error_is_made_again_by_the_pools_timer(
         assert server._timer_state(conn, clock.now)[1] == pytest.approx(2800.0)  # the autologout's
 
 
+def test_with_notify_between_commands_a_push_that_met_a_store_error_is_made_again_by_the_pools_timer(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY (SELECTED) and no command running, served by the pool's own slices: a push that
+    meets a store error is made again by the pool's timer as in IDLE, 1 s after it, then 2 and 4
+    s after each retry that fails again, with no keepalive line; the autologout still comes 30
+    minutes after the client's last command. The push waited for another change or command."""
+    clock = SimpleNamespace(now=1000.0)
+    with _served_session(tmp_path, monkeypatch, clock, autologout=1800.0,
+                         idle_notify_interval=120.0) as (server, conn, client, conv):
+        assert conv.send(b"n1 NOTIFY SET (selected (MessageNew MessageExpunge))\r\n") == [
+            b"n1 OK NOTIFY completed"]   # answered at 1000
+        conn.idle_limit = conv.session.idle_timeout()
+        conv.add_message()
+        failures = [3]
+        catch_up = conv.store.view_changes_since
+
+        def busy(*args: Any, **kwargs: Any) -> Any:
+            if failures[0]:
+                failures[0] -= 1
+                raise StoreBusy("too many concurrent readers")
+            return catch_up(*args, **kwargs)
+
+        monkeypatch.setattr(conv.store, "view_changes_since", busy)
+        delayed = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: too many concurrent readers\r\n"
+        clock.now = 1010.0
+        conn.wakeup_due = True   # the delivery's wake
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        assert client.recv(4096) == delayed
+        retries = []
+        for _ in range(10):  # bounded: the message goes out at the third retry
+            conn.waiting_input = True  # parked for reading, as after every PARK_READ
+            due, deadline = server._timer_state(conn, clock.now)
+            assert due is pool_module._Due.NOTHING
+            clock.now = deadline
+            assert server._serve(conn) is pool_module._Outcome.PARK_READ
+            retries.append(clock.now)
+            sent = client.recv(4096)
+            if sent != delayed:
+                assert sent == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+                break
+        assert retries == [1011.0, 1013.0, 1017.0]
+        conn.waiting_input = True
+        assert server._timer_state(conn, clock.now)[1] == pytest.approx(2800.0)  # the autologout's
+
+
 def _parked(server: Server, conn: pool_module._Connection, at: float) -> pool_module._Due:
     """What the idle timer says at ``at`` of the connection parked for reading, as after every
     PARK_READ."""

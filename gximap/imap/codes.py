@@ -146,6 +146,7 @@ class Code(enum.IntEnum):
     NO_RENAME_TO_INBOX = 31302
     NO_APPEND_INVALID = 32102
     NO_BAD_URL = 32103  # a CATENATE URL that cannot be resolved (RFC 4469: [BADURL url])
+    NO_APPEND_TOO_MANY = 32104  # a MULTIAPPEND over imap_max_args (parser budget: RFC 5530 LIMIT)
     NO_STORE_READ_ONLY = 32901
     NO_MOVE_NOT_DURABLE = 33101  # moved as reported, but the index flush failed
     NO_COMPRESSION_ACTIVE = 33401
@@ -233,6 +234,9 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.NO_RENAME_TO_INBOX: b"ALREADYEXISTS",
     Code.NO_APPEND_INVALID: b"CANNOT",
     Code.NO_BAD_URL: b"BADURL",  # always sent with its URL (RFC 4469 section 5)
+    # RFC 5530's example of LIMIT is the flags of one message; RFC 3502 section 6.3.11 answers a
+    # MULTIAPPEND the server does not take with NO (BAD is for invalid arguments): it is valid.
+    Code.NO_APPEND_TOO_MANY: b"LIMIT",
     Code.NO_STORE_READ_ONLY: b"READ-ONLY",
     # The disk failed a flush: the subsystem RFC 5530's UNAVAILABLE names, though the move stands.
     Code.NO_MOVE_NOT_DURABLE: b"UNAVAILABLE",

@@ -10,7 +10,8 @@ METADATA (5464), UTF8=ACCEPT (6855), WITHIN (5032), SAVEDATE (8514), PREVIEW (89
 UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508), CATENATE (4469) and XLIST.
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
-``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` for those two codes).  Recursion is
+``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` / ``NO [LIMIT]`` for those three
+codes; LIMIT: an APPEND over ``max_args``).  Recursion is
 bounded by ``max_nesting`` (search criteria are parsed with an explicit stack, so even a hostile
 chain of a thousand ORs cannot exhaust the interpreter stack), and list lengths by ``max_args``.
 
@@ -196,7 +197,7 @@ class _Reader:
     """A cursor over a frame's parts: line pieces with literals between them."""
 
     __slots__ = ("parts", "index", "buf", "pos", "tag", "utf8", "max_nesting", "budget",
-                 "max_ranges")
+                 "max_ranges", "budget_code")
 
     def __init__(self, frame: CommandFrame, tag: bytes, utf8: bool, max_nesting: int, max_args: int,
                  max_ranges: int) -> None:
@@ -210,6 +211,9 @@ class _Reader:
         self.max_nesting = max_nesting
         self.budget = max_args
         self.max_ranges = max_ranges
+        # The response code of running out of budget: none (a BAD, CLIENTBUG), or LIMIT where
+        # the command is valid and the server just takes no more (_append).
+        self.budget_code: str | None = None
 
     def error(self, text: str, code: str | None = None) -> ParseError:
         return ParseError(self.tag, text, code)
@@ -217,7 +221,7 @@ class _Reader:
     def count(self, items: int = 1) -> None:
         self.budget -= items
         if self.budget < 0:
-            raise self.error("Too many arguments")
+            raise self.error("Too many arguments", self.budget_code)
 
     # position tests
 
@@ -1189,6 +1193,9 @@ def _status(r: _Reader) -> Command:
 
 
 def _append(r: _Reader) -> Command:
+    # A MULTIAPPEND of more messages (or flags) than imap_max_args is valid (RFC 3502 sets no
+    # bound): refused as an implementation limit, NO [LIMIT] (RFC 5530), not as a client's error.
+    r.budget_code = "LIMIT"
     r.sp()
     mailbox = r.mailbox()
     messages: list[AppendMessage] = []

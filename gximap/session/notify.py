@@ -14,7 +14,9 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   made anew has a new UIDVALIDITY, which section 5.1 wants told;
 * MailboxName: ``* LIST`` of a new mailbox and of its direct parent, ``(\\NonExistent)`` for a
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
-  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4). RENAME INBOX
+  renamed one, none for the children a rename moved with it (RFC 5465 section 5.4), but a LIST of
+  the old parent that lost its last child and of the new one that got its first (their
+  \\HasChildren: _rename_affects_parents). RENAME INBOX
   moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb names in a notice:
   that mailbox gets ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be
   created"), but its STATUS;
@@ -42,7 +44,8 @@ is heard as its own: the folder's snapshot takes in its state unreported (``_abs
 state may hold another session's change committed meanwhile whose event comes later (a datagram
 from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
 another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
-its change may be among what was taken in; but for one at that very modseq when the client's own
+its change may be among what was taken in (a new name the client's RENAMEs do not explain is
+another's: its LIST has the name the client knew as OLDNAME, and the children it moved none); but for one at that very modseq when the client's own
 commit gave it (no other commit has it: that event is a RENAME's, after the read, which repeats
 the modseq and changes no counter). Subscriptions and annotations have no modseq: the
 client's own SUBSCRIBE, UNSUBSCRIBE and SETMETADATA say what they changed (own_subscription,
@@ -148,6 +151,7 @@ class NotifyState:
         self._dirty: dict[int, int] = {}   # folder id -> lowest modseq of others' changes since the last report
         self._own: dict[int, int] = {}     # folder id -> highest modseq of the client's own changes likewise
         self._own_renamed = False          # the client's RENAME is among them (own_rename)
+        self._own_renames: list[tuple[str, str]] = []   # its (old, new) names, likewise
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
         self._overflow = False
         self.folders: dict[int, _Seen] = {}
@@ -157,6 +161,11 @@ class NotifyState:
         # The quiet folders whose HIGHESTMODSEQ taken in the client's own commit gave: no commit of
         # another session has that modseq (see _may_be_taken_in).
         self._quiet_own: set[int] = set()
+        # Quiet folders whose new name, another session's RENAME, was taken in with the client's own
+        # change: folder id -> the name the client knew, the OLDNAME of their next LIST; and those
+        # that RENAME moved with their parent (they get none: section 5.4).
+        self._quiet_renamed: dict[int, str] = {}
+        self._quiet_moved: set[int] = set()
         self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
         self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
@@ -270,11 +279,18 @@ class NotifyState:
             else:
                 names.discard(name)
 
-    def own_rename(self) -> None:
-        """The client's RENAME succeeded. Its events repeat each folder's HIGHESTMODSEQ (a rename
-        changes no message), which another session's commit may have given: they say nothing
-        of who made that modseq (_may_be_taken_in)."""
+    def own_rename(self, old: str, new: str) -> None:
+        """The client's RENAME of ``old`` to ``new`` succeeded. Its events repeat each folder's
+        HIGHESTMODSEQ (a rename changes no message), which another session's commit may have
+        given: they say nothing of who made that modseq (_may_be_taken_in). Its names tell its
+        renames from another session's taken in with it (_absorb)."""
         self._own_renamed = True
+        if old == listing.INBOX:
+            return   # (its mailbox is new to the snapshot, and INBOX's children stay)
+        try:
+            self._own_renames.append((normalize_name(old), normalize_name(new)))   # as the store keeps them
+        except MidbError:
+            pass
 
     def own_metadata(self, folder_id: int, changes: Iterable[tuple[str, bytes | None]]) -> None:
         """The client's SETMETADATA of ``folder_id`` (SERVER: the server's) succeeded: it knows
@@ -392,6 +408,7 @@ class NotifyState:
             if (folder := found.get(folder_id)) is not None and folder.highestmodseq == modseq
             and (old := self.folders.get(folder_id)) is not None and old.name == folder.name}
         self._own_renamed = False
+        own_renames, self._own_renames = self._own_renames, []
         subscribed_before = self.subscribed
         if subscribed is not None:
             self.subscribed = subscribed
@@ -406,7 +423,7 @@ class NotifyState:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
             else:
-                self._absorb(folder_id, folder, folder_id in own_last)
+                self._absorb(folder_id, folder, folder_id in own_last, own_renames)
         for parent in sorted(self._parents_affected - self._listed_now):
             # Section 5.4: "the mailbox itself and its direct parent (whether it is an existing
             # mailbox or not) are considered to be affected".
@@ -516,15 +533,50 @@ class NotifyState:
         if parent:
             self._parents_affected.add(parent)
 
-    def _renamed(self, old: str, new: str, children: dict[int, Any] | None) -> None:
+    def _rename_affects_parents(self, folder_id: int, old: str, new: str, *, children_moved: bool) -> None:
+        """Section 5.4 makes the direct parent of a created or deleted mailbox affected (its
+        \\HasChildren), and asks for \\HasChildren or \\HasNoChildren "as appropriate"; section
+        5.5 for "all mailbox attributes ... accurately computed". A RENAME is not named there, but
+        it takes a child from one parent and gives it to another: a parent whose attribute it
+        changed is affected too, the old one when it lost its last child, the new one when it got
+        its first. Only a mailbox that was there before and is still there: a parent the rename
+        made, or that moved itself (a child heard before its parent's rename), has a LIST of its
+        own. ``children_moved``: the children of ``old`` moved with it (not so for RENAME INBOX,
+        whose children stay; INBOX gets no LIST then: section 5.4). Reads the snapshot as it was
+        before the rename but for ``folder_id``, the renamed mailbox, and the names as they are
+        now (``_names_now``)."""
+        old_parent = old.rpartition(listing.SEPARATOR)[0]
+        new_parent = new.rpartition(listing.SEPARATOR)[0]
+        if old_parent == new_parent:
+            return
+        if old_parent and old_parent in self._names_now and old_parent not in self._parents_now:
+            self._parents_affected.add(old_parent)
+        if not new_parent or new_parent not in self._names_now or (new_parent == listing.INBOX and not children_moved):
+            return
+        # The renamed mailbox's children are no children of the parent's, by either name (a
+        # child's own event may have been reported before the rename's).
+        prefix, moved = new_parent + listing.SEPARATOR, (old + listing.SEPARATOR, new + listing.SEPARATOR)
+        known = False
+        for known_id, seen in self.folders.items():
+            name = seen.name
+            if name == new_parent:
+                known = True
+            elif name.startswith(prefix) and known_id != folder_id and not (children_moved and name.startswith(moved)):
+                return   # it had a child before
+        if known:
+            self._parents_affected.add(new_parent)
+
+    def _renamed(self, old: str, new: str, children: dict[int, Any] | None) -> list[int]:
         """A mailbox was renamed from ``old`` to ``new``: its subscription moved with it (midb
         moves it). With ``children`` (the folders this report read) the snapshot's names of the
         mailboxes below it move too, so that they get no LIST of their own (section 5.4), but
-        those ``children`` holds under another name (moved elsewhere since: their LIST tells)."""
+        those ``children`` holds under another name (moved elsewhere since: their LIST tells).
+        Returns the ids of the children moved."""
         self._move_subscription(old, new)
         self._listed.pop(old, None)
+        moved_ids: list[int] = []
         if children is None:
-            return
+            return moved_ids
         prefix = old + listing.SEPARATOR
         for folder_id, seen in list(self.folders.items()):
             if seen.name.startswith(prefix):
@@ -535,20 +587,25 @@ class NotifyState:
                 self.folders[folder_id] = seen._replace(name=moved)
                 self._move_subscription(seen.name, moved)
                 self._listed.pop(seen.name, None)
+                moved_ids.append(folder_id)
+        return moved_ids
 
     def _move_subscription(self, old: str, new: str) -> None:
         if old in self.subscriptions:
             self.subscriptions.discard(old)
             self.subscriptions.add(new)
 
-    def _absorb(self, folder_id: int, folder: Any, own_last: bool) -> None:
+    def _absorb(self, folder_id: int, folder: Any, own_last: bool, own_renames: list[tuple[str, str]]) -> None:
         """Take in a folder only the client's own commits changed, unreported: it knows (section
         5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring); ``own_last``:
-        the client's own commit gave that modseq."""
+        the client's own commit gave that modseq; ``own_renames``: the client's RENAMEs since the
+        last report, (old, new)."""
         old = self.folders.get(folder_id)
         if folder is None:
             self._quiet.pop(folder_id, None)
             self._quiet_own.discard(folder_id)
+            self._quiet_renamed.pop(folder_id, None)
+            self._quiet_moved.discard(folder_id)
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
@@ -563,7 +620,17 @@ class NotifyState:
         if old is None:
             self._forget_listed(folder.name)
         elif old.name != folder.name:
-            self._renamed(old.name, folder.name, {})
+            # A name the client's RENAMEs do not give is another session's, taken in unreported:
+            # its late event's LIST (forced: _folder_changes) says the name the client knows.
+            known = _renamed_by(old.name, own_renames)
+            others = known != folder.name
+            if others:
+                self._quiet_renamed.setdefault(folder_id, known)
+                self._quiet_moved.discard(folder_id)
+            for child in self._renamed(old.name, folder.name, {}):
+                if others and child not in self._quiet_renamed:
+                    # Section 5.4: its parent's LIST tells its move; none of its own.
+                    self._quiet_moved.add(child)
             self._forget_listed(old.name)
             self._forget_listed(folder.name)
 
@@ -582,9 +649,15 @@ class NotifyState:
         # Its state after the client's own change was taken in unreported: this change may be in
         # it (committed before that read, heard after), so the folder is reported as it is.
         forced = self._may_be_taken_in(folder_id, lowest)
+        # The name the client knew, when the state taken in had another's new name; or that name
+        # came with its parent's.
+        renamed_unreported = self._quiet_renamed.get(folder_id) if forced else None
+        moved_unreported = forced and folder_id in self._quiet_moved
         if forced or folder is None:
             self._quiet.pop(folder_id, None)
             self._quiet_own.discard(folder_id)
+            self._quiet_renamed.pop(folder_id, None)
+            self._quiet_moved.discard(folder_id)
         out: list[bytes] = []
         if folder is None:
             if old is not None:
@@ -610,11 +683,21 @@ class NotifyState:
                 oldname = b"" if old_name is None else b' ("OLDNAME" (%b))' % wire_name(session, old_name)
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
                 listed = True
+            if old_name is not None:
+                # (Before _renamed: the snapshot still has the names the rename changed.)
+                self._rename_affects_parents(folder_id, old_name, folder.name, children_moved=old is not None)
             if old is not None:
                 self._renamed(old.name, folder.name, found if listed else None)
             elif from_inbox is None:
                 self._affects_parent(folder.name)
-        elif forced and self.wants(folder.name, "MailboxName"):
+        elif renamed_unreported is not None and renamed_unreported != folder.name:
+            # Another session's RENAME taken in with the client's own change: told now, as any
+            # rename (section 5.4), with the name the client knew.
+            if self.wants(folder.name, "MailboxName") or self.wants(renamed_unreported, "MailboxName"):
+                oldname = b' ("OLDNAME" (%b))' % wire_name(session, renamed_unreported)
+                out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
+            self._rename_affects_parents(folder_id, renamed_unreported, folder.name, children_moved=True)
+        elif forced and not moved_unreported and self.wants(folder.name, "MailboxName"):
             out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
         selected = session.selected
         if selected is not None and selected.folder_id == folder_id:
@@ -649,6 +732,16 @@ class NotifyState:
     def wants_server_metadata(self) -> bool:
         # RFC 5465 section 5.7: an event of the server, not of a mailbox: any group may ask.
         return any("ServerMetadataChange" in group.events for group in self._others)
+
+
+def _renamed_by(name: str, renames: list[tuple[str, str]]) -> str:
+    """``name`` after ``renames`` (old, new), in order: a rename moves its children too."""
+    for old, new in renames:
+        if name == old:
+            name = new
+        elif name.startswith(old + listing.SEPARATOR):
+            name = new + name[len(old):]
+    return name
 
 
 def status_line(session: Any, folder: Any, *, highestmodseq: bool = False) -> bytes:

@@ -88,13 +88,18 @@ COMMAND_LITERAL_MAX = 1 << 20
 # most the login timeout itself.
 LOGIN_GRACE = 10.0
 
-# In IDLE, a catch-up, push or live-search re-check that met a store error (the reader table
-# full, the map resized by another process: StoreBusy) is tried again this long after, then
-# after twice as long at each failure soon after the last retry, up to IDLE_RETRY_MAX
-# (_owe_updates): a change that came meanwhile is not left waiting for another one, or for
-# DONE, and a store that stays unavailable is asked about once a minute per session.
+# In IDLE (and with NOTIFY between commands), a catch-up, push or live-search re-check that met a
+# store error (the reader table full, the map resized by another process: StoreBusy) is tried
+# again this long after, then after twice as long at each failure soon after the last retry, up
+# to IDLE_RETRY_MAX (_owe_updates): a change that came meanwhile is not left waiting for another
+# one, or for DONE, and a store that stays unavailable is asked about once a minute per session.
 IDLE_RETRY_FIRST = 1.0
 IDLE_RETRY_MAX = 60.0
+
+# The parse errors that are refusals of a valid command (NO), by their response code, with the
+# text each is answered with (whose usual code is that one).
+REFUSED_PARSES = {"BADCHARSET": Code.NO_BAD_CHARSET, "CANNOT": Code.NO_INVALID_MAILBOX_NAME,
+                  "LIMIT": Code.NO_APPEND_TOO_MANY}
 
 
 class _Running:
@@ -383,6 +388,16 @@ class ImapSession:
                 # and no catch-up may move the view under it): the timer would fire again at once.
                 left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
             return left
+        notify = self.notify
+        if notify is not None and self._running is None and (
+                self._retry_due or self._last_keepalive > self.last_activity) and notify.active:
+            # NOTIFY between commands: RFC 5465 section 3 lets the server send at any time, so a
+            # push that met a store error is retried as in IDLE (timed_out), with no keepalive
+            # line; the autologout still counts from the last input (or answer).
+            left = self.settings.autologout - max(0.0, self._last_keepalive - self.last_activity)
+            if self._retry_due:
+                left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
+            return left
         return self.settings.autologout
 
     def idle_since(self) -> float:
@@ -442,6 +457,14 @@ class ImapSession:
                 # no catch-up may move the view under it.
                 self._retry_due = False
                 self._idle_push()
+            return False
+        if (self._retry_due and self.notify is not None and self._running is None and self.notify.active
+                and now - self.last_activity < self.settings.autologout - 0.5):
+            # NOTIFY between commands: the retry idle_timeout set the timer for, without a line
+            # of its own (none is owed: the client is not waiting for anything).
+            self._last_keepalive = now
+            self._retry_due = False
+            self._push_notifications()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
         return True
@@ -788,6 +811,11 @@ class ImapSession:
                            "no such mailbox", "NO")
             elif (resource := self._append_over_quota(event)) is not None:
                 refusal = self.status_line(b"NO", Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
+            elif (tally := self._append_tally) is not None and tally.messages > self.settings.max_args:
+                # A MULTIAPPEND the parser will refuse once it is whole (each message is one of
+                # its imap_max_args arguments): refused now, before any more is uploaded.
+                refusal = (self.status_line(b"NO", Code.NO_APPEND_TOO_MANY, str(self.settings.max_args)),
+                           "too many messages", "NO")
         elif event.command in (b"REPLACE", b"UID REPLACE"):
             refusal = self._replace_refusal(event)
         if refusal is not None:
@@ -932,17 +960,19 @@ class ImapSession:
             cmd = parser.parse_command(frame, utf8=self.utf8, max_nesting=settings.max_nesting,
                                        max_args=settings.max_args, max_ranges=settings.max_ranges)
         except parser.ParseError as exc:
-            # An unsupported charset and an impossible mailbox name are well-formed requests
-            # the server refuses: NO, which does not count towards imap_max_bad_commands.
-            refused = exc.code in ("BADCHARSET", "CANNOT")
-            if refused:  # the operator's text for what is no parse error
+            # An unsupported charset, an impossible mailbox name and a MULTIAPPEND beyond
+            # imap_max_args are well-formed requests the server refuses: NO, which does not count
+            # towards imap_max_bad_commands.
+            text = REFUSED_PARSES.get(exc.code) if exc.code is not None else None
+            refused = text is not None
+            if text is not None:  # the operator's text for what is no parse error
                 status = b"NO"
                 if self.selected is not None and frame.command_name in (b"SELECT", b"EXAMINE"):
                     # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
                     # handler's own refusals do (gximap.session.commands.select).
                     self._out.append(self.close_announced())
-                text = Code.NO_BAD_CHARSET if exc.code == "BADCHARSET" else Code.NO_INVALID_MAILBOX_NAME
-                line = self.status_line(status, text)   # its usual code: exc.response_code
+                limit = (str(settings.max_args),) if text is Code.NO_APPEND_TOO_MANY else ()
+                line = self.status_line(status, text, *limit)   # its usual code: exc.response_code
             else:
                 status = b"BAD"
                 line = self.status_line(status, Code.BAD_PARSE, str(exc.text), code=exc.response_code)
@@ -1111,7 +1141,8 @@ class ImapSession:
         """A catch-up with the selected mailbox, a push or a live search's re-check met a store
         error: the next catch-up makes up for it (the view, or what the live searches noted, is
         as it was), and in IDLE, where nothing else may come for long, the pool's timer has it
-        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive: 1 s after
+        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive (likewise
+        between commands with NOTIFY, which may send at any time, without a keepalive): 1 s after
         a first failure, twice as long after each failure within IDLE_RETRY_MAX of the last
         retry (IDLE_RETRY_MAX at most), 1 s again after a re-check that made up for one."""
         now = time.monotonic()

@@ -122,7 +122,7 @@ def rename(session: Any, cmd: cmds.Rename) -> Done:
     session.store.rename_folder(session.user, old, new, mailbox_quota_default=settings.default_mailbox_quota,
                                 annotation_quota_default=settings.default_annotation_quota)
     if session.notify is not None:
-        session.notify.own_rename()   # its events repeat modseqs others may have given (notify._may_be_taken_in)
+        session.notify.own_rename(old, new)   # its events repeat modseqs others may have given (notify._may_be_taken_in)
     selected = session.selected
     # The selected folder keeps its id (and UIDVALIDITY); only its name follows. Renaming INBOX
     # moves the messages into a new folder and leaves INBOX in place (RFC 3501 6.3.5).
