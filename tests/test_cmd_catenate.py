@@ -193,11 +193,15 @@ def test_the_url_host_may_be_any_name_this_server_is_known_by(tmp_path: Path) ->
             assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another server" % echo
 
 
-def test_localhost_is_this_server_only_for_a_client_on_this_machine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("machine", ["mail", "localhost"])
+def test_localhost_is_this_server_only_for_a_client_on_this_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine: str) -> None:
     """"localhost" names the client's own machine, as 127.0.0.1 does: this server only when the
     client reached it over loopback (or a UNIX socket). A remote client's imap://alice@localhost/
     URL names a message of the IMAP server on its own machine, which this one must not serve in
-    its place (RFC 5092 section 3.2)."""
+    its place (RFC 5092 section 3.2); so too on a machine (a container) whose host name is
+    "localhost"."""
+    monkeypatch.setattr(socket, "gethostname", lambda: machine)
     with Conversation(tmp_path, host_id="mail.example.org") as conv:
         conv.login()
         uid = conv.add_message("INBOX", ORIGINAL)

@@ -184,16 +184,19 @@ def _names_this_server(session: Any, host: str) -> bool:
     server by), or ``localhost`` for a client on this machine. No DNS lookup: a name that only
     resolves here is refused, which costs a client nothing it could not say with one of these
     or a relative URL."""
-    if host in (session.settings.host_id.lower(), socket.gethostname().lower()):
+    if host == session.settings.host_id.lower():
         return True
     local = session.conn.local_host
     if host == "localhost":
         # The client's own machine, as the loopback address is: this one only for a client that
         # reached us over loopback or a UNIX socket (whose local "address" is the socket's path).
+        # Before the host name: a machine (a container) may be called "localhost" too.
         try:
             return ipaddress.ip_address(local).is_loopback
         except ValueError:
             return True
+    if host == socket.gethostname().lower():
+        return True
     # RFC 3986 section 3.2.2: an IPv6 address in brackets, an IPv4 one without.
     bracketed = host.startswith("[") and host.endswith("]")
     try:
