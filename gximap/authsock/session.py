@@ -41,7 +41,7 @@ temporary failure and the protocol's own refusals (no service, a mechanism not o
 are answered at once: no password was found wrong.
 
 The connection is dropped on a protocol error (malformed line, over-long line, a duplicate request
-id, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
+id: one awaiting a CONT or whose FAIL waits out its delay, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
 request that is not pending (finished, cancelled or timed out), as in Dovecot: an MTA's CONT may
 cross the request's expiry, which is no protocol error. Until the client has
 sent VERSION and CPID, the connection is subject to a time-out; after that an MTA may keep it open
