@@ -965,6 +965,20 @@ def test_temporary_failures_and_refusals_of_the_protocol_are_answered_at_once(st
     assert delays.pending() == 0
 
 
+def test_the_id_of_a_failure_waiting_out_its_delay_is_no_free_id(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Its FAIL is still owed: an AUTH with that id is a duplicate id, as one of a request that
+    awaits a CONT is, and drops the connection. Taken as a new request, its OK went out first and
+    the old FAIL after it under the same id, which an MTA that reuses ids reads as the answer to
+    its next request."""
+    delays = ManualDelays()
+    client = Client(make_ctx(store, failure_delay=2.0, delays=delays)).hello()
+    assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'nope')}\n") == []
+    with caplog.at_level(logging.WARNING, logger="gximap.auth"):
+        assert client.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain('', 'alice', 'secret')}\n") == []
+    assert client.closed and "closed: duplicate request id 1" in caplog.text
+    assert delays.pending() == 0
+
+
 def test_a_connection_lost_during_the_delay_cancels_its_timers(store: Store) -> None:
     delays = ManualDelays()
     client = Client(make_ctx(store, failure_delay=2.0, delays=delays)).hello()

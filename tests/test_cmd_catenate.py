@@ -4,6 +4,7 @@ literals and IMAP URLs (RFC 5092) naming the user's own messages and sections.""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,14 +175,14 @@ def test_the_url_user_after_sasl_plain_with_an_authorization_identity(tmp_path: 
 
 
 def test_the_url_host_may_be_any_name_this_server_is_known_by(tmp_path: Path) -> None:
-    """host_id, the machine's host name, localhost and the address the client connected to
+    """host_id, the machine's host name and the address the client connected to
     (Conversation's connection is to 192.0.2.254, an IPv4-mapped form of it too) are this
     server; another name or address, the loopback address included (which names the client's
-    own machine when it is not this one), is another server."""
+    own machine when it is not this one), is another server (localhost: the next test)."""
     with Conversation(tmp_path, host_id="mail.example.org") as conv:
         conv.login()
         uid = conv.add_message("INBOX", ORIGINAL)
-        for host in (b"mail.example.org", b"MAIL.Example.Org:143", b"localhost", socket.gethostname().encode(),
+        for host in (b"mail.example.org", b"MAIL.Example.Org:143", socket.gethostname().encode(),
                      b"192.0.2.254", b"[::ffff:192.0.2.254]"):
             answer = _catenated(conv, b"imap://alice@%s/INBOX/;UID=%d" % (host, uid))
             assert answer.startswith(b"a1 OK [APPENDUID "), (host, answer)
@@ -190,6 +191,26 @@ def test_the_url_host_may_be_any_name_this_server_is_known_by(tmp_path: Path) ->
             url = b"imap://alice@%s/INBOX/;UID=%d" % (host, uid)
             echo = url.replace(b"]", b"%5D")  # url-resp-text has no "]" (RFC 4469 section 5)
             assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another server" % echo
+
+
+@pytest.mark.parametrize("machine", ["mail", "localhost"])
+def test_localhost_is_this_server_only_for_a_client_on_this_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine: str) -> None:
+    """"localhost" names the client's own machine, as 127.0.0.1 does: this server only when the
+    client reached it over loopback (or a UNIX socket). A remote client's imap://alice@localhost/
+    URL names a message of the IMAP server on its own machine, which this one must not serve in
+    its place (RFC 5092 section 3.2); so too on a machine (a container) whose host name is
+    "localhost"."""
+    monkeypatch.setattr(socket, "gethostname", lambda: machine)
+    with Conversation(tmp_path, host_id="mail.example.org") as conv:
+        conv.login()
+        uid = conv.add_message("INBOX", ORIGINAL)
+        url = b"imap://alice@localhost/INBOX/;UID=%d" % uid
+        assert conv.session.conn.local_host == "192.0.2.254"  # a client elsewhere
+        assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another server" % url
+        for local in ("127.0.0.1", "::1", "/run/gximap/imap.sock"):
+            conv.session.conn = dataclasses.replace(conv.session.conn, local_host=local)
+            assert _catenated(conv, url).startswith(b"a1 OK [APPENDUID "), local
 
 
 @pytest.mark.parametrize(("url", "reason"), [

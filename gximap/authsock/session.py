@@ -41,7 +41,7 @@ temporary failure and the protocol's own refusals (no service, a mechanism not o
 are answered at once: no password was found wrong.
 
 The connection is dropped on a protocol error (malformed line, over-long line, a duplicate request
-id, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
+id: one awaiting a CONT or whose FAIL waits out its delay, too many unknown commands); an AUTH that cannot succeed gets FAIL, and so does a CONT for a
 request that is not pending (finished, cancelled or timed out), as in Dovecot: an MTA's CONT may
 cross the request's expiry, which is no protocol error. Until the client has
 sent VERSION and CPID, the connection is subject to a time-out; after that an MTA may keep it open
@@ -194,8 +194,9 @@ class AuthSocketSession:
         self.cuid = ctx.next_cuid()
         self.proto = AuthServerProtocol()
         self._out: deque[OutputItem] = deque()
-        # FAILs of failed logins waiting out imap_auth_failure_delay, oldest first (_fail_delayed).
-        self._delayed: deque[tuple[Future[None], bytes]] = deque()
+        # FAILs of failed logins waiting out imap_auth_failure_delay by request id, oldest first
+        # (_fail_delayed): an id here is still owed its answer, so not free for a new request.
+        self._delayed: dict[int, tuple[Future[None], bytes]] = {}
         self._pending: dict[int, _Pending] = {}
         self._closing = False
 
@@ -250,10 +251,10 @@ class AuthSocketSession:
     def wakeup(self) -> None:
         """A failure's delay ended (nothing in the store concerns this protocol): its FAIL goes out."""
         # Every one whose delay is over, not only the oldest: a SIGHUP may have changed the delay.
-        delayed = self._delayed
-        if any(pause.done() for pause, _line in delayed):
-            self._out.extend(line for pause, line in delayed if pause.done())
-            self._delayed = deque(item for item in delayed if not item[0].done())
+        for request_id, (pause, line) in list(self._delayed.items()):
+            if pause.done():
+                self._out.append(line)
+                del self._delayed[request_id]
 
     def awaiting(self) -> bool:
         """A FAIL waits out its delay: an MTA that half-closes meanwhile still gets it."""
@@ -271,7 +272,7 @@ class AuthSocketSession:
         self._forget_delayed()
 
     def _forget_delayed(self) -> None:
-        for pause, _line in self._delayed:
+        for pause, _line in self._delayed.values():
             pause.cancel()  # its timer entry fires nothing
         self._delayed.clear()
 
@@ -279,7 +280,8 @@ class AuthSocketSession:
 
     def _auth(self, request: AuthRequest) -> None:
         held = self._pending.pop(request.id, None)
-        if held is not None and not self._expired(held):  # an expired one is gone, as in Dovecot
+        # An expired one is gone, as in Dovecot; one whose FAIL waits out its delay is not.
+        if (held is not None and not self._expired(held)) or request.id in self._delayed:
             self._drop(f"duplicate request id {request.id}")
             return
         if not request.service:
@@ -493,7 +495,7 @@ class AuthSocketSession:
         if pause is None:
             self._out.append(line)
             return
-        self._delayed.append((pause, line))
+        self._delayed[request_id] = (pause, line)
         pause.add_done_callback(lambda _pause: self.waker())
 
     def _plaintext_allowed(self, request: AuthRequest) -> bool:

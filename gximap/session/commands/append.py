@@ -30,9 +30,9 @@ An ``imap://user@host/...`` URL is the session's own when its user is the storag
 name the client logged in as (the login as given: with auth_map/storage_map that drop the
 domain, ``alice@example.org`` as well as ``alice``; impersonating, ``bob!shared`` and ``shared``
 but not ``bob``, whose URLs name bob's own mailboxes: commands.auth._url_users), and its host
-names this server: host_id, the machine's host name, ``localhost`` or the address the client
-connected to (_names_this_server). Anything else may name another server's message, which this
-one must not serve in its place.
+names this server: host_id, the machine's host name, the address the client connected to, or
+``localhost`` when that address is a loopback one (_names_this_server). Anything else may name
+another server's message, which this one must not serve in its place.
 """
 
 from __future__ import annotations
@@ -179,11 +179,23 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
 
 def _names_this_server(session: Any, host: str) -> bool:
     """Whether a URL's host (lower case; an IPv6 address in brackets) is a name this server is
-    known by without asking anyone: host_id, the machine's host name, ``localhost``, or the
-    address the client connected to (the PROXY header's destination behind a proxy: what the
-    client reached this server by). No DNS lookup: a name that only resolves here is refused,
-    which costs a client nothing it could not say with one of these or a relative URL."""
-    if host in (session.settings.host_id.lower(), "localhost", socket.gethostname().lower()):
+    known by without asking anyone: host_id, the machine's host name, the address the client
+    connected to (the PROXY header's destination behind a proxy: what the client reached this
+    server by), or ``localhost`` for a client on this machine. No DNS lookup: a name that only
+    resolves here is refused, which costs a client nothing it could not say with one of these
+    or a relative URL."""
+    if host == session.settings.host_id.lower():
+        return True
+    local = session.conn.local_host
+    if host == "localhost":
+        # The client's own machine, as the loopback address is: this one only for a client that
+        # reached us over loopback or a UNIX socket (whose local "address" is the socket's path).
+        # Before the host name: a machine (a container) may be called "localhost" too.
+        try:
+            return ipaddress.ip_address(local).is_loopback
+        except ValueError:
+            return True
+    if host == socket.gethostname().lower():
         return True
     # RFC 3986 section 3.2.2: an IPv6 address in brackets, an IPv4 one without.
     bracketed = host.startswith("[") and host.endswith("]")
@@ -193,7 +205,7 @@ def _names_this_server(session: Any, host: str) -> bool:
         return False  # a name, and none of the above (the local address is an address, or a socket path)
     if bracketed != (address.version == 6):
         return False
-    return normalize_host(str(address)) == session.conn.local_host
+    return normalize_host(str(address)) == local
 
 
 def _section_octets(store: Any, meta: Any, url: imapurl.ImapUrl, room: int) -> bytes:
