@@ -1169,7 +1169,7 @@ class SessionsModel(RuleBasedStateMachine):
         slots = self.chosen(view, pick)
         if not slots:
             return
-        named = {slot.uid for slot in slots}
+        named = {slot.uid for slot in slots if slot.uid is not None}   # every one (resolve)
         view.oracle = None
         lines = view.run(f"UID {verb} {sequence_set([view.slots.index(slot) + 1 for slot in slots])}{criteria}",
                          numbered=True)
