@@ -1225,6 +1225,35 @@ def test_rename_lists_the_renamed_mailbox_only(pair: tuple[Conversation, Convers
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Third/a ("OLDNAME" (Other/a))']
 
 
+def test_a_name_freed_by_rename_is_told_before_it_is_taken_again(pair: tuple[Conversation, Conversation]) -> None:
+    """Reports of changes heard together: a RENAME's LIST (with OLDNAME) comes before the LIST of
+    a mailbox made or renamed into the old name (or beneath it), and a DELETE's before a rename
+    into its name, whatever the name order: else a client that applies them in order (RFC 5465
+    section 5.4: the children move with a rename) renames the new mailbox away, and its list of
+    names is wrong from then on."""
+    a, b = pair
+    b.command("CREATE Lists/c")
+    b.command("CREATE Old")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists/a Lists/z")
+    b.command("CREATE Lists/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/z ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasNoChildren) "/" Lists/a', b'* LIST (\\HasChildren) "/" Lists']
+    b.command("RENAME Lists/a Lists/b")   # a chain: Lists/c takes the name Lists/a freed
+    b.command("RENAME Lists/c Lists/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasNoChildren) "/" Lists/a ("OLDNAME" (Lists/c))']
+    b.command("RENAME Lists Zed")   # the children move with it: Lists/q is a new child of a new Lists
+    b.command("CREATE Lists/q")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Zed ("OLDNAME" (Lists))',
+                        b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/q']
+    # A deleted mailbox's name taken by a rename: DELETE's LIST first (with the attributes the
+    # name has now: section 5.5), then the rename's; else the client would drop Lists/q at last.
+    b.command("DELETE Lists/q")
+    b.command("RENAME Old Lists/q")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/q', b'* LIST (\\HasNoChildren) "/" Lists/q ("OLDNAME" (Old))']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import heapq
 import threading
 from collections.abc import Generator, Iterable
 from typing import Any, NamedTuple
@@ -400,8 +401,7 @@ class NotifyState:
         self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
-        # In name order: parents a CREATE or RENAME made come before the folder beneath them.
-        for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item)):
+        for folder_id, folder in self._report_sequence(found):
             if folder_id in dirty:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
@@ -471,6 +471,58 @@ class NotifyState:
             if folder is not None and self.wants(folder.name, "MailboxMetadataChange"):
                 out.append((folder_id, folder.name))
         return out
+
+    def _report_sequence(self, found: dict[int, Any]) -> list[tuple[int, Any]]:
+        """The folders of a report in the order their changes are told: by name, so that parents
+        a CREATE or RENAME made come before the folders beneath them; but a name a RENAME or
+        DELETE freed is told freed before a folder made or renamed into it is told (for a RENAME,
+        into its name or beneath it: its children move with it, section 5.4). A client applies
+        the LISTs in order: told the other way round, it renames (or deletes) the new mailbox
+        away, and its names are wrong from then on. Names swapped (a cycle) go in name order."""
+        items = sorted(found.items(), key=lambda item: self._report_order(*item))
+        freed: dict[str, list[tuple[int, bool]]] = {}   # old name -> (folder, a rename?)
+        taken: dict[int, str] = {}                      # folder -> the name it now has anew
+        for folder_id, folder in items:
+            old = self.folders.get(folder_id)
+            if old is not None and (folder is None or old.name != folder.name):
+                freed.setdefault(old.name, []).append((folder_id, folder is not None))
+            if folder is not None and (old is None or old.name != folder.name):
+                taken[folder_id] = folder.name
+        if not freed or not taken:
+            return items   # (nearly always: nothing to order but by name)
+        waits: dict[int, int] = {}            # folder -> how many it must be told after
+        freeing: dict[int, list[int]] = {}    # folder -> those waiting for it
+        for taker, name in taken.items():
+            freers = {freer for freer, _rename in freed.get(name, ())}
+            freers.update(freer for ancestor in listing.ancestors(name)
+                          for freer, rename in freed.get(ancestor, ()) if rename)
+            freers.discard(taker)
+            for freer in freers:
+                freeing.setdefault(freer, []).append(taker)
+            if freers:
+                waits[taker] = len(freers)
+        if not waits:
+            return items
+        position = {folder_id: index for index, (folder_id, _folder) in enumerate(items)}
+        ready = [index for index, (folder_id, _folder) in enumerate(items) if folder_id not in waits]
+        heapq.heapify(ready)
+        ordered: list[tuple[int, Any]] = []
+        told: set[int] = set()
+        while len(ordered) < len(items):
+            if ready:
+                index = heapq.heappop(ready)
+            else:   # a cycle: the first left in name order is told first
+                index = next(index for index, (folder_id, _folder) in enumerate(items) if folder_id not in told)
+            folder_id = items[index][0]
+            if folder_id in told:
+                continue
+            told.add(folder_id)
+            ordered.append(items[index])
+            for taker in freeing.get(folder_id, ()):
+                waits[taker] -= 1
+                if waits[taker] == 0 and taker not in told:
+                    heapq.heappush(ready, position[taker])
+        return ordered
 
     def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
         if folder is not None:
