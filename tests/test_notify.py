@@ -1254,6 +1254,21 @@ def test_a_name_freed_by_rename_is_told_before_it_is_taken_again(pair: tuple[Con
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/q', b'* LIST (\\HasNoChildren) "/" Lists/q ("OLDNAME" (Old))']
 
 
+def test_a_tree_renamed_beneath_a_name_its_own_rename_freed(pair: tuple[Conversation, Conversation]) -> None:
+    """Lists (with Lists/a) goes to Zed/x, then Zed to Lists/a, which makes Lists anew above it:
+    Lists ends as Lists/a/x, beneath its child's old name. Lists's move is told first (its child
+    moves with it, no LIST of its own, section 5.4; nor does it order anything), then the new
+    Lists and Zed's move: in name order the client moved the new Lists and Lists/a away with the
+    old Lists's rename."""
+    a, b = pair
+    b.command("CREATE Zed")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists Zed/x")
+    b.command("RENAME Zed Lists/a")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists/a/x ("OLDNAME" (Lists))', b'* LIST (\\HasChildren) "/" Lists',
+                        b'* LIST (\\HasChildren) "/" Lists/a ("OLDNAME" (Zed))']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

@@ -476,14 +476,22 @@ class NotifyState:
         """The folders of a report in the order their changes are told: by name, so that parents
         a CREATE or RENAME made come before the folders beneath them; but a name a RENAME or
         DELETE freed is told freed before a folder made or renamed into it is told (for a RENAME,
-        into its name or beneath it: its children move with it, section 5.4). A client applies
+        into its name or beneath it: its children move with it, section 5.4, and one that moved
+        so orders nothing). A client applies
         the LISTs in order: told the other way round, it renames (or deletes) the new mailbox
         away, and its names are wrong from then on. Names swapped (a cycle) go in name order."""
         items = sorted(found.items(), key=lambda item: self._report_order(*item))
+        renames = {old.name: folder.name for folder_id, folder in items
+                   if folder is not None and (old := self.folders.get(folder_id)) is not None
+                   and old.name != folder.name}
         freed: dict[str, list[tuple[int, bool]]] = {}   # old name -> (folder, a rename?)
         taken: dict[int, str] = {}                      # folder -> the name it now has anew
         for folder_id, folder in items:
             old = self.folders.get(folder_id)
+            if old is not None and folder is not None and any(
+                    renames.get(ancestor) is not None and folder.name == renames[ancestor] + old.name[len(ancestor):]
+                    for ancestor in listing.ancestors(old.name)):
+                continue   # a child that moved with its parent: the parent's rename says it
             if old is not None and (folder is None or old.name != folder.name):
                 freed.setdefault(old.name, []).append((folder_id, folder is not None))
             if folder is not None and (old is None or old.name != folder.name):
