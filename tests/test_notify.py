@@ -1269,6 +1269,25 @@ def test_a_tree_renamed_beneath_a_name_its_own_rename_freed(pair: tuple[Conversa
                         b'* LIST (\\HasChildren) "/" Lists/a ("OLDNAME" (Zed))']
 
 
+def test_a_child_moved_or_deleted_on_its_own_is_told_before_its_parent_moves(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """Lists/a renamed to Lists/b, then Lists renamed to Zed (heard together): Lists/a's rename is
+    told first, while the client has it there; after Lists's, the client would have moved it to
+    Zed/a with its parent and kept it. A child deleted before its parent's rename likewise."""
+    a, b = pair
+    b.command("CREATE Lists/c")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists/a Lists/b")
+    b.command("RENAME Lists Zed")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/b ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasChildren) "/" Zed ("OLDNAME" (Lists))']
+    b.command("DELETE Zed/c")
+    b.command("RENAME Zed Lists")
+    # (Zed/b moves with Zed: no LIST of its own. Zed's LIST last: the parent of a deleted one.)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Zed/c', b'* LIST (\\HasChildren) "/" Lists ("OLDNAME" (Zed))',
+                        b'* LIST (\\NonExistent) "/" Zed']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

@@ -9,7 +9,7 @@ A watcher's view, from the responses (gximap.session.notify's MailboxName and Su
 * ``* LIST (...) "/" name``: the name exists, subscribed as ``\\Subscribed`` says;
   ``(\\NonExistent ...)``: no mailbox has the name (subscribed still if ``\\Subscribed``);
 * ``("OLDNAME" (old))``: the mailbox was renamed, its children with it, with no LIST of theirs
-  (section 5.4), their subscriptions too; but RENAME INBOX (RFC 3501 section 6.3.5) leaves
+  (section 5.4), their subscriptions too (not one of a name without a mailbox); but RENAME INBOX (RFC 3501 section 6.3.5) leaves
   INBOX (a new one) and its children.
 
 What a session did itself it is not told (section 5: "SHOULD omit"): after its own command it
@@ -128,10 +128,13 @@ class Watcher:
         if old == "INBOX":
             self.names.add(new)
             return
+        # The subscriptions of the mailboxes moved move with them; one of a name without a
+        # mailbox (deleted after SUBSCRIBE) stays where it is.
+        moved = {name for name in self.names if name == old or name.startswith(old + "/")}
         for known in (self.names, self.subscribed):
-            moved = {name for name in known if name == old or name.startswith(old + "/")}
-            known.difference_update(moved)
-            known.update(new + name[len(old):] for name in moved)
+            carried = moved & known
+            known.difference_update(carried)
+            known.update(new + name[len(old):] for name in carried)
 
     def reread(self) -> None:
         """The names afresh (LIST) and the subscriptions (LIST (SUBSCRIBED)): what a client that
@@ -193,7 +196,8 @@ class NotifyNamesModel(RuleBasedStateMachine):
                 existing=st.sets(st.sampled_from(NAMES), max_size=4))
     def open_sessions(self, filters: list[str], selected: list[bool], existing: set[str]) -> None:
         for name in sorted(existing):
-            self.store.create_folder(USER, name)
+            if self.store.get_folder(USER, name) is None:   # (Archive is made with the account)
+                self.store.create_folder(USER, name)
         self.oracle = self.session("oracle", "none")
         for index, notify in enumerate(filters):
             watcher = self.session(f"session {index}", notify)
