@@ -1288,6 +1288,21 @@ def test_a_child_moved_or_deleted_on_its_own_is_told_before_its_parent_moves(
                         b'* LIST (\\NonExistent) "/" Zed']
 
 
+def test_a_subscription_a_rename_listed_is_known_to_the_client(pair: tuple[Conversation, Conversation]) -> None:
+    """The client's own UNSUBSCRIBE of a name whose subscription another's RENAME had just moved
+    (a no-op): the RENAME's LIST then tells the new name \\Subscribed, which the client now
+    knows; another's UNSUBSCRIBE of it after is a change to tell. The base the subscriptions are
+    compared with lacked the new name (the move found the old one gone), and nothing came."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("RENAME Lists/a Lists/b")
+    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == [
+        b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
+    b.command("UNSUBSCRIBE Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

@@ -587,6 +587,13 @@ class NotifyState:
 
     def _list_line(self, session: Any, name: str, attributes: bytes, extra: bytes = b"") -> bytes:
         self._listed_now.add(name)
+        # Its \\Subscribed (or none) tells the client the name's subscription (section 5.5): the
+        # base the next SubscriptionChange is compared with has it so, whatever a rename's
+        # move of subscriptions (_move_subscription) found there.
+        if name in self.subscribed:
+            self.subscriptions.add(name)
+        else:
+            self.subscriptions.discard(name)
         if name in self._names_now:
             self._listed[name] = attributes
         else:
