@@ -1384,6 +1384,84 @@ def test_a_child_heard_before_its_parents_rename_does_not_hide_the_new_parents_c
                         b'* LIST (\\HasChildren) "/" Other', b'* LIST (\\HasNoChildren) "/" Top']
 
 
+def test_a_name_freed_by_rename_is_told_before_it_is_taken_again(pair: tuple[Conversation, Conversation]) -> None:
+    """Reports of changes heard together: a RENAME's LIST (with OLDNAME) comes before the LIST of
+    a mailbox made or renamed into the old name (or beneath it), and a DELETE's before a rename
+    into its name, whatever the name order: else a client that applies them in order (RFC 5465
+    section 5.4: the children move with a rename) renames the new mailbox away, and its list of
+    names is wrong from then on."""
+    a, b = pair
+    b.command("CREATE Lists/c")
+    b.command("CREATE Old")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists/a Lists/z")
+    b.command("CREATE Lists/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/z ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasNoChildren) "/" Lists/a', b'* LIST (\\HasChildren) "/" Lists']
+    b.command("RENAME Lists/a Lists/b")   # a chain: Lists/c takes the name Lists/a freed
+    b.command("RENAME Lists/c Lists/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasNoChildren) "/" Lists/a ("OLDNAME" (Lists/c))']
+    b.command("RENAME Lists Zed")   # the children move with it: Lists/q is a new child of a new Lists
+    b.command("CREATE Lists/q")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Zed ("OLDNAME" (Lists))',
+                        b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/q']
+    # A deleted mailbox's name taken by a rename: DELETE's LIST first (with the attributes the
+    # name has now: section 5.5), then the rename's; else the client would drop Lists/q at last.
+    b.command("DELETE Lists/q")
+    b.command("RENAME Old Lists/q")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/q', b'* LIST (\\HasNoChildren) "/" Lists/q ("OLDNAME" (Old))']
+
+
+def test_a_tree_renamed_beneath_a_name_its_own_rename_freed(pair: tuple[Conversation, Conversation]) -> None:
+    """Lists (with Lists/a) goes to Zed/x, then Zed to Lists/a, which makes Lists anew above it:
+    Lists ends as Lists/a/x, beneath its child's old name. Lists's move is told first (its child
+    moves with it, no LIST of its own, section 5.4; nor does it order anything), then the new
+    Lists and Zed's move: in name order the client moved the new Lists and Lists/a away with the
+    old Lists's rename."""
+    a, b = pair
+    b.command("CREATE Zed")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists Zed/x")
+    b.command("RENAME Zed Lists/a")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists/a/x ("OLDNAME" (Lists))', b'* LIST (\\HasChildren) "/" Lists',
+                        b'* LIST (\\HasChildren) "/" Lists/a ("OLDNAME" (Zed))']
+
+
+def test_a_child_moved_or_deleted_on_its_own_is_told_before_its_parent_moves(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """Lists/a renamed to Lists/b, then Lists renamed to Zed (heard together): Lists/a's rename is
+    told first, while the client has it there; after Lists's, the client would have moved it to
+    Zed/a with its parent and kept it. A child deleted before its parent's rename likewise."""
+    a, b = pair
+    b.command("CREATE Lists/c")
+    a.command("NOTIFY SET (personal (MailboxName))")
+    b.command("RENAME Lists/a Lists/b")
+    b.command("RENAME Lists Zed")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/b ("OLDNAME" (Lists/a))',
+                        b'* LIST (\\HasChildren) "/" Zed ("OLDNAME" (Lists))']
+    b.command("DELETE Zed/c")
+    b.command("RENAME Zed Lists")
+    # (Zed/b moves with Zed: no LIST of its own. Zed's LIST last: the parent of a deleted one.)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Zed/c', b'* LIST (\\HasChildren) "/" Lists ("OLDNAME" (Zed))',
+                        b'* LIST (\\NonExistent) "/" Zed']
+
+
+def test_a_subscription_a_rename_listed_is_known_to_the_client(pair: tuple[Conversation, Conversation]) -> None:
+    """The client's own UNSUBSCRIBE of a name whose subscription another's RENAME had just moved
+    (a no-op): the RENAME's LIST then tells the new name \\Subscribed, which the client now
+    knows; another's UNSUBSCRIBE of it after is a change to tell. The base the subscriptions are
+    compared with lacked the new name (the move found the old one gone), and nothing came."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("RENAME Lists/a Lists/b")
+    assert a.command("UNSUBSCRIBE Lists/a")[:-1] == [
+        b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
+    b.command("UNSUBSCRIBE Lists/b")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

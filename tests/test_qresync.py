@@ -706,3 +706,25 @@ def test_no_expunge_during_a_uid_search_by_message_numbers(conv: Conversation) -
         S: * 1 EXPUNGE
         S: a2 OK SEARCH completed
     """)
+
+
+def test_a_live_search_fetch_above_a_held_back_expunge_is_followed_by_a_safe_highestmodseq(
+        conv: Conversation) -> None:
+    """A FETCH by message number holds another session's expunge back (RFC 3501 section 7.4.1);
+    the live search's RETURN (UPDATE (UID MODSEQ)) fetches a message that arrived meanwhile,
+    with a MODSEQ above that expunge. A QRESYNC client resynchronising from that MODSEQ would
+    never learn of the expunge: it is told the HIGHESTMODSEQ it may trust after the FETCH (RFC
+    7162 section 3.2.10 with erratum 1810), as after NOTIFY's MessageNew FETCH."""
+    uids = seed(conv, 2)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    before = highest(conv)
+    conv.command("UID SEARCH RETURN (UPDATE (UID MODSEQ) ALL) FLAGGED")
+    expunge(conv, [uids[0]])
+    new = conv.add_message(flags=("\\Flagged",))
+    lines = conv.command("FETCH 2 (FLAGS)")
+    fetched = b"* 3 FETCH (UID %d MODSEQ (%d))" % (new, modseq_of(conv, new))
+    assert fetched in lines and not any(b"VANISHED" in line for line in lines), lines
+    assert lines[lines.index(fetched) + 1:] == [
+        b'* ESEARCH (TAG "x4") UID ADDTO (0 %d)' % new,
+        b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % before, b"x5 OK FETCH completed"], lines

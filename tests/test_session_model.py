@@ -71,6 +71,7 @@ from test_session_fuzz import PlainBackend
 from gximap.auth.service import AuthService
 from gximap.session import base, searching
 from gximap.session.context import ServerContext, Settings
+from midb.errors import StoreBusy
 from midb.store import Store
 
 LONG_RUN = "GXIMAP_FUZZ_EXAMPLES" in os.environ
@@ -99,6 +100,13 @@ WATCHER_MODES = {
 }
 NOTIFY_SET = ("NOTIFY SET STATUS (selected (MessageNew (UID FLAGS) MessageExpunge FlagChange))"
               " (personal (MessageNew MessageExpunge FlagChange))")
+# MessageNew naming MODSEQ: NOTIFY SET enables CONDSTORE (RFC 7162 section 3.1).
+NOTIFY_SET_MODSEQ = NOTIFY_SET.replace("MessageNew (UID FLAGS)", "MessageNew (UID FLAGS MODSEQ)")
+# Store reads a push, a catch-up or a live search's re-check makes; the idle_store_error rule
+# makes one fail (StoreBusy) as a busy LMDB does.
+BUSY_METHODS = ("view_changes_since", "highestmodseq", "flag_rows", "keywords", "search_summaries",
+                "search_rows", "get_messages", "claim_recent_range", "folder_by_id")
+MAX_RETRIES = 8   # idle timer firings an injected store error may take to be made up for
 
 FLAGS = ("\\Seen", "\\Flagged", "\\Deleted", "\\Answered", "$kw", "$Junk")
 SUBJECTS = ("apple", "banana split", "cherry", "apple pie", "Re: banana", "damson")
@@ -200,6 +208,13 @@ class ClientView:
         self.selecting: dict[str, Any] | None = None   # a SELECT running: what it said
         self.fetching = False                      # the command running is a FETCH
         self.cancelling: LiveSearch | None = None  # a CANCELUPDATE running: its live search
+        # The command running may get no EXPUNGE or VANISHED: FETCH, STORE, SEARCH (RFC 3501
+        # 7.4.1) and a UID SEARCH/SORT/THREAD whose criteria hold message numbers (RFC 7162 3.2.10).
+        self.numbered = False
+        self.closing = False       # a CLOSE running
+        self.store_busy = False    # a store error is injected: NO [UNAVAILABLE] may come
+        self.after_close = False   # the mailbox was left by CLOSE: the next SELECT is from its cache
+        self.close_code: int | None = None   # the HIGHESTMODSEQ the last CLOSE gave
 
     # -- what the session has -------------------------------------------------------------------
 
@@ -230,14 +245,15 @@ class ClientView:
     # -- commands -------------------------------------------------------------------------------
 
     def run(self, text: str, *, literal: bytes | None = None, allow: tuple[str, ...] = (),
-            starting: LiveSearch | None = None) -> list[str]:
+            starting: LiveSearch | None = None, numbered: bool = False) -> list[str]:
         """Send a command (ending IDLE first); read every response; check the tagged answer is
         OK, or NO with a code in ``allow``. ``starting``: the live search the command makes
-        (its tag is set here)."""
+        (its tag is set here); ``numbered``: a UID command whose criteria hold message numbers."""
         self.end_idle()
         tag = self.conv.next_tag()
         self.tag = tag
         self.fetching = text.startswith(("FETCH ", "UID FETCH "))
+        self.numbered = numbered or text.startswith(("FETCH ", "STORE ", "SEARCH ", "SORT ", "THREAD "))
         if starting is not None:
             starting.tag = tag
             self.starting = starting
@@ -285,6 +301,7 @@ class ClientView:
         if status != "OK" and not (status == "NO" and code.split(" ")[0] in allow):
             self.fail(f"command answered {tagged[0]!r}")
         self.tag = None
+        self.numbered = False
         self.after_push()
 
     def after_push(self) -> None:
@@ -310,6 +327,8 @@ class ClientView:
         if words[1] in ("BYE", "BAD"):
             self.fail(f"unexpected {line!r}")
         if words[1] == "NO":
+            if self.store_busy and words[2] == "[UNAVAILABLE]":
+                return   # a catch-up or push met the injected store error: made up for later
             match = re.match(r'\* NO \[NOUPDATE "([^"]+)"\]', line)
             if match is None or match.group(1) != self.tag or match.group(1) not in self.live:
                 self.fail(f"unexpected {line!r}")
@@ -322,6 +341,9 @@ class ClientView:
                 self.live.clear()
             self.note_highestmodseq(line)
             return
+        if self.numbered and ((len(words) > 2 and words[2] == "EXPUNGE")
+                              or (words[1] == "VANISHED" and words[2] != "(EARLIER)")):
+            self.fail(f"{line!r} during a command that names messages by number (RFC 3501 7.4.1, RFC 7162 3.2.10)")
         if len(words) > 2 and words[2] == "EXISTS":
             self.exists(int(words[1]))
         elif len(words) > 2 and words[2] == "EXPUNGE":
@@ -336,8 +358,10 @@ class ClientView:
             self.oracle = [int(number) for number in found.group(2).split()]
         elif (status := _STATUS.match(line)) is not None:
             items = status.group(2).split()
-            self.statuses[status.group(1).strip('"')] = {
-                items[index]: int(items[index + 1]) for index in range(0, len(items), 2)}
+            told = {items[index]: int(items[index + 1]) for index in range(0, len(items), 2)}
+            if self.condstore and "HIGHESTMODSEQ" not in told:
+                self.fail(f"a STATUS without HIGHESTMODSEQ once CONDSTORE is on: {line!r}")
+            self.statuses[status.group(1).strip('"')] = told
         # FLAGS, RECENT, CAPABILITY, ENABLED, LIST: nothing the model keeps
 
     def read_tagged(self, line: str) -> None:
@@ -346,11 +370,32 @@ class ClientView:
         match = _TAGGED.match(line)
         if match is None or match.group(1) != self.tag:
             self.fail(f"a line that is no response to {self.tag}: {line!r}")
+        if self.closing:
+            self.closed(match.group(2) == "OK", line)
         self.note_highestmodseq(line)
         if self.starting is not None:
             self.fail("a SEARCH/SORT RETURN (UPDATE) without its ESEARCH")
         if self.selecting is not None:
             self.selected(match.group(2) == "OK")
+
+    def closed(self, ok: bool, line: str) -> None:
+        """CLOSE's tagged answer: the client drops what it knew as \\Deleted (CLOSE expunges
+        those silently), its live searches end, and a QRESYNC client keeps the rest as its cache
+        with the HIGHESTMODSEQ the answer gives (RFC 7162 section 3.2.8), checked as any other
+        (after_push: no change at or below it the client was not told of)."""
+        self.closing = False
+        if not ok:
+            self.fail(f"CLOSE answered {line!r}")
+        found = _HIGHESTMODSEQ.search(line)
+        self.close_code = int(found.group(1)) if found else None
+        if found is not None and not self.qresync:
+            self.fail(f"[HIGHESTMODSEQ] in CLOSE's answer to a client without QRESYNC: {line!r}")
+        # (what EXISTS alone told of in CLOSE's answer the client cannot name: not cached)
+        self.slots = [slot for slot in self.slots
+                      if slot.uid is not None and "\\deleted" not in (slot.flags or frozenset())]
+        self.cancelled.update(self.live)
+        self.live.clear()
+        self.after_close = True
 
     def note_highestmodseq(self, line: str) -> None:
         found = _HIGHESTMODSEQ.search(line)
@@ -565,6 +610,7 @@ class ClientView:
 
     def selected(self, ok: bool) -> None:
         selecting, self.selecting = self.selecting, None
+        after_close, self.after_close = self.after_close, False
         assert selecting is not None
         if not ok:
             self.fail("SELECT failed")
@@ -583,6 +629,12 @@ class ClientView:
             old_flags, old_modseq = known.get(uid, (None, None))
             known[uid] = (flags if flags is not None else old_flags, modseq if modseq is not None else old_modseq)
         uids = sorted(known)
+        if after_close and len(uids) < count:
+            # The cache CLOSE left may lack a message in the middle (one the client thought
+            # \\Deleted that another session undeleted before CLOSE, unreported): the client
+            # cannot place the new ones and learns every message's UID afresh (resolve).
+            self.slots = [Slot() for _ in range(count)]
+            return
         if len(uids) > count:
             # RFC 7162 section 3.2.5: what the client knew, less VANISHED (EARLIER), plus the
             # FETCHes of the known messages changed, is the mailbox but for the messages new to
@@ -685,7 +737,7 @@ class ClientView:
                 continue
             folder = folder_info(store, name)
             now = {"MESSAGES": folder.messages, "UIDNEXT": folder.uidnext, "UNSEEN": folder.unseen}
-            if self.condstore:
+            if "HIGHESTMODSEQ" in items:   # (not in one told before CONDSTORE came on)
                 now["HIGHESTMODSEQ"] = folder.highestmodseq
             told = {key: value for key, value in items.items() if key in now}
             if told != now:
@@ -772,9 +824,10 @@ class SessionsModel(RuleBasedStateMachine):
 
     @initialize(others=st.lists(st.sets(st.sampled_from(FEATURES)), min_size=1, max_size=2),
                 preload=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2), st.integers(0, 3)), max_size=8),
-                sliced=st.booleans())
+                sliced=st.booleans(), notify_modseq=st.booleans())
     @step
-    def open_sessions(self, others: list[set[str]], preload: list[tuple[int, int, int]], sliced: bool) -> None:
+    def open_sessions(self, others: list[set[str]], preload: list[tuple[int, int, int]], sliced: bool,
+                      notify_modseq: bool) -> None:
         # Sliced, every look at the clock pauses (and the record filter takes two records a
         # chunk): the sliced paths run, and a foreign change (arm_foreign_change) lands in a
         # pause. Else none does, however loaded the machine: a run does the same every time.
@@ -793,10 +846,21 @@ class SessionsModel(RuleBasedStateMachine):
                 view.run("ENABLE " + " ".join(enable))
             view.select(self.store)
             if "NOTIFY" in features:
-                view.run(NOTIFY_SET)
+                self.notify_set(view, notify_modseq)
             view.resolve()
             view.check(self.store)
             self.views.append(view)
+
+    @staticmethod
+    def notify_set(view: ClientView, modseq: bool) -> None:
+        """NOTIFY SET; with MODSEQ in MessageNew's list, CONDSTORE comes on with it: its
+        HIGHESTMODSEQ told at once (RFC 7162 section 3.1), every later untagged FETCH with MODSEQ."""
+        enabling = modseq and not view.condstore
+        if enabling:
+            view.features = view.features | {"CONDSTORE"}
+        lines = view.run(NOTIFY_SET_MODSEQ if modseq else NOTIFY_SET)
+        if enabling and not any(_HIGHESTMODSEQ.search(line) for line in lines):
+            view.fail(f"NOTIFY SET naming MODSEQ did not enable CONDSTORE: {lines!r}")
 
     def process_then_interleave(self, process: Any, limit: int) -> bool:
         """The session's process(): when it paused with work left, another process's change
@@ -1020,18 +1084,31 @@ class SessionsModel(RuleBasedStateMachine):
         self.sync_and_check(self.view(index), how)
 
     @rule(index=st.integers(0, 2), criteria=st.sampled_from(SEARCHES), sort=st.one_of(st.none(), st.sampled_from(SORTS)),
-          use_uid=st.booleans(), extra=st.sampled_from(("", " COUNT", " MIN MAX")))
+          use_uid=st.booleans(), extra=st.sampled_from(("", " COUNT", " MIN MAX")),
+          modseq=st.sampled_from((False, False, False, True)))
     @step
-    def live_search(self, index: int, criteria: str, sort: str | None, use_uid: bool, extra: str) -> None:
-        view = self.view(index)
+    def live_search(self, index: int, criteria: str, sort: str | None, use_uid: bool, extra: str,
+                    modseq: bool) -> None:
+        self.start_live_search(self.view(index), criteria, sort, use_uid, extra, modseq)
+
+    @staticmethod
+    def start_live_search(view: ClientView, criteria: str, sort: str | None, use_uid: bool, extra: str,
+                          modseq: bool) -> None:
+        """SEARCH/SORT RETURN (UPDATE ...); with ``modseq``, UPDATE's fetch-att list names MODSEQ,
+        which enables CONDSTORE as the command runs (RFC 7162 section 3.1)."""
         if len(view.live) >= MAX_CONTEXTS:
             return
         # A QRESYNC or UIDONLY client works by UID (see ClientView.vanish).
         use_uid = use_uid or view.vanished
         verb = ("UID " if use_uid else "") + ("SEARCH" if sort is None else "SORT")
-        returns = f"RETURN (UPDATE ALL{extra})"
+        returns = f"RETURN (UPDATE{' (UID MODSEQ)' if modseq else ''} ALL{extra})"
         text = f"{verb} {returns} {criteria}" if sort is None else f"{verb} {returns} {sort} UTF-8 {criteria}"
-        view.run(text, starting=LiveSearch("", use_uid, criteria, sort))
+        enabling = modseq and not view.condstore
+        if enabling:
+            view.features = view.features | {"CONDSTORE"}
+        lines = view.run(text, starting=LiveSearch("", use_uid, criteria, sort))
+        if enabling and not any(_HIGHESTMODSEQ.search(line) for line in lines):
+            view.fail(f"RETURN (UPDATE (MODSEQ)) did not enable CONDSTORE: {lines!r}")
 
     @rule(index=st.integers(0, 2), which=st.integers(0, 10))
     @step
@@ -1054,6 +1131,123 @@ class SessionsModel(RuleBasedStateMachine):
         for live in view.live.values():
             view.cancelled.add(live.tag)
         view.select(self.store)
+
+
+    @rule(index=st.integers(0, 2))
+    @step
+    def close_and_select(self, index: int) -> None:
+        """CLOSE (what is \\Deleted expunged silently), then SELECT again: a QRESYNC client from
+        its cache and the HIGHESTMODSEQ CLOSE gave, which a CLOSE that expunged must give (RFC
+        7162 section 3.2.8) and which may not pass a change the client was not told of
+        (ClientView.check_highest, after CLOSE's answer)."""
+        view = self.view(index)
+        view.end_idle()
+        view.resolve()
+        fired = self.fired
+        deleted = self.store.deleted_uids(USER, folder_info(self.store, view.folder).id)
+        view.closing = True
+        view.run("CLOSE")
+        if self.fired == fired and view.qresync and bool(deleted) != (view.close_code is not None):
+            view.fail(f"CLOSE expunged {deleted}, its answer gave HIGHESTMODSEQ {view.close_code}")
+        view.select(self.store)
+
+    @rule(index=st.integers(0, 2), pick=picks,
+          verb=st.sampled_from(("SEARCH", "SORT (ARRIVAL) UTF-8", "SORT (REVERSE SUBJECT) UTF-8",
+                                "THREAD REFERENCES UTF-8")),
+          criteria=st.sampled_from(("", "", " UNDELETED", " FLAGGED")))
+    @step
+    def uid_search_by_numbers(self, index: int, pick: list[int], verb: str, criteria: str) -> None:
+        """A UID SEARCH/SORT/THREAD whose criteria hold message numbers: no EXPUNGE or VANISHED
+        while it runs (RFC 7162 section 3.2.10; ClientView.numbered), so the numbers name the
+        client's messages: the UIDs found are theirs, and with no other criterion every one the
+        store still has."""
+        view = self.view(index)
+        if view.uidonly:   # RFC 9586 section 3: no message numbers
+            return
+        view.end_idle()
+        view.resolve()
+        slots = self.chosen(view, pick)
+        if not slots:
+            return
+        named = {slot.uid for slot in slots if slot.uid is not None}   # every one (resolve)
+        view.oracle = None
+        lines = view.run(f"UID {verb} {sequence_set([view.slots.index(slot) + 1 for slot in slots])}{criteria}",
+                         numbered=True)
+        if verb.startswith("THREAD"):
+            found = [int(uid) for line in lines if line.startswith("* THREAD") for uid in re.findall(r"\d+", line)]
+        else:
+            found = list(view.oracle or [])
+        view.oracle = None
+        if not set(found) <= named:
+            view.fail(f"UID {verb} of messages with UIDs {sorted(named)} found {found}")
+        present = named & set(self.store.uids(USER, folder_info(self.store, view.folder).id))
+        if not criteria and not present <= set(found):
+            view.fail(f"UID {verb} of messages with UIDs {sorted(named)} found {found}, not {sorted(present)}")
+
+    @rule(index=st.integers(0, 2), change=st.sampled_from(("deliver", "flags", "expunge")),
+          method=st.sampled_from(BUSY_METHODS), failures=st.integers(1, 3),
+          pick=st.lists(st.integers(0, 60), min_size=1, max_size=12),
+          flags=st.sets(st.sampled_from(FLAGS), min_size=1, max_size=2),
+          search=st.one_of(st.none(), st.sampled_from(SEARCHES)), count=st.sampled_from((1, 12)))
+    @step
+    def idle_store_error(self, index: int, change: str, method: str, failures: int, pick: list[int],
+                         flags: set[str], search: str | None, count: int) -> None:
+        """In IDLE, another's change, and the push or a live search's re-check it causes meets a
+        store error (StoreBusy) ``failures`` times: the session's idle timer (timed_out) makes
+        it again until it succeeds, and then the client's view is the store's: DONE has nothing
+        left to report, and the sync point after it checks everything."""
+        view = self.view(index)
+        if search is not None:
+            view.end_idle()
+            self.start_live_search(view, search, None, True, "", False)
+        if view.idle_tag is None:
+            view.start_idle()
+        store = self.store
+        info = folder_info(store, view.folder)
+        uids = store.uids(USER, info.id)
+        named = sorted({uids[index % len(uids)] for index in pick}) if uids else []
+        if change == "deliver" or not named:
+            self.deliver_now(view.folder, pick[0] % len(SUBJECTS), 2, pick[-1] % len(BODIES), DATES[1], flags, count)
+        elif change == "flags":
+            store.store_flags(USER, info.id, named, "add" if pick[0] % 2 else "remove", sorted(flags))
+        else:
+            store.remove_messages(USER, info.id, named)
+        original = getattr(store, method)
+        left = [failures]
+
+        def busy(*args: Any, **kwargs: Any) -> Any:
+            if left[0]:
+                left[0] -= 1
+                raise StoreBusy("too many concurrent readers")
+            return original(*args, **kwargs)
+
+        setattr(store, method, busy)
+        # No foreign change until DONE: none meets the injected error, and DONE has only what
+        # the retries left to report.
+        view.store_busy = self.quiet = True
+        session = view.conv.session
+        try:
+            try:
+                view.wake()
+                for _retry in range(MAX_RETRIES):
+                    if not session._retry_due:
+                        break
+                    view.read(view.conv.timeout())
+                    view.after_push()
+            finally:
+                delattr(store, method)
+                view.store_busy = False
+            if session._retry_due:
+                view.fail(f"still owing updates after {MAX_RETRIES} retries ({failures} store errors)")
+            tag, view.idle_tag = view.idle_tag, None
+            assert tag is not None
+            lines = view.read(view.conv.send(b"DONE\r\n"))
+            view.finish(tag, lines, ())
+            if lines[:-1]:
+                view.fail(f"DONE after the retries still reported {lines[:-1]!r} ({failures - left[0]} store errors)")
+        finally:
+            self.quiet = False
+        self.sync_and_check(view, "noop")
 
 
 @pytest.mark.parametrize("mode", sorted(WATCHER_MODES))

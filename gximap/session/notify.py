@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import heapq
 import threading
 from collections.abc import Generator, Iterable
 from typing import Any, NamedTuple
@@ -417,8 +418,7 @@ class NotifyState:
         self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
-        # In name order: parents a CREATE or RENAME made come before the folder beneath them.
-        for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item)):
+        for folder_id, folder in self._report_sequence(found):
             if folder_id in dirty:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
@@ -489,6 +489,88 @@ class NotifyState:
                 out.append((folder_id, folder.name))
         return out
 
+    def _report_sequence(self, found: dict[int, Any]) -> list[tuple[int, Any]]:
+        """The folders of a report in the order their changes are told. A client applies the
+        LISTs one after another, a rename moving the children it knows of with it (section 5.4),
+        so by name (parents a CREATE or RENAME made before the folders beneath them), but:
+
+        * a name a RENAME or DELETE freed is told freed before a folder made or renamed into it
+          (for a RENAME, into its name or beneath it): else the client renames (or deletes) the
+          new mailbox away;
+        * a child deleted, or renamed elsewhere than where its parent's rename took it, is told
+          before that rename, while the client still has it where it was: else the client moves
+          it with its parent and keeps it there.
+
+        A child that moved with its parent comes after it (the parent's LIST says its move). Names
+        swapped (a cycle) go in name order."""
+        items = sorted(found.items(), key=lambda item: self._report_order(*item))
+        renames = {old.name: folder.name for folder_id, folder in items
+                   if folder is not None and (old := self.folders.get(folder_id)) is not None
+                   and old.name != folder.name}
+        if not renames and not any(folder is None for _folder_id, folder in items):
+            return items   # (nearly always: nothing to order but by name)
+        freed: dict[str, list[tuple[int, bool]]] = {}   # old name -> (folder, a rename?)
+        taken: dict[int, str] = {}                      # folder -> the name it now has anew
+        carried: list[tuple[int, str]] = []             # (child, the old name of the parent it moved with)
+        for folder_id, folder in items:
+            old = self.folders.get(folder_id)
+            if old is not None and folder is not None:
+                moved_with = next((ancestor for ancestor in listing.ancestors(old.name)
+                                   if renames.get(ancestor) is not None
+                                   and folder.name == renames[ancestor] + old.name[len(ancestor):]), None)
+                if moved_with is not None:
+                    # A child that moved with its parent: the parent's rename says it (told
+                    # first, it takes the child along: no LIST of the child's, section 5.4).
+                    carried.append((folder_id, moved_with))
+                    continue
+            if old is not None and (folder is None or old.name != folder.name):
+                freed.setdefault(old.name, []).append((folder_id, folder is not None))
+            if folder is not None and (old is None or old.name != folder.name):
+                taken[folder_id] = folder.name
+        before: dict[int, set[int]] = {}   # folder -> those to be told before it
+        for taker, name in taken.items():
+            freers = {freer for freer, _rename in freed.get(name, ())}
+            freers.update(freer for ancestor in listing.ancestors(name)
+                          for freer, rename in freed.get(ancestor, ()) if rename)
+            before.setdefault(taker, set()).update(freers - {taker})
+        for name, children in freed.items():
+            for ancestor in listing.ancestors(name):
+                for parent, rename in freed.get(ancestor, ()):
+                    if rename:
+                        before.setdefault(parent, set()).update(child for child, _rename in children)
+        if not before:
+            return items
+        for child, parent_name in carried:
+            before.setdefault(child, set()).update(
+                parent for parent, rename in freed.get(parent_name, ()) if rename)
+        waits = {folder_id: len(earlier) for folder_id, earlier in before.items() if earlier}
+        if not waits:
+            return items
+        freeing: dict[int, list[int]] = {}    # folder -> those waiting for it
+        for folder_id, earlier in before.items():
+            for freer in earlier:
+                freeing.setdefault(freer, []).append(folder_id)
+        position = {folder_id: index for index, (folder_id, _folder) in enumerate(items)}
+        ready = [index for index, (folder_id, _folder) in enumerate(items) if folder_id not in waits]
+        heapq.heapify(ready)
+        ordered: list[tuple[int, Any]] = []
+        told: set[int] = set()
+        while len(ordered) < len(items):
+            if ready:
+                index = heapq.heappop(ready)
+            else:   # a cycle: the first left in name order is told first
+                index = next(index for index, (folder_id, _folder) in enumerate(items) if folder_id not in told)
+            folder_id = items[index][0]
+            if folder_id in told:
+                continue
+            told.add(folder_id)
+            ordered.append(items[index])
+            for taker in freeing.get(folder_id, ()):
+                waits[taker] -= 1
+                if waits[taker] == 0 and taker not in told:
+                    heapq.heappush(ready, position[taker])
+        return ordered
+
     def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
         if folder is not None:
             return folder.name, folder_id
@@ -522,6 +604,13 @@ class NotifyState:
 
     def _list_line(self, session: Any, name: str, attributes: bytes, extra: bytes = b"") -> bytes:
         self._listed_now.add(name)
+        # Its \\Subscribed (or none) tells the client the name's subscription (section 5.5): the
+        # base the next SubscriptionChange is compared with has it so, whatever a rename's
+        # move of subscriptions (_move_subscription) found there.
+        if name in self.subscribed:
+            self.subscriptions.add(name)
+        else:
+            self.subscriptions.discard(name)
         if name in self._names_now:
             self._listed[name] = attributes
         else:

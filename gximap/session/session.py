@@ -1290,6 +1290,12 @@ class ImapSession:
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
             yield from updates.lines
+            if updates.fetches and self.selected is selected and not self._closing:
+                # Those FETCHes' MODSEQ may be above a change still unreported (an expunge held
+                # back during a FETCH, STORE or SEARCH: RFC 3501 section 7.4.1) and come after
+                # the catch-up's HIGHESTMODSEQ: a QRESYNC client is told the one it may trust
+                # (RFC 7162 section 3.2.10 with erratum 1810), as after MessageNew's FETCH.
+                yield from condstore.announce_highestmodseq(self, None)
 
         def after() -> None:
             if then is not None:
