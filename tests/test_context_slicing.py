@@ -12,6 +12,7 @@ import gc
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -349,6 +350,30 @@ def test_in_idle_an_owed_retry_waits_for_the_sessions_own_work(
         assert 0 < conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
         assert conv.timeout() == ([b"* OK Still here"] if interval else [])   # the retry: nothing new
         assert conv.session.idle_timeout() == pytest.approx(interval or conv.session.settings.autologout, abs=1)
+        assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
+
+
+def test_a_recheck_that_makes_up_for_a_failure_leaves_no_retry_owed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDLE without NOTIFY: a delivery's re-check fails (a retry is owed a second later), and
+    before the retry another delivery's catch-up and re-check succeed: they made up for the
+    failure, so no retry is owed any more and the idle timer is the keepalive's again. The
+    success moved the owed retry to the past instead: it came at once, a keepalive line right
+    after the ADDTO, to find nothing."""
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(session_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    with _opened(tmp_path, idle_notify_interval=120.0) as conv:
+        conv.command("SEARCH RETURN (UPDATE) BODY marker")
+        _idle(conv)
+        first = conv.add_message(data=_message(FIRST + 3))
+        _busy_while_searching(monkeypatch, conv, 1)
+        assert conv.wake() == [b"* 13 EXISTS", b"* 13 RECENT"]   # the re-check failed
+        assert conv.session.idle_timeout() == pytest.approx(session_module.IDLE_RETRY_FIRST)
+        clock.now += 0.5
+        second = conv.add_message(data=_message(FIRST + 6))
+        assert conv.wake() == [b"* 14 EXISTS", b"* 14 RECENT", b'* ESEARCH (TAG "x3") ADDTO (0 %d:%d)' % (first, second)]
+        assert conv.session.idle_timeout() == pytest.approx(120.0)
+        assert conv.timeout() == [b"* OK Still here"]
         assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
 
 

@@ -1285,7 +1285,13 @@ class ImapSession:
                 return
             if contexts.failing:   # made up for: a failure from now on is a first one again
                 contexts.failing = False
-                self._retry_at = -math.inf
+                if self.notify is None and not self._updates_missed:
+                    # Nor is anything else owed: the catch-up before this re-check succeeded,
+                    # and without NOTIFY there is no report to make. (Else the retry keeps its
+                    # time: moved to the past, it came at once.)
+                    self._retry_due = False
+                if not self._retry_due:
+                    self._retry_at = -math.inf
             looked = True
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
