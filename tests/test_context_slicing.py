@@ -12,6 +12,7 @@ import gc
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -307,6 +308,72 @@ def test_in_idle_a_recheck_that_meets_a_store_error_is_made_again_soon(
                                   b'* ESEARCH (TAG "x3") ADDTO (0 %d:%d)' % (first, late)]
         # Nothing owed any more: the timer is the keepalive's (or the autologout's) again.
         assert conv.session.idle_timeout() == pytest.approx(interval or conv.session.settings.autologout, abs=1)
+        assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
+
+
+@pytest.mark.parametrize("interval", [0.0, 120.0])
+def test_in_idle_an_owed_retry_waits_for_the_sessions_own_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float) -> None:
+    """IDLE: a push met a store error (a retry is owed a second later); before the retry a
+    delivery has the live searches look at the new messages as the session's own work, which
+    waits for a search slot. The retry waits for that work to end (no catch-up may move the
+    view under it), and so does its timer: meanwhile the idle timer is the keepalive's (or the
+    autologout's). Were it the retry's, it would fire at once again and again while the work
+    waits, a keepalive line each time. Once the work ends, the retry comes a moment later."""
+    slots = searching._SearchSlots(total=1, per_account=1)
+    monkeypatch.setattr(searching, "_SLOTS", slots)
+    with _opened(tmp_path, idle_notify_interval=interval) as conv:
+        conv.command("SEARCH RETURN (UPDATE) BODY marker")
+        _idle(conv)
+        store = conv.store
+        catch_up = store.view_changes_since
+
+        def busy(*args: Any, **kwargs: Any) -> Any:
+            monkeypatch.setattr(store, "view_changes_since", catch_up)
+            raise StoreBusy("too many concurrent readers")
+
+        monkeypatch.setattr(store, "view_changes_since", busy)
+        first = conv.add_message(data=_message(FIRST + 3))
+        (warning,) = conv.wake()
+        assert warning.startswith(b"* NO [UNAVAILABLE]")
+        assert conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+        assert slots.claim("someone else").done()
+        second = conv.add_message(data=_message(FIRST + 6))
+        assert conv.wake() == [b"* 14 EXISTS", b"* 14 RECENT"]   # the re-check waits for the slot
+        waiting = conv.session.idle_timeout()
+        assert waiting == pytest.approx(interval or conv.session.settings.autologout, abs=1)
+        if interval:
+            assert conv.timeout() == [b"* OK Still here"]
+            assert conv.session.idle_timeout() == pytest.approx(interval, abs=1)
+        slots.release("someone else")
+        assert conv.wake() == [b'* ESEARCH (TAG "x3") ADDTO (0 %d:%d)' % (first, second)]
+        assert 0 < conv.session.idle_timeout() <= session_module.IDLE_RETRY_FIRST + 0.5
+        assert conv.timeout() == ([b"* OK Still here"] if interval else [])   # the retry: nothing new
+        assert conv.session.idle_timeout() == pytest.approx(interval or conv.session.settings.autologout, abs=1)
+        assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
+
+
+def test_a_recheck_that_makes_up_for_a_failure_leaves_no_retry_owed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDLE without NOTIFY: a delivery's re-check fails (a retry is owed a second later), and
+    before the retry another delivery's catch-up and re-check succeed: they made up for the
+    failure, so no retry is owed any more and the idle timer is the keepalive's again. The
+    success moved the owed retry to the past instead: it came at once, a keepalive line right
+    after the ADDTO, to find nothing."""
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(session_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    with _opened(tmp_path, idle_notify_interval=120.0) as conv:
+        conv.command("SEARCH RETURN (UPDATE) BODY marker")
+        _idle(conv)
+        first = conv.add_message(data=_message(FIRST + 3))
+        _busy_while_searching(monkeypatch, conv, 1)
+        assert conv.wake() == [b"* 13 EXISTS", b"* 13 RECENT"]   # the re-check failed
+        assert conv.session.idle_timeout() == pytest.approx(session_module.IDLE_RETRY_FIRST)
+        clock.now += 0.5
+        second = conv.add_message(data=_message(FIRST + 6))
+        assert conv.wake() == [b"* 14 EXISTS", b"* 14 RECENT", b'* ESEARCH (TAG "x3") ADDTO (0 %d:%d)' % (first, second)]
+        assert conv.session.idle_timeout() == pytest.approx(120.0)
+        assert conv.timeout() == [b"* OK Still here"]
         assert conv.send(b"DONE\r\n") == [b"i1 OK IDLE terminated"]
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conversation import Conversation
 
-from gximap.session import condstore
+from gximap.session import condstore, selected
+from midb.errors import StoreBusy
 from midb.store import Store
 
 
@@ -728,3 +730,32 @@ def test_a_live_search_fetch_above_a_held_back_expunge_is_followed_by_a_safe_hig
     assert lines[lines.index(fetched) + 1:] == [
         b'* ESEARCH (TAG "x4") UID ADDTO (0 %d)' % new,
         b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % before, b"x5 OK FETCH completed"], lines
+
+
+def test_close_highestmodseq_skips_no_flag_change_a_store_error_kept_back(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flag changes whose lines a store error kept back (LazyFlagUpdates: the view's MODSEQ is
+    past them, the next catch-up was to send them) are changes the client was not told of: a
+    CLOSE, which sends no untagged responses, gives a HIGHESTMODSEQ below them, and a QRESYNC from
+    it reports them. It gave the store's, past them: the client never learnt of those flags."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    uids = seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    safe = highest(conv)   # the client's own STORE is the last change it knows of
+    flag(conv, uids[1:], "\\Flagged")
+    flag_rows = conv.store.flag_rows
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(conv.store, "flag_rows", busy)
+    lines = conv.command("NOOP")
+    assert not any(b"FETCH" in line for line in lines) and lines[0].startswith(b"* NO [UNAVAILABLE]"), lines
+    monkeypatch.setattr(conv.store, "flag_rows", flag_rows)
+    (answer,) = conv.command("CLOSE")
+    told = int(answer.split(b"[HIGHESTMODSEQ ", 1)[1].split(b"]")[0])
+    assert told <= safe, (answer, safe)
+    lines = conv.command(f"SELECT INBOX (QRESYNC ({uidvalidity(conv)} {told}))")
+    assert sum(b"FETCH" in line and b"\\Flagged" in line for line in lines) == 3, lines

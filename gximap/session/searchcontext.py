@@ -470,10 +470,9 @@ def refuse_reused_tag(session: Any, tag: bytes, options: tuple[str, ...] | None)
 
 
 def start(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
-          sort: tuple[cmds.SortCriterion, ...] | None = None,
           fetch_atts: tuple[cmds.FetchAtt, ...] = ()) -> list[bytes]:
-    """:func:`start_sliced`, run to its end at once."""
-    return run_unsliced(start_sliced(session, tag, uid, criteria, members, None, sort, fetch_atts))
+    """:func:`start_sliced` for a SEARCH context, which has no keys to read: nothing to slice."""
+    return run_unsliced(start_sliced(session, tag, uid, criteria, members, None, None, fetch_atts))
 
 
 def start_sliced(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import threading
 import weakref
 from array import array
@@ -582,8 +583,10 @@ class SelectedMailbox:
         # The flags a FETCH just showed (note_flags_shown), for the sync after it.
         self._flags_shown: FlagsShown | None = None
         # UIDs whose flag changes a LazyFlagUpdates did not send (a store error): the next
-        # catch-up sends their flags, as it had read those changes (flags_unsent).
+        # catch-up sends their flags, as it had read those changes (flags_unsent); each of those
+        # changes has a MODSEQ above _unsent_since.
         self._unsent_flags: set[int] = set()
+        self._unsent_since = 0
         # SEARCH/SORT RETURN (UPDATE) results kept live while this view lasts (RFC 5267 section 4).
         self.contexts = SearchContexts()
         # UID ranges this session's own APPEND, COPY, MOVE and REPLACE put here, while NOTIFY asks
@@ -762,10 +765,15 @@ class SelectedMailbox:
         self.modseq = highestmodseq
         return True
 
-    def flags_unsent(self, uids: Iterable[int]) -> None:
-        """A LazyFlagUpdates of this view met a store error: the flag changes of ``uids`` were
-        not sent, though the view's MODSEQ is past them. The next catch-up sends them."""
+    def flags_unsent(self, uids: Iterable[int], since: int) -> None:
+        """A LazyFlagUpdates of this view met a store error: the flag changes of ``uids`` (each
+        with a MODSEQ above ``since``) were not sent, though the view's MODSEQ is past them. The
+        next catch-up sends them; until then the client has been told every change up to
+        ``since`` at most (full_modseq: what a CLOSE may give, highestmodseq_at_close)."""
+        self._unsent_since = min(self._unsent_since, since) if self._unsent_flags else since
         self._unsent_flags.update(uids)
+        if since < self.full_modseq:
+            self.full_modseq = since
 
     def note_flags_shown(self, shown: FlagsShown) -> None:
         """A FETCH showed the flags of messages, as read after ``shown.snapshot``: the sync after
@@ -804,9 +812,10 @@ class SelectedMailbox:
         """The HIGHESTMODSEQ for the tagged OK of a CLOSE that expunged (its tombstones noted
         with note_own_changes_of; RFC 7162 section 3.2.8). CLOSE sends no untagged responses, so
         the store's HIGHESTMODSEQ is given only when every change up to it is one the client
-        knows (its own, the CLOSE's expunges among them); else the last value it was told
-        everything up to (``full_modseq``): lower, but a QRESYNC from it misses nothing."""
-        if not self.pending_expunge:
+        knows (its own, the CLOSE's expunges among them) and no flag change a store error kept
+        back is owed (flags_unsent); else the last value it was told everything up to
+        (``full_modseq``): lower, but a QRESYNC from it misses nothing."""
+        if not self.pending_expunge and not self._unsent_flags:
             highestmodseq = self.store.highestmodseq(self.account_id, self.folder_id)
             if highestmodseq is not None and self._only_known_changes(highestmodseq):
                 return self.modseq
@@ -971,7 +980,8 @@ class SelectedMailbox:
         if allow_expunge and self.pending_expunge:
             out.extend(self.expunge_responses(sorted(self.pending_expunge)))
         updates: list[Any] = []
-        top_modseq = max(top_modseq, self.modseq)
+        since = self.modseq   # (the changes read are above it)
+        top_modseq = max(top_modseq, since)
         own_changes = self._own_changes
         for meta in changed:
             if own_changes.get(meta.uid) == meta.modseq:
@@ -1002,6 +1012,7 @@ class SelectedMailbox:
                                   if uid not in sending and uid not in self.pending_expunge)
             unread_updates.sort()
             self._unsent_flags = set()
+            since = min(since, self._unsent_since)
         if self._own_changes:
             # Every change up to self.modseq has now been read. A known change at or below it that
             # the read did not consume was overtaken by a later change of the same message (another
@@ -1043,7 +1054,8 @@ class SelectedMailbox:
                 self.note_fetch_modseq(highest)
             recent_updated = frozenset(uid for uid, _msn in numbered if uid in recent) if recent else frozenset()
             out.append(LazyFlagUpdates(self.store, self.account, self.folder_id, numbered, recent_updated, with_uid,
-                                       condstore, self.modseq, self.flags_unsent, uidonly))
+                                       condstore, self.modseq, functools.partial(self.flags_unsent, since=since),
+                                       uidonly))
         if not self.pending_expunge:
             self.full_modseq = self.modseq
         return out

@@ -174,8 +174,8 @@ class ImapSession:
         self._input_blocked = False  # between STARTTLS/COMPRESS/its end and the transport change
         self._closing = False
         self._selected_gone = False  # another session deleted the selected mailbox
-        self._updates_missed = False  # the last catch-up with the selected mailbox failed
-        # IDLE is to try that again at _retry_at (_owe_updates; the wait before it: _retry_delay).
+        self._updates_missed = False  # a catch-up, push or live-search re-check failed since the last catch-up (_owe_updates)
+        # IDLE (or NOTIFY) is to try again at _retry_at (_owe_updates; the wait before: _retry_delay).
         self._retry_due = False
         self._retry_at = -math.inf
         self._retry_delay = IDLE_RETRY_FIRST
@@ -484,7 +484,7 @@ class ImapSession:
             self._notify_owed = True
 
     def _idle_push(self) -> None:
-        """IDLE started, or a keepalive retries a failed push: with NOTIFY what it asks for (RFC
+        """IDLE started, or the idle timer retries a failed push: with NOTIFY what it asks for (RFC
         5465 section 4: NOTIFY decides what IDLE reports), else the selected mailbox's updates."""
         if self.notify is not None:
             self._push_notifications()
@@ -1127,8 +1127,8 @@ class ImapSession:
     def _updates_delayed(self, exc: midb_errors.MidbError, doing: str = "catching up with the selected mailbox") -> bytes:
         """A catch-up with the selected mailbox, the making of the lines it left to be made as
         they are sent, or a NOTIFY report (``doing``, for the log) met a store error: log it,
-        have a keepalive in IDLE try again, and return the untagged NO [UNAVAILABLE] that warns
-        the client."""
+        owe the updates (_owe_updates: in IDLE, or with NOTIFY, the idle timer tries again), and
+        return the untagged NO [UNAVAILABLE] that warns the client."""
         done = done_for_store_error(exc)
         if done is not None and done.code == b"UNAVAILABLE":
             log_store_trouble(self, doing, exc)
@@ -1285,7 +1285,13 @@ class ImapSession:
                 return
             if contexts.failing:   # made up for: a failure from now on is a first one again
                 contexts.failing = False
-                self._retry_at = -math.inf
+                if self.notify is None and not self._updates_missed:
+                    # Nor is anything else owed: the catch-up before this re-check succeeded,
+                    # and without NOTIFY there is no report to make. (Else the retry keeps its
+                    # time: moved to the past, it came at once.)
+                    self._retry_due = False
+                if not self._retry_due:
+                    self._retry_at = -math.inf
             looked = True
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
