@@ -1323,6 +1323,44 @@ def test_idle_keepalives_go_on_while_the_sessions_own_work_waits_in_idle(
     assert slots.claim("alice").done()  # the search gave its slot back
 
 
+def _delivery_retried_through_store_errors(server: Server, conn: pool_module._Connection, client: socket.socket,
+                                           conv: Conversation, clock: SimpleNamespace,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery at 1010 whose push meets a store error three times: the pool's timer retries it
+    1, 2 and 4 s after each failure, and the autologout stays 30 minutes after the input at 1000."""
+    conv.add_message()
+    failures = [3]
+    catch_up = conv.store.view_changes_since
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise StoreBusy("too many concurrent readers")
+        return catch_up(*args, **kwargs)
+
+    monkeypatch.setattr(conv.store, "view_changes_since", busy)
+    delayed = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: too many concurrent readers\r\n"
+    clock.now = 1010.0
+    conn.wakeup_due = True   # the delivery's wake
+    assert server._serve(conn) is pool_module._Outcome.PARK_READ
+    assert client.recv(4096) == delayed
+    retries = []
+    for _ in range(10):  # bounded: the message goes out at the third retry
+        conn.waiting_input = True  # parked for reading, as after every PARK_READ
+        due, deadline = server._timer_state(conn, clock.now)
+        assert due is pool_module._Due.NOTHING
+        clock.now = deadline
+        assert server._serve(conn) is pool_module._Outcome.PARK_READ
+        retries.append(clock.now)
+        sent = client.recv(4096)
+        if sent != delayed:
+            assert sent == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+            break
+    assert retries == [1011.0, 1013.0, 1017.0]
+    conn.waiting_input = True
+    assert server._timer_state(conn, clock.now)[1] == pytest.approx(2800.0)  # the autologout's
+
+
 def test_in_idle_a_push_that_met_a_store_error_is_made_again_by_the_pools_timer(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """IDLE without keepalives (imap_idle_notify_interval 0), served by the pool's own slices:
@@ -1334,37 +1372,7 @@ def test_in_idle_a_push_that_met_a_store_error_is_made_again_by_the_pools_timer(
     with _served_session(tmp_path, monkeypatch, clock, autologout=1800.0,
                          idle_notify_interval=0.0) as (server, conn, client, conv):
         assert conv.send(b"i1 IDLE\r\n") == [b"+ idling"]  # the client's last input, at 1000
-        conv.add_message()
-        failures = [3]
-        catch_up = conv.store.view_changes_since
-
-        def busy(*args: Any, **kwargs: Any) -> Any:
-            if failures[0]:
-                failures[0] -= 1
-                raise StoreBusy("too many concurrent readers")
-            return catch_up(*args, **kwargs)
-
-        monkeypatch.setattr(conv.store, "view_changes_since", busy)
-        delayed = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: too many concurrent readers\r\n"
-        clock.now = 1010.0
-        conn.wakeup_due = True   # the delivery's wake
-        assert server._serve(conn) is pool_module._Outcome.PARK_READ
-        assert client.recv(4096) == delayed
-        retries = []
-        for _ in range(10):  # bounded: the message goes out at the third retry
-            conn.waiting_input = True  # parked for reading, as after every PARK_READ
-            due, deadline = server._timer_state(conn, clock.now)
-            assert due is pool_module._Due.NOTHING
-            clock.now = deadline
-            assert server._serve(conn) is pool_module._Outcome.PARK_READ
-            retries.append(clock.now)
-            sent = client.recv(4096)
-            if sent != delayed:
-                assert sent == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
-                break
-        assert retries == [1011.0, 1013.0, 1017.0]
-        conn.waiting_input = True
-        assert server._timer_state(conn, clock.now)[1] == pytest.approx(2800.0)  # the autologout's
+        _delivery_retried_through_store_errors(server, conn, client, conv, clock, monkeypatch)
 
 
 def test_with_notify_between_commands_a_push_that_met_a_store_error_is_made_again_by_the_pools_timer(
@@ -1379,37 +1387,7 @@ def test_with_notify_between_commands_a_push_that_met_a_store_error_is_made_agai
         assert conv.send(b"n1 NOTIFY SET (selected (MessageNew MessageExpunge))\r\n") == [
             b"n1 OK NOTIFY completed"]   # answered at 1000
         conn.idle_limit = conv.session.idle_timeout()
-        conv.add_message()
-        failures = [3]
-        catch_up = conv.store.view_changes_since
-
-        def busy(*args: Any, **kwargs: Any) -> Any:
-            if failures[0]:
-                failures[0] -= 1
-                raise StoreBusy("too many concurrent readers")
-            return catch_up(*args, **kwargs)
-
-        monkeypatch.setattr(conv.store, "view_changes_since", busy)
-        delayed = b"* NO [UNAVAILABLE] Changes to the mailbox will be reported later: too many concurrent readers\r\n"
-        clock.now = 1010.0
-        conn.wakeup_due = True   # the delivery's wake
-        assert server._serve(conn) is pool_module._Outcome.PARK_READ
-        assert client.recv(4096) == delayed
-        retries = []
-        for _ in range(10):  # bounded: the message goes out at the third retry
-            conn.waiting_input = True  # parked for reading, as after every PARK_READ
-            due, deadline = server._timer_state(conn, clock.now)
-            assert due is pool_module._Due.NOTHING
-            clock.now = deadline
-            assert server._serve(conn) is pool_module._Outcome.PARK_READ
-            retries.append(clock.now)
-            sent = client.recv(4096)
-            if sent != delayed:
-                assert sent == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
-                break
-        assert retries == [1011.0, 1013.0, 1017.0]
-        conn.waiting_input = True
-        assert server._timer_state(conn, clock.now)[1] == pytest.approx(2800.0)  # the autologout's
+        _delivery_retried_through_store_errors(server, conn, client, conv, clock, monkeypatch)
 
 
 def _parked(server: Server, conn: pool_module._Connection, at: float) -> pool_module._Due:
