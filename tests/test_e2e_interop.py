@@ -207,7 +207,9 @@ def _fetchmail_rc(home: Path, server: GximapProcess, outbox: Path, *options: str
         f"poll localhost protocol IMAP port {server.tls_port}\n"
         '  user "alice" password "secret" is "alice" here\n'
         f"  ssl sslcertck sslcertfile {server.cert}\n"
-        f"  mda \"/bin/sh -c 'cat > {outbox}/msg.$$'\"\n"
+        # Written under another name, then renamed: the test counts msg.* files as delivered
+        # and read one half-written once (an empty message).
+        f"  mda \"/bin/sh -c 'cat > {outbox}/part.$$ && mv {outbox}/part.$$ {outbox}/msg.$$'\"\n"
         + "".join(f"  {option}\n" for option in options)
     )
     rc.chmod(0o600)
