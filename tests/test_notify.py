@@ -781,9 +781,9 @@ def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
         b.command('SETMETADATA Lists (/private/comment "hi")')
         assert a.wake() == [BUSY_WARNING]
     uidvalidity = a.folder("Lists").uidvalidity
-    assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a',
+    assert a.timeout() == [b"* OK Still here",
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
-                           b"* METADATA Lists /private/comment"]
+                           b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a', b"* METADATA Lists /private/comment"]
 
 
 def test_a_change_heard_after_a_commands_catch_up_is_pushed_after_its_answer(
@@ -1460,6 +1460,20 @@ def test_a_subscription_a_rename_listed_is_known_to_the_client(pair: tuple[Conve
         b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
     b.command("UNSUBSCRIBE Lists/b")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b']
+
+
+def test_a_subscription_change_after_a_rename_is_told_after_it(pair: tuple[Conversation, Conversation]) -> None:
+    """A client applies the LISTs in order, a rename moving the subscriptions of the children it
+    knows (section 5.4): another's UNSUBSCRIBE of a child the RENAME moved is told after the
+    rename's LIST. Told before it, the rename then moved the child's old subscription onto the
+    new name, and the client had Zed/a subscribed."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("RENAME Lists Zed")
+    b.command("UNSUBSCRIBE Zed/a")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Zed ("OLDNAME" (Lists))',
+                        b'* LIST (\\HasNoChildren) "/" Zed/a']
 
 
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:

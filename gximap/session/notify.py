@@ -431,12 +431,12 @@ class NotifyState:
                 attributes = self._attributes(parent)
                 if self._listed.get(parent) != attributes:
                     folder_lines.append(self._list_line(session, parent, attributes))
-        out: list[bytes] = []
+        out = folder_lines
         if subscription_notice:
-            # (Compared after the folders: a RENAME's move of a subscription is its LIST's
-            # \Subscribed, not a change of subscriptions.)
+            # Compared with the subscriptions as the folder LISTs leave them (a RENAME's move of
+            # a subscription is its LIST's \Subscribed, not a change), and told after them: the
+            # client's rename would else move a child's subscription it had just been told of.
             out.extend(self._subscription_changes(session))
-        out.extend(folder_lines)
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
