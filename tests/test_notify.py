@@ -1476,6 +1476,33 @@ def test_a_subscription_change_after_a_rename_is_told_after_it(pair: tuple[Conve
                         b'* LIST (\\HasNoChildren) "/" Zed/a']
 
 
+@pytest.mark.parametrize("events", ["(SubscriptionChange)", "(MailboxName SubscriptionChange)"])
+def test_a_subscription_a_rename_moved_to_a_mailbox_deleted_since_is_told(
+        pair: tuple[Conversation, Conversation], events: str) -> None:
+    """RENAME moves the subscription (section 5.4), DELETE leaves it (RFC 3501 section 6.3.4):
+    after another's RENAME Archive Projects and DELETE Projects, Projects is subscribed without a
+    mailbox (section 5.5, RFC 5258 section 3). The report saw Archive gone and nothing of
+    Projects: the subscription the client had not heard moved was not told, and the NOTIFY
+    model run (tests/test_notify_model.py) found its watcher's subscriptions short of Projects.
+    Archive's LIST is MailboxName's, or SubscriptionChange's (no longer subscribed)."""
+    a, b = pair
+    a.command(f"NOTIFY SET (personal {events})")
+    b.command("RENAME Archive Projects")
+    b.command("DELETE Projects")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Archive', b'* LIST (\\Subscribed \\NonExistent) "/" Projects']
+    b.command("UNSUBSCRIBE Projects")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Projects']
+    # A child moved with its parent and deleted: its subscription stays under the new name.
+    b.command("SUBSCRIBE Lists/a")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a']
+    b.command("RENAME Lists Zed")
+    b.command("DELETE Zed/a")
+    told = [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed/a']
+    if "MailboxName" in events:   # (the child's end first, while the client has it under Lists)
+        told[1:1] = [b'* LIST (\\HasNoChildren) "/" Zed ("OLDNAME" (Lists))', b'* LIST (\\NonExistent) "/" Lists']
+    assert a.wake() == told
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

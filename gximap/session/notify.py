@@ -385,14 +385,20 @@ class NotifyState:
         try:
             found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in looked}
             subscription_notice = any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices)
+            # A RENAME moves the subscription with no notice: its LIST's \Subscribed tells the
+            # new name's (_renamed). A folder another session renamed and then deleted is seen
+            # gone, the name its subscription went to unseen: the subscriptions are compared.
+            subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
+                folder is None and folder_id in dirty and folder_id in self.folders
+                for folder_id, folder in found.items()))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
             # serve the session between two). Subscriptions are read for a LIST's \Subscribed,
             # and after a RENAME (which moves them) for the subscribed filter.
-            lists_names = (subscription_notice and self._lists_subscriptions) or self._lists_folders(found, dirty)
+            lists_names = (subscriptions_changed and self._lists_subscriptions) or self._lists_folders(found, dirty)
             renamed = any(folder is not None and (old := self.folders.get(folder_id)) is not None
                           and old.name != folder.name for folder_id, folder in found.items())
-            subscribed = set(store.subscriptions(user)) if subscription_notice or lists_names or renamed else None
+            subscribed = set(store.subscriptions(user)) if subscriptions_changed or lists_names or renamed else None
             names_now = ({entry.name: entry.special_use for entry in store.folder_entries(user)}
                          if lists_names else None)
             annotated = [(folder_id, name, _metadata_digests(store, user, folder_id))
@@ -432,7 +438,7 @@ class NotifyState:
                 if self._listed.get(parent) != attributes:
                     folder_lines.append(self._list_line(session, parent, attributes))
         out = folder_lines
-        if subscription_notice:
+        if subscriptions_changed:
             # Compared with the subscriptions as the folder LISTs leave them (a RENAME's move of
             # a subscription is its LIST's \Subscribed, not a change), and told after them: the
             # client's rename would else move a child's subscription it had just been told of.
