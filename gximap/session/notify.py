@@ -16,12 +16,14 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
   renamed one, none for the children a rename moved with it (RFC 5465 section 5.4), but a LIST of
   the old parent that lost its last child and of the new one that got its first (their
-  \\HasChildren: _rename_affects_parents). RENAME INBOX
-  moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb names in a notice:
-  that mailbox gets ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be
-  created"), but its STATUS;
+  \\HasChildren: _rename_affects_parents). RENAME INBOX moves INBOX's messages into a new
+  mailbox (RFC 3501 section 6.3.5), which midb names in a notice: that mailbox gets
+  ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be created"), but its
+  STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
-  ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
+  ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3), after the folders' LISTs
+  (a rename's tells the subscription it moved; that of a mailbox renamed and deleted since is
+  found by comparing the subscriptions);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
@@ -45,12 +47,13 @@ state may hold another session's change committed meanwhile whose event comes la
 from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
 another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
 its change may be among what was taken in (a new name the client's RENAMEs do not explain is
-another's: its LIST has the name the client knew as OLDNAME, and the children it moved none); but for one at that very modseq when the client's own
-commit gave it (no other commit has it: that event is a RENAME's, after the read, which repeats
-the modseq and changes no counter). Subscriptions and annotations have no modseq: the
-client's own SUBSCRIBE, UNSUBSCRIBE and SETMETADATA say what they changed (own_subscription,
-own_metadata), which the base a report compares with takes in; a report after them then finds
-nothing of theirs, and anything else that changed.
+another's: its LIST has the name the client knew as OLDNAME, and the children it moved none);
+but for one at that very modseq when the client's own commit gave it (no other commit has it:
+that event is a RENAME's, after the read, which repeats the modseq and changes no counter).
+Subscriptions and annotations have no modseq: the client's own SUBSCRIBE, UNSUBSCRIBE and
+SETMETADATA say what they changed (own_subscription, own_metadata), which the base a report
+compares with takes in; a report after them then finds nothing of theirs, and anything else that
+changed.
 AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
 are declined with NO [BADEVENT] (section 5).
 
@@ -366,7 +369,7 @@ class NotifyState:
         dirty, notices, own = pending
         if not dirty and not notices and not own:
             return []   # (every command's end with NOTIFY set comes here)
-        from_inbox = {folder_id for _account, notice in notices
+        from_inbox = {folder_id for _folder, notice in notices
                       if (folder_id := events.inbox_renamed_to(notice)) is not None}
         if from_inbox:
             # The folders INBOX's messages moved into are read for the notice, their own events
