@@ -1503,6 +1503,21 @@ def test_a_subscription_a_rename_moved_to_a_mailbox_deleted_since_is_told(
     assert a.wake() == told
 
 
+def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tuple[Conversation, Conversation]) -> None:
+    """The other way round: a name subscribed without a mailbox (DELETE keeps the subscription,
+    RFC 3501 section 6.3.4), made again and renamed before the report. The RENAME moved the
+    subscription away (section 5.4); the report saw a new mailbox Projects, listed \\Subscribed,
+    and the client kept Notes subscribed. Found by the NOTIFY model run."""
+    a, b = pair
+    b.command("CREATE Notes")
+    b.command("SUBSCRIBE Notes")
+    b.command("DELETE Notes")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("CREATE Notes")
+    b.command("RENAME Notes Projects")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Projects', b'* LIST (\\NonExistent) "/" Notes']
+
+
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:
     """Section 5.4: RENAME moves the subscription (the new name is subscribed by the server):
     its LIST says \\Subscribed. Section 6.4: the subscribed filter follows it."""

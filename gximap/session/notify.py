@@ -22,8 +22,8 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
   ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3), after the folders' LISTs
-  (a rename's tells the subscription it moved; that of a mailbox renamed and deleted since is
-  found by comparing the subscriptions);
+  (a rename's tells the subscription it moved; that of a mailbox renamed and deleted since, or
+  made and renamed, is found by comparing the subscriptions);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
@@ -390,10 +390,11 @@ class NotifyState:
             subscription_notice = any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices)
             # A RENAME moves the subscription with no notice: its LIST's \Subscribed tells the
             # new name's (_renamed). A folder another session renamed and then deleted is seen
-            # gone, the name its subscription went to unseen: the subscriptions are compared.
+            # gone, one it made and then renamed is seen new, and the name the subscription went
+            # to, or came from, unseen: the subscriptions are compared.
             subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
-                folder is None and folder_id in dirty and folder_id in self.folders
-                for folder_id, folder in found.items()))
+                (folder is None) != (folder_id not in self.folders)   # gone, or new
+                for folder_id, folder in found.items() if folder_id in dirty))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
             # serve the session between two). Subscriptions are read for a LIST's \Subscribed,
