@@ -1516,6 +1516,14 @@ def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tup
     b.command("CREATE Notes")
     b.command("RENAME Notes Projects")
     assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Projects', b'* LIST (\\NonExistent) "/" Notes']
+    # Made, renamed and deleted before the report: no LIST of the mailbox's, but the
+    # subscription's move.
+    a.store.set_subscribed("alice", "Notes", True)   # (as another tool may: SUBSCRIBE wants a mailbox)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Notes']
+    b.command("CREATE Notes")
+    b.command("RENAME Notes Gone")
+    b.command("DELETE Gone")
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Gone', b'* LIST (\\NonExistent) "/" Notes']
 
 
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:

@@ -390,10 +390,10 @@ class NotifyState:
             subscription_notice = any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices)
             # A RENAME moves the subscription with no notice: its LIST's \Subscribed tells the
             # new name's (_renamed). A folder another session renamed and then deleted is seen
-            # gone, one it made and then renamed is seen new, and the name the subscription went
-            # to, or came from, unseen: the subscriptions are compared.
+            # gone, one it made and then renamed new (or not at all, deleted too), and the name
+            # the subscription went to, or came from, unseen: the subscriptions are compared.
             subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
-                (folder is None) != (folder_id not in self.folders)   # gone, or new
+                folder is None or folder_id not in self.folders
                 for folder_id, folder in found.items() if folder_id in dirty))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
