@@ -781,9 +781,9 @@ def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
         b.command('SETMETADATA Lists (/private/comment "hi")')
         assert a.wake() == [BUSY_WARNING]
     uidvalidity = a.folder("Lists").uidvalidity
-    assert a.timeout() == [b"* OK Still here", b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a',
+    assert a.timeout() == [b"* OK Still here",
                            b"* STATUS Lists (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % uidvalidity,
-                           b"* METADATA Lists /private/comment"]
+                           b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a', b"* METADATA Lists /private/comment"]
 
 
 def test_a_change_heard_after_a_commands_catch_up_is_pushed_after_its_answer(
@@ -1460,6 +1460,70 @@ def test_a_subscription_a_rename_listed_is_known_to_the_client(pair: tuple[Conve
         b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
     b.command("UNSUBSCRIBE Lists/b")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b']
+
+
+def test_a_subscription_change_after_a_rename_is_told_after_it(pair: tuple[Conversation, Conversation]) -> None:
+    """A client applies the LISTs in order, a rename moving the subscriptions of the children it
+    knows (section 5.4): another's UNSUBSCRIBE of a child the RENAME moved is told after the
+    rename's LIST. Told before it, the rename then moved the child's old subscription onto the
+    new name, and the client had Zed/a subscribed."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("RENAME Lists Zed")
+    b.command("UNSUBSCRIBE Zed/a")
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Zed ("OLDNAME" (Lists))',
+                        b'* LIST (\\HasNoChildren) "/" Zed/a']
+
+
+@pytest.mark.parametrize("events", ["(SubscriptionChange)", "(MailboxName SubscriptionChange)"])
+def test_a_subscription_a_rename_moved_to_a_mailbox_deleted_since_is_told(
+        pair: tuple[Conversation, Conversation], events: str) -> None:
+    """RENAME moves the subscription (section 5.4), DELETE leaves it (RFC 3501 section 6.3.4):
+    after another's RENAME Archive Projects and DELETE Projects, Projects is subscribed without a
+    mailbox (section 5.5, RFC 5258 section 3). The report saw Archive gone and nothing of
+    Projects: the subscription the client had not heard moved was not told, and the NOTIFY
+    model run (tests/test_notify_model.py) found its watcher's subscriptions short of Projects.
+    Archive's LIST is MailboxName's, or SubscriptionChange's (no longer subscribed)."""
+    a, b = pair
+    a.command(f"NOTIFY SET (personal {events})")
+    b.command("RENAME Archive Projects")
+    b.command("DELETE Projects")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Archive', b'* LIST (\\Subscribed \\NonExistent) "/" Projects']
+    b.command("UNSUBSCRIBE Projects")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Projects']
+    # A child moved with its parent and deleted: its subscription stays under the new name.
+    b.command("SUBSCRIBE Lists/a")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a']
+    b.command("RENAME Lists Zed")
+    b.command("DELETE Zed/a")
+    told = [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed/a']
+    if "MailboxName" in events:   # (the child's end first, while the client has it under Lists)
+        told[1:1] = [b'* LIST (\\HasNoChildren) "/" Zed ("OLDNAME" (Lists))', b'* LIST (\\NonExistent) "/" Lists']
+    assert a.wake() == told
+
+
+def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tuple[Conversation, Conversation]) -> None:
+    """The other way round: a name subscribed without a mailbox (DELETE keeps the subscription,
+    RFC 3501 section 6.3.4), made again and renamed before the report. The RENAME moved the
+    subscription away (section 5.4); the report saw a new mailbox Projects, listed \\Subscribed,
+    and the client kept Notes subscribed. Found by the NOTIFY model run."""
+    a, b = pair
+    b.command("CREATE Notes")
+    b.command("SUBSCRIBE Notes")
+    b.command("DELETE Notes")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("CREATE Notes")
+    b.command("RENAME Notes Projects")
+    assert a.wake() == [b'* LIST (\\Subscribed \\HasNoChildren) "/" Projects', b'* LIST (\\NonExistent) "/" Notes']
+    # Made, renamed and deleted before the report: no LIST of the mailbox's, but the
+    # subscription's move.
+    a.store.set_subscribed("alice", "Notes", True)   # (as another tool may: SUBSCRIBE wants a mailbox)
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Notes']
+    b.command("CREATE Notes")
+    b.command("RENAME Notes Gone")
+    b.command("DELETE Gone")
+    assert a.wake() == [b'* LIST (\\Subscribed \\NonExistent) "/" Gone', b'* LIST (\\NonExistent) "/" Notes']
 
 
 def test_a_renamed_subscribed_mailbox_is_listed_subscribed(pair: tuple[Conversation, Conversation]) -> None:

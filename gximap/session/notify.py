@@ -16,12 +16,14 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
   renamed one, none for the children a rename moved with it (RFC 5465 section 5.4), but a LIST of
   the old parent that lost its last child and of the new one that got its first (their
-  \\HasChildren: _rename_affects_parents). RENAME INBOX
-  moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb names in a notice:
-  that mailbox gets ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be
-  created"), but its STATUS;
+  \\HasChildren: _rename_affects_parents). RENAME INBOX moves INBOX's messages into a new
+  mailbox (RFC 3501 section 6.3.5), which midb names in a notice: that mailbox gets
+  ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be created"), but its
+  STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
-  ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3);
+  ``\\NonExistent`` when no mailbox has that name (RFC 5258 section 3), after the folders' LISTs
+  (a rename's tells the subscription it moved; that of a mailbox renamed and deleted since, or
+  made and renamed, is found by comparing the subscriptions);
 * MailboxMetadataChange / ServerMetadataChange: ``* METADATA name entry ...`` naming the entries
   whose values changed (RFC 5464 section 4.4.2), found by comparing digests of the values.
 
@@ -45,12 +47,13 @@ state may hold another session's change committed meanwhile whose event comes la
 from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
 another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
 its change may be among what was taken in (a new name the client's RENAMEs do not explain is
-another's: its LIST has the name the client knew as OLDNAME, and the children it moved none); but for one at that very modseq when the client's own
-commit gave it (no other commit has it: that event is a RENAME's, after the read, which repeats
-the modseq and changes no counter). Subscriptions and annotations have no modseq: the
-client's own SUBSCRIBE, UNSUBSCRIBE and SETMETADATA say what they changed (own_subscription,
-own_metadata), which the base a report compares with takes in; a report after them then finds
-nothing of theirs, and anything else that changed.
+another's: its LIST has the name the client knew as OLDNAME, and the children it moved none);
+but for one at that very modseq when the client's own commit gave it (no other commit has it:
+that event is a RENAME's, after the read, which repeats the modseq and changes no counter).
+Subscriptions and annotations have no modseq: the client's own SUBSCRIBE, UNSUBSCRIBE and
+SETMETADATA say what they changed (own_subscription, own_metadata), which the base a report
+compares with takes in; a report after them then finds nothing of theirs, and anything else that
+changed.
 AnnotationChange (RFC 5257 message annotations, which gximap does not have) and unknown events
 are declined with NO [BADEVENT] (section 5).
 
@@ -366,7 +369,7 @@ class NotifyState:
         dirty, notices, own = pending
         if not dirty and not notices and not own:
             return []   # (every command's end with NOTIFY set comes here)
-        from_inbox = {folder_id for _account, notice in notices
+        from_inbox = {folder_id for _folder, notice in notices
                       if (folder_id := events.inbox_renamed_to(notice)) is not None}
         if from_inbox:
             # The folders INBOX's messages moved into are read for the notice, their own events
@@ -385,14 +388,21 @@ class NotifyState:
         try:
             found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in looked}
             subscription_notice = any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices)
+            # A RENAME moves the subscription with no notice: its LIST's \Subscribed tells the
+            # new name's (_renamed). A folder another session renamed and then deleted is seen
+            # gone, one it made and then renamed new (or not at all, deleted too), and the name
+            # the subscription went to, or came from, unseen: the subscriptions are compared.
+            subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
+                folder is None or folder_id not in self.folders
+                for folder_id, folder in found.items() if folder_id in dirty))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
             # serve the session between two). Subscriptions are read for a LIST's \Subscribed,
             # and after a RENAME (which moves them) for the subscribed filter.
-            lists_names = (subscription_notice and self._lists_subscriptions) or self._lists_folders(found, dirty)
+            lists_names = (subscriptions_changed and self._lists_subscriptions) or self._lists_folders(found, dirty)
             renamed = any(folder is not None and (old := self.folders.get(folder_id)) is not None
                           and old.name != folder.name for folder_id, folder in found.items())
-            subscribed = set(store.subscriptions(user)) if subscription_notice or lists_names or renamed else None
+            subscribed = set(store.subscriptions(user)) if subscriptions_changed or lists_names or renamed else None
             names_now = ({entry.name: entry.special_use for entry in store.folder_entries(user)}
                          if lists_names else None)
             annotated = [(folder_id, name, _metadata_digests(store, user, folder_id))
@@ -431,12 +441,12 @@ class NotifyState:
                 attributes = self._attributes(parent)
                 if self._listed.get(parent) != attributes:
                     folder_lines.append(self._list_line(session, parent, attributes))
-        out: list[bytes] = []
-        if subscription_notice:
-            # (Compared after the folders: a RENAME's move of a subscription is its LIST's
-            # \Subscribed, not a change of subscriptions.)
+        out = folder_lines
+        if subscriptions_changed:
+            # Compared with the subscriptions as the folder LISTs leave them (a RENAME's move of
+            # a subscription is its LIST's \Subscribed, not a change), and told after them: the
+            # client's rename would else move a child's subscription it had just been told of.
             out.extend(self._subscription_changes(session))
-        out.extend(folder_lines)
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
