@@ -1254,21 +1254,29 @@ def test_idle_keepalives_keep_their_interval_after_a_push_the_client_was_slow_to
         assert server._serve(conn) is pool_module._Outcome.PARK_READ
         assert conn.last_activity == 1050.0
         assert client.recv(4096) == b"* 1 EXISTS\r\n"
-        stamps = []
-        for _ in range(20):  # bounded: the autologout ends it after 14
-            conn.waiting_input = True  # parked for reading, as after every PARK_READ
-            due, deadline = server._timer_state(conn, clock.now)
-            assert due is pool_module._Due.NOTHING
-            clock.now = deadline
-            outcome = server._serve(conn)
-            line = client.recv(4096)
-            if outcome is pool_module._Outcome.CLOSED:
-                assert line == b"* BYE Autologout; idle for too long\r\n"
-                break
-            assert outcome is pool_module._Outcome.PARK_READ and line == b"* OK Still here\r\n"
-            stamps.append(clock.now)
+        stamps = _keepalive_times(server, conn, client, clock, 20)  # the autologout ends it after 14
         assert stamps == [1050.0 + 120.0 * n for n in range(1, 15)]
         assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
+
+
+def _keepalive_times(server: Server, conn: pool_module._Connection, client: socket.socket,
+                     clock: SimpleNamespace, rounds: int) -> list[float]:
+    """Let the idle timer expire up to ``rounds`` times (bounded): the times of the keepalives it
+    sent, until the autologout's BYE closes the connection."""
+    stamps: list[float] = []
+    for _ in range(rounds):
+        conn.waiting_input = True  # parked for reading, as after every PARK_READ
+        due, deadline = server._timer_state(conn, clock.now)
+        assert due is pool_module._Due.NOTHING
+        clock.now = deadline
+        outcome = server._serve(conn)
+        line = client.recv(4096)
+        if outcome is pool_module._Outcome.CLOSED:
+            assert line == b"* BYE Autologout; idle for too long\r\n"
+            break
+        assert outcome is pool_module._Outcome.PARK_READ and line == b"* OK Still here\r\n"
+        stamps.append(clock.now)
+    return stamps
 
 
 @pytest.mark.parametrize("slot_comes", [True, False])
@@ -1296,19 +1304,7 @@ def test_idle_keepalives_go_on_while_the_sessions_own_work_waits_in_idle(
         assert server._serve(conn) is pool_module._Outcome.PARK_READ
         assert client.recv(4096) == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
         assert conv.session.awaiting()  # the live search waits for the slot
-        stamps = []
-        for _ in range(2 if slot_comes else 20):  # bounded: the autologout ends it after 14
-            conn.waiting_input = True  # parked for reading, as after every PARK_READ
-            due, deadline = server._timer_state(conn, clock.now)
-            assert due is pool_module._Due.NOTHING
-            clock.now = deadline
-            outcome = server._serve(conn)
-            line = client.recv(4096)
-            if outcome is pool_module._Outcome.CLOSED:
-                assert line == b"* BYE Autologout; idle for too long\r\n"
-                break
-            assert outcome is pool_module._Outcome.PARK_READ and line == b"* OK Still here\r\n"
-            stamps.append(clock.now)
+        stamps = _keepalive_times(server, conn, client, clock, 2 if slot_comes else 20)
         if not slot_comes:
             assert stamps == [1000.0 + 120.0 * n for n in range(1, 15)]
             assert clock.now == pytest.approx(2800.0)  # 30 minutes after the last input
