@@ -722,7 +722,7 @@ class ImapSession:
         """A UID FETCH of ``atts`` the client did not ask for (NOTIFY's MessageNew, a live search's
         UPDATE (...)) and its steps. RFC 7162 section 3.1: a CONDSTORE-aware client gets UID and
         MODSEQ in every unsolicited FETCH; this one answers no FETCH of its own."""
-        if condstore.enabled(self) and not any(att.name == "MODSEQ" for att in atts):
+        if condstore.enabled(self) and not condstore.names_modseq(atts):
             atts = (*atts, cmds.FetchAtt("MODSEQ"))
         cmd = cmds.Fetch(b"*", True, uids, atts)
         registration = REGISTRY.lookup(cmd)
