@@ -694,6 +694,13 @@ class NotifyState:
             self.subscriptions.discard(old)
             self.subscriptions.add(new)
 
+    def _unquiet(self, folder_id: int) -> None:
+        """``folder_id`` is no longer quiet: gone, or reported as it is."""
+        self._quiet.pop(folder_id, None)
+        self._quiet_own.discard(folder_id)
+        self._quiet_renamed.pop(folder_id, None)
+        self._quiet_moved.discard(folder_id)
+
     def _absorb(self, folder_id: int, folder: Any, own_last: bool, own_renames: list[tuple[str, str]]) -> None:
         """Take in a folder only the client's own commits changed, unreported: it knows (section
         5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring); ``own_last``:
@@ -701,10 +708,7 @@ class NotifyState:
         last report, (old, new)."""
         old = self.folders.get(folder_id)
         if folder is None:
-            self._quiet.pop(folder_id, None)
-            self._quiet_own.discard(folder_id)
-            self._quiet_renamed.pop(folder_id, None)
-            self._quiet_moved.discard(folder_id)
+            self._unquiet(folder_id)
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
@@ -753,10 +757,7 @@ class NotifyState:
         renamed_unreported = self._quiet_renamed.get(folder_id) if forced else None
         moved_unreported = forced and folder_id in self._quiet_moved
         if forced or folder is None:
-            self._quiet.pop(folder_id, None)
-            self._quiet_own.discard(folder_id)
-            self._quiet_renamed.pop(folder_id, None)
-            self._quiet_moved.discard(folder_id)
+            self._unquiet(folder_id)
         out: list[bytes] = []
         if folder is None:
             if old is not None:
