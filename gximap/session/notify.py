@@ -779,9 +779,8 @@ class NotifyState:
             listed = False
             old_name = old.name if old is not None else from_inbox
             if self.wants(folder.name, "MailboxName") or (old_name is not None and self.wants(old_name, "MailboxName")):
-                # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
-                oldname = b"" if old_name is None else b' ("OLDNAME" (%b))' % wire_name(session, old_name)
-                out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
+                out.append(self._list_line(session, folder.name, self._attributes(folder.name),
+                                           _oldname(session, old_name)))
                 listed = True
             if old_name is not None:
                 # (Before _renamed: the snapshot still has the names the rename changed.)
@@ -794,8 +793,8 @@ class NotifyState:
             # Another session's RENAME taken in with the client's own change: told now, as any
             # rename (section 5.4), with the name the client knew.
             if self.wants(folder.name, "MailboxName") or self.wants(renamed_unreported, "MailboxName"):
-                oldname = b' ("OLDNAME" (%b))' % wire_name(session, renamed_unreported)
-                out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
+                out.append(self._list_line(session, folder.name, self._attributes(folder.name),
+                                           _oldname(session, renamed_unreported)))
             self._rename_affects_parents(folder_id, renamed_unreported, folder.name, children_moved=True)
         elif forced and not moved_unreported and self.wants(folder.name, "MailboxName"):
             out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
@@ -832,6 +831,12 @@ class NotifyState:
     def wants_server_metadata(self) -> bool:
         # RFC 5465 section 5.7: an event of the server, not of a mailbox: any group may ask.
         return any("ServerMetadataChange" in group.events for group in self._others)
+
+
+def _oldname(session: Any, name: str | None) -> bytes:
+    """A renamed mailbox's LIST extended data naming ``name``, its old name (RFC 5465 section
+    5.4, RFC 5258 section 3.5); none without one."""
+    return b"" if name is None else b' ("OLDNAME" (%b))' % wire_name(session, name)
 
 
 def _renamed_by(name: str, renames: list[tuple[str, str]]) -> str:
