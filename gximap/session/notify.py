@@ -694,6 +694,13 @@ class NotifyState:
             self.subscriptions.discard(old)
             self.subscriptions.add(new)
 
+    def _unquiet(self, folder_id: int) -> None:
+        """``folder_id`` is no longer quiet: gone, or reported as it is."""
+        self._quiet.pop(folder_id, None)
+        self._quiet_own.discard(folder_id)
+        self._quiet_renamed.pop(folder_id, None)
+        self._quiet_moved.discard(folder_id)
+
     def _absorb(self, folder_id: int, folder: Any, own_last: bool, own_renames: list[tuple[str, str]]) -> None:
         """Take in a folder only the client's own commits changed, unreported: it knows (section
         5). The folder is quiet at the HIGHESTMODSEQ read (see the module docstring); ``own_last``:
@@ -701,10 +708,7 @@ class NotifyState:
         last report, (old, new)."""
         old = self.folders.get(folder_id)
         if folder is None:
-            self._quiet.pop(folder_id, None)
-            self._quiet_own.discard(folder_id)
-            self._quiet_renamed.pop(folder_id, None)
-            self._quiet_moved.discard(folder_id)
+            self._unquiet(folder_id)
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
@@ -753,10 +757,7 @@ class NotifyState:
         renamed_unreported = self._quiet_renamed.get(folder_id) if forced else None
         moved_unreported = forced and folder_id in self._quiet_moved
         if forced or folder is None:
-            self._quiet.pop(folder_id, None)
-            self._quiet_own.discard(folder_id)
-            self._quiet_renamed.pop(folder_id, None)
-            self._quiet_moved.discard(folder_id)
+            self._unquiet(folder_id)
         out: list[bytes] = []
         if folder is None:
             if old is not None:
@@ -778,9 +779,8 @@ class NotifyState:
             listed = False
             old_name = old.name if old is not None else from_inbox
             if self.wants(folder.name, "MailboxName") or (old_name is not None and self.wants(old_name, "MailboxName")):
-                # RFC 5465 section 5.4, RFC 5258 section 3.5: a rename says the old name.
-                oldname = b"" if old_name is None else b' ("OLDNAME" (%b))' % wire_name(session, old_name)
-                out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
+                out.append(self._list_line(session, folder.name, self._attributes(folder.name),
+                                           _oldname(session, old_name)))
                 listed = True
             if old_name is not None:
                 # (Before _renamed: the snapshot still has the names the rename changed.)
@@ -793,8 +793,8 @@ class NotifyState:
             # Another session's RENAME taken in with the client's own change: told now, as any
             # rename (section 5.4), with the name the client knew.
             if self.wants(folder.name, "MailboxName") or self.wants(renamed_unreported, "MailboxName"):
-                oldname = b' ("OLDNAME" (%b))' % wire_name(session, renamed_unreported)
-                out.append(self._list_line(session, folder.name, self._attributes(folder.name), oldname))
+                out.append(self._list_line(session, folder.name, self._attributes(folder.name),
+                                           _oldname(session, renamed_unreported)))
             self._rename_affects_parents(folder_id, renamed_unreported, folder.name, children_moved=True)
         elif forced and not moved_unreported and self.wants(folder.name, "MailboxName"):
             out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
@@ -831,6 +831,12 @@ class NotifyState:
     def wants_server_metadata(self) -> bool:
         # RFC 5465 section 5.7: an event of the server, not of a mailbox: any group may ask.
         return any("ServerMetadataChange" in group.events for group in self._others)
+
+
+def _oldname(session: Any, name: str | None) -> bytes:
+    """A renamed mailbox's LIST extended data naming ``name``, its old name (RFC 5465 section
+    5.4, RFC 5258 section 3.5); none without one."""
+    return b"" if name is None else b' ("OLDNAME" (%b))' % wire_name(session, name)
 
 
 def _renamed_by(name: str, renames: list[tuple[str, str]]) -> str:
