@@ -1503,6 +1503,29 @@ def test_a_subscription_a_rename_moved_to_a_mailbox_deleted_since_is_told(
     assert a.wake() == told
 
 
+@pytest.mark.parametrize("spec", ["personal", "subscribed"])
+def test_a_rename_moves_subscriptions_told_by_subscription_change_alone(
+        pair: tuple[Conversation, Conversation], spec: str) -> None:
+    """Section 5.4: RENAME moves the subscriptions of the mailbox and its children. A client
+    that asked for SubscriptionChange but not MailboxName gets no LIST with OLDNAME: the move is
+    a subscription change of both names (section 5.5), the old ones' LISTs without \\Subscribed,
+    the new ones' with it. None came: the client kept Lists and Lists/a subscribed. Under the
+    subscribed filter the old names are no longer subscribed, but their subscription moved to
+    names it covers: the same change, told whole."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command(f"NOTIFY SET ({spec} (SubscriptionChange))")
+    b.command("RENAME Lists Zed")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                        b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+    # A rename of a mailbox not subscribed changes no subscription: nothing to tell.
+    b.command("CREATE Notes")
+    b.command("RENAME Notes Memo")
+    assert a.wake(require=False) == []
+
+
 def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tuple[Conversation, Conversation]) -> None:
     """The other way round: a name subscribed without a mailbox (DELETE keeps the subscription,
     RFC 3501 section 6.3.4), made again and renamed before the report. The RENAME moved the

@@ -179,6 +179,8 @@ class NotifyState:
         self._parents_now: set[str] = set()
         # During a report: the new folders INBOX's messages moved into (RENAME INBOX).
         self._from_inbox_now: set[int] = set()
+        # During a report: the renames of others no LIST told, old name -> new.
+        self._renames_now: dict[str, str] = {}
         # The attributes each name was last listed with: a parent whose LIST would say the same is
         # not listed again (a folder's own LIST has just told its \HasChildren, say).
         self._listed: dict[str, bytes] = {}
@@ -392,8 +394,10 @@ class NotifyState:
             # new name's (_renamed). A folder another session renamed and then deleted is seen
             # gone, one it made and then renamed new (or not at all, deleted too), and the name
             # the subscription went to, or came from, unseen: the subscriptions are compared.
+            # So too after another's RENAME that no LIST with OLDNAME may tell (no MailboxName
+            # for its names): the subscriptions it moved are changes of their own (section 5.5).
             subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
-                folder is None or folder_id not in self.folders
+                folder is None or (old := self.folders.get(folder_id)) is None or old.name != folder.name
                 for folder_id, folder in found.items() if folder_id in dirty))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
@@ -450,7 +454,7 @@ class NotifyState:
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
-        self._from_inbox_now = set()
+        self._from_inbox_now, self._renames_now = set(), {}
         return out
 
     def _lists_folders(self, found: dict[int, Any], dirty: dict[int, int]) -> bool:
@@ -593,11 +597,25 @@ class NotifyState:
         before, self.subscriptions = self.subscriptions, set(self.subscribed)
         out = []
         for name in sorted(self.subscriptions ^ before):
-            if self.wants(name, "SubscriptionChange"):
+            if self.wants(name, "SubscriptionChange") or self._moved_into_view(name, before):
                 # RFC 5258 section 3: a subscribed name without a mailbox is \NonExistent, in the
                 # attributes LIST (SUBSCRIBED) gives it (gximap.session.listing).
                 out.append(self._list_line(session, name, self._attributes(name)))
         return out
+
+    def _moved_into_view(self, name: str, before: set[str]) -> bool:
+        """Whether the subscription of ``name`` (``before``: the subscriptions the client knew)
+        went with a RENAME no LIST told to a name whose SubscriptionChange is reported: the
+        subscribed filter (section 6.4) no longer covers the old name, but the client is told it
+        gone, else it keeps it beside the new one."""
+        if name not in before:
+            return False
+        for old in (name, *reversed(listing.ancestors(name))):
+            new = self._renames_now.get(old)
+            if new is not None:
+                moved = new + name[len(old):]
+                return moved in self.subscriptions and self.wants(moved, "SubscriptionChange")
+        return False
 
     def _attributes(self, name: str) -> bytes:
         """The attributes LIST (RETURN (SUBSCRIBED)) gives ``name`` now (section 5.5: "all mailbox
@@ -785,8 +803,13 @@ class NotifyState:
             if old_name is not None:
                 # (Before _renamed: the snapshot still has the names the rename changed.)
                 self._rename_affects_parents(folder_id, old_name, folder.name, children_moved=old is not None)
-            if old is not None:
-                self._renamed(old.name, folder.name, found if listed else None)
+            if old is not None and listed:
+                self._renamed(old.name, folder.name, found)
+            elif old is not None:
+                # Not told: the client has the subscriptions where they were, and the
+                # comparison tells where they went (_subscription_changes).
+                self._listed.pop(old.name, None)
+                self._renames_now[old.name] = folder.name
             elif from_inbox is None:
                 self._affects_parent(folder.name)
         elif renamed_unreported is not None and renamed_unreported != folder.name:
