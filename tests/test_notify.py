@@ -1428,6 +1428,25 @@ def test_a_tree_renamed_beneath_a_name_its_own_rename_freed(pair: tuple[Conversa
                         b'* LIST (\\HasChildren) "/" Lists/a ("OLDNAME" (Zed))']
 
 
+def test_names_swapped_are_told_as_one_gone_and_made_again(pair: tuple[Conversation, Conversation]) -> None:
+    """RENAME Lists Tmp, RENAME Notes Lists, RENAME Tmp Notes heard together: each mailbox took the
+    other's name, and no order of two LISTs with OLDNAME tells it (the first renames onto a name
+    the client has; the second then moves both away). One is told gone (section 5.4:
+    \\NonExistent, its child first), the other's rename into the freed name, then the first made
+    again, its child too (it is new to the client). Told in name order, the client ended with
+    Notes, Notes/a and Notes/kid, and no Lists."""
+    a, b = pair
+    b.command("CREATE Notes/kid")
+    b.command("SUBSCRIBE Notes")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("RENAME Lists Tmp")
+    b.command("RENAME Notes Lists")
+    b.command("RENAME Tmp Notes")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Notes/kid', b'* LIST (\\NonExistent) "/" Notes',
+                        b'* LIST (\\HasChildren) "/" Notes ("OLDNAME" (Lists))',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/kid']
+
+
 def test_a_child_moved_or_deleted_on_its_own_is_told_before_its_parent_moves(
         pair: tuple[Conversation, Conversation]) -> None:
     """Lists/a renamed to Lists/b, then Lists renamed to Zed (heard together): Lists/a's rename is

@@ -47,6 +47,8 @@ PASSWORD = "secret"
 # Every name lives under one of these roots, so the subtree filter covers what personal does.
 NAMES = ("Projects", "Projects/a", "Projects/a/deep", "Projects/b", "Archive", "Archive/x", "Lists",
          "INBOX/sub")
+# The name a swap goes through (none of NAMES, so that it is free).
+SWAP_NAME = "Swapping"
 EVENTS = "(MessageNew MessageExpunge MailboxName SubscriptionChange)"
 FILTERS = (f"NOTIFY SET (personal {EVENTS})",
            f"NOTIFY SET STATUS (personal {EVENTS})",
@@ -231,6 +233,15 @@ class NotifyNamesModel(RuleBasedStateMachine):
     def rename(self, index: int, old: str, new: str) -> None:
         actor = self.actor(index)
         actor.run(f'RENAME "{old}" "{new}"', allow_no=True)
+        actor.reread()
+
+    @rule(index=st.integers(0, 2), first=st.sampled_from(NAMES), second=st.sampled_from(NAMES))
+    def swap(self, index: int, first: str, second: str) -> None:
+        """Two names swapped through a third, the watchers hearing the three renames together."""
+        actor = self.actor(index)
+        for old, new in ((first, SWAP_NAME), (second, first), (SWAP_NAME, second)):
+            if actor.run(f'RENAME "{old}" "{new}"', allow_no=True)[0] != "OK":
+                break
         actor.reread()
 
     @rule(index=st.integers(0, 2), name=st.sampled_from(("INBOX", *NAMES)), subscribe=st.booleans())

@@ -432,8 +432,10 @@ class NotifyState:
         self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
-        for folder_id, folder in self._report_sequence(found):
-            if folder_id in dirty:
+        for folder_id, folder, gone_first in self._report_sequence(found, dirty.keys()):
+            if gone_first:
+                folder_lines.extend(self._told_gone_first(session, folder_id))
+            elif folder_id in dirty:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
             else:
@@ -503,7 +505,7 @@ class NotifyState:
                 out.append((folder_id, folder.name))
         return out
 
-    def _report_sequence(self, found: dict[int, Any]) -> list[tuple[int, Any]]:
+    def _report_sequence(self, found: dict[int, Any], others: Iterable[int]) -> list[tuple[int, Any, bool]]:
         """The folders of a report in the order their changes are told. A client applies the
         LISTs one after another, a rename moving the children it knows of with it (section 5.4),
         so by name (parents a CREATE or RENAME made before the folders beneath them), but:
@@ -516,17 +518,21 @@ class NotifyState:
           it with its parent and keeps it there.
 
         A child that moved with its parent comes after it (the parent's LIST says its move). Names
-        swapped (a cycle) go in name order."""
-        items = sorted(found.items(), key=lambda item: self._report_order(*item))
-        renames = {old.name: folder.name for folder_id, folder in items
+        swapped (a cycle: A to T, B to A, T to B heard together) cannot all be told as renames,
+        each OLDNAME told before its name is taken: the first in name order of another's renames
+        in the cycle is told first as gone (``True``: _told_gone_first), which frees its name,
+        then as made anew, once the name it took is free."""
+        items = [(folder_id, folder, False)
+                 for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item))]
+        renames = {old.name: folder.name for folder_id, folder, _gone in items
                    if folder is not None and (old := self.folders.get(folder_id)) is not None
                    and old.name != folder.name}
-        if not renames and not any(folder is None for _folder_id, folder in items):
+        if not renames and not any(folder is None for _folder_id, folder, _gone in items):
             return items   # (nearly always: nothing to order but by name)
         freed: dict[str, list[tuple[int, bool]]] = {}   # old name -> (folder, a rename?)
         taken: dict[int, str] = {}                      # folder -> the name it now has anew
         carried: list[tuple[int, str]] = []             # (child, the old name of the parent it moved with)
-        for folder_id, folder in items:
+        for folder_id, folder, _gone in items:
             old = self.folders.get(folder_id)
             if old is not None and folder is not None:
                 moved_with = next((ancestor for ancestor in listing.ancestors(old.name)
@@ -564,26 +570,77 @@ class NotifyState:
         for folder_id, earlier in before.items():
             for freer in earlier:
                 freeing.setdefault(freer, []).append(folder_id)
-        position = {folder_id: index for index, (folder_id, _folder) in enumerate(items)}
-        ready = [index for index, (folder_id, _folder) in enumerate(items) if folder_id not in waits]
+        position = {folder_id: index for index, (folder_id, _folder, _gone) in enumerate(items)}
+        ready = [index for index, (folder_id, _folder, _gone) in enumerate(items) if folder_id not in waits]
         heapq.heapify(ready)
-        ordered: list[tuple[int, Any]] = []
+        ordered: list[tuple[int, Any, bool]] = []
         told: set[int] = set()
-        while len(ordered) < len(items):
+        gone_first: set[int] = set()
+        breakable = {folder_id for folder_id in others if folder_id in taken and folder_id in waits
+                     and folder_id in self.folders}
+        carried_ids = {child for child, _parent_name in carried}
+
+        def release(freer: int, *, names_only: bool) -> None:
+            for taker in freeing.get(freer, ()):
+                if (taker in carried_ids) == names_only:
+                    continue
+                waits[taker] -= 1
+                if waits[taker] == 0 and taker not in told:
+                    heapq.heappush(ready, position[taker])
+
+        while len(told) < len(items):
             if ready:
                 index = heapq.heappop(ready)
-            else:   # a cycle: the first left in name order is told first
-                index = next(index for index, (folder_id, _folder) in enumerate(items) if folder_id not in told)
+            else:   # a cycle
+                index = next((index for index, (folder_id, _folder, _gone) in enumerate(items)
+                              if folder_id in breakable and folder_id not in told and folder_id not in gone_first), -1)
+                if index >= 0:
+                    # Told gone first: its name is free for those waiting for it; the children
+                    # that moved with it still wait for it to be told made.
+                    folder_id, folder, _gone = items[index]
+                    gone_first.add(folder_id)
+                    ordered.append((folder_id, folder, True))
+                    release(folder_id, names_only=True)
+                    continue
+                # (Only the client's own renames left in it, told none: name order.)
+                index = next(index for index, (folder_id, _folder, _gone) in enumerate(items) if folder_id not in told)
             folder_id = items[index][0]
             if folder_id in told:
                 continue
             told.add(folder_id)
             ordered.append(items[index])
-            for taker in freeing.get(folder_id, ()):
-                waits[taker] -= 1
-                if waits[taker] == 0 and taker not in told:
-                    heapq.heappush(ready, position[taker])
+            if folder_id in gone_first:
+                release(folder_id, names_only=False)
+            else:
+                for taker in freeing.get(folder_id, ()):
+                    waits[taker] -= 1
+                    if waits[taker] == 0 and taker not in told:
+                        heapq.heappush(ready, position[taker])
         return ordered
+
+    def _told_gone_first(self, session: Any, folder_id: int) -> list[bytes]:
+        """A rename in a cycle of renames told as a DELETE of the old name, and of the names
+        beneath it that the client has (section 5.4: ``\\NonExistent``), children first; the
+        snapshot forgets them, so that their LISTs then tell them made (no OLDNAME: the name it
+        would say is taken again)."""
+        old = self.folders[folder_id]
+        prefix = old.name + listing.SEPARATOR
+        gone = sorted(((known_id, seen.name) for known_id, seen in self.folders.items()
+                       if seen.name == old.name or seen.name.startswith(prefix)),
+                      key=lambda item: item[1], reverse=True)
+        out = []
+        for known_id, name in gone:
+            del self.folders[known_id]
+            self.metadata.pop(known_id, None)
+            self._unquiet(known_id)
+            self._listed.pop(name, None)
+            if self.wants(name, "MailboxName"):
+                # Its subscription is told with the name that has it now (the LIST that makes it).
+                self.subscriptions.discard(name)
+                out.append(b"* LIST (%b) %b %b\r\n" % (listing.NONEXISTENT.encode("ascii"), DELIMITER,
+                                                        wire_name(session, name)))
+        self._affects_parent(old.name)
+        return out
 
     def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
         if folder is not None:
