@@ -16,8 +16,10 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
   renamed one, none for the children a rename moved with it (RFC 5465 section 5.4), but a LIST of
   the old parent that lost its last child and of the new one that got its first (their
-  \\HasChildren: _rename_affects_parents). RENAME INBOX moves INBOX's messages into a new
-  mailbox (RFC 3501 section 6.3.5), which midb names in a notice: that mailbox gets
+  \\HasChildren: _rename_affects_parents). Names swapped (a cycle of renames heard together)
+  are told as one mailbox gone and made again around the other's rename (_report_sequence).
+  RENAME INBOX moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb
+  names in a notice: that mailbox gets
   ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be created"), but its
   STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
