@@ -1428,6 +1428,25 @@ def test_a_tree_renamed_beneath_a_name_its_own_rename_freed(pair: tuple[Conversa
                         b'* LIST (\\HasChildren) "/" Lists/a ("OLDNAME" (Zed))']
 
 
+def test_names_swapped_are_told_as_one_gone_and_made_again(pair: tuple[Conversation, Conversation]) -> None:
+    """RENAME Lists Tmp, RENAME Notes Lists, RENAME Tmp Notes heard together: each mailbox took the
+    other's name, and no order of two LISTs with OLDNAME tells it (the first renames onto a name
+    the client has; the second then moves both away). One is told gone (section 5.4:
+    \\NonExistent, its child first), the other's rename into the freed name, then the first made
+    again, its child too (it is new to the client). Told in name order, the client ended with
+    Notes, Notes/a and Notes/kid, and no Lists."""
+    a, b = pair
+    b.command("CREATE Notes/kid")
+    b.command("SUBSCRIBE Notes")
+    a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+    b.command("RENAME Lists Tmp")
+    b.command("RENAME Notes Lists")
+    b.command("RENAME Tmp Notes")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Notes/kid', b'* LIST (\\NonExistent) "/" Notes',
+                        b'* LIST (\\HasChildren) "/" Notes ("OLDNAME" (Lists))',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/kid']
+
+
 def test_a_child_moved_or_deleted_on_its_own_is_told_before_its_parent_moves(
         pair: tuple[Conversation, Conversation]) -> None:
     """Lists/a renamed to Lists/b, then Lists renamed to Zed (heard together): Lists/a's rename is
@@ -1501,6 +1520,29 @@ def test_a_subscription_a_rename_moved_to_a_mailbox_deleted_since_is_told(
     if "MailboxName" in events:   # (the child's end first, while the client has it under Lists)
         told[1:1] = [b'* LIST (\\HasNoChildren) "/" Zed ("OLDNAME" (Lists))', b'* LIST (\\NonExistent) "/" Lists']
     assert a.wake() == told
+
+
+@pytest.mark.parametrize("spec", ["personal", "subscribed"])
+def test_a_rename_moves_subscriptions_told_by_subscription_change_alone(
+        pair: tuple[Conversation, Conversation], spec: str) -> None:
+    """Section 5.4: RENAME moves the subscriptions of the mailbox and its children. A client
+    that asked for SubscriptionChange but not MailboxName gets no LIST with OLDNAME: the move is
+    a subscription change of both names (section 5.5), the old ones' LISTs without \\Subscribed,
+    the new ones' with it. None came: the client kept Lists and Lists/a subscribed. Under the
+    subscribed filter the old names are no longer subscribed, but their subscription moved to
+    names it covers: the same change, told whole."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command(f"NOTIFY SET ({spec} (SubscriptionChange))")
+    b.command("RENAME Lists Zed")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                        b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+    # A rename of a mailbox not subscribed changes no subscription: nothing to tell.
+    b.command("CREATE Notes")
+    b.command("RENAME Notes Memo")
+    assert a.wake(require=False) == []
 
 
 def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tuple[Conversation, Conversation]) -> None:

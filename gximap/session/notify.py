@@ -16,8 +16,10 @@ what it last reported (a snapshot of the account's folders taken at NOTIFY SET):
   deleted one and its parent's LIST, and the new name with RFC 5258's ``("OLDNAME" (old))`` for a
   renamed one, none for the children a rename moved with it (RFC 5465 section 5.4), but a LIST of
   the old parent that lost its last child and of the new one that got its first (their
-  \\HasChildren: _rename_affects_parents). RENAME INBOX moves INBOX's messages into a new
-  mailbox (RFC 3501 section 6.3.5), which midb names in a notice: that mailbox gets
+  \\HasChildren: _rename_affects_parents). Names swapped (a cycle of renames heard together)
+  are told as one mailbox gone and made again around the other's rename (_report_sequence).
+  RENAME INBOX moves INBOX's messages into a new mailbox (RFC 3501 section 6.3.5), which midb
+  names in a notice: that mailbox gets
   ``("OLDNAME" (INBOX))`` and INBOX no LIST ("a new INBOX is assumed to be created"), but its
   STATUS;
 * SubscriptionChange: ``* LIST (\\Subscribed ...)`` or ``(...)`` for the name (section 5.5), with
@@ -179,6 +181,8 @@ class NotifyState:
         self._parents_now: set[str] = set()
         # During a report: the new folders INBOX's messages moved into (RENAME INBOX).
         self._from_inbox_now: set[int] = set()
+        # During a report: the renames of others no LIST told, old name -> new.
+        self._renames_now: dict[str, str] = {}
         # The attributes each name was last listed with: a parent whose LIST would say the same is
         # not listed again (a folder's own LIST has just told its \HasChildren, say).
         self._listed: dict[str, bytes] = {}
@@ -392,8 +396,10 @@ class NotifyState:
             # new name's (_renamed). A folder another session renamed and then deleted is seen
             # gone, one it made and then renamed new (or not at all, deleted too), and the name
             # the subscription went to, or came from, unseen: the subscriptions are compared.
+            # So too after another's RENAME that no LIST with OLDNAME may tell (no MailboxName
+            # for its names): the subscriptions it moved are changes of their own (section 5.5).
             subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
-                folder is None or folder_id not in self.folders
+                folder is None or (old := self.folders.get(folder_id)) is None or old.name != folder.name
                 for folder_id, folder in found.items() if folder_id in dirty))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
@@ -428,8 +434,10 @@ class NotifyState:
         self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
-        for folder_id, folder in self._report_sequence(found):
-            if folder_id in dirty:
+        for folder_id, folder, gone_first in self._report_sequence(found, dirty.keys()):
+            if gone_first:
+                folder_lines.extend(self._told_gone_first(session, folder_id))
+            elif folder_id in dirty:
                 folder_lines.extend(self._folder_changes(session, folder_id, folder, dirty[folder_id],
                                                          subscribed_before, found))
             else:
@@ -450,7 +458,7 @@ class NotifyState:
         for folder_id, name, digests in annotated:
             out.extend(self._metadata_changes(session, folder_id, name, digests))
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
-        self._from_inbox_now = set()
+        self._from_inbox_now, self._renames_now = set(), {}
         return out
 
     def _lists_folders(self, found: dict[int, Any], dirty: dict[int, int]) -> bool:
@@ -499,7 +507,7 @@ class NotifyState:
                 out.append((folder_id, folder.name))
         return out
 
-    def _report_sequence(self, found: dict[int, Any]) -> list[tuple[int, Any]]:
+    def _report_sequence(self, found: dict[int, Any], others: Iterable[int]) -> list[tuple[int, Any, bool]]:
         """The folders of a report in the order their changes are told. A client applies the
         LISTs one after another, a rename moving the children it knows of with it (section 5.4),
         so by name (parents a CREATE or RENAME made before the folders beneath them), but:
@@ -512,17 +520,21 @@ class NotifyState:
           it with its parent and keeps it there.
 
         A child that moved with its parent comes after it (the parent's LIST says its move). Names
-        swapped (a cycle) go in name order."""
-        items = sorted(found.items(), key=lambda item: self._report_order(*item))
-        renames = {old.name: folder.name for folder_id, folder in items
+        swapped (a cycle: A to T, B to A, T to B heard together) cannot all be told as renames,
+        each OLDNAME told before its name is taken: the first in name order of another's renames
+        in the cycle is told first as gone (``True``: _told_gone_first), which frees its name,
+        then as made anew, once the name it took is free."""
+        items = [(folder_id, folder, False)
+                 for folder_id, folder in sorted(found.items(), key=lambda item: self._report_order(*item))]
+        renames = {old.name: folder.name for folder_id, folder, _gone in items
                    if folder is not None and (old := self.folders.get(folder_id)) is not None
                    and old.name != folder.name}
-        if not renames and not any(folder is None for _folder_id, folder in items):
+        if not renames and not any(folder is None for _folder_id, folder, _gone in items):
             return items   # (nearly always: nothing to order but by name)
         freed: dict[str, list[tuple[int, bool]]] = {}   # old name -> (folder, a rename?)
         taken: dict[int, str] = {}                      # folder -> the name it now has anew
         carried: list[tuple[int, str]] = []             # (child, the old name of the parent it moved with)
-        for folder_id, folder in items:
+        for folder_id, folder, _gone in items:
             old = self.folders.get(folder_id)
             if old is not None and folder is not None:
                 moved_with = next((ancestor for ancestor in listing.ancestors(old.name)
@@ -560,26 +572,77 @@ class NotifyState:
         for folder_id, earlier in before.items():
             for freer in earlier:
                 freeing.setdefault(freer, []).append(folder_id)
-        position = {folder_id: index for index, (folder_id, _folder) in enumerate(items)}
-        ready = [index for index, (folder_id, _folder) in enumerate(items) if folder_id not in waits]
+        position = {folder_id: index for index, (folder_id, _folder, _gone) in enumerate(items)}
+        ready = [index for index, (folder_id, _folder, _gone) in enumerate(items) if folder_id not in waits]
         heapq.heapify(ready)
-        ordered: list[tuple[int, Any]] = []
+        ordered: list[tuple[int, Any, bool]] = []
         told: set[int] = set()
-        while len(ordered) < len(items):
+        gone_first: set[int] = set()
+        breakable = {folder_id for folder_id in others if folder_id in taken and folder_id in waits
+                     and folder_id in self.folders}
+        carried_ids = {child for child, _parent_name in carried}
+
+        def release(freer: int, *, names_only: bool) -> None:
+            for taker in freeing.get(freer, ()):
+                if (taker in carried_ids) == names_only:
+                    continue
+                waits[taker] -= 1
+                if waits[taker] == 0 and taker not in told:
+                    heapq.heappush(ready, position[taker])
+
+        while len(told) < len(items):
             if ready:
                 index = heapq.heappop(ready)
-            else:   # a cycle: the first left in name order is told first
-                index = next(index for index, (folder_id, _folder) in enumerate(items) if folder_id not in told)
+            else:   # a cycle
+                index = next((index for index, (folder_id, _folder, _gone) in enumerate(items)
+                              if folder_id in breakable and folder_id not in told and folder_id not in gone_first), -1)
+                if index >= 0:
+                    # Told gone first: its name is free for those waiting for it; the children
+                    # that moved with it still wait for it to be told made.
+                    folder_id, folder, _gone = items[index]
+                    gone_first.add(folder_id)
+                    ordered.append((folder_id, folder, True))
+                    release(folder_id, names_only=True)
+                    continue
+                # (Only the client's own renames left in it, told none: name order.)
+                index = next(index for index, (folder_id, _folder, _gone) in enumerate(items) if folder_id not in told)
             folder_id = items[index][0]
             if folder_id in told:
                 continue
             told.add(folder_id)
             ordered.append(items[index])
-            for taker in freeing.get(folder_id, ()):
-                waits[taker] -= 1
-                if waits[taker] == 0 and taker not in told:
-                    heapq.heappush(ready, position[taker])
+            if folder_id in gone_first:
+                release(folder_id, names_only=False)
+            else:
+                for taker in freeing.get(folder_id, ()):
+                    waits[taker] -= 1
+                    if waits[taker] == 0 and taker not in told:
+                        heapq.heappush(ready, position[taker])
         return ordered
+
+    def _told_gone_first(self, session: Any, folder_id: int) -> list[bytes]:
+        """A rename in a cycle of renames told as a DELETE of the old name, and of the names
+        beneath it that the client has (section 5.4: ``\\NonExistent``), children first; the
+        snapshot forgets them, so that their LISTs then tell them made (no OLDNAME: the name it
+        would say is taken again)."""
+        old = self.folders[folder_id]
+        prefix = old.name + listing.SEPARATOR
+        gone = sorted(((known_id, seen.name) for known_id, seen in self.folders.items()
+                       if seen.name == old.name or seen.name.startswith(prefix)),
+                      key=lambda item: item[1], reverse=True)
+        out = []
+        for known_id, name in gone:
+            del self.folders[known_id]
+            self.metadata.pop(known_id, None)
+            self._unquiet(known_id)
+            self._listed.pop(name, None)
+            if self.wants(name, "MailboxName"):
+                # Its subscription is told with the name that has it now (the LIST that makes it).
+                self.subscriptions.discard(name)
+                out.append(b"* LIST (%b) %b %b\r\n" % (listing.NONEXISTENT.encode("ascii"), DELIMITER,
+                                                        wire_name(session, name)))
+        self._affects_parent(old.name)
+        return out
 
     def _report_order(self, folder_id: int, folder: Any) -> tuple[str, int]:
         if folder is not None:
@@ -593,11 +656,25 @@ class NotifyState:
         before, self.subscriptions = self.subscriptions, set(self.subscribed)
         out = []
         for name in sorted(self.subscriptions ^ before):
-            if self.wants(name, "SubscriptionChange"):
+            if self.wants(name, "SubscriptionChange") or self._moved_into_view(name, before):
                 # RFC 5258 section 3: a subscribed name without a mailbox is \NonExistent, in the
                 # attributes LIST (SUBSCRIBED) gives it (gximap.session.listing).
                 out.append(self._list_line(session, name, self._attributes(name)))
         return out
+
+    def _moved_into_view(self, name: str, before: set[str]) -> bool:
+        """Whether the subscription of ``name`` (``before``: the subscriptions the client knew)
+        went with a RENAME no LIST told to a name whose SubscriptionChange is reported: the
+        subscribed filter (section 6.4) no longer covers the old name, but the client is told it
+        gone, else it keeps it beside the new one."""
+        if name not in before:
+            return False
+        for old in (name, *reversed(listing.ancestors(name))):
+            new = self._renames_now.get(old)
+            if new is not None:
+                moved = new + name[len(old):]
+                return moved in self.subscriptions and self.wants(moved, "SubscriptionChange")
+        return False
 
     def _attributes(self, name: str) -> bytes:
         """The attributes LIST (RETURN (SUBSCRIBED)) gives ``name`` now (section 5.5: "all mailbox
@@ -785,8 +862,13 @@ class NotifyState:
             if old_name is not None:
                 # (Before _renamed: the snapshot still has the names the rename changed.)
                 self._rename_affects_parents(folder_id, old_name, folder.name, children_moved=old is not None)
-            if old is not None:
-                self._renamed(old.name, folder.name, found if listed else None)
+            if old is not None and listed:
+                self._renamed(old.name, folder.name, found)
+            elif old is not None:
+                # Not told: the client has the subscriptions where they were, and the
+                # comparison tells where they went (_subscription_changes).
+                self._listed.pop(old.name, None)
+                self._renames_now[old.name] = folder.name
             elif from_inbox is None:
                 self._affects_parent(folder.name)
         elif renamed_unreported is not None and renamed_unreported != folder.name:
