@@ -57,6 +57,8 @@ FILTERS = (f"NOTIFY SET (personal {EVENTS})",
            f"NOTIFY SET (selected-delayed (MessageNew MessageExpunge)) (subtree (INBOX Projects Archive Lists) {EVENTS})",
            # Subscriptions alone: a RENAME's move of them is told without OLDNAME (section 5.5).
            "NOTIFY SET (personal (SubscriptionChange))",
+           # The subscribed filter (section 6.4) follows the subscriptions it reports.
+           "NOTIFY SET (subscribed (SubscriptionChange))",
            "NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge SubscriptionChange))")
 
 _NAME = r'("(?:[^"\\]|\\.)*"|[^\s()]+)'

@@ -656,7 +656,12 @@ class NotifyState:
         before, self.subscriptions = self.subscriptions, set(self.subscribed)
         out = []
         for name in sorted(self.subscriptions ^ before):
-            if self.wants(name, "SubscriptionChange") or self._moved_into_view(name, before):
+            # An unsubscribed name leaves the subscribed filter (section 6.4) by the very change
+            # to report: the filter as the client knew it decides too (a MailboxUnSubscribe is a
+            # SubscriptionChange, section 8), else that filter could only ever tell subscribing.
+            if (self.wants(name, "SubscriptionChange")
+                    or (name in before and self.wants(name, "SubscriptionChange", before))
+                    or self._moved_into_view(name, before)):
                 # RFC 5258 section 3: a subscribed name without a mailbox is \NonExistent, in the
                 # attributes LIST (SUBSCRIBED) gives it (gximap.session.listing).
                 out.append(self._list_line(session, name, self._attributes(name)))
