@@ -538,6 +538,31 @@ def test_append_tally(pieces: tuple[bytes | int, ...], octets: int, messages: in
     assert (tally.octets, tally.messages) == (octets, messages)
 
 
+@pytest.mark.parametrize(("pieces", "arguments"), [
+    ((b"a APPEND INBOX ", 10), 1),
+    ((b"a APPEND INBOX (\\Seen $Label) ", 10), 3),
+    ((b"a APPEND INBOX (\\Seen) ", 10, b" (a b c) ", 3, b" ", 4), 7),  # MULTIAPPEND: flags of each
+    ((b"a APPEND INBOX () ", 10), 1),
+    ((b'a APPEND INBOX (x) "07-Feb-1994 21:52:25 -0800" UTF8 (', 7), 2),
+    ((b"a APPEND ", 5, b" (\\Seen) ", 10), 2),  # the name as a literal is no argument
+    ((b'a APPEND INBOX (f) CATENATE (URL "/x/;UID=1" TEXT ', 4), 4),  # message, flag, two parts
+    ((b"a APPEND INBOX CATENATE (URL ", 9, b" UTF8 (", 4, b") TEXT ", 6), 4),
+    ((b"a APPEND INBOX CATENATE (URL TEXT TEXT ", 6), 3),  # a URL named TEXT is one part
+])
+def test_append_tally_arguments(pieces: tuple[bytes | int, ...], arguments: int) -> None:
+    """The tally spends imap_max_args as the parser does once the command is whole: a message,
+    each of its flags and each CATENATE part are one argument each."""
+    tally = AppendTally()
+    for piece in pieces:
+        tally.feed(piece)
+    assert tally.arguments == arguments
+    command = b"".join(piece if isinstance(piece, bytes) else b"{%d+}\r\n%s" % (piece, b"x" * piece)
+                       for piece in pieces)
+    command += b")" * (command.count(b"(") - command.count(b")"))  # the rest of the command
+    parse(command, max_args=arguments)
+    assert bad(command, max_args=arguments - 1).code == "LIMIT"
+
+
 # -- REPLACE (RFC 8508) -------------------------------------------------------------------------
 
 
