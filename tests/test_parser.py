@@ -775,6 +775,22 @@ def test_fetch_errors(line: bytes) -> None:
     bad(line)
 
 
+@pytest.mark.parametrize(("line", "text"), [
+    (b"a FETCH 1 BINARY[HEADER]", "BINARY sections are part numbers only"),
+    (b"a FETCH 1 BINARY.PEEK[1.TEXT]", "BINARY sections are part numbers only"),
+    (b"a FETCH 1 BINARY.SIZE[2.MIME]", "BINARY sections are part numbers only"),
+    (b"a FETCH 1 BINARY[0]", "Section part must not be zero"),
+    (b"a FETCH 1 BINARY[1]<5>", "Expected '.' in partial"),
+    (b"a FETCH 1 BINARY.SIZE[1]<0.1>", "BINARY.SIZE takes no partial"),
+    (b"a FETCH 1 (BINARY.SIZE[]<0.10> FLAGS)", "BINARY.SIZE takes no partial"),
+    (b"a FETCH 1 BINARY.SIZE.PEEK[1]", "Unexpected section after BINARY.SIZE.PEEK"),
+])
+def test_binary_grammar_errors_say_what_is_wrong(line: bytes, text: str) -> None:
+    """RFC 3516 section 6: section-binary is "[" [section-part] "]", part numbers only, and
+    BINARY.SIZE takes no partial; each invalid form is a BAD that names its fault."""
+    assert bad(line).text == text
+
+
 # -- STORE --------------------------------------------------------------------------------------
 
 

@@ -904,7 +904,11 @@ def _fetch_att(r: _Reader) -> FetchAtt:
         base, peek = sectioned
         section = _section(r, binary=base != "BODY")
         partial = None
-        if base != "BINARY.SIZE" and r.accept(b"<"):
+        if base == "BINARY.SIZE":
+            # RFC 3516 section 6: fetch-att =/ "BINARY.SIZE" section-binary, without a partial.
+            if r.peek() == 0x3C:  # "<"
+                raise r.error("BINARY.SIZE takes no partial")
+        elif r.accept(b"<"):
             # number64 (RFC 9051); taken under IMAP4rev1 too, where a 32-bit client never sends more.
             offset = r.number(MAX_NUMBER64, "partial offset")
             r.expect(b".", "'.' in partial")
