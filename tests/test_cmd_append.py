@@ -130,6 +130,27 @@ def test_a_multiappend_beyond_max_args_is_refused_with_limit(tmp_path: Path) -> 
             b"b1 BAD [CLIENTBUG] Parse error: Too many arguments"]
 
 
+def test_flags_count_towards_max_args_before_the_upload(tmp_path: Path) -> None:
+    """A message's flags spend imap_max_args as its literal does (the parser counts both), so a
+    MULTIAPPEND over the limit by its flags is refused at the first synchronizing literal beyond
+    it, before that message is uploaded, as one over the limit by its messages is; the
+    connection stays usable. So is a single message with more flags than the limit."""
+    message = b"Subject: m\r\n\r\nx\r\n"
+    with Conversation(tmp_path, max_args=20) as conv:
+        conv.login()
+        conv.command("CREATE box")
+        # (a b) {n}: three arguments a message; the seventh takes 21.
+        assert conv.send(b"s1 APPEND box (a b) {%d}\r\n" % len(message)) == [b"+ Ready for literal data"]
+        for _ in range(5):
+            assert conv.send(message + b" (a b) {%d}\r\n" % len(message)) == [b"+ Ready for literal data"]
+        assert conv.send(message + b" (a b) {%d}\r\n" % len(message)) == [b"s1 " + TOO_MANY]
+        flags = b" ".join(b"k%d" % index for index in range(30))
+        assert conv.send(b"s2 APPEND box (%b) {%d}\r\n" % (flags, len(message))) == [b"s2 " + TOO_MANY]
+        assert conv.folder("box").messages == 0
+        lines = conv.send(b"s3 APPEND box (a b) {%d+}\r\n%b\r\n" % (len(message), message))
+        assert lines[-1].startswith(b"s3 OK [APPENDUID ") and conv.folder("box").messages == 1
+
+
 def test_internal_date_flags_and_keywords(conv: Conversation) -> None:
     data = b"Subject: dated\r\n\r\nx\r\n"
     lines = conv.send(b'a1 APPEND saved-messages (\\Flagged $Label) "01-Jan-2020 23:59:59 +0530" {%d+}\r\n%s\r\n'

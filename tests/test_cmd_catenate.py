@@ -213,7 +213,41 @@ def test_localhost_is_this_server_only_for_a_client_on_this_machine(
             assert _catenated(conv, url).startswith(b"a1 OK [APPENDUID "), local
 
 
+@pytest.mark.parametrize(("local_port", "listener_port", "taken", "refused"), [
+    # 143 and 993 are one IMAP service (a URL cannot say implicit TLS: RFC 5092 has no imaps
+    # scheme), and a URL without a port names 143 (RFC 5092 section 1): from a client on 993,
+    # which often omits it, that is this server.
+    (993, 993, (b"", b":", b":993", b":143", b":0993"), (b":1993", b":110", b":9930")),
+    (143, 143, (b"", b":993", b":143"), (b":1143",)),
+    # A port of its own names only itself: another IMAP server may listen on 143 of this host.
+    (1993, 1993, (b":1993",), (b"", b":993", b":143", b":1143")),
+    # Behind a proxy: the port the client reached (the PROXY header's), and the listener's own.
+    (993, 10993, (b"", b":993", b":143", b":10993"), (b":10143",)),
+    (2993, 10993, (b":2993", b":10993"), (b"", b":993")),
+    # A UNIX socket has no port: the standard pair.
+    (0, 0, (b"", b":143", b":993"), (b":1143",)),
+])
+def test_the_url_port_must_be_one_this_server_is_reached_by(
+        tmp_path: Path, local_port: int, listener_port: int, taken: tuple[bytes, ...],
+        refused: tuple[bytes, ...]) -> None:
+    """An imap:// URL names a server by host and port: a port the client did not reach this
+    server by names another server on the same host, whose message this one must not serve
+    in its place (refused like a foreign host, NO [BADURL])."""
+    with Conversation(tmp_path, host_id="mail.example.org") as conv:
+        conv.login()
+        conv.session.conn = dataclasses.replace(conv.session.conn, local_port=local_port,
+                                                listener_port=listener_port)
+        uid = conv.add_message("INBOX", ORIGINAL)
+        for port in taken:
+            answer = _catenated(conv, b"imap://alice@mail.example.org%s/INBOX/;UID=%d" % (port, uid))
+            assert answer.startswith(b"a1 OK [APPENDUID "), (port, answer)
+        for port in refused:
+            url = b"imap://alice@mail.example.org%s/INBOX/;UID=%d" % (port, uid)
+            assert _catenated(conv, url) == b"a1 NO [BADURL %s] Cannot use the URL: URL names another server" % url
+
+
 @pytest.mark.parametrize(("url", "reason"), [
+    (b"imap://alice@localhost:99999/INBOX/;UID={uid}", b"invalid port in URL"),
     (b"/INBOX;UIDVALIDITY=1/;UID={uid}", b"UIDVALIDITY does not match"),
     (b"/INBOX", b"URL names no message (;UID= missing)"),
     (b"/INBOX/;UID=999", b"no message with that UID"),

@@ -119,6 +119,29 @@ def test_list_pattern_with_an_incomplete_mutf7_sequence_matches_rather_than_fail
     """)
 
 
+NOT_NFC = b"NO [CANNOT] Mailbox name is not in Unicode NFC: send it with composed characters"
+
+
+def test_new_mailbox_names_must_be_nfc(conv):
+    """RFC 6855 section 3 (and RFC 9051 section 5.1): a mailbox name complies with Net-Unicode
+    (RFC 5198 section 2: NFC). CREATE and RENAME refuse a new name that is not NFC, in
+    modified UTF-7 or in UTF-8, rather than store a second spelling of a name that reads the
+    same ("cafe" and a combining acute beside "café") or store another name than the client
+    asked for. A folder stored under a non-NFC name before stays reachable by that name, and
+    may be renamed to its NFC form."""
+    decomposed = "cafe\u0301"
+    conv.store.create_folder("alice", "old" + decomposed)
+    assert conv.send(b'a1 CREATE "cafe&AwE-"\r\n') == [b"a1 " + NOT_NFC]
+    assert conv.send(b'a2 RENAME INBOX "x/cafe&AwE-"\r\n') == [b"a2 " + NOT_NFC]
+    assert conv.send(b'a3 STATUS "oldcafe&AwE-" (MESSAGES)\r\n')[-1] == b"a3 OK STATUS completed"
+    assert conv.send(b'a4 RENAME "oldcafe&AwE-" "oldcaf&AOk-"\r\n') == [b"a4 OK RENAME completed"]
+    assert "oldcafé" in names(conv) and "old" + decomposed not in names(conv)
+    conv.command("ENABLE UTF8=ACCEPT")
+    assert conv.send(b'a5 CREATE "%s"\r\n' % decomposed.encode()) == [b"a5 " + NOT_NFC]
+    assert conv.send(b'a6 CREATE "caf\xc3\xa9"\r\n')[-1].startswith(b"a6 OK [MAILBOXID ")
+    assert decomposed not in names(conv) and "café" in names(conv)
+
+
 def test_create_special_use_rfc6154(conv):
     """RFC 6154 section 5.2 (adapted: midb keeps one special use per mailbox)."""
     conv.script("""

@@ -18,7 +18,11 @@ from gximap.imap.imapurl import ImapUrl, UrlError, parse
      ImapUrl(None, None, "a/b c", None, None, 1, Section((2,), "MIME"), (10, 20))),
     (b"/x/;UID=1/;PARTIAL=7", ImapUrl(None, None, "x", None, None, 1, None, (7, None))),
     (b"imap://fred%40example.org;AUTH=*@Mail.Example:993/Sent;UIDVALIDITY=3/;UID=4",
-     ImapUrl("fred@example.org", "mail.example", "Sent", None, 3, 4, None, None)),
+     ImapUrl("fred@example.org", "mail.example", "Sent", None, 3, 4, None, None, 993)),
+    # RFC 5092 section 1: an omitted port is 143, and so is an empty one (RFC 3986 section 3.2.3)
+    (b"imap://fred@host:/x/;UID=4", ImapUrl("fred", "host", "x", None, None, 4, None, None, 143)),
+    (b"imap://fred@host:000993/x/;UID=4", ImapUrl("fred", "host", "x", None, None, 4, None, None, 993)),
+    (b"imap://fred@[2001:db8::1]:65535/x/;UID=4", ImapUrl("fred", "[2001:db8::1]", "x", None, None, 4, None, None, 65535)),
     (b"/Entw%C3%BCrfe/;UID=2", ImapUrl(None, None, "Entwürfe", None, None, 2, None, None)),
     # RFC 2192's modified UTF-7 is offered as a second reading
     (b"/Entw&APw-rfe/;UID=2", ImapUrl(None, None, "Entw&APw-rfe", "Entwürfe", None, 2, None, None)),
@@ -29,7 +33,7 @@ from gximap.imap.imapurl import ImapUrl, UrlError, parse
     (b"/Trash/../INBOX/;UID=1", ImapUrl(None, None, "INBOX", None, None, 1, None, None)),
     (b"/./a/./b/;UID=1/./;SECTION=1", ImapUrl(None, None, "a/b", None, None, 1, Section((1,)), None)),
     (b"/../INBOX/;UID=1", ImapUrl(None, None, "INBOX", None, None, 1, None, None)),
-    (b"imap://fred@host/x/y/../../Sent/;UID=4", ImapUrl("fred", "host", "Sent", None, None, 4, None, None)),
+    (b"imap://fred@host/x/y/../../Sent/;UID=4", ImapUrl("fred", "host", "Sent", None, None, 4, None, None, 143)),
     (b"/a/%2E%2E/;UID=1", ImapUrl(None, None, "a/..", None, None, 1, None, None)),
     (b"/..;UIDVALIDITY=385759045/;UID=20", ImapUrl(None, None, "..", None, 385759045, 20, None, None)),
 ])
@@ -43,6 +47,9 @@ def test_parse(url: bytes, parsed: ImapUrl) -> None:
     (b";UID=1", "relative URL"),
     (b"//host/INBOX/;UID=1", "network-path URL without the imap scheme"),
     (b"imap://host", "URL names a server, not a message"),
+    (b"imap://fred@host:65536/x/;UID=4", "invalid port in URL"),
+    (b"imap://fred@host:1000000000000000000000143/x/;UID=4", "invalid port in URL"),
+    (b"imap://fred@host:x/x/;UID=4", "invalid server in URL"),
     (b"imap://host/INBOX", "URL names no message (;UID= missing)"),
     (b"http://host/INBOX/;UID=1", "relative URL"),
     (b"/INBOX", "URL names no message (;UID= missing)"),

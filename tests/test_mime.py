@@ -391,6 +391,16 @@ def test_envelope_raw_values_and_defaults():
         (b"ceo@corp.test <x@evil.test>, b@y.test", ((b"ceo@corp.test", None, b"x", b"evil.test"),
                                                      (None, None, b"b", b"y.test"))),
         (b"Jo (work) @ corp.test <j@corp.test>", ((b"Jo@corp.test", None, b"j", b"corp.test"),)),
+        # RFC 5322 section 4.4 obs-local-part = word *("." word): blanks and comments (CFWS)
+        # around a dot are no part of the name; two words with no dot between are no local part
+        # at all, and are kept apart as written (as the quoted "a b"@x reads), not run together
+        # into a mailbox ("ab") that is nowhere in the message.
+        (b"<a b@x.test>", ((None, None, b"a b", b"x.test"),)),
+        (b"a b@x.test", ((None, None, b"a b", b"x.test"),)),
+        (b"<a (c) b@x.test>", ((None, None, b"a b", b"x.test"),)),
+        (b"<\"a\" b@x.test>", ((None, None, b"a b", b"x.test"),)),
+        (b"<a . b@x.test>, <a (c) .b@x.test>, <\"a\".b@x.test>", ((None, None, b"a.b", b"x.test"),) * 3),
+        (b"Name <first. last@x.test>", ((b"Name", None, b"first.last", b"x.test"),)),
     ],
 )
 def test_address_parsing(value: bytes, expected):

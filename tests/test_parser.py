@@ -538,6 +538,31 @@ def test_append_tally(pieces: tuple[bytes | int, ...], octets: int, messages: in
     assert (tally.octets, tally.messages) == (octets, messages)
 
 
+@pytest.mark.parametrize(("pieces", "arguments"), [
+    ((b"a APPEND INBOX ", 10), 1),
+    ((b"a APPEND INBOX (\\Seen $Label) ", 10), 3),
+    ((b"a APPEND INBOX (\\Seen) ", 10, b" (a b c) ", 3, b" ", 4), 7),  # MULTIAPPEND: flags of each
+    ((b"a APPEND INBOX () ", 10), 1),
+    ((b'a APPEND INBOX (x) "07-Feb-1994 21:52:25 -0800" UTF8 (', 7), 2),
+    ((b"a APPEND ", 5, b" (\\Seen) ", 10), 2),  # the name as a literal is no argument
+    ((b'a APPEND INBOX (f) CATENATE (URL "/x/;UID=1" TEXT ', 4), 4),  # message, flag, two parts
+    ((b"a APPEND INBOX CATENATE (URL ", 9, b" UTF8 (", 4, b") TEXT ", 6), 4),
+    ((b"a APPEND INBOX CATENATE (URL TEXT TEXT ", 6), 3),  # a URL named TEXT is one part
+])
+def test_append_tally_arguments(pieces: tuple[bytes | int, ...], arguments: int) -> None:
+    """The tally spends imap_max_args as the parser does once the command is whole: a message,
+    each of its flags and each CATENATE part are one argument each."""
+    tally = AppendTally()
+    for piece in pieces:
+        tally.feed(piece)
+    assert tally.arguments == arguments
+    command = b"".join(piece if isinstance(piece, bytes) else b"{%d+}\r\n%s" % (piece, b"x" * piece)
+                       for piece in pieces)
+    command += b")" * (command.count(b"(") - command.count(b")"))  # the rest of the command
+    parse(command, max_args=arguments)
+    assert bad(command, max_args=arguments - 1).code == "LIMIT"
+
+
 # -- REPLACE (RFC 8508) -------------------------------------------------------------------------
 
 
@@ -748,6 +773,22 @@ def test_fetch_preview_and_its_lazy_modifier() -> None:
 )
 def test_fetch_errors(line: bytes) -> None:
     bad(line)
+
+
+@pytest.mark.parametrize(("line", "text"), [
+    (b"a FETCH 1 BINARY[HEADER]", "BINARY sections are part numbers only"),
+    (b"a FETCH 1 BINARY.PEEK[1.TEXT]", "BINARY sections are part numbers only"),
+    (b"a FETCH 1 BINARY.SIZE[2.MIME]", "BINARY sections are part numbers only"),
+    (b"a FETCH 1 BINARY[0]", "Section part must not be zero"),
+    (b"a FETCH 1 BINARY[1]<5>", "Expected '.' in partial"),
+    (b"a FETCH 1 BINARY.SIZE[1]<0.1>", "BINARY.SIZE takes no partial"),
+    (b"a FETCH 1 (BINARY.SIZE[]<0.10> FLAGS)", "BINARY.SIZE takes no partial"),
+    (b"a FETCH 1 BINARY.SIZE.PEEK[1]", "Unexpected section after BINARY.SIZE.PEEK"),
+])
+def test_binary_grammar_errors_say_what_is_wrong(line: bytes, text: str) -> None:
+    """RFC 3516 section 6: section-binary is "[" [section-part] "]", part numbers only, and
+    BINARY.SIZE takes no partial; each invalid form is a BAD that names its fault."""
+    assert bad(line).text == text
 
 
 # -- STORE --------------------------------------------------------------------------------------

@@ -377,3 +377,4 @@ def test_append_tally_is_a_lower_bound(pieces: list[bytes | int]) -> None:
     assert 0 <= tally.octets <= sum(piece for piece in pieces if isinstance(piece, int))
     lists = sum(piece.upper().count(b"CATENATE") for piece in pieces if isinstance(piece, bytes))
     assert 0 <= tally.messages <= sum(1 for piece in pieces if isinstance(piece, int)) + lists
+    assert tally.messages <= tally.arguments   # each message is one of the command's arguments

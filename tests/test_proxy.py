@@ -332,6 +332,8 @@ def test_pool_takes_the_address_from_a_v2_header() -> None:
         assert fields[1:5] == ["203.0.113.5", "51234", "192.0.2.1", "143"]
         assert "proxied=True" in fields
         assert recorder.handlers[0].info.extra["proxy_peer"].startswith("[127.0.0.1]:")
+        # The listener's own port stays known (a CATENATE URL may name it: commands.append).
+        assert recorder.handlers[0].info.listener_port == ports["plain"]
 
 
 def test_pool_passes_on_the_clients_tls_at_the_proxy() -> None:

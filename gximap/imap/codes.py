@@ -128,6 +128,7 @@ class Code(enum.IntEnum):
     NO_ANNOTATION_QUOTA = 30020
     NO_SUBSCRIPTION_LIMIT = 30021
     NO_MESSAGES_TOO_BIG_TOGETHER = 30022  # a MULTIAPPEND's messages, each within APPENDLIMIT
+    NO_NAME_NOT_NFC = 30023  # CREATE / RENAME to a name not in NFC (RFC 6855 section 3, RFC 5198)
     NO_TLS_UNAVAILABLE = 30401
     NO_AUTH_FAILED = 30501
     NO_AUTH_MECHANISM = 30502
@@ -213,6 +214,7 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     Code.NO_SUBSCRIPTION_LIMIT: b"LIMIT",
     # Not TOOBIG: no message is too big; sent one APPEND at a time, they are taken.
     Code.NO_MESSAGES_TOO_BIG_TOGETHER: b"LIMIT",
+    Code.NO_NAME_NOT_NFC: b"CANNOT",
     Code.NO_TLS_UNAVAILABLE: b"CANNOT",
     Code.NO_AUTH_FAILED: b"AUTHENTICATIONFAILED",
     Code.NO_AUTH_MECHANISM: b"CANNOT",

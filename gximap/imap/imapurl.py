@@ -4,7 +4,8 @@ Sans-IO: :func:`parse` turns the URL a client sent into an :class:`ImapUrl`, or 
 :class:`UrlError` with the reason; the session checks the user and server and looks the message
 up. Accepted forms:
 
-* ``imap://[user[;AUTH=mech]@]host[:port]/mailbox...`` (RFC 5092 section 6: imapurl);
+* ``imap://[user[;AUTH=mech]@]host[:port]/mailbox...`` (RFC 5092 section 6: imapurl); without a
+  port (or with an empty one, RFC 3986 section 3.2.3) the port is 143 (RFC 5092 section 1);
 * ``/mailbox...`` (iabsolute-path, relative to the server and user of the session: RFC 4469's
   examples use this form).
 
@@ -33,8 +34,10 @@ from gximap.imap import mutf7
 from gximap.imap.commands import Section, normalize_inbox
 from gximap.imap.parser import MAX_NUMBER, ParseError, parse_section_spec
 
-__all__ = ["ImapUrl", "UrlError", "parse", "MAX_URL_LENGTH"]
+__all__ = ["DEFAULT_PORT", "ImapUrl", "UrlError", "parse", "MAX_URL_LENGTH"]
 
+# RFC 5092 section 1: "If :<port> is omitted, the port defaults to 143".
+DEFAULT_PORT = 143
 MAX_URL_LENGTH = 8192  # longer than any URL naming a part needs; bounds the work on one
 _SCHEME = "imap://"
 # A %-escape must be complete (RFC 3986 pct-encoded); unquote_to_bytes would keep a broken one.
@@ -61,6 +64,7 @@ class ImapUrl:
     uid: int
     section: Section | None  # None: the whole message
     partial: tuple[int, int | None] | None  # (offset, length or None for the rest)
+    port: int | None = None  # imap://host:port: the port it names (DEFAULT_PORT when omitted); None for a path
 
 
 def parse(url: bytes) -> ImapUrl:
@@ -79,13 +83,13 @@ def parse(url: bytes) -> ImapUrl:
         raise UrlError("incomplete %-escape")
     if "#" in text or "?" in text:
         raise UrlError("URL names a search or fragment, not a message part")
-    user = host = None
+    user = host = port = None
     if text[: len(_SCHEME)].lower() == _SCHEME:
         rest = text[len(_SCHEME):]
         slash = rest.find("/")
         if slash < 0:
             raise UrlError("URL names a server, not a message")
-        user, host = _server(rest[:slash])
+        user, host, port = _server(rest[:slash])
         path = rest[slash + 1:]
     elif text.startswith("//"):
         raise UrlError("network-path URL without the imap scheme")
@@ -93,7 +97,7 @@ def parse(url: bytes) -> ImapUrl:
         path = text[1:]
     else:
         raise UrlError("relative URL (give an absolute path: /mailbox;UIDVALIDITY=n/;UID=n)")
-    return _message_part(_without_dot_segments(path), user, host)
+    return _message_part(_without_dot_segments(path), user, host, port)
 
 
 def _without_dot_segments(path: str) -> str:
@@ -116,10 +120,18 @@ def _without_dot_segments(path: str) -> str:
     return "/".join(kept)
 
 
-def _server(server: str) -> tuple[str | None, str]:
+def _server(server: str) -> tuple[str | None, str, int]:
+    """(user or None, host in lower case, port) of ``iserver``."""
     found = _SERVER.match(server)
     if found is None or not found.group("host"):
         raise UrlError("invalid server in URL")
+    digits = found.group("port")
+    if not digits:
+        port = DEFAULT_PORT
+    elif len(digits.lstrip("0")) > 5 or int(digits) > 65535:   # (bounded: a URL may be 8 KB)
+        raise UrlError("invalid port in URL")
+    else:
+        port = int(digits)
     raw_user = found.group("user")
     user = None
     if raw_user:
@@ -127,10 +139,10 @@ def _server(server: str) -> tuple[str | None, str]:
             user = unquote_to_bytes(raw_user).decode("utf-8")
         except UnicodeDecodeError:
             raise UrlError("user name in URL is not UTF-8") from None
-    return user, found.group("host").lower()
+    return user, found.group("host").lower(), port
 
 
-def _message_part(path: str, user: str | None, host: str | None) -> ImapUrl:
+def _message_part(path: str, user: str | None, host: str | None, port: int | None) -> ImapUrl:
     """``imailbox-ref iuid [isection] [ipartial]`` (RFC 5092 section 11), without the leading "/"."""
     semicolon = path.find(";")
     if semicolon < 0:
@@ -169,7 +181,7 @@ def _message_part(path: str, user: str | None, host: str | None) -> ImapUrl:
     uid = _nz_number(values["UID"], "UID")
     section = _section(values["SECTION"]) if "SECTION" in values else None
     partial = _partial(values["PARTIAL"]) if "PARTIAL" in values else None
-    return ImapUrl(user, host, mailbox, mutf7_name, uidvalidity, uid, section, partial)
+    return ImapUrl(user, host, mailbox, mutf7_name, uidvalidity, uid, section, partial, port)
 
 
 def _mailbox(raw: str) -> tuple[str, str | None]:

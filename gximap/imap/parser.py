@@ -904,7 +904,11 @@ def _fetch_att(r: _Reader) -> FetchAtt:
         base, peek = sectioned
         section = _section(r, binary=base != "BODY")
         partial = None
-        if base != "BINARY.SIZE" and r.accept(b"<"):
+        if base == "BINARY.SIZE":
+            # RFC 3516 section 6: fetch-att =/ "BINARY.SIZE" section-binary, without a partial.
+            if r.peek() == 0x3C:  # "<"
+                raise r.error("BINARY.SIZE takes no partial")
+        elif r.accept(b"<"):
             # number64 (RFC 9051); taken under IMAP4rev1 too, where a 32-bit client never sends more.
             offset = r.number(MAX_NUMBER64, "partial offset")
             r.expect(b".", "'.' in partial")
@@ -1768,6 +1772,7 @@ def parse_section_spec(text: bytes, *, max_nesting: int = 16) -> Section:
 # A token of APPEND's line text for AppendTally: a quoted string (a date-time, a URL), a
 # parenthesis, or a run of anything else.
 _TALLY_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[()]|[^ ()"]+')
+_CATENATE_PARTS = frozenset({b"TEXT", b"URL", b"UTF8"})  # RFC 4469 section 5, RFC 6855 section 4
 
 
 class AppendTally:
@@ -1778,14 +1783,18 @@ class AppendTally:
     size). Both are lower bounds of what the command stores, so a quota the tally exceeds is one
     the command would exceed: a literal naming the mailbox or a CATENATE URL is no message text,
     a CATENATE message counts once however many TEXT parts it has (RFC 4469), and text the
-    tally cannot place counts for nothing. Parsing proper is parse_command's, once the command
-    is whole."""
+    tally cannot place counts for nothing. ``arguments`` is what the command has spent of
+    imap_max_args so far, as _append counts it: a message, each of its flags and each CATENATE
+    part one argument. Parsing proper is parse_command's, once the command is whole."""
 
-    __slots__ = ("octets", "messages", "_skip", "_catenate_next", "_depth", "_last")
+    __slots__ = ("octets", "messages", "arguments", "_skip", "_catenate_next", "_depth", "_last",
+                 "_in_flags")
 
     def __init__(self) -> None:
         self.octets = 0
         self.messages = 0
+        self.arguments = 0
+        self._in_flags = False  # inside a message's flag list
         self._skip = 3  # the tag, APPEND and the mailbox name come first
         self._catenate_next = False  # the last token was CATENATE: "(" opens its parts
         self._depth = 0  # inside a CATENATE list: parentheses open
@@ -1799,13 +1808,24 @@ class AppendTally:
             if self._skip:
                 self._skip -= 1
                 continue
-            if self._depth:
+            word = token.upper()
+            if self._in_flags:
+                if token == b")":
+                    self._in_flags = False
+                else:
+                    self.arguments += 1
+            elif self._depth:
+                if self._depth == 1 and word in _CATENATE_PARTS and self._last != b"URL":
+                    self.arguments += 1   # a part (not a URL's value that reads like one)
                 self._depth += 1 if token == b"(" else -1 if token == b")" else 0
             elif token == b"(" and self._catenate_next:
                 self._depth = 1
                 self.messages += 1
-            self._catenate_next = not self._depth and token.upper() == b"CATENATE"
-            self._last = token.upper()
+                self.arguments += 1
+            elif token == b"(" and self._last != b"UTF8":
+                self._in_flags = True   # a message's flag list (RFC 4466 append-message)
+            self._catenate_next = not self._depth and word == b"CATENATE"
+            self._last = word
 
     def _literal(self, size: int) -> None:
         if self._skip:
@@ -1819,6 +1839,7 @@ class AppendTally:
         else:
             self.octets += size
             self.messages += 1
+            self.arguments += 1
         self._last = b""
         self._catenate_next = False
 

@@ -38,7 +38,7 @@ class ConnectionInfo:
     peer_host: str  # client address; the PROXY-protocol source address when one was accepted
     peer_port: int
     local_host: str
-    local_port: int
+    local_port: int  # the PROXY-protocol destination port when one was accepted
     tls: bool  # the connection is already encrypted (implicit-TLS listener, or after STARTTLS)
     starttls_available: bool  # a TLS context exists for this listener, so STARTTLS can be offered
     listener: str = "imap"  # the listener kind / name from the configuration
@@ -47,6 +47,9 @@ class ConnectionInfo:
     # send-proxy-v2-ssl): the client's link is encrypted although this connection may not be.
     client_tls: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # The port the listening socket is bound to (0 for a UNIX socket): local_port unless a PROXY
+    # header named the port the client reached the proxy on.
+    listener_port: int = 0
     # The pool takes FileRegion output items (a handler may also always send bytes instead).
     file_regions: bool = False
 

@@ -493,7 +493,7 @@ def blocking_section() -> contextlib.AbstractContextManager[None]:
 class _Connection:
     __slots__ = (
         "sock", "fd", "transport", "listener", "socket_peer", "peer_host", "peer_port",
-        "local_host", "local_port", "proxied", "client_tls", "extra", "ip_key", "phase", "phase_deadline",
+        "local_host", "local_port", "listener_port", "proxied", "client_tls", "extra", "ip_key", "phase", "phase_deadline",
         "decoder", "sniff_buffer", "sniff_input", "handler", "lock", "queued", "running", "rerun",
         "closed", "registered", "wakeup_due", "shutdown_due", "kill_reason", "pending_action",
         "handler_behind", "eof", "closing", "idle_fired", "timeout_due", "waiting_input",
@@ -519,6 +519,7 @@ class _Connection:
             local = sock.getsockname()
             self.local_host = normalize_host(str(local[0]))
             self.local_port = int(local[1])
+        self.listener_port = self.local_port  # kept when a PROXY header replaces local_port
         self.proxied = False
         self.client_tls = False  # the PROXY header says the client's link to the proxy is TLS
         self.ip_key: str | None = None  # the address counted against max_conn_per_ip
@@ -1305,6 +1306,7 @@ class Server:
             peer_port=conn.peer_port,
             local_host=conn.local_host,
             local_port=conn.local_port,
+            listener_port=conn.listener_port,
             tls=tls,
             # A client on TLS to its proxy is not offered a second TLS inside the first.
             starttls_available=self._ssl_context is not None and not tls and not conn.client_tls,

@@ -811,9 +811,10 @@ class ImapSession:
                            "no such mailbox", "NO")
             elif (resource := self._append_over_quota(event)) is not None:
                 refusal = self.status_line(b"NO", Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
-            elif (tally := self._append_tally) is not None and tally.messages > self.settings.max_args:
-                # A MULTIAPPEND the parser will refuse once it is whole (each message is one of
-                # its imap_max_args arguments): refused now, before any more is uploaded.
+            elif (tally := self._append_tally) is not None and tally.arguments > self.settings.max_args:
+                # An APPEND the parser will refuse once it is whole (each message, flag and
+                # CATENATE part is one of its imap_max_args arguments): refused now, before any
+                # more is uploaded (RFC 3501 section 7.5: the refusal instead of "+").
                 refusal = (self.status_line(b"NO", Code.NO_APPEND_TOO_MANY, str(self.settings.max_args)),
                            "too many messages", "NO")
         elif event.command in (b"REPLACE", b"UID REPLACE"):

@@ -31,7 +31,8 @@ name the client logged in as (the login as given: with auth_map/storage_map that
 domain, ``alice@example.org`` as well as ``alice``; impersonating, ``bob!shared`` and ``shared``
 but not ``bob``, whose URLs name bob's own mailboxes: commands.auth._url_users), and its host
 names this server: host_id, the machine's host name, the address the client connected to, or
-``localhost`` when that address is a loopback one (_names_this_server). Anything else may name
+``localhost`` when that address is a loopback one (_names_this_server); and its port is one the
+client reached this server by, 143 when it gives none (_is_this_port). Anything else may name
 another server's message, which this one must not serve in its place.
 """
 
@@ -153,7 +154,7 @@ def _url_octets(session: Any, raw: bytes, room: int) -> bytes:
         # without a user names anonymous access, which is someone else too).
         if url.user is None or url.user.casefold() not in session.url_users:
             raise _bad_url(raw, "URL names another user")
-        if not _names_this_server(session, url.host):
+        if not _names_this_server(session, url.host) or not _is_this_port(session, url.port):
             raise _bad_url(raw, "URL names another server")
     store = session.store
     folder = store.get_folder(user, url.mailbox)
@@ -206,6 +207,26 @@ def _names_this_server(session: Any, host: str) -> bool:
     if bracketed != (address.version == 6):
         return False
     return normalize_host(str(address)) == local
+
+
+# The IMAP service's two standard ports (RFC 9051 section 2.1): 143, and 993 for implicit TLS
+# (RFC 8314). A URL cannot tell them apart (RFC 5092 has no imaps scheme).
+_STANDARD_PORTS = frozenset({imapurl.DEFAULT_PORT, 993})
+
+
+def _is_this_port(session: Any, port: int | None) -> bool:
+    """Whether an imap:// URL's port (imapurl.DEFAULT_PORT, 143, when it gives none: RFC 5092
+    section 1) names this server: the port the client connected to (behind a proxy the PROXY
+    header's destination, the port the client reached) or the listener's own. A connection to
+    143 or 993 takes both, and so the portless URL a client on 993 often writes: the two are
+    one IMAP service. A connection to another port takes only its own: 143 may then be another
+    IMAP server on the same host, whose messages this one must not serve in their place. A
+    UNIX socket has no port, and takes the standard pair."""
+    conn = session.conn
+    ports = {conn.local_port, conn.listener_port} - {0}
+    if not ports or ports & _STANDARD_PORTS:
+        ports |= _STANDARD_PORTS
+    return port in ports
 
 
 def _section_octets(store: Any, meta: Any, url: imapurl.ImapUrl, room: int) -> bytes:

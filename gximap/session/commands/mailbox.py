@@ -8,6 +8,7 @@ empty components, "." / "..", control characters...), which the session maps to 
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Generator
 from typing import Any
 
@@ -36,10 +37,19 @@ def store_name(mailbox: cmds.MailboxName) -> str:
 
 def new_mailbox_name(mailbox: cmds.MailboxName) -> str:
     """A name CREATE or RENAME is about to give a mailbox: LIST's wildcards are refused, since a
-    mailbox called "a*" could never be listed on its own (Dovecot and Cyrus refuse them too)."""
+    mailbox called "a*" could never be listed on its own (Dovecot and Cyrus refuse them too).
+
+    So is a name not in Unicode NFC: a mailbox name complies with Net-Unicode (RFC 6855
+    section 3, RFC 5198 section 2), and a decomposed "café" would be a second mailbox that
+    reads like the first. Refused rather than normalised: storing another name than the one
+    asked for would leave the client looking for its own spelling. Only new names are held to
+    it; lookups stay exact, so a folder stored under a non-NFC name earlier stays reachable,
+    and can be renamed to its NFC form."""
     name = store_name(mailbox)
     if "%" in name or "*" in name:
         raise CommandFailed(Code.NO_INVALID_MAILBOX_NAME)
+    if not name.isascii() and not unicodedata.is_normalized("NFC", name):
+        raise CommandFailed(Code.NO_NAME_NOT_NFC)
     return name
 
 
