@@ -267,6 +267,45 @@ class _Siblings:
         return self.ledgers[0]
 
 
+class _AcceptGate:
+    """Makes "this server takes no more connections from that listener" true at once.
+
+    Unwatching a listener (Server._unwatch) only keeps the poller's next epoll wait from
+    reporting it: a poller in the middle of an accept batch (Server._accept loops until the
+    queue is empty) still takes the next connection queued on the shared socket. Under load
+    (a poller descheduled between two accept calls) that was the connection the test meant for
+    another process. The gate waits for a batch under way to end, and keeps later calls from
+    accepting on a listener the test shut."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._lock = threading.Lock()
+        self._shut: set[int] = set()
+        accept = server._accept
+
+        def gated_accept(listener: BoundListener) -> None:
+            with self._lock:
+                if listener.fileno() not in self._shut:
+                    accept(listener)
+
+        server._accept = gated_accept  # type: ignore[method-assign]
+
+    def shut(self, listener_fd: int) -> None:
+        """No more connections from ``listener_fd`` here, from the moment this returns; and the
+        server's own look again after a step back (Server._review_step_back) is kept off too."""
+        self._server._watch = lambda listener_fd: None  # type: ignore[method-assign]
+        self._server._unwatch(listener_fd)
+        with self._lock:  # an accept batch under way ends first
+            self._shut.add(listener_fd)
+
+    def open(self, listener_fd: int) -> None:
+        """Connections from ``listener_fd`` taken here again, the server's step back as usual."""
+        with self._lock:
+            self._shut.discard(listener_fd)
+        vars(self._server).pop("_watch", None)
+        self._server._watch(listener_fd)
+
+
 @contextlib.contextmanager
 def _sibling_servers(*recorders: Recorder, context_nums: Sequence[int] = ()) -> Iterator[_Siblings]:
     """A server for each of ``recorders``, of one context each unless ``context_nums`` says."""
@@ -307,7 +346,7 @@ def test_a_full_server_passes_a_connection_it_accepted_to_a_sibling_with_room() 
         port, full, roomy, full_ledger = siblings.port, siblings.one, siblings.other, siblings.one_ledger
         # The sibling with room does not see the listener (as if busy elsewhere all along):
         # every connection reaches the full server first.
-        roomy._unwatch(siblings.twin.fileno())
+        _AcceptGate(roomy).shut(siblings.twin.fileno())
         kept = connect(port)
         assert (full.stats().sessions, roomy.stats().sessions) == (1, 0)
         passed = connect(port)
@@ -327,12 +366,12 @@ def test_a_server_full_of_logged_in_sessions_passes_an_arrival_to_a_sibling_that
     with _sibling_servers(Recorder(handler_class=LoginLineHandler), squatted_recorder) as siblings:
         port, members, squatted, member_ledger = siblings.port, siblings.one, siblings.other, siblings.one_ledger
         listener_fd = siblings.listener.fileno()
-        members._unwatch(listener_fd)
+        members_gate = _AcceptGate(members)
+        members_gate.shut(listener_fd)
         squatter = connect(port)  # taken by the squatted server, the only one watching
         # From now on only the other one accepts (a full server would look again after a while).
-        squatted._watch = lambda listener_fd: None  # type: ignore[method-assign]
-        squatted._unwatch(siblings.twin.fileno())
-        members._watch(listener_fd)
+        _AcceptGate(squatted).shut(siblings.twin.fileno())
+        members_gate.open(listener_fd)
         member = connect(port)
         assert member.command("LOGIN") == b"OK logged in\r\n"
         assert wait_until(lambda: member_ledger.sibling_loads() == {1: 1})
@@ -349,19 +388,17 @@ def test_an_arrival_passed_to_a_sibling_with_nothing_to_displace_goes_on_to_one_
     on once more, to the process it has not been in, where one makes room for it."""
     recorders = [Recorder(handler_class=LoginLineHandler) for _ in range(3)]
     with _sibling_servers(*recorders, context_nums=(1, 1, 2)) as siblings:
-        first, second, third = siblings.servers
+        first, second, third = [_AcceptGate(server) for server in siblings.servers]
         fds = [siblings.listener.fileno()] + [twin.fileno() for twin in siblings.twins]
-        first._unwatch(fds[0])
-        second._unwatch(fds[1])
+        first.shut(fds[0])
+        second.shut(fds[1])
         squatters = [connect(siblings.port) for _ in range(2)]  # the third process takes both
-        third._watch = lambda listener_fd: None  # type: ignore[method-assign]
-        third._unwatch(fds[2])
-        second._watch(fds[1])
+        third.shut(fds[2])
+        second.open(fds[1])
         member = connect(siblings.port)
         assert member.command("LOGIN") == b"OK logged in\r\n"
-        second._watch = lambda listener_fd: None  # type: ignore[method-assign]
-        second._unwatch(fds[1])
-        first._watch(fds[0])
+        second.shut(fds[1])
+        first.open(fds[0])
         local = connect(siblings.port)
         assert local.command("LOGIN") == b"OK logged in\r\n"
         # The second process is the least loaded: the arrival goes there first.
@@ -382,13 +419,13 @@ def test_an_arrival_waits_here_before_it_is_passed_to_a_full_sibling() -> None:
                           Recorder(handler_class=LoginLineHandler)) as siblings:
         port, here, there, ledger = siblings.port, siblings.one, siblings.other, siblings.one_ledger
         listener_fd = siblings.listener.fileno()
-        here._unwatch(listener_fd)
+        here_gate = _AcceptGate(here)
+        here_gate.shut(listener_fd)
         remote = connect(port)  # taken by the other one
         assert remote.command("LOGIN") == b"OK logged in\r\n"
-        there._watch = lambda listener_fd: None  # type: ignore[method-assign]
-        there._unwatch(siblings.twin.fileno())
+        _AcceptGate(there).shut(siblings.twin.fileno())
         here._step_back = lambda now: None  # type: ignore[method-assign]  # it keeps accepting
-        here._watch(listener_fd)
+        here_gate.open(listener_fd)
         local = connect(port)
         assert local.command("LOGIN") == b"OK logged in\r\n"
         assert wait_until(lambda: ledger.sibling_loads() == {1: 1})

@@ -62,6 +62,8 @@ _V2_AF_INET6 = 0x2
 _V2_AF_UNIX = 0x3
 _V2_PROTO_UNSPEC = 0x0
 _V2_PROTO_STREAM = 0x1
+_V2_PROTO_DGRAM = 0x2
+_V2_PROTOCOLS = (_V2_PROTO_UNSPEC, _V2_PROTO_STREAM, _V2_PROTO_DGRAM)
 _V2_UNIX_ADDRESSES = 216  # two 108-byte socket paths
 # Where the TLVs start after the fixed part, by address family.
 _V2_ADDRESS_LENGTHS = {_V2_AF_UNSPEC: 0, _V2_AF_INET: 12, _V2_AF_INET6: 36, _V2_AF_UNIX: _V2_UNIX_ADDRESSES}
@@ -147,6 +149,10 @@ class ProxyDecoder:
             return None
         line = bytes(self._buffer[:end])
         remainder = bytes(self._buffer[end + 2 :])
+        if b"\n" in line:
+            # A lone LF ends no line (spec section 2.1); refused here as when it came in a
+            # piece before the CRLF, so that the answer does not depend on how the bytes came.
+            raise ProxyError("PROXY v1 header is not terminated by CRLF within 107 bytes")
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
@@ -192,25 +198,29 @@ class ProxyDecoder:
         family = family_protocol >> 4
         if family not in _V2_ADDRESS_LENGTHS:
             raise ProxyError(f"PROXY v2 header has unknown address family {family}")
+        protocol = family_protocol & 0x0F
+        if protocol not in _V2_PROTOCOLS:
+            # Spec section 2.2: unassigned transport values "must be rejected as invalid by
+            # receivers", whatever the family.
+            raise ProxyError(f"PROXY v2 header has unknown transport {protocol}")
         addresses_length = _V2_ADDRESS_LENGTHS[family]
+        if length < addresses_length:
+            # Spec section 2.2: "The receiver must also reject incoming connections containing
+            # partial protocol headers" (an AF_UNIX block of less than 216 bytes went through).
+            raise ProxyError(f"PROXY v2 header of family {family} is shorter than its addresses")
         _check_tlvs(header, V2_FIXED_LENGTH + addresses_length)
         tlvs = payload[addresses_length:]
-        protocol = family_protocol & 0x0F
         if family in (_V2_AF_UNSPEC, _V2_AF_UNIX):
             # The spec lets the receiver fall back to the real connection endpoints here.
             return ProxyResult(2, "PROXY", None, remainder, *_client_tls(tlvs))
         if protocol != _V2_PROTO_STREAM:
             raise ProxyError(f"PROXY v2 header has transport {protocol}, only STREAM is served")
         if family == _V2_AF_INET:
-            if length < addresses_length:
-                raise ProxyError("PROXY v2 AF_INET header is shorter than its addresses")
             src, dst, sport, dport = struct.unpack_from("!4s4sHH", payload)
             addresses = ProxyAddresses(
                 str(ipaddress.IPv4Address(src)), sport, str(ipaddress.IPv4Address(dst)), dport
             )
         else:
-            if length < addresses_length:
-                raise ProxyError("PROXY v2 AF_INET6 header is shorter than its addresses")
             src, dst, sport, dport = struct.unpack_from("!16s16sHH", payload)
             addresses = ProxyAddresses(
                 str(ipaddress.IPv6Address(src)), sport, str(ipaddress.IPv6Address(dst)), dport
@@ -294,14 +304,20 @@ def _client_tls(tlvs: bytes) -> tuple[bool, str]:
 
 
 def _v1_address(text: str, address_type: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]) -> str:
+    # ipaddress takes an IPv6 scope ("fe80::1%eth0", any octets but "%"), which the spec's
+    # address format (section 2.1) has not: it would carry control characters into log lines.
     try:
+        if "%" in text:
+            raise ValueError(text)
         return str(address_type(text))
     except ValueError:
         raise ProxyError(f"PROXY v1 header has an invalid address {text!r}") from None
 
 
 def _v1_port(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    # Spec section 2.1: "Heading zeroes are not permitted in front of numbers".
+    if (not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) > 65535
+            or (len(text) > 1 and text.startswith("0"))):
         raise ProxyError(f"PROXY v1 header has an invalid port {text!r}")
     return int(text)
 
