@@ -828,3 +828,35 @@ def test_an_idle_pushs_highestmodseq_skips_no_flag_change_its_own_lines_kept_bac
     assert any(line.startswith(b"* NO [UNAVAILABLE]") for line in lines), lines
     told = _told_highestmodseqs(lines)
     assert told and max(told) <= safe, (lines, safe)
+
+
+def test_in_idle_a_delivery_while_the_highestmodseq_waits_is_pushed_after_it(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDLE without NOTIFY: while a push's flag change lines are made, the HIGHESTMODSEQ after
+    them waits as the session's own work, in front of IDLE; a message delivered meanwhile wakes
+    nothing (the session is at work, not idling). Once that work is done the session looks
+    again, as after live searches' work: the client does not wait for DONE or another change."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    uids = seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.script("""
+        C: a1 IDLE
+        S: + idling
+    """)
+    flag(conv, uids[1:], "\\Flagged")
+    flag_rows = conv.store.flag_rows
+    delivered: list[int] = []
+
+    def deliver_first(*args: Any, **kwargs: Any) -> Any:
+        if not delivered:
+            delivered.append(conv.add_message())
+        return flag_rows(*args, **kwargs)
+
+    monkeypatch.setattr(conv.store, "flag_rows", deliver_first)
+    lines = conv.wake()
+    assert delivered and conv.wakes == 0
+    flagged = [b"* %d FETCH (UID %d FLAGS (\\Flagged) MODSEQ (%d))" % (uid, uid, modseq_of(conv, uid))
+               for uid in uids[1:]]
+    assert lines == [*flagged, b"* 5 EXISTS", b"* 1 RECENT",
+                     b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % highest(conv)], lines

@@ -1254,24 +1254,24 @@ class ImapSession:
         self._out.extend(lines)
         if lines and isinstance(lines[-1], LazyLines):   # (a catch-up's LazyFlagUpdates comes last)
             self._lines_unmade += 1
-        announcing: _Running | None = None
-        if self._lines_unmade and self.qresync_enabled:
-            announcing = self._announce_when_made(selected, done)
-        else:
-            self._out.extend(condstore.announce_highestmodseq(self, done))
         # After a catch-up that failed, nothing new is in the view: the next one has them look.
         contexts = selected.contexts   # (contexts.recheck_due(), less a call on every command's path)
-        if (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
-                and not self._updates_missed):
+        recheck = (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
+                   and not self._updates_missed)
+        if self._lines_unmade and self.qresync_enabled:
+            announcing = self._announce_when_made(selected, done, None if recheck else then)
+            if not recheck:
+                return announcing
+        else:
+            self._out.extend(condstore.announce_highestmodseq(self, done))
+        if recheck:
             return self._recheck_live_searches(selected, then, command, announced_above)
-        if announcing is not None:
-            announcing.then = then
-            return announcing
         if then is not None:
             then()
         return None
 
-    def _announce_when_made(self, selected: SelectedMailbox, done: Done | None) -> _Running:
+    def _announce_when_made(self, selected: SelectedMailbox, done: Done | None,
+                            then: Callable[[], None] | None) -> _Running:
         """The HIGHESTMODSEQ of _send_updates (into ``done``'s tagged OK, or untagged), as the
         session's own work (_run_before_resuming), which runs once the output queued before it
         is out: the lines of flag changes a LazyFlagUpdates makes as they are sent among it. A
@@ -1279,14 +1279,26 @@ class ImapSession:
         (SelectedMailbox.flags_unsent); worked out before, it was past them, and a QRESYNC from
         it never reported them (RFC 7162 section 3.2.10: the client is told a HIGHESTMODSEQ only
         once it has every change up to it). What follows the updates (the tagged answer, live
-        searches' work, ``then``) follows this work."""
+        searches' work) follows this work; ``then`` once it is done."""
 
         def steps() -> Generator[Any, Any, None]:
             if self.selected is selected and not self._closing:
                 yield from condstore.announce_highestmodseq(self, done)
 
+        def after() -> None:
+            if then is not None:
+                then()
+            # In IDLE without NOTIFY a change is only heard while the session idles: one that
+            # came while this work waited is looked for now (as after live searches' work). Not
+            # after a store error making the lines, which the same catch-up would only meet
+            # again (and again): the retry comes a little later (_owe_updates).
+            if (self.notify is None and self.selected is selected and not self._closing
+                    and not self._updates_missed and self._idling()):
+                self._push_idle_updates(selected)
+
         work = _Running(None, b"*", steps(), False)
         work.name = "HIGHESTMODSEQ"
+        work.then = after
         self._run_before_resuming(work)
         return work
 
