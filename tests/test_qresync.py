@@ -759,3 +759,104 @@ def test_close_highestmodseq_skips_no_flag_change_a_store_error_kept_back(
     assert told <= safe, (answer, safe)
     lines = conv.command(f"SELECT INBOX (QRESYNC ({uidvalidity(conv)} {told}))")
     assert sum(b"FETCH" in line and b"\\Flagged" in line for line in lines) == 3, lines
+
+
+def _told_highestmodseqs(lines: list[bytes]) -> list[int]:
+    """Every HIGHESTMODSEQ the lines give (untagged OK or the tagged answer's code)."""
+    return [int(line.split(b"[HIGHESTMODSEQ ", 1)[1].split(b"]", 1)[0]) for line in lines
+            if b"[HIGHESTMODSEQ " in line]
+
+
+def _flag_rows_busy(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the store's flag_rows (read as a LazyFlagUpdates makes its lines) fail as a busy
+    LMDB does; returns the real one, to put back."""
+    flag_rows = conv.store.flag_rows
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(conv.store, "flag_rows", busy)
+    return flag_rows
+
+
+@pytest.mark.parametrize("command", ["NOOP", "EXPUNGE"])
+def test_a_commands_highestmodseq_skips_no_flag_change_its_own_lines_kept_back(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """The HIGHESTMODSEQ a command's updates end with (the tagged OK's code, RFC 7162 sections
+    3.2.7 and 3.2.10) is worked out once the lines of its flag changes, made as they are sent
+    (LazyFlagUpdates), are out: a store error there keeps some back, and a value past them would
+    let a QRESYNC from it skip them. It was worked out before, and gave the store's."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    uids = seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    safe = highest(conv)   # the client's own STORE is the last change it knows of
+    flag(conv, uids[1:], "\\Flagged")
+    conv.add_message()   # (an EXISTS: the updates tell a HIGHESTMODSEQ past the flag changes)
+    flag_rows = _flag_rows_busy(conv, monkeypatch)
+    lines = conv.command(command)
+    monkeypatch.setattr(conv.store, "flag_rows", flag_rows)
+    assert any(line.startswith(b"* NO [UNAVAILABLE]") for line in lines), lines
+    assert not any(b"FETCH" in line for line in lines), lines
+    told = _told_highestmodseqs(lines)
+    if command == "EXPUNGE":   # RFC 5162 section 3.3: it MUST, having expunged
+        assert b"[HIGHESTMODSEQ " in lines[-1], lines
+    assert told and max(told) <= safe, (lines, safe)
+    lines = conv.command(f"SELECT INBOX (QRESYNC ({uidvalidity(conv)} {max(told)}))")
+    assert sum(b"FETCH" in line and b"\\Flagged" in line for line in lines) == 3, lines
+
+
+def test_an_idle_pushs_highestmodseq_skips_no_flag_change_its_own_lines_kept_back(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for a command's answer, the untagged HIGHESTMODSEQ after an IDLE push is worked out
+    once the push's flag change lines are out, not past those a store error kept back."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    uids = seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    safe = highest(conv)
+    conv.script("""
+        C: a1 IDLE
+        S: + idling
+    """)
+    flag_rows = _flag_rows_busy(conv, monkeypatch)
+    flag(conv, uids[1:], "\\Flagged")
+    conv.add_message()
+    lines = conv.wake()
+    monkeypatch.setattr(conv.store, "flag_rows", flag_rows)
+    assert any(line.startswith(b"* NO [UNAVAILABLE]") for line in lines), lines
+    told = _told_highestmodseqs(lines)
+    assert told and max(told) <= safe, (lines, safe)
+
+
+def test_in_idle_a_delivery_while_the_highestmodseq_waits_is_pushed_after_it(
+        conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDLE without NOTIFY: while a push's flag change lines are made, the HIGHESTMODSEQ after
+    them waits as the session's own work, in front of IDLE; a message delivered meanwhile wakes
+    nothing (the session is at work, not idling). Once that work is done the session looks
+    again, as after live searches' work: the client does not wait for DONE or another change."""
+    monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
+    uids = seed(conv, 4)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.script("""
+        C: a1 IDLE
+        S: + idling
+    """)
+    flag(conv, uids[1:], "\\Flagged")
+    flag_rows = conv.store.flag_rows
+    delivered: list[int] = []
+
+    def deliver_first(*args: Any, **kwargs: Any) -> Any:
+        if not delivered:
+            delivered.append(conv.add_message())
+        return flag_rows(*args, **kwargs)
+
+    monkeypatch.setattr(conv.store, "flag_rows", deliver_first)
+    lines = conv.wake()
+    assert delivered and conv.wakes == 0
+    flagged = [b"* %d FETCH (UID %d FLAGS (\\Flagged) MODSEQ (%d))" % (uid, uid, modseq_of(conv, uid))
+               for uid in uids[1:]]
+    assert lines == [*flagged, b"* 5 EXISTS", b"* 1 RECENT",
+                     b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % highest(conv)], lines

@@ -370,6 +370,9 @@ class ClientView:
         match = _TAGGED.match(line)
         if match is None or match.group(1) != self.tag:
             self.fail(f"a line that is no response to {self.tag}: {line!r}")
+        # The command is over: what follows (NOTIFY reports at any time, RFC 5465 section 3) is
+        # no response to it, nor held back by it (an EXPUNGE after a FETCH's answer is allowed).
+        self.numbered = self.fetching = False
         if self.closing:
             self.closed(match.group(2) == "OK", line)
         self.note_highestmodseq(line)
@@ -1254,3 +1257,22 @@ class SessionsModel(RuleBasedStateMachine):
 def test_session_views_follow_the_store(mode: str) -> None:
     machine = type(f"SessionsModel_{mode.replace('-', '_')}", (SessionsModel,), {"WATCHER": WATCHER_MODES[mode]})
     run_state_machine_as_test(machine, settings=MODEL_SETTINGS)
+
+
+def test_a_notify_expunge_after_the_answer_of_a_fetch_by_number_is_not_during_it() -> None:
+    """The qresync run's falsifying example (seed 651118466, GXIMAP_FUZZ_EXAMPLES=1500): another
+    session's expunge, committed in a pause of a FETCH by message number, is held back by it
+    (RFC 3501 section 7.4.1) and NOTIFY pushes it right after the tagged answer (RFC 5465
+    section 3). The model read that EXPUNGE as one during the FETCH: it ended the command only
+    after reading all the lines."""
+    machine = type("SessionsModel_qresync", (SessionsModel,), {"WATCHER": WATCHER_MODES["qresync"]})
+    state = machine()
+    try:
+        state.open_sessions(others=[{"NOTIFY", "CONDSTORE"}], preload=[(0, 0, 0)], sliced=True, notify_modseq=False)
+        state.live_search(criteria="FLAGGED", extra="", index=1, modseq=False, sort=None, use_uid=False)
+        state.arm_foreign_change(count=1, flags={"\\Seen"}, folder="INBOX", kind="deliver", mode="add", pick=[0])
+        state.arm_foreign_change(count=1, flags={"\\Seen"}, folder="INBOX", kind="expunge", mode="add", pick=[0])
+        state.fetch_flags(index=1, pick=[0], use_uid=False)
+        state.no_errors_logged()
+    finally:
+        state.teardown()

@@ -470,31 +470,38 @@ def refuse_reused_tag(session: Any, tag: bytes, options: tuple[str, ...] | None)
 
 
 def start(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
-          fetch_atts: tuple[cmds.FetchAtt, ...] = ()) -> list[bytes]:
-    """:func:`start_sliced` for a SEARCH context, which has no keys to read: nothing to slice."""
-    return run_unsliced(start_sliced(session, tag, uid, criteria, members, None, None, fetch_atts))
+          fetch_atts: tuple[cmds.FetchAtt, ...] = ()) -> bytes | None:
+    """Keep the result ``members`` (ascending UIDs) of a SEARCH RETURN (UPDATE) live
+    (``criteria`` made with fixed_criteria before the search ran; ``fetch_atts``: UPDATE's, RFC
+    5465 section 7); or, beyond the bounds, return the untagged ``NO [NOUPDATE "tag"]`` that
+    says it is not (RFC 5267 section 4.3.1). A SEARCH context has no keys to read: nothing to
+    slice, unlike a SORT's (start_sliced)."""
+    contexts = session.selected.contexts
+    if not contexts.room_for(len(members)):
+        return _no_update(session, tag)
+    contexts.add(LiveSearch(tag, uid, criteria, members, fetch_atts=fetch_atts))
+    return None
 
 
 def start_sliced(session: Any, tag: bytes, uid: bool, criteria: cmds.SearchKey, members: Sequence[int],
-                 slicer: TimeSlice | None, sort: tuple[cmds.SortCriterion, ...] | None = None,
+                 slicer: TimeSlice | None, sort: tuple[cmds.SortCriterion, ...],
                  fetch_atts: tuple[cmds.FetchAtt, ...] = ()) -> Generator[Pause | Await, Any, list[bytes]]:
-    """Keep the result ``members`` (ascending UIDs) of a SEARCH or SORT RETURN (UPDATE) live
-    (``criteria`` made with fixed_criteria before the search ran; ``fetch_atts``: UPDATE's, RFC
-    5465 section 7); or, beyond the bounds, the untagged ``NO [NOUPDATE "tag"]`` that says it is
-    not (RFC 5267 section 4.3.1). A SORT context's keys are read and ordered in the command's
-    slices (``slicer``), as its SORT read and ordered the values (_start_keys_sliced)."""
+    """:func:`start` for a SORT RETURN (UPDATE) (``sort``: its criteria), whose context's keys
+    are read and ordered in the command's slices (``slicer``), as its SORT read and ordered the
+    values (_start_keys_sliced)."""
     contexts = session.selected.contexts
     if not contexts.room_for(len(members)):
-        code = b"NOUPDATE " + encode.string(tag)
-        return [b"* " + session.status_line(b"NO", Code.INFO_NOUPDATE, code=code) + b"\r\n"]
-    if sort is None:
-        contexts.add(LiveSearch(tag, uid, criteria, members, fetch_atts=fetch_atts))
-        return []
+        return [_no_update(session, tag)]
     keys, ordered = yield from _start_keys_sliced(session, sort, list(members), slicer)
     if len(keys) != len(members):
         members = [uid for uid in members if uid in keys]   # a message whose body is gone is left out
     contexts.add(LiveSearch(tag, uid, criteria, members, sort, keys, fetch_atts, ordered=ordered))
     return []
+
+
+def _no_update(session: Any, tag: bytes) -> bytes:
+    """``* NO [NOUPDATE "tag"]``: the result is not kept live (RFC 5267 section 4.3.1)."""
+    return b"* " + session.status_line(b"NO", Code.INFO_NOUPDATE, code=b"NOUPDATE " + encode.string(tag)) + b"\r\n"
 
 
 def _start_keys_sliced(session: Any, criteria: tuple[cmds.SortCriterion, ...], uids: list[int],

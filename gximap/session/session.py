@@ -170,6 +170,9 @@ class ImapSession:
                              spool=file_spool_factory(spool_dir) if spool_dir else None,
                              spool_threshold=SPOOL_THRESHOLD)
         self._out: deque[OutputItem | LazyLines] = deque()
+        # The LazyLines (a catch-up's flag changes) in _out whose lines are not all made yet: a
+        # HIGHESTMODSEQ is worked out once they are (_send_updates, _announce_when_made).
+        self._lines_unmade = 0
         self._running: _Running | None = None
         self._input_blocked = False  # between STARTTLS/COMPRESS/its end and the transport change
         self._closing = False
@@ -337,9 +340,11 @@ class ImapSession:
                     except midb_errors.MidbError as exc:
                         # The lines kept back are the view's to send at its next catch-up (a
                         # LazyFlagUpdates hands them back): as a catch-up that fails, a warning.
+                        self._lines_unmade -= 1
                         item = self._updates_delayed(exc)
                     else:
                         if chunk is None:
+                            self._lines_unmade -= 1
                             continue
                         self._out.appendleft(item)  # more may follow: it stays first in line
                         item = chunk
@@ -530,6 +535,7 @@ class ImapSession:
             if isinstance(item, FileRegion):
                 item.close()
         self._out.clear()
+        self._lines_unmade = 0
         self.framer.discard_buffer()  # up to a literal's worth of input, freed now
         gxlog.io_trace_end(self.id)
         self._close_selected()
@@ -1185,12 +1191,13 @@ class ImapSession:
             announced = self.selected.uid_max if self.selected is not None and self.notify is not None else None
             if done.sync and self.selected is not None and done.status != "BAD":
                 # QRESYNC: may put [HIGHESTMODSEQ] into the tagged OK (or send it untagged)
-                recheck = self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok,
-                                             done=done, command=running)
-                if recheck is not None:
-                    # What the live searches have to say comes first: the answer once they are
-                    # done (a closure made here for every command cost a call more).
-                    recheck.answers = (running, done, announced)
+                after_updates = self._send_updates(self.selected, allow_expunge=running.expunge_ok and done.expunge_ok,
+                                                   done=done, command=running)
+                if after_updates is not None:
+                    # What the live searches have to say (or the HIGHESTMODSEQ once the flag
+                    # changes' lines are made) comes first: the answer once that is done (a
+                    # closure made here for every command cost a call more).
+                    after_updates.answers = (running, done, announced)
                     return
         if self.notify is not None:
             # (A change of the selected mailbox heard after its catch-up, while live searches
@@ -1238,20 +1245,63 @@ class ImapSession:
         (condstore.announce_highestmodseq: ``done`` is the answer they precede, None for a push),
         then what its live searches have to say; ``then`` once all that is out (what follows
         the updates: a tagged answer). ``command``: the one the updates end, whose INPROGRESS
-        lines go on while the live searches work. Returns that work of the live searches when it
-        is queued (_recheck_live_searches), else None (``then`` has run)."""
+        lines go on while the live searches work. While lines of flag changes wait to be made
+        (LazyFlagUpdates, here or queued before), the HIGHESTMODSEQ waits for them
+        (_announce_when_made). Returns the last work so queued, which ``then`` follows (the live
+        searches', _recheck_live_searches, or that HIGHESTMODSEQ's), else None (``then`` has run)."""
         self._selected_changed = False   # (before the catch-up: a change it misses is heard again)
         announced_above = selected.uid_max   # (the messages above it are those this catch-up announces)
-        self._out.extend(self._sync_selected(selected, allow_expunge=allow_expunge))
-        self._out.extend(condstore.announce_highestmodseq(self, done))
+        lines = self._sync_selected(selected, allow_expunge=allow_expunge)
+        self._out.extend(lines)
+        if lines and isinstance(lines[-1], LazyLines):   # (a catch-up's LazyFlagUpdates comes last)
+            self._lines_unmade += 1
         # After a catch-up that failed, nothing new is in the view: the next one has them look.
         contexts = selected.contexts   # (contexts.recheck_due(), less a call on every command's path)
-        if (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
-                and not self._updates_missed):
+        recheck = (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
+                   and not self._updates_missed)
+        if self._lines_unmade and self.qresync_enabled:
+            announcing = self._announce_when_made(selected, done, None if recheck else then)
+            if not recheck:
+                return announcing
+        else:
+            self._out.extend(condstore.announce_highestmodseq(self, done))
+        if recheck:
             return self._recheck_live_searches(selected, then, command, announced_above)
         if then is not None:
             then()
         return None
+
+    def _announce_when_made(self, selected: SelectedMailbox, done: Done | None,
+                            then: Callable[[], None] | None) -> _Running:
+        """The HIGHESTMODSEQ of _send_updates (into ``done``'s tagged OK, or untagged), as the
+        session's own work (_run_before_resuming), which runs once the output queued before it
+        is out: the lines of flag changes a LazyFlagUpdates makes as they are sent among it. A
+        store error there keeps some back, lowering the value the client may trust below them
+        (SelectedMailbox.flags_unsent); worked out before, it was past them, and a QRESYNC from
+        it never reported them (RFC 7162 section 3.2.10: the client is told a HIGHESTMODSEQ only
+        once it has every change up to it). What follows the updates (the tagged answer, live
+        searches' work) follows this work; ``then`` once it is done."""
+
+        def steps() -> Generator[Any, Any, None]:
+            if self.selected is selected and not self._closing:
+                yield from condstore.announce_highestmodseq(self, done)
+
+        def after() -> None:
+            if then is not None:
+                then()
+            # In IDLE without NOTIFY a change is only heard while the session idles: one that
+            # came while this work waited is looked for now (as after live searches' work). Not
+            # after a store error making the lines, which the same catch-up would only meet
+            # again (and again): the retry comes a little later (_owe_updates).
+            if (self.notify is None and self.selected is selected and not self._closing
+                    and not self._updates_missed and self._idling()):
+                self._push_idle_updates(selected)
+
+        work = _Running(None, b"*", steps(), False)
+        work.name = "HIGHESTMODSEQ"
+        work.then = after
+        self._run_before_resuming(work)
+        return work
 
     def _recheck_live_searches(self, selected: SelectedMailbox, then: Callable[[], None] | None,
                                command: _Running | None, announced_above: int) -> _Running:

@@ -913,7 +913,7 @@ def _flags_shown(session: Any, cmd: cmds.Fetch, uids: list[int] | _Requested,
     CONDSTORE-aware client (its updates carry it), and name its messages by UID: message
     numbers shift when the sync reports expunges."""
     view = session.selected
-    if view.condstore and cmd.changedsince is None and not any(att.name == "MODSEQ" for att in cmd.items):
+    if view.condstore and cmd.changedsince is None and not condstore.names_modseq(cmd.items):
         return None
     contains: Callable[[int], bool]
     if isinstance(uids, _Requested):
@@ -959,7 +959,7 @@ def fetch(session: Any, cmd: cmds.Fetch) -> Generator[bytes | FileRegion | Respo
     else:
         refuse_numbers_beyond_count(session, cmd.seqset, cmd.uid)  # as resolve_uids
         uids = _Requested(session, cmd)
-    if cmd.changedsince is not None or any(att.name == "MODSEQ" for att in cmd.items):
+    if cmd.changedsince is not None or condstore.names_modseq(cmd.items):
         yield from condstore.enable(session)
     if cmd.vanished and cmd.changedsince is not None:  # the parser allows VANISHED only so
         vanished = condstore.vanished_earlier(session, cmd.seqset, cmd.changedsince)

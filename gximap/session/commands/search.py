@@ -112,7 +112,9 @@ def search(session: Any, cmd: cmds.Search) -> Generator[bytes | Pause | Await, A
         assert options is not None
         session.saved_search = saved_result(options, cmd.partial, matched)
     if live is not None:
-        yield from searchcontext.start(session, cmd.tag, cmd.uid, live, matched, fetch_atts=cmd.update_atts)
+        refused = searchcontext.start(session, cmd.tag, cmd.uid, live, matched, fetch_atts=cmd.update_atts)
+        if refused is not None:   # NO [NOUPDATE]: the result is not kept live
+            yield refused
     if cmd.partial is not None:
         assert options is not None
         yield (yield from _partial_response(session, cmd, options, matched, with_modseq, slicer))
