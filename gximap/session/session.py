@@ -184,7 +184,7 @@ class ImapSession:
         self._inside_response = False
         self._goodbye_due: Code | None = None
         self._bad_streak = 0
-        self._append_tally: parser.AppendTally | None = None  # the APPEND being framed (_append_over_quota)
+        self._append_tally: parser.AppendTally | None = None  # the APPEND or REPLACE being framed (_tally)
         self._watch: Any = None
         self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
         # A NOTIFY push that could not be made when the change was heard (the output backlog, or
@@ -848,6 +848,8 @@ class ImapSession:
         to imap_max_literal_size), or when what it named before the literal already decides (see
         gximap.session.commands.replace). Only the command's first literal is judged."""
         uid = event.command == b"UID REPLACE"
+        # The tag, [UID,] REPLACE, the number and the mailbox come before the message.
+        tally = self._tally(event, heading=5 if uid else 4)
         done: Done | None = None
         if self.state is not State.SELECTED:
             done = Done(_wrong_state(self.state, SELECTED), status="BAD")
@@ -858,6 +860,10 @@ class ImapSession:
             number, mailbox = found
             with contextlib.suppress(midb_errors.MidbError):   # the command meets the error itself
                 done = replace_commands.refusal(self, uid, number, mailbox.name)
+        if done is None and tally.arguments > self.settings.max_args:
+            # As an APPEND's: the parser will refuse it once it is whole (its flags and
+            # CATENATE parts are imap_max_args arguments), so refused before the upload.
+            done = Done(Code.NO_REPLACE_TOO_MANY, (str(self.settings.max_args),), status="NO")
         if done is None:
             return None
         text = self.text(done.text, *done.args)
@@ -887,12 +893,7 @@ class ImapSession:
         "APPEND") is not message octets, and is not checked; nor is a CATENATE URL sent as a
         literal, and a CATENATE message's TEXT parts are one message (parser.AppendTally). A
         store that cannot be read says nothing: the command then meets the error itself."""
-        tally = self._append_tally
-        if event.fresh or tally is None:
-            tally = self._append_tally = parser.AppendTally()
-        for piece in event.pieces:
-            tally.feed(piece)
-        tally.feed(event.size)
+        tally = self._tally(event)
         octets, messages = tally.octets, tally.messages
         if not messages:
             return None
@@ -900,6 +901,17 @@ class ImapSession:
             return self.store.quota_exceeded(self.user, octets, messages)
         except midb_errors.MidbError:
             return None
+
+    def _tally(self, event: NeedContinuation, heading: int = 3) -> parser.AppendTally:
+        """The APPEND's or REPLACE's tally (parser.AppendTally), fed what ``event`` adds: each
+        of the command's NeedContinuations must pass here once, in order."""
+        tally = self._append_tally
+        if event.fresh or tally is None:
+            tally = self._append_tally = parser.AppendTally(heading)
+        for piece in event.pieces:
+            tally.feed(piece)
+        tally.feed(event.size)
+        return tally
 
     def _literal_limit(self) -> int:
         limit = self.settings.max_literal
@@ -972,7 +984,11 @@ class ImapSession:
                     # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
                     # handler's own refusals do (gximap.session.commands.select).
                     self._out.append(self.close_announced())
-                limit = (str(settings.max_args),) if text is Code.NO_APPEND_TOO_MANY else ()
+                limit: tuple[str, ...] = ()
+                if text is Code.NO_APPEND_TOO_MANY:
+                    limit = (str(settings.max_args),)
+                    if frame.command_name in (b"REPLACE", b"UID REPLACE"):
+                        text = Code.NO_REPLACE_TOO_MANY   # its flags or parts, as before the upload
                 line = self.status_line(status, text, *limit)   # its usual code: exc.response_code
             else:
                 status = b"BAD"
