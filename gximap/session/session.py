@@ -819,6 +819,8 @@ class ImapSession:
                            "too many messages", "NO")
         elif event.command in (b"REPLACE", b"UID REPLACE"):
             refusal = self._replace_refusal(event)
+        elif event.command == b"LOGIN":
+            refusal = self._login_refusal()
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
@@ -841,6 +843,18 @@ class ImapSession:
                 answer()
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
+
+    def _login_refusal(self) -> tuple[bytes, str, str] | None:
+        """(line, reason for the log, status) refusing a LOGIN before its literal, as
+        commands.auth.login would refuse it after, whatever the user and password: logged in
+        already, or with no TLS where passwords need it, so that a password is not sent in the
+        clear for nothing (RFC 9051 section 6.2.3: the client MUST NOT send it then)."""
+        if self.state is not State.NOT_AUTHENTICATED:
+            return self.status_line(b"BAD", Code.BAD_ALREADY_AUTHENTICATED), "already authenticated", "BAD"
+        if not capabilities.plaintext_auth_allowed(self):
+            return (self.status_line(b"NO", Code.NO_PLAINTEXT_DISALLOWED), "plaintext authentication disallowed",
+                    "NO")
+        return None
 
     def _replace_refusal(self, event: NeedContinuation) -> tuple[bytes, str, str] | None:
         """(line, reason for the log, status) refusing a REPLACE before its message literal is
