@@ -12,6 +12,7 @@ from gximap.imap import commands as c
 from gximap.imap.framing import CommandFrame, Framer, Literal, NeedContinuation
 from gximap.imap.parser import (
     AppendTally,
+    MetadataTally,
     ParseError,
     append_destination,
     is_command_name,
@@ -583,6 +584,25 @@ def test_replace_tally_arguments(pieces: tuple[bytes | int, ...], heading: int, 
     command += b")" * (command.count(b"(") - command.count(b")"))
     parse_as(c.Replace, command, max_args=arguments)
     assert bad(command, max_args=arguments - 1).code == "LIMIT"
+
+
+@pytest.mark.parametrize(("pieces", "values"), [
+    ((b"a SETMETADATA INBOX (/private/comment ", 4), [True]),
+    ((b"a SETMETADATA INBOX (/private/comment ~", 4), [True]),   # literal8
+    ((b"a SETMETADATA ", 5, b" (", 16, b" ", 3), [False, False, True]),  # name, entry, value
+    ((b'a SETMETADATA "My box" (/private/a "x" /private/b NIL /private/c ', 2, b" ", 9, b" ", 1),
+     [True, False, True]),
+    ((b"a SETMETADATA INBOX (/private/a (", 1), [False]),   # not the grammar: no guess
+])
+def test_metadata_tally(pieces: tuple[bytes | int, ...], values: list[bool]) -> None:
+    """MetadataTally tells which of a SETMETADATA's literals are values, before each is sent."""
+    tally = MetadataTally()
+    seen = []
+    for piece in pieces:
+        if isinstance(piece, int):
+            seen.append(tally.value_next)
+        tally.feed(piece)
+    assert seen == values
 
 
 # -- REPLACE (RFC 8508) -------------------------------------------------------------------------

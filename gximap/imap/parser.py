@@ -1851,6 +1851,39 @@ class AppendTally:
         self._catenate_next = False
 
 
+class MetadataTally:
+    """Which of a SETMETADATA's literals is a value (RFC 5464 section 4.3: ``"(" entry-value *(SP
+    entry-value) ")"``, ``entry-value = entry SP value``), as the session must know before it asks
+    for one, to refuse a value longer than imap_metadata_max_size before the upload. Fed as
+    AppendTally is. ``value_next``: a literal announced now is an entry's value; False wherever
+    the text is not what the grammar wants (parse_command answers that once the command is whole)."""
+
+    __slots__ = ("_skip", "_listed")
+
+    def __init__(self) -> None:
+        self._skip = 3  # the tag, SETMETADATA and the mailbox name come first
+        self._listed = -1  # entries and values in the list so far; -1 before its "(", -2 lost
+
+    @property
+    def value_next(self) -> bool:
+        return self._listed >= 0 and self._listed % 2 == 1
+
+    def feed(self, piece: bytes | int) -> None:
+        if isinstance(piece, int):
+            if self._skip == 1:
+                self._skip = 0   # the mailbox name as a literal
+            elif self._listed >= 0:
+                self._listed += 1
+            return
+        for token in _TALLY_TOKEN.findall(piece):
+            if self._skip:
+                self._skip -= 1
+            elif token == b"(" and self._listed == -1:
+                self._listed = 0
+            elif self._listed >= 0 and token != b"~":   # (a literal8's "~" goes with its literal)
+                self._listed = -2 if token in (b"(", b")") else self._listed + 1
+
+
 def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None:
     """The mailbox an APPEND names in ``head``, its text before the first literal
     (``NeedContinuation.head``: ``a APPEND Sent (\\Seen) ``), so that the session can answer

@@ -185,6 +185,7 @@ class ImapSession:
         self._goodbye_due: Code | None = None
         self._bad_streak = 0
         self._append_tally: parser.AppendTally | None = None  # the APPEND or REPLACE being framed (_tally)
+        self._metadata_tally: parser.MetadataTally | None = None  # the SETMETADATA being framed
         self._watch: Any = None
         self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
         # A NOTIFY push that could not be made when the change was heard (the output backlog, or
@@ -821,6 +822,8 @@ class ImapSession:
             refusal = self._replace_refusal(event)
         elif event.command == b"LOGIN":
             refusal = self._login_refusal()
+        elif event.command == b"SETMETADATA" and self.state is not State.NOT_AUTHENTICATED:
+            refusal = self._setmetadata_refusal(event)
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
@@ -843,6 +846,25 @@ class ImapSession:
                 answer()
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
+
+    def _setmetadata_refusal(self, event: NeedContinuation) -> tuple[bytes, str, str] | None:
+        """(line, reason for the log, status) refusing a SETMETADATA value longer than
+        imap_metadata_max_size before it is sent, or None: the command would be refused NO
+        [METADATA MAXSIZE] once whole (RFC 5464 section 4.3, commands.metadata), and its
+        literals may be imap_max_literal_size octets, as APPEND's. Every literal of the command
+        passes here, in order, for parser.MetadataTally to tell a value from a name."""
+        tally = self._metadata_tally
+        if event.fresh or tally is None:
+            tally = self._metadata_tally = parser.MetadataTally()
+        for piece in event.pieces:
+            tally.feed(piece)
+        limit = self.settings.metadata_max_size
+        too_long = limit and tally.value_next and event.size > limit
+        tally.feed(event.size)
+        if not too_long:
+            return None
+        return (self.status_line(b"NO", Code.NO_METADATA_MAXSIZE, code=b"METADATA MAXSIZE %d" % limit),
+                "metadata value too long", "NO")
 
     def _login_refusal(self) -> tuple[bytes, str, str] | None:
         """(line, reason for the log, status) refusing a LOGIN before its literal, as
