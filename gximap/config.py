@@ -422,7 +422,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Maximum number of annotations (METADATA) per mailbox, and on the server per user.",
        "imap", minimum=10, reloadable=True),
     _d("imap_metadata_max_size", "size", "64K",
-       "Maximum size of one annotation value (METADATA); larger ones are refused with [METADATA MAXSIZE].",
+       "Maximum size of one annotation value (METADATA); larger ones are refused with [METADATA MAXSIZE], "
+       "before the client sends one announced as a synchronising literal.",
        "imap", minimum=1024, maximum=16 * _MB, reloadable=True),
     _d("imap_private_key_path", "path", None,
        "PEM file with the private key of imap_certificate_path.",

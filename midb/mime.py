@@ -745,24 +745,26 @@ def _local_and_domain(tokens: list[tuple[int, bytes]]) -> tuple[bytes, bytes, by
     at = next((i for i, (kind, text) in enumerate(tokens) if kind == 4 and text == b"@"), None)
     local_tokens = tokens if at is None else tokens[:at]
     domain_tokens = [] if at is None else tokens[at + 1 :]
-    local = _local_part(text for kind, text in local_tokens if kind in (0, 1, 3))
-    domain = b"".join(text for kind, text in domain_tokens if kind in (0, 1, 3, 4) and text != b"@")
+    local = _dotted_words(text for kind, text in local_tokens if kind in (0, 1, 3))
+    domain = _dotted_words(text for kind, text in domain_tokens if kind in (0, 1, 3, 4) and text != b"@")
     return local, domain, comment
 
 
-def _local_part(words: Iterable[bytes]) -> bytes:
-    """A local part's words put together. RFC 5322 section 4.4: obs-local-part = word *("."
-    word), with CFWS around each word, so the blanks and comments around a dot go ("a . b" is
-    "a.b"). Two words with no dot between them make no local part at all: they stay apart by a
-    space as written (what the sender must have meant is the quoted "a b"), where running them
-    together would make a mailbox, "ab", that is nowhere in the message. (Dovecot stops at the
+def _dotted_words(words: Iterable[bytes]) -> bytes:
+    """A local part's or a domain's words put together. RFC 5322 section 4.4: obs-local-part =
+    word *("." word) and obs-domain = atom *("." atom), with CFWS around each word, so the blanks
+    and comments around a dot go ("a . b" is "a.b"). Two words with no dot between them make
+    neither: they stay apart by a space as written (what the sender meant may be the quoted
+    "a b"@x, or a typo), where running them together would make a mailbox "ab" or a host "xtest"
+    that is nowhere in the message, and a reply would go there. A domain literal ("[192.0.2.1]",
+    "[IPv6:2001:db8::1]", section 3.4.1) is one word, kept as written. (Dovecot stops at the
     second word and gives the domain as SYNTAX_ERROR, losing it.)"""
-    local = b""
+    joined = b""
     for word in words:
-        if local and not local.endswith(b".") and not word.startswith(b"."):
-            local += b" "
-        local += word
-    return local
+        if joined and not joined.endswith(b".") and not word.startswith(b"."):
+            joined += b" "
+        joined += word
+    return joined
 
 
 def _is_bare_phrase(tokens: list[tuple[int, bytes]]) -> bool:

@@ -99,6 +99,27 @@ def test_login_without_tls_is_refused_with_privacyrequired(tmp_path):
         assert conv.session.auth_failures == 0
 
 
+def test_login_refused_before_its_literals_are_sent(tmp_path):
+    """A LOGIN that will be refused whatever its arguments is refused at its first synchronising
+    literal instead of "+": without TLS, so that the password (or the user name) is not sent in
+    the clear for nothing; logged in already, as BAD. The connection stays usable."""
+    with Conversation(tmp_path, tls=False, starttls=True) as conv:
+        assert conv.send(b'a1 LOGIN "alice" {6}\r\n') == [
+            b"a1 NO [PRIVACYREQUIRED] Plaintext authentication disallowed"]
+        assert conv.send(b"a2 LOGIN {5}\r\n") == [b"a2 NO [PRIVACYREQUIRED] Plaintext authentication disallowed"]
+        assert conv.session.auth_failures == 0
+        assert conv.send(b"a3 NOOP\r\n") == [b"a3 OK NOOP completed"]
+    with Conversation(tmp_path / "tls", tls=True) as conv:
+        conv.login()
+        assert conv.send(b"a1 LOGIN bob {6}\r\n") == [b"a1 BAD [CLIENTBUG] Already authenticated"]
+        assert conv.session.user == "alice"
+        # Under TLS, before a login, the literals are taken as ever.
+    with Conversation(tmp_path / "tls2", tls=True) as conv:
+        assert conv.send(b"a1 LOGIN {5}\r\n") == [b"+ Ready for literal data"]
+        assert conv.send(b"alice {6}\r\n") == [b"+ Ready for literal data"]
+        assert conv.send(b"secret\r\n")[-1].startswith(b"a1 OK")
+
+
 def test_login_without_tls_when_insecure_auth_is_allowed(tmp_path):
     with Conversation(tmp_path, tls=False, insecure_auth=True) as conv:
         conv.login()

@@ -225,3 +225,35 @@ def test_selected_mailbox_deleted_before_an_early_refusal(conv: Conversation) ->
     assert conv.send(b"a1 REPLACE 1 Nowhere {30}\r\n") == [
         b"a1 NO [TRYCREATE] Mailbox does not exist", b"* BYE Selected mailbox was deleted, closing connection"]
     assert conv.closed
+
+
+TOO_MANY_FLAGS = b"NO [LIMIT] Too many flags or parts in one REPLACE (at most 20 arguments)"
+
+
+def test_flags_beyond_max_args_are_refused_before_the_upload(tmp_path: Path) -> None:
+    """A REPLACE's flags and CATENATE parts spend imap_max_args as APPEND's do (its message is one
+    argument too): over the limit, the synchronising literal is refused NO [LIMIT] instead of
+    "+", rather than the command after the upload; a message sent ahead gets the same answer once
+    it is parsed. The old message stays, and the connection stays usable."""
+    flags = b" ".join(b"k%d" % index for index in range(30))
+    message = draft(2)
+    with Conversation(tmp_path, max_args=20) as conv:
+        conv.login()
+        conv.add_message("Drafts", draft(1))
+        conv.select("Drafts")
+        assert conv.send(b"a1 REPLACE 1 Drafts (%b) {30}\r\n" % flags) == [b"a1 " + TOO_MANY_FLAGS]
+        assert conv.send(b"a2 UID REPLACE 1 Drafts (%b) {30}\r\n" % flags) == [b"a2 " + TOO_MANY_FLAGS]
+        ahead = b"a3 REPLACE 1 Drafts (%b) {%d+}\r\n%b\r\n" % (flags, len(message), message)
+        assert conv.send(ahead) == [b"a3 " + TOO_MANY_FLAGS]
+        # Ten flags, the message and eight TEXT parts are nineteen arguments; the ninth part,
+        # the twentieth, is within; the tenth, the twenty-first, is refused before its octets.
+        ten = b" ".join(b"k%d" % index for index in range(10))
+        assert conv.send(b"a4 REPLACE 1 Drafts (%b) CATENATE (TEXT {1}\r\n" % ten) == [b"+ Ready for literal data"]
+        for _ in range(8):
+            assert conv.send(b"x TEXT {1}\r\n") == [b"+ Ready for literal data"]
+        assert conv.send(b"x TEXT {1}\r\n") == [b"a4 " + TOO_MANY_FLAGS]
+        assert [subject for _uid, subject in subjects(conv)] == [b"Subject: draft 1"]
+        # Within the limit: stored.
+        assert conv.send(b"a5 REPLACE 1 Drafts (%b) {%d}\r\n" % (ten, len(message))) == [b"+ Ready for literal data"]
+        assert conv.send(message + b"\r\n")[-1] == b"a5 OK REPLACE completed"
+        assert [subject for _uid, subject in subjects(conv)] == [b"Subject: draft 2"]

@@ -300,6 +300,25 @@ def test_missing_entries_are_nil_without_depth(conv):
     """)
 
 
+def test_value_too_large_is_refused_before_the_upload(conv):
+    """A value announced as a synchronising literal longer than imap_metadata_max_size gets NO
+    [METADATA MAXSIZE] instead of "+" (RFC 5464 section 4.3, RFC 9051 section 7.5), whichever
+    of the command's values it is; an entry name sent as a literal, and a value within the
+    limit, are taken as ever. Nothing is set."""
+    too_long = b"a NO [METADATA MAXSIZE 1024] Metadata value too long"
+    assert conv.send(b"a SETMETADATA INBOX (/private/comment {1025}\r\n") == [too_long]
+    assert conv.send(b"a SETMETADATA INBOX (/private/comment ~{4096}\r\n") == [too_long]   # literal8
+    assert conv.send(b"b SETMETADATA {5}\r\n") == [b"+ Ready for literal data"]
+    assert conv.send(b'INBOX (/private/a "x" {16}\r\n') == [b"+ Ready for literal data"]   # an entry name
+    assert conv.send(b"/private/comment {1024}\r\n") == [b"+ Ready for literal data"]
+    assert conv.send(b"y" * 1024 + b" /private/b {1025}\r\n") == [b"b " + too_long[2:]]
+    conv.script("""
+        C: c GETMETADATA INBOX (/private/a /private/b /private/comment)
+        S: * METADATA INBOX (/private/a NIL /private/b NIL /private/comment NIL)
+        S: c OK GETMETADATA completed
+    """)
+
+
 def test_value_too_large_changes_nothing(conv):
     big = b"x" * 1025
     lines = conv.send(b'a SETMETADATA INBOX (/private/a "small" /private/b {1025+}\r\n' + big + b")\r\n")

@@ -401,6 +401,18 @@ def test_envelope_raw_values_and_defaults():
         (b"<\"a\" b@x.test>", ((None, None, b"a b", b"x.test"),)),
         (b"<a . b@x.test>, <a (c) .b@x.test>, <\"a\".b@x.test>", ((None, None, b"a.b", b"x.test"),) * 3),
         (b"Name <first. last@x.test>", ((b"Name", None, b"first.last", b"x.test"),)),
+        # The domain alike: obs-domain = atom *("." atom), CFWS only around the dots. Two atoms
+        # with no dot between stay apart as written, not "xtest", a host named nowhere.
+        (b"<a@x test>", ((None, None, b"a", b"x test"),)),
+        (b"a@x test", ((None, None, b"a", b"x test"),)),
+        (b"a@x (c) test", ((b"c", None, b"a", b"x test"),)),
+        (b"<a@x . test>, <a@x (c) .test>, a@x. test", ((None, None, b"a", b"x.test"),) * 3),
+        (b"Name <a b@x test>", ((b"Name", None, b"a b", b"x test"),)),
+        # Domain literals keep their form, brackets and an IPv6 literal's colons included.
+        (b"<a@[192.0.2.1]>, a@[192.0.2.1]", ((None, None, b"a", b"[192.0.2.1]"),) * 2),
+        (b"Admin <root@[IPv6:2001:db8::1]>, b@[IPv6:2001:db8::2]",
+         ((b"Admin", None, b"root", b"[IPv6:2001:db8::1]"), (None, None, b"b", b"[IPv6:2001:db8::2]"))),
+        (b"<a@ [192.0.2.1] >", ((None, None, b"a", b"[192.0.2.1]"),)),
     ],
 )
 def test_address_parsing(value: bytes, expected):

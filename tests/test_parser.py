@@ -12,6 +12,7 @@ from gximap.imap import commands as c
 from gximap.imap.framing import CommandFrame, Framer, Literal, NeedContinuation
 from gximap.imap.parser import (
     AppendTally,
+    MetadataTally,
     ParseError,
     append_destination,
     is_command_name,
@@ -561,6 +562,47 @@ def test_append_tally_arguments(pieces: tuple[bytes | int, ...], arguments: int)
     command += b")" * (command.count(b"(") - command.count(b")"))  # the rest of the command
     parse(command, max_args=arguments)
     assert bad(command, max_args=arguments - 1).code == "LIMIT"
+
+
+@pytest.mark.parametrize(("pieces", "heading", "arguments"), [
+    ((b"a REPLACE 1 Drafts ", 10), 4, 1),
+    ((b"a REPLACE * Drafts (\\Seen $Label) ", 10), 4, 3),
+    ((b'a UID REPLACE 7 "Old Drafts" (a b c) ', 10), 5, 4),
+    ((b"a UID REPLACE 7 ", 6, b" (a b) ", 10), 5, 3),  # the mailbox as a literal is no argument
+    ((b"a REPLACE 2 Drafts (f) CATENATE (TEXT ", 4, b" URL ", 5, b" TEXT ", 3), 4, 5),
+])
+def test_replace_tally_arguments(pieces: tuple[bytes | int, ...], heading: int, arguments: int) -> None:
+    """A REPLACE spends imap_max_args as an APPEND of one message (its message, flags and
+    CATENATE parts), and past it is refused NO [LIMIT] as an APPEND is, not BAD: the tally, told
+    how many tokens come before the message, counts as the parser does."""
+    tally = AppendTally(heading)
+    for piece in pieces:
+        tally.feed(piece)
+    assert tally.arguments == arguments and tally.messages == 1
+    command = b"".join(piece if isinstance(piece, bytes) else b"{%d+}\r\n%s" % (piece, b"x" * piece)
+                       for piece in pieces)
+    command += b")" * (command.count(b"(") - command.count(b")"))
+    parse_as(c.Replace, command, max_args=arguments)
+    assert bad(command, max_args=arguments - 1).code == "LIMIT"
+
+
+@pytest.mark.parametrize(("pieces", "values"), [
+    ((b"a SETMETADATA INBOX (/private/comment ", 4), [True]),
+    ((b"a SETMETADATA INBOX (/private/comment ~", 4), [True]),   # literal8
+    ((b"a SETMETADATA ", 5, b" (", 16, b" ", 3), [False, False, True]),  # name, entry, value
+    ((b'a SETMETADATA "My box" (/private/a "x" /private/b NIL /private/c ', 2, b" ", 9, b" ", 1),
+     [True, False, True]),
+    ((b"a SETMETADATA INBOX (/private/a (", 1), [False]),   # not the grammar: no guess
+])
+def test_metadata_tally(pieces: tuple[bytes | int, ...], values: list[bool]) -> None:
+    """MetadataTally tells which of a SETMETADATA's literals are values, before each is sent."""
+    tally = MetadataTally()
+    seen = []
+    for piece in pieces:
+        if isinstance(piece, int):
+            seen.append(tally.value_next)
+        tally.feed(piece)
+    assert seen == values
 
 
 # -- REPLACE (RFC 8508) -------------------------------------------------------------------------

@@ -159,6 +159,7 @@ class Code(enum.IntEnum):
     NO_METADATA_TOOMANY = 33902
     NO_METADATA_READ_ONLY = 33904
     NO_REPLACE_NO_SUCH_UID = 34101
+    NO_REPLACE_TOO_MANY = 34102  # a REPLACE's flags and CATENATE parts over imap_max_args (RFC 5530 LIMIT)
     NO_NOTIFY_BAD_EVENT = 34201  # RFC 5465 section 5: NO [BADEVENT (supported events)]
     # 4xxxx tagged BAD
     BAD_PARSE = 40001
@@ -239,6 +240,7 @@ DEFAULT_RESPONSE_CODES: dict[Code, bytes] = {
     # RFC 5530's example of LIMIT is the flags of one message; RFC 3502 section 6.3.11 answers a
     # MULTIAPPEND the server does not take with NO (BAD is for invalid arguments): it is valid.
     Code.NO_APPEND_TOO_MANY: b"LIMIT",
+    Code.NO_REPLACE_TOO_MANY: b"LIMIT",  # as APPEND's: RFC 8508 sets no bound on the flags
     Code.NO_STORE_READ_ONLY: b"READ-ONLY",
     # The disk failed a flush: the subsystem RFC 5530's UNAVAILABLE names, though the move stands.
     Code.NO_MOVE_NOT_DURABLE: b"UNAVAILABLE",

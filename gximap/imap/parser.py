@@ -11,7 +11,7 @@ UNAUTHENTICATE (8437), OBJECTID (8474), REPLACE (8508), CATENATE (4469) and XLIS
 
 Every malformed input raises :class:`ParseError` and nothing else: the session answers
 ``tag BAD text`` (or ``NO [BADCHARSET ...]`` / ``NO [CANNOT]`` / ``NO [LIMIT]`` for those three
-codes; LIMIT: an APPEND over ``max_args``).  Recursion is
+codes; LIMIT: an APPEND or REPLACE over ``max_args``).  Recursion is
 bounded by ``max_nesting`` (search criteria are parsed with an explicit stack, so even a hostile
 chain of a thousand ORs cannot exhaust the interpreter stack), and list lengths by ``max_args``.
 
@@ -1272,13 +1272,18 @@ def _cat_part(r: _Reader) -> CatenatePart:
 
 
 def _replace(uid: bool) -> Callable[[_Reader], Command]:
-    """RFC 8508: ``REPLACE seq-number SP mailbox SP append-message`` (one message only)."""
+    """RFC 8508: ``REPLACE seq-number SP mailbox SP append-message`` (one message only). Its
+    arguments are counted as APPEND's (the message, its flags, its CATENATE parts), and past
+    ``max_args`` they are an implementation limit as there, NO [LIMIT]: RFC 8508 bounds the
+    flags no more than RFC 3501 does (AppendTally counts them alike before the upload)."""
     def parse(r: _Reader) -> Command:
+        r.budget_code = "LIMIT"
         r.sp()
         number = None if r.accept(b"*") else r.nz_number(what="UID" if uid else "message number")
         r.sp()
         mailbox = r.mailbox()
         r.sp()
+        r.count()
         return Replace(r.tag, uid, number, mailbox, _append_message(r))
 
     return parse
@@ -1776,7 +1781,7 @@ _CATENATE_PARTS = frozenset({b"TEXT", b"URL", b"UTF8"})  # RFC 4469 section 5, R
 
 
 class AppendTally:
-    """What an APPEND's literals announced so far amount to, as the session must know before it
+    """What an APPEND's (or REPLACE's) literals announced so far amount to, as the session must know before it
     asks for the next one (RFC 3501 section 7.5: a refusal before the upload): the octets of
     message text and the number of messages. Fed the pieces of
     :class:`~gximap.imap.framing.NeedContinuation` in order (line text; an int for a literal's
@@ -1784,18 +1789,20 @@ class AppendTally:
     the command would exceed: a literal naming the mailbox or a CATENATE URL is no message text,
     a CATENATE message counts once however many TEXT parts it has (RFC 4469), and text the
     tally cannot place counts for nothing. ``arguments`` is what the command has spent of
-    imap_max_args so far, as _append counts it: a message, each of its flags and each CATENATE
-    part one argument. Parsing proper is parse_command's, once the command is whole."""
+    imap_max_args so far, as _append (and _replace) counts it: a message, each of its flags and
+    each CATENATE part one argument. ``heading`` is the number of tokens before the first
+    message: the tag, APPEND and the mailbox (3); a REPLACE's message number or UID, and UID,
+    come before its mailbox. Parsing proper is parse_command's, once the command is whole."""
 
     __slots__ = ("octets", "messages", "arguments", "_skip", "_catenate_next", "_depth", "_last",
                  "_in_flags")
 
-    def __init__(self) -> None:
+    def __init__(self, heading: int = 3) -> None:
         self.octets = 0
         self.messages = 0
         self.arguments = 0
         self._in_flags = False  # inside a message's flag list
-        self._skip = 3  # the tag, APPEND and the mailbox name come first
+        self._skip = heading  # the tag, the command and the mailbox name come first
         self._catenate_next = False  # the last token was CATENATE: "(" opens its parts
         self._depth = 0  # inside a CATENATE list: parentheses open
         self._last = b""  # the last token, upper-cased
@@ -1842,6 +1849,39 @@ class AppendTally:
             self.arguments += 1
         self._last = b""
         self._catenate_next = False
+
+
+class MetadataTally:
+    """Which of a SETMETADATA's literals is a value (RFC 5464 section 4.3: ``"(" entry-value *(SP
+    entry-value) ")"``, ``entry-value = entry SP value``), as the session must know before it asks
+    for one, to refuse a value longer than imap_metadata_max_size before the upload. Fed as
+    AppendTally is. ``value_next``: a literal announced now is an entry's value; False wherever
+    the text is not what the grammar wants (parse_command answers that once the command is whole)."""
+
+    __slots__ = ("_skip", "_listed")
+
+    def __init__(self) -> None:
+        self._skip = 3  # the tag, SETMETADATA and the mailbox name come first
+        self._listed = -1  # entries and values in the list so far; -1 before its "(", -2 lost
+
+    @property
+    def value_next(self) -> bool:
+        return self._listed >= 0 and self._listed % 2 == 1
+
+    def feed(self, piece: bytes | int) -> None:
+        if isinstance(piece, int):
+            if self._skip == 1:
+                self._skip = 0   # the mailbox name as a literal
+            elif self._listed >= 0:
+                self._listed += 1
+            return
+        for token in _TALLY_TOKEN.findall(piece):
+            if self._skip:
+                self._skip -= 1
+            elif token == b"(" and self._listed == -1:
+                self._listed = 0
+            elif self._listed >= 0 and token != b"~":   # (a literal8's "~" goes with its literal)
+                self._listed = -2 if token in (b"(", b")") else self._listed + 1
 
 
 def append_destination(head: bytes, *, utf8: bool = False) -> MailboxName | None:

@@ -187,7 +187,8 @@ class ImapSession:
         self._inside_response = False
         self._goodbye_due: Code | None = None
         self._bad_streak = 0
-        self._append_tally: parser.AppendTally | None = None  # the APPEND being framed (_append_over_quota)
+        self._append_tally: parser.AppendTally | None = None  # the APPEND or REPLACE being framed (_tally)
+        self._metadata_tally: parser.MetadataTally | None = None  # the SETMETADATA being framed
         self._watch: Any = None
         self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
         # A NOTIFY push that could not be made when the change was heard (the output backlog, or
@@ -825,6 +826,10 @@ class ImapSession:
                            "too many messages", "NO")
         elif event.command in (b"REPLACE", b"UID REPLACE"):
             refusal = self._replace_refusal(event)
+        elif event.command == b"LOGIN":
+            refusal = self._login_refusal()
+        elif event.command == b"SETMETADATA" and self.state is not State.NOT_AUTHENTICATED:
+            refusal = self._setmetadata_refusal(event)
         if refusal is not None:
             line, reason, status = refusal
             unwaited = self.framer.reject_literal()
@@ -848,12 +853,45 @@ class ImapSession:
             return
         self._out.append(b"+ " + self.text(Code.CONT_READY) + b"\r\n")
 
+    def _setmetadata_refusal(self, event: NeedContinuation) -> tuple[bytes, str, str] | None:
+        """(line, reason for the log, status) refusing a SETMETADATA value longer than
+        imap_metadata_max_size before it is sent, or None: the command would be refused NO
+        [METADATA MAXSIZE] once whole (RFC 5464 section 4.3, commands.metadata), and its
+        literals may be imap_max_literal_size octets, as APPEND's. Every literal of the command
+        passes here, in order, for parser.MetadataTally to tell a value from a name."""
+        tally = self._metadata_tally
+        if event.fresh or tally is None:
+            tally = self._metadata_tally = parser.MetadataTally()
+        for piece in event.pieces:
+            tally.feed(piece)
+        limit = self.settings.metadata_max_size
+        too_long = limit and tally.value_next and event.size > limit
+        tally.feed(event.size)
+        if not too_long:
+            return None
+        return (self.status_line(b"NO", Code.NO_METADATA_MAXSIZE, code=b"METADATA MAXSIZE %d" % limit),
+                "metadata value too long", "NO")
+
+    def _login_refusal(self) -> tuple[bytes, str, str] | None:
+        """(line, reason for the log, status) refusing a LOGIN before its literal, as
+        commands.auth.login would refuse it after, whatever the user and password: logged in
+        already, or with no TLS where passwords need it, so that a password is not sent in the
+        clear for nothing (RFC 9051 section 6.2.3: the client MUST NOT send it then)."""
+        if self.state is not State.NOT_AUTHENTICATED:
+            return self.status_line(b"BAD", Code.BAD_ALREADY_AUTHENTICATED), "already authenticated", "BAD"
+        if not capabilities.plaintext_auth_allowed(self):
+            return (self.status_line(b"NO", Code.NO_PLAINTEXT_DISALLOWED), "plaintext authentication disallowed",
+                    "NO")
+        return None
+
     def _replace_refusal(self, event: NeedContinuation) -> tuple[bytes, str, str] | None:
         """(line, reason for the log, status) refusing a REPLACE before its message literal is
         sent, or None: with no mailbox selected (certain to be refused: not worth an upload of up
         to imap_max_literal_size), or when what it named before the literal already decides (see
         gximap.session.commands.replace). Only the command's first literal is judged."""
         uid = event.command == b"UID REPLACE"
+        # The tag, [UID,] REPLACE, the number and the mailbox come before the message.
+        tally = self._tally(event, heading=5 if uid else 4)
         done: Done | None = None
         if self.state is not State.SELECTED:
             done = Done(_wrong_state(self.state, SELECTED), status="BAD")
@@ -864,6 +902,10 @@ class ImapSession:
             number, mailbox = found
             with contextlib.suppress(midb_errors.MidbError):   # the command meets the error itself
                 done = replace_commands.refusal(self, uid, number, mailbox.name)
+        if done is None and tally.arguments > self.settings.max_args:
+            # As an APPEND's: the parser will refuse it once it is whole (its flags and
+            # CATENATE parts are imap_max_args arguments), so refused before the upload.
+            done = Done(Code.NO_REPLACE_TOO_MANY, (str(self.settings.max_args),), status="NO")
         if done is None:
             return None
         text = self.text(done.text, *done.args)
@@ -893,12 +935,7 @@ class ImapSession:
         "APPEND") is not message octets, and is not checked; nor is a CATENATE URL sent as a
         literal, and a CATENATE message's TEXT parts are one message (parser.AppendTally). A
         store that cannot be read says nothing: the command then meets the error itself."""
-        tally = self._append_tally
-        if event.fresh or tally is None:
-            tally = self._append_tally = parser.AppendTally()
-        for piece in event.pieces:
-            tally.feed(piece)
-        tally.feed(event.size)
+        tally = self._tally(event)
         octets, messages = tally.octets, tally.messages
         if not messages:
             return None
@@ -906,6 +943,17 @@ class ImapSession:
             return self.store.quota_exceeded(self.user, octets, messages)
         except midb_errors.MidbError:
             return None
+
+    def _tally(self, event: NeedContinuation, heading: int = 3) -> parser.AppendTally:
+        """The APPEND's or REPLACE's tally (parser.AppendTally), fed what ``event`` adds: each
+        of the command's NeedContinuations must pass here once, in order."""
+        tally = self._append_tally
+        if event.fresh or tally is None:
+            tally = self._append_tally = parser.AppendTally(heading)
+        for piece in event.pieces:
+            tally.feed(piece)
+        tally.feed(event.size)
+        return tally
 
     def _literal_limit(self) -> int:
         limit = self.settings.max_literal
@@ -978,7 +1026,11 @@ class ImapSession:
                     # A SELECT that fails leaves no mailbox selected (RFC 3501 6.3.1), as the
                     # handler's own refusals do (gximap.session.commands.select).
                     self._out.append(self.close_announced())
-                limit = (str(settings.max_args),) if text is Code.NO_APPEND_TOO_MANY else ()
+                limit: tuple[str, ...] = ()
+                if text is Code.NO_APPEND_TOO_MANY:
+                    limit = (str(settings.max_args),)
+                    if frame.command_name in (b"REPLACE", b"UID REPLACE"):
+                        text = Code.NO_REPLACE_TOO_MANY   # its flags or parts, as before the upload
                 line = self.status_line(status, text, *limit)   # its usual code: exc.response_code
             else:
                 status = b"BAD"
