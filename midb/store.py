@@ -873,6 +873,7 @@ class Store(MetadataMixin):
             txn.delete(_COUNTER_FOLDER + prefix, db=dbs.counters)
             txn.delete(_COUNTER_SUBSCRIPTIONS + prefix, db=dbs.counters)
             self._delete_prefix(txn, dbs.counters, _SUBSCRIPTION_LOG + prefix)
+            quotas.drop_counts(txn, dbs, account_id)
             return account_id
 
         home = self._home(name)
@@ -959,7 +960,7 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             used_bytes, used_messages = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
-            return quotas.QuotaUsage(used_bytes, used_messages, quotas.count_folders(txn, dbs, account_id),
+            return quotas.QuotaUsage(used_bytes, used_messages, quotas.folder_count(txn, dbs, account_id),
                                      quotas.annotation_octets(txn, dbs, account_id))
 
     def _mailbox_limit(self, txn: Any, dbs: Databases, account_id: int, quota_default: int | None) -> int:
@@ -977,7 +978,7 @@ class Store(MetadataMixin):
             return
         adding = sum(1 for name in names if self._folder_id(txn, dbs, account_id, name) is None)
         if adding:
-            before = quotas.count_folders(txn, dbs, account_id)
+            before = quotas.folder_count(txn, dbs, account_id, keep=True)
             quotas.check_growth(quotas.MAILBOX, before, before + adding, limit)
 
     # ---- folders ------------------------------------------------------------------------------------
@@ -1149,6 +1150,7 @@ class Store(MetadataMixin):
         record = FolderRecord(folder_id, name, parent_id, uidvalidity, special=special)
         self._put_folder(txn, dbs, account_id, record)
         txn.put(name_key(account_id, name), pack_u32(folder_id), db=dbs.folder_names)
+        quotas.adjust_count(txn, dbs, quotas.FOLDER_COUNT, account_id, 1)
         return record
 
     def create_folder(self, account: str, name: str, *, special_use: str | None = None,
@@ -1304,6 +1306,7 @@ class Store(MetadataMixin):
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
             txn.delete(name_key(account_id, name), db=dbs.folder_names)
+            quotas.adjust_count(txn, dbs, quotas.FOLDER_COUNT, account_id, -1)
             effects.changed(account_id, folder_id, record.highestmodseq + 1)
 
         self._write(job, self._home(account))
@@ -1371,7 +1374,9 @@ class Store(MetadataMixin):
             txn.delete(name_key(account_id, from_name), db=dbs.folder_names)
             txn.put(name_key(account_id, to_name), pack_u32(folder_id), db=dbs.folder_names)
             if txn.delete(name_key(account_id, from_name), db=dbs.subscriptions):
-                txn.put(name_key(account_id, to_name), b"", db=dbs.subscriptions)
+                if txn.replace(name_key(account_id, to_name), b"", db=dbs.subscriptions) is not None:
+                    # (The new name was subscribed already: one subscription fewer.)
+                    quotas.adjust_count(txn, dbs, quotas.SUBSCRIPTION_COUNT, account_id, -1)
                 subscriptions_moved += (from_name, to_name)
             effects.changed(account_id, folder_id, record.highestmodseq)
         if subscriptions_moved:
@@ -1467,17 +1472,18 @@ class Store(MetadataMixin):
             if subscribed and txn.get(key, db=dbs.subscriptions) is None:
                 limit = self._mailbox_limit(txn, dbs, account_id, mailbox_quota_default)
                 if limit:
-                    before = quotas.count_prefix(txn, dbs.subscriptions, account_key(account_id))
+                    before = quotas.subscription_count(txn, dbs, account_id, keep=True)
                     quotas.check_growth(quotas.MAILBOX, before, before + 1, limit)
-            before = self._subscriptions_generation(txn, dbs, account_id)
+            generation = self._subscriptions_generation(txn, dbs, account_id)
             if subscribed:
                 changed = txn.replace(key, b"", db=dbs.subscriptions) is None
             else:
                 changed = txn.delete(key, db=dbs.subscriptions)
             if not changed:
-                return before, before
+                return generation, generation
+            quotas.adjust_count(txn, dbs, quotas.SUBSCRIPTION_COUNT, account_id, 1 if subscribed else -1)
             effects.changed(account_id, 0, events.NOTICE_SUBSCRIPTIONS)
-            return before, self._subscriptions_changed(txn, dbs, account_id, (name,))
+            return generation, self._subscriptions_changed(txn, dbs, account_id, (name,))
 
         return cast(tuple[int, int], self._write(job, self._home(account), durable=False))
 
