@@ -34,7 +34,7 @@ _SPECIAL_CODES = {name.lower(): index + 1 for index, name in enumerate(SPECIAL_U
 RECORD = struct.Struct(">IIIQBIIIQIB")
 _HIGHESTMODSEQ = struct.Struct(">Q")
 _HIGHESTMODSEQ_OFFSET = struct.calcsize(">III")   # after parent id, uidvalidity, uidnext (RECORD)
-_SPECIAL_OFFSET = struct.calcsize(">IIIQ")          # ... and highestmodseq
+SPECIAL_OFFSET = struct.calcsize(">IIIQ")           # ... and highestmodseq
 STATE_HELD_MESSAGES = 1   # the folder has held a message at some point (set_uidvalidity refuses then)
 
 
@@ -111,7 +111,8 @@ def record_name(raw: bytes) -> str:
     return str(raw[RECORD.size:], "utf-8")
 
 
-_SPECIAL_USE_OF_CODE = (None, *SPECIAL_USES)
+# A record's special-use byte -> the attribute (None: none).
+SPECIAL_USE_OF_CODE = (None, *SPECIAL_USES)
 
 
 def folder_entries_of(records: Iterable[tuple[int, bytes]], *, decode: bool = False) -> list[FolderEntry]:
@@ -119,8 +120,8 @@ def folder_entries_of(records: Iterable[tuple[int, bytes]], *, decode: bool = Fa
     whole record. The hot loop of a LIST (once per folder): names and special uses are taken
     straight from the records, each entry made by one C call."""
     name_at = RECORD.size
-    special_at = _SPECIAL_OFFSET
-    special_use = _SPECIAL_USE_OF_CODE
+    special_at = SPECIAL_OFFSET
+    special_use = SPECIAL_USE_OF_CODE
     make = tuple.__new__   # FolderEntry's own __new__ is a Python function
     entries = [make(FolderEntry, (str(raw[name_at:], "utf-8"), folder_id, special_use[raw[special_at]],
                                   FolderRecord.decode(folder_id, raw) if decode else None))
@@ -141,6 +142,15 @@ class FolderEntry(NamedTuple):
     id: int
     special_use: str | None
     record: FolderRecord | None = None
+
+
+class NameFacts(NamedTuple):
+    """What LIST would say of some names (Store.name_facts): the existing ones with their
+    special use, those with a folder below them, and the subscribed ones (when asked)."""
+
+    existing: dict[str, str | None]
+    with_children: set[str]
+    subscribed: set[str]
 
 
 class FolderRename(NamedTuple):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from midb import bodyrecords, columns, indexes, removal, savedates, sortindex, tombstones
+from midb import bodyrecords, columns, indexes, quotas, removal, savedates, sortindex, tombstones
 from midb import shards as shards_of
 from midb.accounts import decode_account, decode_usage, encode_usage
 from midb.blobs import TEMP_PREFIX, pack_blob_record, unpack_blob_record
@@ -145,6 +145,16 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
         if folder_record is None or folder_record.name != name:
             errors.append(f"folder name {account_id}/{name}: points to a missing or renamed folder")
             scan.problems.append(("folder_name_dangling", bytes(key)))
+    for account_id, name in scan.accounts.items():
+        # The kept counts of the mailbox quota (midb.quotas): repair drops one that is wrong, and
+        # the next check counts again.
+        for what, kept_count, actual in (
+                ("folders", quotas.folder_count(txn, dbs, account_id), quotas.count_folders(txn, dbs, account_id)),
+                ("subscriptions", quotas.subscription_count(txn, dbs, account_id),
+                 quotas.count_subscriptions(txn, dbs, account_id))):
+            if kept_count != actual:
+                errors.append(f"account {name}: kept count of {what} is {kept_count}, there are {actual}")
+                scan.problems.append(("kept_counts", account_id))
 
     lost: set[tuple[int, int]] = set()
     for key, raw in txn.cursor(dbs.messages):
@@ -483,11 +493,15 @@ def _repair(store: Store, shared: Any, shard: int, count: int, orphans: list[str
                 record = FolderRecord(folder_id, name, 0, store._new_uidvalidity(txn, dbs))
                 txn.put(folder_key(account_id, folder_id), record.encode(), db=dbs.folders)
                 txn.put(name_key(account_id, name), pack_u32(folder_id), db=dbs.folder_names)
+                quotas.adjust_count(txn, dbs, quotas.FOLDER_COUNT, account_id, 1)
                 scan.folders[detail] = record
                 fixed_folders.add(detail)
                 done.append(f"re-attached messages of missing folder {folder_id} as {name}")
             elif kind == "folder_counters":
                 fixed_folders.add(detail)
+            elif kind == "kept_counts":
+                quotas.drop_counts(txn, dbs, detail)
+                done.append(f"dropped the kept folder and subscription counts of account {detail}")
             elif kind == "modseq_extra":
                 txn.delete(detail, db=dbs.modseqs)
                 done.append(f"removed modseq index entry {unpack_change_key(detail)}")

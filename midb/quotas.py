@@ -3,14 +3,17 @@ resources MAILBOX and ANNOTATION-STORAGE).
 
 STORAGE and MESSAGE usage is kept in transactional counters (the ``usage`` database), because
 every APPEND and delivery changes it. Mailboxes and annotations change rarely, and what they
-use is bounded by the limit being enforced, so they are counted in the writing transaction
-instead: a cursor pass over the account's folder records, or over its annotations. No counter can
-drift from what it counts, no schema change or migration was needed for accounts created before
-these quotas existed, and the pass costs at most what the limit allows: with the server's
-defaults, 10,000 folder keys (1-2 ms, on CREATE and RENAME only) or about 14,000 annotations
-(about 5 ms per SETMETADATA, in the shard's write transaction; a STORE on a large folder holds it
-longer). Transactional counters, kept by every folder and annotation write, would make both
-constant; that is left for when the limits are raised far beyond the defaults.
+use is bounded by the limit being enforced, so annotations are counted in the writing transaction
+instead: a cursor pass over the account's annotations, which costs at most what the limit allows
+(about 14,000 with the server's default: about 5 ms per SETMETADATA, in the shard's write
+transaction; a STORE on a large folder holds it longer). Mailboxes and subscriptions are counted
+once, by the first write that checks the limit, and the count is kept in the ``counters``
+database from then on (folder_count, subscription_count; every write that adds or removes a
+folder record or a subscription adjusts a kept count, adjust_count): a pass over 10,000 folder
+keys took 1-2 ms, on every CREATE, RENAME and SUBSCRIBE, so that n of them cost O(n^2). An
+account whose count was never kept has none (it is counted when first needed), so accounts from
+before the counts need no migration, and midb verify --repair drops a count that differs from
+what it counts (midb.maintenance).
 
 Limits: each account may have its own (midb's Account.quota_mailboxes / quota_annotation_bytes,
 0 = none of its own), else the server's default applies (gximap's imap_default_mailbox_quota /
@@ -24,6 +27,8 @@ OverQuota, so an account above a limit that was lowered can still delete, rename
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from midb.errors import OverQuota
@@ -64,6 +69,54 @@ def count_prefix(txn: Any, db: Any, prefix: bytes, start: bytes | None = None) -
 
 def count_folders(txn: Any, dbs: Any, account_id: int) -> int:
     return count_prefix(txn, dbs.folders, account_key(account_id))
+
+
+def count_subscriptions(txn: Any, dbs: Any, account_id: int) -> int:
+    return count_prefix(txn, dbs.subscriptions, account_key(account_id))
+
+
+# + account key, in the counters database: the kept counts (a u64 each).
+FOLDER_COUNT = b"folder-count:"
+SUBSCRIPTION_COUNT = b"subscription-count:"
+_COUNT = struct.Struct(">Q")
+
+
+def folder_count(txn: Any, dbs: Any, account_id: int, *, keep: bool = False) -> int:
+    """The account's folders, from the kept count; counted when there is none (and kept from then
+    on when ``keep``: in a write transaction)."""
+    return _kept_count(txn, dbs, FOLDER_COUNT + account_key(account_id), keep,
+                       lambda: count_folders(txn, dbs, account_id))
+
+
+def subscription_count(txn: Any, dbs: Any, account_id: int, *, keep: bool = False) -> int:
+    """The account's subscriptions, as folder_count."""
+    return _kept_count(txn, dbs, SUBSCRIPTION_COUNT + account_key(account_id), keep,
+                       lambda: count_subscriptions(txn, dbs, account_id))
+
+
+def _kept_count(txn: Any, dbs: Any, key: bytes, keep: bool, count: Callable[[], int]) -> int:
+    raw = txn.get(key, db=dbs.counters)
+    if raw is not None:
+        return int(_COUNT.unpack(raw)[0])
+    value = count()
+    if keep:
+        txn.put(key, _COUNT.pack(value), db=dbs.counters)
+    return value
+
+
+def adjust_count(txn: Any, dbs: Any, kind: bytes, account_id: int, delta: int) -> None:
+    """A write added (or removed: negative) ``delta`` folders (``kind`` FOLDER_COUNT) or
+    subscriptions (SUBSCRIPTION_COUNT) of the account: its kept count follows, if it has one."""
+    key = kind + account_key(account_id)
+    raw = txn.get(key, db=dbs.counters)
+    if raw is not None:
+        txn.put(key, _COUNT.pack(max(0, int(_COUNT.unpack(raw)[0]) + delta)), db=dbs.counters)
+
+
+def drop_counts(txn: Any, dbs: Any, account_id: int) -> None:
+    """Forget the account's kept counts (it is deleted, or they are to be counted again)."""
+    for kind in (FOLDER_COUNT, SUBSCRIPTION_COUNT):
+        txn.delete(kind + account_key(account_id), db=dbs.counters)
 
 
 # What an annotation costs the index beyond its name and value (LMDB node header, the key's

@@ -86,11 +86,14 @@ from midb.folderlang import SPECIAL_FOLDERS, FolderLanguages
 from midb.folders import (
     INBOX,
     SEPARATOR,
+    SPECIAL_OFFSET,
+    SPECIAL_USE_OF_CODE,
     STATE_HELD_MESSAGES,
     FolderEntry,
     FolderInfo,
     FolderRecord,
     FolderRename,
+    NameFacts,
     check_new_name,
     folder_entries_of,
     normalize_name,
@@ -103,6 +106,7 @@ from midb.keys import (
     FOLDER,
     MAX_U32,
     U32,
+    U64,
     UID_IN_CHANGE_KEY,
     UID_IN_MESSAGE_KEY,
     account_key,
@@ -201,6 +205,13 @@ _first = operator.itemgetter(0)
 _COUNTER_ACCOUNT = b"next-account"
 _COUNTER_UIDVALIDITY = b"last-uidvalidity"
 _COUNTER_FOLDER = b"next-folder:"
+# + account key: how many times the account's subscriptions changed (a u64; absent: never), so
+# that a reader that holds them (IMAP NOTIFY) learns from one key whether to read them again.
+_COUNTER_SUBSCRIPTIONS = b"subscriptions-changed:"
+# + account key + generation (u64) + name: the names each change of the subscriptions touched, for
+# the last SUBSCRIPTION_LOG_KEPT changes, so that such a reader reads what changed, not all of them.
+_SUBSCRIPTION_LOG = b"subscription-log:"
+SUBSCRIPTION_LOG_KEPT = 256
 # A deleted folder's last UIDNEXT and HIGHESTMODSEQ, under its account's name and its UIDVALIDITY:
 # a restore of it from an older backup (midb import of an export) must not give again the UIDs
 # and mod-sequences the mail that came after the backup had. Kept when the account goes too, so
@@ -220,6 +231,16 @@ def _flags_tail(flags: Iterable[str]) -> bytes:
     flag_set = parse_flags(flags)
     _check_keyword_count(len(flag_set.keywords))
     return flag_set.encode()
+
+
+class SubscriptionsRead(NamedTuple):
+    """Store.subscriptions_since: the subscriptions' generation now, and all the subscribed names
+    (``names``, code point order) or those changed since (``changed``: name -> subscribed now),
+    or neither (no change)."""
+
+    generation: int
+    names: list[str] | None
+    changed: dict[str, bool] | None
 
 
 class ViewChanges(NamedTuple):
@@ -712,6 +733,7 @@ class Store(MetadataMixin):
             txn.put(account_key(account_id), encode_usage(0, 0), db=dbs.usage)
             self._create_folder_tx(txn, dbs, effects, account_id, INBOX, 0, None)
             txn.put(name_key(account_id, INBOX), b"", db=dbs.subscriptions)
+            subscribed = [INBOX]
             for special in SPECIAL_FOLDERS:
                 folder_name = folder_names[special]
                 if self._folder_id(txn, dbs, account_id, folder_name) is not None:
@@ -720,6 +742,8 @@ class Store(MetadataMixin):
                         continue
                 self._create_folder_tx(txn, dbs, effects, account_id, folder_name, special_use_code(special), None)
                 txn.put(name_key(account_id, folder_name), b"", db=dbs.subscriptions)
+                subscribed.append(folder_name)
+            self._subscriptions_changed(txn, dbs, account_id, subscribed)
             return account
 
         self._refuse_growth(home)
@@ -847,6 +871,9 @@ class Store(MetadataMixin):
             txn.delete(prefix, db=dbs.accounts)
             txn.delete(account.name.encode("utf-8"), db=dbs.account_names)
             txn.delete(_COUNTER_FOLDER + prefix, db=dbs.counters)
+            txn.delete(_COUNTER_SUBSCRIPTIONS + prefix, db=dbs.counters)
+            self._delete_prefix(txn, dbs.counters, _SUBSCRIPTION_LOG + prefix)
+            quotas.drop_counts(txn, dbs, account_id)
             return account_id
 
         home = self._home(name)
@@ -933,7 +960,7 @@ class Store(MetadataMixin):
             dbs = shared.dbs
             account_id = self._account_id(txn, dbs, account)
             used_bytes, used_messages = decode_usage(txn.get(account_key(account_id), db=dbs.usage))
-            return quotas.QuotaUsage(used_bytes, used_messages, quotas.count_folders(txn, dbs, account_id),
+            return quotas.QuotaUsage(used_bytes, used_messages, quotas.folder_count(txn, dbs, account_id),
                                      quotas.annotation_octets(txn, dbs, account_id))
 
     def _mailbox_limit(self, txn: Any, dbs: Databases, account_id: int, quota_default: int | None) -> int:
@@ -951,7 +978,7 @@ class Store(MetadataMixin):
             return
         adding = sum(1 for name in names if self._folder_id(txn, dbs, account_id, name) is None)
         if adding:
-            before = quotas.count_folders(txn, dbs, account_id)
+            before = quotas.folder_count(txn, dbs, account_id, keep=True)
             quotas.check_growth(quotas.MAILBOX, before, before + adding, limit)
 
     # ---- folders ------------------------------------------------------------------------------------
@@ -997,6 +1024,33 @@ class Store(MetadataMixin):
         with lmdb_errors(), shared.read() as txn:
             dbs = shared.dbs
             return self._has_children(txn, dbs, self._account_id(txn, dbs, account), name)
+
+    def name_facts(self, account: str, names: Iterable[str], *, subscriptions: bool = False) -> NameFacts:
+        """What LIST would say of each of ``names`` (normalised), read together: which exist,
+        with their special use, which have children, and with ``subscriptions`` which are
+        subscribed. A few lookups per name in the name index, so that a caller that lists a few
+        names (IMAP NOTIFY's report) pays for those, not for every folder of the account."""
+        shared = self._home(account)
+        existing: dict[str, str | None] = {}
+        with_children: set[str] = set()
+        subscribed: set[str] = set()
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            special_use = SPECIAL_USE_OF_CODE
+            for name in names:
+                if subscriptions and self._subscribed(txn, dbs, account_id, name):
+                    subscribed.add(name)
+                folder_id = self._folder_id(txn, dbs, account_id, name)
+                if folder_id is None:
+                    continue
+                raw = txn.get(folder_key(account_id, folder_id), db=dbs.folders)
+                if raw is None:
+                    continue
+                existing[name] = special_use[raw[SPECIAL_OFFSET]]
+                if self._has_children(txn, dbs, account_id, name):
+                    with_children.add(name)
+        return NameFacts(existing, with_children, subscribed)
 
     @staticmethod
     def _has_children(txn: Any, dbs: Databases, account_id: int, name: str) -> bool:
@@ -1096,6 +1150,7 @@ class Store(MetadataMixin):
         record = FolderRecord(folder_id, name, parent_id, uidvalidity, special=special)
         self._put_folder(txn, dbs, account_id, record)
         txn.put(name_key(account_id, name), pack_u32(folder_id), db=dbs.folder_names)
+        quotas.adjust_count(txn, dbs, quotas.FOLDER_COUNT, account_id, 1)
         return record
 
     def create_folder(self, account: str, name: str, *, special_use: str | None = None,
@@ -1251,6 +1306,7 @@ class Store(MetadataMixin):
             self._adjust_usage(txn, dbs, account_id, -record.size, -record.messages)
             txn.delete(prefix, db=dbs.folders)
             txn.delete(name_key(account_id, name), db=dbs.folder_names)
+            quotas.adjust_count(txn, dbs, quotas.FOLDER_COUNT, account_id, -1)
             effects.changed(account_id, folder_id, record.highestmodseq + 1)
 
         self._write(job, self._home(account))
@@ -1307,6 +1363,7 @@ class Store(MetadataMixin):
             if self._folder_id(txn, dbs, account_id, to) is not None:
                 raise FolderExists(f"folder {to} exists")
         top: FolderRecord | None = None
+        subscriptions_moved: list[str] = []
         for from_name, to_name, folder_id in moves:
             record = self._folder(txn, dbs, account_id, folder_id)
             record.name = to_name
@@ -1317,8 +1374,13 @@ class Store(MetadataMixin):
             txn.delete(name_key(account_id, from_name), db=dbs.folder_names)
             txn.put(name_key(account_id, to_name), pack_u32(folder_id), db=dbs.folder_names)
             if txn.delete(name_key(account_id, from_name), db=dbs.subscriptions):
-                txn.put(name_key(account_id, to_name), b"", db=dbs.subscriptions)
+                if txn.replace(name_key(account_id, to_name), b"", db=dbs.subscriptions) is not None:
+                    # (The new name was subscribed already: one subscription fewer.)
+                    quotas.adjust_count(txn, dbs, quotas.SUBSCRIPTION_COUNT, account_id, -1)
+                subscriptions_moved += (from_name, to_name)
             effects.changed(account_id, folder_id, record.highestmodseq)
+        if subscriptions_moved:
+            self._subscriptions_changed(txn, dbs, account_id, subscriptions_moved)
         assert top is not None
         return self._info(txn, dbs, account_id, top)
 
@@ -1395,28 +1457,84 @@ class Store(MetadataMixin):
         return self._info(txn, dbs, account_id, target)
 
     def set_subscribed(self, account: str, name: str, subscribed: bool, *,
-                       mailbox_quota_default: int | None = None) -> None:
+                       mailbox_quota_default: int | None = None) -> tuple[int, int]:
         """Subscriptions are a set of names; they may name folders that do not exist (a deleted
         mailbox keeps its subscription, RFC 3501 6.3.6). With ``mailbox_quota_default`` an account
         has at most as many as its mailbox limit (midb.quotas): OverQuota(MAILBOX) otherwise, since
-        create, subscribe and delete could else add names without end."""
+        create, subscribe and delete could else add names without end. Returns the subscriptions'
+        generation (subscriptions_since) before and after: one apart when this call alone
+        changed them since the caller's last read."""
         name = normalize_name(name)
 
-        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> None:
+        def job(txn: Any, dbs: Databases, effects: WriteEffects) -> tuple[int, int]:
             account_id = self._account_id(txn, dbs, account)
             key = name_key(account_id, name)
             if subscribed and txn.get(key, db=dbs.subscriptions) is None:
                 limit = self._mailbox_limit(txn, dbs, account_id, mailbox_quota_default)
                 if limit:
-                    before = quotas.count_prefix(txn, dbs.subscriptions, account_key(account_id))
+                    before = quotas.subscription_count(txn, dbs, account_id, keep=True)
                     quotas.check_growth(quotas.MAILBOX, before, before + 1, limit)
+            generation = self._subscriptions_generation(txn, dbs, account_id)
             if subscribed:
-                if txn.replace(key, b"", db=dbs.subscriptions) is None:
-                    effects.changed(account_id, 0, events.NOTICE_SUBSCRIPTIONS)
-            elif txn.delete(key, db=dbs.subscriptions):
-                effects.changed(account_id, 0, events.NOTICE_SUBSCRIPTIONS)
+                changed = txn.replace(key, b"", db=dbs.subscriptions) is None
+            else:
+                changed = txn.delete(key, db=dbs.subscriptions)
+            if not changed:
+                return generation, generation
+            quotas.adjust_count(txn, dbs, quotas.SUBSCRIPTION_COUNT, account_id, 1 if subscribed else -1)
+            effects.changed(account_id, 0, events.NOTICE_SUBSCRIPTIONS)
+            return generation, self._subscriptions_changed(txn, dbs, account_id, (name,))
 
-        self._write(job, self._home(account), durable=False)
+        return cast(tuple[int, int], self._write(job, self._home(account), durable=False))
+
+    @staticmethod
+    def _subscriptions_generation(txn: Any, dbs: Databases, account_id: int) -> int:
+        raw = txn.get(_COUNTER_SUBSCRIPTIONS + account_key(account_id), db=dbs.counters)
+        return 0 if raw is None else int(U64.unpack(raw)[0])
+
+    def _subscriptions_changed(self, txn: Any, dbs: Databases, account_id: int, names: Iterable[str]) -> int:
+        """Every write that changes the account's subscriptions calls this with the names it
+        subscribed or unsubscribed: their new generation, logged with those names (the log's
+        oldest generation is dropped once there are more than SUBSCRIPTION_LOG_KEPT)."""
+        generation = self._subscriptions_generation(txn, dbs, account_id) + 1
+        txn.put(_COUNTER_SUBSCRIPTIONS + account_key(account_id), U64.pack(generation), db=dbs.counters)
+        log = _SUBSCRIPTION_LOG + account_key(account_id)
+        entry = log + U64.pack(generation)
+        for name in names:
+            txn.put(entry + name.encode("utf-8"), b"", db=dbs.counters)
+        if generation > SUBSCRIPTION_LOG_KEPT:
+            self._delete_prefix(txn, dbs.counters, log + U64.pack(generation - SUBSCRIPTION_LOG_KEPT))
+        return generation
+
+    def subscriptions_since(self, account: str, generation: int) -> SubscriptionsRead:
+        """The account's subscriptions as they changed since ``generation`` (one a previous call
+        returned; -1: none), read together with the generation they have now: nothing when
+        they did not change, the names changed (in the last SUBSCRIPTION_LOG_KEPT changes: one
+        lookup each), or else all of them. A change of them (SUBSCRIBE, UNSUBSCRIBE, a RENAME
+        that moved one) makes a new generation."""
+        shared = self._home(account)
+        with lmdb_errors(), shared.read() as txn:
+            dbs = shared.dbs
+            account_id = self._account_id(txn, dbs, account)
+            now = self._subscriptions_generation(txn, dbs, account_id)
+            if now == generation:
+                return SubscriptionsRead(now, None, None)
+            if 0 <= generation < now:
+                log = _SUBSCRIPTION_LOG + account_key(account_id)
+                start = log + U64.pack(generation + 1)
+                cursor = txn.cursor(dbs.counters)
+                if cursor.set_range(start) and cursor.key()[:len(start)] == start:
+                    # The log has the change after ``generation``, so all those after it too.
+                    at, size = len(start), len(log)
+                    names = set()
+                    for key in cursor.iternext(values=False):
+                        if key[:size] != log:
+                            break
+                        names.add(str(key[at:], "utf-8"))
+                    return SubscriptionsRead(now, None, {name: self._subscribed(txn, dbs, account_id, name)
+                                                         for name in names})
+            keys = prefix_items(txn, dbs.subscriptions, account_key(account_id), values=False)
+            return SubscriptionsRead(now, [str(key[4:], "utf-8") for key in keys], None)
 
     def subscriptions(self, account: str, prefix: str = "") -> list[str]:
         """The subscribed names that start with ``prefix``, in code point order."""

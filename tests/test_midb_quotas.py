@@ -132,3 +132,69 @@ def test_subscriptions_are_bounded_like_mailboxes(store):
     store.set_subscribed("alice", "a", False, mailbox_quota_default=0)
     store.set_subscribed("alice", "b", True, mailbox_quota_default=0)
     assert "b" in store.subscriptions("alice") and "a" not in store.subscriptions("alice")
+
+
+def _kept(store: Store, kind: bytes, account: str = "alice") -> int | None:
+    """The count midb keeps of the account's folders or subscriptions (None: none kept yet)."""
+    shared = store._home(account)
+    with shared.read() as txn:
+        raw = txn.get(kind + quotas.account_key(store.account_id(account)), db=shared.dbs.counters)
+    return None if raw is None else int.from_bytes(raw, "big")
+
+
+def test_the_mailbox_counts_are_kept_once_counted_and_follow_every_change(store):
+    """The first checked CREATE (or SUBSCRIBE) counts the account's folders (subscriptions)
+    and keeps the count; every write that adds or removes one adjusts it, checked or not."""
+    assert _kept(store, quotas.FOLDER_COUNT) is None   # (a new account: counted when needed)
+    store.create_folder("alice", "a", mailbox_quota_default=100)
+    assert _kept(store, quotas.FOLDER_COUNT) == 7 == folder_count(store)
+    store.create_folder("alice", "b/c/d")                      # its parents too, unchecked
+    store.rename_folder("alice", "a", "x/y/a", mailbox_quota_default=100)   # x and x/y made
+    store.rename_folder("alice", "INBOX", "Old")               # a new mailbox for INBOX's messages
+    store.delete_folder("alice", "b/c/d")
+    assert _kept(store, quotas.FOLDER_COUNT) == folder_count(store) == 12
+    assert store.quota_usage("alice").mailboxes == 12
+
+    assert _kept(store, quotas.SUBSCRIPTION_COUNT) is None
+    store.set_subscribed("alice", "x/y/a", True, mailbox_quota_default=100)
+    assert _kept(store, quotas.SUBSCRIPTION_COUNT) == 7
+    store.set_subscribed("alice", "p", True)                   # no folder of that name
+    store.set_subscribed("alice", "x/q", True)
+    store.set_subscribed("alice", "Junk", False)
+    store.set_subscribed("alice", "Junk", False)               # (no change)
+    store.rename_folder("alice", "x/y/a", "p")                 # onto a subscribed name: one fewer
+    assert _kept(store, quotas.SUBSCRIPTION_COUNT) == len(store.subscriptions("alice")) == 7
+    assert store.verify() == []
+    store.delete_account("alice")
+    store.create_account("alice")
+    assert _kept(store, quotas.FOLDER_COUNT) is None and _kept(store, quotas.SUBSCRIPTION_COUNT) is None
+
+
+def test_a_checked_create_reads_no_more_of_the_store_in_a_bigger_account(store, monkeypatch):
+    """A checked CREATE or SUBSCRIBE no longer counts the account's folders (subscriptions)
+    each time: what n of them read grows with n, not with n squared."""
+    passes = []
+    real = quotas.count_prefix
+
+    def counting(*args, **kwargs):
+        found = real(*args, **kwargs)
+        passes.append(found)
+        return found
+
+    monkeypatch.setattr(quotas, "count_prefix", counting)
+    for index in range(200):
+        store.create_folder("alice", f"f{index}", mailbox_quota_default=10_000)
+        store.set_subscribed("alice", f"f{index}", True, mailbox_quota_default=10_000)
+    assert passes == [6, 6]   # the first of each, which keeps the count
+
+
+def test_verify_finds_a_wrong_kept_count_and_repair_drops_it(store):
+    store.create_folder("alice", "a", mailbox_quota_default=100)
+    shared = store._home("alice")
+    key = quotas.FOLDER_COUNT + quotas.account_key(store.account_id("alice"))
+    with shared.env.begin(write=True) as txn:
+        txn.put(key, (3).to_bytes(8, "big"), db=shared.dbs.counters)
+    assert any("kept count of folders is 3, there are 7" in error for error in store.verify())
+    store.verify(repair=True)
+    assert _kept(store, quotas.FOLDER_COUNT) is None and store.verify() == []
+    assert store.quota_usage("alice").mailboxes == 7

@@ -22,7 +22,9 @@ from gximap.imap.parser import ParseError
 from gximap.session import condstore, notify, pieces
 from gximap.session import session as session_module
 from gximap.session.selected import uid_ranges_without
+from midb import store as store_module
 from midb.errors import OverQuota, StoreBusy
+from midb.store import Store
 
 ALL_OTHER = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange)"
 
@@ -766,7 +768,7 @@ def test_a_rename_of_the_selected_mailbox_is_listed(pair: tuple[Conversation, Co
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/b ("OLDNAME" (Lists/a))']
 
 
-@pytest.mark.parametrize("method", ["subscriptions", "get_metadata"])
+@pytest.mark.parametrize("method", ["subscriptions_since", "get_metadata"])
 def test_notices_that_met_a_store_error_are_reported_at_the_keepalive(
         pair: tuple[Conversation, Conversation], method: str) -> None:
     """A subscription or annotation change whose report met a busy store is not lost: the
@@ -1806,3 +1808,93 @@ def test_another_sessions_rename_of_a_big_tree_is_one_clean_overflow(
     a.command(f"NOTIFY SET (personal {ALL_OTHER})")
     b.command("RENAME huge/c0 huge/d0")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" huge/d0 ("OLDNAME" (huge/c0))']
+
+
+# -- cost in accounts with many folders ----------------------------------------------------------
+
+
+def _rows_read_by_reports(tmp_path: Path, folders: int) -> tuple[list[list[bytes]], list[int]]:
+    """The store rows (cursor rows and names looked up) each NOTIFY report reads in an account
+    of ``folders`` subscribed folders, for another session's CREATE, RENAME, SUBSCRIBE,
+    UNSUBSCRIBE and DELETE; and what each report says, which must not depend on the others."""
+    rows = 0
+    real_prefix_items, real_name_facts = store_module.prefix_items, Store.name_facts
+
+    def counting_prefix_items(*args: Any, **kwargs: Any) -> list[Any]:
+        nonlocal rows
+        found = real_prefix_items(*args, **kwargs)
+        rows += len(found)
+        return found
+
+    def counting_name_facts(self: Store, account: str, names: Any, **kwargs: Any) -> Any:
+        nonlocal rows
+        names = list(names)
+        rows += len(names)
+        return real_name_facts(self, account, names, **kwargs)
+
+    reports: list[list[bytes]] = []
+    reads: list[int] = []
+    with Conversation(tmp_path / str(folders)) as a:
+        for index in range(folders):
+            a.store.create_folder("alice", f"Box/{index:04}")
+            a.store.set_subscribed("alice", f"Box/{index:04}", True)
+        b = a.second_session()
+        a.login()
+        b.login()
+        a.command("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(store_module, "prefix_items", counting_prefix_items)
+            patch.setattr(Store, "name_facts", counting_name_facts)
+            for command in ("CREATE New/a", "RENAME New Newer", "SUBSCRIBE Newer/a", "UNSUBSCRIBE Box/0001",
+                            "DELETE Newer/a"):
+                b.command(command)
+                rows = 0
+                reports.append(a.wake())
+                reads.append(rows)
+    return reports, reads
+
+
+def test_a_report_reads_what_it_tells_not_every_folder(tmp_path: Path) -> None:
+    """A report of another session's CREATE, RENAME, SUBSCRIBE, UNSUBSCRIBE or DELETE reads the
+    names it lists and the subscriptions that changed, as many in an account of 300 folders as
+    in one of 10 (it read every folder name and subscription, per report)."""
+    (reports, few), (reports_of_many, many) = _rows_read_by_reports(tmp_path, 10), _rows_read_by_reports(tmp_path, 300)
+    assert few == many
+    assert reports == reports_of_many == [
+        [b'* LIST (\\HasChildren) "/" New', b'* LIST (\\HasNoChildren) "/" New/a'],
+        [b'* LIST (\\HasChildren) "/" Newer ("OLDNAME" (New))'],
+        [b'* LIST (\\Subscribed \\HasNoChildren) "/" Newer/a'],
+        [b'* LIST (\\HasNoChildren) "/" Box/0001'],
+        [b'* LIST (\\Subscribed \\NonExistent) "/" Newer/a', b'* LIST (\\HasNoChildren) "/" Newer']]
+
+
+def test_subscriptions_changed_beyond_the_log_are_read_in_full(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """More changes of the subscriptions than midb logs (SUBSCRIPTION_LOG_KEPT) between two
+    reports: the report reads them all and tells each change."""
+    a, b = pair
+    monkeypatch.setattr(store_module, "SUBSCRIPTION_LOG_KEPT", 2)
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    with _busy(a.store, "subscriptions_since"):
+        for name in ("Lists", "Lists/a", "INBOX"):
+            b.command(f"{'UNSUBSCRIBE' if name == 'INBOX' else 'SUBSCRIBE'} {name}")
+        assert a.wake() == [BUSY_WARNING]
+    assert a.timeout() == [b'* LIST (\\HasNoChildren) "/" INBOX',
+                           b'* LIST (\\Subscribed \\HasChildren) "/" Lists',
+                           b'* LIST (\\Subscribed \\HasNoChildren) "/" Lists/a']
+    b.command("UNSUBSCRIBE Lists")   # (logged again: read as a change)
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists']
+
+
+def test_snapshot_finds_the_names_below_one_in_order() -> None:
+    seen = notify._Seen("a", 0, 1, 1, 0, 1)
+    snapshot = notify._Snapshot([(1, seen), (2, seen._replace(name="a/x")), (3, seen._replace(name="a b")),
+                                 (4, seen._replace(name="a.b/c")), (5, seen._replace(name="a/x/y"))])
+    assert list(snapshot.below("a")) == [("a/x", 2), ("a/x/y", 5)]
+    assert snapshot.at_or_below("a") == [("a", 1), ("a/x", 2), ("a/x/y", 5)]
+    snapshot[2] = snapshot[2]._replace(name="b/x")
+    snapshot[6] = seen._replace(name="a/z")
+    del snapshot[5]
+    assert list(snapshot.below("a")) == [("a/z", 6)] and list(snapshot.below("b")) == [("b/x", 2)]
+    assert snapshot.named("a b") and not snapshot.named("a/x") and not snapshot.named("c")
+    assert snapshot._by_name == sorted((item.name, folder_id) for folder_id, item in snapshot.items())

@@ -411,6 +411,71 @@ def test_has_children_folder_names_and_subscriptions_of_a_branch(store: Store, a
     assert sorted(store.subscriptions("alice", "")) == sorted(store.subscriptions("alice"))
 
 
+def test_name_facts_say_what_list_says_of_the_names_asked(store: Store, alice: Account) -> None:
+    for name in ("a/x/y", "ab", "Ünï/z"):
+        store.create_folder("alice", name)
+    store.create_folder("alice", "Old mail", special_use="\\Archive")
+    store.set_subscribed("alice", "a/x", True)
+    store.set_subscribed("alice", "gone", True)
+    facts = store.name_facts("alice", ["a", "a/x", "a/x/y", "ab", "Old mail", "gone", "Ünï", "nowhere"],
+                             subscriptions=True)
+    assert facts.existing == {"a": None, "a/x": None, "a/x/y": None, "ab": None, "Old mail": "\\Archive",
+                              "Ünï": None}
+    assert facts.with_children == {"a", "a/x", "Ünï"}
+    assert facts.subscribed == {"a/x", "gone"}
+    # The same as LIST's reading of every folder.
+    entries = {entry.name: entry.special_use for entry in store.folder_entries("alice")}
+    assert {name: entries[name] for name in facts.existing} == facts.existing
+    assert store.name_facts("alice", ["a/x"]).subscribed == set()   # (not asked)
+    with pytest.raises(NoSuchAccount):
+        store.name_facts("nobody", ["a"])
+
+
+def test_subscriptions_since_gives_what_changed(store: Store, alice: Account) -> None:
+    first = store.subscriptions_since("alice", -1)
+    assert first.changed is None and sorted(first.names or ()) == sorted(store.subscriptions("alice"))
+    assert store.subscriptions_since("alice", first.generation) == (first.generation, None, None)
+    before, after = store.set_subscribed("alice", "a", True)
+    assert (before, after) == (first.generation, first.generation + 1)
+    assert store.set_subscribed("alice", "a", True) == (after, after)   # no change, no new generation
+    store.set_subscribed("alice", "Junk", False)
+    store.create_folder("alice", "p/q")
+    store.set_subscribed("alice", "p/q", True)
+    store.rename_folder("alice", "p", "r")   # moves p/q's subscription to r/q
+    store.rename_folder("alice", "Sent", "Sent2")   # moves Sent's
+    read = store.subscriptions_since("alice", first.generation)
+    assert read.names is None
+    assert read.changed == {"a": True, "Junk": False, "p/q": False, "r/q": True, "Sent": False, "Sent2": True}
+    assert store.subscriptions_since("alice", read.generation - 1).changed == {"Sent": False, "Sent2": True}
+    store.create_folder("alice", "unsubscribed")
+    generation = store.subscriptions_since("alice", -1).generation
+    store.rename_folder("alice", "unsubscribed", "still")   # moves no subscription
+    assert store.subscriptions_since("alice", generation) == (generation, None, None)
+
+
+def test_subscriptions_since_reads_all_once_the_log_is_past(store: Store, alice: Account,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(midb_store, "SUBSCRIPTION_LOG_KEPT", 3)
+    start = store.subscriptions_since("alice", -1).generation
+    for index in range(3):
+        store.set_subscribed("alice", f"n{index}", True)
+    assert store.subscriptions_since("alice", start).changed == {"n0": True, "n1": True, "n2": True}
+    store.set_subscribed("alice", "n3", True)   # the change after ``start`` is no longer logged
+    read = store.subscriptions_since("alice", start)
+    assert read.changed is None and read.names == store.subscriptions("alice")
+    assert store.subscriptions_since("alice", start + 1).changed == {"n1": True, "n2": True, "n3": True}
+    # The log keeps SUBSCRIPTION_LOG_KEPT changes, however many: its entries are bounded.
+    shared = store._home("alice")
+    with shared.read() as txn:
+        logged = [bytes(key) for key, _value in txn.cursor(shared.dbs.counters)
+                  if bytes(key).startswith(b"subscription-log:")]
+    assert len(logged) == 3
+    store.delete_account("alice")
+    with shared.read() as txn:
+        assert not [key for key, _value in txn.cursor(shared.dbs.counters)
+                    if bytes(key).startswith((b"subscription-log:", b"subscriptions-changed:"))]
+
+
 def test_claim_recent_range(store: Store, alice: Account) -> None:
     inbox = inbox_id(store)
     assert store.claim_recent_range("alice", inbox)[0] == 0

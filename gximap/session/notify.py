@@ -68,11 +68,12 @@ commands changed do not count: nothing of theirs is reported, however many.
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import hashlib
 import heapq
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Container, Generator, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from gximap.imap import commands as cmds
@@ -135,6 +136,61 @@ def _seen(folder: Any) -> _Seen:
                  folder.highestmodseq)
 
 
+class _Snapshot(dict[int, _Seen]):
+    """The folders as the client knows them (folder id -> _Seen), with their names kept in order
+    too: a rename finds the folders below a name by a bisection and the range that follows, not
+    by a pass over the account's folders."""
+
+    def __init__(self, folders: Iterable[tuple[int, _Seen]] = ()) -> None:
+        super().__init__(folders)
+        self._by_name = sorted((seen.name, folder_id) for folder_id, seen in self.items())
+
+    def __setitem__(self, folder_id: int, seen: _Seen) -> None:
+        old = self.get(folder_id)
+        super().__setitem__(folder_id, seen)
+        if old is not None:
+            if old.name == seen.name:
+                return
+            self._unindex(old.name, folder_id)
+        bisect.insort(self._by_name, (seen.name, folder_id))
+
+    def __delitem__(self, folder_id: int) -> None:
+        old = self[folder_id]
+        super().__delitem__(folder_id)
+        self._unindex(old.name, folder_id)
+
+    def _unindex(self, name: str, folder_id: int) -> None:
+        index = bisect.bisect_left(self._by_name, (name, folder_id))
+        del self._by_name[index]
+
+    def named(self, name: str) -> bool:
+        """Whether a folder of the snapshot has ``name``."""
+        index = bisect.bisect_left(self._by_name, (name,))
+        return index < len(self._by_name) and self._by_name[index][0] == name
+
+    def below(self, name: str) -> Iterator[tuple[str, int]]:
+        """(name, folder id) of the folders whose names lie below ``name``, in name order (not
+        to be changed while this runs)."""
+        prefix = name + listing.SEPARATOR
+        by_name = self._by_name
+        # (The names below one another are contiguous in code point order.)
+        for index in range(bisect.bisect_left(by_name, (prefix,)), len(by_name)):
+            entry = by_name[index]
+            if not entry[0].startswith(prefix):
+                break
+            yield entry
+
+    def at_or_below(self, name: str) -> list[tuple[str, int]]:
+        """(name, folder id) of the folders named ``name`` or below it, in name order."""
+        by_name = self._by_name
+        at = []
+        index = bisect.bisect_left(by_name, (name,))
+        while index < len(by_name) and by_name[index][0] == name:
+            at.append(by_name[index])
+            index += 1
+        return [*at, *self.below(name)]
+
+
 class NotifyState:
     """One session's NOTIFY SET (or NONE: no groups)."""
 
@@ -160,7 +216,7 @@ class NotifyState:
         self._own_renames: list[tuple[str, str]] = []   # its (old, new) names, likewise
         self._notices: set[tuple[int, int]] = set()   # (folder id, notice) likewise
         self._overflow = False
-        self.folders: dict[int, _Seen] = {}
+        self.folders = _Snapshot()
         # Folder id -> the HIGHESTMODSEQ at which the client's own change was taken in unreported
         # (_absorb): another's event at or below it may be of a change taken in with it.
         self._quiet: dict[int, int] = {}
@@ -174,6 +230,12 @@ class NotifyState:
         self._quiet_moved: set[int] = set()
         self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
         self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
+        # The store's generation of the subscriptions last read in full (Store.subscriptions_since):
+        # while it stays, they need not be read again.
+        self._subscriptions_generation = -1
+        # The names whose subscription the client may know otherwise than ``subscribed`` says (a
+        # rename's move, a read that found a change): what a report compares, not all of them.
+        self._subscriptions_unsure: set[str] = set()
         self.metadata: dict[int, dict[str, bytes]] = {}   # folder id (0: server) -> entry -> digest
         # During a report that lists names: the account's folders (name -> special use) and the
         # names with children.
@@ -205,7 +267,7 @@ class NotifyState:
 
     # -- which mailboxes and events ------------------------------------------------------------
 
-    def _filter_matches(self, group: cmds.NotifyGroup, name: str, subscribed: set[str]) -> bool:
+    def _filter_matches(self, group: cmds.NotifyGroup, name: str, subscribed: Container[str]) -> bool:
         kind = group.kind
         if kind == "personal":
             return True   # the one personal namespace holds every mailbox of the account
@@ -223,7 +285,7 @@ class NotifyState:
             return any(name == mailbox.name for mailbox in group.mailboxes)
         return False
 
-    def wants(self, name: str, event: str, subscribed: set[str] | None = None) -> bool:
+    def wants(self, name: str, event: str, subscribed: Container[str] | None = None) -> bool:
         """Whether ``event`` of mailbox ``name``, not the selected one's message events (those
         are the SELECTED filter's: ImapSession._push_notifications), is to be reported: the first
         group whose filter names the mailbox and that lists the event (or NONE) decides (RFC 5465
@@ -275,8 +337,10 @@ class NotifyState:
 
     # -- the client's own changes (its command's handler, on the session's worker) -------------
 
-    def own_subscription(self, name: str, subscribed: bool) -> None:
-        """The client's SUBSCRIBE or UNSUBSCRIBE of ``name`` succeeded: it knows."""
+    def own_subscription(self, name: str, subscribed: bool, generations: tuple[int, int] | None = None) -> None:
+        """The client's SUBSCRIBE or UNSUBSCRIBE of ``name`` succeeded: it knows. ``generations``:
+        the subscriptions' before and after it (Store.set_subscribed); when the one before is
+        that of the subscriptions last read, the one after is that of them with this change."""
         try:
             name = normalize_name(name)   # as the store keeps it
         except MidbError:
@@ -286,6 +350,8 @@ class NotifyState:
                 names.add(name)
             else:
                 names.discard(name)
+        if generations is not None and generations[0] == self._subscriptions_generation:
+            self._subscriptions_generation = generations[1]
 
     def own_rename(self, old: str, new: str) -> None:
         """The client's RENAME of ``old`` to ``new`` succeeded. Its events repeat each folder's
@@ -328,9 +394,12 @@ class NotifyState:
         store = session.store
         user = session.user
         entries = store.folder_entries(user, records=True)
-        self.folders = {entry.id: _seen(entry.record) for entry in entries if entry.record is not None}
-        self.subscriptions = set(store.subscriptions(user))
+        self.folders = _Snapshot((entry.id, _seen(entry.record)) for entry in entries if entry.record is not None)
+        read = store.subscriptions_since(user, -1)   # (all of them)
+        self._subscriptions_generation = read.generation
+        self.subscriptions = set(read.names or ())
         self.subscribed = set(self.subscriptions)
+        self._subscriptions_unsure = set()
         wanted = self.events_wanted()
         if "MailboxMetadataChange" in wanted:
             for folder_id, seen in self.folders.items():
@@ -408,9 +477,26 @@ class NotifyState:
             lists_names = (subscriptions_changed and self._lists_subscriptions) or self._lists_folders(found, dirty)
             renamed = any(folder is not None and (old := self.folders.get(folder_id)) is not None
                           and old.name != folder.name for folder_id, folder in found.items())
-            subscribed = set(store.subscriptions(user)) if subscriptions_changed or lists_names or renamed else None
-            names_now = ({entry.name: entry.special_use for entry in store.folder_entries(user)}
-                         if lists_names else None)
+            # The subscriptions, when they are compared with what the client knows: what changed
+            # since last read (Store.subscriptions_since); for a LIST's \Subscribed alone, those
+            # of the names the report may list (read with them).
+            read = (store.subscriptions_since(user, self._subscriptions_generation)
+                    if subscriptions_changed or renamed else None)
+            replaced: set[str] | None = None   # all of them, read anew
+            flips: set[str] = set()            # the names whose subscription changed since last read
+            if read is not None and read.names is not None:
+                replaced = set(read.names)
+                flips = replaced ^ self.subscribed
+            elif read is not None and read.changed:
+                flips = {name for name, now in read.changed.items() if now != (name in self.subscribed)}
+            # The names whose subscription the comparison may find changed, before this report's
+            # own moves of them.
+            unsure = self._subscriptions_unsure | flips
+            # What LIST says of the names this report may list, read for those alone: a report
+            # costs what it tells, not a pass over every folder of the account.
+            told = (self._names_told(found, from_inbox, unsure if subscriptions_changed else None)
+                    if lists_names else set())
+            facts = store.name_facts(user, told, subscriptions=read is None) if lists_names else None
             annotated = [(folder_id, name, _metadata_digests(store, user, folder_id))
                          for folder_id, name in self._annotated(notices, found)]
         except Exception:
@@ -426,12 +512,24 @@ class NotifyState:
             and (old := self.folders.get(folder_id)) is not None and old.name == folder.name}
         self._own_renamed = False
         own_renames, self._own_renames = self._own_renames, []
-        subscribed_before = self.subscribed
-        if subscribed is not None:
-            self.subscribed = subscribed
-        self._names_now = names_now or {}
+        if read is not None:
+            self._subscriptions_generation = read.generation
+        elif facts is not None:
+            # The subscriptions of the names read, over those last read.
+            differ = {name for name in told if (name in facts.subscribed) != (name in self.subscribed)}
+            flips |= differ
+            unsure |= differ
+        # The subscriptions the client's filter went by (section 6.4), kept apart from those now.
+        subscribed_before: Container[str] = self.subscribed
+        if replaced is not None:
+            self.subscribed = replaced
+        elif flips:
+            self.subscribed ^= flips
+            subscribed_before = _Flipped(self.subscribed, flips)
+        self._subscriptions_unsure = unsure
+        self._names_now = facts.existing if facts is not None else {}
         self._from_inbox_now = from_inbox
-        self._parents_now = {parent for name in self._names_now for parent in listing.ancestors(name)}
+        self._parents_now = facts.with_children if facts is not None else set()
         self._listed_now, self._parents_affected = set(), set()
         folder_lines: list[bytes] = []
         for folder_id, folder, gone_first in self._report_sequence(found, dirty.keys()):
@@ -460,6 +558,40 @@ class NotifyState:
         self._names_now, self._parents_now = {}, set()   # (the next report reads them again)
         self._from_inbox_now, self._renames_now = set(), {}
         return out
+
+    def _names_told(self, found: dict[int, Any], from_inbox: set[int], unsure: set[str] | None) -> set[str]:
+        """Every name a report of ``found`` may list or ask LIST's attributes of (a superset):
+        the folders' names, as they are and as the client knew them (or as another's RENAME
+        taken in unreported had them), INBOX after RENAME INBOX, the direct parents of all
+        these (section 5.4: affected), and when the subscriptions are compared, the names whose
+        subscription the client may be told of: ``unsure`` and those a rename of ``found``
+        moves with the client's names of the children (_renamed, _told_gone_first)."""
+        names: set[str] = {listing.INBOX} if from_inbox else set()
+        renames: dict[str, str] = {}   # old name -> new
+        for folder_id, folder in found.items():
+            old = self.folders.get(folder_id)
+            if folder is not None:
+                names.add(folder.name)
+            if old is not None:
+                names.add(old.name)
+                if folder is not None and folder.name != old.name:
+                    renames[old.name] = folder.name
+            unreported = self._quiet_renamed.get(folder_id)
+            if unreported is not None:
+                names.add(unreported)
+        if unsure is not None:
+            names |= unsure
+            if renames:
+                names |= self._names_moved(renames)
+        names |= {parent for name in names if (parent := name.rpartition(listing.SEPARATOR)[0])}
+        return names
+
+    def _names_moved(self, renames: dict[str, str]) -> set[str]:
+        """The names the subscriptions of the client's children of renamed mailboxes may have,
+        before and after the renames of this report move them (_renamed) or a cycle's drops
+        them (_told_gone_first): those of the snapshot's folders below the old names, moved."""
+        below = {name for old in renames for name, _folder_id in self.folders.below(old)}
+        return _names_moved(below, renames)
 
     def _lists_folders(self, found: dict[int, Any], dirty: dict[int, int]) -> bool:
         """Whether MailboxName may list a mailbox of ``found`` that another session changed: one
@@ -626,12 +758,9 @@ class NotifyState:
         snapshot forgets them, so that their LISTs then tell them made (no OLDNAME: the name it
         would say is taken again)."""
         old = self.folders[folder_id]
-        prefix = old.name + listing.SEPARATOR
-        gone = sorted(((known_id, seen.name) for known_id, seen in self.folders.items()
-                       if seen.name == old.name or seen.name.startswith(prefix)),
-                      key=lambda item: item[1], reverse=True)
+        gone = self.folders.at_or_below(old.name)
         out = []
-        for known_id, name in gone:
+        for name, known_id in reversed(gone):
             del self.folders[known_id]
             self.metadata.pop(known_id, None)
             self._unquiet(known_id)
@@ -639,6 +768,7 @@ class NotifyState:
             if self.wants(name, "MailboxName"):
                 # Its subscription is told with the name that has it now (the LIST that makes it).
                 self.subscriptions.discard(name)
+                self._subscriptions_unsure.add(name)
                 out.append(b"* LIST (%b) %b %b\r\n" % (listing.NONEXISTENT.encode("ascii"), DELIMITER,
                                                         wire_name(session, name)))
         self._affects_parent(old.name)
@@ -653,9 +783,14 @@ class NotifyState:
     def _subscription_changes(self, session: Any) -> list[bytes]:
         """The subscriptions as read for this report (``subscribed``) against those the client
         knows."""
-        before, self.subscriptions = self.subscriptions, set(self.subscribed)
+        # Only the names that may differ (_subscriptions_unsure): elsewhere the client knows them.
+        changed = {name for name in self._subscriptions_unsure
+                   if (name in self.subscribed) != (name in self.subscriptions)}
+        before = {name for name in changed if name in self.subscriptions}   # (of those, as the client knew them)
+        self.subscriptions ^= changed
+        self._subscriptions_unsure = set()
         out = []
-        for name in sorted(self.subscriptions ^ before):
+        for name in sorted(changed):
             # An unsubscribed name leaves the subscribed filter (section 6.4) by the very change
             # to report: the filter as the client knew it decides too (a MailboxUnSubscribe is a
             # SubscriptionChange, section 8), else that filter could only ever tell subscribing.
@@ -736,15 +871,11 @@ class NotifyState:
             return
         # The renamed mailbox's children are no children of the parent's, by either name (a
         # child's own event may have been reported before the rename's).
-        prefix, moved = new_parent + listing.SEPARATOR, (old + listing.SEPARATOR, new + listing.SEPARATOR)
-        known = False
-        for known_id, seen in self.folders.items():
-            name = seen.name
-            if name == new_parent:
-                known = True
-            elif name.startswith(prefix) and known_id != folder_id and not (children_moved and name.startswith(moved)):
+        moved = (old + listing.SEPARATOR, new + listing.SEPARATOR)
+        for name, known_id in self.folders.below(new_parent):
+            if known_id != folder_id and not (children_moved and name.startswith(moved)):
                 return   # it had a child before
-        if known:
+        if self.folders.named(new_parent):
             self._parents_affected.add(new_parent)
 
     def _renamed(self, old: str, new: str, children: dict[int, Any] | None) -> list[int]:
@@ -758,23 +889,22 @@ class NotifyState:
         moved_ids: list[int] = []
         if children is None:
             return moved_ids
-        prefix = old + listing.SEPARATOR
-        for folder_id, seen in list(self.folders.items()):
-            if seen.name.startswith(prefix):
-                moved = new + seen.name[len(old):]
-                now = children.get(folder_id)
-                if now is not None and now.name != moved:
-                    continue
-                self.folders[folder_id] = seen._replace(name=moved)
-                self._move_subscription(seen.name, moved)
-                self._listed.pop(seen.name, None)
-                moved_ids.append(folder_id)
+        for name, folder_id in list(self.folders.below(old)):
+            moved = new + name[len(old):]
+            now = children.get(folder_id)
+            if now is not None and now.name != moved:
+                continue
+            self.folders[folder_id] = self.folders[folder_id]._replace(name=moved)
+            self._move_subscription(name, moved)
+            self._listed.pop(name, None)
+            moved_ids.append(folder_id)
         return moved_ids
 
     def _move_subscription(self, old: str, new: str) -> None:
         if old in self.subscriptions:
             self.subscriptions.discard(old)
             self.subscriptions.add(new)
+            self._subscriptions_unsure.update((old, new))
 
     def _unquiet(self, folder_id: int) -> None:
         """``folder_id`` is no longer quiet: gone, or reported as it is."""
@@ -826,7 +956,7 @@ class NotifyState:
         self._listed.pop(name.rpartition(listing.SEPARATOR)[0], None)
 
     def _folder_changes(self, session: Any, folder_id: int, folder: Any, lowest: int,
-                        subscribed_before: set[str], found: dict[int, Any]) -> list[bytes]:
+                        subscribed_before: Container[str], found: dict[int, Any]) -> list[bytes]:
         """The responses for one folder another session changed (``folder``: as it is now, None
         when gone; ``lowest``: the lowest modseq its events gave; ``found``: the folders this
         report read)."""
@@ -924,6 +1054,39 @@ def _oldname(session: Any, name: str | None) -> bytes:
     """A renamed mailbox's LIST extended data naming ``name``, its old name (RFC 5465 section
     5.4, RFC 5258 section 3.5); none without one."""
     return b"" if name is None else b' ("OLDNAME" (%b))' % wire_name(session, name)
+
+
+class _Flipped:
+    """A set seen with the membership of some names flipped: the subscriptions as they were
+    before a report changed ``flips`` of them in place (no copy of them all)."""
+
+    __slots__ = ("_now", "_flips")
+
+    def __init__(self, now: set[str], flips: set[str]) -> None:
+        self._now = now
+        self._flips = flips
+
+    def __contains__(self, name: object) -> bool:
+        return (name in self._now) != (name in self._flips)
+
+
+def _names_moved(below: set[str], moves: dict[str, str]) -> set[str]:
+    """``below`` (names below those ``moves`` renames, old -> new) and each name a rename or a
+    chain of them may move one to: a lookup per ancestor of each name moved."""
+    reached = set(below)
+    pending = reached
+    for _round in range(len(moves)):   # (a chain of renames is at most as long as they are many)
+        mapped = set()
+        for name in pending:
+            for ancestor in listing.ancestors(name):
+                new = moves.get(ancestor)
+                if new is not None:
+                    mapped.add(new + name[len(ancestor):])
+        pending = mapped - reached
+        if not pending:
+            break
+        reached |= pending
+    return reached
 
 
 def _renamed_by(name: str, renames: list[tuple[str, str]]) -> str:

@@ -154,13 +154,13 @@ def subscribe(session: Any, cmd: cmds.Subscribe) -> Done:
     # otherwise show up as \NonExistent forever. Deleting a mailbox keeps its subscription.
     existing_folder(session, name)
     try:
-        session.store.set_subscribed(session.user, name, True,
-                                     mailbox_quota_default=session.settings.default_mailbox_quota)
+        generations = session.store.set_subscribed(session.user, name, True,
+                                                   mailbox_quota_default=session.settings.default_mailbox_quota)
     except midb_errors.OverQuota:
         # Subscriptions outlive their mailboxes, so they are bounded apart (as many as mailboxes).
         raise CommandFailed(Code.NO_SUBSCRIPTION_LIMIT) from None
     if session.notify is not None:
-        session.notify.own_subscription(name, True)   # RFC 5465 section 5: not reported back
+        session.notify.own_subscription(name, True, generations)   # RFC 5465 section 5: not reported back
     return Done(Code.OK_SUBSCRIBE)
 
 
@@ -168,9 +168,9 @@ def subscribe(session: Any, cmd: cmds.Subscribe) -> Done:
 def unsubscribe(session: Any, cmd: cmds.Unsubscribe) -> Done:
     # Unsubscribing a name that is not subscribed changes nothing and is not an error.
     name = store_name(cmd.mailbox)
-    session.store.set_subscribed(session.user, name, False)
+    generations = session.store.set_subscribed(session.user, name, False)
     if session.notify is not None:
-        session.notify.own_subscription(name, False)   # RFC 5465 section 5: not reported back
+        session.notify.own_subscription(name, False, generations)   # RFC 5465 section 5: not reported back
     return Done(Code.OK_UNSUBSCRIBE)
 
 
