@@ -1806,3 +1806,82 @@ def test_another_sessions_rename_of_a_big_tree_is_one_clean_overflow(
     a.command(f"NOTIFY SET (personal {ALL_OTHER})")
     b.command("RENAME huge/c0 huge/d0")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" huge/d0 ("OLDNAME" (huge/c0))']
+
+
+
+def _append_while_another_renames(a: Conversation, monkeypatch: pytest.MonkeyPatch, old: str,
+                                  new: str) -> list[tuple[int, int]]:
+    """The client APPENDs to ``old`` while another session renames it to ``new``: the APPEND's end
+    takes the new names in, unreported; the RENAME's events are held (its datagrams still on
+    their way) and returned, to be heard late."""
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))
+        return False
+
+    append, rename = a.store.append, a.store.rename_folder
+
+    def append_then_rename(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: rename("alice", old, new))
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(state, "heard", hold_others)
+        patch.setattr(a.store, "append", append_then_rename)
+        assert a.command(f"APPEND {old} {{12+}}\r\nSubject: x\r\n")[:-1] == []
+    return held
+
+
+@pytest.mark.parametrize(("events", "told"), [
+    ("SubscriptionChange", [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                            b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                            b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']),
+    ("MailboxName SubscriptionChange", [b'* LIST (\\Subscribed \\HasChildren) "/" Zed ("OLDNAME" (Lists))'])])
+def test_a_late_rename_of_subscribed_names_taken_in_with_the_clients_own_change_is_told(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        told: list[bytes]) -> None:
+    """Another session's RENAME of subscribed Lists (and Lists/a) committed while the client's
+    APPEND to Lists ran, heard after the APPEND's end took the new names in. Without MailboxName
+    no LIST with OLDNAME can tell the move (section 5.4): at the late event the subscriptions go
+    back to the names the client knows, and the move is told as the subscription change it is
+    (section 5.5), as when the rename is heard in time. None came: the client kept Lists and
+    Lists/a subscribed. With MailboxName the LIST with OLDNAME tells it, as before."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    assert len(held) == 2
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == told
+    # The client's view now matches the store's: another's UNSUBSCRIBE of the new name is told.
+    b.command("UNSUBSCRIBE Zed/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/a']
+
+
+def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptions_move(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but the renamed mailbox is deleted before the late events come: DELETE keeps the
+    subscription the RENAME moved to Zed (RFC 3501 section 6.3.4), which the client has under
+    Lists/a. Taken in with the APPEND, the move was never told."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    b.command("DELETE Zed")   # (its event, heard, waits with the rename's for the next report)
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
