@@ -1885,3 +1885,21 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptio
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
+
+
+
+def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_clients_name(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's RENAME of Lists/a to Zed taken in with the client's APPEND, and Zed deleted
+    before the late events come: the client never heard of Zed; Lists/a is what it has to be told
+    gone (section 5.4: \\NonExistent), and its parent Lists that lost its last child."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    b.command("DELETE Zed")
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']

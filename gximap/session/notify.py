@@ -890,9 +890,11 @@ class NotifyState:
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
-                if self.wants(old.name, "MailboxName"):
-                    out.append(self._list_line(session, old.name, self._attributes(old.name)))
-                self._affects_parent(old.name)
+                # Renamed by another, unreported, before it went: the client knows the old name.
+                name = renamed_unreported or old.name
+                if self.wants(name, "MailboxName"):
+                    out.append(self._list_line(session, name, self._attributes(name)))
+                self._affects_parent(name)
             return out
         seen = self.folders[folder_id] = _seen(folder)
         # RENAME INBOX: the new mailbox INBOX's messages moved into. Section 5.4: "When INBOX is
