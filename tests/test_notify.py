@@ -1903,3 +1903,28 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_c
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
+
+
+
+@pytest.mark.parametrize(("events", "told"), [
+    ("MailboxName SubscriptionChange", [b'* LIST (\\Subscribed \\HasNoChildren) "/" Yak ("OLDNAME" (Lists/a))',
+                                        b'* LIST (\\HasNoChildren) "/" Lists']),
+    ("SubscriptionChange", [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\HasNoChildren) "/" Yak'])])
+def test_a_late_rename_taken_in_and_renamed_on_says_the_clients_name(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        told: list[bytes]) -> None:
+    """Another session's RENAME of Lists/a to Zed taken in with the client's APPEND, then Zed
+    renamed on to Yak before the late events come: the client never heard of Zed; the LIST of
+    Yak has OLDNAME Lists/a, the name it knows (section 5.4), and Lists, which lost its last
+    child, is listed too. Without MailboxName the subscription's move is told from Lists/a."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    b.command("RENAME Zed Yak")
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == told

@@ -907,6 +907,10 @@ class NotifyState:
             # announces every folder a commit makes. report's name order puts them first.)
             listed = False
             old_name = old.name if old is not None else from_inbox
+            if renamed_unreported is not None:
+                # Renamed by another before, taken in unreported: the client knows the name it
+                # had then (renamed back to it: no OLDNAME to tell).
+                old_name = renamed_unreported if renamed_unreported != folder.name else None
             if self.wants(folder.name, "MailboxName") or (old_name is not None and self.wants(old_name, "MailboxName")):
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name),
                                            _oldname(session, old_name)))
