@@ -1898,3 +1898,124 @@ def test_snapshot_finds_the_names_below_one_in_order() -> None:
     assert list(snapshot.below("a")) == [("a/z", 6)] and list(snapshot.below("b")) == [("b/x", 2)]
     assert snapshot.named("a b") and not snapshot.named("a/x") and not snapshot.named("c")
     assert snapshot._by_name == sorted((item.name, folder_id) for folder_id, item in snapshot.items())
+
+
+def _append_while_another_renames(a: Conversation, monkeypatch: pytest.MonkeyPatch, old: str,
+                                  new: str) -> list[tuple[int, int]]:
+    """The client APPENDs to ``old`` while another session renames it to ``new``: the APPEND's end
+    takes the new names in, unreported; the RENAME's events are held (its datagrams still on
+    their way) and returned, to be heard late."""
+    state = a.session.notify
+    assert state is not None
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own:
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))
+        return False
+
+    append, rename = a.store.append, a.store.rename_folder
+
+    def append_then_rename(*args: Any, **kwargs: Any) -> Any:
+        result = append(*args, **kwargs)
+        _elsewhere(lambda: rename("alice", old, new))
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(state, "heard", hold_others)
+        patch.setattr(a.store, "append", append_then_rename)
+        assert a.command(f"APPEND {old} {{12+}}\r\nSubject: x\r\n")[:-1] == []
+    return held
+
+
+@pytest.mark.parametrize(("events", "told"), [
+    ("SubscriptionChange", [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                            b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                            b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']),
+    ("MailboxName SubscriptionChange", [b'* LIST (\\Subscribed \\HasChildren) "/" Zed ("OLDNAME" (Lists))'])])
+def test_a_late_rename_of_subscribed_names_taken_in_with_the_clients_own_change_is_told(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        told: list[bytes]) -> None:
+    """Another session's RENAME of subscribed Lists (and Lists/a) committed while the client's
+    APPEND to Lists ran, heard after the APPEND's end took the new names in. Without MailboxName
+    no LIST with OLDNAME can tell the move (section 5.4): at the late event the subscriptions go
+    back to the names the client knows, and the move is told as the subscription change it is
+    (section 5.5), as when the rename is heard in time. None came: the client kept Lists and
+    Lists/a subscribed. With MailboxName the LIST with OLDNAME tells it, as before."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    assert len(held) == 2
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == told
+    # The client's view now matches the store's: another's UNSUBSCRIBE of the new name is told.
+    b.command("UNSUBSCRIBE Zed/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/a']
+
+
+def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptions_move(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but the renamed mailbox is deleted before the late events come: DELETE keeps the
+    subscription the RENAME moved to Zed (RFC 3501 section 6.3.4), which the client has under
+    Lists/a. Taken in with the APPEND, the move was never told."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    b.command("DELETE Zed")   # (its event, heard, waits with the rename's for the next report)
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
+
+
+
+def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_clients_name(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's RENAME of Lists/a to Zed taken in with the client's APPEND, and Zed deleted
+    before the late events come: the client never heard of Zed; Lists/a is what it has to be told
+    gone (section 5.4: \\NonExistent), and its parent Lists that lost its last child."""
+    a, b = pair
+    a.command("NOTIFY SET (personal (MailboxName))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    b.command("DELETE Zed")
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
+
+
+
+@pytest.mark.parametrize(("events", "told"), [
+    ("MailboxName SubscriptionChange", [b'* LIST (\\Subscribed \\HasNoChildren) "/" Yak ("OLDNAME" (Lists/a))',
+                                        b'* LIST (\\HasNoChildren) "/" Lists']),
+    ("SubscriptionChange", [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\HasNoChildren) "/" Yak'])])
+def test_a_late_rename_taken_in_and_renamed_on_says_the_clients_name(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        told: list[bytes]) -> None:
+    """Another session's RENAME of Lists/a to Zed taken in with the client's APPEND, then Zed
+    renamed on to Yak before the late events come: the client never heard of Zed; the LIST of
+    Yak has OLDNAME Lists/a, the name it knows (section 5.4), and Lists, which lost its last
+    child, is listed too. Without MailboxName the subscription's move is told from Lists/a."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    b.command("RENAME Zed Yak")
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == told

@@ -49,7 +49,9 @@ state may hold another session's change committed meanwhile whose event comes la
 from another process): the folder is then "quiet" at the HIGHESTMODSEQ it was read at, and
 another's event at or below that modseq reports the folder as it is (its STATUS, its LIST), since
 its change may be among what was taken in (a new name the client's RENAMEs do not explain is
-another's: its LIST has the name the client knew as OLDNAME, and the children it moved none);
+another's: its LIST has the name the client knew as OLDNAME, and the children it moved none;
+without such a LIST, no MailboxName or the mailbox gone, the subscriptions that rename moved go
+back to the names the client knows, whose comparison then tells the move: _unlisted_rename);
 but for one at that very modseq when the client's own commit gave it (no other commit has it:
 that event is a RENAME's, after the read, which repeats the modseq and changes no counter).
 Subscriptions and annotations have no modseq: the client's own SUBSCRIBE, UNSUBSCRIBE and
@@ -228,6 +230,11 @@ class NotifyState:
         # that RENAME moved with their parent (they get none: section 5.4).
         self._quiet_renamed: dict[int, str] = {}
         self._quiet_moved: set[int] = set()
+        # The subscriptions such a RENAME moved when taken in, folder id -> (name now in
+        # ``subscriptions`` -> the name the client knows, its own changes applied): a late event
+        # that cannot list the rename with OLDNAME moves them back, and the subscription changes
+        # tell the move (_unlisted_rename).
+        self._quiet_subscriptions: dict[int, dict[str, str]] = {}
         self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
         self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
         # The store's generation of the subscriptions last read in full (Store.subscriptions_since):
@@ -467,8 +474,11 @@ class NotifyState:
             # the subscription went to, or came from, unseen: the subscriptions are compared.
             # So too after another's RENAME that no LIST with OLDNAME may tell (no MailboxName
             # for its names): the subscriptions it moved are changes of their own (section 5.5).
+            # And at the late event of another's RENAME taken in unreported with the client's own
+            # change, which moved subscriptions no LIST may tell (_unlisted_rename).
             subscriptions_changed = subscription_notice or (self._lists_subscriptions and any(
                 folder is None or (old := self.folders.get(folder_id)) is None or old.name != folder.name
+                or (folder_id in self._quiet_subscriptions and self._may_be_taken_in(folder_id, dirty[folder_id]))
                 for folder_id, folder in found.items() if folder_id in dirty))
             # The names a LIST is told from: the store's, as the folders heard of may be fewer (a
             # child the same commit made: each folder has an event of its own, and the pool may
@@ -912,6 +922,7 @@ class NotifyState:
         self._quiet_own.discard(folder_id)
         self._quiet_renamed.pop(folder_id, None)
         self._quiet_moved.discard(folder_id)
+        self._quiet_subscriptions.pop(folder_id, None)
 
     def _absorb(self, folder_id: int, folder: Any, own_last: bool, own_renames: list[tuple[str, str]]) -> None:
         """Take in a folder only the client's own commits changed, unreported: it knows (section
@@ -942,12 +953,42 @@ class NotifyState:
             if others:
                 self._quiet_renamed.setdefault(folder_id, known)
                 self._quiet_moved.discard(folder_id)
+            subscribed_before = set(self.subscriptions)
             for child in self._renamed(old.name, folder.name, {}):
                 if others and child not in self._quiet_renamed:
                     # Section 5.4: its parent's LIST tells its move; none of its own.
                     self._quiet_moved.add(child)
+            if others:
+                self._note_quiet_subscriptions(folder_id, old.name, folder.name, subscribed_before, own_renames)
             self._forget_listed(old.name)
             self._forget_listed(folder.name)
+
+    def _note_quiet_subscriptions(self, folder_id: int, old: str, new: str, before: set[str],
+                                  own_renames: list[tuple[str, str]]) -> None:
+        """Another session's RENAME of ``folder_id`` (``old`` to ``new`` in the snapshot, the
+        client's own renames among it) was taken in, unreported, and moved the subscriptions
+        ``before`` held: note the names the client knows them by, for its late event."""
+        moves = self._quiet_subscriptions.setdefault(folder_id, {})
+        for name in sorted(before - self.subscriptions):
+            moved = new + name[len(old):]
+            if moved in before:
+                continue   # (subscribed already: nothing of the client's to move back)
+            # (Taken in again since: the name the client knows is the one noted first.)
+            moves[moved] = moves.pop(name) if name in moves else _renamed_by(name, own_renames)
+
+    def _unlisted_rename(self, known: str | None, moves: dict[str, str], new: str | None) -> None:
+        """The late event of another session's RENAME taken in unreported (``known``: the name the
+        client knows; ``moves``: the subscriptions it moved, as _quiet_subscriptions notes them;
+        ``new``: the mailbox's name now, None when gone) is told by no LIST with OLDNAME (no
+        MailboxName for its names, or the mailbox is gone): the subscriptions go back to the
+        names the client knows, and the report's comparison of the subscriptions
+        (_subscription_changes) tells their move (section 5.5), as for a rename heard in time."""
+        if known is not None and new is not None:
+            self._renames_now[known] = new   # (_moved_into_view)
+        for moved, name in moves.items():
+            if moved in self.subscriptions:
+                self.subscriptions.discard(moved)
+                self.subscriptions.add(name)
 
     def _forget_listed(self, name: str) -> None:
         """What was listed of ``name`` and its parent may no longer hold (the client's own
@@ -968,16 +1009,22 @@ class NotifyState:
         # came with its parent's.
         renamed_unreported = self._quiet_renamed.get(folder_id) if forced else None
         moved_unreported = forced and folder_id in self._quiet_moved
+        # The subscriptions another's RENAME moved when taken in, for a late event that tells
+        # that rename by no LIST with OLDNAME (_unlisted_rename).
+        subscriptions_moved = self._quiet_subscriptions.get(folder_id, {}) if forced or folder is None else {}
         if forced or folder is None:
             self._unquiet(folder_id)
         out: list[bytes] = []
         if folder is None:
+            self._unlisted_rename(None, subscriptions_moved, None)
             if old is not None:
                 del self.folders[folder_id]
                 self.metadata.pop(folder_id, None)
-                if self.wants(old.name, "MailboxName"):
-                    out.append(self._list_line(session, old.name, self._attributes(old.name)))
-                self._affects_parent(old.name)
+                # Renamed by another, unreported, before it went: the client knows the old name.
+                name = renamed_unreported or old.name
+                if self.wants(name, "MailboxName"):
+                    out.append(self._list_line(session, name, self._attributes(name)))
+                self._affects_parent(name)
             return out
         seen = self.folders[folder_id] = _seen(folder)
         # RENAME INBOX: the new mailbox INBOX's messages moved into. Section 5.4: "When INBOX is
@@ -990,6 +1037,10 @@ class NotifyState:
             # announces every folder a commit makes. report's name order puts them first.)
             listed = False
             old_name = old.name if old is not None else from_inbox
+            if renamed_unreported is not None:
+                # Renamed by another before, taken in unreported: the client knows the name it
+                # had then (renamed back to it: no OLDNAME to tell).
+                old_name = renamed_unreported if renamed_unreported != folder.name else None
             if self.wants(folder.name, "MailboxName") or (old_name is not None and self.wants(old_name, "MailboxName")):
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name),
                                            _oldname(session, old_name)))
@@ -1004,6 +1055,7 @@ class NotifyState:
                 # comparison tells where they went (_subscription_changes).
                 self._listed.pop(old.name, None)
                 self._renames_now[old.name] = folder.name
+                self._unlisted_rename(renamed_unreported, subscriptions_moved, folder.name)
             elif from_inbox is None:
                 self._affects_parent(folder.name)
         elif renamed_unreported is not None and renamed_unreported != folder.name:
@@ -1012,6 +1064,8 @@ class NotifyState:
             if self.wants(folder.name, "MailboxName") or self.wants(renamed_unreported, "MailboxName"):
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name),
                                            _oldname(session, renamed_unreported)))
+            else:
+                self._unlisted_rename(renamed_unreported, subscriptions_moved, folder.name)
             self._rename_affects_parents(folder_id, renamed_unreported, folder.name, children_moved=True)
         elif forced and not moved_unreported and self.wants(folder.name, "MailboxName"):
             out.append(self._list_line(session, folder.name, self._attributes(folder.name)))
