@@ -1960,6 +1960,29 @@ def test_a_late_rename_of_subscribed_names_taken_in_with_the_clients_own_change_
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/a']
 
 
+def test_a_late_rename_taken_in_is_told_after_a_report_of_other_subscriptions(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above (Lists renamed to Zed, taken in with the client's APPEND, its subscribed child
+    Lists/a moving to Zed/a), but another subscription change is reported before the late events
+    come. That report compared the subscriptions the rename moved (the client's view, taken in,
+    matched the store's) and forgot them: the late event moved them back and nothing compared
+    them again, and the client kept Lists/a subscribed and never heard of Zed/a. Zed's event
+    comes alone: the report reads Zed/a's attributes all the same (it said \\NonExistent)."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    assert len(held) == 2
+    b.command("UNSUBSCRIBE INBOX")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" INBOX']
+    state = a.session.notify
+    assert state is not None
+    # (Its child's event may come in a later datagram.)
+    zed = a.folder("Zed").id
+    a.session._notify_heard(state, "alice", zed, dict(held)[zed])
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+
+
 def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptions_move(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """As above, but the renamed mailbox is deleted before the late events come: DELETE keeps the

@@ -589,6 +589,10 @@ class NotifyState:
             unreported = self._quiet_renamed.get(folder_id)
             if unreported is not None:
                 names.add(unreported)
+            if unsure is not None:
+                # The subscriptions a RENAME taken in moved, by both names (_unlisted_rename).
+                for moved, known in self._quiet_subscriptions.get(folder_id, {}).items():
+                    names.update((moved, known))
         if unsure is not None:
             names |= unsure
             if renames:
@@ -989,6 +993,8 @@ class NotifyState:
             if moved in self.subscriptions:
                 self.subscriptions.discard(moved)
                 self.subscriptions.add(name)
+                # (A report since the rename was taken in may have compared them already.)
+                self._subscriptions_unsure.update((moved, name))
 
     def _forget_listed(self, name: str) -> None:
         """What was listed of ``name`` and its parent may no longer hold (the client's own
