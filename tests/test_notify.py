@@ -1550,6 +1550,21 @@ def test_a_rename_moves_subscriptions_told_by_subscription_change_alone(
     assert a.wake(require=False) == []
 
 
+def test_a_rename_into_the_filter_tells_the_subscriptions_it_moved_from_outside(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """As above, with a filter of the new name alone: the subscriptions moved into it are told,
+    and so are the old names they left (outside the filter, but else the client keeps them
+    subscribed beside the new ones)."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (subtree Zed (SubscriptionChange))")
+    b.command("RENAME Lists Zed")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                        b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+
+
 def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tuple[Conversation, Conversation]) -> None:
     """The other way round: a name subscribed without a mailbox (DELETE keeps the subscription,
     RFC 3501 section 6.3.4), made again and renamed before the report. The RENAME moved the

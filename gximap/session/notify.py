@@ -819,8 +819,10 @@ class NotifyState:
     def _moved_into_view(self, name: str, before: set[str]) -> bool:
         """Whether the subscription of ``name`` (``before``: the subscriptions the client knew)
         went with a RENAME no LIST told to a name whose SubscriptionChange is reported: the
-        subscribed filter (section 6.4) no longer covers the old name, but the client is told it
-        gone, else it keeps it beside the new one."""
+        client's filter covers the new name but not the old (a subtree or mailboxes filter of
+        the new name; the subscribed filter's is decided by ``before``), yet the client is told
+        the old one unsubscribed, else it keeps it beside the new one (as MailboxName lists a
+        rename when either name is in its filter)."""
         if name not in before:
             return False
         for old in (name, *reversed(listing.ancestors(name))):
