@@ -1998,6 +1998,40 @@ def test_a_late_rename_taken_in_is_told_after_a_report_of_other_subscriptions(
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
 
 
+@pytest.mark.parametrize(("case", "between", "told"), [
+    # Zed subscribed already, without a mailbox (DELETE keeps the subscription, RFC 3501 section
+    # 6.3.4): the RENAME leaves it so and unsubscribes Lists/a.
+    ("new-name-subscribed-already", [], [b'* LIST (\\NonExistent) "/" Lists/a']),
+    # Zed unsubscribed by another, told before the late event: Lists/a is still to tell.
+    ("new-name-unsubscribed-since", [b'* LIST (\\HasNoChildren) "/" Zed'], [b'* LIST (\\NonExistent) "/" Lists/a'])])
+def test_a_late_rename_taken_in_tells_the_old_name_unsubscribed(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, case: str,
+        between: list[bytes], told: list[bytes]) -> None:
+    """Another session's RENAME of subscribed Lists/a to Zed taken in with the client's APPEND,
+    heard late, without MailboxName. The late event restored the client's Lists/a only while the
+    client had Zed as the rename taken in left it (subscribed, and not before): with Zed
+    subscribed already, or unsubscribed (and told) since, nothing was told and the client kept
+    Lists/a subscribed."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    if case == "new-name-subscribed-already":
+        b.command("CREATE Zed")
+        b.command("SUBSCRIBE Zed")
+        b.command("DELETE Zed")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    if case == "new-name-unsubscribed-since":
+        b.command("UNSUBSCRIBE Zed")
+    assert a.wake(require=False) == between
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == told
+    assert "Lists/a" not in a.store.subscriptions("alice")
+
+
 def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptions_move(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """As above, but the renamed mailbox is deleted before the late events come: DELETE keeps the
