@@ -2050,7 +2050,6 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptio
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
 
 
-
 def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_clients_name(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """Another session's RENAME of Lists/a to Zed taken in with the client's APPEND, and Zed deleted
@@ -2066,7 +2065,6 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_c
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
-
 
 
 @pytest.mark.parametrize(("events", "told"), [
