@@ -1550,6 +1550,21 @@ def test_a_rename_moves_subscriptions_told_by_subscription_change_alone(
     assert a.wake(require=False) == []
 
 
+def test_a_rename_into_the_filter_tells_the_subscriptions_it_moved_from_outside(
+        pair: tuple[Conversation, Conversation]) -> None:
+    """As above, with a filter of the new name alone: the subscriptions moved into it are told,
+    and so are the old names they left (outside the filter, but else the client keeps them
+    subscribed beside the new ones)."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (subtree Zed (SubscriptionChange))")
+    b.command("RENAME Lists Zed")
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                        b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+
+
 def test_a_subscription_a_new_mailbox_took_from_its_first_name_is_told(pair: tuple[Conversation, Conversation]) -> None:
     """The other way round: a name subscribed without a mailbox (DELETE keeps the subscription,
     RFC 3501 section 6.3.4), made again and renamed before the report. The RENAME moved the
@@ -1960,6 +1975,63 @@ def test_a_late_rename_of_subscribed_names_taken_in_with_the_clients_own_change_
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/a']
 
 
+def test_a_late_rename_taken_in_is_told_after_a_report_of_other_subscriptions(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above (Lists renamed to Zed, taken in with the client's APPEND, its subscribed child
+    Lists/a moving to Zed/a), but another subscription change is reported before the late events
+    come. That report compared the subscriptions the rename moved (the client's view, taken in,
+    matched the store's) and forgot them: the late event moved them back and nothing compared
+    them again, and the client kept Lists/a subscribed and never heard of Zed/a. Zed's event
+    comes alone: the report reads Zed/a's attributes all the same (it said \\NonExistent)."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    assert len(held) == 2
+    b.command("UNSUBSCRIBE INBOX")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" INBOX']
+    state = a.session.notify
+    assert state is not None
+    # (Its child's event may come in a later datagram.)
+    zed = a.folder("Zed").id
+    a.session._notify_heard(state, "alice", zed, dict(held)[zed])
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+
+
+@pytest.mark.parametrize(("case", "between", "told"), [
+    # Zed subscribed already, without a mailbox (DELETE keeps the subscription, RFC 3501 section
+    # 6.3.4): the RENAME leaves it so and unsubscribes Lists/a.
+    ("new-name-subscribed-already", [], [b'* LIST (\\NonExistent) "/" Lists/a']),
+    # Zed unsubscribed by another, told before the late event: Lists/a is still to tell.
+    ("new-name-unsubscribed-since", [b'* LIST (\\HasNoChildren) "/" Zed'], [b'* LIST (\\NonExistent) "/" Lists/a'])])
+def test_a_late_rename_taken_in_tells_the_old_name_unsubscribed(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, case: str,
+        between: list[bytes], told: list[bytes]) -> None:
+    """Another session's RENAME of subscribed Lists/a to Zed taken in with the client's APPEND,
+    heard late, without MailboxName. The late event restored the client's Lists/a only while the
+    client had Zed as the rename taken in left it (subscribed, and not before): with Zed
+    subscribed already, or unsubscribed (and told) since, nothing was told and the client kept
+    Lists/a subscribed."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists/a")
+    if case == "new-name-subscribed-already":
+        b.command("CREATE Zed")
+        b.command("SUBSCRIBE Zed")
+        b.command("DELETE Zed")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
+    assert len(held) == 1
+    if case == "new-name-unsubscribed-since":
+        b.command("UNSUBSCRIBE Zed")
+    assert a.wake(require=False) == between
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == told
+    assert "Lists/a" not in a.store.subscriptions("alice")
+
+
 def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptions_move(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """As above, but the renamed mailbox is deleted before the late events come: DELETE keeps the
@@ -1978,7 +2050,6 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptio
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
 
 
-
 def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_clients_name(
         pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
     """Another session's RENAME of Lists/a to Zed taken in with the client's APPEND, and Zed deleted
@@ -1994,7 +2065,6 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_c
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
-
 
 
 @pytest.mark.parametrize(("events", "told"), [

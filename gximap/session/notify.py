@@ -231,10 +231,11 @@ class NotifyState:
         self._quiet_renamed: dict[int, str] = {}
         self._quiet_moved: set[int] = set()
         # The subscriptions such a RENAME moved when taken in, folder id -> (name now in
-        # ``subscriptions`` -> the name the client knows, its own changes applied): a late event
-        # that cannot list the rename with OLDNAME moves them back, and the subscription changes
-        # tell the move (_unlisted_rename).
-        self._quiet_subscriptions: dict[int, dict[str, str]] = {}
+        # ``subscriptions`` -> (the name the client knows, its own changes applied; whether the
+        # client had the name now subscribed already)): a late event that cannot list the rename
+        # with OLDNAME moves them back, and the subscription changes tell the move
+        # (_unlisted_rename).
+        self._quiet_subscriptions: dict[int, dict[str, tuple[str, bool]]] = {}
         self.subscriptions: set[str] = set()   # as the client knows them (reported, or its own doing)
         self.subscribed: set[str] = set()      # as last read: the subscribed filter, \Subscribed
         # The store's generation of the subscriptions last read in full (Store.subscriptions_since):
@@ -589,6 +590,10 @@ class NotifyState:
             unreported = self._quiet_renamed.get(folder_id)
             if unreported is not None:
                 names.add(unreported)
+            if unsure is not None:
+                # The subscriptions a RENAME taken in moved, by both names (_unlisted_rename).
+                for moved, (known, _kept) in self._quiet_subscriptions.get(folder_id, {}).items():
+                    names.update((moved, known))
         if unsure is not None:
             names |= unsure
             if renames:
@@ -815,8 +820,10 @@ class NotifyState:
     def _moved_into_view(self, name: str, before: set[str]) -> bool:
         """Whether the subscription of ``name`` (``before``: the subscriptions the client knew)
         went with a RENAME no LIST told to a name whose SubscriptionChange is reported: the
-        subscribed filter (section 6.4) no longer covers the old name, but the client is told it
-        gone, else it keeps it beside the new one."""
+        client's filter covers the new name but not the old (a subtree or mailboxes filter of
+        the new name; the subscribed filter's is decided by ``before``), yet the client is told
+        the old one unsubscribed, else it keeps it beside the new one (as MailboxName lists a
+        rename when either name is in its filter)."""
         if name not in before:
             return False
         for old in (name, *reversed(listing.ancestors(name))):
@@ -971,12 +978,13 @@ class NotifyState:
         moves = self._quiet_subscriptions.setdefault(folder_id, {})
         for name in sorted(before - self.subscriptions):
             moved = new + name[len(old):]
-            if moved in before:
-                continue   # (subscribed already: nothing of the client's to move back)
             # (Taken in again since: the name the client knows is the one noted first.)
-            moves[moved] = moves.pop(name) if name in moves else _renamed_by(name, own_renames)
+            known = moves.pop(name)[0] if name in moves else _renamed_by(name, own_renames)
+            # A name subscribed already (without a mailbox: DELETE keeps it, RFC 3501 section
+            # 6.3.4) stays so: the old name's unsubscribing is still to tell.
+            moves[moved] = (known, moved in before)
 
-    def _unlisted_rename(self, known: str | None, moves: dict[str, str], new: str | None) -> None:
+    def _unlisted_rename(self, known: str | None, moves: dict[str, tuple[str, bool]], new: str | None) -> None:
         """The late event of another session's RENAME taken in unreported (``known``: the name the
         client knows; ``moves``: the subscriptions it moved, as _quiet_subscriptions notes them;
         ``new``: the mailbox's name now, None when gone) is told by no LIST with OLDNAME (no
@@ -985,10 +993,14 @@ class NotifyState:
         (_subscription_changes) tells their move (section 5.5), as for a rename heard in time."""
         if known is not None and new is not None:
             self._renames_now[known] = new   # (_moved_into_view)
-        for moved, name in moves.items():
-            if moved in self.subscriptions:
+        for moved, (name, kept) in moves.items():
+            # Whatever a report since told of the new name (its unsubscribing, say), the client
+            # still has the old one subscribed; at worst a name is told again as it is.
+            if not kept:
                 self.subscriptions.discard(moved)
-                self.subscriptions.add(name)
+            self.subscriptions.add(name)
+            # (A report since the rename was taken in may have compared them already.)
+            self._subscriptions_unsure.update((moved, name))
 
     def _forget_listed(self, name: str) -> None:
         """What was listed of ``name`` and its parent may no longer hold (the client's own
