@@ -154,7 +154,8 @@ def _scan(txn: Any, dbs: Databases, shard: int, count: int) -> tuple[_Scan, list
                  quotas.count_subscriptions(txn, dbs, account_id))):
             if kept_count != actual:
                 errors.append(f"account {name}: kept count of {what} is {kept_count}, there are {actual}")
-                scan.problems.append(("kept_counts", account_id))
+                if ("kept_counts", account_id) not in scan.problems[-1:]:   # (repair drops both)
+                    scan.problems.append(("kept_counts", account_id))
 
     lost: set[tuple[int, int]] = set()
     for key, raw in txn.cursor(dbs.messages):

@@ -10,7 +10,7 @@ import pytest
 from conversation import DATA_DIR
 from store_helpers import store_with_alice
 
-from midb import errors, quotas
+from midb import errors, maintenance, quotas
 from midb.accounts import decode_account, encode_account
 from midb.metadata import SERVER
 from midb.store import Store
@@ -198,3 +198,18 @@ def test_verify_finds_a_wrong_kept_count_and_repair_drops_it(store):
     store.verify(repair=True)
     assert _kept(store, quotas.FOLDER_COUNT) is None and store.verify() == []
     assert store.quota_usage("alice").mailboxes == 7
+
+
+def test_repair_drops_the_kept_counts_of_an_account_once_when_both_are_wrong(store):
+    store.create_folder("alice", "a", mailbox_quota_default=100)
+    store.set_subscribed("alice", "a", True, mailbox_quota_default=100)
+    shared = store._home("alice")
+    with shared.env.begin(write=True) as txn:
+        for kind in (quotas.FOLDER_COUNT, quotas.SUBSCRIPTION_COUNT):
+            txn.put(kind + quotas.account_key(store.account_id("alice")), (3).to_bytes(8, "big"),
+                    db=shared.dbs.counters)
+    report = maintenance.verify(store, repair=True)
+    assert len(report.errors) == 2   # (each count named)
+    assert [line for line in report.repaired if "kept" in line] == [
+        f"dropped the kept folder and subscription counts of account {store.account_id('alice')}"]
+    assert store.verify() == []
