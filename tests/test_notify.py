@@ -22,6 +22,7 @@ from gximap.imap.parser import ParseError
 from gximap.session import condstore, notify, pieces
 from gximap.session import session as session_module
 from gximap.session.selected import uid_ranges_without
+from midb import events as midb_events
 from midb import store as store_module
 from midb.errors import OverQuota, StoreBusy
 from midb.store import Store
@@ -1916,17 +1917,19 @@ def test_snapshot_finds_the_names_below_one_in_order() -> None:
 
 
 def _append_while_another_renames(a: Conversation, monkeypatch: pytest.MonkeyPatch, old: str,
-                                  new: str) -> list[tuple[int, int]]:
+                                  new: str, also: Callable[[], object] | None = None,
+                                  told_at_append: tuple[bytes, ...] = ()) -> list[tuple[int, int]]:
     """The client APPENDs to ``old`` while another session renames it to ``new``: the APPEND's end
     takes the new names in, unreported; the RENAME's events are held (its datagrams still on
-    their way) and returned, to be heard late."""
+    their way) and returned, to be heard late. ``also``: another change made after the RENAME,
+    whose notices are heard in time: the APPEND's end reports ``told_at_append``."""
     state = a.session.notify
     assert state is not None
     heard = state.heard
     held: list[tuple[int, int]] = []
 
     def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own:
+        if own or (also is not None and midb_events.is_notice(modseq)):
             return heard(folder_id, modseq, own)
         held.append((folder_id, modseq))
         return False
@@ -1936,12 +1939,14 @@ def _append_while_another_renames(a: Conversation, monkeypatch: pytest.MonkeyPat
     def append_then_rename(*args: Any, **kwargs: Any) -> Any:
         result = append(*args, **kwargs)
         _elsewhere(lambda: rename("alice", old, new))
+        if also is not None:
+            _elsewhere(also)
         return result
 
     with monkeypatch.context() as patch:
         patch.setattr(state, "heard", hold_others)
         patch.setattr(a.store, "append", append_then_rename)
-        assert a.command(f"APPEND {old} {{12+}}\r\nSubject: x\r\n")[:-1] == []
+        assert a.command(f"APPEND {old} {{12+}}\r\nSubject: x\r\n")[:-1] == list(told_at_append)
     return held
 
 
@@ -2030,6 +2035,53 @@ def test_a_late_rename_taken_in_tells_the_old_name_unsubscribed(
         a.session._notify_heard(state, "alice", folder_id, modseq)
     assert a.wake() == told
     assert "Lists/a" not in a.store.subscriptions("alice")
+
+
+def test_a_late_rename_taken_in_tells_the_subscriptions_move_after_another_change_was_reported(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above (no MailboxName), but another session's SUBSCRIBE came in time to be reported at
+    the APPEND's end: that report compared the subscriptions, and found the names the taken-in
+    RENAME moved alike in the client's view and the store's. The late event still moves them
+    back to the names the client knows, and tells their move (section 5.5): the client was told
+    nothing, kept Lists and Lists/a subscribed, and missed a later UNSUBSCRIBE of Zed/a."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed",
+                                         also=lambda: a.store.set_subscribed("alice", "Other", True),
+                                         told_at_append=(b'* LIST (\\Subscribed \\NonExistent) "/" Other',))
+    assert len(held) == 2
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                        b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
+    b.command("UNSUBSCRIBE Zed/a")
+    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Zed/a']
+
+
+def test_a_late_rename_taken_in_tells_the_subscriptions_move_with_the_attributes_of_the_names_now(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, and Lists/a made again before the late events come: the LIST that tells its
+    subscription gone says what LIST says of it now (section 5.5), a mailbox, not \\NonExistent."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    a.command("NOTIFY SET (personal (SubscriptionChange))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    assert len(held) == 2
+    b.command("CREATE Lists/a")
+    assert a.wake() == []   # (no MailboxName: taken in)
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+    assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/a',
+                        b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
+                        b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
 
 
 def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptions_move(
