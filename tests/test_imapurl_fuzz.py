@@ -71,7 +71,7 @@ SECTIONS = [b"HEADER", b"TEXT", b"1", b"1.2", b"3.MIME", b"2.HEADER", b"1.TEXT",
 
 @st.composite
 def urls(draw: st.DrawFn) -> tuple[bytes, dict[str, object]]:
-    expected: dict[str, object] = {"user": None, "host": None}
+    expected: dict[str, object] = {"user": None, "host": None, "port": None}
     prefix = "/"
     if draw(st.booleans()):
         user = draw(st.none() | st.text(st.characters(codec="utf-8"), min_size=1, max_size=8))
@@ -82,10 +82,15 @@ def urls(draw: st.DrawFn) -> tuple[bytes, dict[str, object]]:
             if draw(st.booleans()):
                 userinfo += ";" + draw(st.sampled_from(["AUTH", "auth"])) + "=" + draw(st.sampled_from(["*", "GSSAPI"]))
             server = userinfo + "@" + server
-        if draw(st.booleans()):
-            server += f":{draw(st.integers(1, 65535))}"
+        # RFC 5092 section 1: no port is 143; RFC 3986 section 3.2.3: an empty one is none,
+        # and port = *DIGIT, so leading zeros are allowed.
+        port = draw(st.none() | st.integers(0, 65535))
+        if port is None:
+            server += draw(st.sampled_from(["", ":"]))
+        else:
+            server += ":" + "0" * draw(st.integers(0, 2)) + str(port)
         prefix = draw(st.sampled_from(["imap://", "IMAP://"])) + server + "/"
-        expected.update(user=user, host=host.lower())
+        expected.update(user=user, host=host.lower(), port=imapurl.DEFAULT_PORT if port is None else port)
     mailbox, name = draw(mailboxes())
     expected["mailbox"] = normalize_inbox(name)
 

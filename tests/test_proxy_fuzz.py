@@ -426,3 +426,21 @@ def test_gximap_crc32c_matches_the_bitwise_reference() -> None:
     assert crc32c(b"123456789") == _reference_crc32c(b"123456789") == 0xE3069283
     for data in (b"", b"\0" * 32, bytes(range(256))):
         assert crc32c(data) == _reference_crc32c(data)
+
+
+@pytest.mark.parametrize("cut", [None, 16])
+def test_a_lone_lf_is_named_in_the_error_however_the_bytes_came(cut: int | None) -> None:
+    """The log says what was wrong with the line (a lone LF), whether or not the
+    LF came in a read before the CRLF; not that no CRLF came within 107 bytes, when one did."""
+    data = b"PROXY UNKNOWN x\ny\r\n"
+    decoder = ProxyDecoder(1)
+    with pytest.raises(ProxyError, match="lone LF"):
+        if cut is not None:
+            decoder.feed(data[:cut])
+        decoder.feed(data[cut or 0:])
+
+
+def test_a_line_too_long_is_named_so_though_its_crlf_came() -> None:
+    data = b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n"
+    with pytest.raises(ProxyError, match="within 107 bytes"):
+        ProxyDecoder(1).feed(data)

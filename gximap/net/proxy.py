@@ -64,6 +64,8 @@ _V2_PROTO_UNSPEC = 0x0
 _V2_PROTO_STREAM = 0x1
 _V2_PROTO_DGRAM = 0x2
 _V2_PROTOCOLS = (_V2_PROTO_UNSPEC, _V2_PROTO_STREAM, _V2_PROTO_DGRAM)
+# Spec section 2.1: the receiver "must not tolerate a single CR or LF character to end the line".
+_V1_LONE_LF = "PROXY v1 header has a lone LF (its line must end with CRLF)"
 _V2_UNIX_ADDRESSES = 216  # two 108-byte socket paths
 # Where the TLVs start after the fixed part, by address family.
 _V2_ADDRESS_LENGTHS = {_V2_AF_UNSPEC: 0, _V2_AF_INET: 12, _V2_AF_INET6: 36, _V2_AF_UNIX: _V2_UNIX_ADDRESSES}
@@ -144,7 +146,9 @@ class ProxyDecoder:
     def _decode_v1(self) -> ProxyResult | None:
         end = self._buffer.find(b"\r\n", 0, V1_MAX_LENGTH)
         if end < 0:
-            if len(self._buffer) >= V1_MAX_LENGTH or b"\n" in self._buffer:
+            if self._buffer.find(b"\n", 0, V1_MAX_LENGTH) >= 0:   # (a CRLF's LF would have been found)
+                raise ProxyError(_V1_LONE_LF)
+            if len(self._buffer) >= V1_MAX_LENGTH:
                 raise ProxyError("PROXY v1 header is not terminated by CRLF within 107 bytes")
             return None
         line = bytes(self._buffer[:end])
@@ -152,7 +156,7 @@ class ProxyDecoder:
         if b"\n" in line:
             # A lone LF ends no line (spec section 2.1); refused here as when it came in a
             # piece before the CRLF, so that the answer does not depend on how the bytes came.
-            raise ProxyError("PROXY v1 header is not terminated by CRLF within 107 bytes")
+            raise ProxyError(_V1_LONE_LF)
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:

@@ -888,7 +888,8 @@ class ImapSession:
         """(line, reason for the log, status) refusing a REPLACE before its message literal is
         sent, or None: with no mailbox selected (certain to be refused: not worth an upload of up
         to imap_max_literal_size), or when what it named before the literal already decides (see
-        gximap.session.commands.replace). Only the command's first literal is judged."""
+        gximap.session.commands.replace), judged at the command's first literal only; or at
+        any literal, when its flags and CATENATE parts so far are more than imap_max_args."""
         uid = event.command == b"UID REPLACE"
         # The tag, [UID,] REPLACE, the number and the mailbox come before the message.
         tally = self._tally(event, heading=5 if uid else 4)
