@@ -732,6 +732,18 @@ def test_a_live_search_fetch_above_a_held_back_expunge_is_followed_by_a_safe_hig
         b"* OK [HIGHESTMODSEQ %d] Highest modification sequence" % before, b"x5 OK FETCH completed"], lines
 
 
+def _flag_rows_busy(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the store's flag_rows (read as a LazyFlagUpdates makes its lines) fail as a busy
+    LMDB does; returns the real one, to put back."""
+    flag_rows = conv.store.flag_rows
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise StoreBusy("too many concurrent readers")
+
+    monkeypatch.setattr(conv.store, "flag_rows", busy)
+    return flag_rows
+
+
 def test_close_highestmodseq_skips_no_flag_change_a_store_error_kept_back(
         conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     """Flag changes whose lines a store error kept back (LazyFlagUpdates: the view's MODSEQ is
@@ -745,12 +757,7 @@ def test_close_highestmodseq_skips_no_flag_change_a_store_error_kept_back(
     conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
     safe = highest(conv)   # the client's own STORE is the last change it knows of
     flag(conv, uids[1:], "\\Flagged")
-    flag_rows = conv.store.flag_rows
-
-    def busy(*args: Any, **kwargs: Any) -> Any:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(conv.store, "flag_rows", busy)
+    flag_rows = _flag_rows_busy(conv, monkeypatch)
     lines = conv.command("NOOP")
     assert not any(b"FETCH" in line for line in lines) and lines[0].startswith(b"* NO [UNAVAILABLE]"), lines
     monkeypatch.setattr(conv.store, "flag_rows", flag_rows)
@@ -765,18 +772,6 @@ def _told_highestmodseqs(lines: list[bytes]) -> list[int]:
     """Every HIGHESTMODSEQ the lines give (untagged OK or the tagged answer's code)."""
     return [int(line.split(b"[HIGHESTMODSEQ ", 1)[1].split(b"]", 1)[0]) for line in lines
             if b"[HIGHESTMODSEQ " in line]
-
-
-def _flag_rows_busy(conv: Conversation, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Make the store's flag_rows (read as a LazyFlagUpdates makes its lines) fail as a busy
-    LMDB does; returns the real one, to put back."""
-    flag_rows = conv.store.flag_rows
-
-    def busy(*args: Any, **kwargs: Any) -> Any:
-        raise StoreBusy("too many concurrent readers")
-
-    monkeypatch.setattr(conv.store, "flag_rows", busy)
-    return flag_rows
 
 
 @pytest.mark.parametrize("command", ["NOOP", "EXPUNGE"])
