@@ -635,16 +635,24 @@ def test_close_that_expunges_sends_highestmodseq(conv: Conversation) -> None:
     """)
 
 
+def _own_delete_then_others_flag(conv: Conversation, messages: int, flag_from: int) -> tuple[list[int], int]:
+    """``messages`` seeded, QRESYNC enabled, INBOX selected, the client's own STORE of \\Deleted on
+    message 1, then another session's \\Flagged on the UIDs from index ``flag_from`` on: the UIDs,
+    and the HIGHESTMODSEQ the client's STORE left (the last change it knows of)."""
+    uids = seed(conv, messages)
+    conv.command("ENABLE QRESYNC")
+    conv.select()
+    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    safe = highest(conv)
+    flag(conv, uids[flag_from:], "\\Flagged")
+    return uids, safe
+
+
 def test_close_highestmodseq_skips_no_change_the_client_was_not_told(conv: Conversation) -> None:
     """A change by another session that the CLOSE's client never saw (CLOSE sends no untagged
     responses) is not jumped over: the tagged OK gives the HIGHESTMODSEQ the client was last
     told everything up to, and a QRESYNC from it reports the change."""
-    uids = seed(conv, 3)
-    conv.command("ENABLE QRESYNC")
-    conv.select()
-    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
-    safe = highest(conv)   # the client's own STORE is the last change it knows of
-    flag(conv, [uids[2]], "\\Flagged")
+    _uids, safe = _own_delete_then_others_flag(conv, 3, 2)
     conv.script(f"""
         C: a1 CLOSE
         S: a1 OK [HIGHESTMODSEQ {safe}] CLOSE completed
@@ -751,12 +759,7 @@ def test_close_highestmodseq_skips_no_flag_change_a_store_error_kept_back(
     CLOSE, which sends no untagged responses, gives a HIGHESTMODSEQ below them, and a QRESYNC from
     it reports them. It gave the store's, past them: the client never learnt of those flags."""
     monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
-    uids = seed(conv, 4)
-    conv.command("ENABLE QRESYNC")
-    conv.select()
-    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
-    safe = highest(conv)   # the client's own STORE is the last change it knows of
-    flag(conv, uids[1:], "\\Flagged")
+    _uids, safe = _own_delete_then_others_flag(conv, 4, 1)
     flag_rows = _flag_rows_busy(conv, monkeypatch)
     lines = conv.command("NOOP")
     assert not any(b"FETCH" in line for line in lines) and lines[0].startswith(b"* NO [UNAVAILABLE]"), lines
@@ -782,12 +785,7 @@ def test_a_commands_highestmodseq_skips_no_flag_change_its_own_lines_kept_back(
     (LazyFlagUpdates), are out: a store error there keeps some back, and a value past them would
     let a QRESYNC from it skip them. It was worked out before, and gave the store's."""
     monkeypatch.setattr(selected, "LAZY_UPDATES_FROM", 1)
-    uids = seed(conv, 4)
-    conv.command("ENABLE QRESYNC")
-    conv.select()
-    conv.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
-    safe = highest(conv)   # the client's own STORE is the last change it knows of
-    flag(conv, uids[1:], "\\Flagged")
+    _uids, safe = _own_delete_then_others_flag(conv, 4, 1)
     conv.add_message()   # (an EXISTS: the updates tell a HIGHESTMODSEQ past the flag changes)
     flag_rows = _flag_rows_busy(conv, monkeypatch)
     lines = conv.command(command)
