@@ -2240,3 +2240,31 @@ def test_a_late_rename_taken_in_whose_child_changed_since_leaves_the_client_with
     _hear_late(a, held)
     view.read(a.wake(require=False))
     view.check()
+
+
+@pytest.mark.parametrize("events", ["MailboxName SubscriptionChange", "SubscriptionChange"])
+@pytest.mark.parametrize("renamed_on", [False, True], ids=["", "renamed-on-since"])
+def test_two_late_renames_taken_in_one_after_the_other_keep_a_name_subscribed_already(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        renamed_on: bool) -> None:
+    """Another session renames subscribed Lists to Zed, subscribed already without a mailbox (a
+    DELETE keeps the subscription, RFC 3501 section 6.3.4), then Zed to Yak, each taken in with
+    one of the client's APPENDs, the events of both heard late. The client knew Zed subscribed:
+    the second rename moved that one subscription to Yak, so Zed is to be told unsubscribed, and
+    Lists too. The second take-in noted Yak's as Lists's alone and forgot Zed's: the client kept
+    Zed subscribed. Likewise when Yak is renamed on (to Wim) before the late events come."""
+    a, b = pair
+    b.command("CREATE Zed")
+    b.command("SUBSCRIBE Zed")
+    b.command("DELETE Zed")
+    b.command("SUBSCRIBE Lists")
+    view = _ClientView(b, events)
+    assert {"Lists", "Zed"} <= view.subscribed
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    held += _append_while_another_renames(a, monkeypatch, "Zed", "Yak")
+    if renamed_on:
+        b.command("RENAME Yak Wim")
+    _hear_late(a, held)
+    view.read(a.wake(require=False))
+    view.check()

@@ -999,8 +999,15 @@ class NotifyState:
         moves = self._quiet_subscriptions.setdefault(folder_id, {})
         for name in sorted(before - self.subscriptions):
             moved = new + name[len(old):]
-            # (Taken in again since: the name the client knows is the one noted first.)
-            known = moves.pop(name)[0] if name in moves else _renamed_by(name, own_renames)
+            if name in moves:
+                # Taken in again since: the name the client knows is the one noted first. One
+                # subscribed already (below) the client knows so too: this rename moved its
+                # subscription on, whose unsubscribing is still to tell.
+                known, kept = moves.pop(name)
+                if kept:
+                    moves[name] = (name, True)
+            else:
+                known = _renamed_by(name, own_renames)
             # A name subscribed already (without a mailbox: DELETE keeps it, RFC 3501 section
             # 6.3.4) stays so: the old name's unsubscribing is still to tell.
             moves[moved] = (known, moved in before)
@@ -1022,6 +1029,16 @@ class NotifyState:
             self.subscriptions.add(name)
             # (A report since the rename was taken in may have compared them already.)
             self._subscriptions_unsure.update((moved, name))
+
+    def _kept_subscriptions(self, moves: dict[str, tuple[str, bool]]) -> None:
+        """The late event of another's RENAMEs taken in unreported is told by a LIST with OLDNAME,
+        which moves the client's subscriptions of the names below the old one (section 5.4); but
+        of a name between (A to B to C, B subscribed already: _note_quiet_subscriptions) the
+        client still has its own, which the subscriptions' comparison then tells gone."""
+        for moved, (name, kept) in moves.items():
+            if kept and moved == name:
+                self.subscriptions.add(name)
+                self._subscriptions_unsure.add(name)
 
     def _client_name(self, name: str) -> tuple[int | None, str]:
         """``name``, a snapshot's, as the client knows it: below a mailbox whose RENAME by another
@@ -1139,6 +1156,7 @@ class NotifyState:
                 self._rename_affects_parents(folder_id, old_name, folder.name, children_moved=old is not None)
             if old is not None and listed:
                 self._renamed(old.name, folder.name, found)
+                self._kept_subscriptions(subscriptions_moved)
             elif old is not None:
                 # Not told: the client has the subscriptions where they were, and the
                 # comparison tells where they went (_subscription_changes).
@@ -1153,6 +1171,7 @@ class NotifyState:
             if self.wants(folder.name, "MailboxName") or self.wants(renamed_unreported, "MailboxName"):
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name),
                                            _oldname(session, renamed_unreported)))
+                self._kept_subscriptions(subscriptions_moved)
             else:
                 self._unlisted_rename(renamed_unreported, subscriptions_moved, folder.name)
             self._rename_affects_parents(folder_id, renamed_unreported, folder.name, children_moved=True)
