@@ -5,6 +5,7 @@ SET STATUS, BADEVENT, SELECTED-DELAYED and NOTIFICATIONOVERFLOW."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -2141,3 +2142,129 @@ def test_a_late_rename_taken_in_and_renamed_on_says_the_clients_name(
     for folder_id, modseq in held:
         a.session._notify_heard(state, "alice", folder_id, modseq)
     assert a.wake() == told
+
+
+_LIST_LINE = re.compile(rb'\* LIST \(([^)]*)\) "/" (\S+)(?: \("OLDNAME" \((\S+)\)\))?\Z')
+
+
+class _ClientView:
+    """The mailbox names and subscriptions a client knows, from a LIST at the start and the
+    NOTIFY LISTs it is told since (section 5.4: a LIST with OLDNAME moves the name and the
+    children the client knows, their subscriptions with them). Each name told as OLDNAME, or as
+    \\NonExistent without \\Subscribed (a mailbox or a subscription gone), is checked to be one
+    the client knows: else it cannot apply it."""
+
+    def __init__(self, conversation: Conversation, events: str) -> None:
+        self.conversation = conversation
+        self.knows_names = "MailboxName" in events
+        self.knows_subscriptions = "SubscriptionChange" in events
+        self.names, self.subscribed = self.truth()
+
+    def truth(self) -> tuple[set[str], set[str]]:
+        """What LIST and LIST (SUBSCRIBED) give now."""
+        names: set[str] = set()
+        subscribed: set[str] = set()
+        for line in self.conversation.command('LIST (SUBSCRIBED) "" "*"')[:-1]:
+            found = _LIST_LINE.match(line)
+            assert found is not None, line
+            attributes = found.group(1).split()
+            name = found.group(2).decode()
+            if b"\\NonExistent" not in attributes:
+                names.add(name)
+            if b"\\Subscribed" in attributes:
+                subscribed.add(name)
+        return names, subscribed
+
+    def read(self, lines: list[bytes]) -> None:
+        for line in lines:
+            found = _LIST_LINE.match(line)
+            assert found is not None, line
+            attributes = found.group(1).split()
+            name = found.group(2).decode()
+            if found.group(3) is not None:
+                old = found.group(3).decode()
+                assert old in self.names, f"OLDNAME {old} unknown to the client: {line!r}"
+                moved = {known for known in self.names if known == old or known.startswith(old + "/")}
+                for known in (self.names, self.subscribed):
+                    carried = moved & known
+                    known.difference_update(carried)
+                    known.update(name + known_name[len(old):] for known_name in carried)
+            if b"\\NonExistent" in attributes:
+                knowable = self.names | self.subscribed if self.knows_names else self.subscribed
+                assert b"\\Subscribed" in attributes or name in knowable, (
+                    f"{name} told gone, unknown to the client: {line!r}")
+                self.names.discard(name)
+            else:
+                self.names.add(name)
+            if b"\\Subscribed" in attributes:
+                self.subscribed.add(name)
+            else:
+                self.subscribed.discard(name)
+
+    def check(self) -> None:
+        names, subscribed = self.truth()
+        if self.knows_names:
+            assert self.names == names
+        if self.knows_subscriptions:
+            assert self.subscribed == subscribed
+
+
+def _hear_late(a: Conversation, held: list[tuple[int, int]]) -> None:
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+
+
+@pytest.mark.parametrize("events", ["MailboxName", "MailboxName SubscriptionChange", "SubscriptionChange"])
+@pytest.mark.parametrize("told_between", [False, True], ids=["heard-together", "child-told-first"])
+@pytest.mark.parametrize("child_change", ["DELETE Zed/a", "RENAME Zed/a Zed/b", "RENAME Zed/a Other"])
+def test_a_late_rename_taken_in_whose_child_changed_since_leaves_the_client_with_the_names_list_gives(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        told_between: bool, child_change: str) -> None:
+    """Another session's RENAME of Lists (subscribed, as Lists/a) to Zed taken in with the
+    client's APPEND, its events heard late; before they come another session deletes or renames
+    the child Zed/a (its change reported first, or with the late events). The client ends with
+    the names and subscriptions LIST gives, and is told as OLDNAME or \\NonExistent only names
+    it knows (section 5.4)."""
+    a, b = pair
+    b.command("SUBSCRIBE Lists")
+    b.command("SUBSCRIBE Lists/a")
+    view = _ClientView(b, events)
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    assert len(held) == 2
+    b.command(child_change)
+    if told_between:
+        view.read(a.wake(require=False))
+    _hear_late(a, held)
+    view.read(a.wake(require=False))
+    view.check()
+
+
+@pytest.mark.parametrize("events", ["MailboxName SubscriptionChange", "SubscriptionChange"])
+@pytest.mark.parametrize("renamed_on", [False, True], ids=["", "renamed-on-since"])
+def test_two_late_renames_taken_in_one_after_the_other_keep_a_name_subscribed_already(
+        pair: tuple[Conversation, Conversation], monkeypatch: pytest.MonkeyPatch, events: str,
+        renamed_on: bool) -> None:
+    """Another session renames subscribed Lists to Zed, subscribed already without a mailbox (a
+    DELETE keeps the subscription, RFC 3501 section 6.3.4), then Zed to Yak, each taken in with
+    one of the client's APPENDs, the events of both heard late. The client knew Zed subscribed:
+    the second rename moved that one subscription to Yak, so Zed is to be told unsubscribed, and
+    Lists too. The second take-in noted Yak's as Lists's alone and forgot Zed's: the client kept
+    Zed subscribed. Likewise when Yak is renamed on (to Wim) before the late events come."""
+    a, b = pair
+    b.command("CREATE Zed")
+    b.command("SUBSCRIBE Zed")
+    b.command("DELETE Zed")
+    b.command("SUBSCRIBE Lists")
+    view = _ClientView(b, events)
+    assert {"Lists", "Zed"} <= view.subscribed
+    a.command(f"NOTIFY SET (personal ({events}))")
+    held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
+    held += _append_while_another_renames(a, monkeypatch, "Zed", "Yak")
+    if renamed_on:
+        b.command("RENAME Yak Wim")
+    _hear_late(a, held)
+    view.read(a.wake(require=False))
+    view.check()

@@ -51,7 +51,10 @@ another's event at or below that modseq reports the folder as it is (its STATUS,
 its change may be among what was taken in (a new name the client's RENAMEs do not explain is
 another's: its LIST has the name the client knew as OLDNAME, and the children it moved none;
 without such a LIST, no MailboxName or the mailbox gone, the subscriptions that rename moved go
-back to the names the client knows, whose comparison then tells the move: _unlisted_rename);
+back to the names the client knows, whose comparison then tells the move: _unlisted_rename; a
+change of another's below such a rename, heard before its late event, tells the rename first,
+being in the state read: _quiet_renames_above, and a child told before it, by name order, is
+told by the name the client knows: _untake_quiet_move);
 but for one at that very modseq when the client's own commit gave it (no other commit has it:
 that event is a RENAME's, after the read, which repeats the modseq and changes no counter).
 Subscriptions and annotations have no modseq: the client's own SUBSCRIBE, UNSUBSCRIBE and
@@ -167,8 +170,14 @@ class _Snapshot(dict[int, _Seen]):
 
     def named(self, name: str) -> bool:
         """Whether a folder of the snapshot has ``name``."""
+        return self.id_named(name) is not None
+
+    def id_named(self, name: str) -> int | None:
+        """The id of a folder of the snapshot named ``name`` (the lowest), None without one."""
         index = bisect.bisect_left(self._by_name, (name,))
-        return index < len(self._by_name) and self._by_name[index][0] == name
+        if index < len(self._by_name) and self._by_name[index][0] == name:
+            return self._by_name[index][1]
+        return None
 
     def below(self, name: str) -> Iterator[tuple[str, int]]:
         """(name, folder id) of the folders whose names lie below ``name``, in name order (not
@@ -468,6 +477,14 @@ class NotifyState:
         store, user = session.store, session.user
         try:
             found = {folder_id: store.folder_by_id(user, folder_id) if folder_id else None for folder_id in looked}
+            if self._quiet_renamed:
+                # A name told below a mailbox another's RENAME took in unreported is one the
+                # client does not know until that rename is told: it is told now, as it is (its
+                # late event then finds nothing new), and first, in name order.
+                above = self._quiet_renames_above(found, dirty)
+                if above:
+                    dirty = {**dict.fromkeys(above, 0), **dirty}
+                    found.update((folder_id, store.folder_by_id(user, folder_id)) for folder_id in above)
             subscription_notice = any(notice == events.NOTICE_SUBSCRIPTIONS for _folder, notice in notices)
             # A RENAME moves the subscription with no notice: its LIST's \Subscribed tells the
             # new name's (_renamed). A folder another session renamed and then deleted is seen
@@ -590,6 +607,10 @@ class NotifyState:
             unreported = self._quiet_renamed.get(folder_id)
             if unreported is not None:
                 names.add(unreported)
+            if old is not None and self._quiet_renamed:
+                # Below a mailbox another's RENAME took in unreported: the names the client knows
+                # it and its children by (_untake_quiet_move).
+                names.update(self._client_name(name)[1] for name, _id in self.folders.at_or_below(old.name))
             if unsure is not None:
                 # The subscriptions a RENAME taken in moved, by both names (_unlisted_rename).
                 for moved, (known, _kept) in self._quiet_subscriptions.get(folder_id, {}).items():
@@ -978,8 +999,15 @@ class NotifyState:
         moves = self._quiet_subscriptions.setdefault(folder_id, {})
         for name in sorted(before - self.subscriptions):
             moved = new + name[len(old):]
-            # (Taken in again since: the name the client knows is the one noted first.)
-            known = moves.pop(name)[0] if name in moves else _renamed_by(name, own_renames)
+            if name in moves:
+                # Taken in again since: the name the client knows is the one noted first. One
+                # subscribed already (below) the client knows so too: this rename moved its
+                # subscription on, whose unsubscribing is still to tell.
+                known, kept = moves.pop(name)
+                if kept:
+                    moves[name] = (name, True)
+            else:
+                known = _renamed_by(name, own_renames)
             # A name subscribed already (without a mailbox: DELETE keeps it, RFC 3501 section
             # 6.3.4) stays so: the old name's unsubscribing is still to tell.
             moves[moved] = (known, moved in before)
@@ -1002,6 +1030,69 @@ class NotifyState:
             # (A report since the rename was taken in may have compared them already.)
             self._subscriptions_unsure.update((moved, name))
 
+    def _kept_subscriptions(self, moves: dict[str, tuple[str, bool]]) -> None:
+        """The late event of another's RENAMEs taken in unreported is told by a LIST with OLDNAME,
+        which moves the client's subscriptions of the names below the old one (section 5.4); but
+        of a name between (A to B to C, B subscribed already: _note_quiet_subscriptions) the
+        client still has its own, which the subscriptions' comparison then tells gone."""
+        for moved, (name, kept) in moves.items():
+            if kept and moved == name:
+                self.subscriptions.add(name)
+                self._subscriptions_unsure.add(name)
+
+    def _client_name(self, name: str) -> tuple[int | None, str]:
+        """``name``, a snapshot's, as the client knows it: below a mailbox whose RENAME by another
+        session was taken in unreported and is not told yet (``_quiet_renamed``), the client has
+        it below the name that mailbox had. With the id of that mailbox (None: ``name`` as is)."""
+        for ancestor in reversed(listing.ancestors(name)):
+            ancestor_id = self.folders.id_named(ancestor)
+            known = self._quiet_renamed.get(ancestor_id) if ancestor_id is not None else None
+            if known is not None:
+                return ancestor_id, known + name[len(ancestor):]
+        return None, name
+
+    def _quiet_renames_above(self, found: dict[int, Any], dirty: dict[int, int]) -> set[int]:
+        """The mailboxes not in ``found`` whose RENAME by another was taken in unreported, not
+        told yet, above the name (before or after) of a folder of ``found`` another changed."""
+        above: set[int] = set()
+        for folder_id, folder in found.items():
+            if folder_id not in dirty:
+                continue
+            old = self.folders.get(folder_id)
+            for name in {old.name if old is not None else "", folder.name if folder is not None else ""}:
+                for ancestor in listing.ancestors(name):
+                    ancestor_id = self.folders.id_named(ancestor)
+                    if ancestor_id in self._quiet_renamed and ancestor_id not in found:
+                        above.add(ancestor_id)
+        return above
+
+    def _untake_quiet_move(self, folder_id: int, old: _Seen) -> _Seen:
+        """``folder_id`` (``old`` in the snapshot) is gone or renamed on its own, and told before
+        its parent's RENAME by another taken in unreported (a name before the parent's in name
+        order: _quiet_renames_above), which moved it (and its children) in the snapshot: the
+        client still has them by the parent's old name. Told by the snapshot's, it would be a
+        name the client does not know (section 5.4: OLDNAME, \\NonExistent), and the parent's
+        LIST with OLDNAME would then move the client's copy along. So the snapshot, and the
+        subscriptions that rename moved, go back to the names the client knows, for this
+        folder's report; the parent's rename moves them no more. Returns the folder's snapshot
+        entry as it is then."""
+        parent_id, known = self._client_name(old.name)
+        if parent_id is None:
+            return old
+        moved_from = old.name
+        moves = self._quiet_subscriptions.get(parent_id, {})
+        for name, known_id in self.folders.at_or_below(moved_from):
+            self.folders[known_id] = self.folders[known_id]._replace(name=known + name[len(moved_from):])
+            self._listed.pop(name, None)
+        for moved in [name for name in moves if name == moved_from or name.startswith(moved_from + listing.SEPARATOR)]:
+            name, kept = moves.pop(moved)
+            # (As _unlisted_rename: a name subscribed already stays so.)
+            if not kept:
+                self.subscriptions.discard(moved)
+            self.subscriptions.add(name)
+            self._subscriptions_unsure.update((moved, name))
+        return self.folders[folder_id]
+
     def _forget_listed(self, name: str) -> None:
         """What was listed of ``name`` and its parent may no longer hold (the client's own
         change): their next LIST is sent whatever it says."""
@@ -1014,6 +1105,9 @@ class NotifyState:
         when gone; ``lowest``: the lowest modseq its events gave; ``found``: the folders this
         report read)."""
         old = self.folders.get(folder_id)
+        if (old is not None and self._quiet_renamed and (folder is None or folder.name != old.name)
+                and folder_id not in self._quiet_renamed):   # (else that says the client's name)
+            old = self._untake_quiet_move(folder_id, old)
         # Its state after the client's own change was taken in unreported: this change may be in
         # it (committed before that read, heard after), so the folder is reported as it is.
         forced = self._may_be_taken_in(folder_id, lowest)
@@ -1062,6 +1156,7 @@ class NotifyState:
                 self._rename_affects_parents(folder_id, old_name, folder.name, children_moved=old is not None)
             if old is not None and listed:
                 self._renamed(old.name, folder.name, found)
+                self._kept_subscriptions(subscriptions_moved)
             elif old is not None:
                 # Not told: the client has the subscriptions where they were, and the
                 # comparison tells where they went (_subscription_changes).
@@ -1076,6 +1171,7 @@ class NotifyState:
             if self.wants(folder.name, "MailboxName") or self.wants(renamed_unreported, "MailboxName"):
                 out.append(self._list_line(session, folder.name, self._attributes(folder.name),
                                            _oldname(session, renamed_unreported)))
+                self._kept_subscriptions(subscriptions_moved)
             else:
                 self._unlisted_rename(renamed_unreported, subscriptions_moved, folder.name)
             self._rename_affects_parents(folder_id, renamed_unreported, folder.name, children_moved=True)
