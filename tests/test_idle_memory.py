@@ -4,6 +4,9 @@ do not each carry half a dozen empty set() objects of 216 bytes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conversation import Conversation
@@ -54,3 +57,37 @@ def test_enable_replaces_the_shared_empty_set(tmp_path: Path) -> None:
     other.greeting()
     other.login("alice")
     assert other.session.enabled is NOTHING_ENABLED
+
+
+# Run in a fresh interpreter: the names a class's instances share their key table for are the
+# first ones any instance was given, and tests elsewhere monkeypatch sessions' methods.
+_SESSION_DICT_SIZE = r'''
+import sys, tempfile
+sys.path.insert(0, "tests")
+from conversation import Conversation
+with tempfile.TemporaryDirectory() as d:
+    busy = Conversation(d)
+    busy.greeting(); busy.login("alice"); busy.command("ENABLE QRESYNC"); busy.select("INBOX")
+    busy.add_message("INBOX"); busy.add_message("INBOX")
+    busy.command("NOTIFY SET (SELECTED (MessageNew MessageExpunge FlagChange))")
+    busy.command("SEARCH RETURN (UPDATE) ALL")
+    busy.command("STORE 1 +FLAGS (\\Deleted $Seen)"); busy.command("EXPUNGE")
+    busy.send(b"b FROB\r\n"); busy.command("NOTIFY NONE")
+    busy.send(b"i IDLE\r\n"); busy.add_message("INBOX"); busy.send(b"DONE\r\n")
+    busy.command("UNAUTHENTICATE")
+    idle = Conversation(context=busy.ctx)
+    idle.greeting(); idle.login("alice"); idle.select("INBOX"); idle.send(b"i IDLE\r\n")
+    print(sys.getsizeof(busy.session.__dict__), sys.getsizeof(idle.session.__dict__))
+'''
+
+
+def test_session_attributes_stay_in_the_shared_key_table() -> None:
+    """An ImapSession's attribute names fit CPython's shared key table (at most 29 names in
+    3.11), else every session gets a dict of its own of about 1.6 KiB: new state goes into
+    the slotted groups (_Flow, _Owed, _IdleClock, _UserSlot) or per-feature objects."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", _SESSION_DICT_SIZE], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    busy, idle = (int(size) for size in done.stdout.split())
+    assert busy < 800 and idle < 800, done.stdout
