@@ -366,4 +366,4 @@ def test_a_spool_that_fails_refuses_the_append_and_the_session_goes_on(tmp_path:
         assert conv.folder("INBOX").messages == 0
         # Not the client's fault: no BAD, and the connection serves the next command.
         conv.command("NOOP")
-        assert conv.session._bad_streak == 0
+        assert conv.session._flow.bad_streak == 0

@@ -1233,14 +1233,14 @@ class SessionsModel(RuleBasedStateMachine):
             try:
                 view.wake()
                 for _retry in range(MAX_RETRIES):
-                    if not session._retry_due:
+                    if not session._idle.retry_due:
                         break
                     view.read(view.conv.timeout())
                     view.after_push()
             finally:
                 delattr(store, method)
                 view.store_busy = False
-            if session._retry_due:
+            if session._idle.retry_due:
                 view.fail(f"still owing updates after {MAX_RETRIES} retries ({failures} store errors)")
             tag, view.idle_tag = view.idle_tag, None
             assert tag is not None

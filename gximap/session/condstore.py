@@ -82,7 +82,7 @@ def enable(session: Any) -> list[bytes]:
     client has no HIGHESTMODSEQ for it yet: the returned untagged OK gives it (as Dovecot does)."""
     if enabled(session):
         return []
-    session.enabled.add(CONDSTORE)
+    session.enabled = session.enabled | {CONDSTORE}
     view = session.selected
     if view is None:
         return []

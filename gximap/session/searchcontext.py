@@ -67,13 +67,17 @@ from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.session import searching, sorting
 from gximap.session.base import (
+    NO_UIDS,
     Await,
     CommandFailed,
     Pause,
     TimeSlice,
+    UidSet,
     collector_paused_in,
     pause_if_over,
     run_unsliced,
+    with_uids,
+    without_uids,
 )
 
 # RFC 5267 section 4.3.1: at least one; a webmail with a few live views per connection fits.
@@ -294,8 +298,9 @@ class SearchContexts:
 
     def __init__(self) -> None:
         self.live: dict[bytes, LiveSearch] = {}
-        self.arrived: set[int] = set()
-        self.changed: set[int] = set()
+        # (NO_UIDS until a live search notes a first UID: gximap.session.base.with_uids)
+        self.arrived: UidSet = NO_UIDS
+        self.changed: UidSet = NO_UIDS
         # The last re-check met a store error (logged then: not again until one succeeds).
         self.failing = False
 
@@ -318,24 +323,23 @@ class SearchContexts:
         for tag in tags:
             self.live.pop(tag, None)
         if not self.live:
-            self.arrived.clear()
-            self.changed.clear()
+            self.arrived = self.changed = NO_UIDS
 
     def note_changed(self, uids: Iterable[int]) -> None:
         if self.live:
-            self.changed.update(uids)
+            self.changed = with_uids(self.changed, uids)
 
     def note_arrived(self, uids: Iterable[int]) -> None:
         if self.live:
-            self.arrived.update(uids)
+            self.arrived = with_uids(self.arrived, uids)
 
     def removal_lines(self, view: Any, gone: Sequence[int]) -> list[bytes]:
         """REMOVEFROM for members among ``gone``, expunged and still in the view (their message
         numbers are still valid: sent before the EXPUNGE, RFC 5267 section 4.3.4)."""
         if not self.live:
             return []
-        self.arrived.difference_update(gone)
-        self.changed.difference_update(gone)
+        self.arrived = without_uids(self.arrived, gone)
+        self.changed = without_uids(self.changed, gone)
         lines = []
         for context in self.live.values():
             removed = context.remove(gone)
@@ -363,8 +367,8 @@ class SearchContexts:
         for context in list(self.live.values()):
             found.append((context, (yield from self._looked_at(session, context, arrived, changed, slicer))))
         keys = yield from self._sort_keys(session, found, slicer)
-        self.arrived -= noted_arrived
-        self.changed -= noted_changed
+        self.arrived = without_uids(self.arrived, noted_arrived)
+        self.changed = without_uids(self.changed, noted_changed)
         lines = []
         # UID -> the contexts (their indexes) it arrived into that fetch attributes on entry.
         entered: dict[int, list[int]] = {}

@@ -26,7 +26,17 @@ from typing import Any
 from gximap.imap import encode
 from gximap.imap.codes import Code
 from gximap.imap.commands import SYSTEM_FLAGS, PartialRange, SequenceSet
-from gximap.session.base import LazyLines, Pause, TimeSlice, pause_if_over, run_unsliced
+from gximap.session.base import (
+    NO_UIDS,
+    LazyLines,
+    Pause,
+    TimeSlice,
+    UidSet,
+    pause_if_over,
+    run_unsliced,
+    with_uids,
+    without_uids,
+)
 from gximap.session.searchcontext import SearchContexts
 from midb.errors import MidbError, NoSuchAccount, NoSuchFolder
 
@@ -424,6 +434,7 @@ class SharedViews:
 _KEPT_STATES = 8
 SHARED_VIEWS = SharedViews()
 _EMPTY = UidRuns(array(UID_ARRAY), array(UID_ARRAY), 0)
+_NO_KEYWORDS: frozenset[str] = frozenset()
 
 
 # Flag changes of more messages than this are reported by a LazyFlagUpdates.
@@ -563,8 +574,9 @@ class SelectedMailbox:
         self.runs: UidRuns = _EMPTY  # shared with the other sessions viewing the same UIDs
         self.modseq = 0  # the store's HIGHESTMODSEQ this view has caught up with
         self.uid_max = 0  # highest UID announced
-        self.recent: set[int] = set()
-        self.pending_expunge: set[int] = set()
+        # (NO_UIDS until a first UID: gximap.session.base.with_uids)
+        self.recent: UidSet = NO_UIDS
+        self.pending_expunge: UidSet = NO_UIDS
         # uid -> MODSEQ of a change the client already knows: this session's own STORE or EXPUNGE,
         # or another's change a STORE response showed (see _only_known_changes)
         self._own_changes: dict[int, int] = {}
@@ -579,13 +591,13 @@ class SelectedMailbox:
         self._fetch_modseq = 0
         self.force_highestmodseq = False
         # The keywords the last FLAGS told the client of: those in use then (SELECT, updates).
-        self.announced_keywords: frozenset[str] = frozenset()
+        self.announced_keywords: frozenset[str] = _NO_KEYWORDS
         # The flags a FETCH just showed (note_flags_shown), for the sync after it.
         self._flags_shown: FlagsShown | None = None
         # UIDs whose flag changes a LazyFlagUpdates did not send (a store error): the next
         # catch-up sends their flags, as it had read those changes (flags_unsent); each of those
         # changes has a MODSEQ above _unsent_since.
-        self._unsent_flags: set[int] = set()
+        self._unsent_flags: UidSet = NO_UIDS
         self._unsent_since = 0
         # SEARCH/SORT RETURN (UPDATE) results kept live while this view lasts (RFC 5267 section 4).
         self.contexts = SearchContexts()
@@ -610,7 +622,8 @@ class SelectedMailbox:
     def flags_lines(self, keywords: Iterable[str]) -> list[bytes]:
         """``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` for the system flags and ``keywords``, which
         become the announced ones. A read-only view has no PERMANENTFLAGS to add to after SELECT."""
-        self.announced_keywords = frozenset(keywords)
+        # (the one empty frozenset when there are none: frozenset(()) makes a new one)
+        self.announced_keywords = frozenset(keywords) or _NO_KEYWORDS
         flags = [*SYSTEM_FLAGS, *sorted(self.announced_keywords)]
         session = self.session
         if self.readonly:
@@ -732,11 +745,12 @@ class SelectedMailbox:
         """This session's STORE already reported these flag changes (or was .SILENT). Live
         searches look at the messages again all the same (gximap.session.searchcontext)."""
         own = self._own_changes
-        changed = self.contexts.changed if self.contexts.live else None
+        contexts = self.contexts
+        if contexts.live:
+            metas = list(metas)
+            contexts.note_changed(meta.uid for meta in metas)
         for meta in metas:
             own[meta.uid] = meta.modseq
-            if changed is not None:
-                changed.add(meta.uid)
 
     def knows_change(self, uid: int, modseq: int) -> bool:
         """Has the client been told of the change that gave message ``uid`` this MODSEQ (or made
@@ -771,7 +785,7 @@ class SelectedMailbox:
         next catch-up sends them; until then the client has been told every change up to
         ``since`` at most (full_modseq: what a CLOSE may give, highestmodseq_at_close)."""
         self._unsent_since = min(self._unsent_since, since) if self._unsent_flags else since
-        self._unsent_flags.update(uids)
+        self._unsent_flags = with_uids(self._unsent_flags, uids)
         if since < self.full_modseq:
             self.full_modseq = since
 
@@ -830,8 +844,8 @@ class SelectedMailbox:
         remaining, positions = self.runs.without(gone)
         if positions:
             self.runs = SHARED_VIEWS.intern(remaining)
-        self.recent -= gone
-        self.pending_expunge -= gone
+        self.recent = without_uids(self.recent, gone)
+        self.pending_expunge = without_uids(self.pending_expunge, gone)
         return [position + 1 for position in reversed(positions)]
 
     def expunge_responses(self, uids: Iterable[int]) -> list[bytes]:
@@ -973,10 +987,13 @@ class SelectedMailbox:
         out: list[bytes | LazyLines] = []
         # Tombstones pruned past self.modseq (a session that slept through a bulk change):
         # every message the view holds is looked for instead (midb.tombstones).
+        held_gone: list[int] = []
         for uid in vanished.held_gone(self.runs):
             if uid <= self.uid_max and self.msn_of(uid) is not None:
-                self.pending_expunge.add(uid)
+                held_gone.append(uid)
             self._own_changes.pop(uid, None)
+        if held_gone:
+            self.pending_expunge = with_uids(self.pending_expunge, held_gone)
         if allow_expunge and self.pending_expunge:
             out.extend(self.expunge_responses(sorted(self.pending_expunge)))
         updates: list[Any] = []
@@ -1011,7 +1028,7 @@ class SelectedMailbox:
             unread_updates.extend((uid, self.modseq) for uid in self._unsent_flags
                                   if uid not in sending and uid not in self.pending_expunge)
             unread_updates.sort()
-            self._unsent_flags = set()
+            self._unsent_flags = NO_UIDS
             since = min(since, self._unsent_since)
         if self._own_changes:
             # Every change up to self.modseq has now been read. A known change at or below it that
@@ -1025,7 +1042,7 @@ class SelectedMailbox:
         if new:
             self.runs = SHARED_VIEWS.intern(self.runs.appended(new))
             self.uid_max = new[-1]
-            self.recent.update(recent_new)
+            self.recent = with_uids(self.recent, recent_new)
             self._claims = claims
             out.append(b"* %d EXISTS\r\n" % len(self.runs))
             if not self.session.rev2:

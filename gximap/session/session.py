@@ -48,6 +48,7 @@ from gximap.net.handler import (
 from gximap.session import capabilities, condstore, progress, searchcontext, uidonly
 from gximap.session import notify as notify_commands
 from gximap.session.base import (
+    NOTHING_ENABLED,
     REGISTRY,
     SELECTED,
     Await,
@@ -141,6 +142,71 @@ class _Running:
         return self.waiting is not None and self.line is None
 
 
+class _Flow:
+    """The state of a session's input and output between commands."""
+
+    __slots__ = ("input_blocked", "closing", "inside_response", "goodbye_due", "bad_streak", "append_tally",
+                 "metadata_tally")
+
+    def __init__(self) -> None:
+        self.input_blocked = False  # between STARTTLS/COMPRESS/its end and the transport change
+        self.closing = False
+        # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
+        # that waits for the response to be complete.
+        self.inside_response = False
+        self.goodbye_due: Code | None = None
+        self.bad_streak = 0
+        self.append_tally: parser.AppendTally | None = None  # the APPEND or REPLACE being framed (_tally)
+        self.metadata_tally: parser.MetadataTally | None = None  # the SETMETADATA being framed
+
+
+class _Owed:
+    """What a session owes its client of the mailbox updates."""
+
+    __slots__ = ("lines_unmade", "selected_gone", "updates_missed", "notify_owed", "selected_changed")
+
+    def __init__(self) -> None:
+        # The LazyLines (a catch-up's flag changes) in _out whose lines are not all made yet: a
+        # HIGHESTMODSEQ is worked out once they are (_send_updates, _announce_when_made).
+        self.lines_unmade = 0
+        self.selected_gone = False  # another session deleted the selected mailbox
+        self.updates_missed = False  # a catch-up, push or live-search re-check failed since the last catch-up (_owe_updates)
+        # A NOTIFY push that could not be made when the change was heard (the output backlog, or
+        # the FETCH of new messages running): next_output() makes it once it can.
+        self.notify_owed = False
+        # NOTIFY heard of a change of the selected mailbox since its last catch-up (_send_updates):
+        # a push is due for it, whether or not a report took it from the pending changes since.
+        self.selected_changed = False
+
+
+class _IdleClock:
+    """IDLE's (or NOTIFY's) keepalives and retries of failed catch-ups."""
+
+    __slots__ = ("retry_due", "retry_at", "retry_delay", "last_keepalive")
+
+    def __init__(self) -> None:
+        # IDLE (or NOTIFY) is to try again at retry_at (_owe_updates; the wait before: retry_delay).
+        self.retry_due = False
+        self.retry_at = -math.inf
+        self.retry_delay = IDLE_RETRY_FIRST
+        # When IDLE's last "* OK Still here" went out, or its last retry (timed_out): the pool's
+        # idle timer started again then.
+        self.last_keepalive = 0.0
+
+
+class _UserSlot:
+    """The key a session is counted under in ctx.user_sessions while logged in
+    (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
+    password, which may be while the connection is lost (``gone``) on a worker."""
+
+    __slots__ = ("key", "lock", "gone")
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.lock = threading.Lock()
+        self.gone = False
+
+
 class ImapSession:
     """Implements :class:`gximap.net.handler.ProtocolHandler` for IMAP."""
 
@@ -159,7 +225,9 @@ class ImapSession:
         # gximap.session.commands.append): the storage account and the names the client logged in as.
         self.url_users: frozenset[str] = frozenset()
         self.selected: SelectedMailbox | None = None
-        self.enabled: set[str] = set()  # ENABLEd extensions: IMAP4REV2, UTF8=ACCEPT, ...
+        # ENABLEd extensions: IMAP4REV2, UTF8=ACCEPT, ... Replaced, not changed, by ENABLE: most
+        # sessions enable nothing and share one empty frozenset (an empty set() is 216 bytes).
+        self.enabled: frozenset[str] = NOTHING_ENABLED
         self.client_id: dict[str, str | None] | None = None
         self.auth_failures = 0  # refused logins on this connection: imap_auth_times closes it
         self.password_failures = 0  # those of them whose password was checked: they block the user
@@ -170,43 +238,17 @@ class ImapSession:
                              spool=file_spool_factory(spool_dir) if spool_dir else None,
                              spool_threshold=SPOOL_THRESHOLD)
         self._out: deque[OutputItem | LazyLines] = deque()
-        # The LazyLines (a catch-up's flag changes) in _out whose lines are not all made yet: a
-        # HIGHESTMODSEQ is worked out once they are (_send_updates, _announce_when_made).
-        self._lines_unmade = 0
         self._running: _Running | None = None
-        self._input_blocked = False  # between STARTTLS/COMPRESS/its end and the transport change
-        self._closing = False
-        self._selected_gone = False  # another session deleted the selected mailbox
-        self._updates_missed = False  # a catch-up, push or live-search re-check failed since the last catch-up (_owe_updates)
-        # IDLE (or NOTIFY) is to try again at _retry_at (_owe_updates; the wait before: _retry_delay).
-        self._retry_due = False
-        self._retry_at = -math.inf
-        self._retry_delay = IDLE_RETRY_FIRST
-        # Between RESPONSE_OPENS and RESPONSE_CLOSES (a FETCH streaming a body), and the goodbye
-        # that waits for the response to be complete.
-        self._inside_response = False
-        self._goodbye_due: Code | None = None
-        self._bad_streak = 0
-        self._append_tally: parser.AppendTally | None = None  # the APPEND or REPLACE being framed (_tally)
-        self._metadata_tally: parser.MetadataTally | None = None  # the SETMETADATA being framed
+        # Grouped in slotted objects: CPython (3.11) keeps an instance's attributes in a compact
+        # table shared by the class while there are at most 29 names; past that every session
+        # carries a dict of its own, 1.6 KiB for each of 10,000 idle sessions (test_idle_memory).
+        self._flow = _Flow()
+        self._owed = _Owed()
+        self._idle = _IdleClock()
+        self._slot = _UserSlot()
         self._watch: Any = None
         self.notify: notify_commands.NotifyState | None = None  # RFC 5465: None until NOTIFY
-        # A NOTIFY push that could not be made when the change was heard (the output backlog, or
-        # the FETCH of new messages running): next_output() makes it once it can.
-        self._notify_owed = False
-        # NOTIFY heard of a change of the selected mailbox since its last catch-up (_send_updates):
-        # a push is due for it, whether or not a report took it from the pending changes since.
-        self._selected_changed = False
-        # The key this session is counted under in ctx.user_sessions while logged in
-        # (imap_max_conn_per_user_ip). The lock: a login is counted on the thread that checked its
-        # password, which may be while the connection is lost (_gone) on a worker.
-        self._user_slot: str | None = None
-        self._slot_lock = threading.Lock()
-        self._gone = False
         self.last_activity = self.connected_at = time.monotonic()
-        # When IDLE's last "* OK Still here" went out, or its last retry (timed_out): the pool's
-        # idle timer started again then.
-        self._last_keepalive = 0.0
         # How far the running command has got (RFC 9585 INPROGRESS): cleared for each command.
         self.progress = progress.Progress()
 
@@ -279,7 +321,7 @@ class ImapSession:
         self._out.append(b"* OK [CAPABILITY " + caps + b"] " + greeting + b"\r\n")
 
     def data_received(self, data: bytes) -> None:
-        if self._input_blocked or self._closing:
+        if self._flow.input_blocked or self._flow.closing:
             return
         self.last_activity = time.monotonic()
         gxlog.io_trace(self.id, "C", data, sensitive=self._sensitive_input())
@@ -300,7 +342,7 @@ class ImapSession:
 
     def process(self, budget: int) -> bool:
         """Start commands while none is running; feed lines to a waiting handler."""
-        while budget > 0 and not self._closing:
+        while budget > 0 and not self._flow.closing:
             running = self._running
             if running is not None:
                 if running.future is not None:
@@ -315,7 +357,7 @@ class ImapSession:
                     continue
                 running.line = line
                 return True
-            if self._input_blocked or not self.framer.buffered:
+            if self._flow.input_blocked or not self.framer.buffered:
                 # Nothing buffered, no event: the pool asks again after every command answered.
                 return False
             self.framer.max_literal = self._literal_limit()
@@ -329,7 +371,7 @@ class ImapSession:
                 self._frame_error(event)
             else:
                 self._execute(event)
-        return not self._closing and (self._running is not None or self.framer.buffered > 0)
+        return not self._flow.closing and (self._running is not None or self.framer.buffered > 0)
 
     def next_output(self) -> OutputItem | None:
         while True:
@@ -341,11 +383,11 @@ class ImapSession:
                     except midb_errors.MidbError as exc:
                         # The lines kept back are the view's to send at its next catch-up (a
                         # LazyFlagUpdates hands them back): as a catch-up that fails, a warning.
-                        self._lines_unmade -= 1
+                        self._owed.lines_unmade -= 1
                         item = self._updates_delayed(exc)
                     else:
                         if chunk is None:
-                            self._lines_unmade -= 1
+                            self._owed.lines_unmade -= 1
                             continue
                         self._out.appendleft(item)  # more may follow: it stays first in line
                         item = chunk
@@ -356,8 +398,8 @@ class ImapSession:
                 return item
             running = self._running
             if running is None or running.parked:
-                if self._notify_owed and (running is None or self._idling()):
-                    self._notify_owed = False
+                if self._owed.notify_owed and (running is None or self._idling()):
+                    self._owed.notify_owed = False
                     self._push_notifications()
                     continue
                 return None
@@ -379,30 +421,30 @@ class ImapSession:
             left = self._login_deadline() - self.last_activity
             return min(self.settings.conn_timeout, max(left, 0.001))
         interval = self.settings.idle_notify_interval
-        if (interval > 0 or self._retry_due or self._last_keepalive > self.last_activity) and self._in_idle():
+        if (interval > 0 or self._idle.retry_due or self._idle.last_keepalive > self.last_activity) and self._in_idle():
             # The pool counts from the latest of the last input, the end of a push the client was
             # slow to take, and the last keepalive or retry: the next keepalive is one interval
             # after that, whichever it is (computed from this session's own clock, it drifted by
             # how late a blocked push ended, at every keepalive). The autologout counts from the
             # last input (or answer): after a keepalive or retry, what was left of it then.
-            since_input = max(0.0, self._last_keepalive - self.last_activity)
+            since_input = max(0.0, self._idle.last_keepalive - self.last_activity)
             left = self.settings.autologout - since_input
             if interval > 0:
                 left = min(left, interval)
-            if self._retry_due and self._idling():   # the retry, sooner (_owe_updates); not while
+            if self._idle.retry_due and self._idling():   # the retry, sooner (_owe_updates); not while
                 # the session's own work runs before IDLE goes on (it may wait for a search slot,
                 # and no catch-up may move the view under it): the timer would fire again at once.
-                left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
+                left = min(left, max(self._idle.retry_at - max(self.last_activity, self._idle.last_keepalive), 0.001))
             return left
         notify = self.notify
         if notify is not None and self._running is None and (
-                self._retry_due or self._last_keepalive > self.last_activity) and notify.active:
+                self._idle.retry_due or self._idle.last_keepalive > self.last_activity) and notify.active:
             # NOTIFY between commands: RFC 5465 section 3 lets the server send at any time, so a
             # push that met a store error is retried as in IDLE (timed_out), with no keepalive
             # line; the autologout still counts from the last input (or answer).
-            left = self.settings.autologout - max(0.0, self._last_keepalive - self.last_activity)
-            if self._retry_due:
-                left = min(left, max(self._retry_at - max(self.last_activity, self._last_keepalive), 0.001))
+            left = self.settings.autologout - max(0.0, self._idle.last_keepalive - self.last_activity)
+            if self._idle.retry_due:
+                left = min(left, max(self._idle.retry_at - max(self.last_activity, self._idle.last_keepalive), 0.001))
             return left
         return self.settings.autologout
 
@@ -449,27 +491,27 @@ class ImapSession:
             self._goodbye(Code.BYE_LOGIN_TIMEOUT if late else Code.BYE_INACTIVITY)
             return True
         interval = self.settings.idle_notify_interval
-        retrying = self._retry_due and self._idling()
+        retrying = self._idle.retry_due and self._idling()
         if ((interval > 0 or retrying) and self._in_idle()
                 and now - self.last_activity < self.settings.autologout - 0.5):
             # The keepalive (with a retry too: the next one is then an interval after it).
-            self._last_keepalive = now
-            if interval > 0 and not self._inside_response:  # own work parked inside a response: nothing goes between its parts
+            self._idle.last_keepalive = now
+            if interval > 0 and not self._flow.inside_response:  # own work parked inside a response: nothing goes between its parts
                 self._out.append(b"* OK " + self.text(Code.INFO_STILL_HERE) + b"\r\n")
-            if (retrying or self._updates_missed) and self._idling():
+            if (retrying or self._owed.updates_missed) and self._idling():
                 # A push or a live search's re-check failed (the store was busy): try again, rather
                 # than leave the changes waiting for the next one or for DONE (_owe_updates; a
                 # failure again asks for the next retry). Not while the session's own work runs:
                 # no catch-up may move the view under it.
-                self._retry_due = False
+                self._idle.retry_due = False
                 self._idle_push()
             return False
-        if (self._retry_due and self.notify is not None and self._running is None and self.notify.active
+        if (self._idle.retry_due and self.notify is not None and self._running is None and self.notify.active
                 and now - self.last_activity < self.settings.autologout - 0.5):
             # NOTIFY between commands: the retry idle_timeout set the timer for, without a line
             # of its own (none is owed: the client is not waiting for anything).
-            self._last_keepalive = now
-            self._retry_due = False
+            self._idle.last_keepalive = now
+            self._idle.retry_due = False
             self._push_notifications()
             return False
         self._goodbye(Code.BYE_AUTOLOGOUT)
@@ -487,7 +529,7 @@ class ImapSession:
         if self._running is None or self._idling():
             self._push_notifications()
         else:
-            self._notify_owed = True
+            self._owed.notify_owed = True
 
     def _idle_push(self) -> None:
         """IDLE started, or the idle timer retries a failed push: with NOTIFY what it asks for (RFC
@@ -500,7 +542,7 @@ class ImapSession:
     def _push_idle_updates(self, selected: SelectedMailbox) -> None:
         """IDLE: what changed, now; the goodbye if the mailbox is gone."""
         self._send_updates(selected)
-        if self._selected_gone:
+        if self._owed.selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
 
     def shutdown(self) -> None:
@@ -525,18 +567,18 @@ class ImapSession:
             self.compressed = True
         elif action is TransportAction.END_COMPRESS:
             self.compressed = False
-        self._input_blocked = False
+        self._flow.input_blocked = False
 
     def connection_lost(self) -> None:
-        self._closing = True
-        with self._slot_lock:
-            self._gone = True
+        self._flow.closing = True
+        with self._slot.lock:
+            self._slot.gone = True
         self.release_user_slot()
         for item in self._out:  # never to be sent: their files are closed now, not by the GC
             if isinstance(item, FileRegion):
                 item.close()
         self._out.clear()
-        self._lines_unmade = 0
+        self._owed.lines_unmade = 0
         self.framer.discard_buffer()  # up to a literal's worth of input, freed now
         gxlog.io_trace_end(self.id)
         self._close_selected()
@@ -555,19 +597,19 @@ class ImapSession:
         limit = self.settings.max_conn_per_user_ip
         if limit <= 0:
             return True
-        with self._slot_lock:
-            if self._gone:
+        with self._slot.lock:
+            if self._slot.gone:
                 return True  # its answer is never sent, so nothing to hold
             key = self.ctx.user_sessions.hold(account, self.conn.peer_host, limit)
             if key is None:
                 return False
-            self._user_slot = key
+            self._slot.key = key
         return True
 
     def release_user_slot(self) -> None:
         """The session ends or leaves the account (UNAUTHENTICATE): its place is free."""
-        with self._slot_lock:
-            key, self._user_slot = self._user_slot, None
+        with self._slot.lock:
+            key, self._slot.key = self._slot.key, None
         if key is not None:
             self.ctx.user_sessions.release(key)
 
@@ -636,7 +678,7 @@ class ImapSession:
         if state.heard(folder_id, modseq, own) and state is self.notify:
             selected = self.selected
             if selected is not None and folder_id == selected.folder_id and not midb_events.is_notice(modseq):
-                self._selected_changed = True   # (before the waker: the push it brings looks)
+                self._owed.selected_changed = True   # (before the waker: the push it brings looks)
             self.waker()
 
     def _push_notifications(self, *, at_command_end: bool = False) -> None:
@@ -648,16 +690,16 @@ class ImapSession:
         the changes wait, bounded (notify.MAX_PENDING, then NOTIFICATIONOVERFLOW), and are
         pushed once it has read what was queued (next_output)."""
         state = self.notify
-        if state is None or not state.active or self._closing:
+        if state is None or not state.active or self._flow.closing:
             return
         if at_command_end:
             # This push makes the one owed, but the selected mailbox's updates: those the command's
             # catch-up sent, and a change heard since (while live searches looked) or during a
             # command that makes none (BAD) is pushed after the answer.
-            self._notify_owed = (self._selected_changed and self.selected is not None
+            self._owed.notify_owed = (self._owed.selected_changed and self.selected is not None
                                  and state.selected_group is not None)
         elif len(self._out) > notify_commands.OUTPUT_BACKLOG:
-            self._notify_owed = True
+            self._owed.notify_owed = True
             return
         pending = state.take_pending()
         selected = self.selected
@@ -665,14 +707,14 @@ class ImapSession:
         # The selected mailbox's updates when it changed (or a push that met a store error owes
         # them; after an overflow nobody knows): a change elsewhere reads nothing of it.
         if (selected is not None and group is not None and not at_command_end
-                and (pending is None or self._selected_changed or self._updates_missed)):
-            self._selected_changed = False   # (before the reads: a change from now on is heard again)
+                and (pending is None or self._owed.selected_changed or self._owed.updates_missed)):
+            self._owed.selected_changed = False   # (before the reads: a change from now on is heard again)
             if "FlagChange" in group.events or self._messages_moved(selected):
                 # MessageNew's FETCH once the live searches have looked (then): a message that
                 # arrived into one that fetches on entry has had its attributes (_fetch_entering).
                 self._send_updates(selected, allow_expunge=group.kind == "selected",
                                    then=functools.partial(self._fetch_new_messages, selected.uid_max))
-                if self._selected_gone:
+                if self._owed.selected_gone:
                     self._goodbye(Code.BYE_MAILBOX_DELETED)
                     return
         if pending is None:
@@ -741,7 +783,7 @@ class ImapSession:
         """After MessageNew's FETCH: no catch-up follows it, so a MODSEQ it gave above the
         catch-up's, while a change below that is still unreported, needs a QRESYNC client told
         the HIGHESTMODSEQ it may trust (SelectedMailbox.highestmodseq_report)."""
-        if self.selected is not None and not self._closing:
+        if self.selected is not None and not self._flow.closing:
             self._out.extend(condstore.announce_highestmodseq(self, None))
 
     def _run_before_resuming(self, work: _Running) -> None:
@@ -764,12 +806,12 @@ class ImapSession:
             self._watch.cancel()
             self._watch = None
         self.selected = None
-        self._updates_missed = False
+        self._owed.updates_missed = False
 
     def block_input(self) -> None:
         """STARTTLS: forget what the client pipelined and read nothing until the transport changed."""
         self.framer.discard_buffer()
-        self._input_blocked = True
+        self._flow.input_blocked = True
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -778,13 +820,13 @@ class ImapSession:
         return running is not None and running.waiting is not None and running.waiting.sensitive
 
     def _goodbye(self, code: Code) -> None:
-        if self._closing:
+        if self._flow.closing:
             return
-        self._closing = True
-        if self._inside_response:
+        self._flow.closing = True
+        if self._flow.inside_response:
             # Part of a response is out (a literal's header, say): a BYE now would be read as
             # the rest of it. next_output() goes on running the command up to its end.
-            self._goodbye_due = code
+            self._flow.goodbye_due = code
             return
         self._say_goodbye(code)
 
@@ -818,7 +860,7 @@ class ImapSession:
                            "no such mailbox", "NO")
             elif (resource := self._append_over_quota(event)) is not None:
                 refusal = self.status_line(b"NO", Code.NO_OVER_QUOTA), f"over quota: {resource}", "NO"
-            elif (tally := self._append_tally) is not None and tally.arguments > self.settings.max_args:
+            elif (tally := self._flow.append_tally) is not None and tally.arguments > self.settings.max_args:
                 # An APPEND the parser will refuse once it is whole (each message, flag and
                 # CATENATE part is one of its imap_max_args arguments): refused now, before any
                 # more is uploaded (RFC 3501 section 7.5: the refusal instead of "+").
@@ -859,9 +901,9 @@ class ImapSession:
         [METADATA MAXSIZE] once whole (RFC 5464 section 4.3, commands.metadata), and its
         literals may be imap_max_literal_size octets, as APPEND's. Every literal of the command
         passes here, in order, for parser.MetadataTally to tell a value from a name."""
-        tally = self._metadata_tally
+        tally = self._flow.metadata_tally
         if event.fresh or tally is None:
-            tally = self._metadata_tally = parser.MetadataTally()
+            tally = self._flow.metadata_tally = parser.MetadataTally()
         for piece in event.pieces:
             tally.feed(piece)
         limit = self.settings.metadata_max_size
@@ -948,9 +990,9 @@ class ImapSession:
     def _tally(self, event: NeedContinuation, heading: int = 3) -> parser.AppendTally:
         """The APPEND's or REPLACE's tally (parser.AppendTally), fed what ``event`` adds: each
         of the command's NeedContinuations must pass here once, in order."""
-        tally = self._append_tally
+        tally = self._flow.append_tally
         if event.fresh or tally is None:
-            tally = self._append_tally = parser.AppendTally(heading)
+            tally = self._flow.append_tally = parser.AppendTally(heading)
         for piece in event.pieces:
             tally.feed(piece)
         tally.feed(event.size)
@@ -1001,8 +1043,8 @@ class ImapSession:
                               _refused_preview(tag, command, size, synchronizing, reason, unwaited=unwaited), status)
 
     def _count_bad(self) -> None:
-        self._bad_streak += 1
-        if self._bad_streak >= self.settings.max_bad_commands:
+        self._flow.bad_streak += 1
+        if self._flow.bad_streak >= self.settings.max_bad_commands:
             self._goodbye(Code.BYE_TOO_MANY_BAD)
 
     def _execute(self, frame: CommandFrame) -> None:
@@ -1060,7 +1102,7 @@ class ImapSession:
             gxlog.log_command(self.id, self.rhost, self.user, frame.preview(), "BAD")
             self._count_bad()
             return
-        self._bad_streak = 0
+        self._flow.bad_streak = 0
         # UID FETCH/STORE/SEARCH/SORT/THREAD name messages by UID, so they may be followed by
         # EXPUNGE (RFC 3501 section 7.4.1), as Dovecot does: a client polling with UID FETCH
         # learns of other sessions' expunges without a NOOP. Not a UID SEARCH (SORT, THREAD) whose
@@ -1117,10 +1159,10 @@ class ImapSession:
             self._finish(running, done)
             return True
         if isinstance(item, ResponseMark):
-            self._inside_response = item.opens
+            self._flow.inside_response = item.opens
             if not item.opens:
-                if self._goodbye_due is not None:
-                    due, self._goodbye_due = self._goodbye_due, None
+                if self._flow.goodbye_due is not None:
+                    due, self._flow.goodbye_due = self._flow.goodbye_due, None
                     self._say_goodbye(due)
                 else:  # a FETCH of bodies sends nothing but such responses
                     self._progress_queued(running)
@@ -1145,7 +1187,7 @@ class ImapSession:
             running.waiting = item
             self._out.append(item.prompt)
             if item.idle:
-                self._retry_due = False   # (this push is the retry)
+                self._idle.retry_due = False   # (this push is the retry)
                 self._idle_push()
         else:
             self._out.append(item)
@@ -1156,7 +1198,7 @@ class ImapSession:
         """Queue the running command's INPROGRESS line (RFC 9585) if one is due: only between
         whole responses, never inside one sent in several items (a FETCH body's literal)."""
         timer = running.progress_timer
-        if timer is None or self._inside_response or not timer.due():
+        if timer is None or self._flow.inside_response or not timer.due():
             return False
         self._out.append(progress.line(running.tag, self.progress, self.text(Code.INFO_IN_PROGRESS)))
         return True
@@ -1177,11 +1219,11 @@ class ImapSession:
         except (midb_errors.NoSuchFolder, midb_errors.NoSuchAccount):
             self._close_selected()
             self.state = State.AUTHENTICATED
-            self._selected_gone = True
+            self._owed.selected_gone = True
             return []
         except midb_errors.MidbError as exc:
             return [self._updates_delayed(exc)]
-        self._updates_missed = False
+        self._owed.updates_missed = False
         return out
 
     def _updates_delayed(self, exc: midb_errors.MidbError, doing: str = "catching up with the selected mailbox") -> bytes:
@@ -1201,15 +1243,15 @@ class ImapSession:
         """A catch-up with the selected mailbox, a push or a live search's re-check met a store
         error: the next catch-up makes up for it (the view, or what the live searches noted, is
         as it was), and in IDLE, where nothing else may come for long, the pool's timer has it
-        made at _retry_at (idle_timeout, timed_out), sooner than the next keepalive (likewise
+        made at _idle.retry_at (idle_timeout, timed_out), sooner than the next keepalive (likewise
         between commands with NOTIFY, which may send at any time, without a keepalive): 1 s after
         a first failure, twice as long after each failure within IDLE_RETRY_MAX of the last
         retry (IDLE_RETRY_MAX at most), 1 s again after a re-check that made up for one."""
         now = time.monotonic()
-        follows_retry = now - self._retry_at < IDLE_RETRY_MAX
-        self._retry_delay = min(2 * self._retry_delay, IDLE_RETRY_MAX) if follows_retry else IDLE_RETRY_FIRST
-        self._retry_at = now + self._retry_delay
-        self._updates_missed = self._retry_due = True
+        follows_retry = now - self._idle.retry_at < IDLE_RETRY_MAX
+        self._idle.retry_delay = min(2 * self._idle.retry_delay, IDLE_RETRY_MAX) if follows_retry else IDLE_RETRY_FIRST
+        self._idle.retry_at = now + self._idle.retry_delay
+        self._owed.updates_missed = self._idle.retry_due = True
 
     def _abort_running(self, line: bytes) -> None:
         running, self._running = self._running, None
@@ -1219,14 +1261,14 @@ class ImapSession:
 
     def _finish(self, running: _Running, done: Done | None) -> None:
         self._running = running.resume if running.silent else None
-        if self._inside_response:
+        if self._flow.inside_response:
             # The command failed with part of a response out (a body file unreadable half-way):
             # no answer can follow it that the client would read as one, so the connection ends.
             self.ctx.log.warning("session %s: %s failed with part of a response sent; closing the connection",
                                  self.id, running.name)
-            self._inside_response = False
-            self._goodbye_due = None
-            self._closing = True
+            self._flow.inside_response = False
+            self._flow.goodbye_due = None
+            self._flow.closing = True
             self._out.append(TransportAction.CLOSE)
             return
         if running.silent:
@@ -1254,7 +1296,7 @@ class ImapSession:
                     return
         if self.notify is not None:
             # (A change of the selected mailbox heard after its catch-up, while live searches
-            # looked, say, is pushed after the answer: _selected_changed.)
+            # looked, say, is pushed after the answer: _owed.selected_changed.)
             self._push_notifications(at_command_end=True)
         line = self.status_line(done.status.encode(), done.text, *done.args, code=done.code)
         frame = running.frame
@@ -1282,14 +1324,14 @@ class ImapSession:
         if after is not None:
             self._out.append(after)
             if after is TransportAction.CLOSE:
-                self._closing = True
+                self._flow.closing = True
                 return
         # After COMPRESS the goodbye goes out through the DEFLATE stream, as any later output.
         if goodbye is not None:
             self._goodbye(goodbye)
-        elif self._selected_gone:
+        elif self._owed.selected_gone:
             self._goodbye(Code.BYE_MAILBOX_DELETED)
-        elif announced is not None and not self._closing:
+        elif announced is not None and not self._flow.closing:
             self._fetch_new_messages(announced)
 
     def _send_updates(self, selected: SelectedMailbox, *, allow_expunge: bool = True, done: Done | None = None,
@@ -1302,17 +1344,17 @@ class ImapSession:
         (LazyFlagUpdates, here or queued before), the HIGHESTMODSEQ waits for them
         (_announce_when_made). Returns the last work so queued, which ``then`` follows (the live
         searches', _recheck_live_searches, or that HIGHESTMODSEQ's), else None (``then`` has run)."""
-        self._selected_changed = False   # (before the catch-up: a change it misses is heard again)
+        self._owed.selected_changed = False   # (before the catch-up: a change it misses is heard again)
         announced_above = selected.uid_max   # (the messages above it are those this catch-up announces)
         lines = self._sync_selected(selected, allow_expunge=allow_expunge)
         self._out.extend(lines)
         if lines and isinstance(lines[-1], LazyLines):   # (a catch-up's LazyFlagUpdates comes last)
-            self._lines_unmade += 1
+            self._owed.lines_unmade += 1
         # After a catch-up that failed, nothing new is in the view: the next one has them look.
         contexts = selected.contexts   # (contexts.recheck_due(), less a call on every command's path)
         recheck = (contexts.live and (contexts.arrived or contexts.changed) and self.selected is selected
-                   and not self._updates_missed)
-        if self._lines_unmade and self.qresync_enabled:
+                   and not self._owed.updates_missed)
+        if self._owed.lines_unmade and self.qresync_enabled:
             announcing = self._announce_when_made(selected, done, None if recheck else then)
             if not recheck:
                 return announcing
@@ -1336,7 +1378,7 @@ class ImapSession:
         searches' work) follows this work; ``then`` once it is done."""
 
         def steps() -> Generator[Any, Any, None]:
-            if self.selected is selected and not self._closing:
+            if self.selected is selected and not self._flow.closing:
                 yield from condstore.announce_highestmodseq(self, done)
 
         def after() -> None:
@@ -1346,8 +1388,8 @@ class ImapSession:
             # came while this work waited is looked for now (as after live searches' work). Not
             # after a store error making the lines, which the same catch-up would only meet
             # again (and again): the retry comes a little later (_owe_updates).
-            if (self.notify is None and self.selected is selected and not self._closing
-                    and not self._updates_missed and self._idling()):
+            if (self.notify is None and self.selected is selected and not self._flow.closing
+                    and not self._owed.updates_missed and self._idling()):
                 self._push_idle_updates(selected)
 
         work = _Running(None, b"*", steps(), False)
@@ -1389,18 +1431,18 @@ class ImapSession:
                 return
             if contexts.failing:   # made up for: a failure from now on is a first one again
                 contexts.failing = False
-                if self.notify is None and not self._updates_missed:
+                if self.notify is None and not self._owed.updates_missed:
                     # Nor is anything else owed: the catch-up before this re-check succeeded,
                     # and without NOTIFY there is no report to make. (Else the retry keeps its
                     # time: moved to the past, it came at once.)
-                    self._retry_due = False
-                if not self._retry_due:
-                    self._retry_at = -math.inf
+                    self._idle.retry_due = False
+                if not self._idle.retry_due:
+                    self._idle.retry_at = -math.inf
             looked = True
             if updates.fetches:
                 yield from self._fetch_entering(selected, updates.fetches, announced_above)
             yield from updates.lines
-            if updates.fetches and self.selected is selected and not self._closing:
+            if updates.fetches and self.selected is selected and not self._flow.closing:
                 # Those FETCHes' MODSEQ may be above a change still unreported (an expunge held
                 # back during a FETCH, STORE or SEARCH: RFC 3501 section 7.4.1) and come after
                 # the catch-up's HIGHESTMODSEQ: a QRESYNC client is told the one it may trust
@@ -1414,7 +1456,7 @@ class ImapSession:
             # (_store_changed): one that came while the searches worked is looked for now. Not
             # after a failure, which the same catch-up would only meet again (and again): the
             # retry comes a little later (_owe_updates).
-            if (looked and self.notify is None and self.selected is selected and not self._closing
+            if (looked and self.notify is None and self.selected is selected and not self._flow.closing
                     and self._idling()):
                 self._push_idle_updates(selected)
 
@@ -1466,7 +1508,7 @@ class ImapSession:
             try:
                 yield from fetch[1]
             except (CommandFailed, midb_errors.MidbError) as exc:
-                if self._inside_response:
+                if self._flow.inside_response:
                     raise   # part of a response is out: the connection ends (_finish)
                 # (NO [UNKNOWN-CTE] of one message, a store error: what went out before stays
                 # out, and the ESEARCH follows all the same, as the results hold the messages.)

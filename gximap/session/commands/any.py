@@ -64,8 +64,9 @@ def enable(session: Any, cmd: cmds.Enable) -> Generator[bytes, Any, Done]:
     ENABLED response lists what this command newly enabled; unknown names are ignored."""
     if session.state is not State.AUTHENTICATED:
         raise CommandFailed(Code.BAD_WRONG_STATE, status="BAD")
-    before = frozenset(session.enabled)
+    before = session.enabled
     newly: list[str] = []
+    added: list[str] = []  # the keys newly enabled
     for name in cmd.capabilities:
         key = name.upper()
         spelling = _ENABLE_SPELLING.get(key)
@@ -73,11 +74,12 @@ def enable(session: Any, cmd: cmds.Enable) -> Generator[bytes, Any, Done]:
             continue
         if key == "IMAP4REV2" and not session.settings.rfc9051:
             continue
-        session.enabled.add(key)
+        newly.append(spelling)
         if key == "QRESYNC":
             # RFC 7162 section 3.2.3: QRESYNC implies CONDSTORE, which ``ENABLE QRESYNC
             # CONDSTORE`` then lists too: this command enabled it.
-            session.enabled.add("CONDSTORE")
-        newly.append(spelling)
+            added.append("CONDSTORE")
+        added.append(key)
+    session.enabled = before.union(added)
     yield b"* ENABLED" + b"".join(b" " + name.encode("ascii") for name in newly) + b"\r\n"
     return Done(Code.OK_ENABLE)

@@ -54,7 +54,17 @@ from gximap.imap import commands as cmds
 from gximap.imap.codes import Code
 from gximap.net.handler import TransportAction
 from gximap.session import capabilities
-from gximap.session.base import ANY_STATE, AUTHENTICATED, Await, CommandFailed, Done, NeedLine, State, command
+from gximap.session.base import (
+    ANY_STATE,
+    AUTHENTICATED,
+    NOTHING_ENABLED,
+    Await,
+    CommandFailed,
+    Done,
+    NeedLine,
+    State,
+    command,
+)
 from gximap.session.errors import log_store_trouble
 from midb.errors import MidbError
 
@@ -304,7 +314,7 @@ def unauthenticate(session: Any, cmd: cmds.Unauthenticate) -> Done:
     session.user = None
     session.actor = None
     session.url_users = frozenset()
-    session.enabled.clear()
+    session.enabled = NOTHING_ENABLED
     session.client_id = None
     session.saved_search = None
     session.auth_failures = session.password_failures = 0

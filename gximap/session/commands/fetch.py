@@ -44,7 +44,7 @@ import functools
 import itertools
 import mmap
 import os
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gximap.imap import commands as cmds
@@ -630,7 +630,7 @@ class _RecordColumnsFetch:
     ``UID FETCH 1:* (UID FLAGS)`` on 100,000 messages cheap. The output is byte for byte the
     general path's (tests/test_perf_view_fetch.py compares them)."""
 
-    def __init__(self, names: list[str], *, recent: set[int], show_recent: bool, uidonly: bool = False) -> None:
+    def __init__(self, names: list[str], *, recent: Collection[int], show_recent: bool, uidonly: bool = False) -> None:
         self.names = names
         self.uidonly = uidonly  # responses are UIDFETCH, numbered by UID (_response_label)
         self.format = (b"* %d " + _response_label(uidonly) + b" ("
