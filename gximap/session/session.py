@@ -193,6 +193,11 @@ class _IdleClock:
         # idle timer started again then.
         self.last_keepalive = 0.0
 
+    def retry_wait(self, last_activity: float) -> float:
+        """The pool's wait until retry_at, counted as it counts (from the later of the last
+        input and the last keepalive or retry, as in idle_timeout); never 0, which fires at once."""
+        return max(self.retry_at - max(last_activity, self.last_keepalive), 0.001)
+
 
 class _UserSlot:
     """The key a session is counted under in ctx.user_sessions while logged in
@@ -434,7 +439,7 @@ class ImapSession:
             if self._idle.retry_due and self._idling():   # the retry, sooner (_owe_updates); not while
                 # the session's own work runs before IDLE goes on (it may wait for a search slot,
                 # and no catch-up may move the view under it): the timer would fire again at once.
-                left = min(left, max(self._idle.retry_at - max(self.last_activity, self._idle.last_keepalive), 0.001))
+                left = min(left, self._idle.retry_wait(self.last_activity))
             return left
         notify = self.notify
         if notify is not None and self._running is None and (
@@ -444,7 +449,7 @@ class ImapSession:
             # line; the autologout still counts from the last input (or answer).
             left = self.settings.autologout - max(0.0, self._idle.last_keepalive - self.last_activity)
             if self._idle.retry_due:
-                left = min(left, max(self._idle.retry_at - max(self.last_activity, self._idle.last_keepalive), 0.001))
+                left = min(left, self._idle.retry_wait(self.last_activity))
             return left
         return self.settings.autologout
 
