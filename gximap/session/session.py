@@ -1389,19 +1389,23 @@ class ImapSession:
         def after() -> None:
             if then is not None:
                 then()
-            # In IDLE without NOTIFY a change is only heard while the session idles: one that
-            # came while this work waited is looked for now (as after live searches' work). Not
-            # after a store error making the lines, which the same catch-up would only meet
-            # again (and again): the retry comes a little later (_owe_updates).
-            if (self.notify is None and self.selected is selected and not self._flow.closing
-                    and not self._owed.updates_missed and self._idling()):
-                self._push_idle_updates(selected)
+            if not self._owed.updates_missed:   # (not after a store error making the lines)
+                self._catch_up_if_idling(selected)
 
         work = _Running(None, b"*", steps(), False)
         work.name = "HIGHESTMODSEQ"
         work.then = after
         self._run_before_resuming(work)
         return work
+
+    def _catch_up_if_idling(self, selected: SelectedMailbox) -> None:
+        """After work run before IDLE (or the answer) went on (_announce_when_made,
+        _recheck_live_searches): in IDLE without NOTIFY, where a change is only heard while the
+        session idles (_store_changed), one that came while the work waited is looked for now.
+        Not after that work failed, which the same catch-up would only meet again (and again):
+        the retry comes a little later (_owe_updates)."""
+        if self.notify is None and self.selected is selected and not self._flow.closing and self._idling():
+            self._push_idle_updates(selected)
 
     def _recheck_live_searches(self, selected: SelectedMailbox, then: Callable[[], None] | None,
                                command: _Running | None, announced_above: int) -> _Running:
@@ -1457,13 +1461,8 @@ class ImapSession:
         def after() -> None:
             if then is not None:
                 then()
-            # In IDLE without NOTIFY a change is only heard while the session idles
-            # (_store_changed): one that came while the searches worked is looked for now. Not
-            # after a failure, which the same catch-up would only meet again (and again): the
-            # retry comes a little later (_owe_updates).
-            if (looked and self.notify is None and self.selected is selected and not self._flow.closing
-                    and self._idling()):
-                self._push_idle_updates(selected)
+            if looked:   # (not after a failure)
+                self._catch_up_if_idling(selected)
 
         work = _Running(None, command.tag if command is not None else b"*", steps(), False, progress_timer=timer)
         work.name = "live search update"
