@@ -193,6 +193,11 @@ class _IdleClock:
         # idle timer started again then.
         self.last_keepalive = 0.0
 
+    def retry_wait(self, last_activity: float) -> float:
+        """The pool's wait until retry_at, counted as it counts (from the later of the last
+        input and the last keepalive or retry, as in idle_timeout); never 0, which fires at once."""
+        return max(self.retry_at - max(last_activity, self.last_keepalive), 0.001)
+
 
 class _UserSlot:
     """The key a session is counted under in ctx.user_sessions while logged in
@@ -434,7 +439,7 @@ class ImapSession:
             if self._idle.retry_due and self._idling():   # the retry, sooner (_owe_updates); not while
                 # the session's own work runs before IDLE goes on (it may wait for a search slot,
                 # and no catch-up may move the view under it): the timer would fire again at once.
-                left = min(left, max(self._idle.retry_at - max(self.last_activity, self._idle.last_keepalive), 0.001))
+                left = min(left, self._idle.retry_wait(self.last_activity))
             return left
         notify = self.notify
         if notify is not None and self._running is None and (
@@ -444,7 +449,7 @@ class ImapSession:
             # line; the autologout still counts from the last input (or answer).
             left = self.settings.autologout - max(0.0, self._idle.last_keepalive - self.last_activity)
             if self._idle.retry_due:
-                left = min(left, max(self._idle.retry_at - max(self.last_activity, self._idle.last_keepalive), 0.001))
+                left = min(left, self._idle.retry_wait(self.last_activity))
             return left
         return self.settings.autologout
 
@@ -1384,19 +1389,23 @@ class ImapSession:
         def after() -> None:
             if then is not None:
                 then()
-            # In IDLE without NOTIFY a change is only heard while the session idles: one that
-            # came while this work waited is looked for now (as after live searches' work). Not
-            # after a store error making the lines, which the same catch-up would only meet
-            # again (and again): the retry comes a little later (_owe_updates).
-            if (self.notify is None and self.selected is selected and not self._flow.closing
-                    and not self._owed.updates_missed and self._idling()):
-                self._push_idle_updates(selected)
+            if not self._owed.updates_missed:   # (not after a store error making the lines)
+                self._catch_up_if_idling(selected)
 
         work = _Running(None, b"*", steps(), False)
         work.name = "HIGHESTMODSEQ"
         work.then = after
         self._run_before_resuming(work)
         return work
+
+    def _catch_up_if_idling(self, selected: SelectedMailbox) -> None:
+        """After work run before IDLE (or the answer) went on (_announce_when_made,
+        _recheck_live_searches): in IDLE without NOTIFY, where a change is only heard while the
+        session idles (_store_changed), one that came while the work waited is looked for now.
+        Not after that work failed, which the same catch-up would only meet again (and again):
+        the retry comes a little later (_owe_updates)."""
+        if self.notify is None and self.selected is selected and not self._flow.closing and self._idling():
+            self._push_idle_updates(selected)
 
     def _recheck_live_searches(self, selected: SelectedMailbox, then: Callable[[], None] | None,
                                command: _Running | None, announced_above: int) -> _Running:
@@ -1452,13 +1461,8 @@ class ImapSession:
         def after() -> None:
             if then is not None:
                 then()
-            # In IDLE without NOTIFY a change is only heard while the session idles
-            # (_store_changed): one that came while the searches worked is looked for now. Not
-            # after a failure, which the same catch-up would only meet again (and again): the
-            # retry comes a little later (_owe_updates).
-            if (looked and self.notify is None and self.selected is selected and not self._flow.closing
-                    and self._idling()):
-                self._push_idle_updates(selected)
+            if looked:   # (not after a failure)
+                self._catch_up_if_idling(selected)
 
         work = _Running(None, command.tag if command is not None else b"*", steps(), False, progress_timer=timer)
         work.name = "live search update"
