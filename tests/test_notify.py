@@ -97,6 +97,14 @@ def _hold_others(patch: pytest.MonkeyPatch, state: notify.NotifyState, *,
     return held
 
 
+def _hear_late(a: Conversation, held: list[tuple[int, int]]) -> None:
+    """Hear the events ``_hold_others`` held, late, in their order."""
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+
+
 def test_parse_notify_none_and_set() -> None:
     assert parse(b"a NOTIFY NONE\r\n") == c.Notify(b"a", None)
     cmd = parse(b"b notify set status (selected (MessageNew (uid body.peek[header.fields (from)]) messageexpunge))"
@@ -1018,8 +1026,7 @@ def test_a_change_heard_after_the_clients_own_is_reported(
         _elsewhere(lambda: a.add_message("Lists"))
         assert held
         assert a.command("APPEND Lists {12+}\r\nSubject: x\r\n")[:-1] == []
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     uidvalidity = a.folder("Lists").uidvalidity
     assert a.wake() == [b"* STATUS Lists (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % uidvalidity]
     # A later change is compared with that as usual: a flag change alone says nothing here.
@@ -1073,8 +1080,7 @@ def test_a_late_change_at_the_modseq_taken_in_is_still_reported(
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))',
                         b"* STATUS Lists/c (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % lists.uidvalidity]
     assert held
-    for folder_id, modseq in held:   # (the delivery's own event, late: told already)
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)   # (the delivery's own event, late: told already)
     assert a.wake() == []
 
 
@@ -1091,8 +1097,7 @@ def test_a_late_change_before_the_clients_own_rename_of_inbox_is_reported(
         _elsewhere(lambda: a.store.remove_messages("alice", a.folder("INBOX").id, [1]))   # one commit
         assert len(held) == 1
         assert a.command("RENAME INBOX Old")[:-1] == []
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     inbox = a.folder("INBOX")
     assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity]
 
@@ -1124,8 +1129,7 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
         held = _hold_others(patch, state)
         assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
     assert len(held) == 1
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     uidvalidity = a.folder(target).uidvalidity
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" %b ("OLDNAME" (Lists/a))' % target.encode(),
                         b"* STATUS %b (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % (target.encode(), uidvalidity),
@@ -1158,8 +1162,7 @@ def test_a_rename_of_anothers_taken_in_with_the_clients_own_rename_says_the_clie
         held = _hold_others(patch, state)
         assert a.command("RENAME Lists/a Lists/b")[:-1] == []
     assert len(held) == 2
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists/c ("OLDNAME" (Lists/b))']
 
 
@@ -1608,8 +1611,7 @@ def test_rename_inbox_heard_before_its_folders_events_is_told_whole(
         moved = a.folder("Moved")
         assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Moved ("OLDNAME" (INBOX))',
                             b"* STATUS Moved (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % a.folder("INBOX").uidvalidity]
 
 
@@ -1919,10 +1921,7 @@ def test_a_late_rename_of_subscribed_names_taken_in_with_the_clients_own_change_
     a.command(f"NOTIFY SET (personal ({events}))")
     held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
     assert len(held) == 2
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == told
     # The client's view now matches the store's: another's UNSUBSCRIBE of the new name is told.
     b.command("UNSUBSCRIBE Zed/a")
@@ -1978,10 +1977,7 @@ def test_a_late_rename_taken_in_tells_the_old_name_unsubscribed(
     if case == "new-name-unsubscribed-since":
         b.command("UNSUBSCRIBE Zed")
     assert a.wake(require=False) == between
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == told
     assert "Lists/a" not in a.store.subscriptions("alice")
 
@@ -2001,10 +1997,7 @@ def test_a_late_rename_taken_in_tells_the_subscriptions_move_after_another_chang
                                          also=lambda: a.store.set_subscribed("alice", "Other", True),
                                          told_at_append=(b'* LIST (\\Subscribed \\NonExistent) "/" Other',))
     assert len(held) == 2
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
                         b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
                         b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
@@ -2024,10 +2017,7 @@ def test_a_late_rename_taken_in_tells_the_subscriptions_move_with_the_attributes
     assert len(held) == 2
     b.command("CREATE Lists/a")
     assert a.wake() == []   # (no MailboxName: taken in)
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/a',
                         b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
                         b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
@@ -2044,10 +2034,7 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptio
     held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
     assert len(held) == 1
     b.command("DELETE Zed")   # (its event, heard, waits with the rename's for the next report)
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
 
 
@@ -2061,10 +2048,7 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_c
     held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
     assert len(held) == 1
     b.command("DELETE Zed")
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
 
 
@@ -2085,10 +2069,7 @@ def test_a_late_rename_taken_in_and_renamed_on_says_the_clients_name(
     held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
     assert len(held) == 1
     b.command("RENAME Zed Yak")
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == told
 
 
@@ -2155,13 +2136,6 @@ class _ClientView:
             assert self.names == names
         if self.knows_subscriptions:
             assert self.subscribed == subscribed
-
-
-def _hear_late(a: Conversation, held: list[tuple[int, int]]) -> None:
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
 
 
 @pytest.mark.parametrize("events", ["MailboxName", "MailboxName SubscriptionChange", "SubscriptionChange"])
