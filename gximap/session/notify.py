@@ -750,9 +750,11 @@ class NotifyState:
                      and folder_id in self.folders}
         carried_ids = {child for child, _parent_name in carried}
 
-        def release(freer: int, *, names_only: bool) -> None:
+        def release(freer: int, *, carried: bool | None = None) -> None:
+            """``freer`` is told: those waiting for it wait one fewer; with ``carried``, only the
+            children that moved with it (True) or only the others (False)."""
             for taker in freeing.get(freer, ()):
-                if (taker in carried_ids) == names_only:
+                if carried is not None and (taker in carried_ids) != carried:
                     continue
                 waits[taker] -= 1
                 if waits[taker] == 0 and taker not in told:
@@ -770,7 +772,7 @@ class NotifyState:
                     folder_id, folder, _gone = items[index]
                     gone_first.add(folder_id)
                     ordered.append((folder_id, folder, True))
-                    release(folder_id, names_only=True)
+                    release(folder_id, carried=False)
                     continue
                 # (Only the client's own renames left in it, told none: name order.)
                 index = next(index for index, (folder_id, _folder, _gone) in enumerate(items) if folder_id not in told)
@@ -779,13 +781,8 @@ class NotifyState:
                 continue
             told.add(folder_id)
             ordered.append(items[index])
-            if folder_id in gone_first:
-                release(folder_id, names_only=False)
-            else:
-                for taker in freeing.get(folder_id, ()):
-                    waits[taker] -= 1
-                    if waits[taker] == 0 and taker not in told:
-                        heapq.heappush(ready, position[taker])
+            # (Told gone first, it released the others then.)
+            release(folder_id, carried=True if folder_id in gone_first else None)
         return ordered
 
     def _told_gone_first(self, session: Any, folder_id: int) -> list[bytes]:
