@@ -1018,9 +1018,15 @@ class NotifyState:
         (_subscription_changes) tells their move (section 5.5), as for a rename heard in time."""
         if known is not None and new is not None:
             self._renames_now[known] = new   # (_moved_into_view)
+        self._subscriptions_back(moves)
+
+    def _subscriptions_back(self, moves: dict[str, tuple[str, bool]]) -> None:
+        """The subscriptions another's RENAME taken in unreported moved (``moves``, as
+        _quiet_subscriptions notes them) go back to the names the client knows."""
         for moved, (name, kept) in moves.items():
             # Whatever a report since told of the new name (its unsubscribing, say), the client
-            # still has the old one subscribed; at worst a name is told again as it is.
+            # still has the old one subscribed; at worst a name is told again as it is. A name
+            # subscribed already (``kept``) stays so.
             if not kept:
                 self.subscriptions.discard(moved)
             self.subscriptions.add(name)
@@ -1081,13 +1087,8 @@ class NotifyState:
         for name, known_id in self.folders.at_or_below(moved_from):
             self.folders[known_id] = self.folders[known_id]._replace(name=known + name[len(moved_from):])
             self._listed.pop(name, None)
-        for moved in [name for name in moves if name == moved_from or name.startswith(moved_from + listing.SEPARATOR)]:
-            name, kept = moves.pop(moved)
-            # (As _unlisted_rename: a name subscribed already stays so.)
-            if not kept:
-                self.subscriptions.discard(moved)
-            self.subscriptions.add(name)
-            self._subscriptions_unsure.update((moved, name))
+        self._subscriptions_back({moved: moves.pop(moved) for moved in list(moves)
+                                  if moved == moved_from or moved.startswith(moved_from + listing.SEPARATOR)})
         return self.folders[folder_id]
 
     def _forget_listed(self, name: str) -> None:
