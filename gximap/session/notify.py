@@ -978,7 +978,8 @@ class NotifyState:
             if others:
                 self._quiet_renamed.setdefault(folder_id, known)
                 self._quiet_moved.discard(folder_id)
-            subscribed_before = set(self.subscriptions)
+            # (Copied for another's rename alone: the client's own moves nothing to note.)
+            subscribed_before = set(self.subscriptions) if others else set()
             for child in self._renamed(old.name, folder.name, {}):
                 if others and child not in self._quiet_renamed:
                     # Section 5.4: its parent's LIST tells its move; none of its own.
