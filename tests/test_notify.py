@@ -79,6 +79,32 @@ def _elsewhere(work: Callable[[], object]) -> None:
 # -- parser ------------------------------------------------------------------------------------
 
 
+def _hold_others(patch: pytest.MonkeyPatch, state: notify.NotifyState, *,
+                 pass_notices: bool = False) -> list[tuple[int, int]]:
+    """Patch ``state.heard`` (undone with ``patch``) to hold other sessions' events, their
+    datagrams still on their way, in the list returned, to be heard late; the client's own
+    events, and with ``pass_notices`` notices (midb.events.is_notice), are heard as they come."""
+    heard = state.heard
+    held: list[tuple[int, int]] = []
+
+    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
+        if own or (pass_notices and midb_events.is_notice(modseq)):
+            return heard(folder_id, modseq, own)
+        held.append((folder_id, modseq))
+        return False
+
+    patch.setattr(state, "heard", hold_others)
+    return held
+
+
+def _hear_late(a: Conversation, held: list[tuple[int, int]]) -> None:
+    """Hear the events ``_hold_others`` held, late, in their order."""
+    state = a.session.notify
+    assert state is not None
+    for folder_id, modseq in held:
+        a.session._notify_heard(state, "alice", folder_id, modseq)
+
+
 def test_parse_notify_none_and_set() -> None:
     assert parse(b"a NOTIFY NONE\r\n") == c.Notify(b"a", None)
     cmd = parse(b"b notify set status (selected (MessageNew (uid body.peek[header.fields (from)]) messageexpunge))"
@@ -995,22 +1021,12 @@ def test_a_change_heard_after_the_clients_own_is_reported(
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge))")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own:
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))   # (its datagram still on its way)
-        return False
-
-    monkeypatch.setattr(state, "heard", hold_others)
-    _elsewhere(lambda: a.add_message("Lists"))
-    assert held
-    assert a.command("APPEND Lists {12+}\r\nSubject: x\r\n")[:-1] == []
-    monkeypatch.setattr(state, "heard", heard)
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state)
+        _elsewhere(lambda: a.add_message("Lists"))
+        assert held
+        assert a.command("APPEND Lists {12+}\r\nSubject: x\r\n")[:-1] == []
+    _hear_late(a, held)
     uidvalidity = a.folder("Lists").uidvalidity
     assert a.wake() == [b"* STATUS Lists (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % uidvalidity]
     # A later change is compared with that as usual: a flag change alone says nothing here.
@@ -1048,15 +1064,6 @@ def test_a_late_change_at_the_modseq_taken_in_is_still_reported(
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own:
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))   # (its datagram still on its way)
-        return False
-
     lists = a.folder("Lists/a")
     append = a.store.append
 
@@ -1065,16 +1072,15 @@ def test_a_late_change_at_the_modseq_taken_in_is_still_reported(
         _elsewhere(lambda: append("alice", lists.id, b"Subject: y\r\n\r\n"))   # the last modseq: theirs
         return result
 
-    monkeypatch.setattr(state, "heard", hold_others)
     monkeypatch.setattr(a.store, "append", append_then_deliver)
-    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
-    monkeypatch.setattr(state, "heard", heard)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state)
+        assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
     b.command("RENAME Lists/a Lists/c")
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Lists/c ("OLDNAME" (Lists/a))',
                         b"* STATUS Lists/c (MESSAGES 2 UIDNEXT 3 UIDVALIDITY %d UNSEEN 2)" % lists.uidvalidity]
     assert held
-    for folder_id, modseq in held:   # (the delivery's own event, late: told already)
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)   # (the delivery's own event, late: told already)
     assert a.wake() == []
 
 
@@ -1086,22 +1092,12 @@ def test_a_late_change_before_the_clients_own_rename_of_inbox_is_reported(
     a.command("NOTIFY SET (inboxes (MessageNew MessageExpunge))")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own:
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))   # (its datagram still on its way)
-        return False
-
-    monkeypatch.setattr(state, "heard", hold_others)
-    _elsewhere(lambda: a.store.remove_messages("alice", a.folder("INBOX").id, [1]))   # one commit
-    assert len(held) == 1
-    assert a.command("RENAME INBOX Old")[:-1] == []
-    monkeypatch.setattr(state, "heard", heard)
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state)
+        _elsewhere(lambda: a.store.remove_messages("alice", a.folder("INBOX").id, [1]))   # one commit
+        assert len(held) == 1
+        assert a.command("RENAME INBOX Old")[:-1] == []
+    _hear_late(a, held)
     inbox = a.folder("INBOX")
     assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % inbox.uidvalidity]
 
@@ -1121,15 +1117,6 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
     a.command("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own:
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))   # (its datagram still on its way)
-        return False
-
     append, rename = a.store.append, a.store.rename_folder
 
     def append_then_rename(*args: Any, **kwargs: Any) -> Any:
@@ -1137,13 +1124,12 @@ def test_a_late_rename_taken_in_with_the_clients_own_change_is_listed(
         _elsewhere(lambda: rename("alice", "Lists/a", target))
         return result
 
-    monkeypatch.setattr(state, "heard", hold_others)
     monkeypatch.setattr(a.store, "append", append_then_rename)
-    assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
-    monkeypatch.setattr(state, "heard", heard)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state)
+        assert a.command("APPEND Lists/a {12+}\r\nSubject: x\r\n")[:-1] == []
     assert len(held) == 1
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     uidvalidity = a.folder(target).uidvalidity
     assert a.wake() == [b'* LIST (\\HasNoChildren) "/" %b ("OLDNAME" (Lists/a))' % target.encode(),
                         b"* STATUS %b (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % (target.encode(), uidvalidity),
@@ -1164,15 +1150,6 @@ def test_a_rename_of_anothers_taken_in_with_the_clients_own_rename_says_the_clie
     a.command("NOTIFY SET (personal (MailboxName))")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own:
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))   # (its datagram still on its way)
-        return False
-
     rename = a.store.rename_folder
 
     def rename_then_rename_on(*args: Any, **kwargs: Any) -> Any:
@@ -1180,13 +1157,12 @@ def test_a_rename_of_anothers_taken_in_with_the_clients_own_rename_says_the_clie
         _elsewhere(lambda: rename("alice", "Lists/b", "Lists/c"))
         return result
 
-    monkeypatch.setattr(state, "heard", hold_others)
     monkeypatch.setattr(a.store, "rename_folder", rename_then_rename_on)
-    assert a.command("RENAME Lists/a Lists/b")[:-1] == []
-    monkeypatch.setattr(state, "heard", heard)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state)
+        assert a.command("RENAME Lists/a Lists/b")[:-1] == []
     assert len(held) == 2
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists/c ("OLDNAME" (Lists/b))']
 
 
@@ -1371,17 +1347,10 @@ def test_a_child_heard_before_its_parents_rename_does_not_hide_the_new_parents_c
     a.command("NOTIFY SET (personal (MailboxName))")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold(folder_id: int, modseq: int, own: bool = False) -> bool:
-        held.append((folder_id, modseq))   # (its datagram still on its way)
-        return False
-
     child = a.folder("Top/x/y").id
-    monkeypatch.setattr(state, "heard", hold)
-    b.command("RENAME Top/x Other/x")
-    monkeypatch.setattr(state, "heard", heard)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state)
+        b.command("RENAME Top/x Other/x")
     assert {folder_id for folder_id, _modseq in held} == {child, a.folder("Other/x").id}
     for folder_id, modseq in sorted(held, key=lambda event: event[0] != child):
         a.session._notify_heard(state, "alice", folder_id, modseq)
@@ -1636,23 +1605,13 @@ def test_rename_inbox_heard_before_its_folders_events_is_told_whole(
     a.command(f"NOTIFY SET (personal {ALL_OTHER})")
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def notices_only(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if notify.events.is_notice(modseq):
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))
-        return False
-
-    monkeypatch.setattr(state, "heard", notices_only)
-    b.command("RENAME INBOX Moved")
-    moved = a.folder("Moved")
-    assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Moved ("OLDNAME" (INBOX))',
-                        b"* STATUS Moved (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
-    monkeypatch.setattr(state, "heard", heard)
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    with monkeypatch.context() as patch:
+        held = _hold_others(patch, state, pass_notices=True)
+        b.command("RENAME INBOX Moved")
+        moved = a.folder("Moved")
+        assert a.wake() == [b'* LIST (\\HasNoChildren) "/" Moved ("OLDNAME" (INBOX))',
+                            b"* STATUS Moved (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)" % moved.uidvalidity]
+    _hear_late(a, held)
     assert a.wake() == [b"* STATUS INBOX (MESSAGES 0 UIDNEXT 2 UIDVALIDITY %d UNSEEN 0)" % a.folder("INBOX").uidvalidity]
 
 
@@ -1926,15 +1885,6 @@ def _append_while_another_renames(a: Conversation, monkeypatch: pytest.MonkeyPat
     whose notices are heard in time: the APPEND's end reports ``told_at_append``."""
     state = a.session.notify
     assert state is not None
-    heard = state.heard
-    held: list[tuple[int, int]] = []
-
-    def hold_others(folder_id: int, modseq: int, own: bool = False) -> bool:
-        if own or (also is not None and midb_events.is_notice(modseq)):
-            return heard(folder_id, modseq, own)
-        held.append((folder_id, modseq))
-        return False
-
     append, rename = a.store.append, a.store.rename_folder
 
     def append_then_rename(*args: Any, **kwargs: Any) -> Any:
@@ -1945,7 +1895,7 @@ def _append_while_another_renames(a: Conversation, monkeypatch: pytest.MonkeyPat
         return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(state, "heard", hold_others)
+        held = _hold_others(patch, state, pass_notices=also is not None)
         patch.setattr(a.store, "append", append_then_rename)
         assert a.command(f"APPEND {old} {{12+}}\r\nSubject: x\r\n")[:-1] == list(told_at_append)
     return held
@@ -1971,10 +1921,7 @@ def test_a_late_rename_of_subscribed_names_taken_in_with_the_clients_own_change_
     a.command(f"NOTIFY SET (personal ({events}))")
     held = _append_while_another_renames(a, monkeypatch, "Lists", "Zed")
     assert len(held) == 2
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == told
     # The client's view now matches the store's: another's UNSUBSCRIBE of the new name is told.
     b.command("UNSUBSCRIBE Zed/a")
@@ -2030,10 +1977,7 @@ def test_a_late_rename_taken_in_tells_the_old_name_unsubscribed(
     if case == "new-name-unsubscribed-since":
         b.command("UNSUBSCRIBE Zed")
     assert a.wake(require=False) == between
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == told
     assert "Lists/a" not in a.store.subscriptions("alice")
 
@@ -2053,10 +1997,7 @@ def test_a_late_rename_taken_in_tells_the_subscriptions_move_after_another_chang
                                          also=lambda: a.store.set_subscribed("alice", "Other", True),
                                          told_at_append=(b'* LIST (\\Subscribed \\NonExistent) "/" Other',))
     assert len(held) == 2
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists', b'* LIST (\\NonExistent) "/" Lists/a',
                         b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
                         b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
@@ -2076,10 +2017,7 @@ def test_a_late_rename_taken_in_tells_the_subscriptions_move_with_the_attributes
     assert len(held) == 2
     b.command("CREATE Lists/a")
     assert a.wake() == []   # (no MailboxName: taken in)
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\HasChildren) "/" Lists', b'* LIST (\\HasNoChildren) "/" Lists/a',
                         b'* LIST (\\Subscribed \\HasChildren) "/" Zed',
                         b'* LIST (\\Subscribed \\HasNoChildren) "/" Zed/a']
@@ -2096,10 +2034,7 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_tells_the_subscriptio
     held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
     assert len(held) == 1
     b.command("DELETE Zed")   # (its event, heard, waits with the rename's for the next report)
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\Subscribed \\NonExistent) "/" Zed']
 
 
@@ -2113,10 +2048,7 @@ def test_a_late_rename_taken_in_of_a_mailbox_deleted_since_is_told_gone_by_the_c
     held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
     assert len(held) == 1
     b.command("DELETE Zed")
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == [b'* LIST (\\NonExistent) "/" Lists/a', b'* LIST (\\HasNoChildren) "/" Lists']
 
 
@@ -2137,10 +2069,7 @@ def test_a_late_rename_taken_in_and_renamed_on_says_the_clients_name(
     held = _append_while_another_renames(a, monkeypatch, "Lists/a", "Zed")
     assert len(held) == 1
     b.command("RENAME Zed Yak")
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
+    _hear_late(a, held)
     assert a.wake() == told
 
 
@@ -2207,13 +2136,6 @@ class _ClientView:
             assert self.names == names
         if self.knows_subscriptions:
             assert self.subscribed == subscribed
-
-
-def _hear_late(a: Conversation, held: list[tuple[int, int]]) -> None:
-    state = a.session.notify
-    assert state is not None
-    for folder_id, modseq in held:
-        a.session._notify_heard(state, "alice", folder_id, modseq)
 
 
 @pytest.mark.parametrize("events", ["MailboxName", "MailboxName SubscriptionChange", "SubscriptionChange"])

@@ -750,9 +750,11 @@ class NotifyState:
                      and folder_id in self.folders}
         carried_ids = {child for child, _parent_name in carried}
 
-        def release(freer: int, *, names_only: bool) -> None:
+        def release(freer: int, *, carried: bool | None = None) -> None:
+            """``freer`` is told: those waiting for it wait one fewer; with ``carried``, only the
+            children that moved with it (True) or only the others (False)."""
             for taker in freeing.get(freer, ()):
-                if (taker in carried_ids) == names_only:
+                if carried is not None and (taker in carried_ids) != carried:
                     continue
                 waits[taker] -= 1
                 if waits[taker] == 0 and taker not in told:
@@ -770,7 +772,7 @@ class NotifyState:
                     folder_id, folder, _gone = items[index]
                     gone_first.add(folder_id)
                     ordered.append((folder_id, folder, True))
-                    release(folder_id, names_only=True)
+                    release(folder_id, carried=False)
                     continue
                 # (Only the client's own renames left in it, told none: name order.)
                 index = next(index for index, (folder_id, _folder, _gone) in enumerate(items) if folder_id not in told)
@@ -779,13 +781,8 @@ class NotifyState:
                 continue
             told.add(folder_id)
             ordered.append(items[index])
-            if folder_id in gone_first:
-                release(folder_id, names_only=False)
-            else:
-                for taker in freeing.get(folder_id, ()):
-                    waits[taker] -= 1
-                    if waits[taker] == 0 and taker not in told:
-                        heapq.heappush(ready, position[taker])
+            # (Told gone first, it released the others then.)
+            release(folder_id, carried=True if folder_id in gone_first else None)
         return ordered
 
     def _told_gone_first(self, session: Any, folder_id: int) -> list[bytes]:
@@ -981,7 +978,8 @@ class NotifyState:
             if others:
                 self._quiet_renamed.setdefault(folder_id, known)
                 self._quiet_moved.discard(folder_id)
-            subscribed_before = set(self.subscriptions)
+            # (Copied for another's rename alone: the client's own moves nothing to note.)
+            subscribed_before = set(self.subscriptions) if others else set()
             for child in self._renamed(old.name, folder.name, {}):
                 if others and child not in self._quiet_renamed:
                     # Section 5.4: its parent's LIST tells its move; none of its own.
@@ -1021,9 +1019,15 @@ class NotifyState:
         (_subscription_changes) tells their move (section 5.5), as for a rename heard in time."""
         if known is not None and new is not None:
             self._renames_now[known] = new   # (_moved_into_view)
+        self._subscriptions_back(moves)
+
+    def _subscriptions_back(self, moves: dict[str, tuple[str, bool]]) -> None:
+        """The subscriptions another's RENAME taken in unreported moved (``moves``, as
+        _quiet_subscriptions notes them) go back to the names the client knows."""
         for moved, (name, kept) in moves.items():
             # Whatever a report since told of the new name (its unsubscribing, say), the client
-            # still has the old one subscribed; at worst a name is told again as it is.
+            # still has the old one subscribed; at worst a name is told again as it is. A name
+            # subscribed already (``kept``) stays so.
             if not kept:
                 self.subscriptions.discard(moved)
             self.subscriptions.add(name)
@@ -1084,13 +1088,8 @@ class NotifyState:
         for name, known_id in self.folders.at_or_below(moved_from):
             self.folders[known_id] = self.folders[known_id]._replace(name=known + name[len(moved_from):])
             self._listed.pop(name, None)
-        for moved in [name for name in moves if name == moved_from or name.startswith(moved_from + listing.SEPARATOR)]:
-            name, kept = moves.pop(moved)
-            # (As _unlisted_rename: a name subscribed already stays so.)
-            if not kept:
-                self.subscriptions.discard(moved)
-            self.subscriptions.add(name)
-            self._subscriptions_unsure.update((moved, name))
+        self._subscriptions_back({moved: moves.pop(moved) for moved in list(moves)
+                                  if moved == moved_from or moved.startswith(moved_from + listing.SEPARATOR)})
         return self.folders[folder_id]
 
     def _forget_listed(self, name: str) -> None:
